@@ -1,0 +1,60 @@
+"""The `clip` backbone: any open_clip model with a causal CLIP text transformer."""
+
+from __future__ import annotations
+
+import torch
+
+from vip_backbones.openclip_base import OpenClipBackbone
+from vipcli.errors import UsageError
+
+
+class ClipBackbone(OpenClipBackbone):
+    """CLIP (OpenAI ViT-B/16 by default) through open_clip.
+
+    `--arch` takes an open_clip model name or a model-config JSON; `--pretrained` an open_clip
+    tag (default `openai`), a local weights file, an `hf-hub:`/`local-dir:` id, or `none`.
+    """
+
+    def __init__(self, arch: str | None = None, pretrained: str | None = None, device=None):
+        super().__init__(arch, pretrained, device)
+        self.text = self.model if hasattr(self.model, "token_embedding") else getattr(self.model, "text", None)
+        if self.text is None or not hasattr(self.text, "token_embedding"):
+            raise UsageError(
+                f"{self.arch} has no CLIP-style text transformer",
+                "use --backbone biomedclip for models with a Hugging Face (BERT-style) text tower",
+            )
+        if getattr(self.text, "cls_emb", None) is not None:
+            raise UsageError(f"{self.arch} appends a CLS token to its text (CoCa); not supported by the clip backbone")
+        import open_clip
+
+        self.tokenizer = open_clip.get_tokenizer(self.model_name)
+        self.token_width = int(self.text.token_embedding.weight.shape[1])
+        self.context_length = int(self.text.positional_embedding.shape[0])
+        self.pool_type = getattr(self.text, "text_pool_type", None) or getattr(self.text, "pool_type", "argmax")
+        self.eos_id = getattr(self.text, "text_eos_id", None) or getattr(self.text, "eos_id", None)
+
+    def tokenize(self, texts) -> torch.Tensor:
+        return self.tokenizer(list(texts)).long()  # [N, context_length]
+
+    def embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.text.token_embedding(ids.to(self.device))  # [N, L, W]
+
+    def sequence_lengths(self, ids: torch.Tensor) -> torch.Tensor:
+        if self.pool_type in ("argmax", "eos") and self.text.attn_mask is not None:
+            return super().sequence_lengths(ids)  # causal: nothing after the end token matters
+        return torch.full((ids.shape[0],), ids.shape[1], dtype=torch.long)
+
+    def encode_text_embeds(self, embeds: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        from open_clip.transformer import text_global_pool
+
+        length = ids.shape[1]
+        cast_dtype = self.text.transformer.get_cast_dtype()
+        x = embeds.to(cast_dtype) + self.text.positional_embedding[:length].to(cast_dtype)  # [N, L, W]
+        mask = self.text.attn_mask
+        mask = mask[:length, :length] if mask is not None else None
+        x = self.text.ln_final(self.text.transformer(x, attn_mask=mask))  # [N, L, W]
+        pooled = text_global_pool(x, ids.to(self.device), self.pool_type, eos_token_id=self.eos_id)  # [N, W]
+        projection = self.text.text_projection
+        if projection is None:
+            return pooled
+        return projection(pooled) if isinstance(projection, torch.nn.Module) else pooled @ projection  # [N, D]

@@ -1,0 +1,1 @@
+"""Symptom packs shipped with vip (YAML files beside this one)."""

@@ -1,0 +1,3 @@
+from vipcli.cli.main import run
+
+run()

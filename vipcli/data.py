@@ -1,0 +1,140 @@
+"""Image folders sorted by class: discovery, splits and seeded few-shot subsets."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vipcli.errors import VipError
+from vipcli.images import IMAGE_SUFFIXES, is_image_file
+
+SPLIT_NAMES = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One labelled image."""
+
+    path: Path  # the image file
+    label: int  # index into the dataset's class names
+
+
+@dataclass
+class Dataset:
+    """A class-folder dataset cut into train/val/test."""
+
+    root: Path  # the folder the user named
+    class_names: list[str]  # class folder names, sorted; logit order
+    splits: dict[str, list[Sample]]  # "train", "val", "test" -> samples
+    origin: dict[str, str] = field(default_factory=dict)  # split -> "folder" or "seeded split of train"
+
+    def counts(self, split: str) -> list[int]:
+        """Images per class in `split`."""
+        totals = [0] * len(self.class_names)
+        for sample in self.splits[split]:
+            totals[sample.label] += 1
+        return totals
+
+
+def _class_folders(folder: Path) -> list[Path]:
+    return sorted((p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name)
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if is_image_file(p))
+
+
+def _scan_flat(folder: Path, class_names: list[str] | None = None) -> tuple[list[str], list[Sample]]:
+    """Samples of `folder/<class>/*`; every class folder must hold at least one image."""
+    classes = _class_folders(folder)
+    names = class_names or [c.name for c in classes]
+    index = {name: i for i, name in enumerate(names)}
+    samples: list[Sample] = []
+    for class_folder in classes:
+        if class_folder.name not in index:
+            raise VipError(
+                f"{class_folder}: class '{class_folder.name}' is not in the train split",
+                f"train classes are {', '.join(names)}; rename or remove the folder",
+            )
+        images = _images_in(class_folder)
+        if not images:
+            raise VipError(
+                f"class folder {class_folder} has no images",
+                f"add images ({', '.join(s.lstrip('.') for s in IMAGE_SUFFIXES)}) or remove the folder",
+            )
+        samples.extend(Sample(p, index[class_folder.name]) for p in images)
+    return names, samples
+
+
+def _split_off(samples: list[Sample], fraction: float, seed: int, salt: str) -> tuple[list[Sample], list[Sample]]:
+    """Stratified seeded split: (kept, taken) with about `fraction` of each class taken."""
+    by_class: dict[int, list[Sample]] = {}
+    for sample in samples:
+        by_class.setdefault(sample.label, []).append(sample)
+    kept, taken = [], []
+    for label, members in sorted(by_class.items()):
+        members = sorted(members, key=lambda s: str(s.path))
+        random.Random(f"{seed}:{salt}:{label}").shuffle(members)
+        n_taken = min(max(1, round(len(members) * fraction)), len(members) - 1) if len(members) > 1 else 0
+        taken.extend(members[:n_taken])
+        kept.extend(members[n_taken:])
+    return sorted(kept, key=lambda s: str(s.path)), sorted(taken, key=lambda s: str(s.path))
+
+
+def load_dataset(root: str | Path, seed: int = 1, val_fraction: float = 0.1, test_fraction: float = 0.2) -> Dataset:
+    """Scan `root` laid out as `<class>/*` or `{train,val,test}/<class>/*`.
+
+    Missing splits are carved from train with a seeded stratified split (recorded in
+    `Dataset.origin`). At least two classes are required.
+
+    Args:
+        root: the data folder.
+        seed: seed of any split vip makes.
+        val_fraction, test_fraction: share of train taken for a missing val / test split.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise VipError(f"data folder not found: {root}", "pass --data DIR with one subfolder per class")
+    present = {name: root / name for name in SPLIT_NAMES if (root / name).is_dir()}
+    if present and "train" not in present:
+        raise VipError(f"{root} has {', '.join(present)} folders but no train/", "add a train/ split folder")
+    if present:
+        class_names, train = _scan_flat(present["train"])
+        splits = {"train": train}
+        for name in ("val", "test"):
+            if name in present:
+                splits[name] = _scan_flat(present[name], class_names)[1]
+    else:
+        class_names, train = _scan_flat(root)
+        splits = {"train": train}
+    _require_classes(root, class_names)
+    origin = {name: "folder" for name in splits}
+    for name, fraction in (("test", test_fraction), ("val", val_fraction)):
+        if name not in splits:
+            splits["train"], splits[name] = _split_off(splits["train"], fraction, seed, name)
+            origin[name] = f"seeded split of train ({fraction:.0%} per class, seed {seed})"
+    return Dataset(root=root, class_names=class_names, splits=splits, origin=origin)
+
+
+def _require_classes(root: Path, class_names: list[str]) -> None:
+    if len(class_names) < 2:
+        found = f"only '{class_names[0]}'" if class_names else "no class folders"
+        raise VipError(
+            f"{root}: found {found}; ViP needs at least two classes",
+            "lay the data out as DIR/<class>/* with one folder per class",
+        )
+
+
+def few_shot_order(samples: list[Sample], num_classes: int, seed: int) -> list[list[Sample]]:
+    """Per class, the samples in a seeded random order (the first K form the K-shot subset).
+
+    The order depends only on the seed, the class index and the file paths, so a K-shot subset
+    is reproducible and nested in the (K+1)-shot subset.
+    """
+    ordered = []
+    for label in range(num_classes):
+        members = sorted((s for s in samples if s.label == label), key=lambda s: str(s.path))
+        random.Random(f"shots:{seed}:{label}").shuffle(members)
+        ordered.append(members)
+    return ordered

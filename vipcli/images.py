@@ -1,0 +1,87 @@
+"""Reading one image file into an RGB PIL image, whatever its mode, or saying why not."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+from vipcli.errors import ImageError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+MAX_PIXELS = 200_000_000  # refuse larger images (decompression bombs); 200 MP
+
+
+def _to_8bit(image):
+    """16-bit and float grayscale -> 8-bit L, scaled by the value range of the pixel type."""
+    import numpy as np
+    from PIL import Image
+
+    array = np.asarray(image, dtype=np.float64)
+    if image.mode.startswith("I;16") or (image.mode == "I" and array.max(initial=0) > 255):
+        top = 65535.0 if array.max(initial=0) > 255 else 255.0
+        low = 0.0
+    else:  # float images: stretch their own range
+        low, top = float(array.min(initial=0)), float(array.max(initial=1))
+    scaled = (array - low) / max(top - low, 1e-12) * 255.0
+    return Image.fromarray(np.clip(scaled, 0, 255).astype(np.uint8), mode="L")
+
+
+def to_rgb(image):
+    """Convert any PIL mode (CMYK, P, LA, RGBA, I;16, F, 1, ...) to RGB."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        image = _to_8bit(image)
+    elif image.mode == "P":
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA"):
+        from PIL import Image
+
+        background = Image.new("RGB", image.size, (0, 0, 0))
+        background.paste(image.convert("RGBA"), mask=image.convert("RGBA").getchannel("A"))
+        return background
+    return image.convert("RGB") if image.mode != "RGB" else image
+
+
+def load_image(path: str | Path, min_side: int | None = None):
+    """Decode `path` into an RGB PIL image.
+
+    Args:
+        path: the image file.
+        min_side: if given, JPEGs may be decoded at a reduced scale whose shorter side stays
+            at least `min_side` pixels twice over (a large speed-up for big photographs).
+    Returns:
+        PIL.Image in mode RGB, fully loaded.
+    Raises:
+        ImageError: with a short reason (empty file, not an image, truncated, too large).
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            raise ImageError(path, "empty file (0 bytes)")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+            with Image.open(path) as image:
+                if min_side and image.format == "JPEG":
+                    image.draft("RGB", (min_side * 2, min_side * 2))
+                image.load()
+                return to_rgb(image)
+    except ImageError:
+        raise
+    except FileNotFoundError:
+        raise ImageError(path, "file not found") from None
+    except UnidentifiedImageError:
+        raise ImageError(path, "not an image Pillow can read") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(path, f"larger than {MAX_PIXELS // 1_000_000} megapixels; downscale it first") from None
+    except OSError as error:
+        reason = "truncated or corrupt file" if "truncat" in str(error).lower() else f"unreadable ({error})"
+        raise ImageError(path, reason) from None
+    except (ValueError, SyntaxError, MemoryError) as error:
+        raise ImageError(path, f"unreadable ({type(error).__name__}: {error})") from None
+
+
+def is_image_file(path: Path) -> bool:
+    """True for a visible file with an image suffix vip reads."""
+    return path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES

@@ -1,0 +1,184 @@
+"""Symptom packs: one YAML file per disease or finding, listing its visual symptoms.
+
+Format (contract):
+    name: melanoma                 # the disease/finding
+    aliases: [mel]                 # other folder names that mean the same class
+    modality: dermoscopic images
+    symptoms: [plain visual phrases, never naming the disease]
+    source: {kind: paper|llm|manual, ...provenance}
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vipcli.errors import UsageError, VipError
+
+SOURCE_KINDS = ("paper", "llm", "manual")
+
+
+@dataclass(frozen=True)
+class SymptomPack:
+    """A validated symptom pack."""
+
+    name: str  # disease or finding, e.g. "melanoma"
+    symptoms: tuple[str, ...]  # plain visual descriptions, in the order given
+    aliases: tuple[str, ...] = ()  # other class-folder names this pack matches
+    modality: str = ""  # e.g. "dermoscopic images"
+    source: dict = field(default_factory=dict)  # provenance: kind, citation or model/prompts/date
+    path: str = ""  # where it was loaded from ("" when built in memory)
+
+    def matches(self, class_name: str) -> bool:
+        """True if `class_name` is this pack's name or an alias (case, _ - space insensitive)."""
+        key = normalize_name(class_name)
+        return key in {normalize_name(n) for n in (self.name, *self.aliases)}
+
+
+def normalize_name(name: str) -> str:
+    """Lower-case and collapse `_`, `-` and spaces, so `Normal_Lung` == `normal lung`."""
+    return re.sub(r"[\s_\-]+", " ", name.strip().lower())
+
+
+def _yaml_error(path: Path, error) -> VipError:
+    mark = getattr(error, "problem_mark", None)
+    where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    return VipError(f"{where}: malformed symptom pack YAML: {problem}", "fix the YAML syntax at that line")
+
+
+def _string_list(path: Path, data: dict, key: str, required: bool) -> tuple[str, ...]:
+    value = data.get(key)
+    if value is None:
+        if required:
+            raise VipError(f"{path}: symptom pack has no '{key}' list", f"add '{key}:' with a list of strings")
+        return ()
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise VipError(f"{path}: '{key}' must be a list of non-empty strings", f"fix '{key}' in the pack")
+    return tuple(v.strip() for v in value)
+
+
+def pack_from_dict(data: dict, path: str | Path = "<memory>") -> SymptomPack:
+    """Validate a parsed pack document and return the pack."""
+    path = Path(path)
+    if not isinstance(data, dict):
+        raise VipError(f"{path}: a symptom pack must be a YAML mapping with 'name' and 'symptoms'")
+    name = data.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise VipError(f"{path}: symptom pack has no 'name'", "add 'name: <disease>'")
+    symptoms = _string_list(path, data, "symptoms", required=True)
+    if not symptoms:
+        raise VipError(f"{path}: symptom pack '{name}' lists no symptoms", "add at least one symptom")
+    duplicates = {s for s in symptoms if [normalize_name(x) for x in symptoms].count(normalize_name(s)) > 1}
+    if duplicates:
+        raise VipError(f"{path}: symptom pack '{name}' repeats {sorted(duplicates)[0]!r}", "remove the duplicate")
+    source = data.get("source") or {}
+    if isinstance(source, str):
+        source = {"kind": source}
+    if not isinstance(source, dict):
+        raise VipError(f"{path}: 'source' must be a mapping (kind: paper|llm|manual, ...)")
+    modality = data.get("modality") or ""
+    return SymptomPack(
+        name=name.strip(),
+        symptoms=symptoms,
+        aliases=_string_list(path, data, "aliases", required=False),
+        modality=str(modality),
+        source=dict(source),
+        path=str(path),
+    )
+
+
+def load_pack(path: str | Path) -> SymptomPack:
+    """Read and validate one pack file; errors name the file (and line for YAML syntax)."""
+    import yaml
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise VipError(f"symptom pack file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise VipError(f"{path}: cannot read symptom pack: {error}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise _yaml_error(path, error) from None
+    return pack_from_dict(data, path)
+
+
+def load_symptom_file(path: str | Path) -> list[SymptomPack]:
+    """A pack file, or a mapping `{class name: [symptoms]}` giving one pack per class."""
+    import yaml
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise VipError(f"symptoms file not found: {path}") from None
+    except yaml.YAMLError as error:
+        raise _yaml_error(path, error) from None
+    if isinstance(data, dict) and "symptoms" not in data and "name" not in data:
+        return [pack_from_dict({"name": k, "symptoms": v, "source": {"kind": "manual"}}, path) for k, v in data.items()]
+    return [pack_from_dict(data, path)]
+
+
+def shipped_pack_dir() -> Path:
+    """The folder of packs installed with vip."""
+    from importlib.resources import files
+
+    return Path(str(files("vip_symptom_packs")))
+
+
+def shipped_packs() -> list[SymptomPack]:
+    """Every pack shipped with vip, sorted by name."""
+    return sorted((load_pack(p) for p in shipped_pack_dir().glob("*.yaml")), key=lambda p: p.name)
+
+
+def collect_packs(sources: list[str | Path]) -> list[SymptomPack]:
+    """Packs from user sources (pack files, symptom files, folders of them, or shipped names).
+
+    User packs come first so they take precedence over shipped ones with the same name.
+    """
+    user: list[SymptomPack] = []
+    shipped = shipped_packs()
+    for source in sources:
+        path = Path(source)
+        if path.is_dir():
+            files = sorted([*path.glob("*.yaml"), *path.glob("*.yml")])
+            if not files:
+                raise VipError(f"--symptoms {source}: folder has no .yaml packs")
+            user.extend(pack for f in files for pack in load_symptom_file(f))
+        elif path.is_file():
+            user.extend(load_symptom_file(path))
+        else:
+            named = [p for p in shipped if p.matches(str(source))]
+            if not named:
+                names = ", ".join(p.name for p in shipped)
+                raise UsageError(f"--symptoms {source}: no such file, folder or shipped pack", f"shipped packs: {names}")
+            user.extend(named)
+    return user + shipped
+
+
+def symptoms_for_classes(class_names: list[str], sources: list[str | Path] = ()) -> dict[str, list[str]]:
+    """Map each class folder name to its symptoms, from user sources first, then shipped packs.
+
+    Raises a VipError naming every class without symptoms and how to get them.
+    """
+    packs = collect_packs(list(sources))
+    result, missing = {}, []
+    for class_name in class_names:
+        pack = next((p for p in packs if p.matches(class_name)), None)
+        if pack is None:
+            missing.append(class_name)
+        else:
+            result[class_name] = list(pack.symptoms)
+    if missing:
+        raise VipError(
+            f"no symptoms for class {', '.join(repr(m) for m in missing)}",
+            "write a pack with `vip symptoms generate --disease NAME` or pass --symptoms FILE "
+            "(YAML: {class: [symptom, ...]}); `vip symptoms list` shows the shipped packs",
+        )
+    return result

@@ -1,0 +1,91 @@
+"""Tokenised prompts with room for learned context, and the frozen text tower over them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from vipcli.errors import VipError
+
+
+@dataclass
+class PromptBank:
+    """All prompts of all classes, tokenised once, with `n_ctx` placeholder positions.
+
+    Each prompt reads `[start] ctx_1..ctx_M <words>. [end] [pad...]`; the M placeholder
+    positions right after the start token are overwritten by learned vectors (by position,
+    never by searching for a token id).
+    """
+
+    ids: torch.Tensor  # [P, L] token ids, trimmed to the longest prompt (or full length)
+    token_embeds: torch.Tensor  # [P, L, W] frozen word embeddings of `ids`
+    class_index: torch.Tensor  # [P] class of each prompt
+    texts: list[str]  # the P prompt texts, without the context placeholders
+    n_ctx: int  # M, number of learned context positions
+    prefix: int  # tokens before the context (start token / [CLS])
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.class_index.max()) + 1
+
+
+def as_sentence(text: str) -> str:
+    """A symptom or class phrase as a sentence ending in a full stop."""
+    text = text.strip()
+    return text if text.endswith((".", "!", "?")) else text + "."
+
+
+def _insert_placeholders(backbone, ids: torch.Tensor, n_ctx: int, texts: list[str]) -> torch.Tensor:
+    """Shift the words right by `n_ctx` positions after the prefix; fail if a prompt won't fit."""
+    if n_ctx == 0:
+        return ids
+    lengths = backbone.sequence_lengths(ids)  # [P]
+    too_long = [t for t, n in zip(texts, lengths.tolist()) if n + n_ctx > ids.shape[1]]
+    if too_long:
+        raise VipError(
+            f"prompt too long for the text tower with {n_ctx} context tokens: {too_long[0]!r}",
+            f"shorten it (the tower takes {ids.shape[1]} tokens)",
+        )
+    placeholder = backbone.tokenize(["x"])[0, backbone.num_prefix_tokens]
+    prefix = backbone.num_prefix_tokens
+    filler = torch.full((ids.shape[0], n_ctx), int(placeholder), dtype=ids.dtype)
+    return torch.cat([ids[:, :prefix], filler, ids[:, prefix:-n_ctx]], dim=1)  # [P, L]
+
+
+def build_prompt_bank(backbone, prompts: list[list[str]], n_ctx: int, trim: bool = True) -> PromptBank:
+    """Tokenise every class's prompts once and embed their words with the frozen tower.
+
+    Args:
+        backbone: a vipcli.backbone.Backbone.
+        prompts: per class, its prompt phrases (symptoms, or a class-name template).
+        n_ctx: number of learned context vectors to leave room for (0 for hand prompts).
+        trim: run the tower only as long as the longest prompt (exact under a causal mask or
+            a padding mask); False keeps the full context length (the reference mode).
+    """
+    texts = [as_sentence(p) for class_prompts in prompts for p in class_prompts]
+    class_index = torch.tensor([c for c, class_prompts in enumerate(prompts) for _ in class_prompts])
+    ids = _insert_placeholders(backbone, backbone.tokenize(texts), n_ctx, texts)  # [P, context_length]
+    if trim:
+        ids = ids[:, : int(backbone.sequence_lengths(ids).max())]  # [P, L]
+    with torch.no_grad():
+        token_embeds = backbone.embed_tokens(ids).detach()  # [P, L, W]
+    return PromptBank(ids, token_embeds, class_index, texts, n_ctx, backbone.num_prefix_tokens)
+
+
+def encode_prompts(backbone, bank: PromptBank, context: torch.Tensor | None) -> torch.Tensor:
+    """Text features of every prompt with `context` spliced in after the prefix.
+
+    Args:
+        context: [M, W] shared, [C, M, W] class-specific, or None (hand prompts).
+    Returns:
+        [P, D] unnormalised text features (differentiable w.r.t. `context`).
+    """
+    embeds = bank.token_embeds  # [P, L, W]
+    if context is not None:
+        per_prompt = context[bank.class_index.to(context.device)] if context.dim() == 3 else context.expand(
+            embeds.shape[0], -1, -1
+        )  # [P, M, W]
+        start, end = bank.prefix, bank.prefix + bank.n_ctx
+        embeds = torch.cat([embeds[:, :start], per_prompt.to(embeds.dtype), embeds[:, end:]], dim=1)  # [P, L, W]
+    return backbone.encode_text_embeds(embeds, bank.ids.to(embeds.device)).float()  # [P, D]
