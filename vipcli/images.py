@@ -23,7 +23,7 @@ def _to_8bit(image):
     else:  # float images: stretch their own range
         low, top = float(array.min(initial=0)), float(array.max(initial=1))
     scaled = (array - low) / max(top - low, 1e-12) * 255.0
-    return Image.fromarray(np.clip(scaled, 0, 255).astype(np.uint8), mode="L")
+    return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), mode="L")
 
 
 def to_rgb(image):

@@ -1,0 +1,71 @@
+"""A complete, minimal vip backbone plugin: small random towers, a word-hashing tokenizer.
+
+Install it beside vip (`pip install ./examples/vip-plugin-example`) and it shows up in
+`vip backbones list` as `tiny-example`; `vip train --backbone tiny-example ...` then works.
+A real plugin would load pretrained towers in `__init__` instead.
+"""
+
+import math
+import zlib
+
+import torch
+from torch import nn
+
+from vipcli.backbone import Backbone, clip_style_transform
+
+PAD, START, END = 0, 1, 2
+
+
+class TinyExampleBackbone(Backbone):
+    """Random towers, seeded so that every load gives the same weights."""
+
+    def __init__(self, arch=None, pretrained=None, device=None):
+        self.device = torch.device(device or "cpu")
+        self.embed_dim, self.token_width, self.context_length = 32, 32, 32
+        self.vocab_size, self.image_size = 1024, 32
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            self.words = nn.Embedding(self.vocab_size, self.token_width)
+            self.positions = nn.Parameter(torch.randn(self.context_length, self.token_width) * 0.01)
+            layer = nn.TransformerEncoderLayer(self.token_width, 2, 64, batch_first=True, dropout=0.0)
+            self.text = nn.TransformerEncoder(layer, 1)
+            self.text_proj = nn.Linear(self.token_width, self.embed_dim, bias=False)
+            self.image = nn.Sequential(nn.Conv2d(3, 32, 8, stride=8), nn.GELU(), nn.AdaptiveAvgPool2d(1),
+                                       nn.Flatten(), nn.Linear(32, self.embed_dim))
+        self.tower = nn.ModuleList([self.words, self.text, self.text_proj, self.image]).to(self.device)
+        self.positions.data = self.positions.data.to(self.device)
+        self.logit_scale = torch.tensor(math.log(100.0))
+
+    def modules(self):
+        return [self.tower]
+
+    def freeze(self):
+        super().freeze()
+        self.positions.requires_grad_(False)
+
+    def tokenize(self, texts):
+        ids = torch.full((len(texts), self.context_length), PAD, dtype=torch.long)
+        for row, text in enumerate(texts):
+            words = text.lower().replace(".", " .").split()[: self.context_length - 2]
+            tokens = [START, *(3 + zlib.crc32(w.encode()) % (self.vocab_size - 3) for w in words), END]
+            ids[row, : len(tokens)] = torch.tensor(tokens)
+        return ids  # [N, L]
+
+    def embed_tokens(self, ids):
+        return self.words(ids.to(self.device))  # [N, L, W]
+
+    def encode_text_embeds(self, embeds, ids):
+        length = ids.shape[1]
+        causal = torch.triu(torch.full((length, length), float("-inf"), device=self.device), diagonal=1)
+        x = self.text(embeds + self.positions[:length], mask=causal)  # [N, L, W]
+        end = (ids.to(self.device) == END).int().argmax(dim=1)  # [N] position of the end token
+        return self.text_proj(x[torch.arange(len(ids), device=self.device), end])  # [N, D]
+
+    def encode_image(self, images):
+        return self.image(images.to(self.device))  # [B, D]
+
+    def image_transform(self, train):
+        return clip_style_transform(self.image_size, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), train)
+
+    def describe(self):
+        return {"arch": "tiny-example", "pretrained": "none", "weights": "seed 0"}

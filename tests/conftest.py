@@ -1,0 +1,72 @@
+"""Shared fixtures: tiny towers, small real-image datasets, an isolated cache, the CLI."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from tiny_models import write_tiny_biomedclip_config, write_tiny_clip_config  # noqa: E402
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+ISIC = SHARED_DATA / "isic2017_mel_nv"
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path_factory, monkeypatch):
+    """Every test gets its own feature/LLM cache and never reaches a model hub."""
+    monkeypatch.setenv("VIP_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("VIP_DEBUG", raising=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory) -> Path:
+    return write_tiny_clip_config(tmp_path_factory.mktemp("tiny-clip"))
+
+
+@pytest.fixture(scope="session")
+def tiny_biomedclip(tmp_path_factory) -> Path:
+    return write_tiny_biomedclip_config(tmp_path_factory.mktemp("tiny-biomedclip"))
+
+
+def copy_isic(dest: Path, per_class: dict[str, int]) -> Path:
+    """Copy the first N images of each split/class of the shared ISIC data (skip if absent)."""
+    if not ISIC.is_dir():
+        pytest.skip("../shared/data is not available")
+    for split, n in per_class.items():
+        for cls in ("melanoma", "nevus"):
+            target = dest / split / cls
+            target.mkdir(parents=True, exist_ok=True)
+            for image in sorted((ISIC / split / cls).glob("*.jpg"))[:n]:
+                shutil.copy(image, target / image.name)
+    return dest
+
+
+@pytest.fixture
+def isic_small(tmp_path) -> Path:
+    """ISIC melanoma/nevus: 6 train, 4 val, 4 test images per class."""
+    return copy_isic(tmp_path / "isic", {"train": 6, "val": 4, "test": 4})
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run `vip ARGS...` in-process; returns (exit code, stdout, stderr)."""
+    from vipcli.cli.main import main
+
+    def run(*args):
+        code = main([str(a) for a in args])
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run
+
+
+def tiny_train_args(data: Path, config: Path, out: Path, *extra) -> list:
+    """`vip train` arguments for a fast run on a tiny tower."""
+    return ["train", "--data", data, "--arch", config, "--pretrained", "none", "--shots", "4", "--epochs", "3",
+            "--views", "2", "--out", out, "--device", "cpu", "--workers", "0", *extra]

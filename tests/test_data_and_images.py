@@ -1,0 +1,157 @@
+"""Data folders, splits, few-shot sampling and every kind of bad image."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import tiny_train_args
+from vipcli.data import few_shot_order, load_dataset
+from vipcli.errors import ImageError, VipError
+from vipcli.images import load_image
+
+
+def _png(path, size=(40, 40), color=(120, 60, 30), mode="RGB"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new(mode, size, color if mode == "RGB" else 0).save(path)
+    return path
+
+
+def _flat_dataset(root, per_class=10, classes=("alpha", "beta")):
+    for c, name in enumerate(classes):
+        for i in range(per_class):
+            _png(root / name / f"{i}.png", color=(40 + 150 * c, 80, 200 - 150 * c))
+    return root
+
+
+def test_flat_folder_gets_a_seeded_stratified_split(tmp_path):
+    root = _flat_dataset(tmp_path / "d")
+    first, again = load_dataset(root, seed=3), load_dataset(root, seed=3)
+    assert first.class_names == ["alpha", "beta"]
+    assert first.counts("test") == [2, 2] and first.counts("val") == [1, 1] and first.counts("train") == [7, 7]
+    assert [s.path for s in first.splits["test"]] == [s.path for s in again.splits["test"]]
+    assert "seeded split" in first.origin["test"]
+    other = load_dataset(root, seed=4)
+    assert [s.path for s in other.splits["test"]] != [s.path for s in first.splits["test"]]
+
+
+def test_train_test_folders_get_val_from_train(tmp_path):
+    _flat_dataset(tmp_path / "d" / "train")
+    _flat_dataset(tmp_path / "d" / "test", per_class=3)
+    data = load_dataset(tmp_path / "d")
+    assert data.origin["test"] == "folder" and data.counts("test") == [3, 3]
+    assert data.counts("val") == [1, 1] and data.counts("train") == [9, 9]
+
+
+def test_few_shot_subsets_are_seeded_and_nested(tmp_path):
+    data = load_dataset(_flat_dataset(tmp_path / "d", per_class=20))
+    order = few_shot_order(data.splits["train"], 2, seed=1)
+    assert order == few_shot_order(data.splits["train"], 2, seed=1)
+    assert order != few_shot_order(data.splits["train"], 2, seed=2)
+    assert all(s.label == c for c, members in enumerate(order) for s in members)
+
+
+@pytest.mark.parametrize("layout, message", [
+    ({"only": 3}, "only 'only'"),
+    ({}, "no class folders"),
+])
+def test_fewer_than_two_classes_is_refused(tmp_path, layout, message):
+    root = tmp_path / "d"
+    root.mkdir()
+    for name, n in layout.items():
+        for i in range(n):
+            _png(root / name / f"{i}.png")
+    with pytest.raises(VipError, match=message):
+        load_dataset(root)
+
+
+def test_empty_class_folder_is_named(tmp_path):
+    root = _flat_dataset(tmp_path / "d")
+    (root / "gamma").mkdir()
+    with pytest.raises(VipError, match="gamma has no images"):
+        load_dataset(root)
+
+
+def test_unknown_class_in_test_split_is_named(tmp_path):
+    _flat_dataset(tmp_path / "d" / "train")
+    _flat_dataset(tmp_path / "d" / "test", classes=("alpha", "delta"))
+    with pytest.raises(VipError, match="'delta' is not in the train split"):
+        load_dataset(tmp_path / "d")
+
+
+def test_odd_image_modes_become_rgb(tmp_path):
+    cmyk = tmp_path / "cmyk.jpg"
+    Image.new("CMYK", (20, 20), (0, 128, 255, 0)).save(cmyk)
+    sixteen = tmp_path / "sixteen.png"
+    Image.fromarray(np.full((20, 20), 40000, dtype=np.uint16)).save(sixteen)
+    palette = tmp_path / "palette.png"
+    Image.new("P", (20, 20), 3).save(palette)
+    rgba = tmp_path / "rgba.png"
+    Image.new("RGBA", (20, 20), (10, 20, 30, 255)).save(rgba)
+    for path in (cmyk, sixteen, palette, rgba):
+        image = load_image(path)
+        assert image.mode == "RGB" and image.size == (20, 20)
+    assert load_image(sixteen).getpixel((0, 0))[0] == round(40000 / 65535 * 255)
+
+
+@pytest.mark.parametrize("kind, reason", [
+    ("empty", "empty file"), ("text", "not an image"), ("truncated", "truncated"),
+])
+def test_broken_files_give_a_short_reason(tmp_path, kind, reason):
+    path = tmp_path / "bad.jpg"
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "text":
+        path.write_text("hello, not a picture")
+    else:
+        Image.effect_noise((200, 200), 50).convert("RGB").save(path, quality=95)
+        path.write_bytes(path.read_bytes()[:600])
+    with pytest.raises(ImageError, match=reason):
+        load_image(path)
+
+
+def test_huge_image_is_refused_with_a_reason(tmp_path, monkeypatch):
+    import vipcli.images
+
+    monkeypatch.setattr(vipcli.images, "MAX_PIXELS", 1000)
+    path = _png(tmp_path / "huge.png", size=(100, 100))
+    with pytest.raises(ImageError, match="megapixels"):
+        load_image(path)
+
+
+def test_training_skips_and_lists_unreadable_files(cli, isic_small, tiny_clip, tmp_path):
+    (isic_small / "train" / "nevus" / "zero.jpg").write_bytes(b"")
+    (isic_small / "test" / "melanoma" / "notes.png").write_text("not an image")
+    code, out, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "run", "--shots", "all"))
+    assert code == 0, err
+    assert "skipped" in err and "zero.jpg: empty file" in err and "notes.png: not an image" in err
+    split = json.loads((tmp_path / "run" / "split.json").read_text())
+    assert set(split["unreadable"]) == {str(isic_small / "train/nevus/zero.jpg"), str(isic_small / "test/melanoma/notes.png")}
+    assert len(split["train_subset"]) == 12
+
+
+def test_too_few_readable_images_stops_clearly(cli, isic_small, tiny_clip, tmp_path):
+    for image in (isic_small / "train" / "melanoma").iterdir():
+        image.write_bytes(b"")
+    code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "run"))
+    assert code == 1 and "no readable training images for class 'melanoma'" in err
+    assert err.count("\n") == 1 and not (tmp_path / "run").exists()
+
+
+def test_class_without_symptoms_says_how_to_get_them(cli, tmp_path, tiny_clip):
+    root = _flat_dataset(tmp_path / "d", classes=("melanoma", "mystery"))
+    code, _, err = cli(*tiny_train_args(root, tiny_clip, tmp_path / "run"))
+    assert code == 1 and "no symptoms for class 'mystery'" in err and "vip symptoms generate" in err
+
+
+def test_symptoms_file_supplies_missing_classes(cli, tmp_path, tiny_clip):
+    root = _flat_dataset(tmp_path / "d", classes=("melanoma", "mystery"))
+    symptoms = tmp_path / "mystery.yaml"
+    symptoms.write_text("mystery:\n  - a round blob\n  - a square blob\n")
+    code, out, err = cli(*tiny_train_args(root, tiny_clip, tmp_path / "run", "--symptoms", symptoms))
+    assert code == 0, err
+    run = (tmp_path / "run" / "run.yaml").read_text()
+    assert "a round blob" in run and "The spot is asymmetric on both sides" in run

@@ -1,0 +1,70 @@
+"""Third-party backbones: discovered through entry points, trained and predicted like built-ins."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import tiny_train_args
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "vip-plugin-example"
+
+
+def install_distribution(site: Path, name: str, entry_points: str, module_source: Path | None = None) -> None:
+    """Lay out an installed distribution (dist-info with entry points) on a sys.path folder."""
+    info = site / f"{name.replace('-', '_')}-0.1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1.0\n")
+    (info / "entry_points.txt").write_text(f"[vip.backbones]\n{entry_points}\n")
+    if module_source is not None:
+        shutil.copy(module_source, site / module_source.name)
+
+
+@pytest.fixture
+def site(tmp_path, monkeypatch):
+    folder = tmp_path / "site-packages"
+    folder.mkdir()
+    monkeypatch.syspath_prepend(str(folder))
+    yield folder
+    sys.modules.pop("vip_plugin_example", None)
+
+
+def test_third_party_plugin_is_listed_trained_and_predicted(cli, site, isic_small, tmp_path):
+    install_distribution(site, "vip-plugin-example", "tiny-example = vip_plugin_example:TinyExampleBackbone",
+                         EXAMPLE / "vip_plugin_example.py")
+    code, out, _ = cli("backbones", "list", "--json")
+    listed = {entry["id"]: entry for entry in json.loads(out)}
+    assert listed["tiny-example"]["distribution"] == "vip-plugin-example" and "clip" in listed
+
+    run = tmp_path / "run"
+    args = ["train", "--data", isic_small, "--backbone", "tiny-example", "--shots", "4", "--epochs", "3",
+            "--views", "2", "--out", run, "--workers", "0"]
+    code, out, err = cli(*args)
+    assert code == 0, err
+    code, out, err = cli("predict", isic_small / "test", "--model", run, "--json", "--explain")
+    assert code == 0, err
+    predictions = json.loads(out)["predictions"]
+    assert len(predictions) == 8 and predictions[0]["explanation"][0]["class"] == "melanoma"
+
+
+def test_broken_plugin_names_its_distribution_and_others_keep_working(cli, site, isic_small, tiny_clip, tmp_path):
+    install_distribution(site, "broken-plugin", "broken = vip_no_such_module:Backbone")
+    code, _, err = cli("train", "--data", isic_small, "--backbone", "broken", "--out", tmp_path / "x")
+    assert code == 1 and "from distribution broken-plugin failed to import" in err and err.count("\n") == 1
+    code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "ok"))
+    assert code == 0, err
+
+
+def test_duplicate_backbone_ids_name_both_distributions(cli, site):
+    install_distribution(site, "impostor-plugin", "clip = impostor:ClipBackbone")
+    code, _, err = cli("backbones", "list")
+    assert code == 1 and "'clip' is registered twice" in err and "impostor-plugin" in err and "vipcli" in err
+
+
+def test_unknown_backbone_lists_the_installed_ones(cli, isic_small):
+    code, _, err = cli("train", "--data", isic_small, "--backbone", "nope")
+    assert code == 2 and "can't find backbone 'nope'" in err and "biomedclip, clip" in err

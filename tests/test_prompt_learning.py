@@ -1,0 +1,122 @@
+"""ViP's dual prompt: context splicing, the merge prompt, logits and what learns."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vipcli.heads import MergePrompt, PromptClassifier, pad_by_class
+from vipcli.methods import METHODS, build_classifier, get_method
+from vipcli.prompts import build_prompt_bank, encode_prompts
+from vipcli.registry import load_backbone
+
+SYMPTOMS = {
+    "melanoma": ["The spot is asymmetric on both sides", "Small, dark areas within the spot", "x-ray markings"],
+    "nevus": ["The spot is symmetric on both sides", "The spot has clear, well-defined edges"],
+}
+
+
+@pytest.fixture(scope="module")
+def backbone(tiny_clip):
+    return load_backbone("clip", str(tiny_clip), "none")
+
+
+def test_context_is_spliced_by_position_after_the_start_token(backbone):
+    bank = build_prompt_bank(backbone, [SYMPTOMS["melanoma"]], n_ctx=4)
+    plain = backbone.tokenize([t for t in bank.texts])
+    # words shift right by exactly M positions; the start token stays first
+    assert torch.equal(bank.ids[:, 0], plain[:, 0])
+    assert torch.equal(bank.ids[:, 5:8], plain[:, 1:4])
+    context = torch.randn(4, backbone.token_width)
+    embeds = torch.cat([bank.token_embeds[:, :1], context.expand(3, -1, -1), bank.token_embeds[:, 5:]], dim=1)
+    expected = backbone.encode_text_embeds(embeds, bank.ids)
+    torch.testing.assert_close(encode_prompts(backbone, bank, context), expected)
+
+
+def test_without_context_prompts_equal_plain_text_features(backbone):
+    bank = build_prompt_bank(backbone, [SYMPTOMS["nevus"]], n_ctx=0)
+    expected = backbone.model.encode_text(backbone.tokenize(bank.texts))
+    torch.testing.assert_close(encode_prompts(backbone, bank, None), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_too_long_prompt_is_a_clear_error(backbone):
+    from vipcli.errors import VipError
+
+    with pytest.raises(VipError, match="too long"):
+        build_prompt_bank(backbone, [["word " * 74]], n_ctx=4)
+
+
+def test_merge_prompt_follows_the_formula_on_hand_set_tensors():
+    torch.manual_seed(0)
+    merge = MergePrompt(num_classes=2, dim=3)
+    with torch.no_grad():
+        merge.token.copy_(torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]))
+        merge.w_q.copy_(torch.eye(3) * 2)
+        merge.w_k.copy_(torch.eye(3))
+    symptoms = torch.tensor([[1.0, 0, 0], [0, 0, 1.0], [0, 1.0, 0], [1.0, 1.0, 0]])  # [P=4, D=3]
+    padded, mask = pad_by_class(symptoms, torch.tensor([0, 0, 1, 1]), 2)
+    merged, weights = merge(padded, mask)
+    # class 0: q = [2,0,0]; scores = [2, 0] / sqrt(3)
+    a0 = torch.softmax(torch.tensor([2.0, 0.0]) / math.sqrt(3), 0)
+    torch.testing.assert_close(weights[0], a0)
+    torch.testing.assert_close(merged[0], torch.tensor([1.0, 0, 0]) + a0[0] * symptoms[0] + a0[1] * symptoms[1])
+    a1 = torch.softmax(torch.tensor([2.0, 2.0]) / math.sqrt(3), 0)
+    torch.testing.assert_close(merged[1], torch.tensor([0, 1.0, 0]) + a1[0] * symptoms[2] + a1[1] * symptoms[3])
+
+
+def test_ragged_classes_get_zero_weight_on_padding():
+    merge = MergePrompt(2, 4)
+    padded, mask = pad_by_class(torch.randn(3, 4), torch.tensor([0, 0, 1]), 2)
+    _, weights = merge(padded, mask)
+    assert weights[1, 1] == 0 and torch.allclose(weights.sum(1), torch.ones(2))
+
+
+def test_logits_are_scaled_cosine_to_the_merged_class_embedding(backbone):
+    classifier = build_classifier(get_method("vip"), backbone, list(SYMPTOMS), SYMPTOMS)
+    image = torch.randn(5, backbone.embed_dim)
+    features = encode_prompts(backbone, classifier.bank, classifier.context)
+    padded, mask = pad_by_class(features, classifier.bank.class_index, 2)
+    merged, _ = classifier.merge(padded, mask)
+    expected = backbone.logit_scale.exp() * F.cosine_similarity(image[:, None], merged[None], dim=-1)
+    torch.testing.assert_close(classifier(image), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_symptom_zeroshot_is_the_mean_cosine_over_symptoms(backbone):
+    classifier = build_classifier(get_method("symptom-zeroshot"), backbone, list(SYMPTOMS), SYMPTOMS)
+    image = torch.randn(3, backbone.embed_dim)
+    text = backbone.model.encode_text(backbone.tokenize(classifier.bank.texts))
+    cos = F.cosine_similarity(image[:, None], text[None], dim=-1)  # [3, P]
+    expected = torch.stack([cos[:, :3].mean(1), cos[:, 3:].mean(1)], dim=1) * backbone.logit_scale.exp()
+    torch.testing.assert_close(classifier(image), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_only_the_learnable_tensors_get_gradients(backbone):
+    classifier = build_classifier(get_method("vip"), backbone, list(SYMPTOMS), SYMPTOMS)
+    names = {n for n, p in classifier.named_parameters() if p.requires_grad}
+    assert names == {"context", "merge.token", "merge.w_q", "merge.w_k"}
+    loss = F.cross_entropy(classifier(torch.randn(4, backbone.embed_dim)), torch.tensor([0, 1, 0, 1]))
+    loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in classifier.parameters())
+    assert all(p.grad is None for p in backbone.model.parameters())
+    dim, width = backbone.embed_dim, backbone.token_width
+    assert sum(p.numel() for p in classifier.parameters()) == 4 * width + 2 * dim + 2 * dim * dim
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_method_builds_and_gives_probabilities(backbone, method):
+    classifier = build_classifier(get_method(method), backbone, list(SYMPTOMS), SYMPTOMS)
+    logits = classifier(torch.randn(2, backbone.embed_dim))
+    assert logits.shape == (2, 2) and torch.isfinite(logits).all()
+    learnable = {n for n, p in classifier.named_parameters()}
+    spec = METHODS[method]
+    assert ("context" in learnable) == spec.learns_context
+    assert ("merge.token" in learnable) == spec.learned_merge
+
+
+def test_class_specific_context_has_one_context_per_class(backbone):
+    classifier = build_classifier(get_method("vip"), backbone, list(SYMPTOMS), SYMPTOMS, class_specific=True)
+    assert classifier.context.shape == (2, 4, backbone.token_width)
+    assert isinstance(classifier, PromptClassifier)

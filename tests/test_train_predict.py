@@ -1,0 +1,209 @@
+"""End to end: `vip train` -> run directory -> `vip predict`, on real images and tiny towers."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from safetensors import safe_open
+
+from conftest import tiny_train_args
+
+
+@pytest.fixture
+def trained(cli, isic_small, tiny_clip, tmp_path):
+    out = tmp_path / "run"
+    code, stdout, stderr = cli(*tiny_train_args(isic_small, tiny_clip, out))
+    assert code == 0, stderr
+    return out, stdout
+
+
+def test_train_writes_the_run_directory_contract(trained, isic_small):
+    out, stdout = trained
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "model.safetensors", "run.yaml", "split.json"]
+    with safe_open(str(out / "model.safetensors"), "pt") as handle:
+        shapes = {k: tuple(handle.get_tensor(k).shape) for k in handle.keys()}
+        meta = handle.metadata()
+    assert shapes == {"context": (4, 32), "merge.token": (2, 32), "merge.w_q": (32, 32), "merge.w_k": (32, 32)}
+    assert json.loads(meta["class_names"]) == ["melanoma", "nevus"]
+    assert meta["method"] == "vip" and meta["backbone"] == "clip" and meta["n_ctx"] == "4"
+    assert len(json.loads(meta["symptoms"])["melanoma"]) == 4
+    split = json.loads((out / "split.json").read_text())
+    assert len(split["train_subset"]) == 8 and len(split["test"]) == 8 and split["origin"]["val"] == "folder"
+    metrics = json.loads((out / "metrics.json").read_text())
+    for part in ("val", "test"):
+        assert {"accuracy", "macro_f1", "auroc", "confusion_matrix"} <= set(metrics[part])
+    assert len(metrics["history"]) == 3 and 0 <= metrics["best_epoch"] < 3
+    assert yaml.safe_load((out / "run.yaml").read_text())["method"] == "vip"
+    assert "accuracy" in stdout and "AUROC" in stdout and "test" in stdout
+
+
+def test_few_shot_subset_is_reproducible(cli, isic_small, tiny_clip, tmp_path):
+    subsets = []
+    for name, seed in (("a", 1), ("b", 1), ("c", 2)):
+        code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / name, "--seed", seed))
+        assert code == 0, err
+        subsets.append(json.loads((tmp_path / name / "split.json").read_text())["train_subset"])
+    assert subsets[0] == subsets[1] and subsets[0] != subsets[2]
+
+
+def test_predict_round_trip_matches_the_training_evaluation(cli, trained, isic_small):
+    out, _ = trained
+    code, stdout, err = cli("predict", isic_small / "test", "--model", out, "--json", "--device", "cpu")
+    assert code == 0, err
+    document = json.loads(stdout)
+    assert len(document["predictions"]) == 8 and document["classes"] == ["melanoma", "nevus"]
+    for p in document["predictions"]:
+        assert abs(sum(p["probabilities"].values()) - 1) < 1e-3 and p["label"] in p["probabilities"]
+    truth = [p["path"].split("/")[-2] for p in document["predictions"]]
+    accuracy = 100 * sum(t == p["label"] for t, p in zip(truth, document["predictions"])) / 8
+    assert accuracy == pytest.approx(json.loads((out / "metrics.json").read_text())["test"]["accuracy"])
+    code, again, _ = cli("predict", isic_small / "test", "--model", out, "--json", "--device", "cpu")
+    assert json.loads(again)["predictions"] == document["predictions"]
+
+
+def test_explain_lists_each_symptom_with_similarity_and_weight(cli, trained, isic_small):
+    out, _ = trained
+    image = sorted((isic_small / "test" / "melanoma").iterdir())[0]
+    code, stdout, _ = cli("predict", image, "--model", out, "--explain", "--json", "--device", "cpu")
+    explanation = json.loads(stdout)["predictions"][0]["explanation"]
+    assert [group["class"] for group in explanation] == ["melanoma", "nevus"]
+    melanoma = explanation[0]["symptoms"]
+    assert melanoma[0]["symptom"] == "The spot is asymmetric on both sides"
+    assert abs(sum(s["weight"] for s in melanoma) - 1) < 1e-3 and all(-1 <= s["similarity"] <= 1 for s in melanoma)
+    code, text, _ = cli("predict", image, "--model", out, "--explain", "--device", "cpu")
+    assert "Small, dark areas within the spot" in text and "merge weight" in text
+
+
+def test_predict_bad_file_names_it_and_still_predicts_the_rest(cli, trained, isic_small, tmp_path):
+    out, _ = trained
+    bad = tmp_path / "broken.png"
+    bad.write_text("nope")
+    good = sorted((isic_small / "test" / "nevus").iterdir())[0]
+    code, stdout, err = cli("predict", good, bad, "--model", out, "--device", "cpu")
+    assert code == 1 and good.name in stdout
+    assert f"{bad}: not an image" in err and "1 of 2 images could not be read" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("target, message", [
+    ("missing", "run directory not found"),
+    ("empty-dir", "has no model.safetensors"),
+    ("foreign", "not a vip checkpoint"),
+    ("garbage", "not a readable safetensors checkpoint"),
+])
+def test_bad_checkpoints_are_refused_in_one_line(cli, tmp_path, isic_small, target, message):
+    from safetensors.torch import save_file
+    import torch
+
+    run = tmp_path / target
+    if target != "missing":
+        run.mkdir()
+    if target == "foreign":
+        save_file({"weight": torch.zeros(2)}, run / "model.safetensors")
+    if target == "garbage":
+        (run / "model.safetensors").write_bytes(b"\x00" * 64)
+    code, _, err = cli("predict", isic_small / "test", "--model", run)
+    assert code == 1 and message in err and err.count("\n") == 1
+
+
+def test_checkpoint_from_another_backbone_is_refused(cli, trained, isic_small):
+    out, _ = trained
+    code, _, err = cli("predict", isic_small / "test", "--model", out, "--backbone", "biomedclip")
+    assert code == 2 and "trained with backbone 'clip', not 'biomedclip'" in err
+
+
+def test_checkpoint_that_does_not_fit_the_backbone_is_refused(cli, trained, isic_small, tmp_path):
+    from safetensors.torch import load_file, save_file
+    import torch
+
+    out, _ = trained
+    with safe_open(str(out / "model.safetensors"), "pt") as handle:
+        meta = handle.metadata()
+    tensors = load_file(out / "model.safetensors")
+    tensors["context"] = torch.zeros(4, 64)
+    save_file(tensors, out / "model.safetensors", metadata=meta)
+    code, _, err = cli("predict", isic_small / "test", "--model", out)
+    assert code == 1 and "do not fit backbone 'clip'" in err
+
+
+def test_existing_out_is_not_overwritten_without_force(cli, trained, isic_small, tiny_clip):
+    out, _ = trained
+    before = (out / "model.safetensors").read_bytes()
+    code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, out, "--seed", "2"))
+    assert code == 1 and "already exists" in err and (out / "model.safetensors").read_bytes() == before
+    code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, out, "--seed", "2", "--force"))
+    assert code == 0 and (out / "model.safetensors").read_bytes() != before
+
+
+def test_interrupted_run_leaves_nothing_behind(cli, isic_small, tiny_clip, tmp_path, monkeypatch):
+    import vipcli.train
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(vipcli.train, "fit_prompt_classifier", interrupted)
+    code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "run"))
+    assert code == 130 and "interrupted" in err
+    assert list(tmp_path.glob("run*")) == [] and list(tmp_path.glob(".run*")) == []
+
+
+def test_write_failure_midway_leaves_no_partial_run(cli, isic_small, tiny_clip, tmp_path, monkeypatch):
+    import vipcli.checkpoint
+
+    def broken_dump(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(vipcli.checkpoint.json, "dumps", broken_dump)
+    code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "run"))
+    assert code == 1 and "disk full" in err
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith((".run", "run"))] == []
+
+
+def test_biomedclip_path_trains_and_predicts(cli, isic_small, tiny_biomedclip, tmp_path):
+    out = tmp_path / "bert-run"
+    args = tiny_train_args(isic_small, tiny_biomedclip, out, "--backbone", "biomedclip")
+    code, _, err = cli(*args)
+    assert code == 0, err
+    code, stdout, err = cli("predict", isic_small / "test" / "nevus", "--model", out, "--json")
+    assert code == 0, err and len(json.loads(stdout)["predictions"]) == 4
+
+
+@pytest.mark.parametrize("method", ["coop", "zeroshot", "symptom-zeroshot", "linear-probe", "vip-mep-only"])
+def test_baseline_methods_train_and_predict(cli, isic_small, tiny_clip, tmp_path, method):
+    out = tmp_path / method
+    code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, out, "--method", method))
+    assert code == 0, err
+    code, stdout, err = cli("predict", isic_small / "test" / "melanoma", "--model", out, "--json", "--explain")
+    assert code == 0, err
+    predictions = json.loads(stdout)["predictions"]
+    assert len(predictions) == 4
+    assert (predictions[0]["explanation"] is None) == (method == "linear-probe")
+
+
+def test_reference_mode_trains_the_same_model_shape(cli, isic_small, tiny_clip, tmp_path):
+    code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "ref", "--reference"))
+    assert code == 0, err
+    metrics = json.loads((tmp_path / "ref" / "metrics.json").read_text())
+    assert len(metrics["history"]) == 3 and metrics["test"]["n"] == 8
+
+
+def test_feature_cache_skips_the_image_encoder_on_a_second_run(cli, isic_small, tiny_clip, tmp_path):
+    views = []
+    for name in ("first", "second"):
+        code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / name))
+        views.append(json.loads((tmp_path / name / "metrics.json").read_text())["timings"]["encoded_views"])
+    assert views == [8 * 3 + 8 + 8, 0]  # train: center + 2 views; val; test
+    changed = sorted((isic_small / "test" / "nevus").iterdir())[0]
+    changed.write_bytes(changed.read_bytes())  # new mtime: never served stale
+    import os
+    os.utime(changed, ns=(1, 1))
+    cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "third"))
+    assert json.loads((tmp_path / "third" / "metrics.json").read_text())["timings"]["encoded_views"] == 1
+
+
+def test_usage_errors_exit_2_in_one_line(cli, isic_small):
+    for args, message in ((["--shots", "zero"], "--shots zero"), (["--method", "magic"], "unknown method 'magic'"),
+                          (["--schedule", "slow"], "unknown schedule"), (["--device", "tpu"], "unknown device")):
+        code, _, err = cli("train", "--data", isic_small, *args)
+        assert code == 2 and message in err and err.count("\n") == 1, err

@@ -1,0 +1,89 @@
+"""The `vip` entry point and its single error boundary."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+import typer
+
+from vipcli import __version__
+from vipcli.cli import backbones, predict, train
+from vipcli.errors import VipError
+
+app = typer.Typer(
+    name="vip",
+    help="ViP: adapt vision-language models to medical images with LLM-described visual symptoms.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"vip {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
+) -> None:
+    """ViP: adapt vision-language models to medical images with LLM-described visual symptoms."""
+
+
+app.add_typer(backbones.app, name="backbones")
+app.command("train")(train.train_command)
+app.command("predict")(predict.predict_command)
+
+
+def _print_error(message: str, hint: str | None = None) -> None:
+    line = f"error: {message}"
+    if hint:
+        line += f" ({hint})"
+    print(line, file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI on `argv` and return the exit code; known errors become one line.
+
+    Exit codes: 0 success, 1 runtime error, 2 usage error, 130 interrupted.
+    Set VIP_DEBUG=1 to see tracebacks.
+    """
+    debug = os.environ.get("VIP_DEBUG") == "1"
+    try:
+        result = app(args=argv, prog_name="vip", standalone_mode=False)
+        if result == 130:  # typer turns Ctrl-C into exit code 130
+            _print_error("interrupted; nothing half-written was left behind")
+        return result if isinstance(result, int) else 0
+    except click.exceptions.Exit as done:
+        return done.exit_code
+    except click.ClickException as error:
+        error.show()
+        return error.exit_code
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        if debug:
+            raise
+        _print_error("interrupted; nothing half-written was left behind")
+        return 130
+    except VipError as error:
+        if debug:
+            raise
+        _print_error(error.message, error.hint)
+        return error.exit_code
+    except Exception as error:  # an unknown error is a bug: say so, in one line
+        if debug:
+            raise
+        _print_error(
+            f"unexpected {type(error).__name__}: {error}",
+            "this is a bug in vip; rerun with VIP_DEBUG=1 and report the traceback",
+        )
+        return 1
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
