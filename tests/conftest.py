@@ -70,3 +70,8 @@ def tiny_train_args(data: Path, config: Path, out: Path, *extra) -> list:
     """`vip train` arguments for a fast run on a tiny tower."""
     return ["train", "--data", data, "--arch", config, "--pretrained", "none", "--shots", "4", "--epochs", "3",
             "--views", "2", "--out", out, "--device", "cpu", "--workers", "0", *extra]
+
+
+def error_lines(stderr: str) -> list[str]:
+    """The `error:` lines of a command's stderr (progress and notes are other lines)."""
+    return [line for line in stderr.splitlines() if line.startswith("error:")]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+
+from conftest import error_lines
 import torch
 
 from vipcli.errors import UsageError, VipError
@@ -82,8 +84,8 @@ def test_unknown_arch_and_tag_are_usage_errors():
 def test_missing_weights_offline_is_one_clear_cli_line(cli, isic_small):
     code, out, err = cli("train", "--data", isic_small, "--arch", "RN50", "--pretrained", "openai", "--device", "cpu")
     assert code == 1
-    assert err.startswith("error: could not load weights 'openai' for RN50")
-    assert err.count("\n") == 1 and "Traceback" not in err and "--pretrained none" in err
+    assert error_lines(err)[0].startswith("error: could not load weights 'openai' for RN50")
+    assert len(error_lines(err)) == 1 and "Traceback" not in err and "Traceback" not in err and "--pretrained none" in err
 
 
 def test_missing_weights_offline_is_one_line(monkeypatch, tiny_clip):
@@ -91,3 +93,17 @@ def test_missing_weights_offline_is_one_line(monkeypatch, tiny_clip):
         load_backbone("clip", "RN50", "openai")
     message = str(error.value)
     assert "could not load weights 'openai'" in message and "--pretrained" in message and "none" in message
+
+
+def test_local_weights_file_is_loaded(tmp_path, tiny_clip, clip_backbone):
+    from safetensors.torch import save_file
+
+    state = {k: v.clone() + 0.01 for k, v in clip_backbone.model.state_dict().items() if v.is_floating_point()}
+    weights = tmp_path / "tiny-weights.safetensors"
+    save_file(state, weights)
+    loaded = load_backbone("clip", str(tiny_clip), str(weights))
+    ids = loaded.tokenize(TEXTS)
+    torch.testing.assert_close(loaded.model.token_embedding.weight, state["token_embedding.weight"])
+    assert not torch.allclose(loaded.encode_text(ids), clip_backbone.encode_text(ids))
+    assert loaded.describe()["weights"]["size"] == weights.stat().st_size
+    assert loaded.fingerprint() != clip_backbone.fingerprint()

@@ -134,7 +134,7 @@ def shipped_pack_dir() -> Path:
 
 def shipped_packs() -> list[SymptomPack]:
     """Every pack shipped with vip, sorted by name."""
-    return sorted((load_pack(p) for p in shipped_pack_dir().glob("*.yaml")), key=lambda p: p.name)
+    return sorted((load_pack(p) for p in shipped_pack_dir().glob("*.yaml")), key=lambda p: p.name.lower())
 
 
 def collect_packs(sources: list[str | Path]) -> list[SymptomPack]:

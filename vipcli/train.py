@@ -156,10 +156,12 @@ def _check_enough(prepared: PreparedData, dataset: Dataset) -> None:
     counts = torch.bincount(prepared.train.y, minlength=len(dataset.class_names)).tolist()
     empty = [name for name, n in zip(dataset.class_names, counts) if n == 0]
     if empty:
+        first = next(iter(sorted(prepared.failures.items())), None)
+        example = f"; e.g. {first[0]}: {first[1]}" if first else ""
         raise VipError(
             f"no readable training images for class {', '.join(repr(e) for e in empty)} "
-            f"({len(prepared.failures)} unreadable files in all)",
-            "replace the unreadable files listed with VIP_DEBUG=1 or in split.json, or add images",
+            f"({len(prepared.failures)} unreadable files in all{example})",
+            "replace or remove the unreadable files, or add readable images",
         )
     if len(prepared.val.y) == 0:
         raise VipError("no readable validation images", "add images to val/ or let vip split train")
@@ -359,6 +361,7 @@ def train(config: TrainConfig, progress=None) -> TrainResult:
     torch.manual_seed(config.seed)
     backbone = load_backbone(config.backbone, config.arch, config.pretrained, device)
     loaded = time.perf_counter()
+    console.info(_plan(config, spec, dataset, schedule, backbone, device))
     cache = FeatureCache(config.cache_dir or default_cache_dir(), backbone) if config.use_cache else FeatureCache(None, backbone)
     views = 1 if config.reference else config.views
     data = prepare_features(backbone, dataset, config.shots, config.seed, views, cache, config.workers,
@@ -384,6 +387,15 @@ def train(config: TrainConfig, progress=None) -> TrainResult:
     run_dir = Path(config.out) if config.out else default_run_dir(config)
     _write(run_dir, config, spec, backbone, dataset, data, classifier, symptoms, schedule, metrics)
     return TrainResult(run_dir, metrics, data.failures, dataset.class_names, schedule if spec.trainable else None)
+
+
+def _plan(config, spec, dataset, schedule, backbone, device) -> str:
+    shots = "all images" if config.shots is None else f"{config.shots} shots per class"
+    fitting = (f"schedule {schedule.name}: {schedule.epochs} epochs, batch {schedule.batch_size}, lr {schedule.lr}"
+               if spec.trainable and not spec.linear else "no prompt training")
+    arch = backbone.describe().get("arch", "")
+    return (f"{spec.name} on {len(dataset.class_names)} classes ({', '.join(dataset.class_names)}), {shots}; "
+            f"{fitting}; backbone {config.backbone} {Path(str(arch)).name} on {device}")
 
 
 def _symptoms(spec, class_names, sources, lookup) -> dict[str, list[str]]:

@@ -9,7 +9,7 @@ import click
 import typer
 
 from vipcli import __version__
-from vipcli.cli import backbones, predict, train
+from vipcli.cli import backbones, predict, symptoms, train
 from vipcli.errors import VipError
 
 app = typer.Typer(
@@ -36,6 +36,7 @@ def _root(
 
 
 app.add_typer(backbones.app, name="backbones")
+app.add_typer(symptoms.app, name="symptoms")
 app.command("train")(train.train_command)
 app.command("predict")(predict.predict_command)
 

@@ -32,7 +32,7 @@ def train_command(
     backbone: str = typer.Option("clip", "--backbone", help="Backbone plugin id (see `vip backbones list`)."),
     arch: Optional[str] = typer.Option(None, "--arch", help="Architecture: open_clip name, model-config JSON, hf-hub: id."),
     pretrained: Optional[str] = typer.Option(None, "--pretrained", help="Weights: tag, local file, hf-hub: id, or none."),
-    symptoms: Optional[List[str]] = typer.Option(None, "--symptoms", help="Pack file, {class: [symptoms]} file, "
+    symptoms: Optional[List[str]] = typer.Option(None, "--symptoms", help="Pack file, class-to-symptoms YAML file, "
                                                  "folder of packs, or shipped pack name. Repeatable."),
     schedule: str = typer.Option("auto", "--schedule", help="auto, fewshot (batch 4, 100 epochs) or paper "
                                  "(batch 32, 50 epochs)."),

@@ -1,0 +1,443 @@
+"""`vip symptoms generate` end to end against a real local chat-completions server (offline)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import time
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+import yaml
+
+from vipcli.cli.main import main
+from vipcli.packs import load_pack, symptoms_for_classes
+
+try:
+    from llm_server import ScriptedLLM, closed_port_url
+except ImportError:  # tests/ imported as a package
+    from tests.llm_server import ScriptedLLM, closed_port_url
+
+STAGE1 = (
+    "I am going to use CLIP, a vision-language model, to detect melanoma in dermoscopic images. "
+    "What are useful medical visual features for diagnosing melanoma? List them in bullet points, "
+    "in plain words that CLIP understands. Avoid words such as melanoma."
+)
+BULLETS = """Here are some useful visual features for detecting melanoma in dermoscopic images:
+
+- **Asymmetry**: The spot is not the same on both sides.
+- **Irregular borders**: Edges are blurry, jagged or notched.
+- **Multiple colors**: Shades of brown, black, blue, red or white.
+- **Dark dots**: Small dark dots or globules inside the spot.
+- **Size**: Often wider than six millimeters.
+
+These features can help CLIP tell suspicious spots apart."""
+NUMBERED = """1. Larger than six millimeters
+2. Asymmetric shape
+3. Irregular, jagged edges
+4. Several colors such as brown, black and blue
+5. Small dark dots
+6. Blue-white veil"""
+STAGE2 = """### Color
+- Shades of brown and black
+- Blue-white areas
+### Shape
+- Asymmetric shape
+- Irregular, jagged borders
+### Texture
+- Small dark dots and globules
+- Rough surface"""
+
+
+@pytest.fixture
+def llm_server():
+    """A scripted chat-completions server on 127.0.0.1, stopped after the test."""
+    server = ScriptedLLM().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def vip_env(tmp_path, monkeypatch):
+    """Cache in tmp_path, cwd tmp_path/work, a wide console and a known fake key; returns the key."""
+    key = "sk-test-SECRET-0123456789abcdef"
+    monkeypatch.setenv("VIP_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.delenv("VIP_DEBUG", raising=False)
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    return key
+
+
+def vip(capsys, *args: str) -> tuple[int, str, str]:
+    """Run `vip ARGS` through the public entry point; returns (exit code, stdout, stderr)."""
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def generate(capsys, server, *args: str) -> tuple[int, str, str]:
+    """`vip symptoms generate` against `server`, with fast retries."""
+    base = ["symptoms", "generate", "--base-url", getattr(server, "url", server), "--backoff", "0.01", "--timeout", "5"]
+    return vip(capsys, *base, *args)
+
+
+def melanoma(capsys, server, *args: str) -> tuple[int, str, str]:
+    return generate(capsys, server, "--disease", "melanoma", "--modality", "dermoscopic images", *args)
+
+
+def write_images(folder: Path, count: int, broken: int = 0) -> Path:
+    """`count` tiny PNGs (mixed modes, one 16-bit) and `broken` unreadable .png files."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        mode = ("RGB", "L", "I;16")[i % 3]
+        Image.new(mode, (12 + i, 10), color=(i * 9 % 256, 80, 200) if mode == "RGB" else i * 9).save(
+            folder / f"img{i:02d}.png"
+        )
+    for i in range(broken):
+        (folder / f"broken{i}.png").write_bytes(b"not an image")
+    (folder / "notes.txt").write_text("not an image either")
+    return folder
+
+
+# --- answers in the shapes real models give -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "answer, expected",
+    [
+        (BULLETS, "Asymmetry: The spot is not the same on both sides"),
+        (NUMBERED, "Larger than six millimeters"),
+        ("Asymmetric shape\nIrregular edges\nMany colors\nDark dots\n", "Asymmetric shape"),
+        ('```json\n["Asymmetric shape", "Irregular edges", "Many colors", "Dark dots"]\n```', "Asymmetric shape"),
+        (
+            '{"visual_features": ["Asymmetric shape", "Irregular edges", "Many colors", "Dark dots"]}',
+            "Asymmetric shape",
+        ),
+    ],
+    ids=["bullets", "numbered", "prose-lines", "json-array", "json-object"],
+)
+def test_answer_shapes_give_a_valid_pack_of_n(capsys, vip_env, llm_server, answer, expected):
+    llm_server.answer(answer)
+    code, out, err = melanoma(capsys, llm_server)
+    assert code == 0, err
+    pack = load_pack("melanoma.yaml")
+    assert len(pack.symptoms) == 4 and pack.symptoms[0] == expected
+    assert "wrote melanoma.yaml: 4 symptoms" in out and expected in out
+
+
+def test_pack_records_provenance_and_uses_the_papers_prompt(capsys, vip_env, llm_server):
+    llm_server.answer(BULLETS)
+    assert melanoma(capsys, llm_server, "--model", "llama3.1:8b", "--n", "3")[0] == 0
+    document = yaml.safe_load(Path("melanoma.yaml").read_text())
+    assert document["name"] == "melanoma" and document["aliases"] == [] and document["modality"] == "dermoscopic images"
+    assert len(document["symptoms"]) == 3
+    source = document["source"]
+    assert source["kind"] == "llm" and source["model"] == "llama3.1:8b"
+    assert source["endpoint_host"] == llm_server.host
+    assert source["prompts"]["stage1"] == STAGE1 and source["raw_answers"]["stage1"] == BULLETS
+    datetime.fromisoformat(source["date"])
+    request = llm_server.requests[0]
+    assert request["path"] == "/v1/chat/completions"
+    assert request["body"]["model"] == "llama3.1:8b"
+    assert request["body"]["messages"] == [{"role": "user", "content": STAGE1}]
+
+
+def test_key_only_in_authorization_header_never_in_pack_output_or_cache(capsys, vip_env, llm_server, tmp_path):
+    key = vip_env
+    llm_server.answer(BULLETS)
+    code, out, err = melanoma(capsys, llm_server)
+    assert code == 0
+    request = llm_server.requests[0]
+    assert request["headers"]["Authorization"] == f"Bearer {key}"
+    assert key not in request["raw"] and key not in request["path"]
+    assert key not in Path("melanoma.yaml").read_text() and key not in out + err
+    for cached in (tmp_path / "cache" / "llm").iterdir():
+        assert key not in cached.read_text()
+
+
+def test_generated_pack_is_accepted_by_train_symptom_lookup(capsys, vip_env, llm_server):
+    llm_server.answer(NUMBERED)
+    assert melanoma(capsys, llm_server, "--out", "packs/melanoma.yaml")[0] == 0
+    expected = [
+        "Larger than six millimeters",
+        "Asymmetric shape",
+        "Irregular, jagged edges",
+        "Several colors such as brown, black and blue",
+    ]
+    assert symptoms_for_classes(["melanoma"], ["packs"]) == {"melanoma": expected}
+    assert symptoms_for_classes(["MELANOMA"], ["packs/melanoma.yaml"]) == {"MELANOMA": expected}
+
+
+def test_modality_defaults_to_the_shipped_pack_and_is_required_otherwise(capsys, vip_env, llm_server):
+    llm_server.answer(NUMBERED)
+    assert generate(capsys, llm_server, "--disease", "tb")[0] == 0
+    assert "in chest X-ray images" in llm_server.requests[0]["body"]["messages"][0]["content"]
+    code, _, err = generate(capsys, llm_server, "--disease", "lichen planus")
+    assert code == 2 and "--modality is needed for 'lichen planus'" in err
+
+
+# --- unusable answers --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "answer, message",
+    [
+        (
+            "I'm sorry, but I can't help with diagnosing medical conditions.",
+            "the stage 1 answer for 'melanoma' is a refusal",
+        ),
+        ("", "the stage 1 answer for 'melanoma' is empty"),
+        ("Melanoma usually looks asymmetric, with several colors and blurry edges.", "is not a list"),
+        (
+            "- Melanoma has dark spots\n- Asymmetric shape\n- Signs of melanoma\n- asymmetric shape.",
+            "gave 1 usable symptoms, fewer than --n 4",
+        ),
+    ],
+    ids=["refusal", "empty", "prose", "names-disease-and-repeats"],
+)
+def test_unusable_answer_is_one_clear_line_and_no_pack(capsys, vip_env, llm_server, answer, message):
+    llm_server.answer(answer)
+    code, out, err = melanoma(capsys, llm_server)
+    assert code == 1 and message in err
+    assert err.count("error:") == 1 and err.splitlines()[-1].startswith("error: ") and "Traceback" not in err
+    assert not Path("melanoma.yaml").exists()
+
+
+def test_disease_naming_items_are_removed_and_shown(capsys, vip_env, llm_server):
+    llm_server.answer(
+        "- Melanoma has dark spots\n- Asymmetric shape\n- Asymmetric shape\n- Many colors\n- Typical melanoma pattern"
+    )
+    code, out, err = melanoma(capsys, llm_server, "--n", "2")
+    assert code == 0
+    assert load_pack("melanoma.yaml").symptoms == ("Asymmetric shape", "Many colors")
+    assert "'Melanoma has dark spots' (names the disease)" in err and "'Asymmetric shape' (repeated)" in err
+
+
+# --- endpoint failures -------------------------------------------------------------------
+
+
+def test_429_is_retried_honoring_retry_after(capsys, vip_env, llm_server):
+    llm_server.fail(429, "Rate limit reached", headers={"Retry-After": "0.2"}).answer(BULLETS)
+    start = time.monotonic()
+    code, _, err = melanoma(capsys, llm_server, "--backoff", "30")  # Retry-After wins over the backoff
+    assert code == 0, err
+    assert time.monotonic() - start < 5
+    assert len(llm_server.requests) == 2 and Path("melanoma.yaml").exists()
+
+
+def test_429_forever_gives_up_with_a_clear_message(capsys, vip_env, llm_server):
+    llm_server.fail(429, "Rate limit reached for gpt-4o", forever=True)
+    code, _, err = melanoma(capsys, llm_server, "--retries", "2")
+    assert code == 1 and len(llm_server.requests) == 3
+    assert f"LLM endpoint {llm_server.host} kept rate-limiting (HTTP 429) after 3 tries" in err
+
+
+def test_500_is_retried_then_reported(capsys, vip_env, llm_server):
+    llm_server.fail(500, "internal error", forever=True)
+    code, _, err = melanoma(capsys, llm_server, "--retries", "1")
+    assert code == 1 and len(llm_server.requests) == 2 and "failed with HTTP 500 after 2 tries" in err
+
+
+def test_500_then_success(capsys, vip_env, llm_server):
+    llm_server.fail(503, "overloaded").answer(BULLETS)
+    assert melanoma(capsys, llm_server)[0] == 0 and len(llm_server.requests) == 2
+
+
+def test_401_names_the_key_variable_but_never_the_key(capsys, vip_env, llm_server):
+    key = vip_env
+    llm_server.fail(401, f"Incorrect API key provided: {key}.")
+    code, out, err = melanoma(capsys, llm_server)
+    assert code == 1 and "rejected the API key in $OPENAI_API_KEY with HTTP 401" in err
+    assert key not in out + err and len(llm_server.requests) == 1
+
+
+def test_custom_key_variable_and_no_key_for_local_servers(capsys, vip_env, llm_server, monkeypatch):
+    monkeypatch.setenv("MY_LLM_KEY", "local-key-42")
+    llm_server.answer(BULLETS).answer(BULLETS)
+    assert melanoma(capsys, llm_server, "--api-key-env", "MY_LLM_KEY")[0] == 0
+    assert llm_server.requests[0]["headers"]["Authorization"] == "Bearer local-key-42"
+    monkeypatch.delenv("OPENAI_API_KEY")
+    assert melanoma(capsys, llm_server, "--no-cache", "--force")[0] == 0
+    assert "Authorization" not in llm_server.requests[1]["headers"]
+
+
+def test_openai_without_a_key_fails_before_any_request(capsys, vip_env, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY")
+    code, _, err = vip(capsys, "symptoms", "generate", "--disease", "melanoma")
+    assert code == 1 and "no API key for api.openai.com: $OPENAI_API_KEY is not set" in err
+
+
+def test_404_means_wrong_url_or_model(capsys, vip_env, llm_server):
+    llm_server.fail(404, "model 'gpt-5o' not found")
+    code, _, err = melanoma(capsys, llm_server, "--model", "gpt-5o")
+    assert code == 1 and "answered 404" in err and "model 'gpt-5o' not found" in err and "--base-url" in err
+
+
+def test_400_detail_is_shown_with_the_key_redacted(capsys, vip_env, llm_server):
+    key = vip_env
+    llm_server.fail(400, f"bad request from {key}: image_url not supported")
+    code, out, err = melanoma(capsys, llm_server)
+    assert code == 1 and "refused the request (HTTP 400)" in err and "***" in err and key not in err
+
+
+def test_timeout_is_reported(capsys, vip_env, llm_server):
+    llm_server.answer(BULLETS, delay=1.5)
+    code, _, err = melanoma(capsys, llm_server, "--timeout", "0.3", "--retries", "0")
+    assert code == 1 and f"LLM endpoint {llm_server.host} did not answer within 0.3 s (1 try)" in err
+
+
+def test_connection_refused(capsys, vip_env):
+    url = closed_port_url()
+    code, _, err = generate(capsys, url, "--disease", "melanoma", "--modality", "dermoscopic images")
+    assert code == 1 and "cannot reach LLM endpoint 127.0.0.1:" in err and ": connection refused" in err
+
+
+def test_not_a_chat_completions_answer(capsys, vip_env, llm_server):
+    llm_server.raw({"object": "list", "data": []})
+    code, _, err = melanoma(capsys, llm_server)
+    assert code == 1 and "did not return a chat-completions answer" in err
+
+
+def test_bad_base_url_is_a_usage_error(capsys, vip_env):
+    code, _, err = vip(capsys, "symptoms", "generate", "--disease", "melanoma", "--base-url", "localhost:11434")
+    assert code == 2 and "--base-url 'localhost:11434' is not an http(s) URL" in err
+
+
+# --- files: overwrite, several diseases, cache -------------------------------------------
+
+
+def test_existing_pack_is_not_overwritten_without_force(capsys, vip_env, llm_server):
+    llm_server.answer(BULLETS)
+    assert melanoma(capsys, llm_server)[0] == 0
+    before = Path("melanoma.yaml").read_text()
+    code, _, err = melanoma(capsys, llm_server, "--no-cache")
+    assert code == 2 and "melanoma.yaml already exists; not overwriting it (pass --force" in err
+    assert len(llm_server.requests) == 1 and Path("melanoma.yaml").read_text() == before
+    llm_server.answer(NUMBERED)
+    assert melanoma(capsys, llm_server, "--no-cache", "--force")[0] == 0
+    assert load_pack("melanoma.yaml").symptoms[0] == "Larger than six millimeters"
+
+
+def test_cache_hit_sends_no_request(capsys, vip_env, llm_server):
+    llm_server.answer(BULLETS)
+    assert melanoma(capsys, llm_server)[0] == 0
+    code, out, _ = melanoma(capsys, llm_server, "--out", "again.yaml")
+    assert code == 0 and len(llm_server.requests) == 1 and "(answers from cache)" in out
+    assert load_pack("again.yaml").symptoms == load_pack("melanoma.yaml").symptoms
+
+
+def test_several_diseases_write_one_pack_each_into_a_folder(capsys, vip_env, llm_server):
+    llm_server.answer(BULLETS).answer(
+        "- Symmetric shape\n- Even brown color\n- Smooth, clear edges\n- Regular net pattern"
+    )
+    code, out, _ = generate(capsys, llm_server, "-d", "melanoma", "-d", "nevus", "--out", "packs")
+    assert code == 0
+    assert load_pack("packs/melanoma.yaml").name == "melanoma"
+    assert load_pack("packs/nevus.yaml").symptoms[0] == "Symmetric shape"
+    assert "in dermoscopic images" in llm_server.requests[1]["body"]["messages"][0]["content"]
+
+
+def test_one_failing_disease_keeps_the_others_and_exits_non_zero(capsys, vip_env, llm_server):
+    llm_server.answer(BULLETS).answer("I'm sorry, I can't help with that.").answer(NUMBERED)
+    code, _, err = generate(capsys, llm_server, "-d", "melanoma", "-d", "nevus", "-d", "basal cell carcinoma")
+    assert code == 1
+    assert Path("melanoma.yaml").exists() and Path("basal_cell_carcinoma.yaml").exists()
+    assert not Path("nevus.yaml").exists()
+    assert "the stage 1 answer for 'nevus' is a refusal" in err and "1 of 3 packs not written: nevus" in err
+
+
+def test_several_diseases_need_a_folder_for_out(capsys, vip_env, llm_server):
+    code, _, err = generate(capsys, llm_server, "-d", "melanoma", "-d", "nevus", "--out", "x.yaml")
+    assert code == 2 and "--out must be a folder" in err and not llm_server.requests
+
+
+# --- stage 2: the image grid --------------------------------------------------------------
+
+
+def test_images_run_stage_two_and_keep_what_both_agree_on(capsys, vip_env, llm_server, tmp_path):
+    folder = write_images(tmp_path / "mel", 18, broken=2)
+    llm_server.answer(NUMBERED).answer(STAGE2)
+    code, out, err = melanoma(capsys, llm_server, "--images", str(folder))
+    assert code == 0, err
+    pack = load_pack("melanoma.yaml")
+    assert pack.symptoms == (
+        "Asymmetric shape",
+        "Irregular, jagged edges",
+        "Several colors such as brown, black and blue",
+        "Small dark dots",
+    )
+    agreement = pack.source["agreement"]
+    assert [row["symptom"] for row in agreement["dropped"]] == ["Larger than six millimeters"]
+    assert {"symptom": "Small dark dots", "stage2": "Small dark dots and globules", "score": 0.866} in agreement["kept"]
+    assert pack.source["raw_answers"]["stage2"] == STAGE2 and len(pack.source["images"]["files"]) == 16
+    assert "color, shape and texture" in pack.source["prompts"]["stage2"]
+    for line in ("dropped  Larger than six millimeters", "beyond --n  Blue-white veil", "kept     Asymmetric shape"):
+        assert " ".join(line.split()) in " ".join(out.replace("│", " ").split())
+    content = llm_server.requests[1]["body"]["messages"][0]["content"]
+    assert content[0]["type"] == "text" and "this melanoma image" in content[0]["text"]
+    url = content[1]["image_url"]["url"]
+    assert url.startswith("data:image/jpeg;base64,")
+    from PIL import Image
+
+    assert Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).size == (896, 896)
+
+
+def test_images_with_llm_judge(capsys, vip_env, llm_server, tmp_path):
+    folder = write_images(tmp_path / "mel", 16)
+    llm_server.answer(NUMBERED).answer(STAGE2).answer("[0, 3, 4, 0, 5, 2]")
+    code, _, err = melanoma(capsys, llm_server, "--images", str(folder), "--judge", "llm", "--n", "2")
+    assert code == 0, err
+    assert load_pack("melanoma.yaml").symptoms == ("Asymmetric shape", "Irregular, jagged edges")
+    assert "List A" in llm_server.requests[2]["body"]["messages"][0]["content"]
+
+
+def test_images_folder_with_fewer_than_16_readable_images(capsys, vip_env, llm_server, tmp_path):
+    folder = write_images(tmp_path / "few", 10, broken=3)
+    code, _, err = melanoma(capsys, llm_server, "--images", str(folder))
+    assert code == 1 and "10 readable images (of 13 image files), need 16" in err and str(folder) in err
+    assert not llm_server.requests and not Path("melanoma.yaml").exists()
+
+
+def test_images_root_with_class_subfolders(capsys, vip_env, llm_server, tmp_path):
+    write_images(tmp_path / "data" / "Melanoma", 16)
+    llm_server.answer(NUMBERED).answer(STAGE2)
+    assert melanoma(capsys, llm_server, "--images", str(tmp_path / "data"))[0] == 0
+    assert load_pack("melanoma.yaml").source["images"]["folder"].endswith("Melanoma")
+
+
+def test_no_agreement_is_a_clear_error(capsys, vip_env, llm_server, tmp_path):
+    folder = write_images(tmp_path / "mel", 16)
+    llm_server.answer(NUMBERED).answer("- Smooth pink surface\n- Round outline")
+    code, _, err = melanoma(capsys, llm_server, "--images", str(folder), "--agree-threshold", "0.9")
+    assert code == 1 and "no stage-1 symptom of 'melanoma' agrees" in err and not Path("melanoma.yaml").exists()
+
+
+def test_cache_files_are_json_without_the_key(capsys, vip_env, llm_server, tmp_path):
+    llm_server.answer(BULLETS)
+    melanoma(capsys, llm_server)
+    entries = list((tmp_path / "cache" / "llm").glob("*.json"))
+    assert len(entries) == 1 and json.loads(entries[0].read_text())["answer"] == BULLETS
+
+
+def test_one_images_root_serves_several_diseases_by_subfolder(capsys, vip_env, llm_server, tmp_path):
+    write_images(tmp_path / "data" / "melanoma", 16)
+    write_images(tmp_path / "data" / "Nevus", 16)
+    llm_server.answer(NUMBERED).answer(STAGE2).answer(NUMBERED).answer(STAGE2)
+    code, _, err = generate(capsys, llm_server, "-d", "melanoma", "-d", "nevus", "--images", str(tmp_path / "data"))
+    assert code == 0, err
+    assert load_pack("nevus.yaml").source["images"]["folder"].endswith("Nevus")
+    assert [len(r["body"]["messages"][0]["content"]) for r in llm_server.requests][1::2] == [2, 2]
+
+
+def test_endpoint_failure_stops_the_remaining_diseases(capsys, vip_env, llm_server):
+    llm_server.answer(BULLETS).fail(401, "bad key")
+    code, _, err = generate(capsys, llm_server, "-d", "melanoma", "-d", "nevus", "-d", "pneumonia")
+    assert code == 1 and len(llm_server.requests) == 2
+    assert Path("melanoma.yaml").exists() and not Path("nevus.yaml").exists()
+    assert "rejected the API key" in err and "packs written so far are complete" in err

@@ -1,0 +1,118 @@
+"""Shipped symptom packs, `vip symptoms list` and `vip symptoms show`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from vipcli.cli.main import main
+from vipcli.packs import normalize_name, shipped_pack_dir, shipped_packs, symptoms_for_classes
+from vipcli.symptoms.parse import names_disease
+
+PAPER = {"melanoma", "nevus", "pneumonia", "normal lung"}
+EXTRA = {
+    "basal cell carcinoma",
+    "seborrheic keratosis",
+    "actinic keratosis",
+    "dermatofibroma",
+    "vascular lesion",
+    "COVID-19 pneumonia",
+    "tuberculosis",
+    "pleural effusion",
+    "cardiomegaly",
+}
+
+
+def vip(capsys, *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_every_shipped_pack_validates_with_4_to_8_plain_symptoms():
+    packs = shipped_packs()
+    assert {p.name for p in packs} == PAPER | EXTRA
+    assert len(list(shipped_pack_dir().glob("*.yaml"))) == len(packs)
+    for pack in packs:
+        assert 4 <= len(pack.symptoms) <= 8, pack.name
+        assert pack.modality in ("dermoscopic images", "chest X-ray images"), pack.name
+        for symptom in pack.symptoms:
+            assert normalize_name(pack.name) not in normalize_name(symptom), (pack.name, symptom)
+
+
+def test_paper_packs_cite_the_paper_and_have_its_four_symptoms():
+    for pack in (p for p in shipped_packs() if p.name in PAPER):
+        assert pack.source["kind"] == "paper" and "MICCAI 2024" in pack.source["citation"]
+        assert len(pack.symptoms) == 4
+
+
+def test_added_packs_are_honestly_marked_manual_and_never_name_the_disease_or_aliases():
+    for pack in (p for p in shipped_packs() if p.name in EXTRA):
+        assert pack.source["kind"] == "manual" and "not LLM-generated" in pack.source["note"]
+        named = [s for s in pack.symptoms if names_disease(s, pack.name, pack.aliases)]
+        assert not named, (pack.name, named)
+
+
+@pytest.mark.parametrize(
+    "folder, pack",
+    [
+        ("bcc", "basal cell carcinoma"),
+        ("bkl", "seborrheic keratosis"),
+        ("akiec", "actinic keratosis"),
+        ("df", "dermatofibroma"),
+        ("vasc", "vascular lesion"),
+        ("COVID-19", "COVID-19 pneumonia"),
+        ("covid", "COVID-19 pneumonia"),
+        ("TB", "tuberculosis"),
+        ("Effusion", "pleural effusion"),
+        ("Cardiomegaly", "cardiomegaly"),
+        ("seborrheic_keratosis", "seborrheic keratosis"),
+    ],
+)
+def test_common_class_folder_names_find_their_pack(folder, pack):
+    expected = next(p for p in shipped_packs() if p.name == pack)
+    assert symptoms_for_classes([folder]) == {folder: list(expected.symptoms)}
+
+
+def test_list_shows_every_pack_with_count_and_source(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    code, out, _ = vip(capsys, "symptoms", "list")
+    assert code == 0
+    for name in PAPER | EXTRA:
+        assert name in out
+    assert "paper: Fang et al., MICCAI 2024" in out and "manual" in out
+
+
+def test_list_json_is_one_document(capsys):
+    code, out, _ = vip(capsys, "symptoms", "list", "--json")
+    packs = json.loads(out)
+    assert code == 0 and len(packs) == len(PAPER | EXTRA)
+    melanoma = next(p for p in packs if p["name"] == "melanoma")
+    assert melanoma["symptoms"][0] == "The spot is asymmetric on both sides" and melanoma["source"]["kind"] == "paper"
+
+
+def test_show_by_name_or_alias(capsys):
+    code, out, _ = vip(capsys, "symptoms", "show", "melanoma")
+    assert code == 0 and "1. The spot is asymmetric on both sides" in out and "modality: dermoscopic images" in out
+    code, out, _ = vip(capsys, "symptoms", "show", "BCC", "--json")
+    assert code == 0 and json.loads(out)["name"] == "basal cell carcinoma"
+
+
+def test_show_unknown_name_lists_the_shipped_ones(capsys):
+    code, _, err = vip(capsys, "symptoms", "show", "psoriasis")
+    assert code == 2 and "no shipped symptom pack named 'psoriasis'" in err and "melanoma, nevus" in err
+
+
+def test_malformed_pack_yaml_names_file_and_line(capsys, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: melanoma\nsymptoms:\n  - Asymmetric shape\n  - [unclosed\n")
+    code, _, err = vip(capsys, "symptoms", "show", str(bad))
+    assert code == 1 and f"{bad}:5: malformed symptom pack YAML" in err and "Traceback" not in err
+
+
+def test_pack_file_without_symptoms_is_reported(capsys, tmp_path):
+    bad = tmp_path / "empty.yaml"
+    bad.write_text("name: melanoma\n")
+    code, _, err = vip(capsys, "symptoms", "show", str(bad))
+    assert code == 1 and "has no 'symptoms' list" in err

@@ -1,0 +1,304 @@
+"""`vip symptoms ...`: shipped symptom packs, and new ones from an LLM (the Visual Symptom Generator)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from vipcli import console
+from vipcli.errors import UsageError, VipError
+
+app = typer.Typer(help="Visual symptom packs: list, show, and generate them with an LLM.", no_args_is_help=True)
+
+
+def _pack_json(pack) -> dict:
+    return {
+        "name": pack.name,
+        "aliases": list(pack.aliases),
+        "modality": pack.modality,
+        "symptoms": list(pack.symptoms),
+        "source": pack.source,
+        "path": pack.path,
+    }
+
+
+def summarize_source(source: dict) -> str:
+    """A short provenance line: "paper: Fang et al., MICCAI 2024", "llm: gpt-4o @ host", "manual"."""
+    kind = str(source.get("kind", "unknown"))
+    if kind == "paper" and source.get("citation"):
+        citation = str(source["citation"])
+        venue = re.search(r"\b[A-Z][A-Za-z]* \d{4}\b", citation)
+        return f"paper: {citation.split(',')[0]}" + (f", {venue.group(0)}" if venue else "")
+    if kind == "llm":
+        return f"llm: {source.get('model', '?')} @ {source.get('endpoint_host', '?')}"
+    return kind
+
+
+@app.command("list")
+def list_command(as_json: bool = typer.Option(False, "--json", help="Print one JSON document.")) -> None:
+    """List the symptom packs shipped with vip."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from vipcli.packs import shipped_packs
+
+    packs = shipped_packs()
+    if as_json:
+        print(json.dumps([_pack_json(p) for p in packs], indent=2))
+        return
+    table = Table("name", "aliases", "modality", "symptoms", "source")
+    for pack in packs:
+        cells = (
+            pack.name,
+            ", ".join(pack.aliases),
+            pack.modality,
+            str(len(pack.symptoms)),
+            summarize_source(pack.source),
+        )
+        table.add_row(*(Text(cell) for cell in cells))
+    console.stdout().print(table)
+
+
+def find_pack(name: str):
+    """A pack file path, or a shipped pack matched by name or alias; UsageError listing the names otherwise."""
+    from vipcli.packs import load_pack, shipped_packs
+
+    path = Path(name)
+    if path.suffix.lower() in (".yaml", ".yml") or path.is_file():
+        return load_pack(path)
+    packs = shipped_packs()
+    pack = next((p for p in packs if p.matches(name)), None)
+    if pack is None:
+        raise UsageError(
+            f"no shipped symptom pack named {name!r}", f"shipped packs: {', '.join(p.name for p in packs)}"
+        )
+    return pack
+
+
+@app.command("show")
+def show_command(
+    name: str = typer.Argument(..., help="Pack name or alias (e.g. melanoma, bcc), or a pack .yaml file."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+) -> None:
+    """Show one symptom pack: its symptoms and where they come from."""
+    pack = find_pack(name)
+    if as_json:
+        print(json.dumps(_pack_json(pack), indent=2))
+        return
+    out = console.stdout()
+    out.print(pack.name + (f"  (aliases: {', '.join(pack.aliases)})" if pack.aliases else ""), markup=False)
+    out.print(f"modality: {pack.modality or '-'}", markup=False)
+    out.print(f"source:   {_source_line(pack.source)}", markup=False)
+    out.print("symptoms:", markup=False)
+    for index, symptom in enumerate(pack.symptoms, 1):
+        out.print(f"  {index}. {symptom}", markup=False)
+
+
+def _source_line(source: dict) -> str:
+    kind = source.get("kind", "unknown")
+    if kind == "paper":
+        return f"paper: {source.get('citation', '')}"
+    if kind == "llm":
+        return f"llm: {source.get('model')} at {source.get('endpoint_host')}, {source.get('date', '')}"
+    return f"{kind}: {source.get('note', '')}".rstrip(": ")
+
+
+@app.command("generate")
+def generate_command(
+    disease: list[str] = typer.Option(..., "--disease", "-d", help="Class to describe; repeat for several."),
+    modality: Optional[str] = typer.Option(None, "--modality", help='What the images are, e.g. "dermoscopic images".'),
+    n: int = typer.Option(4, "--n", help="How many symptoms to keep (the paper keeps 4)."),
+    images: list[Path] = typer.Option(
+        [],
+        "--images",
+        help="Folder of the class's images (stage 2); one per --disease, or one folder with a subfolder per disease.",
+    ),
+    model: str = typer.Option("gpt-4o", "--model", help="Model name; with --images it must accept images."),
+    base_url: str = typer.Option("https://api.openai.com/v1", "--base-url", help="OpenAI-compatible endpoint root."),
+    api_key_env: str = typer.Option(
+        "OPENAI_API_KEY", "--api-key-env", help="Environment variable holding the API key."
+    ),
+    out: Optional[Path] = typer.Option(
+        None, "--out", help="Pack file (one disease) or folder (several); default ./<disease>.yaml."
+    ),
+    force: bool = typer.Option(False, "--force", help="Overwrite existing pack files."),
+    judge: str = typer.Option(
+        "overlap", "--judge", help="How stage 1 and 2 are matched: overlap (deterministic) or llm."
+    ),
+    agree_threshold: float = typer.Option(
+        0.3, "--agree-threshold", help="Minimum token overlap for two items to agree."
+    ),
+    timeout: float = typer.Option(120.0, "--timeout", help="Seconds to wait for one answer."),
+    retries: int = typer.Option(4, "--retries", help="Retries after 429, 5xx or a timeout (exponential backoff)."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Ask again even if an answer is cached."),
+    seed: int = typer.Option(0, "--seed", help="Which 16 images form the grid."),
+    backoff: float = typer.Option(1.0, "--backoff", hidden=True, help="First retry wait in seconds."),
+) -> None:
+    """Ask an LLM for visual symptoms (METHOD.md section 1) and write one pack per disease."""
+    from vipcli.symptoms.generate import GenerateConfig, check_config, default_modality
+    from vipcli.symptoms.llm import LLMConfig, check_base_url
+
+    check_base_url(base_url)
+    llm = LLMConfig(
+        base_url=base_url,
+        model=model,
+        api_key_env=api_key_env,
+        timeout_s=timeout,
+        retries=max(0, retries),
+        backoff_s=backoff,
+    )
+    folders = resolve_image_folders(disease, images)
+    configs = [
+        GenerateConfig(
+            disease=name.strip(),
+            modality=modality or default_modality(name),
+            n=n,
+            images=folder,
+            llm=llm,
+            judge=judge,
+            threshold=agree_threshold,
+            seed=seed,
+            use_cache=not no_cache,
+        )
+        for name, folder in zip(disease, folders)
+    ]
+    for config in configs:
+        check_config(config)
+    paths = resolve_out_paths([c.disease for c in configs], out, force)
+    run_generation(configs, paths, force)
+
+
+def resolve_image_folders(diseases: list[str], images: list[Path]) -> list[Optional[Path]]:
+    """One image folder (or None) per disease: paired by order, or subfolders of one folder by name."""
+    if not images:
+        return [None] * len(diseases)
+    if len(images) == len(diseases) and (len(images) > 1 or not _class_subfolder(images[0], diseases[0])):
+        return list(images)
+    if len(images) == 1:
+        return [_class_subfolder(images[0], d) or _missing_subfolder(images[0], d, len(diseases)) for d in diseases]
+    raise UsageError(
+        f"{len(images)} --images folders for {len(diseases)} --disease names",
+        "give one --images per --disease (same order), or one folder with a subfolder per disease",
+    )
+
+
+def _class_subfolder(root: Path, disease: str) -> Optional[Path]:
+    from vipcli.packs import normalize_name
+
+    if not root.is_dir():
+        return None
+    return next(
+        (p for p in sorted(root.iterdir()) if p.is_dir() and normalize_name(p.name) == normalize_name(disease)), None
+    )
+
+
+def _missing_subfolder(root: Path, disease: str, count: int) -> Path:
+    if count == 1:
+        return root
+    raise UsageError(
+        f"--images {root}: no subfolder for {disease!r}",
+        "name subfolders after the diseases, or give one --images per --disease",
+    )
+
+
+def resolve_out_paths(diseases: list[str], out: Optional[Path], force: bool) -> list[Path]:
+    """Where each pack goes; refuses (before any LLM call) to overwrite without --force."""
+    from vipcli.symptoms.generate import default_out_name, refuse_overwrite
+
+    if len(diseases) == 1:
+        paths = [out if out is not None and not out.is_dir() else (out or Path(".")) / default_out_name(diseases[0])]
+    elif out is not None and (out.is_file() or out.suffix.lower() in (".yaml", ".yml")):
+        raise UsageError(
+            f"--out {out}: with several --disease, --out must be a folder", "pass a folder, or leave out --out"
+        )
+    else:
+        paths = [(out or Path(".")) / default_out_name(d) for d in diseases]
+    if len(set(paths)) < len(paths):
+        raise UsageError("two --disease names give the same pack file name", "give each disease once")
+    for path in paths:
+        refuse_overwrite(path, force)
+    return paths
+
+
+def run_generation(configs: list, paths: list[Path], force: bool) -> None:
+    """Generate and write each pack; endpoint failures stop at once, others are reported at the end."""
+    from vipcli.symptoms.llm import LLMError
+
+    if len(configs) == 1:
+        _generate_one(configs[0], paths[0], force)
+        return
+    failed = []
+    for config, path in zip(configs, paths):
+        try:
+            _generate_one(config, path, force)
+        except LLMError as error:
+            failed.append(config.disease)
+            raise VipError(error.message, f"{error.hint}; packs written so far are complete") from None
+        except VipError as error:
+            failed.append(config.disease)
+            console.stderr().print(f"error: {error}", markup=False)
+    if failed:
+        raise VipError(
+            f"{len(failed)} of {len(configs)} packs not written: {', '.join(failed)}",
+            "see the messages above; the other packs are written and complete",
+        )
+
+
+def _generate_one(config, path: Path, force: bool) -> None:
+    from vipcli.symptoms.generate import generate_pack, write_pack
+
+    pack, report = generate_pack(config, notify=console.info)
+    write_pack(pack, path, force=force)
+    show_report(pack, report, path, config.n)
+
+
+def show_report(pack, report, path: Path, n: int) -> None:
+    """Print what was removed, kept and dropped, and where the pack went."""
+    from rich.markup import escape
+
+    for stage in (report.stage1, report.stage2):
+        if stage is not None and stage.parsed.removed:
+            removed = ", ".join(f"{item!r} ({reason})" for item, reason in stage.parsed.removed)
+            console.warn(escape(f"{pack.name}: removed from the answer: {removed}"))
+    out = console.stdout()
+    if report.agreement is not None:
+        out.print(_agreement_table(pack, report))
+        if len(pack.symptoms) < n:
+            console.warn(escape(f"{pack.name}: only {len(pack.symptoms)} symptoms agree with the images (--n {n})"))
+    out.print(_written_line(pack, report, path), markup=False)
+    for index, symptom in enumerate(pack.symptoms, 1):
+        out.print(f"  {index}. {symptom}", markup=False)
+    if report.surplus and report.agreement is None:
+        out.print(f"  (not kept, beyond --n {n}: {'; '.join(report.surplus)})", markup=False)
+
+
+def _written_line(pack, report, path: Path) -> str:
+    cached = report.stage1.cached and (report.stage2 is None or report.stage2.cached)
+    origin = f"{pack.source['model']} at {pack.source['endpoint_host']}"
+    return f"wrote {path}: {len(pack.symptoms)} symptoms for {pack.name!r} from {origin}" + (
+        " (answers from cache)" if cached else ""
+    )
+
+
+def _agreement_table(pack, report):
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(
+        "",
+        "stage 1 (text) symptom",
+        "best stage 2 (image) match",
+        "score",
+        title=f"{pack.name}: {report.agreement.method}",
+    )
+    kept = set(pack.symptoms)
+    for match in sorted(
+        (*report.agreement.kept, *report.agreement.dropped), key=lambda m: report.stage1.parsed.items.index(m.symptom)
+    ):
+        status = "kept" if match.symptom in kept else ("beyond --n" if match in report.agreement.kept else "dropped")
+        table.add_row(Text(status), Text(match.symptom), Text(match.best or "-"), Text(f"{match.score:.2f}"))
+    return table

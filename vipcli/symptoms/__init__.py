@@ -1,0 +1,10 @@
+"""The Visual Symptom Generator (METHOD.md section 1): ask an LLM for a class's visual symptoms.
+
+Modules, one job each:
+    llm       chat-completions client for any OpenAI-compatible endpoint
+    cache     on-disk cache of LLM answers
+    parse     turn an LLM answer into a clean list of symptoms
+    grid      4x4 grid of 16 class images for the vision stage
+    agree     which stage-1 symptoms the stage-2 answer agrees with
+    generate  the two stages end to end: `generate_pack(config)` and `write_pack(...)`
+"""

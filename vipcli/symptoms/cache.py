@@ -1,0 +1,92 @@
+"""On-disk cache of LLM answers, so re-running the same request costs nothing.
+
+Location: `<VIP_CACHE_DIR>/llm` when VIP_CACHE_DIR is set, else `platformdirs.user_cache_dir("vip")/llm`.
+Key: sha256 of (base URL, model, messages with each image replaced by its sha256, temperature).
+Entries hold the answer text and the model name only: never the API key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+
+def cache_dir() -> Path:
+    """The folder holding cached LLM answers (not created here)."""
+    root = os.environ.get("VIP_CACHE_DIR")
+    if root:
+        return Path(root) / "llm"
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("vip")) / "llm"
+
+
+def _digest_images(value):
+    """A copy of `value` with every data: URL replaced by the sha256 of its bytes."""
+    if isinstance(value, dict):
+        return {k: _digest_images(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_digest_images(v) for v in value]
+    if isinstance(value, str) and value.startswith("data:"):
+        return "sha256:" + hashlib.sha256(value.encode("ascii", "replace")).hexdigest()
+    return value
+
+
+def cache_key(base_url: str, model: str, messages: list[dict], temperature: float) -> str:
+    """The cache key of one request.
+
+    Args:
+        base_url: endpoint root (hashed, never stored in clear).
+        model: model name.
+        messages: chat messages; images count by the digest of their data: URL.
+        temperature: sampling temperature.
+
+    Returns:
+        A 64-character hex digest.
+    """
+    document = [base_url.rstrip("/"), model, _digest_images(messages), float(temperature)]
+    return hashlib.sha256(json.dumps(document, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def read_cached(key: str) -> str | None:
+    """The cached answer text for `key`, or None (missing or unreadable entries are misses)."""
+    try:
+        entry = json.loads((cache_dir() / f"{key}.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    answer = entry.get("answer") if isinstance(entry, dict) else None
+    return answer if isinstance(answer, str) else None
+
+
+def write_cached(key: str, answer: str, model: str) -> bool:
+    """Store `answer` under `key` atomically; returns False (and stores nothing) if the folder is unwritable.
+
+    Args:
+        key: from `cache_key`.
+        answer: the assistant text.
+        model: the model name, kept for people browsing the cache.
+    """
+    folder = cache_dir()
+    entry = {"answer": answer, "model": model, "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        write_atomic(folder / f"{key}.json", json.dumps(entry, indent=1))
+    except OSError:
+        return False
+    return True
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write `text` to `path` through a temp file in the same folder and os.replace: never half-written."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

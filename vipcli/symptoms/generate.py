@@ -1,0 +1,314 @@
+"""The Visual Symptom Generator end to end: text stage, optional image stage, agreement, pack.
+
+`generate_pack(config)` asks the LLM and returns a validated pack plus a report of what was kept
+and dropped; `write_pack(pack, path, force)` writes it atomically. Neither prints anything.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from vipcli.errors import UsageError, VipError
+from vipcli.packs import SymptomPack, pack_from_dict, shipped_packs
+from vipcli.symptoms.agree import DEFAULT_THRESHOLD, Agreement, agree_by_judgement, agree_by_overlap, judge_prompt
+from vipcli.symptoms.cache import cache_key, read_cached, write_atomic, write_cached
+from vipcli.symptoms.llm import LLMConfig, chat, endpoint_host
+from vipcli.symptoms.parse import AnswerError, ParsedAnswer, parse_answer
+
+STAGE1_PROMPT = (
+    "I am going to use CLIP, a vision-language model, to detect {disease} in {modality}. "
+    "What are useful medical visual features for diagnosing {disease}? "
+    "List them in bullet points, in plain words that CLIP understands. Avoid words such as {disease}."
+)
+STAGE2_PROMPT = (
+    "This image is a 4x4 grid of 16 {modality} of {disease}. "
+    "What are the visual features of color, shape and texture of this {disease} image? "
+    "List them in bullet points, in plain words that CLIP understands. Avoid words such as {disease}."
+)
+JUDGES = ("overlap", "llm")
+
+
+def _quiet(_: str) -> None:
+    """The default `notify`: say nothing."""
+
+
+RETRY_HINT = "try another --model or a clearer --modality; this answer is cached, --no-cache asks again"
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    """One disease to describe, and how."""
+
+    disease: str  # class name as it should appear in the pack, e.g. "melanoma"
+    modality: str  # what the images are, e.g. "dermoscopic images"
+    n: int = 4  # symptoms to keep (the paper keeps 4)
+    images: Path | None = None  # folder of this class's images; enables stage 2 (vision)
+    llm: LLMConfig = field(default_factory=LLMConfig)  # endpoint, model, key variable, retries
+    judge: str = "overlap"  # how stages are matched: "overlap" (deterministic) or "llm"
+    threshold: float = DEFAULT_THRESHOLD  # minimum token-overlap similarity to agree
+    seed: int = 0  # which 16 images go into the grid
+    use_cache: bool = True  # reuse cached answers (new answers are always cached)
+
+
+@dataclass(frozen=True)
+class StageAnswer:
+    """One question to the LLM and what came back."""
+
+    prompt: str  # the text sent
+    answer: str  # the raw reply
+    parsed: ParsedAnswer  # usable items and removed ones
+    cached: bool  # True if the reply came from the on-disk cache
+
+
+@dataclass(frozen=True)
+class GenerateReport:
+    """What happened while generating one pack, for the user to see."""
+
+    stage1: StageAnswer  # the text question
+    stage2: StageAnswer | None = None  # the image question (with --images)
+    agreement: Agreement | None = None  # kept/dropped stage-1 items (with --images)
+    grid_files: tuple[str, ...] = ()  # the 16 images shown in stage 2
+    surplus: tuple[str, ...] = ()  # usable symptoms beyond --n, not kept
+
+
+def default_modality(disease: str) -> str:
+    """The modality of the shipped pack named `disease`; UsageError if there is none."""
+    pack = next((p for p in shipped_packs() if p.matches(disease)), None)
+    if pack is None or not pack.modality:
+        raise UsageError(
+            f"--modality is needed for {disease!r}",
+            'say what the images are, e.g. --modality "dermoscopic images" or "chest X-ray images"',
+        )
+    return pack.modality
+
+
+def ask(
+    llm: LLMConfig, messages: list[dict], use_cache: bool = True, notify: Callable[[str], None] = _quiet, what: str = ""
+) -> tuple[str, bool]:
+    """Ask the LLM, through the on-disk cache.
+
+    Args:
+        llm: endpoint settings.
+        messages: chat messages.
+        use_cache: read the cache first (answers are written to it either way).
+        notify: told "<what>: answer from cache" or "<what>: asking <model> at <host>".
+        what: names the question in `notify` lines, e.g. "melanoma, stage 1 (text)".
+
+    Returns:
+        (answer text, True if it came from the cache).
+    """
+    key = cache_key(llm.base_url, llm.model, messages, llm.temperature)
+    cached = read_cached(key) if use_cache else None
+    if cached is not None:
+        notify(f"{what}: answer from cache")
+        return cached, True
+    notify(f"{what}: asking {llm.model} at {endpoint_host(llm.base_url)}")
+    answer = chat(llm, messages)
+    if answer.strip():
+        write_cached(key, answer, llm.model)
+    return answer, False
+
+
+def generate_pack(config: GenerateConfig, notify: Callable[[str], None] = _quiet) -> tuple[SymptomPack, GenerateReport]:
+    """Run the Visual Symptom Generator for one disease.
+
+    Args:
+        config: disease, modality, --n, optional image folder, endpoint and matching settings.
+        notify: called with a short line before each LLM question (for progress messages).
+
+    Returns:
+        The validated pack (not yet written) and the report of kept and dropped items.
+
+    Raises:
+        VipError: endpoint failures, unusable answers, too few symptoms, too few images.
+    """
+    check_config(config)
+    grid = _make_grid(config)  # a bad image folder fails before paying for stage 1
+    report = GenerateReport(stage1=_ask_stage1(config, notify))
+    candidates = list(report.stage1.parsed.items)
+    if grid is not None:
+        report, candidates = _run_stage2(config, grid, report, notify)
+    report = replace(report, surplus=tuple(candidates[config.n :]))
+    pack = pack_from_dict(pack_document(config, report, candidates[: config.n]), f"<{config.disease}>")
+    return pack, report
+
+
+def _make_grid(config: GenerateConfig):
+    if config.images is None:
+        return None
+    from vipcli.symptoms.grid import make_grid
+
+    return make_grid(config.images, seed=config.seed)
+
+
+def _run_stage2(config: GenerateConfig, grid, report: GenerateReport, notify) -> tuple[GenerateReport, list[str]]:
+    """Ask about the image grid; keep the stage-1 items it agrees with (VipError if none)."""
+    stage2 = _ask_stage2(config, grid, notify)
+    agreement = _agree(config, list(report.stage1.parsed.items), list(stage2.parsed.items), notify)
+    kept = [m.symptom for m in agreement.kept]
+    if not kept:
+        raise VipError(
+            f"no stage-1 symptom of {config.disease!r} agrees with the stage-2 (image) answer",
+            "lower --agree-threshold, try --judge llm, or leave out --images",
+        )
+    return replace(report, stage2=stage2, agreement=agreement, grid_files=grid.files), kept
+
+
+def check_config(config: GenerateConfig) -> None:
+    """UsageError for option values that cannot work (empty disease, --n < 1, unknown --judge)."""
+    if not config.disease.strip():
+        raise UsageError("--disease is empty", "give the class name, e.g. --disease melanoma")
+    if config.n < 1:
+        raise UsageError(f"--n {config.n}: must be at least 1")
+    if config.judge not in JUDGES:
+        raise UsageError(f"--judge {config.judge!r}: unknown", f"choose one of: {', '.join(JUDGES)}")
+
+
+def _ask_stage1(config: GenerateConfig, notify: Callable[[str], None]) -> StageAnswer:
+    prompt = STAGE1_PROMPT.format(disease=config.disease, modality=config.modality)
+    messages = [{"role": "user", "content": prompt}]
+    answer, cached = ask(config.llm, messages, config.use_cache, notify, f"{config.disease}, stage 1 (text)")
+    parsed = _parse(answer, config, "stage 1")
+    if len(parsed.items) < config.n:
+        removed = "; ".join(f"{item!r} ({reason})" for item, reason in parsed.removed[:3])
+        count = f"gave {len(parsed.items)} usable symptoms, fewer than --n {config.n}"
+        raise VipError(
+            f"the stage 1 answer for {config.disease!r} {count}" + (f"; removed: {removed}" if removed else ""),
+            f"lower --n, or {RETRY_HINT}",
+        )
+    return StageAnswer(prompt, answer, parsed, cached)
+
+
+def _ask_stage2(config: GenerateConfig, grid, notify: Callable[[str], None]) -> StageAnswer:
+    from vipcli.symptoms.grid import grid_data_url
+
+    prompt = STAGE2_PROMPT.format(disease=config.disease, modality=config.modality)
+    content = [{"type": "text", "text": prompt}, {"type": "image_url", "image_url": {"url": grid_data_url(grid)}}]
+    what = f"{config.disease}, stage 2 (4x4 grid of 16 images)"
+    answer, cached = ask(config.llm, [{"role": "user", "content": content}], config.use_cache, notify, what)
+    return StageAnswer(prompt, answer, _parse(answer, config, "stage 2"), cached)
+
+
+def _parse(answer: str, config: GenerateConfig, stage: str) -> ParsedAnswer:
+    try:
+        parsed = parse_answer(answer, config.disease, what=f"the {stage} answer for {config.disease!r}")
+    except AnswerError as error:
+        raise VipError(error.message, RETRY_HINT) from None
+    if not parsed.items:
+        raise VipError(f"the {stage} answer for {config.disease!r} has no usable item (all removed)", RETRY_HINT)
+    return parsed
+
+
+def _agree(config: GenerateConfig, stage1: list[str], stage2: list[str], notify: Callable[[str], None]) -> Agreement:
+    if config.judge == "overlap":
+        return agree_by_overlap(stage1, stage2, config.threshold)
+    messages = [{"role": "user", "content": judge_prompt(config.disease, stage1, stage2)}]
+    answer, _ = ask(config.llm, messages, config.use_cache, notify, f"{config.disease}, agreement judge")
+    return agree_by_judgement(stage1, stage2, answer)
+
+
+def pack_document(config: GenerateConfig, report: GenerateReport, symptoms: list[str]) -> dict:
+    """The YAML document of a generated pack, provenance included (never the API key).
+
+    Args:
+        config: what was asked.
+        report: the answers and the agreement.
+        symptoms: the symptoms kept.
+
+    Returns:
+        A dict in the symptom-pack format with `source.kind: llm`.
+    """
+    source = {
+        "kind": "llm",
+        "model": config.llm.model,
+        "endpoint_host": endpoint_host(config.llm.base_url),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "temperature": config.llm.temperature,
+        "prompts": {"stage1": report.stage1.prompt},
+        "raw_answers": {"stage1": report.stage1.answer},
+    }
+    if report.stage2 is not None:
+        source["prompts"]["stage2"] = report.stage2.prompt
+        source["raw_answers"]["stage2"] = report.stage2.answer
+        source["images"] = {"folder": str(config.images), "files": list(report.grid_files), "seed": config.seed}
+        source["agreement"] = _agreement_document(report.agreement)
+    return {
+        "name": config.disease.strip(),
+        "aliases": [],
+        "modality": config.modality,
+        "symptoms": symptoms,
+        "source": source,
+    }
+
+
+def _agreement_document(agreement: Agreement) -> dict:
+    def rows(matches):
+        return [{"symptom": m.symptom, "stage2": m.best, "score": m.score} for m in matches]
+
+    return {"method": agreement.method, "kept": rows(agreement.kept), "dropped": rows(agreement.dropped)}
+
+
+def default_out_name(disease: str) -> str:
+    """File name of a pack: the disease with spaces as `_` (other unsafe characters too), `.yaml`."""
+    return re.sub(r"[^\w.\-]+", "_", disease.strip()).strip("._") + ".yaml"
+
+
+def pack_to_dict(pack: SymptomPack) -> dict:
+    """The pack as a YAML-ready mapping in the pack format."""
+    return {
+        "name": pack.name,
+        "aliases": list(pack.aliases),
+        "modality": pack.modality,
+        "symptoms": list(pack.symptoms),
+        "source": pack.source,
+    }
+
+
+def render_yaml(document: dict) -> str:
+    """YAML text with multi-line strings (raw answers) as readable `|` blocks."""
+    import yaml
+
+    class _Dumper(yaml.SafeDumper):
+        pass
+
+    def _str(dumper, value):
+        style = "|" if "\n" in value else None
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+    _Dumper.add_representer(str, _str)
+    return yaml.dump(document, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
+
+
+def write_pack(pack: SymptomPack, path: str | Path, force: bool = False) -> Path:
+    """Validate and write `pack` to `path` atomically (temp file + os.replace).
+
+    Args:
+        pack: the pack to write.
+        path: destination .yaml file; its folder is created.
+        force: overwrite an existing file.
+
+    Returns:
+        The path written.
+
+    Raises:
+        UsageError: the file exists and `force` is False.
+    """
+    import yaml
+
+    path = Path(path)
+    refuse_overwrite(path, force)
+    text = render_yaml(pack_to_dict(pack))
+    pack_from_dict(yaml.safe_load(text), path)  # what is written must load back as a valid pack
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, text)
+    return path
+
+
+def refuse_overwrite(path: Path, force: bool) -> None:
+    """UsageError if `path` exists and `force` is False."""
+    if path.exists() and not force:
+        raise UsageError(f"{path} already exists; not overwriting it", "pass --force to replace it, or choose --out")

@@ -1,0 +1,105 @@
+"""The 4x4 grid of 16 class images that stage 2 shows a vision-capable LLM."""
+
+from __future__ import annotations
+
+import io
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from vipcli.errors import VipError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+GRID_SIDE = 4  # 4 x 4 = 16 images, as in the paper
+
+
+@dataclass(frozen=True)
+class ImageGrid:
+    """One JPEG showing 16 images of a class."""
+
+    jpeg: bytes  # the encoded grid
+    files: tuple[str, ...]  # the 16 image file names, row by row
+    folder: str  # where they came from
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files directly inside `folder`, sorted by name."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def make_grid(folder: str | Path, seed: int = 0, tile: int = 224) -> ImageGrid:
+    """Pick 16 readable images of `folder` (seeded) and tile them 4x4 into one JPEG.
+
+    Args:
+        folder: a folder of one class's images (jpg, png, bmp, tif, webp; not searched recursively).
+        seed: which 16 are chosen when there are more.
+        tile: side of each square tile in pixels (the grid is 4 * tile wide).
+
+    Returns:
+        The grid JPEG and the chosen file names.
+
+    Raises:
+        VipError: the folder is missing or has fewer than 16 readable images.
+    """
+    from PIL import Image
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        what = "is a file, not a folder" if folder.exists() else "no such folder"
+        raise VipError(f"--images {folder}: {what}", "pass a folder holding images of this one class")
+    files = list_images(folder)
+    random.Random(seed).shuffle(files)
+    need = GRID_SIDE * GRID_SIDE
+    chosen, tiles = [], []
+    for path in files:
+        image = read_tile(path, tile)
+        if image is not None:
+            chosen.append(path.name)
+            tiles.append(image)
+        if len(tiles) == need:
+            break
+    if len(tiles) < need:
+        raise VipError(
+            f"--images {folder}: {len(tiles)} readable images (of {len(files)} image files), "
+            f"need {need} for the 4x4 grid",
+            "add images of this class, or leave out --images to use the text stage only",
+        )
+    canvas = Image.new("RGB", (tile * GRID_SIDE, tile * GRID_SIDE))
+    for index, image in enumerate(tiles):
+        canvas.paste(image, ((index % GRID_SIDE) * tile, (index // GRID_SIDE) * tile))
+    buffer = io.BytesIO()
+    canvas.save(buffer, format="JPEG", quality=90)
+    return ImageGrid(jpeg=buffer.getvalue(), files=tuple(chosen), folder=str(folder))
+
+
+def read_tile(path: Path, tile: int):
+    """The image at `path` as an RGB center-cropped square of side `tile`, or None if unreadable."""
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+            rgb = to_rgb(image)
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return None
+    return ImageOps.fit(rgb, (tile, tile), method=Image.Resampling.BICUBIC)
+
+
+def to_rgb(image):
+    """RGB copy of a PIL image; 16-bit and float grayscale are rescaled to 0-255, not clipped."""
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        import numpy as np
+        from PIL import Image
+
+        array = np.asarray(image, dtype=np.float64)
+        low, high = float(array.min()), float(array.max())
+        scaled = (array - low) * (255.0 / (high - low)) if high > low else np.zeros_like(array)
+        return Image.fromarray(scaled.astype(np.uint8)).convert("RGB")
+    return image.convert("RGB")
+
+
+def grid_data_url(grid: ImageGrid) -> str:
+    """The grid as a base64 data: URL for an OpenAI-format image_url message part."""
+    import base64
+
+    return "data:image/jpeg;base64," + base64.b64encode(grid.jpeg).decode("ascii")
