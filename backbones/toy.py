@@ -306,7 +306,8 @@ class ToyBackbone(Backbone):
         return self.model.encode_image(images.to(self.device))  # [B, D]
 
     def image_transform(self, train: bool):
-        return clip_style_transform(self.config.image_size, self.config.image_mean, self.config.image_std, train)
+        return clip_style_transform(self.config.image_size, self.config.image_mean, self.config.image_std, train,
+                                    crop_scale=(0.5, 1.0))
 
     def describe(self) -> dict:
         return {

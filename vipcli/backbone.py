@@ -99,19 +99,21 @@ class Backbone(abc.ABC):
                 parameter.requires_grad_(False)
 
 
-def clip_style_transform(size: int, mean: Sequence[float], std: Sequence[float], train: bool) -> Callable:
+def clip_style_transform(size: int, mean: Sequence[float], std: Sequence[float], train: bool,
+                         crop_scale: tuple[float, float] = (0.08, 1.0)) -> Callable:
     """The CLIP/CoOp image pipeline: bicubic resize and center crop, or random resized crop + flip.
 
     Args:
         size: square input resolution of the image tower.
         mean, std: per-channel normalisation of the backbone.
-        train: whether to augment (RandomResizedCrop scale 0.08-1, horizontal flip).
+        train: whether to augment (RandomResizedCrop, horizontal flip).
+        crop_scale: area range of the random crop (CoOp's default 0.08-1).
     """
     from torchvision import transforms as T
 
     bicubic = T.InterpolationMode.BICUBIC
     if train:
-        steps = [T.RandomResizedCrop(size, interpolation=bicubic), T.RandomHorizontalFlip()]
+        steps = [T.RandomResizedCrop(size, scale=crop_scale, interpolation=bicubic), T.RandomHorizontalFlip()]
     else:
         steps = [T.Resize(size, interpolation=bicubic), T.CenterCrop(size)]
     return T.Compose([*steps, T.ToTensor(), T.Normalize(mean, std)])

@@ -46,3 +46,46 @@ def autocast(device):
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def _seconds(step, repeats: int = 2) -> float:
+    import time
+
+    step()  # warm-up
+    started = time.perf_counter()
+    for _ in range(repeats):
+        step()
+    return (time.perf_counter() - started) / repeats
+
+
+class fastest_cpu_threads:
+    """Run a block with whichever is faster for `step` on the CPU: torch's threads, or one.
+
+    The text-side step of prompt learning is many small matrix products; on a small CPU,
+    intra-op threading often costs more than it gains (and far more when other processes
+    compete for the cores). `step` must not change any state (e.g. forward + backward with
+    gradients cleared after). A no-op on GPUs and when torch already uses one thread.
+    """
+
+    def __init__(self, step, device):
+        self.step, self.device = step, device
+        self.previous: int | None = None
+
+    def __enter__(self) -> int:
+        import torch
+
+        threads = torch.get_num_threads()
+        if self.device.type != "cpu" or threads == 1:
+            return threads
+        self.previous = threads
+        default = _seconds(self.step)
+        torch.set_num_threads(1)
+        if _seconds(self.step) >= default:
+            torch.set_num_threads(threads)
+        return torch.get_num_threads()
+
+    def __exit__(self, *exc) -> None:
+        import torch
+
+        if self.previous is not None:
+            torch.set_num_threads(self.previous)

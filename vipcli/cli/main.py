@@ -9,7 +9,7 @@ import click
 import typer
 
 from vipcli import __version__
-from vipcli.cli import backbones, predict, symptoms, train
+from vipcli.cli import backbones, benchmark, demo, predict, symptoms, train
 from vipcli.errors import VipError
 
 app = typer.Typer(
@@ -39,6 +39,8 @@ app.add_typer(backbones.app, name="backbones")
 app.add_typer(symptoms.app, name="symptoms")
 app.command("train")(train.train_command)
 app.command("predict")(predict.predict_command)
+app.command("benchmark")(benchmark.benchmark_command)
+app.command("demo")(demo.demo_command)
 
 
 def _print_error(message: str, hint: str | None = None) -> None:

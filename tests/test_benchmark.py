@@ -1,0 +1,204 @@
+"""`vip benchmark`: every method on shared features, results files, resume, and bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from conftest import ISIC
+
+ALL_METHODS = "zeroshot,symptom-zeroshot,linear-probe,coop,vip,vip-cop-only,vip-mep-only"
+
+
+def bench_args(data: Path, config: Path, out: Path, *extra) -> list:
+    """`vip benchmark` arguments for a fast sweep on a tiny tower."""
+    return ["benchmark", "--data", data, "--arch", config, "--pretrained", "none", "--epochs", "2", "--views", "2",
+            "--out", out, "--device", "cpu", "--workers", "0", *extra]
+
+
+def image_count(folder: Path) -> int:
+    return len(list(folder.rglob("*.jpg")))
+
+
+@pytest.fixture
+def flat_data(tmp_path) -> Path:
+    """ISIC images as DIR/<class>/* (no split folders): 10 per class."""
+    if not ISIC.is_dir():
+        pytest.skip("../shared/data is not available")
+    for cls in ("melanoma", "nevus"):
+        (tmp_path / "flat" / cls).mkdir(parents=True)
+        for image in sorted((ISIC / "train" / cls).glob("*.jpg"))[:10]:
+            shutil.copy(image, tmp_path / "flat" / cls / image.name)
+    return tmp_path / "flat"
+
+
+def table_cells(stdout: str) -> dict[str, list[str]]:
+    """method -> the cells of its line, for every table line that starts with a method name."""
+    lines = {}
+    for line in stdout.splitlines():
+        parts = line.split()
+        if parts and parts[0].rstrip("*") in ALL_METHODS.split(","):
+            lines.setdefault(parts[0].rstrip("*"), []).append(parts[1:])
+    return lines
+
+
+def test_every_method_runs_once_per_image_and_view_and_files_agree_with_the_table(
+        cli, isic_small, tiny_clip, tmp_path):
+    out = tmp_path / "bench"
+    code, stdout, stderr = cli(*bench_args(isic_small, tiny_clip, out, "--methods", ALL_METHODS, "--shots", "1,2",
+                                           "--seeds", "1,2"))
+    assert code == 0, stderr
+    assert sorted(p.name for p in out.iterdir()) == ["results.csv", "results.json", "shots.png", "split.json"]
+    document = json.loads((out / "results.json").read_text())
+    rows = document["rows"]
+    # zero-shot methods: one row per seed at shots 0; the others: one per shots and seed
+    assert len(rows) == 2 * 2 + 5 * 2 * 2
+    assert {r["method"] for r in rows} == set(ALL_METHODS.split(","))
+    for row in rows:
+        assert 0 <= row["test_accuracy"] <= 100 and 0 <= row["test_macro_f1"] <= 100
+        learns = row["method"] not in ("zeroshot", "symptom-zeroshot")
+        assert row["n_train"] == (2 * row["shots"] if learns else 0) and row["shots"] == (row["shots_used"])
+    with open(out / "results.csv", newline="") as stream:
+        csv_rows = list(csv.DictReader(stream))
+    assert [(r["method"], r["shots"], r["seed"], float(r["test_accuracy"])) for r in csv_rows] == [
+        (r["method"], str(r["shots"]), str(r["seed"]), r["test_accuracy"]) for r in rows]
+    # the printed tables show the summary stored in results.json: accuracy first, then macro-F1
+    cells = table_cells(stdout)
+    for entry in document["summary"]:
+        accuracy, f1 = cells[entry["method"]]
+        column = 0 if entry["shots"] in (0, 1) else 1
+        assert accuracy[column] == f"{entry['accuracy_mean']:.2f}±{entry['accuracy_std']:.2f}"
+        assert f1[column] == f"{entry['macro_f1_mean']:.2f}±{entry['macro_f1_std']:.2f}"
+        assert entry["seeds"] == [1, 2]
+    assert (out / "shots.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the encoder ran once per image and view for the whole sweep (14 rows), and not at all on a warm cache
+    n_train, n_eval = image_count(isic_small / "train"), image_count(isic_small / "val") + image_count(isic_small / "test")
+    assert f"{n_train * 2 + n_train + n_eval} image views encoded" in stdout
+    code, again, stderr = cli(*bench_args(isic_small, tiny_clip, tmp_path / "warm", "--methods", "vip,linear-probe",
+                                          "--shots", "2", "--seeds", "1", "--json"))
+    assert code == 0, stderr
+    warm = json.loads(again)
+    assert warm["encoded_views"] == 0 and warm["trained"] == 2
+    # same features, subset, seed and schedule: the same row as in the big sweep
+    previous = {(r["method"], r["shots"], r["seed"]): r["test_accuracy"] for r in rows}
+    assert all(previous[(r["method"], 2, 1)] == r["test_accuracy"] for r in warm["rows"])
+
+
+def test_a_killed_sweep_resumes_where_it_stopped(cli, isic_small, tiny_clip, tmp_path, monkeypatch):
+    import vipcli.benchmark as benchmark
+
+    out = tmp_path / "bench"
+    real_run_row, calls = benchmark.run_row, []
+
+    def run_then_die(*args, **kwargs):
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        calls.append(args[0].name)
+        return real_run_row(*args, **kwargs)
+
+    monkeypatch.setattr(benchmark, "run_row", run_then_die)
+    args = ("--methods", "zeroshot,linear-probe", "--shots", "2", "--seeds", "1,2")
+    code, _, stderr = cli(*bench_args(isic_small, tiny_clip, out, *args))
+    assert code == 130 and "interrupted" in stderr
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []  # no temp files left
+    stored = json.loads((out / "results.json").read_text())["rows"]
+    assert len(stored) == 2
+    monkeypatch.setattr(benchmark, "run_row", real_run_row)
+    code, stdout, stderr = cli(*bench_args(isic_small, tiny_clip, out, *args, "--methods",
+                                           "zeroshot,linear-probe,coop"))
+    assert code == 0, stderr
+    assert "2 finished rows skipped, 4 to run" in stderr
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert len(rows) == 6 and rows[:2] == stored  # finished rows kept untouched (same timestamps)
+    assert "4 rows run, 2 resumed from earlier" in stdout
+
+
+def test_resume_refuses_other_settings_unless_forced(cli, isic_small, tiny_clip, tmp_path):
+    out = tmp_path / "bench"
+    base = ("--methods", "linear-probe", "--shots", "1", "--seeds", "1")
+    assert cli(*bench_args(isic_small, tiny_clip, out, *base))[0] == 0
+    code, _, stderr = cli(*bench_args(isic_small, tiny_clip, out, *base, "--views", "3"))
+    assert code == 1 and "views: stored 2, now 3" in stderr and "--force" in stderr
+    code, stdout, stderr = cli(*bench_args(isic_small, tiny_clip, out, *base, "--views", "3", "--force", "--json"))
+    assert code == 0, stderr
+    assert json.loads(stdout)["skipped"] == 0 and json.loads((out / "results.json").read_text())["config"]["views"] == 3
+
+
+def test_unknown_method_lists_the_valid_ones_and_writes_nothing(cli, isic_small, tmp_path):
+    code, _, stderr = cli("benchmark", "--data", isic_small, "--methods", "vip,cocoop", "--out", tmp_path / "b")
+    assert code == 2
+    assert "unknown method 'cocoop'" in stderr and "vip, vip-cop-only, vip-mep-only, coop, zeroshot" in stderr
+    assert not (tmp_path / "b").exists()
+
+
+def test_a_single_class_is_refused(cli, tiny_clip, tmp_path):
+    if not ISIC.is_dir():
+        pytest.skip("../shared/data is not available")
+    (tmp_path / "one" / "melanoma").mkdir(parents=True)
+    for image in sorted((ISIC / "train" / "melanoma").glob("*.jpg"))[:4]:
+        shutil.copy(image, tmp_path / "one" / "melanoma" / image.name)
+    code, _, stderr = cli(*bench_args(tmp_path / "one", tiny_clip, tmp_path / "b"))
+    assert code == 1 and "found only 'melanoma'; ViP needs at least two classes" in stderr
+    assert not (tmp_path / "b").exists()
+
+
+def test_shots_beyond_a_class_are_capped_with_a_warning(cli, isic_small, tiny_clip, tmp_path):
+    code, stdout, stderr = cli(*bench_args(isic_small, tiny_clip, tmp_path / "b", "--methods", "linear-probe",
+                                           "--shots", "2,8", "--seeds", "1", "--json"))
+    assert code == 0, stderr
+    assert "--shots 8: class 'melanoma' has only 6 readable training images; capped to 6" in stderr
+    rows = {r["shots"]: r for r in json.loads(stdout)["rows"]}
+    assert rows[8]["shots_used"] == 6 and rows[8]["n_train"] == 12 and rows[2]["shots_used"] == 2
+
+
+def test_data_without_splits_gets_a_seeded_split_saved(cli, flat_data, tiny_clip, tmp_path):
+    out = tmp_path / "b"
+    args = ("--methods", "linear-probe", "--shots", "2,all", "--seeds", "3")
+    code, stdout, stderr = cli(*bench_args(flat_data, tiny_clip, out, *args, "--json"))
+    assert code == 0, stderr
+    split = json.loads((out / "split.json").read_text())
+    assert split["split_seed"] == 3 and "seeded split" in split["origin"]["test"]
+    files = {name: {p for p, _ in split[name]} for name in ("train", "val", "test")}
+    assert files["test"] and files["val"] and not (files["train"] & files["test"]) and not (files["val"] & files["test"])
+    assert sum(map(len, files.values())) == 20
+    assert [len(v) for v in split["few_shot_order"]["3"].values()] == [len(files["train"]) // 2] * 2
+    rows = {r["shots"]: r for r in json.loads(stdout)["rows"]}
+    assert rows["all"]["n_train"] == len(files["train"]) and rows[2]["n_train"] == 4
+    # the same seed gives the same split: the sweep resumes rather than refusing
+    code, _, stderr = cli(*bench_args(flat_data, tiny_clip, out, *args))
+    assert code == 0 and "2 finished rows skipped" in stderr
+
+
+def test_linear_probe_separates_separable_features():
+    """Through the benchmark's own row code: pooled synthetic features, a K-shot subset, the probe."""
+    from vipcli.benchmark import FeaturePool, run_row
+    from vipcli.data import Dataset, Sample
+    from vipcli.methods import get_method
+    from vipcli.train import FeatureSet
+
+    generator = torch.Generator().manual_seed(0)
+    centers = torch.randn(3, 16, generator=generator) * 4  # [C, D]
+
+    def features(n_per_class: int, split: str, views: int = 0) -> FeatureSet:
+        y = torch.arange(3).repeat_interleave(n_per_class)  # [N]
+        x = centers[y] + torch.randn(len(y), 16, generator=generator) * 0.3  # [N, D]
+        v = x[:, None] + torch.randn(len(y), views, 16, generator=generator) * 0.3 if views else None  # [N, V, D]
+        return FeatureSet(x, y, [f"/{split}/{int(c)}/{i}.jpg" for i, c in enumerate(y)], v)
+
+    train, val, test = features(20, "train", views=2), features(5, "val"), features(30, "test")
+    samples = [Sample(Path(p), int(c)) for p, c in zip(train.paths, train.y)]
+    dataset = Dataset(Path("/"), ["a", "b", "c"], {"train": samples, "val": [], "test": []})
+    context = {"config": SimpleNamespace(schedule="auto", epochs=None, batch_size=None, lr=None, n_ctx=4),
+               "pool": FeaturePool(train, val, test), "class_names": dataset.class_names, "dataset": dataset,
+               "backbone": SimpleNamespace(embed_dim=16, device=torch.device("cpu")), "symptoms": {},
+               "device": torch.device("cpu")}
+    row = run_row(get_method("linear-probe"), 4, 1, context)
+    assert row["n_train"] == 12 and row["shots_used"] == 4
+    assert row["test_accuracy"] >= 95 and row["test_macro_f1"] >= 95
+    assert sum(map(sum, row["test_confusion_matrix"])) == 90

@@ -1,0 +1,38 @@
+"""`vip benchmark --speed`: speed.json has every figure, positive and consistent (timings are never asserted)."""
+
+from __future__ import annotations
+
+import json
+
+
+def test_speed_writes_every_figure(cli, capsys, isic_small, tiny_clip, tmp_path):
+    out = tmp_path / "speed"
+    code, stdout, stderr = cli("benchmark", "--speed", "--data", isic_small, "--arch", tiny_clip, "--pretrained",
+                               "none", "--speed-epochs", "2", "--views", "2", "--out", out, "--device", "cpu",
+                               "--workers", "0", "--json")
+    assert code == 0, stderr
+    report = json.loads((out / "speed.json").read_text())
+    assert json.loads(stdout) == {**report, "path": str(out / "speed.json")}
+    n_test, n_all = 8, 12 + 8 + 8
+    assert report["data"] == {"path": str(isic_small.resolve()), "train": 12, "val": 8, "test": 8}
+    assert report["feature_extraction"]["images"] == n_all and report["feature_extraction"]["images_per_s"] > 0
+    for run in ("train_cached", "train_cached_warm", "train_reference"):
+        assert report[run]["seconds"] > 0 and report[run]["epochs"] == 2
+        assert 0 <= report[run]["test_accuracy"] <= 100 and 0 <= report[run]["val_accuracy"] <= 100
+    # the cached run encoded each train image's views once; the warm rerun encoded nothing
+    assert report["train_cached"]["timings"]["encoded_views"] == 12 * 3 + 16
+    assert report["train_cached_warm"]["timings"]["encoded_views"] == 0
+    assert report["speedup"] > 0 and report["speedup_warm"] > 0
+    assert report["predict"]["images"] == n_test and report["predict"]["images_per_s"] > 0
+    assert report["memory"]["peak_rss_mib"] > 0 and report["memory"]["cuda_peak_allocated_mib"] is None
+    machine = report["machine"]
+    assert machine["cpu"] and machine["usable_cores"] >= 1 and machine["torch_threads"] >= 1
+    assert machine["device"] == "cpu" and machine["torch"] and machine["open_clip_torch"]
+    assert report["schedule"]["name"] == "paper" and report["schedule"]["epochs"] == 2
+
+    from vipcli.cli.benchmark import print_speed
+
+    capsys.readouterr()
+    print_speed({**report, "path": str(out / "speed.json")}, as_json=False)
+    text = capsys.readouterr().out
+    assert "speed-up cached vs reference" in text and f"{report['speedup']:.2f}x" in text and "speed.json" in text

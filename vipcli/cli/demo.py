@@ -1,0 +1,57 @@
+"""`vip demo`: generate a lesion world, show packs, train, predict with --explain, benchmark."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+
+from vipcli import console
+
+
+def _step(title: str) -> None:
+    console.stdout().rule(f"[bold]{title}")
+
+
+def demo_command(
+    out: Path = typer.Option(Path("vip-demo"), "--out", help="Folder for the generated data, run and benchmark."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the generated lesion world."),
+    test_per_class: int = typer.Option(150, "--test-per-class", hidden=True),
+    bench_seeds: str = typer.Option("1,2,3", "--bench-seeds", hidden=True),
+) -> None:
+    """Run the whole product offline on the shipped toy backbone (a few minutes on a CPU)."""
+    from vipcli.cli.benchmark import print_benchmark
+    from vipcli.cli.predict import print_predictions
+    from vipcli.cli.symptoms import show_command
+    from vipcli.cli.train import print_train_result
+    from vipcli.benchmark import run_benchmark
+    from vipcli.demo import DemoConfig, benchmark_config, make_dataset, sample_images, train_config
+    from vipcli.predict import load_predictor, predict
+    from vipcli.train import train
+
+    started = time.perf_counter()
+    from vipcli.cli.benchmark import parse_list
+
+    seeds = parse_list("--bench-seeds", bench_seeds, int)
+    config = DemoConfig(out=out, seed=seed, test_per_class=test_per_class, bench_seeds=seeds)
+    _step("1. a generated lesion world (melanoma-like vs nevus-like spots, 64x64)")
+    data = make_dataset(config)
+    console.stdout().print(f"wrote {data}: train/val/test x melanoma/nevus", markup=False)
+    for name in ("melanoma", "nevus"):
+        _step(f"2. the shipped '{name}' symptom pack (the paper's symptoms)")
+        show_command(name, as_json=False)
+    _step("3. vip train --backbone toy --shots 16")
+    with console.progress_bar() as progress:
+        result = train(train_config(config, data), progress)
+    print_train_result(result, as_json=False)
+    _step("4. vip predict --explain")
+    predictor = load_predictor(result.run_dir)
+    predictions, _ = predict(predictor, sample_images(data), explain=True, workers=0)
+    print_predictions(predictions, explain=True)
+    _step(f"5. vip benchmark (1, 4, 16 shots; seeds {', '.join(map(str, seeds))})")
+    with console.progress_bar() as progress:
+        bench = run_benchmark(benchmark_config(config, data), progress)
+    print_benchmark(bench, as_json=False)
+    console.stdout().print(f"demo finished in {time.perf_counter() - started:.0f}s; everything is in {out}/",
+                           markup=False)

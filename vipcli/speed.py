@@ -1,0 +1,197 @@
+"""`vip benchmark --speed`: what a user feels, measured on their machine, backbone and data.
+
+In one run: (a) feature extraction images/s on a cold cache, (b) wall time of a full default ViP
+training run (paper schedule, all training data) with cached features, (c) the same in the
+reference mode that re-encodes every image every epoch, and their ratio, with both runs' accuracy,
+(d) `vip predict` images/s on the test images, (e) peak memory, plus the machine it ran on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from vipcli import console
+from vipcli.schedule import PRESETS
+
+SPEED_FORMAT = "vip-speed"
+PAPER_EPOCHS = PRESETS["paper"].epochs  # epochs of the full default run (50)
+
+
+@dataclass(frozen=True)
+class SpeedConfig:
+    """Settings of one speed measurement; defaults are the CLI's."""
+
+    data: Path  # folder of class subfolders, optionally under train/ val/ test/
+    backbone: str = "clip"  # backbone plugin id
+    arch: str | None = None  # architecture for the plugin (None: its default)
+    pretrained: str | None = None  # weights for the plugin (None: its default; "none": random)
+    symptoms: tuple[str, ...] = ()  # symptom sources, as for `vip train`
+    epochs: int | None = None  # training epochs (None: the paper schedule's 50, the full default run)
+    views: int = 8  # augmented views cached per training image in the cached run
+    seed: int = 1  # seed of the split and of both training runs
+    out: Path | None = None  # folder for speed.json (None: benchmarks/<data folder name>)
+    device: str = "auto"  # auto, cpu, cuda, mps
+    workers: int = 2  # image-decoding worker processes
+    batch_size_encode: int = 64  # images per image-encoder call
+
+
+def describe_machine(device) -> dict:
+    """CPU model, cores, torch threads, accelerator and library versions."""
+    import importlib.metadata as metadata
+
+    import torch
+
+    from vipcli import __version__
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    versions = {}
+    for name in ("torch", "open_clip_torch"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    accelerator = torch.cuda.get_device_name(device) if device.type == "cuda" else str(device)
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"cpu": cpu, "cpu_count": os.cpu_count(), "usable_cores": usable, "torch_threads": torch.get_num_threads(),
+            "device": str(device), "accelerator": accelerator, "platform": platform.platform(),
+            "python": platform.python_version(), "vip": __version__, **versions}
+
+
+def peak_memory(device) -> dict:
+    """Peak resident memory of this process and of finished child processes (MiB), and CUDA peak."""
+    import resource
+    import sys
+
+    import torch
+
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+    to_mib = lambda value: round(value * scale / 2**20, 1)  # noqa: E731
+    cuda = round(torch.cuda.max_memory_allocated(device) / 2**20, 1) if device.type == "cuda" else None
+    return {"peak_rss_mib": to_mib(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss),
+            "children_peak_rss_mib": to_mib(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss),
+            "cuda_peak_allocated_mib": cuda}
+
+
+def measure_extraction(backbone, paths: list, cache_dir: Path, workers: int, batch_size: int, progress=None) -> dict:
+    """Images/s of decoding + encoding the center view of `paths` into a cold on-disk cache."""
+    from vipcli.features import FeatureCache, encode_images
+
+    cache = FeatureCache(cache_dir, backbone)
+    with console.task(progress, "feature extraction", len(paths)) as advance:
+        started = time.perf_counter()
+        encoded = encode_images(backbone, paths, 0, cache, batch_size, workers, advance=advance)
+        seconds = time.perf_counter() - started
+    return {"images": len(encoded.eval), "seconds": round(seconds, 3),
+            "images_per_s": round(len(encoded.eval) / max(seconds, 1e-9), 2)}
+
+
+def time_train(config: SpeedConfig, scratch: Path, name: str, reference: bool, progress=None) -> dict:
+    """Wall time and accuracy of one full ViP `train` run (paper schedule, all training data)."""
+    from vipcli.train import TrainConfig, train
+
+    cache = scratch / ("cache-train" if not reference else "cache-reference")
+    settings = TrainConfig(
+        data=config.data, shots=None, method="vip", backbone=config.backbone, arch=config.arch,
+        pretrained=config.pretrained, symptoms=config.symptoms, schedule="paper", epochs=config.epochs,
+        views=config.views, seed=config.seed, out=scratch / name, device=config.device, reference=reference,
+        cache_dir=cache, use_cache=not reference, workers=config.workers, batch_size_encode=config.batch_size_encode,
+    )
+    started = time.perf_counter()
+    result = train(settings, progress)
+    seconds = time.perf_counter() - started
+    metrics = result.metrics
+    epochs, fit_s = len(metrics["history"]), metrics["timings"]["fit_s"]
+    return {"seconds": round(seconds, 3), "epochs": epochs, "best_epoch": metrics["best_epoch"],
+            "val_accuracy": metrics["val"]["accuracy"], "test_accuracy": metrics["test"]["accuracy"],
+            "test_macro_f1": metrics["test"]["macro_f1"], "timings": metrics["timings"],
+            "per_epoch_s": round(fit_s / max(epochs, 1), 3),
+            "projected_paper_s": round(seconds + (PAPER_EPOCHS - epochs) * fit_s / max(epochs, 1), 1)}
+
+
+def measure_predict(run_dir: Path, paths: list, device, workers: int, batch_size: int, progress=None) -> dict:
+    """`vip predict` on `paths` with a trained run: model load time and images/s (no feature cache)."""
+    from vipcli.predict import load_predictor, predict
+
+    started = time.perf_counter()
+    predictor = load_predictor(run_dir, device)
+    loaded = time.perf_counter()
+    predictions, _ = predict(predictor, [Path(p) for p in paths], cache=None, workers=workers,
+                             batch_size=batch_size, progress=progress)
+    seconds = time.perf_counter() - loaded
+    return {"images": len(predictions), "load_s": round(loaded - started, 3), "seconds": round(seconds, 3),
+            "images_per_s": round(len(predictions) / max(seconds, 1e-9), 2)}
+
+
+def measure_speed(config: SpeedConfig, progress=None) -> dict:
+    """Run every measurement once and write `speed.json` in `config.out`.
+
+    Args:
+        config: data, backbone and the run's settings.
+        progress: an optional rich Progress for long steps.
+    Returns:
+        The speed report (as written to speed.json).
+    """
+    from dataclasses import asdict
+
+    from vipcli.benchmark import default_out, write_atomic
+    from vipcli.data import load_dataset
+    from vipcli.devices import resolve_device
+    from vipcli.registry import load_backbone
+    from vipcli.schedule import resolve_schedule
+
+    device = resolve_device(config.device)
+    schedule = resolve_schedule("paper", None, config.epochs)
+    load_before = _load_average()
+    dataset = load_dataset(config.data, seed=config.seed)
+    splits = {name: [str(s.path) for s in samples] for name, samples in dataset.splits.items()}
+    with tempfile.TemporaryDirectory(prefix="vip-speed-") as folder:
+        scratch = Path(folder)
+        started = time.perf_counter()
+        backbone = load_backbone(config.backbone, config.arch, config.pretrained, device)
+        load_s = time.perf_counter() - started
+        describe, fingerprint = backbone.describe(), backbone.fingerprint()
+        everything = splits["train"] + splits["val"] + splits["test"]
+        extraction = measure_extraction(backbone, everything, scratch / "cache-extract", config.workers,
+                                        config.batch_size_encode, progress)
+        del backbone
+        console.info("timing a full ViP training run with cached features ...")
+        cached = time_train(config, scratch, "run-cached", False, progress)
+        console.info("timing it again on the now warm cache (what each further run or benchmark row costs) ...")
+        warm = time_train(config, scratch, "run-cached-warm", False, progress)
+        console.info("timing the reference mode (every image re-encoded every epoch) ...")
+        reference = time_train(config, scratch, "run-reference", True, progress)
+        predicted = measure_predict(scratch / "run-cached", splits["test"], device, config.workers,
+                                    config.batch_size_encode, progress)
+    report = {
+        "format": SPEED_FORMAT, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": describe_machine(device), "load_average": {"before": load_before, "after": _load_average()},
+        "backbone": {"id": config.backbone, "arch": config.arch, "pretrained": config.pretrained,
+                     "fingerprint": fingerprint, "describe": describe, "load_s": round(load_s, 3)},
+        "data": {"path": str(Path(config.data).resolve()), **{name: len(paths) for name, paths in splits.items()}},
+        "schedule": asdict(schedule), "schedule_paper_epochs": PAPER_EPOCHS, "views": config.views,
+        "feature_extraction": extraction, "train_cached": cached, "train_cached_warm": warm,
+        "train_reference": reference, "speedup": round(reference["seconds"] / max(cached["seconds"], 1e-9), 2),
+        "speedup_warm": round(reference["seconds"] / max(warm["seconds"], 1e-9), 2),
+        "speedup_projected_paper": round(reference["projected_paper_s"] / max(cached["projected_paper_s"], 1e-9), 2),
+        "predict": predicted, "memory": peak_memory(device),
+    }
+    out = Path(config.out) if config.out else default_out(config.data)
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / "speed.json", json.dumps(report, indent=2))
+    report["path"] = str(out / "speed.json")
+    return report
+
+
+def _load_average():
+    return os.getloadavg() if hasattr(os, "getloadavg") else None
