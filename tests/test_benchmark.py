@@ -202,3 +202,12 @@ def test_linear_probe_separates_separable_features():
     assert row["n_train"] == 12 and row["shots_used"] == 4
     assert row["test_accuracy"] >= 95 and row["test_macro_f1"] >= 95
     assert sum(map(sum, row["test_confusion_matrix"])) == 90
+
+
+def test_an_out_folder_of_something_else_is_left_alone(cli, isic_small, tiny_clip, tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    code, _, stderr = cli(*bench_args(isic_small, tiny_clip, out, "--methods", "zeroshot"))
+    assert code == 1 and "holds files of something else (notes.txt)" in stderr
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]

@@ -30,6 +30,11 @@ class SymptomPack:
     source: dict = field(default_factory=dict)  # provenance: kind, citation or model/prompts/date
     path: str = ""  # where it was loaded from ("" when built in memory)
 
+    def to_dict(self) -> dict:
+        """The pack as a YAML/JSON-ready mapping in the pack format."""
+        return {"name": self.name, "aliases": list(self.aliases), "modality": self.modality,
+                "symptoms": list(self.symptoms), "source": self.source}
+
     def matches(self, class_name: str) -> bool:
         """True if `class_name` is this pack's name or an alias (case, _ - space insensitive)."""
         key = normalize_name(class_name)

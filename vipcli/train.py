@@ -411,7 +411,7 @@ def _plan(config, spec, dataset, schedule, backbone, device) -> str:
                if spec.trainable and not spec.linear else "no prompt training")
     arch = backbone.describe().get("arch", "")
     return (f"{spec.name} on {len(dataset.class_names)} classes ({', '.join(dataset.class_names)}), {shots}; "
-            f"{fitting}; backbone {config.backbone} {Path(str(arch)).name} on {device}")
+            f"{fitting}; backbone {config.backbone} ({Path(str(arch)).name}) on {device}")
 
 
 def _symptoms(spec, class_names, sources, lookup) -> dict[str, list[str]]:

@@ -16,14 +16,7 @@ app = typer.Typer(help="Visual symptom packs: list, show, and generate them with
 
 
 def _pack_json(pack) -> dict:
-    return {
-        "name": pack.name,
-        "aliases": list(pack.aliases),
-        "modality": pack.modality,
-        "symptoms": list(pack.symptoms),
-        "source": pack.source,
-        "path": pack.path,
-    }
+    return {**pack.to_dict(), "path": pack.path}
 
 
 def summarize_source(source: dict) -> str:

@@ -259,13 +259,7 @@ def default_out_name(disease: str) -> str:
 
 def pack_to_dict(pack: SymptomPack) -> dict:
     """The pack as a YAML-ready mapping in the pack format."""
-    return {
-        "name": pack.name,
-        "aliases": list(pack.aliases),
-        "modality": pack.modality,
-        "symptoms": list(pack.symptoms),
-        "source": pack.source,
-    }
+    return pack.to_dict()
 
 
 def render_yaml(document: dict) -> str:
