@@ -180,7 +180,7 @@ def test_linear_probe_separates_separable_features():
     from vipcli.benchmark import FeaturePool, run_row
     from vipcli.data import Dataset, Sample
     from vipcli.methods import get_method
-    from vipcli.train import FeatureSet
+    from vipcli.featuresets import FeatureSet
 
     generator = torch.Generator().manual_seed(0)
     centers = torch.randn(3, 16, generator=generator) * 4  # [C, D]

@@ -137,12 +137,12 @@ def test_existing_out_is_not_overwritten_without_force(cli, trained, isic_small,
 
 
 def test_interrupted_run_leaves_nothing_behind(cli, isic_small, tiny_clip, tmp_path, monkeypatch):
-    import vipcli.train
+    import vipcli.fitting
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(vipcli.train, "fit_prompt_classifier", interrupted)
+    monkeypatch.setattr(vipcli.fitting, "fit_prompt_classifier", interrupted)
     code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "run"))
     assert code == 130 and "interrupted" in err
     assert list(tmp_path.glob("run*")) == [] and list(tmp_path.glob(".run*")) == []

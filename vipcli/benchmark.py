@@ -72,7 +72,7 @@ class BenchmarkConfig:
 class FeaturePool:
     """Features of every readable image of the dataset, encoded once for the whole sweep."""
 
-    train: object  # vipcli.train.FeatureSet with views [N, V, D]
+    train: object  # vipcli.featuresets.FeatureSet with views [N, V, D]
     val: object  # FeatureSet, center view
     test: object  # FeatureSet, center view
     failures: dict[str, str] = field(default_factory=dict)  # unreadable file -> reason
@@ -251,7 +251,7 @@ def encode_pool(backbone, dataset: Dataset, views: int, cache, seed: int, worker
                 progress=None) -> FeaturePool:
     """Encode all training images (center + `views` augmented views) and val/test (center) once."""
     from vipcli.features import encode_images
-    from vipcli.train import _feature_set
+    from vipcli.featuresets import feature_set
 
     splits, parts, failures, encoded_views = dataset.splits, {}, {}, 0
     total = sum(len(splits[name]) for name in ("train", "val", "test"))
@@ -261,7 +261,7 @@ def encode_pool(backbone, dataset: Dataset, views: int, cache, seed: int, worker
                                     batch_size, workers, seed=seed, advance=advance)
             failures.update({str(p): r for p, r in encoded.failures.items()})
             encoded_views += encoded.encoded
-            parts[name] = _feature_set(encoded, splits[name], with_views=name == "train")
+            parts[name] = feature_set(encoded, splits[name], with_views=name == "train")
     _warn_unreadable(failures)
     counts = torch.bincount(parts["train"].y, minlength=len(dataset.class_names)).tolist()  # [C]
     empty = [name for name, n in zip(dataset.class_names, counts) if n == 0]
@@ -286,7 +286,7 @@ def select_subset(pool: FeaturePool, order: list[list[int]], shots: int | None):
     Returns:
         (FeatureSet with x [N, D], views [N, V, D], y [N]; images used per class)
     """
-    from vipcli.train import FeatureSet
+    from vipcli.featuresets import FeatureSet
 
     chosen = [rows if shots is None else rows[:shots] for rows in order]
     index = sorted((i for rows in chosen for i in rows), key=lambda i: (int(pool.train.y[i]), pool.train.paths[i]))
@@ -316,7 +316,8 @@ def run_row(spec: MethodSpec, shots: int | str, seed: int, context: dict, progre
     """Build, fit and evaluate one (method, shots, seed) on the pooled features; return its row."""
     from vipcli.methods import build_classifier
     from vipcli.schedule import resolve_schedule
-    from vipcli.train import PreparedData, evaluate, fit
+    from vipcli.featuresets import PreparedData
+    from vipcli.fitting import evaluate, fit
 
     config, pool, names = context["config"], context["pool"], context["class_names"]
     k = None if shots == "all" else int(shots)  # 0 for methods that learn nothing: an empty subset

@@ -1,0 +1,115 @@
+"""Frozen features of a data set's splits: the few-shot training subset (with augmented views), val, test."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from vipcli import console
+from vipcli.data import Dataset, few_shot_order
+from vipcli.errors import VipError
+from vipcli.features import encode_images
+
+
+@dataclass
+class FeatureSet:
+    """Frozen image features of one split."""
+
+    x: torch.Tensor  # [N, D] center-crop view
+    y: torch.Tensor  # [N] labels
+    paths: list[str]  # image files, aligned with rows
+    views: torch.Tensor | None = None  # [N, V, D] augmented views (training set only)
+
+
+@dataclass
+class PreparedData:
+    """Features of the train subset, val and test, and what could not be read."""
+
+    train: FeatureSet
+    val: FeatureSet
+    test: FeatureSet
+    failures: dict[str, str] = field(default_factory=dict)  # file -> reason
+    encoded_views: int = 0  # views that went through the image encoder (cache misses)
+    shortfalls: dict[str, int] = field(default_factory=dict)  # class -> readable shots when fewer than asked
+
+
+
+def feature_set(encoded, samples, with_views: bool) -> FeatureSet:
+    rows = [i for i in range(len(samples)) if i in encoded.eval]
+    x = torch.stack([encoded.eval[i] for i in rows]) if rows else torch.empty(0, 0)
+    views = torch.stack([encoded.train[i] for i in rows]) if (with_views and rows) else None
+    labels = torch.tensor([samples[i].label for i in rows], dtype=torch.long)
+    return FeatureSet(x, labels, [str(samples[i].path) for i in rows], views)
+
+
+def select_shots(backbone, dataset: Dataset, shots, seed, views, cache, encode_kwargs, advance):
+    """Few-shot subset: per class the first `shots` readable images of a seeded order."""
+    ordered = few_shot_order(dataset.splits["train"], len(dataset.class_names), seed)
+    chosen: list[list] = [[] for _ in ordered]
+    position = [0] * len(ordered)
+    failures, encoded_views, gathered = {}, 0, {}
+    while True:
+        wanted = []
+        for c, members in enumerate(ordered):
+            need = shots - len(chosen[c])
+            batch = members[position[c] : position[c] + max(need, 0)]
+            position[c] += len(batch)
+            wanted.extend(batch)
+        if not wanted:
+            break
+        encoded = encode_images(backbone, [s.path for s in wanted], views, cache, seed=seed, advance=advance,
+                                **encode_kwargs)
+        failures.update({str(p): r for p, r in encoded.failures.items()})
+        encoded_views += encoded.encoded
+        for i, sample in enumerate(wanted):
+            if i in encoded.eval:
+                chosen[sample.label].append(sample)
+                gathered[sample.path] = (encoded.eval[i], encoded.train[i])
+    subset = sorted((s for members in chosen for s in members), key=lambda s: (s.label, str(s.path)))
+    x = torch.stack([gathered[s.path][0] for s in subset]) if subset else torch.empty(0, 0)
+    v = torch.stack([gathered[s.path][1] for s in subset]) if subset else None
+    y = torch.tensor([s.label for s in subset], dtype=torch.long)
+    shortfalls = {dataset.class_names[c]: len(m) for c, m in enumerate(chosen) if len(m) < shots}
+    return FeatureSet(x, y, [str(s.path) for s in subset], v), failures, encoded_views, shortfalls
+
+
+def prepare_features(backbone, dataset: Dataset, shots: int | None, seed: int, views: int, cache,
+                     workers: int = 2, batch_size: int = 64, progress=None) -> PreparedData:
+    """Encode the training subset (with augmented views), val and test once, through the cache."""
+    kwargs = {"workers": workers, "batch_size": batch_size}
+    splits = dataset.splits
+    total = (min(len(splits["train"]), shots * len(dataset.class_names)) if shots else len(splits["train"]))
+    with console.task(progress, "encoding images", total + len(splits["val"]) + len(splits["test"])) as advance:
+        if shots:
+            train, failures, encoded_views, shortfalls = select_shots(
+                backbone, dataset, shots, seed, views, cache, kwargs, advance)
+        else:
+            encoded = encode_images(backbone, [s.path for s in splits["train"]], views, cache, seed=seed,
+                                    advance=advance, **kwargs)
+            train = feature_set(encoded, splits["train"], with_views=True)
+            failures, encoded_views, shortfalls = {str(p): r for p, r in encoded.failures.items()}, encoded.encoded, {}
+        prepared = PreparedData(train, None, None, failures, encoded_views, shortfalls)
+        for name in ("val", "test"):
+            encoded = encode_images(backbone, [s.path for s in splits[name]], 0, cache, seed=seed,
+                                    advance=advance, **kwargs)
+            prepared.failures.update({str(p): r for p, r in encoded.failures.items()})
+            prepared.encoded_views += encoded.encoded
+            setattr(prepared, name, feature_set(encoded, splits[name], with_views=False))
+    check_enough(prepared, dataset)
+    return prepared
+
+
+def check_enough(prepared: PreparedData, dataset: Dataset) -> None:
+    counts = torch.bincount(prepared.train.y, minlength=len(dataset.class_names)).tolist()
+    empty = [name for name, n in zip(dataset.class_names, counts) if n == 0]
+    if empty:
+        first = next(iter(sorted(prepared.failures.items())), None)
+        example = f"; e.g. {first[0]}: {first[1]}" if first else ""
+        raise VipError(
+            f"no readable training images for class {', '.join(repr(e) for e in empty)} "
+            f"({len(prepared.failures)} unreadable files in all{example})",
+            "replace or remove the unreadable files, or add readable images",
+        )
+    if len(prepared.val.y) == 0:
+        raise VipError("no readable validation images", "add images to val/ or let vip split train")
