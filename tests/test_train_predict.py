@@ -207,3 +207,13 @@ def test_usage_errors_exit_2_in_one_line(cli, isic_small):
                           (["--schedule", "slow"], "unknown schedule"), (["--device", "tpu"], "unknown device")):
         code, _, err = cli("train", "--data", isic_small, *args)
         assert code == 2 and message in err and len(error_lines(err)) == 1 and "Traceback" not in err, err
+
+
+def test_command_line_mistakes_are_one_usage_line(cli):
+    for args, message in ((["predict", "x.png"], "Missing option '--model'"),
+                          (["train", "--data", "x", "--epochs", "abc"], "'--epochs'"),
+                          (["nosuch"], "No such command 'nosuch'")):
+        code, _, err = cli(*args)
+        assert code == 2 and len(error_lines(err)) == 1 and message in err and "Traceback" not in err, err
+    code, out, _ = cli("--version")
+    assert code == 0 and out.startswith("vip ")

@@ -12,6 +12,26 @@ from vipcli import __version__
 from vipcli.cli import backbones, benchmark, demo, predict, symptoms, train
 from vipcli.errors import VipError
 
+def _click_variants() -> list:
+    """click itself, and the copy of click that newer typer versions vendor as `typer._click`."""
+    variants = [click]
+    try:
+        from typer import _click as vendored  # typer >= 0.20 ships its own click
+
+        variants.append(vendored)
+    except ImportError:
+        pass
+    return variants
+
+
+def _exceptions(name: str) -> set:
+    return {getattr(m.exceptions, name) for m in _click_variants() if hasattr(m.exceptions, name)}
+
+
+CLICK_EXIT = tuple(_exceptions("Exit") | {typer.Exit})
+CLICK_ERROR = tuple(_exceptions("ClickException"))
+CLICK_ABORT = tuple(_exceptions("Abort") | {KeyboardInterrupt})
+
 app = typer.Typer(
     name="vip",
     help="ViP: adapt vision-language models to medical images with LLM-described visual symptoms.",
@@ -62,12 +82,13 @@ def main(argv: list[str] | None = None) -> int:
         if result == 130:  # typer turns Ctrl-C into exit code 130
             _print_error("interrupted; nothing half-written was left behind")
         return result if isinstance(result, int) else 0
-    except click.exceptions.Exit as done:
+    except CLICK_EXIT as done:
         return done.exit_code
-    except click.ClickException as error:
-        error.show()
+    except CLICK_ERROR as error:  # bad command line: one line, and where to read the usage
+        context = getattr(error, "ctx", None)
+        _print_error(error.format_message(), f"see '{context.command_path} -h'" if context else None)
         return error.exit_code
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except CLICK_ABORT:
         if debug:
             raise
         _print_error("interrupted; nothing half-written was left behind")
