@@ -81,6 +81,7 @@ class EncodedImages:
     train: dict[int, torch.Tensor] = field(default_factory=dict)  # index -> [V, D] augmented views
     failures: dict[Path, str] = field(default_factory=dict)  # unreadable file -> reason
     encoded: int = 0  # views that went through the image encoder (cache misses)
+    readable: set[int] = field(default_factory=set)  # indices with every requested feature
 
 
 class _ViewDataset(torch.utils.data.Dataset):
@@ -123,7 +124,7 @@ def _encode(backbone, images: torch.Tensor) -> torch.Tensor:
 
 
 def encode_images(backbone, paths, views: int = 0, cache: FeatureCache | None = None, batch_size: int = 64,
-                  workers: int = 2, seed: int = 0, advance=lambda n=1: None) -> EncodedImages:
+                  workers: int = 2, seed: int = 0, advance=lambda n=1: None, center: bool = True) -> EncodedImages:
     """Center-crop features of every image, plus `views` augmented views each.
 
     Args:
@@ -135,6 +136,8 @@ def encode_images(backbone, paths, views: int = 0, cache: FeatureCache | None = 
         workers: DataLoader processes decoding and transforming images.
         seed: seeds the augmentation of views computed now.
         advance: progress callback, called once per image.
+        center: also encode the center-crop view (prompt learning needs only the augmented views
+            of training images; a linear probe and evaluation need the center view).
     Returns:
         EncodedImages with features for every readable image and reasons for the others.
     """
@@ -148,7 +151,7 @@ def encode_images(backbone, paths, views: int = 0, cache: FeatureCache | None = 
             advance()
             continue
         have_views = cached[index].get("train", torch.empty(0)).shape[0]
-        need_eval, need_views = "eval" not in cached[index], max(0, views - have_views)
+        need_eval, need_views = center and "eval" not in cached[index], max(0, views - have_views)
         if need_eval or need_views:
             jobs.append((index, path, need_eval, need_views))
         else:
@@ -161,8 +164,11 @@ def encode_images(backbone, paths, views: int = 0, cache: FeatureCache | None = 
         cache.put(path, entry)
         cached[index] = entry
     for index, entry in cached.items():
-        if "eval" in entry:
-            result.eval[index] = entry["eval"]
+        has_views = entry.get("train", torch.empty(0)).shape[0] >= views
+        if (not center or "eval" in entry) and has_views and (center or views):
+            result.readable.add(index)
+            if "eval" in entry:
+                result.eval[index] = entry["eval"]
             if views:
                 result.train[index] = entry["train"][:views]
     return result

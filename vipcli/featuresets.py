@@ -35,15 +35,22 @@ class PreparedData:
 
 
 
+def _stack(features: list, rows: int) -> torch.Tensor:
+    """Stack per-image features, or an empty [rows, 0] block when some were not requested."""
+    if features and all(f is not None for f in features):
+        return torch.stack(features)
+    return torch.empty(rows, 0)
+
+
 def feature_set(encoded, samples, with_views: bool) -> FeatureSet:
-    rows = [i for i in range(len(samples)) if i in encoded.eval]
-    x = torch.stack([encoded.eval[i] for i in rows]) if rows else torch.empty(0, 0)
-    views = torch.stack([encoded.train[i] for i in rows]) if (with_views and rows) else None
+    rows = sorted(i for i in encoded.readable if i < len(samples))
+    x = _stack([encoded.eval.get(i) for i in rows], len(rows))  # [N, D], or [N, 0] without center views
+    views = torch.stack([encoded.train[i] for i in rows]) if (with_views and rows and encoded.train) else None
     labels = torch.tensor([samples[i].label for i in rows], dtype=torch.long)
     return FeatureSet(x, labels, [str(samples[i].path) for i in rows], views)
 
 
-def select_shots(backbone, dataset: Dataset, shots, seed, views, cache, encode_kwargs, advance):
+def select_shots(backbone, dataset: Dataset, shots, seed, views, cache, encode_kwargs, advance, center=True):
     """Few-shot subset: per class the first `shots` readable images of a seeded order."""
     ordered = few_shot_order(dataset.splits["train"], len(dataset.class_names), seed)
     chosen: list[list] = [[] for _ in ordered]
@@ -59,34 +66,37 @@ def select_shots(backbone, dataset: Dataset, shots, seed, views, cache, encode_k
         if not wanted:
             break
         encoded = encode_images(backbone, [s.path for s in wanted], views, cache, seed=seed, advance=advance,
-                                **encode_kwargs)
+                                center=center, **encode_kwargs)
         failures.update({str(p): r for p, r in encoded.failures.items()})
         encoded_views += encoded.encoded
         for i, sample in enumerate(wanted):
-            if i in encoded.eval:
+            if i in encoded.readable:
                 chosen[sample.label].append(sample)
-                gathered[sample.path] = (encoded.eval[i], encoded.train[i])
+                gathered[sample.path] = (encoded.eval.get(i), encoded.train.get(i))
     subset = sorted((s for members in chosen for s in members), key=lambda s: (s.label, str(s.path)))
-    x = torch.stack([gathered[s.path][0] for s in subset]) if subset else torch.empty(0, 0)
-    v = torch.stack([gathered[s.path][1] for s in subset]) if subset else None
+    x = _stack([gathered[s.path][0] for s in subset], len(subset))  # [N, D] or [N, 0]
+    v = torch.stack([gathered[s.path][1] for s in subset]) if subset and views else None
     y = torch.tensor([s.label for s in subset], dtype=torch.long)
     shortfalls = {dataset.class_names[c]: len(m) for c, m in enumerate(chosen) if len(m) < shots}
     return FeatureSet(x, y, [str(s.path) for s in subset], v), failures, encoded_views, shortfalls
 
 
 def prepare_features(backbone, dataset: Dataset, shots: int | None, seed: int, views: int, cache,
-                     workers: int = 2, batch_size: int = 64, progress=None) -> PreparedData:
-    """Encode the training subset (with augmented views), val and test once, through the cache."""
+                     workers: int = 2, batch_size: int = 64, progress=None, center_train: bool = True) -> PreparedData:
+    """Encode the training subset (with augmented views), val and test once, through the cache.
+
+    `center_train=False` skips the center view of training images (only a linear probe uses it).
+    """
     kwargs = {"workers": workers, "batch_size": batch_size}
     splits = dataset.splits
     total = (min(len(splits["train"]), shots * len(dataset.class_names)) if shots else len(splits["train"]))
     with console.task(progress, "encoding images", total + len(splits["val"]) + len(splits["test"])) as advance:
         if shots:
             train, failures, encoded_views, shortfalls = select_shots(
-                backbone, dataset, shots, seed, views, cache, kwargs, advance)
+                backbone, dataset, shots, seed, views, cache, kwargs, advance, center_train)
         else:
             encoded = encode_images(backbone, [s.path for s in splits["train"]], views, cache, seed=seed,
-                                    advance=advance, **kwargs)
+                                    advance=advance, center=center_train, **kwargs)
             train = feature_set(encoded, splits["train"], with_views=True)
             failures, encoded_views, shortfalls = {str(p): r for p, r in encoded.failures.items()}, encoded.encoded, {}
         prepared = PreparedData(train, None, None, failures, encoded_views, shortfalls)

@@ -121,9 +121,11 @@ def train(config: TrainConfig, progress=None) -> TrainResult:
     loaded = time.perf_counter()
     console.info(_plan(config, spec, dataset, schedule, backbone, device))
     cache = FeatureCache(config.cache_dir or default_cache_dir(), backbone) if config.use_cache else FeatureCache(None, backbone)
-    views = 1 if config.reference else config.views
+    # the reference mode encodes training images afresh every epoch: here only once, to find the readable ones
+    views = 0 if config.reference else config.views
+    center_train = spec.linear or config.reference
     data = prepare_features(backbone, dataset, config.shots, config.seed, views, cache, config.workers,
-                            config.batch_size_encode, progress)
+                            config.batch_size_encode, progress, center_train=center_train)
     encoded = time.perf_counter()
     torch.manual_seed(config.seed)
     classifier = build_classifier(spec, backbone, dataset.class_names, symptoms, config.n_ctx,
