@@ -177,10 +177,10 @@ def test_data_without_splits_gets_a_seeded_split_saved(cli, flat_data, tiny_clip
 
 def test_linear_probe_separates_separable_features():
     """Through the benchmark's own row code: pooled synthetic features, a K-shot subset, the probe."""
-    from vipcli.benchmark import FeaturePool, run_row
+    from vipcli.benchmark import run_row
     from vipcli.data import Dataset, Sample
     from vipcli.methods import get_method
-    from vipcli.featuresets import FeatureSet
+    from vipcli.featuresets import FeatureSet, PreparedData
 
     generator = torch.Generator().manual_seed(0)
     centers = torch.randn(3, 16, generator=generator) * 4  # [C, D]
@@ -195,7 +195,7 @@ def test_linear_probe_separates_separable_features():
     samples = [Sample(Path(p), int(c)) for p, c in zip(train.paths, train.y)]
     dataset = Dataset(Path("/"), ["a", "b", "c"], {"train": samples, "val": [], "test": []})
     context = {"config": SimpleNamespace(schedule="auto", epochs=None, batch_size=None, lr=None, n_ctx=4),
-               "pool": FeaturePool(train, val, test), "class_names": dataset.class_names, "dataset": dataset,
+               "pool": PreparedData(train, val, test), "class_names": dataset.class_names, "dataset": dataset,
                "backbone": SimpleNamespace(embed_dim=16, device=torch.device("cpu")), "symptoms": {},
                "device": torch.device("cpu")}
     row = run_row(get_method("linear-probe"), 4, 1, context)

@@ -26,6 +26,7 @@ import torch
 from vipcli import console
 from vipcli.data import Dataset, few_shot_order, load_dataset
 from vipcli.errors import UsageError, VipError
+from vipcli.featuresets import FeatureSet, PreparedData
 from vipcli.methods import MethodSpec, get_method
 
 RESULTS_FORMAT = "vip-benchmark"
@@ -66,17 +67,6 @@ class BenchmarkConfig:
     cache_dir: Path | None = None  # feature cache root (None: $VIP_CACHE_DIR or the user cache)
     workers: int = 2  # image-decoding worker processes
     batch_size_encode: int = 64  # images per image-encoder call
-
-
-@dataclass
-class FeaturePool:
-    """Features of every readable image of the dataset, encoded once for the whole sweep."""
-
-    train: object  # vipcli.featuresets.FeatureSet with views [N, V, D]
-    val: object  # FeatureSet, center view
-    test: object  # FeatureSet, center view
-    failures: dict[str, str] = field(default_factory=dict)  # unreadable file -> reason
-    encoded_views: int = 0  # views that went through the image encoder (cache misses)
 
 
 @dataclass
@@ -248,10 +238,13 @@ def summarize(rows: list[dict]) -> list[dict]:
 
 
 def encode_pool(backbone, dataset: Dataset, views: int, cache, seed: int, workers: int, batch_size: int,
-                progress=None) -> FeaturePool:
-    """Encode all training images (center + `views` augmented views) and val/test (center) once."""
+                progress=None) -> PreparedData:
+    """Encode all training images (center + `views` augmented views) and val/test (center) once.
+
+    The result is the pool every (method, shots, seed) row draws its few-shot subset from.
+    """
     from vipcli.features import encode_images
-    from vipcli.featuresets import feature_set
+    from vipcli.featuresets import check_enough, feature_set
 
     splits, parts, failures, encoded_views = dataset.splits, {}, {}, 0
     total = sum(len(splits[name]) for name in ("train", "val", "test"))
@@ -262,32 +255,27 @@ def encode_pool(backbone, dataset: Dataset, views: int, cache, seed: int, worker
             failures.update({str(p): r for p, r in encoded.failures.items()})
             encoded_views += encoded.encoded
             parts[name] = feature_set(encoded, splits[name], with_views=name == "train")
-    _warn_unreadable(failures)
-    counts = torch.bincount(parts["train"].y, minlength=len(dataset.class_names)).tolist()  # [C]
-    empty = [name for name, n in zip(dataset.class_names, counts) if n == 0]
-    if empty:
-        raise VipError(f"no readable training images for class {', '.join(map(repr, empty))}",
-                       "replace the unreadable files (listed above) or add images")
-    if len(parts["val"].y) == 0 or len(parts["test"].y) == 0:
-        raise VipError("no readable validation or test images", "add images to val/ and test/ or let vip split train")
-    return FeaturePool(parts["train"], parts["val"], parts["test"], failures, encoded_views)
+    console.warn_skipped(failures)
+    pool = PreparedData(parts["train"], parts["val"], parts["test"], failures, encoded_views)
+    check_enough(pool, dataset)
+    if len(pool.test.y) == 0:
+        raise VipError("no readable test images", "add images to test/ or let vip split train")
+    return pool
 
 
-def readable_order(pool: FeaturePool, dataset: Dataset, seed: int) -> list[list[int]]:
+def readable_order(pool: PreparedData, dataset: Dataset, seed: int) -> list[list[int]]:
     """Per class, rows of `pool.train` in the seeded few-shot order (unreadable images left out)."""
     row_of = {path: i for i, path in enumerate(pool.train.paths)}
     ordered = few_shot_order(dataset.splits["train"], len(dataset.class_names), seed)
     return [[row_of[str(s.path)] for s in members if str(s.path) in row_of] for members in ordered]
 
 
-def select_subset(pool: FeaturePool, order: list[list[int]], shots: int | None):
+def select_subset(pool: PreparedData, order: list[list[int]], shots: int | None):
     """The K-shot training FeatureSet: per class the first K readable images of the seeded order.
 
     Returns:
         (FeatureSet with x [N, D], views [N, V, D], y [N]; images used per class)
     """
-    from vipcli.featuresets import FeatureSet
-
     chosen = [rows if shots is None else rows[:shots] for rows in order]
     index = sorted((i for rows in chosen for i in rows), key=lambda i: (int(pool.train.y[i]), pool.train.paths[i]))
     rows = torch.tensor(index, dtype=torch.long)
@@ -316,7 +304,6 @@ def run_row(spec: MethodSpec, shots: int | str, seed: int, context: dict, progre
     """Build, fit and evaluate one (method, shots, seed) on the pooled features; return its row."""
     from vipcli.methods import build_classifier
     from vipcli.schedule import resolve_schedule
-    from vipcli.featuresets import PreparedData
     from vipcli.fitting import evaluate, fit
 
     config, pool, names = context["config"], context["pool"], context["class_names"]
@@ -362,7 +349,7 @@ def config_record(config: BenchmarkConfig, backbone, dataset: Dataset, split_see
     }
 
 
-def _split_record(dataset: Dataset, pool: FeaturePool, split_seed: int, seeds, shots, stored: dict | None) -> dict:
+def _split_record(dataset: Dataset, pool: PreparedData, split_seed: int, seeds, shots, stored: dict | None) -> dict:
     """split.json: every split's files, and per seed the few-shot order (first K per class = K shots)."""
     root = Path(dataset.root)
 
@@ -470,11 +457,6 @@ def run_pending(pending: list, rows: dict, context: dict, progress=None) -> int:
             save_results(context["out"], context["record"], context["class_names"], list(rows.values()))
             advance()
     return len(pending)
-
-
-def _warn_unreadable(failures: dict[str, str]) -> None:
-    for path, reason in sorted(failures.items()):
-        console.warn(f"skipped {path}: {reason}")
 
 
 def _read_json(path: Path) -> dict | None:

@@ -24,6 +24,12 @@ def warn(message: str) -> None:
     stderr().print(f"[yellow]warning:[/yellow] {message}", markup=True)
 
 
+def warn_skipped(failures: dict) -> None:
+    """One warning line per unreadable file that was skipped, sorted by path."""
+    for path, reason in sorted(failures.items()):
+        warn(f"skipped {path}: {reason}")
+
+
 def info(message: str) -> None:
     """Print one informational line on stderr."""
     stderr().print(message, markup=False)

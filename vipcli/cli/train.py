@@ -70,8 +70,7 @@ def print_train_result(result, as_json: bool) -> None:
     """Unreadable files and metrics: a table for people, one JSON document for tools."""
     import json
 
-    for path, reason in sorted(result.failures.items()):
-        console.warn(f"skipped {path}: {reason}")
+    console.warn_skipped(result.failures)
     for name, count in result.metrics.get("shortfalls", {}).items():
         console.warn(f"class '{name}' has only {count} readable training images; used {count} shots")
     if as_json:
