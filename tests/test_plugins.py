@@ -61,8 +61,16 @@ def test_broken_plugin_names_its_distribution_and_others_keep_working(cli, site,
 
 def test_duplicate_backbone_ids_name_both_distributions(cli, site):
     install_distribution(site, "impostor-plugin", "clip = impostor:ClipBackbone")
-    code, _, err = cli("backbones", "list")
-    assert code == 1 and "'clip' is registered twice" in err and "impostor-plugin" in err and "vipcli" in err
+    code, out, err = cli("backbones", "list", "--json")
+    listed = {entry["id"]: entry for entry in json.loads(out)}
+    assert code == 0 and "'clip' is registered twice" in err and "impostor-plugin" in err and "vipcli" in err
+    assert listed["clip"]["conflict"] and not listed["toy"]["conflict"]  # only the conflicting id is disabled
+    from vipcli.errors import VipError
+    from vipcli.registry import backbone_class
+
+    with pytest.raises(VipError, match="registered twice"):
+        backbone_class("clip")
+    assert backbone_class("toy").__name__ == "ToyBackbone"
 
 
 def test_unknown_backbone_lists_the_installed_ones(cli, isic_small):

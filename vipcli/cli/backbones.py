@@ -17,6 +17,9 @@ app = typer.Typer(help="Backbone plugins (entry-point group vip.backbones).", no
 def list_command(as_json: bool = typer.Option(False, "--json", help="Print one JSON document.")) -> None:
     """List installed backbones: built-in and third-party plugins."""
     infos = list_backbones()
+    for info in infos:
+        if info.conflict:
+            console.warn(f"{info.conflict}; '{info.id}' is disabled until one is uninstalled")
     if as_json:
         print(json.dumps([asdict(info) for info in infos], indent=2))
         return
@@ -24,5 +27,6 @@ def list_command(as_json: bool = typer.Option(False, "--json", help="Print one J
 
     table = Table("id", "provided by", "loads")
     for info in infos:
-        table.add_row(info.id, f"{info.distribution} {info.version}".strip(), info.target)
+        table.add_row(info.id + (" (disabled: registered twice)" if info.conflict else ""),
+                      f"{info.distribution} {info.version}".strip(), info.target)
     console.stdout().print(table)
