@@ -14,12 +14,13 @@ from conftest import tiny_train_args, error_lines
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "vip-plugin-example"
 
 
-def install_distribution(site: Path, name: str, entry_points: str, module_source: Path | None = None) -> None:
+def install_distribution(site: Path, name: str, entry_points: str, module_source: Path | None = None,
+                         group: str = "vip.backbones") -> None:
     """Lay out an installed distribution (dist-info with entry points) on a sys.path folder."""
     info = site / f"{name.replace('-', '_')}-0.1.0.dist-info"
     info.mkdir(parents=True)
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1.0\n")
-    (info / "entry_points.txt").write_text(f"[vip.backbones]\n{entry_points}\n")
+    (info / "entry_points.txt").write_text(f"[{group}]\n{entry_points}\n")
     if module_source is not None:
         shutil.copy(module_source, site / module_source.name)
 
@@ -30,7 +31,8 @@ def site(tmp_path, monkeypatch):
     folder.mkdir()
     monkeypatch.syspath_prepend(str(folder))
     yield folder
-    sys.modules.pop("vip_plugin_example", None)
+    for module in ("vip_plugin_example", "vip_method_example", "broken_method"):
+        sys.modules.pop(module, None)
 
 
 def test_third_party_plugin_is_listed_trained_and_predicted(cli, site, isic_small, tmp_path):
@@ -76,3 +78,47 @@ def test_duplicate_backbone_ids_name_both_distributions(cli, site):
 def test_unknown_backbone_lists_the_installed_ones(cli, isic_small):
     code, _, err = cli("train", "--data", isic_small, "--backbone", "nope")
     assert code == 2 and "can't find backbone 'nope'" in err and "biomedclip, clip" in err
+
+
+METHOD_EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "vip-method-example"
+
+
+def test_third_party_method_is_listed_trained_predicted_and_benchmarked(cli, site, isic_small, tiny_clip, tmp_path):
+    install_distribution(site, "vip-method-example", "centroid = vip_method_example:NearestCentroid",
+                         METHOD_EXAMPLE / "vip_method_example.py", group="vip.methods")
+    code, out, err = cli("methods", "list", "--json")
+    listed = {entry["id"]: entry for entry in json.loads(out)}
+    assert code == 0 and listed["centroid"]["distribution"] == "vip-method-example"
+    assert listed["centroid"]["uses_shots"] and not listed["centroid"]["trains"] and "vip" in listed
+
+    run = tmp_path / "run"
+    code, out, err = cli(*tiny_train_args(isic_small, tiny_clip, run, "--method", "centroid", "-o", "temperature=0.05",
+                                          "--json"))
+    assert code == 0, err
+    assert json.loads(out)["test"]["n"] == 8
+    code, out, err = cli("predict", isic_small / "test", "--model", run, "--json")
+    assert code == 0, err
+    assert len(json.loads(out)["predictions"]) == 8
+    code, out, err = cli("benchmark", "--data", isic_small, "--arch", tiny_clip, "--pretrained", "none",
+                         "--methods", "centroid,zeroshot", "--shots", "1,2", "--seeds", "1", "--views", "2",
+                         "--out", tmp_path / "bench", "--device", "cpu", "--workers", "0", "--json")
+    assert code == 0, err
+    rows = json.loads(out)["rows"]
+    assert {(r["method"], r["shots"]) for r in rows} == {("zeroshot", 0), ("centroid", 1), ("centroid", 2)}
+
+
+def test_broken_method_plugin_is_named_and_the_others_keep_working(cli, site, isic_small, tiny_clip, tmp_path):
+    install_distribution(site, "broken-method", "broken = no_such_module:Method", group="vip.methods")
+    install_distribution(site, "impostor-method", "vip = impostor:Vip", group="vip.methods")
+    code, out, err = cli("methods", "list", "--json")
+    listed = {entry["id"]: entry for entry in json.loads(out)}
+    assert code == 0 and "broken-method" in listed["broken"]["problem"] and "failed to import" in err
+    assert "registered twice" in listed["vip"]["problem"] and "impostor-method" in listed["vip"]["problem"]
+    assert not listed["coop"]["problem"]
+    code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "x", "--method", "broken"))
+    assert code == 1 and "method 'broken' from distribution broken-method failed to import" in err
+    assert len(error_lines(err)) == 1
+    code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "y", "--method", "vip"))
+    assert code == 1 and "registered twice" in err and "impostor-method" in err
+    code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "z", "--method", "coop"))
+    assert code == 0, err

@@ -142,7 +142,7 @@ def test_interrupted_run_leaves_nothing_behind(cli, isic_small, tiny_clip, tmp_p
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(vipcli.fitting, "fit_prompt_classifier", interrupted)
+    monkeypatch.setattr(vipcli.fitting, "sgd_epoch", interrupted)
     code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "run"))
     assert code == 130 and "interrupted" in err
     assert list(tmp_path.glob("run*")) == [] and list(tmp_path.glob(".run*")) == []
@@ -203,7 +203,7 @@ def test_feature_cache_skips_the_image_encoder_on_a_second_run(cli, isic_small, 
 
 
 def test_usage_errors_exit_2_in_one_line(cli, isic_small):
-    for args, message in ((["--shots", "zero"], "--shots zero"), (["--method", "magic"], "unknown method 'magic'"),
+    for args, message in ((["--shots", "zero"], "--shots zero"), (["--method", "magic"], "can't find method 'magic'"),
                           (["--schedule", "slow"], "unknown schedule"), (["--device", "tpu"], "unknown device")):
         code, _, err = cli("train", "--data", isic_small, *args)
         assert code == 2 and message in err and len(error_lines(err)) == 1 and "Traceback" not in err, err

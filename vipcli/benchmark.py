@@ -26,12 +26,14 @@ import torch
 from vipcli import console
 from vipcli.data import Dataset, few_shot_order, load_dataset
 from vipcli.errors import UsageError, VipError
+from vipcli.atomic import write_atomic
 from vipcli.featuresets import FeatureSet, PreparedData
-from vipcli.methods import MethodSpec, get_method
+from vipcli.methods import DEFAULT_BENCHMARK, METHODS
+from vipcli.settings import BackboneSettings, EncodingSettings, ScheduleSettings
 
 RESULTS_FORMAT = "vip-benchmark"
 RESULTS_VERSION = 1
-DEFAULT_METHODS = ("zeroshot", "symptom-zeroshot", "linear-probe", "coop", "vip")
+DEFAULT_METHODS = DEFAULT_BENCHMARK
 ZERO_SHOTS = 0  # the `shots` value of rows of methods that learn nothing
 ROW_FIELDS = (
     "method", "shots", "seed", "shots_used", "n_train", "epochs", "best_epoch", "val_accuracy", "val_macro_f1",
@@ -39,7 +41,7 @@ ROW_FIELDS = (
 )
 OWN_FILES = {"results.json", "results.csv", "split.json", "shots.png", "speed.json"}  # what --out may hold
 MATCHED_KEYS = ("data", "backbone", "arch", "pretrained", "backbone_fingerprint", "views", "schedule", "epochs",
-                "batch_size", "lr", "n_ctx", "split_seed", "split_digest")
+                "batch_size", "lr", "method_options", "split_seed", "split_digest")
 
 
 @dataclass(frozen=True)
@@ -47,26 +49,17 @@ class BenchmarkConfig:
     """Everything `vip benchmark` needs; defaults are the CLI's."""
 
     data: Path  # folder of class subfolders, optionally under train/ val/ test/
-    methods: tuple[str, ...] = DEFAULT_METHODS  # names from vipcli.methods.METHODS
+    methods: tuple[str, ...] = DEFAULT_METHODS  # method ids (see `vip methods list`); ("all",) for every one
     shots: tuple[int | None, ...] = (1, 2, 4, 8, 16)  # labelled images per class per row; None: all
     seeds: tuple[int, ...] = (1, 2, 3)  # seeds of the few-shot subsets, initialisation and batch order
-    backbone: str = "clip"  # backbone plugin id
-    arch: str | None = None  # architecture for the plugin (None: its default)
-    pretrained: str | None = None  # weights for the plugin (None: its default; "none": random)
+    method_options: dict = field(default_factory=dict)  # settings applied to every method that has them
+    backbone: BackboneSettings = BackboneSettings()
+    encoding: EncodingSettings = EncodingSettings()
+    schedule: ScheduleSettings = ScheduleSettings()
     symptoms: tuple[str, ...] = ()  # pack files, {class: [symptoms]} files, folders or shipped names
-    schedule: str = "auto"  # auto (fewshot for K shots, paper for all), fewshot or paper
-    epochs: int | None = None  # override the schedule's epochs
-    batch_size: int | None = None  # override the schedule's batch size
-    lr: float | None = None  # override the schedule's learning rate
-    n_ctx: int = 4  # M, learned context vectors of the methods that learn context
-    views: int = 8  # augmented views encoded (and cached) per training image
     split_seed: int | None = None  # seed of any split vip makes (None: the stored run's, else the first seed)
     out: Path | None = None  # results folder (None: benchmarks/<data folder name>)
     force: bool = False  # discard stored rows in --out instead of resuming
-    device: str = "auto"  # auto, cpu, cuda, mps
-    cache_dir: Path | None = None  # feature cache root (None: $VIP_CACHE_DIR or the user cache)
-    workers: int = 2  # image-decoding worker processes
-    batch_size_encode: int = 64  # images per image-encoder call
 
 
 @dataclass
@@ -98,25 +91,49 @@ def shots_key(shots: int | None) -> int | str:
     return "all" if shots is None else shots
 
 
-def validate(config: BenchmarkConfig) -> list[MethodSpec]:
-    """Check the option values (before anything is loaded or written); return the method specs."""
+def method_ids(config: BenchmarkConfig) -> list[str]:
+    """The requested method ids, `all` expanded to every installed method."""
+    ids = []
+    for name in config.methods:
+        ids.extend(METHODS.ids() if name == "all" else [name])
+    return list(dict.fromkeys(ids))
+
+
+def validate(config: BenchmarkConfig) -> list[tuple[str, type]]:
+    """Check the option values (before anything is loaded or written); return (id, method class) pairs."""
+    from vipcli.methods import make_settings, method_class
+    from vipcli.methods.base import settings_fields
+
     if not config.methods or not config.seeds or not config.shots:
         raise UsageError("--methods, --shots and --seeds each need at least one value")
-    specs = [get_method(name) for name in dict.fromkeys(config.methods)]
     if any(s is not None and s < 1 for s in config.shots):
         raise UsageError(f"--shots values must be positive numbers or 'all', got {list(config.shots)}")
-    if config.views < 1 or config.n_ctx < 1:
-        raise UsageError("--views and --n-ctx must be at least 1")
-    if config.workers < 0:
-        raise UsageError(f"--workers must be 0 or more, got {config.workers}")
-    return specs
+    config.encoding.validate()
+    methods = [(name, method_class(name)) for name in method_ids(config)]
+    for name, cls in methods:
+        make_settings(cls, options_for(cls, config.method_options), name)
+    known = {key.replace("-", "_") for _, cls in methods for key in settings_fields(cls.Settings)}
+    unknown = [key for key in config.method_options if key.replace("-", "_") not in known]
+    if unknown:
+        raise UsageError(f"no benchmarked method has the setting '{unknown[0]}'", "see `vip methods list`")
+    return methods
 
 
-def sweep_jobs(specs: list[MethodSpec], shots: tuple, seeds: tuple) -> list[tuple[MethodSpec, int | str, int]]:
-    """(spec, shots key, seed) for every row; methods that learn nothing get one row per seed at 0 shots."""
-    jobs = [(spec, ZERO_SHOTS, seed) for spec in specs if not spec.trainable for seed in dict.fromkeys(seeds)]
+def options_for(cls, options: dict) -> dict:
+    """The shared method options that `cls` has a setting for."""
+    from vipcli.methods.base import settings_fields
+
+    fields = settings_fields(cls.Settings)
+    return {k: v for k, v in options.items() if k.replace("-", "_") in fields}
+
+
+def sweep_jobs(methods: list[tuple[str, type]], shots: tuple, seeds: tuple) -> list[tuple[str, type, int | str, int]]:
+    """(id, class, shots key, seed) for every row; methods that use no shots get one row per seed at 0 shots."""
+    jobs = [(name, cls, ZERO_SHOTS, seed) for name, cls in methods if not cls.uses_shots
+            for seed in dict.fromkeys(seeds)]
     for k in dict.fromkeys(shots):
-        jobs += [(spec, shots_key(k), seed) for spec in specs if spec.trainable for seed in dict.fromkeys(seeds)]
+        jobs += [(name, cls, shots_key(k), seed) for name, cls in methods if cls.uses_shots
+                 for seed in dict.fromkeys(seeds)]
     return jobs
 
 
@@ -126,26 +143,6 @@ def row_key(row: dict) -> tuple[str, str, int]:
 
 
 # --- the stored results -------------------------------------------------------------------
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write `text` to `path` through a temp file in the same folder and a rename."""
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
-            stream.write(text)
-        os.chmod(temp, 0o666 & ~current_umask())  # mkstemp makes 0600; give the usual permissions
-        os.replace(temp, path)
-    finally:
-        if os.path.exists(temp):
-            os.unlink(temp)
-
-
-def current_umask() -> int:
-    """The process umask (read by setting and restoring it)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def read_stored(out: Path) -> dict | None:
@@ -237,30 +234,76 @@ def summarize(rows: list[dict]) -> list[dict]:
 # --- features -----------------------------------------------------------------------------
 
 
-def encode_pool(backbone, dataset: Dataset, views: int, cache, seed: int, workers: int, batch_size: int,
-                progress=None) -> PreparedData:
-    """Encode all training images (center + `views` augmented views) and val/test (center) once.
+def encode_pool(backbone, dataset: Dataset, shots: tuple, seeds: tuple, views: int, center: bool, cache,
+                seed: int, workers: int, batch_size: int, progress=None) -> PreparedData:
+    """Encode what the sweep uses, once: the few-shot subsets of every seed (with `views` augmented
+    views, and the center view if `center`), and val and test (center view).
 
-    The result is the pool every (method, shots, seed) row draws its few-shot subset from.
+    Only the union of the subsets is encoded: per seed and class, the first K readable images of its
+    seeded order, K the largest shots value (every training image when a shots value is 'all').
     """
     from vipcli.features import encode_images
     from vipcli.featuresets import check_enough, feature_set
 
-    splits, parts, failures, encoded_views = dataset.splits, {}, {}, 0
-    total = sum(len(splits[name]) for name in ("train", "val", "test"))
-    with console.task(progress, "encoding images", total) as advance:
-        for name in ("train", "val", "test"):
-            encoded = encode_images(backbone, [s.path for s in splits[name]], views if name == "train" else 0, cache,
-                                    batch_size, workers, seed=seed, advance=advance)
+    train = dataset.splits["train"]
+    largest = None if any(s is None for s in shots) else max(shots)
+    orders = [few_shot_order(train, len(dataset.class_names), s) for s in dict.fromkeys(seeds)]
+    failures, encoded_views, readable = {}, 0, {}  # readable: path -> (center [D] | None, views [V, D])
+    total = (len(train) if largest is None else min(len(train), largest * len(dataset.class_names) * len(orders)))
+    with console.task(progress, "encoding images", total + len(dataset.splits["val"]) + len(dataset.splits["test"])) \
+            as advance:
+        while True:
+            wanted = _wanted_training_images(train, orders, largest, failures)
+            new = [sample for sample in wanted if str(sample.path) not in readable and str(sample.path) not in failures]
+            if not new:
+                break
+            encoded = encode_images(backbone, [s.path for s in new], views, cache, batch_size, workers, seed=seed,
+                                    advance=advance, center=center)
             failures.update({str(p): r for p, r in encoded.failures.items()})
             encoded_views += encoded.encoded
-            parts[name] = feature_set(encoded, splits[name], with_views=name == "train")
+            for i, sample in enumerate(new):
+                if i in encoded.readable:
+                    readable[str(sample.path)] = (encoded.eval.get(i), encoded.train.get(i))
+                elif str(sample.path) not in failures:
+                    failures[str(sample.path)] = "could not be encoded"
+        members = [s for s in train if str(s.path) in readable]
+        x = [readable[str(s.path)][0] for s in members]
+        pool_train = FeatureSet(
+            torch.stack(x) if members and all(v is not None for v in x) else torch.empty(len(members), 0),
+            torch.tensor([s.label for s in members], dtype=torch.long), [str(s.path) for s in members],
+            torch.stack([readable[str(s.path)][1] for s in members]) if members else None)
+        parts = {}
+        for name in ("val", "test"):
+            samples = dataset.splits[name]
+            encoded = encode_images(backbone, [s.path for s in samples], 0, cache, batch_size, workers, seed=seed,
+                                    advance=advance)
+            failures.update({str(p): r for p, r in encoded.failures.items()})
+            encoded_views += encoded.encoded
+            parts[name] = feature_set(encoded, samples, with_views=False)
     console.warn_skipped(failures)
-    pool = PreparedData(parts["train"], parts["val"], parts["test"], failures, encoded_views)
+    pool = PreparedData(pool_train, parts["val"], parts["test"], failures, encoded_views)
     check_enough(pool, dataset)
     if len(pool.test.y) == 0:
         raise VipError("no readable test images", "add images to test/ or let vip split train")
     return pool
+
+
+def _wanted_training_images(train, orders, largest, failures) -> list:
+    """Training samples the sweep needs: per seed and class the first `largest` not known to be unreadable."""
+    if largest is None:
+        return list(train)
+    wanted = {}
+    for order in orders:
+        for members in order:
+            taken = 0
+            for sample in members:
+                if taken == largest:
+                    break
+                if str(sample.path) in failures:
+                    continue
+                wanted[str(sample.path)] = sample
+                taken += 1
+    return list(wanted.values())
 
 
 def readable_order(pool: PreparedData, dataset: Dataset, seed: int) -> list[list[int]]:
@@ -300,26 +343,27 @@ def warn_capped_shots(shots: tuple, order: list[list[int]], class_names: list[st
 # --- one row ------------------------------------------------------------------------------
 
 
-def run_row(spec: MethodSpec, shots: int | str, seed: int, context: dict, progress=None) -> dict:
+def run_row(method_id: str, cls, shots: int | str, seed: int, context: dict, progress=None) -> dict:
     """Build, fit and evaluate one (method, shots, seed) on the pooled features; return its row."""
-    from vipcli.methods import build_classifier
-    from vipcli.schedule import resolve_schedule
-    from vipcli.fitting import evaluate, fit
+    from vipcli.fitting import evaluate
+    from vipcli.methods import FitContext, MethodSetup, build_method
 
     config, pool, names = context["config"], context["pool"], context["class_names"]
-    k = None if shots == "all" else int(shots)  # 0 for methods that learn nothing: an empty subset
+    k = None if shots == "all" else int(shots)  # 0 for methods that use no shots: an empty subset
     subset, used = select_subset(pool, readable_order(pool, context["dataset"], seed), k)
-    schedule = resolve_schedule(config.schedule, k, config.epochs, config.batch_size, config.lr)
+    schedule = config.schedule.resolve(k)
     started = time.perf_counter()
     torch.manual_seed(seed)
-    classifier = build_classifier(spec, context["backbone"], names, context["symptoms"], config.n_ctx)
+    setup = MethodSetup(context["backbone"], names, context["symptoms"])
+    method = build_method(method_id, setup, options_for(cls, config.method_options))
     data = PreparedData(subset, pool.val, pool.test)
-    fitted = fit(spec, classifier, data, schedule, seed, context["device"], progress=progress)
-    val = evaluate(classifier, pool.val, len(names), context["device"])
-    test = evaluate(classifier, pool.test, len(names), context["device"])
+    fitted = method.fit(data, FitContext(schedule, seed, progress))
+    val = evaluate(method, pool.val, len(names), context["device"])
+    test = evaluate(method, pool.test, len(names), context["device"])
+    epochs = schedule.epochs if cls.trains and cls.uses_schedule else getattr(method.settings, "epochs", 0)
     return {
-        "method": spec.name, "shots": shots, "seed": seed, "shots_used": min(used), "n_train": len(subset.y),
-        "epochs": schedule.epochs if spec.trainable and not spec.linear else 0, "best_epoch": fitted.get("best_epoch"),
+        "method": method_id, "shots": shots, "seed": seed, "shots_used": min(used), "n_train": len(subset.y),
+        "epochs": epochs if cls.trains else 0, "best_epoch": fitted.get("best_epoch"),
         **{f"val_{k}": val[k] for k in ("accuracy", "macro_f1", "auroc")},
         **{f"test_{k}": test[k] for k in ("accuracy", "macro_f1", "auroc")},
         "test_confusion_matrix": test["confusion_matrix"], "fit_s": round(time.perf_counter() - started, 3),
@@ -339,12 +383,13 @@ def split_digest(dataset: Dataset) -> str:
 def config_record(config: BenchmarkConfig, backbone, dataset: Dataset, split_seed: int, symptoms: dict) -> dict:
     """The settings stored with the results and matched on resume (plus the sweep's lists, informative)."""
     return {
-        "data": str(Path(config.data).resolve()), "backbone": config.backbone, "arch": config.arch,
-        "pretrained": config.pretrained, "backbone_fingerprint": backbone.fingerprint(),
-        "backbone_describe": backbone.describe(), "views": config.views, "schedule": config.schedule,
-        "epochs": config.epochs, "batch_size": config.batch_size, "lr": config.lr, "n_ctx": config.n_ctx,
+        "data": str(Path(config.data).resolve()), "backbone": config.backbone.id, "arch": config.backbone.arch,
+        "pretrained": config.backbone.pretrained, "backbone_fingerprint": backbone.fingerprint(),
+        "backbone_describe": backbone.describe(), "views": config.encoding.views, "schedule": config.schedule.name,
+        "epochs": config.schedule.epochs, "batch_size": config.schedule.batch_size, "lr": config.schedule.lr,
+        "method_options": {k.replace("-", "_"): v for k, v in config.method_options.items()},
         "split_seed": split_seed, "split_digest": split_digest(dataset), "symptoms": symptoms,
-        "last_sweep": {"methods": list(config.methods), "shots": [shots_key(s) for s in config.shots],
+        "last_sweep": {"methods": method_ids(config), "shots": [shots_key(s) for s in config.shots],
                        "seeds": list(config.seeds)},
     }
 
@@ -370,11 +415,11 @@ def _split_record(dataset: Dataset, pool: PreparedData, split_seed: int, seeds, 
     }
 
 
-def _load_symptoms(specs: list[MethodSpec], class_names: list[str], sources) -> dict:
-    """Symptoms per class: required when a symptom method is asked for, recorded when available."""
+def _load_symptoms(methods: list[tuple[str, type]], class_names: list[str], sources) -> dict:
+    """Symptoms per class: required when a method needs them, recorded when available."""
     from vipcli.packs import symptoms_for_classes
 
-    if any(spec.prompts == "symptoms" for spec in specs):
+    if any(cls.needs_symptoms for _, cls in methods):
         return symptoms_for_classes(class_names, list(sources))
     try:
         return symptoms_for_classes(class_names, list(sources))
@@ -382,10 +427,9 @@ def _load_symptoms(specs: list[MethodSpec], class_names: list[str], sources) -> 
         return {}
 
 
-def _prepare(config: BenchmarkConfig, specs: list[MethodSpec]) -> dict:
+def _prepare(config: BenchmarkConfig, methods: list[tuple[str, type]]) -> dict:
     """Load everything the rows share, checking a stored sweep matches before writing anything."""
     from vipcli.devices import resolve_device
-    from vipcli.registry import load_backbone
 
     out = Path(config.out) if config.out else default_out(config.data)
     stored = None if config.force else read_stored(out)
@@ -395,15 +439,24 @@ def _prepare(config: BenchmarkConfig, specs: list[MethodSpec]) -> dict:
     if split_seed is None:
         split_seed = config.seeds[0]
     dataset = load_dataset(config.data, seed=split_seed)
-    symptoms = _load_symptoms(specs, dataset.class_names, config.symptoms)
-    device = resolve_device(config.device)
-    backbone = load_backbone(config.backbone, config.arch, config.pretrained, device)
+    symptoms = _load_symptoms(methods, dataset.class_names, config.symptoms)
+    device = resolve_device(config.backbone.device)
+    backbone = config.backbone.load(device)
     record = config_record(config, backbone, dataset, split_seed, symptoms)
     if stored is not None:
-        check_matches(stored, record, out)
+        check_matches(upgrade_stored_config(stored), record, out)
         record["symptoms"] = symptoms or stored["config"].get("symptoms") or {}
     return {"config": config, "out": out, "stored": stored, "dataset": dataset, "symptoms": symptoms,
             "device": device, "backbone": backbone, "record": record, "class_names": dataset.class_names}
+
+
+def upgrade_stored_config(stored: dict) -> dict:
+    """A results.json of vip 0.1.0 (with `n_ctx`) as this version writes it (with `method_options`)."""
+    config = dict(stored.get("config", {}))
+    if "method_options" not in config:
+        n_ctx = config.pop("n_ctx", 4)
+        config["method_options"] = {} if n_ctx == 4 else {"n_ctx": n_ctx}
+    return {**stored, "config": config}
 
 
 def run_benchmark(config: BenchmarkConfig, progress=None) -> BenchmarkResult:
@@ -415,21 +468,22 @@ def run_benchmark(config: BenchmarkConfig, progress=None) -> BenchmarkResult:
     Returns:
         BenchmarkResult with the requested grid's rows, their summary and what was skipped.
     """
-    from vipcli.features import FeatureCache, default_cache_dir
-
-    specs = validate(config)
-    context = _prepare(config, specs)
+    methods = validate(config)
+    context = _prepare(config, methods)
     out, stored, dataset = context["out"], context["stored"], context["dataset"]
     rows = {row_key(r): r for r in (stored or {}).get("rows", [])}
-    jobs = sweep_jobs(specs, config.shots, config.seeds)
-    pending = [job for job in jobs if (job[0].name, str(job[1]), job[2]) not in rows]
+    jobs = sweep_jobs(methods, config.shots, config.seeds)
+    pending = [job for job in jobs if (job[0], str(job[2]), job[3]) not in rows]
     if len(pending) < len(jobs):
         console.info(f"resuming {out}: {len(jobs) - len(pending)} finished rows skipped, {len(pending)} to run")
     result = BenchmarkResult(out, dataset.class_names, [], [], context["record"], len(jobs) - len(pending))
     if pending:
-        cache = FeatureCache(config.cache_dir or default_cache_dir(), context["backbone"])
-        pool = encode_pool(context["backbone"], dataset, config.views, cache, context["record"]["split_seed"],
-                           config.workers, config.batch_size_encode, progress)
+        shots = tuple(dict.fromkeys(job[2] for job in pending if job[2] != ZERO_SHOTS)) or (1,)
+        shots = tuple(None if k == "all" else k for k in shots)
+        center = any(cls.needs_center_view for _, cls, _, _ in pending)
+        pool = encode_pool(context["backbone"], dataset, shots, config.seeds, config.encoding.views, center,
+                           config.encoding.cache(context["backbone"]), context["record"]["split_seed"],
+                           config.encoding.workers, config.encoding.batch_size, progress)
         context["pool"] = pool
         result.encoded_views, result.failures = pool.encoded_views, pool.failures
         result.warnings = warn_capped_shots(config.shots, readable_order(pool, dataset, config.seeds[0]),
@@ -439,7 +493,7 @@ def run_benchmark(config: BenchmarkConfig, progress=None) -> BenchmarkResult:
                               _read_json(out / "split.json") if stored else None)
         write_atomic(out / "split.json", json.dumps(split, indent=2))
         result.trained = run_pending(pending, rows, context, progress)
-    result.rows = [rows[(spec.name, str(shots), seed)] for spec, shots, seed in jobs]
+    result.rows = [rows[(name, str(shots), seed)] for name, _, shots, seed in jobs]
     result.summary = summarize(result.rows)
     if result.rows:
         from vipcli.plots import plot_shots
@@ -451,8 +505,8 @@ def run_benchmark(config: BenchmarkConfig, progress=None) -> BenchmarkResult:
 def run_pending(pending: list, rows: dict, context: dict, progress=None) -> int:
     """Run each pending row, saving all rows atomically after each one; return how many ran."""
     with console.task(progress, "benchmark rows", len(pending)) as advance:
-        for spec, shots, seed in pending:
-            row = run_row(spec, shots, seed, context, progress)
+        for name, cls, shots, seed in pending:
+            row = run_row(name, cls, shots, seed, context, progress)
             rows[row_key(row)] = row
             save_results(context["out"], context["record"], context["class_names"], list(rows.values()))
             advance()

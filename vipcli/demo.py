@@ -36,17 +36,21 @@ def train_config(config: DemoConfig, data: Path):
     """The demo's `vip train --backbone toy --shots 16` run."""
     from vipcli.train import TrainConfig
 
-    return TrainConfig(data=data, shots=config.shots, backbone="toy", out=Path(config.out) / "run", force=True,
-                       device="cpu", workers=config.workers)
+    from vipcli.settings import BackboneSettings, EncodingSettings
+
+    return TrainConfig(data=data, shots=config.shots, backbone=BackboneSettings("toy", device="cpu"),
+                       encoding=EncodingSettings(workers=config.workers), out=Path(config.out) / "run", force=True)
 
 
 def benchmark_config(config: DemoConfig, data: Path):
     """The demo's `vip benchmark` sweep over the toy backbone."""
     from vipcli.benchmark import BenchmarkConfig
 
+    from vipcli.settings import BackboneSettings, EncodingSettings
+
     return BenchmarkConfig(data=data, methods=config.methods, shots=config.bench_shots, seeds=config.bench_seeds,
-                           backbone="toy", out=Path(config.out) / "benchmark", force=True, device="cpu",
-                           workers=config.workers)
+                           backbone=BackboneSettings("toy", device="cpu"), encoding=EncodingSettings(workers=config.workers),
+                           out=Path(config.out) / "benchmark", force=True)
 
 
 def sample_images(data: Path, per_class: int = 1) -> list[Path]:

@@ -1,4 +1,8 @@
-"""Fitting the learnable parts on frozen features: SGD over prompts, logistic regression, evaluation."""
+"""Fitting methods on frozen features: the shared SGD loop, inference and evaluation.
+
+Everything here works through the `vipcli.methods.Method` interface, so a method plugin gets
+the same loop, best-epoch selection and metrics as the built-ins.
+"""
 
 from __future__ import annotations
 
@@ -8,156 +12,135 @@ import torch
 import torch.nn.functional as F
 
 from vipcli import console
-from vipcli.featuresets import FeatureSet, PreparedData
-from vipcli.methods import MethodSpec
+from vipcli.featuresets import FeatureSet
 from vipcli.metrics import compute_metrics
-from vipcli.schedule import Schedule
 
 MOMENTUM, WEIGHT_DECAY = 0.9, 5e-4
-LINEAR_PROBE_C = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)  # inverse regularisation strengths tried on val
 
 
 @torch.no_grad()
-def predict_probabilities(classifier, features: torch.Tensor, device) -> torch.Tensor:
-    """Class probabilities [N, C] for image features [N, D] (class embeddings computed once)."""
+def predict_logits(method, features: torch.Tensor, device) -> torch.Tensor:
+    """Logits [N, C] (float32, on the CPU) for image features [N, D]; class-side work done once."""
     from vipcli.devices import autocast
-    from vipcli.heads import PromptClassifier
 
-    classifier.eval()
+    method.eval()
+    method.prepare()
     if features.numel() == 0:
-        return torch.empty(0, 0)
+        return torch.empty(0, len(method.setup.class_names))
     with autocast(device):
-        if isinstance(classifier, PromptClassifier):
-            embeddings = classifier.class_embeddings()[0]  # [C, D]
-            logits = torch.cat([classifier.logits_from(chunk.to(device), embeddings) for chunk in features.split(4096)])
-        else:
-            logits = classifier(features.to(device))
-    return logits.float().softmax(dim=-1).cpu()  # [N, C]
+        logits = torch.cat([method(chunk.to(device)).float() for chunk in features.split(4096)])  # [N, C]
+    return logits.cpu()
 
 
-def _accuracy(classifier, data: FeatureSet, device) -> float:
-    probabilities = predict_probabilities(classifier, data.x, device)
-    return float((probabilities.argmax(dim=1) == data.y).float().mean()) if len(data.y) else 0.0
+def predict_probabilities(method, features: torch.Tensor, device) -> torch.Tensor:
+    """Class probabilities [N, C] for image features [N, D]."""
+    return predict_logits(method, features, device).softmax(dim=-1)
 
 
-def _cached_batches(train: FeatureSet, batch_size: int, generator):
-    """One epoch of (features [B, D], labels [B]), each image in a random cached view."""
+def accuracy(method, data: FeatureSet, device) -> float:
+    """Top-1 accuracy (0-1) of `method` on a split's center-view features."""
+    if not len(data.y):
+        return 0.0
+    return float((predict_logits(method, data.x, device).argmax(dim=1) == data.y).float().mean())
+
+
+def random_view_batches(train: FeatureSet, batch_size: int, generator):
+    """One epoch of (features [B, D], labels [B]), each image in a random cached augmented view."""
     order = torch.randperm(len(train.y), generator=generator)
     for idx in order.split(batch_size):
         view = torch.randint(train.views.shape[1], (len(idx),), generator=generator)
         yield train.views[idx, view], train.y[idx]
 
 
-def _trainable_state(classifier) -> dict[str, torch.Tensor]:
-    return {name: p.detach().clone() for name, p in classifier.named_parameters() if p.requires_grad}
+def trainable_state(method) -> dict[str, torch.Tensor]:
+    """A copy of every trainable parameter (for keeping the best epoch)."""
+    return {name: p.detach().clone() for name, p in method.named_parameters() if p.requires_grad}
 
 
-def fit_prompt_classifier(classifier, train: FeatureSet, val: FeatureSet, schedule: Schedule, seed: int, device,
-                          reference=None, progress=None) -> dict:
-    """SGD over the learnable prompts; keep the state with the best validation accuracy.
+def no_training(method, data) -> dict:
+    """The fit result of a method that learns nothing: its validation accuracy."""
+    device = method.setup.device
+    return {"best_epoch": None, "best_val_accuracy": round(100 * accuracy(method, data.val, device), 2), "history": []}
+
+
+def training_loss(method, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The method's own `training_loss` if it has one, else cross-entropy on its logits."""
+    own = getattr(method, "training_loss", None)
+    if own is not None:
+        return own(features, labels)
+    return F.cross_entropy(method(features).float(), labels)
+
+
+def fit_sgd(method, data, context) -> dict:
+    """SGD (momentum 0.9, weight decay 5e-4) with the run's schedule; keep the best validation epoch.
 
     Args:
-        reference: None to train from cached views; else a callable(epoch, train: bool) yielding
-            freshly encoded (features, labels) batches (the authors' way, for timing comparisons).
+        method: a Method whose trainable parameters are fitted.
+        data: PreparedData (train.views [N, V, D] and val.x [M, D]).
+        context: FitContext (schedule, seed, progress, reference: None to train from cached views,
+            else a callable(epoch, train) yielding freshly encoded batches, the authors' way).
     Returns:
         {"best_epoch", "best_val_accuracy", "history": [{epoch, lr, loss, val_accuracy}]}
     """
     from vipcli.devices import fastest_cpu_threads
 
-    parameters = [p for p in classifier.parameters() if p.requires_grad]
+    device, schedule, reference = method.setup.device, context.schedule, context.reference
+    parameters = [p for p in method.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(parameters, lr=schedule.lr, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(context.seed)
     best = {"best_epoch": -1, "best_val_accuracy": -1.0, "history": []}
-    best_state = _trainable_state(classifier)
-    threads = contextlib.nullcontext() if reference else fastest_cpu_threads(lambda: _text_step(classifier), device)
-    with threads, console.task(progress, "training prompts", schedule.epochs) as advance:
+    best_state = trainable_state(method)
+    step = getattr(method, "timing_step", None)
+    threads = contextlib.nullcontext() if reference or step is None else fastest_cpu_threads(step, device)
+    with threads, console.task(context.progress, "training prompts", schedule.epochs) as advance:
         for epoch in range(schedule.epochs):
-            loss = _train_epoch(classifier, optimizer, schedule, epoch, train, generator, device, reference)
-            val_accuracy = _reference_accuracy(classifier, reference, epoch, device) if reference else _accuracy(
-                classifier, val, device)
+            for group in optimizer.param_groups:
+                group["lr"] = schedule.lr_at(epoch)
+            batches = reference(epoch, True) if reference else random_view_batches(data.train, schedule.batch_size,
+                                                                                    generator)
+            loss = sgd_epoch(method, optimizer, batches, device)
+            val_accuracy = _reference_accuracy(method, reference, epoch, device) if reference else accuracy(
+                method, data.val, device)
             best["history"].append({"epoch": epoch, "lr": schedule.lr_at(epoch), "loss": loss,
                                     "val_accuracy": round(100 * val_accuracy, 2)})
             if val_accuracy > best["best_val_accuracy"]:
                 best.update(best_epoch=epoch, best_val_accuracy=val_accuracy)
-                best_state = _trainable_state(classifier)
+                best_state = trainable_state(method)
             advance()
-    classifier.load_state_dict(best_state, strict=False)
+    method.load_state_dict(best_state, strict=False)
+    method.train(False)
     best["best_val_accuracy"] = round(100 * best["best_val_accuracy"], 2)
     return best
 
 
-def _train_epoch(classifier, optimizer, schedule, epoch, train, generator, device, reference) -> float:
-    """One epoch of SGD; returns the mean loss."""
+def sgd_epoch(method, optimizer, batches, device) -> float:
+    """One pass of `optimizer` over (features, labels) batches; returns the mean loss."""
     from vipcli.devices import autocast
 
-    for group in optimizer.param_groups:
-        group["lr"] = schedule.lr_at(epoch)
-    classifier.train()
-    batches = reference(epoch, True) if reference else _cached_batches(train, schedule.batch_size, generator)
+    method.train()
     losses = []
     for features, labels in batches:
         with autocast(device):
-            logits = classifier(features.to(device))  # [B, C]
-        loss = F.cross_entropy(logits.float(), labels.to(device))
+            loss = training_loss(method, features.to(device), labels.to(device))
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.float().backward()
         optimizer.step()
         losses.append(loss.item())
     return sum(losses) / max(len(losses), 1)
 
 
-def _text_step(classifier) -> None:
-    """A forward and backward pass of the text side that leaves no trace (for timing)."""
-    classifier.class_embeddings()[0].sum().backward()
-    classifier.zero_grad(set_to_none=True)
-
-
 @torch.no_grad()
-def _reference_accuracy(classifier, reference, epoch, device) -> float:
-    classifier.eval()
-    embeddings = classifier.class_embeddings()[0]
+def _reference_accuracy(method, reference, epoch, device) -> float:
+    method.eval()
+    method.prepare()
     correct = total = 0
     for features, labels in reference(epoch, False):
-        correct += int((classifier.logits_from(features.to(device), embeddings).argmax(1).cpu() == labels).sum())
+        correct += int((method(features.to(device)).argmax(1).cpu() == labels).sum())
         total += len(labels)
     return correct / max(total, 1)
 
 
-def fit_linear_probe(probe, train: FeatureSet, val: FeatureSet, seed: int) -> dict:
-    """Logistic regression (L-BFGS) on normalised features; C chosen on validation accuracy."""
-    import numpy as np
-    from sklearn.linear_model import LogisticRegression
-
-    x = F.normalize(train.x, dim=-1).numpy()
-    xv = F.normalize(val.x, dim=-1).numpy()
-    best = None
-    for c in LINEAR_PROBE_C:
-        model = LogisticRegression(C=c, max_iter=2000, random_state=seed).fit(x, train.y.numpy())
-        score = float((model.predict(xv) == val.y.numpy()).mean()) if len(xv) else 0.0
-        if best is None or score > best[0]:
-            best = (score, c, model)
-    score, c, model = best
-    weight, bias = np.asarray(model.coef_), np.asarray(model.intercept_)
-    if weight.shape[0] == 1:  # binary: two logits whose softmax equals sklearn's sigmoid
-        weight, bias = np.concatenate([-weight / 2, weight / 2]), np.concatenate([-bias / 2, bias / 2])
-    with torch.no_grad():
-        probe.linear.weight.copy_(torch.as_tensor(weight, dtype=torch.float32))
-        probe.linear.bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
-    return {"best_epoch": None, "best_val_accuracy": round(100 * score, 2), "C": c, "history": []}
-
-
-def fit(spec: MethodSpec, classifier, data: PreparedData, schedule: Schedule, seed: int, device,
-        reference=None, progress=None) -> dict:
-    """Train `classifier` as `spec` says (nothing to train for the zero-shot baselines)."""
-    if spec.linear:
-        return fit_linear_probe(classifier, data.train, data.val, seed)
-    if not spec.trainable:
-        return {"best_epoch": None, "best_val_accuracy": round(100 * _accuracy(classifier, data.val, device), 2),
-                "history": []}
-    return fit_prompt_classifier(classifier, data.train, data.val, schedule, seed, device, reference, progress)
-
-
-def evaluate(classifier, data: FeatureSet, num_classes: int, device) -> dict:
-    """Metrics of `classifier` on one split's features."""
-    probabilities = predict_probabilities(classifier, data.x, device)
+def evaluate(method, data: FeatureSet, num_classes: int, device) -> dict:
+    """Metrics of `method` on one split's features."""
+    probabilities = predict_probabilities(method, data.x, device)
     return compute_metrics(data.y.numpy(), probabilities.numpy(), num_classes)

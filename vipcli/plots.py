@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 
@@ -74,16 +72,11 @@ def plot_shots(rows: list[dict], path: Path, shots_order: list | None = None) ->
 def _save(figure, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(handle)
-    try:
-        figure.savefig(temp)
-        from vipcli.benchmark import current_umask
+    from vipcli.atomic import atomic_path
 
-        os.chmod(temp, 0o666 & ~current_umask())
-        os.replace(temp, path)
+    try:
+        with atomic_path(path, suffix=".png") as temp:
+            figure.savefig(temp, format="png")
     finally:
         plt.close(figure)
-        if os.path.exists(temp):
-            os.unlink(temp)
     return path

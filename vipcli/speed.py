@@ -13,11 +13,12 @@ import os
 import platform
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from vipcli import console
 from vipcli.schedule import PRESETS
+from vipcli.settings import BackboneSettings, EncodingSettings, ScheduleSettings
 
 SPEED_FORMAT = "vip-speed"
 PAPER_EPOCHS = PRESETS["paper"].epochs  # epochs of the full default run (50)
@@ -28,17 +29,12 @@ class SpeedConfig:
     """Settings of one speed measurement; defaults are the CLI's."""
 
     data: Path  # folder of class subfolders, optionally under train/ val/ test/
-    backbone: str = "clip"  # backbone plugin id
-    arch: str | None = None  # architecture for the plugin (None: its default)
-    pretrained: str | None = None  # weights for the plugin (None: its default; "none": random)
+    backbone: BackboneSettings = BackboneSettings()
+    encoding: EncodingSettings = EncodingSettings()
     symptoms: tuple[str, ...] = ()  # symptom sources, as for `vip train`
     epochs: int | None = None  # training epochs (None: the paper schedule's 50, the full default run)
-    views: int = 8  # augmented views cached per training image in the cached run
     seed: int = 1  # seed of the split and of both training runs
     out: Path | None = None  # folder for speed.json (None: benchmarks/<data folder name>)
-    device: str = "auto"  # auto, cpu, cuda, mps
-    workers: int = 2  # image-decoding worker processes
-    batch_size_encode: int = 64  # images per image-encoder call
 
 
 def describe_machine(device) -> dict:
@@ -101,11 +97,11 @@ def time_train(config: SpeedConfig, scratch: Path, name: str, reference: bool, p
     from vipcli.train import TrainConfig, train
 
     cache = scratch / ("cache-train" if not reference else "cache-reference")
+    encoding = replace(config.encoding, cache_dir=cache, use_cache=not reference)
     settings = TrainConfig(
-        data=config.data, shots=None, method="vip", backbone=config.backbone, arch=config.arch,
-        pretrained=config.pretrained, symptoms=config.symptoms, schedule="paper", epochs=config.epochs,
-        views=config.views, seed=config.seed, out=scratch / name, device=config.device, reference=reference,
-        cache_dir=cache, use_cache=not reference, workers=config.workers, batch_size_encode=config.batch_size_encode,
+        data=config.data, shots=None, method="vip", backbone=config.backbone, encoding=encoding,
+        schedule=ScheduleSettings("paper", epochs=config.epochs), symptoms=config.symptoms, seed=config.seed,
+        out=scratch / name, reference=reference,
     )
     started = time.perf_counter()
     result = train(settings, progress)
@@ -144,13 +140,13 @@ def measure_speed(config: SpeedConfig, progress=None) -> dict:
     """
     from dataclasses import asdict
 
-    from vipcli.benchmark import default_out, write_atomic
+    from vipcli.atomic import write_atomic
+    from vipcli.benchmark import default_out
     from vipcli.data import load_dataset
     from vipcli.devices import resolve_device
-    from vipcli.registry import load_backbone
     from vipcli.schedule import resolve_schedule
 
-    device = resolve_device(config.device)
+    device = resolve_device(config.backbone.device)
     schedule = resolve_schedule("paper", None, config.epochs)
     load_before = _load_average()
     dataset = load_dataset(config.data, seed=config.seed)
@@ -158,12 +154,12 @@ def measure_speed(config: SpeedConfig, progress=None) -> dict:
     with tempfile.TemporaryDirectory(prefix="vip-speed-") as folder:
         scratch = Path(folder)
         started = time.perf_counter()
-        backbone = load_backbone(config.backbone, config.arch, config.pretrained, device)
+        backbone = config.backbone.load(device)
         load_s = time.perf_counter() - started
         describe, fingerprint = backbone.describe(), backbone.fingerprint()
         everything = splits["train"] + splits["val"] + splits["test"]
-        extraction = measure_extraction(backbone, everything, scratch / "cache-extract", config.workers,
-                                        config.batch_size_encode, progress)
+        extraction = measure_extraction(backbone, everything, scratch / "cache-extract", config.encoding.workers,
+                                        config.encoding.batch_size, progress)
         del backbone
         console.info("timing a full ViP training run with cached features ...")
         cached = time_train(config, scratch, "run-cached", False, progress)
@@ -171,15 +167,15 @@ def measure_speed(config: SpeedConfig, progress=None) -> dict:
         warm = time_train(config, scratch, "run-cached-warm", False, progress)
         console.info("timing the reference mode (every image re-encoded every epoch) ...")
         reference = time_train(config, scratch, "run-reference", True, progress)
-        predicted = measure_predict(scratch / "run-cached", splits["test"], device, config.workers,
-                                    config.batch_size_encode, progress)
+        predicted = measure_predict(scratch / "run-cached", splits["test"], device, config.encoding.workers,
+                                    config.encoding.batch_size, progress)
     report = {
         "format": SPEED_FORMAT, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": describe_machine(device), "load_average": {"before": load_before, "after": _load_average()},
-        "backbone": {"id": config.backbone, "arch": config.arch, "pretrained": config.pretrained,
+        "backbone": {"id": config.backbone.id, "arch": config.backbone.arch, "pretrained": config.backbone.pretrained,
                      "fingerprint": fingerprint, "describe": describe, "load_s": round(load_s, 3)},
         "data": {"path": str(Path(config.data).resolve()), **{name: len(paths) for name, paths in splits.items()}},
-        "schedule": asdict(schedule), "schedule_paper_epochs": PAPER_EPOCHS, "views": config.views,
+        "schedule": asdict(schedule), "schedule_paper_epochs": PAPER_EPOCHS, "views": config.encoding.views,
         "feature_extraction": extraction, "train_cached": cached, "train_cached_warm": warm,
         "train_reference": reference, "speedup": round(reference["seconds"] / max(cached["seconds"], 1e-9), 2),
         "speedup_warm": round(reference["seconds"] / max(warm["seconds"], 1e-9), 2),

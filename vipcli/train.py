@@ -1,22 +1,20 @@
-"""`vip train` as a library: data -> frozen features -> learned prompts -> run directory."""
+"""`vip train` as a library: data -> frozen features -> a fitted method -> run directory."""
 
 from __future__ import annotations
 
 import platform
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
 from vipcli import console
 from vipcli.data import Dataset, load_dataset
-from vipcli.errors import VipError
-from vipcli.features import FeatureCache, default_cache_dir, iterate_fresh_features
+from vipcli.errors import UsageError, VipError
+from vipcli.features import iterate_fresh_features
 from vipcli.featuresets import PreparedData, prepare_features
-from vipcli.fitting import evaluate, fit
-from vipcli.methods import MethodSpec, build_classifier, class_prompts, get_method
-from vipcli.schedule import Schedule, resolve_schedule
+from vipcli.settings import BackboneSettings, EncodingSettings, ScheduleSettings
 
 
 @dataclass(frozen=True)
@@ -25,27 +23,16 @@ class TrainConfig:
 
     data: Path  # folder of class subfolders, optionally under train/ val/ test/
     shots: int | None = 16  # labelled training images per class; None uses all
-    method: str = "vip"  # vip, vip-cop-only, vip-mep-only, coop, zeroshot, symptom-zeroshot, linear-probe
-    backbone: str = "clip"  # backbone plugin id
-    arch: str | None = None  # architecture for the plugin (None: its default)
-    pretrained: str | None = None  # weights for the plugin (None: its default; "none": random)
+    method: str = "vip"  # a method id (see `vip methods list`)
+    method_options: dict = field(default_factory=dict)  # the method's settings, KEY -> value (text or typed)
+    backbone: BackboneSettings = BackboneSettings()
+    encoding: EncodingSettings = EncodingSettings()
+    schedule: ScheduleSettings = ScheduleSettings()
     symptoms: tuple[str, ...] = ()  # pack files, {class: [symptoms]} files, folders or shipped names
-    schedule: str = "auto"  # auto (fewshot with --shots N, paper with all), fewshot or paper
-    epochs: int | None = None  # override the schedule's epochs
-    batch_size: int | None = None  # override the schedule's batch size
-    lr: float | None = None  # override the schedule's learning rate
-    n_ctx: int = 4  # M, learned context vectors
-    class_specific_context: bool = False  # one context per class instead of one shared
-    views: int = 8  # augmented views encoded (and cached) per training image
     seed: int = 1  # seeds the split, the few-shot subset, initialisation and batches
-    out: Path | None = None  # run directory (None: runs/<data>-<method>-<shots>shot-seed<seed>)
+    out: Path | None = None  # run directory (None: runs/<data>-<method>-<backbone>-<shots>-seed<seed>)
     force: bool = False  # replace an existing --out
-    device: str = "auto"  # auto, cpu, cuda, mps
     reference: bool = False  # re-encode every image every epoch with full-length text (authors' way)
-    cache_dir: Path | None = None  # feature cache root (None: $VIP_CACHE_DIR or the user cache)
-    use_cache: bool = True  # keep encoded features on disk between runs
-    workers: int = 2  # image-decoding worker processes
-    batch_size_encode: int = 64  # images per image-encoder call
 
 
 @dataclass
@@ -56,44 +43,63 @@ class TrainResult:
     metrics: dict  # "val", "test", "best_epoch", "history", "timings"
     failures: dict[str, str]  # unreadable file -> reason
     class_names: list[str]
-    schedule: Schedule | None
-
-
-# --- features -----------------------------------------------------------------------------
+    schedule: object | None  # the Schedule used by the shared SGD loop (None if the method has its own)
 
 
 def default_run_dir(config: TrainConfig) -> Path:
-    """runs/<data>-<method>-<shots>shot-seed<seed>, numbered -2, -3... if taken."""
+    """runs/<data>-<method>-<backbone>-<shots>-seed<seed>, numbered -2, -3... if taken."""
     shots = "all" if config.shots is None else f"{config.shots}shot"
-    base = Path("runs") / f"{Path(config.data).resolve().name}-{config.method}-{shots}-seed{config.seed}"
+    name = f"{Path(config.data).resolve().name}-{config.method}-{config.backbone.id}-{shots}-seed{config.seed}"
+    base = Path("runs") / name
     candidate, n = base, 2
     while candidate.exists():
         candidate, n = base.with_name(f"{base.name}-{n}"), n + 1
     return candidate
 
 
-def _reference_batches(backbone, dataset: Dataset, data: PreparedData, schedule, seed, workers, batch_size):
+def _reference_batches(backbone, dataset: Dataset, data: PreparedData, schedule, seed, encoding):
     """The authors' loop: every epoch decodes and encodes every train and val image again."""
     val = [s for s in dataset.splits["val"] if str(s.path) in set(data.val.paths)]
 
     def batches(epoch: int, train: bool):
         paths, labels = (data.train.paths, data.train.y.tolist()) if train else ([str(s.path) for s in val],
                                                                                  [s.label for s in val])
-        size = schedule.batch_size if train else batch_size
-        return iterate_fresh_features(backbone, paths, labels, train, size, workers, seed * 1000 + epoch)
+        size = schedule.batch_size if train else encoding.batch_size
+        return iterate_fresh_features(backbone, paths, labels, train, size, encoding.workers, seed * 1000 + epoch)
 
     return batches
 
 
-def _validate(config: TrainConfig, spec: MethodSpec) -> None:
-    from vipcli.errors import UsageError
+def check_config(config: TrainConfig):
+    """Check every option before any image is decoded; return (method class, settings, schedule)."""
+    from vipcli.methods import make_settings, method_class
+    from vipcli.methods.prompting import PromptMethod
 
     if config.shots is not None and config.shots < 1:
         raise UsageError(f"--shots must be a positive number or 'all', got {config.shots}")
-    if config.n_ctx < 0 or config.views < 1:
-        raise UsageError("--n-ctx must be >= 0 and --views >= 1")
-    if spec.learns_context and config.n_ctx == 0:
-        raise UsageError(f"--method {spec.name} learns context: --n-ctx must be at least 1")
+    config.encoding.validate()
+    cls = method_class(config.method)
+    settings = make_settings(cls, config.method_options, config.method)
+    if config.reference and not (issubclass(cls, PromptMethod) and cls.trains):
+        raise UsageError(f"--reference re-encodes images for the shared prompt-training loop; method "
+                         f"'{config.method}' does not use it", "drop --reference")
+    schedule = config.schedule.resolve(config.shots)
+    out = Path(config.out) if config.out else None
+    if out is not None and out.exists() and not config.force:
+        raise VipError(f"run directory {out} already exists", "choose another --out or pass --force")
+    return cls, settings, schedule
+
+
+def load_symptoms(cls, class_names: list[str], sources) -> dict[str, list[str]]:
+    """Symptoms per class: required by methods that need them, recorded when available for the others."""
+    from vipcli.packs import symptoms_for_classes
+
+    if cls.needs_symptoms:
+        return symptoms_for_classes(class_names, list(sources))
+    try:
+        return symptoms_for_classes(class_names, list(sources))
+    except VipError:
+        return {}
 
 
 def train(config: TrainConfig, progress=None) -> TrainResult:
@@ -106,37 +112,34 @@ def train(config: TrainConfig, progress=None) -> TrainResult:
         TrainResult with the run directory, metrics and unreadable files.
     """
     from vipcli.devices import resolve_device
-    from vipcli.packs import symptoms_for_classes
-    from vipcli.registry import load_backbone
+    from vipcli.fitting import evaluate
+    from vipcli.methods import FitContext, MethodSetup, build_method
 
     started = time.perf_counter()
-    spec = get_method(config.method)
-    _validate(config, spec)
-    device = resolve_device(config.device)
-    schedule = resolve_schedule(config.schedule, config.shots, config.epochs, config.batch_size, config.lr)
+    cls, _, schedule = check_config(config)
+    device = resolve_device(config.backbone.device)
     dataset = load_dataset(config.data, seed=config.seed)
-    symptoms = _symptoms(spec, dataset.class_names, config.symptoms, symptoms_for_classes)
+    symptoms = load_symptoms(cls, dataset.class_names, config.symptoms)
     torch.manual_seed(config.seed)
-    backbone = load_backbone(config.backbone, config.arch, config.pretrained, device)
+    backbone = config.backbone.load(device)
     loaded = time.perf_counter()
-    console.info(_plan(config, spec, dataset, schedule, backbone, device))
-    cache = FeatureCache(config.cache_dir or default_cache_dir(), backbone) if config.use_cache else FeatureCache(None, backbone)
+    console.info(_plan(config, cls, dataset, schedule, backbone, device))
     # the reference mode encodes training images afresh every epoch: here only once, to find the readable ones
-    views = 0 if config.reference else config.views
-    center_train = spec.linear or config.reference
-    data = prepare_features(backbone, dataset, config.shots, config.seed, views, cache, config.workers,
-                            config.batch_size_encode, progress, center_train=center_train)
+    views = 0 if config.reference else config.encoding.views
+    center_train = cls.needs_center_view or config.reference
+    data = prepare_features(backbone, dataset, config.shots, config.seed, views, config.encoding.cache(backbone),
+                            config.encoding.workers, config.encoding.batch_size, progress, center_train=center_train)
     encoded = time.perf_counter()
     torch.manual_seed(config.seed)
-    classifier = build_classifier(spec, backbone, dataset.class_names, symptoms, config.n_ctx,
-                                  config.class_specific_context, trim=not config.reference)
-    reference = _reference_batches(backbone, dataset, data, schedule, config.seed, config.workers,
-                                   config.batch_size_encode) if config.reference else None
-    fitted = fit(spec, classifier, data, schedule, config.seed, device, reference, progress)
+    setup = MethodSetup(backbone, dataset.class_names, symptoms, trim=not config.reference)
+    method = build_method(config.method, setup, config.method_options)
+    reference = _reference_batches(backbone, dataset, data, schedule, config.seed,
+                                   config.encoding) if config.reference else None
+    fitted = method.fit(data, FitContext(schedule, config.seed, progress, reference))
     trained = time.perf_counter()
     metrics = {
-        "val": evaluate(classifier, data.val, len(dataset.class_names), device),
-        "test": evaluate(classifier, data.test, len(dataset.class_names), device),
+        "val": evaluate(method, data.val, len(dataset.class_names), device),
+        "test": evaluate(method, data.test, len(dataset.class_names), device),
         **fitted,
         "timings": {"load_backbone_s": round(loaded - started, 3), "encode_s": round(encoded - loaded, 3),
                     "fit_s": round(trained - encoded, 3), "total_s": round(time.perf_counter() - started, 3),
@@ -145,29 +148,34 @@ def train(config: TrainConfig, progress=None) -> TrainResult:
         "torch_threads": torch.get_num_threads(),
     }
     run_dir = Path(config.out) if config.out else default_run_dir(config)
-    _write(run_dir, config, spec, backbone, dataset, data, classifier, symptoms, schedule, metrics)
-    return TrainResult(run_dir, metrics, data.failures, dataset.class_names, schedule if spec.trainable else None)
+    uses_schedule = cls.trains and cls.uses_schedule
+    write_train_run(run_dir, config, method, backbone, dataset, data, symptoms, schedule, metrics)
+    return TrainResult(run_dir, metrics, data.failures, dataset.class_names, schedule if uses_schedule else None)
 
 
-def _plan(config, spec, dataset, schedule, backbone, device) -> str:
+def _plan(config, cls, dataset, schedule, backbone, device) -> str:
     shots = "all images" if config.shots is None else f"{config.shots} shots per class"
-    fitting = (f"schedule {schedule.name}: {schedule.epochs} epochs, batch {schedule.batch_size}, lr {schedule.lr}"
-               if spec.trainable and not spec.linear else "no prompt training")
+    if not cls.trains:
+        fitting = "no training"
+    elif not cls.uses_schedule:
+        fitting = "the method's own fitting (see `vip methods list`)"
+    else:
+        fitting = f"schedule {schedule.name}: {schedule.epochs} epochs, batch {schedule.batch_size}, lr {schedule.lr}"
     arch = backbone.describe().get("arch", "")
-    return (f"{spec.name} on {len(dataset.class_names)} classes ({', '.join(dataset.class_names)}), {shots}; "
-            f"{fitting}; backbone {config.backbone} ({Path(str(arch)).name}) on {device}")
+    return (f"{config.method} on {len(dataset.class_names)} classes ({', '.join(dataset.class_names)}), {shots}; "
+            f"{fitting}; backbone {config.backbone.id} ({Path(str(arch)).name}) on {device}")
 
 
-def _symptoms(spec, class_names, sources, lookup) -> dict[str, list[str]]:
-    if spec.prompts == "symptoms":
-        return lookup(class_names, list(sources))
-    try:  # recorded for explanations when available; not required by class-name methods
-        return lookup(class_names, list(sources))
-    except VipError:
-        return {}
+def _stored_option(value: str | None) -> str:
+    """A path-like --arch/--pretrained as an absolute path, so the run predicts from any folder."""
+    if not value:
+        return ""
+    path = Path(value).expanduser()
+    return str(path.resolve()) if path.exists() else value
 
 
-def _write(run_dir, config, spec, backbone, dataset, data, classifier, symptoms, schedule, metrics) -> None:
+def write_train_run(run_dir, config, method, backbone, dataset, data, symptoms, schedule, metrics) -> None:
+    """Write the run directory: the method's tensors and everything predict needs to rebuild it."""
     from vipcli.checkpoint import write_run
 
     root = Path(dataset.root)
@@ -175,16 +183,14 @@ def _write(run_dir, config, spec, backbone, dataset, data, classifier, symptoms,
     def relative(paths):
         return [str(Path(p).relative_to(root)) if Path(p).is_relative_to(root) else str(p) for p in paths]
 
-    tensors = {name: p for name, p in classifier.named_parameters()}
-    config_record = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()}
-    config_record["symptoms"] = list(config.symptoms)
+    config_record = _jsonable(asdict(config))
     metadata = {
-        "method": spec.name, "backbone": config.backbone, "arch": backbone.describe().get("arch", config.arch or ""),
-        "arch_option": config.arch or "", "pretrained_option": config.pretrained or "",
+        "method": method.id, "method_settings": _jsonable(asdict(method.settings)), "method_state": method.record(),
+        "backbone": config.backbone.id, "arch": backbone.describe().get("arch", config.backbone.arch or ""),
+        "arch_option": _stored_option(config.backbone.arch),
+        "pretrained_option": _stored_option(config.backbone.pretrained),
         "pretrained": str(backbone.describe().get("pretrained", "")), "backbone_fingerprint": backbone.fingerprint(),
         "backbone_describe": backbone.describe(), "class_names": dataset.class_names, "symptoms": symptoms,
-        "prompts": class_prompts(spec, dataset.class_names, symptoms) if spec.prompts else [],
-        "n_ctx": str(config.n_ctx if spec.learns_context else 0), "class_specific_context": str(config.class_specific_context),
         "schedule": asdict(schedule), "config": config_record,
     }
     split = {
@@ -193,7 +199,18 @@ def _write(run_dir, config, spec, backbone, dataset, data, classifier, symptoms,
         "train_subset": relative(data.train.paths),
         **{name: [[p, s.label] for p, s in zip(relative([s.path for s in dataset.splits[name]]), dataset.splits[name])]
            for name in ("train", "val", "test")},
-        "unreadable": {p: r for p, r in data.failures.items()},
+        "unreadable": dict(data.failures),
     }
     metrics = {**metrics, "shortfalls": data.shortfalls}
-    write_run(run_dir, tensors, metadata, split, metrics, force=config.force)
+    write_run(run_dir, method.state_tensors(), metadata, split, metrics, force=config.force)
+
+
+def _jsonable(value):
+    """Paths to strings, tuples to lists, recursively (what JSON and YAML can hold)."""
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value

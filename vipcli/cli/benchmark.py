@@ -9,70 +9,63 @@ from typing import List, Optional
 import typer
 
 from vipcli import console
-from vipcli.errors import UsageError
+from vipcli.cli import options as opt
+from vipcli.cli.options import parse_list  # noqa: F401  (kept importable from here, as in vip 0.1.0)
 
-
-def parse_list(option: str, value: str, convert=str) -> tuple:
-    """'a,b, c' -> (convert(a), convert(b), convert(c)); an empty list or bad item is a usage error."""
-    items = [item.strip() for item in value.split(",") if item.strip()]
-    if not items:
-        raise UsageError(f"{option} needs at least one value, got '{value}'")
-    try:
-        return tuple(dict.fromkeys(convert(item) for item in items))
-    except ValueError:
-        raise UsageError(f"{option} {value}: expected a comma-separated list of numbers") from None
+DEFAULT_METHODS = ("zeroshot", "symptom-zeroshot", "linear-probe", "coop", "tip-adapter", "tip-adapter-f", "clap",
+                   "biomedcoop", "vip")  # vipcli.methods.DEFAULT_BENCHMARK, repeated so `vip -h` imports no torch
 
 
 def benchmark_command(
-    data: Path = typer.Option(..., "--data", help="Folder of class subfolders (optionally under train/ val/ test/)."),
-    methods: str = typer.Option("zeroshot,symptom-zeroshot,linear-probe,coop,vip", "--methods",
-                                help="Comma-separated methods: vip, vip-cop-only, vip-mep-only, coop, zeroshot, "
-                                "symptom-zeroshot, linear-probe."),
+    data: Path = opt.DATA,
+    methods: str = typer.Option(",".join(DEFAULT_METHODS), "--methods", help="Comma-separated method ids, or 'all' "
+                                "for every installed method (see `vip methods list`)."),
     shots: str = typer.Option("1,2,4,8,16", "--shots", help="Comma-separated shots per class ('all': every image)."),
     seeds: str = typer.Option("1,2,3", "--seeds", help="Comma-separated seeds (few-shot subset, init, batches)."),
-    backbone: str = typer.Option("clip", "--backbone", help="Backbone plugin id (see `vip backbones list`)."),
-    arch: Optional[str] = typer.Option(None, "--arch", help="Architecture: open_clip name, model-config JSON, hf-hub: id."),
-    pretrained: Optional[str] = typer.Option(None, "--pretrained", help="Weights: tag, local file, hf-hub: id, or none."),
-    symptoms: Optional[List[str]] = typer.Option(None, "--symptoms", help="Pack file, {class: [symptoms]} file, "
-                                                 "folder of packs, or shipped pack name. Repeatable."),
-    schedule: str = typer.Option("auto", "--schedule", help="auto (fewshot for K shots, paper for all), fewshot "
-                                 "or paper."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="Override the schedule's epochs."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Override the schedule's batch size."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Override the schedule's learning rate."),
-    views: int = typer.Option(8, "--views", help="Augmented views encoded and cached per training image."),
+    backbone: str = opt.BACKBONE,
+    arch: Optional[str] = opt.ARCH,
+    pretrained: Optional[str] = opt.PRETRAINED,
+    symptoms: Optional[List[str]] = opt.SYMPTOMS,
+    schedule: str = opt.SCHEDULE,
+    epochs: Optional[int] = opt.EPOCHS,
+    batch_size: Optional[int] = opt.BATCH_SIZE,
+    lr: Optional[float] = opt.LR,
+    n_ctx: Optional[int] = opt.N_CTX,
+    method_option: Optional[List[str]] = opt.METHOD_OPTION,
+    views: int = opt.VIEWS,
     split_seed: Optional[int] = typer.Option(None, "--split-seed", help="Seed of a split vip makes (default: the "
                                              "stored sweep's, else the first seed)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Results folder (default benchmarks/<data name>); "
                                        "an interrupted sweep resumes there."),
     force: bool = typer.Option(False, "--force", help="Start over instead of resuming the sweep stored in --out."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
-    workers: int = typer.Option(2, "--workers", help="Image-decoding worker processes."),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON document."),
+    device: str = opt.DEVICE,
+    workers: int = opt.WORKERS,
+    as_json: bool = opt.JSON,
     speed: bool = typer.Option(False, "--speed", help="Measure speed instead: feature extraction, a full ViP run "
                                "cached vs re-encoding every epoch, predict, memory; writes speed.json."),
     speed_epochs: Optional[int] = typer.Option(None, "--speed-epochs", help="With --speed: epochs of the timed runs "
                                                "(default: the paper schedule's 50)."),
 ) -> None:
-    """Compare ViP with the baselines on the same seeded few-shot subsets, or measure speed (--speed)."""
+    """Compare methods on the same seeded few-shot subsets of your data, or measure speed (--speed)."""
+    backbone_settings = opt.backbone_settings(backbone, arch, pretrained, device)
+    encoding = opt.encoding_settings(views, workers)
     if speed:
         from vipcli.speed import SpeedConfig, measure_speed
 
-        config = SpeedConfig(data=data, backbone=backbone, arch=arch, pretrained=pretrained,
-                             symptoms=tuple(symptoms or ()), epochs=speed_epochs, views=views,
-                             seed=parse_list("--seeds", seeds, int)[0], out=out, device=device, workers=workers)
+        config = SpeedConfig(data=data, backbone=backbone_settings, encoding=encoding,
+                             symptoms=opt.symptom_sources(symptoms), epochs=speed_epochs,
+                             seed=opt.parse_list("--seeds", seeds, int)[0], out=out)
         with console.progress_bar() as progress:
             report = measure_speed(config, progress)
         print_speed(report, as_json)
         return
     from vipcli.benchmark import BenchmarkConfig, run_benchmark
-    from vipcli.cli.train import parse_shots
 
     config = BenchmarkConfig(
-        data=data, methods=parse_list("--methods", methods), shots=parse_list("--shots", shots, parse_shots),
-        seeds=parse_list("--seeds", seeds, int), backbone=backbone, arch=arch, pretrained=pretrained,
-        symptoms=tuple(symptoms or ()), schedule=schedule, epochs=epochs, batch_size=batch_size, lr=lr, views=views,
-        split_seed=split_seed, out=out, force=force, device=device, workers=workers,
+        data=data, methods=opt.parse_list("--methods", methods), shots=opt.parse_list("--shots", shots, opt.parse_shots),
+        seeds=opt.parse_list("--seeds", seeds, int), method_options=opt.method_options(method_option, n_ctx, False),
+        backbone=backbone_settings, encoding=encoding, schedule=opt.schedule_settings(schedule, epochs, batch_size, lr),
+        symptoms=opt.symptom_sources(symptoms), split_seed=split_seed, out=out, force=force,
     )
     with console.progress_bar() as progress:
         result = run_benchmark(config, progress)
@@ -82,6 +75,8 @@ def benchmark_command(
 def _cell(entry: dict | None, metric: str) -> str:
     if entry is None or entry[f"{metric}_mean"] is None:
         return "-"
+    if len(entry.get("seeds", [])) < 2:  # one seed: no spread to show
+        return f"{entry[f'{metric}_mean']:.2f}"
     return f"{entry[f'{metric}_mean']:.2f}±{entry[f'{metric}_std']:.2f}"
 
 
@@ -90,20 +85,22 @@ def benchmark_tables(result) -> list:
     from rich import box
     from rich.table import Table
 
-    from vipcli.methods import get_method
+    from vipcli.methods import method_class
 
     columns = list(dict.fromkeys(str(r["shots"]) for r in result.rows if str(r["shots"]) != "0"))
     methods = list(dict.fromkeys(r["method"] for r in result.rows))
     by_key = {(s["method"], str(s["shots"])): s for s in result.summary}
-    seeds = ", ".join(map(str, sorted({int(r["seed"]) for r in result.rows})))
+    seed_list = sorted({int(r["seed"]) for r in result.rows})
+    seeds = ", ".join(map(str, seed_list))
+    spread = f"mean±std over seeds {seeds}" if len(seed_list) > 1 else f"seed {seeds}"
     tables = []
     for metric, title in (("accuracy", "test accuracy %"), ("macro_f1", "test macro-F1 %")):
-        table = Table(title=f"{title}, mean±std over seeds {seeds}", box=box.SIMPLE_HEAD, pad_edge=False)
+        table = Table(title=f"{title}, {spread}", box=box.SIMPLE_HEAD, pad_edge=False)
         table.add_column("method", no_wrap=True)
         for c in columns or ["0"]:
             table.add_column(f"{c}-shot", justify="right", no_wrap=True)
         for method in methods:
-            learns = get_method(method).trainable
+            learns = method_class(method).uses_shots
             cells = [_cell(by_key.get((method, c if learns else "0")), metric) for c in columns or ["0"]]
             table.add_row(method if learns else f"{method}*", *cells)
         tables.append(table)
@@ -127,7 +124,7 @@ def print_benchmark(result, as_json: bool) -> None:
         out.width = max(out.width, natural)
         out.print(table, crop=False)
     if any(not r["shots"] for r in result.rows):
-        out.print("* learns nothing (zero-shot): evaluated once per seed, the same figure shown in every column")
+        out.print("* uses no labelled images (zero-shot): evaluated once per seed, the same figure in every column")
     out.print(f"{result.trained} rows run, {result.skipped} resumed from earlier; {result.encoded_views} image "
               f"views encoded; results in {result.out}/results.csv, results.json, shots.png, split.json")
 

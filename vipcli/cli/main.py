@@ -9,7 +9,7 @@ import click
 import typer
 
 from vipcli import __version__
-from vipcli.cli import backbones, benchmark, demo, predict, symptoms, train
+from vipcli.cli import backbones, benchmark, demo, methods, predict, symptoms, train
 from vipcli.errors import VipError
 
 def _click_variants() -> list:
@@ -56,6 +56,7 @@ def _root(
 
 
 app.add_typer(backbones.app, name="backbones")
+app.add_typer(methods.app, name="methods")
 app.add_typer(symptoms.app, name="symptoms")
 app.command("train")(train.train_command)
 app.command("predict")(predict.predict_command)

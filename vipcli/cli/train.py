@@ -8,58 +8,47 @@ from typing import List, Optional
 import typer
 
 from vipcli import console
-from vipcli.errors import UsageError
-
-
-def parse_shots(value: str) -> int | None:
-    """'all' -> None (use every image); a positive integer -> that many per class."""
-    if value.strip().lower() == "all":
-        return None
-    try:
-        shots = int(value)
-    except ValueError:
-        raise UsageError(f"--shots {value}: expected a positive number or 'all'") from None
-    if shots < 1:
-        raise UsageError(f"--shots {value}: expected a positive number or 'all'")
-    return shots
+from vipcli.cli import options as opt
+from vipcli.cli.options import parse_shots  # noqa: F401  (kept importable from here, as in vip 0.1.0)
 
 
 def train_command(
-    data: Path = typer.Option(..., "--data", help="Folder of class subfolders (optionally under train/ val/ test/)."),
+    data: Path = opt.DATA,
     shots: str = typer.Option("16", "--shots", help="Labelled images per class, or 'all'."),
-    method: str = typer.Option("vip", "--method", help="vip, vip-cop-only, vip-mep-only, coop, zeroshot, "
-                               "symptom-zeroshot or linear-probe."),
-    backbone: str = typer.Option("clip", "--backbone", help="Backbone plugin id (see `vip backbones list`)."),
-    arch: Optional[str] = typer.Option(None, "--arch", help="Architecture: open_clip name, model-config JSON, hf-hub: id."),
-    pretrained: Optional[str] = typer.Option(None, "--pretrained", help="Weights: tag, local file, hf-hub: id, or none."),
-    symptoms: Optional[List[str]] = typer.Option(None, "--symptoms", help="Pack file, class-to-symptoms YAML file, "
-                                                 "folder of packs, or shipped pack name. Repeatable."),
-    schedule: str = typer.Option("auto", "--schedule", help="auto, fewshot (batch 4, 100 epochs) or paper "
-                                 "(batch 32, 50 epochs)."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="Override the schedule's epochs."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Override the schedule's batch size."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Override the schedule's learning rate."),
-    n_ctx: int = typer.Option(4, "--n-ctx", help="Learned context vectors M."),
-    class_specific_context: bool = typer.Option(False, "--class-specific-context", help="One context per class."),
-    views: int = typer.Option(8, "--views", help="Augmented views encoded and cached per training image."),
+    method: str = typer.Option("vip", "--method", help="Method id (see `vip methods list`)."),
+    backbone: str = opt.BACKBONE,
+    arch: Optional[str] = opt.ARCH,
+    pretrained: Optional[str] = opt.PRETRAINED,
+    symptoms: Optional[List[str]] = opt.SYMPTOMS,
+    schedule: str = opt.SCHEDULE,
+    epochs: Optional[int] = opt.EPOCHS,
+    batch_size: Optional[int] = opt.BATCH_SIZE,
+    lr: Optional[float] = opt.LR,
+    n_ctx: Optional[int] = opt.N_CTX,
+    class_specific_context: bool = opt.CLASS_SPECIFIC,
+    method_option: Optional[List[str]] = opt.METHOD_OPTION,
+    views: int = opt.VIEWS,
     seed: int = typer.Option(1, "--seed", help="Seed of the split, the few-shot subset and training."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Run directory (default runs/<data>-<method>-...)."),
-    force: bool = typer.Option(False, "--force", help="Replace an existing --out."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run directory (default runs/<data>-<method>-<backbone>-"
+                                       "<shots>-seed<seed>)."),
+    force: bool = opt.FORCE,
+    device: str = opt.DEVICE,
     reference: bool = typer.Option(False, "--reference", help="Re-encode every image every epoch (the authors' "
                                    "way; for speed comparisons)."),
-    no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the on-disk feature cache."),
-    workers: int = typer.Option(2, "--workers", help="Image-decoding worker processes."),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON document."),
+    no_cache: bool = opt.NO_CACHE,
+    workers: int = opt.WORKERS,
+    as_json: bool = opt.JSON,
 ) -> None:
-    """Train ViP prompts (or a baseline) on a folder of images sorted by class."""
+    """Train a method (ViP by default) on a folder of images sorted by class."""
     from vipcli.train import TrainConfig, train
 
     config = TrainConfig(
-        data=data, shots=parse_shots(shots), method=method, backbone=backbone, arch=arch, pretrained=pretrained,
-        symptoms=tuple(symptoms or ()), schedule=schedule, epochs=epochs, batch_size=batch_size, lr=lr,
-        n_ctx=n_ctx, class_specific_context=class_specific_context, views=views, seed=seed, out=out, force=force,
-        device=device, reference=reference, use_cache=not no_cache, workers=workers,
+        data=data, shots=opt.parse_shots(shots), method=method,
+        method_options=opt.method_options(method_option, n_ctx, class_specific_context),
+        backbone=opt.backbone_settings(backbone, arch, pretrained, device),
+        encoding=opt.encoding_settings(views, workers, no_cache),
+        schedule=opt.schedule_settings(schedule, epochs, batch_size, lr),
+        symptoms=opt.symptom_sources(symptoms), seed=seed, out=out, force=force, reference=reference,
     )
     with console.progress_bar() as progress:
         result = train(config, progress)

@@ -1,0 +1,214 @@
+"""The method seam: every method through one interface, its paper's formula, and runs that stay true."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vipcli.featuresets import FeatureSet, PreparedData
+from vipcli.methods import FitContext, MethodSetup, build_method
+from vipcli.registry import load_backbone
+from vipcli.schedule import resolve_schedule
+
+FIXTURE = Path(__file__).parent / "fixtures" / "run-v0.1.0"
+SYMPTOMS = {
+    "melanoma": ["The spot is asymmetric on both sides", "Small, dark areas within the spot", "blurry edges"],
+    "nevus": ["The spot is symmetric on both sides", "The spot has clear, well-defined edges"],
+}
+
+
+@pytest.fixture(scope="module")
+def backbone(tiny_clip):
+    return load_backbone("clip", str(tiny_clip), "none")
+
+
+def separable(backbone, n_per_class=6, views=3, seed=0) -> PreparedData:
+    """Features of two well-separated classes in the backbone's space (train with views, val, test)."""
+    generator = torch.Generator().manual_seed(seed)
+    centers = torch.randn(2, backbone.embed_dim, generator=generator) * 3  # [C, D]
+
+    def split(n, with_views):
+        y = torch.arange(2).repeat_interleave(n)  # [N]
+        x = centers[y] + torch.randn(len(y), backbone.embed_dim, generator=generator) * 0.5  # [N, D]
+        v = x[:, None] + torch.randn(len(y), views, backbone.embed_dim, generator=generator) * 0.3 if with_views else None
+        return FeatureSet(x, y, [f"{i}.jpg" for i in range(len(y))], v)
+
+    return PreparedData(split(n_per_class, True), split(8, False), split(8, False))
+
+
+# --- 0.1.0 runs still predict identically --------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["vip", "coop", "zeroshot", "linear-probe"])
+def test_a_run_written_by_vip_0_1_0_predicts_identically(cli, tmp_path, method):
+    images = tmp_path / "images"
+    shutil.copytree(FIXTURE / "images", images)
+    code, out, err = cli("predict", images, "--model", FIXTURE / method, "--json", "--explain", "--no-cache",
+                         "--device", "cpu", "--workers", "0")
+    assert code == 0, err
+    expected = json.loads((FIXTURE / f"{method}.expected.json").read_text())["predictions"]
+    got = json.loads(out)["predictions"]
+    assert [Path(p["path"]).name for p in got] == [Path(p["path"]).name for p in expected]
+    for new, old in zip(got, expected):
+        assert new["label"] == old["label"]
+        for name, probability in old["probabilities"].items():
+            assert new["probabilities"][name] == pytest.approx(probability, abs=2e-4)
+        assert (new["explanation"] is None) == (old["explanation"] is None)
+        if old["explanation"]:
+            assert [[e["symptom"] for e in g["symptoms"]] for g in new["explanation"]] == [
+                [e["symptom"] for e in g["symptoms"]] for g in old["explanation"]]
+
+
+# --- each method's formula on hand-set tensors ------------------------------------------------
+
+
+def test_tip_adapter_logits_follow_the_paper(backbone):
+    from vipcli.methods.tip_adapter import tip_logits
+
+    f = torch.tensor([[3.0, 4.0, 0.0]])  # normalised: [0.6, 0.8, 0]
+    class_weights = torch.tensor([[1.0, 0, 0], [0, 1.0, 0]])
+    keys = torch.tensor([[1.0, 0, 0], [0, 0, 1.0]])
+    values = torch.tensor([[1.0, 0], [0, 1.0]])
+    got = tip_logits(f, class_weights, keys, values, alpha=2.0, beta=5.0, scale=torch.tensor(100.0))
+    clip = torch.tensor([[60.0, 80.0]])
+    cache = torch.tensor([[math.exp(-5 * (1 - 0.6)), math.exp(-5 * (1 - 0.0))]])
+    torch.testing.assert_close(got, clip + 2.0 * cache)
+
+
+def test_tip_adapter_searches_alpha_beta_on_validation_and_round_trips(backbone, tmp_path):
+    data = separable(backbone)
+    method = build_method("tip-adapter", MethodSetup(backbone, ["a", "b"], {}))
+    fitted = method.fit(data, FitContext(resolve_schedule("fewshot", 4), seed=1))
+    assert fitted["best_val_accuracy"] == 100.0
+    assert 0.1 <= method.alpha < 3.0 and 0.1 <= method.beta < 7.0
+    assert method.cache_keys.shape == (12, backbone.embed_dim) and torch.allclose(method.cache_keys.norm(dim=-1),
+                                                                                 torch.ones(12))
+    from vipcli.methods import restore_method
+
+    again = restore_method("tip-adapter", MethodSetup(backbone, ["a", "b"], {}), {}, method.record(),
+                           method.state_tensors(), "here")
+    torch.testing.assert_close(again(data.test.x), method(data.test.x))
+
+
+def test_tip_adapter_f_trains_the_keys_and_keeps_the_best_epoch(backbone):
+    data = separable(backbone)
+    method = build_method("tip-adapter-f", MethodSetup(backbone, ["a", "b"], {}), {"epochs": "3"})
+    fitted = method.fit(data, FitContext(resolve_schedule("fewshot", 4), seed=1))
+    assert len(fitted["history"]) == 3 and fitted["best_val_accuracy"] == 100.0
+    assert "cache_keys" in method.state_tensors() and method.adapter is None
+
+
+def test_clap_penalty_is_the_zero_shot_probability_of_the_true_class():
+    from vipcli.methods.clap import class_adaptive_penalty
+
+    logits = torch.tensor([[2.0, 0.0], [0.0, 0.0], [0.0, 3.0]])
+    labels = torch.tensor([0, 0, 1])
+    expected = torch.tensor([(torch.softmax(logits[0], 0)[0] + 0.5) / 2, torch.softmax(logits[2], 0)[1]])
+    torch.testing.assert_close(class_adaptive_penalty(logits, labels, 2), expected)
+
+
+def test_clap_starts_at_zero_shot_and_its_loss_is_ce_plus_the_weighted_pull(backbone):
+    data = separable(backbone)
+    method = build_method("clap", MethodSetup(backbone, ["a", "b"], {}), {"epochs": "2"})
+    zero_shot = build_method("zeroshot", MethodSetup(backbone, ["a", "b"], {}))
+    torch.testing.assert_close(method(data.test.x), zero_shot(data.test.x), rtol=1e-4, atol=1e-4)
+    with torch.no_grad():
+        method.prototypes.add_(torch.ones_like(method.prototypes))
+    penalty = torch.tensor([0.25, 0.75])
+    d = method.prototypes.shape[1]
+    torch.testing.assert_close(method.constraint(penalty), (0.25 * d + 0.75 * d) / 2 * torch.tensor(1.0))
+    fitted = method.fit(data, FitContext(resolve_schedule("fewshot", 4), seed=1))
+    assert len(fitted["penalty"]) == 2 and all(0 <= p <= 1 for p in fitted["penalty"])
+
+
+def test_biomedcoop_prunes_outliers_by_robust_z_scores():
+    from vipcli.methods.biomedcoop import prune_outliers
+
+    scores = torch.tensor([10.0, 10.5, 9.5, 10.2, 9.8, 30.0])
+    keep = prune_outliers(scores, 1.5)
+    assert keep.tolist() == [True, True, True, True, True, False]
+    assert prune_outliers(torch.tensor([1.0, 5.0]), 1.5).all()  # too few to judge
+
+
+def test_biomedcoop_loss_is_ce_plus_consistency_plus_distillation(backbone):
+    method = build_method("biomedcoop", MethodSetup(backbone, ["melanoma", "nevus"], SYMPTOMS),
+                          {"sccm_lambda": "0", "kdsp_lambda": "0"})
+    features, labels = torch.randn(4, backbone.embed_dim), torch.tensor([0, 1, 0, 1])
+    torch.testing.assert_close(method.training_loss(features, labels), F.cross_entropy(method(features), labels))
+    with_terms = build_method("biomedcoop", MethodSetup(backbone, ["melanoma", "nevus"], SYMPTOMS))
+    with torch.no_grad():
+        with_terms.context.copy_(method.context)
+    assert with_terms.training_loss(features, labels) > method.training_loss(features, labels)
+    ensemble, index = with_terms.ensemble()
+    assert ensemble.shape[0] == 3 + 3 + 3 + 2 and index.tolist().count(0) == 6
+
+
+def test_biomedcoop_context_starts_from_the_words_a_photo_of_a(backbone):
+    method = build_method("biomedcoop", MethodSetup(backbone, ["melanoma", "nevus"], {}))
+    ids = backbone.tokenize(["a photo of a"])
+    torch.testing.assert_close(method.context.detach(), backbone.embed_tokens(ids)[0, 1:5].float())
+
+
+# --- the run directory is the source of truth -------------------------------------------------------
+
+
+def test_predict_uses_the_stored_prompts_not_todays_defaults(cli, isic_small, tiny_clip, tmp_path, monkeypatch):
+    from conftest import tiny_train_args
+
+    out = tmp_path / "zs"
+    code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, out, "--method", "zeroshot"))
+    assert code == 0, err
+    code, before, _ = cli("predict", isic_small / "test", "--model", out, "--json")
+    import vipcli.methods.zeroshot as zeroshot
+
+    monkeypatch.setattr(zeroshot, "ZERO_SHOT_TEMPLATE", "an x-ray of {}, probably.")
+    code, after, err = cli("predict", isic_small / "test", "--model", out, "--json")
+    assert code == 0, err and json.loads(after)["predictions"] == json.loads(before)["predictions"]
+    import yaml
+
+    stored = yaml.safe_load((out / "run.yaml").read_text())
+    assert stored["method_state"]["prompts"] == [["a photo of a melanoma."], ["a photo of a nevus."]]
+
+
+def test_run_metadata_keeps_real_types(cli, isic_small, tiny_clip, tmp_path):
+    from conftest import tiny_train_args
+
+    out = tmp_path / "vip"
+    code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, out, "--class-specific-context", "--n-ctx", "2"))
+    assert code == 0, err
+    from vipcli.checkpoint import read_checkpoint
+
+    _, meta = read_checkpoint(out)
+    assert meta["method_settings"] == {"n_ctx": 2, "class_specific_context": True}
+    assert meta["config"]["shots"] == 4 and meta["config"]["encoding"]["views"] == 2
+
+
+def test_method_options_are_checked_before_any_work(cli, isic_small, tmp_path):
+    code, _, err = cli("train", "--data", isic_small, "--method", "clap", "-o", "epochs=many", "--out", tmp_path / "x")
+    assert code == 2 and "epochs" in err and "expected int" in err
+    code, _, err = cli("train", "--data", isic_small, "--method", "zeroshot", "--n-ctx", "3", "--out", tmp_path / "x")
+    assert code == 2 and "method 'zeroshot' has no setting 'n_ctx'" in err
+    assert not (tmp_path / "x").exists()
+
+
+def test_methods_list_shows_what_each_method_needs(cli):
+    code, out, err = cli("methods", "list", "--json")
+    assert code == 0, err
+    listed = {m["id"]: m for m in json.loads(out)}
+    assert listed["vip"]["needs_symptoms"] and listed["vip"]["trains"] and listed["vip"]["uses_shots"]
+    assert not listed["tip-adapter"]["trains"] and listed["tip-adapter"]["uses_shots"]
+    assert not listed["zeroshot"]["uses_shots"] and listed["linear-probe"]["distribution"] == "vipcli"
+    assert "sccm-lambda" in listed["biomedcoop"]["settings"]
+
+
+def test_cli_default_benchmark_methods_match_the_library():
+    from vipcli.cli.benchmark import DEFAULT_METHODS
+    from vipcli.methods import DEFAULT_BENCHMARK
+
+    assert DEFAULT_METHODS == DEFAULT_BENCHMARK

@@ -1,0 +1,69 @@
+"""Writing files and folders so that nothing is ever half-written: a temp name, then a rename."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+
+def current_umask() -> int:
+    """The process umask (read by setting and restoring it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path, suffix: str = ".tmp"):
+    """Yield a temp path beside `path`; when the block succeeds it replaces `path` in one rename.
+
+    The file gets the permissions a plain `open()` would give (0666 less the umask). On failure the
+    temp file is removed and `path` is left as it was.
+    """
+    path = Path(path)
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.close(handle)
+    try:
+        yield Path(temp)
+        os.chmod(temp, 0o666 & ~current_umask())
+        os.replace(temp, path)
+    finally:
+        if os.path.exists(temp):
+            os.unlink(temp)
+
+
+def write_atomic(path: str | Path, data: str | bytes) -> None:
+    """Write text (UTF-8) or bytes to `path` atomically."""
+    with atomic_path(path) as temp:
+        if isinstance(data, bytes):
+            temp.write_bytes(data)
+        else:
+            with open(temp, "w", encoding="utf-8", newline="") as stream:
+                stream.write(data)
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | Path):
+    """Yield a staging folder beside `path`; on success it becomes `path` (replacing an old one).
+
+    The folder gets the permissions a plain `mkdir` would give (0777 less the umask).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    try:
+        yield staging
+        os.chmod(staging, 0o777 & ~current_umask())
+        if path.exists():
+            old = path.with_name(f".{path.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(path, old)
+            os.replace(staging, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

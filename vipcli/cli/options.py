@@ -1,0 +1,109 @@
+"""Options shared by several commands, declared once (so their help never drifts apart), and
+the parsers that turn them into the settings dataclasses of `vipcli.settings`."""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+import typer
+
+from vipcli.errors import UsageError
+
+# --- data and symptoms ---------------------------------------------------------------------------
+DATA = typer.Option(..., "--data", help="Folder of class subfolders (optionally under train/ val/ test/).")
+SYMPTOMS = typer.Option(None, "--symptoms", help="Pack file, {class: [symptoms]} YAML file, folder of packs, or "
+                        "shipped pack name. Repeatable.")
+
+# --- the backbone ------------------------------------------------------------------------------
+BACKBONE = typer.Option("clip", "--backbone", help="Backbone plugin id (see `vip backbones list`).")
+ARCH = typer.Option(None, "--arch", help="Architecture: open_clip name, model-config JSON, hf-hub: id.")
+PRETRAINED = typer.Option(None, "--pretrained", help="Weights: tag, local file, hf-hub: id, or none (random).")
+DEVICE = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps.")
+
+# --- encoding ----------------------------------------------------------------------------------
+VIEWS = typer.Option(8, "--views", help="Augmented views encoded and cached per training image.")
+WORKERS = typer.Option(2, "--workers", help="Image-decoding worker processes.")
+NO_CACHE = typer.Option(False, "--no-cache", help="Do not read or write the on-disk feature cache.")
+
+# --- the schedule of the shared prompt-training loop ----------------------------------------------
+SCHEDULE = typer.Option("auto", "--schedule", help="auto (fewshot with --shots N, paper with all), fewshot "
+                        "(batch 4, 100 epochs) or paper (batch 32, 50 epochs).")
+EPOCHS = typer.Option(None, "--epochs", help="Override the schedule's epochs.")
+BATCH_SIZE = typer.Option(None, "--batch-size", help="Override the schedule's batch size.")
+LR = typer.Option(None, "--lr", help="Override the schedule's learning rate.")
+
+# --- method settings ------------------------------------------------------------------------------
+N_CTX = typer.Option(None, "--n-ctx", help="Learned context vectors M (methods that learn context; default 4).")
+CLASS_SPECIFIC = typer.Option(False, "--class-specific-context", help="One learned context per class.")
+METHOD_OPTION = typer.Option(None, "--method-option", "-o", help="A method setting as KEY=VALUE (see `vip methods "
+                             "list`). Repeatable.")
+
+# --- output ----------------------------------------------------------------------------------------
+FORCE = typer.Option(False, "--force", help="Replace what --out holds.")
+JSON = typer.Option(False, "--json", help="Print one JSON document.")
+
+
+def backbone_settings(backbone: str, arch: Optional[str], pretrained: Optional[str], device: str):
+    """--backbone/--arch/--pretrained/--device as BackboneSettings."""
+    from vipcli.settings import BackboneSettings
+
+    return BackboneSettings(backbone, arch, pretrained, device)
+
+
+def encoding_settings(views: int, workers: int, no_cache: bool = False):
+    """--views/--workers/--no-cache as EncodingSettings."""
+    from vipcli.settings import EncodingSettings
+
+    return EncodingSettings(views=views, workers=workers, use_cache=not no_cache)
+
+
+def schedule_settings(schedule: str, epochs: Optional[int], batch_size: Optional[int], lr: Optional[float]):
+    """--schedule/--epochs/--batch-size/--lr as ScheduleSettings."""
+    from vipcli.settings import ScheduleSettings
+
+    return ScheduleSettings(schedule, epochs, batch_size, lr)
+
+
+def method_options(pairs: Optional[List[str]], n_ctx: Optional[int], class_specific: bool) -> dict:
+    """--method-option KEY=VALUE pairs plus the --n-ctx / --class-specific-context shortcuts."""
+    options: dict = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--method-option {pair}: expected KEY=VALUE")
+        options[key.strip().replace("-", "_")] = value.strip()
+    if n_ctx is not None:
+        options["n_ctx"] = str(n_ctx)
+    if class_specific:
+        options["class_specific_context"] = "true"
+    return options
+
+
+def parse_shots(value: str) -> int | None:
+    """'all' -> None (use every image); a positive integer -> that many per class."""
+    if value.strip().lower() == "all":
+        return None
+    try:
+        shots = int(value)
+    except ValueError:
+        raise UsageError(f"--shots {value}: expected a positive number or 'all'") from None
+    if shots < 1:
+        raise UsageError(f"--shots {value}: expected a positive number or 'all'")
+    return shots
+
+
+def parse_list(option: str, value: str, convert=str) -> tuple:
+    """'a,b, c' -> (convert(a), convert(b), convert(c)); an empty list or bad item is a usage error."""
+    items = [item.strip() for item in value.split(",") if item.strip()]
+    if not items:
+        raise UsageError(f"{option} needs at least one value, got '{value}'")
+    try:
+        return tuple(dict.fromkeys(convert(item) for item in items))
+    except ValueError:
+        raise UsageError(f"{option} {value}: expected a comma-separated list of numbers") from None
+
+
+def symptom_sources(symptoms: Optional[List[str]]) -> tuple[str, ...]:
+    """The repeated --symptoms values as a tuple."""
+    return tuple(symptoms or ())
+

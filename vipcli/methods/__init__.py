@@ -1,0 +1,105 @@
+"""Few-shot methods as plugins: the interface, and the registry of the entry-point group `vip.methods`.
+
+Every method, built-in or third-party, is one class implementing `vipcli.methods.base.Method`,
+registered under `vip.methods` (vip's own pyproject registers the built-ins exactly so). The core
+asks this registry by id and never imports a method by name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vipcli.errors import VipError
+from vipcli.methods.base import FitContext, Method, MethodSetup, NoSettings, make_settings, settings_from_record
+from vipcli.plugins import PluginGroup
+
+ENTRY_POINT_GROUP = "vip.methods"
+METHODS = PluginGroup(ENTRY_POINT_GROUP, "method")
+DEFAULT_BENCHMARK = ("zeroshot", "symptom-zeroshot", "linear-probe", "coop", "tip-adapter", "tip-adapter-f",
+                     "clap", "biomedcoop", "vip")
+
+__all__ = ["FitContext", "Method", "MethodSetup", "NoSettings", "METHODS", "MethodInfo", "method_class",
+           "build_method", "restore_method", "list_methods", "make_settings", "settings_from_record"]
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    """One installed method, as `vip methods list` shows it."""
+
+    id: str
+    distribution: str
+    version: str
+    target: str
+    summary: str = ""
+    trains: bool | None = None
+    uses_shots: bool | None = None
+    needs_symptoms: bool | None = None
+    settings: tuple[str, ...] = ()
+    problem: str = ""  # why it cannot be used (failed import, registered twice, not a Method)
+
+
+def method_class(method_id: str) -> type[Method]:
+    """Import the method registered as `method_id` and check it implements the interface."""
+    loaded = METHODS.load(method_id)
+    if not (isinstance(loaded, type) and issubclass(loaded, Method)):
+        distribution = METHODS.entry_point(method_id).dist
+        name = distribution.metadata["Name"] if distribution is not None else "unknown"
+        raise VipError(f"method '{method_id}' from distribution {name} is not a vipcli.methods.Method subclass "
+                       f"({METHODS.entry_point(method_id).value})", f"fix {name}; other methods still work")
+    return loaded
+
+
+def build_method(method_id: str, setup: MethodSetup, options: dict | None = None) -> Method:
+    """A fresh (unfitted) method from `KEY=VALUE` options (or settings values) for training."""
+    cls = method_class(method_id)
+    settings = make_settings(cls, options or {}, method_id)
+    method = _construct(cls, method_id, setup, settings, None)
+    return method
+
+
+def restore_method(method_id: str, setup: MethodSetup, settings: dict, stored: dict, tensors: dict,
+                   where: str) -> Method:
+    """Rebuild a fitted method from what a run stored (settings, JSON state, tensors), ready to predict."""
+    cls = method_class(method_id)
+    method = _construct(cls, method_id, setup, settings_from_record(cls, settings), stored)
+    method.load_state_tensors(tensors, where)
+    method.eval()
+    return method
+
+
+def _construct(cls, method_id, setup, settings, stored) -> Method:
+    from vipcli.plugins import distribution_of
+
+    try:
+        method = cls(setup, settings, stored)
+    except VipError:
+        raise
+    except Exception as error:
+        distribution = distribution_of(METHODS.entry_point(method_id))[0]
+        if distribution == "vipcli":
+            raise
+        raise VipError(f"method '{method_id}' from distribution {distribution} failed to build: "
+                       f"{type(error).__name__}: {error}", f"fix or reinstall {distribution}") from error
+    method.id = method_id
+    return method
+
+
+def list_methods() -> list[MethodInfo]:
+    """Every installed method with what it needs; a broken one is listed with its problem."""
+    import dataclasses
+
+    infos = []
+    for plugin in METHODS.list():
+        base = dict(id=plugin.id, distribution=plugin.distribution, version=plugin.version, target=plugin.target)
+        if plugin.conflict:
+            infos.append(MethodInfo(**base, problem=plugin.conflict))
+            continue
+        try:
+            cls = method_class(plugin.id)
+        except VipError as error:
+            infos.append(MethodInfo(**base, problem=error.message))
+            continue
+        infos.append(MethodInfo(**base, summary=cls.summary, trains=cls.trains, uses_shots=cls.uses_shots,
+                                needs_symptoms=cls.needs_symptoms,
+                                settings=tuple(f.name.replace("_", "-") for f in dataclasses.fields(cls.Settings))))
+    return infos

@@ -1,0 +1,209 @@
+"""The method interface: what every few-shot method (built-in or plugin) implements.
+
+A method turns frozen image features into class logits. It is built from a `MethodSetup` (the
+backbone, class names, symptoms) and its own settings dataclass, fitted on cached features of the
+few-shot training images (the image encoder never runs per epoch), and saved as named tensors plus
+JSON-able settings and state in the run directory. `vip predict` rebuilds it from exactly what the
+run stored, never from today's defaults.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar
+
+import torch
+from torch import nn
+
+from vipcli.errors import UsageError, VipError
+
+
+@dataclass
+class MethodSetup:
+    """What a method is built from: everything outside its own settings."""
+
+    backbone: Any  # a frozen vipcli.backbone.Backbone
+    class_names: list[str]  # logit order
+    symptoms: dict[str, list[str]] = field(default_factory=dict)  # class -> symptom phrases ({} if none)
+    trim: bool = True  # run the text tower only up to the longest prompt (False: the authors' full length)
+
+    @property
+    def device(self) -> torch.device:
+        """The device the backbone (and so the method) lives on."""
+        return self.backbone.device
+
+    @property
+    def num_classes(self) -> int:
+        """C, the number of classes."""
+        return len(self.class_names)
+
+
+@dataclass
+class FitContext:
+    """How to fit: the schedule and seed of the run, and where to report progress."""
+
+    schedule: Any  # vipcli.schedule.Schedule (epochs, batch size, lr, cosine after one warm-up epoch)
+    seed: int  # seeds batches and any random initialisation done during fitting
+    progress: Any = None  # an optional rich Progress
+    reference: Callable | None = None  # the authors' loop: callable(epoch, train) -> (features, labels) batches
+
+
+@dataclass
+class NoSettings:
+    """Settings of a method that has none."""
+
+
+class Method(nn.Module):
+    """A few-shot classifier over frozen image features.
+
+    Subclasses set the class attributes, define `Settings` (a dataclass of their options, each with
+    a default) and implement `forward`; they override `fit`, `explain`, `record` and the state
+    methods where the defaults don't fit. Register the class under the entry-point group
+    `vip.methods`; the entry-point name becomes `id`.
+
+    Class attributes:
+        summary: one line for `vip methods list` and help texts.
+        trains: fitting learns something from the labelled images.
+        uses_shots: the labelled few-shot images are used at all (a training-free cache uses them
+            without training; zero-shot methods don't use them and run once per seed in a sweep).
+        needs_symptoms: the class symptoms are required (`vip train` fails early without them).
+        uses_schedule: fit uses the run's schedule (--schedule, --epochs, --batch-size, --lr), as the
+            shared SGD loop `vipcli.fitting.fit_sgd` does; methods with their own loop take settings.
+        needs_center_view: fit wants the un-augmented view of each training image in `data.train.x`
+            (otherwise only the augmented views `data.train.views` are encoded).
+    """
+
+    id: str = ""
+    summary: ClassVar[str] = ""
+    trains: ClassVar[bool] = True
+    uses_shots: ClassVar[bool] = True
+    needs_symptoms: ClassVar[bool] = False
+    needs_center_view: ClassVar[bool] = False
+    uses_schedule: ClassVar[bool] = False
+    Settings: ClassVar[type] = NoSettings
+
+    def __init__(self, setup: MethodSetup, settings=None, stored: dict | None = None):
+        """Build the method.
+
+        Args:
+            setup: backbone, class names and symptoms.
+            settings: an instance of `Settings` (None: its defaults).
+            stored: the JSON state `record()` returned when the run was trained (None when training).
+        """
+        super().__init__()
+        self._setup = [setup]  # a list keeps the frozen backbone out of this module's parameters
+        self.settings = settings if settings is not None else self.Settings()
+
+    # --- what the core reads -----------------------------------------------------------------
+
+    @property
+    def setup(self) -> MethodSetup:
+        """The backbone, class names and symptoms this method was built from."""
+        return self._setup[0]
+
+    @property
+    def backbone(self):
+        """The frozen backbone."""
+        return self.setup.backbone
+
+    def fit(self, data, context: FitContext) -> dict:
+        """Learn from the few-shot training features; return what to record in metrics.json.
+
+        Args:
+            data: a vipcli.featuresets.PreparedData (train with `views` [N, V, D] and, when
+                `needs_center_view`, `x` [N, D]; val with `x` [M, D]).
+            context: schedule, seed, progress.
+        Returns:
+            {"best_epoch": int | None, "best_val_accuracy": float | None, "history": [...], ...}
+        """
+        return {"best_epoch": None, "best_val_accuracy": None, "history": []}
+
+    def forward(self, image_features: torch.Tensor) -> torch.Tensor:
+        """Class logits for image features: [B, D] -> [B, C]."""
+        raise NotImplementedError
+
+    def prepare(self) -> None:
+        """Called once before inference (after fit or loading): cache anything image-independent."""
+
+    def explain(self, image_feature: torch.Tensor) -> list[dict] | None:
+        """Per class, the prompts behind its logit for one image [D], or None if the method has none.
+
+        Returns:
+            [{"class": name, "symptoms": [{"symptom", "similarity", "weight"}]}] in class order.
+        """
+        return None
+
+    def record(self) -> dict:
+        """JSON-able state that predict needs besides the tensors (prompts, searched values...)."""
+        return {}
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """The tensors saved in model.safetensors (default: every parameter and persistent buffer)."""
+        return {name: tensor.detach() for name, tensor in self.state_dict().items()}
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor], where: str) -> None:
+        """Load tensors saved by `state_tensors`; a mismatch is one clear error naming `where`."""
+        expected = {name: tuple(t.shape) for name, t in self.state_tensors().items()}
+        found = {name: tuple(t.shape) for name, t in tensors.items()}
+        if expected != found:
+            raise VipError(f"{where}: saved tensors {found} do not fit backbone '{self.backbone.id}' with method "
+                           f"'{self.id}', which needs {expected}",
+                           "predict with the backbone and arch the run was trained with")
+        self.load_state_dict(tensors, strict=False)
+
+
+# --- settings -------------------------------------------------------------------------------------
+
+
+def settings_fields(settings_class) -> dict[str, dataclasses.Field]:
+    """The option fields of a settings dataclass, by name."""
+    return {f.name: f for f in dataclasses.fields(settings_class)}
+
+
+def _convert(value: str, kind, option: str):
+    origin = typing.get_origin(kind)
+    if kind is bool or kind == "bool":
+        lowered = value.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise UsageError(f"{option}: expected true or false, got '{value}'")
+    if origin is typing.Union or str(kind).startswith("typing.Optional") or " | " in str(kind):
+        if value.strip().lower() == "none":
+            return None
+        kind = next(a for a in typing.get_args(kind) if a is not type(None))
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"{option}: expected {getattr(kind, '__name__', kind)}, got '{value}'") from None
+
+
+def make_settings(method_class, options: dict[str, Any], method_id: str):
+    """The method's settings from `KEY=VALUE` options (strings converted by field type).
+
+    Unknown keys are usage errors listing the method's settings.
+    """
+    settings_class = method_class.Settings
+    hints = typing.get_type_hints(settings_class)
+    known = settings_fields(settings_class)
+    values = {}
+    for key, value in options.items():
+        name = key.replace("-", "_")
+        if name not in known:
+            listed = ", ".join(n.replace("_", "-") for n in known) or "none"
+            raise UsageError(f"method '{method_id}' has no setting '{key}'", f"its settings: {listed}")
+        values[name] = _convert(value, hints[name], f"--method-option {key}") if isinstance(value, str) else value
+    settings = settings_class(**values)
+    check = getattr(settings, "validate", None)
+    if check is not None:
+        check()
+    return settings
+
+
+def settings_from_record(method_class, record: dict):
+    """Rebuild settings stored in a run (unknown keys from newer versions are ignored)."""
+    known = settings_fields(method_class.Settings)
+    return method_class.Settings(**{k: v for k, v in (record or {}).items() if k in known})

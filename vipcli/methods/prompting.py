@@ -1,0 +1,222 @@
+"""The prompt-learning core shared by every method whose classes are text prompts.
+
+ViP and its ablations, CoOp, BiomedCoOp and the zero-shot baselines all encode per-class prompts
+with the frozen text tower, optionally with learned context vectors spliced in after the start
+token (CoP) and a learned merge over a class's prompts (MeP). `PromptMethod` holds that machinery;
+each method module only says which prompts it encodes and what learns.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vipcli.errors import UsageError
+from vipcli.methods.base import Method, MethodSetup
+from vipcli.prompts import build_prompt_bank, encode_prompts
+
+ZERO_SHOT_TEMPLATE = "a photo of a {}."
+
+
+def readable_class_name(name: str) -> str:
+    """A class folder name as words: 'basal_cell-carcinoma' -> 'basal cell carcinoma'."""
+    return name.replace("_", " ").replace("-", " ").lower()
+
+
+def pad_by_class(features: torch.Tensor, class_index: torch.Tensor, num_classes: int):
+    """Group prompt features by class into a padded block.
+
+    Args:
+        features: [P, D] one row per prompt.
+        class_index: [P] the class of each row.
+    Returns:
+        (padded [C, K, D], mask [C, K] True where a real prompt sits), K the most prompts of a class.
+    """
+    counts = torch.bincount(class_index, minlength=num_classes)  # [C]
+    width = int(counts.max())
+    slot = torch.zeros_like(class_index)
+    for c in range(num_classes):
+        members = (class_index == c).nonzero().flatten()
+        slot[members] = torch.arange(len(members), device=class_index.device)
+    padded = features.new_zeros(num_classes, width, features.shape[1])  # [C, K, D]
+    padded[class_index, slot] = features
+    mask = torch.zeros(num_classes, width, dtype=torch.bool, device=features.device)
+    mask[class_index, slot] = True
+    return padded, mask
+
+
+class MergePrompt(nn.Module):
+    """MeP: a learned token per class attends over that class's symptom features.
+
+    q_c = W_q g_c;  K_c = T_c W_k^T;  a_c = softmax(q_c K_c^T / sqrt(D));  s_c = g_c + a_c T_c
+    """
+
+    def __init__(self, num_classes: int, dim: int):
+        super().__init__()
+        self.token = nn.Parameter(torch.randn(num_classes, dim) * 0.02)  # [C, D] g_c
+        self.w_q = nn.Parameter(nn.init.xavier_normal_(torch.empty(dim, dim)))  # [D, D] (y = x @ w.T)
+        self.w_k = nn.Parameter(nn.init.xavier_normal_(torch.empty(dim, dim)))  # [D, D]
+
+    def forward(self, symptoms: torch.Tensor, mask: torch.Tensor):
+        """Merge padded symptom features [C, K, D] (mask [C, K]) into class embeddings.
+
+        Returns:
+            (s [C, D], a [C, K] attention weights, zero on padding)
+        """
+        query = self.token @ self.w_q.T  # [C, D]
+        keys = symptoms @ self.w_k.T  # [C, K, D]
+        scores = torch.einsum("cd,ckd->ck", query, keys) / math.sqrt(symptoms.shape[-1])  # [C, K]
+        weights = scores.masked_fill(~mask, float("-inf")).softmax(dim=-1)  # [C, K]
+        merged = self.token + torch.einsum("ck,ckd->cd", weights, symptoms)  # [C, D]
+        return merged, weights
+
+
+@dataclass
+class ContextSettings:
+    """Settings of the methods that learn context vectors."""
+
+    n_ctx: int = 4  # M, learned context vectors spliced in after the start token
+    class_specific_context: bool = False  # one context per class instead of one shared by all
+
+    def validate(self) -> None:
+        """Refuse settings that cannot work."""
+        if self.n_ctx < 1:
+            raise UsageError(f"--n-ctx must be at least 1 for a method that learns context, got {self.n_ctx}")
+
+
+class PromptMethod(Method):
+    """Classes as text prompts: logit_c(x) = exp(logit_scale) * cos(f(x), e_c).
+
+    e_c is the learned merge of class c's prompt features (with a merge prompt) or the mean of
+    their unit vectors (without one). Subclasses set `learns_context` / `learned_merge` and
+    implement `make_prompts`.
+    """
+
+    uses_schedule = True
+    learns_context: bool = False
+    learned_merge: bool = False
+    prompts_are_symptoms: bool = False  # explanations name symptoms (else the prompt texts)
+
+    def __init__(self, setup: MethodSetup, settings=None, stored: dict | None = None):
+        super().__init__(setup, settings, stored)
+        backbone = setup.backbone
+        self.prompts = [list(p) for p in stored["prompts"]] if stored and stored.get("prompts") else \
+            self.make_prompts(setup)
+        n_ctx = self.settings.n_ctx if self.learns_context else 0
+        self.bank = build_prompt_bank(backbone, self.prompts, n_ctx, trim=setup.trim)
+        class_specific = bool(getattr(self.settings, "class_specific_context", False))
+        width, num_classes = backbone.token_width, setup.num_classes
+        shape = (num_classes, n_ctx, width) if class_specific else (n_ctx, width)
+        self.context = nn.Parameter(self.initial_context(shape)) if n_ctx > 0 else None  # [M, W] | [C, M, W]
+        self.merge = MergePrompt(num_classes, backbone.embed_dim) if self.learned_merge else None
+        self.register_buffer("logit_scale", backbone.logit_scale.detach().clone().float().cpu(), persistent=False)
+        self._frozen_text: torch.Tensor | None = None  # prompt features when nothing text-side learns
+        self._inference: tuple | None = None  # (E [C, D], prompt features [P, D], weights [C, K]) once prepared
+        self.to(setup.device)
+
+    # --- what subclasses say -------------------------------------------------------------------
+
+    def make_prompts(self, setup: MethodSetup) -> list[list[str]]:
+        """Per class, the phrases this method encodes."""
+        raise NotImplementedError
+
+    def initial_context(self, shape: tuple) -> torch.Tensor:
+        """Initial context vectors (CoOp/ViP: N(0, 0.02))."""
+        return torch.randn(*shape) * 0.02
+
+    # --- the forward pass ----------------------------------------------------------------------
+
+    def prompt_features(self) -> torch.Tensor:
+        """[P, D] text features of every prompt under the current context."""
+        if self.context is None:
+            if self._frozen_text is None:
+                with torch.no_grad():
+                    self._frozen_text = encode_prompts(self.backbone, self.bank, None)
+            return self._frozen_text
+        return encode_prompts(self.backbone, self.bank, self.context)
+
+    def class_embeddings(self):
+        """Class embeddings E [C, D] (so logits = scale * normalize(f) @ E.T) and details.
+
+        Returns:
+            (E [C, D], prompt features [P, D], weights [C, K], mask [C, K])
+        """
+        features = self.prompt_features()  # [P, D]
+        padded, mask = pad_by_class(features, self.bank.class_index.to(features.device), self.bank.num_classes)
+        if self.merge is not None:
+            merged, weights = self.merge(padded, mask)  # [C, D], [C, K]
+            return F.normalize(merged, dim=-1), features, weights, mask
+        unit = F.normalize(padded, dim=-1) * mask[..., None]  # [C, K, D]
+        weights = mask / mask.sum(dim=1, keepdim=True)  # [C, K] uniform
+        return (unit * weights[..., None]).sum(dim=1), features, weights, mask  # mean of cosines
+
+    def logits_from(self, image_features: torch.Tensor, class_embeddings: torch.Tensor) -> torch.Tensor:
+        """[B, D] image features, [C, D] class embeddings -> [B, C] logits."""
+        return self.logit_scale.exp() * F.normalize(image_features, dim=-1) @ class_embeddings.T
+
+    def forward(self, image_features: torch.Tensor) -> torch.Tensor:
+        """[B, D] -> [B, C]; uses the embeddings cached by `prepare` in eval mode."""
+        if self._inference is not None and not self.training:
+            return self.logits_from(image_features, self._inference[0])
+        return self.logits_from(image_features, self.class_embeddings()[0])
+
+    def train(self, mode: bool = True):
+        """Switch mode; any embeddings cached for inference are dropped."""
+        self._inference = None
+        return super().train(mode)
+
+    def prepare(self) -> None:
+        """Compute the class embeddings once for inference."""
+        self.eval()
+        with torch.no_grad():
+            embeddings, features, weights, _ = self.class_embeddings()
+        self._inference = (embeddings, features, weights)
+
+    def fit(self, data, context):
+        """SGD over whatever learns (context, merge prompt); nothing to do for hand prompts."""
+        from vipcli.fitting import fit_sgd, no_training
+
+        if not any(p.requires_grad for p in self.parameters()):
+            return no_training(self, data)
+        return fit_sgd(self, data, context)
+
+    def timing_step(self) -> None:
+        """A forward and backward pass of the text side that leaves no trace (to choose CPU threads)."""
+        self.class_embeddings()[0].sum().backward()
+        self.zero_grad(set_to_none=True)
+
+    # --- saving and explaining -----------------------------------------------------------------
+
+    def record(self) -> dict:
+        """The prompts as encoded (predict re-encodes exactly these)."""
+        return {"prompts": self.prompts}
+
+    def explain(self, image_feature: torch.Tensor) -> list[dict]:
+        """Per class: each prompt's cosine similarity to the image and its merge weight."""
+        if self._inference is None:
+            self.prepare()
+        _, features, weights = self._inference
+        similarities = F.normalize(features, dim=-1) @ F.normalize(image_feature.to(features.device), dim=-1)  # [P]
+        result = []
+        for c, name in enumerate(self.setup.class_names):
+            rows = (self.bank.class_index == c).nonzero().flatten().tolist()
+            phrases = self.prompts[c] if self.prompts_are_symptoms else [self.bank.texts[r] for r in rows]
+            entries = [{"symptom": phrases[k], "similarity": round(float(similarities[r]), 4),
+                        "weight": round(float(weights[c, k]), 4)} for k, r in enumerate(rows)]
+            result.append({"class": name, "symptoms": entries})
+        return result
+
+
+def symptom_prompts(setup: MethodSetup, method_id: str) -> list[list[str]]:
+    """Per class, its symptoms; a class without any is one clear error."""
+    from vipcli.errors import VipError
+
+    missing = [name for name in setup.class_names if not setup.symptoms.get(name)]
+    if missing:
+        raise VipError(f"method '{method_id}' needs symptoms, and class {', '.join(map(repr, missing))} has none",
+                       "pass --symptoms PACK or a {class: [symptoms]} file")
+    return [list(setup.symptoms[name]) for name in setup.class_names]

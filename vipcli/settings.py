@@ -1,0 +1,65 @@
+"""Settings shared by `vip train`, `vip benchmark` and `--speed`: one dataclass per concern."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class BackboneSettings:
+    """Which frozen model, and where it runs."""
+
+    id: str = "clip"  # backbone plugin id (see `vip backbones list`)
+    arch: str | None = None  # architecture for the plugin (None: its default)
+    pretrained: str | None = None  # weights for the plugin (None: its default; "none": random)
+    device: str = "auto"  # auto, cpu, cuda, cuda:N, mps
+
+    def load(self, device=None):
+        """Build the frozen backbone (on `device`, else the resolved `self.device`)."""
+        from vipcli.devices import resolve_device
+        from vipcli.registry import load_backbone
+
+        return load_backbone(self.id, self.arch, self.pretrained, device or resolve_device(self.device))
+
+
+@dataclass(frozen=True)
+class EncodingSettings:
+    """How images become frozen features."""
+
+    views: int = 8  # augmented views encoded (and cached) per training image
+    workers: int = 2  # image-decoding worker processes
+    batch_size: int = 64  # images per image-encoder call
+    cache_dir: Path | None = None  # feature cache root (None: $VIP_CACHE_DIR or the user cache)
+    use_cache: bool = True  # keep encoded features on disk between runs
+
+    def validate(self) -> None:
+        """Refuse values that cannot work."""
+        from vipcli.errors import UsageError
+
+        if self.views < 1:
+            raise UsageError(f"--views must be at least 1, got {self.views}")
+        if self.workers < 0:
+            raise UsageError(f"--workers must be 0 or more, got {self.workers}")
+
+    def cache(self, backbone):
+        """The feature cache these settings ask for (a memory-only one with `use_cache=False`)."""
+        from vipcli.features import FeatureCache, default_cache_dir
+
+        return FeatureCache((self.cache_dir or default_cache_dir()) if self.use_cache else None, backbone)
+
+
+@dataclass(frozen=True)
+class ScheduleSettings:
+    """The optimisation schedule of methods trained with the shared SGD loop."""
+
+    name: str = "auto"  # auto (fewshot with --shots N, paper with all), fewshot or paper
+    epochs: int | None = None  # override the schedule's epochs
+    batch_size: int | None = None  # override the schedule's batch size
+    lr: float | None = None  # override the schedule's learning rate
+
+    def resolve(self, shots: int | None):
+        """The vipcli.schedule.Schedule for a run with `shots` (None: all images)."""
+        from vipcli.schedule import resolve_schedule
+
+        return resolve_schedule(self.name, shots, self.epochs, self.batch_size, self.lr)
