@@ -155,3 +155,21 @@ def test_symptoms_file_supplies_missing_classes(cli, tmp_path, tiny_clip):
     assert code == 0, err
     run = (tmp_path / "run" / "run.yaml").read_text()
     assert "a round blob" in run and "The spot is asymmetric on both sides" in run
+
+
+def test_progress_without_a_terminal_logs_a_line_every_few_seconds(capsys):
+    from vipcli.console import LogProgress
+
+    now = [0.0]
+    progress = LogProgress(interval=5, clock=lambda: now[0])
+    task = progress.add_task("encoding images", total=100)
+    for _ in range(10):
+        now[0] += 1
+        progress.advance(task, 5)
+    now[0] += 1
+    progress.advance(task, 50)
+    progress.remove_task(task)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == ["encoding images: 25/100 (25.0%), 5 s elapsed, about 15 s left",
+                     "encoding images: 50/100 (50.0%), 10 s elapsed, about 10 s left",
+                     "encoding images: 100/100 (100.0%), 11 s elapsed"]

@@ -35,9 +35,15 @@ def info(message: str) -> None:
     stderr().print(message, markup=False)
 
 
-def progress_bar() -> Progress:
-    """A rich progress bar on stderr; hidden when stderr is not a terminal."""
+def progress_bar():
+    """A rich progress bar on stderr when it is a terminal; otherwise a log line every few seconds.
+
+    Jobs under nohup, Slurm or CI have no terminal: they get `LogProgress` lines with done/total,
+    the elapsed time and an estimate of what is left, so a long step is never silent.
+    """
     console = stderr()
+    if not console.is_terminal:
+        return LogProgress()
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -45,8 +51,57 @@ def progress_bar() -> Progress:
         TimeElapsedColumn(),
         console=console,
         transient=True,
-        disable=not console.is_terminal,
     )
+
+
+class LogProgress:
+    """The part of rich's Progress that vip uses, printing plain lines at most every `interval` seconds."""
+
+    def __init__(self, interval: float | None = None, clock=None):
+        import os
+        import time
+
+        self.interval = interval if interval is not None else float(os.environ.get("VIP_PROGRESS_SECONDS", "10"))
+        self.clock = clock or time.monotonic
+        self.tasks: dict[int, dict] = {}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.tasks.clear()
+
+    def add_task(self, description: str, total: int) -> int:
+        """Start a task; returns its id."""
+        task_id = len(self.tasks) + 1 + max(self.tasks, default=0)
+        now = self.clock()
+        self.tasks[task_id] = {"description": description, "total": total, "done": 0, "started": now, "shown": now}
+        return task_id
+
+    def advance(self, task_id: int, n: int = 1) -> None:
+        """Count `n` more done; print a line when `interval` seconds passed since the last one."""
+        task = self.tasks.get(task_id)
+        if task is None:
+            return
+        task["done"] += n
+        now = self.clock()
+        if now - task["shown"] >= self.interval:
+            task["shown"], task["shown_done"] = now, task["done"]
+            info(self.line(task, now))
+
+    def remove_task(self, task_id: int) -> None:
+        """Finish a task (a last line if it printed any and moved on since)."""
+        task = self.tasks.pop(task_id, None)
+        if task is not None and task["shown"] != task["started"] and task.get("shown_done") != task["done"]:
+            info(self.line(task, self.clock()))
+
+    @staticmethod
+    def line(task: dict, now: float) -> str:
+        """'encoding images: 120/3249 (3.7%), 12 s elapsed, about 310 s left'."""
+        done, total, elapsed = task["done"], task["total"], now - task["started"]
+        share = f" ({100 * done / total:.1f}%)" if total else ""
+        left = f", about {elapsed * (total - done) / done:.0f} s left" if done and total and done < total else ""
+        return f"{task['description']}: {done}/{total}{share}, {elapsed:.0f} s elapsed{left}"
 
 
 @contextlib.contextmanager

@@ -28,10 +28,14 @@ class EncodingSettings:
     """How images become frozen features."""
 
     views: int = 8  # augmented views encoded (and cached) per training image
-    workers: int = 2  # image-decoding worker processes
+    workers: int | None = None  # image-decoding worker processes (None: one per usable core, at most 16)
     batch_size: int = 64  # images per image-encoder call
     cache_dir: Path | None = None  # feature cache root (None: $VIP_CACHE_DIR or the user cache)
     use_cache: bool = True  # keep encoded features on disk between runs
+
+    def __post_init__(self):
+        if self.workers is None:
+            object.__setattr__(self, "workers", default_workers())
 
     def validate(self) -> None:
         """Refuse values that cannot work."""
@@ -63,3 +67,11 @@ class ScheduleSettings:
         from vipcli.schedule import resolve_schedule
 
         return resolve_schedule(self.name, shots, self.epochs, self.batch_size, self.lr)
+
+
+def default_workers() -> int:
+    """Image-decoding workers when --workers is not given: the usable cores, at most 16."""
+    import os
+
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(usable, 16))

@@ -39,7 +39,7 @@ def benchmark_command(
                                        "an interrupted sweep resumes there."),
     force: bool = typer.Option(False, "--force", help="Start over instead of resuming the sweep stored in --out."),
     device: str = opt.DEVICE,
-    workers: int = opt.WORKERS,
+    workers: Optional[int] = opt.WORKERS,
     as_json: bool = opt.JSON,
     speed: bool = typer.Option(False, "--speed", help="Measure speed instead: feature extraction, a full ViP run "
                                "cached vs re-encoding every epoch, predict, memory; writes speed.json."),

@@ -30,9 +30,42 @@ def list_command(as_json: bool = typer.Option(False, "--json", help="Print one J
         return
     from rich.table import Table
 
-    table = Table("id", "provided by", "trains", "uses shots", "needs symptoms", "settings")
+    table = Table("id", "trains", "shots", "symptoms", "provided by", title="methods (settings: vip methods show ID)")
     for info in infos:
         name = info.id if not info.problem else f"{info.id} (unavailable)"
-        table.add_row(name, f"{info.distribution} {info.version}".strip(), _yes_no(info.trains),
-                      _yes_no(info.uses_shots), _yes_no(info.needs_symptoms), ", ".join(info.settings) or "-")
+        table.add_row(name, _yes_no(info.trains), _yes_no(info.uses_shots),
+                      "needed" if info.needs_symptoms else "-", info.distribution)
     console.stdout().print(table)
+
+
+@app.command("show")
+def show_command(method: str = typer.Argument(..., help="A method id."),
+                 as_json: bool = typer.Option(False, "--json", help="Print one JSON document.")) -> None:
+    """Show one method: what it does and needs, and its settings with their defaults."""
+    import dataclasses
+    import typing
+
+    from vipcli.methods import method_class
+
+    cls = method_class(method)
+    hints = typing.get_type_hints(cls.Settings)
+    settings = [{"name": f.name.replace("_", "-"), "type": getattr(hints[f.name], "__name__", str(hints[f.name])),
+                 "default": f.default} for f in dataclasses.fields(cls.Settings)]
+    document = {"id": method, "summary": cls.summary, "trains": cls.trains, "uses_shots": cls.uses_shots,
+                "needs_symptoms": cls.needs_symptoms, "uses_schedule": cls.uses_schedule, "settings": settings,
+                "doc": (cls.__doc__ or "").strip()}
+    if as_json:
+        print(json.dumps(document, indent=2))
+        return
+    out = console.stdout()
+    out.print(f"{method}: {cls.summary}", markup=False)
+    out.print(f"trains: {_yes_no(cls.trains)}; uses the labelled shots: {_yes_no(cls.uses_shots)}; "
+              f"needs symptoms: {_yes_no(cls.needs_symptoms)}; "
+              f"{'uses the run schedule (--schedule/--epochs/--batch-size/--lr)' if cls.uses_schedule else 'has its own fitting'}",
+              markup=False)
+    if not settings:
+        out.print("settings: none")
+        return
+    out.print("settings (--method-option KEY=VALUE):")
+    for entry in settings:
+        out.print(f"  {entry['name']} = {entry['default']!r}  ({entry['type']})", markup=False)

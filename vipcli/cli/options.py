@@ -22,7 +22,8 @@ DEVICE = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."
 
 # --- encoding ----------------------------------------------------------------------------------
 VIEWS = typer.Option(8, "--views", help="Augmented views encoded and cached per training image.")
-WORKERS = typer.Option(2, "--workers", help="Image-decoding worker processes.")
+WORKERS = typer.Option(None, "--workers", help="Image-decoding worker processes (default: one per usable core, "
+                       "at most 16; 0 decodes in the main process).")
 NO_CACHE = typer.Option(False, "--no-cache", help="Do not read or write the on-disk feature cache.")
 
 # --- the schedule of the shared prompt-training loop ----------------------------------------------
@@ -50,7 +51,7 @@ def backbone_settings(backbone: str, arch: Optional[str], pretrained: Optional[s
     return BackboneSettings(backbone, arch, pretrained, device)
 
 
-def encoding_settings(views: int, workers: int, no_cache: bool = False):
+def encoding_settings(views: int, workers: Optional[int], no_cache: bool = False):
     """--views/--workers/--no-cache as EncodingSettings."""
     from vipcli.settings import EncodingSettings
 

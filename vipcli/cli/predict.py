@@ -10,6 +10,7 @@ from typing import List, Optional
 import typer
 
 from vipcli import console
+from vipcli.cli import options as opt
 from vipcli.errors import VipError
 
 
@@ -19,15 +20,18 @@ def predict_command(
     explain: bool = typer.Option(False, "--explain", help="Show each symptom's similarity and merge weight."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
     backbone: Optional[str] = typer.Option(None, "--backbone", help="Refuse runs trained with another backbone."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
-    no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the on-disk feature cache."),
-    workers: int = typer.Option(2, "--workers", help="Image-decoding worker processes."),
+    device: str = opt.DEVICE,
+    no_cache: bool = opt.NO_CACHE,
+    workers: Optional[int] = opt.WORKERS,
 ) -> None:
     """Predict the class of each image, with its probability (and symptoms with --explain)."""
     from vipcli.devices import resolve_device
     from vipcli.features import FeatureCache, default_cache_dir
     from vipcli.predict import collect_images, load_predictor, predict
 
+    from vipcli.settings import default_workers
+
+    workers = default_workers() if workers is None else workers
     files = collect_images(paths)
     predictor = load_predictor(model, resolve_device(device), backbone)
     cache = FeatureCache(None if no_cache else default_cache_dir(), predictor.backbone)

@@ -36,7 +36,7 @@ def train_command(
     reference: bool = typer.Option(False, "--reference", help="Re-encode every image every epoch (the authors' "
                                    "way; for speed comparisons)."),
     no_cache: bool = opt.NO_CACHE,
-    workers: int = opt.WORKERS,
+    workers: Optional[int] = opt.WORKERS,
     as_json: bool = opt.JSON,
 ) -> None:
     """Train a method (ViP by default) on a folder of images sorted by class."""
