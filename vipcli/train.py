@@ -7,14 +7,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import torch
-
 from vipcli import console
-from vipcli.data import Dataset, load_dataset
 from vipcli.errors import UsageError, VipError
-from vipcli.features import iterate_fresh_features
-from vipcli.featuresets import PreparedData, prepare_features
 from vipcli.settings import BackboneSettings, EncodingSettings, ScheduleSettings
+
+# torch and the data modules are imported inside the functions, so that building a TrainConfig
+# (and failing on a bad option) costs no torch import.
 
 
 @dataclass(frozen=True)
@@ -57,8 +55,10 @@ def default_run_dir(config: TrainConfig) -> Path:
     return candidate
 
 
-def _reference_batches(backbone, dataset: Dataset, data: PreparedData, schedule, seed, encoding):
+def _reference_batches(backbone, dataset, data, schedule, seed, encoding):
     """The authors' loop: every epoch decodes and encodes every train and val image again."""
+    from vipcli.features import iterate_fresh_features
+
     val = [s for s in dataset.splits["val"] if str(s.path) in set(data.val.paths)]
 
     def batches(epoch: int, train: bool):
@@ -77,6 +77,8 @@ def check_config(config: TrainConfig):
 
     if config.shots is not None and config.shots < 1:
         raise UsageError(f"--shots must be a positive number or 'all', got {config.shots}")
+    if not Path(config.data).is_dir():
+        raise VipError(f"data folder not found: {config.data}", "pass --data DIR with one subfolder per class")
     config.encoding.validate()
     cls = method_class(config.method)
     settings = make_settings(cls, config.method_options, config.method)
@@ -111,7 +113,11 @@ def train(config: TrainConfig, progress=None) -> TrainResult:
     Returns:
         TrainResult with the run directory, metrics and unreadable files.
     """
+    import torch
+
+    from vipcli.data import load_dataset
     from vipcli.devices import resolve_device
+    from vipcli.featuresets import prepare_features
     from vipcli.fitting import evaluate
     from vipcli.methods import FitContext, MethodSetup, build_method
 

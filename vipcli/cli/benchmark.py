@@ -59,11 +59,12 @@ def benchmark_command(
             report = measure_speed(config, progress)
         print_speed(report, as_json)
         return
+    method_ids, shot_values = opt.parse_list("--methods", methods), opt.parse_list("--shots", shots, opt.parse_shots)
+    seed_values, options = opt.parse_list("--seeds", seeds, int), opt.method_options(method_option, n_ctx, False)
     from vipcli.benchmark import BenchmarkConfig, run_benchmark
 
     config = BenchmarkConfig(
-        data=data, methods=opt.parse_list("--methods", methods), shots=opt.parse_list("--shots", shots, opt.parse_shots),
-        seeds=opt.parse_list("--seeds", seeds, int), method_options=opt.method_options(method_option, n_ctx, False),
+        data=data, methods=method_ids, shots=shot_values, seeds=seed_values, method_options=options,
         backbone=backbone_settings, encoding=encoding, schedule=opt.schedule_settings(schedule, epochs, batch_size, lr),
         symptoms=opt.symptom_sources(symptoms), split_seed=split_seed, out=out, force=force,
     )

@@ -32,11 +32,29 @@ CLICK_EXIT = tuple(_exceptions("Exit") | {typer.Exit})
 CLICK_ERROR = tuple(_exceptions("ClickException"))
 CLICK_ABORT = tuple(_exceptions("Abort") | {KeyboardInterrupt})
 
+def _hide_flag_types() -> None:
+    """Show no `<bool>` type beside flags in help (they take no value); a no-op on other typer versions."""
+    try:
+        from typer.core import TyperOption
+    except ImportError:  # pragma: no cover
+        return
+    original = getattr(TyperOption, "display_type_rich", None)
+    if original is None or getattr(original, "_vip_flags_hidden", False):
+        return
+
+    def display_type_rich(self, ctx):
+        return None if getattr(self, "is_flag", False) else original(self, ctx)
+
+    display_type_rich._vip_flags_hidden = True
+    TyperOption.display_type_rich = display_type_rich
+
+
+_hide_flag_types()
+
 app = typer.Typer(
     name="vip",
     help="ViP: adapt vision-language models to medical images with LLM-described visual symptoms.",
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
