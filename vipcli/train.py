@@ -72,14 +72,14 @@ def _reference_batches(backbone, dataset, data, schedule, seed, encoding):
 
 def check_config(config: TrainConfig):
     """Check every option before any image is decoded; return (method class, settings, schedule)."""
-    from vipcli.methods import make_settings, method_class
-    from vipcli.methods.prompting import PromptMethod
-
     if config.shots is not None and config.shots < 1:
         raise UsageError(f"--shots must be a positive number or 'all', got {config.shots}")
     if not Path(config.data).is_dir():
         raise VipError(f"data folder not found: {config.data}", "pass --data DIR with one subfolder per class")
     config.encoding.validate()
+    from vipcli.methods import make_settings, method_class
+    from vipcli.methods.prompting import PromptMethod
+
     cls = method_class(config.method)
     settings = make_settings(cls, config.method_options, config.method)
     if config.reference and not (issubclass(cls, PromptMethod) and cls.trains):
@@ -113,6 +113,8 @@ def train(config: TrainConfig, progress=None) -> TrainResult:
     Returns:
         TrainResult with the run directory, metrics and unreadable files.
     """
+    started = time.perf_counter()
+    cls, _, schedule = check_config(config)
     import torch
 
     from vipcli.data import load_dataset
@@ -121,8 +123,6 @@ def train(config: TrainConfig, progress=None) -> TrainResult:
     from vipcli.fitting import evaluate
     from vipcli.methods import FitContext, MethodSetup, build_method
 
-    started = time.perf_counter()
-    cls, _, schedule = check_config(config)
     device = resolve_device(config.backbone.device)
     dataset = load_dataset(config.data, seed=config.seed)
     symptoms = load_symptoms(cls, dataset.class_names, config.symptoms)
