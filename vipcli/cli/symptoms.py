@@ -10,9 +10,14 @@ from typing import Optional
 import typer
 
 from vipcli import console
+from vipcli.cli.symptoms_rank import rank_command
 from vipcli.errors import UsageError, VipError
 
-app = typer.Typer(help="Visual symptom packs: list, show, and generate them with an LLM.", no_args_is_help=True)
+app = typer.Typer(
+    help="Visual symptom packs: list, show, generate them with an LLM, and rank them on your images.",
+    no_args_is_help=True,
+)
+app.command("rank")(rank_command)
 
 
 def _pack_json(pack) -> dict:
