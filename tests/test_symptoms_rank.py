@@ -35,6 +35,12 @@ def lesions(tmp_path_factory):
     return root
 
 
+@pytest.fixture(autouse=True)
+def shared_feature_cache(isolated_cache, lesions, monkeypatch):
+    """One feature cache for this module's tests: the lesion images are encoded once."""
+    monkeypatch.setenv("VIP_CACHE_DIR", str(lesions.parent / f"{lesions.name}-cache"))
+
+
 def rank(cli, lesions, *extra):
     return cli("symptoms", "rank", "--data", lesions, "--backbone", "toy", "--workers", "0", "--device", "cpu",
                "--symptoms", lesions / "melanoma_plus_useless.yaml", *extra)
