@@ -107,7 +107,14 @@ def _source_line(source: dict) -> str:
 
 @app.command("generate")
 def generate_command(
-    disease: list[str] = typer.Option(..., "--disease", "-d", help="Class to describe; repeat for several."),
+    disease: list[str] = typer.Option([], "--disease", "-d", help="Class to describe; repeat for several."),
+    data: Optional[Path] = typer.Option(
+        None, "--data", help="Data folder: a pack for every class folder that no shipped or --symptoms pack matches."
+    ),
+    symptoms: list[str] = typer.Option(
+        [], "--symptoms", help="With --data: packs you already have (file, folder or shipped name). Repeatable."
+    ),
+    text_only: bool = typer.Option(False, "--text-only", help="With --data: ask the text question only (no images)."),
     modality: Optional[str] = typer.Option(None, "--modality", help='What the images are, e.g. "dermoscopic images".'),
     n: int = typer.Option(4, "--n", help="How many symptoms to keep (the paper keeps 4)."),
     images: list[Path] = typer.Option(
@@ -149,6 +156,12 @@ def generate_command(
         retries=max(0, retries),
         backoff_s=backoff,
     )
+    if data is not None or symptoms or text_only:
+        _generate_for_data(data, disease, images, symptoms, text_only, modality, out, force, llm, n, judge,
+                           agree_threshold, seed, not no_cache)
+        return
+    if not disease:
+        raise UsageError("say which classes: --disease NAME (repeatable) or --data DIR", "see vip symptoms generate -h")
     folders = resolve_image_folders(disease, images)
     configs = [
         GenerateConfig(
@@ -168,6 +181,27 @@ def generate_command(
         check_config(config)
     paths = resolve_out_paths([c.disease for c in configs], out, force)
     run_generation(configs, paths, force)
+
+
+def _generate_for_data(data, disease, images, symptoms, text_only, modality, out, force, llm, n, judge, threshold,
+                       seed, use_cache) -> None:
+    """`--data DIR`: check the options that go with it, then generate every missing pack."""
+    from vipcli.cli.symptoms_data import generate_for_data
+    from vipcli.symptoms.generate import GenerateConfig, check_config
+
+    if data is None:
+        raise UsageError("--symptoms and --text-only go with --data DIR", "add --data, or leave them out")
+    if disease or images:
+        raise UsageError("--data replaces --disease and --images", "give either --data DIR or --disease (and --images)")
+
+    def make_config(name, chosen_modality, folder, files):
+        config = GenerateConfig(disease=name, modality=chosen_modality, n=n, images=folder if files else None,
+                                image_files=tuple(files), llm=llm, judge=judge, threshold=threshold, seed=seed,
+                                use_cache=use_cache)
+        check_config(config)
+        return config
+
+    generate_for_data(data, out, force, symptoms, modality, text_only, make_config)
 
 
 def resolve_image_folders(diseases: list[str], images: list[Path]) -> list[Optional[Path]]:
