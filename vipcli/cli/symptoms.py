@@ -32,7 +32,8 @@ def summarize_source(source: dict) -> str:
         venue = re.search(r"\b[A-Z][A-Za-z]* \d{4}\b", citation)
         return f"paper: {citation.split(',')[0]}" + (f", {venue.group(0)}" if venue else "")
     if kind == "llm":
-        return f"llm: {source.get('model', '?')} @ {source.get('endpoint_host', '?')}"
+        host = source.get("endpoint_host")
+        return f"llm: {source.get('model', '?')}" + (f" @ {host}" if host else "")
     return kind
 
 
@@ -91,6 +92,8 @@ def show_command(
     out.print(pack.name + (f"  (aliases: {', '.join(pack.aliases)})" if pack.aliases else ""), markup=False)
     out.print(f"modality: {pack.modality or '-'}", markup=False)
     out.print(f"source:   {_source_line(pack.source)}", markup=False)
+    for reference in pack.source.get("references") or []:
+        out.print(f"          - {reference}", markup=False)
     out.print("symptoms:", markup=False)
     for index, symptom in enumerate(pack.symptoms, 1):
         out.print(f"  {index}. {symptom}", markup=False)
@@ -101,7 +104,9 @@ def _source_line(source: dict) -> str:
     if kind == "paper":
         return f"paper: {source.get('citation', '')}"
     if kind == "llm":
-        return f"llm: {source.get('model')} at {source.get('endpoint_host')}, {source.get('date', '')}"
+        host, how = source.get("endpoint_host"), source.get("how")
+        where = f" at {host}" if host else f" ({how})" if how else ""
+        return f"llm: {source.get('model')}{where}, {source.get('date', '')}"
     return f"{kind}: {source.get('note', '')}".rstrip(": ")
 
 
