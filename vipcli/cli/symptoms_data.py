@@ -39,6 +39,8 @@ def generate_for_data(data: Path, out: Optional[Path], force: bool, sources: lis
         if not text_only:
             check_enough_images(plans)
         chosen = modality_for(plans, modality)
+        if not modality:
+            console.info(f"modality: {chosen} (from the packs of the other classes; --modality to change it)")
         configs = {
             p.class_name: make_config(p.disease, chosen, p.folder, () if text_only else p.train_images) for p in todo
         }

@@ -96,13 +96,13 @@ def show_ranking(result) -> None:
         f"({counts}); backbone {result.backbone['id']} on {result.device}",
         markup=False,
     )
-    table = Table("class", "symptom", "AUROC", "bound", "verdict",
-                  caption="AUROC: the symptom's similarity (minus each image's mean over all symptoms) ranking its "
-                          "class above the others; bound: what chance stays under (95%), or --min-auroc")
+    table = Table("class", "symptom", "AUROC", "bound", "verdict")
     for score in result.scores:
         verdict = Text(score.verdict, style="green" if score.helps else "bold red")
         table.add_row(Text(score.class_name), Text(score.symptom), f"{score.auroc:.3f}", f"{score.bound:.3f}", verdict)
     out.print(table)
+    out.print("AUROC: its class against the others, on its similarity to each image (minus the image's mean over "
+              "all symptoms); bound: what a useless symptom stays under (95%), or --min-auroc", markup=False)
     flagged = [s for s in result.scores if not s.helps]
     if not flagged:
         out.print("every symptom helps", markup=False)
