@@ -138,3 +138,14 @@ def test_a_symptom_that_matches_another_class_better_is_said_to_favour_it():
 def test_the_chance_bound_tightens_with_more_images():
     assert chance_bound(16, 16) > chance_bound(100, 100) > chance_bound(1000, 1000) > 0.5
     assert round(chance_bound(100, 100), 3) == 0.567
+
+
+def test_pruning_two_classes_that_share_one_pack_is_refused_before_encoding(cli, tmp_path):
+    from PIL import Image
+
+    for name in ("bkl", "benign_keratosis"):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(tmp_path / "data" / name / "a.png")
+    code, _, err = cli("symptoms", "rank", "--data", tmp_path / "data", "--backbone", "toy", "--prune",
+                       "--out", tmp_path / "out")
+    assert code == 2 and "both use the pack 'benign keratosis'" in err and not (tmp_path / "out").exists()

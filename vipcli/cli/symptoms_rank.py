@@ -70,17 +70,22 @@ def planned_pack_paths(config, out: Path, force: bool) -> dict[str, Path]:
     dataset = load_dataset(config.data, seed=config.seed)
     packs = packs_for_classes(dataset.class_names, list(config.symptoms))
     paths = {name: out / default_out_name(pack.name) for name, pack in packs.items()}
-    for path in paths.values():
+    seen: dict[Path, str] = {}
+    for name, path in paths.items():
+        other = seen.setdefault(path, name)
+        if other != name:
+            raise UsageError(
+                f"classes {other!r} and {name!r} both use the pack {packs[name].name!r}",
+                "give each class its own pack with --symptoms before pruning",
+            )
         refuse_overwrite(path, force)
     return paths
 
 
 def write_pruned(pruned: list, paths: dict[str, Path], force: bool) -> dict[str, Path]:
-    """Write each class's pruned pack (each file atomically); returns class name -> path."""
+    """Write each class's pruned pack (each file atomically, paths from `planned_pack_paths`)."""
     from vipcli.symptoms.generate import write_pack
 
-    if len(set(paths.values())) < len(paths):
-        raise UsageError("two classes' packs have the same file name", "give each class its own pack with --symptoms")
     return {item.class_name: write_pack(item.pack, paths[item.class_name], force=force) for item in pruned}
 
 

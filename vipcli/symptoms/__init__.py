@@ -8,4 +8,6 @@ Modules, one job each:
     grid      4x4 grid of 16 class images for the vision stage
     agree     which stage-1 symptoms the stage-2 answer agrees with
     generate  the two stages end to end: `generate_pack(config)` and `write_pack(...)`
+    folder    which pack each class of a data folder uses, and which still need generating
+    rank      score every symptom on the user's training images with the frozen backbone; prune
 """
