@@ -114,3 +114,153 @@ def test_llm_judgement_parses_array_and_rejects_garbage():
     assert [(m.symptom, m.best) for m in agreement.kept] == [("a b", "y")]
     with pytest.raises(VipError, match="not a JSON array of 2 numbers"):
         agree_by_judgement(["a b", "c d"], ["x"], "the first one matches")
+
+
+# --- the other shapes real models answer in (issue 12) -------------------------------------------
+
+SEMICOLON_PARAGRAPH = (
+    "When using CLIP to spot melanoma in dermoscopic images, focus on these visual features: an asymmetric "
+    "shape where one half does not match the other; ragged, notched or blurred edges; several colors in one "
+    "spot (brown, black, blue-gray, red or white); a dark spot larger than a pencil eraser; and a blue-white "
+    "veil over part of the spot. Keep in mind that these cues support, but do not replace, a clinical diagnosis."
+)
+COMMA_PARAGRAPH = (
+    "Useful visual features for melanoma in dermoscopic images include an uneven, lopsided shape, blurry or "
+    "jagged borders, a mix of colors such as brown, black and blue, irregular dark dots, and a whitish veil. "
+    "These plain descriptions work well as CLIP prompts."
+)
+LABEL_LINES = """Sure! Here are visual features CLIP can pick up for melanoma in dermoscopic images.
+
+Asymmetry: one half of the spot looks different from the other half.
+**Border:** edges are ragged, notched or fade into the skin.
+Color – several shades in one spot, such as brown, black, blue or red.
+Dots and globules: small dark dots of different sizes, unevenly spread.
+
+These descriptions avoid the disease name, so CLIP has to rely on what it sees."""
+TABLE = """Here is a table of visual features for detecting melanoma in dermoscopic images:
+
+| # | Feature | What it looks like | Why it helps |
+|---|---------|--------------------|--------------|
+| 1 | **Asymmetry** | One half does not match the other | Benign spots are usually symmetric |
+| 2 | Irregular border | Ragged, notched or blurred edges | Uneven growth |
+| 3 | Color variation | Brown, black and blue in one spot<br>sometimes red | Pigment at different depths |
+| 4 | Dark dots | Small black dots scattered unevenly | |
+
+Use these phrases as prompts for CLIP."""
+NESTED = """Here are useful visual features, grouped by type:
+
+1. **Shape**
+   - Asymmetric outline, one half differs from the other
+   - Irregular, lopsided form
+2. **Border**
+   - Ragged or notched edges
+   - Edges that fade
+     into the surrounding skin
+3. **Multiple colors:**
+   - brown
+   - black
+   - blue-gray
+4. Small dark dots scattered unevenly inside the spot
+   - often near the edge
+
+I hope this helps you build good prompts for CLIP!"""
+
+
+@pytest.mark.parametrize(
+    "answer, expected",
+    [
+        (
+            SEMICOLON_PARAGRAPH,
+            (
+                "An asymmetric shape where one half does not match the other",
+                "Ragged, notched or blurred edges",
+                "Several colors in one spot (brown, black, blue-gray, red or white)",
+                "A dark spot larger than a pencil eraser",
+                "A blue-white veil over part of the spot",
+            ),
+        ),
+        (
+            COMMA_PARAGRAPH,
+            (
+                "An uneven, lopsided shape",
+                "Blurry or jagged borders",
+                "A mix of colors such as brown, black and blue",
+                "Irregular dark dots",
+                "A whitish veil",
+            ),
+        ),
+        (
+            "The key visual features to look for are asymmetric shape, irregular borders, multiple colors and "
+            "small dark dots.",
+            ("Asymmetric shape", "Irregular borders", "Multiple colors", "Small dark dots"),
+        ),
+        (
+            "Asymmetric shape; blurry edges; several colors; small dark dots",
+            ("Asymmetric shape", "Blurry edges", "Several colors", "Small dark dots"),
+        ),
+    ],
+    ids=["semicolons-with-preamble-and-remark", "commas-with-nested-list", "commas-no-oxford-comma", "bare-semicolons"],
+)
+def test_a_paragraph_listing_features_with_semicolons_or_commas(answer, expected):
+    assert parse_answer(answer, "melanoma").items == expected
+
+
+def test_feature_description_lines_drop_the_preamble_and_the_closing_remark():
+    assert parse_answer(LABEL_LINES, "melanoma").items == (
+        "Asymmetry: one half of the spot looks different from the other half",
+        "Border: edges are ragged, notched or fade into the skin",
+        "Color: several shades in one spot, such as brown, black, blue or red",
+        "Dots and globules: small dark dots of different sizes, unevenly spread",
+    )
+
+
+def test_markdown_table_rows_become_feature_description_items():
+    assert parse_answer(TABLE, "melanoma").items == (
+        "Asymmetry: One half does not match the other",
+        "Irregular border: Ragged, notched or blurred edges",
+        "Color variation: Brown, black and blue in one spot; sometimes red",
+        "Dark dots: Small black dots scattered unevenly",
+    )
+
+
+def test_nested_bullets_keep_sub_points_and_fold_short_ones_into_their_parent():
+    assert parse_answer(NESTED, "melanoma").items == (
+        "Asymmetric outline, one half differs from the other",
+        "Irregular, lopsided form",
+        "Ragged or notched edges",
+        "Edges that fade into the surrounding skin",
+        "Multiple colors: brown, black, blue-gray",
+        "Small dark dots scattered unevenly inside the spot (often near the edge)",
+    )
+
+
+def test_plain_lines_around_a_preamble_and_a_closing_remark():
+    answer = "Sure, here are some features.\nAsymmetric shape\nBlurry edges\nSeveral colors\nThese should help CLIP."
+    assert parse_answer(answer, "melanoma").items == ("Asymmetric shape", "Blurry edges", "Several colors")
+
+
+def test_a_line_that_lists_colors_among_plain_lines_stays_one_item():
+    answer = "Asymmetric shape\nSeveral colors: brown, black, blue and red\nSmall dark dots"
+    assert parse_answer(answer, "melanoma").items == (
+        "Asymmetric shape", "Several colors: brown, black, blue and red", "Small dark dots",
+    )
+
+
+@pytest.mark.parametrize(
+    "answer, message",
+    [
+        (
+            "It is hard to describe these features in words that CLIP would understand. A dermatologist looks at "
+            "the whole picture, and the history of the spot matters more than any single feature.",
+            "is not a list",
+        ),
+        ("Good question! Visual diagnosis needs an expert.\nPlease consult a dermatologist.", "is not a list"),
+        ("I'm sorry, I cannot help with diagnosing conditions such as melanoma, nevus, or cancer.", "is a refusal"),
+        ("| Feature | Description |\n|---|---|\n", "is not a list"),
+    ],
+    ids=["prose", "remarks-only", "refusal-with-a-list-inside", "empty-table"],
+)
+def test_answers_without_a_list_stay_a_clear_error(answer, message):
+    with pytest.raises(AnswerError, match=message) as error:
+        parse_answer(answer, "melanoma", what="the stage 1 answer")
+    assert "\n" not in str(error.value)

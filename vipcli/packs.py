@@ -172,6 +172,14 @@ def symptoms_for_classes(class_names: list[str], sources: list[str | Path] = ())
 
     Raises a VipError naming every class without symptoms and how to get them.
     """
+    return {name: list(pack.symptoms) for name, pack in packs_for_classes(class_names, sources).items()}
+
+
+def packs_for_classes(class_names: list[str], sources: list[str | Path] = ()) -> dict[str, SymptomPack]:
+    """Map each class folder name to its pack, from user sources first, then shipped packs.
+
+    Raises a VipError naming every class without a pack and how to get one.
+    """
     packs = collect_packs(list(sources))
     result, missing = {}, []
     for class_name in class_names:
@@ -179,11 +187,11 @@ def symptoms_for_classes(class_names: list[str], sources: list[str | Path] = ())
         if pack is None:
             missing.append(class_name)
         else:
-            result[class_name] = list(pack.symptoms)
+            result[class_name] = pack
     if missing:
         raise VipError(
             f"no symptoms for class {', '.join(repr(m) for m in missing)}",
-            "write a pack with `vip symptoms generate --disease NAME` or pass --symptoms FILE "
+            "write packs with `vip symptoms generate --data DIR` (every class without one) or pass --symptoms FILE "
             "(YAML: {class: [symptom, ...]}); `vip symptoms list` shows the shipped packs",
         )
     return result

@@ -10,9 +10,14 @@ from typing import Optional
 import typer
 
 from vipcli import console
+from vipcli.cli.symptoms_rank import rank_command
 from vipcli.errors import UsageError, VipError
 
-app = typer.Typer(help="Visual symptom packs: list, show, and generate them with an LLM.", no_args_is_help=True)
+app = typer.Typer(
+    help="Visual symptom packs: list, show, generate them with an LLM, and rank them on your images.",
+    no_args_is_help=True,
+)
+app.command("rank")(rank_command)
 
 
 def _pack_json(pack) -> dict:
@@ -27,7 +32,8 @@ def summarize_source(source: dict) -> str:
         venue = re.search(r"\b[A-Z][A-Za-z]* \d{4}\b", citation)
         return f"paper: {citation.split(',')[0]}" + (f", {venue.group(0)}" if venue else "")
     if kind == "llm":
-        return f"llm: {source.get('model', '?')} @ {source.get('endpoint_host', '?')}"
+        host = source.get("endpoint_host")
+        return f"llm: {source.get('model', '?')}" + (f" @ {host}" if host else "")
     return kind
 
 
@@ -86,6 +92,8 @@ def show_command(
     out.print(pack.name + (f"  (aliases: {', '.join(pack.aliases)})" if pack.aliases else ""), markup=False)
     out.print(f"modality: {pack.modality or '-'}", markup=False)
     out.print(f"source:   {_source_line(pack.source)}", markup=False)
+    for reference in pack.source.get("references") or []:
+        out.print(f"          - {reference}", markup=False)
     out.print("symptoms:", markup=False)
     for index, symptom in enumerate(pack.symptoms, 1):
         out.print(f"  {index}. {symptom}", markup=False)
@@ -96,13 +104,22 @@ def _source_line(source: dict) -> str:
     if kind == "paper":
         return f"paper: {source.get('citation', '')}"
     if kind == "llm":
-        return f"llm: {source.get('model')} at {source.get('endpoint_host')}, {source.get('date', '')}"
+        host, how = source.get("endpoint_host"), source.get("how")
+        where = f" at {host}" if host else f" ({how})" if how else ""
+        return f"llm: {source.get('model')}{where}, {source.get('date', '')}"
     return f"{kind}: {source.get('note', '')}".rstrip(": ")
 
 
 @app.command("generate")
 def generate_command(
-    disease: list[str] = typer.Option(..., "--disease", "-d", help="Class to describe; repeat for several."),
+    disease: list[str] = typer.Option([], "--disease", "-d", help="Class to describe; repeat for several."),
+    data: Optional[Path] = typer.Option(
+        None, "--data", help="Data folder: a pack for every class folder that no shipped or --symptoms pack matches."
+    ),
+    symptoms: list[str] = typer.Option(
+        [], "--symptoms", help="With --data: packs you already have (file, folder or shipped name). Repeatable."
+    ),
+    text_only: bool = typer.Option(False, "--text-only", help="With --data: ask the text question only (no images)."),
     modality: Optional[str] = typer.Option(None, "--modality", help='What the images are, e.g. "dermoscopic images".'),
     n: int = typer.Option(4, "--n", help="How many symptoms to keep (the paper keeps 4)."),
     images: list[Path] = typer.Option(
@@ -144,6 +161,12 @@ def generate_command(
         retries=max(0, retries),
         backoff_s=backoff,
     )
+    if data is not None or symptoms or text_only:
+        _generate_for_data(data, disease, images, symptoms, text_only, modality, out, force, llm, n, judge,
+                           agree_threshold, seed, not no_cache)
+        return
+    if not disease:
+        raise UsageError("say which classes: --disease NAME (repeatable) or --data DIR", "see vip symptoms generate -h")
     folders = resolve_image_folders(disease, images)
     configs = [
         GenerateConfig(
@@ -163,6 +186,27 @@ def generate_command(
         check_config(config)
     paths = resolve_out_paths([c.disease for c in configs], out, force)
     run_generation(configs, paths, force)
+
+
+def _generate_for_data(data, disease, images, symptoms, text_only, modality, out, force, llm, n, judge, threshold,
+                       seed, use_cache) -> None:
+    """`--data DIR`: check the options that go with it, then generate every missing pack."""
+    from vipcli.cli.symptoms_data import generate_for_data
+    from vipcli.symptoms.generate import GenerateConfig, check_config
+
+    if data is None:
+        raise UsageError("--symptoms and --text-only go with --data DIR", "add --data, or leave them out")
+    if disease or images:
+        raise UsageError("--data replaces --disease and --images", "give either --data DIR or --disease (and --images)")
+
+    def make_config(name, chosen_modality, folder, files):
+        config = GenerateConfig(disease=name, modality=chosen_modality, n=n, images=folder if files else None,
+                                image_files=tuple(files), llm=llm, judge=judge, threshold=threshold, seed=seed,
+                                use_cache=use_cache)
+        check_config(config)
+        return config
+
+    generate_for_data(data, out, force, symptoms, modality, text_only, make_config)
 
 
 def resolve_image_folders(diseases: list[str], images: list[Path]) -> list[Optional[Path]]:

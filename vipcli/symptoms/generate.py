@@ -47,6 +47,7 @@ class GenerateConfig:
     modality: str  # what the images are, e.g. "dermoscopic images"
     n: int = 4  # symptoms to keep (the paper keeps 4)
     images: Path | None = None  # folder of this class's images; enables stage 2 (vision)
+    image_files: tuple[Path, ...] = ()  # or the class's images one by one (its training split); `images` names them
     llm: LLMConfig = field(default_factory=LLMConfig)  # endpoint, model, key variable, retries
     judge: str = "overlap"  # how stages are matched: "overlap" (deterministic) or "llm"
     threshold: float = DEFAULT_THRESHOLD  # minimum token-overlap similarity to agree
@@ -138,6 +139,14 @@ def generate_pack(config: GenerateConfig, notify: Callable[[str], None] = _quiet
 
 
 def _make_grid(config: GenerateConfig):
+    if config.image_files:
+        from vipcli.symptoms.grid import grid_of_files
+
+        return grid_of_files(
+            config.image_files, seed=config.seed, folder=str(config.images or ""),
+            where=f"class {config.disease!r}: its training images in {config.images}",
+            hint="add training images of this class, or pass --text-only to skip the image question",
+        )
     if config.images is None:
         return None
     from vipcli.symptoms.grid import make_grid
@@ -235,6 +244,8 @@ def pack_document(config: GenerateConfig, report: GenerateReport, symptoms: list
         source["prompts"]["stage2"] = report.stage2.prompt
         source["raw_answers"]["stage2"] = report.stage2.answer
         source["images"] = {"folder": str(config.images), "files": list(report.grid_files), "seed": config.seed}
+        if config.image_files:
+            source["images"]["training_images"] = len(config.image_files)  # the 16 were drawn from these
         source["agreement"] = _agreement_document(report.agreement)
     return {
         "name": config.disease.strip(),

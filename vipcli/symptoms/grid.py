@@ -41,13 +41,37 @@ def make_grid(folder: str | Path, seed: int = 0, tile: int = 224) -> ImageGrid:
     Raises:
         VipError: the folder is missing or has fewer than 16 readable images.
     """
-    from PIL import Image
-
     folder = Path(folder)
     if not folder.is_dir():
         what = "is a file, not a folder" if folder.exists() else "no such folder"
         raise VipError(f"--images {folder}: {what}", "pass a folder holding images of this one class")
-    files = list_images(folder)
+    return grid_of_files(
+        list_images(folder), seed, tile, where=f"--images {folder}", folder=str(folder),
+        hint="add images of this class, or leave out --images to use the text stage only",
+    )
+
+
+def grid_of_files(files, seed: int = 0, tile: int = 224, where: str = "images", folder: str = "",
+                  hint: str = "add images of this class") -> ImageGrid:
+    """Pick 16 readable images of `files` (seeded) and tile them 4x4 into one JPEG.
+
+    Args:
+        files: image files of one class (e.g. its training split).
+        seed: which 16 are chosen when there are more.
+        tile: side of each square tile in pixels.
+        where: names the images in the error message, e.g. "--images data/mel".
+        folder: recorded in the grid as where the images came from.
+        hint: the fix shown when fewer than 16 are readable.
+
+    Returns:
+        The grid JPEG and the chosen file names.
+
+    Raises:
+        VipError: fewer than 16 of the files are readable images.
+    """
+    from PIL import Image
+
+    files = [Path(f) for f in files]
     random.Random(seed).shuffle(files)
     need = GRID_SIDE * GRID_SIDE
     chosen, tiles = [], []
@@ -60,16 +84,14 @@ def make_grid(folder: str | Path, seed: int = 0, tile: int = 224) -> ImageGrid:
             break
     if len(tiles) < need:
         raise VipError(
-            f"--images {folder}: {len(tiles)} readable images (of {len(files)} image files), "
-            f"need {need} for the 4x4 grid",
-            "add images of this class, or leave out --images to use the text stage only",
+            f"{where}: {len(tiles)} readable images (of {len(files)} image files), need {need} for the 4x4 grid", hint
         )
     canvas = Image.new("RGB", (tile * GRID_SIDE, tile * GRID_SIDE))
     for index, image in enumerate(tiles):
         canvas.paste(image, ((index % GRID_SIDE) * tile, (index // GRID_SIDE) * tile))
     buffer = io.BytesIO()
     canvas.save(buffer, format="JPEG", quality=90)
-    return ImageGrid(jpeg=buffer.getvalue(), files=tuple(chosen), folder=str(folder))
+    return ImageGrid(jpeg=buffer.getvalue(), files=tuple(chosen), folder=folder)
 
 
 def read_tile(path: Path, tile: int):

@@ -1,25 +1,27 @@
 """Turn an LLM answer into a clean list of visual symptoms.
 
-Understands the shapes real models give: markdown bullets, numbered lists, JSON arrays or objects
-(also inside ``` fences), and plain one-item-per-line prose. Strips numbering, bold and trailing
-punctuation; drops empty, duplicated, over-long and disease-naming items; refuses refusals.
+The list is found in whatever shape the model chose (`vipcli.symptoms.shapes`: JSON, markdown
+tables, nested bullets, numbered lines, "Feature: description" lines, plain lines, or a sentence
+listing the items with semicolons or commas), with any preamble and closing remark left out.
+Items are stripped of numbering, bold and trailing punctuation; empty, duplicated, over-long and
+disease-naming items are dropped; refusals are refused.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 
 from vipcli.errors import VipError
+from vipcli.symptoms.shapes import ITEM, REFUSAL, clean_item, extract_items
+
+__all__ = [
+    "ITEM", "REFUSAL", "AnswerError", "ParsedAnswer", "clean_item", "disease_pattern", "extract_items",
+    "names_disease", "normalize_text", "parse_answer",
+]
 
 MAX_WORDS = 40  # CLIP reads 77 tokens, 4 of them go to the learned context
-REFUSAL = re.compile(
-    r"^\W*(i'?m sorry|i am sorry|sorry\b|i cannot|i can'?t|i'?m unable|i am unable|i'?m not able|"
-    r"i am not able|as an ai|i won'?t|i will not|i must decline|unfortunately,? i)",
-    re.IGNORECASE,
-)
-ITEM = re.compile(r"^\s*(?:[-*•+–—]|\d{1,2}\s*[.)]|\(\d{1,2}\)|[a-z][.)](?=\s))\s+(.+)$", re.IGNORECASE)
+SHAPES = "bullets, numbered or 'Feature: description' lines, a table, a list in a sentence, or JSON"
 # Words too generic to count as naming a multi-word disease on their own ("normal lung" -> "lung").
 GENERIC_WORDS = frozenset(
     "normal lung lungs chest skin cell cells lesion lesions disease diseases tissue benign malignant "
@@ -62,97 +64,13 @@ def parse_answer(text: str, disease: str, aliases: tuple[str, ...] = (), what: s
         first = _first_line(text)
         if REFUSAL.search(text):
             raise AnswerError(f"{what} is a refusal: {first!r}")
-        raise AnswerError(f"{what} is not a list (bullets, numbered lines or JSON): {first!r}")
+        raise AnswerError(f"{what} is not a list ({SHAPES}): {first!r}")
     return _filter_items([clean_item(item) for item in raw], disease, aliases)
-
-
-def extract_items(text: str) -> list[str]:
-    """The raw list items of `text`: from JSON if it is JSON, else bullet/numbered lines, else short lines."""
-    items = _json_items(text)
-    if items is not None:
-        return items
-    lines = [line for line in _strip_fences(text).splitlines() if line.strip()]
-    bulleted = [m.group(1) for m in map(ITEM.match, lines) if m]
-    if bulleted:
-        return [item for item in bulleted if not _is_header(item)]
-    return _prose_items(lines)
 
 
 def _first_line(text: str) -> str:
     line = text.strip().splitlines()[0]
     return line if len(line) <= 100 else line[:97] + "..."
-
-
-def _strip_fences(text: str) -> str:
-    return "\n".join(line for line in text.splitlines() if not line.strip().startswith("```"))
-
-
-def _json_items(text: str) -> list[str] | None:
-    """Items of a JSON answer (array, or object with list/string values), or None if not JSON."""
-    body = _strip_fences(text).strip()
-    if not body or body[0] not in "[{":
-        return None
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return None
-    items = _json_strings(data)
-    return items or None
-
-
-def _json_strings(data) -> list[str]:
-    if isinstance(data, str):
-        return [data]
-    if isinstance(data, list):
-        return [s for element in data for s in _json_strings_of_element(element)]
-    if isinstance(data, dict):
-        lists = [v for v in data.values() if isinstance(v, list)]
-        if lists:
-            return [s for value in lists for s in _json_strings(value)]
-        return [f"{k}: {v}" for k, v in data.items() if isinstance(v, str) and v.strip()]
-    return []
-
-
-def _json_strings_of_element(element) -> list[str]:
-    if isinstance(element, dict):
-        parts = [str(v).strip() for v in element.values() if isinstance(v, str) and v.strip()]
-        return [": ".join(parts)] if parts else []
-    return _json_strings(element)
-
-
-def _is_header(item: str) -> bool:
-    """A section title such as '**Color:**' (ends with a colon, nothing after it)."""
-    return clean_item(item, keep_colon=True).endswith(":")
-
-
-def _prose_items(lines: list[str]) -> list[str]:
-    """One item per line, if the lines look like a list (2+ short lines); else nothing."""
-    lines = [line.strip() for line in lines if not line.lstrip().startswith("#")]
-    lines = [line for line in lines if not line.rstrip("*_ ").endswith(":")]
-    if len(lines) < 2 or any(len(line.split()) > 25 for line in lines):
-        return []
-    if any(REFUSAL.search(line) for line in lines[:1]):
-        return []
-    return lines
-
-
-def clean_item(item: str, keep_colon: bool = False) -> str:
-    """Strip numbering, markdown emphasis, links, quotes and trailing punctuation.
-
-    Args:
-        item: one raw list item.
-        keep_colon: keep a trailing colon (used to recognise section headers).
-
-    Returns:
-        The cleaned text ("" if nothing is left).
-    """
-    text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", item)  # [text](url) -> text
-    text = re.sub(r"\*\*|__|`", "", text)
-    text = re.sub(r"(?<!\w)[*_]|[*_](?!\w)", "", text)  # *italic* / _italic_
-    text = ITEM.sub(r"\1", text)
-    text = " ".join(text.split()).strip(" \"'“”")
-    trailing = ".;,!" if keep_colon else ".;,:!"
-    return text.rstrip(trailing + " ").strip(" \"'“”")
 
 
 def normalize_text(text: str) -> str:

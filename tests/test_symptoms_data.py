@@ -1,0 +1,207 @@
+"""`vip symptoms generate --data DIR`: a pack for every class folder without one (offline LLM server)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vipcli.cli.main import main
+from vipcli.packs import load_pack, symptoms_for_classes
+
+try:
+    from llm_server import ScriptedLLM
+except ImportError:  # tests/ imported as a package
+    from tests.llm_server import ScriptedLLM
+
+PSORIASIS_TEXT = """Here are useful visual features for psoriasis in dermoscopic images:
+
+- Red patch with sharp edges
+- Thick silvery-white scales on top
+- Small red dots spread evenly across the patch
+- Dry, cracked surface
+- Itchy feeling
+
+These should help CLIP."""
+PSORIASIS_IMAGES = """| Feature | Description |
+|---|---|
+| Color | Red patch with sharp, clear edges |
+| Scale | Thick white scales on the surface |
+| Vessels | Small red dots spread evenly |
+"""
+LICHEN_TEXT = (
+    "Key features include violet flat-topped bumps, fine white lines crossing the surface, "
+    "a shiny surface and dotted vessels at the edge."
+)
+LICHEN_IMAGES = "1. **Shape**\n   - Flat-topped bumps, violet color\n   - Fine white lines on the surface\n2. Shiny surface"
+
+
+@pytest.fixture
+def llm_server():
+    """A scripted chat-completions server on 127.0.0.1, stopped after the test."""
+    server = ScriptedLLM().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def work(tmp_path, monkeypatch):
+    """cwd tmp_path/work, cache in tmp_path, a wide console, no key needed (local server)."""
+    monkeypatch.setenv("VIP_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("COLUMNS", "250")
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    return tmp_path
+
+
+def write_class(root: Path, name: str, train: int) -> None:
+    """`train` tiny PNGs in root/train/NAME and one each in root/val/NAME and root/test/NAME."""
+    from PIL import Image
+
+    for split, count in (("train", train), ("val", 1), ("test", 1)):
+        folder = root / split / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            Image.new("RGB", (10 + i, 10), color=(i * 13 % 256, 90, 160)).save(folder / f"{name}{i:02d}.png")
+
+
+@pytest.fixture
+def data(tmp_path) -> Path:
+    """Three classes: melanoma (a shipped pack), lichen_planus and psoriasis (none), 17 training images each."""
+    root = tmp_path / "skin"
+    for name in ("lichen_planus", "melanoma", "psoriasis"):
+        write_class(root, name, 17)
+    return root
+
+
+def vip(capsys, *args) -> tuple[int, str, str]:
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def generate(capsys, server, *args) -> tuple[int, str, str]:
+    return vip(capsys, "symptoms", "generate", "--base-url", server.url, "--model", "test-model",
+               "--backoff", "0.01", "--timeout", "5", *args)
+
+
+def flat(text: str) -> str:
+    """Table output with the box lines and padding taken out."""
+    return " ".join(text.replace("│", " ").split())
+
+
+def test_every_class_without_a_pack_gets_one_from_its_own_training_images(capsys, work, data, llm_server):
+    llm_server.answer(LICHEN_TEXT).answer(LICHEN_IMAGES).answer(PSORIASIS_TEXT).answer(PSORIASIS_IMAGES)
+    code, out, err = generate(capsys, llm_server, "--data", data, "--modality", "dermoscopic images", "--out", "packs")
+    assert code == 0, err
+    assert sorted(p.name for p in Path("packs").iterdir()) == ["lichen_planus.yaml", "psoriasis.yaml"]
+    psoriasis = load_pack("packs/psoriasis.yaml")
+    assert psoriasis.name == "psoriasis" and psoriasis.symptoms == (
+        "Red patch with sharp edges", "Thick silvery-white scales on top", "Small red dots spread evenly across the patch",
+    )
+    images = psoriasis.source["images"]
+    assert images["folder"] == str(data / "train" / "psoriasis") and images["training_images"] == 17
+    assert len(images["files"]) == 16 and set(images["files"]) <= {f"psoriasis{i:02d}.png" for i in range(17)}
+    lichen = load_pack("packs/lichen_planus.yaml")
+    assert lichen.name == "lichen planus" and "Fine white lines crossing the surface" in lichen.symptoms
+    prompts = [r["body"]["messages"][0]["content"] for r in llm_server.requests]
+    assert "to detect lichen planus in dermoscopic images" in prompts[0]
+    assert prompts[1][1]["type"] == "image_url" and "this psoriasis image" in prompts[3][0]["text"]
+    table = flat(out)
+    assert "melanoma melanoma shipped (paper: Fang et al., MICCAI 2024)" in table
+    assert (f"psoriasis packs/psoriasis.yaml generated: test-model at {llm_server.host}, "
+            "stage 2 on 16 of 17 training images") in table
+    assert f"train with them: vip train --data {data} --symptoms packs" in out
+    classes = ["lichen_planus", "melanoma", "psoriasis"]
+    assert set(symptoms_for_classes(classes, ["packs"])) == set(classes)
+
+
+def test_modality_comes_from_the_other_classes_packs(capsys, work, data, llm_server):
+    llm_server.answer(LICHEN_TEXT).answer(PSORIASIS_TEXT)
+    code, _, err = generate(capsys, llm_server, "--data", data, "--text-only")
+    assert code == 0, err
+    assert all("in dermoscopic images" in r["body"]["messages"][0]["content"] for r in llm_server.requests)
+    assert all(isinstance(r["body"]["messages"][0]["content"], str) for r in llm_server.requests)  # no image
+    assert "images" not in load_pack("psoriasis.yaml").source
+
+
+def test_given_and_earlier_packs_are_used_and_force_makes_new_ones(capsys, work, data, llm_server, tmp_path):
+    given = tmp_path / "psoriasis_pack.yaml"
+    given.write_text("name: psoriasis\nsymptoms: [Silvery scales, Red patch]\nsource: {kind: manual}\n")
+    llm_server.answer(LICHEN_TEXT).answer(LICHEN_IMAGES)
+    code, out, err = generate(capsys, llm_server, "--data", data, "--symptoms", given, "--out", "packs")
+    assert code == 0, err
+    assert len(llm_server.requests) == 2
+    assert f"psoriasis {given} given with --symptoms (manual)" in flat(out)
+    assert f"--symptoms {given} --symptoms packs" in out
+    code, out, _ = generate(capsys, llm_server, "--data", data, "--symptoms", given, "--out", "packs")
+    assert code == 0 and len(llm_server.requests) == 2  # nothing asked again
+    assert "lichen_planus packs/lichen_planus.yaml already in --out (llm: test-model" in flat(out)
+    llm_server.answer(LICHEN_TEXT).answer(LICHEN_IMAGES)
+    code, out, _ = generate(capsys, llm_server, "--data", data, "--symptoms", given, "--out", "packs", "--force",
+                            "--no-cache")
+    assert code == 0 and len(llm_server.requests) == 4 and "generated: test-model" in out
+
+
+def test_a_class_with_too_few_training_images_fails_before_any_question(capsys, work, tmp_path, llm_server):
+    write_class(tmp_path / "skin", "melanoma", 3)
+    write_class(tmp_path / "skin", "psoriasis", 9)
+    code, _, err = generate(capsys, llm_server, "--data", tmp_path / "skin")
+    assert code == 1 and "stage 2 shows 16 training images of a class; 'psoriasis' has 9" in err
+    assert "--text-only" in err and not llm_server.requests
+
+
+def test_one_failing_class_keeps_the_others_and_the_table_says_so(capsys, work, data, llm_server):
+    llm_server.answer("I'm sorry, but I can't help with that.").answer(PSORIASIS_TEXT).answer(PSORIASIS_IMAGES)
+    code, out, err = generate(capsys, llm_server, "--data", data)
+    assert code == 1 and "1 of 2 packs not written: lichen_planus" in err
+    assert "lichen_planus - failed: the stage 1 answer for 'lichen planus' is a refusal" in flat(out)
+    assert Path("psoriasis.yaml").exists() and not Path("lichen_planus.yaml").exists()
+
+
+def test_nothing_to_generate_asks_nothing(capsys, work, tmp_path, llm_server):
+    for name in ("melanoma", "nevus"):
+        write_class(tmp_path / "isic", name, 2)
+    code, out, err = generate(capsys, llm_server, "--data", tmp_path / "isic")
+    assert code == 0, err
+    assert not llm_server.requests and "nevus nevus shipped (paper: Fang et al., MICCAI 2024)" in flat(out)
+    assert "train with them" not in out
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--out", "packs.yaml"], "with --data, --out must be a folder"),
+        (["--disease", "psoriasis"], "--data replaces --disease and --images"),
+    ],
+)
+def test_data_option_mistakes(capsys, work, data, llm_server, args, message):
+    code, _, err = generate(capsys, llm_server, "--data", data, *args)
+    assert code == 2 and message in err and not llm_server.requests
+
+
+def test_modality_needed_when_no_other_pack_says_it(capsys, work, tmp_path, llm_server):
+    for name in ("psoriasis", "lichen_planus"):
+        write_class(tmp_path / "skin", name, 16)
+    code, _, err = generate(capsys, llm_server, "--data", tmp_path / "skin")
+    assert code == 2 and "--modality is needed to generate packs for 'lichen planus', 'psoriasis'" in err
+    assert not llm_server.requests
+
+
+def test_symptoms_without_data_and_no_classes_at_all_are_usage_errors(capsys, work, llm_server):
+    code, _, err = generate(capsys, llm_server, "--symptoms", "melanoma", "--disease", "x")
+    assert code == 2 and "--symptoms and --text-only go with --data DIR" in err
+    code, _, err = generate(capsys, llm_server)
+    assert code == 2 and "--disease NAME (repeatable) or --data DIR" in err
+
+
+def test_a_table_answer_makes_a_pack(capsys, work, llm_server):
+    llm_server.answer(PSORIASIS_IMAGES)
+    code, out, err = generate(capsys, llm_server, "--disease", "psoriasis", "--modality", "dermoscopic images",
+                              "--n", "3")
+    assert code == 0, err
+    assert load_pack("psoriasis.yaml").symptoms == (
+        "Color: Red patch with sharp, clear edges", "Scale: Thick white scales on the surface",
+        "Vessels: Small red dots spread evenly",
+    )

@@ -1,0 +1,151 @@
+"""`vip symptoms rank`: symptoms scored on the user's training images with the frozen backbone."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from vipcli.packs import load_pack
+from vipcli.symptoms.rank import chance_bound, score_symptoms
+
+USELESS = "A photo of a skin spot"
+MELANOMA_PLUS_USELESS = """name: melanoma
+symptoms:
+  - The spot is asymmetric on both sides
+  - The spot has blurry, or jagged edges
+  - The spot has multiple colors, like brown, black, blue, red, or white
+  - Small, dark areas within the spot
+  - A photo of a skin spot
+source:
+  kind: manual
+  note: the paper's four melanoma symptoms and one deliberately useless symptom
+"""
+
+
+@pytest.fixture(scope="module")
+def lesions(tmp_path_factory):
+    """A small lesion world: 80 training images per class (val and test are not used by rank)."""
+    from vipcli.lesion_world import write_dataset
+
+    root = tmp_path_factory.mktemp("lesions")
+    write_dataset(root, n_per_class={"train": 80, "val": 2, "test": 2}, seed=0)
+    (root / "melanoma_plus_useless.yaml").write_text(MELANOMA_PLUS_USELESS)
+    return root
+
+
+@pytest.fixture(autouse=True)
+def shared_feature_cache(isolated_cache, lesions, monkeypatch):
+    """One feature cache for this module's tests: the lesion images are encoded once."""
+    monkeypatch.setenv("VIP_CACHE_DIR", str(lesions.parent / f"{lesions.name}-cache"))
+
+
+def rank(cli, lesions, *extra):
+    return cli("symptoms", "rank", "--data", lesions, "--backbone", "toy", "--workers", "0", "--device", "cpu",
+               "--symptoms", lesions / "melanoma_plus_useless.yaml", *extra)
+
+
+def test_a_deliberately_useless_symptom_is_flagged_and_a_visible_one_helps(cli, lesions):
+    code, out, err = rank(cli, lesions, "--json")
+    assert code == 0, err
+    document = json.loads(out)
+    scores = {(s["class"], s["symptom"]): s for s in document["symptoms"]}
+    assert document["training_images"] == {"melanoma": 80, "nevus": 80}
+    assert len(scores) == 9  # 5 melanoma (the given pack) + 4 nevus (shipped)
+    useless = scores[("melanoma", USELESS)]
+    assert not useless["helps"] and useless["verdict"] == "no better than chance"
+    assert abs(useless["auroc"] - 0.5) < useless["bound"] - 0.5
+    colors = scores[("melanoma", "The spot has multiple colors, like brown, black, blue, red, or white")]
+    assert colors["helps"] and colors["auroc"] > 0.75
+    melanoma = [s["auroc"] for s in document["symptoms"] if s["class"] == "melanoma"]
+    assert melanoma == sorted(melanoma, reverse=True)
+
+
+def test_the_table_flags_the_symptoms_that_do_not_help(cli, lesions, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    code, out, _ = rank(cli, lesions)
+    assert code == 0
+    assert f"melanoma: '{USELESS}' (no better than chance" in out and "symptoms do not help" in out
+    assert "160 training images (melanoma: 80, nevus: 80); backbone toy on cpu" in out
+
+
+def test_prune_writes_packs_without_the_flagged_symptoms(cli, lesions, tmp_path):
+    code, out, err = rank(cli, lesions, "--prune", "--out", tmp_path / "packs", "--json")
+    assert code == 0, err
+    document = json.loads(out)
+    melanoma = load_pack(tmp_path / "packs" / "melanoma.yaml")
+    assert USELESS not in melanoma.symptoms and len(melanoma.symptoms) >= 2
+    helping = [s["symptom"] for s in document["symptoms"] if s["class"] == "melanoma" and s["helps"]]
+    assert set(melanoma.symptoms) == set(helping)
+    removed = [row["symptom"] for row in melanoma.source["pruned"]["removed"]]
+    assert USELESS in removed and melanoma.source["kind"] == "manual"
+    assert melanoma.source["pruned"]["backbone"]["id"] == "toy"
+    assert load_pack(tmp_path / "packs" / "nevus.yaml").name == "nevus"
+    code, _, err = rank(cli, lesions, "--prune", "--out", tmp_path / "packs")
+    assert code == 2 and "already exists" in err
+
+
+def test_prune_keeps_at_least_two_symptoms_per_class(cli, lesions, tmp_path):
+    code, out, err = rank(cli, lesions, "--min-auroc", "0.99", "--prune", "--out", tmp_path / "strict", "--json")
+    assert code == 0, err
+    document = json.loads(out)
+    assert not any(s["helps"] for s in document["symptoms"])
+    for name in ("melanoma", "nevus"):
+        pack = load_pack(tmp_path / "strict" / f"{name}.yaml")
+        best_two = [s["symptom"] for s in document["symptoms"] if s["class"] == name][:2]
+        assert set(pack.symptoms) == set(best_two)
+        assert [row["symptom"] for row in pack.source["pruned"]["kept_below_bound"]] == best_two
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--prune"], "--prune needs --out"),
+        (["--out", "packs"], "--out is only used with --prune"),
+        (["--prune", "--out", "x.yaml"], "--out x.yaml: must be a folder"),
+        (["--min-auroc", "0.3"], "--min-auroc 0.3: must be at least 0.5"),
+    ],
+)
+def test_option_mistakes_are_one_usage_line(cli, lesions, args, message):
+    code, _, err = rank(cli, lesions, *args)
+    assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_a_class_without_a_pack_is_named(cli, tmp_path):
+    from PIL import Image
+
+    for name in ("melanoma", "psoriasis"):
+        (tmp_path / name).mkdir()
+        Image.new("RGB", (8, 8)).save(tmp_path / name / "a.png")
+    code, _, err = cli("symptoms", "rank", "--data", tmp_path, "--backbone", "toy")
+    assert code == 1 and "no symptoms for class 'psoriasis'" in err and "--data DIR" in err
+
+
+def test_a_symptom_that_matches_another_class_better_is_said_to_favour_it():
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1, 2], 30)
+    # column 0 (class a): class b's images score highest, class c's lowest; column 1 (class a): a clean signal
+    similarity = np.stack([labels == 1, labels == 0], axis=1) + rng.normal(0, 0.3, (90, 2))
+    scores = score_symptoms(similarity, labels, [0, 0], ["odd one", "good one"], ["a", "b", "c"])
+    by_text = {s.symptom: s for s in scores}
+    assert by_text["good one"].helps and by_text["good one"].favours is None
+    assert by_text["odd one"].favours == "b" and by_text["odd one"].verdict == "favours b"
+    assert not by_text["odd one"].helps and by_text["odd one"].favours_auroc < 0.5
+    assert [s.symptom for s in scores] == ["good one", "odd one"]
+
+
+def test_the_chance_bound_tightens_with_more_images():
+    assert chance_bound(16, 16) > chance_bound(100, 100) > chance_bound(1000, 1000) > 0.5
+    assert round(chance_bound(100, 100), 3) == 0.567
+
+
+def test_pruning_two_classes_that_share_one_pack_is_refused_before_encoding(cli, tmp_path):
+    from PIL import Image
+
+    for name in ("bkl", "benign_keratosis"):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(tmp_path / "data" / name / "a.png")
+    code, _, err = cli("symptoms", "rank", "--data", tmp_path / "data", "--backbone", "toy", "--prune",
+                       "--out", tmp_path / "out")
+    assert code == 2 and "both use the pack 'benign keratosis'" in err and not (tmp_path / "out").exists()

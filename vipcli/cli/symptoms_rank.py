@@ -1,0 +1,156 @@
+"""`vip symptoms rank`: score every symptom on the user's training images; optionally prune the packs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from vipcli import console
+from vipcli.errors import UsageError
+
+
+def rank_command(
+    data: Path = typer.Option(..., "--data", help="Folder of class subfolders (optionally under train/ val/ test/)."),
+    backbone: str = typer.Option("clip", "--backbone", help="Backbone plugin id (see `vip backbones list`)."),
+    arch: Optional[str] = typer.Option(None, "--arch", help="Architecture: open_clip name, model-config JSON, hf-hub: id."),
+    pretrained: Optional[str] = typer.Option(None, "--pretrained", help="Weights: tag, local file, hf-hub: id, or none."),
+    symptoms: Optional[List[str]] = typer.Option(None, "--symptoms", help="Pack file, class-to-symptoms YAML file, "
+                                                 "folder of packs, or shipped pack name. Repeatable."),
+    min_auroc: Optional[float] = typer.Option(None, "--min-auroc", help="Flag symptoms at or below this AUROC "
+                                              "(default: the 95% chance bound for the image counts)."),
+    prune: bool = typer.Option(False, "--prune", help="Write packs without the flagged symptoms (needs --out)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for the pruned packs (one .yaml per class)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite existing pack files in --out."),
+    seed: int = typer.Option(1, "--seed", help="Seed of any split vip makes (as `vip train --seed`)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the on-disk feature cache."),
+    workers: int = typer.Option(2, "--workers", help="Image-decoding worker processes."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+) -> None:
+    """Rank each class's symptoms by how well the frozen backbone finds them in the training images."""
+    from vipcli.symptoms.rank import RankConfig, prune as prune_packs, rank_on_data
+
+    check_prune_options(prune, out)
+    config = RankConfig(
+        data=data, backbone=backbone, arch=arch, pretrained=pretrained, symptoms=tuple(symptoms or ()), seed=seed,
+        min_auroc=min_auroc, device=device, use_cache=not no_cache, workers=workers,
+    )
+    paths = planned_pack_paths(config, out, force) if prune else {}
+    with console.progress_bar() as progress:
+        result = rank_on_data(config, progress)
+    console.warn_skipped(result.failures)
+    pruned = prune_packs(result, data) if prune else []
+    written = write_pruned(pruned, paths, force)
+    if as_json:
+        print(json.dumps(rank_document(result, pruned, written), indent=2))
+        return
+    show_ranking(result)
+    show_pruned(pruned, written, data)
+
+
+def check_prune_options(prune: bool, out: Optional[Path]) -> None:
+    """UsageError unless --prune and --out come together and --out is a folder."""
+    if prune and out is None:
+        raise UsageError("--prune needs --out", "give a folder for the pruned packs, e.g. --out packs/")
+    if out is not None and not prune:
+        raise UsageError("--out is only used with --prune", "add --prune, or leave out --out")
+    if out is not None and (out.is_file() or out.suffix.lower() in (".yaml", ".yml")):
+        raise UsageError(f"--out {out}: must be a folder", "pass a folder; each class gets its own pack file")
+
+
+def planned_pack_paths(config, out: Path, force: bool) -> dict[str, Path]:
+    """Class name -> pack file in `out`; refuses to overwrite (before any image is encoded)."""
+    from vipcli.data import load_dataset
+    from vipcli.packs import packs_for_classes
+    from vipcli.symptoms.generate import default_out_name, refuse_overwrite
+
+    dataset = load_dataset(config.data, seed=config.seed)
+    packs = packs_for_classes(dataset.class_names, list(config.symptoms))
+    paths = {name: out / default_out_name(pack.name) for name, pack in packs.items()}
+    seen: dict[Path, str] = {}
+    for name, path in paths.items():
+        other = seen.setdefault(path, name)
+        if other != name:
+            raise UsageError(
+                f"classes {other!r} and {name!r} both use the pack {packs[name].name!r}",
+                "give each class its own pack with --symptoms before pruning",
+            )
+        refuse_overwrite(path, force)
+    return paths
+
+
+def write_pruned(pruned: list, paths: dict[str, Path], force: bool) -> dict[str, Path]:
+    """Write each class's pruned pack (each file atomically, paths from `planned_pack_paths`)."""
+    from vipcli.symptoms.generate import write_pack
+
+    return {item.class_name: write_pack(item.pack, paths[item.class_name], force=force) for item in pruned}
+
+
+def show_ranking(result) -> None:
+    """The table of symptoms by class, best first, and a line on the flagged ones."""
+    from rich.table import Table
+    from rich.text import Text
+
+    out = console.stdout()
+    counts = ", ".join(f"{name}: {n}" for name, n in zip(result.class_names, result.counts))
+    out.print(
+        f"{len(result.scores)} symptoms of {len(result.class_names)} classes on {sum(result.counts)} training images "
+        f"({counts}); backbone {result.backbone['id']} on {result.device}",
+        markup=False,
+    )
+    table = Table("class", "symptom", "AUROC", "bound", "verdict")
+    for score in result.scores:
+        verdict = Text(score.verdict, style="green" if score.helps else "bold red")
+        table.add_row(Text(score.class_name), Text(score.symptom), f"{score.auroc:.3f}", f"{score.bound:.3f}", verdict)
+    out.print(table)
+    out.print("AUROC: its class against the others, on its similarity to each image (minus the image's mean over "
+              "all symptoms); bound: what a useless symptom stays under (95%), or --min-auroc", markup=False)
+    flagged = [s for s in result.scores if not s.helps]
+    if not flagged:
+        out.print("every symptom helps", markup=False)
+        return
+    out.print(f"{len(flagged)} of {len(result.scores)} symptoms do not help:", markup=False)
+    for score in flagged:
+        out.print(f"  {score.class_name}: {score.symptom!r} ({score.verdict}, AUROC {score.auroc:.3f})", markup=False)
+
+
+def show_pruned(pruned: list, written: dict[str, Path], data: Path) -> None:
+    """One line per written pack: how many symptoms it kept and which it lost."""
+    out = console.stdout()
+    for item in pruned:
+        total = len(item.pack.symptoms) + len(item.removed)
+        line = f"wrote {written[item.class_name]}: {len(item.pack.symptoms)} of {total} symptoms for {item.class_name!r}"
+        if item.removed:
+            line += f" (removed: {'; '.join(s.symptom for s in item.removed)})"
+        if item.kept_anyway:
+            line += f" (kept to have {len(item.pack.symptoms)}: {'; '.join(s.symptom for s in item.kept_anyway)})"
+        out.print(line, markup=False)
+    if written:
+        folder = next(iter(written.values())).parent
+        out.print(f"train with them: vip train --data {data} --symptoms {folder}", markup=False)
+
+
+def rank_document(result, pruned: list, written: dict[str, Path]) -> dict:
+    """The ranking (and any written packs) as one JSON-ready document."""
+    return {
+        "class_names": result.class_names,
+        "training_images": dict(zip(result.class_names, result.counts)),
+        "split": result.split,
+        "backbone": result.backbone,
+        "device": result.device,
+        "skipped": {str(k): v for k, v in result.failures.items()},
+        "symptoms": [
+            {"class": s.class_name, "symptom": s.symptom, "auroc": round(s.auroc, 4), "bound": round(s.bound, 4),
+             "helps": s.helps, "verdict": s.verdict, "favours": s.favours,
+             "favours_auroc": None if s.favours_auroc is None else round(s.favours_auroc, 4)}
+            for s in result.scores
+        ],
+        "pruned": [
+            {"class": p.class_name, "path": str(written[p.class_name]), "symptoms": list(p.pack.symptoms),
+             "removed": [s.symptom for s in p.removed], "kept_below_bound": [s.symptom for s in p.kept_anyway]}
+            for p in pruned
+        ],
+    }

@@ -1,0 +1,276 @@
+"""Rank symptoms on the user's own images: which ones the frozen backbone can actually see.
+
+For every symptom of every class, on the training split:
+
+- its similarity to each image is the cosine of image and symptom features minus the image's mean
+  cosine over all ranked symptoms (so an image that resembles every text a little more than
+  others does not count as evidence for any one symptom);
+- AUROC: how well that similarity ranks the images of the symptom's class above the images of all
+  other classes (0.5 is chance, 1.0 perfect, below 0.5 backwards);
+- it "favours" another class when the images of that class match it significantly better than
+  the images of its own class (pairwise AUROC);
+- it helps when its AUROC is above chance with 95% confidence (one-sided; the bound depends on
+  how many images there are) or above --min-auroc, and it favours no other class.
+
+`prune` removes the symptoms that do not help, keeping at least two per class.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+from vipcli.errors import UsageError, VipError
+from vipcli.packs import SymptomPack
+
+CONFIDENCE_Z = 1.645  # one-sided 95% normal quantile
+KEEP_AT_LEAST = 2  # a pruned pack keeps at least this many symptoms
+
+
+@dataclass(frozen=True)
+class SymptomScore:
+    """How well one symptom separates its class on the user's images."""
+
+    class_name: str  # the class folder the symptom belongs to
+    symptom: str  # the symptom text, as in its pack
+    auroc: float  # its class vs all other classes, in [0, 1]
+    bound: float  # the AUROC it must beat to count as better than chance
+    favours: str | None  # another class whose images match it significantly better, or None
+    favours_auroc: float | None  # AUROC of its class vs that class (below 0.5)
+
+    @property
+    def helps(self) -> bool:
+        """True if it separates its class better than chance and favours no other class."""
+        return self.auroc > self.bound and self.favours is None
+
+    @property
+    def verdict(self) -> str:
+        """"helps", "favours <class>" or "no better than chance"."""
+        if self.favours is not None:
+            return f"favours {self.favours}"
+        return "helps" if self.helps else "no better than chance"
+
+
+@dataclass(frozen=True)
+class RankConfig:
+    """What to rank on, and with which backbone."""
+
+    data: Path  # folder of class subfolders (optionally under train/ val/ test/)
+    backbone: str = "clip"  # backbone plugin id
+    arch: str | None = None  # architecture option for the plugin
+    pretrained: str | None = None  # weights option for the plugin
+    symptoms: tuple[str, ...] = ()  # --symptoms sources (pack files, folders, shipped names); shipped packs after
+    seed: int = 1  # seed of any split vip makes (the same as `vip train --seed`)
+    min_auroc: float | None = None  # fixed bound instead of the chance bound
+    device: str = "auto"  # torch device name
+    use_cache: bool = True  # read and write the on-disk feature cache
+    workers: int = 2  # image-decoding worker processes
+    cache_dir: Path | None = None  # feature cache root (default: the user cache folder)
+
+
+@dataclass
+class RankResult:
+    """Every symptom's score, and what it was measured on."""
+
+    scores: list[SymptomScore]  # per class (dataset order), best first
+    class_names: list[str]  # class folders, sorted
+    packs: dict[str, SymptomPack]  # class name -> the pack ranked
+    counts: list[int]  # readable training images per class
+    failures: dict = field(default_factory=dict)  # unreadable file -> reason
+    backbone: dict = field(default_factory=dict)  # id, arch, pretrained, fingerprint
+    device: str = "cpu"  # where the encoders ran
+    split: str = "folder"  # where the training split came from
+
+
+def chance_bound(n_positive: int, n_negative: int, z: float = CONFIDENCE_Z) -> float:
+    """The AUROC a useless symptom stays below with the given confidence (Hanley-McNeil null SE)."""
+    if n_positive == 0 or n_negative == 0:
+        return 1.0
+    return 0.5 + z * math.sqrt((n_positive + n_negative + 1) / (12.0 * n_positive * n_negative))
+
+
+def centered_similarity(image_features, text_features):
+    """Cosine of every image with every symptom, minus the image's mean over the symptoms.
+
+    Args:
+        image_features: [N, D] image features (any norm).
+        text_features: [S, D] symptom features (any norm).
+    Returns:
+        [N, S] numpy array.
+    """
+    import torch.nn.functional as F
+
+    images = F.normalize(image_features.float(), dim=-1)  # [N, D]
+    texts = F.normalize(text_features.float(), dim=-1)  # [S, D]
+    cosine = images @ texts.T  # [N, S]
+    return (cosine - cosine.mean(dim=1, keepdim=True)).cpu().numpy()
+
+
+def score_symptoms(similarity, labels, owners: list[int], texts: list[str], class_names: list[str],
+                   min_auroc: float | None = None) -> list[SymptomScore]:
+    """Score each symptom (column of `similarity`) for the class that owns it.
+
+    Args:
+        similarity: [N, S] image-symptom similarity.
+        labels: [N] class index of each image.
+        owners: [S] class index owning each symptom.
+        texts: [S] the symptom texts.
+        class_names: names by class index.
+        min_auroc: a fixed bound; None uses the chance bound for the image counts.
+    Returns:
+        One SymptomScore per symptom, per class in class order, best AUROC first.
+    """
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    labels = np.asarray(labels)
+    scores = []
+    for column, (owner, text) in enumerate(zip(owners, texts)):
+        values = similarity[:, column]  # [N]
+        positive = labels == owner
+        bound = min_auroc if min_auroc is not None else chance_bound(int(positive.sum()), int((~positive).sum()))
+        auroc = float(roc_auc_score(positive, values))
+        favours, favours_auroc = None, None
+        for other in range(len(class_names)):
+            negative = labels == other
+            if other == owner or not negative.any():
+                continue
+            pair = positive | negative
+            pairwise = float(roc_auc_score(positive[pair], values[pair]))
+            pair_bound = min_auroc if min_auroc is not None else chance_bound(int(positive.sum()), int(negative.sum()))
+            if pairwise < 1 - pair_bound and (favours_auroc is None or pairwise < favours_auroc):
+                favours, favours_auroc = class_names[other], pairwise
+        scores.append(SymptomScore(class_names[owner], text, auroc, bound, favours, favours_auroc))
+    order = {name: index for index, name in enumerate(class_names)}
+    return sorted(scores, key=lambda s: (order[s.class_name], -s.auroc))
+
+
+def rank_on_data(config: RankConfig, progress=None) -> RankResult:
+    """Score every symptom of every class on the training split with the frozen backbone.
+
+    Args:
+        config: data folder, backbone, symptom sources, bound.
+        progress: an optional rich Progress for image encoding.
+    Returns:
+        RankResult with one SymptomScore per symptom.
+    Raises:
+        VipError: no data, a class without a pack, fewer than two classes with readable images.
+    """
+    import torch
+
+    from vipcli import console
+    from vipcli.data import load_dataset
+    from vipcli.devices import resolve_device
+    from vipcli.features import FeatureCache, default_cache_dir, encode_images
+    from vipcli.packs import packs_for_classes
+    from vipcli.prompts import build_prompt_bank, encode_prompts
+    from vipcli.registry import load_backbone
+
+    if config.min_auroc is not None and not 0.5 <= config.min_auroc < 1:
+        raise UsageError(f"--min-auroc {config.min_auroc}: must be at least 0.5 and below 1")
+    dataset = load_dataset(config.data, seed=config.seed)
+    packs = packs_for_classes(dataset.class_names, list(config.symptoms))
+    device = resolve_device(config.device)
+    backbone = load_backbone(config.backbone, config.arch, config.pretrained, device)
+    cache = FeatureCache((config.cache_dir or default_cache_dir()) if config.use_cache else None, backbone)
+    train = dataset.splits["train"]
+    with console.task(progress, "encoding training images", len(train)) as advance:
+        encoded = encode_images(backbone, [s.path for s in train], 0, cache, workers=config.workers, advance=advance)
+    readable = sorted(encoded.readable)
+    labels = [train[i].label for i in readable]
+    counts = [labels.count(c) for c in range(len(dataset.class_names))]
+    if sum(1 for n in counts if n) < 2:
+        raise VipError(
+            f"{config.data}: fewer than two classes have readable training images ({_counts(dataset, counts)})",
+            "add readable images to the class folders",
+        )
+    prompts = [list(packs[name].symptoms) for name in dataset.class_names]
+    bank = build_prompt_bank(backbone, prompts, n_ctx=0)
+    with torch.no_grad():
+        text_features = encode_prompts(backbone, bank, None)  # [S, D]
+    images = torch.stack([encoded.eval[i] for i in readable])  # [N, D]
+    similarity = centered_similarity(images, text_features.cpu())  # [N, S]
+    owners = bank.class_index.tolist()
+    texts = [symptom for class_prompts in prompts for symptom in class_prompts]
+    scores = score_symptoms(similarity, labels, owners, texts, dataset.class_names, config.min_auroc)
+    describe = backbone.describe()
+    return RankResult(
+        scores=scores, class_names=dataset.class_names, packs=packs, counts=counts, failures=encoded.failures,
+        backbone={"id": config.backbone, "arch": str(describe.get("arch", config.arch or "")),
+                  "pretrained": str(describe.get("pretrained", config.pretrained or "")),
+                  "fingerprint": backbone.fingerprint()},
+        device=str(device), split=dataset.origin.get("train", "folder"),
+    )
+
+
+def _counts(dataset, counts: list[int]) -> str:
+    return ", ".join(f"{name}: {n}" for name, n in zip(dataset.class_names, counts))
+
+
+@dataclass(frozen=True)
+class PrunedPack:
+    """One class's pack after pruning."""
+
+    class_name: str  # the class folder
+    pack: SymptomPack  # the new pack (the original when nothing was removed)
+    removed: tuple[SymptomScore, ...]  # symptoms taken out
+    kept_anyway: tuple[SymptomScore, ...]  # flagged symptoms kept so the pack has KEEP_AT_LEAST
+
+
+def prune(result: RankResult, data: Path) -> list[PrunedPack]:
+    """Each class's pack without the symptoms that do not help, keeping at least two (the best).
+
+    Args:
+        result: the ranking.
+        data: the data folder (recorded in the pack's provenance).
+    Returns:
+        One PrunedPack per class, in class order.
+    Raises:
+        UsageError: two classes share one pack (each needs its own to be pruned on its own).
+    """
+    _refuse_shared_packs(result)
+    pruned = []
+    for name in result.class_names:
+        original = result.packs[name]
+        scores = [s for s in result.scores if s.class_name == name]  # best first
+        keep = [s for s in scores if s.helps]
+        kept_anyway = [s for s in scores if not s.helps][: max(0, min(KEEP_AT_LEAST, len(scores)) - len(keep))]
+        keep_texts = {s.symptom for s in (*keep, *kept_anyway)}
+        removed = tuple(s for s in scores if s.symptom not in keep_texts)
+        pack = original
+        if removed:
+            symptoms = tuple(s for s in original.symptoms if s in keep_texts)  # the pack's own order
+            source = {**original.source, "pruned": _provenance(result, data, removed, kept_anyway)}
+            pack = replace(original, symptoms=symptoms, source=source, path="")
+        pruned.append(PrunedPack(name, pack, removed, tuple(kept_anyway)))
+    return pruned
+
+
+def _refuse_shared_packs(result: RankResult) -> None:
+    seen: dict[int, str] = {}
+    for name in result.class_names:
+        other = seen.setdefault(id(result.packs[name]), name)
+        if other != name:
+            raise UsageError(
+                f"classes {other!r} and {name!r} use the same pack {result.packs[name].name!r}",
+                "give each class its own pack with --symptoms before pruning",
+            )
+
+
+def _provenance(result: RankResult, data: Path, removed, kept_anyway) -> dict:
+    def rows(scores):
+        return [{"symptom": s.symptom, "auroc": round(s.auroc, 3), "verdict": s.verdict} for s in scores]
+
+    record = {
+        "by": "vip symptoms rank --prune",
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "data": str(data),
+        "backbone": dict(result.backbone),
+        "training_images": sum(result.counts),
+        "removed": rows(removed),
+    }
+    if kept_anyway:
+        record["kept_below_bound"] = rows(kept_anyway)
+    return record
