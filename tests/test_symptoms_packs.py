@@ -116,13 +116,16 @@ def test_common_class_folder_names_find_their_pack(folder, pack):
     assert symptoms_for_classes([folder]) == {folder: list(expected.symptoms)}
 
 
-def test_list_shows_every_pack_with_count_and_source(capsys, monkeypatch):
-    monkeypatch.setenv("COLUMNS", "200")
+def test_list_shows_every_pack_with_count_and_source_in_80_columns(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
     code, out, _ = vip(capsys, "symptoms", "list")
     assert code == 0
+    assert max(len(line.rstrip()) for line in out.splitlines()) <= 80
+    rows = {line.split("  ")[0].strip(" …"): line for line in out.splitlines()[3:] if line.strip()}
     for name in PAPER | EXTRA | WRITTEN:
-        assert name in out
-    assert "paper: Fang et al., MICCAI 2024" in out and "manual" in out
+        assert any(name.startswith(shown) and shown for shown in rows), name
+    melanoma = next(line for line in out.splitlines() if line.strip().startswith("melanoma "))
+    assert melanoma.split()[1:3] == ["4", "paper"]
 
 
 def test_list_json_is_one_document(capsys):

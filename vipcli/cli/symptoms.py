@@ -49,17 +49,25 @@ def list_command(as_json: bool = typer.Option(False, "--json", help="Print one J
     if as_json:
         print(json.dumps([_pack_json(p) for p in packs], indent=2))
         return
-    table = Table("name", "aliases", "modality", "symptoms", "source")
+    from rich import box
+
+    # one line per pack in an 80-column terminal: long cells are cut with an ellipsis here (rich would
+    # rather drop short columns); `vip symptoms show NAME` has the full text
+    def cut(text: str, width: int) -> str:
+        return text if len(text) <= width else text[: width - 1] + "…"
+
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    for name, justify in (("name", "left"), ("n", "right"), ("source", "left"), ("modality", "left"),
+                          ("aliases", "left")):
+        table.add_column(name, justify=justify, no_wrap=True)
     for pack in packs:
-        cells = (
-            pack.name,
-            ", ".join(pack.aliases),
-            pack.modality,
-            str(len(pack.symptoms)),
-            summarize_source(pack.source),
-        )
+        kind = str(pack.source.get("kind", "")) if isinstance(pack.source, dict) else ""
+        cells = (cut(pack.name, 26), str(len(pack.symptoms)), cut(kind or summarize_source(pack.source), 6),
+                 cut(pack.modality, 16), cut(", ".join(pack.aliases), 18))
         table.add_row(*(Text(cell) for cell in cells))
-    console.stdout().print(table)
+    out = console.stdout()
+    out.print(table)
+    out.print("full text of a pack: vip symptoms show NAME")
 
 
 def find_pack(name: str):
