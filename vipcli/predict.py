@@ -22,6 +22,7 @@ class Prediction:
     probability: float  # probability of the predicted class
     probabilities: dict[str, float]  # class -> probability, in logit order
     explanation: list[dict] | None = None  # per class: prompts with similarity and merge weight
+    prediction_set: list[str] | None = None  # (#11) classes within the conformal threshold, with --coverage
 
 
 @dataclass
@@ -37,6 +38,7 @@ class Predictor:
     prompt_features: torch.Tensor | None  # [P, D] text features of every prompt
     weights: torch.Tensor | None  # [C, K] merge weights (uniform when averaged)
     failures: dict[str, str] = field(default_factory=dict)
+    calibration: object | None = None  # (#11) vipcli.trust.RunCalibration; None for runs of an earlier vip
 
 
 def _expected_tensors(classifier) -> dict[str, tuple]:
@@ -54,6 +56,7 @@ def load_predictor(run_dir: str | Path, device="cpu", backbone_id: str | None = 
     from vipcli.checkpoint import read_checkpoint
     from vipcli.methods import build_classifier, get_method
     from vipcli.registry import load_backbone
+    from vipcli.trust import read_calibration
 
     tensors, meta = read_checkpoint(run_dir)
     if backbone_id and backbone_id != meta.get("backbone"):
@@ -73,7 +76,8 @@ def load_predictor(run_dir: str | Path, device="cpu", backbone_id: str | None = 
     if hasattr(classifier, "class_embeddings"):
         with torch.no_grad():
             embeddings, features, weights, _ = classifier.class_embeddings()
-    return Predictor(Path(run_dir), meta, backbone, classifier, meta["class_names"], embeddings, features, weights)
+    return Predictor(Path(run_dir), meta, backbone, classifier, meta["class_names"], embeddings, features, weights,
+                     calibration=read_calibration(meta))  # (#11) hook 4: the stored temperature and scores
 
 
 def _load_tensors(classifier, tensors: dict, run_dir, meta) -> None:
@@ -122,13 +126,19 @@ def _explain(predictor: Predictor, feature: torch.Tensor) -> list[dict]:
 
 
 def predict(predictor: Predictor, paths: list[Path], explain: bool = False, cache=None, workers: int = 2,
-            batch_size: int = 64, progress=None) -> tuple[list[Prediction], dict[str, str]]:
+            batch_size: int = 64, progress=None, coverage: float | None = None) -> tuple[list[Prediction], dict[str, str]]:
     """Classify image files.
 
+    Args:
+        coverage: if given, each prediction gets the conformal set of classes that holds the true
+            class with at least this probability (needs a run that stored its calibration).
     Returns:
         (predictions for readable files, {unreadable file: reason})
     """
     from vipcli.features import encode_images
+    from vipcli.trust import calibrated_softmax, prediction_set, set_threshold
+
+    cutoff = set_threshold(predictor.calibration, coverage, predictor.run_dir)  # (#11) hook 5: before any work
 
     with console.task(progress, "predicting", len(paths)) as advance:
         encoded = encode_images(predictor.backbone, paths, 0, cache, batch_size, workers, advance=advance)
@@ -142,11 +152,12 @@ def predict(predictor: Predictor, paths: list[Path], explain: bool = False, cach
                 logits = predictor.classifier.logits_from(feature[None], predictor.class_embeddings)[0]  # [C]
             else:
                 logits = predictor.classifier(feature[None])[0]
-        probabilities = logits.float().softmax(-1).cpu()
+        probabilities = calibrated_softmax(logits, predictor.calibration).cpu()  # (#11) hook 6: [C], T applied
         best = int(probabilities.argmax())
         predictions.append(Prediction(
             str(path), predictor.class_names[best], round(float(probabilities[best]), 4),
             {n: round(float(p), 4) for n, p in zip(predictor.class_names, probabilities)},
             _explain(predictor, feature) if explain and predictor.prompt_features is not None else None,
+            prediction_set(probabilities, predictor.class_names, cutoff),  # (#11) hook 7
         ))
     return predictions, {str(p): r for p, r in encoded.failures.items()}

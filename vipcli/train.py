@@ -134,6 +134,7 @@ def train(config: TrainConfig, progress=None) -> TrainResult:
                                    config.batch_size_encode) if config.reference else None
     fitted = fit(spec, classifier, data, schedule, config.seed, device, reference, progress)
     trained = time.perf_counter()
+    calibrated = _calibrate(classifier, data, device)  # (#11) hook 1: temperature + conformal scores from val
     metrics = {
         "val": evaluate(classifier, data.val, len(dataset.class_names), device),
         "test": evaluate(classifier, data.test, len(dataset.class_names), device),
@@ -143,9 +144,11 @@ def train(config: TrainConfig, progress=None) -> TrainResult:
                     "encoded_views": data.encoded_views},
         "device": str(device), "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
         "torch_threads": torch.get_num_threads(),
+        **calibrated.metrics,  # (#11) hook 2: the "calibration" and "conformal" blocks of metrics.json
     }
     run_dir = Path(config.out) if config.out else default_run_dir(config)
-    _write(run_dir, config, spec, backbone, dataset, data, classifier, symptoms, schedule, metrics)
+    _write(run_dir, config, spec, backbone, dataset, data, classifier, symptoms, schedule, metrics,
+           calibrated.calibration)  # (#11) hook 3: stored in the run's metadata
     return TrainResult(run_dir, metrics, data.failures, dataset.class_names, schedule if spec.trainable else None)
 
 
@@ -167,7 +170,40 @@ def _symptoms(spec, class_names, sources, lookup) -> dict[str, list[str]]:
         return {}
 
 
-def _write(run_dir, config, spec, backbone, dataset, data, classifier, symptoms, schedule, metrics) -> None:
+# --- (#11) calibration hooks: after #8 `_logits` is the method plugin's logits(image_features) --------
+
+
+def _calibrate(classifier, data: PreparedData, device):
+    """Fit temperature and conformal scores on validation logits, score them on test; print warnings."""
+    from vipcli.trust import calibrate_run
+
+    calibrated = calibrate_run(_logits(classifier, data.val.x, device), data.val.y,
+                               _logits(classifier, data.test.x, device), data.test.y)
+    for message in calibrated.warnings:
+        console.warn(message)
+    return calibrated
+
+
+@torch.no_grad()
+def _logits(classifier, features: torch.Tensor, device) -> torch.Tensor:
+    """Logits [N, C] of image features [N, D] (class embeddings computed once)."""
+    from vipcli.devices import autocast
+    from vipcli.heads import PromptClassifier
+
+    classifier.eval()
+    if len(features) == 0:
+        return torch.empty(0, 0)
+    with autocast(device):
+        if isinstance(classifier, PromptClassifier):
+            embeddings = classifier.class_embeddings()[0]  # [C, D]
+            logits = torch.cat([classifier.logits_from(chunk.to(device), embeddings) for chunk in features.split(4096)])
+        else:
+            logits = classifier(features.to(device))
+    return logits.float().cpu()  # [N, C]
+
+
+def _write(run_dir, config, spec, backbone, dataset, data, classifier, symptoms, schedule, metrics,
+           calibration=None) -> None:
     from vipcli.checkpoint import write_run
 
     root = Path(dataset.root)
@@ -186,6 +222,7 @@ def _write(run_dir, config, spec, backbone, dataset, data, classifier, symptoms,
         "prompts": class_prompts(spec, dataset.class_names, symptoms) if spec.prompts else [],
         "n_ctx": str(config.n_ctx if spec.learns_context else 0), "class_specific_context": str(config.class_specific_context),
         "schedule": asdict(schedule), "config": config_record,
+        **({"calibration": calibration.record()} if calibration else {}),  # (#11) temperature + conformal scores
     }
     split = {
         "root": str(root.resolve()), "class_names": dataset.class_names, "origin": dataset.origin,

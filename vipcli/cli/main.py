@@ -9,7 +9,7 @@ import click
 import typer
 
 from vipcli import __version__
-from vipcli.cli import backbones, benchmark, demo, predict, symptoms, train
+from vipcli.cli import backbones, benchmark, demo, predict, report, symptoms, train
 from vipcli.errors import VipError
 
 def _click_variants() -> list:
@@ -61,6 +61,7 @@ app.command("train")(train.train_command)
 app.command("predict")(predict.predict_command)
 app.command("benchmark")(benchmark.benchmark_command)
 app.command("demo")(demo.demo_command)
+app.command("report")(report.report_command)  # (#11)
 
 
 def _print_error(message: str, hint: str | None = None) -> None:
