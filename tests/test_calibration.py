@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -137,3 +139,18 @@ def test_too_few_held_out_images_are_reported_per_coverage():
     rows = coverage_report(sorted(lac_scores(softmax(logits[:10]), labels[:10])), softmax(logits[10:]), labels[10:])
     assert "error" not in rows[0] and "error" not in rows[1]  # 10 images: 0.8 and 0.9 can be promised
     assert "needs at least 19" in rows[2]["error"]
+
+
+def test_coverage_spread_is_the_beta_law_of_split_conformal():
+    from vipcli.conformal import coverage_spread
+
+    mean, sd = coverage_spread(64, 0.9)  # k = 59: Beta(59, 6)
+    assert mean == pytest.approx(59 / 65) and sd == pytest.approx(math.sqrt(59 * 6 / (65**2 * 66)))
+    # and it is what repeated draws give: one held-out draw's coverage, estimated on many test images
+    logits, labels = _sample(40000, 3, 1.0, seed=7)
+    p, rng, got = softmax(logits), np.random.default_rng(8), []
+    for _ in range(400):
+        rows = rng.choice(len(labels), size=64 + 2000, replace=False)
+        cutoff = threshold(sorted(lac_scores(p[rows[:64]], labels[rows[:64]])), 0.9)
+        got.append(np.mean([y in s for s, y in zip(prediction_sets(p[rows[64:]], cutoff), labels[rows[64:]])]))
+    assert np.mean(got) == pytest.approx(mean, abs=0.01) and np.std(got) == pytest.approx(sd, rel=0.25)

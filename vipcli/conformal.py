@@ -69,6 +69,18 @@ def max_coverage(n: int) -> float:
     return n / (n + 1)
 
 
+def coverage_spread(n: int, coverage: float) -> tuple[float, float]:
+    """Mean and standard deviation, over draws of the n held-out images, of the coverage a run gets.
+
+    Given one held-out draw, the coverage of the k-th smallest score (k = ceil((n + 1) * coverage))
+    on new exchangeable images follows Beta(k, n + 1 - k) (Vovk, 2012; Angelopoulos and Bates, 2021):
+    its mean k / (n + 1) is at least `coverage`, and its spread shrinks like 1 / sqrt(n).
+    """
+    k = math.ceil((n + 1) * coverage - 1e-9)
+    a, b = k, n + 1 - k
+    return a / (a + b), math.sqrt(a * b / ((a + b) ** 2 * (a + b + 1)))
+
+
 def prediction_sets(probabilities, cutoff: float) -> list[list[int]]:
     """Per image, the classes c with 1 - p_c <= cutoff (in class order; may be empty)."""
     p = np.asarray(probabilities, dtype=np.float64)
@@ -79,8 +91,9 @@ def coverage_report(sorted_scores, test_probabilities, test_labels, coverages=RE
     """Empirical test coverage and set sizes at each wanted coverage.
 
     Returns:
-        per coverage: {"coverage", "threshold", "empirical_coverage", "mean_set_size", "empty_sets"},
-        or {"coverage", "error"} when the held-out images are too few for it.
+        per coverage: {"coverage", "threshold", "empirical_coverage", "mean_set_size", "empty_sets",
+        "expected_coverage", "coverage_sd"} (the last two: see `coverage_spread`), or
+        {"coverage", "error"} when the held-out images are too few for it.
     """
     labels = np.asarray(test_labels, dtype=int)
     rows = []
@@ -92,12 +105,14 @@ def coverage_report(sorted_scores, test_probabilities, test_labels, coverages=RE
             continue
         sets = prediction_sets(test_probabilities, cutoff)
         sizes = np.array([len(s) for s in sets])
+        mean, sd = coverage_spread(len(sorted_scores), coverage)
         hits = np.array([int(y) in s for s, y in zip(sets, labels)])
         rows.append({
             "coverage": coverage, "threshold": round(cutoff, 6),
             "empirical_coverage": round(float(hits.mean()), 4) if len(labels) else None,
             "mean_set_size": round(float(sizes.mean()), 4) if len(labels) else None,
             "empty_sets": int((sizes == 0).sum()),
+            "expected_coverage": round(mean, 4), "coverage_sd": round(sd, 4),
         })
     return rows
 

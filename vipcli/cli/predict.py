@@ -34,12 +34,12 @@ def predict_command(
     _check_trust_options(coverage, report)  # (#11) hook 8: usage errors before any work
     files = collect_images(paths)
     predictor = load_predictor(model, resolve_device(device), backbone)
-    if predictor.calibration is None:  # (#11) hook 9: say so for runs of an earlier vip
-        console.warn(f"{model} stores no calibration (trained by an earlier vip): probabilities are uncalibrated")
     cache = FeatureCache(None if no_cache else default_cache_dir(), predictor.backbone)
     with console.progress_bar() as progress:
         predictions, failures = predict(predictor, files, explain or report is not None, cache, workers,
                                         progress=progress, coverage=coverage)  # (#11) coverage; report needs symptoms
+    if predictor.calibration is None:  # (#11) hook 9: say so for runs of an earlier vip
+        console.warn(f"{model} stores no calibration (trained by an earlier vip): probabilities are uncalibrated")
     if report is not None:  # (#11) hook 10: the gallery of these images
         from vipcli.report.predictions import write_prediction_report
 

@@ -163,18 +163,21 @@ def _conformal(run: dict) -> str:
     rows = []
     for row in block["test"]:
         if "error" in row:
-            rows.append([f"{row['coverage']:g}", "-", "-", "-", "-", row["error"]])
+            rows.append([f"{row['coverage']:g}", "-", "-", "-", "-", "-", row["error"]])
         else:
-            rows.append([f"{row['coverage']:g}", _fmt(row["threshold"], 4), _fmt(row["empirical_coverage"], 3),
+            spread = (f"{row['expected_coverage']:.3f} ± {row['coverage_sd']:.3f}" if "coverage_sd" in row else "-")
+            rows.append([f"{row['coverage']:g}", _fmt(row["threshold"], 4), spread, _fmt(row["empirical_coverage"], 3),
                          _fmt(row["mean_set_size"], 2), row["empty_sets"], ""])
     intro = (f"<p>Split conformal prediction with the score {html.text(block['score'])}, calibrated on "
              f"{block['n_held_out']} {html.text(block['held_out'])} images. A set at coverage 0.9 holds every "
              f"class whose score is within the threshold; under exchangeability it contains the true class for "
              f"at least 90% of images. The highest coverage these images can promise is "
              f"{math.floor(block['max_coverage'] * 1000) / 1000:g}. An empty set means no class is likely enough: look at that image "
-             f"twice. Measured on the test images:</p>")
-    return intro + html.table(["coverage asked", "threshold", "test coverage", "mean set size", "empty sets",
-                               "note"], rows, numeric={1, 2, 3, 4})
+             f"twice. The promise holds on average over draws of the validation images: with this many, "
+             f"the coverage one run gets varies around its expectation by the ± shown. Measured on the test "
+             f"images:</p>")
+    return intro + html.table(["coverage asked", "threshold", "expected ± sd", "test coverage", "mean set size",
+                               "empty sets", "note"], rows, numeric={1, 2, 3, 4, 5})
 
 
 def merge_weights(predictor) -> dict[str, list[tuple[str, float]]] | None:
