@@ -47,9 +47,18 @@ def test_temperature_keeps_the_winner_and_lowers_nll_of_an_overconfident_model()
 def test_temperature_stays_finite_when_every_held_out_image_is_right():
     logits = np.array([[5.0, 0.0], [0.0, 4.0], [3.0, 1.0]])
     t = fit_temperature(logits, np.array([0, 1, 0]))
-    assert 0.0099 < t < 0.05  # sharp, as the data asks, but finite (the search stops at 0.01)
+    assert 0.00099 < t < 0.05  # sharp, as the data asks, but finite (the search stops at 0.001)
     result = calibrate_run(logits, np.array([0, 1, 0]), logits, np.array([0, 1, 0]))
     assert any("all 3 validation images" in w for w in result.warnings)
+
+
+def test_a_model_that_knows_nothing_gets_uniform_probabilities_and_a_warning():
+    rng = np.random.default_rng(9)
+    logits, labels = rng.normal(0, 5, size=(400, 2)), rng.integers(0, 2, size=400)  # labels ignore the logits
+    result = calibrate_run(logits, labels, logits, labels)
+    assert result.calibration.temperature > 990  # the upper bound: the flatter, the better the NLL here
+    assert result.metrics["calibration"]["test"]["after"]["nll"] == pytest.approx(math.log(2), abs=1e-3)
+    assert any("upper bound" in w and "no information" in w for w in result.warnings)
 
 
 def test_scores_on_hand_computed_examples():

@@ -17,7 +17,7 @@ import math
 import numpy as np
 
 ECE_BINS = 15
-LOG_T_BOUNDS = (math.log(0.01), math.log(100.0))  # T searched in [0.01, 100]
+T_BOUNDS = (1e-3, 1e3)  # T is searched in this range (log-spaced)
 EPSILON = 1e-12  # probability floor inside log()
 
 
@@ -92,10 +92,10 @@ def calibration_scores(probabilities, labels) -> dict:
 def fit_temperature(logits, labels) -> float:
     """The temperature T > 0 minimising the NLL of softmax(logits / T) on held-out data.
 
-    A bounded 1-D search (Brent's method, scipy) over log T in [log 0.01, log 100]: the NLL is a
-    convex function of 1/T, hence unimodal in log T, so the search finds its global minimum. The
-    bounds keep T finite when the held-out images are all classified correctly (there the NLL keeps
-    falling as T -> 0).
+    A bounded 1-D search (Brent's method, scipy) over log T within T_BOUNDS: the NLL is a convex
+    function of 1/T, hence unimodal in log T, so the search finds its global minimum. The bounds
+    keep T finite when the held-out images are all classified correctly (the NLL keeps falling as
+    T -> 0) or carry no information about the class (it keeps falling as T -> infinity).
 
     Args:
         logits: [N, C] held-out logits (any scale).
@@ -116,7 +116,8 @@ def fit_temperature(logits, labels) -> float:
         log_norm = top + np.log(np.exp(scaled - top[:, None]).sum(axis=1))  # [N] logsumexp
         return float((log_norm - scaled[np.arange(len(y)), y]).mean())
 
-    found = minimize_scalar(nll, bounds=LOG_T_BOUNDS, method="bounded", options={"xatol": 1e-5})
+    bounds = (math.log(T_BOUNDS[0]), math.log(T_BOUNDS[1]))
+    found = minimize_scalar(nll, bounds=bounds, method="bounded", options={"xatol": 1e-5})
     return float(math.exp(found.x))
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vipcli.calibration import calibration_block, fit_temperature, softmax
+from vipcli.calibration import T_BOUNDS, calibration_block, fit_temperature, softmax
 from vipcli.conformal import SCORE, conformal_block, lac_scores, stored_scores, threshold
 
 HELD_OUT = "val"  # the split temperature and conformal scores are fitted on
@@ -77,6 +77,13 @@ def _warnings(val_logits: np.ndarray, val_labels: np.ndarray, temperature: float
         return [f"all {n} validation images are classified correctly, so temperature scaling (T={temperature:.3g}) "
                 f"makes probabilities close to 0 or 1; calibration needs held-out images the model gets wrong "
                 f"(add validation images)"]
+    if temperature >= 0.99 * T_BOUNDS[1]:
+        return [f"temperature scaling reached its upper bound (T={temperature:.3g}): on the {n} validation images "
+                f"the model's scores carry almost no information about the class, so its calibrated "
+                f"probabilities are close to uniform and its prediction sets hold most classes"]
+    if temperature <= 1.01 * T_BOUNDS[0]:
+        return [f"temperature scaling reached its lower bound (T={temperature:.3g}): calibrated probabilities "
+                f"are close to 0 or 1; check the validation images"]
     return []
 
 
