@@ -90,9 +90,8 @@ def _prediction_json(prediction, explain: bool) -> dict:
 
 def print_predictions(predictions, explain: bool) -> None:
     """One line per image (with its prediction set when there is one); with `explain`, symptoms below it."""
-    from rich.table import Table
-
     from rich.markup import escape
+    from rich.table import Table
 
     out = console.stdout()
     for p in predictions:
