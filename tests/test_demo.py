@@ -25,3 +25,7 @@ def test_demo_shows_the_papers_claim_with_margins(cli, tmp_path):
     assert symptoms >= names + 10  # the paper's symptoms do
     assert vip >= symptoms + 2  # and ViP's learned prompts improve on them
     assert (out / "run" / "model.safetensors").is_file() and (out / "benchmark" / "shots.png").is_file()
+    # it ends with the reports and says where to open them; the predictions show prediction sets
+    assert "set {" in stdout and f"file://{(out / 'run' / 'report.html').resolve()}" in stdout
+    for report in (out / "run" / "report.html", out / "benchmark" / "report.html"):
+        assert report.is_file() and "<img " in report.read_text()

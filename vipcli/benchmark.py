@@ -39,7 +39,7 @@ ROW_FIELDS = (
     "method", "shots", "seed", "shots_used", "n_train", "epochs", "best_epoch", "val_accuracy", "val_macro_f1",
     "val_auroc", "test_accuracy", "test_macro_f1", "test_auroc", "test_confusion_matrix", "fit_s", "finished_at",
 )
-OWN_FILES = {"results.json", "results.csv", "split.json", "shots.png", "speed.json"}  # what --out may hold
+OWN_FILES = {"results.json", "results.csv", "split.json", "shots.png", "speed.json", "report.html"}  # what --out may hold
 MATCHED_KEYS = ("data", "backbone", "arch", "pretrained", "backbone_fingerprint", "views", "schedule", "epochs",
                 "batch_size", "lr", "method_options", "split_seed", "split_digest")
 
@@ -496,9 +496,10 @@ def run_benchmark(config: BenchmarkConfig, progress=None) -> BenchmarkResult:
     result.rows = [rows[(name, str(shots), seed)] for name, _, shots, seed in jobs]
     result.summary = summarize(result.rows)
     if result.rows:
-        from vipcli.plots import plot_shots
+        from vipcli.plots import benchmark_title, plot_shots
 
-        plot_shots(result.rows, out / "shots.png", [shots_key(s) for s in dict.fromkeys(config.shots)])
+        plot_shots(result.rows, out / "shots.png", [shots_key(s) for s in dict.fromkeys(config.shots)],
+                   title=benchmark_title(context["record"]))  # titled with the data and the backbone
     return result
 
 

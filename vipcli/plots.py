@@ -1,8 +1,80 @@
-"""Figures for `vip benchmark` (matplotlib, Agg backend: no display needed)."""
+"""Figures (matplotlib, Agg backend: no display needed) and the one colour of each method.
+
+Every figure that shows methods (the benchmark's shots plot, the demo, the reports) takes its
+colours from `method_color`, so a method looks the same everywhere.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import io
 from pathlib import Path
+
+# Okabe-Ito (colour-blind safe) for the built-in methods; fixed, whatever methods a figure shows
+METHOD_COLORS = {
+    "vip": "#D55E00",  # vermillion
+    "vip-cop-only": "#E69F00",  # orange
+    "vip-mep-only": "#CC79A7",  # reddish purple
+    "coop": "#0072B2",  # blue
+    "zeroshot": "#7F7F7F",  # grey
+    "symptom-zeroshot": "#009E73",  # bluish green
+    "linear-probe": "#56B4E9",  # sky blue
+    "tip-adapter": "#8C564B",  # brown
+    "tip-adapter-f": "#6A3D9A",  # purple
+    "clap": "#B8860B",  # dark goldenrod
+    "biomedcoop": "#1F3A93",  # navy
+}
+# other methods (plugins) get one of these, chosen by a digest of their name (stable across runs)
+EXTRA_COLORS = ("#2F4F4F", "#A6761D", "#E7298A", "#66A61E", "#17BECF", "#BCBD22", "#F0E442", "#000000")
+
+
+def method_color(method: str) -> str:
+    """The colour of `method` in every figure (a hex string)."""
+    if method in METHOD_COLORS:
+        return METHOD_COLORS[method]
+    digest = int(hashlib.sha256(method.encode()).hexdigest(), 16)
+    return EXTRA_COLORS[digest % len(EXTRA_COLORS)]
+
+
+def figure_title(what: str, data: str | None = None, backbone: str | None = None) -> str:
+    """A figure title naming what it shows, the data and the backbone: 'what: data, backbone'."""
+    context = ", ".join(part for part in (data, backbone) if part)
+    return f"{what}: {context}" if context else what
+
+
+def backbone_label(backbone: str | None, arch: str | None) -> str | None:
+    """'toy' or 'clip ViT-B-16': the backbone id and, when given, the architecture's short name."""
+    if not backbone:
+        return None
+    short = Path(str(arch)).name if arch else ""
+    return f"{backbone} {short}".strip() if short and short != backbone else backbone
+
+
+def benchmark_title(record: dict, what: str = "test accuracy by shots") -> str:
+    """The title of a benchmark figure from the benchmark's stored config (data folder, backbone)."""
+    arch = record.get("arch") or (record.get("backbone_describe") or {}).get("arch")
+    data = Path(str(record["data"])).name if record.get("data") else None
+    return figure_title(what, data, backbone_label(record.get("backbone"), arch))
+
+
+def pyplot():
+    """matplotlib.pyplot on the Agg backend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def png_bytes(figure) -> bytes:
+    """The figure as PNG bytes (and closed)."""
+    buffer = io.BytesIO()
+    try:
+        figure.savefig(buffer, format="png")
+    finally:
+        pyplot().close(figure)
+    return buffer.getvalue()
 
 
 def _series(rows: list[dict]) -> dict[str, dict]:
@@ -21,23 +93,30 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def plot_shots(rows: list[dict], path: Path, shots_order: list | None = None) -> Path:
-    """Test accuracy against shots, one line per method, mean over seeds with a +-std band.
-
-    Methods that learn nothing (rows at shots 0) are drawn as dashed horizontal lines.
+def plot_shots(rows: list[dict], path: Path, shots_order: list | None = None, title: str | None = None) -> Path:
+    """Write the shots figure (see `draw_shots`) to a PNG, atomically.
 
     Args:
         rows: benchmark rows (method, shots, seed, test_accuracy, ...).
-        path: the PNG to write (atomically).
+        path: the PNG to write.
         shots_order: x-axis shots values in order (default: those in `rows`, numbers first, then "all").
+        title: the figure's title (name the data and the backbone; see `figure_title`).
     Returns:
         path
     """
-    import matplotlib
+    return _save(draw_shots(rows, shots_order, title), Path(path))
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
+def draw_shots(rows: list[dict], shots_order: list | None = None, title: str | None = None):
+    """Test accuracy against shots, one line per method, mean over seeds with a +-std band.
+
+    Methods that learn nothing (rows at shots 0) are drawn as dashed horizontal lines; every method
+    in its `method_color`.
+
+    Returns:
+        a matplotlib Figure.
+    """
+    plt = pyplot()
     series = _series(rows)
     if shots_order is None:
         found = {str(r["shots"]) for r in rows} - {"0"}
@@ -45,9 +124,8 @@ def plot_shots(rows: list[dict], path: Path, shots_order: list | None = None) ->
     labels = [str(s) for s in shots_order]
     x = list(range(len(labels)))
     figure, axes = plt.subplots(figsize=(7, 4.5), dpi=120)
-    palette = plt.get_cmap("tab10")
-    for n, (method, by_shots) in enumerate(series.items()):
-        color = palette(n % 10)
+    for method, by_shots in series.items():
+        color = method_color(method)
         if set(by_shots) == {"0"}:
             mean, std = _mean_std(by_shots["0"])
             axes.axhline(mean, color=color, linestyle="--", linewidth=1.2, label=f"{method} (no training)")
@@ -65,8 +143,10 @@ def plot_shots(rows: list[dict], path: Path, shots_order: list | None = None) ->
     axes.set_ylabel("test accuracy % (mean ± std over seeds)")
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8, loc="best")
+    if title:
+        axes.set_title(title, fontsize=10)
     figure.tight_layout()
-    return _save(figure, Path(path))
+    return figure
 
 
 def _save(figure, path: Path) -> Path:

@@ -21,6 +21,7 @@ class Prediction:
     probability: float  # probability of the predicted class
     probabilities: dict[str, float]  # class -> probability, in logit order
     explanation: list[dict] | None = None  # per class: prompts with similarity and merge weight
+    prediction_set: list[str] | None = None  # classes within the conformal threshold, with --coverage
 
 
 @dataclass
@@ -33,6 +34,7 @@ class Predictor:
     method: torch.nn.Module  # a fitted vipcli.methods.Method
     class_names: list[str]
     failures: dict[str, str] = field(default_factory=dict)
+    calibration: object | None = None  # vipcli.trust.RunCalibration; None for runs of an earlier vip
 
 
 def load_predictor(run_dir: str | Path, device="cpu", backbone_id: str | None = None) -> Predictor:
@@ -46,6 +48,7 @@ def load_predictor(run_dir: str | Path, device="cpu", backbone_id: str | None = 
     from vipcli.checkpoint import read_checkpoint
     from vipcli.methods import MethodSetup, restore_method
     from vipcli.registry import load_backbone
+    from vipcli.trust import read_calibration
 
     tensors, meta = read_checkpoint(run_dir)
     if backbone_id and backbone_id != meta.get("backbone"):
@@ -60,7 +63,8 @@ def load_predictor(run_dir: str | Path, device="cpu", backbone_id: str | None = 
     method = restore_method(meta["method"], setup, meta.get("method_settings") or {}, meta.get("method_state") or {},
                             tensors, str(run_dir))
     method.prepare()
-    return Predictor(Path(run_dir), meta, backbone, method, list(meta["class_names"]))
+    return Predictor(Path(run_dir), meta, backbone, method, list(meta["class_names"]),
+                     calibration=read_calibration(meta))
 
 
 def collect_images(inputs: list[str | Path]) -> list[Path]:
@@ -80,13 +84,20 @@ def collect_images(inputs: list[str | Path]) -> list[Path]:
 
 
 def predict(predictor: Predictor, paths: list[Path], explain: bool = False, cache=None, workers: int = 2,
-            batch_size: int = 64, progress=None) -> tuple[list[Prediction], dict[str, str]]:
-    """Classify image files.
+            batch_size: int = 64, progress=None, coverage: float | None = None
+            ) -> tuple[list[Prediction], dict[str, str]]:
+    """Classify image files with the run's calibrated probabilities.
 
+    Args:
+        coverage: if given, each prediction gets the conformal set of classes that holds the true
+            class with at least this probability (needs a run that stored its calibration).
     Returns:
         (predictions for readable files, {unreadable file: reason})
     """
     from vipcli.features import encode_images
+    from vipcli.trust import calibrated_softmax, prediction_set, set_threshold
+
+    cutoff = set_threshold(predictor.calibration, coverage, predictor.run_dir)  # refuses before any work
 
     with console.task(progress, "predicting", len(paths)) as advance:
         encoded = encode_images(predictor.backbone, paths, 0, cache, batch_size, workers, advance=advance)
@@ -97,12 +108,13 @@ def predict(predictor: Predictor, paths: list[Path], explain: bool = False, cach
         features = torch.stack([encoded.eval[i] for i in readable])  # [N, D]
         with torch.no_grad():
             logits = torch.cat([method(chunk.to(device)).float().cpu() for chunk in features.split(4096)])  # [N, C]
-        probabilities = logits.softmax(-1)
+        probabilities = calibrated_softmax(logits, predictor.calibration)  # [N, C], temperature applied
         for row, i in enumerate(readable):
             best = int(probabilities[row].argmax())
             explanation = method.explain(features[row].to(device)) if explain else None
             predictions.append(Prediction(
                 str(paths[i]), predictor.class_names[best], round(float(probabilities[row, best]), 4),
                 {n: round(float(p), 4) for n, p in zip(predictor.class_names, probabilities[row])}, explanation,
+                prediction_set(probabilities[row], predictor.class_names, cutoff),
             ))
     return predictions, {str(p): r for p, r in encoded.failures.items()}

@@ -143,6 +143,7 @@ def train(config: TrainConfig, progress=None) -> TrainResult:
                                    config.encoding) if config.reference else None
     fitted = method.fit(data, FitContext(schedule, config.seed, progress, reference))
     trained = time.perf_counter()
+    calibrated = calibrate(method, data, device)  # temperature and conformal scores from validation (#11)
     metrics = {
         "val": evaluate(method, data.val, len(dataset.class_names), device),
         "test": evaluate(method, data.test, len(dataset.class_names), device),
@@ -152,10 +153,12 @@ def train(config: TrainConfig, progress=None) -> TrainResult:
                     "encoded_views": data.encoded_views},
         "device": str(device), "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
         "torch_threads": torch.get_num_threads(),
+        **calibrated.metrics,  # the "calibration" and "conformal" blocks
     }
     run_dir = Path(config.out) if config.out else default_run_dir(config)
     uses_schedule = cls.trains and cls.uses_schedule
-    write_train_run(run_dir, config, method, backbone, dataset, data, symptoms, schedule, metrics)
+    write_train_run(run_dir, config, method, backbone, dataset, data, symptoms, schedule, metrics,
+                    calibrated.calibration)
     return TrainResult(run_dir, metrics, data.failures, dataset.class_names, schedule if uses_schedule else None)
 
 
@@ -180,7 +183,20 @@ def _stored_option(value: str | None) -> str:
     return str(path.resolve()) if path.exists() else value
 
 
-def write_train_run(run_dir, config, method, backbone, dataset, data, symptoms, schedule, metrics) -> None:
+def calibrate(method, data, device):
+    """Fit the temperature and conformal scores on validation logits, score them on test; print warnings."""
+    from vipcli.fitting import predict_logits
+    from vipcli.trust import calibrate_run
+
+    calibrated = calibrate_run(predict_logits(method, data.val.x, device), data.val.y,
+                               predict_logits(method, data.test.x, device), data.test.y)
+    for message in calibrated.warnings:
+        console.warn(message)
+    return calibrated
+
+
+def write_train_run(run_dir, config, method, backbone, dataset, data, symptoms, schedule, metrics,
+                    calibration=None) -> None:
     """Write the run directory: the method's tensors and everything predict needs to rebuild it."""
     from vipcli.checkpoint import write_run
 
@@ -198,6 +214,7 @@ def write_train_run(run_dir, config, method, backbone, dataset, data, symptoms, 
         "pretrained": str(backbone.describe().get("pretrained", "")), "backbone_fingerprint": backbone.fingerprint(),
         "backbone_describe": backbone.describe(), "class_names": dataset.class_names, "symptoms": symptoms,
         "schedule": asdict(schedule), "config": config_record,
+        **({"calibration": calibration.record()} if calibration else {}),  # temperature + conformal scores
     }
     split = {
         "root": str(root.resolve()), "class_names": dataset.class_names, "origin": dataset.origin,

@@ -1,4 +1,4 @@
-"""`vip demo`: generate a lesion world, show packs, train, predict with --explain, benchmark."""
+"""`vip demo`: generate a lesion world, show packs, train, predict with --explain, benchmark, report."""
 
 from __future__ import annotations
 
@@ -45,13 +45,28 @@ def demo_command(
     with console.progress_bar() as progress:
         result = train(train_config(config, data), progress)
     print_train_result(result, as_json=False)
-    _step("4. vip predict --explain")
+    _step("4. vip predict --explain --coverage 0.9")
     predictor = load_predictor(result.run_dir)
-    predictions, _ = predict(predictor, sample_images(data), explain=True, workers=0)
+    predictions, _ = predict(predictor, sample_images(data), explain=True, workers=0, coverage=0.9)
     print_predictions(predictions, explain=True)
     _step(f"5. vip benchmark (1, 4, 16 shots; seeds {', '.join(map(str, seeds))})")
     with console.progress_bar() as progress:
         bench = run_benchmark(benchmark_config(config, data), progress)
     print_benchmark(bench, as_json=False)
+    _step("6. vip report (calibration, prediction sets, merge weights, test images)")
+    _reports(result.run_dir, bench.out, config.workers)
     console.stdout().print(f"demo finished in {time.perf_counter() - started:.0f}s; everything is in {out}/",
                            markup=False)
+
+
+def _reports(run_dir: Path, bench_dir: Path, workers: int) -> None:
+    """Write the run's and the benchmark's HTML reports and say where to open them (#11)."""
+    from vipcli.report import write_report
+
+    out = console.stdout()
+    with console.progress_bar() as progress:
+        run_report = write_report(run_dir, workers=workers, device="cpu", progress=progress)
+    bench_report = write_report(bench_dir)
+    out.print(f"report of the run:       {run_report}", markup=False)
+    out.print(f"report of the benchmark: {bench_report}", markup=False)
+    out.print(f"open in a browser:       file://{run_report.resolve()}", markup=False)

@@ -9,7 +9,7 @@ import click
 import typer
 
 from vipcli import __version__
-from vipcli.cli import backbones, benchmark, demo, methods, predict, symptoms, train
+from vipcli.cli import backbones, benchmark, demo, methods, predict, report, symptoms, train
 from vipcli.errors import VipError
 
 def _click_variants() -> list:
@@ -80,6 +80,7 @@ app.command("train")(train.train_command)
 app.command("predict")(predict.predict_command)
 app.command("benchmark")(benchmark.benchmark_command)
 app.command("demo")(demo.demo_command)
+app.command("report")(report.report_command)
 
 
 def _print_error(message: str, hint: str | None = None) -> None:

@@ -189,6 +189,12 @@ class PromptMethod(Method):
         self.class_embeddings()[0].sum().backward()
         self.zero_grad(set_to_none=True)
 
+    def merge_weights(self) -> torch.Tensor:
+        """[C, K] the weight of each prompt in its class embedding (uniform without a merge prompt)."""
+        if self._inference is None:
+            self.prepare()
+        return self._inference[2]
+
     # --- saving and explaining -----------------------------------------------------------------
 
     def record(self) -> dict:

@@ -1,0 +1,111 @@
+"""Open an HTML file in a real headless browser (Debian's chromium) and say how it rendered.
+
+No new Python dependency: chromium itself dumps the DOM after a probe script has written its
+findings into it, takes the screenshot, and logs console messages on stderr. (Playwright's Python
+package would need its own browser download, which this project's machines cannot make.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+         "--no-first-run", "--disable-sync", "--disable-extensions", "--hide-scrollbars", "--mute-audio")
+# runs before anything else in the page: records errors, then, once everything has loaded, every image's size
+PROBE = """<script>
+(function () {
+  var errors = [];
+  var original = console.error;
+  console.error = function () { errors.push(Array.prototype.join.call(arguments, " ")); original.apply(console, arguments); };
+  window.addEventListener("error", function (e) {
+    errors.push(e.message || ("failed to load " + ((e.target && (e.target.src || e.target.href)) || "a resource")));
+  }, true);
+  window.addEventListener("load", function () {
+    var images = Array.prototype.map.call(document.images, function (img) {
+      return {alt: img.alt, complete: img.complete, width: img.naturalWidth, height: img.naturalHeight};
+    });
+    var out = document.createElement("pre");
+    out.id = "vip-probe";
+    out.textContent = JSON.stringify({images: images, errors: errors, height: document.body.scrollHeight,
+                                      title: document.title});
+    document.body.appendChild(out);
+  });
+})();
+</script>"""
+
+
+def find_browser() -> str | None:
+    """A chromium-family executable ($VIP_TEST_BROWSER first), or None."""
+    configured = os.environ.get("VIP_TEST_BROWSER")
+    if configured:
+        return shutil.which(configured) or (configured if Path(configured).is_file() else None)
+    return next((found for name in BROWSERS if (found := shutil.which(name))), None)
+
+
+def _run(browser: str, profile: Path, *args: str) -> subprocess.CompletedProcess:
+    profile.mkdir(parents=True, exist_ok=True)
+    return subprocess.run([browser, *FLAGS, f"--user-data-dir={profile}", *args], capture_output=True, text=True,
+                          timeout=120)
+
+
+def console_messages(stderr: str) -> list[str]:
+    """The page's console messages from chromium's log (its own log lines are left out).
+
+    Chromium logs every console message, whatever its level, as `...:CONSOLE(line)] "text"`; a report
+    has no script, so any such line is an error of the page (a failed resource, a CSP violation...).
+    """
+    return [line for line in stderr.splitlines() if re.search(r":CONSOLE[:(]", line)]
+
+
+def render(page: Path, workdir: Path, width: int = 1200, max_height: int = 12000) -> dict:
+    """Load `page` twice: once with the probe (DOM dump), once as it is (screenshot of the whole page,
+    up to `max_height` pixels, and the console log).
+
+    Returns:
+        {"images": [{alt, complete, width, height}], "errors": [...], "height": px, "title": str,
+         "console": [console lines], "screenshot": Path}
+    """
+    browser = find_browser()
+    assert browser, "no browser"
+    workdir.mkdir(parents=True, exist_ok=True)
+    text = page.read_text(encoding="utf-8")
+    probed = workdir / f"probed-{page.name}"
+    probed.write_text(text.replace("<head>", "<head>" + PROBE, 1), encoding="utf-8")
+    dumped = _run(browser, workdir / "profile-dom", f"--window-size={width},1000", "--virtual-time-budget=10000",
+                  "--dump-dom", probed.resolve().as_uri())
+    match = re.search(r'<pre id="vip-probe">(.*?)</pre>', dumped.stdout, re.S)
+    assert match, f"the probe wrote nothing (exit {dumped.returncode}): {dumped.stderr[-2000:]}"
+    import html
+
+    result = json.loads(html.unescape(match.group(1)))
+    screenshot = workdir / f"{page.stem}.png"
+    height = min(int(result["height"]) + 20, max_height)
+    shot = _run(browser, workdir / "profile-shot", "--enable-logging=stderr", "--v=0", f"--window-size={width},{height}",
+                f"--screenshot={screenshot}", page.resolve().as_uri())
+    assert screenshot.is_file(), f"no screenshot (exit {shot.returncode}): {shot.stderr[-2000:]}"
+    result.update(console=console_messages(shot.stderr) + console_messages(dumped.stderr), screenshot=screenshot)
+    return result
+
+
+def blank_fraction(png: Path) -> float:
+    """The share of the screenshot's pixels that have the most common colour (1.0: blank)."""
+    from PIL import Image
+
+    with Image.open(png) as image:
+        colors = image.convert("RGB").getcolors(maxcolors=1 << 24)
+    total = sum(count for count, _ in colors)
+    return max(count for count, _ in colors) / total
+
+
+def distinct_colors(png: Path) -> int:
+    """How many different colours the screenshot shows (text alone gives few; figures and photos many)."""
+    from PIL import Image
+
+    with Image.open(png) as image:
+        return len(image.convert("RGB").getcolors(maxcolors=1 << 24))

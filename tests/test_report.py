@@ -1,0 +1,162 @@
+"""`vip report` and `vip predict --report`: self-contained HTML, checked in a real headless browser."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+
+import pytest
+
+from browser import blank_fraction, distinct_colors, find_browser, render
+from conftest import error_lines
+from lesion_runs import make_lesions, strip_calibration, train_toy
+from vipcli.plots import METHOD_COLORS, draw_shots, method_color
+
+needs_browser = pytest.mark.skipif(find_browser() is None, reason="no chromium-family browser installed "
+                                   "(apt-get install chromium)")
+
+
+@pytest.fixture(scope="module")
+def lesion_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    data = make_lesions(root / "lesions")
+    return data, train_toy(data, root / "run", root / "cache")
+
+
+@pytest.fixture(scope="module")
+def benchmark_dir(tmp_path_factory, lesion_run):
+    from vipcli.benchmark import BenchmarkConfig, run_benchmark
+
+    data, _ = lesion_run
+    out = tmp_path_factory.mktemp("bench") / "bench"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("VIP_CACHE_DIR", str(out.parent / "cache"))
+        from vipcli.settings import BackboneSettings, EncodingSettings, ScheduleSettings
+
+        run_benchmark(BenchmarkConfig(data=data, methods=("symptom-zeroshot", "coop", "vip"), shots=(1, 2), seeds=(1, 2),
+                                      backbone=BackboneSettings("toy", device="cpu"), schedule=ScheduleSettings(epochs=2),
+                                      encoding=EncodingSettings(views=2, workers=0), out=out))
+    return out
+
+
+def _cards(page: str) -> list[str]:
+    """The class attribute of every gallery card, in page order."""
+    return re.findall(r'<div class="(card(?: wrong)?)">', page)
+
+
+def _self_contained(page: str) -> None:
+    assert "<script" not in page and "<link" not in page and "@import" not in page
+    assert not re.search(r'(src|href)="(?!data:)', page), "every image is a data: URI and nothing is linked"
+
+
+def test_run_report_is_one_self_contained_file_with_every_part(cli, lesion_run, tmp_path):
+    data, run = lesion_run
+    out = tmp_path / "run.html"
+    code, stdout, err = cli("report", run, "--out", out, "--workers", "0", "--device", "cpu", "--gallery", "12")
+    assert code == 0, err
+    assert str(out) in stdout and "open it in a browser" in stdout
+    page = out.read_text()
+    _self_contained(page)
+    for heading in ("Settings and data", "Metrics", "Confusion matrix", "Calibration", "Prediction sets",
+                    "Merge weights of each class", "Test images (prediction sets at coverage 0.9)"):
+        assert heading in page
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert f"{metrics['calibration']['temperature']:.4g}" in page and f"{metrics['test']['accuracy']:.2f}" in page
+    assert "The spot is asymmetric on both sides" in page  # merge weights and top symptoms name symptoms
+    cards = _cards(page)
+    errors = sum(1 for row, col in [(i, j) for i in range(2) for j in range(2) if i != j]
+                 for _ in range(metrics["test"]["confusion_matrix"][row][col]))
+    assert len(cards) == 12 and cards == sorted(cards, key=lambda c: c != "card wrong")  # errors first
+    assert cards.count("card wrong") == min(errors, 12)
+    assert page.count("prediction set: {") == 12 and METHOD_COLORS["vip"] in page
+
+
+def test_report_of_a_method_without_merge_prompt_says_so(cli, lesion_run, tmp_path):
+    data, _ = lesion_run
+    run = train_toy(data, tmp_path / "coop", tmp_path / "cache", method="coop")
+    code, _, err = cli("report", run, "--workers", "0", "--device", "cpu")
+    assert code == 0, err
+    page = (run / "report.html").read_text()
+    assert "has no merge prompt" in page and METHOD_COLORS["coop"] in page
+    assert "top symptoms" not in page  # CoOp's prompts are class names, not symptoms
+
+
+def test_report_of_an_uncalibrated_run_still_reports(cli, lesion_run, tmp_path):
+    _, run = lesion_run
+    old = strip_calibration(shutil.copytree(run, tmp_path / "old"))
+    code, _, err = cli("report", old, "--workers", "0", "--device", "cpu")
+    assert code == 0, err
+    page = (old / "report.html").read_text()
+    assert "Uncalibrated." in page and "no prediction sets" in page and "prediction set: {" not in page
+    assert "uncalibrated, ECE" in page or "reliability on test" in page
+
+
+def test_report_refuses_what_it_cannot_report_in_one_line(cli, lesion_run, tmp_path):
+    _, run = lesion_run
+    for args, message in (([tmp_path], "neither a run directory"), ([tmp_path / "nope"], "no such folder"),
+                          ([run, "--out", tmp_path / "missing" / "r.html"], "does not exist"),
+                          ([run, "--out", tmp_path], "it is a folder")):
+        code, _, err = cli("report", *args)
+        assert code == 1 and len(error_lines(err)) == 1 and message in err, err
+    code, _, err = cli("report", run, "--coverage", "1")
+    assert code == 2 and "outside (0, 1)" in err
+
+
+def test_predict_report_shows_the_images_just_predicted(cli, lesion_run, tmp_path):
+    data, run = lesion_run
+    images = sorted((data / "test" / "nevus").glob("*.png"))[:5]
+    out = tmp_path / "predicted.html"
+    code, stdout, err = cli("predict", *images, "--model", run, "--coverage", "0.9", "--report", out, "--workers", "0")
+    assert code == 0, err
+    page = out.read_text()
+    _self_contained(page)
+    cards = _cards(page)
+    assert len(cards) == 5 and page.count("true class: <b>nevus</b>") == 5  # the folder names the class
+    wrong = stdout.count("  melanoma  ")  # predictions of melanoma for these nevus images
+    assert cards.count("card wrong") == wrong and cards == sorted(cards, key=lambda c: c != "card wrong")
+    assert page.count("prediction set: {") == 5 and "Prediction sets at coverage 0.9" in page
+    code, _, err = cli("predict", images[0], "--model", run, "--report", tmp_path / "no" / "x.html")
+    assert code == 1 and "--report" in err and len(error_lines(err)) == 1
+
+
+def test_benchmark_report_has_plot_tables_and_seconds(cli, benchmark_dir):
+    code, _, err = cli("report", benchmark_dir)
+    assert code == 0, err
+    page = (benchmark_dir / "report.html").read_text()
+    _self_contained(page)
+    for part in ("Test accuracy by shots", "test accuracy %", "test macro-F1 %", "test AUROC %", "seconds per run",
+                 "1-shot", "2-shot", "symptom-zeroshot *"):
+        assert part in page
+    for method in ("symptom-zeroshot", "coop", "vip"):
+        assert f'background:{method_color(method)}"></span>{method}' in page
+
+
+def test_each_method_has_one_colour_whatever_the_figure_shows():
+    rows = [{"method": m, "shots": s, "seed": 1, "test_accuracy": 50.0 + s} for m in ("vip", "coop") for s in (1, 2)]
+    reordered = [{"method": "linear-probe", "shots": 1, "seed": 1, "test_accuracy": 40.0}] + rows[::-1]
+    for figure_rows in (rows, reordered):
+        figure = draw_shots(figure_rows, title="t")
+        colors = {line.get_label(): line.get_color() for line in figure.axes[0].get_lines()}
+        assert colors["vip"] == method_color("vip") and colors["coop"] == method_color("coop")
+    assert len(set(METHOD_COLORS.values())) == len(METHOD_COLORS)
+    assert method_color("my-plugin") == method_color("my-plugin") not in METHOD_COLORS.values()
+
+
+@needs_browser
+def test_reports_render_in_a_real_browser(cli, lesion_run, benchmark_dir, tmp_path):
+    data, run = lesion_run
+    pages = [tmp_path / "run.html", tmp_path / "predicted.html", benchmark_dir / "report.html"]
+    assert cli("report", run, "--out", pages[0], "--workers", "0", "--device", "cpu", "--gallery", "8")[0] == 0
+    assert cli("predict", data / "test" / "melanoma", "--model", run, "--coverage", "0.9", "--report", pages[1],
+               "--workers", "0")[0] == 0
+    assert cli("report", benchmark_dir)[0] == 0
+    for page in pages:
+        result = render(page, tmp_path / f"browser-{page.stem}")
+        embedded = page.read_text().count("<img ")
+        assert len(result["images"]) == embedded > 0
+        undecoded = [i["alt"] for i in result["images"] if not (i["complete"] and i["width"] > 0 and i["height"] > 0)]
+        assert not undecoded, f"{page.name}: images not decoded: {undecoded}"
+        assert not result["errors"] and not result["console"], (result["errors"], result["console"])
+        assert result["title"].startswith("vip ") and result["height"] > 600
+        assert blank_fraction(result["screenshot"]) < 0.9 and distinct_colors(result["screenshot"]) > 200

@@ -1,0 +1,32 @@
+"""`vip report`: one self-contained HTML file for a run directory or a benchmark folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from vipcli import console
+
+
+def report_command(
+    target: Path = typer.Argument(..., help="A run directory (vip train) or a benchmark folder (vip benchmark)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="The HTML file to write (default TARGET/report.html)."),
+    coverage: float = typer.Option(0.9, "--coverage", help="Coverage of the prediction sets in a run's gallery."),
+    gallery: int = typer.Option(48, "--gallery", help="Test images in a run's gallery (errors first)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
+    workers: int = typer.Option(2, "--workers", help="Image-decoding worker processes."),
+) -> None:
+    """Write an HTML report (images embedded; opens offline) of a run or a benchmark."""
+    from vipcli.conformal import check_coverage
+    from vipcli.devices import resolve_device
+    from vipcli.errors import UsageError
+    from vipcli.report import write_report
+
+    check_coverage(coverage)
+    if gallery < 0:
+        raise UsageError(f"--gallery {gallery} is negative", "pass 0 or more")
+    with console.progress_bar() as progress:
+        path = write_report(target, out, coverage, gallery, resolve_device(device), workers, progress)
+    console.stdout().print(f"report written to {path}; open it in a browser (file://{path.resolve()})", markup=False)

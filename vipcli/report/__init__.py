@@ -1,0 +1,46 @@
+"""HTML reports a person can open: of a run, of a benchmark, of the images just predicted (#11)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vipcli.errors import VipError
+
+
+def report_kind(target: Path) -> str:
+    """'run' for a run directory, 'benchmark' for a benchmark folder; otherwise a clear error."""
+    target = Path(target)
+    if not target.exists():
+        raise VipError(f"no such folder: {target}", "pass a run directory or a benchmark folder")
+    if (target / "model.safetensors").is_file():
+        return "run"
+    if (target / "results.json").is_file():
+        return "benchmark"
+    raise VipError(f"{target} is neither a run directory (model.safetensors) nor a benchmark folder (results.json)",
+                   "pass a folder written by `vip train` or `vip benchmark`")
+
+
+def write_report(target: Path, out: Path | None = None, coverage: float = 0.9, gallery: int = 48, device="cpu",
+                 workers: int = 2, progress=None) -> Path:
+    """Write the report of a run directory or benchmark folder; return the HTML file's path.
+
+    Args:
+        target: a run directory (`vip train`) or a benchmark folder (`vip benchmark`).
+        out: the HTML file (default: TARGET/report.html).
+        coverage: the prediction sets shown in a run's gallery.
+        gallery: how many test images a run's gallery shows (errors first).
+    """
+    from vipcli.report.html import check_writable, write_html
+
+    target = Path(target)
+    kind = report_kind(target)
+    path = check_writable(Path(out) if out else target / "report.html")
+    if kind == "run":
+        from vipcli.report.run import run_report
+
+        document = run_report(target, coverage, gallery, device, workers, progress)
+    else:
+        from vipcli.report.benchmark import benchmark_report
+
+        document = benchmark_report(target)
+    return write_html(path, document)

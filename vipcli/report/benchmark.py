@@ -1,0 +1,127 @@
+"""The report of a benchmark folder: settings, the shots plot, per-method tables, seconds per run."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+from vipcli import __version__
+from vipcli.errors import VipError
+from vipcli.plots import benchmark_title, draw_shots, method_color, png_bytes
+from vipcli.report import html
+
+METRICS = (("test_accuracy", "test accuracy %"), ("test_macro_f1", "test macro-F1 %"), ("test_auroc", "test AUROC %"))
+
+
+def read_results(folder: Path) -> dict:
+    """results.json of a benchmark folder (a clear error when it is not one)."""
+    from vipcli.benchmark import RESULTS_FORMAT
+
+    path = Path(folder) / "results.json"
+    try:
+        document = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise VipError(f"{path} is missing or unreadable ({type(error).__name__})",
+                       "pass a folder written by `vip benchmark`") from None
+    if document.get("format") != RESULTS_FORMAT:
+        raise VipError(f"{path} is not a vip benchmark results file", "pass a folder written by `vip benchmark`")
+    return document
+
+
+def _mean_std(values: list) -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-"
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.fmean(values):.2f} ± {std:.2f}"
+
+
+def _columns(rows: list[dict]) -> list[str]:
+    """Shots columns in sweep order ('0' only when nothing learns)."""
+    found = list(dict.fromkeys(str(r["shots"]) for r in rows if str(r["shots"]) != "0"))
+    return found or ["0"]
+
+
+def _grid(rows: list[dict], key: str, fmt) -> tuple[list[str], list[list[str]]]:
+    """Rows = methods (in their colour), columns = shots; methods that learn nothing repeat their figure."""
+    columns, methods = _columns(rows), list(dict.fromkeys(r["method"] for r in rows))
+    body = []
+    for method in methods:
+        mine = [r for r in rows if r["method"] == method]
+        fixed = all(str(r["shots"]) == "0" for r in mine)
+        cells = [fmt([r.get(key) for r in mine if fixed or str(r["shots"]) == c]) for c in columns]
+        body.append([html.swatch(method_color(method), method + (" *" if fixed else "")), *map(html.text, cells)])
+    return [f"{c}-shot" for c in columns], body
+
+
+def _tables(rows: list[dict]) -> str:
+    parts = []
+    for key, title in METRICS:
+        header, body = _grid(rows, key, _mean_std)
+        parts.append(f"<h3>{html.text(title)} (mean ± std over seeds)</h3>"
+                     + html.table(["method", *header], body, numeric=set(range(1, len(header) + 1)), raw=True))
+    header, body = _grid(rows, "fit_s", lambda v: "-" if not v else f"{statistics.fmean(v):.2f} s")
+    parts.append("<h3>seconds per run (fitting and evaluation, mean over seeds; images encoded once for all)</h3>"
+                 + html.table(["method", *header], body, numeric=set(range(1, len(header) + 1)), raw=True))
+    if any(str(r["shots"]) == "0" for r in rows):
+        parts.append("<p>* learns nothing (zero-shot): evaluated once per seed, the same figure in every column.</p>")
+    return "".join(parts)
+
+
+def _settings(document: dict) -> str:
+    config = document.get("config", {})
+    sweep = config.get("last_sweep", {})
+    rows = [
+        ["data", config.get("data")], ["classes", ", ".join(document.get("class_names", []))],
+        ["backbone", f"{config.get('backbone')} (arch {config.get('arch') or 'default'}, weights "
+                     f"{config.get('pretrained') or 'default'})"],
+        ["methods", ", ".join(sweep.get("methods", []))], ["shots", ", ".join(map(str, sweep.get("shots", [])))],
+        ["seeds", ", ".join(map(str, sweep.get("seeds", [])))], ["split seed", config.get("split_seed")],
+        ["schedule", config.get("schedule")], ["augmented views per image", config.get("views")],
+        ["rows", len(document.get("rows", []))],
+    ]
+    return html.table(["setting", "value"], rows)
+
+
+def _speed(folder: Path) -> str:
+    path = folder / "speed.json"
+    if not path.is_file():
+        return ""
+    try:
+        speed = json.loads(path.read_text())
+        rows = [
+            ["feature extraction, cold cache", f"{speed['feature_extraction']['images_per_s']:.1f} images/s"],
+            ["ViP train, cached features", f"{speed['train_cached']['seconds']:.1f} s"],
+            ["ViP train, reference (re-encode every epoch)", f"{speed['train_reference']['seconds']:.1f} s"],
+            ["speed-up", f"{speed['speedup']:.2f}x"],
+            ["vip predict", f"{speed['predict']['images_per_s']:.1f} images/s"],
+        ]
+    except (OSError, ValueError, KeyError, TypeError):
+        return html.section("Speed", html.note(f"{html.text(path)} could not be read."))
+    machine = speed.get("machine", {})
+    return html.section("Speed (speed.json)", f"<p>{html.text(machine.get('accelerator'))}, "
+                        f"{html.text(machine.get('cpu'))}</p>" + html.table(["measure", "value"], rows))
+
+
+def benchmark_report(folder: Path) -> str:
+    """The HTML report of a folder written by `vip benchmark`."""
+    folder = Path(folder)
+    document = read_results(folder)
+    rows, config = document.get("rows", []), document.get("config", {})
+    if not rows:
+        raise VipError(f"{folder}/results.json has no finished rows", "let `vip benchmark` finish at least one row")
+    title = benchmark_title(config)
+    seeds = sorted({int(r["seed"]) for r in rows})
+    sections = [
+        html.section("Settings and data", _settings(document)),
+        html.section("Test accuracy by shots", html.figure(png_bytes(draw_shots(rows, title=title)), title,
+                                                           f"mean ± std over seeds {', '.join(map(str, seeds))}; "
+                                                           "dashed: methods that learn nothing")),
+        html.section("Per-method tables", _tables(rows)),
+        _speed(folder),
+    ]
+    subtitle = html.text(f"{len(rows)} runs on {Path(str(config.get('data', ''))).name}, backbone "
+                         f"{config.get('backbone')}")
+    return html.page(f"vip benchmark report: {folder.name}", subtitle, sections,
+                     html.text(f"written by vip {__version__} from {folder.resolve()}"))

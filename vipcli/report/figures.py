@@ -1,0 +1,88 @@
+"""The report's figures as PNG bytes: confusion matrix, reliability diagram, merge weights."""
+
+from __future__ import annotations
+
+import textwrap
+
+from vipcli.plots import png_bytes, pyplot
+
+
+def confusion_matrix_png(matrix: list[list[int]], class_names: list[str], color: str, title: str) -> bytes:
+    """Counts of true (rows) against predicted (columns) classes, shaded white -> `color`."""
+    from matplotlib.colors import LinearSegmentedColormap
+
+    plt = pyplot()
+    size = max(3.6, 0.9 * len(class_names) + 2.2)
+    figure, axes = plt.subplots(figsize=(size + 0.8, size), dpi=110)
+    shading = LinearSegmentedColormap.from_list("method", ["#ffffff", color])
+    top = max((max(row) for row in matrix), default=0) or 1
+    axes.imshow(matrix, cmap=shading, vmin=0, vmax=top)
+    for i, row in enumerate(matrix):
+        for j, count in enumerate(row):
+            axes.text(j, i, str(count), ha="center", va="center", fontsize=11,
+                      color="white" if count > 0.6 * top else "black")
+    ticks = range(len(class_names))
+    axes.set_xticks(ticks, class_names, rotation=30 if len(class_names) > 3 else 0, ha="right" if len(class_names) > 3 else "center")
+    axes.set_yticks(ticks, class_names)
+    axes.set_xlabel("predicted class")
+    axes.set_ylabel("true class")
+    axes.set_title(title, fontsize=10)
+    figure.tight_layout()
+    return png_bytes(figure)
+
+
+def reliability_png(panels: list[tuple[str, list[dict], float | None]], color: str, title: str) -> bytes:
+    """Accuracy against confidence per bin, one panel per (label, bins, ECE); the diagonal is perfect.
+
+    Args:
+        panels: e.g. [("before (T = 1)", bins, 0.12), ("after (T = 1.8)", bins, 0.03)]; bins as
+            vipcli.calibration.reliability_bins returns them.
+    """
+    plt = pyplot()
+    figure, axes_row = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.2), dpi=110, squeeze=False)
+    for axes, (label, bins, ece) in zip(axes_row[0], panels):
+        width = bins[0]["upper"] - bins[0]["lower"] if bins else 1 / 15
+        filled = [b for b in bins if b["count"]]
+        axes.plot([0, 1], [0, 1], linestyle="--", color="#888888", linewidth=1, label="perfectly calibrated")
+        axes.bar([b["lower"] for b in filled], [b["accuracy"] for b in filled], width=width, align="edge",
+                 color=color, alpha=0.85, edgecolor="white", label="accuracy in bin")
+        axes.bar([b["lower"] for b in filled], [b["confidence"] - b["accuracy"] for b in filled], width=width,
+                 bottom=[b["accuracy"] for b in filled], align="edge", color="none", edgecolor="#c62828",
+                 hatch="//", linewidth=0.6, label="gap to confidence")
+        for b in filled:
+            axes.text(b["lower"] + width / 2, 0.02, str(b["count"]), ha="center", fontsize=6, color="#333333")
+        axes.set_xlim(0, 1)
+        axes.set_ylim(0, 1)
+        axes.set_xlabel("confidence of the predicted class")
+        axes.set_ylabel("accuracy")
+        axes.set_title(label + (f", ECE {ece:.3f}" if ece is not None else ""), fontsize=9)
+        axes.legend(fontsize=7, loc="upper left")
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    return png_bytes(figure)
+
+
+def merge_weights_png(weights: dict[str, list[tuple[str, float]]], color: str, title: str) -> bytes:
+    """One horizontal bar chart per class: how much its merge prompt draws on each symptom."""
+    plt = pyplot()
+    classes = list(weights)
+    rows = max(len(v) for v in weights.values())
+    figure, axes_col = plt.subplots(len(classes), 1, figsize=(8.5, 0.9 + (0.42 * rows + 0.6) * len(classes)),
+                                    dpi=110, squeeze=False)
+    for axes, name in zip(axes_col[:, 0], classes):
+        entries = weights[name]
+        labels = [textwrap.shorten(symptom, 70, placeholder="…") for symptom, _ in entries]
+        values = [w for _, w in entries]
+        positions = list(range(len(entries)))[::-1]
+        axes.barh(positions, values, color=color, alpha=0.85)
+        axes.set_yticks(positions, labels, fontsize=8)
+        uniform = 1 / len(entries)
+        axes.axvline(uniform, color="#888888", linestyle="--", linewidth=1)
+        for y, value in zip(positions, values):
+            axes.text(value, y, f" {value:.3f}", va="center", fontsize=7)
+        axes.set_xlim(0, max(max(values) * 1.25, uniform * 1.3))
+        axes.set_title(f"{name} (dashed: uniform weight 1/{len(entries)})", fontsize=9)
+    axes_col[-1, 0].set_xlabel("merge weight (attention of the class's merge token)")
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    return png_bytes(figure)

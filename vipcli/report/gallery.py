@@ -1,0 +1,108 @@
+"""A gallery of predicted images: thumbnail, true class, prediction, probability, set, top symptoms."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+from vipcli.report.html import image, text
+
+THUMBNAIL_SIDE = 192  # pixels, the longer side of an embedded image
+TOP_SYMPTOMS = 3  # symptoms shown per image
+
+
+@dataclass
+class GalleryItem:
+    """One image of a gallery."""
+
+    path: str  # the image file
+    truth: str | None  # the true class, when known
+    label: str  # the predicted class
+    probability: float  # its probability
+    prediction_set: list[str] | None  # the conformal set, when one was asked for
+    top_symptoms: list[dict]  # the predicted class's symptoms that pushed most towards it
+
+    @property
+    def wrong(self) -> bool:
+        """The prediction is known to be wrong."""
+        return self.truth is not None and self.truth != self.label
+
+
+def top_symptoms(prediction, limit: int = TOP_SYMPTOMS) -> list[dict]:
+    """The predicted class's symptoms ranked by merge weight x similarity (their pull on the logit)."""
+    for group in prediction.explanation or []:
+        if group["class"] == prediction.label:
+            ranked = sorted(group["symptoms"], key=lambda e: e["weight"] * e["similarity"], reverse=True)
+            return ranked[:limit]
+    return []
+
+
+def truth_from_folder(path: str | Path, class_names: list[str]) -> str | None:
+    """The class whose name is the image's folder name (case-insensitive), else None."""
+    folder = Path(path).parent.name.lower()
+    return next((name for name in class_names if name.lower() == folder), None)
+
+
+def gallery_items(predictions, truths: dict[str, str | None], with_symptoms: bool) -> list[GalleryItem]:
+    """GalleryItems of `predictions`, errors first (most confident first), then the least sure right ones.
+
+    Args:
+        truths: image path -> true class (None or absent: unknown).
+        with_symptoms: show the top symptoms (methods that describe classes by symptoms).
+    """
+    items = [GalleryItem(p.path, truths.get(p.path), p.label, p.probability, p.prediction_set,
+                         top_symptoms(p) if with_symptoms else []) for p in predictions]
+    return sorted(items, key=lambda i: (not i.wrong, -i.probability if i.wrong else i.probability, i.path))
+
+
+def thumbnail(path: str | Path, side: int = THUMBNAIL_SIDE) -> bytes | None:
+    """A JPEG thumbnail of the image (None when it cannot be read any more)."""
+    from vipcli.errors import ImageError
+    from vipcli.images import load_image
+
+    try:
+        picture = load_image(path, min_side=side)
+    except ImageError:
+        return None
+    picture.thumbnail((side, side))
+    buffer = io.BytesIO()
+    picture.save(buffer, format="JPEG", quality=88)
+    return buffer.getvalue()
+
+
+def _card(item: GalleryItem, root: Path | None) -> str:
+    payload = thumbnail(item.path)
+    shown = Path(item.path)
+    if root is not None and shown.resolve().is_relative_to(root.resolve()):
+        shown = shown.resolve().relative_to(root.resolve())
+    picture = image(payload, f"{shown}", mime="image/jpeg") if payload else "<p>(image no longer readable)</p>"
+    verdict = ""
+    if item.truth is not None:
+        verdict = ('<span class="tag wrong">wrong</span> ' if item.wrong else '<span class="tag right">right</span> ')
+    lines = [f'<div class="card{" wrong" if item.wrong else ""}">', picture, f'<div class="name">{text(shown)}</div>']
+    if item.truth is not None:
+        lines.append(f"<div>true class: <b>{text(item.truth)}</b></div>")
+    lines.append(f"<div>{verdict}predicted: <b>{text(item.label)}</b> ({item.probability:.3f})</div>")
+    if item.prediction_set is not None:
+        members = ", ".join(item.prediction_set) if item.prediction_set else "empty: no class is likely enough"
+        lines.append(f"<div>prediction set: {{{text(members)}}}</div>")
+    if item.top_symptoms:
+        entries = "".join(f"<li>{text(e['symptom'])} <span class=\"detail\">(similarity {e['similarity']:+.3f}, "
+                          f"weight {e['weight']:.3f})</span></li>" for e in item.top_symptoms)
+        lines.append(f"<div>top symptoms of {text(item.label)}:</div><ul>{entries}</ul>")
+    lines.append("</div>")
+    return "".join(lines)
+
+
+def gallery_html(items: list[GalleryItem], limit: int | None = None, root: Path | None = None) -> str:
+    """The cards of the first `limit` items (all when None) and a line saying what is shown."""
+    shown = items if limit is None else items[:limit]
+    known = [i for i in items if i.truth is not None]
+    errors = sum(i.wrong for i in items)
+    summary = f"{len(shown)} of {len(items)} images"
+    if known:
+        summary += (f"; {errors} of {len(known)} with a known class are predicted wrongly and come first "
+                    f"(most confident first), then the right ones, least sure first")
+    cards = "".join(_card(item, root) for item in shown)
+    return f"<p>{text(summary)}.</p><div class=\"gallery\">{cards}</div>"

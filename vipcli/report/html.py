@@ -1,0 +1,126 @@
+"""Building one self-contained HTML page: escaped text, tables, embedded images, inline CSS.
+
+Nothing in a page refers to anything outside it: images are data URIs and there is no script,
+so a report opens the same way offline, from an e-mail attachment or years later.
+"""
+
+from __future__ import annotations
+
+import base64
+from html import escape
+from pathlib import Path
+
+STYLE = """
+body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 0 auto; max-width: 1100px;
+       padding: 1.5rem; color: #1d1d1f; background: #fff; line-height: 1.4; }
+h1 { font-size: 1.6rem; margin-bottom: 0.2rem; } h2 { font-size: 1.25rem; margin-top: 2rem;
+     border-bottom: 1px solid #ddd; padding-bottom: 0.2rem; }
+.sub { color: #555; margin-top: 0; }
+table { border-collapse: collapse; margin: 0.6rem 0; font-size: 0.9rem; }
+th, td { border: 1px solid #ddd; padding: 0.25rem 0.55rem; text-align: left; vertical-align: top; }
+th { background: #f4f4f6; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.note { background: #fff8e1; border-left: 4px solid #f0b400; padding: 0.5rem 0.8rem; margin: 0.6rem 0; }
+.ok { background: #eef7ee; border-left: 4px solid #2e7d32; padding: 0.5rem 0.8rem; margin: 0.6rem 0; }
+figure { margin: 0.8rem 0; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
+figcaption { color: #555; font-size: 0.85rem; }
+.swatch { display: inline-block; width: 0.8rem; height: 0.8rem; border-radius: 2px; margin-right: 0.35rem;
+          vertical-align: -0.1rem; }
+.gallery { display: grid; grid-template-columns: repeat(auto-fill, minmax(220px, 1fr)); gap: 0.8rem; }
+.card { border: 1px solid #ddd; border-radius: 6px; padding: 0.5rem; font-size: 0.82rem; background: #fafafa; }
+.card.wrong { border: 2px solid #c62828; background: #fff5f5; }
+.card img { display: block; margin: 0 auto 0.4rem; max-width: 100%; height: 160px; object-fit: contain;
+            background: #222; image-rendering: auto; }
+.card .name { color: #666; word-break: break-all; font-size: 0.75rem; }
+.card .detail { color: #666; font-size: 0.75rem; }
+.card ul { margin: 0.2rem 0 0; padding-left: 1.1rem; }
+.tag { display: inline-block; padding: 0 0.35rem; border-radius: 3px; font-weight: 600; }
+.tag.wrong { background: #c62828; color: #fff; } .tag.right { background: #2e7d32; color: #fff; }
+code { background: #f4f4f6; padding: 0 0.2rem; border-radius: 3px; }
+footer { margin-top: 2rem; color: #777; font-size: 0.8rem; }
+"""
+
+
+def text(value) -> str:
+    """`value` as HTML-escaped text ('-' for None)."""
+    return "-" if value is None else escape(str(value))
+
+
+def data_uri(payload: bytes, mime: str) -> str:
+    """An inline `data:` URI of `payload`."""
+    return f"data:{mime};base64,{base64.b64encode(payload).decode('ascii')}"
+
+
+def image(payload: bytes, alt: str, mime: str = "image/png", css_class: str | None = None) -> str:
+    """An <img> holding `payload` inline."""
+    klass = f' class="{css_class}"' if css_class else ""
+    return f'<img{klass} src="{data_uri(payload, mime)}" alt="{escape(alt)}">'
+
+
+def figure(payload: bytes, alt: str, caption: str | None = None) -> str:
+    """A PNG figure with an optional caption."""
+    caption_html = f"<figcaption>{text(caption)}</figcaption>" if caption else ""
+    return f"<figure>{image(payload, alt)}{caption_html}</figure>"
+
+
+def table(header: list[str], rows: list[list], numeric: set[int] | None = None, raw: bool = False) -> str:
+    """A <table>; cells are escaped unless `raw` (then they must already be HTML).
+
+    Args:
+        numeric: indices of right-aligned columns.
+    """
+    numeric = numeric or set()
+    head = "".join(f"<th>{text(h)}</th>" for h in header)
+    body = []
+    for row in rows:
+        cells = []
+        for i, cell in enumerate(row):
+            klass = ' class="num"' if i in numeric else ""
+            cells.append(f"<td{klass}>{cell if raw else text(cell)}</td>")
+        body.append(f"<tr>{''.join(cells)}</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def swatch(color: str, label: str) -> str:
+    """A coloured square and `label` (escaped), e.g. a method in its colour."""
+    return f'<span class="swatch" style="background:{escape(color)}"></span>{text(label)}'
+
+
+def note(message_html: str, kind: str = "note") -> str:
+    """A highlighted paragraph ('note' for a caveat, 'ok' for good news); `message_html` is HTML."""
+    return f'<p class="{kind}">{message_html}</p>'
+
+
+def page(title: str, subtitle: str, sections: list[str], footer: str) -> str:
+    """The whole document."""
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+        f"<title>{text(title)}</title><style>{STYLE}</style></head><body>"
+        f"<h1>{text(title)}</h1><p class=\"sub\">{subtitle}</p>{''.join(sections)}"
+        f"<footer>{footer}</footer></body></html>\n"
+    )
+
+
+def section(heading: str, body: str) -> str:
+    """An <h2> and its content."""
+    return f"<section><h2>{text(heading)}</h2>{body}</section>"
+
+
+def check_writable(path: Path, option: str = "--out") -> Path:
+    """`path` if an HTML file can be written there (its folder exists, it is not a folder); else a VipError."""
+    from vipcli.errors import VipError
+
+    path = Path(path)
+    if path.is_dir():
+        raise VipError(f"cannot write {path}: it is a folder", f"pass a file name, e.g. {option} {path / 'report.html'}")
+    if not path.parent.is_dir():
+        raise VipError(f"cannot write {path}: folder {path.parent} does not exist", f"create it or choose another {option}")
+    return path
+
+
+def write_html(path: Path, document: str, option: str = "--out") -> Path:
+    """Write the page atomically (temp file + rename)."""
+    from vipcli.benchmark import write_atomic
+
+    write_atomic(check_writable(path, option), document)
+    return Path(path)

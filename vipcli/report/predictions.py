@@ -1,0 +1,64 @@
+"""`vip predict --report FILE`: the gallery of the images just predicted, as one HTML file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vipcli import __version__
+from vipcli.plots import backbone_label, method_color
+from vipcli.report import html
+from vipcli.report.gallery import gallery_html, gallery_items, truth_from_folder
+from vipcli.report.run import uses_symptoms
+
+MAX_IMAGES = 1000  # cards in one page; more would make a file too large to open comfortably
+
+
+def prediction_report(predictor, predictions, coverage: float | None) -> str:
+    """The HTML page of `predictions` made with `predictor` (a loaded run).
+
+    True classes are taken from the images' folder names where those equal a class name.
+    """
+    meta, names = predictor.metadata, predictor.class_names
+    truths = {p.path: truth_from_folder(p.path, names) for p in predictions}
+    items = gallery_items(predictions, truths, uses_symptoms(meta))
+    method = meta.get("method", "")
+    backbone = backbone_label(meta.get("backbone"), meta.get("arch"))
+    if predictor.calibration is None:
+        status = html.note("<b>Uncalibrated.</b> This run was written by an earlier vip and stores no temperature: "
+                           "the probabilities are the raw softmax, and no prediction sets can be given.")
+    else:
+        sets = (f" Prediction sets at coverage {coverage:g} (LAC score, {len(predictor.calibration.scores)} "
+                f"validation images)." if coverage is not None else " No prediction sets (pass --coverage).")
+        status = html.note(f"Probabilities calibrated with temperature T = {predictor.calibration.temperature:.4g}."
+                           + html.text(sets), "ok")
+    root = _common_folder(items)
+    facts = html.table(["", ""], [["model", html.text(predictor.run_dir)], ["images under", html.text(root)],
+                                  ["method", html.swatch(method_color(method), method)],
+                                  ["backbone", html.text(backbone)], ["classes", html.text(", ".join(names))]],
+                       raw=True)
+    known = sum(t is not None for t in truths.values())
+    truth_note = (f"<p>{known} of {len(predictions)} images sit in a folder named after a class; that name is "
+                  f"shown as their true class.</p>" if known else "")
+    limit_note = (html.note(html.text(f"Showing the first {MAX_IMAGES} of {len(items)} images."))
+                  if len(items) > MAX_IMAGES else "")
+    sections = [html.section("Model", facts + status),
+                html.section("Images", truth_note + limit_note + gallery_html(items, MAX_IMAGES, root))]
+    return html.page(f"vip predictions: {len(predictions)} images", html.text(f"{method} · {backbone}"), sections,
+                     html.text(f"written by vip {__version__}"))
+
+
+def _common_folder(items) -> Path | None:
+    """The deepest folder holding every image (card names are shown relative to it)."""
+    import os
+
+    if not items:
+        return None
+    folders = [str(Path(i.path).resolve().parent) for i in items]
+    return Path(os.path.commonpath(folders))
+
+
+def write_prediction_report(path: Path, predictor, predictions, coverage: float | None) -> Path:
+    """Write `prediction_report` to `path` atomically."""
+    from vipcli.report.html import write_html
+
+    return write_html(Path(path), prediction_report(predictor, predictions, coverage), option="--report")

@@ -1,0 +1,275 @@
+"""The report of one run directory: settings, data, metrics, calibration, sets, weights, test gallery."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from vipcli import __version__
+from vipcli.errors import VipError
+from vipcli.plots import backbone_label, figure_title, method_color
+from vipcli.report import html
+from vipcli.report.figures import confusion_matrix_png, merge_weights_png, reliability_png
+from vipcli.report.gallery import gallery_html, gallery_items
+
+HELD_OUT_NOTE = (
+    "Temperature and prediction sets are fitted on the validation split: images the prompts were not trained "
+    "on. The same split also chose the best training epoch, so it is not perfectly untouched; with a few "
+    "dozen epochs to choose from the effect is small, but the coverage promise is exact only where the "
+    "validation and test images are exchangeable and the model was fixed before the validation split was seen "
+    "(true for the zero-shot methods)."
+)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise VipError(f"{path} is missing or unreadable ({type(error).__name__})",
+                       "pass a complete run directory written by `vip train`") from None
+
+
+def _fmt(value, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def describe_run(run_dir: Path) -> dict:
+    """Everything a report shows that does not need the model: metadata, split, metrics, titles."""
+    from vipcli.checkpoint import read_checkpoint
+    from vipcli.trust import read_calibration
+
+    _, meta = read_checkpoint(run_dir)
+    split, metrics = _read_json(run_dir / "split.json"), _read_json(run_dir / "metrics.json")
+    data = Path(split.get("root", "data")).name
+    backbone = backbone_label(meta.get("backbone"), meta.get("arch"))
+    return {"meta": meta, "split": split, "metrics": metrics, "data": data, "backbone": backbone,
+            "calibration": read_calibration(meta), "color": method_color(meta.get("method", "")),
+            "class_names": meta["class_names"]}
+
+
+def _settings(run: dict) -> str:
+    meta, split = run["meta"], run["split"]
+    config, schedule = meta.get("config") or {}, meta.get("schedule") or {}
+    shots = "all" if split.get("shots") is None else split.get("shots")
+    rows = [
+        ["method", html.swatch(run["color"], meta.get("method"))],
+        ["backbone", html.text(f"{meta.get('backbone')} (arch {meta.get('arch') or 'default'}, "
+                               f"weights {meta.get('pretrained') or 'default'})")],
+        ["classes", html.text(", ".join(run["class_names"]))],
+        ["shots per class", html.text(shots)],
+        ["seed", html.text(split.get("seed"))],
+        ["schedule", html.text(f"{schedule.get('name', '-')}: {schedule.get('epochs', '-')} epochs, batch "
+                               f"{schedule.get('batch_size', '-')}, lr {schedule.get('lr', '-')}")],
+        ["context vectors (n_ctx)", html.text(meta.get("n_ctx"))],
+        ["augmented views per image", html.text(config.get("views"))],
+        ["data folder", f"<code>{html.text(split.get('root'))}</code>{html.text(_origin(split.get('origin')))}"],
+        ["written by", html.text(f"vip {meta.get('vip_version', '?')}")],
+    ]
+    return html.table(["setting", "value"], rows, raw=True) + _data_table(run)
+
+
+def _origin(origin) -> str:
+    """' (splits: train folder, val made by vip...)' from split.json's origin record."""
+    if not isinstance(origin, dict) or not origin:
+        return ""
+    return " (splits: " + "; ".join(f"{name}: {how}" for name, how in origin.items()) + ")"
+
+
+def _data_table(run: dict) -> str:
+    split, names = run["split"], run["class_names"]
+
+    def count(entries) -> list[int]:
+        counts = [0] * len(names)
+        for _, label in entries:
+            counts[int(label)] += 1
+        return counts
+
+    train_used = [0] * len(names)
+    by_path = {path: label for path, label in split.get("train", [])}
+    for path in split.get("train_subset", []):
+        if path in by_path:
+            train_used[int(by_path[path])] += 1
+    columns = {"train (used)": train_used, "train (available)": count(split.get("train", [])),
+               "val": count(split.get("val", [])), "test": count(split.get("test", []))}
+    rows = [[name, *(columns[c][i] for c in columns)] for i, name in enumerate(names)]
+    rows.append(["all", *(sum(columns[c]) for c in columns)])
+    unreadable = len(split.get("unreadable", {}))
+    extra = f"<p>{unreadable} unreadable files were skipped (listed in split.json).</p>" if unreadable else ""
+    return html.table(["class", *columns], rows, numeric={1, 2, 3, 4}) + extra
+
+
+def _metrics(run: dict) -> str:
+    metrics = run["metrics"]
+    rows = [[split, metrics[split]["n"], *(_fmt(metrics[split][k]) for k in ("accuracy", "macro_f1", "auroc"))]
+            for split in ("val", "test") if split in metrics]
+    body = html.table(["split", "images", "accuracy %", "macro-F1 %", "AUROC %"], rows, numeric={1, 2, 3, 4})
+    timings, best = metrics.get("timings", {}), metrics.get("best_epoch")
+    facts = []
+    if best is not None:
+        facts.append(f"best validation epoch {best + 1}")
+    if timings:
+        facts.append(f"encoding {timings.get('encode_s', 0):.1f} s, fitting {timings.get('fit_s', 0):.1f} s, "
+                     f"total {timings.get('total_s', 0):.1f} s on {metrics.get('device', '?')}")
+    return body + (f"<p>{html.text('; '.join(facts))}.</p>" if facts else "")
+
+
+def _confusion(run: dict) -> str:
+    matrix = run["metrics"].get("test", {}).get("confusion_matrix") or []
+    if not matrix:
+        return html.note("No test images: no confusion matrix.")
+    title = figure_title("test confusion matrix", run["data"], run["backbone"])
+    return html.figure(confusion_matrix_png(matrix, run["class_names"], run["color"], title), title)
+
+
+def _calibration(run: dict, test_probabilities, test_labels) -> str:
+    from vipcli.calibration import calibration_scores, reliability_bins
+
+    block, title = run["metrics"].get("calibration"), figure_title("reliability on test", run["data"], run["backbone"])
+    if run["calibration"] is None or block is None:
+        body = html.note("<b>Uncalibrated.</b> This run was written by an earlier vip that stored no temperature: "
+                         "its probabilities are the raw softmax and no prediction sets can be given. Retrain it "
+                         "with this vip to calibrate it.")
+        if test_probabilities is not None and len(test_labels):
+            scores = calibration_scores(test_probabilities, test_labels)
+            body += html.table(["on test", "ECE", "NLL", "Brier"],
+                               [["uncalibrated", *(_fmt(scores[k], 4) for k in ("ece", "nll", "brier"))]], numeric={1, 2, 3})
+            panel = [("uncalibrated", reliability_bins(test_probabilities, test_labels), scores["ece"])]
+            body += html.figure(reliability_png(panel, run["color"], title), title)
+        return body
+    test = block["test"]
+    rows = [[f"{name} (T = {t})", *(_fmt(test[key][k], 4) for k in ("ece", "nll", "brier"))]
+            for name, key, t in (("before", "before", 1), ("after", "after", f"{block['temperature']:.3g}"))]
+    body = (f"<p>Temperature scaling divides every logit by T = <b>{block['temperature']:.4g}</b>, fitted on "
+            f"{block['n_held_out']} {html.text(block['held_out'])} images by minimising the negative "
+            f"log-likelihood; it never changes the predicted class. Scores on {test['n']} test images (lower "
+            f"is better; ECE over {block['ece_bins']} equal-width bins):</p>")
+    body += html.table(["on test", "ECE", "NLL", "Brier"], rows, numeric={1, 2, 3})
+    if test["n"]:
+        panels = [("before (T = 1)", block["reliability"]["before"], test["before"]["ece"]),
+                  (f"after (T = {block['temperature']:.3g})", block["reliability"]["after"], test["after"]["ece"])]
+        body += html.figure(reliability_png(panels, run["color"], title),
+                            "bars: accuracy per confidence bin (count at the bottom); hatched: the gap to the "
+                            "bin's mean confidence; dashed: perfect calibration")
+    return body + html.note(html.text(HELD_OUT_NOTE))
+
+
+def _conformal(run: dict) -> str:
+    block = run["metrics"].get("conformal")
+    if run["calibration"] is None or block is None:
+        return html.note("No prediction sets: this run stores no conformal scores (written by an earlier vip).")
+    rows = []
+    for row in block["test"]:
+        if "error" in row:
+            rows.append([f"{row['coverage']:g}", "-", "-", "-", "-", "-", row["error"]])
+        else:
+            spread = (f"{row['expected_coverage']:.3f} ± {row['coverage_sd']:.3f}" if "coverage_sd" in row else "-")
+            rows.append([f"{row['coverage']:g}", _fmt(row["threshold"], 4), spread, _fmt(row["empirical_coverage"], 3),
+                         _fmt(row["mean_set_size"], 2), row["empty_sets"], ""])
+    intro = (f"<p>Split conformal prediction with the score {html.text(block['score'])}, calibrated on "
+             f"{block['n_held_out']} {html.text(block['held_out'])} images. A set at coverage 0.9 holds every "
+             f"class whose score is within the threshold; under exchangeability it contains the true class for "
+             f"at least 90% of images. The highest coverage these images can promise is "
+             f"{math.floor(block['max_coverage'] * 1000) / 1000:g}. An empty set means no class is likely enough: look at that image "
+             f"twice. The promise holds on average over draws of the validation images: with this many, "
+             f"the coverage one run gets varies around its expectation by the ± shown. Measured on the test "
+             f"images:</p>")
+    return intro + html.table(["coverage asked", "threshold", "expected ± sd", "test coverage", "mean set size",
+                               "empty sets", "note"], rows, numeric={1, 2, 3, 4, 5})
+
+
+def merge_weights(predictor) -> dict[str, list[tuple[str, float]]] | None:
+    """Per class, (symptom, merge weight) for methods with a learned merge prompt; None for others."""
+    method = predictor.method
+    if getattr(method, "merge", None) is None or not hasattr(method, "merge_weights"):
+        return None
+    symptoms = predictor.metadata.get("symptoms") or {}
+    weights = method.merge_weights().detach().float().cpu()  # [C, K]
+    return {name: [(phrase, float(weights[c, k])) for k, phrase in enumerate(symptoms.get(name, []))]
+            for c, name in enumerate(predictor.class_names)}
+
+
+def _merge(run: dict, predictor) -> str:
+    weights = merge_weights(predictor) if predictor is not None else None
+    if not weights or not all(weights.values()):
+        method = run["meta"].get("method")
+        return html.note(f"Method <b>{html.text(method)}</b> has no merge prompt: its class embeddings weigh "
+                         f"every prompt equally (or, for a linear probe, use no prompts), so there are no learned "
+                         f"symptom weights to show.")
+    title = figure_title("merge weights per class", run["data"], run["backbone"])
+    return html.figure(merge_weights_png(weights, run["color"], title), title,
+                       "the weight of each symptom in its class embedding; dashed: the uniform weight of "
+                       "methods that average")
+
+
+def uses_symptoms(meta: dict) -> bool:
+    """The method's prompts are the classes' symptoms (so its explanations name symptoms)."""
+    symptoms = meta.get("symptoms") or {}
+    prompts = (meta.get("method_state") or {}).get("prompts") or meta.get("prompts") or []
+    return bool(symptoms) and prompts == [symptoms.get(name) for name in meta["class_names"]]
+
+
+def find_test_images(run: dict) -> tuple[list[Path], dict[str, str]]:
+    """The run's test image files (those still on disk) and each one's true class."""
+    root, names = Path(run["split"].get("root", ".")), run["class_names"]
+    paths, truths = [], {}
+    for relative, label in run["split"].get("test", []):
+        path = Path(relative) if Path(relative).is_absolute() else root / relative
+        if path.is_file():
+            paths.append(path)
+            truths[str(path)] = names[int(label)]
+    return paths, truths
+
+
+def run_report(run_dir: Path, coverage: float = 0.9, gallery: int = 48, device="cpu", workers: int = 2,
+               progress=None) -> str:
+    """The HTML report of a run directory (loads its backbone to show test images and merge weights).
+
+    Args:
+        coverage: the prediction sets shown in the gallery.
+        gallery: how many test images the gallery shows (errors first).
+    """
+    from vipcli.features import FeatureCache, default_cache_dir
+    from vipcli.predict import load_predictor, predict
+
+    run_dir = Path(run_dir)
+    run = describe_run(run_dir)
+    predictor = load_predictor(run_dir, device)
+    paths, truths = find_test_images(run)
+    notes, cutoff_coverage = [], coverage if run["calibration"] is not None else None
+    if cutoff_coverage is not None:
+        try:
+            run["calibration"].threshold(coverage)
+        except VipError as error:
+            notes.append(html.note(html.text(f"No prediction sets in the gallery: {error.message}.")))
+            cutoff_coverage = None
+    predictions = []
+    if paths:
+        cache = FeatureCache(default_cache_dir(), predictor.backbone)
+        predictions, _ = predict(predictor, paths, explain=True, cache=cache, workers=workers, progress=progress,
+                                 coverage=cutoff_coverage)
+    names = run["class_names"]
+    probabilities = np.array([[p.probabilities[n] for n in names] for p in predictions]).reshape(-1, len(names))
+    labels = np.array([names.index(truths[p.path]) for p in predictions], dtype=int)
+    missing = len(run["split"].get("test", [])) - len(paths)
+    if missing:
+        notes.append(html.note(html.text(f"{missing} test images listed in split.json are no longer on disk under "
+                                         f"{run['split'].get('root')}; the gallery leaves them out.")))
+    caption = (f"prediction sets at coverage {cutoff_coverage:g}" if cutoff_coverage is not None else "no prediction sets")
+    items = gallery_items(predictions, truths, uses_symptoms(run["meta"]))
+    sections = [
+        html.section("Settings and data", _settings(run)),
+        html.section("Metrics", _metrics(run)),
+        html.section("Confusion matrix", _confusion(run)),
+        html.section("Calibration", _calibration(run, probabilities if predictions else None, labels)),
+        html.section("Prediction sets", _conformal(run)),
+        html.section("Merge weights of each class's symptoms", _merge(run, predictor)),
+        html.section(f"Test images ({caption})", "".join(notes) + gallery_html(items, gallery, Path(run["split"]["root"]))),
+    ]
+    meta = run["meta"]
+    subtitle = html.text(f"{meta.get('method')} on {run['data']} ({len(names)} classes), backbone {run['backbone']}"
+                         + ("" if run["calibration"] is not None else " · uncalibrated"))
+    return html.page(f"vip report: {run_dir.name}", subtitle, sections,
+                     html.text(f"written by vip {__version__} from {run_dir.resolve()}"))
