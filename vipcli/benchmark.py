@@ -416,8 +416,10 @@ def run_benchmark(config: BenchmarkConfig, progress=None) -> BenchmarkResult:
         BenchmarkResult with the requested grid's rows, their summary and what was skipped.
     """
     from vipcli.features import FeatureCache, default_cache_dir
+    from vipcli.preflight import check_output_folder
 
     specs = validate(config)
+    check_output_folder(config.out or default_out(config.data))  # writable and not full, before any work (#14)
     context = _prepare(config, specs)
     out, stored, dataset = context["out"], context["stored"], context["dataset"]
     rows = {row_key(r): r for r in (stored or {}).get("rows", [])}

@@ -147,9 +147,11 @@ def measure_speed(config: SpeedConfig, progress=None) -> dict:
     from vipcli.benchmark import default_out, write_atomic
     from vipcli.data import load_dataset
     from vipcli.devices import resolve_device
+    from vipcli.preflight import check_output_folder
     from vipcli.registry import load_backbone
     from vipcli.schedule import resolve_schedule
 
+    check_output_folder(config.out or default_out(config.data))
     device = resolve_device(config.device)
     schedule = resolve_schedule("paper", None, config.epochs)
     load_before = _load_average()

@@ -107,11 +107,13 @@ def train(config: TrainConfig, progress=None) -> TrainResult:
     """
     from vipcli.devices import resolve_device
     from vipcli.packs import symptoms_for_classes
+    from vipcli.preflight import check_run_dir
     from vipcli.registry import load_backbone
 
     started = time.perf_counter()
     spec = get_method(config.method)
     _validate(config, spec)
+    check_run_dir(config.out or default_run_dir(config), config.force)  # before any work (#14)
     device = resolve_device(config.device)
     schedule = resolve_schedule(config.schedule, config.shots, config.epochs, config.batch_size, config.lr)
     dataset = load_dataset(config.data, seed=config.seed)

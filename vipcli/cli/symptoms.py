@@ -212,8 +212,11 @@ def resolve_out_paths(diseases: list[str], out: Optional[Path], force: bool) -> 
         paths = [(out or Path(".")) / default_out_name(d) for d in diseases]
     if len(set(paths)) < len(paths):
         raise UsageError("two --disease names give the same pack file name", "give each disease once")
+    from vipcli.preflight import check_output_file
+
     for path in paths:
         refuse_overwrite(path, force)
+        check_output_file(path)  # a read-only or full --out fails before any LLM call
     return paths
 
 
