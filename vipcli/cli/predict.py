@@ -40,7 +40,7 @@ def predict_command(
     else:
         print_predictions(predictions, explain)
     for path, reason in failures.items():
-        console.stderr().print(f"error: {path}: {reason}", markup=False)
+        console.stderr().print(f"error: {console.printable(path)}: {reason}", markup=False)
     if failures:
         raise VipError(f"{len(failures)} of {len(files)} images could not be read (listed above)",
                        "fix or remove those files")
@@ -48,12 +48,14 @@ def predict_command(
 
 def print_predictions(predictions, explain: bool) -> None:
     """One line per image; with `explain`, a table of symptoms per class below it."""
+    from rich.markup import escape
     from rich.table import Table
 
     out = console.stdout()
     for p in predictions:
         others = "  ".join(f"{name} {prob:.3f}" for name, prob in p.probabilities.items())
-        out.print(f"{p.path}  [bold]{p.label}[/bold]  {p.probability:.3f}   ({others})")
+        out.print(f"{escape(console.printable(p.path))}  [bold]{escape(p.label)}[/bold]  {p.probability:.3f}   "
+                  f"({escape(others)})")
         if explain and p.explanation:
             table = Table("class", "symptom", "similarity", "merge weight", show_edge=False)
             for group in p.explanation:
