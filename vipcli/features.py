@@ -225,9 +225,9 @@ class FeatureCache:
         except OSError as error:
             self.writable = False
             full = error.errno in (errno.ENOSPC, errno.EDQUOT)
-            self._warn_once("write", f"cannot write the feature cache {self.folder} ({describe_os_error(error)}); going on "
-                            "without it" + ("; free some space or run `vip cache clear`" if full else
-                                            "; set VIP_CACHE_DIR to a writable folder or pass --no-cache"))
+            fix = "free some space or run `vip cache clear`" if full else "set VIP_CACHE_DIR to a writable folder"
+            self._warn_once("write", f"cannot write the feature cache {self.folder} ({describe_os_error(error)}); "
+                            f"going on without it ({fix}, or pass --no-cache)")
         finally:
             if temp and os.path.exists(temp):
                 with contextlib.suppress(OSError):

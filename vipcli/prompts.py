@@ -49,9 +49,10 @@ def check_prompt_lengths(backbone, ids: torch.Tensor, n_ctx: int, texts: list[st
             size = f"more than {limit - 1}" if n >= limit else str(n)
             room = f", {n_ctx} of them kept for learned context" if n_ctx else ""
             shown = text if len(text) <= 120 else text[:117] + "..."
+            fits = limit - 1 - n_ctx  # tokens a prompt may have, start and end tokens included
             raise VipError(
                 f"prompt too long for the text tower: {shown!r} is {size} tokens; the tower takes {limit}{room}",
-                f"shorten it to at most {limit - 1 - n_ctx} tokens (about {max(1, (limit - 1 - n_ctx) * 3 // 4)} words)",
+                f"shorten it to at most {fits} tokens (about {max(1, fits * 3 // 4)} words)",
             )
 
 

@@ -25,8 +25,8 @@ def info_command(as_json: bool = typer.Option(False, "--json", help="Print one J
         print(json.dumps(summary, indent=2))
         return
     out = console.stdout()
-    out.print(f"cache: {console.printable(summary['root'])}" + ("" if summary["exists"] else " (empty: not created yet)")
-              + "  (set VIP_CACHE_DIR to move it)", markup=False)
+    state = "" if summary["exists"] else " (empty: not created yet)"
+    out.print(f"cache: {console.printable(summary['root'])}{state}  (set VIP_CACHE_DIR to move it)", markup=False)
     table = Table("backbone", "arch", "entries", "size", "folder")
     for record in summary["backbones"]:
         name = record["backbone"] or "(older vip version)"
