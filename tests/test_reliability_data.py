@@ -216,9 +216,22 @@ def test_a_prompt_that_fits_is_kept_whole(tiny_clip):
     assert int(backbone.sequence_lengths(classifier.bank.ids).max()) == 73
 
 
-def test_a_too_long_symptom_through_the_cli_names_it(cli, isic_small, tiny_clip, tmp_path):
+@pytest.mark.parametrize("command", ["train", "benchmark"])
+def test_a_too_long_symptom_through_the_cli_names_it_before_any_image_is_decoded(cli, isic_small, tiny_clip,
+                                                                                   tmp_path, monkeypatch, command):
+    import vipcli.features
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("an image was decoded before the symptoms were checked")
+
+    monkeypatch.setattr(vipcli.features, "load_image", refuse)
     symptoms = tmp_path / "long.yaml"
     symptoms.write_text(json.dumps({"melanoma": ["dark " * 90], "nevus": ["round spot"]}))
-    code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "run", "--method", "symptom-zeroshot",
-                                        "--symptoms", symptoms))
+    if command == "train":
+        args = tiny_train_args(isic_small, tiny_clip, tmp_path / "run", "--method", "symptom-zeroshot",
+                               "--symptoms", symptoms)
+    else:
+        args = ["benchmark", "--data", isic_small, "--arch", tiny_clip, "--pretrained", "none", "--device", "cpu",
+                "--methods", "zeroshot,vip", "--symptoms", symptoms, "--out", tmp_path / "bench"]
+    code, _, err = cli(*args)
     assert code == 1 and len(error_lines(err)) == 1 and "'dark dark dark" in err and "77" in err

@@ -385,6 +385,7 @@ def _load_symptoms(specs: list[MethodSpec], class_names: list[str], sources) -> 
 def _prepare(config: BenchmarkConfig, specs: list[MethodSpec]) -> dict:
     """Load everything the rows share, checking a stored sweep matches before writing anything."""
     from vipcli.devices import resolve_device
+    from vipcli.prompts import check_method_prompts
     from vipcli.registry import load_backbone
 
     out = Path(config.out) if config.out else default_out(config.data)
@@ -399,6 +400,8 @@ def _prepare(config: BenchmarkConfig, specs: list[MethodSpec]) -> dict:
     device = resolve_device(config.device)
     backbone = load_backbone(config.backbone, config.arch, config.pretrained, device)
     record = config_record(config, backbone, dataset, split_seed, symptoms)
+    for spec in specs:  # a symptom too long for the text tower fails before any image is encoded (#14)
+        check_method_prompts(spec, backbone, dataset.class_names, symptoms, config.n_ctx)
     if stored is not None:
         check_matches(stored, record, out)
         record["symptoms"] = symptoms or stored["config"].get("symptoms") or {}

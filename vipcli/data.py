@@ -193,7 +193,8 @@ def warn_duplicates(dataset: Dataset) -> None:
     groups = find_duplicates(dataset, skip_folders={folder for folder, _ in links})
     for group in groups[:DUPLICATES_SHOWN]:
         places = sorted({f"{split}/{dataset.class_names[s.label]}" for split, s, _ in group})
-        files = ", ".join(shown(s.path) for _, s, _ in group)
+        files = ", ".join(shown(s.path) + ("" if dataset.origin.get(split) == "folder" else f" (in {split})")
+                          for split, s, _ in group)
         console.warn(escape(f"the same image (sha256 {group[0][2][:12]}) is in {' and '.join(places)}: {files}"))
     if groups:
         more = f" ({len(groups) - DUPLICATES_SHOWN} more not listed)" if len(groups) > DUPLICATES_SHOWN else ""

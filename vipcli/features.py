@@ -135,7 +135,7 @@ class FeatureCache:
 
     def entry_file(self, path: Path) -> Path:
         """Where the entry of image `path` lives (one per resolved path)."""
-        name = hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:32]
+        name = hashlib.sha256(os.path.realpath(path).encode()).hexdigest()[:32]
         return self.folder / name[:2] / f"{name}.safetensors"
 
     def _warn_once(self, kind: str, message: str) -> None:
@@ -181,7 +181,7 @@ class FeatureCache:
             return "not a vip feature entry of this version"
         if header.get("backbone") != self.key:
             return f"made for backbone {header.get('backbone')!r}"
-        if header.get("path") != str(Path(path).resolve()):
+        if header.get("path") != os.path.realpath(path):
             return f"holds the features of {header.get('path')!r}"
         if not tensors or set(tensors) - {"eval", "train"}:
             return f"unexpected tensors {sorted(tensors)}"
@@ -212,7 +212,7 @@ class FeatureCache:
         views = tensors["train"].shape[0] if "train" in tensors else 0
         dim = next(iter(tensors.values())).shape[-1]
         header = {"format": FEATURE_FORMAT, "format_version": FEATURE_FORMAT_VERSION, "backbone": self.key,
-                  "path": str(Path(path).resolve()), "content_sha256": content, "dtype": "float32",
+                  "path": os.path.realpath(path), "content_sha256": content, "dtype": "float32",
                   "dim": str(dim), "views": str(views)}
         target, temp = self.entry_file(path), None
         try:

@@ -56,6 +56,16 @@ def check_prompt_lengths(backbone, ids: torch.Tensor, n_ctx: int, texts: list[st
             )
 
 
+def check_method_prompts(spec, backbone, class_names: list[str], symptoms: dict, n_ctx: int) -> None:
+    """Refuse, before any image is encoded, a prompt of `spec` that would not fit the text tower."""
+    from vipcli.methods import class_prompts
+
+    if not spec.prompts:
+        return
+    texts = [as_sentence(p) for prompts in class_prompts(spec, class_names, symptoms) for p in prompts]
+    check_prompt_lengths(backbone, backbone.tokenize(texts), n_ctx if spec.learns_context else 0, texts)
+
+
 def _insert_placeholders(backbone, ids: torch.Tensor, n_ctx: int, texts: list[str]) -> torch.Tensor:
     """Shift the words right by `n_ctx` positions after the prefix; fail if a prompt won't fit."""
     check_prompt_lengths(backbone, ids, n_ctx, texts)

@@ -108,6 +108,7 @@ def train(config: TrainConfig, progress=None) -> TrainResult:
     from vipcli.devices import resolve_device
     from vipcli.packs import symptoms_for_classes
     from vipcli.preflight import check_run_dir
+    from vipcli.prompts import check_method_prompts
     from vipcli.registry import load_backbone
 
     started = time.perf_counter()
@@ -122,6 +123,7 @@ def train(config: TrainConfig, progress=None) -> TrainResult:
     backbone = load_backbone(config.backbone, config.arch, config.pretrained, device)
     loaded = time.perf_counter()
     console.info(_plan(config, spec, dataset, schedule, backbone, device))
+    check_method_prompts(spec, backbone, dataset.class_names, symptoms, config.n_ctx)  # before encoding (#14)
     cache = FeatureCache(config.cache_dir or default_cache_dir(), backbone) if config.use_cache else FeatureCache(None, backbone)
     # the reference mode encodes training images afresh every epoch: here only once, to find the readable ones
     views = 0 if config.reference else config.views
