@@ -14,9 +14,19 @@ import shutil
 from pathlib import Path
 
 from vipcli.errors import VipError
-from vipcli.features import BACKBONE_FILE
 
 OWNED = ("features", "llm")  # the only folders under the root that vip creates and removes
+BACKBONE_FILE = "backbone.json"  # in each backbone folder: what its entries were made with
+
+
+def default_root() -> Path:
+    """`$VIP_CACHE_DIR`, else the platform's user cache folder for vip."""
+    env = os.environ.get("VIP_CACHE_DIR")
+    if env:
+        return Path(env)
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("vip"))
 
 
 def _walk(folder: Path, suffix: str) -> tuple[int, int]:

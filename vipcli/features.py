@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 
 from vipcli import console
+from vipcli.cache_admin import BACKBONE_FILE, default_root
 from vipcli.digests import digest_many
 from vipcli.errors import ImageError
 from vipcli.images import DECODE_POLICY, load_image
@@ -40,17 +41,11 @@ from vipcli.preflight import describe_os_error
 DECODE_MIN_SIDE = 512  # images much larger than this are decoded at a reduced scale
 FEATURE_FORMAT = "vip-features"
 FEATURE_FORMAT_VERSION = "2"
-BACKBONE_FILE = "backbone.json"  # in each backbone folder: what its entries were made with
 
 
 def default_cache_dir() -> Path:
     """`$VIP_CACHE_DIR`, else the platform's user cache folder for vip."""
-    env = os.environ.get("VIP_CACHE_DIR")
-    if env:
-        return Path(env)
-    from platformdirs import user_cache_dir
-
-    return Path(user_cache_dir("vip"))
+    return default_root()
 
 
 def _stable_repr(value) -> str:
