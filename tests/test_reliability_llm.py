@@ -125,6 +125,15 @@ def test_an_answer_over_1_mb_is_refused(capsys, env, server, tmp_path, declared)
     assert not Path("melanoma.yaml").exists() and not (tmp_path / "cache" / "llm").exists()
 
 
+def test_an_oversized_answer_cached_by_an_older_vip_is_asked_again(capsys, env, server, tmp_path):
+    server.answer(BULLETS).answer(BULLETS)
+    assert generate(capsys, server)[0] == 0
+    [entry] = (tmp_path / "cache" / "llm").glob("*.json")
+    entry.write_text(json.dumps({"answer": BULLETS + "\n- " + "big " * 600_000, "model": "gpt-4o"}))
+    code, _, err = generate(capsys, server, "--force")
+    assert code == 0 and len(server.requests) == 2 and Path("melanoma.yaml").stat().st_size < 10_000, err
+
+
 def test_a_large_but_sane_answer_is_accepted(capsys, env, server):
     server.answer(BULLETS + "\n" + "\n".join(f"- Finding number {i} in plain words" for i in range(5000)))
     code, _, err = generate(capsys, server)

@@ -16,7 +16,7 @@ from vipcli.errors import UsageError, VipError
 from vipcli.packs import SymptomPack, pack_from_dict, shipped_packs
 from vipcli.symptoms.agree import DEFAULT_THRESHOLD, Agreement, agree_by_judgement, agree_by_overlap, judge_prompt
 from vipcli.symptoms.cache import cache_key, read_cached, write_atomic, write_cached
-from vipcli.symptoms.llm import LLMConfig, chat, current_key, endpoint_host, redact
+from vipcli.symptoms.llm import MAX_ANSWER_BYTES, LLMConfig, chat, current_key, endpoint_host, redact
 from vipcli.symptoms.parse import AnswerError, ParsedAnswer, parse_answer
 
 STAGE1_PROMPT = (
@@ -103,6 +103,8 @@ def ask(
     """
     key = cache_key(llm.base_url, llm.model, messages, llm.temperature)
     cached = read_cached(key) if use_cache else None
+    if cached is not None and len(cached.encode("utf-8", "replace")) > MAX_ANSWER_BYTES:
+        cached = None  # an oversized answer an older vip accepted: ask again, under today's limit
     if cached is not None:
         notify(f"{what}: answer from cache")
         return redact(cached, current_key(llm)), True  # an entry written before redaction existed
