@@ -135,8 +135,10 @@ class FeatureCache:
 
     def _warn_once(self, kind: str, message: str) -> None:
         if kind not in self._warned:
+            from rich.markup import escape
+
             self._warned.add(kind)
-            console.warn(message)
+            console.warn(escape(message))
 
     def get(self, path: Path, content: str) -> dict[str, torch.Tensor]:
         """The checked entry of `path` whose bytes have digest `content` ({} on a miss or when off)."""
