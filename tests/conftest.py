@@ -43,7 +43,7 @@ def copy_isic(dest: Path, per_class: dict[str, int]) -> Path:
             target = dest / split / cls
             target.mkdir(parents=True, exist_ok=True)
             for image in sorted((ISIC / split / cls).glob("*.jpg"))[:n]:
-                shutil.copy(image, target / image.name)
+                shutil.copyfile(image, target / image.name)  # writable copies, whatever the source's mode
     return dest
 
 

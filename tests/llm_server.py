@@ -25,6 +25,9 @@ class Scripted:
     delay: float = 0.0  # seconds to wait before answering
     headers: dict = field(default_factory=dict)  # extra headers, e.g. Retry-After
     forever: bool = False  # stay at the head of the queue
+    echo_auth: bool = False  # replace "{AUTH}" in the reply with the Authorization header received
+    trickle_s: float = 0.0  # send the body one byte at a time, this many seconds apart
+    no_length: bool = False  # send no Content-Length (the body ends when the connection closes)
 
 
 def chat_body(content: str, model: str = "test-model") -> dict:
@@ -110,15 +113,25 @@ class ScriptedLLM:
                 reply = server._next()
                 time.sleep(reply.delay)
                 body = reply.body if reply.body is not None else chat_body(reply.content or "")
-                data = json.dumps(body).encode("utf-8")
+                text = json.dumps(body)
+                if reply.echo_auth:
+                    text = text.replace("{AUTH}", json.dumps(self.headers.get("Authorization", ""))[1:-1])
+                data = text.encode("utf-8")
                 try:
                     self.send_response(reply.status)
                     self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
+                    if not reply.no_length:
+                        self.send_header("Content-Length", str(len(data)))
                     for key, value in reply.headers.items():
                         self.send_header(key, value)
                     self.end_headers()
-                    self.wfile.write(data)
+                    if reply.trickle_s:
+                        for i in range(len(data)):
+                            self.wfile.write(data[i : i + 1])
+                            self.wfile.flush()
+                            time.sleep(reply.trickle_s)
+                    else:
+                        self.wfile.write(data)
                 except OSError:  # the client gave up (timeout tests)
                     pass
 

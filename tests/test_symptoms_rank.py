@@ -117,7 +117,8 @@ def test_a_class_without_a_pack_is_named(cli, tmp_path):
 
     for name in ("melanoma", "psoriasis"):
         (tmp_path / name).mkdir()
-        Image.new("RGB", (8, 8)).save(tmp_path / name / "a.png")
+        for shade, file in enumerate(("a.png", "b.png", "c.png")):  # three: enough to split off val and test
+            Image.new("RGB", (8, 8), (shade * 40, 0, 0)).save(tmp_path / name / file)
     code, _, err = cli("symptoms", "rank", "--data", tmp_path, "--backbone", "toy")
     assert code == 1 and "no symptoms for class 'psoriasis'" in err and "--data DIR" in err
 
@@ -145,7 +146,8 @@ def test_pruning_two_classes_that_share_one_pack_is_refused_before_encoding(cli,
 
     for name in ("bkl", "benign_keratosis"):
         (tmp_path / "data" / name).mkdir(parents=True)
-        Image.new("RGB", (8, 8)).save(tmp_path / "data" / name / "a.png")
+        for shade, file in enumerate(("a.png", "b.png", "c.png")):  # three: enough to split off val and test
+            Image.new("RGB", (8, 8), (shade * 40, 0, 0)).save(tmp_path / "data" / name / file)
     code, _, err = cli("symptoms", "rank", "--data", tmp_path / "data", "--backbone", "toy", "--prune",
                        "--out", tmp_path / "out")
     assert code == 2 and "both use the pack 'benign keratosis'" in err and not (tmp_path / "out").exists()

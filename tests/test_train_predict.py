@@ -194,12 +194,18 @@ def test_feature_cache_skips_the_image_encoder_on_a_second_run(cli, isic_small, 
         code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / name))
         views.append(json.loads((tmp_path / name / "metrics.json").read_text())["timings"]["encoded_views"])
     assert views == [8 * 2 + 8 + 8, 0]  # train: 2 augmented views (no center view for prompts); val; test
-    changed = sorted((isic_small / "test" / "nevus").iterdir())[0]
-    changed.write_bytes(changed.read_bytes())  # new mtime: never served stale
     import os
-    os.utime(changed, ns=(1, 1))
+
+    first, second = sorted((isic_small / "test" / "nevus").iterdir())[:2]
+    first.write_bytes(first.read_bytes())  # new mtime, same bytes: the same features, nothing to encode
     cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "third"))
-    assert json.loads((tmp_path / "third" / "metrics.json").read_text())["timings"]["encoded_views"] == 1
+    assert json.loads((tmp_path / "third" / "metrics.json").read_text())["timings"]["encoded_views"] == 0
+    big, small = sorted((first, second), key=lambda p: p.stat().st_size, reverse=True)
+    stat = big.stat()  # other bytes, same size and mtime (as `cp -p`, `rsync -t` or `tar` leave them)
+    big.write_bytes(small.read_bytes().ljust(stat.st_size, b"\0"))
+    os.utime(big, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "fourth"))
+    assert json.loads((tmp_path / "fourth" / "metrics.json").read_text())["timings"]["encoded_views"] == 1
 
 
 def test_usage_errors_exit_2_in_one_line(cli, isic_small):

@@ -443,11 +443,21 @@ def _prepare(config: BenchmarkConfig, methods: list[tuple[str, type]]) -> dict:
     device = resolve_device(config.backbone.device)
     backbone = config.backbone.load(device)
     record = config_record(config, backbone, dataset, split_seed, symptoms)
+    check_prompts(methods, backbone, dataset.class_names, symptoms, config.method_options)
     if stored is not None:
         check_matches(upgrade_stored_config(stored), record, out)
         record["symptoms"] = symptoms or stored["config"].get("symptoms") or {}
     return {"config": config, "out": out, "stored": stored, "dataset": dataset, "symptoms": symptoms,
             "device": device, "backbone": backbone, "record": record, "class_names": dataset.class_names}
+
+
+def check_prompts(methods, backbone, class_names, symptoms, options) -> None:
+    """Build each method once, so a prompt too long for the text tower fails before any image is encoded."""
+    from vipcli.methods import MethodSetup, build_method
+
+    setup = MethodSetup(backbone, class_names, symptoms)
+    for name, cls in methods:
+        build_method(name, setup, options_for(cls, options))
 
 
 def upgrade_stored_config(stored: dict) -> dict:
@@ -468,7 +478,10 @@ def run_benchmark(config: BenchmarkConfig, progress=None) -> BenchmarkResult:
     Returns:
         BenchmarkResult with the requested grid's rows, their summary and what was skipped.
     """
+    from vipcli.preflight import check_output_folder
+
     methods = validate(config)
+    check_output_folder(config.out or default_out(config.data))  # writable and not full, before any work
     context = _prepare(config, methods)
     out, stored, dataset = context["out"], context["stored"], context["dataset"]
     rows = {row_key(r): r for r in (stored or {}).get("rows", [])}

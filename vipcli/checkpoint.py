@@ -38,18 +38,23 @@ def write_run(run_dir: Path, tensors: dict, metadata: dict, split: dict, metrics
     from safetensors.torch import save_file
 
     from vipcli.atomic import atomic_folder
+    from vipcli.preflight import describe_os_error
 
     run_dir = Path(run_dir)
     if run_dir.exists() and not force:
         raise VipError(f"run directory {run_dir} already exists", "choose another --out or pass --force")
     document = {"format": FORMAT, "format_version": FORMAT_VERSION, "vip_version": __version__, **metadata}
     header = {**contract_fields(document), "metadata": json.dumps(document)}
-    with atomic_folder(run_dir) as staging:
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, staging / "model.safetensors",
-                  metadata=header)
-        (staging / "run.yaml").write_text(yaml.safe_dump(document, sort_keys=False, allow_unicode=True))
-        (staging / "split.json").write_text(json.dumps(split, indent=2))
-        (staging / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    try:
+        with atomic_folder(run_dir) as staging:
+            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, staging / "model.safetensors",
+                      metadata=header)
+            (staging / "run.yaml").write_text(yaml.safe_dump(document, sort_keys=False, allow_unicode=True))
+            (staging / "split.json").write_text(json.dumps(split, indent=2))
+            (staging / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    except OSError as error:  # the disk filled up or went read-only during the run
+        raise VipError(f"cannot write run directory {run_dir} ({describe_os_error(error)}); nothing was written",
+                       "free some space or choose another --out, and run again") from None
     return run_dir
 
 
@@ -92,17 +97,20 @@ def read_checkpoint(run_dir: str | Path) -> tuple[dict, dict]:
     if version not in READABLE_VERSIONS:
         raise VipError(f"{file}: checkpoint format {version} is not supported by vip {__version__} "
                        f"(formats {', '.join(READABLE_VERSIONS)})", "upgrade vip or retrain the run")
-    try:
-        if version == "1":
-            metadata = upgrade_v1({k: (json.loads(v) if k in V1_JSON_FIELDS else v) for k, v in header.items()})
-        else:
-            metadata = json.loads(header["metadata"])
-    except (KeyError, ValueError, TypeError, RecursionError) as error:
-        raise VipError(f"{file}: the run's metadata is damaged ({type(error).__name__})", "retrain the run") from None
+    if version == "1":
+        metadata = upgrade_v1(decode_metadata(file, header, V1_JSON_FIELDS), file)
+    else:
+        if "metadata" not in header:
+            raise _damaged(file, "the header has no 'metadata' field")
+        metadata = decode_metadata(file, {"metadata": header["metadata"]}, ("metadata",))["metadata"]
+        if not isinstance(metadata, dict):
+            raise _damaged(file, "the header's 'metadata' field is not a mapping")
+    check_metadata(file, metadata)
+    check_tensors(file, tensors)
     return tensors, metadata
 
 
-def upgrade_v1(meta: dict) -> dict:
+def upgrade_v1(meta: dict, file: Path | str = "model.safetensors") -> dict:
     """A vip 0.1.0 header (flat strings) as format-2 metadata with real types.
 
     0.1.0 stored `n_ctx` and `class_specific_context` as text and the encoded prompts under `prompts`;
@@ -112,8 +120,113 @@ def upgrade_v1(meta: dict) -> dict:
     method = meta.get("method", "")
     settings = {}
     if method in ("vip", "vip-cop-only", "coop"):
-        settings = {"n_ctx": int(meta.get("n_ctx", "4")), "class_specific_context": meta.get(
-            "class_specific_context") == "True"}
+        n_ctx, specific = meta.get("n_ctx", "4"), meta.get("class_specific_context", "False")
+        if not isinstance(n_ctx, str) or not n_ctx.isdigit() or int(n_ctx) > 1000:
+            raise _damaged(file, f"metadata field 'n_ctx' is {n_ctx!r}, not a number of context vectors")
+        if specific not in ("True", "False"):
+            raise _damaged(file, "metadata field 'class_specific_context' is not True or False")
+        settings = {"n_ctx": int(n_ctx), "class_specific_context": specific == "True"}
     upgraded["method_settings"] = settings
     upgraded["method_state"] = {"prompts": meta["prompts"]} if meta.get("prompts") else {}
     return upgraded
+
+
+# --- validation of what a run directory holds: one line naming the run and what is wrong ---------
+
+MAX_NESTING = 16  # deepest JSON nesting any field of vip's metadata needs (config: 4)
+_DAMAGED = "the run directory is damaged; retrain it"
+
+
+def _damaged(file: Path, what: str) -> VipError:
+    return VipError(f"{file}: {what}", _DAMAGED)
+
+
+def _depth(value, limit: int, level: int = 0) -> int:
+    """Nesting depth of a decoded JSON value, stopping as soon as it exceeds `limit`."""
+    if level > limit or not isinstance(value, (dict, list)):
+        return level
+    children = value.values() if isinstance(value, dict) else value
+    return max((_depth(child, limit, level + 1) for child in children), default=level + 1)
+
+
+def decode_metadata(file: Path, header: dict, json_fields) -> dict:
+    """The header with its JSON fields decoded; VipError for invalid or absurdly nested JSON."""
+    metadata = {}
+    for key, value in header.items():
+        if key not in json_fields:
+            metadata[key] = value
+            continue
+        try:
+            decoded = json.loads(value)
+        except RecursionError:
+            raise _damaged(file, f"metadata field '{key}' is nested too deeply") from None
+        except ValueError as error:
+            raise _damaged(file, f"metadata field '{key}' is not valid JSON ({getattr(error, 'msg', error)})") from None
+        if _depth(decoded, MAX_NESTING) > MAX_NESTING:
+            raise _damaged(file, f"metadata field '{key}' is nested more than {MAX_NESTING} levels deep")
+        metadata[key] = decoded
+    return metadata
+
+
+def _is_strings(value) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def check_metadata(file: Path, metadata: dict) -> None:
+    """VipError naming the first field of the run's metadata that has the wrong type or value."""
+    for key in ("method", "backbone"):
+        if not isinstance(metadata.get(key), str) or not metadata[key]:
+            raise _damaged(file, f"metadata field '{key}' is missing or not text")
+    from vipcli.methods import METHODS
+
+    if metadata["method"] not in {info.id for info in METHODS.list()}:
+        raise VipError(f"{file}: method {metadata['method']!r} is not installed",
+                       "install the method plugin the run was trained with (see `vip methods list`)")
+    names = metadata.get("class_names")
+    if not _is_strings(names) or len(names) < 2 or len(set(names)) < len(names) or not all(names):
+        raise _damaged(file, "metadata field 'class_names' is not a list of two or more distinct class names")
+    symptoms = metadata.get("symptoms")
+    if symptoms is None:
+        symptoms = metadata["symptoms"] = {}
+    if not isinstance(symptoms, dict) or not all(_is_strings(v) for v in symptoms.values()):
+        raise _damaged(file, "metadata field 'symptoms' is not a mapping of class name to a list of symptoms")
+    for key in ("config", "schedule", "backbone_describe", "method_settings", "method_state"):
+        if key in metadata and not isinstance(metadata[key], dict):
+            raise _damaged(file, f"metadata field '{key}' is not a mapping")
+    check_settings(file, metadata["method"], metadata.get("method_settings") or {})
+    prompts = (metadata.get("method_state") or {}).get("prompts")
+    if prompts is not None and not (isinstance(prompts, list) and all(_is_strings(p) for p in prompts)):
+        raise _damaged(file, "metadata field 'method_state.prompts' is not a list of prompt lists")
+    for key in ("arch", "arch_option", "pretrained", "pretrained_option", "backbone_fingerprint"):
+        if not isinstance(metadata.get(key, ""), str):
+            raise _damaged(file, f"metadata field '{key}' is not text")
+
+
+def check_settings(file: Path, method_id: str, settings: dict) -> None:
+    """VipError naming a stored method setting whose value does not have its field's type."""
+    import typing
+
+    from vipcli.methods import method_class
+    from vipcli.methods.base import settings_fields
+
+    cls = method_class(method_id)
+    hints = typing.get_type_hints(cls.Settings)
+    for name in settings_fields(cls.Settings):
+        if name not in settings:
+            continue
+        value, kind = settings[name], hints[name]
+        allowed = {bool: (bool,), int: (int,), float: (int, float), str: (str,)}.get(kind)
+        wrong = allowed is not None and (not isinstance(value, allowed) or (kind is not bool and isinstance(value, bool)))
+        if wrong:
+            raise _damaged(file, f"metadata field 'method_settings.{name}' is {value!r}, not {kind.__name__}")
+
+
+def check_tensors(file: Path, tensors: dict) -> None:
+    """VipError if a weight is not a floating-point tensor or holds NaN or infinite values."""
+    import torch
+
+    for name, tensor in tensors.items():
+        if not tensor.is_floating_point():
+            raise _damaged(file, f"tensor '{name}' is {tensor.dtype}, not floating point")
+        if not bool(torch.isfinite(tensor).all()):
+            raise _damaged(file, f"tensor '{name}' holds NaN or infinite values")

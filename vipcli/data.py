@@ -9,6 +9,8 @@ from pathlib import Path
 from vipcli.errors import VipError
 from vipcli.images import IMAGE_SUFFIXES, is_image_file
 
+DUPLICATES_SHOWN = 5  # duplicate-image warnings printed before a summary line
+
 SPLIT_NAMES = ("train", "val", "test")
 
 
@@ -110,11 +112,94 @@ def load_dataset(root: str | Path, seed: int = 1, val_fraction: float = 0.1, tes
         splits = {"train": train}
     _require_classes(root, class_names)
     origin = {name: "folder" for name in splits}
+    carved = [name for name in ("test", "val") if name not in splits]
     for name, fraction in (("test", test_fraction), ("val", val_fraction)):
         if name not in splits:
             splits["train"], splits[name] = _split_off(splits["train"], fraction, seed, name)
             origin[name] = f"seeded split of train ({fraction:.0%} per class, seed {seed})"
-    return Dataset(root=root, class_names=class_names, splits=splits, origin=origin)
+    dataset = Dataset(root=root, class_names=class_names, splits=splits, origin=origin)
+    _require_splittable(dataset, carved)
+    warn_duplicates(dataset)
+    return dataset
+
+
+def _require_splittable(dataset: Dataset, carved: list[str]) -> None:
+    """A split vip had to carve from train must not come out empty: say there were too few images."""
+    empty = [name for name in carved if not dataset.splits[name]]
+    if not empty:
+        return
+    per_class = [a + b + c for a, b, c in zip(*(dataset.counts(n) for n in SPLIT_NAMES))]
+    needed = len(carved) + 1
+    raise VipError(
+        f"{dataset.root}: too few images to split off {' and '.join(empty)} images: {sum(per_class)} images in "
+        f"{len(per_class)} classes, at most {max(per_class)} in a class; vip takes {' and '.join(carved)} from "
+        f"each class's images and needs at least {needed} images in a class to do so",
+        f"add images, or give the splits yourself as {dataset.root}/{{train,val,test}}/<class>/*",
+    )
+
+
+def _linked_class_folders(dataset: Dataset) -> list[tuple[Path, Path]]:
+    """(folder, the folder it is the same as) for class folders reached twice, e.g. through a symlink."""
+    seen: dict[Path, Path] = {}
+    links = []
+    folders = sorted({s.path.parent for samples in dataset.splits.values() for s in samples})
+    for folder in sorted(folders, key=lambda f: (f.is_symlink(), str(f))):
+        real = folder.resolve()
+        if real in seen:
+            links.append((folder, seen[real]))
+        else:
+            seen[real] = folder
+    return links
+
+
+def find_duplicates(dataset: Dataset, skip_folders=()) -> list[list[tuple[str, Sample, str]]]:
+    """Groups of images with the same content in more than one (split, class), as (split, sample, digest).
+
+    Only files of equal size are read and hashed, so a data set without duplicates costs a stat per file.
+    """
+    from vipcli.digests import digest_many
+
+    entries = [(split, s) for split in SPLIT_NAMES for s in dataset.splits.get(split, [])
+               if s.path.parent not in skip_folders]
+    by_size: dict[int, list] = {}
+    for split, sample in entries:
+        try:
+            by_size.setdefault(sample.path.stat().st_size, []).append((split, sample))
+        except OSError:
+            continue  # unreadable files are reported when they are decoded
+    candidates = [e for group in by_size.values() if len(group) > 1 for e in group]
+    by_digest: dict[str, list] = {}
+    for (split, sample), digest in zip(candidates, digest_many([s.path for _, s in candidates])):
+        if isinstance(digest, str):
+            by_digest.setdefault(digest, []).append((split, sample, digest))
+    return [group for group in by_digest.values() if len({(split, s.label) for split, s, _ in group}) > 1]
+
+
+def warn_duplicates(dataset: Dataset) -> None:
+    """Warn about class folders that are one folder (a symlink) and images in two splits or classes."""
+    from rich.markup import escape
+
+    from vipcli import console
+
+    root = Path(dataset.root)
+
+    def shown(path: Path) -> str:
+        return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+
+    links = _linked_class_folders(dataset)
+    for folder, original in links:
+        console.warn(escape(f"class folder {shown(folder)} is the same folder as {shown(original)} (a symbolic link): "
+                     f"its images are in two classes or splits; remove the link"))
+    groups = find_duplicates(dataset, skip_folders={folder for folder, _ in links})
+    for group in groups[:DUPLICATES_SHOWN]:
+        places = sorted({f"{split}/{dataset.class_names[s.label]}" for split, s, _ in group})
+        files = ", ".join(shown(s.path) + ("" if dataset.origin.get(split) == "folder" else f" (in {split})")
+                          for split, s, _ in group)
+        console.warn(escape(f"the same image (sha256 {group[0][2][:12]}) is in {' and '.join(places)}: {files}"))
+    if groups:
+        more = f" ({len(groups) - DUPLICATES_SHOWN} more not listed)" if len(groups) > DUPLICATES_SHOWN else ""
+        console.warn(f"{len(groups)} images are in more than one split or class{more}: a copy in val or test "
+                     "inflates its figures, a copy in two classes contradicts itself; remove the copies")
 
 
 def _require_classes(root: Path, class_names: list[str]) -> None:

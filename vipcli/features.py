@@ -2,72 +2,245 @@
 
 Nothing trainable in ViP touches the image side, so the image encoder's output for every
 (image, augmented view) pair can be computed once and reused across epochs, runs and methods.
-Cache entries live under `<cache>/features/<backbone fingerprint>/` and are keyed by the
-file's resolved path, size and modification time, so a changed file or backbone is never
-served stale.
+
+A cache entry is a pure function of its key, so a run's result never depends on what ran before:
+- augmented view k of an image is drawn with an RNG seeded from (the image's content digest, k,
+  the augmentation's identity), never from the run's seed or from what was drawn earlier;
+- entries live under `<cache>/features/<backbone key>/`, where the backbone key digests the
+  backbone id, its class, its fingerprint, its image transforms and the image decoder;
+- each entry stores its identity in its safetensors header (image path and content digest,
+  backbone key, dtype, feature size, view count) and is checked on every read: an entry that
+  fails (another image's, another backbone's, wrong shape or dtype, non-finite values, damaged
+  file) is recomputed with one warning; an entry of an image whose content changed is replaced.
+One entry per image file and backbone: a changed file replaces its entry, nothing accumulates.
+A cache folder that cannot be written (read-only, full disk) is warned about once and the run
+goes on without it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
+import json
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from vipcli import console
+from vipcli.cache_admin import BACKBONE_FILE, default_root
+from vipcli.digests import digest_many
 from vipcli.errors import ImageError
-from vipcli.images import load_image
+from vipcli.images import DECODE_POLICY, load_image
+from vipcli.preflight import describe_os_error
 
-DECODE_MIN_SIDE = 512  # JPEGs much larger than this are decoded at a reduced scale
+DECODE_MIN_SIDE = 512  # images much larger than this are decoded at a reduced scale
+FEATURE_FORMAT = "vip-features"
+FEATURE_FORMAT_VERSION = "2"
 
 
 def default_cache_dir() -> Path:
     """`$VIP_CACHE_DIR`, else the platform's user cache folder for vip."""
-    env = os.environ.get("VIP_CACHE_DIR")
-    if env:
-        return Path(env)
-    from platformdirs import user_cache_dir
+    return default_root()
 
-    return Path(user_cache_dir("vip"))
+
+def _stable_repr(value) -> str:
+    """repr() without memory addresses, so the same transform has the same text in every process."""
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", repr(value))
+
+
+def backbone_identity(backbone) -> dict:
+    """Everything cached features depend on besides the image (JSON-serialisable)."""
+    import torchvision
+
+    kind = type(backbone)
+    return {
+        "format": f"{FEATURE_FORMAT} {FEATURE_FORMAT_VERSION}",
+        "id": str(getattr(backbone, "id", "") or ""),
+        "class": f"{kind.__module__}.{kind.__qualname__}",
+        "fingerprint": backbone.fingerprint(),
+        "eval_transform": _stable_repr(backbone.image_transform(False)),
+        "train_transform": _stable_repr(backbone.image_transform(True)),
+        "decode": f"{DECODE_POLICY}, min side {DECODE_MIN_SIDE}",
+        "torchvision": torchvision.__version__,
+    }
+
+
+def _digest(value) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def backbone_key(identity: dict) -> str:
+    """The folder name of a backbone's entries: `<id>-<digest of its identity>`."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", identity.get("id") or "backbone").strip("._") or "backbone"
+    return f"{name[:40]}-{_digest(identity)[:16]}"
+
+
+def view_seed(content: str, view: int, augmentation: str) -> int:
+    """The RNG seed of augmented view `view` of the image whose content digest is `content`."""
+    return int(hashlib.sha256(f"{content}|{view}|{augmentation}".encode()).hexdigest()[:16], 16)
+
+
+@contextlib.contextmanager
+def seeded(seed: int):
+    """Run the block with torch, numpy and `random` seeded by `seed`; restore their states after."""
+    import random
+
+    import numpy as np
+
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        try:
+            yield
+        finally:
+            random.setstate(python_state)
+            np.random.set_state(numpy_state)
+
+
+def _reason(error: OSError) -> str:
+    return error.strerror or type(error).__name__
 
 
 class FeatureCache:
-    """Per-image safetensors files holding `eval` [D] and `train` [V, D] features."""
+    """Per-image safetensors entries holding `eval` [D] and `train` [V, D] features, checked on read.
+
+    Args:
+        root: the cache root (None: features are computed but not kept).
+        backbone: the frozen backbone whose features are cached.
+    """
 
     def __init__(self, root: Path | None, backbone):
-        self.folder = None if root is None else Path(root) / "features" / backbone.fingerprint()
+        self.identity = backbone_identity(backbone)
+        self.key = backbone_key(self.identity)
+        # what a view's pixels depend on besides the image: the augmentation and the decoder
+        self.augmentation = _digest([self.identity["train_transform"], self.identity["decode"],
+                                     self.identity["torchvision"]])[:16]
+        self.dim = getattr(backbone, "embed_dim", None)
+        self.describe = backbone.describe()
+        self.folder = None if root is None else Path(root) / "features" / self.key
+        self.writable = self.folder is not None
+        self._warned: set[str] = set()
 
-    def _file(self, path: Path) -> Path:
-        stat = path.stat()
-        key = hashlib.sha1(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()
-        return self.folder / key[:2] / f"{key}.safetensors"
+    def entry_file(self, path: Path) -> Path:
+        """Where the entry of image `path` lives (one per resolved path)."""
+        name = hashlib.sha256(os.path.realpath(path).encode()).hexdigest()[:32]
+        return self.folder / name[:2] / f"{name}.safetensors"
 
-    def get(self, path: Path) -> dict[str, torch.Tensor]:
-        """Cached tensors of `path` ({} on a miss or when caching is off)."""
+    def _warn_once(self, kind: str, message: str) -> None:
+        if kind not in self._warned:
+            from rich.markup import escape
+
+            self._warned.add(kind)
+            console.warn(escape(message))
+
+    def get(self, path: Path, content: str) -> dict[str, torch.Tensor]:
+        """The checked entry of `path` whose bytes have digest `content` ({} on a miss or when off)."""
         if self.folder is None:
             return {}
-        from safetensors.torch import load_file
+        from safetensors import SafetensorError, safe_open
 
+        file = self.entry_file(path)
         try:
-            return load_file(self._file(path))
-        except Exception:  # missing or damaged entry: recompute
+            with safe_open(str(file), framework="pt") as handle:
+                header = handle.metadata() or {}
+                tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+        except FileNotFoundError:
             return {}
+        except PermissionError as error:
+            self._warn_once("read", f"cannot read the feature cache {self.folder} ({_reason(error)}); "
+                            "features are computed afresh")
+            return {}
+        except (OSError, SafetensorError, ValueError, RuntimeError) as error:
+            self._warn_damaged(file, path, f"unreadable file: {type(error).__name__}")
+            return {}
+        problem = self.entry_problem(header, tensors, path)
+        if problem:
+            self._warn_damaged(file, path, problem)
+            return {}
+        if header.get("content_sha256") != content:  # the image changed: its entry is replaced
+            return {}
+        return tensors
 
-    def put(self, path: Path, tensors: dict[str, torch.Tensor]) -> None:
-        """Store `tensors` for `path` atomically (temp file + rename)."""
-        if self.folder is None:
+    def _warn_damaged(self, file: Path, path: Path, problem: str) -> None:
+        self._warn_once("damaged", f"feature cache entry {file} of {path} is damaged ({problem}); recomputing it "
+                        "(further damaged entries are recomputed without a warning)")
+
+    def entry_problem(self, header: dict, tensors: dict, path: Path) -> str:
+        """Why an entry cannot be trusted for image `path` ("" if it can)."""
+        if header.get("format") != FEATURE_FORMAT or header.get("format_version") != FEATURE_FORMAT_VERSION:
+            return "not a vip feature entry of this version"
+        if header.get("backbone") != self.key:
+            return f"made for backbone {header.get('backbone')!r}"
+        if header.get("path") != os.path.realpath(path):
+            return f"holds the features of {header.get('path')!r}"
+        if not tensors or set(tensors) - {"eval", "train"}:
+            return f"unexpected tensors {sorted(tensors)}"
+        dim = header.get("dim")
+        if not dim or not dim.isdigit() or (self.dim and int(dim) != self.dim):
+            return f"feature size {dim!r}"
+        views = header.get("views", "")
+        expected = {"eval": (int(dim),), "train": (int(views) if views.isdigit() else -1, int(dim))}
+        for name, tensor in tensors.items():
+            if tensor.dtype != torch.float32 or header.get("dtype") != "float32":
+                return f"'{name}' is {tensor.dtype}, not float32"
+            if tuple(tensor.shape) != expected[name]:
+                return f"'{name}' has shape {list(tensor.shape)}, expected {list(expected[name])}"
+            if not bool(torch.isfinite(tensor).all()):
+                return f"'{name}' holds NaN or infinite values"
+        return ""
+
+    def put(self, path: Path, content: str, tensors: dict[str, torch.Tensor]) -> None:
+        """Store `tensors` of image `path` (content digest `content`) atomically, replacing its old entry.
+
+        A cache that cannot be written (read-only, full, gone) is warned about once and not used again.
+        """
+        if self.folder is None or not self.writable:
             return
         from safetensors.torch import save_file
 
-        target = self._file(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
-        os.close(handle)
+        tensors = {k: v.detach().to(torch.float32).contiguous() for k, v in tensors.items()}
+        views = tensors["train"].shape[0] if "train" in tensors else 0
+        dim = next(iter(tensors.values())).shape[-1]
+        header = {"format": FEATURE_FORMAT, "format_version": FEATURE_FORMAT_VERSION, "backbone": self.key,
+                  "path": os.path.realpath(path), "content_sha256": content, "dtype": "float32",
+                  "dim": str(dim), "views": str(views)}
+        target, temp = self.entry_file(path), None
         try:
-            save_file({k: v.contiguous() for k, v in tensors.items()}, temp)
+            self._write_identity()
+            target.parent.mkdir(parents=True, exist_ok=True)
+            handle, temp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
+            os.close(handle)
+            save_file(tensors, temp, metadata=header)
             os.replace(temp, target)
+        except OSError as error:
+            self.writable = False
+            full = error.errno in (errno.ENOSPC, errno.EDQUOT)
+            fix = "free some space or run `vip cache clear`" if full else "set VIP_CACHE_DIR to a writable folder"
+            self._warn_once("write", f"cannot write the feature cache {self.folder} ({describe_os_error(error)}); "
+                            f"going on without it ({fix}, or pass --no-cache)")
+        finally:
+            if temp and os.path.exists(temp):
+                with contextlib.suppress(OSError):
+                    os.unlink(temp)
+
+    def _write_identity(self) -> None:
+        """backbone.json: what this folder's entries were made with (read by `vip cache info`)."""
+        file = self.folder / BACKBONE_FILE
+        if file.exists():
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        handle, temp = tempfile.mkstemp(dir=self.folder, suffix=".tmp")
+        try:
+            with os.fdopen(handle, "w", encoding="utf-8") as stream:
+                json.dump({**self.identity, "describe": self.describe}, stream, indent=1, default=str)
+            os.replace(temp, file)
         finally:
             if os.path.exists(temp):
                 os.unlink(temp)
@@ -85,32 +258,37 @@ class EncodedImages:
 
 
 class _ViewDataset(torch.utils.data.Dataset):
-    """Decode each image once and return the views still missing from the cache."""
+    """Decode each image once and return the views still missing from the cache.
 
-    def __init__(self, jobs, eval_transform, train_transform):
-        self.jobs = jobs  # list of (index, path, need_eval, n_train_views)
+    View k of an image is drawn under `view_seed(content digest, k, augmentation)`, so it is the
+    same whichever process, run or order computes it.
+    """
+
+    def __init__(self, jobs, eval_transform, train_transform, augmentation: str):
+        self.jobs = jobs  # list of (index, path, content digest, need_eval, first view, views to make)
         self.eval_transform, self.train_transform = eval_transform, train_transform
+        self.augmentation = augmentation
 
     def __len__(self):
         return len(self.jobs)
 
     def __getitem__(self, i):
-        index, path, need_eval, n_views = self.jobs[i]
+        index, path, content, need_eval, first, count = self.jobs[i]
         try:
             image = load_image(path, min_side=DECODE_MIN_SIDE)
         except ImageError as error:
             return index, None, error.reason
-        views = ([self.eval_transform(image)] if need_eval else []) + [
-            self.train_transform(image) for _ in range(n_views)
-        ]
+        views = [self.eval_transform(image)] if need_eval else []
+        for k in range(first, first + count):
+            with seeded(view_seed(content, k, self.augmentation)):
+                views.append(self.train_transform(image))
         return index, torch.stack(views), ""  # [n, 3, H, W]
 
 
-def _loader(dataset, workers: int, seed: int):
+def _loader(dataset, workers: int):
     workers = workers if len(dataset) >= 8 else 0
-    generator = torch.Generator().manual_seed(seed)
     return torch.utils.data.DataLoader(
-        dataset, batch_size=None, shuffle=False, num_workers=workers, generator=generator,
+        dataset, batch_size=None, shuffle=False, num_workers=workers,
         prefetch_factor=4 if workers else None, persistent_workers=False,
     )
 
@@ -123,8 +301,13 @@ def _encode(backbone, images: torch.Tensor) -> torch.Tensor:
         return backbone.encode_image(images.to(backbone.device)).float().cpu()  # [B, D]
 
 
+def _unreadable(error: OSError) -> str:
+    return "file not found" if isinstance(error, FileNotFoundError) else f"unreadable ({_reason(error)})"
+
+
 def encode_images(backbone, paths, views: int = 0, cache: FeatureCache | None = None, batch_size: int = 64,
-                  workers: int = 2, seed: int = 0, advance=lambda n=1: None, center: bool = True) -> EncodedImages:
+                  workers: int = 2, seed: int | None = None, advance=lambda n=1: None,
+                  center: bool = True) -> EncodedImages:
     """Center-crop features of every image, plus `views` augmented views each.
 
     Args:
@@ -134,7 +317,8 @@ def encode_images(backbone, paths, views: int = 0, cache: FeatureCache | None = 
         cache: where features persist between runs (None: keep them in memory only).
         batch_size: images per encoder call.
         workers: DataLoader processes decoding and transforming images.
-        seed: seeds the augmentation of views computed now.
+        seed: not used: view k of an image depends only on its content, k and the augmentation,
+            so results never depend on which run filled the cache (kept for callers).
         advance: progress callback, called once per image.
         center: also encode the center-crop view (prompt learning needs only the augmented views
             of training images; a linear probe and evaluation need the center view).
@@ -142,26 +326,27 @@ def encode_images(backbone, paths, views: int = 0, cache: FeatureCache | None = 
         EncodedImages with features for every readable image and reasons for the others.
     """
     cache = cache or FeatureCache(None, backbone)
-    result, cached, jobs = EncodedImages(), {}, []
-    for index, path in enumerate(map(Path, paths)):
-        try:
-            cached[index] = cache.get(path)
-        except OSError as error:
-            result.failures[path] = f"unreadable ({error.strerror or error})"
+    paths = [Path(p) for p in paths]
+    result, cached, contents, jobs = EncodedImages(), {}, {}, []
+    for index, (path, content) in enumerate(zip(paths, digest_many(paths))):
+        if isinstance(content, OSError):
+            result.failures[path] = _unreadable(content)
             advance()
             continue
+        contents[index] = content
+        cached[index] = cache.get(path, content)
         have_views = cached[index].get("train", torch.empty(0)).shape[0]
         need_eval, need_views = center and "eval" not in cached[index], max(0, views - have_views)
         if need_eval or need_views:
-            jobs.append((index, path, need_eval, need_views))
+            jobs.append((index, path, content, need_eval, have_views, need_views))
         else:
             advance()
-    fresh = _encode_jobs(backbone, jobs, batch_size, workers, seed, result, advance)
-    for index, path, need_eval, need_views in jobs:
+    fresh = _encode_jobs(backbone, jobs, batch_size, workers, cache.augmentation, result, advance)
+    for index, path, content, need_eval, _, _ in jobs:
         if index not in fresh:
             continue
         entry = _merge_entry(cached[index], fresh[index], need_eval)
-        cache.put(path, entry)
+        cache.put(path, content, entry)
         cached[index] = entry
     for index, entry in cached.items():
         has_views = entry.get("train", torch.empty(0)).shape[0] >= views
@@ -183,11 +368,11 @@ def _merge_entry(old: dict, new: torch.Tensor, has_eval: bool) -> dict:
     return entry
 
 
-def _encode_jobs(backbone, jobs, batch_size, workers, seed, result, advance) -> dict[int, torch.Tensor]:
+def _encode_jobs(backbone, jobs, batch_size, workers, augmentation, result, advance) -> dict[int, torch.Tensor]:
     """Run the image encoder over every missing view, batching across images."""
     if not jobs:
         return {}
-    dataset = _ViewDataset(jobs, backbone.image_transform(False), backbone.image_transform(True))
+    dataset = _ViewDataset(jobs, backbone.image_transform(False), backbone.image_transform(True), augmentation)
     fresh: dict[int, torch.Tensor] = {}
     pending: list[tuple[int, torch.Tensor]] = []
 
@@ -201,8 +386,8 @@ def _encode_jobs(backbone, jobs, batch_size, workers, seed, result, advance) -> 
             fresh[index] = chunk
         pending.clear()
 
-    path_of = {index: path for index, path, _, _ in jobs}
-    for index, views, reason in _loader(dataset, workers, seed):
+    path_of = {job[0]: job[1] for job in jobs}
+    for index, views, reason in _loader(dataset, workers):
         advance()
         if views is None:
             result.failures[path_of[index]] = reason

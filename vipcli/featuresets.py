@@ -122,4 +122,10 @@ def check_enough(prepared: PreparedData, dataset: Dataset) -> None:
             "replace or remove the unreadable files, or add readable images",
         )
     if len(prepared.val.y) == 0:
-        raise VipError("no readable validation images", "add images to val/ or let vip split train")
+        if not dataset.splits["val"]:
+            raise VipError(f"{dataset.root} has no validation images", "add images to val/<class>/ or let vip "
+                           "split train (leave out val/)")
+        val = {str(sample.path) for sample in dataset.splits["val"]}
+        example = next((f" (e.g. {p}: {r})" for p, r in sorted(prepared.failures.items()) if p in val), "")
+        raise VipError(f"none of the {len(val)} validation images is readable{example}",
+                       "replace or remove the unreadable files")

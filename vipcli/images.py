@@ -9,6 +9,9 @@ from vipcli.errors import ImageError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 MAX_PIXELS = 200_000_000  # refuse larger images (decompression bombs); 200 MP
+STRIP_PIXELS = 8_000_000  # pixels converted at a time when a mode must change before reducing
+DECODE_POLICY = "jpeg draft, then reduce(); shorter side kept >= 2 x min_side"  # part of feature-cache keys
+_REDUCIBLE = ("L", "LA", "La", "RGB", "RGBA", "RGBa", "I", "F", "CMYK", "YCbCr", "PA")  # modes Image.reduce takes
 
 
 def _to_8bit(image):
@@ -41,13 +44,47 @@ def to_rgb(image):
     return image.convert("RGB") if image.mode != "RGB" else image
 
 
+def _reduce_in_strips(image, factor: int, mode: str):
+    """`image` converted to `mode` and reduced by `factor`, a strip of rows at a time (bounded memory)."""
+    from PIL import Image
+
+    width, height = image.size
+    rows = max(factor, (STRIP_PIXELS // max(width, 1)) // factor * factor)
+    reduced = Image.new(mode, (-(-width // factor), -(-height // factor)))
+    for top in range(0, height, rows):
+        strip = image.crop((0, top, width, min(height, top + rows))).convert(mode).reduce(factor)
+        reduced.paste(strip, (0, top // factor))
+    return reduced
+
+
+def reduce_decoded(image, min_side: int):
+    """Shrink a decoded image by a whole factor while its shorter side stays >= 2 x `min_side`.
+
+    Runs before any mode conversion, so a huge image never exists in a wider pixel format: the
+    memory of a decode stays that of its own pixels (JPEGs are decoded reduced in the first place).
+    """
+    factor = min(image.size) // (2 * min_side)
+    if factor < 2:
+        return image
+    if image.mode in _REDUCIBLE:
+        return image.reduce(factor)
+    if image.mode.startswith("I;16"):  # 16-bit: average as 32-bit integers, keep the 16-bit mode
+        return _reduce_in_strips(image, factor, "I").convert("I;16")
+    if image.mode == "P":
+        transparent = "transparency" in image.info
+        return _reduce_in_strips(image, factor, "RGBA" if transparent else "RGB")
+    return _reduce_in_strips(image, factor, "RGBA" if "A" in image.mode else "L")
+
+
 def load_image(path: str | Path, min_side: int | None = None):
     """Decode `path` into an RGB PIL image.
 
     Args:
         path: the image file.
-        min_side: if given, JPEGs may be decoded at a reduced scale whose shorter side stays
-            at least `min_side` pixels twice over (a large speed-up for big photographs).
+        min_side: if given, images are decoded at a reduced scale whose shorter side stays at
+            least `min_side` pixels twice over: JPEGs by the decoder itself (draft mode), other
+            formats reduced right after decoding, before any mode conversion (a large saving in
+            time and memory for big images; the encoders need about 224 px).
     Returns:
         PIL.Image in mode RGB, fully loaded.
     Raises:
@@ -66,7 +103,7 @@ def load_image(path: str | Path, min_side: int | None = None):
                 if min_side and image.format == "JPEG":
                     image.draft("RGB", (min_side * 2, min_side * 2))
                 image.load()
-                return to_rgb(image)
+                return to_rgb(reduce_decoded(image, min_side) if min_side else image)
     except ImageError:
         raise
     except FileNotFoundError:

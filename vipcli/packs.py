@@ -66,6 +66,19 @@ def _string_list(path: Path, data: dict, key: str, required: bool) -> tuple[str,
     return tuple(v.strip() for v in value)
 
 
+def _first_repeat(symptoms: tuple[str, ...]) -> str | None:
+    """The first symptom (in sorted order) that repeats another up to case and separators; one pass."""
+    seen: dict[str, str] = {}
+    repeated = []
+    for symptom in symptoms:
+        key = normalize_name(symptom)
+        if key in seen:
+            repeated += [seen[key], symptom]
+        else:
+            seen[key] = symptom
+    return min(repeated) if repeated else None
+
+
 def pack_from_dict(data: dict, path: str | Path = "<memory>") -> SymptomPack:
     """Validate a parsed pack document and return the pack."""
     path = Path(path)
@@ -77,9 +90,9 @@ def pack_from_dict(data: dict, path: str | Path = "<memory>") -> SymptomPack:
     symptoms = _string_list(path, data, "symptoms", required=True)
     if not symptoms:
         raise VipError(f"{path}: symptom pack '{name}' lists no symptoms", "add at least one symptom")
-    duplicates = {s for s in symptoms if [normalize_name(x) for x in symptoms].count(normalize_name(s)) > 1}
-    if duplicates:
-        raise VipError(f"{path}: symptom pack '{name}' repeats {sorted(duplicates)[0]!r}", "remove the duplicate")
+    duplicate = _first_repeat(symptoms)
+    if duplicate is not None:
+        raise VipError(f"{path}: symptom pack '{name}' repeats {duplicate!r}", "remove the duplicate")
     source = data.get("source") or {}
     if isinstance(source, str):
         source = {"kind": source}

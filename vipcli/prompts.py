@@ -36,17 +36,31 @@ def as_sentence(text: str) -> str:
     return text if text.endswith((".", "!", "?")) else text + "."
 
 
+def check_prompt_lengths(backbone, ids: torch.Tensor, n_ctx: int, texts: list[str]) -> None:
+    """Refuse (never cut) a prompt that does not fit the text tower with `n_ctx` context tokens.
+
+    One rule for every method: a tokenised prompt that fills the whole context may have been cut
+    by the tokenizer, so it must be shorter than the context, and leave room for the context vectors.
+    """
+    limit = ids.shape[1]
+    lengths = backbone.sequence_lengths(ids)  # [P]
+    for text, n in zip(texts, lengths.tolist()):
+        if n >= limit or n + n_ctx > limit:
+            size = f"more than {limit - 1}" if n >= limit else str(n)
+            room = f", {n_ctx} of them kept for learned context" if n_ctx else ""
+            shown = text if len(text) <= 120 else text[:117] + "..."
+            fits = limit - 1 - n_ctx  # tokens a prompt may have, start and end tokens included
+            raise VipError(
+                f"prompt too long for the text tower: {shown!r} is {size} tokens; the tower takes {limit}{room}",
+                f"shorten it to at most {fits} tokens (about {max(1, fits * 3 // 4)} words)",
+            )
+
+
 def _insert_placeholders(backbone, ids: torch.Tensor, n_ctx: int, texts: list[str]) -> torch.Tensor:
     """Shift the words right by `n_ctx` positions after the prefix; fail if a prompt won't fit."""
+    check_prompt_lengths(backbone, ids, n_ctx, texts)
     if n_ctx == 0:
         return ids
-    lengths = backbone.sequence_lengths(ids)  # [P]
-    too_long = [t for t, n in zip(texts, lengths.tolist()) if n + n_ctx > ids.shape[1]]
-    if too_long:
-        raise VipError(
-            f"prompt too long for the text tower with {n_ctx} context tokens: {too_long[0]!r}",
-            f"shorten it (the tower takes {ids.shape[1]} tokens)",
-        )
     placeholder = backbone.tokenize(["x"])[0, backbone.num_prefix_tokens]
     prefix = backbone.num_prefix_tokens
     filler = torch.full((ids.shape[0], n_ctx), int(placeholder), dtype=ids.dtype)

@@ -144,8 +144,10 @@ def measure_speed(config: SpeedConfig, progress=None) -> dict:
     from vipcli.benchmark import default_out
     from vipcli.data import load_dataset
     from vipcli.devices import resolve_device
+    from vipcli.preflight import check_output_folder
     from vipcli.schedule import resolve_schedule
 
+    check_output_folder(config.out or default_out(config.data))  # before any work
     device = resolve_device(config.backbone.device)
     schedule = resolve_schedule("paper", None, config.epochs)
     load_before = _load_average()

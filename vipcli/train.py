@@ -86,9 +86,9 @@ def check_config(config: TrainConfig):
         raise UsageError(f"--reference re-encodes images for the shared prompt-training loop; method "
                          f"'{config.method}' does not use it", "drop --reference")
     schedule = config.schedule.resolve(config.shots)
-    out = Path(config.out) if config.out else None
-    if out is not None and out.exists() and not config.force:
-        raise VipError(f"run directory {out} already exists", "choose another --out or pass --force")
+    from vipcli.preflight import check_run_dir
+
+    check_run_dir(Path(config.out) if config.out else default_run_dir(config), config.force)  # before any work
     return cls, settings, schedule
 
 
@@ -130,15 +130,15 @@ def train(config: TrainConfig, progress=None) -> TrainResult:
     backbone = config.backbone.load(device)
     loaded = time.perf_counter()
     console.info(_plan(config, cls, dataset, schedule, backbone, device))
+    torch.manual_seed(config.seed)
+    setup = MethodSetup(backbone, dataset.class_names, symptoms, trim=not config.reference)
+    method = build_method(config.method, setup, config.method_options)  # prompts checked before any encoding
     # the reference mode encodes training images afresh every epoch: here only once, to find the readable ones
     views = 0 if config.reference else config.encoding.views
     center_train = cls.needs_center_view or config.reference
     data = prepare_features(backbone, dataset, config.shots, config.seed, views, config.encoding.cache(backbone),
                             config.encoding.workers, config.encoding.batch_size, progress, center_train=center_train)
     encoded = time.perf_counter()
-    torch.manual_seed(config.seed)
-    setup = MethodSetup(backbone, dataset.class_names, symptoms, trim=not config.reference)
-    method = build_method(config.method, setup, config.method_options)
     reference = _reference_batches(backbone, dataset, data, schedule, config.seed,
                                    config.encoding) if config.reference else None
     fitted = method.fit(data, FitContext(schedule, config.seed, progress, reference))

@@ -28,8 +28,10 @@ def demo_command(
     from vipcli.benchmark import run_benchmark
     from vipcli.demo import DemoConfig, benchmark_config, make_dataset, sample_images, train_config
     from vipcli.predict import load_predictor, predict
+    from vipcli.preflight import check_output_folder
     from vipcli.train import train
 
+    check_output_folder(out)
     started = time.perf_counter()
     from vipcli.cli.benchmark import parse_list
 

@@ -9,7 +9,7 @@ import click
 import typer
 
 from vipcli import __version__
-from vipcli.cli import backbones, benchmark, demo, methods, predict, report, symptoms, train
+from vipcli.cli import backbones, benchmark, cache, demo, methods, predict, report, symptoms, train
 from vipcli.errors import VipError
 
 def _click_variants() -> list:
@@ -76,6 +76,7 @@ def _root(
 app.add_typer(backbones.app, name="backbones")
 app.add_typer(methods.app, name="methods")
 app.add_typer(symptoms.app, name="symptoms")
+app.add_typer(cache.app, name="cache")
 app.command("train")(train.train_command)
 app.command("predict")(predict.predict_command)
 app.command("benchmark")(benchmark.benchmark_command)
@@ -84,10 +85,12 @@ app.command("report")(report.report_command)
 
 
 def _print_error(message: str, hint: str | None = None) -> None:
+    from vipcli.console import printable
+
     line = f"error: {message}"
     if hint:
         line += f" ({hint})"
-    print(line, file=sys.stderr)
+    print(printable(line), file=sys.stderr)  # one line, whatever file names it quotes
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -57,7 +57,7 @@ def predict_command(
     else:
         print_predictions(predictions, explain)
     for path, reason in failures.items():
-        console.stderr().print(f"error: {path}: {reason}", markup=False)
+        console.stderr().print(f"error: {console.printable(path)}: {reason}", markup=False)
     if failures:
         raise VipError(f"{len(failures)} of {len(files)} images could not be read (listed above)",
                        "fix or remove those files")
@@ -101,7 +101,7 @@ def print_predictions(predictions, explain: bool) -> None:
     for p in predictions:
         others = "  ".join(f"{name} {prob:.3f}" for name, prob in p.probabilities.items())
         members = "" if p.prediction_set is None else f"   set {{{', '.join(p.prediction_set)}}}"
-        out.print(escape(p.path) + f"  [bold]{escape(p.label)}[/bold]  {p.probability:.3f}   " + escape(f"({others}){members}"))
+        out.print(escape(console.printable(p.path)) + f"  [bold]{escape(p.label)}[/bold]  {p.probability:.3f}   " + escape(f"({others}){members}"))
         if explain and p.explanation:
             table = Table("class", "symptom", "similarity", "merge weight", show_edge=False)
             for group in p.explanation:

@@ -150,7 +150,8 @@ def generate_command(
     agree_threshold: float = typer.Option(
         0.3, "--agree-threshold", help="Minimum token overlap for two items to agree."
     ),
-    timeout: float = typer.Option(120.0, "--timeout", help="Seconds to wait for one answer."),
+    timeout: float = typer.Option(120.0, "--timeout", help="Deadline in seconds of each request (connect, wait, "
+                                  "read the whole answer)."),
     retries: int = typer.Option(4, "--retries", help="Retries after 429, 5xx or a timeout (exponential backoff)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Ask again even if an answer is cached."),
     seed: int = typer.Option(0, "--seed", help="Which 16 images form the grid."),
@@ -264,8 +265,11 @@ def resolve_out_paths(diseases: list[str], out: Optional[Path], force: bool) -> 
         paths = [(out or Path(".")) / default_out_name(d) for d in diseases]
     if len(set(paths)) < len(paths):
         raise UsageError("two --disease names give the same pack file name", "give each disease once")
+    from vipcli.preflight import check_output_file
+
     for path in paths:
         refuse_overwrite(path, force)
+        check_output_file(path)  # a read-only or full --out fails before any LLM call
     return paths
 
 
@@ -314,7 +318,7 @@ def show_report(pack, report, path: Path, n: int) -> None:
         out.print(_agreement_table(pack, report))
         if len(pack.symptoms) < n:
             console.warn(escape(f"{pack.name}: only {len(pack.symptoms)} symptoms agree with the images (--n {n})"))
-    out.print(_written_line(pack, report, path), markup=False)
+    out.print(console.printable(_written_line(pack, report, path)), markup=False)
     for index, symptom in enumerate(pack.symptoms, 1):
         out.print(f"  {index}. {symptom}", markup=False)
     if report.surplus and report.agreement is None:

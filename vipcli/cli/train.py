@@ -68,7 +68,10 @@ def print_train_result(result, as_json: bool) -> None:
         return
     from rich.table import Table
 
-    table = Table("split", "images", "accuracy %", "macro-F1 %", "AUROC %", title=f"run saved to {result.run_dir}")
+    from rich.markup import escape
+
+    title = f"run saved to {escape(console.printable(result.run_dir))}"
+    table = Table("split", "images", "accuracy %", "macro-F1 %", "AUROC %", title=title)
     for split in ("val", "test"):
         m = result.metrics[split]
         table.add_row(split, str(m["n"]), *(("-" if m[k] is None else f"{m[k]:.2f}") for k in ("accuracy", "macro_f1", "auroc")))

@@ -78,6 +78,8 @@ class BiomedCoop(PromptMethod):
     def __init__(self, setup, settings=None, stored=None):
         super().__init__(setup, settings, stored)
         self._ensemble: tuple | None = None  # (features [E, D] normalised, class index [E]) for training
+        if stored is None:  # training: encode the ensemble now, so a prompt too long fails before any work
+            self.ensemble()
 
     def make_prompts(self, setup):
         """One prompt per class: its readable name after the context."""

@@ -16,7 +16,7 @@ from vipcli.errors import UsageError, VipError
 from vipcli.packs import SymptomPack, pack_from_dict, shipped_packs
 from vipcli.symptoms.agree import DEFAULT_THRESHOLD, Agreement, agree_by_judgement, agree_by_overlap, judge_prompt
 from vipcli.symptoms.cache import cache_key, read_cached, write_atomic, write_cached
-from vipcli.symptoms.llm import LLMConfig, chat, endpoint_host
+from vipcli.symptoms.llm import MAX_ANSWER_BYTES, LLMConfig, chat, current_key, endpoint_host, redact
 from vipcli.symptoms.parse import AnswerError, ParsedAnswer, parse_answer
 
 STAGE1_PROMPT = (
@@ -104,9 +104,11 @@ def ask(
     """
     key = cache_key(llm.base_url, llm.model, messages, llm.temperature)
     cached = read_cached(key) if use_cache else None
+    if cached is not None and len(cached.encode("utf-8", "replace")) > MAX_ANSWER_BYTES:
+        cached = None  # an oversized answer an older vip accepted: ask again, under today's limit
     if cached is not None:
         notify(f"{what}: answer from cache")
-        return cached, True
+        return redact(cached, current_key(llm)), True  # an entry written before redaction existed
     notify(f"{what}: asking {llm.model} at {endpoint_host(llm.base_url)}")
     answer = chat(llm, messages)
     if answer.strip():
@@ -171,6 +173,9 @@ def check_config(config: GenerateConfig) -> None:
     """UsageError for option values that cannot work (empty disease, --n < 1, unknown --judge)."""
     if not config.disease.strip():
         raise UsageError("--disease is empty", "give the class name, e.g. --disease melanoma")
+    if not re.search(r"[^\W_]", config.disease):  # e.g. "..": no name, and no pack file name either
+        raise UsageError(f"--disease {config.disease!r} has no letters or digits",
+                         "give the class name, e.g. --disease melanoma")
     if config.n < 1:
         raise UsageError(f"--n {config.n}: must be at least 1")
     if config.judge not in JUDGES:
@@ -264,8 +269,16 @@ def _agreement_document(agreement: Agreement) -> dict:
 
 
 def default_out_name(disease: str) -> str:
-    """File name of a pack: the disease with spaces as `_` (other unsafe characters too), `.yaml`."""
-    return re.sub(r"[^\w.\-]+", "_", disease.strip()).strip("._") + ".yaml"
+    """File name of a pack: the disease with spaces as `_` (other unsafe characters too), `.yaml`.
+
+    Raises:
+        UsageError: nothing of the name is left for a file name (e.g. `..`), which would write a hidden `.yaml`.
+    """
+    stem = re.sub(r"[^\w.\-]+", "_", disease.strip()).strip("._-")
+    if not stem:
+        raise UsageError(f"--disease {disease!r} has no letters or digits to name its pack file after",
+                         "give the class name, e.g. --disease melanoma, or pass --out FILE.yaml")
+    return stem + ".yaml"
 
 
 def pack_to_dict(pack: SymptomPack) -> dict:
@@ -308,8 +321,14 @@ def write_pack(pack: SymptomPack, path: str | Path, force: bool = False) -> Path
     refuse_overwrite(path, force)
     text = render_yaml(pack_to_dict(pack))
     pack_from_dict(yaml.safe_load(text), path)  # what is written must load back as a valid pack
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, text)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, text)
+    except OSError as error:  # read-only folder or full disk: nothing half-written, one line
+        from vipcli.preflight import describe_os_error
+
+        raise VipError(f"cannot write {path} ({describe_os_error(error)})",
+                       "free some space or choose a writable --out") from None
     return path
 
 

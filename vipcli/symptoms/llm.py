@@ -1,7 +1,10 @@
 """A small chat-completions client for any OpenAI-compatible endpoint (OpenAI, vLLM, Ollama, llama.cpp).
 
 The API key is read from an environment variable and only ever put in the Authorization header:
-never in messages, cache files, packs or error text.
+never in messages, cache files, packs or error text. Whatever a server sends back, the key and every
+fragment of it of REDACT_MIN or more characters are masked before the text is cut, shown, cached or
+written. `timeout_s` is a deadline for a whole request (connecting, sending, waiting and reading the
+answer), and answers larger than MAX_ANSWER_BYTES are refused.
 """
 
 from __future__ import annotations
@@ -16,6 +19,17 @@ from vipcli.errors import UsageError, VipError
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_MODEL = "gpt-4o"
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"
+MAX_ANSWER_BYTES = 1_000_000  # a symptom list is a few kB; anything past 1 MB is refused
+REDACT_MIN = 6  # key fragments this long or longer are masked in anything shown or written
+MASK = "***"
+
+
+class AnswerTooLarge(Exception):
+    """The server sent (or announced) more than MAX_ANSWER_BYTES."""
+
+    def __init__(self, size: int):
+        super().__init__(size)
+        self.size = size
 
 
 class LLMError(VipError):
@@ -29,7 +43,7 @@ class LLMConfig:
     base_url: str = DEFAULT_BASE_URL  # OpenAI-compatible root, e.g. http://localhost:8000/v1
     model: str = DEFAULT_MODEL  # model name as the server knows it
     api_key_env: str = DEFAULT_KEY_ENV  # environment variable holding the key ("" or unset: no key)
-    timeout_s: float = 120.0  # per-request limit, connect + read
+    timeout_s: float = 120.0  # deadline of one request: connect, send, wait and read the whole answer
     retries: int = 4  # extra tries after a 429, 5xx or timeout
     backoff_s: float = 1.0  # first wait before a retry; doubled each time
     max_wait_s: float = 60.0  # longest single wait, also caps Retry-After
@@ -61,6 +75,38 @@ def check_base_url(base_url: str) -> str:
     return base_url.rstrip("/")
 
 
+def redact(text: str, secret: str | None) -> str:
+    """`text` with `secret`, and every fragment of it of REDACT_MIN or more characters, replaced by ***.
+
+    Run it on the whole text before cutting it short, so no cut can leave a fragment behind.
+    """
+    if not secret or not text:
+        return text
+    if len(secret) < REDACT_MIN:
+        return text.replace(secret, MASK)
+    grams = {secret[i : i + REDACT_MIN] for i in range(len(secret) - REDACT_MIN + 1)}
+    covered, end = [], -1  # merged [start, stop) spans of text made of key fragments
+    for i in range(len(text) - REDACT_MIN + 1):
+        if text[i : i + REDACT_MIN] in grams:
+            if i <= end and covered:
+                covered[-1][1] = i + REDACT_MIN
+            else:
+                covered.append([i, i + REDACT_MIN])
+            end = i + REDACT_MIN
+    if not covered:
+        return text
+    pieces, last = [], 0
+    for start, stop in covered:
+        pieces += [text[last:start], MASK]
+        last = stop
+    return "".join(pieces) + text[last:]
+
+
+def current_key(config: LLMConfig) -> str | None:
+    """The key in `config.api_key_env` if set (never raises; for redacting text)."""
+    return os.environ.get(config.api_key_env, "").strip() or None if config.api_key_env else None
+
+
 def read_api_key(config: LLMConfig) -> str | None:
     """The key from `config.api_key_env`, or None when unset (local servers need none).
 
@@ -86,49 +132,89 @@ def chat(config: LLMConfig, messages: list[dict]) -> str:
         messages: OpenAI-format messages (text, or text + image_url parts).
 
     Returns:
-        The assistant message text (may be empty; the caller decides what that means).
+        The assistant message text with the key redacted (may be empty; the caller decides what
+        that means).
 
     Raises:
         LLMError: one clear line per failure kind (unreachable, key rejected, wrong URL/model,
-            rate-limited, server error, timeout, not a chat-completions answer).
+            rate-limited, server error, timeout, answer too large, not a chat-completions answer).
     """
-    import httpx
-
     base_url = check_base_url(config.base_url)
     key = read_api_key(config)
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     body = {"model": config.model, "messages": messages, "temperature": config.temperature}
-    with httpx.Client(timeout=config.timeout_s, headers=headers) as client:
-        for attempt in range(config.retries + 1):
-            last = attempt == config.retries
-            response = _post(client, f"{base_url}/chat/completions", body, config, last)
-            if response is None:
-                time.sleep(_backoff(config, attempt, None))
-                continue
-            if response.status_code == 429 or response.status_code >= 500:
-                if last:
-                    raise _status_error(response, config, key)
-                time.sleep(_backoff(config, attempt, response.headers.get("retry-after")))
-                continue
-            if response.status_code >= 400:
+    for attempt in range(config.retries + 1):
+        last = attempt == config.retries
+        response = _post(f"{base_url}/chat/completions", headers, body, config, last)
+        if response is None:
+            time.sleep(_backoff(config, attempt, None))
+            continue
+        if response.status_code == 429 or response.status_code >= 500:
+            if last:
                 raise _status_error(response, config, key)
-            return _answer_text(response, config)
+            time.sleep(_backoff(config, attempt, response.headers.get("retry-after")))
+            continue
+        if response.status_code >= 400:
+            raise _status_error(response, config, key)
+        return redact(_answer_text(response, config), key)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _post(client, url: str, body: dict, config: LLMConfig, last: bool):
-    """POST once; None means "timed out, retry"; connection failures raise at once."""
+async def _request(url: str, headers: dict, body: dict, timeout_s: float):
+    """POST `body` and read the whole answer (at most MAX_ANSWER_BYTES) into a plain httpx.Response."""
+    import httpx
+
+    async with httpx.AsyncClient(timeout=timeout_s, headers=headers) as client:
+        async with client.stream("POST", url, json=body) as response:
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > MAX_ANSWER_BYTES:
+                raise AnswerTooLarge(int(declared))
+            data = bytearray()
+            async for chunk in response.aiter_bytes():  # decoded bytes: a gzip bomb counts at its real size
+                data += chunk
+                if len(data) > MAX_ANSWER_BYTES:
+                    raise AnswerTooLarge(len(data))
+            kept = {k: v for k, v in response.headers.items()
+                    if k.lower() not in ("content-encoding", "content-length", "transfer-encoding")}
+            return httpx.Response(response.status_code, headers=kept, content=bytes(data), request=response.request)
+
+
+def _request_within(url: str, headers: dict, body: dict, timeout_s: float):
+    """`_request` under one deadline of `timeout_s` seconds for everything (TimeoutError past it)."""
+    import asyncio
+
+    def run():
+        return asyncio.run(asyncio.wait_for(_request(url, headers, body, timeout_s), timeout_s))
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:  # the usual case: no event loop in this thread
+        return run()
+    from concurrent.futures import ThreadPoolExecutor  # called from async code (a notebook): own thread
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(run).result()
+
+
+def _post(url: str, headers: dict, body: dict, config: LLMConfig, last: bool):
+    """POST once; None means "timed out, retry"; connection failures and oversized answers raise at once."""
     import httpx
 
     host = endpoint_host(config.base_url)
     try:
-        return client.post(url, json=body)
-    except httpx.TimeoutException:
+        return _request_within(url, headers, body, config.timeout_s)
+    except (httpx.TimeoutException, TimeoutError):
         if not last:
             return None
         raise LLMError(
             f"LLM endpoint {host} did not answer within {config.timeout_s:g} s ({_tries(config)})",
             "raise --timeout (local models can be slow) or try again later",
+        ) from None
+    except AnswerTooLarge as error:
+        raise LLMError(
+            f"LLM endpoint {host} sent an answer of more than {MAX_ANSWER_BYTES // 1_000_000} MB "
+            f"({error.size / 1e6:.1f} MB when vip stopped reading); refusing it",
+            "a symptom list is a few kB: check --base-url and --model",
         ) from None
     except httpx.ConnectError as error:
         reason = "name not found" if "name" in str(error).lower() else "connection refused"
@@ -170,16 +256,17 @@ def _tries(config: LLMConfig) -> str:
 
 
 def _server_detail(response, key: str | None) -> str:
-    """The server's own error message, shortened, with the key redacted."""
+    """The server's own error message with the key redacted, then shortened (in that order)."""
     try:
         data = response.json()
         detail = data.get("error", data) if isinstance(data, dict) else data
         if isinstance(detail, dict):
             detail = detail.get("message") or detail
-    except ValueError:
+    except (ValueError, RecursionError):
         detail = response.text
-    text = " ".join(str(detail).split())[:200]
-    return text.replace(key, "***") if key else text
+    from vipcli.console import printable
+
+    return printable(redact(" ".join(str(detail).split()), key))[:200]
 
 
 def _status_error(response, config: LLMConfig, key: str | None) -> LLMError:
@@ -224,7 +311,7 @@ def _answer_text(response, config: LLMConfig) -> str:
     try:
         choice = response.json()["choices"][0]
         message = choice["message"]
-    except (ValueError, KeyError, IndexError, TypeError):
+    except (ValueError, KeyError, IndexError, TypeError, RecursionError):
         raise LLMError(
             f"LLM endpoint {host} did not return a chat-completions answer",
             "is --base-url an OpenAI-compatible root such as http://localhost:8000/v1?",

@@ -1,0 +1,243 @@
+"""The feature cache never changes a result: pure entries, checked identity, bounded size, bad disks (#14)."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from conftest import error_lines, tiny_train_args
+
+
+def _metrics(out: Path) -> dict:
+    metrics = json.loads((out / "metrics.json").read_text())
+    return {key: metrics[key] for key in ("val", "test", "best_epoch", "history")}
+
+
+def _weights(out: Path) -> dict:
+    with safe_open(str(out / "model.safetensors"), "pt") as handle:
+        return {name: handle.get_tensor(name) for name in handle.keys()}
+
+
+def _train(cli, monkeypatch, cache: Path, data, config, out: Path, *extra) -> dict:
+    monkeypatch.setenv("VIP_CACHE_DIR", str(cache))
+    code, _, err = cli(*tiny_train_args(data, config, out, *extra))
+    assert code == 0, err
+    return _metrics(out)
+
+
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_a_run_gives_the_same_result_whatever_filled_the_cache(cli, monkeypatch, isic_small, tiny_clip, tmp_path,
+                                                               workers):
+    """`--seed 2` on a fresh cache == `--seed 2` after a `--seed 1` run filled the cache (other views drawn)."""
+    fresh = _train(cli, monkeypatch, tmp_path / "fresh", isic_small, tiny_clip, tmp_path / "a", "--seed", "2",
+                   "--workers", workers)
+    _train(cli, monkeypatch, tmp_path / "used", isic_small, tiny_clip, tmp_path / "b", "--seed", "1",
+           "--views", "3", "--workers", workers)
+    after = _train(cli, monkeypatch, tmp_path / "used", isic_small, tiny_clip, tmp_path / "c", "--seed", "2",
+                   "--workers", workers)
+    assert after == fresh
+    for name, tensor in _weights(tmp_path / "a").items():
+        torch.testing.assert_close(_weights(tmp_path / "c")[name], tensor, rtol=0, atol=1e-6)
+
+
+def test_a_run_killed_while_writing_the_cache_does_not_change_the_next_one(cli, monkeypatch, isic_small, tiny_clip,
+                                                                           tmp_path):
+    from vipcli.features import FeatureCache
+
+    fresh = _train(cli, monkeypatch, tmp_path / "fresh", isic_small, tiny_clip, tmp_path / "a", "--seed", "2")
+    real_put, written = FeatureCache.put, []
+
+    def dying_put(self, *args):
+        if len(written) == 5:
+            raise KeyboardInterrupt  # Ctrl-C after five entries
+        written.append(args[0])
+        real_put(self, *args)
+
+    monkeypatch.setattr(FeatureCache, "put", dying_put)
+    monkeypatch.setenv("VIP_CACHE_DIR", str(tmp_path / "killed"))
+    code, _, _ = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "b", "--seed", "1"))
+    assert code == 130 and len(written) == 5
+    monkeypatch.setattr(FeatureCache, "put", real_put)
+    assert _train(cli, monkeypatch, tmp_path / "killed", isic_small, tiny_clip, tmp_path / "c", "--seed", "2") == fresh
+
+
+# --- entries carry and check their identity ------------------------------------------------------
+
+
+@pytest.fixture
+def backbone(tiny_clip):
+    from vipcli.registry import load_backbone
+
+    return load_backbone("clip", str(tiny_clip), "none")
+
+
+def _images(isic_small) -> list[Path]:
+    return sorted((isic_small / "train" / "melanoma").iterdir())[:3]
+
+
+def _encode(backbone, paths, cache):
+    from vipcli.features import encode_images
+
+    return encode_images(backbone, paths, views=2, cache=cache, workers=0)
+
+
+def _entry(cache, path):
+    with safe_open(str(cache.entry_file(path)), "pt") as handle:
+        return {k: handle.get_tensor(k) for k in handle.keys()}, handle.metadata()
+
+
+def _swap(cache, paths):
+    a, b = cache.entry_file(paths[0]), cache.entry_file(paths[1])
+    data = a.read_bytes()
+    a.write_bytes(b.read_bytes())
+    b.write_bytes(data)
+
+
+def _retype(cache, paths):
+    tensors, header = _entry(cache, paths[0])
+    save_file({k: v.half() for k, v in tensors.items()}, cache.entry_file(paths[0]), metadata=header)
+
+
+def _reshape(cache, paths):
+    tensors, header = _entry(cache, paths[0])
+    save_file({"eval": tensors["eval"][:5], "train": tensors["train"]}, cache.entry_file(paths[0]), metadata=header)
+
+
+def _poison(cache, paths):
+    tensors, header = _entry(cache, paths[0])
+    tensors["train"][1, 3] = float("nan")
+    save_file(tensors, cache.entry_file(paths[0]), metadata=header)
+
+
+def _garble(cache, paths):
+    cache.entry_file(paths[0]).write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not a header")
+
+
+@pytest.mark.parametrize("damage, reason", [
+    (_swap, "holds the features of"), (_retype, "not float32"), (_reshape, "has shape"),
+    (_poison, "NaN"), (_garble, "unreadable file"),
+])
+def test_a_damaged_entry_is_recomputed_with_one_warning(backbone, isic_small, tmp_path, capsys, damage, reason):
+    from vipcli.features import FeatureCache
+
+    paths = _images(isic_small)
+    expected = _encode(backbone, paths, FeatureCache(None, backbone))
+    cache = FeatureCache(tmp_path / "cache", backbone)
+    _encode(backbone, paths, cache)
+    damage(cache, paths)
+    capsys.readouterr()
+    again = _encode(backbone, paths, FeatureCache(tmp_path / "cache", backbone))
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning:" in line]
+    assert len(warnings) == 1 and "is damaged" in warnings[0] and reason in warnings[0], warnings
+    assert again.encoded >= 3  # the damaged entries were computed again
+    for i in range(len(paths)):
+        torch.testing.assert_close(again.eval[i], expected.eval[i], rtol=0, atol=1e-6)
+        torch.testing.assert_close(again.train[i], expected.train[i], rtol=0, atol=1e-6)
+    repaired = _encode(backbone, paths, FeatureCache(tmp_path / "cache", backbone))
+    assert repaired.encoded == 0 and "warning" not in capsys.readouterr().err
+
+
+def test_entries_of_another_backbone_class_or_id_are_kept_apart(backbone, tiny_clip):
+    from vipcli.features import FeatureCache
+    from vipcli.registry import load_backbone
+
+    other = load_backbone("clip", str(tiny_clip), "none")
+    other.id = "clip-copy"  # the same weights registered under another id
+    assert FeatureCache(None, other).key != FeatureCache(None, backbone).key
+    subclass = type("OtherClip", (type(backbone),), {})
+    twin = subclass.__new__(subclass)
+    twin.__dict__.update(backbone.__dict__)
+    assert FeatureCache(None, twin).key != FeatureCache(None, backbone).key
+
+
+def test_a_changed_image_replaces_its_entry_instead_of_adding_one(backbone, isic_small, tmp_path):
+    from vipcli.features import FeatureCache
+
+    paths = _images(isic_small)
+    cache = FeatureCache(tmp_path / "cache", backbone)
+    first = _encode(backbone, paths, cache)
+    entries = sorted(cache.folder.rglob("*.safetensors"))
+    assert len(entries) == 3
+    paths[0].write_bytes(paths[1].read_bytes())  # image 0 now shows image 1
+    again = _encode(backbone, paths, FeatureCache(tmp_path / "cache", backbone))
+    assert again.encoded == 1 + 2 and sorted(cache.folder.rglob("*.safetensors")) == entries
+    torch.testing.assert_close(again.train[0], first.train[1], rtol=0, atol=1e-6)
+
+
+# --- vip cache info / clear --------------------------------------------------------------------
+
+
+def test_cache_info_and_clear(cli, isic_small, tiny_clip, tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("VIP_CACHE_DIR", str(cache))
+    (cache / "llm").mkdir(parents=True)
+    (cache / "llm" / "answer.json").write_text('{"answer": "x"}')
+    (cache / "mine.txt").write_text("not vip's")
+    assert cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "run"))[0] == 0
+    code, out, _ = cli("cache", "info", "--json")
+    info = json.loads(out)
+    assert code == 0 and info["root"] == str(cache) and info["llm_answers"] == 1
+    [record] = info["backbones"]
+    assert record["backbone"] == "clip" and record["entries"] == 8 + 8 + 8 and record["bytes"] > 0
+    code, out, _ = cli("cache", "info")
+    assert code == 0 and str(cache) in out and "clip" in out and "24" in out
+    code, out, _ = cli("cache", "clear", "--backbone", "toy")
+    assert code == 0 and "nothing to remove" in out and "cached: clip" in out
+    code, out, _ = cli("cache", "clear", "--backbone", "clip")
+    assert code == 0 and "removed 24 feature entries of backbone 'clip'" in out
+    assert json.loads(cli("cache", "info", "--json")[1])["backbones"] == []
+    assert (cache / "llm" / "answer.json").exists()
+    code, out, _ = cli("cache", "clear")
+    assert code == 0 and not (cache / "llm").exists() and (cache / "mine.txt").exists()  # only vip's folders go
+
+
+# --- a read-only or full cache: warn once, go on without it -----------------------------------------
+
+
+def _read_only(folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o555)
+    if os.access(folder, os.W_OK):  # root ignores permissions
+        folder.chmod(0o755)
+        pytest.skip("running as root: a read-only folder is still writable")
+
+
+def test_read_only_cache_warns_once_and_the_run_goes_on(cli, isic_small, tiny_clip, tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    _read_only(cache)
+    monkeypatch.setenv("VIP_CACHE_DIR", str(cache))
+    try:
+        code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "run"))
+    finally:
+        cache.chmod(0o755)
+    assert code == 0, err
+    warnings = [line for line in err.splitlines() if "feature cache" in line]
+    assert len(warnings) == 1 and "permission denied" in warnings[0] and "going on without it" in warnings[0]
+
+
+@pytest.mark.parametrize("code_, words", [(errno.ENOSPC, "no space left on the device"),
+                                          (errno.EROFS, "read-only file system")])
+def test_full_or_read_only_cache_disk_warns_once_and_the_run_goes_on(cli, isic_small, tiny_clip, tmp_path,
+                                                                     monkeypatch, code_, words):
+    import safetensors.torch
+
+    real_save = safetensors.torch.save_file
+
+    def failing_save(tensors, filename, metadata=None):
+        if "features" in str(filename):
+            raise OSError(code_, os.strerror(code_), str(filename))
+        return real_save(tensors, filename, metadata=metadata)
+
+    monkeypatch.setattr(safetensors.torch, "save_file", failing_save)
+    code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "run"))
+    assert code == 0, err
+    warnings = [line for line in err.splitlines() if "feature cache" in line]
+    assert len(warnings) == 1 and words in warnings[0] and "going on without it" in warnings[0]
+    assert not error_lines(err) and (tmp_path / "run" / "model.safetensors").is_file()

@@ -1,0 +1,173 @@
+"""`vip symptoms generate` against hostile servers: echoed keys, slow drips, huge answers (#14)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from vipcli.cli.main import main
+
+try:
+    from llm_server import ScriptedLLM
+except ImportError:  # tests/ imported as a package
+    from tests.llm_server import ScriptedLLM
+
+KEY = "sk-proj-Zq8Xw3Lm5Rt7Yv2Nb4Kc6Hd9Jf1Gs0Pa"
+BULLETS = "- Asymmetric shape\n- Irregular jagged edges\n- Several colors\n- Small dark dots\n- Blue white veil"
+
+
+def fragments(key: str, size: int = 6) -> list[str]:
+    """Every substring of `key` of `size` characters (longer fragments contain one of these)."""
+    return [key[i : i + size] for i in range(len(key) - size + 1)]
+
+
+def leaked(text: str, key: str = KEY) -> list[str]:
+    """The 6-character fragments of `key` found in `text`."""
+    return [f for f in fragments(key) if f in text]
+
+
+def everything_written(tmp_path: Path) -> str:
+    """The text of every file vip wrote (packs in work/, answers in the cache)."""
+    return "\n".join(p.read_text(errors="replace") for p in tmp_path.rglob("*") if p.is_file())
+
+
+@pytest.fixture
+def server():
+    llm = ScriptedLLM().start()
+    yield llm
+    llm.stop()
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    monkeypatch.setenv("VIP_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    monkeypatch.setenv("COLUMNS", "200")
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+
+
+def generate(capsys, server, *args) -> tuple[int, str, str]:
+    code = main(["symptoms", "generate", "--base-url", server.url, "--backoff", "0.01", "--disease", "melanoma",
+                 "--modality", "dermoscopic images", *map(str, args)])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+# --- the key never leaves, whatever the server sends --------------------------------------------
+
+
+@pytest.mark.parametrize("status", [400, 404, 500])
+def test_a_key_echoed_deep_in_an_error_body_is_never_printed(capsys, env, server, status, tmp_path):
+    server.fail(status, "x" * 150 + " you sent {AUTH} and " + KEY[5:19] + " and " + KEY[-8:], echo_auth=True,
+                forever=status == 500)
+    code, out, err = generate(capsys, server, "--retries", "0")
+    assert code == 1 and str(status) in err and "***" in err
+    assert server.requests[0]["headers"]["Authorization"] == f"Bearer {KEY}"
+    assert leaked(out + err) == [] and leaked(everything_written(tmp_path)) == []
+
+
+def test_a_key_echoed_in_a_normal_answer_is_kept_out_of_pack_cache_and_output(capsys, env, server, tmp_path):
+    server.answer(BULLETS + "\n- Your key is {AUTH}\n- Part of it: " + KEY[10:22], echo_auth=True)
+    code, out, err = generate(capsys, server, "--n", "6")
+    assert code == 0, err
+    pack = Path("melanoma.yaml").read_text()
+    assert "Your key is Bearer ***" in pack and "Part of it: ***" in pack
+    answers = list((tmp_path / "cache" / "llm").glob("*.json"))
+    assert len(answers) == 1 and "Bearer ***" in json.loads(answers[0].read_text())["answer"]
+    assert leaked(out + err) == [] and leaked(everything_written(tmp_path)) == []
+
+
+def test_a_key_in_an_answer_cached_by_an_older_vip_is_redacted_on_reading(capsys, env, server, tmp_path):
+    server.answer(BULLETS)
+    assert generate(capsys, server)[0] == 0
+    [entry] = (tmp_path / "cache" / "llm").glob("*.json")
+    entry.write_text(json.dumps({"answer": BULLETS + "\n- Key " + KEY, "model": "gpt-4o"}))
+    code, out, err = generate(capsys, server, "--force", "--n", "6")
+    assert code == 0 and len(server.requests) == 1, err
+    assert leaked(out + err) == [] and leaked(Path("melanoma.yaml").read_text()) == []
+
+
+# --- --timeout is a deadline for the whole request ------------------------------------------------
+
+
+def test_a_server_dripping_one_byte_at_a_time_is_cut_at_the_deadline(capsys, env, server):
+    server.answer(BULLETS, trickle_s=0.05)  # about 400 bytes: 20 s at this pace
+    started = time.monotonic()
+    code, _, err = generate(capsys, server, "--timeout", "1", "--retries", "0")
+    elapsed = time.monotonic() - started
+    assert code == 1 and f"LLM endpoint {server.host} did not answer within 1 s (1 try)" in err
+    assert elapsed < 3.0, elapsed
+    assert not Path("melanoma.yaml").exists()
+
+
+def test_the_deadline_holds_for_every_retry(capsys, env, server):
+    server.answer(BULLETS, trickle_s=0.05, forever=True)
+    started = time.monotonic()
+    code, _, err = generate(capsys, server, "--timeout", "0.5", "--retries", "2")
+    assert code == 1 and "did not answer within 0.5 s (3 tries)" in err
+    assert time.monotonic() - started < 4.0 and len(server.requests) == 3
+
+
+# --- answers over 1 MB are refused ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("declared", [True, False])
+def test_an_answer_over_1_mb_is_refused(capsys, env, server, tmp_path, declared):
+    server.answer(BULLETS + "\n- " + "big " * 600_000, no_length=not declared)  # 2.4 MB
+    code, out, err = generate(capsys, server)
+    assert code == 1 and "sent an answer of more than 1 MB" in err and "refusing it" in err
+    assert len([line for line in err.splitlines() if line.startswith("error:")]) == 1
+    assert not Path("melanoma.yaml").exists() and not (tmp_path / "cache" / "llm").exists()
+
+
+def test_an_oversized_answer_cached_by_an_older_vip_is_asked_again(capsys, env, server, tmp_path):
+    server.answer(BULLETS).answer(BULLETS)
+    assert generate(capsys, server)[0] == 0
+    [entry] = (tmp_path / "cache" / "llm").glob("*.json")
+    entry.write_text(json.dumps({"answer": BULLETS + "\n- " + "big " * 600_000, "model": "gpt-4o"}))
+    code, _, err = generate(capsys, server, "--force")
+    assert code == 0 and len(server.requests) == 2 and Path("melanoma.yaml").stat().st_size < 10_000, err
+
+
+def test_a_large_but_sane_answer_is_accepted(capsys, env, server):
+    server.answer(BULLETS + "\n" + "\n".join(f"- Finding number {i} in plain words" for i in range(5000)))
+    code, _, err = generate(capsys, server)
+    assert code == 0, err
+
+
+# --- the pack file: a name, a writable place ------------------------------------------------------------
+
+
+def test_disease_dot_dot_writes_no_hidden_file(capsys, env, server):
+    code, _, err = generate(capsys, server, "--disease", "..")
+    assert code == 2 and "--disease '..' has no letters or digits" in err
+    assert os.listdir(".") == [] and server.requests == []
+
+
+def test_a_full_pack_folder_fails_before_any_llm_call(capsys, env, server, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(2**30, 2**30, 0))
+    code, _, err = generate(capsys, server, "--out", "packs/melanoma.yaml")
+    assert code == 1 and "--out packs/melanoma.yaml: the disk holding" in err and "is full" in err
+    assert server.requests == []
+
+
+def test_a_read_only_pack_folder_fails_before_any_llm_call(capsys, env, server, tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        if os.access(locked, os.W_OK):
+            pytest.skip("running as root: a read-only folder is still writable")
+        code, _, err = generate(capsys, server, "--out", locked / "melanoma.yaml")
+    finally:
+        locked.chmod(0o755)
+    assert code == 1 and f"cannot write to {locked} (permission denied)" in err and server.requests == []

@@ -1,0 +1,207 @@
+"""Outputs are checked before any work, and damaged run directories are one clear line (#14)."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+from collections import namedtuple
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from conftest import error_lines, tiny_train_args
+
+
+@pytest.fixture
+def no_work(monkeypatch):
+    """Fail the test if a backbone is loaded or an image decoded (an output check came too late)."""
+    import vipcli.features
+    import vipcli.registry
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("work started before the outputs were checked")
+
+    monkeypatch.setattr(vipcli.registry, "load_backbone", refuse)
+    monkeypatch.setattr(vipcli.features, "load_image", refuse)
+
+
+def _read_only(folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o555)
+    if os.access(folder, os.W_OK):  # root ignores permissions
+        folder.chmod(0o755)
+        pytest.skip("running as root: a read-only folder is still writable")
+
+
+@pytest.fixture
+def full_disk(monkeypatch):
+    """shutil.disk_usage reports 1 MiB free everywhere."""
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10 * 2**30, 10 * 2**30 - 2**20, 2**20))
+
+
+def test_existing_out_is_refused_before_any_work(cli, isic_small, tiny_clip, tmp_path, no_work):
+    (tmp_path / "run").mkdir()
+    code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "run"))
+    assert code == 1 and error_lines(err) == [f"error: run directory {tmp_path / 'run'} already exists "
+                                              "(choose another --out or pass --force)"]
+
+
+def test_out_inside_a_file_is_refused_before_any_work(cli, isic_small, tiny_clip, tmp_path, no_work):
+    (tmp_path / "file").write_text("x")
+    code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "file" / "run"))
+    assert code == 1 and len(error_lines(err)) == 1 and "is a file" in err
+
+
+def test_read_only_out_is_refused_before_any_work(cli, isic_small, tiny_clip, tmp_path, no_work):
+    _read_only(tmp_path / "locked")
+    try:
+        code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "locked" / "run"))
+    finally:
+        (tmp_path / "locked").chmod(0o755)
+    assert code == 1 and len(error_lines(err)) == 1
+    assert f"cannot write to {tmp_path / 'locked'} (permission denied)" in err
+
+
+def test_full_out_disk_is_refused_before_any_work(cli, isic_small, tiny_clip, tmp_path, no_work, full_disk):
+    code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "run"))
+    assert code == 1 and len(error_lines(err)) == 1 and "is full (1.0 MiB free)" in err and "free some space" in err
+
+
+def test_out_disk_that_refuses_writes_is_refused_before_any_work(cli, isic_small, tiny_clip, tmp_path, no_work,
+                                                                 monkeypatch):
+    def no_space(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", no_space)
+    code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "run"))
+    assert code == 1 and len(error_lines(err)) == 1
+    assert f"cannot write to {tmp_path} (no space left on the device)" in err
+
+
+def test_benchmark_checks_its_out_before_any_work(cli, isic_small, tiny_clip, tmp_path, no_work, full_disk):
+    code, _, err = cli("benchmark", "--data", isic_small, "--arch", tiny_clip, "--pretrained", "none",
+                       "--out", tmp_path / "bench", "--device", "cpu")
+    assert code == 1 and len(error_lines(err)) == 1 and f"--out {tmp_path / 'bench'}" in err and "is full" in err
+
+
+def test_disk_filling_up_while_the_run_is_written_leaves_nothing(cli, isic_small, tiny_clip, tmp_path, monkeypatch):
+    import safetensors.torch
+
+    real_save = safetensors.torch.save_file
+
+    def full_for_runs(tensors, filename, metadata=None):
+        if "model.safetensors" in str(filename):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(filename))
+        return real_save(tensors, filename, metadata=metadata)
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full_for_runs)
+    code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "run"))
+    assert code == 1 and error_lines(err) == [
+        f"error: cannot write run directory {tmp_path / 'run'} (no space left on the device); nothing was written "
+        "(free some space or choose another --out, and run again)"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["isic"]  # no run, no staging folder
+
+
+# --- damaged run metadata -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, tiny_clip):
+    """One ViP run on the shared ISIC images, trained once for this module."""
+    from conftest import copy_isic
+    from vipcli.cli.main import main
+
+    root = tmp_path_factory.mktemp("damaged")
+    data = copy_isic(root / "isic", {"train": 6, "val": 4, "test": 4})
+    before = os.environ.get("VIP_CACHE_DIR")
+    os.environ["VIP_CACHE_DIR"] = str(root / "cache")
+    try:
+        assert main([str(a) for a in tiny_train_args(data, tiny_clip, root / "run")]) == 0
+    finally:
+        os.environ.pop("VIP_CACHE_DIR") if before is None else os.environ.update(VIP_CACHE_DIR=before)
+    return root / "run", data
+
+
+def _damage(run: Path, target: Path, edit=None, tensors=None) -> Path:
+    """Copy `run` and damage its header: `edit(header, document)` changes the header's strings or the
+    metadata document (format 2 keeps the whole document as JSON in the header's `metadata` field)."""
+    shutil.copytree(run, target)
+    with safe_open(str(run / "model.safetensors"), "pt") as handle:
+        header = dict(handle.metadata())
+        weights = {k: handle.get_tensor(k) for k in handle.keys()}
+    document = json.loads(header["metadata"])
+    raw = header["metadata"]
+    if edit:
+        edit(header, document)
+    if header["metadata"] == raw:  # the edit changed the document, not the raw text
+        header["metadata"] = json.dumps(document)
+    if tensors:
+        tensors(weights)
+    save_file(weights, target / "model.safetensors", metadata=header)
+    return target
+
+
+def _nan_context(weights):
+    weights["context"][0, 0] = float("nan")
+
+
+def _set(key, value):
+    def edit(header, document):
+        document[key] = value
+    return edit
+
+
+def _raw(text):
+    def edit(header, document):
+        header["metadata"] = text
+    return edit
+
+
+def _deep(header, document):
+    nested = ["x"]
+    for _ in range(18):
+        nested = [nested]
+    document["symptoms"] = {"melanoma": nested}
+
+
+@pytest.mark.parametrize("edit, tensors, problem", [
+    (_raw('{"class_names": ["melanoma", "nevus"'), None, "metadata field 'metadata' is not valid JSON"),
+    (_raw("[" * 100_000 + "]" * 100_000), None, "metadata field 'metadata' is nested"),
+    (_deep, None, "nested more than"),
+    (_set("class_names", {"melanoma": 1}), None, "'class_names' is not a list of two or more distinct class names"),
+    (_set("class_names", ["melanoma", "melanoma"]), None, "two or more distinct class names"),
+    (_set("symptoms", ["asymmetric"]), None, "'symptoms' is not a mapping"),
+    (_set("method_state", {"prompts": "dark"}), None, "'method_state.prompts' is not a list of prompt lists"),
+    (_set("method_settings", {"n_ctx": "four"}), None, "'method_settings.n_ctx' is 'four'"),
+    (_set("method", "magic"), None, "method 'magic' is not installed"),
+    (_set("backbone_describe", []), None, "'backbone_describe' is not a mapping"),
+    (None, _nan_context, "tensor 'context' holds NaN or infinite values"),
+])
+def test_damaged_run_metadata_is_one_line_naming_the_run(cli, trained_run, tmp_path, edit, tensors, problem):
+    run, data = trained_run
+    damaged = _damage(run, tmp_path / "damaged", edit, tensors)
+    image = sorted((data / "test" / "nevus").iterdir())[0]
+    code, out, err = cli("predict", image, "--model", damaged, "--device", "cpu")
+    assert code == 1 and out == "" and "Traceback" not in err and "bug in vip" not in err
+    [line] = error_lines(err)
+    assert line.startswith(f"error: {damaged / 'model.safetensors'}: ") and problem in line, line
+
+
+def test_damaged_metadata_of_a_0_1_0_run_is_one_line_too(cli, tmp_path):
+    fixture = Path(__file__).parent / "fixtures" / "run-v0.1.0"
+    target = tmp_path / "old"
+    shutil.copytree(fixture / "vip", target)
+    with safe_open(str(target / "model.safetensors"), "pt") as handle:
+        header = dict(handle.metadata())
+        weights = {k: handle.get_tensor(k) for k in handle.keys()}
+    header["n_ctx"] = "four"
+    save_file(weights, target / "model.safetensors", metadata=header)
+    code, out, err = cli("predict", fixture / "images", "--model", target, "--device", "cpu")
+    [line] = error_lines(err)
+    assert code == 1 and line.startswith(f"error: {target / 'model.safetensors'}: ") and "'n_ctx' is 'four'" in line

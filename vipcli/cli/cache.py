@@ -1,0 +1,57 @@
+"""`vip cache info|clear`: what the feature and LLM-answer cache holds, and removing it."""
+
+from __future__ import annotations
+
+import json
+from typing import Optional
+
+import typer
+
+from vipcli import console
+
+app = typer.Typer(help="The on-disk cache of image features and LLM answers: info, clear.", no_args_is_help=True)
+
+
+@app.command("info")
+def info_command(as_json: bool = typer.Option(False, "--json", help="Print one JSON document.")) -> None:
+    """Where the cache is, and its entries and size per backbone."""
+    from rich.table import Table
+
+    from vipcli.cache_admin import default_root, human_size, summarize
+    
+    summary = summarize(default_root())
+    if as_json:
+        print(json.dumps(summary, indent=2))
+        return
+    out = console.stdout()
+    state = "" if summary["exists"] else " (empty: not created yet)"
+    out.print(f"cache: {console.printable(summary['root'])}{state}  (set VIP_CACHE_DIR to move it)", markup=False)
+    table = Table("backbone", "arch", "entries", "size", "folder")
+    for record in summary["backbones"]:
+        name = record["backbone"] or "(older vip version)"
+        table.add_row(*(console.printable(cell) for cell in (name, record["arch"], str(record["entries"]),
+                                                               human_size(record["bytes"]),
+                                                               record["folder"].rsplit("/", 1)[-1])))
+    table.add_row("LLM answers", "", str(summary["llm_answers"]), human_size(summary["llm_bytes"]), "llm")
+    table.add_row("total", "", "", human_size(summary["bytes"]), "")
+    out.print(table)
+
+
+@app.command("clear")
+def clear_command(
+    backbone: Optional[str] = typer.Option(None, "--backbone", help="Remove only this backbone's features "
+                                           "(see `vip cache info`); default: everything."),
+) -> None:
+    """Remove cached features (of one backbone, or all) and, without --backbone, cached LLM answers."""
+    from vipcli.cache_admin import backbone_folders, clear, default_root, human_size
+    
+    root = default_root()
+    if backbone is not None and not any(r["backbone"] == backbone for r in backbone_folders(root)):
+        cached = sorted({r["backbone"] for r in backbone_folders(root) if r["backbone"]})
+        console.stdout().print(f"nothing to remove: no cached features of backbone {backbone!r} in {root} "
+                               f"(cached: {', '.join(cached) or 'none'})", markup=False)
+        return
+    removed = clear(root, backbone)
+    what = f"backbone {backbone!r}" if backbone else "all backbones and the LLM answers"
+    console.stdout().print(f"removed {removed['entries']} feature entries of {what} ({human_size(removed['bytes'])}) "
+                           f"from {root}", markup=False)

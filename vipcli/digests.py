@@ -1,0 +1,70 @@
+"""Content digests of files: what the feature cache keys on and how duplicate images are found.
+
+A digest is the sha256 of the file's bytes, so a file rewritten with the same size and
+modification time (as `cp -p`, `rsync -t` or `tar` do) still gets a new digest. Within one process
+each file is read once: digests are remembered per (device, inode, size, mtime, ctime), and any
+write to a file changes its ctime.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+_MEMO: dict[tuple, str] = {}
+_MEMO_LIMIT = 1_000_000  # entries remembered per process (about 200 MB at most)
+
+
+def file_digest(path: str | Path) -> str:
+    """The sha256 hex digest of the bytes of `path`.
+
+    Raises:
+        OSError: the file cannot be read (missing, a folder, permission denied).
+    """
+    stat = os.stat(path)
+    memo_key = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+    digest = _MEMO.get(memo_key)
+    if digest is None:
+        with open(path, "rb") as handle:
+            digest = hashlib.file_digest(handle, "sha256").hexdigest()
+        if len(_MEMO) >= _MEMO_LIMIT:
+            _MEMO.clear()
+        _MEMO[memo_key] = digest
+    return digest
+
+
+THREADED_BYTES = 32 * 2**20  # below this much data to hash, threads cost more than they save
+
+
+def digest_many(paths: list[Path], threads: int = 4) -> list[str | OSError]:
+    """`file_digest` of every path (hashing releases the GIL, so threads overlap reading and hashing).
+
+    Returns:
+        One entry per path, in order: the digest, or the OSError that reading it raised.
+    """
+    def one(path):
+        try:
+            return file_digest(path)
+        except OSError as error:
+            return error
+
+    if len(paths) < 2 or threads < 2 or _bytes_to_hash(paths) < THREADED_BYTES:
+        return [one(p) for p in paths]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(threads, os.cpu_count() or 1, len(paths))) as pool:
+        return list(pool.map(one, paths))
+
+
+def _bytes_to_hash(paths: list[Path]) -> int:
+    """Bytes of the files whose digest is not remembered yet (unreadable files count as nothing)."""
+    total = 0
+    for path in paths:
+        try:
+            stat = os.stat(path)
+        except OSError:
+            continue
+        if (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns) not in _MEMO:
+            total += stat.st_size
+    return total

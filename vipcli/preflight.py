@@ -1,0 +1,100 @@
+"""Checks of output locations before any work is done.
+
+Each command calls these first, so an existing run directory, a read-only folder or a full disk
+is one clear line before the first image is decoded or the first LLM question is paid for, not
+after minutes of encoding and training.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from vipcli.errors import VipError
+
+PROBE_BYTES = 64 * 1024  # written (and synced) to prove a folder takes data
+MIN_FREE_BYTES = 16 * 1024 * 1024  # below this a disk counts as full
+_REASONS = {
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.ENOTDIR: "a file is in the way",
+}
+
+
+def describe_os_error(error: OSError) -> str:
+    """A few words for an OSError: "read-only file system", "no space left on the device", ..."""
+    return _REASONS.get(error.errno) or error.strerror or type(error).__name__
+
+
+def nearest_existing(path: Path) -> Path:
+    """`path` itself if it exists, else its closest existing parent (the folder a mkdir -p starts in)."""
+    path = Path(path).absolute()
+    while not path.exists() and path.parent != path:
+        path = path.parent
+    return path
+
+
+def check_writable(folder: Path, what: str, option: str = "--out") -> None:
+    """VipError naming `what` unless a file can be created, written, synced and removed in `folder`.
+
+    Args:
+        folder: an existing folder (the output, or the closest existing parent of it).
+        what: the output as the user named it, e.g. "--out runs/x".
+        option: the option to change, for the hint.
+    """
+    if not folder.is_dir():
+        raise VipError(f"{what}: {folder} is a file, not a folder", f"choose another {option}")
+    try:
+        handle, temp = tempfile.mkstemp(dir=folder, prefix=".vip-write-test.", suffix=".tmp")
+        try:
+            os.write(handle, b"\0" * PROBE_BYTES)
+            os.fsync(handle)
+        finally:
+            os.close(handle)
+            os.unlink(temp)
+    except OSError as error:
+        raise VipError(f"{what}: cannot write to {folder} ({describe_os_error(error)})",
+                       _hint(error, option)) from None
+    free = shutil.disk_usage(folder).free
+    if free < MIN_FREE_BYTES:
+        raise VipError(f"{what}: the disk holding {folder} is full ({free / 2**20:.1f} MiB free)",
+                       f"free some space or choose another {option}")
+
+
+def _hint(error: OSError, option: str) -> str:
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"free some space or choose another {option}"
+    return f"choose a folder you can write to with {option}"
+
+
+def check_run_dir(out: Path, force: bool, option: str = "--out") -> None:
+    """A run directory can be written: absent (or replaced with `force`), its parent writable, not full."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise VipError(f"{option} {out} is a file, not a run directory", f"choose another {option}")
+    if out.exists() and not force:
+        raise VipError(f"run directory {out} already exists", f"choose another {option} or pass --force")
+    check_writable(nearest_existing(out.parent), f"{option} {out}", option)
+
+
+def check_output_folder(out: Path, option: str = "--out") -> None:
+    """A results folder (created if missing, added to if present) can be written and is not full."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise VipError(f"{option} {out} is a file, not a folder", f"choose another {option}")
+    check_writable(nearest_existing(out), f"{option} {out}", option)
+
+
+def check_output_file(path: Path, option: str = "--out") -> None:
+    """A file can be written at `path` (its folder is created if missing)."""
+    path = Path(path)
+    if path.is_dir():
+        raise VipError(f"{option} {path} is a folder, not a file", f"give a file name with {option}")
+    check_writable(nearest_existing(path.parent), f"{option} {path}", option)
+
