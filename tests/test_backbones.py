@@ -107,3 +107,46 @@ def test_local_weights_file_is_loaded(tmp_path, tiny_clip, clip_backbone):
     assert not torch.allclose(loaded.encode_text(ids), clip_backbone.encode_text(ids))
     assert loaded.describe()["weights"]["size"] == weights.stat().st_size
     assert loaded.fingerprint() != clip_backbone.fingerprint()
+
+
+def test_run_options_store_absolute_paths_and_copy_small_configs(tmp_path, monkeypatch, tiny_clip):
+    from vipcli.registry import copy_run_files, rebuild_backbone_options, run_backbone_options
+
+    work = tmp_path / "work"
+    (work / "configs").mkdir(parents=True)
+    config = work / "configs" / "my-clip.json"
+    config.write_text(tiny_clip.read_text())
+    monkeypatch.chdir(work)
+    options = run_backbone_options("clip", "configs/my-clip.json", "none")
+    assert options.arch == str(config.resolve()) and options.pretrained == "none"
+    assert options.files == {"backbone/arch/my-clip.json": config.resolve()}
+    trained = load_backbone("clip", "configs/my-clip.json", "none", warn_random=False)
+
+    run = tmp_path / "elsewhere" / "run"
+    run.mkdir(parents=True)
+    copy_run_files(options, run)
+    config.unlink()  # the original is gone; the run still rebuilds its backbone, from anywhere
+    monkeypatch.chdir(tmp_path)
+    arch, pretrained = rebuild_backbone_options(run, options.arch, options.pretrained)
+    assert arch == str((run / "backbone" / "arch" / "my-clip.json").resolve()) and pretrained == "none"
+    rebuilt = load_backbone("clip", arch, pretrained, warn_random=False)
+    assert rebuilt.fingerprint() == trained.fingerprint()
+
+
+def test_run_options_keep_tags_and_hub_ids_and_absolutize_local_dirs(tmp_path, monkeypatch):
+    from vipcli.registry import run_backbone_options
+
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "model.safetensors").write_bytes(b"x" * 10)
+    monkeypatch.chdir(tmp_path)
+    assert run_backbone_options("clip", "ViT-B-16-quickgelu", "openai").arch == "ViT-B-16-quickgelu"
+    assert run_backbone_options("hf-clip", None, "vinid/plip").pretrained == "vinid/plip"
+    local = run_backbone_options("clip", "local-dir:weights", "weights/model.safetensors")
+    assert local.arch == f"local-dir:{(tmp_path / 'weights').resolve()}"
+    assert local.pretrained == str((tmp_path / "weights" / "model.safetensors").resolve())
+    assert local.files == {}  # weights are never copied
+
+
+def test_shipped_small_clip_config_loads_by_name():
+    backbone = load_backbone("clip", "small-clip", "none", warn_random=False)
+    assert backbone.embed_dim == 256 and backbone.describe()["arch"].startswith("small-clip.json#")

@@ -3,34 +3,14 @@
 from __future__ import annotations
 
 import json
-import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
 from conftest import tiny_train_args, error_lines
+from plugin_helpers import install_distribution, site  # noqa: F401 - site is a fixture
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "vip-plugin-example"
-
-
-def install_distribution(site: Path, name: str, entry_points: str, module_source: Path | None = None) -> None:
-    """Lay out an installed distribution (dist-info with entry points) on a sys.path folder."""
-    info = site / f"{name.replace('-', '_')}-0.1.0.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1.0\n")
-    (info / "entry_points.txt").write_text(f"[vip.backbones]\n{entry_points}\n")
-    if module_source is not None:
-        shutil.copy(module_source, site / module_source.name)
-
-
-@pytest.fixture
-def site(tmp_path, monkeypatch):
-    folder = tmp_path / "site-packages"
-    folder.mkdir()
-    monkeypatch.syspath_prepend(str(folder))
-    yield folder
-    sys.modules.pop("vip_plugin_example", None)
 
 
 def test_third_party_plugin_is_listed_trained_and_predicted(cli, site, isic_small, tmp_path):

@@ -40,7 +40,7 @@ def _insert_placeholders(backbone, ids: torch.Tensor, n_ctx: int, texts: list[st
     """Shift the words right by `n_ctx` positions after the prefix; fail if a prompt won't fit."""
     if n_ctx == 0:
         return ids
-    lengths = backbone.sequence_lengths(ids)  # [P]
+    lengths = backbone.content_lengths(ids)  # [P] words, start and end tokens
     too_long = [t for t, n in zip(texts, lengths.tolist()) if n + n_ctx > ids.shape[1]]
     if too_long:
         raise VipError(
