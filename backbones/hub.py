@@ -145,30 +145,31 @@ def quiet_libraries(progress: bool = False):
             bars.enable_progress_bar()
 
 
-def missing_weights_error(source: str, what: str, offline_reason: str | None, error: BaseException,
+def missing_weights_error(source: str, what: str | None, offline_reason: str | None, error: BaseException,
                           hint: str, thing: str = "weights") -> VipError:
     """One line for weights that could not be loaded: offline and uncached, gated, or another failure.
 
     Args:
         source: the weights as the user named them (tag, hub id, path).
-        what: the model they were for (arch name).
+        what: the model they were for (arch name), or None when `source` names it already.
         thing: what was being loaded ("weights", "the config and tokenizer", ...).
         offline_reason: why the hub was not used (from `hub_access`), or None.
         error: the library's exception.
         hint: what to pass instead.
     """
     text = describe_exception(error)
+    source = f"'{source}'" + (f" for {what}" if what and what != source else "")
     lowered = text.lower()
     if "gated" in lowered or "401" in lowered or "403" in lowered:
-        return VipError(f"could not load {thing} '{source}' for {what}: the repository is gated or private "
+        return VipError(f"could not load {thing} {source}: the repository is gated or private "
                         f"({text})", "accept its licence on the hub page, then log in with `hf auth login` or set HF_TOKEN")
     if "sentencepiece" in lowered or "protobuf" in lowered:
-        return VipError(f"could not load '{source}' for {what}: its tokenizer needs an extra library ({text})",
+        return VipError(f"could not load {source}: its tokenizer needs an extra library ({text})",
                         "pip install sentencepiece protobuf")
     if offline_reason is not None:
-        return VipError(f"could not load {thing} '{source}' for {what}: not in the local cache "
+        return VipError(f"could not load {thing} {source}: not in the local cache "
                         f"({hub_cache_dir()}) and {offline_reason}", hint)
-    return VipError(f"could not load {thing} '{source}' for {what}: {text}", hint)
+    return VipError(f"could not load {thing} {source}: {text}", hint)
 
 
 @contextlib.contextmanager

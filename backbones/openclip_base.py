@@ -9,7 +9,6 @@ published open_clip model usually only changes the defaults:
 
     class QuiltNetBackbone(ClipBackbone):
         default_arch = "hf-hub:wisdomik/QuiltNet-B-32"
-        default_pretrained = None
 """
 
 from __future__ import annotations
@@ -141,8 +140,8 @@ class OpenClipBackbone(Backbone):
 
     Class attributes a subclass sets:
         default_arch: used when `--arch` is not given (an open_clip name, `hf-hub:` id or config).
-        default_pretrained: used when `--pretrained` is not given (a tag, a file, or None when
-            `default_arch` is an `hf-hub:` id that carries its weights).
+        default_pretrained: used when `--pretrained` is not given and the arch is not an
+            `hf-hub:`/`local-dir:` id (those carry their own weights).
 
     After `__init__`: `self.model` (the open_clip model, eval mode, on `device`), `self.model_name`,
     `self.arch`, `self.pretrained` (None for random weights), `self.tokenizer` (open_clip's),
@@ -155,7 +154,10 @@ class OpenClipBackbone(Backbone):
     def __init__(self, arch: str | None = None, pretrained: str | None = None, device=None):
         self.device = torch.device(device or "cpu")
         self.arch = arch or self.default_arch
-        chosen = self.default_pretrained if pretrained is None else pretrained
+        if pretrained is None and self.arch.startswith(SCHEMAS):
+            chosen = None  # an hf-hub:/local-dir: model carries its own weights
+        else:
+            chosen = self.default_pretrained if pretrained is None else pretrained
         self.pretrained = None if (chosen or "").lower() in ("", "none") else chosen
         self.model, self.model_name = create_open_clip(self.arch, self.pretrained, self.device)
         self.tokenizer = load_open_clip_tokenizer(self.model_name, self.arch)

@@ -37,5 +37,5 @@ def site(tmp_path, monkeypatch):
     folder.mkdir()
     monkeypatch.syspath_prepend(str(folder))
     yield folder
-    for module in ("vip_plugin_example", "vip_sample_plugins"):
+    for module in ("vip_plugin_example", "vip_sample_plugins", "vip_plugin_medical"):
         sys.modules.pop(module, None)

@@ -51,7 +51,7 @@ def test_the_same_plugin_without_end_token_id_fails_at_load_naming_itself(sample
 
 
 @pytest.mark.parametrize("plugin, member, reason", [
-    ("half-features", "encode_image", "float16 [2, 16]; the contract needs float32"),
+    ("half-features", "encode_image", "float16 [1, 16]; the contract needs float32"),
     ("path-in-describe", "describe", "describe()['weights'] is a PosixPath"),
     ("vector-scale", "logit_scale", "logit_scale has shape [1]; make it 0-d"),
     ("broken-init", "BrokenInit.__init__", "KeyError: 'width'"),

@@ -56,3 +56,22 @@ def test_duplicate_backbone_ids_name_both_distributions(cli, site):
 def test_unknown_backbone_lists_the_installed_ones(cli, isic_small):
     code, _, err = cli("train", "--data", isic_small, "--backbone", "nope")
     assert code == 2 and "can't find backbone 'nope'" in err and "biomedclip, clip" in err
+
+
+MEDICAL = Path(__file__).resolve().parents[1] / "examples" / "vip-plugin-medical"
+
+
+def test_medical_plugins_are_a_few_lines_on_the_public_bases(site, tiny_clip, tmp_path):
+    from tiny_models import write_tiny_hf_clip
+    from vipcli.errors import VipError
+    from vipcli.registry import load_backbone
+
+    install_distribution(site, "vip-plugin-medical", "quiltnet = vip_plugin_medical:QuiltNetBackbone\n"
+                         "plip = vip_plugin_medical:PlipBackbone", MEDICAL / "vip_plugin_medical.py")
+    with pytest.raises(VipError, match="could not load weights 'hf-hub:wisdomik/QuiltNet-B-32': not in the local"):
+        load_backbone("quiltnet")  # its defaults point at the hub (offline here)
+    with pytest.raises(VipError, match="could not load weights 'vinid/plip' for CLIPModel: not in the local cache"):
+        load_backbone("plip")
+    quilt = load_backbone("quiltnet", str(tiny_clip), "none", warn_random=False)  # the options still work
+    plip = load_backbone("plip", None, str(write_tiny_hf_clip(tmp_path / "plip")))
+    assert type(quilt).__name__ == "QuiltNetBackbone" and plip.end_token_id == plip.pad_token_id

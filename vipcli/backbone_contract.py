@@ -1,9 +1,10 @@
 """The backbone contract, checked: what `vip backbones check` prints and `load_backbone` enforces.
 
 Each check calls a few members of a loaded backbone on small probes (three prompts of different
-lengths, one synthetic image) and records what came back. The load-time subset (`run_checks`)
-takes well under a second on a CPU for CLIP-sized models, so a broken plugin fails before any image
-of the data set is encoded; `vip backbones check` adds a second load to compare `describe()`.
+lengths, one or two synthetic images) and records what came back. `load_backbone` runs them all
+(one image) before any image of the data set is encoded: the cost is one full-length and one trimmed
+text pass over three prompts and one image through the tower, so a broken plugin fails in seconds.
+`vip backbones check` adds a second load to compare `describe()`.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ PROBE_TEXTS = [
     "The spot has blurry, or jagged edges.",
     "Small, dark areas within the spot, with several colors like brown, black, blue, red or white.",
 ]
-PROBE_IMAGES = 2
 TRIM_TOLERANCE = 1e-3  # max relative L2 difference between trimmed and full-length text features
 JSON_TYPES = (str, int, float, bool, type(None))
 
@@ -95,8 +95,8 @@ def _json_problem(value, path: str = "describe()") -> str | None:
 class _Probe:
     """Runs the checks in order, sharing what earlier ones produced."""
 
-    def __init__(self, backbone):
-        self.backbone = backbone
+    def __init__(self, backbone, images: int):
+        self.backbone, self.images = backbone, images
         self.checks: list[Check] = []
         self.ids = self.full = self.image_features = None
         self.image_size = None
@@ -241,11 +241,11 @@ class _Probe:
 
     def encode_image(self) -> str:
         b = self.backbone
-        images = torch.rand(PROBE_IMAGES, *self.image_size, generator=torch.Generator().manual_seed(0))
+        images = torch.rand(self.images, *self.image_size, generator=torch.Generator().manual_seed(0))
         with torch.no_grad():
             features = _tensor(b.encode_image(images.to(b.device)))
-        if tuple(features.shape) != (PROBE_IMAGES, b.embed_dim):
-            raise _Failed(f"image features are {_shape(features)}; expected [{PROBE_IMAGES}, D={b.embed_dim}]")
+        if tuple(features.shape) != (self.images, b.embed_dim):
+            raise _Failed(f"image features are {_shape(features)}; expected [{self.images}, D={b.embed_dim}]")
         _float32(features, "image features")
         _finite(features, "image features")
         return f"{_dtype(features)} {_shape(features)}, finite"
@@ -275,14 +275,14 @@ class _Probe:
         return f"{len(modules)} module(s), {count / 1e6:.2f} M parameters, none trainable"
 
 
-def run_checks(backbone, images: bool = True) -> list[Check]:
+def run_checks(backbone, images: int = 1) -> list[Check]:
     """Run the contract on a loaded backbone; every row of the table, in order.
 
     Args:
         backbone: a `vipcli.backbone.Backbone`, normally from `vipcli.registry.load_backbone`.
-        images: also run `image_transform` and `encode_image` on a synthetic image.
+        images: how many synthetic images to encode (0 skips `image_transform` and `encode_image`).
     """
-    probe = _Probe(backbone)
+    probe = _Probe(backbone, images)
     probe.run("attributes", "__init__", probe.attributes)
     probe.run("logit_scale", "logit_scale", probe.logit_scale)
     probe.run("tokenize", "tokenize", probe.tokenize)

@@ -53,7 +53,7 @@ def check_command(
     started = time.perf_counter()
     backbone = load_backbone(backbone_id, arch, pretrained, target, check=False)
     loaded = time.perf_counter() - started
-    checks = run_checks(backbone)
+    checks = run_checks(backbone, images=2)
     checks.append(check_reload(backbone, lambda: load_backbone(backbone_id, arch, pretrained, target, check=False,
                                                                warn_random=False)))
     failed = [c for c in checks if c.ok is False]
