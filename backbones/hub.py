@@ -160,16 +160,32 @@ def missing_weights_error(source: str, what: str | None, offline_reason: str | N
     text = describe_exception(error)
     source = f"'{source}'" + (f" for {what}" if what and what != source else "")
     lowered = text.lower()
-    if "gated" in lowered or "401" in lowered or "403" in lowered:
+    if "gated" in lowered or "401 client error" in lowered or "403 client error" in lowered:
         return VipError(f"could not load {thing} {source}: the repository is gated or private "
                         f"({text})", "accept its licence on the hub page, then log in with `hf auth login` or set HF_TOKEN")
     if "sentencepiece" in lowered or "protobuf" in lowered:
         return VipError(f"could not load {source}: its tokenizer needs an extra library ({text})",
                         "pip install sentencepiece protobuf")
-    if offline_reason is not None:
+    if offline_reason is not None and _looks_missing(error):
         return VipError(f"could not load {thing} {source}: not in the local cache "
                         f"({hub_cache_dir()}) and {offline_reason}", hint)
-    return VipError(f"could not load {thing} {source}: {text}", hint)
+    suffix = f" ({offline_reason}, so only the local cache was used)" if offline_reason else ""
+    return VipError(f"could not load {thing} {source}: {text}{suffix}", hint)
+
+
+MISSING_ERRORS = {"LocalEntryNotFoundError", "OfflineModeIsEnabled", "EntryNotFoundError", "FileNotFoundError"}
+MISSING_WORDS = ("local cache", "cached files", "offline", "connect", "not found")
+
+
+def _looks_missing(error: BaseException) -> bool:
+    """Whether a loading failure (or an exception it was raised from) says a file was not available."""
+    seen = 0
+    while error is not None and seen < 8:
+        text = str(error).lower()
+        if type(error).__name__ in MISSING_ERRORS or any(word in text for word in MISSING_WORDS):
+            return True
+        error, seen = error.__cause__ or error.__context__, seen + 1
+    return False
 
 
 @contextlib.contextmanager

@@ -167,3 +167,16 @@ def test_unreachable_hub_is_detected_quickly_without_offline_mode(monkeypatch, h
     assert time.perf_counter() - started < 5
     assert "not in the local cache" in str(error.value) and "127.0.0.1 cannot be reached" in str(error.value)
     assert constants.HF_HUB_OFFLINE is False  # offline mode only for the duration of the load
+
+
+def test_a_gated_repository_says_how_to_get_access():
+    from vip_backbones.hub import missing_weights_error
+
+    class GatedRepoError(Exception):
+        pass
+
+    error = GatedRepoError("401 Client Error. Cannot access gated repo for url https://huggingface.co/"
+                           "google/medsiglip-448/resolve/main/config.json.\nAccess to model google/medsiglip-448 is restricted.")
+    message = str(missing_weights_error("google/medsiglip-448", "SiglipModel", None, error, "unused"))
+    assert message.startswith("could not load weights 'google/medsiglip-448' for SiglipModel: the repository is gated")
+    assert "hf auth login" in message and "\n" not in message
