@@ -21,7 +21,7 @@ from typing import Sequence
 
 import torch
 
-from vip_backbones.hub import missing_weights_error, model_loading
+from vip_backbones.hub import fail_fast_if_uncached, missing_weights_error, model_loading
 from vipcli.backbone import Backbone, clip_style_transform
 from vipcli.errors import UsageError, VipError
 
@@ -102,7 +102,10 @@ class TransformersBackbone(Backbone):
         self.pretrained = None if chosen.strip().lower() == "none" else chosen
         self.source = arch or self.pretrained or self.default_pretrained  # config and tokenizer
         self.arch = self.source
-        uses_hub = _local(self.source) is None or (self.pretrained is not None and _local(self.pretrained) is None)
+        hub_ids = [v for v in dict.fromkeys([self.pretrained, self.source]) if v and _local(v) is None]
+        if hub_ids:  # without network and without cached files, fail before importing transformers
+            fail_fast_if_uncached(hub_ids, self.pretrained or self.source, self.model_class, HF_HINT)
+        uses_hub = bool(hub_ids)
         import transformers  # noqa: F401 - imported before the quiet block, so its progress bars can be hidden
 
         with model_loading(uses_hub) as offline_reason:

@@ -16,6 +16,7 @@ import socket
 import sys
 import threading
 import warnings
+from pathlib import Path
 from urllib.parse import urlparse
 
 from vipcli.errors import VipError
@@ -186,6 +187,26 @@ def _looks_missing(error: BaseException) -> bool:
             return True
         error, seen = error.__cause__ or error.__context__, seen + 1
     return False
+
+
+def fail_fast_if_uncached(repo_ids: list[str] | None, source: str, what: str | None, hint: str) -> None:
+    """Before importing a model library (seconds), fail at once if the weights cannot be had.
+
+    Raises the one-line missing-weights error when the hub cannot be reached and the local cache
+    lacks the repositories `repo_ids` (hub ids like "vinid/plip"), or, when the repositories are not
+    known yet (an open_clip tag), holds no model at all. Otherwise returns and the library decides.
+    """
+    reason = hub_unreachable_reason()
+    if reason is None:
+        return
+    cache = Path(hub_cache_dir())
+    if repo_ids is None:
+        missing = not any(cache.glob("models--*"))
+    else:
+        missing = any(not (cache / f"models--{repo.replace('/', '--')}").is_dir() for repo in repo_ids)
+    if missing:
+        shown = f"'{source}'" + (f" for {what}" if what and what != source else "")
+        raise VipError(f"could not load weights {shown}: not in the local cache ({cache}) and {reason}", hint)
 
 
 @contextlib.contextmanager

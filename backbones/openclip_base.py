@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from vip_backbones.hub import missing_weights_error, model_loading
+from vip_backbones.hub import fail_fast_if_uncached, missing_weights_error, model_loading
 from vipcli.backbone import Backbone, clip_style_transform
 from vipcli.errors import UsageError, VipError
 
@@ -159,11 +159,21 @@ class OpenClipBackbone(Backbone):
         else:
             chosen = self.default_pretrained if pretrained is None else pretrained
         self.pretrained = None if (chosen or "").lower() in ("", "none") else chosen
+        self._fail_fast_offline()
         self.model, self.model_name = create_open_clip(self.arch, self.pretrained, self.device)
         self.tokenizer = load_open_clip_tokenizer(self.model_name, self.arch)
         self.logit_scale = self.model.logit_scale.detach().float().reshape(())
         self.embed_dim = int(self.model.visual.output_dim)
         self._identity = self._identify()
+
+    def _fail_fast_offline(self) -> None:
+        """Without network and without cached weights, fail before importing open_clip (seconds)."""
+        hub_ids = [v[len("hf-hub:"):] for v in (self.arch, self.pretrained or "") if v.startswith("hf-hub:")]
+        tag = self.pretrained and not self.pretrained.startswith(SCHEMAS) and not Path(self.pretrained).exists()
+        if hub_ids:
+            fail_fast_if_uncached(hub_ids, self.pretrained or self.arch, self.arch, OFFLINE_HINT)
+        elif tag:
+            fail_fast_if_uncached(None, self.pretrained, self.arch, OFFLINE_HINT)
 
     def modules(self):
         return [self.model]

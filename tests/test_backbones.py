@@ -74,11 +74,28 @@ def test_unknown_backbone_lists_installed_ids():
     assert "clip" in str(error.value) and "biomedclip" in str(error.value)
 
 
-def test_unknown_arch_and_tag_are_usage_errors():
+def test_unknown_arch_and_tag_are_usage_errors(monkeypatch):
+    from vip_backbones import hub
+
     with pytest.raises(UsageError, match="unknown open_clip architecture"):
         load_backbone("clip", "ViT-Nope-99", "none")
+    monkeypatch.setattr(hub, "hub_unreachable_reason", lambda: None)  # online: open_clip knows the tags
     with pytest.raises(UsageError, match="openai"):
         load_backbone("clip", "ViT-B-32", "no-such-tag")
+
+
+def test_offline_with_an_empty_cache_fails_before_importing_open_clip(monkeypatch, tmp_path):
+    """The fresh-machine case: nothing cached, no network; no library import, no model built."""
+    import sys
+
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setitem(sys.modules, "open_clip", None)  # importing it now would fail the test
+    with pytest.raises(VipError) as error:
+        load_backbone("clip", None, None)
+    assert str(error.value).startswith("could not load weights 'openai' for ViT-B-16-quickgelu: not in the local "
+                                       f"cache ({tmp_path / 'empty-cache'}) and offline mode is on")
 
 
 def test_missing_weights_offline_is_one_clear_cli_line(cli, isic_small):
