@@ -28,10 +28,7 @@ class BiomedClipBackbone(OpenClipBackbone):
                 f"{self.arch} has no Hugging Face text tower",
                 "use --backbone clip for models with a CLIP text transformer",
             )
-        import open_clip
-
         self.text = text
-        self.tokenizer = open_clip.get_tokenizer(self.model_name)
         self.context_length = int(self.tokenizer.context_length)
         self.pad_token_id = int(text.config.pad_token_id or 0)
         self.token_width = int(text.transformer.embeddings.word_embeddings.weight.shape[1])

@@ -1,4 +1,8 @@
-"""The `clip` backbone: any open_clip model with a causal CLIP text transformer."""
+"""The `clip` backbone: any open_clip model with a causal CLIP text transformer.
+
+Also the base for plugins of published open_clip CLIP models (QuiltNet, UniMed-CLIP, ...): subclass
+`ClipBackbone` and change `default_arch` / `default_pretrained`.
+"""
 
 from __future__ import annotations
 
@@ -25,13 +29,14 @@ class ClipBackbone(OpenClipBackbone):
             )
         if getattr(self.text, "cls_emb", None) is not None:
             raise UsageError(f"{self.arch} appends a CLS token to its text (CoCa); not supported by the clip backbone")
-        import open_clip
-
-        self.tokenizer = open_clip.get_tokenizer(self.model_name)
         self.token_width = int(self.text.token_embedding.weight.shape[1])
         self.context_length = int(self.text.positional_embedding.shape[0])
         self.pool_type = getattr(self.text, "text_pool_type", None) or getattr(self.text, "pool_type", "argmax")
         self.eos_id = getattr(self.text, "text_eos_id", None) or getattr(self.text, "eos_id", None)
+        self.pad_token_id = int(getattr(self.tokenizer, "pad_id", None) or 0)
+        if self.pool_type in ("argmax", "eos"):  # pooled at the end token (argmax: CLIP's has the largest id)
+            end = self.eos_id if self.pool_type == "eos" else getattr(self.tokenizer, "eot_token_id", None)
+            self.end_token_id = None if end is None else int(end)
 
     def tokenize(self, texts) -> torch.Tensor:
         return self.tokenizer(list(texts)).long()  # [N, context_length]
@@ -40,9 +45,9 @@ class ClipBackbone(OpenClipBackbone):
         return self.text.token_embedding(ids.to(self.device))  # [N, L, W]
 
     def sequence_lengths(self, ids: torch.Tensor) -> torch.Tensor:
-        if self.pool_type in ("argmax", "eos") and self.text.attn_mask is not None:
+        if self.end_token_id is not None and self.text.attn_mask is not None:
             return super().sequence_lengths(ids)  # causal: nothing after the end token matters
-        return torch.full((ids.shape[0],), ids.shape[1], dtype=torch.long)
+        return torch.full((ids.shape[0],), ids.shape[1], dtype=torch.long)  # every position may matter
 
     def encode_text_embeds(self, embeds: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         from open_clip.transformer import text_global_pool

@@ -1,14 +1,27 @@
-"""Shared loading and image side of the open_clip-based backbones (CLIP, BiomedCLIP)."""
+"""`OpenClipBackbone`: the public base for backbones built with open_clip (CLIP, BiomedCLIP, QuiltNet...).
+
+It loads any open_clip model (a model name, a model-config JSON, a config shipped in
+`vip_backbones/configs`, or an `hf-hub:`/`local-dir:` id), with clear one-line errors for missing
+weights, and provides the image side, `describe()` and `modules()`. Subclasses add the text path:
+`vip_backbones.clip.ClipBackbone` (CLIP's causal text transformer) and
+`vip_backbones.biomedclip.BiomedClipBackbone` (a Hugging Face BERT text tower). A plugin for another
+published open_clip model usually only changes the defaults:
+
+    class QuiltNetBackbone(ClipBackbone):
+        default_arch = "hf-hub:wisdomik/QuiltNet-B-32"
+"""
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import json
 from pathlib import Path
 
 import torch
 
+from vip_backbones.hub import fail_fast_if_uncached, missing_weights_error, model_loading
 from vipcli.backbone import Backbone, clip_style_transform
 from vipcli.errors import UsageError, VipError
 
@@ -16,6 +29,7 @@ OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 RANDOM_INIT_SEED = 0  # `--pretrained none` builds the same random towers every time
 SCHEMAS = ("hf-hub:", "local-dir:")
+SHIPPED_CONFIGS = Path(__file__).resolve().parent / "configs"  # e.g. small-clip.json: --arch small-clip
 
 
 def _file_identity(path: Path) -> dict:
@@ -23,11 +37,23 @@ def _file_identity(path: Path) -> dict:
     return {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
-def _register_config_file(arch: str) -> str:
+def shipped_config(arch: str) -> Path | None:
+    """The model-config JSON shipped with vip for `arch` (e.g. "small-clip"), if there is one."""
+    path = SHIPPED_CONFIGS / f"{arch}.json"
+    return path if "/" not in arch and path.is_file() else None
+
+
+def _config_file(arch: str) -> Path | None:
+    """The model-config JSON `arch` names: a .json path, or a config shipped with vip."""
+    if arch.endswith(".json"):
+        return Path(arch).expanduser()
+    return shipped_config(arch)
+
+
+def _register_config_file(arch: str, path: Path) -> str:
     """Register an open_clip model-config JSON file and return the model name it defines."""
     import open_clip
 
-    path = Path(arch)
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
@@ -38,18 +64,17 @@ def _register_config_file(arch: str) -> str:
     return path.stem
 
 
-def _offline_hint(arch: str, pretrained: str) -> str:
-    return (
-        "download them once on a connected machine (they are cached under ~/.cache/huggingface), "
-        "or pass --pretrained /path/to/weights (.safetensors/.bin/.pt), or --pretrained none for random weights"
-    )
+OFFLINE_HINT = ("download them once on a connected machine (they are cached under ~/.cache/huggingface), "
+                "or pass --pretrained /path/to/weights (.safetensors/.bin/.pt), or --pretrained none for random "
+                "weights (for timing and plumbing only)")
 
 
 def create_open_clip(arch: str, pretrained: str | None, device: torch.device):
     """Build an open_clip model with clear errors for every way the weights can be missing.
 
     Args:
-        arch: open_clip model name, `hf-hub:`/`local-dir:` id, or a model-config JSON path.
+        arch: open_clip model name, `hf-hub:`/`local-dir:` id, a model-config JSON path, or the name
+            of a config shipped in `vip_backbones/configs` (e.g. "small-clip").
         pretrained: open_clip tag, local weights file, `hf-hub:`/`local-dir:` id, or None for
             random weights (seeded, so the same towers come back every time).
     Returns:
@@ -57,16 +82,15 @@ def create_open_clip(arch: str, pretrained: str | None, device: torch.device):
     """
     import open_clip
 
-    if arch.endswith(".json"):
-        model_name = _register_config_file(arch)
-    else:
-        model_name = arch
+    config = _config_file(arch)
+    model_name = _register_config_file(arch, config) if config is not None else arch
     if pretrained and pretrained.startswith(SCHEMAS):
         model_name, pretrained = pretrained, None
     if not model_name.startswith(SCHEMAS) and model_name not in open_clip.list_models():
         raise UsageError(
             f"unknown open_clip architecture '{arch}'",
-            "pass a name from open_clip.list_models() (e.g. ViT-B-16-quickgelu) or a model-config JSON file",
+            "pass a name from open_clip.list_models() (e.g. ViT-B-16-quickgelu), a model-config JSON file, "
+            f"or a config shipped with vip ({', '.join(p.stem for p in sorted(SHIPPED_CONFIGS.glob('*.json')))})",
         )
     if pretrained and not Path(pretrained).exists() and not model_name.startswith(SCHEMAS):
         tags = open_clip.list_pretrained_tags_by_model(model_name)
@@ -76,32 +100,32 @@ def create_open_clip(arch: str, pretrained: str | None, device: torch.device):
                 f"tags for it: {', '.join(tags) or 'none'}; or a weights file, an hf-hub: id, or none",
             )
     random_init = not (pretrained or model_name.startswith(SCHEMAS))
-    try:
-        with _seeded() if random_init else contextlib.nullcontext(), _quiet_logging():
-            model = open_clip.create_model(
-                model_name, pretrained=pretrained, device=device, pretrained_text=not random_init
-            )
-    except (VipError, KeyboardInterrupt):
-        raise
-    except Exception as error:
-        source = pretrained or model_name
-        raise VipError(
-            f"could not load weights '{source}' for {arch}: {type(error).__name__}: {str(error).splitlines()[0][:200]}",
-            _offline_hint(arch, source),
-        ) from error
+    uses_hub = model_name.startswith("hf-hub:") or bool(pretrained and not Path(pretrained).exists())
+    with model_loading(uses_hub) as offline_reason:
+        try:
+            with _seeded() if random_init else contextlib.nullcontext():
+                model = open_clip.create_model(
+                    model_name, pretrained=pretrained, device=device, pretrained_text=not random_init
+                )
+        except (VipError, KeyboardInterrupt):
+            raise
+        except Exception as error:
+            raise missing_weights_error(pretrained or model_name, arch, offline_reason, error, OFFLINE_HINT) from error
     return model.eval(), model_name
 
 
-@contextlib.contextmanager
-def _quiet_logging():
-    """open_clip logs routine notes as root-logger warnings; keep them off the user's screen."""
-    import logging
+def load_open_clip_tokenizer(model_name: str, arch: str):
+    """`open_clip.get_tokenizer(model_name)`, which may fetch a Hugging Face tokenizer, with the same
+    fast offline failure and quiet logs as `create_open_clip`."""
+    import open_clip
 
-    logging.disable(logging.WARNING)
-    try:
-        yield
-    finally:
-        logging.disable(logging.NOTSET)
+    with model_loading(model_name.startswith("hf-hub:")) as offline_reason:
+        try:
+            return open_clip.get_tokenizer(model_name)
+        except (VipError, KeyboardInterrupt):
+            raise
+        except Exception as error:
+            raise missing_weights_error(f"tokenizer of {model_name}", arch, offline_reason, error, OFFLINE_HINT) from error
 
 
 @contextlib.contextmanager
@@ -112,7 +136,17 @@ def _seeded():
 
 
 class OpenClipBackbone(Backbone):
-    """Image side, loading and identity shared by open_clip models; subclasses add the text path."""
+    """Public base for open_clip models: loading, image side, identity; subclasses add the text path.
+
+    Class attributes a subclass sets:
+        default_arch: used when `--arch` is not given (an open_clip name, `hf-hub:` id or config).
+        default_pretrained: used when `--pretrained` is not given and the arch is not an
+            `hf-hub:`/`local-dir:` id (those carry their own weights).
+
+    After `__init__`: `self.model` (the open_clip model, eval mode, on `device`), `self.model_name`,
+    `self.arch`, `self.pretrained` (None for random weights), `self.tokenizer` (open_clip's),
+    `embed_dim`, `logit_scale`.
+    """
 
     default_arch = "ViT-B-16-quickgelu"
     default_pretrained: str | None = "openai"
@@ -120,17 +154,32 @@ class OpenClipBackbone(Backbone):
     def __init__(self, arch: str | None = None, pretrained: str | None = None, device=None):
         self.device = torch.device(device or "cpu")
         self.arch = arch or self.default_arch
-        chosen = self.default_pretrained if pretrained is None else pretrained
+        if pretrained is None and self.arch.startswith(SCHEMAS):
+            chosen = None  # an hf-hub:/local-dir: model carries its own weights
+        else:
+            chosen = self.default_pretrained if pretrained is None else pretrained
         self.pretrained = None if (chosen or "").lower() in ("", "none") else chosen
+        self._fail_fast_offline()
         self.model, self.model_name = create_open_clip(self.arch, self.pretrained, self.device)
+        self.tokenizer = load_open_clip_tokenizer(self.model_name, self.arch)
         self.logit_scale = self.model.logit_scale.detach().float().reshape(())
         self.embed_dim = int(self.model.visual.output_dim)
+        self._identity = self._identify()
+
+    def _fail_fast_offline(self) -> None:
+        """Without network and without cached weights, fail before importing open_clip (seconds)."""
+        hub_ids = [v[len("hf-hub:"):] for v in (self.arch, self.pretrained or "") if v.startswith("hf-hub:")]
+        tag = self.pretrained and not self.pretrained.startswith(SCHEMAS) and not Path(self.pretrained).exists()
+        if hub_ids:
+            fail_fast_if_uncached(hub_ids, self.pretrained or self.arch, self.arch, OFFLINE_HINT)
+        elif tag:
+            fail_fast_if_uncached(None, self.pretrained, self.arch, OFFLINE_HINT)
 
     def modules(self):
         return [self.model]
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model.encode_image(images.to(self.device))  # [B, D]
+        return self.model.encode_image(images.to(self.device)).float()  # [B, D]
 
     def image_transform(self, train: bool):
         size = self.model.visual.image_size
@@ -140,12 +189,18 @@ class OpenClipBackbone(Backbone):
         return clip_style_transform(int(size), mean, std, train)
 
     def describe(self) -> dict:
+        if not hasattr(self, "_identity"):  # taken once, at load: later edits to the files do not change it
+            self._identity = self._identify()
+        return copy.deepcopy(self._identity)
+
+    def _identify(self) -> dict:
         import open_clip
 
         weights = self.pretrained or "none"
         identity = _file_identity(Path(weights)) if Path(weights).is_file() else weights
         arch = self.arch
-        if arch.endswith(".json") and Path(arch).is_file():
-            arch_digest = hashlib.sha256(Path(arch).read_bytes()).hexdigest()[:16]
-            arch = f"{Path(arch).resolve()}#{arch_digest}"
+        config = _config_file(arch) if not arch.startswith(SCHEMAS) else None
+        if config is not None and config.is_file():
+            # name and content, not location: a copy of the config in a run directory is the same model
+            arch = f"{config.name}#{hashlib.sha256(config.read_bytes()).hexdigest()[:16]}"
         return {"arch": arch, "pretrained": weights, "weights": identity, "open_clip": open_clip.__version__}

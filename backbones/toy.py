@@ -314,7 +314,7 @@ class ToyBackbone(Backbone):
             "arch": "toy",
             "pretrained": self.pretrained,
             "weights_sha256": self.weights_digest,  # "random:<vocab digest>" for --pretrained none
-            "config": asdict(self.config),
+            "config": json.loads(json.dumps(asdict(self.config))),  # plain JSON: tuples become lists
         }
 
 

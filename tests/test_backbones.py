@@ -74,11 +74,28 @@ def test_unknown_backbone_lists_installed_ids():
     assert "clip" in str(error.value) and "biomedclip" in str(error.value)
 
 
-def test_unknown_arch_and_tag_are_usage_errors():
+def test_unknown_arch_and_tag_are_usage_errors(monkeypatch):
+    from vip_backbones import hub
+
     with pytest.raises(UsageError, match="unknown open_clip architecture"):
         load_backbone("clip", "ViT-Nope-99", "none")
+    monkeypatch.setattr(hub, "hub_unreachable_reason", lambda: None)  # online: open_clip knows the tags
     with pytest.raises(UsageError, match="openai"):
         load_backbone("clip", "ViT-B-32", "no-such-tag")
+
+
+def test_offline_with_an_empty_cache_fails_before_importing_open_clip(monkeypatch, tmp_path):
+    """The fresh-machine case: nothing cached, no network; no library import, no model built."""
+    import sys
+
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setitem(sys.modules, "open_clip", None)  # importing it now would fail the test
+    with pytest.raises(VipError) as error:
+        load_backbone("clip", None, None)
+    assert str(error.value).startswith("could not load weights 'openai' for ViT-B-16-quickgelu: not in the local "
+                                       f"cache ({tmp_path / 'empty-cache'}) and offline mode is on")
 
 
 def test_missing_weights_offline_is_one_clear_cli_line(cli, isic_small):
@@ -107,3 +124,46 @@ def test_local_weights_file_is_loaded(tmp_path, tiny_clip, clip_backbone):
     assert not torch.allclose(loaded.encode_text(ids), clip_backbone.encode_text(ids))
     assert loaded.describe()["weights"]["size"] == weights.stat().st_size
     assert loaded.fingerprint() != clip_backbone.fingerprint()
+
+
+def test_run_options_store_absolute_paths_and_copy_small_configs(tmp_path, monkeypatch, tiny_clip):
+    from vipcli.registry import copy_run_files, rebuild_backbone_options, run_backbone_options
+
+    work = tmp_path / "work"
+    (work / "configs").mkdir(parents=True)
+    config = work / "configs" / "my-clip.json"
+    config.write_text(tiny_clip.read_text())
+    monkeypatch.chdir(work)
+    options = run_backbone_options("clip", "configs/my-clip.json", "none")
+    assert options.arch == str(config.resolve()) and options.pretrained == "none"
+    assert options.files == {"backbone/arch/my-clip.json": config.resolve()}
+    trained = load_backbone("clip", "configs/my-clip.json", "none", warn_random=False)
+
+    run = tmp_path / "elsewhere" / "run"
+    run.mkdir(parents=True)
+    copy_run_files(options, run)
+    config.unlink()  # the original is gone; the run still rebuilds its backbone, from anywhere
+    monkeypatch.chdir(tmp_path)
+    arch, pretrained = rebuild_backbone_options(run, options.arch, options.pretrained)
+    assert arch == str((run / "backbone" / "arch" / "my-clip.json").resolve()) and pretrained == "none"
+    rebuilt = load_backbone("clip", arch, pretrained, warn_random=False)
+    assert rebuilt.fingerprint() == trained.fingerprint()
+
+
+def test_run_options_keep_tags_and_hub_ids_and_absolutize_local_dirs(tmp_path, monkeypatch):
+    from vipcli.registry import run_backbone_options
+
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "model.safetensors").write_bytes(b"x" * 10)
+    monkeypatch.chdir(tmp_path)
+    assert run_backbone_options("clip", "ViT-B-16-quickgelu", "openai").arch == "ViT-B-16-quickgelu"
+    assert run_backbone_options("hf-clip", None, "vinid/plip").pretrained == "vinid/plip"
+    local = run_backbone_options("clip", "local-dir:weights", "weights/model.safetensors")
+    assert local.arch == f"local-dir:{(tmp_path / 'weights').resolve()}"
+    assert local.pretrained == str((tmp_path / "weights" / "model.safetensors").resolve())
+    assert local.files == {}  # weights are never copied
+
+
+def test_shipped_small_clip_config_loads_by_name():
+    backbone = load_backbone("clip", "small-clip", "none", warn_random=False)
+    assert backbone.embed_dim == 256 and backbone.describe()["arch"].startswith("small-clip.json#")

@@ -3,36 +3,14 @@
 from __future__ import annotations
 
 import json
-import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
 from conftest import tiny_train_args, error_lines
+from plugin_helpers import install_distribution, site  # noqa: F401 - site is a fixture
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "vip-plugin-example"
-
-
-def install_distribution(site: Path, name: str, entry_points: str, module_source: Path | None = None,
-                         group: str = "vip.backbones") -> None:
-    """Lay out an installed distribution (dist-info with entry points) on a sys.path folder."""
-    info = site / f"{name.replace('-', '_')}-0.1.0.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1.0\n")
-    (info / "entry_points.txt").write_text(f"[{group}]\n{entry_points}\n")
-    if module_source is not None:
-        shutil.copy(module_source, site / module_source.name)
-
-
-@pytest.fixture
-def site(tmp_path, monkeypatch):
-    folder = tmp_path / "site-packages"
-    folder.mkdir()
-    monkeypatch.syspath_prepend(str(folder))
-    yield folder
-    for module in ("vip_plugin_example", "vip_method_example", "broken_method"):
-        sys.modules.pop(module, None)
 
 
 def test_third_party_plugin_is_listed_trained_and_predicted(cli, site, isic_small, tmp_path):
@@ -122,3 +100,22 @@ def test_broken_method_plugin_is_named_and_the_others_keep_working(cli, site, is
     assert code == 1 and "registered twice" in err and "impostor-method" in err
     code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "z", "--method", "coop"))
     assert code == 0, err
+
+
+MEDICAL = Path(__file__).resolve().parents[1] / "examples" / "vip-plugin-medical"
+
+
+def test_medical_plugins_are_a_few_lines_on_the_public_bases(site, tiny_clip, tmp_path):
+    from tiny_models import write_tiny_hf_clip
+    from vipcli.errors import VipError
+    from vipcli.registry import load_backbone
+
+    install_distribution(site, "vip-plugin-medical", "quiltnet = vip_plugin_medical:QuiltNetBackbone\n"
+                         "plip = vip_plugin_medical:PlipBackbone", MEDICAL / "vip_plugin_medical.py")
+    with pytest.raises(VipError, match="could not load weights 'hf-hub:wisdomik/QuiltNet-B-32': not in the local"):
+        load_backbone("quiltnet")  # its defaults point at the hub (offline here)
+    with pytest.raises(VipError, match="could not load weights 'vinid/plip' for CLIPModel: not in the local cache"):
+        load_backbone("plip")
+    quilt = load_backbone("quiltnet", str(tiny_clip), "none", warn_random=False)  # the options still work
+    plip = load_backbone("plip", None, str(write_tiny_hf_clip(tmp_path / "plip")))
+    assert type(quilt).__name__ == "QuiltNetBackbone" and plip.end_token_id == plip.pad_token_id

@@ -21,7 +21,9 @@ def trained(cli, isic_small, tiny_clip, tmp_path):
 
 def test_train_writes_the_run_directory_contract(trained, isic_small):
     out, stdout = trained
-    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "model.safetensors", "run.yaml", "split.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["backbone", "metrics.json", "model.safetensors", "run.yaml",
+                                                     "split.json"]
+    assert [p.name for p in (out / "backbone" / "arch").iterdir()] == ["tiny-clip.json"]  # the config travels along
     with safe_open(str(out / "model.safetensors"), "pt") as handle:
         shapes = {k: tuple(handle.get_tensor(k).shape) for k in handle.keys()}
         meta = handle.metadata()

@@ -1,7 +1,14 @@
 """The contract between vip's prompt-learning core and a frozen vision-language model.
 
 A backbone plugin subclasses `Backbone` and is registered under the entry-point group
-`vip.backbones`. The core never imports a plugin by name: it asks the registry.
+`vip.backbones`. The core never imports a plugin by name: it asks the registry
+(`vipcli.registry.load_backbone`), which checks the contract (`vipcli.backbone_contract`) before
+any image is encoded and turns a plugin's own exceptions into a `PluginError` naming it.
+
+A plugin reports a failure its user can fix (missing weights, a bad `--arch`) by raising `VipError`
+(or `UsageError` for a bad option value), both importable from here: the message is shown as is,
+in one line. Any other exception is reported as a fault of the plugin, naming it and the member
+that raised it.
 """
 
 from __future__ import annotations
@@ -14,6 +21,12 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from vipcli.errors import UsageError, VipError
+from vipcli.plugins import PluginError
+
+__all__ = ["Backbone", "CausalTextTower", "PluginError", "UsageError", "VipError", "causal_mask",
+           "clip_style_transform"]
+
 
 class Backbone(abc.ABC):
     """A frozen image encoder and text encoder sharing a joint embedding space.
@@ -22,14 +35,18 @@ class Backbone(abc.ABC):
     implement the abstract methods. Every backbone weight must be frozen.
 
     Attributes:
-        id: the registry id (entry-point name), e.g. "clip".
+        id: the registry id (entry-point name), e.g. "clip"; set by the registry after `__init__`.
         embed_dim: D, size of the joint image/text space.
         token_width: W, width of the text tower's token embeddings.
         context_length: the longest token sequence the text tower accepts.
-        num_prefix_tokens: tokens before the words (1 for a start token or [CLS]);
+        num_prefix_tokens: tokens before the words (1 for a start token or [CLS], 0 for none);
             learned context vectors are spliced in right after them.
-        pad_token_id: the id the tokenizer pads with.
-        logit_scale: the backbone's own frozen log temperature (a 0-d tensor).
+        pad_token_id: the id the tokenizer pads with (it may equal `end_token_id`).
+        end_token_id: the token whose output becomes the text feature, for towers that pool at
+            an end token (CLIP); None otherwise. Declare it whenever the tokenizer pads with that
+            same id, or trimming cannot tell the end token from padding.
+        logit_scale: the backbone's own frozen log temperature: a 0-d float tensor on the CPU or
+            on `device` (vip copies it into the classifier, which lives on `device`).
         device: the torch.device the towers live on.
     """
 
@@ -39,6 +56,7 @@ class Backbone(abc.ABC):
     context_length: int
     num_prefix_tokens: int = 1
     pad_token_id: int = 0
+    end_token_id: int | None = None
     logit_scale: torch.Tensor
     device: torch.device
 
@@ -48,19 +66,19 @@ class Backbone(abc.ABC):
 
     @abc.abstractmethod
     def embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:
-        """Word embeddings only (no positions). [N, L] -> [N, L, W]."""
+        """Word embeddings only (no positions). [N, L] -> float32 [N, L, W]."""
 
     @abc.abstractmethod
     def encode_text_embeds(self, embeds: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         """Run the frozen text tower from token embeddings; pool using `ids`.
 
-        `embeds` may be shorter than `context_length` (the core trims padding that cannot
-        influence the pooled feature). Returns the unnormalised text feature [N, D].
+        `embeds` may be shorter than `context_length`: the core trims every prompt to
+        `max(sequence_lengths(ids))`. Returns the unnormalised float32 text feature [N, D].
         """
 
     @abc.abstractmethod
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
-        """Unnormalised image features. [B, 3, H, W] -> [B, D]."""
+        """Unnormalised float32 image features. [B, 3, H, W] -> [B, D]."""
 
     @abc.abstractmethod
     def image_transform(self, train: bool) -> Callable:
@@ -68,7 +86,8 @@ class Backbone(abc.ABC):
 
     @abc.abstractmethod
     def describe(self) -> dict:
-        """Identity of the weights (arch, pretrained id, versions): JSON-serialisable."""
+        """Identity of the weights (arch, pretrained id, versions): plain JSON types only, and the
+        same for every load of the same weights (it keys the feature cache and checkpoints)."""
 
     def modules(self) -> list[nn.Module]:
         """The torch modules holding the weights (frozen by `freeze`)."""
@@ -81,10 +100,27 @@ class Backbone(abc.ABC):
         ids = ids.to(self.device)
         return self.encode_text_embeds(self.embed_tokens(ids), ids)
 
-    def sequence_lengths(self, ids: torch.Tensor) -> torch.Tensor:
-        """Length of each token sequence up to its last non-pad token. [N, L] -> [N]."""
+    def content_lengths(self, ids: torch.Tensor) -> torch.Tensor:
+        """Tokens each row occupies: through its last non-pad token and its end token. [N, L] -> [N].
+
+        Used to check that a prompt still fits when learned context is inserted.
+        """
         positions = torch.arange(1, ids.shape[1] + 1, device=ids.device)  # [L]
-        return ((ids != self.pad_token_id) * positions).amax(dim=1)
+        lengths = ((ids != self.pad_token_id) * positions).amax(dim=1)  # [N]
+        if self.end_token_id is not None:
+            is_end = ids == self.end_token_id  # [N, L]
+            first_end = torch.where(is_end.any(dim=1), is_end.int().argmax(dim=1) + 1, 0)  # [N]
+            lengths = torch.maximum(lengths, first_end)
+        return lengths
+
+    def sequence_lengths(self, ids: torch.Tensor) -> torch.Tensor:
+        """How many leading tokens decide each row's feature. [N, L] -> [N].
+
+        The core runs the tower on `ids[:, :max(lengths)]`. The default, `content_lengths`, is exact
+        for a causal tower pooled at its end token and for a tower that masks padding. Return the
+        full length when every position matters (e.g. pooling at the last position with no mask).
+        """
+        return self.content_lengths(ids)
 
     def fingerprint(self) -> str:
         """A short digest of `describe()`: changes whenever the weights could change."""
@@ -99,8 +135,43 @@ class Backbone(abc.ABC):
                 parameter.requires_grad_(False)
 
 
+class CausalTextTower:
+    """Helpers for a text tower under a causal mask, pooled at the first end token (CLIP's layout).
+
+    Mix it into a `Backbone` (`class Mine(CausalTextTower, Backbone)`) and set `end_token_id`.
+    Then trimming keeps each prompt through its end token whatever the pad id (nothing after the
+    end token can reach it under the causal mask), and `pool_at_end` reads the feature there.
+    """
+
+    end_token_id: int | None = None
+
+    def end_positions(self, ids: torch.Tensor) -> torch.Tensor:
+        """Position of the first end token in each row. [N, L] -> [N]; a row without one is an error."""
+        is_end = ids == self.end_token_id  # [N, L]
+        missing = (~is_end.any(dim=1)).nonzero().flatten().tolist()
+        if missing:
+            raise ValueError(f"token row {missing[0]} has no end token (id {self.end_token_id}) to pool from; "
+                             "tokenize() must end every sequence with it")
+        return is_end.int().argmax(dim=1)
+
+    def pool_at_end(self, hidden: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """The hidden state at each row's end token. [N, L, W], [N, L] -> [N, W]."""
+        rows = torch.arange(hidden.shape[0], device=hidden.device)
+        return hidden[rows, self.end_positions(ids.to(hidden.device))]
+
+    def causal_mask(self, length: int) -> torch.Tensor:
+        """Additive causal attention mask for `length` tokens on this backbone's device. [L, L]."""
+        return causal_mask(length, getattr(self, "device", None))
+
+
+def causal_mask(length: int, device=None) -> torch.Tensor:
+    """Additive mask letting position i attend to positions <= i: 0 on and below the diagonal,
+    -inf above. [L, L] float32."""
+    return torch.triu(torch.full((length, length), float("-inf"), device=device), diagonal=1)
+
+
 def clip_style_transform(size: int, mean: Sequence[float], std: Sequence[float], train: bool,
-                         crop_scale: tuple[float, float] = (0.08, 1.0)) -> Callable:
+                         crop_scale: tuple[float, float] = (0.08, 1.0), squash: bool = False) -> Callable:
     """The CLIP/CoOp image pipeline: bicubic resize and center crop, or random resized crop + flip.
 
     Args:
@@ -108,12 +179,16 @@ def clip_style_transform(size: int, mean: Sequence[float], std: Sequence[float],
         mean, std: per-channel normalisation of the backbone.
         train: whether to augment (RandomResizedCrop, horizontal flip).
         crop_scale: area range of the random crop (CoOp's default 0.08-1).
+        squash: resize the whole image to size x size without cropping (SigLIP's evaluation
+            preprocessing) instead of resizing the short side and center-cropping (CLIP's).
     """
     from torchvision import transforms as T
 
     bicubic = T.InterpolationMode.BICUBIC
     if train:
         steps = [T.RandomResizedCrop(size, scale=crop_scale, interpolation=bicubic), T.RandomHorizontalFlip()]
+    elif squash:
+        steps = [T.Resize((size, size), interpolation=bicubic)]
     else:
         steps = [T.Resize(size, interpolation=bicubic), T.CenterCrop(size)]
     return T.Compose([*steps, T.ToTensor(), T.Normalize(mean, std)])

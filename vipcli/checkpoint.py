@@ -24,7 +24,8 @@ READABLE_VERSIONS = ("1", "2")
 V1_JSON_FIELDS = ("class_names", "symptoms", "prompts", "config", "backbone_describe", "schedule")
 
 
-def write_run(run_dir: Path, tensors: dict, metadata: dict, split: dict, metrics: dict, force: bool = False) -> Path:
+def write_run(run_dir: Path, tensors: dict, metadata: dict, split: dict, metrics: dict, force: bool = False,
+              extra=None) -> Path:
     """Write a complete run directory, or nothing: files go to a staging folder renamed at the end.
 
     Args:
@@ -33,6 +34,7 @@ def write_run(run_dir: Path, tensors: dict, metadata: dict, split: dict, metrics
         metadata: method, method_settings, method_state, backbone, arch, class_names, symptoms, config...
         split: exact files per split (and the few-shot subset).
         metrics: val/test metrics and timings.
+        extra: an optional callable(staging folder) that adds files (e.g. the backbone's config files).
     """
     import yaml
     from safetensors.torch import save_file
@@ -52,6 +54,8 @@ def write_run(run_dir: Path, tensors: dict, metadata: dict, split: dict, metrics
             (staging / "run.yaml").write_text(yaml.safe_dump(document, sort_keys=False, allow_unicode=True))
             (staging / "split.json").write_text(json.dumps(split, indent=2))
             (staging / "metrics.json").write_text(json.dumps(metrics, indent=2))
+            if extra is not None:
+                extra(staging)
     except OSError as error:  # the disk filled up or went read-only during the run
         raise VipError(f"cannot write run directory {run_dir} ({describe_os_error(error)}); nothing was written",
                        "free some space or choose another --out, and run again") from None

@@ -7,13 +7,17 @@ until a plugin is asked for by id. A bad plugin never takes the others down:
 - an id registered by two distributions is disabled (an error naming both when it is asked for),
   while every other id keeps working;
 - a plugin that fails to import is named with its distribution;
-- an unknown id lists the installed ones.
+- an unknown id lists the installed ones;
+- an exception raised inside a loaded plugin becomes a `PluginError` naming the plugin, its
+  distribution and the member that failed (`guard_calls`), never "a bug in vip".
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
+from typing import Callable, Iterable
 
 from vipcli.errors import UsageError, VipError
 
@@ -35,6 +39,69 @@ def distribution_of(entry_point: EntryPoint) -> tuple[str, str]:
     if dist is None:
         return "unknown", ""
     return dist.metadata["Name"] or "unknown", dist.version or ""
+
+
+class PluginError(VipError):
+    """A plugin's own failure: names the plugin, its distribution and the member that failed.
+
+    Args:
+        kind: "backbone", "method", ...
+        plugin_id: the id the plugin is registered under.
+        distribution: "name version" of the distribution that provides it.
+        member: the attribute or method that failed (e.g. "encode_image", "__init__").
+        reason: what went wrong, in a few words.
+        hint: what to do about it (default: report it to the distribution's authors).
+    """
+
+    def __init__(self, kind: str, plugin_id: str, distribution: str, member: str, reason: str,
+                 hint: str | None = None):
+        self.kind, self.plugin_id, self.distribution, self.member = kind, plugin_id, distribution, member
+        self.reason = reason
+        name = distribution.split(" ")[0] or "unknown"
+        super().__init__(
+            f"{kind} '{plugin_id}' (from {distribution}) failed in {member}: {reason}",
+            hint or f"a fault in the plugin, not in vip: report it to the authors of {name} "
+                    "with the traceback that VIP_DEBUG=1 shows",
+        )
+
+
+def describe_exception(error: BaseException) -> str:
+    """`Type: message` on one line, whole (library messages often span several lines)."""
+    text = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def guard_call(function: Callable, kind: str, plugin_id: str, distribution: str, member: str) -> Callable:
+    """`function`, re-raising any exception that is not a VipError as a `PluginError` naming it."""
+
+    @functools.wraps(function)
+    def guarded(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except VipError:
+            raise
+        except Exception as error:
+            raise PluginError(kind, plugin_id, distribution, member, describe_exception(error)) from error
+
+    guarded.__vip_guarded__ = True
+    return guarded
+
+
+def guard_calls(instance, members: Iterable[str], kind: str, plugin_id: str, distribution: str) -> None:
+    """Wrap the named methods of one plugin instance with `guard_call`, in place.
+
+    The instance keeps its class (isinstance and type-based keys still see the plugin's own class);
+    the wrappers live in the instance's `__dict__`. Calls a plugin makes to its own guarded methods
+    report the innermost member that failed.
+    """
+    for member in members:
+        method = getattr(instance, member, None)
+        if not callable(method) or getattr(method, "__vip_guarded__", False):
+            continue
+        try:
+            object.__setattr__(instance, member, guard_call(method, kind, plugin_id, distribution, member))
+        except AttributeError:  # __slots__ without __dict__: left unguarded
+            return
 
 
 class PluginGroup:
@@ -90,6 +157,11 @@ class PluginGroup:
             names = ", ".join(sorted(n for n in found if n not in conflicts)) or "none"
             raise UsageError(f"can't find {self.kind} '{plugin_id}'", f"installed {self.kind}s: {names}")
         return entry_point
+
+    def distribution(self, plugin_id: str) -> str:
+        """"name version" of the distribution that registers `plugin_id` (errors as `entry_point`)."""
+        name, version = distribution_of(self.entry_point(plugin_id))
+        return f"{name} {version}".strip()
 
     def load(self, plugin_id: str):
         """Import the plugin registered as `plugin_id` and return what its entry point names."""

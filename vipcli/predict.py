@@ -47,15 +47,16 @@ def load_predictor(run_dir: str | Path, device="cpu", backbone_id: str | None = 
     """
     from vipcli.checkpoint import read_checkpoint
     from vipcli.methods import MethodSetup, restore_method
-    from vipcli.registry import load_backbone
+    from vipcli.registry import load_backbone, rebuild_backbone_options
     from vipcli.trust import read_calibration
 
     tensors, meta = read_checkpoint(run_dir)
     if backbone_id and backbone_id != meta.get("backbone"):
         raise UsageError(f"{run_dir} was trained with backbone '{meta.get('backbone')}', not '{backbone_id}'",
                          f"drop --backbone or pass --backbone {meta.get('backbone')}")
-    backbone = load_backbone(meta["backbone"], meta.get("arch_option") or None, meta.get("pretrained_option") or None,
-                             device)
+    arch, pretrained = rebuild_backbone_options(run_dir, meta.get("arch_option") or None,
+                                                meta.get("pretrained_option") or None)
+    backbone = load_backbone(meta["backbone"], arch, pretrained, device)
     if backbone.fingerprint() != meta.get("backbone_fingerprint"):
         console.warn(f"the weights of backbone '{meta['backbone']}' differ from those {run_dir} was trained with "
                      f"({backbone.describe().get('weights')} vs {(meta.get('backbone_describe') or {}).get('weights')})")

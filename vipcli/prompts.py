@@ -43,7 +43,7 @@ def check_prompt_lengths(backbone, ids: torch.Tensor, n_ctx: int, texts: list[st
     by the tokenizer, so it must be shorter than the context, and leave room for the context vectors.
     """
     limit = ids.shape[1]
-    lengths = backbone.sequence_lengths(ids)  # [P]
+    lengths = backbone.content_lengths(ids)  # [P] words, start and end tokens (padding excluded)
     for text, n in zip(texts, lengths.tolist()):
         if n >= limit or n + n_ctx > limit:
             size = f"more than {limit - 1}" if n >= limit else str(n)

@@ -1,12 +1,31 @@
-"""Backbone plugins, discovered through the entry-point group `vip.backbones`."""
+"""Backbone plugins, discovered through the entry-point group `vip.backbones`, loaded and checked.
+
+`load_backbone` is the one way the core gets a backbone: it builds the plugin, names the plugin in
+any exception the plugin raises (`PluginError`), freezes it and runs the cheap contract checks
+before any image is encoded. `run_backbone_options` / `rebuild_backbone_options` make a run's
+backbone options portable (absolute paths, small config files copied into the run directory).
+"""
 
 from __future__ import annotations
 
-from vipcli.plugins import PluginGroup, PluginInfo
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vipcli.plugins import PluginError, PluginGroup, PluginInfo, describe_exception, guard_calls
 
 ENTRY_POINT_GROUP = "vip.backbones"
 BACKBONES = PluginGroup(ENTRY_POINT_GROUP, "backbone")
 BackboneInfo = PluginInfo  # kept for plugins and scripts written against vip 0.1.0
+GUARDED_MEMBERS = (
+    "tokenize", "embed_tokens", "encode_text_embeds", "encode_image", "image_transform", "describe", "modules",
+    "encode_text", "content_lengths", "sequence_lengths", "fingerprint", "freeze",
+)
+RANDOM_WEIGHTS = "none"
+CONFIG_SUFFIXES = (".json", ".yaml", ".yml")
+CONFIG_MAX_BYTES = 1 << 20  # config files up to 1 MiB are copied into a run directory
+RUN_FILES_FOLDER = "backbone"  # inside the run directory: backbone/arch/<name>, backbone/pretrained/<name>
 
 
 def list_backbones() -> list[PluginInfo]:
@@ -19,21 +38,157 @@ def backbone_class(backbone_id: str):
     return BACKBONES.load(backbone_id)
 
 
-def load_backbone(backbone_id: str, arch: str | None = None, pretrained: str | None = None, device=None):
-    """Build a frozen backbone by registry id.
+def is_random(pretrained: str | None) -> bool:
+    """Whether `--pretrained` asks for random weights (`none`)."""
+    return (pretrained or "").strip().lower() == RANDOM_WEIGHTS
+
+
+def load_backbone(backbone_id: str, arch: str | None = None, pretrained: str | None = None, device=None, *,
+                  check: bool = True, warn_random: bool = True):
+    """Build a frozen, checked backbone by registry id.
 
     Args:
-        backbone_id: entry-point name (`clip`, `biomedclip`, a plugin's id).
+        backbone_id: entry-point name (`clip`, `hf-clip`, `siglip`, a plugin's id).
         arch: architecture name or config file, as the plugin understands it (None: its default).
-        pretrained: weights (tag, hf-hub id, local file/folder, or "none"; None: its default).
+        pretrained: weights (tag, hub id, local file/folder, or "none"; None: its default).
         device: torch.device to place the towers on.
+        check: run the cheap contract checks (`vipcli.backbone_contract.run_checks`) and raise a
+            `PluginError` naming the first broken member.
+        warn_random: print a warning when `pretrained` is "none" (random weights).
     Returns:
-        A `vipcli.backbone.Backbone` with every weight frozen.
+        A `vipcli.backbone.Backbone` with every weight frozen, whose members raise `PluginError`
+        (a `VipError` naming the plugin, its distribution and the member) instead of raw exceptions.
     """
     import torch
 
     factory = backbone_class(backbone_id)
-    backbone = factory(arch=arch, pretrained=pretrained, device=device or torch.device("cpu"))
+    distribution = BACKBONES.distribution(backbone_id)
+    if warn_random and is_random(pretrained):
+        from vipcli import console
+
+        console.warn(f"--pretrained none: backbone '{backbone_id}' has random weights; results mean nothing "
+                     "except as a timing or plumbing test")
+    backbone = _construct(factory, backbone_id, distribution, arch, pretrained, device or torch.device("cpu"))
     backbone.id = backbone_id
+    guard_calls(backbone, GUARDED_MEMBERS, "backbone", backbone_id, distribution)
     backbone.freeze()
+    if check:
+        _enforce_contract(backbone, distribution)
     return backbone
+
+
+def _construct(factory, backbone_id: str, distribution: str, arch, pretrained, device):
+    from vipcli.errors import VipError
+
+    name = getattr(factory, "__name__", "factory")
+    try:
+        return factory(arch=arch, pretrained=pretrained, device=device)
+    except VipError:
+        raise
+    except Exception as error:
+        raise PluginError(
+            "backbone", backbone_id, distribution, f"{name}.__init__", describe_exception(error),
+            f"check --arch/--pretrained; if they are right, report it to the authors of {distribution.split(' ')[0]} "
+            "with the traceback that VIP_DEBUG=1 shows",
+        ) from error
+
+
+def _enforce_contract(backbone, distribution: str) -> None:
+    from vipcli.backbone_contract import first_failure, run_checks
+
+    checks = run_checks(backbone)
+    failure = first_failure(checks)
+    if failure is None:
+        return
+    others = sum(1 for c in checks if c.ok is False) - 1
+    more = f"; {others} more check(s) failed" if others else ""
+    raise PluginError(
+        "backbone", backbone.id, distribution, failure.member, f"{failure.detail}{more}",
+        f"run 'vip backbones check {backbone.id}' with the same --arch/--pretrained for the whole contract table",
+    )
+
+
+# Run directories: portable backbone options ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunBackboneOptions:
+    """What a run directory stores to rebuild its backbone from anywhere.
+
+    Attributes:
+        arch, pretrained: the option values to store (path-like values made absolute; others as given).
+        files: run-relative destination -> source file, small config files to copy into the run
+            (e.g. {"backbone/arch/tiny-clip.json": Path("/abs/tiny-clip.json")}).
+    """
+
+    arch: str | None
+    pretrained: str | None
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+def _split_schema(value: str) -> tuple[str, str]:
+    """("local-dir:", "rest") for open_clip's local-dir schema, else ("", value)."""
+    return ("local-dir:", value[len("local-dir:"):]) if value.startswith("local-dir:") else ("", value)
+
+
+def _local_path(value: str | None) -> Path | None:
+    """The existing file or folder `value` names (after `local-dir:` and `~`), or None."""
+    if not value:
+        return None
+    _, rest = _split_schema(value)
+    path = Path(os.path.expanduser(rest))
+    return path if path.exists() else None
+
+
+def _portable(option: str, value: str | None, files: dict[str, Path]) -> str | None:
+    path = _local_path(value)
+    if path is None:
+        return value  # a tag, a hub id, "none", or None: stored as given
+    schema, _ = _split_schema(value)
+    absolute = path.resolve()
+    if absolute.is_file() and absolute.suffix.lower() in CONFIG_SUFFIXES and absolute.stat().st_size <= CONFIG_MAX_BYTES:
+        files[f"{RUN_FILES_FOLDER}/{option}/{absolute.name}"] = absolute
+    return schema + str(absolute)
+
+
+def run_backbone_options(backbone_id: str, arch: str | None, pretrained: str | None) -> RunBackboneOptions:
+    """The `--arch`/`--pretrained` values a run should store, and the config files to copy into it.
+
+    A value naming an existing local file or folder (also after `local-dir:` or `~`) is stored as an
+    absolute path, so the run predicts from any working directory; such a file that is a small config
+    (.json/.yaml up to 1 MiB, e.g. an open_clip model config given as `--arch`) is also copied into the
+    run directory, so the run still rebuilds its backbone when the original is moved or edited. Tags,
+    hub ids and `none` are stored as given. Weights are never copied.
+
+    Args:
+        backbone_id: the registry id (kept for plugins whose options need it; unused by the built-ins).
+        arch, pretrained: the options as the user passed them.
+    """
+    files: dict[str, Path] = {}
+    return RunBackboneOptions(_portable("arch", arch, files), _portable("pretrained", pretrained, files), files)
+
+
+def copy_run_files(options: RunBackboneOptions, run_dir: str | Path) -> None:
+    """Copy `options.files` into `run_dir` (call it on the temporary run folder before it is renamed)."""
+    for relative, source in options.files.items():
+        target = Path(run_dir) / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, target)
+
+
+def rebuild_backbone_options(run_dir: str | Path, arch: str | None, pretrained: str | None) -> tuple:
+    """The (arch, pretrained) to load a run's backbone with, given the values the run stored.
+
+    A stored path whose file was copied into the run (`backbone/<option>/<name>`) is replaced by that
+    copy: it is exactly what the run was trained with, wherever the run now lives. Everything else
+    comes back as stored.
+    """
+
+    def rebuilt(option: str, value: str | None) -> str | None:
+        if not value:
+            return value
+        schema, rest = _split_schema(value)
+        copy = Path(run_dir) / RUN_FILES_FOLDER / option / Path(rest).name
+        return schema + str(copy.resolve()) if copy.is_file() else value
+
+    return rebuilt("arch", arch), rebuilt("pretrained", pretrained)

@@ -175,14 +175,6 @@ def _plan(config, cls, dataset, schedule, backbone, device) -> str:
             f"{fitting}; backbone {config.backbone.id} ({Path(str(arch)).name}) on {device}")
 
 
-def _stored_option(value: str | None) -> str:
-    """A path-like --arch/--pretrained as an absolute path, so the run predicts from any folder."""
-    if not value:
-        return ""
-    path = Path(value).expanduser()
-    return str(path.resolve()) if path.exists() else value
-
-
 def calibrate(method, data, device):
     """Fit the temperature and conformal scores on validation logits, score them on test; print warnings."""
     from vipcli.fitting import predict_logits
@@ -199,8 +191,11 @@ def write_train_run(run_dir, config, method, backbone, dataset, data, symptoms, 
                     calibration=None) -> None:
     """Write the run directory: the method's tensors and everything predict needs to rebuild it."""
     from vipcli.checkpoint import write_run
+    from vipcli.registry import copy_run_files, run_backbone_options
 
     root = Path(dataset.root)
+    # path-like --arch/--pretrained stored absolute, small config files copied into the run
+    options = run_backbone_options(config.backbone.id, config.backbone.arch, config.backbone.pretrained)
 
     def relative(paths):
         return [str(Path(p).relative_to(root)) if Path(p).is_relative_to(root) else str(p) for p in paths]
@@ -209,8 +204,7 @@ def write_train_run(run_dir, config, method, backbone, dataset, data, symptoms, 
     metadata = {
         "method": method.id, "method_settings": _jsonable(asdict(method.settings)), "method_state": method.record(),
         "backbone": config.backbone.id, "arch": backbone.describe().get("arch", config.backbone.arch or ""),
-        "arch_option": _stored_option(config.backbone.arch),
-        "pretrained_option": _stored_option(config.backbone.pretrained),
+        "arch_option": options.arch or "", "pretrained_option": options.pretrained or "",
         "pretrained": str(backbone.describe().get("pretrained", "")), "backbone_fingerprint": backbone.fingerprint(),
         "backbone_describe": backbone.describe(), "class_names": dataset.class_names, "symptoms": symptoms,
         "schedule": asdict(schedule), "config": config_record,
@@ -225,7 +219,8 @@ def write_train_run(run_dir, config, method, backbone, dataset, data, symptoms, 
         "unreadable": dict(data.failures),
     }
     metrics = {**metrics, "shortfalls": data.shortfalls}
-    write_run(run_dir, method.state_tensors(), metadata, split, metrics, force=config.force)
+    write_run(run_dir, method.state_tensors(), metadata, split, metrics, force=config.force,
+              extra=lambda staging: copy_run_files(options, staging))
 
 
 def _jsonable(value):

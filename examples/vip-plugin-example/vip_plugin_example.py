@@ -11,13 +11,20 @@ import zlib
 import torch
 from torch import nn
 
-from vipcli.backbone import Backbone, clip_style_transform
+from vipcli.backbone import Backbone, CausalTextTower, clip_style_transform
 
 PAD, START, END = 0, 1, 2
 
 
-class TinyExampleBackbone(Backbone):
-    """Random towers, seeded so that every load gives the same weights."""
+class TinyExampleBackbone(CausalTextTower, Backbone):
+    """Random towers, seeded so that every load gives the same weights.
+
+    CausalTextTower gives `causal_mask` and `pool_at_end`; declaring `end_token_id` tells vip which
+    token the feature is read from, so trimming keeps it whatever the pad id.
+    """
+
+    pad_token_id = PAD
+    end_token_id = END
 
     def __init__(self, arch=None, pretrained=None, device=None):
         self.device = torch.device(device or "cpu")
@@ -56,10 +63,8 @@ class TinyExampleBackbone(Backbone):
 
     def encode_text_embeds(self, embeds, ids):
         length = ids.shape[1]
-        causal = torch.triu(torch.full((length, length), float("-inf"), device=self.device), diagonal=1)
-        x = self.text(embeds + self.positions[:length], mask=causal)  # [N, L, W]
-        end = (ids.to(self.device) == END).int().argmax(dim=1)  # [N] position of the end token
-        return self.text_proj(x[torch.arange(len(ids), device=self.device), end])  # [N, D]
+        x = self.text(embeds + self.positions[:length], mask=self.causal_mask(length))  # [N, L, W]
+        return self.text_proj(self.pool_at_end(x, ids))  # [N, D], read at each end token
 
     def encode_image(self, images):
         return self.image(images.to(self.device))  # [B, D]

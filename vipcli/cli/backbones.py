@@ -1,13 +1,16 @@
-"""`vip backbones ...`: the installed backbone plugins."""
+"""`vip backbones ...`: the installed backbone plugins, and the contract check of one."""
 
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict
+from typing import Optional
 
 import typer
 
 from vipcli import console
+from vipcli.errors import VipError
 from vipcli.registry import list_backbones
 
 app = typer.Typer(help="Backbone plugins (entry-point group vip.backbones).", no_args_is_help=True)
@@ -29,4 +32,46 @@ def list_command(as_json: bool = typer.Option(False, "--json", help="Print one J
     for info in infos:
         table.add_row(info.id + (" (disabled: registered twice)" if info.conflict else ""),
                       f"{info.distribution} {info.version}".strip(), info.target)
+    console.stdout().print(table)
+
+
+@app.command("check")
+def check_command(
+    backbone_id: str = typer.Argument(..., metavar="ID", help="Backbone id (see `vip backbones list`)."),
+    arch: Optional[str] = typer.Option(None, "--arch", help="Architecture, as for `vip train`."),
+    pretrained: Optional[str] = typer.Option(None, "--pretrained", help="Weights, as for `vip train`."),
+    device: str = typer.Option("cpu", "--device", help="auto, cpu, cuda or mps."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+) -> None:
+    """Load a backbone twice and check it against the plugin contract; exit code 1 on any failure."""
+    from vipcli.backbone_contract import as_json as checks_json
+    from vipcli.backbone_contract import check_reload, run_checks
+    from vipcli.devices import resolve_device
+    from vipcli.registry import load_backbone
+
+    target = resolve_device(device)
+    started = time.perf_counter()
+    backbone = load_backbone(backbone_id, arch, pretrained, target, check=False)
+    loaded = time.perf_counter() - started
+    checks = run_checks(backbone, images=2)
+    checks.append(check_reload(backbone, lambda: load_backbone(backbone_id, arch, pretrained, target, check=False,
+                                                               warn_random=False)))
+    failed = [c for c in checks if c.ok is False]
+    if as_json:
+        print(checks_json(checks))
+    else:
+        _print_table(backbone_id, checks, loaded)
+    if failed:
+        raise VipError(f"backbone '{backbone_id}' fails {len(failed)} of {len(checks)} contract checks "
+                       f"(first: {failed[0].name}: {failed[0].detail})",
+                       "see the table above; README 'Writing a backbone plugin' lists the contract")
+
+
+def _print_table(backbone_id: str, checks, loaded_s: float) -> None:
+    from rich.table import Table
+
+    table = Table("check", "result", "detail", title=f"backbone '{backbone_id}': loaded in {loaded_s:.1f} s")
+    marks = {True: "[green]ok[/green]", False: "[red]FAIL[/red]", None: "[yellow]skipped[/yellow]"}
+    for check in checks:
+        table.add_row(check.name, marks[check.ok], check.detail)
     console.stdout().print(table)

@@ -1,0 +1,241 @@
+"""`TransformersBackbone`: the public base for backbones built on a Hugging Face transformers model.
+
+A subclass names the model class and the defaults; the base loads the model (a hub id or a local
+`save_pretrained` folder, or random weights from a config for `--pretrained none`) with its own
+tokenizer, and runs the text tower from token embeddings through the model's *own*
+`get_text_features` (the word-embedding layer's output is replaced by the given embeddings for the
+duration of the call), so prompt features equal the model's text features by construction.
+
+Built on it: `vip_backbones.hf_clip.HFClipBackbone` (`CLIPModel`: PLIP, PubMedCLIP, ...) and
+`vip_backbones.siglip.SiglipBackbone` (`SiglipModel`: MedSigLIP).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import json
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from vip_backbones.hub import fail_fast_if_uncached, missing_weights_error, model_loading
+from vipcli.backbone import Backbone, clip_style_transform
+from vipcli.errors import UsageError, VipError
+
+RANDOM_INIT_SEED = 0  # `--pretrained none` builds the same random towers every time
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+HF_HINT = ("download it once on a connected machine (it is cached under ~/.cache/huggingface), "
+           "or pass --pretrained /path/to/a/save_pretrained/folder, or --pretrained none --arch SOURCE "
+           "for random weights (for timing and plumbing only)")
+
+
+@contextlib.contextmanager
+def replaced_output(module: torch.nn.Module, value: torch.Tensor):
+    """Make `module` return `value` (instead of computing its output) inside the block.
+
+    Used on a text tower's word-embedding layer, so the model's own forward runs on learned
+    token embeddings while pooling still reads the real token ids.
+    """
+
+    def hook(_module, _inputs, output):
+        if output.shape != value.shape:
+            raise ValueError(f"token embeddings {list(value.shape)} do not fit ids that embed to {list(output.shape)}")
+        return value.to(output.dtype)
+
+    handle = module.register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def pooled_features(output) -> torch.Tensor:
+    """The feature tensor of a `get_*_features` call (a tensor in transformers 4, a ModelOutput in 5)."""
+    return output if isinstance(output, torch.Tensor) else output.pooler_output
+
+
+def _local(source: str) -> Path | None:
+    path = Path(source).expanduser()
+    return path if path.exists() else None
+
+
+def _folder_identity(path: Path) -> dict:
+    """Name, size and mtime of the weight files in a local model folder (or the file itself)."""
+    files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.suffix in WEIGHT_SUFFIXES)
+    return {"path": str(path.resolve()),
+            "files": [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files]}
+
+
+class TransformersBackbone(Backbone):
+    """Public base for a transformers dual-encoder (`get_text_features` / `get_image_features`).
+
+    Class attributes a subclass sets:
+        model_class: transformers class name, e.g. "CLIPModel".
+        model_types: the config `model_type`s it accepts, e.g. ("clip",); other_family_hint: what
+            to use instead for any other.
+        default_pretrained: hub id or folder used when `--pretrained` is not given.
+        image_mean, image_std: used when the model has no preprocessor_config.json.
+        squash: evaluation resize without center crop (SigLIP) instead of CLIP's short side + crop.
+
+    `--pretrained`: a hub id or a local `save_pretrained` folder (weights, config and tokenizer), or
+    `none` for seeded random weights. `--arch`: where config and tokenizer come from when they are
+    not beside the weights (required with `--pretrained none` unless the default id is cached): a hub
+    id, a folder, or a config.json file (its folder holds the tokenizer).
+
+    Subclasses implement `text_embedding` (the word-embedding layer) and `projection_dim`.
+    """
+
+    model_class = "CLIPModel"
+    model_types: tuple = ("clip",)
+    other_family_hint = "use --backbone siglip for SigLIP models, --backbone clip for open_clip models"
+    default_pretrained = "openai/clip-vit-base-patch16"
+    image_mean: tuple = (0.48145466, 0.4578275, 0.40821073)
+    image_std: tuple = (0.26862954, 0.26130258, 0.27577711)
+    squash = False
+
+    def __init__(self, arch: str | None = None, pretrained: str | None = None, device=None):
+        self.device = torch.device(device or "cpu")
+        chosen = self.default_pretrained if pretrained is None else pretrained
+        self.pretrained = None if chosen.strip().lower() == "none" else chosen
+        self.source = arch or self.pretrained or self.default_pretrained  # config and tokenizer
+        self.arch = self.source
+        hub_ids = [v for v in dict.fromkeys([self.pretrained, self.source]) if v and _local(v) is None]
+        if hub_ids:  # without network and without cached files, fail before importing transformers
+            fail_fast_if_uncached(hub_ids, self.pretrained or self.source, self.model_class, HF_HINT)
+        uses_hub = bool(hub_ids)
+        import transformers  # noqa: F401 - imported before the quiet block, so its progress bars can be hidden
+
+        with model_loading(uses_hub) as offline_reason:
+            try:
+                self.model = self._load_model().float().to(self.device).eval()
+                self.tokenizer = self._load_tokenizer()
+                self.preprocessing = self._load_preprocessing()
+            except (VipError, KeyboardInterrupt):
+                raise
+            except Exception as error:
+                thing = "weights" if self.pretrained else "the config and tokenizer"
+                raise missing_weights_error(self.pretrained or self.source, self.model_class, offline_reason, error,
+                                            HF_HINT, thing) from error
+        self._set_text_attributes()
+        self.logit_scale = self.model.logit_scale.detach().float().reshape(())
+        self._identity = self._identify()
+
+    # loading ----------------------------------------------------------------------------
+
+    def _transformers_class(self):
+        import transformers
+
+        return getattr(transformers, self.model_class)
+
+    def _load_model(self):
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(str(_local(self.source) or self.source))
+        if config.model_type not in self.model_types:
+            raise UsageError(f"{self.source} is a '{config.model_type}' model, not {' or '.join(self.model_types)}",
+                             self.other_family_hint)
+        model_class = self._transformers_class()
+        if self.pretrained is not None:
+            return model_class.from_pretrained(str(_local(self.pretrained) or self.pretrained), config=config)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_INIT_SEED)
+            return model_class(config)
+
+    def _tokenizer_source(self) -> str:
+        local = _local(self.source)
+        return str(local.parent if local is not None and local.is_file() else (local or self.source))
+
+    def _load_tokenizer(self):
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(self._tokenizer_source())
+
+    def _load_preprocessing(self) -> dict:
+        """image_mean/image_std from the model's preprocessor_config.json, if it has one."""
+        try:
+            from transformers import AutoImageProcessor
+
+            processor = AutoImageProcessor.from_pretrained(self._tokenizer_source())
+            return {"mean": tuple(processor.image_mean), "std": tuple(processor.image_std)}
+        except Exception:  # noqa: BLE001 - no preprocessor config: the family's defaults
+            return {"mean": self.image_mean, "std": self.image_std}
+
+    def _set_text_attributes(self) -> None:
+        text_config = self.model.config.text_config
+        self.token_width = int(text_config.hidden_size)
+        self.context_length = int(text_config.max_position_embeddings)
+        self.embed_dim = int(self.projection_dim())
+        pad = self.tokenizer.pad_token_id
+        self.pad_token_id = int(pad if pad is not None else self.tokenizer.eos_token_id)
+        first = self.tokenize(["x"])[0].tolist()
+        special = set(self.tokenizer.all_special_ids)
+        self.num_prefix_tokens = next((i for i, token in enumerate(first) if token not in special), 0)
+
+    # the contract -----------------------------------------------------------------------
+
+    def text_embedding(self) -> torch.nn.Module:
+        """The text tower's word-embedding layer (ids -> [N, L, W], no positions)."""
+        return self.model.text_model.embeddings.token_embedding
+
+    def projection_dim(self) -> int:
+        """D: size of the joint space (the text projection's output)."""
+        raise NotImplementedError
+
+    def modules(self):
+        return [self.model]
+
+    def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
+        encoded = self.tokenizer(list(texts), padding="max_length", max_length=self.context_length,
+                                 truncation=True, return_tensors="pt")
+        return encoded["input_ids"].long()  # [N, context_length]
+
+    def embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.text_embedding()(ids.to(self.device))  # [N, L, W]
+
+    def encode_text_embeds(self, embeds: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        ids = ids.to(self.device)
+        with replaced_output(self.text_embedding(), embeds.to(self.device)):
+            output = self.model.get_text_features(input_ids=ids)  # the model's own masking and pooling
+        return pooled_features(output).float()  # [N, D]
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        output = self.model.get_image_features(pixel_values=images.to(self.device))
+        return pooled_features(output).float()  # [B, D]
+
+    def image_transform(self, train: bool):
+        size = self.model.config.vision_config.image_size
+        size = size[0] if isinstance(size, (tuple, list)) else size
+        mean, std = self.preprocessing["mean"], self.preprocessing["std"]
+        return clip_style_transform(int(size), mean, std, train, squash=self.squash)
+
+    def _config_json(self) -> str:
+        """The model config as sorted JSON, without where it was loaded from."""
+        config = self.model.config.to_dict()
+        for key in ("_name_or_path", "_commit_hash"):
+            config.pop(key, None)
+        return json.dumps(config, sort_keys=True, default=str)
+
+    def describe(self) -> dict:
+        if not hasattr(self, "_identity"):  # taken once, at load: later edits to the files do not change it
+            self._identity = self._identify()
+        return copy.deepcopy(self._identity)
+
+    def _identify(self) -> dict:
+        import transformers
+
+        config_digest = hashlib.sha256(self._config_json().encode()).hexdigest()[:16]
+        if self.pretrained is None:
+            weights = f"random (seed {RANDOM_INIT_SEED})"
+        elif _local(self.pretrained) is not None:
+            weights = _folder_identity(_local(self.pretrained))
+        else:
+            weights = {"hub": self.pretrained, "commit": getattr(self.model.config, "_commit_hash", None)}
+        source = _local(self.source)  # a folder, or a config.json inside one: named by the folder
+        label = self.source if source is None else (source.parent.name if source.is_file() else source.name)
+        arch = f"{label}#{config_digest}"
+        return {"arch": arch, "pretrained": self.pretrained or "none", "weights": weights,
+                "model_class": self.model_class, "transformers": transformers.__version__}
+

@@ -1,0 +1,220 @@
+"""Loading weights from the Hugging Face hub: fast, quiet, and one clear line when it cannot work.
+
+Without network, huggingface_hub retries each request with backoff (30 s and more) before giving
+up, and open_clip logs the failure on the root logger (`ERROR:root:...`). `hub_access()` checks
+once, in at most `PROBE_TIMEOUT_S`, whether the hub can be reached; if not, the load runs in the
+library's offline mode, so cached weights load and missing ones fail at once. `quiet_libraries()`
+keeps library log records off the user's screen during a load.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import sys
+import threading
+import warnings
+from pathlib import Path
+from urllib.parse import urlparse
+
+from vipcli.errors import VipError
+from vipcli.plugins import describe_exception
+
+PROBE_TIMEOUT_S = 2.0
+PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+
+
+def hub_endpoint() -> str:
+    """The hub URL huggingface_hub uses (honours HF_ENDPOINT)."""
+    try:
+        from huggingface_hub import constants
+
+        return constants.ENDPOINT
+    except Exception:  # noqa: BLE001 - a very old huggingface_hub: the public hub
+        return "https://huggingface.co"
+
+
+def hub_cache_dir() -> str:
+    """Where downloaded weights are cached (honours HF_HOME / HF_HUB_CACHE)."""
+    try:
+        from huggingface_hub import constants
+
+        return constants.HF_HUB_CACHE
+    except Exception:  # noqa: BLE001
+        return os.path.expanduser("~/.cache/huggingface/hub")
+
+
+def _offline_now() -> bool:
+    from huggingface_hub import constants
+
+    flag = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
+    return bool(constants.HF_HUB_OFFLINE) or flag.strip().lower() in ("1", "on", "yes", "true")
+
+
+_PROBED: dict[str, str | None] = {}  # endpoint -> reason, probed once per process
+
+
+def hub_unreachable_reason(timeout: float = PROBE_TIMEOUT_S) -> str | None:
+    """Why the hub cannot be reached right now (None when it can, or when a proxy decides).
+
+    Resolves the hub's host and opens a TCP connection to it, in a background thread so that a
+    hanging DNS lookup costs at most `timeout` seconds; the answer is remembered for the process.
+    """
+    if _offline_now():
+        return "offline mode is on (HF_HUB_OFFLINE)"
+    if any(os.environ.get(name) for name in PROXY_VARIABLES):
+        return None  # only the proxy knows; let the library try
+    endpoint = hub_endpoint()
+    if endpoint not in _PROBED:
+        _PROBED[endpoint] = _probe(endpoint, timeout)
+    return _PROBED[endpoint]
+
+
+def _probe(endpoint: str, timeout: float) -> str | None:
+    url = urlparse(endpoint)
+    host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
+    outcome: list[str | None] = []
+
+    def probe():
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            outcome.append(None)
+        except OSError as error:
+            outcome.append(f"{host} cannot be reached ({error.strerror or error})")
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout + 0.5)
+    return outcome[0] if outcome else f"{host} did not answer within {timeout:.0f} s"
+
+
+@contextlib.contextmanager
+def offline_mode():
+    """Run huggingface_hub (and transformers, open_clip through it) from the local cache only."""
+    from huggingface_hub import constants
+
+    before = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = before
+
+
+@contextlib.contextmanager
+def hub_access():
+    """Yield None when the hub is reachable; else the reason, with offline mode on for the block."""
+    reason = hub_unreachable_reason()
+    if reason is None:
+        yield None
+        return
+    with offline_mode():
+        yield reason
+
+
+@contextlib.contextmanager
+def quiet_libraries(progress: bool = False):
+    """Keep library log records and warnings off the screen while a model loads.
+
+    Args:
+        progress: keep the libraries' progress bars (worth it while weights may download);
+            off, transformers' "Loading weights" bar is hidden too.
+
+    open_clip reports failures with `logging.error` on the root logger, which would also install a
+    stderr handler for good (`logging.basicConfig`); transformers logs on its own handler. Both are
+    silenced for the block, and the root logger gets a no-op handler so nothing is configured behind
+    the user's back. The failure itself reaches the user as one `VipError` line.
+    """
+    root = logging.getLogger()
+    saved_handlers = root.handlers[:]
+    root.handlers = [logging.NullHandler()]
+    logging.disable(logging.CRITICAL)
+    bars = sys.modules.get("transformers.utils.logging")  # only if transformers is already imported
+    bars_were_on = bars is not None and bars.is_progress_bar_enabled()
+    if bars_were_on and not progress:
+        bars.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.disable(logging.NOTSET)
+        root.handlers = saved_handlers
+        if bars_were_on and not progress:
+            bars.enable_progress_bar()
+
+
+def missing_weights_error(source: str, what: str | None, offline_reason: str | None, error: BaseException,
+                          hint: str, thing: str = "weights") -> VipError:
+    """One line for weights that could not be loaded: offline and uncached, gated, or another failure.
+
+    Args:
+        source: the weights as the user named them (tag, hub id, path).
+        what: the model they were for (arch name), or None when `source` names it already.
+        thing: what was being loaded ("weights", "the config and tokenizer", ...).
+        offline_reason: why the hub was not used (from `hub_access`), or None.
+        error: the library's exception.
+        hint: what to pass instead.
+    """
+    text = describe_exception(error)
+    source = f"'{source}'" + (f" for {what}" if what and what != source else "")
+    lowered = text.lower()
+    if "gated" in lowered or "401 client error" in lowered or "403 client error" in lowered:
+        return VipError(f"could not load {thing} {source}: the repository is gated or private "
+                        f"({text})", "accept its licence on the hub page, then log in with `hf auth login` or set HF_TOKEN")
+    if "sentencepiece" in lowered or "protobuf" in lowered:
+        return VipError(f"could not load {source}: its tokenizer needs an extra library ({text})",
+                        "pip install sentencepiece protobuf")
+    if offline_reason is not None and _looks_missing(error):
+        return VipError(f"could not load {thing} {source}: not in the local cache "
+                        f"({hub_cache_dir()}) and {offline_reason}", hint)
+    suffix = f" ({offline_reason}, so only the local cache was used)" if offline_reason else ""
+    return VipError(f"could not load {thing} {source}: {text}{suffix}", hint)
+
+
+MISSING_ERRORS = {"LocalEntryNotFoundError", "OfflineModeIsEnabled", "EntryNotFoundError", "FileNotFoundError"}
+MISSING_WORDS = ("local cache", "cached files", "offline", "connect", "not found")
+
+
+def _looks_missing(error: BaseException) -> bool:
+    """Whether a loading failure (or an exception it was raised from) says a file was not available."""
+    seen = 0
+    while error is not None and seen < 8:
+        text = str(error).lower()
+        if type(error).__name__ in MISSING_ERRORS or any(word in text for word in MISSING_WORDS):
+            return True
+        error, seen = error.__cause__ or error.__context__, seen + 1
+    return False
+
+
+def fail_fast_if_uncached(repo_ids: list[str] | None, source: str, what: str | None, hint: str) -> None:
+    """Before importing a model library (seconds), fail at once if the weights cannot be had.
+
+    Raises the one-line missing-weights error when the hub cannot be reached and the local cache
+    lacks the repositories `repo_ids` (hub ids like "vinid/plip"), or, when the repositories are not
+    known yet (an open_clip tag), holds no model at all. Otherwise returns and the library decides.
+    """
+    reason = hub_unreachable_reason()
+    if reason is None:
+        return
+    cache = Path(hub_cache_dir())
+    if repo_ids is None:
+        missing = not any(cache.glob("models--*"))
+    else:
+        missing = any(not (cache / f"models--{repo.replace('/', '--')}").is_dir() for repo in repo_ids)
+    if missing:
+        shown = f"'{source}'" + (f" for {what}" if what and what != source else "")
+        raise VipError(f"could not load weights {shown}: not in the local cache ({cache}) and {reason}", hint)
+
+
+@contextlib.contextmanager
+def model_loading(uses_hub: bool = True):
+    """`hub_access()` (when the load may touch the hub) and `quiet_libraries()` together.
+
+    Yields the reason the hub is not used (None when it is, or when `uses_hub` is False).
+    """
+    with hub_access() if uses_hub else contextlib.nullcontext(None) as reason:
+        with quiet_libraries(progress=uses_hub and reason is None):
+            yield reason

@@ -1,0 +1,42 @@
+"""Installing fake distributions with entry points into a temporary sys.path folder."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+SAMPLE_PLUGINS = Path(__file__).resolve().parent / "sample_plugins.py"
+
+
+def install_distribution(site: Path, name: str, entry_points: str, module_source: Path | None = None,
+                         module_name: str | None = None, group: str = "vip.backbones") -> None:
+    """Lay out an installed distribution (dist-info with entry points of `group`) on a sys.path folder."""
+    info = site / f"{name.replace('-', '_')}-0.1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1.0\n")
+    (info / "entry_points.txt").write_text(f"[{group}]\n{entry_points}\n")
+    if module_source is not None:
+        shutil.copy(module_source, site / (module_name or module_source.name))
+
+
+def install_sample_plugins(site: Path) -> None:
+    """The plugins of sample_plugins.py as the distribution `sample-plugins` (module vip_sample_plugins)."""
+    sys.path.insert(0, str(SAMPLE_PLUGINS.parent))
+    from sample_plugins import ENTRY_POINTS
+
+    install_distribution(site, "sample-plugins", ENTRY_POINTS, SAMPLE_PLUGINS, "vip_sample_plugins.py")
+
+
+@pytest.fixture
+def site(tmp_path, monkeypatch):
+    """A fresh folder on sys.path to install fake distributions into."""
+    folder = tmp_path / "site-packages"
+    folder.mkdir()
+    monkeypatch.syspath_prepend(str(folder))
+    yield folder
+    for module in ("vip_plugin_example", "vip_sample_plugins", "vip_plugin_medical", "vip_method_example",
+                   "broken_method"):
+        sys.modules.pop(module, None)

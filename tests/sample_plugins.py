@@ -1,0 +1,146 @@
+"""Small backbone plugins for the contract tests: one sound, the others with one deliberate flaw each.
+
+Installed into a temporary site folder as the distribution `sample-plugins` (see plugin_helpers.py),
+exactly as a third-party plugin is. The base pads with its end token, as Hugging Face CLIP
+tokenizers do, and pools at the first end token under a causal mask.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import zlib
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from vipcli.backbone import Backbone, CausalTextTower, clip_style_transform
+
+START, END = 1, 2
+PAD = END  # the pad id equals the end id
+
+
+class PadIsEndBackbone(CausalTextTower, Backbone):
+    """Sound: pads with its end token and declares `end_token_id`."""
+
+    end_token_id = END
+    pad_token_id = PAD
+
+    def __init__(self, arch=None, pretrained=None, device=None):
+        self.device = torch.device(device or "cpu")
+        self.embed_dim, self.token_width, self.context_length, self.vocab_size = 16, 16, 24, 512
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            self.words = nn.Embedding(self.vocab_size, self.token_width)
+            self.positions = nn.Embedding(self.context_length, self.token_width)
+            layer = nn.TransformerEncoderLayer(self.token_width, 2, 32, batch_first=True, dropout=0.0)
+            self.text = nn.TransformerEncoder(layer, 1, enable_nested_tensor=False)
+            self.text_proj = nn.Linear(self.token_width, self.embed_dim, bias=False)
+            self.image = nn.Sequential(nn.Conv2d(3, 8, 8, stride=8), nn.GELU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                       nn.Linear(8, self.embed_dim))
+        self.tower = nn.ModuleList([self.words, self.positions, self.text, self.text_proj, self.image]).to(self.device)
+        self.logit_scale = torch.tensor(math.log(100.0))
+
+    def modules(self):
+        return [self.tower]
+
+    def tokenize(self, texts):
+        ids = torch.full((len(texts), self.context_length), PAD, dtype=torch.long)
+        for row, text in enumerate(texts):
+            words = text.lower().replace(".", " .").replace(",", " ,").split()[: self.context_length - 2]
+            tokens = [START, *(3 + zlib.crc32(w.encode()) % (self.vocab_size - 3) for w in words), END]
+            ids[row, : len(tokens)] = torch.tensor(tokens)
+        return ids  # [N, L]
+
+    def embed_tokens(self, ids):
+        return self.words(ids.to(self.device))  # [N, L, W]
+
+    def pool(self, hidden, ids):
+        """The user's own pooling: the first END in each row (argmax picks 0 when there is none)."""
+        end = (ids == END).int().argmax(dim=1)  # [N]
+        return hidden[torch.arange(len(ids), device=hidden.device), end]  # [N, W]
+
+    def encode_text_embeds(self, embeds, ids):
+        ids = ids.to(self.device)
+        length = ids.shape[1]
+        x = embeds + self.positions.weight[:length]  # [N, L, W]
+        x = self.text(x, mask=self.causal_mask(length))  # [N, L, W]
+        return self.text_proj(self.pool(x, ids))  # [N, D]
+
+    def encode_image(self, images):
+        return self.image(images.to(self.device))  # [B, D]
+
+    def image_transform(self, train):
+        return clip_style_transform(32, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), train)
+
+    def describe(self):
+        return {"arch": "pad-is-end", "pretrained": "none", "weights": "seed 0"}
+
+
+class PadIsEndUndeclared(PadIsEndBackbone):
+    """Flaw: pads with its end token but does not say which token is the end token."""
+
+    end_token_id = None
+
+
+class HalfFeatures(PadIsEndBackbone):
+    """Flaw: float16 image features."""
+
+    def encode_image(self, images):
+        return super().encode_image(images).half()
+
+
+class PathInDescribe(PadIsEndBackbone):
+    """Flaw: describe() holds a Path, which is not JSON."""
+
+    def describe(self):
+        return {**super().describe(), "weights": Path("/weights/model.bin")}
+
+
+class VectorScale(PadIsEndBackbone):
+    """Flaw: logit_scale of shape [1] (as SigLIP's parameter), not 0-d."""
+
+    def __init__(self, arch=None, pretrained=None, device=None):
+        super().__init__(arch, pretrained, device)
+        self.logit_scale = self.logit_scale.reshape(1)
+
+
+class BrokenInit(PadIsEndBackbone):
+    """Flaw: its constructor raises."""
+
+    def __init__(self, arch=None, pretrained=None, device=None):
+        config = {}
+        self.width = config["width"]
+
+
+class FlakyImages(PadIsEndBackbone):
+    """Flaw that only shows later: encode_image fails on batches of more than 2 images."""
+
+    def encode_image(self, images):
+        if images.shape[0] > 2:
+            raise RuntimeError(f"cannot encode a batch of {images.shape[0]} images")
+        return super().encode_image(images)
+
+
+class NewIdentityEachLoad(PadIsEndBackbone):
+    """Flaw: describe() changes from one load to the next (a random run id)."""
+
+    def __init__(self, arch=None, pretrained=None, device=None):
+        super().__init__(arch, pretrained, device)
+        self.run_id = random.Random().randrange(10**9)
+
+    def describe(self):
+        return {**super().describe(), "run": self.run_id}
+
+
+ENTRY_POINTS = "\n".join([
+    "pad-is-end = vip_sample_plugins:PadIsEndBackbone",
+    "pad-is-end-undeclared = vip_sample_plugins:PadIsEndUndeclared",
+    "half-features = vip_sample_plugins:HalfFeatures",
+    "path-in-describe = vip_sample_plugins:PathInDescribe",
+    "vector-scale = vip_sample_plugins:VectorScale",
+    "broken-init = vip_sample_plugins:BrokenInit",
+    "flaky-images = vip_sample_plugins:FlakyImages",
+    "new-identity = vip_sample_plugins:NewIdentityEachLoad",
+])

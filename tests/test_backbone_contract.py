@@ -1,0 +1,125 @@
+"""The plugin contract: checked at load and by `vip backbones check`; plugin failures name the plugin."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from conftest import error_lines
+from plugin_helpers import install_sample_plugins, site  # noqa: F401 - site is a fixture
+from vipcli.errors import VipError
+from vipcli.prompts import build_prompt_bank, encode_prompts
+from vipcli.registry import load_backbone
+
+PROMPTS = [["a photo of a spot.", "The spot has blurry, or jagged edges, and several colors like brown and black."],
+           ["Small dark areas.", "The spot is symmetric on both sides."]]
+
+
+@pytest.fixture
+def samples(site):
+    install_sample_plugins(site)
+    return site
+
+
+def test_vip_error_is_importable_from_the_backbone_module():
+    from vipcli import backbone, errors
+
+    assert backbone.VipError is errors.VipError and backbone.UsageError is errors.UsageError
+    assert issubclass(backbone.PluginError, errors.VipError)
+
+
+def test_a_plugin_that_pads_with_its_end_token_keeps_the_end_token_when_trimmed(samples):
+    backbone = load_backbone("pad-is-end")
+    assert backbone.pad_token_id == backbone.end_token_id
+    trimmed = build_prompt_bank(backbone, PROMPTS, n_ctx=4, trim=True)
+    full = build_prompt_bank(backbone, PROMPTS, n_ctx=4, trim=False)
+    assert trimmed.ids.shape[1] < full.ids.shape[1]
+    assert (trimmed.ids == backbone.end_token_id).any(dim=1).all()  # every prompt, the longest too
+    context = torch.randn(4, backbone.token_width, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(encode_prompts(backbone, trimmed, context), encode_prompts(backbone, full, context))
+
+
+def test_the_same_plugin_without_end_token_id_fails_at_load_naming_itself(samples):
+    with pytest.raises(VipError) as error:
+        load_backbone("pad-is-end-undeclared")
+    message = str(error.value)
+    assert message.startswith("backbone 'pad-is-end-undeclared' (from sample-plugins 0.1.0) failed in sequence_lengths")
+    assert "end_token_id" in message and "vip backbones check pad-is-end-undeclared" in message
+
+
+@pytest.mark.parametrize("plugin, member, reason", [
+    ("half-features", "encode_image", "float16 [1, 16]; the contract needs float32"),
+    ("path-in-describe", "describe", "describe()['weights'] is a PosixPath"),
+    ("vector-scale", "logit_scale", "logit_scale has shape [1]; make it 0-d"),
+    ("broken-init", "BrokenInit.__init__", "KeyError: 'width'"),
+])
+def test_a_broken_plugin_fails_at_load_with_its_name_distribution_and_member(samples, plugin, member, reason):
+    with pytest.raises(VipError) as error:
+        load_backbone(plugin)
+    message = str(error.value)
+    assert message.startswith(f"backbone '{plugin}' (from sample-plugins 0.1.0) failed in {member}: "), message
+    assert reason in message and "bug in vip" not in message
+
+
+def test_train_stops_at_a_broken_plugin_before_encoding_any_image(cli, samples, isic_small, tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("VIP_CACHE_DIR", str(cache))
+    code, _, err = cli("train", "--data", isic_small, "--backbone", "half-features", "--out", tmp_path / "run",
+                       "--workers", "0")
+    assert code == 1 and len(error_lines(err)) == 1 and "Traceback" not in err
+    assert "backbone 'half-features' (from sample-plugins 0.1.0) failed in encode_image" in err
+    assert not list(cache.rglob("*.safetensors"))  # not one image was encoded
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_plugin_failing_later_is_named_never_a_bug_in_vip(cli, samples, isic_small, tmp_path):
+    code, _, err = cli("train", "--data", isic_small, "--backbone", "flaky-images", "--shots", "4", "--epochs", "1",
+                       "--views", "2", "--out", tmp_path / "run", "--workers", "0")
+    assert code == 1 and len(error_lines(err)) == 1 and "Traceback" not in err
+    assert error_lines(err)[0].startswith("error: backbone 'flaky-images' (from sample-plugins 0.1.0) failed in "
+                                          "encode_image: RuntimeError: cannot encode a batch of")
+    assert "bug in vip" not in err and "sample-plugins" in err
+
+
+def test_backbones_check_prints_the_table_and_passes_a_sound_plugin(cli, samples):
+    code, out, err = cli("backbones", "check", "pad-is-end")
+    assert code == 0, err
+    for row in ("logit_scale", "tokenize", "sequence_lengths", "trimmed = full length", "image_transform",
+                "encode_image", "describe / fingerprint", "same describe() on reload"):
+        assert row in out
+    assert "FAIL" not in out and "float32 [2, 16]" in out and "0-d float32 on cpu" in out
+
+
+def test_backbones_check_fails_when_describe_changes_between_loads(cli, samples):
+    code, out, err = cli("backbones", "check", "new-identity", "--json")
+    report = json.loads(out)
+    rows = {row["check"]: row for row in report["checks"]}
+    assert code == 1 and report["ok"] is False
+    assert rows["same describe() on reload"]["ok"] is False and "run" in rows["same describe() on reload"]["detail"]
+    assert rows["encode_image"]["ok"] is True  # everything else is sound
+    assert error_lines(err) == [line for line in error_lines(err) if "fails 1 of" in line]
+
+
+def test_backbones_check_reports_every_flaw_not_just_the_first(cli, samples):
+    code, out, _ = cli("backbones", "check", "pad-is-end-undeclared", "--json")
+    rows = {row["check"]: row for row in json.loads(out)["checks"]}
+    assert code == 1
+    assert rows["trimmed = full length"]["ok"] is False and "changes by" in rows["trimmed = full length"]["detail"]
+    assert rows["describe / fingerprint"]["ok"] is True
+
+
+def test_plugin_user_errors_pass_through_unchanged():
+    from vipcli.errors import UsageError
+
+    with pytest.raises(UsageError) as error:
+        load_backbone("toy", None, "/no/such/toy.safetensors")
+    assert str(error.value).startswith("--pretrained /no/such/toy.safetensors: no such toy weights file")
+
+
+def test_pretrained_none_warns_that_results_mean_nothing(cli, tiny_clip):
+    code, _, err = cli("backbones", "check", "clip", "--arch", tiny_clip, "--pretrained", "none")
+    assert code == 0, err
+    assert "warning: --pretrained none: backbone 'clip' has random weights" in err and "timing" in err

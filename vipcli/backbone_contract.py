@@ -1,0 +1,326 @@
+"""The backbone contract, checked: what `vip backbones check` prints and `load_backbone` enforces.
+
+Each check calls a few members of a loaded backbone on small probes (three prompts of different
+lengths, one or two synthetic images) and records what came back. `load_backbone` runs them all
+(one image) before any image of the data set is encoded: the cost is one full-length and one trimmed
+text pass over three prompts and one image through the tower, so a broken plugin fails in seconds.
+`vip backbones check` adds a second load to compare `describe()`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from vipcli.errors import VipError
+from vipcli.plugins import PluginError
+
+PROBE_TEXTS = [
+    "a photo.",
+    "The spot has blurry, or jagged edges.",
+    "Small, dark areas within the spot, with several colors like brown, black, blue, red or white.",
+]
+TRIM_TOLERANCE = 1e-3  # max relative L2 difference between trimmed and full-length text features
+JSON_TYPES = (str, int, float, bool, type(None))
+
+
+@dataclass
+class Check:
+    """One row of the contract table."""
+
+    name: str  # what is checked, e.g. "encode_image"
+    member: str  # the backbone member it exercises (named in errors)
+    ok: bool | None  # None: skipped because an earlier check it needs failed
+    detail: str  # shapes, dtypes, figures; or what is wrong and how to fix it
+
+
+class _Failed(Exception):
+    """A contract violation found by a check (its message is the row's detail)."""
+
+
+def _shape(tensor) -> str:
+    return "[" + ", ".join(str(n) for n in tensor.shape) + "]"
+
+
+def _dtype(tensor) -> str:
+    return str(tensor.dtype).replace("torch.", "")
+
+
+def _tensor(value) -> torch.Tensor:
+    if not isinstance(value, torch.Tensor):
+        raise _Failed(f"gave a {type(value).__name__}, not a torch.Tensor")
+    return value
+
+
+def _float32(value: torch.Tensor, what: str) -> None:
+    if value.dtype != torch.float32:
+        raise _Failed(f"{what} are {_dtype(value)} {_shape(value)}; the contract needs float32 (return .float())")
+
+
+def _finite(value: torch.Tensor, what: str) -> None:
+    if not torch.isfinite(value).all():
+        bad = int((~torch.isfinite(value)).sum())
+        raise _Failed(f"{what} hold {bad} NaN/inf values")
+
+
+def _json_problem(value, path: str = "describe()") -> str | None:
+    """Where `value` stops being plain JSON (dict with str keys, list, str, int, finite float, bool, None)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{path} is {value}, which JSON cannot hold"
+    if isinstance(value, JSON_TYPES):
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return f"{path} has a {type(key).__name__} key {key!r} (JSON keys are strings)"
+            problem = _json_problem(item, f"{path}[{key!r}]")
+            if problem:
+                return problem
+        return None
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            problem = _json_problem(item, f"{path}[{index}]")
+            if problem:
+                return problem
+        return None
+    if isinstance(value, tuple):
+        return f"{path} is a tuple (JSON has lists: use a list)"
+    return f"{path} is a {type(value).__name__} (use str, int, float, bool, None, list or dict)"
+
+
+class _Probe:
+    """Runs the checks in order, sharing what earlier ones produced."""
+
+    def __init__(self, backbone, images: int):
+        self.backbone, self.images = backbone, images
+        self.checks: list[Check] = []
+        self.ids = self.full = self.image_features = None
+        self.image_size = None
+
+    def run(self, name: str, member: str, step: Callable[[], str], needs: tuple = ()) -> None:
+        missing = [n for n in needs if getattr(self, n) is None]
+        if missing:
+            self.checks.append(Check(name, member, None, "skipped: an earlier check it needs failed"))
+            return
+        try:
+            self.checks.append(Check(name, member, True, step()))
+        except _Failed as failure:
+            self.checks.append(Check(name, member, False, str(failure)))
+        except PluginError as error:  # a guarded plugin member raised
+            self.checks.append(Check(name, error.member, False, f"raised {error.reason}"))
+        except VipError as error:  # the plugin reported a user-facing error
+            self.checks.append(Check(name, member, False, error.message))
+        except Exception as error:  # an unguarded backbone (tests, direct use)
+            self.checks.append(Check(name, member, False, f"raised {type(error).__name__}: {error}"))
+
+    # individual checks ------------------------------------------------------------------
+
+    def attributes(self) -> str:
+        b = self.backbone
+        for name in ("embed_dim", "token_width", "context_length"):
+            value = getattr(b, name, None)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise _Failed(f"{name} is {value!r}; set it to a positive int in __init__")
+        for name in ("num_prefix_tokens", "pad_token_id"):
+            value = getattr(b, name, None)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise _Failed(f"{name} is {value!r}; it must be an int >= 0")
+        end = getattr(b, "end_token_id", None)
+        if end is not None and (not isinstance(end, int) or isinstance(end, bool)):
+            raise _Failed(f"end_token_id is {end!r}; an int or None")
+        if not isinstance(getattr(b, "device", None), torch.device):
+            raise _Failed(f"device is {getattr(b, 'device', None)!r}; set a torch.device")
+        if not isinstance(getattr(b, "id", None), str) or not b.id:
+            raise _Failed("id is empty; the registry sets it (load the backbone through vipcli.registry.load_backbone)")
+        return (f"id {b.id}, D {b.embed_dim}, W {b.token_width}, context {b.context_length}, "
+                f"prefix {b.num_prefix_tokens}, pad {b.pad_token_id}, end {end}, device {b.device}")
+
+    def logit_scale(self) -> str:
+        scale = _tensor(getattr(self.backbone, "logit_scale", None))
+        if scale.dim() != 0:
+            raise _Failed(f"logit_scale has shape {_shape(scale)}; make it 0-d (.reshape(()))")
+        if not scale.is_floating_point():
+            raise _Failed(f"logit_scale is {_dtype(scale)}; it must be a float tensor")
+        if scale.device.type not in ("cpu", self.backbone.device.type):
+            raise _Failed(f"logit_scale is on {scale.device}; put it on the CPU or on {self.backbone.device}")
+        _finite(scale, "logit_scale")
+        return f"0-d {_dtype(scale)} on {scale.device}, exp() = {float(scale.exp()):.4g}"
+
+    def tokenize(self) -> str:
+        b = self.backbone
+        ids = _tensor(b.tokenize(PROBE_TEXTS))
+        if ids.dtype != torch.int64:
+            raise _Failed(f"token ids are {_dtype(ids)}; return a LongTensor (int64)")
+        if ids.shape != (len(PROBE_TEXTS), b.context_length):
+            raise _Failed(f"token ids are {_shape(ids)}; expected [{len(PROBE_TEXTS)}, context_length={b.context_length}]")
+        if ids.device.type != "cpu":
+            raise _Failed(f"token ids are on {ids.device}; return them on the CPU")
+        end = getattr(b, "end_token_id", None)
+        if end is not None and not (ids == end).any(dim=1).all():
+            raise _Failed(f"a tokenized probe has no end token (end_token_id={end})")
+        self.ids = ids
+        return f"{_dtype(ids)} {_shape(ids)} on cpu"
+
+    def lengths(self) -> str:
+        b, ids = self.backbone, self.ids
+        lengths = _tensor(b.sequence_lengths(ids))
+        if lengths.shape != (ids.shape[0],) or lengths.is_floating_point():
+            raise _Failed(f"returned {_dtype(lengths)} {_shape(lengths)}; expected integers [{ids.shape[0]}]")
+        low, high = int(lengths.min()), int(lengths.max())
+        if low < 1 or high > ids.shape[1]:
+            raise _Failed(f"returned lengths from {low} to {high}; each must be within 1..{ids.shape[1]}")
+        content = b.content_lengths(ids)
+        if (lengths < content).any():
+            row = int((lengths < content).nonzero()[0])
+            raise _Failed(f"row {row} is {int(lengths[row])} tokens but holds {int(content[row])} "
+                          "(words and end token); trimming would cut the prompt")
+        return f"longest {high} of {ids.shape[1]} tokens"
+
+    def embed_tokens(self) -> str:
+        b, ids = self.backbone, self.ids
+        embeds = _tensor(b.embed_tokens(ids))
+        if tuple(embeds.shape) != (*ids.shape, b.token_width):
+            raise _Failed(f"embeddings are {_shape(embeds)}; expected [{ids.shape[0]}, {ids.shape[1]}, W={b.token_width}]")
+        _float32(embeds, "token embeddings")
+        return f"{_dtype(embeds)} {_shape(embeds)}"
+
+    def encode_text(self) -> str:
+        b, ids = self.backbone, self.ids
+        with torch.no_grad():
+            full = _tensor(b.encode_text_embeds(b.embed_tokens(ids), ids.to(b.device)))
+        if tuple(full.shape) != (ids.shape[0], b.embed_dim):
+            raise _Failed(f"text features are {_shape(full)}; expected [{ids.shape[0]}, D={b.embed_dim}]")
+        _float32(full, "text features")
+        _finite(full, "text features")
+        self.full = full.detach().float().cpu()
+        return f"{_dtype(full)} {_shape(full)}, finite"
+
+    def trimming(self) -> str:
+        b, ids = self.backbone, self.ids
+        length = int(b.sequence_lengths(ids).max())
+        if length == ids.shape[1]:
+            return f"not trimmed: sequence_lengths keeps all {length} tokens"
+        short = ids[:, :length]
+        with torch.no_grad():
+            trimmed = b.encode_text_embeds(b.embed_tokens(short), short.to(b.device)).detach().float().cpu()
+        difference = ((trimmed - self.full).norm(dim=-1) / self.full.norm(dim=-1).clamp_min(1e-12))  # [N]
+        worst = int(difference.argmax())
+        if float(difference[worst]) > TRIM_TOLERANCE:
+            raise _Failed(
+                f"trimmed to {length} of {ids.shape[1]} tokens, the feature of {PROBE_TEXTS[worst]!r} changes by "
+                f"{float(difference[worst]):.3g} (relative): trimming drops a token the tower uses; declare "
+                "end_token_id if the tokenizer pads with the end token, or return the full length from "
+                "sequence_lengths")
+        return f"trimmed to {length} of {ids.shape[1]} tokens: max relative difference {float(difference.max()):.1e}"
+
+    def image_transform(self) -> str:
+        from PIL import Image
+
+        b = self.backbone
+        picture = Image.fromarray(
+            (torch.linspace(0, 255, 96 * 64 * 3).reshape(64, 96, 3) % 256).to(torch.uint8).numpy(), "RGB")
+        shapes = []
+        limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # a probe, not a user's file
+        try:
+            for train in (False, True):
+                out = _tensor(b.image_transform(train)(picture))
+                if out.dim() != 3 or out.shape[0] != 3 or not out.is_floating_point():
+                    raise _Failed(f"image_transform({train}) gives {_dtype(out)} {_shape(out)}; "
+                                  "expected float [3, H, W]")
+                shapes.append(tuple(out.shape))
+        finally:
+            Image.MAX_IMAGE_PIXELS = limit
+        if shapes[0] != shapes[1]:
+            raise _Failed(f"eval and train transforms give different sizes {shapes[0]} and {shapes[1]}")
+        self.image_size = shapes[0]
+        return f"float [3, {shapes[0][1]}, {shapes[0][2]}] (eval and train)"
+
+    def encode_image(self) -> str:
+        b = self.backbone
+        images = torch.rand(self.images, *self.image_size, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            features = _tensor(b.encode_image(images.to(b.device)))
+        if tuple(features.shape) != (self.images, b.embed_dim):
+            raise _Failed(f"image features are {_shape(features)}; expected [{self.images}, D={b.embed_dim}]")
+        _float32(features, "image features")
+        _finite(features, "image features")
+        return f"{_dtype(features)} {_shape(features)}, finite"
+
+    def describe(self) -> str:
+        b = self.backbone
+        described = b.describe()
+        if not isinstance(described, dict):
+            raise _Failed(f"describe() returned {type(described).__name__}; return a dict")
+        problem = _json_problem(described)
+        if problem:
+            raise _Failed(f"{problem}: describe() must be strict JSON")
+        if b.describe() != described:
+            raise _Failed("two calls to describe() differ; it must identify the weights, nothing that changes")
+        fingerprint = b.fingerprint()
+        if not isinstance(fingerprint, str) or not fingerprint or fingerprint != b.fingerprint():
+            raise _Failed(f"fingerprint() returned {fingerprint!r}; a non-empty str, the same every call")
+        return f"strict JSON, keys {', '.join(sorted(described))}; fingerprint {fingerprint}"
+
+    def frozen(self) -> str:
+        modules = self.backbone.modules()
+        trainable = [name for m in modules for name, p in m.named_parameters() if p.requires_grad]
+        if trainable:
+            raise _Failed(f"{len(trainable)} weights still require grad (e.g. {trainable[0]}); freeze() must freeze "
+                          "every module that modules() returns")
+        count = sum(p.numel() for m in modules for p in m.parameters())
+        return f"{len(modules)} module(s), {count / 1e6:.2f} M parameters, none trainable"
+
+
+def run_checks(backbone, images: int = 1) -> list[Check]:
+    """Run the contract on a loaded backbone; every row of the table, in order.
+
+    Args:
+        backbone: a `vipcli.backbone.Backbone`, normally from `vipcli.registry.load_backbone`.
+        images: how many synthetic images to encode (0 skips `image_transform` and `encode_image`).
+    """
+    probe = _Probe(backbone, images)
+    probe.run("attributes", "__init__", probe.attributes)
+    probe.run("logit_scale", "logit_scale", probe.logit_scale)
+    probe.run("tokenize", "tokenize", probe.tokenize)
+    probe.run("sequence_lengths", "sequence_lengths", probe.lengths, needs=("ids",))
+    probe.run("embed_tokens", "embed_tokens", probe.embed_tokens, needs=("ids",))
+    probe.run("encode_text_embeds", "encode_text_embeds", probe.encode_text, needs=("ids",))
+    probe.run("trimmed = full length", "sequence_lengths", probe.trimming, needs=("ids", "full"))
+    if images:
+        probe.run("image_transform", "image_transform", probe.image_transform)
+        probe.run("encode_image", "encode_image", probe.encode_image, needs=("image_size",))
+    probe.run("describe / fingerprint", "describe", probe.describe)
+    probe.run("frozen", "modules", probe.frozen)
+    return probe.checks
+
+
+def check_reload(first, load_again: Callable[[], object]) -> Check:
+    """Load the backbone a second time: `describe()` and `fingerprint()` must come back equal."""
+    try:
+        second = load_again()
+        a, b = first.describe(), second.describe()
+    except VipError as error:
+        return Check("same describe() on reload", "describe", False, error.message)
+    if a != b:
+        keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+        return Check("same describe() on reload", "describe", False,
+                     f"describe() differs between two loads of the same weights in {', '.join(keys)}: "
+                     "leave out anything that changes per load (times, memory addresses, random ids)")
+    if first.fingerprint() != second.fingerprint():
+        return Check("same describe() on reload", "fingerprint", False, "fingerprint() differs between two loads")
+    return Check("same describe() on reload", "describe", True, "equal describe() and fingerprint()")
+
+
+def first_failure(checks: list[Check]) -> Check | None:
+    """The first failed row, or None when every check passed or was skipped."""
+    return next((c for c in checks if c.ok is False), None)
+
+
+def as_json(checks: list[Check]) -> str:
+    """The table as one JSON document (for `vip backbones check --json`)."""
+    rows = [{"check": c.name, "member": c.member, "ok": c.ok, "detail": c.detail} for c in checks]
+    return json.dumps({"ok": all(c.ok is not False for c in checks), "checks": rows}, indent=2)
