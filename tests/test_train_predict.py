@@ -225,3 +225,25 @@ def test_command_line_mistakes_are_one_usage_line(cli):
         assert code == 2 and len(error_lines(err)) == 1 and message in err and "Traceback" not in err, err
     code, out, _ = cli("--version")
     assert code == 0 and out.startswith("vip ")
+
+
+@pytest.mark.parametrize("mask, folder_mode, file_mode", [(0o022, 0o755, 0o644), (0o077, 0o700, 0o600)])
+def test_run_folder_and_cache_follow_the_users_umask(cli, isic_small, tiny_clip, tmp_path, monkeypatch, mask,
+                                                      folder_mode, file_mode):
+    import os
+    import stat
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("VIP_CACHE_DIR", str(cache))
+    previous = os.umask(mask)
+    try:
+        code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "run"))
+    finally:
+        os.umask(previous)
+    assert code == 0, err
+    run = tmp_path / "run"
+    assert stat.S_IMODE(run.stat().st_mode) == folder_mode
+    for file in ("model.safetensors", "run.yaml", "split.json", "metrics.json"):
+        assert stat.S_IMODE((run / file).stat().st_mode) == file_mode, file
+    entries = list((cache / "features").rglob("*.safetensors"))
+    assert entries and all(stat.S_IMODE(e.stat().st_mode) == file_mode for e in entries)

@@ -56,7 +56,11 @@ def atomic_folder(path: str | Path):
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
     try:
         yield staging
-        os.chmod(staging, 0o777 & ~current_umask())
+        mask = current_umask()
+        for folder, subfolders, files in os.walk(staging):  # some writers (safetensors) make 0600 files
+            os.chmod(folder, 0o777 & ~mask)
+            for name in files:
+                os.chmod(os.path.join(folder, name), 0o666 & ~mask)
         if path.exists():
             old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)

@@ -13,9 +13,7 @@ import csv
 import hashlib
 import io
 import json
-import os
 import statistics
-import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone

@@ -25,7 +25,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -211,39 +210,30 @@ class FeatureCache:
         header = {"format": FEATURE_FORMAT, "format_version": FEATURE_FORMAT_VERSION, "backbone": self.key,
                   "path": os.path.realpath(path), "content_sha256": content, "dtype": "float32",
                   "dim": str(dim), "views": str(views)}
-        target, temp = self.entry_file(path), None
+        from vipcli.atomic import atomic_path
+
+        target = self.entry_file(path)
         try:
             self._write_identity()
             target.parent.mkdir(parents=True, exist_ok=True)
-            handle, temp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
-            os.close(handle)
-            save_file(tensors, temp, metadata=header)
-            os.replace(temp, target)
+            with atomic_path(target) as temp:  # the user's umask, one rename
+                save_file(tensors, str(temp), metadata=header)
         except OSError as error:
             self.writable = False
             full = error.errno in (errno.ENOSPC, errno.EDQUOT)
             fix = "free some space or run `vip cache clear`" if full else "set VIP_CACHE_DIR to a writable folder"
             self._warn_once("write", f"cannot write the feature cache {self.folder} ({describe_os_error(error)}); "
                             f"going on without it ({fix}, or pass --no-cache)")
-        finally:
-            if temp and os.path.exists(temp):
-                with contextlib.suppress(OSError):
-                    os.unlink(temp)
 
     def _write_identity(self) -> None:
         """backbone.json: what this folder's entries were made with (read by `vip cache info`)."""
         file = self.folder / BACKBONE_FILE
         if file.exists():
             return
+        from vipcli.atomic import write_atomic
+
         self.folder.mkdir(parents=True, exist_ok=True)
-        handle, temp = tempfile.mkstemp(dir=self.folder, suffix=".tmp")
-        try:
-            with os.fdopen(handle, "w", encoding="utf-8") as stream:
-                json.dump({**self.identity, "describe": self.describe}, stream, indent=1, default=str)
-            os.replace(temp, file)
-        finally:
-            if os.path.exists(temp):
-                os.unlink(temp)
+        write_atomic(file, json.dumps({**self.identity, "describe": self.describe}, indent=1, default=str))
 
 
 @dataclass

@@ -45,6 +45,8 @@ class EncodingSettings:
             raise UsageError(f"--views must be at least 1, got {self.views}")
         if self.workers < 0:
             raise UsageError(f"--workers must be 0 or more, got {self.workers}")
+        if self.batch_size < 1:
+            raise UsageError(f"--encode-batch must be at least 1, got {self.batch_size}")
 
     def cache(self, backbone):
         """The feature cache these settings ask for (a memory-only one with `use_cache=False`)."""

@@ -40,6 +40,7 @@ def benchmark_command(
     force: bool = typer.Option(False, "--force", help="Start over instead of resuming the sweep stored in --out."),
     device: str = opt.DEVICE,
     workers: Optional[int] = opt.WORKERS,
+    encode_batch: int = opt.ENCODE_BATCH,
     as_json: bool = opt.JSON,
     speed: bool = typer.Option(False, "--speed", help="Measure speed instead: feature extraction, a full ViP run "
                                "cached vs re-encoding every epoch, predict, memory; writes speed.json."),
@@ -48,7 +49,7 @@ def benchmark_command(
 ) -> None:
     """Compare methods on the same seeded few-shot subsets of your data, or measure speed (--speed)."""
     backbone_settings = opt.backbone_settings(backbone, arch, pretrained, device)
-    encoding = opt.encoding_settings(views, workers)
+    encoding = opt.encoding_settings(views, workers, False, encode_batch)
     if speed:
         from vipcli.speed import SpeedConfig, measure_speed
 

@@ -24,6 +24,8 @@ DEVICE = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."
 VIEWS = typer.Option(8, "--views", help="Augmented views encoded and cached per training image.")
 WORKERS = typer.Option(None, "--workers", help="Image-decoding worker processes (default: one per usable core, "
                        "at most 16; 0 decodes in the main process).")
+ENCODE_BATCH = typer.Option(64, "--encode-batch", help="Images per image-encoder call; lower it if the GPU runs "
+                            "out of memory while encoding.")
 NO_CACHE = typer.Option(False, "--no-cache", help="Do not read or write the on-disk feature cache.")
 
 # --- the schedule of the shared prompt-training loop ----------------------------------------------
@@ -51,11 +53,11 @@ def backbone_settings(backbone: str, arch: Optional[str], pretrained: Optional[s
     return BackboneSettings(backbone, arch, pretrained, device)
 
 
-def encoding_settings(views: int, workers: Optional[int], no_cache: bool = False):
-    """--views/--workers/--no-cache as EncodingSettings."""
+def encoding_settings(views: int, workers: Optional[int], no_cache: bool = False, encode_batch: int = 64):
+    """--views/--workers/--no-cache/--encode-batch as EncodingSettings."""
     from vipcli.settings import EncodingSettings
 
-    return EncodingSettings(views=views, workers=workers, use_cache=not no_cache)
+    return EncodingSettings(views=views, workers=workers, use_cache=not no_cache, batch_size=encode_batch)
 
 
 def schedule_settings(schedule: str, epochs: Optional[int], batch_size: Optional[int], lr: Optional[float]):

@@ -37,6 +37,7 @@ def train_command(
                                    "way; for speed comparisons)."),
     no_cache: bool = opt.NO_CACHE,
     workers: Optional[int] = opt.WORKERS,
+    encode_batch: int = opt.ENCODE_BATCH,
     as_json: bool = opt.JSON,
 ) -> None:
     """Train a method (ViP by default) on a folder of images sorted by class."""
@@ -46,7 +47,7 @@ def train_command(
         data=data, shots=opt.parse_shots(shots), method=method,
         method_options=opt.method_options(method_option, n_ctx, class_specific_context),
         backbone=opt.backbone_settings(backbone, arch, pretrained, device),
-        encoding=opt.encoding_settings(views, workers, no_cache),
+        encoding=opt.encoding_settings(views, workers, no_cache, encode_batch),
         schedule=opt.schedule_settings(schedule, epochs, batch_size, lr),
         symptoms=opt.symptom_sources(symptoms), seed=seed, out=out, force=force, reference=reference,
     )
