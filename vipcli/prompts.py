@@ -103,3 +103,28 @@ def encode_prompts(backbone, bank: PromptBank, context: torch.Tensor | None) -> 
         start, end = bank.prefix, bank.prefix + bank.n_ctx
         embeds = torch.cat([embeds[:, :start], per_prompt.to(embeds.dtype), embeds[:, end:]], dim=1)  # [P, L, W]
     return backbone.encode_text_embeds(embeds, bank.ids.to(embeds.device)).float()  # [P, D]
+
+
+@torch.no_grad()
+def class_text_features(backbone, prompts: list[list[str]], trim: bool = True, unit: bool = False) -> torch.Tensor:
+    """Per class, the mean text feature of its hand prompts (no learned context), on the CPU.
+
+    Args:
+        prompts: per class, its prompt phrases.
+        unit: normalise each prompt's feature before the mean and the mean after it (zero-shot
+            weights, as Tip-Adapter uses them); otherwise the plain mean of raw features (CLAP's init).
+    Returns:
+        [C, D]
+    """
+    import torch.nn.functional as F
+
+    bank = build_prompt_bank(backbone, prompts, 0, trim=trim)
+    text = encode_prompts(backbone, bank, None)  # [P, D]
+    if unit:
+        text = F.normalize(text, dim=-1)
+    index = bank.class_index.to(text.device)
+    total = torch.zeros(len(prompts), text.shape[1], device=text.device).index_add_(0, index, text)  # [C, D]
+    if unit:
+        return F.normalize(total, dim=-1).cpu()
+    counts = torch.bincount(index, minlength=len(prompts)).clamp(min=1)  # [C]
+    return (total / counts[:, None]).cpu()

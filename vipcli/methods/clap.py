@@ -22,6 +22,7 @@ from torch import nn
 from vipcli.errors import UsageError
 from vipcli.methods.base import Method
 from vipcli.methods.prompting import ZERO_SHOT_TEMPLATE, readable_class_name
+from vipcli.prompts import class_text_features
 
 
 @dataclass
@@ -65,21 +66,10 @@ class Clap(Method):
         self.penalty = stored.get("penalty")
         self.register_buffer("logit_scale", setup.backbone.logit_scale.detach().clone().float().cpu(),
                              persistent=False)
-        base = self._text_features()
+        base = class_text_features(setup.backbone, self.prompts, setup.trim)  # [C, D] mean raw features
         self.register_buffer("base_text_features", base, persistent=False)  # [C, D]
         self.prototypes = nn.Parameter(base.clone())  # [C, D]
         self.to(setup.device)
-
-    def _text_features(self) -> torch.Tensor:
-        from vipcli.prompts import build_prompt_bank, encode_prompts
-
-        bank = build_prompt_bank(self.backbone, self.prompts, 0, trim=self.setup.trim)
-        with torch.no_grad():
-            text = encode_prompts(self.backbone, bank, None)  # [P, D]
-        base = torch.zeros(self.setup.num_classes, text.shape[1], device=text.device)
-        base.index_add_(0, bank.class_index.to(text.device), text)
-        counts = torch.bincount(bank.class_index, minlength=self.setup.num_classes).clamp(min=1)
-        return (base / counts.to(text.device)[:, None]).cpu()  # [C, D] mean over a class's prompts
 
     def forward(self, image_features: torch.Tensor) -> torch.Tensor:
         """[B, D] -> [B, C]: scaled cosine to the prototypes."""

@@ -21,6 +21,7 @@ from torch import nn
 from vipcli.errors import UsageError, VipError
 from vipcli.methods.base import Method
 from vipcli.methods.prompting import ZERO_SHOT_TEMPLATE, readable_class_name
+from vipcli.prompts import class_text_features
 
 
 @dataclass
@@ -82,18 +83,9 @@ class TipAdapter(Method):
         self.register_buffer("cache_values", torch.zeros(0, c))  # [N, C]
         self.register_buffer("logit_scale", setup.backbone.logit_scale.detach().clone().float().cpu(),
                              persistent=False)
-        self.register_buffer("class_weights", self._zero_shot_weights(), persistent=False)  # [C, D]
+        self.register_buffer("class_weights", class_text_features(setup.backbone, self.prompts, setup.trim, unit=True),
+                             persistent=False)  # [C, D] normalised zero-shot weights
         self.to(setup.device)
-
-    def _zero_shot_weights(self) -> torch.Tensor:
-        from vipcli.prompts import build_prompt_bank, encode_prompts
-
-        bank = build_prompt_bank(self.backbone, self.prompts, 0, trim=self.setup.trim)
-        with torch.no_grad():
-            text = F.normalize(encode_prompts(self.backbone, bank, None), dim=-1)  # [P, D]
-        weights = torch.zeros(self.setup.num_classes, text.shape[1], device=text.device)
-        weights.index_add_(0, bank.class_index.to(text.device), text)
-        return F.normalize(weights, dim=-1).cpu()  # [C, D] (mean of a class's prompts)
 
     def keys(self) -> torch.Tensor:
         """The cache keys [N, D] used in the forward pass."""
