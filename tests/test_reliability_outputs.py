@@ -205,3 +205,27 @@ def test_damaged_metadata_of_a_0_1_0_run_is_one_line_too(cli, tmp_path):
     code, out, err = cli("predict", fixture / "images", "--model", target, "--device", "cpu")
     [line] = error_lines(err)
     assert code == 1 and line.startswith(f"error: {target / 'model.safetensors'}: ") and "'n_ctx' is 'four'" in line
+
+
+def test_a_disk_that_fills_up_during_a_sweep_is_one_line_and_the_sweep_resumes(cli, isic_small, tiny_clip, tmp_path,
+                                                                                 monkeypatch):
+    import vipcli.benchmark as benchmark
+
+    real, calls = benchmark.write_atomic, []
+
+    def full_after_two(path, text):
+        calls.append(path)
+        if len(calls) > 2:  # the first row's results.json and results.csv are written, then the disk is full
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return real(path, text)
+
+    out = tmp_path / "bench"
+    args = ["benchmark", "--data", isic_small, "--arch", tiny_clip, "--pretrained", "none", "--methods",
+            "zeroshot", "--seeds", "1,2", "--views", "2", "--out", out, "--device", "cpu", "--workers", "0"]
+    monkeypatch.setattr(benchmark, "write_atomic", full_after_two)
+    code, _, err = cli(*args)
+    [line] = error_lines(err)
+    assert code == 1 and "no space left on the device" in line and "run the same command again to resume" in line
+    monkeypatch.setattr(benchmark, "write_atomic", real)
+    code, _, err = cli(*args)
+    assert code == 0 and "1 finished rows skipped" in err

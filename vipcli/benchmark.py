@@ -195,8 +195,14 @@ def save_results(out: Path, config: dict, class_names: list[str], rows: list[dic
     """Rewrite results.json and results.csv atomically (every stored row, with the summary)."""
     document = {"format": RESULTS_FORMAT, "version": RESULTS_VERSION, "config": config, "class_names": class_names,
                 "rows": rows, "summary": summarize(rows)}
-    write_atomic(out / "results.json", json.dumps(document, indent=2))
-    write_atomic(out / "results.csv", results_csv(rows))
+    try:
+        write_atomic(out / "results.json", json.dumps(document, indent=2))
+        write_atomic(out / "results.csv", results_csv(rows))
+    except OSError as error:  # the disk filled up or went read-only during the sweep
+        from vipcli.preflight import describe_os_error
+
+        raise VipError(f"cannot write {out}/results.json ({describe_os_error(error)}); the rows finished before "
+                       f"this one are kept", "free some space and run the same command again to resume") from None
 
 
 # --- summary ------------------------------------------------------------------------------
