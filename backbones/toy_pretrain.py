@@ -186,7 +186,7 @@ def encode_texts(model: ToyCLIP, tokenizer: WordTokenizer, texts: list[str]) -> 
 
 
 def symptom_accuracy(image_features: torch.Tensor, labels: torch.Tensor, class_texts: list[list[str]], encode) -> float:
-    """Accuracy of argmax over classes of the mean cosine to each class's texts (METHOD.md section 4)."""
+    """Accuracy of argmax over classes of the mean cosine to each class's texts (docs/METHOD.md section 4)."""
     scores = torch.stack([(image_features @ encode(texts).T).mean(dim=1) for texts in class_texts], dim=1)  # [N, C]
     return (scores.argmax(dim=1) == labels).float().mean().item()
 

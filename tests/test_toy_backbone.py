@@ -149,7 +149,7 @@ def test_captions_describe_attributes_and_never_name_a_disease():
 
 
 def zero_shot_accuracy(toy, features: torch.Tensor, labels: torch.Tensor, class_texts: list[list[str]]) -> float:
-    """argmax over classes of the mean cosine to the class's texts (METHOD.md section 4)."""
+    """argmax over classes of the mean cosine to the class's texts (docs/METHOD.md section 4)."""
     scores = []
     for texts in class_texts:
         with torch.no_grad():

@@ -27,7 +27,7 @@ class Schedule:
 
 
 PRESETS = {
-    # METHOD.md section 3: ViT-B/16, batch 32, lr 0.002, 50 epochs (full training data)
+    # docs/METHOD.md section 3: ViT-B/16, batch 32, lr 0.002, 50 epochs (full training data)
     "paper": Schedule("paper", epochs=50, batch_size=32, lr=0.002),
     # BiomedCoOp's few-shot protocol for medical images: batch 4, 100 epochs
     "fewshot": Schedule("fewshot", epochs=100, batch_size=4, lr=0.002),

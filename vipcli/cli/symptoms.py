@@ -157,7 +157,7 @@ def generate_command(
     seed: int = typer.Option(0, "--seed", help="Which 16 images form the grid."),
     backoff: float = typer.Option(1.0, "--backoff", hidden=True, help="First retry wait in seconds."),
 ) -> None:
-    """Ask an LLM for visual symptoms (METHOD.md section 1) and write one pack per disease."""
+    """Ask an LLM for visual symptoms (docs/METHOD.md section 1) and write one pack per disease."""
     from vipcli.symptoms.generate import GenerateConfig, check_config, default_modality
     from vipcli.symptoms.llm import LLMConfig, check_base_url
 

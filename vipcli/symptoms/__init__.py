@@ -1,4 +1,4 @@
-"""The Visual Symptom Generator (METHOD.md section 1): ask an LLM for a class's visual symptoms.
+"""The Visual Symptom Generator (docs/METHOD.md section 1): ask an LLM for a class's visual symptoms.
 
 Modules, one job each:
     llm       chat-completions client for any OpenAI-compatible endpoint
