@@ -29,3 +29,12 @@ def test_demo_shows_the_papers_claim_with_margins(cli, tmp_path):
     assert "set {" in stdout and f"file://{(out / 'run' / 'report.html').resolve()}" in stdout
     for report in (out / "run" / "report.html", out / "benchmark" / "report.html"):
         assert report.is_file() and "<img " in report.read_text()
+
+
+def test_demo_never_replaces_a_folder_it_did_not_make(cli, tmp_path):
+    out = tmp_path / "mine"
+    (out / "run").mkdir(parents=True)
+    (out / "run" / "notes.txt").write_text("keep me")
+    code, stdout, err = cli("demo", "--out", out)
+    assert code == 1 and "holds files that `vip demo` did not make" in err and "--force" in err and stdout == ""
+    assert (out / "run" / "notes.txt").read_text() == "keep me" and sorted(p.name for p in out.iterdir()) == ["run"]

@@ -31,6 +31,7 @@ def benchmark_command(
     batch_size: Optional[int] = opt.BATCH_SIZE,
     lr: Optional[float] = opt.LR,
     n_ctx: Optional[int] = opt.N_CTX,
+    class_specific_context: bool = opt.CLASS_SPECIFIC,
     method_option: Optional[List[str]] = opt.METHOD_OPTION,
     views: int = opt.VIEWS,
     split_seed: Optional[int] = typer.Option(None, "--split-seed", help="Seed of a split vip makes (default: the "
@@ -41,6 +42,7 @@ def benchmark_command(
     device: str = opt.DEVICE,
     workers: Optional[int] = opt.WORKERS,
     encode_batch: int = opt.ENCODE_BATCH,
+    no_cache: bool = opt.NO_CACHE,
     as_json: bool = opt.JSON,
     speed: bool = typer.Option(False, "--speed", help="Measure speed instead: feature extraction, a full ViP run "
                                "cached vs re-encoding every epoch, predict, memory; writes speed.json."),
@@ -49,7 +51,7 @@ def benchmark_command(
 ) -> None:
     """Compare methods on the same seeded few-shot subsets of your data, or measure speed (--speed)."""
     backbone_settings = opt.backbone_settings(backbone, arch, pretrained, device)
-    encoding = opt.encoding_settings(views, workers, False, encode_batch)
+    encoding = opt.encoding_settings(views, workers, no_cache, encode_batch)
     if speed:
         from vipcli.speed import SpeedConfig, measure_speed
 
@@ -61,7 +63,7 @@ def benchmark_command(
         print_speed(report, as_json)
         return
     method_ids, shot_values = opt.parse_list("--methods", methods), opt.parse_list("--shots", shots, opt.parse_shots)
-    seed_values, options = opt.parse_list("--seeds", seeds, int), opt.method_options(method_option, n_ctx, False)
+    seed_values, options = opt.parse_list("--seeds", seeds, int), opt.method_options(method_option, n_ctx, class_specific_context)
     from vipcli.benchmark import BenchmarkConfig, run_benchmark
 
     config = BenchmarkConfig(

@@ -14,11 +14,29 @@ def _step(title: str) -> None:
     console.stdout().rule(f"[bold]{title}")
 
 
+DEMO_MARKER = ".vip-demo"  # marks a folder `vip demo` made, which a later demo may replace
+
+
+def check_demo_folder(out: Path, force: bool) -> None:
+    """Refuse an --out that holds files the demo did not make (the demo replaces its own files)."""
+    from vipcli.errors import VipError
+
+    if force or not out.exists() or (out / DEMO_MARKER).exists():
+        return
+    if not out.is_dir():
+        raise VipError(f"--out {out} is a file", "choose a folder for the demo")
+    if any(out.iterdir()):
+        raise VipError(f"--out {out} holds files that `vip demo` did not make; the demo would replace its data/, "
+                       f"run/ and benchmark/", "choose another --out, or pass --force")
+
+
 def demo_command(
     out: Path = typer.Option(Path("vip-demo"), "--out", help="Folder for the generated data, run and benchmark."),
     seed: int = typer.Option(0, "--seed", help="Seed of the generated lesion world."),
     test_per_class: int = typer.Option(150, "--test-per-class", hidden=True),
     bench_seeds: str = typer.Option("1,2,3", "--bench-seeds", hidden=True),
+    force: bool = typer.Option(False, "--force", help="Use an --out folder that holds other files (they may be "
+                               "replaced)."),
 ) -> None:
     """Run the whole product offline on the shipped toy backbone (a few minutes on a CPU)."""
     from vipcli.cli.benchmark import print_benchmark
@@ -31,6 +49,7 @@ def demo_command(
     from vipcli.preflight import check_output_folder
     from vipcli.train import train
 
+    check_demo_folder(out, force)
     check_output_folder(out)
     started = time.perf_counter()
     from vipcli.cli.benchmark import parse_list
@@ -38,10 +57,12 @@ def demo_command(
     seeds = parse_list("--bench-seeds", bench_seeds, int)
     config = DemoConfig(out=out, seed=seed, test_per_class=test_per_class, bench_seeds=seeds)
     _step("1. a generated lesion world (melanoma-like vs nevus-like spots, 64x64)")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / DEMO_MARKER).write_text("made by `vip demo`; running it again here replaces this folder's demo files\n")
     data = make_dataset(config)
     console.stdout().print(f"wrote {data}: train/val/test x melanoma/nevus", markup=False)
-    for name in ("melanoma", "nevus"):
-        _step(f"2. the shipped '{name}' symptom pack (the paper's symptoms)")
+    for part, name in zip("ab", ("melanoma", "nevus")):
+        _step(f"2{part}. the shipped '{name}' symptom pack (the paper's symptoms)")
         show_command(name, as_json=False)
     _step("3. vip train --backbone toy --shots 16")
     with console.progress_bar() as progress:

@@ -9,14 +9,15 @@ from typing import List, Optional
 import typer
 
 from vipcli import console
+from vipcli.cli import options as opt
 from vipcli.errors import UsageError
 
 
 def rank_command(
     data: Path = typer.Option(..., "--data", help="Folder of class subfolders (optionally under train/ val/ test/)."),
-    backbone: str = typer.Option("clip", "--backbone", help="Backbone plugin id (see `vip backbones list`)."),
-    arch: Optional[str] = typer.Option(None, "--arch", help="Architecture: open_clip name, model-config JSON, hf-hub: id."),
-    pretrained: Optional[str] = typer.Option(None, "--pretrained", help="Weights: tag, local file, hf-hub: id, or none."),
+    backbone: str = opt.BACKBONE,
+    arch: Optional[str] = opt.ARCH,
+    pretrained: Optional[str] = opt.PRETRAINED,
     symptoms: Optional[List[str]] = typer.Option(None, "--symptoms", help="Pack file, class-to-symptoms YAML file, "
                                                  "folder of packs, or shipped pack name. Repeatable."),
     min_auroc: Optional[float] = typer.Option(None, "--min-auroc", help="Flag symptoms at or below this AUROC "
@@ -48,7 +49,9 @@ def rank_command(
         print(json.dumps(rank_document(result, pruned, written), indent=2))
         return
     show_ranking(result)
-    show_pruned(pruned, written, data)
+    options = "".join(f" {flag} {value}" for flag, value in (("--backbone", backbone if backbone != "clip" else None),
+                                                             ("--arch", arch), ("--pretrained", pretrained)) if value)
+    show_pruned(pruned, written, data, options)
 
 
 def check_prune_options(prune: bool, out: Optional[Path]) -> None:
@@ -117,8 +120,8 @@ def show_ranking(result) -> None:
         out.print(f"  {score.class_name}: {score.symptom!r} ({score.verdict}, AUROC {score.auroc:.3f})", markup=False)
 
 
-def show_pruned(pruned: list, written: dict[str, Path], data: Path) -> None:
-    """One line per written pack: how many symptoms it kept and which it lost."""
+def show_pruned(pruned: list, written: dict[str, Path], data: Path, backbone_options: str = "") -> None:
+    """One line per written pack: how many symptoms it kept and which it lost, then the train command."""
     out = console.stdout()
     for item in pruned:
         total = len(item.pack.symptoms) + len(item.removed)
@@ -130,7 +133,7 @@ def show_pruned(pruned: list, written: dict[str, Path], data: Path) -> None:
         out.print(line, markup=False)
     if written:
         folder = next(iter(written.values())).parent
-        out.print(f"train with them: vip train --data {data} --symptoms {folder}", markup=False)
+        out.print(f"train with them: vip train --data {data}{backbone_options} --symptoms {folder}", markup=False)
 
 
 def rank_document(result, pruned: list, written: dict[str, Path]) -> dict:

@@ -53,6 +53,8 @@ def describe_run(run_dir: Path) -> dict:
 def _settings(run: dict) -> str:
     meta, split = run["meta"], run["split"]
     config, schedule = meta.get("config") or {}, meta.get("schedule") or {}
+    settings = meta.get("method_settings") or {}
+    views = (config.get("encoding") or {}).get("views", config.get("views"))  # format 2, else 0.1.0
     shots = "all" if split.get("shots") is None else split.get("shots")
     rows = [
         ["method", html.swatch(run["color"], meta.get("method"))],
@@ -63,8 +65,8 @@ def _settings(run: dict) -> str:
         ["seed", html.text(split.get("seed"))],
         ["schedule", html.text(f"{schedule.get('name', '-')}: {schedule.get('epochs', '-')} epochs, batch "
                                f"{schedule.get('batch_size', '-')}, lr {schedule.get('lr', '-')}")],
-        ["context vectors (n_ctx)", html.text(meta.get("n_ctx"))],
-        ["augmented views per image", html.text(config.get("views"))],
+        ["method settings", html.text(", ".join(f"{k.replace('_', '-')} {v}" for k, v in settings.items()) or "none")],
+        ["augmented views per image", html.text(views)],
         ["data folder", f"<code>{html.text(split.get('root'))}</code>{html.text(_origin(split.get('origin')))}"],
         ["written by", html.text(f"vip {meta.get('vip_version', '?')}")],
     ]
