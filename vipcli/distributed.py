@@ -161,3 +161,25 @@ def encode_shared(backbone, world: World, jobs, cache, batch_size: int, workers:
         console.info(f"rank {world.rank}: encoded {len(mine)} images into the feature cache; rank 0 trains")
     leave(world)
     return world.main
+
+
+def training_jobs(dataset, shots, seeds, views: int, center: bool) -> list:
+    """What `vip train`/`vip benchmark` will ask the cache for, as `encode_shared` jobs.
+
+    Training images: every one when `shots` is None (a full-data run), else per seed and class the
+    first `shots` of its seeded few-shot order (rank 0 encodes any replacement for an unreadable one
+    itself); with `views` augmented views, and the center view if `center`. Val and test: center view.
+    """
+    from vipcli.data import few_shot_order
+
+    train = dataset.splits["train"]
+    if shots is None:
+        chosen = list(train)
+    else:
+        chosen = {}
+        for seed in dict.fromkeys(seeds):
+            for members in few_shot_order(train, len(dataset.class_names), seed):
+                chosen.update((str(sample.path), sample) for sample in members[:shots])
+        chosen = list(chosen.values())
+    return [([s.path for s in chosen], views, center),
+            ([s.path for s in dataset.splits["val"]] + [s.path for s in dataset.splits["test"]], 0, True)]

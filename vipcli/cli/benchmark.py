@@ -68,9 +68,13 @@ def benchmark_command(
         backbone=backbone_settings, encoding=encoding, schedule=opt.schedule_settings(schedule, epochs, batch_size, lr),
         symptoms=opt.symptom_sources(symptoms), split_seed=split_seed, out=out, force=force,
     )
-    with console.progress_bar() as progress:
+    from vipcli.cli.train import _rank_progress
+    from vipcli.distributed import world_from_env
+
+    with _rank_progress() as progress:
         result = run_benchmark(config, progress)
-    print_benchmark(result, as_json)
+    if result is not None and world_from_env().main:  # torchrun: rank 0 reports (#13)
+        print_benchmark(result, as_json)
 
 
 def _cell(entry: dict | None, metric: str) -> str:
