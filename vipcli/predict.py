@@ -84,7 +84,8 @@ def collect_images(inputs: list[str | Path]) -> list[Path]:
     return files
 
 
-CHUNK = 2048  # images encoded and classified together: memory stays flat in the number of images
+CHUNK = 2048  # the most images encoded and classified together: memory stays flat in the number of images
+FIRST_CHUNK = 128  # the first chunk: the first records are written within seconds; chunks then double
 
 
 def predict(predictor: Predictor, paths: list[Path], explain: bool = False, cache=None, workers: int = 2,
@@ -114,16 +115,20 @@ def stream_predictions(predictor: Predictor, paths: list[Path], explain: bool = 
                        coverage: float | None = None, chunk: int = CHUNK):
     """Yield (path, Prediction or None, unreadable reason) for every image, in input order.
 
-    Images are encoded and classified `chunk` at a time, so no more than one chunk's features are
-    held at once whatever the number of images. Refuses an impossible `coverage` before any work.
+    Images are encoded and classified in chunks (FIRST_CHUNK images, doubling up to `chunk`), so no
+    more than one chunk's features are held at once whatever the number of images, the first results
+    come soon, and the decoding workers' start-up is paid rarely. Refuses an impossible `coverage`
+    before any work.
     """
     from vipcli.trust import set_threshold
 
     cutoff = set_threshold(predictor.calibration, coverage, predictor.run_dir)  # refuses before any work
     paths = [Path(p) for p in paths]
-    for start in range(0, len(paths), max(1, chunk)):
-        yield from _predict_chunk(predictor, paths[start:start + chunk], explain, cache, workers, batch_size,
+    start, size = 0, max(1, min(FIRST_CHUNK, chunk))
+    while start < len(paths):
+        yield from _predict_chunk(predictor, paths[start:start + size], explain, cache, workers, batch_size,
                                   advance, cutoff)
+        start, size = start + size, min(2 * size, max(1, chunk))
 
 
 def _predict_chunk(predictor: Predictor, paths: list[Path], explain, cache, workers, batch_size, advance, cutoff):
