@@ -134,6 +134,36 @@ def test_out_refuses_another_models_file_and_bad_options(cli, toy_run, tmp_path)
     assert code == 2 and "unknown format '.txt'" in err
 
 
+def test_images_are_encoded_in_growing_chunks_and_written_as_they_come(cli, toy_run, tmp_path, monkeypatch):
+    from vipcli import features, predict as predict_module
+
+    data, run = toy_run
+    out = tmp_path / "p.jsonl"
+    monkeypatch.setattr(predict_module, "FIRST_CHUNK", 4)
+    monkeypatch.setattr(predict_module, "CHUNK", 8)
+    chunks, lines_before = [], []
+    original = features.encode_images
+
+    def encode(backbone, paths, *args, **kwargs):
+        lines_before.append(len(lines(out)) if out.exists() else 0)
+        chunks.append(len(paths))
+        return original(backbone, paths, *args, **kwargs)
+
+    monkeypatch.setattr(features, "encode_images", encode)
+    assert cli("predict", data / "test", "--model", run, "--out", out, "--workers", "0")[0] == 0
+    assert chunks == [4, 8, 8, 4]  # never more than one chunk's features held
+    assert lines_before == [0, 4, 12, 20]  # each chunk's records were on disk before the next was encoded
+    assert len(lines(out)) == 24
+
+
+def test_predict_under_torchrun_needs_out(cli, toy_run, monkeypatch):
+    data, run = toy_run
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    code, _, err = cli("predict", data / "test", "--model", run)
+    assert code == 2 and "under torchrun (2 processes) needs --out" in err
+
+
 def test_unreadable_images_are_recorded_and_fail_the_command(cli, toy_run, tmp_path):
     data, run = toy_run
     broken = tmp_path / "broken.png"

@@ -112,7 +112,7 @@ def predict(predictor: Predictor, paths: list[Path], explain: bool = False, cach
 
 def stream_predictions(predictor: Predictor, paths: list[Path], explain: bool = False, cache=None,
                        workers: int = 2, batch_size: int = 64, advance=lambda n=1: None,
-                       coverage: float | None = None, chunk: int = CHUNK):
+                       coverage: float | None = None, chunk: int | None = None):
     """Yield (path, Prediction or None, unreadable reason) for every image, in input order.
 
     Images are encoded and classified in chunks (FIRST_CHUNK images, doubling up to `chunk`), so no
@@ -124,6 +124,7 @@ def stream_predictions(predictor: Predictor, paths: list[Path], explain: bool = 
 
     cutoff = set_threshold(predictor.calibration, coverage, predictor.run_dir)  # refuses before any work
     paths = [Path(p) for p in paths]
+    chunk = CHUNK if chunk is None else chunk
     start, size = 0, max(1, min(FIRST_CHUNK, chunk))
     while start < len(paths):
         yield from _predict_chunk(predictor, paths[start:start + size], explain, cache, workers, batch_size,
@@ -172,7 +173,7 @@ class FileRun:
 
 def predict_to_file(predictor: Predictor, paths: list[Path], out: Path, world=None, force: bool = False,
                     explain: bool = False, cache=None, workers: int = 2, batch_size: int = 64, progress=None,
-                    coverage: float | None = None, chunk: int = CHUNK) -> FileRun:
+                    coverage: float | None = None, chunk: int | None = None) -> FileRun:
     """Stream one record per image into `out` (JSONL or CSV by suffix), resuming what it already holds.
 
     In a world of several ranks (torchrun), every rank reads what `out` and its part files hold,
