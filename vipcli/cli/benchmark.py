@@ -9,6 +9,7 @@ from typing import List, Optional
 import typer
 
 from vipcli import console
+from vipcli.errors import UsageError
 from vipcli.cli import options as opt
 from vipcli.cli.options import parse_list  # noqa: F401  (kept importable from here, as in vip 0.1.0)
 
@@ -50,7 +51,12 @@ def benchmark_command(
     backbone_settings = opt.backbone_settings(backbone, arch, pretrained, device)
     encoding = opt.encoding_settings(views, workers)
     if speed:
+        from vipcli.distributed import world_from_env
         from vipcli.speed import SpeedConfig, measure_speed
+
+        if world_from_env().distributed:  # (#13)
+            raise UsageError("--speed times one process; under torchrun every rank would time itself",
+                             "run `vip benchmark --speed` without torchrun")
 
         config = SpeedConfig(data=data, backbone=backbone_settings, encoding=encoding,
                              symptoms=opt.symptom_sources(symptoms), epochs=speed_epochs,
