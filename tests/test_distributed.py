@@ -247,9 +247,15 @@ def test_training_encodes_on_every_rank_and_trains_on_rank_zero(toy_run, tmp_pat
     assert metrics["timings"]["encoded_views"] == 0  # rank 0 found every feature in the cache
     entries = list(cache.rglob("*.safetensors"))
     assert len(entries) == images and not list(cache.rglob("*.tmp"))
-    for entry in entries:  # whole, checked entries: each holds its own image's features
+    from vipcli.features import FeatureCache
+    from vipcli.registry import load_backbone
+
+    checker = FeatureCache(cache, load_backbone("toy"))
+    for entry in entries:  # whole entries, each of its own image, passing the cache's own read check
         with safe_open(str(entry), "pt") as handle:
-            assert handle.metadata()["path"].endswith(".png") and set(handle.keys()) <= {"eval", "train"}
+            header, tensors = handle.metadata(), {name: handle.get_tensor(name) for name in handle.keys()}
+        assert checker.entry_problem(header, tensors, Path(header["path"])) == ""
+        assert checker.entry_file(Path(header["path"])) == entry
 
 
 def test_shared_encoding_covers_what_train_and_benchmark_read_first(toy_run):
