@@ -116,6 +116,7 @@ def rank_device(name: str, world: World):
         if world.local_rank >= torch.cuda.device_count():
             raise UsageError(f"rank {world.rank} wants GPU {world.local_rank} but only {torch.cuda.device_count()} "
                              "are visible", "start at most one process per GPU (--nproc-per-node)")
+        torch.cuda.set_device(world.local_rank)  # so nothing of this rank lands on GPU 0 by default
         return torch.device(f"cuda:{world.local_rank}")
     if world.distributed and (name or "auto").lower() == "auto":
         return torch.device("cpu")  # several processes on one Apple GPU would only contend
