@@ -1,3 +1,6 @@
+"""`python -m vipcli ...` (and `torchrun -m vipcli ...`): the `vip` command."""
+
 from vipcli.cli.main import run
 
-run()
+if __name__ == "__main__":
+    run()

@@ -433,7 +433,7 @@ def _load_symptoms(methods: list[tuple[str, type]], class_names: list[str], sour
 
 def _prepare(config: BenchmarkConfig, methods: list[tuple[str, type]]) -> dict:
     """Load everything the rows share, checking a stored sweep matches before writing anything."""
-    from vipcli.devices import resolve_device
+    from vipcli import distributed
 
     out = Path(config.out) if config.out else default_out(config.data)
     stored = None if config.force else read_stored(out)
@@ -444,7 +444,9 @@ def _prepare(config: BenchmarkConfig, methods: list[tuple[str, type]]) -> dict:
         split_seed = config.seeds[0]
     dataset = load_dataset(config.data, seed=split_seed)
     symptoms = _load_symptoms(methods, dataset.class_names, config.symptoms)
-    device = resolve_device(config.backbone.device)
+    world = distributed.join()  # torchrun: every rank encodes its share, rank 0 runs the rows (#13)
+    distributed.check_shared_cache(world, config.encoding.use_cache)
+    device = distributed.rank_device(config.backbone.device, world)
     backbone = config.backbone.load(device)
     record = config_record(config, backbone, dataset, split_seed, symptoms)
     check_prompts(methods, backbone, dataset.class_names, symptoms, config.method_options)
@@ -452,7 +454,7 @@ def _prepare(config: BenchmarkConfig, methods: list[tuple[str, type]]) -> dict:
         check_matches(upgrade_stored_config(stored), record, out)
         record["symptoms"] = symptoms or stored["config"].get("symptoms") or {}
     return {"config": config, "out": out, "stored": stored, "dataset": dataset, "symptoms": symptoms,
-            "device": device, "backbone": backbone, "record": record, "class_names": dataset.class_names}
+            "world": world, "device": device, "backbone": backbone, "record": record, "class_names": dataset.class_names}
 
 
 def check_prompts(methods, backbone, class_names, symptoms, options) -> None:
@@ -498,6 +500,13 @@ def run_benchmark(config: BenchmarkConfig, progress=None) -> BenchmarkResult:
         shots = tuple(dict.fromkeys(job[2] for job in pending if job[2] != ZERO_SHOTS)) or (1,)
         shots = tuple(None if k == "all" else k for k in shots)
         center = any(cls.needs_center_view for _, cls, _, _ in pending)
+        from vipcli.distributed import encode_shared, training_jobs
+
+        largest = None if any(k is None for k in shots) else max(shots)
+        if not encode_shared(context["backbone"], context["world"], training_jobs(
+                dataset, largest, config.seeds, config.encoding.views, center), config.encoding.cache(
+                context["backbone"]), config.encoding.batch_size, config.encoding.workers, progress):
+            return None  # not rank 0 under torchrun: its share of the features is in the cache (#13)
         pool = encode_pool(context["backbone"], dataset, shots, config.seeds, config.encoding.views, center,
                            config.encoding.cache(context["backbone"]), context["record"]["split_seed"],
                            config.encoding.workers, config.encoding.batch_size, progress)

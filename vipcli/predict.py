@@ -84,6 +84,10 @@ def collect_images(inputs: list[str | Path]) -> list[Path]:
     return files
 
 
+CHUNK = 2048  # the most images encoded and classified together: memory stays flat in the number of images
+FIRST_CHUNK = 128  # the first chunk: the first records are written within seconds; chunks then double
+
+
 def predict(predictor: Predictor, paths: list[Path], explain: bool = False, cache=None, workers: int = 2,
             batch_size: int = 64, progress=None, coverage: float | None = None
             ) -> tuple[list[Prediction], dict[str, str]]:
@@ -95,27 +99,125 @@ def predict(predictor: Predictor, paths: list[Path], explain: bool = False, cach
     Returns:
         (predictions for readable files, {unreadable file: reason})
     """
-    from vipcli.features import encode_images
-    from vipcli.trust import calibrated_softmax, prediction_set, set_threshold
+    predictions, failures = [], {}
+    with console.task(progress, "predicting", len(paths)) as advance:
+        for path, prediction, reason in stream_predictions(predictor, paths, explain, cache, workers, batch_size,
+                                                           advance, coverage):
+            if prediction is None:
+                failures[path] = reason
+            else:
+                predictions.append(prediction)
+    return predictions, failures
+
+
+def stream_predictions(predictor: Predictor, paths: list[Path], explain: bool = False, cache=None,
+                       workers: int = 2, batch_size: int = 64, advance=lambda n=1: None,
+                       coverage: float | None = None, chunk: int | None = None):
+    """Yield (path, Prediction or None, unreadable reason) for every image, in input order.
+
+    Images are encoded and classified in chunks (FIRST_CHUNK images, doubling up to `chunk`), so no
+    more than one chunk's features are held at once whatever the number of images, the first results
+    come soon, and the decoding workers' start-up is paid rarely. Refuses an impossible `coverage`
+    before any work.
+    """
+    from vipcli.trust import set_threshold
 
     cutoff = set_threshold(predictor.calibration, coverage, predictor.run_dir)  # refuses before any work
+    paths = [Path(p) for p in paths]
+    chunk = CHUNK if chunk is None else chunk
+    start, size = 0, max(1, min(FIRST_CHUNK, chunk))
+    while start < len(paths):
+        yield from _predict_chunk(predictor, paths[start:start + size], explain, cache, workers, batch_size,
+                                  advance, cutoff)
+        start, size = start + size, min(2 * size, max(1, chunk))
 
-    with console.task(progress, "predicting", len(paths)) as advance:
-        encoded = encode_images(predictor.backbone, paths, 0, cache, batch_size, workers, advance=advance)
+
+def _predict_chunk(predictor: Predictor, paths: list[Path], explain, cache, workers, batch_size, advance, cutoff):
+    """Encode and classify one chunk; yield its results in order."""
+    from vipcli.features import encode_images
+    from vipcli.trust import calibrated_softmax, prediction_set
+
+    encoded = encode_images(predictor.backbone, paths, 0, cache, batch_size, workers, advance=advance)
     method, device = predictor.method, predictor.backbone.device
     readable = [i for i in range(len(paths)) if i in encoded.eval]
-    predictions = []
+    row_of = {i: row for row, i in enumerate(readable)}
     if readable:
         features = torch.stack([encoded.eval[i] for i in readable])  # [N, D]
         with torch.no_grad():
-            logits = torch.cat([method(chunk.to(device)).float().cpu() for chunk in features.split(4096)])  # [N, C]
+            logits = torch.cat([method(part.to(device)).float().cpu() for part in features.split(4096)])  # [N, C]
         probabilities = calibrated_softmax(logits, predictor.calibration)  # [N, C], temperature applied
-        for row, i in enumerate(readable):
-            best = int(probabilities[row].argmax())
-            explanation = method.explain(features[row].to(device)) if explain else None
-            predictions.append(Prediction(
-                str(paths[i]), predictor.class_names[best], round(float(probabilities[row, best]), 4),
-                {n: round(float(p), 4) for n, p in zip(predictor.class_names, probabilities[row])}, explanation,
-                prediction_set(probabilities[row], predictor.class_names, cutoff),
-            ))
-    return predictions, {str(p): r for p, r in encoded.failures.items()}
+    for i, path in enumerate(paths):
+        if i not in row_of:
+            yield str(path), None, encoded.failures.get(path, "could not be encoded")
+            continue
+        row = row_of[i]
+        best = int(probabilities[row].argmax())
+        explanation = method.explain(features[row].to(device)) if explain else None
+        yield str(path), Prediction(
+            str(path), predictor.class_names[best], round(float(probabilities[row, best]), 4),
+            {n: round(float(p), 4) for n, p in zip(predictor.class_names, probabilities[row])}, explanation,
+            prediction_set(probabilities[row], predictor.class_names, cutoff),
+        ), ""
+
+
+@dataclass
+class FileRun:
+    """What `predict_to_file` did (on rank 0, the merged file; on other ranks, only their share)."""
+
+    out: Path
+    images: int  # input images
+    already: int  # images with a record before this run (skipped)
+    predicted: int  # records this process wrote (predictions and errors)
+    merged: object | None = None  # vipcli.prediction_files.MergeSummary, on rank 0 only
+
+
+def predict_to_file(predictor: Predictor, paths: list[Path], out: Path, world=None, force: bool = False,
+                    explain: bool = False, cache=None, workers: int = 2, batch_size: int = 64, progress=None,
+                    coverage: float | None = None, chunk: int | None = None) -> FileRun:
+    """Stream one record per image into `out` (JSONL or CSV by suffix), resuming what it already holds.
+
+    In a world of several ranks (torchrun), every rank reads what `out` and its part files hold,
+    waits for the others, takes its contiguous share of the images still to do, and appends to its
+    own part file; rank 0 then merges everything into `out` in input order.
+
+    Args:
+        world: a vipcli.distributed.World (None: a world of one).
+        force: start over (remove `out` and its part files first).
+    """
+    from vipcli import distributed
+    from vipcli.prediction_files import (RecordFormat, RecordWriter, completed_paths, finish_output,
+                                         output_format, part_file, remove_outputs)
+    from vipcli.trust import set_threshold
+
+    world = world or distributed.World()
+    form = RecordFormat(output_format(out), tuple(predictor.class_names), coverage is not None, explain)
+    set_threshold(predictor.calibration, coverage, predictor.run_dir)  # refuses before any work
+    if force and world.main:
+        remove_outputs(out)
+    distributed.barrier(world)  # --force done before anyone reads
+    done = completed_paths(out, form)
+    distributed.barrier(world)  # everyone has read before anyone writes
+    remaining = [p for p in paths if str(p) not in done]
+    mine = [remaining[i] for i in distributed.shard(len(remaining), world)]
+    target = part_file(out, world.rank, world.size) if world.distributed else out
+    with RecordWriter(target, form) as writer, console.task(progress, "predicting", len(mine)) as advance:
+        for path, prediction, reason in stream_predictions(predictor, mine, explain, cache, workers, batch_size,
+                                                           advance, coverage, chunk):
+            if prediction is None:
+                writer.error(path, reason)
+            else:
+                writer.prediction(prediction)
+    if world.distributed and writer.written == 0 and target.exists() and target.stat().st_size <= _header_size(form):
+        target.unlink()  # nothing of this rank's to merge
+    distributed.barrier(world)  # every part is complete
+    run = FileRun(Path(out), len(paths), len(paths) - len(remaining), writer.written)
+    if world.main:
+        run.merged = finish_output(out, paths, form)
+    return run
+
+
+def _header_size(form) -> int:
+    """Bytes of the header line a fresh file of `form` starts with."""
+    from vipcli.prediction_files import _csv_line
+
+    return len(_csv_line(form.header()).encode("utf-8")) if form.kind == "csv" else 0

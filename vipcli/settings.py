@@ -72,8 +72,15 @@ class ScheduleSettings:
 
 
 def default_workers() -> int:
-    """Image-decoding workers when --workers is not given: the usable cores, at most 16."""
+    """Image-decoding workers when --workers is not given: the usable cores, at most 16.
+
+    Under torchrun the cores are shared by the processes of a node (LOCAL_WORLD_SIZE), less one
+    each for the process itself.
+    """
     import os
 
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+    if local_processes > 1:
+        usable = usable // local_processes - 1
     return max(1, min(usable, 16))

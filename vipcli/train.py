@@ -104,40 +104,48 @@ def load_symptoms(cls, class_names: list[str], sources) -> dict[str, list[str]]:
         return {}
 
 
-def train(config: TrainConfig, progress=None) -> TrainResult:
+def train(config: TrainConfig, progress=None) -> TrainResult | None:
     """Train one method on one dataset and write its run directory.
 
     Args:
         config: the run's settings.
         progress: an optional rich Progress for long steps.
     Returns:
-        TrainResult with the run directory, metrics and unreadable files.
+        TrainResult with the run directory, metrics and unreadable files; None on a torchrun rank
+        other than 0 (it encodes its share of the images into the feature cache, then stops).
     """
     started = time.perf_counter()
     cls, _, schedule = check_config(config)
     import torch
 
     from vipcli.data import load_dataset
-    from vipcli.devices import resolve_device
+    from vipcli import distributed
     from vipcli.featuresets import prepare_features
     from vipcli.fitting import evaluate
     from vipcli.methods import FitContext, MethodSetup, build_method
 
-    device = resolve_device(config.backbone.device)
+    world = distributed.join()  # torchrun: every rank encodes its share, rank 0 trains (#13)
+    distributed.check_shared_cache(world, config.encoding.use_cache)
+    device = distributed.rank_device(config.backbone.device, world)
     dataset = load_dataset(config.data, seed=config.seed)
     symptoms = load_symptoms(cls, dataset.class_names, config.symptoms)
     torch.manual_seed(config.seed)
     backbone = config.backbone.load(device)
     loaded = time.perf_counter()
-    console.info(_plan(config, cls, dataset, schedule, backbone, device))
+    if world.main:
+        console.info(_plan(config, cls, dataset, schedule, backbone, device))
     torch.manual_seed(config.seed)
     setup = MethodSetup(backbone, dataset.class_names, symptoms, trim=not config.reference)
     method = build_method(config.method, setup, config.method_options)  # prompts checked before any encoding
     # the reference mode encodes training images afresh every epoch: here only once, to find the readable ones
     views = 0 if config.reference else config.encoding.views
     center_train = cls.needs_center_view or config.reference
-    data = prepare_features(backbone, dataset, config.shots, config.seed, views, config.encoding.cache(backbone),
-                            config.encoding.workers, config.encoding.batch_size, progress, center_train=center_train)
+    cache = config.encoding.cache(backbone)
+    if not distributed.encode_shared(backbone, world, distributed.training_jobs(dataset, config.shots, [config.seed],
+                                     views, center_train), cache, config.encoding.batch_size,
+                                     config.encoding.workers, progress):
+        return None  # not rank 0: its share of the features is in the cache
+    data = prepare_features(backbone, dataset, config.shots, config.seed, views, cache, config.encoding.workers, config.encoding.batch_size, progress, center_train=center_train)
     encoded = time.perf_counter()
     reference = _reference_batches(backbone, dataset, data, schedule, config.seed,
                                    config.encoding) if config.reference else None

@@ -9,6 +9,7 @@ from typing import List, Optional
 import typer
 
 from vipcli import console
+from vipcli.errors import UsageError
 from vipcli.cli import options as opt
 from vipcli.cli.options import parse_list  # noqa: F401  (kept importable from here, as in vip 0.1.0)
 
@@ -53,7 +54,12 @@ def benchmark_command(
     backbone_settings = opt.backbone_settings(backbone, arch, pretrained, device)
     encoding = opt.encoding_settings(views, workers, no_cache, encode_batch)
     if speed:
+        from vipcli.distributed import world_from_env
         from vipcli.speed import SpeedConfig, measure_speed
+
+        if world_from_env().distributed:  # (#13)
+            raise UsageError("--speed times one process; under torchrun every rank would time itself",
+                             "run `vip benchmark --speed` without torchrun")
 
         config = SpeedConfig(data=data, backbone=backbone_settings, encoding=encoding,
                              symptoms=opt.symptom_sources(symptoms), epochs=speed_epochs,
@@ -71,9 +77,13 @@ def benchmark_command(
         backbone=backbone_settings, encoding=encoding, schedule=opt.schedule_settings(schedule, epochs, batch_size, lr),
         symptoms=opt.symptom_sources(symptoms), split_seed=split_seed, out=out, force=force,
     )
-    with console.progress_bar() as progress:
+    from vipcli.cli.train import _rank_progress
+    from vipcli.distributed import world_from_env
+
+    with _rank_progress() as progress:
         result = run_benchmark(config, progress)
-    print_benchmark(result, as_json)
+    if result is not None and world_from_env().main:  # torchrun: rank 0 reports (#13)
+        print_benchmark(result, as_json)
 
 
 def _cell(entry: dict | None, metric: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import asdict
 from pathlib import Path
@@ -26,19 +27,33 @@ def predict_command(
     coverage: Optional[float] = typer.Option(None, "--coverage", help="Add the set of classes that holds the true "
                                              "class with this probability (e.g. 0.9; split conformal)."),
     report: Optional[Path] = typer.Option(None, "--report", help="Also write an HTML gallery of these images."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Stream one record per image to this .jsonl or .csv "
+                                       "file; rerun with the same --out to resume. Required under torchrun."),
+    force: bool = typer.Option(False, "--force", help="Start --out afresh instead of resuming it."),
 ) -> None:
-    """Predict the class of each image, with its probability (and symptoms with --explain)."""
-    from vipcli.devices import resolve_device
+    """Predict the class of each image, with its probability (and symptoms with --explain).
+
+    Under `torchrun --nproc-per-node N -m vipcli predict ... --out FILE` the images are split over
+    the N processes (one GPU each, or CPU processes) and FILE is merged in input order.
+    """
+    from vipcli import distributed
     from vipcli.features import FeatureCache, default_cache_dir
     from vipcli.predict import collect_images, load_predictor, predict
 
     from vipcli.settings import default_workers
 
     _check_trust_options(coverage, report)  # usage errors before any work
+    world = distributed.world_from_env()
+    if out is not None or world.distributed:
+        _check_file_options(out, as_json, report, explain, world)
     workers = default_workers() if workers is None else workers
     files = collect_images(paths)
-    predictor = load_predictor(model, resolve_device(device), backbone)
+    world = distributed.join()
+    predictor = load_predictor(model, distributed.rank_device(device, world), backbone)
     cache = FeatureCache(None if no_cache else default_cache_dir(), predictor.backbone)
+    if out is not None:
+        _predict_to_file(predictor, files, out, world, force, explain, cache, workers, coverage, model)
+        return
     with console.progress_bar() as progress:
         predictions, failures = predict(predictor, files, explain or report is not None, cache, workers,
                                         progress=progress, coverage=coverage)  # coverage; a report needs the symptoms
@@ -61,6 +76,60 @@ def predict_command(
     if failures:
         raise VipError(f"{len(failures)} of {len(files)} images could not be read (listed above)",
                        "fix or remove those files")
+
+
+# --- --out: streaming, resuming, torchrun ---------------------------------------------------------
+
+
+def _check_file_options(out: Path | None, as_json: bool, report: Path | None, explain: bool, world) -> None:
+    """--out needs a .jsonl/.csv file in an existing folder; it excludes --json and --report."""
+    from vipcli.errors import UsageError
+    from vipcli.prediction_files import check_out_file, output_format
+
+    if out is None:
+        raise UsageError(f"vip predict under torchrun ({world.size} processes) needs --out",
+                         "pass --out preds.jsonl (or .csv); the ranks' results are merged there")
+    kind = output_format(out)
+    if as_json:
+        raise UsageError("--json prints one document with every prediction; --out streams them to a file",
+                         "drop --json (the .jsonl file holds the same records)")
+    if report is not None:
+        raise UsageError("--report holds every image in memory; --out is for archives of any size",
+                         "drop --report, or run --report without --out on a smaller set")
+    if explain and kind == "csv":
+        raise UsageError("--explain with a .csv --out: explanations do not fit in columns",
+                         "write a .jsonl file instead")
+    check_out_file(out)
+
+
+def _predict_to_file(predictor, files, out, world, force, explain, cache, workers, coverage, model) -> None:
+    """Stream to --out (this rank's share under torchrun); rank 0 reports the merged file."""
+    from vipcli import distributed
+    from vipcli.predict import predict_to_file
+
+    progress = console.progress_bar() if world.main else contextlib.nullcontext()
+    try:
+        with progress as bar:
+            run = predict_to_file(predictor, files, out, world, force, explain, cache, workers,
+                                  progress=bar if world.main else None, coverage=coverage)
+    finally:
+        distributed.leave(world)
+    if not world.main:
+        return
+    if predictor.calibration is None:
+        console.warn(f"{model} stores no calibration (trained by an earlier vip): probabilities are uncalibrated")
+    merged = run.merged
+    resumed = f", {run.already} already there" if run.already else ""
+    processes = f" by {world.size} processes" if world.distributed else ""
+    console.info(f"{out}: {merged.records} of {run.images} images{resumed}, "
+                 f"{run.images - run.already} predicted now{processes}")
+    if merged.dropped:
+        console.warn(f"{merged.dropped} records in {out} were of images not in this input; left out of it")
+    if merged.missing:
+        raise VipError(f"{merged.missing} of {run.images} images have no record in {out}", "rerun to resume")
+    if merged.errors:
+        raise VipError(f"{merged.errors} of {run.images} images could not be read (recorded with their reason "
+                       f"in {out})", "fix or remove those files")
 
 
 # --- calibration and prediction sets --- ---------------------------------------------------------

@@ -51,9 +51,19 @@ def train_command(
         schedule=opt.schedule_settings(schedule, epochs, batch_size, lr),
         symptoms=opt.symptom_sources(symptoms), seed=seed, out=out, force=force, reference=reference,
     )
-    with console.progress_bar() as progress:
+    with _rank_progress() as progress:
         result = train(config, progress)
-    print_train_result(result, as_json)
+    if result is not None:  # None: a torchrun rank other than 0, done after encoding its share
+        print_train_result(result, as_json)
+
+
+def _rank_progress():
+    """A progress bar on rank 0 only: under torchrun the other ranks would draw over it."""
+    import contextlib
+
+    from vipcli.distributed import world_from_env
+
+    return console.progress_bar() if world_from_env().main else contextlib.nullcontext()
 
 
 def print_train_result(result, as_json: bool) -> None:

@@ -1,0 +1,274 @@
+"""Past one machine (#13): `vip predict --out` streams and resumes; torchrun shards predict and training.
+
+The torchrun tests start real ranks (`python -m torch.distributed.run --nproc-per-node 2`, CPU, gloo,
+127.0.0.1 on a free port) on a small lesion world with the shipped toy backbone. Each launch costs
+a few seconds of process start-up (torch is imported by the launcher and by every rank).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lesion_runs import make_lesions, train_toy
+
+HOOKS = Path(__file__).parent / "torchrun_hooks.py"
+
+
+def _gloo_available() -> bool:
+    try:
+        import torch.distributed as dist
+    except ImportError:
+        return False
+    return dist.is_available() and dist.is_gloo_available()
+
+
+needs_gloo = pytest.mark.skipif(not _gloo_available(), reason="torch.distributed with gloo is not available")
+
+
+@pytest.fixture(scope="module")
+def toy_run(tmp_path_factory):
+    """A lesion world and a toy-backbone run trained on it (once for the module)."""
+    root = tmp_path_factory.mktemp("lesions")
+    data = make_lesions(root / "data", {"train": 10, "val": 6, "test": 12})
+    return data, train_toy(data, root / "run", root / "train-cache")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def torchrun(args: list, cwd: Path, cache: Path, script: list | None = None, **env) -> subprocess.CompletedProcess:
+    """`python -m torch.distributed.run --nproc-per-node 2 -m vipcli ARGS` on this machine's CPU."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
+               "--master-addr", "127.0.0.1", "--master-port", str(_free_port()),
+               *(script or ["-m", "vipcli"]), *map(str, args)]
+    environment = {**os.environ, "VIP_CACHE_DIR": str(cache), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "",
+                   "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]),
+                   **env}
+    return subprocess.run(command, cwd=cwd, env=environment, capture_output=True, text=True, timeout=180)
+
+
+def lines(file: Path) -> list[str]:
+    return file.read_text(encoding="utf-8").splitlines()
+
+
+# --- sharding -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("count", [0, 1, 7, 30])
+@pytest.mark.parametrize("size", [1, 2, 3, 8])
+def test_shards_cover_every_item_once_contiguously(count, size):
+    from vipcli.distributed import World, shard
+
+    shards = [shard(count, World(rank, size, rank)) for rank in range(size)]
+    assert [i for s in shards for i in s] == list(range(count))
+    assert max(map(len, shards)) - min(map(len, shards)) <= 1
+
+
+def test_outside_torchrun_is_a_world_of_one():
+    from vipcli.distributed import join, world_from_env
+
+    assert not world_from_env({}).distributed and world_from_env({}).main
+    assert join({}).size == 1  # joins nothing
+    assert world_from_env({"WORLD_SIZE": "4", "RANK": "3", "LOCAL_RANK": "1"}).local_rank == 1
+
+
+# --- streaming and resuming in one process ----------------------------------------------------------
+
+
+def test_out_streams_the_same_records_as_json(cli, toy_run, tmp_path):
+    data, run = toy_run
+    code, _, err = cli("predict", data / "test", "--model", run, "--out", tmp_path / "p.jsonl", "--workers", "0")
+    assert code == 0, err
+    code, out, _ = cli("predict", data / "test", "--model", run, "--json", "--workers", "0")
+    expected = json.loads(out)["predictions"]
+    records = [json.loads(line) for line in lines(tmp_path / "p.jsonl")]
+    assert [r["path"] for r in records] == [p["path"] for p in expected] and len(records) == 24
+    assert [(r["label"], r["probabilities"]) for r in records] == [(p["label"], p["probabilities"]) for p in expected]
+    assert "24 of 24 images, 24 predicted now" in err
+
+
+def test_a_killed_run_resumes_without_predicting_twice(cli, toy_run, tmp_path, monkeypatch):
+    from vipcli import predict as predict_module
+
+    data, run = toy_run
+    full, cut = tmp_path / "full.csv", tmp_path / "cut.csv"
+    assert cli("predict", data / "test", "--model", run, "--out", full, "--coverage", "0.9", "--workers", "0")[0] == 0
+    text = full.read_text()
+    keep = text.index("\n", len(text) // 2) + 1
+    cut.write_text(text[:keep] + text[keep:keep + 17])  # complete records, then a torn line
+    kept = len(text[:keep].splitlines()) - 1  # less the header
+    seen = []
+    original = predict_module.stream_predictions
+    monkeypatch.setattr(predict_module, "stream_predictions",
+                        lambda predictor, paths, *a, **k: (seen.extend(map(str, paths)), original(predictor, paths, *a, **k))[1])
+    code, _, err = cli("predict", data / "test", "--model", run, "--out", cut, "--coverage", "0.9", "--workers", "0")
+    assert code == 0, err
+    assert len(seen) == 24 - kept and f"{kept} already there, {24 - kept} predicted now" in err
+    assert cut.read_text() == text  # the torn line replaced, the file as a run never killed writes it
+
+
+def test_out_refuses_another_models_file_and_bad_options(cli, toy_run, tmp_path):
+    data, run = toy_run
+    out = tmp_path / "p.csv"
+    assert cli("predict", data / "test", "--model", run, "--out", out, "--workers", "0")[0] == 0
+    code, _, err = cli("predict", data / "test", "--model", run, "--out", out, "--coverage", "0.9")
+    assert code == 2 and "holds predictions with other columns" in err and "--force" in err
+    assert cli("predict", data / "test", "--model", run, "--out", out, "--coverage", "0.9", "--force",
+               "--workers", "0")[0] == 0
+    assert lines(out)[0].endswith(",prediction_set,error")
+    for extra, message in ((["--json"], "--json prints one document"), (["--report", tmp_path / "r.html"],
+                           "--report holds every image"), (["--explain"], "--explain with a .csv")):
+        code, _, err = cli("predict", data / "test", "--model", run, "--out", out, *extra)
+        assert code == 2 and message in err, err
+    code, _, err = cli("predict", data / "test", "--model", run, "--out", tmp_path / "p.txt")
+    assert code == 2 and "unknown format '.txt'" in err
+
+
+def test_images_are_encoded_in_growing_chunks_and_written_as_they_come(cli, toy_run, tmp_path, monkeypatch):
+    from vipcli import features, predict as predict_module
+
+    data, run = toy_run
+    out = tmp_path / "p.jsonl"
+    monkeypatch.setattr(predict_module, "FIRST_CHUNK", 4)
+    monkeypatch.setattr(predict_module, "CHUNK", 8)
+    chunks, lines_before = [], []
+    original = features.encode_images
+
+    def encode(backbone, paths, *args, **kwargs):
+        lines_before.append(len(lines(out)) if out.exists() else 0)
+        chunks.append(len(paths))
+        return original(backbone, paths, *args, **kwargs)
+
+    monkeypatch.setattr(features, "encode_images", encode)
+    assert cli("predict", data / "test", "--model", run, "--out", out, "--workers", "0")[0] == 0
+    assert chunks == [4, 8, 8, 4]  # never more than one chunk's features held
+    assert lines_before == [0, 4, 12, 20]  # each chunk's records were on disk before the next was encoded
+    assert len(lines(out)) == 24
+
+
+def test_predict_under_torchrun_needs_out(cli, toy_run, monkeypatch):
+    data, run = toy_run
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    code, _, err = cli("predict", data / "test", "--model", run)
+    assert code == 2 and "under torchrun (2 processes) needs --out" in err
+
+
+def test_unreadable_images_are_recorded_and_fail_the_command(cli, toy_run, tmp_path):
+    data, run = toy_run
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    out = tmp_path / "p.jsonl"
+    code, _, err = cli("predict", data / "test" / "nevus", broken, "--model", run, "--out", out, "--workers", "0")
+    assert code == 1 and f"1 of 13 images could not be read (recorded with their reason in {out})" in err
+    last = json.loads(lines(out)[-1])
+    assert last["path"] == str(broken) and "error" in last and "label" not in last
+
+
+def test_merge_orders_records_of_out_and_parts_and_removes_parts(tmp_path):
+    from vipcli.prediction_files import RecordFormat, finish_output, part_file
+
+    form = RecordFormat("jsonl", ("a", "b"), False)
+    out = tmp_path / "p.jsonl"
+    record = lambda p: json.dumps({"path": p, "label": "a", "probability": 1.0, "probabilities": {"a": 1.0, "b": 0.0}})
+    out.write_text(record("x3") + "\n" + record("x0") + "\n")
+    part_file(out, 1, 2).write_text(record("x2") + "\n" + record("x1")[:9])  # rank 1 of 2, killed mid-line
+    part_file(out, 0, 3).write_text(record("x1") + "\n" + record("gone") + "\n")  # from a run of 3 ranks
+    summary = finish_output(out, ["x0", "x1", "x2", "x3"], form)
+    assert [json.loads(line)["path"] for line in lines(out)] == ["x0", "x1", "x2", "x3"]
+    assert (summary.records, summary.missing, summary.dropped) == (4, 0, 1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.jsonl"]
+
+
+# --- torchrun: two CPU ranks with gloo --------------------------------------------------------------
+
+
+@needs_gloo
+def test_two_ranks_write_what_one_process_writes(cli, toy_run, tmp_path):
+    data, run = toy_run
+    single = tmp_path / "single.jsonl"
+    assert cli("predict", data / "test", "--model", run, "--out", single, "--coverage", "0.9",
+               "--workers", "0")[0] == 0
+    merged = tmp_path / "merged.jsonl"
+    done = torchrun(["predict", data / "test", "--model", run, "--out", merged, "--coverage", "0.9",
+                     "--workers", "0"], tmp_path, tmp_path / "own-cache")  # features computed afresh
+    assert done.returncode == 0, done.stderr
+    assert merged.read_bytes() == single.read_bytes()
+    assert "24 of 24 images, 24 predicted now by 2 processes" in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir() if "merged" in p.name) == ["merged.jsonl"]  # parts removed
+
+
+@needs_gloo
+def test_resume_after_a_killed_rank_predicts_each_image_once(cli, toy_run, tmp_path):
+    data, run = toy_run
+    single = tmp_path / "single.jsonl"
+    assert cli("predict", data / "test", "--model", run, "--out", single, "--workers", "0")[0] == 0
+    out, log = tmp_path / "preds.jsonl", tmp_path / "recorded.log"
+    args = ["predict", data / "test", "--model", run, "--out", out, "--workers", "0"]
+    killed = torchrun(args, tmp_path, tmp_path / "cache", ["--no-python", sys.executable, str(HOOKS)],
+                      VIP_TEST_KILL="1:3")
+    assert killed.returncode != 0 and not out.exists()
+    parts = sorted(tmp_path.glob("preds.jsonl.rank*-of-00002.part"))
+    finished = [line for part in parts for line in part.read_text().split("\n")[:-1]]  # complete lines
+    assert 3 <= len(finished) < 24 and not parts[-1].read_text().endswith("\n")  # rank 1 left a torn line
+    resumed = torchrun(args, tmp_path, tmp_path / "cache", ["--no-python", sys.executable, str(HOOKS)],
+                       VIP_TEST_RECORD_LOG=str(log))
+    assert resumed.returncode == 0, resumed.stderr
+    predicted_again = lines(log)
+    before = {json.loads(line)["path"] for line in finished}
+    assert len(predicted_again) == len(set(predicted_again)) == 24 - len(finished)
+    assert not before & set(predicted_again)
+    assert out.read_bytes() == single.read_bytes()
+    assert f"{len(finished)} already there, {24 - len(finished)} predicted now by 2 processes" in resumed.stderr
+
+
+@needs_gloo
+def test_training_encodes_on_every_rank_and_trains_on_rank_zero(toy_run, tmp_path):
+    from safetensors import safe_open
+
+    data, _ = toy_run
+    cache = tmp_path / "cache"
+    done = torchrun(["train", "--data", data, "--backbone", "toy", "--shots", "all", "--epochs", "1", "--views", "2",
+                     "--workers", "0", "--out", tmp_path / "run"], tmp_path, cache)
+    assert done.returncode == 0, done.stderr
+    images = sum(1 for _ in data.rglob("*.png"))
+    assert "rank 1: encoded" in done.stderr and "rank 0 trains" in done.stderr
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["timings"]["encoded_views"] == 0  # rank 0 found every feature in the cache
+    entries = list(cache.rglob("*.safetensors"))
+    assert len(entries) == images and not list(cache.rglob("*.tmp"))
+    from vipcli.features import FeatureCache
+    from vipcli.registry import load_backbone
+
+    checker = FeatureCache(cache, load_backbone("toy"))
+    for entry in entries:  # whole entries, each of its own image, passing the cache's own read check
+        with safe_open(str(entry), "pt") as handle:
+            header, tensors = handle.metadata(), {name: handle.get_tensor(name) for name in handle.keys()}
+        assert checker.entry_problem(header, tensors, Path(header["path"])) == ""
+        assert checker.entry_file(Path(header["path"])) == entry
+
+
+def test_shared_encoding_covers_what_train_and_benchmark_read_first(toy_run):
+    from vipcli.benchmark import _wanted_training_images
+    from vipcli.data import few_shot_order, load_dataset
+    from vipcli.distributed import training_jobs
+
+    data, _ = toy_run
+    dataset = load_dataset(data, seed=1)
+    train = dataset.splits["train"]
+    (few, views, center), (evaluated, eval_views, eval_center) = training_jobs(dataset, 3, (1, 2), 8, False)
+    orders = [few_shot_order(train, 2, seed) for seed in (1, 2)]
+    assert set(few) == {s.path for s in _wanted_training_images(train, orders, 3, {})}  # benchmark's first pass
+    assert (views, center, eval_views, eval_center) == (8, False, 0, True)
+    assert evaluated == [s.path for s in dataset.splits["val"] + dataset.splits["test"]]
+    assert training_jobs(dataset, None, (1,), 2, True)[0][0] == [s.path for s in train]  # full data: every image

@@ -1,0 +1,186 @@
+"""Running vip under torchrun: which rank this process is, its device, its share of the images.
+
+`torchrun --nproc-per-node N -m vipcli ...` starts N copies of vip with RANK, WORLD_SIZE,
+LOCAL_RANK, MASTER_ADDR and MASTER_PORT set. vip then:
+- joins the process group with the gloo backend (only small control messages pass between
+  ranks: barriers; images and features never cross it, so NCCL buys nothing here and gloo works
+  on machines with and without GPUs alike);
+- puts each rank on its own GPU (`cuda:LOCAL_RANK`) when `--device` is auto or cuda, else the CPU;
+- gives rank r of n the r-th contiguous slice of the work (`shard`).
+
+Outside torchrun (no WORLD_SIZE, or WORLD_SIZE=1) everything here is a no-op: a world of one.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+
+from vipcli.errors import UsageError
+
+# a rank may wait at a barrier while the slowest rank finishes its share of a large archive
+BARRIER_TIMEOUT = timedelta(hours=int(os.environ.get("VIP_BARRIER_HOURS", "24")))
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place among the processes torchrun started."""
+
+    rank: int = 0  # global rank, 0..size-1
+    size: int = 1  # number of processes in all (nodes x processes per node)
+    local_rank: int = 0  # rank on this node: the GPU index it uses
+
+    @property
+    def distributed(self) -> bool:
+        """True when several processes share the work."""
+        return self.size > 1
+
+    @property
+    def main(self) -> bool:
+        """True on rank 0, the process that merges outputs and trains."""
+        return self.rank == 0
+
+
+def world_from_env(environ=None) -> World:
+    """The World described by torchrun's environment variables (a world of one without them)."""
+    environ = os.environ if environ is None else environ
+    try:
+        size = int(environ.get("WORLD_SIZE", "1"))
+        rank = int(environ.get("RANK", "0"))
+        local_rank = int(environ.get("LOCAL_RANK", str(rank)))
+    except ValueError:
+        raise UsageError(f"WORLD_SIZE/RANK/LOCAL_RANK must be whole numbers, got {environ.get('WORLD_SIZE')!r}/"
+                         f"{environ.get('RANK')!r}/{environ.get('LOCAL_RANK')!r}",
+                         "launch vip with torchrun, which sets them") from None
+    if size < 1 or not 0 <= rank < size:
+        raise UsageError(f"RANK {rank} is outside WORLD_SIZE {size}", "launch vip with torchrun, which sets them")
+    return World(rank, size, local_rank)
+
+
+_joined: World | None = None
+
+
+def join(environ=None) -> World:
+    """Join torchrun's process group once (gloo; rendezvous from MASTER_ADDR/MASTER_PORT); return the World."""
+    global _joined
+    world = world_from_env(environ)
+    if not world.distributed:
+        return world
+    if _joined is not None:
+        return _joined
+    import torch.distributed as dist
+
+    if not dist.is_available() or not dist.is_gloo_available():
+        raise UsageError("this torch build has no torch.distributed gloo backend, needed under torchrun",
+                         "install a standard torch wheel, or run vip without torchrun")
+    if not dist.is_initialized():
+        dist.init_process_group("gloo", rank=world.rank, world_size=world.size, timeout=BARRIER_TIMEOUT)
+    _joined = world
+    return world
+
+
+def barrier(world: World) -> None:
+    """Wait until every rank reaches this point (a no-op in a world of one)."""
+    if world.distributed:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def leave(world: World) -> None:
+    """Leave the process group (after the last barrier)."""
+    global _joined
+    if world.distributed:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
+        _joined = None
+
+
+def shard(count: int, world: World) -> range:
+    """The indices of `count` items that rank `world.rank` handles: a contiguous slice, sizes differing by <= 1."""
+    base, extra = divmod(count, world.size)
+    start = world.rank * base + min(world.rank, extra)
+    return range(start, start + base + (1 if world.rank < extra else 0))
+
+
+def rank_device(name: str, world: World):
+    """The torch device of this rank: `cuda:LOCAL_RANK` for auto/cuda when GPUs are visible, else as asked."""
+    import torch
+
+    from vipcli.devices import resolve_device
+
+    if world.distributed and (name or "auto").lower() in ("auto", "cuda") and torch.cuda.is_available():
+        if world.local_rank >= torch.cuda.device_count():
+            raise UsageError(f"rank {world.rank} wants GPU {world.local_rank} but only {torch.cuda.device_count()} "
+                             "are visible", "start at most one process per GPU (--nproc-per-node)")
+        torch.cuda.set_device(world.local_rank)  # so nothing of this rank lands on GPU 0 by default
+        return torch.device(f"cuda:{world.local_rank}")
+    if world.distributed and (name or "auto").lower() == "auto":
+        return torch.device("cpu")  # several processes on one Apple GPU would only contend
+    return resolve_device(name)
+
+
+def check_shared_cache(world: World, use_cache: bool) -> None:
+    """Under torchrun the ranks hand features to rank 0 through the feature cache: it must be on."""
+    if world.distributed and not use_cache:
+        raise UsageError("--no-cache under torchrun: the ranks share their features through the feature cache",
+                         "drop --no-cache (on several nodes, point VIP_CACHE_DIR at a shared folder)")
+
+
+def encode_shared(backbone, world: World, jobs, cache, batch_size: int, workers: int, progress=None,
+                  chunk: int = 2048) -> bool:
+    """Encode this rank's share of `jobs` into the feature cache, wait for every rank, and say who goes on.
+
+    Args:
+        jobs: (image paths, views, center) groups, each encoded as `encode_images` would for training:
+            the same flags make rank 0's later reads of these images cache hits.
+        cache: the FeatureCache every rank writes (entries are written to a temp file and renamed,
+            so concurrent writers never leave a torn or mixed entry).
+        chunk: images per `encode_images` call, so memory stays flat in the number of images.
+    Returns:
+        True on rank 0 (which goes on to train on the cached features), False on the other ranks.
+    """
+    if not world.distributed:
+        return True
+    from vipcli import console
+    from vipcli.features import encode_images
+
+    mine = [(paths[i], views, center) for paths, views, center in jobs for i in shard(len(paths), world)]
+    with console.task(progress, f"encoding images (rank {world.rank} of {world.size})", len(mine)) as advance:
+        start = 0
+        while start < len(mine):
+            part = mine[start:start + chunk]
+            for views, center in dict.fromkeys((v, c) for _, v, c in part):
+                paths = [p for p, v, c in part if (v, c) == (views, center)]
+                encode_images(backbone, paths, views, cache, batch_size, workers, advance=advance, center=center)
+            start += chunk
+    barrier(world)
+    if not world.main:
+        console.info(f"rank {world.rank}: encoded {len(mine)} images into the feature cache; rank 0 trains")
+    leave(world)
+    return world.main
+
+
+def training_jobs(dataset, shots, seeds, views: int, center: bool) -> list:
+    """What `vip train`/`vip benchmark` will ask the cache for, as `encode_shared` jobs.
+
+    Training images: every one when `shots` is None (a full-data run), else per seed and class the
+    first `shots` of its seeded few-shot order (rank 0 encodes any replacement for an unreadable one
+    itself); with `views` augmented views, and the center view if `center`. Val and test: center view.
+    """
+    from vipcli.data import few_shot_order
+
+    train = dataset.splits["train"]
+    if shots is None:
+        chosen = list(train)
+    else:
+        chosen = {}
+        for seed in dict.fromkeys(seeds):
+            for members in few_shot_order(train, len(dataset.class_names), seed):
+                chosen.update((str(sample.path), sample) for sample in members[:shots])
+        chosen = list(chosen.values())
+    return [([s.path for s in chosen], views, center),
+            ([s.path for s in dataset.splits["val"]] + [s.path for s in dataset.splits["test"]], 0, True)]
