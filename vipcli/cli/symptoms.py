@@ -56,14 +56,16 @@ def list_command(as_json: bool = typer.Option(False, "--json", help="Print one J
     def cut(text: str, width: int) -> str:
         return text if len(text) <= width else text[: width - 1] + "…"
 
+    extra = max(0, console.stdout().width - 80)  # a wider terminal shows more of each cell
+    widths = (26 + extra // 4, 16 + extra // 4, 18 + extra // 2)
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
     for name, justify in (("name", "left"), ("n", "right"), ("source", "left"), ("modality", "left"),
                           ("aliases", "left")):
         table.add_column(name, justify=justify, no_wrap=True)
     for pack in packs:
         kind = str(pack.source.get("kind", "")) if isinstance(pack.source, dict) else ""
-        cells = (cut(pack.name, 26), str(len(pack.symptoms)), cut(kind or summarize_source(pack.source), 6),
-                 cut(pack.modality, 16), cut(", ".join(pack.aliases), 18))
+        cells = (cut(pack.name, widths[0]), str(len(pack.symptoms)), cut(kind or summarize_source(pack.source), 6),
+                 cut(pack.modality, widths[1]), cut(", ".join(pack.aliases), widths[2]))
         table.add_row(*(Text(cell) for cell in cells))
     out = console.stdout()
     out.print(table)
