@@ -183,19 +183,27 @@ def collect_packs(sources: list[str | Path]) -> list[SymptomPack]:
 def symptoms_for_classes(class_names: list[str], sources: list[str | Path] = ()) -> dict[str, list[str]]:
     """Map each class folder name to its symptoms, from user sources first, then shipped packs.
 
-    Says on stderr which pack each class got, and warns when the packs describe different imaging
-    modalities (a `normal/` folder of fundus photographs matched to the chest X-ray "normal lung").
-    Raises a VipError naming every class without symptoms and how to get them.
+    Warns when the packs describe different imaging modalities (a `normal/` folder of fundus
+    photographs matched to the chest X-ray "normal lung"). Raises a VipError naming every class
+    without symptoms and how to get them.
     """
     from vipcli import console
 
     packs = packs_for_classes(class_names, sources)
-    console.info("symptoms: " + "; ".join(f"{name} <- pack '{pack.name}'" for name, pack in packs.items()))
     modalities = {pack.modality for pack in packs.values() if pack.modality}
     if len(modalities) > 1:
         console.warn(f"the matched symptom packs describe different modalities ({', '.join(sorted(modalities))}); "
                      f"if a class matched the wrong pack, pass your own with --symptoms FILE")
     return {name: list(pack.symptoms) for name, pack in packs.items()}
+
+
+def matched_packs_line(class_names: list[str], sources: list[str | Path] = ()) -> str:
+    """'symptoms: melanoma <- pack 'melanoma'; ...' (empty when a class has no pack)."""
+    try:
+        packs = packs_for_classes(class_names, sources)
+    except VipError:
+        return ""
+    return "symptoms: " + "; ".join(f"{name} <- pack '{pack.name}'" for name, pack in packs.items())
 
 
 def packs_for_classes(class_names: list[str], sources: list[str | Path] = ()) -> dict[str, SymptomPack]:

@@ -134,6 +134,10 @@ def train(config: TrainConfig, progress=None) -> TrainResult | None:
     loaded = time.perf_counter()
     if world.main:
         console.info(_plan(config, cls, dataset, schedule, backbone, device))
+    if world.main and symptoms:
+        from vipcli.packs import matched_packs_line
+
+        console.info(matched_packs_line(dataset.class_names, list(config.symptoms)))
     torch.manual_seed(config.seed)
     setup = MethodSetup(backbone, dataset.class_names, symptoms, trim=not config.reference)
     method = build_method(config.method, setup, config.method_options)  # prompts checked before any encoding
