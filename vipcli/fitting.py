@@ -113,6 +113,117 @@ def fit_sgd(method, data, context) -> dict:
     return best
 
 
+class _Run:
+    """One run's own state inside `fit_sgd_many`: optimizer, batch generator, best epoch, history."""
+
+    def __init__(self, method, data, context):
+        self.method, self.data, self.schedule = method, data, context.schedule
+        parameters = [p for p in method.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.SGD(parameters, lr=self.schedule.lr, momentum=MOMENTUM,
+                                         weight_decay=WEIGHT_DECAY)
+        self.generator = torch.Generator().manual_seed(context.seed)
+        self.best = {"best_epoch": -1, "best_val_accuracy": -1.0, "history": []}
+        self.best_state = trainable_state(method)
+        self.batches: list = []
+        self.losses: list[float] = []
+
+
+def fit_sgd_many(methods: list, datas: list, contexts: list, progress=None) -> list[dict]:
+    """Fit several runs of one prompt method together, each exactly as `fit_sgd` would alone.
+
+    The runs (e.g. the seeds and shot counts of one method in a benchmark) share the backbone
+    and prompts; each has its own context, merge prompt, optimizer, schedule, batch generator,
+    best-epoch selection and history. Per step, the text tower runs once over the stacked
+    prompts of every run still training (S x P prompts) instead of once per run; a run whose
+    epoch has fewer steps, or that has fewer epochs, simply drops out of the stack. Results
+    match separate `fit_sgd` runs up to float rounding of the larger batched products.
+
+    Args:
+        methods: PromptMethods for which `vipcli.methods.prompting.fits_together` holds.
+        datas: per run, its PreparedData (train.views [N, V, D], val.x [M, D]).
+        contexts: per run, its FitContext (cached features only: `reference` must be None).
+        progress: an optional rich Progress.
+    Returns:
+        Per run, what `fit_sgd` returns.
+    """
+    from vipcli.devices import autocast, fastest_cpu_threads
+    from vipcli.methods.prompting import encode_stacked_prompts, fits_together
+
+    if not methods:
+        return []
+    if not fits_together(methods) or any(c.reference is not None for c in contexts):
+        raise ValueError("fit_sgd_many needs runs of one batchable prompt method on cached features")
+    device = methods[0].setup.device
+    runs = [_Run(m, d, c) for m, d, c in zip(methods, datas, contexts)]
+
+    def timing_step():  # forward + backward of every run's text side, leaving no trace
+        sum(f.sum() for f in encode_stacked_prompts(methods)).backward()
+        for m in methods:
+            m.zero_grad(set_to_none=True)
+
+    epochs = max(run.schedule.epochs for run in runs)
+    label = f"training prompts ({len(runs)} runs batched)"
+    with fastest_cpu_threads(timing_step, device), console.task(progress, label, epochs) as advance:
+        for epoch in range(epochs):
+            active = [run for run in runs if epoch < run.schedule.epochs]
+            for run in active:
+                for group in run.optimizer.param_groups:
+                    group["lr"] = run.schedule.lr_at(epoch)
+                run.batches = list(random_view_batches(run.data.train, run.schedule.batch_size, run.generator))
+                run.losses = []
+                run.method.train()
+            for step in range(max(len(run.batches) for run in active)):
+                _sgd_step_many([run for run in active if step < len(run.batches)], step, device, autocast,
+                               encode_stacked_prompts)
+            _validate_many(active, epoch, device, encode_stacked_prompts)
+            advance()
+    results = []
+    for run in runs:
+        run.method.load_state_dict(run.best_state, strict=False)
+        run.method.train(False)
+        run.best["best_val_accuracy"] = round(100 * run.best["best_val_accuracy"], 2)
+        results.append(run.best)
+    return results
+
+
+def _sgd_step_many(stepping: list, step: int, device, autocast, encode_stacked_prompts) -> None:
+    """One SGD step of every run in `stepping`, with one batched text forward and backward."""
+    with autocast(device):
+        prompt_features = encode_stacked_prompts([run.method for run in stepping])  # S x [P, D]
+        losses = [run.method.batched_loss(run.batches[step][0].to(device), run.batches[step][1].to(device), features)
+                  for run, features in zip(stepping, prompt_features)]
+    for run in stepping:
+        run.optimizer.zero_grad(set_to_none=True)
+    torch.stack([loss.float() for loss in losses]).sum().backward()  # runs share no parameter: own gradients
+    for run, loss in zip(stepping, losses):
+        run.optimizer.step()
+        run.losses.append(loss.item())
+
+
+@torch.no_grad()
+def _validate_many(active: list, epoch: int, device, encode_stacked_prompts) -> None:
+    """Validation accuracy of every active run (prompts encoded together), its history and best epoch."""
+    from vipcli.devices import autocast
+
+    for run in active:
+        run.method.eval()
+    for run, features in zip(active, encode_stacked_prompts([run.method for run in active])):
+        run.method.prepare(features)
+        val = run.data.val
+        if len(val.y):
+            with autocast(device):
+                logits = torch.cat([run.method(chunk.to(device)).float() for chunk in val.x.split(4096)])  # [M, C]
+            val_accuracy = float((logits.cpu().argmax(dim=1) == val.y).float().mean())
+        else:
+            val_accuracy = 0.0
+        loss = sum(run.losses) / max(len(run.losses), 1)
+        run.best["history"].append({"epoch": epoch, "lr": run.schedule.lr_at(epoch), "loss": loss,
+                                    "val_accuracy": round(100 * val_accuracy, 2)})
+        if val_accuracy > run.best["best_val_accuracy"]:
+            run.best.update(best_epoch=epoch, best_val_accuracy=val_accuracy)
+            run.best_state = trainable_state(run.method)
+
+
 def sgd_epoch(method, optimizer, batches, device) -> float:
     """One pass of `optimizer` over (features, labels) batches; returns the mean loss."""
     from vipcli.devices import autocast

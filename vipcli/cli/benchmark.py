@@ -38,6 +38,9 @@ def benchmark_command(
     out: Optional[Path] = typer.Option(None, "--out", help="Results folder (default benchmarks/<data name>); "
                                        "an interrupted sweep resumes there."),
     force: bool = typer.Option(False, "--force", help="Start over instead of resuming the sweep stored in --out."),
+    batch: bool = typer.Option(True, "--batch/--no-batch", help="Train the seeds and shot counts of one prompt "
+                               "method together (one text forward per step for all rows); --no-batch runs rows "
+                               "one by one (same results up to float rounding)."),
     device: str = opt.DEVICE,
     workers: Optional[int] = opt.WORKERS,
     as_json: bool = opt.JSON,
@@ -66,7 +69,7 @@ def benchmark_command(
     config = BenchmarkConfig(
         data=data, methods=method_ids, shots=shot_values, seeds=seed_values, method_options=options,
         backbone=backbone_settings, encoding=encoding, schedule=opt.schedule_settings(schedule, epochs, batch_size, lr),
-        symptoms=opt.symptom_sources(symptoms), split_seed=split_seed, out=out, force=force,
+        symptoms=opt.symptom_sources(symptoms), split_seed=split_seed, out=out, force=force, batched=batch,
     )
     with console.progress_bar() as progress:
         result = run_benchmark(config, progress)
