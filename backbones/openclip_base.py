@@ -103,7 +103,7 @@ def create_open_clip(arch: str, pretrained: str | None, device: torch.device):
     uses_hub = model_name.startswith("hf-hub:") or bool(pretrained and not Path(pretrained).exists())
     with model_loading(uses_hub) as offline_reason:
         try:
-            with _seeded() if random_init else contextlib.nullcontext():
+            with _seeded() if random_init else skipped_weight_init(), torch.device(device):
                 model = open_clip.create_model(
                     model_name, pretrained=pretrained, device=device, pretrained_text=not random_init
                 )
@@ -126,6 +126,23 @@ def load_open_clip_tokenizer(model_name: str, arch: str):
             raise
         except Exception as error:
             raise missing_weights_error(f"tokenizer of {model_name}", arch, offline_reason, error, OFFLINE_HINT) from error
+
+
+def skipped_weight_init():
+    """A context in which building modules skips their random initialisation (torch.nn.init and
+    transformers' `init_weights` become no-ops): for models whose every weight is then loaded.
+
+    open_clip loads a full checkpoint with `strict=True`, so no parameter can stay uninitialised.
+    Uses transformers' own `no_init_weights`; a no-op context if this transformers has none.
+    """
+    try:
+        from transformers.initialization import no_init_weights  # transformers 5
+    except ImportError:
+        try:
+            from transformers.modeling_utils import no_init_weights  # transformers 4
+        except ImportError:
+            return contextlib.nullcontext()
+    return no_init_weights()
 
 
 @contextlib.contextmanager
