@@ -80,7 +80,7 @@ def fit_sgd(method, data, context) -> dict:
         context: FitContext (schedule, seed, progress, reference: None to train from cached views,
             else a callable(epoch, train) yielding freshly encoded batches, the authors' way).
     Returns:
-        {"best_epoch", "best_val_accuracy", "history": [{epoch, lr, loss, val_accuracy}]}
+        {"best_epoch", "best_val_accuracy", "history": [{epoch, lr, loss, val_accuracy}], "steps": optimizer steps}
     """
     from vipcli.devices import fastest_cpu_threads
 
@@ -88,7 +88,7 @@ def fit_sgd(method, data, context) -> dict:
     parameters = [p for p in method.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(parameters, lr=schedule.lr, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
     generator = torch.Generator().manual_seed(context.seed)
-    best = {"best_epoch": -1, "best_val_accuracy": -1.0, "history": []}
+    best = {"best_epoch": -1, "best_val_accuracy": -1.0, "history": [], "steps": 0}
     best_state = trainable_state(method)
     step = getattr(method, "timing_step", None)
     threads = contextlib.nullcontext() if reference or step is None else fastest_cpu_threads(step, device)
@@ -98,7 +98,8 @@ def fit_sgd(method, data, context) -> dict:
                 group["lr"] = schedule.lr_at(epoch)
             batches = reference(epoch, True) if reference else random_view_batches(data.train, schedule.batch_size,
                                                                                     generator)
-            loss = sgd_epoch(method, optimizer, batches, device)
+            loss, steps = sgd_epoch(method, optimizer, batches, device)
+            best["steps"] += steps
             val_accuracy = _reference_accuracy(method, reference, epoch, device) if reference else accuracy(
                 method, data.val, device)
             best["history"].append({"epoch": epoch, "lr": schedule.lr_at(epoch), "loss": loss,
@@ -122,7 +123,7 @@ class _Run:
         self.optimizer = torch.optim.SGD(parameters, lr=self.schedule.lr, momentum=MOMENTUM,
                                          weight_decay=WEIGHT_DECAY)
         self.generator = torch.Generator().manual_seed(context.seed)
-        self.best = {"best_epoch": -1, "best_val_accuracy": -1.0, "history": []}
+        self.best = {"best_epoch": -1, "best_val_accuracy": -1.0, "history": [], "steps": 0}
         self.best_state = trainable_state(method)
         self.batches: list = []
         self.losses: list[float] = []
@@ -198,6 +199,7 @@ def _sgd_step_many(stepping: list, step: int, device, autocast, encode_stacked_p
     for run, loss in zip(stepping, losses):
         run.optimizer.step()
         run.losses.append(loss.item())
+        run.best["steps"] += 1
 
 
 @torch.no_grad()
@@ -224,8 +226,8 @@ def _validate_many(active: list, epoch: int, device, encode_stacked_prompts) -> 
             run.best_state = trainable_state(run.method)
 
 
-def sgd_epoch(method, optimizer, batches, device) -> float:
-    """One pass of `optimizer` over (features, labels) batches; returns the mean loss."""
+def sgd_epoch(method, optimizer, batches, device) -> tuple[float, int]:
+    """One pass of `optimizer` over (features, labels) batches; returns (the mean loss, steps taken)."""
     from vipcli.devices import autocast
 
     method.train()
@@ -237,7 +239,7 @@ def sgd_epoch(method, optimizer, batches, device) -> float:
         loss.float().backward()
         optimizer.step()
         losses.append(loss.item())
-    return sum(losses) / max(len(losses), 1)
+    return sum(losses) / max(len(losses), 1), len(losses)
 
 
 @torch.no_grad()
