@@ -128,21 +128,37 @@ def load_open_clip_tokenizer(model_name: str, arch: str):
             raise missing_weights_error(f"tokenizer of {model_name}", arch, offline_reason, error, OFFLINE_HINT) from error
 
 
+INIT_FUNCTIONS = ("uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_", "eye_", "dirac_",
+                  "xavier_uniform_", "xavier_normal_", "kaiming_uniform_", "kaiming_normal_", "orthogonal_", "sparse_")
+
+
+@contextlib.contextmanager
 def skipped_weight_init():
-    """A context in which building modules skips their random initialisation (torch.nn.init and
-    transformers' `init_weights` become no-ops): for models whose every weight is then loaded.
+    """Build modules without their random initialisation (every `torch.nn.init` function a no-op):
+    for models whose every weight is then loaded from a checkpoint.
 
     open_clip loads a full checkpoint with `strict=True`, so no parameter can stay uninitialised.
-    Uses transformers' own `no_init_weights`; a no-op context if this transformers has none.
+    (transformers' `no_init_weights` does the same but imports its modeling code, seconds on a CPU.)
     """
+    import importlib
+
+    def skip(tensor, *args, **kwargs):
+        return tensor
+
+    # torch.nn.init itself, and torch modules that import its functions by name (MultiheadAttention...)
+    modules = [importlib.import_module(name) for name in ("torch.nn.init", "torch.nn.modules.activation",
+                                                          "torch.nn.modules.transformer", "torch.nn.modules.linear",
+                                                          "torch.nn.modules.conv", "torch.nn.modules.normalization",
+                                                          "torch.nn.modules.sparse")]
+    originals = [(module, name, getattr(module, name)) for module in modules for name in INIT_FUNCTIONS
+                 if hasattr(module, name)]
     try:
-        from transformers.initialization import no_init_weights  # transformers 5
-    except ImportError:
-        try:
-            from transformers.modeling_utils import no_init_weights  # transformers 4
-        except ImportError:
-            return contextlib.nullcontext()
-    return no_init_weights()
+        for module, name, _ in originals:
+            setattr(module, name, skip)
+        yield
+    finally:
+        for module, name, function in originals:
+            setattr(module, name, function)
 
 
 @contextlib.contextmanager
