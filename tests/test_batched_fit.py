@@ -40,29 +40,29 @@ def features(count: int, seed: int, views: int = 3) -> FeatureSet:
                                                                                             generator=generator))
 
 
-def run_setup(method_id, backbone, shots: int, seed: int):
+def run_setup(method_id, backbone, shots: int, seed: int, options=None):
     """A freshly seeded method, its K-shot data and fit context (epochs differ with the shot count)."""
     torch.manual_seed(seed)
-    method = build_method(method_id, MethodSetup(backbone, NAMES, SYMPTOMS), {})
+    method = build_method(method_id, MethodSetup(backbone, NAMES, SYMPTOMS), options or {})
     data = PreparedData(features(3 * shots, 100 + shots + seed), features(9, 7), features(9, 8))
     schedule = Schedule("fewshot", epochs=3 + shots, batch_size=2, lr=0.01)  # steps per epoch differ too
     return method, data, FitContext(schedule, seed)
 
 
-@pytest.mark.parametrize("method_id", ["vip", "coop"])
-def test_batched_runs_equal_separate_runs(backbone, method_id):
+@pytest.mark.parametrize("method_id,options", [("vip", {}), ("coop", {}), ("coop", {"class_specific_context": True})])
+def test_batched_runs_equal_separate_runs(backbone, method_id, options):
     grid = [(shots, seed) for shots in (1, 2) for seed in (1, 2)]
     alone = []
     for shots, seed in grid:
-        method, data, context = run_setup(method_id, backbone, shots, seed)
+        method, data, context = run_setup(method_id, backbone, shots, seed, options)
         alone.append((fit_sgd(method, data, context), method))
-    runs = [run_setup(method_id, backbone, shots, seed) for shots, seed in grid]
+    runs = [run_setup(method_id, backbone, shots, seed, options) for shots, seed in grid]
     together = fit_sgd_many([r[0] for r in runs], [r[1] for r in runs], [r[2] for r in runs])
     assert len(together) == len(grid)
     for (expected, method), result, (batched, *_), (shots, _) in zip(alone, together, runs, grid):
         assert result["best_epoch"] == expected["best_epoch"]
         assert result["best_val_accuracy"] == expected["best_val_accuracy"]
-        assert len(result["history"]) == 3 + shots
+        assert len(result["history"]) == 3 + shots and result["steps"] == expected["steps"] == (3 + shots) * -(-3 * shots // 2)
         for mine, theirs in zip(result["history"], expected["history"]):
             assert mine["val_accuracy"] == theirs["val_accuracy"] and mine["lr"] == theirs["lr"]
             assert mine["loss"] == pytest.approx(theirs["loss"], rel=1e-4, abs=1e-6)

@@ -115,18 +115,17 @@ def fit_sgd(method, data, context) -> dict:
 
 
 class _Run:
-    """One run's own state inside `fit_sgd_many`: optimizer, batch generator, best epoch, history."""
+    """One run's own state inside `fit_sgd_many`: parameters, batch generator, best epoch, history."""
 
     def __init__(self, method, data, context):
         self.method, self.data, self.schedule = method, data, context.schedule
-        parameters = [p for p in method.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.SGD(parameters, lr=self.schedule.lr, momentum=MOMENTUM,
-                                         weight_decay=WEIGHT_DECAY)
+        self.parameters = [p for p in method.parameters() if p.requires_grad]
+        self.group: dict = {}  # its parameter group of the shared optimizer (own lr, momentum buffers)
         self.generator = torch.Generator().manual_seed(context.seed)
         self.best = {"best_epoch": -1, "best_val_accuracy": -1.0, "history": [], "steps": 0}
         self.best_state = trainable_state(method)
         self.batches: list = []
-        self.losses: list[float] = []
+        self.losses: list[torch.Tensor] = []  # this epoch's step losses (0-d, detached)
 
 
 def fit_sgd_many(methods: list, datas: list, contexts: list, progress=None) -> list[dict]:
@@ -156,6 +155,12 @@ def fit_sgd_many(methods: list, datas: list, contexts: list, progress=None) -> l
         raise ValueError("fit_sgd_many needs runs of one batchable prompt method on cached features")
     device = methods[0].setup.device
     runs = [_Run(m, d, c) for m, d, c in zip(methods, datas, contexts)]
+    # one SGD over every run's parameters, a parameter group per run: SGD is per parameter, so this is
+    # each run's own optimizer; a run that sits out a step has no gradient and is left untouched
+    optimizer = torch.optim.SGD([{"params": run.parameters, "lr": run.schedule.lr} for run in runs],
+                                momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
+    for run, group in zip(runs, optimizer.param_groups):
+        run.group = group
 
     def timing_step():  # forward + backward of every run's text side, leaving no trace
         sum(f.sum() for f in encode_stacked_prompts(methods)).backward()
@@ -168,14 +173,13 @@ def fit_sgd_many(methods: list, datas: list, contexts: list, progress=None) -> l
         for epoch in range(epochs):
             active = [run for run in runs if epoch < run.schedule.epochs]
             for run in active:
-                for group in run.optimizer.param_groups:
-                    group["lr"] = run.schedule.lr_at(epoch)
+                run.group["lr"] = run.schedule.lr_at(epoch)
                 run.batches = list(random_view_batches(run.data.train, run.schedule.batch_size, run.generator))
                 run.losses = []
                 run.method.train()
             for step in range(max(len(run.batches) for run in active)):
-                _sgd_step_many([run for run in active if step < len(run.batches)], step, device, autocast,
-                               encode_stacked_prompts)
+                _sgd_step_many([run for run in active if step < len(run.batches)], step, optimizer, device,
+                               autocast, encode_stacked_prompts)
             _validate_many(active, epoch, device, encode_stacked_prompts)
             advance()
     results = []
@@ -187,18 +191,17 @@ def fit_sgd_many(methods: list, datas: list, contexts: list, progress=None) -> l
     return results
 
 
-def _sgd_step_many(stepping: list, step: int, device, autocast, encode_stacked_prompts) -> None:
+def _sgd_step_many(stepping: list, step: int, optimizer, device, autocast, encode_stacked_prompts) -> None:
     """One SGD step of every run in `stepping`, with one batched text forward and backward."""
     with autocast(device):
         prompt_features = encode_stacked_prompts([run.method for run in stepping])  # S x [P, D]
         losses = [run.method.batched_loss(run.batches[step][0].to(device), run.batches[step][1].to(device), features)
                   for run, features in zip(stepping, prompt_features)]
-    for run in stepping:
-        run.optimizer.zero_grad(set_to_none=True)
+    optimizer.zero_grad(set_to_none=True)
     torch.stack([loss.float() for loss in losses]).sum().backward()  # runs share no parameter: own gradients
+    optimizer.step()  # runs not in `stepping` have no gradient: skipped
     for run, loss in zip(stepping, losses):
-        run.optimizer.step()
-        run.losses.append(loss.item())
+        run.losses.append(loss.detach())  # no device sync per step
         run.best["steps"] += 1
 
 
@@ -218,7 +221,7 @@ def _validate_many(active: list, epoch: int, device, encode_stacked_prompts) -> 
             val_accuracy = float((logits.cpu().argmax(dim=1) == val.y).float().mean())
         else:
             val_accuracy = 0.0
-        loss = sum(run.losses) / max(len(run.losses), 1)
+        loss = torch.stack(run.losses).double().mean().item() if run.losses else 0.0  # as fit_sgd's mean of floats
         run.best["history"].append({"epoch": epoch, "lr": run.schedule.lr_at(epoch), "loss": loss,
                                     "val_accuracy": round(100 * val_accuracy, 2)})
         if val_accuracy > run.best["best_val_accuracy"]:
