@@ -103,7 +103,7 @@ def create_open_clip(arch: str, pretrained: str | None, device: torch.device):
     uses_hub = model_name.startswith("hf-hub:") or bool(pretrained and not Path(pretrained).exists())
     with model_loading(uses_hub) as offline_reason:
         try:
-            with _seeded() if random_init else contextlib.nullcontext():
+            with _seeded() if random_init else skipped_weight_init(), torch.device(device):
                 model = open_clip.create_model(
                     model_name, pretrained=pretrained, device=device, pretrained_text=not random_init
                 )
@@ -126,6 +126,39 @@ def load_open_clip_tokenizer(model_name: str, arch: str):
             raise
         except Exception as error:
             raise missing_weights_error(f"tokenizer of {model_name}", arch, offline_reason, error, OFFLINE_HINT) from error
+
+
+INIT_FUNCTIONS = ("uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_", "eye_", "dirac_",
+                  "xavier_uniform_", "xavier_normal_", "kaiming_uniform_", "kaiming_normal_", "orthogonal_", "sparse_")
+
+
+@contextlib.contextmanager
+def skipped_weight_init():
+    """Build modules without their random initialisation (every `torch.nn.init` function a no-op):
+    for models whose every weight is then loaded from a checkpoint.
+
+    open_clip loads a full checkpoint with `strict=True`, so no parameter can stay uninitialised.
+    (transformers' `no_init_weights` does the same but imports its modeling code, seconds on a CPU.)
+    """
+    import importlib
+
+    def skip(tensor, *args, **kwargs):
+        return tensor
+
+    # torch.nn.init itself, and torch modules that import its functions by name (MultiheadAttention...)
+    modules = [importlib.import_module(name) for name in ("torch.nn.init", "torch.nn.modules.activation",
+                                                          "torch.nn.modules.transformer", "torch.nn.modules.linear",
+                                                          "torch.nn.modules.conv", "torch.nn.modules.normalization",
+                                                          "torch.nn.modules.sparse")]
+    originals = [(module, name, getattr(module, name)) for module in modules for name in INIT_FUNCTIONS
+                 if hasattr(module, name)]
+    try:
+        for module, name, _ in originals:
+            setattr(module, name, skip)
+        yield
+    finally:
+        for module, name, function in originals:
+            setattr(module, name, function)
 
 
 @contextlib.contextmanager

@@ -167,3 +167,21 @@ def test_run_options_keep_tags_and_hub_ids_and_absolutize_local_dirs(tmp_path, m
 def test_shipped_small_clip_config_loads_by_name():
     backbone = load_backbone("clip", "small-clip", "none", warn_random=False)
     assert backbone.embed_dim == 256 and backbone.describe()["arch"].startswith("small-clip.json#")
+
+
+def test_loading_a_weights_file_skips_random_initialisation_and_loads_every_weight(tmp_path, tiny_clip,
+                                                                                   clip_backbone, monkeypatch):
+    from safetensors.torch import save_file
+
+    state = {k: v.clone() + 0.5 for k, v in clip_backbone.model.state_dict().items()}
+    weights = tmp_path / "tiny-weights.safetensors"
+    save_file(state, weights)
+    calls = []
+    real_init = torch.nn.init.kaiming_uniform_
+    monkeypatch.setattr(torch.nn.init, "kaiming_uniform_", lambda *a, **k: calls.append(1) or real_init(*a, **k))
+    loaded = load_backbone("clip", str(tiny_clip), str(weights))
+    assert calls == []  # no random initialisation of layers the file then overwrites
+    for name, tensor in loaded.model.state_dict().items():
+        torch.testing.assert_close(tensor, state[name], rtol=0, atol=0)
+    load_backbone("clip", str(tiny_clip), "none")
+    assert calls  # random weights are still initialised (seeded)

@@ -19,6 +19,7 @@ def test_speed_writes_every_figure(cli, capsys, isic_small, tiny_clip, tmp_path)
     for run in ("train_cached", "train_cached_warm", "train_reference"):
         assert report[run]["seconds"] > 0 and report[run]["epochs"] == 2
         assert 0 <= report[run]["test_accuracy"] <= 100 and 0 <= report[run]["val_accuracy"] <= 100
+        assert report[run]["steps"] == 2 and report[run]["steps_per_s"] > 0  # 12 images in batches of 32: 1 step an epoch
     # the cached run encoded each train image's views once; the warm rerun encoded nothing
     assert report["train_cached"]["timings"]["encoded_views"] == 12 * 2 + 16  # 2 views per train image, no center view
     assert report["train_cached_warm"]["timings"]["encoded_views"] == 0

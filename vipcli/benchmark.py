@@ -58,6 +58,7 @@ class BenchmarkConfig:
     split_seed: int | None = None  # seed of any split vip makes (None: the stored run's, else the first seed)
     out: Path | None = None  # results folder (None: benchmarks/<data folder name>)
     force: bool = False  # discard stored rows in --out instead of resuming
+    batched: bool = True  # train rows of one prompt method together (one text forward per step for all)
 
 
 @dataclass
@@ -349,28 +350,61 @@ def warn_capped_shots(shots: tuple, order: list[list[int]], class_names: list[st
 
 def run_row(method_id: str, cls, shots: int | str, seed: int, context: dict, progress=None) -> dict:
     """Build, fit and evaluate one (method, shots, seed) on the pooled features; return its row."""
-    from vipcli.fitting import evaluate
+    started = time.perf_counter()
+    row = _build_row(method_id, cls, shots, seed, context, progress)
+    fitted = row["method"].fit(row["data"], row["fit_context"])
+    return _finish_row(row, fitted, context, time.perf_counter() - started)
+
+
+def run_rows_together(method_id: str, cls, jobs: list[tuple], context: dict, progress=None) -> list[dict]:
+    """Fit several (shots, seed) rows of one method in one batched loop (`fit_sgd_many`).
+
+    Each row is built, seeded and evaluated exactly as `run_row` builds it; only the text tower
+    runs once per step over every row's prompts. Each row's `fit_s` is its share of the group's time.
+    """
+    from vipcli.fitting import fit_sgd_many
+
+    started = time.perf_counter()
+    built = [_build_row(method_id, cls, shots, seed, context, progress) for shots, seed in jobs]
+    fitted = fit_sgd_many([b["method"] for b in built], [b["data"] for b in built],
+                          [b["fit_context"] for b in built], progress)
+    share = (time.perf_counter() - started) / len(built)
+    return [_finish_row(b, f, context, share) for b, f in zip(built, fitted)]
+
+
+def _build_row(method_id: str, cls, shots: int | str, seed: int, context: dict, progress=None) -> dict:
+    """The method (seeded initialisation), K-shot data and fit context of one row."""
     from vipcli.methods import FitContext, MethodSetup, build_method
 
     config, pool, names = context["config"], context["pool"], context["class_names"]
     k = None if shots == "all" else int(shots)  # 0 for methods that use no shots: an empty subset
     subset, used = select_subset(pool, readable_order(pool, context["dataset"], seed), k)
     schedule = config.schedule.resolve(k)
-    started = time.perf_counter()
     torch.manual_seed(seed)
     setup = MethodSetup(context["backbone"], names, context["symptoms"])
     method = build_method(method_id, setup, options_for(cls, config.method_options))
-    data = PreparedData(subset, pool.val, pool.test)
-    fitted = method.fit(data, FitContext(schedule, seed, progress))
+    return {"method_id": method_id, "cls": cls, "shots": shots, "seed": seed, "used": used, "subset": subset,
+            "schedule": schedule, "method": method, "data": PreparedData(subset, pool.val, pool.test),
+            "fit_context": FitContext(schedule, seed, progress)}
+
+
+def _finish_row(row: dict, fitted: dict, context: dict, fit_seconds: float) -> dict:
+    """Evaluate a fitted row's method on val and test; the row as stored."""
+    from vipcli.fitting import evaluate
+
+    pool, names, cls, method = context["pool"], context["class_names"], row["cls"], row["method"]
+    started = time.perf_counter()
     val = evaluate(method, pool.val, len(names), context["device"])
     test = evaluate(method, pool.test, len(names), context["device"])
+    fit_seconds += time.perf_counter() - started
+    schedule = row["schedule"]
     epochs = schedule.epochs if cls.trains and cls.uses_schedule else getattr(method.settings, "epochs", 0)
     return {
-        "method": method_id, "shots": shots, "seed": seed, "shots_used": min(used), "n_train": len(subset.y),
-        "epochs": epochs if cls.trains else 0, "best_epoch": fitted.get("best_epoch"),
+        "method": row["method_id"], "shots": row["shots"], "seed": row["seed"], "shots_used": min(row["used"]),
+        "n_train": len(row["subset"].y), "epochs": epochs if cls.trains else 0, "best_epoch": fitted.get("best_epoch"),
         **{f"val_{k}": val[k] for k in ("accuracy", "macro_f1", "auroc")},
         **{f"test_{k}": test[k] for k in ("accuracy", "macro_f1", "auroc")},
-        "test_confusion_matrix": test["confusion_matrix"], "fit_s": round(time.perf_counter() - started, 3),
+        "test_confusion_matrix": test["confusion_matrix"], "fit_s": round(fit_seconds, 3),
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
     }
 
@@ -511,6 +545,7 @@ def run_benchmark(config: BenchmarkConfig, progress=None) -> BenchmarkResult:
                            config.encoding.cache(context["backbone"]), context["record"]["split_seed"],
                            config.encoding.workers, config.encoding.batch_size, progress)
         context["pool"] = pool
+        context["batched"] = config.batched
         result.encoded_views, result.failures = pool.encoded_views, pool.failures
         result.warnings = warn_capped_shots(config.shots, readable_order(pool, dataset, config.seeds[0]),
                                             dataset.class_names)
@@ -530,14 +565,47 @@ def run_benchmark(config: BenchmarkConfig, progress=None) -> BenchmarkResult:
 
 
 def run_pending(pending: list, rows: dict, context: dict, progress=None) -> int:
-    """Run each pending row, saving all rows atomically after each one; return how many ran."""
+    """Run each pending row, saving all rows atomically after each row or batched group; return how many ran.
+
+    Rows of one method that can train together (`PromptMethod.fits_in_batches`: the seeds and
+    shot counts of ViP, CoOp...) run as groups of up to `BATCHED_ROWS` in one batched loop, unless
+    `context["batched"]` is False; every other row runs alone, in sweep order.
+    """
+    batched = context.get("batched", True)
     with console.task(progress, "benchmark rows", len(pending)) as advance:
-        for name, cls, shots, seed in pending:
-            row = run_row(name, cls, shots, seed, context, progress)
-            rows[row_key(row)] = row
+        for group in row_groups(pending, batched):
+            name, cls = group[0][0], group[0][1]
+            if len(group) == 1:
+                finished = [run_row(name, cls, group[0][2], group[0][3], context, progress)]
+            else:
+                finished = run_rows_together(name, cls, [(shots, seed) for _, _, shots, seed in group], context,
+                                             progress)
+            for row in finished:
+                rows[row_key(row)] = row
             save_results(context["out"], context["record"], context["class_names"], list(rows.values()))
-            advance()
+            advance(len(group))
     return len(pending)
+
+
+BATCHED_ROWS = 16  # the most rows of one method trained together (bounds the stacked prompts' memory)
+
+
+def row_groups(pending: list, batched: bool = True) -> list[list[tuple]]:
+    """Pending (name, cls, shots, seed) jobs grouped for `run_pending`: batchable rows of one method
+    together (in chunks of `BATCHED_ROWS`), every other row alone; groups in sweep order of first row."""
+    groups: list[list[tuple]] = []
+    open_group: dict[str, list] = {}
+    for job in pending:
+        name, cls = job[0], job[1]
+        fits = batched and getattr(cls, "fits_in_batches", None) is not None and cls.fits_in_batches()
+        group = open_group.get(name) if fits else None
+        if group is None or len(group) >= BATCHED_ROWS:
+            group = []
+            groups.append(group)
+            if fits:
+                open_group[name] = group
+        group.append(job)
+    return groups
 
 
 def _read_json(path: Path) -> dict | None:

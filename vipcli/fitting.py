@@ -80,7 +80,7 @@ def fit_sgd(method, data, context) -> dict:
         context: FitContext (schedule, seed, progress, reference: None to train from cached views,
             else a callable(epoch, train) yielding freshly encoded batches, the authors' way).
     Returns:
-        {"best_epoch", "best_val_accuracy", "history": [{epoch, lr, loss, val_accuracy}]}
+        {"best_epoch", "best_val_accuracy", "history": [{epoch, lr, loss, val_accuracy}], "steps": optimizer steps}
     """
     from vipcli.devices import fastest_cpu_threads
 
@@ -88,7 +88,7 @@ def fit_sgd(method, data, context) -> dict:
     parameters = [p for p in method.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(parameters, lr=schedule.lr, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
     generator = torch.Generator().manual_seed(context.seed)
-    best = {"best_epoch": -1, "best_val_accuracy": -1.0, "history": []}
+    best = {"best_epoch": -1, "best_val_accuracy": -1.0, "history": [], "steps": 0}
     best_state = trainable_state(method)
     step = getattr(method, "timing_step", None)
     threads = contextlib.nullcontext() if reference or step is None else fastest_cpu_threads(step, device)
@@ -98,7 +98,8 @@ def fit_sgd(method, data, context) -> dict:
                 group["lr"] = schedule.lr_at(epoch)
             batches = reference(epoch, True) if reference else random_view_batches(data.train, schedule.batch_size,
                                                                                     generator)
-            loss = sgd_epoch(method, optimizer, batches, device)
+            loss, steps = sgd_epoch(method, optimizer, batches, device)
+            best["steps"] += steps
             val_accuracy = _reference_accuracy(method, reference, epoch, device) if reference else accuracy(
                 method, data.val, device)
             best["history"].append({"epoch": epoch, "lr": schedule.lr_at(epoch), "loss": loss,
@@ -113,8 +114,123 @@ def fit_sgd(method, data, context) -> dict:
     return best
 
 
-def sgd_epoch(method, optimizer, batches, device) -> float:
-    """One pass of `optimizer` over (features, labels) batches; returns the mean loss."""
+class _Run:
+    """One run's own state inside `fit_sgd_many`: parameters, batch generator, best epoch, history."""
+
+    def __init__(self, method, data, context):
+        self.method, self.data, self.schedule = method, data, context.schedule
+        self.parameters = [p for p in method.parameters() if p.requires_grad]
+        self.group: dict = {}  # its parameter group of the shared optimizer (own lr, momentum buffers)
+        self.generator = torch.Generator().manual_seed(context.seed)
+        self.best = {"best_epoch": -1, "best_val_accuracy": -1.0, "history": [], "steps": 0}
+        self.best_state = trainable_state(method)
+        self.batches: list = []
+        self.losses: list[torch.Tensor] = []  # this epoch's step losses (0-d, detached)
+
+
+def fit_sgd_many(methods: list, datas: list, contexts: list, progress=None) -> list[dict]:
+    """Fit several runs of one prompt method together, each exactly as `fit_sgd` would alone.
+
+    The runs (e.g. the seeds and shot counts of one method in a benchmark) share the backbone
+    and prompts; each has its own context, merge prompt, optimizer, schedule, batch generator,
+    best-epoch selection and history. Per step, the text tower runs once over the stacked
+    prompts of every run still training (S x P prompts) instead of once per run; a run whose
+    epoch has fewer steps, or that has fewer epochs, simply drops out of the stack. Results
+    match separate `fit_sgd` runs up to float rounding of the larger batched products.
+
+    Args:
+        methods: PromptMethods for which `vipcli.methods.prompting.fits_together` holds.
+        datas: per run, its PreparedData (train.views [N, V, D], val.x [M, D]).
+        contexts: per run, its FitContext (cached features only: `reference` must be None).
+        progress: an optional rich Progress.
+    Returns:
+        Per run, what `fit_sgd` returns.
+    """
+    from vipcli.devices import autocast, fastest_cpu_threads
+    from vipcli.methods.prompting import encode_stacked_prompts, fits_together
+
+    if not methods:
+        return []
+    if not fits_together(methods) or any(c.reference is not None for c in contexts):
+        raise ValueError("fit_sgd_many needs runs of one batchable prompt method on cached features")
+    device = methods[0].setup.device
+    runs = [_Run(m, d, c) for m, d, c in zip(methods, datas, contexts)]
+    # one SGD over every run's parameters, a parameter group per run: SGD is per parameter, so this is
+    # each run's own optimizer; a run that sits out a step has no gradient and is left untouched
+    optimizer = torch.optim.SGD([{"params": run.parameters, "lr": run.schedule.lr} for run in runs],
+                                momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
+    for run, group in zip(runs, optimizer.param_groups):
+        run.group = group
+
+    def timing_step():  # forward + backward of every run's text side, leaving no trace
+        sum(f.sum() for f in encode_stacked_prompts(methods)).backward()
+        for m in methods:
+            m.zero_grad(set_to_none=True)
+
+    epochs = max(run.schedule.epochs for run in runs)
+    label = f"training prompts ({len(runs)} runs batched)"
+    with fastest_cpu_threads(timing_step, device), console.task(progress, label, epochs) as advance:
+        for epoch in range(epochs):
+            active = [run for run in runs if epoch < run.schedule.epochs]
+            for run in active:
+                run.group["lr"] = run.schedule.lr_at(epoch)
+                run.batches = list(random_view_batches(run.data.train, run.schedule.batch_size, run.generator))
+                run.losses = []
+                run.method.train()
+            for step in range(max(len(run.batches) for run in active)):
+                _sgd_step_many([run for run in active if step < len(run.batches)], step, optimizer, device,
+                               autocast, encode_stacked_prompts)
+            _validate_many(active, epoch, device, encode_stacked_prompts)
+            advance()
+    results = []
+    for run in runs:
+        run.method.load_state_dict(run.best_state, strict=False)
+        run.method.train(False)
+        run.best["best_val_accuracy"] = round(100 * run.best["best_val_accuracy"], 2)
+        results.append(run.best)
+    return results
+
+
+def _sgd_step_many(stepping: list, step: int, optimizer, device, autocast, encode_stacked_prompts) -> None:
+    """One SGD step of every run in `stepping`, with one batched text forward and backward."""
+    with autocast(device):
+        prompt_features = encode_stacked_prompts([run.method for run in stepping])  # S x [P, D]
+        losses = [run.method.batched_loss(run.batches[step][0].to(device), run.batches[step][1].to(device), features)
+                  for run, features in zip(stepping, prompt_features)]
+    optimizer.zero_grad(set_to_none=True)
+    torch.stack([loss.float() for loss in losses]).sum().backward()  # runs share no parameter: own gradients
+    optimizer.step()  # runs not in `stepping` have no gradient: skipped
+    for run, loss in zip(stepping, losses):
+        run.losses.append(loss.detach())  # no device sync per step
+        run.best["steps"] += 1
+
+
+@torch.no_grad()
+def _validate_many(active: list, epoch: int, device, encode_stacked_prompts) -> None:
+    """Validation accuracy of every active run (prompts encoded together), its history and best epoch."""
+    from vipcli.devices import autocast
+
+    for run in active:
+        run.method.eval()
+    for run, features in zip(active, encode_stacked_prompts([run.method for run in active])):
+        run.method.prepare(features)
+        val = run.data.val
+        if len(val.y):
+            with autocast(device):
+                logits = torch.cat([run.method(chunk.to(device)).float() for chunk in val.x.split(4096)])  # [M, C]
+            val_accuracy = float((logits.cpu().argmax(dim=1) == val.y).float().mean())
+        else:
+            val_accuracy = 0.0
+        loss = torch.stack(run.losses).double().mean().item() if run.losses else 0.0  # as fit_sgd's mean of floats
+        run.best["history"].append({"epoch": epoch, "lr": run.schedule.lr_at(epoch), "loss": loss,
+                                    "val_accuracy": round(100 * val_accuracy, 2)})
+        if val_accuracy > run.best["best_val_accuracy"]:
+            run.best.update(best_epoch=epoch, best_val_accuracy=val_accuracy)
+            run.best_state = trainable_state(run.method)
+
+
+def sgd_epoch(method, optimizer, batches, device) -> tuple[float, int]:
+    """One pass of `optimizer` over (features, labels) batches; returns (the mean loss, steps taken)."""
     from vipcli.devices import autocast
 
     method.train()
@@ -126,7 +242,7 @@ def sgd_epoch(method, optimizer, batches, device) -> float:
         loss.float().backward()
         optimizer.step()
         losses.append(loss.item())
-    return sum(losses) / max(len(losses), 1)
+    return sum(losses) / max(len(losses), 1), len(losses)
 
 
 @torch.no_grad()

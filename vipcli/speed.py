@@ -108,7 +108,9 @@ def time_train(config: SpeedConfig, scratch: Path, name: str, reference: bool, p
     seconds = time.perf_counter() - started
     metrics = result.metrics
     epochs, fit_s = len(metrics["history"]), metrics["timings"]["fit_s"]
+    steps = metrics.get("steps", 0)
     return {"seconds": round(seconds, 3), "epochs": epochs, "best_epoch": metrics["best_epoch"],
+            "steps": steps, "steps_per_s": round(steps / max(fit_s, 1e-9), 2),
             "val_accuracy": metrics["val"]["accuracy"], "test_accuracy": metrics["test"]["accuracy"],
             "test_macro_f1": metrics["test"]["macro_f1"], "timings": metrics["timings"],
             "per_epoch_s": round(fit_s / max(epochs, 1), 3),

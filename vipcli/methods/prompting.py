@@ -139,13 +139,16 @@ class PromptMethod(Method):
             return self._frozen_text
         return encode_prompts(self.backbone, self.bank, self.context)
 
-    def class_embeddings(self):
+    def class_embeddings(self, features: torch.Tensor | None = None):
         """Class embeddings E [C, D] (so logits = scale * normalize(f) @ E.T) and details.
 
+        Args:
+            features: [P, D] prompt features already encoded under this method's context (by
+                `encode_stacked_prompts` for several methods at once); None encodes them here.
         Returns:
             (E [C, D], prompt features [P, D], weights [C, K], mask [C, K])
         """
-        features = self.prompt_features()  # [P, D]
+        features = self.prompt_features() if features is None else features  # [P, D]
         padded, mask = pad_by_class(features, self.bank.class_index.to(features.device), self.bank.num_classes)
         if self.merge is not None:
             merged, weights = self.merge(padded, mask)  # [C, D], [C, K]
@@ -169,12 +172,31 @@ class PromptMethod(Method):
         self._inference = None
         return super().train(mode)
 
-    def prepare(self) -> None:
-        """Compute the class embeddings once for inference."""
+    def prepare(self, features: torch.Tensor | None = None) -> None:
+        """Compute the class embeddings once for inference (from `features` [P, D] if given)."""
         self.eval()
         with torch.no_grad():
-            embeddings, features, weights, _ = self.class_embeddings()
+            embeddings, features, weights, _ = self.class_embeddings(features)
         self._inference = (embeddings, features, weights)
+
+    # --- fitting several runs of one method together --------------------------------------------
+
+    @classmethod
+    def fits_in_batches(cls) -> bool:
+        """Several runs of this class can train as one batched text forward (`fit_sgd_many`).
+
+        True for methods that learn context with the shared SGD loop and the plain cross-entropy
+        of `forward`; a subclass with its own `fit`, `forward` or `training_loss` is left alone.
+        """
+        return (cls.learns_context and cls.fit is PromptMethod.fit and cls.forward is PromptMethod.forward
+                and cls.class_embeddings is PromptMethod.class_embeddings
+                and cls.prompt_features is PromptMethod.prompt_features and not hasattr(cls, "training_loss"))
+
+    def batched_loss(self, image_features: torch.Tensor, labels: torch.Tensor,
+                     prompt_features: torch.Tensor) -> torch.Tensor:
+        """The training loss of `forward` ([B, D] features, [B] labels) from prompt features [P, D]."""
+        logits = self.logits_from(image_features, self.class_embeddings(prompt_features)[0])  # [B, C]
+        return F.cross_entropy(logits.float(), labels)
 
     def fit(self, data, context):
         """SGD over whatever learns (context, merge prompt); nothing to do for hand prompts."""
@@ -226,3 +248,39 @@ def symptom_prompts(setup: MethodSetup, method_id: str) -> list[list[str]]:
         raise VipError(f"method '{method_id}' needs symptoms, and class {', '.join(map(repr, missing))} has none",
                        "pass --symptoms PACK or a {class: [symptoms]} file")
     return [list(setup.symptoms[name]) for name in setup.class_names]
+
+
+def fits_together(methods: list) -> bool:
+    """True when `methods` are runs of one batchable method over the same prompts and backbone."""
+    lead = methods[0]
+    if not isinstance(lead, PromptMethod) or not type(lead).fits_in_batches() or lead.context is None:
+        return False
+    return all(type(m) is type(lead) and m.backbone is lead.backbone and m.context is not None
+               and m.context.shape == lead.context.shape and m.bank.texts == lead.bank.texts
+               and torch.equal(m.bank.ids, lead.bank.ids) and m.bank.n_ctx == lead.bank.n_ctx for m in methods)
+
+
+def encode_stacked_prompts(methods: list) -> list[torch.Tensor]:
+    """Prompt features of S runs of one method in one pass of the text tower.
+
+    Every method must satisfy `fits_together` (same prompt bank, own context). The S contexts
+    [S, M, W] (or [S, C, M, W]) are spliced into S copies of the bank, so the tower runs once
+    over S x P prompts instead of S times over P.
+    Returns:
+        S tensors [P, D], each differentiable w.r.t. its own method's context only.
+    """
+    lead = methods[0]
+    bank = lead.bank
+    embeds = bank.token_embeds  # [P, L, W]
+    contexts = torch.stack([m.context for m in methods])  # [S, M, W] | [S, C, M, W]
+    count, prompts = contexts.shape[0], embeds.shape[0]
+    if contexts.dim() == 4:
+        per_prompt = contexts[:, bank.class_index.to(contexts.device)]  # [S, P, M, W]
+    else:
+        per_prompt = contexts[:, None].expand(-1, prompts, -1, -1)  # [S, P, M, W]
+    words = embeds.to(contexts.device)[None].expand(count, -1, -1, -1)  # [S, P, L, W]
+    start, end = bank.prefix, bank.prefix + bank.n_ctx
+    stacked = torch.cat([words[:, :, :start], per_prompt.to(embeds.dtype), words[:, :, end:]], dim=2)  # [S, P, L, W]
+    ids = bank.ids.to(contexts.device).repeat(count, 1)  # [S*P, L]
+    features = lead.backbone.encode_text_embeds(stacked.reshape(count * prompts, *stacked.shape[2:]), ids)
+    return list(features.float().reshape(count, prompts, -1).unbind(0))  # S x [P, D]

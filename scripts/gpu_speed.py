@@ -1,0 +1,224 @@
+"""Check the GPU speed goals of issue 9 on your own machine and gather every figure into one JSON.
+
+Runs vip as whole processes, the way a user does, each timed from the outside:
+
+  1. `vip train --shots all --epochs 50` on a cold feature cache, then again on the warm cache
+     (goal: cold at most 10.7 s, aim 5.4 s; warm at most 5 s on one H100/H200);
+  2. the default `vip benchmark` sweep (5 methods x 5 shot counts x 3 seeds) on a cold cache
+     (goal: at most 120 s), optionally also with `--no-batch` for comparison;
+  3. `vip benchmark --speed` (feature extraction, cached and reference training, `vip predict`
+     images/s after the model has loaded and its load time; goal: at least 300 images/s, load at
+     most 3 s), plus the machine, per-phase seconds, steps/s and peak memory.
+
+Defaults are the issue's setting: the Derm7pt-sized folder of `scripts/make_derm7pt_sized.py`
+(made if --data is not given) and ViT-B/16 (`ViT-B-16-quickgelu`) with random weights saved once
+to a local safetensors file, so the model loads from local disk as it would with real weights.
+
+Usage (on the GPU machine, in the vip environment):
+    python scripts/gpu_speed.py --out gpu-speed            # everything, about 5-10 minutes
+    python scripts/gpu_speed.py --out gpu-speed --no-sweep # goals 1 and 3 only
+    # a quick dry run on a CPU (tiny settings; the goals then say nothing):
+    python scripts/gpu_speed.py --out /tmp/s --device cpu --data DIR --arch small-clip --epochs 2 \\
+        --sweep-shots 1,2 --sweep-seeds 1 --sweep-methods vip,coop --views 2
+
+Writes OUT/gpu_speed.json (and OUT/gpu_speed.log with every command's output).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+GOALS = {  # issue 9, one H100/H200
+    "train_cold_s": 10.7, "train_cold_aim_s": 5.4, "train_warm_s": 5.0, "sweep_s": 120.0,
+    "predict_images_per_s": 300.0, "model_load_s": 3.0,
+}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, required=True, help="folder for gpu_speed.json and scratch runs")
+    parser.add_argument("--data", type=Path, help="benchmark folder (default: make the Derm7pt-sized one in OUT)")
+    parser.add_argument("--arch", default="ViT-B-16-quickgelu", help="open_clip architecture")
+    parser.add_argument("--pretrained", help="local weights file (default: random weights saved once in OUT)")
+    parser.add_argument("--device", default="auto", help="auto, cuda, cuda:N, cpu")
+    parser.add_argument("--epochs", type=int, default=50, help="epochs of the full run (default: the paper's 50)")
+    parser.add_argument("--views", type=int, help="augmented views per training image (default: vip's)")
+    parser.add_argument("--workers", type=int, help="decoding workers (default: vip's, the usable cores)")
+    parser.add_argument("--sweep-methods", help="default: vip benchmark's default methods")
+    parser.add_argument("--sweep-shots", help="default: vip benchmark's 1,2,4,8,16")
+    parser.add_argument("--sweep-seeds", help="default: vip benchmark's 1,2,3")
+    parser.add_argument("--sweep-epochs", type=int, help="override the sweep's schedule epochs")
+    parser.add_argument("--no-sweep", action="store_true", help="skip goal 2 (the benchmark sweep)")
+    parser.add_argument("--compare-sequential", action="store_true", help="also time the sweep with --no-batch")
+    return parser.parse_args(argv)
+
+
+class Runner:
+    """Runs `vip ...` commands as processes with a chosen feature cache, timing each, logging output."""
+
+    def __init__(self, out: Path):
+        self.out = out
+        self.log = (out / "gpu_speed.log").open("a", encoding="utf-8")
+
+    def vip(self, args: list, cache: Path) -> dict:
+        """Run `vip ARGS` with VIP_CACHE_DIR=cache; return {command, rc, wall_s, stdout}."""
+        command = [sys.executable, "-m", "vipcli", *[str(a) for a in args]]
+        env = {**os.environ, "VIP_CACHE_DIR": str(cache)}
+        started = time.perf_counter()
+        done = subprocess.run(command, env=env, capture_output=True, text=True)
+        wall = time.perf_counter() - started
+        self.log.write(f"$ {' '.join(command[2:])}\n{done.stdout}{done.stderr}rc={done.returncode} "
+                       f"wall={wall:.2f}s\n\n")
+        self.log.flush()
+        if done.returncode != 0:
+            print(f"error: `{' '.join(command[2:])}` failed (rc {done.returncode}); see {self.log.name}",
+                  file=sys.stderr)
+        return {"command": "vip " + " ".join(str(a) for a in args), "rc": done.returncode,
+                "wall_s": round(wall, 3), "stdout": done.stdout}
+
+
+def fresh(folder: Path) -> Path:
+    """An empty folder (a cold feature cache, a new run directory)."""
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    return folder
+
+
+def random_weights(arch: str, path: Path) -> Path:
+    """Random weights of `arch` saved once as safetensors (what a downloaded checkpoint would be)."""
+    if path.is_file():
+        return path
+    import torch
+    from safetensors.torch import save_file
+
+    from vip_backbones.openclip_base import create_open_clip
+
+    model, _ = create_open_clip(arch, None, torch.device("cpu"))
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return path
+
+
+def machine() -> dict:
+    """The GPU(s) as nvidia-smi names them, torch's view, CPU cores and load."""
+    import torch
+
+    info = {"torch": torch.__version__, "cuda_available": torch.cuda.is_available(), "cpu_count": os.cpu_count(),
+            "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+            "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None}
+    if torch.cuda.is_available():
+        info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    try:
+        smi = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20)
+        info["nvidia_smi"] = smi.stdout.strip().splitlines()
+    except (OSError, subprocess.TimeoutExpired):
+        info["nvidia_smi"] = None
+    return info
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    runner = Runner(out)
+    data = args.data
+    if data is None:
+        data = out / "derm7pt-sized"
+        if not data.is_dir():
+            subprocess.run([sys.executable, str(HERE / "make_derm7pt_sized.py"), str(data)], check=True)
+    data = data.resolve()
+    weights = Path(args.pretrained).resolve() if args.pretrained else random_weights(args.arch, out / "weights.safetensors")
+    backbone = ["--arch", args.arch, "--pretrained", weights, "--device", args.device]
+    common = [*backbone, *(["--views", args.views] if args.views else []),
+              *(["--workers", args.workers] if args.workers is not None else [])]
+    report = {"format": "vip-gpu-speed", "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": machine(),
+              "data": str(data), "arch": args.arch, "weights": str(weights), "epochs": args.epochs, "goals": GOALS}
+
+    # goal 1: a full default run, cold then warm cache, as whole processes
+    cache = fresh(out / "cache-train")
+    train = ["train", "--data", data, "--shots", "all", "--epochs", args.epochs, *common, "--force", "--json"]
+    for name in ("train_cold", "train_warm"):
+        result = runner.vip([*train, "--out", out / f"run-{name}"], cache)
+        metrics = _json(out / f"run-{name}" / "metrics.json")
+        result.pop("stdout")
+        report[name] = {**result, "timings": (metrics or {}).get("timings"), "steps": (metrics or {}).get("steps"),
+                        "test_accuracy": ((metrics or {}).get("test") or {}).get("accuracy")}
+
+    # goal 2: the default benchmark sweep, cold cache, batched (and optionally one row at a time)
+    if not args.no_sweep:
+        sweep = ["benchmark", "--data", data, *common, "--force", "--json"]
+        for option, value in (("--methods", args.sweep_methods), ("--shots", args.sweep_shots),
+                              ("--seeds", args.sweep_seeds), ("--epochs", args.sweep_epochs)):
+            sweep += [option, value] if value is not None else []
+        modes = [("sweep", [])] + ([("sweep_sequential", ["--no-batch"])] if args.compare_sequential else [])
+        for name, extra in modes:
+            result = runner.vip([*sweep, *extra, "--out", out / name], fresh(out / f"cache-{name}"))
+            rows = (_loads(result.pop("stdout")) or {}).get("rows", [])
+            report[name] = {**result, "rows": len(rows), "fit_s_sum": round(sum(r.get("fit_s", 0) for r in rows), 3)}
+
+    # goal 3 (and the rest): vip benchmark --speed, predict images/s after load and the load time
+    speed = ["benchmark", "--speed", "--data", data, *common, "--speed-epochs", args.epochs, "--out", out / "speed",
+             "--json"]
+    result = runner.vip(speed, fresh(out / "cache-speed"))
+    result.pop("stdout")
+    report["speed"] = {**result, "report": _json(out / "speed" / "speed.json")}
+    defaults = (args.arch == "ViT-B-16-quickgelu" and args.epochs == 50 and args.views is None and args.data is None
+                and not any((args.sweep_methods, args.sweep_shots, args.sweep_seeds, args.sweep_epochs, args.no_sweep)))
+    report["judged"] = bool(report["machine"]["cuda_available"] and args.device != "cpu" and defaults)
+    report["checks"] = checks(report)
+    report["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    target = out / "gpu_speed.json"
+    target.with_suffix(".json.tmp").write_text(json.dumps(report, indent=2))
+    target.with_suffix(".json.tmp").replace(target)
+    print(json.dumps(report["checks"], indent=2))
+    print(f"written to {target}")
+    return 0 if all(r.get("rc", 0) == 0 for r in report.values() if isinstance(r, dict)) else 1
+
+
+def checks(report: dict) -> dict:
+    """Each goal's measured figure and whether it is met (None where it was not measured)."""
+    speed = (report.get("speed") or {}).get("report") or {}
+    predict = speed.get("predict") or {}
+    figures = {
+        "train_cold_s": (report["train_cold"]["wall_s"], GOALS["train_cold_s"]),
+        "train_warm_s": (report["train_warm"]["wall_s"], GOALS["train_warm_s"]),
+        "sweep_s": ((report.get("sweep") or {}).get("wall_s"), GOALS["sweep_s"]),
+        "model_load_s": (predict.get("load_s"), GOALS["model_load_s"]),
+    }
+    judged = report["judged"]
+    result = {name: {"measured": value, "at_most": goal, "met": value <= goal if judged and value is not None else None}
+              for name, (value, goal) in figures.items()}
+    rate = predict.get("images_per_s")
+    result["predict_images_per_s"] = {"measured": rate, "at_least": GOALS["predict_images_per_s"],
+                                      "met": rate >= GOALS["predict_images_per_s"] if judged and rate is not None
+                                      else None}
+    result["note"] = ("judged against the issue's goals (one H100/H200, default settings)" if judged else
+                      "not judged (met: null): the goals are for a CUDA GPU with the default settings; this run only "
+                      "exercised the script")
+    return result
+
+
+def _json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _loads(text: str):
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+if __name__ == "__main__":
+    sys.exit(main())
