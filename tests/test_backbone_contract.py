@@ -123,3 +123,17 @@ def test_pretrained_none_warns_that_results_mean_nothing(cli, tiny_clip):
     code, _, err = cli("backbones", "check", "clip", "--arch", tiny_clip, "--pretrained", "none")
     assert code == 0, err
     assert "warning: --pretrained none: backbone 'clip' has random weights" in err and "timing" in err
+
+
+def test_load_time_checks_run_once_per_backbone_and_weights(tiny_clip, monkeypatch):
+    import vipcli.backbone_contract as contract
+    from vipcli.registry import load_backbone
+
+    calls = []
+    real = contract.run_checks
+    monkeypatch.setattr(contract, "run_checks", lambda backbone: calls.append(backbone.id) or real(backbone))
+    load_backbone("clip", str(tiny_clip), "none", warn_random=False)
+    load_backbone("clip", str(tiny_clip), "none", warn_random=False)  # same plugin, class and weights: remembered
+    assert calls == ["clip"]
+    load_backbone("toy")  # another backbone is checked
+    assert calls == ["clip", "toy"]

@@ -93,12 +93,37 @@ def _construct(factory, backbone_id: str, distribution: str, arch, pretrained, d
         ) from error
 
 
+def _checks_passed_marker(backbone, distribution: str):
+    """The file that records that this exact backbone (plugin, class, weights, device type) passed."""
+    import hashlib
+
+    from vipcli.features import default_cache_dir
+
+    cls = type(backbone)
+    identity = "|".join([backbone.id, f"{cls.__module__}.{cls.__qualname__}", distribution, backbone.fingerprint(),
+                         str(getattr(backbone, "device", "cpu")).split(":")[0], "contract-1"])
+    return default_cache_dir() / "checks" / hashlib.sha256(identity.encode()).hexdigest()[:32]
+
+
 def _enforce_contract(backbone, distribution: str) -> None:
+    """Run the cheap contract checks once per backbone (the pass is remembered in the cache folder)."""
     from vipcli.backbone_contract import first_failure, run_checks
 
+    try:
+        marker = _checks_passed_marker(backbone, distribution)
+        if marker.is_file():
+            return
+    except Exception:  # a plugin whose fingerprint fails is caught by the checks themselves
+        marker = None
     checks = run_checks(backbone)
     failure = first_failure(checks)
     if failure is None:
+        if marker is not None:
+            try:
+                marker.parent.mkdir(parents=True, exist_ok=True)
+                marker.write_text("passed the load-time contract checks\n")
+            except OSError:
+                pass  # an unwritable cache only means the checks run again next time
         return
     others = sum(1 for c in checks if c.ok is False) - 1
     more = f"; {others} more check(s) failed" if others else ""
