@@ -8,7 +8,7 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """What the demo generates and runs; the defaults finish in a few minutes on 2 CPU cores."""
+    """What the demo generates and runs; the defaults finish in about 30 s on 2 idle CPU cores."""
 
     out: Path = Path("vip-demo")  # folder for the data set, the trained run and the benchmark
     seed: int = 0  # seed of the generated lesion world

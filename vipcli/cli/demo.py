@@ -38,7 +38,7 @@ def demo_command(
     force: bool = typer.Option(False, "--force", help="Use an --out folder that holds other files (they may be "
                                "replaced)."),
 ) -> None:
-    """Run the whole product offline on the shipped toy backbone (a few minutes on a CPU)."""
+    """Run the whole product offline on the shipped toy backbone (about 30 s on a 2-core CPU)."""
     from vipcli.cli.benchmark import print_benchmark
     from vipcli.cli.predict import print_predictions
     from vipcli.cli.symptoms import show_command
