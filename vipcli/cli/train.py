@@ -92,4 +92,4 @@ def print_train_result(result, as_json: bool) -> None:
     best = result.metrics.get("best_epoch")
     note = f"best validation epoch {best + 1}; " if best is not None else ""
     out.print(f"{note}encoded {timings['encoded_views']} views in {timings['encode_s']:.1f}s, "
-              f"trained in {timings['fit_s']:.1f}s, total {timings['total_s']:.1f}s on {result.metrics['device']}")
+              f"fitted in {timings['fit_s']:.1f}s, total {timings['total_s']:.1f}s on {result.metrics['device']}")

@@ -65,7 +65,7 @@ def _tables(rows: list[dict]) -> str:
     parts.append("<h3>seconds per run (fitting and evaluation, mean over seeds; images encoded once for all)</h3>"
                  + html.table(["method", *header], body, numeric=set(range(1, len(header) + 1)), raw=True))
     if any(str(r["shots"]) == "0" for r in rows):
-        parts.append("<p>* learns nothing (zero-shot): evaluated once per seed, the same figure in every column.</p>")
+        parts.append("<p>* uses no labelled images (zero-shot): evaluated once per seed, the same figure in every column.</p>")
     return "".join(parts)
 
 
