@@ -75,3 +75,14 @@ def tiny_train_args(data: Path, config: Path, out: Path, *extra) -> list:
 def error_lines(stderr: str) -> list[str]:
     """The `error:` lines of a command's stderr (progress and notes are other lines)."""
     return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+def read_only_folder(folder: Path) -> None:
+    """Make `folder` read-only, or skip the test where that cannot bind (root ignores permissions)."""
+    import os
+
+    folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o555)
+    if os.access(folder, os.W_OK):
+        folder.chmod(0o755)
+        pytest.skip("running as root: a read-only folder is still writable")

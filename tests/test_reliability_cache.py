@@ -12,7 +12,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from conftest import error_lines, tiny_train_args
+from conftest import read_only_folder, error_lines, tiny_train_args
 
 
 def _metrics(out: Path) -> dict:
@@ -201,17 +201,9 @@ def test_cache_info_and_clear(cli, isic_small, tiny_clip, tmp_path, monkeypatch)
 # --- a read-only or full cache: warn once, go on without it -----------------------------------------
 
 
-def _read_only(folder: Path) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    folder.chmod(0o555)
-    if os.access(folder, os.W_OK):  # root ignores permissions
-        folder.chmod(0o755)
-        pytest.skip("running as root: a read-only folder is still writable")
-
-
 def test_read_only_cache_warns_once_and_the_run_goes_on(cli, isic_small, tiny_clip, tmp_path, monkeypatch):
     cache = tmp_path / "cache"
-    _read_only(cache)
+    read_only_folder(cache)
     monkeypatch.setenv("VIP_CACHE_DIR", str(cache))
     try:
         code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "run"))

@@ -14,7 +14,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from conftest import error_lines, tiny_train_args
+from conftest import read_only_folder, error_lines, tiny_train_args
 
 
 @pytest.fixture
@@ -28,14 +28,6 @@ def no_work(monkeypatch):
 
     monkeypatch.setattr(vipcli.registry, "load_backbone", refuse)
     monkeypatch.setattr(vipcli.features, "load_image", refuse)
-
-
-def _read_only(folder: Path) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    folder.chmod(0o555)
-    if os.access(folder, os.W_OK):  # root ignores permissions
-        folder.chmod(0o755)
-        pytest.skip("running as root: a read-only folder is still writable")
 
 
 @pytest.fixture
@@ -59,7 +51,7 @@ def test_out_inside_a_file_is_refused_before_any_work(cli, isic_small, tiny_clip
 
 
 def test_read_only_out_is_refused_before_any_work(cli, isic_small, tiny_clip, tmp_path, no_work):
-    _read_only(tmp_path / "locked")
+    read_only_folder(tmp_path / "locked")
     try:
         code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "locked" / "run"))
     finally:
