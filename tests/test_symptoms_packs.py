@@ -70,7 +70,7 @@ def test_paper_packs_cite_the_paper_and_have_its_four_symptoms():
 
 def test_added_packs_are_honestly_marked_manual_and_never_name_the_disease_or_aliases():
     for pack in (p for p in shipped_packs() if p.name in EXTRA):
-        assert pack.source["kind"] == "manual" and "not LLM-generated" in pack.source["note"]
+        assert pack.source["kind"] == "manual" and "not validated clinically" in pack.source["note"]
         named = [s for s in pack.symptoms if names_disease(s, pack.name, pack.aliases)]
         assert not named, (pack.name, named)
 
