@@ -36,13 +36,12 @@ def predict_command(
     Under `torchrun --nproc-per-node N -m vipcli predict ... --out FILE` the images are split over
     the N processes (one GPU each, or CPU processes) and FILE is merged in input order.
     """
+    _check_trust_options(coverage, report)  # usage errors before any work (and before torch is imported)
     from vipcli import distributed
     from vipcli.features import FeatureCache, default_cache_dir
     from vipcli.predict import collect_images, load_predictor, predict
-
     from vipcli.settings import default_workers
 
-    _check_trust_options(coverage, report)  # usage errors before any work
     world = distributed.world_from_env()
     if out is not None or world.distributed:
         _check_file_options(out, as_json, report, explain, world)
