@@ -72,10 +72,11 @@ def _tables(rows: list[dict]) -> str:
 def _settings(document: dict) -> str:
     config = document.get("config", {})
     sweep = config.get("last_sweep", {})
+    described = config.get("backbone_describe") or {}  # what the defaults resolved to
     rows = [
         ["data", config.get("data")], ["classes", ", ".join(document.get("class_names", []))],
-        ["backbone", f"{config.get('backbone')} (arch {config.get('arch') or 'default'}, weights "
-                     f"{config.get('pretrained') or 'default'})"],
+        ["backbone", f"{config.get('backbone')} (arch {config.get('arch') or described.get('arch') or 'default'}, "
+                     f"weights {config.get('pretrained') or described.get('pretrained') or 'default'})"],
         ["methods", ", ".join(sweep.get("methods", []))], ["shots", ", ".join(map(str, sweep.get("shots", [])))],
         ["seeds", ", ".join(map(str, sweep.get("seeds", [])))], ["split seed", config.get("split_seed")],
         ["schedule", config.get("schedule")], ["augmented views per image", config.get("views")],
