@@ -259,8 +259,7 @@ def test_training_encodes_on_every_rank_and_trains_on_rank_zero(toy_run, tmp_pat
 
 
 def test_shared_encoding_covers_what_train_and_benchmark_read_first(toy_run):
-    from vipcli.benchmark import _wanted_training_images
-    from vipcli.data import few_shot_order, load_dataset
+    from vipcli.data import few_shot_order, few_shot_union, load_dataset
     from vipcli.distributed import training_jobs
 
     data, _ = toy_run
@@ -268,7 +267,7 @@ def test_shared_encoding_covers_what_train_and_benchmark_read_first(toy_run):
     train = dataset.splits["train"]
     (few, views, center), (evaluated, eval_views, eval_center) = training_jobs(dataset, 3, (1, 2), 8, False)
     orders = [few_shot_order(train, 2, seed) for seed in (1, 2)]
-    assert set(few) == {s.path for s in _wanted_training_images(train, orders, 3, {})}  # benchmark's first pass
+    assert set(few) == {s.path for s in few_shot_union(train, orders, 3)}  # benchmark's first pass
     assert (views, center, eval_views, eval_center) == (8, False, 0, True)
     assert evaluated == [s.path for s in dataset.splits["val"] + dataset.splits["test"]]
     assert training_jobs(dataset, None, (1,), 2, True)[0][0] == [s.path for s in train]  # full data: every image

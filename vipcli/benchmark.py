@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from vipcli import console
-from vipcli.data import Dataset, few_shot_order, load_dataset
+from vipcli.data import Dataset, few_shot_order, few_shot_union, load_dataset
 from vipcli.errors import UsageError, VipError
 from vipcli.atomic import write_atomic
 from vipcli.featuresets import FeatureSet, PreparedData
@@ -258,7 +258,7 @@ def encode_pool(backbone, dataset: Dataset, shots: tuple, seeds: tuple, views: i
     with console.task(progress, "encoding images", total + len(dataset.splits["val"]) + len(dataset.splits["test"])) \
             as advance:
         while True:
-            wanted = _wanted_training_images(train, orders, largest, failures)
+            wanted = few_shot_union(train, orders, largest, failures)
             new = [sample for sample in wanted if str(sample.path) not in readable and str(sample.path) not in failures]
             if not new:
                 break
@@ -291,24 +291,6 @@ def encode_pool(backbone, dataset: Dataset, shots: tuple, seeds: tuple, views: i
     if len(pool.test.y) == 0:
         raise VipError("no readable test images", "add images to test/ or let vip split train")
     return pool
-
-
-def _wanted_training_images(train, orders, largest, failures) -> list:
-    """Training samples the sweep needs: per seed and class the first `largest` not known to be unreadable."""
-    if largest is None:
-        return list(train)
-    wanted = {}
-    for order in orders:
-        for members in order:
-            taken = 0
-            for sample in members:
-                if taken == largest:
-                    break
-                if str(sample.path) in failures:
-                    continue
-                wanted[str(sample.path)] = sample
-                taken += 1
-    return list(wanted.values())
 
 
 def readable_order(pool: PreparedData, dataset: Dataset, seed: int) -> list[list[int]]:

@@ -223,3 +223,18 @@ def few_shot_order(samples: list[Sample], num_classes: int, seed: int) -> list[l
         random.Random(f"shots:{seed}:{label}").shuffle(members)
         ordered.append(members)
     return ordered
+
+
+def few_shot_union(train: list[Sample], orders: list[list[list[Sample]]], shots: int | None,
+                   skip=frozenset()) -> list[Sample]:
+    """The training samples some row of a sweep uses: for every seed's order (see `few_shot_order`)
+    and class, the first `shots` samples whose path is not in `skip` (e.g. known unreadable);
+    every training sample when `shots` is None. Each sample once, in first-seen order."""
+    if shots is None:
+        return list(train)
+    wanted: dict[str, Sample] = {}
+    for order in orders:
+        for members in order:
+            kept = [sample for sample in members if str(sample.path) not in skip][:shots]
+            wanted.update((str(sample.path), sample) for sample in kept)
+    return list(wanted.values())

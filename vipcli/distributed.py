@@ -171,16 +171,11 @@ def training_jobs(dataset, shots, seeds, views: int, center: bool) -> list:
     first `shots` of its seeded few-shot order (rank 0 encodes any replacement for an unreadable one
     itself); with `views` augmented views, and the center view if `center`. Val and test: center view.
     """
-    from vipcli.data import few_shot_order
+    from vipcli.data import few_shot_order, few_shot_union
 
     train = dataset.splits["train"]
-    if shots is None:
-        chosen = list(train)
-    else:
-        chosen = {}
-        for seed in dict.fromkeys(seeds):
-            for members in few_shot_order(train, len(dataset.class_names), seed):
-                chosen.update((str(sample.path), sample) for sample in members[:shots])
-        chosen = list(chosen.values())
+    orders = [] if shots is None else [few_shot_order(train, len(dataset.class_names), seed)
+                                       for seed in dict.fromkeys(seeds)]
+    chosen = few_shot_union(train, orders, shots)
     return [([s.path for s in chosen], views, center),
             ([s.path for s in dataset.splits["val"]] + [s.path for s in dataset.splits["test"]], 0, True)]
