@@ -240,7 +240,7 @@ def summarize(rows: list[dict]) -> list[dict]:
 
 
 def encode_pool(backbone, dataset: Dataset, shots: tuple, seeds: tuple, views: int, center: bool, cache,
-                seed: int, workers: int, batch_size: int, progress=None) -> PreparedData:
+                workers: int, batch_size: int, progress=None) -> PreparedData:
     """Encode what the sweep uses, once: the few-shot subsets of every seed (with `views` augmented
     views, and the center view if `center`), and val and test (center view).
 
@@ -262,7 +262,7 @@ def encode_pool(backbone, dataset: Dataset, shots: tuple, seeds: tuple, views: i
             new = [sample for sample in wanted if str(sample.path) not in readable and str(sample.path) not in failures]
             if not new:
                 break
-            encoded = encode_images(backbone, [s.path for s in new], views, cache, batch_size, workers, seed=seed,
+            encoded = encode_images(backbone, [s.path for s in new], views, cache, batch_size, workers,
                                     advance=advance, center=center)
             failures.update({str(p): r for p, r in encoded.failures.items()})
             encoded_views += encoded.encoded
@@ -280,7 +280,7 @@ def encode_pool(backbone, dataset: Dataset, shots: tuple, seeds: tuple, views: i
         parts = {}
         for name in ("val", "test"):
             samples = dataset.splits[name]
-            encoded = encode_images(backbone, [s.path for s in samples], 0, cache, batch_size, workers, seed=seed,
+            encoded = encode_images(backbone, [s.path for s in samples], 0, cache, batch_size, workers,
                                     advance=advance)
             failures.update({str(p): r for p, r in encoded.failures.items()})
             encoded_views += encoded.encoded
@@ -524,8 +524,8 @@ def run_benchmark(config: BenchmarkConfig, progress=None) -> BenchmarkResult:
                 context["backbone"]), config.encoding.batch_size, config.encoding.workers, progress):
             return None  # not rank 0 under torchrun: its share of the features is in the cache (#13)
         pool = encode_pool(context["backbone"], dataset, shots, config.seeds, config.encoding.views, center,
-                           config.encoding.cache(context["backbone"]), context["record"]["split_seed"],
-                           config.encoding.workers, config.encoding.batch_size, progress)
+                           config.encoding.cache(context["backbone"]), config.encoding.workers,
+                           config.encoding.batch_size, progress)
         context["pool"] = pool
         context["batched"] = config.batched
         result.encoded_views, result.failures = pool.encoded_views, pool.failures

@@ -65,7 +65,7 @@ def select_shots(backbone, dataset: Dataset, shots, seed, views, cache, encode_k
             wanted.extend(batch)
         if not wanted:
             break
-        encoded = encode_images(backbone, [s.path for s in wanted], views, cache, seed=seed, advance=advance,
+        encoded = encode_images(backbone, [s.path for s in wanted], views, cache, advance=advance,
                                 center=center, **encode_kwargs)
         failures.update({str(p): r for p, r in encoded.failures.items()})
         encoded_views += encoded.encoded
@@ -95,13 +95,13 @@ def prepare_features(backbone, dataset: Dataset, shots: int | None, seed: int, v
             train, failures, encoded_views, shortfalls = select_shots(
                 backbone, dataset, shots, seed, views, cache, kwargs, advance, center_train)
         else:
-            encoded = encode_images(backbone, [s.path for s in splits["train"]], views, cache, seed=seed,
+            encoded = encode_images(backbone, [s.path for s in splits["train"]], views, cache,
                                     advance=advance, center=center_train, **kwargs)
             train = feature_set(encoded, splits["train"], with_views=True)
             failures, encoded_views, shortfalls = {str(p): r for p, r in encoded.failures.items()}, encoded.encoded, {}
         prepared = PreparedData(train, None, None, failures, encoded_views, shortfalls)
         for name in ("val", "test"):
-            encoded = encode_images(backbone, [s.path for s in splits[name]], 0, cache, seed=seed,
+            encoded = encode_images(backbone, [s.path for s in splits[name]], 0, cache,
                                     advance=advance, **kwargs)
             prepared.failures.update({str(p): r for p, r in encoded.failures.items()})
             prepared.encoded_views += encoded.encoded
