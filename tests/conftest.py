@@ -10,6 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from llm_server import ScriptedLLM  # noqa: E402
 from tiny_models import write_tiny_biomedclip_config, write_tiny_clip_config  # noqa: E402
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -86,3 +87,11 @@ def read_only_folder(folder: Path) -> None:
     if os.access(folder, os.W_OK):
         folder.chmod(0o755)
         pytest.skip("running as root: a read-only folder is still writable")
+
+
+@pytest.fixture
+def llm_server():
+    """A scripted chat-completions server on 127.0.0.1, stopped after the test."""
+    server = ScriptedLLM().start()
+    yield server
+    server.stop()

@@ -11,10 +11,6 @@ import pytest
 
 from vipcli.cli.main import main
 
-try:
-    from llm_server import ScriptedLLM
-except ImportError:  # tests/ imported as a package
-    from tests.llm_server import ScriptedLLM
 
 KEY = "sk-proj-Zq8Xw3Lm5Rt7Yv2Nb4Kc6Hd9Jf1Gs0Pa"
 BULLETS = "- Asymmetric shape\n- Irregular jagged edges\n- Several colors\n- Small dark dots\n- Blue white veil"
@@ -36,10 +32,9 @@ def everything_written(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def server():
-    llm = ScriptedLLM().start()
-    yield llm
-    llm.stop()
+def server(llm_server):
+    """The scripted server of conftest, under this module's shorter name."""
+    return llm_server
 
 
 @pytest.fixture

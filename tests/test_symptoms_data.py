@@ -9,10 +9,6 @@ import pytest
 from vipcli.cli.main import main
 from vipcli.packs import load_pack, symptoms_for_classes
 
-try:
-    from llm_server import ScriptedLLM
-except ImportError:  # tests/ imported as a package
-    from tests.llm_server import ScriptedLLM
 
 PSORIASIS_TEXT = """Here are useful visual features for psoriasis in dermoscopic images:
 
@@ -34,14 +30,6 @@ LICHEN_TEXT = (
     "a shiny surface and dotted vessels at the edge."
 )
 LICHEN_IMAGES = "1. **Shape**\n   - Flat-topped bumps, violet color\n   - Fine white lines on the surface\n2. Shiny surface"
-
-
-@pytest.fixture
-def llm_server():
-    """A scripted chat-completions server on 127.0.0.1, stopped after the test."""
-    server = ScriptedLLM().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

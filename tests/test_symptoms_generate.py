@@ -16,9 +16,9 @@ from vipcli.cli.main import main
 from vipcli.packs import load_pack, symptoms_for_classes
 
 try:
-    from llm_server import ScriptedLLM, closed_port_url
+    from llm_server import closed_port_url
 except ImportError:  # tests/ imported as a package
-    from tests.llm_server import ScriptedLLM, closed_port_url
+    from tests.llm_server import closed_port_url
 
 STAGE1 = (
     "I am going to use CLIP, a vision-language model, to detect melanoma in dermoscopic images. "
@@ -49,14 +49,6 @@ STAGE2 = """### Color
 ### Texture
 - Small dark dots and globules
 - Rough surface"""
-
-
-@pytest.fixture
-def llm_server():
-    """A scripted chat-completions server on 127.0.0.1, stopped after the test."""
-    server = ScriptedLLM().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
