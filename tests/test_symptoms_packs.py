@@ -165,11 +165,11 @@ def test_pack_file_without_symptoms_is_reported(capsys, tmp_path):
 def test_packs_of_different_modalities_are_named_and_warned_about(capsys, tmp_path):
     from vipcli.packs import symptoms_for_classes
 
-    from vipcli.packs import matched_packs_line
+    from vipcli.packs import matched_packs_line, packs_for_classes
 
     symptoms = symptoms_for_classes(["glaucoma", "normal"])  # a fundus folder whose 'normal' is the lung pack
     err = capsys.readouterr().err
-    line = matched_packs_line(["glaucoma", "normal"])
+    line = matched_packs_line(packs_for_classes(["glaucoma", "normal"]))
     assert "glaucoma <- pack 'glaucoma'" in line and "normal <- pack 'normal lung'" in line
     assert "different modalities" in err and "--symptoms FILE" in err and set(symptoms) == {"glaucoma", "normal"}
     symptoms_for_classes(["melanoma", "nevus"])

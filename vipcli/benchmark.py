@@ -435,18 +435,6 @@ def _split_record(dataset: Dataset, pool: PreparedData, split_seed: int, seeds, 
     }
 
 
-def _load_symptoms(methods: list[tuple[str, type]], class_names: list[str], sources) -> dict:
-    """Symptoms per class: required when a method needs them, recorded when available."""
-    from vipcli.packs import symptoms_for_classes
-
-    if any(cls.needs_symptoms for _, cls in methods):
-        return symptoms_for_classes(class_names, list(sources))
-    try:
-        return symptoms_for_classes(class_names, list(sources))
-    except VipError:
-        return {}
-
-
 def _prepare(config: BenchmarkConfig, methods: list[tuple[str, type]]) -> dict:
     """Load everything the rows share, checking a stored sweep matches before writing anything."""
     from vipcli import distributed
@@ -459,7 +447,10 @@ def _prepare(config: BenchmarkConfig, methods: list[tuple[str, type]]) -> dict:
     if split_seed is None:
         split_seed = config.seeds[0]
     dataset = load_dataset(config.data, seed=split_seed)
-    symptoms = _load_symptoms(methods, dataset.class_names, config.symptoms)
+    from vipcli.packs import packs_for_run, symptoms_of
+
+    symptoms = symptoms_of(packs_for_run(dataset.class_names, list(config.symptoms),
+                                         required=any(cls.needs_symptoms for _, cls in methods)))
     world = distributed.join()  # torchrun: every rank encodes its share, rank 0 runs the rows (#13)
     distributed.check_shared_cache(world, config.encoding.use_cache)
     device = distributed.rank_device(config.backbone.device, world)

@@ -183,26 +183,41 @@ def collect_packs(sources: list[str | Path]) -> list[SymptomPack]:
 def symptoms_for_classes(class_names: list[str], sources: list[str | Path] = ()) -> dict[str, list[str]]:
     """Map each class folder name to its symptoms, from user sources first, then shipped packs.
 
+    Raises a VipError naming every class without symptoms and how to get them.
+    """
+    return symptoms_of(packs_for_run(class_names, sources, required=True))
+
+
+def packs_for_run(class_names: list[str], sources: list[str | Path] = (), required: bool = True
+                  ) -> dict[str, SymptomPack]:
+    """Each class's pack for a run: an error naming the classes without one when `required`,
+    else {} (symptoms are then only recorded when every class has a pack).
+
     Warns when the packs describe different imaging modalities (a `normal/` folder of fundus
-    photographs matched to the chest X-ray "normal lung"). Raises a VipError naming every class
-    without symptoms and how to get them.
+    photographs matched to the chest X-ray "normal lung").
     """
     from vipcli import console
 
-    packs = packs_for_classes(class_names, sources)
+    try:
+        packs = packs_for_classes(class_names, sources)
+    except VipError:
+        if required:
+            raise
+        return {}
     modalities = {pack.modality for pack in packs.values() if pack.modality}
     if len(modalities) > 1:
         console.warn(f"the matched symptom packs describe different modalities ({', '.join(sorted(modalities))}); "
                      f"if a class matched the wrong pack, pass your own with --symptoms FILE")
+    return packs
+
+
+def symptoms_of(packs: dict[str, SymptomPack]) -> dict[str, list[str]]:
+    """class -> its pack's symptoms."""
     return {name: list(pack.symptoms) for name, pack in packs.items()}
 
 
-def matched_packs_line(class_names: list[str], sources: list[str | Path] = ()) -> str:
-    """'symptoms: melanoma <- pack 'melanoma'; ...' (empty when a class has no pack)."""
-    try:
-        packs = packs_for_classes(class_names, sources)
-    except VipError:
-        return ""
+def matched_packs_line(packs: dict[str, SymptomPack]) -> str:
+    """'symptoms: melanoma <- pack 'melanoma'; ...'."""
     return "symptoms: " + "; ".join(f"{name} <- pack '{pack.name}'" for name, pack in packs.items())
 
 

@@ -92,18 +92,6 @@ def check_config(config: TrainConfig):
     return cls, settings, schedule
 
 
-def load_symptoms(cls, class_names: list[str], sources) -> dict[str, list[str]]:
-    """Symptoms per class: required by methods that need them, recorded when available for the others."""
-    from vipcli.packs import symptoms_for_classes
-
-    if cls.needs_symptoms:
-        return symptoms_for_classes(class_names, list(sources))
-    try:
-        return symptoms_for_classes(class_names, list(sources))
-    except VipError:
-        return {}
-
-
 def train(config: TrainConfig, progress=None) -> TrainResult | None:
     """Train one method on one dataset and write its run directory.
 
@@ -119,6 +107,7 @@ def train(config: TrainConfig, progress=None) -> TrainResult | None:
     import torch
 
     from vipcli.data import load_dataset
+    from vipcli.packs import matched_packs_line, packs_for_run, symptoms_of
     from vipcli import distributed
     from vipcli.featuresets import prepare_features
     from vipcli.fitting import evaluate
@@ -128,16 +117,15 @@ def train(config: TrainConfig, progress=None) -> TrainResult | None:
     distributed.check_shared_cache(world, config.encoding.use_cache)
     device = distributed.rank_device(config.backbone.device, world)
     dataset = load_dataset(config.data, seed=config.seed)
-    symptoms = load_symptoms(cls, dataset.class_names, config.symptoms)
+    packs = packs_for_run(dataset.class_names, list(config.symptoms), required=cls.needs_symptoms)
+    symptoms = symptoms_of(packs)
     torch.manual_seed(config.seed)
     backbone = config.backbone.load(device)
     loaded = time.perf_counter()
     if world.main:
         console.info(_plan(config, cls, dataset, schedule, backbone, device))
-    if world.main and symptoms:
-        from vipcli.packs import matched_packs_line
-
-        console.info(matched_packs_line(dataset.class_names, list(config.symptoms)))
+    if world.main and packs:
+        console.info(matched_packs_line(packs))
     torch.manual_seed(config.seed)
     setup = MethodSetup(backbone, dataset.class_names, symptoms, trim=not config.reference)
     method = build_method(config.method, setup, config.method_options)  # prompts checked before any encoding
