@@ -32,11 +32,6 @@ def predict_logits(method, features: torch.Tensor, device) -> torch.Tensor:
     return logits.cpu()
 
 
-def predict_probabilities(method, features: torch.Tensor, device) -> torch.Tensor:
-    """Class probabilities [N, C] for image features [N, D]."""
-    return predict_logits(method, features, device).softmax(dim=-1)
-
-
 def accuracy(method, data: FeatureSet, device) -> float:
     """Top-1 accuracy (0-1) of `method` on a split's center-view features."""
     if not len(data.y):
@@ -258,5 +253,9 @@ def _reference_accuracy(method, reference, epoch, device) -> float:
 
 def evaluate(method, data: FeatureSet, num_classes: int, device) -> dict:
     """Metrics of `method` on one split's features."""
-    probabilities = predict_probabilities(method, data.x, device)
-    return compute_metrics(data.y.numpy(), probabilities.numpy(), num_classes)
+    return metrics_of(predict_logits(method, data.x, device), data.y, num_classes)
+
+
+def metrics_of(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict:
+    """Metrics (vipcli.metrics.compute_metrics) of logits [N, C] against labels [N]."""
+    return compute_metrics(labels.numpy(), logits.softmax(dim=-1).numpy(), num_classes)

@@ -110,7 +110,7 @@ def train(config: TrainConfig, progress=None) -> TrainResult | None:
     from vipcli.packs import matched_packs_line, packs_for_run, symptoms_of
     from vipcli import distributed
     from vipcli.featuresets import prepare_features
-    from vipcli.fitting import evaluate
+    from vipcli.fitting import metrics_of, predict_logits
     from vipcli.methods import FitContext, MethodSetup, build_method
 
     world = distributed.join()  # torchrun: every rank encodes its share, rank 0 trains (#13)
@@ -143,10 +143,12 @@ def train(config: TrainConfig, progress=None) -> TrainResult | None:
                                    config.encoding) if config.reference else None
     fitted = method.fit(data, FitContext(schedule, config.seed, progress, reference))
     trained = time.perf_counter()
-    calibrated = calibrate(method, data, device)  # temperature and conformal scores from validation (#11)
+    val_logits = predict_logits(method, data.val.x, device)  # [M, C], once for metrics and calibration
+    test_logits = predict_logits(method, data.test.x, device)  # [T, C]
+    calibrated = calibrate(val_logits, data.val.y, test_logits, data.test.y)  # temperature, conformal scores
     metrics = {
-        "val": evaluate(method, data.val, len(dataset.class_names), device),
-        "test": evaluate(method, data.test, len(dataset.class_names), device),
+        "val": metrics_of(val_logits, data.val.y, len(dataset.class_names)),
+        "test": metrics_of(test_logits, data.test.y, len(dataset.class_names)),
         **fitted,
         "timings": {"load_backbone_s": round(loaded - started, 3), "encode_s": round(encoded - loaded, 3),
                     "fit_s": round(trained - encoded, 3), "total_s": round(time.perf_counter() - started, 3),
@@ -175,13 +177,11 @@ def _plan(config, cls, dataset, schedule, backbone, device) -> str:
             f"{fitting}; backbone {config.backbone.id} ({Path(str(arch)).name}) on {device}")
 
 
-def calibrate(method, data, device):
+def calibrate(val_logits, val_labels, test_logits, test_labels):
     """Fit the temperature and conformal scores on validation logits, score them on test; print warnings."""
-    from vipcli.fitting import predict_logits
     from vipcli.trust import calibrate_run
 
-    calibrated = calibrate_run(predict_logits(method, data.val.x, device), data.val.y,
-                               predict_logits(method, data.test.x, device), data.test.y)
+    calibrated = calibrate_run(val_logits, val_labels, test_logits, test_labels)
     for message in calibrated.warnings:
         console.warn(message)
     return calibrated
