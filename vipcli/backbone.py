@@ -146,13 +146,22 @@ class CausalTextTower:
     end_token_id: int | None = None
 
     def end_positions(self, ids: torch.Tensor) -> torch.Tensor:
-        """Position of the first end token in each row. [N, L] -> [N]; a row without one is an error."""
+        """Position of the first end token in each row. [N, L] -> [N]; a row without one is an error.
+
+        The answer for the last `ids` tensor seen is kept: a training step passes the same
+        prompt ids every time, and checking them reads from the device.
+        """
+        remembered = getattr(self, "_end_positions_of", None)
+        if remembered is not None and remembered[0] is ids and remembered[1] == ids._version:
+            return remembered[2]
         is_end = ids == self.end_token_id  # [N, L]
         missing = (~is_end.any(dim=1)).nonzero().flatten().tolist()
         if missing:
             raise ValueError(f"token row {missing[0]} has no end token (id {self.end_token_id}) to pool from; "
                              "tokenize() must end every sequence with it")
-        return is_end.int().argmax(dim=1)
+        positions = is_end.int().argmax(dim=1)  # [N]
+        self._end_positions_of = (ids, ids._version, positions)
+        return positions
 
     def pool_at_end(self, hidden: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         """The hidden state at each row's end token. [N, L, W], [N, L] -> [N, W]."""

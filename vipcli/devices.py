@@ -38,13 +38,17 @@ def resolve_device(name: str = "auto"):
 
 
 def autocast(device):
-    """bf16 autocast on CUDA, a no-op context elsewhere."""
+    """bf16 autocast on CUDA, a no-op context elsewhere.
+
+    Without autocast's weight cache: the text tower's weights are frozen (the cache keeps only
+    casts of trainable leaves, so it saves nothing here), and CUDA graph capture refuses it.
+    """
     import contextlib
 
     import torch
 
     if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+        return torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False)
     return contextlib.nullcontext()
 
 

@@ -21,6 +21,11 @@ class FeatureSet:
     paths: list[str]  # image files, aligned with rows
     views: torch.Tensor | None = None  # [N, V, D] augmented views (training set only)
 
+    def to(self, device) -> FeatureSet:
+        """The same split with its features and labels on `device` (moved once, e.g. for a whole fit)."""
+        views = None if self.views is None else self.views.to(device)
+        return FeatureSet(self.x.to(device), self.y.to(device), self.paths, views)
+
 
 @dataclass
 class PreparedData:

@@ -36,15 +36,31 @@ def accuracy(method, data: FeatureSet, device) -> float:
     """Top-1 accuracy (0-1) of `method` on a split's center-view features."""
     if not len(data.y):
         return 0.0
-    return float((predict_logits(method, data.x, device).argmax(dim=1) == data.y).float().mean())
+    return float((predict_logits(method, data.x, device).argmax(dim=1) == data.y.cpu()).float().mean())
 
 
 def random_view_batches(train: FeatureSet, batch_size: int, generator):
-    """One epoch of (features [B, D], labels [B]), each image in a random cached augmented view."""
-    order = torch.randperm(len(train.y), generator=generator)
-    for idx in order.split(batch_size):
-        view = torch.randint(train.views.shape[1], (len(idx),), generator=generator)
-        yield train.views[idx, view], train.y[idx]
+    """One epoch of (features [B, D], labels [B]), each image in a random cached augmented view.
+
+    The draws come from the CPU `generator`, all at the start of the epoch (the same numbers, in
+    the same order, as drawing batch by batch), and go to `train`'s device in one transfer; the
+    batches are then cut where the features live, so a step on a GPU reads nothing from the host.
+    """
+    order = torch.randperm(len(train.y), generator=generator)  # [N]
+    chunks = order.split(batch_size)
+    views = [torch.randint(train.views.shape[1], (len(idx),), generator=generator) for idx in chunks]
+    if not chunks:
+        return
+    device = train.views.device
+    order, view = order.to(device), torch.cat(views).to(device)  # [N], [N]
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]  # [B]
+        yield train.views[idx, view[start:start + batch_size]], train.y[idx]
+
+
+def mean_loss(losses: list[torch.Tensor]) -> float:
+    """The mean of an epoch's step losses (0-d tensors, detached), read from the device once."""
+    return torch.stack(losses).double().mean().item() if losses else 0.0
 
 
 def trainable_state(method) -> dict[str, torch.Tensor]:
@@ -87,16 +103,17 @@ def fit_sgd(method, data, context) -> dict:
     best_state = trainable_state(method)
     step = getattr(method, "timing_step", None)
     threads = contextlib.nullcontext() if reference or step is None else fastest_cpu_threads(step, device)
+    train, val = (None, None) if reference else (data.train.to(device), data.val.to(device))  # moved once
     with threads, console.task(context.progress, "training prompts", schedule.epochs) as advance:
         for epoch in range(schedule.epochs):
             for group in optimizer.param_groups:
                 group["lr"] = schedule.lr_at(epoch)
-            batches = reference(epoch, True) if reference else random_view_batches(data.train, schedule.batch_size,
+            batches = reference(epoch, True) if reference else random_view_batches(train, schedule.batch_size,
                                                                                     generator)
             loss, steps = sgd_epoch(method, optimizer, batches, device)
             best["steps"] += steps
             val_accuracy = _reference_accuracy(method, reference, epoch, device) if reference else accuracy(
-                method, data.val, device)
+                method, val, device)
             best["history"].append({"epoch": epoch, "lr": schedule.lr_at(epoch), "loss": loss,
                                     "val_accuracy": round(100 * val_accuracy, 2)})
             if val_accuracy > best["best_val_accuracy"]:
@@ -120,6 +137,8 @@ class _Run:
         self.best = {"best_epoch": -1, "best_val_accuracy": -1.0, "history": [], "steps": 0}
         self.best_state = trainable_state(method)
         self.batches: list = []
+        device = method.setup.device
+        self.train, self.val = data.train.to(device), data.val.to(device)  # moved once for the whole fit
         self.losses: list[torch.Tensor] = []  # this epoch's step losses (0-d, detached)
 
 
@@ -169,7 +188,7 @@ def fit_sgd_many(methods: list, datas: list, contexts: list, progress=None) -> l
             active = [run for run in runs if epoch < run.schedule.epochs]
             for run in active:
                 run.group["lr"] = run.schedule.lr_at(epoch)
-                run.batches = list(random_view_batches(run.data.train, run.schedule.batch_size, run.generator))
+                run.batches = list(random_view_batches(run.train, run.schedule.batch_size, run.generator))
                 run.losses = []
                 run.method.train()
             for step in range(max(len(run.batches) for run in active)):
@@ -209,14 +228,14 @@ def _validate_many(active: list, epoch: int, device, encode_stacked_prompts) -> 
         run.method.eval()
     for run, features in zip(active, encode_stacked_prompts([run.method for run in active])):
         run.method.prepare(features)
-        val = run.data.val
+        val = run.val
         if len(val.y):
             with autocast(device):
                 logits = torch.cat([run.method(chunk.to(device)).float() for chunk in val.x.split(4096)])  # [M, C]
-            val_accuracy = float((logits.cpu().argmax(dim=1) == val.y).float().mean())
+            val_accuracy = float((logits.argmax(dim=1) == val.y).float().mean())  # on the device, one read
         else:
             val_accuracy = 0.0
-        loss = torch.stack(run.losses).double().mean().item() if run.losses else 0.0  # as fit_sgd's mean of floats
+        loss = mean_loss(run.losses)
         run.best["history"].append({"epoch": epoch, "lr": run.schedule.lr_at(epoch), "loss": loss,
                                     "val_accuracy": round(100 * val_accuracy, 2)})
         if val_accuracy > run.best["best_val_accuracy"]:
@@ -226,18 +245,24 @@ def _validate_many(active: list, epoch: int, device, encode_stacked_prompts) -> 
 
 def sgd_epoch(method, optimizer, batches, device) -> tuple[float, int]:
     """One pass of `optimizer` over (features, labels) batches; returns (the mean loss, steps taken)."""
+    method.train()
+    losses = [sgd_step(method, optimizer, features, labels, device) for features, labels in batches]
+    return mean_loss(losses), len(losses)
+
+
+def sgd_step(method, optimizer, features: torch.Tensor, labels: torch.Tensor, device) -> torch.Tensor:
+    """One optimizer step on a batch (features [B, D], labels [B]); returns the loss, 0-d and detached.
+
+    Nothing is read back from the device: the loss stays a tensor until the epoch's mean.
+    """
     from vipcli.devices import autocast
 
-    method.train()
-    losses = []
-    for features, labels in batches:
-        with autocast(device):
-            loss = training_loss(method, features.to(device), labels.to(device))
-        optimizer.zero_grad(set_to_none=True)
-        loss.float().backward()
-        optimizer.step()
-        losses.append(loss.item())
-    return sum(losses) / max(len(losses), 1), len(losses)
+    with autocast(device):
+        loss = training_loss(method, features.to(device), labels.to(device))
+    optimizer.zero_grad(set_to_none=True)
+    loss.float().backward()
+    optimizer.step()
+    return loss.detach()
 
 
 @torch.no_grad()

@@ -2,11 +2,40 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from vipcli.errors import VipError
+from vipcli.graphs import run_text_tower
+
+
+class PaddingLayout:
+    """Where each prompt sits in its class's row of a padded [C, K] block, worked out once.
+
+    The layout depends only on the class of each prompt, so a prompt method builds it once and
+    every training step pads its prompt features with index writes alone: no counting, no
+    `nonzero`, nothing read back from the device.
+    """
+
+    def __init__(self, class_index: torch.Tensor, num_classes: int, device=None):
+        """class_index: [P] the class of each prompt, on the CPU; the layout is kept on `device`."""
+        counts = torch.bincount(class_index, minlength=num_classes)  # [C]
+        width = int(counts.max()) if len(class_index) else 0
+        slot = torch.zeros_like(class_index)  # [P] position of each prompt within its class
+        for c in range(num_classes):
+            members = (class_index == c).nonzero().flatten()
+            slot[members] = torch.arange(len(members))
+        mask = torch.zeros(num_classes, width, dtype=torch.bool)  # [C, K]
+        mask[class_index, slot] = True
+        self.class_index, self.slot, self.mask = class_index.to(device), slot.to(device), mask.to(device)
+        self.num_classes, self.width = num_classes, width
+
+    def pad(self, features: torch.Tensor):
+        """[P, D] prompt features -> (padded [C, K, D], mask [C, K] True where a real prompt sits)."""
+        padded = features.new_zeros(self.num_classes, self.width, features.shape[1])  # [C, K, D]
+        padded[self.class_index, self.slot] = features
+        return padded, self.mask
 
 
 @dataclass
@@ -16,6 +45,9 @@ class PromptBank:
     Each prompt reads `[start] ctx_1..ctx_M <words>. [end] [pad...]`; the M placeholder
     positions right after the start token are overwritten by learned vectors (by position,
     never by searching for a token id).
+
+    All tensors live on the backbone's device, so a training step moves nothing between host
+    and device.
     """
 
     ids: torch.Tensor  # [P, L] token ids, trimmed to the longest prompt (or full length)
@@ -24,10 +56,23 @@ class PromptBank:
     texts: list[str]  # the P prompt texts, without the context placeholders
     n_ctx: int  # M, number of learned context positions
     prefix: int  # tokens before the context (start token / [CLS])
+    layout: PaddingLayout  # where each prompt sits in its class's row of a padded [C, K] block
+    _repeated: dict = field(default_factory=dict, repr=False, compare=False)  # copies -> ids [copies*P, L]
 
     @property
     def num_classes(self) -> int:
-        return int(self.class_index.max()) + 1
+        """C, the number of classes (rows of the padded block)."""
+        return self.layout.num_classes
+
+    def repeated_ids(self, copies: int) -> torch.Tensor:
+        """`ids` stacked `copies` times ([copies*P, L]), made once per count and kept.
+
+        The same tensor object every step lets a backbone remember what it derives from the ids
+        (e.g. end-token positions) instead of reading them back from the device each step.
+        """
+        if copies not in self._repeated:
+            self._repeated[copies] = self.ids.repeat(copies, 1)
+        return self._repeated[copies]
 
 
 def as_sentence(text: str) -> str:
@@ -84,7 +129,9 @@ def build_prompt_bank(backbone, prompts: list[list[str]], n_ctx: int, trim: bool
         ids = ids[:, : int(backbone.sequence_lengths(ids).max())]  # [P, L]
     with torch.no_grad():
         token_embeds = backbone.embed_tokens(ids).detach()  # [P, L, W]
-    return PromptBank(ids, token_embeds, class_index, texts, n_ctx, backbone.num_prefix_tokens)
+    device = token_embeds.device
+    layout = PaddingLayout(class_index, len(prompts), device)
+    return PromptBank(ids.to(device), token_embeds, layout.class_index, texts, n_ctx, backbone.num_prefix_tokens, layout)
 
 
 def encode_prompts(backbone, bank: PromptBank, context: torch.Tensor | None) -> torch.Tensor:
@@ -97,12 +144,12 @@ def encode_prompts(backbone, bank: PromptBank, context: torch.Tensor | None) -> 
     """
     embeds = bank.token_embeds  # [P, L, W]
     if context is not None:
-        per_prompt = context[bank.class_index.to(context.device)] if context.dim() == 3 else context.expand(
+        per_prompt = context[bank.class_index] if context.dim() == 3 else context.expand(
             embeds.shape[0], -1, -1
         )  # [P, M, W]
         start, end = bank.prefix, bank.prefix + bank.n_ctx
         embeds = torch.cat([embeds[:, :start], per_prompt.to(embeds.dtype), embeds[:, end:]], dim=1)  # [P, L, W]
-    return backbone.encode_text_embeds(embeds, bank.ids.to(embeds.device)).float()  # [P, D]
+    return run_text_tower(backbone, embeds, bank.ids).float()  # [P, D]
 
 
 @torch.no_grad()

@@ -82,9 +82,10 @@ class Clap(Method):
     def fit(self, data, context) -> dict:
         """Set the class-adaptive penalty from zero-shot, then SGD on random cached views."""
         from vipcli import console
-        from vipcli.fitting import accuracy, random_view_batches
+        from vipcli.fitting import accuracy, mean_loss, random_view_batches
 
         device, s = self.setup.device, self.settings
+        train = data.train.to(device)  # moved once for the whole fit
         views = data.train.views  # [N, V, D]
         with torch.no_grad():
             flat = views.reshape(-1, views.shape[-1]).float().to(device)  # [N*V, D]
@@ -100,15 +101,15 @@ class Clap(Method):
             for epoch in range(s.epochs):
                 self.train()
                 losses = []
-                for features, labels in random_view_batches(data.train, s.batch_size, generator):
+                for features, labels in random_view_batches(train, s.batch_size, generator):
                     logits = self(features.to(device).float())
                     loss = F.cross_entropy(logits, labels.to(device)) + self.constraint(penalty)
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
                     scheduler.step()
-                    losses.append(loss.item())
-                history.append({"epoch": epoch, "loss": sum(losses) / max(len(losses), 1)})
+                    losses.append(loss.detach())  # read once per epoch
+                history.append({"epoch": epoch, "loss": mean_loss(losses)})
                 advance()
         self.eval()
         return {"best_epoch": s.epochs - 1, "best_val_accuracy": round(100 * accuracy(self, data.val, device), 2),

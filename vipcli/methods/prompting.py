@@ -17,7 +17,8 @@ from torch import nn
 
 from vipcli.errors import UsageError
 from vipcli.methods.base import Method, MethodSetup
-from vipcli.prompts import build_prompt_bank, encode_prompts
+from vipcli.graphs import run_text_tower
+from vipcli.prompts import PaddingLayout, build_prompt_bank, encode_prompts
 
 ZERO_SHOT_TEMPLATE = "a photo of a {}."
 
@@ -36,17 +37,7 @@ def pad_by_class(features: torch.Tensor, class_index: torch.Tensor, num_classes:
     Returns:
         (padded [C, K, D], mask [C, K] True where a real prompt sits), K the most prompts of a class.
     """
-    counts = torch.bincount(class_index, minlength=num_classes)  # [C]
-    width = int(counts.max())
-    slot = torch.zeros_like(class_index)
-    for c in range(num_classes):
-        members = (class_index == c).nonzero().flatten()
-        slot[members] = torch.arange(len(members), device=class_index.device)
-    padded = features.new_zeros(num_classes, width, features.shape[1])  # [C, K, D]
-    padded[class_index, slot] = features
-    mask = torch.zeros(num_classes, width, dtype=torch.bool, device=features.device)
-    mask[class_index, slot] = True
-    return padded, mask
+    return PaddingLayout(class_index.cpu(), num_classes, features.device).pad(features)
 
 
 class MergePrompt(nn.Module):
@@ -113,7 +104,7 @@ class PromptMethod(Method):
         shape = (num_classes, n_ctx, width) if class_specific else (n_ctx, width)
         self.context = nn.Parameter(self.initial_context(shape)) if n_ctx > 0 else None  # [M, W] | [C, M, W]
         self.merge = MergePrompt(num_classes, backbone.embed_dim) if self.learned_merge else None
-        self.register_buffer("logit_scale", backbone.logit_scale.detach().clone().float().cpu(), persistent=False)
+        self.register_buffer("logit_scale", backbone.logit_scale.detach().clone().float(), persistent=False)
         self._frozen_text: torch.Tensor | None = None  # prompt features when nothing text-side learns
         self._inference: tuple | None = None  # (E [C, D], prompt features [P, D], weights [C, K]) once prepared
         self.to(setup.device)
@@ -149,7 +140,7 @@ class PromptMethod(Method):
             (E [C, D], prompt features [P, D], weights [C, K], mask [C, K])
         """
         features = self.prompt_features() if features is None else features  # [P, D]
-        padded, mask = pad_by_class(features, self.bank.class_index.to(features.device), self.bank.num_classes)
+        padded, mask = self.bank.layout.pad(features)  # [C, K, D], [C, K]
         if self.merge is not None:
             merged, weights = self.merge(padded, mask)  # [C, D], [C, K]
             return F.normalize(merged, dim=-1), features, weights, mask
@@ -275,12 +266,12 @@ def encode_stacked_prompts(methods: list) -> list[torch.Tensor]:
     contexts = torch.stack([m.context for m in methods])  # [S, M, W] | [S, C, M, W]
     count, prompts = contexts.shape[0], embeds.shape[0]
     if contexts.dim() == 4:
-        per_prompt = contexts[:, bank.class_index.to(contexts.device)]  # [S, P, M, W]
+        per_prompt = contexts[:, bank.class_index]  # [S, P, M, W]
     else:
         per_prompt = contexts[:, None].expand(-1, prompts, -1, -1)  # [S, P, M, W]
-    words = embeds.to(contexts.device)[None].expand(count, -1, -1, -1)  # [S, P, L, W]
+    words = embeds[None].expand(count, -1, -1, -1)  # [S, P, L, W]
     start, end = bank.prefix, bank.prefix + bank.n_ctx
     stacked = torch.cat([words[:, :, :start], per_prompt.to(embeds.dtype), words[:, :, end:]], dim=2)  # [S, P, L, W]
-    ids = bank.ids.to(contexts.device).repeat(count, 1)  # [S*P, L]
-    features = lead.backbone.encode_text_embeds(stacked.reshape(count * prompts, *stacked.shape[2:]), ids)
+    ids = bank.repeated_ids(count)  # [S*P, L], the same tensor every step
+    features = run_text_tower(lead.backbone, stacked.reshape(count * prompts, *stacked.shape[2:]), ids)  # [S*P, D]
     return list(features.float().reshape(count, prompts, -1).unbind(0))  # S x [P, D]

@@ -187,7 +187,7 @@ class TipAdapterF(TipAdapter):
     def fit(self, data, context) -> dict:
         """Fine-tune the keys (AdamW, cosine) on random cached views; keep the best val epoch; search."""
         from vipcli import console
-        from vipcli.fitting import accuracy, random_view_batches
+        from vipcli.fitting import accuracy, mean_loss, random_view_batches
 
         self.build_cache(data.train)
         self.adapter = nn.Parameter(self.cache_keys.clone())  # [N, D]
@@ -197,20 +197,21 @@ class TipAdapterF(TipAdapter):
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
         generator = torch.Generator().manual_seed(context.seed)
         device = self.setup.device
+        train = data.train.to(device)  # moved once for the whole fit
         best, best_keys, history = -1.0, self.adapter.detach().clone(), []
         with console.task(context.progress, "fine-tuning the cache", s.epochs) as advance:
             for epoch in range(s.epochs):
                 self.train()
                 losses = []
-                for features, labels in random_view_batches(data.train, s.batch_size, generator):
+                for features, labels in random_view_batches(train, s.batch_size, generator):
                     loss = F.cross_entropy(self(features.to(device)).float(), labels.to(device))
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
                     scheduler.step()
-                    losses.append(loss.item())
+                    losses.append(loss.detach())  # read once per epoch
                 score = accuracy(self, data.val, device)
-                history.append({"epoch": epoch, "loss": sum(losses) / max(len(losses), 1),
+                history.append({"epoch": epoch, "loss": mean_loss(losses),
                                 "val_accuracy": round(100 * score, 2)})
                 if score > best:
                     best, best_keys = score, self.adapter.detach().clone()

@@ -1,0 +1,140 @@
+"""CUDA graphs for the text step: used, checked against the eager tower, and dropped when wrong.
+
+There is no GPU here, so `torch.cuda.make_graphed_callables` is replaced by a stand-in with the
+same contract: the callable is run on a static input buffer, and every call returns the same
+output buffer and gradient buffer, overwritten by the next call (as a replayed graph does). A
+training run through the stand-in must equal an eager run; a capture that fails or a graph that
+computes something else must leave the run eager, with one warning.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import vipcli.graphs
+from vipcli.fitting import fit_sgd, fit_sgd_many
+
+from test_batched_fit import backbone, run_setup  # noqa: F401 (backbone is a fixture)
+
+
+class StaticBuffers:
+    """Stand-in for `torch.cuda.make_graphed_callables`, with replayed graphs' buffer reuse."""
+
+    def __init__(self, scale: float = 1.0):
+        self.scale = scale  # 1.0 computes what the callable does; anything else is a wrong graph
+        self.captures = 0
+        self.replays = 0
+
+    def __call__(self, fn, sample_args):
+        (static_input,) = sample_args
+        maker = self
+        maker.captures += 1
+        buffers: dict[str, torch.Tensor] = {}
+
+        class Replayed(torch.autograd.Function):
+            @staticmethod
+            def forward(ctx, x):
+                maker.replays += 1
+                with torch.no_grad():
+                    static_input.copy_(x)
+                with torch.enable_grad():
+                    inp = static_input.detach().requires_grad_(True)
+                    out = fn(inp) * maker.scale
+                ctx.graph = (inp, out)
+                if "out" not in buffers:
+                    buffers["out"] = torch.empty_like(out)
+                buffers["out"].copy_(out.detach())
+                return buffers["out"].detach()
+
+            @staticmethod
+            def backward(ctx, grad):
+                inp, out = ctx.graph
+                (grad_input,) = torch.autograd.grad(out, inp, grad)
+                if "grad" not in buffers:
+                    buffers["grad"] = torch.empty_like(grad_input)
+                buffers["grad"].copy_(grad_input)
+                return buffers["grad"].detach()
+
+        return Replayed.apply
+
+
+class FailingCapture:
+    captures = 0
+
+    def __call__(self, fn, sample_args):
+        self.captures += 1
+        raise RuntimeError("CUDA error: operation not permitted when stream is capturing")
+
+
+@pytest.fixture
+def use_maker(monkeypatch):
+    """Pretend the CPU is a CUDA device whose graphs are made by `maker`."""
+
+    def install(maker):
+        monkeypatch.setattr(vipcli.graphs, "_towers", vipcli.graphs.weakref.WeakKeyDictionary())
+        monkeypatch.setattr(vipcli.graphs, "graph_maker", lambda device: maker)
+        return maker
+
+    return install
+
+
+def fitted(method_id, backbone, shots=2, seed=1):
+    method, data, context = run_setup(method_id, backbone, shots, seed)
+    return fit_sgd(method, data, context), method
+
+
+def same_training(first, second):
+    (result_a, method_a), (result_b, method_b) = first, second
+    assert result_a["best_epoch"] == result_b["best_epoch"]
+    assert [h["val_accuracy"] for h in result_a["history"]] == [h["val_accuracy"] for h in result_b["history"]]
+    for (name, a), (_, b) in zip(method_a.named_parameters(), method_b.named_parameters()):
+        assert torch.allclose(a, b, atol=1e-6), name
+
+
+@pytest.mark.parametrize("method_id", ["vip", "coop"])
+def test_graphed_training_equals_eager_training(backbone, use_maker, method_id, capsys):
+    eager = fitted(method_id, backbone)
+    maker = use_maker(StaticBuffers())
+    graphed = fitted(method_id, backbone)
+    same_training(eager, graphed)
+    assert maker.captures == 1  # one shape, captured once and replayed every step
+    assert maker.replays >= graphed[0]["steps"]
+    assert "CUDA graphs" not in capsys.readouterr().err
+
+
+def test_batched_training_captures_one_graph_per_stack_size(backbone, use_maker):
+    grid = [(1, 1), (1, 2), (3, 1)]  # the 3-shot run has more steps per epoch: the stack shrinks mid-epoch
+    eager = [run_setup("vip", backbone, shots, seed) for shots, seed in grid]
+    eager_results = fit_sgd_many(*map(list, zip(*eager)))
+    maker = use_maker(StaticBuffers())
+    graphed = [run_setup("vip", backbone, shots, seed) for shots, seed in grid]
+    graphed_results = fit_sgd_many(*map(list, zip(*graphed)))
+    for a, b, run_a, run_b in zip(eager_results, graphed_results, eager, graphed):
+        same_training((a, run_a[0]), (b, run_b[0]))
+    assert maker.captures == 2  # three runs stacked, then the 3-shot run alone
+
+
+def test_a_failed_capture_leaves_training_eager_with_one_warning(backbone, use_maker, capsys):
+    eager = fitted("vip", backbone)
+    maker = use_maker(FailingCapture())
+    after = fitted("vip", backbone)
+    same_training(eager, after)
+    err = capsys.readouterr().err
+    assert err.count("CUDA graphs are off") == 1 and "operation not permitted" in err
+    assert maker.captures == 1  # not retried at every step
+
+
+def test_a_graph_that_computes_something_else_is_not_used(backbone, use_maker, capsys):
+    eager = fitted("vip", backbone)
+    use_maker(StaticBuffers(scale=1.5))
+    after = fitted("vip", backbone)
+    same_training(eager, after)
+    assert "features differ from the eager ones" in capsys.readouterr().err
+
+
+def test_graphs_are_only_made_on_cuda_and_can_be_refused(monkeypatch):
+    assert vipcli.graphs.graph_maker(torch.device("cpu")) is None
+    assert vipcli.graphs.graph_maker(torch.device("cuda")) is torch.cuda.make_graphed_callables
+    monkeypatch.setenv("VIP_CUDA_GRAPHS", "0")
+    assert vipcli.graphs.graph_maker(torch.device("cuda")) is None
