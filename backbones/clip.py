@@ -19,6 +19,8 @@ class ClipBackbone(OpenClipBackbone):
     tag (default `openai`), a local weights file, an `hf-hub:`/`local-dir:` id, or `none`.
     """
 
+    cuda_graphs = True  # the causal text tower reads nothing back from the device
+
     def __init__(self, arch: str | None = None, pretrained: str | None = None, device=None):
         super().__init__(arch, pretrained, device)
         self.text = self.model if hasattr(self.model, "token_embedding") else getattr(self.model, "text", None)

@@ -88,6 +88,8 @@ class TransformersBackbone(Backbone):
     Subclasses implement `text_embedding` (the word-embedding layer) and `projection_dim`.
     """
 
+    cuda_graphs = True  # get_text_features from ids alone: no padding mask checked on the host
+
     model_class = "CLIPModel"
     model_types: tuple = ("clip",)
     other_family_hint = "use --backbone siglip for SigLIP models, --backbone clip for open_clip models"

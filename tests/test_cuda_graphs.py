@@ -15,7 +15,9 @@ import torch
 import vipcli.graphs
 from vipcli.fitting import fit_sgd, fit_sgd_many
 
-from test_batched_fit import backbone, run_setup  # noqa: F401 (backbone is a fixture)
+from vipcli.methods import MethodSetup, build_method
+
+from test_batched_fit import NAMES, SYMPTOMS, backbone, run_setup  # noqa: F401 (backbone is a fixture)
 
 
 class StaticBuffers:
@@ -138,3 +140,15 @@ def test_graphs_are_only_made_on_cuda_and_can_be_refused(monkeypatch):
     assert vipcli.graphs.graph_maker(torch.device("cuda")) is torch.cuda.make_graphed_callables
     monkeypatch.setenv("VIP_CUDA_GRAPHS", "0")
     assert vipcli.graphs.graph_maker(torch.device("cuda")) is None
+
+
+def test_a_backbone_that_does_not_declare_cuda_graphs_runs_eagerly(use_maker, capsys):
+    from vipcli.registry import load_backbone
+
+    toy = load_backbone("toy", None, None)
+    assert not toy.cuda_graphs
+    maker = use_maker(StaticBuffers())
+    method = build_method("vip", MethodSetup(toy, NAMES, SYMPTOMS), {})
+    method.train()
+    method.class_embeddings()[0].sum().backward()  # a training pass of the text side
+    assert method.context.grad is not None and maker.captures == 0

@@ -48,6 +48,10 @@ class Backbone(abc.ABC):
         logit_scale: the backbone's own frozen log temperature: a 0-d float tensor on the CPU or
             on `device` (vip copies it into the classifier, which lives on `device`).
         device: the torch.device the towers live on.
+        cuda_graphs: `encode_text_embeds` may be captured in a CUDA graph for training steps
+            (`vipcli.graphs`): it reads nothing back from the device (no `.item()`, `nonzero`,
+            or Python `if` on tensor values) and its kernels depend only on the input shapes.
+            False (the default) always runs it eagerly.
     """
 
     id: str = ""
@@ -59,6 +63,7 @@ class Backbone(abc.ABC):
     end_token_id: int | None = None
     logit_scale: torch.Tensor
     device: torch.device
+    cuda_graphs: bool = False
 
     @abc.abstractmethod
     def tokenize(self, texts: Sequence[str]) -> torch.Tensor:

@@ -5,8 +5,10 @@ and backward: several hundred small kernels whose launch costs more host time th
 needs to run them. Replaying the tower's forward and backward from CUDA graphs
 (`torch.cuda.make_graphed_callables`) launches each as one graph instead.
 
-One graph pair per (prompt ids, input shape): a single run uses one; a batched benchmark loop
-uses one per number of stacked runs. A graph is trusted only after its first forward and
+Only backbones that declare `cuda_graphs = True` (their text tower reads nothing back from the
+device) are captured: vip's CLIP, transformers CLIP and SigLIP backbones; BiomedCLIP's BERT tower
+checks its padding mask on the host, so it runs eagerly. One graph pair per (prompt ids, input
+shape): a single run uses one; a batched benchmark loop uses one per number of stacked runs. A graph is trusted only after its first forward and
 backward match the eager ones on the same input; an error while capturing (a backbone that
 reads from the device inside its text tower, say) or a mismatch turns graphs off for that
 backbone with one warning, and training goes on eagerly. `VIP_CUDA_GRAPHS=0` never tries.
@@ -110,7 +112,7 @@ def run_text_tower(backbone, embeds: torch.Tensor, ids: torch.Tensor) -> torch.T
     Returns:
         [N, D] text features (unnormalised).
     """
-    if not (embeds.requires_grad and torch.is_grad_enabled()):
+    if not (embeds.requires_grad and torch.is_grad_enabled() and getattr(backbone, "cuda_graphs", False)):
         return backbone.encode_text_embeds(embeds, ids)
     tower = _towers.get(backbone)
     if tower is None:
