@@ -9,6 +9,8 @@ computes something else must leave the run eager, with one warning.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -152,3 +154,24 @@ def test_a_backbone_that_does_not_declare_cuda_graphs_runs_eagerly(use_maker, ca
     method.train()
     method.class_embeddings()[0].sum().backward()  # a training pass of the text side
     assert method.context.grad is not None and maker.captures == 0
+
+
+def test_backbones_check_says_whether_graphs_are_declared_and_where_they_are_checked(cli, tiny_clip):
+    code, out, err = cli("backbones", "check", "clip", "--arch", str(tiny_clip), "--pretrained", "none", "--json")
+    rows = {row["check"]: row for row in json.loads(out)["checks"]}
+    assert code == 0, err
+    assert rows["CUDA graphs"]["ok"] is True and "only on a CUDA device" in rows["CUDA graphs"]["detail"]
+    code, out, err = cli("backbones", "check", "toy", "--json")
+    assert {row["check"]: row for row in json.loads(out)["checks"]}["CUDA graphs"]["detail"].startswith("not declared")
+
+
+def test_the_graph_check_captures_compares_and_names_a_wrong_graph(backbone):
+    from vipcli.backbone_contract import check_cuda_graphs
+
+    maker = StaticBuffers()
+    row = check_cuda_graphs(backbone, maker)
+    assert row.ok is True and "equal the eager" in row.detail and maker.captures == 1
+    row = check_cuda_graphs(backbone, StaticBuffers(scale=1.5))
+    assert row.ok is False and "features differ" in row.detail and "cuda_graphs = False" in row.detail
+    row = check_cuda_graphs(backbone, FailingCapture())
+    assert row.ok is False and "operation not permitted" in row.detail

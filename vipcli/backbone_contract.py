@@ -315,6 +315,37 @@ def check_reload(first, load_again: Callable[[], object]) -> Check:
     return Check("same describe() on reload", "describe", True, "equal describe() and fingerprint()")
 
 
+def check_cuda_graphs(backbone, maker: Callable | None = None) -> Check:
+    """Whether a backbone that declares `cuda_graphs` really can replay its text tower from a graph.
+
+    Captures the tower's forward and backward over a few prompts, as a training step does, and
+    compares them with the eager tower (`vipcli.graphs.GraphedTextTower`). Needs a CUDA device
+    (or a stand-in `maker`); elsewhere the row says so.
+    """
+    from vipcli import graphs
+    from vipcli.devices import autocast
+
+    name, member = "CUDA graphs", "cuda_graphs"
+    if not getattr(backbone, "cuda_graphs", False):
+        return Check(name, member, True, "not declared: training runs the text tower eagerly")
+    maker = maker or graphs.graph_maker(backbone.device)
+    if maker is None:
+        return Check(name, member, True, "declared; captured and compared only on a CUDA device (--device cuda)")
+    try:
+        ids = backbone.tokenize(["a photo of a round spot."] * 4)  # [4, L]
+        ids = ids[:, : int(backbone.sequence_lengths(ids).max())].to(backbone.device)
+        embeds = backbone.embed_tokens(ids).detach().requires_grad_(True)  # [4, L, W]
+        tower = graphs.GraphedTextTower(backbone, maker, quiet=True)
+        with autocast(backbone.device):
+            tower(embeds, ids)
+    except Exception as error:  # the eager tower itself failed: the other rows say where
+        return Check(name, member, False, f"raised {type(error).__name__}: {error}")
+    if tower.failed is not None:
+        return Check(name, member, False, f"{tower.failed}; set cuda_graphs = False, or remove what the text tower "
+                                          "reads back from the device")
+    return Check(name, member, True, "captured; forward and gradients equal the eager tower's")
+
+
 def first_failure(checks: list[Check]) -> Check | None:
     """The first failed row, or None when every check passed or was skipped."""
     return next((c for c in checks if c.ok is False), None)

@@ -38,9 +38,11 @@ def graph_maker(device) -> Callable | None:
 class GraphedTextTower:
     """`backbone.encode_text_embeds(embeds, ids)` for training steps, from CUDA graphs once checked."""
 
-    def __init__(self, backbone, maker: Callable):
+    def __init__(self, backbone, maker: Callable, quiet: bool = False):
+        """maker: `torch.cuda.make_graphed_callables` or a stand-in; quiet: no warning on failure."""
         self.backbone = backbone
         self.maker = maker
+        self.quiet = quiet
         self.graphs: dict[tuple, tuple] = {}  # key -> (ids kept alive, graphed callable)
         self.failed: str | None = None  # why graphs were turned off
 
@@ -95,8 +97,9 @@ class GraphedTextTower:
 
         self.failed = reason
         self.graphs.clear()
-        console.warn(f"CUDA graphs are off for backbone '{getattr(self.backbone, 'id', '?')}': {reason}; "
-                     "training goes on without them (VIP_CUDA_GRAPHS=0 skips trying)")
+        if not self.quiet:
+            console.warn(f"CUDA graphs are off for backbone '{getattr(self.backbone, 'id', '?')}': {reason}; "
+                         "training goes on without them (VIP_CUDA_GRAPHS=0 skips trying)")
         return None
 
 

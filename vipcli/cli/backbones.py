@@ -45,7 +45,7 @@ def check_command(
 ) -> None:
     """Load a backbone twice and check it against the plugin contract; exit code 1 on any failure."""
     from vipcli.backbone_contract import as_json as checks_json
-    from vipcli.backbone_contract import check_reload, run_checks
+    from vipcli.backbone_contract import check_cuda_graphs, check_reload, run_checks
     from vipcli.devices import resolve_device
     from vipcli.registry import load_backbone
 
@@ -56,6 +56,7 @@ def check_command(
     checks = run_checks(backbone, images=2)
     checks.append(check_reload(backbone, lambda: load_backbone(backbone_id, arch, pretrained, target, check=False,
                                                                warn_random=False)))
+    checks.append(check_cuda_graphs(backbone))
     failed = [c for c in checks if c.ok is False]
     if as_json:
         print(checks_json(checks))
