@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from vipcli import console
-from vipcli.data import Dataset, few_shot_order, few_shot_union, load_dataset
+from vipcli.data import Dataset, few_shot_order, load_dataset
 from vipcli.errors import UsageError, VipError
 from vipcli.atomic import write_atomic
 from vipcli.featuresets import FeatureSet, PreparedData
@@ -248,29 +248,17 @@ def encode_pool(backbone, dataset: Dataset, shots: tuple, seeds: tuple, views: i
     seeded order, K the largest shots value (every training image when a shots value is 'all').
     """
     from vipcli.features import encode_images
-    from vipcli.featuresets import check_enough, feature_set
+    from vipcli.featuresets import check_enough, encode_union, feature_set
 
     train = dataset.splits["train"]
     largest = None if any(s is None for s in shots) else max(shots)
     orders = [few_shot_order(train, len(dataset.class_names), s) for s in dict.fromkeys(seeds)]
-    failures, encoded_views, readable = {}, 0, {}  # readable: path -> (center [D] | None, views [V, D])
     total = (len(train) if largest is None else min(len(train), largest * len(dataset.class_names) * len(orders)))
     with console.task(progress, "encoding images", total + len(dataset.splits["val"]) + len(dataset.splits["test"])) \
             as advance:
-        while True:
-            wanted = few_shot_union(train, orders, largest, failures)
-            new = [sample for sample in wanted if str(sample.path) not in readable and str(sample.path) not in failures]
-            if not new:
-                break
-            encoded = encode_images(backbone, [s.path for s in new], views, cache, batch_size, workers,
-                                    advance=advance, center=center)
-            failures.update({str(p): r for p, r in encoded.failures.items()})
-            encoded_views += encoded.encoded
-            for i, sample in enumerate(new):
-                if i in encoded.readable:
-                    readable[str(sample.path)] = (encoded.eval.get(i), encoded.train.get(i))
-                elif str(sample.path) not in failures:
-                    failures[str(sample.path)] = "could not be encoded"
+        readable, failures, encoded_views = encode_union(  # path -> (center [D] | None, views [V, D])
+            backbone, train, orders, largest, views, cache, {"batch_size": batch_size, "workers": workers}, advance,
+            center)
         members = [s for s in train if str(s.path) in readable]
         x = [readable[str(s.path)][0] for s in members]
         pool_train = FeatureSet(

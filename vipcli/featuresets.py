@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import torch
 
 from vipcli import console
-from vipcli.data import Dataset, few_shot_order
+from vipcli.data import Dataset, few_shot_order, few_shot_union
 from vipcli.errors import VipError
 from vipcli.features import encode_images
 
@@ -55,32 +55,43 @@ def feature_set(encoded, samples, with_views: bool) -> FeatureSet:
     return FeatureSet(x, labels, [str(samples[i].path) for i in rows], views)
 
 
+def encode_union(backbone, train: list, orders: list, shots: int | None, views: int, cache, encode_kwargs: dict,
+                 advance, center: bool = True) -> tuple[dict, dict, int]:
+    """Encode the few-shot subsets of one or more seeded orders, replacing unreadable images.
+
+    For every order (see `vipcli.data.few_shot_order`) and class, the first `shots` readable images
+    (every training image when `shots` is None): an image that cannot be read is replaced by the
+    next one of its order, encoded in another round, until each class has enough or runs out.
+    Returns:
+        (readable: path -> (center view [D] or None, augmented views [V, D] or None),
+         failures: path -> reason, views that went through the image encoder)
+    """
+    failures, encoded_views, readable = {}, 0, {}
+    while True:
+        wanted = few_shot_union(train, orders, shots, failures)
+        new = [sample for sample in wanted if str(sample.path) not in readable and str(sample.path) not in failures]
+        if not new:
+            return readable, failures, encoded_views
+        encoded = encode_images(backbone, [s.path for s in new], views, cache, advance=advance, center=center,
+                                **encode_kwargs)
+        failures.update({str(p): r for p, r in encoded.failures.items()})
+        encoded_views += encoded.encoded
+        for i, sample in enumerate(new):
+            if i in encoded.readable:
+                readable[str(sample.path)] = (encoded.eval.get(i), encoded.train.get(i))
+            elif str(sample.path) not in failures:
+                failures[str(sample.path)] = "could not be encoded"
+
+
 def select_shots(backbone, dataset: Dataset, shots, seed, views, cache, encode_kwargs, advance, center=True):
     """Few-shot subset: per class the first `shots` readable images of a seeded order."""
     ordered = few_shot_order(dataset.splits["train"], len(dataset.class_names), seed)
-    chosen: list[list] = [[] for _ in ordered]
-    position = [0] * len(ordered)
-    failures, encoded_views, gathered = {}, 0, {}
-    while True:
-        wanted = []
-        for c, members in enumerate(ordered):
-            need = shots - len(chosen[c])
-            batch = members[position[c] : position[c] + max(need, 0)]
-            position[c] += len(batch)
-            wanted.extend(batch)
-        if not wanted:
-            break
-        encoded = encode_images(backbone, [s.path for s in wanted], views, cache, advance=advance,
-                                center=center, **encode_kwargs)
-        failures.update({str(p): r for p, r in encoded.failures.items()})
-        encoded_views += encoded.encoded
-        for i, sample in enumerate(wanted):
-            if i in encoded.readable:
-                chosen[sample.label].append(sample)
-                gathered[sample.path] = (encoded.eval.get(i), encoded.train.get(i))
+    gathered, failures, encoded_views = encode_union(backbone, dataset.splits["train"], [ordered], shots, views,
+                                                     cache, encode_kwargs, advance, center)
+    chosen = [[s for s in members if str(s.path) in gathered][:shots] for members in ordered]
     subset = sorted((s for members in chosen for s in members), key=lambda s: (s.label, str(s.path)))
-    x = _stack([gathered[s.path][0] for s in subset], len(subset))  # [N, D] or [N, 0]
-    v = torch.stack([gathered[s.path][1] for s in subset]) if subset and views else None
+    x = _stack([gathered[str(s.path)][0] for s in subset], len(subset))  # [N, D] or [N, 0]
+    v = torch.stack([gathered[str(s.path)][1] for s in subset]) if subset and views else None  # [N, V, D]
     y = torch.tensor([s.label for s in subset], dtype=torch.long)
     shortfalls = {dataset.class_names[c]: len(m) for c, m in enumerate(chosen) if len(m) < shots}
     return FeatureSet(x, y, [str(s.path) for s in subset], v), failures, encoded_views, shortfalls
