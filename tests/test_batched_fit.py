@@ -111,7 +111,7 @@ def test_a_training_loss_without_its_batched_loss_is_not_batched(backbone):
 
 
 def test_sweep_rows_are_the_same_batched_or_one_by_one(cli, isic_small, tiny_clip, tmp_path, monkeypatch):
-    args = ("--methods", "vip,coop,linear-probe", "--shots", "1,2", "--seeds", "1,2", "--json")
+    args = ("--methods", "vip,coop,biomedcoop,linear-probe", "--shots", "1,2", "--seeds", "1,2", "--json")
     real, groups = benchmark.run_rows_together, []
 
     def recording(name, cls, jobs, context, progress=None):
@@ -122,13 +122,14 @@ def test_sweep_rows_are_the_same_batched_or_one_by_one(cli, isic_small, tiny_cli
     code, stdout, stderr = cli(*bench_args(isic_small, tiny_clip, tmp_path / "batched", *args))
     assert code == 0, stderr
     batched = json.loads(stdout)["rows"]
-    assert sorted(groups) == [("coop", [(1, 1), (1, 2), (2, 1), (2, 2)]), ("vip", [(1, 1), (1, 2), (2, 1), (2, 2)])]
+    grid = [(1, 1), (1, 2), (2, 1), (2, 2)]
+    assert sorted(groups) == [("biomedcoop", grid), ("coop", grid), ("vip", grid)]
     groups.clear()
     code, stdout, stderr = cli(*bench_args(isic_small, tiny_clip, tmp_path / "alone", *args, "--no-batch"))
     assert code == 0, stderr
     assert groups == []
     alone = json.loads(stdout)["rows"]
     drop = ("fit_s", "finished_at")
-    assert len(batched) == len(alone) == 12
+    assert len(batched) == len(alone) == 16
     for mine, theirs in zip(batched, alone):
         assert {k: v for k, v in mine.items() if k not in drop} == {k: v for k, v in theirs.items() if k not in drop}
