@@ -49,7 +49,8 @@ def run_setup(method_id, backbone, shots: int, seed: int, options=None):
     return method, data, FitContext(schedule, seed)
 
 
-@pytest.mark.parametrize("method_id,options", [("vip", {}), ("coop", {}), ("coop", {"class_specific_context": True})])
+@pytest.mark.parametrize("method_id,options", [("vip", {}), ("coop", {}), ("coop", {"class_specific_context": True}),
+                                               ("biomedcoop", {}), ("biomedcoop", {"tau": "0.5"})])
 def test_batched_runs_equal_separate_runs(backbone, method_id, options):
     grid = [(shots, seed) for shots in (1, 2) for seed in (1, 2)]
     alone = []
@@ -78,11 +79,39 @@ def test_only_runs_of_one_context_method_fit_together(backbone):
     assert fits_together(vip)
     assert not fits_together([vip[0], coop])  # other prompts
     assert not fits_together([run_setup("vip-mep-only", backbone, 1, 1)[0]])  # nothing text-side learns
-    assert not fits_together([run_setup("biomedcoop", backbone, 1, 1)[0]])  # its own loss
+    assert fits_together([run_setup("biomedcoop", backbone, 1, seed)[0] for seed in (1, 2)])  # loss from prompts
+    assert not fits_together([vip[0], run_setup("vip-cop-only", backbone, 1, 1)[0]])  # another method
+
+
+def test_a_training_loss_without_its_batched_loss_is_not_batched(backbone):
+    from vipcli.methods.biomedcoop import BiomedCoop
+    from vipcli.methods.coop import Coop
+
+    class WeightedBiomedCoop(BiomedCoop):  # a third-party change of the loss that batched_loss does not know
+        def training_loss(self, features, labels):
+            return 2 * super().training_loss(features, labels)
+
+    class CoopWithOwnLoss(Coop):
+        def training_loss(self, features, labels):
+            return self(features).logsumexp(dim=1).mean()
+
+    class CoopWithOnlyBatchedLoss(Coop):  # fit_sgd would still train it with cross-entropy
+        def batched_loss(self, image_features, labels, prompt_features):
+            return 2 * super().batched_loss(image_features, labels, prompt_features)
+
+    assert BiomedCoop.fits_in_batches() and Coop.fits_in_batches()
+    for cls in (WeightedBiomedCoop, CoopWithOwnLoss, CoopWithOnlyBatchedLoss):
+        assert not cls.fits_in_batches(), cls.__name__
+    method = WeightedBiomedCoop(MethodSetup(backbone, NAMES, SYMPTOMS))
+    assert not fits_together([method])
+    pending = [("mine", WeightedBiomedCoop, shots, seed) for shots in (1, 2) for seed in (1, 2)]
+    assert benchmark.row_groups(pending) == [[job] for job in pending]  # each row alone
+    assert benchmark.row_groups([("biomedcoop", BiomedCoop, 1, seed) for seed in (1, 2)]) == \
+        [[("biomedcoop", BiomedCoop, 1, 1), ("biomedcoop", BiomedCoop, 1, 2)]]
 
 
 def test_sweep_rows_are_the_same_batched_or_one_by_one(cli, isic_small, tiny_clip, tmp_path, monkeypatch):
-    args = ("--methods", "vip,coop,linear-probe", "--shots", "1,2", "--seeds", "1,2", "--json")
+    args = ("--methods", "vip,coop,biomedcoop,linear-probe", "--shots", "1,2", "--seeds", "1,2", "--json")
     real, groups = benchmark.run_rows_together, []
 
     def recording(name, cls, jobs, context, progress=None):
@@ -93,13 +122,14 @@ def test_sweep_rows_are_the_same_batched_or_one_by_one(cli, isic_small, tiny_cli
     code, stdout, stderr = cli(*bench_args(isic_small, tiny_clip, tmp_path / "batched", *args))
     assert code == 0, stderr
     batched = json.loads(stdout)["rows"]
-    assert sorted(groups) == [("coop", [(1, 1), (1, 2), (2, 1), (2, 2)]), ("vip", [(1, 1), (1, 2), (2, 1), (2, 2)])]
+    grid = [(1, 1), (1, 2), (2, 1), (2, 2)]
+    assert sorted(groups) == [("biomedcoop", grid), ("coop", grid), ("vip", grid)]
     groups.clear()
     code, stdout, stderr = cli(*bench_args(isic_small, tiny_clip, tmp_path / "alone", *args, "--no-batch"))
     assert code == 0, stderr
     assert groups == []
     alone = json.loads(stdout)["rows"]
     drop = ("fit_s", "finished_at")
-    assert len(batched) == len(alone) == 12
+    assert len(batched) == len(alone) == 16
     for mine, theirs in zip(batched, alone):
         assert {k: v for k, v in mine.items() if k not in drop} == {k: v for k, v in theirs.items() if k not in drop}

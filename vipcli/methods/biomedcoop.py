@@ -78,6 +78,7 @@ class BiomedCoop(PromptMethod):
     def __init__(self, setup, settings=None, stored=None):
         super().__init__(setup, settings, stored)
         self._ensemble: tuple | None = None  # (features [E, D] normalised, class index [E]) for training
+        self._ensemble_block: tuple | None = None  # (padded [C, K, D], mask [C, K], means [C, D])
         if stored is None:  # training: encode the ensemble now, so a prompt too long fails before any work
             self.ensemble()
 
@@ -111,15 +112,27 @@ class BiomedCoop(PromptMethod):
             self._ensemble = (features, bank.class_index.to(features.device))
         return self._ensemble
 
-    def training_loss(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """CE + SCCM + KDSP on a batch of image features [B, D]."""
+    def ensemble_block(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The frozen ensemble grouped by class, once: padded [C, K, D], mask [C, K], class means [C, D]."""
+        if self._ensemble_block is None:
+            ensemble, index = self.ensemble()
+            padded, mask = pad_by_class(ensemble, index, self.setup.num_classes)  # [C, K, D], [C, K]
+            mean = F.normalize((padded * mask[..., None]).sum(1), dim=-1)  # [C, D]
+            self._ensemble_block = (padded, mask, mean)
+        return self._ensemble_block
+
+    def batched_loss(self, image_features: torch.Tensor, labels: torch.Tensor,
+                     prompt_features: torch.Tensor) -> torch.Tensor:
+        """CE + SCCM + KDSP on image features [B, D] and labels [B], from the learned prompts' features [P, D].
+
+        The one formula of the loss: `training_loss` calls it with the prompts it encodes, and
+        `fit_sgd_many` with those it encoded for several runs at once.
+        """
         scale = self.logit_scale.exp()
-        text = self.class_embeddings()[0]  # [C, D] normalised learned prompts
-        f = F.normalize(features.float(), dim=-1)  # [B, D]
+        text = self.class_embeddings(prompt_features)[0]  # [C, D] normalised learned prompts
+        f = F.normalize(image_features.float(), dim=-1)  # [B, D]
         logits = scale * f @ text.T  # [B, C]
-        ensemble, index = self.ensemble()
-        padded, mask = pad_by_class(ensemble, index, self.setup.num_classes)  # [C, K, D], [C, K]
-        mean = F.normalize((padded * mask[..., None]).sum(1), dim=-1)  # [C, D]
+        padded, mask, mean = self.ensemble_block()  # [C, K, D], [C, K], [C, D]
         with torch.no_grad():
             scores = scale * torch.einsum("bd,ckd->bck", f, padded).mean(0)  # [C, K] mean logit per prompt
             keep = torch.zeros_like(mask)
@@ -133,3 +146,7 @@ class BiomedCoop(PromptMethod):
         kdsp = F.kl_div(F.log_softmax(logits, 1), F.log_softmax(zero_shot, 1), reduction="sum",
                         log_target=True) / logits.numel() * self.settings.kdsp_lambda
         return ce + sccm + kdsp
+
+    def training_loss(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """CE + SCCM + KDSP on a batch of image features [B, D] (`batched_loss` of the current prompts)."""
+        return self.batched_loss(features, labels, self.prompt_features())

@@ -176,16 +176,23 @@ class PromptMethod(Method):
     def fits_in_batches(cls) -> bool:
         """Several runs of this class can train as one batched text forward (`fit_sgd_many`).
 
-        True for methods that learn context with the shared SGD loop and the plain cross-entropy
-        of `forward`; a subclass with its own `fit`, `forward` or `training_loss` is left alone.
+        True for methods that learn context with the shared SGD loop and whose loss `batched_loss`
+        computes from prompt features: the plain cross-entropy of `forward` (no `training_loss`), or
+        a `training_loss` that the same class also writes as `batched_loss` (BiomedCoOp). A subclass
+        with its own `fit`, `forward`, or a `training_loss` without a matching `batched_loss`, is left alone.
         """
+        loss_owner, batched_owner = (next((k for k in cls.__mro__ if name in vars(k)), None)
+                                     for name in ("training_loss", "batched_loss"))
+        own_loss_batches = batched_owner is PromptMethod if loss_owner is None else batched_owner is loss_owner
         return (cls.learns_context and cls.fit is PromptMethod.fit and cls.forward is PromptMethod.forward
                 and cls.class_embeddings is PromptMethod.class_embeddings
-                and cls.prompt_features is PromptMethod.prompt_features and not hasattr(cls, "training_loss"))
+                and cls.prompt_features is PromptMethod.prompt_features and own_loss_batches)
 
     def batched_loss(self, image_features: torch.Tensor, labels: torch.Tensor,
                      prompt_features: torch.Tensor) -> torch.Tensor:
-        """The training loss of `forward` ([B, D] features, [B] labels) from prompt features [P, D]."""
+        """The training loss ([B, D] features, [B] labels) from prompt features [P, D]: cross-entropy
+        on the logits of `forward`. A subclass with its own `training_loss` that overrides this too, with
+        the same loss, can train batched (`fits_in_batches`)."""
         logits = self.logits_from(image_features, self.class_embeddings(prompt_features)[0])  # [B, C]
         return F.cross_entropy(logits.float(), labels)
 
