@@ -72,6 +72,7 @@ def optimizer_of(method):
 
 
 @pytest.mark.parametrize("method_id,options", [("vip", {}), ("vip-cop-only", {}), ("vip-mep-only", {}),
+                                               ("biomedcoop", {"init_context_from_words": False}),
                                                ("coop", {"class_specific_context": True})])
 def test_a_training_step_stays_on_the_device(meta_backbone, method_id, options):
     method = build_method(method_id, MethodSetup(meta_backbone, NAMES, SYMPTOMS), options)

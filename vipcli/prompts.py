@@ -30,6 +30,7 @@ class PaddingLayout:
         mask[class_index, slot] = True
         self.class_index, self.slot, self.mask = class_index.to(device), slot.to(device), mask.to(device)
         self.num_classes, self.width = num_classes, width
+        self.counts = counts.tolist()  # prompts per class
 
     def pad(self, features: torch.Tensor):
         """[P, D] prompt features -> (padded [C, K, D], mask [C, K] True where a real prompt sits)."""

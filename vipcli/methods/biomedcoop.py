@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from vipcli.methods.prompting import ContextSettings, PromptMethod, pad_by_class, readable_class_name
+from vipcli.methods.prompting import ContextSettings, PromptMethod, readable_class_name
 
 ENSEMBLE_TEMPLATES = ("a photo of a {}.", "a medical image showing {}.", "an image of {}, a type of finding.")
 CONTEXT_INIT = "a photo of a"
@@ -50,6 +50,7 @@ def ensemble_prompts(class_name: str, symptoms: list[str]) -> list[str]:
 def prune_outliers(scores: torch.Tensor, tau: float) -> torch.Tensor:
     """Keep-mask of prompts whose robust z-score is within tau standard deviations of the mean.
 
+    Computed on the scores' device without reading anything back (a training step runs it).
     Args:
         scores: [K] one score per prompt of a class.
     Returns:
@@ -57,15 +58,12 @@ def prune_outliers(scores: torch.Tensor, tau: float) -> torch.Tensor:
     """
     if scores.numel() < 3:
         return torch.ones_like(scores, dtype=torch.bool)
-    median = scores.median()
-    mad = (scores - median).abs().median()
-    if float(mad) == 0:
-        return torch.ones_like(scores, dtype=torch.bool)
-    z = (scores - median).abs() / mad  # [K]
+    deviation = (scores - scores.median()).abs()  # [K]
+    mad = deviation.median()
+    z = deviation / mad  # [K]; inf or nan where mad == 0, and then every prompt is kept
     spread = z.std()
-    if float(spread) == 0:
-        return torch.ones_like(scores, dtype=torch.bool)
-    return ((z - z.mean()) / spread).abs() <= tau
+    no_spread = (mad == 0) | (spread == 0)  # 0-d
+    return (((z - z.mean()) / spread).abs() <= tau) | no_spread
 
 
 class BiomedCoop(PromptMethod):
@@ -78,7 +76,7 @@ class BiomedCoop(PromptMethod):
     def __init__(self, setup, settings=None, stored=None):
         super().__init__(setup, settings, stored)
         self._ensemble: tuple | None = None  # (features [E, D] normalised, class index [E]) for training
-        self._ensemble_block: tuple | None = None  # (padded [C, K, D], mask [C, K], means [C, D])
+        self._ensemble_block: tuple | None = None  # see ensemble_block()
         if stored is None:  # training: encode the ensemble now, so a prompt too long fails before any work
             self.ensemble()
 
@@ -109,16 +107,17 @@ class BiomedCoop(PromptMethod):
             bank = build_prompt_bank(self.backbone, texts, 0, trim=self.setup.trim)
             with torch.no_grad():
                 features = F.normalize(encode_prompts(self.backbone, bank, None), dim=-1)  # [E, D]
-            self._ensemble = (features, bank.class_index.to(features.device))
+            self._ensemble = (features, bank.class_index)
+            padded, mask = bank.layout.pad(features)  # [C, K, D], [C, K]
+            mean = F.normalize((padded * mask[..., None]).sum(1), dim=-1)  # [C, D]
+            slots = [torch.arange(n, device=mask.device) for n in bank.layout.counts]  # per class, its prompts' slots
+            self._ensemble_block = (padded, mask, mean, slots)
         return self._ensemble
 
-    def ensemble_block(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The frozen ensemble grouped by class, once: padded [C, K, D], mask [C, K], class means [C, D]."""
-        if self._ensemble_block is None:
-            ensemble, index = self.ensemble()
-            padded, mask = pad_by_class(ensemble, index, self.setup.num_classes)  # [C, K, D], [C, K]
-            mean = F.normalize((padded * mask[..., None]).sum(1), dim=-1)  # [C, D]
-            self._ensemble_block = (padded, mask, mean)
+    def ensemble_block(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """The frozen ensemble grouped by class, made once: padded [C, K, D], mask [C, K], class means
+        [C, D], and per class the slots [K_c] its prompts fill."""
+        self.ensemble()
         return self._ensemble_block
 
     def batched_loss(self, image_features: torch.Tensor, labels: torch.Tensor,
@@ -132,12 +131,11 @@ class BiomedCoop(PromptMethod):
         text = self.class_embeddings(prompt_features)[0]  # [C, D] normalised learned prompts
         f = F.normalize(image_features.float(), dim=-1)  # [B, D]
         logits = scale * f @ text.T  # [B, C]
-        padded, mask, mean = self.ensemble_block()  # [C, K, D], [C, K], [C, D]
+        padded, mask, mean, slots = self.ensemble_block()  # [C, K, D], [C, K], [C, D], C x [K_c]
         with torch.no_grad():
             scores = scale * torch.einsum("bd,ckd->bck", f, padded).mean(0)  # [C, K] mean logit per prompt
             keep = torch.zeros_like(mask)
-            for c in range(self.setup.num_classes):
-                real = mask[c].nonzero().flatten()
+            for c, real in enumerate(slots):
                 keep[c, real] = prune_outliers(scores[c, real], self.settings.tau)
             selected = F.normalize((padded * keep[..., None]).sum(1), dim=-1)  # [C, D]
             zero_shot = scale * f @ selected.T  # [B, C]
