@@ -71,6 +71,12 @@ class FailingCapture:
         raise RuntimeError("CUDA error: operation not permitted when stream is capturing")
 
 
+@pytest.fixture(autouse=True)
+def no_earlier_failure(monkeypatch):
+    """A capture failure in one test must not turn graphs off in the next (it is process-wide)."""
+    monkeypatch.setattr(vipcli.graphs, "_process_failure", None)
+
+
 @pytest.fixture
 def use_maker(monkeypatch):
     """Pretend the CPU is a CUDA device whose graphs are made by `maker`."""
@@ -126,6 +132,7 @@ def test_a_failed_capture_leaves_training_eager_with_one_warning(backbone, use_m
     same_training(eager, after)
     err = capsys.readouterr().err
     assert err.count("CUDA graphs are off") == 1 and "operation not permitted" in err
+    assert "off in this process" in err and vipcli.graphs._process_failure  # no other backbone tries either
     assert maker.captures == 1  # not retried at every step
 
 
@@ -175,3 +182,61 @@ def test_the_graph_check_captures_compares_and_names_a_wrong_graph(backbone):
     assert row.ok is False and "features differ" in row.detail and "cuda_graphs = False" in row.detail
     row = check_cuda_graphs(backbone, FailingCapture())
     assert row.ok is False and "operation not permitted" in row.detail
+
+
+class ReadsFromTheDevice:
+    """A backbone whose text tower fails its first (sync-checked) eager pass, as a host read does on CUDA."""
+
+    cuda_graphs = True
+    id = "host-reader"
+
+    def __init__(self, inner):
+        self.inner, self.calls = inner, 0
+
+    def encode_text_embeds(self, embeds, ids):
+        self.calls += 1
+        if self.calls == 1:
+            raise RuntimeError("called a synchronizing CUDA operation")
+        return self.inner.encode_text_embeds(embeds, ids)
+
+
+def test_a_tower_that_reads_from_the_device_is_never_captured(backbone, capsys):
+    reader = ReadsFromTheDevice(backbone)
+    maker = StaticBuffers()
+    tower = vipcli.graphs.GraphedTextTower(reader, maker)
+    ids = backbone.tokenize(["a round spot."] * 2)[:, :6]
+    embeds = backbone.embed_tokens(ids).detach().requires_grad_(True)
+    features = tower(embeds, ids)
+    assert maker.captures == 0 and tower.failed and "reads from the device" in tower.failed
+    assert torch.equal(features, backbone.encode_text_embeds(embeds, ids))
+    assert vipcli.graphs._process_failure is None  # only this backbone is affected
+    assert "CUDA graphs are off for backbone 'host-reader'" in capsys.readouterr().err
+
+
+def test_graphs_are_bounded_and_their_outputs_are_the_callers(backbone):
+    maker = StaticBuffers()
+    tower = vipcli.graphs.GraphedTextTower(backbone, maker)
+    first_ids = backbone.tokenize(["a round spot."] * 2)[:, :6]
+    embeds = backbone.embed_tokens(first_ids).detach().requires_grad_(True)
+    first = tower(embeds, first_ids)
+    kept = first.detach().clone()
+    for n in range(vipcli.graphs.MAX_GRAPHS + 3):  # as many prompt banks as a long benchmark
+        ids = first_ids.clone()
+        tower(embeds * (1 + n), ids)
+        assert len(tower.graphs) <= vipcli.graphs.MAX_GRAPHS
+    assert torch.equal(first, kept)  # later replays did not overwrite an earlier step's features
+
+
+def test_a_tower_does_not_keep_its_backbone_alive(tiny_clip):
+    import gc
+    import weakref
+
+    from vipcli.registry import load_backbone
+
+    loaded = load_backbone("clip", str(tiny_clip), "none", warn_random=False)
+    vipcli.graphs.GraphedTextTower(loaded, StaticBuffers())
+    vipcli.graphs._towers[loaded] = vipcli.graphs.GraphedTextTower(loaded, StaticBuffers())
+    alive = weakref.ref(loaded)
+    del loaded
+    gc.collect()
+    assert alive() is None

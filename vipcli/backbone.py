@@ -20,6 +20,7 @@ from typing import Callable, Sequence
 
 import torch
 from torch import nn
+from torch.utils.weak import WeakIdKeyDictionary
 
 from vipcli.errors import UsageError, VipError
 from vipcli.plugins import PluginError
@@ -153,19 +154,21 @@ class CausalTextTower:
     def end_positions(self, ids: torch.Tensor) -> torch.Tensor:
         """Position of the first end token in each row. [N, L] -> [N]; a row without one is an error.
 
-        The answer for the last `ids` tensor seen is kept: a training step passes the same
-        prompt ids every time, and checking them reads from the device.
+        The answer is kept for as long as `ids` lives: a training step passes the same prompt ids
+        every time, checking them reads from the device, and a CUDA graph of the step keeps
+        reading the positions tensor it was captured with.
         """
-        remembered = getattr(self, "_end_positions_of", None)
-        if remembered is not None and remembered[0] is ids and remembered[1] == ids._version:
-            return remembered[2]
+        memo = self.__dict__.setdefault("_end_positions_memo", WeakIdKeyDictionary())  # ids -> (version, [N])
+        remembered = memo.get(ids)
+        if remembered is not None and remembered[0] == ids._version:
+            return remembered[1]
         is_end = ids == self.end_token_id  # [N, L]
         missing = (~is_end.any(dim=1)).nonzero().flatten().tolist()
         if missing:
             raise ValueError(f"token row {missing[0]} has no end token (id {self.end_token_id}) to pool from; "
                              "tokenize() must end every sequence with it")
         positions = is_end.int().argmax(dim=1)  # [N]
-        self._end_positions_of = (ids, ids._version, positions)
+        memo[ids] = (ids._version, positions)
         return positions
 
     def pool_at_end(self, hidden: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:

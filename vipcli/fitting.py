@@ -60,7 +60,7 @@ def random_view_batches(train: FeatureSet, batch_size: int, generator):
 
 def mean_loss(losses: list[torch.Tensor]) -> float:
     """The mean of an epoch's step losses (0-d tensors, detached), read from the device once."""
-    return torch.stack(losses).double().mean().item() if losses else 0.0
+    return torch.stack(losses).cpu().double().mean().item() if losses else 0.0  # float64 on the CPU (MPS has none)
 
 
 def trainable_state(method) -> dict[str, torch.Tensor]:

@@ -8,31 +8,64 @@ needs to run them. Replaying the tower's forward and backward from CUDA graphs
 Only backbones that declare `cuda_graphs = True` (their text tower reads nothing back from the
 device) are captured: vip's CLIP, transformers CLIP and SigLIP backbones; BiomedCLIP's BERT tower
 checks its padding mask on the host, so it runs eagerly. One graph pair per (prompt ids, input
-shape): a single run uses one; a batched benchmark loop uses one per number of stacked runs. A graph is trusted only after its first forward and
-backward match the eager ones on the same input; an error while capturing (a backbone that
-reads from the device inside its text tower, say) or a mismatch turns graphs off for that
-backbone with one warning, and training goes on eagerly. `VIP_CUDA_GRAPHS=0` never tries.
+shape), the last `MAX_GRAPHS` kept: a single run uses one; a batched benchmark loop one per
+number of stacked runs.
+
+Before anything is captured, one eager pass runs with CUDA's sync debug mode set to "error", so a
+tower that reads from the device fails there, harmlessly, instead of in the middle of a capture
+(which leaves the CUDA caching allocator unable to capture again in this process). A graph is then
+trusted only after its forward and backward match the eager tower's on an input other than the
+one it was captured with. A tower that reads from the device, or a mismatch, turns graphs off for
+that backbone with one warning; a capture that fails anyway turns them off for the whole process.
+`VIP_CUDA_GRAPHS=0` never tries.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import weakref
+from collections import OrderedDict
 from typing import Callable
 
 import torch
 
 TOLERANCE = 1e-2  # graphed vs eager: max |difference| <= TOLERANCE * max |eager| (bf16 carries ~3 digits)
+MAX_GRAPHS = 8  # graphs kept per backbone (each holds its own memory pool); the oldest is dropped
+_process_failure: str | None = None  # a capture failed: graphs stay off for the rest of the process
 
 
 def graph_maker(device) -> Callable | None:
     """The function that makes graphed callables on `device` (None: run eagerly).
 
-    CUDA only, and not when the environment variable VIP_CUDA_GRAPHS is 0.
+    CUDA only, not when the environment variable VIP_CUDA_GRAPHS is 0, and not after a capture
+    failed in this process.
     """
-    if device.type != "cuda" or os.environ.get("VIP_CUDA_GRAPHS", "1").strip() == "0":
+    if device.type != "cuda" or os.environ.get("VIP_CUDA_GRAPHS", "1").strip() == "0" or _process_failure:
         return None
     return torch.cuda.make_graphed_callables
+
+
+@contextlib.contextmanager
+def _on_device(device, sync_debug: str | None = None):
+    """On CUDA: make `device` current, keep the current stream, and optionally set the sync debug mode.
+
+    Everything is restored on exit, whatever happened inside. A no-op on other devices (and for the
+    CPU stand-ins the tests use).
+    """
+    if device.type != "cuda":
+        yield
+        return
+    with torch.cuda.device(device):
+        stream = torch.cuda.current_stream(device)
+        previous = torch.cuda.get_sync_debug_mode()
+        try:
+            if sync_debug is not None:
+                torch.cuda.set_sync_debug_mode(sync_debug)
+            yield
+        finally:
+            torch.cuda.set_sync_debug_mode(previous)
+            torch.cuda.set_stream(stream)
 
 
 class GraphedTextTower:
@@ -40,37 +73,57 @@ class GraphedTextTower:
 
     def __init__(self, backbone, maker: Callable, quiet: bool = False):
         """maker: `torch.cuda.make_graphed_callables` or a stand-in; quiet: no warning on failure."""
-        self.backbone = backbone
+        self._backbone = weakref.ref(backbone)  # the tower never keeps its backbone alive
+        self.name = getattr(backbone, "id", "?")
         self.maker = maker
         self.quiet = quiet
-        self.graphs: dict[tuple, tuple] = {}  # key -> (ids kept alive, graphed callable)
+        self.graphs: OrderedDict[tuple, tuple] = OrderedDict()  # key -> (ids, graphed callable), oldest first
         self.failed: str | None = None  # why graphs were turned off
+
+    @property
+    def backbone(self):
+        return self._backbone()
 
     def __call__(self, embeds: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         """[N, L, W] embeddings (requiring grad), [N, L] ids -> [N, D] features, as the eager tower."""
         if self.failed is not None:
             return self.backbone.encode_text_embeds(embeds, ids)
-        key = (id(ids), tuple(embeds.shape), embeds.dtype, torch.is_autocast_enabled("cuda"))
+        key = (id(ids), tuple(embeds.shape), embeds.dtype, torch.is_autocast_enabled())
         entry = self.graphs.get(key)
         if entry is None or entry[0] is not ids:
             graphed = self._capture(embeds, ids)
             if graphed is None:
                 return self.backbone.encode_text_embeds(embeds, ids)
-            self.graphs[key] = entry = (ids, graphed)
-        return entry[1](embeds)
+            entry = self.graphs[key] = (ids, graphed)  # ids kept alive: the graph reads its memory
+            while len(self.graphs) > MAX_GRAPHS:
+                self.graphs.popitem(last=False)
+        self.graphs.move_to_end(key)
+        return entry[1](embeds).clone()  # the graph's output buffer is overwritten by the next replay
 
     def _capture(self, embeds: torch.Tensor, ids: torch.Tensor):
         """Make the graphed tower for this input and check it against the eager one; None if it fails."""
+        global _process_failure
+        backbone_ref = self._backbone
 
         def tower(x: torch.Tensor) -> torch.Tensor:  # [N, L, W] -> [N, D]
-            return self.backbone.encode_text_embeds(x, ids)
+            return backbone_ref().encode_text_embeds(x, ids)
 
+        device = embeds.device
+        sample = embeds.detach().clone().requires_grad_(True)  # becomes the graph's static input
         try:
-            sample = embeds.detach().clone().requires_grad_(True)  # becomes the graph's static input
-            graphed = self.maker(tower, (sample,))
-            mismatch = self._compare(tower, graphed, embeds.detach())
-        except Exception as error:  # a capture can fail in many ways; the eager tower still works
-            return self._turn_off(f"capturing the text tower failed ({type(error).__name__}: {error})")
+            with _on_device(device, sync_debug="error"):  # a host read raises here, outside any capture
+                (tower(sample).float().sum()).backward()
+            sample.grad = None
+        except Exception as error:
+            return self._turn_off(f"its text tower reads from the device ({type(error).__name__}: {error})")
+        try:
+            with _on_device(device):
+                graphed = self.maker(tower, (sample,))
+        except Exception as error:  # nothing should fail after the check above; if it does, stop trying
+            _process_failure = f"capturing the text tower failed ({type(error).__name__}: {error})"
+            return self._turn_off(_process_failure + "; graphs stay off in this process (restart it, or set "
+                                  "VIP_CUDA_GRAPHS=0)")
+        mismatch = self._compare(tower, graphed, embeds.detach() * 0.9 + 0.01)  # not the captured values
         if mismatch:
             return self._turn_off(mismatch)
         return graphed
@@ -98,8 +151,8 @@ class GraphedTextTower:
         self.failed = reason
         self.graphs.clear()
         if not self.quiet:
-            console.warn(f"CUDA graphs are off for backbone '{getattr(self.backbone, 'id', '?')}': {reason}; "
-                         "training goes on without them (VIP_CUDA_GRAPHS=0 skips trying)")
+            console.warn(f"CUDA graphs are off for backbone '{self.name}': {reason}; training goes on without them "
+                         "(VIP_CUDA_GRAPHS=0 skips trying)")
         return None
 
 
