@@ -109,3 +109,25 @@ def test_the_vip_process_exits_with_mains_code_and_spares_shutdown_collections(m
         assert gc.get_freeze_count() > frozen
     finally:
         gc.unfreeze()
+
+
+def test_no_garbage_collection_runs_while_a_backbone_is_built(monkeypatch):
+    import vipcli.registry as registry
+
+    real = registry.backbone_class("toy")
+    seen = []
+
+    def factory(**options):
+        seen.append(gc.isenabled())
+        return real(**options)
+
+    monkeypatch.setattr(registry, "backbone_class", lambda backbone_id: factory)
+    assert gc.isenabled()
+    load_backbone("toy")
+    assert seen == [False] and gc.isenabled()  # paused while building, on again after
+    gc.disable()
+    try:
+        load_backbone("toy")
+        assert not gc.isenabled()  # a caller that turned it off keeps it off
+    finally:
+        gc.enable()
