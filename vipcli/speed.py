@@ -127,7 +127,8 @@ def measure_predict(run_dir: Path, paths: list, device, workers: int, batch_size
     predictions, _ = predict(predictor, [Path(p) for p in paths], cache=None, workers=workers,
                              batch_size=batch_size, progress=progress)
     seconds = time.perf_counter() - loaded
-    return {"images": len(predictions), "load_s": round(loaded - started, 3), "seconds": round(seconds, 3),
+    return {"images": len(predictions), "load_s": round(loaded - started, 3),
+            "load_phases": getattr(predictor.backbone, "load_phases", {}), "seconds": round(seconds, 3),
             "images_per_s": round(len(predictions) / max(seconds, 1e-9), 2)}
 
 
@@ -161,6 +162,7 @@ def measure_speed(config: SpeedConfig, progress=None) -> dict:
         backbone = config.backbone.load(device)
         load_s = time.perf_counter() - started
         describe, fingerprint = backbone.describe(), backbone.fingerprint()
+        load_phases = getattr(backbone, "load_phases", {})
         everything = splits["train"] + splits["val"] + splits["test"]
         extraction = measure_extraction(backbone, everything, scratch / "cache-extract", config.encoding.workers,
                                         config.encoding.batch_size, progress)
@@ -177,7 +179,8 @@ def measure_speed(config: SpeedConfig, progress=None) -> dict:
         "format": SPEED_FORMAT, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": describe_machine(device), "load_average": {"before": load_before, "after": _load_average()},
         "backbone": {"id": config.backbone.id, "arch": config.backbone.arch, "pretrained": config.backbone.pretrained,
-                     "fingerprint": fingerprint, "describe": describe, "load_s": round(load_s, 3)},
+                     "fingerprint": fingerprint, "describe": describe, "load_s": round(load_s, 3),
+                     "load_phases": load_phases},
         "data": {"path": str(Path(config.data).resolve()), **{name: len(paths) for name, paths in splits.items()}},
         "schedule": asdict(schedule), "schedule_paper_epochs": PAPER_EPOCHS, "views": config.encoding.views,
         "feature_extraction": extraction, "train_cached": cached, "train_cached_warm": warm,
@@ -191,6 +194,14 @@ def measure_speed(config: SpeedConfig, progress=None) -> dict:
     write_atomic(out / "speed.json", json.dumps(report, indent=2))
     report["path"] = str(out / "speed.json")
     return report
+
+
+def load_phases_text(phases: dict) -> str:
+    """A backbone's `load_phases` in one line: "plugin 2.4 s (import 2.1, ...), checks 0.0 s (remembered)"."""
+    parts = [f"{name[:-2]} {phases[name]:.1f}" for name in ("import_s", "build_s", "weights_s", "tokenizer_s")
+             if isinstance(phases.get(name), (int, float))]
+    text = f"plugin {phases.get('construct_s', 0):.1f} s" + (f" ({', '.join(parts)})" if parts else "")
+    return text + f", checks {phases.get('checks_s', 0):.1f} s ({phases.get('checks', '?')})"
 
 
 def _load_average():

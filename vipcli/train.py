@@ -152,7 +152,7 @@ def train(config: TrainConfig, progress=None) -> TrainResult | None:
         **fitted,
         "timings": {"load_backbone_s": round(loaded - started, 3), "encode_s": round(encoded - loaded, 3),
                     "fit_s": round(trained - encoded, 3), "total_s": round(time.perf_counter() - started, 3),
-                    "encoded_views": data.encoded_views},
+                    "encoded_views": data.encoded_views, "backbone_load": getattr(backbone, "load_phases", {})},
         "device": str(device), "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
         "torch_threads": torch.get_num_threads(),
         **calibrated.metrics,  # the "calibration" and "conformal" blocks

@@ -153,6 +153,8 @@ def print_speed(report: dict, as_json: bool) -> None:
         return
     from rich.table import Table
 
+    from vipcli.speed import load_phases_text
+
     machine, data = report["machine"], report["data"]
     cached, warm, reference = report["train_cached"], report["train_cached_warm"], report["train_reference"]
     epochs = cached["epochs"]
@@ -178,6 +180,10 @@ def print_speed(report: dict, as_json: bool) -> None:
                       f"{report['speedup_projected_paper']:.2f}x")
     table.add_row("vip predict on the test images",
                   f"{report['predict']['images_per_s']:.1f} images/s (+ {report['predict']['load_s']:.1f} s model load)")
+    for name, phases in (("backbone load, first in the process", report["backbone"].get("load_phases")),
+                         ("backbone load in vip predict", report["predict"].get("load_phases"))):
+        if phases:
+            table.add_row(f"  {name}", load_phases_text(phases))
     memory = report["memory"]
     peak = f"{memory['peak_rss_mib']:.0f} MiB RSS"
     if memory.get("cuda_peak_allocated_mib") is not None:
