@@ -205,6 +205,7 @@ def checks(report: dict) -> dict:
                                       else None}
     with_graphs, without = report["train_warm"], report["train_warm_no_graphs"]
     result["cuda_graphs"] = {
+        "status": (with_graphs.get("timings") or {}).get("cuda_graphs"),  # from the run's metrics.json
         "turned_off": [w for w in with_graphs.get("warnings", []) if "CUDA graphs are off" in w],
         "warm_s_with": with_graphs["wall_s"], "warm_s_without": without["wall_s"],
         "fit_s_with": (with_graphs.get("timings") or {}).get("fit_s"),

@@ -240,3 +240,24 @@ def test_a_tower_does_not_keep_its_backbone_alive(tiny_clip):
     del loaded
     gc.collect()
     assert alive() is None
+
+
+def test_graph_status_says_what_training_did(backbone, use_maker):
+    from vipcli.graphs import graph_status
+
+    assert graph_status(backbone) == "not used (not on CUDA)"
+    use_maker(StaticBuffers())
+    fitted("vip", backbone)
+    assert graph_status(backbone) == "used (1 graph(s) kept)"
+    use_maker(FailingCapture())
+    fitted("vip", backbone)
+    assert graph_status(backbone).startswith("off: capturing the text tower failed")
+
+
+def test_a_run_records_what_it_did_about_cuda_graphs(cli, isic_small, tiny_clip, tmp_path):
+    from conftest import tiny_train_args
+
+    code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "run"))
+    assert code == 0, err
+    timings = json.loads((tmp_path / "run" / "metrics.json").read_text())["timings"]
+    assert timings["cuda_graphs"] == "not used (not on CUDA)"

@@ -177,3 +177,18 @@ def run_text_tower(backbone, embeds: torch.Tensor, ids: torch.Tensor) -> torch.T
             return backbone.encode_text_embeds(embeds, ids)
         tower = _towers[backbone] = GraphedTextTower(backbone, maker)
     return tower(embeds, ids)
+
+
+def graph_status(backbone) -> str:
+    """What the last training on `backbone` did about CUDA graphs, in a few words (for metrics.json)."""
+    if not getattr(backbone, "cuda_graphs", False):
+        return "not declared by the backbone"
+    tower = _towers.get(backbone)
+    if tower is None:
+        if getattr(backbone, "device", None) is not None and backbone.device.type == "cuda":
+            return "off (VIP_CUDA_GRAPHS=0 or an earlier failure in this process)" if graph_maker(
+                backbone.device) is None else "not used (no training step)"
+        return "not used (not on CUDA)"
+    if tower.failed:
+        return f"off: {tower.failed}"
+    return f"used ({len(tower.graphs)} graph(s) kept)"

@@ -111,6 +111,7 @@ def train(config: TrainConfig, progress=None) -> TrainResult | None:
     from vipcli import distributed
     from vipcli.featuresets import prepare_features
     from vipcli.fitting import metrics_of, predict_logits
+    from vipcli.graphs import graph_status
     from vipcli.methods import FitContext, MethodSetup, build_method
 
     world = distributed.join()  # torchrun: every rank encodes its share, rank 0 trains (#13)
@@ -152,7 +153,8 @@ def train(config: TrainConfig, progress=None) -> TrainResult | None:
         **fitted,
         "timings": {"load_backbone_s": round(loaded - started, 3), "encode_s": round(encoded - loaded, 3),
                     "fit_s": round(trained - encoded, 3), "total_s": round(time.perf_counter() - started, 3),
-                    "encoded_views": data.encoded_views, "backbone_load": getattr(backbone, "load_phases", {})},
+                    "encoded_views": data.encoded_views, "backbone_load": getattr(backbone, "load_phases", {}),
+                    "cuda_graphs": graph_status(backbone)},
         "device": str(device), "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
         "torch_threads": torch.get_num_threads(),
         **calibrated.metrics,  # the "calibration" and "conformal" blocks
