@@ -23,7 +23,9 @@ from test_batched_fit import NAMES, SYMPTOMS, backbone, run_setup  # noqa: F401 
 
 
 class StaticBuffers:
-    """Stand-in for `torch.cuda.make_graphed_callables`, with replayed graphs' buffer reuse."""
+    """Stand-in for `torch.cuda.make_graphed_callables`, with a replayed graph's buffer reuse:
+    one input, output and gradient buffer, and one set of activations that every forward replay
+    overwrites and the backward reads (so two forwards before one backward go wrong, as on a GPU)."""
 
     def __init__(self, scale: float = 1.0):
         self.scale = scale  # 1.0 computes what the callable does; anything else is a wrong graph
@@ -34,7 +36,7 @@ class StaticBuffers:
         (static_input,) = sample_args
         maker = self
         maker.captures += 1
-        buffers: dict[str, torch.Tensor] = {}
+        buffers: dict = {}
 
         class Replayed(torch.autograd.Function):
             @staticmethod
@@ -45,7 +47,7 @@ class StaticBuffers:
                 with torch.enable_grad():
                     inp = static_input.detach().requires_grad_(True)
                     out = fn(inp) * maker.scale
-                ctx.graph = (inp, out)
+                buffers["activations"] = (inp, out)  # the graph's memory, overwritten by every replay
                 if "out" not in buffers:
                     buffers["out"] = torch.empty_like(out)
                 buffers["out"].copy_(out.detach())
@@ -53,8 +55,8 @@ class StaticBuffers:
 
             @staticmethod
             def backward(ctx, grad):
-                inp, out = ctx.graph
-                (grad_input,) = torch.autograd.grad(out, inp, grad)
+                inp, out = buffers["activations"]  # whatever the last replay left there
+                (grad_input,) = torch.autograd.grad(out, inp, grad, retain_graph=True)
                 if "grad" not in buffers:
                     buffers["grad"] = torch.empty_like(grad_input)
                 buffers["grad"].copy_(grad_input)
@@ -213,18 +215,55 @@ def test_a_tower_that_reads_from_the_device_is_never_captured(backbone, capsys):
     assert "CUDA graphs are off for backbone 'host-reader'" in capsys.readouterr().err
 
 
-def test_graphs_are_bounded_and_their_outputs_are_the_callers(backbone):
+def tower_inputs(backbone, text="a round spot."):
+    ids = backbone.tokenize([text] * 2)[:, :6]  # [2, 6]
+    return backbone.embed_tokens(ids).detach().requires_grad_(True), ids  # [2, 6, W]
+
+
+def test_a_replay_does_not_overwrite_an_earlier_result(backbone):
+    tower = vipcli.graphs.GraphedTextTower(backbone, StaticBuffers())
+    embeds, ids = tower_inputs(backbone)
+    first = tower(embeds, ids)
+    kept = first.detach().clone()
+    first.sum().backward()
+    tower(embeds * 2, ids)  # the same graph, replayed on other values
+    assert torch.equal(first, kept)
+
+
+def test_two_calls_before_one_backward_give_the_eager_gradients(backbone):
     maker = StaticBuffers()
     tower = vipcli.graphs.GraphedTextTower(backbone, maker)
-    first_ids = backbone.tokenize(["a round spot."] * 2)[:, :6]
-    embeds = backbone.embed_tokens(first_ids).detach().requires_grad_(True)
-    first = tower(embeds, first_ids)
-    kept = first.detach().clone()
-    for n in range(vipcli.graphs.MAX_GRAPHS + 3):  # as many prompt banks as a long benchmark
-        ids = first_ids.clone()
-        tower(embeds * (1 + n), ids)
+    embeds, ids = tower_inputs(backbone)
+    a, b = embeds.detach().clone().requires_grad_(True), (embeds.detach() * 2).requires_grad_(True)
+    (tower(a, ids) * 3 + tower(b, ids)).sum().backward()  # a loss that encodes prompts twice
+    a_eager, b_eager = embeds.detach().clone().requires_grad_(True), (embeds.detach() * 2).requires_grad_(True)
+    (backbone.encode_text_embeds(a_eager, ids) * 3 + backbone.encode_text_embeds(b_eager, ids)).sum().backward()
+    assert torch.allclose(a.grad, a_eager.grad, atol=1e-6) and torch.allclose(b.grad, b_eager.grad, atol=1e-6)
+    replays = maker.replays
+    tower(a, ids).sum().backward()  # after the backward, the graph is free again
+    assert maker.replays == replays + 1
+
+
+def test_runs_over_the_same_prompts_share_one_graph(backbone):
+    maker = StaticBuffers()
+    tower = vipcli.graphs.GraphedTextTower(backbone, maker)
+    embeds, ids = tower_inputs(backbone)
+    tower(embeds, ids).sum().backward()
+    tower(embeds, ids.clone()).sum().backward()  # another run's bank: same prompts, another tensor
+    assert maker.captures == 1
+    tower(embeds, tower_inputs(backbone, "a dark spot.")[1]).sum().backward()  # other prompts
+    assert maker.captures == 2
+
+
+def test_graphs_are_bounded(backbone):
+    tower = vipcli.graphs.GraphedTextTower(backbone, StaticBuffers())
+    embeds, ids = tower_inputs(backbone)
+    for n in range(vipcli.graphs.MAX_GRAPHS + 3):  # as many different prompt sets as a long benchmark
+        other = ids.clone()
+        other[:, 1] = 100 + n
+        tower(embeds, other).sum().backward()
         assert len(tower.graphs) <= vipcli.graphs.MAX_GRAPHS
-    assert torch.equal(first, kept)  # later replays did not overwrite an earlier step's features
+    assert len(tower.graphs) == vipcli.graphs.MAX_GRAPHS
 
 
 def test_a_tower_does_not_keep_its_backbone_alive(tiny_clip):
@@ -248,6 +287,8 @@ def test_graph_status_says_what_training_did(backbone, use_maker):
     assert graph_status(backbone) == "not used (not on CUDA)"
     use_maker(StaticBuffers())
     fitted("vip", backbone)
+    assert graph_status(backbone) == "used (1 graph(s) kept)"
+    fitted("vip", backbone, seed=2)  # another run over the same prompts replays the same graph
     assert graph_status(backbone) == "used (1 graph(s) kept)"
     use_maker(FailingCapture())
     fitted("vip", backbone)

@@ -134,6 +134,8 @@ def test_biomedcoop_prunes_outliers_by_robust_z_scores():
     keep = prune_outliers(scores, 1.5)
     assert keep.tolist() == [True, True, True, True, True, False]
     assert prune_outliers(torch.tensor([1.0, 5.0]), 1.5).all()  # too few to judge
+    assert prune_outliers(torch.tensor([1.0, 1.0, 1.0, 9.0]), 1.5).all()  # no spread (MAD 0): nothing to judge by
+    assert prune_outliers(torch.tensor([2.0, 2.0, 2.0]), 1.5).all()
 
 
 def test_biomedcoop_loss_is_ce_plus_consistency_plus_distillation(backbone):

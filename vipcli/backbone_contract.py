@@ -329,6 +329,9 @@ def check_cuda_graphs(backbone, maker: Callable | None = None) -> Check:
     if not getattr(backbone, "cuda_graphs", False):
         return Check(name, member, True, "not declared: training runs the text tower eagerly")
     maker = maker or graphs.graph_maker(backbone.device)
+    if maker is None and backbone.device.type == "cuda":
+        return Check(name, member, True, "declared; not captured here (VIP_CUDA_GRAPHS=0, or a capture failed "
+                                         "earlier in this process)")
     if maker is None:
         return Check(name, member, True, "declared; captured and compared only on a CUDA device (--device cuda)")
     try:
@@ -339,7 +342,7 @@ def check_cuda_graphs(backbone, maker: Callable | None = None) -> Check:
         with autocast(backbone.device):
             tower(embeds, ids)
     except Exception as error:  # the eager tower itself failed: the other rows say where
-        return Check(name, member, False, f"raised {type(error).__name__}: {error}")
+        return Check(name, member, False, f"raised {graphs._first_line(error)}")
     if tower.failed is not None:
         return Check(name, member, False, f"{tower.failed}; set cuda_graphs = False, or remove what the text tower "
                                           "reads back from the device")

@@ -7,9 +7,9 @@ needs to run them. Replaying the tower's forward and backward from CUDA graphs
 
 Only backbones that declare `cuda_graphs = True` (their text tower reads nothing back from the
 device) are captured: vip's CLIP, transformers CLIP and SigLIP backbones; BiomedCLIP's BERT tower
-checks its padding mask on the host, so it runs eagerly. One graph pair per (prompt ids, input
-shape), the last `MAX_GRAPHS` kept: a single run uses one; a batched benchmark loop one per
-number of stacked runs.
+checks its padding mask on the host, so it runs eagerly. One graph pair per (values of the prompt
+ids, input shape), the last `MAX_GRAPHS` kept: the runs of a method over the same prompts share
+one; a batched benchmark loop uses one per number of stacked runs.
 
 Before anything is captured, one eager pass runs with CUDA's sync debug mode set to "error", so a
 tower that reads from the device fails there, harmlessly, instead of in the middle of a capture
@@ -23,12 +23,15 @@ that backbone with one warning; a capture that fails anyway turns them off for t
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import weakref
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
+from torch.utils.weak import WeakIdKeyDictionary
 
 TOLERANCE = 1e-2  # graphed vs eager: max |difference| <= TOLERANCE * max |eager| (bf16 carries ~3 digits)
 MAX_GRAPHS = 8  # graphs kept per backbone (each holds its own memory pool); the oldest is dropped
@@ -68,8 +71,31 @@ def _on_device(device, sync_debug: str | None = None):
             torch.cuda.set_stream(stream)
 
 
+def _first_line(error: BaseException) -> str:
+    """`Type: message`, first line only (CUDA errors add lines of advice)."""
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}"
+
+
+@dataclass
+class _Graph:
+    """One captured tower: the ids it read at capture (kept alive), the graphed callable, and
+    whether a forward replay still awaits its backward (the graph's activations are in use)."""
+
+    ids: torch.Tensor
+    graphed: Callable
+    in_flight: bool = False
+
+
 class GraphedTextTower:
-    """`backbone.encode_text_embeds(embeds, ids)` for training steps, from CUDA graphs once checked."""
+    """`backbone.encode_text_embeds(embeds, ids)` for training steps, from CUDA graphs once checked.
+
+    Graphs are keyed by the content of the prompt ids (not the tensor), the input shape and the
+    autocast state, so every run of one method over the same prompts, and every batched stack of
+    the same size, replays the same graph. A graph replays only when its last forward has had its
+    backward: a second call before that (a method that encodes prompts twice in one loss) runs
+    eagerly, since a replay would overwrite the activations the pending backward needs.
+    """
 
     def __init__(self, backbone, maker: Callable, quiet: bool = False):
         """maker: `torch.cuda.make_graphed_callables` or a stand-in; quiet: no warning on failure."""
@@ -77,28 +103,44 @@ class GraphedTextTower:
         self.name = getattr(backbone, "id", "?")
         self.maker = maker
         self.quiet = quiet
-        self.graphs: OrderedDict[tuple, tuple] = OrderedDict()  # key -> (ids, graphed callable), oldest first
+        self.graphs: OrderedDict[tuple, _Graph] = OrderedDict()  # oldest first
         self.failed: str | None = None  # why graphs were turned off
+        self._contents = WeakIdKeyDictionary()  # ids tensor -> digest of its shape and values
 
     @property
     def backbone(self):
+        """The backbone whose text tower is graphed (None once it has been freed)."""
         return self._backbone()
 
     def __call__(self, embeds: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         """[N, L, W] embeddings (requiring grad), [N, L] ids -> [N, D] features, as the eager tower."""
         if self.failed is not None:
             return self.backbone.encode_text_embeds(embeds, ids)
-        key = (id(ids), tuple(embeds.shape), embeds.dtype, torch.is_autocast_enabled())
+        key = (self._content(ids), tuple(embeds.shape), embeds.dtype, torch.is_autocast_enabled())
         entry = self.graphs.get(key)
-        if entry is None or entry[0] is not ids:
+        if entry is None:
             graphed = self._capture(embeds, ids)
             if graphed is None:
                 return self.backbone.encode_text_embeds(embeds, ids)
-            entry = self.graphs[key] = (ids, graphed)  # ids kept alive: the graph reads its memory
+            entry = self.graphs[key] = _Graph(ids, graphed)  # ids kept alive: the graph reads its memory
             while len(self.graphs) > MAX_GRAPHS:
                 self.graphs.popitem(last=False)
+        if entry.in_flight:  # its activations still await a backward: this call must not overwrite them
+            return self.backbone.encode_text_embeds(embeds, ids)
         self.graphs.move_to_end(key)
-        return entry[1](embeds).clone()  # the graph's output buffer is overwritten by the next replay
+        features = entry.graphed(embeds)  # [N, D], the graph's output buffer
+        entry.in_flight = True
+        features.register_hook(lambda grad: setattr(entry, "in_flight", False))  # backward reached it
+        return features.clone()  # the buffer is overwritten by the next replay
+
+    def _content(self, ids: torch.Tensor) -> str:
+        """A digest of the ids' shape and values, read from the device once per ids tensor."""
+        digest = self._contents.get(ids)
+        if digest is None:
+            values = ids.detach().cpu().contiguous()
+            digest = hashlib.sha256(str(tuple(values.shape)).encode() + values.numpy().tobytes()).hexdigest()
+            self._contents[ids] = digest
+        return digest
 
     def _capture(self, embeds: torch.Tensor, ids: torch.Tensor):
         """Make the graphed tower for this input and check it against the eager one; None if it fails."""
@@ -111,19 +153,24 @@ class GraphedTextTower:
         device = embeds.device
         sample = embeds.detach().clone().requires_grad_(True)  # becomes the graph's static input
         try:
-            with _on_device(device, sync_debug="error"):  # a host read raises here, outside any capture
+            with torch.no_grad():  # a plain pass first: lazy set-ups and per-ids memos read what they need
+                tower(sample)
+            with _on_device(device, sync_debug="error"):  # then a host read raises here, outside any capture
                 (tower(sample).float().sum()).backward()
             sample.grad = None
         except Exception as error:
-            return self._turn_off(f"its text tower reads from the device ({type(error).__name__}: {error})")
+            return self._turn_off(f"its text tower reads from the device ({_first_line(error)})")
         try:
             with _on_device(device):
                 graphed = self.maker(tower, (sample,))
         except Exception as error:  # nothing should fail after the check above; if it does, stop trying
-            _process_failure = f"capturing the text tower failed ({type(error).__name__}: {error})"
+            _process_failure = f"capturing the text tower failed ({_first_line(error)})"
             return self._turn_off(_process_failure + "; graphs stay off in this process (restart it, or set "
                                   "VIP_CUDA_GRAPHS=0)")
-        mismatch = self._compare(tower, graphed, embeds.detach() * 0.9 + 0.01)  # not the captured values
+        try:
+            mismatch = self._compare(tower, graphed, embeds.detach() * 0.9 + 0.01)  # not the captured values
+        except Exception as error:  # e.g. out of memory in the extra passes
+            mismatch = f"checking the graphed text tower failed ({_first_line(error)})"
         if mismatch:
             return self._turn_off(mismatch)
         return graphed
