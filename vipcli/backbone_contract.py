@@ -324,6 +324,7 @@ def check_cuda_graphs(backbone, maker: Callable | None = None) -> Check:
     """
     from vipcli import graphs
     from vipcli.devices import autocast
+    from vipcli.prompts import build_prompt_bank
 
     name, member = "CUDA graphs", "cuda_graphs"
     if not getattr(backbone, "cuda_graphs", False):
@@ -335,12 +336,11 @@ def check_cuda_graphs(backbone, maker: Callable | None = None) -> Check:
     if maker is None:
         return Check(name, member, True, "declared; captured and compared only on a CUDA device (--device cuda)")
     try:
-        ids = backbone.tokenize(["a photo of a round spot."] * 4)  # [4, L]
-        ids = ids[:, : int(backbone.sequence_lengths(ids).max())].to(backbone.device)
-        embeds = backbone.embed_tokens(ids).detach().requires_grad_(True)  # [4, L, W]
+        bank = build_prompt_bank(backbone, [["a photo of a round spot."] * 4], 0)  # trimmed, as training does
+        embeds = bank.token_embeds.clone().requires_grad_(True)  # [4, L, W]
         tower = graphs.GraphedTextTower(backbone, maker, quiet=True)
         with autocast(backbone.device):
-            tower(embeds, ids)
+            tower(embeds, bank.ids)
     except Exception as error:  # the eager tower itself failed: the other rows say where
         return Check(name, member, False, f"raised {graphs._first_line(error)}")
     if tower.failed is not None:

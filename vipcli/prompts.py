@@ -53,12 +53,16 @@ class PromptBank:
 
     ids: torch.Tensor  # [P, L] token ids, trimmed to the longest prompt (or full length)
     token_embeds: torch.Tensor  # [P, L, W] frozen word embeddings of `ids`
-    class_index: torch.Tensor  # [P] class of each prompt
     texts: list[str]  # the P prompt texts, without the context placeholders
     n_ctx: int  # M, number of learned context positions
     prefix: int  # tokens before the context (start token / [CLS])
     layout: PaddingLayout  # where each prompt sits in its class's row of a padded [C, K] block
     _repeated: dict = field(default_factory=dict, repr=False, compare=False)  # copies -> ids [copies*P, L]
+
+    @property
+    def class_index(self) -> torch.Tensor:
+        """[P] the class of each prompt (on the device)."""
+        return self.layout.class_index
 
     @property
     def num_classes(self) -> int:
@@ -132,7 +136,7 @@ def build_prompt_bank(backbone, prompts: list[list[str]], n_ctx: int, trim: bool
         token_embeds = backbone.embed_tokens(ids).detach()  # [P, L, W]
     device = token_embeds.device
     layout = PaddingLayout(class_index, len(prompts), device)
-    return PromptBank(ids.to(device), token_embeds, layout.class_index, texts, n_ctx, backbone.num_prefix_tokens, layout)
+    return PromptBank(ids.to(device), token_embeds, texts, n_ctx, backbone.num_prefix_tokens, layout)
 
 
 def encode_prompts(backbone, bank: PromptBank, context: torch.Tensor | None) -> torch.Tensor:

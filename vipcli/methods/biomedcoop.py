@@ -110,13 +110,12 @@ class BiomedCoop(PromptMethod):
             self._ensemble = (features, bank.class_index)
             padded, mask = bank.layout.pad(features)  # [C, K, D], [C, K]
             mean = F.normalize((padded * mask[..., None]).sum(1), dim=-1)  # [C, D]
-            slots = [torch.arange(n, device=mask.device) for n in bank.layout.counts]  # per class, its prompts' slots
-            self._ensemble_block = (padded, mask, mean, slots)
+            self._ensemble_block = (padded, mask, mean, bank.layout.counts)
         return self._ensemble
 
-    def ensemble_block(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    def ensemble_block(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[int]]:
         """The frozen ensemble grouped by class, made once: padded [C, K, D], mask [C, K], class means
-        [C, D], and per class the slots [K_c] its prompts fill."""
+        [C, D], and per class how many prompts it has (they fill the first slots of its row)."""
         self.ensemble()
         return self._ensemble_block
 
@@ -131,12 +130,12 @@ class BiomedCoop(PromptMethod):
         text = self.class_embeddings(prompt_features)[0]  # [C, D] normalised learned prompts
         f = F.normalize(image_features.float(), dim=-1)  # [B, D]
         logits = scale * f @ text.T  # [B, C]
-        padded, mask, mean, slots = self.ensemble_block()  # [C, K, D], [C, K], [C, D], C x [K_c]
+        padded, mask, mean, counts = self.ensemble_block()  # [C, K, D], [C, K], [C, D], C ints
         with torch.no_grad():
             scores = scale * torch.einsum("bd,ckd->bck", f, padded).mean(0)  # [C, K] mean logit per prompt
             keep = torch.zeros_like(mask)
-            for c, real in enumerate(slots):
-                keep[c, real] = prune_outliers(scores[c, real], self.settings.tau)
+            for c, count in enumerate(counts):
+                keep[c, :count] = prune_outliers(scores[c, :count], self.settings.tau)
             selected = F.normalize((padded * keep[..., None]).sum(1), dim=-1)  # [C, D]
             zero_shot = scale * f @ selected.T  # [B, C]
         ce = F.cross_entropy(logits, labels)
