@@ -7,9 +7,57 @@ Also the base for plugins of published open_clip CLIP models (QuiltNet, UniMed-C
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from vip_backbones.openclip_base import OpenClipBackbone
 from vipcli.errors import UsageError
+
+
+def _plain_block(block) -> bool:
+    """True for an open_clip `ResidualAttentionBlock` whose self-attention `run_text_blocks` may compute.
+
+    Anything else (a subclass, open_clip's custom attention, key/value biases, dropout while
+    training) runs through the block's own forward.
+    """
+    from open_clip.transformer import ResidualAttentionBlock
+
+    attn = getattr(block, "attn", None)
+    return (type(block) is ResidualAttentionBlock and type(attn) is torch.nn.MultiheadAttention
+            and attn._qkv_same_embed_dim and attn.bias_k is None and attn.bias_v is None
+            and not attn.add_zero_attn and (attn.dropout == 0.0 or not attn.training))
+
+
+def _self_attention(attn: torch.nn.MultiheadAttention, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """What `attn(x, x, x, attn_mask=mask)` computes, on a batch-first [N, L, E] `x`, as one matrix product per projection.
+
+    `nn.MultiheadAttention` turns a batch-first input into a strided [L, N, E] view, which torch
+    multiplies by the projection as N batched products over a broadcast weight: on the CPU the
+    text step's input projections took twice the time of one matrix product.
+    """
+    qkv = F.linear(x, attn.in_proj_weight, attn.in_proj_bias)  # [N, L, 3E]
+    q, k, v = (t.unflatten(-1, (attn.num_heads, -1)).transpose(1, 2) for t in qkv.chunk(3, dim=-1))  # [N, H, L, E/H]
+    mask = mask.to(q.dtype) if mask is not None else None  # additive, as open_clip passes it
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # [N, H, L, E/H]
+    return attn.out_proj(out.transpose(1, 2).flatten(2))  # [N, L, E]
+
+
+def run_text_blocks(transformer, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """open_clip's text `Transformer` over batch-first embeddings [N, L, W] -> [N, L, W].
+
+    The same arithmetic as `transformer(x, attn_mask=mask)`, with the self-attention of plain
+    blocks computed by `_self_attention` (features and gradients equal to float rounding; checked
+    in the tests); other blocks run as open_clip defines them.
+    """
+    batch_first = getattr(transformer, "batch_first", True)
+    for block in transformer.resblocks:
+        if _plain_block(block):
+            x = x + block.ls_1(_self_attention(block.attn, block.ln_1(x), mask))  # [N, L, W]
+            x = x + block.ls_2(block.mlp(block.ln_2(x)))
+        elif batch_first:
+            x = block(x, attn_mask=mask)
+        else:  # a block that expects [L, N, W]
+            x = block(x.transpose(0, 1), attn_mask=mask).transpose(0, 1)
+    return x
 
 
 class ClipBackbone(OpenClipBackbone):
@@ -59,7 +107,7 @@ class ClipBackbone(OpenClipBackbone):
         x = embeds.to(cast_dtype) + self.text.positional_embedding[:length].to(cast_dtype)  # [N, L, W]
         mask = self.text.attn_mask
         mask = mask[:length, :length] if mask is not None else None
-        x = self.text.ln_final(self.text.transformer(x, attn_mask=mask))  # [N, L, W]
+        x = self.text.ln_final(run_text_blocks(self.text.transformer, x, mask))  # [N, L, W]
         pooled = text_global_pool(x, ids.to(self.device), self.pool_type, eos_token_id=self.eos_id)  # [N, W]
         projection = self.text.text_projection
         if projection is None:

@@ -34,6 +34,67 @@ def test_text_path_equals_the_models_own_encode_text(name, request):
     torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
 
 
+def _own_forward_grads(backbone, run_blocks):
+    """(features, gradient w.r.t. the embeddings) of the CLIP text path with `run_blocks` as its transformer."""
+    from vip_backbones import clip as clip_module
+
+    ids = backbone.tokenize(TEXTS)[:, :24]
+    embeds = backbone.embed_tokens(ids).detach().requires_grad_(True)
+    original = clip_module.run_text_blocks
+    clip_module.run_text_blocks = run_blocks
+    try:
+        features = backbone.encode_text_embeds(embeds, ids)
+    finally:
+        clip_module.run_text_blocks = original
+    (features * torch.linspace(-1, 1, features.shape[1])).sum().backward()
+    return features.detach(), embeds.grad
+
+
+def test_clip_text_blocks_compute_what_open_clip_computes_features_and_gradients(tmp_path):
+    from tiny_models import write_tiny_clip_config
+    from vip_backbones.clip import _plain_block, run_text_blocks
+
+    config = write_tiny_clip_config(tmp_path)
+    spec = json.loads(config.read_text())
+    spec["text_cfg"].update(layers=3, heads=4)  # several blocks and heads, so a head or layer mix-up shows
+    config.write_text(json.dumps(spec))
+    backbone = load_backbone("clip", str(config), "none", warn_random=False)
+    assert all(_plain_block(block) for block in backbone.text.transformer.resblocks)  # the fast path is taken
+    ours = _own_forward_grads(backbone, run_text_blocks)
+    theirs = _own_forward_grads(backbone, lambda transformer, x, mask: transformer(x, attn_mask=mask))
+    for got, expected in zip(ours, theirs):  # equal up to float32 summation order
+        assert expected.abs().max() > 0
+        assert float((got - expected).norm() / expected.norm()) < 1e-5
+
+
+def test_clip_text_blocks_run_other_blocks_as_open_clip_defines_them(clip_backbone):
+    from vip_backbones.clip import _plain_block, run_text_blocks
+
+    class Traced(torch.nn.Module):  # not a plain ResidualAttentionBlock: must run its own forward
+        def __init__(self, inner):
+            super().__init__()
+            self.inner, self.calls = inner, 0
+
+        def forward(self, x, attn_mask=None):
+            self.calls += 1
+            return self.inner(x, attn_mask=attn_mask)
+
+    transformer = clip_backbone.text.transformer
+    traced = Traced(transformer.resblocks[0])
+    assert not _plain_block(traced)
+    x = torch.randn(2, 7, clip_backbone.token_width)
+    mask = clip_backbone.text.attn_mask[:7, :7]
+    expected = transformer(x, attn_mask=mask)
+    original = transformer.resblocks
+    transformer.resblocks = torch.nn.ModuleList([traced])
+    try:
+        got = run_text_blocks(transformer, x, mask)
+    finally:
+        transformer.resblocks = original
+    assert traced.calls == 1
+    torch.testing.assert_close(got, expected)
+
+
 @pytest.mark.parametrize("name", ["clip_backbone", "bert_backbone"])
 def test_trimming_to_the_longest_prompt_changes_nothing(name, request):
     backbone = request.getfixturevalue(name)

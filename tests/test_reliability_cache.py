@@ -157,6 +157,18 @@ def test_entries_of_another_backbone_class_or_id_are_kept_apart(backbone, tiny_c
     assert FeatureCache(None, twin).key != FeatureCache(None, backbone).key
 
 
+def test_features_encoded_in_bf16_on_cuda_are_kept_apart_from_float32_ones(backbone, monkeypatch):
+    """A cache shared by a GPU and a CPU machine (a cluster home folder) must not mix their features."""
+    from vipcli.features import FeatureCache
+
+    cpu_key = FeatureCache(None, backbone).key
+    monkeypatch.setattr(backbone, "device", torch.device("cuda"), raising=False)  # only its identity is taken
+    cuda = FeatureCache(None, backbone)
+    assert cuda.key != cpu_key and cuda.identity["autocast"] == "bfloat16"
+    monkeypatch.setattr(backbone, "device", torch.device("mps"), raising=False)
+    assert FeatureCache(None, backbone).key == cpu_key  # float32 there too: same entries
+
+
 def test_a_changed_image_replaces_its_entry_instead_of_adding_one(backbone, isic_small, tmp_path):
     from vipcli.features import FeatureCache
 

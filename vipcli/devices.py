@@ -37,8 +37,15 @@ def resolve_device(name: str = "auto"):
     raise UsageError(f"unknown device '{name}'", f"choose one of {', '.join(DEVICE_CHOICES)}")
 
 
+def autocast_dtype(device):
+    """The dtype vip's autocast computes in on `device`: bfloat16 on CUDA, None (float32) elsewhere."""
+    import torch
+
+    return torch.bfloat16 if torch.device(device).type == "cuda" else None
+
+
 def autocast(device):
-    """bf16 autocast on CUDA, a no-op context elsewhere.
+    """bf16 autocast on CUDA, a no-op context elsewhere (see `autocast_dtype`).
 
     Without autocast's weight cache: the text tower's weights are frozen (the cache keeps only
     casts of trainable leaves, so it saves nothing here), and CUDA graph capture refuses it.
@@ -47,8 +54,9 @@ def autocast(device):
 
     import torch
 
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False)
+    dtype = autocast_dtype(device)
+    if dtype is not None:
+        return torch.autocast(torch.device(device).type, dtype=dtype, cache_enabled=False)
     return contextlib.nullcontext()
 
 

@@ -7,7 +7,9 @@ A cache entry is a pure function of its key, so a run's result never depends on 
 - augmented view k of an image is drawn with an RNG seeded from (the image's content digest, k,
   the augmentation's identity), never from the run's seed or from what was drawn earlier;
 - entries live under `<cache>/features/<backbone key>/`, where the backbone key digests the
-  backbone id, its class, its fingerprint, its image transforms and the image decoder;
+  backbone id, its class, its fingerprint, its image transforms, the image decoder and the
+  precision the encoder ran in (bf16 autocast on CUDA), so a cache shared by a GPU and a CPU
+  machine never hands one the other's features;
 - each entry stores its identity in its safetensors header (image path and content digest,
   backbone key, dtype, feature size, view count) and is checked on every read: an entry that
   fails (another image's, another backbone's, wrong shape or dtype, non-finite values, damaged
@@ -56,8 +58,10 @@ def backbone_identity(backbone) -> dict:
     """Everything cached features depend on besides the image (JSON-serialisable)."""
     import torchvision
 
+    from vipcli.devices import autocast_dtype
+
     kind = type(backbone)
-    return {
+    identity = {
         "format": f"{FEATURE_FORMAT} {FEATURE_FORMAT_VERSION}",
         "id": str(getattr(backbone, "id", "") or ""),
         "class": f"{kind.__module__}.{kind.__qualname__}",
@@ -67,6 +71,10 @@ def backbone_identity(backbone) -> dict:
         "decode": f"{DECODE_POLICY}, min side {DECODE_MIN_SIDE}",
         "torchvision": torchvision.__version__,
     }
+    dtype = autocast_dtype(getattr(backbone, "device", "cpu"))
+    if dtype is not None:  # features encoded under bf16 autocast (CUDA) are not float32 ones: own entries
+        identity["autocast"] = str(dtype).removeprefix("torch.")  # absent for float32: existing keys unchanged
+    return identity
 
 
 def _digest(value) -> str:
