@@ -37,6 +37,7 @@ from vipcli.cache_admin import BACKBONE_FILE, default_root
 from vipcli.digests import digest_many
 from vipcli.errors import ImageError
 from vipcli.images import DECODE_POLICY, load_image
+from vipcli.pixels import ViewPipeline, view_pipeline
 from vipcli.preflight import describe_os_error
 
 DECODE_MIN_SIDE = 512  # images much larger than this are decoded at a reduced scale
@@ -262,9 +263,9 @@ class _ViewDataset(torch.utils.data.Dataset):
     same whichever process, run or order computes it.
     """
 
-    def __init__(self, jobs, eval_transform, train_transform, augmentation: str):
+    def __init__(self, jobs, eval_make, train_make, augmentation: str):
         self.jobs = jobs  # list of (index, path, content digest, need_eval, first view, views to make)
-        self.eval_transform, self.train_transform = eval_transform, train_transform
+        self.eval_make, self.train_make = eval_make, train_make  # PIL image -> view (`ViewPipeline.make`)
         self.augmentation = augmentation
 
     def __len__(self):
@@ -276,11 +277,11 @@ class _ViewDataset(torch.utils.data.Dataset):
             image = load_image(path, min_side=DECODE_MIN_SIDE)
         except ImageError as error:
             return index, None, error.reason
-        views = [self.eval_transform(image)] if need_eval else []
+        views = [self.eval_make(image)] if need_eval else []
         for k in range(first, first + count):
             with seeded(view_seed(content, k, self.augmentation)):
-                views.append(self.train_transform(image))
-        return index, torch.stack(views), ""  # [n, 3, H, W]
+                views.append(self.train_make(image))
+        return index, torch.stack(views), ""  # [n, 3, H, W], uint8 when the pipelines finish them
 
 
 def _loader(dataset, workers: int):
@@ -292,11 +293,22 @@ def _loader(dataset, workers: int):
 
 
 @torch.no_grad()
-def _encode(backbone, images: torch.Tensor) -> torch.Tensor:
+def _encode(backbone, images: torch.Tensor, pipeline: ViewPipeline) -> torch.Tensor:
+    """Features [B, D] (float32, on the CPU) of views [B, 3, H, W] made by `pipeline`."""
     from vipcli.devices import autocast
 
     with autocast(backbone.device):
-        return backbone.encode_image(images.to(backbone.device)).float().cpu()  # [B, D]
+        return backbone.encode_image(pipeline.finish(images, backbone.device)).float().cpu()  # [B, D]
+
+
+def _pipelines(backbone) -> tuple[ViewPipeline, ViewPipeline]:
+    """(evaluation, training) view pipelines of `backbone`; both split, or neither (views of one
+    image travel stacked, so they must share a dtype)."""
+    evaluation, training = view_pipeline(backbone.image_transform(False)), view_pipeline(backbone.image_transform(True))
+    if (evaluation.normalize is None) != (training.normalize is None) or (
+            evaluation.normalize is not None and repr(evaluation.normalize) != repr(training.normalize)):
+        return ViewPipeline(backbone.image_transform(False)), ViewPipeline(backbone.image_transform(True))
+    return evaluation, training
 
 
 def _unreadable(error: OSError) -> str:
@@ -370,7 +382,8 @@ def _encode_jobs(backbone, jobs, batch_size, workers, augmentation, result, adva
     """Run the image encoder over every missing view, batching across images."""
     if not jobs:
         return {}
-    dataset = _ViewDataset(jobs, backbone.image_transform(False), backbone.image_transform(True), augmentation)
+    evaluation, training = _pipelines(backbone)
+    dataset = _ViewDataset(jobs, evaluation.make, training.make, augmentation)
     fresh: dict[int, torch.Tensor] = {}
     pending: list[tuple[int, torch.Tensor]] = []
 
@@ -378,7 +391,7 @@ def _encode_jobs(backbone, jobs, batch_size, workers, augmentation, result, adva
         if not pending:
             return
         stacked = torch.cat([views for _, views in pending])  # [sum n, 3, H, W]
-        features = _encode(backbone, stacked)  # [sum n, D]
+        features = _encode(backbone, stacked, training)  # [sum n, D]
         result.encoded += features.shape[0]
         for (index, views), chunk in zip(pending, features.split([v.shape[0] for _, v in pending])):
             fresh[index] = chunk
@@ -412,11 +425,12 @@ class FreshViews(torch.utils.data.Dataset):
 
 def iterate_fresh_features(backbone, paths, labels, train: bool, batch_size: int, workers: int, seed: int):
     """Yield (features [B, D], labels [B]) re-encoding every image now (reference mode)."""
-    dataset = FreshViews(paths, labels, backbone.image_transform(train))
+    pipeline = view_pipeline(backbone.image_transform(train))
+    dataset = FreshViews(paths, labels, pipeline.make)
     generator = torch.Generator().manual_seed(seed)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, shuffle=train, num_workers=workers if len(dataset) >= 8 else 0,
         generator=generator,
     )
     for images, batch_labels in loader:
-        yield _encode(backbone, images), batch_labels
+        yield _encode(backbone, images, pipeline), batch_labels

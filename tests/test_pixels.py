@@ -1,0 +1,73 @@
+"""Views travel from the decoding workers as 8-bit pixels and reach the encoder as the same floats."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vipcli.backbone import clip_style_transform
+from vipcli.pixels import ViewPipeline, view_pipeline
+
+MEAN, STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+
+
+def _picture(seed: int = 0, size=(96, 64)) -> Image.Image:
+    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    return Image.fromarray(pixels, "RGB")
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_split_pipeline_gives_the_transforms_own_floats_bit_for_bit(train):
+    transform = clip_style_transform(32, MEAN, STD, train)
+    pipeline = view_pipeline(transform)
+    assert pipeline.normalize is not None  # the usual Compose is split
+    pictures = [_picture(seed) for seed in range(4)]
+    made, expected = [], []
+    for seed, picture in enumerate(pictures):
+        torch.manual_seed(seed)  # the same random crop and flip for both
+        expected.append(transform(picture))
+        torch.manual_seed(seed)
+        made.append(pipeline.make(picture))
+    assert all(view.dtype == torch.uint8 and view.shape == (3, 32, 32) for view in made)
+    got = pipeline.finish(torch.stack(made), torch.device("cpu"))
+    assert got.dtype == torch.float32
+    assert torch.equal(got, torch.stack(expected))
+
+
+def test_other_transforms_run_whole_in_the_workers():
+    from torchvision import transforms as T
+
+    def custom(image):
+        return T.functional.to_tensor(image) * 2 - 1
+
+    for transform in (custom, T.Compose([T.Resize(16), T.ToTensor()]),
+                      T.Compose([T.ToTensor(), T.Normalize(MEAN, STD), T.Lambda(lambda x: x.flip(0))])):
+        pipeline = view_pipeline(transform)
+        assert pipeline.normalize is None
+        view = pipeline.make(_picture())
+        assert view.dtype == torch.float32
+        assert torch.equal(pipeline.finish(view[None], torch.device("cpu")), transform(_picture())[None])
+
+
+def test_encoded_features_do_not_change_with_the_split(monkeypatch, tmp_path):
+    """Features through uint8 views equal those through the whole float transform (the cache stays valid)."""
+    from vipcli import features
+    from vipcli.registry import load_backbone
+
+    backbone = load_backbone("toy")
+    assert features._pipelines(backbone)[1].normalize is not None  # the toy's views do travel as uint8
+    paths = []
+    for i in range(3):
+        paths.append(tmp_path / f"{i}.png")
+        _picture(i, (80, 60)).save(paths[-1])
+    split = features.encode_images(backbone, paths, views=2, cache=None, workers=0)
+    monkeypatch.setattr(features, "view_pipeline", ViewPipeline)  # every transform kept whole
+    whole = features.encode_images(backbone, paths, views=2, cache=None, workers=0)
+    for i in range(3):
+        assert torch.equal(split.eval[i], whole.eval[i]) and torch.equal(split.train[i], whole.train[i])
+    reference = features.iterate_fresh_features(backbone, paths, [0, 1, 0], False, 3, 0, seed=1)
+    monkeypatch.undo()
+    split_reference = features.iterate_fresh_features(backbone, paths, [0, 1, 0], False, 3, 0, seed=1)
+    assert torch.equal(next(iter(reference))[0], next(iter(split_reference))[0])

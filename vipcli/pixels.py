@@ -1,0 +1,63 @@
+"""Image views as 8-bit pixels between processes, turned into the encoder's floats where it runs.
+
+A backbone's `image_transform` maps a PIL image to the float tensor its encoder takes. When that
+transform is the usual torchvision `Compose([..., ToTensor(), Normalize(mean, std)])`, the
+decoding workers stop before `ToTensor` and send uint8 pixels: a quarter of the bytes through
+shared memory, and a quarter of the memory the encoding process touches (on a GPU machine that
+process moves every view, and was the funnel of feature extraction). `ViewPipeline.finish` then
+does what `ToTensor` + `Normalize` do, on a whole batch on the encoder's device, with the same
+float32 operations, so the encoder sees the same numbers. Any other transform runs whole in the
+workers, as before.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+
+@dataclass(frozen=True)
+class ViewPipeline:
+    """How a view travels: `make` in a decoding worker, `finish` on a batch of them before the encoder."""
+
+    make: Callable  # PIL RGB image -> [3, H, W] tensor (uint8 when `normalize` is set)
+    normalize: Callable | None = None  # torchvision Normalize applied by `finish`; None: views are final
+
+    def finish(self, batch: torch.Tensor, device) -> torch.Tensor:
+        """[B, 3, H, W] views as `make` made them -> the float32 batch the encoder takes, on `device`."""
+        batch = batch.to(device)
+        if self.normalize is None:
+            return batch
+        return self.normalize(batch.to(torch.float32).div_(255))  # what ToTensor then Normalize compute
+
+
+def _pixels(head: Callable) -> Callable:
+    def make(image):
+        """PIL RGB image -> uint8 [3, H, W] after the transform's PIL steps (ToTensor's layout)."""
+        import numpy as np
+
+        image = head(image)
+        if image.mode != "RGB":
+            image = image.convert("RGB")
+        return torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).permute(2, 0, 1).contiguous()
+
+    return make
+
+
+def view_pipeline(transform: Callable) -> ViewPipeline:
+    """Split `transform` when it ends in `ToTensor(), Normalize(...)`; otherwise keep it whole.
+
+    Args:
+        transform: a backbone's `image_transform(train)`.
+    Returns:
+        ViewPipeline whose `make` runs in the workers and whose `finish` completes a batch.
+    """
+    from torchvision import transforms as T
+
+    steps = getattr(transform, "transforms", None)
+    if (type(transform) is not T.Compose or not steps or len(steps) < 2 or type(steps[-2]) is not T.ToTensor
+            or type(steps[-1]) is not T.Normalize):
+        return ViewPipeline(transform)
+    return ViewPipeline(_pixels(T.Compose(steps[:-2])), steps[-1])
