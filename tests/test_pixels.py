@@ -31,6 +31,9 @@ def test_split_pipeline_gives_the_transforms_own_floats_bit_for_bit(train):
         torch.manual_seed(seed)
         made.append(pipeline.make(picture))
     assert all(view.dtype == torch.uint8 and view.shape == (3, 32, 32) for view in made)
+    import pickle
+
+    assert pickle.loads(pickle.dumps(pipeline.make))(_picture()).dtype == torch.uint8  # spawned workers get it
     got = pipeline.finish(torch.stack(made), torch.device("cpu"))
     assert got.dtype == torch.float32
     assert torch.equal(got, torch.stack(expected))

@@ -30,20 +30,24 @@ class ViewPipeline:
         batch = batch.to(device)
         if self.normalize is None:
             return batch
-        return self.normalize(batch.to(torch.float32).div_(255))  # what ToTensor then Normalize compute
+        if batch.dtype == torch.uint8:  # what ToTensor does to 8-bit pixels, then Normalize
+            batch = batch.to(torch.float32).div_(255)
+        return self.normalize(batch)
 
 
-def _pixels(head: Callable) -> Callable:
-    def make(image):
-        """PIL RGB image -> uint8 [3, H, W] after the transform's PIL steps (ToTensor's layout)."""
-        import numpy as np
+class _Pixels:
+    """PIL image -> its pixels [C, H, W] after a transform's PIL steps, in ToTensor's layout, not scaled.
 
-        image = head(image)
-        if image.mode != "RGB":
-            image = image.convert("RGB")
-        return torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).permute(2, 0, 1).contiguous()
+    A class, not a closure: workers started with `spawn` (macOS, Windows) receive it pickled.
+    """
 
-    return make
+    def __init__(self, head: Callable):
+        self.head = head  # the transform's steps before ToTensor
+
+    def __call__(self, image) -> torch.Tensor:
+        from torchvision.transforms.functional import pil_to_tensor
+
+        return pil_to_tensor(self.head(image)).contiguous()  # [C, H, W], uint8 for 8-bit images
 
 
 def view_pipeline(transform: Callable) -> ViewPipeline:
@@ -60,4 +64,4 @@ def view_pipeline(transform: Callable) -> ViewPipeline:
     if (type(transform) is not T.Compose or not steps or len(steps) < 2 or type(steps[-2]) is not T.ToTensor
             or type(steps[-1]) is not T.Normalize):
         return ViewPipeline(transform)
-    return ViewPipeline(_pixels(T.Compose(steps[:-2])), steps[-1])
+    return ViewPipeline(_Pixels(T.Compose(steps[:-2])), steps[-1])
