@@ -17,7 +17,6 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from vipcli.featuresets import FeatureSet, PreparedData
 from vipcli.fitting import _Run, _sgd_step_many, random_view_batches, sgd_step
 from vipcli.methods import FitContext, MethodSetup, build_method
-from vipcli.methods.prompting import encode_stacked_prompts
 from vipcli.registry import load_backbone
 from vipcli.schedule import Schedule
 
@@ -100,7 +99,6 @@ def test_a_batched_step_stays_on_the_device(meta_backbone):
         run.method.train()
     for step in range(2):  # the same stack twice: anything derived from the prompt ids is kept
         with HostTraffic() as traffic:
-            _sgd_step_many(runs, step, optimizer, META, lambda device: torch.autocast("cpu", enabled=False),
-                           encode_stacked_prompts)
+            _sgd_step_many(runs, step, optimizer, META)
         assert traffic.found == [], f"step {step}"
     assert all(len(run.losses) == 2 and run.losses[0].device == META for run in runs)

@@ -12,7 +12,9 @@ import torch
 import torch.nn.functional as F
 
 from vipcli import console
+from vipcli.devices import autocast, fastest_cpu_threads
 from vipcli.featuresets import FeatureSet
+from vipcli.methods.prompting import encode_stacked_prompts, fits_together
 from vipcli.metrics import compute_metrics
 
 MOMENTUM, WEIGHT_DECAY = 0.9, 5e-4
@@ -21,15 +23,17 @@ MOMENTUM, WEIGHT_DECAY = 0.9, 5e-4
 @torch.no_grad()
 def predict_logits(method, features: torch.Tensor, device) -> torch.Tensor:
     """Logits [N, C] (float32, on the CPU) for image features [N, D]; class-side work done once."""
-    from vipcli.devices import autocast
-
     method.eval()
     method.prepare()
     if features.numel() == 0:
         return torch.empty(0, len(method.setup.class_names))
+    return _prepared_logits(method, features, device).cpu()
+
+
+def _prepared_logits(method, features: torch.Tensor, device) -> torch.Tensor:
+    """Logits [N, C] (float32, on `device`) of a prepared method for image features [N, D], in chunks."""
     with autocast(device):
-        logits = torch.cat([method(chunk.to(device)).float() for chunk in features.split(4096)])  # [N, C]
-    return logits.cpu()
+        return torch.cat([method(chunk.to(device)).float() for chunk in features.split(4096)])  # [N, C]
 
 
 def accuracy(method, data: FeatureSet, device) -> float:
@@ -63,6 +67,29 @@ def mean_loss(losses: list[torch.Tensor]) -> float:
     return torch.stack(losses).cpu().double().mean().item() if losses else 0.0  # float64 on the CPU (MPS has none)
 
 
+class _BestEpoch:
+    """A fit's history and its best validation epoch so far, with the trainable state of that epoch."""
+
+    def __init__(self, method):
+        self.method = method
+        self.epoch, self.accuracy, self.history, self.steps = -1, -1.0, [], 0
+        self.state = trainable_state(method)
+
+    def record(self, epoch: int, lr: float, loss: float, val_accuracy: float) -> None:
+        """Add an epoch (accuracy 0-1) to the history; keep the method's state if it is the best yet."""
+        self.history.append({"epoch": epoch, "lr": lr, "loss": loss, "val_accuracy": round(100 * val_accuracy, 2)})
+        if val_accuracy > self.accuracy:
+            self.epoch, self.accuracy = epoch, val_accuracy
+            self.state = trainable_state(self.method)
+
+    def finish(self) -> dict:
+        """Load the best epoch's state into the method (in eval mode) and return what `fit_sgd` returns."""
+        self.method.load_state_dict(self.state, strict=False)
+        self.method.train(False)
+        return {"best_epoch": self.epoch, "best_val_accuracy": round(100 * self.accuracy, 2),
+                "history": self.history, "steps": self.steps}
+
+
 def trainable_state(method) -> dict[str, torch.Tensor]:
     """A copy of every trainable parameter (for keeping the best epoch)."""
     return {name: p.detach().clone() for name, p in method.named_parameters() if p.requires_grad}
@@ -93,14 +120,11 @@ def fit_sgd(method, data, context) -> dict:
     Returns:
         {"best_epoch", "best_val_accuracy", "history": [{epoch, lr, loss, val_accuracy}], "steps": optimizer steps}
     """
-    from vipcli.devices import fastest_cpu_threads
-
     device, schedule, reference = method.setup.device, context.schedule, context.reference
     parameters = [p for p in method.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(parameters, lr=schedule.lr, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
     generator = torch.Generator().manual_seed(context.seed)
-    best = {"best_epoch": -1, "best_val_accuracy": -1.0, "history": [], "steps": 0}
-    best_state = trainable_state(method)
+    best = _BestEpoch(method)
     step = getattr(method, "timing_step", None)
     threads = contextlib.nullcontext() if reference or step is None else fastest_cpu_threads(step, device)
     train, val = (None, None) if reference else (data.train.to(device), data.val.to(device))  # moved once
@@ -111,31 +135,23 @@ def fit_sgd(method, data, context) -> dict:
             batches = reference(epoch, True) if reference else random_view_batches(train, schedule.batch_size,
                                                                                     generator)
             loss, steps = sgd_epoch(method, optimizer, batches, device)
-            best["steps"] += steps
+            best.steps += steps
             val_accuracy = _reference_accuracy(method, reference, epoch, device) if reference else accuracy(
                 method, val, device)
-            best["history"].append({"epoch": epoch, "lr": schedule.lr_at(epoch), "loss": loss,
-                                    "val_accuracy": round(100 * val_accuracy, 2)})
-            if val_accuracy > best["best_val_accuracy"]:
-                best.update(best_epoch=epoch, best_val_accuracy=val_accuracy)
-                best_state = trainable_state(method)
+            best.record(epoch, schedule.lr_at(epoch), loss, val_accuracy)
             advance()
-    method.load_state_dict(best_state, strict=False)
-    method.train(False)
-    best["best_val_accuracy"] = round(100 * best["best_val_accuracy"], 2)
-    return best
+    return best.finish()
 
 
 class _Run:
     """One run's own state inside `fit_sgd_many`: parameters, batch generator, best epoch, history."""
 
     def __init__(self, method, data, context):
-        self.method, self.data, self.schedule = method, data, context.schedule
+        self.method, self.schedule = method, context.schedule
         self.parameters = [p for p in method.parameters() if p.requires_grad]
         self.group: dict = {}  # its parameter group of the shared optimizer (own lr, momentum buffers)
         self.generator = torch.Generator().manual_seed(context.seed)
-        self.best = {"best_epoch": -1, "best_val_accuracy": -1.0, "history": [], "steps": 0}
-        self.best_state = trainable_state(method)
+        self.best = _BestEpoch(method)
         self.batches: list = []
         device = method.setup.device
         self.train, self.val = data.train.to(device), data.val.to(device)  # moved once for the whole fit
@@ -160,9 +176,6 @@ def fit_sgd_many(methods: list, datas: list, contexts: list, progress=None) -> l
     Returns:
         Per run, what `fit_sgd` returns.
     """
-    from vipcli.devices import autocast, fastest_cpu_threads
-    from vipcli.methods.prompting import encode_stacked_prompts, fits_together
-
     if not methods:
         return []
     if not fits_together(methods) or any(c.reference is not None for c in contexts):
@@ -192,20 +205,13 @@ def fit_sgd_many(methods: list, datas: list, contexts: list, progress=None) -> l
                 run.losses = []
                 run.method.train()
             for step in range(max(len(run.batches) for run in active)):
-                _sgd_step_many([run for run in active if step < len(run.batches)], step, optimizer, device,
-                               autocast, encode_stacked_prompts)
-            _validate_many(active, epoch, device, encode_stacked_prompts)
+                _sgd_step_many([run for run in active if step < len(run.batches)], step, optimizer, device)
+            _validate_many(active, epoch, device)
             advance()
-    results = []
-    for run in runs:
-        run.method.load_state_dict(run.best_state, strict=False)
-        run.method.train(False)
-        run.best["best_val_accuracy"] = round(100 * run.best["best_val_accuracy"], 2)
-        results.append(run.best)
-    return results
+    return [run.best.finish() for run in runs]
 
 
-def _sgd_step_many(stepping: list, step: int, optimizer, device, autocast, encode_stacked_prompts) -> None:
+def _sgd_step_many(stepping: list, step: int, optimizer, device) -> None:
     """One SGD step of every run in `stepping`, with one batched text forward and backward."""
     with autocast(device):
         prompt_features = encode_stacked_prompts([run.method for run in stepping])  # S x [P, D]
@@ -216,31 +222,23 @@ def _sgd_step_many(stepping: list, step: int, optimizer, device, autocast, encod
     optimizer.step()  # runs not in `stepping` have no gradient: skipped
     for run, loss in zip(stepping, losses):
         run.losses.append(loss.detach())  # no device sync per step
-        run.best["steps"] += 1
+        run.best.steps += 1
 
 
 @torch.no_grad()
-def _validate_many(active: list, epoch: int, device, encode_stacked_prompts) -> None:
+def _validate_many(active: list, epoch: int, device) -> None:
     """Validation accuracy of every active run (prompts encoded together), its history and best epoch."""
-    from vipcli.devices import autocast
-
     for run in active:
         run.method.eval()
     for run, features in zip(active, encode_stacked_prompts([run.method for run in active])):
         run.method.prepare(features)
         val = run.val
         if len(val.y):
-            with autocast(device):
-                logits = torch.cat([run.method(chunk.to(device)).float() for chunk in val.x.split(4096)])  # [M, C]
+            logits = _prepared_logits(run.method, val.x, device)  # [M, C]
             val_accuracy = float((logits.argmax(dim=1) == val.y).float().mean())  # on the device, one read
         else:
             val_accuracy = 0.0
-        loss = mean_loss(run.losses)
-        run.best["history"].append({"epoch": epoch, "lr": run.schedule.lr_at(epoch), "loss": loss,
-                                    "val_accuracy": round(100 * val_accuracy, 2)})
-        if val_accuracy > run.best["best_val_accuracy"]:
-            run.best.update(best_epoch=epoch, best_val_accuracy=val_accuracy)
-            run.best_state = trainable_state(run.method)
+        run.best.record(epoch, run.schedule.lr_at(epoch), mean_loss(run.losses), val_accuracy)
 
 
 def sgd_epoch(method, optimizer, batches, device) -> tuple[float, int]:
@@ -255,8 +253,6 @@ def sgd_step(method, optimizer, features: torch.Tensor, labels: torch.Tensor, de
 
     Nothing is read back from the device: the loss stays a tensor until the epoch's mean.
     """
-    from vipcli.devices import autocast
-
     with autocast(device):
         loss = training_loss(method, features.to(device), labels.to(device))
     optimizer.zero_grad(set_to_none=True)
