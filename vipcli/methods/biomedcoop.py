@@ -75,10 +75,9 @@ class BiomedCoop(PromptMethod):
 
     def __init__(self, setup, settings=None, stored=None):
         super().__init__(setup, settings, stored)
-        self._ensemble: tuple | None = None  # (features [E, D] normalised, class index [E]) for training
         self._ensemble_block: tuple | None = None  # see ensemble_block()
         if stored is None:  # training: encode the ensemble now, so a prompt too long fails before any work
-            self.ensemble()
+            self.ensemble_block()
 
     def make_prompts(self, setup):
         """One prompt per class: its readable name after the context."""
@@ -99,24 +98,24 @@ class BiomedCoop(PromptMethod):
         return embeds[start:start + len(words)].clone()
 
     def ensemble(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Frozen ensemble text features [E, D] (normalised) and their class index [E]."""
-        if self._ensemble is None:
+        """Frozen ensemble text features [E, D] (normalised) and their class index [E], class by class."""
+        padded, mask, _, _ = self.ensemble_block()
+        return padded[mask], mask.nonzero()[:, 0]  # the prompts of each class fill the first slots of its row
+
+    def ensemble_block(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[int]]:
+        """The frozen ensemble's text features (normalised) grouped by class, made once: padded
+        [C, K, D], mask [C, K], class means [C, D], and per class how many prompts it has (they fill
+        the first slots of its row)."""
+        if self._ensemble_block is None:
             from vipcli.prompts import build_prompt_bank, encode_prompts
 
             texts = [ensemble_prompts(name, self.setup.symptoms.get(name, [])) for name in self.setup.class_names]
             bank = build_prompt_bank(self.backbone, texts, 0, trim=self.setup.trim)
             with torch.no_grad():
                 features = F.normalize(encode_prompts(self.backbone, bank, None), dim=-1)  # [E, D]
-            self._ensemble = (features, bank.class_index)
             padded, mask = bank.layout.pad(features)  # [C, K, D], [C, K]
             mean = F.normalize((padded * mask[..., None]).sum(1), dim=-1)  # [C, D]
             self._ensemble_block = (padded, mask, mean, bank.layout.counts)
-        return self._ensemble
-
-    def ensemble_block(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[int]]:
-        """The frozen ensemble grouped by class, made once: padded [C, K, D], mask [C, K], class means
-        [C, D], and per class how many prompts it has (they fill the first slots of its row)."""
-        self.ensemble()
         return self._ensemble_block
 
     def batched_loss(self, image_features: torch.Tensor, labels: torch.Tensor,
