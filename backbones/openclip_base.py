@@ -122,7 +122,7 @@ def create_open_clip(arch: str, pretrained: str | None, device: torch.device, ti
             raise
         except Exception as error:
             raise missing_weights_error(pretrained or model_name, arch, offline_reason, error, OFFLINE_HINT) from error
-    hub_or_folder = any(name.startswith(("hf-hub:", "local-dir:")) for name in (model_name, pretrained or ""))
+    hub_or_folder = any(name.startswith(SCHEMAS) for name in (model_name, pretrained or ""))
     if not random_init and hub_or_folder and checkpoints is not None and not checkpoints.paths:
         # built without initialisation for weights that never came: its tensors hold whatever memory held
         raise VipError(f"no weights were found for {pretrained or model_name} (open_clip loaded no checkpoint)",
