@@ -78,10 +78,22 @@ def _bpe_vocab_and_merges(words) -> tuple[dict, list]:
     return vocab, merges
 
 
+def _save_seeded(model_class, config, tokenizer, folder: Path, seed: int) -> Path:
+    """Build `model_class(config)` with random weights drawn from `seed`; save it and `tokenizer` to `folder`."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = model_class(config)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 def write_tiny_hf_clip(folder: Path, seed: int = 0) -> Path:
     """A `save_pretrained` folder of a tiny random transformers CLIPModel with a real CLIPTokenizer
     (byte-level BPE, start/end tokens, pads with the end token as every HF CLIP tokenizer does)."""
-    import torch
     from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
 
     words = [w for w in TINY_WORDS if w.isalpha()]
@@ -99,13 +111,7 @@ def write_tiny_hf_clip(folder: Path, seed: int = 0) -> Path:
                        "image_size": 32, "patch_size": 16},
         projection_dim=24,
     )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = CLIPModel(config)
-    folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return _save_seeded(CLIPModel, config, tokenizer, folder, seed)
 
 
 def write_tiny_siglip(folder: Path, seed: int = 0) -> Path:
@@ -114,7 +120,6 @@ def write_tiny_siglip(folder: Path, seed: int = 0) -> Path:
     and a preprocessor config with mean = std = 0.5."""
     import json as _json
 
-    import torch
     from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
     from tokenizers.models import WordLevel
     from transformers import PreTrainedTokenizerFast, SiglipConfig, SiglipModel
@@ -135,12 +140,7 @@ def write_tiny_siglip(folder: Path, seed: int = 0) -> Path:
         vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
                        "image_size": 32, "patch_size": 16},
     )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = SiglipModel(config)
-    folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    _save_seeded(SiglipModel, config, tokenizer, folder, seed)
     preprocessor = {"image_processor_type": "SiglipImageProcessor", "image_mean": [0.5, 0.5, 0.5],
                     "image_std": [0.5, 0.5, 0.5], "size": {"height": 32, "width": 32}, "do_resize": True,
                     "do_normalize": True, "do_rescale": True, "rescale_factor": 1 / 255}
