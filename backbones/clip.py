@@ -60,6 +60,83 @@ def run_text_blocks(transformer, x: torch.Tensor, mask: torch.Tensor | None) -> 
     return x
 
 
+def _in_projection(attn: torch.nn.MultiheadAttention, rows: slice) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(weight, bias) of some of the packed q, k, v input projection's output rows."""
+    bias = attn.in_proj_bias
+    return attn.in_proj_weight[rows], None if bias is None else bias[rows]
+
+
+def _pooled_rows(pool_at: torch.Tensor, length: int, pack: bool) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """Which rows of the flattened [N * L] tokens a pooled causal tower needs.
+
+    Returns (kept, ends): `kept` [T] indexes the tokens through each row's pooled position (None:
+    every token, T = N * L), `ends` [N] where each row's pooled token sits among the kept ones.
+    Packing needs `pool_at` on the host (its size is data-dependent), so it is for the CPU.
+    """
+    rows = torch.arange(pool_at.shape[0], device=pool_at.device)  # [N]
+    if not pack:
+        return None, rows * length + pool_at
+    counts = pool_at + 1  # [N] tokens through the pooled one
+    kept = (torch.arange(length, device=pool_at.device) < counts[:, None]).flatten().nonzero().squeeze(1)  # [T]
+    return kept, counts.cumsum(0) - 1
+
+
+def pooled_text_blocks(transformer, x: torch.Tensor, mask: torch.Tensor, pool_at: torch.Tensor,
+                       pack: bool = False) -> torch.Tensor:
+    """The causal tower's output at one pooled position per row: [N, L, W] -> [N, W].
+
+    What `run_text_blocks(transformer, x, mask)[arange(N), pool_at]` gives, doing only the work
+    that output needs. With a causal `mask`, the token at position p depends on tokens 0..p alone:
+    - `pack=True` (the CPU, where the step is compute-bound) drops the tokens after each row's
+      pooled one from every matrix product (prompts padded to the longest one: a third of the
+      rows for vip's melanoma pack), gathering them back only around the attention itself;
+    - the last block computes queries, attention output and MLP for the pooled tokens only
+      (keys and values still for all): about a sixth of a 6-layer tower's products.
+    Every block must be `_plain_block`; features and gradients equal the full tower's to float
+    rounding (checked in the tests).
+
+    Args:
+        transformer: open_clip's text `Transformer`.
+        x: batch-first token embeddings [N, L, W].
+        mask: the tower's additive causal mask [L, L].
+        pool_at: [N] position of each row's pooled token.
+        pack: drop the tokens after the pooled ones (needs `pool_at` on the host: the CPU).
+    """
+    N, L, W = x.shape
+    kept, ends = _pooled_rows(pool_at, L, pack)
+    h = x.reshape(N * L, W)  # [N*L, W]
+    if kept is not None:
+        h = h.index_select(0, kept)  # [T, W]
+
+    def padded(t: torch.Tensor) -> torch.Tensor:  # [T, C] -> [N, L, C], zeros after each pooled token
+        if kept is not None:
+            t = t.new_zeros(N * L, t.shape[-1]).index_copy(0, kept, t)
+        return t.view(N, L, -1)
+
+    def heads(t: torch.Tensor, num_heads: int) -> torch.Tensor:  # [N, L', E] -> [N, H, L', E/H]
+        return t.unflatten(-1, (num_heads, -1)).transpose(1, 2)
+
+    *inner, last = transformer.resblocks
+    for block in inner:
+        attn = block.attn
+        qkv = padded(F.linear(block.ln_1(h), attn.in_proj_weight, attn.in_proj_bias))  # [N, L, 3E]
+        q, k, v = (heads(t, attn.num_heads) for t in qkv.chunk(3, dim=-1))  # [N, H, L, E/H]
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.to(q.dtype))  # [N, H, L, E/H]
+        out = out.transpose(1, 2).reshape(N * L, -1)  # [N*L, E]
+        h = h + block.ls_1(attn.out_proj(out if kept is None else out.index_select(0, kept)))  # [T, W]
+        h = h + block.ls_2(block.mlp(block.ln_2(h)))
+    attn, E = last.attn, last.attn.embed_dim
+    normed = last.ln_1(h)  # [T, W]
+    kv = padded(F.linear(normed, *_in_projection(attn, slice(E, None))))  # [N, L, 2E]
+    k, v = (heads(t, attn.num_heads) for t in kv.chunk(2, dim=-1))  # [N, H, L, E/H]
+    q = F.linear(normed.index_select(0, ends), *_in_projection(attn, slice(0, E)))  # [N, E]
+    q = heads(q[:, None], attn.num_heads)  # [N, H, 1, E/H]
+    row_mask = mask.index_select(0, pool_at)[:, None, None, :].to(q.dtype)  # [N, 1, 1, L]: what each may see
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=row_mask).flatten(1)  # [N, E]
+    pooled = h.index_select(0, ends) + last.ls_1(attn.out_proj(out))  # [N, W]
+    return pooled + last.ls_2(last.mlp(last.ln_2(pooled)))
+
+
 class ClipBackbone(OpenClipBackbone):
     """CLIP (OpenAI ViT-B/16 by default) through open_clip.
 
@@ -107,9 +184,26 @@ class ClipBackbone(OpenClipBackbone):
         x = embeds.to(cast_dtype) + self.text.positional_embedding[:length].to(cast_dtype)  # [N, L, W]
         mask = self.text.attn_mask
         mask = mask[:length, :length] if mask is not None else None
-        x = self.text.ln_final(run_text_blocks(self.text.transformer, x, mask))  # [N, L, W]
-        pooled = text_global_pool(x, ids.to(self.device), self.pool_type, eos_token_id=self.eos_id)  # [N, W]
+        ids = ids.to(self.device)
+        pool_at = self._pool_positions(ids)
+        if pool_at is not None:  # causal, pooled at one token: only the work that token needs
+            pooled = self.text.ln_final(pooled_text_blocks(self.text.transformer, x, mask, pool_at,
+                                                           pack=x.device.type == "cpu"))  # [N, W]
+        else:
+            x = self.text.ln_final(run_text_blocks(self.text.transformer, x, mask))  # [N, L, W]
+            pooled = text_global_pool(x, ids, self.pool_type, eos_token_id=self.eos_id)  # [N, W]
         projection = self.text.text_projection
         if projection is None:
             return pooled
         return projection(pooled) if isinstance(projection, torch.nn.Module) else pooled @ projection  # [N, D]
+
+    def _pool_positions(self, ids: torch.Tensor) -> torch.Tensor | None:
+        """[N] the token each row is pooled at, when `pooled_text_blocks` may compute the tower (else None)."""
+        mask = self.text.attn_mask
+        blocks = self.text.transformer.resblocks
+        if self.pool_type not in ("argmax", "eos") or mask is None or not blocks or not all(
+                _plain_block(block) for block in blocks):
+            return None
+        if self.pool_type == "argmax":
+            return ids.argmax(dim=-1)  # as open_clip's text_global_pool
+        return (ids == self.eos_id).int().argmax(dim=-1)

@@ -34,37 +34,78 @@ def test_text_path_equals_the_models_own_encode_text(name, request):
     torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
 
 
-def _own_forward_grads(backbone, run_blocks):
-    """(features, gradient w.r.t. the embeddings) of the CLIP text path with `run_blocks` as its transformer."""
-    from vip_backbones import clip as clip_module
+def _open_clip_text_path(backbone, embeds, ids):
+    """open_clip's own text forward from token embeddings [N, L, W]: its transformer, then pooling [N, D]."""
+    from open_clip.transformer import text_global_pool
 
-    ids = backbone.tokenize(TEXTS)[:, :24]
+    text, length = backbone.text, ids.shape[1]
+    x = embeds + text.positional_embedding[:length]
+    x = text.ln_final(text.transformer(x, attn_mask=text.attn_mask[:length, :length]))  # [N, L, W]
+    return text_global_pool(x, ids, backbone.pool_type) @ text.text_projection
+
+
+def _features_and_grads(path, backbone, ids):
+    """(features, gradient w.r.t. the token embeddings) of `path(backbone, embeds, ids)`."""
     embeds = backbone.embed_tokens(ids).detach().requires_grad_(True)
-    original = clip_module.run_text_blocks
-    clip_module.run_text_blocks = run_blocks
-    try:
-        features = backbone.encode_text_embeds(embeds, ids)
-    finally:
-        clip_module.run_text_blocks = original
-    (features * torch.linspace(-1, 1, features.shape[1])).sum().backward()
+    features = path(backbone, embeds, ids)
+    (features * torch.linspace(-1, 1, features.shape[-1])).sum().backward()
     return features.detach(), embeds.grad
 
 
-def test_clip_text_blocks_compute_what_open_clip_computes_features_and_gradients(tmp_path):
+@pytest.fixture(scope="module")
+def deep_clip(tmp_path_factory):
+    """A tiny CLIP with several blocks and heads, so a head or layer mix-up shows."""
     from tiny_models import write_tiny_clip_config
-    from vip_backbones.clip import _plain_block, run_text_blocks
 
-    config = write_tiny_clip_config(tmp_path)
+    config = write_tiny_clip_config(tmp_path_factory.mktemp("deep"))
     spec = json.loads(config.read_text())
-    spec["text_cfg"].update(layers=3, heads=4)  # several blocks and heads, so a head or layer mix-up shows
+    spec["text_cfg"].update(layers=3, heads=4)
     config.write_text(json.dumps(spec))
-    backbone = load_backbone("clip", str(config), "none", warn_random=False)
-    assert all(_plain_block(block) for block in backbone.text.transformer.resblocks)  # the fast path is taken
-    ours = _own_forward_grads(backbone, run_text_blocks)
-    theirs = _own_forward_grads(backbone, lambda transformer, x, mask: transformer(x, attn_mask=mask))
+    return load_backbone("clip", str(config), "none", warn_random=False)
+
+
+def _assert_equal_to_rounding(ours, theirs):
     for got, expected in zip(ours, theirs):  # equal up to float32 summation order
         assert expected.abs().max() > 0
         assert float((got - expected).norm() / expected.norm()) < 1e-5
+
+
+def test_clip_text_path_computes_what_open_clip_computes_features_and_gradients(deep_clip):
+    from vip_backbones.clip import _plain_block
+
+    assert all(_plain_block(block) for block in deep_clip.text.transformer.resblocks)  # the fast path is taken
+    assert deep_clip._pool_positions(deep_clip.tokenize(TEXTS)) is not None
+    for ids in (deep_clip.tokenize(TEXTS)[:, :24], deep_clip.tokenize(TEXTS)):  # trimmed, and the full context
+        ours = _features_and_grads(lambda b, e, i: b.encode_text_embeds(e, i), deep_clip, ids)
+        _assert_equal_to_rounding(ours, _features_and_grads(_open_clip_text_path, deep_clip, ids))
+
+
+@pytest.mark.parametrize("pack", [True, False], ids=["packed (CPU)", "padded (CUDA)"])
+def test_pooled_text_blocks_equal_the_full_tower_at_the_pooled_tokens(deep_clip, pack):
+    from vip_backbones.clip import pooled_text_blocks, run_text_blocks
+
+    ids = deep_clip.tokenize(TEXTS)[:, :24]
+    pool_at = ids.argmax(dim=-1)
+    assert len(set(pool_at.tolist())) == len(TEXTS)  # rows of different lengths: packing drops tokens
+    mask = deep_clip.text.attn_mask[:24, :24]
+    transformer = deep_clip.text.transformer
+
+    def ours(backbone, embeds, ids):
+        return pooled_text_blocks(transformer, embeds, mask, pool_at, pack=pack)  # [N, W]
+
+    def full(backbone, embeds, ids):
+        return run_text_blocks(transformer, embeds, mask)[torch.arange(len(ids)), pool_at]  # [N, W]
+
+    _assert_equal_to_rounding(_features_and_grads(ours, deep_clip, ids), _features_and_grads(full, deep_clip, ids))
+
+
+def test_clip_text_blocks_compute_what_open_clip_computes(deep_clip):
+    from vip_backbones.clip import run_text_blocks
+
+    transformer, mask = deep_clip.text.transformer, deep_clip.text.attn_mask[:9, :9]
+    x = torch.randn(3, 9, deep_clip.token_width)
+    torch.testing.assert_close(run_text_blocks(transformer, x, mask), transformer(x, attn_mask=mask),
+                               rtol=1e-5, atol=1e-5)
 
 
 def test_clip_text_blocks_run_other_blocks_as_open_clip_defines_them(clip_backbone):
@@ -74,6 +115,9 @@ def test_clip_text_blocks_run_other_blocks_as_open_clip_defines_them(clip_backbo
         def __init__(self, inner):
             super().__init__()
             self.inner, self.calls = inner, 0
+
+        def get_weight_dtype(self):  # what open_clip's Transformer asks of its first block
+            return self.inner.get_weight_dtype()
 
         def forward(self, x, attn_mask=None):
             self.calls += 1
@@ -93,6 +137,14 @@ def test_clip_text_blocks_run_other_blocks_as_open_clip_defines_them(clip_backbo
         transformer.resblocks = original
     assert traced.calls == 1
     torch.testing.assert_close(got, expected)
+    transformer.resblocks = torch.nn.ModuleList([traced])
+    try:  # and the backbone's text path then runs the whole tower through run_text_blocks
+        ids = clip_backbone.tokenize(TEXTS)
+        assert clip_backbone._pool_positions(ids) is None
+        clip_backbone.encode_text_embeds(clip_backbone.embed_tokens(ids), ids)
+    finally:
+        transformer.resblocks = original
+    assert traced.calls == 2
 
 
 @pytest.mark.parametrize("name", ["clip_backbone", "bert_backbone"])
