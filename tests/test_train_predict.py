@@ -65,6 +65,36 @@ def test_predict_round_trip_matches_the_training_evaluation(cli, trained, isic_s
     assert json.loads(again)["predictions"] == document["predictions"]
 
 
+def test_predict_computes_logits_as_training_evaluated_them_under_autocast(cli, isic_small, tiny_clip, tmp_path,
+                                                                           monkeypatch):
+    """On CUDA both run under bf16 autocast; forced here on the CPU, where bf16 shows in the 3rd digit."""
+    import torch
+
+    from vipcli import devices
+    from vipcli.features import encode_images
+    from vipcli.fitting import predict_logits
+    from vipcli.predict import collect_images, load_predictor
+    from vipcli.trust import calibrated_softmax
+
+    monkeypatch.setattr(devices, "autocast_dtype", lambda device: torch.bfloat16)
+    out = tmp_path / "run"
+    code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, out))
+    assert code == 0, err
+    code, stdout, err = cli("predict", isic_small / "test", "--model", out, "--json", "--device", "cpu")
+    assert code == 0, err
+    predicted = {p["path"]: p["probabilities"] for p in json.loads(stdout)["predictions"]}
+    predictor = load_predictor(out)
+    paths = collect_images([isic_small / "test"])
+    encoded = encode_images(predictor.backbone, paths, workers=0)
+    features = torch.stack([encoded.eval[i] for i in range(len(paths))])  # [N, D]
+    evaluated = calibrated_softmax(predict_logits(predictor.method, features, "cpu"), predictor.calibration)
+    with torch.no_grad():  # what predict computed before: the same logits without autocast
+        plain = calibrated_softmax(predictor.method(features).float(), predictor.calibration)
+    assert not torch.allclose(plain, evaluated, atol=1e-4)  # autocast does show at predict's 4 decimals
+    for path, row in zip(paths, evaluated):
+        assert list(predicted[str(path)].values()) == [round(float(p), 4) for p in row]
+
+
 def test_explain_lists_each_symptom_with_similarity_and_weight(cli, trained, isic_small):
     out, _ = trained
     image = sorted((isic_small / "test" / "melanoma").iterdir())[0]

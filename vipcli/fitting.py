@@ -27,11 +27,15 @@ def predict_logits(method, features: torch.Tensor, device) -> torch.Tensor:
     method.prepare()
     if features.numel() == 0:
         return torch.empty(0, len(method.setup.class_names))
-    return _prepared_logits(method, features, device).cpu()
+    return prepared_logits(method, features, device).cpu()
 
 
-def _prepared_logits(method, features: torch.Tensor, device) -> torch.Tensor:
-    """Logits [N, C] (float32, on `device`) of a prepared method for image features [N, D], in chunks."""
+def prepared_logits(method, features: torch.Tensor, device) -> torch.Tensor:
+    """Logits [N, C] (float32, on `device`) of a prepared method for image features [N, D], in chunks.
+
+    The one place inference computes logits (training's evaluation and `vip predict`), under the
+    device's autocast, so a run's metrics, its calibration and its predictions agree to the digit.
+    """
     with autocast(device):
         return torch.cat([method(chunk.to(device)).float() for chunk in features.split(4096)])  # [N, C]
 
@@ -234,7 +238,7 @@ def _validate_many(active: list, epoch: int, device) -> None:
         run.method.prepare(features)
         val = run.val
         if len(val.y):
-            logits = _prepared_logits(run.method, val.x, device)  # [M, C]
+            logits = prepared_logits(run.method, val.x, device)  # [M, C]
             val_accuracy = float((logits.argmax(dim=1) == val.y).float().mean())  # on the device, one read
         else:
             val_accuracy = 0.0
@@ -267,7 +271,7 @@ def _reference_accuracy(method, reference, epoch, device) -> float:
     method.prepare()
     correct = total = 0
     for features, labels in reference(epoch, False):
-        correct += int((method(features.to(device)).argmax(1).cpu() == labels).sum())
+        correct += int((prepared_logits(method, features, device).argmax(1).cpu() == labels).sum())
         total += len(labels)
     return correct / max(total, 1)
 

@@ -135,6 +135,7 @@ def stream_predictions(predictor: Predictor, paths: list[Path], explain: bool = 
 def _predict_chunk(predictor: Predictor, paths: list[Path], explain, cache, workers, batch_size, advance, cutoff):
     """Encode and classify one chunk; yield its results in order."""
     from vipcli.features import encode_images
+    from vipcli.fitting import prepared_logits
     from vipcli.trust import calibrated_softmax, prediction_set
 
     encoded = encode_images(predictor.backbone, paths, 0, cache, batch_size, workers, advance=advance)
@@ -144,7 +145,7 @@ def _predict_chunk(predictor: Predictor, paths: list[Path], explain, cache, work
     if readable:
         features = torch.stack([encoded.eval[i] for i in readable])  # [N, D]
         with torch.no_grad():
-            logits = torch.cat([method(part.to(device)).float().cpu() for part in features.split(4096)])  # [N, C]
+            logits = prepared_logits(method, features, device).cpu()  # [N, C], as training evaluated
         probabilities = calibrated_softmax(logits, predictor.calibration)  # [N, C], temperature applied
     for i, path in enumerate(paths):
         if i not in row_of:
