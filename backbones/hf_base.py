@@ -13,7 +13,6 @@ Built on it: `vip_backbones.hf_clip.HFClipBackbone` (`CLIPModel`: PLIP, PubMedCL
 from __future__ import annotations
 
 import contextlib
-import copy
 import hashlib
 import json
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import Sequence
 import torch
 
 from vip_backbones.hub import fail_fast_if_uncached, missing_weights_error, model_loading
-from vipcli.backbone import Backbone, clip_style_transform
+from vipcli.backbone import Backbone, clip_style_transform, identity_taken_once
 from vipcli.errors import UsageError, VipError
 
 RANDOM_INIT_SEED = 0  # `--pretrained none` builds the same random towers every time
@@ -221,9 +220,7 @@ class TransformersBackbone(Backbone):
         return json.dumps(config, sort_keys=True, default=str)
 
     def describe(self) -> dict:
-        if not hasattr(self, "_identity"):  # taken once, at load: later edits to the files do not change it
-            self._identity = self._identify()
-        return copy.deepcopy(self._identity)
+        return identity_taken_once(self, self._identify)
 
     def _identify(self) -> dict:
         import transformers

@@ -14,7 +14,6 @@ published open_clip model usually only changes the defaults:
 from __future__ import annotations
 
 import contextlib
-import copy
 import functools
 import hashlib
 import json
@@ -25,7 +24,7 @@ from pathlib import Path
 import torch
 
 from vip_backbones.hub import fail_fast_if_uncached, missing_weights_error, model_loading
-from vipcli.backbone import Backbone, clip_style_transform
+from vipcli.backbone import Backbone, clip_style_transform, identity_taken_once
 from vipcli.errors import UsageError, VipError
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -319,9 +318,7 @@ class OpenClipBackbone(Backbone):
         return clip_style_transform(int(size), mean, std, train)
 
     def describe(self) -> dict:
-        if not hasattr(self, "_identity"):  # taken once, at load: later edits to the files do not change it
-            self._identity = self._identify()
-        return copy.deepcopy(self._identity)
+        return identity_taken_once(self, self._identify)
 
     def _identify(self) -> dict:
         import open_clip

@@ -181,6 +181,19 @@ class CausalTextTower:
         return causal_mask(length, getattr(self, "device", None))
 
 
+def identity_taken_once(backbone, identify: Callable[[], dict]) -> dict:
+    """A copy of `identify()`, computed at the first call and kept on `backbone`.
+
+    For `describe()` of backbones whose identity reads files (weights, configs): taken once, at
+    load, so later edits to the files do not change what a loaded backbone says it is.
+    """
+    import copy
+
+    if not hasattr(backbone, "_identity"):
+        backbone._identity = identify()
+    return copy.deepcopy(backbone._identity)
+
+
 def causal_mask(length: int, device=None) -> torch.Tensor:
     """Additive mask letting position i attend to positions <= i: 0 on and below the diagonal,
     -inf above. [L, L] float32."""
