@@ -60,10 +60,10 @@ def run_text_blocks(transformer, x: torch.Tensor, mask: torch.Tensor | None) -> 
     return x
 
 
-def _in_projection(attn: torch.nn.MultiheadAttention, rows: slice) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(weight, bias) of some of the packed q, k, v input projection's output rows."""
+def _in_projection(attn: torch.nn.MultiheadAttention, part: slice) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(weight, bias) of a part (q, or k and v) of the stacked q, k, v input projection."""
     bias = attn.in_proj_bias
-    return attn.in_proj_weight[rows], None if bias is None else bias[rows]
+    return attn.in_proj_weight[part], None if bias is None else bias[part]
 
 
 def _pooled_rows(pool_at: torch.Tensor, length: int, pack: bool) -> tuple[torch.Tensor | None, torch.Tensor]:
@@ -91,9 +91,10 @@ def pooled_text_blocks(transformer, x: torch.Tensor, mask: torch.Tensor, pool_at
       pooled one from every matrix product (prompts padded to the longest one: a third of the
       rows for vip's melanoma pack), gathering them back only around the attention itself;
     - the last block computes queries, attention output and MLP for the pooled tokens only
-      (keys and values still for all): about a sixth of a 6-layer tower's products.
-    Every block must be `_plain_block`; features and gradients equal the full tower's to float
-    rounding (checked in the tests).
+      (keys and values still for all): about a seventh of a 6-layer tower's products.
+    Features and gradients equal open_clip's own tower to float rounding (checked in the tests).
+    The caller checks that `mask` is causal and that the pooled position is the output it needs
+    (`ClipBackbone._pool_positions`); every block must be `_plain_block` (else ValueError).
 
     Args:
         transformer: open_clip's text `Transformer`.
@@ -102,6 +103,8 @@ def pooled_text_blocks(transformer, x: torch.Tensor, mask: torch.Tensor, pool_at
         pool_at: [N] position of each row's pooled token.
         pack: drop the tokens after the pooled ones (needs `pool_at` on the host: the CPU).
     """
+    if not all(_plain_block(block) for block in transformer.resblocks) or not len(transformer.resblocks):
+        raise ValueError("pooled_text_blocks needs plain open_clip ResidualAttentionBlocks; use run_text_blocks")
     N, L, W = x.shape
     kept, ends = _pooled_rows(pool_at, L, pack)
     h = x.reshape(N * L, W)  # [N*L, W]

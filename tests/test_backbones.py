@@ -41,7 +41,7 @@ def _open_clip_text_path(backbone, embeds, ids):
     text, length = backbone.text, ids.shape[1]
     x = embeds + text.positional_embedding[:length]
     x = text.ln_final(text.transformer(x, attn_mask=text.attn_mask[:length, :length]))  # [N, L, W]
-    return text_global_pool(x, ids, backbone.pool_type) @ text.text_projection
+    return text_global_pool(x, ids, backbone.pool_type, eos_token_id=backbone.eos_id) @ text.text_projection
 
 
 def _features_and_grads(path, backbone, ids):
@@ -52,16 +52,34 @@ def _features_and_grads(path, backbone, ids):
     return features.detach(), embeds.grad
 
 
-@pytest.fixture(scope="module")
-def deep_clip(tmp_path_factory):
-    """A tiny CLIP with several blocks and heads, so a head or layer mix-up shows."""
+def _deep_clip(folder, **text_cfg):
+    """A tiny CLIP with several blocks and heads (a head or layer mix-up shows) and LayerScale (dropping it shows)."""
     from tiny_models import write_tiny_clip_config
 
-    config = write_tiny_clip_config(tmp_path_factory.mktemp("deep"))
+    config = write_tiny_clip_config(folder)
     spec = json.loads(config.read_text())
-    spec["text_cfg"].update(layers=3, heads=4)
+    spec["text_cfg"].update(layers=3, heads=4, ls_init_value=0.5, **text_cfg)
     config.write_text(json.dumps(spec))
     return load_backbone("clip", str(config), "none", warn_random=False)
+
+
+@pytest.fixture(scope="module")
+def deep_clip(tmp_path_factory):
+    """Pooled at the end token, CLIP's way (`argmax`: it has the largest id)."""
+    return _deep_clip(tmp_path_factory.mktemp("deep"))
+
+
+@pytest.fixture(scope="module")
+def eos_clip(tmp_path_factory):
+    """Pooled at the first '.' (`eos` pooling with an id that is not the largest)."""
+    return _deep_clip(tmp_path_factory.mktemp("deep-eos"), pool_type="eos", eos_id=269)
+
+
+EOS_TEXTS = ["a dark spot. with irregular edges", "a round brown spot. on the skin", "many. colors and shapes"]
+
+
+def _texts(backbone) -> list[str]:
+    return EOS_TEXTS if backbone.pool_type == "eos" else TEXTS
 
 
 def _assert_equal_to_rounding(ours, theirs):
@@ -70,33 +88,38 @@ def _assert_equal_to_rounding(ours, theirs):
         assert float((got - expected).norm() / expected.norm()) < 1e-5
 
 
-def test_clip_text_path_computes_what_open_clip_computes_features_and_gradients(deep_clip):
+@pytest.mark.parametrize("name", ["deep_clip", "eos_clip"])
+def test_clip_text_path_computes_what_open_clip_computes_features_and_gradients(name, request):
     from vip_backbones.clip import _plain_block
 
-    assert all(_plain_block(block) for block in deep_clip.text.transformer.resblocks)  # the fast path is taken
-    assert deep_clip._pool_positions(deep_clip.tokenize(TEXTS)) is not None
-    for ids in (deep_clip.tokenize(TEXTS)[:, :24], deep_clip.tokenize(TEXTS)):  # trimmed, and the full context
-        ours = _features_and_grads(lambda b, e, i: b.encode_text_embeds(e, i), deep_clip, ids)
-        _assert_equal_to_rounding(ours, _features_and_grads(_open_clip_text_path, deep_clip, ids))
+    backbone = request.getfixturevalue(name)
+    ids = backbone.tokenize(_texts(backbone))
+    assert all(_plain_block(block) for block in backbone.text.transformer.resblocks)  # the fast path is taken
+    assert backbone._pool_positions(ids) is not None
+    for rows in (ids[:, :24], ids):  # trimmed, and the full context
+        ours = _features_and_grads(lambda b, e, i: b.encode_text_embeds(e, i), backbone, rows)
+        _assert_equal_to_rounding(ours, _features_and_grads(_open_clip_text_path, backbone, rows))
 
 
+@pytest.mark.parametrize("name", ["deep_clip", "eos_clip"])
 @pytest.mark.parametrize("pack", [True, False], ids=["packed (CPU)", "padded (CUDA)"])
-def test_pooled_text_blocks_equal_the_full_tower_at_the_pooled_tokens(deep_clip, pack):
-    from vip_backbones.clip import pooled_text_blocks, run_text_blocks
+def test_pooled_text_blocks_equal_open_clips_tower_at_the_pooled_tokens(name, pack, request):
+    from vip_backbones.clip import pooled_text_blocks
 
-    ids = deep_clip.tokenize(TEXTS)[:, :24]
-    pool_at = ids.argmax(dim=-1)
-    assert len(set(pool_at.tolist())) == len(TEXTS)  # rows of different lengths: packing drops tokens
-    mask = deep_clip.text.attn_mask[:24, :24]
-    transformer = deep_clip.text.transformer
+    backbone = request.getfixturevalue(name)
+    ids = backbone.tokenize(_texts(backbone))[:, :24]
+    pool_at = backbone._pool_positions(ids)
+    assert len(set(pool_at.tolist())) == len(ids)  # rows of different lengths: packing drops tokens
+    mask = backbone.text.attn_mask[:24, :24]
+    transformer = backbone.text.transformer
 
     def ours(backbone, embeds, ids):
         return pooled_text_blocks(transformer, embeds, mask, pool_at, pack=pack)  # [N, W]
 
-    def full(backbone, embeds, ids):
-        return run_text_blocks(transformer, embeds, mask)[torch.arange(len(ids)), pool_at]  # [N, W]
+    def open_clips(backbone, embeds, ids):
+        return transformer(embeds, attn_mask=mask)[torch.arange(len(ids)), pool_at]  # [N, W]
 
-    _assert_equal_to_rounding(_features_and_grads(ours, deep_clip, ids), _features_and_grads(full, deep_clip, ids))
+    _assert_equal_to_rounding(_features_and_grads(ours, backbone, ids), _features_and_grads(open_clips, backbone, ids))
 
 
 def test_clip_text_blocks_compute_what_open_clip_computes(deep_clip):

@@ -14,6 +14,7 @@ that raised it.
 from __future__ import annotations
 
 import abc
+import copy
 import hashlib
 import json
 from typing import Callable, Sequence
@@ -187,8 +188,6 @@ def identity_taken_once(backbone, identify: Callable[[], dict]) -> dict:
     For `describe()` of backbones whose identity reads files (weights, configs): taken once, at
     load, so later edits to the files do not change what a loaded backbone says it is.
     """
-    import copy
-
     if not hasattr(backbone, "_identity"):
         backbone._identity = identify()
     return copy.deepcopy(backbone._identity)
