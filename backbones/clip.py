@@ -60,25 +60,20 @@ def run_text_blocks(transformer, x: torch.Tensor, mask: torch.Tensor | None) -> 
     return x
 
 
-def _in_projection(attn: torch.nn.MultiheadAttention, part: slice) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(weight, bias) of a part (q, or k and v) of the stacked q, k, v input projection."""
-    bias = attn.in_proj_bias
-    return attn.in_proj_weight[part], None if bias is None else bias[part]
-
-
-def _pooled_rows(pool_at: torch.Tensor, length: int, pack: bool) -> tuple[torch.Tensor | None, torch.Tensor]:
+def _pooled_rows(pool_at: torch.Tensor, length: int, pack: bool) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
     """Which rows of the flattened [N * L] tokens a pooled causal tower needs.
 
-    Returns (kept, ends): `kept` [T] indexes the tokens through each row's pooled position (None:
-    every token, T = N * L), `ends` [N] where each row's pooled token sits among the kept ones.
-    Packing needs `pool_at` on the host (its size is data-dependent), so it is for the CPU.
+    Returns (kept, ends, pooled): `kept` [T] indexes the tokens through each row's pooled position
+    (None: every token, T = N * L); `ends` [N] where each row's pooled token sits among the kept
+    ones, `pooled` [N] where it sits among all N * L. Packing needs `pool_at` on the host (its
+    size is data-dependent), so it is for the CPU.
     """
-    rows = torch.arange(pool_at.shape[0], device=pool_at.device)  # [N]
+    pooled = torch.arange(pool_at.shape[0], device=pool_at.device) * length + pool_at  # [N]
     if not pack:
-        return None, rows * length + pool_at
+        return None, pooled, pooled
     counts = pool_at + 1  # [N] tokens through the pooled one
     kept = (torch.arange(length, device=pool_at.device) < counts[:, None]).flatten().nonzero().squeeze(1)  # [T]
-    return kept, counts.cumsum(0) - 1
+    return kept, counts.cumsum(0) - 1, pooled
 
 
 def pooled_text_blocks(transformer, x: torch.Tensor, mask: torch.Tensor, pool_at: torch.Tensor,
@@ -90,8 +85,10 @@ def pooled_text_blocks(transformer, x: torch.Tensor, mask: torch.Tensor, pool_at
     - `pack=True` (the CPU, where the step is compute-bound) drops the tokens after each row's
       pooled one from every matrix product (prompts padded to the longest one: a third of the
       rows for vip's melanoma pack), gathering them back only around the attention itself;
-    - the last block computes queries, attention output and MLP for the pooled tokens only
-      (keys and values still for all): about a seventh of a 6-layer tower's products.
+    - the last block's output projection and MLP run on the pooled tokens only: about an eighth
+      of a 6-layer tower's products. Its attention still runs for every query, with the same
+      kernel as the other blocks (torch's CPU attention for a single query sums in an order
+      that depends on the thread count; this one does not).
     Features and gradients equal open_clip's own tower to float rounding (checked in the tests).
     The caller checks that `mask` is causal and that the pooled position is the output it needs
     (`ClipBackbone._pool_positions`); every block must be `_plain_block` (else ValueError).
@@ -106,38 +103,29 @@ def pooled_text_blocks(transformer, x: torch.Tensor, mask: torch.Tensor, pool_at
     if not all(_plain_block(block) for block in transformer.resblocks) or not len(transformer.resblocks):
         raise ValueError("pooled_text_blocks needs plain open_clip ResidualAttentionBlocks; use run_text_blocks")
     N, L, W = x.shape
-    kept, ends = _pooled_rows(pool_at, L, pack)
+    kept, ends, pooled = _pooled_rows(pool_at, L, pack)
     h = x.reshape(N * L, W)  # [N*L, W]
     if kept is not None:
         h = h.index_select(0, kept)  # [T, W]
 
-    def padded(t: torch.Tensor) -> torch.Tensor:  # [T, C] -> [N, L, C], zeros after each pooled token
-        if kept is not None:
-            t = t.new_zeros(N * L, t.shape[-1]).index_copy(0, kept, t)
-        return t.view(N, L, -1)
-
-    def heads(t: torch.Tensor, num_heads: int) -> torch.Tensor:  # [N, L', E] -> [N, H, L', E/H]
-        return t.unflatten(-1, (num_heads, -1)).transpose(1, 2)
+    def attention(block) -> torch.Tensor:  # [T, W] -> [N*L, E]: attention output before out_proj
+        attn = block.attn
+        qkv = F.linear(block.ln_1(h), attn.in_proj_weight, attn.in_proj_bias)  # [T, 3E]
+        if kept is not None:  # back to the padded layout, zeros after each pooled token
+            qkv = qkv.new_zeros(N * L, qkv.shape[-1]).index_copy(0, kept, qkv)
+        q, k, v = (t.unflatten(-1, (attn.num_heads, -1)).transpose(1, 2)  # [N, H, L, E/H]
+                   for t in qkv.view(N, L, -1).chunk(3, dim=-1))
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.to(q.dtype))  # [N, H, L, E/H]
+        return out.transpose(1, 2).reshape(N * L, -1)  # [N*L, E]
 
     *inner, last = transformer.resblocks
     for block in inner:
-        attn = block.attn
-        qkv = padded(F.linear(block.ln_1(h), attn.in_proj_weight, attn.in_proj_bias))  # [N, L, 3E]
-        q, k, v = (heads(t, attn.num_heads) for t in qkv.chunk(3, dim=-1))  # [N, H, L, E/H]
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.to(q.dtype))  # [N, H, L, E/H]
-        out = out.transpose(1, 2).reshape(N * L, -1)  # [N*L, E]
-        h = h + block.ls_1(attn.out_proj(out if kept is None else out.index_select(0, kept)))  # [T, W]
+        out = attention(block)  # [N*L, E]
+        h = h + block.ls_1(block.attn.out_proj(out if kept is None else out.index_select(0, kept)))  # [T, W]
         h = h + block.ls_2(block.mlp(block.ln_2(h)))
-    attn, E = last.attn, last.attn.embed_dim
-    normed = last.ln_1(h)  # [T, W]
-    kv = padded(F.linear(normed, *_in_projection(attn, slice(E, None))))  # [N, L, 2E]
-    k, v = (heads(t, attn.num_heads) for t in kv.chunk(2, dim=-1))  # [N, H, L, E/H]
-    q = F.linear(normed.index_select(0, ends), *_in_projection(attn, slice(0, E)))  # [N, E]
-    q = heads(q[:, None], attn.num_heads)  # [N, H, 1, E/H]
-    row_mask = mask.index_select(0, pool_at)[:, None, None, :].to(q.dtype)  # [N, 1, 1, L]: what each may see
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=row_mask).flatten(1)  # [N, E]
-    pooled = h.index_select(0, ends) + last.ls_1(attn.out_proj(out))  # [N, W]
-    return pooled + last.ls_2(last.mlp(last.ln_2(pooled)))
+    out = attention(last).index_select(0, pooled)  # [N, E]
+    h = h.index_select(0, ends) + last.ls_1(last.attn.out_proj(out))  # [N, W]
+    return h + last.ls_2(last.mlp(last.ln_2(h)))
 
 
 class ClipBackbone(OpenClipBackbone):

@@ -50,6 +50,22 @@ def test_few_shot_subset_is_reproducible(cli, isic_small, tiny_clip, tmp_path):
     assert subsets[0] == subsets[1] and subsets[0] != subsets[2]
 
 
+def test_the_same_command_twice_trains_the_same_model(cli, isic_small, tiny_clip, tmp_path):
+    """Bit for bit: nothing in a run depends on timing (CPU threads are not chosen by a stopwatch)."""
+    import torch
+
+    weights = []
+    for name in ("a", "b"):
+        code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / name, "--seed", "3"))
+        assert code == 0, err
+        with safe_open(str(tmp_path / name / "model.safetensors"), "pt") as handle:
+            weights.append({k: handle.get_tensor(k) for k in handle.keys()})
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    history = [json.loads((tmp_path / n / "metrics.json").read_text())["history"] for n in ("a", "b")]
+    assert history[0] == history[1]
+
+
 def test_predict_round_trip_matches_the_training_evaluation(cli, trained, isic_small):
     out, _ = trained
     code, stdout, err = cli("predict", isic_small / "test", "--model", out, "--json", "--device", "cpu")

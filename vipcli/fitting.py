@@ -6,13 +6,12 @@ the same loop, best-epoch selection and metrics as the built-ins.
 
 from __future__ import annotations
 
-import contextlib
 
 import torch
 import torch.nn.functional as F
 
 from vipcli import console
-from vipcli.devices import autocast, fastest_cpu_threads
+from vipcli.devices import autocast
 from vipcli.featuresets import FeatureSet
 from vipcli.methods.prompting import encode_stacked_prompts, fits_together
 from vipcli.metrics import compute_metrics
@@ -129,10 +128,8 @@ def fit_sgd(method, data, context) -> dict:
     optimizer = torch.optim.SGD(parameters, lr=schedule.lr, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
     generator = torch.Generator().manual_seed(context.seed)
     best = _BestEpoch(method)
-    step = getattr(method, "timing_step", None)
-    threads = contextlib.nullcontext() if reference or step is None else fastest_cpu_threads(step, device)
     train, val = (None, None) if reference else (data.train.to(device), data.val.to(device))  # moved once
-    with threads, console.task(context.progress, "training prompts", schedule.epochs) as advance:
+    with console.task(context.progress, "training prompts", schedule.epochs) as advance:
         for epoch in range(schedule.epochs):
             for group in optimizer.param_groups:
                 group["lr"] = schedule.lr_at(epoch)
@@ -193,14 +190,9 @@ def fit_sgd_many(methods: list, datas: list, contexts: list, progress=None) -> l
     for run, group in zip(runs, optimizer.param_groups):
         run.group = group
 
-    def timing_step():  # forward + backward of every run's text side, leaving no trace
-        sum(f.sum() for f in encode_stacked_prompts(methods)).backward()
-        for m in methods:
-            m.zero_grad(set_to_none=True)
-
     epochs = max(run.schedule.epochs for run in runs)
     label = f"training prompts ({len(runs)} runs batched)"
-    with fastest_cpu_threads(timing_step, device), console.task(progress, label, epochs) as advance:
+    with console.task(progress, label, epochs) as advance:
         for epoch in range(epochs):
             active = [run for run in runs if epoch < run.schedule.epochs]
             for run in active:

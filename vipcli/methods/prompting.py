@@ -204,11 +204,6 @@ class PromptMethod(Method):
             return no_training(self, data)
         return fit_sgd(self, data, context)
 
-    def timing_step(self) -> None:
-        """A forward and backward pass of the text side that leaves no trace (to choose CPU threads)."""
-        self.class_embeddings()[0].sum().backward()
-        self.zero_grad(set_to_none=True)
-
     def merge_weights(self) -> torch.Tensor:
         """[C, K] the weight of each prompt in its class embedding (uniform without a merge prompt)."""
         if self._inference is None:
