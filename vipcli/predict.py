@@ -208,7 +208,8 @@ def predict_to_file(predictor: Predictor, paths: list[Path], out: Path, world=No
                 writer.error(path, reason)
             else:
                 writer.prediction(prediction)
-    if world.distributed and writer.written == 0 and target.exists() and target.stat().st_size <= _header_size(form):
+    header_size = len(form.header_line().encode("utf-8"))
+    if world.distributed and writer.written == 0 and target.exists() and target.stat().st_size <= header_size:
         target.unlink()  # nothing of this rank's to merge
     distributed.barrier(world)  # every part is complete
     run = FileRun(Path(out), len(paths), len(paths) - len(remaining), writer.written)
@@ -216,9 +217,3 @@ def predict_to_file(predictor: Predictor, paths: list[Path], out: Path, world=No
         run.merged = finish_output(out, paths, form)
     return run
 
-
-def _header_size(form) -> int:
-    """Bytes of the header line a fresh file of `form` starts with."""
-    from vipcli.prediction_files import _csv_line
-
-    return len(_csv_line(form.header()).encode("utf-8")) if form.kind == "csv" else 0

@@ -75,6 +75,10 @@ class RecordFormat:
         return ["path", "label", "probability", *(f"p_{name}" for name in self.class_names),
                 *(["prediction_set"] if self.coverage else []), "error"]
 
+    def header_line(self) -> str:
+        """What a fresh file of this format starts with: the CSV header line ("" for JSONL)."""
+        return _csv_line(self.header()) if self.kind == "csv" else ""
+
     def prediction_line(self, prediction) -> str:
         """One prediction as one line (with its newline)."""
         if self.kind == "jsonl":
@@ -178,8 +182,8 @@ class RecordWriter:
         self.file, self.form, self.written = Path(file), form, 0
         _cut_torn_tail(self.file)
         self.stream = open(self.file, "a", encoding="utf-8", newline="")
-        if form.kind == "csv" and self.stream.tell() == 0:
-            self._write(_csv_line(form.header()))
+        if self.stream.tell() == 0 and form.header_line():
+            self._write(form.header_line())
 
     def _write(self, line: str) -> None:
         self.stream.write(line)
@@ -275,8 +279,7 @@ def finish_output(out: Path, paths: list, form: RecordFormat) -> MergeSummary:
         handles = [open(file, "rb") if file.exists() else None for file in sources]
         try:
             with atomic_path(out) as temp, open(temp, "wb") as stream:
-                if form.kind == "csv":
-                    stream.write(_csv_line(form.header()).encode("utf-8"))
+                stream.write(form.header_line().encode("utf-8"))
                 for path in ordered:
                     source, offset, _ = where[path]
                     handles[source].seek(offset)
