@@ -74,3 +74,23 @@ def test_encoded_features_do_not_change_with_the_split(monkeypatch, tmp_path):
     monkeypatch.undo()
     split_reference = features.iterate_fresh_features(backbone, paths, [0, 1, 0], False, 3, 0, seed=1)
     assert torch.equal(next(iter(reference))[0], next(iter(split_reference))[0])
+
+
+@pytest.mark.parametrize("eval_std", [None, (0.5, 0.5, 0.5)], ids=["eval not split", "other statistics"])
+def test_views_of_one_image_travel_alike_or_both_whole(eval_std):
+    """Evaluation and training views of an image are stacked: split both the same way, or neither."""
+    from torchvision import transforms as T
+
+    from vipcli import features
+
+    class Backbone:
+        def image_transform(self, train):
+            if train:
+                return clip_style_transform(32, MEAN, STD, True)
+            if eval_std is None:
+                return T.Compose([T.Resize(32), T.CenterCrop(32), T.ToTensor()])
+            return clip_style_transform(32, MEAN, eval_std, False)
+
+    evaluation, training = features._pipelines(Backbone())
+    assert evaluation.normalize is None and training.normalize is None
+    assert training.make(_picture()).dtype == evaluation.make(_picture()).dtype == torch.float32

@@ -304,10 +304,10 @@ def _encode(backbone, images: torch.Tensor, pipeline: ViewPipeline) -> torch.Ten
 def _pipelines(backbone) -> tuple[ViewPipeline, ViewPipeline]:
     """(evaluation, training) view pipelines of `backbone`; both split, or neither (views of one
     image travel stacked, so they must share a dtype)."""
-    evaluation, training = view_pipeline(backbone.image_transform(False)), view_pipeline(backbone.image_transform(True))
-    if (evaluation.normalize is None) != (training.normalize is None) or (
-            evaluation.normalize is not None and repr(evaluation.normalize) != repr(training.normalize)):
-        return ViewPipeline(backbone.image_transform(False)), ViewPipeline(backbone.image_transform(True))
+    transforms = backbone.image_transform(False), backbone.image_transform(True)
+    evaluation, training = (view_pipeline(t) for t in transforms)
+    if repr(evaluation.normalize) != repr(training.normalize):  # one split and not the other, or other statistics
+        return ViewPipeline(transforms[0]), ViewPipeline(transforms[1])
     return evaluation, training
 
 

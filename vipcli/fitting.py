@@ -6,7 +6,6 @@ the same loop, best-epoch selection and metrics as the built-ins.
 
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 
