@@ -342,7 +342,7 @@ def check_cuda_graphs(backbone, maker: Callable | None = None) -> Check:
         with autocast(backbone.device):
             tower(embeds, bank.ids)
     except Exception as error:  # the eager tower itself failed: the other rows say where
-        return Check(name, member, False, f"raised {graphs._first_line(error)}")
+        return Check(name, member, False, f"raised {graphs.first_line(error)}")
     if tower.failed is not None:
         return Check(name, member, False, f"{tower.failed}; set cuda_graphs = False, or remove what the text tower "
                                           "reads back from the device")

@@ -71,7 +71,7 @@ def _on_device(device, sync_debug: str | None = None):
             torch.cuda.set_stream(stream)
 
 
-def _first_line(error: BaseException) -> str:
+def first_line(error: BaseException) -> str:
     """`Type: message`, first line only (CUDA errors add lines of advice)."""
     text = str(error).strip().splitlines()
     return f"{type(error).__name__}: {text[0] if text else ''}"
@@ -159,18 +159,18 @@ class GraphedTextTower:
                 (tower(sample).float().sum()).backward()
             sample.grad = None
         except Exception as error:
-            return self._turn_off(f"its text tower reads from the device ({_first_line(error)})")
+            return self._turn_off(f"its text tower reads from the device ({first_line(error)})")
         try:
             with _on_device(device):
                 graphed = self.maker(tower, (sample,))
         except Exception as error:  # nothing should fail after the check above; if it does, stop trying
-            _process_failure = f"capturing the text tower failed ({_first_line(error)})"
+            _process_failure = f"capturing the text tower failed ({first_line(error)})"
             return self._turn_off(_process_failure + "; graphs stay off in this process (restart it, or set "
                                   "VIP_CUDA_GRAPHS=0)")
         try:
             mismatch = self._compare(tower, graphed, embeds.detach() * 0.9 + 0.01)  # not the captured values
         except Exception as error:  # e.g. out of memory in the extra passes
-            mismatch = f"checking the graphed text tower failed ({_first_line(error)})"
+            mismatch = f"checking the graphed text tower failed ({first_line(error)})"
         if mismatch:
             return self._turn_off(mismatch)
         return graphed
