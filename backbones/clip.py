@@ -60,31 +60,55 @@ def run_text_blocks(transformer, x: torch.Tensor, mask: torch.Tensor | None) -> 
     return x
 
 
-def _pooled_rows(pool_at: torch.Tensor, length: int, pack: bool) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
-    """Which rows of the flattened [N * L] tokens a pooled causal tower needs.
+def _pooled_rows(pool_at: torch.Tensor, length: int, pack: bool, group: torch.Tensor | None = None,
+                 shared: int = 0) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor, torch.Tensor]:
+    """Which rows of the flattened [N * L] tokens a pooled causal tower needs to compute.
 
-    Returns (kept, ends, pooled): `kept` [T] indexes the tokens through each row's pooled position
-    (None: every token, T = N * L); `ends` [N] where each row's pooled token sits among the kept
-    ones, `pooled` [N] where it sits among all N * L. Packing needs `pool_at` on the host (its
-    size is data-dependent), so it is for the CPU.
+    Returns (kept, spread, ends, pooled):
+    - `kept` [T]: the tokens computed, as positions among the N * L (None: every token, T = N * L);
+    - `spread` [N * L]: for every token, the computed row holding its value (None: `kept` is None);
+    - `ends` [N]: where each row's pooled token sits among the computed ones;
+    - `pooled` [N]: where it sits among all N * L.
+    With `pack`, the tokens after each row's pooled one are left out, and, given `group` [N] and
+    `shared` = K, the first K tokens of the rows of one group are computed once (for the group's
+    first row): their values are the same, so under a causal mask so is every layer's output there.
+    Tokens after a pooled one map to row 0 in `spread`: no query whose output is kept reads them.
+    Packing needs `pool_at` (and `group`) on the host, so it is for the CPU.
     """
-    pooled = torch.arange(pool_at.shape[0], device=pool_at.device) * length + pool_at  # [N]
+    count = pool_at.shape[0]
+    rows = torch.arange(count, device=pool_at.device)  # [N]
+    pooled = rows * length + pool_at  # [N]
     if not pack:
-        return None, pooled, pooled
-    counts = pool_at + 1  # [N] tokens through the pooled one
-    kept = (torch.arange(length, device=pool_at.device) < counts[:, None]).flatten().nonzero().squeeze(1)  # [T]
-    return kept, counts.cumsum(0) - 1, pooled
+        return None, None, pooled, pooled
+    positions = torch.arange(length, device=pool_at.device)  # [L]
+    source = rows[:, None].expand(count, length)  # [N, L] the row whose token holds each value
+    if group is not None and shared > 0:
+        first = torch.full((int(group.max()) + 1,), count, dtype=torch.long).scatter_reduce(
+            0, group, rows, "amin")  # [G] first row of each group
+        source = torch.where(positions[None] < shared, first[group][:, None], source)  # [N, L]
+    own = source == rows[:, None]  # [N, L]
+    needed = own & ((positions[None] <= pool_at[:, None]) | (positions[None] < shared))  # [N, L]
+    kept = needed.flatten().nonzero().squeeze(1)  # [T]
+    slot = torch.full((count * length,), -1, dtype=torch.long)  # [N*L] computed row of each kept token
+    slot[kept] = torch.arange(kept.shape[0])
+    spread = slot[(source * length + positions).flatten()].clamp(min=0)  # [N*L]
+    return kept, spread, spread[pooled], pooled
 
 
 def pooled_text_blocks(transformer, x: torch.Tensor, mask: torch.Tensor, pool_at: torch.Tensor,
-                       pack: bool = False) -> torch.Tensor:
+                       pack: bool = False, group: torch.Tensor | None = None, shared: int = 0) -> torch.Tensor:
     """The causal tower's output at one pooled position per row: [N, L, W] -> [N, W].
 
     What `run_text_blocks(transformer, x, mask)[arange(N), pool_at]` gives, doing only the work
     that output needs. With a causal `mask`, the token at position p depends on tokens 0..p alone:
     - `pack=True` (the CPU, where the step is compute-bound) drops the tokens after each row's
       pooled one from every matrix product (prompts padded to the longest one: a third of the
-      rows for vip's melanoma pack), gathering them back only around the attention itself;
+      rows for vip's melanoma pack), spreading the rows back only around the attention itself;
+    - `group` [N] and `shared` = K (with `pack`): rows of one group share their first K
+      embeddings (the start token and a learned context, `vipcli.backbone.PromptParts`), so those
+      tokens are computed once per group: a quarter of the remaining rows for vip's 8 prompts.
+      Only the group's first row's `x` receives their gradient, so the caller must guarantee the
+      rows' first K embeddings are one tensor broadcast (`PromptParts.embeds` is);
     - the last block's output projection and MLP run on the pooled tokens only: about an eighth
       of a 6-layer tower's products. Its attention still runs for every query, with the same
       kernel as the other blocks (torch's CPU attention for a single query sums in an order
@@ -98,12 +122,15 @@ def pooled_text_blocks(transformer, x: torch.Tensor, mask: torch.Tensor, pool_at
         x: batch-first token embeddings [N, L, W].
         mask: the tower's additive causal mask [L, L].
         pool_at: [N] position of each row's pooled token.
-        pack: drop the tokens after the pooled ones (needs `pool_at` on the host: the CPU).
+        pack: leave out the tokens no pooled output needs (needs `pool_at` on the host: the CPU).
+        group: [N] on the host, the group of each row (rows of a group share their first `shared`
+            embeddings); None: no sharing.
+        shared: K, how many leading embeddings the rows of a group share.
     """
     if not all(_plain_block(block) for block in transformer.resblocks) or not len(transformer.resblocks):
         raise ValueError("pooled_text_blocks needs plain open_clip ResidualAttentionBlocks; use run_text_blocks")
     N, L, W = x.shape
-    kept, ends, pooled = _pooled_rows(pool_at, L, pack)
+    kept, spread, ends, pooled = _pooled_rows(pool_at, L, pack, group, shared)
     h = x.reshape(N * L, W)  # [N*L, W]
     if kept is not None:
         h = h.index_select(0, kept)  # [T, W]
@@ -111,8 +138,8 @@ def pooled_text_blocks(transformer, x: torch.Tensor, mask: torch.Tensor, pool_at
     def attention(block) -> torch.Tensor:  # [T, W] -> [N*L, E]: attention output before out_proj
         attn = block.attn
         qkv = F.linear(block.ln_1(h), attn.in_proj_weight, attn.in_proj_bias)  # [T, 3E]
-        if kept is not None:  # back to the padded layout, zeros after each pooled token
-            qkv = qkv.new_zeros(N * L, qkv.shape[-1]).index_copy(0, kept, qkv)
+        if spread is not None:  # back to the padded layout; shared tokens repeated in every row
+            qkv = qkv.index_select(0, spread)  # [N*L, 3E]
         q, k, v = (t.unflatten(-1, (attn.num_heads, -1)).transpose(1, 2)  # [N, H, L, E/H]
                    for t in qkv.view(N, L, -1).chunk(3, dim=-1))
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.to(q.dtype))  # [N, H, L, E/H]
@@ -168,6 +195,15 @@ class ClipBackbone(OpenClipBackbone):
         return torch.full((ids.shape[0],), ids.shape[1], dtype=torch.long)  # every position may matter
 
     def encode_text_embeds(self, embeds: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        return self._encode(embeds, ids)
+
+    def encode_text_parts(self, parts, ids: torch.Tensor) -> torch.Tensor:
+        """As `encode_text_embeds(parts.embeds(), ids)`; on the CPU each group's shared tokens are computed once."""
+        return self._encode(parts.embeds(), ids, parts.group, parts.shared)
+
+    def _encode(self, embeds: torch.Tensor, ids: torch.Tensor, group: torch.Tensor | None = None,
+                shared: int = 0) -> torch.Tensor:
+        """The text tower over [N, L, W] embeddings -> [N, D]; rows of one `group` share their first `shared`."""
         from open_clip.transformer import text_global_pool
 
         length = ids.shape[1]
@@ -178,8 +214,10 @@ class ClipBackbone(OpenClipBackbone):
         ids = ids.to(self.device)
         pool_at = self._pool_positions(ids)
         if pool_at is not None:  # causal, pooled at one token: only the work that token needs
-            pooled = self.text.ln_final(pooled_text_blocks(self.text.transformer, x, mask, pool_at,
-                                                           pack=x.device.type == "cpu"))  # [N, W]
+            pack = x.device.type == "cpu"
+            pooled = self.text.ln_final(pooled_text_blocks(
+                self.text.transformer, x, mask, pool_at, pack=pack, group=group if pack else None,
+                shared=shared if pack else 0))  # [N, W]
         else:
             x = self.text.ln_final(run_text_blocks(self.text.transformer, x, mask))  # [N, L, W]
             pooled = text_global_pool(x, ids, self.pool_type, eos_token_id=self.eos_id)  # [N, W]

@@ -134,6 +134,14 @@ class NewIdentityEachLoad(PadIsEndBackbone):
         return {**super().describe(), "run": self.run_id}
 
 
+class PrefixMixUp(PadIsEndBackbone):
+    """Flaw: its `encode_text_parts` gives every prompt the first group's shared prefix."""
+
+    def encode_text_parts(self, parts, ids):
+        prefixes = parts.prefixes[:1].expand(len(parts.group), -1, -1)  # [N, K, W]: group 0's, whatever the group
+        return self.encode_text_embeds(torch.cat([prefixes, parts.rest], dim=1), ids)
+
+
 ENTRY_POINTS = "\n".join([
     "pad-is-end = vip_sample_plugins:PadIsEndBackbone",
     "pad-is-end-undeclared = vip_sample_plugins:PadIsEndUndeclared",
@@ -143,4 +151,5 @@ ENTRY_POINTS = "\n".join([
     "broken-init = vip_sample_plugins:BrokenInit",
     "flaky-images = vip_sample_plugins:FlakyImages",
     "new-identity = vip_sample_plugins:NewIdentityEachLoad",
+    "prefix-mix-up = vip_sample_plugins:PrefixMixUp",
 ])

@@ -55,6 +55,8 @@ def test_the_same_plugin_without_end_token_id_fails_at_load_naming_itself(sample
     ("path-in-describe", "describe", "describe()['weights'] is a PosixPath"),
     ("vector-scale", "logit_scale", "logit_scale has shape [1]; make it 0-d"),
     ("broken-init", "BrokenInit.__init__", "KeyError: 'width'"),
+    ("prefix-mix-up", "encode_text_parts", "features of 3 prompts in 2 groups sharing 3 tokens differ from "
+                                           "encode_text_embeds(parts.embeds(), ids)"),
 ])
 def test_a_broken_plugin_fails_at_load_with_its_name_distribution_and_member(samples, plugin, member, reason):
     with pytest.raises(VipError) as error:
@@ -87,10 +89,19 @@ def test_a_plugin_failing_later_is_named_never_a_bug_in_vip(cli, samples, isic_s
 def test_backbones_check_prints_the_table_and_passes_a_sound_plugin(cli, samples):
     code, out, err = cli("backbones", "check", "pad-is-end")
     assert code == 0, err
-    for row in ("logit_scale", "tokenize", "sequence_lengths", "trimmed = full length", "image_transform",
-                "encode_image", "describe / fingerprint", "same describe() on reload"):
+    for row in ("logit_scale", "tokenize", "sequence_lengths", "trimmed = full length", "encode_text_parts",
+                "image_transform", "encode_image", "describe / fingerprint", "same describe() on reload"):
         assert row in out
     assert "FAIL" not in out and "float32 [2, 16]" in out and "0-d float32 on cpu" in out
+    assert "the default" in out  # it does not override encode_text_parts
+
+
+def test_backbones_check_compares_an_encode_text_parts_override_with_the_spelled_out_prompts(cli, tiny_clip):
+    code, out, err = cli("backbones", "check", "clip", "--arch", tiny_clip, "--pretrained", "none", "--json")
+    rows = {row["check"]: row for row in json.loads(out)["checks"]}
+    assert code == 0, err
+    assert rows["encode_text_parts"]["ok"] is True
+    assert rows["encode_text_parts"]["detail"].startswith("3 prompts, 2 groups, 3 shared tokens: relative difference")
 
 
 def test_backbones_check_fails_when_describe_changes_between_loads(cli, samples):

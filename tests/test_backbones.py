@@ -122,6 +122,33 @@ def test_pooled_text_blocks_equal_open_clips_tower_at_the_pooled_tokens(name, pa
     _assert_equal_to_rounding(_features_and_grads(ours, backbone, ids), _features_and_grads(open_clips, backbone, ids))
 
 
+@pytest.mark.parametrize("name", ["deep_clip", "eos_clip"])
+@pytest.mark.parametrize("groups", [[0] * 6, [0, 1, 0, 1, 1, 0], list(range(6))],
+                         ids=["one group", "two groups", "each its own"])
+def test_clip_computes_shared_prompt_parts_once_and_as_open_clip_would(name, groups, request):
+    from vip_backbones.clip import _pooled_rows
+    from vipcli.backbone import PromptParts
+
+    backbone = request.getfixturevalue(name)
+    ids = backbone.tokenize(_texts(backbone) * 2)[:, :24]  # [6, 24]
+    shared, group, count = 4, torch.tensor(groups), max(groups) + 1  # the start token and 3 context vectors
+    words = backbone.embed_tokens(ids).detach()  # [6, 24, W]
+    context = torch.randn(count, shared - 1, backbone.token_width, generator=torch.Generator().manual_seed(0))
+    start = words[:1, :1].expand(count, -1, -1)  # [G, 1, W]
+
+    def features_and_grads(encode):
+        prefixes = torch.cat([start, context], dim=1).requires_grad_(True)  # [G, 4, W]
+        features = encode(PromptParts(prefixes, group, words[:, shared:]))  # [6, D]
+        (features * torch.linspace(-1, 1, features.shape[-1])).sum().backward()
+        return features.detach(), prefixes.grad
+
+    ours = features_and_grads(lambda parts: backbone.encode_text_parts(parts, ids))
+    _assert_equal_to_rounding(ours, features_and_grads(lambda parts: _open_clip_text_path(backbone, parts.embeds(), ids)))
+    pool_at = backbone._pool_positions(ids)  # and each group's shared tokens were computed once, on the CPU
+    kept = _pooled_rows(pool_at, ids.shape[1], True, group, shared)[0]
+    assert len(kept) == count * shared + int((pool_at + 1 - shared).clamp(min=0).sum())
+
+
 def test_clip_text_blocks_compute_what_open_clip_computes(deep_clip):
     from vip_backbones.clip import run_text_blocks
 

@@ -41,6 +41,41 @@ def test_context_is_spliced_by_position_after_the_start_token(backbone):
     torch.testing.assert_close(encode_prompts(backbone, bank, context), expected)
 
 
+@pytest.mark.parametrize("per_class", [False, True], ids=["shared context", "class-specific context"])
+@pytest.mark.parametrize("runs", [1, 3])
+def test_prompts_with_learned_context_equal_the_spelled_out_prompts_features_and_gradients(backbone, per_class, runs):
+    from vipcli.methods.prompting import encode_stacked_prompts
+
+    bank = build_prompt_bank(backbone, [SYMPTOMS["melanoma"], SYMPTOMS["nevus"]], n_ctx=4)
+    shape = (2, 4, backbone.token_width) if per_class else (4, backbone.token_width)
+    generator = torch.Generator().manual_seed(0)
+    starts = [torch.randn(shape, generator=generator) for _ in range(runs)]
+
+    def spelled_out(context):  # [P, D]: the context written into every prompt, through encode_text_embeds
+        per_prompt = context[bank.class_index] if per_class else context.expand(len(bank.texts), -1, -1)
+        embeds = torch.cat([bank.token_embeds[:, :1], per_prompt, bank.token_embeds[:, 5:]], dim=1)
+        return backbone.encode_text_embeds(embeds, bank.ids)
+
+    def runs_of(encode):  # features and context gradients of every run
+        contexts = [start.clone().requires_grad_(True) for start in starts]
+        features = encode(contexts)
+        sum((f * torch.linspace(-1, 1, f.numel()).reshape(f.shape)).sum() * (r + 1)
+            for r, f in enumerate(features)).backward()
+        return [(f.detach(), c.grad) for f, c in zip(features, contexts)]
+
+    class Run:  # what encode_stacked_prompts reads of a method
+        def __init__(self, context):
+            self.bank, self.backbone, self.context = bank, backbone, context
+
+    expected = runs_of(lambda contexts: [spelled_out(c) for c in contexts])
+    one_by_one = runs_of(lambda contexts: [encode_prompts(backbone, bank, c) for c in contexts])
+    stacked = runs_of(lambda contexts: encode_stacked_prompts([Run(c) for c in contexts]))
+    for got in (one_by_one, stacked):
+        for (features, gradient), (features_expected, gradient_expected) in zip(got, expected):
+            torch.testing.assert_close(features, features_expected, rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(gradient, gradient_expected, rtol=1e-4, atol=1e-6)
+
+
 def test_without_context_prompts_equal_plain_text_features(backbone):
     bank = build_prompt_bank(backbone, [SYMPTOMS["nevus"]], n_ctx=0)
     expected = backbone.model.encode_text(backbone.tokenize(bank.texts))

@@ -17,6 +17,7 @@ import abc
 import copy
 import hashlib
 import json
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
@@ -26,8 +27,32 @@ from torch.utils.weak import WeakIdKeyDictionary
 from vipcli.errors import UsageError, VipError
 from vipcli.plugins import PluginError
 
-__all__ = ["Backbone", "CausalTextTower", "PluginError", "UsageError", "VipError", "causal_mask",
+__all__ = ["Backbone", "CausalTextTower", "PluginError", "PromptParts", "UsageError", "VipError", "causal_mask",
            "clip_style_transform"]
+
+
+@dataclass(frozen=True)
+class PromptParts:
+    """Prompt embeddings whose leading tokens are shared within groups of prompts.
+
+    Prompt n reads `prefixes[group[n]]` (its first K embeddings: the start token and the learned
+    context) and then `rest[n]` (its words, end token and padding). ViP's prompts all share one
+    context, so one group holds them all; class-specific contexts give a group per class; a batched
+    benchmark sweep a group per run. A causal tower may compute each group's K tokens once.
+    """
+
+    prefixes: torch.Tensor  # [G, K, W]
+    group: torch.Tensor  # [N] int64, on the device of `prefixes`
+    rest: torch.Tensor  # [N, L-K, W]
+
+    @property
+    def shared(self) -> int:
+        """K, the number of leading embeddings the prompts of a group share."""
+        return self.prefixes.shape[1]
+
+    def embeds(self) -> torch.Tensor:
+        """Every prompt's embeddings spelled out: [N, L, W] (differentiable w.r.t. `prefixes`)."""
+        return torch.cat([self.prefixes[self.group], self.rest.to(self.prefixes.dtype)], dim=1)
 
 
 class Backbone(abc.ABC):
@@ -106,6 +131,17 @@ class Backbone(abc.ABC):
         """Plain text features, [N, L] -> [N, D], through the same path as prompts."""
         ids = ids.to(self.device)
         return self.encode_text_embeds(self.embed_tokens(ids), ids)
+
+    def encode_text_parts(self, parts: PromptParts, ids: torch.Tensor) -> torch.Tensor:
+        """Text features of prompts given as shared prefixes and own rests: [N, D].
+
+        The same features, and the same gradient to `parts.prefixes`, as
+        `encode_text_embeds(parts.embeds(), ids)`, which is what this default does. Training
+        steps call it for prompts with learned context. A causal tower may override it to
+        compute each group's shared tokens once (the `clip` backbone does on the CPU);
+        `vip backbones check` compares an override with the default.
+        """
+        return self.encode_text_embeds(parts.embeds(), ids)
 
     def content_lengths(self, ids: torch.Tensor) -> torch.Tensor:
         """Tokens each row occupies: through its last non-pad token and its end token. [N, L] -> [N].

@@ -25,6 +25,8 @@ PROBE_TEXTS = [
     "Small, dark areas within the spot, with several colors like brown, black, blue, red or white.",
 ]
 TRIM_TOLERANCE = 1e-3  # max relative L2 difference between trimmed and full-length text features
+PARTS_CONTEXT = 2  # context vectors in the probe of an `encode_text_parts` override
+PARTS_GROUPS = (0, 1, 0)  # the probe prompts' groups: the first and last share their prefix
 JSON_TYPES = (str, int, float, bool, type(None))
 
 
@@ -217,6 +219,45 @@ class _Probe:
                 "sequence_lengths")
         return f"trimmed to {length} of {ids.shape[1]} tokens: max relative difference {float(difference.max()):.1e}"
 
+    def prompt_parts(self) -> str:
+        from vipcli.backbone import Backbone, PromptParts
+
+        b, ids = self.backbone, self.ids
+        if type(b).encode_text_parts is Backbone.encode_text_parts:
+            return "the default (spells the prompts out for encode_text_embeds)"
+        length = int(b.sequence_lengths(ids).max())
+        shared = b.num_prefix_tokens + PARTS_CONTEXT
+        if shared >= length:
+            return f"not compared: the probe prompts ({length} tokens) leave no room for {shared} shared ones"
+        short = ids[:, :length].to(b.device)
+        with torch.no_grad():
+            words = b.embed_tokens(short).float()  # [N, L, W]
+        generator = torch.Generator().manual_seed(0)
+        context = torch.randn(2, PARTS_CONTEXT, b.token_width, generator=generator).to(words.device)  # [G, M, W]
+        start = words[:1, :b.num_prefix_tokens].expand(2, -1, -1)  # [G, prefix, W]
+        group = torch.tensor(PARTS_GROUPS, device=words.device)  # [N]: two groups, the first of two prompts
+        results = []
+        for encode in (b.encode_text_parts, lambda parts, ids: b.encode_text_embeds(parts.embeds(), ids)):
+            prefixes = torch.cat([start, context], dim=1).requires_grad_(True)  # [G, K, W]
+            features = _tensor(encode(PromptParts(prefixes, group, words[:, shared:]), short))
+            weights = torch.linspace(-1, 1, features.numel(), device=features.device).reshape(features.shape)
+            (gradient,) = torch.autograd.grad((features.float() * weights).sum(), prefixes)
+            results.append((features.detach().float().cpu(), gradient.float().cpu()))
+        (ours, our_gradient), (spelled, spelled_gradient) = results
+        if ours.shape != spelled.shape:
+            raise _Failed(f"text features are {_shape(ours)}; encode_text_embeds gives {_shape(spelled)}")
+        differences = {}
+        for name, got, expected in (("features", ours, spelled), ("gradient", our_gradient, spelled_gradient)):
+            differences[name] = float((got - expected).norm() / expected.norm().clamp_min(1e-12))
+            if not differences[name] <= TRIM_TOLERANCE:
+                raise _Failed(
+                    f"{name} of {len(PARTS_GROUPS)} prompts in 2 groups sharing {shared} tokens differ from "
+                    f"encode_text_embeds(parts.embeds(), ids) by {differences[name]:.3g} (relative): each prompt "
+                    "must read its own group's prefix (parts.prefixes[parts.group]) and the gradient must reach "
+                    "parts.prefixes; fix the override or remove it")
+        return (f"{len(PARTS_GROUPS)} prompts, 2 groups, {shared} shared tokens: relative difference "
+                f"{differences['features']:.1e} (features), {differences['gradient']:.1e} (gradient)")
+
     def image_transform(self) -> str:
         from PIL import Image
 
@@ -290,6 +331,7 @@ def run_checks(backbone, images: int = 1) -> list[Check]:
     probe.run("embed_tokens", "embed_tokens", probe.embed_tokens, needs=("ids",))
     probe.run("encode_text_embeds", "encode_text_embeds", probe.encode_text, needs=("ids",))
     probe.run("trimmed = full length", "sequence_lengths", probe.trimming, needs=("ids", "full"))
+    probe.run("encode_text_parts", "encode_text_parts", probe.prompt_parts, needs=("ids", "full"))
     if images:
         probe.run("image_transform", "image_transform", probe.image_transform)
         probe.run("encode_image", "encode_image", probe.encode_image, needs=("image_size",))

@@ -206,24 +206,33 @@ class GraphedTextTower:
 _towers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # backbone -> GraphedTextTower
 
 
-def run_text_tower(backbone, embeds: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+def run_text_tower(backbone, prompts, ids: torch.Tensor) -> torch.Tensor:
     """The text tower over prompt embeddings: graphed for training steps on CUDA, eager otherwise.
 
     Args:
-        embeds: [N, L, W] token embeddings with learned context spliced in.
+        prompts: [N, L, W] token embeddings with learned context spliced in, or the same as
+            `vipcli.backbone.PromptParts` (leading tokens shared within groups), which the eager
+            path hands to `backbone.encode_text_parts` and a CUDA graph reads spelled out.
         ids: [N, L] their token ids; pass the same tensor every step (e.g. `PromptBank.ids`).
     Returns:
         [N, D] text features (unnormalised).
     """
-    if not (embeds.requires_grad and torch.is_grad_enabled() and getattr(backbone, "cuda_graphs", False)):
-        return backbone.encode_text_embeds(embeds, ids)
-    tower = _towers.get(backbone)
-    if tower is None:
-        maker = graph_maker(embeds.device)
-        if maker is None:
-            return backbone.encode_text_embeds(embeds, ids)
-        tower = _towers[backbone] = GraphedTextTower(backbone, maker)
-    return tower(embeds, ids)
+    from vipcli.backbone import PromptParts
+
+    parts = prompts if isinstance(prompts, PromptParts) else None
+    leaf = parts.prefixes if parts is not None else prompts
+    tower = None
+    if leaf.requires_grad and torch.is_grad_enabled() and getattr(backbone, "cuda_graphs", False):
+        tower = _towers.get(backbone)
+        if tower is None:
+            maker = graph_maker(leaf.device)
+            if maker is not None:
+                tower = _towers[backbone] = GraphedTextTower(backbone, maker)
+    if tower is not None:
+        return tower(parts.embeds() if parts is not None else prompts, ids)
+    if parts is not None:
+        return backbone.encode_text_parts(parts, ids)
+    return backbone.encode_text_embeds(prompts, ids)
 
 
 def graph_status(backbone) -> str:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from vipcli.backbone import PromptParts
 from vipcli.errors import VipError
 from vipcli.graphs import run_text_tower
 
@@ -57,7 +58,9 @@ class PromptBank:
     n_ctx: int  # M, number of learned context positions
     prefix: int  # tokens before the context (start token / [CLS])
     layout: PaddingLayout  # where each prompt sits in its class's row of a padded [C, K] block
+    same_start: bool = True  # every prompt begins with the same `prefix` tokens (a start token, [CLS])
     _repeated: dict = field(default_factory=dict, repr=False, compare=False)  # copies -> ids [copies*P, L]
+    _layouts: dict = field(default_factory=dict, repr=False, compare=False)  # (copies, per class) -> (group, rest)
 
     @property
     def class_index(self) -> torch.Tensor:
@@ -78,6 +81,45 @@ class PromptBank:
         if copies not in self._repeated:
             self._repeated[copies] = self.ids.repeat(copies, 1)
         return self._repeated[copies]
+
+    def prompt_parts(self, contexts: torch.Tensor) -> PromptParts:
+        """The prompts of S runs with their contexts spliced in, as shared prefixes and own rests.
+
+        Args:
+            contexts: [S, M, W] one context per run, or [S, C, M, W] one per class per run.
+        Returns:
+            S*P prompts (run by run, as `repeated_ids(S)`): the prompts of one run share their start
+            token and context (one group per run), or, class-specific, per class (one group per
+            class and run). Should the start tokens differ, every prompt is its own group.
+        """
+        copies, per_class = contexts.shape[0], contexts.dim() == 4
+        key = (copies, per_class)
+        if key not in self._layouts:
+            self._layouts[key] = self._group_layout(copies, per_class)
+        group, rest = self._layouts[key]
+        start = self.prefix
+        contexts = contexts.to(self.token_embeds.dtype)
+        if self.same_start:
+            learned = contexts.flatten(0, 1) if per_class else contexts  # [G, M, W]
+            starts = self.token_embeds[:1, :start].expand(learned.shape[0], -1, -1)  # [G, prefix, W]
+        else:  # every prompt its own group
+            learned = (contexts[:, self.class_index] if per_class else
+                       contexts[:, None].expand(-1, len(self.texts), -1, -1)).flatten(0, 1)  # [S*P, M, W]
+            starts = self.token_embeds[:, :start].repeat(copies, 1, 1)  # [S*P, prefix, W]
+        return PromptParts(torch.cat([starts, learned], dim=1), group, rest)
+
+    def _group_layout(self, copies: int, per_class: bool):
+        """(group [S*P], rest [S*P, L-K, W]) for `prompt_parts`, made on the device once."""
+        prompts = len(self.texts)
+        runs = torch.arange(copies, device=self.ids.device).repeat_interleave(prompts)  # [S*P]
+        if not self.same_start:
+            group = torch.arange(copies * prompts, device=self.ids.device)
+        elif per_class:
+            group = runs * self.num_classes + self.class_index.repeat(copies)
+        else:
+            group = runs
+        rest = self.token_embeds[:, self.prefix + self.n_ctx:].repeat(copies, 1, 1)  # [S*P, L-K, W]
+        return group, rest
 
 
 def as_sentence(text: str) -> str:
@@ -136,7 +178,9 @@ def build_prompt_bank(backbone, prompts: list[list[str]], n_ctx: int, trim: bool
         token_embeds = backbone.embed_tokens(ids).detach()  # [P, L, W]
     device = token_embeds.device
     layout = PaddingLayout(class_index, len(prompts), device)
-    return PromptBank(ids.to(device), token_embeds, texts, n_ctx, backbone.num_prefix_tokens, layout)
+    prefix = backbone.num_prefix_tokens
+    same_start = bool((ids[:, :prefix] == ids[:1, :prefix]).all())  # on the host, before the move
+    return PromptBank(ids.to(device), token_embeds, texts, n_ctx, prefix, layout, same_start)
 
 
 def encode_prompts(backbone, bank: PromptBank, context: torch.Tensor | None) -> torch.Tensor:
@@ -147,14 +191,9 @@ def encode_prompts(backbone, bank: PromptBank, context: torch.Tensor | None) -> 
     Returns:
         [P, D] unnormalised text features (differentiable w.r.t. `context`).
     """
-    embeds = bank.token_embeds  # [P, L, W]
-    if context is not None:
-        per_prompt = context[bank.class_index] if context.dim() == 3 else context.expand(
-            embeds.shape[0], -1, -1
-        )  # [P, M, W]
-        start, end = bank.prefix, bank.prefix + bank.n_ctx
-        embeds = torch.cat([embeds[:, :start], per_prompt.to(embeds.dtype), embeds[:, end:]], dim=1)  # [P, L, W]
-    return run_text_tower(backbone, embeds, bank.ids).float()  # [P, D]
+    if context is None:
+        return run_text_tower(backbone, bank.token_embeds, bank.ids).float()  # [P, D]
+    return run_text_tower(backbone, bank.prompt_parts(context[None]), bank.ids).float()  # [P, D]
 
 
 @torch.no_grad()

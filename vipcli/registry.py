@@ -20,8 +20,8 @@ ENTRY_POINT_GROUP = "vip.backbones"
 BACKBONES = PluginGroup(ENTRY_POINT_GROUP, "backbone")
 BackboneInfo = PluginInfo  # kept for plugins and scripts written against vip 0.1.0
 GUARDED_MEMBERS = (
-    "tokenize", "embed_tokens", "encode_text_embeds", "encode_image", "image_transform", "describe", "modules",
-    "encode_text", "content_lengths", "sequence_lengths", "fingerprint", "freeze",
+    "tokenize", "embed_tokens", "encode_text_embeds", "encode_text_parts", "encode_image", "image_transform",
+    "describe", "modules", "encode_text", "content_lengths", "sequence_lengths", "fingerprint", "freeze",
 )
 RANDOM_WEIGHTS = "none"
 CONFIG_SUFFIXES = (".json", ".yaml", ".yml")

@@ -258,22 +258,15 @@ def encode_stacked_prompts(methods: list) -> list[torch.Tensor]:
 
     Every method must satisfy `fits_together` (same prompt bank, own context). The S contexts
     [S, M, W] (or [S, C, M, W]) are spliced into S copies of the bank, so the tower runs once
-    over S x P prompts instead of S times over P.
+    over S x P prompts instead of S times over P; each run's prompts share their start token and
+    context (`PromptBank.prompt_parts`), which a backbone may compute once per run.
     Returns:
         S tensors [P, D], each differentiable w.r.t. its own method's context only.
     """
     lead = methods[0]
     bank = lead.bank
-    embeds = bank.token_embeds  # [P, L, W]
     contexts = torch.stack([m.context for m in methods])  # [S, M, W] | [S, C, M, W]
-    count, prompts = contexts.shape[0], embeds.shape[0]
-    if contexts.dim() == 4:
-        per_prompt = contexts[:, bank.class_index]  # [S, P, M, W]
-    else:
-        per_prompt = contexts[:, None].expand(-1, prompts, -1, -1)  # [S, P, M, W]
-    words = embeds[None].expand(count, -1, -1, -1)  # [S, P, L, W]
-    start, end = bank.prefix, bank.prefix + bank.n_ctx
-    stacked = torch.cat([words[:, :, :start], per_prompt.to(embeds.dtype), words[:, :, end:]], dim=2)  # [S, P, L, W]
+    count, prompts = contexts.shape[0], bank.ids.shape[0]
     ids = bank.repeated_ids(count)  # [S*P, L], the same tensor every step
-    features = run_text_tower(lead.backbone, stacked.reshape(count * prompts, *stacked.shape[2:]), ids)  # [S*P, D]
+    features = run_text_tower(lead.backbone, bank.prompt_parts(contexts), ids)  # [S*P, D]
     return list(features.float().reshape(count, prompts, -1).unbind(0))  # S x [P, D]
