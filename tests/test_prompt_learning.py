@@ -43,10 +43,16 @@ def test_context_is_spliced_by_position_after_the_start_token(backbone):
 
 @pytest.mark.parametrize("per_class", [False, True], ids=["shared context", "class-specific context"])
 @pytest.mark.parametrize("runs", [1, 3])
-def test_prompts_with_learned_context_equal_the_spelled_out_prompts_features_and_gradients(backbone, per_class, runs):
+@pytest.mark.parametrize("same_start", [True, False], ids=["one start token", "start tokens differ"])
+def test_prompts_with_learned_context_equal_the_spelled_out_prompts_features_and_gradients(backbone, per_class, runs,
+                                                                                            same_start):
+    from dataclasses import replace
+
     from vipcli.methods.prompting import encode_stacked_prompts
 
     bank = build_prompt_bank(backbone, [SYMPTOMS["melanoma"], SYMPTOMS["nevus"]], n_ctx=4)
+    assert bank.same_start
+    bank = replace(bank, same_start=same_start, _repeated={}, _layouts={})  # as a tokenizer without one start token
     shape = (2, 4, backbone.token_width) if per_class else (4, backbone.token_width)
     generator = torch.Generator().manual_seed(0)
     starts = [torch.randn(shape, generator=generator) for _ in range(runs)]
