@@ -73,8 +73,7 @@ def predict_command(
     for path, reason in failures.items():
         console.stderr().print(f"error: {console.printable(path)}: {reason}", markup=False)
     if failures:
-        raise VipError(f"{len(failures)} of {len(files)} images could not be read (listed above)",
-                       "fix or remove those files")
+        raise VipError(f"{len(failures)} of {len(files)} images could not be read", "fix or remove the files listed above")
 
 
 # --- --out: streaming, resuming, torchrun ---------------------------------------------------------
@@ -127,8 +126,8 @@ def _predict_to_file(predictor, files, out, world, force, explain, cache, worker
     if merged.missing:
         raise VipError(f"{merged.missing} of {run.images} images have no record in {out}", "rerun to resume")
     if merged.errors:
-        raise VipError(f"{merged.errors} of {run.images} images could not be read (recorded with their reason "
-                       f"in {out})", "fix or remove those files")
+        raise VipError(f"{merged.errors} of {run.images} images could not be read; {out} records why",
+                       "fix or remove those files")
 
 
 # --- calibration and prediction sets --- ---------------------------------------------------------
