@@ -228,6 +228,8 @@ def test_baseline_methods_train_and_predict(cli, isic_small, tiny_clip, tmp_path
     predictions = json.loads(stdout)["predictions"]
     assert len(predictions) == 4
     assert (predictions[0]["explanation"] is None) == (method == "linear-probe")
+    note = "note: method 'linear-probe' gives no per-symptom explanation; --explain shows nothing for it"
+    assert err.splitlines().count(note) == (1 if method == "linear-probe" else 0), err  # once, not per image
 
 
 def test_reference_mode_trains_the_same_model_shape(cli, isic_small, tiny_clip, tmp_path):

@@ -49,6 +49,8 @@ def predict_command(
     files = collect_images(paths)
     world = distributed.join()
     predictor = load_predictor(model, distributed.rank_device(device, world), backbone)
+    if explain and world.main:
+        _note_if_nothing_to_explain(predictor.method)
     cache = FeatureCache(None if no_cache else default_cache_dir(), predictor.backbone)
     if out is not None:
         _predict_to_file(predictor, files, out, world, force, explain, cache, workers, coverage, model)
@@ -77,6 +79,14 @@ def predict_command(
 
 
 # --- --out: streaming, resuming, torchrun ---------------------------------------------------------
+
+
+def _note_if_nothing_to_explain(method) -> None:
+    """One stderr note when --explain was asked of a method that gives no explanation (the base `explain`)."""
+    from vipcli.methods.base import Method
+
+    if type(method).explain is Method.explain:
+        console.info(f"note: method '{method.id}' gives no per-symptom explanation; --explain shows nothing for it")
 
 
 def _check_file_options(out: Path | None, as_json: bool, report: Path | None, explain: bool, world) -> None:
