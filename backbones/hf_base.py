@@ -29,6 +29,8 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 HF_HINT = ("download it once on a connected machine (it is cached under ~/.cache/huggingface), "
            "or pass --pretrained /path/to/a/save_pretrained/folder, or --pretrained none --arch SOURCE "
            "for random weights (for timing and plumbing only)")
+ARCH_SOURCES = "a config.json, a save_pretrained folder, or a cached hub id"
+RANDOM_HINT = f"--pretrained none needs --arch ({ARCH_SOURCES}) when the default model is not available offline"
 
 
 @contextlib.contextmanager
@@ -104,8 +106,12 @@ class TransformersBackbone(Backbone):
         self.source = arch or self.pretrained or self.default_pretrained  # config and tokenizer
         self.arch = self.source
         hub_ids = [v for v in dict.fromkeys([self.pretrained, self.source]) if v and _local(v) is None]
+        # --pretrained none reads only a config and tokenizer (from --arch, else the default id)
+        thing, hint = "weights", HF_HINT
+        if self.pretrained is None:
+            thing, hint = "the config and tokenizer", (f"pass --arch {ARCH_SOURCES}" if arch else RANDOM_HINT)
         if hub_ids:  # without network and without cached files, fail before importing transformers
-            fail_fast_if_uncached(hub_ids, self.pretrained or self.source, self.model_class, HF_HINT)
+            fail_fast_if_uncached(hub_ids, self.pretrained or self.source, self.model_class, hint, thing)
         uses_hub = bool(hub_ids)
         import transformers  # noqa: F401 - imported before the quiet block, so its progress bars can be hidden
 
@@ -117,9 +123,8 @@ class TransformersBackbone(Backbone):
             except (VipError, KeyboardInterrupt):
                 raise
             except Exception as error:
-                thing = "weights" if self.pretrained else "the config and tokenizer"
                 raise missing_weights_error(self.pretrained or self.source, self.model_class, offline_reason, error,
-                                            HF_HINT, thing) from error
+                                            hint, thing) from error
         self._set_text_attributes()
         self.logit_scale = self.model.logit_scale.detach().float().reshape(())
         self._identity = self._identify()

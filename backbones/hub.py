@@ -189,12 +189,14 @@ def _looks_missing(error: BaseException) -> bool:
     return False
 
 
-def fail_fast_if_uncached(repo_ids: list[str] | None, source: str, what: str | None, hint: str) -> None:
+def fail_fast_if_uncached(repo_ids: list[str] | None, source: str, what: str | None, hint: str,
+                          thing: str = "weights") -> None:
     """Before importing a model library (seconds), fail at once if the weights cannot be had.
 
     Raises the one-line missing-weights error when the hub cannot be reached and the local cache
     lacks the repositories `repo_ids` (hub ids like "vinid/plip"), or, when the repositories are not
     known yet (an open_clip tag), holds no model at all. Otherwise returns and the library decides.
+    `thing` is what was to be loaded from them ("weights", "the config and tokenizer").
     """
     reason = hub_unreachable_reason()
     if reason is None:
@@ -206,7 +208,7 @@ def fail_fast_if_uncached(repo_ids: list[str] | None, source: str, what: str | N
         missing = any(not (cache / f"models--{repo.replace('/', '--')}").is_dir() for repo in repo_ids)
     if missing:
         shown = f"'{source}'" + (f" for {what}" if what and what != source else "")
-        raise VipError(f"could not load weights {shown}: not in the local cache ({cache}) and {reason}", hint)
+        raise VipError(f"could not load {thing} {shown}: not in the local cache ({cache}) and {reason}", hint)
 
 
 @contextlib.contextmanager

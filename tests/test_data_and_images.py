@@ -157,6 +157,17 @@ def test_symptoms_file_supplies_missing_classes(cli, tmp_path, tiny_clip):
     assert "a round blob" in run and "The spot is asymmetric on both sides" in run
 
 
+def test_train_names_the_symptom_source_it_used(cli, tmp_path, tiny_clip):
+    """The `symptoms:` line names the user's file for the classes it gave, the shipped pack for the others."""
+    root = _flat_dataset(tmp_path / "d", classes=("melanoma", "nevus"))
+    short = tmp_path / "short.yaml"
+    short.write_text("melanoma:\n  - a dark blob\n  - a ragged blob\n")
+    code, _, err = cli(*tiny_train_args(root, tiny_clip, tmp_path / "run", "--symptoms", short))
+    assert code == 0, err
+    assert f"symptoms: melanoma <- {short}; nevus <- pack 'nevus'" in err.splitlines()
+    assert "a dark blob" in (tmp_path / "run" / "run.yaml").read_text()
+
+
 def test_progress_without_a_terminal_logs_a_line_every_few_seconds(capsys):
     from vipcli.console import LogProgress
 

@@ -170,7 +170,7 @@ def test_unreadable_images_are_recorded_and_fail_the_command(cli, toy_run, tmp_p
     broken.write_bytes(b"not a png")
     out = tmp_path / "p.jsonl"
     code, _, err = cli("predict", data / "test" / "nevus", broken, "--model", run, "--out", out, "--workers", "0")
-    assert code == 1 and f"1 of 13 images could not be read (recorded with their reason in {out})" in err
+    assert code == 1 and f"1 of 13 images could not be read; {out} records why (fix or remove those files)" in err
     last = json.loads(lines(out)[-1])
     assert last["path"] == str(broken) and "error" in last and "label" not in last
 

@@ -149,6 +149,17 @@ def test_missing_hub_weights_offline_fail_fast_in_one_line_without_library_noise
         assert noise not in err
 
 
+@pytest.mark.parametrize("backbone_id", ["hf-clip", "siglip"])
+def test_random_weights_without_arch_offline_say_that_arch_is_needed(cli, isic_small, backbone_id):
+    """`--pretrained none` needs a config and tokenizer, not weights: the error says to pass --arch."""
+    code, _, err = cli("train", "--data", isic_small, "--backbone", backbone_id, "--pretrained", "none",
+                       "--device", "cpu")
+    assert code == 1 and len(error_lines(err)) == 1, err
+    line = error_lines(err)[0]
+    assert line.startswith("error: could not load the config and tokenizer '") and "weights" not in line
+    assert "--pretrained none needs --arch (a config.json, a save_pretrained folder, or a cached hub id)" in line
+
+
 def test_unreachable_hub_is_detected_quickly_without_offline_mode(monkeypatch, hf_clip):
     """No HF_HUB_OFFLINE: a closed endpoint is probed once and the load runs from the cache only."""
     from huggingface_hub import constants

@@ -178,6 +178,20 @@ def test_predict_uses_the_stored_prompts_not_todays_defaults(cli, isic_small, ti
     assert stored["method_state"]["prompts"] == [["a photo of a melanoma."], ["a photo of a nevus."]]
 
 
+def test_train_banner_counts_shots_only_for_methods_that_use_labelled_images(cli, isic_small, tiny_clip, tmp_path):
+    from conftest import tiny_train_args
+
+    def banner(method, *extra):
+        code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / method, "--method", method, *extra))
+        assert code == 0, err
+        return next(line for line in err.splitlines() if line.startswith(f"{method} on 2 classes"))
+
+    zeroshot = banner("zeroshot")
+    assert zeroshot.startswith("zeroshot on 2 classes (melanoma, nevus); no labelled images, no training;")
+    assert "shot" not in zeroshot.replace("zeroshot", "")
+    assert banner("linear-probe", "--shots", "1").startswith("linear-probe on 2 classes (melanoma, nevus), 1 shot per class;")
+
+
 def test_run_metadata_keeps_real_types(cli, isic_small, tiny_clip, tmp_path):
     from conftest import tiny_train_args
 

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from vipcli import lesion_world
 from vipcli.backbone import Backbone
-from vipcli.errors import UsageError
+from vipcli.errors import UsageError, VipError
 from vipcli.packs import shipped_packs
 from vipcli.registry import load_backbone
 
@@ -133,6 +133,29 @@ def test_write_dataset_is_byte_identical_for_a_seed(tmp_path):
     assert counts == {split: {"melanoma": n, "nevus": n} for split, n in (("train", 5), ("val", 2), ("test", 3))}
     assert len(a) == 20 and {name.split("/")[1] for name in a} == {"melanoma", "nevus"}
     assert a == b and a.keys() == c.keys() and a != c
+
+
+def test_write_dataset_refuses_a_folder_it_would_mix_with(tmp_path):
+    """A second lesion world written into the same folder would silently mix with the first."""
+    lesion_world.write_dataset(tmp_path / "lesions", n_per_class=10, seed=0)
+    before = read_tree(tmp_path / "lesions")
+    with pytest.raises(VipError) as error:
+        lesion_world.write_dataset(tmp_path / "lesions", {"train": 2, "val": 2, "test": 2}, seed=0)
+    assert str(tmp_path / "lesions" / "train") in str(error.value) and "new folder" in str(error.value)
+    assert read_tree(tmp_path / "lesions") == before
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.yaml").write_text("a file beside the splits is kept\n")
+    lesion_world.write_dataset(tmp_path / "other", n_per_class=10, seed=0)
+    assert read_tree(tmp_path / "other") == before and (tmp_path / "other" / "notes.yaml").is_file()
+
+
+def test_demo_dataset_replaces_its_own_earlier_one(tmp_path):
+    """`vip demo` run again with fewer images leaves none of the earlier run's behind."""
+    from vipcli.demo import DemoConfig, make_dataset
+
+    make_dataset(DemoConfig(out=tmp_path, train_per_class=4, val_per_class=2, test_per_class=6))
+    data = make_dataset(DemoConfig(out=tmp_path, train_per_class=4, val_per_class=2, test_per_class=3))
+    assert len(list((data / "test").rglob("*.png"))) == 6 and len(list((data / "train").rglob("*.png"))) == 8
 
 
 def test_captions_describe_attributes_and_never_name_a_disease():

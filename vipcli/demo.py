@@ -23,12 +23,12 @@ class DemoConfig:
 
 
 def make_dataset(config: DemoConfig) -> Path:
-    """Write the seeded melanoma-like / nevus-like lesion world under `out/data`."""
+    """Write the seeded melanoma-like / nevus-like lesion world under `out/data` (replacing an earlier one)."""
     from vipcli.lesion_world import write_dataset
 
     data = Path(config.out) / "data"
     counts = {"train": config.train_per_class, "val": config.val_per_class, "test": config.test_per_class}
-    write_dataset(data, counts, seed=config.seed)
+    write_dataset(data, counts, seed=config.seed, replace=True)  # the demo's own earlier data set
     return data
 
 

@@ -372,22 +372,28 @@ def write_dataset(
     size: int = 64,
     splits: dict[str, float] | None = None,
     noise: float = 0.05,
+    replace: bool = False,
 ) -> dict[str, dict[str, int]]:
     """Write a seeded two-class lesion-world data set as `DIR/{split}/{melanoma,nevus}/*.png`.
 
     Args:
-        out_dir: destination folder (created; existing files with the same names are replaced).
+        out_dir: destination folder (created). A split folder in it that already holds files is
+            refused (the two data sets would mix), unless `replace`.
         n_per_class: images per class, in total over all splits (or per split: {"train": 64, ...}).
         seed: the same seed gives byte-identical files.
         size: image side in pixels.
         splits: fractions per split, default {"train": 0.5, "val": 0.2, "test": 0.3}; ignored when
             n_per_class is a per-split mapping.
         noise: probability that an image's attributes come from the other disease (label noise).
+        replace: delete the split folders first (how `vip demo` rewrites its own data set).
     Returns:
         {split: {class name: number of images written}}.
+    Raises:
+        VipError: a split folder already holds files and `replace` is False.
     """
     out_dir = Path(out_dir)
     counts = _split_counts(n_per_class, splits)
+    _clear_or_refuse(out_dir, counts, replace)
     written: dict[str, dict[str, int]] = {}
     for index, (split, n) in enumerate(counts.items()):
         images, labels, _ = render_task(n, seed * 1000 + index, size, noise)
@@ -399,6 +405,23 @@ def write_dataset(
             _save_png(image, folder / f"{name}_{written[split][name]:05d}.png")
             written[split][name] += 1
     return written
+
+
+def _clear_or_refuse(out_dir: Path, splits, replace: bool) -> None:
+    """Delete the split folders `write_dataset` writes (replace), or refuse one that holds files."""
+    import shutil
+
+    from vipcli.errors import VipError
+
+    for split in splits:
+        folder = out_dir / split
+        if not folder.is_dir() or not any(folder.iterdir()):
+            continue
+        if replace:
+            shutil.rmtree(folder)
+        else:
+            raise VipError(f"{folder} already holds files; a new lesion world written there would mix with them",
+                           "write it to a new folder, or delete that one first")
 
 
 def _split_counts(n_per_class: int | dict[str, int], splits: dict[str, float] | None) -> dict[str, int]:

@@ -217,8 +217,21 @@ def symptoms_of(packs: dict[str, SymptomPack]) -> dict[str, list[str]]:
 
 
 def matched_packs_line(packs: dict[str, SymptomPack]) -> str:
-    """'symptoms: melanoma <- pack 'melanoma'; ...'."""
-    return "symptoms: " + "; ".join(f"{name} <- pack '{pack.name}'" for name, pack in packs.items())
+    """Where each class's symptoms came from: 'symptoms: melanoma <- short.yaml; nevus <- pack 'nevus''.
+
+    A shipped pack is named; a user's pack or symptom file is named by its path (and the pack's
+    name when it differs from the class's).
+    """
+    return "symptoms: " + "; ".join(f"{name} <- {_pack_source(name, pack)}" for name, pack in packs.items())
+
+
+def _pack_source(class_name: str, pack: SymptomPack) -> str:
+    """`pack 'nevus'` for a shipped pack, else the file it was read from."""
+    if not pack.path or Path(pack.path).resolve().parent == shipped_pack_dir().resolve():
+        return f"pack '{pack.name}'"
+    if normalize_name(pack.name) == normalize_name(class_name):
+        return pack.path
+    return f"{pack.path} (pack '{pack.name}')"
 
 
 def packs_for_classes(class_names: list[str], sources: list[str | Path] = ()) -> dict[str, SymptomPack]:

@@ -167,15 +167,21 @@ def train(config: TrainConfig, progress=None) -> TrainResult | None:
 
 
 def _plan(config, cls, dataset, schedule, backbone, device) -> str:
-    shots = "all images" if config.shots is None else f"{config.shots} shots per class"
-    if not cls.trains:
+    """The first line of `vip train`: method, classes, images used, fitting, backbone and device."""
+    if config.shots is None:
+        shots = ", all images"
+    else:
+        shots = f", {config.shots} shot{'' if config.shots == 1 else 's'} per class"
+    if not cls.uses_shots:  # zero-shot: the labelled images play no part (val and test still score it)
+        shots, fitting = "", "no labelled images, no training"
+    elif not cls.trains:
         fitting = "no training"
     elif not cls.uses_schedule:
         fitting = "the method's own fitting (see `vip methods list`)"
     else:
         fitting = f"schedule {schedule.name}: {schedule.epochs} epochs, batch {schedule.batch_size}, lr {schedule.lr}"
     arch = backbone.describe().get("arch", "")
-    return (f"{config.method} on {len(dataset.class_names)} classes ({', '.join(dataset.class_names)}), {shots}; "
+    return (f"{config.method} on {len(dataset.class_names)} classes ({', '.join(dataset.class_names)}){shots}; "
             f"{fitting}; backbone {config.backbone.id} ({Path(str(arch)).name}) on {device}")
 
 

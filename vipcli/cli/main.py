@@ -93,6 +93,29 @@ def _print_error(message: str, hint: str | None = None) -> None:
     print(printable(line), file=sys.stderr)  # one line, whatever file names it quotes
 
 
+NUMBER_KINDS = {"float_parsing": "a number", "int_parsing": "a whole number", "int_from_float": "a whole number"}
+
+
+def _number_message(error) -> str | None:
+    """"--coverage must be a number, got 'abc'" for text given to a number option, else None.
+
+    typer validates option types with pydantic, whose message ("Input should be a valid number,
+    unable to parse string as a number") names neither the option nor the value.
+    """
+    param, errors = getattr(error, "param", None), getattr(error.__cause__, "errors", None)
+    if param is None or not callable(errors):
+        return None
+    try:
+        first = errors()[0]
+    except Exception:  # noqa: BLE001 - not pydantic's error list: keep the library's message
+        return None
+    kind = NUMBER_KINDS.get(first.get("type"))
+    if kind is None:
+        return None
+    name = max(getattr(param, "opts", None) or [param.name], key=len)
+    return f"{name} must be {kind}, got {str(first.get('input'))!r}"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI on `argv` and return the exit code; known errors become one line.
 
@@ -109,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         return done.exit_code
     except CLICK_ERROR as error:  # bad command line: one line, and where to read the usage
         context = getattr(error, "ctx", None)
-        _print_error(error.format_message(), f"see '{context.command_path} -h'" if context else None)
+        message = _number_message(error) or error.format_message()
+        _print_error(message, f"see '{context.command_path} -h'" if context else None)
         return error.exit_code
     except CLICK_ABORT:
         if debug:

@@ -49,6 +49,8 @@ def predict_command(
     files = collect_images(paths)
     world = distributed.join()
     predictor = load_predictor(model, distributed.rank_device(device, world), backbone)
+    if explain and world.main:
+        _note_if_nothing_to_explain(predictor.method)
     cache = FeatureCache(None if no_cache else default_cache_dir(), predictor.backbone)
     if out is not None:
         _predict_to_file(predictor, files, out, world, force, explain, cache, workers, coverage, model)
@@ -73,11 +75,18 @@ def predict_command(
     for path, reason in failures.items():
         console.stderr().print(f"error: {console.printable(path)}: {reason}", markup=False)
     if failures:
-        raise VipError(f"{len(failures)} of {len(files)} images could not be read (listed above)",
-                       "fix or remove those files")
+        raise VipError(f"{len(failures)} of {len(files)} images could not be read", "fix or remove the files listed above")
 
 
 # --- --out: streaming, resuming, torchrun ---------------------------------------------------------
+
+
+def _note_if_nothing_to_explain(method) -> None:
+    """One stderr note when --explain was asked of a method that gives no explanation (the base `explain`)."""
+    from vipcli.methods.base import Method
+
+    if type(method).explain is Method.explain:
+        console.info(f"note: method '{method.id}' gives no per-symptom explanation; --explain shows nothing for it")
 
 
 def _check_file_options(out: Path | None, as_json: bool, report: Path | None, explain: bool, world) -> None:
@@ -127,8 +136,8 @@ def _predict_to_file(predictor, files, out, world, force, explain, cache, worker
     if merged.missing:
         raise VipError(f"{merged.missing} of {run.images} images have no record in {out}", "rerun to resume")
     if merged.errors:
-        raise VipError(f"{merged.errors} of {run.images} images could not be read (recorded with their reason "
-                       f"in {out})", "fix or remove those files")
+        raise VipError(f"{merged.errors} of {run.images} images could not be read; {out} records why",
+                       "fix or remove those files")
 
 
 # --- calibration and prediction sets --- ---------------------------------------------------------

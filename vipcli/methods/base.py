@@ -195,7 +195,8 @@ def make_settings(method_class, options: dict[str, Any], method_id: str):
         if name not in known:
             listed = ", ".join(n.replace("_", "-") for n in known) or "none"
             raise UsageError(f"method '{method_id}' has no setting '{key}'", f"its settings: {listed}")
-        values[name] = _convert(value, hints[name], f"--method-option {key}") if isinstance(value, str) else value
+        option = f"--method-option {name.replace('_', '-')}"  # spelled as typed and as `vip methods list` shows it
+        values[name] = _convert(value, hints[name], option) if isinstance(value, str) else value
     settings = settings_class(**values)
     check = getattr(settings, "validate", None)
     if check is not None:
