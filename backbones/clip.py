@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from vip_backbones.openclip_base import OpenClipBackbone
+from vipcli.backbone import PromptParts
 from vipcli.errors import UsageError
 
 
@@ -72,7 +73,8 @@ def _pooled_rows(pool_at: torch.Tensor, length: int, pack: bool, group: torch.Te
     With `pack`, the tokens after each row's pooled one are left out, and, given `group` [N] and
     `shared` = K, the first K tokens of the rows of one group are computed once (for the group's
     first row): their values are the same, so under a causal mask so is every layer's output there.
-    Tokens after a pooled one map to row 0 in `spread`: no query whose output is kept reads them.
+    Tokens after a pooled one map to the first computed row in `spread`: no query whose output is
+    kept reads them.
     Packing needs `pool_at` (and `group`) on the host, so it is for the CPU.
     """
     count = pool_at.shape[0]
@@ -83,14 +85,14 @@ def _pooled_rows(pool_at: torch.Tensor, length: int, pack: bool, group: torch.Te
     positions = torch.arange(length, device=pool_at.device)  # [L]
     source = rows[:, None].expand(count, length)  # [N, L] the row whose token holds each value
     if group is not None and shared > 0:
-        first = torch.full((int(group.max()) + 1,), count, dtype=torch.long).scatter_reduce(
-            0, group, rows, "amin")  # [G] first row of each group
+        first = torch.full((int(group.max()) + 1,), count, dtype=torch.long, device=rows.device).scatter_reduce(
+            0, group, rows, "amin")  # [G'] first row of each group id (ids need not be contiguous)
         source = torch.where(positions[None] < shared, first[group][:, None], source)  # [N, L]
     own = source == rows[:, None]  # [N, L]
     needed = own & ((positions[None] <= pool_at[:, None]) | (positions[None] < shared))  # [N, L]
     kept = needed.flatten().nonzero().squeeze(1)  # [T]
-    slot = torch.full((count * length,), -1, dtype=torch.long)  # [N*L] computed row of each kept token
-    slot[kept] = torch.arange(kept.shape[0])
+    slot = torch.full((count * length,), -1, dtype=torch.long, device=rows.device)  # [N*L] computed row of each
+    slot[kept] = torch.arange(kept.shape[0], device=rows.device)
     spread = slot[(source * length + positions).flatten()].clamp(min=0)  # [N*L]
     return kept, spread, spread[pooled], pooled
 
@@ -197,8 +199,14 @@ class ClipBackbone(OpenClipBackbone):
     def encode_text_embeds(self, embeds: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         return self._encode(embeds, ids)
 
-    def encode_text_parts(self, parts, ids: torch.Tensor) -> torch.Tensor:
-        """As `encode_text_embeds(parts.embeds(), ids)`; on the CPU each group's shared tokens are computed once."""
+    def encode_text_parts(self, parts: PromptParts, ids: torch.Tensor) -> torch.Tensor:
+        """As `encode_text_embeds(parts.embeds(), ids)`; on the CPU each group's shared tokens are computed once.
+
+        A subclass that overrides `encode_text_embeds` gets the spelled-out default, so its own text
+        path serves training, validation and predict alike.
+        """
+        if type(self).encode_text_embeds is not ClipBackbone.encode_text_embeds:
+            return super().encode_text_parts(parts, ids)
         return self._encode(parts.embeds(), ids, parts.group, parts.shared)
 
     def _encode(self, embeds: torch.Tensor, ids: torch.Tensor, group: torch.Tensor | None = None,

@@ -142,6 +142,14 @@ class PrefixMixUp(PadIsEndBackbone):
         return self.encode_text_embeds(torch.cat([prefixes, parts.rest], dim=1), ids)
 
 
+class PrefixGradientHalved(PadIsEndBackbone):
+    """Flaw: its `encode_text_parts` gives the right features but half the gradient to the shared prefixes."""
+
+    def encode_text_parts(self, parts, ids):
+        prefixes = parts.prefixes.detach() + 0.5 * (parts.prefixes - parts.prefixes.detach())  # same values
+        return self.encode_text_embeds(torch.cat([prefixes[parts.group], parts.rest], dim=1), ids)
+
+
 ENTRY_POINTS = "\n".join([
     "pad-is-end = vip_sample_plugins:PadIsEndBackbone",
     "pad-is-end-undeclared = vip_sample_plugins:PadIsEndUndeclared",
@@ -152,4 +160,5 @@ ENTRY_POINTS = "\n".join([
     "flaky-images = vip_sample_plugins:FlakyImages",
     "new-identity = vip_sample_plugins:NewIdentityEachLoad",
     "prefix-mix-up = vip_sample_plugins:PrefixMixUp",
+    "prefix-gradient-halved = vip_sample_plugins:PrefixGradientHalved",
 ])

@@ -57,6 +57,7 @@ def test_the_same_plugin_without_end_token_id_fails_at_load_naming_itself(sample
     ("broken-init", "BrokenInit.__init__", "KeyError: 'width'"),
     ("prefix-mix-up", "encode_text_parts", "features of 3 prompts in 2 groups sharing 3 tokens differ from "
                                            "encode_text_embeds(parts.embeds(), ids)"),
+    ("prefix-gradient-halved", "encode_text_parts", "gradient of 3 prompts in 2 groups sharing 3 tokens differ"),
 ])
 def test_a_broken_plugin_fails_at_load_with_its_name_distribution_and_member(samples, plugin, member, reason):
     with pytest.raises(VipError) as error:
@@ -94,6 +95,15 @@ def test_backbones_check_prints_the_table_and_passes_a_sound_plugin(cli, samples
         assert row in out
     assert "FAIL" not in out and "float32 [2, 16]" in out and "0-d float32 on cpu" in out
     assert "the default" in out  # it does not override encode_text_parts
+
+
+def test_the_first_load_checks_pass_under_no_grad_too(tiny_clip, tmp_path, monkeypatch):
+    monkeypatch.setenv("VIP_CACHE_DIR", str(tmp_path / "cache"))  # nothing remembered: the checks run
+    for mode in (torch.no_grad, torch.inference_mode):
+        with mode():
+            backbone = load_backbone("clip", str(tiny_clip), "none", warn_random=False)
+        assert backbone.load_phases["checks"] == "ran"
+        monkeypatch.setenv("VIP_CACHE_DIR", str(tmp_path / "cache-2"))
 
 
 def test_backbones_check_compares_an_encode_text_parts_override_with_the_spelled_out_prompts(cli, tiny_clip):

@@ -149,6 +149,42 @@ def test_clip_computes_shared_prompt_parts_once_and_as_open_clip_would(name, gro
     assert len(kept) == count * shared + int((pool_at + 1 - shared).clamp(min=0).sum())
 
 
+def test_clip_hands_the_groups_of_prompt_parts_to_its_tower_on_the_cpu(deep_clip, monkeypatch):
+    import vip_backbones.clip as clip_module
+    from vipcli.backbone import PromptParts
+
+    seen = []
+    tower = clip_module.pooled_text_blocks
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs)
+        return tower(*args, **kwargs)
+
+    monkeypatch.setattr(clip_module, "pooled_text_blocks", spy)
+    ids = deep_clip.tokenize(TEXTS)[:, :16]
+    words = deep_clip.embed_tokens(ids)
+    group = torch.tensor([0, 0, 1])
+    deep_clip.encode_text_parts(PromptParts(words[[0, 2], :3], group, words[:, 3:]), ids)
+    assert seen[-1]["pack"] and seen[-1]["shared"] == 3 and seen[-1]["group"] is group
+
+
+def test_a_clip_subclass_with_its_own_text_path_keeps_it_for_prompt_parts(deep_clip):
+    from vip_backbones.clip import ClipBackbone
+    from vipcli.backbone import PromptParts
+
+    class Adapted(ClipBackbone):  # a plugin that changes the text features
+        def encode_text_embeds(self, embeds, ids):
+            features = super().encode_text_embeds(embeds, ids)
+            return features + 0.5 * features.flip(-1)
+
+    adapted = object.__new__(Adapted)
+    adapted.__dict__.update(deep_clip.__dict__)  # the same towers, without building them again
+    ids = adapted.tokenize(TEXTS)[:, :16]
+    words = adapted.embed_tokens(ids)
+    parts = PromptParts(words[:1, :3], torch.zeros(3, dtype=torch.long), words[:, 3:])
+    torch.testing.assert_close(adapted.encode_text_parts(parts, ids), adapted.encode_text_embeds(parts.embeds(), ids))
+
+
 def test_clip_text_blocks_compute_what_open_clip_computes(deep_clip):
     from vip_backbones.clip import run_text_blocks
 

@@ -52,7 +52,10 @@ def test_prompts_with_learned_context_equal_the_spelled_out_prompts_features_and
 
     bank = build_prompt_bank(backbone, [SYMPTOMS["melanoma"], SYMPTOMS["nevus"]], n_ctx=4)
     assert bank.same_start
-    bank = replace(bank, same_start=same_start, _repeated={}, _layouts={})  # as a tokenizer without one start token
+    if not same_start:  # as a tokenizer whose prompts begin differently: every other one its own start
+        words = bank.token_embeds.clone()
+        words[1::2, :1] += torch.randn(words[1::2, :1].shape, generator=torch.Generator().manual_seed(1))
+        bank = replace(bank, token_embeds=words, same_start=False)
     shape = (2, 4, backbone.token_width) if per_class else (4, backbone.token_width)
     generator = torch.Generator().manual_seed(0)
     starts = [torch.randn(shape, generator=generator) for _ in range(runs)]
@@ -80,6 +83,24 @@ def test_prompts_with_learned_context_equal_the_spelled_out_prompts_features_and
         for (features, gradient), (features_expected, gradient_expected) in zip(got, expected):
             torch.testing.assert_close(features, features_expected, rtol=1e-5, atol=1e-5)
             torch.testing.assert_close(gradient, gradient_expected, rtol=1e-4, atol=1e-6)
+
+
+def test_the_prompt_bank_notices_prompts_that_do_not_share_their_start_tokens(backbone, monkeypatch):
+    texts = SYMPTOMS["melanoma"] + SYMPTOMS["nevus"]
+    assert build_prompt_bank(backbone, [texts], n_ctx=4).same_start
+    tokenize = backbone.tokenize
+
+    def varied_starts(texts):  # [N, L]: the second prompt begins with another token
+        ids = tokenize(texts).clone()
+        if len(ids) > 1:
+            ids[1, 0] = ids[1, 0] - 1
+        return ids
+
+    monkeypatch.setattr(backbone, "tokenize", varied_starts)
+    bank = build_prompt_bank(backbone, [texts], n_ctx=4)
+    assert not bank.same_start
+    parts = bank.prompt_parts(torch.zeros(1, 4, backbone.token_width))
+    assert parts.group.tolist() == list(range(len(texts)))  # nothing shared: each prompt its own group
 
 
 def test_without_context_prompts_equal_plain_text_features(backbone):

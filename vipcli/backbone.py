@@ -31,19 +31,26 @@ __all__ = ["Backbone", "CausalTextTower", "PluginError", "PromptParts", "UsageEr
            "clip_style_transform"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class PromptParts:
-    """Prompt embeddings whose leading tokens are shared within groups of prompts.
+    """N prompt embeddings whose first K tokens are shared within groups of prompts.
 
-    Prompt n reads `prefixes[group[n]]` (its first K embeddings: the start token and the learned
-    context) and then `rest[n]` (its words, end token and padding). ViP's prompts all share one
-    context, so one group holds them all; class-specific contexts give a group per class; a batched
-    benchmark sweep a group per run. A causal tower may compute each group's K tokens once.
+    Prompt n reads `prefixes[group[n]]` ([K, W]: its start token and learned context, K =
+    `num_prefix_tokens` + n_ctx) and then `rest[n]` ([L-K, W]: its words, end token and padding).
+    ViP's prompts all share one context, so one group holds them all; class-specific contexts give
+    a group per class; a batched benchmark sweep a group per run. The prompts of a group need not be
+    adjacent, nor the group ids contiguous. A causal tower may compute each group's K tokens once.
     """
 
     prefixes: torch.Tensor  # [G, K, W]
-    group: torch.Tensor  # [N] int64, on the device of `prefixes`
+    group: torch.Tensor  # [N] int64 in 0..G-1, on the device of `prefixes`
     rest: torch.Tensor  # [N, L-K, W]
+
+    def __post_init__(self):
+        if self.group.dim() != 1 or self.rest.dim() != 3 or self.prefixes.dim() != 3 or \
+                len(self.group) != len(self.rest) or self.prefixes.shape[-1] != self.rest.shape[-1]:
+            raise ValueError(f"PromptParts needs prefixes [G, K, W], group [N] and rest [N, L-K, W]; got "
+                             f"{list(self.prefixes.shape)}, {list(self.group.shape)} and {list(self.rest.shape)}")
 
     @property
     def shared(self) -> int:
@@ -133,12 +140,15 @@ class Backbone(abc.ABC):
         return self.encode_text_embeds(self.embed_tokens(ids), ids)
 
     def encode_text_parts(self, parts: PromptParts, ids: torch.Tensor) -> torch.Tensor:
-        """Text features of prompts given as shared prefixes and own rests: [N, D].
+        """Text features of prompts given as shared prefixes and own rests: float32 [N, D].
 
         The same features, and the same gradient to `parts.prefixes`, as
-        `encode_text_embeds(parts.embeds(), ids)`, which is what this default does. Training
-        steps call it for prompts with learned context. A causal tower may override it to
-        compute each group's shared tokens once (the `clip` backbone does on the CPU);
+        `encode_text_embeds(parts.embeds(), ids)`, which is what this default does. vip calls it
+        for prompts with learned context: in training steps (on CUDA with graphs, the graph runs
+        `encode_text_embeds` on the spelled-out prompts instead), and under `no_grad` for
+        validation and predict. A causal tower may override it to compute each group's shared
+        tokens once (the `clip` backbone does on the CPU); like `encode_text_embeds`, an override
+        must not read tensors back from the device (`parts.group` lives there).
         `vip backbones check` compares an override with the default.
         """
         return self.encode_text_embeds(parts.embeds(), ids)

@@ -3,7 +3,9 @@
 Each check calls a few members of a loaded backbone on small probes (three prompts of different
 lengths, one or two synthetic images) and records what came back. `load_backbone` runs them all
 (one image) before any image of the data set is encoded: the cost is one full-length and one trimmed
-text pass over three prompts and one image through the tower, so a broken plugin fails in seconds.
+text pass over three prompts, one image through the tower and, for a backbone that overrides
+`encode_text_parts`, two forward and backward passes over the three prompts, so a broken plugin
+fails in seconds.
 `vip backbones check` adds a second load to compare `describe()`.
 """
 
@@ -24,6 +26,7 @@ PROBE_TEXTS = [
     "The spot has blurry, or jagged edges.",
     "Small, dark areas within the spot, with several colors like brown, black, blue, red or white.",
 ]
+CONTRACT_VERSION = 2  # bump when a check is added or changed: backbones that passed are checked again
 TRIM_TOLERANCE = 1e-3  # max relative L2 difference between trimmed and full-length text features
 PARTS_CONTEXT = 2  # context vectors in the probe of an `encode_text_parts` override
 PARTS_GROUPS = (0, 1, 0)  # the probe prompts' groups: the first and last share their prefix
@@ -220,11 +223,22 @@ class _Probe:
         return f"trimmed to {length} of {ids.shape[1]} tokens: max relative difference {float(difference.max()):.1e}"
 
     def prompt_parts(self) -> str:
-        from vipcli.backbone import Backbone, PromptParts
+        from vipcli.backbone import Backbone
+
+        b = self.backbone
+        if getattr(type(b), "encode_text_parts", None) in (None, Backbone.encode_text_parts):
+            return "the default (spells the prompts out for encode_text_embeds)"
+        if torch.is_inference_mode_enabled():  # its weights are inference tensors: nothing can be differentiated
+            with torch.no_grad():
+                return self._compare_prompt_parts(gradient=False)
+        with torch.enable_grad():  # the gradient is compared too, even for a caller under no_grad
+            return self._compare_prompt_parts(gradient=True)
+
+    def _compare_prompt_parts(self, gradient: bool) -> str:
+        """`encode_text_parts` against `encode_text_embeds(parts.embeds(), ids)`: features (and gradient)."""
+        from vipcli.backbone import PromptParts
 
         b, ids = self.backbone, self.ids
-        if type(b).encode_text_parts is Backbone.encode_text_parts:
-            return "the default (spells the prompts out for encode_text_embeds)"
         length = int(b.sequence_lengths(ids).max())
         shared = b.num_prefix_tokens + PARTS_CONTEXT
         if shared >= length:
@@ -238,16 +252,23 @@ class _Probe:
         group = torch.tensor(PARTS_GROUPS, device=words.device)  # [N]: two groups, the first of two prompts
         results = []
         for encode in (b.encode_text_parts, lambda parts, ids: b.encode_text_embeds(parts.embeds(), ids)):
-            prefixes = torch.cat([start, context], dim=1).requires_grad_(True)  # [G, K, W]
-            features = _tensor(encode(PromptParts(prefixes, group, words[:, shared:]), short))
+            prefixes = torch.cat([start, context], dim=1).requires_grad_(gradient)  # [G, K, W]
+            features = _tensor(encode(PromptParts(prefixes, group, words[:, shared:]), short))  # [N, D]
+            _float32(features, "text features")
+            results.append([features.detach().cpu()])
+            if not gradient:
+                continue
+            if not features.requires_grad:
+                raise _Failed("its text features do not depend on parts.prefixes (no gradient reaches them): "
+                              "the learned context would never train")
             weights = torch.linspace(-1, 1, features.numel(), device=features.device).reshape(features.shape)
-            (gradient,) = torch.autograd.grad((features.float() * weights).sum(), prefixes)
-            results.append((features.detach().float().cpu(), gradient.float().cpu()))
-        (ours, our_gradient), (spelled, spelled_gradient) = results
-        if ours.shape != spelled.shape:
-            raise _Failed(f"text features are {_shape(ours)}; encode_text_embeds gives {_shape(spelled)}")
+            (grad,) = torch.autograd.grad((features * weights).sum(), prefixes)
+            results[-1].append(grad.float().cpu())
+        ours, spelled = results
+        if ours[0].shape != spelled[0].shape:
+            raise _Failed(f"text features are {_shape(ours[0])}; encode_text_embeds gives {_shape(spelled[0])}")
         differences = {}
-        for name, got, expected in (("features", ours, spelled), ("gradient", our_gradient, spelled_gradient)):
+        for name, got, expected in zip(("features", "gradient"), ours, spelled):
             differences[name] = float((got - expected).norm() / expected.norm().clamp_min(1e-12))
             if not differences[name] <= TRIM_TOLERANCE:
                 raise _Failed(
@@ -255,8 +276,9 @@ class _Probe:
                     f"encode_text_embeds(parts.embeds(), ids) by {differences[name]:.3g} (relative): each prompt "
                     "must read its own group's prefix (parts.prefixes[parts.group]) and the gradient must reach "
                     "parts.prefixes; fix the override or remove it")
-        return (f"{len(PARTS_GROUPS)} prompts, 2 groups, {shared} shared tokens: relative difference "
-                f"{differences['features']:.1e} (features), {differences['gradient']:.1e} (gradient)")
+        compared = ", ".join(f"{value:.1e} ({name})" for name, value in differences.items())
+        unchecked = "" if gradient else "; gradient not compared (loaded under inference_mode)"
+        return f"{len(PARTS_GROUPS)} prompts, 2 groups, {shared} shared tokens: relative difference {compared}{unchecked}"
 
     def image_transform(self) -> str:
         from PIL import Image

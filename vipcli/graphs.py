@@ -33,6 +33,8 @@ from typing import Callable
 import torch
 from torch.utils.weak import WeakIdKeyDictionary
 
+from vipcli.backbone import PromptParts
+
 TOLERANCE = 1e-2  # graphed vs eager: max |difference| <= TOLERANCE * max |eager| (bf16 carries ~3 digits)
 MAX_GRAPHS = 8  # graphs kept per backbone (each holds its own memory pool); the oldest is dropped
 _process_failure: str | None = None  # a capture failed: graphs stay off for the rest of the process
@@ -217,8 +219,6 @@ def run_text_tower(backbone, prompts, ids: torch.Tensor) -> torch.Tensor:
     Returns:
         [N, D] text features (unnormalised).
     """
-    from vipcli.backbone import PromptParts
-
     parts = prompts if isinstance(prompts, PromptParts) else None
     leaf = parts.prefixes if parts is not None else prompts
     tower = None
@@ -231,7 +231,8 @@ def run_text_tower(backbone, prompts, ids: torch.Tensor) -> torch.Tensor:
     if tower is not None:
         return tower(parts.embeds() if parts is not None else prompts, ids)
     if parts is not None:
-        return backbone.encode_text_parts(parts, ids)
+        encode = getattr(backbone, "encode_text_parts", None)  # a plugin that is not a Backbone subclass lacks it
+        return encode(parts, ids) if encode is not None else backbone.encode_text_embeds(parts.embeds(), ids)
     return backbone.encode_text_embeds(prompts, ids)
 
 

@@ -58,9 +58,10 @@ class PromptBank:
     n_ctx: int  # M, number of learned context positions
     prefix: int  # tokens before the context (start token / [CLS])
     layout: PaddingLayout  # where each prompt sits in its class's row of a padded [C, K] block
-    same_start: bool = True  # every prompt begins with the same `prefix` tokens (a start token, [CLS])
-    _repeated: dict = field(default_factory=dict, repr=False, compare=False)  # copies -> ids [copies*P, L]
-    _layouts: dict = field(default_factory=dict, repr=False, compare=False)  # (copies, per class) -> (group, rest)
+    same_start: bool = False  # every prompt begins with the same `prefix` tokens (build_prompt_bank checks)
+    _repeated: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # copies -> [copies*P, L]
+    # (copies, per class) -> (group [S*P], rest [S*P, L-K, W]); one per stack size a batched fit uses
+    _layouts: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def class_index(self) -> torch.Tensor:

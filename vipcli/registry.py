@@ -136,9 +136,13 @@ def _checks_passed_marker(backbone, distribution: str):
 
     from vipcli.features import default_cache_dir
 
+    from vipcli import __version__
+    from vipcli.backbone_contract import CONTRACT_VERSION
+
     cls = type(backbone)
     identity = "|".join([backbone.id, f"{cls.__module__}.{cls.__qualname__}", distribution, backbone.fingerprint(),
-                         str(getattr(backbone, "device", "cpu")).split(":")[0], "contract-1"])
+                         str(getattr(backbone, "device", "cpu")).split(":")[0], f"contract-{CONTRACT_VERSION}",
+                         f"vip-{__version__}"])  # a new check, or a new vip, runs them again
     return default_cache_dir() / "checks" / hashlib.sha256(identity.encode()).hexdigest()[:32]
 
 
