@@ -39,6 +39,19 @@ def test_split_pipeline_gives_the_transforms_own_floats_bit_for_bit(train):
     assert torch.equal(got, torch.stack(expected))
 
 
+def test_batches_of_several_images_views_finish_into_one_reused_buffer_bit_for_bit():
+    pipeline = view_pipeline(clip_style_transform(32, MEAN, STD, True))
+    generator = torch.Generator().manual_seed(0)
+    keep, buffers = {}, []
+    for counts in ([3, 1, 4], [2], [5, 5]):  # smaller than the buffer, then larger: it grows
+        chunks = [torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=generator) for n in counts]
+        expected = pipeline.finish(torch.cat(chunks), torch.device("cpu"))
+        got = pipeline.finish_many(chunks, torch.device("cpu"), keep)
+        assert got.shape == expected.shape and torch.equal(got, expected)
+        buffers.append(keep["pixels"].data_ptr())
+    assert buffers[0] == buffers[1] != buffers[2]  # reused while it fits
+
+
 def test_other_transforms_run_whole_in_the_workers():
     from torchvision import transforms as T
 
@@ -66,10 +79,12 @@ def test_encoded_features_do_not_change_with_the_split(monkeypatch, tmp_path):
         paths.append(tmp_path / f"{i}.png")
         _picture(i, (80, 60)).save(paths[-1])
     split = features.encode_images(backbone, paths, views=2, cache=None, workers=0)
+    in_pairs = features.encode_images(backbone, paths, views=2, cache=None, workers=0, batch_size=2)  # buffer reused
     monkeypatch.setattr(features, "view_pipeline", ViewPipeline)  # every transform kept whole
     whole = features.encode_images(backbone, paths, views=2, cache=None, workers=0)
     for i in range(3):
         assert torch.equal(split.eval[i], whole.eval[i]) and torch.equal(split.train[i], whole.train[i])
+        assert torch.allclose(in_pairs.train[i], whole.train[i], atol=1e-5)  # other batch sizes: rounding only
     reference = features.iterate_fresh_features(backbone, paths, [0, 1, 0], False, 3, 0, seed=1)
     monkeypatch.undo()
     split_reference = features.iterate_fresh_features(backbone, paths, [0, 1, 0], False, 3, 0, seed=1)

@@ -295,10 +295,16 @@ def _loader(dataset, workers: int):
 @torch.no_grad()
 def _encode(backbone, images: torch.Tensor, pipeline: ViewPipeline) -> torch.Tensor:
     """Features [B, D] (float32, on the CPU) of views [B, 3, H, W] made by `pipeline`."""
+    return _encode_batch(backbone, pipeline.finish(images, backbone.device))
+
+
+@torch.no_grad()
+def _encode_batch(backbone, batch: torch.Tensor) -> torch.Tensor:
+    """Features [B, D] (float32, on the CPU) of a finished batch [B, 3, H, W] on the backbone's device."""
     from vipcli.devices import autocast
 
     with autocast(backbone.device):
-        return backbone.encode_image(pipeline.finish(images, backbone.device)).float().cpu()  # [B, D]
+        return backbone.encode_image(batch).float().cpu()  # [B, D]
 
 
 def _pipelines(backbone) -> tuple[ViewPipeline, ViewPipeline]:
@@ -386,12 +392,15 @@ def _encode_jobs(backbone, jobs, batch_size, workers, augmentation, result, adva
     dataset = _ViewDataset(jobs, evaluation.make, training.make, augmentation)
     fresh: dict[int, torch.Tensor] = {}
     pending: list[tuple[int, torch.Tensor]] = []
+    keep: dict = {}  # the float batch buffer `finish_many` reuses
 
     def flush():
         if not pending:
             return
-        stacked = torch.cat([views for _, views in pending])  # [sum n, 3, H, W]
-        features = _encode(backbone, stacked, training)  # [sum n, D]
+        batch = training.finish_many([views for _, views in pending], backbone.device, keep)  # [sum n, 3, H, W]
+        features = _encode_batch(backbone, batch)  # [sum n, D]
+        if features.untyped_storage().data_ptr() == batch.untyped_storage().data_ptr():
+            features = features.clone()  # a plugin whose features view its input: the buffer is reused
         result.encoded += features.shape[0]
         for (index, views), chunk in zip(pending, features.split([v.shape[0] for _, v in pending])):
             fresh[index] = chunk
