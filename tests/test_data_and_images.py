@@ -147,25 +147,28 @@ def test_class_without_symptoms_says_how_to_get_them(cli, tmp_path, tiny_clip):
     assert code == 1 and "no symptoms for class 'mystery'" in err and "vip symptoms generate" in err
 
 
-def test_symptoms_file_supplies_missing_classes(cli, tmp_path, tiny_clip):
-    root = _flat_dataset(tmp_path / "d", classes=("melanoma", "mystery"))
-    symptoms = tmp_path / "mystery.yaml"
-    symptoms.write_text("mystery:\n  - a round blob\n  - a square blob\n")
-    code, out, err = cli(*tiny_train_args(root, tiny_clip, tmp_path / "run", "--symptoms", symptoms))
+def _train_with_symptoms_file(cli, tmp_path, tiny_clip, classes, text):
+    """`vip train --symptoms FILE` on a flat data set of `classes`, FILE holding `text`: (FILE, stderr, run.yaml)."""
+    root = _flat_dataset(tmp_path / "d", classes=classes)
+    symptoms = tmp_path / "symptoms.yaml"
+    symptoms.write_text(text)
+    code, _, err = cli(*tiny_train_args(root, tiny_clip, tmp_path / "run", "--symptoms", symptoms))
     assert code == 0, err
-    run = (tmp_path / "run" / "run.yaml").read_text()
+    return symptoms, err, (tmp_path / "run" / "run.yaml").read_text()
+
+
+def test_symptoms_file_supplies_missing_classes(cli, tmp_path, tiny_clip):
+    _, _, run = _train_with_symptoms_file(cli, tmp_path, tiny_clip, ("melanoma", "mystery"),
+                                          "mystery:\n  - a round blob\n  - a square blob\n")
     assert "a round blob" in run and "The spot is asymmetric on both sides" in run
 
 
 def test_train_names_the_symptom_source_it_used(cli, tmp_path, tiny_clip):
     """The `symptoms:` line names the user's file for the classes it gave, the shipped pack for the others."""
-    root = _flat_dataset(tmp_path / "d", classes=("melanoma", "nevus"))
-    short = tmp_path / "short.yaml"
-    short.write_text("melanoma:\n  - a dark blob\n  - a ragged blob\n")
-    code, _, err = cli(*tiny_train_args(root, tiny_clip, tmp_path / "run", "--symptoms", short))
-    assert code == 0, err
+    short, err, run = _train_with_symptoms_file(cli, tmp_path, tiny_clip, ("melanoma", "nevus"),
+                                                "melanoma:\n  - a dark blob\n  - a ragged blob\n")
     assert f"symptoms: melanoma <- {short}; nevus <- pack 'nevus'" in err.splitlines()
-    assert "a dark blob" in (tmp_path / "run" / "run.yaml").read_text()
+    assert "a dark blob" in run
 
 
 def test_progress_without_a_terminal_logs_a_line_every_few_seconds(capsys):
