@@ -20,7 +20,8 @@ from typing import Sequence
 
 import torch
 
-from vip_backbones.hub import fail_fast_if_uncached, missing_weights_error, model_loading
+from vip_backbones.hub import (fail_fast_if_uncached, missing_weights_error, model_loading, quiet_libraries,
+                               transformers_torch_error)
 from vipcli.backbone import Backbone, clip_style_transform, identity_taken_once
 from vipcli.errors import UsageError, VipError
 
@@ -113,7 +114,12 @@ class TransformersBackbone(Backbone):
         if hub_ids:  # without network and without cached files, fail before importing transformers
             fail_fast_if_uncached(hub_ids, self.pretrained or self.source, self.model_class, hint, thing)
         uses_hub = bool(hub_ids)
-        import transformers  # noqa: F401 - imported before the quiet block, so its progress bars can be hidden
+        with quiet_libraries():  # a transformers that refuses this torch says so on import: reported below
+            import transformers  # noqa: F401 - imported before the loading block, so its progress bars can be hidden
+
+        mismatch = transformers_torch_error()  # before any download: no model of this family can load
+        if mismatch is not None:
+            raise mismatch
 
         with model_loading(uses_hub) as offline_reason:
             try:

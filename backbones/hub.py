@@ -146,6 +146,33 @@ def quiet_libraries(progress: bool = False):
             bars.enable_progress_bar()
 
 
+def transformers_torch_error() -> VipError | None:
+    """The error for a transformers release that refuses the installed torch (None when they agree).
+
+    Such a transformers (5.x beside torch < 2.6, say) imports, then fails every model load with a
+    message about PyTorch not being found, which would read as a weights problem.
+    """
+    if "transformers" not in sys.modules:
+        return None
+    transformers = sys.modules["transformers"]
+    try:
+        from transformers.utils import is_torch_available
+
+        usable = is_torch_available()
+    except Exception:  # noqa: BLE001 - an unusual transformers: let the load itself report
+        return None
+    if usable:
+        return None
+    import torch
+
+    return VipError(
+        f"transformers {transformers.__version__} cannot use the installed torch {torch.__version__} "
+        "(it needs a newer PyTorch)",
+        "upgrade PyTorch (pip install -U torch torchvision), or keep this torch with an older transformers "
+        "(pip install 'transformers<5')",
+    )
+
+
 def missing_weights_error(source: str, what: str | None, offline_reason: str | None, error: BaseException,
                           hint: str, thing: str = "weights") -> VipError:
     """One line for weights that could not be loaded: offline and uncached, gated, or another failure.
@@ -158,6 +185,9 @@ def missing_weights_error(source: str, what: str | None, offline_reason: str | N
         error: the library's exception.
         hint: what to pass instead.
     """
+    mismatch = transformers_torch_error()
+    if mismatch is not None:
+        return mismatch
     text = describe_exception(error)
     source = f"'{source}'" + (f" for {what}" if what and what != source else "")
     lowered = text.lower()

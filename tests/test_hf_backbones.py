@@ -191,3 +191,26 @@ def test_a_gated_repository_says_how_to_get_access():
     message = str(missing_weights_error("google/medsiglip-448", "SiglipModel", None, error, "unused"))
     assert message.startswith("could not load weights 'google/medsiglip-448' for SiglipModel: the repository is gated")
     assert "hf auth login" in message and "\n" not in message
+
+
+def test_a_transformers_that_refuses_the_installed_torch_is_named_not_blamed_on_weights(
+        cli, monkeypatch, hf_clip_folder, isic_small, tmp_path):
+    """transformers 5 beside torch < 2.6 imports, then fails every load saying PyTorch was not found:
+    the user is told which two packages disagree and how to fix it, before any work."""
+    import transformers.utils
+
+    from vip_backbones.hub import missing_weights_error
+
+    monkeypatch.setattr(transformers.utils, "is_torch_available", lambda: False)
+    code, _, err = cli("train", "--data", isic_small, "--backbone", "hf-clip", "--pretrained", hf_clip_folder,
+                       "--shots", "4", "--epochs", "2", "--out", tmp_path / "run", "--workers", "0")
+    assert code == 1 and len(error_lines(err)) == 1, err
+    line = error_lines(err)[0]
+    assert line.startswith(f"error: transformers {transformers.__version__} cannot use the installed torch "
+                           f"{torch.__version__}"), line
+    assert "pip install -U torch torchvision" in err and "weights" not in line
+    assert not (tmp_path / "run").exists()
+    # open_clip's BiomedCLIP path meets the same refusal as a failed load: the same line, not a weights error
+    error = ImportError("AutoModel requires PyTorch >= 2.6, but PyTorch was not found")
+    message = str(missing_weights_error("tiny-biomedclip", "tiny.json", None, error, "unused"))
+    assert message.startswith(f"transformers {transformers.__version__} cannot use the installed torch")

@@ -100,7 +100,11 @@ def write_tiny_hf_clip(folder: Path, seed: int = 0) -> Path:
     vocab, merges = _bpe_vocab_and_merges(words)
     vocab["<|startoftext|>"] = len(vocab)
     vocab["<|endoftext|>"] = len(vocab)  # the largest id, as in OpenAI's vocabulary
-    tokenizer = CLIPTokenizer(vocab=vocab, merges=merges)
+    # written as vocab.json + merges.txt and read back: the one constructor transformers 4 and 5 share
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
+    tokenizer = CLIPTokenizer.from_pretrained(folder)
     tokenizer.model_max_length = 77
     bos, eos = vocab["<|startoftext|>"], vocab["<|endoftext|>"]
     config = CLIPConfig(

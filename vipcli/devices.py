@@ -17,6 +17,9 @@ def resolve_device(name: str = "auto"):
     """
     import torch
 
+    from vipcli.compat import check_torch_numpy
+
+    check_torch_numpy()  # every command that uses torch picks its device first: fail before any work
     name = (name or "auto").lower()
     if name == "auto":
         if torch.cuda.is_available():

@@ -148,6 +148,12 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as error:  # an unknown error is a bug: say so, in one line
         if debug:
             raise
+        from vipcli.compat import explain_library_failure
+
+        mismatch = explain_library_failure(error)  # unless two installed libraries cannot work together
+        if mismatch is not None:
+            _print_error(mismatch.message, mismatch.hint)
+            return mismatch.exit_code
         _print_error(
             f"unexpected {type(error).__name__}: {error}",
             "this is a bug in vip; rerun with VIP_DEBUG=1 and report the traceback",
