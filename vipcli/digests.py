@@ -27,11 +27,21 @@ def file_digest(path: str | Path) -> str:
     digest = _MEMO.get(memo_key)
     if digest is None:
         with open(path, "rb") as handle:
-            digest = hashlib.file_digest(handle, "sha256").hexdigest()
+            digest = _sha256_of(handle)
         if len(_MEMO) >= _MEMO_LIMIT:
             _MEMO.clear()
         _MEMO[memo_key] = digest
     return digest
+
+
+def _sha256_of(handle) -> str:
+    """sha256 of an open binary file, read in 1 MiB blocks (`hashlib.file_digest` from Python 3.11 on)."""
+    if hasattr(hashlib, "file_digest"):
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+    digest = hashlib.sha256()  # Python 3.10
+    for block in iter(lambda: handle.read(2**20), b""):
+        digest.update(block)
+    return digest.hexdigest()
 
 
 THREADED_BYTES = 32 * 2**20  # below this much data to hash, threads cost more than they save

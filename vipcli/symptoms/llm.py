@@ -198,12 +198,14 @@ def _request_within(url: str, headers: dict, body: dict, timeout_s: float):
 
 def _post(url: str, headers: dict, body: dict, config: LLMConfig, last: bool):
     """POST once; None means "timed out, retry"; connection failures and oversized answers raise at once."""
+    import asyncio
+
     import httpx
 
     host = endpoint_host(config.base_url)
     try:
         return _request_within(url, headers, body, config.timeout_s)
-    except (httpx.TimeoutException, TimeoutError):
+    except (httpx.TimeoutException, TimeoutError, asyncio.TimeoutError):  # the last two differ before 3.11
         if not last:
             return None
         raise LLMError(
