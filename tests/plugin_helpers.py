@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 SAMPLE_PLUGINS = Path(__file__).resolve().parent / "sample_plugins.py"
+SAMPLE_METHODS = Path(__file__).resolve().parent / "sample_methods.py"
 
 
 def install_distribution(site: Path, name: str, entry_points: str, module_source: Path | None = None,
@@ -30,6 +31,15 @@ def install_sample_plugins(site: Path) -> None:
     install_distribution(site, "sample-plugins", ENTRY_POINTS, SAMPLE_PLUGINS, "vip_sample_plugins.py")
 
 
+def install_sample_methods(site: Path) -> None:
+    """The methods of sample_methods.py as the distribution `sample-methods` (module vip_sample_methods)."""
+    sys.path.insert(0, str(SAMPLE_METHODS.parent))
+    from sample_methods import ENTRY_POINTS
+
+    install_distribution(site, "sample-methods", ENTRY_POINTS, SAMPLE_METHODS, "vip_sample_methods.py",
+                         group="vip.methods")
+
+
 @pytest.fixture
 def site(tmp_path, monkeypatch):
     """A fresh folder on sys.path to install fake distributions into."""
@@ -38,5 +48,5 @@ def site(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(folder))
     yield folder
     for module in ("vip_plugin_example", "vip_sample_plugins", "vip_plugin_medical", "vip_method_example",
-                   "broken_method"):
+                   "broken_method", "vip_sample_methods"):
         sys.modules.pop(module, None)

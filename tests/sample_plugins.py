@@ -150,6 +150,34 @@ class PrefixGradientHalved(PadIsEndBackbone):
         return self.encode_text_embeds(torch.cat([prefixes[parts.group], parts.rest], dim=1), ids)
 
 
+class PoolAtStart(PadIsEndBackbone):
+    """Flaw: reads the text feature at position 0 (the start token every prompt shares), not at its end token."""
+
+    def pool(self, hidden, ids):
+        return hidden[:, 0]  # [N, W]: the same for every prompt under a causal mask
+
+
+class SameImages(PadIsEndBackbone):
+    """Flaw: encode_image ignores the pixels it is given."""
+
+    def encode_image(self, images):
+        return super().encode_image(torch.zeros_like(images))
+
+
+class NoModules(PadIsEndBackbone):
+    """Flaw: modules() returns nothing, so freeze() reaches no weight."""
+
+    def modules(self):
+        return []
+
+
+class NoDeviceArgument(PadIsEndBackbone):
+    """Flaw: its __init__ does not take device=."""
+
+    def __init__(self, arch=None, pretrained=None):
+        super().__init__(arch, pretrained)
+
+
 ENTRY_POINTS = "\n".join([
     "pad-is-end = vip_sample_plugins:PadIsEndBackbone",
     "pad-is-end-undeclared = vip_sample_plugins:PadIsEndUndeclared",
@@ -161,4 +189,8 @@ ENTRY_POINTS = "\n".join([
     "new-identity = vip_sample_plugins:NewIdentityEachLoad",
     "prefix-mix-up = vip_sample_plugins:PrefixMixUp",
     "prefix-gradient-halved = vip_sample_plugins:PrefixGradientHalved",
+    "pool-at-start = vip_sample_plugins:PoolAtStart",
+    "same-images = vip_sample_plugins:SameImages",
+    "no-modules = vip_sample_plugins:NoModules",
+    "no-device-argument = vip_sample_plugins:NoDeviceArgument",
 ])

@@ -58,6 +58,9 @@ def test_the_same_plugin_without_end_token_id_fails_at_load_naming_itself(sample
     ("prefix-mix-up", "encode_text_parts", "features of 3 prompts in 2 groups sharing 3 tokens differ from "
                                            "encode_text_embeds(parts.embeds(), ids)"),
     ("prefix-gradient-halved", "encode_text_parts", "gradient of 3 prompts in 2 groups sharing 3 tokens differ"),
+    ("pool-at-start", "encode_text_embeds", "get the same feature: the tower reads a position every prompt shares"),
+    ("no-modules", "modules", "modules() returned 0 module(s) holding no weights"),
+    ("no-device-argument", "NoDeviceArgument.__init__", "does not take arch=, pretrained= and device="),
 ])
 def test_a_broken_plugin_fails_at_load_with_its_name_distribution_and_member(samples, plugin, member, reason):
     with pytest.raises(VipError) as error:
@@ -158,3 +161,10 @@ def test_load_time_checks_run_once_per_backbone_and_weights(tiny_clip, monkeypat
     assert calls == ["clip"]
     load_backbone("toy")  # another backbone is checked
     assert calls == ["clip", "toy"]
+
+
+def test_backbones_check_fails_an_encode_image_that_ignores_its_images(cli, samples):
+    code, out, err = cli("backbones", "check", "same-images")
+    assert code == 1 and "2 different images get the same feature" in err
+    code, out, err = cli("backbones", "check", "pad-is-end")
+    assert code == 0 and "finite, distinct" in out

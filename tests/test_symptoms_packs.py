@@ -174,3 +174,39 @@ def test_packs_of_different_modalities_are_named_and_warned_about(capsys, tmp_pa
     assert "different modalities" in err and "--symptoms FILE" in err and set(symptoms) == {"glaucoma", "normal"}
     symptoms_for_classes(["melanoma", "nevus"])
     assert "different modalities" not in capsys.readouterr().err
+
+
+def _pack(tmp_path, name: str, text: str):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_a_pack_with_an_unknown_source_kind_is_refused(capsys, tmp_path):
+    bad = _pack(tmp_path, "expert.yaml", "name: melanoma\nsymptoms: [Dark areas, Jagged edges]\nsource:\n  kind: expert\n")
+    code, _, err = vip(capsys, "symptoms", "show", str(bad))
+    assert code == 1 and "source.kind of symptom pack 'melanoma' is 'expert', not one of paper, llm, manual" in err
+    assert "use 'manual'" in err
+
+
+def test_a_symptoms_file_that_matches_no_class_is_refused_not_ignored(tmp_path):
+    from vipcli.errors import VipError
+
+    typo = _pack(tmp_path, "melanoma.yaml", "name: melanomma\nsymptoms: [Dark areas, Jagged edges]\n")
+    with pytest.raises(VipError, match=r"its pack 'melanomma' matches no class of the data \(melanoma, nevus\)"):
+        symptoms_for_classes(["melanoma", "nevus"], [typo])
+    folder = tmp_path / "packs"  # a folder of packs for more classes than the data has is fine
+    folder.mkdir()
+    _pack(folder, "melanoma.yaml", "name: melanoma\nsymptoms: [Dark areas, Jagged edges]\n")
+    _pack(folder, "psoriasis.yaml", "name: psoriasis\nsymptoms: [Silvery scales, Red plaques]\n")
+    assert symptoms_for_classes(["melanoma", "nevus"], [folder])["melanoma"] == ["Dark areas", "Jagged edges"]
+
+
+def test_a_user_symptom_that_names_its_class_is_warned_about(capsys, tmp_path):
+    named = _pack(tmp_path, "mel.yaml", "name: melanoma\naliases: [mel]\nsymptoms: [Typical MEL pattern, Dark areas]\n")
+    symptoms = symptoms_for_classes(["MEL", "nevus"], [named])
+    err = capsys.readouterr().err
+    assert symptoms["MEL"] == ["Typical MEL pattern", "Dark areas"]  # still used: a warning, not an error
+    assert f"{named}: symptom 'Typical MEL pattern' names its class 'melanoma'" in err and "Dark areas" not in err
+    symptoms_for_classes(["melanoma", "nevus"])  # the shipped packs never do
+    assert "names its class" not in capsys.readouterr().err

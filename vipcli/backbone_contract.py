@@ -26,8 +26,9 @@ PROBE_TEXTS = [
     "The spot has blurry, or jagged edges.",
     "Small, dark areas within the spot, with several colors like brown, black, blue, red or white.",
 ]
-CONTRACT_VERSION = 2  # bump when a check is added or changed: backbones that passed are checked again
+CONTRACT_VERSION = 3  # bump when a check is added or changed: backbones that passed are checked again
 TRIM_TOLERANCE = 1e-3  # max relative L2 difference between trimmed and full-length text features
+SAME_FEATURE = 1e-6  # two probes whose features differ by less than this (relative L2) got the same feature
 PARTS_CONTEXT = 2  # context vectors in the probe of an `encode_text_parts` override
 PARTS_GROUPS = (0, 1, 0)  # the probe prompts' groups: the first and last share their prefix
 JSON_TYPES = (str, int, float, bool, type(None))
@@ -95,6 +96,17 @@ def _json_problem(value, path: str = "describe()") -> str | None:
     if isinstance(value, tuple):
         return f"{path} is a tuple (JSON has lists: use a list)"
     return f"{path} is a {type(value).__name__} (use str, int, float, bool, None, list or dict)"
+
+
+def _same_rows(features: torch.Tensor) -> tuple[int, int] | None:
+    """The first pair of rows of features [N, D] that are the same up to `SAME_FEATURE` (relative), else None."""
+    scale = features.norm(dim=-1).max().clamp_min(1e-12)
+    distances = torch.cdist(features, features) / scale  # [N, N]
+    for i in range(len(features)):
+        for j in range(i + 1, len(features)):
+            if float(distances[i, j]) < SAME_FEATURE:
+                return i, j
+    return None
 
 
 class _Probe:
@@ -201,8 +213,14 @@ class _Probe:
             raise _Failed(f"text features are {_shape(full)}; expected [{ids.shape[0]}, D={b.embed_dim}]")
         _float32(full, "text features")
         _finite(full, "text features")
-        self.full = full.detach().float().cpu()
-        return f"{_dtype(full)} {_shape(full)}, finite"
+        full = full.detach().float().cpu()
+        pair = _same_rows(full)
+        if pair is not None:
+            raise _Failed(f"the prompts {PROBE_TEXTS[pair[0]]!r} and {PROBE_TEXTS[pair[1]]!r} get the same feature: "
+                          "the tower reads a position every prompt shares (pool at each prompt's end token, "
+                          "e.g. with self.pool_at_end(hidden, ids), or at its last real token)")
+        self.full = full
+        return f"{_dtype(full)} {_shape(full)}, finite, distinct"
 
     def trimming(self) -> str:
         b, ids = self.backbone, self.ids
@@ -311,7 +329,10 @@ class _Probe:
             raise _Failed(f"image features are {_shape(features)}; expected [{self.images}, D={b.embed_dim}]")
         _float32(features, "image features")
         _finite(features, "image features")
-        return f"{_dtype(features)} {_shape(features)}, finite"
+        if self.images > 1 and _same_rows(features.detach().float().cpu()) is not None:
+            raise _Failed(f"{self.images} different images get the same feature: encode_image must encode the "
+                          "images it is given")
+        return f"{_dtype(features)} {_shape(features)}, finite{', distinct' if self.images > 1 else ''}"
 
     def describe(self) -> str:
         b = self.backbone
@@ -335,6 +356,9 @@ class _Probe:
             raise _Failed(f"{len(trainable)} weights still require grad (e.g. {trainable[0]}); freeze() must freeze "
                           "every module that modules() returns")
         count = sum(p.numel() for m in modules for p in m.parameters())
+        if not count:
+            raise _Failed(f"modules() returned {len(modules)} module(s) holding no weights: return the nn.Modules that "
+                          "hold the towers' weights, so that freeze() and vip can reach them")
         return f"{len(modules)} module(s), {count / 1e6:.2f} M parameters, none trainable"
 
 

@@ -322,7 +322,9 @@ def run_row(method_id: str, cls, shots: int | str, seed: int, context: dict, pro
     """Build, fit and evaluate one (method, shots, seed) on the pooled features; return its row."""
     started = time.perf_counter()
     row = _build_row(method_id, cls, shots, seed, context, progress)
-    fitted = row["method"].fit(row["data"], row["fit_context"])
+    from vipcli.methods.contract import checked_fit
+
+    fitted = checked_fit(row["method"], row["data"], row["fit_context"])
     return _finish_row(row, fitted, context, time.perf_counter() - started)
 
 

@@ -35,7 +35,16 @@ def prepared_logits(method, features: torch.Tensor, device) -> torch.Tensor:
     device's autocast, so a run's metrics, its calibration and its predictions agree to the digit.
     """
     with autocast(device):
-        return torch.cat([method(chunk.to(device)).float() for chunk in features.split(4096)])  # [N, C]
+        return torch.cat([_logits(method, chunk.to(device)).float() for chunk in features.split(4096)])  # [N, C]
+
+
+def _logits(method, features: torch.Tensor) -> torch.Tensor:
+    """`method(features)`, its shape checked against the contract ([B, C]; nothing read back)."""
+    from vipcli.methods.contract import check_logits
+
+    logits = method(features)  # [B, C]
+    check_logits(method, logits, len(features))
+    return logits
 
 
 def accuracy(method, data: FeatureSet, device) -> float:
@@ -108,7 +117,7 @@ def training_loss(method, features: torch.Tensor, labels: torch.Tensor) -> torch
     own = getattr(method, "training_loss", None)
     if own is not None:
         return own(features, labels)
-    return F.cross_entropy(method(features).float(), labels)
+    return F.cross_entropy(_logits(method, features).float(), labels)
 
 
 def fit_sgd(method, data, context) -> dict:
@@ -124,6 +133,12 @@ def fit_sgd(method, data, context) -> dict:
     """
     device, schedule, reference = method.setup.device, context.schedule, context.reference
     parameters = [p for p in method.parameters() if p.requires_grad]
+    if not parameters:
+        from vipcli.methods.contract import method_fault
+
+        raise method_fault(method.id, "fit", "fit_sgd found no trainable parameter in the method",
+                           "create what it learns in __init__ as nn.Parameter or nn.Module attributes, "
+                           "not as plain tensors")
     optimizer = torch.optim.SGD(parameters, lr=schedule.lr, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
     generator = torch.Generator().manual_seed(context.seed)
     best = _BestEpoch(method)

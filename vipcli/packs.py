@@ -98,6 +98,10 @@ def pack_from_dict(data: dict, path: str | Path = "<memory>") -> SymptomPack:
         source = {"kind": source}
     if not isinstance(source, dict):
         raise VipError(f"{path}: 'source' must be a mapping (kind: paper|llm|manual, ...)")
+    kind = source.get("kind")
+    if kind is not None and kind not in SOURCE_KINDS:
+        raise VipError(f"{path}: source.kind of symptom pack '{name}' is {kind!r}, not one of {', '.join(SOURCE_KINDS)}",
+                       "use 'manual' for symptoms you wrote yourself")
     modality = data.get("modality") or ""
     return SymptomPack(
         name=name.strip(),
@@ -160,24 +164,29 @@ def collect_packs(sources: list[str | Path]) -> list[SymptomPack]:
 
     User packs come first so they take precedence over shipped ones with the same name.
     """
-    user: list[SymptomPack] = []
     shipped = shipped_packs()
+    return [pack for _, packs in _packs_by_source(sources, shipped) for pack in packs] + shipped
+
+
+def _packs_by_source(sources: list[str | Path], shipped: list[SymptomPack]) -> list[tuple[str, list[SymptomPack]]]:
+    """(source as given, its packs) for each `--symptoms` source, in order."""
+    found = []
     for source in sources:
         path = Path(source)
         if path.is_dir():
             files = sorted([*path.glob("*.yaml"), *path.glob("*.yml")])
             if not files:
                 raise VipError(f"--symptoms {source}: folder has no .yaml packs")
-            user.extend(pack for f in files for pack in load_symptom_file(f))
+            found.append((str(source), [pack for f in files for pack in load_symptom_file(f)]))
         elif path.is_file():
-            user.extend(load_symptom_file(path))
+            found.append((str(source), load_symptom_file(path)))
         else:
             named = [p for p in shipped if p.matches(str(source))]
             if not named:
                 names = ", ".join(p.name for p in shipped)
                 raise UsageError(f"--symptoms {source}: no such file, folder or shipped pack", f"shipped packs: {names}")
-            user.extend(named)
-    return user + shipped
+            found.append((str(source), named))
+    return found
 
 
 def symptoms_for_classes(class_names: list[str], sources: list[str | Path] = ()) -> dict[str, list[str]]:
@@ -239,7 +248,10 @@ def packs_for_classes(class_names: list[str], sources: list[str | Path] = ()) ->
 
     Raises a VipError naming every class without a pack and how to get one.
     """
-    packs = collect_packs(list(sources))
+    shipped = shipped_packs()
+    given = _packs_by_source(list(sources), shipped)
+    _check_sources_match(given, class_names)
+    packs = [pack for _, listed in given for pack in listed] + shipped
     result, missing = {}, []
     for class_name in class_names:
         pack = next((p for p in packs if p.matches(class_name)), None)
@@ -253,4 +265,30 @@ def packs_for_classes(class_names: list[str], sources: list[str | Path] = ()) ->
             "write packs with `vip symptoms generate --data DIR` (every class without one) or pass --symptoms FILE "
             "(YAML: {class: [symptom, ...]}); `vip symptoms list` shows the shipped packs",
         )
+    _warn_named_classes(result, shipped)
     return result
+
+
+def _check_sources_match(given: list[tuple[str, list[SymptomPack]]], class_names: list[str]) -> None:
+    """Refuse a `--symptoms` source none of whose packs matches a class (it would be ignored without a word)."""
+    for source, packs in given:
+        if not any(pack.matches(name) for pack in packs for name in class_names):
+            names = ", ".join(repr(p.name) for p in packs)
+            raise VipError(
+                f"--symptoms {source}: its pack{'s' if len(packs) > 1 else ''} {names} match{'' if len(packs) > 1 else 'es'} "
+                f"no class of the data ({', '.join(class_names)})",
+                "name each pack after its class folder, or list the folder's name under 'aliases'")
+
+
+def _warn_named_classes(packs: dict[str, SymptomPack], shipped: list[SymptomPack]) -> None:
+    """Warn about each symptom of a user's pack that names its own class (ViP describes, never names)."""
+    from vipcli import console
+    from vipcli.symptoms.parse import names_disease
+
+    for class_name, pack in packs.items():
+        if pack in shipped:
+            continue
+        for symptom in pack.symptoms:
+            if names_disease(symptom, pack.name, (*pack.aliases, class_name)):
+                console.warn(f"{pack.path}: symptom {symptom!r} names its class '{pack.name}' (ViP describes a class "
+                             "by what it looks like, never by its name: reword it, or the prompts learn the name)")

@@ -170,8 +170,38 @@ class PluginGroup:
             return entry_point.load()
         except Exception as error:  # a broken plugin must not take the others down
             distribution, _ = distribution_of(entry_point)
+            missing = _missing_attribute(entry_point, error)
+            if missing:
+                raise VipError(
+                    f"{self.kind} '{plugin_id}' from distribution {distribution}: its entry point "
+                    f"'{plugin_id} = {entry_point.value}' names {missing}, which module {entry_point.module} "
+                    "does not define",
+                    f"fix the name under [project.entry-points.\"{self.group}\"] in {distribution}'s pyproject.toml "
+                    f"and reinstall it (pip install DIR); other {self.kind}s still work",
+                ) from error
             raise VipError(
                 f"{self.kind} '{plugin_id}' from distribution {distribution} failed to import: "
                 f"{type(error).__name__}: {error}",
                 f"reinstall or fix {distribution}; other {self.kind}s still work",
             ) from error
+
+
+def _missing_attribute(entry_point: EntryPoint, error: Exception) -> str | None:
+    """The attribute an entry point names that its (importable) module lacks, else None."""
+    import importlib
+    import sys
+
+    if not isinstance(error, AttributeError) or not entry_point.attr:
+        return None
+    module = sys.modules.get(entry_point.module)
+    if module is None:
+        try:
+            module = importlib.import_module(entry_point.module)
+        except Exception:
+            return None
+    target = module
+    for part in entry_point.attr.split("."):
+        if not hasattr(target, part):
+            return entry_point.attr
+        target = getattr(target, part)
+    return None

@@ -118,6 +118,7 @@ def _construct(factory, backbone_id: str, distribution: str, arch, pretrained, d
     from vipcli.errors import VipError
 
     name = getattr(factory, "__name__", "factory")
+    _check_signature(factory, backbone_id, distribution, name)
     try:
         return factory(arch=arch, pretrained=pretrained, device=device)
     except VipError:
@@ -128,6 +129,25 @@ def _construct(factory, backbone_id: str, distribution: str, arch, pretrained, d
             f"check --arch/--pretrained; if they are right, report it to the authors of {distribution.split(' ')[0]} "
             "with the traceback that VIP_DEBUG=1 shows",
         ) from error
+
+
+def _check_signature(factory, backbone_id: str, distribution: str, name: str) -> None:
+    """Refuse a backbone class that cannot be built as `Cls(arch=..., pretrained=..., device=...)`."""
+    import inspect
+
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):  # a builtin or C factory: nothing to check
+        return
+    try:
+        signature.bind(arch=None, pretrained=None, device=None)
+    except TypeError:
+        raise PluginError(
+            "backbone", backbone_id, distribution, f"{name}.__init__", f"its signature {signature} does not take "
+            "arch=, pretrained= and device=",
+            "vip builds every backbone as Cls(arch=..., pretrained=..., device=...): give __init__ those three "
+            "keyword arguments, each with a default of None",
+        ) from None
 
 
 def _checks_passed_marker(backbone, distribution: str):

@@ -113,6 +113,7 @@ def train(config: TrainConfig, progress=None) -> TrainResult | None:
     from vipcli.fitting import metrics_of, predict_logits
     from vipcli.graphs import graph_status
     from vipcli.methods import FitContext, MethodSetup, build_method
+    from vipcli.methods.contract import check_round_trip, checked_fit
 
     world = distributed.join()  # torchrun: every rank encodes its share, rank 0 trains (#13)
     distributed.check_shared_cache(world, config.encoding.use_cache)
@@ -142,10 +143,11 @@ def train(config: TrainConfig, progress=None) -> TrainResult | None:
     encoded = time.perf_counter()
     reference = _reference_batches(backbone, dataset, data, schedule, config.seed,
                                    config.encoding) if config.reference else None
-    fitted = method.fit(data, FitContext(schedule, config.seed, progress, reference))
+    fitted = checked_fit(method, data, FitContext(schedule, config.seed, progress, reference))
     trained = time.perf_counter()
     val_logits = predict_logits(method, data.val.x, device)  # [M, C], once for metrics and calibration
     test_logits = predict_logits(method, data.test.x, device)  # [T, C]
+    check_round_trip(method, data.val.x if len(data.val.x) else data.test.x, device)  # predict = what was measured
     calibrated = calibrate(val_logits, data.val.y, test_logits, data.test.y)  # temperature, conformal scores
     metrics = {
         "val": metrics_of(val_logits, data.val.y, len(dataset.class_names)),

@@ -33,22 +33,18 @@ class TinyExampleBackbone(CausalTextTower, Backbone):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
             self.words = nn.Embedding(self.vocab_size, self.token_width)
-            self.positions = nn.Parameter(torch.randn(self.context_length, self.token_width) * 0.01)
+            self.positions = nn.Embedding(self.context_length, self.token_width)
             layer = nn.TransformerEncoderLayer(self.token_width, 2, 64, batch_first=True, dropout=0.0)
             self.text = nn.TransformerEncoder(layer, 1)
             self.text_proj = nn.Linear(self.token_width, self.embed_dim, bias=False)
             self.image = nn.Sequential(nn.Conv2d(3, 32, 8, stride=8), nn.GELU(), nn.AdaptiveAvgPool2d(1),
                                        nn.Flatten(), nn.Linear(32, self.embed_dim))
-        self.tower = nn.ModuleList([self.words, self.text, self.text_proj, self.image]).to(self.device)
-        self.positions.data = self.positions.data.to(self.device)
+        # every weight in one module: modules() returns it, the inherited freeze() freezes all of it
+        self.tower = nn.ModuleList([self.words, self.positions, self.text, self.text_proj, self.image]).to(self.device)
         self.logit_scale = torch.tensor(math.log(100.0))
 
     def modules(self):
         return [self.tower]
-
-    def freeze(self):
-        super().freeze()
-        self.positions.requires_grad_(False)
 
     def tokenize(self, texts):
         ids = torch.full((len(texts), self.context_length), PAD, dtype=torch.long)
@@ -63,7 +59,7 @@ class TinyExampleBackbone(CausalTextTower, Backbone):
 
     def encode_text_embeds(self, embeds, ids):
         length = ids.shape[1]
-        x = self.text(embeds + self.positions[:length], mask=self.causal_mask(length))  # [N, L, W]
+        x = self.text(embeds + self.positions.weight[:length], mask=self.causal_mask(length))  # [N, L, W]
         return self.text_proj(self.pool_at_end(x, ids))  # [N, D], read at each end token
 
     def encode_image(self, images):

@@ -40,12 +40,15 @@ class MethodInfo:
 
 def method_class(method_id: str) -> type[Method]:
     """Import the method registered as `method_id` and check it implements the interface."""
+    from vipcli.methods.contract import check_class
+
     loaded = METHODS.load(method_id)
     if not (isinstance(loaded, type) and issubclass(loaded, Method)):
         distribution = METHODS.entry_point(method_id).dist
         name = distribution.metadata["Name"] if distribution is not None else "unknown"
         raise VipError(f"method '{method_id}' from distribution {name} is not a vipcli.methods.Method subclass "
                        f"({METHODS.entry_point(method_id).value})", f"fix {name}; other methods still work")
+    check_class(loaded, method_id)  # Settings a dataclass with defaults; a method that trains overrides fit
     return loaded
 
 
@@ -68,6 +71,7 @@ def restore_method(method_id: str, setup: MethodSetup, settings: dict, stored: d
 
 
 def _construct(cls, method_id, setup, settings, stored) -> Method:
+    from vipcli.methods.contract import guard_method
     from vipcli.plugins import distribution_of
 
     try:
@@ -81,6 +85,7 @@ def _construct(cls, method_id, setup, settings, stored) -> Method:
         raise VipError(f"method '{method_id}' from distribution {distribution} failed to build: "
                        f"{type(error).__name__}: {error}", f"fix or reinstall {distribution}") from error
     method.id = method_id
+    guard_method(method, method_id, METHODS.distribution(method_id))  # a plugin's exceptions name it
     return method
 
 

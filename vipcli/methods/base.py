@@ -200,7 +200,16 @@ def make_settings(method_class, options: dict[str, Any], method_id: str):
     settings = settings_class(**values)
     check = getattr(settings, "validate", None)
     if check is not None:
-        check()
+        try:
+            check()
+        except VipError:
+            raise
+        except Exception as error:  # a plugin's validate() that raises ValueError & co.: name it
+            from vipcli.methods.contract import method_fault
+            from vipcli.plugins import describe_exception
+
+            raise method_fault(method_id, "Settings.validate", describe_exception(error),
+                               "raise vipcli.errors.UsageError(message, hint) for a bad value") from error
     return settings
 
 

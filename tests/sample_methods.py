@@ -1,0 +1,136 @@
+"""Small method plugins for the method-contract tests: each a nearest-centroid method with one deliberate flaw.
+
+Installed into a temporary site folder as the distribution `sample-methods` (module vip_sample_methods,
+see plugin_helpers.py), exactly as a third-party method plugin is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from vipcli.fitting import fit_sgd
+from vipcli.methods import Method
+
+
+class Centroid(Method):
+    """Sound: the class centroids of the few-shot features, in a registered buffer."""
+
+    summary = "nearest centroid (sound)"
+    trains = False
+
+    def __init__(self, setup, settings=None, stored=None):
+        super().__init__(setup, settings, stored)
+        self.register_buffer("centroids", torch.zeros(setup.num_classes, setup.backbone.embed_dim))  # [C, D]
+        self.to(setup.device)
+
+    def fit(self, data, context):
+        views = F.normalize(data.train.views.float(), dim=-1).mean(dim=1)  # [N, D]
+        one_hot = F.one_hot(data.train.y, self.setup.num_classes).float()  # [N, C]
+        self.centroids = F.normalize(one_hot.T @ views / one_hot.sum(0).clamp(min=1)[:, None], dim=-1)
+        return super().fit(data, context)
+
+    def forward(self, image_features):
+        return F.normalize(image_features.float(), dim=-1) @ self.centroids.T / 0.01  # [B, C]
+
+
+class ForgotBuffer(Centroid):
+    """Flaw: keeps its centroids in a plain attribute, so the run stores nothing."""
+
+    def __init__(self, setup, settings=None, stored=None):
+        Method.__init__(self, setup, settings, stored)
+        self.centroids = torch.zeros(setup.num_classes, setup.backbone.embed_dim)
+
+
+class Transposed(Centroid):
+    """Flaw: forward returns [C, B]."""
+
+    def forward(self, image_features):
+        return super().forward(image_features).T
+
+
+@dataclass
+class NeedsValue:
+    temperature: float  # no default
+
+
+class NoDefault(Centroid):
+    """Flaw: a setting without a default."""
+
+    Settings = NeedsValue
+
+
+class PlainSettings(Centroid):
+    """Flaw: Settings is not a dataclass."""
+
+    class Settings:
+        temperature = 0.01
+
+
+class FitReturnsNone(Centroid):
+    """Flaw: fit forgets to return its result."""
+
+    def fit(self, data, context):
+        super().fit(data, context)
+
+
+class Typo(Centroid):
+    """Flaw: forward reads an attribute that does not exist."""
+
+    def forward(self, image_features):
+        return image_features @ self.centroid.T
+
+
+class ForgotFit(Centroid):
+    """Flaw: says it trains but keeps Method.fit, which learns nothing."""
+
+    trains = True
+    fit = Method.fit
+
+
+class PlainWeights(Centroid):
+    """Flaw: trains with the shared SGD loop, but its weights are a plain tensor, not an nn.Parameter."""
+
+    trains, uses_schedule = True, True
+
+    def __init__(self, setup, settings=None, stored=None):
+        Method.__init__(self, setup, settings, stored)
+        self.weight = torch.zeros(setup.num_classes, setup.backbone.embed_dim, requires_grad=True)
+
+    def fit(self, data, context):
+        return fit_sgd(self, data, context)
+
+    def forward(self, image_features):
+        return image_features.float() @ self.weight.T
+
+
+@dataclass
+class Checked:
+    temperature: float = 0.01
+
+    def validate(self):
+        if self.temperature <= 0:
+            raise ValueError("temperature must be positive")
+
+
+class ValidateRaisesValueError(Centroid):
+    """Flaw: its Settings.validate raises ValueError rather than vipcli's UsageError."""
+
+    Settings = Checked
+
+
+ENTRY_POINTS = "\n".join([
+    "centroid-ok = vip_sample_methods:Centroid",
+    "forgot-buffer = vip_sample_methods:ForgotBuffer",
+    "transposed = vip_sample_methods:Transposed",
+    "no-default = vip_sample_methods:NoDefault",
+    "plain-settings = vip_sample_methods:PlainSettings",
+    "fit-returns-none = vip_sample_methods:FitReturnsNone",
+    "typo = vip_sample_methods:Typo",
+    "forgot-fit = vip_sample_methods:ForgotFit",
+    "plain-weights = vip_sample_methods:PlainWeights",
+    "validate-value-error = vip_sample_methods:ValidateRaisesValueError",
+    "missing-class = vip_sample_methods:DoesNotExist",
+])
