@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-from dataclasses import asdict
 from pathlib import Path
 from typing import List, Optional
 
@@ -18,23 +17,26 @@ from vipcli.errors import VipError
 def predict_command(
     paths: List[Path] = typer.Argument(..., help="Image files or folders of images."),
     model: Path = typer.Option(..., "--model", help="Run directory written by `vip train`."),
-    explain: bool = typer.Option(False, "--explain", help="Show each symptom's similarity and merge weight."),
+    explain: bool = typer.Option(False, "--explain", help="Show, per class, each symptom's similarity to the image, "
+                                 "its merge weight and its contribution to the class's logit."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
     backbone: Optional[str] = typer.Option(None, "--backbone", help="Refuse runs trained with another backbone."),
     device: str = opt.DEVICE,
     no_cache: bool = opt.NO_CACHE,
     workers: Optional[int] = opt.WORKERS,
-    coverage: Optional[float] = typer.Option(None, "--coverage", help="Add the set of classes that holds the true "
-                                             "class with this probability (e.g. 0.9; split conformal)."),
+    coverage: Optional[float] = typer.Option(None, "--coverage", help="Add each image's prediction set: the classes "
+                                             "that hold the true one with at least this probability, on average over "
+                                             "images (e.g. 0.9; split conformal on the run's validation images)."),
     report: Optional[Path] = typer.Option(None, "--report", help="Also write an HTML gallery of these images."),
     out: Optional[Path] = typer.Option(None, "--out", help="Stream one record per image to this .jsonl or .csv "
                                        "file; rerun with the same --out to resume. Required under torchrun."),
     force: bool = typer.Option(False, "--force", help="Start --out afresh instead of resuming it."),
 ) -> None:
-    """Predict the class of each image, with its probability (and symptoms with --explain).
+    """Predict the class of each image, with its calibrated probability (and symptoms with --explain).
 
-    Under `torchrun --nproc-per-node N -m vipcli predict ... --out FILE` the images are split over
-    the N processes (one GPU each, or CPU processes) and FILE is merged in input order.
+    Folders are searched with their subfolders.
+
+    Under torchrun (`-m vipcli predict ... --out FILE`) the processes share the images; FILE keeps input order.
     """
     _check_trust_options(coverage, report)  # usage errors before any work (and before torch is imported)
     from vipcli import distributed
@@ -163,10 +165,7 @@ def _trust_fields(predictor, coverage: float | None) -> dict:
 
 def _prediction_json(prediction, explain: bool) -> dict:
     """One prediction as JSON (the explanation only when asked for, even if a report computed it)."""
-    document = asdict(prediction)
-    if not explain:
-        document["explanation"] = None
-    return document
+    return prediction.record(explain)
 
 
 def print_predictions(predictions, explain: bool) -> None:
@@ -180,8 +179,10 @@ def print_predictions(predictions, explain: bool) -> None:
         members = "" if p.prediction_set is None else f"   set {{{', '.join(p.prediction_set)}}}"
         out.print(escape(console.printable(p.path)) + f"  [bold]{escape(p.label)}[/bold]  {p.probability:.3f}   " + escape(f"({others}){members}"))
         if explain and p.explanation:
-            table = Table("class", "symptom", "similarity", "merge weight", show_edge=False)
+            table = Table("class", "symptom", "similarity", "merge\nweight", "contri-\nbution", show_edge=False)
             for group in p.explanation:
                 for entry in group["symptoms"]:
-                    table.add_row(group["class"], entry["symptom"], f"{entry['similarity']:+.3f}", f"{entry['weight']:.3f}")
+                    contribution = entry.get("contribution")
+                    table.add_row(group["class"], entry["symptom"], f"{entry['similarity']:+.3f}", f"{entry['weight']:.3f}",
+                                  "-" if contribution is None else f"{contribution:+.3f}")
             out.print(table)

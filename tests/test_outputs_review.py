@@ -1,0 +1,168 @@
+"""What a first-time user of `vip predict` and `vip report` relies on, found by following README literally.
+
+Probabilities as printed add up, explanations add up to the logit they explain, `--out` never mixes
+two models or silently drops records, every mistake is one line with a fix, and reports fit a phone.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from browser import find_browser, render
+from conftest import error_lines
+from lesion_runs import make_lesions, train_toy
+
+needs_browser = pytest.mark.skipif(find_browser() is None, reason="no chromium-family browser installed "
+                                   "(apt-get install chromium)")
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    """A lesion world, a ViP run and a second run with the same classes (zero-shot: no training)."""
+    root = tmp_path_factory.mktemp("outputs-review")
+    data = make_lesions(root / "data", {"train": 10, "val": 8, "test": 12})
+    return data, train_toy(data, root / "vip", root / "cache"), train_toy(data, root / "zs", root / "cache", "zeroshot")
+
+
+PRINTED = re.compile(r"\((\w+) (\d\.\d{3})  (\w+) (\d\.\d{3})\)")
+
+
+def test_printed_probabilities_of_two_classes_add_up_to_one(cli, two_runs):
+    data, run, _ = two_runs
+    code, out, err = cli("predict", data / "test", "--model", run, "--workers", "0")
+    assert code == 0, err
+    pairs = [PRINTED.search(line) for line in out.splitlines()]
+    assert len(pairs) == 24 and all(pairs)
+    sums = {round(float(m.group(2)) + float(m.group(4)), 6) for m in pairs}
+    assert sums == {1.0}, "each probability is rounded once, from full precision"
+
+
+def test_a_probability_on_a_rounding_edge_is_printed_as_rounded_once(cli, two_runs, monkeypatch):
+    import torch
+
+    from vipcli import trust
+
+    data, run, _ = two_runs
+    edge = lambda logits, calibration: torch.tensor([[0.38946, 0.61054]]).expand(len(logits), 2)  # noqa: E731
+    monkeypatch.setattr(trust, "calibrated_softmax", edge)
+    code, out, _ = cli("predict", next((data / "test" / "nevus").iterdir()), "--model", run, "--workers", "0")
+    assert code == 0 and "(melanoma 0.389  nevus 0.611)" in out  # 0.3895 then 0.390 would add up to 1.001
+
+
+def test_json_probabilities_are_rounded_once(cli, two_runs):
+    data, run, _ = two_runs
+    code, out, _ = cli("predict", data / "test", "--model", run, "--workers", "0", "--json", "--explain")
+    assert code == 0
+    for prediction in json.loads(out)["predictions"]:
+        values = list(prediction["probabilities"].values())
+        assert round(sum(values), 6) == 1.0 and prediction["probability"] == max(values)
+        assert all(len(str(v).split(".")[-1]) <= 4 for v in values)
+        for group in prediction["explanation"]:
+            assert all(isinstance(e["contribution"], float) for e in group["symptoms"])
+
+
+def _logits_and_explanation(run: Path, image: Path):
+    import torch
+
+    from vipcli.features import encode_images
+    from vipcli.predict import load_predictor
+
+    predictor = load_predictor(run)
+    feature = encode_images(predictor.backbone, [image], 0, None, 8, 0).eval[0]  # [D]
+    with torch.no_grad():
+        logits = predictor.method(feature[None])[0]  # [C]
+    return predictor.method, feature, logits, predictor.method.explain(feature)
+
+
+def test_vip_contributions_add_up_to_the_class_logit(two_runs):
+    import torch
+    import torch.nn.functional as F
+
+    data, run, _ = two_runs
+    method, feature, logits, explanation = _logits_and_explanation(run, next((data / "test" / "nevus").iterdir()))
+    _, features, weights = method._inference
+    padded, _ = method.bank.layout.pad(features)  # [C, K, D]
+    with torch.no_grad():
+        merged = method.merge.token + torch.einsum("ck,ckd->cd", weights, padded)  # [C, D]
+        token = method.merge.token @ F.normalize(feature, dim=-1)  # [C]
+        token_term = method.logit_scale.exp() * token / merged.norm(dim=-1)  # [C] the merge token's own term
+    for c, group in enumerate(explanation):
+        total = sum(e["contribution"] for e in group["symptoms"]) + float(token_term[c])
+        assert total == pytest.approx(float(logits[c]), abs=1e-4)
+
+
+def test_contributions_of_a_method_that_averages_are_the_whole_logit(tmp_path):
+    data = make_lesions(tmp_path / "data", {"train": 6, "val": 4, "test": 2})
+    run = train_toy(data, tmp_path / "run", tmp_path / "cache", "symptom-zeroshot")
+    _, _, logits, explanation = _logits_and_explanation(run, next((data / "test" / "melanoma").iterdir()))
+    for c, group in enumerate(explanation):
+        assert sum(e["contribution"] for e in group["symptoms"]) == pytest.approx(float(logits[c]), abs=1e-4)
+
+
+def test_gallery_ranks_symptoms_by_their_contribution():
+    from vipcli.predict import Prediction
+    from vipcli.report.gallery import top_symptoms
+
+    symptoms = [{"symptom": "short feature", "similarity": 0.30, "weight": 0.5, "contribution": 1.0},
+                {"symptom": "long feature", "similarity": 0.25, "weight": 0.5, "contribution": 2.0}]
+    prediction = Prediction("x.png", "a", 0.9, {"a": 0.9, "b": 0.1}, [{"class": "a", "symptoms": symptoms}])
+    assert [e["symptom"] for e in top_symptoms(prediction)] == ["long feature", "short feature"]
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+def test_out_of_another_model_with_the_same_classes_is_refused(cli, two_runs, tmp_path, suffix):
+    data, run, other = two_runs
+    out = tmp_path / f"p{suffix}"
+    assert cli("predict", data / "test", "--model", run, "--out", out, "--workers", "0")[0] == 0
+    before = out.read_bytes()
+    code, _, err = cli("predict", data / "test", "--model", other, "--out", out, "--workers", "0")
+    assert code == 2 and error_lines(err) == [error_lines(err)[0]]
+    assert "holds predictions of another model" in err and "--force" in err
+    assert out.read_bytes() == before
+    assert cli("predict", data / "test", "--model", other, "--out", out, "--workers", "0", "--force")[0] == 0
+
+
+def test_out_begun_for_other_images_is_refused_not_cut(cli, two_runs, tmp_path):
+    data, run, _ = two_runs
+    out = tmp_path / "p.jsonl"
+    assert cli("predict", data / "test", "--model", run, "--out", out, "--workers", "0")[0] == 0
+    before = out.read_bytes()
+    code, _, err = cli("predict", data / "test" / "nevus", "--model", run, "--out", out, "--workers", "0")
+    assert code == 2 and "holds records of 12 images that are not in this input" in err and "--force" in err
+    assert out.read_bytes() == before, "the other images' records are kept"
+    records = [json.loads(line) for line in before.decode().splitlines()]
+    assert {r["model"] for r in records} == {json.loads(before.decode().splitlines()[0])["model"]}
+    assert re.fullmatch(r"[0-9a-f]{12}", records[0]["model"])
+
+
+def test_folder_mistakes_are_one_line_with_a_fix(cli, two_runs, tmp_path):
+    _, run, _ = two_runs
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    code, _, err = cli("predict", tmp_path / "empty", "--model", run)
+    assert code == 1 and len(error_lines(err)) == 1
+    assert "has no image files (in it or in its subfolders) (pass a folder holding .jpg" in err
+    code, _, err = cli("predict", tmp_path / "missing.png", "--model", run)
+    assert code == 1 and "no such file or folder" in err and "(check the path" in err
+
+
+def test_prediction_report_has_no_empty_header_row(cli, two_runs, tmp_path):
+    data, run, _ = two_runs
+    page = tmp_path / "r.html"
+    assert cli("predict", data / "test" / "nevus", "--model", run, "--report", page, "--workers", "0")[0] == 0
+    assert "<th></th>" not in page.read_text()
+
+
+@needs_browser
+def test_reports_fit_a_phone_screen(cli, two_runs, tmp_path):
+    data, run, _ = two_runs
+    pages = [tmp_path / "run.html", tmp_path / "predicted.html"]
+    assert cli("report", run, "--out", pages[0], "--workers", "0", "--device", "cpu", "--gallery", "4")[0] == 0
+    assert cli("predict", data / "test", "--model", run, "--coverage", "0.9", "--report", pages[1],
+               "--workers", "0")[0] == 0
+    for page in pages:
+        result = render(page, tmp_path / f"phone-{page.stem}", width=390)
+        assert result["width"] <= result["viewport"], f"{page.name} is wider than a phone: tables must scroll inside"
