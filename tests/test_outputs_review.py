@@ -166,3 +166,38 @@ def test_reports_fit_a_phone_screen(cli, two_runs, tmp_path):
     for page in pages:
         result = render(page, tmp_path / f"phone-{page.stem}", width=390)
         assert result["width"] <= result["viewport"], f"{page.name} is wider than a phone: tables must scroll inside"
+
+
+def _logits(rng, n: int, flip: float):
+    """Two-class logits that say the class fairly well; `flip` of the labels are then swapped."""
+    import numpy as np
+
+    labels = rng.integers(0, 2, n)
+    logits = np.stack([2.0 * (labels == 0), 2.0 * (labels == 1)], axis=1) + rng.normal(0, 1.2, (n, 2))  # [N, 2]
+    flipped = rng.random(n) < flip
+    return logits, np.where(flipped, 1 - labels, labels)
+
+
+def test_test_images_unlike_the_validation_images_are_warned_about():
+    import numpy as np
+
+    from vipcli.trust import calibrate_run
+
+    rng = np.random.default_rng(0)
+    val_logits, val_labels = _logits(rng, 300, 0.0)
+    alike = calibrate_run(val_logits, val_labels, *_logits(rng, 600, 0.0))
+    assert alike.warnings == []
+    shifted = calibrate_run(val_logits, val_labels, *_logits(rng, 600, 0.3))
+    coverage = next(w for w in shifted.warnings if "prediction sets" in w)
+    assert coverage.startswith("prediction sets at coverage 0.9 held the true class for ")
+    assert "far below" in coverage and "give a val/ split drawn like the images you will predict" in coverage
+    assert any("made the test NLL worse" in w for w in shifted.warnings)
+
+
+def test_coverage_shortfall_counts_both_draws():
+    from vipcli.conformal import coverage_shortfall
+
+    row = {"coverage": 0.9, "empirical_coverage": 0.85, "expected_coverage": 0.9, "coverage_sd": 0.01}
+    assert coverage_shortfall(row, 10_000) is not None  # 5 sd below, with a large test set
+    assert coverage_shortfall(row, 30) is None  # 30 test images: 0.85 is well within chance
+    assert coverage_shortfall({**row, "empirical_coverage": 0.99}, 10_000) is None  # above is no shortfall
