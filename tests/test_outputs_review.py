@@ -201,3 +201,20 @@ def test_coverage_shortfall_counts_both_draws():
     assert coverage_shortfall(row, 10_000) is not None  # 5 sd below, with a large test set
     assert coverage_shortfall(row, 30) is None  # 30 test images: 0.85 is well within chance
     assert coverage_shortfall({**row, "empirical_coverage": 0.99}, 10_000) is None  # above is no shortfall
+
+
+def test_images_in_folders_of_other_classes_are_warned_about(cli, two_runs, tmp_path):
+    import shutil
+
+    data, run, _ = two_runs
+    images = sorted((data / "test" / "nevus").iterdir())[:2]
+    for folders, warned in ((("NORMAL", "PNEUMONIA"), True), (("patient1", "patient2"), False),
+                            (("melanoma", "NORMAL"), False)):
+        root = tmp_path / "-".join(folders)
+        for folder, image in zip(folders, images):
+            (root / folder).mkdir(parents=True)
+            shutil.copyfile(image, root / folder / image.name)
+        code, _, err = cli("predict", root, "--model", run, "--workers", "0")
+        assert code == 0
+        assert ("folders named after other classes (NORMAL, PNEUMONIA)" in err) == warned, err
+        assert ("is it the right --model?" in err) == warned

@@ -51,6 +51,8 @@ def predict_command(
     files = collect_images(paths)
     world = distributed.join()
     predictor = load_predictor(model, distributed.rank_device(device, world), backbone)
+    if world.main:
+        _warn_if_folders_name_other_classes(files, predictor.class_names, model)
     if explain and world.main:
         _note_if_nothing_to_explain(predictor.method)
     cache = FeatureCache(None if no_cache else default_cache_dir(), predictor.backbone)
@@ -81,6 +83,30 @@ def predict_command(
 
 
 # --- --out: streaming, resuming, torchrun ---------------------------------------------------------
+
+
+def _warn_if_folders_name_other_classes(files, class_names: list[str], model) -> None:
+    """One warning when the images sit in folders named after other classes than the run's.
+
+    A folder names another class when it is the name or alias of a shipped symptom pack that matches
+    none of the run's classes (NORMAL/ and PNEUMONIA/ given to a melanoma/nevus run): most likely the
+    wrong images or the wrong --model, and the run still answers melanoma or nevus for each. Folders
+    named after no known class (patients, dates) say nothing either way.
+    """
+    from vipcli.packs import normalize_name, shipped_packs
+
+    folders = sorted({Path(f).parent.name for f in files})
+    ours = {normalize_name(name) for name in class_names}
+    if len(folders) < 2 or any(normalize_name(folder) in ours for folder in folders):
+        return
+    packs = shipped_packs()
+    other = [folder for folder in folders
+             if any(p.matches(folder) and not any(p.matches(name) for name in class_names) for p in packs)]
+    if len(other) >= 2:
+        shown = ", ".join(other[:4]) + (", ..." if len(other) > 4 else "")
+        console.warn(f"the images sit in folders named after other classes ({console.printable(shown)}) than those of "
+                     f"{model} ({', '.join(class_names)}); each image still gets one of its classes "
+                     f"(is it the right --model?)")
 
 
 def _note_if_nothing_to_explain(method) -> None:
