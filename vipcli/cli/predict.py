@@ -209,6 +209,6 @@ def print_predictions(predictions, explain: bool) -> None:
             for group in p.explanation:
                 for entry in group["symptoms"]:
                     contribution = entry.get("contribution")
-                    table.add_row(group["class"], entry["symptom"], f"{entry['similarity']:+.3f}", f"{entry['weight']:.3f}",
-                                  "-" if contribution is None else f"{contribution:+.3f}")
+                    table.add_row(group["class"], entry["symptom"], f"{entry['similarity']:+.3f}",
+                                  f"{entry['weight']:.3f}", "-" if contribution is None else f"{contribution:+.3f}")
             out.print(table)
