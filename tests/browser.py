@@ -33,7 +33,8 @@ PROBE = """<script>
     var out = document.createElement("pre");
     out.id = "vip-probe";
     out.textContent = JSON.stringify({images: images, errors: errors, height: document.body.scrollHeight,
-                                      title: document.title});
+                                      title: document.title, width: document.documentElement.scrollWidth,
+                                      viewport: window.innerWidth});
     document.body.appendChild(out);
   });
 })();
@@ -69,6 +70,7 @@ def render(page: Path, workdir: Path, width: int = 1200, max_height: int = 12000
 
     Returns:
         {"images": [{alt, complete, width, height}], "errors": [...], "height": px, "title": str,
+         "width": the page's scroll width (px), "viewport": the window's width (px),
          "console": [console lines], "screenshot": Path}
     """
     browser = find_browser()

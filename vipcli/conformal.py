@@ -117,6 +117,29 @@ def coverage_report(sorted_scores, test_probabilities, test_labels, coverages=RE
     return rows
 
 
+SHORTFALL_SD = 3.0  # a test coverage this many standard deviations below its expectation is reported
+
+
+def coverage_shortfall(row: dict, n_test: int) -> str | None:
+    """A sentence when a `coverage_report` row's test coverage is far below what the held-out images promise.
+
+    "Far" is more than SHORTFALL_SD standard deviations of the two sources of chance together: the
+    draw of the held-out images (`coverage_sd`) and the draw of the n_test test images (binomial).
+    Below that, the test images are very unlikely to be drawn like the held-out ones (another source,
+    another class balance), and the sets' promise does not hold for images like them.
+    """
+    if "error" in row or row.get("empirical_coverage") is None or not n_test:
+        return None
+    expected, spread = row["expected_coverage"], row["coverage_sd"]
+    sd = math.sqrt(spread**2 + expected * (1 - expected) / n_test)
+    if row["empirical_coverage"] >= expected - SHORTFALL_SD * sd:
+        return None
+    return (f"prediction sets at coverage {row['coverage']:g} held the true class for "
+            f"{100 * row['empirical_coverage']:.1f}% of the {n_test} test images, far below the "
+            f"{100 * expected:.1f}% ± {100 * sd:.1f}% expected: the test images are not drawn like the validation "
+            f"images (another source or class balance), so the sets' promise does not hold for images like them")
+
+
 def conformal_block(sorted_scores, held_out: str, test_probabilities, test_labels) -> dict:
     """The `conformal` block of metrics.json."""
     return {

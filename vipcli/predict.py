@@ -9,19 +9,42 @@ import torch
 
 from vipcli import console
 from vipcli.errors import UsageError, VipError
-from vipcli.images import is_image_file
+from vipcli.images import IMAGE_SUFFIXES, is_image_file
+
+
+DECIMALS = 4  # probabilities and explanation figures in JSON, JSONL and CSV
 
 
 @dataclass
 class Prediction:
-    """One image's result."""
+    """One image's result, at full precision (`record` rounds it for files and JSON)."""
 
     path: str  # the image file
     label: str  # predicted class
     probability: float  # probability of the predicted class
     probabilities: dict[str, float]  # class -> probability, in logit order
-    explanation: list[dict] | None = None  # per class: prompts with similarity and merge weight
+    explanation: list[dict] | None = None  # per class: prompts with similarity, merge weight, contribution
     prediction_set: list[str] | None = None  # classes within the conformal threshold, with --coverage
+
+    def record(self, explain: bool = True) -> dict:
+        """This prediction as JSON, every figure rounded once from full precision to DECIMALS places.
+
+        Rounding once (never a rounded value again) keeps two classes' probabilities summing to
+        exactly 1 as printed; the explanation is None unless `explain`.
+        """
+        return {"path": self.path, "label": self.label, "probability": round(self.probability, DECIMALS),
+                "probabilities": {name: round(p, DECIMALS) for name, p in self.probabilities.items()},
+                "explanation": rounded_explanation(self.explanation) if explain else None,
+                "prediction_set": self.prediction_set}
+
+
+def rounded_explanation(explanation: list[dict] | None) -> list[dict] | None:
+    """An explanation with its similarities, weights and contributions rounded to DECIMALS places."""
+    if explanation is None:
+        return None
+    return [{**group, "symptoms": [{key: round(value, DECIMALS) if isinstance(value, float) else value
+                                    for key, value in entry.items()} for entry in group["symptoms"]]}
+            for group in explanation]
 
 
 @dataclass
@@ -35,6 +58,7 @@ class Predictor:
     class_names: list[str]
     failures: dict[str, str] = field(default_factory=dict)
     calibration: object | None = None  # vipcli.trust.RunCalibration; None for runs of an earlier vip
+    model_digest: str = ""  # the first 12 hex digits of the sha256 of the run's model.safetensors
 
 
 def load_predictor(run_dir: str | Path, device="cpu", backbone_id: str | None = None) -> Predictor:
@@ -65,7 +89,15 @@ def load_predictor(run_dir: str | Path, device="cpu", backbone_id: str | None = 
                             tensors, str(run_dir))
     method.prepare()
     return Predictor(Path(run_dir), meta, backbone, method, list(meta["class_names"]),
-                     calibration=read_calibration(meta))
+                     calibration=read_calibration(meta), model_digest=model_digest(run_dir))
+
+
+def model_digest(run_dir: str | Path) -> str:
+    """The first 12 hex digits of the sha256 of a run's model.safetensors: the same model, wherever it lies."""
+    from vipcli.digests import file_digest
+
+    path = Path(run_dir)
+    return file_digest(path / "model.safetensors" if path.is_dir() else path)[:12]
 
 
 def collect_images(inputs: list[str | Path]) -> list[Path]:
@@ -75,12 +107,13 @@ def collect_images(inputs: list[str | Path]) -> list[Path]:
         if item.is_dir():
             found = sorted(p for p in item.rglob("*") if is_image_file(p))
             if not found:
-                raise VipError(f"folder {item} has no image files")
+                raise VipError(f"folder {item} has no image files (in it or in its subfolders)",
+                               f"pass a folder holding {', '.join(IMAGE_SUFFIXES)} images")
             files.extend(found)
         elif item.exists():
             files.append(item)
         else:
-            raise VipError(f"no such file or folder: {item}")
+            raise VipError(f"no such file or folder: {item}", "check the path; pass image files or folders of images")
     return files
 
 
@@ -155,8 +188,8 @@ def _predict_chunk(predictor: Predictor, paths: list[Path], explain, cache, work
         best = int(probabilities[row].argmax())
         explanation = method.explain(features[row].to(device)) if explain else None
         yield str(path), Prediction(
-            str(path), predictor.class_names[best], round(float(probabilities[row, best]), 4),
-            {n: round(float(p), 4) for n, p in zip(predictor.class_names, probabilities[row])}, explanation,
+            str(path), predictor.class_names[best], float(probabilities[row, best]),
+            {n: float(p) for n, p in zip(predictor.class_names, probabilities[row].tolist())}, explanation,
             prediction_set(probabilities[row], predictor.class_names, cutoff),
         ), ""
 
@@ -186,17 +219,19 @@ def predict_to_file(predictor: Predictor, paths: list[Path], out: Path, world=No
         force: start over (remove `out` and its part files first).
     """
     from vipcli import distributed
-    from vipcli.prediction_files import (RecordFormat, RecordWriter, completed_paths, finish_output,
-                                         output_format, part_file, remove_outputs)
+    from vipcli.prediction_files import (RecordFormat, RecordWriter, check_same_images, completed_paths,
+                                         finish_output, output_format, part_file, remove_outputs)
     from vipcli.trust import set_threshold
 
     world = world or distributed.World()
-    form = RecordFormat(output_format(out), tuple(predictor.class_names), coverage is not None, explain)
+    form = RecordFormat(output_format(out), tuple(predictor.class_names), coverage is not None, explain,
+                        predictor.model_digest)
     set_threshold(predictor.calibration, coverage, predictor.run_dir)  # refuses before any work
     if force and world.main:
         remove_outputs(out)
     distributed.barrier(world)  # --force done before anyone reads
-    done = completed_paths(out, form)
+    done = completed_paths(out, form)  # refuses a file of other classes, options or another model
+    check_same_images(done, paths, out)  # and one begun for other images (finishing it would drop them)
     distributed.barrier(world)  # everyone has read before anyone writes
     remaining = [p for p in paths if str(p) not in done]
     mine = [remaining[i] for i in distributed.shard(len(remaining), world)]

@@ -2,10 +2,13 @@
 
 Formats (by the suffix of FILE):
 - `.jsonl` (or `.ndjson`): one JSON object a line: path, label, probability, probabilities
-  ({class: p}), prediction_set (with --coverage), explanation (with --explain); an unreadable
-  image is `{"path": ..., "error": reason}`.
+  ({class: p}), prediction_set (with --coverage), explanation (with --explain), model; an
+  unreadable image is `{"path": ..., "error": reason, "model": ...}`.
 - `.csv`: a header, then path, label, probability, one `p_<class>` column per class,
-  prediction_set (with --coverage; classes joined by `|`), error.
+  prediction_set (with --coverage; classes joined by `|`), model, error.
+
+`model` is the model's digest (`Predictor.model_digest`): a file is only ever resumed by the model
+that began it, and only for the images it was begun for.
 
 A record is one `write` of one complete line, flushed at once, so a killed run leaves at most one
 torn last line: readers ignore a last line without its newline, and a writer cuts it off before
@@ -69,11 +72,12 @@ class RecordFormat:
     class_names: tuple[str, ...]
     coverage: bool  # records carry prediction_set
     explain: bool = False  # JSONL records carry the explanation
+    model: str = ""  # the digest of the model that makes the records (recorded in each one)
 
     def header(self) -> list[str]:
         """The CSV header row."""
         return ["path", "label", "probability", *(f"p_{name}" for name in self.class_names),
-                *(["prediction_set"] if self.coverage else []), "error"]
+                *(["prediction_set"] if self.coverage else []), "model", "error"]
 
     def header_line(self) -> str:
         """What a fresh file of this format starts with: the CSV header line ("" for JSONL)."""
@@ -81,28 +85,30 @@ class RecordFormat:
 
     def prediction_line(self, prediction) -> str:
         """One prediction as one line (with its newline)."""
+        rounded = prediction.record(self.explain)  # every figure rounded once, from full precision
         if self.kind == "jsonl":
-            record = {"path": prediction.path, "label": prediction.label, "probability": prediction.probability,
-                      "probabilities": prediction.probabilities}
+            record = {key: rounded[key] for key in ("path", "label", "probability", "probabilities")}
             if self.coverage:
                 record["prediction_set"] = prediction.prediction_set
             if self.explain:
-                record["explanation"] = prediction.explanation
+                record["explanation"] = rounded["explanation"]
+            record["model"] = self.model
             return json.dumps(record, ensure_ascii=False) + "\n"
-        row = [prediction.path, prediction.label, prediction.probability,
-               *(prediction.probabilities[name] for name in self.class_names)]
+        row = [prediction.path, prediction.label, rounded["probability"],
+               *(rounded["probabilities"][name] for name in self.class_names)]
         if self.coverage:
             row.append(SET_SEPARATOR.join(prediction.prediction_set or []))
-        return _csv_line([*row, ""])
+        return _csv_line([*row, self.model, ""])
 
     def error_line(self, path: str, reason: str) -> str:
         """One unreadable image as one line (with its newline)."""
         if self.kind == "jsonl":
-            return json.dumps({"path": path, "error": reason}, ensure_ascii=False) + "\n"
-        return _csv_line([path, "", "", *([""] * len(self.class_names)), *([""] if self.coverage else []), reason])
+            return json.dumps({"path": path, "error": reason, "model": self.model}, ensure_ascii=False) + "\n"
+        return _csv_line([path, "", "", *([""] * len(self.class_names)), *([""] if self.coverage else []),
+                          self.model, reason])
 
-    def parse(self, line: str, first: bool) -> tuple[str, bool] | None:
-        """(path, is an error) of a complete line; None for a header or a line that is not a record."""
+    def parse(self, line: str, first: bool) -> tuple[str, bool, str | None] | None:
+        """(path, is an error, model digest or None) of a complete line; None for a header or a non-record."""
         if self.kind == "jsonl":
             try:
                 record = json.loads(line)
@@ -110,11 +116,18 @@ class RecordFormat:
                 return None
             if not isinstance(record, dict) or not isinstance(record.get("path"), str):
                 return None
-            return record["path"], "error" in record
+            model = record.get("model")
+            return record["path"], "error" in record, model if isinstance(model, str) else None
         row = next(csv.reader([line]), None)
         if not row or first:
             return None
-        return row[0], bool(row[-1])
+        return row[0], bool(row[-1]), row[-2] if len(row) >= 2 else None
+
+    def check_model(self, model: str | None, file: Path) -> None:
+        """Refuse to add to `file` if a record in it was made by another model (None: a record of an earlier vip)."""
+        if model is not None and self.model and model != self.model:
+            raise UsageError(f"{file} holds predictions of another model (model {model}, this one is {self.model})",
+                             "pass another --out, or --force to replace it")
 
     def check_first(self, line: str, file: Path) -> None:
         """Refuse to add to `file` if its records were made with other classes or options."""
@@ -164,8 +177,21 @@ def completed_paths(out: Path, form: RecordFormat) -> set[str]:
                 form.check_first(line, file)
             parsed = form.parse(line, number == 0)
             if parsed:
+                form.check_model(parsed[2], file)
                 done.add(parsed[0])
     return done
+
+
+def check_same_images(done: set[str], paths: list, out: Path) -> None:
+    """Refuse to resume `out` when it holds records of images that are not in this input.
+
+    Finishing the file would leave those records out of it: refusing keeps them, and says how to go on.
+    """
+    foreign = sorted(done - {str(p) for p in paths})
+    if foreign:
+        raise UsageError(f"{out} holds records of {len(foreign)} images that are not in this input (e.g. "
+                         f"{foreign[0]}): it was begun for other images",
+                         "pass another --out, or --force to replace it")
 
 
 def remove_outputs(out: Path) -> None:
@@ -264,7 +290,7 @@ def finish_output(out: Path, paths: list, form: RecordFormat) -> MergeSummary:
             parsed = form.parse(line, number == 0)
             if not parsed:
                 continue
-            path, error = parsed
+            path, error, _ = parsed
             if path not in wanted:
                 dropped += 1
                 continue

@@ -16,6 +16,7 @@ from vipcli.calibration import T_BOUNDS, calibration_block, fit_temperature, sof
 from vipcli.conformal import SCORE, conformal_block, lac_scores, stored_scores, threshold
 
 HELD_OUT = "val"  # the split temperature and conformal scores are fitted on
+NLL_WORSE = 1.02  # a test NLL after temperature scaling above this times the NLL before it is reported
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,25 @@ def calibrate_run(val_logits, val_labels, test_logits, test_labels) -> Calibrate
         "calibration": calibration_block(calibration.temperature, HELD_OUT, len(val_labels), test_logits, test_labels),
         "conformal": conformal_block(scores, HELD_OUT, test_probabilities, test_labels),
     }
-    return Calibrated(calibration, metrics, _warnings(val_logits, val_labels, temperature))
+    return Calibrated(calibration, metrics, _warnings(val_logits, val_labels, temperature)
+                      + _test_warnings(metrics, len(test_labels)))
+
+
+def _test_warnings(metrics: dict, n_test: int) -> list[str]:
+    """Say when the test images show that the validation images did not calibrate for them."""
+    from vipcli.conformal import coverage_shortfall
+
+    test = metrics["calibration"]["test"]
+    found = []
+    if n_test and test["after"]["nll"] is not None and test["after"]["nll"] > NLL_WORSE * test["before"]["nll"]:
+        found.append(f"temperature scaling (T={metrics['calibration']['temperature']:.3g}, fitted on the validation "
+                     f"images) made the test NLL worse ({test['before']['nll']:.3f} -> {test['after']['nll']:.3f}): "
+                     f"the test images are not drawn like the validation images")
+    rows = sorted(metrics["conformal"]["test"], key=lambda row: row["coverage"] != 0.9)  # 0.9 first: the usual ask
+    shortfalls = [m for m in (coverage_shortfall(row, n_test) for row in rows) if m]
+    if shortfalls:
+        found.append(shortfalls[0] + "; give a val/ split drawn like the images you will predict")
+    return found
 
 
 def _warnings(val_logits: np.ndarray, val_labels: np.ndarray, temperature: float) -> list[str]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-from dataclasses import asdict
 from pathlib import Path
 from typing import List, Optional
 
@@ -18,23 +17,26 @@ from vipcli.errors import VipError
 def predict_command(
     paths: List[Path] = typer.Argument(..., help="Image files or folders of images."),
     model: Path = typer.Option(..., "--model", help="Run directory written by `vip train`."),
-    explain: bool = typer.Option(False, "--explain", help="Show each symptom's similarity and merge weight."),
+    explain: bool = typer.Option(False, "--explain", help="Show, per class, each symptom's similarity to the image, "
+                                 "its merge weight and its contribution to the class's logit."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
     backbone: Optional[str] = typer.Option(None, "--backbone", help="Refuse runs trained with another backbone."),
     device: str = opt.DEVICE,
     no_cache: bool = opt.NO_CACHE,
     workers: Optional[int] = opt.WORKERS,
-    coverage: Optional[float] = typer.Option(None, "--coverage", help="Add the set of classes that holds the true "
-                                             "class with this probability (e.g. 0.9; split conformal)."),
+    coverage: Optional[float] = typer.Option(None, "--coverage", help="Add each image's prediction set: the classes "
+                                             "that hold the true one with at least this probability, on average over "
+                                             "images (e.g. 0.9; split conformal on the run's validation images)."),
     report: Optional[Path] = typer.Option(None, "--report", help="Also write an HTML gallery of these images."),
     out: Optional[Path] = typer.Option(None, "--out", help="Stream one record per image to this .jsonl or .csv "
                                        "file; rerun with the same --out to resume. Required under torchrun."),
     force: bool = typer.Option(False, "--force", help="Start --out afresh instead of resuming it."),
 ) -> None:
-    """Predict the class of each image, with its probability (and symptoms with --explain).
+    """Predict the class of each image, with its calibrated probability (and symptoms with --explain).
 
-    Under `torchrun --nproc-per-node N -m vipcli predict ... --out FILE` the images are split over
-    the N processes (one GPU each, or CPU processes) and FILE is merged in input order.
+    Folders are searched with their subfolders.
+
+    Under torchrun (`-m vipcli predict ... --out FILE`) the processes share the images; FILE keeps input order.
     """
     _check_trust_options(coverage, report)  # usage errors before any work (and before torch is imported)
     from vipcli import distributed
@@ -49,6 +51,8 @@ def predict_command(
     files = collect_images(paths)
     world = distributed.join()
     predictor = load_predictor(model, distributed.rank_device(device, world), backbone)
+    if world.main:
+        _warn_if_folders_name_other_classes(files, predictor.class_names, model)
     if explain and world.main:
         _note_if_nothing_to_explain(predictor.method)
     cache = FeatureCache(None if no_cache else default_cache_dir(), predictor.backbone)
@@ -79,6 +83,30 @@ def predict_command(
 
 
 # --- --out: streaming, resuming, torchrun ---------------------------------------------------------
+
+
+def _warn_if_folders_name_other_classes(files, class_names: list[str], model) -> None:
+    """One warning when the images sit in folders named after other classes than the run's.
+
+    A folder names another class when it is the name or alias of a shipped symptom pack that matches
+    none of the run's classes (NORMAL/ and PNEUMONIA/ given to a melanoma/nevus run): most likely the
+    wrong images or the wrong --model, and the run still answers melanoma or nevus for each. Folders
+    named after no known class (patients, dates) say nothing either way.
+    """
+    from vipcli.packs import normalize_name, shipped_packs
+
+    folders = sorted({Path(f).parent.name for f in files})
+    ours = {normalize_name(name) for name in class_names}
+    if len(folders) < 2 or any(normalize_name(folder) in ours for folder in folders):
+        return
+    packs = shipped_packs()
+    other = [folder for folder in folders
+             if any(p.matches(folder) and not any(p.matches(name) for name in class_names) for p in packs)]
+    if len(other) >= 2:
+        shown = ", ".join(other[:4]) + (", ..." if len(other) > 4 else "")
+        console.warn(f"the images sit in folders named after other classes ({console.printable(shown)}) than those of "
+                     f"{model} ({', '.join(class_names)}); each image still gets one of its classes "
+                     f"(is it the right --model?)")
 
 
 def _note_if_nothing_to_explain(method) -> None:
@@ -163,10 +191,7 @@ def _trust_fields(predictor, coverage: float | None) -> dict:
 
 def _prediction_json(prediction, explain: bool) -> dict:
     """One prediction as JSON (the explanation only when asked for, even if a report computed it)."""
-    document = asdict(prediction)
-    if not explain:
-        document["explanation"] = None
-    return document
+    return prediction.record(explain)
 
 
 def print_predictions(predictions, explain: bool) -> None:
@@ -180,8 +205,10 @@ def print_predictions(predictions, explain: bool) -> None:
         members = "" if p.prediction_set is None else f"   set {{{', '.join(p.prediction_set)}}}"
         out.print(escape(console.printable(p.path)) + f"  [bold]{escape(p.label)}[/bold]  {p.probability:.3f}   " + escape(f"({others}){members}"))
         if explain and p.explanation:
-            table = Table("class", "symptom", "similarity", "merge weight", show_edge=False)
+            table = Table("class", "symptom", "similarity", "merge\nweight", "contri-\nbution", show_edge=False)
             for group in p.explanation:
                 for entry in group["symptoms"]:
-                    table.add_row(group["class"], entry["symptom"], f"{entry['similarity']:+.3f}", f"{entry['weight']:.3f}")
+                    contribution = entry.get("contribution")
+                    table.add_row(group["class"], entry["symptom"], f"{entry['similarity']:+.3f}",
+                                  f"{entry['weight']:.3f}", "-" if contribution is None else f"{contribution:+.3f}")
             out.print(table)

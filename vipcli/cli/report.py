@@ -13,9 +13,11 @@ from vipcli import console
 def report_command(
     target: Path = typer.Argument(..., help="A run directory (vip train) or a benchmark folder (vip benchmark)."),
     out: Optional[Path] = typer.Option(None, "--out", help="The HTML file to write (default TARGET/report.html)."),
-    coverage: float = typer.Option(0.9, "--coverage", help="Coverage of the prediction sets in a run's gallery."),
+    coverage: float = typer.Option(0.9, "--coverage",
+                                   help="Coverage of the prediction sets shown in a run's gallery of test images."),
     gallery: int = typer.Option(48, "--gallery", help="Test images in a run's gallery (errors first)."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
+    device: str = typer.Option("auto", "--device",
+                               help="auto, cpu, cuda, cuda:N or mps (a run's report encodes its test images)."),
     workers: int = typer.Option(2, "--workers", help="Image-decoding worker processes."),
 ) -> None:
     """Write an HTML report (images embedded; opens offline) of a run or a benchmark."""

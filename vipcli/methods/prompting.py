@@ -216,18 +216,35 @@ class PromptMethod(Method):
         """The prompts as encoded (predict re-encodes exactly these)."""
         return {"prompts": self.prompts}
 
+    @torch.no_grad()
     def explain(self, image_feature: torch.Tensor) -> list[dict]:
-        """Per class: each prompt's cosine similarity to the image and its merge weight."""
+        """Per class: each prompt's cosine similarity to the image, merge weight and logit contribution.
+
+        The class logit is s * <f, e_c> with e_c = (g_c + sum_k a_ck t_k) / |g_c + sum_k a_ck t_k|
+        (merge prompt) or sum_k a_ck t_k / |t_k| (mean of unit vectors), f the unit image feature and
+        s the backbone's logit scale. A prompt's contribution is its term of that sum,
+        s * a_ck * <f, t_k> / |...|: a class's contributions add up to its logit (before temperature),
+        less the merge token's own small term s * <f, g_c> / |...|. Weight x similarity alone would
+        ignore that the prompts' features differ in length.
+        """
         if self._inference is None:
             self.prepare()
         _, features, weights = self._inference
-        similarities = F.normalize(features, dim=-1) @ F.normalize(image_feature.to(features.device), dim=-1)  # [P]
+        image = F.normalize(image_feature.to(features.device).float(), dim=-1)  # [D]
+        similarities = F.normalize(features, dim=-1) @ image  # [P]
+        padded, mask = self.bank.layout.pad(features)  # [C, K, D], [C, K]
+        if self.merge is not None:
+            merged = self.merge.token + torch.einsum("ck,ckd->cd", weights, padded)  # [C, D]
+            along = (padded @ image) / merged.norm(dim=-1, keepdim=True)  # [C, K] <f, t_k> / |merged|
+        else:
+            along = F.normalize(padded, dim=-1) @ image  # [C, K] <f, t_k / |t_k|>
+        contributions = self.logit_scale.exp() * weights * along  # [C, K]
         result = []
         for c, name in enumerate(self.setup.class_names):
             rows = (self.bank.class_index == c).nonzero().flatten().tolist()
             phrases = self.prompts[c] if self.prompts_are_symptoms else [self.bank.texts[r] for r in rows]
-            entries = [{"symptom": phrases[k], "similarity": round(float(similarities[r]), 4),
-                        "weight": round(float(weights[c, k]), 4)} for k, r in enumerate(rows)]
+            entries = [{"symptom": phrases[k], "similarity": float(similarities[r]), "weight": float(weights[c, k]),
+                        "contribution": float(contributions[c, k])} for k, r in enumerate(rows)]
             result.append({"class": name, "symptoms": entries})
         return result
 

@@ -30,12 +30,21 @@ class GalleryItem:
 
 
 def top_symptoms(prediction, limit: int = TOP_SYMPTOMS) -> list[dict]:
-    """The predicted class's symptoms ranked by merge weight x similarity (their pull on the logit)."""
+    """The predicted class's symptoms that pushed its logit up most (largest contribution first).
+
+    A method whose explanation has no `contribution` (a plugin's) is ranked by merge weight x similarity.
+    """
     for group in prediction.explanation or []:
         if group["class"] == prediction.label:
-            ranked = sorted(group["symptoms"], key=lambda e: e["weight"] * e["similarity"], reverse=True)
+            ranked = sorted(group["symptoms"], key=_pull, reverse=True)
             return ranked[:limit]
     return []
+
+
+def _pull(entry: dict) -> float:
+    """How much one symptom pushed its class's logit up."""
+    contribution = entry.get("contribution")
+    return contribution if contribution is not None else entry["weight"] * entry["similarity"]
 
 
 def truth_from_folder(path: str | Path, class_names: list[str]) -> str | None:
@@ -89,10 +98,15 @@ def _card(item: GalleryItem, root: Path | None) -> str:
         lines.append(f"<div>prediction set: {{{text(members)}}}</div>")
     if item.top_symptoms:
         entries = "".join(f"<li>{text(e['symptom'])} <span class=\"detail\">(similarity {e['similarity']:+.3f}, "
-                          f"weight {e['weight']:.3f})</span></li>" for e in item.top_symptoms)
+                          f"weight {e['weight']:.3f}{_contribution(e)})</span></li>" for e in item.top_symptoms)
         lines.append(f"<div>top symptoms of {text(item.label)}:</div><ul>{entries}</ul>")
     lines.append("</div>")
     return "".join(lines)
+
+
+def _contribution(entry: dict) -> str:
+    contribution = entry.get("contribution")
+    return "" if contribution is None else f", contribution {contribution:+.3f}"
 
 
 def gallery_html(items: list[GalleryItem], limit: int | None = None, root: Path | None = None) -> str:

@@ -17,8 +17,10 @@ h1 { font-size: 1.6rem; margin-bottom: 0.2rem; } h2 { font-size: 1.25rem; margin
      border-bottom: 1px solid #ddd; padding-bottom: 0.2rem; }
 .sub { color: #555; margin-top: 0; }
 table { border-collapse: collapse; margin: 0.6rem 0; font-size: 0.9rem; }
+.table { max-width: 100%; overflow-x: auto; }  /* a table wider than a phone scrolls inside itself, not the page */
+.table table { margin: 0; } .table { margin: 0.6rem 0; }
 th, td { border: 1px solid #ddd; padding: 0.25rem 0.55rem; text-align: left; vertical-align: top; }
-th { background: #f4f4f6; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+th { background: #f4f4f6; } td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 .note { background: #fff8e1; border-left: 4px solid #f0b400; padding: 0.5rem 0.8rem; margin: 0.6rem 0; }
 .ok { background: #eef7ee; border-left: 4px solid #2e7d32; padding: 0.5rem 0.8rem; margin: 0.6rem 0; }
 figure { margin: 0.8rem 0; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
@@ -37,6 +39,8 @@ figcaption { color: #555; font-size: 0.85rem; }
 .tag.wrong { background: #c62828; color: #fff; } .tag.right { background: #2e7d32; color: #fff; }
 code { background: #f4f4f6; padding: 0 0.2rem; border-radius: 3px; }
 footer { margin-top: 2rem; color: #777; font-size: 0.8rem; }
+.name, footer { overflow-wrap: anywhere; }
+@media (max-width: 600px) { body { padding: 0.8rem; } table { font-size: 0.8rem; } th, td { padding: 0.2rem 0.35rem; } }
 """
 
 
@@ -63,13 +67,16 @@ def figure(payload: bytes, alt: str, caption: str | None = None) -> str:
 
 
 def table(header: list[str], rows: list[list], numeric: set[int] | None = None, raw: bool = False) -> str:
-    """A <table>; cells are escaped unless `raw` (then they must already be HTML).
+    """A <table> in a box that scrolls sideways when the table is wider than the screen; cells are
+    escaped unless `raw` (then they must already be HTML).
 
     Args:
+        header: column titles; all empty: a table without a header row (key-value facts).
         numeric: indices of right-aligned columns.
     """
     numeric = numeric or set()
     head = "".join(f"<th>{text(h)}</th>" for h in header)
+    head = f"<thead><tr>{head}</tr></thead>" if any(header) else ""
     body = []
     for row in rows:
         cells = []
@@ -77,7 +84,7 @@ def table(header: list[str], rows: list[list], numeric: set[int] | None = None, 
             klass = ' class="num"' if i in numeric else ""
             cells.append(f"<td{klass}>{cell if raw else text(cell)}</td>")
         body.append(f"<tr>{''.join(cells)}</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return f"<div class=\"table\"><table>{head}<tbody>{''.join(body)}</tbody></table></div>"
 
 
 def swatch(color: str, label: str) -> str:

@@ -159,6 +159,8 @@ def _calibration(run: dict, test_probabilities, test_labels) -> str:
 
 
 def _conformal(run: dict) -> str:
+    from vipcli.conformal import coverage_shortfall
+
     block = run["metrics"].get("conformal")
     if run["calibration"] is None or block is None:
         return html.note("No prediction sets: this run stores no conformal scores (written by an earlier vip).")
@@ -168,8 +170,11 @@ def _conformal(run: dict) -> str:
             rows.append([f"{row['coverage']:g}", "-", "-", "-", "-", "-", row["error"]])
         else:
             spread = (f"{row['expected_coverage']:.3f} ± {row['coverage_sd']:.3f}" if "coverage_sd" in row else "-")
+            shortfall = coverage_shortfall(row, run["metrics"].get("test", {}).get("n", 0))
             rows.append([f"{row['coverage']:g}", _fmt(row["threshold"], 4), spread, _fmt(row["empirical_coverage"], 3),
-                         _fmt(row["mean_set_size"], 2), row["empty_sets"], ""])
+                         _fmt(row["mean_set_size"], 2), row["empty_sets"],
+                         "far below the expected coverage: test images not drawn like the validation images"
+                         if shortfall else ""])
     intro = (f"<p>Split conformal prediction with the score {html.text(block['score'])}, calibrated on "
              f"{block['n_held_out']} {html.text(block['held_out'])} images. A set at coverage 0.9 holds every "
              f"class whose score is within the threshold; under exchangeability it contains the true class for "
