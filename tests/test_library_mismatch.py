@@ -66,3 +66,19 @@ def test_an_unexpected_error_with_working_libraries_is_still_reported_as_a_bug(c
     monkeypatch.setattr(main, "app", command)
     code, _, err = cli("train")
     assert code == 1 and "unexpected RuntimeError: something else" in err and "bug in vip" in err
+
+
+def test_vip_starts_without_click_installed():
+    """typer >= 0.20 vendors click and no longer installs it: vip must not need the separate package."""
+    import subprocess
+    import sys
+
+    typer = pytest.importorskip("typer")
+    if not hasattr(typer, "_click"):
+        pytest.skip("this typer still depends on click")
+    code = ("import sys; sys.modules['click'] = None  # as if click were not installed\n"
+            "from vipcli.cli.main import main\n"
+            "sys.exit(main(['train', '--shots', '0', '--data', '.']))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stderr.startswith("error: "), result.stderr
+    assert "click" not in result.stderr

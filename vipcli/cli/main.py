@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import sys
 
-import click
 import typer
 
 from vipcli import __version__
@@ -13,8 +12,17 @@ from vipcli.cli import backbones, benchmark, cache, demo, methods, predict, repo
 from vipcli.errors import VipError
 
 def _click_variants() -> list:
-    """click itself, and the copy of click that newer typer versions vendor as `typer._click`."""
-    variants = [click]
+    """click itself, and the copy of click that newer typer versions vendor as `typer._click`.
+
+    typer >= 0.20 no longer depends on click, so click may not be installed at all.
+    """
+    variants = []
+    try:
+        import click
+
+        variants.append(click)
+    except ImportError:
+        pass
     try:
         from typer import _click as vendored  # typer >= 0.20 ships its own click
 
