@@ -54,3 +54,25 @@ def test_random_weights_warning_only_on_rank_0(monkeypatch, tiny_clip, capsys):
         monkeypatch.setenv("RANK", rank)
         load_backbone("clip", str(tiny_clip), "none", check=False, warn_random=True)
         assert capsys.readouterr().err.count("has random weights") == expected
+
+
+def test_force_never_deletes_a_folder_that_is_not_a_run(cli, isic_small, tiny_clip, tmp_path):
+    precious = tmp_path / "notes"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep")
+    for out in (precious, isic_small):  # a folder of the user's, and the data itself
+        code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, out, "--force"))
+        assert code == 1
+        assert err.strip().splitlines()[-1] == (
+            f"error: --out {out} is a folder that holds other files than a vip run (no run.yaml or "
+            "model.safetensors), which --force would delete (choose another --out)")
+    assert (precious / "notes.txt").read_text() == "keep"
+    assert len(list((isic_small / "train" / "melanoma").glob("*.jpg"))) == 6
+
+
+def test_force_replaces_a_run_directory(cli, isic_small, tiny_clip, tmp_path):
+    out = tmp_path / "run"
+    assert cli(*tiny_train_args(isic_small, tiny_clip, out))[0] == 0
+    code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, out, "--force"))
+    assert code == 0, err
+    assert (out / "run.yaml").is_file()
