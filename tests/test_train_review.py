@@ -76,3 +76,18 @@ def test_force_replaces_a_run_directory(cli, isic_small, tiny_clip, tmp_path):
     code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, out, "--force"))
     assert code == 0, err
     assert (out / "run.yaml").is_file()
+
+
+def test_data_one_level_off_names_the_folder_to_pass(cli, isic_small, tiny_clip, tmp_path):
+    nested = tmp_path / "export"
+    shutil.copytree(isic_small / "train", nested / "images")
+    code, _, err = cli(*tiny_train_args(nested, tiny_clip, tmp_path / "run"))
+    assert code == 1 and err.strip() == (f"error: {nested}: found only 'images'; ViP needs at least two classes "
+                                        f"(its class folders seem to be in {nested / 'images'}: pass --data "
+                                        f"{nested / 'images'})")
+    one_class = isic_small / "train" / "melanoma"
+    code, _, err = cli(*tiny_train_args(one_class, tiny_clip, tmp_path / "run"))
+    assert code == 1 and err.strip() == (f"error: {one_class}: found no class folders; ViP needs at least two "
+                                        f"classes ({one_class} holds images, not class folders: is it one class? "
+                                        f"pass --data {one_class.parent}, or lay the data out as DIR/<class>/* "
+                                        "with one folder per class)")
