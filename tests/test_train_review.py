@@ -91,3 +91,11 @@ def test_data_one_level_off_names_the_folder_to_pass(cli, isic_small, tiny_clip,
                                         f"classes ({one_class} holds images, not class folders: is it one class? "
                                         f"pass --data {one_class.parent}, or lay the data out as DIR/<class>/* "
                                         "with one folder per class)")
+
+
+def test_train_help_shows_the_symptoms_mapping_and_what_force_replaces(cli):
+    code, out, _ = cli("train", "--help")
+    text = " ".join(out.replace("│", " ").split())
+    assert code == 0
+    assert "{class: [symptoms]} YAML file" in text  # not eaten as rich markup
+    assert "Replace --out if it is a run directory" in text
