@@ -203,12 +203,22 @@ def warn_duplicates(dataset: Dataset) -> None:
 
 
 def _require_classes(root: Path, class_names: list[str]) -> None:
+    """At least two class folders; when the layout is one level off, name the folder --data should be."""
     if len(class_names) < 2:
         found = f"only '{class_names[0]}'" if class_names else "no class folders"
-        raise VipError(
-            f"{root}: found {found}; ViP needs at least two classes",
-            "lay the data out as DIR/<class>/* with one folder per class",
-        )
+        raise VipError(f"{root}: found {found}; ViP needs at least two classes", _layout_hint(root, class_names))
+
+
+def _layout_hint(root: Path, class_names: list[str]) -> str:
+    """The fix for a data folder with fewer than two classes: the folder one level down or up, if that fits."""
+    generic = "lay the data out as DIR/<class>/* with one folder per class"
+    if len(class_names) == 1:
+        inner = next((p for p in (root / class_names[0], root / "train" / class_names[0]) if p.is_dir()), None)
+        if inner is not None and len(_class_folders(inner)) >= 2:
+            return f"its class folders seem to be in {inner}: pass --data {inner}"
+    if not class_names and any(is_image_file(p) for p in root.iterdir()):
+        return f"{root} holds images, not class folders: is it one class? pass --data {root.parent}, or {generic}"
+    return generic
 
 
 def few_shot_order(samples: list[Sample], num_classes: int, seed: int) -> list[list[Sample]]:

@@ -73,6 +73,9 @@ def _hint(error: OSError, option: str) -> str:
     return f"choose a folder you can write to with {option}"
 
 
+RUN_MARKERS = ("run.yaml", "model.safetensors")  # a folder holding one of these is a run directory --force may replace
+
+
 def check_run_dir(out: Path, force: bool, option: str = "--out") -> None:
     """A run directory can be written: absent (or replaced with `force`), its parent writable, not full."""
     out = Path(out)
@@ -80,6 +83,9 @@ def check_run_dir(out: Path, force: bool, option: str = "--out") -> None:
         raise VipError(f"{option} {out} is a file, not a run directory", f"choose another {option}")
     if out.exists() and not force:
         raise VipError(f"run directory {out} already exists", f"choose another {option} or pass --force")
+    if out.is_dir() and any(out.iterdir()) and not any((out / name).is_file() for name in RUN_MARKERS):
+        raise VipError(f"{option} {out} is a folder that holds other files than a vip run (no run.yaml or "
+                       "model.safetensors), which --force would delete", f"choose another {option}")
     check_writable(nearest_existing(out.parent), f"{option} {out}", option)
 
 

@@ -39,6 +39,13 @@ def backbone_class(backbone_id: str):
     return BACKBONES.load(backbone_id)
 
 
+def _main_process() -> bool:
+    """False on a torchrun rank other than 0: its warnings would repeat rank 0's."""
+    from vipcli.distributed import world_from_env
+
+    return world_from_env().main
+
+
 def is_random(pretrained: str | None) -> bool:
     """Whether `--pretrained` asks for random weights (`none`)."""
     return (pretrained or "").strip().lower() == RANDOM_WEIGHTS
@@ -71,7 +78,7 @@ def load_backbone(backbone_id: str, arch: str | None = None, pretrained: str | N
     started = time.perf_counter()
     factory = backbone_class(backbone_id)
     distribution = BACKBONES.distribution(backbone_id)
-    if warn_random and is_random(pretrained):
+    if warn_random and is_random(pretrained) and _main_process():
         from vipcli import console
 
         console.warn(f"--pretrained none: backbone '{backbone_id}' has random weights; results mean nothing "

@@ -128,6 +128,8 @@ def train(config: TrainConfig, progress=None) -> TrainResult | None:
         console.info(_plan(config, cls, dataset, schedule, backbone, device))
     if world.main and packs:
         console.info(matched_packs_line(packs))
+    if world.main:
+        warn_data_gaps(dataset, config.shots)
     torch.manual_seed(config.seed)
     setup = MethodSetup(backbone, dataset.class_names, symptoms, trim=not config.reference)
     method = build_method(config.method, setup, config.method_options)  # prompts checked before any encoding
@@ -141,6 +143,8 @@ def train(config: TrainConfig, progress=None) -> TrainResult | None:
         return None  # not rank 0: its share of the features is in the cache
     data = prepare_features(backbone, dataset, config.shots, config.seed, views, cache, config.encoding.workers, config.encoding.batch_size, progress, center_train=center_train)
     encoded = time.perf_counter()
+    if world.main:
+        warn_unreadable_shortfalls(dataset, config.shots, data.shortfalls)
     reference = _reference_batches(backbone, dataset, data, schedule, config.seed,
                                    config.encoding) if config.reference else None
     fitted = checked_fit(method, data, FitContext(schedule, config.seed, progress, reference))
@@ -160,6 +164,7 @@ def train(config: TrainConfig, progress=None) -> TrainResult | None:
         "device": str(device), "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
         "torch_threads": torch.get_num_threads(),
         **calibrated.metrics,  # the "calibration" and "conformal" blocks
+        "shortfalls": data.shortfalls,  # class -> readable shots, where fewer than --shots
     }
     run_dir = Path(config.out) if config.out else default_run_dir(config)
     uses_schedule = cls.trains and cls.uses_schedule
@@ -185,6 +190,33 @@ def _plan(config, cls, dataset, schedule, backbone, device) -> str:
     arch = backbone.describe().get("arch", "")
     return (f"{config.method} on {len(dataset.class_names)} classes ({', '.join(dataset.class_names)}){shots}; "
             f"{fitting}; backbone {config.backbone.id} ({Path(str(arch)).name}) on {device}")
+
+
+def warn_data_gaps(dataset, shots: int | None) -> None:
+    """Before any encoding: one warning per class with no val or test image, or fewer training images than --shots."""
+    for split, role in (("val", "checkpoint selection and calibration never see it"),
+                        ("test", "its test figures cannot be measured")):
+        for name, count in zip(dataset.class_names, dataset.counts(split)):
+            if count == 0:
+                console.warn(f"class '{name}' has no {split} images: {role} (add images to its {split} folder, "
+                             f"or remove {split}/ and vip carves one from train/)")
+    if shots is None:
+        return
+    for name, count in zip(dataset.class_names, dataset.counts("train")):
+        if count < shots:
+            console.warn(f"--shots {shots}: class '{name}' has only {count} training images; all {count} are used "
+                         f"(pass --shots {count} or fewer for equal classes)")
+
+
+def warn_unreadable_shortfalls(dataset, shots: int | None, shortfalls: dict) -> None:
+    """After decoding: classes left with fewer shots than asked because some of their images were unreadable."""
+    if shots is None:
+        return
+    files = dict(zip(dataset.class_names, dataset.counts("train")))
+    for name, count in shortfalls.items():
+        if count < min(shots, files[name]):
+            console.warn(f"--shots {shots}: class '{name}' has only {count} readable training images; used {count} "
+                         "(the unreadable ones are listed below)")
 
 
 def calibrate(val_logits, val_labels, test_logits, test_labels):
@@ -228,7 +260,6 @@ def write_train_run(run_dir, config, method, backbone, dataset, data, symptoms, 
            for name in ("train", "val", "test")},
         "unreadable": dict(data.failures),
     }
-    metrics = {**metrics, "shortfalls": data.shortfalls}
     write_run(run_dir, method.state_tensors(), metadata, split, metrics, force=config.force,
               extra=lambda staging: copy_run_files(options, staging))
 

@@ -11,7 +11,7 @@ from vipcli.errors import UsageError
 
 # --- data and symptoms ---------------------------------------------------------------------------
 DATA = typer.Option(..., "--data", help="Folder of class subfolders (optionally under train/ val/ test/).")
-SYMPTOMS = typer.Option(None, "--symptoms", help="Pack file, {class: [symptoms]} YAML file, folder of packs, or "
+SYMPTOMS = typer.Option(None, "--symptoms", help="Pack file, {class: \\[symptoms]} YAML file, folder of packs, or "
                         "shipped pack name. Repeatable.")
 
 # --- the backbone ------------------------------------------------------------------------------
@@ -42,7 +42,8 @@ METHOD_OPTION = typer.Option(None, "--method-option", "-o", help="A method setti
                              "list`). Repeatable.")
 
 # --- output ----------------------------------------------------------------------------------------
-FORCE = typer.Option(False, "--force", help="Replace what --out holds.")
+FORCE = typer.Option(False, "--force", help="Replace --out if it is a run directory (a folder of other files is "
+                     "never replaced).")
 JSON = typer.Option(False, "--json", help="Print one JSON document.")
 
 

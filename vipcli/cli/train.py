@@ -70,9 +70,7 @@ def print_train_result(result, as_json: bool) -> None:
     """Unreadable files and metrics: a table for people, one JSON document for tools."""
     import json
 
-    console.warn_skipped(result.failures)
-    for name, count in result.metrics.get("shortfalls", {}).items():
-        console.warn(f"class '{name}' has only {count} readable training images; used {count} shots")
+    console.warn_skipped(result.failures)  # short classes were warned about by `train` as they were found
     if as_json:
         print(json.dumps({"run_dir": str(result.run_dir), "class_names": result.class_names,
                           "skipped": result.failures, **result.metrics}, indent=2))

@@ -1,0 +1,101 @@
+"""`vip train` on realistic data mistakes: a class missing from val, --shots above a class's images,
+unreadable shots, and the random-weights warning under torchrun (README "Train on your own images")."""
+
+import shutil
+
+from conftest import tiny_train_args
+
+
+def test_class_with_no_val_images_is_warned_before_encoding(cli, isic_small, tiny_clip, tmp_path):
+    shutil.rmtree(isic_small / "val" / "melanoma")
+    code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "run"))
+    assert code == 0
+    warnings = [line for line in err.splitlines() if "no val images" in line]
+    assert warnings == ["warning: class 'melanoma' has no val images: checkpoint selection and calibration never "
+                        "see it (add images to its val folder, or remove val/ and vip carves one from train/)"]
+    assert "no test images" not in err
+
+
+def test_shots_above_a_class_are_warned_once_and_recorded(cli, isic_small, tiny_clip, tmp_path):
+    import json
+
+    code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "run", "--shots", "9"))
+    assert code == 0
+    short = [line for line in err.splitlines() if "--shots 9" in line]
+    assert short == [f"warning: --shots 9: class '{name}' has only 6 training images; all 6 are used "
+                     "(pass --shots 6 or fewer for equal classes)" for name in ("melanoma", "nevus")]
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["shortfalls"] == {"melanoma": 6, "nevus": 6}
+
+
+def test_shots_lost_to_unreadable_files_are_warned(cli, isic_small, tiny_clip, tmp_path):
+    for i in range(2):
+        (isic_small / "train" / "melanoma" / f"broken{i}.jpg").write_bytes(f"not an image {i}".encode())
+    code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "run", "--shots", "7"))
+    assert code == 0
+    lines = err.splitlines()
+    assert "warning: --shots 7: class 'melanoma' has only 6 readable training images; used 6 (the unreadable " \
+           "ones are listed below)" in lines
+    assert "warning: --shots 7: class 'nevus' has only 6 training images; all 6 are used (pass --shots 6 or " \
+           "fewer for equal classes)" in lines
+    assert sum("skipped" in line and "broken" in line for line in lines) == 2
+
+
+def test_enough_images_give_no_data_warnings(cli, isic_small, tiny_clip, tmp_path):
+    code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "run"))
+    assert code == 0
+    assert "--shots 4:" not in err and "no val images" not in err and "no test images" not in err
+
+
+def test_random_weights_warning_only_on_rank_0(monkeypatch, tiny_clip, capsys):
+    from vipcli.registry import load_backbone
+
+    for rank, expected in (("0", 1), ("1", 0)):
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        monkeypatch.setenv("RANK", rank)
+        load_backbone("clip", str(tiny_clip), "none", check=False, warn_random=True)
+        assert capsys.readouterr().err.count("has random weights") == expected
+
+
+def test_force_never_deletes_a_folder_that_is_not_a_run(cli, isic_small, tiny_clip, tmp_path):
+    precious = tmp_path / "notes"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep")
+    for out in (precious, isic_small):  # a folder of the user's, and the data itself
+        code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, out, "--force"))
+        assert code == 1
+        assert err.strip().splitlines()[-1] == (
+            f"error: --out {out} is a folder that holds other files than a vip run (no run.yaml or "
+            "model.safetensors), which --force would delete (choose another --out)")
+    assert (precious / "notes.txt").read_text() == "keep"
+    assert len(list((isic_small / "train" / "melanoma").glob("*.jpg"))) == 6
+
+
+def test_force_replaces_a_run_directory(cli, isic_small, tiny_clip, tmp_path):
+    out = tmp_path / "run"
+    assert cli(*tiny_train_args(isic_small, tiny_clip, out))[0] == 0
+    code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, out, "--force"))
+    assert code == 0, err
+    assert (out / "run.yaml").is_file()
+
+
+def test_data_one_level_off_names_the_folder_to_pass(cli, isic_small, tiny_clip, tmp_path):
+    nested = tmp_path / "export"
+    shutil.copytree(isic_small / "train", nested / "images")
+    code, _, err = cli(*tiny_train_args(nested, tiny_clip, tmp_path / "run"))
+    assert code == 1 and err.strip() == (f"error: {nested}: found only 'images'; ViP needs at least two classes "
+                                        f"(its class folders seem to be in {nested / 'images'}: pass --data "
+                                        f"{nested / 'images'})")
+    one_class = isic_small / "train" / "melanoma"
+    code, _, err = cli(*tiny_train_args(one_class, tiny_clip, tmp_path / "run"))
+    assert code == 1 and err.strip() == (f"error: {one_class}: found no class folders; ViP needs at least two "
+                                        f"classes ({one_class} holds images, not class folders: is it one class? "
+                                        f"pass --data {one_class.parent}, or lay the data out as DIR/<class>/* "
+                                        "with one folder per class)")
+
+
+def test_train_help_shows_the_symptoms_mapping_and_what_force_replaces(cli):
+    code, out, _ = cli("train", "--help")
+    text = " ".join(out.replace("│", " ").split())
+    assert code == 0
+    assert "{class: [symptoms]} YAML file" in text  # not eaten as rich markup
+    assert "Replace --out if it is a run directory" in text
