@@ -10,6 +10,7 @@ import pytest
 
 SAMPLE_PLUGINS = Path(__file__).resolve().parent / "sample_plugins.py"
 SAMPLE_METHODS = Path(__file__).resolve().parent / "sample_methods.py"
+METHOD_EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "vip-method-example"
 
 
 def install_distribution(site: Path, name: str, entry_points: str, module_source: Path | None = None,
@@ -32,7 +33,12 @@ def install_sample_plugins(site: Path) -> None:
 
 
 def install_sample_methods(site: Path) -> None:
-    """The methods of sample_methods.py as the distribution `sample-methods` (module vip_sample_methods)."""
+    """The methods of sample_methods.py as the distribution `sample-methods` (module vip_sample_methods).
+
+    They break README's method example, so its module is laid beside them (a module only: its own
+    `centroid` entry point is not registered).
+    """
+    shutil.copy(METHOD_EXAMPLE / "vip_method_example.py", site / "vip_method_example.py")
     sys.path.insert(0, str(SAMPLE_METHODS.parent))
     from sample_methods import ENTRY_POINTS
 

@@ -1,7 +1,8 @@
 """Small method plugins for the method-contract tests: each a nearest-centroid method with one deliberate flaw.
 
 Installed into a temporary site folder as the distribution `sample-methods` (module vip_sample_methods,
-see plugin_helpers.py), exactly as a third-party method plugin is.
+see plugin_helpers.py), exactly as a third-party method plugin is; the sound base is README's method
+example (examples/vip-method-example), laid beside it.
 """
 
 from __future__ import annotations
@@ -9,31 +10,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
+
+from vip_method_example import NearestCentroid
 
 from vipcli.fitting import fit_sgd
 from vipcli.methods import Method
 
 
-class Centroid(Method):
-    """Sound: the class centroids of the few-shot features, in a registered buffer."""
+class Centroid(NearestCentroid):
+    """Sound: README's method example (the class centroids of the few-shot features, in a registered buffer)."""
 
     summary = "nearest centroid (sound)"
-    trains = False
-
-    def __init__(self, setup, settings=None, stored=None):
-        super().__init__(setup, settings, stored)
-        self.register_buffer("centroids", torch.zeros(setup.num_classes, setup.backbone.embed_dim))  # [C, D]
-        self.to(setup.device)
-
-    def fit(self, data, context):
-        views = F.normalize(data.train.views.float(), dim=-1).mean(dim=1)  # [N, D]
-        one_hot = F.one_hot(data.train.y, self.setup.num_classes).float()  # [N, C]
-        self.centroids = F.normalize(one_hot.T @ views / one_hot.sum(0).clamp(min=1)[:, None], dim=-1)
-        return super().fit(data, context)
-
-    def forward(self, image_features):
-        return F.normalize(image_features.float(), dim=-1) @ self.centroids.T / 0.01  # [B, C]
 
 
 class ForgotBuffer(Centroid):

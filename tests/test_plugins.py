@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from conftest import tiny_train_args, error_lines
-from plugin_helpers import install_distribution, site  # noqa: F401 - site is a fixture
+from plugin_helpers import METHOD_EXAMPLE, install_distribution, site  # noqa: F401 - site is a fixture
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "vip-plugin-example"
 
@@ -58,7 +58,6 @@ def test_unknown_backbone_lists_the_installed_ones(cli, isic_small):
     assert code == 2 and "can't find backbone 'nope'" in err and "biomedclip, clip" in err
 
 
-METHOD_EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "vip-method-example"
 
 
 def test_third_party_method_is_listed_trained_predicted_and_benchmarked(cli, site, isic_small, tiny_clip, tmp_path):
