@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from vip_backbones.openclip_base import OpenClipBackbone
+from vip_backbones.pooled_tower import CausalLayer, pooled_causal_tower
 from vipcli.backbone import PromptParts
 from vipcli.errors import UsageError
 
@@ -61,100 +62,33 @@ def run_text_blocks(transformer, x: torch.Tensor, mask: torch.Tensor | None) -> 
     return x
 
 
-def _pooled_rows(pool_at: torch.Tensor, length: int, pack: bool, group: torch.Tensor | None = None,
-                 shared: int = 0) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor, torch.Tensor]:
-    """Which rows of the flattened [N * L] tokens a pooled causal tower needs to compute.
-
-    Returns (kept, spread, ends, pooled):
-    - `kept` [T]: the tokens computed, as positions among the N * L (None: every token, T = N * L);
-    - `spread` [N * L]: for every token, the computed row holding its value (None: `kept` is None);
-    - `ends` [N]: where each row's pooled token sits among the computed ones;
-    - `pooled` [N]: where it sits among all N * L.
-    With `pack`, the tokens after each row's pooled one are left out, and, given `group` [N] and
-    `shared` = K, the first K tokens of the rows of one group are computed once (for the group's
-    first row): their values are the same, so under a causal mask so is every layer's output there.
-    Tokens after a pooled one map to the first computed row in `spread`: no query whose output is
-    kept reads them.
-    Packing needs `pool_at` (and `group`) on the host, so it is for the CPU.
-    """
-    count = pool_at.shape[0]
-    rows = torch.arange(count, device=pool_at.device)  # [N]
-    pooled = rows * length + pool_at  # [N]
-    if not pack:
-        return None, None, pooled, pooled
-    positions = torch.arange(length, device=pool_at.device)  # [L]
-    source = rows[:, None].expand(count, length)  # [N, L] the row whose token holds each value
-    if group is not None and shared > 0:
-        first = torch.full((int(group.max()) + 1,), count, dtype=torch.long, device=rows.device).scatter_reduce(
-            0, group, rows, "amin")  # [G'] first row of each group id (ids need not be contiguous)
-        source = torch.where(positions[None] < shared, first[group][:, None], source)  # [N, L]
-    own = source == rows[:, None]  # [N, L]
-    needed = own & ((positions[None] <= pool_at[:, None]) | (positions[None] < shared))  # [N, L]
-    kept = needed.flatten().nonzero().squeeze(1)  # [T]
-    slot = torch.full((count * length,), -1, dtype=torch.long, device=rows.device)  # [N*L] computed row of each
-    slot[kept] = torch.arange(kept.shape[0], device=rows.device)
-    spread = slot[(source * length + positions).flatten()].clamp(min=0)  # [N*L]
-    return kept, spread, spread[pooled], pooled
+def _causal_layer(block) -> CausalLayer:
+    """A plain open_clip `ResidualAttentionBlock` as the pieces `pooled_causal_tower` computes."""
+    attn = block.attn
+    return CausalLayer(
+        norm=block.ln_1,
+        qkv=lambda x: F.linear(x, attn.in_proj_weight, attn.in_proj_bias),  # [T, 3E]
+        heads=attn.num_heads,
+        out=lambda o: block.ls_1(attn.out_proj(o)),  # [T, W]
+        feed_forward=lambda x: block.ls_2(block.mlp(block.ln_2(x))),  # [T, W]
+    )
 
 
 def pooled_text_blocks(transformer, x: torch.Tensor, mask: torch.Tensor, pool_at: torch.Tensor,
                        pack: bool = False, group: torch.Tensor | None = None, shared: int = 0) -> torch.Tensor:
-    """The causal tower's output at one pooled position per row: [N, L, W] -> [N, W].
+    """open_clip's causal text tower at one pooled position per row: [N, L, W] -> [N, W].
 
     What `run_text_blocks(transformer, x, mask)[arange(N), pool_at]` gives, doing only the work
-    that output needs. With a causal `mask`, the token at position p depends on tokens 0..p alone:
-    - `pack=True` (the CPU, where the step is compute-bound) drops the tokens after each row's
-      pooled one from every matrix product (prompts padded to the longest one: a third of the
-      rows for vip's melanoma pack), spreading the rows back only around the attention itself;
-    - `group` [N] and `shared` = K (with `pack`): rows of one group share their first K
-      embeddings (the start token and a learned context, `vipcli.backbone.PromptParts`), so those
-      tokens are computed once per group: a quarter of the remaining rows for vip's 8 prompts.
-      Only the group's first row's `x` receives their gradient, so the caller must guarantee the
-      rows' first K embeddings are one tensor broadcast (`PromptParts.embeds` is);
-    - the last block's output projection and MLP run on the pooled tokens only: about an eighth
-      of a 6-layer tower's products. Its attention still runs for every query, with the same
-      kernel as the other blocks (torch's CPU attention for a single query sums in an order
-      that depends on the thread count; this one does not).
-    Features and gradients equal open_clip's own tower to float rounding (checked in the tests).
-    The caller checks that `mask` is causal and that the pooled position is the output it needs
-    (`ClipBackbone._pool_positions`); every block must be `_plain_block` (else ValueError).
-
-    Args:
-        transformer: open_clip's text `Transformer`.
-        x: batch-first token embeddings [N, L, W].
-        mask: the tower's additive causal mask [L, L].
-        pool_at: [N] position of each row's pooled token.
-        pack: leave out the tokens no pooled output needs (needs `pool_at` on the host: the CPU).
-        group: [N] on the host, the group of each row (rows of a group share their first `shared`
-            embeddings); None: no sharing.
-        shared: K, how many leading embeddings the rows of a group share.
+    that output needs (`vip_backbones.pooled_tower.pooled_causal_tower`, which says what is left
+    out and what `pack`, `group` and `shared` mean). Features and gradients equal open_clip's own
+    tower to float rounding (checked in the tests). The caller checks that `mask` is causal and
+    that the pooled position is the output it needs (`ClipBackbone._pool_positions`); every block
+    must be `_plain_block` (else ValueError).
     """
     if not all(_plain_block(block) for block in transformer.resblocks) or not len(transformer.resblocks):
         raise ValueError("pooled_text_blocks needs plain open_clip ResidualAttentionBlocks; use run_text_blocks")
-    N, L, W = x.shape
-    kept, spread, ends, pooled = _pooled_rows(pool_at, L, pack, group, shared)
-    h = x.reshape(N * L, W)  # [N*L, W]
-    if kept is not None:
-        h = h.index_select(0, kept)  # [T, W]
-
-    def attention(block) -> torch.Tensor:  # [T, W] -> [N*L, E]: attention output before out_proj
-        attn = block.attn
-        qkv = F.linear(block.ln_1(h), attn.in_proj_weight, attn.in_proj_bias)  # [T, 3E]
-        if spread is not None:  # back to the padded layout; shared tokens repeated in every row
-            qkv = qkv.index_select(0, spread)  # [N*L, 3E]
-        q, k, v = (t.unflatten(-1, (attn.num_heads, -1)).transpose(1, 2)  # [N, H, L, E/H]
-                   for t in qkv.view(N, L, -1).chunk(3, dim=-1))
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.to(q.dtype))  # [N, H, L, E/H]
-        return out.transpose(1, 2).reshape(N * L, -1)  # [N*L, E]
-
-    *inner, last = transformer.resblocks
-    for block in inner:
-        out = attention(block)  # [N*L, E]
-        h = h + block.ls_1(block.attn.out_proj(out if kept is None else out.index_select(0, kept)))  # [T, W]
-        h = h + block.ls_2(block.mlp(block.ln_2(h)))
-    out = attention(last).index_select(0, pooled)  # [N, E]
-    h = h.index_select(0, ends) + last.ls_1(last.attn.out_proj(out))  # [N, W]
-    return h + last.ls_2(last.mlp(last.ln_2(h)))
+    layers = [_causal_layer(block) for block in transformer.resblocks]
+    return pooled_causal_tower(layers, x, mask, pool_at, pack=pack, group=group, shared=shared)
 
 
 class ClipBackbone(OpenClipBackbone):

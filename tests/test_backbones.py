@@ -126,7 +126,7 @@ def test_pooled_text_blocks_equal_open_clips_tower_at_the_pooled_tokens(name, pa
 @pytest.mark.parametrize("groups", [[0] * 6, [0, 1, 0, 1, 1, 0], list(range(6))],
                          ids=["one group", "two groups", "each its own"])
 def test_clip_computes_shared_prompt_parts_once_and_as_open_clip_would(name, groups, request):
-    from vip_backbones.clip import _pooled_rows
+    from vip_backbones.pooled_tower import pooled_rows
     from vipcli.backbone import PromptParts
 
     backbone = request.getfixturevalue(name)
@@ -145,7 +145,7 @@ def test_clip_computes_shared_prompt_parts_once_and_as_open_clip_would(name, gro
     ours = features_and_grads(lambda parts: backbone.encode_text_parts(parts, ids))
     _assert_equal_to_rounding(ours, features_and_grads(lambda parts: _open_clip_text_path(backbone, parts.embeds(), ids)))
     pool_at = backbone._pool_positions(ids)  # and each group's shared tokens were computed once, on the CPU
-    kept = _pooled_rows(pool_at, ids.shape[1], True, group, shared)[0]
+    kept = pooled_rows(pool_at, ids.shape[1], True, group, shared)[0]
     assert len(kept) == count * shared + int((pool_at + 1 - shared).clamp(min=0).sum())
 
 

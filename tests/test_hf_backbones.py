@@ -83,6 +83,131 @@ def test_hf_clip_pads_with_its_end_token_and_trimming_keeps_it(hf_clip):
     assert (bank.ids == hf_clip.end_token_id).any(dim=1).all()
 
 
+def _copy_of(backbone):
+    """The same towers in a new backbone object (its own fast-path self-check), without loading them again."""
+    copy = object.__new__(type(backbone))
+    copy.__dict__.update({key: value for key, value in backbone.__dict__.items()  # not the guards bound to `backbone`
+                          if key != "_pooled_path_agrees" and not getattr(value, "__vip_guarded__", False)})
+    return copy
+
+
+def _model_text_path(backbone, embeds, ids):
+    """The model's own `get_text_features` over learned embeddings (hf_base's path), with gradients."""
+    from vip_backbones.hf_base import TransformersBackbone
+
+    return TransformersBackbone.encode_text_embeds(backbone, embeds, ids)
+
+
+def _features_and_grads(encode, embeds):
+    """(features, gradient w.r.t. `embeds`) of `encode(embeds)`, weighted so every feature counts differently."""
+    embeds = embeds.detach().requires_grad_(True)
+    features = encode(embeds)
+    (features * torch.linspace(-1, 1, features.shape[-1])).sum().backward()
+    return features.detach(), embeds.grad
+
+
+def _assert_equal_to_rounding(ours, theirs):
+    for got, expected in zip(ours, theirs):  # equal up to float32 summation order
+        assert expected.abs().max() > 0
+        assert float((got - expected).norm() / expected.norm()) < 1e-5
+
+
+@pytest.fixture
+def tower_calls(monkeypatch):
+    """The keyword arguments of every `pooled_causal_tower` call the hf-clip backbone makes."""
+    import vip_backbones.hf_clip as hf_clip_module
+
+    calls, tower = [], hf_clip_module.pooled_causal_tower
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return tower(*args, **kwargs)
+
+    monkeypatch.setattr(hf_clip_module, "pooled_causal_tower", spy)
+    return calls
+
+
+def test_hf_clip_text_tower_on_the_cpu_gives_the_models_features_and_gradients(hf_clip, tower_calls):
+    backbone = _copy_of(hf_clip)
+    ids = backbone.tokenize(TEXTS)
+    length = int(backbone.sequence_lengths(ids).max())
+    for rows in (ids[:, :length], ids):  # trimmed, and the full context
+        words = backbone.embed_tokens(rows)
+        ours = _features_and_grads(lambda embeds: backbone.encode_text_embeds(embeds, rows), words)
+        _assert_equal_to_rounding(ours, _features_and_grads(lambda e: _model_text_path(backbone, e, rows), words))
+    assert backbone._pooled_path_agrees and len(tower_calls) == 3  # the self-check, then the two paths measured
+
+
+@pytest.mark.parametrize("groups", [[0] * 6, [0, 1, 0, 1, 1, 0], list(range(6))],
+                         ids=["one group", "two groups", "each its own"])
+def test_hf_clip_computes_shared_prompt_parts_once_and_as_the_model_would(hf_clip, tower_calls, groups):
+    from vipcli.backbone import PromptParts
+
+    backbone = _copy_of(hf_clip)
+    ids = backbone.tokenize(TEXTS[:3] * 2)  # [6, 77]
+    ids = ids[:, :int(backbone.sequence_lengths(ids).max())]
+    shared, group, count = 4, torch.tensor(groups), max(groups) + 1  # the start token and 3 context vectors
+    words = backbone.embed_tokens(ids).detach()  # [6, L, W]
+    context = torch.randn(count, shared - 1, backbone.token_width, generator=torch.Generator().manual_seed(0))
+    start = words[:1, :1].expand(count, -1, -1)  # [G, 1, W]
+
+    def features_and_grads(encode):
+        prefixes = torch.cat([start, context], dim=1).requires_grad_(True)  # [G, 4, W]
+        features = encode(PromptParts(prefixes, group, words[:, shared:]))  # [6, D]
+        (features * torch.linspace(-1, 1, features.shape[-1])).sum().backward()
+        return features.detach(), prefixes.grad
+
+    ours = features_and_grads(lambda parts: backbone.encode_text_parts(parts, ids))
+    _assert_equal_to_rounding(ours, features_and_grads(lambda parts: _model_text_path(backbone, parts.embeds(), ids)))
+    assert tower_calls[-1]["shared"] == shared and tower_calls[-1]["group"] is group and tower_calls[-1]["pack"]
+
+
+def test_hf_clip_configs_from_before_the_eos_fix_pool_where_the_model_pools(hf_clip, monkeypatch):
+    from vip_backbones.hf_clip import LEGACY_EOS_ID
+
+    backbone = _copy_of(hf_clip)
+    monkeypatch.setattr(backbone.model.text_model, "eos_token_id", LEGACY_EOS_ID)  # the model pools at the largest id
+    ids = backbone.tokenize(TEXTS)
+    with torch.no_grad():
+        ours = backbone.encode_text_embeds(backbone.embed_tokens(ids), ids)
+    assert backbone._pooled_path_agrees
+    torch.testing.assert_close(ours, model_text_features(backbone, ids), rtol=1e-5, atol=1e-6)
+
+
+def test_hf_clip_falls_back_to_the_models_forward_when_the_fast_path_disagrees(hf_clip, monkeypatch, tower_calls):
+    import vip_backbones.hf_clip as hf_clip_module
+
+    exact = hf_clip_module._causal_layer
+
+    def off(layer):  # a transformers whose CLIP layers compute something else than vip assumes
+        piece = exact(layer)
+        return hf_clip_module.CausalLayer(piece.norm, piece.qkv, piece.heads, lambda o: 1.5 * piece.out(o),
+                                          piece.feed_forward, piece.scale)
+
+    monkeypatch.setattr(hf_clip_module, "_causal_layer", off)
+    backbone = _copy_of(hf_clip)
+    ids = backbone.tokenize(TEXTS)
+    for _ in range(2):
+        with torch.no_grad():
+            features = backbone.encode_text_embeds(backbone.embed_tokens(ids), ids)
+        torch.testing.assert_close(features, model_text_features(backbone, ids), rtol=1e-5, atol=1e-6)
+    assert backbone._pooled_path_agrees is False and len(tower_calls) == 1  # checked once, then never taken
+
+
+def test_hf_clip_leaves_layers_it_does_not_know_to_the_model(hf_clip, monkeypatch, tower_calls):
+    from transformers.models.clip.modeling_clip import CLIPEncoderLayer
+
+    class Adapted(CLIPEncoderLayer):  # e.g. a plugin's adapter: vip cannot know its arithmetic
+        pass
+
+    backbone = _copy_of(hf_clip)
+    monkeypatch.setattr(backbone.model.text_model.encoder.layers[-1], "__class__", Adapted)
+    ids = backbone.tokenize(TEXTS)
+    with torch.no_grad():
+        backbone.encode_text_embeds(backbone.embed_tokens(ids), ids)
+    assert not backbone._pooled_path() and not tower_calls
+
+
 def test_siglip_is_padded_to_64_tokens_never_trimmed_and_has_no_start_token(siglip):
     ids = siglip.tokenize(TEXTS)
     assert ids.shape == (len(TEXTS), 64) and siglip.num_prefix_tokens == 0
