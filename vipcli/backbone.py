@@ -147,7 +147,7 @@ class Backbone(abc.ABC):
         for prompts with learned context: in training steps (on CUDA with graphs, the graph runs
         `encode_text_embeds` on the spelled-out prompts instead), and under `no_grad` for
         validation and predict. A causal tower may override it to compute each group's shared
-        tokens once (the `clip` backbone does on the CPU); like `encode_text_embeds`, an override
+        tokens once (the `clip` and `hf-clip` backbones do on the CPU); like `encode_text_embeds`, an override
         must not read tensors back from the device (`parts.group` lives there).
         `vip backbones check` compares an override with the default.
         """
