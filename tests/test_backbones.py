@@ -9,6 +9,8 @@ import pytest
 from conftest import error_lines
 import torch
 
+from text_paths import assert_equal_to_rounding, features_and_grads, parts_features_and_grads
+
 from vipcli.errors import UsageError, VipError
 from vipcli.registry import load_backbone
 
@@ -44,14 +46,6 @@ def _open_clip_text_path(backbone, embeds, ids):
     return text_global_pool(x, ids, backbone.pool_type, eos_token_id=backbone.eos_id) @ text.text_projection
 
 
-def _features_and_grads(path, backbone, ids):
-    """(features, gradient w.r.t. the token embeddings) of `path(backbone, embeds, ids)`."""
-    embeds = backbone.embed_tokens(ids).detach().requires_grad_(True)
-    features = path(backbone, embeds, ids)
-    (features * torch.linspace(-1, 1, features.shape[-1])).sum().backward()
-    return features.detach(), embeds.grad
-
-
 def _deep_clip(folder, **text_cfg):
     """A tiny CLIP with several blocks and heads (a head or layer mix-up shows) and LayerScale (dropping it shows)."""
     from tiny_models import write_tiny_clip_config
@@ -82,12 +76,6 @@ def _texts(backbone) -> list[str]:
     return EOS_TEXTS if backbone.pool_type == "eos" else TEXTS
 
 
-def _assert_equal_to_rounding(ours, theirs):
-    for got, expected in zip(ours, theirs):  # equal up to float32 summation order
-        assert expected.abs().max() > 0
-        assert float((got - expected).norm() / expected.norm()) < 1e-5
-
-
 @pytest.mark.parametrize("name", ["deep_clip", "eos_clip"])
 def test_clip_text_path_computes_what_open_clip_computes_features_and_gradients(name, request):
     from vip_backbones.clip import _plain_block
@@ -97,8 +85,8 @@ def test_clip_text_path_computes_what_open_clip_computes_features_and_gradients(
     assert all(_plain_block(block) for block in backbone.text.transformer.resblocks)  # the fast path is taken
     assert backbone._pool_positions(ids) is not None
     for rows in (ids[:, :24], ids):  # trimmed, and the full context
-        ours = _features_and_grads(lambda b, e, i: b.encode_text_embeds(e, i), backbone, rows)
-        _assert_equal_to_rounding(ours, _features_and_grads(_open_clip_text_path, backbone, rows))
+        ours = features_and_grads(lambda b, e, i: b.encode_text_embeds(e, i), backbone, rows)
+        assert_equal_to_rounding(ours, features_and_grads(_open_clip_text_path, backbone, rows))
 
 
 @pytest.mark.parametrize("name", ["deep_clip", "eos_clip"])
@@ -119,7 +107,7 @@ def test_pooled_text_blocks_equal_open_clips_tower_at_the_pooled_tokens(name, pa
     def open_clips(backbone, embeds, ids):
         return transformer(embeds, attn_mask=mask)[torch.arange(len(ids)), pool_at]  # [N, W]
 
-    _assert_equal_to_rounding(_features_and_grads(ours, backbone, ids), _features_and_grads(open_clips, backbone, ids))
+    assert_equal_to_rounding(features_and_grads(ours, backbone, ids), features_and_grads(open_clips, backbone, ids))
 
 
 @pytest.mark.parametrize("name", ["deep_clip", "eos_clip"])
@@ -127,23 +115,13 @@ def test_pooled_text_blocks_equal_open_clips_tower_at_the_pooled_tokens(name, pa
                          ids=["one group", "two groups", "each its own"])
 def test_clip_computes_shared_prompt_parts_once_and_as_open_clip_would(name, groups, request):
     from vip_backbones.pooled_tower import pooled_rows
-    from vipcli.backbone import PromptParts
 
     backbone = request.getfixturevalue(name)
     ids = backbone.tokenize(_texts(backbone) * 2)[:, :24]  # [6, 24]
     shared, group, count = 4, torch.tensor(groups), max(groups) + 1  # the start token and 3 context vectors
-    words = backbone.embed_tokens(ids).detach()  # [6, 24, W]
-    context = torch.randn(count, shared - 1, backbone.token_width, generator=torch.Generator().manual_seed(0))
-    start = words[:1, :1].expand(count, -1, -1)  # [G, 1, W]
-
-    def features_and_grads(encode):
-        prefixes = torch.cat([start, context], dim=1).requires_grad_(True)  # [G, 4, W]
-        features = encode(PromptParts(prefixes, group, words[:, shared:]))  # [6, D]
-        (features * torch.linspace(-1, 1, features.shape[-1])).sum().backward()
-        return features.detach(), prefixes.grad
-
-    ours = features_and_grads(lambda parts: backbone.encode_text_parts(parts, ids))
-    _assert_equal_to_rounding(ours, features_and_grads(lambda parts: _open_clip_text_path(backbone, parts.embeds(), ids)))
+    ours = parts_features_and_grads(lambda parts: backbone.encode_text_parts(parts, ids), backbone, ids, group, shared)
+    assert_equal_to_rounding(ours, parts_features_and_grads(
+        lambda parts: _open_clip_text_path(backbone, parts.embeds(), ids), backbone, ids, group, shared))
     pool_at = backbone._pool_positions(ids)  # and each group's shared tokens were computed once, on the CPU
     kept = pooled_rows(pool_at, ids.shape[1], True, group, shared)[0]
     assert len(kept) == count * shared + int((pool_at + 1 - shared).clamp(min=0).sum())

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from conftest import error_lines
+from text_paths import assert_equal_to_rounding, features_and_grads, parts_features_and_grads
 from tiny_models import write_tiny_hf_clip, write_tiny_siglip
 from vipcli.errors import UsageError, VipError
 from vipcli.prompts import build_prompt_bank, encode_prompts
@@ -98,20 +99,6 @@ def _model_text_path(backbone, embeds, ids):
     return TransformersBackbone.encode_text_embeds(backbone, embeds, ids)
 
 
-def _features_and_grads(encode, embeds):
-    """(features, gradient w.r.t. `embeds`) of `encode(embeds)`, weighted so every feature counts differently."""
-    embeds = embeds.detach().requires_grad_(True)
-    features = encode(embeds)
-    (features * torch.linspace(-1, 1, features.shape[-1])).sum().backward()
-    return features.detach(), embeds.grad
-
-
-def _assert_equal_to_rounding(ours, theirs):
-    for got, expected in zip(ours, theirs):  # equal up to float32 summation order
-        assert expected.abs().max() > 0
-        assert float((got - expected).norm() / expected.norm()) < 1e-5
-
-
 @pytest.fixture
 def tower_calls(monkeypatch):
     """The keyword arguments of every `pooled_causal_tower` call the hf-clip backbone makes."""
@@ -132,33 +119,21 @@ def test_hf_clip_text_tower_on_the_cpu_gives_the_models_features_and_gradients(h
     ids = backbone.tokenize(TEXTS)
     length = int(backbone.sequence_lengths(ids).max())
     for rows in (ids[:, :length], ids):  # trimmed, and the full context
-        words = backbone.embed_tokens(rows)
-        ours = _features_and_grads(lambda embeds: backbone.encode_text_embeds(embeds, rows), words)
-        _assert_equal_to_rounding(ours, _features_and_grads(lambda e: _model_text_path(backbone, e, rows), words))
+        ours = features_and_grads(lambda b, embeds, i: b.encode_text_embeds(embeds, i), backbone, rows)
+        assert_equal_to_rounding(ours, features_and_grads(_model_text_path, backbone, rows))
     assert backbone._pooled_path_agrees and len(tower_calls) == 3  # the self-check, then the two paths measured
 
 
 @pytest.mark.parametrize("groups", [[0] * 6, [0, 1, 0, 1, 1, 0], list(range(6))],
                          ids=["one group", "two groups", "each its own"])
 def test_hf_clip_computes_shared_prompt_parts_once_and_as_the_model_would(hf_clip, tower_calls, groups):
-    from vipcli.backbone import PromptParts
-
     backbone = _copy_of(hf_clip)
     ids = backbone.tokenize(TEXTS[:3] * 2)  # [6, 77]
     ids = ids[:, :int(backbone.sequence_lengths(ids).max())]
-    shared, group, count = 4, torch.tensor(groups), max(groups) + 1  # the start token and 3 context vectors
-    words = backbone.embed_tokens(ids).detach()  # [6, L, W]
-    context = torch.randn(count, shared - 1, backbone.token_width, generator=torch.Generator().manual_seed(0))
-    start = words[:1, :1].expand(count, -1, -1)  # [G, 1, W]
-
-    def features_and_grads(encode):
-        prefixes = torch.cat([start, context], dim=1).requires_grad_(True)  # [G, 4, W]
-        features = encode(PromptParts(prefixes, group, words[:, shared:]))  # [6, D]
-        (features * torch.linspace(-1, 1, features.shape[-1])).sum().backward()
-        return features.detach(), prefixes.grad
-
-    ours = features_and_grads(lambda parts: backbone.encode_text_parts(parts, ids))
-    _assert_equal_to_rounding(ours, features_and_grads(lambda parts: _model_text_path(backbone, parts.embeds(), ids)))
+    shared, group = 4, torch.tensor(groups)  # the start token and 3 context vectors
+    ours = parts_features_and_grads(lambda parts: backbone.encode_text_parts(parts, ids), backbone, ids, group, shared)
+    assert_equal_to_rounding(ours, parts_features_and_grads(
+        lambda parts: _model_text_path(backbone, parts.embeds(), ids), backbone, ids, group, shared))
     assert tower_calls[-1]["shared"] == shared and tower_calls[-1]["group"] is group and tower_calls[-1]["pack"]
 
 
