@@ -72,7 +72,7 @@ def predict_command(
     if as_json:
         document = {"model": str(model), "method": predictor.metadata["method"], "classes": predictor.class_names,
                     **_trust_fields(predictor, coverage),
-                    "predictions": [_prediction_json(p, explain) for p in predictions], "errors": failures}
+                    "predictions": [p.record(explain) for p in predictions], "errors": failures}
         print(json.dumps(document, indent=2))
     else:
         print_predictions(predictions, explain)
@@ -187,11 +187,6 @@ def _trust_fields(predictor, coverage: float | None) -> dict:
     calibration = predictor.calibration
     return {"calibrated": calibration is not None,
             "temperature": calibration.temperature if calibration is not None else None, "coverage": coverage}
-
-
-def _prediction_json(prediction, explain: bool) -> dict:
-    """One prediction as JSON (the explanation only when asked for, even if a report computed it)."""
-    return prediction.record(explain)
 
 
 def print_predictions(predictions, explain: bool) -> None:

@@ -17,8 +17,8 @@ h1 { font-size: 1.6rem; margin-bottom: 0.2rem; } h2 { font-size: 1.25rem; margin
      border-bottom: 1px solid #ddd; padding-bottom: 0.2rem; }
 .sub { color: #555; margin-top: 0; }
 table { border-collapse: collapse; margin: 0.6rem 0; font-size: 0.9rem; }
-.table { max-width: 100%; overflow-x: auto; }  /* a table wider than a phone scrolls inside itself, not the page */
-.table table { margin: 0; } .table { margin: 0.6rem 0; }
+.table { max-width: 100%; overflow-x: auto; margin: 0.6rem 0; }  /* a table wider than a phone scrolls inside itself */
+.table table { margin: 0; }
 th, td { border: 1px solid #ddd; padding: 0.25rem 0.55rem; text-align: left; vertical-align: top; }
 th { background: #f4f4f6; } td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 .note { background: #fff8e1; border-left: 4px solid #f0b400; padding: 0.5rem 0.8rem; margin: 0.6rem 0; }
