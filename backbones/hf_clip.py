@@ -91,7 +91,8 @@ class HFClipBackbone(CausalTextTower, TransformersBackbone):
     def _pooled_path(self) -> bool:
         """Whether the text tower runs through `pooled_causal_tower`: on the CPU, over plain CLIP layers."""
         layers = self.model.text_model.encoder.layers
-        return (self.device.type == "cpu" and self.__dict__.get("_pooled_path_agrees", True) and len(layers) > 0
+        return (self.device.type == "cpu" and not self.plain_text_tower
+                and self.__dict__.get("_pooled_path_agrees", True) and len(layers) > 0
                 and all(_plain_layer(layer) for layer in layers))
 
     def _pooled(self, embeds: torch.Tensor, ids: torch.Tensor, group: torch.Tensor | None = None,

@@ -93,7 +93,8 @@ def test_a_plugin_failing_later_is_named_never_a_bug_in_vip(cli, samples, isic_s
 def test_backbones_check_prints_the_table_and_passes_a_sound_plugin(cli, samples):
     code, out, err = cli("backbones", "check", "pad-is-end")
     assert code == 0, err
-    for row in ("logit_scale", "tokenize", "sequence_lengths", "trimmed = full length", "encode_text_parts",
+    for row in ("logit_scale", "tokenize", "sequence_lengths", "trimmed = full length", "plain text tower = usual",
+                "encode_text_parts",
                 "image_transform", "encode_image", "describe / fingerprint", "same describe() on reload"):
         assert row in out
     assert "FAIL" not in out and "float32 [2, 16]" in out and "0-d float32 on cpu" in out
@@ -115,6 +116,28 @@ def test_backbones_check_compares_an_encode_text_parts_override_with_the_spelled
     assert code == 0, err
     assert rows["encode_text_parts"]["ok"] is True
     assert rows["encode_text_parts"]["detail"].startswith("3 prompts, 2 groups, 3 shared tokens: relative difference")
+
+
+def test_backbones_check_compares_the_plain_text_tower_with_the_usual_path(cli, tiny_clip, monkeypatch):
+    code, out, err = cli("backbones", "check", "clip", "--arch", tiny_clip, "--pretrained", "none", "--json")
+    rows = {row["check"]: row for row in json.loads(out)["checks"]}
+    assert code == 0, err
+    assert rows["plain text tower = usual"]["ok"] is True
+    assert rows["plain text tower = usual"]["detail"].startswith("the library's own forward: max relative difference")
+
+    from vip_backbones.clip import ClipBackbone
+
+    usual = ClipBackbone.encode_text_embeds
+
+    def wrong_when_plain(self, embeds, ids):  # a plain path that forgets the positional embedding, say
+        features = usual(self, embeds, ids)
+        return features + 1.0 if self.plain_text_tower else features
+
+    monkeypatch.setattr(ClipBackbone, "encode_text_embeds", wrong_when_plain)
+    code, out, _ = cli("backbones", "check", "clip", "--arch", tiny_clip, "--pretrained", "none", "--json")
+    rows = {row["check"]: row for row in json.loads(out)["checks"]}
+    assert code == 1 and rows["plain text tower = usual"]["ok"] is False
+    assert "with plain_text_tower set (the --reference mode)" in rows["plain text tower = usual"]["detail"]
 
 
 def test_backbones_check_fails_when_describe_changes_between_loads(cli, samples):

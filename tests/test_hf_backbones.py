@@ -183,6 +183,17 @@ def test_hf_clip_leaves_layers_it_does_not_know_to_the_model(hf_clip, monkeypatc
     assert not backbone._pooled_path() and not tower_calls
 
 
+def test_hf_clip_runs_the_models_own_forward_for_the_reference_mode(hf_clip, tower_calls):
+    from vipcli.backbone import using_plain_text_tower
+
+    backbone = _copy_of(hf_clip)
+    ids = backbone.tokenize(TEXTS)
+    with torch.no_grad(), using_plain_text_tower(backbone):
+        plain = backbone.encode_text_embeds(backbone.embed_tokens(ids), ids)
+    assert not tower_calls and "plain_text_tower" not in backbone.__dict__  # the model's forward; unset after
+    torch.testing.assert_close(plain, model_text_features(backbone, ids), rtol=0, atol=0)
+
+
 def test_siglip_is_padded_to_64_tokens_never_trimmed_and_has_no_start_token(siglip):
     ids = siglip.tokenize(TEXTS)
     assert ids.shape == (len(TEXTS), 64) and siglip.num_prefix_tokens == 0

@@ -232,11 +232,26 @@ def test_baseline_methods_train_and_predict(cli, isic_small, tiny_clip, tmp_path
     assert err.splitlines().count(note) == (1 if method == "linear-probe" else 0), err  # once, not per image
 
 
-def test_reference_mode_trains_the_same_model_shape(cli, isic_small, tiny_clip, tmp_path):
-    code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "ref", "--reference"))
-    assert code == 0, err
+def test_reference_mode_runs_the_whole_text_tower_the_authors_way(cli, isic_small, tiny_clip, tmp_path, monkeypatch):
+    from open_clip.transformer import Transformer
+
+    lengths = {"ref": [], "cached": []}
+    own_forward = Transformer.forward
+
+    def spy(self, x, attn_mask=None):
+        if attn_mask is not None:  # the causal text tower (the image tower has no mask)
+            lengths[run].append(x.shape[1])
+        return own_forward(self, x, attn_mask=attn_mask)
+
+    monkeypatch.setattr(Transformer, "forward", spy)
+    for run, extra in (("ref", ("--reference",)), ("cached", ())):
+        code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / run, *extra))
+        assert code == 0, err
     metrics = json.loads((tmp_path / "ref" / "metrics.json").read_text())
     assert len(metrics["history"]) == 3 and metrics["test"]["n"] == 8
+    # every step and validation of the reference: open_clip's own forward over all 77 positions
+    assert len(lengths["ref"]) >= 3 * 2 and set(lengths["ref"]) == {77}
+    assert lengths["cached"] == []  # vip's own path: trimmed, packed, pooled (never open_clip's forward)
 
 
 def test_feature_cache_skips_the_image_encoder_on_a_second_run(cli, isic_small, tiny_clip, tmp_path):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import abc
 import copy
+from contextlib import contextmanager
 import hashlib
 import json
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from vipcli.errors import UsageError, VipError
 from vipcli.plugins import PluginError
 
 __all__ = ["Backbone", "CausalTextTower", "PluginError", "PromptParts", "UsageError", "VipError", "causal_mask",
-           "clip_style_transform"]
+           "clip_style_transform", "using_plain_text_tower"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -62,6 +63,27 @@ class PromptParts:
         return torch.cat([self.prefixes[self.group], self.rest.to(self.prefixes.dtype)], dim=1)
 
 
+@contextmanager
+def using_plain_text_tower(backbone, plain: bool = True):
+    """While the block runs, `backbone.plain_text_tower` is `plain` (see `Backbone`); restored after.
+
+    A backbone whose attributes cannot be set (`__slots__`) is left as it is: it has no shortcuts to skip.
+    """
+    before = getattr(backbone, "__dict__", {}).get("plain_text_tower")
+    try:
+        backbone.plain_text_tower = plain
+        was_set = True
+    except AttributeError:
+        was_set = False
+    try:
+        yield
+    finally:
+        if was_set and before is None:
+            del backbone.plain_text_tower
+        elif was_set:
+            backbone.plain_text_tower = before
+
+
 class Backbone(abc.ABC):
     """A frozen image encoder and text encoder sharing a joint embedding space.
 
@@ -86,6 +108,13 @@ class Backbone(abc.ABC):
             (`vipcli.graphs`): it reads nothing back from the device (no `.item()`, `nonzero`,
             or Python `if` on tensor values) and its kernels depend only on the input shapes.
             False (the default) always runs it eagerly.
+        plain_text_tower: set to True by vip, on an instance, while it trains the way the authors'
+            code does (`vip train --reference`, the reference run of `vip benchmark --speed`):
+            the text tower should then run its library's own forward over every position of the
+            spelled-out prompts, without the shortcuts a plugin may take in `encode_text_embeds`
+            or `encode_text_parts` (packing, shared tokens, pooled-token-only layers), so that
+            the reference times what the authors' code computes. A backbone without shortcuts
+            ignores it.
     """
 
     id: str = ""
@@ -98,6 +127,7 @@ class Backbone(abc.ABC):
     logit_scale: torch.Tensor
     device: torch.device
     cuda_graphs: bool = False
+    plain_text_tower: bool = False
 
     @abc.abstractmethod
     def tokenize(self, texts: Sequence[str]) -> torch.Tensor:

@@ -26,7 +26,7 @@ PROBE_TEXTS = [
     "The spot has blurry, or jagged edges.",
     "Small, dark areas within the spot, with several colors like brown, black, blue, red or white.",
 ]
-CONTRACT_VERSION = 3  # bump when a check is added or changed: backbones that passed are checked again
+CONTRACT_VERSION = 4  # bump when a check is added or changed: backbones that passed are checked again
 TRIM_TOLERANCE = 1e-3  # max relative L2 difference between trimmed and full-length text features
 SAME_FEATURE = 1e-6  # two probes whose features differ by less than this (relative L2) got the same feature
 PARTS_CONTEXT = 2  # context vectors in the probe of an `encode_text_parts` override
@@ -240,6 +240,23 @@ class _Probe:
                 "sequence_lengths")
         return f"trimmed to {length} of {ids.shape[1]} tokens: max relative difference {float(difference.max()):.1e}"
 
+    def plain_text_tower(self) -> str:
+        from vipcli.backbone import using_plain_text_tower
+
+        b, ids = self.backbone, self.ids
+        with torch.no_grad(), using_plain_text_tower(b):
+            plain = _tensor(b.encode_text_embeds(b.embed_tokens(ids), ids.to(b.device))).detach().float().cpu()
+        if plain.shape != self.full.shape:
+            raise _Failed(f"with plain_text_tower set, text features are {_shape(plain)}; otherwise {_shape(self.full)}")
+        difference = ((plain - self.full).norm(dim=-1) / self.full.norm(dim=-1).clamp_min(1e-12))  # [N]
+        worst = int(difference.argmax())
+        if not float(difference[worst]) <= TRIM_TOLERANCE:
+            raise _Failed(
+                f"with plain_text_tower set (the --reference mode), the feature of {PROBE_TEXTS[worst]!r} changes by "
+                f"{float(difference[worst]):.3g} (relative): the library's own forward and the backbone's usual "
+                "path must compute the same features; fix the shortcut or the plain path")
+        return f"the library's own forward: max relative difference {float(difference.max()):.1e}"
+
     def prompt_parts(self) -> str:
         from vipcli.backbone import Backbone
 
@@ -377,6 +394,7 @@ def run_checks(backbone, images: int = 1) -> list[Check]:
     probe.run("embed_tokens", "embed_tokens", probe.embed_tokens, needs=("ids",))
     probe.run("encode_text_embeds", "encode_text_embeds", probe.encode_text, needs=("ids",))
     probe.run("trimmed = full length", "sequence_lengths", probe.trimming, needs=("ids", "full"))
+    probe.run("plain text tower = usual", "encode_text_embeds", probe.plain_text_tower, needs=("ids", "full"))
     probe.run("encode_text_parts", "encode_text_parts", probe.prompt_parts, needs=("ids", "full"))
     if images:
         probe.run("image_transform", "image_transform", probe.image_transform)

@@ -220,6 +220,8 @@ def run_text_tower(backbone, prompts, ids: torch.Tensor) -> torch.Tensor:
         [N, D] text features (unnormalised).
     """
     parts = prompts if isinstance(prompts, PromptParts) else None
+    if getattr(backbone, "plain_text_tower", False):  # the authors' way (--reference): spelled out, eager
+        return backbone.encode_text_embeds(parts.embeds() if parts is not None else prompts, ids)
     leaf = parts.prefixes if parts is not None else prompts
     tower = None
     if leaf.requires_grad and torch.is_grad_enabled() and getattr(backbone, "cuda_graphs", False):

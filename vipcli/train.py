@@ -30,7 +30,7 @@ class TrainConfig:
     seed: int = 1  # seeds the split, the few-shot subset, initialisation and batches
     out: Path | None = None  # run directory (None: runs/<data>-<method>-<backbone>-<shots>-seed<seed>)
     force: bool = False  # replace an existing --out
-    reference: bool = False  # re-encode every image every epoch with full-length text (authors' way)
+    reference: bool = False  # the authors' way: every image re-encoded every epoch, the whole text tower every step
 
 
 @dataclass
@@ -109,6 +109,7 @@ def train(config: TrainConfig, progress=None) -> TrainResult | None:
     from vipcli.data import load_dataset
     from vipcli.packs import matched_packs_line, packs_for_run, symptoms_of
     from vipcli import distributed
+    from vipcli.backbone import using_plain_text_tower
     from vipcli.featuresets import prepare_features
     from vipcli.fitting import metrics_of, predict_logits
     from vipcli.graphs import graph_status
@@ -147,7 +148,8 @@ def train(config: TrainConfig, progress=None) -> TrainResult | None:
         warn_unreadable_shortfalls(dataset, config.shots, data.shortfalls)
     reference = _reference_batches(backbone, dataset, data, schedule, config.seed,
                                    config.encoding) if config.reference else None
-    fitted = checked_fit(method, data, FitContext(schedule, config.seed, progress, reference))
+    with using_plain_text_tower(backbone, config.reference):  # the reference runs the text tower as the authors do
+        fitted = checked_fit(method, data, FitContext(schedule, config.seed, progress, reference))
     trained = time.perf_counter()
     val_logits = predict_logits(method, data.val.x, device)  # [M, C], once for metrics and calibration
     test_logits = predict_logits(method, data.test.x, device)  # [T, C]
