@@ -155,16 +155,15 @@ class ClipBackbone(OpenClipBackbone):
         mask = mask[:length, :length] if mask is not None else None
         ids = ids.to(self.device)
         pool_at = None if self.plain_text_tower else self._pool_positions(ids)
-        if self.plain_text_tower:  # the authors' way (--reference): open_clip's own forward, every position
-            x = self.text.ln_final(self.text.transformer(x, attn_mask=mask))  # [N, L, W]
-            pooled = text_global_pool(x, ids, self.pool_type, eos_token_id=self.eos_id)  # [N, W]
-        elif pool_at is not None:  # causal, pooled at one token: only the work that token needs
+        if pool_at is not None:  # causal, pooled at one token: only the work that token needs
             pack = x.device.type == "cpu"
             pooled = self.text.ln_final(pooled_text_blocks(
                 self.text.transformer, x, mask, pool_at, pack=pack, group=group if pack else None,
                 shared=shared if pack else 0))  # [N, W]
-        else:
-            x = self.text.ln_final(run_text_blocks(self.text.transformer, x, mask))  # [N, L, W]
+        else:  # every position; the reference mode (plain_text_tower) through open_clip's own forward
+            blocks = self.text.transformer(x, attn_mask=mask) if self.plain_text_tower else run_text_blocks(
+                self.text.transformer, x, mask)  # [N, L, W]
+            x = self.text.ln_final(blocks)
             pooled = text_global_pool(x, ids, self.pool_type, eos_token_id=self.eos_id)  # [N, W]
         projection = self.text.text_projection
         if projection is None:

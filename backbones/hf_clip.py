@@ -55,7 +55,7 @@ class HFClipBackbone(CausalTextTower, TransformersBackbone):
     On the CPU the text tower computes only what the pooled end token needs
     (`vip_backbones.pooled_tower`), as the `clip` backbone does; the first such call is compared
     with the model's own forward, which is used instead should the two ever differ. On other
-    devices the model's own `get_text_features` runs.
+    devices, and in the reference mode (`plain_text_tower`), the model's own forward runs.
     """
 
     model_class = "CLIPModel"
@@ -89,7 +89,8 @@ class HFClipBackbone(CausalTextTower, TransformersBackbone):
         return self._pooled(parts.embeds(), ids, parts.group, parts.shared)
 
     def _pooled_path(self) -> bool:
-        """Whether the text tower runs through `pooled_causal_tower`: on the CPU, over plain CLIP layers."""
+        """Whether the text tower runs through `pooled_causal_tower`: on the CPU, over plain CLIP layers,
+        except in the reference mode (`plain_text_tower`), which runs the model's own forward."""
         layers = self.model.text_model.encoder.layers
         return (self.device.type == "cpu" and not self.plain_text_tower
                 and self.__dict__.get("_pooled_path_agrees", True) and len(layers) > 0

@@ -123,7 +123,7 @@ def test_backbones_check_compares_the_plain_text_tower_with_the_usual_path(cli, 
     rows = {row["check"]: row for row in json.loads(out)["checks"]}
     assert code == 0, err
     assert rows["plain text tower = usual"]["ok"] is True
-    assert rows["plain text tower = usual"]["detail"].startswith("the library's own forward: max relative difference")
+    assert rows["plain text tower = usual"]["detail"].startswith("plain_text_tower set: max relative difference")
 
     from vip_backbones.clip import ClipBackbone
 
@@ -191,3 +191,26 @@ def test_backbones_check_fails_an_encode_image_that_ignores_its_images(cli, samp
     assert code == 1 and "2 different images get the same feature" in err
     code, out, err = cli("backbones", "check", "pad-is-end")
     assert code == 0 and "finite, distinct" in out
+
+
+def test_the_plain_text_tower_switch_is_put_back_even_after_an_error():
+    from vipcli.backbone import using_plain_text_tower
+
+    class Plugin:
+        pass
+
+    plugin = Plugin()
+    with pytest.raises(RuntimeError), using_plain_text_tower(plugin):
+        assert plugin.plain_text_tower is True
+        raise RuntimeError("a step failed")
+    assert not hasattr(plugin, "plain_text_tower")
+    plugin.plain_text_tower = None  # a value of its own comes back as it was
+    with using_plain_text_tower(plugin):
+        assert plugin.plain_text_tower is True
+    assert plugin.plain_text_tower is None
+
+    class Fixed:  # no instance attributes: nothing to switch, nothing fails
+        __slots__ = ()
+
+    with using_plain_text_tower(Fixed()):
+        pass

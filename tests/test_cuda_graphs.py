@@ -295,6 +295,19 @@ def test_graph_status_says_what_training_did(backbone, use_maker):
     assert graph_status(backbone).startswith("off: capturing the text tower failed")
 
 
+def test_the_reference_mode_trains_without_graphs_and_says_so(backbone, use_maker):
+    from vipcli.backbone import using_plain_text_tower
+    from vipcli.graphs import graph_status
+
+    eager = fitted("vip", backbone)
+    maker = use_maker(StaticBuffers())
+    with using_plain_text_tower(backbone):
+        plain = fitted("vip", backbone)  # the authors' way: the library's own tower, eagerly
+        assert graph_status(backbone) == "off (the reference mode runs the plain text tower eagerly)"
+    same_training(eager, plain)
+    assert maker.captures == 0 and backbone not in vipcli.graphs._towers
+
+
 def test_a_run_records_what_it_did_about_cuda_graphs(cli, isic_small, tiny_clip, tmp_path):
     from conftest import tiny_train_args
 

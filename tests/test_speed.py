@@ -24,6 +24,7 @@ def test_speed_writes_every_figure(cli, capsys, isic_small, tiny_clip, tmp_path)
     assert report["train_cached"]["timings"]["encoded_views"] == 12 * 2 + 16  # 2 views per train image, no center view
     assert report["train_cached_warm"]["timings"]["encoded_views"] == 0
     assert report["speedup"] > 0 and report["speedup_warm"] > 0
+    assert report["reference_text_tower"] == "plain"  # the authors' way (since 0.2.0)
     assert report["predict"]["images"] == n_test and report["predict"]["images_per_s"] > 0
     assert report["memory"]["peak_rss_mib"] > 0 and report["memory"]["cuda_peak_allocated_mib"] is None
     machine = report["machine"]
@@ -37,3 +38,4 @@ def test_speed_writes_every_figure(cli, capsys, isic_small, tiny_clip, tmp_path)
     print_speed({**report, "path": str(out / "speed.json")}, as_json=False)
     text = capsys.readouterr().out
     assert "speed-up cached vs reference" in text and f"{report['speedup']:.2f}x" in text and "speed.json" in text
+    assert "reference (authors' way)" in text

@@ -233,25 +233,39 @@ def test_baseline_methods_train_and_predict(cli, isic_small, tiny_clip, tmp_path
 
 
 def test_reference_mode_runs_the_whole_text_tower_the_authors_way(cli, isic_small, tiny_clip, tmp_path, monkeypatch):
+    import torch
     from open_clip.transformer import Transformer
 
-    lengths = {"ref": [], "cached": []}
-    own_forward = Transformer.forward
+    import vipcli.methods.contract
+
+    calls = {"ref": [], "cached": []}  # (positions, gradients on) of each text-tower call during the fit
+    fitting = []
+    own_forward, own_fit = Transformer.forward, vipcli.methods.contract.checked_fit
 
     def spy(self, x, attn_mask=None):
-        if attn_mask is not None:  # the causal text tower (the image tower has no mask)
-            lengths[run].append(x.shape[1])
+        if fitting and attn_mask is not None:  # the causal text tower (the image tower has no mask)
+            calls[fitting[-1]].append((x.shape[1], torch.is_grad_enabled()))
         return own_forward(self, x, attn_mask=attn_mask)
 
+    def fit(method, data, context):
+        fitting.append(run)
+        try:
+            return own_fit(method, data, context)
+        finally:
+            fitting.pop()
+
     monkeypatch.setattr(Transformer, "forward", spy)
-    for run, extra in (("ref", ("--reference",)), ("cached", ())):
+    monkeypatch.setattr(vipcli.methods.contract, "checked_fit", fit)
+    for run, extra in (("cached", ()), ("ref", ("--reference",))):
         code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / run, *extra))
         assert code == 0, err
     metrics = json.loads((tmp_path / "ref" / "metrics.json").read_text())
     assert len(metrics["history"]) == 3 and metrics["test"]["n"] == 8
-    # every step and validation of the reference: open_clip's own forward over all 77 positions
-    assert len(lengths["ref"]) >= 3 * 2 and set(lengths["ref"]) == {77}
-    assert lengths["cached"] == []  # vip's own path: trimmed, packed, pooled (never open_clip's forward)
+    # the reference: open_clip's own forward over all 77 positions at every step and every validation
+    assert {length for length, _ in calls["ref"]} == {77}
+    assert sum(grad for _, grad in calls["ref"]) == metrics["steps"] > 0
+    assert sum(not grad for _, grad in calls["ref"]) >= len(metrics["history"])  # at least once per epoch
+    assert calls["cached"] == []  # vip's own path: trimmed, packed, pooled (never open_clip's forward)
 
 
 def test_feature_cache_skips_the_image_encoder_on_a_second_run(cli, isic_small, tiny_clip, tmp_path):

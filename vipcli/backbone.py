@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import abc
 import copy
-from contextlib import contextmanager
 import hashlib
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -29,7 +29,7 @@ from vipcli.errors import UsageError, VipError
 from vipcli.plugins import PluginError
 
 __all__ = ["Backbone", "CausalTextTower", "PluginError", "PromptParts", "UsageError", "VipError", "causal_mask",
-           "clip_style_transform", "using_plain_text_tower"]
+           "clip_style_transform", "set_plain_text_tower", "using_plain_text_tower"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -63,22 +63,31 @@ class PromptParts:
         return torch.cat([self.prefixes[self.group], self.rest.to(self.prefixes.dtype)], dim=1)
 
 
-@contextmanager
-def using_plain_text_tower(backbone, plain: bool = True):
-    """While the block runs, `backbone.plain_text_tower` is `plain` (see `Backbone`); restored after.
+_UNSET = object()
 
-    A backbone whose attributes cannot be set (`__slots__`) is left as it is: it has no shortcuts to skip.
+
+def set_plain_text_tower(backbone, plain: bool = True) -> bool:
+    """Set `backbone.plain_text_tower` (see `Backbone`) on the instance.
+
+    Returns False for a backbone whose attributes cannot be set (`__slots__`), which is left as it
+    is: such a plugin has no switch, so its one text path is what the reference runs.
     """
-    before = getattr(backbone, "__dict__", {}).get("plain_text_tower")
     try:
         backbone.plain_text_tower = plain
-        was_set = True
     except AttributeError:
-        was_set = False
+        return False
+    return True
+
+
+@contextmanager
+def using_plain_text_tower(backbone, plain: bool = True):
+    """While the block runs, `backbone.plain_text_tower` is `plain`; the instance is as before after it."""
+    before = getattr(backbone, "__dict__", {}).get("plain_text_tower", _UNSET)
+    was_set = set_plain_text_tower(backbone, plain)
     try:
         yield
     finally:
-        if was_set and before is None:
+        if was_set and before is _UNSET:
             del backbone.plain_text_tower
         elif was_set:
             backbone.plain_text_tower = before
@@ -108,13 +117,13 @@ class Backbone(abc.ABC):
             (`vipcli.graphs`): it reads nothing back from the device (no `.item()`, `nonzero`,
             or Python `if` on tensor values) and its kernels depend only on the input shapes.
             False (the default) always runs it eagerly.
-        plain_text_tower: set to True by vip, on an instance, while it trains the way the authors'
-            code does (`vip train --reference`, the reference run of `vip benchmark --speed`):
-            the text tower should then run its library's own forward over every position of the
-            spelled-out prompts, without the shortcuts a plugin may take in `encode_text_embeds`
-            or `encode_text_parts` (packing, shared tokens, pooled-token-only layers), so that
-            the reference times what the authors' code computes. A backbone without shortcuts
-            ignores it.
+        plain_text_tower: set to True by vip on the instance of a run that trains the way the
+            authors' code does (`vip train --reference`, the reference run of `vip benchmark
+            --speed`). `encode_text_embeds` should then run the library's own forward over every
+            position it is given, without the shortcuts a plugin may take (packing, pooled-token-
+            only layers), so that the reference times what the authors' code computes. vip then
+            hands it spelled-out prompts (never `encode_text_parts`) and uses no CUDA graph. A
+            backbone without shortcuts ignores it.
     """
 
     id: str = ""

@@ -242,6 +242,8 @@ def graph_status(backbone) -> str:
     """What the last training on `backbone` did about CUDA graphs, in a few words (for metrics.json)."""
     if not getattr(backbone, "cuda_graphs", False):
         return "not declared by the backbone"
+    if getattr(backbone, "plain_text_tower", False):
+        return "off (the reference mode runs the plain text tower eagerly)"
     tower = _towers.get(backbone)
     if tower is None:
         if getattr(backbone, "device", None) is not None and backbone.device.type == "cuda":

@@ -185,7 +185,7 @@ def measure_speed(config: SpeedConfig, progress=None) -> dict:
         "data": {"path": str(Path(config.data).resolve()), **{name: len(paths) for name, paths in splits.items()}},
         "schedule": asdict(schedule), "schedule_paper_epochs": PAPER_EPOCHS, "views": config.encoding.views,
         "feature_extraction": extraction, "train_cached": cached, "train_cached_warm": warm,
-        "train_reference": reference, "speedup": round(reference["seconds"] / max(cached["seconds"], 1e-9), 2),
+        "train_reference": reference, "reference_text_tower": "plain", "speedup": round(reference["seconds"] / max(cached["seconds"], 1e-9), 2),
         "speedup_warm": round(reference["seconds"] / max(warm["seconds"], 1e-9), 2),
         "speedup_projected_paper": round(reference["projected_paper_s"] / max(cached["projected_paper_s"], 1e-9), 2),
         "predict": predicted, "memory": peak_memory(device),

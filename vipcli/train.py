@@ -109,7 +109,7 @@ def train(config: TrainConfig, progress=None) -> TrainResult | None:
     from vipcli.data import load_dataset
     from vipcli.packs import matched_packs_line, packs_for_run, symptoms_of
     from vipcli import distributed
-    from vipcli.backbone import using_plain_text_tower
+    from vipcli.backbone import set_plain_text_tower
     from vipcli.featuresets import prepare_features
     from vipcli.fitting import metrics_of, predict_logits
     from vipcli.graphs import graph_status
@@ -124,6 +124,8 @@ def train(config: TrainConfig, progress=None) -> TrainResult | None:
     symptoms = symptoms_of(packs)
     torch.manual_seed(config.seed)
     backbone = config.backbone.load(device)
+    if config.reference:  # the authors' way, for this run's backbone alone: every text pass through the plain tower
+        set_plain_text_tower(backbone)
     loaded = time.perf_counter()
     if world.main:
         console.info(_plan(config, cls, dataset, schedule, backbone, device))
@@ -148,8 +150,7 @@ def train(config: TrainConfig, progress=None) -> TrainResult | None:
         warn_unreadable_shortfalls(dataset, config.shots, data.shortfalls)
     reference = _reference_batches(backbone, dataset, data, schedule, config.seed,
                                    config.encoding) if config.reference else None
-    with using_plain_text_tower(backbone, config.reference):  # the reference runs the text tower as the authors do
-        fitted = checked_fit(method, data, FitContext(schedule, config.seed, progress, reference))
+    fitted = checked_fit(method, data, FitContext(schedule, config.seed, progress, reference))
     trained = time.perf_counter()
     val_logits = predict_logits(method, data.val.x, device)  # [M, C], once for metrics and calibration
     test_logits = predict_logits(method, data.test.x, device)  # [T, C]
