@@ -3,7 +3,8 @@
 In one run: (a) feature extraction images/s on a cold cache, (b) wall time of a full default ViP
 training run (paper schedule, all training data) with cached features, (c) the same in the
 reference mode (the authors' way: every image re-encoded every epoch, the whole text tower every
-step), and their ratio, with both runs' accuracy, (d) `vip predict` images/s on the test images, (e) peak memory, plus the machine it ran on.
+step), and their ratio, with both runs' accuracy, (d) `vip predict` images/s on the test images,
+(e) peak memory, plus the machine it ran on.
 """
 
 from __future__ import annotations
@@ -185,7 +186,8 @@ def measure_speed(config: SpeedConfig, progress=None) -> dict:
         "data": {"path": str(Path(config.data).resolve()), **{name: len(paths) for name, paths in splits.items()}},
         "schedule": asdict(schedule), "schedule_paper_epochs": PAPER_EPOCHS, "views": config.encoding.views,
         "feature_extraction": extraction, "train_cached": cached, "train_cached_warm": warm,
-        "train_reference": reference, "reference_text_tower": "plain", "speedup": round(reference["seconds"] / max(cached["seconds"], 1e-9), 2),
+        "train_reference": reference, "reference_text_tower": "plain",  # the library's own forward (since 0.2.0)
+        "speedup": round(reference["seconds"] / max(cached["seconds"], 1e-9), 2),
         "speedup_warm": round(reference["seconds"] / max(warm["seconds"], 1e-9), 2),
         "speedup_projected_paper": round(reference["projected_paper_s"] / max(cached["projected_paper_s"], 1e-9), 2),
         "predict": predicted, "memory": peak_memory(device),

@@ -33,8 +33,8 @@ def train_command(
                                        "<shots>-seed<seed>)."),
     force: bool = opt.FORCE,
     device: str = opt.DEVICE,
-    reference: bool = typer.Option(False, "--reference", help="Train the authors' way, for speed comparisons: every image "
-                                   "re-encoded every epoch, the whole text tower every step."),
+    reference: bool = typer.Option(False, "--reference", help="Train the authors' way, for speed comparisons: "
+                                   "every image re-encoded every epoch, the whole text tower every step."),
     no_cache: bool = opt.NO_CACHE,
     workers: Optional[int] = opt.WORKERS,
     encode_batch: int = opt.ENCODE_BATCH,
