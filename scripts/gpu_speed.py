@@ -5,18 +5,24 @@ Runs vip as whole processes, the way a user does, each timed from the outside:
   1. `vip train --shots all --epochs 50` on a cold feature cache, then again on the warm cache
      (goal: cold at most 10.7 s, aim 5.4 s; warm at most 5 s on one H100/H200), and warm once more
      with VIP_CUDA_GRAPHS=0 (the text step without CUDA graphs: its time and test accuracy);
-  2. the default `vip benchmark` sweep (5 methods x 5 shot counts x 3 seeds) on a cold cache
-     (goal: at most 120 s), optionally also with `--no-batch` for comparison;
-  3. `vip benchmark --speed` (feature extraction, cached and reference training, `vip predict`
+  2. `vip benchmark --speed` (feature extraction, cached and reference training, `vip predict`
      images/s after the model has loaded and its load time; goal: at least 300 images/s, load at
-     most 3 s), plus the machine, per-phase seconds, steps/s and peak memory.
+     most 3 s), plus the machine, per-phase seconds, steps/s and peak memory;
+  3. the default `vip benchmark` sweep (5 methods x 5 shot counts x 3 seeds) on a cold cache
+     (goal: at most 120 s), optionally also with `--no-batch` for comparison.
 
 Defaults are the issue's setting: the Derm7pt-sized folder of `scripts/make_derm7pt_sized.py`
 (made if --data is not given) and ViT-B/16 (`ViT-B-16-quickgelu`) with random weights saved once
 to a local safetensors file, so the model loads from local disk as it would with real weights.
 
+The three parts run in that order of certainty: the full runs, then `--speed`, then the sweep, whose
+length on a new GPU is the least known. OUT/gpu_speed.json is rewritten after each part
+(`"complete": false` until the end), and `--time-limit` stops the part that would run past it, so a
+machine lent for a fixed time still returns every figure measured before the limit.
+
 Usage (on the GPU machine, in the vip environment):
     python scripts/gpu_speed.py --out gpu-speed            # everything, about 5-10 minutes
+    python scripts/gpu_speed.py --out gpu-speed --time-limit 480  # stop what would run past 8 minutes
     python scripts/gpu_speed.py --out gpu-speed --no-sweep # goals 1 and 3 only
     # a quick dry run on a CPU (tiny settings; the goals then say nothing):
     python scripts/gpu_speed.py --out /tmp/s --device cpu --data DIR --arch small-clip --epochs 2 \\
@@ -59,32 +65,54 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--sweep-epochs", type=int, help="override the sweep's schedule epochs")
     parser.add_argument("--no-sweep", action="store_true", help="skip goal 2 (the benchmark sweep)")
     parser.add_argument("--compare-sequential", action="store_true", help="also time the sweep with --no-batch")
+    parser.add_argument("--time-limit", type=float, help="seconds for the whole script: a command that would run "
+                        "past it is stopped and recorded as timed out, later ones are skipped (default: none)")
     return parser.parse_args(argv)
 
 
 class Runner:
     """Runs `vip ...` commands as processes with a chosen feature cache, timing each, logging output."""
 
-    def __init__(self, out: Path):
+    def __init__(self, out: Path, deadline: float | None = None):
         self.out = out
+        self.deadline = deadline  # time.monotonic() after which no command runs; None: no limit
         self.log = (out / "gpu_speed.log").open("a", encoding="utf-8")
 
+    def time_left(self) -> float | None:
+        """Seconds before the deadline (None without one)."""
+        return None if self.deadline is None else self.deadline - time.monotonic()
+
     def vip(self, args: list, cache: Path, env: dict | None = None) -> dict:
-        """Run `vip ARGS` with VIP_CACHE_DIR=cache (and `env`); return {command, rc, wall_s, stdout, warnings}."""
+        """Run `vip ARGS` with VIP_CACHE_DIR=cache (and `env`); return {command, rc, wall_s, stdout, warnings}.
+
+        Past the deadline the command is not started (`"skipped"`); one that would run past it is stopped
+        there (`"timed_out"`, rc None), so the figures measured before it still reach the JSON.
+        """
         command = [sys.executable, "-m", "vipcli", *[str(a) for a in args]]
+        shown = "vip " + " ".join(str(a) for a in args)
+        left = self.time_left()
+        if left is not None and left <= 1:
+            self.log.write(f"$ {shown}\nskipped: the time limit was reached\n\n")
+            self.log.flush()
+            return {"command": shown, "rc": None, "skipped": "time limit reached", "wall_s": None, "stdout": "",
+                    "warnings": []}
         env = {**os.environ, "VIP_CACHE_DIR": str(cache), **(env or {})}
         started = time.perf_counter()
-        done = subprocess.run(command, env=env, capture_output=True, text=True)
+        try:
+            done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=left)
+            rc, stdout, stderr, timed_out = done.returncode, done.stdout, done.stderr, False
+        except subprocess.TimeoutExpired as stopped:
+            rc, timed_out = None, True
+            stdout, stderr = (_text(stopped.stdout), _text(stopped.stderr))
         wall = time.perf_counter() - started
-        self.log.write(f"$ {' '.join(command[2:])}\n{done.stdout}{done.stderr}rc={done.returncode} "
-                       f"wall={wall:.2f}s\n\n")
+        self.log.write(f"$ {shown}\n{stdout}{stderr}rc={rc}{' (timed out)' if timed_out else ''} wall={wall:.2f}s\n\n")
         self.log.flush()
-        if done.returncode != 0:
-            print(f"error: `{' '.join(command[2:])}` failed (rc {done.returncode}); see {self.log.name}",
-                  file=sys.stderr)
-        warnings = [line for line in done.stderr.splitlines() if line.startswith(("warning:", "error:"))]
-        return {"command": "vip " + " ".join(str(a) for a in args), "rc": done.returncode,
-                "wall_s": round(wall, 3), "stdout": done.stdout, "warnings": warnings[:20]}
+        if rc != 0:
+            why = "ran past the time limit" if timed_out else f"failed (rc {rc})"
+            print(f"error: `{shown}` {why}; see {self.log.name}", file=sys.stderr)
+        warnings = [line for line in stderr.splitlines() if line.startswith(("warning:", "error:"))]
+        result = {"command": shown, "rc": rc, "wall_s": round(wall, 3), "stdout": stdout, "warnings": warnings[:20]}
+        return {**result, "timed_out": True} if timed_out else result
 
 
 def fresh(folder: Path) -> Path:
@@ -128,9 +156,10 @@ def machine() -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    started = time.monotonic()
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    runner = Runner(out)
+    runner = Runner(out, started + args.time_limit if args.time_limit else None)
     data = args.data
     if data is None:
         data = out / "derm7pt-sized"
@@ -141,8 +170,13 @@ def main(argv=None) -> int:
     backbone = ["--arch", args.arch, "--pretrained", weights, "--device", args.device]
     common = [*backbone, *(["--views", args.views] if args.views else []),
               *(["--workers", args.workers] if args.workers is not None else [])]
-    report = {"format": "vip-gpu-speed", "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": machine(),
-              "data": str(data), "arch": args.arch, "weights": str(weights), "epochs": args.epochs, "goals": GOALS}
+    defaults = (args.arch == "ViT-B-16-quickgelu" and args.epochs == 50 and args.views is None and args.data is None
+                and not any((args.sweep_methods, args.sweep_shots, args.sweep_seeds, args.sweep_epochs, args.no_sweep)))
+    report = {"format": "vip-gpu-speed", "complete": False, "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+              "time_limit_s": args.time_limit, "machine": machine(), "data": str(data), "arch": args.arch,
+              "weights": str(weights), "epochs": args.epochs, "goals": GOALS}
+    report["judged"] = bool(report["machine"]["cuda_available"] and args.device != "cpu" and defaults)
+    target = out / "gpu_speed.json"
 
     # goal 1: a full default run, cold then warm cache, as whole processes
     cache = fresh(out / "cache-train")
@@ -150,12 +184,22 @@ def main(argv=None) -> int:
     # then warm without CUDA graphs: what the graphs save, and that the accuracy does not move
     for name, env in (("train_cold", None), ("train_warm", None), ("train_warm_no_graphs", {"VIP_CUDA_GRAPHS": "0"})):
         result = runner.vip([*train, "--out", out / f"run-{name}"], cache, env)
-        metrics = _json(out / f"run-{name}" / "metrics.json")
+        metrics = _json(out / f"run-{name}" / "metrics.json") if result["rc"] == 0 else None
         result.pop("stdout")
         report[name] = {**result, "timings": (metrics or {}).get("timings"), "steps": (metrics or {}).get("steps"),
                         "test_accuracy": ((metrics or {}).get("test") or {}).get("accuracy")}
+        save(report, target)
 
-    # goal 2: the default benchmark sweep, cold cache, batched (and optionally one row at a time)
+    # goal 3 (and the rest): vip benchmark --speed, predict images/s after load and the load time
+    speed = ["benchmark", "--speed", "--data", data, *common, "--speed-epochs", args.epochs, "--out", out / "speed",
+             "--json"]
+    result = runner.vip(speed, fresh(out / "cache-speed"))
+    result.pop("stdout")
+    report["speed"] = {**result, "report": _json(out / "speed" / "speed.json") if result["rc"] == 0 else None}
+    save(report, target)
+
+    # goal 2: the default benchmark sweep, cold cache, batched (and optionally one row at a time); last,
+    # since its length on a new GPU is the least known
     if not args.no_sweep:
         sweep = ["benchmark", "--data", data, *common, "--force", "--json"]
         for option, value in (("--methods", args.sweep_methods), ("--shots", args.sweep_shots),
@@ -166,48 +210,54 @@ def main(argv=None) -> int:
             result = runner.vip([*sweep, *extra, "--out", out / name], fresh(out / f"cache-{name}"))
             rows = (_loads(result.pop("stdout")) or {}).get("rows", [])
             report[name] = {**result, "rows": len(rows), "fit_s_sum": round(sum(r.get("fit_s", 0) for r in rows), 3)}
+            save(report, target)
 
-    # goal 3 (and the rest): vip benchmark --speed, predict images/s after load and the load time
-    speed = ["benchmark", "--speed", "--data", data, *common, "--speed-epochs", args.epochs, "--out", out / "speed",
-             "--json"]
-    result = runner.vip(speed, fresh(out / "cache-speed"))
-    result.pop("stdout")
-    report["speed"] = {**result, "report": _json(out / "speed" / "speed.json")}
-    defaults = (args.arch == "ViT-B-16-quickgelu" and args.epochs == 50 and args.views is None and args.data is None
-                and not any((args.sweep_methods, args.sweep_shots, args.sweep_seeds, args.sweep_epochs, args.no_sweep)))
-    report["judged"] = bool(report["machine"]["cuda_available"] and args.device != "cpu" and defaults)
-    report["checks"] = checks(report)
+    report["complete"] = True
     report["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    target = out / "gpu_speed.json"
-    target.with_suffix(".json.tmp").write_text(json.dumps(report, indent=2))
-    target.with_suffix(".json.tmp").replace(target)
+    save(report, target)
     print(json.dumps(report["checks"], indent=2))
     print(f"written to {target}")
     return 0 if all(r.get("rc", 0) == 0 for r in report.values() if isinstance(r, dict)) else 1
 
 
+def save(report: dict, target: Path) -> None:
+    """Recompute the verdicts and write the report atomically (after every part, so a stopped run keeps its figures)."""
+    report["checks"] = checks(report)
+    scratch = target.with_suffix(".json.tmp")
+    scratch.write_text(json.dumps(report, indent=2))
+    scratch.replace(target)
+
+
 def checks(report: dict) -> dict:
-    """Each goal's measured figure and whether it is met (None where it was not measured)."""
-    speed = (report.get("speed") or {}).get("report") or {}
+    """Each goal's measured figure and whether it is met (None where it was not measured, or not judged)."""
+    def completed(name: str) -> dict:  # a part that ran to the end (rc 0); {} if it failed, was stopped or skipped
+        part = report.get(name) or {}
+        return part if part.get("rc") == 0 else {}
+
+    speed = completed("speed").get("report") or {}
     predict = speed.get("predict") or {}
     figures = {
-        "train_cold_s": (report["train_cold"]["wall_s"], GOALS["train_cold_s"]),
-        "train_warm_s": (report["train_warm"]["wall_s"], GOALS["train_warm_s"]),
-        "sweep_s": ((report.get("sweep") or {}).get("wall_s"), GOALS["sweep_s"]),
+        "train_cold_s": (completed("train_cold").get("wall_s"), GOALS["train_cold_s"]),
+        "train_warm_s": (completed("train_warm").get("wall_s"), GOALS["train_warm_s"]),
+        "sweep_s": (completed("sweep").get("wall_s"), GOALS["sweep_s"]),
         "model_load_s": (predict.get("load_s"), GOALS["model_load_s"]),
     }
     judged = report["judged"]
     result = {name: {"measured": value, "at_most": goal, "met": value <= goal if judged and value is not None else None}
               for name, (value, goal) in figures.items()}
+    sweep = report.get("sweep") or {}
+    if sweep.get("timed_out"):  # stopped at the time limit: the sweep takes longer than it ran
+        missed = judged and sweep["wall_s"] > GOALS["sweep_s"]
+        result["sweep_s"].update(measured=f"more than {sweep['wall_s']}", met=False if missed else None)
     rate = predict.get("images_per_s")
     result["predict_images_per_s"] = {"measured": rate, "at_least": GOALS["predict_images_per_s"],
                                       "met": rate >= GOALS["predict_images_per_s"] if judged and rate is not None
                                       else None}
-    with_graphs, without = report["train_warm"], report["train_warm_no_graphs"]
+    with_graphs, without = completed("train_warm"), completed("train_warm_no_graphs")
     result["cuda_graphs"] = {
         "status": (with_graphs.get("timings") or {}).get("cuda_graphs"),  # from the run's metrics.json
         "turned_off": [w for w in with_graphs.get("warnings", []) if "CUDA graphs are off" in w],
-        "warm_s_with": with_graphs["wall_s"], "warm_s_without": without["wall_s"],
+        "warm_s_with": with_graphs.get("wall_s"), "warm_s_without": without.get("wall_s"),
         "fit_s_with": (with_graphs.get("timings") or {}).get("fit_s"),
         "fit_s_without": (without.get("timings") or {}).get("fit_s"),
         "test_accuracy_with": with_graphs.get("test_accuracy"), "test_accuracy_without": without.get("test_accuracy"),
@@ -223,6 +273,13 @@ def _json(path: Path):
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+
+
+def _text(output) -> str:
+    """What a stopped process had printed (bytes or str or None) as text."""
+    if isinstance(output, bytes):
+        return output.decode("utf-8", "replace")
+    return output or ""
 
 
 def _loads(text: str):
