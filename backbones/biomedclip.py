@@ -36,7 +36,7 @@ class BiomedClipBackbone(OpenClipBackbone):
     def describe(self) -> dict:
         # the hub id is the weights when no explicit file is given
         described = super().describe()
-        if self.pretrained is None and self.model_name.startswith("hf-hub:"):
+        if not self.random_weights and self.pretrained is None and self.model_name.startswith("hf-hub:"):
             described["pretrained"] = described["weights"] = self.model_name
         return described
 

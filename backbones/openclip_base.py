@@ -69,9 +69,14 @@ def _register_config_file(arch: str, path: Path) -> str:
 OFFLINE_HINT = ("download them once on a connected machine (they are cached under ~/.cache/huggingface), "
                 "or pass --pretrained /path/to/weights (.safetensors/.bin/.pt), or --pretrained none for random "
                 "weights (for timing and plumbing only)")
+# `--pretrained none` with an hf-hub: architecture still reads its config (and tokenizer) from the hub
+RANDOM_OFFLINE_HINT = ("--pretrained none still reads the model's config and tokenizer: download them once on a "
+                       "connected machine (they are cached under ~/.cache/huggingface), or pass --arch with a local "
+                       "open_clip model-config JSON")
 
 
-def create_open_clip(arch: str, pretrained: str | None, device: torch.device, timings: dict | None = None):
+def create_open_clip(arch: str, pretrained: str | None, device: torch.device, timings: dict | None = None, *,
+                     random_weights: bool = False, checkpoint_paths: list | None = None):
     """Build an open_clip model with clear errors for every way the weights can be missing.
 
     Args:
@@ -79,6 +84,10 @@ def create_open_clip(arch: str, pretrained: str | None, device: torch.device, ti
             of a config shipped in `vip_backbones/configs` (e.g. "small-clip").
         pretrained: open_clip tag, local weights file, `hf-hub:`/`local-dir:` id, or None for
             random weights (seeded, so the same towers come back every time).
+        random_weights: random weights even when `arch` is an `hf-hub:`/`local-dir:` id (which
+            otherwise carries its own weights): its config is read, its checkpoint is not loaded.
+        checkpoint_paths: if given, receives the paths of the checkpoint files loaded into the model
+            (what an `hf-hub:`/`local-dir:` id resolved to).
         timings: if given, receives the seconds spent importing open_clip (`import_s`, about 0 once
             imported), building the model (`build_s`, downloads included) and loading its checkpoint
             (`weights_s`).
@@ -107,19 +116,33 @@ def create_open_clip(arch: str, pretrained: str | None, device: torch.device, ti
                 f"--pretrained {pretrained}: not a file and not a known tag for {model_name}",
                 f"tags for it: {', '.join(tags) or 'none'}; or a weights file, an hf-hub: id, or none",
             )
-    random_init = not (pretrained or model_name.startswith(SCHEMAS))
+    # open_clip ignores `pretrained` for an hf-hub:/local-dir: model; a weights file given with one is loaded here
+    own_file = pretrained if pretrained and model_name.startswith(SCHEMAS) and not random_weights else None
+    if own_file and not Path(own_file).is_file():
+        raise UsageError(f"--pretrained {own_file}: not a weights file",
+                         f"with --arch {model_name}, pass a local weights file (.safetensors/.bin/.pt), none for "
+                         "random weights, or no --pretrained for the model's own weights")
+    random_init = random_weights or not (pretrained or model_name.startswith(SCHEMAS))
     uses_hub = model_name.startswith("hf-hub:") or bool(pretrained and not Path(pretrained).exists())
     with model_loading(uses_hub) as offline_reason:
         try:
             with _seeded() if random_init else skipped_weight_init(), torch.device(device), \
                     checkpoint_weights_assigned() as checkpoints:
                 model = open_clip.create_model(
-                    model_name, pretrained=pretrained, device=device, pretrained_text=not random_init
+                    model_name, pretrained=None if own_file else pretrained, device=device,
+                    pretrained_text=not random_init, load_weights=not (random_init or own_file),
                 )
+                if own_file:
+                    import open_clip.factory as factory
+
+                    factory.load_checkpoint(model, own_file)
             built = time.perf_counter()
         except (VipError, KeyboardInterrupt):
             raise
         except Exception as error:
+            if random_init and model_name.startswith(SCHEMAS):
+                raise missing_weights_error(model_name, arch, offline_reason, error, RANDOM_OFFLINE_HINT,
+                                            thing="the config of") from error
             raise missing_weights_error(pretrained or model_name, arch, offline_reason, error, OFFLINE_HINT) from error
     hub_or_folder = any(name.startswith(SCHEMAS) for name in (model_name, pretrained or ""))
     if not random_init and hub_or_folder and checkpoints is not None and not checkpoints.paths:
@@ -127,6 +150,8 @@ def create_open_clip(arch: str, pretrained: str | None, device: torch.device, ti
         raise VipError(f"no weights were found for {pretrained or model_name} (open_clip loaded no checkpoint)",
                        "pass --pretrained with a weights file (.safetensors/.bin/.pt), or --pretrained none "
                        "for random weights")
+    if checkpoint_paths is not None and checkpoints is not None:
+        checkpoint_paths.extend(checkpoints.paths)
     if timings is not None:
         weights = checkpoints.seconds if checkpoints is not None else 0.0
         timings.update(import_s=round(imported - started, 3), build_s=round(built - imported - weights, 3),
@@ -270,7 +295,9 @@ class OpenClipBackbone(Backbone):
             `hf-hub:`/`local-dir:` id (those carry their own weights).
 
     After `__init__`: `self.model` (the open_clip model, eval mode, on `device`), `self.model_name`,
-    `self.arch`, `self.pretrained` (None for random weights), `self.tokenizer` (open_clip's),
+    `self.arch`, `self.pretrained` (a tag or weights file; None for random weights or an
+    `hf-hub:`/`local-dir:` model's own), `self.random_weights` (`--pretrained none`, or no weights
+    at all), `self.checkpoint_paths` (the checkpoint files loaded), `self.tokenizer` (open_clip's),
     `embed_dim`, `logit_scale`.
     """
 
@@ -284,10 +311,15 @@ class OpenClipBackbone(Backbone):
             chosen = None  # an hf-hub:/local-dir: model carries its own weights
         else:
             chosen = self.default_pretrained if pretrained is None else pretrained
-        self.pretrained = None if (chosen or "").lower() in ("", "none") else chosen
+        self.pretrained = None if (chosen or "").strip().lower() in ("", "none") else chosen
+        # `--pretrained none` means random weights for every arch, an hf-hub:/local-dir: one included
+        self.random_weights = self.pretrained is None and (chosen is not None or not self.arch.startswith(SCHEMAS))
         self._fail_fast_offline()
         self.load_phases: dict[str, float] = {}  # seconds: import_s, build_s, weights_s, tokenizer_s
-        self.model, self.model_name = create_open_clip(self.arch, self.pretrained, self.device, self.load_phases)
+        self.checkpoint_paths: list[str] = []  # the checkpoint files open_clip loaded
+        self.model, self.model_name = create_open_clip(self.arch, self.pretrained, self.device, self.load_phases,
+                                                       random_weights=self.random_weights,
+                                                       checkpoint_paths=self.checkpoint_paths)
         started = time.perf_counter()
         self.tokenizer = load_open_clip_tokenizer(self.model_name, self.arch)
         self.load_phases["tokenizer_s"] = round(time.perf_counter() - started, 3)
@@ -298,8 +330,11 @@ class OpenClipBackbone(Backbone):
     def _fail_fast_offline(self) -> None:
         """Without network and without cached weights, fail before importing open_clip (seconds)."""
         hub_ids = [v[len("hf-hub:"):] for v in (self.arch, self.pretrained or "") if v.startswith("hf-hub:")]
-        tag = self.pretrained and not self.pretrained.startswith(SCHEMAS) and not Path(self.pretrained).exists()
-        if hub_ids:
+        tag = (self.pretrained and not self.pretrained.startswith(SCHEMAS) and not Path(self.pretrained).exists()
+               and not self.arch.startswith(SCHEMAS))  # an hf-hub:/local-dir: model takes no tag
+        if hub_ids and self.random_weights:
+            fail_fast_if_uncached(hub_ids, self.arch, None, RANDOM_OFFLINE_HINT, thing="the config of")
+        elif hub_ids:
             fail_fast_if_uncached(hub_ids, self.pretrained or self.arch, self.arch, OFFLINE_HINT)
         elif tag:
             fail_fast_if_uncached(None, self.pretrained, self.arch, OFFLINE_HINT)
@@ -325,6 +360,10 @@ class OpenClipBackbone(Backbone):
 
         weights = self.pretrained or "none"
         identity = _file_identity(Path(weights)) if Path(weights).is_file() else weights
+        if self.pretrained is None and not getattr(self, "random_weights", True):
+            # an hf-hub:/local-dir: model's own weights: the checkpoint files open_clip loaded
+            weights = self.model_name
+            identity = [_file_identity(Path(p)) for p in getattr(self, "checkpoint_paths", [])] or self.model_name
         arch = self.arch
         config = _config_file(arch) if not arch.startswith(SCHEMAS) else None
         if config is not None and config.is_file():

@@ -36,6 +36,9 @@ def split_counts(fraction: float = 1.0) -> dict[str, dict[str, int]]:
 
 def pick_sources(source: Path, seed: int, fraction: float = 1.0) -> dict[str, dict[str, list[Path]]]:
     """Seeded, disjoint choice of ISIC images for every split and class."""
+    if not source.is_dir():
+        raise SystemExit(f"error: no ISIC melanoma/nevus folder at {source} (pass --source DIR, a folder whose "
+                         "split folders hold melanoma/*.jpg and nevus/*.jpg, e.g. ../shared/data/isic2017_mel_nv)")
     chosen: dict[str, dict[str, list[Path]]] = {split: {} for split in SPLIT_SIZES}
     counts = split_counts(fraction)
     for cls in CLASS_TOTALS:
@@ -43,7 +46,8 @@ def pick_sources(source: Path, seed: int, fraction: float = 1.0) -> dict[str, di
         random.Random(f"{seed}:{cls}").shuffle(pool)
         needed = sum(counts[split][cls] for split in SPLIT_SIZES)
         if len(pool) < needed:
-            raise SystemExit(f"{source} has {len(pool)} {cls} images; {needed} needed")
+            raise SystemExit(f"error: {source} has {len(pool)} {cls} images in its split folders; {needed} needed "
+                             f"(pass a smaller --fraction, or a --source with more images)")
         start = 0
         for split in SPLIT_SIZES:
             n = counts[split][cls]
@@ -70,7 +74,7 @@ def main() -> None:
     parser.add_argument("--fraction", type=float, default=1.0, help="scale every split (e.g. 0.25 for a quick run)")
     args = parser.parse_args()
     if args.out.exists() and any(args.out.iterdir()):
-        raise SystemExit(f"{args.out} exists and is not empty")
+        raise SystemExit(f"error: {args.out} exists and is not empty (pass a new folder)")
     for split, classes in pick_sources(args.source, args.seed, args.fraction).items():
         for cls, files in classes.items():
             folder = args.out / split / cls

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -13,7 +14,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from llm_server import ScriptedLLM  # noqa: E402
 from tiny_models import write_tiny_biomedclip_config, write_tiny_clip_config  # noqa: E402
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+# The real images beside the repository (../shared/data); VIP_TEST_DATA points the tests elsewhere.
+SHARED_DATA = Path(os.environ.get("VIP_TEST_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
+NO_SHARED_DATA = f"{SHARED_DATA} is not available (set VIP_TEST_DATA to the folder holding isic2017_mel_nv)"
 ISIC = SHARED_DATA / "isic2017_mel_nv"
 
 
@@ -38,7 +41,7 @@ def tiny_biomedclip(tmp_path_factory) -> Path:
 def copy_isic(dest: Path, per_class: dict[str, int]) -> Path:
     """Copy the first N images of each split/class of the shared ISIC data (skip if absent)."""
     if not ISIC.is_dir():
-        pytest.skip("../shared/data is not available")
+        pytest.skip(NO_SHARED_DATA)
     for split, n in per_class.items():
         for cls in ("melanoma", "nevus"):
             target = dest / split / cls

@@ -362,3 +362,57 @@ def test_loading_a_weights_file_skips_random_initialisation_and_loads_every_weig
         torch.testing.assert_close(tensor, state[name], rtol=0, atol=0)
     load_backbone("clip", str(tiny_clip), "none")
     assert calls  # random weights are still initialised (seeded)
+
+
+def test_offline_random_weights_of_a_hub_model_name_what_is_still_needed(monkeypatch, tmp_path):
+    """`--pretrained none` with an hf-hub: model still reads its config and tokenizer; the fix offered is
+    never the option already passed."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    with pytest.raises(VipError) as error:
+        load_backbone("biomedclip", None, "none", warn_random=False)
+    message = str(error.value)
+    assert message.startswith("could not load the config of 'hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_"
+                              "patch16_224': not in the local cache")
+    assert "--pretrained none still reads the model's config and tokenizer" in message
+    assert "or --pretrained none for random" not in message and "--arch" in message
+
+
+def _local_dir_model(tmp_path, tiny_clip, shift: float) -> tuple:
+    """An open_clip `local-dir:` folder (config and weights) whose weights are the seeded random ones + shift."""
+    import json
+
+    from safetensors.torch import save_file
+
+    folder = tmp_path / "local-model"
+    folder.mkdir()
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": json.loads(tiny_clip.read_text())}))
+    seeded = load_backbone("clip", str(tiny_clip), "none", warn_random=False).model.state_dict()
+    own = {k: v.contiguous() + shift for k, v in seeded.items()}
+    save_file(own, folder / "open_clip_model.safetensors")
+    return folder, seeded, own
+
+
+def test_local_dir_model_loads_its_own_weights_none_or_a_file_as_asked(tmp_path, tiny_clip):
+    """`--arch local-dir:X` alone: X's weights; `--pretrained none`: random; `--pretrained FILE`: the file
+    (open_clip itself ignores `pretrained` for such a model). Each is a different model to the feature cache."""
+    from safetensors.torch import save_file
+
+    folder, seeded, own = _local_dir_model(tmp_path, tiny_clip, 0.5)
+    other = {k: v - 1.0 for k, v in own.items()}
+    save_file(other, tmp_path / "other.safetensors")
+    key = "text_projection"
+    loaded = {
+        "own": load_backbone("clip", f"local-dir:{folder}"),
+        "none": load_backbone("clip", f"local-dir:{folder}", "none", warn_random=False),
+        "file": load_backbone("clip", f"local-dir:{folder}", str(tmp_path / "other.safetensors")),
+    }
+    assert torch.equal(loaded["own"].model.state_dict()[key], own[key])
+    assert torch.equal(loaded["none"].model.state_dict()[key], seeded[key])
+    assert torch.equal(loaded["file"].model.state_dict()[key], other[key])
+    assert len({backbone.fingerprint() for backbone in loaded.values()}) == 3
+    assert loaded["none"].describe()["pretrained"] == "none"
+    assert loaded["own"].describe()["weights"][0]["path"] == str((folder / "open_clip_model.safetensors").resolve())
+    with pytest.raises(UsageError, match="not a weights file"):
+        load_backbone("clip", f"local-dir:{folder}", str(tmp_path / "missing.safetensors"))

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from conftest import ISIC
+from conftest import ISIC, NO_SHARED_DATA
 
 ALL_METHODS = "zeroshot,symptom-zeroshot,linear-probe,coop,vip,vip-cop-only,vip-mep-only"
 
@@ -30,7 +30,7 @@ def image_count(folder: Path) -> int:
 def flat_data(tmp_path) -> Path:
     """ISIC images as DIR/<class>/* (no split folders): 10 per class."""
     if not ISIC.is_dir():
-        pytest.skip("../shared/data is not available")
+        pytest.skip(NO_SHARED_DATA)
     for cls in ("melanoma", "nevus"):
         (tmp_path / "flat" / cls).mkdir(parents=True)
         for image in sorted((ISIC / "train" / cls).glob("*.jpg"))[:10]:
@@ -143,7 +143,7 @@ def test_unknown_method_lists_the_valid_ones_and_writes_nothing(cli, isic_small,
 
 def test_a_single_class_is_refused(cli, tiny_clip, tmp_path):
     if not ISIC.is_dir():
-        pytest.skip("../shared/data is not available")
+        pytest.skip(NO_SHARED_DATA)
     (tmp_path / "one" / "melanoma").mkdir(parents=True)
     for image in sorted((ISIC / "train" / "melanoma").glob("*.jpg"))[:4]:
         shutil.copy(image, tmp_path / "one" / "melanoma" / image.name)
