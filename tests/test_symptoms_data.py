@@ -193,3 +193,17 @@ def test_a_table_answer_makes_a_pack(capsys, work, llm_server):
         "Color: Red patch with sharp, clear edges", "Scale: Thick white scales on the surface",
         "Vessels: Small red dots spread evenly",
     )
+
+
+def test_items_naming_another_class_of_the_data_are_removed(capsys, work, data, llm_server):
+    """A symptom of one class that names another ("like a typical melanoma") would pull its prompts
+    towards that class: it is removed and the removal is shown, as for items naming the class itself."""
+    lichen = LICHEN_TEXT.replace("a shiny surface", "melanoma-like dark dots, a shiny surface")
+    psoriasis = PSORIASIS_TEXT.replace("- Dry, cracked surface", "- Dry, cracked surface\n- Paler than lichen planus")
+    llm_server.answer(lichen).answer(psoriasis)
+    code, _, err = generate(capsys, llm_server, "--data", data, "--text-only", "--out", "packs")
+    assert code == 0, err
+    assert not any("melanoma" in item for item in load_pack("packs/lichen_planus.yaml").symptoms)
+    assert "Paler than lichen planus" not in load_pack("packs/psoriasis.yaml").symptoms
+    assert "(names another class ('melanoma'))" in err and "(names another class ('lichen planus'))" in err
+

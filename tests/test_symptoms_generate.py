@@ -335,6 +335,18 @@ def test_several_diseases_write_one_pack_each_into_a_folder(capsys, vip_env, llm
     assert "in dermoscopic images" in llm_server.requests[1]["body"]["messages"][0]["content"]
 
 
+def test_several_diseases_lose_the_items_that_name_each_other(capsys, vip_env, llm_server):
+    llm_server.answer(BULLETS.replace("Small dark dots", "Darker than a common nevus, small dark dots")).answer(
+        "- Symmetric shape\n- Even brown color\n- Unlike melanomas, smooth edges\n- Regular net pattern\n- One color"
+    )
+    code, _, err = generate(capsys, llm_server, "-d", "melanoma", "-d", "nevus", "--out", "packs")
+    assert code == 0, err
+    assert not any("nevus" in item for item in load_pack("packs/melanoma.yaml").symptoms)
+    assert load_pack("packs/nevus.yaml").symptoms == ("Symmetric shape", "Even brown color", "Regular net pattern",
+                                                      "One color")
+    assert "(names another class ('nevus'))" in err and "(names another class ('melanoma'))" in err
+
+
 def test_one_failing_disease_keeps_the_others_and_exits_non_zero(capsys, vip_env, llm_server):
     llm_server.answer(BULLETS).answer("I'm sorry, I can't help with that.").answer(NUMBERED)
     code, _, err = generate(capsys, llm_server, "-d", "melanoma", "-d", "nevus", "-d", "basal cell carcinoma")

@@ -18,6 +18,15 @@ BULLETS = """Here are some useful visual features for detecting melanoma in derm
 These features can help CLIP tell suspicious spots apart."""
 
 
+def test_items_naming_another_class_are_removed_with_their_reason():
+    answer = "- Scaly red patch\n- Paler than lichen planus\n- Not a basal-cell carcinoma\n- Silvery scales"
+    parsed = parse_answer(answer, "psoriasis", others=("lichen planus", "basal cell carcinoma", "psoriasis"))
+    assert parsed.items == ("Scaly red patch", "Silvery scales")
+    assert parsed.removed == (("Paler than lichen planus", "names another class ('lichen planus')"),
+                              ("Not a basal-cell carcinoma", "names another class ('basal cell carcinoma')"))
+    assert parse_answer(answer, "psoriasis").items == tuple(line[2:] for line in answer.splitlines())
+
+
 def test_markdown_bullets_drop_intro_outro_and_markup():
     parsed = parse_answer(BULLETS, "melanoma")
     assert parsed.items == (

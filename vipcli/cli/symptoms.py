@@ -190,6 +190,7 @@ def generate_command(
             threshold=agree_threshold,
             seed=seed,
             use_cache=not no_cache,
+            other_classes=tuple(other.strip() for other in disease if other.strip() != name.strip()),
         )
         for name, folder in zip(disease, folders)
     ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
@@ -41,8 +42,10 @@ def generate_for_data(data: Path, out: Optional[Path], force: bool, sources: lis
         chosen = modality_for(plans, modality)
         if not modality:
             console.info(f"modality: {chosen} (from the packs of the other classes; --modality to change it)")
-        configs = {
-            p.class_name: make_config(p.disease, chosen, p.folder, () if text_only else p.train_images) for p in todo
+        configs = {  # each class's answers lose the items that name another class of the data set
+            p.class_name: replace(make_config(p.disease, chosen, p.folder, () if text_only else p.train_images),
+                                  other_classes=tuple(q.disease for q in plans if q is not p))
+            for p in todo
         }
     rows, failure = _generate_missing(plans, configs, force)
     show_table(plans, rows)

@@ -53,6 +53,7 @@ class GenerateConfig:
     threshold: float = DEFAULT_THRESHOLD  # minimum token-overlap similarity to agree
     seed: int = 0  # which 16 images go into the grid
     use_cache: bool = True  # reuse cached answers (new answers are always cached)
+    other_classes: tuple[str, ...] = ()  # the data set's other classes: items naming one are removed
 
 
 @dataclass(frozen=True)
@@ -209,7 +210,8 @@ def _ask_stage2(config: GenerateConfig, grid, notify: Callable[[str], None]) -> 
 
 def _parse(answer: str, config: GenerateConfig, stage: str) -> ParsedAnswer:
     try:
-        parsed = parse_answer(answer, config.disease, what=f"the {stage} answer for {config.disease!r}")
+        parsed = parse_answer(answer, config.disease, what=f"the {stage} answer for {config.disease!r}",
+                              others=config.other_classes)
     except AnswerError as error:
         raise VipError(error.message, RETRY_HINT) from None
     if not parsed.items:

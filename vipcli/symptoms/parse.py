@@ -41,14 +41,17 @@ class ParsedAnswer:
     removed: tuple[tuple[str, str], ...]  # (item, reason) for every item dropped
 
 
-def parse_answer(text: str, disease: str, aliases: tuple[str, ...] = (), what: str = "LLM answer") -> ParsedAnswer:
-    """Parse an LLM answer into symptoms that do not name the disease.
+def parse_answer(text: str, disease: str, aliases: tuple[str, ...] = (), what: str = "LLM answer",
+                 others: tuple[str, ...] = ()) -> ParsedAnswer:
+    """Parse an LLM answer into symptoms that name neither the disease nor the other classes.
 
     Args:
         text: the assistant message.
         disease: the class name; items containing it (or its distinctive words) are removed.
         aliases: other names of the class, removed the same way.
         what: how to name this answer in error messages, e.g. "stage 1 answer for 'melanoma'".
+        others: the other classes of the data set ("nevus" beside "melanoma"); an item that names one
+            ("darker than a typical nevus") would pull this class's prompts towards it, so it is removed.
 
     Returns:
         The clean items and the removed ones with a reason.
@@ -65,7 +68,7 @@ def parse_answer(text: str, disease: str, aliases: tuple[str, ...] = (), what: s
         if REFUSAL.search(text):
             raise AnswerError(f"{what} is a refusal: {first!r}")
         raise AnswerError(f"{what} is not a list ({SHAPES}): {first!r}")
-    return _filter_items([clean_item(item) for item in raw], disease, aliases)
+    return _filter_items([clean_item(item) for item in raw], disease, aliases, others)
 
 
 def _first_line(text: str) -> str:
@@ -105,11 +108,14 @@ def names_disease(symptom: str, disease: str, aliases: tuple[str, ...] = ()) -> 
     return bool(disease_pattern(disease, aliases).search(symptom))
 
 
-def _filter_items(items: list[str], disease: str, aliases: tuple[str, ...]) -> ParsedAnswer:
+def _filter_items(items: list[str], disease: str, aliases: tuple[str, ...],
+                  others: tuple[str, ...] = ()) -> ParsedAnswer:
     pattern = disease_pattern(disease, aliases)
+    other_patterns = [(other, disease_pattern(other)) for other in others if other.strip().lower() != disease.lower()]
     kept, removed, seen = [], [], set()
     for item in items:
-        reason = _reject_reason(item, pattern, seen)
+        reason = _reject_reason(item, pattern, seen) or next(
+            (f"names another class ({other!r})" for other, named in other_patterns if named.search(item)), None)
         if reason:
             if item:
                 removed.append((item, reason))
