@@ -190,7 +190,8 @@ def test_cache_info_and_clear(cli, isic_small, tiny_clip, tmp_path, monkeypatch)
     cache = tmp_path / "cache"
     monkeypatch.setenv("VIP_CACHE_DIR", str(cache))
     (cache / "llm").mkdir(parents=True)
-    (cache / "llm" / "answer.json").write_text('{"answer": "x"}')
+    answer = cache / "llm" / f"{'ab' * 32}.json"
+    answer.write_text('{"answer": "x"}')
     (cache / "mine.txt").write_text("not vip's")
     assert cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "run"))[0] == 0
     code, out, _ = cli("cache", "info", "--json")
@@ -205,9 +206,27 @@ def test_cache_info_and_clear(cli, isic_small, tiny_clip, tmp_path, monkeypatch)
     code, out, _ = cli("cache", "clear", "--backbone", "clip")
     assert code == 0 and "removed 24 feature entries of backbone 'clip'" in out
     assert json.loads(cli("cache", "info", "--json")[1])["backbones"] == []
-    assert (cache / "llm" / "answer.json").exists()
+    assert answer.exists()
     code, out, _ = cli("cache", "clear")
     assert code == 0 and not (cache / "llm").exists() and (cache / "mine.txt").exists()  # only vip's folders go
+
+
+def test_cache_clear_removes_only_what_vip_wrote(cli, isic_small, tiny_clip, tmp_path, monkeypatch):
+    """A cache root that is also someone's project folder: their files under features/ and llm/ stay."""
+    cache = tmp_path / "project"
+    monkeypatch.setenv("VIP_CACHE_DIR", str(cache))
+    assert cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "run"))[0] == 0
+    (cache / "llm").mkdir()
+    (cache / "llm" / f"{'cd' * 32}.json").write_text('{"answer": "x"}')
+    mine = [cache / "features" / "resnet50_feats.npy", cache / "llm" / "prompts.md",
+            next((cache / "features").glob("clip-*")) / "notes.txt"]
+    for path in mine:
+        path.write_text("not vip's")
+    code, out, err = cli("cache", "clear")
+    assert code == 0 and "removed 24 feature entries" in out
+    assert all(path.read_text() == "not vip's" for path in mine)
+    assert sorted(p.name for p in cache.rglob("*") if p.is_file()) == ["notes.txt", "prompts.md", "resnet50_feats.npy"]
+    assert "kept 3 file(s)" in err and "features/resnet50_feats.npy" in err
 
 
 # --- a read-only or full cache: warn once, go on without it -----------------------------------------

@@ -2,20 +2,21 @@
 
 The cache root (`$VIP_CACHE_DIR`, else the user cache folder) holds two things vip owns:
 `features/<backbone key>/` (image features, one folder per backbone, described by its
-`backbone.json`) and `llm/` (answers of `vip symptoms generate`). Nothing else under the root is
-ever read or removed.
+`backbone.json`), `llm/` (answers of `vip symptoms generate`) and `checks/` (one small file per
+backbone that passed the load-time contract checks). Nothing else under the root is ever read or
+removed, nor is any file in those folders that vip did not write.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
+import re
 from pathlib import Path
 
 from vipcli.errors import VipError
 
-OWNED = ("features", "llm")  # the only folders under the root that vip creates and removes
+OWNED = ("features", "llm", "checks")  # the only folders under the root that vip creates and clears
 BACKBONE_FILE = "backbone.json"  # in each backbone folder: what its entries were made with
 
 
@@ -79,13 +80,40 @@ def summarize(root: Path) -> dict:
             "llm_answers": answers, "llm_bytes": answer_bytes, "bytes": total}
 
 
+# the files vip writes under features/ and llm/ (and the temp files of an interrupted atomic write)
+FEATURE_ENTRY = re.compile(r"\.?[0-9a-f]{8,64}\.safetensors(\..+\.tmp)?")
+BACKBONE_RECORD = re.compile(rf"\.?{re.escape(BACKBONE_FILE)}(\..+\.tmp)?")
+LLM_ANSWER = re.compile(r"\.?[0-9a-f]{64}\.json(\..+\.tmp)?")
+CHECKS_PASSED = re.compile(r"[0-9a-f]{32}")  # a backbone that passed the load-time contract checks
+SHARD = re.compile(r"[0-9a-f]{2}")
+
+
+def written_by_vip(relative: Path) -> bool:
+    """Whether a file at `relative` (to the cache root) is one vip writes: a feature entry
+    (`features/<backbone>/<2 hex>/<hex>.safetensors`), a `backbone.json`, an LLM answer
+    (`llm/<sha256>.json`), or a backbone's passed contract checks (`checks/<hex>`)."""
+    parts = relative.parts
+    if len(parts) == 4 and parts[0] == "features":
+        return bool(SHARD.fullmatch(parts[2]) and FEATURE_ENTRY.fullmatch(parts[3]))
+    if len(parts) == 3 and parts[0] == "features":
+        return bool(BACKBONE_RECORD.fullmatch(parts[2]))
+    if len(parts) == 2 and parts[0] == "checks":
+        return bool(CHECKS_PASSED.fullmatch(parts[1]))
+    return len(parts) == 2 and parts[0] == "llm" and bool(LLM_ANSWER.fullmatch(parts[1]))
+
+
 def clear(root: Path, backbone: str | None = None) -> dict:
-    """Remove cached features (of one backbone id, or all) and, without `backbone`, the LLM answers.
+    """Remove cached features (of one backbone id, or all) and, without `backbone`, the LLM answers
+    and the remembered contract checks.
+
+    Only the files vip writes are removed (`written_by_vip`), then the folders left empty; anything
+    else under `features/` or `llm/` (a user's own files, if the cache root is a shared folder) is kept.
 
     Returns:
-        {"removed": [folders], "entries": feature entries removed, "bytes": bytes freed}
+        {"removed": [folders cleared], "entries": feature entries removed, "bytes": bytes freed,
+         "kept": [files vip did not write, relative to the root]}
     Raises:
-        VipError: a folder cannot be removed (read-only cache).
+        VipError: a file cannot be removed (read-only cache).
     """
     root = Path(root)
     records = backbone_folders(root)
@@ -93,18 +121,44 @@ def clear(root: Path, backbone: str | None = None) -> dict:
         records = [r for r in records if r["backbone"] == backbone]
         targets = [Path(r["folder"]) for r in records]
     else:
-        targets = [root / name for name in OWNED if (root / name).exists()]
-    freed = sum(_walk(t, "")[1] for t in targets)
-    entries = sum(r["entries"] for r in records)
+        targets = [root / name for name in OWNED if (root / name).is_dir()]
+    entries = freed = 0
+    kept: list[str] = []
     for target in targets:
-        try:
-            shutil.rmtree(target)
-        except OSError as error:
-            from vipcli.preflight import describe_os_error
+        for base, folders, files in os.walk(target, topdown=False):
+            for name in files:
+                path = Path(base) / name
+                relative = path.relative_to(root)
+                if not written_by_vip(relative):
+                    kept.append(str(relative))
+                    continue
+                try:
+                    size = path.stat().st_size
+                    path.unlink()
+                except FileNotFoundError:
+                    continue
+                except OSError as error:
+                    raise _cannot_clear(path, error) from None
+                freed += size
+                entries += relative.parts[0] == "features" and name.endswith(".safetensors")
+            for name in folders:  # topdown=False: subfolders are done; remove them if now empty
+                _remove_if_empty(Path(base) / name)
+        _remove_if_empty(target)
+    return {"removed": [str(t) for t in targets], "entries": entries, "bytes": freed, "kept": sorted(kept)}
 
-            raise VipError(f"cannot clear the cache {target} ({describe_os_error(error)})",
-                           "check the folder's permissions, or set VIP_CACHE_DIR to another cache") from None
-    return {"removed": [str(t) for t in targets], "entries": entries, "bytes": freed}
+
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:  # not empty (a file vip did not write), or gone
+        pass
+
+
+def _cannot_clear(path: Path, error: OSError) -> VipError:
+    from vipcli.preflight import describe_os_error
+
+    return VipError(f"cannot clear the cache {path.parent} ({describe_os_error(error)})",
+                    "check the folder's permissions, or set VIP_CACHE_DIR to another cache")
 
 
 def human_size(size: int) -> str:

@@ -55,3 +55,8 @@ def clear_command(
     what = f"backbone {backbone!r}" if backbone else "all backbones and the LLM answers"
     console.stdout().print(f"removed {removed['entries']} feature entries of {what} ({human_size(removed['bytes'])}) "
                            f"from {root}", markup=False)
+    if removed["kept"]:
+        shown = ", ".join(removed["kept"][:3]) + (f" and {len(removed['kept']) - 3} more" if len(removed["kept"]) > 3
+                                                  else "")
+        console.warn(f"kept {len(removed['kept'])} file(s) in {root} that vip did not write: {shown} (remove them "
+                     "yourself if they are not needed)")
