@@ -3,7 +3,9 @@ unreadable shots, and the random-weights warning under torchrun (README "Train o
 
 import shutil
 
-from conftest import tiny_train_args
+import pytest
+
+from conftest import error_lines, tiny_train_args
 
 
 def test_class_with_no_val_images_is_warned_before_encoding(cli, isic_small, tiny_clip, tmp_path):
@@ -99,3 +101,23 @@ def test_train_help_shows_the_symptoms_mapping_and_what_force_replaces(cli):
     assert code == 0
     assert "{class: [symptoms]} YAML file" in text  # not eaten as rich markup
     assert "Replace --out if it is a run directory" in text
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--lr", "nan"], "error: --lr must be a positive number, got nan"),
+    (["--lr", "inf"], "error: --lr must be a positive number, got inf"),
+    (["--method", "clap", "-o", "lr=nan"], "error: --method-option lr: expected a finite number, got 'nan'"),
+])
+def test_a_learning_rate_that_is_not_a_number_is_refused_before_any_work(cli, isic_small, tiny_clip, tmp_path,
+                                                                        extra, message):
+    code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "run", *extra))
+    assert code == 2 and error_lines(err) == [message] and "encoded" not in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_diverged_training_is_one_clear_line_and_no_run(cli, isic_small, tiny_clip, tmp_path):
+    code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "run", "--method", "clap", "-o", "lr=1e30"))
+    assert code == 1 and error_lines(err) == [
+        "error: the trained model scores images as nan or infinity (training diverged) (lower the learning rate "
+        "(--lr, or the method's -o lr=...))"]
+    assert "Traceback" not in err and not (tmp_path / "run").exists()

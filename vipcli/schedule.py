@@ -42,6 +42,6 @@ def resolve_schedule(name: str, shots: int | None, epochs=None, batch_size=None,
         raise UsageError(f"unknown schedule '{name}'", "choose auto, fewshot or paper")
     base = PRESETS[name]
     for option, value in (("--epochs", epochs), ("--batch-size", batch_size), ("--lr", lr)):
-        if value is not None and value <= 0:
-            raise UsageError(f"{option} must be positive, got {value}")
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise UsageError(f"{option} must be a positive number, got {value}")
     return Schedule(name, epochs or base.epochs, batch_size or base.batch_size, lr or base.lr)

@@ -14,6 +14,7 @@ import numpy as np
 
 from vipcli.calibration import T_BOUNDS, calibration_block, fit_temperature, softmax
 from vipcli.conformal import SCORE, conformal_block, lac_scores, stored_scores, threshold
+from vipcli.errors import VipError
 
 HELD_OUT = "val"  # the split temperature and conformal scores are fitted on
 NLL_WORSE = 1.02  # a test NLL after temperature scaling above this times the NLL before it is reported
@@ -60,6 +61,9 @@ def calibrate_run(val_logits, val_labels, test_logits, test_labels) -> Calibrate
     """
     val_logits, test_logits = _numpy(val_logits), _numpy(test_logits)
     val_labels, test_labels = _numpy(val_labels).astype(int), _numpy(test_labels).astype(int)
+    if not (np.isfinite(val_logits).all() and np.isfinite(test_logits).all()):
+        raise VipError("the trained model scores images as nan or infinity (training diverged)",
+                       "lower the learning rate (--lr, or the method's -o lr=...)")
     temperature = round(fit_temperature(val_logits, val_labels), 6)
     scores = tuple(stored_scores(lac_scores(softmax(val_logits, temperature), val_labels)))
     calibration = RunCalibration(temperature, scores)

@@ -10,6 +10,7 @@ run stored, never from today's defaults.
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
@@ -176,9 +177,12 @@ def _convert(value: str, kind, option: str):
             return None
         kind = next(a for a in typing.get_args(kind) if a is not type(None))
     try:
-        return kind(value)
+        converted = kind(value)
     except (TypeError, ValueError):
         raise UsageError(f"{option}: expected {getattr(kind, '__name__', kind)}, got '{value}'") from None
+    if isinstance(converted, float) and not math.isfinite(converted):
+        raise UsageError(f"{option}: expected a finite number, got '{value}'")
+    return converted
 
 
 def make_settings(method_class, options: dict[str, Any], method_id: str):
