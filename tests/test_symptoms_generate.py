@@ -201,6 +201,18 @@ def test_unusable_answer_is_one_clear_line_and_no_pack(capsys, vip_env, llm_serv
     assert not Path("melanoma.yaml").exists()
 
 
+@pytest.mark.parametrize("option, value, message", [
+    ("--timeout", "0", "--timeout 0.0: must be a positive number of seconds"),
+    ("--timeout", "-5", "--timeout -5.0: must be a positive number of seconds"),
+    ("--retries", "-1", "--retries -1: must be 0 or more"),
+    ("--agree-threshold", "5", "--agree-threshold 5.0: must be between 0 and 1"),
+    ("--agree-threshold", "nan", "--agree-threshold nan: must be between 0 and 1"),
+])
+def test_numbers_that_cannot_work_are_refused_before_any_request(capsys, vip_env, llm_server, option, value, message):
+    code, _, err = generate(capsys, llm_server, "--disease", "melanoma", option, value)
+    assert code == 2 and f"error: {message}" in err and llm_server.requests == []
+
+
 def test_disease_naming_items_are_removed_and_shown(capsys, vip_env, llm_server):
     llm_server.answer(
         "- Melanoma has dark spots\n- Asymmetric shape\n- Asymmetric shape\n- Many colors\n- Typical melanoma pattern"

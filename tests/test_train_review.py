@@ -121,3 +121,10 @@ def test_a_diverged_training_is_one_clear_line_and_no_run(cli, isic_small, tiny_
         "error: the trained model scores images as nan or infinity (training diverged) (lower the learning rate "
         "(--lr, or the method's -o lr=...))"]
     assert "Traceback" not in err and not (tmp_path / "run").exists()
+
+
+def test_a_seed_torch_cannot_take_is_a_usage_error(cli, isic_small, tiny_clip, tmp_path):
+    code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "run", "--seed", str(2**64)))
+    assert code == 2 and f"{2**64} is outside" in err and "Traceback" not in err
+    code, _, err = cli("benchmark", "--data", isic_small, "--seeds", f"1,{2**64}", "--out", tmp_path / "bench")
+    assert code == 2 and f"{2**64} is outside" in err and not (tmp_path / "bench").exists()

@@ -66,13 +66,13 @@ def benchmark_command(
 
         config = SpeedConfig(data=data, backbone=backbone_settings, encoding=encoding,
                              symptoms=opt.symptom_sources(symptoms), epochs=speed_epochs,
-                             seed=opt.parse_list("--seeds", seeds, int)[0], out=out)
+                             seed=opt.parse_list("--seeds", seeds, opt.seed_value)[0], out=out)
         with console.progress_bar() as progress:
             report = measure_speed(config, progress)
         print_speed(report, as_json)
         return
     method_ids, shot_values = opt.parse_list("--methods", methods), opt.parse_list("--shots", shots, opt.parse_shots)
-    seed_values, options = opt.parse_list("--seeds", seeds, int), opt.method_options(method_option, n_ctx, class_specific_context)
+    seed_values, options = opt.parse_list("--seeds", seeds, opt.seed_value), opt.method_options(method_option, n_ctx, class_specific_context)
     from vipcli.benchmark import BenchmarkConfig, run_benchmark
 
     config = BenchmarkConfig(

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from vipcli import console
+from vipcli.cli import options as opt
 
 
 def _step(title: str) -> None:
@@ -32,7 +33,7 @@ def check_demo_folder(out: Path, force: bool) -> None:
 
 def demo_command(
     out: Path = typer.Option(Path("vip-demo"), "--out", help="Folder for the generated data, run and benchmark."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the generated lesion world."),
+    seed: int = opt.seed(0, "Seed of the generated lesion world."),
     test_per_class: int = typer.Option(150, "--test-per-class", hidden=True),
     bench_seeds: str = typer.Option("1,2,3", "--bench-seeds", hidden=True),
     force: bool = typer.Option(False, "--force", help="Use an --out folder that holds other files (they may be "

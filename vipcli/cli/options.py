@@ -35,6 +35,29 @@ EPOCHS = typer.Option(None, "--epochs", help="Override the schedule's epochs.")
 BATCH_SIZE = typer.Option(None, "--batch-size", help="Override the schedule's batch size.")
 LR = typer.Option(None, "--lr", help="Override the schedule's learning rate.")
 
+# --- seeds ----------------------------------------------------------------------------------------
+SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1  # what torch's generators accept
+
+
+def seed(default: int, help: str):
+    """A --seed option of `default`, refused by typer (exit code 2) outside what torch accepts."""
+    def in_range(value: int) -> int:
+        try:
+            return seed_value(str(value))
+        except ValueError as error:
+            raise typer.BadParameter(str(error)) from None
+
+    return typer.Option(default, "--seed", callback=in_range, help=help)
+
+
+def seed_value(text: str) -> int:
+    """One seed as an int; ValueError outside what torch accepts."""
+    value = int(text)
+    if not SEED_MIN <= value <= SEED_MAX:
+        raise ValueError(f"{value} is outside {SEED_MIN}..{SEED_MAX}")
+    return value
+
+
 # --- method settings ------------------------------------------------------------------------------
 N_CTX = typer.Option(None, "--n-ctx", help="Learned context vectors M (methods that learn context; default 4).")
 CLASS_SPECIFIC = typer.Option(False, "--class-specific-context", help="One learned context per class.")
@@ -103,8 +126,9 @@ def parse_list(option: str, value: str, convert=str) -> tuple:
         raise UsageError(f"{option} needs at least one value, got '{value}'")
     try:
         return tuple(dict.fromkeys(convert(item) for item in items))
-    except ValueError:
-        raise UsageError(f"{option} {value}: expected a comma-separated list of numbers") from None
+    except ValueError as error:
+        detail = f" ({error})" if "outside" in str(error) else ""
+        raise UsageError(f"{option} {value}: expected a comma-separated list of numbers{detail}") from None
 
 
 def symptom_sources(symptoms: Optional[List[str]]) -> tuple[str, ...]:

@@ -164,12 +164,13 @@ def generate_command(
     from vipcli.symptoms.llm import LLMConfig, check_base_url
 
     check_base_url(base_url)
+    check_number_options(timeout, retries, agree_threshold, backoff)
     llm = LLMConfig(
         base_url=base_url,
         model=model,
         api_key_env=api_key_env,
         timeout_s=timeout,
-        retries=max(0, retries),
+        retries=retries,
         backoff_s=backoff,
     )
     if data is not None or symptoms or text_only:
@@ -198,6 +199,20 @@ def generate_command(
         check_config(config)
     paths = resolve_out_paths([c.disease for c in configs], out, force)
     run_generation(configs, paths, force)
+
+
+def check_number_options(timeout: float, retries: int, agree_threshold: float, backoff: float) -> None:
+    """UsageError, before any request, for --timeout, --retries or --agree-threshold that cannot work."""
+    import math
+
+    if not (math.isfinite(timeout) and timeout > 0):
+        raise UsageError(f"--timeout {timeout}: must be a positive number of seconds", "e.g. --timeout 120")
+    if retries < 0:
+        raise UsageError(f"--retries {retries}: must be 0 or more", "e.g. --retries 4")
+    if not (math.isfinite(agree_threshold) and 0 <= agree_threshold <= 1):
+        raise UsageError(f"--agree-threshold {agree_threshold}: must be between 0 and 1", "e.g. --agree-threshold 0.3")
+    if not (math.isfinite(backoff) and backoff >= 0):
+        raise UsageError(f"--backoff {backoff}: must be 0 or more seconds")
 
 
 def _generate_for_data(data, disease, images, symptoms, text_only, modality, out, force, llm, n, judge, threshold,

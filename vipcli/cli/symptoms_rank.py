@@ -25,7 +25,7 @@ def rank_command(
     prune: bool = typer.Option(False, "--prune", help="Write packs without the flagged symptoms (needs --out)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Folder for the pruned packs (one .yaml per class)."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing pack files in --out."),
-    seed: int = typer.Option(1, "--seed", help="Seed of any split vip makes (as `vip train --seed`)."),
+    seed: int = opt.seed(1, "Seed of any split vip makes (as `vip train --seed`)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the on-disk feature cache."),
     workers: int = typer.Option(2, "--workers", help="Image-decoding worker processes."),

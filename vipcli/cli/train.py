@@ -28,7 +28,7 @@ def train_command(
     class_specific_context: bool = opt.CLASS_SPECIFIC,
     method_option: Optional[List[str]] = opt.METHOD_OPTION,
     views: int = opt.VIEWS,
-    seed: int = typer.Option(1, "--seed", help="Seed of the split, the few-shot subset and training."),
+    seed: int = opt.seed(1, "Seed of the split, the few-shot subset and training."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run directory (default runs/<data>-<method>-<backbone>-"
                                        "<shots>-seed<seed>)."),
     force: bool = opt.FORCE,
