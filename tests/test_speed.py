@@ -39,3 +39,32 @@ def test_speed_writes_every_figure(cli, capsys, isic_small, tiny_clip, tmp_path)
     text = capsys.readouterr().out
     assert "speed-up cached vs reference" in text and f"{report['speedup']:.2f}x" in text and "speed.json" in text
     assert "reference (authors' way)" in text
+
+
+def _speed(cli, data, config, out, *extra):
+    return cli("benchmark", "--speed", "--data", data, "--arch", config, "--pretrained", "none", "--speed-epochs", "1",
+               "--views", "1", "--out", out, "--device", "cpu", "--workers", "0", *extra)
+
+
+def test_speed_refuses_options_it_would_ignore_and_speed_epochs_alone(cli, isic_small, tiny_clip, tmp_path):
+    code, _, err = cli("benchmark", "--data", isic_small, "--speed-epochs", "3", "--out", tmp_path / "b")
+    assert code == 2 and "error: --speed-epochs goes with --speed" in err
+    code, _, err = _speed(cli, isic_small, tiny_clip, tmp_path / "s", "--shots", "4")
+    assert code == 2 and "--shots do not apply" in err
+    code, _, err = cli("benchmark", "--speed", "--data", isic_small, "--speed-epochs", "0", "--out", tmp_path / "s")
+    assert code == 2 and "error: --speed-epochs must be positive, got 0" in err
+    assert not (tmp_path / "b").exists() and not (tmp_path / "s").exists()
+
+
+def test_speed_writes_only_into_an_empty_folder_or_a_benchmark_of_the_same_data(cli, isic_small, tiny_clip, tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    code, _, err = _speed(cli, isic_small, tiny_clip, mine)
+    assert code == 1 and "holds files of something else (notes.txt)" in err and not (mine / "speed.json").exists()
+    other = tmp_path / "other-bench"
+    other.mkdir()
+    (other / "results.json").write_text(json.dumps({"format": "vip-benchmark", "config": {"data": "/elsewhere"},
+                                                    "rows": []}))
+    code, _, err = _speed(cli, isic_small, tiny_clip, other)
+    assert code == 1 and "holds a benchmark of other data (/elsewhere)" in err and not (other / "speed.json").exists()

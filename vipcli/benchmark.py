@@ -162,6 +162,23 @@ def read_stored(out: Path) -> dict | None:
     return stored
 
 
+def check_speed_out(out: Path, data: Path) -> None:
+    """`vip benchmark --speed` writes speed.json into a benchmark folder: refuse one that holds other
+    files, or a benchmark of another data set (its report would show this data's speed beside it)."""
+    foreign = _foreign_files(out)
+    if foreign:
+        raise VipError(f"--out {out} holds files of something else ({', '.join(foreign[:3])})",
+                       "choose an empty or new --out folder, or the benchmark folder of this data")
+    try:
+        stored = json.loads((out / "results.json").read_text())
+    except (OSError, ValueError):
+        return
+    stored_data = (stored.get("config") or {}).get("data") if isinstance(stored, dict) else None
+    if stored_data and stored_data != str(Path(data).resolve()):
+        raise VipError(f"--out {out} holds a benchmark of other data ({stored_data})",
+                       "choose another --out, or that benchmark's --data")
+
+
 def _foreign_files(out: Path) -> list[str]:
     """Names in `out` that a benchmark did not write (temp files of an interrupted write excepted)."""
     if not out.is_dir():

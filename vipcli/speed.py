@@ -145,13 +145,14 @@ def measure_speed(config: SpeedConfig, progress=None) -> dict:
     from dataclasses import asdict
 
     from vipcli.atomic import write_atomic
-    from vipcli.benchmark import default_out
+    from vipcli.benchmark import check_speed_out, default_out
     from vipcli.data import load_dataset
     from vipcli.devices import resolve_device
     from vipcli.preflight import check_output_folder
     from vipcli.schedule import resolve_schedule
 
     check_output_folder(config.out or default_out(config.data))  # before any work
+    check_speed_out(Path(config.out or default_out(config.data)), config.data)
     device = resolve_device(config.backbone.device)
     schedule = resolve_schedule("paper", None, config.epochs)
     load_before = _load_average()

@@ -56,6 +56,7 @@ def benchmark_command(
     """Compare methods on the same seeded few-shot subsets of your data, or measure speed (--speed)."""
     backbone_settings = opt.backbone_settings(backbone, arch, pretrained, device)
     encoding = opt.encoding_settings(views, workers, no_cache, encode_batch)
+    check_speed_options(speed, speed_epochs, methods, shots)
     if speed:
         from vipcli.distributed import world_from_env
         from vipcli.speed import SpeedConfig, measure_speed
@@ -195,3 +196,18 @@ def print_speed(report: dict, as_json: bool) -> None:
     out.width = max(out.width, Measurement.get(out, out.options.update_width(10_000), table).maximum)
     out.print(table, crop=False)
     out.print(f"written to {report['path']}")
+
+
+def check_speed_options(speed: bool, speed_epochs: Optional[int], methods: str, shots: str) -> None:
+    """UsageError for options that --speed would ignore, or that need --speed."""
+    if not speed:
+        if speed_epochs is not None:
+            raise UsageError("--speed-epochs goes with --speed", "add --speed, or use --epochs for the sweep")
+        return
+    if speed_epochs is not None and speed_epochs < 1:
+        raise UsageError(f"--speed-epochs must be positive, got {speed_epochs}")
+    ignored = [name for name, value, default in (("--methods", methods, ",".join(DEFAULT_METHODS)),
+                                                 ("--shots", shots, "1,2,4,8,16")) if value != default]
+    if ignored:
+        raise UsageError(f"--speed times ViP on every training image; {' and '.join(ignored)} do not apply",
+                         f"leave out {' and '.join(ignored)}, or drop --speed for the sweep")
