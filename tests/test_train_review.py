@@ -128,3 +128,16 @@ def test_a_seed_torch_cannot_take_is_a_usage_error(cli, isic_small, tiny_clip, t
     assert code == 2 and f"{2**64} is outside" in err and "Traceback" not in err
     code, _, err = cli("benchmark", "--data", isic_small, "--seeds", f"1,{2**64}", "--out", tmp_path / "bench")
     assert code == 2 and f"{2**64} is outside" in err and not (tmp_path / "bench").exists()
+
+
+def test_workers_above_the_usable_cores_are_lowered_with_one_warning(monkeypatch, capsys):
+    import os
+
+    from vipcli import settings
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(settings, "_capped_warned", set())
+    assert settings.usable_workers(0) == 0 and settings.usable_workers(2) == 2
+    assert settings.usable_workers(999) == 2 and settings.usable_workers(999) == 2
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert warnings == ["warning: --workers 999: this machine has 2 usable core(s); using 2 decoding worker(s)"]

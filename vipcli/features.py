@@ -39,6 +39,7 @@ from vipcli.errors import ImageError
 from vipcli.images import DECODE_POLICY, load_image
 from vipcli.pixels import ViewPipeline, view_pipeline
 from vipcli.preflight import describe_os_error
+from vipcli.settings import usable_workers
 
 DECODE_MIN_SIDE = 512  # images much larger than this are decoded at a reduced scale
 FEATURE_FORMAT = "vip-features"
@@ -285,7 +286,7 @@ class _ViewDataset(torch.utils.data.Dataset):
 
 
 def _loader(dataset, workers: int):
-    workers = workers if len(dataset) >= 8 else 0
+    workers = usable_workers(workers) if len(dataset) >= 8 else 0
     return torch.utils.data.DataLoader(
         dataset, batch_size=None, shuffle=False, num_workers=workers,
         prefetch_factor=4 if workers else None, persistent_workers=False,
@@ -438,7 +439,7 @@ def iterate_fresh_features(backbone, paths, labels, train: bool, batch_size: int
     dataset = FreshViews(paths, labels, pipeline.make)
     generator = torch.Generator().manual_seed(seed)
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, shuffle=train, num_workers=workers if len(dataset) >= 8 else 0,
+        dataset, batch_size=batch_size, shuffle=train, num_workers=usable_workers(workers) if len(dataset) >= 8 else 0,
         generator=generator,
     )
     for images, batch_labels in loader:

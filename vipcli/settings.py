@@ -71,6 +71,30 @@ class ScheduleSettings:
         return resolve_schedule(self.name, shots, self.epochs, self.batch_size, self.lr)
 
 
+_capped_warned: set[int] = set()
+
+
+def usable_workers(requested: int) -> int:
+    """`requested` decoding workers, at most one per usable core (warned once per value).
+
+    A --workers far above the cores (999 on a 2-core machine) started that many processes, each
+    with its own copy of the decoding libraries, decoded slower than the default, and let PyTorch
+    print its own multi-line warning.
+    """
+    import os
+
+    cores = max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+    if requested <= cores:
+        return requested
+    if requested not in _capped_warned:
+        _capped_warned.add(requested)
+        from vipcli import console
+
+        console.warn(f"--workers {requested}: this machine has {cores} usable core(s); using {cores} decoding "
+                     "worker(s)")
+    return cores
+
+
 def default_workers() -> int:
     """Image-decoding workers when --workers is not given: the usable cores, at most 16.
 
