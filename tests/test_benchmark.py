@@ -217,3 +217,16 @@ def test_an_out_folder_of_something_else_is_left_alone(cli, isic_small, tiny_cli
     code, _, stderr = cli(*bench_args(isic_small, tiny_clip, out, "--methods", "zeroshot"))
     assert code == 1 and "holds files of something else (notes.txt)" in stderr
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+
+
+def test_zero_shot_rows_alone_warn_of_no_capped_shots(cli, isic_small, tiny_clip, tmp_path):
+    """Zero-shot rows train on no image: no "--shots 2: class ... has only 1" warning (one image per class
+    is encoded to keep the pool well-formed, which is not a cap)."""
+    code, _, err = cli(*bench_args(isic_small, tiny_clip, tmp_path / "bench", "--methods", "zeroshot", "--shots", "2",
+                                   "--seeds", "1"))
+    assert code == 0, err
+    assert "readable training images" not in err
+    code, _, err = cli(*bench_args(isic_small, tiny_clip, tmp_path / "bench2", "--methods", "zeroshot,coop",
+                                   "--shots", "2,100", "--seeds", "1"))
+    assert code == 0, err
+    assert "--shots 100: class 'melanoma' has only" in err and "--shots 2:" not in err

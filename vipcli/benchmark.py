@@ -511,8 +511,9 @@ def run_benchmark(config: BenchmarkConfig, progress=None) -> BenchmarkResult:
         console.info(f"resuming {out}: {len(jobs) - len(pending)} finished rows skipped, {len(pending)} to run")
     result = BenchmarkResult(out, dataset.class_names, [], [], context["record"], len(jobs) - len(pending))
     if pending:
-        shots = tuple(dict.fromkeys(job[2] for job in pending if job[2] != ZERO_SHOTS)) or (1,)
-        shots = tuple(None if k == "all" else k for k in shots)
+        trained_shots = tuple(dict.fromkeys(None if job[2] == "all" else job[2] for job in pending
+                                            if job[2] != ZERO_SHOTS))
+        shots = trained_shots or (1,)  # zero-shot rows alone: one image per class keeps the pool well-formed
         center = any(cls.needs_center_view for _, cls, _, _ in pending)
         from vipcli.distributed import encode_shared, training_jobs
 
@@ -527,8 +528,8 @@ def run_benchmark(config: BenchmarkConfig, progress=None) -> BenchmarkResult:
         context["pool"] = pool
         context["batched"] = config.batched
         result.encoded_views, result.failures = pool.encoded_views, pool.failures
-        result.warnings = warn_capped_shots(config.shots, readable_order(pool, dataset, config.seeds[0]),
-                                            dataset.class_names)
+        result.warnings = warn_capped_shots(trained_shots, readable_order(pool, dataset, config.seeds[0]),
+                                            dataset.class_names)  # only shots some pending row trains with
         out.mkdir(parents=True, exist_ok=True)
         split = _split_record(dataset, pool, context["record"]["split_seed"], config.seeds, config.shots,
                               _read_json(out / "split.json") if stored else None)
