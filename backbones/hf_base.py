@@ -20,8 +20,8 @@ from typing import Sequence
 
 import torch
 
-from vip_backbones.hub import (fail_fast_if_uncached, missing_weights_error, model_loading, quiet_libraries,
-                               transformers_torch_error)
+from vip_backbones.hub import (check_weights_path, fail_fast_if_uncached, missing_weights_error, model_loading,
+                               quiet_libraries, transformers_torch_error)
 from vipcli.backbone import Backbone, clip_style_transform, identity_taken_once
 from vipcli.errors import UsageError, VipError
 
@@ -106,6 +106,7 @@ class TransformersBackbone(Backbone):
         self.pretrained = None if chosen.strip().lower() == "none" else chosen
         self.source = arch or self.pretrained or self.default_pretrained  # config and tokenizer
         self.arch = self.source
+        check_weights_path(self.pretrained, "save_pretrained folder, a hub id")
         hub_ids = [v for v in dict.fromkeys([self.pretrained, self.source]) if v and _local(v) is None]
         # --pretrained none reads only a config and tokenizer (from --arch, else the default id)
         thing, hint = "weights", HF_HINT

@@ -173,6 +173,30 @@ def transformers_torch_error() -> VipError | None:
     )
 
 
+WEIGHT_FILE_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
+MAX_DETAIL = 300  # characters of a library's message shown (a state-dict mismatch lists every key)
+
+
+def check_weights_path(pretrained: str | None, what: str) -> None:
+    """UsageError for a --pretrained that is meant as a local path (absolute, ./ ../ ~, or a weights
+    file suffix) but does not exist: said as such, not as weights missing from the hub cache."""
+    if not pretrained:
+        return
+    meant_as_path = (pretrained.startswith(("/", "./", "../", "~", ".\\")) or Path(pretrained).is_absolute()
+                     or pretrained.lower().endswith(WEIGHT_FILE_SUFFIXES))
+    if meant_as_path and not Path(pretrained).expanduser().exists():
+        from vipcli.errors import UsageError
+
+        raise UsageError(f"--pretrained {pretrained}: no such file or folder", f"pass an existing {what}, or none "
+                         "for random weights")
+
+
+def short_detail(error: BaseException) -> str:
+    """`describe_exception(error)`, cut to MAX_DETAIL characters."""
+    text = describe_exception(error)
+    return text if len(text) <= MAX_DETAIL else text[:MAX_DETAIL - 1].rstrip() + "…"
+
+
 def missing_weights_error(source: str, what: str | None, offline_reason: str | None, error: BaseException,
                           hint: str, thing: str = "weights") -> VipError:
     """One line for weights that could not be loaded: offline and uncached, gated, or another failure.
@@ -188,7 +212,7 @@ def missing_weights_error(source: str, what: str | None, offline_reason: str | N
     mismatch = transformers_torch_error()
     if mismatch is not None:
         return mismatch
-    text = describe_exception(error)
+    text = short_detail(error)
     source = f"'{source}'" + (f" for {what}" if what and what != source else "")
     lowered = text.lower()
     if "gated" in lowered or "401 client error" in lowered or "403 client error" in lowered:

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import torch
 
-from vip_backbones.hub import fail_fast_if_uncached, missing_weights_error, model_loading
+from vip_backbones.hub import (check_weights_path, fail_fast_if_uncached, missing_weights_error, model_loading,
+                               short_detail)
 from vipcli.backbone import Backbone, clip_style_transform, identity_taken_once
 from vipcli.errors import UsageError, VipError
 
@@ -140,6 +141,10 @@ def create_open_clip(arch: str, pretrained: str | None, device: torch.device, ti
         except (VipError, KeyboardInterrupt):
             raise
         except Exception as error:
+            if pretrained and Path(pretrained).is_file():  # a local file that is not weights of this model
+                raise VipError(f"could not load the weights file {pretrained} into {arch}: {short_detail(error)}",
+                               "pass weights of this architecture (--arch); a vip run's model.safetensors holds "
+                               "its prompts, not a backbone") from error
             if random_init and model_name.startswith(SCHEMAS):
                 raise missing_weights_error(model_name, arch, offline_reason, error, RANDOM_OFFLINE_HINT,
                                             thing="the config of") from error
@@ -329,6 +334,7 @@ class OpenClipBackbone(Backbone):
 
     def _fail_fast_offline(self) -> None:
         """Without network and without cached weights, fail before importing open_clip (seconds)."""
+        check_weights_path(self.pretrained, "weights file (.safetensors/.bin/.pt), an open_clip tag")
         hub_ids = [v[len("hf-hub:"):] for v in (self.arch, self.pretrained or "") if v.startswith("hf-hub:")]
         tag = (self.pretrained and not self.pretrained.startswith(SCHEMAS) and not Path(self.pretrained).exists()
                and not self.arch.startswith(SCHEMAS))  # an hf-hub:/local-dir: model takes no tag

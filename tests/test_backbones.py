@@ -414,5 +414,23 @@ def test_local_dir_model_loads_its_own_weights_none_or_a_file_as_asked(tmp_path,
     assert len({backbone.fingerprint() for backbone in loaded.values()}) == 3
     assert loaded["none"].describe()["pretrained"] == "none"
     assert loaded["own"].describe()["weights"][0]["path"] == str((folder / "open_clip_model.safetensors").resolve())
-    with pytest.raises(UsageError, match="not a weights file"):
+    with pytest.raises(UsageError, match="no such file or folder"):
         load_backbone("clip", f"local-dir:{folder}", str(tmp_path / "missing.safetensors"))
+    with pytest.raises(UsageError, match="not a weights file"):  # open_clip would have ignored it
+        load_backbone("clip", f"local-dir:{folder}", "openai")
+
+
+def test_a_missing_or_wrong_weights_file_is_said_as_such_in_a_short_line(tmp_path, tiny_clip):
+    with pytest.raises(UsageError) as error:
+        load_backbone("clip", str(tiny_clip), str(tmp_path / "nowhere.safetensors"))
+    assert "no such file or folder" in str(error.value) and "local cache" not in str(error.value)
+    with pytest.raises(UsageError, match="no such file or folder"):
+        load_backbone("hf-clip", None, "./no-such-folder")
+    from safetensors.torch import save_file
+
+    save_file({f"prompt.{i}": torch.zeros(2) for i in range(200)}, tmp_path / "model.safetensors")  # not a CLIP
+    with pytest.raises(VipError) as error:
+        load_backbone("clip", str(tiny_clip), str(tmp_path / "model.safetensors"))
+    message = str(error.value)
+    assert message.startswith(f"could not load the weights file {tmp_path / 'model.safetensors'} into")
+    assert "pass weights of this architecture" in message and len(message) < 700
