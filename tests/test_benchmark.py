@@ -123,6 +123,19 @@ def test_a_killed_sweep_resumes_where_it_stopped(cli, isic_small, tiny_clip, tmp
     assert "4 rows run, 2 resumed from earlier" in stdout
 
 
+def test_a_finished_sweep_run_again_repairs_its_csv_and_names_a_lost_split(cli, isic_small, tiny_clip, tmp_path):
+    out = tmp_path / "bench"
+    args = bench_args(isic_small, tiny_clip, out, "--methods", "zeroshot,linear-probe", "--shots", "2", "--seeds", "1")
+    assert cli(*args)[0] == 0
+    whole = (out / "results.csv").read_text()
+    (out / "results.csv").write_text(whole[:40] + "\njunk,line\n")
+    (out / "split.json").unlink()
+    code, _, err = cli(*args)
+    assert code == 0, err
+    assert (out / "results.csv").read_text() == whole
+    assert "split.json is missing or unreadable" in err and "--force" in err
+
+
 def test_resume_refuses_other_settings_unless_forced(cli, isic_small, tiny_clip, tmp_path):
     out = tmp_path / "bench"
     base = ("--methods", "linear-probe", "--shots", "1", "--seeds", "1")
