@@ -197,6 +197,25 @@ def test_interrupted_run_leaves_nothing_behind(cli, isic_small, tiny_clip, tmp_p
     assert list(tmp_path.glob("run*")) == [] and list(tmp_path.glob(".run*")) == []
 
 
+def test_sigterm_stops_like_ctrl_c_with_its_own_line_and_code(cli, isic_small, tiny_clip, tmp_path, monkeypatch):
+    """`kill`, `timeout` and Slurm's time limit send SIGTERM: one line, exit 143, nothing half-written."""
+    import os
+    import signal
+
+    import vipcli.fitting
+
+    def terminated(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)  # delivered to this (main) thread at once
+        raise AssertionError("SIGTERM did not stop the run")
+
+    previous = signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr(vipcli.fitting, "sgd_epoch", terminated)
+    code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "run"))
+    assert code == 143 and error_lines(err) == ["error: terminated (SIGTERM); nothing half-written was left behind"]
+    assert list(tmp_path.glob("run*")) == [] and list(tmp_path.glob(".run*")) == []
+    assert signal.getsignal(signal.SIGTERM) is previous  # the handler is put back
+
+
 def test_write_failure_midway_leaves_no_partial_run(cli, isic_small, tiny_clip, tmp_path, monkeypatch):
     import vipcli.checkpoint
 

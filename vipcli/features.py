@@ -289,8 +289,20 @@ def _loader(dataset, workers: int):
     workers = usable_workers(workers) if len(dataset) >= 8 else 0
     return torch.utils.data.DataLoader(
         dataset, batch_size=None, shuffle=False, num_workers=workers,
-        prefetch_factor=4 if workers else None, persistent_workers=False,
+        prefetch_factor=4 if workers else None, persistent_workers=False, worker_init_fn=worker_ignores_sigterm,
     )
+
+
+def worker_ignores_sigterm(_worker_id: int) -> None:
+    """In a decoding worker: ignore SIGTERM, which `kill`/`timeout`/Slurm send to the whole process group.
+
+    The main process stops on it as on Ctrl-C and shuts its workers down itself; a worker killed
+    first made PyTorch print a traceback ("DataLoader worker ... is killed by signal: Terminated").
+    A worker whose main process dies still exits (PyTorch's workers watch their parent).
+    """
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 @torch.no_grad()
@@ -440,7 +452,7 @@ def iterate_fresh_features(backbone, paths, labels, train: bool, batch_size: int
     generator = torch.Generator().manual_seed(seed)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, shuffle=train, num_workers=usable_workers(workers) if len(dataset) >= 8 else 0,
-        generator=generator,
+        generator=generator, worker_init_fn=worker_ignores_sigterm,
     )
     for images, batch_labels in loader:
         yield _encode(backbone, images, pipeline), batch_labels

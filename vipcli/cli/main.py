@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
 
 import typer
@@ -124,17 +126,60 @@ def _number_message(error) -> str | None:
     return f"{name} must be {kind}, got {str(first.get('input'))!r}"
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill`, `timeout`, Slurm at a job's time limit), stopped like Ctrl-C: every clean-up
+    that runs for an interrupt runs for it too."""
+
+
+_terminated: list[bool] = []  # set once SIGTERM arrived (typer may report the interrupt only as exit code 130)
+
+
+def _raise_terminated(signum, frame) -> None:
+    _terminated.append(True)
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """Inside the block, SIGTERM raises `Terminated` (in the main thread; elsewhere nothing changes)."""
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    except (ValueError, AttributeError, OSError):  # not the main thread, or no SIGTERM here
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _stopped(error: BaseException | None) -> tuple[str, int]:
+    """The message and exit code of an interrupt: SIGTERM (143) or Ctrl-C (130)."""
+    while error is not None and not isinstance(error, Terminated):
+        error = error.__cause__ or error.__context__
+    if isinstance(error, Terminated) or _terminated:
+        return "terminated (SIGTERM); nothing half-written was left behind", 143
+    return "interrupted; nothing half-written was left behind", 130
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI on `argv` and return the exit code; known errors become one line.
 
-    Exit codes: 0 success, 1 runtime error, 2 usage error, 130 interrupted.
-    Set VIP_DEBUG=1 to see tracebacks.
+    Exit codes: 0 success, 1 runtime error, 2 usage error, 130 interrupted (Ctrl-C), 143 terminated
+    (SIGTERM). Set VIP_DEBUG=1 to see tracebacks.
     """
+    _terminated.clear()
+    with sigterm_as_interrupt():
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     debug = os.environ.get("VIP_DEBUG") == "1"
     try:
         result = app(args=argv, prog_name="vip", standalone_mode=False)
         if result == 130:  # typer turns Ctrl-C into exit code 130
-            _print_error("interrupted; nothing half-written was left behind")
+            message, result = _stopped(None)
+            _print_error(message)
         return result if isinstance(result, int) else 0
     except CLICK_EXIT as done:
         return done.exit_code
@@ -143,11 +188,12 @@ def main(argv: list[str] | None = None) -> int:
         message = _number_message(error) or error.format_message()
         _print_error(message, f"see '{context.command_path} -h'" if context else None)
         return error.exit_code
-    except CLICK_ABORT:
+    except CLICK_ABORT as stop:
         if debug:
             raise
-        _print_error("interrupted; nothing half-written was left behind")
-        return 130
+        message, code = _stopped(stop)
+        _print_error(message)
+        return code
     except VipError as error:
         if debug:
             raise
