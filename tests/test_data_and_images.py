@@ -75,6 +75,26 @@ def test_empty_class_folder_is_named(tmp_path):
         load_dataset(root)
 
 
+def test_a_file_as_data_is_named_as_such(tmp_path):
+    (tmp_path / "afile").write_text("not a folder")
+    with pytest.raises(VipError, match="afile is a file, not a folder"):
+        load_dataset(tmp_path / "afile")
+
+
+def test_an_unreadable_class_folder_is_named_as_such(tmp_path):
+    import os
+
+    root = _flat_dataset(tmp_path / "d")
+    (root / "beta").chmod(0)
+    try:
+        if os.access(root / "beta", os.R_OK):
+            pytest.skip("running as root: permissions do not apply")
+        with pytest.raises(VipError, match="beta cannot be read \\(permission denied\\)"):
+            load_dataset(root)
+    finally:
+        (root / "beta").chmod(0o755)
+
+
 def test_unknown_class_in_test_split_is_named(tmp_path):
     _flat_dataset(tmp_path / "d" / "train")
     _flat_dataset(tmp_path / "d" / "test", classes=("alpha", "delta"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +61,9 @@ def _scan_flat(folder: Path, class_names: list[str] | None = None) -> tuple[list
                 f"train classes are {', '.join(names)}; rename or remove the folder",
             )
         images = _images_in(class_folder)
+        if not images and not os.access(class_folder, os.R_OK | os.X_OK):
+            raise VipError(f"class folder {class_folder} cannot be read (permission denied)",
+                           "give your user read access to it (chmod -R u+rX), or remove the folder")
         if not images:
             raise VipError(
                 f"class folder {class_folder} has no images",
@@ -96,6 +100,8 @@ def load_dataset(root: str | Path, seed: int = 1, val_fraction: float = 0.1, tes
         val_fraction, test_fraction: share of train taken for a missing val / test split.
     """
     root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise VipError(f"--data {root} is a file, not a folder", "pass --data DIR with one subfolder per class")
     if not root.is_dir():
         raise VipError(f"data folder not found: {root}", "pass --data DIR with one subfolder per class")
     present = {name: root / name for name in SPLIT_NAMES if (root / name).is_dir()}
