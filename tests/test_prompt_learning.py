@@ -116,6 +116,20 @@ def test_too_long_prompt_is_a_clear_error(backbone):
         build_prompt_bank(backbone, [["word " * 74]], n_ctx=4)
 
 
+def test_a_context_longer_than_any_prompt_allows_names_n_ctx_and_what_fits(backbone):
+    from vipcli.errors import VipError
+
+    texts = [["a short symptom", "another short symptom"]]
+    limit = int(backbone.tokenize(["x"]).shape[1])
+    with pytest.raises(VipError) as error:
+        build_prompt_bank(backbone, texts, n_ctx=1000)
+    assert str(error.value).startswith(f"--n-ctx 1000 is too many context vectors for the text tower: it takes {limit}")
+    most = int(str(error.value).split("pass --n-ctx ")[1].split()[0])
+    build_prompt_bank(backbone, texts, n_ctx=most)  # the suggested value fits
+    with pytest.raises(VipError):
+        build_prompt_bank(backbone, texts, n_ctx=most + 1)
+
+
 def test_merge_prompt_follows_the_formula_on_hand_set_tensors():
     torch.manual_seed(0)
     merge = MergePrompt(num_classes=2, dim=3)

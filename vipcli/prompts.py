@@ -137,6 +137,13 @@ def check_prompt_lengths(backbone, ids: torch.Tensor, n_ctx: int, texts: list[st
     """
     limit = ids.shape[1]
     lengths = backbone.content_lengths(ids)  # [P] words, start and end tokens (padding excluded)
+    shortest = int(lengths.min()) if len(lengths) else 0
+    if n_ctx and shortest < limit and shortest + n_ctx > limit:  # not even the shortest prompt fits the context
+        most = max(0, limit - int(lengths.max()))
+        raise VipError(f"--n-ctx {n_ctx} is too many context vectors for the text tower: it takes {limit} tokens "
+                       f"and the shortest prompt already has {shortest}",
+                       f"pass --n-ctx {most} or less, or shorter symptoms" if most else
+                       "pass a smaller --n-ctx, or shorter symptoms")
     for text, n in zip(texts, lengths.tolist()):
         if n >= limit or n + n_ctx > limit:
             size = f"more than {limit - 1}" if n >= limit else str(n)
