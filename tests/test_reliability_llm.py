@@ -77,6 +77,21 @@ def test_a_key_echoed_in_a_normal_answer_is_kept_out_of_pack_cache_and_output(ca
     assert leaked(out + err) == [] and leaked(everything_written(tmp_path)) == []
 
 
+def test_a_key_echoed_upper_case_or_base64_encoded_is_kept_out_too(capsys, env, server, tmp_path):
+    import base64
+
+    encoded = [base64.b64encode((prefix + KEY).encode()).decode() for prefix in ("", "u", "user:")]
+    server.answer(BULLETS + "\n- Shouted: " + KEY.upper() + "\n- Basic " + " / ".join(encoded)
+                  + "\n- Safe " + base64.urlsafe_b64encode(("ab" + KEY).encode()).decode())
+    code, out, err = generate(capsys, server, "--n", "6")
+    assert code == 0, err
+    written = everything_written(tmp_path) + out + err
+    key_parts = [text[(8 * len(prefix) + 5) // 6:-3] for prefix, text in zip(("", "u", "user:"), encoded)]
+    for form in [KEY.upper(), *key_parts]:  # (the base64 characters that carry the key's bits only)
+        assert leaked(written, form) == [], form
+    assert leaked(written.lower(), KEY.lower()) == []
+
+
 def test_a_key_in_an_answer_cached_by_an_older_vip_is_redacted_on_reading(capsys, env, server, tmp_path):
     server.answer(BULLETS)
     assert generate(capsys, server)[0] == 0

@@ -9,7 +9,9 @@ answer), and answers larger than MAX_ANSWER_BYTES are refused.
 
 from __future__ import annotations
 
+import base64
 import os
+import re
 import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -76,18 +78,42 @@ def check_base_url(base_url: str) -> str:
 
 
 def redact(text: str, secret: str | None) -> str:
-    """`text` with `secret`, and every fragment of it of REDACT_MIN or more characters, replaced by ***.
+    """`text` with `secret` masked: every fragment of it of REDACT_MIN or more characters, in any letter
+    case, and the same for its base64 forms (as a server may echo a key inside a Basic header), each
+    replaced by ***.
 
     Run it on the whole text before cutting it short, so no cut can leave a fragment behind.
     """
     if not secret or not text:
         return text
     if len(secret) < REDACT_MIN:
-        return text.replace(secret, MASK)
-    grams = {secret[i : i + REDACT_MIN] for i in range(len(secret) - REDACT_MIN + 1)}
+        return re.sub(re.escape(secret), MASK, text, flags=re.IGNORECASE)
+    for form in (secret, *_base64_forms(secret)):
+        text = _mask_fragments(text, form)
+    return text
+
+
+def _base64_forms(secret: str) -> list[str]:
+    """The parts of `secret`'s base64 encodings (standard and URL-safe) that are the same wherever it
+    sits in the encoded bytes: one per alignment to the 3-byte groups, ends cut where they depend on
+    the neighbouring bytes."""
+    raw, forms = secret.encode("utf-8"), []
+    for offset in range(3):  # the secret after `offset` other bytes: its characters are those made of its bits only
+        encoded = base64.b64encode(b"\0" * offset + raw).decode("ascii")
+        middle = encoded[(8 * offset + 5) // 6:(8 * (offset + len(raw))) // 6]
+        for form in (middle, middle.replace("+", "-").replace("/", "_")):
+            if len(form) >= REDACT_MIN and form not in forms:
+                forms.append(form)
+    return forms
+
+
+def _mask_fragments(text: str, secret: str) -> str:
+    """`text` with every run made of REDACT_MIN-character fragments of `secret` (any case) replaced by ***."""
+    grams = {secret[i : i + REDACT_MIN].lower() for i in range(len(secret) - REDACT_MIN + 1)}
+    lowered = text.lower()
     covered, end = [], -1  # merged [start, stop) spans of text made of key fragments
     for i in range(len(text) - REDACT_MIN + 1):
-        if text[i : i + REDACT_MIN] in grams:
+        if lowered[i : i + REDACT_MIN] in grams:
             if i <= end and covered:
                 covered[-1][1] = i + REDACT_MIN
             else:
