@@ -95,6 +95,15 @@ def test_an_unreadable_class_folder_is_named_as_such(tmp_path):
         (root / "beta").chmod(0o755)
 
 
+def test_a_broken_link_is_kept_to_be_reported_unreadable_not_dropped(tmp_path):
+    root = _flat_dataset(tmp_path / "d")
+    (root / "alpha" / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    paths = [str(s.path) for split in load_dataset(root).splits.values() for s in split]
+    assert str(root / "alpha" / "gone.png") in paths
+    with pytest.raises(ImageError, match="file not found"):
+        load_image(root / "alpha" / "gone.png")
+
+
 def test_unknown_class_in_test_split_is_named(tmp_path):
     _flat_dataset(tmp_path / "d" / "train")
     _flat_dataset(tmp_path / "d" / "test", classes=("alpha", "delta"))

@@ -120,5 +120,7 @@ def load_image(path: str | Path, min_side: int | None = None):
 
 
 def is_image_file(path: Path) -> bool:
-    """True for a visible file with an image suffix vip reads."""
-    return path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES
+    """True for a visible file with an image suffix vip reads, or a link named so whose target is gone
+    (it is then reported as unreadable, not silently left out)."""
+    named = not path.name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES
+    return named and (path.is_file() or (path.is_symlink() and not path.exists()))
