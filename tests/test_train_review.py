@@ -141,3 +141,8 @@ def test_workers_above_the_usable_cores_are_lowered_with_one_warning(monkeypatch
     assert settings.usable_workers(999) == 2 and settings.usable_workers(999) == 2
     warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
     assert warnings == ["warning: --workers 999: this machine has 2 usable core(s); using 2 decoding worker(s)"]
+
+
+def test_an_empty_item_in_a_list_option_is_a_usage_error(cli, tmp_path):
+    code, _, err = cli("benchmark", "--data", tmp_path, "--shots", "1,,2", "--out", tmp_path / "bench")
+    assert code == 2 and error_lines(err) == ["error: --shots 1,,2: an empty item between commas (e.g. --shots 1,2)"]

@@ -122,9 +122,12 @@ def parse_shots(value: str) -> int | None:
 
 def parse_list(option: str, value: str, convert=str) -> tuple:
     """'a,b, c' -> (convert(a), convert(b), convert(c)); an empty list or bad item is a usage error."""
-    items = [item.strip() for item in value.split(",") if item.strip()]
-    if not items:
+    items = [item.strip() for item in value.split(",")]
+    if not any(items):
         raise UsageError(f"{option} needs at least one value, got '{value}'")
+    if not all(items):
+        raise UsageError(f"{option} {value}: an empty item between commas", f"e.g. {option} "
+                         + ",".join(item for item in items if item))
     try:
         return tuple(dict.fromkeys(convert(item) for item in items))
     except ValueError as error:
