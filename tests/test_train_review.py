@@ -146,3 +146,17 @@ def test_workers_above_the_usable_cores_are_lowered_with_one_warning(monkeypatch
 def test_an_empty_item_in_a_list_option_is_a_usage_error(cli, tmp_path):
     code, _, err = cli("benchmark", "--data", tmp_path, "--shots", "1,,2", "--out", tmp_path / "bench")
     assert code == 2 and error_lines(err) == ["error: --shots 1,,2: an empty item between commas (e.g. --shots 1,2)"]
+
+
+def test_views_whose_features_would_not_fit_in_memory_are_refused_before_encoding(cli, isic_small, tiny_clip,
+                                                                                  tmp_path, monkeypatch):
+    import vipcli.preflight
+
+    monkeypatch.setattr(vipcli.preflight, "physical_memory", lambda: 4 * 1024)  # a 4 KiB machine
+    code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "run"))
+    assert code == 1 and "encoded" not in err
+    [line] = error_lines(err)
+    assert line.startswith("error: --views 2: the features of 24 images would take") and "machine's 4.0 KiB" in line
+    code, _, err = cli("benchmark", "--data", isic_small, "--arch", tiny_clip, "--pretrained", "none", "--views", "2",
+                       "--out", tmp_path / "bench", "--device", "cpu", "--workers", "0")
+    assert code == 1 and "--views 2: the features of" in err and not (tmp_path / "bench" / "results.json").exists()

@@ -517,9 +517,12 @@ def run_benchmark(config: BenchmarkConfig, progress=None) -> BenchmarkResult:
         center = any(cls.needs_center_view for _, cls, _, _ in pending)
         from vipcli.distributed import encode_shared, training_jobs
 
+        from vipcli.preflight import check_feature_memory
+
         largest = None if any(k is None for k in shots) else max(shots)
-        if not encode_shared(context["backbone"], context["world"], training_jobs(
-                dataset, largest, config.seeds, config.encoding.views, center), config.encoding.cache(
+        jobs = training_jobs(dataset, largest, config.seeds, config.encoding.views, center)
+        check_feature_memory(jobs, context["backbone"].embed_dim, config.encoding.views)
+        if not encode_shared(context["backbone"], context["world"], jobs, config.encoding.cache(
                 context["backbone"]), config.encoding.batch_size, config.encoding.workers, progress):
             return None  # not rank 0 under torchrun: its share of the features is in the cache (#13)
         pool = encode_pool(context["backbone"], dataset, shots, config.seeds, config.encoding.views, center,

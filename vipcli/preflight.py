@@ -104,3 +104,30 @@ def check_output_file(path: Path, option: str = "--out") -> None:
         raise VipError(f"{option} {path} is a folder, not a file", f"give a file name with {option}")
     check_writable(nearest_existing(path.parent), f"{option} {path}", option)
 
+
+
+def physical_memory() -> int | None:
+    """Bytes of RAM on this machine, or None where the platform does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_feature_memory(jobs: list, embed_dim: int, views: int) -> None:
+    """VipError before any encoding when the features a run keeps in memory would exceed half the RAM.
+
+    Args:
+        jobs: `vipcli.distributed.training_jobs` output: (paths, views, center view) per group.
+        embed_dim: D of the backbone's features (float32 each).
+        views: the --views asked for (named in the message).
+    """
+    from vipcli.cache_admin import human_size
+
+    total = physical_memory()
+    needed = sum(len(paths) * (count + int(center)) for paths, count, center in jobs) * embed_dim * 4
+    if total and needed > total // 2:
+        images = sum(len(paths) for paths, _, _ in jobs)
+        raise VipError(f"--views {views}: the features of {images} images would take {human_size(needed)} of memory, "
+                       f"more than half of this machine's {human_size(total)}",
+                       "lower --views (the default is 8)")

@@ -115,6 +115,7 @@ def train(config: TrainConfig, progress=None) -> TrainResult | None:
     from vipcli.graphs import graph_status
     from vipcli.methods import FitContext, MethodSetup, build_method
     from vipcli.methods.contract import check_round_trip, checked_fit
+    from vipcli.preflight import check_feature_memory
 
     world = distributed.join()  # torchrun: every rank encodes its share, rank 0 trains (#13)
     distributed.check_shared_cache(world, config.encoding.use_cache)
@@ -140,8 +141,9 @@ def train(config: TrainConfig, progress=None) -> TrainResult | None:
     views = 0 if config.reference else config.encoding.views
     center_train = cls.needs_center_view or config.reference
     cache = config.encoding.cache(backbone)
-    if not distributed.encode_shared(backbone, world, distributed.training_jobs(dataset, config.shots, [config.seed],
-                                     views, center_train), cache, config.encoding.batch_size,
+    jobs = distributed.training_jobs(dataset, config.shots, [config.seed], views, center_train)
+    check_feature_memory(jobs, backbone.embed_dim, views)
+    if not distributed.encode_shared(backbone, world, jobs, cache, config.encoding.batch_size,
                                      config.encoding.workers, progress):
         return None  # not rank 0: its share of the features is in the cache
     data = prepare_features(backbone, dataset, config.shots, config.seed, views, cache, config.encoding.workers, config.encoding.batch_size, progress, center_train=center_train)
