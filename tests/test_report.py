@@ -96,7 +96,7 @@ def test_report_refuses_what_it_cannot_report_in_one_line(cli, lesion_run, tmp_p
     _, run = lesion_run
     for args, message in (([tmp_path], "neither a run directory"), ([tmp_path / "nope"], "no such folder"),
                           ([run, "--out", tmp_path / "missing" / "r.html"], "does not exist"),
-                          ([run, "--out", tmp_path], "it is a folder")):
+                          ([run, "--out", tmp_path], "is a folder, not a file")):
         code, _, err = cli("report", *args)
         assert code == 1 and len(error_lines(err)) == 1 and message in err, err
     code, _, err = cli("report", run, "--coverage", "1")

@@ -217,6 +217,9 @@ def predict_to_file(predictor: Predictor, paths: list[Path], out: Path, world=No
     Args:
         world: a vipcli.distributed.World (None: a world of one).
         force: start over (remove `out` and its part files first).
+
+    The caller holds `out`'s lock (`vipcli.prediction_files.output_lock`, on rank 0) so that no other
+    process writes it meanwhile; `vip predict` takes it before loading the model.
     """
     from vipcli import distributed
     from vipcli.prediction_files import (RecordFormat, RecordWriter, check_same_images, completed_paths,
@@ -224,6 +227,7 @@ def predict_to_file(predictor: Predictor, paths: list[Path], out: Path, world=No
     from vipcli.trust import set_threshold
 
     world = world or distributed.World()
+    paths = list({str(p): Path(p) for p in paths}.values())  # an image given twice is recorded once
     form = RecordFormat(output_format(out), tuple(predictor.class_names), coverage is not None, explain,
                         predictor.model_digest)
     set_threshold(predictor.calibration, coverage, predictor.run_dir)  # refuses before any work

@@ -14,6 +14,12 @@ A record is one `write` of one complete line, flushed at once, so a killed run l
 torn last line: readers ignore a last line without its newline, and a writer cuts it off before
 appending. The paths of complete records are what a rerun skips.
 
+Resuming trusts only what vip wrote: every complete line must be a valid record of this format (a
+damaged line is refused, naming the file and the line); an image is recorded once (a file holding
+repeated records of one image is rewritten with its first). While a process writes FILE it holds
+`FILE.lock` beside it (an OS lock, dropped when the process ends however it ends): a second
+`vip predict --out FILE` refuses at once instead of predicting everything again into the same file.
+
 Under torchrun, rank r of n appends to its own part file `FILE.rank<r>-of-<n>.part` beside FILE;
 at the end rank 0 writes FILE afresh (temp file + rename) with every record of FILE and of all part
 files, in input order, and removes the part files. A killed rank loses nothing it had flushed: a
@@ -22,6 +28,7 @@ rerun reads FILE and every part file (whatever world size wrote them) before any
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -123,6 +130,43 @@ class RecordFormat:
             return None
         return row[0], bool(row[-1]), row[-2] if len(row) >= 2 else None
 
+    def problem(self, line: str) -> str | None:
+        """Why a complete line (not the CSV header) is not a record this format writes; None if it is one."""
+        if self.kind == "csv":
+            return self._csv_problem(next(csv.reader([line]), []))
+        try:
+            record = json.loads(line)
+        except ValueError:
+            return "not a JSON object"
+        if not isinstance(record, dict):
+            return "not a JSON object"
+        if not isinstance(record.get("path"), str) or not record["path"]:
+            return "no 'path'"
+        if "model" in record and not isinstance(record["model"], str):
+            return f"'model' is {record['model']!r}, not a digest"
+        if "error" in record:
+            return None if isinstance(record["error"], str) else f"'error' is {record['error']!r}, not a reason"
+        probabilities = record.get("probabilities")
+        if not isinstance(probabilities, dict) or tuple(probabilities) != self.class_names:
+            return f"'probabilities' is not a probability for each of {', '.join(self.class_names)}"
+        members = record.get("prediction_set") if self.coverage else []
+        return _prediction_problem(record.get("label"), record.get("probability"), list(probabilities.values()),
+                                   members, self.class_names)
+
+    def _csv_problem(self, row: list[str]) -> str | None:
+        """Why a CSV row is not a record of this format; None if it is one."""
+        fields = 3 + len(self.class_names) + self.coverage + 2  # path, label, probability, p_*, set, model, error
+        if len(row) != fields:
+            return f"{len(row)} fields, not {fields}"
+        if not row[0]:
+            return "no path"
+        if row[-1]:
+            return None  # an unreadable image: its reason
+        classes = len(self.class_names)
+        members = row[3 + classes].split(SET_SEPARATOR) if self.coverage and row[3 + classes] else []
+        return _prediction_problem(row[1], _number(row[2]), [_number(v) for v in row[3:3 + classes]], members,
+                                   self.class_names)
+
     def check_model(self, model: str | None, file: Path) -> None:
         """Refuse to add to `file` if a record in it was made by another model (None: a record of an earlier vip)."""
         if model is not None and self.model and model != self.model:
@@ -147,6 +191,26 @@ class RecordFormat:
                              "pass another --out, or --force to replace it")
 
 
+def _number(text: str):
+    """A CSV cell as a float, or the text itself when it is not a number."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def _prediction_problem(label, probability, probabilities: list, members, class_names: tuple) -> str | None:
+    """Why a prediction's fields are invalid (label, probabilities in [0, 1], prediction set); None if valid."""
+    if label not in class_names:
+        return f"label {label!r} is not one of the classes {', '.join(class_names)}"
+    for name, value in (("probability", probability), *zip((f"p_{n}" for n in class_names), probabilities)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 <= value <= 1):
+            return f"{name} is {value!r}, not a probability"
+    if not isinstance(members, list) or any(member not in class_names for member in members):
+        return f"prediction_set {members!r} is not a list of classes"
+    return None
+
+
 def _csv_line(row: list) -> str:
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="\n").writerow(row)
@@ -168,17 +232,32 @@ def complete_lines(file: Path):
             offset += len(raw)
 
 
+def read_records(file: Path, form: RecordFormat):
+    """Yield (byte offset, path, is an error, model) of each complete record of `file`.
+
+    Refuses a file of other classes, options or another model, and a line that is not a valid record
+    (damaged, edited, or another program's) with its line number: resuming would trust it, and
+    rewriting the file would drop it.
+    """
+    for number, (offset, line) in enumerate(complete_lines(file)):
+        if number == 0:
+            form.check_first(line, file)
+            if form.kind == "csv":
+                continue  # the header, checked
+        problem = form.problem(line)
+        if problem:
+            raise UsageError(f"{file} line {number + 1} is not a record of vip predict ({problem})",
+                             "delete that line to resume, pass --force to start over, or pass another --out")
+        path, error, model = form.parse(line, False)
+        form.check_model(model, file)
+        yield offset, path, error, model
+
+
 def completed_paths(out: Path, form: RecordFormat) -> set[str]:
     """Paths with a complete record in `out` or any of its part files (checked to be of this format)."""
     done: set[str] = set()
     for file in [Path(out), *part_files(out)]:
-        for number, (_, line) in enumerate(complete_lines(file)):
-            if number == 0:
-                form.check_first(line, file)
-            parsed = form.parse(line, number == 0)
-            if parsed:
-                form.check_model(parsed[2], file)
-                done.add(parsed[0])
+        done.update(path for _, path, _, _ in read_records(file, form))
     return done
 
 
@@ -201,19 +280,40 @@ def remove_outputs(out: Path) -> None:
             file.unlink()
 
 
+def open_for_append(file: Path):
+    """`file` opened to append text (created if missing)."""
+    return open(file, "a", encoding="utf-8", newline="")
+
+
 class RecordWriter:
-    """Appends records to one file, one flushed line each; cuts off a torn last line first."""
+    """Appends records to one file, one flushed line each; cuts off a torn last line first.
+
+    A write that fails (the disk filled up, the folder went read-only) is one VipError naming the
+    file; the records before it stay, and at most a torn last line is left, which a rerun cuts off.
+    """
 
     def __init__(self, file: Path, form: RecordFormat):
-        self.file, self.form, self.written = Path(file), form, 0
-        _cut_torn_tail(self.file)
-        self.stream = open(self.file, "a", encoding="utf-8", newline="")
+        self.file, self.form, self.written, self.stream = Path(file), form, 0, None
+        try:
+            _cut_torn_tail(self.file)
+            self.stream = open_for_append(self.file)
+        except OSError as error:
+            raise self._failed(error) from None
         if self.stream.tell() == 0 and form.header_line():
             self._write(form.header_line())
 
+    def _failed(self, error: OSError) -> VipError:
+        from vipcli.preflight import write_failed
+
+        kept = f"the {self.written} records written before are kept" if self.written else "no record was written"
+        return write_failed(self.file, error, kept)
+
     def _write(self, line: str) -> None:
-        self.stream.write(line)
-        self.stream.flush()
+        try:
+            self.stream.write(line)
+            self.stream.flush()
+        except OSError as error:
+            raise self._failed(error) from None
 
     def prediction(self, prediction) -> None:
         """Record one prediction."""
@@ -227,15 +327,27 @@ class RecordWriter:
 
     def close(self) -> None:
         """Flush to disk and close."""
-        self.stream.flush()
-        os.fsync(self.stream.fileno())
-        self.stream.close()
+        try:
+            self.stream.flush()
+            os.fsync(self.stream.fileno())
+            self.stream.close()
+        except OSError as error:
+            self.abandon()
+            raise self._failed(error) from None
+
+    def abandon(self) -> None:
+        """Close after a failure, dropping what the stream still buffers (at most part of one line)."""
+        with contextlib.suppress(OSError):
+            self.stream.close()  # closes the file even when its last flush fails
 
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, kind, *exc) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self.abandon()
 
 
 def _cut_torn_tail(file: Path) -> None:
@@ -269,54 +381,68 @@ class MergeSummary:
     errors: int  # of which unreadable images
     missing: int  # input images without a record
     dropped: int  # records of images not in this input (left out of the file)
+    repeated: int = 0  # further records of an image already recorded (left out of the file)
 
 
 def finish_output(out: Path, paths: list, form: RecordFormat) -> MergeSummary:
     """Make `out` hold one record per input image in input order, from `out` and its part files.
 
     Reads only line offsets into memory (not the records); rewrites `out` (temp file + rename) only
-    when it is not already in order or part files exist, then removes the part files.
+    when it is not already in order, holds repeated records, or part files exist, then removes the
+    part files. An image recorded more than once keeps its first record. A write that fails leaves
+    `out` and the part files as they were (one VipError).
     """
-    from vipcli.atomic import atomic_path
-
     out = Path(out)
+    paths = list(dict.fromkeys(str(p) for p in paths))
     sources = [out, *part_files(out)]
     where: dict[str, tuple[int, int, bool]] = {}  # path -> (source, offset, is an error)
     sequence_in_out: list[str] = []
-    dropped = 0
-    wanted = {str(p) for p in paths}
+    dropped = repeated = 0
+    wanted = set(paths)
     for source, file in enumerate(sources):
-        for number, (offset, line) in enumerate(complete_lines(file)):
-            parsed = form.parse(line, number == 0)
-            if not parsed:
-                continue
-            path, error, _ = parsed
+        for offset, path, error, _ in read_records(file, form):
             if path not in wanted:
                 dropped += 1
-                continue
-            if path not in where:
+            elif path in where:
+                repeated += 1
+            else:
                 where[path] = (source, offset, error)
                 if source == 0:
                     sequence_in_out.append(path)
-    ordered = [str(p) for p in paths if str(p) in where]
-    summary = MergeSummary(len(ordered), sum(where[p][2] for p in ordered), len(paths) - len(ordered), dropped)
-    in_order = len(sources) == 1 and sequence_in_out == ordered and not dropped and _no_torn_tail(out)
+    ordered = [p for p in paths if p in where]
+    summary = MergeSummary(len(ordered), sum(where[p][2] for p in ordered), len(paths) - len(ordered), dropped,
+                           repeated)
+    in_order = (len(sources) == 1 and sequence_in_out == ordered and not dropped and not repeated
+                and _no_torn_tail(out))
     if not in_order:
-        handles = [open(file, "rb") if file.exists() else None for file in sources]
         try:
-            with atomic_path(out) as temp, open(temp, "wb") as stream:
-                stream.write(form.header_line().encode("utf-8"))
-                for path in ordered:
-                    source, offset, _ = where[path]
-                    handles[source].seek(offset)
-                    stream.write(handles[source].readline())
-        finally:
-            for handle in handles:
-                if handle is not None:
-                    handle.close()
+            _rewrite(out, sources, [where[p][:2] for p in ordered], form)
+        except OSError as error:
+            from vipcli.preflight import write_failed
+
+            raise write_failed(out, error, "every record is kept in it and its part files") from None
         for file in sources[1:]:
             file.unlink()
     return summary
+
+
+def _rewrite(out: Path, sources: list[Path], lines: list[tuple[int, int]], form: RecordFormat) -> None:
+    """Write `out` afresh (temp file + rename): the header, then each (source, offset) line in order."""
+    from vipcli.atomic import atomic_path
+
+    handles = [open(file, "rb") if file.exists() else None for file in sources]
+    try:
+        with atomic_path(out) as temp, open(temp, "wb") as stream:
+            stream.write(form.header_line().encode("utf-8"))
+            for source, offset in lines:
+                handles[source].seek(offset)
+                stream.write(handles[source].readline())
+            stream.flush()
+            os.fsync(stream.fileno())
+    finally:
+        for handle in handles:
+            if handle is not None:
+                handle.close()
 
 
 def _no_torn_tail(file: Path) -> bool:
@@ -332,10 +458,114 @@ def _no_torn_tail(file: Path) -> bool:
 
 
 def check_out_file(out: Path) -> Path:
-    """`out` if a file can be written there: its folder exists and it is not a folder."""
+    """`out` if records can be written there (checked before any work, as `vip train` checks its --out):
+    not a folder, its folder exists, is writable and not full, and an existing `out` can be appended to."""
+    from vipcli.preflight import check_output_file
+
     out = Path(out)
-    if out.is_dir():
-        raise VipError(f"cannot write {out}: it is a folder", f"pass a file name, e.g. --out {out / 'preds.jsonl'}")
-    if not out.parent.is_dir():
-        raise VipError(f"cannot write {out}: folder {out.parent} does not exist", "create it or choose another --out")
+    check_output_file(out, "--out", create_folder=False)
+    if out.is_file() and not os.access(out, os.W_OK):
+        raise VipError(f"--out {out}: cannot write to it (permission denied)",
+                       "make it writable or choose another --out")
     return out
+
+
+# --- one writer per file ------------------------------------------------------------------------
+
+
+def lock_file(out: Path) -> Path:
+    """The lock file beside `out` that the process writing `out` holds."""
+    out = Path(out)
+    return out.with_name(f"{out.name}.lock")
+
+
+@contextlib.contextmanager
+def output_lock(out: Path):
+    """Hold the lock of `out` for the block; while another process holds it, one VipError naming it.
+
+    The lock is an OS lock on `FILE.lock` (flock; a byte-range lock where there is no flock), which
+    the OS drops when its process ends however it ends (Ctrl-C, a kill, a crash): a lock file left by
+    a killed process blocks nothing. The file is removed on release.
+    """
+    lock = lock_file(out)
+    handle = _take_lock(Path(out), lock)
+    try:
+        yield lock
+    finally:
+        _release_lock(lock, handle)
+
+
+def _take_lock(out: Path, lock: Path) -> int:
+    """Open and lock `lock` (retrying when its holder removed it as we opened it); write our pid in it."""
+    import socket
+
+    for _ in range(100):
+        try:
+            handle = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as error:
+            from vipcli.preflight import describe_os_error
+
+            raise VipError(f"cannot create the lock file {lock} ({describe_os_error(error)})",
+                           "make its folder writable or choose another --out") from None
+        if not _lock(handle):
+            holder = _holder(handle)
+            os.close(handle)
+            raise VipError(f"{out} is being written by another vip process{holder}",
+                           "wait for it to finish, or pass another --out")
+        if _same_file(handle, lock):
+            os.ftruncate(handle, 0)
+            os.write(handle, f"{os.getpid()} {socket.gethostname()}\n".encode())
+            return handle
+        os.close(handle)  # removed by its last holder after we opened it: lock the new one
+    raise VipError(f"cannot lock {lock}: it keeps being replaced", "pass another --out")
+
+
+def _lock(handle: int) -> bool:
+    """Take the OS lock of an open file without waiting; False when another process holds it."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        import msvcrt
+
+        try:
+            msvcrt.locking(handle, msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        return True
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    except OSError:  # a file system without locks: nothing to take, nothing to wait for
+        return True
+    return True
+
+
+def _holder(handle: int) -> str:
+    """" (pid 123 on host h)" from a lock file's text, or "" when it cannot be read."""
+    try:
+        os.lseek(handle, 0, os.SEEK_SET)
+        pid, _, host = os.read(handle, 256).decode("utf-8", "replace").strip().partition(" ")
+    except OSError:
+        return ""
+    return f" (pid {pid} on host {host})" if pid.isdigit() and host else ""
+
+
+def _same_file(handle: int, path: Path) -> bool:
+    """True if the open `handle` is still the file at `path`."""
+    try:
+        mine, there = os.fstat(handle), os.stat(path)
+    except OSError:
+        return False
+    return (mine.st_dev, mine.st_ino) == (there.st_dev, there.st_ino)
+
+
+def _release_lock(lock: Path, handle: int) -> None:
+    """Remove the lock file while still holding it (no one can lock it in between), then close it."""
+    if os.name == "posix":
+        with contextlib.suppress(OSError):
+            os.unlink(lock)
+    os.close(handle)
+    if os.name != "posix":  # an open file cannot be removed there
+        with contextlib.suppress(OSError):
+            os.unlink(lock)

@@ -97,12 +97,31 @@ def check_output_folder(out: Path, option: str = "--out") -> None:
     check_writable(nearest_existing(out), f"{option} {out}", option)
 
 
-def check_output_file(path: Path, option: str = "--out") -> None:
-    """A file can be written at `path` (its folder is created if missing)."""
+def check_output_file(path: Path, option: str = "--out", create_folder: bool = True) -> None:
+    """A file can be written at `path`: not a folder, its folder writable and not full.
+
+    Args:
+        create_folder: the command creates a missing folder; when False a missing folder is refused.
+    """
     path = Path(path)
     if path.is_dir():
         raise VipError(f"{option} {path} is a folder, not a file", f"give a file name with {option}")
-    check_writable(nearest_existing(path.parent), f"{option} {path}", option)
+    folder = nearest_existing(path.parent)
+    if not create_folder and folder != path.parent.absolute() and folder.is_dir():
+        raise VipError(f"{option} {path}: folder {path.parent} does not exist", f"create it or choose another {option}")
+    check_writable(folder, f"{option} {path}", option)
+
+
+def write_failed(file: Path, error: OSError, kept: str) -> VipError:
+    """The one line for a write that failed after the checks (the disk filled up, the folder went read-only).
+
+    Args:
+        file: the file that could not be written.
+        kept: what is left as it was, e.g. "nothing was written".
+    """
+    fix = "free some space" if error.errno in (errno.ENOSPC, errno.EDQUOT) else "make it writable"
+    return VipError(f"cannot write {file} ({describe_os_error(error)}); {kept}", f"{fix}, then run the same command "
+                    "again")
 
 
 

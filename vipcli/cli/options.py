@@ -85,6 +85,14 @@ def encoding_settings(views: int, workers: Optional[int], no_cache: bool = False
     return EncodingSettings(views=views, workers=workers, use_cache=not no_cache, batch_size=encode_batch)
 
 
+def worker_count(workers: Optional[int]) -> int:
+    """--workers as a number of processes: the default for None; a negative number is refused as
+    `vip train` refuses it (EncodingSettings.validate), before any work."""
+    settings = encoding_settings(1, workers)
+    settings.validate()
+    return settings.workers
+
+
 def schedule_settings(schedule: str, epochs: Optional[int], batch_size: Optional[int], lr: Optional[float]):
     """--schedule/--epochs/--batch-size/--lr as ScheduleSettings."""
     from vipcli.settings import ScheduleSettings

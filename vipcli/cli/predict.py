@@ -38,16 +38,33 @@ def predict_command(
 
     Under torchrun (`-m vipcli predict ... --out FILE`) the processes share the images; FILE keeps input order.
     """
+    workers = opt.worker_count(workers)
     _check_trust_options(coverage, report)  # usage errors before any work (and before torch is imported)
     from vipcli import distributed
-    from vipcli.features import FeatureCache, default_cache_dir
-    from vipcli.predict import collect_images, load_predictor, predict
-    from vipcli.settings import default_workers
 
     world = distributed.world_from_env()
     if out is not None or world.distributed:
         _check_file_options(out, as_json, report, explain, world)
-    workers = default_workers() if workers is None else workers
+    with _holding(out, world):  # a second vip writing the same --out refuses here, before any work
+        _predict(paths, model, explain, as_json, backbone, device, no_cache, workers, coverage, report, out, force)
+
+
+def _holding(out: Path | None, world):
+    """The lock of --out, held by the process that writes it (rank 0 under torchrun); else nothing."""
+    if out is None or not world.main:
+        return contextlib.nullcontext()
+    from vipcli.prediction_files import output_lock
+
+    return output_lock(out)
+
+
+def _predict(paths, model, explain, as_json, backbone, device, no_cache, workers, coverage, report, out,
+             force) -> None:
+    """Load the run and predict `paths`: printed, as JSON, into a gallery, or streamed to --out."""
+    from vipcli import distributed
+    from vipcli.features import FeatureCache, default_cache_dir
+    from vipcli.predict import collect_images, load_predictor, predict
+
     files = collect_images(paths)
     world = distributed.join()
     predictor = load_predictor(model, distributed.rank_device(device, world), backbone)
@@ -161,6 +178,9 @@ def _predict_to_file(predictor, files, out, world, force, explain, cache, worker
                  f"{run.images - run.already} predicted now{processes}")
     if merged.dropped:
         console.warn(f"{merged.dropped} records in {out} were of images not in this input; left out of it")
+    if merged.repeated:
+        console.warn(f"{merged.repeated} records in {out} repeated an image already recorded; each image keeps "
+                     "its first record")
     if merged.missing:
         raise VipError(f"{merged.missing} of {run.images} images have no record in {out}", "rerun to resume")
     if merged.errors:

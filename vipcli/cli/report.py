@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from vipcli import console
+from vipcli.cli import options as opt
 
 
 def report_command(
@@ -18,7 +19,7 @@ def report_command(
     gallery: int = typer.Option(48, "--gallery", help="Test images in a run's gallery (errors first)."),
     device: str = typer.Option("auto", "--device",
                                help="auto, cpu, cuda, cuda:N or mps (a run's report encodes its test images)."),
-    workers: int = typer.Option(2, "--workers", help="Image-decoding worker processes."),
+    workers: Optional[int] = opt.WORKERS,
 ) -> None:
     """Write an HTML report (images embedded; opens offline) of a run or a benchmark."""
     from vipcli.conformal import check_coverage
@@ -26,6 +27,7 @@ def report_command(
     from vipcli.errors import UsageError
     from vipcli.report import write_report
 
+    workers = opt.worker_count(workers)
     check_coverage(coverage)
     if gallery < 0:
         raise UsageError(f"--gallery {gallery} is negative", "pass 0 or more")

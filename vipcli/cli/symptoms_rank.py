@@ -28,13 +28,14 @@ def rank_command(
     seed: int = opt.seed(1, "Seed of any split vip makes (as `vip train --seed`)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the on-disk feature cache."),
-    workers: int = typer.Option(2, "--workers", help="Image-decoding worker processes."),
+    workers: Optional[int] = opt.WORKERS,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """Rank each class's symptoms by how well the frozen backbone finds them in the training images."""
     from vipcli.symptoms.rank import RankConfig, prune as prune_packs, rank_on_data
 
     check_prune_options(prune, out)
+    workers = opt.worker_count(workers)
     config = RankConfig(
         data=data, backbone=backbone, arch=arch, pretrained=pretrained, symptoms=tuple(symptoms or ()), seed=seed,
         min_auroc=min_auroc, device=device, use_cache=not no_cache, workers=workers,

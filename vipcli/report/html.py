@@ -114,20 +114,22 @@ def section(heading: str, body: str) -> str:
 
 
 def check_writable(path: Path, option: str = "--out") -> Path:
-    """`path` if an HTML file can be written there (its folder exists, it is not a folder); else a VipError."""
-    from vipcli.errors import VipError
+    """`path` if an HTML file can be written there (not a folder; its folder exists, is writable and not
+    full); else a VipError. Called before any work, as `vip train` checks its --out."""
+    from vipcli.preflight import check_output_file
 
-    path = Path(path)
-    if path.is_dir():
-        raise VipError(f"cannot write {path}: it is a folder", f"pass a file name, e.g. {option} {path / 'report.html'}")
-    if not path.parent.is_dir():
-        raise VipError(f"cannot write {path}: folder {path.parent} does not exist", f"create it or choose another {option}")
-    return path
+    check_output_file(Path(path), option, create_folder=False)
+    return Path(path)
 
 
 def write_html(path: Path, document: str, option: str = "--out") -> Path:
-    """Write the page atomically (temp file + rename)."""
-    from vipcli.benchmark import write_atomic
+    """Write the page atomically (temp file + rename); a failed write leaves nothing and is one line."""
+    from vipcli.atomic import write_atomic
+    from vipcli.preflight import write_failed
 
-    write_atomic(check_writable(path, option), document)
+    check_writable(path, option)
+    try:
+        write_atomic(path, document)
+    except OSError as error:  # the disk filled up or went read-only while the report was made
+        raise write_failed(path, error, "nothing was written") from None
     return Path(path)

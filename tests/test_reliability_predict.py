@@ -1,0 +1,337 @@
+"""`vip predict --out`, `--report` and `vip report --out` check their output before any work, fail a
+late write in one line, resume only a file vip wrote, write each image once, and let one process at a
+time write a file; every command refuses a negative --workers the same way."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from collections import namedtuple
+from pathlib import Path
+
+import pytest
+
+from conftest import error_lines, read_only_folder
+from lesion_runs import make_lesions, train_toy
+
+NO_SPACE = "no space left on the device"
+
+
+@pytest.fixture(scope="module")
+def toy_run(tmp_path_factory):
+    """A lesion world (12 test images per class) and a toy-backbone run trained on it, once for the module."""
+    root = tmp_path_factory.mktemp("lesions")
+    data = make_lesions(root / "data", {"train": 8, "val": 6, "test": 12})
+    return data, train_toy(data, root / "run", root / "train-cache")
+
+
+@pytest.fixture
+def clean(cli, toy_run, tmp_path_factory):
+    """The bytes an uninterrupted `vip predict --out` writes, per suffix."""
+    data, run = toy_run
+    folder = tmp_path_factory.mktemp("clean")
+
+    def made(suffix: str) -> bytes:
+        out = folder / f"p{suffix}"
+        if not out.exists():
+            assert cli("predict", data / "test", "--model", run, "--out", out, "--workers", "0")[0] == 0
+        return out.read_bytes()
+
+    return made
+
+
+@pytest.fixture
+def no_work(monkeypatch):
+    """Fail the test if a backbone is loaded or an image decoded (a check came too late)."""
+    import vipcli.features
+    import vipcli.registry
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("work started before the outputs were checked")
+
+    monkeypatch.setattr(vipcli.registry, "load_backbone", refuse)
+    monkeypatch.setattr(vipcli.features, "load_image", refuse)
+
+
+@pytest.fixture
+def full_disk(monkeypatch):
+    """shutil.disk_usage reports 1 MiB free everywhere."""
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10 * 2**30, 10 * 2**30 - 2**20, 2**20))
+
+
+def _commands(data: Path, run: Path, out: Path) -> dict:
+    """The three ways to write a prediction output, each naming `out` (the option and the file)."""
+    return {"predict --out": ["predict", data / "test", "--model", run, "--out", out.with_suffix(".jsonl")],
+            "predict --report": ["predict", data / "test", "--model", run, "--report", out.with_suffix(".html")],
+            "report --out": ["report", run, "--out", out.with_suffix(".html")]}
+
+
+def _option(kind: str) -> str:
+    return kind.split()[1]
+
+
+# --- the output is checked before any work --------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["predict --out", "predict --report", "report --out"])
+def test_a_read_only_output_folder_is_refused_before_any_work(cli, toy_run, tmp_path, kind, no_work):
+    data, run = toy_run
+    read_only_folder(tmp_path / "locked")
+    try:
+        code, _, err = cli(*_commands(data, run, tmp_path / "locked" / "p")[kind], "--workers", "0")
+    finally:
+        (tmp_path / "locked").chmod(0o755)
+    assert code == 1 and error_lines(err) == [error_lines(err)[0]] and "Traceback" not in err
+    assert f"{_option(kind)} " in err and f"cannot write to {tmp_path / 'locked'} (permission denied)" in err
+
+
+@pytest.mark.parametrize("kind", ["predict --out", "predict --report", "report --out"])
+def test_a_full_output_disk_is_refused_before_any_work(cli, toy_run, tmp_path, kind, no_work, full_disk):
+    data, run = toy_run
+    code, _, err = cli(*_commands(data, run, tmp_path / "p")[kind], "--workers", "0")
+    [line] = error_lines(err)
+    assert code == 1 and f"error: {_option(kind)} {tmp_path / 'p'}." in line
+    assert "is full (1.0 MiB free)" in line and "free some space" in line
+
+
+@pytest.mark.parametrize("kind", ["predict --out", "predict --report", "report --out"])
+def test_an_output_in_a_file_or_a_missing_folder_is_refused_before_any_work(cli, toy_run, tmp_path, kind, no_work):
+    data, run = toy_run
+    (tmp_path / "file").write_text("x")
+    code, _, err = cli(*_commands(data, run, tmp_path / "file" / "p")[kind], "--workers", "0")
+    assert code == 1 and len(error_lines(err)) == 1 and f"{tmp_path / 'file'} is a file, not a folder" in err
+    code, _, err = cli(*_commands(data, run, tmp_path / "missing" / "p")[kind], "--workers", "0")
+    assert code == 1 and len(error_lines(err)) == 1
+    assert f"folder {tmp_path / 'missing'} does not exist (create it or choose another {_option(kind)})" in err
+
+
+def test_a_read_only_out_file_is_refused_before_any_work(cli, toy_run, tmp_path, no_work):
+    data, run = toy_run
+    out = tmp_path / "p.jsonl"
+    out.write_text("")
+    out.chmod(0o444)
+    if os.access(out, os.W_OK):
+        pytest.skip("running as root: a read-only file is still writable")
+    code, _, err = cli("predict", data / "test", "--model", run, "--out", out)
+    assert code == 1 and error_lines(err) == [f"error: --out {out}: cannot write to it (permission denied) "
+                                              "(make it writable or choose another --out)"]
+
+
+# --- a write that fails later -----------------------------------------------------------------------
+
+
+class _FillsUp:
+    """A file opened to append that takes `room` complete lines, then half of the next, then ENOSPC."""
+
+    def __init__(self, stream, room: int):
+        self.stream, self.room = stream, room
+
+    def write(self, line: str) -> None:
+        if self.room == 0:
+            self.stream.write(line[: len(line) // 2])
+            self.stream.flush()
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.room -= 1
+        self.stream.write(line)
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
+@pytest.mark.parametrize("suffix, header", [(".jsonl", 0), (".csv", 1)])
+def test_a_disk_that_fills_up_while_records_are_written_is_one_line_and_resumes(cli, toy_run, tmp_path, monkeypatch,
+                                                                                clean, suffix, header):
+    from vipcli import prediction_files
+
+    data, run = toy_run
+    expected, out = clean(suffix), tmp_path / f"p{suffix}"
+    real = prediction_files.open_for_append
+    monkeypatch.setattr(prediction_files, "open_for_append", lambda file: _FillsUp(real(file), 5 + header))
+    code, _, err = cli("predict", data / "test", "--model", run, "--out", out, "--workers", "0")
+    assert code == 1 and "Traceback" not in err and error_lines(err) == [
+        f"error: cannot write {out} ({NO_SPACE}); the 5 records written before are kept (free some space, then run "
+        "the same command again)"]
+    assert not out.read_text().endswith("\n")  # a torn last line, which the rerun cuts off
+    assert sorted(p.name for p in tmp_path.iterdir()) == [out.name]  # and no lock file
+    monkeypatch.setattr(prediction_files, "open_for_append", real)
+    code, _, err = cli("predict", data / "test", "--model", run, "--out", out, "--workers", "0")
+    assert code == 0 and "24 of 24 images, 5 already there, 19 predicted now" in err
+    assert out.read_bytes() == expected
+
+
+def test_a_disk_that_fills_up_while_a_report_is_written_leaves_nothing(cli, toy_run, tmp_path, monkeypatch):
+    import contextlib
+
+    import vipcli.atomic
+
+    data, run = toy_run
+    real = vipcli.atomic.atomic_path
+
+    def no_space(path, suffix=".tmp"):  # the temp file is begun, then the disk is full
+        with real(path, suffix) as temp:
+            temp.write_text("<!DOCTYPE html>")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        yield  # pragma: no cover
+
+    monkeypatch.setattr(vipcli.atomic, "atomic_path", contextlib.contextmanager(no_space))
+    for args, page in ((["report", run, "--out", tmp_path / "r.html"], tmp_path / "r.html"),
+                       (["predict", data / "test" / "nevus", "--model", run, "--report", tmp_path / "g.html"],
+                        tmp_path / "g.html")):
+        code, _, err = cli(*args, "--workers", "0")
+        assert code == 1 and "Traceback" not in err and error_lines(err)[-1:] == [
+            f"error: cannot write {page} ({NO_SPACE}); nothing was written (free some space, then run the same "
+            "command again)"], err
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- resuming trusts only what vip wrote ------------------------------------------------------------
+
+
+def _edit_line(text: str, number: int, edit) -> str:
+    lines = text.splitlines(keepends=True)
+    lines[number - 1] = edit(lines[number - 1])
+    return "".join(lines)
+
+
+@pytest.mark.parametrize("suffix, number, edit, problem", [
+    (".jsonl", 12, lambda line: "garbage\n", "not a JSON object"),
+    (".jsonl", 3, lambda line: "\n", "not a JSON object"),
+    (".jsonl", 7, lambda line: line.replace('"probability": 0.', '"probability": "x", "was": 0.'),
+     "probability is 'x', not a probability"),
+    (".jsonl", 7, lambda line: line.replace('"probability": 0.', '"probability": 7.'), "probability is 7."),
+    (".jsonl", 9, lambda line: line.replace('"label": "', '"label": "x'), "label 'x"),
+    (".jsonl", 5, lambda line: line.replace('"path": ', '"file": '), "no 'path'"),
+    (".csv", 8, lambda line: "garbage\n", "1 fields, not 7"),
+    (".csv", 8, lambda line: re.sub(r",0\.\d+,", ",x,", line, count=1), "probability is 'x', not a probability"),
+    (".csv", 4, lambda line: re.sub(r",(melanoma|nevus),", ",cat,", line, count=1), "label 'cat' is not one"),
+])
+def test_a_damaged_line_is_refused_naming_the_file_and_the_line(cli, toy_run, tmp_path, clean, suffix, number, edit,
+                                                                problem):
+    data, run = toy_run
+    out = tmp_path / f"p{suffix}"
+    out.write_text(_edit_line(clean(suffix).decode(), number, edit))
+    before = out.read_bytes()
+    code, _, err = cli("predict", data / "test", "--model", run, "--out", out, "--workers", "0")
+    [line] = error_lines(err)
+    assert code == 2 and line.startswith(f"error: {out} line {number} is not a record of vip predict (")
+    assert problem in line
+    assert line.endswith("(delete that line to resume, pass --force to start over, or pass another --out)")
+    assert "another model" not in line and out.read_bytes() == before
+    assert cli("predict", data / "test", "--model", run, "--out", out, "--workers", "0", "--force")[0] == 0
+    assert out.read_bytes() == clean(suffix)
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+def test_repeated_records_of_an_image_are_written_once(cli, toy_run, tmp_path, clean, suffix):
+    data, run = toy_run
+    out = tmp_path / f"p{suffix}"
+    text = clean(suffix).decode()
+    records = text.splitlines(keepends=True)[(suffix == ".csv"):]
+    out.write_text(text + "".join(records[:4]))  # a file that got some images twice
+    code, _, err = cli("predict", data / "test", "--model", run, "--out", out, "--workers", "0")
+    assert code == 0 and "24 of 24 images, 24 already there, 0 predicted now" in err
+    assert "4 records in" in err and "each image keeps its first record" in err
+    assert out.read_bytes() == clean(suffix)
+
+
+def test_an_image_given_twice_is_predicted_and_written_once(cli, toy_run, tmp_path, clean):
+    data, run = toy_run
+    out = tmp_path / "p.jsonl"
+    code, _, err = cli("predict", data / "test", data / "test" / "nevus", "--model", run, "--out", out,
+                       "--workers", "0")
+    assert code == 0 and "24 of 24 images, 24 predicted now" in err
+    assert out.read_bytes() == clean(".jsonl")
+
+
+# --- one process writes a file at a time --------------------------------------------------------------
+
+
+def _hold_lock(out: Path) -> subprocess.Popen:
+    """Another process that holds the lock of `out` until it is killed."""
+    code = ("import sys; from vipcli.prediction_files import output_lock\n"
+            "with output_lock(sys.argv[1]):\n    print('held', flush=True); sys.stdin.read()")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(out)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert holder.stdout.readline() == "held\n"
+    return holder
+
+
+def test_a_second_process_on_the_same_out_refuses_and_a_killed_ones_lock_blocks_nothing(cli, toy_run, tmp_path,
+                                                                                      clean, monkeypatch):
+    data, run = toy_run
+    out = tmp_path / "p.jsonl"
+    holder = _hold_lock(out)
+    try:
+        with monkeypatch.context() as patch:
+            import vipcli.registry
+
+            patch.setattr(vipcli.registry, "load_backbone", lambda *a, **k: pytest.fail("refused after work began"))
+            code, _, err = cli("predict", data / "test", "--model", run, "--out", out, "--workers", "0")
+        assert code == 1 and error_lines(err) == [
+            f"error: {out} is being written by another vip process (pid {holder.pid} on host {os.uname().nodename}) "
+            "(wait for it to finish, or pass another --out)"]
+        assert not out.exists()
+    finally:
+        holder.send_signal(signal.SIGKILL)  # as a node that dies: its lock file stays behind
+        holder.wait()
+    assert (tmp_path / "p.jsonl.lock").exists()
+    code, _, err = cli("predict", data / "test", "--model", run, "--out", out, "--workers", "0")
+    assert code == 0, err
+    assert out.read_bytes() == clean(".jsonl") and sorted(p.name for p in tmp_path.iterdir()) == ["p.jsonl"]
+
+
+def test_ctrl_c_releases_the_out_file(cli, toy_run, tmp_path, monkeypatch):
+    from vipcli import predict as predict_module
+
+    data, run = toy_run
+    out = tmp_path / "p.jsonl"
+    original = predict_module.stream_predictions
+
+    def interrupted(*args, **kwargs):
+        for number, item in enumerate(original(*args, **kwargs)):
+            if number == 3:
+                raise KeyboardInterrupt
+            yield item
+
+    monkeypatch.setattr(predict_module, "stream_predictions", interrupted)
+    code, _, err = cli("predict", data / "test", "--model", run, "--out", out, "--workers", "0")
+    assert code == 130 and sorted(p.name for p in tmp_path.iterdir()) == ["p.jsonl"]
+    monkeypatch.setattr(predict_module, "stream_predictions", original)
+    code, _, err = cli("predict", data / "test", "--model", run, "--out", out, "--workers", "0")
+    assert code == 0 and "3 already there, 21 predicted now" in err
+
+
+def test_the_lock_is_taken_once_by_one_holder(tmp_path):
+    from vipcli.errors import VipError
+    from vipcli.prediction_files import output_lock
+
+    out = tmp_path / "p.jsonl"
+    with output_lock(out) as lock:
+        assert lock.read_text().split()[0] == str(os.getpid())
+        with pytest.raises(VipError, match="is being written by another vip process"):
+            with output_lock(out):
+                pass
+        assert lock.exists()
+    assert not lock.exists()
+    with output_lock(out):  # free again
+        pass
+
+
+# --- --workers ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", [["predict", "IMAGES", "--model", "RUN"], ["report", "RUN"],
+                                     ["symptoms", "rank", "--data", "DATA", "--backbone", "toy"],
+                                     ["train", "--data", "DATA", "--backbone", "toy"]])
+def test_every_command_refuses_a_negative_workers_the_same_way(cli, toy_run, command, no_work):
+    data, run = toy_run
+    names = {"IMAGES": data / "test", "RUN": run, "DATA": data}
+    code, out, err = cli(*[names.get(part, part) for part in command], "--workers", "-2")
+    assert code == 2 and out == "" and error_lines(err) == ["error: --workers must be 0 or more, got -2"]
