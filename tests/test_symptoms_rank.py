@@ -86,6 +86,20 @@ def test_prune_writes_packs_without_the_flagged_symptoms(cli, lesions, tmp_path)
     assert code == 2 and "already exists" in err
 
 
+def test_prune_into_a_read_only_folder_is_refused_before_ranking(cli, lesions, tmp_path, monkeypatch):
+    import vipcli.symptoms.rank
+
+    from conftest import read_only_folder
+
+    monkeypatch.setattr(vipcli.symptoms.rank, "rank_on_data", lambda *a, **k: pytest.fail("ranked before the check"))
+    read_only_folder(tmp_path / "ro")
+    try:
+        code, _, err = rank(cli, lesions, "--prune", "--out", tmp_path / "ro" / "packs")
+    finally:
+        (tmp_path / "ro").chmod(0o755)
+    assert code == 1 and "permission denied" in err
+
+
 def test_prune_keeps_at_least_two_symptoms_per_class(cli, lesions, tmp_path):
     code, out, err = rank(cli, lesions, "--min-auroc", "0.99", "--prune", "--out", tmp_path / "strict", "--json")
     assert code == 0, err

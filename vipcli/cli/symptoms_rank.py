@@ -63,6 +63,10 @@ def check_prune_options(prune: bool, out: Optional[Path]) -> None:
         raise UsageError("--out is only used with --prune", "add --prune, or leave out --out")
     if out is not None and (out.is_file() or out.suffix.lower() in (".yaml", ".yml")):
         raise UsageError(f"--out {out}: must be a folder", "pass a folder; each class gets its own pack file")
+    if out is not None:
+        from vipcli.preflight import check_output_folder
+
+        check_output_folder(out)  # writable and not full, before any image is encoded
 
 
 def planned_pack_paths(config, out: Path, force: bool) -> dict[str, Path]:
