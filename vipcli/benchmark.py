@@ -520,9 +520,9 @@ def run_benchmark(config: BenchmarkConfig, progress=None) -> BenchmarkResult:
         from vipcli.preflight import check_feature_memory
 
         largest = None if any(k is None for k in shots) else max(shots)
-        jobs = training_jobs(dataset, largest, config.seeds, config.encoding.views, center)
-        check_feature_memory(jobs, context["backbone"].embed_dim, config.encoding.views)
-        if not encode_shared(context["backbone"], context["world"], jobs, config.encoding.cache(
+        encode_jobs = training_jobs(dataset, largest, config.seeds, config.encoding.views, center)
+        check_feature_memory(encode_jobs, context["backbone"].embed_dim, config.encoding.views)
+        if not encode_shared(context["backbone"], context["world"], encode_jobs, config.encoding.cache(
                 context["backbone"]), config.encoding.batch_size, config.encoding.workers, progress):
             return None  # not rank 0 under torchrun: its share of the features is in the cache (#13)
         pool = encode_pool(context["backbone"], dataset, shots, config.seeds, config.encoding.views, center,
