@@ -92,6 +92,13 @@ def test_a_key_echoed_upper_case_or_base64_encoded_is_kept_out_too(capsys, env, 
     assert leaked(written.lower(), KEY.lower()) == []
 
 
+def test_redaction_masks_the_key_itself_whatever_precedes_it():
+    from vipcli.symptoms.llm import redact
+
+    text = "\u0130" * 8 + " key " + KEY + " done"  # "İ" lower-cases to two characters
+    assert redact(text, KEY) == "\u0130" * 8 + " key *** done"
+
+
 def test_a_key_in_an_answer_cached_by_an_older_vip_is_redacted_on_reading(capsys, env, server, tmp_path):
     server.answer(BULLETS)
     assert generate(capsys, server)[0] == 0

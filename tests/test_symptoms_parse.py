@@ -25,6 +25,10 @@ def test_items_naming_another_class_are_removed_with_their_reason():
     assert parsed.removed == (("Paler than lichen planus", "names another class ('lichen planus')"),
                               ("Not a basal-cell carcinoma", "names another class ('basal cell carcinoma')"))
     assert parse_answer(answer, "psoriasis").items == tuple(line[2:] for line in answer.splitlines())
+    # another class's single words are not its name: "normal fundus" leaves "tessellated fundus" alone
+    fundus = "- Tessellated fundus\n- Looks like a normal fundus\n- Arborizing vascular pattern"
+    kept = parse_answer(fundus, "pathologic myopia", others=("normal fundus", "vascular lesion")).items
+    assert kept == ("Tessellated fundus", "Arborizing vascular pattern")
 
 
 def test_markdown_bullets_drop_intro_outro_and_markup():

@@ -123,11 +123,14 @@ def test_a_diverged_training_is_one_clear_line_and_no_run(cli, isic_small, tiny_
     assert "Traceback" not in err and not (tmp_path / "run").exists()
 
 
-def test_a_seed_torch_cannot_take_is_a_usage_error(cli, isic_small, tiny_clip, tmp_path):
-    code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "run", "--seed", str(2**64)))
-    assert code == 2 and f"{2**64} is outside" in err and "Traceback" not in err
-    code, _, err = cli("benchmark", "--data", isic_small, "--seeds", f"1,{2**64}", "--out", tmp_path / "bench")
-    assert code == 2 and f"{2**64} is outside" in err and not (tmp_path / "bench").exists()
+@pytest.mark.parametrize("seed", [-1, 2**32, 2**64])
+def test_a_seed_a_seeded_library_cannot_take_is_a_usage_error(cli, isic_small, tiny_clip, tmp_path, seed):
+    code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "run", "--seed", str(seed)))
+    assert code == 2 and f"{seed} is outside 0..4294967295" in err and "Traceback" not in err
+    code, _, err = cli("benchmark", "--data", isic_small, "--seeds", f"1,{seed}", "--out", tmp_path / "bench")
+    assert code == 2 and f"{seed} is outside 0..4294967295" in err and not (tmp_path / "bench").exists()
+    code, _, err = cli("demo", "--seed", str(seed), "--out", tmp_path / "demo")
+    assert code == 2 and f"{seed} is outside" in err and not (tmp_path / "demo").exists()
 
 
 def test_workers_above_the_usable_cores_are_lowered_with_one_warning(monkeypatch, capsys):

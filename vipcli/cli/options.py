@@ -37,11 +37,11 @@ BATCH_SIZE = typer.Option(None, "--batch-size", help="Override the schedule's ba
 LR = typer.Option(None, "--lr", help="Override the schedule's learning rate.")
 
 # --- seeds ----------------------------------------------------------------------------------------
-SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1  # what torch's generators accept
+SEED_MIN, SEED_MAX = 0, 2**32 - 1  # what every seeded library takes (numpy and scikit-learn: 32 bits, not negative)
 
 
 def seed(default: int, help: str):
-    """A --seed option of `default`, refused by typer (exit code 2) outside what torch accepts."""
+    """A --seed option of `default`, refused by typer (exit code 2) outside SEED_MIN..SEED_MAX."""
     def in_range(value: int) -> int:
         try:
             return seed_value(str(value))
@@ -52,11 +52,15 @@ def seed(default: int, help: str):
 
 
 def seed_value(text: str) -> int:
-    """One seed as an int; ValueError outside what torch accepts."""
+    """One seed as an int; `SeedOutOfRange` (a ValueError) outside SEED_MIN..SEED_MAX."""
     value = int(text)
     if not SEED_MIN <= value <= SEED_MAX:
-        raise ValueError(f"{value} is outside {SEED_MIN}..{SEED_MAX}")
+        raise SeedOutOfRange(f"{value} is outside {SEED_MIN}..{SEED_MAX}")
     return value
+
+
+class SeedOutOfRange(ValueError):
+    """A seed that a seeded library would refuse."""
 
 
 # --- method settings ------------------------------------------------------------------------------
@@ -139,7 +143,7 @@ def parse_list(option: str, value: str, convert=str) -> tuple:
     try:
         return tuple(dict.fromkeys(convert(item) for item in items))
     except ValueError as error:
-        detail = f" ({error})" if "outside" in str(error) else ""
+        detail = f" ({error})" if isinstance(error, SeedOutOfRange) else ""
         raise UsageError(f"{option} {value}: expected a comma-separated list of numbers{detail}") from None
 
 

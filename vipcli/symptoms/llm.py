@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import os
 import re
+import string
 import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -77,6 +78,9 @@ def check_base_url(base_url: str) -> str:
     return base_url.rstrip("/")
 
 
+ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+
+
 def redact(text: str, secret: str | None) -> str:
     """`text` with `secret` masked: every fragment of it of REDACT_MIN or more characters, in any letter
     case, and the same for its base64 forms (as a server may echo a key inside a Basic header), each
@@ -109,8 +113,8 @@ def _base64_forms(secret: str) -> list[str]:
 
 def _mask_fragments(text: str, secret: str) -> str:
     """`text` with every run made of REDACT_MIN-character fragments of `secret` (any case) replaced by ***."""
-    grams = {secret[i : i + REDACT_MIN].lower() for i in range(len(secret) - REDACT_MIN + 1)}
-    lowered = text.lower()
+    grams = {secret[i : i + REDACT_MIN].translate(ASCII_LOWER) for i in range(len(secret) - REDACT_MIN + 1)}
+    lowered = text.translate(ASCII_LOWER)  # same length as `text` (str.lower can lengthen a character)
     covered, end = [], -1  # merged [start, stop) spans of text made of key fragments
     for i in range(len(text) - REDACT_MIN + 1):
         if lowered[i : i + REDACT_MIN] in grams:

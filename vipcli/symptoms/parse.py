@@ -103,6 +103,14 @@ def disease_pattern(disease: str, aliases: tuple[str, ...] = ()) -> re.Pattern:
     return re.compile(rf"\b(?:{alternatives})(?:s|es)?\b", re.IGNORECASE)
 
 
+def name_pattern(name: str) -> re.Pattern:
+    """A regex matching `name` whole (words in order, any separator, optional plural ending), never
+    one of its words alone: "normal fundus" must not catch "tessellated fundus"."""
+    words = re.findall(r"[a-z0-9]+", name.lower())
+    phrase = r"[\s_\-]*".join(map(re.escape, words)) or r"(?!x)x"
+    return re.compile(rf"\b{phrase}(?:s|es)?\b", re.IGNORECASE)
+
+
 def names_disease(symptom: str, disease: str, aliases: tuple[str, ...] = ()) -> bool:
     """True if `symptom` contains the disease name, an alias, or a distinctive word of them."""
     return bool(disease_pattern(disease, aliases).search(symptom))
@@ -111,7 +119,7 @@ def names_disease(symptom: str, disease: str, aliases: tuple[str, ...] = ()) -> 
 def _filter_items(items: list[str], disease: str, aliases: tuple[str, ...],
                   others: tuple[str, ...] = ()) -> ParsedAnswer:
     pattern = disease_pattern(disease, aliases)
-    other_patterns = [(other, disease_pattern(other)) for other in others if other.strip().lower() != disease.lower()]
+    other_patterns = [(other, name_pattern(other)) for other in others if other.strip().lower() != disease.lower()]
     kept, removed, seen = [], [], set()
     for item in items:
         reason = _reject_reason(item, pattern, seen) or next(
