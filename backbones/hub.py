@@ -212,9 +212,9 @@ def missing_weights_error(source: str, what: str | None, offline_reason: str | N
     mismatch = transformers_torch_error()
     if mismatch is not None:
         return mismatch
-    text = short_detail(error)
+    text = short_detail(error)  # shown; the checks below read the whole message
     source = f"'{source}'" + (f" for {what}" if what and what != source else "")
-    lowered = text.lower()
+    lowered = describe_exception(error).lower()
     if "gated" in lowered or "401 client error" in lowered or "403 client error" in lowered:
         return VipError(f"could not load {thing} {source}: the repository is gated or private "
                         f"({text})", "accept its licence on the hub page, then log in with `hf auth login` or set HF_TOKEN")

@@ -40,6 +40,15 @@ def _file_identity(path: Path) -> dict:
     return {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
+def _checkpoint_identity(path: Path) -> dict:
+    """A loaded checkpoint file: in the Hugging Face cache, its name and blob (the file's content hash,
+    the same on every machine and for every user); elsewhere, its path, size and modification time."""
+    resolved = path.resolve()
+    if resolved.parent.name == "blobs" and resolved != path.absolute():  # snapshots/<rev>/NAME -> blobs/<hash>
+        return {"file": path.name, "blob": resolved.name}
+    return _file_identity(path)
+
+
 def shipped_config(arch: str) -> Path | None:
     """The model-config JSON shipped with vip for `arch` (e.g. "small-clip"), if there is one."""
     path = SHIPPED_CONFIGS / f"{arch}.json"
@@ -369,7 +378,7 @@ class OpenClipBackbone(Backbone):
         if self.pretrained is None and not getattr(self, "random_weights", True):
             # an hf-hub:/local-dir: model's own weights: the checkpoint files open_clip loaded
             weights = self.model_name
-            identity = [_file_identity(Path(p)) for p in getattr(self, "checkpoint_paths", [])] or self.model_name
+            identity = [_checkpoint_identity(Path(p)) for p in getattr(self, "checkpoint_paths", [])] or self.model_name
         arch = self.arch
         config = _config_file(arch) if not arch.startswith(SCHEMAS) else None
         if config is not None and config.is_file():

@@ -434,3 +434,22 @@ def test_a_missing_or_wrong_weights_file_is_said_as_such_in_a_short_line(tmp_pat
     message = str(error.value)
     assert message.startswith(f"could not load the weights file {tmp_path / 'model.safetensors'} into")
     assert "pass weights of this architecture" in message and len(message) < 700
+
+
+def test_a_hub_checkpoint_is_identified_by_its_blob_not_its_path(tmp_path):
+    """The same hub file in two users' caches (or after a re-download) is the same weights."""
+    from vip_backbones.openclip_base import _checkpoint_identity
+
+    identities = []
+    for user in ("alice", "bob"):
+        blobs = tmp_path / user / "models--org--model" / "blobs"
+        snapshot = tmp_path / user / "models--org--model" / "snapshots" / "abc123"
+        blobs.mkdir(parents=True)
+        snapshot.mkdir(parents=True)
+        (blobs / "9f86d081884c7d65").write_bytes(b"weights")
+        (snapshot / "open_clip_model.safetensors").symlink_to(blobs / "9f86d081884c7d65")
+        identities.append(_checkpoint_identity(snapshot / "open_clip_model.safetensors"))
+    assert identities[0] == identities[1] == {"file": "open_clip_model.safetensors", "blob": "9f86d081884c7d65"}
+    plain = tmp_path / "local.safetensors"
+    plain.write_bytes(b"w")
+    assert _checkpoint_identity(plain)["path"] == str(plain.resolve())
