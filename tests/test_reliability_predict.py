@@ -228,6 +228,19 @@ def test_a_damaged_line_is_refused_naming_the_file_and_the_line(cli, toy_run, tm
     assert out.read_bytes() == clean(suffix)
 
 
+def test_a_file_begun_without_coverage_is_refused_with_it_even_after_an_unreadable_first_image(
+        cli, toy_run, tmp_path, clean):
+    data, run = toy_run
+    records = clean(".jsonl").decode().splitlines(keepends=True)
+    model = json.loads(records[0])["model"]
+    first = json.dumps({"path": str(data / "test" / "gone.png"), "error": "file not found", "model": model})
+    out = tmp_path / "p.jsonl"
+    out.write_text(first + "\n" + "".join(records[:5]))
+    code, _, err = cli("predict", data / "test", "--model", run, "--out", out, "--workers", "0", "--coverage", "0.8")
+    [line] = error_lines(err)
+    assert code == 2 and "made with/without --coverage" in line and "delete that line" not in line
+
+
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
 def test_repeated_records_of_an_image_are_written_once(cli, toy_run, tmp_path, clean, suffix):
     data, run = toy_run
@@ -322,6 +335,29 @@ def test_the_lock_is_taken_once_by_one_holder(tmp_path):
     assert not lock.exists()
     with output_lock(out):  # free again
         pass
+
+
+def test_a_file_of_the_lock_files_name_that_is_not_a_lock_is_left_alone(tmp_path):
+    from vipcli.errors import VipError
+    from vipcli.prediction_files import output_lock
+
+    out = tmp_path / "p.jsonl"
+    (tmp_path / "p.jsonl.lock").write_text("my notes\n")
+    with pytest.raises(VipError, match="p.jsonl.lock exists and is not a vip lock file"):
+        with output_lock(out):
+            pass
+    assert (tmp_path / "p.jsonl.lock").read_text() == "my notes\n"
+
+
+def test_a_lock_file_left_read_only_by_another_users_killed_run_blocks_nothing(tmp_path):
+    from vipcli.prediction_files import output_lock
+
+    out = tmp_path / "p.jsonl"
+    (tmp_path / "p.jsonl.lock").write_text("4242 elsewhere\n")
+    (tmp_path / "p.jsonl.lock").chmod(0o444)
+    with output_lock(out):
+        pass
+    assert not (tmp_path / "p.jsonl.lock").exists()
 
 
 # --- --workers ----------------------------------------------------------------------------------------

@@ -173,8 +173,10 @@ class RecordFormat:
             raise UsageError(f"{file} holds predictions of another model (model {model}, this one is {self.model})",
                              "pass another --out, or --force to replace it")
 
-    def check_first(self, line: str, file: Path) -> None:
-        """Refuse to add to `file` if its records were made with other classes or options."""
+    def check_options(self, line: str, file: Path) -> None:
+        """Refuse to add to `file` if a record (JSONL) or its header (CSV) was made with other classes or
+        options: the header line of a CSV, every line of a JSONL file (its first may be an unreadable
+        image's, which says nothing of --coverage)."""
         if self.kind == "csv":
             if next(csv.reader([line]), None) != self.header():
                 raise UsageError(f"{file} holds predictions with other columns (another model, or with/without "
@@ -240,8 +242,8 @@ def read_records(file: Path, form: RecordFormat):
     rewriting the file would drop it.
     """
     for number, (offset, line) in enumerate(complete_lines(file)):
-        if number == 0:
-            form.check_first(line, file)
+        if number == 0 or form.kind != "csv":
+            form.check_options(line, file)
             if form.kind == "csv":
                 continue  # the header, checked
         problem = form.problem(line)
@@ -500,24 +502,40 @@ def _take_lock(out: Path, lock: Path) -> int:
     import socket
 
     for _ in range(100):
-        try:
-            handle = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
-        except OSError as error:
-            from vipcli.preflight import describe_os_error
-
-            raise VipError(f"cannot create the lock file {lock} ({describe_os_error(error)})",
-                           "make its folder writable or choose another --out") from None
+        handle = _open_lock_file(lock)
         if not _lock(handle):
             holder = _holder(handle)
             os.close(handle)
             raise VipError(f"{out} is being written by another vip process{holder}",
                            "wait for it to finish, or pass another --out")
         if _same_file(handle, lock):
-            os.ftruncate(handle, 0)
-            os.write(handle, f"{os.getpid()} {socket.gethostname()}\n".encode())
+            if os.fstat(handle).st_size and not _holder(handle):  # someone's own file of that name
+                os.close(handle)
+                raise VipError(f"{lock} exists and is not a vip lock file", "move it away, or pass another --out")
+            with contextlib.suppress(OSError):  # read-only: a lock file left by another user's killed run
+                os.ftruncate(handle, 0)
+                os.write(handle, f"{os.getpid()} {socket.gethostname()}\n".encode())
             return handle
         os.close(handle)  # removed by its last holder after we opened it: lock the new one
     raise VipError(f"cannot lock {lock}: it keeps being replaced", "pass another --out")
+
+
+def _open_lock_file(lock: Path) -> int:
+    """`lock` opened to be locked: created if missing; read-only when it is another user's (left by a
+    killed run: the OS lock works on it all the same)."""
+    try:
+        return os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+    except PermissionError:
+        if lock.is_file():
+            with contextlib.suppress(OSError):
+                return os.open(lock, os.O_RDONLY)
+        error = PermissionError(13, "permission denied")
+    except OSError as other:
+        error = other
+    from vipcli.preflight import describe_os_error
+
+    raise VipError(f"cannot create the lock file {lock} ({describe_os_error(error)})",
+                   "make its folder writable or choose another --out")
 
 
 def _lock(handle: int) -> bool:
