@@ -153,13 +153,18 @@ def test_an_empty_item_in_a_list_option_is_a_usage_error(cli, tmp_path):
 
 def test_views_whose_features_would_not_fit_in_memory_are_refused_before_encoding(cli, isic_small, tiny_clip,
                                                                                   tmp_path, monkeypatch):
+    """The features kept in memory: 16 val/test center views and 8 training images x --views, 32 floats each."""
     import vipcli.preflight
 
-    monkeypatch.setattr(vipcli.preflight, "physical_memory", lambda: 4 * 1024)  # a 4 KiB machine
-    code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "run"))
+    monkeypatch.setattr(vipcli.preflight, "physical_memory", lambda: 2 * (16 + 8 * 1) * 32 * 4)  # room for --views 1
+    code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "run"))  # --views 2
     assert code == 1 and "encoded" not in err
     [line] = error_lines(err)
-    assert line.startswith("error: --views 2: the features of 24 images would take") and "machine's 4.0 KiB" in line
+    assert line.startswith("error: the features of 24 images (2 augmented views each for 8 of them) would take")
+    assert line.endswith("(pass --views 1 or fewer)")
+    code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "run", "--views", "1"))
+    assert code == 0, err  # the fix it names works
+    monkeypatch.setattr(vipcli.preflight, "physical_memory", lambda: 1024)
     code, _, err = cli("benchmark", "--data", isic_small, "--arch", tiny_clip, "--pretrained", "none", "--views", "2",
                        "--out", tmp_path / "bench", "--device", "cpu", "--workers", "0")
-    assert code == 1 and "--views 2: the features of" in err and not (tmp_path / "bench" / "results.json").exists()
+    assert code == 1 and "use fewer images (--shots N" in err and not (tmp_path / "bench" / "results.json").exists()

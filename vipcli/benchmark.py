@@ -540,12 +540,12 @@ def run_benchmark(config: BenchmarkConfig, progress=None) -> BenchmarkResult:
         result.trained = run_pending(pending, rows, context, progress)
     result.rows = [rows[(name, str(shots), seed)] for name, _, shots, seed in jobs]
     result.summary = summarize(result.rows)
-    if not pending and rows:  # all resumed: rewrite results.csv (and .json) from the stored rows, in case
-        save_results(out, context["record"], context["class_names"], list(rows.values()))  # one was damaged
+    if not pending and rows and context["world"].main:  # all resumed: rewrite results.csv (and .json)
+        save_results(out, context["record"], context["class_names"], list(rows.values()))  # in case one was damaged
         if _read_json(out / "split.json") is None:
             console.warn(f"{out}/split.json is missing or unreadable: it lists the images behind these results "
                          "(pass --force to run the sweep again and rewrite it)")
-    if result.rows:
+    if result.rows and context["world"].main:  # one writer under torchrun
         from vipcli.plots import benchmark_title, plot_shots
 
         plot_shots(result.rows, out / "shots.png", [shots_key(s) for s in dict.fromkeys(config.shots)],

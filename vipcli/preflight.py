@@ -126,27 +126,42 @@ def write_failed(file: Path, error: OSError, kept: str) -> VipError:
 
 
 def physical_memory() -> int | None:
-    """Bytes of RAM on this machine, or None where the platform does not say."""
+    """Bytes of memory this process may use: the machine's RAM, or a smaller cgroup limit (a container,
+    a Slurm job); None where the platform says neither."""
     try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (AttributeError, ValueError, OSError):
-        return None
+        total = None
+    for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            limit = int(Path(limit_file).read_text().strip())
+        except (OSError, ValueError):  # absent, or "max": no limit
+            continue
+        total = min(total, limit) if total else limit
+    return total
 
 
 def check_feature_memory(jobs: list, embed_dim: int, views: int) -> None:
-    """VipError before any encoding when the features a run keeps in memory would exceed half the RAM.
+    """VipError before any encoding when the features a run keeps in memory would exceed half of it.
 
     Args:
         jobs: `vipcli.distributed.training_jobs` output: (paths, views, center view) per group.
         embed_dim: D of the backbone's features (float32 each).
-        views: the --views asked for (named in the message).
+        views: the --views asked for (the fix names the most that fit).
     """
     from vipcli.cache_admin import human_size
 
     total = physical_memory()
-    needed = sum(len(paths) * (count + int(center)) for paths, count, center in jobs) * embed_dim * 4
-    if total and needed > total // 2:
-        images = sum(len(paths) for paths, _, _ in jobs)
-        raise VipError(f"--views {views}: the features of {images} images would take {human_size(needed)} of memory, "
-                       f"more than half of this machine's {human_size(total)}",
-                       "lower --views (the default is 8)")
+    per_feature = embed_dim * 4
+    fixed = sum(len(paths) * int(center) for paths, _, center in jobs)  # center views: whatever --views is
+    with_views = sum(len(paths) for paths, count, _ in jobs if count)  # images that get --views views each
+    needed = (fixed + with_views * views) * per_feature
+    if not total or needed <= total // 2:
+        return
+    images = sum(len(paths) for paths, _, _ in jobs)
+    fits = (total // 2 // per_feature - fixed) // with_views if with_views else 0
+    hint = (f"pass --views {fits} or fewer" if 0 < fits < views else
+            "use fewer images (--shots N, or a smaller data folder) or a machine with more memory")
+    raise VipError(f"the features of {images} images ({views} augmented views each for {with_views} of them) "
+                   f"would take {human_size(needed)} of memory, more than half of the {human_size(total)} "
+                   "this process may use", hint)
