@@ -50,7 +50,11 @@ def test_speed_refuses_options_it_would_ignore_and_speed_epochs_alone(cli, isic_
     code, _, err = cli("benchmark", "--data", isic_small, "--speed-epochs", "3", "--out", tmp_path / "b")
     assert code == 2 and "error: --speed-epochs goes with --speed" in err
     code, _, err = _speed(cli, isic_small, tiny_clip, tmp_path / "s", "--shots", "4")
-    assert code == 2 and "--shots do not apply" in err
+    assert code == 2 and "--shots does not apply" in err
+    code, _, err = _speed(cli, isic_small, tiny_clip, tmp_path / "s", "--lr", "0.1", "--no-batch")
+    assert code == 2 and "--lr, --no-batch do not apply" in err
+    code, _, err = _speed(cli, isic_small, tiny_clip, tmp_path / "s", "--epochs", "3")
+    assert code == 2 and "(use --speed-epochs N)" in err
     code, _, err = cli("benchmark", "--speed", "--data", isic_small, "--speed-epochs", "0", "--out", tmp_path / "s")
     assert code == 2 and "error: --speed-epochs must be positive, got 0" in err
     assert not (tmp_path / "b").exists() and not (tmp_path / "s").exists()

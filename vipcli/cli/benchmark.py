@@ -56,7 +56,12 @@ def benchmark_command(
     """Compare methods on the same seeded few-shot subsets of your data, or measure speed (--speed)."""
     backbone_settings = opt.backbone_settings(backbone, arch, pretrained, device)
     encoding = opt.encoding_settings(views, workers, no_cache, encode_batch)
-    check_speed_options(speed, speed_epochs, methods, shots)
+    check_speed_options(speed, speed_epochs, {
+        "--methods": methods != ",".join(DEFAULT_METHODS), "--shots": shots != "1,2,4,8,16",
+        "--epochs": epochs is not None, "--batch-size": batch_size is not None, "--lr": lr is not None,
+        "--schedule": schedule != "auto", "--n-ctx": n_ctx is not None, "--class-specific-context": class_specific_context,
+        "--method-option": bool(method_option), "--split-seed": split_seed is not None, "--force": force,
+        "--no-batch": not batch})
     if speed:
         from vipcli.distributed import world_from_env
         from vipcli.speed import SpeedConfig, measure_speed
@@ -198,16 +203,18 @@ def print_speed(report: dict, as_json: bool) -> None:
     out.print(f"written to {report['path']}")
 
 
-def check_speed_options(speed: bool, speed_epochs: Optional[int], methods: str, shots: str) -> None:
-    """UsageError for options that --speed would ignore, or that need --speed."""
+def check_speed_options(speed: bool, speed_epochs: Optional[int], sweep_options: dict[str, bool]) -> None:
+    """UsageError for options that --speed would ignore (`sweep_options`: name -> given), or that need --speed."""
     if not speed:
         if speed_epochs is not None:
             raise UsageError("--speed-epochs goes with --speed", "add --speed, or use --epochs for the sweep")
         return
     if speed_epochs is not None and speed_epochs < 1:
-        raise UsageError(f"--speed-epochs must be positive, got {speed_epochs}")
-    ignored = [name for name, value, default in (("--methods", methods, ",".join(DEFAULT_METHODS)),
-                                                 ("--shots", shots, "1,2,4,8,16")) if value != default]
+        raise UsageError(f"--speed-epochs must be positive, got {speed_epochs}", "e.g. --speed-epochs 5")
+    ignored = [name for name, given in sweep_options.items() if given]
+    if ignored == ["--epochs"]:
+        raise UsageError("--epochs sets the sweep's schedule; --speed times its own runs", "use --speed-epochs N")
     if ignored:
-        raise UsageError(f"--speed times ViP on every training image; {' and '.join(ignored)} do not apply",
-                         f"leave out {' and '.join(ignored)}, or drop --speed for the sweep")
+        raise UsageError(f"--speed times ViP on every training image with the paper's schedule; "
+                         f"{', '.join(ignored)} {'does' if len(ignored) == 1 else 'do'} not apply",
+                         f"leave out {', '.join(ignored)}, or drop --speed for the sweep")
