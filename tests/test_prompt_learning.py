@@ -128,6 +128,13 @@ def test_a_context_longer_than_any_prompt_allows_names_n_ctx_and_what_fits(backb
     build_prompt_bank(backbone, texts, n_ctx=most)  # the suggested value fits
     with pytest.raises(VipError):
         build_prompt_bank(backbone, texts, n_ctx=most + 1)
+    # one prompt that fits alone but not beside the context: the fix may be either
+    long = [["a short symptom", " ".join(["dark"] * (limit - 6))]]
+    with pytest.raises(VipError) as error:
+        build_prompt_bank(backbone, long, n_ctx=8)
+    assert "prompt too long" in str(error.value) and "or pass --n-ctx " in str(error.value)
+    lower = int(str(error.value).split("or pass --n-ctx ")[1].split()[0])
+    build_prompt_bank(backbone, long, n_ctx=lower)
 
 
 def test_merge_prompt_follows_the_formula_on_hand_set_tensors():

@@ -222,6 +222,8 @@ def test_cache_clear_removes_only_what_vip_wrote(cli, isic_small, tiny_clip, tmp
             next((cache / "features").glob("clip-*")) / "notes.txt"]
     for path in mine:
         path.write_text("not vip's")
+    shard = next(p for p in next((cache / "features").glob("clip-*")).iterdir() if p.is_dir())
+    (shard / "tmpab12_x9z.tmp").write_bytes(b"an interrupted write of vip 0.1.0")  # vip's: removed
     code, out, err = cli("cache", "clear")
     assert code == 0 and "removed 24 feature entries" in out
     assert all(path.read_text() == "not vip's" for path in mine)

@@ -516,7 +516,6 @@ def run_benchmark(config: BenchmarkConfig, progress=None) -> BenchmarkResult:
         shots = trained_shots or (1,)  # zero-shot rows alone: one image per class keeps the pool well-formed
         center = any(cls.needs_center_view for _, cls, _, _ in pending)
         from vipcli.distributed import encode_shared, training_jobs
-
         from vipcli.preflight import check_feature_memory
 
         largest = None if any(k is None for k in shots) else max(shots)

@@ -81,7 +81,7 @@ def summarize(root: Path) -> dict:
 
 
 # the files vip writes under features/ and llm/ (and the temp files of an interrupted atomic write)
-FEATURE_ENTRY = re.compile(r"\.?[0-9a-f]{8,64}\.safetensors(\..+\.tmp)?")
+FEATURE_ENTRY = re.compile(r"\.?[0-9a-f]{8,64}\.safetensors(\..+\.tmp)?|tmp[a-z0-9_]{8}\.tmp")  # (vip 0.1.0's temp)
 BACKBONE_RECORD = re.compile(rf"\.?{re.escape(BACKBONE_FILE)}(\..+\.tmp)?")
 LLM_ANSWER = re.compile(r"\.?[0-9a-f]{64}\.json(\..+\.tmp)?")
 CHECKS_PASSED = re.compile(r"[0-9a-f]{32}")  # a backbone that passed the load-time contract checks

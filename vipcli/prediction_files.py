@@ -302,7 +302,11 @@ class RecordWriter:
         except OSError as error:
             raise self._failed(error) from None
         if self.stream.tell() == 0 and form.header_line():
-            self._write(form.header_line())
+            try:
+                self._write(form.header_line())
+            except VipError:
+                self.abandon()
+                raise
 
     def _failed(self, error: OSError) -> VipError:
         from vipcli.preflight import write_failed
@@ -423,8 +427,15 @@ def finish_output(out: Path, paths: list, form: RecordFormat) -> MergeSummary:
             from vipcli.preflight import write_failed
 
             raise write_failed(out, error, "every record is kept in it and its part files") from None
-        for file in sources[1:]:
-            file.unlink()
+        for file in sources[1:]:  # merged into `out`: a part file left behind only repeats its records
+            try:
+                file.unlink(missing_ok=True)
+            except OSError as error:
+                from vipcli import console
+                from vipcli.preflight import describe_os_error
+
+                console.warn(f"could not remove {file} ({describe_os_error(error)}); its records are in {out}: "
+                             "remove it yourself")
     return summary
 
 

@@ -150,9 +150,10 @@ def check_prompt_lengths(backbone, ids: torch.Tensor, n_ctx: int, texts: list[st
             room = f", {n_ctx} of them kept for learned context" if n_ctx else ""
             shown = text if len(text) <= 120 else text[:117] + "..."
             fits = limit - 1 - n_ctx  # tokens a prompt may have, start and end tokens included
+            lower = f", or pass --n-ctx {limit - n} or less" if n_ctx and n < limit else ""
             raise VipError(
                 f"prompt too long for the text tower: {shown!r} is {size} tokens; the tower takes {limit}{room}",
-                f"shorten it to at most {fits} tokens (about {max(1, fits * 3 // 4)} words)",
+                f"shorten it to at most {fits} tokens (about {max(1, fits * 3 // 4)} words){lower}",
             )
 
 

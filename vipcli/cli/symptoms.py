@@ -212,7 +212,7 @@ def check_number_options(timeout: float, retries: int, agree_threshold: float, b
     if not (math.isfinite(agree_threshold) and 0 <= agree_threshold <= 1):
         raise UsageError(f"--agree-threshold {agree_threshold}: must be between 0 and 1", "e.g. --agree-threshold 0.3")
     if not (math.isfinite(backoff) and backoff >= 0):
-        raise UsageError(f"--backoff {backoff}: must be 0 or more seconds")
+        raise UsageError(f"--backoff {backoff}: must be 0 or more seconds", "e.g. --backoff 1")
 
 
 def _generate_for_data(data, disease, images, symptoms, text_only, modality, out, force, llm, n, judge, threshold,
