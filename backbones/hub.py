@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import socket
 import sys
 import threading
@@ -215,7 +216,7 @@ def missing_weights_error(source: str, what: str | None, offline_reason: str | N
     text = short_detail(error)  # shown; the checks below read the whole message
     source = f"'{source}'" + (f" for {what}" if what and what != source else "")
     lowered = describe_exception(error).lower()
-    if "gated" in lowered or "401 client error" in lowered or "403 client error" in lowered:
+    if re.search(r"\bgated\b", lowered) or "401 client error" in lowered or "403 client error" in lowered:
         return VipError(f"could not load {thing} {source}: the repository is gated or private "
                         f"({text})", "accept its licence on the hub page, then log in with `hf auth login` or set HF_TOKEN")
     if "sentencepiece" in lowered or "protobuf" in lowered:

@@ -43,10 +43,11 @@ def _file_identity(path: Path) -> dict:
 def _checkpoint_identity(path: Path) -> dict:
     """A loaded checkpoint file: in the Hugging Face cache, its name and blob (the file's content hash,
     the same on every machine and for every user); elsewhere, its path, size and modification time."""
-    resolved = path.resolve()
-    if resolved.parent.name == "blobs" and resolved != path.absolute():  # snapshots/<rev>/NAME -> blobs/<hash>
-        return {"file": path.name, "blob": resolved.name}
-    return _file_identity(path)
+    resolved, link = path.resolve(), path.absolute()
+    in_hub_cache = (resolved != link and resolved.parent.name == "blobs"  # models--X/snapshots/<rev>/NAME
+                    and resolved.parent.parent.name.startswith("models--")  # -> models--X/blobs/<hash>
+                    and link.parent.parent.name == "snapshots")
+    return {"file": path.name, "blob": resolved.name} if in_hub_cache else _file_identity(path)
 
 
 def shipped_config(arch: str) -> Path | None:

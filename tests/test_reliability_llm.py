@@ -71,9 +71,9 @@ def test_a_key_echoed_in_a_normal_answer_is_kept_out_of_pack_cache_and_output(ca
     code, out, err = generate(capsys, server, "--n", "6")
     assert code == 0, err
     pack = Path("melanoma.yaml").read_text()
-    assert "Your key is Bearer ***" in pack and "Part of it: ***" in pack
+    assert "Your key is Bearer sk-***" in pack and "Part of it: ***" in pack
     answers = list((tmp_path / "cache" / "llm").glob("*.json"))
-    assert len(answers) == 1 and "Bearer ***" in json.loads(answers[0].read_text())["answer"]
+    assert len(answers) == 1 and "Bearer sk-***" in json.loads(answers[0].read_text())["answer"]
     assert leaked(out + err) == [] and leaked(everything_written(tmp_path)) == []
 
 
@@ -92,11 +92,14 @@ def test_a_key_echoed_upper_case_or_base64_encoded_is_kept_out_too(capsys, env, 
     assert leaked(written.lower(), KEY.lower()) == []
 
 
-def test_redaction_masks_the_key_itself_whatever_precedes_it():
+def test_redaction_masks_the_key_itself_whatever_precedes_it_and_no_ordinary_word():
     from vipcli.symptoms.llm import redact
 
     text = "\u0130" * 8 + " key " + KEY + " done"  # "İ" lower-cases to two characters
-    assert redact(text, KEY) == "\u0130" * 8 + " key *** done"
+    assert redact(text, KEY) == "\u0130" * 8 + " key sk-*** done"  # "sk-" is in every OpenAI key
+    # fragments of the public prefix "sk-proj-" alone are not the key: ordinary words stay
+    assert redact("task-progress, risk-profile", KEY) == "task-progress, risk-profile"
+    assert leaked(redact("quoted: " + KEY[4:20], KEY)) == []
 
 
 def test_a_key_in_an_answer_cached_by_an_older_vip_is_redacted_on_reading(capsys, env, server, tmp_path):

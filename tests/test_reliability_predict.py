@@ -349,6 +349,21 @@ def test_a_file_of_the_lock_files_name_that_is_not_a_lock_is_left_alone(tmp_path
     assert (tmp_path / "p.jsonl.lock").read_text() == "my notes\n"
 
 
+def test_lock_files_left_by_two_killed_runs_one_after_the_other_block_nothing(tmp_path):
+    import os as os_
+
+    from vipcli.prediction_files import _take_lock, lock_file, output_lock
+
+    out = tmp_path / "p.jsonl"
+    lock_file(out).write_text("4242 elsewhere\n")  # left by a killed run
+    for _ in range(2):  # each run takes the lock and is killed holding it (its handle closed, file left)
+        os_.close(_take_lock(out, lock_file(out)))
+        pid, host = lock_file(out).read_text().split()
+        assert pid == str(os_.getpid()) and host
+    with output_lock(out):
+        pass
+
+
 def test_a_lock_file_left_read_only_by_another_users_killed_run_blocks_nothing(tmp_path):
     from vipcli.prediction_files import output_lock
 

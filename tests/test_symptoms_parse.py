@@ -29,6 +29,10 @@ def test_items_naming_another_class_are_removed_with_their_reason():
     fundus = "- Tessellated fundus\n- Looks like a normal fundus\n- Arborizing vascular pattern"
     kept = parse_answer(fundus, "pathologic myopia", others=("normal fundus", "vascular lesion")).items
     assert kept == ("Tessellated fundus", "Arborizing vascular pattern")
+    # names with letters beyond ASCII are caught whole, the class's own and the others'
+    spots = "- Like a café-au-lait macule\n- Uniform light brown\n- Sjögren syndrome signs\n- Oval outline"
+    assert parse_answer(spots, "café au lait macule", others=("Sjögren syndrome",)).items == (
+        "Uniform light brown", "Oval outline")
 
 
 def test_markdown_bullets_drop_intro_outro_and_markup():

@@ -168,3 +168,23 @@ def test_views_whose_features_would_not_fit_in_memory_are_refused_before_encodin
     code, _, err = cli("benchmark", "--data", isic_small, "--arch", tiny_clip, "--pretrained", "none", "--views", "2",
                        "--out", tmp_path / "bench", "--device", "cpu", "--workers", "0")
     assert code == 1 and "use fewer images (--shots N" in err and not (tmp_path / "bench" / "results.json").exists()
+
+
+def test_the_memory_limit_of_the_process_cgroup_and_its_parents_is_read(tmp_path):
+    from vipcli.preflight import _cgroup_memory_limits
+
+    root = tmp_path / "cgroup"
+    job = root / "slurm" / "job_7" / "step_0"  # v2: a Slurm job step's own cgroup, its limit on the job
+    job.mkdir(parents=True)
+    (job / "memory.max").write_text("max\n")
+    (root / "slurm" / "job_7" / "memory.max").write_text(f"{8 * 2**30}\n")
+    (root / "memory.max").write_text("max\n")
+    membership = tmp_path / "cgroup-v2"
+    membership.write_text("0::/slurm/job_7/step_0\n")
+    assert _cgroup_memory_limits(root, membership) == [8 * 2**30]
+    v1 = root / "memory" / "docker" / "abc"  # v1: a limit, and the unlimited marker at the top
+    v1.mkdir(parents=True)
+    (v1 / "memory.limit_in_bytes").write_text(f"{2 * 2**30}\n")
+    (root / "memory" / "memory.limit_in_bytes").write_text("9223372036854771712\n")
+    membership.write_text("5:devices:/\n4:memory:/docker/abc\n")
+    assert _cgroup_memory_limits(root, membership) == [2 * 2**30]

@@ -525,6 +525,7 @@ def _take_lock(out: Path, lock: Path) -> int:
                 raise VipError(f"{lock} exists and is not a vip lock file", "move it away, or pass another --out")
             with contextlib.suppress(OSError):  # read-only: a lock file left by another user's killed run
                 os.ftruncate(handle, 0)
+                os.lseek(handle, 0, os.SEEK_SET)  # (reading the holder moved the offset)
                 os.write(handle, f"{os.getpid()} {socket.gethostname()}\n".encode())
             return handle
         os.close(handle)  # removed by its last holder after we opened it: lock the new one
@@ -574,7 +575,7 @@ def _holder(handle: int) -> str:
     """" (pid 123 on host h)" from a lock file's text, or "" when it cannot be read."""
     try:
         os.lseek(handle, 0, os.SEEK_SET)
-        pid, _, host = os.read(handle, 256).decode("utf-8", "replace").strip().partition(" ")
+        pid, _, host = os.read(handle, 256).decode("utf-8", "replace").strip("\0 \n").partition(" ")
     except OSError:
         return ""
     return f" (pid {pid} on host {host})" if pid.isdigit() and host else ""

@@ -127,18 +127,47 @@ def write_failed(file: Path, error: OSError, kept: str) -> VipError:
 
 def physical_memory() -> int | None:
     """Bytes of memory this process may use: the machine's RAM, or a smaller cgroup limit (a container,
-    a Slurm job); None where the platform says neither."""
+    a Slurm job, a systemd slice: its own cgroup's and every parent's); None where neither is known."""
     try:
         total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (AttributeError, ValueError, OSError):
         total = None
-    for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
-        try:
-            limit = int(Path(limit_file).read_text().strip())
-        except (OSError, ValueError):  # absent, or "max": no limit
-            continue
+    for limit in _cgroup_memory_limits():
         total = min(total, limit) if total else limit
     return total
+
+
+def _cgroup_memory_limits(root: Path = Path("/sys/fs/cgroup"),
+                          membership: Path = Path("/proc/self/cgroup")) -> list[int]:
+    """The memory limits (bytes) set on this process's cgroup and its parents, v2 and v1; [] if none."""
+    try:
+        lines = membership.read_text().splitlines()
+    except OSError:
+        lines = []
+    candidates = []
+    for line in lines:
+        _, controllers, path = line.split(":", 2) if line.count(":") >= 2 else ("", "", "")
+        if controllers == "":  # v2: 0::/path
+            folder, name = root / path.lstrip("/"), "memory.max"
+        elif "memory" in controllers.split(","):  # v1: N:memory:/path
+            folder, name = root / "memory" / path.lstrip("/"), "memory.limit_in_bytes"
+        else:
+            continue
+        while True:  # the cgroup, then each parent up to the mount (in a container: only the mount)
+            candidates.append(folder / name)
+            if folder in (root, root / "memory") or folder == folder.parent:
+                break
+            folder = folder.parent
+    candidates += [root / "memory.max", root / "memory" / "memory.limit_in_bytes"]
+    limits = []
+    for file in dict.fromkeys(candidates):
+        try:
+            value = int(file.read_text().strip())
+        except (OSError, ValueError):  # absent, or "max": no limit
+            continue
+        if value < 2**60:  # v1 writes a huge number for "no limit"
+            limits.append(value)
+    return limits
 
 
 def check_feature_memory(jobs: list, embed_dim: int, views: int) -> None:
@@ -162,6 +191,6 @@ def check_feature_memory(jobs: list, embed_dim: int, views: int) -> None:
     fits = (total // 2 // per_feature - fixed) // with_views if with_views else 0
     hint = (f"pass --views {fits} or fewer" if 0 < fits < views else
             "use fewer images (--shots N, or a smaller data folder) or a machine with more memory")
-    raise VipError(f"the features of {images} images ({views} augmented views each for {with_views} of them) "
-                   f"would take {human_size(needed)} of memory, more than half of the {human_size(total)} "
-                   "this process may use", hint)
+    detail = f" ({views} augmented views each for {with_views} of them)" if with_views and views else ""
+    raise VipError(f"the features of {images} images{detail} would take {human_size(needed)} of memory, more "
+                   f"than half of the {human_size(total)} this process may use", hint)

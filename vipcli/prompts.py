@@ -144,13 +144,15 @@ def check_prompt_lengths(backbone, ids: torch.Tensor, n_ctx: int, texts: list[st
                        f"and the shortest prompt already has {shortest}",
                        f"pass --n-ctx {most} or less, or shorter symptoms" if most else
                        "pass a smaller --n-ctx, or shorter symptoms")
+    # the --n-ctx that fits every prompt (0: none, as a prompt fills the tower alone)
+    fits_all = limit - int(lengths.max()) if n_ctx and len(lengths) and int(lengths.max()) < limit else 0
     for text, n in zip(texts, lengths.tolist()):
         if n >= limit or n + n_ctx > limit:
             size = f"more than {limit - 1}" if n >= limit else str(n)
             room = f", {n_ctx} of them kept for learned context" if n_ctx else ""
             shown = text if len(text) <= 120 else text[:117] + "..."
             fits = limit - 1 - n_ctx  # tokens a prompt may have, start and end tokens included
-            lower = f", or pass --n-ctx {limit - n} or less" if n_ctx and n < limit else ""
+            lower = f", or pass --n-ctx {fits_all} or less" if fits_all else ""
             raise VipError(
                 f"prompt too long for the text tower: {shown!r} is {size} tokens; the tower takes {limit}{room}",
                 f"shorten it to at most {fits} tokens (about {max(1, fits * 3 // 4)} words){lower}",

@@ -35,8 +35,8 @@ def benchmark_command(
     class_specific_context: bool = opt.CLASS_SPECIFIC,
     method_option: Optional[List[str]] = opt.METHOD_OPTION,
     views: int = opt.VIEWS,
-    split_seed: Optional[int] = typer.Option(None, "--split-seed", help="Seed of a split vip makes (default: the "
-                                             "stored sweep's, else the first seed)."),
+    split_seed: Optional[int] = opt.seed(None, "Seed of a split vip makes (default: the stored sweep's, else the "
+                                         "first seed).", "--split-seed"),
     out: Optional[Path] = typer.Option(None, "--out", help="Results folder (default benchmarks/<data name>); "
                                        "an interrupted sweep resumes there."),
     force: bool = typer.Option(False, "--force", help="Start over instead of resuming the sweep stored in --out."),

@@ -55,7 +55,7 @@ def demo_command(
     started = time.perf_counter()
     from vipcli.cli.benchmark import parse_list
 
-    seeds = parse_list("--bench-seeds", bench_seeds, int)
+    seeds = parse_list("--bench-seeds", bench_seeds, opt.seed_value)
     config = DemoConfig(out=out, seed=seed, test_per_class=test_per_class, bench_seeds=seeds)
     _step("1. a generated lesion world (melanoma-like vs nevus-like spots, 64x64)")
     out.mkdir(parents=True, exist_ok=True)

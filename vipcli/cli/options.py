@@ -40,15 +40,18 @@ LR = typer.Option(None, "--lr", help="Override the schedule's learning rate.")
 SEED_MIN, SEED_MAX = 0, 2**32 - 1  # what every seeded library takes (numpy and scikit-learn: 32 bits, not negative)
 
 
-def seed(default: int, help: str):
-    """A --seed option of `default`, refused by typer (exit code 2) outside SEED_MIN..SEED_MAX."""
-    def in_range(value: int) -> int:
+def seed(default: Optional[int], help: str, name: str = "--seed"):
+    """A seed option (`--seed`, or `name`) of `default`, refused by typer (exit code 2) outside
+    SEED_MIN..SEED_MAX."""
+    def in_range(value: Optional[int]) -> Optional[int]:
+        if value is None:
+            return None
         try:
             return seed_value(str(value))
         except ValueError as error:
             raise typer.BadParameter(str(error)) from None
 
-    return typer.Option(default, "--seed", callback=in_range, help=help)
+    return typer.Option(default, name, callback=in_range, help=help)
 
 
 def seed_value(text: str) -> int:

@@ -10,6 +10,7 @@ from typing import Optional
 import typer
 
 from vipcli import console
+from vipcli.cli import options as opt
 from vipcli.cli.symptoms_rank import rank_command
 from vipcli.errors import UsageError, VipError
 
@@ -156,7 +157,7 @@ def generate_command(
                                   "read the whole answer)."),
     retries: int = typer.Option(4, "--retries", help="Retries after 429, 5xx or a timeout (exponential backoff)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Ask again even if an answer is cached."),
-    seed: int = typer.Option(0, "--seed", help="Which 16 images form the grid."),
+    seed: int = opt.seed(0, "Which 16 images form the grid."),
     backoff: float = typer.Option(1.0, "--backoff", hidden=True, help="First retry wait in seconds."),
 ) -> None:
     """Ask an LLM for visual symptoms (docs/METHOD.md section 1) and write one pack per disease."""

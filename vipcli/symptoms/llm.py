@@ -111,9 +111,18 @@ def _base64_forms(secret: str) -> list[str]:
     return forms
 
 
+PUBLIC_PREFIXES = ("sk-ant-api03-", "sk-or-v1-", "sk-proj-", "sk-svcacct-", "sk-ant-", "sk-")  # the same in every key
+
+
 def _mask_fragments(text: str, secret: str) -> str:
-    """`text` with every run made of REDACT_MIN-character fragments of `secret` (any case) replaced by ***."""
-    grams = {secret[i : i + REDACT_MIN].translate(ASCII_LOWER) for i in range(len(secret) - REDACT_MIN + 1)}
+    """`text` with every run made of REDACT_MIN-character fragments of `secret` (any case) replaced by ***.
+
+    Fragments wholly inside a key's public prefix ("sk-proj-") are not secret and would mask ordinary
+    words ("task-progress"); those overlapping the secret part are masked.
+    """
+    public = next((len(prefix) for prefix in PUBLIC_PREFIXES if secret.startswith(prefix)), 0)
+    start = max(0, public - REDACT_MIN + 1)  # the first fragment that reaches past the public prefix
+    grams = {secret[i : i + REDACT_MIN].translate(ASCII_LOWER) for i in range(start, len(secret) - REDACT_MIN + 1)}
     lowered = text.translate(ASCII_LOWER)  # same length as `text` (str.lower can lengthen a character)
     covered, end = [], -1  # merged [start, stop) spans of text made of key fragments
     for i in range(len(text) - REDACT_MIN + 1):

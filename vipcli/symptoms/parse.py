@@ -76,9 +76,12 @@ def _first_line(text: str) -> str:
     return line if len(line) <= 100 else line[:97] + "..."
 
 
+WORD = r"[^\W_]+"  # letters and digits of any script: "café", "Sjögren" are one word each
+
+
 def normalize_text(text: str) -> str:
     """Lower-case words only, for duplicate detection."""
-    return " ".join(re.findall(r"[a-z0-9]+", text.lower()))
+    return " ".join(re.findall(WORD, text.lower()))
 
 
 def disease_pattern(disease: str, aliases: tuple[str, ...] = ()) -> re.Pattern:
@@ -93,7 +96,7 @@ def disease_pattern(disease: str, aliases: tuple[str, ...] = ()) -> re.Pattern:
     """
     terms = set()
     for name in (disease, *aliases):
-        words = re.findall(r"[a-z0-9]+", name.lower())
+        words = re.findall(WORD, name.lower())
         if not words:
             continue
         terms.add(r"[\s_\-]*".join(map(re.escape, words)))
@@ -106,7 +109,7 @@ def disease_pattern(disease: str, aliases: tuple[str, ...] = ()) -> re.Pattern:
 def name_pattern(name: str) -> re.Pattern:
     """A regex matching `name` whole (words in order, any separator, optional plural ending), never
     one of its words alone: "normal fundus" must not catch "tessellated fundus"."""
-    words = re.findall(r"[a-z0-9]+", name.lower())
+    words = re.findall(WORD, name.lower())
     phrase = r"[\s_\-]*".join(map(re.escape, words)) or r"(?!x)x"
     return re.compile(rf"\b{phrase}(?:s|es)?\b", re.IGNORECASE)
 
