@@ -55,6 +55,8 @@ def test_speed_refuses_options_it_would_ignore_and_speed_epochs_alone(cli, isic_
     assert code == 2 and "--lr, --no-batch do not apply" in err
     code, _, err = _speed(cli, isic_small, tiny_clip, tmp_path / "s", "--epochs", "3")
     assert code == 2 and "(use --speed-epochs N)" in err
+    code, _, err = _speed(cli, isic_small, tiny_clip, tmp_path / "s", "--seeds", "4,5")
+    assert code == 2 and "error: --speed times one seed (pass a single --seeds value)" in err
     code, _, err = cli("benchmark", "--speed", "--data", isic_small, "--speed-epochs", "0", "--out", tmp_path / "s")
     assert code == 2 and "error: --speed-epochs must be positive, got 0" in err
     assert not (tmp_path / "b").exists() and not (tmp_path / "s").exists()

@@ -61,7 +61,7 @@ def benchmark_command(
         "--epochs": epochs is not None, "--batch-size": batch_size is not None, "--lr": lr is not None,
         "--schedule": schedule != "auto", "--n-ctx": n_ctx is not None, "--class-specific-context": class_specific_context,
         "--method-option": bool(method_option), "--split-seed": split_seed is not None, "--force": force,
-        "--no-batch": not batch})
+        "--no-batch": not batch, "--seeds": seeds != "1,2,3" and "," in seeds.strip(",")})
     if speed:
         from vipcli.distributed import world_from_env
         from vipcli.speed import SpeedConfig, measure_speed
@@ -212,6 +212,8 @@ def check_speed_options(speed: bool, speed_epochs: Optional[int], sweep_options:
     if speed_epochs is not None and speed_epochs < 1:
         raise UsageError(f"--speed-epochs must be positive, got {speed_epochs}", "e.g. --speed-epochs 5")
     ignored = [name for name, given in sweep_options.items() if given]
+    if ignored == ["--seeds"]:
+        raise UsageError("--speed times one seed", "pass a single --seeds value")
     if ignored == ["--epochs"]:
         raise UsageError("--epochs sets the sweep's schedule; --speed times its own runs", "use --speed-epochs N")
     if ignored:
