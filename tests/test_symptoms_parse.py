@@ -33,6 +33,9 @@ def test_items_naming_another_class_are_removed_with_their_reason():
     spots = "- Like a café-au-lait macule\n- Uniform light brown\n- Sjögren syndrome signs\n- Oval outline"
     assert parse_answer(spots, "café au lait macule", others=("Sjögren syndrome",)).items == (
         "Uniform light brown", "Oval outline")
+    # grade folders ("0" to "4") name no class in words: "1 or 2 spots" stays
+    assert parse_answer("- 1 or 2 small red dots\n- Hard exudates", "3", others=("1", "2")).items == (
+        "1 or 2 small red dots", "Hard exudates")
 
 
 def test_markdown_bullets_drop_intro_outro_and_markup():

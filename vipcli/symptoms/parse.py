@@ -122,7 +122,8 @@ def names_disease(symptom: str, disease: str, aliases: tuple[str, ...] = ()) -> 
 def _filter_items(items: list[str], disease: str, aliases: tuple[str, ...],
                   others: tuple[str, ...] = ()) -> ParsedAnswer:
     pattern = disease_pattern(disease, aliases)
-    other_patterns = [(other, name_pattern(other)) for other in others if other.strip().lower() != disease.lower()]
+    other_patterns = [(other, name_pattern(other)) for other in others  # a grade folder "2" names nothing
+                      if other.strip().lower() != disease.lower() and re.search(r"[^\W\d_]", other)]
     kept, removed, seen = [], [], set()
     for item in items:
         reason = _reject_reason(item, pattern, seen) or next(
