@@ -93,6 +93,28 @@ def read_only_folder(folder: Path) -> None:
 
 
 @pytest.fixture
+def no_work(monkeypatch):
+    """Fail the test if a backbone is loaded or an image decoded (an output check came too late)."""
+    import vipcli.features
+    import vipcli.registry
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("work started before the outputs were checked")
+
+    monkeypatch.setattr(vipcli.registry, "load_backbone", refuse)
+    monkeypatch.setattr(vipcli.features, "load_image", refuse)
+
+
+@pytest.fixture
+def full_disk(monkeypatch):
+    """shutil.disk_usage reports 1 MiB free everywhere."""
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10 * 2**30, 10 * 2**30 - 2**20, 2**20))
+
+
+@pytest.fixture
 def llm_server():
     """A scripted chat-completions server on 127.0.0.1, stopped after the test."""
     server = ScriptedLLM().start()

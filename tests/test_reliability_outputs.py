@@ -6,7 +6,6 @@ import errno
 import json
 import os
 import shutil
-from collections import namedtuple
 from pathlib import Path
 
 import pytest
@@ -15,26 +14,6 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from conftest import read_only_folder, error_lines, tiny_train_args
-
-
-@pytest.fixture
-def no_work(monkeypatch):
-    """Fail the test if a backbone is loaded or an image decoded (an output check came too late)."""
-    import vipcli.features
-    import vipcli.registry
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("work started before the outputs were checked")
-
-    monkeypatch.setattr(vipcli.registry, "load_backbone", refuse)
-    monkeypatch.setattr(vipcli.features, "load_image", refuse)
-
-
-@pytest.fixture
-def full_disk(monkeypatch):
-    """shutil.disk_usage reports 1 MiB free everywhere."""
-    usage = namedtuple("usage", "total used free")
-    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10 * 2**30, 10 * 2**30 - 2**20, 2**20))
 
 
 def test_existing_out_is_refused_before_any_work(cli, isic_small, tiny_clip, tmp_path, no_work):

@@ -8,11 +8,9 @@ import errno
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
-from collections import namedtuple
 from pathlib import Path
 
 import pytest
@@ -44,26 +42,6 @@ def clean(cli, toy_run, tmp_path_factory):
         return out.read_bytes()
 
     return made
-
-
-@pytest.fixture
-def no_work(monkeypatch):
-    """Fail the test if a backbone is loaded or an image decoded (a check came too late)."""
-    import vipcli.features
-    import vipcli.registry
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("work started before the outputs were checked")
-
-    monkeypatch.setattr(vipcli.registry, "load_backbone", refuse)
-    monkeypatch.setattr(vipcli.features, "load_image", refuse)
-
-
-@pytest.fixture
-def full_disk(monkeypatch):
-    """shutil.disk_usage reports 1 MiB free everywhere."""
-    usage = namedtuple("usage", "total used free")
-    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10 * 2**30, 10 * 2**30 - 2**20, 2**20))
 
 
 def _commands(data: Path, run: Path, out: Path) -> dict:
