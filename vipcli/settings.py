@@ -71,6 +71,13 @@ class ScheduleSettings:
         return resolve_schedule(self.name, shots, self.epochs, self.batch_size, self.lr)
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask where the OS has one), at least 1."""
+    import os
+
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+
+
 _capped_warned: set[int] = set()
 
 
@@ -81,9 +88,7 @@ def usable_workers(requested: int) -> int:
     with its own copy of the decoding libraries, decoded slower than the default, and let PyTorch
     print its own multi-line warning.
     """
-    import os
-
-    cores = max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+    cores = usable_cores()
     if requested <= cores:
         return requested
     if requested not in _capped_warned:
@@ -103,7 +108,7 @@ def default_workers() -> int:
     """
     import os
 
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    usable = usable_cores()
     local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
     if local_processes > 1:
         usable = usable // local_processes - 1
