@@ -80,7 +80,7 @@ def summarize(root: Path) -> dict:
             "llm_answers": answers, "llm_bytes": answer_bytes, "bytes": total}
 
 
-# the files vip writes under features/ and llm/ (and the temp files of an interrupted atomic write)
+# the files vip writes under features/, llm/ and checks/ (and the temp files of an interrupted write)
 FEATURE_ENTRY = re.compile(r"\.?[0-9a-f]{8,64}\.safetensors(\..+\.tmp)?|tmp[a-z0-9_]{8}\.tmp")  # (vip 0.1.0's temp)
 BACKBONE_RECORD = re.compile(rf"\.?{re.escape(BACKBONE_FILE)}(\..+\.tmp)?")
 LLM_ANSWER = re.compile(r"\.?[0-9a-f]{64}\.json(\..+\.tmp)?")

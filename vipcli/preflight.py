@@ -124,7 +124,6 @@ def write_failed(file: Path, error: OSError, kept: str) -> VipError:
                     "again")
 
 
-
 def physical_memory() -> int | None:
     """Bytes of memory this process may use: the machine's RAM, or a smaller cgroup limit (a container,
     a Slurm job, a systemd slice: its own cgroup's and every parent's); None where neither is known."""
@@ -146,7 +145,9 @@ def _cgroup_memory_limits(root: Path = Path("/sys/fs/cgroup"),
         lines = []
     candidates = []
     for line in lines:
-        _, controllers, path = line.split(":", 2) if line.count(":") >= 2 else ("", "", "")
+        if line.count(":") < 2:
+            continue
+        _, controllers, path = line.split(":", 2)
         if controllers == "":  # v2: 0::/path
             folder, name = root / path.lstrip("/"), "memory.max"
         elif "memory" in controllers.split(","):  # v1: N:memory:/path

@@ -153,11 +153,9 @@ def sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, previous)
 
 
-def _stopped(error: BaseException | None) -> tuple[str, int]:
+def _stopped() -> tuple[str, int]:
     """The message and exit code of an interrupt: SIGTERM (143) or Ctrl-C (130)."""
-    while error is not None and not isinstance(error, Terminated):
-        error = error.__cause__ or error.__context__
-    if isinstance(error, Terminated) or _terminated:
+    if _terminated:
         return "terminated (SIGTERM); nothing half-written was left behind", 143
     return "interrupted; nothing half-written was left behind", 130
 
@@ -178,7 +176,7 @@ def _main(argv: list[str] | None) -> int:
     try:
         result = app(args=argv, prog_name="vip", standalone_mode=False)
         if result == 130:  # typer turns Ctrl-C into exit code 130
-            message, result = _stopped(None)
+            message, result = _stopped()
             _print_error(message)
         return result if isinstance(result, int) else 0
     except CLICK_EXIT as done:
@@ -188,10 +186,10 @@ def _main(argv: list[str] | None) -> int:
         message = _number_message(error) or error.format_message()
         _print_error(message, f"see '{context.command_path} -h'" if context else None)
         return error.exit_code
-    except CLICK_ABORT as stop:
+    except CLICK_ABORT:
         if debug:
             raise
-        message, code = _stopped(stop)
+        message, code = _stopped()
         _print_error(message)
         return code
     except VipError as error:

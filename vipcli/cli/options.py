@@ -23,8 +23,8 @@ DEVICE = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."
 # --- encoding ----------------------------------------------------------------------------------
 VIEWS = typer.Option(8, "--views", help="Augmented views encoded and cached per training image.")
 WORKERS = typer.Option(None, "--workers", help="Image-decoding worker processes (default: one per usable core, "
-                       "at most 16, under torchrun each process's share less one; 0 decodes in the main process; never more than "
-                       "the usable cores).")
+                       "at most 16, under torchrun each process's share less one; 0 decodes in the main process; "
+                       "never more than the usable cores).")
 ENCODE_BATCH = typer.Option(64, "--encode-batch", help="Images per image-encoder call; lower it if the GPU runs "
                             "out of memory while encoding.")
 NO_CACHE = typer.Option(False, "--no-cache", help="Do not read or write the on-disk feature cache.")
@@ -44,19 +44,21 @@ def seed(default: Optional[int], help: str, name: str = "--seed"):
     """A seed option (`--seed`, or `name`) of `default`, refused by typer (exit code 2) outside
     SEED_MIN..SEED_MAX."""
     def in_range(value: Optional[int]) -> Optional[int]:
-        if value is None:
-            return None
         try:
-            return seed_value(str(value))
-        except ValueError as error:
+            return value if value is None else checked_seed(value)
+        except SeedOutOfRange as error:
             raise typer.BadParameter(str(error)) from None
 
     return typer.Option(default, name, callback=in_range, help=help)
 
 
 def seed_value(text: str) -> int:
-    """One seed as an int; `SeedOutOfRange` (a ValueError) outside SEED_MIN..SEED_MAX."""
-    value = int(text)
+    """One seed of a list option as an int; ValueError if not a number, `SeedOutOfRange` outside the range."""
+    return checked_seed(int(text))
+
+
+def checked_seed(value: int) -> int:
+    """`value`, or `SeedOutOfRange` (a ValueError) outside SEED_MIN..SEED_MAX."""
     if not SEED_MIN <= value <= SEED_MAX:
         raise SeedOutOfRange(f"{value} is outside {SEED_MIN}..{SEED_MAX}")
     return value
