@@ -130,8 +130,12 @@ class RecordFormat:
             return None
         return row[0], bool(row[-1]), row[-2] if len(row) >= 2 else None
 
-    def problem(self, line: str) -> str | None:
-        """Why a complete line (not the CSV header) is not a record this format writes; None if it is one."""
+    def problem(self, line: str, file: Path) -> str | None:
+        """Why a complete line (not the CSV header) is not a record this format writes; None if it is one.
+
+        A JSONL record of other classes, or made with/without --coverage, is refused (UsageError) here:
+        each record says so, not only the first (which may be an unreadable image's).
+        """
         if self.kind == "csv":
             return self._csv_problem(next(csv.reader([line]), []))
         try:
@@ -140,6 +144,7 @@ class RecordFormat:
             return "not a JSON object"
         if not isinstance(record, dict):
             return "not a JSON object"
+        self._check_record_options(record, file)
         if not isinstance(record.get("path"), str) or not record["path"]:
             return "no 'path'"
         if "model" in record and not isinstance(record["model"], str):
@@ -173,20 +178,15 @@ class RecordFormat:
             raise UsageError(f"{file} holds predictions of another model (model {model}, this one is {self.model})",
                              "pass another --out, or --force to replace it")
 
-    def check_options(self, line: str, file: Path) -> None:
-        """Refuse to add to `file` if a record (JSONL) or its header (CSV) was made with other classes or
-        options: the header line of a CSV, every line of a JSONL file (its first may be an unreadable
-        image's, which says nothing of --coverage)."""
-        if self.kind == "csv":
-            if next(csv.reader([line]), None) != self.header():
-                raise UsageError(f"{file} holds predictions with other columns (another model, or with/without "
-                                 "--coverage)", "pass another --out, or --force to replace it")
-            return
-        try:
-            record = json.loads(line)
-        except ValueError:
-            return
-        probabilities = record.get("probabilities") if isinstance(record, dict) else None
+    def check_header(self, line: str, file: Path) -> None:
+        """Refuse to add to a CSV `file` whose header names other columns (classes or options)."""
+        if next(csv.reader([line]), None) != self.header():
+            raise UsageError(f"{file} holds predictions with other columns (another model, or with/without "
+                             "--coverage)", "pass another --out, or --force to replace it")
+
+    def _check_record_options(self, record: dict, file: Path) -> None:
+        """Refuse to add to `file` if this JSONL record was made with other classes or options."""
+        probabilities = record.get("probabilities")
         if isinstance(probabilities, dict) and (tuple(probabilities) != self.class_names
                                                 or ("prediction_set" in record) != self.coverage):
             raise UsageError(f"{file} holds predictions of other classes or made with/without --coverage",
@@ -242,11 +242,10 @@ def read_records(file: Path, form: RecordFormat):
     rewriting the file would drop it.
     """
     for number, (offset, line) in enumerate(complete_lines(file)):
-        if number == 0 or form.kind != "csv":
-            form.check_options(line, file)
-            if form.kind == "csv":
-                continue  # the header, checked
-        problem = form.problem(line)
+        if number == 0 and form.kind == "csv":
+            form.check_header(line, file)
+            continue
+        problem = form.problem(line, file)
         if problem:
             raise UsageError(f"{file} line {number + 1} is not a record of vip predict ({problem})",
                              "delete that line to resume, pass --force to start over, or pass another --out")
