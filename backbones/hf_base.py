@@ -20,13 +20,12 @@ from typing import Sequence
 
 import torch
 
-from vip_backbones.hub import (check_weights_path, fail_fast_if_uncached, missing_weights_error, model_loading,
-                               quiet_libraries, transformers_torch_error)
+from vip_backbones.hub import (WEIGHT_SUFFIXES, check_weights_path, fail_fast_if_uncached, missing_weights_error,
+                               model_loading, quiet_libraries, transformers_torch_error)
 from vipcli.backbone import Backbone, clip_style_transform, identity_taken_once
 from vipcli.errors import UsageError, VipError
 
 RANDOM_INIT_SEED = 0  # `--pretrained none` builds the same random towers every time
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 HF_HINT = ("download it once on a connected machine (it is cached under ~/.cache/huggingface), "
            "or pass --pretrained /path/to/a/save_pretrained/folder, or --pretrained none --arch SOURCE "
            "for random weights (for timing and plumbing only)")

@@ -174,7 +174,7 @@ def transformers_torch_error() -> VipError | None:
     )
 
 
-WEIGHT_FILE_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")  # weight files, as libraries save them
 MAX_DETAIL = 300  # characters of a library's message shown (a state-dict mismatch lists every key)
 
 
@@ -184,7 +184,7 @@ def check_weights_path(pretrained: str | None, what: str) -> None:
     if not pretrained:
         return
     meant_as_path = (pretrained.startswith(("/", "./", "../", "~", ".\\")) or Path(pretrained).is_absolute()
-                     or pretrained.lower().endswith(WEIGHT_FILE_SUFFIXES))
+                     or pretrained.lower().endswith((*WEIGHT_SUFFIXES, ".ckpt")))
     if meant_as_path and not Path(pretrained).expanduser().exists():
         from vipcli.errors import UsageError
 
@@ -194,7 +194,10 @@ def check_weights_path(pretrained: str | None, what: str) -> None:
 
 def short_detail(error: BaseException) -> str:
     """`describe_exception(error)`, cut to MAX_DETAIL characters."""
-    text = describe_exception(error)
+    return _cut(describe_exception(error))
+
+
+def _cut(text: str) -> str:
     return text if len(text) <= MAX_DETAIL else text[:MAX_DETAIL - 1].rstrip() + "…"
 
 
@@ -213,9 +216,10 @@ def missing_weights_error(source: str, what: str | None, offline_reason: str | N
     mismatch = transformers_torch_error()
     if mismatch is not None:
         return mismatch
-    text = short_detail(error)  # shown; the checks below read the whole message
+    whole = describe_exception(error)
+    text = _cut(whole)  # shown; the checks below read the whole message
     source = f"'{source}'" + (f" for {what}" if what and what != source else "")
-    lowered = describe_exception(error).lower()
+    lowered = whole.lower()
     if re.search(r"\bgated\b", lowered) or "401 client error" in lowered or "403 client error" in lowered:
         return VipError(f"could not load {thing} {source}: the repository is gated or private "
                         f"({text})", "accept its licence on the hub page, then log in with `hf auth login` or set HF_TOKEN")
