@@ -148,10 +148,7 @@ def read_stored(out: Path) -> dict | None:
     """The results.json of an earlier sweep in `out` (None if there is none)."""
     path = out / "results.json"
     if not path.is_file():
-        foreign = _foreign_files(out)
-        if foreign:
-            raise VipError(f"--out {out} holds files of something else ({', '.join(foreign[:3])})",
-                           "choose an empty or new --out folder")
+        _refuse_foreign_files(out, "choose an empty or new --out folder")
         return None
     try:
         stored = json.loads(path.read_text())
@@ -165,10 +162,7 @@ def read_stored(out: Path) -> dict | None:
 def check_speed_out(out: Path, data: Path) -> None:
     """`vip benchmark --speed` writes speed.json into a benchmark folder: refuse one that holds other
     files, or a benchmark of another data set (its report would show this data's speed beside it)."""
-    foreign = _foreign_files(out)
-    if foreign:
-        raise VipError(f"--out {out} holds files of something else ({', '.join(foreign[:3])})",
-                       "choose an empty or new --out folder, or the benchmark folder of this data")
+    _refuse_foreign_files(out, "choose an empty or new --out folder, or the benchmark folder of this data")
     try:
         stored = json.loads((out / "results.json").read_text())
     except (OSError, ValueError):
@@ -177,6 +171,13 @@ def check_speed_out(out: Path, data: Path) -> None:
     if stored_data and stored_data != str(Path(data).resolve()):
         raise VipError(f"--out {out} holds a benchmark of other data ({stored_data})",
                        "choose another --out, or that benchmark's --data")
+
+
+def _refuse_foreign_files(out: Path, hint: str) -> None:
+    """VipError (with `hint`) if `out` holds files a benchmark did not write."""
+    foreign = _foreign_files(out)
+    if foreign:
+        raise VipError(f"--out {out} holds files of something else ({', '.join(foreign[:3])})", hint)
 
 
 def _foreign_files(out: Path) -> list[str]:
