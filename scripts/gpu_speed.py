@@ -140,8 +140,10 @@ def machine() -> dict:
     """The GPU(s) as nvidia-smi names them, torch's view, CPU cores and load."""
     import torch
 
+    from vipcli.settings import usable_cores
+
     info = {"torch": torch.__version__, "cuda_available": torch.cuda.is_available(), "cpu_count": os.cpu_count(),
-            "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+            "usable_cores": usable_cores(),
             "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None}
     if torch.cuda.is_available():
         info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
