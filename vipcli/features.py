@@ -286,11 +286,17 @@ class _ViewDataset(torch.utils.data.Dataset):
 
 
 def _loader(dataset, workers: int):
-    workers = usable_workers(workers) if len(dataset) >= 8 else 0
+    workers = _decoding_workers(dataset, workers)
     return torch.utils.data.DataLoader(
         dataset, batch_size=None, shuffle=False, num_workers=workers,
         prefetch_factor=4 if workers else None, persistent_workers=False, worker_init_fn=worker_ignores_sigterm,
     )
+
+
+def _decoding_workers(dataset, workers: int) -> int:
+    """Worker processes for decoding `dataset`: none for a handful of images (starting them costs more),
+    else `workers`, at most the usable cores."""
+    return usable_workers(workers) if len(dataset) >= 8 else 0
 
 
 def worker_ignores_sigterm(_worker_id: int) -> None:
@@ -451,7 +457,7 @@ def iterate_fresh_features(backbone, paths, labels, train: bool, batch_size: int
     dataset = FreshViews(paths, labels, pipeline.make)
     generator = torch.Generator().manual_seed(seed)
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, shuffle=train, num_workers=usable_workers(workers) if len(dataset) >= 8 else 0,
+        dataset, batch_size=batch_size, shuffle=train, num_workers=_decoding_workers(dataset, workers),
         generator=generator, worker_init_fn=worker_ignores_sigterm,
     )
     for images, batch_labels in loader:
