@@ -246,6 +246,7 @@ def pretrain(out: Path, recipe: PretrainConfig, vocab_from: Path | None = None, 
 
 
 def parse_args(argv: list[str] | None) -> tuple[Path, Path | None, PretrainConfig]:
+    """The output file, the optional vocabulary source and the recipe, from the command line."""
     defaults = PretrainConfig()
     parser = argparse.ArgumentParser(prog="python -m vip_backbones.toy_pretrain", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="the .safetensors file to write")
@@ -259,6 +260,7 @@ def parse_args(argv: list[str] | None) -> tuple[Path, Path | None, PretrainConfi
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Pretrain the toy weights as the command line says; the exit status."""
     out, vocab_from, recipe = parse_args(argv)
     pretrain(out, recipe, vocab_from, log=lambda line: print(time.strftime("%H:%M:%S"), line, flush=True))
     return 0

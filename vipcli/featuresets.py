@@ -48,6 +48,8 @@ def _stack(features: list, rows: int) -> torch.Tensor:
 
 
 def feature_set(encoded, samples, with_views: bool) -> FeatureSet:
+    """The readable images of `samples` as a FeatureSet: center features, labels, paths, and their
+    augmented views when `with_views` (images that could not be read are left out)."""
     rows = sorted(i for i in encoded.readable if i < len(samples))
     x = _stack([encoded.eval.get(i) for i in rows], len(rows))  # [N, D], or [N, 0] without center views
     views = torch.stack([encoded.train[i] for i in rows]) if (with_views and rows and encoded.train) else None
@@ -127,6 +129,7 @@ def prepare_features(backbone, dataset: Dataset, shots: int | None, seed: int, v
 
 
 def check_enough(prepared: PreparedData, dataset: Dataset) -> None:
+    """Refuse (VipError) training data with a class left without a single readable image."""
     counts = torch.bincount(prepared.train.y, minlength=len(dataset.class_names)).tolist()
     empty = [name for name, n in zip(dataset.class_names, counts) if n == 0]
     if empty:
