@@ -24,6 +24,7 @@ from vip_backbones.hub import (WEIGHT_SUFFIXES, check_weights_path, fail_fast_if
                                model_loading, quiet_libraries, transformers_torch_error)
 from vipcli.backbone import Backbone, clip_style_transform, identity_taken_once
 from vipcli.errors import UsageError, VipError
+from vipcli.weights_identity import weights_file_identity
 
 RANDOM_INIT_SEED = 0  # `--pretrained none` builds the same random towers every time
 HF_HINT = ("download it once on a connected machine (it is cached under ~/.cache/huggingface), "
@@ -64,10 +65,9 @@ def _local(source: str) -> Path | None:
 
 
 def _folder_identity(path: Path) -> dict:
-    """Name, size and mtime of the weight files in a local model folder (or the file itself)."""
+    """Name, size and sha256 of the weight files in a local model folder (or of the file itself)."""
     files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.suffix in WEIGHT_SUFFIXES)
-    return {"path": str(path.resolve()),
-            "files": [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files]}
+    return {"files": [weights_file_identity(p) for p in files]}
 
 
 class TransformersBackbone(Backbone):

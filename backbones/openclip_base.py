@@ -27,6 +27,7 @@ from vip_backbones.hub import (check_weights_path, fail_fast_if_uncached, missin
                                short_detail)
 from vipcli.backbone import Backbone, clip_style_transform, identity_taken_once
 from vipcli.errors import UsageError, VipError
+from vipcli.weights_identity import weights_file_identity
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -35,19 +36,14 @@ SCHEMAS = ("hf-hub:", "local-dir:")
 SHIPPED_CONFIGS = Path(__file__).resolve().parent / "configs"  # e.g. small-clip.json: --arch small-clip
 
 
-def _file_identity(path: Path) -> dict:
-    stat = path.stat()
-    return {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-
-
 def _checkpoint_identity(path: Path) -> dict:
     """A loaded checkpoint file: in the Hugging Face cache, its name and blob (the file's content hash,
-    the same on every machine and for every user); elsewhere, its path, size and modification time."""
+    the same on every machine and for every user); elsewhere, its name, size and sha256."""
     resolved, link = path.resolve(), path.absolute()
     in_hub_cache = (resolved != link and resolved.parent.name == "blobs"  # models--X/snapshots/<rev>/NAME
                     and resolved.parent.parent.name.startswith("models--")  # -> models--X/blobs/<hash>
                     and link.parent.parent.name == "snapshots")
-    return {"file": path.name, "blob": resolved.name} if in_hub_cache else _file_identity(path)
+    return {"file": path.name, "blob": resolved.name} if in_hub_cache else weights_file_identity(path)
 
 
 def shipped_config(arch: str) -> Path | None:
@@ -375,7 +371,7 @@ class OpenClipBackbone(Backbone):
         import open_clip
 
         weights = self.pretrained or "none"
-        identity = _file_identity(Path(weights)) if Path(weights).is_file() else weights
+        identity = weights_file_identity(Path(weights)) if Path(weights).is_file() else weights
         if self.pretrained is None and not getattr(self, "random_weights", True):
             # an hf-hub:/local-dir: model's own weights: the checkpoint files open_clip loaded
             weights = self.model_name

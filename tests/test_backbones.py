@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +12,7 @@ import torch
 
 from text_paths import assert_equal_to_rounding, features_and_grads, parts_features_and_grads
 
+from vipcli.digests import file_digest
 from vipcli.errors import UsageError, VipError
 from vipcli.registry import load_backbone
 
@@ -299,8 +301,85 @@ def test_local_weights_file_is_loaded(tmp_path, tiny_clip, clip_backbone):
     ids = loaded.tokenize(TEXTS)
     torch.testing.assert_close(loaded.model.token_embedding.weight, state["token_embedding.weight"])
     assert not torch.allclose(loaded.encode_text(ids), clip_backbone.encode_text(ids))
-    assert loaded.describe()["weights"]["size"] == weights.stat().st_size
+    assert loaded.describe()["weights"] == {"file": weights.name, "size": weights.stat().st_size,
+                                            "sha256": file_digest(weights)}
     assert loaded.fingerprint() != clip_backbone.fingerprint()
+
+
+def test_a_weights_file_is_identified_by_its_content_not_its_path_or_dates(tmp_path, tiny_clip, clip_backbone):
+    """Other weights with the same size and mtime (`cp -p`, `rsync -t`, `tar`) are other weights; a
+    touched file is the same weights."""
+    import os
+    import shutil
+
+    from safetensors.torch import save_file
+
+    state = {k: v.clone() for k, v in clip_backbone.model.state_dict().items() if v.is_floating_point()}
+    first, second = tmp_path / "first.safetensors", tmp_path / "second.safetensors"
+    save_file({k: v + 0.01 for k, v in state.items()}, first)
+    save_file({k: v + 0.02 for k, v in state.items()}, second)
+    assert first.stat().st_size == second.stat().st_size
+    weights = tmp_path / "weights.safetensors"
+    shutil.copy2(first, weights)
+    before = load_backbone("clip", str(tiny_clip), str(weights)).fingerprint()
+    stat = weights.stat()
+    shutil.copyfile(second, weights)
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # other bytes, same path, size and mtime
+    after = load_backbone("clip", str(tiny_clip), str(weights)).fingerprint()
+    assert after != before
+    os.utime(weights)  # touched: same bytes, same weights
+    assert load_backbone("clip", str(tiny_clip), str(weights)).fingerprint() == after
+
+
+def test_a_weights_digest_is_read_once_per_version_of_the_file(tmp_path, monkeypatch):
+    """The sha256 of a weights file is remembered in the cache folder, across processes, and read
+    again after any write to the file, even one that keeps its size and mtime."""
+    import os
+
+    from vipcli import digests
+    from vipcli.cache_admin import clear
+
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(b"a" * 1000)
+    first = digests.remembered_digest(weights)
+    assert first == file_digest(weights)
+    digests._MEMO.clear()  # a new process: only the cache folder remembers
+    reads = []
+    monkeypatch.setattr(digests, "file_digest", lambda path: reads.append(path) or "0" * 64)
+    assert digests.remembered_digest(weights) == first and reads == []
+    stat = weights.stat()
+    weights.write_bytes(b"b" * 1000)
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert digests.remembered_digest(weights) == "0" * 64 and reads == [weights]
+    root = Path(os.environ["VIP_CACHE_DIR"])
+    assert len(list((root / "digests").iterdir())) == 2
+    assert clear(root)["kept"] == [] and not (root / "digests").exists()
+
+
+def test_runs_and_benchmarks_of_earlier_versions_match_the_same_weights_file(tmp_path, tiny_clip, clip_backbone):
+    """vip 0.2.0 before content digests recorded a weights file by path, size and mtime: the same file
+    still matches (no "weights differ", a benchmark resumes); a touched or other file does not."""
+    import os
+
+    from safetensors.torch import save_file
+
+    from vipcli.weights_identity import same_backbone
+
+    weights = tmp_path / "w.safetensors"
+    save_file({k: v + 0.01 for k, v in clip_backbone.model.state_dict().items() if v.is_floating_point()}, weights)
+    backbone = load_backbone("clip", str(tiny_clip), str(weights))
+    stat = weights.stat()
+    legacy = dict(backbone.describe(), weights={"path": str(weights.resolve()), "size": stat.st_size,
+                                                "mtime_ns": stat.st_mtime_ns})
+    assert same_backbone("0123456789abcdef", legacy, backbone.fingerprint(), backbone.describe())
+    assert not same_backbone("0123456789abcdef", dict(legacy, arch="other"), backbone.fingerprint(),
+                             backbone.describe())
+    folder_form = dict(legacy, weights={"path": str(tmp_path), "files": [[weights.name, stat.st_size,
+                                                                          stat.st_mtime_ns]]})
+    current = dict(backbone.describe(), weights={"files": [backbone.describe()["weights"]]})
+    assert same_backbone("0123456789abcdef", folder_form, "fedcba9876543210", current)
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert not same_backbone("0123456789abcdef", legacy, backbone.fingerprint(), backbone.describe())
 
 
 def test_run_options_store_absolute_paths_and_copy_small_configs(tmp_path, monkeypatch, tiny_clip):
@@ -413,7 +492,9 @@ def test_local_dir_model_loads_its_own_weights_none_or_a_file_as_asked(tmp_path,
     assert torch.equal(loaded["file"].model.state_dict()[key], other[key])
     assert len({backbone.fingerprint() for backbone in loaded.values()}) == 3
     assert loaded["none"].describe()["pretrained"] == "none"
-    assert loaded["own"].describe()["weights"][0]["path"] == str((folder / "open_clip_model.safetensors").resolve())
+    checkpoint = folder / "open_clip_model.safetensors"
+    assert loaded["own"].describe()["weights"] == [
+        {"file": checkpoint.name, "size": checkpoint.stat().st_size, "sha256": file_digest(checkpoint)}]
     with pytest.raises(UsageError, match="no such file or folder"):
         load_backbone("clip", f"local-dir:{folder}", str(tmp_path / "missing.safetensors"))
     with pytest.raises(UsageError, match="not a weights file"):  # open_clip would have ignored it
@@ -452,4 +533,4 @@ def test_a_hub_checkpoint_is_identified_by_its_blob_not_its_path(tmp_path):
     assert identities[0] == identities[1] == {"file": "open_clip_model.safetensors", "blob": "9f86d081884c7d65"}
     plain = tmp_path / "local.safetensors"
     plain.write_bytes(b"w")
-    assert _checkpoint_identity(plain)["path"] == str(plain.resolve())
+    assert _checkpoint_identity(plain) == {"file": plain.name, "size": 1, "sha256": file_digest(plain)}

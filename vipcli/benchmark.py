@@ -28,6 +28,7 @@ from vipcli.atomic import write_atomic
 from vipcli.featuresets import FeatureSet, PreparedData
 from vipcli.methods import DEFAULT_BENCHMARK, METHODS
 from vipcli.settings import BackboneSettings, EncodingSettings, ScheduleSettings
+from vipcli.weights_identity import same_backbone
 
 RESULTS_FORMAT = "vip-benchmark"
 RESULTS_VERSION = 1
@@ -191,6 +192,9 @@ def check_matches(stored: dict, current: dict, out: Path) -> None:
     """Refuse to mix rows made with other data, backbone, views or schedule overrides."""
     before = stored.get("config", {})
     differ = [key for key in MATCHED_KEYS if before.get(key) != current.get(key)]
+    if "backbone_fingerprint" in differ and same_backbone(before.get("backbone_fingerprint"), before.get(
+            "backbone_describe"), current.get("backbone_fingerprint"), current.get("backbone_describe")):
+        differ.remove("backbone_fingerprint")  # weights recorded by an earlier vip's path/size/mtime: the same file
     old, new = before.get("symptoms") or {}, current.get("symptoms") or {}
     if old and new and old != new:
         differ.append("symptoms")

@@ -3,7 +3,8 @@
 The cache root (`$VIP_CACHE_DIR`, else the user cache folder) holds two things vip owns:
 `features/<backbone key>/` (image features, one folder per backbone, described by its
 `backbone.json`), `llm/` (answers of `vip symptoms generate`) and `checks/` (one small file per
-backbone that passed the load-time contract checks). Nothing else under the root is ever read or
+backbone that passed the load-time contract checks) and `digests/` (the content digests of weights
+files, so that each is read once per version, not once per process). Nothing else under the root is ever read or
 removed, nor is any file in those folders that vip did not write.
 """
 
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from vipcli.errors import VipError
 
-OWNED = ("features", "llm", "checks")  # the only folders under the root that vip creates and clears
+OWNED = ("features", "llm", "checks", "digests")  # the only folders under the root that vip creates and clears
 BACKBONE_FILE = "backbone.json"  # in each backbone folder: what its entries were made with
 
 
@@ -80,18 +81,20 @@ def summarize(root: Path) -> dict:
             "llm_answers": answers, "llm_bytes": answer_bytes, "bytes": total}
 
 
-# the files vip writes under features/, llm/ and checks/ (and the temp files of an interrupted write)
+# the files vip writes under features/, llm/, checks/ and digests/ (and the temp files of an interrupted write)
 FEATURE_ENTRY = re.compile(r"\.?[0-9a-f]{8,64}\.safetensors(\..+\.tmp)?|tmp[a-z0-9_]{8}\.tmp")  # (vip 0.1.0's temp)
 BACKBONE_RECORD = re.compile(rf"\.?{re.escape(BACKBONE_FILE)}(\..+\.tmp)?")
 LLM_ANSWER = re.compile(r"\.?[0-9a-f]{64}\.json(\..+\.tmp)?")
 CHECKS_PASSED = re.compile(r"[0-9a-f]{32}")  # a backbone that passed the load-time contract checks
+DIGEST_RECORD = re.compile(r"\.?[0-9a-f]{32}(\..+\.tmp)?")  # a weights file's remembered sha256
 SHARD = re.compile(r"[0-9a-f]{2}")
 
 
 def written_by_vip(relative: Path) -> bool:
     """Whether a file at `relative` (to the cache root) is one vip writes: a feature entry
     (`features/<backbone>/<2 hex>/<hex>.safetensors`), a `backbone.json`, an LLM answer
-    (`llm/<sha256>.json`), or a backbone's passed contract checks (`checks/<hex>`)."""
+    (`llm/<sha256>.json`), a backbone's passed contract checks (`checks/<hex>`), or a weights file's
+    remembered digest (`digests/<hex>`)."""
     parts = relative.parts
     if len(parts) == 4 and parts[0] == "features":
         return bool(SHARD.fullmatch(parts[2]) and FEATURE_ENTRY.fullmatch(parts[3]))
@@ -99,12 +102,14 @@ def written_by_vip(relative: Path) -> bool:
         return bool(BACKBONE_RECORD.fullmatch(parts[2]))
     if len(parts) == 2 and parts[0] == "checks":
         return bool(CHECKS_PASSED.fullmatch(parts[1]))
+    if len(parts) == 2 and parts[0] == "digests":
+        return bool(DIGEST_RECORD.fullmatch(parts[1]))
     return len(parts) == 2 and parts[0] == "llm" and bool(LLM_ANSWER.fullmatch(parts[1]))
 
 
 def clear(root: Path, backbone: str | None = None) -> dict:
-    """Remove cached features (of one backbone id, or all) and, without `backbone`, the LLM answers
-    and the remembered contract checks.
+    """Remove cached features (of one backbone id, or all) and, without `backbone`, the LLM answers,
+    the remembered contract checks and the remembered digests of weights files.
 
     Only the files vip writes are removed (`written_by_vip`), then the folders left empty; anything
     else under `features/` or `llm/` (a user's own files, if the cache root is a shared folder) is kept.

@@ -3,7 +3,8 @@
 A digest is the sha256 of the file's bytes, so a file rewritten with the same size and
 modification time (as `cp -p`, `rsync -t` or `tar` do) still gets a new digest. Within one process
 each file is read once: digests are remembered per (device, inode, size, mtime, ctime), and any
-write to a file changes its ctime.
+write to a file changes its ctime. `remembered_digest` (for weights files, hundreds of megabytes
+read by every process) also remembers them across processes, in the cache folder's `digests/`.
 """
 
 from __future__ import annotations
@@ -32,6 +33,56 @@ def file_digest(path: str | Path) -> str:
             _MEMO.clear()
         _MEMO[memo_key] = digest
     return digest
+
+
+DIGESTS_FOLDER = "digests"  # under the cache root: one small file per remembered digest
+
+
+def remembered_digest(path: str | Path) -> str:
+    """`file_digest` of a large file, remembered across processes in the cache folder.
+
+    The record is named after the file's (device, inode, size, mtime, ctime) and holds its sha256, so
+    the file is read once per version: any write to it, a copy (`cp -p` too) or a replacement changes
+    its inode or ctime, and the next call reads it again. An unwritable cache only means reading it
+    every time.
+
+    Raises:
+        OSError: the file cannot be read.
+    """
+    from vipcli.cache_admin import default_root
+
+    stat = os.stat(path)
+    memo_key = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+    if memo_key in _MEMO:
+        return _MEMO[memo_key]
+    record = default_root() / DIGESTS_FOLDER / hashlib.sha256(repr(memo_key).encode()).hexdigest()[:32]
+    try:
+        digest = record.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        digest = ""
+    if not _is_sha256(digest):
+        digest = file_digest(path)
+        _write_record(record, digest)
+    _MEMO[memo_key] = digest
+    return digest
+
+
+def _is_sha256(text: str) -> bool:
+    return len(text) == 64 and all(c in "0123456789abcdef" for c in text)
+
+
+def _write_record(record: Path, digest: str) -> None:
+    """Write `digest` to `record` atomically (a temp file renamed over it); failures are ignored."""
+    temp = record.with_name(f".{record.name}.{os.getpid()}.tmp")
+    try:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        temp.write_text(digest + "\n", encoding="ascii")
+        os.replace(temp, record)
+    except OSError:
+        try:
+            temp.unlink()
+        except OSError:
+            pass
 
 
 def _sha256_of(handle) -> str:

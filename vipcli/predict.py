@@ -73,6 +73,7 @@ def load_predictor(run_dir: str | Path, device="cpu", backbone_id: str | None = 
     from vipcli.methods import MethodSetup, restore_method
     from vipcli.registry import load_backbone, rebuild_backbone_options
     from vipcli.trust import read_calibration
+    from vipcli.weights_identity import same_backbone
 
     tensors, meta = read_checkpoint(run_dir)
     if backbone_id and backbone_id != meta.get("backbone"):
@@ -81,7 +82,8 @@ def load_predictor(run_dir: str | Path, device="cpu", backbone_id: str | None = 
     arch, pretrained = rebuild_backbone_options(run_dir, meta.get("arch_option") or None,
                                                 meta.get("pretrained_option") or None)
     backbone = load_backbone(meta["backbone"], arch, pretrained, device)
-    if backbone.fingerprint() != meta.get("backbone_fingerprint"):
+    if not same_backbone(meta.get("backbone_fingerprint"), meta.get("backbone_describe"), backbone.fingerprint(),
+                         backbone.describe()):
         console.warn(f"the weights of backbone '{meta['backbone']}' differ from those {run_dir} was trained with "
                      f"({backbone.describe().get('weights')} vs {(meta.get('backbone_describe') or {}).get('weights')})")
     setup = MethodSetup(backbone, list(meta["class_names"]), meta.get("symptoms") or {})

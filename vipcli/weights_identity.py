@@ -1,0 +1,83 @@
+"""The identity of weights read from local files: their content, never their location or dates.
+
+A backbone's `describe()` keys the feature cache, the load-time checks, checkpoints and benchmark
+resumes, so it must change whenever the weights do and only then. Weights read from a local file
+are named by the file's name, size and sha256: a file replaced by other weights with the same size
+and modification time (as `cp -p`, `rsync -t`, `tar` or a reproducible build leave them) is never
+mistaken for the old one, and a copy moved elsewhere is still the same weights. The sha256 of each
+version of a file is computed once and remembered in the cache folder (`vipcli.digests`).
+
+vip 0.2.0 before this identified such files by path, size and modification time. Runs and
+benchmarks recorded that way still match the same file (`same_backbone`), so they neither warn
+that the weights differ nor refuse to resume.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from vipcli.digests import remembered_digest
+
+
+def weights_file_identity(path: str | Path) -> dict:
+    """`{"file": name, "size": bytes, "sha256": hex}` of a local weights file (read once per version).
+
+    Raises:
+        OSError: the file cannot be read.
+    """
+    path = Path(path)
+    return {"file": path.name, "size": path.stat().st_size, "sha256": remembered_digest(path)}
+
+
+def same_backbone(recorded_fingerprint, recorded_describe, fingerprint: str, describe: dict) -> bool:
+    """Whether a backbone (its `fingerprint()` and `describe()`) is the one a run or benchmark recorded.
+
+    True when the fingerprints are equal, or when the record was written by an earlier vip that named
+    local weights files by path, size and modification time, everything else in `describe()` is
+    equal, and those files still have that size and time and hold the weights loaded now.
+    """
+    if fingerprint == recorded_fingerprint:
+        return True
+    if not isinstance(recorded_describe, dict) or not isinstance(describe, dict) or set(recorded_describe) != set(describe):
+        return False
+    if any(recorded_describe[key] != describe[key] for key in describe if key != "weights"):
+        return False
+    return legacy_weights_match(recorded_describe.get("weights"), describe.get("weights"))
+
+
+def legacy_weights_match(recorded, current) -> bool:
+    """Whether `recorded`, a weights identity in the earlier path/size/mtime form, names the files
+    that `current` (the content form of `weights_file_identity`) does.
+
+    The earlier forms: `{"path", "size", "mtime_ns"}` for a file (open_clip backbones), a list of
+    such dicts (the checkpoint files of an `hf-hub:`/`local-dir:` model) and `{"path", "files":
+    [[name, size, mtime_ns], ...]}` for a model folder (transformers backbones).
+    """
+    if isinstance(recorded, list) and isinstance(current, list):
+        return len(recorded) == len(current) and all(
+            old == new or legacy_weights_match(old, new) for old, new in zip(recorded, current))
+    if not isinstance(recorded, dict) or not isinstance(current, dict):
+        return False
+    if set(recorded) == {"path", "size", "mtime_ns"}:
+        return _file_matches(Path(str(recorded["path"])), recorded["size"], recorded["mtime_ns"], current)
+    if set(recorded) == {"path", "files"} and isinstance(current.get("files"), list):
+        old_files, new_files = recorded["files"], current["files"]
+        if not isinstance(old_files, list) or len(old_files) != len(new_files):
+            return False
+        folder = Path(str(recorded["path"]))
+        folder = folder if folder.is_dir() else folder.parent  # the identity of a single weights file
+        return all(isinstance(old, list) and len(old) == 3 and
+                   _file_matches(folder / str(old[0]), old[1], old[2], new) for old, new in zip(old_files, new_files))
+    return False
+
+
+def _file_matches(path: Path, size, mtime_ns, current) -> bool:
+    """`path` still has the recorded size and mtime, and `current` names its content."""
+    if not isinstance(current, dict) or current.get("file") != path.name or current.get("size") != size:
+        return False
+    try:
+        stat = os.stat(path)
+        return (stat.st_size, stat.st_mtime_ns) == (size, mtime_ns) and remembered_digest(path) == current.get("sha256")
+    except OSError:
+        return False
