@@ -364,3 +364,48 @@ def test_every_command_refuses_a_negative_workers_the_same_way(cli, toy_run, com
     names = {"IMAGES": data / "test", "RUN": run, "DATA": data}
     code, out, err = cli(*[names.get(part, part) for part in command], "--workers", "-2")
     assert code == 2 and out == "" and error_lines(err) == ["error: --workers must be 0 or more, got -2"]
+
+
+def test_an_interrupt_python_had_to_swallow_still_stops_the_command(cli, toy_run, tmp_path, monkeypatch):
+    """A Ctrl-C or SIGTERM that arrives where Python cannot raise (a fork handler as the decoding
+    workers start, a finalizer) is dropped by Python; vip remembers it and stops at the next image,
+    without printing the dropped exception."""
+    import os
+    import signal
+
+    from vipcli import features
+
+    class Finalizer:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGTERM)  # the handler raises inside __del__: Python drops it
+
+    original = features._loader
+
+    def loader_started_under_a_signal(*args, **kwargs):
+        swallowed = Finalizer()
+        del swallowed
+        yield from original(*args, **kwargs)
+
+    monkeypatch.setattr(features, "_loader", loader_started_under_a_signal)
+    data, run = toy_run
+    out = tmp_path / "p.jsonl"
+    code, _, err = cli("predict", data / "test", "--model", run, "--out", out, "--workers", "0", "--no-cache")
+    assert code == 143 and error_lines(err)[-1] == "error: terminated (SIGTERM); nothing half-written was left behind"
+    assert "Exception ignored" not in err and "Traceback" not in err
+    assert not out.exists() or len(out.read_text().splitlines()) < 24  # stopped, not run to the end
+
+
+def test_ctrl_c_during_the_exit_clean_up_is_one_line(monkeypatch, capsys):
+    """Ctrl-C after the work is done (while vip spares the interpreter's exit its collections)."""
+    from vipcli.cli import main as main_module
+
+    def late_ctrl_c():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(main_module, "main", lambda: 0)
+    monkeypatch.setattr(main_module, "_skip_shutdown_collections", late_ctrl_c)
+    with pytest.raises(SystemExit) as stopped:
+        main_module.run()
+    err = capsys.readouterr().err
+    assert stopped.value.code == 130 and "Traceback" not in err
+    assert error_lines(err) == ["error: interrupted after the command had finished; everything was written"]

@@ -40,6 +40,7 @@ from vipcli.images import DECODE_POLICY, load_image
 from vipcli.pixels import ViewPipeline, view_pipeline
 from vipcli.preflight import describe_os_error
 from vipcli.settings import usable_workers
+from vipcli.stop_signals import stop_if_received
 
 DECODE_MIN_SIDE = 512  # images much larger than this are decoded at a reduced scale
 FEATURE_FORMAT = "vip-features"
@@ -428,6 +429,7 @@ def _encode_jobs(backbone, jobs, batch_size, workers, augmentation, result, adva
     path_of = {job[0]: job[1] for job in jobs}
     for index, views, reason in _loader(dataset, workers):
         advance()
+        stop_if_received()  # a Ctrl-C or SIGTERM Python swallowed while the decoding workers started
         if views is None:
             result.failures[path_of[index]] = reason
             continue

@@ -10,6 +10,7 @@ import torch
 from vipcli import console
 from vipcli.errors import UsageError, VipError
 from vipcli.images import IMAGE_SUFFIXES, is_image_file
+from vipcli.stop_signals import stop_if_received
 
 
 DECIMALS = 4  # probabilities and explanation figures in JSON, JSONL and CSV
@@ -162,6 +163,7 @@ def stream_predictions(predictor: Predictor, paths: list[Path], explain: bool = 
     chunk = CHUNK if chunk is None else chunk
     start, size = 0, max(1, min(FIRST_CHUNK, chunk))
     while start < len(paths):
+        stop_if_received()  # a Ctrl-C or SIGTERM Python swallowed (in a fork handler) stops between chunks
         yield from _predict_chunk(predictor, paths[start:start + size], explain, cache, workers, batch_size,
                                   advance, cutoff)
         start, size = start + size, min(2 * size, max(1, chunk))

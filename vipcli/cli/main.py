@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import sys
 
 import typer
 
-from vipcli import __version__
+from vipcli import __version__, stop_signals
 from vipcli.cli import backbones, benchmark, cache, demo, methods, predict, report, symptoms, train
 from vipcli.errors import VipError
 
@@ -126,36 +124,9 @@ def _number_message(error) -> str | None:
     return f"{name} must be {kind}, got {str(first.get('input'))!r}"
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (`kill`, `timeout`, Slurm at a job's time limit), stopped like Ctrl-C: every clean-up
-    that runs for an interrupt runs for it too."""
-
-
-_terminated: list[bool] = []  # set once SIGTERM arrived (typer may report the interrupt only as exit code 130)
-
-
-def _raise_terminated(signum, frame) -> None:
-    _terminated.append(True)
-    raise Terminated()
-
-
-@contextlib.contextmanager
-def sigterm_as_interrupt():
-    """Inside the block, SIGTERM raises `Terminated` (in the main thread; elsewhere nothing changes)."""
-    try:
-        previous = signal.signal(signal.SIGTERM, _raise_terminated)
-    except (ValueError, AttributeError, OSError):  # not the main thread, or no SIGTERM here
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def _stopped() -> tuple[str, int]:
     """The message and exit code of an interrupt: SIGTERM (143) or Ctrl-C (130)."""
-    if _terminated:
+    if stop_signals.terminated():
         return "terminated (SIGTERM); nothing half-written was left behind", 143
     return "interrupted; nothing half-written was left behind", 130
 
@@ -166,9 +137,12 @@ def main(argv: list[str] | None = None) -> int:
     Exit codes: 0 success, 1 runtime error, 2 usage error, 130 interrupted (Ctrl-C), 143 terminated
     (SIGTERM). Set VIP_DEBUG=1 to see tracebacks.
     """
-    _terminated.clear()
-    with sigterm_as_interrupt():
-        return _main(argv)
+    with stop_signals.stop_signals_raise():
+        code = _main(argv)
+    if code == 0 and stop_signals.received() is not None:  # a signal Python had to swallow, after the last checkpoint
+        message, code = _stopped()
+        _print_error(message)
+    return code
 
 
 def _main(argv: list[str] | None) -> int:
@@ -216,7 +190,12 @@ def _main(argv: list[str] | None) -> int:
 def run() -> None:
     """Console-script entry point."""
     code = main()
-    _skip_shutdown_collections()
+    try:
+        _skip_shutdown_collections()
+    except KeyboardInterrupt:  # Ctrl-C after the command's work was done: no traceback
+        if code == 0:
+            code = 130
+            _print_error("interrupted after the command had finished; everything was written")
     sys.exit(code)
 
 

@@ -1,0 +1,94 @@
+"""Ctrl-C and SIGTERM: stop the command wherever they arrive, even where Python cannot raise.
+
+Inside `stop_signals_raise()` both signals raise in the main thread, as Ctrl-C always does:
+`KeyboardInterrupt` for SIGINT and its subclass `Terminated` for SIGTERM (`kill`, `timeout`,
+Slurm at a job's time limit), so every clean-up that runs for an interrupt runs for both.
+
+Python cannot raise everywhere: an exception raised while a fork handler (starting decoding
+workers) or a finalizer runs is printed as "Exception ignored in ..." and dropped, and the command
+would carry on to the end and exit 0. So each signal is also remembered (and the swallowed
+interrupt is not printed), and the long loops call `stop_if_received()` at safe points (after each
+image, between chunks): a signal Python swallowed stops the command there, a moment later.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+
+_received: list[int] = []  # the signals that arrived inside the block, in order
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, stopped like Ctrl-C."""
+
+
+def _raise_for(signum, frame) -> None:
+    _received.append(signum)
+    raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+@contextlib.contextmanager
+def stop_signals_raise():
+    """Inside the block, SIGINT and SIGTERM raise (and are remembered); the handlers are put back after.
+
+    Outside the main thread (where handlers cannot be set) nothing changes.
+    """
+    _received.clear()
+    previous_hook = sys.unraisablehook
+    sys.unraisablehook = _quiet_about_interrupts(previous_hook)
+    try:
+        with _handlers_installed():
+            yield
+    finally:
+        sys.unraisablehook = previous_hook
+
+
+def _quiet_about_interrupts(hook):
+    """An unraisable-exception hook that drops the interrupts this module raised (they are remembered
+    and stop the command at its next checkpoint) and hands anything else to `hook`."""
+    def quiet(unraisable) -> None:
+        if isinstance(unraisable.exc_value, KeyboardInterrupt) and _received:
+            return
+        hook(unraisable)
+
+    return quiet
+
+
+@contextlib.contextmanager
+def _handlers_installed():
+    """SIGINT and SIGTERM handled by `_raise_for` inside the block (main thread only), put back after."""
+    previous = {}
+    try:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.signal(signum, _raise_for)
+    except (ValueError, AttributeError, OSError):  # not the main thread, or no such signal here
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        yield
+        return
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def received() -> int | None:
+    """The first signal that arrived inside the block (None: none did)."""
+    return _received[0] if _received else None
+
+
+def terminated() -> bool:
+    """Whether the command is stopping because of SIGTERM (rather than Ctrl-C)."""
+    return signal.SIGTERM in _received
+
+
+def stop_if_received() -> None:
+    """Raise the interrupt of a signal that arrived but was swallowed where Python could not raise it.
+
+    Cheap (a list check): call it from loops at points where stopping leaves nothing half-written.
+    """
+    if _received:
+        raise Terminated() if terminated() else KeyboardInterrupt()
