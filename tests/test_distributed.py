@@ -170,9 +170,37 @@ def test_unreadable_images_are_recorded_and_fail_the_command(cli, toy_run, tmp_p
     broken.write_bytes(b"not a png")
     out = tmp_path / "p.jsonl"
     code, _, err = cli("predict", data / "test" / "nevus", broken, "--model", run, "--out", out, "--workers", "0")
-    assert code == 1 and f"1 of 13 images could not be read; {out} records why (fix or remove those files)" in err
+    assert code == 1 and f"1 of 13 images could not be read; {out} records why (fix those files and rerun" in err
     last = json.loads(lines(out)[-1])
     assert last["path"] == str(broken) and "error" in last and "label" not in last
+
+
+def test_a_rerun_tries_unreadable_images_again_and_drops_removed_ones(cli, toy_run, tmp_path):
+    """Both fixes the error names work: a repaired file is predicted on the next run, and a removed one
+    leaves the file (its error record dropped) instead of making the rerun refuse it."""
+    import shutil
+
+    data, run = toy_run
+    folder = tmp_path / "images"
+    shutil.copytree(data / "test" / "nevus", folder)
+    good = sorted(folder.iterdir())[0]
+    broken = folder / "zz_broken.png"
+    broken.write_bytes(b"not a png")
+    out = tmp_path / "p.jsonl"
+    assert cli("predict", folder, "--model", run, "--out", out, "--workers", "0")[0] == 1
+    shutil.copyfile(good, broken)  # repaired
+    code, _, err = cli("predict", folder, "--model", run, "--out", out, "--workers", "0")
+    assert code == 0 and "12 already there, 1 predicted now" in err, err
+    records = [json.loads(line) for line in lines(out)]
+    assert len(records) == 13 and all("label" in r for r in records)
+    assert records[-1]["path"] == str(broken)
+    broken.write_bytes(b"broken again")
+    assert cli("predict", folder, "--model", run, "--out", out, "--workers", "0", "--force")[0] == 1
+    broken.unlink()  # removed from the input
+    code, _, err = cli("predict", folder, "--model", run, "--out", out, "--workers", "0")
+    assert code == 0 and "1 record in" in err and "left out of it" in err, err
+    records = [json.loads(line) for line in lines(out)]
+    assert len(records) == 12 and all("label" in r for r in records)
 
 
 def test_merge_orders_records_of_out_and_parts_and_removes_parts(tmp_path):

@@ -41,6 +41,11 @@ def stderr() -> Console:
     return Console(file=sys.stderr, soft_wrap=True, highlight=False)
 
 
+def plural(count: int, noun: str, many: str | None = None) -> str:
+    """`noun` for a count of one, else its plural (`many`, or `noun` + "s"): "1 image", "2 images"."""
+    return noun if count == 1 else (many or noun + "s")
+
+
 def warn(message: str) -> None:
     """Print one warning line on stderr (rich markup allowed; control characters are escaped)."""
     stderr().print(f"[yellow]warning:[/yellow] {printable(message)}", markup=True)

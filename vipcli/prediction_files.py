@@ -36,6 +36,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from vipcli.console import plural
 from vipcli.errors import UsageError, VipError
 
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
@@ -255,22 +256,25 @@ def read_records(file: Path, form: RecordFormat):
 
 
 def completed_paths(out: Path, form: RecordFormat) -> set[str]:
-    """Paths with a complete record in `out` or any of its part files (checked to be of this format)."""
+    """Paths with a complete prediction record in `out` or any of its part files (checked to be of this
+    format). Images recorded as unreadable are not among them: a resumed run tries them again."""
     done: set[str] = set()
     for file in [Path(out), *part_files(out)]:
-        done.update(path for _, path, _, _ in read_records(file, form))
+        done.update(path for _, path, error, _ in read_records(file, form) if not error)
     return done
 
 
 def check_same_images(done: set[str], paths: list, out: Path) -> None:
-    """Refuse to resume `out` when it holds records of images that are not in this input.
+    """Refuse to resume `out` when it holds predictions of images that are not in this input.
 
     Finishing the file would leave those records out of it: refusing keeps them, and says how to go on.
+    (A record of an unreadable image that is no longer in the input is dropped, not refused: that is
+    how a user removes a broken file.)
     """
     foreign = sorted(done - {str(p) for p in paths})
     if foreign:
-        raise UsageError(f"{out} holds records of {len(foreign)} images that are not in this input (e.g. "
-                         f"{foreign[0]}): it was begun for other images",
+        raise UsageError(f"{out} holds records of {len(foreign)} {plural(len(foreign), 'image')} that are not in "
+                         f"this input (e.g. {foreign[0]}): it was begun for other images",
                          "pass another --out, or --force to replace it")
 
 
@@ -394,7 +398,8 @@ def finish_output(out: Path, paths: list, form: RecordFormat) -> MergeSummary:
 
     Reads only line offsets into memory (not the records); rewrites `out` (temp file + rename) only
     when it is not already in order, holds repeated records, or part files exist, then removes the
-    part files. An image recorded more than once keeps its first record. A write that fails leaves
+    part files. An image recorded more than once keeps its first prediction; an image recorded as
+unreadable and then again (a rerun tried it again) keeps its last record. A write that fails leaves
     `out` and the part files as they were (one VipError).
     """
     out = Path(out)
@@ -404,20 +409,22 @@ def finish_output(out: Path, paths: list, form: RecordFormat) -> MergeSummary:
     sequence_in_out: list[str] = []
     dropped = repeated = 0
     wanted = set(paths)
+    retried = 0  # records of an unreadable image that a later record (of a rerun) replaces
     for source, file in enumerate(sources):
         for offset, path, error, _ in read_records(file, form):
             if path not in wanted:
                 dropped += 1
-            elif path in where:
+            elif path in where and not where[path][2]:
                 repeated += 1
             else:
+                retried += path in where  # an image unreadable before: its newer record counts
                 where[path] = (source, offset, error)
                 if source == 0:
                     sequence_in_out.append(path)
     ordered = [p for p in paths if p in where]
     summary = MergeSummary(len(ordered), sum(where[p][2] for p in ordered), len(paths) - len(ordered), dropped,
                            repeated)
-    in_order = (len(sources) == 1 and sequence_in_out == ordered and not dropped and not repeated
+    in_order = (len(sources) == 1 and sequence_in_out == ordered and not dropped and not repeated and not retried
                 and _no_torn_tail(out))
     if not in_order:
         try:

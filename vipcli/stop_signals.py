@@ -31,7 +31,8 @@ def _raise_for(signum, frame) -> None:
 
 @contextlib.contextmanager
 def stop_signals_raise():
-    """Inside the block, SIGINT and SIGTERM raise (and are remembered); the handlers are put back after.
+    """Inside the block, SIGINT and SIGTERM raise (and are remembered until its end); the handlers are
+    put back after.
 
     Outside the main thread (where handlers cannot be set) nothing changes.
     """
@@ -43,6 +44,7 @@ def stop_signals_raise():
             yield
     finally:
         sys.unraisablehook = previous_hook
+        _received.clear()  # outside the block (library use, tests) nothing is stopped
 
 
 def _quiet_about_interrupts(hook):

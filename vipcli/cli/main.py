@@ -139,10 +139,10 @@ def main(argv: list[str] | None = None) -> int:
     """
     with stop_signals.stop_signals_raise():
         code = _main(argv)
-    if code == 0 and stop_signals.received() is not None:  # a signal Python had to swallow, after the last checkpoint
-        message, code = _stopped()
-        _print_error(message)
-    return code
+        if code == 0 and stop_signals.received() is not None:  # swallowed by Python after the last checkpoint
+            message, code = _stopped()
+            _print_error(message)
+        return code
 
 
 def _main(argv: list[str] | None) -> int:

@@ -177,7 +177,8 @@ def _predict_to_file(predictor, files, out, world, force, explain, cache, worker
     console.info(f"{out}: {merged.records} of {run.images} images{resumed}, "
                  f"{run.images - run.already} predicted now{processes}")
     if merged.dropped:
-        console.warn(f"{merged.dropped} records in {out} were of images not in this input; left out of it")
+        console.warn(f"{merged.dropped} {console.plural(merged.dropped, 'record')} in {out} "
+                     f"{console.plural(merged.dropped, 'was', 'were')} of images not in this input; left out of it")
     if merged.repeated:
         console.warn(f"{merged.repeated} records in {out} repeated an image already recorded; each image keeps "
                      "its first record")
@@ -185,7 +186,7 @@ def _predict_to_file(predictor, files, out, world, force, explain, cache, worker
         raise VipError(f"{merged.missing} of {run.images} images have no record in {out}", "rerun to resume")
     if merged.errors:
         raise VipError(f"{merged.errors} of {run.images} images could not be read; {out} records why",
-                       "fix or remove those files")
+                       "fix those files and rerun: unreadable images are tried again; or remove them from the input")
 
 
 # --- calibration and prediction sets --- ---------------------------------------------------------
