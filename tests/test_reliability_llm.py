@@ -61,7 +61,7 @@ def test_a_key_echoed_deep_in_an_error_body_is_never_printed(capsys, env, server
     server.fail(status, "x" * 150 + " you sent {AUTH} and " + KEY[5:19] + " and " + KEY[-8:], echo_auth=True,
                 forever=status == 500)
     code, out, err = generate(capsys, server, "--retries", "0")
-    assert code == 1 and str(status) in err and "***" in err
+    assert code == 1 and str(status) in err and "[redacted]" in err
     assert server.requests[0]["headers"]["Authorization"] == f"Bearer {KEY}"
     assert leaked(out + err) == [] and leaked(everything_written(tmp_path)) == []
 
@@ -71,9 +71,9 @@ def test_a_key_echoed_in_a_normal_answer_is_kept_out_of_pack_cache_and_output(ca
     code, out, err = generate(capsys, server, "--n", "6")
     assert code == 0, err
     pack = Path("melanoma.yaml").read_text()
-    assert "Your key is Bearer sk-***" in pack and "Part of it: ***" in pack
+    assert "Your key is Bearer sk-[redacted]" in pack and "Part of it: [redacted]" in pack
     answers = list((tmp_path / "cache" / "llm").glob("*.json"))
-    assert len(answers) == 1 and "Bearer sk-***" in json.loads(answers[0].read_text())["answer"]
+    assert len(answers) == 1 and "Bearer sk-[redacted]" in json.loads(answers[0].read_text())["answer"]
     assert leaked(out + err) == [] and leaked(everything_written(tmp_path)) == []
 
 
@@ -92,11 +92,19 @@ def test_a_key_echoed_upper_case_or_base64_encoded_is_kept_out_too(capsys, env, 
     assert leaked(written.lower(), KEY.lower()) == []
 
 
+def test_the_mask_survives_the_markdown_clean_up_in_what_is_printed(capsys, env, server):
+    server.answer(BULLETS + "\n- **Your key** is **" + KEY + "**\n- Sure! Here is " + KEY + " for you:")
+    code, out, err = generate(capsys, server, "--n", "4")
+    assert code == 0, err
+    assert "(not kept, beyond --n 4: " in out and "Your key is sk-[redacted]" in out
+    assert leaked(out + err) == [] and "sk-;" not in out and not out.rstrip().endswith("sk-)")
+
+
 def test_redaction_masks_the_key_itself_whatever_precedes_it_and_no_ordinary_word():
     from vipcli.symptoms.llm import redact
 
     text = "\u0130" * 8 + " key " + KEY + " done"  # "İ" lower-cases to two characters
-    assert redact(text, KEY) == "\u0130" * 8 + " key sk-*** done"  # "sk-" is in every OpenAI key
+    assert redact(text, KEY) == "\u0130" * 8 + " key sk-[redacted] done"  # "sk-" is in every OpenAI key
     # fragments of the public prefix "sk-proj-" alone are not the key: ordinary words stay
     assert redact("task-progress, risk-profile", KEY) == "task-progress, risk-profile"
     assert leaked(redact("quoted: " + KEY[4:20], KEY)) == []

@@ -24,7 +24,7 @@ DEFAULT_MODEL = "gpt-4o"
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"
 MAX_ANSWER_BYTES = 1_000_000  # a symptom list is a few kB; anything past 1 MB is refused
 REDACT_MIN = 6  # key fragments this long or longer are masked in anything shown or written
-MASK = "***"
+MASK = "[redacted]"  # no markdown characters: the answer's clean-up must not eat it
 
 
 class AnswerTooLarge(Exception):
@@ -84,7 +84,7 @@ ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 def redact(text: str, secret: str | None) -> str:
     """`text` with `secret` masked: every fragment of it of REDACT_MIN or more characters, in any letter
     case, and the same for its base64 forms (as a server may echo a key inside a Basic header), each
-    replaced by ***.
+    replaced by MASK ("[redacted]").
 
     Run it on the whole text before cutting it short, so no cut can leave a fragment behind.
     """
@@ -115,7 +115,7 @@ PUBLIC_PREFIXES = ("sk-ant-api03-", "sk-or-v1-", "sk-proj-", "sk-svcacct-", "sk-
 
 
 def _mask_fragments(text: str, secret: str) -> str:
-    """`text` with every run made of REDACT_MIN-character fragments of `secret` (any case) replaced by ***.
+    """`text` with every run made of REDACT_MIN-character fragments of `secret` (any case) replaced by MASK.
 
     Fragments wholly inside a key's public prefix ("sk-proj-") are not secret and would mask ordinary
     words ("task-progress"); those overlapping the secret part are masked.
