@@ -120,6 +120,40 @@ def test_a_key_in_an_answer_cached_by_an_older_vip_is_redacted_on_reading(capsys
     assert leaked(out + err) == [] and leaked(Path("melanoma.yaml").read_text()) == []
 
 
+# --- --api-key-env takes a variable name, never the key ------------------------------------------
+
+
+PASTED_KEYS = [KEY, "hf_" + KEY[8:], "a3f9" + "0e1d" * 8, "Zq8Xw3Lm5Rt7Yv2Nb4Kc6Hd9Jf1Gs0Pa_x"]
+
+
+@pytest.mark.parametrize("pasted", PASTED_KEYS)
+def test_a_key_given_to_api_key_env_is_refused_without_repeating_it(capsys, env, server, pasted, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY")
+    code, out, err = generate(capsys, server, "--api-key-env", pasted)
+    assert code == 2 and server.requests == []
+    assert err.count("error:") == 1 and "Traceback" not in err
+    assert "--api-key-env takes the name of an environment variable (such as OPENAI_API_KEY), not the key" in err
+    assert leaked(out + err, pasted) == []
+
+
+def test_a_key_given_to_api_key_env_is_not_in_the_debug_traceback_either(capsys, env, server, monkeypatch):
+    from vipcli.errors import UsageError
+
+    monkeypatch.setenv("VIP_DEBUG", "1")
+    with pytest.raises(UsageError) as raised:
+        generate(capsys, server, "--api-key-env", KEY)
+    assert leaked(str(raised.value)) == [] and server.requests == []
+
+
+@pytest.mark.parametrize("name", ["my_llm_key", "LLM_KEY_2", "OPENAI_API_KEY_FOR_PROJECT_2024"])
+def test_ordinary_variable_names_are_accepted_by_api_key_env(capsys, env, server, name, monkeypatch):
+    monkeypatch.setenv(name, KEY)
+    server.answer(BULLETS)
+    code, _, err = generate(capsys, server, "--api-key-env", name)
+    assert code == 0, err
+    assert server.requests[0]["headers"]["Authorization"] == f"Bearer {KEY}"
+
+
 # --- --timeout is a deadline for the whole request ------------------------------------------------
 
 

@@ -78,6 +78,33 @@ def check_base_url(base_url: str) -> str:
     return base_url.rstrip("/")
 
 
+KEY_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # what --api-key-env may hold: a variable name
+TOKEN_PREFIXES = ("sk_", "hf_", "gsk_", "ghp_", "github_pat_")  # tokens that are also valid variable names
+
+
+def check_key_env(name: str) -> str:
+    """Return `name` if it is the name of an environment variable ("" means no key); UsageError otherwise.
+
+    A key pasted where the name belongs is the usual slip, so the error never repeats the value.
+    """
+    if name == "" or (KEY_ENV_NAME.fullmatch(name) and not _looks_like_token(name)):
+        return name
+    raise UsageError(
+        "--api-key-env takes the name of an environment variable (such as OPENAI_API_KEY), not the key itself",
+        "export OPENAI_API_KEY=<your key> and leave --api-key-env out, or export MY_VAR=<your key> and "
+        "give --api-key-env MY_VAR",
+    )
+
+
+def _looks_like_token(name: str) -> bool:
+    """True for a valid variable name that is more likely a pasted token: a known token prefix, or 20+
+    characters with digits and either no underscore (hex, base64) or both letter cases (random)."""
+    if name.startswith(TOKEN_PREFIXES):
+        return True
+    mixed_case = any(c.islower() for c in name) and any(c.isupper() for c in name)
+    return len(name) >= 20 and any(c.isdigit() for c in name) and ("_" not in name or mixed_case)
+
+
 ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 
 
@@ -179,6 +206,7 @@ def chat(config: LLMConfig, messages: list[dict]) -> str:
             rate-limited, server error, timeout, answer too large, not a chat-completions answer).
     """
     base_url = check_base_url(config.base_url)
+    check_key_env(config.api_key_env)
     key = read_api_key(config)
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     body = {"model": config.model, "messages": messages, "temperature": config.temperature}
