@@ -154,6 +154,17 @@ def test_ordinary_variable_names_are_accepted_by_api_key_env(capsys, env, server
     assert server.requests[0]["headers"]["Authorization"] == f"Bearer {KEY}"
 
 
+@pytest.mark.parametrize("bad, position", [("\u2019", 12), ("\n", 12), ("\u00a0", 12), ("\x7f", 12)])
+def test_a_key_with_a_character_no_header_can_carry_is_one_clear_line(capsys, env, server, bad, position,
+                                                                         monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", KEY[:11] + bad + KEY[11:])
+    code, out, err = generate(capsys, server)
+    assert code == 1 and server.requests == [] and err.count("error:") == 1
+    assert (f"$OPENAI_API_KEY holds a character that cannot be sent in an HTTP header (position {position})"
+            in err) and "paste the key again" in err and "bug in vip" not in err
+    assert leaked(out + err) == []
+
+
 # --- --timeout is a deadline for the whole request ------------------------------------------------
 
 

@@ -181,13 +181,28 @@ def read_api_key(config: LLMConfig) -> str | None:
     """
     key = os.environ.get(config.api_key_env, "").strip() if config.api_key_env else ""
     if key:
-        return key
+        return check_key_text(key, config.api_key_env)
     if endpoint_host(config.base_url) == "api.openai.com":
         raise VipError(
             f"no API key for api.openai.com: ${config.api_key_env or DEFAULT_KEY_ENV} is not set",
             f"export {config.api_key_env or DEFAULT_KEY_ENV}=... or point --base-url at a local server",
         )
     return None
+
+
+def check_key_text(key: str, variable: str) -> str:
+    """Return `key` if every character can go in an HTTP header (printable ASCII); VipError otherwise.
+
+    A key pasted with a typographic quote, a non-breaking space or a line break fails here with the
+    position of the first such character, never the key.
+    """
+    bad = next((i for i, c in enumerate(key) if not " " <= c <= "~"), None)
+    if bad is None:
+        return key
+    raise VipError(
+        f"${variable} holds a character that cannot be sent in an HTTP header (position {bad + 1})",
+        "paste the key again",
+    )
 
 
 def chat(config: LLMConfig, messages: list[dict]) -> str:
