@@ -224,6 +224,15 @@ def test_a_base_url_that_is_refused_is_shown_with_its_credentials_masked(capsys,
     assert no_leak(out + err) and server.requests == []
 
 
+@pytest.mark.parametrize("url, reason", [("http://user:{key}@256.1.1.1:9/v1", "Invalid IPv4 address"),
+                                         ("http://user:{key}@127.0.0.1:9/v1\x01", "non-printable"),
+                                         ("http://user:{key}\x01@127.0.0.1:9/v1", "non-printable")])
+def test_a_base_url_httpx_cannot_send_is_one_line_without_credentials(capsys, env, server, url, reason):
+    code, out, err = generate_at(capsys, url.format(key=KEY))
+    assert code == 2 and "cannot be sent: " in err and reason in err and err.count("error:") == 1
+    assert "bug in vip" not in err and no_leak(out + err) and server.requests == []
+
+
 def test_a_base_url_refused_under_vip_debug_shows_no_credentials_either(capsys, env, server, monkeypatch):
     from vipcli.errors import UsageError
 

@@ -78,13 +78,32 @@ def check_base_url(base_url: str) -> str:
 
     The error shows the URL with its credentials and query values masked (mask_url).
     """
+    from vipcli.console import printable
+
     parts = _split(base_url)
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         raise UsageError(
-            f"--base-url {mask_url(base_url)!r} is not an http(s) URL",
+            f"--base-url {printable(mask_url(base_url))!r} is not an http(s) URL",
             "e.g. https://api.openai.com/v1 or http://localhost:11434/v1",
         )
+    refusal = _httpx_refusal(base_url)
+    if refusal:
+        raise UsageError(
+            f"--base-url {printable(mask_url(base_url))!r} cannot be sent: {printable(refusal)}",
+            "check the host name, and leave out control characters",
+        )
     return base_url.rstrip("/")
+
+
+def _httpx_refusal(base_url: str) -> str | None:
+    """Why httpx would refuse the chat-completions URL under `base_url` (secrets redacted), or None."""
+    import httpx
+
+    try:
+        httpx.URL(chat_url(base_url))
+    except httpx.InvalidURL as error:
+        return redact(str(error).rstrip("."), url_secrets(base_url))
+    return None
 
 
 def chat_url(base_url: str) -> str:
