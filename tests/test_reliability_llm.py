@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -61,7 +62,7 @@ def test_a_key_echoed_deep_in_an_error_body_is_never_printed(capsys, env, server
     server.fail(status, "x" * 150 + " you sent {AUTH} and " + KEY[5:19] + " and " + KEY[-8:], echo_auth=True,
                 forever=status == 500)
     code, out, err = generate(capsys, server, "--retries", "0")
-    assert code == 1 and str(status) in err and "***" in err
+    assert code == 1 and str(status) in err and "[redacted]" in err
     assert server.requests[0]["headers"]["Authorization"] == f"Bearer {KEY}"
     assert leaked(out + err) == [] and leaked(everything_written(tmp_path)) == []
 
@@ -71,9 +72,9 @@ def test_a_key_echoed_in_a_normal_answer_is_kept_out_of_pack_cache_and_output(ca
     code, out, err = generate(capsys, server, "--n", "6")
     assert code == 0, err
     pack = Path("melanoma.yaml").read_text()
-    assert "Your key is Bearer sk-***" in pack and "Part of it: ***" in pack
+    assert "Your key is Bearer sk-[redacted]" in pack and "Part of it: [redacted]" in pack
     answers = list((tmp_path / "cache" / "llm").glob("*.json"))
-    assert len(answers) == 1 and "Bearer sk-***" in json.loads(answers[0].read_text())["answer"]
+    assert len(answers) == 1 and "Bearer sk-[redacted]" in json.loads(answers[0].read_text())["answer"]
     assert leaked(out + err) == [] and leaked(everything_written(tmp_path)) == []
 
 
@@ -92,11 +93,19 @@ def test_a_key_echoed_upper_case_or_base64_encoded_is_kept_out_too(capsys, env, 
     assert leaked(written.lower(), KEY.lower()) == []
 
 
+def test_the_mask_survives_the_markdown_clean_up_in_what_is_printed(capsys, env, server):
+    server.answer(BULLETS + "\n- **Your key** is **" + KEY + "**\n- Sure! Here is " + KEY + " for you:")
+    code, out, err = generate(capsys, server, "--n", "4")
+    assert code == 0, err
+    assert "(not kept, beyond --n 4: " in out and "Your key is sk-[redacted]" in out
+    assert leaked(out + err) == [] and "sk-;" not in out and not out.rstrip().endswith("sk-)")
+
+
 def test_redaction_masks_the_key_itself_whatever_precedes_it_and_no_ordinary_word():
     from vipcli.symptoms.llm import redact
 
     text = "\u0130" * 8 + " key " + KEY + " done"  # "İ" lower-cases to two characters
-    assert redact(text, KEY) == "\u0130" * 8 + " key sk-*** done"  # "sk-" is in every OpenAI key
+    assert redact(text, KEY) == "\u0130" * 8 + " key sk-[redacted] done"  # "sk-" is in every OpenAI key
     # fragments of the public prefix "sk-proj-" alone are not the key: ordinary words stay
     assert redact("task-progress, risk-profile", KEY) == "task-progress, risk-profile"
     assert leaked(redact("quoted: " + KEY[4:20], KEY)) == []
@@ -110,6 +119,180 @@ def test_a_key_in_an_answer_cached_by_an_older_vip_is_redacted_on_reading(capsys
     code, out, err = generate(capsys, server, "--force", "--n", "6")
     assert code == 0 and len(server.requests) == 1, err
     assert leaked(out + err) == [] and leaked(Path("melanoma.yaml").read_text()) == []
+
+
+# --- credentials in --base-url are secrets too -------------------------------------------------------
+
+
+def generate_at(capsys, url: str, *args) -> tuple[int, str, str]:
+    """`vip symptoms generate` for melanoma with --base-url `url` (credentials, query...)."""
+    code = main(["symptoms", "generate", "--base-url", url, "--backoff", "0.01", "--disease", "melanoma",
+                 "--modality", "dermoscopic images", *map(str, args)])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def with_password(server, user: str = "user") -> str:
+    """The server's URL with `user`:KEY in it, as gateways that take Basic credentials are given."""
+    return server.url.replace("http://", f"http://{user}:{KEY}@")
+
+
+def basic_forms(user: str = "user") -> list[str]:
+    """The base64 characters of a Basic header for user:KEY that carry the key's bits only."""
+    import base64
+
+    encoded = base64.b64encode(f"{user}:{KEY}".encode()).decode()
+    return [encoded[(8 * (len(user) + 1) + 5) // 6 : -3]]
+
+
+def no_leak(text: str) -> bool:
+    """True when `text` holds no 6-character fragment of KEY, plain, in any case or in a Basic header."""
+    return all(leaked(text, form) == [] for form in basic_forms()) and leaked(text.lower(), KEY.lower()) == []
+
+
+@pytest.mark.parametrize("status", [400, 500])
+def test_a_password_in_base_url_echoed_in_an_error_is_never_printed(capsys, env, server, status, tmp_path,
+                                                                    monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY")
+    server.fail(status, "you sent {AUTH} for " + KEY.upper(), echo_auth=True, forever=True)
+    code, out, err = generate_at(capsys, with_password(server), "--retries", "0")
+    assert code == 1 and str(status) in err and "[redacted]" in err and err.count("error:") == 1
+    assert server.requests[0]["headers"]["Authorization"].startswith("Basic ")
+    assert no_leak(out + err) and no_leak(everything_written(tmp_path))
+
+
+def test_a_password_in_base_url_echoed_in_an_answer_stays_out_of_pack_cache_and_output(capsys, env, server,
+                                                                                      tmp_path, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY")
+    server.answer(BULLETS + "\n- Header {AUTH}\n- Password " + KEY + "\n- Part " + KEY[9:21], echo_auth=True)
+    code, out, err = generate_at(capsys, with_password(server), "--n", "4")
+    assert code == 0, err
+    assert re.search(r"Header Basic dXNlcjp\[redacted\]", out) and "Password sk-[redacted]" in out  # "user:" stays
+    assert redact_url_secrets("task-progress", with_password(server)) == "task-progress"
+    assert no_leak(out + err) and no_leak(everything_written(tmp_path))
+
+
+def redact_url_secrets(text: str, url: str) -> str:
+    from vipcli.symptoms.llm import redact, url_secrets
+
+    return redact(text, url_secrets(url))
+
+
+def test_a_key_in_the_base_url_query_is_sent_there_and_redacted(capsys, env, server, tmp_path, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY")
+    server.answer(BULLETS + "\n- You asked with " + KEY)
+    code, out, err = generate_at(capsys, f"{server.url}/?api-key={KEY}&x=1", "--n", "6")
+    assert code == 0, err
+    assert server.requests[0]["path"] == f"/v1/chat/completions?api-key={KEY}&x=1"
+    assert "You asked with sk-[redacted]" in Path("melanoma.yaml").read_text()
+    assert no_leak(out + err) and no_leak(everything_written(tmp_path))
+
+
+def test_a_short_query_value_is_not_taken_for_a_secret(capsys, env, server):
+    server.answer("1. Larger than six millimeters\n2. Asymmetric shape\n3. Several colors\n4. Small dark dots")
+    code, out, err = generate_at(capsys, f"{server.url}?v=1")
+    assert code == 0 and "1. Larger than six millimeters" in out and "[redacted]" not in out + err, err
+
+
+def test_a_password_in_base_url_in_an_answer_cached_by_an_older_vip_is_redacted(capsys, env, server, tmp_path,
+                                                                                 monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY")
+    server.answer(BULLETS)
+    assert generate_at(capsys, with_password(server))[0] == 0
+    [entry] = (tmp_path / "cache" / "llm").glob("*.json")
+    entry.write_text(json.dumps({"answer": BULLETS + "\n- Key " + KEY, "model": "gpt-4o"}))
+    code, out, err = generate_at(capsys, with_password(server), "--force", "--n", "6")
+    assert code == 0 and len(server.requests) == 1, err
+    assert no_leak(out + err) and no_leak(Path("melanoma.yaml").read_text())
+
+
+def test_the_cache_is_keyed_without_the_credentials_in_base_url(capsys, env, server, tmp_path, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY")
+    server.answer(BULLETS)
+    assert generate_at(capsys, with_password(server))[0] == 0
+    code, out, err = generate_at(capsys, with_password(server).replace(KEY, KEY[::-1]), "--force")
+    assert code == 0 and "answer from cache" in err and len(server.requests) == 1, err
+
+
+@pytest.mark.parametrize("typo", ["htp://user:{key}@127.0.0.1:9/v1", "http://user:{key}@127.0.0.1:99999/v1",
+                                  "http://[user:{key}@127.0.0.1/v1", "user:{key}@127.0.0.1:9/v1",
+                                  "ftp://127.0.0.1:9/v1?api-key={key}"])
+def test_a_base_url_that_is_refused_is_shown_with_its_credentials_masked(capsys, env, server, typo, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY")
+    code, out, err = generate_at(capsys, typo.format(key=KEY))
+    assert code == 2 and "is not an http(s) URL" in err and "[redacted]" in err and err.count("error:") == 1
+    assert no_leak(out + err) and server.requests == []
+
+
+@pytest.mark.parametrize("url, reason", [("http://user:{key}@256.1.1.1:9/v1", "Invalid IPv4 address"),
+                                         ("http://user:{key}@127.0.0.1:9/v1\x01", "non-printable"),
+                                         ("http://user:{key}\x01@127.0.0.1:9/v1", "non-printable")])
+def test_a_base_url_httpx_cannot_send_is_one_line_without_credentials(capsys, env, server, url, reason):
+    code, out, err = generate_at(capsys, url.format(key=KEY))
+    assert code == 2 and "cannot be sent: " in err and reason in err and err.count("error:") == 1
+    assert "bug in vip" not in err and no_leak(out + err) and server.requests == []
+
+
+def test_a_base_url_refused_under_vip_debug_shows_no_credentials_either(capsys, env, server, monkeypatch):
+    from vipcli.errors import UsageError
+
+    monkeypatch.setenv("VIP_DEBUG", "1")
+    with pytest.raises(UsageError) as raised:
+        generate_at(capsys, f"htp://user:{KEY}@127.0.0.1:9/v1")
+    assert str(raised.value).startswith("--base-url 'htp://[redacted]@127.0.0.1:9/v1' is not") and no_leak(
+        str(raised.value))
+
+
+def test_credentials_in_base_url_that_the_server_rejects_are_named(capsys, env, server, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY")
+    server.fail(401, "bad credentials {AUTH}", echo_auth=True)
+    code, out, err = generate_at(capsys, with_password(server))
+    assert code == 1 and "rejected the credentials in --base-url with HTTP 401" in err and no_leak(out + err)
+
+
+# --- --api-key-env takes a variable name, never the key ------------------------------------------
+
+
+PASTED_KEYS = [KEY, "hf_" + KEY[8:], "a3f9" + "0e1d" * 8, "Zq8Xw3Lm5Rt7Yv2Nb4Kc6Hd9Jf1Gs0Pa_x"]
+
+
+@pytest.mark.parametrize("pasted", PASTED_KEYS)
+def test_a_key_given_to_api_key_env_is_refused_without_repeating_it(capsys, env, server, pasted, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY")
+    code, out, err = generate(capsys, server, "--api-key-env", pasted)
+    assert code == 2 and server.requests == []
+    assert err.count("error:") == 1 and "Traceback" not in err
+    assert "--api-key-env takes the name of an environment variable (such as OPENAI_API_KEY), not the key" in err
+    assert leaked(out + err, pasted) == []
+
+
+def test_a_key_given_to_api_key_env_is_not_in_the_debug_traceback_either(capsys, env, server, monkeypatch):
+    from vipcli.errors import UsageError
+
+    monkeypatch.setenv("VIP_DEBUG", "1")
+    with pytest.raises(UsageError) as raised:
+        generate(capsys, server, "--api-key-env", KEY)
+    assert leaked(str(raised.value)) == [] and server.requests == []
+
+
+@pytest.mark.parametrize("name", ["my_llm_key", "LLM_KEY_2", "OPENAI_API_KEY_FOR_PROJECT_2024"])
+def test_ordinary_variable_names_are_accepted_by_api_key_env(capsys, env, server, name, monkeypatch):
+    monkeypatch.setenv(name, KEY)
+    server.answer(BULLETS)
+    code, _, err = generate(capsys, server, "--api-key-env", name)
+    assert code == 0, err
+    assert server.requests[0]["headers"]["Authorization"] == f"Bearer {KEY}"
+
+
+@pytest.mark.parametrize("bad, position", [("\u2019", 12), ("\n", 12), ("\u00a0", 12), ("\x7f", 12)])
+def test_a_key_with_a_character_no_header_can_carry_is_one_clear_line(capsys, env, server, bad, position,
+                                                                         monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", KEY[:11] + bad + KEY[11:])
+    code, out, err = generate(capsys, server)
+    assert code == 1 and server.requests == [] and err.count("error:") == 1
+    assert (f"$OPENAI_API_KEY holds a character that cannot be sent in an HTTP header (position {position})"
+            in err) and "paste the key again" in err and "bug in vip" not in err
+    assert leaked(out + err) == []
 
 
 # --- --timeout is a deadline for the whole request ------------------------------------------------

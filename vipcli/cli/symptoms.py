@@ -141,7 +141,7 @@ def generate_command(
     model: str = typer.Option("gpt-4o", "--model", help="Model name; with --images it must accept images."),
     base_url: str = typer.Option("https://api.openai.com/v1", "--base-url", help="OpenAI-compatible endpoint root."),
     api_key_env: str = typer.Option(
-        "OPENAI_API_KEY", "--api-key-env", help="Environment variable holding the API key."
+        "OPENAI_API_KEY", "--api-key-env", help="Name of the environment variable holding the API key (not the key itself)."
     ),
     out: Optional[Path] = typer.Option(
         None, "--out", help="Pack file (one disease) or folder (several); default ./<disease>.yaml."
@@ -162,9 +162,10 @@ def generate_command(
 ) -> None:
     """Ask an LLM for visual symptoms (docs/METHOD.md section 1) and write one pack per disease."""
     from vipcli.symptoms.generate import GenerateConfig, check_config, default_modality
-    from vipcli.symptoms.llm import LLMConfig, check_base_url
+    from vipcli.symptoms.llm import LLMConfig, check_base_url, check_key_env
 
     check_base_url(base_url)
+    check_key_env(api_key_env)
     check_number_options(timeout, retries, agree_threshold, backoff)
     llm = LLMConfig(
         base_url=base_url,

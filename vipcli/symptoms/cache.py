@@ -1,8 +1,9 @@
 """On-disk cache of LLM answers, so re-running the same request costs nothing.
 
 Location: `<VIP_CACHE_DIR>/llm` when VIP_CACHE_DIR is set, else `platformdirs.user_cache_dir("vip")/llm`.
-Key: sha256 of (base URL, model, messages with each image replaced by its sha256, temperature).
-Entries hold the answer text and the model name only: never the API key.
+Key: sha256 of (base URL without its user name, password and query values, model, messages with each
+image replaced by its sha256, temperature). Entries hold the answer text and the model name only: never
+the API key, and no credential is hashed into a file name where a weak one could be guessed back.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def cache_key(base_url: str, model: str, messages: list[dict], temperature: floa
     """The cache key of one request.
 
     Args:
-        base_url: endpoint root (hashed, never stored in clear).
+        base_url: endpoint root (hashed with its credentials and query values masked, never stored).
         model: model name.
         messages: chat messages; images count by the digest of their data: URL.
         temperature: sampling temperature.
@@ -47,7 +48,9 @@ def cache_key(base_url: str, model: str, messages: list[dict], temperature: floa
     Returns:
         A 64-character hex digest.
     """
-    document = [base_url.rstrip("/"), model, _digest_images(messages), float(temperature)]
+    from vipcli.symptoms.llm import mask_url
+
+    document = [mask_url(base_url).rstrip("/"), model, _digest_images(messages), float(temperature)]
     return hashlib.sha256(json.dumps(document, sort_keys=True).encode("utf-8")).hexdigest()
 
 

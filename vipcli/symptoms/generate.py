@@ -16,7 +16,7 @@ from vipcli.errors import UsageError, VipError
 from vipcli.packs import SymptomPack, pack_from_dict, shipped_packs
 from vipcli.symptoms.agree import DEFAULT_THRESHOLD, Agreement, agree_by_judgement, agree_by_overlap, judge_prompt
 from vipcli.symptoms.cache import cache_key, read_cached, write_atomic, write_cached
-from vipcli.symptoms.llm import MAX_ANSWER_BYTES, LLMConfig, chat, current_key, endpoint_host, redact
+from vipcli.symptoms.llm import MAX_ANSWER_BYTES, LLMConfig, chat, endpoint_host, redact, secrets_of
 from vipcli.symptoms.parse import AnswerError, ParsedAnswer, parse_answer
 
 STAGE1_PROMPT = (
@@ -109,7 +109,7 @@ def ask(
         cached = None  # an oversized answer an older vip accepted: ask again, under today's limit
     if cached is not None:
         notify(f"{what}: answer from cache")
-        return redact(cached, current_key(llm)), True  # an entry written before redaction existed
+        return redact(cached, secrets_of(llm)), True  # an entry written before redaction existed
     notify(f"{what}: asking {llm.model} at {endpoint_host(llm.base_url)}")
     answer = chat(llm, messages)
     if answer.strip():

@@ -1,10 +1,13 @@
 """A small chat-completions client for any OpenAI-compatible endpoint (OpenAI, vLLM, Ollama, llama.cpp).
 
 The API key is read from an environment variable and only ever put in the Authorization header:
-never in messages, cache files, packs or error text. Whatever a server sends back, the key and every
-fragment of it of REDACT_MIN or more characters are masked before the text is cut, shown, cached or
-written. `timeout_s` is a deadline for a whole request (connecting, sending, waiting and reading the
-answer), and answers larger than MAX_ANSWER_BYTES are refused.
+never in messages, cache files, packs or error text. A base URL may carry credentials too (a user name
+and password, sent by httpx as a Basic header, or a key in a query value); the URL is only ever shown
+with them masked (mask_url). Whatever a server sends back, the key, the URL's credentials and every
+fragment of them of REDACT_MIN or more characters, in any letter case and in base64, are masked
+before the text is cut, shown, cached or written. `timeout_s` is a deadline for a whole request
+(connecting, sending, waiting and reading the answer), and answers larger than MAX_ANSWER_BYTES are
+refused.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ import re
 import string
 import time
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from typing import Iterable
+from urllib.parse import unquote, unquote_plus, urlsplit, urlunsplit
 
 from vipcli.errors import UsageError, VipError
 
@@ -24,7 +28,7 @@ DEFAULT_MODEL = "gpt-4o"
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"
 MAX_ANSWER_BYTES = 1_000_000  # a symptom list is a few kB; anything past 1 MB is refused
 REDACT_MIN = 6  # key fragments this long or longer are masked in anything shown or written
-MASK = "***"
+MASK = "[redacted]"  # no markdown characters: the answer's clean-up must not eat it
 
 
 class AnswerTooLarge(Exception):
@@ -60,41 +64,171 @@ def endpoint_host(base_url: str) -> str:
         base_url: the endpoint root URL.
 
     Returns:
-        e.g. "api.openai.com" or "localhost:11434".
+        e.g. "api.openai.com" or "localhost:11434"; `base_url` with its credentials masked (mask_url)
+        when it names no host.
     """
-    parts = urlsplit(base_url)
-    host = parts.hostname or base_url
-    return f"{host}:{parts.port}" if parts.port else host
+    parts = _split(base_url)
+    if parts is None or not parts.hostname:
+        return mask_url(base_url)
+    return f"{parts.hostname}:{parts.port}" if parts.port else parts.hostname
 
 
 def check_base_url(base_url: str) -> str:
-    """Return `base_url` without a trailing slash, or raise UsageError if it is not http(s)."""
-    parts = urlsplit(base_url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    """Return `base_url` without a trailing slash, or raise UsageError if it is not http(s).
+
+    The error shows the URL with its credentials and query values masked (mask_url).
+    """
+    from vipcli.console import printable
+
+    parts = _split(base_url)
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         raise UsageError(
-            f"--base-url {base_url!r} is not an http(s) URL",
+            f"--base-url {printable(mask_url(base_url))!r} is not an http(s) URL",
             "e.g. https://api.openai.com/v1 or http://localhost:11434/v1",
         )
+    refusal = _httpx_refusal(base_url)
+    if refusal:
+        raise UsageError(
+            f"--base-url {printable(mask_url(base_url))!r} cannot be sent: {printable(refusal)}",
+            "check the host name, and leave out control characters",
+        )
     return base_url.rstrip("/")
+
+
+def _httpx_refusal(base_url: str) -> str | None:
+    """Why httpx would refuse the chat-completions URL under `base_url` (secrets redacted), or None."""
+    import httpx
+
+    try:
+        httpx.URL(chat_url(base_url))
+    except httpx.InvalidURL as error:
+        return redact(str(error).rstrip("."), url_secrets(base_url))
+    return None
+
+
+def chat_url(base_url: str) -> str:
+    """The chat-completions URL under `base_url`: its path + /chat/completions, query kept after it."""
+    parts = urlsplit(base_url)
+    return urlunsplit(parts._replace(path=parts.path.rstrip("/") + "/chat/completions", fragment=""))
+
+
+def mask_url(url: str) -> str:
+    """`url` fit to show: what stands between "//" and the last "@" (user name and password) and every
+    query value replaced by MASK, whether or not the rest parses as a URL.
+
+    Args:
+        url: a URL as the user typed it, e.g. "htp://user:KEY@host/v1?api-key=KEY".
+
+    Returns:
+        e.g. "htp://[redacted]@host/v1?api-key=[redacted]".
+    """
+    head, slashes, rest = url.partition("//")
+    if not slashes:
+        head, rest = "", url
+    if "@" in rest:
+        rest = MASK + "@" + rest.rpartition("@")[2]
+    path, question, query = rest.partition("?")
+    if question:
+        fields = (field.partition("=") for field in query.split("&"))
+        query = "&".join(f"{name}={MASK}" if equals else MASK for name, equals, _ in fields)
+    return head + slashes + path + question + query
+
+
+def url_secrets(base_url: str) -> list[str]:
+    """The secrets `base_url` can carry, for redact(): its user name, password and every query value (a
+    field without "=" whole), each as written and percent-decoded.
+
+    A Basic header (base64 of "user:password") is covered by the password's base64 forms. Those shorter
+    than REDACT_MIN are left out: too short to be a secret, and masking them would eat ordinary words
+    and list numbers ("?v=1").
+    """
+    parts = _split(base_url)
+    if parts is None:
+        return []
+    found = [parts.username or "", parts.password or ""]
+    for field in parts.query.split("&") if parts.query else []:
+        name, equals, value = field.partition("=")
+        found.append(value if equals else name)
+    forms = [form for text in found for form in (text, unquote(text), unquote_plus(text))]
+    return list(dict.fromkeys(form for form in forms if len(form) >= REDACT_MIN))
+
+
+def secrets_of(config: LLMConfig) -> list[str]:
+    """Everything redact() must mask for `config`: the key in its variable and the secrets of its base URL
+    (never raises)."""
+    key = current_key(config)
+    return ([key] if key else []) + url_secrets(config.base_url)
+
+
+def _has_credentials(base_url: str) -> bool:
+    """True when `base_url` holds a user name or a password (httpx sends them as a Basic header)."""
+    parts = _split(base_url)
+    return parts is not None and bool(parts.username or parts.password is not None)
+
+
+def _split(url: str):
+    """urlsplit(url), or None when it cannot be read (a bracket left open, a port that is not a number
+    in 0-65535)."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - parsed on access: raises ValueError for a bad port
+    except ValueError:
+        return None
+    return parts
+
+
+KEY_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # what --api-key-env may hold: a variable name
+TOKEN_PREFIXES = ("sk_", "hf_", "gsk_", "ghp_", "github_pat_")  # tokens that are also valid variable names
+
+
+def check_key_env(name: str) -> str:
+    """Return `name` if it is the name of an environment variable ("" means no key); UsageError otherwise.
+
+    A key pasted where the name belongs is the usual slip, so the error never repeats the value.
+    """
+    if name == "" or (KEY_ENV_NAME.fullmatch(name) and not _looks_like_token(name)):
+        return name
+    raise UsageError(
+        "--api-key-env takes the name of an environment variable (such as OPENAI_API_KEY), not the key itself",
+        "export OPENAI_API_KEY=<your key> and leave --api-key-env out, or export MY_VAR=<your key> and "
+        "give --api-key-env MY_VAR",
+    )
+
+
+def _looks_like_token(name: str) -> bool:
+    """True for a valid variable name that is more likely a pasted token: a known token prefix, or 20+
+    characters with digits and either no underscore (hex, base64) or both letter cases (random)."""
+    if name.startswith(TOKEN_PREFIXES):
+        return True
+    mixed_case = any(c.islower() for c in name) and any(c.isupper() for c in name)
+    return len(name) >= 20 and any(c.isdigit() for c in name) and ("_" not in name or mixed_case)
 
 
 ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 
 
-def redact(text: str, secret: str | None) -> str:
-    """`text` with `secret` masked: every fragment of it of REDACT_MIN or more characters, in any letter
-    case, and the same for its base64 forms (as a server may echo a key inside a Basic header), each
-    replaced by ***.
+def redact(text: str, secrets: str | Iterable[str | None] | None) -> str:
+    """`text` with every secret in `secrets` masked: every fragment of it of REDACT_MIN or more characters,
+    in any letter case, and the same for its base64 forms (as a server may echo a key inside a Basic
+    header), each replaced by MASK ("[redacted]"). A secret shorter than REDACT_MIN is masked whole.
 
     Run it on the whole text before cutting it short, so no cut can leave a fragment behind.
+
+    Args:
+        text: what a server sent back.
+        secrets: one secret (the API key) or several (secrets_of: the key and the base URL's secrets).
     """
-    if not secret or not text:
+    secrets = [secrets] if secrets is None or isinstance(secrets, str) else list(secrets)
+    secrets = [secret for secret in secrets if secret]
+    if not secrets or not text:
         return text
-    if len(secret) < REDACT_MIN:
-        return re.sub(re.escape(secret), MASK, text, flags=re.IGNORECASE)
-    for form in (secret, *_base64_forms(secret)):
-        text = _mask_fragments(text, form)
-    return text
+    for short in (secret for secret in secrets if len(secret) < REDACT_MIN):
+        text = re.sub(re.escape(short), MASK, text, flags=re.IGNORECASE)
+    grams = set()
+    for secret in (secret for secret in secrets if len(secret) >= REDACT_MIN):
+        for form in (secret, *_base64_forms(secret)):
+            grams |= _fragments(form)
+    return _mask_fragments(text, grams)
 
 
 def _base64_forms(secret: str) -> list[str]:
@@ -114,15 +248,19 @@ def _base64_forms(secret: str) -> list[str]:
 PUBLIC_PREFIXES = ("sk-ant-api03-", "sk-or-v1-", "sk-proj-", "sk-svcacct-", "sk-ant-", "sk-")  # the same in every key
 
 
-def _mask_fragments(text: str, secret: str) -> str:
-    """`text` with every run made of REDACT_MIN-character fragments of `secret` (any case) replaced by ***.
+def _fragments(secret: str) -> set[str]:
+    """The REDACT_MIN-character fragments of `secret`, lower-cased.
 
     Fragments wholly inside a key's public prefix ("sk-proj-") are not secret and would mask ordinary
-    words ("task-progress"); those overlapping the secret part are masked.
+    words ("task-progress"); those overlapping the secret part are kept.
     """
     public = next((len(prefix) for prefix in PUBLIC_PREFIXES if secret.startswith(prefix)), 0)
     start = max(0, public - REDACT_MIN + 1)  # the first fragment that reaches past the public prefix
-    grams = {secret[i : i + REDACT_MIN].translate(ASCII_LOWER) for i in range(start, len(secret) - REDACT_MIN + 1)}
+    return {secret[i : i + REDACT_MIN].translate(ASCII_LOWER) for i in range(start, len(secret) - REDACT_MIN + 1)}
+
+
+def _mask_fragments(text: str, grams: set[str]) -> str:
+    """`text` with every run made of REDACT_MIN-character fragments in `grams` (any case) replaced by MASK."""
     lowered = text.translate(ASCII_LOWER)  # same length as `text` (str.lower can lengthen a character)
     covered, end = [], -1  # merged [start, stop) spans of text made of key fragments
     for i in range(len(text) - REDACT_MIN + 1):
@@ -154,13 +292,28 @@ def read_api_key(config: LLMConfig) -> str | None:
     """
     key = os.environ.get(config.api_key_env, "").strip() if config.api_key_env else ""
     if key:
-        return key
+        return check_key_text(key, config.api_key_env)
     if endpoint_host(config.base_url) == "api.openai.com":
         raise VipError(
             f"no API key for api.openai.com: ${config.api_key_env or DEFAULT_KEY_ENV} is not set",
             f"export {config.api_key_env or DEFAULT_KEY_ENV}=... or point --base-url at a local server",
         )
     return None
+
+
+def check_key_text(key: str, variable: str) -> str:
+    """Return `key` if every character can go in an HTTP header (printable ASCII); VipError otherwise.
+
+    A key pasted with a typographic quote, a non-breaking space or a line break fails here with the
+    position of the first such character, never the key.
+    """
+    bad = next((i for i, c in enumerate(key) if not " " <= c <= "~"), None)
+    if bad is None:
+        return key
+    raise VipError(
+        f"${variable} holds a character that cannot be sent in an HTTP header (position {bad + 1})",
+        "paste the key again",
+    )
 
 
 def chat(config: LLMConfig, messages: list[dict]) -> str:
@@ -178,24 +331,26 @@ def chat(config: LLMConfig, messages: list[dict]) -> str:
         LLMError: one clear line per failure kind (unreachable, key rejected, wrong URL/model,
             rate-limited, server error, timeout, answer too large, not a chat-completions answer).
     """
-    base_url = check_base_url(config.base_url)
+    url = chat_url(check_base_url(config.base_url))
+    check_key_env(config.api_key_env)
     key = read_api_key(config)
+    secrets = ([key] if key else []) + url_secrets(config.base_url)
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     body = {"model": config.model, "messages": messages, "temperature": config.temperature}
     for attempt in range(config.retries + 1):
         last = attempt == config.retries
-        response = _post(f"{base_url}/chat/completions", headers, body, config, last)
+        response = _post(url, headers, body, config, last)
         if response is None:
             time.sleep(_backoff(config, attempt, None))
             continue
         if response.status_code == 429 or response.status_code >= 500:
             if last:
-                raise _status_error(response, config, key)
+                raise _status_error(response, config, key, secrets)
             time.sleep(_backoff(config, attempt, response.headers.get("retry-after")))
             continue
         if response.status_code >= 400:
-            raise _status_error(response, config, key)
-        return redact(_answer_text(response, config), key)
+            raise _status_error(response, config, key, secrets)
+        return redact(_answer_text(response, config), secrets)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -296,8 +451,8 @@ def _tries(config: LLMConfig) -> str:
     return "1 try" if count == 1 else f"{count} tries"
 
 
-def _server_detail(response, key: str | None) -> str:
-    """The server's own error message with the key redacted, then shortened (in that order)."""
+def _server_detail(response, secrets: list[str]) -> str:
+    """The server's own error message with the secrets redacted, then shortened (in that order)."""
     try:
         data = response.json()
         detail = data.get("error", data) if isinstance(data, dict) else data
@@ -307,14 +462,20 @@ def _server_detail(response, key: str | None) -> str:
         detail = response.text
     from vipcli.console import printable
 
-    return printable(redact(" ".join(str(detail).split()), key))[:200]
+    return printable(redact(" ".join(str(detail).split()), secrets))[:200]
 
 
-def _status_error(response, config: LLMConfig, key: str | None) -> LLMError:
-    """One clear error for an HTTP failure status."""
+def _status_error(response, config: LLMConfig, key: str | None, secrets: list[str]) -> LLMError:
+    """One clear error for an HTTP failure status (`secrets`: what to redact from the server's text)."""
     host, code = endpoint_host(config.base_url), response.status_code
     var = f"${config.api_key_env}" if config.api_key_env else "the key variable"
     if code in (401, 403):
+        if not key and _has_credentials(config.base_url):
+            return LLMError(
+                f"LLM endpoint {host} rejected the credentials in --base-url with HTTP {code}",
+                "check the user name and password (or key) in --base-url, or export the key in "
+                f"{var[1:] if config.api_key_env else DEFAULT_KEY_ENV} instead",
+            )
         if not key:
             return LLMError(
                 f"LLM endpoint {host} needs an API key (answered HTTP {code}) but {var} is not set",
@@ -324,7 +485,7 @@ def _status_error(response, config: LLMConfig, key: str | None) -> LLMError:
             f"LLM endpoint {host} rejected the API key in {var} with HTTP {code}",
             f"check that {var} holds a valid key for {host}",
         )
-    detail = _server_detail(response, key)
+    detail = _server_detail(response, secrets)
     if code == 404:
         return LLMError(
             f"LLM endpoint {host} answered 404 for /chat/completions with model {config.model!r}: {detail}",
