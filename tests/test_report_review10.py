@@ -10,9 +10,10 @@ import shutil
 import numpy as np
 import pytest
 
-from test_report import benchmark_dir, lesion_run  # noqa: F401 (fixtures)
+import test_report
 from vipcli.predict import Prediction
 
+lesion_run, benchmark_dir = test_report.lesion_run, test_report.benchmark_dir  # the fixtures, shared
 NEGATIVE_ZERO = re.compile(r"(?<![\d.])-0\.0+(?![0-9])")  # "-0.000", never "-0.001"
 
 
