@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import textwrap
 from pathlib import Path
 
 # Okabe-Ito (colour-blind safe) for the built-in methods; fixed, whatever methods a figure shows
@@ -55,6 +56,23 @@ def benchmark_title(record: dict, what: str = "test accuracy by shots") -> str:
     arch = record.get("arch") or (record.get("backbone_describe") or {}).get("arch")
     data = Path(str(record["data"])).name if record.get("data") else None
     return figure_title(what, data, backbone_label(record.get("backbone"), arch))
+
+
+def seeds_label(seeds) -> str:
+    """'mean ± std over seeds 1, 2, 3', or 'seed 1' when there is one seed (no spread to show)."""
+    seeds = sorted({int(s) for s in seeds})
+    listed = ", ".join(map(str, seeds))
+    return f"mean ± std over seeds {listed}" if len(seeds) > 1 else f"seed {listed}"
+
+
+CHARACTER_WIDTH = 0.6  # of a title character, in font sizes (a generous average for the default font)
+
+
+def wrap_title(title: str, width_inches: float, fontsize: float) -> str:
+    """`title` broken into lines that fit a figure `width_inches` wide (at `fontsize` points), at
+    spaces first (a single word longer than a line, such as a long backbone id, is split)."""
+    characters = max(12, int(width_inches * 72 / (fontsize * CHARACTER_WIDTH)))
+    return textwrap.fill(title, characters, break_on_hyphens=False)
 
 
 def pyplot():
@@ -108,7 +126,8 @@ def plot_shots(rows: list[dict], path: Path, shots_order: list | None = None, ti
 
 
 def draw_shots(rows: list[dict], shots_order: list | None = None, title: str | None = None):
-    """Test accuracy against shots, one line per method, mean over seeds with a +-std band.
+    """Test accuracy against shots, one line per method, mean over seeds with a +-std band (with one
+    seed: that seed's figures, and the axis says which seed).
 
     Methods that learn nothing (rows at shots 0) are drawn as dashed horizontal lines; every method
     in its `method_color`.
@@ -140,11 +159,12 @@ def draw_shots(rows: list[dict], shots_order: list | None = None, title: str | N
                           color=color, alpha=0.18)
     axes.set_xticks(x, labels)
     axes.set_xlabel("labelled training images per class (shots)")
-    axes.set_ylabel("test accuracy % (mean ± std over seeds)")
+    seeds = [r["seed"] for r in rows if r.get("seed") is not None]
+    axes.set_ylabel(f"test accuracy % ({seeds_label(seeds)})" if seeds else "test accuracy %")
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8, loc="best")
     if title:
-        axes.set_title(title, fontsize=10)
+        axes.set_title(wrap_title(title, 6.5, 10), fontsize=10)
     figure.tight_layout()
     return figure
 

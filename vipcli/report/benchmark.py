@@ -8,8 +8,9 @@ from pathlib import Path
 
 from vipcli import __version__
 from vipcli.errors import VipError
-from vipcli.plots import benchmark_title, draw_shots, method_color, png_bytes
+from vipcli.plots import benchmark_title, draw_shots, method_color, png_bytes, seeds_label
 from vipcli.report import html
+from vipcli.report.notices import random_weights_banner
 
 REFERENCE_LABELS = {  # by whether speed.json says its reference ran the plain text tower (written since 0.2.0)
     True: "ViP train, reference (the authors' way)",
@@ -34,11 +35,13 @@ def read_results(folder: Path) -> dict:
 
 
 def _mean_std(values: list) -> str:
+    """'mean ± std' of the figures over seeds; one figure alone (one seed) has no spread to show."""
     values = [v for v in values if v is not None]
     if not values:
         return "-"
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.fmean(values):.2f} ± {std:.2f}"
+    if len(values) == 1:
+        return html.number(values[0])
+    return f"{html.number(statistics.fmean(values))} ± {html.number(statistics.stdev(values))}"
 
 
 def _columns(rows: list[dict]) -> list[str]:
@@ -59,15 +62,25 @@ def _grid(rows: list[dict], key: str, fmt) -> tuple[list[str], list[list[str]]]:
     return [f"{c}-shot" for c in columns], body
 
 
+SHARED_TIME_NOTE = (
+    "Rows of one prompt-learning method (vip, vip-cop-only, coop, biomedcoop) are trained together, its seeds "
+    "and shot counts in one batched loop, unless the benchmark ran with --no-batch: each such row gets an "
+    "equal share of its group's time, so these methods show about the same seconds at every shot count."
+)
+
+
 def _tables(rows: list[dict]) -> str:
-    parts = []
+    seeds = sorted({int(r["seed"]) for r in rows})
+    spread, parts = seeds_label(seeds), []
     for key, title in METRICS:
         header, body = _grid(rows, key, _mean_std)
-        parts.append(f"<h3>{html.text(title)} (mean ± std over seeds)</h3>"
+        parts.append(f"<h3>{html.text(title)} ({html.text(spread)})</h3>"
                      + html.table(["method", *header], body, numeric=set(range(1, len(header) + 1)), raw=True))
-    header, body = _grid(rows, "fit_s", lambda v: "-" if not v else f"{statistics.fmean(v):.2f} s")
-    parts.append("<h3>seconds per run (fitting and evaluation, mean over seeds; images encoded once for all)</h3>"
-                 + html.table(["method", *header], body, numeric=set(range(1, len(header) + 1)), raw=True))
+    over = "mean over seeds" if len(seeds) > 1 else f"seed {seeds[0]}"
+    header, body = _grid(rows, "fit_s", lambda v: "-" if not v else f"{html.number(statistics.fmean(v))} s")
+    parts.append(f"<h3>seconds per run (fitting and evaluation, {over}; images encoded once for all)</h3>"
+                 + html.table(["method", *header], body, numeric=set(range(1, len(header) + 1)), raw=True)
+                 + f'<p class="caption">{html.text(SHARED_TIME_NOTE)}</p>')
     if any(str(r["shots"]) == "0" for r in rows):
         parts.append("<p>* uses no labelled images (zero-shot): evaluated once per seed, the same figure in every column.</p>")
     return "".join(parts)
@@ -120,9 +133,10 @@ def benchmark_report(folder: Path) -> str:
     title = benchmark_title(config)
     seeds = sorted({int(r["seed"]) for r in rows})
     sections = [
+        random_weights_banner(config, "this benchmark's results"),
         html.section("Settings and data", _settings(document)),
         html.section("Test accuracy by shots", html.figure(png_bytes(draw_shots(rows, title=title)), title,
-                                                           f"mean ± std over seeds {', '.join(map(str, seeds))}; "
+                                                           f"{seeds_label(seeds)}; "
                                                            "dashed: methods that learn nothing")),
         html.section("Per-method tables", _tables(rows)),
         _speed(folder),

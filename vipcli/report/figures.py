@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import textwrap
 
-from vipcli.plots import png_bytes, pyplot
+from vipcli.plots import png_bytes, pyplot, wrap_title
+from vipcli.report.html import number
 
 
 def confusion_matrix_png(matrix: list[list[int]], class_names: list[str], color: str, title: str) -> bytes:
     """Counts of true (rows) against predicted (columns) classes, shaded white -> `color`."""
+    return png_bytes(draw_confusion_matrix(matrix, class_names, color, title))
+
+
+def draw_confusion_matrix(matrix: list[list[int]], class_names: list[str], color: str, title: str):
+    """The figure of `confusion_matrix_png`; its title is wrapped to the figure's width (long backbone ids)."""
     from matplotlib.colors import LinearSegmentedColormap
 
     plt = pyplot()
@@ -26,9 +32,9 @@ def confusion_matrix_png(matrix: list[list[int]], class_names: list[str], color:
     axes.set_yticks(ticks, class_names)
     axes.set_xlabel("predicted class")
     axes.set_ylabel("true class")
-    axes.set_title(title, fontsize=10)
+    axes.set_title(wrap_title(title, 0.9 * (size + 0.8), 10), fontsize=10)
     figure.tight_layout()
-    return png_bytes(figure)
+    return figure
 
 
 def reliability_png(panels: list[tuple[str, list[dict], float | None]], color: str, title: str) -> bytes:
@@ -55,15 +61,21 @@ def reliability_png(panels: list[tuple[str, list[dict], float | None]], color: s
         axes.set_ylim(0, 1)
         axes.set_xlabel("confidence of the predicted class")
         axes.set_ylabel("accuracy")
-        axes.set_title(label + (f", ECE {ece:.3f}" if ece is not None else ""), fontsize=9)
+        axes.set_title(label + (f", ECE {number(ece, 3)}" if ece is not None else ""), fontsize=9)
         axes.legend(fontsize=7, loc="upper left")
-    figure.suptitle(title, fontsize=10)
+    figure.suptitle(wrap_title(title, 4.2 * len(panels), 10), fontsize=10)
     figure.tight_layout()
     return png_bytes(figure)
 
 
 def merge_weights_png(weights: dict[str, list[tuple[str, float]]], color: str, title: str) -> bytes:
     """One horizontal bar chart per class: how much its merge prompt draws on each symptom."""
+    return png_bytes(draw_merge_weights(weights, color, title))
+
+
+def draw_merge_weights(weights: dict[str, list[tuple[str, float]]], color: str, title: str):
+    """The figure of `merge_weights_png`. Each bar's value is written right of both the bar and the dashed
+    uniform-weight line, so the line never runs through a label."""
     plt = pyplot()
     classes = list(weights)
     rows = max(len(v) for v in weights.values())
@@ -77,12 +89,14 @@ def merge_weights_png(weights: dict[str, list[tuple[str, float]]], color: str, t
         axes.barh(positions, values, color=color, alpha=0.85)
         axes.set_yticks(positions, labels, fontsize=8)
         uniform = 1 / len(entries)
+        right = max(max(values), uniform)
         axes.axvline(uniform, color="#888888", linestyle="--", linewidth=1)
         for y, value in zip(positions, values):
-            axes.text(value, y, f" {value:.3f}", va="center", fontsize=7)
-        axes.set_xlim(0, max(max(values) * 1.25, uniform * 1.3))
+            start = max(value, uniform) + 0.015 * right  # past the bar's end and the dashed line
+            axes.text(start, y, number(value, 3), va="center", fontsize=7)
+        axes.set_xlim(0, right * 1.3)
         axes.set_title(f"{name} (dashed: uniform weight 1/{len(entries)})", fontsize=9)
     axes_col[-1, 0].set_xlabel("merge weight (attention of the class's merge token)")
-    figure.suptitle(title, fontsize=10)
+    figure.suptitle(wrap_title(title, 8.5, 10), fontsize=10)
     figure.tight_layout()
-    return png_bytes(figure)
+    return figure

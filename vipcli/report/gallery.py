@@ -6,7 +6,7 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
-from vipcli.report.html import image, text
+from vipcli.report.html import file_name, image, number, text
 
 THUMBNAIL_SIDE = 192  # pixels, the longer side of an embedded image
 TOP_SYMPTOMS = 3  # symptoms shown per image
@@ -21,7 +21,7 @@ class GalleryItem:
     label: str  # the predicted class
     probability: float  # its probability
     prediction_set: list[str] | None  # the conformal set, when one was asked for
-    top_symptoms: list[dict]  # the predicted class's symptoms that pushed most towards it
+    top_symptoms: list[dict] | None  # the predicted class's symptoms that pushed it up most (None: not shown)
 
     @property
     def wrong(self) -> bool:
@@ -30,13 +30,15 @@ class GalleryItem:
 
 
 def top_symptoms(prediction, limit: int = TOP_SYMPTOMS) -> list[dict]:
-    """The predicted class's symptoms that pushed its logit up most (largest contribution first).
+    """Up to `limit` of the predicted class's symptoms that pushed its logit up (largest contribution
+    first); symptoms with a contribution of zero or less pushed it down or not at all and are left out,
+    so the list may be empty.
 
     A method whose explanation has no `contribution` (a plugin's) is ranked by merge weight x similarity.
     """
     for group in prediction.explanation or []:
         if group["class"] == prediction.label:
-            ranked = sorted(group["symptoms"], key=_pull, reverse=True)
+            ranked = sorted((e for e in group["symptoms"] if _pull(e) > 0), key=_pull, reverse=True)
             return ranked[:limit]
     return []
 
@@ -61,7 +63,7 @@ def gallery_items(predictions, truths: dict[str, str | None], with_symptoms: boo
         with_symptoms: show the top symptoms (methods that describe classes by symptoms).
     """
     items = [GalleryItem(p.path, truths.get(p.path), p.label, p.probability, p.prediction_set,
-                         top_symptoms(p) if with_symptoms else []) for p in predictions]
+                         top_symptoms(p) if with_symptoms else None) for p in predictions]
     return sorted(items, key=lambda i: (not i.wrong, -i.probability if i.wrong else i.probability, i.path))
 
 
@@ -89,24 +91,33 @@ def _card(item: GalleryItem, root: Path | None) -> str:
     verdict = ""
     if item.truth is not None:
         verdict = ('<span class="tag wrong">wrong</span> ' if item.wrong else '<span class="tag right">right</span> ')
-    lines = [f'<div class="card{" wrong" if item.wrong else ""}">', picture, f'<div class="name">{text(shown)}</div>']
+    lines = [f'<div class="card{" wrong" if item.wrong else ""}">', picture,
+             f'<div class="name" title="{text(shown)}">{file_name(shown)}</div>']
     if item.truth is not None:
         lines.append(f"<div>true class: <b>{text(item.truth)}</b></div>")
-    lines.append(f"<div>{verdict}predicted: <b>{text(item.label)}</b> ({item.probability:.3f})</div>")
+    lines.append(f"<div>{verdict}predicted: <b>{text(item.label)}</b> ({number(item.probability, 3)})</div>")
     if item.prediction_set is not None:
         members = ", ".join(item.prediction_set) if item.prediction_set else "empty: no class is likely enough"
         lines.append(f"<div>prediction set: {{{text(members)}}}</div>")
-    if item.top_symptoms:
-        entries = "".join(f"<li>{text(e['symptom'])} <span class=\"detail\">(similarity {e['similarity']:+.3f}, "
-                          f"weight {e['weight']:.3f}{_contribution(e)})</span></li>" for e in item.top_symptoms)
-        lines.append(f"<div>top symptoms of {text(item.label)}:</div><ul>{entries}</ul>")
+    if item.top_symptoms is not None:
+        lines.append(_symptoms_html(item))
     lines.append("</div>")
     return "".join(lines)
 
 
+def _symptoms_html(item: GalleryItem) -> str:
+    """The symptoms that pushed the predicted class up, or a line saying that none did."""
+    if not item.top_symptoms:
+        return f"<div>no symptom pushed towards {text(item.label)}</div>"
+    entries = "".join(f"<li>{text(e['symptom'])} <span class=\"detail\">(similarity "
+                      f"{number(e['similarity'], 3, signed=True)}, weight {number(e['weight'], 3)}"
+                      f"{_contribution(e)})</span></li>" for e in item.top_symptoms)
+    return f"<div>top symptoms of {text(item.label)}:</div><ul>{entries}</ul>"
+
+
 def _contribution(entry: dict) -> str:
     contribution = entry.get("contribution")
-    return "" if contribution is None else f", contribution {contribution:+.3f}"
+    return "" if contribution is None else f", contribution {number(contribution, 3, signed=True)}"
 
 
 def gallery_html(items: list[GalleryItem], limit: int | None = None, root: Path | None = None) -> str:

@@ -24,7 +24,7 @@ th { background: #f4f4f6; } td.num { text-align: right; font-variant-numeric: ta
 .note { background: #fff8e1; border-left: 4px solid #f0b400; padding: 0.5rem 0.8rem; margin: 0.6rem 0; }
 .ok { background: #eef7ee; border-left: 4px solid #2e7d32; padding: 0.5rem 0.8rem; margin: 0.6rem 0; }
 figure { margin: 0.8rem 0; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
-figcaption { color: #555; font-size: 0.85rem; }
+figcaption, .caption { color: #555; font-size: 0.85rem; }
 .swatch { display: inline-block; width: 0.8rem; height: 0.8rem; border-radius: 2px; margin-right: 0.35rem;
           vertical-align: -0.1rem; }
 .gallery { display: grid; grid-template-columns: repeat(auto-fill, minmax(220px, 1fr)); gap: 0.8rem; }
@@ -32,7 +32,10 @@ figcaption { color: #555; font-size: 0.85rem; }
 .card.wrong { border: 2px solid #c62828; background: #fff5f5; }
 .card img { display: block; margin: 0 auto 0.4rem; max-width: 100%; height: 160px; object-fit: contain;
             background: #222; image-rendering: auto; }
-.card .name { color: #666; word-break: break-all; font-size: 0.75rem; }
+.card .name { color: #666; font-size: 0.75rem; }
+.nowrap { white-space: nowrap; }
+.banner { background: #fdecea; border: 2px solid #c62828; border-radius: 6px; padding: 0.6rem 0.9rem;
+          margin: 0.8rem 0; font-size: 1rem; }
 .card .detail { color: #666; font-size: 0.75rem; }
 .card ul { margin: 0.2rem 0 0; padding-left: 1.1rem; }
 .tag { display: inline-block; padding: 0 0.35rem; border-radius: 3px; font-weight: 600; }
@@ -47,6 +50,39 @@ footer { margin-top: 2rem; color: #777; font-size: 0.8rem; }
 def text(value) -> str:
     """`value` as HTML-escaped text ('-' for None)."""
     return "-" if value is None else escape(str(value))
+
+
+def number(value, digits: int = 2, signed: bool = False) -> str:
+    """`value` with `digits` decimals ('-' for None), never a negative zero: -0.0002 -> '0.000'.
+
+    Args:
+        signed: write '+' before positive figures (zero has no sign).
+    """
+    if value is None:
+        return "-"
+    shown = f"{value:.{digits}f}"
+    if float(shown) == 0:
+        return f"{0:.{digits}f}"
+    return f"+{shown}" if signed and value > 0 else shown
+
+
+SEPARATORS = "/-_. "  # a file name may break after these
+
+
+def file_name(name: str, limit: int = 80) -> str:
+    """A file name as HTML that wraps at separators, never inside its extension; names longer than
+    `limit` characters lose their middle to an ellipsis (the extension and the end stay)."""
+    name = str(name)
+    if len(name) > limit:
+        keep = limit // 2
+        name = name[:limit - keep - 1] + "…" + name[-keep:]
+    stem, dot, extension = name.rpartition(".")
+    if not dot or not stem or any(c in SEPARATORS for c in extension) or len(extension) > 8:
+        stem, extension = name, ""
+    tail = (stem[-4:] + "." + extension) if extension else ""  # the extension and a few characters before it
+    head = stem[:-4] if extension else stem
+    breakable = "".join(escape(c) + ("<wbr>" if c in SEPARATORS else "") for c in head)
+    return breakable + (f'<span class="nowrap">{escape(tail)}</span>' if tail else "")
 
 
 def data_uri(payload: bytes, mime: str) -> str:

@@ -8,6 +8,7 @@ from vipcli import __version__
 from vipcli.plots import backbone_label, method_color
 from vipcli.report import html
 from vipcli.report.gallery import gallery_html, gallery_items, truth_from_folder
+from vipcli.report.notices import random_weights_banner
 from vipcli.report.run import uses_symptoms
 
 MAX_IMAGES = 1000  # cards in one page; more would make a file too large to open comfortably
@@ -41,7 +42,8 @@ def prediction_report(predictor, predictions, coverage: float | None) -> str:
                   f"shown as their true class.</p>" if known else "")
     limit_note = (html.note(html.text(f"Showing the first {MAX_IMAGES} of {len(items)} images."))
                   if len(items) > MAX_IMAGES else "")
-    sections = [html.section("Model", facts + status),
+    sections = [random_weights_banner(meta, "these predictions"),
+                html.section("Model", facts + status),
                 html.section("Images", truth_note + limit_note + gallery_html(items, MAX_IMAGES, root))]
     return html.page(f"vip predictions: {len(predictions)} images", html.text(f"{method} · {backbone}"), sections,
                      html.text(f"written by vip {__version__}"))

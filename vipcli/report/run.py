@@ -14,6 +14,7 @@ from vipcli.plots import backbone_label, figure_title, method_color
 from vipcli.report import html
 from vipcli.report.figures import confusion_matrix_png, merge_weights_png, reliability_png
 from vipcli.report.gallery import gallery_html, gallery_items
+from vipcli.report.notices import random_weights_banner
 
 HELD_OUT_NOTE = (
     "Temperature and prediction sets are fitted on the validation split: images the prompts were not trained "
@@ -33,7 +34,7 @@ def _read_json(path: Path) -> dict:
 
 
 def _fmt(value, digits: int = 2) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
+    return html.number(value, digits)
 
 
 def describe_run(run_dir: Path) -> dict:
@@ -158,33 +159,87 @@ def _calibration(run: dict, test_probabilities, test_labels) -> str:
     return body + html.note(html.text(HELD_OUT_NOTE))
 
 
-def _conformal(run: dict) -> str:
+UNDER_COVERED_POINTS = 10  # a class this many percentage points below the asked coverage gets a note
+
+
+def per_class_coverage(probabilities, labels, cutoff: float, class_names: list[str]) -> list[tuple[str, int, int]]:
+    """Per class: (name, its test images whose prediction set at `cutoff` holds it, its test images).
+
+    Args:
+        probabilities: [N, C] calibrated test probabilities; labels: the N true class indices.
+        cutoff: the conformal threshold (a class is in the set when 1 - p <= cutoff).
+    """
+    from vipcli.conformal import prediction_sets
+
+    labels = np.asarray(labels, dtype=int).reshape(-1)
+    sets = prediction_sets(probabilities, cutoff) if len(labels) else []
+    held = np.array([int(y) in s for s, y in zip(sets, labels)], dtype=bool)
+    return [(name, int(held[labels == c].sum()), int((labels == c).sum())) for c, name in enumerate(class_names)]
+
+
+def under_covered(per_class: list[tuple[str, int, int]], coverage: float) -> list[tuple[str, int, int]]:
+    """The classes whose test coverage is more than UNDER_COVERED_POINTS points below `coverage`."""
+    return [(name, held, n) for name, held, n in per_class
+            if n and 100 * (coverage - held / n) > UNDER_COVERED_POINTS]
+
+
+def _per_class_cell(per_class: list[tuple[str, int, int]] | None) -> str:
+    if not per_class:
+        return "-"
+    return "<br>".join(f'<span class="nowrap">{html.text(name)} {_fmt(held / n if n else None, 3)} ({held}/{n})</span>'
+                       for name, held, n in per_class)
+
+
+def _under_covered_note(shortfalls: list[tuple[float, list[tuple[str, int, int]]]]) -> str:
+    if not shortfalls:
+        return ""
+    parts = [f"at coverage {coverage:g}, " + ", ".join(f"{name}: {100 * held / n:.1f}% of its {n} test images"
+                                                    for name, held, n in classes)
+             for coverage, classes in shortfalls]
+    return html.note(html.text(
+        "Some classes are covered far less often than asked (more than " f"{UNDER_COVERED_POINTS} points below): "
+        + "; ".join(parts) + ". The promise is marginal, an average over all images, not a promise for each "
+        "class: a set for an image of these classes misses its true class more often than the coverage says."))
+
+
+def _conformal(run: dict, test_probabilities=None, test_labels=None) -> str:
+    """The prediction-set table: per asked coverage, the stored test figures and the coverage per class
+    (recomputed from the test images predicted for this report), with a note on badly covered classes."""
     from vipcli.conformal import coverage_shortfall
 
     block = run["metrics"].get("conformal")
     if run["calibration"] is None or block is None:
         return html.note("No prediction sets: this run stores no conformal scores (written by an earlier vip).")
-    rows = []
+    known = test_probabilities is not None and test_labels is not None and len(test_labels) > 0
+    rows, shortfalls = [], []
     for row in block["test"]:
         if "error" in row:
-            rows.append([f"{row['coverage']:g}", "-", "-", "-", "-", "-", row["error"]])
-        else:
-            spread = (f"{row['expected_coverage']:.3f} ± {row['coverage_sd']:.3f}" if "coverage_sd" in row else "-")
-            shortfall = coverage_shortfall(row, run["metrics"].get("test", {}).get("n", 0))
-            rows.append([f"{row['coverage']:g}", _fmt(row["threshold"], 4), spread, _fmt(row["empirical_coverage"], 3),
-                         _fmt(row["mean_set_size"], 2), row["empty_sets"],
-                         "far below the expected coverage: test images not drawn like the validation images"
-                         if shortfall else ""])
+            rows.append([f"{row['coverage']:g}", "-", "-", "-", "-", "-", "-", html.text(row["error"])])
+            continue
+        spread = (f"{_fmt(row['expected_coverage'], 3)} ± {_fmt(row['coverage_sd'], 3)}" if "coverage_sd" in row else "-")
+        shortfall = coverage_shortfall(row, run["metrics"].get("test", {}).get("n", 0))
+        per_class = (per_class_coverage(test_probabilities, test_labels, row["threshold"], run["class_names"])
+                     if known else None)
+        low = under_covered(per_class, row["coverage"]) if per_class else []
+        if low:
+            shortfalls.append((row["coverage"], low))
+        notes = (["far below the expected coverage: test images not drawn like the validation images"] if shortfall
+                 else []) + ([f"far below for {', '.join(name for name, _, _ in low)}"] if low else [])
+        rows.append([f"{row['coverage']:g}", _fmt(row["threshold"], 4), spread, _fmt(row["empirical_coverage"], 3),
+                     _per_class_cell(per_class), _fmt(row["mean_set_size"], 2), row["empty_sets"],
+                     html.text("; ".join(notes))])
     intro = (f"<p>Split conformal prediction with the score {html.text(block['score'])}, calibrated on "
              f"{block['n_held_out']} {html.text(block['held_out'])} images. A set at coverage 0.9 holds every "
              f"class whose score is within the threshold; under exchangeability it contains the true class for "
              f"at least 90% of images. The highest coverage these images can promise is "
              f"{math.floor(block['max_coverage'] * 1000) / 1000:g}. An empty set means no class is likely enough: look at that image "
              f"twice. The promise holds on average over draws of the validation images: with this many, "
-             f"the coverage one run gets varies around its expectation by the ± shown. Measured on the test "
-             f"images:</p>")
-    return intro + html.table(["coverage asked", "threshold", "expected ± sd", "test coverage", "mean set size",
-                               "empty sets", "note"], rows, numeric={1, 2, 3, 4, 5})
+             f"the coverage one run gets varies around its expectation by the ± shown. It is marginal: an "
+             f"average over all images, not a promise for each class, so the table also shows, per class, the "
+             f"share of its test images whose set holds it (with counts). Measured on the test images:</p>")
+    table = html.table(["coverage asked", "threshold", "expected ± sd", "test coverage", "per class",
+                        "mean set size", "empty sets", "note"], rows, numeric={1, 2, 3, 5, 6}, raw=True)
+    return intro + table + _under_covered_note(shortfalls)
 
 
 def merge_weights(predictor) -> dict[str, list[tuple[str, float]]] | None:
@@ -267,11 +322,12 @@ def run_report(run_dir: Path, coverage: float = 0.9, gallery: int = 48, device="
     caption = (f"prediction sets at coverage {cutoff_coverage:g}" if cutoff_coverage is not None else "no prediction sets")
     items = gallery_items(predictions, truths, uses_symptoms(run["meta"]))
     sections = [
+        random_weights_banner(run["meta"], "this run's results"),
         html.section("Settings and data", _settings(run)),
         html.section("Metrics", _metrics(run)),
         html.section("Confusion matrix", _confusion(run)),
         html.section("Calibration", _calibration(run, probabilities if predictions else None, labels)),
-        html.section("Prediction sets", _conformal(run)),
+        html.section("Prediction sets", _conformal(run, probabilities if predictions else None, labels)),
         html.section("Merge weights of each class's symptoms", _merge(run, predictor)),
         html.section(f"Test images ({caption})", "".join(notes) + gallery_html(items, gallery, Path(run["split"]["root"]))),
     ]

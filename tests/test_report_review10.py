@@ -1,0 +1,233 @@
+"""Review 10's report findings: positive top symptoms, one-seed benchmarks, random-weight banners,
+per-class coverage, and rendering (titles, file names, negative zero, merge-weight labels, seconds)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+
+import numpy as np
+import pytest
+
+import test_report
+from vipcli.predict import Prediction
+
+lesion_run, benchmark_dir = test_report.lesion_run, test_report.benchmark_dir  # the fixtures, shared
+NEGATIVE_ZERO = re.compile(r"(?<![\d.])-0\.0+(?![0-9])")  # "-0.000", never "-0.001"
+
+
+def _visible(page: str) -> str:
+    """The text of a page without tags and embedded images (what a reader sees, roughly)."""
+    from html import unescape
+
+    page = re.sub(r'src="data:[^"]*"', "", page)
+    return unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page)))
+
+
+# --- #1: the gallery lists only symptoms that pushed the class up ----------------------------------
+
+def _prediction(contributions: list[float]) -> Prediction:
+    symptoms = [{"symptom": f"s{i}", "similarity": c / 2, "weight": 0.5, "contribution": c}
+                for i, c in enumerate(contributions)]
+    return Prediction("x/nevus.png", "nevus", 0.6, {"melanoma": 0.4, "nevus": 0.6},
+                      [{"class": "nevus", "symptoms": symptoms}])
+
+
+def test_top_symptoms_leave_out_those_that_pushed_the_class_down():
+    from vipcli.report.gallery import top_symptoms
+
+    assert [e["symptom"] for e in top_symptoms(_prediction([-0.3, 0.2, 0.0, 1.0, -0.01]))] == ["s3", "s1"]
+    assert [e["symptom"] for e in top_symptoms(_prediction([0.1, 0.4, 0.3, 0.2]))] == ["s1", "s2", "s3"]
+    assert top_symptoms(_prediction([-0.002, -0.074, -0.294])) == []
+    plugin = _prediction([0.0])  # no contribution: merge weight x similarity
+    plugin.explanation[0]["symptoms"] = [{"symptom": "down", "similarity": -0.2, "weight": 0.5},
+                                         {"symptom": "up", "similarity": 0.1, "weight": 0.5}]
+    assert [e["symptom"] for e in top_symptoms(plugin)] == ["up"]
+
+
+def test_a_card_whose_class_no_symptom_pushed_up_says_so():
+    from vipcli.report.gallery import gallery_html, gallery_items
+
+    page = gallery_html(gallery_items([_prediction([-0.002, -0.074, -0.294])], {}, with_symptoms=True))
+    text = _visible(page)
+    assert "no symptom pushed towards nevus" in text and "top symptoms of" not in text
+    assert "s0" not in text and "contribution -" not in text
+    mixed = _visible(gallery_html(gallery_items([_prediction([-0.5, 0.25])], {}, with_symptoms=True)))
+    assert "top symptoms of nevus:" in mixed and "s1" in mixed and "s0" not in mixed
+    assert "no symptom pushed" not in _visible(gallery_html(gallery_items([_prediction([-1.0])], {}, False)))
+
+
+# --- #3: a benchmark with one seed shows no spread --------------------------------------------------
+
+def _one_seed_benchmark(benchmark_dir, folder, pretrained=None):
+    """A copy of the benchmark folder keeping seed 1 only (optionally claiming other weights)."""
+    folder = shutil.copytree(benchmark_dir, folder)
+    document = json.loads((folder / "results.json").read_text())
+    document["rows"] = [r for r in document["rows"] if int(r["seed"]) == 1]
+    if pretrained is not None:
+        document["config"]["pretrained"] = pretrained
+    (folder / "results.json").write_text(json.dumps(document))
+    return folder
+
+
+def test_benchmark_report_with_one_seed_shows_no_spread(benchmark_dir, tmp_path):
+    from vipcli.report.benchmark import benchmark_report
+
+    page = benchmark_report(_one_seed_benchmark(benchmark_dir, tmp_path / "one"))
+    text = _visible(page)
+    assert "±" not in text and "over seeds" not in text
+    assert "test accuracy % (seed 1)" in text and "seed 1; dashed" in text
+    assert "seconds per run (fitting and evaluation, seed 1;" in text
+    several = _visible(benchmark_report(benchmark_dir))
+    assert "test accuracy % (mean ± std over seeds 1, 2)" in several and " ± " in several
+
+
+def test_shots_plot_says_seed_with_one_seed():
+    from vipcli.plots import draw_shots
+
+    rows = [{"method": "vip", "shots": s, "seed": 3, "test_accuracy": 50.0 + s} for s in (1, 2)]
+    assert draw_shots(rows).axes[0].get_ylabel() == "test accuracy % (seed 3)"
+    rows += [{**r, "seed": 4} for r in rows]
+    assert draw_shots(rows).axes[0].get_ylabel() == "test accuracy % (mean ± std over seeds 3, 4)"
+
+
+# --- #6: random weights carry a banner ---------------------------------------------------------------
+
+@pytest.mark.parametrize("record, random", [
+    ({"pretrained_option": "none", "pretrained": "none"}, True),  # a run of this vip
+    ({"pretrained": "none"}, True),  # a 0.1.0 run's flat header
+    ({"config": {"backbone": {"id": "clip", "pretrained": "None "}}}, True),
+    ({"pretrained": None, "backbone_describe": {"pretrained": "none"}}, True),  # a benchmark's defaults
+    ({"backbone_describe": {"weights_sha256": "random:abc"}}, True),
+    ({"backbone_describe": {"pretrained": "none", "weights": "random (seed 0)"}}, True),
+    ({"pretrained_option": "", "pretrained": "shipped", "backbone_describe": {"pretrained": "shipped"}}, False),
+    ({"pretrained": "openai", "backbone_describe": {"weights": "openai"}}, False),
+    ({}, False),
+])
+def test_random_weights_are_recognised_in_every_stored_form(record, random):
+    from vipcli.report.notices import random_weights, random_weights_banner
+
+    assert random_weights(record) is random
+    assert ("timing or plumbing test" in random_weights_banner(record)) is random
+
+
+def test_reports_of_random_weights_carry_a_banner_at_the_top(cli, lesion_run, benchmark_dir, tmp_path):
+    from vipcli.report.benchmark import benchmark_report
+
+    data, _ = lesion_run
+    random_run = tmp_path / "random"
+    code, _, err = cli("train", "--data", data, "--backbone", "toy", "--pretrained", "none", "--shots", "2",
+                       "--epochs", "1", "--views", "1", "--workers", "0", "--out", random_run)
+    assert code == 0, err
+    assert cli("report", random_run, "--workers", "0", "--device", "cpu", "--gallery", "2")[0] == 0
+    page = (random_run / "report.html").read_text()
+    banner = page.find('class="banner"')
+    assert 0 < banner < page.find("<h2>") and "mean nothing except as a timing or plumbing test" in _visible(page)
+    image = next((data / "test" / "nevus").iterdir())
+    assert cli("predict", image, "--model", random_run, "--report", tmp_path / "p.html", "--workers", "0")[0] == 0
+    assert 'class="banner"' in (tmp_path / "p.html").read_text()
+    stated = benchmark_report(_one_seed_benchmark(benchmark_dir, tmp_path / "b", pretrained="none"))
+    assert 0 < stated.find('class="banner"') < stated.find("<h2>")
+    assert 'class="banner"' not in benchmark_report(benchmark_dir)  # the shipped toy weights
+
+
+# --- #7: coverage per class ---------------------------------------------------------------------------
+
+PROBABILITIES = np.array([[0.9, 0.1], [0.3, 0.7], [0.3, 0.7], [0.45, 0.55], [0.8, 0.2]])
+LABELS = [0, 0, 1, 1, 0]  # with cutoff 0.5 the sets are {a}, {b}, {b}, {b}, {a}: a is held 2/3, b 2/2
+
+
+def test_per_class_coverage_counts_the_sets_that_hold_each_class():
+    from vipcli.report.run import per_class_coverage, under_covered
+
+    per_class = per_class_coverage(PROBABILITIES, LABELS, 0.5, ["a", "b"])
+    assert per_class == [("a", 2, 3), ("b", 2, 2)]
+    assert under_covered(per_class, 0.9) == [("a", 2, 3)]  # 66.7% is 23 points under 90%
+    assert under_covered(per_class, 0.75) == []  # 8 points under: within the margin
+    assert per_class_coverage(np.zeros((0, 2)), [], 0.5, ["a", "b"]) == [("a", 0, 0), ("b", 0, 0)]
+
+
+def test_prediction_set_table_shows_each_class_and_notes_a_badly_covered_one():
+    from vipcli.report.run import _conformal
+
+    row = {"coverage": 0.9, "threshold": 0.5, "empirical_coverage": 0.8, "mean_set_size": 1.0, "empty_sets": 0,
+           "expected_coverage": 0.9, "coverage_sd": 0.05}
+    run = {"calibration": object(), "class_names": ["a", "b"], "metrics": {
+        "test": {"n": 5}, "conformal": {"score": "LAC", "held_out": "val", "n_held_out": 20, "max_coverage": 0.95,
+                                        "test": [row, {"coverage": 0.99, "error": "too few"}]}}}
+    text = _visible(_conformal(run, PROBABILITIES, LABELS))
+    assert "per class" in text and "a 0.667 (2/3)" in text and "b 1.000 (2/2)" in text
+    assert "far below for a" in text and "at coverage 0.9, a: 66.7% of its 3 test images" in text
+    assert "not a promise for each class" in text
+    unknown = _visible(_conformal(run))  # no test images predicted: no per-class figures, no note
+    assert "far below for" not in unknown and "(2/3)" not in unknown
+
+
+# --- #11: rendering ------------------------------------------------------------------------------------
+
+def test_no_negative_zero_in_numbers():
+    from vipcli.report.gallery import GalleryItem, gallery_html
+    from vipcli.report.html import number
+    from vipcli.report.run import _fmt
+
+    assert number(-0.0002, 3) == "0.000" and number(-0.0002, 3, signed=True) == "0.000"
+    assert number(0.25, 3, signed=True) == "+0.250" and number(-0.25, 3, signed=True) == "-0.250"
+    assert _fmt(-0.00001, 4) == "0.0000" and _fmt(None) == "-"
+    item = GalleryItem("x.png", None, "a", 0.5, None,
+                       [{"symptom": "s", "similarity": -0.0003, "weight": 0.2, "contribution": 0.0004}])
+    page = gallery_html([item])
+    assert not NEGATIVE_ZERO.search(page) and "similarity 0.000" in page and "contribution 0.000" in page
+
+
+def test_file_names_break_at_separators_never_inside_the_extension():
+    from vipcli.report.html import file_name
+
+    shown = file_name("NORMAL/NORMAL2-IM-0198-0001.jpeg")
+    assert shown.endswith('<span class="nowrap">0001.jpeg</span>') and "NORMAL/<wbr>" in shown
+    assert re.sub(r"<[^>]+>", "", shown) == "NORMAL/NORMAL2-IM-0198-0001.jpeg"
+    long = re.sub(r"<[^>]+>", "", file_name("a" * 150 + ".png", limit=60))
+    assert len(long) == 60 and "…" in long and long.endswith("aaaa.png")
+    assert file_name("README") == "README" and "nowrap" not in file_name("dir.d/file")
+
+
+def test_confusion_matrix_title_fits_its_figure():
+    from vipcli.report.figures import draw_confusion_matrix
+
+    title = "test confusion matrix: chest_xray, clip small-clip.json#4dd1abc484f9121f"
+    figure = draw_confusion_matrix([[10, 2], [3, 12]], ["NORMAL", "PNEUMONIA"], "#D55E00", title)
+    figure.canvas.draw()
+    box = figure.axes[0].title.get_window_extent()
+    assert box.x0 >= 0 and box.x1 <= figure.bbox.width
+    assert figure.axes[0].get_title().replace("\n", " ") == title
+
+
+def test_merge_weight_labels_stay_clear_of_the_uniform_line():
+    from vipcli.report.figures import draw_merge_weights
+
+    weights = {"melanoma": [("asymmetric", 0.253), ("colours", 0.239), ("blurry edges", 0.247), ("dots", 0.261)],
+               "nevus": [("symmetric", 0.25), ("clear edges", 0.26), ("one colour", 0.237), ("no redness", 0.251)]}
+    figure = draw_merge_weights(weights, "#D55E00", "merge weights per class: data, toy")
+    figure.canvas.draw()
+    for axes in figure.axes:
+        line = axes.transData.transform((0.25, 0))[0]
+        assert len(axes.texts) == 4
+        for label in axes.texts:
+            box = label.get_window_extent()
+            assert box.x0 > line or box.x1 < line, f"the dashed line runs through {label.get_text()}"
+
+
+def test_benchmark_seconds_say_that_rows_trained_together_share_their_time(benchmark_dir):
+    from vipcli.report.benchmark import benchmark_report
+
+    text = _visible(benchmark_report(benchmark_dir))
+    after = text[text.index("seconds per run"):]
+    assert "equal share of its group's time" in after and "--no-batch" in after
+
+
+def test_rendered_reports_have_no_negative_zero(cli, lesion_run, tmp_path):
+    _, run = lesion_run
+    assert cli("report", run, "--out", tmp_path / "r.html", "--workers", "0", "--device", "cpu")[0] == 0
+    page = (tmp_path / "r.html").read_text()
+    assert not NEGATIVE_ZERO.search(_visible(page))
+    assert "per class" in _visible(page)

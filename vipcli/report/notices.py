@@ -1,0 +1,47 @@
+"""Notices at the top of a report: a run or benchmark whose backbone had random weights."""
+
+from __future__ import annotations
+
+from vipcli.report import html
+
+RANDOM_WEIGHTS = "none"  # --pretrained none (vipcli.registry.RANDOM_WEIGHTS)
+
+
+def _is_random(value) -> bool:
+    return isinstance(value, str) and value.strip().lower() == RANDOM_WEIGHTS
+
+
+def _random_identity(described: dict) -> bool:
+    """The backbone's own description names random weights ('random:<digest>', 'random (seed 0)')."""
+    return any(isinstance(described.get(key), str) and described[key].startswith("random")
+               for key in ("weights_sha256", "weights"))
+
+
+def random_weights(record: dict) -> bool:
+    """Whether a run's metadata or a benchmark's stored config says the backbone had random weights.
+
+    Reads what every vip since 0.1.0 stored: the `--pretrained` value (`pretrained_option`, or a
+    benchmark config's `pretrained`), the backbone's description (`pretrained`, and its weights'
+    identity), and a 0.1.0 run's `config.backbone.pretrained`. A record that says nothing about the
+    weights (an unknown format) counts as not random.
+    """
+    described = record.get("backbone_describe") if isinstance(record.get("backbone_describe"), dict) else {}
+    config = record.get("config") if isinstance(record.get("config"), dict) else {}
+    backbone = config.get("backbone") if isinstance(config.get("backbone"), dict) else {}
+    stated = (record.get("pretrained_option"), record.get("pretrained"), described.get("pretrained"),
+              backbone.get("pretrained"))
+    return any(_is_random(value) for value in stated) or _random_identity(described)
+
+
+def random_weights_banner(record: dict, what: str = "these results") -> str:
+    """A banner for the top of a report whose backbone had random weights ('' otherwise).
+
+    Args:
+        record: a run's metadata or a benchmark's stored config (see `random_weights`).
+        what: what the banner warns about, e.g. 'this run's results'.
+    """
+    if not random_weights(record):
+        return ""
+    return (f'<div class="banner" role="alert"><b>Random weights (--pretrained none).</b> The backbone was '
+            f"not pretrained, so {html.text(what)} mean nothing except as a timing or plumbing test: do not "
+            f"read the accuracies, probabilities, prediction sets or symptoms as what any method achieves.</div>")
