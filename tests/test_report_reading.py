@@ -1,5 +1,6 @@
-"""Review 10's report findings: positive top symptoms, one-seed benchmarks, random-weight banners,
-per-class coverage, and rendering (titles, file names, negative zero, merge-weight labels, seconds)."""
+"""Reports as a clinician reads them: only symptoms that pushed a class up, one-seed benchmarks without
+a spread, a banner on random weights, coverage per class, and rendering (titles, file names, no
+negative zero, merge-weight labels, the seconds table)."""
 
 from __future__ import annotations
 
