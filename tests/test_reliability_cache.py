@@ -169,6 +169,22 @@ def test_features_encoded_in_bf16_on_cuda_are_kept_apart_from_float32_ones(backb
     assert FeatureCache(None, backbone).key == cpu_key  # float32 there too: same entries
 
 
+def test_an_upgrade_of_torch_or_pillow_keeps_its_features_apart(backbone, monkeypatch):
+    """Decoding, resizing and encoding run in Pillow and torch: after an upgrade a warm cache must not
+    serve what the old versions computed while a fresh one computes something else."""
+    import PIL
+
+    from vipcli.features import FeatureCache
+
+    before = FeatureCache(None, backbone)
+    assert before.identity["torch"] == torch.__version__ and before.identity["pillow"] == PIL.__version__
+    monkeypatch.setattr(PIL, "__version__", PIL.__version__ + ".post1")
+    assert FeatureCache(None, backbone).key != before.key
+    monkeypatch.undo()
+    monkeypatch.setattr(torch, "__version__", torch.__version__ + ".post1")
+    assert FeatureCache(None, backbone).key != before.key
+
+
 def test_a_changed_image_replaces_its_entry_instead_of_adding_one(backbone, isic_small, tmp_path):
     from vipcli.features import FeatureCache
 

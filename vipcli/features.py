@@ -73,11 +73,26 @@ def backbone_identity(backbone) -> dict:
         "train_transform": _stable_repr(backbone.image_transform(True)),
         "decode": f"{DECODE_POLICY}, min side {DECODE_MIN_SIDE}",
         "torchvision": torchvision.__version__,
+        **image_library_versions(),
     }
     dtype = autocast_dtype(getattr(backbone, "device", "cpu"))
     if dtype is not None:  # features encoded under bf16 autocast (CUDA) are not float32 ones: own entries
         identity["autocast"] = str(dtype).removeprefix("torch.")  # absent for float32: existing keys unchanged
     return identity
+
+
+def image_library_versions() -> dict:
+    """The versions of the libraries that decode, resize and encode images (torch, Pillow and its JPEG
+    library): an upgrade can change features in their last digits, so features are cached per version."""
+    import PIL
+    import torch
+    from PIL import features as pil_features
+
+    try:
+        jpeg = pil_features.version("libjpeg_turbo") or pil_features.version("jpg") or ""
+    except Exception:  # noqa: BLE001 - an unusual Pillow build: its version alone then
+        jpeg = ""
+    return {"torch": torch.__version__, "pillow": PIL.__version__, "libjpeg": jpeg}
 
 
 def _digest(value) -> str:

@@ -26,7 +26,7 @@ WORKERS = typer.Option(None, "--workers", help="Image-decoding worker processes 
                        "at most 16, under torchrun each process's share less one; 0 decodes in the main process; "
                        "never more than the usable cores).")
 ENCODE_BATCH = typer.Option(64, "--encode-batch", help="Images per image-encoder call; lower it if the GPU runs "
-                            "out of memory while encoding.")
+                            "out of memory while encoding (features may differ in their last digits by batch size).")
 NO_CACHE = typer.Option(False, "--no-cache", help="Do not read or write the on-disk feature cache.")
 
 # --- the schedule of the shared prompt-training loop ----------------------------------------------
