@@ -147,6 +147,26 @@ def test_resume_refuses_other_settings_unless_forced(cli, isic_small, tiny_clip,
     assert json.loads(stdout)["skipped"] == 0 and json.loads((out / "results.json").read_text())["config"]["views"] == 3
 
 
+def test_resume_refuses_images_replaced_in_place(cli, isic_small, tiny_clip, tmp_path):
+    """Same paths and labels, other pixels: resuming would mix rows tested on the old and new images."""
+    out = tmp_path / "bench"
+    base = ("--methods", "linear-probe", "--shots", "1", "--seeds", "1")
+    assert cli(*bench_args(isic_small, tiny_clip, out, *base))[0] == 0
+    first, second = sorted((isic_small / "test" / "nevus").iterdir())[:2]
+    first.write_bytes(second.read_bytes())
+    code, _, stderr = cli(*bench_args(isic_small, tiny_clip, out, *base, "--seeds", "1,2"))
+    assert code == 1 and "the images' content: some image files were replaced since" in stderr, stderr
+    assert "--force" in stderr
+
+
+def test_a_refused_setting_is_named_as_typed(cli, isic_small, tiny_clip, tmp_path):
+    out = tmp_path / "bench"
+    base = ("--methods", "coop", "--shots", "1", "--seeds", "1")
+    assert cli(*bench_args(isic_small, tiny_clip, out, *base, "-o", "n_ctx=8"))[0] == 0
+    code, _, stderr = cli(*bench_args(isic_small, tiny_clip, out, *base))
+    assert code == 1 and "method_options: stored n_ctx=8, now none" in stderr, stderr
+
+
 def test_unknown_method_lists_the_valid_ones_and_writes_nothing(cli, isic_small, tmp_path):
     code, _, stderr = cli("benchmark", "--data", isic_small, "--methods", "vip,cocoop", "--out", tmp_path / "b")
     assert code == 2

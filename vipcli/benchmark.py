@@ -195,11 +195,13 @@ def check_matches(stored: dict, current: dict, out: Path) -> None:
     if "backbone_fingerprint" in differ and same_backbone(before.get("backbone_fingerprint"), before.get(
             "backbone_describe"), current.get("backbone_fingerprint"), current.get("backbone_describe")):
         differ.remove("backbone_fingerprint")  # weights recorded by an earlier vip's path/size/mtime: the same file
+    if "content_digest" in before and before["content_digest"] != current.get("content_digest"):
+        differ.append("content_digest")  # absent from benchmarks begun by an earlier vip: not checked there
     old, new = before.get("symptoms") or {}, current.get("symptoms") or {}
     if old and new and old != new:
         differ.append("symptoms")
     if differ:
-        detail = "; ".join(f"{k}: stored {before.get(k)!r}, now {current.get(k)!r}" for k in differ if k != "symptoms")
+        detail = "; ".join(_difference(key, before.get(key), current.get(key)) for key in differ if key != "symptoms")
         raise VipError(f"{out}/results.json was made with other settings ({detail or 'symptoms differ'})",
                        "rerun with the stored settings to resume, pass --force to start over, or choose another --out")
 
@@ -403,7 +405,33 @@ def _finish_row(row: dict, fitted: dict, context: dict, fit_seconds: float) -> d
     }
 
 
+def _difference(key: str, stored, now) -> str:
+    """One stored setting against the current one, as the refusal names it."""
+    if key == "content_digest":
+        return "the images' content: some image files were replaced since"
+    if key == "split_digest":
+        return "the images: files were added, removed or moved since"
+    return f"{key}: stored {_setting(stored)}, now {_setting(now)}"
+
+
+def _setting(value) -> str:
+    """A setting as a user types it: 8, 0.002, none; a dict as key=value pairs."""
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in value.items()) or "none"
+    return "none" if value is None else str(value)
+
+
 # --- the whole sweep ----------------------------------------------------------------------
+
+
+def content_digest(dataset: Dataset) -> str:
+    """A short digest of the bytes of every image of every split: an image replaced in place (same path
+    and label, other pixels) changes it, so a resumed sweep never mixes rows of old and new images."""
+    from vipcli.digests import digest_many
+
+    paths = [s.path for name in sorted(dataset.splits) for s in dataset.splits[name]]
+    digests = [d if isinstance(d, str) else "unreadable" for d in digest_many(paths)]
+    return hashlib.sha256("\n".join(digests).encode()).hexdigest()[:16]
 
 
 def split_digest(dataset: Dataset) -> str:
@@ -420,7 +448,8 @@ def config_record(config: BenchmarkConfig, backbone, dataset: Dataset, split_see
         "backbone_describe": backbone.describe(), "views": config.encoding.views, "schedule": config.schedule.name,
         "epochs": config.schedule.epochs, "batch_size": config.schedule.batch_size, "lr": config.schedule.lr,
         "method_options": {k.replace("-", "_"): v for k, v in config.method_options.items()},
-        "split_seed": split_seed, "split_digest": split_digest(dataset), "symptoms": symptoms,
+        "split_seed": split_seed, "split_digest": split_digest(dataset), "content_digest": content_digest(dataset),
+        "symptoms": symptoms,
         "last_sweep": {"methods": method_ids(config), "shots": [shots_key(s) for s in config.shots],
                        "seeds": list(config.seeds)},
     }
