@@ -129,14 +129,25 @@ def test_too_few_images_to_split_says_so_and_what_to_do(tmp_path, classes, per_c
     with pytest.raises(VipError) as raised:
         load_dataset(root)
     message = str(raised.value)
-    assert "too few images to split off" in message and f"at most {per_class} in a class" in message
+    noun = "image" if per_class == 1 else "images"
+    assert f"class 'class000' has {per_class} {noun}" in message and "too few to split off" in message
     assert "needs at least 3 images in a class" in message and "{train,val,test}/<class>" in message
+    assert ("more classes" in message) == (classes > 2)
+
+
+def test_one_class_too_small_to_split_is_refused_by_name(tmp_path):
+    """Two images of one class would give it a test image but no validation image."""
+    root = tmp_path / "d"
+    for shade, (name, count) in enumerate((("melanoma", 2), ("nevus", 5))):
+        _distinct_dataset(root, count, [name], shade=100 * shade)
+    with pytest.raises(VipError, match="class 'melanoma' has 2 images: too few to split off test and val"):
+        load_dataset(root)
 
 
 def test_too_few_images_through_the_cli(cli, tmp_path, tiny_clip):
     root = _distinct_dataset(tmp_path / "d", 1, ["melanoma", "nevus"])
     code, _, err = cli(*tiny_train_args(root, tiny_clip, tmp_path / "run"))
-    assert code == 1 and len(error_lines(err)) == 1 and "too few images to split off test and val" in err
+    assert code == 1 and len(error_lines(err)) == 1 and "too few to split off test and val" in err
     assert "no readable validation images" not in err
 
 

@@ -7,6 +7,7 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vipcli.console import plural
 from vipcli.errors import VipError
 from vipcli.images import IMAGE_SUFFIXES, is_image_file
 
@@ -130,16 +131,20 @@ def load_dataset(root: str | Path, seed: int = 1, val_fraction: float = 0.1, tes
 
 
 def _require_splittable(dataset: Dataset, carved: list[str]) -> None:
-    """A split vip had to carve from train must not come out empty: say there were too few images."""
-    empty = [name for name in carved if not dataset.splits[name]]
-    if not empty:
+    """Every class must get at least one image into each split vip had to carve from train (and keep
+    one for training): say which class has too few images."""
+    counts = {name: dataset.counts(name) for name in SPLIT_NAMES}
+    short = [(name, sum(counts[s][i] for s in SPLIT_NAMES)) for i, name in enumerate(dataset.class_names)
+             if any(counts[s][i] == 0 for s in carved)]
+    if not short:
         return
-    per_class = [a + b + c for a, b, c in zip(*(dataset.counts(n) for n in SPLIT_NAMES))]
     needed = len(carved) + 1
+    name, total = short[0]
+    more = f" (and {len(short) - 1} more {plural(len(short) - 1, 'class', 'classes')})" if len(short) > 1 else ""
     raise VipError(
-        f"{dataset.root}: too few images to split off {' and '.join(empty)} images: {sum(per_class)} images in "
-        f"{len(per_class)} classes, at most {max(per_class)} in a class; vip takes {' and '.join(carved)} from "
-        f"each class's images and needs at least {needed} images in a class to do so",
+        f"{dataset.root}: class '{name}' has {total} {plural(total, 'image')}{more}: too few to split off "
+        f"{' and '.join(carved)} images; vip takes {' and '.join(carved)} from each class's images and needs at "
+        f"least {needed} images in a class to do so",
         f"add images, or give the splits yourself as {dataset.root}/{{train,val,test}}/<class>/*",
     )
 
