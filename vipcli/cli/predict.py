@@ -103,7 +103,8 @@ def _predict(paths, model, explain, as_json, backbone, device, no_cache, workers
 
 
 def _warn_if_folders_name_other_classes(files, class_names: list[str], model) -> None:
-    """One warning when the images sit in folders named after other classes than the run's.
+    """One warning when the images sit in folders named after other classes than the run's (the one
+    folder given, or at least two of several).
 
     A folder names another class when it is the name or alias of a shipped symptom pack that matches
     none of the run's classes (NORMAL/ and PNEUMONIA/ given to a melanoma/nevus run): most likely the
@@ -114,12 +115,12 @@ def _warn_if_folders_name_other_classes(files, class_names: list[str], model) ->
 
     folders = sorted({Path(f).parent.name for f in files})
     ours = {normalize_name(name) for name in class_names}
-    if len(folders) < 2 or any(normalize_name(folder) in ours for folder in folders):
+    if not folders or any(normalize_name(folder) in ours for folder in folders):
         return
     packs = shipped_packs()
     other = [folder for folder in folders
              if any(p.matches(folder) and not any(p.matches(name) for name in class_names) for p in packs)]
-    if len(other) >= 2:
+    if len(other) >= min(2, len(folders)):  # one folder: it alone; several: at least two of them
         shown = ", ".join(other[:4]) + (", ..." if len(other) > 4 else "")
         console.warn(f"the images sit in folders named after other classes ({console.printable(shown)}) than those of "
                      f"{model} ({', '.join(class_names)}); each image still gets one of its classes "
