@@ -216,7 +216,8 @@ def test_a_file_begun_without_coverage_is_refused_with_it_even_after_an_unreadab
     out.write_text(first + "\n" + "".join(records[:5]))
     code, _, err = cli("predict", data / "test", "--model", run, "--out", out, "--workers", "0", "--coverage", "0.8")
     [line] = error_lines(err)
-    assert code == 2 and "made with/without --coverage" in line and "delete that line" not in line
+    assert code == 2 and "holds predictions made without --coverage; this command is with it" in line
+    assert "rerun without --coverage to resume it" in line and "delete that line" not in line
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv"])

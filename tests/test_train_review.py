@@ -91,7 +91,7 @@ def test_data_one_level_off_names_the_folder_to_pass(cli, isic_small, tiny_clip,
     code, _, err = cli(*tiny_train_args(one_class, tiny_clip, tmp_path / "run"))
     assert code == 1 and err.strip() == (f"error: {one_class}: found no class folders; ViP needs at least two "
                                         f"classes ({one_class} holds images, not class folders: is it one class? "
-                                        f"pass --data {one_class.parent}, or lay the data out as DIR/<class>/* "
+                                        f"pass --data {isic_small}, or lay the data out as DIR/<class>/* "
                                         "with one folder per class)")
 
 

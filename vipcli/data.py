@@ -228,7 +228,8 @@ def _layout_hint(root: Path, class_names: list[str]) -> str:
         if inner is not None and len(_class_folders(inner)) >= 2:
             return f"its class folders seem to be in {inner}: pass --data {inner}"
     if not class_names and any(is_image_file(p) for p in root.iterdir()):
-        return f"{root} holds images, not class folders: is it one class? pass --data {root.parent}, or {generic}"
+        data = root.parent.parent if root.parent.name in SPLIT_NAMES else root.parent  # .../train/<class>: the top
+        return f"{root} holds images, not class folders: is it one class? pass --data {data}, or {generic}"
     return generic
 
 

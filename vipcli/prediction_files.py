@@ -188,10 +188,15 @@ class RecordFormat:
     def _check_record_options(self, record: dict, file: Path) -> None:
         """Refuse to add to `file` if this JSONL record was made with other classes or options."""
         probabilities = record.get("probabilities")
-        if isinstance(probabilities, dict) and (tuple(probabilities) != self.class_names
-                                                or ("prediction_set" in record) != self.coverage):
-            raise UsageError(f"{file} holds predictions of other classes or made with/without --coverage",
-                             "pass another --out, or --force to replace it")
+        if not isinstance(probabilities, dict):
+            return
+        if tuple(probabilities) != self.class_names:
+            raise UsageError(f"{file} holds predictions of other classes ({', '.join(probabilities)}; this model: "
+                             f"{', '.join(self.class_names)})", "pass another --out, or --force to replace it")
+        if ("prediction_set" in record) != self.coverage:
+            made, now = ("with", "without") if "prediction_set" in record else ("without", "with")
+            raise UsageError(f"{file} holds predictions made {made} --coverage; this command is {now} it",
+                             f"rerun {made} --coverage to resume it, pass another --out, or --force to replace it")
 
 
 def _number(text: str):
