@@ -183,7 +183,9 @@ def _plan(config, cls, dataset, schedule, backbone, device) -> str:
     if config.shots is None:
         shots = ", all images"
     else:
-        shots = f", {config.shots} shot{'' if config.shots == 1 else 's'} per class"
+        shots = f", {config.shots} {console.plural(config.shots, 'shot')} per class"
+        if config.shots > min(dataset.counts("train"), default=0):
+            shots += " (every training image of a class with fewer)"
     if not cls.uses_shots:  # zero-shot: the labelled images play no part (val and test still score it)
         shots, fitting = "", "no labelled images, no training"
     elif not cls.trains:
@@ -191,7 +193,8 @@ def _plan(config, cls, dataset, schedule, backbone, device) -> str:
     elif not cls.uses_schedule:
         fitting = "the method's own fitting (see `vip methods list`)"
     else:
-        fitting = f"schedule {schedule.name}: {schedule.epochs} epochs, batch {schedule.batch_size}, lr {schedule.lr}"
+        fitting = (f"schedule {schedule.name}: {schedule.epochs} {console.plural(schedule.epochs, 'epoch')}, "
+                   f"batch {schedule.batch_size}, lr {schedule.lr}")
     arch = backbone.describe().get("arch", "")
     return (f"{config.method} on {len(dataset.class_names)} classes ({', '.join(dataset.class_names)}){shots}; "
             f"{fitting}; backbone {config.backbone.id} ({Path(str(arch)).name}) on {device}")

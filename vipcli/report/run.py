@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from vipcli import __version__
+from vipcli.console import plural
 from vipcli.errors import VipError
 from vipcli.plots import backbone_label, figure_title, method_color
 from vipcli.report import html
@@ -64,7 +65,8 @@ def _settings(run: dict) -> str:
         ["classes", html.text(", ".join(run["class_names"]))],
         ["shots per class", html.text(shots)],
         ["seed", html.text(split.get("seed"))],
-        ["schedule", html.text(f"{schedule.get('name', '-')}: {schedule.get('epochs', '-')} epochs, batch "
+        ["schedule", html.text(f"{schedule.get('name', '-')}: {schedule.get('epochs', '-')} "
+                               f"{plural(schedule.get('epochs'), 'epoch')}, batch "
                                f"{schedule.get('batch_size', '-')}, lr {schedule.get('lr', '-')}")],
         ["method settings", html.text(", ".join(f"{k.replace('_', '-')} {v}" for k, v in settings.items()) or "none")],
         ["augmented views per image", html.text(views)],
@@ -146,8 +148,9 @@ def _calibration(run: dict, test_probabilities, test_labels) -> str:
     rows = [[f"{name} (T = {t})", *(_fmt(test[key][k], 4) for k in ("ece", "nll", "brier"))]
             for name, key, t in (("before", "before", 1), ("after", "after", f"{block['temperature']:.3g}"))]
     body = (f"<p>Temperature scaling divides every logit by T = <b>{block['temperature']:.4g}</b>, fitted on "
-            f"{block['n_held_out']} {html.text(block['held_out'])} images by minimising the negative "
-            f"log-likelihood; it never changes the predicted class. Scores on {test['n']} test images (lower "
+            f"{block['n_held_out']} {html.text(block['held_out'])} {plural(block['n_held_out'], 'image')} by minimising "
+            f"the negative log-likelihood; it never changes the predicted class. Scores on {test['n']} test "
+            f"{plural(test['n'], 'image')} (lower "
             f"is better; ECE over {block['ece_bins']} equal-width bins):</p>")
     body += html.table(["on test", "ECE", "NLL", "Brier"], rows, numeric={1, 2, 3})
     if test["n"]:
@@ -229,7 +232,7 @@ def _conformal(run: dict, test_probabilities=None, test_labels=None) -> str:
                      _per_class_cell(per_class), _fmt(row["mean_set_size"], 2), row["empty_sets"],
                      html.text("; ".join(notes))])
     intro = (f"<p>Split conformal prediction with the score {html.text(block['score'])}, calibrated on "
-             f"{block['n_held_out']} {html.text(block['held_out'])} images. A set at coverage 0.9 holds every "
+             f"{block['n_held_out']} {html.text(block['held_out'])} {plural(block['n_held_out'], 'image')}. A set at coverage 0.9 holds every "
              f"class whose score is within the threshold; under exchangeability it contains the true class for "
              f"at least 90% of images. The highest coverage these images can promise is "
              f"{math.floor(block['max_coverage'] * 1000) / 1000:g}. An empty set means no class is likely enough: look at that image "
