@@ -71,13 +71,15 @@ def restore_method(method_id: str, setup: MethodSetup, settings: dict, stored: d
 
 
 def _construct(cls, method_id, setup, settings, stored) -> Method:
-    from vipcli.methods.contract import guard_method
+    from vipcli.methods.contract import MemberFault, guard_method, method_fault
     from vipcli.plugins import distribution_of
 
     try:
         method = cls(setup, settings, stored)
     except VipError:
         raise
+    except MemberFault as fault:  # vip's own base class found the fault: name the method and the member
+        raise method_fault(method_id, fault.member, fault.reason, fault.hint) from fault
     except Exception as error:
         distribution = distribution_of(METHODS.entry_point(method_id))[0]
         if distribution == "vipcli":
