@@ -61,11 +61,23 @@ def build_method(method_id: str, setup: MethodSetup, options: dict | None = None
 
 
 def restore_method(method_id: str, setup: MethodSetup, settings: dict, stored: dict, tensors: dict,
-                   where: str) -> Method:
-    """Rebuild a fitted method from what a run stored (settings, JSON state, tensors), ready to predict."""
+                   where: str, metadata: dict | None = None) -> Method:
+    """Rebuild a fitted method from what a run stored (settings, JSON state, tensors), ready to predict.
+
+    `metadata` (the run's) lets a tensor mismatch of a plugin method name the plugin versions it was
+    trained with and that is installed.
+    """
+    from vipcli.methods.base import StateMismatch
+    from vipcli.provenance import tensor_mismatch
+
     cls = method_class(method_id)
     method = _construct(cls, method_id, setup, settings_from_record(cls, settings), stored)
-    method.load_state_tensors(tensors, where)
+    try:
+        method.load_state_tensors(tensors, where)
+    except StateMismatch as error:
+        if metadata is None:
+            raise
+        raise tensor_mismatch(error, method_id, metadata) from None
     method.eval()
     return method
 
