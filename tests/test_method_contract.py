@@ -90,8 +90,8 @@ def test_benchmark_names_a_method_whose_fit_returns_nothing(cli, methods, isic_s
 
 
 @pytest.mark.parametrize("method, member, reason, fix", [
-    ("nan-loss", "training_loss", "the training loss (training_loss) is nan at epoch 0 (of 0-2, as metrics.json "
-                                  "counts); training stopped there", "lower --lr"),
+    ("nan-loss", "training_loss", "the training loss (training_loss) is nan at epoch 1 of 3; training stopped there",
+     "lower --lr"),
     ("vector-loss", "training_loss", "the training loss is a tensor of shape [", "return a 0-d loss, e.g. .mean()"),
     ("detached-loss", "training_loss", "the training loss does not depend on the method's parameters "
                                        "(head.weight, head.bias)", "use them in forward/training_loss"),
@@ -111,10 +111,12 @@ def test_a_training_loss_mistake_is_one_line_with_the_fix(cli, methods, isic_sma
 
 
 def test_a_sound_trainable_plugin_passes_the_loss_checks(cli, methods, isic_small, tiny_clip, tmp_path):
-    code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "run", "--method", "linear-ok"))
+    code, out, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "run", "--method", "linear-ok"))
     assert code == 0, err
-    history = json.loads((tmp_path / "run" / "metrics.json").read_text())["history"]
-    assert len(history) == 3
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert len(metrics["history"]) == 3 and metrics["history"][0]["epoch"] == 0
+    best = metrics["best_epoch"]  # counted from 0 in the file; the console says both
+    assert f"best validation epoch {best + 1} of 3 (best_epoch {best} in metrics.json, counted from 0); " in out
 
 
 def test_benchmark_names_a_method_whose_loss_is_nan_and_keeps_the_rows_before(cli, methods, isic_small, tiny_clip,
@@ -125,7 +127,7 @@ def test_benchmark_names_a_method_whose_loss_is_nan_and_keeps_the_rows_before(cl
                        "--epochs", "2", "--out", out, "--device", "cpu", "--workers", "0")
     line = _one_error(err)
     assert code == 1 and line.startswith("error: method 'nan-loss' (from sample-methods 0.1.0) failed in "
-                                         "training_loss: the training loss (training_loss) is nan at epoch 0")
+                                         "training_loss: the training loss (training_loss) is nan at epoch 1 of 2")
     rows = json.loads((out / "results.json").read_text())["rows"]
     assert [row["method"] for row in rows] == ["linear-ok"]  # the finished row is kept; a rerun resumes after it
 
@@ -157,3 +159,11 @@ def test_make_prompts_returning_a_list_of_str_is_refused_when_the_method_is_buil
     assert code == 1 and line.startswith("error: method 'flat-prompts' (from sample-methods 0.1.0) failed in "
                                          "make_prompts: expected one list of phrases per class (list[list[str]]")
     assert "got a list of str" in line and "encoding images" not in err and not (tmp_path / "run").exists()
+
+
+def test_methods_list_shows_the_providing_distributions_version(cli, methods):
+    from vipcli import __version__
+
+    code, out, _ = cli("methods", "list")
+    rows = {line.split("│")[1].strip(): line.split("│")[-2].strip() for line in out.splitlines() if "│" in line}
+    assert code == 0 and rows["centroid-ok"] == "sample-methods 0.1.0" and rows["coop"] == f"vipcli {__version__}"

@@ -298,8 +298,8 @@ def check_epoch_loss(method, loss: float, epoch: int, epochs: int) -> None:
 
     member = loss_member(method)
     source = "training_loss" if member == "training_loss" else "the cross-entropy of forward's logits"
-    raise method_fault(method.id, member, f"the training loss ({source}) is {loss} at epoch {epoch} "
-                                          f"(of 0-{epochs - 1}, as metrics.json counts); training stopped there",
+    raise method_fault(method.id, member, f"the training loss ({source}) is {loss} at epoch {epoch + 1} of "
+                                          f"{epochs}; training stopped there",
                        "look for log(0), a division by zero or an overflow in forward/training_loss "
                        "(compute the loss in float32, e.g. F.cross_entropy(logits.float(), labels)), "
                        "or lower --lr")
