@@ -165,6 +165,15 @@ class IgnoresHead(LinearHead):
         return 10 * F.normalize(image_features.float(), dim=-1)[:, :self.setup.num_classes]
 
 
+class NanFit(Centroid):
+    """Flaw: its own fit leaves NaN centroids (no training loss to catch it)."""
+
+    def fit(self, data, context):
+        fitted = super().fit(data, context)
+        self.centroids = torch.full_like(self.centroids, float("nan"))
+        return fitted
+
+
 class ReadmePrompts(PromptMethod):
     """Sound: README's PromptMethod recipe as written (no Settings: PromptMethod's default ContextSettings)."""
 
@@ -194,6 +203,7 @@ class FlatPrompts(ReadmePrompts):
 
 
 ENTRY_POINTS = "\n".join([
+    "nan-fit = vip_sample_methods:NanFit",
     "readme-prompts = vip_sample_methods:ReadmePrompts",
     "plain-prompt-settings = vip_sample_methods:PlainPromptSettings",
     "flat-prompts = vip_sample_methods:FlatPrompts",

@@ -167,3 +167,15 @@ def test_methods_list_shows_the_providing_distributions_version(cli, methods):
     code, out, _ = cli("methods", "list")
     rows = {line.split("│")[1].strip(): line.split("│")[-2].strip() for line in out.splitlines() if "│" in line}
     assert code == 0 and rows["centroid-ok"] == "sample-methods 0.1.0" and rows["coop"] == f"vipcli {__version__}"
+
+
+def test_a_fit_that_leaves_nan_weights_is_named_in_train_and_benchmark(cli, methods, isic_small, tiny_clip, tmp_path):
+    expected = "error: method 'nan-fit' (from sample-methods 0.1.0) failed in forward: after fit, forward gives NaN " \
+               "or infinite logits"
+    code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "run", "--method", "nan-fit"))
+    line = _one_error(err)
+    assert code == 1 and line.startswith(expected) and "max difference" not in line
+    code, _, err = cli("benchmark", "--data", isic_small, "--arch", tiny_clip, "--pretrained", "none",
+                       "--methods", "nan-fit", "--shots", "1", "--seeds", "1", "--views", "2",
+                       "--out", tmp_path / "bench", "--device", "cpu", "--workers", "0")
+    assert code == 1 and _one_error(err).startswith(expected)

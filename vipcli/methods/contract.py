@@ -223,7 +223,7 @@ def check_round_trip(method, features: torch.Tensor, device) -> None:
     sample = features[:ROUND_TRIP_IMAGES]  # [n, D]
     fitted = predict_logits(method, sample, device).softmax(dim=-1)  # [n, C]
     if not bool(torch.isfinite(fitted).all()):  # NaN weights are not a storage problem: say what they are
-        raise method_fault(method.id, "fit", "after fit, the method predicts NaN or infinite probabilities",
+        raise method_fault(method.id, "forward", "after fit, forward gives NaN or infinite logits",
                            "look for log(0), a division by zero or an overflow in fit/forward; keep the fitted "
                            "tensors finite")
     settings = dataclasses.asdict(method.settings)
