@@ -10,11 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from vip_method_example import NearestCentroid
 
 from vipcli.fitting import fit_sgd
 from vipcli.methods import Method
+from vipcli.methods.prompting import PromptMethod, readable_class_name
 
 
 class Centroid(NearestCentroid):
@@ -108,7 +111,108 @@ class ValidateRaisesValueError(Centroid):
     Settings = Checked
 
 
+class LinearHead(Centroid):
+    """Sound: a linear head over the normalised features, trained with the shared SGD loop."""
+
+    trains, uses_schedule = True, True
+
+    def __init__(self, setup, settings=None, stored=None):
+        Method.__init__(self, setup, settings, stored)
+        self.head = nn.Linear(setup.backbone.embed_dim, setup.num_classes)
+        self.to(setup.device)
+
+    def fit(self, data, context):
+        return fit_sgd(self, data, context)
+
+    def forward(self, image_features):
+        return 10 * self.head(F.normalize(image_features.float(), dim=-1))
+
+
+class NanLoss(LinearHead):
+    """Flaw: its training loss is NaN."""
+
+    def training_loss(self, features, labels):
+        return F.cross_entropy(self(features), labels) * float("nan")
+
+
+class VectorLoss(LinearHead):
+    """Flaw: training_loss returns the per-image losses (forgot the mean)."""
+
+    def training_loss(self, features, labels):
+        return F.cross_entropy(self(features), labels, reduction="none")
+
+
+class DetachedLoss(LinearHead):
+    """Flaw: training_loss is computed on detached logits."""
+
+    def training_loss(self, features, labels):
+        return F.cross_entropy(self(features).detach(), labels)
+
+
+class UnusedHead(LinearHead):
+    """Flaw: declares a second head that forward never uses."""
+
+    def __init__(self, setup, settings=None, stored=None):
+        super().__init__(setup, settings, stored)
+        self.spare = nn.Linear(setup.backbone.embed_dim, setup.num_classes)
+        self.to(setup.device)
+
+
+class IgnoresHead(LinearHead):
+    """Flaw: forward never uses the head it trains (no training_loss of its own)."""
+
+    def forward(self, image_features):
+        return 10 * F.normalize(image_features.float(), dim=-1)[:, :self.setup.num_classes]
+
+
+class NanFit(Centroid):
+    """Flaw: its own fit leaves NaN centroids (no training loss to catch it)."""
+
+    def fit(self, data, context):
+        fitted = super().fit(data, context)
+        self.centroids = torch.full_like(self.centroids, float("nan"))
+        return fitted
+
+
+class ReadmePrompts(PromptMethod):
+    """Sound: README's PromptMethod recipe as written (no Settings: PromptMethod's default ContextSettings)."""
+
+    summary = "learned context + 'a photo of a {class}.'"
+    learns_context = True
+
+    def make_prompts(self, setup):
+        return [[f"a photo of a {readable_class_name(name)}."] for name in setup.class_names]
+
+
+@dataclass
+class TemperatureOnly:
+    temperature: float = 1.0
+
+
+class PlainPromptSettings(ReadmePrompts):
+    """Flaw: learns context, but its Settings is a plain dataclass without n_ctx."""
+
+    Settings = TemperatureOnly
+
+
+class FlatPrompts(ReadmePrompts):
+    """Flaw: make_prompts returns one str per class, not a list of phrases per class."""
+
+    def make_prompts(self, setup):
+        return [f"a photo of a {name}" for name in setup.class_names]
+
+
 ENTRY_POINTS = "\n".join([
+    "nan-fit = vip_sample_methods:NanFit",
+    "readme-prompts = vip_sample_methods:ReadmePrompts",
+    "plain-prompt-settings = vip_sample_methods:PlainPromptSettings",
+    "flat-prompts = vip_sample_methods:FlatPrompts",
+    "linear-ok = vip_sample_methods:LinearHead",
+    "nan-loss = vip_sample_methods:NanLoss",
+    "vector-loss = vip_sample_methods:VectorLoss",
+    "detached-loss = vip_sample_methods:DetachedLoss",
+    "unused-head = vip_sample_methods:UnusedHead",
+    "ignores-head = vip_sample_methods:IgnoresHead",
     "centroid-ok = vip_sample_methods:Centroid",
     "forgot-buffer = vip_sample_methods:ForgotBuffer",
     "transposed = vip_sample_methods:Transposed",

@@ -81,8 +81,8 @@ def test_a_training_step_stays_on_the_device(meta_backbone, method_id, options):
     optimizer = optimizer_of(method)
     method.train()
     with HostTraffic() as traffic:
-        for batch_features, labels in batches:
-            loss = sgd_step(method, optimizer, batch_features, labels, META)
+        for step, (batch_features, labels) in enumerate(batches):  # the first step checks loss and gradients
+            loss = sgd_step(method, optimizer, batch_features, labels, META, check=step == 0)
     assert traffic.found == []
     assert loss.device == META and loss.dim() == 0
 

@@ -87,3 +87,95 @@ def test_benchmark_names_a_method_whose_fit_returns_nothing(cli, methods, isic_s
                        "--methods", "fit-returns-none", "--shots", "1", "--seeds", "1", "--views", "2",
                        "--out", tmp_path / "bench", "--device", "cpu", "--workers", "0")
     assert code == 1 and "method 'fit-returns-none' (from sample-methods 0.1.0) failed in fit" in _one_error(err)
+
+
+@pytest.mark.parametrize("method, member, reason, fix", [
+    ("nan-loss", "training_loss", "the training loss (training_loss) is nan at epoch 1 of 3; training stopped there",
+     "lower --lr"),
+    ("vector-loss", "training_loss", "the training loss is a tensor of shape [", "return a 0-d loss, e.g. .mean()"),
+    ("detached-loss", "training_loss", "the training loss does not depend on the method's parameters "
+                                       "(head.weight, head.bias)", "use them in forward/training_loss"),
+    ("ignores-head", "forward", "the training loss does not depend on the method's parameters "
+                                "(head.weight, head.bias)", "set trains = False"),
+    ("unused-head", "forward", "does not depend on the method's parameters spare.weight, spare.bias, so they would "
+                               "never be learned", "requires_grad=False"),
+])
+def test_a_training_loss_mistake_is_one_line_with_the_fix(cli, methods, isic_small, tiny_clip, tmp_path,
+                                                          method, member, reason, fix):
+    run = tmp_path / "run"
+    code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, run, "--method", method))
+    line = _one_error(err)
+    assert code == 1 and line.startswith(f"error: method '{method}' (from sample-methods 0.1.0) failed in {member}: ")
+    assert reason in line and fix in line and "max difference" not in line
+    assert not run.exists()
+
+
+def test_a_sound_trainable_plugin_passes_the_loss_checks(cli, methods, isic_small, tiny_clip, tmp_path):
+    code, out, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "run", "--method", "linear-ok"))
+    assert code == 0, err
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert len(metrics["history"]) == 3 and metrics["history"][0]["epoch"] == 0
+    best = metrics["best_epoch"]  # counted from 0 in the file; the console says both
+    assert f"best validation epoch {best + 1} of 3 (best_epoch {best} in metrics.json, counted from 0); " in out
+
+
+def test_benchmark_names_a_method_whose_loss_is_nan_and_keeps_the_rows_before(cli, methods, isic_small, tiny_clip,
+                                                                              tmp_path):
+    out = tmp_path / "bench"
+    code, _, err = cli("benchmark", "--data", isic_small, "--arch", tiny_clip, "--pretrained", "none",
+                       "--methods", "linear-ok,nan-loss", "--shots", "1", "--seeds", "1", "--views", "2",
+                       "--epochs", "2", "--out", out, "--device", "cpu", "--workers", "0")
+    line = _one_error(err)
+    assert code == 1 and line.startswith("error: method 'nan-loss' (from sample-methods 0.1.0) failed in "
+                                         "training_loss: the training loss (training_loss) is nan at epoch 1 of 2")
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert [row["method"] for row in rows] == ["linear-ok"]  # the finished row is kept; a rerun resumes after it
+
+
+def test_readmes_prompt_method_recipe_trains_with_context_settings(cli, methods, isic_small, tiny_clip, tmp_path):
+    code, out, err = cli("methods", "show", "readme-prompts", "--json")
+    assert code == 0 and [s["name"] for s in json.loads(out)["settings"]] == ["n-ctx", "class-specific-context"]
+    code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "run", "--method", "readme-prompts",
+                                        "--n-ctx", "2"))
+    assert code == 0, err
+    code, out, err = cli("predict", isic_small / "test", "--model", tmp_path / "run", "--json", "--explain")
+    assert code == 0, err
+
+
+def test_a_prompt_method_whose_settings_lack_n_ctx_is_refused_with_the_fix(cli, methods, isic_small, tiny_clip,
+                                                                            tmp_path):
+    code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "run", "--method", "plain-prompt-settings"))
+    line = _one_error(err)
+    assert code == 1 and line.startswith("error: method 'plain-prompt-settings' (from sample-methods 0.1.0) failed "
+                                         "in Settings: learns_context = True but Settings (TemperatureOnly) has no "
+                                         "n_ctx field")
+    assert "subclass vipcli.methods.prompting.ContextSettings" in line and "AttributeError" not in line
+
+
+def test_make_prompts_returning_a_list_of_str_is_refused_when_the_method_is_built(cli, methods, isic_small,
+                                                                                  tiny_clip, tmp_path):
+    code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "run", "--method", "flat-prompts"))
+    line = _one_error(err)
+    assert code == 1 and line.startswith("error: method 'flat-prompts' (from sample-methods 0.1.0) failed in "
+                                         "make_prompts: expected one list of phrases per class (list[list[str]]")
+    assert "got a list of str" in line and "encoding images" not in err and not (tmp_path / "run").exists()
+
+
+def test_methods_list_shows_the_providing_distributions_version(cli, methods):
+    from vipcli import __version__
+
+    code, out, _ = cli("methods", "list")
+    rows = {line.split("│")[1].strip(): line.split("│")[-2].strip() for line in out.splitlines() if "│" in line}
+    assert code == 0 and rows["centroid-ok"] == "sample-methods 0.1.0" and rows["coop"] == f"vipcli {__version__}"
+
+
+def test_a_fit_that_leaves_nan_weights_is_named_in_train_and_benchmark(cli, methods, isic_small, tiny_clip, tmp_path):
+    expected = "error: method 'nan-fit' (from sample-methods 0.1.0) failed in forward: after fit, forward gives NaN " \
+               "or infinite logits"
+    code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "run", "--method", "nan-fit"))
+    line = _one_error(err)
+    assert code == 1 and line.startswith(expected) and "max difference" not in line
+    code, _, err = cli("benchmark", "--data", isic_small, "--arch", tiny_clip, "--pretrained", "none",
+                       "--methods", "nan-fit", "--shots", "1", "--seeds", "1", "--views", "2",
+                       "--out", tmp_path / "bench", "--device", "cpu", "--workers", "0")
+    assert code == 1 and _one_error(err).startswith(expected)

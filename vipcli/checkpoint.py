@@ -183,9 +183,9 @@ def check_metadata(file: Path, metadata: dict) -> None:
             raise _damaged(file, f"metadata field '{key}' is missing or not text")
     from vipcli.methods import METHODS
 
-    if metadata["method"] not in {info.id for info in METHODS.list()}:
-        raise VipError(f"{file}: method {metadata['method']!r} is not installed",
-                       "install the method plugin the run was trained with (see `vip methods list`)")
+    from vipcli.provenance import check_installed
+
+    check_installed(file, "method", metadata["method"], metadata, METHODS)  # names the distribution to install
     names = metadata.get("class_names")
     if not _is_strings(names) or len(names) < 2 or len(set(names)) < len(names) or not all(names):
         raise _damaged(file, "metadata field 'class_names' is not a list of two or more distinct class names")
@@ -201,6 +201,11 @@ def check_metadata(file: Path, metadata: dict) -> None:
     prompts = (metadata.get("method_state") or {}).get("prompts")
     if prompts is not None and not (isinstance(prompts, list) and all(_is_strings(p) for p in prompts)):
         raise _damaged(file, "metadata field 'method_state.prompts' is not a list of prompt lists")
+    for key in ("method_distribution", "backbone_distribution"):  # {name, version}; absent before vip 0.2.1
+        value = metadata.get(key)
+        if value is not None and not (isinstance(value, dict) and all(isinstance(value.get(k), str)
+                                                                      for k in ("name", "version"))):
+            raise _damaged(file, f"metadata field '{key}' is not a mapping with a name and a version")
     for key in ("arch", "arch_option", "pretrained", "pretrained_option", "backbone_fingerprint"):
         if not isinstance(metadata.get(key, ""), str):
             raise _damaged(file, f"metadata field '{key}' is not text")

@@ -6,6 +6,8 @@ the same loop, best-epoch selection and metrics as the built-ins.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -149,7 +151,8 @@ def fit_sgd(method, data, context) -> dict:
                 group["lr"] = schedule.lr_at(epoch)
             batches = reference(epoch, True) if reference else random_view_batches(train, schedule.batch_size,
                                                                                     generator)
-            loss, steps = sgd_epoch(method, optimizer, batches, device)
+            loss, steps = sgd_epoch(method, optimizer, batches, device, check=epoch == 0)
+            check_epoch_loss(method, loss, epoch, schedule.epochs)  # the epoch's mean is read anyway
             best.steps += steps
             val_accuracy = _reference_accuracy(method, reference, epoch, device) if reference else accuracy(
                 method, val, device)
@@ -248,27 +251,58 @@ def _validate_many(active: list, epoch: int, device) -> None:
             val_accuracy = float((logits.argmax(dim=1) == val.y).float().mean())  # on the device, one read
         else:
             val_accuracy = 0.0
-        run.best.record(epoch, run.schedule.lr_at(epoch), mean_loss(run.losses), val_accuracy)
+        loss = mean_loss(run.losses)
+        check_epoch_loss(run.method, loss, epoch, run.schedule.epochs)
+        run.best.record(epoch, run.schedule.lr_at(epoch), loss, val_accuracy)
 
 
-def sgd_epoch(method, optimizer, batches, device) -> tuple[float, int]:
-    """One pass of `optimizer` over (features, labels) batches; returns (the mean loss, steps taken)."""
+def sgd_epoch(method, optimizer, batches, device, check: bool = False) -> tuple[float, int]:
+    """One pass of `optimizer` over (features, labels) batches; returns (the mean loss, steps taken).
+
+    With `check`, the first step checks the loss and the gradients against the method contract.
+    """
     method.train()
-    losses = [sgd_step(method, optimizer, features, labels, device) for features, labels in batches]
+    losses = [sgd_step(method, optimizer, features, labels, device, check=check and step == 0)
+              for step, (features, labels) in enumerate(batches)]
     return mean_loss(losses), len(losses)
 
 
-def sgd_step(method, optimizer, features: torch.Tensor, labels: torch.Tensor, device) -> torch.Tensor:
+def sgd_step(method, optimizer, features: torch.Tensor, labels: torch.Tensor, device,
+             check: bool = False) -> torch.Tensor:
     """One optimizer step on a batch (features [B, D], labels [B]); returns the loss, 0-d and detached.
 
-    Nothing is read back from the device: the loss stays a tensor until the epoch's mean.
+    Nothing is read back from the device: the loss stays a tensor until the epoch's mean. With
+    `check` (a fit's first step), a loss that is not a 0-d tensor depending on the method's
+    parameters, or a trainable parameter left without a gradient, is one clear error (shapes and
+    flags only: still nothing is read back).
     """
+    from vipcli.methods.contract import check_gradients, check_loss
+
     with autocast(device):
         loss = training_loss(method, features.to(device), labels.to(device))
+    if check:
+        check_loss(method, loss)
     optimizer.zero_grad(set_to_none=True)
     loss.float().backward()
+    if check:
+        check_gradients(method)
     optimizer.step()
     return loss.detach()
+
+
+def check_epoch_loss(method, loss: float, epoch: int, epochs: int) -> None:
+    """Stop a fit at the first epoch whose mean loss (already on the host) is NaN or infinite."""
+    if math.isfinite(loss):
+        return
+    from vipcli.methods.contract import loss_member, method_fault
+
+    member = loss_member(method)
+    source = "training_loss" if member == "training_loss" else "the cross-entropy of forward's logits"
+    raise method_fault(method.id, member, f"the training loss ({source}) is {loss} at epoch {epoch + 1} of "
+                                          f"{epochs}; training stopped there",
+                       "look for log(0), a division by zero or an overflow in forward/training_loss "
+                       "(compute the loss in float32, e.g. F.cross_entropy(logits.float(), labels)), "
+                       "or lower --lr")
 
 
 @torch.no_grad()
@@ -283,8 +317,15 @@ def _reference_accuracy(method, reference, epoch, device) -> float:
 
 
 def evaluate(method, data: FeatureSet, num_classes: int, device) -> dict:
-    """Metrics of `method` on one split's features."""
-    return metrics_of(predict_logits(method, data.x, device), data.y, num_classes)
+    """Metrics of `method` on one split's features (NaN or infinite logits are the method's fault, named)."""
+    logits = predict_logits(method, data.x, device)  # [N, C] on the CPU
+    if not bool(torch.isfinite(logits).all()):
+        from vipcli.methods.contract import method_fault
+
+        raise method_fault(method.id, "forward", "after fit, forward gives NaN or infinite logits",
+                           "look for log(0), a division by zero or an overflow in fit/forward; keep the fitted "
+                           "tensors finite")
+    return metrics_of(logits, data.y, num_classes)
 
 
 def metrics_of(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict:

@@ -72,14 +72,17 @@ def load_predictor(run_dir: str | Path, device="cpu", backbone_id: str | None = 
     """
     from vipcli.checkpoint import read_checkpoint
     from vipcli.methods import MethodSetup, restore_method
-    from vipcli.registry import load_backbone, rebuild_backbone_options
+    from vipcli.provenance import check_installed
+    from vipcli.registry import BACKBONES, load_backbone, rebuild_backbone_options
     from vipcli.trust import read_calibration
     from vipcli.weights_identity import same_backbone
 
-    tensors, meta = read_checkpoint(run_dir)
+    tensors, meta = read_checkpoint(run_dir)  # a method plugin that is not installed: which one to install
     if backbone_id and backbone_id != meta.get("backbone"):
         raise UsageError(f"{run_dir} was trained with backbone '{meta.get('backbone')}', not '{backbone_id}'",
                          f"drop --backbone or pass --backbone {meta.get('backbone')}")
+    check_installed(run_dir, "backbone", meta["backbone"], meta, BACKBONES)  # before any weights load
+    warn_settings_drift(run_dir, meta)
     arch, pretrained = rebuild_backbone_options(run_dir, meta.get("arch_option") or None,
                                                 meta.get("pretrained_option") or None)
     backbone = load_backbone(meta["backbone"], arch, pretrained, device)
@@ -89,10 +92,23 @@ def load_predictor(run_dir: str | Path, device="cpu", backbone_id: str | None = 
                      f"({backbone.describe().get('weights')} vs {(meta.get('backbone_describe') or {}).get('weights')})")
     setup = MethodSetup(backbone, list(meta["class_names"]), meta.get("symptoms") or {})
     method = restore_method(meta["method"], setup, meta.get("method_settings") or {}, meta.get("method_state") or {},
-                            tensors, str(run_dir))
+                            tensors, str(run_dir), meta)
     method.prepare()
     return Predictor(Path(run_dir), meta, backbone, method, list(meta["class_names"]),
                      calibration=read_calibration(meta), model_digest=model_digest(run_dir))
+
+
+def warn_settings_drift(run_dir: str | Path, meta: dict) -> None:
+    """Warn when a plugin method's stored settings no longer match its installed `Settings` (see provenance)."""
+    from vipcli.methods import method_class
+    from vipcli.provenance import settings_drift
+
+    message = settings_drift(str(run_dir), meta["method"], method_class(meta["method"]).Settings,
+                             meta.get("method_settings") or {}, meta)
+    if message:
+        from rich.markup import escape
+
+        console.warn(escape(message))
 
 
 def model_digest(run_dir: str | Path) -> str:

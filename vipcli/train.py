@@ -241,7 +241,9 @@ def write_train_run(run_dir, config, method, backbone, dataset, data, symptoms, 
                     calibration=None) -> None:
     """Write the run directory: the method's tensors and everything predict needs to rebuild it."""
     from vipcli.checkpoint import write_run
-    from vipcli.registry import copy_run_files, run_backbone_options
+    from vipcli.methods import METHODS
+    from vipcli.provenance import distribution_record
+    from vipcli.registry import BACKBONES, copy_run_files, run_backbone_options
 
     root = Path(dataset.root)
     # path-like --arch/--pretrained stored absolute, small config files copied into the run
@@ -258,6 +260,8 @@ def write_train_run(run_dir, config, method, backbone, dataset, data, symptoms, 
         "pretrained": str(backbone.describe().get("pretrained", "")), "backbone_fingerprint": backbone.fingerprint(),
         "backbone_describe": backbone.describe(), "class_names": dataset.class_names, "symptoms": symptoms,
         "schedule": asdict(schedule), "config": config_record,
+        "method_distribution": distribution_record(METHODS, method.id),  # {name, version}: what to install
+        "backbone_distribution": distribution_record(BACKBONES, config.backbone.id),
         **({"calibration": calibration.record()} if calibration else {}),  # temperature + conformal scores
     }
     split = {

@@ -34,7 +34,7 @@ def list_command(as_json: bool = typer.Option(False, "--json", help="Print one J
     for info in infos:
         name = info.id if not info.problem else f"{info.id} (unavailable)"
         table.add_row(name, _yes_no(info.trains), _yes_no(info.uses_shots),
-                      "needed" if info.needs_symptoms else "-", info.distribution)
+                      "needed" if info.needs_symptoms else "-", f"{info.distribution} {info.version}".strip())
     console.stdout().print(table)
 
 

@@ -87,7 +87,17 @@ def print_train_result(result, as_json: bool) -> None:
     out = console.stdout()
     out.print(table)
     timings = result.metrics["timings"]
-    best = result.metrics.get("best_epoch")
-    note = f"best validation epoch {best + 1}; " if best is not None else ""
+    note = best_epoch_note(result.metrics.get("best_epoch"), len(result.metrics.get("history") or []))
     out.print(f"{note}encoded {timings['encoded_views']} views in {timings['encode_s']:.1f}s, "
               f"fitted in {timings['fit_s']:.1f}s, total {timings['total_s']:.1f}s on {result.metrics['device']}")
+
+
+def best_epoch_note(best: int | None, epochs: int) -> str:
+    """"best validation epoch 6 of 100 (best_epoch 5 in metrics.json, counted from 0); ", or "" without one.
+
+    People count epochs from 1, metrics.json (`best_epoch`, `history[].epoch`) from 0: the line says both.
+    """
+    if best is None:
+        return ""
+    of = f" of {epochs}" if epochs > best else ""
+    return f"best validation epoch {best + 1}{of} (best_epoch {best} in metrics.json, counted from 0); "

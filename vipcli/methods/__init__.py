@@ -61,23 +61,37 @@ def build_method(method_id: str, setup: MethodSetup, options: dict | None = None
 
 
 def restore_method(method_id: str, setup: MethodSetup, settings: dict, stored: dict, tensors: dict,
-                   where: str) -> Method:
-    """Rebuild a fitted method from what a run stored (settings, JSON state, tensors), ready to predict."""
+                   where: str, metadata: dict | None = None) -> Method:
+    """Rebuild a fitted method from what a run stored (settings, JSON state, tensors), ready to predict.
+
+    `metadata` (the run's) lets a tensor mismatch of a plugin method name the plugin versions it was
+    trained with and that is installed.
+    """
+    from vipcli.methods.base import StateMismatch
+    from vipcli.provenance import tensor_mismatch
+
     cls = method_class(method_id)
     method = _construct(cls, method_id, setup, settings_from_record(cls, settings), stored)
-    method.load_state_tensors(tensors, where)
+    try:
+        method.load_state_tensors(tensors, where)
+    except StateMismatch as error:
+        if metadata is None:
+            raise
+        raise tensor_mismatch(error, method_id, metadata) from None
     method.eval()
     return method
 
 
 def _construct(cls, method_id, setup, settings, stored) -> Method:
-    from vipcli.methods.contract import guard_method
+    from vipcli.methods.contract import MemberFault, guard_method, method_fault
     from vipcli.plugins import distribution_of
 
     try:
         method = cls(setup, settings, stored)
     except VipError:
         raise
+    except MemberFault as fault:  # vip's own base class found the fault: name the method and the member
+        raise method_fault(method_id, fault.member, fault.reason, fault.hint) from fault
     except Exception as error:
         distribution = distribution_of(METHODS.entry_point(method_id))[0]
         if distribution == "vipcli":

@@ -149,10 +149,14 @@ class Method(nn.Module):
         expected = {name: tuple(t.shape) for name, t in self.state_tensors().items()}
         found = {name: tuple(t.shape) for name, t in tensors.items()}
         if expected != found:
-            raise VipError(f"{where}: saved tensors {found} do not fit backbone '{self.backbone.id}' with method "
+            raise StateMismatch(f"{where}: saved tensors {found} do not fit backbone '{self.backbone.id}' with method "
                            f"'{self.id}', which needs {expected}",
                            "predict with the backbone and arch the run was trained with")
         self.load_state_dict(tensors, strict=False)
+
+
+class StateMismatch(VipError):
+    """Saved tensors that do not fit the method as built (names or shapes differ)."""
 
 
 # --- settings -------------------------------------------------------------------------------------

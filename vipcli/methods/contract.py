@@ -9,6 +9,9 @@ numbers:
 - its calls (`guard_method`): an exception raised inside a plugin's `fit`, `forward`, `record`, ...
   names the plugin and the member;
 - what it returns: `fit` a dict (`checked_fit`), `forward` logits [B, C] (`check_logits`);
+- how it trains with the shared SGD loop: at the first step, the loss is a 0-d tensor that depends
+  on the method's parameters (`check_loss`) and every trainable parameter gets a gradient
+  (`check_gradients`); each epoch's mean loss is finite (`vipcli.fitting.check_epoch_loss`);
 - what a run stores (`check_round_trip`): the method rebuilt from `record()` and `state_tensors()`
   gives the fitted method's logits, so `vip predict` predicts what `vip train` measured.
 """
@@ -26,6 +29,21 @@ GUARDED_MEMBERS = ("fit", "forward", "prepare", "explain", "record", "state_tens
 BUILT_IN = "vipcli"  # the distribution of the built-in methods (tested by vip's own suite)
 ROUND_TRIP_IMAGES = 64  # features compared between the fitted and the rebuilt method
 ROUND_TRIP_TOLERANCE = 1e-4  # max difference of softmax probabilities
+
+
+class MemberFault(Exception):
+    """Raised by vip's own base classes inside a method's `__init__`, where the method's id is not known yet;
+    `vipcli.methods.build_method` turns it into a `PluginError` naming the method (see `method_fault`).
+
+    Args:
+        member: the member at fault (e.g. "make_prompts").
+        reason: what is wrong.
+        hint: the fix.
+    """
+
+    def __init__(self, member: str, reason: str, hint: str):
+        super().__init__(f"{member}: {reason} ({hint})")
+        self.member, self.reason, self.hint = member, reason, hint
 
 
 def distribution_of_method(method_id: str) -> str:
@@ -55,11 +73,54 @@ def class_problem(cls) -> tuple[str, str, str] | None:
         if option.default is dataclasses.MISSING and option.default_factory is dataclasses.MISSING:
             return ("Settings", f"setting '{option.name.replace('_', '-')}' has no default",
                     "give every field a default value; --method-option KEY=VALUE only overrides defaults")
+    context = _context_settings_problem(cls, settings)
+    if context is not None:
+        return context
     if cls.trains and cls.fit is Method.fit:
         return ("fit", "trains = True but fit is not overridden, so nothing would be learned",
                 "return vipcli.fitting.fit_sgd(self, data, context) from fit for the shared SGD loop, "
                 "fit your own way, or set trains = False")
     return None
+
+
+def _context_settings_problem(cls, settings) -> tuple[str, str, str] | None:
+    """A `PromptMethod` that learns context but whose `Settings` lacks `n_ctx` (the context's length)."""
+    from vipcli.methods.prompting import PromptMethod
+
+    if not (issubclass(cls, PromptMethod) and cls.learns_context):
+        return None
+    if "n_ctx" in {option.name for option in dataclasses.fields(settings)}:
+        return None
+    return ("Settings", f"learns_context = True but Settings ({settings.__name__}) has no n_ctx field (the number "
+                        "of learned context vectors)",
+            "subclass vipcli.methods.prompting.ContextSettings (@dataclass class MySettings(ContextSettings): ...), "
+            "or leave Settings out: PromptMethod's default is ContextSettings")
+
+
+def prompts_problem(prompts, class_names: list[str]) -> str | None:
+    """What is wrong with `make_prompts`' result (one list of phrases per class), or None."""
+    if not isinstance(prompts, (list, tuple)):
+        return f"got {type(prompts).__name__}"
+    if prompts and all(isinstance(entry, str) for entry in prompts):
+        return "got a list of str"
+    for name, entry in zip(class_names, prompts):
+        if not isinstance(entry, (list, tuple)) or not all(isinstance(phrase, str) for phrase in entry):
+            return f"got {type(entry).__name__} for class '{name}'" if not isinstance(entry, (list, tuple)) else \
+                f"class '{name}' has a phrase that is not a str"
+        if not entry:
+            return f"class '{name}' has no phrase"
+    if len(prompts) != len(class_names):
+        return f"got {len(prompts)} lists for {len(class_names)} classes"
+    return None
+
+
+def check_prompts(prompts, class_names: list[str]) -> None:
+    """Raise `MemberFault` for a `make_prompts` result that is not one non-empty list of str per class."""
+    problem = prompts_problem(prompts, class_names)
+    if problem is not None:
+        raise MemberFault("make_prompts", f"expected one list of phrases per class (list[list[str]], in "
+                                          f"setup.class_names order), {problem}",
+                          "return e.g. [[f'a photo of a {name}.'] for name in setup.class_names]")
 
 
 def check_class(cls, method_id: str) -> None:
@@ -102,6 +163,51 @@ def check_logits(method, logits, images: int) -> None:
                                                      "per class in setup.class_names order")
 
 
+def loss_member(method) -> str:
+    """The member whose output the shared SGD loop differentiates: `training_loss` if the method has one, else `forward`."""
+    return "training_loss" if getattr(method, "training_loss", None) is not None else "forward"
+
+
+def trainable_names(method, limit: int = 6) -> str:
+    """The names of the method's trainable parameters, the first `limit` of them, comma-separated."""
+    names = [name for name, p in method.named_parameters() if p.requires_grad]
+    shown = ", ".join(names[:limit]) + (f", ... ({len(names)} in all)" if len(names) > limit else "")
+    return shown or "none"
+
+
+def check_loss(method, loss) -> None:
+    """Refuse a training loss that is not a 0-d tensor depending on the method's parameters (before backward).
+
+    Shapes and autograd flags only: nothing is read back from the device.
+    """
+    member = loss_member(method)
+    if not isinstance(loss, torch.Tensor):
+        raise method_fault(method.id, member, f"{member} returned {type(loss).__name__}, not a tensor",
+                           "return the loss as a 0-d torch tensor, e.g. F.cross_entropy(logits, labels)")
+    if loss.dim() != 0:
+        shape = "[" + ", ".join(str(n) for n in loss.shape) + "]"
+        raise method_fault(method.id, member, f"the training loss is a tensor of shape {shape}, not a 0-d loss",
+                           "return a 0-d loss, e.g. .mean() of the per-image losses")
+    if not loss.requires_grad:
+        raise method_fault(
+            method.id, member,
+            f"the training loss does not depend on the method's parameters ({trainable_names(method)})",
+            "use them in forward/training_loss (no .detach(), no torch.no_grad() around the logits), or set "
+            "trains = False and fit without vipcli.fitting.fit_sgd")
+
+
+def check_gradients(method) -> None:
+    """Refuse trainable parameters that got no gradient from the first backward pass (flags only)."""
+    unused = [name for name, p in method.named_parameters() if p.requires_grad and p.grad is None]
+    if unused:
+        shown = ", ".join(unused[:6]) + (f", ... ({len(unused)} in all)" if len(unused) > 6 else "")
+        raise method_fault(
+            method.id, loss_member(method),
+            f"the training loss does not depend on the method's parameters {shown}, so they would never be learned",
+            "use them in forward/training_loss, or create what is not learned with requires_grad=False "
+            "(or as a buffer: self.register_buffer(NAME, tensor))")
+
+
 def check_round_trip(method, features: torch.Tensor, device) -> None:
     """Rebuild a fitted plugin method from what the run will store and compare its logits with the fitted one's.
 
@@ -116,6 +222,10 @@ def check_round_trip(method, features: torch.Tensor, device) -> None:
         return
     sample = features[:ROUND_TRIP_IMAGES]  # [n, D]
     fitted = predict_logits(method, sample, device).softmax(dim=-1)  # [n, C]
+    if not bool(torch.isfinite(fitted).all()):  # NaN weights are not a storage problem: say what they are
+        raise method_fault(method.id, "forward", "after fit, forward gives NaN or infinite logits",
+                           "look for log(0), a division by zero or an overflow in fit/forward; keep the fitted "
+                           "tensors finite")
     settings = dataclasses.asdict(method.settings)
     tensors = {name: tensor.detach().cpu() for name, tensor in method.state_tensors().items()}
     rebuilt = restore_method(method.id, method.setup, settings, method.record(), tensors,

@@ -88,6 +88,7 @@ class PromptMethod(Method):
     """
 
     uses_schedule = True
+    Settings = ContextSettings  # n_ctx, class_specific_context (a method that learns no context may set NoSettings)
     learns_context: bool = False
     learned_merge: bool = False
     prompts_are_symptoms: bool = False  # explanations name symptoms (else the prompt texts)
@@ -95,8 +96,14 @@ class PromptMethod(Method):
     def __init__(self, setup: MethodSetup, settings=None, stored: dict | None = None):
         super().__init__(setup, settings, stored)
         backbone = setup.backbone
-        self.prompts = [list(p) for p in stored["prompts"]] if stored and stored.get("prompts") else \
-            self.make_prompts(setup)
+        if stored and stored.get("prompts"):
+            self.prompts = [list(p) for p in stored["prompts"]]
+        else:
+            from vipcli.methods.contract import check_prompts
+
+            made = self.make_prompts(setup)
+            check_prompts(made, setup.class_names)  # list[list[str]]: a flat list of str would be spelled out
+            self.prompts = [list(p) for p in made]
         n_ctx = self.settings.n_ctx if self.learns_context else 0
         self.bank = build_prompt_bank(backbone, self.prompts, n_ctx, trim=setup.trim)
         class_specific = bool(getattr(self.settings, "class_specific_context", False))
@@ -112,7 +119,10 @@ class PromptMethod(Method):
     # --- what subclasses say -------------------------------------------------------------------
 
     def make_prompts(self, setup: MethodSetup) -> list[list[str]]:
-        """Per class, the phrases this method encodes."""
+        """Per class (in `setup.class_names` order), the list of phrases this method encodes.
+
+        Checked when the method is built: anything but one non-empty list of str per class is refused.
+        """
         raise NotImplementedError
 
     def initial_context(self, shape: tuple) -> torch.Tensor:

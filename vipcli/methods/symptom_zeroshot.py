@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from vipcli.methods.base import NoSettings
 from vipcli.methods.prompting import PromptMethod, symptom_prompts
 
 
@@ -11,6 +12,7 @@ class SymptomZeroShot(PromptMethod):
     summary = "zero-shot: mean similarity to the symptoms"
     trains = False
     uses_shots = False
+    Settings = NoSettings
     needs_symptoms = True
     prompts_are_symptoms = True
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from vipcli.methods.base import NoSettings
 from vipcli.methods.prompting import ZERO_SHOT_TEMPLATE, PromptMethod, readable_class_name
 
 
@@ -11,6 +12,7 @@ class ZeroShot(PromptMethod):
     summary = "zero-shot: 'a photo of a {class}.'"
     trains = False
     uses_shots = False
+    Settings = NoSettings
 
     def make_prompts(self, setup):
         """One templated prompt per class."""
