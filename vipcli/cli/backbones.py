@@ -51,7 +51,13 @@ def check_command(
 
     target = resolve_device(device)
     started = time.perf_counter()
-    backbone = load_backbone(backbone_id, arch, pretrained, target, check=False)
+    try:
+        backbone = load_backbone(backbone_id, arch, pretrained, target, check=False)
+    except VipError:
+        from vipcli.registry import forget_contract_passes
+
+        forget_contract_passes(backbone_id)  # it does not even build: forget any earlier pass
+        raise
     loaded = time.perf_counter() - started
     checks = run_checks(backbone, images=2)
     checks.append(check_reload(backbone, lambda: load_backbone(backbone_id, arch, pretrained, target, check=False,
@@ -63,6 +69,9 @@ def check_command(
     else:
         _print_table(backbone_id, checks, loaded)
     if failed:
+        from vipcli.registry import forget_contract_passes
+
+        forget_contract_passes(backbone_id)  # no later load may trust an earlier pass of this backbone
         raise VipError(f"backbone '{backbone_id}' fails {len(failed)} of {len(checks)} contract checks "
                        f"(first: {failed[0].name}: {failed[0].detail})",
                        "see the table above; README 'Writing a backbone plugin' lists the contract")
