@@ -79,10 +79,12 @@ def load_backbone(backbone_id: str, arch: str | None = None, pretrained: str | N
     factory = backbone_class(backbone_id)
     distribution = BACKBONES.distribution(backbone_id)
     if warn_random and is_random(pretrained) and _main_process():
+        from rich.markup import escape
+
         from vipcli import console
 
-        console.warn(f"--pretrained none: backbone '{backbone_id}' has random weights; results mean nothing "
-                     "except as a timing or plumbing test")
+        console.warn(escape(f"--pretrained none: backbone '{backbone_id}' has random weights; results mean nothing "
+                            "except as a timing or plumbing test"))
     with collections_paused():
         backbone = _construct(factory, backbone_id, distribution, arch, pretrained, device or torch.device("cpu"))
     constructed = time.perf_counter()
@@ -223,7 +225,7 @@ def _enforce_contract(backbone, distribution: str) -> str:
         if marker is not None:
             try:
                 marker.parent.mkdir(parents=True, exist_ok=True)
-                marker.write_text("passed the load-time contract checks\n")
+                marker.write_text(_marker_text(backbone.id))
             except OSError:
                 pass  # an unwritable cache only means the checks run again next time
         return "ran"

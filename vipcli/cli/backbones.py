@@ -16,22 +16,40 @@ from vipcli.registry import list_backbones
 app = typer.Typer(help="Backbone plugins (entry-point group vip.backbones).", no_args_is_help=True)
 
 
+def _problem(info) -> str:
+    """Why the backbone `info` cannot be used ("" when it can): registered twice, or its entry point
+    does not resolve (a failed import, a missing class). Imports the plugin's module."""
+    from vipcli.registry import backbone_class
+
+    if info.conflict:
+        return f"{info.conflict}; '{info.id}' is disabled until one is uninstalled"
+    try:
+        backbone_class(info.id)
+    except VipError as error:
+        return f"{error.message}; '{info.id}' is unavailable"
+    return ""
+
+
 @app.command("list")
 def list_command(as_json: bool = typer.Option(False, "--json", help="Print one JSON document.")) -> None:
-    """List installed backbones: built-in and third-party plugins."""
+    """List installed backbones: built-in and third-party plugins (a plugin that cannot load is marked)."""
+    from rich.markup import escape
+
     infos = list_backbones()
-    for info in infos:
-        if info.conflict:
-            console.warn(f"{info.conflict}; '{info.id}' is disabled until one is uninstalled")
+    problems = [_problem(info) for info in infos]
+    for problem in problems:
+        if problem:
+            console.warn(escape(problem))
     if as_json:
-        print(json.dumps([asdict(info) for info in infos], indent=2))
+        print(json.dumps([{**asdict(info), "problem": problem} for info, problem in zip(infos, problems)], indent=2))
         return
     from rich.table import Table
 
     table = Table("id", "provided by", "loads")
-    for info in infos:
-        table.add_row(info.id + (" (disabled: registered twice)" if info.conflict else ""),
-                      f"{info.distribution} {info.version}".strip(), info.target)
+    for info, problem in zip(infos, problems):
+        mark = " (disabled: registered twice)" if info.conflict else " (unavailable)" if problem else ""
+        table.add_row(escape(info.id) + mark, escape(f"{info.distribution} {info.version}".strip()),
+                      escape(info.target))
     console.stdout().print(table)
 
 
@@ -78,10 +96,12 @@ def check_command(
 
 
 def _print_table(backbone_id: str, checks, loaded_s: float) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table("check", "result", "detail", title=f"backbone '{backbone_id}': loaded in {loaded_s:.1f} s")
+    title = escape(f"backbone '{backbone_id}': loaded in {loaded_s:.1f} s")
+    table = Table("check", "result", "detail", title=title)
     marks = {True: "[green]ok[/green]", False: "[red]FAIL[/red]", None: "[yellow]skipped[/yellow]"}
-    for check in checks:
-        table.add_row(check.name, marks[check.ok], check.detail)
+    for check in checks:  # the details quote the plugin's own text (exceptions, describe()): never markup
+        table.add_row(escape(check.name), marks[check.ok], escape(console.printable(check.detail)))
     console.stdout().print(table)
