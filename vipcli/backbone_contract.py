@@ -288,9 +288,9 @@ class _Probe:
                           "unchanged: build the tower's input from `embeds`, not from `ids`: the learned context "
                           "would be ignored")
         if torch.is_inference_mode_enabled():  # inference tensors: nothing can be differentiated
-            return f"token {position} changed: features change by at least {float(changed[worst]):.1e} (relative)"
+            return f"token {position} perturbed: features change by at least {float(changed[worst]):.1e} (relative)"
         self._gradient_reaches(embeds, position)
-        return (f"token {position} changed: features change by at least {float(changed[worst]):.1e} (relative); "
+        return (f"token {position} perturbed: features change by at least {float(changed[worst]):.1e} (relative); "
                 "the gradient reaches it")
 
     def _gradient_reaches(self, embeds: torch.Tensor, position: int) -> None:
@@ -449,7 +449,7 @@ class _Probe:
             raise _Failed(f"encode_text_embeds is not deterministic in eval: the same prompts give features "
                           f"{difference:.3g} apart (relative): remove randomness (F.dropout without training=False, "
                           "torch.rand*) from the forward")
-        return f"same prompts, same features (max relative difference {difference:.1e})"
+        return f"encoded twice: max relative difference {difference:.1e}"
 
     def image_repeats(self) -> str:
         b = self.backbone
@@ -460,7 +460,7 @@ class _Probe:
             raise _Failed(f"encode_image is not deterministic in eval: the same images give features "
                           f"{difference:.3g} apart (relative): remove randomness (F.dropout without training=False, "
                           "torch.rand*, random crops) from the forward")
-        return f"same images, same features (max relative difference {difference:.1e})"
+        return f"encoded twice: max relative difference {difference:.1e}"
 
     def describe(self) -> str:
         b = self.backbone
