@@ -16,13 +16,18 @@ from vipcli.registry import list_backbones
 app = typer.Typer(help="Backbone plugins (entry-point group vip.backbones).", no_args_is_help=True)
 
 
+OWN_DISTRIBUTION = "vipcli"  # vip's own backbones ship with it: listed without importing them (and torch)
+
+
 def _problem(info) -> str:
     """Why the backbone `info` cannot be used ("" when it can): registered twice, or its entry point
-    does not resolve (a failed import, a missing class). Imports the plugin's module."""
+    does not resolve (a failed import, a missing class). Imports a third-party plugin's module."""
     from vipcli.registry import backbone_class
 
     if info.conflict:
         return f"{info.conflict}; '{info.id}' is disabled until one is uninstalled"
+    if info.distribution == OWN_DISTRIBUTION:
+        return ""
     try:
         backbone_class(info.id)
     except VipError as error:
