@@ -178,6 +178,61 @@ class NoDeviceArgument(PadIsEndBackbone):
         super().__init__(arch, pretrained)
 
 
+class IgnoresEmbeds(PadIsEndBackbone):
+    """Flaw: rebuilds the tower's input from the ids, so learned context in `embeds` is ignored."""
+
+    def encode_text_embeds(self, embeds, ids):
+        return super().encode_text_embeds(self.embed_tokens(ids), ids)
+
+
+class DetachesEmbeds(PadIsEndBackbone):
+    """Flaw: detaches the embeddings it is given: right features, but learned context never trains."""
+
+    def encode_text_embeds(self, embeds, ids):
+        return super().encode_text_embeds(embeds.detach(), ids)
+
+
+class NoisyImages(PadIsEndBackbone):
+    """Flaw: functional dropout in encode_image (F.dropout defaults to training=True): random in eval."""
+
+    def encode_image(self, images):
+        return torch.nn.functional.dropout(super().encode_image(images), 0.2)
+
+
+class NoisyText(PadIsEndBackbone):
+    """Flaw: torch.rand in the text tower's forward."""
+
+    def encode_text_embeds(self, embeds, ids):
+        features = super().encode_text_embeds(embeds, ids)
+        return features + 0.01 * torch.rand_like(features)
+
+
+class LosesWords(PadIsEndBackbone):
+    """Flaw: its tokenizer maps every word to one unknown id (a vocabulary that failed to load)."""
+
+    def tokenize(self, texts):
+        ids = super().tokenize(texts)
+        return torch.where(ids > END, torch.full_like(ids, 3), ids)
+
+
+class ReadsLengthOnly(PadIsEndBackbone):
+    """Flaw: its text feature depends on the prompt's length and first token only, not on its words."""
+
+    def encode_text_embeds(self, embeds, ids):
+        ids = ids.to(self.device)
+        end = (ids == END).int().argmax(dim=1)  # [N]
+        return self.text_proj(embeds[:, 0] + self.positions.weight[end])  # [N, D]
+
+
+class BracketsInError(PadIsEndBackbone):
+    """Flaw: encode_image raises an error whose text holds square brackets (an install hint)."""
+
+    def encode_image(self, images):
+        if images.shape[0] > 1:
+            raise ImportError("encode_image needs onnxruntime: pip install 'sample-plugins[onnx]'")
+        return super().encode_image(images)
+
+
 ENTRY_POINTS = "\n".join([
     "pad-is-end = vip_sample_plugins:PadIsEndBackbone",
     "pad-is-end-undeclared = vip_sample_plugins:PadIsEndUndeclared",
@@ -193,4 +248,11 @@ ENTRY_POINTS = "\n".join([
     "same-images = vip_sample_plugins:SameImages",
     "no-modules = vip_sample_plugins:NoModules",
     "no-device-argument = vip_sample_plugins:NoDeviceArgument",
+    "ignores-embeds = vip_sample_plugins:IgnoresEmbeds",
+    "detaches-embeds = vip_sample_plugins:DetachesEmbeds",
+    "noisy-images = vip_sample_plugins:NoisyImages",
+    "noisy-text = vip_sample_plugins:NoisyText",
+    "loses-words = vip_sample_plugins:LosesWords",
+    "reads-length-only = vip_sample_plugins:ReadsLengthOnly",
+    "brackets-in-error = vip_sample_plugins:BracketsInError",
 ])

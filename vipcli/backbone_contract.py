@@ -1,11 +1,12 @@
 """The backbone contract, checked: what `vip backbones check` prints and `load_backbone` enforces.
 
 Each check calls a few members of a loaded backbone on small probes (three prompts of different
-lengths, one or two synthetic images) and records what came back. `load_backbone` runs them all
-(one image) before any image of the data set is encoded: the cost is one full-length and one trimmed
-text pass over three prompts, one image through the tower and, for a backbone that overrides
-`encode_text_parts`, two forward and backward passes over the three prompts, so a broken plugin
-fails in seconds.
+lengths, two prompts of equal length one word apart, one or two synthetic images) and records what
+came back. `load_backbone` runs them all (one image) before any image of the data set is encoded:
+the cost is five full-length text passes over three prompts (one with a backward pass to the
+embeddings), one over two, one trimmed pass, one image through the tower twice and, for a backbone
+that overrides `encode_text_parts`, two forward and backward passes over the three prompts, so a
+broken plugin fails in seconds.
 `vip backbones check` adds a second load to compare `describe()`.
 """
 
@@ -26,10 +27,16 @@ PROBE_TEXTS = [
     "The spot has blurry, or jagged edges.",
     "Small, dark areas within the spot, with several colors like brown, black, blue, red or white.",
 ]
-CONTRACT_VERSION = 4  # bump when a check is added or changed: backbones that passed are checked again
+WORD_PAIRS = (  # prompts of equal token length one word apart; the first pair the tokenizer gives equal lengths
+    ("a photo of a melanoma.", "a photo of a nevus."),
+    ("a photo of a red spot.", "a photo of a blue spot."),
+    ("a photo of a dark spot.", "a photo of a small spot."),
+)
+CONTRACT_VERSION = 5  # bump when a check is added or changed: backbones that passed are checked again
 TRIM_TOLERANCE = 1e-3  # max relative L2 difference between trimmed and full-length text features
 PLAIN_TOLERANCE = 1e-3  # max relative L2 difference between the plain text tower (--reference) and the usual path
 SAME_FEATURE = 1e-6  # two probes whose features differ by less than this (relative L2) got the same feature
+REPEAT_TOLERANCE = 1e-4  # max relative L2 difference between two encodings of the same input (eval mode)
 PARTS_CONTEXT = 2  # context vectors in the probe of an `encode_text_parts` override
 PARTS_GROUPS = (0, 1, 0)  # the probe prompts' groups: the first and last share their prefix
 JSON_TYPES = (str, int, float, bool, type(None))
@@ -46,7 +53,14 @@ class Check:
 
 
 class _Failed(Exception):
-    """A contract violation found by a check (its message is the row's detail)."""
+    """A contract violation found by a check (its message is the row's detail).
+
+    `member` names the member at fault when it is not the one the row exercises.
+    """
+
+    def __init__(self, message: str, member: str | None = None):
+        super().__init__(message)
+        self.member = member
 
 
 def _shape(tensor) -> str:
@@ -99,6 +113,11 @@ def _json_problem(value, path: str = "describe()") -> str | None:
     return f"{path} is a {type(value).__name__} (use str, int, float, bool, None, list or dict)"
 
 
+def _relative(got: torch.Tensor, expected: torch.Tensor) -> torch.Tensor:
+    """The relative L2 difference of each row of two feature tensors [N, D] -> [N]."""
+    return (got - expected).norm(dim=-1) / expected.norm(dim=-1).clamp_min(1e-12)
+
+
 def _same_rows(features: torch.Tensor) -> tuple[int, int] | None:
     """The first pair of rows of features [N, D] that are the same up to `SAME_FEATURE` (relative), else None."""
     scale = features.norm(dim=-1).max().clamp_min(1e-12)
@@ -117,7 +136,7 @@ class _Probe:
         self.backbone, self.images = backbone, images
         self.checks: list[Check] = []
         self.ids = self.full = self.image_features = None
-        self.image_size = None
+        self.image_size = self.probe_images = None
 
     def run(self, name: str, member: str, step: Callable[[], str], needs: tuple = ()) -> None:
         missing = [n for n in needs if getattr(self, n) is None]
@@ -127,7 +146,7 @@ class _Probe:
         try:
             self.checks.append(Check(name, member, True, step()))
         except _Failed as failure:
-            self.checks.append(Check(name, member, False, str(failure)))
+            self.checks.append(Check(name, failure.member or member, False, str(failure)))
         except PluginError as error:  # a guarded plugin member raised
             self.checks.append(Check(name, error.member, False, f"raised {error.reason}"))
         except VipError as error:  # the plugin reported a user-facing error
@@ -222,6 +241,73 @@ class _Probe:
                           "e.g. with self.pool_at_end(hidden, ids), or at its last real token)")
         self.full = full
         return f"{_dtype(full)} {_shape(full)}, finite, distinct"
+
+    def _text_features(self, embeds: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """encode_text_embeds(embeds, ids) under no_grad, as float32 on the CPU."""
+        b = self.backbone
+        with torch.no_grad():
+            return _tensor(b.encode_text_embeds(embeds, ids.to(b.device))).detach().float().cpu()
+
+    def _word_pair(self) -> tuple[tuple[str, str], torch.Tensor]:
+        """The first of `WORD_PAIRS` whose prompts get the same number of tokens, and its ids [2, L]."""
+        b = self.backbone
+        tokenized = []
+        for pair in WORD_PAIRS:
+            ids = _tensor(b.tokenize(list(pair)))
+            lengths = b.content_lengths(ids)
+            if int(lengths[0]) == int(lengths[1]):
+                return pair, ids
+            tokenized.append((pair, ids))
+        return tokenized[0]  # no pair of equal length: the first still must differ
+
+    def one_word(self) -> str:
+        pair, ids = self._word_pair()
+        if torch.equal(ids[0], ids[1]):
+            raise _Failed(f"{pair[0]!r} and {pair[1]!r} get the same token ids: the tokenizer loses words (maps them "
+                          "to its unknown token?), so every class would get the same prompt; fix the tokenizer's "
+                          "vocabulary", member="tokenize")
+        features = self._text_features(self.backbone.embed_tokens(ids), ids)
+        if _same_rows(features) is not None:
+            raise _Failed(f"{pair[0]!r} and {pair[1]!r} (one word apart) get the same feature: the text tower does not "
+                          "read every word of the prompt; build its input from every position of `embeds`")
+        return f"{pair[0]!r} / {pair[1]!r}: {int(self.backbone.content_lengths(ids).max())} tokens each, distinct"
+
+    def follows_embeddings(self) -> str:
+        b, ids = self.backbone, self.ids
+        position = b.num_prefix_tokens  # the first token after the start token: where learned context goes
+        with torch.no_grad():
+            embeds = b.embed_tokens(ids).float()  # [N, L, W]
+        noise = torch.randn(embeds.shape[0], embeds.shape[-1], generator=torch.Generator().manual_seed(1))  # [N, W]
+        scale = embeds[:, position].pow(2).mean().sqrt().clamp_min(1e-3)
+        perturbed = embeds.clone()
+        perturbed[:, position] += noise.to(embeds.device) * scale
+        changed = _relative(self._text_features(perturbed, ids), self.full)  # [N]
+        worst = int(changed.argmin())
+        if not float(changed[worst]) > SAME_FEATURE:
+            raise _Failed(f"changing the embedding at token {position} of {PROBE_TEXTS[worst]!r} leaves its feature "
+                          "unchanged: build the tower's input from `embeds`, not from `ids`: the learned context "
+                          "would be ignored")
+        if torch.is_inference_mode_enabled():  # inference tensors: nothing can be differentiated
+            return f"token {position} perturbed: features change by at least {float(changed[worst]):.1e} (relative)"
+        self._gradient_reaches(embeds, position)
+        return (f"token {position} perturbed: features change by at least {float(changed[worst]):.1e} (relative); "
+                "the gradient reaches it")
+
+    def _gradient_reaches(self, embeds: torch.Tensor, position: int) -> None:
+        """Fail unless a gradient flows from the text features back to `embeds` at `position` of every prompt."""
+        b, ids = self.backbone, self.ids
+        with torch.enable_grad():
+            leaf = embeds.detach().clone().requires_grad_(True)
+            features = _tensor(b.encode_text_embeds(leaf, ids.to(b.device)))
+            if not features.requires_grad:
+                raise _Failed("no gradient reaches the embeddings it is given: build the tower's input from `embeds`, "
+                              "not from `ids` (and do not detach them): the learned context would never train")
+            weights = torch.linspace(-1, 1, features.numel(), device=features.device).reshape(features.shape)
+            (grad,) = torch.autograd.grad((features.float() * weights).sum(), leaf, allow_unused=True)
+        reached = grad is not None and bool((grad[:, position].abs().sum(dim=-1) > 0).all())
+        if not reached:
+            raise _Failed(f"no gradient reaches the embedding at token {position}: build the tower's input from "
+                          "`embeds`, not from `ids`: the learned context would never train")
 
     def trimming(self) -> str:
         b, ids = self.backbone, self.ids
@@ -343,6 +429,7 @@ class _Probe:
     def encode_image(self) -> str:
         b = self.backbone
         images = torch.rand(self.images, *self.image_size, generator=torch.Generator().manual_seed(0))
+        self.probe_images = images
         with torch.no_grad():
             features = _tensor(b.encode_image(images.to(b.device)))
         if tuple(features.shape) != (self.images, b.embed_dim):
@@ -352,7 +439,28 @@ class _Probe:
         if self.images > 1 and _same_rows(features.detach().float().cpu()) is not None:
             raise _Failed(f"{self.images} different images get the same feature: encode_image must encode the "
                           "images it is given")
+        self.image_features = features.detach().float().cpu()
         return f"{_dtype(features)} {_shape(features)}, finite{', distinct' if self.images > 1 else ''}"
+
+    def text_repeats(self) -> str:
+        b, ids = self.backbone, self.ids
+        difference = float(_relative(self._text_features(b.embed_tokens(ids), ids), self.full).max())
+        if not difference <= REPEAT_TOLERANCE:
+            raise _Failed(f"encode_text_embeds is not deterministic in eval: the same prompts give features "
+                          f"{difference:.3g} apart (relative): remove randomness (F.dropout without training=False, "
+                          "torch.rand*) from the forward")
+        return f"encoded twice: max relative difference {difference:.1e}"
+
+    def image_repeats(self) -> str:
+        b = self.backbone
+        with torch.no_grad():
+            again = _tensor(b.encode_image(self.probe_images.to(b.device))).detach().float().cpu()
+        difference = float(_relative(again, self.image_features).max())
+        if not difference <= REPEAT_TOLERANCE:
+            raise _Failed(f"encode_image is not deterministic in eval: the same images give features "
+                          f"{difference:.3g} apart (relative): remove randomness (F.dropout without training=False, "
+                          "torch.rand*, random crops) from the forward")
+        return f"encoded twice: max relative difference {difference:.1e}"
 
     def describe(self) -> str:
         b = self.backbone
@@ -396,12 +504,16 @@ def run_checks(backbone, images: int = 1) -> list[Check]:
     probe.run("sequence_lengths", "sequence_lengths", probe.lengths, needs=("ids",))
     probe.run("embed_tokens", "embed_tokens", probe.embed_tokens, needs=("ids",))
     probe.run("encode_text_embeds", "encode_text_embeds", probe.encode_text, needs=("ids",))
+    probe.run("same prompts, same features", "encode_text_embeds", probe.text_repeats, needs=("ids", "full"))
+    probe.run("one word apart", "encode_text_embeds", probe.one_word, needs=("ids", "full"))
+    probe.run("features follow embeds", "encode_text_embeds", probe.follows_embeddings, needs=("ids", "full"))
     probe.run("trimmed = full length", "sequence_lengths", probe.trimming, needs=("ids", "full"))
     probe.run("plain text tower = usual", "encode_text_embeds", probe.plain_text_tower, needs=("ids", "full"))
     probe.run("encode_text_parts", "encode_text_parts", probe.prompt_parts, needs=("ids", "full"))
     if images:
         probe.run("image_transform", "image_transform", probe.image_transform)
         probe.run("encode_image", "encode_image", probe.encode_image, needs=("image_size",))
+        probe.run("same images, same features", "encode_image", probe.image_repeats, needs=("image_features",))
     probe.run("describe / fingerprint", "describe", probe.describe)
     probe.run("frozen", "modules", probe.frozen)
     return probe.checks

@@ -47,7 +47,11 @@ def plural(count: int, noun: str, many: str | None = None) -> str:
 
 
 def warn(message: str) -> None:
-    """Print one warning line on stderr (rich markup allowed; control characters are escaped)."""
+    """Print one warning line on stderr (rich markup allowed; control characters are escaped).
+
+    Text vip does not write itself (a plugin's messages and exceptions, file names) must be passed
+    through `rich.markup.escape` first, or `pip install 'pkg[extra]'` loses its `[extra]`.
+    """
     stderr().print(f"[yellow]warning:[/yellow] {printable(message)}", markup=True)
 
 

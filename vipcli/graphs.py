@@ -195,13 +195,15 @@ class GraphedTextTower:
         return None
 
     def _turn_off(self, reason: str) -> None:
+        from rich.markup import escape
+
         from vipcli import console
 
         self.failed = reason
         self.graphs.clear()
         if not self.quiet:
-            console.warn(f"CUDA graphs are off for backbone '{self.name}': {reason}; training goes on without them "
-                         "(VIP_CUDA_GRAPHS=0 skips trying)")
+            console.warn(escape(f"CUDA graphs are off for backbone '{self.name}': {reason}; training goes on without "
+                                "them (VIP_CUDA_GRAPHS=0 skips trying)"))  # the reason quotes the plugin's errors
         return None
 
 

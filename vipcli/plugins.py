@@ -205,3 +205,56 @@ def _missing_attribute(entry_point: EntryPoint, error: Exception) -> str | None:
             return entry_point.attr
         target = getattr(target, part)
     return None
+
+
+SOURCE_DIGEST_SKIPPED = ("builtins", "torch")  # besides the standard library: never a plugin's own code
+SOURCE_DIGEST_MAX_SIBLINGS = 64  # .py files read from the package folder of a plugin's class
+
+
+def _is_library_module(module_name: str) -> bool:
+    """Whether `module_name` belongs to the standard library or torch (not a plugin's code)."""
+    import sys
+
+    top = module_name.split(".")[0]
+    return top in SOURCE_DIGEST_SKIPPED or top in sys.stdlib_module_names
+
+
+def plugin_source_files(cls: type) -> list:
+    """The source files that define a plugin class: its module, its base classes' modules (outside
+    torch and the standard library) and the other modules of its own package folder, sorted.
+
+    A file that cannot be located (a built-in or frozen module) is left out.
+    """
+    import sys
+    from pathlib import Path
+
+    files: set[Path] = set()
+    for klass in cls.__mro__:
+        if _is_library_module(klass.__module__):
+            continue
+        path = getattr(sys.modules.get(klass.__module__), "__file__", None)
+        if path:
+            files.add(Path(path))
+    own = getattr(sys.modules.get(cls.__module__), "__file__", None)
+    if own and (Path(own).parent / "__init__.py").is_file():  # a package: its sibling modules are the plugin too
+        files.update(sorted(Path(own).parent.glob("*.py"))[:SOURCE_DIGEST_MAX_SIBLINGS])
+    return sorted(files)
+
+
+def plugin_source_digest(cls: type) -> str:
+    """A sha256 (hex, 16 digits) of `plugin_source_files(cls)`: names and contents.
+
+    It changes when the plugin's code is edited, also in an editable install whose version stays
+    the same. Reading a few source files takes milliseconds.
+    """
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in plugin_source_files(cls):
+        digest.update(path.name.encode() + b"\0")
+        try:
+            digest.update(path.read_bytes())
+        except OSError:
+            digest.update(b"<unreadable>")
+        digest.update(b"\0")
+    return digest.hexdigest()[:16]

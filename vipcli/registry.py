@@ -79,10 +79,12 @@ def load_backbone(backbone_id: str, arch: str | None = None, pretrained: str | N
     factory = backbone_class(backbone_id)
     distribution = BACKBONES.distribution(backbone_id)
     if warn_random and is_random(pretrained) and _main_process():
+        from rich.markup import escape
+
         from vipcli import console
 
-        console.warn(f"--pretrained none: backbone '{backbone_id}' has random weights; results mean nothing "
-                     "except as a timing or plumbing test")
+        console.warn(escape(f"--pretrained none: backbone '{backbone_id}' has random weights; results mean nothing "
+                            "except as a timing or plumbing test"))
     with collections_paused():
         backbone = _construct(factory, backbone_id, distribution, arch, pretrained, device or torch.device("cpu"))
     constructed = time.perf_counter()
@@ -157,20 +159,51 @@ def _check_signature(factory, backbone_id: str, distribution: str, name: str) ->
         ) from None
 
 
+CHECKS_FOLDER = "checks"  # under the cache root: one small file per backbone that passed the load-time checks
+CHECKS_PASSED_TEXT = "passed the load-time contract checks\n"
+
+
 def _checks_passed_marker(backbone, distribution: str):
-    """The file that records that this exact backbone (plugin, class, weights, device type) passed."""
+    """The file that records that this exact backbone (plugin, its version and code, class, weights,
+    device type) passed the load-time checks."""
     import hashlib
 
     from vipcli.features import default_cache_dir
 
     from vipcli import __version__
     from vipcli.backbone_contract import CONTRACT_VERSION
+    from vipcli.plugins import plugin_source_digest
 
     cls = type(backbone)
-    identity = "|".join([backbone.id, f"{cls.__module__}.{cls.__qualname__}", distribution, backbone.fingerprint(),
+    identity = "|".join([backbone.id, f"{cls.__module__}.{cls.__qualname__}", distribution,
+                         f"code-{plugin_source_digest(cls)}", backbone.fingerprint(),
                          str(getattr(backbone, "device", "cpu")).split(":")[0], f"contract-{CONTRACT_VERSION}",
-                         f"vip-{__version__}"])  # a new check, or a new vip, runs them again
-    return default_cache_dir() / "checks" / hashlib.sha256(identity.encode()).hexdigest()[:32]
+                         f"vip-{__version__}"])  # an edited plugin, a new check, or a new vip runs them again
+    return default_cache_dir() / CHECKS_FOLDER / hashlib.sha256(identity.encode()).hexdigest()[:32]
+
+
+def _marker_text(backbone_id: str) -> str:
+    return f"{CHECKS_PASSED_TEXT}backbone: {backbone_id}\n"
+
+
+def forget_contract_passes(backbone_id: str) -> int:
+    """Remove every remembered pass of the load-time checks for `backbone_id` (any weights, device
+    or plugin version); the next load runs them again. Returns how many were removed.
+
+    Called when `vip backbones check` finds a fault: no later load may trust an earlier pass.
+    """
+    from vipcli.features import default_cache_dir
+
+    folder = default_cache_dir() / CHECKS_FOLDER
+    removed = 0
+    for marker in folder.glob("*") if folder.is_dir() else ():
+        try:
+            if marker.is_file() and marker.stat().st_size < 4096 and marker.read_text() == _marker_text(backbone_id):
+                marker.unlink()
+                removed += 1
+        except (OSError, UnicodeDecodeError):
+            pass  # a marker that cannot be read or removed: an unwritable cache keeps it
+    return removed
 
 
 def _enforce_contract(backbone, distribution: str) -> str:
@@ -192,7 +225,7 @@ def _enforce_contract(backbone, distribution: str) -> str:
         if marker is not None:
             try:
                 marker.parent.mkdir(parents=True, exist_ok=True)
-                marker.write_text("passed the load-time contract checks\n")
+                marker.write_text(_marker_text(backbone.id))
             except OSError:
                 pass  # an unwritable cache only means the checks run again next time
         return "ran"

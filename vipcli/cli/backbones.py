@@ -16,22 +16,45 @@ from vipcli.registry import list_backbones
 app = typer.Typer(help="Backbone plugins (entry-point group vip.backbones).", no_args_is_help=True)
 
 
+OWN_DISTRIBUTION = "vipcli"  # vip's own backbones ship with it: listed without importing them (and torch)
+
+
+def _problem(info) -> str:
+    """Why the backbone `info` cannot be used ("" when it can): registered twice, or its entry point
+    does not resolve (a failed import, a missing class). Imports a third-party plugin's module."""
+    from vipcli.registry import backbone_class
+
+    if info.conflict:
+        return f"{info.conflict}; '{info.id}' is disabled until one is uninstalled"
+    if info.distribution == OWN_DISTRIBUTION:
+        return ""
+    try:
+        backbone_class(info.id)
+    except VipError as error:
+        return f"{error.message}; '{info.id}' is unavailable"
+    return ""
+
+
 @app.command("list")
 def list_command(as_json: bool = typer.Option(False, "--json", help="Print one JSON document.")) -> None:
-    """List installed backbones: built-in and third-party plugins."""
+    """List installed backbones: built-in and third-party plugins (a plugin that cannot load is marked)."""
+    from rich.markup import escape
+
     infos = list_backbones()
-    for info in infos:
-        if info.conflict:
-            console.warn(f"{info.conflict}; '{info.id}' is disabled until one is uninstalled")
+    problems = [_problem(info) for info in infos]
+    for problem in problems:
+        if problem:
+            console.warn(escape(problem))
     if as_json:
-        print(json.dumps([asdict(info) for info in infos], indent=2))
+        print(json.dumps([{**asdict(info), "problem": problem} for info, problem in zip(infos, problems)], indent=2))
         return
     from rich.table import Table
 
     table = Table("id", "provided by", "loads")
-    for info in infos:
-        table.add_row(info.id + (" (disabled: registered twice)" if info.conflict else ""),
-                      f"{info.distribution} {info.version}".strip(), info.target)
+    for info, problem in zip(infos, problems):
+        mark = " (disabled: registered twice)" if info.conflict else " (unavailable)" if problem else ""
+        table.add_row(escape(info.id) + mark, escape(f"{info.distribution} {info.version}".strip()),
+                      escape(info.target))
     console.stdout().print(table)
 
 
@@ -51,7 +74,13 @@ def check_command(
 
     target = resolve_device(device)
     started = time.perf_counter()
-    backbone = load_backbone(backbone_id, arch, pretrained, target, check=False)
+    try:
+        backbone = load_backbone(backbone_id, arch, pretrained, target, check=False)
+    except VipError:
+        from vipcli.registry import forget_contract_passes
+
+        forget_contract_passes(backbone_id)  # it does not even build: forget any earlier pass
+        raise
     loaded = time.perf_counter() - started
     checks = run_checks(backbone, images=2)
     checks.append(check_reload(backbone, lambda: load_backbone(backbone_id, arch, pretrained, target, check=False,
@@ -63,16 +92,21 @@ def check_command(
     else:
         _print_table(backbone_id, checks, loaded)
     if failed:
+        from vipcli.registry import forget_contract_passes
+
+        forget_contract_passes(backbone_id)  # no later load may trust an earlier pass of this backbone
         raise VipError(f"backbone '{backbone_id}' fails {len(failed)} of {len(checks)} contract checks "
                        f"(first: {failed[0].name}: {failed[0].detail})",
                        "see the table above; README 'Writing a backbone plugin' lists the contract")
 
 
 def _print_table(backbone_id: str, checks, loaded_s: float) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table("check", "result", "detail", title=f"backbone '{backbone_id}': loaded in {loaded_s:.1f} s")
+    title = escape(f"backbone '{backbone_id}': loaded in {loaded_s:.1f} s")
+    table = Table("check", "result", "detail", title=title)
     marks = {True: "[green]ok[/green]", False: "[red]FAIL[/red]", None: "[yellow]skipped[/yellow]"}
-    for check in checks:
-        table.add_row(check.name, marks[check.ok], check.detail)
+    for check in checks:  # the details quote the plugin's own text (exceptions, describe()): never markup
+        table.add_row(escape(check.name), marks[check.ok], escape(console.printable(check.detail)))
     console.stdout().print(table)

@@ -19,12 +19,14 @@ def _yes_no(value) -> str:
 @app.command("list")
 def list_command(as_json: bool = typer.Option(False, "--json", help="Print one JSON document.")) -> None:
     """List installed methods: what each needs, and its settings (for --method-option KEY=VALUE)."""
+    from rich.markup import escape
+
     from vipcli.methods import list_methods
 
     infos = list_methods()
     for info in infos:
         if info.problem:
-            console.warn(f"{info.problem}; '{info.id}' is unavailable")
+            console.warn(escape(f"{info.problem}; '{info.id}' is unavailable"))  # plugin text, never markup
     if as_json:
         print(json.dumps([asdict(info) for info in infos], indent=2))
         return
@@ -32,9 +34,9 @@ def list_command(as_json: bool = typer.Option(False, "--json", help="Print one J
 
     table = Table("id", "trains", "shots", "symptoms", "provided by", title="methods (settings: vip methods show ID)")
     for info in infos:
-        name = info.id if not info.problem else f"{info.id} (unavailable)"
+        name = escape(info.id) + (" (unavailable)" if info.problem else "")
         table.add_row(name, _yes_no(info.trains), _yes_no(info.uses_shots),
-                      "needed" if info.needs_symptoms else "-", f"{info.distribution} {info.version}".strip())
+                      "needed" if info.needs_symptoms else "-", escape(f"{info.distribution} {info.version}".strip()))
     console.stdout().print(table)
 
 

@@ -1,0 +1,178 @@
+"""The contract against plugin mistakes found in review: learned context ignored, randomness in eval,
+a tokenizer that loses words, a remembered pass that outlives an edit, broken entry points in the
+list, and plugin text read as Rich markup."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import error_lines
+from plugin_helpers import install_distribution, install_sample_plugins, site  # noqa: F401 - site is a fixture
+from vipcli.errors import VipError
+from vipcli.registry import load_backbone
+
+NEW_ROWS = ("same prompts, same features", "one word apart", "features follow embeds", "same images, same features")
+
+
+@pytest.fixture
+def samples(site):
+    install_sample_plugins(site)
+    return site
+
+
+@pytest.mark.parametrize("plugin, member, reason", [
+    ("ignores-embeds", "encode_text_embeds", "leaves its feature unchanged: build the tower's input from `embeds`, "
+                                             "not from `ids`: the learned context would be ignored"),
+    ("detaches-embeds", "encode_text_embeds", "no gradient reaches the embeddings it is given"),
+    ("noisy-images", "encode_image", "encode_image is not deterministic in eval: the same images give features"),
+    ("noisy-text", "encode_text_embeds", "encode_text_embeds is not deterministic in eval: the same prompts give"),
+    ("loses-words", "tokenize", "'a photo of a melanoma.' and 'a photo of a nevus.' get the same token ids: the "
+                                "tokenizer loses words"),
+    ("reads-length-only", "encode_text_embeds", "(one word apart) get the same feature: the text tower does not read "
+                                                "every word"),
+])
+def test_new_flaws_fail_at_load_naming_the_member_and_the_fix(samples, plugin, member, reason):
+    with pytest.raises(VipError) as error:
+        load_backbone(plugin)
+    message = str(error.value)
+    assert message.startswith(f"backbone '{plugin}' (from sample-plugins 0.1.0) failed in {member}: "), message
+    assert reason in message and "bug in vip" not in message and "\n" not in message
+
+
+def test_backbones_check_fails_a_tower_that_ignores_its_embeddings_in_one_line(cli, samples):
+    code, out, err = cli("backbones", "check", "ignores-embeds")
+    assert code == 1 and len(error_lines(err)) == 1 and "Traceback" not in err
+    assert "fails 1 of" in err and "first: features follow embeds" in err
+    assert "build the tower's input from `embeds`, not from `ids`" in err
+
+
+def test_backbones_check_fails_functional_dropout_in_encode_image(cli, samples):
+    code, out, err = cli("backbones", "check", "noisy-images", "--json")
+    rows = {row["check"]: row for row in json.loads(out)["checks"]}
+    row = rows["same images, same features"]
+    assert code == 1 and row["ok"] is False and row["member"] == "encode_image" and "remove randomness" in row["detail"]
+    assert rows["encode_image"]["ok"] is True  # shapes and dtype are right: only the repeat tells
+
+
+def test_a_sound_plugin_passes_the_new_rows(cli, samples):
+    code, out, err = cli("backbones", "check", "pad-is-end", "--json")
+    rows = {row["check"]: row for row in json.loads(out)["checks"]}
+    assert code == 0, err
+    for name in NEW_ROWS:
+        assert rows[name]["ok"] is True, rows[name]
+    assert rows["one word apart"]["detail"].startswith("'a photo of a melanoma.' / 'a photo of a nevus.'")
+    assert rows["features follow embeds"]["detail"].endswith("the gradient reaches it")
+
+
+@pytest.fixture(scope="module")
+def builtin_models(tmp_path_factory):
+    """(id, arch, pretrained) of every built-in backbone, with tiny random models (nothing downloaded)."""
+    from tiny_models import (write_tiny_biomedclip_config, write_tiny_clip_config, write_tiny_hf_clip,
+                             write_tiny_siglip)
+
+    folder = tmp_path_factory.mktemp("builtins")
+    for name in ("clip", "biomedclip", "hf-clip", "siglip"):
+        (folder / name).mkdir()
+    return [("clip", str(write_tiny_clip_config(folder / "clip")), "none"),
+            ("biomedclip", str(write_tiny_biomedclip_config(folder / "biomedclip")), "none"),
+            ("hf-clip", None, str(write_tiny_hf_clip(folder / "hf-clip" / "model"))),
+            ("siglip", None, str(write_tiny_siglip(folder / "siglip" / "model"))),
+            ("toy", None, None)]
+
+
+def test_every_built_in_backbone_passes_the_new_checks(builtin_models):
+    from vipcli.backbone_contract import run_checks
+
+    for backbone_id, arch, pretrained in builtin_models:
+        backbone = load_backbone(backbone_id, arch, pretrained, check=False, warn_random=False)
+        rows = {check.name: check for check in run_checks(backbone, images=2)}
+        failed = {name: row.detail for name, row in rows.items() if row.ok is not True}
+        assert not failed, (backbone_id, failed)
+        assert set(NEW_ROWS) <= set(rows)
+
+
+def test_an_edited_plugin_is_checked_again_at_its_next_load(samples):
+    assert load_backbone("pad-is-end").load_phases["checks"] == "ran"
+    assert load_backbone("pad-is-end").load_phases["checks"] == "remembered"
+    module = samples / "vip_sample_plugins.py"
+    module.write_text(module.read_text() + "\n# edited: the plugin's code changed, its version did not\n")
+    assert load_backbone("pad-is-end").load_phases["checks"] == "ran"
+    assert load_backbone("pad-is-end").load_phases["checks"] == "remembered"
+
+
+def test_a_new_plugin_version_is_checked_again(samples):
+    assert load_backbone("pad-is-end").load_phases["checks"] == "ran"
+    metadata = next(samples.glob("sample_plugins-*.dist-info")) / "METADATA"
+    metadata.write_text(metadata.read_text().replace("Version: 0.1.0", "Version: 0.2.0"))
+    assert load_backbone("pad-is-end").load_phases["checks"] == "ran"
+
+
+def test_a_failed_backbones_check_forgets_the_remembered_pass(cli, samples):
+    # same-images passes the load-time checks (one image) but not the full table (two images)
+    assert load_backbone("same-images").load_phases["checks"] == "ran"
+    assert load_backbone("same-images").load_phases["checks"] == "remembered"
+    assert load_backbone("pad-is-end").load_phases["checks"] == "ran"
+    code, _, err = cli("backbones", "check", "same-images")
+    assert code == 1 and "2 different images get the same feature" in err
+    assert load_backbone("same-images").load_phases["checks"] == "ran"
+    assert load_backbone("pad-is-end").load_phases["checks"] == "remembered"  # other backbones keep theirs
+
+
+ONNX_HINT = "pip install 'optdep-plugin[onnx]'"
+
+
+@pytest.fixture
+def broken_modules():
+    """Forget the modules of `_install_broken_plugins` after the test."""
+    import sys
+
+    yield
+    for name in ("optdep_plugin", "missing_class_plugin"):
+        sys.modules.pop(name, None)
+
+
+def _install_broken_plugins(site, tmp_path, group: str) -> None:
+    """A plugin module that needs a missing extra (its ImportError quotes `ONNX_HINT`) and an entry point
+    naming a class its module lacks."""
+    module = tmp_path / "optdep_plugin.py"
+    module.write_text(f"raise ImportError(\"onnx needs onnxruntime: {ONNX_HINT}\")\n")
+    missing = tmp_path / "missing_class_plugin.py"
+    missing.write_text("VALUE = 1\n")
+    install_distribution(site, "optdep-plugin", "onnx-thing = optdep_plugin:Thing", module, group=group)
+    install_distribution(site, "missing-class-plugin", "missing-thing = missing_class_plugin:DoesNotExist", missing,
+                         group=group)
+
+
+def test_backbones_list_marks_a_backbone_that_cannot_load(cli, site, tmp_path, broken_modules, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # table rows on one line each
+    _install_broken_plugins(site, tmp_path, "vip.backbones")
+    code, out, err = cli("backbones", "list")
+    assert code == 0 and "Traceback" not in err
+    assert "onnx-thing (unavailable)" in out and "missing-thing (unavailable)" in out
+    assert "│ clip  " in out and "│ toy  " in out  # the built-ins load: not marked
+    warnings = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert not [line for line in warnings if "'clip'" in line or "'toy'" in line], warnings
+    assert [line for line in warnings if "onnx-thing" in line] == [
+        "warning: backbone 'onnx-thing' from distribution optdep-plugin failed to import: ImportError: onnx needs "
+        f"onnxruntime: {ONNX_HINT}; 'onnx-thing' is unavailable"]
+    assert any("names DoesNotExist" in line and "'missing-thing' is unavailable" in line for line in warnings)
+    code, out, _ = cli("backbones", "list", "--json")
+    listed = {entry["id"]: entry for entry in json.loads(out)}
+    assert ONNX_HINT in listed["onnx-thing"]["problem"] and listed["clip"]["problem"] == ""
+
+
+def test_methods_list_keeps_square_brackets_of_a_plugin_message(cli, site, tmp_path, broken_modules, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    _install_broken_plugins(site, tmp_path, "vip.methods")
+    code, out, err = cli("methods", "list")
+    assert code == 0 and ONNX_HINT in err and "onnx-thing (unavailable)" in out
+
+
+def test_backbones_check_keeps_square_brackets_of_a_plugin_error(cli, samples, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "300")
+    code, out, err = cli("backbones", "check", "brackets-in-error")
+    assert code == 1 and len(error_lines(err)) == 1
+    assert "pip install 'sample-plugins[onnx]'" in out  # the table row
+    assert "pip install 'sample-plugins[onnx]'" in err  # the error line
