@@ -169,6 +169,29 @@ def test_features_encoded_in_bf16_on_cuda_are_kept_apart_from_float32_ones(backb
     assert FeatureCache(None, backbone).key == cpu_key  # float32 there too: same entries
 
 
+def test_an_edited_plugin_does_not_read_the_features_its_old_code_cached(backbone, tmp_path, monkeypatch):
+    """A plugin author edits an editable install (same version, same describe()): the features the old
+    code encoded must not be served to the new code."""
+    import importlib
+    import sys
+
+    from vipcli.features import FeatureCache
+
+    module = tmp_path / "edited_backbone_plugin.py"
+    module.write_text("from vip_backbones.clip import ClipBackbone\n\nclass Edited(ClipBackbone):\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    keys = []
+    for edit in ("", "\n# the image tower changed here\n"):
+        module.write_text(module.read_text() + edit)
+        sys.modules.pop("edited_backbone_plugin", None)
+        cls = importlib.import_module("edited_backbone_plugin").Edited
+        twin = cls.__new__(cls)
+        twin.__dict__.update(backbone.__dict__)
+        keys.append(FeatureCache(None, twin).key)
+    assert keys[0] != keys[1]
+    sys.modules.pop("edited_backbone_plugin", None)
+
+
 def test_an_upgrade_of_torch_or_pillow_keeps_its_features_apart(backbone, monkeypatch):
     """Decoding, resizing and encoding run in Pillow and torch: after an upgrade a warm cache must not
     serve what the old versions computed while a fresh one computes something else."""

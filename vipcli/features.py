@@ -62,12 +62,14 @@ def backbone_identity(backbone) -> dict:
     import torchvision
 
     from vipcli.devices import autocast_dtype
+    from vipcli.plugins import plugin_source_digest
 
     kind = type(backbone)
     identity = {
         "format": f"{FEATURE_FORMAT} {FEATURE_FORMAT_VERSION}",
         "id": str(getattr(backbone, "id", "") or ""),
         "class": f"{kind.__module__}.{kind.__qualname__}",
+        "code": plugin_source_digest(kind),  # an edited plugin (an editable install too) encodes afresh
         "fingerprint": backbone.fingerprint(),
         "eval_transform": _stable_repr(backbone.image_transform(False)),
         "train_transform": _stable_repr(backbone.image_transform(True)),
