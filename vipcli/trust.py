@@ -97,7 +97,8 @@ def _warnings(val_logits: np.ndarray, val_labels: np.ndarray, temperature: float
     """Say when the held-out images cannot tell how often the model is wrong."""
     n = len(val_labels)
     if n and (val_logits.argmax(axis=1) == val_labels).all():
-        return [f"all {n} validation images are classified correctly, so temperature scaling (T={temperature:.3g}) "
+        every = f"all {n} validation images are" if n > 1 else "the one validation image is"
+        return [f"{every} classified correctly, so temperature scaling (T={temperature:.3g}) "
                 f"makes probabilities close to 0 or 1; calibration needs held-out images the model gets wrong "
                 f"(add validation images)"]
     if temperature >= 0.99 * T_BOUNDS[1]:
