@@ -246,6 +246,9 @@ class TransformersBackbone(Backbone):
         source = _local(self.source)  # a folder, or a config.json inside one: named by the folder
         label = self.source if source is None else (source.parent.name if source.is_file() else source.name)
         arch = f"{label}#{config_digest}"
-        return {"arch": arch, "pretrained": self.pretrained or "none", "weights": weights,
+        pretrained = self.pretrained or "none"
+        if _local(pretrained) is not None:  # a local folder or file: its name, not where it lies
+            pretrained = _local(pretrained).resolve().name
+        return {"arch": arch, "pretrained": pretrained, "weights": weights,
                 "model_class": self.model_class, "transformers": transformers.__version__}
 

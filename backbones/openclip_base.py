@@ -371,7 +371,9 @@ class OpenClipBackbone(Backbone):
         import open_clip
 
         weights = self.pretrained or "none"
-        identity = weights_file_identity(Path(weights)) if Path(weights).is_file() else weights
+        identity = weights
+        if Path(weights).is_file():  # named by its file name and content: where it lies is not the weights
+            identity, weights = weights_file_identity(Path(weights)), Path(weights).name
         if self.pretrained is None and not getattr(self, "random_weights", True):
             # an hf-hub:/local-dir: model's own weights: the checkpoint files open_clip loaded
             weights = self.model_name

@@ -306,9 +306,10 @@ def test_local_weights_file_is_loaded(tmp_path, tiny_clip, clip_backbone):
     assert loaded.fingerprint() != clip_backbone.fingerprint()
 
 
-def test_a_weights_file_is_identified_by_its_content_not_its_path_or_dates(tmp_path, tiny_clip, clip_backbone):
+def test_a_weights_file_is_identified_by_its_content_not_its_path_or_dates(tmp_path, tiny_clip, clip_backbone,
+                                                                           monkeypatch):
     """Other weights with the same size and mtime (`cp -p`, `rsync -t`, `tar`) are other weights; a
-    touched file is the same weights."""
+    touched file, a copy elsewhere and a relative path to it are the same weights."""
     import os
     import shutil
 
@@ -329,6 +330,12 @@ def test_a_weights_file_is_identified_by_its_content_not_its_path_or_dates(tmp_p
     assert after != before
     os.utime(weights)  # touched: same bytes, same weights
     assert load_backbone("clip", str(tiny_clip), str(weights)).fingerprint() == after
+    moved = tmp_path / "elsewhere"
+    moved.mkdir()
+    shutil.copy(weights, moved / weights.name)  # a copy elsewhere (new mtime): the same weights
+    assert load_backbone("clip", str(tiny_clip), str(moved / weights.name)).fingerprint() == after
+    monkeypatch.chdir(moved)  # given as a relative path (vip train) or an absolute one (vip predict)
+    assert load_backbone("clip", str(tiny_clip), weights.name).fingerprint() == after
 
 
 def test_a_weights_digest_is_read_once_per_version_of_the_file(tmp_path, monkeypatch):
@@ -369,8 +376,8 @@ def test_runs_and_benchmarks_of_earlier_versions_match_the_same_weights_file(tmp
     save_file({k: v + 0.01 for k, v in clip_backbone.model.state_dict().items() if v.is_floating_point()}, weights)
     backbone = load_backbone("clip", str(tiny_clip), str(weights))
     stat = weights.stat()
-    legacy = dict(backbone.describe(), weights={"path": str(weights.resolve()), "size": stat.st_size,
-                                                "mtime_ns": stat.st_mtime_ns})
+    legacy = dict(backbone.describe(), pretrained=str(weights), weights={
+        "path": str(weights.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns})
     assert same_backbone("0123456789abcdef", legacy, backbone.fingerprint(), backbone.describe())
     assert not same_backbone("0123456789abcdef", dict(legacy, arch="other"), backbone.fingerprint(),
                              backbone.describe())
@@ -378,6 +385,8 @@ def test_runs_and_benchmarks_of_earlier_versions_match_the_same_weights_file(tmp
                                                                           stat.st_mtime_ns]]})
     current = dict(backbone.describe(), weights={"files": [backbone.describe()["weights"]]})
     assert same_backbone("0123456789abcdef", folder_form, "fedcba9876543210", current)
+    relative = dict(legacy, pretrained="w.safetensors")  # an earlier run given the file as a relative path
+    assert same_backbone("0123456789abcdef", relative, backbone.fingerprint(), backbone.describe())
     os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
     assert not same_backbone("0123456789abcdef", legacy, backbone.fingerprint(), backbone.describe())
 

@@ -30,20 +30,26 @@ def weights_file_identity(path: str | Path) -> dict:
     return {"file": path.name, "size": path.stat().st_size, "sha256": remembered_digest(path)}
 
 
+LOCATION_KEYS = ("weights", "pretrained")  # where the weights lay (an earlier record's path), checked by content
+
+
 def same_backbone(recorded_fingerprint, recorded_describe, fingerprint: str, describe: dict) -> bool:
     """Whether a backbone (its `fingerprint()` and `describe()`) is the one a run or benchmark recorded.
 
     True when the fingerprints are equal, or when the record was written by an earlier vip that named
-    local weights files by path, size and modification time, everything else in `describe()` is
-    equal, and those files still have that size and time and hold the weights loaded now.
+    local weights files by their path (as typed in `pretrained`; by path, size and modification time
+    in `weights`), everything else in `describe()` is equal, and the weights are the same: the same
+    content identity, or files that still have the recorded size and time and hold the weights
+    loaded now.
     """
     if fingerprint == recorded_fingerprint:
         return True
     if not isinstance(recorded_describe, dict) or not isinstance(describe, dict) or set(recorded_describe) != set(describe):
         return False
-    if any(recorded_describe[key] != describe[key] for key in describe if key != "weights"):
+    if any(recorded_describe[key] != describe[key] for key in describe if key not in LOCATION_KEYS):
         return False
-    return legacy_weights_match(recorded_describe.get("weights"), describe.get("weights"))
+    old, new = recorded_describe.get("weights"), describe.get("weights")
+    return (old == new and isinstance(new, (dict, list))) or legacy_weights_match(old, new)
 
 
 def legacy_weights_match(recorded, current) -> bool:
