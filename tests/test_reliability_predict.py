@@ -410,3 +410,18 @@ def test_ctrl_c_during_the_exit_clean_up_is_one_line(monkeypatch, capsys):
     err = capsys.readouterr().err
     assert stopped.value.code == 130 and "Traceback" not in err
     assert error_lines(err) == ["error: interrupted after the command had finished; everything was written"]
+
+
+def test_a_signal_ignored_by_the_parent_stays_ignored():
+    """`vip benchmark ... &` in a script starts with SIGINT ignored: a Ctrl-C meant for the shell must
+    not stop it (Python leaves an inherited SIG_IGN alone, and so does vip)."""
+    from vipcli.stop_signals import stop_signals_raise
+
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with stop_signals_raise():
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            assert signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN  # not ignored: handled
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)

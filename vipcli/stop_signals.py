@@ -47,11 +47,23 @@ def stop_signals_raise():
         _received.clear()  # outside the block (library use, tests) nothing is stopped
 
 
-def _quiet_about_interrupts(hook):
+@contextlib.contextmanager
+def quiet_interrupts():
+    """Inside the block, an interrupt Python has to drop (raised in a finalizer) is not printed."""
+    previous_hook = sys.unraisablehook
+    sys.unraisablehook = _quiet_about_interrupts(previous_hook, always=True)
+    try:
+        yield
+    finally:
+        sys.unraisablehook = previous_hook
+
+
+def _quiet_about_interrupts(hook, always: bool = False):
     """An unraisable-exception hook that drops the interrupts this module raised (they are remembered
-    and stop the command at its next checkpoint) and hands anything else to `hook`."""
+    and stop the command at its next checkpoint; with `always`, any interrupt) and hands anything
+    else to `hook`."""
     def quiet(unraisable) -> None:
-        if isinstance(unraisable.exc_value, KeyboardInterrupt) and _received:
+        if isinstance(unraisable.exc_value, KeyboardInterrupt) and (_received or always):
             return
         hook(unraisable)
 
@@ -60,10 +72,13 @@ def _quiet_about_interrupts(hook):
 
 @contextlib.contextmanager
 def _handlers_installed():
-    """SIGINT and SIGTERM handled by `_raise_for` inside the block (main thread only), put back after."""
+    """SIGINT and SIGTERM handled by `_raise_for` inside the block (main thread only), put back after;
+    a signal the process was started with ignored is left ignored."""
     previous = {}
     try:
         for signum in (signal.SIGINT, signal.SIGTERM):
+            if signal.getsignal(signum) is signal.SIG_IGN:
+                continue  # ignored by whoever started us (`cmd &` in a script, nohup): stays ignored
             previous[signum] = signal.signal(signum, _raise_for)
     except (ValueError, AttributeError, OSError):  # not the main thread, or no such signal here
         for signum, handler in previous.items():

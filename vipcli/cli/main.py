@@ -191,7 +191,8 @@ def run() -> None:
     """Console-script entry point."""
     code = main()
     try:
-        _skip_shutdown_collections()
+        with stop_signals.quiet_interrupts():  # a Ctrl-C inside a finalizer there is not printed either
+            _skip_shutdown_collections()
     except KeyboardInterrupt:  # Ctrl-C after the command's work was done: no traceback
         if code == 0:
             code = 130
