@@ -179,3 +179,26 @@ def test_a_fit_that_leaves_nan_weights_is_named_in_train_and_benchmark(cli, meth
                        "--methods", "nan-fit", "--shots", "1", "--seeds", "1", "--views", "2",
                        "--out", tmp_path / "bench", "--device", "cpu", "--workers", "0")
     assert code == 1 and _one_error(err).startswith(expected)
+
+
+def test_a_prompt_method_without_settings_gets_context_settings_only_if_it_learns_context():
+    """A zero-shot-like PromptMethod must not offer -o n_ctx=... that does nothing (and its runs must
+    not warn that n_ctx is missing); one that learns context gets n_ctx by default."""
+    from vipcli.methods import NoSettings
+    from vipcli.methods.prompting import ContextSettings, PromptMethod
+
+    class FixedPrompts(PromptMethod):
+        def make_prompts(self, setup):
+            return [[f"a photo of a {name}."] for name in setup.class_names]
+
+    class LearnedContext(FixedPrompts):
+        learns_context = True
+
+    class OwnSettings(PromptMethod):
+        Settings = ContextSettings
+
+    class FromOwnSettings(OwnSettings):
+        pass
+
+    assert FixedPrompts.Settings is NoSettings and LearnedContext.Settings is ContextSettings
+    assert FromOwnSettings.Settings is ContextSettings  # a base's explicit choice is inherited

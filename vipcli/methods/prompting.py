@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vipcli.errors import UsageError
-from vipcli.methods.base import Method, MethodSetup
+from vipcli.methods.base import Method, MethodSetup, NoSettings
 from vipcli.graphs import run_text_tower
 from vipcli.prompts import PaddingLayout, build_prompt_bank, encode_prompts
 
@@ -88,10 +88,20 @@ class PromptMethod(Method):
     """
 
     uses_schedule = True
-    Settings = ContextSettings  # n_ctx, class_specific_context (a method that learns no context may set NoSettings)
+    Settings = ContextSettings  # by default: ContextSettings when the class learns context, else NoSettings
+    _settings_by_default = True  # Settings not set by the class or a base below PromptMethod
     learns_context: bool = False
     learned_merge: bool = False
     prompts_are_symptoms: bool = False  # explanations name symptoms (else the prompt texts)
+
+    def __init_subclass__(cls, **kwargs):
+        """A subclass that sets no `Settings` gets `ContextSettings` (n_ctx, class_specific_context) if it
+        learns context and `NoSettings` if not, so a method never offers options that do nothing."""
+        super().__init_subclass__(**kwargs)
+        if "Settings" in cls.__dict__:
+            cls._settings_by_default = False
+        elif cls._settings_by_default:
+            cls.Settings = ContextSettings if cls.learns_context else NoSettings
 
     def __init__(self, setup: MethodSetup, settings=None, stored: dict | None = None):
         super().__init__(setup, settings, stored)
