@@ -123,6 +123,16 @@ def test_a_diverged_training_is_one_clear_line_and_no_run(cli, isic_small, tiny_
     assert "Traceback" not in err and not (tmp_path / "run").exists()
 
 
+def test_a_built_in_method_whose_loss_diverges_is_told_to_lower_the_learning_rate(cli, isic_small, tiny_clip,
+                                                                                   tmp_path):
+    """A NaN loss of vip's own methods is the schedule's, not a plugin fault to report."""
+    code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "run", "--method", "coop", "--lr", "1e30"))
+    [line] = error_lines(err)
+    assert code == 1 and line.startswith("error: training diverged: the training loss is nan at epoch ")
+    assert line.endswith("(lower the learning rate (--lr, or the method's -o lr=...))") and "plugin" not in line
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("seed", [-1, 2**32, 2**64])
 def test_a_seed_a_seeded_library_cannot_take_is_a_usage_error(cli, isic_small, tiny_clip, tmp_path, seed):
     code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "run", "--seed", str(seed)))

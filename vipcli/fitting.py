@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from vipcli import console
 from vipcli.devices import autocast
+from vipcli.errors import VipError
 from vipcli.featuresets import FeatureSet
 from vipcli.methods.prompting import encode_stacked_prompts, fits_together
 from vipcli.metrics import compute_metrics
@@ -295,6 +296,10 @@ def check_epoch_loss(method, loss: float, epoch: int, epochs: int) -> None:
     if math.isfinite(loss):
         return
     from vipcli.methods.contract import loss_member, method_fault
+
+    if type(method).__module__.startswith("vipcli."):  # vip's own methods: the schedule diverged
+        raise VipError(f"training diverged: the training loss is {loss} at epoch {epoch + 1} of {epochs}; "
+                       "training stopped there", "lower the learning rate (--lr, or the method's -o lr=...)")
 
     member = loss_member(method)
     source = "training_loss" if member == "training_loss" else "the cross-entropy of forward's logits"
