@@ -194,6 +194,24 @@ def test_a_short_query_value_is_not_taken_for_a_secret(capsys, env, server):
     assert code == 0 and "1. Larger than six millimeters" in out and "[redacted]" not in out + err, err
 
 
+def test_an_api_version_in_the_base_url_is_no_secret(capsys, env, server):
+    """Azure OpenAI's `?api-version=2024-02-15-preview` is no secret: masking it ate words and dates of
+    the answers; and two versions are two endpoints, never sharing cached answers."""
+    from vipcli.symptoms.cache import cache_key
+    from vipcli.symptoms.llm import mask_url
+
+    server.answer("1. A preview of the border on review\n2. Colours seen on 2024-02-15\n3. Asymmetry\n4. Dots")
+    code, out, err = generate_at(capsys, f"{server.url}?api-version=2024-02-15-preview")
+    assert code == 0 and "A preview of the border on review" in out and "2024-02-15" in out, err
+    assert "[redacted]" not in out + err
+    keys = {cache_key(f"https://h.example/v1?api-version={v}", "m", [], 0.0) for v in ("2024-02-15", "2024-06-01")}
+    assert len(keys) == 2
+    assert mask_url("https://a.example/v1?user=me@corp.com&api-key=SECRET99") == \
+        "https://a.example/v1?user=me@corp.com&api-key=[redacted]"  # the host stays, the key does not
+    assert cache_key("https://a.example/v1?user=me@corp.com", "m", [], 0.0) != \
+        cache_key("https://b.example/v1?user=me@corp.com", "m", [], 0.0)
+
+
 def test_a_password_in_base_url_in_an_answer_cached_by_an_older_vip_is_redacted(capsys, env, server, tmp_path,
                                                                                  monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY")

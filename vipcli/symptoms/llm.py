@@ -113,34 +113,48 @@ def chat_url(base_url: str) -> str:
 
 
 def mask_url(url: str) -> str:
-    """`url` fit to show: what stands between "//" and the last "@" (user name and password) and every
-    query value replaced by MASK, whether or not the rest parses as a URL.
+    """`url` fit to show: its user name and password (what stands between "//" and the last "@" of the
+    host part) and the values of its secret query fields (`secret_field`) replaced by MASK, whether or
+    not the rest parses as a URL. The host, the path and other query values (`api-version`) stay.
 
     Args:
-        url: a URL as the user typed it, e.g. "htp://user:KEY@host/v1?api-key=KEY".
+        url: a URL as the user typed it, e.g. "htp://user:KEY@host/v1?api-key=KEY&api-version=2024-02-01".
 
     Returns:
-        e.g. "htp://[redacted]@host/v1?api-key=[redacted]".
+        e.g. "htp://[redacted]@host/v1?api-key=[redacted]&api-version=2024-02-01".
     """
     head, slashes, rest = url.partition("//")
     if not slashes:
         head, rest = "", url
-    if "@" in rest:
-        rest = MASK + "@" + rest.rpartition("@")[2]
+    cut = min((rest.find(mark) for mark in "/?#" if mark in rest), default=len(rest))
+    authority, rest = rest[:cut], rest[cut:]
+    if "@" in authority:
+        authority = MASK + "@" + authority.rpartition("@")[2]
     path, question, query = rest.partition("?")
     if question:
         fields = (field.partition("=") for field in query.split("&"))
-        query = "&".join(f"{name}={MASK}" if equals else MASK for name, equals, _ in fields)
-    return head + slashes + path + question + query
+        query = "&".join(f"{name}={MASK if secret_field(name) else value}" if equals else (MASK if name else "")
+                         for name, equals, value in fields)
+    return head + slashes + authority + path + question + query
+
+
+SECRET_FIELDS = re.compile(r"key|token|secret|sig|pass|pwd|auth|cred|session|code", re.IGNORECASE)
+
+
+def secret_field(name: str) -> bool:
+    """Whether a query field of --base-url carries a secret by its name (`api-key`, `token`, `sig`,
+    `code`, ...); `api-version`, `model` or `deployment` do not."""
+    return bool(SECRET_FIELDS.search(unquote_plus(name)))
 
 
 def url_secrets(base_url: str) -> list[str]:
-    """The secrets `base_url` can carry, for redact(): its user name, password and every query value (a
-    field without "=" whole), each as written and percent-decoded.
+    """The secrets `base_url` can carry, for redact(): its user name, password and the values of its
+    secret query fields (`secret_field`; a field without "=" whole), each as written and percent-decoded.
 
     A Basic header (base64 of "user:password") is covered by the password's base64 forms. Those shorter
     than REDACT_MIN are left out: too short to be a secret, and masking them would eat ordinary words
-    and list numbers ("?v=1").
+    and list numbers. Other query values (`api-version=2024-02-15-preview`) are not secrets: masking
+    them would eat words and dates of the answers.
     """
     parts = _split(base_url)
     if parts is None:
@@ -148,7 +162,10 @@ def url_secrets(base_url: str) -> list[str]:
     found = [parts.username or "", parts.password or ""]
     for field in parts.query.split("&") if parts.query else []:
         name, equals, value = field.partition("=")
-        found.append(value if equals else name)
+        if not equals:
+            found.append(name)
+        elif secret_field(name):
+            found.append(value)
     forms = [form for text in found for form in (text, unquote(text), unquote_plus(text))]
     return list(dict.fromkeys(form for form in forms if len(form) >= REDACT_MIN))
 
