@@ -130,7 +130,7 @@ def test_too_few_images_to_split_says_so_and_what_to_do(tmp_path, classes, per_c
         load_dataset(root)
     message = str(raised.value)
     noun = "image" if per_class == 1 else "images"
-    assert f"class 'class000' has {per_class} {noun}" in message and "too few to split off" in message
+    assert f"class 'class000' has {per_class} training {noun}" in message and "too few to split off" in message
     assert "needs at least 3 images in a class" in message and "{train,val,test}/<class>" in message
     assert ("more classes" in message) == (classes > 2)
 
@@ -140,7 +140,7 @@ def test_one_class_too_small_to_split_is_refused_by_name(tmp_path):
     root = tmp_path / "d"
     for shade, (name, count) in enumerate((("melanoma", 2), ("nevus", 5))):
         _distinct_dataset(root, count, [name], shade=100 * shade)
-    with pytest.raises(VipError, match="class 'melanoma' has 2 images: too few to split off test and val"):
+    with pytest.raises(VipError, match="class 'melanoma' has 2 training images: too few to split off test and val"):
         load_dataset(root)
 
 

@@ -134,7 +134,8 @@ def _require_splittable(dataset: Dataset, carved: list[str]) -> None:
     """Every class must get at least one image into each split vip had to carve from train (and keep
     one for training): say which class has too few images."""
     counts = {name: dataset.counts(name) for name in SPLIT_NAMES}
-    short = [(name, sum(counts[s][i] for s in SPLIT_NAMES)) for i, name in enumerate(dataset.class_names)
+    drawn_from = ["train", *carved]  # the class's training images before vip carved the missing splits
+    short = [(name, sum(counts[s][i] for s in drawn_from)) for i, name in enumerate(dataset.class_names)
              if any(counts[s][i] == 0 for s in carved)]
     if not short:
         return
@@ -142,7 +143,7 @@ def _require_splittable(dataset: Dataset, carved: list[str]) -> None:
     name, total = short[0]
     more = f" (and {len(short) - 1} more {plural(len(short) - 1, 'class', 'classes')})" if len(short) > 1 else ""
     raise VipError(
-        f"{dataset.root}: class '{name}' has {total} {plural(total, 'image')}{more}: too few to split off "
+        f"{dataset.root}: class '{name}' has {total} training {plural(total, 'image')}{more}: too few to split off "
         f"{' and '.join(carved)} images; vip takes {' and '.join(carved)} from each class's images and needs at "
         f"least {needed} images in a class to do so",
         f"add images, or give the splits yourself as {dataset.root}/{{train,val,test}}/<class>/*",
