@@ -215,6 +215,16 @@ class LosesWords(PadIsEndBackbone):
         return torch.where(ids > END, torch.full_like(ids, 3), ids)
 
 
+class DomainVocabulary(PadIsEndBackbone):
+    """Sound: a word-level vocabulary of another domain (chest X-rays) without 'melanoma' or 'nevus',
+    which both become its unknown id; it tells every other word apart."""
+
+    def tokenize(self, texts):
+        unknown = {3 + zlib.crc32(w.encode()) % (self.vocab_size - 3) for w in ("melanoma", "nevus")}
+        ids = super().tokenize(texts)
+        return torch.where(torch.isin(ids, torch.tensor(sorted(unknown))), torch.full_like(ids, 3), ids)
+
+
 class ReadsLengthOnly(PadIsEndBackbone):
     """Flaw: its text feature depends on the prompt's length and first token only, not on its words."""
 
@@ -254,5 +264,6 @@ ENTRY_POINTS = "\n".join([
     "noisy-text = vip_sample_plugins:NoisyText",
     "loses-words = vip_sample_plugins:LosesWords",
     "reads-length-only = vip_sample_plugins:ReadsLengthOnly",
+    "domain-vocabulary = vip_sample_plugins:DomainVocabulary",
     "brackets-in-error = vip_sample_plugins:BracketsInError",
 ])

@@ -66,6 +66,14 @@ def test_a_sound_plugin_passes_the_new_rows(cli, samples):
     assert rows["features follow embeds"]["detail"].endswith("the gradient reaches it")
 
 
+def test_a_vocabulary_without_the_first_pairs_words_passes_on_the_next_pair(cli, samples):
+    """A chest X-ray tokenizer that lacks 'melanoma' and 'nevus' loses no words it knows."""
+    code, out, err = cli("backbones", "check", "domain-vocabulary", "--json")
+    rows = {row["check"]: row for row in json.loads(out)["checks"]}
+    assert code == 0 and rows["one word apart"]["ok"] is True, err
+    assert not rows["one word apart"]["detail"].startswith("'a photo of a melanoma.'")
+
+
 @pytest.fixture(scope="module")
 def builtin_models(tmp_path_factory):
     """(id, arch, pretrained) of every built-in backbone, with tiny random models (nothing downloaded)."""

@@ -249,16 +249,19 @@ class _Probe:
             return _tensor(b.encode_text_embeds(embeds, ids.to(b.device))).detach().float().cpu()
 
     def _word_pair(self) -> tuple[tuple[str, str], torch.Tensor]:
-        """The first of `WORD_PAIRS` whose prompts get the same number of tokens, and its ids [2, L]."""
+        """The first of `WORD_PAIRS` whose prompts get the same number of tokens and different ids, and its
+        ids [2, L]. A domain vocabulary may lack a pair's words (both its unknown token): the next pair
+        is tried, and only a tokenizer that loses the words of every pair gets equal ids."""
         b = self.backbone
         tokenized = []
         for pair in WORD_PAIRS:
             ids = _tensor(b.tokenize(list(pair)))
             lengths = b.content_lengths(ids)
-            if int(lengths[0]) == int(lengths[1]):
+            if int(lengths[0]) == int(lengths[1]) and not torch.equal(ids[0], ids[1]):
                 return pair, ids
             tokenized.append((pair, ids))
-        return tokenized[0]  # no pair of equal length: the first still must differ
+        same_length = [t for t in tokenized if int(b.content_lengths(t[1])[0]) == int(b.content_lengths(t[1])[1])]
+        return (same_length or tokenized)[0]  # every pair collides or differs in length: the first such
 
     def one_word(self) -> str:
         pair, ids = self._word_pair()
