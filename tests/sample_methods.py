@@ -128,6 +128,22 @@ class LinearHead(Centroid):
         return 10 * self.head(F.normalize(image_features.float(), dim=-1))
 
 
+class PerClassBias(LinearHead):
+    """Sound: a bias per class, only the biases of the classes in a batch take part in its loss
+    (a batch may hold one class only: the other bias gets its gradient in a later batch)."""
+
+    def __init__(self, setup, settings=None, stored=None):
+        super().__init__(setup, settings, stored)
+        self.biases = nn.ParameterList([nn.Parameter(torch.zeros(())) for _ in range(setup.num_classes)])
+        self.to(setup.device)
+
+    def training_loss(self, features, labels):
+        logits = self(features)
+        present = sorted(set(labels.tolist()))
+        bias = torch.stack([self.biases[c] if c in present else logits.new_zeros(()) for c in range(logits.shape[1])])
+        return F.cross_entropy(logits + bias, labels)
+
+
 class NanLoss(LinearHead):
     """Flaw: its training loss is NaN."""
 
@@ -208,6 +224,7 @@ ENTRY_POINTS = "\n".join([
     "plain-prompt-settings = vip_sample_methods:PlainPromptSettings",
     "flat-prompts = vip_sample_methods:FlatPrompts",
     "linear-ok = vip_sample_methods:LinearHead",
+    "per-class-bias = vip_sample_methods:PerClassBias",
     "nan-loss = vip_sample_methods:NanLoss",
     "vector-loss = vip_sample_methods:VectorLoss",
     "detached-loss = vip_sample_methods:DetachedLoss",

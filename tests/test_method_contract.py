@@ -119,6 +119,14 @@ def test_a_sound_trainable_plugin_passes_the_loss_checks(cli, methods, isic_smal
     assert f"best validation epoch {best + 1} of 3 (best_epoch {best} in metrics.json, counted from 0); " in out
 
 
+def test_a_parameter_used_by_some_batches_only_is_not_refused(cli, methods, isic_small, tiny_clip, tmp_path):
+    """One parameter per class, used by the batches that hold that class: the first batch (1 shot per
+    class, batch 1) holds one class only, and the other class's parameter gets its gradient later."""
+    code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "run", "--method", "per-class-bias",
+                                        "--shots", "1", "--batch-size", "1"))
+    assert code == 0, err
+
+
 def test_benchmark_names_a_method_whose_loss_is_nan_and_keeps_the_rows_before(cli, methods, isic_small, tiny_clip,
                                                                               tmp_path):
     out = tmp_path / "bench"

@@ -260,24 +260,31 @@ def _validate_many(active: list, epoch: int, device) -> None:
 def sgd_epoch(method, optimizer, batches, device, check: bool = False) -> tuple[float, int]:
     """One pass of `optimizer` over (features, labels) batches; returns (the mean loss, steps taken).
 
-    With `check`, the first step checks the loss and the gradients against the method contract.
+    With `check` (a fit's first epoch), the first step checks the loss against the method contract,
+    and a trainable parameter that no step of the epoch gave a gradient is one clear error (a
+    parameter used for some batches only, such as one per class, needs only one of them).
     """
+    from vipcli.methods.contract import check_gradients
+
     method.train()
-    losses = [sgd_step(method, optimizer, features, labels, device, check=check and step == 0)
+    seen: set[str] | None = set() if check else None
+    losses = [sgd_step(method, optimizer, features, labels, device, check=check and step == 0, seen=seen)
               for step, (features, labels) in enumerate(batches)]
+    if seen is not None and losses:
+        check_gradients(method, seen)
     return mean_loss(losses), len(losses)
 
 
 def sgd_step(method, optimizer, features: torch.Tensor, labels: torch.Tensor, device,
-             check: bool = False) -> torch.Tensor:
+             check: bool = False, seen: set | None = None) -> torch.Tensor:
     """One optimizer step on a batch (features [B, D], labels [B]); returns the loss, 0-d and detached.
 
     Nothing is read back from the device: the loss stays a tensor until the epoch's mean. With
     `check` (a fit's first step), a loss that is not a 0-d tensor depending on the method's
-    parameters, or a trainable parameter left without a gradient, is one clear error (shapes and
-    flags only: still nothing is read back).
+    parameters is one clear error; `seen` collects the names of the parameters that got a gradient
+    (flags only: still nothing is read back).
     """
-    from vipcli.methods.contract import check_gradients, check_loss
+    from vipcli.methods.contract import check_loss
 
     with autocast(device):
         loss = training_loss(method, features.to(device), labels.to(device))
@@ -285,8 +292,8 @@ def sgd_step(method, optimizer, features: torch.Tensor, labels: torch.Tensor, de
         check_loss(method, loss)
     optimizer.zero_grad(set_to_none=True)
     loss.float().backward()
-    if check:
-        check_gradients(method)
+    if seen is not None:
+        seen.update(name for name, p in method.named_parameters() if p.grad is not None)
     optimizer.step()
     return loss.detach()
 

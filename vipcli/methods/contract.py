@@ -10,8 +10,8 @@ numbers:
   names the plugin and the member;
 - what it returns: `fit` a dict (`checked_fit`), `forward` logits [B, C] (`check_logits`);
 - how it trains with the shared SGD loop: at the first step, the loss is a 0-d tensor that depends
-  on the method's parameters (`check_loss`) and every trainable parameter gets a gradient
-  (`check_gradients`); each epoch's mean loss is finite (`vipcli.fitting.check_epoch_loss`);
+  on the method's parameters (`check_loss`) and every trainable parameter gets a gradient in
+  the first epoch (`check_gradients`); each epoch's mean loss is finite (`vipcli.fitting.check_epoch_loss`);
 - what a run stores (`check_round_trip`): the method rebuilt from `record()` and `state_tensors()`
   gives the fitted method's logits, so `vip predict` predicts what `vip train` measured.
 """
@@ -196,9 +196,10 @@ def check_loss(method, loss) -> None:
             "trains = False and fit without vipcli.fitting.fit_sgd")
 
 
-def check_gradients(method) -> None:
-    """Refuse trainable parameters that got no gradient from the first backward pass (flags only)."""
-    unused = [name for name, p in method.named_parameters() if p.requires_grad and p.grad is None]
+def check_gradients(method, seen: set[str]) -> None:
+    """Refuse trainable parameters that got no gradient in any step of the first epoch (`seen`: the
+    names of those that did; flags only)."""
+    unused = [name for name, p in method.named_parameters() if p.requires_grad and name not in seen]
     if unused:
         shown = ", ".join(unused[:6]) + (f", ... ({len(unused)} in all)" if len(unused) > 6 else "")
         raise method_fault(
