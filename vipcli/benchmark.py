@@ -408,7 +408,7 @@ def _finish_row(row: dict, fitted: dict, context: dict, fit_seconds: float) -> d
 def _difference(key: str, stored, now) -> str:
     """One stored setting against the current one, as the refusal names it."""
     if key == "content_digest":
-        return "the images' content: some image files were replaced since"
+        return "the images' content: some image files were replaced (or could not be read) since"
     if key == "split_digest":
         return "the images: files were added, removed or moved since"
     return f"{key}: stored {_setting(stored)}, now {_setting(now)}"
@@ -440,15 +440,20 @@ def split_digest(dataset: Dataset) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def config_record(config: BenchmarkConfig, backbone, dataset: Dataset, split_seed: int, symptoms: dict) -> dict:
-    """The settings stored with the results and matched on resume (plus the sweep's lists, informative)."""
+def config_record(config: BenchmarkConfig, backbone, dataset: Dataset, split_seed: int, symptoms: dict,
+                  content: str | None = None) -> dict:
+    """The settings stored with the results and matched on resume (plus the sweep's lists, informative).
+
+    `content`: the images' `content_digest` (computed here when not given).
+    """
     return {
         "data": str(Path(config.data).resolve()), "backbone": config.backbone.id, "arch": config.backbone.arch,
         "pretrained": config.backbone.pretrained, "backbone_fingerprint": backbone.fingerprint(),
         "backbone_describe": backbone.describe(), "views": config.encoding.views, "schedule": config.schedule.name,
         "epochs": config.schedule.epochs, "batch_size": config.schedule.batch_size, "lr": config.schedule.lr,
         "method_options": {k.replace("-", "_"): v for k, v in config.method_options.items()},
-        "split_seed": split_seed, "split_digest": split_digest(dataset), "content_digest": content_digest(dataset),
+        "split_seed": split_seed, "split_digest": split_digest(dataset),
+        "content_digest": content or content_digest(dataset),
         "symptoms": symptoms,
         "last_sweep": {"methods": method_ids(config), "shots": [shots_key(s) for s in config.shots],
                        "seeds": list(config.seeds)},
@@ -496,7 +501,9 @@ def _prepare(config: BenchmarkConfig, methods: list[tuple[str, type]]) -> dict:
     distributed.check_shared_cache(world, config.encoding.use_cache)
     device = distributed.rank_device(config.backbone.device, world)
     backbone = config.backbone.load(device)
-    record = config_record(config, backbone, dataset, split_seed, symptoms)
+    stored_content = (stored or {}).get("config", {}).get("content_digest")
+    content = None if world.main or not stored_content else stored_content  # only rank 0 reads every image's bytes
+    record = config_record(config, backbone, dataset, split_seed, symptoms, content)
     check_prompts(methods, backbone, dataset.class_names, symptoms, config.method_options)
     if stored is not None:
         check_matches(upgrade_stored_config(stored), record, out)
