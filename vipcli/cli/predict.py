@@ -179,7 +179,8 @@ def _predict_to_file(predictor, files, out, world, force, explain, cache, worker
                  f"{run.images - run.already} predicted now{processes}")
     if merged.dropped:
         console.warn(f"{merged.dropped} {console.plural(merged.dropped, 'record')} in {out} "
-                     f"{console.plural(merged.dropped, 'was', 'were')} of images not in this input; left out of it")
+                     f"{console.plural(merged.dropped, 'was', 'were')} of {console.plural(merged.dropped, 'an image', 'images')} "
+                     "not in this input; left out of it")
     if merged.repeated:
         console.warn(f"{merged.repeated} records in {out} repeated an image already recorded; each image keeps "
                      "its first record")
