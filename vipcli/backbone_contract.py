@@ -118,6 +118,17 @@ def _relative(got: torch.Tensor, expected: torch.Tensor) -> torch.Tensor:
     return (got - expected).norm(dim=-1) / expected.norm(dim=-1).clamp_min(1e-12)
 
 
+def _same_again(member: str, inputs: str, again: torch.Tensor, first: torch.Tensor, randomness: str) -> str:
+    """The row's detail when `member` gave the same `inputs` the features `first` and then `again` [N, D]
+    (at most REPEAT_TOLERANCE apart, relative), else `_Failed` naming the randomness to remove."""
+    difference = float(_relative(again, first).max())
+    if not difference <= REPEAT_TOLERANCE:
+        raise _Failed(f"{member} is not deterministic in eval: the same {inputs} give features {difference:.3g} "
+                      f"apart (relative): remove randomness (F.dropout without training=False, {randomness}) from "
+                      "the forward")
+    return f"encoded twice: max relative difference {difference:.1e}"
+
+
 def _same_rows(features: torch.Tensor) -> tuple[int, int] | None:
     """The first pair of rows of features [N, D] that are the same up to `SAME_FEATURE` (relative), else None."""
     scale = features.norm(dim=-1).max().clamp_min(1e-12)
@@ -253,14 +264,15 @@ class _Probe:
         ids [2, L]. A domain vocabulary may lack a pair's words (both its unknown token): the next pair
         is tried, and only a tokenizer that loses the words of every pair gets equal ids."""
         b = self.backbone
-        tokenized = []
+        tokenized, same_length = [], []
         for pair in WORD_PAIRS:
             ids = _tensor(b.tokenize(list(pair)))
             lengths = b.content_lengths(ids)
-            if int(lengths[0]) == int(lengths[1]) and not torch.equal(ids[0], ids[1]):
-                return pair, ids
+            if int(lengths[0]) == int(lengths[1]):
+                if not torch.equal(ids[0], ids[1]):
+                    return pair, ids
+                same_length.append((pair, ids))
             tokenized.append((pair, ids))
-        same_length = [t for t in tokenized if int(b.content_lengths(t[1])[0]) == int(b.content_lengths(t[1])[1])]
         return (same_length or tokenized)[0]  # every pair collides or differs in length: the first such
 
     def one_word(self) -> str:
@@ -447,23 +459,14 @@ class _Probe:
 
     def text_repeats(self) -> str:
         b, ids = self.backbone, self.ids
-        difference = float(_relative(self._text_features(b.embed_tokens(ids), ids), self.full).max())
-        if not difference <= REPEAT_TOLERANCE:
-            raise _Failed(f"encode_text_embeds is not deterministic in eval: the same prompts give features "
-                          f"{difference:.3g} apart (relative): remove randomness (F.dropout without training=False, "
-                          "torch.rand*) from the forward")
-        return f"encoded twice: max relative difference {difference:.1e}"
+        again = self._text_features(b.embed_tokens(ids), ids)  # [N, D]
+        return _same_again("encode_text_embeds", "prompts", again, self.full, "torch.rand*")
 
     def image_repeats(self) -> str:
         b = self.backbone
         with torch.no_grad():
-            again = _tensor(b.encode_image(self.probe_images.to(b.device))).detach().float().cpu()
-        difference = float(_relative(again, self.image_features).max())
-        if not difference <= REPEAT_TOLERANCE:
-            raise _Failed(f"encode_image is not deterministic in eval: the same images give features "
-                          f"{difference:.3g} apart (relative): remove randomness (F.dropout without training=False, "
-                          "torch.rand*, random crops) from the forward")
-        return f"encoded twice: max relative difference {difference:.1e}"
+            again = _tensor(b.encode_image(self.probe_images.to(b.device))).detach().float().cpu()  # [B, D]
+        return _same_again("encode_image", "images", again, self.image_features, "torch.rand*, random crops")
 
     def describe(self) -> str:
         b = self.backbone
