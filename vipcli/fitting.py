@@ -332,11 +332,9 @@ def evaluate(method, data: FeatureSet, num_classes: int, device) -> dict:
     """Metrics of `method` on one split's features (NaN or infinite logits are the method's fault, named)."""
     logits = predict_logits(method, data.x, device)  # [N, C] on the CPU
     if not bool(torch.isfinite(logits).all()):
-        from vipcli.methods.contract import method_fault
+        from vipcli.methods.contract import non_finite_logits_fault
 
-        raise method_fault(method.id, "forward", "after fit, forward gives NaN or infinite logits",
-                           "look for log(0), a division by zero or an overflow in fit/forward; keep the fitted "
-                           "tensors finite")
+        raise non_finite_logits_fault(method)
     return metrics_of(logits, data.y, num_classes)
 
 

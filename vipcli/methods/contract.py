@@ -170,9 +170,19 @@ def loss_member(method) -> str:
 
 def trainable_names(method, limit: int = 6) -> str:
     """The names of the method's trainable parameters, the first `limit` of them, comma-separated."""
-    names = [name for name, p in method.named_parameters() if p.requires_grad]
-    shown = ", ".join(names[:limit]) + (f", ... ({len(names)} in all)" if len(names) > limit else "")
-    return shown or "none"
+    return _first_names([name for name, p in method.named_parameters() if p.requires_grad], limit) or "none"
+
+
+def _first_names(names: list[str], limit: int = 6) -> str:
+    """The first `limit` of `names`, comma-separated, with how many there are in all when more."""
+    return ", ".join(names[:limit]) + (f", ... ({len(names)} in all)" if len(names) > limit else "")
+
+
+def non_finite_logits_fault(method) -> PluginError:
+    """The fault of a fitted method whose forward gives NaN or infinite logits (its weights diverged)."""
+    return method_fault(method.id, "forward", "after fit, forward gives NaN or infinite logits",
+                        "look for log(0), a division by zero or an overflow in fit/forward; keep the fitted "
+                        "tensors finite")
 
 
 def check_loss(method, loss) -> None:
@@ -201,10 +211,10 @@ def check_gradients(method, seen: set[str]) -> None:
     names of those that did; flags only)."""
     unused = [name for name, p in method.named_parameters() if p.requires_grad and name not in seen]
     if unused:
-        shown = ", ".join(unused[:6]) + (f", ... ({len(unused)} in all)" if len(unused) > 6 else "")
         raise method_fault(
             method.id, loss_member(method),
-            f"the training loss does not depend on the method's parameters {shown}, so they would never be learned",
+            f"the training loss does not depend on the method's parameters {_first_names(unused)}, so they would "
+            "never be learned",
             "use them in forward/training_loss, or create what is not learned with requires_grad=False "
             "(or as a buffer: self.register_buffer(NAME, tensor))")
 
@@ -224,9 +234,7 @@ def check_round_trip(method, features: torch.Tensor, device) -> None:
     sample = features[:ROUND_TRIP_IMAGES]  # [n, D]
     fitted = predict_logits(method, sample, device).softmax(dim=-1)  # [n, C]
     if not bool(torch.isfinite(fitted).all()):  # NaN weights are not a storage problem: say what they are
-        raise method_fault(method.id, "forward", "after fit, forward gives NaN or infinite logits",
-                           "look for log(0), a division by zero or an overflow in fit/forward; keep the fitted "
-                           "tensors finite")
+        raise non_finite_logits_fault(method)
     settings = dataclasses.asdict(method.settings)
     tensors = {name: tensor.detach().cpu() for name, tensor in method.state_tensors().items()}
     rebuilt = restore_method(method.id, method.setup, settings, method.record(), tensors,

@@ -350,8 +350,8 @@ def chat(config: LLMConfig, messages: list[dict]) -> str:
     """
     url = chat_url(check_base_url(config.base_url))
     check_key_env(config.api_key_env)
-    key = read_api_key(config)
-    secrets = ([key] if key else []) + url_secrets(config.base_url)
+    key = read_api_key(config)  # checked: the same key secrets_of reads
+    secrets = secrets_of(config)
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     body = {"model": config.model, "messages": messages, "temperature": config.temperature}
     for attempt in range(config.retries + 1):
