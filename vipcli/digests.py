@@ -72,17 +72,14 @@ def _is_sha256(text: str) -> bool:
 
 
 def _write_record(record: Path, digest: str) -> None:
-    """Write `digest` to `record` atomically (a temp file renamed over it); failures are ignored."""
-    temp = record.with_name(f".{record.name}.{os.getpid()}.tmp")
+    """Write `digest` to `record` atomically; failures are ignored (the file is read again next time)."""
+    from vipcli.atomic import write_atomic
+
     try:
         record.parent.mkdir(parents=True, exist_ok=True)
-        temp.write_text(digest + "\n", encoding="ascii")
-        os.replace(temp, record)
+        write_atomic(record, digest + "\n")
     except OSError:
-        try:
-            temp.unlink()
-        except OSError:
-            pass
+        pass
 
 
 def _sha256_of(handle) -> str:
