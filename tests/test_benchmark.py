@@ -60,6 +60,11 @@ def test_every_method_runs_once_per_image_and_view_and_files_agree_with_the_tabl
     # zero-shot methods: one row per seed at shots 0; the others: one per shots and seed
     assert len(rows) == 2 * 2 + 5 * 2 * 2
     assert {r["method"] for r in rows} == set(ALL_METHODS.split(","))
+    # which installed code made the rows: every built-in method and backbone comes with vip itself
+    from vipcli import __version__
+
+    assert document["config"]["backbone_distribution"] == {"name": "vipcli", "version": __version__}
+    assert all(r["method_distribution"] == {"name": "vipcli", "version": __version__} for r in rows)
     for row in rows:
         assert 0 <= row["test_accuracy"] <= 100 and 0 <= row["test_macro_f1"] <= 100
         learns = row["method"] not in ("zeroshot", "symptom-zeroshot")

@@ -214,3 +214,56 @@ def test_class_specific_context_has_one_context_per_class(backbone):
     classifier = build_classifier("vip", backbone, list(SYMPTOMS), SYMPTOMS, class_specific_context=True)
     assert classifier.context.shape == (2, 4, backbone.token_width)
     assert isinstance(classifier, PromptMethod)
+
+
+def _fresh_warnings(monkeypatch):
+    """Forget which same-prompt warnings this process already printed."""
+    from vipcli.methods import prompting
+
+    monkeypatch.setattr(prompting, "_same_prompts_warned", set())
+
+
+def test_two_classes_with_the_same_symptoms_are_warned_about_once(backbone, capsys, monkeypatch):
+    _fresh_warnings(monkeypatch)
+    shared = {"melanoma": SYMPTOMS["melanoma"], "nevus": SYMPTOMS["melanoma"][::-1]}  # order does not matter
+    for _ in range(2):  # a benchmark builds the method once per row: one warning in all
+        build_classifier("vip", backbone, ["melanoma", "nevus"], shared)
+    lines = [line for line in capsys.readouterr().err.splitlines() if "cannot tell them apart" in line]
+    assert lines == ["warning: classes 'melanoma' and 'nevus' have the same prompts: method 'vip' cannot tell them "
+                     "apart by text; give each class its own symptoms"]
+
+
+def test_classes_with_their_own_symptoms_or_their_own_context_are_not_warned_about(backbone, capsys, monkeypatch):
+    _fresh_warnings(monkeypatch)
+    build_classifier("vip", backbone, ["melanoma", "nevus"], SYMPTOMS)
+    shared = {"melanoma": SYMPTOMS["nevus"], "nevus": SYMPTOMS["nevus"]}
+    build_classifier("coop", backbone, ["melanoma", "nevus"], shared, class_specific_context=True)  # its own context
+    assert "cannot tell them apart" not in capsys.readouterr().err
+
+
+def test_class_names_that_differ_only_in_case_give_zero_shot_the_same_prompts(backbone, capsys, monkeypatch):
+    _fresh_warnings(monkeypatch)
+    build_classifier("zeroshot", backbone, ["Melanoma", "melanoma", "nevus"], {})
+    err = capsys.readouterr().err
+    assert ("classes 'Melanoma' and 'melanoma' have the same prompts: method 'zeroshot' cannot tell them apart by "
+            "text; rename a class folder so the names differ in words, not only in case or separators") in err
+    assert "nevus" not in err
+
+
+def test_a_tokenizer_that_loses_the_words_is_named_as_the_cause(backbone, capsys, monkeypatch):
+    _fresh_warnings(monkeypatch)
+    tokenize = backbone.tokenize
+
+    def every_word_unknown(texts):
+        ids = tokenize(texts)  # [N, L]: start, words, end, padding
+        lengths = backbone.content_lengths(ids)
+        positions = torch.arange(ids.shape[1])
+        words = (positions[None] >= 1) & (positions[None] < lengths[:, None] - 1)  # [N, L]
+        return torch.where(words, torch.full_like(ids, 3), ids)
+
+    names = ["normal", "pneumonia"]  # one BPE token each, so the unknown-word rows are equal
+    monkeypatch.setattr(backbone, "tokenize", every_word_unknown)
+    build_classifier("coop", backbone, names, {})
+    assert ("classes 'normal' and 'pneumonia' have prompts that the backbone's tokenizer turns into the same tokens: "
+            "method 'coop' cannot tell them apart by text; check the tokenizer with `vip backbones check`"
+            in capsys.readouterr().err)

@@ -27,6 +27,7 @@ from vipcli.errors import UsageError, VipError
 from vipcli.atomic import write_atomic
 from vipcli.featuresets import FeatureSet, PreparedData
 from vipcli.methods import DEFAULT_BENCHMARK, METHODS
+from vipcli.provenance import installed_backbone, installed_method
 from vipcli.settings import BackboneSettings, EncodingSettings, ScheduleSettings
 from vipcli.weights_identity import same_backbone
 
@@ -402,6 +403,7 @@ def _finish_row(row: dict, fitted: dict, context: dict, fit_seconds: float) -> d
         **{f"test_{k}": test[k] for k in ("accuracy", "macro_f1", "auroc")},
         "test_confusion_matrix": test["confusion_matrix"], "fit_s": round(fit_seconds, 3),
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+        "method_distribution": installed_method(row["method_id"]),  # {name, version}: which code made this row
     }
 
 
@@ -449,7 +451,8 @@ def config_record(config: BenchmarkConfig, backbone, dataset: Dataset, split_see
     return {
         "data": str(Path(config.data).resolve()), "backbone": config.backbone.id, "arch": config.backbone.arch,
         "pretrained": config.backbone.pretrained, "backbone_fingerprint": backbone.fingerprint(),
-        "backbone_describe": backbone.describe(), "views": config.encoding.views, "schedule": config.schedule.name,
+        "backbone_describe": backbone.describe(), "backbone_distribution": installed_backbone(config.backbone.id),
+        "views": config.encoding.views, "schedule": config.schedule.name,
         "epochs": config.schedule.epochs, "batch_size": config.schedule.batch_size, "lr": config.schedule.lr,
         "method_options": {k.replace("-", "_"): v for k, v in config.method_options.items()},
         "split_seed": split_seed, "split_digest": split_digest(dataset),

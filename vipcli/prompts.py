@@ -194,6 +194,30 @@ def build_prompt_bank(backbone, prompts: list[list[str]], n_ctx: int, trim: bool
     return PromptBank(ids.to(device), token_embeds, texts, n_ctx, prefix, layout, same_start)
 
 
+def classes_with_same_prompts(bank: PromptBank) -> list[tuple[int, int]]:
+    """Pairs (a, b), a < b, of classes whose prompts tokenise to the same token rows.
+
+    Under one shared context such classes get the same text features, so a text-side method can
+    never tell them apart: the same symptoms given to two classes, or a tokenizer that maps their
+    different words to the same tokens (every word to an unknown token). Order of prompts within a
+    class does not matter. Only the first class of each group is paired with the others.
+    """
+    ids = bank.ids.cpu()  # [P, L]
+    class_index = bank.layout.class_index.cpu()  # [P]
+    first_with: dict[tuple, int] = {}
+    pairs = []
+    for c in range(bank.layout.num_classes):
+        rows = ids[class_index == c].tolist()
+        if not rows:
+            continue
+        key = tuple(sorted(map(tuple, rows)))
+        if key in first_with:
+            pairs.append((first_with[key], c))
+        else:
+            first_with[key] = c
+    return pairs
+
+
 def encode_prompts(backbone, bank: PromptBank, context: torch.Tensor | None) -> torch.Tensor:
     """Text features of every prompt with `context` spliced in after the prefix.
 

@@ -75,6 +75,16 @@ def installed_method(method_id: str) -> dict[str, str] | None:
         return None
 
 
+def installed_backbone(backbone_id: str) -> dict[str, str] | None:
+    """The distribution record of the installed backbone `backbone_id` (None if it cannot be told)."""
+    from vipcli.registry import BACKBONES
+
+    try:
+        return distribution_record(BACKBONES, backbone_id)
+    except VipError:
+        return None
+
+
 def settings_drift(run: str, method_id: str, settings_class, stored: dict, metadata: dict) -> str | None:
     """A warning for a plugin method whose stored settings no longer match its installed `Settings`.
 

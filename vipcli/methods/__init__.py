@@ -99,6 +99,10 @@ def _construct(cls, method_id, setup, settings, stored) -> Method:
         raise VipError(f"method '{method_id}' from distribution {distribution} failed to build: "
                        f"{type(error).__name__}: {error}", f"fix or reinstall {distribution}") from error
     method.id = method_id
+    if not stored:
+        from vipcli.methods.prompting import warn_same_prompts
+
+        warn_same_prompts(method)
     guard_method(method, method_id, METHODS.distribution(method_id))  # a plugin's exceptions name it
     return method
 

@@ -18,7 +18,7 @@ from torch import nn
 from vipcli.errors import UsageError
 from vipcli.methods.base import Method, MethodSetup, NoSettings
 from vipcli.graphs import run_text_tower
-from vipcli.prompts import PaddingLayout, build_prompt_bank, encode_prompts
+from vipcli.prompts import PaddingLayout, build_prompt_bank, classes_with_same_prompts, encode_prompts
 
 ZERO_SHOT_TEMPLATE = "a photo of a {}."
 
@@ -38,6 +38,42 @@ def pad_by_class(features: torch.Tensor, class_index: torch.Tensor, num_classes:
         (padded [C, K, D], mask [C, K] True where a real prompt sits), K the most prompts of a class.
     """
     return PaddingLayout(class_index.cpu(), num_classes, features.device).pad(features)
+
+
+_same_prompts_warned: set[tuple] = set()
+
+
+def warn_same_prompts(method) -> None:
+    """Warn (once per process, method and pair) when two classes' prompts tokenise to the same tokens.
+
+    Under one shared context their text features are then equal and the method predicts them with
+    tied logits forever: the same symptoms given to both, class names that differ only in case, or a
+    tokenizer that loses the words that tell them apart. Called for a method just built (not loaded
+    from a run), once the registry has given it its id; anything but a `PromptMethod` is left alone.
+    """
+    from rich.markup import escape
+
+    from vipcli import console
+
+    if not isinstance(method, PromptMethod) or getattr(method.settings, "class_specific_context", False):
+        return
+    bank, names = method.bank, method.setup.class_names
+    classes = bank.layout.class_index.tolist()  # [P]
+    for a, b in classes_with_same_prompts(bank):
+        key = (method.id, names[a], names[b], tuple(bank.texts))
+        if key in _same_prompts_warned:
+            continue
+        _same_prompts_warned.add(key)
+        texts_a, texts_b = (sorted(t for t, c in zip(bank.texts, classes) if c == k) for k in (a, b))
+        if texts_a == texts_b:
+            why = "have the same prompts"
+            fix = ("give each class its own symptoms" if method.prompts_are_symptoms else
+                   "rename a class folder so the names differ in words, not only in case or separators")
+        else:
+            why = "have prompts that the backbone's tokenizer turns into the same tokens"
+            fix = "check the tokenizer with `vip backbones check`"
+        console.warn(escape(f"classes '{names[a]}' and '{names[b]}' {why}: method '{method.id}' "
+                            f"cannot tell them apart by text; {fix}"))
 
 
 class MergePrompt(nn.Module):
