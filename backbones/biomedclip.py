@@ -34,6 +34,7 @@ class BiomedClipBackbone(OpenClipBackbone):
         self.token_width = int(text.transformer.embeddings.word_embeddings.weight.shape[1])
 
     def describe(self) -> dict:
+        """The open_clip identity; a hub model's id stands for its weights when no file is given."""
         # the hub id is the weights when no explicit file is given
         described = super().describe()
         if not self.random_weights and self.pretrained is None and self.model_name.startswith("hf-hub:"):
@@ -41,12 +42,15 @@ class BiomedClipBackbone(OpenClipBackbone):
         return described
 
     def tokenize(self, texts) -> torch.Tensor:
+        """Texts -> [N, context_length] ids with the model's BERT tokenizer ([CLS] ... [SEP], padded)."""
         return self.tokenizer(list(texts)).long()  # [N, context_length]
 
     def embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:
+        """[N, L] ids -> [N, L, W] BERT word embeddings (no positions: the tower adds them)."""
         return self.text.transformer.embeddings.word_embeddings(ids.to(self.device))  # [N, L, W]
 
     def encode_text_embeds(self, embeds: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """[N, L, W] word embeddings -> [N, D]: BERT with padding masked out, pooled, projected."""
         mask = (ids != self.pad_token_id).long().to(self.device)  # [N, L]; padding is masked out
         out = self.text.transformer(inputs_embeds=embeds, attention_mask=mask)
         pooled = self.text.pooler(out, mask)  # [N, W]

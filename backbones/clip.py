@@ -120,17 +120,21 @@ class ClipBackbone(OpenClipBackbone):
             self.end_token_id = None if end is None else int(end)
 
     def tokenize(self, texts) -> torch.Tensor:
+        """Texts -> [N, context_length] ids with open_clip's tokenizer for this architecture."""
         return self.tokenizer(list(texts)).long()  # [N, context_length]
 
     def embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:
+        """[N, L] ids -> [N, L, W] token embeddings of the text tower."""
         return self.text.token_embedding(ids.to(self.device))  # [N, L, W]
 
     def sequence_lengths(self, ids: torch.Tensor) -> torch.Tensor:
+        """[N, L] ids -> [N] positions that matter: up to the end token under a causal mask, else all."""
         if self.end_token_id is not None and self.text.attn_mask is not None:
             return super().sequence_lengths(ids)  # causal: nothing after the end token matters
         return torch.full((ids.shape[0],), ids.shape[1], dtype=torch.long)  # every position may matter
 
     def encode_text_embeds(self, embeds: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """[N, L, W] token embeddings -> [N, D] text features (the tower's own pooling)."""
         return self._encode(embeds, ids)
 
     def encode_text_parts(self, parts: PromptParts, ids: torch.Tensor) -> torch.Tensor:

@@ -197,27 +197,33 @@ class TransformersBackbone(Backbone):
         raise NotImplementedError
 
     def modules(self):
+        """The one module vip freezes and moves: the transformers model."""
         return [self.model]
 
     def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
+        """Texts -> [N, context_length] ids with the model's tokenizer, padded to the full length."""
         encoded = self.tokenizer(list(texts), padding="max_length", max_length=self.context_length,
                                  truncation=True, return_tensors="pt")
         return encoded["input_ids"].long()  # [N, context_length]
 
     def embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:
+        """[N, L] ids -> [N, L, W] the text model's input embeddings."""
         return self.text_embedding()(ids.to(self.device))  # [N, L, W]
 
     def encode_text_embeds(self, embeds: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """[N, L, W] -> [N, D]: `get_text_features` with the word embeddings replaced by `embeds`."""
         ids = ids.to(self.device)
         with replaced_output(self.text_embedding(), embeds.to(self.device)):
             output = self.model.get_text_features(input_ids=ids)  # the model's own masking and pooling
         return pooled_features(output).float()  # [N, D]
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        """[B, 3, H, W] pixels -> [B, D] with `get_image_features`."""
         output = self.model.get_image_features(pixel_values=images.to(self.device))
         return pooled_features(output).float()  # [B, D]
 
     def image_transform(self, train: bool):
+        """The model's preprocessing (size, mean, std) as a torchvision transform; `train` adds augmentation."""
         size = self.model.config.vision_config.image_size
         size = size[0] if isinstance(size, (tuple, list)) else size
         mean, std = self.preprocessing["mean"], self.preprocessing["std"]
@@ -231,6 +237,7 @@ class TransformersBackbone(Backbone):
         return json.dumps(config, sort_keys=True, default=str)
 
     def describe(self) -> dict:
+        """The identity: architecture with a digest of its config, weights, model class, transformers version (once)."""
         return identity_taken_once(self, self._identify)
 
     def _identify(self) -> dict:

@@ -69,11 +69,13 @@ class HFClipBackbone(CausalTextTower, TransformersBackbone):
         super()._set_text_attributes()
 
     def projection_dim(self) -> int:
+        """D: the output size of CLIP's text projection."""
         return self.model.text_projection.out_features
 
     # the text tower on the CPU -----------------------------------------------------------
 
     def encode_text_embeds(self, embeds: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """[N, L, W] -> [N, D]; on the CPU through the pooled path (the end token alone is projected)."""
         if not self._pooled_path():
             return super().encode_text_embeds(embeds, ids)
         return self._pooled(embeds, ids)

@@ -352,12 +352,15 @@ class OpenClipBackbone(Backbone):
             fail_fast_if_uncached(None, self.pretrained, self.arch, OFFLINE_HINT)
 
     def modules(self):
+        """The one module vip freezes and moves: the open_clip model."""
         return [self.model]
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        """[B, 3, H, W] pixels -> [B, D] image features in float32."""
         return self.model.encode_image(images.to(self.device)).float()  # [B, D]
 
     def image_transform(self, train: bool):
+        """The model's input size and normalisation as a torchvision transform; `train` adds augmentation."""
         size = self.model.visual.image_size
         size = size[0] if isinstance(size, (tuple, list)) else size
         cfg = getattr(self.model.visual, "preprocess_cfg", None) or {}
@@ -365,6 +368,8 @@ class OpenClipBackbone(Backbone):
         return clip_style_transform(int(size), mean, std, train)
 
     def describe(self) -> dict:
+        """The identity: architecture (a config file by name and digest), weights (a file by name, size and
+        sha256) and the open_clip version; computed once."""
         return identity_taken_once(self, self._identify)
 
     def _identify(self) -> dict:

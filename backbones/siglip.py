@@ -31,8 +31,10 @@ class SiglipBackbone(TransformersBackbone):
     squash = True  # SigLIP's processor resizes the whole image to size x size, no crop
 
     def projection_dim(self) -> int:
+        """D: the output size of SigLIP's text head."""
         return self.model.text_model.head.out_features
 
     def sequence_lengths(self, ids: torch.Tensor) -> torch.Tensor:
+        """[N, L] ids -> [N] all L: SigLIP pools the last position and attends to every one."""
         # pooled at the last position with every position attended: nothing may be trimmed
         return torch.full((ids.shape[0],), ids.shape[1], dtype=torch.long)

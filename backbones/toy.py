@@ -118,6 +118,7 @@ class Block(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width))
 
     def forward(self, x: torch.Tensor, causal: bool) -> torch.Tensor:
+        """[N, L, W] -> [N, L, W]: pre-norm attention (causal for text) and MLP, each with a residual."""
         n, length, width = x.shape
         qkv = self.qkv(self.ln_1(x)).view(n, length, 3, self.heads, width // self.heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each [N, H, L, W/H]
@@ -140,6 +141,7 @@ class VisionTower(nn.Module):
         self.proj = nn.Parameter(torch.randn(width, config.embed_dim) * width**-0.5)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """[B, 3, H, W] images -> [B, D]: patches and [CLS] through the blocks, [CLS] normalised and projected."""
         x = self.patchify(images).flatten(2).transpose(1, 2)  # [B, P, Wv]
         x = torch.cat([self.cls.expand(x.shape[0], 1, -1), x], dim=1) + self.positional_embedding  # [B, P+1, Wv]
         x = self.ln_pre(x)
@@ -172,6 +174,7 @@ class TextTower(nn.Module):
         return pooled @ self.text_projection  # [N, D]
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        """[N, L] ids -> [N, D] text features."""
         return self.forward_embeds(self.token_embedding(ids), ids)  # [N, D]
 
 
@@ -185,9 +188,11 @@ class ToyCLIP(nn.Module):
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        """[B, 3, H, W] -> [B, D] image features."""
         return self.visual(images)  # [B, D]
 
     def encode_text(self, ids: torch.Tensor) -> torch.Tensor:
+        """[N, L] ids -> [N, D] text features."""
         return self.text(ids)  # [N, D]
 
 
@@ -291,25 +296,32 @@ class ToyBackbone(Backbone):
         self.logit_scale = self.model.logit_scale.detach().reshape(())
 
     def modules(self) -> list[nn.Module]:
+        """The one module vip freezes and moves: the toy CLIP."""
         return [self.model]
 
     def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
+        """Texts -> [N, context_length] ids with the toy word-level tokenizer."""
         return self.tokenizer(list(texts))  # [N, context_length]
 
     def embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:
+        """[N, L] ids -> [N, L, W] token embeddings."""
         return self.model.text.token_embedding(ids.to(self.device))  # [N, L, W]
 
     def encode_text_embeds(self, embeds: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """[N, L, W] token embeddings -> [N, D] text features (pooled at [EOT])."""
         return self.model.text.forward_embeds(embeds.to(self.device), ids.to(self.device))  # [N, D]
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        """[B, 3, H, W] -> [B, D] image features."""
         return self.model.encode_image(images.to(self.device))  # [B, D]
 
     def image_transform(self, train: bool):
+        """The toy's input size and normalisation; `train` adds crops from half to all of the image."""
         return clip_style_transform(self.config.image_size, self.config.image_mean, self.config.image_std, train,
                                     crop_scale=(0.5, 1.0))
 
     def describe(self) -> dict:
+        """The identity: arch, weights as given, the weights' sha256 and the config."""
         return {
             "arch": "toy",
             "pretrained": self.pretrained,
