@@ -189,6 +189,18 @@ def test_highest_coverage_in_the_report_is_one_vip_predict_accepts():
             threshold(list(range(n)), round(shown + 0.001, 3))
 
 
+def test_calibration_table_shows_the_temperature_as_its_text_does():
+    """T = 1.5993 was 'T = 1.599' in the sentence and 'after (T = 1.6)' in the table below it."""
+    from vipcli.report.run import _calibration
+
+    scores = {"ece": 0.07, "nll": 0.48, "brier": 0.31}
+    block = {"temperature": 1.5993, "held_out": "val", "n_held_out": 64, "ece_bins": 15,
+             "test": {"n": 0, "before": scores, "after": scores}, "reliability": {"before": [], "after": []}}
+    text = _visible(_calibration({"calibration": object(), "metrics": {"calibration": block}, "data": "d",
+                                  "backbone": "b"}, None, []))
+    assert "T = 1.599 ," in text and "after (T = 1.599)" in text and "T = 1.6)" not in text
+
+
 # --- #11: rendering ------------------------------------------------------------------------------------
 
 def test_no_negative_zero_in_numbers():

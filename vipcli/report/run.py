@@ -145,7 +145,7 @@ def _calibration(run: dict, test_probabilities, test_labels) -> str:
         return body
     test = block["test"]
     rows = [[f"{name} (T = {t})", *(_fmt(test[key][k], 4) for k in ("ece", "nll", "brier"))]
-            for name, key, t in (("before", "before", 1), ("after", "after", f"{block['temperature']:.3g}"))]
+            for name, key, t in (("before", "before", 1), ("after", "after", f"{block['temperature']:.4g}"))]
     body = (f"<p>Temperature scaling divides every logit by T = <b>{block['temperature']:.4g}</b>, fitted on "
             f"{block['n_held_out']} {html.text(block['held_out'])} {plural(block['n_held_out'], 'image')} by minimising "
             f"the negative log-likelihood; it never changes the predicted class. Scores on {test['n']} test "
@@ -154,7 +154,7 @@ def _calibration(run: dict, test_probabilities, test_labels) -> str:
     body += html.table(["on test", "ECE", "NLL", "Brier"], rows, numeric={1, 2, 3})
     if test["n"]:
         panels = [("before (T = 1)", block["reliability"]["before"], test["before"]["ece"]),
-                  (f"after (T = {block['temperature']:.3g})", block["reliability"]["after"], test["after"]["ece"])]
+                  (f"after (T = {block['temperature']:.4g})", block["reliability"]["after"], test["after"]["ece"])]
         body += html.figure(reliability_png(panels, run["color"], title),
                             "bars: accuracy per confidence bin (count at the bottom); hatched: the gap to the "
                             "bin's mean confidence; dashed: perfect calibration")
