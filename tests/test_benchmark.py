@@ -248,6 +248,26 @@ def test_linear_probe_separates_separable_features():
     assert sum(map(sum, row["test_confusion_matrix"])) == 90
 
 
+def test_means_halfway_between_two_figures_round_the_same_way_everywhere():
+    """Two seeds: every mean of two 2-decimal figures with an odd sum is exactly halfway. Rounded in
+    float, 51.665 became 51.66 but 53.335 53.34 (and 32.955 32.95); in decimal, each rounds half up,
+    in results.json's summary, the printed table and the HTML report alike."""
+    from vipcli.benchmark import summarize
+    from vipcli.metrics import mean_of_figures
+    from vipcli.report.benchmark import _mean_std as report_cell
+
+    pairs = {(50.0, 53.33): 51.67, (56.67, 50.0): 53.34, (50.0, 48.33): 49.17, (33.33, 32.58): 32.96,
+             (54.86, 33.33): 44.1, (71.33, 71.33): 71.33}
+    for pair, mean in pairs.items():
+        assert mean_of_figures(list(pair)) == mean
+        rows = [{"method": "vip", "shots": 1, "seed": seed, "test_accuracy": value, "test_macro_f1": value}
+                for seed, value in enumerate(pair, 1)]
+        summary = summarize(rows)[0]
+        assert summary["accuracy_mean"] == summary["macro_f1_mean"] == mean
+        assert report_cell(list(pair)).startswith(f"{mean:.2f} ± ")
+    assert mean_of_figures([73.0, 76.67, 72.0]) == 73.89  # three seeds: never halfway, as before
+
+
 def test_an_out_folder_of_something_else_is_left_alone(cli, isic_small, tiny_clip, tmp_path):
     out = tmp_path / "mine"
     out.mkdir()

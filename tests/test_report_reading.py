@@ -165,6 +165,42 @@ def test_prediction_set_table_shows_each_class_and_notes_a_badly_covered_one():
     assert "far below for" not in unknown and "(2/3)" not in unknown
 
 
+def test_highest_coverage_in_the_report_is_one_vip_predict_accepts():
+    """26 held-out images promise at most 26/27 = 0.96296: the report says 0.962, as the refusal of
+    --coverage 0.963 does, never the 0.963 a floor of the rounded max_coverage gave."""
+    from vipcli.conformal import askable_coverage, threshold
+    from vipcli.errors import VipError
+    from vipcli.report.run import _conformal
+
+    row = {"coverage": 0.9, "threshold": 0.5, "empirical_coverage": 0.8, "mean_set_size": 1.0, "empty_sets": 0,
+           "expected_coverage": 0.9, "coverage_sd": 0.05}
+    run = {"calibration": object(), "class_names": ["a", "b"], "metrics": {
+        "test": {"n": 5}, "conformal": {"score": "LAC", "held_out": "val", "n_held_out": 26,
+                                        "max_coverage": round(26 / 27, 4), "test": [row]}}}
+    assert "can promise is 0.962." in _visible(_conformal(run))
+    scores = sorted(i / 26 for i in range(26))
+    with pytest.raises(VipError, match=r"--coverage 0.962 or less"):
+        threshold(scores, 0.963)
+    threshold(scores, askable_coverage(26))  # accepted
+    for n in range(1, 999):  # the figure shown is always accepted, and the next one up never is
+        shown = askable_coverage(n)
+        threshold(list(range(n)), shown)
+        with pytest.raises(VipError):
+            threshold(list(range(n)), round(shown + 0.001, 3))
+
+
+def test_calibration_table_shows_the_temperature_as_its_text_does():
+    """T = 1.5993 was 'T = 1.599' in the sentence and 'after (T = 1.6)' in the table below it."""
+    from vipcli.report.run import _calibration
+
+    scores = {"ece": 0.07, "nll": 0.48, "brier": 0.31}
+    block = {"temperature": 1.5993, "held_out": "val", "n_held_out": 64, "ece_bins": 15,
+             "test": {"n": 0, "before": scores, "after": scores}, "reliability": {"before": [], "after": []}}
+    text = _visible(_calibration({"calibration": object(), "metrics": {"calibration": block}, "data": "d",
+                                  "backbone": "b"}, None, []))
+    assert "T = 1.599 ," in text and "after (T = 1.599)" in text and "T = 1.6)" not in text
+
+
 # --- #11: rendering ------------------------------------------------------------------------------------
 
 def test_no_negative_zero_in_numbers():

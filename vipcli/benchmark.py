@@ -24,6 +24,7 @@ import torch
 from vipcli import console
 from vipcli.data import Dataset, few_shot_order, load_dataset
 from vipcli.errors import UsageError, VipError
+from vipcli.metrics import mean_of_figures
 from vipcli.atomic import write_atomic
 from vipcli.featuresets import FeatureSet, PreparedData
 from vipcli.methods import DEFAULT_BENCHMARK, METHODS
@@ -239,7 +240,7 @@ def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
     if not values:
         return None, None
     std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return round(statistics.fmean(values), 2), round(std, 2)
+    return mean_of_figures(values), round(std, 2)
 
 
 def summarize(rows: list[dict]) -> list[dict]:

@@ -58,7 +58,7 @@ def threshold(sorted_scores, coverage: float) -> float:
         raise VipError(
             f"coverage {coverage:g} needs at least {needed_images(coverage)} held-out (validation) images; "
             f"this run has {n}",
-            f"ask for --coverage {math.floor(max_coverage(n) * 1000) / 1000:g} or less, or retrain with more "
+            f"ask for --coverage {askable_coverage(n):g} or less, or retrain with more "
             f"validation images" if n >= 1 else "retrain with validation images",
         )
     return float(sorted_scores[k - 1])
@@ -67,6 +67,16 @@ def threshold(sorted_scores, coverage: float) -> float:
 def max_coverage(n: int) -> float:
     """The highest coverage n held-out images can promise: n / (n + 1)."""
     return n / (n + 1)
+
+
+def askable_coverage(n: int, decimals: int = 3) -> float:
+    """max_coverage(n) rounded *down* to `decimals` places: the highest such figure `threshold` accepts.
+
+    Computed from n itself, never from a rounded max_coverage (26 images: 0.96296 is 0.963 at four
+    places, and --coverage 0.963 is refused).
+    """
+    scale = 10**decimals
+    return math.floor(n * scale / (n + 1) + 1e-9) / scale
 
 
 def coverage_spread(n: int, coverage: float) -> tuple[float, float]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import ROUND_HALF_UP, Decimal
+
 import numpy as np
 
 
@@ -36,3 +38,13 @@ def compute_metrics(labels, probabilities, num_classes: int) -> dict:
         "auroc": None if auroc is None else round(100.0 * float(auroc), 2),
         "confusion_matrix": confusion_matrix(labels, predicted, labels=classes).tolist(),
     }
+
+
+def mean_of_figures(values: list[float], digits: int = 2) -> float:
+    """The mean of figures as stored (decimals such as 50.0 and 53.33), rounded half up to `digits` places.
+
+    Computed in decimal, so a mean that falls exactly halfway always rounds the same way: the float
+    mean of 50.0 and 53.33 is 51.66499..., which round() makes 51.66 while 53.335 became 53.34.
+    """
+    exact = sum(Decimal(str(v)) for v in values) / len(values)
+    return float(exact.quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP))

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from vipcli import __version__
 from vipcli.errors import VipError
+from vipcli.metrics import mean_of_figures
 from vipcli.plots import benchmark_title, draw_shots, method_color, png_bytes, seeds_label
 from vipcli.report import html
 from vipcli.report.notices import random_weights_banner
@@ -41,7 +42,7 @@ def _mean_std(values: list) -> str:
         return "-"
     if len(values) == 1:
         return html.number(values[0])
-    return f"{html.number(statistics.fmean(values))} ± {html.number(statistics.stdev(values))}"
+    return f"{html.number(mean_of_figures(values))} ± {html.number(statistics.stdev(values))}"
 
 
 def _columns(rows: list[dict]) -> list[str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -146,7 +145,7 @@ def _calibration(run: dict, test_probabilities, test_labels) -> str:
         return body
     test = block["test"]
     rows = [[f"{name} (T = {t})", *(_fmt(test[key][k], 4) for k in ("ece", "nll", "brier"))]
-            for name, key, t in (("before", "before", 1), ("after", "after", f"{block['temperature']:.3g}"))]
+            for name, key, t in (("before", "before", 1), ("after", "after", f"{block['temperature']:.4g}"))]
     body = (f"<p>Temperature scaling divides every logit by T = <b>{block['temperature']:.4g}</b>, fitted on "
             f"{block['n_held_out']} {html.text(block['held_out'])} {plural(block['n_held_out'], 'image')} by minimising "
             f"the negative log-likelihood; it never changes the predicted class. Scores on {test['n']} test "
@@ -155,7 +154,7 @@ def _calibration(run: dict, test_probabilities, test_labels) -> str:
     body += html.table(["on test", "ECE", "NLL", "Brier"], rows, numeric={1, 2, 3})
     if test["n"]:
         panels = [("before (T = 1)", block["reliability"]["before"], test["before"]["ece"]),
-                  (f"after (T = {block['temperature']:.3g})", block["reliability"]["after"], test["after"]["ece"])]
+                  (f"after (T = {block['temperature']:.4g})", block["reliability"]["after"], test["after"]["ece"])]
         body += html.figure(reliability_png(panels, run["color"], title),
                             "bars: accuracy per confidence bin (count at the bottom); hatched: the gap to the "
                             "bin's mean confidence; dashed: perfect calibration")
@@ -208,7 +207,7 @@ def _under_covered_note(shortfalls: list[tuple[float, list[tuple[str, int, int]]
 def _conformal(run: dict, test_probabilities=None, test_labels=None) -> str:
     """The prediction-set table: per asked coverage, the stored test figures and the coverage per class
     (recomputed from the test images predicted for this report), with a note on badly covered classes."""
-    from vipcli.conformal import coverage_shortfall
+    from vipcli.conformal import askable_coverage, coverage_shortfall
 
     block = run["metrics"].get("conformal")
     if run["calibration"] is None or block is None:
@@ -235,7 +234,7 @@ def _conformal(run: dict, test_probabilities=None, test_labels=None) -> str:
              f"{block['n_held_out']} {html.text(block['held_out'])} {plural(block['n_held_out'], 'image')}. A set at coverage 0.9 holds every "
              f"class whose score is within the threshold; under exchangeability it contains the true class for "
              f"at least 90% of images. The highest coverage these images can promise is "
-             f"{math.floor(block['max_coverage'] * 1000) / 1000:g}. An empty set means no class is likely enough: look at that image "
+             f"{askable_coverage(block['n_held_out']):g}. An empty set means no class is likely enough: look at that image "
              f"twice. The promise holds on average over draws of the validation images: with this many, "
              f"the coverage one run gets varies around its expectation by the ± shown. It is marginal: an "
              f"average over all images, not a promise for each class, so the table also shows, per class, the "
