@@ -133,22 +133,21 @@ def train(config: TrainConfig, progress=None) -> TrainResult | None:
     if world.main and packs:
         console.info(matched_packs_line(packs))
     if world.main:
-        warn_data_gaps(dataset, config.shots)
+        warn_data_gaps(dataset, config.shots if cls.uses_shots else None)
     torch.manual_seed(config.seed)
     setup = MethodSetup(backbone, dataset.class_names, symptoms, trim=not config.reference)
     method = build_method(config.method, setup, config.method_options)  # prompts checked before any encoding
-    # the reference mode encodes training images afresh every epoch: here only once, to find the readable ones
-    views = 0 if config.reference else config.encoding.views
-    center_train = cls.needs_center_view or config.reference
+    shots, views, center_train = encoding_plan(config, cls)
     cache = config.encoding.cache(backbone)
-    jobs = distributed.training_jobs(dataset, config.shots, [config.seed], views, center_train)
+    jobs = distributed.training_jobs(dataset, shots, [config.seed], views, center_train)
     check_feature_memory(jobs, backbone.embed_dim, views)
     if not distributed.encode_shared(backbone, world, jobs, cache, config.encoding.batch_size,
                                      config.encoding.workers, progress):
         return None  # not rank 0: its share of the features is in the cache
-    data = prepare_features(backbone, dataset, config.shots, config.seed, views, cache, config.encoding.workers, config.encoding.batch_size, progress, center_train=center_train)
+    data = prepare_features(backbone, dataset, shots, config.seed, views, cache, config.encoding.workers,
+                            config.encoding.batch_size, progress, center_train=center_train)
     encoded = time.perf_counter()
-    if world.main:
+    if world.main and cls.uses_shots:
         warn_unreadable_shortfalls(dataset, config.shots, data.shortfalls)
     reference = _reference_batches(backbone, dataset, data, schedule, config.seed,
                                    config.encoding) if config.reference else None
@@ -176,6 +175,23 @@ def train(config: TrainConfig, progress=None) -> TrainResult | None:
     write_train_run(run_dir, config, method, backbone, dataset, data, symptoms, schedule, metrics,
                     calibrated.calibration)
     return TrainResult(run_dir, metrics, data.failures, dataset.class_names, schedule if uses_schedule else None)
+
+
+ZERO_SHOT_TRAIN_IMAGES = 1  # per class, center view only: a method that uses no labelled images needs no more
+
+
+def encoding_plan(config: TrainConfig, cls) -> tuple[int | None, int, bool]:
+    """(shots, augmented views, center view) of the training images `vip train` encodes for `cls`.
+
+    A method that uses no labelled images (zero-shot) gets one training image per class, center view
+    only: it keeps the feature set well-formed without encoding `--shots` x `--views` images that
+    play no part (with `--shots all`, every training image 8 times). The reference mode encodes
+    training images afresh every epoch, so here only once (center view), to find the readable ones.
+    """
+    if not cls.uses_shots:
+        return ZERO_SHOT_TRAIN_IMAGES, 0, True
+    views = 0 if config.reference else config.encoding.views
+    return config.shots, views, cls.needs_center_view or config.reference
 
 
 def _plan(config, cls, dataset, schedule, backbone, device) -> str:
