@@ -59,6 +59,7 @@ class PromptBank:
     prefix: int  # tokens before the context (start token / [CLS])
     layout: PaddingLayout  # where each prompt sits in its class's row of a padded [C, K] block
     same_start: bool = False  # every prompt begins with the same `prefix` tokens (build_prompt_bank checks)
+    same_prompts: tuple = ()  # (a, b) pairs of classes whose prompts tokenise alike (`classes_with_same_prompts`)
     _repeated: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # copies -> [copies*P, L]
     # (copies, per class) -> (group [S*P], rest [S*P, L-K, W]); one per stack size a batched fit uses
     _layouts: dict = field(default_factory=dict, init=False, repr=False, compare=False)
@@ -191,22 +192,24 @@ def build_prompt_bank(backbone, prompts: list[list[str]], n_ctx: int, trim: bool
     layout = PaddingLayout(class_index, len(prompts), device)
     prefix = backbone.num_prefix_tokens
     same_start = bool((ids[:, :prefix] == ids[:1, :prefix]).all())  # on the host, before the move
-    return PromptBank(ids.to(device), token_embeds, texts, n_ctx, prefix, layout, same_start)
+    same_prompts = classes_with_same_prompts(ids, class_index, len(prompts))
+    return PromptBank(ids.to(device), token_embeds, texts, n_ctx, prefix, layout, same_start, same_prompts)
 
 
-def classes_with_same_prompts(bank: PromptBank) -> list[tuple[int, int]]:
+def classes_with_same_prompts(ids: torch.Tensor, class_index: torch.Tensor, num_classes: int) -> tuple:
     """Pairs (a, b), a < b, of classes whose prompts tokenise to the same token rows.
 
     Under one shared context such classes get the same text features, so a text-side method can
     never tell them apart: the same symptoms given to two classes, or a tokenizer that maps their
-    different words to the same tokens (every word to an unknown token). Order of prompts within a
-    class does not matter. Only the first class of each group is paired with the others.
+    different words to the same tokens (every word to an unknown token). The order of prompts
+    within a class does not matter; only the first class of each group is paired with the others.
+
+    Args:
+        ids: [P, L] token ids on the host; class_index: [P] the class of each prompt.
     """
-    ids = bank.ids.cpu()  # [P, L]
-    class_index = bank.layout.class_index.cpu()  # [P]
     first_with: dict[tuple, int] = {}
     pairs = []
-    for c in range(bank.layout.num_classes):
+    for c in range(num_classes):
         rows = ids[class_index == c].tolist()
         if not rows:
             continue
@@ -215,7 +218,7 @@ def classes_with_same_prompts(bank: PromptBank) -> list[tuple[int, int]]:
             pairs.append((first_with[key], c))
         else:
             first_with[key] = c
-    return pairs
+    return tuple(pairs)
 
 
 def encode_prompts(backbone, bank: PromptBank, context: torch.Tensor | None) -> torch.Tensor:

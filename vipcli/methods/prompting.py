@@ -18,7 +18,7 @@ from torch import nn
 from vipcli.errors import UsageError
 from vipcli.methods.base import Method, MethodSetup, NoSettings
 from vipcli.graphs import run_text_tower
-from vipcli.prompts import PaddingLayout, build_prompt_bank, classes_with_same_prompts, encode_prompts
+from vipcli.prompts import PaddingLayout, build_prompt_bank, encode_prompts
 
 ZERO_SHOT_TEMPLATE = "a photo of a {}."
 
@@ -58,8 +58,8 @@ def warn_same_prompts(method) -> None:
     if not isinstance(method, PromptMethod) or getattr(method.settings, "class_specific_context", False):
         return
     bank, names = method.bank, method.setup.class_names
-    classes = bank.layout.class_index.tolist()  # [P]
-    for a, b in classes_with_same_prompts(bank):
+    classes = [c for c, count in enumerate(bank.layout.counts) for _ in range(count)]  # [P], prompts in class order
+    for a, b in bank.same_prompts:
         key = (method.id, names[a], names[b], tuple(bank.texts))
         if key in _same_prompts_warned:
             continue
