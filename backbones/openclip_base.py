@@ -80,6 +80,10 @@ OFFLINE_HINT = ("download them once on a connected machine (they are cached unde
 RANDOM_OFFLINE_HINT = ("--pretrained none still reads the model's config and tokenizer: download them once on a "
                        "connected machine (they are cached under ~/.cache/huggingface), or pass --arch with a local "
                        "open_clip model-config JSON")
+# an hf-hub: architecture reads its config from the hub whatever --pretrained is: only a local --arch avoids it
+HUB_OFFLINE_HINT = ("download the model once on a connected machine (it is cached under ~/.cache/huggingface), or "
+                    "pass --arch with a local open_clip model-config JSON and --pretrained /path/to/weights "
+                    "(.safetensors/.bin/.pt), or none for random weights (for timing and plumbing only)")
 
 
 def create_open_clip(arch: str, pretrained: str | None, device: torch.device, timings: dict | None = None, *,
@@ -154,7 +158,8 @@ def create_open_clip(arch: str, pretrained: str | None, device: torch.device, ti
             if random_init and model_name.startswith(SCHEMAS):
                 raise missing_weights_error(model_name, arch, offline_reason, error, RANDOM_OFFLINE_HINT,
                                             thing="the config of") from error
-            raise missing_weights_error(pretrained or model_name, arch, offline_reason, error, OFFLINE_HINT) from error
+            hint = HUB_OFFLINE_HINT if model_name.startswith("hf-hub:") else OFFLINE_HINT
+            raise missing_weights_error(pretrained or model_name, arch, offline_reason, error, hint) from error
     hub_or_folder = any(name.startswith(SCHEMAS) for name in (model_name, pretrained or ""))
     if not random_init and hub_or_folder and checkpoints is not None and not checkpoints.paths:
         # built without initialisation for weights that never came: its tensors hold whatever memory held
@@ -181,7 +186,8 @@ def load_open_clip_tokenizer(model_name: str, arch: str):
         except (VipError, KeyboardInterrupt):
             raise
         except Exception as error:
-            raise missing_weights_error(f"tokenizer of {model_name}", arch, offline_reason, error, OFFLINE_HINT) from error
+            hint = HUB_OFFLINE_HINT if model_name.startswith("hf-hub:") else OFFLINE_HINT
+            raise missing_weights_error(f"tokenizer of {model_name}", arch, offline_reason, error, hint) from error
 
 
 INIT_FUNCTIONS = ("uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_", "eye_", "dirac_",
@@ -347,7 +353,8 @@ class OpenClipBackbone(Backbone):
         if hub_ids and self.random_weights:
             fail_fast_if_uncached(hub_ids, self.arch, None, RANDOM_OFFLINE_HINT, thing="the config of")
         elif hub_ids:
-            fail_fast_if_uncached(hub_ids, self.pretrained or self.arch, self.arch, OFFLINE_HINT)
+            hint = HUB_OFFLINE_HINT if self.arch.startswith("hf-hub:") else OFFLINE_HINT
+            fail_fast_if_uncached(hub_ids, self.pretrained or self.arch, self.arch, hint)
         elif tag:
             fail_fast_if_uncached(None, self.pretrained, self.arch, OFFLINE_HINT)
 

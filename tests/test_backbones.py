@@ -543,3 +543,18 @@ def test_a_hub_checkpoint_is_identified_by_its_blob_not_its_path(tmp_path):
     plain = tmp_path / "local.safetensors"
     plain.write_bytes(b"w")
     assert _checkpoint_identity(plain) == {"file": plain.name, "size": 1, "sha256": file_digest(plain)}
+
+
+def test_offline_weights_of_a_hub_model_name_offer_a_fix_that_works_offline(monkeypatch, tmp_path):
+    """An hf-hub: architecture reads its config from the hub whatever --pretrained is, so the hint for its
+    missing weights is a local --arch, never `--pretrained none` alone (which fails offline the same way)."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    with pytest.raises(VipError) as error:
+        load_backbone("biomedclip", None, None)
+    message = str(error.value)
+    assert message.startswith("could not load weights 'hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_"
+                              "patch16_224': not in the local cache")
+    assert "or --pretrained none for random" not in message
+    assert "pass --arch with a local open_clip model-config JSON and --pretrained" in message

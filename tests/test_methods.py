@@ -228,3 +228,13 @@ def test_cli_default_benchmark_methods_match_the_library():
     from vipcli.methods import DEFAULT_BENCHMARK
 
     assert DEFAULT_METHODS == DEFAULT_BENCHMARK
+
+
+def test_method_option_help_and_unknown_setting_point_to_methods_show(cli, isic_small, tmp_path):
+    """`vip methods list` shows no settings: the -o help and the benchmark's hint name `vip methods show ID`."""
+    code, out, _ = cli("train", "--help")
+    assert code == 0 and "vip methods show ID" in " ".join(out.replace("│", " ").split())
+    code, _, err = cli("benchmark", "--data", isic_small, "--methods", "zeroshot,coop", "-o", "temprature=2",
+                       "--out", tmp_path / "b")
+    assert code == 2 and "no benchmarked method has the setting 'temprature'" in err
+    assert "`vip methods show ID` lists a method's settings" in err and "methods list" not in err

@@ -18,7 +18,7 @@ def _yes_no(value) -> str:
 
 @app.command("list")
 def list_command(as_json: bool = typer.Option(False, "--json", help="Print one JSON document.")) -> None:
-    """List installed methods: what each needs, and its settings (for --method-option KEY=VALUE)."""
+    """List installed methods and what each needs (their settings: vip methods show ID)."""
     from rich.markup import escape
 
     from vipcli.methods import list_methods

@@ -72,7 +72,7 @@ class SeedOutOfRange(ValueError):
 N_CTX = typer.Option(None, "--n-ctx", help="Learned context vectors M (methods that learn context; default 4).")
 CLASS_SPECIFIC = typer.Option(False, "--class-specific-context", help="One learned context per class.")
 METHOD_OPTION = typer.Option(None, "--method-option", "-o", help="A method setting as KEY=VALUE (see `vip methods "
-                             "list`). Repeatable.")
+                             "show ID`). Repeatable.")
 
 # --- output ----------------------------------------------------------------------------------------
 FORCE = typer.Option(False, "--force", help="Replace --out if it is a run directory (a folder of other files is "
