@@ -1,4 +1,4 @@
-"""Check the GPU speed goals of issue 9 on your own machine and gather every figure into one JSON.
+"""Check vip's GPU speed goals (README, Speed) on your own machine and gather every figure into one JSON.
 
 Runs vip as whole processes, the way a user does, each timed from the outside:
 
@@ -43,7 +43,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-GOALS = {  # issue 9, one H100/H200
+GOALS = {  # README's Speed goals, on one H100/H200
     "train_cold_s": 10.7, "train_cold_aim_s": 5.4, "train_warm_s": 5.0, "sweep_s": 120.0,
     "predict_images_per_s": 300.0, "model_load_s": 3.0,
 }

@@ -242,6 +242,9 @@ def test_baseline_methods_train_and_predict(cli, isic_small, tiny_clip, tmp_path
     out = tmp_path / method
     code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, out, "--method", method))
     assert code == 0, err
+    # the symptom packs are named only to a method that uses them
+    assert any(line.startswith("symptoms: ") for line in err.splitlines()) == (
+        method in ("symptom-zeroshot", "vip-mep-only")), err
     encoded = json.loads((out / "metrics.json").read_text())["timings"]["encoded_views"]
     if method in ("zeroshot", "symptom-zeroshot"):  # no labelled image plays a part: one per class, center view
         assert encoded == 2 + 8 + 8

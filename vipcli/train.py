@@ -130,7 +130,7 @@ def train(config: TrainConfig, progress=None) -> TrainResult | None:
     loaded = time.perf_counter()
     if world.main:
         console.info(_plan(config, cls, dataset, schedule, backbone, device))
-    if world.main and packs:
+    if world.main and packs and cls.needs_symptoms:  # a method that uses no symptoms is not told of them
         console.info(matched_packs_line(packs))
     if world.main:
         warn_data_gaps(dataset, config.shots if cls.uses_shots else None)
