@@ -143,6 +143,18 @@ def test_show_by_name_or_alias(capsys):
     assert code == 0 and json.loads(out)["name"] == "basal cell carcinoma"
 
 
+def test_show_of_your_own_pack_warns_of_a_symptom_that_names_its_class(capsys, tmp_path):
+    pack = tmp_path / "names.yaml"
+    pack.write_text('name: melanoma\nsymptoms: [Melanoma cells visible, "Irregular, blurry borders"]\n')
+    code, out, err = vip(capsys, "symptoms", "show", str(pack))
+    assert code == 0 and "2. Irregular, blurry borders" in out
+    assert err.splitlines() == [f"warning: {pack}: symptom 'Melanoma cells visible' names its class 'melanoma' (ViP "
+                                "describes a class by what it looks like, never by its name: reword it, or the "
+                                "prompts learn the name)"]
+    code, _, err = vip(capsys, "symptoms", "show", "melanoma")  # a shipped pack is checked before it ships
+    assert code == 0 and err == ""
+
+
 def test_show_unknown_name_lists_the_shipped_ones(capsys):
     code, _, err = vip(capsys, "symptoms", "show", "psoriasis")
     assert code == 2 and "no shipped symptom pack named 'psoriasis'" in err and "melanoma, nevus" in err

@@ -282,13 +282,18 @@ def _check_sources_match(given: list[tuple[str, list[SymptomPack]]], class_names
 
 def _warn_named_classes(packs: dict[str, SymptomPack], shipped: list[SymptomPack]) -> None:
     """Warn about each symptom of a user's pack that names its own class (ViP describes, never names)."""
+    for class_name, pack in packs.items():
+        if pack not in shipped:
+            warn_named_symptoms(pack, class_name)
+
+
+def warn_named_symptoms(pack: SymptomPack, class_name: str | None = None) -> None:
+    """One warning per symptom of `pack` that names its class (the pack's name, an alias or `class_name`)."""
     from vipcli import console
     from vipcli.symptoms.parse import names_disease
 
-    for class_name, pack in packs.items():
-        if pack in shipped:
-            continue
-        for symptom in pack.symptoms:
-            if names_disease(symptom, pack.name, (*pack.aliases, class_name)):
-                console.warn(f"{pack.path}: symptom {symptom!r} names its class '{pack.name}' (ViP describes a class "
-                             "by what it looks like, never by its name: reword it, or the prompts learn the name)")
+    names = (*pack.aliases, class_name) if class_name else tuple(pack.aliases)
+    for symptom in pack.symptoms:
+        if names_disease(symptom, pack.name, names):
+            console.warn(f"{pack.path}: symptom {symptom!r} names its class '{pack.name}' (ViP describes a class "
+                         "by what it looks like, never by its name: reword it, or the prompts learn the name)")

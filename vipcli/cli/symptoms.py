@@ -95,7 +95,11 @@ def show_command(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """Show one symptom pack: its symptoms and where they come from."""
+    from vipcli.packs import warn_named_symptoms
+
     pack = find_pack(name)
+    if Path(name).suffix.lower() in (".yaml", ".yml") or Path(name).is_file():  # your own pack: checked as train does
+        warn_named_symptoms(pack)
     if as_json:
         print(json.dumps(_pack_json(pack), indent=2))
         return
