@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from conftest import read_only_folder, error_lines, tiny_train_args
+from conftest import disk_fails_under, read_only_folder, error_lines, tiny_train_args
 
 
 def _metrics(out: Path) -> dict:
@@ -290,18 +289,10 @@ def test_read_only_cache_warns_once_and_the_run_goes_on(cli, isic_small, tiny_cl
                                           (errno.EROFS, "read-only file system")])
 def test_full_or_read_only_cache_disk_warns_once_and_the_run_goes_on(cli, isic_small, tiny_clip, tmp_path,
                                                                      monkeypatch, code_, words):
-    import safetensors.torch
-
-    real_save = safetensors.torch.save_file
-
-    def failing_save(tensors, filename, metadata=None):
-        if "features" in str(filename):
-            raise OSError(code_, os.strerror(code_), str(filename))
-        return real_save(tensors, filename, metadata=metadata)
-
-    monkeypatch.setattr(safetensors.torch, "save_file", failing_save)
+    disk_fails_under(monkeypatch, "features", code_)
     code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "run"))
     assert code == 0, err
     warnings = [line for line in err.splitlines() if "feature cache" in line]
     assert len(warnings) == 1 and words in warnings[0] and "going on without it" in warnings[0]
     assert not error_lines(err) and (tmp_path / "run" / "model.safetensors").is_file()
+

@@ -230,7 +230,7 @@ class FeatureCache:
         """
         if self.folder is None or not self.writable:
             return
-        from safetensors.torch import save_file
+        from vipcli.atomic import atomic_path, safetensors_bytes
 
         tensors = {k: v.detach().to(torch.float32).contiguous() for k, v in tensors.items()}
         views = tensors["train"].shape[0] if "train" in tensors else 0
@@ -238,14 +238,13 @@ class FeatureCache:
         header = {"format": FEATURE_FORMAT, "format_version": FEATURE_FORMAT_VERSION, "backbone": self.key,
                   "path": os.path.realpath(path), "content_sha256": content, "dtype": "float32",
                   "dim": str(dim), "views": str(views)}
-        from vipcli.atomic import atomic_path
-
         target = self.entry_file(path)
+        data = safetensors_bytes(tensors, header)  # written by Python: a full disk is an OSError
         try:
             self._write_identity()
             target.parent.mkdir(parents=True, exist_ok=True)
             with atomic_path(target) as temp:  # the user's umask, one rename
-                save_file(tensors, str(temp), metadata=header)
+                temp.write_bytes(data)
         except OSError as error:
             self.writable = False
             full = error.errno in (errno.ENOSPC, errno.EDQUOT)
