@@ -221,6 +221,32 @@ def test_a_changed_image_replaces_its_entry_instead_of_adding_one(backbone, isic
     torch.testing.assert_close(again.train[0], first.train[1], rtol=0, atol=1e-6)
 
 
+
+def test_a_cache_clear_in_another_process_while_entries_are_written_loses_no_entry(backbone, isic_small, tmp_path,
+                                                                                  capsys, monkeypatch):
+    """`vip cache clear` removing the folders between a training's mkdir and its write: the entry is
+    written again, with no warning that the cache is unwritable, and the cache stays in use."""
+    import pathlib
+    import shutil
+
+    from vipcli.features import FeatureCache
+
+    paths = _images(isic_small)
+    cache = FeatureCache(tmp_path / "cache", backbone)
+    real_mkdir, cleared = pathlib.Path.mkdir, []
+
+    def mkdir_then_cleared(self, *args, **kwargs):
+        real_mkdir(self, *args, **kwargs)
+        if self.parent == cache.folder and not cleared:  # a shard folder, made just before the entry is written
+            cleared.append(self)
+            shutil.rmtree(tmp_path / "cache" / "features")  # what the other process's clear does meanwhile
+
+    monkeypatch.setattr(pathlib.Path, "mkdir", mkdir_then_cleared)
+    _encode(backbone, paths, cache)
+    assert cleared and "warning" not in capsys.readouterr().err
+    assert cache.writable and len(list(cache.folder.rglob("*.safetensors"))) == len(paths)
+    assert _encode(backbone, paths, FeatureCache(tmp_path / "cache", backbone)).encoded == 0
+
 # --- vip cache info / clear --------------------------------------------------------------------
 
 
