@@ -120,3 +120,27 @@ def llm_server():
     server = ScriptedLLM().start()
     yield server
     server.stop()
+
+
+def disk_fails_under(monkeypatch, part: str, code_: int) -> None:
+    """Writes of files whose path holds `part` fail as on a full (or read-only) disk: Python's writes
+    with an OSError, safetensors' own writer (`save_file`) with the SafetensorError it raises there."""
+    import pathlib
+
+    import safetensors.torch
+    from safetensors import SafetensorError
+
+    real_save, real_write = safetensors.torch.save_file, pathlib.Path.write_bytes
+
+    def failing_save(tensors, filename, metadata=None):
+        if part in str(filename):
+            raise SafetensorError(f"Error while serializing: I/O error: {os.strerror(code_)} (os error {code_})")
+        return real_save(tensors, filename, metadata=metadata)
+
+    def failing_write(self, data):
+        if part in str(self):
+            raise OSError(code_, os.strerror(code_), str(self))
+        return real_write(self, data)
+
+    monkeypatch.setattr(safetensors.torch, "save_file", failing_save)
+    monkeypatch.setattr(pathlib.Path, "write_bytes", failing_write)

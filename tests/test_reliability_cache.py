@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from conftest import read_only_folder, error_lines, tiny_train_args
+from conftest import disk_fails_under, read_only_folder, error_lines, tiny_train_args
 
 
 def _metrics(out: Path) -> dict:
@@ -222,6 +221,32 @@ def test_a_changed_image_replaces_its_entry_instead_of_adding_one(backbone, isic
     torch.testing.assert_close(again.train[0], first.train[1], rtol=0, atol=1e-6)
 
 
+
+def test_a_cache_clear_in_another_process_while_entries_are_written_loses_no_entry(backbone, isic_small, tmp_path,
+                                                                                  capsys, monkeypatch):
+    """`vip cache clear` removing the folders between a training's mkdir and its write: the entry is
+    written again, with no warning that the cache is unwritable, and the cache stays in use."""
+    import pathlib
+    import shutil
+
+    from vipcli.features import FeatureCache
+
+    paths = _images(isic_small)
+    cache = FeatureCache(tmp_path / "cache", backbone)
+    real_mkdir, cleared = pathlib.Path.mkdir, []
+
+    def mkdir_then_cleared(self, *args, **kwargs):
+        real_mkdir(self, *args, **kwargs)
+        if self.parent == cache.folder and not cleared:  # a shard folder, made just before the entry is written
+            cleared.append(self)
+            shutil.rmtree(tmp_path / "cache" / "features")  # what the other process's clear does meanwhile
+
+    monkeypatch.setattr(pathlib.Path, "mkdir", mkdir_then_cleared)
+    _encode(backbone, paths, cache)
+    assert cleared and "warning" not in capsys.readouterr().err
+    assert cache.writable and len(list(cache.folder.rglob("*.safetensors"))) == len(paths)
+    assert _encode(backbone, paths, FeatureCache(tmp_path / "cache", backbone)).encoded == 0
+
 # --- vip cache info / clear --------------------------------------------------------------------
 
 
@@ -290,18 +315,10 @@ def test_read_only_cache_warns_once_and_the_run_goes_on(cli, isic_small, tiny_cl
                                           (errno.EROFS, "read-only file system")])
 def test_full_or_read_only_cache_disk_warns_once_and_the_run_goes_on(cli, isic_small, tiny_clip, tmp_path,
                                                                      monkeypatch, code_, words):
-    import safetensors.torch
-
-    real_save = safetensors.torch.save_file
-
-    def failing_save(tensors, filename, metadata=None):
-        if "features" in str(filename):
-            raise OSError(code_, os.strerror(code_), str(filename))
-        return real_save(tensors, filename, metadata=metadata)
-
-    monkeypatch.setattr(safetensors.torch, "save_file", failing_save)
+    disk_fails_under(monkeypatch, "features", code_)
     code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "run"))
     assert code == 0, err
     warnings = [line for line in err.splitlines() if "feature cache" in line]
     assert len(warnings) == 1 and words in warnings[0] and "going on without it" in warnings[0]
     assert not error_lines(err) and (tmp_path / "run" / "model.safetensors").is_file()
+

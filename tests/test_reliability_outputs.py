@@ -13,7 +13,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from conftest import read_only_folder, error_lines, tiny_train_args
+from conftest import disk_fails_under, read_only_folder, error_lines, tiny_train_args
 
 
 def test_existing_out_is_refused_before_any_work(cli, isic_small, tiny_clip, tmp_path, no_work):
@@ -62,16 +62,7 @@ def test_benchmark_checks_its_out_before_any_work(cli, isic_small, tiny_clip, tm
 
 
 def test_disk_filling_up_while_the_run_is_written_leaves_nothing(cli, isic_small, tiny_clip, tmp_path, monkeypatch):
-    import safetensors.torch
-
-    real_save = safetensors.torch.save_file
-
-    def full_for_runs(tensors, filename, metadata=None):
-        if "model.safetensors" in str(filename):
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(filename))
-        return real_save(tensors, filename, metadata=metadata)
-
-    monkeypatch.setattr(safetensors.torch, "save_file", full_for_runs)
+    disk_fails_under(monkeypatch, "model.safetensors", errno.ENOSPC)
     code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "run"))
     assert code == 1 and error_lines(err) == [
         f"error: cannot write run directory {tmp_path / 'run'} (no space left on the device); nothing was written "

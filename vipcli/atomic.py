@@ -35,6 +35,17 @@ def atomic_path(path: str | Path, suffix: str = ".tmp"):
             os.unlink(temp)
 
 
+def safetensors_bytes(tensors: dict, metadata: dict | None = None) -> bytes:
+    """`tensors` (name -> CPU tensor) as the bytes of a safetensors file.
+
+    Write these with Python rather than calling `safetensors.torch.save_file`: its writer reports a
+    full disk or a removed folder as a SafetensorError, which is no OSError and names no errno.
+    """
+    from safetensors.torch import save
+
+    return save(tensors, metadata=metadata)
+
+
 def write_atomic(path: str | Path, data: str | bytes) -> None:
     """Write text (UTF-8) or bytes to `path` atomically."""
     with atomic_path(path) as temp:

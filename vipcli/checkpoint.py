@@ -37,9 +37,7 @@ def write_run(run_dir: Path, tensors: dict, metadata: dict, split: dict, metrics
         extra: an optional callable(staging folder) that adds files (e.g. the backbone's config files).
     """
     import yaml
-    from safetensors.torch import save_file
-
-    from vipcli.atomic import atomic_folder
+    from vipcli.atomic import atomic_folder, safetensors_bytes
     from vipcli.preflight import describe_os_error
 
     run_dir = Path(run_dir)
@@ -49,8 +47,8 @@ def write_run(run_dir: Path, tensors: dict, metadata: dict, split: dict, metrics
     header = {**contract_fields(document), "metadata": json.dumps(document)}
     try:
         with atomic_folder(run_dir) as staging:
-            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, staging / "model.safetensors",
-                      metadata=header)
+            model = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+            (staging / "model.safetensors").write_bytes(safetensors_bytes(model, header))  # a full disk: OSError
             (staging / "run.yaml").write_text(yaml.safe_dump(document, sort_keys=False, allow_unicode=True))
             (staging / "split.json").write_text(json.dumps(split, indent=2))
             (staging / "metrics.json").write_text(json.dumps(metrics, indent=2))

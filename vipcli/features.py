@@ -45,6 +45,7 @@ from vipcli.stop_signals import stop_if_received
 DECODE_MIN_SIDE = 512  # images much larger than this are decoded at a reduced scale
 FEATURE_FORMAT = "vip-features"
 FEATURE_FORMAT_VERSION = "2"
+CLEARED_RETRIES = 3  # writes of an entry again after another process's `vip cache clear` removed its folder
 
 
 def default_cache_dir() -> Path:
@@ -230,7 +231,7 @@ class FeatureCache:
         """
         if self.folder is None or not self.writable:
             return
-        from safetensors.torch import save_file
+        from vipcli.atomic import safetensors_bytes
 
         tensors = {k: v.detach().to(torch.float32).contiguous() for k, v in tensors.items()}
         views = tensors["train"].shape[0] if "train" in tensors else 0
@@ -238,20 +239,34 @@ class FeatureCache:
         header = {"format": FEATURE_FORMAT, "format_version": FEATURE_FORMAT_VERSION, "backbone": self.key,
                   "path": os.path.realpath(path), "content_sha256": content, "dtype": "float32",
                   "dim": str(dim), "views": str(views)}
+        data = safetensors_bytes(tensors, header)  # written by Python: a full disk is an OSError
+        for attempt in range(CLEARED_RETRIES + 1):
+            try:
+                self._write_entry(self.entry_file(path), data)
+                return
+            except (FileNotFoundError, FileExistsError) as error:  # a `vip cache clear` elsewhere removed a folder
+                if attempt == CLEARED_RETRIES:
+                    self._stop_writing(error)
+            except OSError as error:
+                self._stop_writing(error)
+                return
+
+    def _write_entry(self, target: Path, data: bytes) -> None:
+        """Write the bytes of one entry to `target` in one rename (backbone.json first, folders made)."""
         from vipcli.atomic import atomic_path
 
-        target = self.entry_file(path)
-        try:
-            self._write_identity()
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_path(target) as temp:  # the user's umask, one rename
-                save_file(tensors, str(temp), metadata=header)
-        except OSError as error:
-            self.writable = False
-            full = error.errno in (errno.ENOSPC, errno.EDQUOT)
-            fix = "free some space or run `vip cache clear`" if full else "set VIP_CACHE_DIR to a writable folder"
-            self._warn_once("write", f"cannot write the feature cache {self.folder} ({describe_os_error(error)}); "
-                            f"going on without it ({fix}, or pass --no-cache)")
+        self._write_identity()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(target) as temp:  # the user's umask, one rename
+            temp.write_bytes(data)
+
+    def _stop_writing(self, error: OSError) -> None:
+        """Warn once that the cache cannot be written and write no more entries this run."""
+        self.writable = False
+        full = error.errno in (errno.ENOSPC, errno.EDQUOT)
+        fix = "free some space or run `vip cache clear`" if full else "set VIP_CACHE_DIR to a writable folder"
+        self._warn_once("write", f"cannot write the feature cache {self.folder} ({describe_os_error(error)}); "
+                        f"going on without it ({fix}, or pass --no-cache)")
 
     def _write_identity(self) -> None:
         """backbone.json: what this folder's entries were made with (read by `vip cache info`)."""
