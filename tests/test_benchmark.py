@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
+import socket
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 
-from conftest import ISIC, NO_SHARED_DATA
+from conftest import ISIC, NO_SHARED_DATA, error_lines
 
 ALL_METHODS = "zeroshot,symptom-zeroshot,linear-probe,coop,vip,vip-cop-only,vip-mep-only"
 
@@ -139,6 +141,23 @@ def test_a_finished_sweep_run_again_repairs_its_csv_and_names_a_lost_split(cli, 
     assert code == 0, err
     assert (out / "results.csv").read_text() == whole
     assert "split.json is missing or unreadable" in err and "--force" in err
+
+
+def test_a_second_sweep_into_the_same_out_is_refused_while_the_first_runs(cli, isic_small, tiny_clip, tmp_path):
+    """Two sweeps into one folder each rewrote results.json from their own rows: the last dropped the other's."""
+    from vipcli.prediction_files import output_lock
+
+    out = tmp_path / "bench"
+    with output_lock(out):  # as a sweep running in another process holds it
+        code, _, stderr = cli(*bench_args(isic_small, tiny_clip, out, "--methods", "coop", "--shots", "1",
+                                          "--seeds", "1"))
+    assert code == 1 and error_lines(stderr) == [
+        f"error: {out} is being written by another vip process (pid {os.getpid()} on host {socket.gethostname()}) "
+        "(wait for it to finish, or pass another --out)"]
+    assert not out.exists()
+    code, _, stderr = cli(*bench_args(isic_small, tiny_clip, out, "--methods", "coop", "--shots", "1", "--seeds", "1"))
+    assert code == 0, stderr
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("bench")) == ["bench"]  # the lock is gone
 
 
 def test_resume_refuses_other_settings_unless_forced(cli, isic_small, tiny_clip, tmp_path):

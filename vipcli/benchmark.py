@@ -547,7 +547,32 @@ def run_benchmark(config: BenchmarkConfig, progress=None) -> BenchmarkResult:
     from vipcli.preflight import check_output_folder
 
     methods = validate(config)
-    check_output_folder(config.out or default_out(config.data))  # writable and not full, before any work
+    out = Path(config.out or default_out(config.data))
+    check_output_folder(out)  # writable and not full, before any work
+    with sweep_lock(out):  # a second sweep into the same --out is refused here: each rewrites results.json
+        return _run_sweep(config, methods, progress)
+
+
+def sweep_lock(out: Path):
+    """The lock of a sweep's `out` folder (`OUT.lock` beside it), held by the process that writes
+    results.json (rank 0 under torchrun) for the whole sweep; another holder is one VipError.
+
+    Two sweeps into one folder each rewrite results.json from the rows they hold, so without it the
+    last to write silently dropped the other's rows.
+    """
+    import contextlib
+
+    from vipcli import distributed
+    from vipcli.prediction_files import output_lock
+
+    if not distributed.world_from_env().main:
+        return contextlib.nullcontext()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return output_lock(out)
+
+
+def _run_sweep(config: BenchmarkConfig, methods: list[tuple[str, type]], progress=None) -> BenchmarkResult:
+    """`run_benchmark` once `out` is held: prepare, encode, run the pending rows, write the results."""
     context = _prepare(config, methods)
     out, stored, dataset = context["out"], context["stored"], context["dataset"]
     rows = {row_key(r): r for r in (stored or {}).get("rows", [])}
