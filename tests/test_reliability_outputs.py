@@ -191,3 +191,27 @@ def test_a_disk_that_fills_up_during_a_sweep_is_one_line_and_the_sweep_resumes(c
     monkeypatch.setattr(benchmark, "write_atomic", real)
     code, _, err = cli(*args)
     assert code == 0 and "1 finished rows skipped" in err
+
+
+def test_replacing_a_run_folder_never_collides_with_another_process_replacing_it(tmp_path, monkeypatch):
+    """Two `--force` writers of one folder: a fixed `.NAME.old` let one rename onto the other's old folder
+    ("Directory not empty") or delete it; each replacement now moves the old folder to a name of its own."""
+    import vipcli.atomic as atomic
+    from vipcli.atomic import atomic_folder
+
+    target = tmp_path / "run"
+    with atomic_folder(target) as staging:
+        (staging / "v").write_text("first")
+    remove = shutil.rmtree
+
+    def meanwhile_another_process_moves_its_old_run_aside(path, *args, **kwargs):
+        remove(path, *args, **kwargs)
+        theirs = tmp_path / ".run.old"  # where the fixed name put the other writer's old run
+        theirs.mkdir(exist_ok=True)
+        (theirs / "v").write_text("theirs")
+
+    monkeypatch.setattr(atomic.shutil, "rmtree", meanwhile_another_process_moves_its_old_run_aside)
+    with atomic_folder(target) as staging:
+        (staging / "v").write_text("second")
+    assert (target / "v").read_text() == "second"
+    assert (tmp_path / ".run.old" / "v").read_text() == "theirs"  # the other writer's folder is left alone

@@ -73,8 +73,10 @@ def atomic_folder(path: str | Path):
             for name in files:
                 os.chmod(os.path.join(folder, name), 0o666 & ~mask)
         if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
+            # a name of its own (not a fixed `.NAME.old`): two processes replacing one folder at once
+            # never rename onto, or delete, each other's old folder
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+            os.rmdir(old)  # the name stays ours (random); Windows renames no folder onto another
             os.replace(path, old)
             os.replace(staging, path)
             shutil.rmtree(old, ignore_errors=True)
