@@ -211,31 +211,20 @@ def file_sha256(path: Path) -> str:
 
 def save_toy_weights(path: str | Path, model: ToyCLIP, vocab: list[str], config: ToyConfig, extra: dict) -> None:
     """Write weights (fp32), vocabulary, config and `extra` metadata atomically to a .safetensors file."""
-    from safetensors.torch import save
+    from vipcli.atomic import safetensors_bytes
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {name: t.detach().float().contiguous().cpu() for name, t in model.state_dict().items()}
     metadata = {"format": FORMAT, "config": json.dumps(asdict(config)), "vocab": json.dumps(vocab)}
     metadata.update({key: json.dumps(value) for key, value in extra.items()})
-    blob = canonical_safetensors(save(tensors, metadata=metadata))
+    blob = safetensors_bytes(tensors, metadata)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         tmp.write_bytes(blob)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-
-
-def canonical_safetensors(blob: bytes) -> bytes:
-    """The same safetensors file with its JSON header keys sorted, so equal content gives equal bytes.
-
-    (safetensors writes `__metadata__` in hash-map order, which changes from run to run.)
-    """
-    size = int.from_bytes(blob[:8], "little")
-    header = json.dumps(json.loads(blob[8 : 8 + size]), sort_keys=True, separators=(",", ":")).encode()
-    header += b" " * (-len(header) % 8)  # tensor data must start 8-byte aligned
-    return len(header).to_bytes(8, "little") + header + blob[8 + size :]
 
 
 def load_toy_weights(path: str | Path) -> tuple[dict, list[str], ToyConfig, dict]:

@@ -66,6 +66,19 @@ def test_the_same_command_twice_trains_the_same_model(cli, isic_small, tiny_clip
     assert history[0] == history[1]
 
 
+def test_the_same_command_twice_writes_the_same_model_file(cli, isic_small, tiny_clip, tmp_path):
+    """Byte for byte, so its digest (the `model` of `vip predict --out` records) names the model: safetensors
+    writes its metadata in hash-map order, which changed from save to save."""
+    from vipcli.predict import model_digest
+
+    digests = []
+    for _ in range(3):
+        code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "run", "--seed", "3", "--force"))
+        assert code == 0, err
+        digests.append(model_digest(tmp_path / "run"))
+    assert len(set(digests)) == 1
+
+
 def test_predict_round_trip_matches_the_training_evaluation(cli, trained, isic_small):
     out, _ = trained
     code, stdout, err = cli("predict", isic_small / "test", "--model", out, "--json", "--device", "cpu")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
@@ -36,14 +37,26 @@ def atomic_path(path: str | Path, suffix: str = ".tmp"):
 
 
 def safetensors_bytes(tensors: dict, metadata: dict | None = None) -> bytes:
-    """`tensors` (name -> CPU tensor) as the bytes of a safetensors file.
+    """`tensors` (name -> CPU tensor) as the bytes of a safetensors file, the same bytes for the same content.
 
     Write these with Python rather than calling `safetensors.torch.save_file`: its writer reports a
     full disk or a removed folder as a SafetensorError, which is no OSError and names no errno.
     """
     from safetensors.torch import save
 
-    return save(tensors, metadata=metadata)
+    return canonical_safetensors(save(tensors, metadata=metadata))
+
+
+def canonical_safetensors(blob: bytes) -> bytes:
+    """The same safetensors file with its JSON header keys sorted, so equal content gives equal bytes.
+
+    safetensors writes `__metadata__` in hash-map order, which changes from process to process
+    (safetensors issue #584): the same model trained twice got two file digests.
+    """
+    size = int.from_bytes(blob[:8], "little")
+    header = json.dumps(json.loads(blob[8 : 8 + size]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)  # tensor data must start 8-byte aligned
+    return len(header).to_bytes(8, "little") + header + blob[8 + size :]
 
 
 def write_atomic(path: str | Path, data: str | bytes) -> None:
