@@ -238,6 +238,20 @@ def test_the_wrong_model_family_is_a_usage_error(siglip_folder):
         load_backbone("hf-clip", None, str(siglip_folder))
 
 
+@pytest.mark.parametrize("backbone_id, folder", [("hf-clip", "hf_clip_folder"), ("siglip", "siglip_folder")])
+@pytest.mark.parametrize("as_file", [True, False], ids=["config.json", "folder"])
+def test_an_arch_without_tokenizer_files_fails_in_one_line_naming_the_folder(backbone_id, folder, as_file, request,
+                                                                          tmp_path, cli):
+    """A config.json alone: transformers builds an empty tokenizer (hf-clip) or lists every tokenizer class (siglip)."""
+    bare = tmp_path / "config-only"
+    bare.mkdir()
+    (bare / "config.json").write_text((request.getfixturevalue(folder) / "config.json").read_text())
+    arch = bare / "config.json" if as_file else bare
+    code, _, err = cli("backbones", "check", backbone_id, "--arch", arch, "--pretrained", "none")
+    assert code == 2 and len(error_lines(err)) == 1, err
+    assert error_lines(err)[0].startswith(f"error: --arch {arch}") and f"{bare} holds no tokenizer" in err
+
+
 def test_train_and_predict_with_hf_clip(cli, hf_clip_folder, isic_small, tmp_path):
     run = tmp_path / "run"
     code, _, err = cli("train", "--data", isic_small, "--backbone", "hf-clip", "--pretrained", hf_clip_folder,
