@@ -85,6 +85,8 @@ class TransformersBackbone(Backbone):
         default_pretrained: hub id or folder used when `--pretrained` is not given.
         image_mean, image_std: used when the model has no preprocessor_config.json.
         squash: evaluation resize without center crop (SigLIP) instead of CLIP's short side + crop.
+        config_companions: the files read beside a config.json given as `--arch` (tokenizer,
+            preprocessor): a run copies them into itself with the config, so it predicts without the original.
 
     `--pretrained`: a hub id or a local `save_pretrained` folder (weights, config and tokenizer), or
     `none` for seeded random weights. `--arch`: where config and tokenizer come from when they are
@@ -103,6 +105,7 @@ class TransformersBackbone(Backbone):
     image_mean: tuple = (0.48145466, 0.4578275, 0.40821073)
     image_std: tuple = (0.26862954, 0.26130258, 0.27577711)
     squash = False
+    config_companions = TOKENIZER_FILES + PREPROCESSOR_FILES  # copied into a run with an --arch config.json
 
     def __init__(self, arch: str | None = None, pretrained: str | None = None, device=None):
         self.device = torch.device(device or "cpu")

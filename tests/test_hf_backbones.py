@@ -261,6 +261,31 @@ def test_train_and_predict_with_hf_clip(cli, hf_clip_folder, isic_small, tmp_pat
     assert code == 0, err
 
 
+@pytest.mark.parametrize("backbone_id, folder", [("hf-clip", "hf_clip_folder"), ("siglip", "siglip_folder")])
+def test_a_run_trained_with_an_arch_config_json_predicts_after_the_model_folder_is_gone(
+        backbone_id, folder, request, cli, isic_small, tmp_path):
+    """The run carries the config with its tokenizer and preprocessor files, under the folder's name."""
+    import json
+    import shutil
+
+    model = tmp_path / "my-model"
+    shutil.copytree(request.getfixturevalue(folder), model)
+    (model / "model.safetensors").unlink()  # config, tokenizer and preprocessor only: random weights
+    run = tmp_path / "run"
+    code, _, err = cli("train", "--data", isic_small, "--backbone", backbone_id, "--arch", model / "config.json",
+                       "--pretrained", "none", "--method", "zeroshot", "--out", run, "--workers", "0")
+    assert code == 0, err
+    shutil.rmtree(model)
+    moved = tmp_path / "elsewhere" / "run"
+    shutil.move(run, moved)
+    code, out, err = cli("predict", isic_small / "test", "--model", moved, "--json", "--workers", "0")
+    assert code == 0 and "warning: the weights" not in err, err
+    labels = [p["label"] for p in json.loads(out)["predictions"]]
+    metrics = json.loads((moved / "metrics.json").read_text())["test"]
+    truth = [p.parent.name for p in sorted((isic_small / "test").rglob("*.jpg"))]
+    assert 100 * sum(map(str.__eq__, labels, truth)) / len(truth) == pytest.approx(metrics["accuracy"], abs=0.01)
+
+
 def test_missing_hub_weights_offline_fail_fast_in_one_line_without_library_noise(cli, isic_small, hf_clip):
     started = time.perf_counter()
     with pytest.raises(VipError) as error:
