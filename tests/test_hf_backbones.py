@@ -286,6 +286,22 @@ def test_a_run_trained_with_an_arch_config_json_predicts_after_the_model_folder_
     assert 100 * sum(map(str.__eq__, labels, truth)) / len(truth) == pytest.approx(metrics["accuracy"], abs=0.01)
 
 
+def test_predict_from_a_run_whose_model_folder_is_gone_names_the_run_and_the_folder(cli, hf_clip_folder,
+                                                                                    isic_small, tmp_path):
+    """Not '--pretrained X: no such file or folder (pass an existing ...)': predict has no --pretrained."""
+    import shutil
+
+    model, run = tmp_path / "my-model", tmp_path / "run"
+    shutil.copytree(hf_clip_folder, model)
+    code, _, err = cli("train", "--data", isic_small, "--backbone", "hf-clip", "--pretrained", model,
+                       "--method", "zeroshot", "--out", run, "--workers", "0")
+    assert code == 0, err
+    shutil.rmtree(model)
+    code, _, err = cli("predict", isic_small / "test", "--model", run)
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"error: {run} was trained with --pretrained {model}, which no longer exists (put it back")
+
+
 def test_missing_hub_weights_offline_fail_fast_in_one_line_without_library_noise(cli, isic_small, hf_clip):
     started = time.perf_counter()
     with pytest.raises(VipError) as error:
