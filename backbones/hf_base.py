@@ -32,6 +32,11 @@ HF_HINT = ("download it once on a connected machine (it is cached under ~/.cache
            "for random weights (for timing and plumbing only)")
 ARCH_SOURCES = "a config.json, a save_pretrained folder, or a cached hub id"
 RANDOM_HINT = f"--pretrained none needs --arch ({ARCH_SOURCES}) when the default model is not available offline"
+# what AutoTokenizer reads from a local folder (one of them must be there) and AutoImageProcessor's config
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                   "vocab.json", "merges.txt", "vocab.txt", "spiece.model", "tokenizer.model",
+                   "sentencepiece.bpe.model")
+PREPROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
 
 
 @contextlib.contextmanager
@@ -80,6 +85,8 @@ class TransformersBackbone(Backbone):
         default_pretrained: hub id or folder used when `--pretrained` is not given.
         image_mean, image_std: used when the model has no preprocessor_config.json.
         squash: evaluation resize without center crop (SigLIP) instead of CLIP's short side + crop.
+        config_companions: the files read beside a config.json given as `--arch` (tokenizer,
+            preprocessor): a run copies them into itself with the config, so it predicts without the original.
 
     `--pretrained`: a hub id or a local `save_pretrained` folder (weights, config and tokenizer), or
     `none` for seeded random weights. `--arch`: where config and tokenizer come from when they are
@@ -98,6 +105,7 @@ class TransformersBackbone(Backbone):
     image_mean: tuple = (0.48145466, 0.4578275, 0.40821073)
     image_std: tuple = (0.26862954, 0.26130258, 0.27577711)
     squash = False
+    config_companions = TOKENIZER_FILES + PREPROCESSOR_FILES  # copied into a run with an --arch config.json
 
     def __init__(self, arch: str | None = None, pretrained: str | None = None, device=None):
         self.device = torch.device(device or "cpu")
@@ -106,6 +114,7 @@ class TransformersBackbone(Backbone):
         self.source = arch or self.pretrained or self.default_pretrained  # config and tokenizer
         self.arch = self.source
         check_weights_path(self.pretrained, "save_pretrained folder, a hub id")
+        self._check_local_tokenizer()  # before any weights load
         hub_ids = [v for v in dict.fromkeys([self.pretrained, self.source]) if v and _local(v) is None]
         # --pretrained none reads only a config and tokenizer (from --arch, else the default id)
         thing, hint = "weights", HF_HINT
@@ -164,6 +173,23 @@ class TransformersBackbone(Backbone):
         from transformers import AutoTokenizer
 
         return AutoTokenizer.from_pretrained(self._tokenizer_source())
+
+    def _check_local_tokenizer(self) -> None:
+        """UsageError for a local config/tokenizer source whose folder holds no tokenizer file.
+
+        transformers would build an empty tokenizer from the config alone (every word unknown) or fail
+        with a list of every tokenizer class it has; neither names the folder that lacks the files.
+        """
+        if _local(self.source) is None:
+            return
+        folder = Path(self._tokenizer_source())
+        if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+            option = "--arch" if self.source != self.pretrained else "--pretrained"
+            where = "" if folder == _local(self.source) else f": its folder {folder}"
+            raise UsageError(f"{option} {self.source}{where} holds no tokenizer (none of tokenizer.json, "
+                             "tokenizer_config.json, vocab.json, vocab.txt, spiece.model)",
+                             "put the model's tokenizer files beside its config.json (save_pretrained writes "
+                             "them), or pass --arch a folder or hub id that has them")
 
     def _load_preprocessing(self) -> dict:
         """image_mean/image_std from the model's preprocessor_config.json, if it has one."""

@@ -238,6 +238,20 @@ def test_the_wrong_model_family_is_a_usage_error(siglip_folder):
         load_backbone("hf-clip", None, str(siglip_folder))
 
 
+@pytest.mark.parametrize("backbone_id, folder", [("hf-clip", "hf_clip_folder"), ("siglip", "siglip_folder")])
+@pytest.mark.parametrize("as_file", [True, False], ids=["config.json", "folder"])
+def test_an_arch_without_tokenizer_files_fails_in_one_line_naming_the_folder(backbone_id, folder, as_file, request,
+                                                                          tmp_path, cli):
+    """A config.json alone: transformers builds an empty tokenizer (hf-clip) or lists every tokenizer class (siglip)."""
+    bare = tmp_path / "config-only"
+    bare.mkdir()
+    (bare / "config.json").write_text((request.getfixturevalue(folder) / "config.json").read_text())
+    arch = bare / "config.json" if as_file else bare
+    code, _, err = cli("backbones", "check", backbone_id, "--arch", arch, "--pretrained", "none")
+    assert code == 2 and len(error_lines(err)) == 1, err
+    assert error_lines(err)[0].startswith(f"error: --arch {arch}") and f"{bare} holds no tokenizer" in err
+
+
 def test_train_and_predict_with_hf_clip(cli, hf_clip_folder, isic_small, tmp_path):
     run = tmp_path / "run"
     code, _, err = cli("train", "--data", isic_small, "--backbone", "hf-clip", "--pretrained", hf_clip_folder,
@@ -245,6 +259,47 @@ def test_train_and_predict_with_hf_clip(cli, hf_clip_folder, isic_small, tmp_pat
     assert code == 0, err
     code, out, err = cli("predict", isic_small / "test", "--model", run, "--json")
     assert code == 0, err
+
+
+@pytest.mark.parametrize("backbone_id, folder", [("hf-clip", "hf_clip_folder"), ("siglip", "siglip_folder")])
+def test_a_run_trained_with_an_arch_config_json_predicts_after_the_model_folder_is_gone(
+        backbone_id, folder, request, cli, isic_small, tmp_path):
+    """The run carries the config with its tokenizer and preprocessor files, under the folder's name."""
+    import json
+    import shutil
+
+    model = tmp_path / "my-model"
+    shutil.copytree(request.getfixturevalue(folder), model)
+    (model / "model.safetensors").unlink()  # config, tokenizer and preprocessor only: random weights
+    run = tmp_path / "run"
+    code, _, err = cli("train", "--data", isic_small, "--backbone", backbone_id, "--arch", model / "config.json",
+                       "--pretrained", "none", "--method", "zeroshot", "--out", run, "--workers", "0")
+    assert code == 0, err
+    shutil.rmtree(model)
+    moved = tmp_path / "elsewhere" / "run"
+    shutil.move(run, moved)
+    code, out, err = cli("predict", isic_small / "test", "--model", moved, "--json", "--workers", "0")
+    assert code == 0 and "warning: the weights" not in err, err
+    labels = [p["label"] for p in json.loads(out)["predictions"]]
+    metrics = json.loads((moved / "metrics.json").read_text())["test"]
+    truth = [p.parent.name for p in sorted((isic_small / "test").rglob("*.jpg"))]
+    assert 100 * sum(map(str.__eq__, labels, truth)) / len(truth) == pytest.approx(metrics["accuracy"], abs=0.01)
+
+
+def test_predict_from_a_run_whose_model_folder_is_gone_names_the_run_and_the_folder(cli, hf_clip_folder,
+                                                                                    isic_small, tmp_path):
+    """Not '--pretrained X: no such file or folder (pass an existing ...)': predict has no --pretrained."""
+    import shutil
+
+    model, run = tmp_path / "my-model", tmp_path / "run"
+    shutil.copytree(hf_clip_folder, model)
+    code, _, err = cli("train", "--data", isic_small, "--backbone", "hf-clip", "--pretrained", model,
+                       "--method", "zeroshot", "--out", run, "--workers", "0")
+    assert code == 0, err
+    shutil.rmtree(model)
+    code, _, err = cli("predict", isic_small / "test", "--model", run)
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"error: {run} was trained with --pretrained {model}, which no longer exists (put it back")
 
 
 def test_missing_hub_weights_offline_fail_fast_in_one_line_without_library_noise(cli, isic_small, hf_clip):

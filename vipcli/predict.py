@@ -85,6 +85,7 @@ def load_predictor(run_dir: str | Path, device="cpu", backbone_id: str | None = 
     warn_settings_drift(run_dir, meta)
     arch, pretrained = rebuild_backbone_options(run_dir, meta.get("arch_option") or None,
                                                 meta.get("pretrained_option") or None)
+    check_backbone_paths(run_dir, arch=arch, pretrained=pretrained)
     backbone = load_backbone(meta["backbone"], arch, pretrained, device)
     if not same_backbone(meta.get("backbone_fingerprint"), meta.get("backbone_describe"), backbone.fingerprint(),
                          backbone.describe()):
@@ -96,6 +97,17 @@ def load_predictor(run_dir: str | Path, device="cpu", backbone_id: str | None = 
     method.prepare()
     return Predictor(Path(run_dir), meta, backbone, method, list(meta["class_names"]),
                      calibration=read_calibration(meta), model_digest=model_digest(run_dir))
+
+
+def check_backbone_paths(run_dir: str | Path, **options: str | None) -> None:
+    """VipError when a local path the run's backbone was built from (`--arch`/`--pretrained`, stored
+    absolute by `vip train`) is gone: said of the run, since predict takes no --arch or --pretrained."""
+    for option, value in options.items():
+        path = Path((value or "").removeprefix("local-dir:"))
+        if path.is_absolute() and not path.exists():
+            raise VipError(f"{run_dir} was trained with --{option} {path}, which no longer exists",
+                           "put it back at that path, or train again with its new path: a run records where "
+                           "its backbone's weights and config were, not the files themselves")
 
 
 def warn_settings_drift(run_dir: str | Path, meta: dict) -> None:

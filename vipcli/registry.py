@@ -13,6 +13,7 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 from vipcli.plugins import PluginError, PluginGroup, PluginInfo, describe_exception, guard_calls
 
@@ -26,6 +27,7 @@ GUARDED_MEMBERS = (
 RANDOM_WEIGHTS = "none"
 CONFIG_SUFFIXES = (".json", ".yaml", ".yml")
 CONFIG_MAX_BYTES = 1 << 20  # config files up to 1 MiB are copied into a run directory
+COMPANION_MAX_BYTES = 64 << 20  # files read beside such a config (a tokenizer) up to 64 MiB each go with it
 RUN_FILES_FOLDER = "backbone"  # inside the run directory: backbone/arch/<name>, backbone/pretrained/<name>
 
 
@@ -269,32 +271,42 @@ def _local_path(value: str | None) -> Path | None:
     return path if path.exists() else None
 
 
-def _portable(option: str, value: str | None, files: dict[str, Path]) -> str | None:
+def _portable(option: str, value: str | None, files: dict[str, Path], companions: Sequence[str] = ()) -> str | None:
     path = _local_path(value)
     if path is None:
         return value  # a tag, a hub id, "none", or None: stored as given
     schema, _ = _split_schema(value)
     absolute = path.resolve()
     if absolute.is_file() and absolute.suffix.lower() in CONFIG_SUFFIXES and absolute.stat().st_size <= CONFIG_MAX_BYTES:
-        files[f"{RUN_FILES_FOLDER}/{option}/{absolute.name}"] = absolute
+        beside = [absolute.parent / name for name in companions
+                  if name != absolute.name and (absolute.parent / name).is_file()]
+        # with companions, in a folder named as the original's: a backbone may name a config by its folder
+        folder = f"{RUN_FILES_FOLDER}/{option}" + (f"/{absolute.parent.name}" if beside else "")
+        if all(file.stat().st_size <= COMPANION_MAX_BYTES for file in beside):  # else: the original is read
+            for file in [absolute, *beside]:
+                files[f"{folder}/{file.name}"] = file
     return schema + str(absolute)
 
 
-def run_backbone_options(backbone_id: str, arch: str | None, pretrained: str | None) -> RunBackboneOptions:
+def run_backbone_options(backbone_id: str, arch: str | None, pretrained: str | None,
+                         companions: Sequence[str] = ()) -> RunBackboneOptions:
     """The `--arch`/`--pretrained` values a run should store, and the config files to copy into it.
 
     A value naming an existing local file or folder (also after `local-dir:` or `~`) is stored as an
     absolute path, so the run predicts from any working directory; such a file that is a small config
     (.json/.yaml up to 1 MiB, e.g. an open_clip model config given as `--arch`) is also copied into the
-    run directory, so the run still rebuilds its backbone when the original is moved or edited. Tags,
-    hub ids and `none` are stored as given. Weights are never copied.
+    run directory, with the files named in `companions` that lie beside it (a transformers config.json's
+    tokenizer and preprocessor files), so the run still rebuilds its backbone when the original is
+    moved or edited. Tags, hub ids and `none` are stored as given. Weights are never copied.
 
     Args:
         backbone_id: the registry id (kept for plugins whose options need it; unused by the built-ins).
         arch, pretrained: the options as the user passed them.
+        companions: file names the backbone reads beside a config file (its `config_companions`).
     """
     files: dict[str, Path] = {}
-    return RunBackboneOptions(_portable("arch", arch, files), _portable("pretrained", pretrained, files), files)
+    return RunBackboneOptions(_portable("arch", arch, files, companions),
+                              _portable("pretrained", pretrained, files, companions), files)
 
 
 def copy_run_files(options: RunBackboneOptions, run_dir: str | Path) -> None:
@@ -308,16 +320,18 @@ def copy_run_files(options: RunBackboneOptions, run_dir: str | Path) -> None:
 def rebuild_backbone_options(run_dir: str | Path, arch: str | None, pretrained: str | None) -> tuple:
     """The (arch, pretrained) to load a run's backbone with, given the values the run stored.
 
-    A stored path whose file was copied into the run (`backbone/<option>/<name>`) is replaced by that
-    copy: it is exactly what the run was trained with, wherever the run now lives. Everything else
-    comes back as stored.
+    A stored path whose file was copied into the run (`backbone/<option>/<name>`, or, copied with its
+    companions, `backbone/<option>/<folder>/<name>`) is replaced by that copy: it is exactly what the
+    run was trained with, wherever the run now lives. Everything else comes back as stored.
     """
 
     def rebuilt(option: str, value: str | None) -> str | None:
         if not value:
             return value
         schema, rest = _split_schema(value)
-        copy = Path(run_dir) / RUN_FILES_FOLDER / option / Path(rest).name
-        return schema + str(copy.resolve()) if copy.is_file() else value
+        folder, original = Path(run_dir) / RUN_FILES_FOLDER / option, Path(rest)
+        copies = [folder / original.name, folder / original.parent.name / original.name]
+        copy = next((path for path in copies if path.is_file()), None)
+        return schema + str(copy.resolve()) if copy is not None else value
 
     return rebuilt("arch", arch), rebuilt("pretrained", pretrained)

@@ -263,7 +263,8 @@ def write_train_run(run_dir, config, method, backbone, dataset, data, symptoms, 
 
     root = Path(dataset.root)
     # path-like --arch/--pretrained stored absolute, small config files copied into the run
-    options = run_backbone_options(config.backbone.id, config.backbone.arch, config.backbone.pretrained)
+    options = run_backbone_options(config.backbone.id, config.backbone.arch, config.backbone.pretrained,
+                                   getattr(backbone, "config_companions", ()))
 
     def relative(paths):
         return [str(Path(p).relative_to(root)) if Path(p).is_relative_to(root) else str(p) for p in paths]
