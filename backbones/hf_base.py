@@ -115,6 +115,8 @@ class TransformersBackbone(Backbone):
         self.arch = self.source
         check_weights_path(self.pretrained, "save_pretrained folder, a hub id")
         self._check_local_tokenizer()  # before any weights load
+        if pretrained is None and arch:
+            self._warn_weights_beside_arch(arch)
         hub_ids = [v for v in dict.fromkeys([self.pretrained, self.source]) if v and _local(v) is None]
         # --pretrained none reads only a config and tokenizer (from --arch, else the default id)
         thing, hint = "weights", HF_HINT
@@ -173,6 +175,20 @@ class TransformersBackbone(Backbone):
         from transformers import AutoTokenizer
 
         return AutoTokenizer.from_pretrained(self._tokenizer_source())
+
+    def _warn_weights_beside_arch(self, arch: str) -> None:
+        """Warn when `--arch` is a save_pretrained folder with weights but `--pretrained` was not given:
+        --arch gives only the config and tokenizer, so the default weights would be loaded into it."""
+        from vipcli import console
+
+        folder = _local(arch)
+        if folder is None or not folder.is_dir():
+            return
+        weights = sorted(p.name for p in folder.iterdir() if p.suffix in WEIGHT_SUFFIXES)
+        if weights:
+            console.warn(f"--arch {arch} holds weights ({weights[0]}) that --arch does not load (it gives the config "
+                         f"and tokenizer): the weights are {self.default_pretrained}'s; pass --pretrained {arch} "
+                         "to use that folder's")
 
     def _check_local_tokenizer(self) -> None:
         """UsageError for a local config/tokenizer source whose folder holds no tokenizer file.

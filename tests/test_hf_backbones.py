@@ -315,6 +315,19 @@ def test_missing_hub_weights_offline_fail_fast_in_one_line_without_library_noise
         assert noise not in err
 
 
+def test_a_model_folder_given_only_as_arch_warns_that_its_weights_are_not_loaded(cli, isic_small, hf_clip_folder):
+    """--arch gives the config and tokenizer: a save_pretrained folder there does not bring its weights."""
+    code, _, err = cli("train", "--data", isic_small, "--backbone", "hf-clip", "--arch", hf_clip_folder,
+                       "--device", "cpu")
+    assert code == 1  # offline, the default weights the folder's config was given are not cached
+    warning = next(line for line in err.splitlines() if line.startswith("warning: --arch"))
+    assert warning.startswith(f"warning: --arch {hf_clip_folder} holds weights (model.safetensors) that --arch does "
+                              "not load (it gives the config and tokenizer): the weights are "
+                              "openai/clip-vit-base-patch16's; pass --pretrained")
+    code, _, err = cli("backbones", "check", "hf-clip", "--arch", hf_clip_folder, "--pretrained", hf_clip_folder)
+    assert code == 0 and "holds weights" not in err, err
+
+
 @pytest.mark.parametrize("backbone_id", ["hf-clip", "siglip"])
 def test_random_weights_without_arch_offline_say_that_arch_is_needed(cli, isic_small, backbone_id):
     """`--pretrained none` needs a config and tokenizer, not weights: the error says to pass --arch."""
