@@ -425,3 +425,17 @@ def test_a_signal_ignored_by_the_parent_stays_ignored():
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def test_a_backbone_that_differs_from_the_runs_names_what_differs(cli, toy_run, monkeypatch):
+    """The warning named the weights even when another entry differed, showing two equal values as differing."""
+    from vip_backbones.toy import ToyBackbone
+
+    data, run = toy_run
+    described = ToyBackbone.describe
+    monkeypatch.setattr(ToyBackbone, "describe", lambda self: {**described(self), "arch": "toy-edited"})
+    image = sorted((data / "test" / "nevus").iterdir())[0]
+    code, _, err = cli("predict", image, "--model", run, "--no-cache")
+    assert code == 0, err
+    assert (f"warning: backbone 'toy' differs from the one {run} was trained with (arch: now toy-edited, trained "
+            "with toy)") in err.splitlines()

@@ -89,14 +89,22 @@ def load_predictor(run_dir: str | Path, device="cpu", backbone_id: str | None = 
     backbone = load_backbone(meta["backbone"], arch, pretrained, device)
     if not same_backbone(meta.get("backbone_fingerprint"), meta.get("backbone_describe"), backbone.fingerprint(),
                          backbone.describe()):
-        console.warn(f"the weights of backbone '{meta['backbone']}' differ from those {run_dir} was trained with "
-                     f"({backbone.describe().get('weights')} vs {(meta.get('backbone_describe') or {}).get('weights')})")
+        console.warn(f"backbone '{meta['backbone']}' differs from the one {run_dir} was trained with "
+                     f"({backbone_difference(backbone.describe(), meta.get('backbone_describe') or {})})")
     setup = MethodSetup(backbone, list(meta["class_names"]), meta.get("symptoms") or {})
     method = restore_method(meta["method"], setup, meta.get("method_settings") or {}, meta.get("method_state") or {},
                             tensors, str(run_dir), meta)
     method.prepare()
     return Predictor(Path(run_dir), meta, backbone, method, list(meta["class_names"]),
                      calibration=read_calibration(meta), model_digest=model_digest(run_dir))
+
+
+def backbone_difference(now: dict, trained: dict) -> str:
+    """What differs between two `describe()`s, as the predict warning names it: "weights: NOW vs TRAINED"
+    when the weights differ, else the first other entry that does (never two equal values shown as differing)."""
+    keys = [key for key in sorted(set(now) | set(trained)) if now.get(key) != trained.get(key)]
+    key = "weights" if "weights" in keys or not keys else keys[0]
+    return f"{key}: now {now.get(key)}, trained with {trained.get(key)}"
 
 
 def check_backbone_paths(run_dir: str | Path, **options: str | None) -> None:
