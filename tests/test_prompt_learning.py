@@ -282,3 +282,15 @@ def test_a_tokenizer_that_loses_the_words_is_named_as_the_cause(backbone, capsys
     assert ("classes 'normal' and 'pneumonia' have prompts that the backbone's tokenizer turns into the same tokens: "
             "method 'coop' cannot tell them apart by text; check the tokenizer with `vip backbones check`"
             in capsys.readouterr().err)
+
+
+def test_under_torchrun_only_rank_0_warns_of_classes_with_the_same_prompts(backbone, capsys, monkeypatch):
+    """Every rank builds the method (vip train, vip benchmark's prompt check): one warning, not one per rank."""
+    _fresh_warnings(monkeypatch)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    build_classifier("zeroshot", backbone, ["Melanoma", "melanoma"], {})
+    assert "cannot tell them apart" not in capsys.readouterr().err
+    monkeypatch.setenv("RANK", "0")
+    build_classifier("zeroshot", backbone, ["Melanoma", "melanoma"], {})
+    assert "cannot tell them apart" in capsys.readouterr().err

@@ -56,9 +56,11 @@ def warn_same_prompts(method) -> None:
     """
     from rich.markup import escape
 
-    from vipcli import console
+    from vipcli import console, distributed
 
     if not isinstance(method, PromptMethod) or getattr(method.settings, "class_specific_context", False):
+        return
+    if not distributed.world_from_env().main:  # under torchrun every rank builds the method: rank 0 tells
         return
     if method.merge is not None:  # MeP: s_c = g_c + a_c T_c, with g_c learned per class
         return
