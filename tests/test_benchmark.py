@@ -307,3 +307,14 @@ def test_zero_shot_rows_alone_warn_of_no_capped_shots(cli, isic_small, tiny_clip
                                    "--shots", "2,100", "--seeds", "1"))
     assert code == 0, err
     assert "--shots 100: class 'melanoma' has only" in err and "--shots 2:" not in err
+
+
+def test_a_sweep_into_the_current_folder_is_locked_beside_it(cli, isic_small, tiny_clip, tmp_path, monkeypatch):
+    """`--out .` (an empty folder one stands in) has no name for `OUT.lock`: it was 'unexpected ValueError:
+    PosixPath('.') has an empty name (this is a bug in vip)'; the lock is taken beside the folder itself."""
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    code, _, stderr = cli(*bench_args(isic_small, tiny_clip, ".", "--methods", "zeroshot", "--seeds", "1"))
+    assert code == 0, stderr
+    assert (here / "results.json").is_file() and not (tmp_path / "here.lock").exists()

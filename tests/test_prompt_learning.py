@@ -227,10 +227,25 @@ def test_two_classes_with_the_same_symptoms_are_warned_about_once(backbone, caps
     _fresh_warnings(monkeypatch)
     shared = {"melanoma": SYMPTOMS["melanoma"], "nevus": SYMPTOMS["melanoma"][::-1]}  # order does not matter
     for _ in range(2):  # a benchmark builds the method once per row: one warning in all
-        build_classifier("vip", backbone, ["melanoma", "nevus"], shared)
+        build_classifier("vip-cop-only", backbone, ["melanoma", "nevus"], shared)
     lines = [line for line in capsys.readouterr().err.splitlines() if "cannot tell them apart" in line]
-    assert lines == ["warning: classes 'melanoma' and 'nevus' have the same prompts: method 'vip' cannot tell them "
-                     "apart by text; give each class its own symptoms"]
+    assert lines == ["warning: classes 'melanoma' and 'nevus' have the same prompts: method 'vip-cop-only' cannot "
+                     "tell them apart by text; give each class its own symptoms"]
+
+
+def test_a_merge_prompt_tells_classes_with_the_same_symptoms_apart_and_is_not_warned_about(backbone, capsys,
+                                                                                          monkeypatch):
+    """vip and vip-mep-only add a learned token per class to its merged symptoms (s_c = g_c + a_c T_c): equal
+    symptoms still give the classes different embeddings, so 'cannot tell them apart by text' is untrue."""
+    _fresh_warnings(monkeypatch)
+    shared = {"melanoma": SYMPTOMS["melanoma"], "nevus": SYMPTOMS["melanoma"]}
+    for method in ("vip", "vip-mep-only"):
+        classifier = build_classifier(method, backbone, ["melanoma", "nevus"], shared)
+        with torch.no_grad():
+            classifier.merge.token[1] += 1.0  # as training moves each class's own token
+            embeddings = classifier.class_embeddings()[0]  # [C, D]
+        assert not torch.allclose(embeddings[0], embeddings[1])
+    assert "cannot tell them apart" not in capsys.readouterr().err
 
 
 def test_classes_with_their_own_symptoms_or_their_own_context_are_not_warned_about(backbone, capsys, monkeypatch):
@@ -267,3 +282,15 @@ def test_a_tokenizer_that_loses_the_words_is_named_as_the_cause(backbone, capsys
     assert ("classes 'normal' and 'pneumonia' have prompts that the backbone's tokenizer turns into the same tokens: "
             "method 'coop' cannot tell them apart by text; check the tokenizer with `vip backbones check`"
             in capsys.readouterr().err)
+
+
+def test_under_torchrun_only_rank_0_warns_of_classes_with_the_same_prompts(backbone, capsys, monkeypatch):
+    """Every rank builds the method (vip train, vip benchmark's prompt check): one warning, not one per rank."""
+    _fresh_warnings(monkeypatch)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    build_classifier("zeroshot", backbone, ["Melanoma", "melanoma"], {})
+    assert "cannot tell them apart" not in capsys.readouterr().err
+    monkeypatch.setenv("RANK", "0")
+    build_classifier("zeroshot", backbone, ["Melanoma", "melanoma"], {})
+    assert "cannot tell them apart" in capsys.readouterr().err

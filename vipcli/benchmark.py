@@ -13,6 +13,7 @@ import csv
 import hashlib
 import io
 import json
+import os
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -567,6 +568,7 @@ def sweep_lock(out: Path):
 
     if not distributed.world_from_env().main:
         return contextlib.nullcontext()
+    out = Path(os.path.abspath(out))  # `--out .` or `..` has no name to put `.lock` after
     out.parent.mkdir(parents=True, exist_ok=True)
     return output_lock(out)
 

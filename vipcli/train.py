@@ -284,7 +284,9 @@ def write_train_run(run_dir, config, method, backbone, dataset, data, symptoms, 
     split = {
         "root": str(root.resolve()), "class_names": dataset.class_names, "origin": dataset.origin,
         "seed": config.seed, "shots": config.shots,
-        "train_subset": relative(data.train.paths),
+        # the labelled images the method learned from: none for a zero-shot one (the one image per class
+        # `encoding_plan` encodes only keeps the feature set well-formed)
+        "train_subset": relative(data.train.paths) if method.uses_shots else [],
         **{name: [[p, s.label] for p, s in zip(relative([s.path for s in dataset.splits[name]]), dataset.splits[name])]
            for name in ("train", "val", "test")},
         "unreadable": dict(data.failures),

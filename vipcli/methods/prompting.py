@@ -49,13 +49,20 @@ def warn_same_prompts(method) -> None:
     Under one shared context their text features are then equal and the method predicts them with
     tied logits forever: the same symptoms given to both, class names that differ only in case, or a
     tokenizer that loses the words that tell them apart. Called for a method just built (not loaded
-    from a run), once the registry has given it its id; anything but a `PromptMethod` is left alone.
+    from a run), once the registry has given it its id; anything but a `PromptMethod` is left alone,
+    and so is one that learns something of each class's own: a context per class, or a merge prompt
+    (its token g_c is added to class c's merged symptoms, so equal symptoms still give two classes
+    their own embeddings).
     """
     from rich.markup import escape
 
-    from vipcli import console
+    from vipcli import console, distributed
 
     if not isinstance(method, PromptMethod) or getattr(method.settings, "class_specific_context", False):
+        return
+    if not distributed.world_from_env().main:  # under torchrun every rank builds the method: rank 0 tells
+        return
+    if method.merge is not None:  # MeP: s_c = g_c + a_c T_c, with g_c learned per class
         return
     bank, names = method.bank, method.setup.class_names
     classes = [c for c, count in enumerate(bank.layout.counts) for _ in range(count)]  # [P], prompts in class order
