@@ -145,19 +145,30 @@ def test_a_finished_sweep_run_again_repairs_its_csv_and_names_a_lost_split(cli, 
 
 def test_a_second_sweep_into_the_same_out_is_refused_while_the_first_runs(cli, isic_small, tiny_clip, tmp_path):
     """Two sweeps into one folder each rewrote results.json from their own rows: the last dropped the other's."""
+    from vipcli.benchmark import SWEEP_LOCK
     from vipcli.prediction_files import output_lock
 
     out = tmp_path / "bench"
-    with output_lock(out):  # as a sweep running in another process holds it
-        code, _, stderr = cli(*bench_args(isic_small, tiny_clip, out, "--methods", "coop", "--shots", "1",
-                                          "--seeds", "1"))
+    out.mkdir()
+    sweep = bench_args(isic_small, tiny_clip, out, "--methods", "coop", "--shots", "1", "--seeds", "1")
+    with output_lock(out, lock=out / SWEEP_LOCK):  # as a sweep running in another process holds it
+        code, _, stderr = cli(*sweep)
     assert code == 1 and error_lines(stderr) == [
         f"error: {out} is being written by another vip process (pid {os.getpid()} on host {socket.gethostname()}) "
         "(wait for it to finish, or pass another --out)"]
-    assert not out.exists()
-    code, _, stderr = cli(*bench_args(isic_small, tiny_clip, out, "--methods", "coop", "--shots", "1", "--seeds", "1"))
+    assert list(out.iterdir()) == []  # nothing written, the lock gone with its holder
+    code, _, stderr = cli(*sweep)
     assert code == 0, stderr
-    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("bench")) == ["bench"]  # the lock is gone
+    assert "results.json" in os.listdir(out) and SWEEP_LOCK not in os.listdir(out)
+    assert not (tmp_path / "bench.lock").exists()  # nothing beside the folder either
+
+
+def test_a_sweep_that_stops_early_leaves_no_folder_it_created(cli, isic_small, tmp_path):
+    out = tmp_path / "new" / "bench"
+    code, _, stderr = cli("benchmark", "--data", isic_small, "--arch", "no-such-arch", "--pretrained", "none",
+                          "--methods", "coop", "--out", out, "--device", "cpu")
+    assert code != 0 and len(error_lines(stderr)) == 1, stderr
+    assert not out.exists()
 
 
 def test_resume_refuses_other_settings_unless_forced(cli, isic_small, tiny_clip, tmp_path):

@@ -9,11 +9,11 @@ encoder pass plus the text-side training of each row. After every finished row `
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
 import json
-import os
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -554,23 +554,34 @@ def run_benchmark(config: BenchmarkConfig, progress=None) -> BenchmarkResult:
         return _run_sweep(config, methods, progress)
 
 
+SWEEP_LOCK = ".vip-benchmark.lock"  # inside --out: a dot-file, which a sweep's folder may hold
+
+
+@contextlib.contextmanager
 def sweep_lock(out: Path):
-    """The lock of a sweep's `out` folder (`OUT.lock` beside it), held by the process that writes
-    results.json (rank 0 under torchrun) for the whole sweep; another holder is one VipError.
+    """Hold the lock of a sweep's `out` folder (`OUT/.vip-benchmark.lock`) for the block, in the process
+    that writes results.json (rank 0 under torchrun); while another process holds it, one VipError.
 
     Two sweeps into one folder each rewrite results.json from the rows they hold, so without it the
-    last to write silently dropped the other's rows.
+    last to write silently dropped the other's rows. The lock lies inside the folder, so a sweep needs
+    no more than the folder itself to be writable (a mount point will do); a folder the sweep created
+    is removed again if the sweep stops before writing anything into it.
     """
-    import contextlib
-
     from vipcli import distributed
     from vipcli.prediction_files import output_lock
 
     if not distributed.world_from_env().main:
-        return contextlib.nullcontext()
-    out = Path(os.path.abspath(out))  # `--out .` or `..` has no name to put `.lock` after
-    out.parent.mkdir(parents=True, exist_ok=True)
-    return output_lock(out)
+        yield
+        return
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        with output_lock(out, lock=out / SWEEP_LOCK):
+            yield
+    finally:
+        if created:
+            with contextlib.suppress(OSError):  # only an empty folder: results were written into it
+                out.rmdir()
 
 
 def _run_sweep(config: BenchmarkConfig, methods: list[tuple[str, type]], progress=None) -> BenchmarkResult:

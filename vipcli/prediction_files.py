@@ -504,14 +504,14 @@ def lock_file(out: Path) -> Path:
 
 
 @contextlib.contextmanager
-def output_lock(out: Path):
+def output_lock(out: Path, lock: Path | None = None):
     """Hold the lock of `out` for the block; while another process holds it, one VipError naming it.
 
-    The lock is an OS lock on `FILE.lock` (flock; a byte-range lock where there is no flock), which
-    the OS drops when its process ends however it ends (Ctrl-C, a kill, a crash): a lock file left by
-    a killed process blocks nothing. The file is removed on release.
+    The lock is an OS lock on `lock` (default `FILE.lock` beside `out`; flock, a byte-range lock where
+    there is no flock), which the OS drops when its process ends however it ends (Ctrl-C, a kill, a
+    crash): a lock file left by a killed process blocks nothing. The file is removed on release.
     """
-    lock = lock_file(out)
+    lock = lock_file(out) if lock is None else Path(lock)
     handle = _take_lock(Path(out), lock)
     try:
         yield lock
