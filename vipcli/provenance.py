@@ -65,24 +65,26 @@ def check_installed(file: str | Path, kind: str, plugin_id: str, metadata: dict,
         raise not_installed(file, kind, plugin_id, metadata, sorted(group.ids()))
 
 
+def installed_record(group, plugin_id: str) -> dict[str, str] | None:
+    """The distribution record of the installed plugin `plugin_id` of `group`, or None if it cannot be told."""
+    try:
+        return distribution_record(group, plugin_id)
+    except VipError:
+        return None
+
+
 def installed_method(method_id: str) -> dict[str, str] | None:
     """The distribution record of the installed method `method_id` (None if it cannot be told)."""
     from vipcli.methods import METHODS
 
-    try:
-        return distribution_record(METHODS, method_id)
-    except VipError:
-        return None
+    return installed_record(METHODS, method_id)
 
 
 def installed_backbone(backbone_id: str) -> dict[str, str] | None:
     """The distribution record of the installed backbone `backbone_id` (None if it cannot be told)."""
     from vipcli.registry import BACKBONES
 
-    try:
-        return distribution_record(BACKBONES, backbone_id)
-    except VipError:
-        return None
+    return installed_record(BACKBONES, backbone_id)
 
 
 def settings_drift(run: str, method_id: str, settings_class, stored: dict, metadata: dict) -> str | None:

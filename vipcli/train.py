@@ -228,7 +228,8 @@ def warn_data_gaps(dataset, shots: int | None) -> None:
         return
     for name, count in zip(dataset.class_names, dataset.counts("train")):
         if count < shots:
-            console.warn(f"--shots {shots}: class '{name}' has only {count} training images; all {count} are used "
+            console.warn(f"--shots {shots}: class '{name}' has only {count} training "
+                         f"{console.plural(count, 'image')}; {'it is' if count == 1 else f'all {count} are'} used "
                          f"(pass --shots {count} or fewer for equal classes)")
 
 
@@ -239,7 +240,8 @@ def warn_unreadable_shortfalls(dataset, shots: int | None, shortfalls: dict) -> 
     files = dict(zip(dataset.class_names, dataset.counts("train")))
     for name, count in shortfalls.items():
         if count < min(shots, files[name]):
-            console.warn(f"--shots {shots}: class '{name}' has only {count} readable training images; used {count} "
+            console.warn(f"--shots {shots}: class '{name}' has only {count} readable training "
+                         f"{console.plural(count, 'image')}; used {count} "
                          "(the unreadable ones are listed below)")
 
 

@@ -73,13 +73,18 @@ def list_command(as_json: bool = typer.Option(False, "--json", help="Print one J
     out.print("full text of a pack: vip symptoms show NAME")
 
 
+def names_a_pack_file(name: str) -> bool:
+    """True when `name` is a pack file (a .yaml/.yml path, or any existing file), not a shipped pack's name."""
+    path = Path(name)
+    return path.suffix.lower() in (".yaml", ".yml") or path.is_file()
+
+
 def find_pack(name: str):
     """A pack file path, or a shipped pack matched by name or alias; UsageError listing the names otherwise."""
     from vipcli.packs import load_pack, shipped_packs
 
-    path = Path(name)
-    if path.suffix.lower() in (".yaml", ".yml") or path.is_file():
-        return load_pack(path)
+    if names_a_pack_file(name):
+        return load_pack(Path(name))
     packs = shipped_packs()
     pack = next((p for p in packs if p.matches(name)), None)
     if pack is None:
@@ -98,7 +103,7 @@ def show_command(
     from vipcli.packs import warn_named_symptoms
 
     pack = find_pack(name)
-    if Path(name).suffix.lower() in (".yaml", ".yml") or Path(name).is_file():  # your own pack: checked as train does
+    if names_a_pack_file(name):  # your own pack: checked as train does (a shipped one is checked before it ships)
         warn_named_symptoms(pack)
     if as_json:
         print(json.dumps(_pack_json(pack), indent=2))

@@ -234,8 +234,8 @@ def _conformal(run: dict, test_probabilities=None, test_labels=None) -> str:
              f"{block['n_held_out']} {html.text(block['held_out'])} {plural(block['n_held_out'], 'image')}. A set at coverage 0.9 holds every "
              f"class whose score is within the threshold; under exchangeability it contains the true class for "
              f"at least 90% of images. The highest coverage these images can promise is "
-             f"{askable_coverage(block['n_held_out']):g}. An empty set means no class is likely enough: look at that image "
-             f"twice. The promise holds on average over draws of the validation images: with this many, "
+             f"{askable_coverage(block['n_held_out']):g}. An empty set means no class is likely enough: look at "
+             f"that image twice. The promise holds on average over draws of the validation images: with this many, "
              f"the coverage one run gets varies around its expectation by the ± shown. It is marginal: an "
              f"average over all images, not a promise for each class, so the table also shows, per class, the "
              f"share of its test images whose set holds it (with counts). Measured on the test images:</p>")
