@@ -83,7 +83,9 @@ RANDOM_OFFLINE_HINT = ("--pretrained none still reads the model's config and tok
 # an hf-hub: architecture reads its config from the hub whatever --pretrained is: only a local --arch avoids it
 HUB_OFFLINE_HINT = ("download the model once on a connected machine (it is cached under ~/.cache/huggingface), or "
                     "pass --arch with a local open_clip model-config JSON and --pretrained /path/to/weights "
-                    "(.safetensors/.bin/.pt), or none for random weights (for timing and plumbing only)")
+                    "(.safetensors/.bin/.pt), or none for random weights (for timing and plumbing only); a "
+                    "config whose text tower comes from transformers (BiomedCLIP's) must also name local folders "
+                    "in its hf_model_name and hf_tokenizer_name")
 
 
 def create_open_clip(arch: str, pretrained: str | None, device: torch.device, timings: dict | None = None, *,

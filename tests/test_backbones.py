@@ -558,3 +558,4 @@ def test_offline_weights_of_a_hub_model_name_offer_a_fix_that_works_offline(monk
                               "patch16_224': not in the local cache")
     assert "or --pretrained none for random" not in message
     assert "pass --arch with a local open_clip model-config JSON and --pretrained" in message
+    assert message.endswith("must also name local folders in its hf_model_name and hf_tokenizer_name)")
