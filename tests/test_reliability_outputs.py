@@ -214,3 +214,15 @@ def test_replacing_a_run_folder_never_collides_with_another_process_replacing_it
         (staging / "v").write_text("second")
     assert (target / "v").read_text() == "second"
     assert (tmp_path / ".run.old" / "v").read_text() == "theirs"  # the other writer's folder is left alone
+
+
+def test_an_old_run_folder_left_by_a_killed_replacement_is_removed_by_the_next_one(tmp_path):
+    from vipcli.atomic import atomic_folder
+
+    left = tmp_path / ".run.k1ll3d.old"  # a writer killed between moving the old run aside and placing the new
+    left.mkdir()
+    (left / "model.safetensors").write_bytes(b"old")
+    (tmp_path / ".other.x.old").mkdir()  # another folder's: not ours to remove
+    with atomic_folder(tmp_path / "run") as staging:
+        (staging / "v").write_text("new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.x.old", "run"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import shutil
@@ -92,8 +93,10 @@ def atomic_folder(path: str | Path):
             os.rmdir(old)  # the name stays ours (random); Windows renames no folder onto another
             os.replace(path, old)
             os.replace(staging, path)
-            shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(staging, path)
+        # ours, and any a writer killed between its two renames left: each was only ever to be deleted
+        for stale in path.parent.glob(f".{glob.escape(path.name)}.*.old"):
+            shutil.rmtree(stale, ignore_errors=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
