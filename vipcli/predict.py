@@ -73,7 +73,7 @@ def load_predictor(run_dir: str | Path, device="cpu", backbone_id: str | None = 
     from vipcli.checkpoint import read_checkpoint
     from vipcli.methods import MethodSetup, restore_method
     from vipcli.provenance import check_installed
-    from vipcli.registry import BACKBONES, load_backbone, rebuild_backbone_options
+    from vipcli.registry import BACKBONES, check_backbone_paths, load_backbone, rebuild_backbone_options
     from vipcli.trust import read_calibration
     from vipcli.weights_identity import same_backbone
 
@@ -100,22 +100,12 @@ def load_predictor(run_dir: str | Path, device="cpu", backbone_id: str | None = 
 
 
 def backbone_difference(now: dict, trained: dict) -> str:
-    """What differs between two `describe()`s, as the predict warning names it: "weights: NOW vs TRAINED"
-    when the weights differ, else the first other entry that does (never two equal values shown as differing)."""
+    """What differs between two `describe()`s, as the predict warning names it: "weights: now X, trained
+    with Y" when the weights differ, else the first other entry that does (never two equal values shown
+    as differing)."""
     keys = [key for key in sorted(set(now) | set(trained)) if now.get(key) != trained.get(key)]
     key = "weights" if "weights" in keys or not keys else keys[0]
     return f"{key}: now {now.get(key)}, trained with {trained.get(key)}"
-
-
-def check_backbone_paths(run_dir: str | Path, **options: str | None) -> None:
-    """VipError when a local path the run's backbone was built from (`--arch`/`--pretrained`, stored
-    absolute by `vip train`) is gone: said of the run, since predict takes no --arch or --pretrained."""
-    for option, value in options.items():
-        path = Path((value or "").removeprefix("local-dir:"))
-        if path.is_absolute() and not path.exists():
-            raise VipError(f"{run_dir} was trained with --{option} {path}, which no longer exists",
-                           "put it back at that path, or train again with its new path: a run records where "
-                           "its backbone's weights and config were, not the files themselves")
 
 
 def warn_settings_drift(run_dir: str | Path, meta: dict) -> None:

@@ -317,6 +317,19 @@ def copy_run_files(options: RunBackboneOptions, run_dir: str | Path) -> None:
         shutil.copy2(source, target)
 
 
+def check_backbone_paths(run_dir: str | Path, **options: str | None) -> None:
+    """VipError when a local path a run's backbone was built from (an `--arch`/`--pretrained` value as
+    `run_backbone_options` stored it, absolute) is gone: said of the run, since predict takes neither option."""
+    from vipcli.errors import VipError
+
+    for option, value in options.items():
+        path = Path(_split_schema(value or "")[1])
+        if path.is_absolute() and not path.exists():
+            raise VipError(f"{run_dir} was trained with --{option} {path}, which no longer exists",
+                           "put it back at that path, or train again with its new path: a run records where "
+                           "its backbone's weights and config were, not the files themselves")
+
+
 def rebuild_backbone_options(run_dir: str | Path, arch: str | None, pretrained: str | None) -> tuple:
     """The (arch, pretrained) to load a run's backbone with, given the values the run stored.
 
