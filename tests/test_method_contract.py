@@ -40,12 +40,19 @@ def test_a_sound_method_plugin_trains_and_predicts(cli, methods, isic_small, tin
 ])
 def test_a_method_plugin_mistake_in_train_is_one_line_naming_it(cli, methods, isic_small, tiny_clip, tmp_path,
                                                                  method, member, reason, fix):
+    line = _training_fault(cli, isic_small, tiny_clip, tmp_path, method, member)
+    assert reason in line and fix in line
+
+
+def _training_fault(cli, isic_small, tiny_clip, tmp_path, method: str, member: str) -> str:
+    """The one error line of `vip train` with a faulty sample method, which names the method and the member;
+    nothing was written that would predict something else."""
     run = tmp_path / "run"
     code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, run, "--method", method))
     line = _one_error(err)
     assert code == 1 and line.startswith(f"error: method '{method}' (from sample-methods 0.1.0) failed in {member}: ")
-    assert reason in line and fix in line
-    assert not run.exists()  # nothing written that would predict something else
+    assert not run.exists()
+    return line
 
 
 @pytest.mark.parametrize("method, reason", [
@@ -102,12 +109,8 @@ def test_benchmark_names_a_method_whose_fit_returns_nothing(cli, methods, isic_s
 ])
 def test_a_training_loss_mistake_is_one_line_with_the_fix(cli, methods, isic_small, tiny_clip, tmp_path,
                                                           method, member, reason, fix):
-    run = tmp_path / "run"
-    code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, run, "--method", method))
-    line = _one_error(err)
-    assert code == 1 and line.startswith(f"error: method '{method}' (from sample-methods 0.1.0) failed in {member}: ")
+    line = _training_fault(cli, isic_small, tiny_clip, tmp_path, method, member)
     assert reason in line and fix in line and "max difference" not in line
-    assert not run.exists()
 
 
 def test_a_sound_trainable_plugin_passes_the_loss_checks(cli, methods, isic_small, tiny_clip, tmp_path):
