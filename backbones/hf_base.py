@@ -69,9 +69,14 @@ def _local(source: str) -> Path | None:
     return path if path.exists() else None
 
 
+def _weight_files(folder: Path) -> list[Path]:
+    """The weight files of a local model folder, sorted by name."""
+    return sorted(p for p in folder.iterdir() if p.suffix in WEIGHT_SUFFIXES)
+
+
 def _folder_identity(path: Path) -> dict:
     """Name, size and sha256 of the weight files in a local model folder (or of the file itself)."""
-    files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.suffix in WEIGHT_SUFFIXES)
+    files = [path] if path.is_file() else _weight_files(path)
     return {"files": [weights_file_identity(p) for p in files]}
 
 
@@ -184,9 +189,9 @@ class TransformersBackbone(Backbone):
         folder = _local(arch)
         if folder is None or not folder.is_dir():
             return
-        weights = sorted(p.name for p in folder.iterdir() if p.suffix in WEIGHT_SUFFIXES)
+        weights = _weight_files(folder)
         if weights:
-            console.warn(f"--arch {arch} holds weights ({weights[0]}) that --arch does not load (it gives the config "
+            console.warn(f"--arch {arch} holds weights ({weights[0].name}) that --arch does not load (it gives the config "
                          f"and tokenizer): the weights are {self.default_pretrained}'s; pass --pretrained {arch} "
                          "to use that folder's")
 
