@@ -10,6 +10,7 @@ import socket
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
@@ -296,6 +297,41 @@ def test_means_halfway_between_two_figures_round_the_same_way_everywhere():
         assert summary["accuracy_mean"] == summary["macro_f1_mean"] == mean
         assert report_cell(list(pair)).startswith(f"{mean:.2f} ± ")
     assert mean_of_figures([73.0, 76.67, 72.0]) == 73.89  # three seeds: never halfway, as before
+
+
+def test_means_over_seeds_come_from_the_confusion_matrices_not_the_rounded_figures():
+    """Three seeds right on 1, 2 and 4 of 9 images: the stored figures 11.11, 22.22 and 44.44 average
+    to 25.92, the exact accuracies to 25.925925... = 25.93, which the summary, the HTML report's table
+    and the printed table all show."""
+    from vipcli.benchmark import summarize
+    from vipcli.report.benchmark import _tables
+
+    rows = []
+    for seed, right in enumerate((1, 2, 4), 1):
+        matrix = [[right, 9 - right], [0, 0]]
+        stored = compute_metrics_of(matrix)
+        rows.append({"method": "vip", "shots": 1, "seed": seed, "test_accuracy": stored["accuracy"],
+                     "test_macro_f1": stored["macro_f1"], "test_auroc": None, "test_confusion_matrix": matrix,
+                     "fit_s": 1.0})
+    assert [r["test_accuracy"] for r in rows] == [11.11, 22.22, 44.44]
+    summary = summarize(rows)[0]
+    assert summary["accuracy_mean"] == 25.93 and summary["accuracy_std"] == 16.97
+    assert summary["macro_f1_mean"] == round(sum(100 * (2 * k / (2 * k + 9 - k)) / 2 for k in (1, 2, 4)) / 3, 2)
+    assert "25.93 ± 16.97" in _tables(rows)
+    without_matrices = [{k: v for k, v in r.items() if k != "test_confusion_matrix"} for r in rows]
+    assert summarize(without_matrices)[0]["accuracy_mean"] == 25.92  # rows of unknown origin: their figures
+
+
+def compute_metrics_of(matrix: list[list[int]]) -> dict:
+    """compute_metrics on the labels and one-hot predictions a 2x2 confusion matrix stands for."""
+    from vipcli.metrics import compute_metrics
+
+    labels, predicted = [], []
+    for true, counts in enumerate(matrix):
+        for guess, count in enumerate(counts):
+            labels += [true] * count
+            predicted += [guess] * count
+    return compute_metrics(labels, np.eye(2)[predicted], 2)
 
 
 def test_an_out_folder_of_something_else_is_left_alone(cli, isic_small, tiny_clip, tmp_path):

@@ -247,6 +247,32 @@ def test_a_cache_clear_in_another_process_while_entries_are_written_loses_no_ent
     assert cache.writable and len(list(cache.folder.rglob("*.safetensors"))) == len(paths)
     assert _encode(backbone, paths, FeatureCache(tmp_path / "cache", backbone)).encoded == 0
 
+def test_temp_files_of_a_killed_write_are_removed_by_the_next_write_into_their_folder(backbone, isic_small,
+                                                                                    tmp_path):
+    """`kill -9` while an entry is written leaves `.NAME.safetensors.XXXX.tmp` beside it. The next run
+    that writes into that shard folder removes such files once they are older than a write takes;
+    a younger one (a write under way elsewhere) and files vip did not write are left alone."""
+    import os
+    import time
+
+    from vipcli.features import STALE_TEMP_SECONDS, FeatureCache
+
+    paths = _images(isic_small)
+    cache = FeatureCache(tmp_path / "cache", backbone)
+    entry = cache.entry_file(paths[0])
+    entry.parent.mkdir(parents=True)
+    stale, young = entry.parent / f".{entry.name}.k1ll3d0x.tmp", entry.parent / f".{entry.name}.und3rw4y.tmp"
+    mine = entry.parent / "notes.tmp"
+    for file in (stale, young, mine):
+        file.write_bytes(b"half an entry")
+    old = time.time() - STALE_TEMP_SECONDS - 60
+    os.utime(stale, (old, old))
+    os.utime(mine, (old, old))
+    _encode(backbone, paths, cache)
+    assert entry.exists() and not stale.exists()
+    assert young.exists() and mine.exists()
+
+
 # --- vip cache info / clear --------------------------------------------------------------------
 
 

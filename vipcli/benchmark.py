@@ -14,7 +14,6 @@ import csv
 import hashlib
 import io
 import json
-import statistics
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -25,7 +24,7 @@ import torch
 from vipcli import console
 from vipcli.data import Dataset, few_shot_order, load_dataset
 from vipcli.errors import UsageError, VipError
-from vipcli.metrics import mean_of_figures
+from vipcli.metrics import mean_and_std, row_figure
 from vipcli.atomic import write_atomic
 from vipcli.featuresets import FeatureSet, PreparedData
 from vipcli.methods import DEFAULT_BENCHMARK, METHODS
@@ -237,16 +236,9 @@ def save_results(out: Path, config: dict, class_names: list[str], rows: list[dic
 # --- summary ------------------------------------------------------------------------------
 
 
-def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
-    values = [v for v in values if v is not None]
-    if not values:
-        return None, None
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return mean_of_figures(values), round(std, 2)
-
-
 def summarize(rows: list[dict]) -> list[dict]:
-    """Mean and sample std (n-1) over seeds of test accuracy and macro-F1, per (method, shots).
+    """Mean and sample std (n-1) over seeds of test accuracy and macro-F1, per (method, shots), each
+    computed from the rows' confusion matrices (`row_figure`) and rounded once.
 
     Returns:
         [{method, shots, seeds, accuracy_mean, accuracy_std, macro_f1_mean, macro_f1_std}] in row order.
@@ -256,8 +248,8 @@ def summarize(rows: list[dict]) -> list[dict]:
         groups.setdefault((row["method"], str(row["shots"])), []).append(row)
     summary = []
     for members in groups.values():
-        accuracy = _mean_std([r["test_accuracy"] for r in members])
-        f1 = _mean_std([r["test_macro_f1"] for r in members])
+        accuracy = mean_and_std([row_figure(r, "test_accuracy") for r in members])
+        f1 = mean_and_std([row_figure(r, "test_macro_f1") for r in members])
         summary.append({"method": members[0]["method"], "shots": members[0]["shots"],
                         "seeds": sorted(int(r["seed"]) for r in members), "accuracy_mean": accuracy[0],
                         "accuracy_std": accuracy[1], "macro_f1_mean": f1[0], "macro_f1_std": f1[1]})

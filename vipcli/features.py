@@ -26,6 +26,7 @@ import errno
 import hashlib
 import json
 import os
+import time
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +47,9 @@ DECODE_MIN_SIDE = 512  # images much larger than this are decoded at a reduced s
 FEATURE_FORMAT = "vip-features"
 FEATURE_FORMAT_VERSION = "2"
 CLEARED_RETRIES = 3  # writes of an entry again after another process's `vip cache clear` removed its folder
+# a temp file this old in a cache shard was left by a killed write (one takes milliseconds); removing a
+# stalled writer's file is safe too: its rename fails with FileNotFoundError and put() writes again
+STALE_TEMP_SECONDS = 10
 
 
 def default_cache_dir() -> Path:
@@ -155,6 +159,7 @@ class FeatureCache:
         self.folder = None if root is None else Path(root) / "features" / self.key
         self.writable = self.folder is not None
         self._warned: set[str] = set()
+        self._swept: set[Path] = set()  # shard folders whose stale temp files this process removed
 
     def entry_file(self, path: Path) -> Path:
         """Where the entry of image `path` lives (one per resolved path)."""
@@ -259,6 +264,9 @@ class FeatureCache:
         target.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(target) as temp:  # the user's umask, one rename
             temp.write_bytes(data)
+        if target.parent not in self._swept:
+            self._swept.add(target.parent)
+            remove_stale_temps(target.parent)
 
     def _stop_writing(self, error: OSError) -> None:
         """Warn once that the cache cannot be written and write no more entries this run."""
@@ -277,6 +285,29 @@ class FeatureCache:
 
         self.folder.mkdir(parents=True, exist_ok=True)
         write_atomic(file, json.dumps({**self.identity, "describe": self.describe}, indent=1, default=str))
+
+
+def remove_stale_temps(shard: Path, older_than: float = STALE_TEMP_SECONDS) -> int:
+    """Remove the temp files that writes killed midway left in a cache shard folder (once per shard
+    and process, on its first write), if older than `older_than` seconds: a younger one may be
+    another process's write under way. Returns how many were removed.
+    """
+    from vipcli.cache_admin import FEATURE_ENTRY
+
+    removed, now = 0, time.time()
+    try:
+        with os.scandir(shard) as entries:
+            candidates = [entry for entry in entries if entry.name.endswith(".tmp")]
+    except OSError:
+        return 0
+    for entry in candidates:
+        try:
+            if FEATURE_ENTRY.fullmatch(entry.name) and now - entry.stat().st_mtime > older_than:
+                os.unlink(entry.path)
+                removed += 1
+        except OSError:  # gone already (another process swept it) or not ours to remove
+            continue
+    return removed
 
 
 @dataclass

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import statistics
 from decimal import ROUND_HALF_UP, Decimal
+from fractions import Fraction
 
 import numpy as np
 
@@ -17,7 +19,7 @@ def compute_metrics(labels, probabilities, num_classes: int) -> dict:
     Returns:
         {"n", "accuracy", "macro_f1", "auroc" (None if a class is absent), "confusion_matrix"}
     """
-    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, roc_auc_score
+    from sklearn.metrics import confusion_matrix, roc_auc_score
 
     labels = np.asarray(labels, dtype=int)
     probabilities = np.asarray(probabilities, dtype=float)
@@ -31,13 +33,51 @@ def compute_metrics(labels, probabilities, num_classes: int) -> dict:
             auroc = roc_auc_score(labels, probabilities[:, 1])
         else:
             auroc = roc_auc_score(labels, probabilities, multi_class="ovr", average="macro", labels=classes)
+    matrix = confusion_matrix(labels, predicted, labels=classes).tolist()
+    exact = exact_figures(matrix)
     return {
         "n": int(labels.size),
-        "accuracy": round(100.0 * accuracy_score(labels, predicted), 2),
-        "macro_f1": round(100.0 * f1_score(labels, predicted, average="macro", labels=classes, zero_division=0), 2),
+        "accuracy": round_half_up(exact["accuracy"]),
+        "macro_f1": round_half_up(exact["macro_f1"]),
         "auroc": None if auroc is None else round(100.0 * float(auroc), 2),
-        "confusion_matrix": confusion_matrix(labels, predicted, labels=classes).tolist(),
+        "confusion_matrix": matrix,
     }
+
+
+def exact_figures(confusion_matrix: list[list[int]]) -> dict:
+    """Accuracy and macro-F1 in percent as exact fractions, from a [C, C] confusion matrix
+    (rows true classes, columns predicted ones).
+
+    Macro-F1 is sklearn's `f1_score(average="macro", zero_division=0)` over all C classes: per class
+    2·TP / (2·TP + FP + FN), 0 for a class neither present nor predicted.
+    Returns:
+        {"accuracy": Fraction | None, "macro_f1": Fraction | None} (None for an empty matrix).
+    """
+    matrix = [[int(count) for count in row] for row in confusion_matrix]
+    total = sum(map(sum, matrix))
+    if not matrix or total == 0:
+        return {"accuracy": None, "macro_f1": None}
+    classes = range(len(matrix))
+    hits = [matrix[c][c] for c in classes]
+    f1 = []
+    for c in classes:
+        missed, wrong = sum(matrix[c]) - hits[c], sum(row[c] for row in matrix) - hits[c]
+        denominator = 2 * hits[c] + missed + wrong
+        f1.append(Fraction(2 * hits[c], denominator) if denominator else Fraction(0))
+    return {"accuracy": 100 * Fraction(sum(hits), total), "macro_f1": 100 * sum(f1) / len(f1)}
+
+
+def round_half_up(value, digits: int = 2) -> float | None:
+    """`value` (a Fraction, int or float) rounded half up to `digits` decimals, computed exactly.
+
+    A float is taken as written (`str(value)`): 53.335 is halfway and becomes 53.34, where round()
+    gives 53.33 because the binary float is 53.33499...
+    """
+    if value is None:
+        return None
+    exact = Decimal(value.numerator) / Decimal(value.denominator) if isinstance(value, Fraction) \
+        else Decimal(str(value))
+    return float(exact.quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP))
 
 
 def mean_of_figures(values: list[float], digits: int = 2) -> float:
@@ -46,5 +86,37 @@ def mean_of_figures(values: list[float], digits: int = 2) -> float:
     Computed in decimal, so a mean that falls exactly halfway always rounds the same way: the float
     mean of 50.0 and 53.33 is 51.66499..., which round() makes 51.66 while 53.335 became 53.34.
     """
-    exact = sum(Decimal(str(v)) for v in values) / len(values)
-    return float(exact.quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP))
+    return round_half_up(sum(Decimal(str(v)) for v in values) / len(values), digits)
+
+
+def row_figure(row: dict, key: str):
+    """A row's figure `key` ("test_accuracy", "test_macro_f1", "test_auroc", ...) at full precision.
+
+    Test accuracy and macro-F1 come exactly (a Fraction) from the row's confusion matrix, so means over
+    seeds are not means of two-decimal figures; anything else, and rows without a matrix, as stored.
+    """
+    matrix = row.get("test_confusion_matrix")
+    if key in ("test_accuracy", "test_macro_f1") and isinstance(matrix, list) and matrix:
+        exact = exact_figures(matrix)[key.removeprefix("test_")]
+        if exact is not None:
+            return exact
+    return row.get(key)
+
+
+def mean_and_std(values: list) -> tuple[float | None, float | None]:
+    """Mean (rounded half up) and sample std (n-1) of figures over seeds, both to two decimals.
+
+    Args:
+        values: figures over seeds (Fractions from `row_figure`, or stored floats); None ones skipped.
+    Returns:
+        (mean, std); (None, None) when there is no figure, std 0.0 for one.
+    """
+    values = [v for v in values if v is not None]
+    if not values:
+        return None, None
+    if all(isinstance(v, Fraction) for v in values):
+        mean = round_half_up(sum(values) / len(values))
+    else:
+        mean = mean_of_figures([float(v) for v in values])
+    std = statistics.stdev([float(v) for v in values]) if len(values) > 1 else 0.0
+    return mean, round(std, 2)

@@ -96,12 +96,16 @@ def png_bytes(figure) -> bytes:
 
 
 def _series(rows: list[dict]) -> dict[str, dict]:
-    """Per method: {shots text: [test accuracies over seeds]}; methods that learn nothing under "0"."""
+    """Per method: {shots text: [test accuracies over seeds, from each row's confusion matrix]}; methods that
+    learn nothing under "0"."""
+    from vipcli.metrics import row_figure
+
     series: dict[str, dict] = {}
     for row in rows:
         if row.get("test_accuracy") is None:
             continue
-        series.setdefault(row["method"], {}).setdefault(str(row["shots"]), []).append(row["test_accuracy"])
+        accuracy = float(row_figure(row, "test_accuracy"))
+        series.setdefault(row["method"], {}).setdefault(str(row["shots"]), []).append(accuracy)
     return series
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from vipcli import __version__
 from vipcli.errors import VipError
-from vipcli.metrics import mean_of_figures
+from vipcli.metrics import mean_and_std, row_figure
 from vipcli.plots import benchmark_title, draw_shots, method_color, png_bytes, seeds_label
 from vipcli.report import html
 from vipcli.report.notices import random_weights_banner
@@ -36,13 +36,13 @@ def read_results(folder: Path) -> dict:
 
 
 def _mean_std(values: list) -> str:
-    """'mean ± std' of the figures over seeds; one figure alone (one seed) has no spread to show."""
+    """'mean ± std' of the figures over seeds (as results.json's summary computes them); one figure
+    alone (one seed) has no spread to show."""
     values = [v for v in values if v is not None]
     if not values:
         return "-"
-    if len(values) == 1:
-        return html.number(values[0])
-    return f"{html.number(mean_of_figures(values))} ± {html.number(statistics.stdev(values))}"
+    mean, std = mean_and_std(values)
+    return html.number(mean) if len(values) == 1 else f"{html.number(mean)} ± {html.number(std)}"
 
 
 def _columns(rows: list[dict]) -> list[str]:
@@ -58,7 +58,7 @@ def _grid(rows: list[dict], key: str, fmt) -> tuple[list[str], list[list[str]]]:
     for method in methods:
         mine = [r for r in rows if r["method"] == method]
         fixed = all(str(r["shots"]) == "0" for r in mine)
-        cells = [fmt([r.get(key) for r in mine if fixed or str(r["shots"]) == c]) for c in columns]
+        cells = [fmt([row_figure(r, key) for r in mine if fixed or str(r["shots"]) == c]) for c in columns]
         body.append([html.swatch(method_color(method), method + (" *" if fixed else "")), *map(html.text, cells)])
     return [f"{c}-shot" for c in columns], body
 
