@@ -372,6 +372,29 @@ def test_a_gated_repository_says_how_to_get_access():
     assert "hf auth login" in message and "\n" not in message
 
 
+HUB_TOKEN = "hf_Zq8Xw3Lm5Rt7Yv2Nb4Kc6Hd9Jf1Gs0Pa"
+MIRROR_PASSWORD = "Pw9hunter2Secret77x"
+
+
+@pytest.mark.parametrize("variable", ["HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"])
+def test_a_hub_error_shows_neither_the_token_nor_the_mirror_password(monkeypatch, variable):
+    """huggingface_hub puts the request URL in its errors (HF_ENDPOINT's user:password@ with it), and a
+    mirror may echo the Authorization header: the token and the password are masked as the LLM key is."""
+    import base64
+
+    from vip_backbones.hub import missing_weights_error, short_detail
+
+    monkeypatch.setenv(variable, HUB_TOKEN)
+    monkeypatch.setenv("HF_ENDPOINT", f"http://mirror:{MIRROR_PASSWORD}@127.0.0.1:8765")
+    basic = base64.b64encode(f"mirror:{MIRROR_PASSWORD}".encode()).decode()
+    error = OSError(f"Client error '401 Unauthorized' for url 'http://mirror:{MIRROR_PASSWORD}@127.0.0.1:8765/a/b/"
+                    f"resolve/main/config.json' Invalid token Bearer {HUB_TOKEN} (Basic {basic})")
+    for message in (str(missing_weights_error("a/b", "CLIPModel", None, error, "unused")), short_detail(error)):
+        assert "[redacted]" in message and "127.0.0.1:8765/a/b" in message, message
+        assert not any(secret[i:i + 6] in message for secret in (HUB_TOKEN[3:], MIRROR_PASSWORD, basic[8:-4])
+                       for i in range(len(secret) - 5)), message
+
+
 def test_a_transformers_that_refuses_the_installed_torch_is_named_not_blamed_on_weights(
         cli, monkeypatch, hf_clip_folder, isic_small, tmp_path):
     """transformers 5 beside torch < 2.6 imports, then fails every load saying PyTorch was not found:
