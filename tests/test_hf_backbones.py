@@ -372,6 +372,77 @@ def test_a_gated_repository_says_how_to_get_access():
     assert "hf auth login" in message and "\n" not in message
 
 
+HUB_TOKEN = "hf_Zq8Xw3Lm5Rt7Yv2Nb4Kc6Hd9Jf1Gs0Pa"
+MIRROR_PASSWORD = "Pw9hunter2Secret77x"
+
+
+@pytest.mark.parametrize("variable", ["HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"])
+def test_a_hub_error_shows_neither_the_token_nor_the_mirror_password(monkeypatch, variable):
+    """huggingface_hub puts the request URL in its errors (HF_ENDPOINT's user:password@ with it), and a
+    mirror may echo the Authorization header: the token and the password are masked as the LLM key is."""
+    import base64
+
+    from vip_backbones.hub import missing_weights_error, short_detail
+
+    monkeypatch.setenv(variable, HUB_TOKEN)
+    monkeypatch.setenv("HF_ENDPOINT", f"http://mirror:{MIRROR_PASSWORD}@127.0.0.1:8765")
+    basic = base64.b64encode(f"mirror:{MIRROR_PASSWORD}".encode()).decode()
+    error = OSError(f"Client error '401 Unauthorized' for url 'http://mirror:{MIRROR_PASSWORD}@127.0.0.1:8765/a/b/"
+                    f"resolve/main/config.json' Invalid token Bearer {HUB_TOKEN} (Basic {basic})")
+    for message in (str(missing_weights_error("a/b", "CLIPModel", None, error, "unused")), short_detail(error)):
+        assert "[redacted]" in message and "127.0.0.1:8765/a/b" in message, message
+        assert not any(secret[i:i + 6] in message for secret in (HUB_TOKEN[3:], MIRROR_PASSWORD, basic[8:-4])
+                       for i in range(len(secret) - 5)), message
+
+
+def _hub_failure() -> Exception:
+    """A VipError raised from a library error whose URL holds HF_ENDPOINT's password and the echoed token."""
+    from vipcli.errors import VipError
+
+    try:
+        try:
+            raise OSError(f"401 for url 'http://mirror:{MIRROR_PASSWORD}@127.0.0.1:8765/a/b' token {HUB_TOKEN}")
+        except OSError as error:
+            raise VipError("could not load weights 'a/b'") from error
+    except VipError as error:
+        return error
+
+
+def _shows_no_hub_secret(text: str) -> bool:
+    return not any(secret[i:i + 6] in text for secret in (HUB_TOKEN[3:], MIRROR_PASSWORD)
+                   for i in range(len(secret) - 5))
+
+
+def test_a_vip_debug_traceback_shows_neither_the_token_nor_the_mirror_password(monkeypatch, capsys):
+    """Under VIP_DEBUG=1 `vip` lets the traceback through: the library exceptions chained in it are
+    printed with the hub's credentials masked."""
+    from vipcli.cli import main as entry
+
+    monkeypatch.setenv("HF_TOKEN", HUB_TOKEN)
+    monkeypatch.setenv("HF_ENDPOINT", f"http://mirror:{MIRROR_PASSWORD}@127.0.0.1:8765")
+    monkeypatch.setattr(entry, "main", lambda: (_ for _ in ()).throw(_hub_failure()))
+    with pytest.raises(SystemExit) as exited:
+        entry.run()
+    assert exited.value.code == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "direct cause" in err and "127.0.0.1:8765/a/b' token [redacted]" in err, err
+    assert _shows_no_hub_secret(err), err
+
+
+def test_an_unexpected_error_line_shows_no_hub_secret(monkeypatch, capsys):
+    from vipcli.cli import main as entry
+
+    monkeypatch.setenv("HF_TOKEN", HUB_TOKEN)
+
+    def fail(**_):
+        raise RuntimeError(f"the mirror said: bad token {HUB_TOKEN}")
+
+    monkeypatch.setattr(entry, "app", fail)
+    assert entry.main([]) == 1
+    err = capsys.readouterr().err
+    assert "unexpected RuntimeError: the mirror said: bad token [redacted]" in err and _shows_no_hub_secret(err), err
+
+
 def test_a_transformers_that_refuses_the_installed_torch_is_named_not_blamed_on_weights(
         cli, monkeypatch, hf_clip_folder, isic_small, tmp_path):
     """transformers 5 beside torch < 2.6 imports, then fails every load saying PyTorch was not found:

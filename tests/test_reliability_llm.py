@@ -242,6 +242,18 @@ def test_a_base_url_that_is_refused_is_shown_with_its_credentials_masked(capsys,
     assert no_leak(out + err) and server.requests == []
 
 
+@pytest.mark.parametrize("typo", ["http:/user:{key}@127.0.0.1:9/v1", "https:\\\\user:{key}@127.0.0.1:9/v1",
+                                  "http://user:{head}/{tail}@127.0.0.1:9/v1", "http://user:{head}#{tail}@127.0.0.1:9/v1",
+                                  "http://user:{head}?{tail}@127.0.0.1:9/v1"])
+def test_a_password_that_breaks_the_url_is_masked_whole_in_the_refusal(capsys, env, server, typo, monkeypatch):
+    """A slash missing after the scheme, or a password holding an unencoded "/", "#" or "?", leaves no
+    host to read: everything up to the last "@" is still masked, the password's pieces included."""
+    monkeypatch.delenv("OPENAI_API_KEY")
+    code, out, err = generate_at(capsys, typo.format(key=KEY, head=KEY[:12], tail=KEY[12:]))
+    assert code == 2 and "is not an http(s) URL" in err and "[redacted]@127.0.0.1:9/v1" in err, err
+    assert no_leak(out + err) and server.requests == []
+
+
 @pytest.mark.parametrize("url, reason", [("http://user:{key}@256.1.1.1:9/v1", "Invalid IPv4 address"),
                                          ("http://user:{key}@127.0.0.1:9/v1\x01", "non-printable"),
                                          ("http://user:{key}\x01@127.0.0.1:9/v1", "non-printable")])

@@ -66,9 +66,38 @@ class PluginError(VipError):
 
 
 def describe_exception(error: BaseException) -> str:
-    """`Type: message` on one line, whole (library messages often span several lines)."""
+    """`Type: message` on one line, whole (library messages often span several lines), with the Hugging
+    Face credentials masked (`hub_secrets`)."""
+    from vipcli.symptoms.llm import redact
+
     text = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+    text = redact(text, hub_secrets())
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+HUB_TOKEN_VARIABLES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
+
+
+def hub_secrets() -> list[str]:
+    """What a library's error must never show: the Hugging Face token (in HF_TOKEN or
+    HUGGING_FACE_HUB_TOKEN, or stored by `hf auth login`) and the user name and password of HF_ENDPOINT.
+
+    huggingface_hub names the URL it asked in its errors, HF_ENDPOINT's credentials included, and a
+    mirror may echo the Authorization header in its error text.
+    """
+    import os
+    import sys
+
+    from vipcli.symptoms.llm import url_secrets
+
+    found = [os.environ.get(name, "").strip() for name in HUB_TOKEN_VARIABLES]
+    hub = sys.modules.get("huggingface_hub")  # loaded when the error came from the hub; not imported for it
+    if hub is not None:
+        try:
+            found.append(hub.get_token() or "")
+        except Exception:  # noqa: BLE001 - an unreadable token file, an old huggingface_hub: the variables stay
+            pass
+    return [secret for secret in found if secret] + url_secrets(os.environ.get("HF_ENDPOINT", ""))
 
 
 def guard_call(function: Callable, kind: str, plugin_id: str, distribution: str, member: str) -> Callable:

@@ -180,8 +180,11 @@ def _main(argv: list[str] | None) -> int:
         if mismatch is not None:
             _print_error(mismatch.message, mismatch.hint)
             return mismatch.exit_code
+        from vipcli.plugins import hub_secrets
+        from vipcli.symptoms.llm import redact
+
         _print_error(
-            f"unexpected {type(error).__name__}: {error}",
+            f"unexpected {type(error).__name__}: {redact(str(error), hub_secrets())}",
             "this is a bug in vip; rerun with VIP_DEBUG=1 and report the traceback",
         )
         return 1
@@ -189,7 +192,11 @@ def _main(argv: list[str] | None) -> int:
 
 def run() -> None:
     """Console-script entry point."""
-    code = main()
+    try:
+        code = main()
+    except Exception as error:  # only VIP_DEBUG=1 lets one through: its traceback, masked, and exit code 1
+        print_masked_traceback(error)
+        code = 1
     try:
         with stop_signals.quiet_interrupts():  # a Ctrl-C inside a finalizer there is not printed either
             _skip_shutdown_collections()
@@ -198,6 +205,19 @@ def run() -> None:
             code = 130
             _print_error("interrupted after the command had finished; everything was written")
     sys.exit(code)
+
+
+def print_masked_traceback(error: BaseException) -> None:
+    """The traceback of `error` as Python prints it, with the Hugging Face credentials masked
+    (`hub_secrets`): the library exceptions chained under VIP_DEBUG=1 name HF_ENDPOINT's user:password
+    in their URLs, and a mirror may echo the token. (Not an excepthook: typer replaces that one.)"""
+    import traceback
+
+    from vipcli.plugins import hub_secrets
+    from vipcli.symptoms.llm import redact
+
+    sys.stderr.write(redact("".join(traceback.format_exception(type(error), error, error.__traceback__)),
+                            hub_secrets()))
 
 
 def _skip_shutdown_collections() -> None:

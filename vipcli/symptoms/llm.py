@@ -116,6 +116,8 @@ def mask_url(url: str) -> str:
     """`url` fit to show: its user name and password (what stands between "//" and the last "@" of the
     host part) and the values of its secret query fields (`secret_field`) replaced by MASK, whether or
     not the rest parses as a URL. The host, the path and other query values (`api-version`) stay.
+    When no host can be read (a password holding an unencoded "/", "?" or "#", a slash missing after
+    the scheme), everything between the scheme and the URL's last "@" is masked.
 
     Args:
         url: a URL as the user typed it, e.g. "htp://user:KEY@host/v1?api-key=KEY&api-version=2024-02-01".
@@ -126,6 +128,8 @@ def mask_url(url: str) -> str:
     head, slashes, rest = url.partition("//")
     if not slashes:
         head, rest = "", url
+    if "@" in url and not _readable_host(url):  # a password holding "/", "?" or "#", or a slash missing
+        head, slashes, rest = _scheme_head(url), "", MASK + url[url.rindex("@"):]
     cut = min((rest.find(mark) for mark in "/?#" if mark in rest), default=len(rest))
     authority, rest = rest[:cut], rest[cut:]
     if "@" in authority:
@@ -136,6 +140,19 @@ def mask_url(url: str) -> str:
         query = "&".join(f"{name}={MASK if secret_field(name) else value}" if equals else (MASK if name else "")
                          for name, equals, value in fields)
     return head + slashes + authority + path + question + query
+
+
+def _readable_host(url: str) -> bool:
+    """Whether `url` parses with a host name (then its credentials end at the first "/", "?" or "#")."""
+    parts = _split(url)
+    return parts is not None and bool(parts.hostname)
+
+
+def _scheme_head(url: str) -> str:
+    """The scheme and the slashes after it as typed ("http:/", "https://"), or "" when no slash follows
+    (then the "user:" of "user:password@host" would pass for a scheme)."""
+    match = re.match(r"(?:[A-Za-z][A-Za-z0-9+.\-]*:)?[/\\]+", url)
+    return match.group(0) if match else ""
 
 
 SECRET_FIELDS = re.compile(r"key|token|secret|sig|pass|pwd|auth|cred|session|code", re.IGNORECASE)
