@@ -220,7 +220,7 @@ def missing_weights_error(source: str, what: str | None, offline_reason: str | N
     text = _cut(whole)  # shown; the checks below read the whole message
     source = f"'{source}'" + (f" for {what}" if what and what != source else "")
     lowered = whole.lower()
-    if re.search(r"\bgated\b", lowered) or "401 client error" in lowered or "403 client error" in lowered:
+    if re.search(r"\bgated\b|\b40[13] (client error|unauthorized|forbidden)\b", lowered):  # huggingface_hub <1, >=1
         return VipError(f"could not load {thing} {source}: the repository is gated or private "
                         f"({text})", "accept its licence on the hub page, then log in with `hf auth login` or set HF_TOKEN")
     if "sentencepiece" in lowered or "protobuf" in lowered:

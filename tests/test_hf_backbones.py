@@ -359,15 +359,20 @@ def test_unreachable_hub_is_detected_quickly_without_offline_mode(monkeypatch, h
     assert constants.HF_HUB_OFFLINE is False  # offline mode only for the duration of the load
 
 
-def test_a_gated_repository_says_how_to_get_access():
+@pytest.mark.parametrize("text", [
+    "401 Client Error. Cannot access gated repo for url https://huggingface.co/google/medsiglip-448/resolve/main/"
+    "config.json.\nAccess to model google/medsiglip-448 is restricted.",  # huggingface_hub before 1.0
+    "Client error '401 Unauthorized' for url 'https://huggingface.co/google/medsiglip-448/resolve/main/config.json'",
+    "Client error '403 Forbidden' for url 'https://huggingface.co/google/medsiglip-448/resolve/main/config.json'",
+])
+def test_a_gated_repository_says_how_to_get_access(text):
+    """Whichever way huggingface_hub words a 401 or 403 (its 1.0 release uses httpx's wording)."""
     from vip_backbones.hub import missing_weights_error
 
-    class GatedRepoError(Exception):
+    class HfHubHTTPError(Exception):
         pass
 
-    error = GatedRepoError("401 Client Error. Cannot access gated repo for url https://huggingface.co/"
-                           "google/medsiglip-448/resolve/main/config.json.\nAccess to model google/medsiglip-448 is restricted.")
-    message = str(missing_weights_error("google/medsiglip-448", "SiglipModel", None, error, "unused"))
+    message = str(missing_weights_error("google/medsiglip-448", "SiglipModel", None, HfHubHTTPError(text), "unused"))
     assert message.startswith("could not load weights 'google/medsiglip-448' for SiglipModel: the repository is gated")
     assert "hf auth login" in message and "\n" not in message
 

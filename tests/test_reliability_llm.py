@@ -314,6 +314,50 @@ def test_ordinary_variable_names_are_accepted_by_api_key_env(capsys, env, server
     assert server.requests[0]["headers"]["Authorization"] == f"Bearer {KEY}"
 
 
+def test_the_default_key_is_not_sent_over_plain_http_to_another_machine(capsys, env):
+    """$OPENAI_API_KEY is read by default: `--base-url http://10.x` would send the user's OpenAI key
+    over the network unencrypted. Refused before any request, naming the fixes, never the key."""
+    from types import SimpleNamespace
+
+    code, out, err = generate(capsys, SimpleNamespace(url="http://192.0.2.7:8000/v1"))
+    assert code == 2 and err.count("error:") == 1 and "Traceback" not in err
+    assert ("--base-url http://192.0.2.7:8000 is plain http to another machine: $OPENAI_API_KEY would cross the "
+            "network unencrypted") in err
+    assert "--api-key-env OPENAI_API_KEY to send it anyway" in err and leaked(out + err) == []
+
+
+@pytest.mark.parametrize("url, key_over_http, variable", [
+    ("https://10.0.0.5/v1", False, "OPENAI_API_KEY"),  # encrypted
+    ("http://127.0.0.1:8000/v1", False, "OPENAI_API_KEY"), ("http://localhost:11434/v1", False, "OPENAI_API_KEY"),
+    ("http://[::1]:8080/v1", False, "OPENAI_API_KEY"), ("http://llm.localhost/v1", False, "OPENAI_API_KEY"),
+    ("http://10.0.0.5:8000/v1", True, "OPENAI_API_KEY"),  # the user named the variable: meant to go there
+    ("http://10.0.0.5:8000/v1", False, ""),  # no key is sent
+    ("http://10.0.0.5:8000/v1", False, "UNSET_KEY_VARIABLE"),
+])
+def test_a_key_goes_over_https_to_this_machine_or_where_the_user_named_it(env, url, key_over_http, variable):
+    from vipcli.symptoms.llm import LLMConfig, check_key_transport
+
+    check_key_transport(LLMConfig(base_url=url, api_key_env=variable, key_over_http=key_over_http))
+
+
+@pytest.mark.parametrize("variable, value, expected", [
+    ("ALL_PROXY", "socks5://127.0.0.1:9", "ALL_PROXY names a SOCKS proxy, and httpx's SOCKS support is not installed"),
+    ("HTTP_PROXY", "ftp://bob:Pw9hunter2@127.0.0.1:9", "HTTP_PROXY holds a proxy httpx cannot use (its scheme ftp://)"),
+])
+def test_a_proxy_httpx_cannot_use_is_one_line_naming_the_variable(capsys, env, server, monkeypatch, variable, value,
+                                                                   expected):
+    """Not "unexpected ImportError/ValueError ... a bug in vip" (with the proxy's user name in it)."""
+    import importlib.util
+
+    if variable == "ALL_PROXY" and importlib.util.find_spec("socksio") is not None:
+        pytest.skip("httpx's SOCKS support is installed here")
+    monkeypatch.setenv(variable, value)
+    monkeypatch.setenv("NO_PROXY", "")
+    code, _, err = generate(capsys, server, "--retries", "0")
+    assert code == 1 and err.count("error:") == 1 and expected in err, err
+    assert "bug in vip" not in err and "bob" not in err and "Pw9hunter2" not in err
+
+
 @pytest.mark.parametrize("bad, position", [("\u2019", 12), ("\n", 12), ("\u00a0", 12), ("\x7f", 12)])
 def test_a_key_with_a_character_no_header_can_carry_is_one_clear_line(capsys, env, server, bad, position,
                                                                          monkeypatch):

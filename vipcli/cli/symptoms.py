@@ -149,8 +149,10 @@ def generate_command(
     ),
     model: str = typer.Option("gpt-4o", "--model", help="Model name; with --images it must accept images."),
     base_url: str = typer.Option("https://api.openai.com/v1", "--base-url", help="OpenAI-compatible endpoint root."),
-    api_key_env: str = typer.Option(
-        "OPENAI_API_KEY", "--api-key-env", help="Name of the environment variable holding the API key (not the key itself)."
+    api_key_env: Optional[str] = typer.Option(
+        None, "--api-key-env", show_default="OPENAI_API_KEY",
+        help="Name of the environment variable holding the API key (not the key itself; '' sends none). Named "
+             "explicitly, its key is sent even over plain http to another machine.",
     ),
     out: Optional[Path] = typer.Option(
         None, "--out", help="Pack file (one disease) or folder (several); default ./<disease>.yaml."
@@ -171,19 +173,21 @@ def generate_command(
 ) -> None:
     """Ask an LLM for visual symptoms (docs/METHOD.md section 1) and write one pack per disease."""
     from vipcli.symptoms.generate import GenerateConfig, check_config, default_modality
-    from vipcli.symptoms.llm import LLMConfig, check_base_url, check_key_env
+    from vipcli.symptoms.llm import DEFAULT_KEY_ENV, LLMConfig, check_base_url, check_key_env, check_key_transport
 
     check_base_url(base_url)
-    check_key_env(api_key_env)
+    check_key_env(api_key_env or "")
     check_number_options(timeout, retries, agree_threshold, backoff)
     llm = LLMConfig(
         base_url=base_url,
         model=model,
-        api_key_env=api_key_env,
+        api_key_env=DEFAULT_KEY_ENV if api_key_env is None else api_key_env,
+        key_over_http=api_key_env is not None,
         timeout_s=timeout,
         retries=retries,
         backoff_s=backoff,
     )
+    check_key_transport(llm)
     if data is not None or symptoms or text_only:
         _generate_for_data(data, disease, images, symptoms, text_only, modality, out, force, llm, n, judge,
                            agree_threshold, seed, not no_cache)

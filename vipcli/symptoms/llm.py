@@ -50,6 +50,7 @@ class LLMConfig:
     base_url: str = DEFAULT_BASE_URL  # OpenAI-compatible root, e.g. http://localhost:8000/v1
     model: str = DEFAULT_MODEL  # model name as the server knows it
     api_key_env: str = DEFAULT_KEY_ENV  # environment variable holding the key ("" or unset: no key)
+    key_over_http: bool = False  # the user named api_key_env: send its key even over plain http to another host
     timeout_s: float = 120.0  # deadline of one request: connect, send, wait and read the whole answer
     retries: int = 4  # extra tries after a 429, 5xx or timeout
     backoff_s: float = 1.0  # first wait before a retry; doubled each time
@@ -335,6 +336,44 @@ def read_api_key(config: LLMConfig) -> str | None:
     return None
 
 
+def is_loopback(host: str | None) -> bool:
+    """Whether `host` (a URL's hostname) is this machine: localhost, *.localhost or a loopback address."""
+    import ipaddress
+
+    if not host:
+        return False
+    host = host.lower().rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_key_transport(config: LLMConfig) -> None:
+    """Refuse to send a key over plain http to another machine unless its variable was named explicitly.
+
+    `$OPENAI_API_KEY` is read by default, so `--base-url http://10.0.0.5:8000/v1` would put the user's
+    OpenAI key on the network unencrypted, to a server that may not need it. Loopback hosts and https
+    are fine; naming the variable (`--api-key-env OPENAI_API_KEY`) says it is meant to go there.
+
+    Raises:
+        UsageError: a key is set, the URL is http, its host is not this machine, and the variable is the default.
+    """
+    parts = _split(config.base_url)
+    if (config.key_over_http or current_key(config) is None or parts is None or parts.scheme != "http"
+            or is_loopback(parts.hostname)):
+        return
+    host = endpoint_host(config.base_url)
+    raise UsageError(
+        f"--base-url http://{host} is plain http to another machine: ${config.api_key_env} would cross the "
+        "network unencrypted",
+        f"use https, pass --api-key-env '' if the server needs no key, or --api-key-env {config.api_key_env} "
+        "to send it anyway",
+    )
+
+
 def check_key_text(key: str, variable: str) -> str:
     """Return `key` if every character can go in an HTTP header (printable ASCII); VipError otherwise.
 
@@ -367,6 +406,7 @@ def chat(config: LLMConfig, messages: list[dict]) -> str:
     """
     url = chat_url(check_base_url(config.base_url))
     check_key_env(config.api_key_env)
+    check_key_transport(config)
     key = read_api_key(config)  # checked: the same key secrets_of reads
     secrets = secrets_of(config)
     headers = {"Authorization": f"Bearer {key}"} if key else {}
@@ -454,6 +494,40 @@ def _post(url: str, headers: dict, body: dict, config: LLMConfig, last: bool):
         ) from None
     except httpx.HTTPError as error:
         raise LLMError(f"request to LLM endpoint {host} failed: {type(error).__name__}", "check --base-url") from None
+    except (ImportError, ValueError) as error:
+        problem = proxy_problem(error)
+        if problem is None:
+            raise
+        raise problem from None
+
+
+PROXY_VARIABLES = ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY")  # what httpx reads (in either letter case)
+
+
+def proxy_problem(error: Exception) -> VipError | None:
+    """One line for a proxy from the environment that httpx cannot use (None for other errors).
+
+    httpx reads HTTP(S)_PROXY and ALL_PROXY: a SOCKS proxy needs its optional `socksio` package, and a
+    scheme other than http, https or socks5 is refused with a ValueError. Neither is a bug in vip.
+    """
+    text = str(error).lower()
+
+    def holding(prefix: str) -> str:
+        """The proxy variables whose value starts with `prefix` (all set ones for "")."""
+        found = [name for name in PROXY_VARIABLES for spelled in (name, name.lower())
+                 if os.environ.get(spelled, "").strip().lower().startswith(prefix)]
+        return ", ".join(dict.fromkeys(found)) or "a proxy variable"
+
+    if isinstance(error, ImportError) and "socks" in text:
+        return VipError(f"{holding('socks')} names a SOCKS proxy, and httpx's SOCKS support is not installed",
+                        "pip install 'httpx[socks]', or unset the variable to connect directly")
+    if isinstance(error, ValueError) and "proxy" in text:
+        scheme = re.search(r"url\('?([a-z0-9+.-]+):", text)
+        variables = holding(f"{scheme.group(1)}:" if scheme else "")
+        what = f"its scheme {scheme.group(1)}://" if scheme else "its URL"
+        return VipError(f"{variables} holds a proxy httpx cannot use ({what})",
+                        "give an http://, https:// or socks5:// proxy URL, or unset the variable")
+    return None
 
 
 def _backoff(config: LLMConfig, attempt: int, retry_after: str | None) -> float:
