@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -89,8 +90,10 @@ def test_every_class_without_a_pack_gets_one_from_its_own_training_images(capsys
         "Red patch with sharp edges", "Thick silvery-white scales on top", "Small red dots spread evenly across the patch",
     )
     images = psoriasis.source["images"]
-    assert images["folder"] == str(data / "train" / "psoriasis") and images["training_images"] == 17
-    assert len(images["files"]) == 16 and set(images["files"]) <= {f"psoriasis{i:02d}.png" for i in range(17)}
+    assert images["folder"] == "psoriasis" and images["training_images"] == 17  # no path: it may name a patient
+    digests = {hashlib.sha256(p.read_bytes()).hexdigest() for p in (data / "train" / "psoriasis").iterdir()}
+    assert "files" not in images and len(set(images["files_sha256"])) == 16 and set(images["files_sha256"]) <= digests
+    assert str(data) not in Path("packs/psoriasis.yaml").read_text()
     lichen = load_pack("packs/lichen_planus.yaml")
     assert lichen.name == "lichen planus" and "Fine white lines crossing the surface" in lichen.symptoms
     prompts = [r["body"]["messages"][0]["content"] for r in llm_server.requests]

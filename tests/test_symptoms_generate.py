@@ -391,7 +391,7 @@ def test_images_run_stage_two_and_keep_what_both_agree_on(capsys, vip_env, llm_s
     agreement = pack.source["agreement"]
     assert [row["symptom"] for row in agreement["dropped"]] == ["Larger than six millimeters"]
     assert {"symptom": "Small dark dots", "stage2": "Small dark dots and globules", "score": 0.866} in agreement["kept"]
-    assert pack.source["raw_answers"]["stage2"] == STAGE2 and len(pack.source["images"]["files"]) == 16
+    assert pack.source["raw_answers"]["stage2"] == STAGE2 and len(pack.source["images"]["files_sha256"]) == 16
     assert "color, shape and texture" in pack.source["prompts"]["stage2"]
     for line in ("dropped  Larger than six millimeters", "beyond --n  Blue-white veil", "kept     Asymmetric shape"):
         assert " ".join(line.split()) in " ".join(out.replace("│", " ").split())

@@ -74,6 +74,7 @@ class GenerateReport:
     stage2: StageAnswer | None = None  # the image question (with --images)
     agreement: Agreement | None = None  # kept/dropped stage-1 items (with --images)
     grid_files: tuple[str, ...] = ()  # the 16 images shown in stage 2
+    grid_digests: tuple[str, ...] = ()  # their sha256, as the pack records them
     surplus: tuple[str, ...] = ()  # usable symptoms beyond --n, not kept
 
 
@@ -167,7 +168,8 @@ def _run_stage2(config: GenerateConfig, grid, report: GenerateReport, notify) ->
             f"no stage-1 symptom of {config.disease!r} agrees with the stage-2 (image) answer",
             "lower --agree-threshold, try --judge llm, or leave out --images",
         )
-    return replace(report, stage2=stage2, agreement=agreement, grid_files=grid.files), kept
+    return replace(report, stage2=stage2, agreement=agreement, grid_files=grid.files,
+                   grid_digests=grid.digests), kept
 
 
 def check_config(config: GenerateConfig) -> None:
@@ -250,7 +252,10 @@ def pack_document(config: GenerateConfig, report: GenerateReport, symptoms: list
     if report.stage2 is not None:
         source["prompts"]["stage2"] = report.stage2.prompt
         source["raw_answers"]["stage2"] = report.stage2.answer
-        source["images"] = {"folder": str(config.images), "files": list(report.grid_files), "seed": config.seed}
+        # named by content, not by path: file and folder names often carry patient or record numbers,
+        # and a pack is a file people share
+        source["images"] = {"folder": Path(config.images).name if config.images else "",
+                            "files_sha256": list(report.grid_digests), "seed": config.seed}
         if config.image_files:
             source["images"]["training_images"] = len(config.image_files)  # the 16 were drawn from these
         source["agreement"] = _agreement_document(report.agreement)

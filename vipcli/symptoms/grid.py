@@ -20,6 +20,7 @@ class ImageGrid:
     jpeg: bytes  # the encoded grid
     files: tuple[str, ...]  # the 16 image file names, row by row
     folder: str  # where they came from
+    digests: tuple[str, ...] = ()  # sha256 of each of the 16 files' bytes, row by row
 
 
 def list_images(folder: Path) -> list[Path]:
@@ -78,7 +79,7 @@ def grid_of_files(files, seed: int = 0, tile: int = 224, where: str = "images", 
     for path in files:
         image = read_tile(path, tile)
         if image is not None:
-            chosen.append(path.name)
+            chosen.append(path)
             tiles.append(image)
         if len(tiles) == need:
             break
@@ -91,7 +92,15 @@ def grid_of_files(files, seed: int = 0, tile: int = 224, where: str = "images", 
         canvas.paste(image, ((index % GRID_SIDE) * tile, (index // GRID_SIDE) * tile))
     buffer = io.BytesIO()
     canvas.save(buffer, format="JPEG", quality=90)
-    return ImageGrid(jpeg=buffer.getvalue(), files=tuple(chosen), folder=folder)
+    return ImageGrid(jpeg=buffer.getvalue(), files=tuple(p.name for p in chosen), folder=folder,
+                     digests=tuple(file_sha256(p) for p in chosen))
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file's bytes (hex)."""
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def read_tile(path: Path, tile: int):
