@@ -201,6 +201,23 @@ def test_calibration_table_shows_the_temperature_as_its_text_does():
     assert "T = 1.599 ," in text and "after (T = 1.599)" in text and "T = 1.6)" not in text
 
 
+def test_reliability_diagram_shows_its_caption_and_its_alt_is_the_title():
+    """The caption saying what the numbers at the bars' feet are was passed as the image's alt text,
+    so no reader saw it; the figure showed those counts unlabelled."""
+    from vipcli.report.run import _calibration
+
+    scores = {"ece": 0.07, "nll": 0.48, "brier": 0.31}
+    bins = [{"lower": 0.5, "upper": 0.75, "count": 3, "confidence": 0.6, "accuracy": 0.67},
+            {"lower": 0.75, "upper": 1.0, "count": 2, "confidence": 0.9, "accuracy": 1.0}]
+    block = {"temperature": 1.5, "held_out": "val", "n_held_out": 64, "ece_bins": 2,
+             "test": {"n": 5, "before": scores, "after": scores}, "reliability": {"before": bins, "after": bins}}
+    page = _calibration({"calibration": object(), "metrics": {"calibration": block}, "data": "d", "backbone": "b",
+                         "color": "#d55e00"}, None, [])
+    caption = re.search(r"<figcaption>(.*?)</figcaption>", page)
+    assert caption and "the number at the foot of a bar: its test images" in caption.group(1)
+    assert re.search(r'<img src="data:image/png;base64,[^"]*" alt="reliability on test: d, b">', page)
+
+
 # --- #11: rendering ------------------------------------------------------------------------------------
 
 def test_no_negative_zero_in_numbers():
