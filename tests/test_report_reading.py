@@ -285,3 +285,56 @@ def test_rendered_reports_have_no_negative_zero(cli, lesion_run, tmp_path):
     page = (tmp_path / "r.html").read_text()
     assert not NEGATIVE_ZERO.search(_visible(page))
     assert "per class" in _visible(page)
+
+
+# --- printing ------------------------------------------------------------------------------------------
+
+PRINT_PROBE = """<script>window.addEventListener("load", function () {
+  var cut = Array.prototype.filter.call(document.querySelectorAll(".table"), function (box) {
+    return box.scrollWidth > box.clientWidth + 1;
+  }).length;
+  var out = document.createElement("pre");
+  out.id = "vip-print";
+  out.textContent = JSON.stringify({cut: cut, width: document.documentElement.scrollWidth, viewport: window.innerWidth});
+  document.body.appendChild(out);
+});</script>"""
+
+
+def _as_printed(page: str) -> str:
+    """`page` with its print rules applied on screen, and a probe that counts the tables wider than their box."""
+    return page.replace("@media print", "@media all", 1).replace("<head>", "<head>" + PRINT_PROBE, 1)
+
+
+@test_report.needs_browser
+def test_printed_prediction_set_table_keeps_every_column(tmp_path):
+    """Printed, the prediction-set table lost its last columns (empty sets, note): paper cannot scroll
+    a table sideways. Its print rules wrap the cells to the width of a page (about 700 CSS px)."""
+    from browser import _run, find_browser
+    from vipcli.report import html
+    from vipcli.report.run import _conformal
+
+    rows = [{"coverage": c, "threshold": 0.5, "empirical_coverage": 0.8, "mean_set_size": 1.0, "empty_sets": 0,
+             "expected_coverage": c, "coverage_sd": 0.05} for c in (0.8, 0.9, 0.95)]
+    run = {"calibration": object(), "class_names": ["melanoma in situ", "nevus, junctional"], "metrics": {
+        "test": {"n": 5}, "conformal": {"score": "LAC", "held_out": "val", "n_held_out": 64, "max_coverage": 0.98,
+                                        "test": rows}}}
+    page = html.page("vip report: t", "", [html.section("Prediction sets", _conformal(run, PROBABILITIES, LABELS))], "")
+    printed = tmp_path / "printed.html"
+    printed.write_text(_as_printed(page), encoding="utf-8")
+    dumped = _run(find_browser(), tmp_path / "profile", "--window-size=700,1000", "--virtual-time-budget=5000",
+                  "--dump-dom", printed.resolve().as_uri())
+    from html import unescape
+
+    found = json.loads(unescape(re.search(r'<pre id="vip-print">(.*?)</pre>', dumped.stdout, re.S).group(1)))
+    assert found["cut"] == 0 and found["width"] <= found["viewport"], found
+
+
+def test_printed_reports_keep_each_image_with_its_labels_and_each_heading_with_its_content():
+    """Printed, a gallery card could leave its image at the foot of one page and its true class and
+    prediction at the top of the next, and a heading could end a page without what it heads."""
+    from vipcli.report.html import STYLE
+
+    rules = STYLE[STYLE.index("@media print"):]
+    avoid_inside = re.search(r"^\s*([^{}\n]*)\{\s*break-inside:\s*avoid;", rules, re.M)
+    assert avoid_inside and {".card", "figure"} <= {s.strip() for s in avoid_inside.group(1).split(",")}
+    assert re.search(r"h2[^{}]*\{\s*break-after:\s*avoid;", rules)
