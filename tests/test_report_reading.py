@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -57,6 +58,23 @@ def test_a_card_whose_class_no_symptom_pushed_up_says_so():
     mixed = _visible(gallery_html(gallery_items([_prediction([-0.5, 0.25])], {}, with_symptoms=True)))
     assert "top symptoms of nevus:" in mixed and "s1" in mixed and "s0" not in mixed
     assert "no symptom pushed" not in _visible(gallery_html(gallery_items([_prediction([-1.0])], {}, False)))
+
+
+def test_a_card_names_an_image_of_a_subset_of_links_relative_to_the_data_folder(tmp_path):
+    """A data folder of symbolic links (a small subset of a large set) showed each card's full path,
+    because the link was resolved before it was compared with the data folder."""
+    from PIL import Image
+
+    from vipcli.report.gallery import gallery_html, gallery_items
+
+    (tmp_path / "store").mkdir()
+    Image.new("RGB", (8, 8), "brown").save(tmp_path / "store" / "ISIC_1.png")
+    (tmp_path / "subset" / "test" / "nevus").mkdir(parents=True)
+    link = tmp_path / "subset" / "test" / "nevus" / "ISIC_1.png"
+    link.symlink_to(tmp_path / "store" / "ISIC_1.png")
+    prediction = Prediction(str(link), "nevus", 0.6, {"melanoma": 0.4, "nevus": 0.6}, None)
+    page = gallery_html(gallery_items([prediction], {}, False), root=tmp_path / "subset")
+    assert 'title="test/nevus/ISIC_1.png"' in page and str(tmp_path) not in page
 
 
 # --- #3: a benchmark with one seed shows no spread --------------------------------------------------
