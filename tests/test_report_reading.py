@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -57,6 +58,23 @@ def test_a_card_whose_class_no_symptom_pushed_up_says_so():
     mixed = _visible(gallery_html(gallery_items([_prediction([-0.5, 0.25])], {}, with_symptoms=True)))
     assert "top symptoms of nevus:" in mixed and "s1" in mixed and "s0" not in mixed
     assert "no symptom pushed" not in _visible(gallery_html(gallery_items([_prediction([-1.0])], {}, False)))
+
+
+def test_a_card_names_an_image_of_a_subset_of_links_relative_to_the_data_folder(tmp_path):
+    """A data folder of symbolic links (a small subset of a large set) showed each card's full path,
+    because the link was resolved before it was compared with the data folder."""
+    from PIL import Image
+
+    from vipcli.report.gallery import gallery_html, gallery_items
+
+    (tmp_path / "store").mkdir()
+    Image.new("RGB", (8, 8), "brown").save(tmp_path / "store" / "ISIC_1.png")
+    (tmp_path / "subset" / "test" / "nevus").mkdir(parents=True)
+    link = tmp_path / "subset" / "test" / "nevus" / "ISIC_1.png"
+    link.symlink_to(tmp_path / "store" / "ISIC_1.png")
+    prediction = Prediction(str(link), "nevus", 0.6, {"melanoma": 0.4, "nevus": 0.6}, None)
+    page = gallery_html(gallery_items([prediction], {}, False), root=tmp_path / "subset")
+    assert 'title="test/nevus/ISIC_1.png"' in page and str(tmp_path) not in page
 
 
 # --- #3: a benchmark with one seed shows no spread --------------------------------------------------
@@ -201,6 +219,23 @@ def test_calibration_table_shows_the_temperature_as_its_text_does():
     assert "T = 1.599 ," in text and "after (T = 1.599)" in text and "T = 1.6)" not in text
 
 
+def test_reliability_diagram_shows_its_caption_and_its_alt_is_the_title():
+    """The caption saying what the numbers at the bars' feet are was passed as the image's alt text,
+    so no reader saw it; the figure showed those counts unlabelled."""
+    from vipcli.report.run import _calibration
+
+    scores = {"ece": 0.07, "nll": 0.48, "brier": 0.31}
+    bins = [{"lower": 0.5, "upper": 0.75, "count": 3, "confidence": 0.6, "accuracy": 0.67},
+            {"lower": 0.75, "upper": 1.0, "count": 2, "confidence": 0.9, "accuracy": 1.0}]
+    block = {"temperature": 1.5, "held_out": "val", "n_held_out": 64, "ece_bins": 2,
+             "test": {"n": 5, "before": scores, "after": scores}, "reliability": {"before": bins, "after": bins}}
+    page = _calibration({"calibration": object(), "metrics": {"calibration": block}, "data": "d", "backbone": "b",
+                         "color": "#d55e00"}, None, [])
+    caption = re.search(r"<figcaption>(.*?)</figcaption>", page)
+    assert caption and "the number at the foot of a bar: its test images" in caption.group(1)
+    assert re.search(r'<img src="data:image/png;base64,[^"]*" alt="reliability on test: d, b">', page)
+
+
 # --- #11: rendering ------------------------------------------------------------------------------------
 
 def test_no_negative_zero_in_numbers():
@@ -268,3 +303,56 @@ def test_rendered_reports_have_no_negative_zero(cli, lesion_run, tmp_path):
     page = (tmp_path / "r.html").read_text()
     assert not NEGATIVE_ZERO.search(_visible(page))
     assert "per class" in _visible(page)
+
+
+# --- printing ------------------------------------------------------------------------------------------
+
+PRINT_PROBE = """<script>window.addEventListener("load", function () {
+  var cut = Array.prototype.filter.call(document.querySelectorAll(".table"), function (box) {
+    return box.scrollWidth > box.clientWidth + 1;
+  }).length;
+  var out = document.createElement("pre");
+  out.id = "vip-print";
+  out.textContent = JSON.stringify({cut: cut, width: document.documentElement.scrollWidth, viewport: window.innerWidth});
+  document.body.appendChild(out);
+});</script>"""
+
+
+def _as_printed(page: str) -> str:
+    """`page` with its print rules applied on screen, and a probe that counts the tables wider than their box."""
+    return page.replace("@media print", "@media all", 1).replace("<head>", "<head>" + PRINT_PROBE, 1)
+
+
+@test_report.needs_browser
+def test_printed_prediction_set_table_keeps_every_column(tmp_path):
+    """Printed, the prediction-set table lost its last columns (empty sets, note): paper cannot scroll
+    a table sideways. Its print rules wrap the cells to the width of a page (about 700 CSS px)."""
+    from browser import _run, find_browser
+    from vipcli.report import html
+    from vipcli.report.run import _conformal
+
+    rows = [{"coverage": c, "threshold": 0.5, "empirical_coverage": 0.8, "mean_set_size": 1.0, "empty_sets": 0,
+             "expected_coverage": c, "coverage_sd": 0.05} for c in (0.8, 0.9, 0.95)]
+    run = {"calibration": object(), "class_names": ["melanoma in situ", "nevus, junctional"], "metrics": {
+        "test": {"n": 5}, "conformal": {"score": "LAC", "held_out": "val", "n_held_out": 64, "max_coverage": 0.98,
+                                        "test": rows}}}
+    page = html.page("vip report: t", "", [html.section("Prediction sets", _conformal(run, PROBABILITIES, LABELS))], "")
+    printed = tmp_path / "printed.html"
+    printed.write_text(_as_printed(page), encoding="utf-8")
+    dumped = _run(find_browser(), tmp_path / "profile", "--window-size=700,1000", "--virtual-time-budget=5000",
+                  "--dump-dom", printed.resolve().as_uri())
+    from html import unescape
+
+    found = json.loads(unescape(re.search(r'<pre id="vip-print">(.*?)</pre>', dumped.stdout, re.S).group(1)))
+    assert found["cut"] == 0 and found["width"] <= found["viewport"], found
+
+
+def test_printed_reports_keep_each_image_with_its_labels_and_each_heading_with_its_content():
+    """Printed, a gallery card could leave its image at the foot of one page and its true class and
+    prediction at the top of the next, and a heading could end a page without what it heads."""
+    from vipcli.report.html import STYLE
+
+    rules = STYLE[STYLE.index("@media print"):]
+    avoid_inside = re.search(r"^\s*([^{}\n]*)\{\s*break-inside:\s*avoid;", rules, re.M)
+    assert avoid_inside and {".card", "figure"} <= {s.strip() for s in avoid_inside.group(1).split(",")}
+    assert re.search(r"h2[^{}]*\{\s*break-after:\s*avoid;", rules)

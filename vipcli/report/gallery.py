@@ -82,11 +82,20 @@ def thumbnail(path: str | Path, side: int = THUMBNAIL_SIDE) -> bytes | None:
     return buffer.getvalue()
 
 
+def shown_name(path: Path, root: Path | None) -> Path:
+    """`path` relative to the data folder `root` when it lies there, as given or with links resolved (a
+    subset of symbolic links to another folder is named as in the subset); else `path` itself."""
+    if root is None:
+        return path
+    for candidate, folder in ((path.absolute(), root.absolute()), (path.resolve(), root.resolve())):
+        if candidate.is_relative_to(folder):
+            return candidate.relative_to(folder)
+    return path
+
+
 def _card(item: GalleryItem, root: Path | None) -> str:
     payload = thumbnail(item.path)
-    shown = Path(item.path)
-    if root is not None and shown.resolve().is_relative_to(root.resolve()):
-        shown = shown.resolve().relative_to(root.resolve())
+    shown = shown_name(Path(item.path), root)
     picture = image(payload, f"{shown}", mime="image/jpeg") if payload else "<p>(image no longer readable)</p>"
     verdict = ""
     if item.truth is not None:

@@ -44,6 +44,13 @@ code { background: #f4f4f6; padding: 0 0.2rem; border-radius: 3px; }
 footer { margin-top: 2rem; color: #777; font-size: 0.8rem; }
 .name, footer { overflow-wrap: anywhere; }
 @media (max-width: 600px) { body { padding: 0.8rem; } table { font-size: 0.8rem; } th, td { padding: 0.2rem 0.35rem; } }
+@media print {  /* paper cannot scroll sideways: a wide table wraps its cells to fit the page */
+  body { max-width: none; padding: 0; }
+  .table { overflow: visible; }
+  td, td.num, .nowrap { white-space: normal; }
+  h1, h2 { break-after: avoid; }  /* a heading stays with what it heads */
+  .card, figure, tr, .note, .banner { break-inside: avoid; }  /* an image never parts from its labels */
+}
 """
 
 

@@ -128,6 +128,10 @@ def _confusion(run: dict) -> str:
     return html.figure(confusion_matrix_png(matrix, run["class_names"], run["color"], title), title)
 
 
+RELIABILITY_CAPTION = ("bars: accuracy per confidence bin (the number at the foot of a bar: its test images); "
+                       "hatched: the gap to the bin's mean confidence; dashed: perfect calibration")
+
+
 def _calibration(run: dict, test_probabilities, test_labels) -> str:
     from vipcli.calibration import calibration_scores, reliability_bins
 
@@ -141,7 +145,7 @@ def _calibration(run: dict, test_probabilities, test_labels) -> str:
             body += html.table(["on test", "ECE", "NLL", "Brier"],
                                [["uncalibrated", *(_fmt(scores[k], 4) for k in ("ece", "nll", "brier"))]], numeric={1, 2, 3})
             panel = [("uncalibrated", reliability_bins(test_probabilities, test_labels), scores["ece"])]
-            body += html.figure(reliability_png(panel, run["color"], title), title)
+            body += html.figure(reliability_png(panel, run["color"], title), title, RELIABILITY_CAPTION)
         return body
     test = block["test"]
     rows = [[f"{name} (T = {t})", *(_fmt(test[key][k], 4) for k in ("ece", "nll", "brier"))]
@@ -155,9 +159,7 @@ def _calibration(run: dict, test_probabilities, test_labels) -> str:
     if test["n"]:
         panels = [("before (T = 1)", block["reliability"]["before"], test["before"]["ece"]),
                   (f"after (T = {block['temperature']:.4g})", block["reliability"]["after"], test["after"]["ece"])]
-        body += html.figure(reliability_png(panels, run["color"], title),
-                            "bars: accuracy per confidence bin (count at the bottom); hatched: the gap to the "
-                            "bin's mean confidence; dashed: perfect calibration")
+        body += html.figure(reliability_png(panels, run["color"], title), title, RELIABILITY_CAPTION)
     return body + html.note(html.text(HELD_OUT_NOTE))
 
 
