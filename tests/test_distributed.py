@@ -206,7 +206,7 @@ def test_a_rerun_tries_unreadable_images_again_and_drops_removed_ones(cli, toy_r
 def test_merge_orders_records_of_out_and_parts_and_removes_parts(tmp_path):
     from vipcli.prediction_files import RecordFormat, finish_output, part_file
 
-    form = RecordFormat("jsonl", ("a", "b"), False)
+    form = RecordFormat("jsonl", ("a", "b"), None)
     out = tmp_path / "p.jsonl"
     record = lambda p: json.dumps({"path": p, "label": "a", "probability": 1.0, "probabilities": {"a": 1.0, "b": 0.0}})
     out.write_text(record("x3") + "\n" + record("x0") + "\n")

@@ -4,6 +4,7 @@ time write a file; every command refuses a negative --workers the same way."""
 
 from __future__ import annotations
 
+import csv
 import errno
 import json
 import os
@@ -218,6 +219,41 @@ def test_a_file_begun_without_coverage_is_refused_with_it_even_after_an_unreadab
     [line] = error_lines(err)
     assert code == 2 and "holds predictions made without --coverage; this command is with it" in line
     assert "rerun without --coverage to resume it" in line and "delete that line" not in line
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+def test_a_file_of_sets_at_one_coverage_is_not_resumed_at_another(cli, toy_run, tmp_path, suffix):
+    """Sets at 0.3 for some images and at 0.8 for the rest, in one file, with nothing to tell them
+    apart: each record now says its coverage, and a resume at another one is refused, file untouched."""
+    data, run = toy_run
+    out = tmp_path / f"p{suffix}"
+    images = sorted((data / "test" / "nevus").iterdir())
+    assert cli("predict", *images[:2], "--model", run, "--out", out, "--workers", "0", "--coverage", "0.3")[0] == 0
+    before = out.read_bytes()
+    code, _, err = cli("predict", *images[:3], "--model", run, "--out", out, "--workers", "0", "--coverage", "0.8")
+    [line] = error_lines(err)
+    assert code == 2 and f"{out} holds prediction sets at --coverage 0.3; this command asks for 0.8" in line
+    assert "rerun with --coverage 0.3 to resume it" in line and out.read_bytes() == before
+    assert cli("predict", *images[:3], "--model", run, "--out", out, "--workers", "0", "--coverage", "0.3")[0] == 0
+    if suffix == ".csv":
+        rows = list(csv.DictReader(out.read_text().splitlines()))
+        assert [r["coverage"] for r in rows] == ["0.3"] * 3
+    else:
+        assert [json.loads(line)["coverage"] for line in out.read_text().splitlines()] == [0.3] * 3
+
+
+def test_a_csv_of_sets_begun_by_vip_0_1_is_resumed_in_its_own_columns(cli, toy_run, tmp_path):
+    """vip 0.1's CSV has no coverage column: it is resumed as it is (its coverage is unknown)."""
+    data, run = toy_run
+    out = tmp_path / "p.csv"
+    images = sorted((data / "test" / "nevus").iterdir())
+    assert cli("predict", *images[:2], "--model", run, "--out", out, "--workers", "0", "--coverage", "0.9")[0] == 0
+    rows = list(csv.reader(out.read_text().splitlines()))
+    where = rows[0].index("coverage")
+    out.write_text("".join(",".join(r[:where] + r[where + 1:]) + "\n" for r in rows))  # as vip 0.1 wrote it
+    assert cli("predict", *images[:3], "--model", run, "--out", out, "--workers", "0", "--coverage", "0.9")[0] == 0
+    rows = list(csv.reader(out.read_text().splitlines()))
+    assert "coverage" not in rows[0] and len(rows) == 4 and {len(r) for r in rows} == {len(rows[0])}
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv"])

@@ -253,17 +253,17 @@ def predict_to_file(predictor: Predictor, paths: list[Path], out: Path, world=No
     """
     from vipcli import distributed
     from vipcli.prediction_files import (RecordFormat, RecordWriter, check_same_images, completed_paths,
-                                         finish_output, output_format, part_file, remove_outputs)
+                                         finish_output, output_format, part_file, part_files, remove_outputs)
     from vipcli.trust import set_threshold
 
     world = world or distributed.World()
     paths = list({str(p): Path(p) for p in paths}.values())  # an image given twice is recorded once
-    form = RecordFormat(output_format(out), tuple(predictor.class_names), coverage is not None, explain,
-                        predictor.model_digest)
+    form = RecordFormat(output_format(out), tuple(predictor.class_names), coverage, explain, predictor.model_digest)
     set_threshold(predictor.calibration, coverage, predictor.run_dir)  # refuses before any work
     if force and world.main:
         remove_outputs(out)
     distributed.barrier(world)  # --force done before anyone reads
+    form = form.resuming([Path(out), *part_files(out)])  # a CSV begun by vip 0.1 goes on in its layout
     done = completed_paths(out, form)  # refuses a file of other classes, options or another model
     check_same_images(done, paths, out)  # and one begun for other images (finishing it would drop them)
     distributed.barrier(world)  # everyone has read before anyone writes

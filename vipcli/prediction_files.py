@@ -2,10 +2,11 @@
 
 Formats (by the suffix of FILE):
 - `.jsonl` (or `.ndjson`): one JSON object a line: path, label, probability, probabilities
-  ({class: p}), prediction_set (with --coverage), explanation (with --explain), model; an
-  unreadable image is `{"path": ..., "error": reason, "model": ...}`.
+  ({class: p}), prediction_set and coverage (with --coverage), explanation (with --explain), model;
+  an unreadable image is `{"path": ..., "error": reason, "model": ...}`.
 - `.csv`: a header, then path, label, probability, one `p_<class>` column per class,
-  prediction_set (with --coverage; classes joined by `|`), model, error.
+  prediction_set (classes joined by `|`) and coverage (with --coverage), model, error. A CSV begun
+  by vip 0.1 has no coverage column and is resumed in its own layout.
 
 `model` is the model's digest (`Predictor.model_digest`): a file is only ever resumed by the model
 that began it, and only for the images it was begun for.
@@ -33,7 +34,7 @@ import csv
 import io
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from vipcli.console import plural
@@ -78,14 +79,38 @@ class RecordFormat:
 
     kind: str  # "jsonl" or "csv"
     class_names: tuple[str, ...]
-    coverage: bool  # records carry prediction_set
+    coverage: float | None  # --coverage: records carry prediction_set and this coverage (None: no sets)
     explain: bool = False  # JSONL records carry the explanation
     model: str = ""  # the digest of the model that makes the records (recorded in each one)
+    coverage_column: bool = True  # False: a CSV begun by vip 0.1, whose header has no coverage column
+
+    @property
+    def sets(self) -> bool:
+        """Whether records carry a prediction set."""
+        return self.coverage is not None
+
+    def set_columns(self) -> list[str]:
+        """The CSV columns of a prediction set: none, prediction_set, or prediction_set and coverage."""
+        if not self.sets:
+            return []
+        return ["prediction_set", "coverage"] if self.coverage_column else ["prediction_set"]
 
     def header(self) -> list[str]:
         """The CSV header row."""
-        return ["path", "label", "probability", *(f"p_{name}" for name in self.class_names),
-                *(["prediction_set"] if self.coverage else []), "model", "error"]
+        return ["path", "label", "probability", *(f"p_{name}" for name in self.class_names), *self.set_columns(),
+                "model", "error"]
+
+    def resuming(self, files: list[Path]) -> "RecordFormat":
+        """This format as `files` (a CSV and its part files) already hold it: the layout of vip 0.1 (no
+        coverage column) when one of them was begun by it, so that it is resumed in that layout."""
+        if self.kind != "csv" or not self.sets:
+            return self
+        legacy = replace(self, coverage_column=False)
+        for file in files:
+            first = next(complete_lines(file), None)
+            if first is not None and next(csv.reader([first[1]]), None) == legacy.header():
+                return legacy
+        return self
 
     def header_line(self) -> str:
         """What a fresh file of this format starts with: the CSV header line ("" for JSONL)."""
@@ -96,23 +121,26 @@ class RecordFormat:
         rounded = prediction.record(self.explain)  # every figure rounded once, from full precision
         if self.kind == "jsonl":
             record = {key: rounded[key] for key in ("path", "label", "probability", "probabilities")}
-            if self.coverage:
+            if self.sets:
                 record["prediction_set"] = prediction.prediction_set
+                record["coverage"] = self.coverage
             if self.explain:
                 record["explanation"] = rounded["explanation"]
             record["model"] = self.model
             return json.dumps(record, ensure_ascii=False) + "\n"
         row = [prediction.path, prediction.label, rounded["probability"],
                *(rounded["probabilities"][name] for name in self.class_names)]
-        if self.coverage:
+        if self.sets:
             row.append(SET_SEPARATOR.join(prediction.prediction_set or []))
+        if self.sets and self.coverage_column:
+            row.append(str(float(self.coverage)))  # the shortest text that reads back as the same float
         return _csv_line([*row, self.model, ""])
 
     def error_line(self, path: str, reason: str) -> str:
         """One unreadable image as one line (with its newline)."""
         if self.kind == "jsonl":
             return json.dumps({"path": path, "error": reason, "model": self.model}, ensure_ascii=False) + "\n"
-        return _csv_line([path, "", "", *([""] * len(self.class_names)), *([""] if self.coverage else []),
+        return _csv_line([path, "", "", *([""] * len(self.class_names)), *([""] * len(self.set_columns())),
                           self.model, reason])
 
     def parse(self, line: str, first: bool) -> tuple[str, bool, str | None] | None:
@@ -138,7 +166,7 @@ class RecordFormat:
         each record says so, not only the first (which may be an unreadable image's).
         """
         if self.kind == "csv":
-            return self._csv_problem(next(csv.reader([line]), []))
+            return self._csv_problem(next(csv.reader([line]), []), file)
         try:
             record = json.loads(line)
         except ValueError:
@@ -155,13 +183,14 @@ class RecordFormat:
         probabilities = record.get("probabilities")
         if not isinstance(probabilities, dict) or tuple(probabilities) != self.class_names:
             return f"'probabilities' is not a probability for each of {', '.join(self.class_names)}"
-        members = record.get("prediction_set") if self.coverage else []
+        members = record.get("prediction_set") if self.sets else []
         return _prediction_problem(record.get("label"), record.get("probability"), list(probabilities.values()),
                                    members, self.class_names)
 
-    def _csv_problem(self, row: list[str]) -> str | None:
+    def _csv_problem(self, row: list[str], file: Path) -> str | None:
         """Why a CSV row is not a record of this format; None if it is one."""
-        fields = 3 + len(self.class_names) + self.coverage + 2  # path, label, probability, p_*, set, model, error
+        sets = len(self.set_columns())
+        fields = 3 + len(self.class_names) + sets + 2  # path, label, probability, p_*, set[, coverage], model, error
         if len(row) != fields:
             return f"{len(row)} fields, not {fields}"
         if not row[0]:
@@ -169,7 +198,9 @@ class RecordFormat:
         if row[-1]:
             return None  # an unreadable image: its reason
         classes = len(self.class_names)
-        members = row[3 + classes].split(SET_SEPARATOR) if self.coverage and row[3 + classes] else []
+        if sets == 2:
+            self._check_coverage(_number(row[4 + classes]), file)
+        members = row[3 + classes].split(SET_SEPARATOR) if self.sets and row[3 + classes] else []
         return _prediction_problem(row[1], _number(row[2]), [_number(v) for v in row[3:3 + classes]], members,
                                    self.class_names)
 
@@ -193,10 +224,20 @@ class RecordFormat:
         if tuple(probabilities) != self.class_names:
             raise UsageError(f"{file} holds predictions of other classes ({', '.join(probabilities)}; this model: "
                              f"{', '.join(self.class_names)})", "pass another --out, or --force to replace it")
-        if ("prediction_set" in record) != self.coverage:
+        if ("prediction_set" in record) != self.sets:
             made, now = ("with", "without") if "prediction_set" in record else ("without", "with")
             raise UsageError(f"{file} holds predictions made {made} --coverage; this command is {now} it",
                              f"rerun {made} --coverage to resume it, pass another --out, or --force to replace it")
+        if "coverage" in record:  # absent from records of vip 0.1: their coverage is unknown
+            self._check_coverage(record["coverage"], file)
+
+    def _check_coverage(self, recorded, file: Path) -> None:
+        """Refuse to add prediction sets at this coverage to `file`, whose sets were made at `recorded`."""
+        if self.sets and recorded != self.coverage:
+            shown = f"{recorded:g}" if isinstance(recorded, (int, float)) else repr(recorded)
+            raise UsageError(f"{file} holds prediction sets at --coverage {shown}; this command asks for "
+                             f"{self.coverage:g}", f"rerun with --coverage {shown} to resume it, pass another "
+                             "--out, or --force to replace it")
 
 
 def _number(text: str):
