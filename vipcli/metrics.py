@@ -67,6 +67,24 @@ def exact_figures(confusion_matrix: list[list[int]]) -> dict:
     return {"accuracy": 100 * Fraction(sum(hits), total), "macro_f1": 100 * sum(f1) / len(f1)}
 
 
+def per_class_figures(confusion_matrix: list[list[int]]) -> list[dict]:
+    """Per class of a [C, C] confusion matrix (rows true, columns predicted): how many images it has,
+    how many were predicted as it, and its sensitivity (recall) and precision (PPV) in percent.
+
+    Returns:
+        [{"images", "found", "predicted", "recall", "precision"}] in class order; recall is None for a
+        class without images, precision None for a class never predicted (Fractions otherwise).
+    """
+    rows = [[int(count) for count in row] for row in confusion_matrix]
+    figures = []
+    for c, row in enumerate(rows):
+        images, found, predicted = sum(row), row[c], sum(r[c] for r in rows)
+        figures.append({"images": images, "found": found, "predicted": predicted,
+                        "recall": 100 * Fraction(found, images) if images else None,
+                        "precision": 100 * Fraction(found, predicted) if predicted else None})
+    return figures
+
+
 def round_half_up(value, digits: int = 2) -> float | None:
     """`value` (a Fraction, int or float) rounded half up to `digits` decimals, computed exactly.
 

@@ -117,7 +117,28 @@ def _metrics(run: dict) -> str:
     if timings:
         facts.append(f"encoding {timings.get('encode_s', 0):.1f} s, fitting {timings.get('fit_s', 0):.1f} s, "
                      f"total {timings.get('total_s', 0):.1f} s on {metrics.get('device', '?')}")
-    return body + (f"<p>{html.text('; '.join(facts))}.</p>" if facts else "")
+    return body + _per_class(run) + (f"<p>{html.text('; '.join(facts))}.</p>" if facts else "")
+
+
+def _per_class(run: dict) -> str:
+    """Sensitivity and precision of each class on test, and a warning for a class the model never finds:
+    accuracy alone hides it when the classes are unbalanced."""
+    from vipcli.metrics import per_class_figures, round_half_up
+
+    matrix = run["metrics"].get("test", {}).get("confusion_matrix") or []
+    if not matrix:
+        return ""
+    figures = per_class_figures(matrix)
+    rows = [[name, f["images"], f"{_fmt(round_half_up(f['recall']))} ({f['found']}/{f['images']})",
+             f"{_fmt(round_half_up(f['precision']))} ({f['found']}/{f['predicted']})" if f["predicted"] else "- (never predicted)"]
+            for name, f in zip(run["class_names"], figures)]
+    table = html.table(["class", "test images", "sensitivity (recall) %", "precision %"], rows, numeric={1, 2, 3})
+    missed = [(name, f) for name, f in zip(run["class_names"], figures) if f["images"] and f["found"] == 0]
+    if missed:
+        names = ", ".join(f"{name} (0 of {f['images']})" for name, f in missed)
+        table += html.note(html.text(f"The model finds no test image of {names}: its accuracy comes from the "
+                                     "other classes alone."))
+    return table
 
 
 def _confusion(run: dict) -> str:
