@@ -104,7 +104,8 @@ def _card(item: GalleryItem, root: Path | None) -> str:
              f'<div class="name" title="{text(shown)}">{file_name(shown)}</div>']
     if item.truth is not None:
         lines.append(f"<div>true class: <b>{text(item.truth)}</b></div>")
-    lines.append(f"<div>{verdict}predicted: <b>{text(item.label)}</b> ({number(item.probability, 3)})</div>")
+    probability = number(item.probability, 3)
+    lines.append(f"<div>{verdict}predicted: <b>{text(item.label)}</b> (probability {probability})</div>")
     if item.prediction_set is not None:
         members = ", ".join(item.prediction_set) if item.prediction_set else "empty: no class is likely enough"
         lines.append(f"<div>prediction set: {{{text(members)}}}</div>")

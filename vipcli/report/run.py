@@ -123,14 +123,14 @@ def _metrics(run: dict) -> str:
 def _per_class(run: dict) -> str:
     """Sensitivity and precision of each class on test, and a warning for a class the model never finds:
     accuracy alone hides it when the classes are unbalanced."""
-    from vipcli.metrics import per_class_figures, round_half_up
+    from vipcli.metrics import per_class_figures
 
     matrix = run["metrics"].get("test", {}).get("confusion_matrix") or []
     if not matrix:
         return ""
     figures = per_class_figures(matrix)
-    rows = [[name, f["images"], f"{_fmt(round_half_up(f['recall']))} ({f['found']}/{f['images']})",
-             f"{_fmt(round_half_up(f['precision']))} ({f['found']}/{f['predicted']})" if f["predicted"] else "- (never predicted)"]
+    rows = [[name, f["images"], _share(f["recall"], f["found"], f["images"]),
+             _share(f["precision"], f["found"], f["predicted"]) if f["predicted"] else "- (never predicted)"]
             for name, f in zip(run["class_names"], figures)]
     table = html.table(["class", "test images", "sensitivity (recall) %", "precision %"], rows, numeric={1, 2, 3})
     missed = [(name, f) for name, f in zip(run["class_names"], figures) if f["images"] and f["found"] == 0]
@@ -139,6 +139,13 @@ def _per_class(run: dict) -> str:
         table += html.note(html.text(f"The model finds no test image of {names}: its accuracy comes from the "
                                      "other classes alone."))
     return table
+
+
+def _share(percent, part: int, whole: int) -> str:
+    """'67.33 (101/150)': a percentage with the counts it comes from ('-' without any)."""
+    from vipcli.metrics import round_half_up
+
+    return f"{_fmt(round_half_up(percent))} ({part}/{whole})" if whole else "-"
 
 
 def _confusion(run: dict) -> str:
