@@ -164,6 +164,21 @@ def test_predict_under_torchrun_needs_out(cli, toy_run, monkeypatch):
     assert code == 2 and "under torchrun (2 processes) needs --out" in err
 
 
+@pytest.mark.parametrize("env, named", [({}, "MASTER_ADDR and MASTER_PORT are not set"),
+                                        ({"MASTER_ADDR": "127.0.0.1"}, "MASTER_PORT is not set"),
+                                        ({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "abc"}, "MASTER_PORT 'abc'")])
+def test_a_world_without_a_rendezvous_address_is_one_usage_line(cli, toy_run, tmp_path, monkeypatch, env, named):
+    data, run = toy_run
+    for name, value in {"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": None, "MASTER_PORT": None, **env}.items():
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    code, _, err = cli("predict", data / "test", "--model", run, "--out", tmp_path / "p.jsonl")
+    assert code == 2 and err.count("error:") == 1 and named in err and "bug in vip" not in err, err
+    assert "torchrun" in err and list(tmp_path.iterdir()) == []  # no lock or part file left
+
+
 def test_unreadable_images_are_recorded_and_fail_the_command(cli, toy_run, tmp_path):
     data, run = toy_run
     broken = tmp_path / "broken.png"

@@ -75,9 +75,26 @@ def join(environ=None) -> World:
         raise UsageError("this torch build has no torch.distributed gloo backend, needed under torchrun",
                          "install a standard torch wheel, or run vip without torchrun")
     if not dist.is_initialized():
+        check_rendezvous(world, os.environ if environ is None else environ)
         dist.init_process_group("gloo", rank=world.rank, world_size=world.size, timeout=BARRIER_TIMEOUT)
     _joined = world
     return world
+
+
+def check_rendezvous(world: World, environ) -> None:
+    """UsageError unless MASTER_ADDR and MASTER_PORT say where rank 0 is (torchrun sets both).
+
+    Without them torch's env:// rendezvous fails with a ValueError of its own, which would read
+    as a bug in vip; a MASTER_PORT that is not a port number fails the same way.
+    """
+    hint = "launch vip with torchrun, which sets them, or set MASTER_ADDR and MASTER_PORT to rank 0's host and port"
+    missing = [name for name in ("MASTER_ADDR", "MASTER_PORT") if not environ.get(name, "").strip()]
+    if missing:
+        raise UsageError(f"WORLD_SIZE is {world.size} but {' and '.join(missing)} "
+                         f"{'is' if len(missing) == 1 else 'are'} not set", hint)
+    port = environ["MASTER_PORT"].strip()
+    if not (port.isdigit() and 0 < int(port) < 65536):
+        raise UsageError(f"MASTER_PORT {port!r} is not a port number (1-65535)", hint)
 
 
 def barrier(world: World) -> None:
