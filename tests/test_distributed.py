@@ -301,6 +301,22 @@ def test_training_encodes_on_every_rank_and_trains_on_rank_zero(toy_run, tmp_pat
         assert checker.entry_file(Path(header["path"])) == entry
 
 
+@needs_gloo
+def test_an_unwritable_cache_under_torchrun_is_told_as_it_is(toy_run, tmp_path):
+    data, _ = toy_run
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "features").write_text("a file where the features folder goes")
+    done = torchrun(["train", "--data", data, "--backbone", "toy", "--shots", "2", "--epochs", "1", "--views", "2",
+                     "--workers", "0", "--out", tmp_path / "run"], tmp_path, cache)
+    assert done.returncode == 0, done.stderr
+    assert "rank 1: encoded" in done.stderr and "into the feature cache" not in done.stderr  # nothing went there
+    assert "the feature cache could not be written; rank 0 encodes the missing ones itself" in done.stderr
+    assert "cannot write the feature cache" in done.stderr and "--no-cache" not in done.stderr  # refused here
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["timings"]["encoded_views"] > 0  # rank 0 did encode them
+
+
 def test_shared_encoding_covers_what_train_and_benchmark_read_first(toy_run):
     from vipcli.data import few_shot_order, few_shot_union, load_dataset
     from vipcli.distributed import training_jobs

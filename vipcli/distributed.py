@@ -176,9 +176,21 @@ def encode_shared(backbone, world: World, jobs, cache, batch_size: int, workers:
             start += chunk
     barrier(world)
     if not world.main:
-        console.info(f"rank {world.rank}: encoded {len(mine)} images into the feature cache; rank 0 trains")
+        console.info(handed_over(world, len(mine), cache.writable))
     leave(world)
     return world.main
+
+
+def handed_over(world: World, count: int, cached: bool) -> str:
+    """The last line of a rank other than 0: what it left in the feature cache for rank 0.
+
+    `cached` is False when the cache stopped taking entries (full, or not writable; warned before):
+    then rank 0 finds those features missing and encodes them itself, and the line says so.
+    """
+    if cached:
+        return f"rank {world.rank}: encoded {count} images into the feature cache; rank 0 trains"
+    return (f"rank {world.rank}: encoded {count} images, but the feature cache could not be written; "
+            "rank 0 encodes the missing ones itself, then trains")
 
 
 def training_jobs(dataset, shots, seeds, views: int, center: bool) -> list:
