@@ -82,6 +82,17 @@ def test_outside_torchrun_is_a_world_of_one():
     assert world_from_env({"WORLD_SIZE": "4", "RANK": "3", "LOCAL_RANK": "1"}).local_rank == 1
 
 
+def test_no_cache_under_torchrun_is_refused_with_a_plain_hint():
+    from vipcli.distributed import World, check_shared_cache
+    from vipcli.errors import UsageError
+
+    check_shared_cache(World(), use_cache=False)  # one process: --no-cache is fine
+    with pytest.raises(UsageError) as refused:
+        check_shared_cache(World(1, 2, 1), use_cache=False)
+    assert str(refused.value) == ("--no-cache under torchrun: the ranks share their features through the feature "
+                                  "cache (drop --no-cache; on several nodes, point VIP_CACHE_DIR at a shared folder)")
+
+
 # --- streaming and resuming in one process ----------------------------------------------------------
 
 

@@ -144,7 +144,7 @@ def check_shared_cache(world: World, use_cache: bool) -> None:
     """Under torchrun the ranks hand features to rank 0 through the feature cache: it must be on."""
     if world.distributed and not use_cache:
         raise UsageError("--no-cache under torchrun: the ranks share their features through the feature cache",
-                         "drop --no-cache (on several nodes, point VIP_CACHE_DIR at a shared folder)")
+                         "drop --no-cache; on several nodes, point VIP_CACHE_DIR at a shared folder")
 
 
 def encode_shared(backbone, world: World, jobs, cache, batch_size: int, workers: int, progress=None,
