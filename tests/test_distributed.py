@@ -328,6 +328,26 @@ def test_an_unwritable_cache_under_torchrun_is_told_as_it_is(toy_run, tmp_path):
     assert metrics["timings"]["encoded_views"] > 0  # rank 0 did encode them
 
 
+@needs_gloo
+def test_a_benchmark_resumed_under_torchrun_says_so_once_and_matches_one_process(cli, toy_run, tmp_path, monkeypatch):
+    import csv
+
+    data, _ = toy_run
+    monkeypatch.setenv("VIP_CACHE_DIR", str(tmp_path / "one-cache"))
+    sweep = ["benchmark", "--data", data, "--backbone", "toy", "--methods", "linear-probe", "--shots", "2",
+             "--workers", "0"]
+    assert cli(*sweep, "--seeds", "1", "--out", tmp_path / "sweep")[0] == 0  # one process: seed 1
+    assert cli(*sweep, "--seeds", "1,2", "--out", tmp_path / "ref")[0] == 0
+    done = torchrun([*sweep, "--seeds", "1,2", "--out", tmp_path / "sweep"], tmp_path, tmp_path / "cache")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("resuming") == 1 and "1 finished rows skipped, 1 to run" in done.stderr, done.stderr
+
+    def rows(folder):
+        return [{k: v for k, v in row.items() if k not in ("fit_s", "finished_at")}
+                for row in csv.DictReader((folder / "results.csv").open(encoding="utf-8"))]
+    assert rows(tmp_path / "sweep") == rows(tmp_path / "ref") and len(rows(tmp_path / "ref")) == 2
+
+
 def test_shared_encoding_covers_what_train_and_benchmark_read_first(toy_run):
     from vipcli.data import few_shot_order, few_shot_union, load_dataset
     from vipcli.distributed import training_jobs
