@@ -93,6 +93,25 @@ def test_no_cache_under_torchrun_is_refused_with_a_plain_hint():
                                   "cache (drop --no-cache; on several nodes, point VIP_CACHE_DIR at a shared folder)")
 
 
+@pytest.mark.parametrize("value", ["soon", "0", "-1", "nan", "inf", "1e20"])
+def test_a_bad_barrier_timeout_is_one_usage_error(value):
+    from vipcli.distributed import barrier_timeout
+    from vipcli.errors import UsageError
+
+    assert barrier_timeout({}).total_seconds() == 24 * 3600
+    assert barrier_timeout({"VIP_BARRIER_HOURS": "0.5"}).total_seconds() == 1800
+    with pytest.raises(UsageError, match="VIP_BARRIER_HOURS"):
+        barrier_timeout({"VIP_BARRIER_HOURS": value})
+
+
+def test_a_fractional_barrier_timeout_does_not_break_a_command_without_torchrun(toy_run, tmp_path):
+    data, run = toy_run
+    env = {**os.environ, "VIP_BARRIER_HOURS": "0.5", "VIP_CACHE_DIR": str(tmp_path / "cache")}
+    done = subprocess.run([sys.executable, "-m", "vipcli", "predict", data / "test", "--model", run, "--out",
+                           tmp_path / "p.jsonl", "--workers", "0"], env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0 and "error" not in done.stderr, done.stderr
+
+
 # --- streaming and resuming in one process ----------------------------------------------------------
 
 

@@ -19,8 +19,8 @@ from datetime import timedelta
 
 from vipcli.errors import UsageError
 
-# a rank may wait at a barrier while the slowest rank finishes its share of a large archive
-BARRIER_TIMEOUT = timedelta(hours=int(os.environ.get("VIP_BARRIER_HOURS", "24")))
+BARRIER_HOURS = 24.0  # a rank may wait at a barrier while the slowest rank finishes its share of a large archive
+MAX_BARRIER_HOURS = 10_000  # over a year: more than any job runs, and far from timedelta's limit
 
 
 @dataclass(frozen=True)
@@ -76,9 +76,29 @@ def join(environ=None) -> World:
                          "install a standard torch wheel, or run vip without torchrun")
     if not dist.is_initialized():
         check_rendezvous(world, os.environ if environ is None else environ)
-        dist.init_process_group("gloo", rank=world.rank, world_size=world.size, timeout=BARRIER_TIMEOUT)
+        dist.init_process_group("gloo", rank=world.rank, world_size=world.size, timeout=barrier_timeout(environ))
     _joined = world
     return world
+
+
+def barrier_timeout(environ=None) -> timedelta:
+    """How long a rank waits at a barrier: VIP_BARRIER_HOURS (hours, fractions too), else BARRIER_HOURS.
+
+    Read when a process group is joined, not at import: a bad value is one usage line under
+    torchrun, and no concern of a command run without it.
+    """
+    environ = os.environ if environ is None else environ
+    value = environ.get("VIP_BARRIER_HOURS", "").strip()
+    if not value:
+        return timedelta(hours=BARRIER_HOURS)
+    try:
+        hours = float(value)
+    except ValueError:
+        hours = float("nan")
+    if not 0 < hours <= MAX_BARRIER_HOURS:  # NaN fails both comparisons
+        raise UsageError(f"VIP_BARRIER_HOURS {value!r} is not a number of hours above 0 and up to {MAX_BARRIER_HOURS}",
+                         f"unset it (the default is {BARRIER_HOURS:g} hours) or set it to e.g. 48")
+    return timedelta(hours=hours)
 
 
 def check_rendezvous(world: World, environ) -> None:
