@@ -82,6 +82,36 @@ def test_outside_torchrun_is_a_world_of_one():
     assert world_from_env({"WORLD_SIZE": "4", "RANK": "3", "LOCAL_RANK": "1"}).local_rank == 1
 
 
+def test_no_cache_under_torchrun_is_refused_with_a_plain_hint():
+    from vipcli.distributed import World, check_shared_cache
+    from vipcli.errors import UsageError
+
+    check_shared_cache(World(), use_cache=False)  # one process: --no-cache is fine
+    with pytest.raises(UsageError) as refused:
+        check_shared_cache(World(1, 2, 1), use_cache=False)
+    assert str(refused.value) == ("--no-cache under torchrun: the ranks share their features through the feature "
+                                  "cache (drop --no-cache; on several nodes, point VIP_CACHE_DIR at a shared folder)")
+
+
+@pytest.mark.parametrize("value", ["soon", "0", "-1", "nan", "inf", "1e20"])
+def test_a_bad_barrier_timeout_is_one_usage_error(value):
+    from vipcli.distributed import barrier_timeout
+    from vipcli.errors import UsageError
+
+    assert barrier_timeout({}).total_seconds() == 24 * 3600
+    assert barrier_timeout({"VIP_BARRIER_HOURS": "0.5"}).total_seconds() == 1800
+    with pytest.raises(UsageError, match="VIP_BARRIER_HOURS"):
+        barrier_timeout({"VIP_BARRIER_HOURS": value})
+
+
+def test_a_fractional_barrier_timeout_does_not_break_a_command_without_torchrun(toy_run, tmp_path):
+    data, run = toy_run
+    env = {**os.environ, "VIP_BARRIER_HOURS": "0.5", "VIP_CACHE_DIR": str(tmp_path / "cache")}
+    done = subprocess.run([sys.executable, "-m", "vipcli", "predict", data / "test", "--model", run, "--out",
+                           tmp_path / "p.jsonl", "--workers", "0"], env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0 and "error" not in done.stderr, done.stderr
+
+
 # --- streaming and resuming in one process ----------------------------------------------------------
 
 
@@ -162,6 +192,21 @@ def test_predict_under_torchrun_needs_out(cli, toy_run, monkeypatch):
     monkeypatch.setenv("RANK", "0")
     code, _, err = cli("predict", data / "test", "--model", run)
     assert code == 2 and "under torchrun (2 processes) needs --out" in err
+
+
+@pytest.mark.parametrize("env, named", [({}, "MASTER_ADDR and MASTER_PORT are not set"),
+                                        ({"MASTER_ADDR": "127.0.0.1"}, "MASTER_PORT is not set"),
+                                        ({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "abc"}, "MASTER_PORT 'abc'")])
+def test_a_world_without_a_rendezvous_address_is_one_usage_line(cli, toy_run, tmp_path, monkeypatch, env, named):
+    data, run = toy_run
+    for name, value in {"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": None, "MASTER_PORT": None, **env}.items():
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    code, _, err = cli("predict", data / "test", "--model", run, "--out", tmp_path / "p.jsonl")
+    assert code == 2 and err.count("error:") == 1 and named in err and "bug in vip" not in err, err
+    assert "torchrun" in err and list(tmp_path.iterdir()) == []  # no lock or part file left
 
 
 def test_unreadable_images_are_recorded_and_fail_the_command(cli, toy_run, tmp_path):
@@ -284,6 +329,42 @@ def test_training_encodes_on_every_rank_and_trains_on_rank_zero(toy_run, tmp_pat
             header, tensors = handle.metadata(), {name: handle.get_tensor(name) for name in handle.keys()}
         assert checker.entry_problem(header, tensors, Path(header["path"])) == ""
         assert checker.entry_file(Path(header["path"])) == entry
+
+
+@needs_gloo
+def test_an_unwritable_cache_under_torchrun_is_told_as_it_is(toy_run, tmp_path):
+    data, _ = toy_run
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "features").write_text("a file where the features folder goes")
+    done = torchrun(["train", "--data", data, "--backbone", "toy", "--shots", "2", "--epochs", "1", "--views", "2",
+                     "--workers", "0", "--out", tmp_path / "run"], tmp_path, cache)
+    assert done.returncode == 0, done.stderr
+    assert "rank 1: encoded" in done.stderr and "into the feature cache" not in done.stderr  # nothing went there
+    assert "the feature cache could not be written; rank 0 encodes the missing ones itself" in done.stderr
+    assert "cannot write the feature cache" in done.stderr and "--no-cache" not in done.stderr  # refused here
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["timings"]["encoded_views"] > 0  # rank 0 did encode them
+
+
+@needs_gloo
+def test_a_benchmark_resumed_under_torchrun_says_so_once_and_matches_one_process(cli, toy_run, tmp_path, monkeypatch):
+    import csv
+
+    data, _ = toy_run
+    monkeypatch.setenv("VIP_CACHE_DIR", str(tmp_path / "one-cache"))
+    sweep = ["benchmark", "--data", data, "--backbone", "toy", "--methods", "linear-probe", "--shots", "2",
+             "--workers", "0"]
+    assert cli(*sweep, "--seeds", "1", "--out", tmp_path / "sweep")[0] == 0  # one process: seed 1
+    assert cli(*sweep, "--seeds", "1,2", "--out", tmp_path / "ref")[0] == 0
+    done = torchrun([*sweep, "--seeds", "1,2", "--out", tmp_path / "sweep"], tmp_path, tmp_path / "cache")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("resuming") == 1 and "1 finished rows skipped, 1 to run" in done.stderr, done.stderr
+
+    def rows(folder):
+        return [{k: v for k, v in row.items() if k not in ("fit_s", "finished_at")}
+                for row in csv.DictReader((folder / "results.csv").open(encoding="utf-8"))]
+    assert rows(tmp_path / "sweep") == rows(tmp_path / "ref") and len(rows(tmp_path / "ref")) == 2
 
 
 def test_shared_encoding_covers_what_train_and_benchmark_read_first(toy_run):

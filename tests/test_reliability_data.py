@@ -107,6 +107,20 @@ def test_the_same_image_in_train_and_test_is_named_with_its_digest(tmp_path, cap
     assert "1 images are in more than one split or class" in warnings[-1] and len(warnings) == 2
 
 
+def test_under_torchrun_only_rank_zero_warns_of_copies(tmp_path, capsys, monkeypatch):
+    root = tmp_path / "d"
+    _distinct_dataset(root / "train")
+    _distinct_dataset(root / "test", per_class=3, shade=100)
+    (root / "test" / "alpha" / "leaked.png").write_bytes((root / "train" / "alpha" / "7.png").read_bytes())
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    warned = {}
+    for rank in ("1", "0"):  # every rank loads the data; one warning each, not one per rank
+        monkeypatch.setenv("RANK", rank)
+        load_dataset(root)
+        warned[rank] = _warnings(capsys.readouterr().err)
+    assert warned["1"] == [] and len(warned["0"]) == 2, warned
+
+
 def test_the_same_image_in_two_classes_is_named(tmp_path, capsys):
     root = _distinct_dataset(tmp_path / "d")
     (root / "beta" / "copy.png").write_bytes((root / "alpha" / "3.png").read_bytes())

@@ -583,7 +583,7 @@ def _run_sweep(config: BenchmarkConfig, methods: list[tuple[str, type]], progres
     rows = {row_key(r): r for r in (stored or {}).get("rows", [])}
     jobs = sweep_jobs(methods, config.shots, config.seeds)
     pending = [job for job in jobs if (job[0], str(job[2]), job[3]) not in rows]
-    if len(pending) < len(jobs):
+    if len(pending) < len(jobs) and context["world"].main:  # under torchrun every rank reads the stored rows
         console.info(f"resuming {out}: {len(jobs) - len(pending)} finished rows skipped, {len(pending)} to run")
     result = BenchmarkResult(out, dataset.class_names, [], [], context["record"], len(jobs) - len(pending))
     if pending:

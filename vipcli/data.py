@@ -126,8 +126,16 @@ def load_dataset(root: str | Path, seed: int = 1, val_fraction: float = 0.1, tes
             origin[name] = f"seeded split of train ({fraction:.0%} per class, seed {seed})"
     dataset = Dataset(root=root, class_names=class_names, splits=splits, origin=origin)
     _require_splittable(dataset, carved)
-    warn_duplicates(dataset)
+    if _main_process():  # under torchrun every rank loads the data; rank 0's warnings are enough
+        warn_duplicates(dataset)
     return dataset
+
+
+def _main_process() -> bool:
+    """False on a torchrun rank other than 0: its warnings would repeat rank 0's."""
+    from vipcli.distributed import world_from_env
+
+    return world_from_env().main
 
 
 def _require_splittable(dataset: Dataset, carved: list[str]) -> None:

@@ -19,8 +19,8 @@ from datetime import timedelta
 
 from vipcli.errors import UsageError
 
-# a rank may wait at a barrier while the slowest rank finishes its share of a large archive
-BARRIER_TIMEOUT = timedelta(hours=int(os.environ.get("VIP_BARRIER_HOURS", "24")))
+BARRIER_HOURS = 24.0  # a rank may wait at a barrier while the slowest rank finishes its share of a large archive
+MAX_BARRIER_HOURS = 10_000  # over a year: more than any job runs, and far from timedelta's limit
 
 
 @dataclass(frozen=True)
@@ -75,9 +75,46 @@ def join(environ=None) -> World:
         raise UsageError("this torch build has no torch.distributed gloo backend, needed under torchrun",
                          "install a standard torch wheel, or run vip without torchrun")
     if not dist.is_initialized():
-        dist.init_process_group("gloo", rank=world.rank, world_size=world.size, timeout=BARRIER_TIMEOUT)
+        check_rendezvous(world, os.environ if environ is None else environ)
+        dist.init_process_group("gloo", rank=world.rank, world_size=world.size, timeout=barrier_timeout(environ))
     _joined = world
     return world
+
+
+def barrier_timeout(environ=None) -> timedelta:
+    """How long a rank waits at a barrier: VIP_BARRIER_HOURS (hours, fractions too), else BARRIER_HOURS.
+
+    Read when a process group is joined, not at import: a bad value is one usage line under
+    torchrun, and no concern of a command run without it.
+    """
+    environ = os.environ if environ is None else environ
+    value = environ.get("VIP_BARRIER_HOURS", "").strip()
+    if not value:
+        return timedelta(hours=BARRIER_HOURS)
+    try:
+        hours = float(value)
+    except ValueError:
+        hours = float("nan")
+    if not 0 < hours <= MAX_BARRIER_HOURS:  # NaN fails both comparisons
+        raise UsageError(f"VIP_BARRIER_HOURS {value!r} is not a number of hours above 0 and up to {MAX_BARRIER_HOURS}",
+                         f"unset it (the default is {BARRIER_HOURS:g} hours) or set it to e.g. 48")
+    return timedelta(hours=hours)
+
+
+def check_rendezvous(world: World, environ) -> None:
+    """UsageError unless MASTER_ADDR and MASTER_PORT say where rank 0 is (torchrun sets both).
+
+    Without them torch's env:// rendezvous fails with a ValueError of its own, which would read
+    as a bug in vip; a MASTER_PORT that is not a port number fails the same way.
+    """
+    hint = "launch vip with torchrun, which sets them, or set MASTER_ADDR and MASTER_PORT to rank 0's host and port"
+    missing = [name for name in ("MASTER_ADDR", "MASTER_PORT") if not environ.get(name, "").strip()]
+    if missing:
+        raise UsageError(f"WORLD_SIZE is {world.size} but {' and '.join(missing)} "
+                         f"{'is' if len(missing) == 1 else 'are'} not set", hint)
+    port = environ["MASTER_PORT"].strip()
+    if not (port.isdigit() and 0 < int(port) < 65536):
+        raise UsageError(f"MASTER_PORT {port!r} is not a port number (1-65535)", hint)
 
 
 def barrier(world: World) -> None:
@@ -127,7 +164,7 @@ def check_shared_cache(world: World, use_cache: bool) -> None:
     """Under torchrun the ranks hand features to rank 0 through the feature cache: it must be on."""
     if world.distributed and not use_cache:
         raise UsageError("--no-cache under torchrun: the ranks share their features through the feature cache",
-                         "drop --no-cache (on several nodes, point VIP_CACHE_DIR at a shared folder)")
+                         "drop --no-cache; on several nodes, point VIP_CACHE_DIR at a shared folder")
 
 
 def encode_shared(backbone, world: World, jobs, cache, batch_size: int, workers: int, progress=None,
@@ -159,9 +196,21 @@ def encode_shared(backbone, world: World, jobs, cache, batch_size: int, workers:
             start += chunk
     barrier(world)
     if not world.main:
-        console.info(f"rank {world.rank}: encoded {len(mine)} images into the feature cache; rank 0 trains")
+        console.info(handed_over(world, len(mine), cache.writable))
     leave(world)
     return world.main
+
+
+def handed_over(world: World, count: int, cached: bool) -> str:
+    """The last line of a rank other than 0: what it left in the feature cache for rank 0.
+
+    `cached` is False when the cache stopped taking entries (full, or not writable; warned before):
+    then rank 0 finds those features missing and encodes them itself, and the line says so.
+    """
+    if cached:
+        return f"rank {world.rank}: encoded {count} images into the feature cache; rank 0 trains"
+    return (f"rank {world.rank}: encoded {count} images, but the feature cache could not be written; "
+            "rank 0 encodes the missing ones itself, then trains")
 
 
 def training_jobs(dataset, shots, seeds, views: int, center: bool) -> list:

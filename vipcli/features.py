@@ -140,6 +140,13 @@ def _reason(error: OSError) -> str:
     return error.strerror or type(error).__name__
 
 
+def _under_torchrun() -> bool:
+    """True in a world of several ranks, where --no-cache is refused."""
+    from vipcli.distributed import world_from_env
+
+    return world_from_env().distributed
+
+
 class FeatureCache:
     """Per-image safetensors entries holding `eval` [D] and `train` [V, D] features, checked on read.
 
@@ -273,8 +280,10 @@ class FeatureCache:
         self.writable = False
         full = error.errno in (errno.ENOSPC, errno.EDQUOT)
         fix = "free some space or run `vip cache clear`" if full else "set VIP_CACHE_DIR to a writable folder"
+        if not _under_torchrun():  # there --no-cache is refused: the ranks share features through the cache
+            fix += ", or pass --no-cache"
         self._warn_once("write", f"cannot write the feature cache {self.folder} ({describe_os_error(error)}); "
-                        f"going on without it ({fix}, or pass --no-cache)")
+                        f"going on without it ({fix})")
 
     def _write_identity(self) -> None:
         """backbone.json: what this folder's entries were made with (read by `vip cache info`)."""
