@@ -169,6 +169,20 @@ def test_each_method_has_one_colour_whatever_the_figure_shows():
     assert method_color("my-plugin") == method_color("my-plugin") not in METHOD_COLORS.values()
 
 
+def test_the_shots_legend_lies_beside_the_plot_and_covers_no_line():
+    """Eleven methods: a legend inside the axes ("best") covered the lines and bands of some."""
+    methods = ["zeroshot", "symptom-zeroshot", "vip", "coop", "clap", "linear-probe", "tip-adapter", "tip-adapter-f",
+               "biomedcoop", "vip-cop-only", "vip-mep-only"]
+    rows = [{"method": m, "shots": 0 if "zeroshot" in m else s, "seed": seed, "test_accuracy": 50.0 + i + s + seed}
+            for i, m in enumerate(methods) for s in (1, 4, 16) for seed in (1, 2)]
+    figure = draw_shots(rows, title="t")
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    plot, legend = figure.axes[0].get_window_extent(renderer), figure.axes[0].get_legend().get_window_extent(renderer)
+    assert legend.x0 > plot.x1 and legend.x1 <= figure.bbox.x1  # to the right of the axes, inside the image
+    assert len(figure.axes[0].get_legend().get_texts()) == len(methods)
+
+
 @needs_browser
 def test_reports_render_in_a_real_browser(cli, lesion_run, benchmark_dir, tmp_path):
     data, run = lesion_run

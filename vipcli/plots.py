@@ -146,7 +146,7 @@ def draw_shots(rows: list[dict], shots_order: list | None = None, title: str | N
         shots_order = sorted((s for s in found if s != "all"), key=int) + (["all"] if "all" in found else [])
     labels = [str(s) for s in shots_order]
     x = list(range(len(labels)))
-    figure, axes = plt.subplots(figsize=(7, 4.5), dpi=120)
+    figure, axes = plt.subplots(figsize=(8.6, 4.5), dpi=120, layout="constrained")
     for method, by_shots in series.items():
         color = method_color(method)
         if set(by_shots) == {"0"}:
@@ -166,10 +166,9 @@ def draw_shots(rows: list[dict], shots_order: list | None = None, title: str | N
     seeds = [r["seed"] for r in rows if r.get("seed") is not None]
     axes.set_ylabel(f"test accuracy % ({seeds_label(seeds)})" if seeds else "test accuracy %")
     axes.grid(alpha=0.3)
-    axes.legend(fontsize=8, loc="best")
+    axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)  # beside: covers no line
     if title:
         axes.set_title(wrap_title(title, 6.5, 10), fontsize=10)
-    figure.tight_layout()
     return figure
 
 
