@@ -177,7 +177,8 @@ def test_prediction_set_table_shows_each_class_and_notes_a_badly_covered_one():
                                         "test": [row, {"coverage": 0.99, "error": "too few"}]}}}
     text = _visible(_conformal(run, PROBABILITIES, LABELS))
     assert "per class" in text and "a 0.667 (2/3)" in text and "b 1.000 (2/2)" in text
-    assert "far below for a" in text and "at coverage 0.9, a: 66.7% of its 3 test images" in text
+    assert "far below for a" in text and "at coverage 0.9, a: 0.667 (2 of its 3 test images)" in text
+    assert "(more than 0.1 below)" in text  # as the table: coverage as a fraction, not percent
     assert "not a promise for each class" in text
     unknown = _visible(_conformal(run))  # no test images predicted: no per-class figures, no note
     assert "far below for" not in unknown and "(2/3)" not in unknown

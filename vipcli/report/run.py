@@ -225,11 +225,11 @@ def _per_class_cell(per_class: list[tuple[str, int, int]] | None) -> str:
 def _under_covered_note(shortfalls: list[tuple[float, list[tuple[str, int, int]]]]) -> str:
     if not shortfalls:
         return ""
-    parts = [f"at coverage {coverage:g}, " + ", ".join(f"{name}: {100 * held / n:.1f}% of its {n} test images"
+    parts = [f"at coverage {coverage:g}, " + ", ".join(f"{name}: {held / n:.3f} ({held} of its {n} test images)"
                                                     for name, held, n in classes)
              for coverage, classes in shortfalls]
     return html.note(html.text(
-        "Some classes are covered far less often than asked (more than " f"{UNDER_COVERED_POINTS} points below): "
+        f"Some classes are covered far less often than asked (more than {UNDER_COVERED_POINTS / 100:g} below): "
         + "; ".join(parts) + ". The promise is marginal, an average over all images, not a promise for each "
         "class: a set for an image of these classes misses its true class more often than the coverage says."))
 
