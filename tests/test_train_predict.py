@@ -380,3 +380,32 @@ def test_run_folder_and_cache_follow_the_users_umask(cli, isic_small, tiny_clip,
         assert stat.S_IMODE((run / file).stat().st_mode) == file_mode, file
     entries = list((cache / "features").rglob("*.safetensors"))
     assert entries and all(stat.S_IMODE(e.stat().st_mode) == file_mode for e in entries)
+
+
+def test_a_zero_shot_method_runs_on_val_and_test_without_train(cli, isic_small, tiny_clip, tmp_path):
+    """A zero-shot evaluation needs no labelled training images: `{val,test}/<class>/*` is enough, and
+    gives the same figures as the same folder with its train/ beside it. A method that learns still
+    needs train/, and without val/ there is nothing to calibrate on: each is one line."""
+    import shutil
+
+    bare = tmp_path / "bare"
+    for split in ("val", "test"):
+        shutil.copytree(isic_small / split, bare / split, symlinks=True)
+    results = {}
+    for name, data in (("with", isic_small), ("without", bare)):
+        out = tmp_path / name
+        code, _, err = cli(*tiny_train_args(data, tiny_clip, out, "--method", "symptom-zeroshot"))
+        assert code == 0, err
+        metrics = json.loads((out / "metrics.json").read_text())
+        results[name] = {split: metrics[split] for split in ("val", "test")}
+    assert results["without"] == results["with"]
+    split = json.loads((tmp_path / "without" / "split.json").read_text())
+    assert split["train"] == [] and split["train_subset"] == [] and split["origin"]["train"].startswith("none")
+    code, stdout, err = cli("predict", bare / "test" / "melanoma", "--model", tmp_path / "without", "--json",
+                            "--coverage", "0.5")
+    assert code == 0, err and len(json.loads(stdout)["predictions"]) == 4
+    code, _, err = cli(*tiny_train_args(bare, tiny_clip, tmp_path / "vip", "--method", "vip"))
+    assert code == 1 and f"{bare} has val, test folders but no train/" in err
+    shutil.rmtree(bare / "val")
+    code, _, err = cli(*tiny_train_args(bare, tiny_clip, tmp_path / "zs", "--method", "zeroshot"))
+    assert code == 1 and err.count("error:") == 1 and "needs val/ (calibration) and test/" in err, err

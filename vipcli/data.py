@@ -89,11 +89,13 @@ def _split_off(samples: list[Sample], fraction: float, seed: int, salt: str) -> 
     return sorted(kept, key=lambda s: str(s.path)), sorted(taken, key=lambda s: str(s.path))
 
 
-def load_dataset(root: str | Path, seed: int = 1, val_fraction: float = 0.1, test_fraction: float = 0.2) -> Dataset:
+def load_dataset(root: str | Path, seed: int = 1, val_fraction: float = 0.1, test_fraction: float = 0.2,
+                 train_optional: bool = False) -> Dataset:
     """Scan `root` laid out as `<class>/*` or `{train,val,test}/<class>/*`.
 
     Missing splits are carved from train with a seeded stratified split (recorded in
-    `Dataset.origin`). At least two classes are required.
+    `Dataset.origin`). At least two classes are required. With `train_optional` (a method that uses
+    no labelled images), `{val,test}/<class>/*` without train/ is accepted too.
 
     Args:
         root: the data folder.
@@ -107,7 +109,9 @@ def load_dataset(root: str | Path, seed: int = 1, val_fraction: float = 0.1, tes
         raise VipError(f"data folder not found: {root}", "pass --data DIR with one subfolder per class")
     present = {name: root / name for name in SPLIT_NAMES if (root / name).is_dir()}
     if present and "train" not in present:
-        raise VipError(f"{root} has {', '.join(present)} folders but no train/", "add a train/ split folder")
+        if not train_optional:
+            raise VipError(f"{root} has {', '.join(present)} folders but no train/", "add a train/ split folder")
+        return _without_train(root, present)
     if present:
         class_names, train = _scan_flat(present["train"])
         splits = {"train": train}
@@ -127,6 +131,25 @@ def load_dataset(root: str | Path, seed: int = 1, val_fraction: float = 0.1, tes
     dataset = Dataset(root=root, class_names=class_names, splits=splits, origin=origin)
     _require_splittable(dataset, carved)
     if _main_process():  # under torchrun every rank loads the data; rank 0's warnings are enough
+        warn_duplicates(dataset)
+    return dataset
+
+
+def _without_train(root: Path, present: dict[str, Path]) -> Dataset:
+    """The data of a method that uses no labelled images (zero-shot), laid out as `{val,test}/<class>/*`:
+    no training images, classes from test/ (val/ must hold no other class). Both splits are needed:
+    val calibrates the probabilities and the prediction sets, test measures them."""
+    missing = [name for name in ("val", "test") if name not in present]
+    if missing:
+        raise VipError(f"{root} has {', '.join(present)} but no train/ or {'/ or '.join(missing)}/ folder",
+                       f"a zero-shot method needs no train/, but needs val/ (calibration) and test/: add "
+                       f"{root}/{missing[0]}/<class>/*, or give a train/ folder for vip to split it from")
+    class_names, test = _scan_flat(present["test"])
+    _require_classes(root, class_names)
+    splits = {"train": [], "val": _scan_flat(present["val"], class_names)[1], "test": test}
+    dataset = Dataset(root=root, class_names=class_names, splits=splits,
+                      origin={"train": "none (the method uses no labelled images)", "val": "folder", "test": "folder"})
+    if _main_process():
         warn_duplicates(dataset)
     return dataset
 

@@ -100,10 +100,12 @@ def select_shots(backbone, dataset: Dataset, shots, seed, views, cache, encode_k
 
 
 def prepare_features(backbone, dataset: Dataset, shots: int | None, seed: int, views: int, cache,
-                     workers: int = 2, batch_size: int = 64, progress=None, center_train: bool = True) -> PreparedData:
+                     workers: int = 2, batch_size: int = 64, progress=None, center_train: bool = True,
+                     train_required: bool = True) -> PreparedData:
     """Encode the training subset (with augmented views), val and test once, through the cache.
 
-    `center_train=False` skips the center view of training images (only a linear probe uses it).
+    `center_train=False` skips the center view of training images (only a linear probe uses it);
+    `train_required=False` (a method that uses no labelled images) lets a class have none.
     """
     kwargs = {"workers": workers, "batch_size": batch_size}
     splits = dataset.splits
@@ -124,14 +126,15 @@ def prepare_features(backbone, dataset: Dataset, shots: int | None, seed: int, v
             prepared.failures.update({str(p): r for p, r in encoded.failures.items()})
             prepared.encoded_views += encoded.encoded
             setattr(prepared, name, feature_set(encoded, splits[name], with_views=False))
-    check_enough(prepared, dataset)
+    check_enough(prepared, dataset, train_required)
     return prepared
 
 
-def check_enough(prepared: PreparedData, dataset: Dataset) -> None:
-    """Refuse (VipError) training data with a class left without a single readable image."""
+def check_enough(prepared: PreparedData, dataset: Dataset, train_required: bool = True) -> None:
+    """Refuse (VipError) training data with a class left without a single readable image (when
+    `train_required`), and val without one."""
     counts = torch.bincount(prepared.train.y, minlength=len(dataset.class_names)).tolist()
-    empty = [name for name, n in zip(dataset.class_names, counts) if n == 0]
+    empty = [name for name, n in zip(dataset.class_names, counts) if n == 0 and train_required]
     if empty:
         first = next(iter(sorted(prepared.failures.items())), None)
         example = f"; e.g. {first[0]}: {first[1]}" if first else ""

@@ -120,7 +120,7 @@ def train(config: TrainConfig, progress=None) -> TrainResult | None:
     world = distributed.join()  # torchrun: every rank encodes its share, rank 0 trains (#13)
     distributed.check_shared_cache(world, config.encoding.use_cache)
     device = distributed.rank_device(config.backbone.device, world)
-    dataset = load_dataset(config.data, seed=config.seed)
+    dataset = load_dataset(config.data, seed=config.seed, train_optional=not cls.uses_shots)
     packs = packs_for_run(dataset.class_names, list(config.symptoms), required=cls.needs_symptoms)
     symptoms = symptoms_of(packs)
     torch.manual_seed(config.seed)
@@ -145,7 +145,8 @@ def train(config: TrainConfig, progress=None) -> TrainResult | None:
                                      config.encoding.workers, progress):
         return None  # not rank 0: its share of the features is in the cache
     data = prepare_features(backbone, dataset, shots, config.seed, views, cache, config.encoding.workers,
-                            config.encoding.batch_size, progress, center_train=center_train)
+                            config.encoding.batch_size, progress, center_train=center_train,
+                            train_required=cls.uses_shots)
     encoded = time.perf_counter()
     if world.main and cls.uses_shots:
         warn_unreadable_shortfalls(dataset, config.shots, data.shortfalls)
