@@ -3,7 +3,8 @@
 The list is found in whatever shape the model chose (`vipcli.symptoms.shapes`: JSON, markdown
 tables, nested bullets, numbered lines, "Feature: description" lines, plain lines, or a sentence
 listing the items with semicolons or commas), with any preamble and closing remark left out.
-Items are stripped of numbering, bold and trailing punctuation; empty, duplicated, over-long and
+A reasoning model's "<think> ... </think>" is left out. Items are stripped of numbering, bold and
+trailing punctuation; empty, duplicated, over-long and
 disease-naming items are dropped; refusals are refused.
 """
 
@@ -13,7 +14,7 @@ import re
 from dataclasses import dataclass
 
 from vipcli.errors import VipError
-from vipcli.symptoms.shapes import ITEM, REFUSAL, clean_item, extract_items
+from vipcli.symptoms.shapes import ITEM, REFUSAL, clean_item, extract_items, strip_reasoning
 
 __all__ = [
     "ITEM", "REFUSAL", "AnswerError", "ParsedAnswer", "clean_item", "disease_pattern", "extract_items",
@@ -62,6 +63,9 @@ def parse_answer(text: str, disease: str, aliases: tuple[str, ...] = (), what: s
     text = (text or "").replace("\u2019", "'").strip()
     if not text:
         raise AnswerError(f"{what} is empty")
+    text = strip_reasoning(text)  # the thinking's drafts are not the answer
+    if not text:
+        raise AnswerError(f"{what} holds only the model's reasoning (<think> with no answer after it)")
     raw = extract_items(text)
     if not raw:
         first = _first_line(text)

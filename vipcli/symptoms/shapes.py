@@ -10,7 +10,8 @@
     inline list   a sentence listing the items, separated by semicolons or commas
 
 Whatever surrounds the list (a preamble such as "Sure! Here are the features:", section titles,
-a closing remark such as "These features help CLIP ...") is left out. `clean_item` then strips
+a closing remark such as "These features help CLIP ...") is left out, and so is a reasoning
+model's "<think> ... </think>" (`strip_reasoning`, which the caller applies first). `clean_item` then strips
 numbering, markdown and trailing punctuation from each item.
 """
 
@@ -35,6 +36,9 @@ REMARK = re.compile(
     r"it is important|it's important|always|good luck|disclaimer|important)\b",
     re.IGNORECASE,
 )
+# A reasoning model's thinking before its answer (DeepSeek-R1, QwQ, Qwen3 ...): "<think> ... </think>".
+REASONING_OPEN = re.compile(r"^\s*<(think|thinking|reasoning)>", re.IGNORECASE)
+REASONING_CLOSE = re.compile(r"</(?:think|thinking|reasoning)>", re.IGNORECASE)
 MENTIONS_CLIP = re.compile(r"\bCLIP\b")  # the question names CLIP; the model's remarks echo it
 # Words that introduce a list inside a sentence ("Key features include a, b and c").
 LIST_CUE = re.compile(
@@ -104,6 +108,18 @@ def is_remark(line: str) -> bool:
     """True for a sentence around a list (introduction, summary, advice) rather than an item."""
     text = clean_item(line, keep_colon=True)
     return bool(REMARK.search(text) or REFUSAL.search(text) or MENTIONS_CLIP.search(text))
+
+
+def strip_reasoning(text: str) -> str:
+    """`text` without a reasoning model's thinking: everything up to the last closing </think> tag.
+
+    Some servers leave out the opening tag and send only the closing one; an opening tag that is never
+    closed means the whole answer is thinking, and "" is returned.
+    """
+    closes = list(REASONING_CLOSE.finditer(text))
+    if closes:
+        return text[closes[-1].end() :].strip()
+    return "" if REASONING_OPEN.match(text) else text
 
 
 # JSON -------------------------------------------------------------------------------------------
