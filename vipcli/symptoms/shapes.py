@@ -142,6 +142,45 @@ def _json_items(text: str) -> list[str]:
     return _json_strings(data)
 
 
+def cut_json(text: str) -> tuple[str, str] | None:
+    """A JSON answer cut off mid-way: (the document up to its last complete list element, closed; the rest).
+
+    Tried at each comma directly inside a list, the last first: `{"a": ["x", "y", "z` gives
+    ('{"a": ["x", "y"]}', '"z'); JSON that parses whole is returned whole, with nothing cut. None when
+    `text` is not JSON or has no such comma.
+    """
+    body = strip_fences(text).strip()
+    if not body or body[0] not in "[{":
+        return None
+    try:
+        json.loads(body)
+        return body, ""
+    except ValueError:
+        pass
+    open_brackets: list[str] = []  # the closing bracket of each container still open
+    in_string = escaped = False
+    cuts: list[tuple[int, str]] = []  # (index of a comma inside a list, the brackets that close it there)
+    for index, char in enumerate(body):
+        if in_string:
+            in_string = escaped or char != '"'
+            escaped = not escaped and char == "\\"
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            open_brackets.append("]" if char == "[" else "}")
+        elif char in "]}" and open_brackets:
+            open_brackets.pop()
+        elif char == "," and open_brackets[-1:] == ["]"]:
+            cuts.append((index, "".join(reversed(open_brackets))))
+    for index, closing in reversed(cuts):
+        try:
+            json.loads(body[:index] + closing)
+        except ValueError:
+            continue
+        return body[:index] + closing, " ".join(body[index + 1 :].split())
+    return None
+
+
 def _json_strings(data) -> list[str]:
     if isinstance(data, str):
         return [data]
