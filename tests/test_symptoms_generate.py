@@ -457,3 +457,38 @@ def test_endpoint_failure_stops_the_remaining_diseases(capsys, vip_env, llm_serv
     assert code == 1 and len(llm_server.requests) == 2
     assert Path("melanoma.yaml").exists() and not Path("nevus.yaml").exists()
     assert "rejected the API key" in err and "packs written so far are complete" in err
+
+
+# --- answers the server cut at its output limit (finish_reason "length") --------------------
+
+CUT = "1. Asymmetric shape\n2. Irregular edges\n3. Many colors\n4. Dark dots\n5. A hazy blue-white area over the"
+
+
+def cut_body(content: str) -> dict:
+    """A chat-completions body whose answer stopped at the server's output-token limit."""
+    return {"choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "length"}]}
+
+
+def test_an_answer_cut_at_the_output_limit_loses_its_cut_line_and_says_so(capsys, vip_env, llm_server):
+    # the half-written last item is never a symptom, asked afresh or read back from the cache
+    llm_server.raw(cut_body(CUT))
+    for _ in range(2):
+        code, out, err = melanoma(capsys, llm_server, "--n", "5", "--force")
+        assert code == 1 and "'A hazy blue-white area over the' (cut off at the model's output limit)" in err
+        assert "raise the server's output-token limit" in err and not Path("melanoma.yaml").exists()
+    assert len(llm_server.requests) == 1  # the second run read the cache, and knew the answer was cut
+    code, out, err = melanoma(capsys, llm_server, "--n", "4")
+    assert code == 0 and load_pack("melanoma.yaml").symptoms[-1] == "Dark dots"
+    assert "removed from the answer: 'A hazy blue-white area over the' (cut off" in err
+    # JSON keeps its complete elements; a one-line paragraph cut mid-way holds no complete item
+    llm_server.raw(cut_body('```json\n["Asymmetric shape", "Irregular edges", "Many colors", "Dark dots", "Blue-wh'))
+    code, out, err = melanoma(capsys, llm_server, "--force", "--no-cache")
+    assert code == 0 and load_pack("melanoma.yaml").symptoms == ("Asymmetric shape", "Irregular edges",
+                                                                 "Many colors", "Dark dots")
+    llm_server.raw(cut_body("Key features include an uneven shape, blurry edges, several col"))
+    code, out, err = melanoma(capsys, llm_server, "--force", "--no-cache")
+    assert code == 1 and "was cut off at the model's output limit before any complete item" in err
+    # a whole answer that only happens to end at the limit loses nothing
+    llm_server.raw(cut_body(CUT.rsplit("\n", 1)[0] + "\n"))
+    assert melanoma(capsys, llm_server, "--force", "--no-cache")[0] == 0
+    assert load_pack("melanoma.yaml").symptoms[-1] == "Dark dots"

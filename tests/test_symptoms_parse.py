@@ -284,3 +284,29 @@ def test_answers_without_a_list_stay_a_clear_error(answer, message):
     with pytest.raises(AnswerError, match=message) as error:
         parse_answer(answer, "melanoma", what="the stage 1 answer")
     assert "\n" not in str(error.value)
+
+
+THINKING = """<think>
+The user wants features. Let me recall the ABCDE rule:
+- Asymmetry of the lesion
+- Border irregularity
+I should avoid the word melanoma.
+</think>
+
+- One half of the spot does not match the other
+- Ragged, notched or blurry edges"""
+
+
+def test_a_reasoning_models_thinking_is_not_the_answer():
+    # DeepSeek-R1, QwQ, Qwen3: the drafts inside <think> are not symptoms (they came first, so --n kept them)
+    assert parse_answer(THINKING, "melanoma").items == (
+        "One half of the spot does not match the other", "Ragged, notched or blurry edges")
+    # some servers drop the opening tag and send only "</think>"
+    assert parse_answer(THINKING.replace("<think>", ""), "melanoma").items == (
+        "One half of the spot does not match the other", "Ragged, notched or blurry edges")
+    with pytest.raises(AnswerError, match="only the model's reasoning"):
+        parse_answer("<think>\nThe user wants features.\n- Asymmetry\n- Border", "melanoma")
+    # the llm judge's verdict is after the thinking, not a draft array inside it
+    judged = agree_by_judgement(["Blurry edges", "Dark dots"], ["Jagged borders", "Black dots"],
+                                "<think>maybe [0, 0]? no: [1, 2]</think>\n[1, 2]")
+    assert [m.best for m in judged.kept] == ["Jagged borders", "Black dots"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 
 import numpy as np
 import pytest
@@ -165,3 +166,14 @@ def test_pruning_two_classes_that_share_one_pack_is_refused_before_encoding(cli,
     code, _, err = cli("symptoms", "rank", "--data", tmp_path / "data", "--backbone", "toy", "--prune",
                        "--out", tmp_path / "out")
     assert code == 2 and "both use the pack 'benign keratosis'" in err and not (tmp_path / "out").exists()
+
+
+def test_the_train_command_it_prints_runs_on_what_was_ranked(cli, lesions, tmp_path):
+    # a --seed other than 1 chose the training split (when vip splits train/ itself), so `vip train` needs it
+    # too; a folder with a space in its name stays one argument
+    code, out, err = rank(cli, lesions, "--seed", "3", "--prune", "--out", tmp_path / "my packs")
+    assert code == 0, err
+    line = next(line for line in out.splitlines() if line.startswith("train with them: "))
+    argv = shlex.split(line.removeprefix("train with them: "))
+    assert argv == ["vip", "train", "--data", str(lesions), "--backbone", "toy", "--seed", "3",
+                    "--symptoms", str(tmp_path / "my packs")]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 from typing import List, Optional
 
@@ -50,9 +51,14 @@ def rank_command(
         print(json.dumps(rank_document(result, pruned, written), indent=2))
         return
     show_ranking(result)
-    options = "".join(f" {flag} {value}" for flag, value in (("--backbone", backbone if backbone != "clip" else None),
-                                                             ("--arch", arch), ("--pretrained", pretrained)) if value)
-    show_pruned(pruned, written, data, options)
+    show_pruned(pruned, written, data, train_options(backbone, arch, pretrained, seed))
+
+
+def train_options(backbone: str, arch: Optional[str], pretrained: Optional[str], seed: int) -> str:
+    """The `vip train` options that train on what was ranked: the backbone, and the seed of any split vip made."""
+    pairs = (("--backbone", backbone if backbone != "clip" else None), ("--arch", arch),
+             ("--pretrained", pretrained), ("--seed", seed if seed != 1 else None))
+    return "".join(f" {flag} {shlex.quote(str(value))}" for flag, value in pairs if value is not None)
 
 
 def check_prune_options(prune: bool, out: Optional[Path]) -> None:
@@ -138,7 +144,8 @@ def show_pruned(pruned: list, written: dict[str, Path], data: Path, backbone_opt
         out.print(line, markup=False)
     if written:
         folder = next(iter(written.values())).parent
-        out.print(f"train with them: vip train --data {data}{backbone_options} --symptoms {folder}", markup=False)
+        command = f"vip train --data {shlex.quote(str(data))}{backbone_options} --symptoms {shlex.quote(str(folder))}"
+        out.print(f"train with them: {command}", markup=False)
 
 
 def rank_document(result, pruned: list, written: dict[str, Path]) -> dict:

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 
 from vipcli.errors import VipError
+from vipcli.symptoms.shapes import strip_reasoning
 
 DEFAULT_THRESHOLD = 0.3
 STOPWORDS = frozenset(
@@ -143,7 +144,8 @@ def agree_by_judgement(stage1: list[str], stage2: list[str], answer: str) -> Agr
 
 
 def _parse_judgement(answer: str, count: int, limit: int) -> list[int]:
-    found = re.search(r"\[[^\[\]]*\]", answer or "")
+    answer = strip_reasoning(answer or "")  # "<think> ... [1, 0] ... </think>" drafts are not the verdict
+    found = re.search(r"\[[^\[\]]*\]", answer)
     try:
         picks = json.loads(found.group(0)) if found else None
     except ValueError:

@@ -2,8 +2,8 @@
 
 Location: `<VIP_CACHE_DIR>/llm` when VIP_CACHE_DIR is set, else `platformdirs.user_cache_dir("vip")/llm`.
 Key: sha256 of (base URL without its user name, password and query values, model, messages with each
-image replaced by its sha256, temperature). Entries hold the answer text and the model name only: never
-the API key, and no credential is hashed into a file name where a weak one could be guessed back.
+image replaced by its sha256, temperature). Entries hold the answer text, whether the server cut it at
+its output-token limit, and the model name only: never the API key, and no credential is hashed into a file name where a weak one could be guessed back.
 """
 
 from __future__ import annotations
@@ -54,26 +54,29 @@ def cache_key(base_url: str, model: str, messages: list[dict], temperature: floa
     return hashlib.sha256(json.dumps(document, sort_keys=True).encode("utf-8")).hexdigest()
 
 
-def read_cached(key: str) -> str | None:
-    """The cached answer text for `key`, or None (missing or unreadable entries are misses)."""
+def read_cached(key: str) -> tuple[str, bool] | None:
+    """The cached (answer text, cut at the output limit) for `key`, or None (missing or unreadable entries are misses)."""
     try:
         entry = json.loads((cache_dir() / f"{key}.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     answer = entry.get("answer") if isinstance(entry, dict) else None
-    return answer if isinstance(answer, str) else None
+    return (answer, entry.get("truncated") is True) if isinstance(answer, str) else None
 
 
-def write_cached(key: str, answer: str, model: str) -> bool:
+def write_cached(key: str, answer: str, model: str, truncated: bool = False) -> bool:
     """Store `answer` under `key` atomically; returns False (and stores nothing) if the folder is unwritable.
 
     Args:
         key: from `cache_key`.
         answer: the assistant text.
         model: the model name, kept for people browsing the cache.
+        truncated: the server stopped the answer at its output-token limit (read back with it).
     """
     folder = cache_dir()
     entry = {"answer": answer, "model": model, "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    if truncated:
+        entry["truncated"] = True
     try:
         folder.mkdir(parents=True, exist_ok=True)
         write_atomic(folder / f"{key}.json", json.dumps(entry, indent=1))

@@ -17,7 +17,7 @@ from vipcli.packs import SymptomPack, pack_from_dict, shipped_packs
 from vipcli.symptoms.agree import DEFAULT_THRESHOLD, Agreement, agree_by_judgement, agree_by_overlap, judge_prompt
 from vipcli.symptoms.cache import cache_key, read_cached, write_atomic, write_cached
 from vipcli.symptoms.llm import MAX_ANSWER_BYTES, LLMConfig, chat, endpoint_host, redact, secrets_of
-from vipcli.symptoms.parse import AnswerError, ParsedAnswer, parse_answer
+from vipcli.symptoms.parse import CUT_HINT, CUT_REASON, AnswerError, ParsedAnswer, parse_answer
 
 STAGE1_PROMPT = (
     "I am going to use CLIP, a vision-language model, to detect {disease} in {modality}. "
@@ -91,7 +91,7 @@ def default_modality(disease: str) -> str:
 
 def ask(
     llm: LLMConfig, messages: list[dict], use_cache: bool = True, notify: Callable[[str], None] = _quiet, what: str = ""
-) -> tuple[str, bool]:
+) -> tuple[str, bool, bool]:
     """Ask the LLM, through the on-disk cache.
 
     Args:
@@ -102,20 +102,20 @@ def ask(
         what: names the question in `notify` lines, e.g. "melanoma, stage 1 (text)".
 
     Returns:
-        (answer text, True if it came from the cache).
+        (answer text, True if it came from the cache, True if the server cut it at its output limit).
     """
     key = cache_key(llm.base_url, llm.model, messages, llm.temperature)
     cached = read_cached(key) if use_cache else None
-    if cached is not None and len(cached.encode("utf-8", "replace")) > MAX_ANSWER_BYTES:
+    if cached is not None and len(cached[0].encode("utf-8", "replace")) > MAX_ANSWER_BYTES:
         cached = None  # an oversized answer an older vip accepted: ask again, under today's limit
     if cached is not None:
         notify(f"{what}: answer from cache")
-        return redact(cached, secrets_of(llm)), True  # an entry written before redaction existed
+        return redact(cached[0], secrets_of(llm)), True, cached[1]  # redact: an entry written before redaction existed
     notify(f"{what}: asking {llm.model} at {endpoint_host(llm.base_url)}")
-    answer = chat(llm, messages)
+    answer, truncated = chat(llm, messages)
     if answer.strip():
-        write_cached(key, answer, llm.model)
-    return answer, False
+        write_cached(key, answer, llm.model, truncated)
+    return answer, False, truncated
 
 
 def generate_pack(config: GenerateConfig, notify: Callable[[str], None] = _quiet) -> tuple[SymptomPack, GenerateReport]:
@@ -188,14 +188,15 @@ def check_config(config: GenerateConfig) -> None:
 def _ask_stage1(config: GenerateConfig, notify: Callable[[str], None]) -> StageAnswer:
     prompt = STAGE1_PROMPT.format(disease=config.disease, modality=config.modality)
     messages = [{"role": "user", "content": prompt}]
-    answer, cached = ask(config.llm, messages, config.use_cache, notify, f"{config.disease}, stage 1 (text)")
-    parsed = _parse(answer, config, "stage 1")
+    answer, cached, truncated = ask(config.llm, messages, config.use_cache, notify, f"{config.disease}, stage 1 (text)")
+    parsed = _parse(answer, config, "stage 1", truncated)
     if len(parsed.items) < config.n:
         removed = "; ".join(f"{item!r} ({reason})" for item, reason in parsed.removed[:3])
         count = f"gave {len(parsed.items)} usable symptoms, fewer than --n {config.n}"
+        cut = any(reason == CUT_REASON for _, reason in parsed.removed)
         raise VipError(
             f"the stage 1 answer for {config.disease!r} {count}" + (f"; removed: {removed}" if removed else ""),
-            f"lower --n, or {RETRY_HINT}",
+            f"lower --n, or {CUT_HINT if cut else RETRY_HINT}",
         )
     return StageAnswer(prompt, answer, parsed, cached)
 
@@ -206,16 +207,16 @@ def _ask_stage2(config: GenerateConfig, grid, notify: Callable[[str], None]) -> 
     prompt = STAGE2_PROMPT.format(disease=config.disease, modality=config.modality)
     content = [{"type": "text", "text": prompt}, {"type": "image_url", "image_url": {"url": grid_data_url(grid)}}]
     what = f"{config.disease}, stage 2 (4x4 grid of 16 images)"
-    answer, cached = ask(config.llm, [{"role": "user", "content": content}], config.use_cache, notify, what)
-    return StageAnswer(prompt, answer, _parse(answer, config, "stage 2"), cached)
+    answer, cached, truncated = ask(config.llm, [{"role": "user", "content": content}], config.use_cache, notify, what)
+    return StageAnswer(prompt, answer, _parse(answer, config, "stage 2", truncated), cached)
 
 
-def _parse(answer: str, config: GenerateConfig, stage: str) -> ParsedAnswer:
+def _parse(answer: str, config: GenerateConfig, stage: str, truncated: bool = False) -> ParsedAnswer:
     try:
         parsed = parse_answer(answer, config.disease, what=f"the {stage} answer for {config.disease!r}",
-                              others=config.other_classes)
+                              others=config.other_classes, truncated=truncated)
     except AnswerError as error:
-        raise VipError(error.message, RETRY_HINT) from None
+        raise VipError(error.message, error.hint or RETRY_HINT) from None
     if not parsed.items:
         raise VipError(f"the {stage} answer for {config.disease!r} has no usable item (all removed)", RETRY_HINT)
     return parsed
@@ -225,7 +226,7 @@ def _agree(config: GenerateConfig, stage1: list[str], stage2: list[str], notify:
     if config.judge == "overlap":
         return agree_by_overlap(stage1, stage2, config.threshold)
     messages = [{"role": "user", "content": judge_prompt(config.disease, stage1, stage2)}]
-    answer, _ = ask(config.llm, messages, config.use_cache, notify, f"{config.disease}, agreement judge")
+    answer, _, _ = ask(config.llm, messages, config.use_cache, notify, f"{config.disease}, agreement judge")
     return agree_by_judgement(stage1, stage2, answer)
 
 

@@ -389,7 +389,7 @@ def check_key_text(key: str, variable: str) -> str:
     )
 
 
-def chat(config: LLMConfig, messages: list[dict]) -> str:
+def chat(config: LLMConfig, messages: list[dict]) -> tuple[str, bool]:
     """Send one chat-completions request, retrying 429/5xx/timeouts with exponential backoff.
 
     Args:
@@ -397,8 +397,9 @@ def chat(config: LLMConfig, messages: list[dict]) -> str:
         messages: OpenAI-format messages (text, or text + image_url parts).
 
     Returns:
-        The assistant message text with the key redacted (may be empty; the caller decides what
-        that means).
+        (the assistant message text with the key redacted, True if the server says it stopped at its
+        output-token limit: finish_reason "length", the last line cut). The text may be empty; the
+        caller decides what that means.
 
     Raises:
         LLMError: one clear line per failure kind (unreachable, key rejected, wrong URL/model,
@@ -424,7 +425,7 @@ def chat(config: LLMConfig, messages: list[dict]) -> str:
             continue
         if response.status_code >= 400:
             raise _status_error(response, config, key, secrets)
-        return redact(_answer_text(response, config), secrets)
+        return redact(_answer_text(response, config), secrets), _was_cut(response)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -613,6 +614,14 @@ def _status_error(response, config: LLMConfig, key: str | None, secrets: list[st
         f"LLM endpoint {host} refused the request (HTTP {code}): {detail}",
         "with --images the --model must accept images (e.g. gpt-4o, llava, qwen2-vl)",
     )
+
+
+def _was_cut(response) -> bool:
+    """True if the answer stopped at the server's output-token limit (finish_reason "length")."""
+    try:
+        return response.json()["choices"][0].get("finish_reason") == "length"
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError, RecursionError):
+        return False
 
 
 def _answer_text(response, config: LLMConfig) -> str:

@@ -3,7 +3,8 @@
 The list is found in whatever shape the model chose (`vipcli.symptoms.shapes`: JSON, markdown
 tables, nested bullets, numbered lines, "Feature: description" lines, plain lines, or a sentence
 listing the items with semicolons or commas), with any preamble and closing remark left out.
-Items are stripped of numbering, bold and trailing punctuation; empty, duplicated, over-long and
+A reasoning model's "<think> ... </think>" is left out. Items are stripped of numbering, bold and
+trailing punctuation; empty, duplicated, over-long and
 disease-naming items are dropped; refusals are refused.
 """
 
@@ -13,14 +14,18 @@ import re
 from dataclasses import dataclass
 
 from vipcli.errors import VipError
-from vipcli.symptoms.shapes import ITEM, REFUSAL, clean_item, extract_items
+from vipcli.symptoms.shapes import ITEM, REFUSAL, clean_item, cut_json, extract_items, strip_reasoning
 
 __all__ = [
-    "ITEM", "REFUSAL", "AnswerError", "ParsedAnswer", "clean_item", "disease_pattern", "extract_items",
+    "CUT_HINT", "CUT_REASON", "ITEM", "REFUSAL", "AnswerError", "ParsedAnswer", "clean_item", "disease_pattern", "extract_items",
     "names_disease", "normalize_text", "parse_answer",
 ]
 
 MAX_WORDS = 40  # CLIP reads 77 tokens, 4 of them go to the learned context
+# finish_reason "length": the server stopped at its output-token limit, mid-line
+CUT_REASON = "cut off at the model's output limit"
+CUT_HINT = ("raise the server's output-token limit (max_tokens; Ollama num_predict, llama.cpp --n-predict); "
+            "this answer is cached, --no-cache asks again")
 SHAPES = "bullets, numbered or 'Feature: description' lines, a table, a list in a sentence, or JSON"
 # Words too generic to count as naming a multi-word disease on their own ("normal lung" -> "lung").
 GENERIC_WORDS = frozenset(
@@ -42,7 +47,7 @@ class ParsedAnswer:
 
 
 def parse_answer(text: str, disease: str, aliases: tuple[str, ...] = (), what: str = "LLM answer",
-                 others: tuple[str, ...] = ()) -> ParsedAnswer:
+                 others: tuple[str, ...] = (), truncated: bool = False) -> ParsedAnswer:
     """Parse an LLM answer into symptoms that name neither the disease nor the other classes.
 
     Args:
@@ -52,6 +57,8 @@ def parse_answer(text: str, disease: str, aliases: tuple[str, ...] = (), what: s
         what: how to name this answer in error messages, e.g. "stage 1 answer for 'melanoma'".
         others: the other classes of the data set ("nevus" beside "melanoma"); an item that names one
             ("darker than a typical nevus") would pull this class's prompts towards it, so it is removed.
+        truncated: the server stopped at its output-token limit (finish_reason "length"): the last
+            line, unless the answer ends with a line break, is cut mid-way; it is removed, with CUT_REASON.
 
     Returns:
         The clean items and the removed ones with a reason.
@@ -59,16 +66,44 @@ def parse_answer(text: str, disease: str, aliases: tuple[str, ...] = (), what: s
     Raises:
         AnswerError: the answer is empty, a refusal, or not a list.
     """
-    text = (text or "").replace("\u2019", "'").strip()
-    if not text:
+    text = (text or "").replace("\u2019", "'")
+    text, cut = _cut_off(text) if truncated else (text, "")
+    text = text.strip()
+    if not text and not cut:
         raise AnswerError(f"{what} is empty")
+    text = strip_reasoning(text)  # the thinking's drafts are not the answer
+    if not text:
+        if cut:
+            raise AnswerError(f"{what} was {CUT_REASON} before any complete item", CUT_HINT)
+        raise AnswerError(f"{what} holds only the model's reasoning (<think> with no answer after it)")
     raw = extract_items(text)
     if not raw:
         first = _first_line(text)
+        if cut:
+            raise AnswerError(f"{what} was {CUT_REASON} before any complete item: {first!r}", CUT_HINT)
         if REFUSAL.search(text):
             raise AnswerError(f"{what} is a refusal: {first!r}")
         raise AnswerError(f"{what} is not a list ({SHAPES}): {first!r}")
-    return _filter_items([clean_item(item) for item in raw], disease, aliases, others)
+    parsed = _filter_items([clean_item(item) for item in raw], disease, aliases, others)
+    if not cut:
+        return parsed
+    return ParsedAnswer(items=parsed.items, removed=((clean_item(cut) or cut, CUT_REASON), *parsed.removed))
+
+
+def _cut_off(text: str) -> tuple[str, str]:
+    """(the complete part of an answer that stopped at the output limit, the cut-off rest).
+
+    JSON keeps its complete list elements (closed again); any other answer loses its last line unless
+    it ends with a line break.
+    """
+    json_cut = cut_json(strip_reasoning(text))
+    if json_cut is not None:
+        return json_cut
+    body = text.rstrip(" \t")
+    if not body.strip() or body.endswith("\n"):
+        return text, ""
+    head, _, last = body.rpartition("\n")
+    return head, last.strip()
 
 
 def _first_line(text: str) -> str:

@@ -10,7 +10,8 @@
     inline list   a sentence listing the items, separated by semicolons or commas
 
 Whatever surrounds the list (a preamble such as "Sure! Here are the features:", section titles,
-a closing remark such as "These features help CLIP ...") is left out. `clean_item` then strips
+a closing remark such as "These features help CLIP ...") is left out, and so is a reasoning
+model's "<think> ... </think>" (`strip_reasoning`, which the caller applies first). `clean_item` then strips
 numbering, markdown and trailing punctuation from each item.
 """
 
@@ -35,6 +36,9 @@ REMARK = re.compile(
     r"it is important|it's important|always|good luck|disclaimer|important)\b",
     re.IGNORECASE,
 )
+# A reasoning model's thinking before its answer (DeepSeek-R1, QwQ, Qwen3 ...): "<think> ... </think>".
+REASONING_OPEN = re.compile(r"^\s*<(think|thinking|reasoning)>", re.IGNORECASE)
+REASONING_CLOSE = re.compile(r"</(?:think|thinking|reasoning)>", re.IGNORECASE)
 MENTIONS_CLIP = re.compile(r"\bCLIP\b")  # the question names CLIP; the model's remarks echo it
 # Words that introduce a list inside a sentence ("Key features include a, b and c").
 LIST_CUE = re.compile(
@@ -106,6 +110,18 @@ def is_remark(line: str) -> bool:
     return bool(REMARK.search(text) or REFUSAL.search(text) or MENTIONS_CLIP.search(text))
 
 
+def strip_reasoning(text: str) -> str:
+    """`text` without a reasoning model's thinking: everything up to the last closing </think> tag.
+
+    Some servers leave out the opening tag and send only the closing one; an opening tag that is never
+    closed means the whole answer is thinking, and "" is returned.
+    """
+    closes = list(REASONING_CLOSE.finditer(text))
+    if closes:
+        return text[closes[-1].end() :].strip()
+    return "" if REASONING_OPEN.match(text) else text
+
+
 # JSON -------------------------------------------------------------------------------------------
 
 
@@ -124,6 +140,45 @@ def _json_items(text: str) -> list[str]:
     except ValueError:
         return []
     return _json_strings(data)
+
+
+def cut_json(text: str) -> tuple[str, str] | None:
+    """A JSON answer cut off mid-way: (the document up to its last complete list element, closed; the rest).
+
+    Tried at each comma directly inside a list, the last first: `{"a": ["x", "y", "z` gives
+    ('{"a": ["x", "y"]}', '"z'); JSON that parses whole is returned whole, with nothing cut. None when
+    `text` is not JSON or has no such comma.
+    """
+    body = strip_fences(text).strip()
+    if not body or body[0] not in "[{":
+        return None
+    try:
+        json.loads(body)
+        return body, ""
+    except ValueError:
+        pass
+    open_brackets: list[str] = []  # the closing bracket of each container still open
+    in_string = escaped = False
+    cuts: list[tuple[int, str]] = []  # (index of a comma inside a list, the brackets that close it there)
+    for index, char in enumerate(body):
+        if in_string:
+            in_string = escaped or char != '"'
+            escaped = not escaped and char == "\\"
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            open_brackets.append("]" if char == "[" else "}")
+        elif char in "]}" and open_brackets:
+            open_brackets.pop()
+        elif char == "," and open_brackets[-1:] == ["]"]:
+            cuts.append((index, "".join(reversed(open_brackets))))
+    for index, closing in reversed(cuts):
+        try:
+            json.loads(body[:index] + closing)
+        except ValueError:
+            continue
+        return body[:index] + closing, " ".join(body[index + 1 :].split())
+    return None
 
 
 def _json_strings(data) -> list[str]:
