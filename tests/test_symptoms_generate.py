@@ -457,3 +457,16 @@ def test_endpoint_failure_stops_the_remaining_diseases(capsys, vip_env, llm_serv
     assert code == 1 and len(llm_server.requests) == 2
     assert Path("melanoma.yaml").exists() and not Path("nevus.yaml").exists()
     assert "rejected the API key" in err and "packs written so far are complete" in err
+
+
+@pytest.mark.parametrize("given", [".", "..", "./"])
+def test_a_pack_names_a_relative_images_folder_by_its_own_name(capsys, vip_env, llm_server, tmp_path, monkeypatch,
+                                                               given):
+    """`--images .` recorded the folder as "" (and `..` as ".."): the pack said nothing of where its images were."""
+    folder = write_images(tmp_path / "mel", 18)
+    (folder / "sub").mkdir()
+    monkeypatch.chdir(folder if given != ".." else folder / "sub")
+    llm_server.answer(NUMBERED).answer(STAGE2)
+    code, _, err = melanoma(capsys, llm_server, "--images", given, "--out", tmp_path / "melanoma.yaml")
+    assert code == 0, err
+    assert load_pack(tmp_path / "melanoma.yaml").source["images"]["folder"] == "mel"
