@@ -330,6 +330,7 @@ def test_the_default_key_is_not_sent_over_plain_http_to_another_machine(capsys, 
     ("https://10.0.0.5/v1", False, "OPENAI_API_KEY"),  # encrypted
     ("http://127.0.0.1:8000/v1", False, "OPENAI_API_KEY"), ("http://localhost:11434/v1", False, "OPENAI_API_KEY"),
     ("http://[::1]:8080/v1", False, "OPENAI_API_KEY"), ("http://llm.localhost/v1", False, "OPENAI_API_KEY"),
+    ("http://0.0.0.0:8000/v1", False, "OPENAI_API_KEY"), ("http://[::]:8000/v1", False, "OPENAI_API_KEY"),  # vLLM's
     ("http://10.0.0.5:8000/v1", True, "OPENAI_API_KEY"),  # the user named the variable: meant to go there
     ("http://10.0.0.5:8000/v1", False, ""),  # no key is sent
     ("http://10.0.0.5:8000/v1", False, "UNSET_KEY_VARIABLE"),

@@ -337,7 +337,9 @@ def read_api_key(config: LLMConfig) -> str | None:
 
 
 def is_loopback(host: str | None) -> bool:
-    """Whether `host` (a URL's hostname) is this machine: localhost, *.localhost or a loopback address."""
+    """Whether `host` (a URL's hostname) is this machine: localhost, *.localhost, a loopback address, or
+    0.0.0.0 / :: (which local servers print as their address, e.g. vLLM's `http://0.0.0.0:8000`; a
+    connection to it stays on this machine)."""
     import ipaddress
 
     if not host:
@@ -346,9 +348,10 @@ def is_loopback(host: str | None) -> bool:
     if host == "localhost" or host.endswith(".localhost"):
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        address = ipaddress.ip_address(host)
     except ValueError:
         return False
+    return address.is_loopback or address.is_unspecified
 
 
 def check_key_transport(config: LLMConfig) -> None:
