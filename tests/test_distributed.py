@@ -209,6 +209,25 @@ def test_a_world_without_a_rendezvous_address_is_one_usage_line(cli, toy_run, tm
     assert "torchrun" in err and list(tmp_path.iterdir()) == []  # no lock or part file left
 
 
+def test_a_process_that_never_joins_within_the_barrier_timeout_is_one_error_line(cli, toy_run, tmp_path,
+                                                                                  monkeypatch):
+    """README's use of VIP_BARRIER_HOURS (a node that never joins fails within the job's time limit) ended
+    in "unexpected DistStoreError ... this is a bug in vip"."""
+    import socket
+
+    data, run = toy_run
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    for name, value in {"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+                        "VIP_BARRIER_HOURS": "0.0005"}.items():  # 1.8 s; rank 1 never starts
+        monkeypatch.setenv(name, value)
+    code, _, err = cli("predict", data / "test", "--model", run, "--out", tmp_path / "p.jsonl")
+    assert code == 1 and err.count("error:") == 1 and "bug in vip" not in err, err
+    assert f"rank 0 of 2 could not join the others at 127.0.0.1:{port} within 0.0005 hours" in err
+    assert "raise VIP_BARRIER_HOURS" in err and list(tmp_path.iterdir()) == []  # no lock or part file left
+
+
 def test_unreadable_images_are_recorded_and_fail_the_command(cli, toy_run, tmp_path):
     data, run = toy_run
     broken = tmp_path / "broken.png"

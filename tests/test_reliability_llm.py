@@ -330,6 +330,7 @@ def test_the_default_key_is_not_sent_over_plain_http_to_another_machine(capsys, 
     ("https://10.0.0.5/v1", False, "OPENAI_API_KEY"),  # encrypted
     ("http://127.0.0.1:8000/v1", False, "OPENAI_API_KEY"), ("http://localhost:11434/v1", False, "OPENAI_API_KEY"),
     ("http://[::1]:8080/v1", False, "OPENAI_API_KEY"), ("http://llm.localhost/v1", False, "OPENAI_API_KEY"),
+    ("http://0.0.0.0:8000/v1", False, "OPENAI_API_KEY"), ("http://[::]:8000/v1", False, "OPENAI_API_KEY"),  # vLLM's
     ("http://10.0.0.5:8000/v1", True, "OPENAI_API_KEY"),  # the user named the variable: meant to go there
     ("http://10.0.0.5:8000/v1", False, ""),  # no key is sent
     ("http://10.0.0.5:8000/v1", False, "UNSET_KEY_VARIABLE"),
@@ -356,6 +357,23 @@ def test_a_proxy_httpx_cannot_use_is_one_line_naming_the_variable(capsys, env, s
     code, _, err = generate(capsys, server, "--retries", "0")
     assert code == 1 and err.count("error:") == 1 and expected in err, err
     assert "bug in vip" not in err and "bob" not in err and "Pw9hunter2" not in err
+
+
+def test_a_proxy_that_refuses_the_connection_is_named_not_the_base_url(capsys, env, server, monkeypatch):
+    """A proxy that answers CONNECT with an error (here 501; a 407 for a wrong password) read "request to LLM
+    endpoint ... failed: ProxyError (check --base-url)": the URL was fine, the proxy was not."""
+    monkeypatch.setenv("HTTPS_PROXY", f"http://bob:Pw9hunter2@{server.host}")  # a server that cannot CONNECT
+    monkeypatch.setenv("ALL_PROXY", "http://127.0.0.1:9")  # not used for https when HTTPS_PROXY is set
+    monkeypatch.setenv("NO_PROXY", "")
+    code, _, err = generate(capsys, server, "--retries", "0", "--base-url", server.url.replace("http:", "https:"))
+    [line] = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 1 and line.startswith("error: the proxy in HTTPS_PROXY did not pass the request on to LLM "
+                                         f"endpoint {server.host} (501 "), err
+    assert "unset the variable to connect directly" in line and "check --base-url" not in line
+    from vipcli.symptoms.llm import proxy_variables
+
+    assert proxy_variables() == "HTTPS_PROXY, ALL_PROXY"  # HTTP_PROXY is not set: not named
+    assert "bug in vip" not in err and "Pw9hunter2" not in err
 
 
 @pytest.mark.parametrize("bad, position", [("\u2019", 12), ("\n", 12), ("\u00a0", 12), ("\x7f", 12)])

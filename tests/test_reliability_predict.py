@@ -475,3 +475,19 @@ def test_a_backbone_that_differs_from_the_runs_names_what_differs(cli, toy_run, 
     assert code == 0, err
     assert (f"warning: backbone 'toy' differs from the one {run} was trained with (arch: now toy-edited, trained "
             "with toy)") in err.splitlines()
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+def test_a_coverage_refusal_shows_both_coverages_as_typed_not_rounded(cli, toy_run, tmp_path, suffix):
+    """0.1 + 0.2 is 0.30000000000000004: shown as 0.3 ('holds sets at 0.3; this command asks for 0.3'),
+    the hint's `--coverage 0.3` was refused again."""
+    data, run = toy_run
+    out = tmp_path / f"p{suffix}"
+    images = sorted((data / "test" / "nevus").iterdir())
+    odd = str(0.1 + 0.2)
+    assert cli("predict", *images[:2], "--model", run, "--out", out, "--workers", "0", "--coverage", odd)[0] == 0
+    code, _, err = cli("predict", *images[:2], "--model", run, "--out", out, "--workers", "0", "--coverage", "0.3")
+    [line] = error_lines(err)
+    assert code == 2 and f"holds prediction sets at --coverage {odd}; this command asks for 0.3 " in line
+    assert f"rerun with --coverage {odd} to resume it" in line
+    assert cli("predict", *images[:2], "--model", run, "--out", out, "--workers", "0", "--coverage", odd)[0] == 0

@@ -492,3 +492,16 @@ def test_an_answer_cut_at_the_output_limit_loses_its_cut_line_and_says_so(capsys
     llm_server.raw(cut_body(CUT.rsplit("\n", 1)[0] + "\n"))
     assert melanoma(capsys, llm_server, "--force", "--no-cache")[0] == 0
     assert load_pack("melanoma.yaml").symptoms[-1] == "Dark dots"
+
+
+@pytest.mark.parametrize("given", [".", "..", "./"])
+def test_a_pack_names_a_relative_images_folder_by_its_own_name(capsys, vip_env, llm_server, tmp_path, monkeypatch,
+                                                               given):
+    """`--images .` recorded the folder as "" (and `..` as ".."): the pack said nothing of where its images were."""
+    folder = write_images(tmp_path / "mel", 18)
+    (folder / "sub").mkdir()
+    monkeypatch.chdir(folder if given != ".." else folder / "sub")
+    llm_server.answer(NUMBERED).answer(STAGE2)
+    code, _, err = melanoma(capsys, llm_server, "--images", given, "--out", tmp_path / "melanoma.yaml")
+    assert code == 0, err
+    assert load_pack(tmp_path / "melanoma.yaml").source["images"]["folder"] == "mel"

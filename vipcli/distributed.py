@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass
 from datetime import timedelta
 
-from vipcli.errors import UsageError
+from vipcli.errors import UsageError, VipError
 
 BARRIER_HOURS = 24.0  # a rank may wait at a barrier while the slowest rank finishes its share of a large archive
 MAX_BARRIER_HOURS = 10_000  # over a year: more than any job runs, and far from timedelta's limit
@@ -76,7 +76,11 @@ def join(environ=None) -> World:
                          "install a standard torch wheel, or run vip without torchrun")
     if not dist.is_initialized():
         check_rendezvous(world, os.environ if environ is None else environ)
-        dist.init_process_group("gloo", rank=world.rank, world_size=world.size, timeout=barrier_timeout(environ))
+        timeout = barrier_timeout(environ)
+        try:
+            dist.init_process_group("gloo", rank=world.rank, world_size=world.size, timeout=timeout)
+        except dist.DistError as error:  # a process that never came within the timeout, a port taken
+            raise not_joined(world, os.environ if environ is None else environ, timeout, error) from None
     _joined = world
     return world
 
@@ -99,6 +103,17 @@ def barrier_timeout(environ=None) -> timedelta:
         raise UsageError(f"VIP_BARRIER_HOURS {value!r} is not a number of hours above 0 and up to {MAX_BARRIER_HOURS}",
                          f"unset it (the default is {BARRIER_HOURS:g} hours) or set it to e.g. 48")
     return timedelta(hours=hours)
+
+
+def not_joined(world: World, environ, timeout: timedelta, error: Exception) -> VipError:
+    """The error of a process group that could not be formed: torch's reason (e.g. "Timed out after 1800
+    seconds waiting for clients. 1/2 clients joined."), where and how long rank `world.rank` waited."""
+    reason = " ".join(str(error).split()) or type(error).__name__
+    where = f"{environ.get('MASTER_ADDR', '').strip()}:{environ.get('MASTER_PORT', '').strip()}"
+    return VipError(f"rank {world.rank} of {world.size} could not join the others at {where} within "
+                     f"{timeout.total_seconds() / 3600:g} hours ({type(error).__name__}: {reason})",
+                     "start every process with the same torchrun command, check that each node can reach "
+                     "MASTER_ADDR:MASTER_PORT, or raise VIP_BARRIER_HOURS if some start late")
 
 
 def check_rendezvous(world: World, environ) -> None:

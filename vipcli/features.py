@@ -26,8 +26,8 @@ import errno
 import hashlib
 import json
 import os
-import time
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 

@@ -133,7 +133,7 @@ class RecordFormat:
         if self.sets:
             row.append(SET_SEPARATOR.join(prediction.prediction_set or []))
         if self.sets and self.coverage_column:
-            row.append(str(float(self.coverage)))  # the shortest text that reads back as the same float
+            row.append(coverage_text(self.coverage))  # the shortest text that reads back as the same float
         return _csv_line([*row, self.model, ""])
 
     def error_line(self, path: str, reason: str) -> str:
@@ -234,10 +234,18 @@ class RecordFormat:
     def _check_coverage(self, recorded, file: Path) -> None:
         """Refuse to add prediction sets at this coverage to `file`, whose sets were made at `recorded`."""
         if self.sets and recorded != self.coverage:
-            shown = f"{recorded:g}" if isinstance(recorded, (int, float)) else repr(recorded)
+            shown = coverage_text(recorded)
             raise UsageError(f"{file} holds prediction sets at --coverage {shown}; this command asks for "
-                             f"{self.coverage:g}", f"rerun with --coverage {shown} to resume it, pass another "
-                             "--out, or --force to replace it")
+                             f"{coverage_text(self.coverage)}", f"rerun with --coverage {shown} to resume it, "
+                             "pass another --out, or --force to replace it")
+
+
+def coverage_text(value) -> str:
+    """A coverage as --coverage takes it back: a number in its shortest exact form (0.9, 0.30000000000000004,
+    never rounded: a rounded one would be refused again), anything else as it was read."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(float(value))
+    return repr(value)
 
 
 def _number(text: str):

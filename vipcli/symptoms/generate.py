@@ -6,6 +6,7 @@ and dropped; `write_pack(pack, path, force)` writes it atomically. Neither print
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -172,6 +173,12 @@ def _run_stage2(config: GenerateConfig, grid, report: GenerateReport, notify) ->
                    grid_digests=grid.digests), kept
 
 
+def folder_name(folder) -> str:
+    """The last name of `folder` as a pack records it: `--images .` or `..` named by the folder they
+    stand for (not "" or ".."), without following links; "" when there is none."""
+    return Path(os.path.abspath(folder)).name if folder else ""
+
+
 def check_config(config: GenerateConfig) -> None:
     """UsageError for option values that cannot work (empty disease, --n < 1, unknown --judge)."""
     if not config.disease.strip():
@@ -255,7 +262,7 @@ def pack_document(config: GenerateConfig, report: GenerateReport, symptoms: list
         source["raw_answers"]["stage2"] = report.stage2.answer
         # named by content, not by path: file and folder names often carry patient or record numbers,
         # and a pack is a file people share
-        source["images"] = {"folder": Path(config.images).name if config.images else "",
+        source["images"] = {"folder": folder_name(config.images),
                             "files_sha256": list(report.grid_digests), "seed": config.seed}
         if config.image_files:
             source["images"]["training_images"] = len(config.image_files)  # the 16 were drawn from these

@@ -337,7 +337,9 @@ def read_api_key(config: LLMConfig) -> str | None:
 
 
 def is_loopback(host: str | None) -> bool:
-    """Whether `host` (a URL's hostname) is this machine: localhost, *.localhost or a loopback address."""
+    """Whether `host` (a URL's hostname) is this machine: localhost, *.localhost, a loopback address, or
+    0.0.0.0 / :: (which local servers print as their address, e.g. vLLM's `http://0.0.0.0:8000`; a
+    connection to it stays on this machine)."""
     import ipaddress
 
     if not host:
@@ -346,9 +348,10 @@ def is_loopback(host: str | None) -> bool:
     if host == "localhost" or host.endswith(".localhost"):
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        address = ipaddress.ip_address(host)
     except ValueError:
         return False
+    return address.is_loopback or address.is_unspecified
 
 
 def check_key_transport(config: LLMConfig) -> None:
@@ -493,6 +496,10 @@ def _post(url: str, headers: dict, body: dict, config: LLMConfig, last: bool):
             f"cannot reach LLM endpoint {host}: {reason}",
             "check --base-url and your network, or that the local server is running",
         ) from None
+    except httpx.ProxyError as error:  # the proxy refused or could not make the connection: --base-url is not at fault
+        raise LLMError(f"the proxy in {proxy_in_use(url)} did not pass the request on to LLM endpoint {host} "
+                       f"({proxy_reason(error)})", "check that proxy's address, user and password, or unset the "
+                       "variable to connect directly") from None
     except httpx.HTTPError as error:
         raise LLMError(f"request to LLM endpoint {host} failed: {type(error).__name__}", "check --base-url") from None
     except (ImportError, ValueError) as error:
@@ -512,23 +519,47 @@ def proxy_problem(error: Exception) -> VipError | None:
     scheme other than http, https or socks5 is refused with a ValueError. Neither is a bug in vip.
     """
     text = str(error).lower()
-
-    def holding(prefix: str) -> str:
-        """The proxy variables whose value starts with `prefix` (all set ones for "")."""
-        found = [name for name in PROXY_VARIABLES for spelled in (name, name.lower())
-                 if os.environ.get(spelled, "").strip().lower().startswith(prefix)]
-        return ", ".join(dict.fromkeys(found)) or "a proxy variable"
-
     if isinstance(error, ImportError) and "socks" in text:
-        return VipError(f"{holding('socks')} names a SOCKS proxy, and httpx's SOCKS support is not installed",
+        return VipError(f"{proxy_variables('socks')} names a SOCKS proxy, and httpx's SOCKS support is not installed",
                         "pip install 'httpx[socks]', or unset the variable to connect directly")
     if isinstance(error, ValueError) and "proxy" in text:
         scheme = re.search(r"url\('?([a-z0-9+.-]+):", text)
-        variables = holding(f"{scheme.group(1)}:" if scheme else "")
+        variables = proxy_variables(f"{scheme.group(1)}:" if scheme else "")
         what = f"its scheme {scheme.group(1)}://" if scheme else "its URL"
         return VipError(f"{variables} holds a proxy httpx cannot use ({what})",
                         "give an http://, https:// or socks5:// proxy URL, or unset the variable")
     return None
+
+
+def proxy_variables(prefix: str = "") -> str:
+    """The proxy variables (PROXY_VARIABLES, either letter case) whose value starts with `prefix`, all set
+    ones for "" (e.g. "HTTPS_PROXY, ALL_PROXY"); "a proxy variable" when none is."""
+    found = [name for name in PROXY_VARIABLES
+             if any(value.lower().startswith(prefix) for value in _proxy_values(name))]
+    return ", ".join(found) or "a proxy variable"
+
+
+def _proxy_values(name: str) -> list[str]:
+    """The values set for proxy variable `name`, in either letter case ("HTTPS_PROXY", "https_proxy")."""
+    return [value for value in (os.environ.get(spelled, "").strip() for spelled in (name, name.lower())) if value]
+
+
+def proxy_in_use(url: str) -> str:
+    """The variable whose proxy httpx uses for `url`: HTTPS_PROXY for https (HTTP_PROXY for http) when set
+    (in either letter case), else ALL_PROXY."""
+    first = "HTTPS_PROXY" if url.lower().startswith("https:") else "HTTP_PROXY"
+    for name in (first, "ALL_PROXY"):
+        if _proxy_values(name):
+            return name
+    return "a proxy variable"
+
+
+def proxy_reason(error: Exception) -> str:
+    """What a proxy answered (e.g. "407 Proxy Authentication Required"), on one line, with the user names
+    and passwords of the proxy variables masked; the error's type when it says nothing."""
+    secrets = [secret for name in PROXY_VARIABLES for value in _proxy_values(name) for secret in url_secrets(value)]
+    text = " ".join(str(error).split())
+    return redact(text, secrets) if text else type(error).__name__
 
 
 def _backoff(config: LLMConfig, attempt: int, retry_after: str | None) -> float:
