@@ -251,9 +251,12 @@ def test_a_csv_of_sets_begun_by_vip_0_1_is_resumed_in_its_own_columns(cli, toy_r
     rows = list(csv.reader(out.read_text().splitlines()))
     where = rows[0].index("coverage")
     out.write_text("".join(",".join(r[:where] + r[where + 1:]) + "\n" for r in rows))  # as vip 0.1 wrote it
-    assert cli("predict", *images[:3], "--model", run, "--out", out, "--workers", "0", "--coverage", "0.9")[0] == 0
+    code, _, err = cli("predict", *images[:3], "--model", run, "--out", out, "--workers", "0", "--coverage", "0.9")
+    assert code == 0, err
     rows = list(csv.reader(out.read_text().splitlines()))
     assert "coverage" not in rows[0] and len(rows) == 4 and {len(r) for r in rows} == {len(rows[0])}
+    assert f"warning: {out} was begun by vip 0.1, whose records do not say their coverage" in err
+    assert "taken to be at --coverage 0.9 too" in err
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
