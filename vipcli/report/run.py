@@ -331,6 +331,8 @@ def run_report(run_dir: Path, coverage: float = 0.9, gallery: int = 48, device="
     run_dir = Path(run_dir)
     run = describe_run(run_dir)
     predictor = load_predictor(run_dir, device)
+    if not predictor.method.uses_shots:  # a zero-shot run of an earlier vip lists --shots images it never used
+        run["split"] = {**run["split"], "train_subset": []}
     paths, truths = find_test_images(run)
     notes, cutoff_coverage = [], coverage if run["calibration"] is not None else None
     if cutoff_coverage is not None:
