@@ -391,6 +391,43 @@ def test_runs_and_benchmarks_of_earlier_versions_match_the_same_weights_file(tmp
     assert not same_backbone("0123456789abcdef", legacy, backbone.fingerprint(), backbone.describe())
 
 
+def test_a_touched_weights_file_of_an_earlier_run_or_sweep_is_not_said_to_differ(tmp_path, tiny_clip, clip_backbone):
+    """A weights file an earlier vip recorded by path, size and mtime, touched or copied since, cannot
+    be told apart from other weights: vip predict says it cannot tell (and how to give the file back its
+    time) instead of "differs (weights: now {...}, trained with {...})", and a resumed sweep says the same
+    instead of "made with other settings (backbone_fingerprint: stored X, now Y)"."""
+    import os
+
+    from safetensors.torch import save_file
+
+    from vipcli.benchmark import check_matches
+    from vipcli.errors import VipError
+    from vipcli.predict import backbone_warning
+
+    weights = tmp_path / "w.safetensors"
+    save_file({k: v + 0.01 for k, v in clip_backbone.model.state_dict().items() if v.is_floating_point()}, weights)
+    backbone = load_backbone("clip", str(tiny_clip), str(weights))
+    stat = weights.stat()
+    legacy = dict(backbone.describe(), pretrained=str(weights), weights={
+        "path": str(weights), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns})
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    seconds, nanoseconds = divmod(stat.st_mtime_ns, 10**9)
+    touch = f"touch -d @{seconds}.{nanoseconds:09d} {weights}"
+    warning = backbone_warning("clip", "runs/old", backbone.describe(), legacy)
+    assert warning.startswith("cannot tell whether backbone 'clip' has the weights runs/old was trained with: ")
+    assert touch in warning and "differs" not in warning
+    other = dict(legacy, arch="other")  # another architecture is still said to differ
+    assert backbone_warning("clip", "runs/old", backbone.describe(), other).startswith("backbone 'clip' differs")
+    stored = {"config": {"backbone_fingerprint": "0123456789abcdef", "backbone_describe": legacy}}
+    current = {"backbone_fingerprint": backbone.fingerprint(), "backbone_describe": backbone.describe()}
+    with pytest.raises(VipError) as refused:
+        check_matches(stored, current, tmp_path / "bench")
+    assert "begun by an earlier vip" in refused.value.message and touch in refused.value.message
+    assert "backbone_fingerprint" not in refused.value.message and "--force" in refused.value.hint
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # the hint's touch: the sweep resumes
+    check_matches(stored, current, tmp_path / "bench")
+
+
 def test_run_options_store_absolute_paths_and_copy_small_configs(tmp_path, monkeypatch, tiny_clip):
     from vipcli.registry import copy_run_files, rebuild_backbone_options, run_backbone_options
 

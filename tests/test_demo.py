@@ -38,3 +38,33 @@ def test_demo_never_replaces_a_folder_it_did_not_make(cli, tmp_path):
     code, stdout, err = cli("demo", "--out", out)
     assert code == 1 and "holds files that `vip demo` did not make" in err and "--force" in err and stdout == ""
     assert (out / "run" / "notes.txt").read_text() == "keep me" and sorted(p.name for p in out.iterdir()) == ["run"]
+
+
+def _earlier_demo_folder(out):
+    """A folder as vip 0.1's `vip demo` left it: no marker, a lesion world in data/, run/ and benchmark/."""
+    from vipcli.lesion_world import write_dataset
+
+    write_dataset(out / "data", {"train": 2, "val": 1, "test": 1}, seed=0)
+    for part, files in {"run": ("run.yaml", "model.safetensors", "metrics.json", "split.json", "report.html"),
+                        "benchmark": ("results.csv", "results.json", "shots.png", "split.json", "report.html")}.items():
+        (out / part).mkdir()
+        for name in files:
+            (out / part / name).write_text("x")
+    return out
+
+
+def test_demo_replaces_the_folder_of_vip_0_1s_demo(tmp_path):
+    """vip 0.1's demo wrote no marker: running the demo again where it ran then is not refused as
+    'holds files that `vip demo` did not make'; the same folder with a file of the user's is."""
+    import pytest
+
+    from vipcli.cli.demo import check_demo_folder
+    from vipcli.errors import VipError
+
+    out = _earlier_demo_folder(tmp_path / "vip-demo")
+    check_demo_folder(out, force=False)  # no error: the demo may replace its own earlier files
+    for extra in (out / "run" / "notes.txt", out / "notes.txt", out / "data" / "test" / "nevus" / "scan.jpg"):
+        extra.write_text("keep me")
+        with pytest.raises(VipError, match="did not make"):
+            check_demo_folder(out, force=False)
+        extra.unlink()

@@ -200,3 +200,32 @@ def test_reports_render_in_a_real_browser(cli, lesion_run, benchmark_dir, tmp_pa
         assert not result["errors"] and not result["console"], (result["errors"], result["console"])
         assert result["title"].startswith("vip ") and result["height"] > 600
         assert blank_fraction(result["screenshot"]) < 0.9 and distinct_colors(result["screenshot"]) > 200
+
+
+@pytest.mark.parametrize("method, used", [("zeroshot", 0), ("coop", 4)])
+def test_report_of_a_0_1_0_zero_shot_run_says_it_used_no_training_image(cli, tmp_path, method, used):
+    """vip 0.1.0 listed --shots images per class in a zero-shot run's train_subset, which the method
+    never used: its report's "train (used)" says 0, as for a run of this vip; a few-shot run's stays."""
+    from pathlib import Path
+
+    fixture = Path(__file__).parent / "fixtures" / "run-v0.1.0" / method
+    assert json.loads((fixture / "split.json").read_text())["train_subset"]  # what 0.1.0 wrote
+    page = _report_page(cli, fixture, tmp_path / "report.html")
+    row = re.search(r"<tr><td>melanoma</td><td class=\"num\">(\d+)</td>", page)
+    assert row and int(row.group(1)) == used, page[:2000]
+
+
+@pytest.mark.parametrize("method, schedule", [
+    ("coop", "fewshot: 3 epochs, batch 4, lr 0.002"),
+    ("linear-probe", "none: the method&#x27;s own fitting (`vip methods show linear-probe`)"),
+    ("zeroshot", "none: no labelled images, no training")])
+def test_report_schedule_row_is_the_fitting_the_method_did(cli, tmp_path, method, schedule):
+    """A run records the schedule of --epochs/--batch-size/--lr whatever its method; the report showed it
+    also for a method with its own fitting (tip-adapter-f: 20 epochs; clap: 300) or none (zeroshot),
+    which never used it. It now says what `vip train` said: the method's own fitting, or no training."""
+    from pathlib import Path
+
+    run = Path(__file__).parent / "fixtures" / "run-v0.1.0" / method
+    page = _report_page(cli, run, tmp_path / "report.html")
+    row = re.search(r"<td>schedule</td><td>([^<]*)</td>", page)
+    assert row and row.group(1) == schedule, row and row.group(1)

@@ -30,7 +30,7 @@ from vipcli.featuresets import FeatureSet, PreparedData
 from vipcli.methods import DEFAULT_BENCHMARK, METHODS
 from vipcli.provenance import installed_backbone, installed_method
 from vipcli.settings import BackboneSettings, EncodingSettings, ScheduleSettings
-from vipcli.weights_identity import same_backbone
+from vipcli.weights_identity import legacy_weights_unverifiable, same_backbone
 
 RESULTS_FORMAT = "vip-benchmark"
 RESULTS_VERSION = 1
@@ -203,6 +203,11 @@ def check_matches(stored: dict, current: dict, out: Path) -> None:
     old, new = before.get("symptoms") or {}, current.get("symptoms") or {}
     if old and new and old != new:
         differ.append("symptoms")
+    unverifiable = legacy_weights_unverifiable(before.get("backbone_describe"), current.get("backbone_describe"))
+    if differ == ["backbone_fingerprint"] and unverifiable:
+        raise VipError(f"{out}/results.json, begun by an earlier vip, names {unverifiable}: vip cannot tell "
+                       f"whether its rows were made with these weights", "pass --force to start over, or choose "
+                       "another --out")
     if differ:
         detail = "; ".join(_difference(key, before.get(key), current.get(key)) for key in differ if key != "symptoms")
         raise VipError(f"{out}/results.json was made with other settings ({detail or 'symptoms differ'})",

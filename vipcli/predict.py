@@ -89,14 +89,31 @@ def load_predictor(run_dir: str | Path, device="cpu", backbone_id: str | None = 
     backbone = load_backbone(meta["backbone"], arch, pretrained, device)
     if not same_backbone(meta.get("backbone_fingerprint"), meta.get("backbone_describe"), backbone.fingerprint(),
                          backbone.describe()):
-        console.warn(f"backbone '{meta['backbone']}' differs from the one {run_dir} was trained with "
-                     f"({backbone_difference(backbone.describe(), meta.get('backbone_describe') or {})})")
+        from rich.markup import escape
+
+        console.warn(escape(backbone_warning(meta["backbone"], run_dir, backbone.describe(),
+                                             meta.get("backbone_describe"))))
     setup = MethodSetup(backbone, list(meta["class_names"]), meta.get("symptoms") or {})
     method = restore_method(meta["method"], setup, meta.get("method_settings") or {}, meta.get("method_state") or {},
                             tensors, str(run_dir), meta)
     method.prepare()
     return Predictor(Path(run_dir), meta, backbone, method, list(meta["class_names"]),
                      calibration=read_calibration(meta), model_digest=model_digest(run_dir))
+
+
+def backbone_warning(backbone_id: str, run_dir, now: dict, trained) -> str:
+    """The warning of a backbone that is not the one `run_dir` recorded: what differs, or, for weights
+    an earlier vip recorded by path, size and modification time that changed since, that vip cannot
+    tell (the same file touched or copied is not said to differ)."""
+    from vipcli.weights_identity import legacy_weights_unverifiable
+
+    unverifiable = legacy_weights_unverifiable(trained, now)
+    if unverifiable:
+        return (f"cannot tell whether backbone '{backbone_id}' has the weights {run_dir} was trained with: "
+                f"the run (written by an earlier vip) names {unverifiable}; retrain with this vip to record "
+                f"the weights' sha256")
+    return (f"backbone '{backbone_id}' differs from the one {run_dir} was trained with "
+            f"({backbone_difference(now, trained or {})})")
 
 
 def backbone_difference(now: dict, trained: dict) -> str:

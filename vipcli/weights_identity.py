@@ -52,6 +52,33 @@ def same_backbone(recorded_fingerprint, recorded_describe, fingerprint: str, des
     return (old == new and isinstance(new, (dict, list))) or legacy_weights_match(old, new)
 
 
+def legacy_weights_unverifiable(recorded_describe, describe: dict) -> str | None:
+    """What to say when a record of an earlier vip differs from `describe` only in weights it named by
+    path, size and modification time, and those no longer match (the file touched, copied or moved):
+    vip cannot tell whether they are the same weights. None when the record differs otherwise.
+
+    Returns:
+        "RECORDED PATH by its size and modification time, which changed since", and for a single file
+        the `touch` command that gives it back its recorded time.
+    """
+    if not isinstance(recorded_describe, dict) or set(recorded_describe) != set(describe):
+        return None
+    if any(recorded_describe[key] != describe[key] for key in describe if key not in LOCATION_KEYS):
+        return None
+    recorded = recorded_describe.get("weights")
+    forms = recorded if isinstance(recorded, list) and recorded else [recorded]
+    if not all(isinstance(form, dict) and set(form) in ({"path", "size", "mtime_ns"}, {"path", "files"})
+               for form in forms):
+        return None
+    said = f"{recorded['path']} by its size and modification time, which changed since" if len(forms) == 1 \
+        else f"{len(forms)} weights files by their size and modification time, which changed since"
+    if set(forms[0]) == {"path", "size", "mtime_ns"} and len(forms) == 1 and isinstance(recorded["mtime_ns"], int):
+        seconds, nanoseconds = divmod(recorded["mtime_ns"], 10**9)
+        said += f" (if it holds the same weights, `touch -d @{seconds}.{nanoseconds:09d} {recorded['path']}` " \
+                f"gives it back its recorded time)"
+    return said
+
+
 def legacy_weights_match(recorded, current) -> bool:
     """Whether `recorded`, a weights identity in the earlier path/size/mtime form, names the files
     that `current` (the content form of `weights_file_identity`) does.

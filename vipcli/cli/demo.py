@@ -16,13 +16,47 @@ def _step(title: str) -> None:
 
 
 DEMO_MARKER = ".vip-demo"  # marks a folder `vip demo` made, which a later demo may replace
+# what vip 0.1's demo wrote, before the marker: these folders, with these files in run/ and benchmark/
+EARLIER_DEMO_FILES = {
+    "run": {"run.yaml", "model.safetensors", "metrics.json", "split.json", "report.html"},
+    "benchmark": {"results.csv", "results.json", "shots.png", "split.json", "report.html"},
+}
+DEMO_CLASSES = ("melanoma", "nevus")
+
+
+def made_by_an_earlier_demo(out: Path) -> bool:
+    """Whether `out` holds only what `vip demo` of vip 0.1 wrote (no marker then): a lesion world in
+    data/ (train/val/test x melanoma/nevus of CLASS_00000.png files) and the files of its run/ and
+    benchmark/. Anything else in it (a user's file, another data set) makes it not the demo's."""
+    import re
+
+    def names(folder: Path) -> set[str]:
+        return {p.name for p in folder.iterdir()} if folder.is_dir() and not folder.is_symlink() else {""}
+
+    parts = names(out)
+    if "data" not in parts or not parts <= {"data", *EARLIER_DEMO_FILES}:
+        return False
+    if any(not names(out / part) <= files for part, files in EARLIER_DEMO_FILES.items() if part in parts):
+        return False
+    data = out / "data"
+    if not names(data) <= {"train", "val", "test"}:
+        return False
+    for split in names(data):
+        if not names(data / split) <= set(DEMO_CLASSES):
+            return False
+        for name in names(data / split):
+            image = re.compile(rf"{name}_\d{{5}}\.png")
+            if not all(image.fullmatch(file) for file in names(data / split / name)):
+                return False
+    return True
 
 
 def check_demo_folder(out: Path, force: bool) -> None:
-    """Refuse an --out that holds files the demo did not make (the demo replaces its own files)."""
+    """Refuse an --out that holds files the demo did not make (the demo replaces its own files, also
+    those of vip 0.1's demo, which left no marker)."""
     from vipcli.errors import VipError
 
-    if force or not out.exists() or (out / DEMO_MARKER).exists():
+    if force or not out.exists() or (out / DEMO_MARKER).exists() or made_by_an_earlier_demo(out):
         return
     if not out.is_dir():
         raise VipError(f"--out {out} is a file", "choose a folder for the demo")

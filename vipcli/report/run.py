@@ -64,7 +64,7 @@ def _settings(run: dict) -> str:
         ["classes", html.text(", ".join(run["class_names"]))],
         ["shots per class", html.text(shots)],
         ["seed", html.text(split.get("seed"))],
-        ["schedule", html.text(f"{schedule.get('name', '-')}: {schedule.get('epochs', '-')} "
+        ["schedule", html.text(run.get("fitting") or f"{schedule.get('name', '-')}: {schedule.get('epochs', '-')} "
                                f"{plural(schedule.get('epochs'), 'epoch')}, batch "
                                f"{schedule.get('batch_size', '-')}, lr {schedule.get('lr', '-')}")],
         ["method settings", html.text(", ".join(f"{k.replace('_', '-')} {v}" for k, v in settings.items()) or "none")],
@@ -73,6 +73,18 @@ def _settings(run: dict) -> str:
         ["written by", html.text(f"vip {meta.get('vip_version', '?')}")],
     ]
     return html.table(["setting", "value"], rows, raw=True) + _data_table(run)
+
+
+def own_fitting(cls, method_id) -> str | None:
+    """How a method that does not follow the run's schedule (which its run still records) fits, as the
+    report's schedule row says it; None for one that follows it."""
+    if not cls.uses_shots:
+        return "none: no labelled images, no training"
+    if not cls.trains:
+        return "none: no training"
+    if not cls.uses_schedule:
+        return f"none: the method's own fitting (`vip methods show {method_id}`)"
+    return None
 
 
 def _origin(origin) -> str:
@@ -331,6 +343,9 @@ def run_report(run_dir: Path, coverage: float = 0.9, gallery: int = 48, device="
     run_dir = Path(run_dir)
     run = describe_run(run_dir)
     predictor = load_predictor(run_dir, device)
+    if not predictor.method.uses_shots:  # a zero-shot run of an earlier vip lists --shots images it never used
+        run["split"] = {**run["split"], "train_subset": []}
+    run["fitting"] = own_fitting(type(predictor.method), run["meta"].get("method"))
     paths, truths = find_test_images(run)
     notes, cutoff_coverage = [], coverage if run["calibration"] is not None else None
     if cutoff_coverage is not None:
