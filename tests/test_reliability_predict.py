@@ -242,8 +242,9 @@ def test_a_file_of_sets_at_one_coverage_is_not_resumed_at_another(cli, toy_run, 
         assert [json.loads(line)["coverage"] for line in out.read_text().splitlines()] == [0.3] * 3
 
 
-def test_a_csv_of_sets_begun_by_vip_0_1_is_resumed_in_its_own_columns(cli, toy_run, tmp_path):
-    """vip 0.1's CSV has no coverage column: it is resumed as it is (its coverage is unknown)."""
+def test_prediction_files_of_an_earlier_vip_are_resumed_with_a_word_on_their_coverage(cli, toy_run, tmp_path):
+    """An earlier vip's CSV has no coverage column: it is resumed as it is (its coverage is unknown), with a
+    warning; so is a JSONL whose sets do not say their coverage."""
     data, run = toy_run
     out = tmp_path / "p.csv"
     images = sorted((data / "test" / "nevus").iterdir())
@@ -255,8 +256,16 @@ def test_a_csv_of_sets_begun_by_vip_0_1_is_resumed_in_its_own_columns(cli, toy_r
     assert code == 0, err
     rows = list(csv.reader(out.read_text().splitlines()))
     assert "coverage" not in rows[0] and len(rows) == 4 and {len(r) for r in rows} == {len(rows[0])}
-    assert f"warning: {out} was begun by vip 0.1, whose records do not say their coverage" in err
+    assert f"warning: {out} was begun by an earlier vip, whose records do not say their coverage" in err
     assert "taken to be at --coverage 0.9 too" in err
+    lines_ = tmp_path / "p.jsonl"
+    assert cli("predict", *images[:2], "--model", run, "--out", lines_, "--workers", "0", "--coverage", "0.9")[0] == 0
+    old = [json.loads(line) for line in lines_.read_text().splitlines()]
+    lines_.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "coverage"}) + "\n" for r in old))
+    code, _, err = cli("predict", *images[:3], "--model", run, "--out", lines_, "--workers", "0", "--coverage", "0.9")
+    assert code == 0 and "begun by an earlier vip, whose records do not say their coverage" in err, err
+    code, _, err = cli("predict", *images[:3], "--model", run, "--out", lines_, "--workers", "0", "--coverage", "0.9")
+    assert code == 0 and "begun by an earlier vip" in err  # records of this vip after the old ones: still unknown
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv"])

@@ -6,7 +6,7 @@ Formats (by the suffix of FILE):
   an unreadable image is `{"path": ..., "error": reason, "model": ...}`.
 - `.csv`: a header, then path, label, probability, one `p_<class>` column per class,
   prediction_set (classes joined by `|`) and coverage (with --coverage), model, error. A CSV begun
-  by vip 0.1 has no coverage column and is resumed in its own layout.
+  by an earlier vip has no coverage column and is resumed in its own layout.
 
 `model` is the model's digest (`Predictor.model_digest`): a file is only ever resumed by the model
 that began it, and only for the images it was begun for.
@@ -82,7 +82,7 @@ class RecordFormat:
     coverage: float | None  # --coverage: records carry prediction_set and this coverage (None: no sets)
     explain: bool = False  # JSONL records carry the explanation
     model: str = ""  # the digest of the model that makes the records (recorded in each one)
-    coverage_column: bool = True  # False: a CSV begun by vip 0.1, whose header has no coverage column
+    coverage_column: bool = True  # False: a CSV begun by an earlier vip, whose header has no coverage column
 
     @property
     def sets(self) -> bool:
@@ -101,8 +101,8 @@ class RecordFormat:
                 "model", "error"]
 
     def resuming(self, files: list[Path]) -> "RecordFormat":
-        """This format as `files` (a CSV and its part files) already hold it: the layout of vip 0.1 (no
-        coverage column) when one of them was begun by it, so that it is resumed in that layout."""
+        """This format as `files` (a CSV and its part files) already hold it: the layout of an earlier
+        vip (no coverage column) when one of them was begun by it, so that it is resumed in that layout."""
         if self.kind != "csv" or not self.sets:
             return self
         legacy = replace(self, coverage_column=False)
@@ -111,6 +111,25 @@ class RecordFormat:
             if first is not None and next(csv.reader([first[1]]), None) == legacy.header():
                 return legacy
         return self
+
+    def unchecked_coverage(self, files: list[Path]) -> bool:
+        """Whether `files` hold prediction sets of an earlier vip, which do not say their coverage (a CSV
+        without the column, or a JSONL record with a set and no `coverage`): resuming cannot check it."""
+        if not self.sets:
+            return False
+        if self.kind == "csv":
+            return not self.coverage_column and any(next(complete_lines(f), None) is not None for f in files)
+        for file in files:
+            for _, line in complete_lines(file):
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(record, dict) and "prediction_set" in record:
+                    if "coverage" not in record:
+                        return True
+                    break  # a file's records are all of one vip: its first set says it
+        return False
 
     def header_line(self) -> str:
         """What a fresh file of this format starts with: the CSV header line ("" for JSONL)."""
@@ -228,7 +247,7 @@ class RecordFormat:
             made, now = ("with", "without") if "prediction_set" in record else ("without", "with")
             raise UsageError(f"{file} holds predictions made {made} --coverage; this command is {now} it",
                              f"rerun {made} --coverage to resume it, pass another --out, or --force to replace it")
-        if "coverage" in record:  # absent from records of vip 0.1: their coverage is unknown
+        if "coverage" in record:  # absent from records of an earlier vip: their coverage is unknown
             self._check_coverage(record["coverage"], file)
 
     def _check_coverage(self, recorded, file: Path) -> None:
