@@ -7,7 +7,7 @@ and modification time (as `cp -p`, `rsync -t`, `tar` or a reproducible build lea
 mistaken for the old one, and a copy moved elsewhere is still the same weights. The sha256 of each
 version of a file is computed once and remembered in the cache folder (`vipcli.digests`).
 
-vip 0.2.0 before this identified such files by path, size and modification time. Runs and
+vip 0.1.0 and earlier 0.2.0 builds identified such files by path, size and modification time. Runs and
 benchmarks recorded that way still match the same file (`same_backbone`), so they neither warn
 that the weights differ nor refuse to resume.
 """
