@@ -158,6 +158,23 @@ def test_benchmark_report_has_plot_tables_and_seconds(cli, benchmark_dir):
         assert f'background:{method_color(method)}"></span>{method}' in page
 
 
+def test_the_report_of_an_unfinished_sweep_says_which_rows_are_missing(cli, benchmark_dir, tmp_path):
+    """A killed sweep's report averaged the seeds that finished under "mean ± std over seeds 1, 2" without
+    a word: it now names the missing rows and says how to resume."""
+    assert cli("report", benchmark_dir, "--out", tmp_path / "whole.html")[0] == 0
+    assert "has not finished" not in (tmp_path / "whole.html").read_text()
+    half = shutil.copytree(benchmark_dir, tmp_path / "half")
+    document = json.loads((half / "results.json").read_text())
+    document["rows"] = [r for r in document["rows"] if not (r["method"] == "vip" and str(r["shots"]) == "2"
+                                                            and int(r["seed"]) == 2)]
+    (half / "results.json").write_text(json.dumps(document))
+    code, _, err = cli("report", half)
+    assert code == 0, err
+    page = (half / "report.html").read_text()
+    assert "This sweep has not finished: 1 of its rows is missing (vip 2-shot seed 2)" in page
+    assert "run the same vip benchmark command again to resume it" in page
+
+
 def test_each_method_has_one_colour_whatever_the_figure_shows():
     rows = [{"method": m, "shots": s, "seed": 1, "test_accuracy": 50.0 + s} for m in ("vip", "coop") for s in (1, 2)]
     reordered = [{"method": "linear-probe", "shots": 1, "seed": 1, "test_accuracy": 40.0}] + rows[::-1]

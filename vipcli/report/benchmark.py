@@ -87,6 +87,38 @@ def _tables(rows: list[dict]) -> str:
     return "".join(parts)
 
 
+def missing_rows(document: dict) -> list[str]:
+    """The rows the last sweep asked for that results.json does not hold, e.g. "coop 16-shot seed 3"
+    (a method without any finished row: "vip (no finished row)"), in sweep order."""
+    sweep = document.get("config", {}).get("last_sweep") or {}
+    rows = document.get("rows", [])
+    done = {(r["method"], str(r["shots"]), str(r["seed"])) for r in rows}
+    missing = []
+    for method in sweep.get("methods", []):
+        mine = [r for r in rows if r["method"] == method]
+        if not mine:
+            missing.append(f"{method} (no finished row)")
+            continue
+        zero_shot = all(str(r["shots"]) == "0" for r in mine)
+        for shots in ["0"] if zero_shot else [str(s) for s in sweep.get("shots", [])]:
+            for seed in sweep.get("seeds", []):
+                if (method, shots, str(seed)) not in done:
+                    missing.append(f"{method} {'' if zero_shot else f'{shots}-shot '}seed {seed}")
+    return missing
+
+
+def _unfinished_note(document: dict) -> str:
+    """A note when the last sweep did not finish: its tables average the seeds that did."""
+    missing = missing_rows(document)
+    if not missing:
+        return ""
+    shown = ", ".join(missing[:6]) + (f" and {len(missing) - 6} more" if len(missing) > 6 else "")
+    verb = "is" if len(missing) == 1 else "are"
+    return html.note(html.text(f"This sweep has not finished: {len(missing)} of its rows {verb} missing ({shown}). "
+                               "A cell shows the seeds that finished; run the same vip benchmark command again "
+                               "to resume it."))
+
+
 def _settings(document: dict) -> str:
     config = document.get("config", {})
     sweep = config.get("last_sweep", {})
@@ -135,6 +167,7 @@ def benchmark_report(folder: Path) -> str:
     seeds = sorted({int(r["seed"]) for r in rows})
     sections = [
         random_weights_banner(config, "this benchmark's results"),
+        _unfinished_note(document),
         html.section("Settings and data", _settings(document)),
         html.section("Test accuracy by shots", html.figure(png_bytes(draw_shots(rows, title=title)), title,
                                                            f"{seeds_label(seeds)}; "
