@@ -28,7 +28,8 @@ PROBE = """<script>
   }, true);
   window.addEventListener("load", function () {
     var images = Array.prototype.map.call(document.images, function (img) {
-      return {alt: img.alt, complete: img.complete, width: img.naturalWidth, height: img.naturalHeight};
+      return {alt: img.alt, complete: img.complete, width: img.naturalWidth, height: img.naturalHeight,
+              shown: img.getBoundingClientRect().width, figure: !!img.closest("figure")};
     });
     var out = document.createElement("pre");
     out.id = "vip-probe";
@@ -69,7 +70,8 @@ def render(page: Path, workdir: Path, width: int = 1200, max_height: int = 12000
     up to `max_height` pixels, and the console log).
 
     Returns:
-        {"images": [{alt, complete, width, height}], "errors": [...], "height": px, "title": str,
+        {"images": [{alt, complete, width, height (natural), shown (rendered width), figure (inside one)}],
+         "errors": [...], "height": px, "title": str,
          "width": the page's scroll width (px), "viewport": the window's width (px),
          "console": [console lines], "screenshot": Path}
     """

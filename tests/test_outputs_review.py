@@ -166,6 +166,9 @@ def test_reports_fit_a_phone_screen(cli, two_runs, tmp_path):
     for page in pages:
         result = render(page, tmp_path / f"phone-{page.stem}", width=390)
         assert result["width"] <= result["viewport"], f"{page.name} is wider than a phone: tables must scroll inside"
+        # a figure keeps its own size and scrolls sideways: shrunk to 390 px, its axis labels could not be read
+        shrunk = [(i["alt"], i["shown"], i["width"]) for i in result["images"] if i["figure"] and i["shown"] < i["width"]]
+        assert not shrunk, f"{page.name}: figures shrunk to the phone's width: {shrunk}"
 
 
 def _logits(rng, n: int, flip: float):
