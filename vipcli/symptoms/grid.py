@@ -92,15 +92,10 @@ def grid_of_files(files, seed: int = 0, tile: int = 224, where: str = "images", 
         canvas.paste(image, ((index % GRID_SIDE) * tile, (index // GRID_SIDE) * tile))
     buffer = io.BytesIO()
     canvas.save(buffer, format="JPEG", quality=90)
+    from vipcli.digests import file_digest
+
     return ImageGrid(jpeg=buffer.getvalue(), files=tuple(p.name for p in chosen), folder=folder,
-                     digests=tuple(file_sha256(p) for p in chosen))
-
-
-def file_sha256(path: Path) -> str:
-    """The sha256 of a file's bytes (hex)."""
-    import hashlib
-
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+                     digests=tuple(file_digest(p) for p in chosen))
 
 
 def read_tile(path: Path, tile: int):
