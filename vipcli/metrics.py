@@ -53,18 +53,14 @@ def exact_figures(confusion_matrix: list[list[int]]) -> dict:
     Returns:
         {"accuracy": Fraction | None, "macro_f1": Fraction | None} (None for an empty matrix).
     """
-    matrix = [[int(count) for count in row] for row in confusion_matrix]
-    total = sum(map(sum, matrix))
-    if not matrix or total == 0:
+    classes = per_class_figures(confusion_matrix)
+    total = sum(c["images"] for c in classes)
+    if total == 0:
         return {"accuracy": None, "macro_f1": None}
-    classes = range(len(matrix))
-    hits = [matrix[c][c] for c in classes]
-    f1 = []
-    for c in classes:
-        missed, wrong = sum(matrix[c]) - hits[c], sum(row[c] for row in matrix) - hits[c]
-        denominator = 2 * hits[c] + missed + wrong
-        f1.append(Fraction(2 * hits[c], denominator) if denominator else Fraction(0))
-    return {"accuracy": 100 * Fraction(sum(hits), total), "macro_f1": 100 * sum(f1) / len(f1)}
+    # 2·TP + FP + FN = (TP + FN) + (TP + FP): a class's images plus its predictions
+    f1 = [Fraction(2 * c["found"], c["images"] + c["predicted"]) if c["images"] + c["predicted"] else Fraction(0)
+          for c in classes]
+    return {"accuracy": 100 * Fraction(sum(c["found"] for c in classes), total), "macro_f1": 100 * sum(f1) / len(f1)}
 
 
 def per_class_figures(confusion_matrix: list[list[int]]) -> list[dict]:
