@@ -416,6 +416,8 @@ def test_a_touched_weights_file_of_an_earlier_run_or_sweep_is_not_said_to_differ
     warning = backbone_warning("clip", "runs/old", backbone.describe(), legacy)
     assert warning.startswith("cannot tell whether backbone 'clip' has the weights runs/old was trained with: ")
     assert touch in warning and "differs" not in warning
+    listed = dict(legacy, weights=[legacy["weights"]])  # the same record in a list of one: the same words
+    assert backbone_warning("clip", "runs/old", backbone.describe(), listed) == warning
     other = dict(legacy, arch="other")  # another architecture is still said to differ
     assert backbone_warning("clip", "runs/old", backbone.describe(), other).startswith("backbone 'clip' differs")
     stored = {"config": {"backbone_fingerprint": "0123456789abcdef", "backbone_describe": legacy}}

@@ -70,11 +70,12 @@ def legacy_weights_unverifiable(recorded_describe, describe: dict) -> str | None
     if not all(isinstance(form, dict) and set(form) in ({"path", "size", "mtime_ns"}, {"path", "files"})
                for form in forms):
         return None
-    said = f"{recorded['path']} by its size and modification time, which changed since" if len(forms) == 1 \
+    form = forms[0]  # the one file's record, whether or not it came in a list
+    said = f"{form['path']} by its size and modification time, which changed since" if len(forms) == 1 \
         else f"{len(forms)} weights files by their size and modification time, which changed since"
-    if set(forms[0]) == {"path", "size", "mtime_ns"} and len(forms) == 1 and isinstance(recorded["mtime_ns"], int):
-        seconds, nanoseconds = divmod(recorded["mtime_ns"], 10**9)
-        said += f" (if it holds the same weights, `touch -d @{seconds}.{nanoseconds:09d} {recorded['path']}` " \
+    if set(form) == {"path", "size", "mtime_ns"} and len(forms) == 1 and isinstance(form["mtime_ns"], int):
+        seconds, nanoseconds = divmod(form["mtime_ns"], 10**9)
+        said += f" (if it holds the same weights, `touch -d @{seconds}.{nanoseconds:09d} {form['path']}` " \
                 f"gives it back its recorded time)"
     return said
 
