@@ -280,10 +280,11 @@ def predict_to_file(predictor: Predictor, paths: list[Path], out: Path, world=No
     if force and world.main:
         remove_outputs(out)
     distributed.barrier(world)  # --force done before anyone reads
-    form = form.resuming([Path(out), *part_files(out)])  # a CSV begun by an earlier vip goes on in its layout
+    existing = [Path(out), *part_files(out)]
+    form = form.resuming(existing)  # a CSV begun by an earlier vip goes on in its layout
     done = completed_paths(out, form)  # refuses a file of other classes, options or another model
     check_same_images(done, paths, out)  # and one begun for other images (finishing it would drop them)
-    if done and world.main and form.unchecked_coverage([Path(out), *part_files(out)]):
+    if done and world.main and form.unchecked_coverage(existing):
         from vipcli.prediction_files import coverage_text
 
         console.warn(f"{out} was begun by an earlier vip, whose records do not say their coverage: its sets are "
