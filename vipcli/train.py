@@ -178,15 +178,15 @@ def train(config: TrainConfig, progress=None) -> TrainResult | None:
     return TrainResult(run_dir, metrics, data.failures, dataset.class_names, schedule if uses_schedule else None)
 
 
-ZERO_SHOT_TRAIN_IMAGES = 1  # per class, center view only: a method that uses no labelled images needs no more
+ZERO_SHOT_TRAIN_IMAGES = 1  # per class, center view only: a method that uses no labelled images uses none
 
 
 def encoding_plan(config: TrainConfig, cls) -> tuple[int | None, int, bool]:
     """(shots, augmented views, center view) of the training images `vip train` encodes for `cls`.
 
-    A method that uses no labelled images (zero-shot) gets one training image per class, center view
-    only: it keeps the feature set well-formed without encoding `--shots` x `--views` images that
-    play no part (with `--shots all`, every training image 8 times). The reference mode encodes
+    A method that uses no labelled images (zero-shot) gets at most one training image per class, center
+    view only, instead of `--shots` x `--views` images that play no part (with `--shots all`, every
+    training image 8 times); it uses none of them, and runs without train/ too. The reference mode encodes
     training images afresh every epoch, so here only once (center view), to find the readable ones.
     """
     if not cls.uses_shots:
@@ -287,8 +287,8 @@ def write_train_run(run_dir, config, method, backbone, dataset, data, symptoms, 
     split = {
         "root": str(root.resolve()), "class_names": dataset.class_names, "origin": dataset.origin,
         "seed": config.seed, "shots": config.shots,
-        # the labelled images the method learned from: none for a zero-shot one (the one image per class
-        # `encoding_plan` encodes only keeps the feature set well-formed)
+        # the labelled images the method learned from: none for a zero-shot one (it uses none of the one
+        # image per class `encoding_plan` encodes)
         "train_subset": relative(data.train.paths) if method.uses_shots else [],
         **{name: [[p, s.label] for p, s in zip(relative([s.path for s in dataset.splits[name]]), dataset.splits[name])]
            for name in ("train", "val", "test")},
