@@ -109,9 +109,10 @@ def prepare_features(backbone, dataset: Dataset, shots: int | None, seed: int, v
     """
     kwargs = {"workers": workers, "batch_size": batch_size}
     splits = dataset.splits
-    total = (min(len(splits["train"]), shots * len(dataset.class_names)) if shots else len(splits["train"]))
+    total = (min(len(splits["train"]), shots * len(dataset.class_names)) if shots is not None
+             else len(splits["train"]))
     with console.task(progress, "encoding images", total + len(splits["val"]) + len(splits["test"])) as advance:
-        if shots:
+        if shots is not None:  # 0 (a method that uses no labelled images): an empty training set
             train, failures, encoded_views, shortfalls = select_shots(
                 backbone, dataset, shots, seed, views, cache, kwargs, advance, center_train)
         else:

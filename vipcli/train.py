@@ -178,15 +178,15 @@ def train(config: TrainConfig, progress=None) -> TrainResult | None:
     return TrainResult(run_dir, metrics, data.failures, dataset.class_names, schedule if uses_schedule else None)
 
 
-ZERO_SHOT_TRAIN_IMAGES = 1  # per class, center view only: a method that uses no labelled images uses none
+ZERO_SHOT_TRAIN_IMAGES = 0  # per class: a method that uses no labelled images encodes none
 
 
 def encoding_plan(config: TrainConfig, cls) -> tuple[int | None, int, bool]:
     """(shots, augmented views, center view) of the training images `vip train` encodes for `cls`.
 
-    A method that uses no labelled images (zero-shot) gets at most one training image per class, center
-    view only, instead of `--shots` x `--views` images that play no part (with `--shots all`, every
-    training image 8 times); it uses none of them, and runs without train/ too. The reference mode encodes
+    A method that uses no labelled images (zero-shot) gets none, instead of `--shots` x `--views` images
+    that would play no part (with `--shots all`, every training image 8 times), and runs without train/
+    too. The reference mode encodes
     training images afresh every epoch, so here only once (center view), to find the readable ones.
     """
     if not cls.uses_shots:
