@@ -189,7 +189,10 @@ def test_train_banner_counts_shots_only_for_methods_that_use_labelled_images(cli
     zeroshot = banner("zeroshot")
     assert zeroshot.startswith("zeroshot on 2 classes (melanoma, nevus); no labelled images, no training;")
     assert "shot" not in zeroshot.replace("zeroshot", "")
-    assert banner("linear-probe", "--shots", "1").startswith("linear-probe on 2 classes (melanoma, nevus), 1 shot per class;")
+    # the same words as the run report's schedule row, with the command that shows the method's settings
+    assert banner("linear-probe", "--shots", "1").startswith(
+        "linear-probe on 2 classes (melanoma, nevus), 1 shot per class; "
+        "the method's own fitting (`vip methods show linear-probe`);")
 
 
 def test_run_metadata_keeps_real_types(cli, isic_small, tiny_clip, tmp_path):

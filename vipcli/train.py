@@ -197,19 +197,18 @@ def encoding_plan(config: TrainConfig, cls) -> tuple[int | None, int, bool]:
 
 def _plan(config, cls, dataset, schedule, backbone, device) -> str:
     """The first line of `vip train`: method, classes, images used, fitting, backbone and device."""
+    from vipcli.methods import fitting_without_schedule
+
     if config.shots is None:
         shots = ", all images"
     else:
         shots = f", {config.shots} {console.plural(config.shots, 'shot')} per class"
         if config.shots > min(dataset.counts("train"), default=0):
             shots += " (every training image of a class with fewer)"
+    fitting = fitting_without_schedule(cls, config.method)
     if not cls.uses_shots:  # zero-shot: the labelled images play no part (val and test still score it)
-        shots, fitting = "", "no labelled images, no training"
-    elif not cls.trains:
-        fitting = "no training"
-    elif not cls.uses_schedule:
-        fitting = "the method's own fitting (see `vip methods list`)"
-    else:
+        shots = ""
+    elif fitting is None:
         fitting = (f"schedule {schedule.name}: {schedule.epochs} {console.plural(schedule.epochs, 'epoch')}, "
                    f"batch {schedule.batch_size}, lr {schedule.lr}")
     arch = backbone.describe().get("arch", "")

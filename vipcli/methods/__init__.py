@@ -19,7 +19,8 @@ DEFAULT_BENCHMARK = ("zeroshot", "symptom-zeroshot", "linear-probe", "coop", "ti
                      "clap", "biomedcoop", "vip")
 
 __all__ = ["FitContext", "Method", "MethodSetup", "NoSettings", "METHODS", "MethodInfo", "method_class",
-           "build_method", "restore_method", "list_methods", "make_settings", "settings_from_record"]
+           "build_method", "restore_method", "list_methods", "make_settings", "settings_from_record",
+           "fitting_without_schedule"]
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,18 @@ def method_class(method_id: str) -> type[Method]:
                        f"({METHODS.entry_point(method_id).value})", f"fix {name}; other methods still work")
     check_class(loaded, method_id)  # Settings a dataclass with defaults; a method that trains overrides fit
     return loaded
+
+
+def fitting_without_schedule(cls: type[Method], method_id: str) -> str | None:
+    """How a method that does not follow the run's schedule fits, in the words `vip train` and the run
+    report use ("no training", ...); None for one that follows the schedule."""
+    if not cls.uses_shots:
+        return "no labelled images, no training"
+    if not cls.trains:
+        return "no training"
+    if not cls.uses_schedule:
+        return f"the method's own fitting (`vip methods show {method_id}`)"
+    return None
 
 
 def build_method(method_id: str, setup: MethodSetup, options: dict | None = None) -> Method:

@@ -76,15 +76,12 @@ def _settings(run: dict) -> str:
 
 
 def own_fitting(cls, method_id) -> str | None:
-    """How a method that does not follow the run's schedule (which its run still records) fits, as the
-    report's schedule row says it; None for one that follows it."""
-    if not cls.uses_shots:
-        return "none: no labelled images, no training"
-    if not cls.trains:
-        return "none: no training"
-    if not cls.uses_schedule:
-        return f"none: the method's own fitting (`vip methods show {method_id}`)"
-    return None
+    """The report's schedule row for a method that does not follow the run's schedule (which its run
+    still records); None for one that follows it."""
+    from vipcli.methods import fitting_without_schedule
+
+    fitting = fitting_without_schedule(cls, method_id)
+    return f"none: {fitting}" if fitting else None
 
 
 def _origin(origin) -> str:
