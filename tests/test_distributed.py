@@ -228,6 +228,46 @@ def test_a_process_that_never_joins_within_the_barrier_timeout_is_one_error_line
     assert "raise VIP_BARRIER_HOURS" in err and list(tmp_path.iterdir()) == []  # no lock or part file left
 
 
+BARRIER_SCRIPT = """
+import os, sys, time
+from vipcli import distributed
+from vipcli.errors import VipError
+
+world = distributed.join()
+if world.rank == 1:
+    if sys.argv[1] == "stops":
+        os._exit(3)  # a rank that fails (or is killed) before it reaches the barrier
+    time.sleep(8)  # a rank that is still working when rank 0's wait runs out
+try:
+    distributed.barrier(world, "the end of encoding")
+except VipError as error:
+    print(error)
+"""
+
+
+@needs_gloo
+@pytest.mark.parametrize("other", ["stops", "hangs"])
+def test_a_failed_wait_at_a_barrier_is_one_error_line(tmp_path, other):
+    """A rank whose wait at a barrier failed (after every rank had joined) ended in "unexpected RuntimeError
+    ... [/__w/pytorch/.../pair.cc:561] Connection closed by peer ... GLHF!" as a bug in vip."""
+    script = tmp_path / "barrier.py"
+    script.write_text(BARRIER_SCRIPT)
+    environment = {**os.environ, "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()),
+                   "VIP_BARRIER_HOURS": "0.001", "OMP_NUM_THREADS": "1"}  # 3.6 s
+    ranks = [subprocess.Popen([sys.executable, str(script), other], env={**environment, "RANK": str(rank)},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
+    said = ranks[0].communicate(timeout=120)[0].strip()
+    ranks[1].communicate(timeout=120)
+    assert said.startswith("rank 0 of 2 "), said
+    if other == "stops":
+        assert said.startswith("rank 0 of 2 lost another rank at the end of encoding: it stopped first ("), said
+        assert "the other rank's own error line says why" in said
+    else:
+        assert said.startswith("rank 0 of 2 waited 0.001 hours at the end of encoding for the other ranks"), said
+        assert "raise VIP_BARRIER_HOURS" in said
+    assert "pair.cc" not in said and "GLHF" not in said and "\n" not in said
+
+
 def test_unreadable_images_are_recorded_and_fail_the_command(cli, toy_run, tmp_path):
     data, run = toy_run
     broken = tmp_path / "broken.png"

@@ -14,6 +14,7 @@ Outside torchrun (no WORLD_SIZE, or WORLD_SIZE=1) everything here is a no-op: a 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -132,12 +133,34 @@ def check_rendezvous(world: World, environ) -> None:
         raise UsageError(f"MASTER_PORT {port!r} is not a port number (1-65535)", hint)
 
 
-def barrier(world: World) -> None:
-    """Wait until every rank reaches this point (a no-op in a world of one)."""
+def barrier(world: World, point: str = "a barrier") -> None:
+    """Wait until every rank reaches this point (a no-op in a world of one).
+
+    `point` names it for the error line of a wait that fails: another rank stopped (its connection
+    closed) or did not come within the barrier timeout. Gloo raises a bare RuntimeError for both.
+    """
     if world.distributed:
         import torch.distributed as dist
 
-        dist.barrier()
+        try:
+            dist.barrier()
+        except RuntimeError as error:  # dist.DistError is one too
+            raise barrier_failed(world, point, error) from None
+
+
+def barrier_failed(world: World, point: str, error: Exception) -> VipError:
+    """The one-line error of a rank whose wait at `point` failed, from gloo's message (e.g. "[.../pair.cc:561]
+    Connection closed by peer [127.0.0.1]:19881. This is typically caused by a remote worker crashing...")."""
+    reason = re.sub(r"^\[[^\]]*\]\s*", "", " ".join(str(error).split()))  # gloo's source location
+    reason = re.sub(r"\s*\[[^\]]*\]:\d+", "", reason.split(". ")[0]).rstrip(".") or type(error).__name__
+    who = f"rank {world.rank} of {world.size}"
+    if "timed out" in reason.lower() or "timeout" in reason.lower():
+        hours = barrier_timeout().total_seconds() / 3600
+        return VipError(f"{who} waited {hours:g} hours at {point} for the other ranks, which did not come ({reason})",
+                        "read the other ranks' lines for the one that stopped or hung; raise VIP_BARRIER_HOURS "
+                        "if a rank's share takes longer; a rerun keeps what is finished")
+    return VipError(f"{who} lost another rank at {point}: it stopped first ({reason})",
+                    "the other rank's own error line says why: fix that and rerun; what is finished is kept")
 
 
 def leave(world: World) -> None:
@@ -209,7 +232,7 @@ def encode_shared(backbone, world: World, jobs, cache, batch_size: int, workers:
                 paths = [p for p, v, c in part if (v, c) == (views, center)]
                 encode_images(backbone, paths, views, cache, batch_size, workers, advance=advance, center=center)
             start += chunk
-    barrier(world)
+    barrier(world, "the end of encoding")
     if not world.main:
         console.info(handed_over(world, len(mine), cache.writable))
     leave(world)

@@ -279,7 +279,7 @@ def predict_to_file(predictor: Predictor, paths: list[Path], out: Path, world=No
     set_threshold(predictor.calibration, coverage, predictor.run_dir)  # refuses before any work
     if force and world.main:
         remove_outputs(out)
-    distributed.barrier(world)  # --force done before anyone reads
+    distributed.barrier(world, "the start of predicting")  # --force done before anyone reads
     existing = [Path(out), *part_files(out)]
     form = form.resuming(existing)  # a CSV begun by an earlier vip goes on in its layout
     done = completed_paths(out, form)  # refuses a file of other classes, options or another model
@@ -290,7 +290,7 @@ def predict_to_file(predictor: Predictor, paths: list[Path], out: Path, world=No
         console.warn(f"{out} was begun by an earlier vip, whose records do not say their coverage: its sets are "
                      f"taken to be at --coverage {coverage_text(coverage)} too (pass --force to start it afresh "
                      "if they are not)")
-    distributed.barrier(world)  # everyone has read before anyone writes
+    distributed.barrier(world, "the start of predicting")  # everyone has read before anyone writes
     remaining = [p for p in paths if str(p) not in done]
     mine = [remaining[i] for i in distributed.shard(len(remaining), world)]
     target = part_file(out, world.rank, world.size) if world.distributed else out
@@ -304,7 +304,7 @@ def predict_to_file(predictor: Predictor, paths: list[Path], out: Path, world=No
     header_size = len(form.header_line().encode("utf-8"))
     if world.distributed and writer.written == 0 and target.exists() and target.stat().st_size <= header_size:
         target.unlink()  # nothing of this rank's to merge
-    distributed.barrier(world)  # every part is complete
+    distributed.barrier(world, "the end of predicting")  # every part is complete
     run = FileRun(Path(out), len(paths), len(paths) - len(remaining), writer.written)
     if world.main:
         run.merged = finish_output(out, paths, form)
