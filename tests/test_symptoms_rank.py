@@ -177,3 +177,34 @@ def test_the_train_command_it_prints_runs_on_what_was_ranked(cli, lesions, tmp_p
     argv = shlex.split(line.removeprefix("train with them: "))
     assert argv == ["vip", "train", "--data", str(lesions), "--backbone", "toy", "--seed", "3",
                     "--symptoms", str(tmp_path / "my packs")]
+
+
+GENERATED_BY_0_1_0 = MELANOMA_PLUS_USELESS.replace("""source:
+  kind: manual
+  note: the paper's four melanoma symptoms and one deliberately useless symptom
+""", """source:
+  kind: llm
+  model: gpt-4o
+  images:
+    folder: /data/hospital/patients/melanoma
+    files: [MRN-0042-left-arm.jpg, MRN-0077-back.jpg]
+    seed: 1
+""")
+
+
+def test_a_pack_of_0_1_0_naming_its_images_is_flagged_and_pruning_drops_the_names(cli, lesions, tmp_path):
+    """vip 0.1.0 recorded the full folder path and the file names of a generated pack's images (often
+    record numbers); `rank --prune` copied them into the packs it wrote, and `show` said nothing."""
+    old = tmp_path / "melanoma_0_1_0.yaml"
+    old.write_text(GENERATED_BY_0_1_0)
+    code, _, err = cli("symptoms", "show", old)
+    assert code == 0 and err.count("warning:") == 1, err
+    assert "records the full path and file names of the images" in err and "MRN" not in err
+    code, _, err = cli("symptoms", "rank", "--data", lesions, "--backbone", "toy", "--workers", "0", "--device",
+                       "cpu", "--symptoms", old, "--prune", "--out", tmp_path / "packs")
+    assert code == 0, err
+    written = (tmp_path / "packs" / "melanoma.yaml").read_text()
+    assert "MRN" not in written and "/data/hospital" not in written
+    assert load_pack(tmp_path / "packs" / "melanoma.yaml").source["images"] == {
+        "folder": "melanoma", "file_count": 2, "seed": 1}
+    assert cli("symptoms", "show", tmp_path / "packs" / "melanoma.yaml")[2].count("warning:") == 0

@@ -287,6 +287,35 @@ def _warn_named_classes(packs: dict[str, SymptomPack], shipped: list[SymptomPack
             warn_named_symptoms(pack, class_name)
 
 
+def names_image_files(pack: SymptomPack) -> bool:
+    """Whether `pack` records the paths of the images it was generated from (as vip 0.1.0 wrote
+    `source.images`: the folder's full path and the file names, which often carry record numbers)."""
+    images = pack.source.get("images") if isinstance(pack.source, dict) else None
+    return isinstance(images, dict) and "files" in images
+
+
+def without_image_names(source: dict) -> dict:
+    """A copy of a pack's `source` whose image record keeps the folder's last name and the number of
+    files instead of the folder's full path and the file names (see `names_image_files`)."""
+    images = source.get("images")
+    if not (isinstance(images, dict) and "files" in images):
+        return dict(source)
+    files = images["files"] if isinstance(images["files"], list) else []
+    kept = {key: value for key, value in images.items() if key not in ("folder", "files")}
+    folder = str(images.get("folder") or "").replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+    return {**source, "images": {"folder": folder, "file_count": len(files), **kept}}
+
+
+def warn_image_names(pack: SymptomPack) -> None:
+    """One warning for a pack that records image folder paths and file names (vip 0.1.0's format)."""
+    from vipcli import console
+
+    if names_image_files(pack):
+        console.warn(f"{pack.path}: this pack (written by vip 0.1.0) records the full path and file names of the "
+                     "images it was generated from, which can identify patients: delete source.images.folder and "
+                     "source.images.files before sharing it (packs vip writes now record neither)")
+
+
 def warn_named_symptoms(pack: SymptomPack, class_name: str | None = None) -> None:
     """One warning per symptom of `pack` that names its class (the pack's name, an alias or `class_name`)."""
     from vipcli import console

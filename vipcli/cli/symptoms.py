@@ -100,11 +100,12 @@ def show_command(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """Show one symptom pack: its symptoms and where they come from."""
-    from vipcli.packs import warn_named_symptoms
+    from vipcli.packs import warn_image_names, warn_named_symptoms
 
     pack = find_pack(name)
     if names_a_pack_file(name):  # your own pack: checked as train does (a shipped one is checked before it ships)
         warn_named_symptoms(pack)
+        warn_image_names(pack)
     if as_json:
         print(json.dumps(_pack_json(pack), indent=2))
         return

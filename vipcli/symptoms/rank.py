@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from vipcli.errors import UsageError, VipError
-from vipcli.packs import SymptomPack
+from vipcli.packs import SymptomPack, without_image_names
 
 CONFIDENCE_Z = 1.645  # one-sided 95% normal quantile
 KEEP_AT_LEAST = 2  # a pruned pack keeps at least this many symptoms
@@ -239,10 +239,10 @@ def prune(result: RankResult, data: Path) -> list[PrunedPack]:
         kept_anyway = [s for s in scores if not s.helps][: max(0, min(KEEP_AT_LEAST, len(scores)) - len(keep))]
         keep_texts = {s.symptom for s in (*keep, *kept_anyway)}
         removed = tuple(s for s in scores if s.symptom not in keep_texts)
-        pack = original
+        pack = replace(original, source=without_image_names(original.source))  # vip 0.1.0's named its images
         if removed:
             symptoms = tuple(s for s in original.symptoms if s in keep_texts)  # the pack's own order
-            source = {**original.source, "pruned": _provenance(result, data, removed, kept_anyway)}
+            source = {**pack.source, "pruned": _provenance(result, data, removed, kept_anyway)}
             pack = replace(original, symptoms=symptoms, source=source, path="")
         pruned.append(PrunedPack(name, pack, removed, tuple(kept_anyway)))
     return pruned
