@@ -301,6 +301,37 @@ def test_cache_info_and_clear(cli, isic_small, tiny_clip, tmp_path, monkeypatch)
     assert code == 0 and not (cache / "llm").exists() and (cache / "mine.txt").exists()  # only vip's folders go
 
 
+def test_cache_info_marks_folders_never_read_again_and_clear_stale_removes_only_them(cli, isic_small, tiny_clip,
+                                                                                     tmp_path, monkeypatch):
+    """After an upgrade (of vip, torch, Pillow or a backbone's code) the old feature folders were listed like
+    current ones, and only `vip cache clear` of everything removed them."""
+    import shutil
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("VIP_CACHE_DIR", str(cache))
+    assert cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "run"))[0] == 0
+    [current] = (cache / "features").glob("clip-*")
+    older_torch = current.parent / "clip-00000000000000aa"
+    shutil.copytree(current, older_torch)
+    identity = json.loads((older_torch / "backbone.json").read_text())
+    (older_torch / "backbone.json").write_text(json.dumps({**identity, "torch": "1.13.0", "code": "0" * 16}))
+    of_0_1_0 = current.parent / "clip-00000000000000bb"  # vip 0.1.0 wrote no backbone.json
+    shutil.copytree(current, of_0_1_0, ignore=shutil.ignore_patterns("backbone.json"))
+    records = {Path(r["folder"]).name: r for r in json.loads(cli("cache", "info", "--json")[1])["backbones"]}
+    assert records[current.name]["stale"] == []
+    assert records[older_torch.name]["stale"] == [f"torch 1.13.0, now {torch.__version__}",
+                                                  "backbone 'clip' code changed"]
+    assert records[of_0_1_0.name]["stale"] == ["written by vip 0.1.0"]
+    code, out, _ = cli("cache", "info")
+    assert code == 0 and f"stale: {older_torch.name} (torch 1.13.0, now {torch.__version__}; backbone 'clip' code " \
+        "changed): never read again here" in " ".join(out.split())
+    assert "`vip cache clear --stale` removes the 2 stale folders" in out
+    code, out, _ = cli("cache", "clear", "--stale")
+    assert code == 0 and "removed 2 stale feature folders: 48 entries" in out, out
+    assert sorted(p.name for p in (cache / "features").iterdir()) == [current.name]
+    assert len(list(current.rglob("*.safetensors"))) == 24
+
+
 def test_cache_clear_removes_only_what_vip_wrote(cli, isic_small, tiny_clip, tmp_path, monkeypatch):
     """A cache root that is also someone's project folder: their files under features/ and llm/ stay."""
     cache = tmp_path / "project"

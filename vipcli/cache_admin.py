@@ -67,8 +67,48 @@ def backbone_folders(root: Path) -> list[dict]:
         entries, size = _walk(folder, ".safetensors")
         records.append({"folder": str(folder), "backbone": str(identity.get("id", "")),
                         "class": str(identity.get("class", "")), "arch": str(describe.get("arch", "")),
-                        "pretrained": str(describe.get("pretrained", "")), "entries": entries, "bytes": size})
+                        "pretrained": str(describe.get("pretrained", "")), "entries": entries, "bytes": size,
+                        "stale": stale_reasons(identity)})
     return records
+
+
+def stale_reasons(identity: dict) -> list[str]:
+    """Why this installation never reads a cache folder whose backbone.json holds `identity` again
+    (an upgrade of vip, of a library it encodes with, or of the backbone's code; an uninstalled
+    backbone), in a few words each; empty when it may. A folder of vip 0.1.0 has no identity."""
+    if not identity:
+        return ["written by vip 0.1.0"]
+    from vipcli.features import installation_identity
+
+    reasons = []
+    for name, now in installation_identity().items():
+        was = identity.get(name)
+        if was != now:
+            reasons.append(f"feature format {was or 'unknown'}" if name == "format" else
+                           "another image decoder" if name == "decode" else f"{name} {was or '?'}, now {now}")
+    backbone_id = str(identity.get("id", ""))
+    code = _backbone_code(backbone_id, str(identity.get("class", "")))
+    if code is None:
+        reasons.append(f"backbone '{backbone_id}' is not installed")
+    elif code and code != identity.get("code"):
+        reasons.append(f"backbone '{backbone_id}' code changed")
+    return reasons
+
+
+def _backbone_code(backbone_id: str, class_name: str) -> str | None:
+    """The source digest of the installed class that wrote entries as `class_name` under `backbone_id`:
+    None when no such backbone can be loaded, "" when its factory is not that class (a function, or a
+    class that builds another one), so that only constructing it could tell."""
+    from vipcli.plugins import plugin_source_digest
+    from vipcli.registry import backbone_class
+
+    try:
+        factory = backbone_class(backbone_id)
+    except VipError:  # not installed, or its import fails (`vip backbones list` says why)
+        return None
+    if not isinstance(factory, type) or f"{factory.__module__}.{factory.__qualname__}" != class_name:
+        return ""
+    return plugin_source_digest(factory)
 
 
 def summarize(root: Path) -> dict:
@@ -107,9 +147,10 @@ def written_by_vip(relative: Path) -> bool:
     return len(parts) == 2 and parts[0] == "llm" and bool(LLM_ANSWER.fullmatch(parts[1]))
 
 
-def clear(root: Path, backbone: str | None = None) -> dict:
-    """Remove cached features (of one backbone id, or all) and, without `backbone`, the LLM answers,
-    the remembered contract checks and the remembered digests of weights files.
+def clear(root: Path, backbone: str | None = None, stale_only: bool = False) -> dict:
+    """Remove cached features (of one backbone id, or all) and, without `backbone` or `stale_only`, the
+    LLM answers, the remembered contract checks and the remembered digests of weights files. With
+    `stale_only`, only the feature folders that `stale_reasons` says are never read again.
 
     Only the files vip writes are removed (`written_by_vip`), then the folders left empty; anything
     else under `features/` or `llm/` (a user's own files, if the cache root is a shared folder) is kept.
@@ -122,8 +163,9 @@ def clear(root: Path, backbone: str | None = None) -> dict:
     """
     root = Path(root)
     records = backbone_folders(root)
-    if backbone is not None:
-        records = [r for r in records if r["backbone"] == backbone]
+    if backbone is not None or stale_only:
+        records = [r for r in records if (backbone is None or r["backbone"] == backbone)
+                   and (r["stale"] or not stale_only)]
         targets = [Path(r["folder"]) for r in records]
     else:
         targets = [root / name for name in OWNED if (root / name).is_dir()]

@@ -82,10 +82,21 @@ def backbone_identity(backbone) -> dict:
         "torchvision": torchvision.__version__,
         **image_library_versions(),
     }
+    assert set(installation_identity()) <= set(identity)  # what `vip cache info` compares, without a backbone
     dtype = autocast_dtype(getattr(backbone, "device", "cpu"))
     if dtype is not None:  # features encoded under bf16 autocast (CUDA) are not float32 ones: own entries
         identity["autocast"] = str(dtype).removeprefix("torch.")  # absent for float32: existing keys unchanged
     return identity
+
+
+def installation_identity() -> dict:
+    """The part of `backbone_identity` that this installation alone decides (the feature format, the
+    image decoder, the library versions): a cache folder that records other values is never read
+    again here. The class, code and fingerprint of a backbone need the backbone."""
+    import torchvision
+
+    return {"format": f"{FEATURE_FORMAT} {FEATURE_FORMAT_VERSION}", "decode": f"{DECODE_POLICY}, min side {DECODE_MIN_SIDE}",
+            "torchvision": torchvision.__version__, **image_library_versions()}
 
 
 def image_library_versions() -> dict:

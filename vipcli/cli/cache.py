@@ -26,26 +26,45 @@ def info_command(as_json: bool = typer.Option(False, "--json", help="Print one J
     out = console.stdout()
     state = "" if summary["exists"] else " (empty: not created yet)"
     out.print(f"cache: {console.printable(summary['root'])}{state}  (set VIP_CACHE_DIR to move it)", markup=False)
-    table = Table("backbone", "arch", "entries", "size", "folder")
+    table = Table("backbone", "arch", "entries", "size", "folder", "state")
     for record in summary["backbones"]:
         name = record["backbone"] or "(older vip version)"
         table.add_row(*(console.printable(cell) for cell in (name, record["arch"], str(record["entries"]),
                                                                human_size(record["bytes"]),
-                                                               record["folder"].rsplit("/", 1)[-1])))
-    table.add_row("LLM answers", "", str(summary["llm_answers"]), human_size(summary["llm_bytes"]), "llm")
-    table.add_row("total", "", "", human_size(summary["bytes"]), "")
+                                                               record["folder"].rsplit("/", 1)[-1],
+                                                               "stale" if record["stale"] else "current")))
+    table.add_row("LLM answers", "", str(summary["llm_answers"]), human_size(summary["llm_bytes"]), "llm", "")
+    table.add_row("total", "", "", human_size(summary["bytes"]), "", "")
     out.print(table)
+    stale = [record for record in summary["backbones"] if record["stale"]]
+    for record in stale:
+        out.print(f"stale: {console.printable(record['folder'].rsplit('/', 1)[-1])} "
+                  f"({console.printable('; '.join(record['stale']))}): never read again here", markup=False)
+    if stale:
+        out.print(f"`vip cache clear --stale` removes the {len(stale)} stale {console.plural(len(stale), 'folder')} "
+                  f"({human_size(sum(record['bytes'] for record in stale))})", markup=False)
 
 
 @app.command("clear")
 def clear_command(
     backbone: Optional[str] = typer.Option(None, "--backbone", help="Remove only this backbone's features "
                                            "(see `vip cache info`); default: everything."),
+    stale: bool = typer.Option(False, "--stale", help="Remove only the feature folders this installation never "
+                               "reads again (`vip cache info` marks them: written by another vip, library "
+                               "or backbone code version)."),
 ) -> None:
     """Remove cached features (of one backbone, or all) and, without --backbone, cached LLM answers."""
     from vipcli.cache_admin import backbone_folders, clear, default_root, human_size
     
     root = default_root()
+    if stale:
+        removed = clear(root, backbone, stale_only=True)
+        which = f" of backbone {backbone!r}" if backbone else ""
+        console.stdout().print(f"removed {len(removed['removed'])} stale feature "
+                               f"{console.plural(len(removed['removed']), 'folder')}{which}: {removed['entries']} "
+                               f"entries ({human_size(removed['bytes'])}) from {root}", markup=False)
+        _warn_kept(root, removed["kept"])
+        return
     if backbone is not None and not any(r["backbone"] == backbone for r in backbone_folders(root)):
         cached = sorted({r["backbone"] for r in backbone_folders(root) if r["backbone"]})
         console.stdout().print(f"nothing to remove: no cached features of backbone {backbone!r} in {root} "
@@ -55,8 +74,12 @@ def clear_command(
     what = f"backbone {backbone!r}" if backbone else "all backbones and the LLM answers"
     console.stdout().print(f"removed {removed['entries']} feature entries of {what} ({human_size(removed['bytes'])}) "
                            f"from {root}", markup=False)
-    if removed["kept"]:
-        shown = ", ".join(removed["kept"][:3]) + (f" and {len(removed['kept']) - 3} more" if len(removed["kept"]) > 3
-                                                  else "")
-        console.warn(f"kept {len(removed['kept'])} file(s) in {root} that vip did not write: {shown} (remove them "
+    _warn_kept(root, removed["kept"])
+
+
+def _warn_kept(root, kept: list[str]) -> None:
+    """One warning naming the files `vip cache clear` left because vip did not write them."""
+    if kept:
+        shown = ", ".join(kept[:3]) + (f" and {len(kept) - 3} more" if len(kept) > 3 else "")
+        console.warn(f"kept {len(kept)} file(s) in {root} that vip did not write: {shown} (remove them "
                      "yourself if they are not needed)")
