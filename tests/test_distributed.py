@@ -439,3 +439,33 @@ def test_shared_encoding_covers_what_train_and_benchmark_read_first(toy_run):
     assert (views, center, eval_views, eval_center) == (8, False, 0, True)
     assert evaluated == [s.path for s in dataset.splits["val"] + dataset.splits["test"]]
     assert training_jobs(dataset, None, (1,), 2, True)[0][0] == [s.path for s in train]  # full data: every image
+
+
+@pytest.mark.parametrize("local_rank, joined, own, shared, said", [
+    (0, False, False, False, "data folder not found"),  # before joining: the node's first process says it
+    (1, False, False, False, None),  # ... and the others exit in silence
+    (1, False, True, False, "rank 3 of 4: data folder not found"),  # unless it is this process's own
+    (1, True, False, False, "rank 3 of 4: data folder not found"),  # after joining every failure is its own
+    (1, True, False, True, None),  # Ctrl-C reaches every process: each node's first one says it
+])
+def test_each_failure_is_said_once_per_node_or_by_its_own_process(monkeypatch, local_rank, joined, own, shared,
+                                                                 said):
+    from vipcli import distributed
+
+    for name, value in {"WORLD_SIZE": "4", "RANK": "3", "LOCAL_RANK": str(local_rank)}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(distributed, "_has_joined", joined)
+    assert distributed.error_for_this_process("data folder not found", own, shared) == said
+
+
+@needs_gloo
+def test_a_mistake_every_process_shares_is_one_error_line_under_torchrun(toy_run, tmp_path):
+    """A bad option or a missing data folder under `torchrun --nproc-per-node 8` printed 8 `error:` lines."""
+    data, run = toy_run
+    for args, words in ((["predict", data / "test", "--model", run, "--out", tmp_path / "p.jsonl", "--coverage", "x"],
+                         "--coverage must be a number"),
+                        (["train", "--data", tmp_path / "missing", "--backbone", "toy", "--out", tmp_path / "run"],
+                         "data folder not found")):
+        done = torchrun(args, tmp_path, tmp_path / "cache")
+        errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+        assert done.returncode != 0 and len(errors) == 1 and words in errors[0], done.stderr

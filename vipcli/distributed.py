@@ -60,11 +60,34 @@ def world_from_env(environ=None) -> World:
 
 
 _joined: World | None = None
+_has_joined = False  # kept after `leave`: every failure from then on is this process's own
+
+
+def error_for_this_process(message: str, own_process: bool = False, shared: bool = False) -> str | None:
+    """The `error:` message this process prints under torchrun, or None for none.
+
+    Before a process joins the group, a failure comes from the command line, the options, the data
+    or the environment, which every process of a node shares (torchrun starts them with the same
+    ones): the first process of each node (LOCAL_RANK 0) prints it and the others exit with the same
+    code in silence, so 8 processes print one line, not 8. A failure that is one process's own
+    (`own_process`, or any after joining: an image only its share holds) is printed by the process
+    that hits it, naming its rank. A `shared` one (Ctrl-C or SIGTERM, which torchrun and Slurm send to
+    every process) is printed by each node's first process, before joining or after.
+    """
+    try:
+        world = world_from_env()
+    except VipError:
+        return message
+    if not world.distributed:
+        return message
+    if shared or not (_has_joined or own_process):
+        return message if world.local_rank == 0 else None
+    return message if message.startswith("rank ") else f"rank {world.rank} of {world.size}: {message}"
 
 
 def join(environ=None) -> World:
     """Join torchrun's process group once (gloo; rendezvous from MASTER_ADDR/MASTER_PORT); return the World."""
-    global _joined
+    global _joined, _has_joined
     world = world_from_env(environ)
     if not world.distributed:
         return world
@@ -82,7 +105,7 @@ def join(environ=None) -> World:
             dist.init_process_group("gloo", rank=world.rank, world_size=world.size, timeout=timeout)
         except dist.DistError as error:  # a process that never came within the timeout, a port taken
             raise not_joined(world, os.environ if environ is None else environ, timeout, error) from None
-    _joined = world
+    _joined, _has_joined = world, True
     return world
 
 
@@ -114,7 +137,7 @@ def not_joined(world: World, environ, timeout: timedelta, error: Exception) -> V
     return VipError(f"rank {world.rank} of {world.size} could not join the others at {where} within "
                      f"{timeout.total_seconds() / 3600:g} hours ({type(error).__name__}: {reason})",
                      "start every process with the same torchrun command, check that each node can reach "
-                     "MASTER_ADDR:MASTER_PORT, or raise VIP_BARRIER_HOURS if some start late")
+                     "MASTER_ADDR:MASTER_PORT, or raise VIP_BARRIER_HOURS if some start late", own_process=True)
 
 
 def check_rendezvous(world: World, environ) -> None:
@@ -190,7 +213,7 @@ def rank_device(name: str, world: World):
     if world.distributed and (name or "auto").lower() in ("auto", "cuda") and torch.cuda.is_available():
         if world.local_rank >= torch.cuda.device_count():
             raise UsageError(f"rank {world.rank} wants GPU {world.local_rank} but only {torch.cuda.device_count()} "
-                             "are visible", "start at most one process per GPU (--nproc-per-node)")
+                             "are visible", "start at most one process per GPU (--nproc-per-node)", own_process=True)
         torch.cuda.set_device(world.local_rank)  # so nothing of this rank lands on GPU 0 by default
         return torch.device(f"cuda:{world.local_rank}")
     if world.distributed and (name or "auto").lower() == "auto":
@@ -222,6 +245,8 @@ def encode_shared(backbone, world: World, jobs, cache, batch_size: int, workers:
         return True
     from vipcli import console
     from vipcli.features import encode_images
+
+    world = join()  # late: every check before this point failed on each node's first process alone
 
     mine = [(paths[i], views, center) for paths, views, center in jobs for i in shard(len(paths), world)]
     with console.task(progress, f"encoding images (rank {world.rank} of {world.size})", len(mine)) as advance:

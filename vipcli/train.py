@@ -117,12 +117,12 @@ def train(config: TrainConfig, progress=None) -> TrainResult | None:
     from vipcli.methods.contract import check_round_trip, checked_fit
     from vipcli.preflight import check_feature_memory
 
-    world = distributed.join()  # torchrun: every rank encodes its share, rank 0 trains (#13)
-    distributed.check_shared_cache(world, config.encoding.use_cache)
-    device = distributed.rank_device(config.backbone.device, world)
+    distributed.check_shared_cache(distributed.world_from_env(), config.encoding.use_cache)
     dataset = load_dataset(config.data, seed=config.seed, train_optional=not cls.uses_shots)
     packs = packs_for_run(dataset.class_names, list(config.symptoms), required=cls.needs_symptoms)
     symptoms = symptoms_of(packs)
+    world = distributed.world_from_env()  # torchrun: every rank encodes its share, rank 0 trains (#13)
+    device = distributed.rank_device(config.backbone.device, world)
     torch.manual_seed(config.seed)
     backbone = config.backbone.load(device)
     if config.reference:  # the authors' way, for this run's backbone alone: every text pass through the plain tower

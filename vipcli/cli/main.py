@@ -92,9 +92,14 @@ app.command("demo")(demo.demo_command)
 app.command("report")(report.report_command)
 
 
-def _print_error(message: str, hint: str | None = None) -> None:
+def _print_error(message: str, hint: str | None = None, own_process: bool = False, shared: bool = False) -> None:
+    """`error: MESSAGE (HINT)` on stderr, once per failure under torchrun (`error_for_this_process`)."""
     from vipcli.console import printable
+    from vipcli.distributed import error_for_this_process
 
+    message = error_for_this_process(message, own_process, shared)
+    if message is None:
+        return
     line = f"error: {message}"
     if hint:
         line += f" ({hint})"
@@ -141,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         code = _main(argv)
         if code == 0 and stop_signals.received() is not None:  # swallowed by Python after the last checkpoint
             message, code = _stopped()
-            _print_error(message)
+            _print_error(message, shared=True)
         return code
 
 
@@ -151,7 +156,7 @@ def _main(argv: list[str] | None) -> int:
         result = app(args=argv, prog_name="vip", standalone_mode=False)
         if result == 130:  # typer turns Ctrl-C into exit code 130
             message, result = _stopped()
-            _print_error(message)
+            _print_error(message, shared=True)
         return result if isinstance(result, int) else 0
     except CLICK_EXIT as done:
         return done.exit_code
@@ -164,12 +169,12 @@ def _main(argv: list[str] | None) -> int:
         if debug:
             raise
         message, code = _stopped()
-        _print_error(message)
+        _print_error(message, shared=True)
         return code
     except VipError as error:
         if debug:
             raise
-        _print_error(error.message, error.hint)
+        _print_error(error.message, error.hint, getattr(error, "own_process", False))
         return error.exit_code
     except Exception as error:  # an unknown error is a bug: say so, in one line
         if debug:
@@ -203,7 +208,7 @@ def run() -> None:
     except KeyboardInterrupt:  # Ctrl-C after the command's work was done: no traceback
         if code == 0:
             code = 130
-            _print_error("interrupted after the command had finished; everything was written")
+            _print_error("interrupted after the command had finished; everything was written", shared=True)
     sys.exit(code)
 
 

@@ -66,7 +66,7 @@ def _predict(paths, model, explain, as_json, backbone, device, no_cache, workers
     from vipcli.predict import collect_images, load_predictor, predict
 
     files = collect_images(paths)
-    world = distributed.join()
+    world = distributed.world_from_env()  # joined below, after the checks every process shares (one line each)
     predictor = load_predictor(model, distributed.rank_device(device, world), backbone)
     if world.main:
         _warn_if_folders_name_other_classes(files, predictor.class_names, model)
@@ -74,6 +74,7 @@ def _predict(paths, model, explain, as_json, backbone, device, no_cache, workers
         _note_if_nothing_to_explain(predictor.method)
     cache = FeatureCache(None if no_cache else default_cache_dir(), predictor.backbone)
     if out is not None:
+        distributed.join()
         _predict_to_file(predictor, files, out, world, force, explain, cache, workers, coverage, model)
         return
     with console.progress_bar() as progress:
