@@ -190,6 +190,33 @@ class NanFit(Centroid):
         return fitted
 
 
+class RecordsTensor(Centroid):
+    """Flaw: record() returns a tensor, which the run's JSON metadata cannot hold."""
+
+    def record(self):
+        return {"centroids": self.centroids}
+
+
+class DropoutForward(Centroid):
+    """Flaw: F.dropout left on in forward (training=True is its default), so forward is random."""
+
+    def forward(self, image_features):
+        return super().forward(F.dropout(image_features, 0.5))
+
+
+class BankSizedInFit(Centroid):
+    """Flaw: fit replaces an empty [0, D] buffer with one of a data-dependent length, which __init__ cannot rebuild."""
+
+    def __init__(self, setup, settings=None, stored=None):
+        super().__init__(setup, settings, stored)
+        self.register_buffer("bank", torch.zeros(0, setup.backbone.embed_dim))  # [N, D] once fitted
+
+    def fit(self, data, context):
+        fitted = super().fit(data, context)
+        self.bank = F.normalize(data.train.views.float().mean(dim=1), dim=-1)  # [N, D]
+        return fitted
+
+
 class ReadmePrompts(PromptMethod):
     """Sound: README's PromptMethod recipe as written (no Settings: PromptMethod's default ContextSettings)."""
 
@@ -219,6 +246,9 @@ class FlatPrompts(ReadmePrompts):
 
 
 ENTRY_POINTS = "\n".join([
+    "records-tensor = vip_sample_methods:RecordsTensor",
+    "dropout-forward = vip_sample_methods:DropoutForward",
+    "bank-sized-in-fit = vip_sample_methods:BankSizedInFit",
     "nan-fit = vip_sample_methods:NanFit",
     "readme-prompts = vip_sample_methods:ReadmePrompts",
     "plain-prompt-settings = vip_sample_methods:PlainPromptSettings",

@@ -37,6 +37,7 @@ def test_a_sound_method_plugin_trains_and_predicts(cli, methods, isic_small, tin
     ("fit-returns-none", "fit", "fit returned NoneType, not a dict", "return super().fit(data, context)"),
     ("typo", "forward", "AttributeError: 'Typo' object has no attribute 'centroid'", "report it to the authors"),
     ("plain-weights", "fit", "fit_sgd found no trainable parameter", "nn.Parameter"),
+    ("records-tensor", "record", "record()['centroids'] is a Tensor", "plain JSON types"),
 ])
 def test_a_method_plugin_mistake_in_train_is_one_line_naming_it(cli, methods, isic_small, tiny_clip, tmp_path,
                                                                  method, member, reason, fix):

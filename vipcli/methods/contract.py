@@ -12,13 +12,15 @@ numbers:
 - how it trains with the shared SGD loop: at the first step, the loss is a 0-d tensor that depends
   on the method's parameters (`check_loss`) and every trainable parameter gets a gradient in
   the first epoch (`check_gradients`); each epoch's mean loss is finite (`vipcli.fitting.check_epoch_loss`);
-- what a run stores (`check_round_trip`): the method rebuilt from `record()` and `state_tensors()`
-  gives the fitted method's logits, so `vip predict` predicts what `vip train` measured.
+- what a run stores (`check_round_trip`): `record()` can be written as JSON (`stored_record`), and the method
+  rebuilt from it and `state_tensors()` gives the fitted method's logits, so `vip predict` predicts
+  what `vip train` measured.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import torch
 
@@ -219,6 +221,23 @@ def check_gradients(method, seen: set[str]) -> None:
             "(or as a buffer: self.register_buffer(NAME, tensor))")
 
 
+def stored_record(method):
+    """`method.record()` as a run stores it and `vip predict` reads it back (through JSON: a tuple comes
+    back a list); what JSON cannot hold (a tensor, an array) is refused as the plugin's fault, before
+    anything is written."""
+    from vipcli.backbone_contract import json_problem
+
+    record = method.record()
+    try:
+        return json.loads(json.dumps(record))
+    except (TypeError, ValueError) as error:
+        problem = json_problem(record, "record()") or f"record() cannot be written as JSON ({error})"
+        raise method_fault(method.id, "record", f"{problem}: the run stores record() as JSON",
+                           "return plain JSON types from record() (str, int, float, bool, None, list, dict), e.g. "
+                           "tensor.tolist() or float(value); keep tensors in a buffer "
+                           "(self.register_buffer(NAME, tensor)), which the run stores as tensors") from None
+
+
 def check_round_trip(method, features: torch.Tensor, device) -> None:
     """Rebuild a fitted plugin method from what the run will store and compare its logits with the fitted one's.
 
@@ -237,7 +256,7 @@ def check_round_trip(method, features: torch.Tensor, device) -> None:
         raise non_finite_logits_fault(method)
     settings = dataclasses.asdict(method.settings)
     tensors = {name: tensor.detach().cpu() for name, tensor in method.state_tensors().items()}
-    rebuilt = restore_method(method.id, method.setup, settings, method.record(), tensors,
+    rebuilt = restore_method(method.id, method.setup, settings, stored_record(method), tensors,
                              f"method '{method.id}' rebuilt from its own record() and state_tensors()")
     again = predict_logits(rebuilt, sample, device).softmax(dim=-1)  # [n, C]
     difference = float((fitted - again).abs().max())
