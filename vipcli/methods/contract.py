@@ -12,7 +12,8 @@ numbers:
 - how it trains with the shared SGD loop: at the first step, the loss is a 0-d tensor that depends
   on the method's parameters (`check_loss`) and every trainable parameter gets a gradient in
   the first epoch (`check_gradients`); each epoch's mean loss is finite (`vipcli.fitting.check_epoch_loss`);
-- what a run stores (`check_round_trip`): `record()` can be written as JSON (`stored_record`), and the method
+- what a run stores (`check_round_trip`): the fitted method's forward is deterministic
+  (`check_deterministic`), `record()` can be written as JSON (`stored_record`), and the method
   rebuilt from it and `state_tensors()` gives the fitted method's logits, so `vip predict` predicts
   what `vip train` measured.
 """
@@ -238,6 +239,17 @@ def stored_record(method):
                            "(self.register_buffer(NAME, tensor)), which the run stores as tensors") from None
 
 
+def check_deterministic(method, first: torch.Tensor, second: torch.Tensor) -> None:
+    """Refuse a forward that gives other probabilities [n, C] for the same features twice (randomness left
+    in it): the rebuilt method could not match it, and predictions would change from call to call."""
+    difference = float((first - second).abs().max())
+    if not difference <= ROUND_TRIP_TOLERANCE:
+        raise method_fault(method.id, "forward", f"forward is not deterministic in eval: the same features give "
+                                                 f"probabilities {difference:.3g} apart",
+                           "remove randomness from forward (F.dropout without training=self.training, torch.rand*, "
+                           "sampling); vip calls it in eval mode (self.training is False)")
+
+
 def check_round_trip(method, features: torch.Tensor, device) -> None:
     """Rebuild a fitted plugin method from what the run will store and compare its logits with the fitted one's.
 
@@ -254,6 +266,7 @@ def check_round_trip(method, features: torch.Tensor, device) -> None:
     fitted = predict_logits(method, sample, device).softmax(dim=-1)  # [n, C]
     if not bool(torch.isfinite(fitted).all()):  # NaN weights are not a storage problem: say what they are
         raise non_finite_logits_fault(method)
+    check_deterministic(method, fitted, predict_logits(method, sample, device).softmax(dim=-1))
     settings = dataclasses.asdict(method.settings)
     tensors = {name: tensor.detach().cpu() for name, tensor in method.state_tensors().items()}
     rebuilt = restore_method(method.id, method.setup, settings, stored_record(method), tensors,
