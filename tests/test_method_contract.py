@@ -39,6 +39,7 @@ def test_a_sound_method_plugin_trains_and_predicts(cli, methods, isic_small, tin
     ("plain-weights", "fit", "fit_sgd found no trainable parameter", "nn.Parameter"),
     ("records-tensor", "record", "record()['centroids'] is a Tensor", "plain JSON types"),
     ("dropout-forward", "forward", "forward is not deterministic", "F.dropout"),
+    ("bank-sized-in-fit", "state_tensors", "bank: saved [", "the shape fit gives it"),
 ])
 def test_a_method_plugin_mistake_in_train_is_one_line_naming_it(cli, methods, isic_small, tiny_clip, tmp_path,
                                                                  method, member, reason, fix):

@@ -25,6 +25,7 @@ import json
 
 import torch
 
+from vipcli.methods.base import StateMismatch
 from vipcli.plugins import PluginError, guard_calls
 
 GUARDED_MEMBERS = ("fit", "forward", "prepare", "explain", "record", "state_tensors", "load_state_tensors",
@@ -250,6 +251,23 @@ def check_deterministic(method, first: torch.Tensor, second: torch.Tensor) -> No
                            "sampling); vip calls it in eval mode (self.training is False)")
 
 
+def rebuilt_shapes_fault(method, mismatch) -> PluginError:
+    """The fault of a method whose `__init__` builds tensors of other names or shapes than `fit` leaves (e.g.
+    an empty buffer that fit replaces with one sized by the data): the run could not be loaded by predict."""
+    def shape(size) -> str:
+        return "[" + ", ".join(str(n) for n in size) + "]" if size is not None else "none"
+
+    names = sorted(set(mismatch.found) | set(mismatch.expected))
+    differ = "; ".join(f"{name}: saved {shape(mismatch.found.get(name))}, __init__ makes "
+                       f"{shape(mismatch.expected.get(name))}" for name in names
+                       if mismatch.found.get(name) != mismatch.expected.get(name))
+    return method_fault(method.id, "state_tensors",
+                        f"rebuilt from what the run stores, its tensors do not fit the fitted ones ({differ}): "
+                        "vip predict could not load the run",
+                        "create every parameter and buffer in __init__ with the shape fit gives it (from setup, "
+                        "settings, or a size that record() returns and __init__ reads back from `stored`)")
+
+
 def check_round_trip(method, features: torch.Tensor, device) -> None:
     """Rebuild a fitted plugin method from what the run will store and compare its logits with the fitted one's.
 
@@ -269,8 +287,11 @@ def check_round_trip(method, features: torch.Tensor, device) -> None:
     check_deterministic(method, fitted, predict_logits(method, sample, device).softmax(dim=-1))
     settings = dataclasses.asdict(method.settings)
     tensors = {name: tensor.detach().cpu() for name, tensor in method.state_tensors().items()}
-    rebuilt = restore_method(method.id, method.setup, settings, stored_record(method), tensors,
-                             f"method '{method.id}' rebuilt from its own record() and state_tensors()")
+    where = f"method '{method.id}' rebuilt from its own record() and state_tensors()"
+    try:
+        rebuilt = restore_method(method.id, method.setup, settings, stored_record(method), tensors, where)
+    except StateMismatch as mismatch:  # at train time the plugin's __init__ is at fault, not the backbone
+        raise rebuilt_shapes_fault(method, mismatch) from None
     again = predict_logits(rebuilt, sample, device).softmax(dim=-1)  # [n, C]
     difference = float((fitted - again).abs().max())
     if not difference <= ROUND_TRIP_TOLERANCE:
