@@ -217,6 +217,15 @@ class BankSizedInFit(Centroid):
         return fitted
 
 
+class PeeksAtTest(Centroid):
+    """Flaw: fits its centroids on the test split's labelled features, which its test figures are computed on."""
+
+    def fit(self, data, context):
+        one_hot = F.one_hot(data.test.y, self.setup.num_classes).float()  # [T, C]
+        self.centroids = F.normalize(one_hot.T @ F.normalize(data.test.x.float(), dim=-1), dim=-1)  # [C, D]
+        return super(Centroid, self).fit(data, context)
+
+
 class ReadmePrompts(PromptMethod):
     """Sound: README's PromptMethod recipe as written (no Settings: PromptMethod's default ContextSettings)."""
 
@@ -246,6 +255,7 @@ class FlatPrompts(ReadmePrompts):
 
 
 ENTRY_POINTS = "\n".join([
+    "peeks-at-test = vip_sample_methods:PeeksAtTest",
     "records-tensor = vip_sample_methods:RecordsTensor",
     "dropout-forward = vip_sample_methods:DropoutForward",
     "bank-sized-in-fit = vip_sample_methods:BankSizedInFit",

@@ -8,6 +8,7 @@ numbers:
   default; a method that says it `trains` overrides `fit`;
 - its calls (`guard_method`): an exception raised inside a plugin's `fit`, `forward`, `record`, ...
   names the plugin and the member;
+- what `fit` reads: not the test split (`checked_fit` hands it `vipcli.featuresets.HeldOutSplit`);
 - what it returns: `fit` a dict (`checked_fit`), `forward` logits [B, C] (`check_logits`);
 - how it trains with the shared SGD loop: at the first step, the loss is a 0-d tensor that depends
   on the method's parameters (`check_loss`) and every trainable parameter gets a gradient in
@@ -142,8 +143,14 @@ def guard_method(method, method_id: str, distribution: str) -> None:
 
 
 def checked_fit(method, data, context) -> dict:
-    """`method.fit(data, context)`, refusing a result that is not a dict (metrics.json holds it)."""
-    fitted = method.fit(data, context)
+    """`method.fit(data, context)` with the test split held out (a method that reads it is refused: its test
+    figures would not be honest), refusing a result that is not a dict (metrics.json holds it)."""
+    from vipcli.featuresets import TestSplitRead, without_test
+
+    try:
+        fitted = method.fit(without_test(data), context)
+    except TestSplitRead as error:
+        raise method_fault(method.id, "fit", error.message, error.hint) from None
     if not isinstance(fitted, dict):
         raise method_fault(method.id, "fit", f"fit returned {type(fitted).__name__}, not a dict",
                            "end fit with `return super().fit(data, context)`, or return a dict such as "
