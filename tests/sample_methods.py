@@ -226,6 +226,13 @@ class PeeksAtTest(Centroid):
         return super(Centroid, self).fit(data, context)
 
 
+class LogitsElsewhere(Centroid):
+    """Flaw: forward returns its logits on another device than the features' (meta stands in for a GPU)."""
+
+    def forward(self, image_features):
+        return super().forward(image_features).to("meta")
+
+
 class ReadmePrompts(PromptMethod):
     """Sound: README's PromptMethod recipe as written (no Settings: PromptMethod's default ContextSettings)."""
 
@@ -255,6 +262,7 @@ class FlatPrompts(ReadmePrompts):
 
 
 ENTRY_POINTS = "\n".join([
+    "logits-elsewhere = vip_sample_methods:LogitsElsewhere",
     "peeks-at-test = vip_sample_methods:PeeksAtTest",
     "records-tensor = vip_sample_methods:RecordsTensor",
     "dropout-forward = vip_sample_methods:DropoutForward",

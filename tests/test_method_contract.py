@@ -41,6 +41,7 @@ def test_a_sound_method_plugin_trains_and_predicts(cli, methods, isic_small, tin
     ("dropout-forward", "forward", "forward is not deterministic", "F.dropout"),
     ("bank-sized-in-fit", "state_tensors", "bank: saved [", "the shape fit gives it"),
     ("peeks-at-test", "fit", "fit read data.test.y: the test split is held out", "data.val"),
+    ("logits-elsewhere", "forward", "forward returned logits on meta, not on cpu", "image_features.device"),
 ])
 def test_a_method_plugin_mistake_in_train_is_one_line_naming_it(cli, methods, isic_small, tiny_clip, tmp_path,
                                                                  method, member, reason, fix):

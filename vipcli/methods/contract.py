@@ -158,8 +158,9 @@ def checked_fit(method, data, context) -> dict:
     return fitted
 
 
-def check_logits(method, logits, images: int) -> None:
-    """Refuse `forward` output that is not a float tensor [images, C] (shape only: nothing is read back)."""
+def check_logits(method, logits, images: int, device: torch.device | None = None) -> None:
+    """Refuse `forward` output that is not a float tensor [images, C] on `device`, the image features' device
+    (shape, dtype and device only: nothing is read back)."""
     classes = method.setup.num_classes
     if not isinstance(logits, torch.Tensor):
         reason = f"forward returned {type(logits).__name__}, not a tensor"
@@ -168,6 +169,11 @@ def check_logits(method, logits, images: int) -> None:
         reason = f"forward returned logits {shape} for {images} images of {classes} classes"
     elif not logits.is_floating_point():
         reason = f"forward returned {str(logits.dtype).replace('torch.', '')} logits"
+    elif device is not None and logits.device != device:
+        raise method_fault(method.id, "forward", f"forward returned logits on {logits.device}, not on {device} "
+                                                 "where the image features are",
+                           "compute them on image_features.device: register what fit learns as a parameter or "
+                           "buffer (the method is moved with .to(setup.device)), or .to(image_features.device)")
     else:
         return
     raise method_fault(method.id, "forward", reason, "return float logits [B, C]: one row per image, one column "
