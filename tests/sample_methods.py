@@ -190,6 +190,49 @@ class NanFit(Centroid):
         return fitted
 
 
+class RecordsTensor(Centroid):
+    """Flaw: record() returns a tensor, which the run's JSON metadata cannot hold."""
+
+    def record(self):
+        return {"centroids": self.centroids}
+
+
+class DropoutForward(Centroid):
+    """Flaw: F.dropout left on in forward (training=True is its default), so forward is random."""
+
+    def forward(self, image_features):
+        return super().forward(F.dropout(image_features, 0.5))
+
+
+class BankSizedInFit(Centroid):
+    """Flaw: fit replaces an empty [0, D] buffer with one of a data-dependent length, which __init__ cannot rebuild."""
+
+    def __init__(self, setup, settings=None, stored=None):
+        super().__init__(setup, settings, stored)
+        self.register_buffer("bank", torch.zeros(0, setup.backbone.embed_dim))  # [N, D] once fitted
+
+    def fit(self, data, context):
+        fitted = super().fit(data, context)
+        self.bank = F.normalize(data.train.views.float().mean(dim=1), dim=-1)  # [N, D]
+        return fitted
+
+
+class PeeksAtTest(Centroid):
+    """Flaw: fits its centroids on the test split's labelled features, which its test figures are computed on."""
+
+    def fit(self, data, context):
+        one_hot = F.one_hot(data.test.y, self.setup.num_classes).float()  # [T, C]
+        self.centroids = F.normalize(one_hot.T @ F.normalize(data.test.x.float(), dim=-1), dim=-1)  # [C, D]
+        return super(Centroid, self).fit(data, context)
+
+
+class LogitsElsewhere(Centroid):
+    """Flaw: forward returns its logits on another device than the features' (meta stands in for a GPU)."""
+
+    def forward(self, image_features):
+        return super().forward(image_features).to("meta")
+
+
 class ReadmePrompts(PromptMethod):
     """Sound: README's PromptMethod recipe as written (no Settings: PromptMethod's default ContextSettings)."""
 
@@ -219,6 +262,11 @@ class FlatPrompts(ReadmePrompts):
 
 
 ENTRY_POINTS = "\n".join([
+    "logits-elsewhere = vip_sample_methods:LogitsElsewhere",
+    "peeks-at-test = vip_sample_methods:PeeksAtTest",
+    "records-tensor = vip_sample_methods:RecordsTensor",
+    "dropout-forward = vip_sample_methods:DropoutForward",
+    "bank-sized-in-fit = vip_sample_methods:BankSizedInFit",
     "nan-fit = vip_sample_methods:NanFit",
     "readme-prompts = vip_sample_methods:ReadmePrompts",
     "plain-prompt-settings = vip_sample_methods:PlainPromptSettings",

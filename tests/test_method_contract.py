@@ -37,6 +37,11 @@ def test_a_sound_method_plugin_trains_and_predicts(cli, methods, isic_small, tin
     ("fit-returns-none", "fit", "fit returned NoneType, not a dict", "return super().fit(data, context)"),
     ("typo", "forward", "AttributeError: 'Typo' object has no attribute 'centroid'", "report it to the authors"),
     ("plain-weights", "fit", "fit_sgd found no trainable parameter", "nn.Parameter"),
+    ("records-tensor", "record", "record()['centroids'] is a Tensor", "plain JSON types"),
+    ("dropout-forward", "forward", "forward is not deterministic", "F.dropout"),
+    ("bank-sized-in-fit", "state_tensors", "bank: saved [", "the shape fit gives it"),
+    ("peeks-at-test", "fit", "fit read data.test.y: the test split is held out", "data.val"),
+    ("logits-elsewhere", "forward", "forward returned logits on meta, not on cpu", "image_features.device"),
 ])
 def test_a_method_plugin_mistake_in_train_is_one_line_naming_it(cli, methods, isic_small, tiny_clip, tmp_path,
                                                                  method, member, reason, fix):
@@ -89,11 +94,17 @@ def test_an_entry_point_naming_a_missing_class_says_which_name_to_fix(cli, metho
     assert "[project.entry-points.\"vip.methods\"] in sample-methods's pyproject.toml" in line
 
 
-def test_benchmark_names_a_method_whose_fit_returns_nothing(cli, methods, isic_small, tiny_clip, tmp_path):
+@pytest.mark.parametrize("method, reason", [
+    ("fit-returns-none", "fit returned NoneType"),
+    ("peeks-at-test", "fit read data.test.y: the test split is held out"),
+])
+def test_benchmark_names_a_method_whose_fit_breaks_the_contract(cli, methods, isic_small, tiny_clip, tmp_path,
+                                                                method, reason):
     code, _, err = cli("benchmark", "--data", isic_small, "--arch", tiny_clip, "--pretrained", "none",
-                       "--methods", "fit-returns-none", "--shots", "1", "--seeds", "1", "--views", "2",
+                       "--methods", method, "--shots", "1", "--seeds", "1", "--views", "2",
                        "--out", tmp_path / "bench", "--device", "cpu", "--workers", "0")
-    assert code == 1 and "method 'fit-returns-none' (from sample-methods 0.1.0) failed in fit" in _one_error(err)
+    line = _one_error(err)
+    assert code == 1 and f"method '{method}' (from sample-methods 0.1.0) failed in fit: " in line and reason in line
 
 
 @pytest.mark.parametrize("method, member, reason, fix", [

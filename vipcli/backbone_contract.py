@@ -88,7 +88,7 @@ def _finite(value: torch.Tensor, what: str) -> None:
         raise _Failed(f"{what} hold {bad} NaN/inf values")
 
 
-def _json_problem(value, path: str = "describe()") -> str | None:
+def json_problem(value, path: str = "describe()") -> str | None:
     """Where `value` stops being plain JSON (dict with str keys, list, str, int, finite float, bool, None)."""
     if isinstance(value, float) and not math.isfinite(value):
         return f"{path} is {value}, which JSON cannot hold"
@@ -98,13 +98,13 @@ def _json_problem(value, path: str = "describe()") -> str | None:
         for key, item in value.items():
             if not isinstance(key, str):
                 return f"{path} has a {type(key).__name__} key {key!r} (JSON keys are strings)"
-            problem = _json_problem(item, f"{path}[{key!r}]")
+            problem = json_problem(item, f"{path}[{key!r}]")
             if problem:
                 return problem
         return None
     if isinstance(value, list):
         for index, item in enumerate(value):
-            problem = _json_problem(item, f"{path}[{index}]")
+            problem = json_problem(item, f"{path}[{index}]")
             if problem:
                 return problem
         return None
@@ -473,7 +473,7 @@ class _Probe:
         described = b.describe()
         if not isinstance(described, dict):
             raise _Failed(f"describe() returned {type(described).__name__}; return a dict")
-        problem = _json_problem(described)
+        problem = json_problem(described)
         if problem:
             raise _Failed(f"{problem}: describe() must be strict JSON")
         if b.describe() != described:

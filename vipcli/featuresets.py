@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import torch
@@ -38,6 +39,34 @@ class PreparedData:
     encoded_views: int = 0  # views that went through the image encoder (cache misses)
     shortfalls: dict[str, int] = field(default_factory=dict)  # class -> readable shots when fewer than asked
 
+
+
+class TestSplitRead(VipError):
+    """A method's `fit` read the held-out test split (`HeldOutSplit`); `checked_fit` names the method."""
+
+    def __init__(self, member: str):
+        super().__init__(f"fit read data.test.{member}: the test split is held out from fitting, so that no "
+                         "method learns from, or chooses its settings on, the images its test figures are "
+                         "computed on",
+                         "fit on data.train; choose epochs and settings on data.val")
+        self.member = member
+
+
+class HeldOutSplit:
+    """What `fit` finds as `data.test`: reading any of it (`x`, `y`, `paths`, ...) raises `TestSplitRead`."""
+
+    def __getattr__(self, member: str):
+        if member.startswith("__"):  # copy, pickle and repr probe dunder names: not a read of the split
+            raise AttributeError(member)
+        raise TestSplitRead(member)
+
+    def __repr__(self) -> str:
+        return "HeldOutSplit()"
+
+
+def without_test(data: PreparedData) -> PreparedData:
+    """`data` as `fit` sees it: train and val, the test split held out (`HeldOutSplit`)."""
+    return dataclasses.replace(data, test=HeldOutSplit())
 
 
 def _stack(features: list, rows: int) -> torch.Tensor:

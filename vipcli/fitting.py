@@ -46,7 +46,7 @@ def _logits(method, features: torch.Tensor) -> torch.Tensor:
     from vipcli.methods.contract import check_logits
 
     logits = method(features)  # [B, C]
-    check_logits(method, logits, len(features))
+    check_logits(method, logits, len(features), features.device)
     return logits
 
 

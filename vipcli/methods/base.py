@@ -149,14 +149,20 @@ class Method(nn.Module):
         expected = {name: tuple(t.shape) for name, t in self.state_tensors().items()}
         found = {name: tuple(t.shape) for name, t in tensors.items()}
         if expected != found:
-            raise StateMismatch(f"{where}: saved tensors {found} do not fit backbone '{self.backbone.id}' with method "
-                           f"'{self.id}', which needs {expected}",
-                           "predict with the backbone and arch the run was trained with")
+            mismatch = StateMismatch(f"{where}: saved tensors {found} do not fit backbone '{self.backbone.id}' with "
+                                     f"method '{self.id}', which needs {expected}",
+                                     "predict with the backbone and arch the run was trained with")
+            mismatch.found, mismatch.expected = found, expected
+            raise mismatch
         self.load_state_dict(tensors, strict=False)
 
 
 class StateMismatch(VipError):
-    """Saved tensors that do not fit the method as built (names or shapes differ)."""
+    """Saved tensors that do not fit the method as built (names or shapes differ); `found` and `expected`
+    map each tensor's name to its shape (saved, and as the method was built)."""
+
+    found: dict = {}
+    expected: dict = {}
 
 
 # --- settings -------------------------------------------------------------------------------------

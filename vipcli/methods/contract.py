@@ -8,20 +8,25 @@ numbers:
   default; a method that says it `trains` overrides `fit`;
 - its calls (`guard_method`): an exception raised inside a plugin's `fit`, `forward`, `record`, ...
   names the plugin and the member;
+- what `fit` reads: not the test split (`checked_fit` hands it `vipcli.featuresets.HeldOutSplit`);
 - what it returns: `fit` a dict (`checked_fit`), `forward` logits [B, C] (`check_logits`);
 - how it trains with the shared SGD loop: at the first step, the loss is a 0-d tensor that depends
   on the method's parameters (`check_loss`) and every trainable parameter gets a gradient in
   the first epoch (`check_gradients`); each epoch's mean loss is finite (`vipcli.fitting.check_epoch_loss`);
-- what a run stores (`check_round_trip`): the method rebuilt from `record()` and `state_tensors()`
-  gives the fitted method's logits, so `vip predict` predicts what `vip train` measured.
+- what a run stores (`check_round_trip`): the fitted method's forward is deterministic
+  (`check_deterministic`), `record()` can be written as JSON (`stored_record`), and the method
+  rebuilt from it and `state_tensors()` gives the fitted method's logits, so `vip predict` predicts
+  what `vip train` measured.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import torch
 
+from vipcli.methods.base import StateMismatch
 from vipcli.plugins import PluginError, guard_calls
 
 GUARDED_MEMBERS = ("fit", "forward", "prepare", "explain", "record", "state_tensors", "load_state_tensors",
@@ -138,8 +143,14 @@ def guard_method(method, method_id: str, distribution: str) -> None:
 
 
 def checked_fit(method, data, context) -> dict:
-    """`method.fit(data, context)`, refusing a result that is not a dict (metrics.json holds it)."""
-    fitted = method.fit(data, context)
+    """`method.fit(data, context)` with the test split held out (a method that reads it is refused: its test
+    figures would not be honest), refusing a result that is not a dict (metrics.json holds it)."""
+    from vipcli.featuresets import TestSplitRead, without_test
+
+    try:
+        fitted = method.fit(without_test(data), context)
+    except TestSplitRead as error:
+        raise method_fault(method.id, "fit", error.message, error.hint) from None
     if not isinstance(fitted, dict):
         raise method_fault(method.id, "fit", f"fit returned {type(fitted).__name__}, not a dict",
                            "end fit with `return super().fit(data, context)`, or return a dict such as "
@@ -147,8 +158,9 @@ def checked_fit(method, data, context) -> dict:
     return fitted
 
 
-def check_logits(method, logits, images: int) -> None:
-    """Refuse `forward` output that is not a float tensor [images, C] (shape only: nothing is read back)."""
+def check_logits(method, logits, images: int, device: torch.device | None = None) -> None:
+    """Refuse `forward` output that is not a float tensor [images, C] on `device`, the image features' device
+    (shape, dtype and device only: nothing is read back)."""
     classes = method.setup.num_classes
     if not isinstance(logits, torch.Tensor):
         reason = f"forward returned {type(logits).__name__}, not a tensor"
@@ -157,6 +169,11 @@ def check_logits(method, logits, images: int) -> None:
         reason = f"forward returned logits {shape} for {images} images of {classes} classes"
     elif not logits.is_floating_point():
         reason = f"forward returned {str(logits.dtype).replace('torch.', '')} logits"
+    elif device is not None and logits.device != device:
+        raise method_fault(method.id, "forward", f"forward returned logits on {logits.device}, not on {device} "
+                                                 "where the image features are",
+                           "compute them on image_features.device: register what fit learns as a parameter or "
+                           "buffer (the method is moved with .to(setup.device)), or .to(image_features.device)")
     else:
         return
     raise method_fault(method.id, "forward", reason, "return float logits [B, C]: one row per image, one column "
@@ -219,6 +236,51 @@ def check_gradients(method, seen: set[str]) -> None:
             "(or as a buffer: self.register_buffer(NAME, tensor))")
 
 
+def stored_record(method):
+    """`method.record()` as a run stores it and `vip predict` reads it back (through JSON: a tuple comes
+    back a list); what JSON cannot hold (a tensor, an array) is refused as the plugin's fault, before
+    anything is written."""
+    from vipcli.backbone_contract import json_problem
+
+    record = method.record()
+    try:
+        return json.loads(json.dumps(record))
+    except (TypeError, ValueError) as error:
+        problem = json_problem(record, "record()") or f"record() cannot be written as JSON ({error})"
+        raise method_fault(method.id, "record", f"{problem}: the run stores record() as JSON",
+                           "return plain JSON types from record() (str, int, float, bool, None, list, dict), e.g. "
+                           "tensor.tolist() or float(value); keep tensors in a buffer "
+                           "(self.register_buffer(NAME, tensor)), which the run stores as tensors") from None
+
+
+def check_deterministic(method, first: torch.Tensor, second: torch.Tensor) -> None:
+    """Refuse a forward that gives other probabilities [n, C] for the same features twice (randomness left
+    in it): the rebuilt method could not match it, and predictions would change from call to call."""
+    difference = float((first - second).abs().max())
+    if not difference <= ROUND_TRIP_TOLERANCE:
+        raise method_fault(method.id, "forward", f"forward is not deterministic in eval: the same features give "
+                                                 f"probabilities {difference:.3g} apart",
+                           "remove randomness from forward (F.dropout without training=self.training, torch.rand*, "
+                           "sampling); vip calls it in eval mode (self.training is False)")
+
+
+def rebuilt_shapes_fault(method, mismatch) -> PluginError:
+    """The fault of a method whose `__init__` builds tensors of other names or shapes than `fit` leaves (e.g.
+    an empty buffer that fit replaces with one sized by the data): the run could not be loaded by predict."""
+    def shape(size) -> str:
+        return "[" + ", ".join(str(n) for n in size) + "]" if size is not None else "none"
+
+    names = sorted(set(mismatch.found) | set(mismatch.expected))
+    differ = "; ".join(f"{name}: saved {shape(mismatch.found.get(name))}, __init__ makes "
+                       f"{shape(mismatch.expected.get(name))}" for name in names
+                       if mismatch.found.get(name) != mismatch.expected.get(name))
+    return method_fault(method.id, "state_tensors",
+                        f"rebuilt from what the run stores, its tensors do not fit the fitted ones ({differ}): "
+                        "vip predict could not load the run",
+                        "create every parameter and buffer in __init__ with the shape fit gives it (from setup, "
+                        "settings, or a size that record() returns and __init__ reads back from `stored`)")
+
+
 def check_round_trip(method, features: torch.Tensor, device) -> None:
     """Rebuild a fitted plugin method from what the run will store and compare its logits with the fitted one's.
 
@@ -235,10 +297,14 @@ def check_round_trip(method, features: torch.Tensor, device) -> None:
     fitted = predict_logits(method, sample, device).softmax(dim=-1)  # [n, C]
     if not bool(torch.isfinite(fitted).all()):  # NaN weights are not a storage problem: say what they are
         raise non_finite_logits_fault(method)
+    check_deterministic(method, fitted, predict_logits(method, sample, device).softmax(dim=-1))
     settings = dataclasses.asdict(method.settings)
     tensors = {name: tensor.detach().cpu() for name, tensor in method.state_tensors().items()}
-    rebuilt = restore_method(method.id, method.setup, settings, method.record(), tensors,
-                             f"method '{method.id}' rebuilt from its own record() and state_tensors()")
+    where = f"method '{method.id}' rebuilt from its own record() and state_tensors()"
+    try:
+        rebuilt = restore_method(method.id, method.setup, settings, stored_record(method), tensors, where)
+    except StateMismatch as mismatch:  # at train time the plugin's __init__ is at fault, not the backbone
+        raise rebuilt_shapes_fault(method, mismatch) from None
     again = predict_logits(rebuilt, sample, device).softmax(dim=-1)  # [n, C]
     difference = float((fitted - again).abs().max())
     if not difference <= ROUND_TRIP_TOLERANCE:
