@@ -138,6 +138,21 @@ def test_biomedcoop_prunes_outliers_by_robust_z_scores():
     assert prune_outliers(torch.tensor([2.0, 2.0, 2.0]), 1.5).all()
 
 
+def test_biomedcoop_robust_z_scores_are_signed_as_the_authors_code():
+    """Standardising the signed (s - median) / MAD is standardising s itself: a prompt is pruned for being
+    far from the others' mean, never for sitting at the median (the absolute deviation pruned it)."""
+    from vipcli.methods.biomedcoop import prune_outliers
+
+    scores = torch.tensor([0.0, 0.1, 0.2, 5.0, 9.8, 9.9, 10.0])  # the median prompt (5.0) is no outlier
+    assert prune_outliers(scores, 1.5).tolist() == [True] * 7
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(200):
+        scores = torch.randn(int(torch.randint(3, 12, (1,), generator=generator)), generator=generator,
+                             dtype=torch.float64) * 3
+        expected = ((scores - scores.mean()) / scores.std()).abs() <= 1.5
+        assert prune_outliers(scores, 1.5).tolist() == expected.tolist()
+
+
 def test_biomedcoop_loss_is_ce_plus_consistency_plus_distillation(backbone):
     method = build_method("biomedcoop", MethodSetup(backbone, ["melanoma", "nevus"], SYMPTOMS),
                           {"sccm_lambda": "0", "kdsp_lambda": "0"})
