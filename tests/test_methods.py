@@ -96,6 +96,21 @@ def test_tip_adapter_searches_alpha_beta_on_validation_and_round_trips(backbone,
     torch.testing.assert_close(again(data.test.x), method(data.test.x))
 
 
+def test_tip_adapter_keys_normalise_the_mean_of_the_raw_views_as_the_authors_cache():
+    """The authors average the encoder's raw output over augmentation epochs, then normalise: a view
+    with a longer feature weighs more (normalising each view first would weigh them equally)."""
+    from types import SimpleNamespace
+
+    from vipcli.methods.tip_adapter import TipAdapter
+
+    views = torch.tensor([[[4.0, 0.0], [0.0, 1.0]], [[1.0, 1.0], [2.0, 2.0]]])  # [N=2, V=2, D=2]
+    method = SimpleNamespace(setup=SimpleNamespace(device=torch.device("cpu"), num_classes=2))
+    TipAdapter.build_cache(method, SimpleNamespace(views=views, y=torch.tensor([0, 1])))
+    expected = torch.tensor([[4.0, 1.0], [1.0, 1.0]]) / torch.tensor([[17.0 ** 0.5], [2.0 ** 0.5]])
+    torch.testing.assert_close(method.cache_keys, expected)
+    torch.testing.assert_close(method.cache_values, torch.eye(2))
+
+
 def test_tip_adapter_f_trains_the_keys_and_keeps_the_best_epoch(backbone):
     data = separable(backbone)
     method = build_method("tip-adapter-f", MethodSetup(backbone, ["a", "b"], {}), {"epochs": "3"})
