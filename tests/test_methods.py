@@ -128,6 +128,13 @@ def test_clap_penalty_is_the_zero_shot_probability_of_the_true_class():
     torch.testing.assert_close(class_adaptive_penalty(logits, labels, 2), expected)
 
 
+def test_clap_defaults_are_the_authors_configuration():
+    """jusiro/CLAP trains with configs/trainers/SGD_lr1e-1_B256_ep300.yaml: SGD, lr 0.1, batch 256, 300 epochs."""
+    from vipcli.methods.clap import ClapSettings
+
+    assert (ClapSettings().lr, ClapSettings().batch_size, ClapSettings().epochs) == (0.1, 256, 300)
+
+
 def test_clap_starts_at_zero_shot_and_its_loss_is_ce_plus_the_weighted_pull(backbone):
     data = separable(backbone)
     method = build_method("clap", MethodSetup(backbone, ["a", "b"], {}), {"epochs": "2"})
