@@ -96,6 +96,21 @@ def test_tip_adapter_searches_alpha_beta_on_validation_and_round_trips(backbone,
     torch.testing.assert_close(again(data.test.x), method(data.test.x))
 
 
+def test_tip_adapter_keys_normalise_the_mean_of_the_raw_views_as_the_authors_cache():
+    """The authors average the encoder's raw output over augmentation epochs, then normalise: a view
+    with a longer feature weighs more (normalising each view first would weigh them equally)."""
+    from types import SimpleNamespace
+
+    from vipcli.methods.tip_adapter import TipAdapter
+
+    views = torch.tensor([[[4.0, 0.0], [0.0, 1.0]], [[1.0, 1.0], [2.0, 2.0]]])  # [N=2, V=2, D=2]
+    method = SimpleNamespace(setup=SimpleNamespace(device=torch.device("cpu"), num_classes=2))
+    TipAdapter.build_cache(method, SimpleNamespace(views=views, y=torch.tensor([0, 1])))
+    expected = torch.tensor([[4.0, 1.0], [1.0, 1.0]]) / torch.tensor([[17.0 ** 0.5], [2.0 ** 0.5]])
+    torch.testing.assert_close(method.cache_keys, expected)
+    torch.testing.assert_close(method.cache_values, torch.eye(2))
+
+
 def test_tip_adapter_f_trains_the_keys_and_keeps_the_best_epoch(backbone):
     data = separable(backbone)
     method = build_method("tip-adapter-f", MethodSetup(backbone, ["a", "b"], {}), {"epochs": "3"})
@@ -111,6 +126,13 @@ def test_clap_penalty_is_the_zero_shot_probability_of_the_true_class():
     labels = torch.tensor([0, 0, 1])
     expected = torch.tensor([(torch.softmax(logits[0], 0)[0] + 0.5) / 2, torch.softmax(logits[2], 0)[1]])
     torch.testing.assert_close(class_adaptive_penalty(logits, labels, 2), expected)
+
+
+def test_clap_defaults_are_the_authors_configuration():
+    """jusiro/CLAP trains with configs/trainers/SGD_lr1e-1_B256_ep300.yaml: SGD, lr 0.1, batch 256, 300 epochs."""
+    from vipcli.methods.clap import ClapSettings
+
+    assert (ClapSettings().lr, ClapSettings().batch_size, ClapSettings().epochs) == (0.1, 256, 300)
 
 
 def test_clap_starts_at_zero_shot_and_its_loss_is_ce_plus_the_weighted_pull(backbone):
@@ -136,6 +158,21 @@ def test_biomedcoop_prunes_outliers_by_robust_z_scores():
     assert prune_outliers(torch.tensor([1.0, 5.0]), 1.5).all()  # too few to judge
     assert prune_outliers(torch.tensor([1.0, 1.0, 1.0, 9.0]), 1.5).all()  # no spread (MAD 0): nothing to judge by
     assert prune_outliers(torch.tensor([2.0, 2.0, 2.0]), 1.5).all()
+
+
+def test_biomedcoop_robust_z_scores_are_signed_as_the_authors_code():
+    """Standardising the signed (s - median) / MAD is standardising s itself: a prompt is pruned for being
+    far from the others' mean, never for sitting at the median (the absolute deviation pruned it)."""
+    from vipcli.methods.biomedcoop import prune_outliers
+
+    scores = torch.tensor([0.0, 0.1, 0.2, 5.0, 9.8, 9.9, 10.0])  # the median prompt (5.0) is no outlier
+    assert prune_outliers(scores, 1.5).tolist() == [True] * 7
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(200):
+        scores = torch.randn(int(torch.randint(3, 12, (1,), generator=generator)), generator=generator,
+                             dtype=torch.float64) * 3
+        expected = ((scores - scores.mean()) / scores.std()).abs() <= 1.5
+        assert prune_outliers(scores, 1.5).tolist() == expected.tolist()
 
 
 def test_biomedcoop_loss_is_ce_plus_consistency_plus_distillation(backbone):

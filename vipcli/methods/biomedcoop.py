@@ -9,8 +9,8 @@ Training minimises
                + lambda_kdsp * KL(softmax(zero-shot logits of the pruned ensemble) || softmax(logits))
 
 where the pruned ensemble drops outlier prompts: a prompt's score is its mean logit on the batch,
-scores are turned into robust z-scores (median and median absolute deviation) and prompts whose
-standardised z-score exceeds tau (1.5) are left out. Inference uses the learned prompts only.
+scores are turned into signed robust z-scores ((score - median) / median absolute deviation) and
+prompts whose standardised z-score exceeds tau (1.5) are left out. Inference uses the learned prompts only.
 What differs from the paper is written in docs/METHODS.md.
 """
 
@@ -50,6 +50,9 @@ def ensemble_prompts(class_name: str, symptoms: list[str]) -> list[str]:
 def prune_outliers(scores: torch.Tensor, tau: float) -> torch.Tensor:
     """Keep-mask of prompts whose robust z-score is within tau standard deviations of the mean.
 
+    The robust z-score is signed, (s - median) / MAD, as in the authors' code: a prompt is
+    an outlier for being far above or below the others, never for sitting at the median.
+
     Computed on the scores' device without reading anything back (a training step runs it).
     Args:
         scores: [K] one score per prompt of a class.
@@ -58,9 +61,9 @@ def prune_outliers(scores: torch.Tensor, tau: float) -> torch.Tensor:
     """
     if scores.numel() < 3:
         return torch.ones_like(scores, dtype=torch.bool)
-    deviation = (scores - scores.median()).abs()  # [K]
-    mad = deviation.median()
-    z = deviation / mad  # [K]; inf or nan where mad == 0, and then every prompt is kept
+    median = scores.median()
+    mad = (scores - median).abs().median()
+    z = (scores - median) / mad  # [K] signed robust z-scores; inf or nan where mad == 0, and then all are kept
     spread = z.std()
     no_spread = (mad == 0) | (spread == 0)  # 0-d
     return (((z - z.mean()) / spread).abs() <= tau) | no_spread

@@ -4,7 +4,7 @@
 
 f the normalised image feature [B, D], W the zero-shot class text features [C, D] (normalised),
 s the backbone's logit scale (100 for CLIP, as the paper), K the cache keys [N, D] (the normalised
-mean of each training image's augmented views), L their one-hot labels [N, C]. alpha and beta are
+mean of each training image's raw augmented-view features), L their one-hot labels [N, C]. alpha and beta are
 searched on validation over the paper's grid. Tip-Adapter-F also fine-tunes K (AdamW, lr 1e-3,
 eps 1e-4, cosine over 20 epochs, batch 256), keeping the best validation epoch, then searches
 alpha and beta again. Both run on cached features: the image encoder never runs per epoch.
@@ -97,8 +97,9 @@ class TipAdapter(Method):
                           self.logit_scale.exp())
 
     def build_cache(self, train) -> None:
-        """Keys: per image the normalised mean of its normalised augmented views; values: one-hot labels."""
-        views = F.normalize(train.views.float(), dim=-1)  # [N, V, D]
+        """Keys: per image the normalised mean of its augmented views' raw features, as the authors
+        average the encoder's output over augmentation epochs before normalising; values: one-hot labels."""
+        views = train.views.float()  # [N, V, D] raw image features
         device = self.setup.device
         self.cache_keys = F.normalize(views.mean(dim=1), dim=-1).to(device)  # [N, D]
         self.cache_values = F.one_hot(train.y, self.setup.num_classes).float().to(device)  # [N, C]
