@@ -98,6 +98,12 @@ class PathInDescribe(PadIsEndBackbone):
         return {**super().describe(), "weights": Path("/weights/model.bin")}
 
 
+class DescribeNotAMethod(PadIsEndBackbone):
+    """Flaw: describe is not a method (set to None, as a half-finished plugin may leave it)."""
+
+    describe = None
+
+
 class VectorScale(PadIsEndBackbone):
     """Flaw: logit_scale of shape [1] (as SigLIP's parameter), not 0-d."""
 
@@ -248,6 +254,7 @@ ENTRY_POINTS = "\n".join([
     "pad-is-end-undeclared = vip_sample_plugins:PadIsEndUndeclared",
     "half-features = vip_sample_plugins:HalfFeatures",
     "path-in-describe = vip_sample_plugins:PathInDescribe",
+    "describe-none = vip_sample_plugins:DescribeNotAMethod",
     "vector-scale = vip_sample_plugins:VectorScale",
     "broken-init = vip_sample_plugins:BrokenInit",
     "flaky-images = vip_sample_plugins:FlakyImages",

@@ -150,6 +150,15 @@ def test_backbones_check_fails_when_describe_changes_between_loads(cli, samples)
     assert error_lines(err) == [line for line in error_lines(err) if "fails 1 of" in line]
 
 
+def test_backbones_check_of_a_describe_that_is_not_a_method_names_it(cli, samples):
+    """`describe = None` failed its own row, then the reload row raised TypeError: 'a bug in vip'."""
+    code, out, err = cli("backbones", "check", "describe-none", "--json")
+    rows = {row["check"]: row for row in json.loads(out)["checks"]}
+    assert code == 1 and "bug in vip" not in err, err
+    assert rows["describe / fingerprint"]["ok"] is False and "not callable" in rows["describe / fingerprint"]["detail"]
+    assert rows["same describe() on reload"]["ok"] is None
+
+
 def test_backbones_check_reports_every_flaw_not_just_the_first(cli, samples):
     code, out, _ = cli("backbones", "check", "pad-is-end-undeclared", "--json")
     rows = {row["check"]: row for row in json.loads(out)["checks"]}
