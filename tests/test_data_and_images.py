@@ -216,3 +216,14 @@ def test_progress_without_a_terminal_logs_a_line_every_few_seconds(capsys):
     assert lines == ["encoding images: 25/100 (25.0%), 5 s elapsed, about 15 s left",
                      "encoding images: 50/100 (50.0%), 10 s elapsed, about 10 s left",
                      "encoding images: 100/100 (100.0%), 11 s elapsed"]
+
+
+@pytest.mark.parametrize("folders", [("Train", "Val", "Test"), ("train", "Val", "test")])
+def test_split_folders_not_in_lower_case_are_named_not_read_as_classes(tmp_path, folders):
+    root = tmp_path / "d"
+    for folder in folders:
+        _flat_dataset(root / folder, per_class=3)
+    cased = sorted(f for f in folders if f != f.lower())
+    with pytest.raises(VipError, match="split folders must be named in lower case") as error:
+        load_dataset(root)
+    assert f"rename {cased[0]}/ to {cased[0].lower()}/" in error.value.hint

@@ -107,6 +107,7 @@ def load_dataset(root: str | Path, seed: int = 1, val_fraction: float = 0.1, tes
         raise VipError(f"--data {root} is a file, not a folder", "pass --data DIR with one subfolder per class")
     if not root.is_dir():
         raise VipError(f"data folder not found: {root}", "pass --data DIR with one subfolder per class")
+    _refuse_cased_split_folders(root)
     present = {name: root / name for name in SPLIT_NAMES if (root / name).is_dir()}
     if present and "train" not in present:
         if not train_optional:
@@ -133,6 +134,29 @@ def load_dataset(root: str | Path, seed: int = 1, val_fraction: float = 0.1, tes
     if _main_process():  # under torchrun every rank loads the data; rank 0's warnings are enough
         warn_duplicates(dataset)
     return dataset
+
+
+def _refuse_cased_split_folders(root: Path) -> None:
+    """Refuse `Train/`, `VAL/`, `Test/`...: read as class folders they would make a classifier of
+    split names (or leave a split unread beside a lower-case one); name the folder to rename."""
+    try:
+        entries = list(root.iterdir())
+    except OSError:
+        return  # an unreadable folder is reported where its classes are read
+    cased = sorted(p.name for p in entries if p.name.lower() in SPLIT_NAMES and p.name not in SPLIT_NAMES
+                   and p.is_dir() and not _same_folder(p, root / p.name.lower()))
+    if cased:
+        renames = ", ".join(f"{name}/ to {name.lower()}/" for name in cased)
+        raise VipError(f"{root}: split folders must be named in lower case (train/, val/, test/); found "
+                       f"{', '.join(name + '/' for name in cased)}", f"rename {renames}")
+
+
+def _same_folder(folder: Path, other: Path) -> bool:
+    """True when `other` is `folder` (`Train` and `train` on a case-insensitive file system)."""
+    try:
+        return os.path.samefile(folder, other)
+    except OSError:
+        return False
 
 
 def _without_train(root: Path, present: dict[str, Path]) -> Dataset:
