@@ -227,3 +227,23 @@ def test_split_folders_not_in_lower_case_are_named_not_read_as_classes(tmp_path,
     with pytest.raises(VipError, match="split folders must be named in lower case") as error:
         load_dataset(root)
     assert f"rename {cased[0]}/ to {cased[0].lower()}/" in error.value.hint
+
+
+def test_a_linked_sub_folder_of_a_class_is_searched_and_a_loop_is_not(tmp_path):
+    root = _flat_dataset(tmp_path / "d", per_class=3)
+    batch = _flat_dataset(tmp_path / "store", per_class=4, classes=("batch",)) / "batch"
+    (root / "beta" / "batch2").symlink_to(batch, target_is_directory=True)
+    (root / "alpha" / "loop").symlink_to("..", target_is_directory=True)  # would bring in beta's images
+    (root / "beta" / "batch2-again").symlink_to(batch, target_is_directory=True)  # already searched
+    data = load_dataset(root, val_fraction=0.0, test_fraction=0.0)
+    assert sum(data.counts(split)[0] for split in ("train", "val", "test")) == 3
+    assert sum(data.counts(split)[1] for split in ("train", "val", "test")) == 3 + 4
+
+
+def test_predict_searches_a_linked_folder_too(tmp_path):
+    from vipcli.predict import collect_images
+
+    batch = _flat_dataset(tmp_path / "store", per_class=2, classes=("batch",)) / "batch"
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "linked").symlink_to(batch, target_is_directory=True)
+    assert [p.name for p in collect_images([tmp_path / "in"])] == ["0.png", "1.png"]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from vipcli.console import plural
 from vipcli.errors import VipError
-from vipcli.images import IMAGE_SUFFIXES, is_image_file
+from vipcli.images import IMAGE_SUFFIXES, image_files_under, is_image_file
 
 DUPLICATES_SHOWN = 5  # duplicate-image warnings printed before a summary line
 
@@ -46,7 +46,7 @@ def _class_folders(folder: Path) -> list[Path]:
 
 
 def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if is_image_file(p))
+    return image_files_under(folder)
 
 
 def _scan_flat(folder: Path, class_names: list[str] | None = None) -> tuple[list[str], list[Sample]]:

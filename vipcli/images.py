@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
@@ -124,3 +125,45 @@ def is_image_file(path: Path) -> bool:
     (it is then reported as unreadable, not silently left out)."""
     named = not path.name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES
     return named and (path.is_file() or (path.is_symlink() and not path.exists()))
+
+
+def image_files_under(folder: Path) -> list[Path]:
+    """The image files in `folder` and its sub-folders, sorted (see `is_image_file`).
+
+    Sub-folders that are symbolic links are followed (a class folder assembled from linked batches
+    keeps its images), except a link back to a folder on the way down (a loop, e.g. `link -> ..`,
+    which would also bring in the images of other classes) and a folder already searched.
+    """
+    folder = Path(folder)
+    found: list[Path] = []
+    searched: set[str] = set()
+
+    def search(directory: Path, path_down: tuple[Path, ...]) -> None:
+        real = os.path.realpath(directory)
+        if real in searched:
+            return
+        searched.add(real)
+        try:
+            entries = sorted(os.scandir(directory), key=lambda entry: entry.name)
+        except OSError:
+            return  # an unreadable sub-folder: its class folder's own check names it
+        path_down = (*path_down, Path(real))
+        for entry in entries:
+            path = Path(entry.path)
+            if _is_folder(entry):
+                if entry.is_symlink() and any(f.is_relative_to(os.path.realpath(path)) for f in path_down):
+                    continue  # a loop: the link leads back up
+                search(path, path_down)
+            elif is_image_file(path):
+                found.append(path)
+
+    search(folder, ())
+    return sorted(found)
+
+
+def _is_folder(entry: os.DirEntry) -> bool:
+    """True for a folder or a link to one."""
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False

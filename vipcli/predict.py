@@ -9,7 +9,7 @@ import torch
 
 from vipcli import console
 from vipcli.errors import UsageError, VipError
-from vipcli.images import IMAGE_SUFFIXES, is_image_file
+from vipcli.images import IMAGE_SUFFIXES, image_files_under
 from vipcli.stop_signals import stop_if_received
 
 
@@ -151,7 +151,7 @@ def collect_images(inputs: list[str | Path]) -> list[Path]:
     files: list[Path] = []
     for item in map(Path, inputs):
         if item.is_dir():
-            found = sorted(p for p in item.rglob("*") if is_image_file(p))
+            found = image_files_under(item)
             if not found:
                 raise VipError(f"folder {item} has no image files (in it or in its subfolders)",
                                f"pass a folder holding {', '.join(IMAGE_SUFFIXES)} images")
