@@ -96,7 +96,8 @@ def _predict(paths, model, explain, as_json, backbone, device, no_cache, workers
     for path, reason in failures.items():
         console.stderr().print(f"error: {console.printable(path)}: {reason}", markup=False)
     if failures:
-        raise VipError(f"{len(failures)} of {len(files)} images could not be read", "fix or remove the files listed above")
+        failed = sum(str(path) in failures for path in files)  # a file given twice is two of len(files)
+        raise VipError(f"{failed} of {len(files)} images could not be read", "fix or remove the files listed above")
 
 
 # --- --out: streaming, resuming, torchrun ---------------------------------------------------------
