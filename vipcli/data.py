@@ -265,8 +265,9 @@ def warn_duplicates(dataset: Dataset) -> None:
         console.warn(escape(f"the same image (sha256 {group[0][2][:12]}) is in {' and '.join(places)}: {files}"))
     if groups:
         more = f" ({len(groups) - DUPLICATES_SHOWN} more not listed)" if len(groups) > DUPLICATES_SHOWN else ""
-        console.warn(f"{len(groups)} images are in more than one split or class{more}: a copy in val or test "
-                     "inflates its figures, a copy in two classes contradicts itself; remove the copies")
+        console.warn(f"{len(groups)} {plural(len(groups), 'image is', 'images are')} in more than one split or "
+                     f"class{more}: a copy in val or test inflates its figures, a copy in two classes contradicts "
+                     "itself; remove the copies")
 
 
 def _require_classes(root: Path, class_names: list[str]) -> None:
