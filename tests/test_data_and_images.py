@@ -247,3 +247,29 @@ def test_predict_searches_a_linked_folder_too(tmp_path):
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "linked").symlink_to(batch, target_is_directory=True)
     assert [p.name for p in collect_images([tmp_path / "in"])] == ["0.png", "1.png"]
+
+
+def test_files_vip_does_not_read_in_class_folders_are_counted_in_one_warning(tmp_path, capsys):
+    root = _flat_dataset(tmp_path / "d", per_class=3)
+    for name in ("alpha/scan.dcm", "alpha/sub/scan.gif", "beta/notes.txt", "beta/scan2.dcm"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"DICM")
+    for junk in ("alpha/Thumbs.db", "beta/desktop.ini", "beta/.DS_Store"):  # a file manager's, not data
+        (root / junk).write_bytes(b"x")
+    data = load_dataset(root)
+    assert sum(sum(data.counts(split)) for split in ("train", "val", "test")) == 6
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert warnings[0] == ("warning: left out 4 files not named as an image vip reads (jpg, jpeg, png, bmp, tif, tiff, "
+                          "webp): alpha/scan.dcm, alpha/sub/scan.gif, beta/notes.txt and 1 more; convert them to PNG, "
+                          "or move them out of the image folders")  # then copies: the test's images are alike
+    assert not any("Thumbs" in line or "desktop" in line or "DS_Store" in line for line in warnings)
+
+
+def test_predict_counts_the_files_it_leaves_out_of_a_folder(tmp_path):
+    from vipcli.predict import collect_images
+
+    folder = _flat_dataset(tmp_path / "in", per_class=2, classes=("x",)) / "x"
+    (folder / "scan.dcm").write_bytes(b"DICM")
+    left_out = []
+    assert [p.name for p in collect_images([folder], left_out)] == ["0.png", "1.png"]
+    assert left_out == [folder / "scan.dcm"]

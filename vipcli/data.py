@@ -9,7 +9,7 @@ from pathlib import Path
 
 from vipcli.console import plural
 from vipcli.errors import VipError
-from vipcli.images import IMAGE_SUFFIXES, image_files_under, is_image_file
+from vipcli.images import IMAGE_SUFFIXES, image_files_under, is_image_file, left_out_warning
 
 DUPLICATES_SHOWN = 5  # duplicate-image warnings printed before a summary line
 
@@ -45,12 +45,10 @@ def _class_folders(folder: Path) -> list[Path]:
     return sorted((p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name)
 
 
-def _images_in(folder: Path) -> list[Path]:
-    return image_files_under(folder)
-
-
-def _scan_flat(folder: Path, class_names: list[str] | None = None) -> tuple[list[str], list[Sample]]:
-    """Samples of `folder/<class>/*`; every class folder must hold at least one image."""
+def _scan_flat(folder: Path, class_names: list[str] | None = None,
+               left_out: list[Path] | None = None) -> tuple[list[str], list[Sample]]:
+    """Samples of `folder/<class>/*`; every class folder must hold at least one image. The other
+    files in class folders are added to `left_out` (see `image_files_under`)."""
     classes = _class_folders(folder)
     names = class_names or [c.name for c in classes]
     index = {name: i for i, name in enumerate(names)}
@@ -61,7 +59,7 @@ def _scan_flat(folder: Path, class_names: list[str] | None = None) -> tuple[list
                 f"{class_folder}: class '{class_folder.name}' is not in the train split",
                 f"train classes are {', '.join(names)}; rename or remove the folder",
             )
-        images = _images_in(class_folder)
+        images = image_files_under(class_folder, left_out)
         if not images and not os.access(class_folder, os.R_OK | os.X_OK):
             raise VipError(f"class folder {class_folder} cannot be read (permission denied)",
                            "give your user read access to it (chmod -R u+rX), or remove the folder")
@@ -113,14 +111,15 @@ def load_dataset(root: str | Path, seed: int = 1, val_fraction: float = 0.1, tes
         if not train_optional:
             raise VipError(f"{root} has {', '.join(present)} folders but no train/", "add a train/ split folder")
         return _without_train(root, present)
+    left_out: list[Path] = []
     if present:
-        class_names, train = _scan_flat(present["train"])
+        class_names, train = _scan_flat(present["train"], left_out=left_out)
         splits = {"train": train}
         for name in ("val", "test"):
             if name in present:
-                splits[name] = _scan_flat(present[name], class_names)[1]
+                splits[name] = _scan_flat(present[name], class_names, left_out)[1]
     else:
-        class_names, train = _scan_flat(root)
+        class_names, train = _scan_flat(root, left_out=left_out)
         splits = {"train": train}
     _require_classes(root, class_names)
     origin = {name: "folder" for name in splits}
@@ -132,6 +131,7 @@ def load_dataset(root: str | Path, seed: int = 1, val_fraction: float = 0.1, tes
     dataset = Dataset(root=root, class_names=class_names, splits=splits, origin=origin)
     _require_splittable(dataset, carved)
     if _main_process():  # under torchrun every rank loads the data; rank 0's warnings are enough
+        _warn_left_out(root, left_out)
         warn_duplicates(dataset)
     return dataset
 
@@ -168,14 +168,27 @@ def _without_train(root: Path, present: dict[str, Path]) -> Dataset:
         raise VipError(f"{root} has {', '.join(present)} but no train/ or {'/ or '.join(missing)}/ folder",
                        f"a zero-shot method needs no train/, but needs val/ (calibration) and test/: add "
                        f"{root}/{missing[0]}/<class>/*, or give a train/ folder for vip to split it from")
-    class_names, test = _scan_flat(present["test"])
+    left_out: list[Path] = []
+    class_names, test = _scan_flat(present["test"], left_out=left_out)
     _require_classes(root, class_names)
-    splits = {"train": [], "val": _scan_flat(present["val"], class_names)[1], "test": test}
+    splits = {"train": [], "val": _scan_flat(present["val"], class_names, left_out)[1], "test": test}
     dataset = Dataset(root=root, class_names=class_names, splits=splits,
                       origin={"train": "none (the method uses no labelled images)", "val": "folder", "test": "folder"})
     if _main_process():
+        _warn_left_out(root, left_out)
         warn_duplicates(dataset)
     return dataset
+
+
+def _warn_left_out(root: Path, left_out: list[Path]) -> None:
+    """One warning for the files in class folders that are not read as images (counted, never silently dropped)."""
+    from rich.markup import escape
+
+    from vipcli import console
+
+    message = left_out_warning(sorted(left_out), lambda path: str(path.relative_to(root)))
+    if message:
+        console.warn(escape(message))
 
 
 def _main_process() -> bool:
