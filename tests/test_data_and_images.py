@@ -273,3 +273,18 @@ def test_predict_counts_the_files_it_leaves_out_of_a_folder(tmp_path):
     left_out = []
     assert [p.name for p in collect_images([folder], left_out)] == ["0.png", "1.png"]
     assert left_out == [folder / "scan.dcm"]
+
+
+@pytest.mark.parametrize("stray", ["loose.png", "train/loose.png", "test/loose.png"])
+def test_an_image_in_no_class_folder_is_named_in_a_warning(tmp_path, capsys, stray):
+    root = tmp_path / "d"
+    if stray.startswith(("train", "test")):
+        _flat_dataset(root / "train", per_class=3)
+        _flat_dataset(root / "test", per_class=1)
+    else:
+        _flat_dataset(root, per_class=3)
+    _png(root / stray)
+    load_dataset(root)
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert (f"warning: left out 1 image in no class folder: {stray}; move it into the folder of its class"
+            in warnings), warnings

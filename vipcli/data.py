@@ -9,7 +9,7 @@ from pathlib import Path
 
 from vipcli.console import plural
 from vipcli.errors import VipError
-from vipcli.images import IMAGE_SUFFIXES, image_files_under, is_image_file, left_out_warning
+from vipcli.images import IMAGE_SUFFIXES, LEFT_OUT_SHOWN, image_files_under, is_image_file, left_out_warning
 
 DUPLICATES_SHOWN = 5  # duplicate-image warnings printed before a summary line
 
@@ -41,15 +41,25 @@ class Dataset:
         return totals
 
 
+@dataclass
+class LeftOut:
+    """Files in a data folder that no class takes: warned about, never silently dropped."""
+
+    others: list[Path] = field(default_factory=list)  # in class folders, not named as images vip reads
+    loose: list[Path] = field(default_factory=list)  # images beside the class folders, in none of them
+
+
 def _class_folders(folder: Path) -> list[Path]:
     return sorted((p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name)
 
 
 def _scan_flat(folder: Path, class_names: list[str] | None = None,
-               left_out: list[Path] | None = None) -> tuple[list[str], list[Sample]]:
-    """Samples of `folder/<class>/*`; every class folder must hold at least one image. The other
-    files in class folders are added to `left_out` (see `image_files_under`)."""
+               left_out: LeftOut | None = None) -> tuple[list[str], list[Sample]]:
+    """Samples of `folder/<class>/*`; every class folder must hold at least one image. Files that
+    are not images (see `image_files_under`) and images in no class folder are added to `left_out`."""
     classes = _class_folders(folder)
+    if left_out is not None:
+        left_out.loose.extend(sorted(p for p in folder.iterdir() if is_image_file(p)))
     names = class_names or [c.name for c in classes]
     index = {name: i for i, name in enumerate(names)}
     samples: list[Sample] = []
@@ -59,7 +69,7 @@ def _scan_flat(folder: Path, class_names: list[str] | None = None,
                 f"{class_folder}: class '{class_folder.name}' is not in the train split",
                 f"train classes are {', '.join(names)}; rename or remove the folder",
             )
-        images = image_files_under(class_folder, left_out)
+        images = image_files_under(class_folder, left_out.others if left_out is not None else None)
         if not images and not os.access(class_folder, os.R_OK | os.X_OK):
             raise VipError(f"class folder {class_folder} cannot be read (permission denied)",
                            "give your user read access to it (chmod -R u+rX), or remove the folder")
@@ -111,7 +121,7 @@ def load_dataset(root: str | Path, seed: int = 1, val_fraction: float = 0.1, tes
         if not train_optional:
             raise VipError(f"{root} has {', '.join(present)} folders but no train/", "add a train/ split folder")
         return _without_train(root, present)
-    left_out: list[Path] = []
+    left_out = LeftOut()
     if present:
         class_names, train = _scan_flat(present["train"], left_out=left_out)
         splits = {"train": train}
@@ -168,7 +178,7 @@ def _without_train(root: Path, present: dict[str, Path]) -> Dataset:
         raise VipError(f"{root} has {', '.join(present)} but no train/ or {'/ or '.join(missing)}/ folder",
                        f"a zero-shot method needs no train/, but needs val/ (calibration) and test/: add "
                        f"{root}/{missing[0]}/<class>/*, or give a train/ folder for vip to split it from")
-    left_out: list[Path] = []
+    left_out = LeftOut()
     class_names, test = _scan_flat(present["test"], left_out=left_out)
     _require_classes(root, class_names)
     splits = {"train": [], "val": _scan_flat(present["val"], class_names, left_out)[1], "test": test}
@@ -180,15 +190,24 @@ def _without_train(root: Path, present: dict[str, Path]) -> Dataset:
     return dataset
 
 
-def _warn_left_out(root: Path, left_out: list[Path]) -> None:
-    """One warning for the files in class folders that are not read as images (counted, never silently dropped)."""
+def _warn_left_out(root: Path, left_out: LeftOut) -> None:
+    """A warning for the files in class folders that are not read as images, and one for the images
+    in no class folder: each counted and named, never silently dropped."""
     from rich.markup import escape
 
     from vipcli import console
 
-    message = left_out_warning(sorted(left_out), lambda path: str(path.relative_to(root)))
+    def shown(path: Path) -> str:
+        return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+
+    message = left_out_warning(sorted(left_out.others), shown)
     if message:
         console.warn(escape(message))
+    if left_out.loose:
+        n, first = len(left_out.loose), ", ".join(shown(p) for p in left_out.loose[:LEFT_OUT_SHOWN])
+        more = f" and {n - LEFT_OUT_SHOWN} more" if n > LEFT_OUT_SHOWN else ""
+        console.warn(escape(f"left out {n} {plural(n, 'image')} in no class folder: {first}{more}; move "
+                            f"{plural(n, 'it', 'them')} into the folder of {plural(n, 'its class', 'their class')}"))
 
 
 def _main_process() -> bool:
