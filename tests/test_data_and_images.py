@@ -288,3 +288,10 @@ def test_an_image_in_no_class_folder_is_named_in_a_warning(tmp_path, capsys, str
     warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
     assert (f"warning: left out 1 image in no class folder: {stray}; move it into the folder of its class"
             in warnings), warnings
+
+
+def test_class_folders_that_differ_only_in_case_are_refused_by_name(tmp_path):
+    root = _flat_dataset(tmp_path / "d", per_class=3, classes=("Nevus", "melanoma", "nevus"))
+    with pytest.raises(VipError, match="class folders 'Nevus' and 'nevus' differ only in case") as error:
+        load_dataset(root)
+    assert error.value.hint == "move their images into one folder, or rename one"

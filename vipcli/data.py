@@ -58,6 +58,8 @@ def _scan_flat(folder: Path, class_names: list[str] | None = None,
     """Samples of `folder/<class>/*`; every class folder must hold at least one image. Files that
     are not images (see `image_files_under`) and images in no class folder are added to `left_out`."""
     classes = _class_folders(folder)
+    if class_names is None:
+        _refuse_names_alike_but_case(folder, [c.name for c in classes])
     if left_out is not None:
         left_out.loose.extend(sorted(p for p in folder.iterdir() if is_image_file(p)))
     names = class_names or [c.name for c in classes]
@@ -80,6 +82,17 @@ def _scan_flat(folder: Path, class_names: list[str] | None = None,
             )
         samples.extend(Sample(p, index[class_folder.name]) for p in images)
     return names, samples
+
+
+def _refuse_names_alike_but_case(folder: Path, names: list[str]) -> None:
+    """Class folders that differ only in case (`Nevus/`, `nevus/`) are one class split in two by
+    accident (two sources merged; one folder on macOS and Windows): refuse them, naming both."""
+    seen: dict[str, str] = {}
+    for name in names:
+        other = seen.setdefault(name.casefold(), name)
+        if other != name:
+            raise VipError(f"{folder}: class folders '{other}' and '{name}' differ only in case: vip would "
+                           "train them as two classes", "move their images into one folder, or rename one")
 
 
 def _split_off(samples: list[Sample], fraction: float, seed: int, salt: str) -> tuple[list[Sample], list[Sample]]:
