@@ -216,3 +216,82 @@ def test_progress_without_a_terminal_logs_a_line_every_few_seconds(capsys):
     assert lines == ["encoding images: 25/100 (25.0%), 5 s elapsed, about 15 s left",
                      "encoding images: 50/100 (50.0%), 10 s elapsed, about 10 s left",
                      "encoding images: 100/100 (100.0%), 11 s elapsed"]
+
+
+@pytest.mark.parametrize("folders", [("Train", "Val", "Test"), ("train", "Val", "test")])
+def test_split_folders_not_in_lower_case_are_named_not_read_as_classes(tmp_path, folders):
+    root = tmp_path / "d"
+    for folder in folders:
+        _flat_dataset(root / folder, per_class=3)
+    cased = sorted(f for f in folders if f != f.lower())
+    with pytest.raises(VipError, match="split folders must be named in lower case") as error:
+        load_dataset(root)
+    assert f"rename {cased[0]}/ to {cased[0].lower()}/" in error.value.hint
+
+
+def test_a_linked_sub_folder_of_a_class_is_searched_and_a_loop_is_not(tmp_path):
+    root = _flat_dataset(tmp_path / "d", per_class=3)
+    batch = _flat_dataset(tmp_path / "store", per_class=4, classes=("batch",)) / "batch"
+    (root / "beta" / "batch2").symlink_to(batch, target_is_directory=True)
+    (root / "alpha" / "loop").symlink_to("..", target_is_directory=True)  # would bring in beta's images
+    (root / "beta" / "batch2-again").symlink_to(batch, target_is_directory=True)  # already searched
+    data = load_dataset(root, val_fraction=0.0, test_fraction=0.0)
+    assert sum(data.counts(split)[0] for split in ("train", "val", "test")) == 3
+    assert sum(data.counts(split)[1] for split in ("train", "val", "test")) == 3 + 4
+
+
+def test_predict_searches_a_linked_folder_too(tmp_path):
+    from vipcli.predict import collect_images
+
+    batch = _flat_dataset(tmp_path / "store", per_class=2, classes=("batch",)) / "batch"
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "linked").symlink_to(batch, target_is_directory=True)
+    assert [p.name for p in collect_images([tmp_path / "in"])] == ["0.png", "1.png"]
+
+
+def test_files_vip_does_not_read_in_class_folders_are_counted_in_one_warning(tmp_path, capsys):
+    root = _flat_dataset(tmp_path / "d", per_class=3)
+    for name in ("alpha/scan.dcm", "alpha/sub/scan.gif", "beta/notes.txt", "beta/scan2.dcm"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"DICM")
+    for junk in ("alpha/Thumbs.db", "beta/desktop.ini", "beta/.DS_Store"):  # a file manager's, not data
+        (root / junk).write_bytes(b"x")
+    data = load_dataset(root)
+    assert sum(sum(data.counts(split)) for split in ("train", "val", "test")) == 6
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert warnings[0] == ("warning: left out 4 files not named as an image vip reads (jpg, jpeg, png, bmp, tif, tiff, "
+                          "webp): alpha/scan.dcm, alpha/sub/scan.gif, beta/notes.txt and 1 more; convert them to PNG, "
+                          "or move them out of the image folders")  # then copies: the test's images are alike
+    assert not any("Thumbs" in line or "desktop" in line or "DS_Store" in line for line in warnings)
+
+
+def test_predict_counts_the_files_it_leaves_out_of_a_folder(tmp_path):
+    from vipcli.predict import collect_images
+
+    folder = _flat_dataset(tmp_path / "in", per_class=2, classes=("x",)) / "x"
+    (folder / "scan.dcm").write_bytes(b"DICM")
+    left_out = []
+    assert [p.name for p in collect_images([folder], left_out)] == ["0.png", "1.png"]
+    assert left_out == [folder / "scan.dcm"]
+
+
+@pytest.mark.parametrize("stray", ["loose.png", "train/loose.png", "test/loose.png"])
+def test_an_image_in_no_class_folder_is_named_in_a_warning(tmp_path, capsys, stray):
+    root = tmp_path / "d"
+    if stray.startswith(("train", "test")):
+        _flat_dataset(root / "train", per_class=3)
+        _flat_dataset(root / "test", per_class=1)
+    else:
+        _flat_dataset(root, per_class=3)
+    _png(root / stray)
+    load_dataset(root)
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert (f"warning: left out 1 image in no class folder: {stray}; move it into the folder of its class"
+            in warnings), warnings
+
+
+def test_class_folders_that_differ_only_in_case_are_refused_by_name(tmp_path):
+    root = _flat_dataset(tmp_path / "d", per_class=3, classes=("Nevus", "melanoma", "nevus"))
+    with pytest.raises(VipError, match="class folders 'Nevus' and 'nevus' differ only in case") as error:
+        load_dataset(root)
+    assert error.value.hint == "move their images into one folder, or rename one"

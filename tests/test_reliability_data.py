@@ -104,7 +104,7 @@ def test_the_same_image_in_train_and_test_is_named_with_its_digest(tmp_path, cap
     digest = hashlib.sha256(leaked.read_bytes()).hexdigest()[:12]
     assert f"the same image (sha256 {digest}) is in test/alpha and train/alpha" in warnings[0]
     assert "test/alpha/leaked.png" in warnings[0] and "train/alpha/7.png" in warnings[0]
-    assert "1 images are in more than one split or class" in warnings[-1] and len(warnings) == 2
+    assert "1 image is in more than one split or class" in warnings[-1] and len(warnings) == 2
 
 
 def test_under_torchrun_only_rank_zero_warns_of_copies(tmp_path, capsys, monkeypatch):

@@ -148,6 +148,16 @@ def test_predict_bad_file_names_it_and_still_predicts_the_rest(cli, trained, isi
     assert err.splitlines()[-1] == "error: 1 of 2 images could not be read (fix or remove the files listed above)"
 
 
+def test_predict_counts_a_bad_file_given_twice_twice(cli, trained, isic_small, tmp_path):
+    out, _ = trained
+    bad = tmp_path / "broken.png"
+    bad.write_text("nope")
+    good = sorted((isic_small / "test" / "nevus").iterdir())[0]
+    code, stdout, err = cli("predict", good, bad, bad, "--model", out, "--device", "cpu")
+    assert code == 1 and err.splitlines()[-1] == ("error: 2 of 3 images could not be read "
+                                                  "(fix or remove the files listed above)"), err
+
+
 @pytest.mark.parametrize("target, message", [
     ("missing", "run directory not found"),
     ("empty-dir", "has no model.safetensors"),

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from vipcli.console import plural
 from vipcli.errors import VipError
-from vipcli.images import IMAGE_SUFFIXES, is_image_file
+from vipcli.images import IMAGE_SUFFIXES, LEFT_OUT_SHOWN, image_files_under, is_image_file, left_out_warning
 
 DUPLICATES_SHOWN = 5  # duplicate-image warnings printed before a summary line
 
@@ -41,17 +41,27 @@ class Dataset:
         return totals
 
 
+@dataclass
+class LeftOut:
+    """Files in a data folder that no class takes: warned about, never silently dropped."""
+
+    others: list[Path] = field(default_factory=list)  # in class folders, not named as images vip reads
+    loose: list[Path] = field(default_factory=list)  # images beside the class folders, in none of them
+
+
 def _class_folders(folder: Path) -> list[Path]:
     return sorted((p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name)
 
 
-def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if is_image_file(p))
-
-
-def _scan_flat(folder: Path, class_names: list[str] | None = None) -> tuple[list[str], list[Sample]]:
-    """Samples of `folder/<class>/*`; every class folder must hold at least one image."""
+def _scan_flat(folder: Path, class_names: list[str] | None = None,
+               left_out: LeftOut | None = None) -> tuple[list[str], list[Sample]]:
+    """Samples of `folder/<class>/*`; every class folder must hold at least one image. Files that
+    are not images (see `image_files_under`) and images in no class folder are added to `left_out`."""
     classes = _class_folders(folder)
+    if class_names is None:
+        _refuse_names_alike_but_case(folder, [c.name for c in classes])
+    if left_out is not None:
+        left_out.loose.extend(sorted(p for p in folder.iterdir() if is_image_file(p)))
     names = class_names or [c.name for c in classes]
     index = {name: i for i, name in enumerate(names)}
     samples: list[Sample] = []
@@ -61,7 +71,7 @@ def _scan_flat(folder: Path, class_names: list[str] | None = None) -> tuple[list
                 f"{class_folder}: class '{class_folder.name}' is not in the train split",
                 f"train classes are {', '.join(names)}; rename or remove the folder",
             )
-        images = _images_in(class_folder)
+        images = image_files_under(class_folder, left_out.others if left_out is not None else None)
         if not images and not os.access(class_folder, os.R_OK | os.X_OK):
             raise VipError(f"class folder {class_folder} cannot be read (permission denied)",
                            "give your user read access to it (chmod -R u+rX), or remove the folder")
@@ -72,6 +82,17 @@ def _scan_flat(folder: Path, class_names: list[str] | None = None) -> tuple[list
             )
         samples.extend(Sample(p, index[class_folder.name]) for p in images)
     return names, samples
+
+
+def _refuse_names_alike_but_case(folder: Path, names: list[str]) -> None:
+    """Class folders that differ only in case (`Nevus/`, `nevus/`) are one class split in two by
+    accident (two sources merged; one folder on macOS and Windows): refuse them, naming both."""
+    seen: dict[str, str] = {}
+    for name in names:
+        other = seen.setdefault(name.casefold(), name)
+        if other != name:
+            raise VipError(f"{folder}: class folders '{other}' and '{name}' differ only in case: vip would "
+                           "train them as two classes", "move their images into one folder, or rename one")
 
 
 def _split_off(samples: list[Sample], fraction: float, seed: int, salt: str) -> tuple[list[Sample], list[Sample]]:
@@ -107,19 +128,21 @@ def load_dataset(root: str | Path, seed: int = 1, val_fraction: float = 0.1, tes
         raise VipError(f"--data {root} is a file, not a folder", "pass --data DIR with one subfolder per class")
     if not root.is_dir():
         raise VipError(f"data folder not found: {root}", "pass --data DIR with one subfolder per class")
+    _refuse_cased_split_folders(root)
     present = {name: root / name for name in SPLIT_NAMES if (root / name).is_dir()}
     if present and "train" not in present:
         if not train_optional:
             raise VipError(f"{root} has {', '.join(present)} folders but no train/", "add a train/ split folder")
         return _without_train(root, present)
+    left_out = LeftOut()
     if present:
-        class_names, train = _scan_flat(present["train"])
+        class_names, train = _scan_flat(present["train"], left_out=left_out)
         splits = {"train": train}
         for name in ("val", "test"):
             if name in present:
-                splits[name] = _scan_flat(present[name], class_names)[1]
+                splits[name] = _scan_flat(present[name], class_names, left_out)[1]
     else:
-        class_names, train = _scan_flat(root)
+        class_names, train = _scan_flat(root, left_out=left_out)
         splits = {"train": train}
     _require_classes(root, class_names)
     origin = {name: "folder" for name in splits}
@@ -131,8 +154,32 @@ def load_dataset(root: str | Path, seed: int = 1, val_fraction: float = 0.1, tes
     dataset = Dataset(root=root, class_names=class_names, splits=splits, origin=origin)
     _require_splittable(dataset, carved)
     if _main_process():  # under torchrun every rank loads the data; rank 0's warnings are enough
+        _warn_left_out(root, left_out)
         warn_duplicates(dataset)
     return dataset
+
+
+def _refuse_cased_split_folders(root: Path) -> None:
+    """Refuse `Train/`, `VAL/`, `Test/`...: read as class folders they would make a classifier of
+    split names (or leave a split unread beside a lower-case one); name the folder to rename."""
+    try:
+        entries = list(root.iterdir())
+    except OSError:
+        return  # an unreadable folder is reported where its classes are read
+    cased = sorted(p.name for p in entries if p.name.lower() in SPLIT_NAMES and p.name not in SPLIT_NAMES
+                   and p.is_dir() and not _same_folder(p, root / p.name.lower()))
+    if cased:
+        renames = ", ".join(f"{name}/ to {name.lower()}/" for name in cased)
+        raise VipError(f"{root}: split folders must be named in lower case (train/, val/, test/); found "
+                       f"{', '.join(name + '/' for name in cased)}", f"rename {renames}")
+
+
+def _same_folder(folder: Path, other: Path) -> bool:
+    """True when `other` is `folder` (`Train` and `train` on a case-insensitive file system)."""
+    try:
+        return os.path.samefile(folder, other)
+    except OSError:
+        return False
 
 
 def _without_train(root: Path, present: dict[str, Path]) -> Dataset:
@@ -144,14 +191,36 @@ def _without_train(root: Path, present: dict[str, Path]) -> Dataset:
         raise VipError(f"{root} has {', '.join(present)} but no train/ or {'/ or '.join(missing)}/ folder",
                        f"a zero-shot method needs no train/, but needs val/ (calibration) and test/: add "
                        f"{root}/{missing[0]}/<class>/*, or give a train/ folder for vip to split it from")
-    class_names, test = _scan_flat(present["test"])
+    left_out = LeftOut()
+    class_names, test = _scan_flat(present["test"], left_out=left_out)
     _require_classes(root, class_names)
-    splits = {"train": [], "val": _scan_flat(present["val"], class_names)[1], "test": test}
+    splits = {"train": [], "val": _scan_flat(present["val"], class_names, left_out)[1], "test": test}
     dataset = Dataset(root=root, class_names=class_names, splits=splits,
                       origin={"train": "none (the method uses no labelled images)", "val": "folder", "test": "folder"})
     if _main_process():
+        _warn_left_out(root, left_out)
         warn_duplicates(dataset)
     return dataset
+
+
+def _warn_left_out(root: Path, left_out: LeftOut) -> None:
+    """A warning for the files in class folders that are not read as images, and one for the images
+    in no class folder: each counted and named, never silently dropped."""
+    from rich.markup import escape
+
+    from vipcli import console
+
+    def shown(path: Path) -> str:
+        return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+
+    message = left_out_warning(sorted(left_out.others), shown)
+    if message:
+        console.warn(escape(message))
+    if left_out.loose:
+        n, first = len(left_out.loose), ", ".join(shown(p) for p in left_out.loose[:LEFT_OUT_SHOWN])
+        more = f" and {n - LEFT_OUT_SHOWN} more" if n > LEFT_OUT_SHOWN else ""
+        console.warn(escape(f"left out {n} {plural(n, 'image')} in no class folder: {first}{more}; move "
+                            f"{plural(n, 'it', 'them')} into the folder of {plural(n, 'its class', 'their class')}"))
 
 
 def _main_process() -> bool:
@@ -241,8 +310,9 @@ def warn_duplicates(dataset: Dataset) -> None:
         console.warn(escape(f"the same image (sha256 {group[0][2][:12]}) is in {' and '.join(places)}: {files}"))
     if groups:
         more = f" ({len(groups) - DUPLICATES_SHOWN} more not listed)" if len(groups) > DUPLICATES_SHOWN else ""
-        console.warn(f"{len(groups)} images are in more than one split or class{more}: a copy in val or test "
-                     "inflates its figures, a copy in two classes contradicts itself; remove the copies")
+        console.warn(f"{len(groups)} {plural(len(groups), 'image is', 'images are')} in more than one split or "
+                     f"class{more}: a copy in val or test inflates its figures, a copy in two classes contradicts "
+                     "itself; remove the copies")
 
 
 def _require_classes(root: Path, class_names: list[str]) -> None:

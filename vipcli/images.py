@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
@@ -10,6 +11,8 @@ from vipcli.errors import ImageError
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 MAX_PIXELS = 200_000_000  # refuse larger images (decompression bombs); 200 MP
 STRIP_PIXELS = 8_000_000  # pixels converted at a time when a mode must change before reducing
+LEFT_OUT_SHOWN = 3  # left-out files named in the warning before a count
+FILE_MANAGER_FILES = frozenset({"thumbs.db", "ehthumbs.db", "desktop.ini"})  # not data: never reported as left out
 DECODE_POLICY = "jpeg draft, then reduce(); shorter side kept >= 2 x min_side"  # part of feature-cache keys
 _REDUCIBLE = ("L", "LA", "La", "RGB", "RGBA", "RGBa", "I", "F", "CMYK", "YCbCr", "PA")  # modes Image.reduce takes
 
@@ -124,3 +127,63 @@ def is_image_file(path: Path) -> bool:
     (it is then reported as unreadable, not silently left out)."""
     named = not path.name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES
     return named and (path.is_file() or (path.is_symlink() and not path.exists()))
+
+
+def image_files_under(folder: Path, left_out: list[Path] | None = None) -> list[Path]:
+    """The image files in `folder` and its sub-folders, sorted (see `is_image_file`); the other
+    visible files, bar those a file manager leaves (`FILE_MANAGER_FILES`), are added to `left_out`.
+
+    Sub-folders that are symbolic links are followed (a class folder assembled from linked batches
+    keeps its images), except a link back to a folder on the way down (a loop, e.g. `link -> ..`,
+    which would also bring in the images of other classes) and a folder already searched.
+    """
+    folder = Path(folder)
+    found: list[Path] = []
+    searched: set[str] = set()
+
+    def search(directory: Path, path_down: tuple[Path, ...]) -> None:
+        real = os.path.realpath(directory)
+        if real in searched:
+            return
+        searched.add(real)
+        try:
+            entries = sorted(os.scandir(directory), key=lambda entry: entry.name)
+        except OSError:
+            return  # an unreadable sub-folder: its class folder's own check names it
+        path_down = (*path_down, Path(real))
+        for entry in entries:
+            path = Path(entry.path)
+            if _is_folder(entry):
+                if entry.is_symlink() and any(f.is_relative_to(os.path.realpath(path)) for f in path_down):
+                    continue  # a loop: the link leads back up
+                search(path, path_down)
+            elif is_image_file(path):
+                found.append(path)
+            elif left_out is not None and not path.name.startswith(".") and path.name.lower() not in FILE_MANAGER_FILES:
+                left_out.append(path)
+
+    search(folder, ())
+    return sorted(found)
+
+
+def _is_folder(entry: os.DirEntry) -> bool:
+    """True for a folder or a link to one."""
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
+def left_out_warning(files: list[Path], shown=str) -> str | None:
+    """The warning for files in image folders that vip does not read (a DICOM, a GIF, a text file):
+    how many, the first few by `shown(path)`, and what to do; None when there are none."""
+    from vipcli.console import plural
+
+    if not files:
+        return None
+    first = ", ".join(shown(path) for path in files[:LEFT_OUT_SHOWN])
+    more = f" and {len(files) - LEFT_OUT_SHOWN} more" if len(files) > LEFT_OUT_SHOWN else ""
+    them = plural(len(files), "it", "them")
+    return (f"left out {len(files)} {plural(len(files), 'file')} not named as an image vip reads "
+            f"({', '.join(s.lstrip('.') for s in IMAGE_SUFFIXES)}): {first}{more}; convert {them} to PNG, "
+            f"or move {them} out of the image folders")

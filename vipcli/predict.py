@@ -9,7 +9,7 @@ import torch
 
 from vipcli import console
 from vipcli.errors import UsageError, VipError
-from vipcli.images import IMAGE_SUFFIXES, is_image_file
+from vipcli.images import IMAGE_SUFFIXES, image_files_under
 from vipcli.stop_signals import stop_if_received
 
 
@@ -146,12 +146,13 @@ def model_digest(run_dir: str | Path) -> str:
     return file_digest(path / "model.safetensors" if path.is_dir() else path)[:12]
 
 
-def collect_images(inputs: list[str | Path]) -> list[Path]:
-    """Files as given plus the image files inside given folders (sorted); missing paths fail."""
+def collect_images(inputs: list[str | Path], left_out: list[Path] | None = None) -> list[Path]:
+    """Files as given plus the image files inside given folders (sorted); missing paths fail. The
+    folders' other files are added to `left_out` (see `image_files_under`)."""
     files: list[Path] = []
     for item in map(Path, inputs):
         if item.is_dir():
-            found = sorted(p for p in item.rglob("*") if is_image_file(p))
+            found = image_files_under(item, left_out)
             if not found:
                 raise VipError(f"folder {item} has no image files (in it or in its subfolders)",
                                f"pass a folder holding {', '.join(IMAGE_SUFFIXES)} images")

@@ -63,10 +63,16 @@ def _predict(paths, model, explain, as_json, backbone, device, no_cache, workers
     """Load the run and predict `paths`: printed, as JSON, into a gallery, or streamed to --out."""
     from vipcli import distributed
     from vipcli.features import FeatureCache, default_cache_dir
+    from vipcli.images import left_out_warning
     from vipcli.predict import collect_images, load_predictor, predict
 
-    files = collect_images(paths)
+    left_out: list[Path] = []
+    files = collect_images(paths, left_out)
     world = distributed.world_from_env()  # joined below, after the checks every process shares (one line each)
+    if world.main and left_out:
+        from rich.markup import escape
+
+        console.warn(escape(left_out_warning(left_out)))
     predictor = load_predictor(model, distributed.rank_device(device, world), backbone)
     if world.main:
         _warn_if_folders_name_other_classes(files, predictor.class_names, model)
@@ -97,7 +103,8 @@ def _predict(paths, model, explain, as_json, backbone, device, no_cache, workers
     for path, reason in failures.items():
         console.stderr().print(f"error: {console.printable(path)}: {reason}", markup=False)
     if failures:
-        raise VipError(f"{len(failures)} of {len(files)} images could not be read", "fix or remove the files listed above")
+        failed = sum(str(path) in failures for path in files)  # a file given twice is two of len(files)
+        raise VipError(f"{failed} of {len(files)} images could not be read", "fix or remove the files listed above")
 
 
 # --- --out: streaming, resuming, torchrun ---------------------------------------------------------
