@@ -240,6 +240,23 @@ def test_a_linked_sub_folder_of_a_class_is_searched_and_a_loop_is_not(tmp_path):
     assert sum(data.counts(split)[1] for split in ("train", "val", "test")) == 3 + 4
 
 
+def test_folders_an_os_or_a_nas_makes_are_neither_classes_nor_searched(tmp_path):
+    """An unzipped macOS archive's __MACOSX/ became a class ("has no images"); a Synology NAS's @eaDir/
+    thumbnails inside a class folder were trained as images of that class."""
+    from vipcli.predict import collect_images
+
+    root = _flat_dataset(tmp_path / "d", per_class=3)
+    (root / "__MACOSX" / "alpha").mkdir(parents=True)
+    (root / "__MACOSX" / "alpha" / "._0.png").write_bytes(b"resource fork")
+    thumbs = _flat_dataset(tmp_path / "thumbs", per_class=2, classes=("t",)) / "t"
+    for hidden in ("@eaDir", ".thumbnails"):
+        (root / "beta" / hidden).symlink_to(thumbs, target_is_directory=True)
+    data = load_dataset(root, val_fraction=0.0, test_fraction=0.0)
+    assert data.class_names == ["alpha", "beta"]
+    assert [sum(data.counts(split)[c] for split in ("train", "val", "test")) for c in (0, 1)] == [3, 3]
+    assert len(collect_images([root / "beta"])) == 3
+
+
 def test_predict_searches_a_linked_folder_too(tmp_path):
     from vipcli.predict import collect_images
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from vipcli.console import plural
 from vipcli.errors import VipError
-from vipcli.images import IMAGE_SUFFIXES, LEFT_OUT_SHOWN, image_files_under, is_image_file, left_out_warning
+from vipcli.images import (IMAGE_SUFFIXES, LEFT_OUT_SHOWN, image_files_under, is_image_file, is_system_folder,
+                           left_out_warning)
 
 DUPLICATES_SHOWN = 5  # duplicate-image warnings printed before a summary line
 
@@ -50,7 +51,7 @@ class LeftOut:
 
 
 def _class_folders(folder: Path) -> list[Path]:
-    return sorted((p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name)
+    return sorted((p for p in folder.iterdir() if p.is_dir() and not is_system_folder(p.name)), key=lambda p: p.name)
 
 
 def _scan_flat(folder: Path, class_names: list[str] | None = None,

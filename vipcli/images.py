@@ -13,6 +13,15 @@ MAX_PIXELS = 200_000_000  # refuse larger images (decompression bombs); 200 MP
 STRIP_PIXELS = 8_000_000  # pixels converted at a time when a mode must change before reducing
 LEFT_OUT_SHOWN = 3  # left-out files named in the warning before a count
 FILE_MANAGER_FILES = frozenset({"thumbs.db", "ehthumbs.db", "desktop.ini"})  # not data: never reported as left out
+# folders an operating system, an archiver or a NAS makes beside people's images (macOS zip's resource
+# forks, Synology's thumbnails and recycle bin, Windows' recycle bin): never a class, never searched
+SYSTEM_FOLDERS = frozenset({"__macosx", "@eadir", "#recycle", "#snapshot", "$recycle.bin", "system volume information",
+                            "lost+found"})
+
+
+def is_system_folder(name: str) -> bool:
+    """True for a hidden folder (`.thumbnails`) or one of `SYSTEM_FOLDERS` (`__MACOSX`, `@eaDir`)."""
+    return name.startswith(".") or name.lower() in SYSTEM_FOLDERS
 DECODE_POLICY = "jpeg draft, then reduce(); shorter side kept >= 2 x min_side"  # part of feature-cache keys
 _REDUCIBLE = ("L", "LA", "La", "RGB", "RGBA", "RGBa", "I", "F", "CMYK", "YCbCr", "PA")  # modes Image.reduce takes
 
@@ -154,6 +163,8 @@ def image_files_under(folder: Path, left_out: list[Path] | None = None) -> list[
         for entry in entries:
             path = Path(entry.path)
             if _is_folder(entry):
+                if is_system_folder(entry.name):
+                    continue  # thumbnails or resource forks made by the OS or a NAS, not images of the class
                 if entry.is_symlink() and any(f.is_relative_to(os.path.realpath(path)) for f in path_down):
                     continue  # a loop: the link leads back up
                 search(path, path_down)
