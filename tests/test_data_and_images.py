@@ -312,3 +312,24 @@ def test_class_folders_that_differ_only_in_case_are_refused_by_name(tmp_path):
     with pytest.raises(VipError, match="class folders 'Nevus' and 'nevus' differ only in case") as error:
         load_dataset(root)
     assert error.value.hint == "move their images into one folder, or rename one"
+
+
+def test_an_output_folder_a_later_scan_would_read_as_a_class_is_refused_before_any_work(cli, tmp_path, monkeypatch):
+    """`vip train --data ..` started inside the data folder wrote runs/ there, and the next run stopped
+    at "class folder .../runs has no images"."""
+    from vipcli.preflight import check_outside_data
+
+    flat = _flat_dataset(tmp_path / "flat", per_class=3)
+    monkeypatch.chdir(flat / "alpha")
+    code, _, err = cli("train", "--data", "..", "--backbone", "toy", "--shots", "1")
+    assert code == 2 and err.count("error:") == 1, err
+    assert "the default run folder runs/" in err and "is inside the data folder .., where the next run would read " \
+        "it as a class folder" in err and not (flat / "alpha" / "runs").exists()
+    split = tmp_path / "split"
+    for name in ("train", "val", "test"):
+        _flat_dataset(split / name, per_class=2)
+    check_outside_data(split / "runs" / "a", split)  # beside the split folders: never read
+    check_outside_data(flat / ".runs" / "a", flat)  # hidden: never read
+    check_outside_data(tmp_path / "runs" / "a", flat)  # outside
+    with pytest.raises(VipError, match="--out .* is inside the data folder"):
+        check_outside_data(split / "train" / "runs", split)

@@ -542,11 +542,12 @@ def run_benchmark(config: BenchmarkConfig, progress=None) -> BenchmarkResult:
     Returns:
         BenchmarkResult with the requested grid's rows, their summary and what was skipped.
     """
-    from vipcli.preflight import check_output_folder
+    from vipcli.preflight import check_output_folder, check_outside_data
 
     methods = validate(config)
     out = Path(config.out or default_out(config.data))
     check_output_folder(out)  # writable and not full, before any work
+    check_outside_data(out, Path(config.data), "--out" if config.out else "the default results folder")
     with sweep_lock(out):  # a second sweep into the same --out is refused here: each rewrites results.json
         return _run_sweep(config, methods, progress)
 

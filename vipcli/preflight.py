@@ -13,7 +13,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from vipcli.errors import VipError
+from vipcli.errors import UsageError, VipError
 
 PROBE_BYTES = 64 * 1024  # written (and synced) to prove a folder takes data
 MIN_FREE_BYTES = 16 * 1024 * 1024  # below this a disk counts as full
@@ -87,6 +87,27 @@ def check_run_dir(out: Path, force: bool, option: str = "--out") -> None:
         raise VipError(f"{option} {out} is a folder that holds other files than a vip run (no run.yaml or "
                        "model.safetensors), which --force would delete", f"choose another {option}")
     check_writable(nearest_existing(out.parent), f"{option} {out}", option)
+
+
+def check_outside_data(out: Path, data: Path, option: str = "--out") -> None:
+    """Refuse an output folder where a later scan of `data` would read it as a class folder: inside a
+    flat data folder, or inside its train/, val/ or test/ (e.g. the default `runs/` of a vip started
+    from within the data folder). Beside the split folders, or hidden, it is never read."""
+    from vipcli.data import SPLIT_NAMES
+    from vipcli.images import is_system_folder
+
+    try:
+        root, target = Path(data).resolve(), Path(out).resolve()
+        inside = target.relative_to(root).parts
+    except (OSError, ValueError):
+        return  # not inside the data folder (or not resolvable: the data check names that)
+    split_layout = any((root / name).is_dir() for name in SPLIT_NAMES)
+    if not inside or any(is_system_folder(part) for part in inside):
+        return
+    if split_layout and inside[0] not in SPLIT_NAMES:
+        return
+    raise UsageError(f"{option} {out} is inside the data folder {data}, where the next run would read it as "
+                     f"a class folder", f"pass {option} outside {data}, or run vip from another folder")
 
 
 def check_output_folder(out: Path, option: str = "--out") -> None:

@@ -86,9 +86,11 @@ def check_config(config: TrainConfig):
         raise UsageError(f"--reference re-encodes images for the shared prompt-training loop; method "
                          f"'{config.method}' does not use it", "drop --reference")
     schedule = config.schedule.resolve(config.shots)
-    from vipcli.preflight import check_run_dir
+    from vipcli.preflight import check_outside_data, check_run_dir
 
-    check_run_dir(Path(config.out) if config.out else default_run_dir(config), config.force)  # before any work
+    run_dir = Path(config.out) if config.out else default_run_dir(config)
+    check_run_dir(run_dir, config.force)  # before any work
+    check_outside_data(run_dir, Path(config.data), "--out" if config.out else "the default run folder")
     return cls, settings, schedule
 
 
