@@ -333,3 +333,24 @@ def test_an_output_folder_a_later_scan_would_read_as_a_class_is_refused_before_a
     check_outside_data(tmp_path / "runs" / "a", flat)  # outside
     with pytest.raises(VipError, match="--out .* is inside the data folder"):
         check_outside_data(split / "train" / "runs", split)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_a_photo_is_decoded_the_way_every_viewer_shows_it(tmp_path, orientation):
+    """A phone photo taken sideways is stored sideways with an EXIF orientation; vip encoded it sideways."""
+    from PIL import ImageOps
+
+    from vipcli.images import load_image
+
+    pixels = np.zeros((400, 600, 3), np.uint8)
+    pixels[:100, :, 0] = 255  # a red band along the top of a wide picture
+    image = Image.fromarray(pixels)
+    exif = image.getexif()
+    exif[0x0112] = orientation
+    path = tmp_path / "phone.jpg"
+    image.save(path, exif=exif.tobytes(), quality=95)
+    with Image.open(path) as opened:
+        shown = np.asarray(ImageOps.exif_transpose(opened).convert("RGB"), dtype=int)
+    assert np.abs(np.asarray(load_image(path), dtype=int) - shown).max() == 0
+    reduced = load_image(path, min_side=50)  # decoded at a quarter of the size, then turned
+    assert (reduced.size[0] > reduced.size[1]) == (shown.shape[1] > shown.shape[0])

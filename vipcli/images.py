@@ -22,7 +22,9 @@ SYSTEM_FOLDERS = frozenset({"__macosx", "@eadir", "#recycle", "#snapshot", "$rec
 def is_system_folder(name: str) -> bool:
     """True for a hidden folder (`.thumbnails`) or one of `SYSTEM_FOLDERS` (`__MACOSX`, `@eaDir`)."""
     return name.startswith(".") or name.lower() in SYSTEM_FOLDERS
-DECODE_POLICY = "jpeg draft, then reduce(); shorter side kept >= 2 x min_side"  # part of feature-cache keys
+DECODE_POLICY = ("jpeg draft, then reduce(); shorter side kept >= 2 x min_side; "
+                 "EXIF orientation applied")  # part of feature-cache keys
+EXIF_ORIENTATION = 0x0112  # the EXIF tag of how a viewer turns the stored pixels
 _REDUCIBLE = ("L", "LA", "La", "RGB", "RGBA", "RGBa", "I", "F", "CMYK", "YCbCr", "PA")  # modes Image.reduce takes
 
 
@@ -88,6 +90,28 @@ def reduce_decoded(image, min_side: int):
     return _reduce_in_strips(image, factor, "RGBA" if "A" in image.mode else "L")
 
 
+def _orientation(image) -> int:
+    """The EXIF orientation tag (1-8) of an opened image; 1 (as stored) when it has none or it is unreadable."""
+    try:
+        value = image.getexif().get(EXIF_ORIENTATION, 1)
+    except Exception:  # noqa: BLE001 - a damaged EXIF block: the pixels are still good, as stored
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def upright(image, orientation: int):
+    """`image` turned the way its EXIF `orientation` says a viewer shows it (a phone photo taken
+    sideways is stored sideways with orientation 6); orientation 1 returns it unchanged."""
+    from PIL import Image
+
+    steps = {2: (Image.Transpose.FLIP_LEFT_RIGHT,), 3: (Image.Transpose.ROTATE_180,),
+             4: (Image.Transpose.FLIP_TOP_BOTTOM,), 5: (Image.Transpose.TRANSPOSE,),
+             6: (Image.Transpose.ROTATE_270,), 7: (Image.Transpose.TRANSVERSE,), 8: (Image.Transpose.ROTATE_90,)}
+    for step in steps.get(orientation, ()):
+        image = image.transpose(step)
+    return image
+
+
 def load_image(path: str | Path, min_side: int | None = None):
     """Decode `path` into an RGB PIL image.
 
@@ -115,7 +139,8 @@ def load_image(path: str | Path, min_side: int | None = None):
                 if min_side and image.format == "JPEG":
                     image.draft("RGB", (min_side * 2, min_side * 2))
                 image.load()
-                return to_rgb(reduce_decoded(image, min_side) if min_side else image)
+                orientation = _orientation(image)
+                return upright(to_rgb(reduce_decoded(image, min_side) if min_side else image), orientation)
     except ImageError:
         raise
     except FileNotFoundError:
