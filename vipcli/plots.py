@@ -37,6 +37,25 @@ def method_color(method: str) -> str:
     return EXTRA_COLORS[digest % len(EXTRA_COLORS)]
 
 
+def relative_luminance(rgb) -> float:
+    """WCAG 2 relative luminance of an sRGB colour given as three floats in [0, 1] (0: black, 1: white)."""
+    linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in rgb[:3]]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+def contrast_ratio(first, second) -> float:
+    """WCAG 2 contrast ratio of two sRGB colours (1 to 21; text needs 4.5, graphics 3)."""
+    high, low = sorted((relative_luminance(first), relative_luminance(second)), reverse=True)
+    return (high + 0.05) / (low + 0.05)
+
+
+def text_color_on(background) -> str:
+    """"black" or "white": whichever contrasts more with `background` (sRGB floats in [0, 1]); at
+    least 4.58:1 whatever the background, so a label drawn on a shaded cell stays readable."""
+    on_black = contrast_ratio(background, (0.0, 0.0, 0.0))
+    return "black" if on_black >= contrast_ratio(background, (1.0, 1.0, 1.0)) else "white"
+
+
 def figure_title(what: str, data: str | None = None, backbone: str | None = None) -> str:
     """A figure title naming what it shows, the data and the backbone: 'what: data, backbone'."""
     context = ", ".join(part for part in (data, backbone) if part)

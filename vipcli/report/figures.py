@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import textwrap
 
-from vipcli.plots import png_bytes, pyplot, wrap_title
+from vipcli.plots import png_bytes, pyplot, text_color_on, wrap_title
 from vipcli.report.html import number
 
 
@@ -25,8 +25,8 @@ def draw_confusion_matrix(matrix: list[list[int]], class_names: list[str], color
     axes.imshow(matrix, cmap=shading, vmin=0, vmax=top)
     for i, row in enumerate(matrix):
         for j, count in enumerate(row):
-            axes.text(j, i, str(count), ha="center", va="center", fontsize=11,
-                      color="white" if count > 0.6 * top else "black")
+            cell = shading(count / top)[:3]  # the cell's RGB, as imshow draws it
+            axes.text(j, i, str(count), ha="center", va="center", fontsize=11, color=text_color_on(cell))
     ticks = range(len(class_names))
     axes.set_xticks(ticks, class_names, rotation=30 if len(class_names) > 3 else 0, ha="right" if len(class_names) > 3 else "center")
     axes.set_yticks(ticks, class_names)
