@@ -24,3 +24,28 @@ def test_confusion_matrix_counts_contrast_with_their_cell(color):
         cell = image.cmap(image.norm(matrix[i][j]))[:3]
         ratio = contrast_ratio(to_rgb(label.get_color()), cell)
         assert ratio >= 4.5, f"count {label.get_text()} on {color}: contrast {ratio:.2f}"
+
+
+PAGE_BACKGROUNDS = ("#ffffff", "#fafafa", "#fff5f5", "#fff8e1", "#eef7ee", "#fdecea", "#f4f4f6")  # body, cards, notes, th
+
+
+def test_every_text_colour_of_a_report_is_readable_on_its_backgrounds():
+    """The footer (where the report says which vip wrote it, from which folder) was #777 on white: 4.48:1."""
+    import re
+
+    from vipcli.report.html import STYLE
+
+    for selector, rule in re.findall(r"([^{}]+)\{([^}]*)\}", STYLE):
+        color = re.search(r"(?<![-\w])color:\s*(#[0-9a-fA-F]{3,6})", rule)
+        if not color or "background" in rule:  # a rule with its own background (the tags) is checked below
+            continue
+        for background in PAGE_BACKGROUNDS:
+            ratio = contrast_ratio(to_rgb(_long(color.group(1))), to_rgb(background))
+            assert ratio >= 4.5, f"{selector.strip()}: {color.group(1)} on {background} is {ratio:.2f}:1"
+    for foreground, background in (("#fff", "#c62828"), ("#fff", "#2e7d32")):  # .tag.wrong, .tag.right
+        assert contrast_ratio(to_rgb(_long(foreground)), to_rgb(background)) >= 4.5
+
+
+def _long(color: str) -> str:
+    """'#777' -> '#777777'."""
+    return "#" + "".join(c * 2 for c in color[1:]) if len(color) == 4 else color
