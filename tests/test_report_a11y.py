@@ -49,3 +49,18 @@ def test_every_text_colour_of_a_report_is_readable_on_its_backgrounds():
 def _long(color: str) -> str:
     """'#777' -> '#777777'."""
     return "#" + "".join(c * 2 for c in color[1:]) if len(color) == 4 else color
+
+
+def test_table_cells_are_tied_to_their_column_and_row_names():
+    """Every header cell was a bare <th> and every row's name a <td>: a screen reader read "79.33" without
+    saying that it is the test accuracy of the split "test"."""
+    import re
+
+    from vipcli.report.html import table
+
+    facts = table(["split", "images", "accuracy %"], [["val", 64, "79.69"], ["test", 300, "79.33"]], numeric={1, 2})
+    assert re.findall(r"<th\b[^>]*>", facts.split("<tbody>")[0]) == ['<th scope="col">'] * 3
+    rows = re.findall(r"<tr>(.*?)</tr>", facts.split("<tbody>")[1])
+    assert rows[1] == '<th scope="row">test</th><td class="num">300</td><td class="num">79.33</td>'
+    keyed = table(["", ""], [["model", "run"]])  # key-value facts: no header row, the key names the row
+    assert "<thead>" not in keyed and '<th scope="row">model</th><td>run</td>' in keyed

@@ -20,7 +20,8 @@ table { border-collapse: collapse; margin: 0.6rem 0; font-size: 0.9rem; }
 .table { max-width: 100%; overflow-x: auto; margin: 0.6rem 0; }  /* a table wider than a phone scrolls inside itself */
 .table table { margin: 0; }
 th, td { border: 1px solid #ddd; padding: 0.25rem 0.55rem; text-align: left; vertical-align: top; }
-th { background: #f4f4f6; } td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+th { background: #f4f4f6; } tbody th { background: none; font-weight: normal; }  /* a row's name looks like a cell */
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 .note { background: #fff8e1; border-left: 4px solid #f0b400; padding: 0.5rem 0.8rem; margin: 0.6rem 0; }
 .ok { background: #eef7ee; border-left: 4px solid #2e7d32; padding: 0.5rem 0.8rem; margin: 0.6rem 0; }
 figure { margin: 0.8rem 0; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
@@ -115,18 +116,23 @@ def table(header: list[str], rows: list[list], numeric: set[int] | None = None, 
     escaped unless `raw` (then they must already be HTML).
 
     Args:
-        header: column titles; all empty: a table without a header row (key-value facts).
+        header: column titles; all empty: a table without a header row (key-value facts). Screen readers
+            announce each cell with its column's title and its row's first cell (scope="col"/"row").
         numeric: indices of right-aligned columns.
     """
     numeric = numeric or set()
-    head = "".join(f"<th>{text(h)}</th>" for h in header)
+    head = "".join(f'<th scope="col">{text(h)}</th>' for h in header)
     head = f"<thead><tr>{head}</tr></thead>" if any(header) else ""
     body = []
     for row in rows:
         cells = []
         for i, cell in enumerate(row):
             klass = ' class="num"' if i in numeric else ""
-            cells.append(f"<td{klass}>{cell if raw else text(cell)}</td>")
+            content = cell if raw else text(cell)
+            if i == 0:  # the first cell names its row (a class, a split, a method, a setting)
+                cells.append(f'<th scope="row"{klass}>{content}</th>')
+            else:
+                cells.append(f"<td{klass}>{content}</td>")
         body.append(f"<tr>{''.join(cells)}</tr>")
     return f"<div class=\"table\"><table>{head}<tbody>{''.join(body)}</tbody></table></div>"
 
