@@ -6,8 +6,10 @@ from __future__ import annotations
 import pytest
 from matplotlib.colors import to_rgb
 
+import test_report
 from vipcli.plots import EXTRA_COLORS, METHOD_COLORS, contrast_ratio
 
+lesion_run = test_report.lesion_run  # the fixture, shared
 EVERY_METHOD_COLOR = sorted(set(METHOD_COLORS.values()) | set(EXTRA_COLORS))
 
 
@@ -64,3 +66,37 @@ def test_table_cells_are_tied_to_their_column_and_row_names():
     assert rows[1] == '<th scope="row">test</th><td class="num">300</td><td class="num">79.33</td>'
     keyed = table(["", ""], [["model", "run"]])  # key-value facts: no header row, the key names the row
     assert "<thead>" not in keyed and '<th scope="row">model</th><td>run</td>' in keyed
+
+
+def test_figure_alt_text_says_what_the_figure_shows():
+    """Every figure's alt text was its title alone ("test confusion matrix: data, toy"): a reader who
+    cannot see the image learnt nothing of its counts or weights, which no table of the report holds."""
+    from vipcli.report.benchmark import _shots_alt
+    from vipcli.report.figures import confusion_matrix_alt, merge_weights_alt, reliability_alt
+
+    alt = confusion_matrix_alt([[120, 30], [32, 118]], ["melanoma", "nevus"], "test confusion matrix: data, toy")
+    assert alt == ("test confusion matrix: data, toy. Test images by true class: melanoma: 120 predicted melanoma, "
+                   "30 predicted nevus; nevus: 32 predicted melanoma, 118 predicted nevus.")
+    alt = merge_weights_alt({"melanoma": [("asymmetric", 0.2534), ("dots", 0.7466)]}, "merge weights: data, toy")
+    assert "melanoma (uniform weight 0.500): asymmetric 0.253, dots 0.747" in alt
+    bins = [{"lower": 0.5, "upper": 0.6, "count": 3, "accuracy": 0.5, "confidence": 0.55},
+            {"lower": 0.6, "upper": 0.7, "count": 0, "accuracy": 0.0, "confidence": 0.0}]
+    alt = reliability_alt([("before (T = 1)", bins, 0.1234), ("after (T = 1.8)", bins, 0.05)], "reliability: data")
+    assert "accuracy" in alt and "before (T = 1), ECE 0.123 (1 confidence bins" in alt and "ECE 0.050" in alt
+    rows = [{"method": "vip", "shots": s, "seed": 1, "test_accuracy": 70.0} for s in (1, 4)]
+    rows.append({"method": "zeroshot", "shots": 0, "seed": 1, "test_accuracy": 50.0})
+    alt = _shots_alt(rows, "test accuracy by shots: data, toy")
+    assert "(1, 4 shots)" in alt and "(vip, zeroshot)" in alt and "test accuracy %" in alt
+
+
+def test_the_run_reports_figures_carry_their_figures_in_alt_text(cli, lesion_run, tmp_path):
+    import json
+    import re
+    from html import unescape
+
+    _, run = lesion_run
+    assert cli("report", run, "--out", tmp_path / "r.html", "--workers", "0", "--device", "cpu", "--gallery", "2")[0] == 0
+    alts = [unescape(a) for a in re.findall(r'<figure><img src="data:[^"]*" alt="([^"]*)"', (tmp_path / "r.html").read_text())]
+    matrix = json.loads((run / "metrics.json").read_text())["test"]["confusion_matrix"]
+    assert len(alts) == 3 and f"melanoma: {matrix[0][0]} predicted melanoma, {matrix[0][1]} predicted nevus" in alts[0]
+    assert "ECE" in alts[1] and "Merge weight of each symptom" in alts[2]

@@ -1,4 +1,6 @@
-"""The report's figures as PNG bytes: confusion matrix, reliability diagram, merge weights."""
+"""The report's figures as PNG bytes: confusion matrix, reliability diagram, merge weights; and each
+one's alt text, which says what the figure shows (its figures, where no table of the report has them)
+for a reader who cannot see it."""
 
 from __future__ import annotations
 
@@ -100,3 +102,31 @@ def draw_merge_weights(weights: dict[str, list[tuple[str, float]]], color: str, 
     figure.suptitle(wrap_title(title, 8.5, 10), fontsize=10)
     figure.tight_layout()
     return figure
+
+
+def confusion_matrix_alt(matrix: list[list[int]], class_names: list[str], title: str) -> str:
+    """The alt text of the confusion matrix: every count, by true class.
+
+    e.g. 'test confusion matrix: data, toy. Test images by true class: melanoma: 120 predicted melanoma,
+    30 predicted nevus; nevus: 32 predicted melanoma, 118 predicted nevus.'
+    """
+    rows = "; ".join(f"{name}: " + ", ".join(f"{count} predicted {predicted}" for predicted, count in zip(class_names, row))
+                     for name, row in zip(class_names, matrix))
+    return f"{title}. Test images by true class: {rows}."
+
+
+def reliability_alt(panels: list[tuple[str, list[dict], float | None]], title: str) -> str:
+    """The alt text of the reliability diagram: what its panels plot and each one's ECE (the bins' figures
+    are in metrics.json; the report's table has the scores)."""
+    parts = [label + (f", ECE {number(ece, 3)}" if ece is not None else "") + f" ({sum(1 for b in bins if b['count'])} "
+             f"confidence bins with test images)" for label, bins, ece in panels]
+    return (f"{title}. Bar chart of the accuracy of the test images in each bin of the predicted class's "
+            f"confidence, against the diagonal of perfect calibration; {'; '.join(parts)}.")
+
+
+def merge_weights_alt(weights: dict[str, list[tuple[str, float]]], title: str) -> str:
+    """The alt text of the merge-weights chart: every symptom's weight, by class."""
+    classes = "; ".join(f"{name} (uniform weight {number(1 / len(entries), 3) if entries else '-'}): "
+                        + ", ".join(f"{symptom} {number(weight, 3)}" for symptom, weight in entries)
+                        for name, entries in weights.items())
+    return f"{title}. Merge weight of each symptom in its class embedding: {classes}."
