@@ -100,3 +100,22 @@ def test_the_run_reports_figures_carry_their_figures_in_alt_text(cli, lesion_run
     matrix = json.loads((run / "metrics.json").read_text())["test"]["confusion_matrix"]
     assert len(alts) == 3 and f"melanoma: {matrix[0][0]} predicted melanoma, {matrix[0][1]} predicted nevus" in alts[0]
     assert "ECE" in alts[1] and "Merge weight of each symptom" in alts[2]
+
+
+def test_methods_in_the_shots_plot_are_told_apart_without_colour():
+    """Every learning method was a solid line with round markers and every zero-shot method a plain dashed
+    line: in greyscale print, or for a reader who cannot tell vip's vermillion from vip-cop-only's orange,
+    the legend could not be matched to the lines."""
+    from vipcli.plots import METHOD_MARKERS, draw_shots, method_marker
+
+    methods = list(METHOD_COLORS) + ["my-plugin"]
+    rows = [{"method": m, "shots": 0 if "zeroshot" in m else s, "seed": 1, "test_accuracy": 50.0 + i + s}
+            for i, m in enumerate(methods) for s in (1, 4)]
+    figure = draw_shots(rows, title="t")
+    legend = figure.axes[0].get_legend()
+    styles = {text.get_text().split(" ")[0]: (handle.get_marker(), handle.get_linestyle())
+              for text, handle in zip(legend.get_texts(), legend.legend_handles)}
+    assert set(styles) == set(methods)
+    assert len(set(styles.values())) == len(methods), styles  # no two methods drawn alike
+    assert all(styles[m][0] == method_marker(m) not in ("", "None") for m in methods)
+    assert len(set(METHOD_MARKERS.values())) == len(METHOD_MARKERS) and set(METHOD_MARKERS) == set(METHOD_COLORS)
