@@ -46,19 +46,30 @@ def reliability_png(panels: list[tuple[str, list[dict], float | None]], color: s
         panels: e.g. [("before (T = 1)", bins, 0.12), ("after (T = 1.8)", bins, 0.03)]; bins as
             vipcli.calibration.reliability_bins returns them.
     """
+    return png_bytes(draw_reliability(panels, color, title))
+
+
+def draw_reliability(panels: list[tuple[str, list[dict], float | None]], color: str, title: str):
+    """The figure of `reliability_png`. The test images of each bin are counted at the bar's foot, in black
+    or white, whichever contrasts more with the bar."""
+    from matplotlib.colors import to_rgb
+
     plt = pyplot()
     figure, axes_row = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.2), dpi=110, squeeze=False)
+    bar_alpha = 0.85
+    bar = [bar_alpha * c + (1 - bar_alpha) for c in to_rgb(color)]  # the bar's colour over the white axes
     for axes, (label, bins, ece) in zip(axes_row[0], panels):
         width = bins[0]["upper"] - bins[0]["lower"] if bins else 1 / 15
         filled = [b for b in bins if b["count"]]
         axes.plot([0, 1], [0, 1], linestyle="--", color="#888888", linewidth=1, label="perfectly calibrated")
         axes.bar([b["lower"] for b in filled], [b["accuracy"] for b in filled], width=width, align="edge",
-                 color=color, alpha=0.85, edgecolor="white", label="accuracy in bin")
+                 color=color, alpha=bar_alpha, edgecolor="white", label="accuracy in bin")
         axes.bar([b["lower"] for b in filled], [b["confidence"] - b["accuracy"] for b in filled], width=width,
                  bottom=[b["accuracy"] for b in filled], align="edge", color="none", edgecolor="#c62828",
                  hatch="//", linewidth=0.6, label="gap to confidence")
-        for b in filled:
-            axes.text(b["lower"] + width / 2, 0.02, str(b["count"]), ha="center", fontsize=6, color="#333333")
+        for b in filled:  # on the bar when it reaches above the number, else on the white axes
+            on = bar if b["accuracy"] >= 0.06 else (1.0, 1.0, 1.0)
+            axes.text(b["lower"] + width / 2, 0.02, str(b["count"]), ha="center", fontsize=7, color=text_color_on(on))
         axes.set_xlim(0, 1)
         axes.set_ylim(0, 1)
         axes.set_xlabel("confidence of the predicted class")
@@ -67,7 +78,7 @@ def reliability_png(panels: list[tuple[str, list[dict], float | None]], color: s
         axes.legend(fontsize=7, loc="upper left")
     figure.suptitle(wrap_title(title, 4.2 * len(panels), 10), fontsize=10)
     figure.tight_layout()
-    return png_bytes(figure)
+    return figure
 
 
 def merge_weights_png(weights: dict[str, list[tuple[str, float]]], color: str, title: str) -> bytes:
