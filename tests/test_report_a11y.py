@@ -13,6 +13,15 @@ lesion_run = test_report.lesion_run  # the fixture, shared
 EVERY_METHOD_COLOR = sorted(set(METHOD_COLORS.values()) | set(EXTRA_COLORS))
 
 
+@pytest.fixture(autouse=True)
+def _close_figures():
+    """The figures a test drew are closed after it (pyplot keeps every one open)."""
+    yield
+    from vipcli.plots import pyplot
+
+    pyplot().close("all")
+
+
 @pytest.mark.parametrize("color", EVERY_METHOD_COLOR)
 def test_confusion_matrix_counts_contrast_with_their_cell(color):
     """Counts just above 60% of the largest were white on a pale cell: 1.6:1 on vip-cop-only's orange."""
