@@ -228,7 +228,7 @@ def test_report_of_a_0_1_0_zero_shot_run_says_it_used_no_training_image(cli, tmp
     fixture = Path(__file__).parent / "fixtures" / "run-v0.1.0" / method
     assert json.loads((fixture / "split.json").read_text())["train_subset"]  # what 0.1.0 wrote
     page = _report_page(cli, fixture, tmp_path / "report.html")
-    row = re.search(r"<tr><td>melanoma</td><td class=\"num\">(\d+)</td>", page)
+    row = re.search(r"<tr><th scope=\"row\">melanoma</th><td class=\"num\">(\d+)</td>", page)
     assert row and int(row.group(1)) == used, page[:2000]
 
 
@@ -244,5 +244,5 @@ def test_report_schedule_row_is_the_fitting_the_method_did(cli, tmp_path, method
 
     run = Path(__file__).parent / "fixtures" / "run-v0.1.0" / method
     page = _report_page(cli, run, tmp_path / "report.html")
-    row = re.search(r"<td>schedule</td><td>([^<]*)</td>", page)
+    row = re.search(r"<th scope=\"row\">schedule</th><td>([^<]*)</td>", page)
     assert row and row.group(1) == schedule, row and row.group(1)

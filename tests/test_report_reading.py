@@ -220,7 +220,7 @@ def test_calibration_table_shows_the_temperature_as_its_text_does():
     assert "T = 1.599 ," in text and "after (T = 1.599)" in text and "T = 1.6)" not in text
 
 
-def test_reliability_diagram_shows_its_caption_and_its_alt_is_the_title():
+def test_reliability_diagram_shows_its_caption_and_its_alt_begins_with_the_title():
     """The caption saying what the numbers at the bars' feet are was passed as the image's alt text,
     so no reader saw it; the figure showed those counts unlabelled."""
     from vipcli.report.run import _calibration
@@ -234,7 +234,7 @@ def test_reliability_diagram_shows_its_caption_and_its_alt_is_the_title():
                          "color": "#d55e00"}, None, [])
     caption = re.search(r"<figcaption>(.*?)</figcaption>", page)
     assert caption and "the number at the foot of a bar: its test images" in caption.group(1)
-    assert re.search(r'<img src="data:image/png;base64,[^"]*" alt="reliability on test: d, b">', page)
+    assert re.search(r'<img src="data:image/png;base64,[^"]*" alt="reliability on test: d, b\. Bar chart [^"]*">', page)
 
 
 # --- #11: rendering ------------------------------------------------------------------------------------

@@ -29,12 +29,48 @@ METHOD_COLORS = {
 EXTRA_COLORS = ("#2F4F4F", "#A6761D", "#E7298A", "#66A61E", "#17BECF", "#BCBD22", "#F0E442", "#000000")
 
 
+# and one marker each, so that methods are told apart without colour (greyscale print, colour blindness):
+# a marker is never shared by two built-in methods; plugins get one by a digest of their name
+METHOD_MARKERS = {
+    "vip": "o", "vip-cop-only": "s", "vip-mep-only": "D", "coop": "^", "zeroshot": "x", "symptom-zeroshot": "P",
+    "linear-probe": "v", "tip-adapter": "<", "tip-adapter-f": ">", "clap": "h", "biomedcoop": "*",
+}
+EXTRA_MARKERS = ("p", "X", "d", "H", "8", "+", "1", "2")
+
+
+def method_marker(method: str) -> str:
+    """The matplotlib marker of `method` in every figure that draws methods as lines."""
+    if method in METHOD_MARKERS:
+        return METHOD_MARKERS[method]
+    digest = int(hashlib.sha256(method.encode()).hexdigest(), 16)
+    return EXTRA_MARKERS[(digest // len(EXTRA_COLORS)) % len(EXTRA_MARKERS)]
+
+
 def method_color(method: str) -> str:
     """The colour of `method` in every figure (a hex string)."""
     if method in METHOD_COLORS:
         return METHOD_COLORS[method]
     digest = int(hashlib.sha256(method.encode()).hexdigest(), 16)
     return EXTRA_COLORS[digest % len(EXTRA_COLORS)]
+
+
+def relative_luminance(rgb) -> float:
+    """WCAG 2 relative luminance of an sRGB colour given as three floats in [0, 1] (0: black, 1: white)."""
+    linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in rgb[:3]]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+def contrast_ratio(first, second) -> float:
+    """WCAG 2 contrast ratio of two sRGB colours (1 to 21; text needs 4.5, graphics 3)."""
+    high, low = sorted((relative_luminance(first), relative_luminance(second)), reverse=True)
+    return (high + 0.05) / (low + 0.05)
+
+
+def text_color_on(background) -> str:
+    """"black" or "white": whichever contrasts more with `background` (sRGB floats in [0, 1]); at
+    least 4.58:1 whatever the background, so a label drawn on a shaded cell stays readable."""
+    on_black = contrast_ratio(background, (0.0, 0.0, 0.0))
+    return "black" if on_black >= contrast_ratio(background, (1.0, 1.0, 1.0)) else "white"
 
 
 def figure_title(what: str, data: str | None = None, backbone: str | None = None) -> str:
@@ -134,7 +170,7 @@ def draw_shots(rows: list[dict], shots_order: list | None = None, title: str | N
     seed: that seed's figures, and the axis says which seed).
 
     Methods that learn nothing (rows at shots 0) are drawn as dashed horizontal lines; every method
-    in its `method_color`.
+    in its `method_color` and with its `method_marker` (told apart without colour too).
 
     Returns:
         a matplotlib Figure.
@@ -149,16 +185,19 @@ def draw_shots(rows: list[dict], shots_order: list | None = None, title: str | N
     figure, axes = plt.subplots(figsize=(8.6, 4.5), dpi=120, layout="constrained")
     for method, by_shots in series.items():
         color = method_color(method)
-        if set(by_shots) == {"0"}:
+        marker = method_marker(method)
+        if set(by_shots) == {"0"}:  # a dashed line across the plot, its marker at every shots value
             mean, std = _mean_std(by_shots["0"])
-            axes.axhline(mean, color=color, linestyle="--", linewidth=1.2, label=f"{method} (no training)")
+            axes.axhline(mean, color=color, linestyle="--", linewidth=1.2)
+            axes.plot(x, [mean] * len(x), color=color, linestyle="--", linewidth=1.2, marker=marker, markersize=7,
+                      label=f"{method} (no training)")
             axes.axhspan(mean - std, mean + std, color=color, alpha=0.12)
             continue
         points = [(i, *_mean_std(by_shots[s])) for i, s in zip(x, labels) if s in by_shots]
         if not points:
             continue
         xs, means, stds = zip(*points)
-        axes.plot(xs, means, color=color, marker="o", linewidth=1.6, label=method)
+        axes.plot(xs, means, color=color, marker=marker, markersize=7, linewidth=1.6, label=method)
         axes.fill_between(xs, [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)],
                           color=color, alpha=0.18)
     axes.set_xticks(x, labels)

@@ -87,6 +87,14 @@ def _tables(rows: list[dict]) -> str:
     return "".join(parts)
 
 
+def _shots_alt(rows: list[dict], title: str) -> str:
+    """The alt text of the shots plot: what it draws, for which methods, and where its figures are."""
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    return (f"{title}. Line chart of test accuracy % against labelled training images per class "
+            f"({', '.join(_columns(rows))} shots), one line per method ({', '.join(methods)}); methods that learn "
+            f"nothing are horizontal dashed lines. The table test accuracy % below has its figures.")
+
+
 def missing_rows(document: dict) -> list[str]:
     """The rows the last sweep asked for that results.json does not hold, e.g. "coop 16-shot seed 3"
     (a method without any finished row: "vip (no finished row)"), in sweep order."""
@@ -169,7 +177,7 @@ def benchmark_report(folder: Path) -> str:
         random_weights_banner(config, "this benchmark's results"),
         _unfinished_note(document),
         html.section("Settings and data", _settings(document)),
-        html.section("Test accuracy by shots", html.figure(png_bytes(draw_shots(rows, title=title)), title,
+        html.section("Test accuracy by shots", html.figure(png_bytes(draw_shots(rows, title=title)), _shots_alt(rows, title),
                                                            f"{seeds_label(seeds)}; "
                                                            "dashed: methods that learn nothing")),
         html.section("Per-method tables", _tables(rows)),

@@ -1,10 +1,12 @@
-"""The report's figures as PNG bytes: confusion matrix, reliability diagram, merge weights."""
+"""The report's figures as PNG bytes: confusion matrix, reliability diagram, merge weights; and each
+one's alt text, which says what the figure shows (its figures, where no table of the report has them)
+for a reader who cannot see it."""
 
 from __future__ import annotations
 
 import textwrap
 
-from vipcli.plots import png_bytes, pyplot, wrap_title
+from vipcli.plots import png_bytes, pyplot, text_color_on, wrap_title
 from vipcli.report.html import number
 
 
@@ -25,8 +27,8 @@ def draw_confusion_matrix(matrix: list[list[int]], class_names: list[str], color
     axes.imshow(matrix, cmap=shading, vmin=0, vmax=top)
     for i, row in enumerate(matrix):
         for j, count in enumerate(row):
-            axes.text(j, i, str(count), ha="center", va="center", fontsize=11,
-                      color="white" if count > 0.6 * top else "black")
+            cell = shading(count / top)[:3]  # the cell's RGB, as imshow draws it
+            axes.text(j, i, str(count), ha="center", va="center", fontsize=11, color=text_color_on(cell))
     ticks = range(len(class_names))
     axes.set_xticks(ticks, class_names, rotation=30 if len(class_names) > 3 else 0, ha="right" if len(class_names) > 3 else "center")
     axes.set_yticks(ticks, class_names)
@@ -44,19 +46,30 @@ def reliability_png(panels: list[tuple[str, list[dict], float | None]], color: s
         panels: e.g. [("before (T = 1)", bins, 0.12), ("after (T = 1.8)", bins, 0.03)]; bins as
             vipcli.calibration.reliability_bins returns them.
     """
+    return png_bytes(draw_reliability(panels, color, title))
+
+
+def draw_reliability(panels: list[tuple[str, list[dict], float | None]], color: str, title: str):
+    """The figure of `reliability_png`. The test images of each bin are counted at the bar's foot, in black
+    or white, whichever contrasts more with the bar."""
+    from matplotlib.colors import to_rgb
+
     plt = pyplot()
     figure, axes_row = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.2), dpi=110, squeeze=False)
+    bar_alpha = 0.85
+    bar = [bar_alpha * c + (1 - bar_alpha) for c in to_rgb(color)]  # the bar's colour over the white axes
     for axes, (label, bins, ece) in zip(axes_row[0], panels):
         width = bins[0]["upper"] - bins[0]["lower"] if bins else 1 / 15
         filled = [b for b in bins if b["count"]]
         axes.plot([0, 1], [0, 1], linestyle="--", color="#888888", linewidth=1, label="perfectly calibrated")
         axes.bar([b["lower"] for b in filled], [b["accuracy"] for b in filled], width=width, align="edge",
-                 color=color, alpha=0.85, edgecolor="white", label="accuracy in bin")
+                 color=color, alpha=bar_alpha, edgecolor="white", label="accuracy in bin")
         axes.bar([b["lower"] for b in filled], [b["confidence"] - b["accuracy"] for b in filled], width=width,
                  bottom=[b["accuracy"] for b in filled], align="edge", color="none", edgecolor="#c62828",
                  hatch="//", linewidth=0.6, label="gap to confidence")
-        for b in filled:
-            axes.text(b["lower"] + width / 2, 0.02, str(b["count"]), ha="center", fontsize=6, color="#333333")
+        for b in filled:  # on the bar when it reaches above the number, else on the white axes
+            on = bar if b["accuracy"] >= 0.06 else (1.0, 1.0, 1.0)
+            axes.text(b["lower"] + width / 2, 0.02, str(b["count"]), ha="center", fontsize=7, color=text_color_on(on))
         axes.set_xlim(0, 1)
         axes.set_ylim(0, 1)
         axes.set_xlabel("confidence of the predicted class")
@@ -65,7 +78,7 @@ def reliability_png(panels: list[tuple[str, list[dict], float | None]], color: s
         axes.legend(fontsize=7, loc="upper left")
     figure.suptitle(wrap_title(title, 4.2 * len(panels), 10), fontsize=10)
     figure.tight_layout()
-    return png_bytes(figure)
+    return figure
 
 
 def merge_weights_png(weights: dict[str, list[tuple[str, float]]], color: str, title: str) -> bytes:
@@ -100,3 +113,31 @@ def draw_merge_weights(weights: dict[str, list[tuple[str, float]]], color: str, 
     figure.suptitle(wrap_title(title, 8.5, 10), fontsize=10)
     figure.tight_layout()
     return figure
+
+
+def confusion_matrix_alt(matrix: list[list[int]], class_names: list[str], title: str) -> str:
+    """The alt text of the confusion matrix: every count, by true class.
+
+    e.g. 'test confusion matrix: data, toy. Test images by true class: melanoma: 120 predicted melanoma,
+    30 predicted nevus; nevus: 32 predicted melanoma, 118 predicted nevus.'
+    """
+    rows = "; ".join(f"{name}: " + ", ".join(f"{count} predicted {predicted}" for predicted, count in zip(class_names, row))
+                     for name, row in zip(class_names, matrix))
+    return f"{title}. Test images by true class: {rows}."
+
+
+def reliability_alt(panels: list[tuple[str, list[dict], float | None]], title: str) -> str:
+    """The alt text of the reliability diagram: what its panels plot and each one's ECE (the bins' figures
+    are in metrics.json; the report's table has the scores)."""
+    parts = [label + (f", ECE {number(ece, 3)}" if ece is not None else "") + f" ({sum(1 for b in bins if b['count'])} "
+             f"confidence bins with test images)" for label, bins, ece in panels]
+    return (f"{title}. Bar chart of the accuracy of the test images in each bin of the predicted class's "
+            f"confidence, against the diagonal of perfect calibration; {'; '.join(parts)}.")
+
+
+def merge_weights_alt(weights: dict[str, list[tuple[str, float]]], title: str) -> str:
+    """The alt text of the merge-weights chart: every symptom's weight, by class."""
+    classes = "; ".join(f"{name} (uniform weight {number(1 / len(entries), 3) if entries else '-'}): "
+                        + ", ".join(f"{symptom} {number(weight, 3)}" for symptom, weight in entries)
+                        for name, entries in weights.items())
+    return f"{title}. Merge weight of each symptom in its class embedding: {classes}."

@@ -20,7 +20,8 @@ table { border-collapse: collapse; margin: 0.6rem 0; font-size: 0.9rem; }
 .table { max-width: 100%; overflow-x: auto; margin: 0.6rem 0; }  /* a table wider than a phone scrolls inside itself */
 .table table { margin: 0; }
 th, td { border: 1px solid #ddd; padding: 0.25rem 0.55rem; text-align: left; vertical-align: top; }
-th { background: #f4f4f6; } td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+th { background: #f4f4f6; } tbody th { background: none; font-weight: normal; }  /* a row's name looks like a cell */
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 .note { background: #fff8e1; border-left: 4px solid #f0b400; padding: 0.5rem 0.8rem; margin: 0.6rem 0; }
 .ok { background: #eef7ee; border-left: 4px solid #2e7d32; padding: 0.5rem 0.8rem; margin: 0.6rem 0; }
 figure { margin: 0.8rem 0; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
@@ -41,7 +42,7 @@ figcaption, .caption { color: #555; font-size: 0.85rem; }
 .tag { display: inline-block; padding: 0 0.35rem; border-radius: 3px; font-weight: 600; }
 .tag.wrong { background: #c62828; color: #fff; } .tag.right { background: #2e7d32; color: #fff; }
 code { background: #f4f4f6; padding: 0 0.2rem; border-radius: 3px; }
-footer { margin-top: 2rem; color: #777; font-size: 0.8rem; }
+footer { margin-top: 2rem; color: #595959; font-size: 0.8rem; }  /* 7:1 on white: small text */
 .name, footer { overflow-wrap: anywhere; }
 @media (max-width: 600px) { body { padding: 0.8rem; } table { font-size: 0.8rem; } th, td { padding: 0.2rem 0.35rem; }
   figure { overflow-x: auto; } figure img { max-width: none; } }  /* a phone scrolls a figure at its own size: its text stays readable */
@@ -115,18 +116,23 @@ def table(header: list[str], rows: list[list], numeric: set[int] | None = None, 
     escaped unless `raw` (then they must already be HTML).
 
     Args:
-        header: column titles; all empty: a table without a header row (key-value facts).
+        header: column titles; all empty: a table without a header row (key-value facts). Screen readers
+            announce each cell with its column's title and its row's first cell (scope="col"/"row").
         numeric: indices of right-aligned columns.
     """
     numeric = numeric or set()
-    head = "".join(f"<th>{text(h)}</th>" for h in header)
+    head = "".join(f'<th scope="col">{text(h)}</th>' for h in header)
     head = f"<thead><tr>{head}</tr></thead>" if any(header) else ""
     body = []
     for row in rows:
         cells = []
         for i, cell in enumerate(row):
             klass = ' class="num"' if i in numeric else ""
-            cells.append(f"<td{klass}>{cell if raw else text(cell)}</td>")
+            content = cell if raw else text(cell)
+            if i == 0:  # the first cell names its row (a class, a split, a method, a setting)
+                cells.append(f'<th scope="row"{klass}>{content}</th>')
+            else:
+                cells.append(f"<td{klass}>{content}</td>")
         body.append(f"<tr>{''.join(cells)}</tr>")
     return f"<div class=\"table\"><table>{head}<tbody>{''.join(body)}</tbody></table></div>"
 

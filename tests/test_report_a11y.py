@@ -1,0 +1,147 @@
+"""Reports as everyone reads them: contrast of text on figures and pages, figures told apart without
+colour, and what a screen reader is given (alt text, table headers)."""
+
+from __future__ import annotations
+
+import pytest
+from matplotlib.colors import to_rgb
+
+import test_report
+from vipcli.plots import EXTRA_COLORS, METHOD_COLORS, contrast_ratio
+
+lesion_run = test_report.lesion_run  # the fixture, shared
+EVERY_METHOD_COLOR = sorted(set(METHOD_COLORS.values()) | set(EXTRA_COLORS))
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    """The figures a test drew are closed after it (pyplot keeps every one open)."""
+    yield
+    from vipcli.plots import pyplot
+
+    pyplot().close("all")
+
+
+@pytest.mark.parametrize("color", EVERY_METHOD_COLOR)
+def test_confusion_matrix_counts_contrast_with_their_cell(color):
+    """Counts just above 60% of the largest were white on a pale cell: 1.6:1 on vip-cop-only's orange."""
+    from vipcli.report.figures import draw_confusion_matrix
+
+    matrix = [[100, 61], [59, 30]]
+    figure = draw_confusion_matrix(matrix, ["a", "b"], color, "t")
+    image = figure.axes[0].images[0]
+    for label in figure.axes[0].texts:
+        i, j = (round(v) for v in label.get_position()[::-1])
+        cell = image.cmap(image.norm(matrix[i][j]))[:3]
+        ratio = contrast_ratio(to_rgb(label.get_color()), cell)
+        assert ratio >= 4.5, f"count {label.get_text()} on {color}: contrast {ratio:.2f}"
+
+
+PAGE_BACKGROUNDS = ("#ffffff", "#fafafa", "#fff5f5", "#fff8e1", "#eef7ee", "#fdecea", "#f4f4f6")  # body, cards, notes, th
+
+
+def test_every_text_colour_of_a_report_is_readable_on_its_backgrounds():
+    """The footer (where the report says which vip wrote it, from which folder) was #777 on white: 4.48:1."""
+    import re
+
+    from vipcli.report.html import STYLE
+
+    for selector, rule in re.findall(r"([^{}]+)\{([^}]*)\}", STYLE):
+        color = re.search(r"(?<![-\w])color:\s*(#[0-9a-fA-F]{3,6})", rule)
+        if not color or "background" in rule:  # a rule with its own background (the tags) is checked below
+            continue
+        for background in PAGE_BACKGROUNDS:
+            ratio = contrast_ratio(to_rgb(_long(color.group(1))), to_rgb(background))
+            assert ratio >= 4.5, f"{selector.strip()}: {color.group(1)} on {background} is {ratio:.2f}:1"
+    for foreground, background in (("#fff", "#c62828"), ("#fff", "#2e7d32")):  # .tag.wrong, .tag.right
+        assert contrast_ratio(to_rgb(_long(foreground)), to_rgb(background)) >= 4.5
+
+
+def _long(color: str) -> str:
+    """'#777' -> '#777777'."""
+    return "#" + "".join(c * 2 for c in color[1:]) if len(color) == 4 else color
+
+
+def test_table_cells_are_tied_to_their_column_and_row_names():
+    """Every header cell was a bare <th> and every row's name a <td>: a screen reader read "79.33" without
+    saying that it is the test accuracy of the split "test"."""
+    import re
+
+    from vipcli.report.html import table
+
+    facts = table(["split", "images", "accuracy %"], [["val", 64, "79.69"], ["test", 300, "79.33"]], numeric={1, 2})
+    assert re.findall(r"<th\b[^>]*>", facts.split("<tbody>")[0]) == ['<th scope="col">'] * 3
+    rows = re.findall(r"<tr>(.*?)</tr>", facts.split("<tbody>")[1])
+    assert rows[1] == '<th scope="row">test</th><td class="num">300</td><td class="num">79.33</td>'
+    keyed = table(["", ""], [["model", "run"]])  # key-value facts: no header row, the key names the row
+    assert "<thead>" not in keyed and '<th scope="row">model</th><td>run</td>' in keyed
+
+
+def test_figure_alt_text_says_what_the_figure_shows():
+    """Every figure's alt text was its title alone ("test confusion matrix: data, toy"): a reader who
+    cannot see the image learnt nothing of its counts or weights, which no table of the report holds."""
+    from vipcli.report.benchmark import _shots_alt
+    from vipcli.report.figures import confusion_matrix_alt, merge_weights_alt, reliability_alt
+
+    alt = confusion_matrix_alt([[120, 30], [32, 118]], ["melanoma", "nevus"], "test confusion matrix: data, toy")
+    assert alt == ("test confusion matrix: data, toy. Test images by true class: melanoma: 120 predicted melanoma, "
+                   "30 predicted nevus; nevus: 32 predicted melanoma, 118 predicted nevus.")
+    alt = merge_weights_alt({"melanoma": [("asymmetric", 0.2534), ("dots", 0.7466)]}, "merge weights: data, toy")
+    assert "melanoma (uniform weight 0.500): asymmetric 0.253, dots 0.747" in alt
+    bins = [{"lower": 0.5, "upper": 0.6, "count": 3, "accuracy": 0.5, "confidence": 0.55},
+            {"lower": 0.6, "upper": 0.7, "count": 0, "accuracy": 0.0, "confidence": 0.0}]
+    alt = reliability_alt([("before (T = 1)", bins, 0.1234), ("after (T = 1.8)", bins, 0.05)], "reliability: data")
+    assert "accuracy" in alt and "before (T = 1), ECE 0.123 (1 confidence bins" in alt and "ECE 0.050" in alt
+    rows = [{"method": "vip", "shots": s, "seed": 1, "test_accuracy": 70.0} for s in (1, 4)]
+    rows.append({"method": "zeroshot", "shots": 0, "seed": 1, "test_accuracy": 50.0})
+    alt = _shots_alt(rows, "test accuracy by shots: data, toy")
+    assert "(1, 4 shots)" in alt and "(vip, zeroshot)" in alt and "test accuracy %" in alt
+
+
+def test_the_run_reports_figures_carry_their_figures_in_alt_text(cli, lesion_run, tmp_path):
+    import json
+    import re
+    from html import unescape
+
+    _, run = lesion_run
+    assert cli("report", run, "--out", tmp_path / "r.html", "--workers", "0", "--device", "cpu", "--gallery", "2")[0] == 0
+    alts = [unescape(a) for a in re.findall(r'<figure><img src="data:[^"]*" alt="([^"]*)"', (tmp_path / "r.html").read_text())]
+    matrix = json.loads((run / "metrics.json").read_text())["test"]["confusion_matrix"]
+    assert len(alts) == 3 and f"melanoma: {matrix[0][0]} predicted melanoma, {matrix[0][1]} predicted nevus" in alts[0]
+    assert "ECE" in alts[1] and "Merge weight of each symptom" in alts[2]
+
+
+def test_methods_in_the_shots_plot_are_told_apart_without_colour():
+    """Every learning method was a solid line with round markers and every zero-shot method a plain dashed
+    line: in greyscale print, or for a reader who cannot tell vip's vermillion from vip-cop-only's orange,
+    the legend could not be matched to the lines."""
+    from vipcli.plots import METHOD_MARKERS, draw_shots, method_marker
+
+    methods = list(METHOD_COLORS) + ["my-plugin"]
+    rows = [{"method": m, "shots": 0 if "zeroshot" in m else s, "seed": 1, "test_accuracy": 50.0 + i + s}
+            for i, m in enumerate(methods) for s in (1, 4)]
+    figure = draw_shots(rows, title="t")
+    legend = figure.axes[0].get_legend()
+    styles = {text.get_text().split(" ")[0]: (handle.get_marker(), handle.get_linestyle())
+              for text, handle in zip(legend.get_texts(), legend.legend_handles)}
+    assert set(styles) == set(methods)
+    assert len(set(styles.values())) == len(methods), styles  # no two methods drawn alike
+    assert all(styles[m][0] == method_marker(m) not in ("", "None") for m in methods)
+    assert len(set(METHOD_MARKERS.values())) == len(METHOD_MARKERS) and set(METHOD_MARKERS) == set(METHOD_COLORS)
+
+
+@pytest.mark.parametrize("color", EVERY_METHOD_COLOR)
+def test_reliability_bin_counts_are_readable_on_their_bar(color):
+    """The test images of each bin were counted in 6-point #333 on the bar: 2.5:1 on coop's blue, 1.5:1 on
+    biomedcoop's navy, and too small to read once the report was printed."""
+    from vipcli.report.figures import draw_reliability
+
+    bins = [{"lower": 0.5, "upper": 0.6, "count": 12, "accuracy": 0.5, "confidence": 0.55},
+            {"lower": 0.6, "upper": 0.7, "count": 3, "accuracy": 0.0, "confidence": 0.65}]
+    figure = draw_reliability([("before (T = 1)", bins, 0.1)], color, "t")
+    bar = [0.85 * c + 0.15 for c in to_rgb(color)]  # the bar (alpha 0.85) over the white axes
+    counts = {label.get_text(): label for label in figure.axes[0].texts}
+    assert set(counts) == {"12", "3"}
+    for count, background in (("12", bar), ("3", (1.0, 1.0, 1.0))):  # an empty bar: its count is on white
+        ratio = contrast_ratio(to_rgb(counts[count].get_color()), background)
+        assert ratio >= 4.5 and counts[count].get_fontsize() >= 7, (count, round(ratio, 2))
