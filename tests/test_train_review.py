@@ -212,3 +212,11 @@ def test_help_shows_the_default_methods_and_run_folder_whole_at_80_columns(cli, 
     text = " ".join(out.replace("│", " ").split())
     assert code == 0 and "Run directory (default: a new folder in runs/, named after the data, method, backbone, " \
                          "shots and seed)" in text, text
+
+
+def test_train_given_an_image_file_as_data_says_it_is_a_file(cli, isic_small):
+    """As vip benchmark and vip symptoms rank say it: not "data folder not found" for a file that exists."""
+    image = next((isic_small / "test" / "nevus").iterdir())
+    code, _, err = cli("train", "--data", image)
+    assert code == 1 and err.strip() == (f"error: --data {image} is a file, not a folder "
+                                         "(pass --data DIR with one subfolder per class)"), err
