@@ -86,6 +86,9 @@ def find_pack(name: str):
     from vipcli.packs import load_pack, shipped_packs
 
     if names_a_pack_file(name):
+        if not Path(name).exists():
+            raise UsageError(f"symptom pack file not found: {name}",
+                             "check the path, or give a shipped pack's name: vip symptoms list")
         return load_pack(Path(name))
     packs = shipped_packs()
     pack = next((p for p in packs if p.matches(name)), None)
