@@ -53,6 +53,14 @@ def test_duplicate_backbone_ids_name_both_distributions(cli, site):
     assert backbone_class("toy").__name__ == "ToyBackbone"
 
 
+def test_a_mistyped_method_or_backbone_id_suggests_the_installed_one(cli, isic_small):
+    for args, line in ((["--method", "vipp"], "error: can't find method 'vipp'; did you mean 'vip'? (installed "),
+                       (["--backbone", "toyy"], "error: can't find backbone 'toyy'; did you mean 'toy'? (installed ")):
+        code, _, err = cli("train", "--data", isic_small, *args)
+        assert code == 2 and err.startswith(line), err
+    code, _, err = cli("train", "--data", isic_small, "--backbone", "nope")
+    assert code == 2 and "did you mean" not in err, err
+
 def test_unknown_backbone_lists_the_installed_ones(cli, isic_small):
     code, _, err = cli("train", "--data", isic_small, "--backbone", "nope")
     assert code == 2 and "can't find backbone 'nope'" in err and "biomedclip, clip" in err

@@ -275,6 +275,7 @@ def test_openai_without_a_key_fails_before_any_request(capsys, vip_env, monkeypa
     monkeypatch.delenv("OPENAI_API_KEY")
     code, _, err = vip(capsys, "symptoms", "generate", "--disease", "melanoma")
     assert code == 1 and "no API key for api.openai.com: $OPENAI_API_KEY is not set" in err
+    assert "asking" not in err, err  # no "asking gpt-4o at api.openai.com" line before the error: nothing was asked
 
 
 def test_404_means_wrong_url_or_model(capsys, vip_env, llm_server):

@@ -128,6 +128,19 @@ def test_list_shows_every_pack_with_count_and_source_in_80_columns(capsys, monke
     assert melanoma.split()[1:3] == ["4", "paper"]
 
 
+def test_list_shows_every_name_whole_in_80_columns(capsys, monkeypatch):
+    """The name is what `vip symptoms show NAME` and `--symptoms NAME` take: never cut with '…'."""
+    monkeypatch.setenv("COLUMNS", "80")
+    code, out, _ = vip(capsys, "symptoms", "list")
+    names = {line[1:].split("  ")[0] for line in out.splitlines()[3:] if line.strip() and "vip symptoms show" not in line}
+    assert code == 0 and names == PAPER | EXTRA | WRITTEN, names
+    assert max(len(line.rstrip()) for line in out.splitlines()) <= 80
+
+def test_show_of_a_missing_pack_file_says_how_to_fix_it(capsys, tmp_path):
+    code, _, err = vip(capsys, "symptoms", "show", str(tmp_path / "nosuch.yaml"))
+    assert code == 2 and err.strip() == (f"error: symptom pack file not found: {tmp_path / 'nosuch.yaml'} (check the "
+                                         "path, or give a shipped pack's name: vip symptoms list)"), err
+
 def test_list_json_is_one_document(capsys):
     code, out, _ = vip(capsys, "symptoms", "list", "--json")
     packs = json.loads(out)

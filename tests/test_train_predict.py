@@ -356,6 +356,12 @@ def test_command_line_mistakes_are_one_usage_line(cli):
     assert code == 0 and out.startswith("vip ")
 
 
+def test_a_command_group_without_a_command_shows_its_help_and_no_empty_error(cli):
+    for args, usage in (([], "Usage: vip [OPTIONS] COMMAND"), (["methods"], "Usage: vip methods"),
+                        (["symptoms"], "Usage: vip symptoms"), (["cache"], "Usage: vip cache")):
+        code, out, err = cli(*args)
+        assert code in (0, 2) and usage in out and "error:" not in err, (args, err)  # 2 from click 8.2 on
+
 def test_number_options_given_text_name_the_option_and_the_value(cli, tmp_path):
     for args, line in ((["predict", "x.png", "--model", "run", "--coverage", "abc"],
                         "error: --coverage must be a number, got 'abc' (see 'vip predict -h')"),

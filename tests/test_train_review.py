@@ -198,3 +198,25 @@ def test_the_memory_limit_of_the_process_cgroup_and_its_parents_is_read(tmp_path
     (root / "memory" / "memory.limit_in_bytes").write_text("9223372036854771712\n")
     membership.write_text("5:devices:/\n4:memory:/docker/abc\n")
     assert _cgroup_memory_limits(root, membership) == [2 * 2**30]
+
+
+def test_help_shows_the_default_methods_and_run_folder_whole_at_80_columns(cli, monkeypatch):
+    """Defaults are shown whole in an 80-column terminal, not cut to 'zeroshot,symptom-ze…'."""
+    from vipcli.cli.benchmark import DEFAULT_METHODS
+
+    monkeypatch.setenv("COLUMNS", "80")
+    code, out, _ = cli("benchmark", "--help")
+    text = " ".join(out.replace("│", " ").split())
+    assert code == 0 and "[default: (" + ", ".join(DEFAULT_METHODS) + ")]" in text, text
+    code, out, _ = cli("train", "--help")
+    text = " ".join(out.replace("│", " ").split())
+    assert code == 0 and "Run directory (default: a new folder in runs/, named after the data, method, backbone, " \
+                         "shots and seed)" in text, text
+
+
+def test_train_given_an_image_file_as_data_says_it_is_a_file(cli, isic_small):
+    """As vip benchmark and vip symptoms rank say it: not "data folder not found" for a file that exists."""
+    image = next((isic_small / "test" / "nevus").iterdir())
+    code, _, err = cli("train", "--data", image)
+    assert code == 1 and err.strip() == (f"error: --data {image} is a file, not a folder "
+                                         "(pass --data DIR with one subfolder per class)"), err

@@ -111,6 +111,15 @@ def _split_off(samples: list[Sample], fraction: float, seed: int, salt: str) -> 
     return sorted(kept, key=lambda s: str(s.path)), sorted(taken, key=lambda s: str(s.path))
 
 
+def check_data_folder(root: str | Path) -> None:
+    """VipError unless `root` (the --data option) is a folder: a file and a missing path say which."""
+    root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise VipError(f"--data {root} is a file, not a folder", "pass --data DIR with one subfolder per class")
+    if not root.is_dir():
+        raise VipError(f"data folder not found: {root}", "pass --data DIR with one subfolder per class")
+
+
 def load_dataset(root: str | Path, seed: int = 1, val_fraction: float = 0.1, test_fraction: float = 0.2,
                  train_optional: bool = False) -> Dataset:
     """Scan `root` laid out as `<class>/*` or `{train,val,test}/<class>/*`.
@@ -125,10 +134,7 @@ def load_dataset(root: str | Path, seed: int = 1, val_fraction: float = 0.1, tes
         val_fraction, test_fraction: share of train taken for a missing val / test split.
     """
     root = Path(root)
-    if root.exists() and not root.is_dir():
-        raise VipError(f"--data {root} is a file, not a folder", "pass --data DIR with one subfolder per class")
-    if not root.is_dir():
-        raise VipError(f"data folder not found: {root}", "pass --data DIR with one subfolder per class")
+    check_data_folder(root)
     _refuse_cased_split_folders(root)
     present = {name: root / name for name in SPLIT_NAMES if (root / name).is_dir()}
     if present and "train" not in present:

@@ -22,6 +22,13 @@ from typing import Callable, Iterable
 from vipcli.errors import UsageError, VipError
 
 
+def did_you_mean(typed: str, names: Iterable[str]) -> str:
+    """"; did you mean 'vip'?" for an id one typo away from an installed one (as for commands), else ""."""
+    import difflib
+
+    close = difflib.get_close_matches(typed, list(names), n=1)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
 @dataclass(frozen=True)
 class PluginInfo:
     """One installed plugin, as `vip backbones list` / `vip methods list` show it."""
@@ -183,8 +190,9 @@ class PluginGroup:
             raise VipError(conflicts[plugin_id], f"uninstall one of the two distributions; other {self.kind}s still work")
         entry_point = found.get(plugin_id)
         if entry_point is None:
-            names = ", ".join(sorted(n for n in found if n not in conflicts)) or "none"
-            raise UsageError(f"can't find {self.kind} '{plugin_id}'", f"installed {self.kind}s: {names}")
+            usable = sorted(n for n in found if n not in conflicts)
+            raise UsageError(f"can't find {self.kind} '{plugin_id}'{did_you_mean(plugin_id, usable)}",
+                             f"installed {self.kind}s: {', '.join(usable) or 'none'}")
         return entry_point
 
     def distribution(self, plugin_id: str) -> str:

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from vipcli import console
-from vipcli.errors import UsageError, VipError
+from vipcli.errors import UsageError
 from vipcli.settings import BackboneSettings, EncodingSettings, ScheduleSettings
 
 # torch and the data modules are imported inside the functions, so that building a TrainConfig
@@ -74,8 +74,9 @@ def check_config(config: TrainConfig):
     """Check every option before any image is decoded; return (method class, settings, schedule)."""
     if config.shots is not None and config.shots < 1:
         raise UsageError(f"--shots must be a positive number or 'all', got {config.shots}")
-    if not Path(config.data).is_dir():
-        raise VipError(f"data folder not found: {config.data}", "pass --data DIR with one subfolder per class")
+    from vipcli.data import check_data_folder
+
+    check_data_folder(config.data)
     config.encoding.validate()
     from vipcli.methods import make_settings, method_class
     from vipcli.methods.prompting import PromptMethod

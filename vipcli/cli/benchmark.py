@@ -20,7 +20,8 @@ DEFAULT_METHODS = ("zeroshot", "symptom-zeroshot", "linear-probe", "coop", "tip-
 def benchmark_command(
     data: Path = opt.DATA,
     methods: str = typer.Option(",".join(DEFAULT_METHODS), "--methods", help="Comma-separated method ids, or 'all' "
-                                "for every installed method (see `vip methods list`)."),
+                                "for every installed method (see `vip methods list`).",
+                                show_default=", ".join(DEFAULT_METHODS)),  # spaced, so help wraps it whole
     shots: str = typer.Option("1,2,4,8,16", "--shots", help="Comma-separated shots per class ('all': every image)."),
     seeds: str = typer.Option("1,2,3", "--seeds", help="Comma-separated seeds (few-shot subset, init, batches)."),
     backbone: str = opt.BACKBONE,

@@ -129,6 +129,15 @@ def _number_message(error) -> str | None:
     return f"{name} must be {kind}, got {str(first.get('input'))!r}"
 
 
+def _help_was_shown(error) -> bool:
+    """Whether `error` is a command group run without a command (`vip`, `vip methods`).
+
+    Its help has already been printed, and the error carries no message of its own: an `error:`
+    line after the help would be empty.
+    """
+    return type(error).__name__ == "NoArgsIsHelpError" or not error.format_message().strip()
+
+
 def _stopped() -> tuple[str, int]:
     """The message and exit code of an interrupt: SIGTERM (143) or Ctrl-C (130)."""
     if stop_signals.terminated():
@@ -161,6 +170,8 @@ def _main(argv: list[str] | None) -> int:
     except CLICK_EXIT as done:
         return done.exit_code
     except CLICK_ERROR as error:  # bad command line: one line, and where to read the usage
+        if _help_was_shown(error):
+            return error.exit_code
         context = getattr(error, "ctx", None)
         message = _number_message(error) or error.format_message()
         _print_error(message, f"see '{context.command_path} -h'" if context else None)

@@ -53,12 +53,14 @@ def list_command(as_json: bool = typer.Option(False, "--json", help="Print one J
     from rich import box
 
     # one line per pack in an 80-column terminal: long cells are cut with an ellipsis here (rich would
-    # rather drop short columns); `vip symptoms show NAME` has the full text
+    # rather drop short columns); `vip symptoms show NAME` has the full text. The name is never cut:
+    # it is what `show` and `--symptoms` take, so the aliases give up the width it needs
     def cut(text: str, width: int) -> str:
         return text if len(text) <= width else text[: width - 1] + "…"
 
     extra = max(0, console.stdout().width - 80)  # a wider terminal shows more of each cell
-    widths = (26 + extra // 4, 16 + extra // 4, 18 + extra // 2)
+    name_width = max(26, *(len(p.name) for p in packs))
+    widths = (name_width, 16 + extra // 4, max(8, 18 - (name_width - 26)) + extra // 4 + extra // 2)
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
     for name, justify in (("name", "left"), ("n", "right"), ("source", "left"), ("modality", "left"),
                           ("aliases", "left")):
@@ -84,6 +86,9 @@ def find_pack(name: str):
     from vipcli.packs import load_pack, shipped_packs
 
     if names_a_pack_file(name):
+        if not Path(name).exists():
+            raise UsageError(f"symptom pack file not found: {name}",
+                             "check the path, or give a shipped pack's name: vip symptoms list")
         return load_pack(Path(name))
     packs = shipped_packs()
     pack = next((p for p in packs if p.matches(name)), None)

@@ -29,8 +29,8 @@ def train_command(
     method_option: Optional[List[str]] = opt.METHOD_OPTION,
     views: int = opt.VIEWS,
     seed: int = opt.seed(1, "Seed of the split, the few-shot subset and training."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Run directory (default runs/<data>-<method>-<backbone>-"
-                                       "<shots>-seed<seed>)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run directory (default: a new folder in runs/, named "
+                                       "after the data, method, backbone, shots and seed)."),
     force: bool = opt.FORCE,
     device: str = opt.DEVICE,
     reference: bool = typer.Option(False, "--reference", help="Train the authors' way, for speed comparisons: "

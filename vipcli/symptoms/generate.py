@@ -17,7 +17,7 @@ from vipcli.errors import UsageError, VipError
 from vipcli.packs import SymptomPack, pack_from_dict, shipped_packs
 from vipcli.symptoms.agree import DEFAULT_THRESHOLD, Agreement, agree_by_judgement, agree_by_overlap, judge_prompt
 from vipcli.symptoms.cache import cache_key, read_cached, write_atomic, write_cached
-from vipcli.symptoms.llm import MAX_ANSWER_BYTES, LLMConfig, chat, endpoint_host, redact, secrets_of
+from vipcli.symptoms.llm import MAX_ANSWER_BYTES, LLMConfig, chat, endpoint_host, read_api_key, redact, secrets_of
 from vipcli.symptoms.parse import CUT_HINT, CUT_REASON, AnswerError, ParsedAnswer, parse_answer
 
 STAGE1_PROMPT = (
@@ -112,6 +112,7 @@ def ask(
     if cached is not None:
         notify(f"{what}: answer from cache")
         return redact(cached[0], secrets_of(llm)), True, cached[1]  # redact: an entry written before redaction existed
+    read_api_key(llm)  # no key for OpenAI is one error line, not one after "asking gpt-4o at api.openai.com"
     notify(f"{what}: asking {llm.model} at {endpoint_host(llm.base_url)}")
     answer, truncated = chat(llm, messages)
     if answer.strip():
