@@ -379,3 +379,17 @@ def test_full_or_read_only_cache_disk_warns_once_and_the_run_goes_on(cli, isic_s
     assert len(warnings) == 1 and words in warnings[0] and "going on without it" in warnings[0]
     assert not error_lines(err) and (tmp_path / "run" / "model.safetensors").is_file()
 
+
+
+def test_turning_photos_upright_keys_the_cache_but_keeps_the_views_of_other_images(monkeypatch, tmp_path):
+    """The orientation policy is part of an entry's key (old entries are not served) but not of the seed
+    of augmented views: an image without an EXIF orientation keeps the views, and so the figures, it had."""
+    from vipcli import features
+    from vipcli.features import FeatureCache
+    from vipcli.registry import load_backbone
+
+    backbone = load_backbone("toy", device="cpu")
+    before = FeatureCache(tmp_path, backbone)
+    monkeypatch.setattr(features, "ORIENTATION_POLICY", "another orientation policy")
+    after = FeatureCache(tmp_path, backbone)
+    assert after.key != before.key and after.augmentation == before.augmentation

@@ -22,8 +22,10 @@ SYSTEM_FOLDERS = frozenset({"__macosx", "@eadir", "#recycle", "#snapshot", "$rec
 def is_system_folder(name: str) -> bool:
     """True for a hidden folder (`.thumbnails`) or one of `SYSTEM_FOLDERS` (`__MACOSX`, `@eaDir`)."""
     return name.startswith(".") or name.lower() in SYSTEM_FOLDERS
-DECODE_POLICY = ("jpeg draft, then reduce(); shorter side kept >= 2 x min_side; "
-                 "EXIF orientation applied")  # part of feature-cache keys
+DECODE_POLICY = "jpeg draft, then reduce(); shorter side kept >= 2 x min_side"  # part of feature-cache keys
+# also part of feature-cache keys, but not of the seed of augmented views (features.py): turning a photo
+# upright changes no pixel of an image without an EXIF orientation, so such an image keeps its views
+ORIENTATION_POLICY = "EXIF orientation applied"
 EXIF_ORIENTATION = 0x0112  # the EXIF tag of how a viewer turns the stored pixels
 _REDUCIBLE = ("L", "LA", "La", "RGB", "RGBA", "RGBa", "I", "F", "CMYK", "YCbCr", "PA")  # modes Image.reduce takes
 
