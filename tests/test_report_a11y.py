@@ -145,3 +145,11 @@ def test_reliability_bin_counts_are_readable_on_their_bar(color):
     for count, background in (("12", bar), ("3", (1.0, 1.0, 1.0))):  # an empty bar: its count is on white
         ratio = contrast_ratio(to_rgb(counts[count].get_color()), background)
         assert ratio >= 4.5 and counts[count].get_fontsize() >= 7, (count, round(ratio, 2))
+
+
+def test_every_plugin_method_colour_shows_on_white_at_the_minimum_for_lines():
+    """A plugin method could be drawn in #F0E442, 1.3:1 on the white figure: nearly invisible."""
+    def rgb(colour):
+        return tuple(int(colour[i:i + 2], 16) / 255 for i in (1, 3, 5))
+
+    assert all(contrast_ratio(rgb(colour), (1.0, 1.0, 1.0)) >= 3.0 for colour in EXTRA_COLORS)

@@ -25,8 +25,9 @@ METHOD_COLORS = {
     "clap": "#B8860B",  # dark goldenrod
     "biomedcoop": "#1F3A93",  # navy
 }
-# other methods (plugins) get one of these, chosen by a digest of their name (stable across runs)
-EXTRA_COLORS = ("#2F4F4F", "#A6761D", "#E7298A", "#66A61E", "#17BECF", "#BCBD22", "#F0E442", "#000000")
+# other methods (plugins) get one of these, chosen by a digest of their name (stable across runs); each at
+# least 3:1 on white, the WCAG minimum for lines and markers (a yellow #F0E442 was 1.3:1, nearly invisible)
+EXTRA_COLORS = ("#2F4F4F", "#A6761D", "#E7298A", "#4E7D17", "#117A8B", "#7A7A00", "#B03060", "#000000")
 
 
 # and one marker each, so that methods are told apart without colour (greyscale print, colour blindness):
