@@ -364,3 +364,18 @@ def test_an_image_beside_the_val_and_test_folders_of_a_zero_shot_data_set_is_nam
     load_dataset(root, train_optional=True)
     assert ("warning: left out 1 image in no class folder: stray.png; move it into the folder of its class"
             in capsys.readouterr().err)
+
+
+def test_the_symptom_grid_shows_a_photo_the_way_vip_encodes_it(tmp_path):
+    """Stage 2's grid tile of a photo stored sideways (EXIF orientation 6) is upright, as its features are."""
+    from vipcli.symptoms.grid import read_tile
+
+    pixels = np.zeros((400, 600, 3), np.uint8)
+    pixels[:100, :, 0] = 255  # a red band along the top of the stored (sideways) picture
+    image = Image.fromarray(pixels)
+    exif = image.getexif()
+    exif[0x0112] = 6  # shown turned 90 degrees clockwise: the band on the right
+    path = tmp_path / "phone.jpg"
+    image.save(path, exif=exif.tobytes(), quality=95)
+    red = np.asarray(read_tile(path, 60), dtype=int)[..., 0]  # [60, 60]
+    assert red[:, -5:].mean() > 200 and red[:5, 20:40].mean() < 50
