@@ -292,10 +292,10 @@ def test_predict_counts_the_files_it_leaves_out_of_a_folder(tmp_path):
     assert left_out == [folder / "scan.dcm"]
 
 
-@pytest.mark.parametrize("stray", ["loose.png", "train/loose.png", "test/loose.png"])
+@pytest.mark.parametrize("stray", ["loose.png", "train/loose.png", "test/loose.png", "beside-splits.png"])
 def test_an_image_in_no_class_folder_is_named_in_a_warning(tmp_path, capsys, stray):
     root = tmp_path / "d"
-    if stray.startswith(("train", "test")):
+    if stray.startswith(("train", "test", "beside")):  # beside train/ and test/: in no split either
         _flat_dataset(root / "train", per_class=3)
         _flat_dataset(root / "test", per_class=1)
     else:
@@ -354,3 +354,28 @@ def test_a_photo_is_decoded_the_way_every_viewer_shows_it(tmp_path, orientation)
     assert np.abs(np.asarray(load_image(path), dtype=int) - shown).max() == 0
     reduced = load_image(path, min_side=50)  # decoded at a quarter of the size, then turned
     assert (reduced.size[0] > reduced.size[1]) == (shown.shape[1] > shown.shape[0])
+
+
+def test_an_image_beside_the_val_and_test_folders_of_a_zero_shot_data_set_is_named(tmp_path, capsys):
+    root = tmp_path / "d"
+    _flat_dataset(root / "val", per_class=1)
+    _flat_dataset(root / "test", per_class=1)
+    _png(root / "stray.png")
+    load_dataset(root, train_optional=True)
+    assert ("warning: left out 1 image in no class folder: stray.png; move it into the folder of its class"
+            in capsys.readouterr().err)
+
+
+def test_the_symptom_grid_shows_a_photo_the_way_vip_encodes_it(tmp_path):
+    """Stage 2's grid tile of a photo stored sideways (EXIF orientation 6) is upright, as its features are."""
+    from vipcli.symptoms.grid import read_tile
+
+    pixels = np.zeros((400, 600, 3), np.uint8)
+    pixels[:100, :, 0] = 255  # a red band along the top of the stored (sideways) picture
+    image = Image.fromarray(pixels)
+    exif = image.getexif()
+    exif[0x0112] = 6  # shown turned 90 degrees clockwise: the band on the right
+    path = tmp_path / "phone.jpg"
+    image.save(path, exif=exif.tobytes(), quality=95)
+    red = np.asarray(read_tile(path, 60), dtype=int)[..., 0]  # [60, 60]
+    assert red[:, -5:].mean() > 200 and red[:5, 20:40].mean() < 50

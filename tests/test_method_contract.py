@@ -224,3 +224,14 @@ def test_a_prompt_method_without_settings_gets_context_settings_only_if_it_learn
 
     assert FixedPrompts.Settings is NoSettings and LearnedContext.Settings is ContextSettings
     assert FromOwnSettings.Settings is ContextSettings  # a base's explicit choice is inherited
+
+
+@pytest.mark.parametrize("read, said", [(len, "fit read len(data.test): the test split is held out"),
+                                        (list, "fit read the items of data.test: the test split is held out")])
+def test_the_length_or_items_of_the_held_out_test_split_are_a_read_of_it(read, said):
+    """A plugin's fit that takes len(data.test) or loops over it is told the split is held out, not a TypeError."""
+    from vipcli.featuresets import HeldOutSplit, TestSplitRead
+
+    with pytest.raises(TestSplitRead) as raised:
+        read(HeldOutSplit())
+    assert raised.value.message.startswith(said)

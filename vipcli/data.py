@@ -62,7 +62,7 @@ def _scan_flat(folder: Path, class_names: list[str] | None = None,
     if class_names is None:
         _refuse_names_alike_but_case(folder, [c.name for c in classes])
     if left_out is not None:
-        left_out.loose.extend(sorted(p for p in folder.iterdir() if is_image_file(p)))
+        left_out.loose.extend(_images_beside(folder))
     names = class_names or [c.name for c in classes]
     index = {name: i for i, name in enumerate(names)}
     samples: list[Sample] = []
@@ -83,6 +83,11 @@ def _scan_flat(folder: Path, class_names: list[str] | None = None,
             )
         samples.extend(Sample(p, index[class_folder.name]) for p in images)
     return names, samples
+
+
+def _images_beside(folder: Path) -> list[Path]:
+    """The image files directly in `folder` (sorted): beside its class or split folders, in no class."""
+    return sorted(p for p in folder.iterdir() if is_image_file(p))
 
 
 def _refuse_names_alike_but_case(folder: Path, names: list[str]) -> None:
@@ -143,6 +148,7 @@ def load_dataset(root: str | Path, seed: int = 1, val_fraction: float = 0.1, tes
         return _without_train(root, present)
     left_out = LeftOut()
     if present:
+        left_out.loose.extend(_images_beside(root))  # beside train/, val/, test/: in no split either
         class_names, train = _scan_flat(present["train"], left_out=left_out)
         splits = {"train": train}
         for name in ("val", "test"):
@@ -198,7 +204,7 @@ def _without_train(root: Path, present: dict[str, Path]) -> Dataset:
         raise VipError(f"{root} has {', '.join(present)} but no train/ or {'/ or '.join(missing)}/ folder",
                        f"a zero-shot method needs no train/, but needs val/ (calibration) and test/: add "
                        f"{root}/{missing[0]}/<class>/*, or give a train/ folder for vip to split it from")
-    left_out = LeftOut()
+    left_out = LeftOut(loose=_images_beside(root))  # beside val/ and test/: in no split either
     class_names, test = _scan_flat(present["test"], left_out=left_out)
     _require_classes(root, class_names)
     splits = {"train": [], "val": _scan_flat(present["val"], class_names, left_out)[1], "test": test}

@@ -44,8 +44,8 @@ class PreparedData:
 class TestSplitRead(VipError):
     """A method's `fit` read the held-out test split (`HeldOutSplit`); `checked_fit` names the method."""
 
-    def __init__(self, member: str):
-        super().__init__(f"fit read data.test.{member}: the test split is held out from fitting, so that no "
+    def __init__(self, member: str, read: str | None = None):
+        super().__init__(f"fit read {read or 'data.test.' + member}: the test split is held out from fitting, so that no "
                          "method learns from, or chooses its settings on, the images its test figures are "
                          "computed on",
                          "fit on data.train; choose epochs and settings on data.val")
@@ -53,12 +53,19 @@ class TestSplitRead(VipError):
 
 
 class HeldOutSplit:
-    """What `fit` finds as `data.test`: reading any of it (`x`, `y`, `paths`, ...) raises `TestSplitRead`."""
+    """What `fit` finds as `data.test`: reading any of it (`x`, `y`, `paths`, ..., its length, its
+    items) raises `TestSplitRead`."""
 
     def __getattr__(self, member: str):
         if member.startswith("__"):  # copy, pickle and repr probe dunder names: not a read of the split
             raise AttributeError(member)
         raise TestSplitRead(member)
+
+    def __len__(self) -> int:  # looked up on the class, so __getattr__ never sees it
+        raise TestSplitRead("__len__", "len(data.test)")
+
+    def __iter__(self):
+        raise TestSplitRead("__iter__", "the items of data.test")
 
     def __repr__(self) -> str:
         return "HeldOutSplit()"

@@ -92,7 +92,7 @@ def reduce_decoded(image, min_side: int):
     return _reduce_in_strips(image, factor, "RGBA" if "A" in image.mode else "L")
 
 
-def _orientation(image) -> int:
+def exif_orientation(image) -> int:
     """The EXIF orientation tag (1-8) of an opened image; 1 (as stored) when it has none or it is unreadable."""
     try:
         value = image.getexif().get(EXIF_ORIENTATION, 1)
@@ -141,7 +141,7 @@ def load_image(path: str | Path, min_side: int | None = None):
                 if min_side and image.format == "JPEG":
                     image.draft("RGB", (min_side * 2, min_side * 2))
                 image.load()
-                orientation = _orientation(image)
+                orientation = exif_orientation(image)
                 return upright(to_rgb(reduce_decoded(image, min_side) if min_side else image), orientation)
     except ImageError:
         raise

@@ -99,13 +99,16 @@ def grid_of_files(files, seed: int = 0, tile: int = 224, where: str = "images", 
 
 
 def read_tile(path: Path, tile: int):
-    """The image at `path` as an RGB center-cropped square of side `tile`, or None if unreadable."""
+    """The image at `path` as an RGB center-cropped square of side `tile`, turned upright by its EXIF
+    orientation as vip encodes it (`vipcli.images.upright`), or None if unreadable."""
     from PIL import Image, ImageOps
+
+    from vipcli.images import exif_orientation, upright
 
     try:
         with Image.open(path) as image:
             image.load()
-            rgb = to_rgb(image)
+            rgb = upright(to_rgb(image), exif_orientation(image))
     except (OSError, ValueError, Image.DecompressionBombError):
         return None
     return ImageOps.fit(rgb, (tile, tile), method=Image.Resampling.BICUBIC)
