@@ -277,8 +277,8 @@ def test_files_vip_does_not_read_in_class_folders_are_counted_in_one_warning(tmp
     assert sum(sum(data.counts(split)) for split in ("train", "val", "test")) == 6
     warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
     assert warnings[0] == ("warning: left out 4 files not named as an image vip reads (jpg, jpeg, png, bmp, tif, tiff, "
-                          "webp): alpha/scan.dcm, alpha/sub/scan.gif, beta/notes.txt and 1 more; convert them to PNG, "
-                          "or move them out of the image folders")  # then copies: the test's images are alike
+                          "webp): alpha/scan.dcm, alpha/sub/scan.gif, beta/notes.txt and 1 more; convert images of other "
+                          "formats to PNG, and move other files out of the image folders")  # then copies: the test's images are alike
     assert not any("Thumbs" in line or "desktop" in line or "DS_Store" in line for line in warnings)
 
 

@@ -326,6 +326,8 @@ def test_cache_info_marks_folders_never_read_again_and_clear_stale_removes_only_
     assert code == 0 and f"stale: {older_torch.name} (torch 1.13.0, now {torch.__version__}; backbone 'clip' code " \
         "changed): never read again here" in " ".join(out.split())
     assert "`vip cache clear --stale` removes the 2 stale folders" in out
+    code, out, _ = cli("cache", "clear", "--stale", "--backbone", "nope")
+    assert code == 0 and "nothing to remove: no cached features of backbone 'nope'" in out, out
     code, out, _ = cli("cache", "clear", "--stale")
     assert code == 0 and "removed 2 stale feature folders: 48 entries" in out, out
     assert sorted(p.name for p in (cache / "features").iterdir()) == [current.name]

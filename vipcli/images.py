@@ -18,16 +18,17 @@ FILE_MANAGER_FILES = frozenset({"thumbs.db", "ehthumbs.db", "desktop.ini"})  # n
 SYSTEM_FOLDERS = frozenset({"__macosx", "@eadir", "#recycle", "#snapshot", "$recycle.bin", "system volume information",
                             "lost+found"})
 
-
-def is_system_folder(name: str) -> bool:
-    """True for a hidden folder (`.thumbnails`) or one of `SYSTEM_FOLDERS` (`__MACOSX`, `@eaDir`)."""
-    return name.startswith(".") or name.lower() in SYSTEM_FOLDERS
 DECODE_POLICY = "jpeg draft, then reduce(); shorter side kept >= 2 x min_side"  # part of feature-cache keys
 # also part of feature-cache keys, but not of the seed of augmented views (features.py): turning a photo
 # upright changes no pixel of an image without an EXIF orientation, so such an image keeps its views
 ORIENTATION_POLICY = "EXIF orientation applied"
 EXIF_ORIENTATION = 0x0112  # the EXIF tag of how a viewer turns the stored pixels
 _REDUCIBLE = ("L", "LA", "La", "RGB", "RGBA", "RGBa", "I", "F", "CMYK", "YCbCr", "PA")  # modes Image.reduce takes
+
+
+def is_system_folder(name: str) -> bool:
+    """True for a hidden folder (`.thumbnails`) or one of `SYSTEM_FOLDERS` (`__MACOSX`, `@eaDir`)."""
+    return name.startswith(".") or name.lower() in SYSTEM_FOLDERS
 
 
 def _to_8bit(image):
@@ -221,7 +222,6 @@ def left_out_warning(files: list[Path], shown=str) -> str | None:
         return None
     first = ", ".join(shown(path) for path in files[:LEFT_OUT_SHOWN])
     more = f" and {len(files) - LEFT_OUT_SHOWN} more" if len(files) > LEFT_OUT_SHOWN else ""
-    them = plural(len(files), "it", "them")
     return (f"left out {len(files)} {plural(len(files), 'file')} not named as an image vip reads "
-            f"({', '.join(s.lstrip('.') for s in IMAGE_SUFFIXES)}): {first}{more}; convert {them} to PNG, "
-            f"or move {them} out of the image folders")
+            f"({', '.join(s.lstrip('.') for s in IMAGE_SUFFIXES)}): {first}{more}; convert images of other "
+            f"formats to PNG, and move other files out of the image folders")

@@ -51,12 +51,18 @@ def clear_command(
                                            "(see `vip cache info`); default: everything."),
     stale: bool = typer.Option(False, "--stale", help="Remove only the feature folders this installation never "
                                "reads again (`vip cache info` marks them: written by another vip, library "
-                               "or backbone code version)."),
+                               "or backbone code version). Judged by this installation: another vip version "
+                               "sharing the cache re-encodes what it loses."),
 ) -> None:
     """Remove cached features (of one backbone, or all) and, without --backbone, cached LLM answers."""
     from vipcli.cache_admin import backbone_folders, clear, default_root, human_size
     
     root = default_root()
+    if backbone is not None and not any(r["backbone"] == backbone for r in backbone_folders(root)):
+        cached = sorted({r["backbone"] for r in backbone_folders(root) if r["backbone"]})
+        console.stdout().print(f"nothing to remove: no cached features of backbone {backbone!r} in {root} "
+                               f"(cached: {', '.join(cached) or 'none'})", markup=False)
+        return
     if stale:
         removed = clear(root, backbone, stale_only=True)
         which = f" of backbone {backbone!r}" if backbone else ""
@@ -64,11 +70,6 @@ def clear_command(
                                f"{console.plural(len(removed['removed']), 'folder')}{which}: {removed['entries']} "
                                f"entries ({human_size(removed['bytes'])}) from {root}", markup=False)
         _warn_kept(root, removed["kept"])
-        return
-    if backbone is not None and not any(r["backbone"] == backbone for r in backbone_folders(root)):
-        cached = sorted({r["backbone"] for r in backbone_folders(root) if r["backbone"]})
-        console.stdout().print(f"nothing to remove: no cached features of backbone {backbone!r} in {root} "
-                               f"(cached: {', '.join(cached) or 'none'})", markup=False)
         return
     removed = clear(root, backbone)
     what = f"backbone {backbone!r}" if backbone else "all backbones and the LLM answers"
