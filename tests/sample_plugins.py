@@ -205,6 +205,22 @@ class NoisyImages(PadIsEndBackbone):
         return torch.nn.functional.dropout(super().encode_image(images), 0.2)
 
 
+class BatchStatsImages(PadIsEndBackbone):
+    """Flaw: image features centred on the batch's mean (batch statistics): an image's feature depends on
+    the other images of its batch, so on the batch size and on what the cache already held."""
+
+    def encode_image(self, images):
+        features = super().encode_image(images)
+        return features - features.mean(dim=0, keepdim=True) + 0.1 * features
+
+
+class HugeImageFeatures(PadIsEndBackbone):
+    """Flaw: image features scaled by 1e30: finite, but their norm overflows float32."""
+
+    def encode_image(self, images):
+        return super().encode_image(images) * 1e30
+
+
 class NoisyText(PadIsEndBackbone):
     """Flaw: torch.rand in the text tower's forward."""
 
@@ -269,6 +285,8 @@ ENTRY_POINTS = "\n".join([
     "detaches-embeds = vip_sample_plugins:DetachesEmbeds",
     "noisy-images = vip_sample_plugins:NoisyImages",
     "noisy-text = vip_sample_plugins:NoisyText",
+    "batch-stats-images = vip_sample_plugins:BatchStatsImages",
+    "huge-image-features = vip_sample_plugins:HugeImageFeatures",
     "loses-words = vip_sample_plugins:LosesWords",
     "reads-length-only = vip_sample_plugins:ReadsLengthOnly",
     "domain-vocabulary = vip_sample_plugins:DomainVocabulary",

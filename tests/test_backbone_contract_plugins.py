@@ -56,6 +56,21 @@ def test_backbones_check_fails_functional_dropout_in_encode_image(cli, samples):
     assert rows["encode_image"]["ok"] is True  # shapes and dtype are right: only the repeat tells
 
 
+def test_backbones_check_fails_image_features_that_depend_on_the_batch(cli, samples):
+    """Batch statistics in encode_image passed every check, and results then depended on batch size and on
+    which images the cache already held."""
+    code, out, _ = cli("backbones", "check", "batch-stats-images", "--json")
+    row = {row["check"]: row for row in json.loads(out)["checks"]}["same images, same features"]
+    assert code == 1 and row["ok"] is False and "alone and in a batch" in row["detail"]
+    assert "freeze() must put every module in eval()" in row["detail"]
+
+
+def test_image_features_whose_norm_overflows_fail_at_load(samples):
+    """Features times 1e30 passed as finite, then normalised to NaN: chance-level results, no error."""
+    with pytest.raises(VipError, match="so large that their norm overflows float32"):
+        load_backbone("huge-image-features")
+
+
 def test_a_sound_plugin_passes_the_new_rows(cli, samples):
     code, out, err = cli("backbones", "check", "pad-is-end", "--json")
     rows = {row["check"]: row for row in json.loads(out)["checks"]}

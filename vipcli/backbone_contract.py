@@ -32,11 +32,12 @@ WORD_PAIRS = (  # prompts of equal token length one word apart; the first pair t
     ("a photo of a red spot.", "a photo of a blue spot."),
     ("a photo of a dark spot.", "a photo of a small spot."),
 )
-CONTRACT_VERSION = 5  # bump when a check is added or changed: backbones that passed are checked again
+CONTRACT_VERSION = 6  # bump when a check is added or changed: backbones that passed are checked again
 TRIM_TOLERANCE = 1e-3  # max relative L2 difference between trimmed and full-length text features
 PLAIN_TOLERANCE = 1e-3  # max relative L2 difference between the plain text tower (--reference) and the usual path
 SAME_FEATURE = 1e-6  # two probes whose features differ by less than this (relative L2) got the same feature
 REPEAT_TOLERANCE = 1e-4  # max relative L2 difference between two encodings of the same input (eval mode)
+BATCH_TOLERANCE = 1e-3  # ... and between an image encoded alone and in a batch (kernels differ by batch size)
 PARTS_CONTEXT = 2  # context vectors in the probe of an `encode_text_parts` override
 PARTS_GROUPS = (0, 1, 0)  # the probe prompts' groups: the first and last share their prefix
 JSON_TYPES = (str, int, float, bool, type(None))
@@ -86,6 +87,10 @@ def _finite(value: torch.Tensor, what: str) -> None:
     if not torch.isfinite(value).all():
         bad = int((~torch.isfinite(value)).sum())
         raise _Failed(f"{what} hold {bad} NaN/inf values")
+    if value.dim() == 2 and value.is_floating_point() and not torch.isfinite(value.float().norm(dim=-1)).all():
+        largest = float(value.float().abs().max())
+        raise _Failed(f"{what} hold values up to {largest:.3g}, so large that their norm overflows float32 and "
+                      "normalising them gives NaN: return the tower's output as it is, without rescaling it")
 
 
 def json_problem(value, path: str = "describe()") -> str | None:
@@ -466,7 +471,17 @@ class _Probe:
         b = self.backbone
         with torch.no_grad():
             again = _tensor(b.encode_image(self.probe_images.to(b.device))).detach().float().cpu()  # [B, D]
-        return _same_again("encode_image", "images", again, self.image_features, "torch.rand*, random crops")
+        detail = _same_again("encode_image", "images", again, self.image_features, "torch.rand*, random crops")
+        if len(self.probe_images) < 2:
+            return detail
+        with torch.no_grad():  # the first image on its own: vip encodes images in batches of any size
+            alone = _tensor(b.encode_image(self.probe_images[:1].to(b.device))).detach().float().cpu()  # [1, D]
+        difference = float(_relative(alone, self.image_features[:1]).max())
+        if not difference <= BATCH_TOLERANCE:
+            raise _Failed(f"encode_image gives an image a feature {difference:.3g} apart (relative) alone and in a "
+                          "batch: a feature must not depend on the other images of its batch (batch statistics, "
+                          "BatchNorm left in training mode: freeze() must put every module in eval())")
+        return f"{detail}; alone and in a batch: {difference:.1e}"
 
     def describe(self) -> str:
         b = self.backbone
