@@ -80,6 +80,20 @@ class ForgotFit(Centroid):
     fit = Method.fit
 
 
+class NoForward(Method):
+    """Flaw: no forward at all (Method's own raises NotImplementedError)."""
+
+    summary = "no forward"
+    trains = False
+
+
+class FitWithoutContext(Centroid):
+    """Flaw: fit takes the data only, not (data, context)."""
+
+    def fit(self, data):  # noqa: D102 - the flaw under test
+        return super().fit(data, None)
+
+
 class PlainWeights(Centroid):
     """Flaw: trains with the shared SGD loop, but its weights are a plain tensor, not an nn.Parameter."""
 
@@ -286,6 +300,8 @@ ENTRY_POINTS = "\n".join([
     "fit-returns-none = vip_sample_methods:FitReturnsNone",
     "typo = vip_sample_methods:Typo",
     "forgot-fit = vip_sample_methods:ForgotFit",
+    "no-forward = vip_sample_methods:NoForward",
+    "fit-without-context = vip_sample_methods:FitWithoutContext",
     "plain-weights = vip_sample_methods:PlainWeights",
     "validate-value-error = vip_sample_methods:ValidateRaisesValueError",
     "missing-class = vip_sample_methods:DoesNotExist",

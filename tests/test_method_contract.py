@@ -64,6 +64,8 @@ def _training_fault(cli, isic_small, tiny_clip, tmp_path, method: str, member: s
     ("no-default", "setting 'temperature' has no default"),
     ("plain-settings", "not a dataclass"),
     ("forgot-fit", "trains = True but fit is not overridden"),
+    ("no-forward", "forward is not overridden, so there are no logits"),  # found after encoding, as 'report it'
+    ("fit-without-context", "fit cannot be called as fit(self, data, context)"),
 ])
 def test_a_method_class_that_cannot_work_is_refused_before_any_work(cli, methods, isic_small, tiny_clip, tmp_path,
                                                                     method, reason):

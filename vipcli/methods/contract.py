@@ -85,6 +85,28 @@ def class_problem(cls) -> tuple[str, str, str] | None:
         return ("fit", "trains = True but fit is not overridden, so nothing would be learned",
                 "return vipcli.fitting.fit_sgd(self, data, context) from fit for the shared SGD loop, "
                 "fit your own way, or set trains = False")
+    if cls.forward is Method.forward:
+        return ("forward", "forward is not overridden, so there are no logits",
+                "define forward(self, image_features) returning class logits [B, C]")
+    for member, arguments in (("fit", 2), ("forward", 1)):
+        problem = _signature_problem(getattr(cls, member), member, arguments)
+        if problem is not None:
+            return problem
+    return None
+
+
+def _signature_problem(function, member: str, arguments: int) -> tuple[str, str, str] | None:
+    """(member, what is wrong, the fix) when `function` cannot be called with `arguments` positional
+    arguments after self (fit(data, context), forward(image_features)), else None."""
+    import inspect
+
+    expected = {"fit": "fit(self, data, context)", "forward": "forward(self, image_features)"}[member]
+    try:
+        inspect.signature(function).bind(None, *([None] * arguments))
+    except TypeError as error:
+        return (member, f"{member} cannot be called as {expected} ({error})", f"define it as {expected}")
+    except ValueError:  # no signature to read (a builtin or C function): leave it to the call
+        return None
     return None
 
 
