@@ -237,3 +237,28 @@ def test_the_length_or_items_of_the_held_out_test_split_are_a_read_of_it(read, s
     with pytest.raises(TestSplitRead) as raised:
         read(HeldOutSplit())
     assert raised.value.message.startswith(said)
+
+
+@pytest.mark.parametrize("method, fault", [
+    ("centroid-ok", None),
+    ("peeks-at-test", "failed in fit: fit read data.test"),
+    ("dropout-forward", "failed in forward"),
+    ("records-tensor", "failed in record"),
+])
+def test_methods_check_runs_a_plugin_through_train_and_predict_in_seconds(cli, methods, method, fault):
+    """There was no way to try a method plugin before a run on real data: its mistakes showed after encoding."""
+    code, out, err = cli("methods", "check", method)
+    if fault is None:
+        assert code == 0 and f"method '{method}' passes: trained on a synthetic lesion world" in out, err
+        assert "used to predict 8 images" in out and "warning" not in err
+    else:
+        line = _one_error(err)
+        assert code == 1 and line.startswith(f"error: method '{method}' (from sample-methods 0.1.0) {fault}"), line
+
+
+def test_every_built_in_method_passes_methods_check(cli):
+    from vipcli.methods import list_methods
+
+    for info in list_methods():
+        code, out, err = cli("methods", "check", info.id)
+        assert code == 0 and f"method '{info.id}' passes" in out, err

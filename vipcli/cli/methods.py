@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
+from typing import List, Optional
 
 import typer
 
 from vipcli import console
+from vipcli.cli import options
 
 app = typer.Typer(help="Few-shot methods (entry-point group vip.methods).", no_args_is_help=True)
 
@@ -71,3 +73,21 @@ def show_command(method: str = typer.Argument(..., help="A method id."),
     out.print("settings (--method-option KEY=VALUE):")
     for entry in settings:
         out.print(f"  {entry['name']} = {entry['default']!r}  ({entry['type']})", markup=False)
+
+
+@app.command("check")
+def check_command(method: str = typer.Argument(..., help="A method id (see `vip methods list`)."),
+                  method_option: Optional[List[str]] = options.METHOD_OPTION) -> None:
+    """Run a method through vip train and vip predict on a small synthetic data set, in seconds.
+
+    It trains on a 2-class lesion world with the toy backbone (2 shots, 2 epochs), saves the run,
+    reloads it and predicts the test images, in a temporary folder: every check a real run makes
+    on a method runs on the way, so a plugin's mistake is found before a long run.
+    """
+    from vipcli.methods.check import CHECK_EPOCHS, check_method
+
+    checked = check_method(method, options.method_options(method_option, None, False))
+    console.stdout().print(f"method '{checked.method}' passes: trained on a synthetic lesion world "
+                           f"({', '.join(checked.classes)}; {checked.shots} shots per class, {CHECK_EPOCHS} epochs "
+                           f"of the run schedule) with the toy backbone, saved, reloaded and used to predict "
+                           f"{checked.predicted} images", markup=False)
