@@ -46,6 +46,13 @@ def plural(count: int, noun: str, many: str | None = None) -> str:
     return noun if count == 1 else (many or noun + "s")
 
 
+def first_few(items, shown: int) -> str:
+    """"a, b, c" or "a, b, c and 4 more": the first `shown` of `items` (strings), then how many are not named."""
+    items = list(items)
+    more = f" and {len(items) - shown} more" if len(items) > shown else ""
+    return ", ".join(items[:shown]) + more
+
+
 def warn(message: str) -> None:
     """Print one warning line on stderr (rich markup allowed; control characters are escaped).
 

@@ -230,9 +230,8 @@ def _warn_left_out(root: Path, left_out: LeftOut) -> None:
     if message:
         console.warn(escape(message))
     if left_out.loose:
-        n, first = len(left_out.loose), ", ".join(shown(p) for p in left_out.loose[:LEFT_OUT_SHOWN])
-        more = f" and {n - LEFT_OUT_SHOWN} more" if n > LEFT_OUT_SHOWN else ""
-        console.warn(escape(f"left out {n} {plural(n, 'image')} in no class folder: {first}{more}; move "
+        n, listed = len(left_out.loose), console.first_few(map(shown, left_out.loose), LEFT_OUT_SHOWN)
+        console.warn(escape(f"left out {n} {plural(n, 'image')} in no class folder: {listed}; move "
                             f"{plural(n, 'it', 'them')} into the folder of {plural(n, 'its class', 'their class')}"))
 
 

@@ -216,12 +216,10 @@ def _is_folder(entry: os.DirEntry) -> bool:
 def left_out_warning(files: list[Path], shown=str) -> str | None:
     """The warning for files in image folders that vip does not read (a DICOM, a GIF, a text file):
     how many, the first few by `shown(path)`, and what to do; None when there are none."""
-    from vipcli.console import plural
+    from vipcli.console import first_few, plural
 
     if not files:
         return None
-    first = ", ".join(shown(path) for path in files[:LEFT_OUT_SHOWN])
-    more = f" and {len(files) - LEFT_OUT_SHOWN} more" if len(files) > LEFT_OUT_SHOWN else ""
     return (f"left out {len(files)} {plural(len(files), 'file')} not named as an image vip reads "
-            f"({', '.join(s.lstrip('.') for s in IMAGE_SUFFIXES)}): {first}{more}; convert images of other "
-            f"formats to PNG, and move other files out of the image folders")
+            f"({', '.join(s.lstrip('.') for s in IMAGE_SUFFIXES)}): {first_few(map(shown, files), LEFT_OUT_SHOWN)}; "
+            "convert images of other formats to PNG, and move other files out of the image folders")

@@ -81,6 +81,5 @@ def clear_command(
 def _warn_kept(root, kept: list[str]) -> None:
     """One warning naming the files `vip cache clear` left because vip did not write them."""
     if kept:
-        shown = ", ".join(kept[:3]) + (f" and {len(kept) - 3} more" if len(kept) > 3 else "")
-        console.warn(f"kept {len(kept)} file(s) in {root} that vip did not write: {shown} (remove them "
-                     "yourself if they are not needed)")
+        console.warn(f"kept {len(kept)} file(s) in {root} that vip did not write: {console.first_few(kept, 3)} "
+                     "(remove them yourself if they are not needed)")

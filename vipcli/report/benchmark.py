@@ -7,6 +7,7 @@ import statistics
 from pathlib import Path
 
 from vipcli import __version__
+from vipcli.console import first_few
 from vipcli.errors import VipError
 from vipcli.metrics import mean_and_std, row_figure
 from vipcli.plots import benchmark_title, draw_shots, method_color, png_bytes, seeds_label
@@ -120,7 +121,7 @@ def _unfinished_note(document: dict) -> str:
     missing = missing_rows(document)
     if not missing:
         return ""
-    shown = ", ".join(missing[:6]) + (f" and {len(missing) - 6} more" if len(missing) > 6 else "")
+    shown = first_few(missing, 6)
     verb = "is" if len(missing) == 1 else "are"
     return html.note(html.text(f"This sweep has not finished: {len(missing)} of its rows {verb} missing ({shown}). "
                                "A cell shows the seeds that finished; run the same vip benchmark command again "
