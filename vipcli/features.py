@@ -63,27 +63,21 @@ def _stable_repr(value) -> str:
 
 
 def backbone_identity(backbone) -> dict:
-    """Everything cached features depend on besides the image (JSON-serialisable)."""
-    import torchvision
-
+    """Everything cached features depend on besides the image (JSON-serialisable): the backbone's own
+    identity and `installation_identity` (the feature format, the image decoder, the library versions)."""
     from vipcli.devices import autocast_dtype
     from vipcli.plugins import plugin_source_digest
 
     kind = type(backbone)
     identity = {
-        "format": f"{FEATURE_FORMAT} {FEATURE_FORMAT_VERSION}",
         "id": str(getattr(backbone, "id", "") or ""),
         "class": f"{kind.__module__}.{kind.__qualname__}",
         "code": plugin_source_digest(kind),  # an edited plugin (an editable install too) encodes afresh
         "fingerprint": backbone.fingerprint(),
         "eval_transform": _stable_repr(backbone.image_transform(False)),
         "train_transform": _stable_repr(backbone.image_transform(True)),
-        "decode": f"{DECODE_POLICY}, min side {DECODE_MIN_SIDE}",
-        "orientation": ORIENTATION_POLICY,
-        "torchvision": torchvision.__version__,
-        **image_library_versions(),
+        **installation_identity(),
     }
-    assert set(installation_identity()) <= set(identity)  # what `vip cache info` compares, without a backbone
     dtype = autocast_dtype(getattr(backbone, "device", "cpu"))
     if dtype is not None:  # features encoded under bf16 autocast (CUDA) are not float32 ones: own entries
         identity["autocast"] = str(dtype).removeprefix("torch.")  # absent for float32: existing keys unchanged
@@ -92,12 +86,13 @@ def backbone_identity(backbone) -> dict:
 
 def installation_identity() -> dict:
     """The part of `backbone_identity` that this installation alone decides (the feature format, the
-    image decoder, the library versions): a cache folder that records other values is never read
-    again here. The class, code and fingerprint of a backbone need the backbone."""
+    image decoder, the library versions): `vip cache info` calls a folder that records other values
+    one this installation never reads again. The class, code and fingerprint need the backbone."""
     import torchvision
 
-    return {"format": f"{FEATURE_FORMAT} {FEATURE_FORMAT_VERSION}", "decode": f"{DECODE_POLICY}, min side {DECODE_MIN_SIDE}",
-            "orientation": ORIENTATION_POLICY, "torchvision": torchvision.__version__, **image_library_versions()}
+    return {"format": f"{FEATURE_FORMAT} {FEATURE_FORMAT_VERSION}",
+            "decode": f"{DECODE_POLICY}, min side {DECODE_MIN_SIDE}", "orientation": ORIENTATION_POLICY,
+            "torchvision": torchvision.__version__, **image_library_versions()}
 
 
 def image_library_versions() -> dict:
