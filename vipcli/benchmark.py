@@ -500,8 +500,8 @@ def _prepare(config: BenchmarkConfig, methods: list[tuple[str, type]]) -> dict:
 
     symptoms = symptoms_of(packs_for_run(dataset.class_names, list(config.symptoms),
                                          required=any(cls.needs_symptoms for _, cls in methods)))
-    distributed.check_shared_cache(distributed.world_from_env(), config.encoding.use_cache)
     world = distributed.world_from_env()  # torchrun: every rank encodes its share, rank 0 runs the rows (#13)
+    distributed.check_shared_cache(world, config.encoding.use_cache)
     device = distributed.rank_device(config.backbone.device, world)
     backbone = config.backbone.load(device)
     stored_content = (stored or {}).get("config", {}).get("content_digest")

@@ -120,11 +120,11 @@ def train(config: TrainConfig, progress=None) -> TrainResult | None:
     from vipcli.methods.contract import check_round_trip, checked_fit
     from vipcli.preflight import check_feature_memory
 
-    distributed.check_shared_cache(distributed.world_from_env(), config.encoding.use_cache)
+    world = distributed.world_from_env()  # torchrun: every rank encodes its share, rank 0 trains (#13)
+    distributed.check_shared_cache(world, config.encoding.use_cache)
     dataset = load_dataset(config.data, seed=config.seed, train_optional=not cls.uses_shots)
     packs = packs_for_run(dataset.class_names, list(config.symptoms), required=cls.needs_symptoms)
     symptoms = symptoms_of(packs)
-    world = distributed.world_from_env()  # torchrun: every rank encodes its share, rank 0 trains (#13)
     device = distributed.rank_device(config.backbone.device, world)
     torch.manual_seed(config.seed)
     backbone = config.backbone.load(device)
@@ -189,8 +189,8 @@ def encoding_plan(config: TrainConfig, cls) -> tuple[int | None, int, bool]:
 
     A method that uses no labelled images (zero-shot) gets none, instead of `--shots` x `--views` images
     that would play no part (with `--shots all`, every training image 8 times), and runs without train/
-    too. The reference mode encodes
-    training images afresh every epoch, so here only once (center view), to find the readable ones.
+    too. The reference mode encodes training images afresh every epoch, so here only once (center
+    view), to find the readable ones.
     """
     if not cls.uses_shots:
         return ZERO_SHOT_TRAIN_IMAGES, 0, True
