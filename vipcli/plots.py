@@ -43,16 +43,19 @@ def method_marker(method: str) -> str:
     """The matplotlib marker of `method` in every figure that draws methods as lines."""
     if method in METHOD_MARKERS:
         return METHOD_MARKERS[method]
-    digest = int(hashlib.sha256(method.encode()).hexdigest(), 16)
-    return EXTRA_MARKERS[(digest // len(EXTRA_COLORS)) % len(EXTRA_MARKERS)]
+    return EXTRA_MARKERS[(_name_digest(method) // len(EXTRA_COLORS)) % len(EXTRA_MARKERS)]
 
 
 def method_color(method: str) -> str:
     """The colour of `method` in every figure (a hex string)."""
     if method in METHOD_COLORS:
         return METHOD_COLORS[method]
-    digest = int(hashlib.sha256(method.encode()).hexdigest(), 16)
-    return EXTRA_COLORS[digest % len(EXTRA_COLORS)]
+    return EXTRA_COLORS[_name_digest(method) % len(EXTRA_COLORS)]
+
+
+def _name_digest(method: str) -> int:
+    """A plugin method's name as a number (sha256), which picks its colour and marker the same in every run."""
+    return int(hashlib.sha256(method.encode()).hexdigest(), 16)
 
 
 def relative_luminance(rgb) -> float:
