@@ -344,8 +344,8 @@ def test_an_out_folder_of_something_else_is_left_alone(cli, isic_small, tiny_cli
 
 
 def test_zero_shot_rows_alone_warn_of_no_capped_shots(cli, isic_small, tiny_clip, tmp_path):
-    """Zero-shot rows train on no image: no "--shots 2: class ... has only 1" warning (one image per class
-    is encoded to keep the pool well-formed, which is not a cap)."""
+    """Zero-shot rows train on no image: no "--shots 2: class ... has only N" warning (no training image
+    is encoded, which is not a cap)."""
     code, _, err = cli(*bench_args(isic_small, tiny_clip, tmp_path / "bench", "--methods", "zeroshot", "--shots", "2",
                                    "--seeds", "1"))
     assert code == 0, err
@@ -354,6 +354,15 @@ def test_zero_shot_rows_alone_warn_of_no_capped_shots(cli, isic_small, tiny_clip
                                    "--shots", "2,100", "--seeds", "1"))
     assert code == 0, err
     assert "--shots 100: class 'melanoma' has only" in err and "--shots 2:" not in err
+
+
+def test_a_zero_shot_only_sweep_encodes_no_training_image(cli, isic_small, tiny_clip, tmp_path):
+    """Zero-shot rows learn from no image: only val and test (4 + 4 per class, one view each) go through
+    the encoder. It encoded one training image per class (with its views) that played no part."""
+    code, out, err = cli(*bench_args(isic_small, tiny_clip, tmp_path / "bench", "--methods", "zeroshot",
+                                     "--seeds", "1,2"))
+    assert code == 0, err
+    assert "; 16 image views encoded;" in out + err
 
 
 def test_a_sweep_into_the_current_folder_is_locked_beside_it(cli, isic_small, tiny_clip, tmp_path, monkeypatch):

@@ -300,7 +300,7 @@ def encode_pool(backbone, dataset: Dataset, shots: tuple, seeds: tuple, views: i
             parts[name] = feature_set(encoded, samples, with_views=False)
     console.warn_skipped(failures)
     pool = PreparedData(pool_train, parts["val"], parts["test"], failures, encoded_views)
-    check_enough(pool, dataset)
+    check_enough(pool, dataset, train_required=largest != ZERO_SHOTS)  # a zero-shot-only sweep encodes none
     if len(pool.test.y) == 0:
         raise VipError("no readable test images", "add images to test/ or let vip split train")
     return pool
@@ -322,8 +322,8 @@ def select_subset(pool: PreparedData, order: list[list[int]], shots: int | None)
     chosen = [rows if shots is None else rows[:shots] for rows in order]
     index = sorted((i for rows in chosen for i in rows), key=lambda i: (int(pool.train.y[i]), pool.train.paths[i]))
     rows = torch.tensor(index, dtype=torch.long)
-    subset = FeatureSet(pool.train.x[rows], pool.train.y[rows], [pool.train.paths[i] for i in index],
-                        pool.train.views[rows])
+    views = None if pool.train.views is None else pool.train.views[rows]  # None: a zero-shot-only pool
+    subset = FeatureSet(pool.train.x[rows], pool.train.y[rows], [pool.train.paths[i] for i in index], views)
     return subset, [len(rows_c) for rows_c in chosen]
 
 
@@ -595,7 +595,7 @@ def _run_sweep(config: BenchmarkConfig, methods: list[tuple[str, type]], progres
     if pending:
         trained_shots = tuple(dict.fromkeys(None if job[2] == "all" else job[2] for job in pending
                                             if job[2] != ZERO_SHOTS))
-        shots = trained_shots or (1,)  # zero-shot rows alone: one image per class keeps the pool well-formed
+        shots = trained_shots or (ZERO_SHOTS,)  # zero-shot rows alone: no training image is encoded
         center = any(cls.needs_center_view for _, cls, _, _ in pending)
         from vipcli.distributed import encode_shared, training_jobs
         from vipcli.preflight import check_feature_memory
