@@ -80,6 +80,12 @@ def _folder_identity(path: Path) -> dict:
     return {"files": [weights_file_identity(p) for p in files]}
 
 
+def _files_identity(folder: Path, names: tuple[str, ...]) -> list[dict]:
+    """Name, size and sha256 of each of `names` present in `folder` (the tokenizer's or the image
+    preprocessor's files), in the order of `names`; each read once per version (`remembered_digest`)."""
+    return [weights_file_identity(folder / name) for name in names if (folder / name).is_file()]
+
+
 class TransformersBackbone(Backbone):
     """Public base for a transformers dual-encoder (`get_text_features` / `get_image_features`).
 
@@ -284,7 +290,8 @@ class TransformersBackbone(Backbone):
         return json.dumps(config, sort_keys=True, default=str)
 
     def describe(self) -> dict:
-        """The identity: architecture with a digest of its config, weights, model class, transformers version (once)."""
+        """The identity: architecture with a digest of its config, weights, model class, transformers version,
+        and for a local folder its tokenizer and preprocessor files by content (computed once)."""
         return identity_taken_once(self, self._identify)
 
     def _identify(self) -> dict:
@@ -297,12 +304,20 @@ class TransformersBackbone(Backbone):
             weights = _folder_identity(_local(self.pretrained))
         else:
             weights = {"hub": self.pretrained, "commit": getattr(self.model.config, "_commit_hash", None)}
-        source = _local(self.source)  # a folder, or a config.json inside one: named by the folder
-        label = self.source if source is None else (source.parent.name if source.is_file() else source.name)
+        # a local folder (or a config.json inside one) is named by its content, never by its path or name:
+        # the same model copied elsewhere is the same backbone (the feature cache is reused), and a
+        # changed tokenizer or preprocessor shows (a run's learned prompts depend on the tokenizer)
+        source = _local(self.source)
+        label = self.source if source is None else f"local {self.model.config.model_type}"
         arch = f"{label}#{config_digest}"
         pretrained = self.pretrained or "none"
-        if _local(pretrained) is not None:  # a local folder or file: its name, not where it lies
-            pretrained = _local(pretrained).resolve().name
-        return {"arch": arch, "pretrained": pretrained, "weights": weights,
-                "model_class": self.model_class, "transformers": transformers.__version__}
+        if _local(pretrained) is not None:  # a weights file by its name (as open_clip's), a folder by its content
+            pretrained = _local(pretrained).name if _local(pretrained).is_file() else "local folder"
+        identity = {"arch": arch, "pretrained": pretrained, "weights": weights,
+                    "model_class": self.model_class, "transformers": transformers.__version__}
+        if source is not None:  # a hub id's tokenizer comes with its commit, named in `weights`
+            folder = Path(self._tokenizer_source())
+            identity["tokenizer"] = _files_identity(folder, TOKENIZER_FILES)
+            identity["preprocessor"] = _files_identity(folder, PREPROCESSOR_FILES)
+        return identity
 

@@ -469,3 +469,54 @@ def test_a_transformers_that_refuses_the_installed_torch_is_named_not_blamed_on_
     error = ImportError("AutoModel requires PyTorch >= 2.6, but PyTorch was not found")
     message = str(missing_weights_error("tiny-biomedclip", "tiny.json", None, error, "unused"))
     assert message.startswith(f"transformers {transformers.__version__} cannot use the installed torch")
+
+
+@pytest.mark.parametrize("backbone_id, write", [("hf-clip", write_tiny_hf_clip), ("siglip", write_tiny_siglip)])
+def test_a_model_saved_to_two_paths_is_one_backbone_and_shares_the_feature_cache(backbone_id, write, tmp_path):
+    """A local folder is named by its content (config, weights, tokenizer), never by its path or name."""
+    from vipcli.features import FeatureCache
+
+    first = load_backbone(backbone_id, None, str(write(tmp_path / "a" / "model")))
+    second = load_backbone(backbone_id, None, str(write(tmp_path / "b" / "another-name")))
+    assert first.describe() == second.describe() and first.fingerprint() == second.fingerprint()
+    assert first.describe()["tokenizer"]  # its files by name, size and sha256
+    assert FeatureCache(tmp_path / "cache", first).folder == FeatureCache(tmp_path / "cache", second).folder
+    other = load_backbone(backbone_id, None, str(write(tmp_path / "c" / "model", seed=1)))
+    assert other.fingerprint() != first.fingerprint()  # other weights: another backbone
+
+
+def test_a_changed_tokenizer_is_another_backbone_and_predict_names_its_file(cli, hf_clip_folder, isic_small,
+                                                                           tmp_path):
+    """A run's prompts are tokenized by the folder's tokenizer: a changed one must show."""
+    import json
+    import shutil
+
+    model, run = tmp_path / "my-model", tmp_path / "run"
+    shutil.copytree(hf_clip_folder, model)
+    before = load_backbone("hf-clip", None, str(model)).fingerprint()
+    code, _, err = cli("train", "--data", isic_small, "--backbone", "hf-clip", "--pretrained", model,
+                       "--method", "zeroshot", "--out", run, "--workers", "0")
+    assert code == 0, err
+    config = json.loads((model / "tokenizer_config.json").read_text())
+    (model / "tokenizer_config.json").write_text(json.dumps({**config, "model_max_length": 76}))
+    assert load_backbone("hf-clip", None, str(model)).fingerprint() != before
+    code, _, err = cli("predict", isic_small / "test", "--model", run, "--workers", "0")
+    assert code == 0, err
+    assert (f"warning: backbone 'hf-clip' differs from the one {run} was trained with (tokenizer: "
+            "tokenizer_config.json differs from the run's)") in err.replace("\n", " ")
+
+
+def test_a_run_that_named_its_model_folder_by_name_still_matches_it(hf_clip, hf_clip_folder):
+    """Runs trained before a folder was named by its content recorded "NAME#<config digest>", the folder's
+    name, and no tokenizer: they match the same config and weights, and nothing else."""
+    from vipcli.weights_identity import same_backbone
+
+    now = hf_clip.describe()
+    digest = now["arch"].rpartition("#")[2]
+    earlier = {key: value for key, value in now.items() if key not in ("tokenizer", "preprocessor")}
+    earlier.update(arch=f"{hf_clip_folder.name}#{digest}", pretrained=hf_clip_folder.name)
+    assert same_backbone("0123456789abcdef", earlier, hf_clip.fingerprint(), now)
+    assert not same_backbone("0123456789abcdef", {**earlier, "arch": "model#0000000000000000"},
+                             hf_clip.fingerprint(), now)
+    other_weights = {**earlier, "weights": {"files": [{"file": "model.safetensors", "size": 1, "sha256": "0" * 64}]}}
+    assert not same_backbone("0123456789abcdef", other_weights, hf_clip.fingerprint(), now)

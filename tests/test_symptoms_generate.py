@@ -23,7 +23,7 @@ except ImportError:  # tests/ imported as a package
 STAGE1 = (
     "I am going to use CLIP, a vision-language model, to detect melanoma in dermoscopic images. "
     "What are useful medical visual features for diagnosing melanoma? List them in bullet points, "
-    "in plain words that CLIP understands. Avoid words such as melanoma."
+    "in plain words that CLIP understands. Avoid words such as melanoma. Answer in English."
 )
 BULLETS = """Here are some useful visual features for detecting melanoma in dermoscopic images:
 
@@ -506,3 +506,52 @@ def test_a_pack_names_a_relative_images_folder_by_its_own_name(capsys, vip_env, 
     code, _, err = melanoma(capsys, llm_server, "--images", given, "--out", tmp_path / "melanoma.yaml")
     assert code == 0, err
     assert load_pack(tmp_path / "melanoma.yaml").source["images"]["folder"] == "mel"
+
+
+# --- answers CLIP cannot use well: another language, names only ------------------------------
+
+FRENCH = """Voici les caractéristiques visuelles utiles :
+
+- Bordures irrégulières et mal définies
+- Plusieurs couleurs dans la tache
+- Asymétrie de la forme
+- Points noirs au centre de la tache"""
+NAMES_ONLY = """- Skin cancer
+- Malignant tumor
+- Cancerous skin lesion
+- A type of cancer
+- Nevus"""
+
+
+def test_both_questions_ask_for_an_answer_in_english(capsys, vip_env, llm_server, tmp_path):
+    llm_server.answer(NUMBERED).answer(STAGE2)
+    code, _, err = melanoma(capsys, llm_server, "--images", str(write_images(tmp_path / "imgs", 16)))
+    assert code == 0, err
+    texts = [request["body"]["messages"][0]["content"] for request in llm_server.requests]
+    stage2 = texts[1][0]["text"]
+    assert texts[0].endswith(" Answer in English.") and stage2.endswith(" Answer in English.")
+
+
+def test_an_answer_in_french_is_written_with_one_warning(capsys, vip_env, llm_server):
+    llm_server.answer(FRENCH)
+    code, out, err = melanoma(capsys, llm_server)
+    assert code == 0, err  # a warning, not an error
+    assert load_pack("melanoma.yaml").symptoms[0] == "Bordures irrégulières et mal définies"
+    lines = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert len(lines) == 1 and lines[0].startswith("warning: melanoma.yaml: the symptoms of 'melanoma' do not "
+                                                   "look English (")
+    assert "translate them" in lines[0] and "wrote melanoma.yaml: 4 symptoms" in out
+
+
+def test_an_answer_of_disease_names_only_is_warned_about_in_one_line(capsys, vip_env, llm_server):
+    llm_server.answer(NAMES_ONLY).answer("- Round shape\n- One even color\n- Smooth edges\n- Small size")
+    code, out, err = generate(capsys, llm_server, "--disease", "melanoma", "--disease", "nevus", "--modality",
+                              "dermoscopic images", "--out", "packs")
+    assert code == 0, err
+    assert load_pack("packs/melanoma.yaml").symptoms == ("Skin cancer", "Malignant tumor", "Cancerous skin lesion",
+                                                         "A type of cancer")
+    assert ("warning: packs/melanoma.yaml: 4 symptoms of 'melanoma' only name a disease, with no word for what is "
+            "seen: 'Skin cancer', 'Malignant tumor', 'Cancerous skin lesion', 'A type of cancer'; describe what "
+            "the images show instead") in err
+    assert "'Nevus' (names another class ('nevus'))" in err
+    assert "packs/nevus.yaml" not in err  # nevus's answer describes what is seen

@@ -235,3 +235,70 @@ def test_a_user_symptom_that_names_its_class_is_warned_about(capsys, tmp_path):
     assert f"{named}: symptom 'Typical MEL pattern' names its class 'melanoma'" in err and "Dark areas" not in err
     symptoms_for_classes(["melanoma", "nevus"])  # the shipped packs never do
     assert "names its class" not in capsys.readouterr().err
+
+
+FRENCH_PACK = """name: melanoma
+symptoms:
+  - Bordures irrégulières et mal définies
+  - Plusieurs couleurs dans la lésion
+  - Asymétrie de la forme
+  - Points noirs au centre
+"""
+
+
+def test_no_shipped_pack_looks_non_english_or_only_names_a_disease(capsys):
+    from vipcli.packs import load_pack, warn_wording
+    from vipcli.symptoms.wording import wording_warnings
+
+    every_name = [name for pack in shipped_packs() for name in (pack.name, *pack.aliases)]
+    for pack in shipped_packs():  # not even when every other pack's names count as class names
+        assert wording_warnings(pack.name, pack.name, pack.symptoms, every_name) == [], pack.name
+    for path in sorted(shipped_pack_dir().glob("*.yaml")):  # as `vip symptoms show FILE` checks your own packs
+        warn_wording(load_pack(path))
+    assert capsys.readouterr().err == ""
+
+
+def test_show_warns_once_of_a_pack_in_another_language(capsys, tmp_path):
+    pack = tmp_path / "fr.yaml"
+    pack.write_text(FRENCH_PACK)
+    code, out, err = vip(capsys, "symptoms", "show", str(pack))
+    assert code == 0 and "1. Bordures irrégulières et mal définies" in out  # a warning, not an error
+    assert len(err.splitlines()) == 1
+    assert err.startswith(f"warning: {pack}: the symptoms of 'melanoma' do not look English (")
+    assert "'et'" in err and "translate them" in err
+
+
+def test_show_warns_of_symptoms_that_only_name_a_disease(capsys, tmp_path):
+    pack = tmp_path / "names.yaml"
+    pack.write_text("name: melanoma\naliases: [mel]\nsymptoms: [Skin cancer, A malignant tumour, MEL, Dark areas]\n")
+    code, _, err = vip(capsys, "symptoms", "show", str(pack))
+    assert code == 0
+    named = f"warning: {pack}: symptom 'MEL' names its class 'melanoma'"
+    bare = (f"warning: {pack}: 2 symptoms of 'melanoma' only name a disease, with no word for what is seen: "
+            "'Skin cancer', 'A malignant tumour'; describe what the images show instead")
+    lines = err.splitlines()
+    assert len(lines) == 2 and lines[0].startswith(named) and lines[1].startswith(bare)  # 'MEL' is not told twice
+
+
+@pytest.mark.parametrize("symptoms, english", [
+    (["Irregular, blurry borders", "Café-au-lait coloured spot", "Blue-white veil"], True),
+    (["Réseau pigmentaire atypique"], True),  # no function word: not judged
+    (["Bordes irregulares y borrosos", "Varios colores en la mancha", "Asimetría de la forma"], False),
+    (["Unregelmäßige Ränder und mehrere Farben", "Dunkle Punkte in der Mitte"], False),
+    (["边界不规则", "颜色不均匀"], False),
+])
+def test_the_language_rule(symptoms, english):
+    from vipcli.symptoms.wording import non_english_evidence
+
+    assert (non_english_evidence(symptoms) is None) == english
+
+
+def test_train_warns_of_a_pack_in_another_language_and_of_a_symptom_naming_the_other_class(cli, isic_small, tmp_path):
+    pack = tmp_path / "mel.yaml"
+    pack.write_text(FRENCH_PACK.replace("Points noirs au centre", "Nevus"))
+    code, _, err = cli("train", "--data", isic_small, "--backbone", "toy", "--symptoms", pack, "--shots", "2",
+                       "--epochs", "1", "--out", tmp_path / "run", "--device", "cpu", "--workers", "0")
+    assert code == 0, err
+    assert f"warning: {pack}: the symptoms of 'melanoma' do not look English" in err
+    assert f"warning: {pack}: 1 symptom of 'melanoma' only names a disease, with no word for what is seen: 'Nevus'" in err
+    assert sum("do not look English" in line for line in err.splitlines()) == 1

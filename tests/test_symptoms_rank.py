@@ -113,6 +113,64 @@ def test_prune_keeps_at_least_two_symptoms_per_class(cli, lesions, tmp_path):
         assert [row["symptom"] for row in pack.source["pruned"]["kept_below_bound"]] == best_two
 
 
+MELANOMA_WRONG_WAY = """name: melanoma
+modality: dermoscopic images
+symptoms:
+  - The spot has clear, well-defined edges
+  - The spot has blurry, or jagged edges
+  - The spot is symmetric on both sides
+source:
+  kind: manual
+"""
+
+
+def test_kept_symptoms_that_point_the_wrong_way_are_warned_about_and_recorded(cli, lesions, tmp_path):
+    (tmp_path / "wrong.yaml").write_text(MELANOMA_WRONG_WAY)
+    code, out, err = cli("symptoms", "rank", "--data", lesions, "--backbone", "toy", "--workers", "0", "--device",
+                         "cpu", "--symptoms", tmp_path / "wrong.yaml", "--prune", "--out", tmp_path / "packs", "--json")
+    assert code == 0, err
+    document = json.loads(out)
+    scores = {(s["class"], s["symptom"]): s for s in document["symptoms"]}
+    melanoma = load_pack(tmp_path / "packs" / "melanoma.yaml")
+    record = melanoma.source["pruned"]
+    wrong = [row["symptom"] for row in record["kept_wrong_way"]]
+    assert wrong and set(wrong) <= set(melanoma.symptoms) and len(melanoma.symptoms) == 2  # the floor stays
+    for symptom in wrong:
+        score = scores[("melanoma", symptom)]
+        assert score["auroc"] < 0.5 or score["favours"] is not None
+    pruned = {p["class"]: p for p in document["pruned"]}
+    assert pruned["melanoma"]["kept_wrong_way"] == wrong
+    warnings = [line for line in err.splitlines() if line.startswith("warning: melanoma:")]
+    assert len(warnings) == 1  # one line per class, naming the symptoms, their scores and the fix
+    line = warnings[0]
+    assert "point" in line and "the wrong way" in line
+    assert all(repr(symptom) in line and f"AUROC {scores[('melanoma', symptom)]['auroc']:.3f}" in line
+               for symptom in wrong)
+    assert f"write better symptoms for 'melanoma' in {tmp_path / 'packs' / 'melanoma.yaml'}" in line
+    assert ("vip symptoms generate --disease melanoma --modality 'dermoscopic images' --images "
+            f"{lesions / 'train' / 'melanoma'} --out {tmp_path / 'packs' / 'melanoma.yaml'} --force") in line
+    nevus = load_pack(tmp_path / "packs" / "nevus.yaml").source.get("pruned", {})
+    assert bool(nevus.get("kept_wrong_way")) == any(line.startswith("warning: nevus:") for line in err.splitlines())
+
+
+def test_a_pack_pruned_before_wrong_way_symptoms_were_recorded_still_loads(tmp_path):
+    old = MELANOMA_PLUS_USELESS + """  pruned:
+    by: vip symptoms rank --prune
+    removed: [{symptom: x, auroc: 0.4, verdict: no better than chance}]
+    kept_below_bound: [{symptom: A photo of a skin spot, auroc: 0.51, verdict: no better than chance}]
+"""
+    (tmp_path / "old.yaml").write_text(old)
+    assert "kept_wrong_way" not in load_pack(tmp_path / "old.yaml").source["pruned"]
+
+
+def test_a_symptom_points_the_wrong_way_below_chance_or_when_it_favours_another_class():
+    from vipcli.symptoms.rank import SymptomScore
+
+    assert SymptomScore("a", "x", 0.45, 0.6, None, None).points_wrong_way
+    assert SymptomScore("a", "x", 0.55, 0.6, "b", 0.2).points_wrong_way
+    assert not SymptomScore("a", "x", 0.55, 0.6, None, None).points_wrong_way
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

@@ -281,10 +281,30 @@ def _check_sources_match(given: list[tuple[str, list[SymptomPack]]], class_names
 
 
 def _warn_named_classes(packs: dict[str, SymptomPack], shipped: list[SymptomPack]) -> None:
-    """Warn about each symptom of a user's pack that names its own class (ViP describes, never names)."""
+    """Warn about each symptom of a user's pack that names its own class (ViP describes, never names),
+    and about a user's pack whose symptoms are not English or only name a disease (`warn_wording`)."""
     for class_name, pack in packs.items():
         if pack not in shipped:
             warn_named_symptoms(pack, class_name)
+            warn_wording(pack, class_name, others=tuple(packs))
+
+
+def warn_wording(pack: SymptomPack, class_name: str | None = None, others: tuple[str, ...] = (),
+                 label: str | None = None) -> None:
+    """At most two warnings about `pack`: its symptoms do not look English, or some only name a disease
+    (the pack's name, an alias, `class_name`, one of `others` or a disease family; see
+    `vipcli.symptoms.wording`). Symptoms `warn_named_symptoms` names are not listed again."""
+    from rich.markup import escape
+
+    from vipcli import console
+    from vipcli.symptoms.parse import names_disease
+    from vipcli.symptoms.wording import wording_warnings
+
+    own = (*pack.aliases, class_name) if class_name else tuple(pack.aliases)
+    skip = {s for s in pack.symptoms if names_disease(s, pack.name, own)}
+    names = (pack.name, *own, *others)
+    for line in wording_warnings(label or pack.path or pack.name, class_name or pack.name, pack.symptoms, names, skip):
+        console.warn(escape(line))
 
 
 def names_image_files(pack: SymptomPack) -> bool:

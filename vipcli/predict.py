@@ -122,7 +122,20 @@ def backbone_difference(now: dict, trained: dict) -> str:
     as differing)."""
     keys = [key for key in sorted(set(now) | set(trained)) if now.get(key) != trained.get(key)]
     key = "weights" if "weights" in keys or not keys else keys[0]
+    files = _files_that_differ(now.get(key), trained.get(key))
+    if files:  # a model folder's tokenizer or preprocessor files: which ones, not every digest
+        return f"{key}: {console.first_few(files, 4)} differ{'s' if len(files) == 1 else ''} from the run's"
     return f"{key}: now {now.get(key)}, trained with {trained.get(key)}"
+
+
+def _files_that_differ(now, trained) -> list[str]:
+    """The names of the files whose content differs, is new or is gone, when both values are lists of
+    file identities ({"file", "size", "sha256"}); [] for any other values."""
+    if not (isinstance(now, list) and isinstance(trained, list)
+            and all(isinstance(item, dict) and "file" in item for item in (*now, *trained))):
+        return []
+    old, new = {item["file"]: item for item in trained}, {item["file"]: item for item in now}
+    return [name for name in dict.fromkeys([*old, *new]) if old.get(name) != new.get(name)]
 
 
 def warn_settings_drift(run_dir: str | Path, meta: dict) -> None:

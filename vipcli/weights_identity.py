@@ -31,6 +31,9 @@ def weights_file_identity(path: str | Path) -> dict:
 
 
 LOCATION_KEYS = ("weights", "pretrained")  # where the weights lay (an earlier record's path), checked by content
+# what a local transformers model folder's identity names besides its config and weights (since 0.2.0's
+# fourteenth review; it was named by its folder's name before, as "NAME#<config digest>")
+FOLDER_CONTENT_KEYS = ("tokenizer", "preprocessor")
 
 
 def same_backbone(recorded_fingerprint, recorded_describe, fingerprint: str, describe: dict) -> bool:
@@ -44,12 +47,34 @@ def same_backbone(recorded_fingerprint, recorded_describe, fingerprint: str, des
     """
     if fingerprint == recorded_fingerprint:
         return True
+    describe = as_recorded_before_folder_content(recorded_describe, describe)
     if not isinstance(recorded_describe, dict) or not isinstance(describe, dict) or set(recorded_describe) != set(describe):
         return False
     if any(recorded_describe[key] != describe[key] for key in describe if key not in LOCATION_KEYS):
         return False
     old, new = recorded_describe.get("weights"), describe.get("weights")
     return (old == new and isinstance(new, (dict, list))) or legacy_weights_match(old, new)
+
+
+def as_recorded_before_folder_content(recorded_describe, describe: dict) -> dict:
+    """`describe` of a local transformers model folder as an earlier vip recorded it, when the record is
+    of that form: without the tokenizer and preprocessor files it did not name, and with the record's
+    arch label (the folder's name then) when the config digest after "#" is the same. Any other
+    `describe` is returned as it is.
+
+    A run trained that way is matched on what it recorded (the config and the weights by content), as
+    it was before; runs trained now also name the tokenizer.
+    """
+    if not isinstance(recorded_describe, dict) or not isinstance(describe, dict):
+        return describe
+    added = [key for key in FOLDER_CONTENT_KEYS if key in describe and key not in recorded_describe]
+    arch, old_arch = str(describe.get("arch", "")), recorded_describe.get("arch")
+    if not added or not arch.startswith("local ") or not isinstance(old_arch, str):
+        return describe
+    now = {key: value for key, value in describe.items() if key not in added}
+    if old_arch.rpartition("#")[2] == arch.rpartition("#")[2]:
+        now["arch"] = old_arch
+    return now
 
 
 def legacy_weights_unverifiable(recorded_describe, describe: dict) -> str | None:

@@ -105,11 +105,12 @@ def show_command(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """Show one symptom pack: its symptoms and where they come from."""
-    from vipcli.packs import warn_image_names, warn_named_symptoms
+    from vipcli.packs import warn_image_names, warn_named_symptoms, warn_wording
 
     pack = find_pack(name)
     if names_a_pack_file(name):  # your own pack: checked as train does (a shipped one is checked before it ships)
         warn_named_symptoms(pack)
+        warn_wording(pack)
         warn_image_names(pack)
     if as_json:
         print(json.dumps(_pack_json(pack), indent=2))
@@ -341,12 +342,15 @@ def _generate_one(config, path: Path, force: bool) -> None:
 
     pack, report = generate_pack(config, notify=console.info)
     write_pack(pack, path, force=force)
-    show_report(pack, report, path, config.n)
+    show_report(pack, report, path, config.n, config.other_classes)
 
 
-def show_report(pack, report, path: Path, n: int) -> None:
-    """Print what was removed, kept and dropped, and where the pack went."""
+def show_report(pack, report, path: Path, n: int, others: tuple[str, ...] = ()) -> None:
+    """Print what was removed, kept and dropped, and where the pack went; then warn if the symptoms
+    kept are not English or only name a disease (`others`: the other classes generated with it)."""
     from rich.markup import escape
+
+    from vipcli.packs import warn_wording
 
     for stage in (report.stage1, report.stage2):
         if stage is not None and stage.parsed.removed:
@@ -362,6 +366,7 @@ def show_report(pack, report, path: Path, n: int) -> None:
         out.print(f"  {index}. {symptom}", markup=False)
     if report.surplus and report.agreement is None:
         out.print(f"  (not kept, beyond --n {n}: {'; '.join(report.surplus)})", markup=False)
+    warn_wording(pack, others=others, label=str(path))
 
 
 def _written_line(pack, report, path: Path) -> str:

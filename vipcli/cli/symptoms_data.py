@@ -100,7 +100,7 @@ def _generate_one(config, plan, force: bool) -> tuple[str, str]:
 
     pack, report = generate_pack(config, notify=console.info)
     write_pack(pack, plan.path, force=force)
-    show_report(pack, report, plan.path, config.n)
+    show_report(pack, report, plan.path, config.n, config.other_classes)
     origin = f"generated: {pack.source['model']} at {pack.source['endpoint_host']}"
     if report.stage2 is not None:
         origin += f", stage 2 on {len(report.grid_files)} of {len(config.image_files)} training images"

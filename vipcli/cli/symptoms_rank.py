@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from rich.markup import escape
 
 from vipcli import console
 from vipcli.cli import options as opt
@@ -49,9 +50,10 @@ def rank_command(
     written = write_pruned(pruned, paths, force)
     if as_json:
         print(json.dumps(rank_document(result, pruned, written), indent=2))
-        return
-    show_ranking(result)
-    show_pruned(pruned, written, data, train_options(backbone, arch, pretrained, seed))
+    else:
+        show_ranking(result)
+        show_pruned(pruned, written, data, train_options(backbone, arch, pretrained, seed))
+    warn_wrong_way(pruned, written, data)  # last, where it is read
 
 
 def train_options(backbone: str, arch: Optional[str], pretrained: Optional[str], seed: int) -> str:
@@ -101,6 +103,31 @@ def write_pruned(pruned: list, paths: dict[str, Path], force: bool) -> dict[str,
     from vipcli.symptoms.generate import write_pack
 
     return {item.class_name: write_pack(item.pack, paths[item.class_name], force=force) for item in pruned}
+
+
+def warn_wrong_way(pruned: list, written: dict[str, Path], data: Path) -> None:
+    """One warning per class whose pruned pack kept symptoms that point the wrong way (kept only so the
+    class has two), naming them, their scores, and how to get better ones."""
+    for item in pruned:
+        wrong = item.kept_wrong_way
+        if not wrong:
+            continue
+        listed = "; ".join(f"{s.symptom!r} (AUROC {s.auroc:.3f}" + (f", favours {s.favours})" if s.favours else ")")
+                           for s in wrong)
+        path = written[item.class_name]
+        console.warn(escape(
+            f"{item.class_name}: {len(wrong)} kept symptom{'s point' if len(wrong) > 1 else ' points'} the wrong way (the "
+            f"other classes' images match {'them' if len(wrong) > 1 else 'it'} better), kept only so the class has "
+            f"{len(item.pack.symptoms)}: {listed}; write better symptoms for {item.class_name!r} in {path}, or "
+            f"regenerate them from its images: {regenerate_command(item.pack, item.class_name, data, path)}"))
+
+
+def regenerate_command(pack, class_name: str, data: Path, path: Path) -> str:
+    """The `vip symptoms generate` command that writes a new pack for one class from its training images."""
+    folder = data / "train" / class_name if (data / "train" / class_name).is_dir() else data / class_name
+    modality = pack.modality or "WHAT THE IMAGES ARE"
+    return (f"vip symptoms generate --disease {shlex.quote(pack.name)} --modality {shlex.quote(modality)} "
+            f"--images {shlex.quote(str(folder))} --out {shlex.quote(str(path))} --force")
 
 
 def show_ranking(result) -> None:
@@ -165,7 +192,8 @@ def rank_document(result, pruned: list, written: dict[str, Path]) -> dict:
         ],
         "pruned": [
             {"class": p.class_name, "path": str(written[p.class_name]), "symptoms": list(p.pack.symptoms),
-             "removed": [s.symptom for s in p.removed], "kept_below_bound": [s.symptom for s in p.kept_anyway]}
+             "removed": [s.symptom for s in p.removed], "kept_below_bound": [s.symptom for s in p.kept_anyway],
+             "kept_wrong_way": [s.symptom for s in p.kept_wrong_way]}
             for p in pruned
         ],
     }

@@ -20,15 +20,18 @@ from vipcli.symptoms.cache import cache_key, read_cached, write_atomic, write_ca
 from vipcli.symptoms.llm import MAX_ANSWER_BYTES, LLMConfig, chat, endpoint_host, read_api_key, redact, secrets_of
 from vipcli.symptoms.parse import CUT_HINT, CUT_REASON, AnswerError, ParsedAnswer, parse_answer
 
+# the paper's questions, and "Answer in English." (CLIP's tokenizer and training captions are English)
 STAGE1_PROMPT = (
     "I am going to use CLIP, a vision-language model, to detect {disease} in {modality}. "
     "What are useful medical visual features for diagnosing {disease}? "
-    "List them in bullet points, in plain words that CLIP understands. Avoid words such as {disease}."
+    "List them in bullet points, in plain words that CLIP understands. Avoid words such as {disease}. "
+    "Answer in English."
 )
 STAGE2_PROMPT = (
     "This image is a 4x4 grid of 16 {modality} of {disease}. "
     "What are the visual features of color, shape and texture of this {disease} image? "
-    "List them in bullet points, in plain words that CLIP understands. Avoid words such as {disease}."
+    "List them in bullet points, in plain words that CLIP understands. Avoid words such as {disease}. "
+    "Answer in English."
 )
 JUDGES = ("overlap", "llm")
 

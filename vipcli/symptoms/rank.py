@@ -12,7 +12,9 @@ For every symptom of every class, on the training split:
 - it helps when its AUROC is above chance with 95% confidence (one-sided; the bound depends on
   how many images there are) or above --min-auroc, and it favours no other class.
 
-`prune` removes the symptoms that do not help, keeping at least two per class.
+`prune` removes the symptoms that do not help, keeping at least two per class. A kept symptom that
+"points the wrong way" (AUROC below 0.5, or it favours another class: the other classes' images match
+it better than its own class's) is recorded as such in the pruned pack, and the command warns.
 """
 
 from __future__ import annotations
@@ -44,6 +46,12 @@ class SymptomScore:
     def helps(self) -> bool:
         """True if it separates its class better than chance and favours no other class."""
         return self.auroc > self.bound and self.favours is None
+
+    @property
+    def points_wrong_way(self) -> bool:
+        """True if the other classes' images match it better than its own class's (AUROC below 0.5, or it
+        significantly favours another class)."""
+        return self.auroc < 0.5 or self.favours is not None
 
     @property
     def verdict(self) -> str:
@@ -218,6 +226,11 @@ class PrunedPack:
     removed: tuple[SymptomScore, ...]  # symptoms taken out
     kept_anyway: tuple[SymptomScore, ...]  # flagged symptoms kept so the pack has KEEP_AT_LEAST
 
+    @property
+    def kept_wrong_way(self) -> tuple[SymptomScore, ...]:
+        """The kept symptoms that point the wrong way (see `SymptomScore.points_wrong_way`)."""
+        return tuple(s for s in self.kept_anyway if s.points_wrong_way)
+
 
 def prune(result: RankResult, data: Path) -> list[PrunedPack]:
     """Each class's pack without the symptoms that do not help, keeping at least two (the best).
@@ -240,7 +253,7 @@ def prune(result: RankResult, data: Path) -> list[PrunedPack]:
         keep_texts = {s.symptom for s in (*keep, *kept_anyway)}
         removed = tuple(s for s in scores if s.symptom not in keep_texts)
         pack = replace(original, source=without_image_names(original.source))  # vip 0.1.0's named its images
-        if removed:
+        if removed or any(s.points_wrong_way for s in kept_anyway):
             symptoms = tuple(s for s in original.symptoms if s in keep_texts)  # the pack's own order
             source = {**pack.source, "pruned": _provenance(result, data, removed, kept_anyway)}
             pack = replace(original, symptoms=symptoms, source=source, path="")
@@ -273,4 +286,7 @@ def _provenance(result: RankResult, data: Path, removed, kept_anyway) -> dict:
     }
     if kept_anyway:
         record["kept_below_bound"] = rows(kept_anyway)
+    wrong_way = [s for s in kept_anyway if s.points_wrong_way]
+    if wrong_way:  # the other classes' images match these better than this class's: rewrite them
+        record["kept_wrong_way"] = rows(wrong_way)
     return record
