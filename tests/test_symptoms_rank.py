@@ -266,3 +266,15 @@ def test_a_pack_of_0_1_0_naming_its_images_is_flagged_and_pruning_drops_the_name
     assert load_pack(tmp_path / "packs" / "melanoma.yaml").source["images"] == {
         "folder": "melanoma", "file_count": 2, "seed": 1}
     assert cli("symptoms", "show", tmp_path / "packs" / "melanoma.yaml")[2].count("warning:") == 0
+
+
+def test_prune_warns_once_about_a_pack_that_names_its_class(cli, lesions, tmp_path):
+    """`--prune` looks at the packs before ranking (to refuse an existing output file early) and again
+    when ranking: a pack's warnings were printed twice."""
+    named = tmp_path / "melanoma.yaml"
+    named.write_text(MELANOMA_PLUS_USELESS.replace("Small, dark areas", "Melanoma-like dark areas"))
+    code, _, err = cli("symptoms", "rank", "--data", lesions, "--backbone", "toy", "--workers", "0", "--device", "cpu",
+                       "--symptoms", named,
+                       "--prune", "--out", tmp_path / "packs")
+    assert code == 0, err
+    assert err.count("names its class 'melanoma'") == 1, err

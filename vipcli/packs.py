@@ -243,10 +243,13 @@ def _pack_source(class_name: str, pack: SymptomPack) -> str:
     return f"{pack.path} (pack '{pack.name}')"
 
 
-def packs_for_classes(class_names: list[str], sources: list[str | Path] = ()) -> dict[str, SymptomPack]:
+def packs_for_classes(class_names: list[str], sources: list[str | Path] = (), warn: bool = True
+                      ) -> dict[str, SymptomPack]:
     """Map each class folder name to its pack, from user sources first, then shipped packs.
 
-    Raises a VipError naming every class without a pack and how to get one.
+    Warns about a user's pack that names its class or is not worded for a CLIP-like model, unless
+    `warn` is False (a second look at packs already loaded once). Raises a VipError naming every class
+    without a pack and how to get one.
     """
     shipped = shipped_packs()
     given = _packs_by_source(list(sources), shipped)
@@ -265,7 +268,8 @@ def packs_for_classes(class_names: list[str], sources: list[str | Path] = ()) ->
             "write packs with `vip symptoms generate --data DIR` (every class without one) or pass --symptoms FILE "
             "(YAML: {class: [symptom, ...]}); `vip symptoms list` shows the shipped packs",
         )
-    _warn_named_classes(result, shipped)
+    if warn:
+        _warn_named_classes(result, shipped)
     return result
 
 
