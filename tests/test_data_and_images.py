@@ -297,11 +297,56 @@ def test_a_linked_sub_folder_of_a_class_is_searched_and_a_loop_is_not(tmp_path):
     root = _flat_dataset(tmp_path / "d", per_class=3)
     batch = _flat_dataset(tmp_path / "store", per_class=4, classes=("batch",)) / "batch"
     (root / "beta" / "batch2").symlink_to(batch, target_is_directory=True)
-    (root / "alpha" / "loop").symlink_to("..", target_is_directory=True)  # would bring in beta's images
+    (root / "alpha" / "sub").mkdir()
+    (root / "alpha" / "sub" / "loop").symlink_to("..", target_is_directory=True)  # alpha itself: searched once
     (root / "beta" / "batch2-again").symlink_to(batch, target_is_directory=True)  # already searched
     data = load_dataset(root, val_fraction=0.0, test_fraction=0.0)
     assert sum(data.counts(split)[0] for split in ("train", "val", "test")) == 3
     assert sum(data.counts(split)[1] for split in ("train", "val", "test")) == 3 + 4
+
+
+@pytest.mark.parametrize("layout, link, target, message", [
+    ("split", "train/nevus/extra", "../melanoma",
+     "train/nevus/extra is a link to class folder train/melanoma: its images would be read as both 'train/nevus' "
+     "and 'train/melanoma'"),
+    ("split", "train/nevus/batch/more", "../../../test/melanoma",
+     "train/nevus/batch/more is a link to class folder test/melanoma: its images would be read as both "
+     "'train/nevus' and 'test/melanoma'"),
+    ("split", "test/nevus/extra", "../../train/melanoma/old",
+     "test/nevus/extra is a link to train/melanoma/old, inside class folder train/melanoma: its images would be "
+     "read as both 'test/nevus' and 'train/melanoma'"),
+    ("split", "train/nevus/all", "../../test",
+     "train/nevus/all is a link to test, which holds the class folders test/melanoma, test/nevus: their images "
+     "would be read as both their own class and 'train/nevus'"),
+    ("flat", "nevus/up", "..",
+     "nevus/up is a link to the data folder {root}, which holds the class folders melanoma, nevus: their images would "
+     "be read as both their own class and 'nevus'"),
+])
+def test_a_linked_sub_folder_into_another_class_is_refused_before_any_work(cli, tmp_path, layout, link, target,
+                                                                          message):
+    """`train/nevus/extra -> ../melanoma` trained melanoma's images as nevus too: only a duplicate warning said so."""
+    root = tmp_path / "d"
+    splits = ("train", "test") if layout == "split" else ("",)
+    for split in splits:
+        _flat_dataset(root / split, per_class=4, classes=("melanoma", "nevus"))
+    if layout == "split":
+        _png(root / "train" / "melanoma" / "old" / "x.png")
+    (root / link).parent.mkdir(parents=True, exist_ok=True)
+    (root / link).symlink_to(target, target_is_directory=True)
+    code, out, err = cli("train", "--data", str(root), "--backbone", "toy", "--shots", "1", "--out",
+                         str(tmp_path / "run"))
+    assert code == 1 and err.count("error:") == 1 and "Traceback" not in err, err
+    assert (f"error: {message.format(root=root)} (remove the link, or point it to a folder outside the class folders)"
+            in " ".join(err.split())), err
+    assert not (tmp_path / "run").exists() and "encoding" not in err
+
+
+def test_a_linked_sub_folder_outside_the_data_folder_is_still_read(cli, tmp_path):
+    root = _flat_dataset(tmp_path / "d", per_class=4, classes=("melanoma", "nevus"))
+    store = _flat_dataset(tmp_path / "store", per_class=3, classes=("batch",)) / "batch"
+    (root / "nevus" / "batch").symlink_to(store, target_is_directory=True)
+    data = load_dataset(root, val_fraction=0.0, test_fraction=0.0)
+    assert [sum(data.counts(split)[c] for split in ("train", "val", "test")) for c in (0, 1)] == [4, 4 + 3]
 
 
 def test_folders_an_os_or_a_nas_makes_are_neither_classes_nor_searched(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 from vipcli.errors import ImageError
@@ -223,13 +224,16 @@ def is_image_file(path: Path) -> bool:
     return named and (path.is_file() or (path.is_symlink() and not path.exists()))
 
 
-def image_files_under(folder: Path, left_out: list[Path] | None = None) -> list[Path]:
+def image_files_under(folder: Path, left_out: list[Path] | None = None,
+                      on_link: Callable[[Path], None] | None = None) -> list[Path]:
     """The image files in `folder` and its sub-folders, sorted (see `is_image_file`); the other
     visible files, bar those a file manager leaves (`FILE_MANAGER_FILES`), are added to `left_out`.
 
     Sub-folders that are symbolic links are followed (a class folder assembled from linked batches
     keeps its images), except a link back to a folder on the way down (a loop, e.g. `link -> ..`,
-    which would also bring in the images of other classes) and a folder already searched.
+    which would also bring in the images of other classes) and a folder already searched. Each
+    linked sub-folder is first passed to `on_link`, which may refuse it by raising (`vipcli.data`
+    refuses one that leads into another class folder).
     """
     folder = Path(folder)
     found: list[Path] = []
@@ -250,6 +254,8 @@ def image_files_under(folder: Path, left_out: list[Path] | None = None) -> list[
             if _is_folder(entry):
                 if is_system_folder(entry.name):
                     continue  # thumbnails or resource forks made by the OS or a NAS, not images of the class
+                if entry.is_symlink() and on_link is not None:
+                    on_link(path)
                 if entry.is_symlink() and any(f.is_relative_to(os.path.realpath(path)) for f in path_down):
                     continue  # a loop: the link leads back up
                 search(path, path_down)
