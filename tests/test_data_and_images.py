@@ -126,6 +126,70 @@ def test_odd_image_modes_become_rgb(tmp_path):
     assert load_image(sixteen).getpixel((0, 0))[0] == round(40000 / 65535 * 255)
 
 
+def _ramp(low: int, high: int, dtype, side: int = 64) -> np.ndarray:
+    """A [side, side] image whose values run from `low` (top left) to `high` (bottom right)."""
+    steps = np.add.outer(np.arange(side), np.arange(side)) / (2 * side - 2)  # [side, side], 0..1
+    return np.rint(low + steps * (high - low)).astype(dtype)
+
+
+@pytest.mark.parametrize("bits", [10, 12, 14, 16])
+@pytest.mark.parametrize("min_side", [None, 8])
+def test_high_bit_depth_grayscale_is_scaled_by_the_bits_its_values_use(tmp_path, bits, min_side):
+    """A 12-bit X-ray in a 16-bit PNG (values 0..4095) was scaled by 65535 and decoded nearly black."""
+    path = tmp_path / f"xray{bits}.png"
+    Image.fromarray(_ramp(0, 2 ** bits - 1, np.uint16)).save(path)
+    pixels = np.asarray(load_image(path, min_side=min_side))[..., 0]  # [H, W]
+    if min_side is None:
+        assert pixels.min() == 0 and pixels[-1, -1] == 255 and abs(int(pixels[32, 31]) - 128) <= 1
+    else:  # reduced 4x: each pixel a 4x4 block's average, scaled by the whole image's bit depth
+        assert pixels.shape == (16, 16) and pixels.min() <= 8 and pixels.max() >= 247
+
+
+def test_a_12_bit_image_whose_brightest_pixel_is_below_4095_keeps_the_12_bit_scale(tmp_path):
+    path = tmp_path / "xray.tif"
+    Image.fromarray(_ramp(0, 3000, np.uint16)).save(path)  # more than 10 bits: 12-bit data
+    assert np.asarray(load_image(path))[-1, -1, 0] == round(3000 / 4095 * 255)
+    dim = tmp_path / "dim.png"
+    Image.fromarray(_ramp(0, 200, np.uint16)).save(dim)  # no more than 8 bits used: 255 as before
+    assert np.asarray(load_image(dim))[-1, -1, 0] == 200
+
+
+@pytest.mark.parametrize("dtype", ["<i2", ">i2", "<i4"])
+def test_a_signed_image_with_negative_values_keeps_its_contrast(tmp_path, dtype):
+    """A CT slice in Hounsfield units (air -1000, bone +1000) in a signed 16-bit TIFF was clipped."""
+    path = tmp_path / "ct.tif"
+    Image.fromarray(_ramp(-1000, 1000, np.dtype(dtype))).save(path)
+    pixels = np.asarray(load_image(path))[..., 0]  # [64, 64]
+    assert pixels[0, 0] == 0 and pixels[-1, -1] == 255 and abs(int(pixels[32, 31]) - 128) <= 1
+    reduced = np.asarray(load_image(path, min_side=8))[..., 0]  # reduce_decoded keeps the negative values
+    assert reduced.min() <= 8 and reduced.max() >= 247
+
+
+@pytest.mark.parametrize("mode", ["I;16", "I;16L", "I;16B", "I;16N", "I", "F"])
+def test_every_high_bit_depth_mode_is_reduced_and_scaled_alike(mode):
+    from vipcli.images import reduce_decoded, to_rgb, value_range
+
+    image = Image.new(mode, (64, 48))
+    for x in range(64):
+        for y in range(48):
+            image.putpixel((x, y), (x * 64 + y) if mode != "F" else (x * 64 + y) / 4095)
+    scale = value_range(image)
+    assert scale == ((0.0, 1.0) if mode == "F" else (0.0, 4095.0))
+    whole, reduced = to_rgb(image, scale), to_rgb(reduce_decoded(image, 6), scale)  # 4x smaller
+    assert whole.mode == reduced.mode == "RGB" and reduced.size == (16, 12)
+    assert np.asarray(whole)[-1, -1, 0] == round((63 * 64 + 47) / 4095 * 255)
+    assert abs(int(np.asarray(reduced)[-1, -1, 0]) - np.asarray(whole)[-4:, -4:, 0].mean()) <= 1
+
+
+def test_an_8_bit_image_decodes_to_its_own_pixels(tmp_path):
+    """The bit-depth policy touches no 8-bit image: its pixels, and so its features and views, stay."""
+    rgb = np.random.default_rng(0).integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "rgb.png")
+    Image.fromarray(rgb[..., 0]).save(tmp_path / "gray.png")
+    assert np.array_equal(np.asarray(load_image(tmp_path / "rgb.png")), rgb)
+    assert np.array_equal(np.asarray(load_image(tmp_path / "gray.png")), np.repeat(rgb[..., :1], 3, axis=2))
+
+
 @pytest.mark.parametrize("kind, reason", [
     ("empty", "empty file"), ("text", "not an image"), ("truncated", "truncated"),
 ])
@@ -233,11 +297,56 @@ def test_a_linked_sub_folder_of_a_class_is_searched_and_a_loop_is_not(tmp_path):
     root = _flat_dataset(tmp_path / "d", per_class=3)
     batch = _flat_dataset(tmp_path / "store", per_class=4, classes=("batch",)) / "batch"
     (root / "beta" / "batch2").symlink_to(batch, target_is_directory=True)
-    (root / "alpha" / "loop").symlink_to("..", target_is_directory=True)  # would bring in beta's images
+    (root / "alpha" / "sub").mkdir()
+    (root / "alpha" / "sub" / "loop").symlink_to("..", target_is_directory=True)  # alpha itself: searched once
     (root / "beta" / "batch2-again").symlink_to(batch, target_is_directory=True)  # already searched
     data = load_dataset(root, val_fraction=0.0, test_fraction=0.0)
     assert sum(data.counts(split)[0] for split in ("train", "val", "test")) == 3
     assert sum(data.counts(split)[1] for split in ("train", "val", "test")) == 3 + 4
+
+
+@pytest.mark.parametrize("layout, link, target, message", [
+    ("split", "train/nevus/extra", "../melanoma",
+     "train/nevus/extra is a link to class folder train/melanoma: its images would be read as both 'train/nevus' "
+     "and 'train/melanoma'"),
+    ("split", "train/nevus/batch/more", "../../../test/melanoma",
+     "train/nevus/batch/more is a link to class folder test/melanoma: its images would be read as both "
+     "'train/nevus' and 'test/melanoma'"),
+    ("split", "test/nevus/extra", "../../train/melanoma/old",
+     "test/nevus/extra is a link to train/melanoma/old, inside class folder train/melanoma: its images would be "
+     "read as both 'test/nevus' and 'train/melanoma'"),
+    ("split", "train/nevus/all", "../../test",
+     "train/nevus/all is a link to test, which holds the class folders test/melanoma, test/nevus: their images "
+     "would be read as both their own class and 'train/nevus'"),
+    ("flat", "nevus/up", "..",
+     "nevus/up is a link to the data folder {root}, which holds the class folders melanoma, nevus: their images would "
+     "be read as both their own class and 'nevus'"),
+])
+def test_a_linked_sub_folder_into_another_class_is_refused_before_any_work(cli, tmp_path, layout, link, target,
+                                                                          message):
+    """`train/nevus/extra -> ../melanoma` trained melanoma's images as nevus too: only a duplicate warning said so."""
+    root = tmp_path / "d"
+    splits = ("train", "test") if layout == "split" else ("",)
+    for split in splits:
+        _flat_dataset(root / split, per_class=4, classes=("melanoma", "nevus"))
+    if layout == "split":
+        _png(root / "train" / "melanoma" / "old" / "x.png")
+    (root / link).parent.mkdir(parents=True, exist_ok=True)
+    (root / link).symlink_to(target, target_is_directory=True)
+    code, out, err = cli("train", "--data", str(root), "--backbone", "toy", "--shots", "1", "--out",
+                         str(tmp_path / "run"))
+    assert code == 1 and err.count("error:") == 1 and "Traceback" not in err, err
+    assert (f"error: {message.format(root=root)} (remove the link, or point it to a folder outside the class folders)"
+            in " ".join(err.split())), err
+    assert not (tmp_path / "run").exists() and "encoding" not in err
+
+
+def test_a_linked_sub_folder_outside_the_data_folder_is_still_read(cli, tmp_path):
+    root = _flat_dataset(tmp_path / "d", per_class=4, classes=("melanoma", "nevus"))
+    store = _flat_dataset(tmp_path / "store", per_class=3, classes=("batch",)) / "batch"
+    (root / "nevus" / "batch").symlink_to(store, target_is_directory=True)
+    data = load_dataset(root, val_fraction=0.0, test_fraction=0.0)
+    assert [sum(data.counts(split)[c] for split in ("train", "val", "test")) for c in (0, 1)] == [4, 4 + 3]
 
 
 def test_folders_an_os_or_a_nas_makes_are_neither_classes_nor_searched(tmp_path):

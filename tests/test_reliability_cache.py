@@ -395,3 +395,20 @@ def test_turning_photos_upright_keys_the_cache_but_keeps_the_views_of_other_imag
     monkeypatch.setattr(features, "ORIENTATION_POLICY", "another orientation policy")
     after = FeatureCache(tmp_path, backbone)
     assert after.key != before.key and after.augmentation == before.augmentation
+
+
+def test_the_bit_depth_policy_keys_the_cache_but_keeps_the_views_of_8_bit_images(monkeypatch, tmp_path):
+    """Reading 12-bit data by its own bit depth changes the features of such images (old entries are
+    not served) but not the seed of augmented views: an 8-bit image keeps the views, and figures, it had."""
+    from vipcli import features
+    from vipcli.cache_admin import stale_reasons
+    from vipcli.features import FeatureCache
+    from vipcli.registry import load_backbone
+
+    backbone = load_backbone("toy", device="cpu")
+    before = FeatureCache(tmp_path, backbone)
+    assert before.identity["depth"] == features.DEPTH_POLICY
+    monkeypatch.setattr(features, "DEPTH_POLICY", "another bit-depth policy")
+    after = FeatureCache(tmp_path, backbone)
+    assert after.key != before.key and after.augmentation == before.augmentation
+    assert stale_reasons(before.identity) == ["another image decoder"]

@@ -421,6 +421,55 @@ def test_images_folder_with_fewer_than_16_readable_images(capsys, vip_env, llm_s
     assert not llm_server.requests and not Path("melanoma.yaml").exists()
 
 
+def test_the_grid_leaves_out_hidden_files_as_a_class_folder_does(tmp_path):
+    """A macOS archive's `._img.png` resource forks and hidden files were counted as the class's images."""
+    from PIL import Image
+
+    from vipcli.errors import VipError
+    from vipcli.symptoms.grid import make_grid
+
+    folder = write_images(tmp_path / "mel", 15)
+    Image.new("RGB", (12, 10), (200, 0, 0)).save(folder / ".hidden.png")  # readable, but hidden
+    (folder / "._img00.png").write_bytes(b"\x00\x05\x16\x07 resource fork")
+    with pytest.raises(VipError, match=r"15 readable images \(of 15 image files\), need 16"):
+        make_grid(folder)
+    write_images(tmp_path / "more", 17)
+    Image.new("RGB", (12, 10)).save(tmp_path / "more" / "._img05.png")
+    first, again = make_grid(tmp_path / "more", seed=3), make_grid(tmp_path / "more", seed=3)
+    assert first.files == again.files and first.digests == again.digests and first.jpeg == again.jpeg
+    assert not any(name.startswith(".") for name in first.files)
+
+
+@pytest.mark.parametrize("kind", ["12-bit", "signed", "transparent"])
+def test_a_grid_tile_is_the_image_as_vip_encodes_it(tmp_path, kind):
+    """The grid scaled 16-bit images by their own min..max and dropped alpha, where the encoder scales
+    by the bit depth and puts transparent pixels on black: the LLM saw other pictures than the model."""
+    import numpy as np
+    from PIL import Image, ImageOps
+
+    from vipcli.images import load_image
+    from vipcli.symptoms.grid import read_tile
+
+    ramp = np.add.outer(np.arange(40), np.arange(40))  # [40, 40], 0..78
+    path = tmp_path / ("tile.png" if kind != "signed" else "tile.tif")
+    if kind == "12-bit":
+        Image.fromarray((1000 + ramp * 30).astype(np.uint16)).save(path)  # 1000..3340: 12-bit data
+    elif kind == "signed":
+        Image.fromarray((ramp * 25 - 1000).astype(np.int16)).save(path)  # -1000..950, a CT slice
+    else:
+        pixels = np.full((40, 40, 4), 180, np.uint8)
+        pixels[..., 3] = 255
+        pixels[:, :20, 3] = 0  # the left half transparent, the right half opaque grey 180
+        Image.fromarray(pixels, "RGBA").save(path)
+    tile = np.asarray(read_tile(path, 32), dtype=int)  # [32, 32, 3]
+    encoded = np.asarray(ImageOps.fit(load_image(path), (32, 32), method=Image.Resampling.BICUBIC), dtype=int)
+    assert np.array_equal(tile, encoded)
+    if kind == "12-bit":
+        assert tile.min() >= round(1000 / 4095 * 255) - 2  # not stretched down to black
+    elif kind == "transparent":
+        assert tile[:, :8].max() == 0 and tile[:, -8:].min() == 180
+
+
 def test_images_root_with_class_subfolders(capsys, vip_env, llm_server, tmp_path):
     write_images(tmp_path / "data" / "Melanoma", 16)
     llm_server.answer(NUMBERED).answer(STAGE2)

@@ -85,14 +85,15 @@ def stale_reasons(identity: dict) -> list[str]:
         was = identity.get(name)
         if was != now:
             reasons.append(f"feature format {was or 'unknown'}" if name == "format" else
-                           "another image decoder" if name in ("decode", "orientation") else f"{name} {was or '?'}, now {now}")
+                           "another image decoder" if name in ("decode", "orientation", "depth") else
+                           f"{name} {was or '?'}, now {now}")
     backbone_id = str(identity.get("id", ""))
     code = _backbone_code(backbone_id, str(identity.get("class", "")))
     if code is None:
         reasons.append(f"backbone '{backbone_id}' is not installed")
     elif code and code != identity.get("code"):
         reasons.append(f"backbone '{backbone_id}' code changed")
-    return list(dict.fromkeys(reasons))  # decode and orientation both say "another image decoder"
+    return list(dict.fromkeys(reasons))  # decode, orientation and depth all say "another image decoder"
 
 
 def _backbone_code(backbone_id: str, class_name: str) -> str | None:

@@ -7,7 +7,7 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vipcli.console import plural
+from vipcli.console import first_few, plural
 from vipcli.errors import VipError
 from vipcli.images import (IMAGE_SUFFIXES, LEFT_OUT_SHOWN, image_files_under, is_image_file, is_system_folder,
                            left_out_warning)
@@ -54,10 +54,66 @@ def _class_folders(folder: Path) -> list[Path]:
     return sorted((p for p in folder.iterdir() if p.is_dir() and not is_system_folder(p.name)), key=lambda p: p.name)
 
 
-def _scan_flat(folder: Path, class_names: list[str] | None = None,
-               left_out: LeftOut | None = None) -> tuple[list[str], list[Sample]]:
+class LinkGuard:
+    """Refuses a linked sub-folder of a class folder that leads into another class folder of the same
+    data (`train/nevus/extra -> ../melanoma`, or into `test/melanoma`), or to a folder holding class
+    folders (the data folder, a split folder): its images would be read as two classes. A link to a
+    folder outside the class folders (a shared image store) is followed as before.
+
+    Args:
+        root: the data folder, as the user named it (messages show paths relative to it).
+        class_folders: every class folder of every split, known before any of them is searched.
+    """
+
+    def __init__(self, root: Path, class_folders: list[Path]):
+        self.root = root
+        self.real_root = Path(os.path.realpath(root))
+        self.folders = {folder: Path(os.path.realpath(folder)) for folder in class_folders}
+
+    def check(self, link: Path, owner: Path) -> None:
+        """VipError if `link`, a linked sub-folder found in class folder `owner`, leads into another
+        class folder or to a folder that holds class folders; nothing for one inside `owner` itself."""
+        target = Path(os.path.realpath(link))
+        if target.is_relative_to(self.folders.get(owner) or Path(os.path.realpath(owner))):
+            return  # within its own class folder: a loop or a copy, searched once
+        into = next((f for f, real in self.folders.items() if f != owner and target.is_relative_to(real)), None)
+        holds = [f for f, real in self.folders.items() if real.is_relative_to(target)]
+        fix = "remove the link, or point it to a folder outside the class folders"
+        if into is not None:
+            place = (f"class folder {self._shown(into)}" if target == self.folders[into] else
+                     f"{self._shown_target(target)}, inside class folder {self._shown(into)}")
+            raise VipError(f"{self._shown(link)} is a link to {place}: its images would be read as both "
+                           f"'{self._shown(owner)}' and '{self._shown(into)}'", fix)
+        if holds:
+            raise VipError(f"{self._shown(link)} is a link to {self._shown_target(target)}, which holds the class "
+                           f"folders {first_few(map(self._shown, holds), LEFT_OUT_SHOWN)}: their images would be read "
+                           f"as both their own class and '{self._shown(owner)}'", fix)
+
+    def _shown(self, path: Path) -> str:
+        return str(path.relative_to(self.root)) if path.is_relative_to(self.root) else str(path)
+
+    def _shown_target(self, target: Path) -> str:
+        if target == self.real_root:
+            return f"the data folder {self.root}"
+        return str(target.relative_to(self.real_root)) if target.is_relative_to(self.real_root) else str(target)
+
+
+def class_folders_of(folders: list[Path]) -> list[Path]:
+    """The class folders of the data or split folders `folders` (missing or unreadable ones give none)."""
+    found = []
+    for folder in folders:
+        try:
+            found.extend(_class_folders(folder))
+        except OSError:
+            continue  # reported where its classes are read
+    return found
+
+
+def _scan_flat(folder: Path, class_names: list[str] | None = None, left_out: LeftOut | None = None,
+               guard: LinkGuard | None = None) -> tuple[list[str], list[Sample]]:
     """Samples of `folder/<class>/*`; every class folder must hold at least one image. Files that
-    are not images (see `image_files_under`) and images in no class folder are added to `left_out`."""
+    are not images (see `image_files_under`) and images in no class folder are added to `left_out`;
+    a linked sub-folder that leads into another class folder is refused by `guard`."""
     classes = _class_folders(folder)
     if class_names is None:
         _refuse_names_alike_but_case(folder, [c.name for c in classes])
@@ -72,7 +128,8 @@ def _scan_flat(folder: Path, class_names: list[str] | None = None,
                 f"{class_folder}: class '{class_folder.name}' is not in the train split",
                 f"train classes are {', '.join(names)}; rename or remove the folder",
             )
-        images = image_files_under(class_folder, left_out.others if left_out is not None else None)
+        on_link = (lambda link, owner=class_folder: guard.check(link, owner)) if guard is not None else None
+        images = image_files_under(class_folder, left_out.others if left_out is not None else None, on_link)
         if not images and not os.access(class_folder, os.R_OK | os.X_OK):
             raise VipError(f"class folder {class_folder} cannot be read (permission denied)",
                            "give your user read access to it (chmod -R u+rX), or remove the folder")
@@ -147,15 +204,16 @@ def load_dataset(root: str | Path, seed: int = 1, val_fraction: float = 0.1, tes
             raise VipError(f"{root} has {', '.join(present)} folders but no train/", "add a train/ split folder")
         return _without_train(root, present)
     left_out = LeftOut()
+    guard = LinkGuard(root, class_folders_of(list(present.values()) or [root]))  # every split's, before any is searched
     if present:
         left_out.loose.extend(_images_beside(root))  # beside train/, val/, test/: in no split either
-        class_names, train = _scan_flat(present["train"], left_out=left_out)
+        class_names, train = _scan_flat(present["train"], left_out=left_out, guard=guard)
         splits = {"train": train}
         for name in ("val", "test"):
             if name in present:
-                splits[name] = _scan_flat(present[name], class_names, left_out)[1]
+                splits[name] = _scan_flat(present[name], class_names, left_out, guard)[1]
     else:
-        class_names, train = _scan_flat(root, left_out=left_out)
+        class_names, train = _scan_flat(root, left_out=left_out, guard=guard)
         splits = {"train": train}
     _require_classes(root, class_names)
     origin = {name: "folder" for name in splits}
@@ -205,9 +263,10 @@ def _without_train(root: Path, present: dict[str, Path]) -> Dataset:
                        f"a zero-shot method needs no train/, but needs val/ (calibration) and test/: add "
                        f"{root}/{missing[0]}/<class>/*, or give a train/ folder for vip to split it from")
     left_out = LeftOut(loose=_images_beside(root))  # beside val/ and test/: in no split either
-    class_names, test = _scan_flat(present["test"], left_out=left_out)
+    guard = LinkGuard(root, class_folders_of(list(present.values())))
+    class_names, test = _scan_flat(present["test"], left_out=left_out, guard=guard)
     _require_classes(root, class_names)
-    splits = {"train": [], "val": _scan_flat(present["val"], class_names, left_out)[1], "test": test}
+    splits = {"train": [], "val": _scan_flat(present["val"], class_names, left_out, guard)[1], "test": test}
     dataset = Dataset(root=root, class_names=class_names, splits=splits,
                       origin={"train": "none (the method uses no labelled images)", "val": "folder", "test": "folder"})
     if _main_process():

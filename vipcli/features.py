@@ -37,7 +37,7 @@ from vipcli import console
 from vipcli.cache_admin import BACKBONE_FILE, default_root
 from vipcli.digests import digest_many
 from vipcli.errors import ImageError
-from vipcli.images import DECODE_POLICY, ORIENTATION_POLICY, load_image
+from vipcli.images import DECODE_POLICY, DEPTH_POLICY, ORIENTATION_POLICY, load_image
 from vipcli.pixels import ViewPipeline, view_pipeline
 from vipcli.preflight import describe_os_error
 from vipcli.settings import usable_workers
@@ -92,7 +92,7 @@ def installation_identity() -> dict:
 
     return {"format": f"{FEATURE_FORMAT} {FEATURE_FORMAT_VERSION}",
             "decode": f"{DECODE_POLICY}, min side {DECODE_MIN_SIDE}", "orientation": ORIENTATION_POLICY,
-            "torchvision": torchvision.__version__, **image_library_versions()}
+            "depth": DEPTH_POLICY, "torchvision": torchvision.__version__, **image_library_versions()}
 
 
 def image_library_versions() -> dict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 from vipcli.errors import ImageError
@@ -22,6 +23,10 @@ DECODE_POLICY = "jpeg draft, then reduce(); shorter side kept >= 2 x min_side"  
 # also part of feature-cache keys, but not of the seed of augmented views (features.py): turning a photo
 # upright changes no pixel of an image without an EXIF orientation, so such an image keeps its views
 ORIENTATION_POLICY = "EXIF orientation applied"
+# also part of feature-cache keys but not of the view seed (features.py): an 8-bit image is read as before
+DEPTH_POLICY = ("unsigned >8-bit by the bit depth its values use (10/12/14/16); signed by min..max; "
+                "float by min..max with 0..1")
+DEPTHS = (10, 12, 14, 16)  # the bit depths a high-bit-depth image is scaled by: the smallest that holds its maximum
 EXIF_ORIENTATION = 0x0112  # the EXIF tag of how a viewer turns the stored pixels
 _REDUCIBLE = ("L", "LA", "La", "RGB", "RGBA", "RGBa", "I", "F", "CMYK", "YCbCr", "PA")  # modes Image.reduce takes
 
@@ -31,25 +36,77 @@ def is_system_folder(name: str) -> bool:
     return name.startswith(".") or name.lower() in SYSTEM_FOLDERS
 
 
-def _to_8bit(image):
-    """16-bit and float grayscale -> 8-bit L, scaled by the value range of the pixel type."""
+def is_high_depth(mode: str) -> bool:
+    """True for the modes of more than 8 bits a pixel (16- and 32-bit integers in any byte order,
+    signed or not: `I;16`, `I;16B`, `I;16S`, `I;32`, `I`, ...; and float `F`)."""
+    return mode in ("I", "F") or mode.startswith("I;")
+
+
+def value_range(image) -> tuple[float, float] | None:
+    """The pixel values of a high-bit-depth `image` that become 0 and 255 (None for other modes).
+
+    Unsigned integer images are scaled by the bit depth their data uses: the smallest of 10, 12, 14
+    or 16 bits whose range (2**b - 1) holds the image's maximum, 255 when the maximum is <= 255 (an
+    X-ray exported as 12-bit data in a 16-bit PNG, max <= 4095, is shown as bright as its 12 bits
+    allow, not nearly black). The bit depth is read from the pixel values, because PNG and TIFF exports
+    rarely record how many of the 16 bits are used. Signed images (CT in Hounsfield units) and
+    integers beyond 16 bits are stretched from their own min to their own max; float images too, the
+    range widened to hold 0..1 (a float image of values in 0..1 keeps its brightness).
+    """
+    if not is_high_depth(image.mode):
+        return None
+    low, high = _extrema(image)
+    if image.mode == "F":
+        return min(low, 0.0), max(high, 1.0)
+    if image.mode.endswith("S") or low < 0 or high > 2 ** DEPTHS[-1] - 1:  # signed, or beyond 16 bits
+        return low, high
+    if high <= 255:
+        return 0.0, 255.0
+    return 0.0, float(next(2 ** bits - 1 for bits in DEPTHS if high <= 2 ** bits - 1))
+
+
+def _extrema(image) -> tuple[float, float]:
+    """The smallest and largest pixel value of a one-band image, a strip of rows at a time where
+    Pillow's own `getextrema` does not take the mode (`I;16B`, `I;16L`): bounded memory either way."""
+    import numpy as np
+
+    try:
+        low, high = image.getextrema()
+        return float(low), float(high)
+    except ValueError:
+        pass
+    width, height = image.size
+    if not width or not height:
+        return 0.0, 0.0
+    rows = max(1, STRIP_PIXELS // width)
+    low, high = float("inf"), float("-inf")
+    for top in range(0, height, rows):  # one strip in memory at a time
+        strip = np.asarray(image.crop((0, top, width, min(height, top + rows))))  # [rows, W]
+        low, high = min(low, float(strip.min())), max(high, float(strip.max()))
+    return low, high
+
+
+def _to_8bit(image, scale: tuple[float, float]):
+    """A high-bit-depth one-band image -> 8-bit L, `scale` (low, top) mapped to 0..255 (see `value_range`)."""
     import numpy as np
     from PIL import Image
 
-    array = np.asarray(image, dtype=np.float64)
-    if image.mode.startswith("I;16") or (image.mode == "I" and array.max(initial=0) > 255):
-        top = 65535.0 if array.max(initial=0) > 255 else 255.0
-        low = 0.0
-    else:  # float images: stretch their own range
-        low, top = float(array.min(initial=0)), float(array.max(initial=1))
+    low, top = scale
+    array = np.asarray(image, dtype=np.float64)  # [H, W]
     scaled = (array - low) / max(top - low, 1e-12) * 255.0
     return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), mode="L")
 
 
-def to_rgb(image):
-    """Convert any PIL mode (CMYK, P, LA, RGBA, I;16, F, 1, ...) to RGB."""
-    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        image = _to_8bit(image)
+def to_rgb(image, scale: tuple[float, float] | None = None):
+    """Convert any PIL mode (CMYK, P, LA, RGBA, I;16, I;16S, I, F, 1, ...) to RGB.
+
+    Args:
+        image: a decoded image.
+        scale: for a high-bit-depth image, the values that become 0 and 255; `value_range(image)` when
+            None (`load_image` passes the range of the image as decoded, before it was reduced).
+    """
+    if is_high_depth(image.mode):
+        image = _to_8bit(image, scale or value_range(image))
     elif image.mode == "P":
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA"):
@@ -85,8 +142,8 @@ def reduce_decoded(image, min_side: int):
         return image
     if image.mode in _REDUCIBLE:
         return image.reduce(factor)
-    if image.mode.startswith("I;16"):  # 16-bit: average as 32-bit integers, keep the 16-bit mode
-        return _reduce_in_strips(image, factor, "I").convert("I;16")
+    if image.mode.startswith("I;"):  # 16/32-bit, signed or not, any byte order: average as 32-bit integers
+        return _reduce_in_strips(image, factor, "I")  # kept as I: a signed image keeps its negative values
     if image.mode == "P":
         transparent = "transparency" in image.info
         return _reduce_in_strips(image, factor, "RGBA" if transparent else "RGB")
@@ -143,7 +200,8 @@ def load_image(path: str | Path, min_side: int | None = None):
                     image.draft("RGB", (min_side * 2, min_side * 2))
                 image.load()
                 orientation = exif_orientation(image)
-                return upright(to_rgb(reduce_decoded(image, min_side) if min_side else image), orientation)
+                scale = value_range(image)  # of the whole image: reducing it would lower its maximum
+                return upright(to_rgb(reduce_decoded(image, min_side) if min_side else image, scale), orientation)
     except ImageError:
         raise
     except FileNotFoundError:
@@ -166,13 +224,16 @@ def is_image_file(path: Path) -> bool:
     return named and (path.is_file() or (path.is_symlink() and not path.exists()))
 
 
-def image_files_under(folder: Path, left_out: list[Path] | None = None) -> list[Path]:
+def image_files_under(folder: Path, left_out: list[Path] | None = None,
+                      on_link: Callable[[Path], None] | None = None) -> list[Path]:
     """The image files in `folder` and its sub-folders, sorted (see `is_image_file`); the other
     visible files, bar those a file manager leaves (`FILE_MANAGER_FILES`), are added to `left_out`.
 
     Sub-folders that are symbolic links are followed (a class folder assembled from linked batches
     keeps its images), except a link back to a folder on the way down (a loop, e.g. `link -> ..`,
-    which would also bring in the images of other classes) and a folder already searched.
+    which would also bring in the images of other classes) and a folder already searched. Each
+    linked sub-folder is first passed to `on_link`, which may refuse it by raising (`vipcli.data`
+    refuses one that leads into another class folder).
     """
     folder = Path(folder)
     found: list[Path] = []
@@ -193,6 +254,8 @@ def image_files_under(folder: Path, left_out: list[Path] | None = None) -> list[
             if _is_folder(entry):
                 if is_system_folder(entry.name):
                     continue  # thumbnails or resource forks made by the OS or a NAS, not images of the class
+                if entry.is_symlink() and on_link is not None:
+                    on_link(path)
                 if entry.is_symlink() and any(f.is_relative_to(os.path.realpath(path)) for f in path_down):
                     continue  # a loop: the link leads back up
                 search(path, path_down)

@@ -7,9 +7,9 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from vipcli.errors import VipError
+from vipcli.errors import ImageError, VipError
+from vipcli.images import is_image_file, load_image
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 GRID_SIDE = 4  # 4 x 4 = 16 images, as in the paper
 
 
@@ -24,15 +24,17 @@ class ImageGrid:
 
 
 def list_images(folder: Path) -> list[Path]:
-    """Image files directly inside `folder`, sorted by name."""
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    """Image files directly inside `folder`, sorted by name, by the rules vip reads a class folder by
+    (`vipcli.images.is_image_file`: an image suffix, not hidden, so no `._x.jpg` of a macOS archive)."""
+    return sorted(p for p in folder.iterdir() if is_image_file(p))
 
 
 def make_grid(folder: str | Path, seed: int = 0, tile: int = 224) -> ImageGrid:
     """Pick 16 readable images of `folder` (seeded) and tile them 4x4 into one JPEG.
 
     Args:
-        folder: a folder of one class's images (jpg, png, bmp, tif, webp; not searched recursively).
+        folder: a folder of one class's images (jpg, png, bmp, tif, webp; not searched recursively;
+            hidden files left out, as `vipcli.images.is_image_file` says).
         seed: which 16 are chosen when there are more.
         tile: side of each square tile in pixels (the grid is 4 * tile wide).
 
@@ -99,32 +101,16 @@ def grid_of_files(files, seed: int = 0, tile: int = 224, where: str = "images", 
 
 
 def read_tile(path: Path, tile: int):
-    """The image at `path` as an RGB center-cropped square of side `tile`, turned upright by its EXIF
-    orientation as vip encodes it (`vipcli.images.upright`), or None if unreadable."""
+    """The image at `path` as an RGB center-cropped square of side `tile`, decoded as vip encodes it
+    (`vipcli.images.load_image`: any mode to RGB, 16-bit by its bit depth, alpha over black, turned
+    upright by its EXIF orientation), or None if unreadable."""
     from PIL import Image, ImageOps
 
-    from vipcli.images import exif_orientation, upright
-
     try:
-        with Image.open(path) as image:
-            image.load()
-            rgb = upright(to_rgb(image), exif_orientation(image))
-    except (OSError, ValueError, Image.DecompressionBombError):
+        rgb = load_image(path, min_side=tile)  # a large image decoded reduced, its shorter side >= 2 x tile
+    except ImageError:
         return None
     return ImageOps.fit(rgb, (tile, tile), method=Image.Resampling.BICUBIC)
-
-
-def to_rgb(image):
-    """RGB copy of a PIL image; 16-bit and float grayscale are rescaled to 0-255, not clipped."""
-    if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-        import numpy as np
-        from PIL import Image
-
-        array = np.asarray(image, dtype=np.float64)
-        low, high = float(array.min()), float(array.max())
-        scaled = (array - low) * (255.0 / (high - low)) if high > low else np.zeros_like(array)
-        return Image.fromarray(scaled.astype(np.uint8)).convert("RGB")
-    return image.convert("RGB")
 
 
 def grid_data_url(grid: ImageGrid) -> str:
