@@ -218,6 +218,13 @@ class DropoutForward(Centroid):
         return super().forward(F.dropout(image_features, 0.5))
 
 
+class HalfLogits(Centroid):
+    """Flaw: forward returns float16 logits (vip's softmax, calibration and metrics need float32 or float64)."""
+
+    def forward(self, image_features):
+        return super().forward(image_features).half()
+
+
 class BankSizedInFit(Centroid):
     """Flaw: fit replaces an empty [0, D] buffer with one of a data-dependent length, which __init__ cannot rebuild."""
 
@@ -280,6 +287,7 @@ ENTRY_POINTS = "\n".join([
     "peeks-at-test = vip_sample_methods:PeeksAtTest",
     "records-tensor = vip_sample_methods:RecordsTensor",
     "dropout-forward = vip_sample_methods:DropoutForward",
+    "half-logits = vip_sample_methods:HalfLogits",
     "bank-sized-in-fit = vip_sample_methods:BankSizedInFit",
     "nan-fit = vip_sample_methods:NanFit",
     "readme-prompts = vip_sample_methods:ReadmePrompts",

@@ -180,9 +180,22 @@ def checked_fit(method, data, context) -> dict:
     return fitted
 
 
+LOGIT_DTYPES = (torch.float32, torch.float64)  # what forward may return (or autocast's dtype, under autocast)
+
+
+def autocast_logits(logits: torch.Tensor) -> bool:
+    """Whether `logits` are in the dtype of an autocast that is on for their device (vip's bf16 autocast on
+    CUDA makes a matmul's output bf16; `prepared_logits` casts it to float32)."""
+    try:
+        kind = logits.device.type
+        return torch.is_autocast_enabled(kind) and logits.dtype == torch.get_autocast_dtype(kind)
+    except RuntimeError:  # a device type autocast does not know
+        return False
+
+
 def check_logits(method, logits, images: int, device: torch.device | None = None) -> None:
-    """Refuse `forward` output that is not a float tensor [images, C] on `device`, the image features' device
-    (shape, dtype and device only: nothing is read back)."""
+    """Refuse `forward` output that is not a float32/float64 tensor [images, C] on `device`, the image
+    features' device (shape, dtype and device only: nothing is read back)."""
     classes = method.setup.num_classes
     if not isinstance(logits, torch.Tensor):
         reason = f"forward returned {type(logits).__name__}, not a tensor"
@@ -191,6 +204,11 @@ def check_logits(method, logits, images: int, device: torch.device | None = None
         reason = f"forward returned logits {shape} for {images} images of {classes} classes"
     elif not logits.is_floating_point():
         reason = f"forward returned {str(logits.dtype).replace('torch.', '')} logits"
+    elif logits.dtype not in LOGIT_DTYPES and not autocast_logits(logits):
+        raise method_fault(method.id, "forward", f"forward returned {str(logits.dtype).replace('torch.', '')} "
+                                                 "logits, not float32 or float64: vip computes probabilities, "
+                                                 "calibration and metrics from them at full precision",
+                           "return logits.float()")
     elif device is not None and logits.device != device:
         raise method_fault(method.id, "forward", f"forward returned logits on {logits.device}, not on {device} "
                                                  "where the image features are",
