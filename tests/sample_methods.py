@@ -225,6 +225,18 @@ class HalfLogits(Centroid):
         return super().forward(image_features).half()
 
 
+class SharedRunningMean(Centroid):
+    """Flaw: keeps a running mean of every fit's centroids on the class, so each fit moves the next one's."""
+
+    seen: list = []  # class-level: shared by every instance in the process
+
+    def fit(self, data, context):
+        result = super().fit(data, context)
+        self.seen.append(self.centroids.clone())
+        self.centroids = F.normalize(torch.stack(self.seen).mean(dim=0), dim=-1)
+        return result
+
+
 class BankSizedInFit(Centroid):
     """Flaw: fit replaces an empty [0, D] buffer with one of a data-dependent length, which __init__ cannot rebuild."""
 
@@ -288,6 +300,7 @@ ENTRY_POINTS = "\n".join([
     "records-tensor = vip_sample_methods:RecordsTensor",
     "dropout-forward = vip_sample_methods:DropoutForward",
     "half-logits = vip_sample_methods:HalfLogits",
+    "shared-running-mean = vip_sample_methods:SharedRunningMean",
     "bank-sized-in-fit = vip_sample_methods:BankSizedInFit",
     "nan-fit = vip_sample_methods:NanFit",
     "readme-prompts = vip_sample_methods:ReadmePrompts",

@@ -246,6 +246,8 @@ def test_the_length_or_items_of_the_held_out_test_split_are_a_read_of_it(read, s
     ("dropout-forward", "failed in forward"),
     ("records-tensor", "failed in record"),
     ("half-logits", "failed in forward: forward returned float16 logits"),
+    ("shared-running-mean", "failed in fit: fitted with seed 2, then seed 3, then seed 2 again (a fresh instance "
+                            "each time), its two seed-2 fits give logits"),
 ])
 def test_methods_check_runs_a_plugin_through_train_and_predict_in_seconds(cli, methods, method, fault):
     """There was no way to try a method plugin before a run on real data: its mistakes showed after encoding."""
@@ -256,6 +258,14 @@ def test_methods_check_runs_a_plugin_through_train_and_predict_in_seconds(cli, m
     else:
         line = _one_error(err)
         assert code == 1 and line.startswith(f"error: method '{method}' (from sample-methods 0.1.0) {fault}"), line
+
+
+def test_a_leak_between_fits_names_the_order_of_the_sweep_and_the_fix(cli, methods):
+    code, _, err = cli("methods", "check", "shared-running-mean")
+    line = _one_error(err)
+    assert "results would depend on the order of a benchmark sweep" in line
+    assert line.endswith("(keep state on the instance (self.NAME, set in __init__ or fit), never on the class or in "
+                         "a module-level variable)")
 
 
 def test_every_built_in_method_passes_methods_check(cli):

@@ -13,6 +13,8 @@ numbers:
 - how it trains with the shared SGD loop: at the first step, the loss is a 0-d tensor that depends
   on the method's parameters (`check_loss`) and every trainable parameter gets a gradient in
   the first epoch (`check_gradients`); each epoch's mean loss is finite (`vipcli.fitting.check_epoch_loss`);
+- `vip methods check` alone: a fit does not change what the next fresh instance learns
+  (`check_sweep_order`: seed A, then B, then A again must give the same seed-A logits);
 - what a run stores (`check_round_trip`): the fitted method's forward is deterministic
   (`check_deterministic`), `record()` can be written as JSON (`stored_record`), and the method
   rebuilt from it and `state_tensors()` gives the fitted method's logits, so `vip predict` predicts
@@ -34,6 +36,7 @@ GUARDED_MEMBERS = ("fit", "forward", "prepare", "explain", "record", "state_tens
 BUILT_IN = "vipcli"  # the distribution of the built-in methods (tested by vip's own suite)
 ROUND_TRIP_IMAGES = 64  # features compared between the fitted and the rebuilt method
 ROUND_TRIP_TOLERANCE = 1e-4  # max difference of softmax probabilities
+SWEEP_SEEDS = (2, 3)  # `vip methods check` fits seed A, then B, then A again (fresh instances; its run used seed 1)
 
 
 class MemberFault(Exception):
@@ -302,6 +305,25 @@ def check_deterministic(method, first: torch.Tensor, second: torch.Tensor) -> No
                                                  f"probabilities {difference:.3g} apart",
                            "remove randomness from forward (F.dropout without training=self.training, torch.rand*, "
                            "sampling); vip calls it in eval mode (self.training is False)")
+
+
+def check_sweep_order(method_id: str, seeds: tuple, first: torch.Tensor, again: torch.Tensor) -> None:
+    """Refuse a method whose fit with seed A after a fit with seed B (fresh instances) gives other logits
+    [n, C] than its first fit with seed A: state shared between instances (on the class or its module)
+    leaks from one fit into the next, so a sweep's results would depend on its order.
+
+    The logits are compared (relative to the largest, within `ROUND_TRIP_TOLERANCE`), not their softmax:
+    a confident method's probabilities are all near 0 or 1 and would hide the leak.
+    """
+    difference = float((first - again).abs().max() / first.abs().max().clamp_min(1e-12)) if len(first) else 0.0
+    if not difference <= ROUND_TRIP_TOLERANCE:
+        a, b = seeds[0], seeds[1]
+        raise method_fault(method_id, "fit", f"fitted with seed {a}, then seed {b}, then seed {a} again (a fresh "
+                                             f"instance each time), its two seed-{a} fits give logits {difference:.3g} "
+                                             "apart (relative): fit changes state shared between instances, so "
+                                             "results would depend on the order of a benchmark sweep",
+                           "keep state on the instance (self.NAME, set in __init__ or fit), never on the class "
+                           "or in a module-level variable")
 
 
 def rebuilt_shapes_fault(method, mismatch) -> PluginError:
