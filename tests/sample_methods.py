@@ -237,6 +237,13 @@ class SharedRunningMean(Centroid):
         return result
 
 
+class SoftmaxInForward(Centroid):
+    """Flaw: forward returns probabilities (vip applies softmax to what forward returns)."""
+
+    def forward(self, image_features):
+        return super().forward(image_features).softmax(dim=-1)
+
+
 class BankSizedInFit(Centroid):
     """Flaw: fit replaces an empty [0, D] buffer with one of a data-dependent length, which __init__ cannot rebuild."""
 
@@ -301,6 +308,7 @@ ENTRY_POINTS = "\n".join([
     "dropout-forward = vip_sample_methods:DropoutForward",
     "half-logits = vip_sample_methods:HalfLogits",
     "shared-running-mean = vip_sample_methods:SharedRunningMean",
+    "softmax-in-forward = vip_sample_methods:SoftmaxInForward",
     "bank-sized-in-fit = vip_sample_methods:BankSizedInFit",
     "nan-fit = vip_sample_methods:NanFit",
     "readme-prompts = vip_sample_methods:ReadmePrompts",

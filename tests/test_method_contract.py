@@ -248,6 +248,7 @@ def test_the_length_or_items_of_the_held_out_test_split_are_a_read_of_it(read, s
     ("half-logits", "failed in forward: forward returned float16 logits"),
     ("shared-running-mean", "failed in fit: fitted with seed 2, then seed 3, then seed 2 again (a fresh instance "
                             "each time), its two seed-2 fits give logits"),
+    ("softmax-in-forward", "failed in forward: forward returns probabilities, vip applies softmax itself"),
 ])
 def test_methods_check_runs_a_plugin_through_train_and_predict_in_seconds(cli, methods, method, fault):
     """There was no way to try a method plugin before a run on real data: its mistakes showed after encoding."""
@@ -266,6 +267,15 @@ def test_a_leak_between_fits_names_the_order_of_the_sweep_and_the_fix(cli, metho
     assert "results would depend on the order of a benchmark sweep" in line
     assert line.endswith("(keep state on the instance (self.NAME, set in __init__ or fit), never on the class or in "
                          "a module-level variable)")
+
+
+def test_a_run_of_a_method_that_returns_probabilities_warns_once_and_finishes(cli, methods, isic_small, tiny_clip,
+                                                                              tmp_path):
+    code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "run", "--method", "softmax-in-forward"))
+    said = [line for line in err.splitlines() if "forward returns probabilities" in line]
+    assert code == 0 and len(said) == 1 and "return the scores before softmax" in said[0], err
+    code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "ok", "--method", "centroid-ok"))
+    assert code == 0 and "probabilities" not in err, err
 
 
 def test_every_built_in_method_passes_methods_check(cli):

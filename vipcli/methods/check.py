@@ -65,14 +65,14 @@ def check_method(method_id: str, options: dict | None = None) -> MethodCheck:
 def check_sweep(config) -> None:
     """Fit the method as a benchmark sweep does, in one process: seed A, then seed B, then seed A again, each
     a fresh instance on its seed's shots; the two seed-A fits must give the same test logits
-    (`check_sweep_order`)."""
+    (`check_sweep_order`), and the first one's must not be probabilities (`check_not_probabilities`)."""
     import torch
 
     from vipcli.data import load_dataset
     from vipcli.featuresets import prepare_features
     from vipcli.fitting import predict_logits
     from vipcli.methods import FitContext, MethodSetup, build_method, method_class
-    from vipcli.methods.contract import SWEEP_SEEDS, check_sweep_order, checked_fit
+    from vipcli.methods.contract import SWEEP_SEEDS, check_not_probabilities, check_sweep_order, checked_fit
     from vipcli.packs import packs_for_run, symptoms_of
     from vipcli.train import encoding_plan
 
@@ -92,5 +92,7 @@ def check_sweep(config) -> None:
         checked_fit(method, data, FitContext(schedule, seed, None, None))
         test = data.test.x if test is None else test  # [T, D]: every fit predicts the same images
         logits = predict_logits(method, test, backbone.device)  # [T, C]
-        first = logits if first is None else first
+        if first is None:
+            check_not_probabilities(method, logits)
+            first = logits
     check_sweep_order(config.method, SWEEP_SEEDS, first, logits)

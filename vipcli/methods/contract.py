@@ -13,6 +13,8 @@ numbers:
 - how it trains with the shared SGD loop: at the first step, the loss is a 0-d tensor that depends
   on the method's parameters (`check_loss`) and every trainable parameter gets a gradient in
   the first epoch (`check_gradients`); each epoch's mean loss is finite (`vipcli.fitting.check_epoch_loss`);
+- what `forward` gives, read back once at train time: not probabilities (a softmax left in forward:
+  a warning in a run, `check_not_probabilities` fails it in `vip methods check`);
 - `vip methods check` alone: a fit does not change what the next fresh instance learns
   (`check_sweep_order`: seed A, then B, then A again must give the same seed-A logits);
 - what a run stores (`check_round_trip`): the fitted method's forward is deterministic
@@ -36,6 +38,7 @@ GUARDED_MEMBERS = ("fit", "forward", "prepare", "explain", "record", "state_tens
 BUILT_IN = "vipcli"  # the distribution of the built-in methods (tested by vip's own suite)
 ROUND_TRIP_IMAGES = 64  # features compared between the fitted and the rebuilt method
 ROUND_TRIP_TOLERANCE = 1e-4  # max difference of softmax probabilities
+PROBABILITY_TOLERANCE = 1e-4  # a row of logits in [0, 1] summing to 1 within this is a probability vector
 SWEEP_SEEDS = (2, 3)  # `vip methods check` fits seed A, then B, then A again (fresh instances; its run used seed 1)
 
 
@@ -326,6 +329,40 @@ def check_sweep_order(method_id: str, seeds: tuple, first: torch.Tensor, again: 
                            "or in a module-level variable")
 
 
+def are_probabilities(logits: torch.Tensor) -> bool:
+    """Whether every row of `logits` [n, C] is a probability vector: entries in [0, 1], summing to 1 within
+    `PROBABILITY_TOLERANCE` (n > 0)."""
+    if not len(logits):
+        return False
+    inside = bool(((logits >= 0) & (logits <= 1)).all())
+    return inside and bool(((logits.double().sum(dim=-1) - 1).abs() <= PROBABILITY_TOLERANCE).all())
+
+
+PROBABILITIES = "forward returns probabilities, vip applies softmax itself"
+PROBABILITIES_FIX = "return the scores before softmax"
+
+
+def check_not_probabilities(method, logits: torch.Tensor) -> None:
+    """Refuse a method whose logits [n, C] are all probability vectors (a softmax left in forward)."""
+    if are_probabilities(logits):
+        raise method_fault(method.id, "forward", f"{PROBABILITIES}: every row of its {len(logits)} sets of logits "
+                                                 "lies in [0, 1] and sums to 1", PROBABILITIES_FIX)
+
+
+def warn_probabilities(method, logits: torch.Tensor) -> None:
+    """One warning (a real run goes on) when every row of a fitted plugin method's logits [n, C] is a
+    probability vector: softmax over probabilities flattens every figure computed from them."""
+    if not are_probabilities(logits):
+        return
+    from rich.markup import escape
+
+    from vipcli import console
+
+    console.warn(escape(f"method '{method.id}' (from {distribution_of_method(method.id)}): {PROBABILITIES}, so "
+                        f"its probabilities are flattened towards 1/{logits.shape[-1]}: {PROBABILITIES_FIX} "
+                        f"(vip methods check {method.id} fails it)"))
+
+
 def rebuilt_shapes_fault(method, mismatch) -> PluginError:
     """The fault of a method whose `__init__` builds tensors of other names or shapes than `fit` leaves (e.g.
     an empty buffer that fit replaces with one sized by the data): the run could not be loaded by predict."""
@@ -356,9 +393,11 @@ def check_round_trip(method, features: torch.Tensor, device) -> None:
     if distribution_of_method(method.id).split(" ")[0] == BUILT_IN or not len(features):
         return
     sample = features[:ROUND_TRIP_IMAGES]  # [n, D]
-    fitted = predict_logits(method, sample, device).softmax(dim=-1)  # [n, C]
+    logits = predict_logits(method, sample, device)  # [n, C]
+    fitted = logits.softmax(dim=-1)  # [n, C]
     if not bool(torch.isfinite(fitted).all()):  # NaN weights are not a storage problem: say what they are
         raise non_finite_logits_fault(method)
+    warn_probabilities(method, logits)
     check_deterministic(method, fitted, predict_logits(method, sample, device).softmax(dim=-1))
     settings = dataclasses.asdict(method.settings)
     tensors = {name: tensor.detach().cpu() for name, tensor in method.state_tensors().items()}
