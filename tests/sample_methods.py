@@ -218,6 +218,32 @@ class DropoutForward(Centroid):
         return super().forward(F.dropout(image_features, 0.5))
 
 
+class HalfLogits(Centroid):
+    """Flaw: forward returns float16 logits (vip's softmax, calibration and metrics need float32 or float64)."""
+
+    def forward(self, image_features):
+        return super().forward(image_features).half()
+
+
+class SharedRunningMean(Centroid):
+    """Flaw: keeps a running mean of every fit's centroids on the class, so each fit moves the next one's."""
+
+    seen: list = []  # class-level: shared by every instance in the process
+
+    def fit(self, data, context):
+        result = super().fit(data, context)
+        self.seen.append(self.centroids.clone())
+        self.centroids = F.normalize(torch.stack(self.seen).mean(dim=0), dim=-1)
+        return result
+
+
+class SoftmaxInForward(Centroid):
+    """Flaw: forward returns probabilities (vip applies softmax to what forward returns)."""
+
+    def forward(self, image_features):
+        return super().forward(image_features).softmax(dim=-1)
+
+
 class BankSizedInFit(Centroid):
     """Flaw: fit replaces an empty [0, D] buffer with one of a data-dependent length, which __init__ cannot rebuild."""
 
@@ -280,6 +306,9 @@ ENTRY_POINTS = "\n".join([
     "peeks-at-test = vip_sample_methods:PeeksAtTest",
     "records-tensor = vip_sample_methods:RecordsTensor",
     "dropout-forward = vip_sample_methods:DropoutForward",
+    "half-logits = vip_sample_methods:HalfLogits",
+    "shared-running-mean = vip_sample_methods:SharedRunningMean",
+    "softmax-in-forward = vip_sample_methods:SoftmaxInForward",
     "bank-sized-in-fit = vip_sample_methods:BankSizedInFit",
     "nan-fit = vip_sample_methods:NanFit",
     "readme-prompts = vip_sample_methods:ReadmePrompts",

@@ -214,6 +214,25 @@ class BatchStatsImages(PadIsEndBackbone):
         return features - features.mean(dim=0, keepdim=True) + 0.1 * features
 
 
+class StatefulImages(PadIsEndBackbone):
+    """Flaw: image features centred on a running mean of the batches seen before, with a memo of the last call
+    (so the same batch twice in a row gets the same features): a feature depends on what was encoded earlier."""
+
+    def __init__(self, arch=None, pretrained=None, device=None):
+        super().__init__(arch, pretrained, device)
+        self.running, self.last = None, None
+
+    def encode_image(self, images):
+        if self.last is not None and torch.equal(self.last[0], images):
+            return self.last[1]
+        features = super().encode_image(images)
+        centred = features - (0 if self.running is None else 0.5 * self.running)
+        mean = features.mean(dim=0, keepdim=True)
+        self.running = mean if self.running is None else 0.5 * self.running + 0.5 * mean
+        self.last = (images.clone(), centred)
+        return centred
+
+
 class HugeImageFeatures(PadIsEndBackbone):
     """Flaw: image features scaled by 1e30: finite, but their norm overflows float32."""
 
@@ -267,6 +286,7 @@ class BracketsInError(PadIsEndBackbone):
 
 ENTRY_POINTS = "\n".join([
     "pad-is-end = vip_sample_plugins:PadIsEndBackbone",
+    "stateful-images = vip_sample_plugins:StatefulImages",
     "pad-is-end-undeclared = vip_sample_plugins:PadIsEndUndeclared",
     "half-features = vip_sample_plugins:HalfFeatures",
     "path-in-describe = vip_sample_plugins:PathInDescribe",

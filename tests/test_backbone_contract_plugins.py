@@ -13,7 +13,8 @@ from plugin_helpers import install_distribution, install_sample_plugins, site  #
 from vipcli.errors import VipError
 from vipcli.registry import load_backbone
 
-NEW_ROWS = ("same prompts, same features", "one word apart", "features follow embeds", "same images, same features")
+NEW_ROWS = ("same prompts, same features", "one word apart", "features follow embeds", "same images, same features",
+            "no state between calls")
 
 
 @pytest.fixture
@@ -63,6 +64,21 @@ def test_backbones_check_fails_image_features_that_depend_on_the_batch(cli, samp
     row = {row["check"]: row for row in json.loads(out)["checks"]}["same images, same features"]
     assert code == 1 and row["ok"] is False and "alone and in a batch" in row["detail"]
     assert "freeze() must put every module in eval()" in row["detail"]
+
+
+def test_backbones_check_fails_image_features_that_depend_on_earlier_calls(cli, samples):
+    """State kept between calls (a running mean behind a memo of the last call) passed the repeat check, and
+    features then depended on which images were encoded before, and on what the cache already held."""
+    code, out, _ = cli("backbones", "check", "stateful-images", "--json")
+    rows = {row["check"]: row for row in json.loads(out)["checks"]}
+    row = rows["no state between calls"]
+    assert code == 1 and rows["encode_image"]["ok"] is True
+    assert row["ok"] is False and row["member"] == "encode_image"
+    assert "before and after encoding other images: a feature must not depend on earlier calls" in row["detail"]
+    with pytest.raises(VipError) as error:  # at load too (one image: its repeat passes), before any data is encoded
+        load_backbone("stateful-images")
+    assert str(error.value).startswith("backbone 'stateful-images' (from sample-plugins 0.1.0) failed in "
+                                       "encode_image: encode_image gives the same images features ")
 
 
 def test_image_features_whose_norm_overflows_fail_at_load(samples):

@@ -42,6 +42,7 @@ def test_a_sound_method_plugin_trains_and_predicts(cli, methods, isic_small, tin
     ("bank-sized-in-fit", "state_tensors", "bank: saved [", "the shape fit gives it"),
     ("peeks-at-test", "fit", "fit read data.test.y: the test split is held out", "data.val"),
     ("logits-elsewhere", "forward", "forward returned logits on meta, not on cpu", "image_features.device"),
+    ("half-logits", "forward", "forward returned float16 logits, not float32 or float64", "return logits.float()"),
 ])
 def test_a_method_plugin_mistake_in_train_is_one_line_naming_it(cli, methods, isic_small, tiny_clip, tmp_path,
                                                                  method, member, reason, fix):
@@ -244,6 +245,10 @@ def test_the_length_or_items_of_the_held_out_test_split_are_a_read_of_it(read, s
     ("peeks-at-test", "failed in fit: fit read data.test"),
     ("dropout-forward", "failed in forward"),
     ("records-tensor", "failed in record"),
+    ("half-logits", "failed in forward: forward returned float16 logits"),
+    ("shared-running-mean", "failed in fit: fitted with seed 2, then seed 3, then seed 2 again (a fresh instance "
+                            "each time), its two seed-2 fits give logits"),
+    ("softmax-in-forward", "failed in forward: forward returns probabilities, vip applies softmax itself"),
 ])
 def test_methods_check_runs_a_plugin_through_train_and_predict_in_seconds(cli, methods, method, fault):
     """There was no way to try a method plugin before a run on real data: its mistakes showed after encoding."""
@@ -256,9 +261,43 @@ def test_methods_check_runs_a_plugin_through_train_and_predict_in_seconds(cli, m
         assert code == 1 and line.startswith(f"error: method '{method}' (from sample-methods 0.1.0) {fault}"), line
 
 
+def test_a_leak_between_fits_names_the_order_of_the_sweep_and_the_fix(cli, methods):
+    code, _, err = cli("methods", "check", "shared-running-mean")
+    line = _one_error(err)
+    assert "results would depend on the order of a benchmark sweep" in line
+    assert line.endswith("(keep state on the instance (self.NAME, set in __init__ or fit), never on the class or in "
+                         "a module-level variable)")
+
+
+def test_a_run_of_a_method_that_returns_probabilities_warns_once_and_finishes(cli, methods, isic_small, tiny_clip,
+                                                                              tmp_path):
+    code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "run", "--method", "softmax-in-forward"))
+    said = [line for line in err.splitlines() if "forward returns probabilities" in line]
+    assert code == 0 and len(said) == 1 and "return the scores before softmax" in said[0], err
+    code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "ok", "--method", "centroid-ok"))
+    assert code == 0 and "probabilities" not in err, err
+
+
 def test_every_built_in_method_passes_methods_check(cli):
     from vipcli.methods import list_methods
 
     for info in list_methods():
         code, out, err = cli("methods", "check", info.id)
         assert code == 0 and f"method '{info.id}' passes" in out, err
+
+
+def test_logits_in_the_dtype_of_an_autocast_that_is_on_pass_the_check():
+    """vip's bf16 autocast on CUDA makes a built-in method's logits bf16: only outside an autocast is bf16 refused."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from vipcli.errors import VipError
+    from vipcli.methods.contract import check_logits
+
+    method = SimpleNamespace(id="zeroshot", setup=SimpleNamespace(num_classes=2))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        check_logits(method, torch.randn(3, 2, dtype=torch.bfloat16), 3)
+    check_logits(method, torch.randn(3, 2, dtype=torch.float64), 3)
+    with pytest.raises(VipError, match="forward returned bfloat16 logits, not float32 or float64"):
+        check_logits(method, torch.randn(3, 2, dtype=torch.bfloat16), 3)

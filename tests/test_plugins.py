@@ -39,17 +39,33 @@ def test_broken_plugin_names_its_distribution_and_others_keep_working(cli, site,
     assert code == 0, err
 
 
-def test_duplicate_backbone_ids_name_both_distributions(cli, site):
+def test_a_plugin_registering_a_built_in_backbone_id_is_shadowed(cli, site):
     install_distribution(site, "impostor-plugin", "clip = impostor:ClipBackbone")
     code, out, err = cli("backbones", "list", "--json")
+    rows = [entry for entry in json.loads(out) if entry["id"] == "clip"]
+    assert code == 0 and [row["distribution"] for row in rows] == ["vipcli", "impostor-plugin"]
+    assert not rows[0]["shadowed"] and not rows[0]["conflict"] and "rename the id" in rows[1]["shadowed"]
+    shadow_lines = [line for line in err.splitlines() if "shadowed" in line]
+    assert len(shadow_lines) == 1 and "impostor-plugin" in shadow_lines[0] and "pyproject.toml" in shadow_lines[0]
+    code, out, err = cli("backbones", "list")
+    assert "clip (shadowed" in out and "impostor-plugin 0.1.0" in out  # the row says so (the cell wraps)
+    from vipcli.registry import backbone_class
+
+    assert backbone_class("clip").__name__ == "ClipBackbone" and backbone_class("clip").__module__.startswith("vip_")
+
+
+def test_two_third_party_backbones_under_one_id_name_both_distributions(cli, site):
+    install_distribution(site, "impostor-plugin", "tiny = impostor:Tiny")
+    install_distribution(site, "other-plugin", "tiny = other:Tiny")
+    code, out, err = cli("backbones", "list", "--json")
     listed = {entry["id"]: entry for entry in json.loads(out)}
-    assert code == 0 and "'clip' is registered twice" in err and "impostor-plugin" in err and "vipcli" in err
-    assert listed["clip"]["conflict"] and not listed["toy"]["conflict"]  # only the conflicting id is disabled
+    assert code == 0 and "'tiny' is registered twice" in err and "impostor-plugin" in err and "other-plugin" in err
+    assert listed["tiny"]["conflict"] and not listed["toy"]["conflict"]  # only the conflicting id is disabled
     from vipcli.errors import VipError
     from vipcli.registry import backbone_class
 
     with pytest.raises(VipError, match="registered twice"):
-        backbone_class("clip")
+        backbone_class("tiny")
     assert backbone_class("toy").__name__ == "ToyBackbone"
 
 
@@ -95,18 +111,31 @@ def test_third_party_method_is_listed_trained_predicted_and_benchmarked(cli, sit
 def test_broken_method_plugin_is_named_and_the_others_keep_working(cli, site, isic_small, tiny_clip, tmp_path):
     install_distribution(site, "broken-method", "broken = no_such_module:Method", group="vip.methods")
     install_distribution(site, "impostor-method", "vip = impostor:Vip", group="vip.methods")
+    install_distribution(site, "rival-method", "coop = rival:Coop\nshared = rival:Shared", group="vip.methods")
+    install_distribution(site, "other-method", "shared = other:Shared", group="vip.methods")
     code, out, err = cli("methods", "list", "--json")
-    listed = {entry["id"]: entry for entry in json.loads(out)}
-    assert code == 0 and "broken-method" in listed["broken"]["problem"] and "failed to import" in err
-    assert "registered twice" in listed["vip"]["problem"] and "impostor-method" in listed["vip"]["problem"]
-    assert not listed["coop"]["problem"]
+    listed = {(entry["id"], entry["distribution"]): entry for entry in json.loads(out)}
+    assert code == 0 and "broken-method" in listed["broken", "broken-method"]["problem"] and "failed to import" in err
+    assert not listed["vip", "vipcli"]["problem"] and not listed["vip", "vipcli"]["shadowed"]
+    assert "rename the id" in listed["vip", "impostor-method"]["shadowed"]  # the built-in wins, never disabled
+    shared = [entry for (name, _), entry in listed.items() if name == "shared"]
+    assert len(shared) == 1 and "registered twice" in shared[0]["problem"]  # two third parties: still an error
+    assert not listed["coop", "vipcli"]["problem"]
+    assert len([line for line in err.splitlines() if "shadowed" in line]) == 2  # vip and coop, once each
     code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "x", "--method", "broken"))
     assert code == 1 and "method 'broken' from distribution broken-method failed to import" in err
     assert len(error_lines(err)) == 1
-    code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "y", "--method", "vip"))
-    assert code == 1 and "registered twice" in err and "impostor-method" in err
+    code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "y", "--method", "shared"))
+    assert code == 1 and "registered twice" in err and "rival-method" in err and "other-method" in err
+    import vipcli.plugins
+
+    vipcli.plugins._warned_shadows.clear()  # a new process: `vip train` warns on its own
     code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "z", "--method", "coop"))
     assert code == 0, err
+    assert [line for line in err.splitlines() if "shadowed" in line] == [  # once per process, naming the fix
+        "warning: method 'coop' of rival-method 0.1.0 (rival:Coop) is shadowed by vip's built-in 'coop', which is "
+        "used instead: rename the id under [project.entry-points.\"vip.methods\"] in rival-method's pyproject.toml "
+        "and reinstall it"]
 
 
 MEDICAL = Path(__file__).resolve().parents[1] / "examples" / "vip-plugin-medical"

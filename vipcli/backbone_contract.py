@@ -4,7 +4,8 @@ Each check calls a few members of a loaded backbone on small probes (three promp
 lengths, two prompts of equal length one word apart, one or two synthetic images) and records what
 came back. `load_backbone` runs them all (one image) before any image of the data set is encoded:
 the cost is five full-length text passes over three prompts (one with a backward pass to the
-embeddings), one over two, one trimmed pass, one image through the tower twice and, for a backbone
+embeddings), one over two, one trimmed pass, one image through the tower three times (the last after
+another image: features must not depend on earlier calls) and, for a backbone
 that overrides `encode_text_parts`, two forward and backward passes over the three prompts, so a
 broken plugin fails in seconds.
 `vip backbones check` adds a second load to compare `describe()`.
@@ -32,7 +33,7 @@ WORD_PAIRS = (  # prompts of equal token length one word apart; the first pair t
     ("a photo of a red spot.", "a photo of a blue spot."),
     ("a photo of a dark spot.", "a photo of a small spot."),
 )
-CONTRACT_VERSION = 6  # bump when a check is added or changed: backbones that passed are checked again
+CONTRACT_VERSION = 7  # bump when a check is added or changed: backbones that passed are checked again
 TRIM_TOLERANCE = 1e-3  # max relative L2 difference between trimmed and full-length text features
 PLAIN_TOLERANCE = 1e-3  # max relative L2 difference between the plain text tower (--reference) and the usual path
 SAME_FEATURE = 1e-6  # two probes whose features differ by less than this (relative L2) got the same feature
@@ -483,6 +484,22 @@ class _Probe:
                           "BatchNorm left in training mode: freeze() must put every module in eval())")
         return f"{detail}; alone and in a batch: {difference:.1e}"
 
+    def image_state(self) -> str:
+        """Batch A (the probe), then another batch B, then A again: A's features must not move (state kept
+        between calls would make results depend on which images were encoded before, and on the cache)."""
+        b = self.backbone
+        other = torch.rand(len(self.probe_images), *self.image_size, generator=torch.Generator().manual_seed(1))
+        with torch.no_grad():
+            _tensor(b.encode_image(other.to(b.device)))  # [B, D], only for what it leaves behind
+            again = _tensor(b.encode_image(self.probe_images.to(b.device))).detach().float().cpu()  # [B, D]
+        difference = float(_relative(again, self.image_features).max())
+        if not difference <= BATCH_TOLERANCE:
+            raise _Failed(f"encode_image gives the same images features {difference:.3g} apart (relative) before "
+                          "and after encoding other images: a feature must not depend on earlier calls (state kept "
+                          "between calls, e.g. a running mean or a memo updated in encode_image); compute each batch "
+                          "from its images and the frozen weights alone")
+        return f"A, B, then A again: max relative difference {difference:.1e}"
+
     def describe(self) -> str:
         b = self.backbone
         described = b.describe()
@@ -535,6 +552,7 @@ def run_checks(backbone, images: int = 1) -> list[Check]:
         probe.run("image_transform", "image_transform", probe.image_transform)
         probe.run("encode_image", "encode_image", probe.encode_image, needs=("image_size",))
         probe.run("same images, same features", "encode_image", probe.image_repeats, needs=("image_features",))
+        probe.run("no state between calls", "encode_image", probe.image_state, needs=("image_features",))
     probe.run("describe / fingerprint", "describe", probe.describe)
     probe.run("frozen", "modules", probe.frozen)
     return probe.checks

@@ -5,7 +5,8 @@ registered in vip's own pyproject exactly as a third party registers theirs, and
 until a plugin is asked for by id. A bad plugin never takes the others down:
 
 - an id registered by two distributions is disabled (an error naming both when it is asked for),
-  while every other id keeps working;
+  while every other id keeps working; but an id of vip's own (a built-in) always wins: the other
+  distribution's entry is shadowed, listed as such, and named in a warning when the id is used;
 - a plugin that fails to import is named with its distribution;
 - an unknown id lists the installed ones;
 - an exception raised inside a loaded plugin becomes a `PluginError` naming the plugin, its
@@ -38,6 +39,11 @@ class PluginInfo:
     distribution: str  # the installed distribution that registers it
     version: str  # that distribution's version
     conflict: str = ""  # non-empty when two distributions register this id (the id is then disabled)
+    shadowed: str = ""  # non-empty for a third party's entry under a built-in id (the built-in is used)
+
+
+OWN_DISTRIBUTION = "vipcli"  # vip's own distribution: its ids (the built-ins) win over a plugin's
+_warned_shadows: set[tuple[str, str]] = set()  # (group, id) whose shadowed entries were warned about
 
 
 def distribution_of(entry_point: EntryPoint) -> tuple[str, str]:
@@ -151,10 +157,15 @@ class PluginGroup:
     def __init__(self, group: str, kind: str):
         self.group, self.kind = group, kind
 
-    def _scan(self) -> tuple[dict[str, EntryPoint], dict[str, str]]:
-        """(entry points by id, conflict message by id) for what is installed now."""
+    def _scan(self) -> tuple[dict[str, EntryPoint], dict[str, str], dict[str, list[EntryPoint]]]:
+        """(entry points by id, conflict message by id, shadowed entry points by id) for what is installed now.
+
+        An id vip registers itself (a built-in) keeps vip's entry point whoever else registers it: the
+        others are shadowed. Two other distributions registering one id make it a conflict.
+        """
         found: dict[str, EntryPoint] = {}
         conflicts: dict[str, str] = {}
+        shadowed: dict[str, list[EntryPoint]] = {}
         for entry_point in entry_points(group=self.group):
             previous = found.get(entry_point.name)
             if previous is None:
@@ -162,30 +173,65 @@ class PluginGroup:
                 continue
             if previous.value == entry_point.value and distribution_of(previous) == distribution_of(entry_point):
                 continue  # the same distribution seen twice on sys.path
+            if _is_own(entry_point) != _is_own(previous):  # a built-in id: vip's entry wins
+                found[entry_point.name] = entry_point if _is_own(entry_point) else previous
+                shadowed.setdefault(entry_point.name, []).append(previous if _is_own(entry_point) else entry_point)
+                continue
             first, second = distribution_of(previous)[0], distribution_of(entry_point)[0]
             conflicts[entry_point.name] = (
                 f"{self.kind} id '{entry_point.name}' is registered twice: by {first} ({previous.value}) "
                 f"and by {second} ({entry_point.value})"
             )
-        return found, conflicts
+        return found, conflicts, shadowed
+
+    def shadow_message(self, entry_point: EntryPoint) -> str:
+        """One line saying that `entry_point` (a third party's, under a built-in id) is shadowed, and the fix."""
+        name, version = distribution_of(entry_point)
+        return (f"{self.kind} '{entry_point.name}' of {f'{name} {version}'.strip()} ({entry_point.value}) is "
+                f"shadowed by vip's built-in '{entry_point.name}', which is used instead: rename the id under "
+                f"[project.entry-points.\"{self.group}\"] in {name}'s pyproject.toml and reinstall it")
+
+    def warn_shadowed(self, plugin_id: str, shadowed: dict[str, list[EntryPoint]] | None = None) -> None:
+        """Warn on stderr, once per process, about each third-party entry shadowed by the built-in `plugin_id`."""
+        if (self.group, plugin_id) in _warned_shadows:
+            return
+        entries = (self._scan()[2] if shadowed is None else shadowed).get(plugin_id, [])
+        if not entries:
+            return
+        _warned_shadows.add((self.group, plugin_id))
+        from rich.markup import escape
+
+        from vipcli import console
+        from vipcli.distributed import world_from_env
+
+        if not world_from_env().main:  # a torchrun rank other than 0 would repeat rank 0's warning
+            return
+
+        for entry_point in entries:
+            console.warn(escape(self.shadow_message(entry_point)))
 
     def list(self) -> list[PluginInfo]:
-        """Every installed plugin of the group, sorted by id (nothing is imported)."""
-        found, conflicts = self._scan()
+        """Every installed plugin of the group, sorted by id (nothing is imported); a shadowed entry
+        follows the built-in it is shadowed by."""
+        found, conflicts, shadowed = self._scan()
         infos = []
         for name, entry_point in sorted(found.items()):
             distribution, version = distribution_of(entry_point)
             infos.append(PluginInfo(name, entry_point.value, distribution, version, conflicts.get(name, "")))
+            for hidden in shadowed.get(name, []):
+                distribution, version = distribution_of(hidden)
+                infos.append(PluginInfo(name, hidden.value, distribution, version, shadowed=self.shadow_message(hidden)))
         return infos
 
     def ids(self) -> list[str]:
         """The usable ids (conflicting ones left out), sorted."""
-        found, conflicts = self._scan()
+        found, conflicts, _ = self._scan()
         return sorted(name for name in found if name not in conflicts)
 
     def entry_point(self, plugin_id: str) -> EntryPoint:
-        """The entry point registered as `plugin_id`; unknown or conflicting ids are one clear error."""
-        found, conflicts = self._scan()
+        """The entry point registered as `plugin_id`; unknown or conflicting ids are one clear error, and
+        a built-in id that a third party also registers is warned about (once per process)."""
+        found, conflicts, shadowed = self._scan()
         if plugin_id in conflicts:
             raise VipError(conflicts[plugin_id], f"uninstall one of the two distributions; other {self.kind}s still work")
         entry_point = found.get(plugin_id)
@@ -193,6 +239,7 @@ class PluginGroup:
             usable = sorted(n for n in found if n not in conflicts)
             raise UsageError(f"can't find {self.kind} '{plugin_id}'{did_you_mean(plugin_id, usable)}",
                              f"installed {self.kind}s: {', '.join(usable) or 'none'}")
+        self.warn_shadowed(plugin_id, shadowed)
         return entry_point
 
     def distribution(self, plugin_id: str) -> str:
@@ -221,6 +268,11 @@ class PluginGroup:
                 f"{type(error).__name__}: {error}",
                 f"reinstall or fix {distribution}; other {self.kind}s still work",
             ) from error
+
+
+def _is_own(entry_point: EntryPoint) -> bool:
+    """Whether `entry_point` is registered by vip's own distribution (a built-in)."""
+    return distribution_of(entry_point)[0].lower().replace("_", "-") == OWN_DISTRIBUTION
 
 
 def _missing_attribute(entry_point: EntryPoint, error: Exception) -> str | None:

@@ -26,6 +26,8 @@ def _problem(info) -> str:
 
     if info.conflict:
         return f"{info.conflict}; '{info.id}' is disabled until one is uninstalled"
+    if info.shadowed:  # never imported: the built-in of that id is the one used
+        return ""
     if info.distribution == OWN_DISTRIBUTION:
         return ""
     try:
@@ -40,11 +42,15 @@ def list_command(as_json: bool = typer.Option(False, "--json", help="Print one J
     """List installed backbones: built-in and third-party plugins (a plugin that cannot load is marked)."""
     from rich.markup import escape
 
+    from vipcli.registry import BACKBONES
+
     infos = list_backbones()
     problems = [_problem(info) for info in infos]
-    for problem in problems:
+    for info, problem in zip(infos, problems):
         if problem:
             console.warn(escape(problem))
+        if info.shadowed:
+            BACKBONES.warn_shadowed(info.id)  # once per process, as when the id is used
     if as_json:
         print(json.dumps([{**asdict(info), "problem": problem} for info, problem in zip(infos, problems)], indent=2))
         return
@@ -52,8 +58,9 @@ def list_command(as_json: bool = typer.Option(False, "--json", help="Print one J
 
     table = Table("id", "provided by", "loads")
     for info, problem in zip(infos, problems):
-        mark = " (disabled: registered twice)" if info.conflict else " (unavailable)" if problem else ""
-        table.add_row(escape(info.id) + mark, escape(f"{info.distribution} {info.version}".strip()),
+        mark = (" (disabled: registered twice)" if info.conflict else " (unavailable)" if problem else
+                f" (shadowed by the built-in; rename the id in {info.distribution}'s pyproject.toml)" if info.shadowed else "")
+        table.add_row(escape(info.id + mark), escape(f"{info.distribution} {info.version}".strip()),
                       escape(info.target))
     console.stdout().print(table)
 

@@ -25,10 +25,14 @@ def list_command(as_json: bool = typer.Option(False, "--json", help="Print one J
 
     from vipcli.methods import list_methods
 
+    from vipcli.methods import METHODS
+
     infos = list_methods()
     for info in infos:
         if info.problem:
             console.warn(escape(f"{info.problem}; '{info.id}' is unavailable"))  # plugin text, never markup
+        if info.shadowed:
+            METHODS.warn_shadowed(info.id)  # once per process, as when the id is used
     if as_json:
         print(json.dumps([asdict(info) for info in infos], indent=2))
         return
@@ -36,10 +40,18 @@ def list_command(as_json: bool = typer.Option(False, "--json", help="Print one J
 
     table = Table("id", "trains", "shots", "symptoms", "provided by", title="methods (settings: vip methods show ID)")
     for info in infos:
-        name = escape(info.id) + (" (unavailable)" if info.problem else "")
+        name = escape(info.id) + (" (unavailable)" if info.problem else _shadowed_mark(info.distribution)
+                                  if info.shadowed else "")
         table.add_row(name, _yes_no(info.trains), _yes_no(info.uses_shots),
                       "needed" if info.needs_symptoms else "-", escape(f"{info.distribution} {info.version}".strip()))
     console.stdout().print(table)
+
+
+def _shadowed_mark(distribution: str) -> str:
+    """What the row of a plugin's entry under a built-in id says after the id: shadowed, and the fix."""
+    from rich.markup import escape
+
+    return escape(f" (shadowed by the built-in; rename the id in {distribution}'s pyproject.toml)")
 
 
 @app.command("show")

@@ -37,6 +37,7 @@ class MethodInfo:
     needs_symptoms: bool | None = None
     settings: tuple[str, ...] = ()
     problem: str = ""  # why it cannot be used (failed import, registered twice, not a Method)
+    shadowed: str = ""  # a third party's entry under a built-in id: the built-in is used (the message says the fix)
 
 
 def method_class(method_id: str) -> type[Method]:
@@ -129,6 +130,9 @@ def list_methods() -> list[MethodInfo]:
         base = dict(id=plugin.id, distribution=plugin.distribution, version=plugin.version, target=plugin.target)
         if plugin.conflict:
             infos.append(MethodInfo(**base, problem=plugin.conflict))
+            continue
+        if plugin.shadowed:  # never imported: the built-in of that id is the one used
+            infos.append(MethodInfo(**base, shadowed=plugin.shadowed))
             continue
         try:
             cls = method_class(plugin.id)

@@ -52,9 +52,47 @@ def check_method(method_id: str, options: dict | None = None) -> MethodCheck:
             result = train(config)
             predictor = load_predictor(result.run_dir, "cpu")
             predictions, failures = predict(predictor, images, explain=True, workers=0)
+            if not failures and len(predictions) == len(images):
+                check_sweep(config)
         if failures or len(predictions) != len(images):
             from vipcli.errors import VipError
 
             raise VipError(f"method '{method_id}': {len(predictions)} of {len(images)} check images were predicted",
                            "this is a bug in vip; rerun with VIP_DEBUG=1 and report the traceback")
         return MethodCheck(method_id, CHECK_SHOTS, result.class_names, len(predictions))
+
+
+def check_sweep(config) -> None:
+    """Fit the method as a benchmark sweep does, in one process: seed A, then seed B, then seed A again, each
+    a fresh instance on its seed's shots; the two seed-A fits must give the same test logits
+    (`check_sweep_order`), and the first one's must not be probabilities (`check_not_probabilities`)."""
+    import torch
+
+    from vipcli.data import load_dataset
+    from vipcli.featuresets import prepare_features
+    from vipcli.fitting import predict_logits
+    from vipcli.methods import FitContext, MethodSetup, build_method, method_class
+    from vipcli.methods.contract import SWEEP_SEEDS, check_not_probabilities, check_sweep_order, checked_fit
+    from vipcli.packs import packs_for_run, symptoms_of
+    from vipcli.train import encoding_plan
+
+    cls = method_class(config.method)
+    dataset = load_dataset(config.data, seed=SWEEP_SEEDS[0], train_optional=not cls.uses_shots)
+    symptoms = symptoms_of(packs_for_run(dataset.class_names, list(config.symptoms), required=cls.needs_symptoms))
+    backbone = config.backbone.load(torch.device("cpu"))
+    cache, schedule = config.encoding.cache(backbone), config.schedule.resolve(config.shots)
+    shots, views, center = encoding_plan(config, cls)
+    test = first = None
+    for seed in (*SWEEP_SEEDS, SWEEP_SEEDS[0]):
+        torch.manual_seed(seed)
+        method = build_method(config.method, MethodSetup(backbone, dataset.class_names, symptoms),
+                              config.method_options)
+        data = prepare_features(backbone, dataset, shots, seed, views, cache, workers=0, center_train=center,
+                                train_required=cls.uses_shots)
+        checked_fit(method, data, FitContext(schedule, seed, None, None))
+        test = data.test.x if test is None else test  # [T, D]: every fit predicts the same images
+        logits = predict_logits(method, test, backbone.device)  # [T, C]
+        if first is None:
+            check_not_probabilities(method, logits)
+            first = logits
+    check_sweep_order(config.method, SWEEP_SEEDS, first, logits)

@@ -13,6 +13,10 @@ numbers:
 - how it trains with the shared SGD loop: at the first step, the loss is a 0-d tensor that depends
   on the method's parameters (`check_loss`) and every trainable parameter gets a gradient in
   the first epoch (`check_gradients`); each epoch's mean loss is finite (`vipcli.fitting.check_epoch_loss`);
+- what `forward` gives, read back once at train time: not probabilities (a softmax left in forward:
+  a warning in a run, `check_not_probabilities` fails it in `vip methods check`);
+- `vip methods check` alone: a fit does not change what the next fresh instance learns
+  (`check_sweep_order`: seed A, then B, then A again must give the same seed-A logits);
 - what a run stores (`check_round_trip`): the fitted method's forward is deterministic
   (`check_deterministic`), `record()` can be written as JSON (`stored_record`), and the method
   rebuilt from it and `state_tensors()` gives the fitted method's logits, so `vip predict` predicts
@@ -34,6 +38,8 @@ GUARDED_MEMBERS = ("fit", "forward", "prepare", "explain", "record", "state_tens
 BUILT_IN = "vipcli"  # the distribution of the built-in methods (tested by vip's own suite)
 ROUND_TRIP_IMAGES = 64  # features compared between the fitted and the rebuilt method
 ROUND_TRIP_TOLERANCE = 1e-4  # max difference of softmax probabilities
+PROBABILITY_TOLERANCE = 1e-4  # a row of logits in [0, 1] summing to 1 within this is a probability vector
+SWEEP_SEEDS = (2, 3)  # `vip methods check` fits seed A, then B, then A again (fresh instances; its run used seed 1)
 
 
 class MemberFault(Exception):
@@ -180,9 +186,22 @@ def checked_fit(method, data, context) -> dict:
     return fitted
 
 
+LOGIT_DTYPES = (torch.float32, torch.float64)  # what forward may return (or autocast's dtype, under autocast)
+
+
+def autocast_logits(logits: torch.Tensor) -> bool:
+    """Whether `logits` are in the dtype of an autocast that is on for their device (vip's bf16 autocast on
+    CUDA makes a matmul's output bf16; `prepared_logits` casts it to float32)."""
+    try:
+        kind = logits.device.type
+        return torch.is_autocast_enabled(kind) and logits.dtype == torch.get_autocast_dtype(kind)
+    except RuntimeError:  # a device type autocast does not know
+        return False
+
+
 def check_logits(method, logits, images: int, device: torch.device | None = None) -> None:
-    """Refuse `forward` output that is not a float tensor [images, C] on `device`, the image features' device
-    (shape, dtype and device only: nothing is read back)."""
+    """Refuse `forward` output that is not a float32/float64 tensor [images, C] on `device`, the image
+    features' device (shape, dtype and device only: nothing is read back)."""
     classes = method.setup.num_classes
     if not isinstance(logits, torch.Tensor):
         reason = f"forward returned {type(logits).__name__}, not a tensor"
@@ -191,6 +210,11 @@ def check_logits(method, logits, images: int, device: torch.device | None = None
         reason = f"forward returned logits {shape} for {images} images of {classes} classes"
     elif not logits.is_floating_point():
         reason = f"forward returned {str(logits.dtype).replace('torch.', '')} logits"
+    elif logits.dtype not in LOGIT_DTYPES and not autocast_logits(logits):
+        raise method_fault(method.id, "forward", f"forward returned {str(logits.dtype).replace('torch.', '')} "
+                                                 "logits, not float32 or float64: vip computes probabilities, "
+                                                 "calibration and metrics from them at full precision",
+                           "return logits.float()")
     elif device is not None and logits.device != device:
         raise method_fault(method.id, "forward", f"forward returned logits on {logits.device}, not on {device} "
                                                  "where the image features are",
@@ -286,6 +310,59 @@ def check_deterministic(method, first: torch.Tensor, second: torch.Tensor) -> No
                            "sampling); vip calls it in eval mode (self.training is False)")
 
 
+def check_sweep_order(method_id: str, seeds: tuple, first: torch.Tensor, again: torch.Tensor) -> None:
+    """Refuse a method whose fit with seed A after a fit with seed B (fresh instances) gives other logits
+    [n, C] than its first fit with seed A: state shared between instances (on the class or its module)
+    leaks from one fit into the next, so a sweep's results would depend on its order.
+
+    The logits are compared (relative to the largest, within `ROUND_TRIP_TOLERANCE`), not their softmax:
+    a confident method's probabilities are all near 0 or 1 and would hide the leak.
+    """
+    difference = float((first - again).abs().max() / first.abs().max().clamp_min(1e-12)) if len(first) else 0.0
+    if not difference <= ROUND_TRIP_TOLERANCE:
+        a, b = seeds[0], seeds[1]
+        raise method_fault(method_id, "fit", f"fitted with seed {a}, then seed {b}, then seed {a} again (a fresh "
+                                             f"instance each time), its two seed-{a} fits give logits {difference:.3g} "
+                                             "apart (relative): fit changes state shared between instances, so "
+                                             "results would depend on the order of a benchmark sweep",
+                           "keep state on the instance (self.NAME, set in __init__ or fit), never on the class "
+                           "or in a module-level variable")
+
+
+def are_probabilities(logits: torch.Tensor) -> bool:
+    """Whether every row of `logits` [n, C] is a probability vector: entries in [0, 1], summing to 1 within
+    `PROBABILITY_TOLERANCE` (n > 0)."""
+    if not len(logits):
+        return False
+    inside = bool(((logits >= 0) & (logits <= 1)).all())
+    return inside and bool(((logits.double().sum(dim=-1) - 1).abs() <= PROBABILITY_TOLERANCE).all())
+
+
+PROBABILITIES = "forward returns probabilities, vip applies softmax itself"
+PROBABILITIES_FIX = "return the scores before softmax"
+
+
+def check_not_probabilities(method, logits: torch.Tensor) -> None:
+    """Refuse a method whose logits [n, C] are all probability vectors (a softmax left in forward)."""
+    if are_probabilities(logits):
+        raise method_fault(method.id, "forward", f"{PROBABILITIES}: every row of its {len(logits)} sets of logits "
+                                                 "lies in [0, 1] and sums to 1", PROBABILITIES_FIX)
+
+
+def warn_probabilities(method, logits: torch.Tensor) -> None:
+    """One warning (a real run goes on) when every row of a fitted plugin method's logits [n, C] is a
+    probability vector: softmax over probabilities flattens every figure computed from them."""
+    if not are_probabilities(logits):
+        return
+    from rich.markup import escape
+
+    from vipcli import console
+
+    console.warn(escape(f"method '{method.id}' (from {distribution_of_method(method.id)}): {PROBABILITIES}, so "
+                        f"its probabilities are flattened towards 1/{logits.shape[-1]}: {PROBABILITIES_FIX} "
+                        f"(vip methods check {method.id} fails it)"))
+
+
 def rebuilt_shapes_fault(method, mismatch) -> PluginError:
     """The fault of a method whose `__init__` builds tensors of other names or shapes than `fit` leaves (e.g.
     an empty buffer that fit replaces with one sized by the data): the run could not be loaded by predict."""
@@ -316,9 +393,11 @@ def check_round_trip(method, features: torch.Tensor, device) -> None:
     if distribution_of_method(method.id).split(" ")[0] == BUILT_IN or not len(features):
         return
     sample = features[:ROUND_TRIP_IMAGES]  # [n, D]
-    fitted = predict_logits(method, sample, device).softmax(dim=-1)  # [n, C]
+    logits = predict_logits(method, sample, device)  # [n, C]
+    fitted = logits.softmax(dim=-1)  # [n, C]
     if not bool(torch.isfinite(fitted).all()):  # NaN weights are not a storage problem: say what they are
         raise non_finite_logits_fault(method)
+    warn_probabilities(method, logits)
     check_deterministic(method, fitted, predict_logits(method, sample, device).softmax(dim=-1))
     settings = dataclasses.asdict(method.settings)
     tensors = {name: tensor.detach().cpu() for name, tensor in method.state_tensors().items()}
