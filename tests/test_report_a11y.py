@@ -121,7 +121,7 @@ def test_methods_in_the_shots_plot_are_told_apart_without_colour():
     rows = [{"method": m, "shots": 0 if "zeroshot" in m else s, "seed": 1, "test_accuracy": 50.0 + i + s}
             for i, m in enumerate(methods) for s in (1, 4)]
     figure = draw_shots(rows, title="t")
-    legend = figure.axes[0].get_legend()
+    legend = figure.legends[0]
     styles = {text.get_text().split(" ")[0]: (handle.get_marker(), handle.get_linestyle())
               for text, handle in zip(legend.get_texts(), legend.legend_handles)}
     assert set(styles) == set(methods)

@@ -115,6 +115,10 @@ def wrap_title(title: str, width_inches: float, fontsize: float) -> str:
     return textwrap.fill(title, characters, break_on_hyphens=False)
 
 
+MIN_FONT_SIZE = 9  # points: the smallest text of a figure, shown at its own size on screen and paper
+MAX_FIGURE_WIDTH = 7.2  # inches: a figure fits a printed A4 or Letter page at its own size
+
+
 def pyplot():
     """matplotlib.pyplot on the Agg backend."""
     import matplotlib
@@ -174,7 +178,9 @@ def draw_shots(rows: list[dict], shots_order: list | None = None, title: str | N
     seed: that seed's figures, and the axis says which seed).
 
     Methods that learn nothing (rows at shots 0) are drawn as dashed horizontal lines; every method
-    in its `method_color` and with its `method_marker` (told apart without colour too).
+    in its `method_color` and with its `method_marker` (told apart without colour too). The legend is
+    below the plot, so the figure is no wider than MAX_FIGURE_WIDTH and one scaled to a phone's width
+    shows it whole.
 
     Returns:
         a matplotlib Figure.
@@ -186,7 +192,7 @@ def draw_shots(rows: list[dict], shots_order: list | None = None, title: str | N
         shots_order = sorted((s for s in found if s != "all"), key=int) + (["all"] if "all" in found else [])
     labels = [str(s) for s in shots_order]
     x = list(range(len(labels)))
-    figure, axes = plt.subplots(figsize=(8.6, 4.5), dpi=120, layout="constrained")
+    figure, axes = plt.subplots(figsize=(MAX_FIGURE_WIDTH, 4.2), dpi=120, layout="constrained")
     for method, by_shots in series.items():
         color = method_color(method)
         marker = method_marker(method)
@@ -209,10 +215,21 @@ def draw_shots(rows: list[dict], shots_order: list | None = None, title: str | N
     seeds = [r["seed"] for r in rows if r.get("seed") is not None]
     axes.set_ylabel(f"test accuracy % ({seeds_label(seeds)})" if seeds else "test accuracy %")
     axes.grid(alpha=0.3)
-    axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)  # beside: covers no line
+    _legend_below(figure, axes)
     if title:
-        axes.set_title(wrap_title(title, 6.5, 10), fontsize=10)
+        axes.set_title(wrap_title(title, MAX_FIGURE_WIDTH, 10), fontsize=10)
     return figure
+
+
+def _legend_below(figure, axes) -> None:
+    """The legend under the plot (it covers no line), in as many columns as its longest entry allows."""
+    handles, labels = axes.get_legend_handles_labels()
+    if not labels:
+        return
+    entry = max(len(label) for label in labels) * CHARACTER_WIDTH * MIN_FONT_SIZE / 72 + 0.8  # inches, with its marker
+    columns = max(1, min(len(labels), int(MAX_FIGURE_WIDTH // entry)))
+    figure.set_figheight(figure.get_figheight() + 0.22 * -(-len(labels) // columns))  # room for its rows
+    figure.legend(handles, labels, fontsize=MIN_FONT_SIZE, loc="outside lower center", ncols=columns)
 
 
 def _save(figure, path: Path) -> Path:

@@ -44,8 +44,7 @@ figcaption, .caption { color: #555; font-size: 0.85rem; }
 code { background: #f4f4f6; padding: 0 0.2rem; border-radius: 3px; }
 footer { margin-top: 2rem; color: #595959; font-size: 0.8rem; }  /* 7:1 on white: small text */
 .name, footer { overflow-wrap: anywhere; }
-@media (max-width: 600px) { body { padding: 0.8rem; } table { font-size: 0.8rem; } th, td { padding: 0.2rem 0.35rem; }
-  figure { overflow-x: auto; } figure img { max-width: none; } }  /* a phone scrolls a figure at its own size: its text stays readable */
+@media (max-width: 600px) { body { padding: 0.8rem; } table { font-size: 0.8rem; } th, td { padding: 0.2rem 0.35rem; } }
 @media print {  /* paper cannot scroll sideways: a wide table wraps its cells to fit the page */
   body { max-width: none; padding: 0; }
   .table { overflow: visible; }
