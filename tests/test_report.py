@@ -47,7 +47,7 @@ def _cards(page: str) -> list[str]:
 
 def _self_contained(page: str) -> None:
     assert "<script" not in page and "<link" not in page and "@import" not in page
-    assert not re.search(r'(src|href)="(?!data:)', page), "every image is a data: URI and nothing is linked"
+    assert not re.search(r'(src|href)="(?!data:|#)', page), "every image is a data: URI or inline SVG; nothing is linked"
 
 
 def test_run_report_is_one_self_contained_file_with_every_part(cli, lesion_run, tmp_path):
@@ -216,8 +216,10 @@ def test_reports_render_in_a_real_browser(cli, lesion_run, benchmark_dir, tmp_pa
     assert cli("report", benchmark_dir)[0] == 0
     for page in pages:
         result = render(page, tmp_path / f"browser-{page.stem}")
-        embedded = page.read_text().count("<img ")
-        assert len(result["images"]) == embedded > 0
+        text = page.read_text()
+        embedded, drawn = text.count("<img "), text.count("<figure><svg ")
+        assert len(result["images"]) == embedded and embedded + drawn > 0
+        assert sum(f["kind"] == "svg" and f["shown"] > 100 and f["height"] > 100 for f in result["figures"]) == drawn
         undecoded = [i["alt"] for i in result["images"] if not (i["complete"] and i["width"] > 0 and i["height"] > 0)]
         assert not undecoded, f"{page.name}: images not decoded: {undecoded}"
         assert not result["errors"] and not result["console"], (result["errors"], result["console"])

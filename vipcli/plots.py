@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import textwrap
 from pathlib import Path
 
@@ -129,14 +130,31 @@ def pyplot():
     return plt
 
 
-def png_bytes(figure) -> bytes:
-    """The figure as PNG bytes (and closed)."""
-    buffer = io.BytesIO()
+SVG_STYLE = {
+    "svg.fonttype": "none",  # text stays text: it scales, and it can be searched, selected and copied
+    "svg.hashsalt": "vip",  # the same figure, the same markup (no random ids)
+    "font.sans-serif": ["DejaVu Sans"],  # the font matplotlib lays the text out with, named once per text
+}
+
+
+def svg_markup(figure) -> str:
+    """The figure (then closed) as SVG markup to put inline in an HTML page: its text as text (see
+    SVG_STYLE), without the XML prologue and metadata, and with ids of its own (prefixed by a digest of
+    its content), so that several figures share one page without one's clip paths or markers
+    standing in for another's."""
+    import matplotlib
+
+    buffer = io.StringIO()
     try:
-        figure.savefig(buffer, format="png")
+        with matplotlib.rc_context(SVG_STYLE):
+            figure.savefig(buffer, format="svg", metadata={"Date": None, "Creator": None})
     finally:
         pyplot().close(figure)
-    return buffer.getvalue()
+    markup = buffer.getvalue()
+    markup = re.sub(r"\s*<metadata>.*?</metadata>", "", markup[markup.index("<svg"):], flags=re.S)
+    prefix = "f" + hashlib.sha256(markup.encode()).hexdigest()[:8] + "-"
+    markup = re.sub(r'\bid="', f'id="{prefix}', markup)
+    return re.sub(r'(url\(#|href="#)', rf"\g<1>{prefix}", markup)
 
 
 def _series(rows: list[dict]) -> dict[str, dict]:

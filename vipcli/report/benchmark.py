@@ -10,7 +10,7 @@ from vipcli import __version__
 from vipcli.console import first_few
 from vipcli.errors import VipError
 from vipcli.metrics import mean_and_std, row_figure
-from vipcli.plots import benchmark_title, draw_shots, method_color, png_bytes, seeds_label
+from vipcli.plots import benchmark_title, draw_shots, method_color, seeds_label, svg_markup
 from vipcli.report import html
 from vipcli.report.notices import random_weights_banner
 
@@ -178,7 +178,7 @@ def benchmark_report(folder: Path) -> str:
         random_weights_banner(config, "this benchmark's results"),
         _unfinished_note(document),
         html.section("Settings and data", _settings(document)),
-        html.section("Test accuracy by shots", html.figure(png_bytes(draw_shots(rows, title=title)), _shots_alt(rows, title),
+        html.section("Test accuracy by shots", html.figure(svg_markup(draw_shots(rows, title=title)), _shots_alt(rows, title),
                                                            f"{seeds_label(seeds)}; "
                                                            "dashed: methods that learn nothing")),
         html.section("Per-method tables", _tables(rows)),

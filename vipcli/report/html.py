@@ -1,7 +1,8 @@
 """Building one self-contained HTML page: escaped text, tables, embedded images, inline CSS.
 
-Nothing in a page refers to anything outside it: images are data URIs and there is no script,
-so a report opens the same way offline, from an e-mail attachment or years later.
+Nothing in a page refers to anything outside it: figures are inline SVG, photographs data URIs,
+and there is no script, so a report opens the same way offline, from an e-mail attachment or years
+later.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ th { background: #f4f4f6; } tbody th { background: none; font-weight: normal; } 
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 .note { background: #fff8e1; border-left: 4px solid #f0b400; padding: 0.5rem 0.8rem; margin: 0.6rem 0; }
 .ok { background: #eef7ee; border-left: 4px solid #2e7d32; padding: 0.5rem 0.8rem; margin: 0.6rem 0; }
-figure { margin: 0.8rem 0; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
+figure { margin: 0.8rem 0; }
+figure svg { display: block; max-width: 100%; height: auto; border: 1px solid #eee; }  /* its own size, or the width */
 figcaption, .caption { color: #555; font-size: 0.85rem; }
 .swatch { display: inline-block; width: 0.8rem; height: 0.8rem; border-radius: 2px; margin-right: 0.35rem;
           vertical-align: -0.1rem; }
@@ -104,10 +106,12 @@ def image(payload: bytes, alt: str, mime: str = "image/png", css_class: str | No
     return f'<img{klass} src="{data_uri(payload, mime)}" alt="{escape(alt)}">'
 
 
-def figure(payload: bytes, alt: str, caption: str | None = None) -> str:
-    """A PNG figure with an optional caption."""
+def figure(svg: str, alt: str, caption: str | None = None) -> str:
+    """A figure from inline SVG markup (`vipcli.plots.svg_markup`) with an optional caption; a screen
+    reader announces it as one image described by `alt` (role="img"), not as its many bits of text."""
     caption_html = f"<figcaption>{text(caption)}</figcaption>" if caption else ""
-    return f"<figure>{image(payload, alt)}{caption_html}</figure>"
+    labelled = svg.replace("<svg ", f'<svg role="img" aria-label="{escape(alt)}" ', 1)
+    return f"<figure>{labelled}{caption_html}</figure>"
 
 
 def table(header: list[str], rows: list[list], numeric: set[int] | None = None, raw: bool = False) -> str:

@@ -12,8 +12,8 @@ from vipcli.console import plural
 from vipcli.errors import VipError
 from vipcli.plots import backbone_label, figure_title, method_color
 from vipcli.report import html
-from vipcli.report.figures import (confusion_matrix_alt, confusion_matrix_png, merge_weights_alt, merge_weights_png,
-                                   reliability_alt, reliability_png)
+from vipcli.report.figures import (confusion_matrix_alt, confusion_matrix_svg, merge_weights_alt, merge_weights_svg,
+                                   reliability_alt, reliability_svg)
 from vipcli.report.gallery import gallery_html, gallery_items
 from vipcli.report.notices import random_weights_banner
 
@@ -163,7 +163,7 @@ def _confusion(run: dict) -> str:
     if not matrix:
         return html.note("No test images: no confusion matrix.")
     title = figure_title("test confusion matrix", run["data"], run["backbone"])
-    return html.figure(confusion_matrix_png(matrix, run["class_names"], run["color"], title),
+    return html.figure(confusion_matrix_svg(matrix, run["class_names"], run["color"], title),
                        confusion_matrix_alt(matrix, run["class_names"], title))
 
 
@@ -184,7 +184,7 @@ def _calibration(run: dict, test_probabilities, test_labels) -> str:
             body += html.table(["on test", "ECE", "NLL", "Brier"],
                                [["uncalibrated", *(_fmt(scores[k], 4) for k in ("ece", "nll", "brier"))]], numeric={1, 2, 3})
             panel = [("uncalibrated", reliability_bins(test_probabilities, test_labels), scores["ece"])]
-            body += html.figure(reliability_png(panel, run["color"], title), reliability_alt(panel, title),
+            body += html.figure(reliability_svg(panel, run["color"], title), reliability_alt(panel, title),
                                 RELIABILITY_CAPTION)
         return body
     test = block["test"]
@@ -199,7 +199,7 @@ def _calibration(run: dict, test_probabilities, test_labels) -> str:
     if test["n"]:
         panels = [("before (T = 1)", block["reliability"]["before"], test["before"]["ece"]),
                   (f"after (T = {block['temperature']:.4g})", block["reliability"]["after"], test["after"]["ece"])]
-        body += html.figure(reliability_png(panels, run["color"], title), reliability_alt(panels, title),
+        body += html.figure(reliability_svg(panels, run["color"], title), reliability_alt(panels, title),
                             RELIABILITY_CAPTION)
     return body + html.note(html.text(HELD_OUT_NOTE))
 
@@ -306,7 +306,7 @@ def _merge(run: dict, predictor) -> str:
                          f"every prompt equally (or, for a linear probe, use no prompts), so there are no learned "
                          f"symptom weights to show.")
     title = figure_title("merge weights per class", run["data"], run["backbone"])
-    return html.figure(merge_weights_png(weights, run["color"], title), merge_weights_alt(weights, title),
+    return html.figure(merge_weights_svg(weights, run["color"], title), merge_weights_alt(weights, title),
                        "the weight of each symptom in its class embedding; dashed: the uniform weight of "
                        "methods that average")
 
