@@ -9,7 +9,8 @@ from matplotlib.colors import to_rgb
 import test_report
 from vipcli.plots import EXTRA_COLORS, METHOD_COLORS, contrast_ratio
 
-lesion_run = test_report.lesion_run  # the fixture, shared
+lesion_run = test_report.lesion_run  # the fixtures, shared
+benchmark_dir = test_report.benchmark_dir
 EVERY_METHOD_COLOR = sorted(set(METHOD_COLORS.values()) | set(EXTRA_COLORS))
 
 
@@ -69,11 +70,12 @@ def test_table_cells_are_tied_to_their_column_and_row_names():
 
     from vipcli.report.html import table
 
-    facts = table(["split", "images", "accuracy %"], [["val", 64, "79.69"], ["test", 300, "79.33"]], numeric={1, 2})
+    facts = table("Scores", ["split", "images", "accuracy %"], [["val", 64, "79.69"], ["test", 300, "79.33"]],
+                  numeric={1, 2})
     assert re.findall(r"<th\b[^>]*>", facts.split("<tbody>")[0]) == ['<th scope="col">'] * 3
     rows = re.findall(r"<tr>(.*?)</tr>", facts.split("<tbody>")[1])
     assert rows[1] == '<th scope="row">test</th><td class="num">300</td><td class="num">79.33</td>'
-    keyed = table(["", ""], [["model", "run"]])  # key-value facts: no header row, the key names the row
+    keyed = table("Facts", ["", ""], [["model", "run"]])  # key-value facts: no header row, the key names the row
     assert "<thead>" not in keyed and '<th scope="row">model</th><td>run</td>' in keyed
 
 
@@ -213,3 +215,30 @@ def test_the_same_figure_gives_the_same_svg():
 
     first, second = (svg_markup(draw_confusion_matrix([[3, 1], [0, 4]], ["a", "b"], "#D55E00", "t")) for _ in range(2))
     assert first == second and first.startswith("<svg ")
+
+
+def test_every_table_of_every_report_is_named_by_a_caption(cli, lesion_run, tmp_path):
+    """A screen reader listed "table, 5 columns" with no name, and some tables (images per class and split,
+    sensitivity and precision) had no heading of their own."""
+    import re
+
+    data, run = lesion_run
+    pages = [tmp_path / "run.html", tmp_path / "predicted.html", tmp_path / "bench.html"]
+    assert cli("report", run, "--out", pages[0], "--workers", "0", "--device", "cpu", "--gallery", "2")[0] == 0
+    assert cli("predict", data / "test" / "nevus", "--model", run, "--report", pages[1], "--workers", "0")[0] == 0
+    for page in pages[:2]:
+        tables = re.findall(r"<table>(.*?)</table>", page.read_text(), re.S)
+        assert tables and all(re.match(r"<caption>[^<]{3,80}</caption>", t) for t in tables), page.name
+    captions = re.findall(r"<caption>([^<]*)</caption>", pages[0].read_text())
+    assert len(set(captions)) == len(captions) and "Images per class and split" in captions
+
+
+def test_every_table_of_a_benchmark_report_is_named_by_a_caption(benchmark_dir):
+    import re
+
+    from vipcli.report.benchmark import benchmark_report
+
+    tables = re.findall(r"<table>(.*?)</table>", benchmark_report(benchmark_dir), re.S)
+    captions = [re.match(r"<caption>([^<]{3,80})</caption>", t) for t in tables]
+    assert len(tables) == 5 and all(captions)
+    assert captions[1].group(1) == "test accuracy % of each method by shots"

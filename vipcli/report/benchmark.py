@@ -77,11 +77,13 @@ def _tables(rows: list[dict]) -> str:
     for key, title in METRICS:
         header, body = _grid(rows, key, _mean_std)
         parts.append(f"<h3>{html.text(title)} ({html.text(spread)})</h3>"
-                     + html.table(["method", *header], body, numeric=set(range(1, len(header) + 1)), raw=True))
+                     + html.table(f"{title} of each method by shots", ["method", *header], body,
+                                  numeric=set(range(1, len(header) + 1)), raw=True))
     over = "mean over seeds" if len(seeds) > 1 else f"seed {seeds[0]}"
     header, body = _grid(rows, "fit_s", lambda v: "-" if not v else f"{html.number(statistics.fmean(v))} s")
     parts.append(f"<h3>seconds per run (fitting and evaluation, {over}; images encoded once for all)</h3>"
-                 + html.table(["method", *header], body, numeric=set(range(1, len(header) + 1)), raw=True)
+                 + html.table("seconds per run of each method by shots", ["method", *header], body,
+                              numeric=set(range(1, len(header) + 1)), raw=True)
                  + f'<p class="caption">{html.text(SHARED_TIME_NOTE)}</p>')
     if any(str(r["shots"]) == "0" for r in rows):
         parts.append("<p>* uses no labelled images (zero-shot): evaluated once per seed, the same figure in every column.</p>")
@@ -141,7 +143,7 @@ def _settings(document: dict) -> str:
         ["schedule", config.get("schedule")], ["augmented views per image", config.get("views")],
         ["rows", len(document.get("rows", []))],
     ]
-    return html.table(["setting", "value"], rows)
+    return html.table("Settings of this benchmark", ["setting", "value"], rows)
 
 
 def _speed(folder: Path) -> str:
@@ -162,7 +164,7 @@ def _speed(folder: Path) -> str:
         return html.section("Speed", html.note(f"{html.text(path)} could not be read."))
     machine = speed.get("machine", {})
     return html.section("Speed (speed.json)", f"<p>{html.text(machine.get('accelerator'))}, "
-                        f"{html.text(machine.get('cpu'))}</p>" + html.table(["measure", "value"], rows))
+                        f"{html.text(machine.get('cpu'))}</p>" + html.table("Speed measures", ["measure", "value"], rows))
 
 
 def benchmark_report(folder: Path) -> str:

@@ -20,6 +20,7 @@ h1 { font-size: 1.6rem; margin-bottom: 0.2rem; } h2 { font-size: 1.25rem; margin
 table { border-collapse: collapse; margin: 0.6rem 0; font-size: 0.9rem; }
 .table { max-width: 100%; overflow-x: auto; margin: 0.6rem 0; }  /* a table wider than a phone scrolls inside itself */
 .table table { margin: 0; }
+caption { text-align: left; font-weight: 600; padding: 0.1rem 0 0.3rem; }
 th, td { border: 1px solid #ddd; padding: 0.25rem 0.55rem; text-align: left; vertical-align: top; }
 th { background: #f4f4f6; } tbody th { background: none; font-weight: normal; }  /* a row's name looks like a cell */
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
@@ -114,11 +115,12 @@ def figure(svg: str, alt: str, caption: str | None = None) -> str:
     return f"<figure>{labelled}{caption_html}</figure>"
 
 
-def table(header: list[str], rows: list[list], numeric: set[int] | None = None, raw: bool = False) -> str:
+def table(caption: str, header: list[str], rows: list[list], numeric: set[int] | None = None, raw: bool = False) -> str:
     """A <table> in a box that scrolls sideways when the table is wider than the screen; cells are
     escaped unless `raw` (then they must already be HTML).
 
     Args:
+        caption: what the table holds, shown above it (a screen reader names the table by it).
         header: column titles; all empty: a table without a header row (key-value facts). Screen readers
             announce each cell with its column's title and its row's first cell (scope="col"/"row").
         numeric: indices of right-aligned columns.
@@ -137,7 +139,8 @@ def table(header: list[str], rows: list[list], numeric: set[int] | None = None, 
             else:
                 cells.append(f"<td{klass}>{content}</td>")
         body.append(f"<tr>{''.join(cells)}</tr>")
-    return f"<div class=\"table\"><table>{head}<tbody>{''.join(body)}</tbody></table></div>"
+    return (f"<div class=\"table\"><table><caption>{text(caption)}</caption>{head}<tbody>{''.join(body)}</tbody>"
+            "</table></div>")
 
 
 def swatch(color: str, label: str) -> str:
