@@ -135,7 +135,7 @@ def _settings(document: dict) -> str:
     sweep = config.get("last_sweep", {})
     described = config.get("backbone_describe") or {}  # what the defaults resolved to
     rows = [
-        ["data", config.get("data")], ["classes", ", ".join(document.get("class_names", []))],
+        ["classes", ", ".join(document.get("class_names", []))],
         ["backbone", f"{config.get('backbone')} (arch {config.get('arch') or described.get('arch') or 'default'}, "
                      f"weights {config.get('pretrained') or described.get('pretrained') or 'default'})"],
         ["methods", ", ".join(sweep.get("methods", []))], ["shots", ", ".join(map(str, sweep.get("shots", [])))],
@@ -143,7 +143,8 @@ def _settings(document: dict) -> str:
         ["schedule", config.get("schedule")], ["augmented views per image", config.get("views")],
         ["rows", len(document.get("rows", []))],
     ]
-    return html.table("Settings of this benchmark", ["setting", "value"], rows)
+    rows = [["data", html.path(config.get("data"))], *([name, html.text(value)] for name, value in rows)]
+    return html.table("Settings of this benchmark", ["setting", "value"], rows, raw=True)
 
 
 def _speed(folder: Path) -> str:

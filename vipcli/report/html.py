@@ -46,7 +46,7 @@ figcaption, .caption { color: #555; font-size: 0.85rem; }
 .tag.wrong { background: #c62828; color: #fff; } .tag.right { background: #2e7d32; color: #fff; }
 code { background: #f4f4f6; padding: 0 0.2rem; border-radius: 3px; }
 footer { margin-top: 2rem; color: #595959; font-size: 0.8rem; }  /* 7:1 on white: small text */
-.name, footer { overflow-wrap: anywhere; }
+.name, .path, footer { overflow-wrap: anywhere; }  /* a long file name wraps, shown whole */
 @media (max-width: 600px) { body { padding: 0.8rem; } table { font-size: 0.8rem; } th, td { padding: 0.2rem 0.35rem; } }
 @media print {  /* paper cannot scroll sideways: a wide table wraps its cells to fit the page */
   body { max-width: none; padding: 0; }
@@ -80,13 +80,10 @@ def number(value, digits: int = 2, signed: bool = False) -> str:
 SEPARATORS = "/-_. "  # a file name may break after these
 
 
-def file_name(name: str, limit: int = 80) -> str:
-    """A file name as HTML that wraps at separators, never inside its extension; names longer than
-    `limit` characters lose their middle to an ellipsis (the extension and the end stay)."""
+def file_name(name: str) -> str:
+    """A file name as HTML, whole however long: it wraps at separators, never inside its extension
+    (and, in a `.name` or `.path` element, anywhere else where one part is wider than its box)."""
     name = str(name)
-    if len(name) > limit:
-        keep = limit // 2
-        name = name[:limit - keep - 1] + "…" + name[-keep:]
     stem, dot, extension = name.rpartition(".")
     if not dot or not stem or any(c in SEPARATORS for c in extension) or len(extension) > 8:
         stem, extension = name, ""
@@ -141,6 +138,11 @@ def table(caption: str, header: list[str], rows: list[list], numeric: set[int] |
         body.append(f"<tr>{''.join(cells)}</tr>")
     return (f"<div class=\"table\"><table><caption>{text(caption)}</caption>{head}<tbody>{''.join(body)}</tbody>"
             "</table></div>")
+
+
+def path(value) -> str:
+    """A file or folder path as HTML, whole: it wraps (see `file_name`) rather than widen its table."""
+    return f'<span class="path">{file_name(value)}</span>' if value is not None else "-"
 
 
 def swatch(color: str, label: str) -> str:

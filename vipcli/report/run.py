@@ -70,7 +70,7 @@ def _settings(run: dict) -> str:
                                f"{schedule.get('batch_size', '-')}, lr {schedule.get('lr', '-')}")],
         ["method settings", html.text(", ".join(f"{k.replace('_', '-')} {v}" for k, v in settings.items()) or "none")],
         ["augmented views per image", html.text(views)],
-        ["data folder", f"<code>{html.text(split.get('root'))}</code>{html.text(_origin(split.get('origin')))}"],
+        ["data folder", f"<code>{html.path(split.get('root'))}</code>{html.text(_origin(split.get('origin')))}"],
         ["written by", html.text(f"vip {meta.get('vip_version', '?')}")],
     ]
     return html.table("Settings of this run", ["setting", "value"], rows, raw=True) + _data_table(run)
