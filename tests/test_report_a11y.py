@@ -149,12 +149,32 @@ def test_reliability_bin_counts_are_readable_on_their_bar(color):
         assert ratio >= 4.5 and counts[count].get_fontsize() >= 7, (count, round(ratio, 2))
 
 
+def _rgb(colour: str) -> tuple[float, float, float]:
+    """'#56B4E9' -> (0.34, 0.71, 0.91)."""
+    return tuple(int(colour[i:i + 2], 16) / 255 for i in (1, 3, 5))
+
+
 def test_every_plugin_method_colour_shows_on_white_at_the_minimum_for_lines():
     """A plugin method could be drawn in #F0E442, 1.3:1 on the white figure: nearly invisible."""
-    def rgb(colour):
-        return tuple(int(colour[i:i + 2], 16) / 255 for i in (1, 3, 5))
+    assert all(contrast_ratio(_rgb(colour), (1.0, 1.0, 1.0)) >= 3.0 for colour in EXTRA_COLORS)
 
-    assert all(contrast_ratio(rgb(colour), (1.0, 1.0, 1.0)) >= 3.0 for colour in EXTRA_COLORS)
+
+def test_every_built_in_method_colour_shows_on_white_at_the_minimum_for_lines():
+    """vip-cop-only's Okabe-Ito orange #E69F00 was 2.25:1 on white and linear-probe's sky blue #56B4E9 2.31:1,
+    under WCAG 1.4.11's 3:1 for the lines and markers that tell methods apart."""
+    low = {method: round(contrast_ratio(_rgb(colour), (1.0, 1.0, 1.0)), 2) for method, colour in METHOD_COLORS.items()
+           if contrast_ratio(_rgb(colour), (1.0, 1.0, 1.0)) < 3.0}
+    assert not low, low
+
+
+@pytest.mark.parametrize("method, okabe_ito", [("vip-cop-only", "#E69F00"), ("linear-probe", "#56B4E9")])
+def test_a_darkened_colour_keeps_its_okabe_ito_hue_and_is_darkened_no_more_than_needed(method, okabe_ito):
+    import colorsys
+
+    ours, theirs = colorsys.rgb_to_hsv(*_rgb(METHOD_COLORS[method])), colorsys.rgb_to_hsv(*_rgb(okabe_ito))
+    assert abs(ours[0] - theirs[0]) < 0.01 and abs(ours[1] - theirs[1]) < 0.02  # hue and saturation
+    lighter = colorsys.hsv_to_rgb(ours[0], ours[1], min(1.0, ours[2] + 0.02))  # 2% brighter is under 3:1 again
+    assert 3.0 <= contrast_ratio(_rgb(METHOD_COLORS[method]), (1, 1, 1)) and contrast_ratio(lighter, (1, 1, 1)) < 3.0
 
 
 def _sample_figures():

@@ -12,15 +12,17 @@ import re
 import textwrap
 from pathlib import Path
 
-# Okabe-Ito (colour-blind safe) for the built-in methods; fixed, whatever methods a figure shows
+# Okabe-Ito hues (colour-blind safe) for the built-in methods; fixed, whatever methods a figure shows. Every one
+# is at least 3:1 on white, the WCAG minimum for lines and markers (1.4.11): Okabe-Ito's orange #E69F00 (2.25:1)
+# and sky blue #56B4E9 (2.31:1) are darkened just enough to reach it, their hue and saturation kept
 METHOD_COLORS = {
     "vip": "#D55E00",  # vermillion
-    "vip-cop-only": "#E69F00",  # orange
+    "vip-cop-only": "#C68900",  # orange (#E69F00 x 0.86)
     "vip-mep-only": "#CC79A7",  # reddish purple
     "coop": "#0072B2",  # blue
     "zeroshot": "#7F7F7F",  # grey
     "symptom-zeroshot": "#009E73",  # bluish green
-    "linear-probe": "#56B4E9",  # sky blue
+    "linear-probe": "#4B9DCC",  # sky blue (#56B4E9 x 0.87)
     "tip-adapter": "#8C564B",  # brown
     "tip-adapter-f": "#6A3D9A",  # purple
     "clap": "#B8860B",  # dark goldenrod
