@@ -224,7 +224,8 @@ def test_reports_render_in_a_real_browser(cli, lesion_run, benchmark_dir, tmp_pa
         assert not undecoded, f"{page.name}: images not decoded: {undecoded}"
         assert not result["errors"] and not result["console"], (result["errors"], result["console"])
         assert result["title"].startswith("vip ") and result["height"] > 600
-        assert blank_fraction(result["screenshot"]) < 0.9 and distinct_colors(result["screenshot"]) > 200
+        # not blank (a page of text with a figure drawn in thin vector lines is about 90% white)
+        assert blank_fraction(result["screenshot"]) < 0.95 and distinct_colors(result["screenshot"]) > 200
 
 
 @needs_browser
