@@ -31,9 +31,14 @@ PROBE = """<script>
       return {alt: img.alt, complete: img.complete, width: img.naturalWidth, height: img.naturalHeight,
               shown: img.getBoundingClientRect().width, figure: !!img.closest("figure")};
     });
+    var figures = Array.prototype.map.call(document.querySelectorAll("figure > img, figure > svg"), function (f) {
+      var box = f.getBoundingClientRect();
+      return {kind: f.tagName.toLowerCase(), label: f.getAttribute("alt") || f.getAttribute("aria-label") || "",
+              left: box.left, right: box.right, shown: box.width, height: box.height};
+    });
     var out = document.createElement("pre");
     out.id = "vip-probe";
-    out.textContent = JSON.stringify({images: images, errors: errors, height: document.body.scrollHeight,
+    out.textContent = JSON.stringify({images: images, figures: figures, errors: errors, height: document.body.scrollHeight,
                                       title: document.title, width: document.documentElement.scrollWidth,
                                       viewport: window.innerWidth});
     document.body.appendChild(out);
@@ -71,6 +76,7 @@ def render(page: Path, workdir: Path, width: int = 1200, max_height: int = 12000
 
     Returns:
         {"images": [{alt, complete, width, height (natural), shown (rendered width), figure (inside one)}],
+         "figures": [{kind ("img" or "svg"), label (alt text), left, right, shown (rendered width), height}],
          "errors": [...], "height": px, "title": str,
          "width": the page's scroll width (px), "viewport": the window's width (px),
          "console": [console lines], "screenshot": Path}

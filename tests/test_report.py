@@ -47,7 +47,7 @@ def _cards(page: str) -> list[str]:
 
 def _self_contained(page: str) -> None:
     assert "<script" not in page and "<link" not in page and "@import" not in page
-    assert not re.search(r'(src|href)="(?!data:)', page), "every image is a data: URI and nothing is linked"
+    assert not re.search(r'(src|href)="(?!data:|#)', page), "every image is a data: URI or inline SVG; nothing is linked"
 
 
 def test_run_report_is_one_self_contained_file_with_every_part(cli, lesion_run, tmp_path):
@@ -186,8 +186,11 @@ def test_each_method_has_one_colour_whatever_the_figure_shows():
     assert method_color("my-plugin") == method_color("my-plugin") not in METHOD_COLORS.values()
 
 
-def test_the_shots_legend_lies_beside_the_plot_and_covers_no_line():
-    """Eleven methods: a legend inside the axes ("best") covered the lines and bands of some."""
+def test_the_shots_legend_lies_below_the_plot_and_covers_no_line():
+    """Eleven methods: a legend inside the axes ("best") covered the lines and bands of some; one beside
+    the plot made the figure 8.6 inches wide, its legend off-screen on a phone (390 px)."""
+    from vipcli.plots import MAX_FIGURE_WIDTH, MIN_FONT_SIZE
+
     methods = ["zeroshot", "symptom-zeroshot", "vip", "coop", "clap", "linear-probe", "tip-adapter", "tip-adapter-f",
                "biomedcoop", "vip-cop-only", "vip-mep-only"]
     rows = [{"method": m, "shots": 0 if "zeroshot" in m else s, "seed": seed, "test_accuracy": 50.0 + i + s + seed}
@@ -195,9 +198,12 @@ def test_the_shots_legend_lies_beside_the_plot_and_covers_no_line():
     figure = draw_shots(rows, title="t")
     figure.canvas.draw()
     renderer = figure.canvas.get_renderer()
-    plot, legend = figure.axes[0].get_window_extent(renderer), figure.axes[0].get_legend().get_window_extent(renderer)
-    assert legend.x0 > plot.x1 and legend.x1 <= figure.bbox.x1  # to the right of the axes, inside the image
-    assert len(figure.axes[0].get_legend().get_texts()) == len(methods)
+    legend = figure.legends[0]
+    plot, box = figure.axes[0].get_tightbbox(renderer), legend.get_window_extent(renderer)
+    assert box.y1 < plot.y0 and box.y0 >= 0  # under the axes and their labels, inside the image
+    assert box.x0 >= 0 and box.x1 <= figure.bbox.x1
+    assert figure.get_figwidth() <= MAX_FIGURE_WIDTH and legend.get_texts()[0].get_fontsize() >= MIN_FONT_SIZE
+    assert len(legend.get_texts()) == len(methods)
 
 
 @needs_browser
@@ -210,13 +216,27 @@ def test_reports_render_in_a_real_browser(cli, lesion_run, benchmark_dir, tmp_pa
     assert cli("report", benchmark_dir)[0] == 0
     for page in pages:
         result = render(page, tmp_path / f"browser-{page.stem}")
-        embedded = page.read_text().count("<img ")
-        assert len(result["images"]) == embedded > 0
+        text = page.read_text()
+        embedded, drawn = text.count("<img "), text.count("<figure><svg ")
+        assert len(result["images"]) == embedded and embedded + drawn > 0
+        assert sum(f["kind"] == "svg" and f["shown"] > 100 and f["height"] > 100 for f in result["figures"]) == drawn
         undecoded = [i["alt"] for i in result["images"] if not (i["complete"] and i["width"] > 0 and i["height"] > 0)]
         assert not undecoded, f"{page.name}: images not decoded: {undecoded}"
         assert not result["errors"] and not result["console"], (result["errors"], result["console"])
         assert result["title"].startswith("vip ") and result["height"] > 600
-        assert blank_fraction(result["screenshot"]) < 0.9 and distinct_colors(result["screenshot"]) > 200
+        # not blank (a page of text with a figure drawn in thin vector lines is about 90% white)
+        assert blank_fraction(result["screenshot"]) < 0.95 and distinct_colors(result["screenshot"]) > 200
+
+
+@needs_browser
+def test_the_shots_plot_is_whole_on_a_phone(cli, benchmark_dir, tmp_path):
+    """The shots plot kept its own size on a phone and scrolled sideways: at 390 px its legend was off-screen."""
+    page = tmp_path / "bench.html"
+    assert cli("report", benchmark_dir, "--out", page)[0] == 0
+    result = render(page, tmp_path / "phone", width=390)
+    assert result["width"] <= result["viewport"] and len(result["figures"]) == 1
+    shots = result["figures"][0]
+    assert 0 <= shots["left"] and shots["right"] <= result["viewport"] and shots["height"] > 0, shots
 
 
 @pytest.mark.parametrize("method, used", [("zeroshot", 0), ("coop", 4)])

@@ -9,7 +9,8 @@ from matplotlib.colors import to_rgb
 import test_report
 from vipcli.plots import EXTRA_COLORS, METHOD_COLORS, contrast_ratio
 
-lesion_run = test_report.lesion_run  # the fixture, shared
+lesion_run = test_report.lesion_run  # the fixtures, shared
+benchmark_dir = test_report.benchmark_dir
 EVERY_METHOD_COLOR = sorted(set(METHOD_COLORS.values()) | set(EXTRA_COLORS))
 
 
@@ -29,10 +30,10 @@ def test_confusion_matrix_counts_contrast_with_their_cell(color):
 
     matrix = [[100, 61], [59, 30]]
     figure = draw_confusion_matrix(matrix, ["a", "b"], color, "t")
-    image = figure.axes[0].images[0]
+    cells = figure.axes[0].collections[0]
     for label in figure.axes[0].texts:
         i, j = (round(v) for v in label.get_position()[::-1])
-        cell = image.cmap(image.norm(matrix[i][j]))[:3]
+        cell = cells.cmap(cells.norm(matrix[i][j]))[:3]
         ratio = contrast_ratio(to_rgb(label.get_color()), cell)
         assert ratio >= 4.5, f"count {label.get_text()} on {color}: contrast {ratio:.2f}"
 
@@ -69,11 +70,12 @@ def test_table_cells_are_tied_to_their_column_and_row_names():
 
     from vipcli.report.html import table
 
-    facts = table(["split", "images", "accuracy %"], [["val", 64, "79.69"], ["test", 300, "79.33"]], numeric={1, 2})
+    facts = table("Scores", ["split", "images", "accuracy %"], [["val", 64, "79.69"], ["test", 300, "79.33"]],
+                  numeric={1, 2})
     assert re.findall(r"<th\b[^>]*>", facts.split("<tbody>")[0]) == ['<th scope="col">'] * 3
     rows = re.findall(r"<tr>(.*?)</tr>", facts.split("<tbody>")[1])
     assert rows[1] == '<th scope="row">test</th><td class="num">300</td><td class="num">79.33</td>'
-    keyed = table(["", ""], [["model", "run"]])  # key-value facts: no header row, the key names the row
+    keyed = table("Facts", ["", ""], [["model", "run"]])  # key-value facts: no header row, the key names the row
     assert "<thead>" not in keyed and '<th scope="row">model</th><td>run</td>' in keyed
 
 
@@ -105,7 +107,7 @@ def test_the_run_reports_figures_carry_their_figures_in_alt_text(cli, lesion_run
 
     _, run = lesion_run
     assert cli("report", run, "--out", tmp_path / "r.html", "--workers", "0", "--device", "cpu", "--gallery", "2")[0] == 0
-    alts = [unescape(a) for a in re.findall(r'<figure><img src="data:[^"]*" alt="([^"]*)"', (tmp_path / "r.html").read_text())]
+    alts = [unescape(a) for a in re.findall(r'<figure><svg role="img" aria-label="([^"]*)"', (tmp_path / "r.html").read_text())]
     matrix = json.loads((run / "metrics.json").read_text())["test"]["confusion_matrix"]
     assert len(alts) == 3 and f"melanoma: {matrix[0][0]} predicted melanoma, {matrix[0][1]} predicted nevus" in alts[0]
     assert "ECE" in alts[1] and "Merge weight of each symptom" in alts[2]
@@ -121,7 +123,7 @@ def test_methods_in_the_shots_plot_are_told_apart_without_colour():
     rows = [{"method": m, "shots": 0 if "zeroshot" in m else s, "seed": 1, "test_accuracy": 50.0 + i + s}
             for i, m in enumerate(methods) for s in (1, 4)]
     figure = draw_shots(rows, title="t")
-    legend = figure.axes[0].get_legend()
+    legend = figure.legends[0]
     styles = {text.get_text().split(" ")[0]: (handle.get_marker(), handle.get_linestyle())
               for text, handle in zip(legend.get_texts(), legend.legend_handles)}
     assert set(styles) == set(methods)
@@ -147,9 +149,116 @@ def test_reliability_bin_counts_are_readable_on_their_bar(color):
         assert ratio >= 4.5 and counts[count].get_fontsize() >= 7, (count, round(ratio, 2))
 
 
+def _rgb(colour: str) -> tuple[float, float, float]:
+    """'#56B4E9' -> (0.34, 0.71, 0.91)."""
+    return tuple(int(colour[i:i + 2], 16) / 255 for i in (1, 3, 5))
+
+
 def test_every_plugin_method_colour_shows_on_white_at_the_minimum_for_lines():
     """A plugin method could be drawn in #F0E442, 1.3:1 on the white figure: nearly invisible."""
-    def rgb(colour):
-        return tuple(int(colour[i:i + 2], 16) / 255 for i in (1, 3, 5))
+    assert all(contrast_ratio(_rgb(colour), (1.0, 1.0, 1.0)) >= 3.0 for colour in EXTRA_COLORS)
 
-    assert all(contrast_ratio(rgb(colour), (1.0, 1.0, 1.0)) >= 3.0 for colour in EXTRA_COLORS)
+
+def test_every_built_in_method_colour_shows_on_white_at_the_minimum_for_lines():
+    """vip-cop-only's Okabe-Ito orange #E69F00 was 2.25:1 on white and linear-probe's sky blue #56B4E9 2.31:1,
+    under WCAG 1.4.11's 3:1 for the lines and markers that tell methods apart."""
+    low = {method: round(contrast_ratio(_rgb(colour), (1.0, 1.0, 1.0)), 2) for method, colour in METHOD_COLORS.items()
+           if contrast_ratio(_rgb(colour), (1.0, 1.0, 1.0)) < 3.0}
+    assert not low, low
+
+
+@pytest.mark.parametrize("method, okabe_ito", [("vip-cop-only", "#E69F00"), ("linear-probe", "#56B4E9")])
+def test_a_darkened_colour_keeps_its_okabe_ito_hue_and_is_darkened_no_more_than_needed(method, okabe_ito):
+    import colorsys
+
+    ours, theirs = colorsys.rgb_to_hsv(*_rgb(METHOD_COLORS[method])), colorsys.rgb_to_hsv(*_rgb(okabe_ito))
+    assert abs(ours[0] - theirs[0]) < 0.01 and abs(ours[1] - theirs[1]) < 0.02  # hue and saturation
+    lighter = colorsys.hsv_to_rgb(ours[0], ours[1], min(1.0, ours[2] + 0.02))  # 2% brighter is under 3:1 again
+    assert 3.0 <= contrast_ratio(_rgb(METHOD_COLORS[method]), (1, 1, 1)) and contrast_ratio(lighter, (1, 1, 1)) < 3.0
+
+
+def _sample_figures():
+    """Every figure a report draws, with awkward data: many classes, 3-digit bin counts, long symptoms,
+    eleven methods."""
+    from vipcli.plots import draw_shots
+    from vipcli.report.figures import draw_confusion_matrix, draw_merge_weights, draw_reliability
+
+    names = [f"class {i}" for i in range(8)]
+    yield "confusion, 2 classes", draw_confusion_matrix([[101, 49], [13, 137]], ["melanoma", "nevus"], "#D55E00", "t")
+    yield "confusion, 8 classes", draw_confusion_matrix([[i * j for j in range(8)] for i in range(8)], names, "#0072B2", "t")
+    bins = [{"lower": i / 15, "upper": (i + 1) / 15, "count": 100 + i, "accuracy": i / 15, "confidence": (i + 0.5) / 15}
+            for i in range(15)]
+    yield "reliability", draw_reliability([("before (T = 1)", bins, 0.1), ("after (T = 1.6)", bins, 0.05)], "#D55E00", "t")
+    long = "The lesion shows an irregular pigment network with thick, dark lines that end abruptly at its edge"
+    yield "merge weights", draw_merge_weights({"melanoma": [(long, 0.6), ("dots", 0.4)], "nevus": [("even", 1.0)]},
+                                              "#D55E00", "merge weights: data, toy")
+    rows = [{"method": m, "shots": 0 if "zeroshot" in m else s, "seed": 1, "test_accuracy": 50.0 + i + s}
+            for i, m in enumerate(METHOD_COLORS) for s in (1, 4)]
+    yield "shots", draw_shots(rows, title="test accuracy by shots: data, toy")
+
+
+def test_every_figure_is_printable_at_its_own_size_with_text_of_9_points_or_more():
+    """Legends, merge weights and bin counts were 7-8 pt, in figures up to 8.6 inches wide that a printed page
+    shrank further (to about 5.5 pt)."""
+    from matplotlib.text import Text
+
+    from vipcli.plots import MAX_FIGURE_WIDTH, MIN_FONT_SIZE
+
+    for name, figure in _sample_figures():
+        figure.canvas.draw()
+        assert figure.get_figwidth() <= MAX_FIGURE_WIDTH, (name, figure.get_figwidth())
+        small = [(t.get_text(), t.get_fontsize()) for t in figure.findobj(Text)
+                 if t.get_visible() and t.get_text().strip() and t.get_fontsize() < MIN_FONT_SIZE]
+        assert not small, (name, small[:5])
+
+
+def test_report_figures_are_inline_svg_whose_text_is_text(cli, lesion_run, tmp_path):
+    """The figures were PNGs: blurred at 200% zoom, and their words could not be searched or copied."""
+    import re
+
+    _, run = lesion_run
+    assert cli("report", run, "--out", tmp_path / "r.html", "--workers", "0", "--device", "cpu", "--gallery", "2")[0] == 0
+    page = (tmp_path / "r.html").read_text()
+    figures = re.findall(r"<figure>(.*?)</figure>", page, re.S)
+    assert len(figures) == 3 and all(f.startswith('<svg role="img" aria-label="') for f in figures)
+    assert not re.search(r"<figure><img|data:image/png", page) and "<?xml" not in page and "<metadata>" not in page
+    assert ">predicted class</text>" in figures[0] and ">confidence of the predicted class</text>" in figures[1]
+    ids = re.findall(r'\bid="([^"]+)"', page)
+    assert len(ids) == len(set(ids)), "an id is used twice: one figure's clip path or marker would stand in for another's"
+    references = set(re.findall(r'(?:url\(#|href="#)([^)"]+)', page))
+    assert references and references <= set(ids)
+
+
+def test_the_same_figure_gives_the_same_svg():
+    from vipcli.plots import svg_markup
+    from vipcli.report.figures import draw_confusion_matrix
+
+    first, second = (svg_markup(draw_confusion_matrix([[3, 1], [0, 4]], ["a", "b"], "#D55E00", "t")) for _ in range(2))
+    assert first == second and first.startswith("<svg ")
+
+
+def test_every_table_of_every_report_is_named_by_a_caption(cli, lesion_run, tmp_path):
+    """A screen reader listed "table, 5 columns" with no name, and some tables (images per class and split,
+    sensitivity and precision) had no heading of their own."""
+    import re
+
+    data, run = lesion_run
+    pages = [tmp_path / "run.html", tmp_path / "predicted.html", tmp_path / "bench.html"]
+    assert cli("report", run, "--out", pages[0], "--workers", "0", "--device", "cpu", "--gallery", "2")[0] == 0
+    assert cli("predict", data / "test" / "nevus", "--model", run, "--report", pages[1], "--workers", "0")[0] == 0
+    for page in pages[:2]:
+        tables = re.findall(r"<table>(.*?)</table>", page.read_text(), re.S)
+        assert tables and all(re.match(r"<caption>[^<]{3,80}</caption>", t) for t in tables), page.name
+    captions = re.findall(r"<caption>([^<]*)</caption>", pages[0].read_text())
+    assert len(set(captions)) == len(captions) and "Images per class and split" in captions
+
+
+def test_every_table_of_a_benchmark_report_is_named_by_a_caption(benchmark_dir):
+    import re
+
+    from vipcli.report.benchmark import benchmark_report
+
+    tables = re.findall(r"<table>(.*?)</table>", benchmark_report(benchmark_dir), re.S)
+    captions = [re.match(r"<caption>([^<]{3,80})</caption>", t) for t in tables]
+    assert len(tables) == 5 and all(captions)
+    assert captions[1].group(1) == "test accuracy % of each method by shots"

@@ -74,7 +74,8 @@ def test_a_card_names_an_image_of_a_subset_of_links_relative_to_the_data_folder(
     link.symlink_to(tmp_path / "store" / "ISIC_1.png")
     prediction = Prediction(str(link), "nevus", 0.6, {"melanoma": 0.4, "nevus": 0.6}, None)
     page = gallery_html(gallery_items([prediction], {}, False), root=tmp_path / "subset")
-    assert 'title="test/nevus/ISIC_1.png"' in page and str(tmp_path) not in page
+    assert re.search(r'<div class="name">test/<wbr>nevus/<wbr>IS<span class="nowrap">IC_1.png</span></div>', page)
+    assert str(tmp_path) not in page
 
 
 # --- #3: a benchmark with one seed shows no spread --------------------------------------------------
@@ -234,7 +235,7 @@ def test_reliability_diagram_shows_its_caption_and_its_alt_begins_with_the_title
                          "color": "#d55e00"}, None, [])
     caption = re.search(r"<figcaption>(.*?)</figcaption>", page)
     assert caption and "the number at the foot of a bar: its test images" in caption.group(1)
-    assert re.search(r'<img src="data:image/png;base64,[^"]*" alt="reliability on test: d, b\. Bar chart [^"]*">', page)
+    assert re.search(r'<figure><svg role="img" aria-label="reliability on test: d, b\. Bar chart [^"]*" ', page)
 
 
 # --- #11: rendering ------------------------------------------------------------------------------------
@@ -259,8 +260,8 @@ def test_file_names_break_at_separators_never_inside_the_extension():
     shown = file_name("NORMAL/NORMAL2-IM-0198-0001.jpeg")
     assert shown.endswith('<span class="nowrap">0001.jpeg</span>') and "NORMAL/<wbr>" in shown
     assert re.sub(r"<[^>]+>", "", shown) == "NORMAL/NORMAL2-IM-0198-0001.jpeg"
-    long = re.sub(r"<[^>]+>", "", file_name("a" * 150 + ".png", limit=60))
-    assert len(long) == 60 and "…" in long and long.endswith("aaaa.png")
+    long = "scans/" + "patient-0042_" * 12 + "x.png"  # 163 characters: shown whole, wrapping, never cut
+    assert re.sub(r"<[^>]+>", "", file_name(long)) == long
     assert file_name("README") == "README" and "nowrap" not in file_name("dir.d/file")
 
 
@@ -357,3 +358,20 @@ def test_printed_reports_keep_each_image_with_its_labels_and_each_heading_with_i
     avoid_inside = re.search(r"^\s*([^{}\n]*)\{\s*break-inside:\s*avoid;", rules, re.M)
     assert avoid_inside and {".card", "figure"} <= {s.strip() for s in avoid_inside.group(1).split(",")}
     assert re.search(r"h2[^{}]*\{\s*break-after:\s*avoid;", rules)
+
+
+def test_a_long_file_name_is_shown_whole_and_wraps_with_nothing_only_in_a_tooltip(tmp_path):
+    """Names over 80 characters lost their middle to an ellipsis, the full name only in a title tooltip: absent
+    on a touch screen, on paper and for most screen readers."""
+    from PIL import Image
+
+    from vipcli.report.gallery import GalleryItem, gallery_html
+    from vipcli.report.html import STYLE, path
+
+    name = "melanoma/" + "ISIC_0000042_dermoscopy_left_forearm_follow_up_visit_" * 3 + "final.jpg"
+    (tmp_path / name).parent.mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(tmp_path / name)
+    page = gallery_html([GalleryItem(str(tmp_path / name), None, "melanoma", 0.9, None, None)], root=tmp_path)
+    assert name in re.sub(r"<[^>]+>", "", page) and "…" not in page and " title=" not in page
+    assert re.search(r"\.name, \.path, footer \{ overflow-wrap: anywhere; \}", STYLE)
+    assert path(tmp_path).startswith('<span class="path">') and re.sub(r"<[^>]+>", "", path(tmp_path)) == str(tmp_path)

@@ -8,18 +8,21 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import textwrap
 from pathlib import Path
 
-# Okabe-Ito (colour-blind safe) for the built-in methods; fixed, whatever methods a figure shows
+# Okabe-Ito hues (colour-blind safe) for the built-in methods; fixed, whatever methods a figure shows. Every one
+# is at least 3:1 on white, the WCAG minimum for lines and markers (1.4.11): Okabe-Ito's orange #E69F00 (2.25:1)
+# and sky blue #56B4E9 (2.31:1) are darkened just enough to reach it, their hue and saturation kept
 METHOD_COLORS = {
     "vip": "#D55E00",  # vermillion
-    "vip-cop-only": "#E69F00",  # orange
+    "vip-cop-only": "#C68900",  # orange (#E69F00 x 0.86)
     "vip-mep-only": "#CC79A7",  # reddish purple
     "coop": "#0072B2",  # blue
     "zeroshot": "#7F7F7F",  # grey
     "symptom-zeroshot": "#009E73",  # bluish green
-    "linear-probe": "#56B4E9",  # sky blue
+    "linear-probe": "#4B9DCC",  # sky blue (#56B4E9 x 0.87)
     "tip-adapter": "#8C564B",  # brown
     "tip-adapter-f": "#6A3D9A",  # purple
     "clap": "#B8860B",  # dark goldenrod
@@ -115,6 +118,10 @@ def wrap_title(title: str, width_inches: float, fontsize: float) -> str:
     return textwrap.fill(title, characters, break_on_hyphens=False)
 
 
+MIN_FONT_SIZE = 9  # points: the smallest text of a figure, shown at its own size on screen and paper
+MAX_FIGURE_WIDTH = 7.2  # inches: a figure fits a printed A4 or Letter page at its own size
+
+
 def pyplot():
     """matplotlib.pyplot on the Agg backend."""
     import matplotlib
@@ -125,14 +132,31 @@ def pyplot():
     return plt
 
 
-def png_bytes(figure) -> bytes:
-    """The figure as PNG bytes (and closed)."""
-    buffer = io.BytesIO()
+SVG_STYLE = {
+    "svg.fonttype": "none",  # text stays text: it scales, and it can be searched, selected and copied
+    "svg.hashsalt": "vip",  # the same figure, the same markup (no random ids)
+    "font.sans-serif": ["DejaVu Sans"],  # the font matplotlib lays the text out with, named once per text
+}
+
+
+def svg_markup(figure) -> str:
+    """The figure (then closed) as SVG markup to put inline in an HTML page: its text as text (see
+    SVG_STYLE), without the XML prologue and metadata, and with ids of its own (prefixed by a digest of
+    its content), so that several figures share one page without one's clip paths or markers
+    standing in for another's."""
+    import matplotlib
+
+    buffer = io.StringIO()
     try:
-        figure.savefig(buffer, format="png")
+        with matplotlib.rc_context(SVG_STYLE):
+            figure.savefig(buffer, format="svg", metadata={"Date": None, "Creator": None})
     finally:
         pyplot().close(figure)
-    return buffer.getvalue()
+    markup = buffer.getvalue()
+    markup = re.sub(r"\s*<metadata>.*?</metadata>", "", markup[markup.index("<svg"):], flags=re.S)
+    prefix = "f" + hashlib.sha256(markup.encode()).hexdigest()[:8] + "-"
+    markup = re.sub(r'\bid="', f'id="{prefix}', markup)
+    return re.sub(r'(url\(#|href="#)', rf"\g<1>{prefix}", markup)
 
 
 def _series(rows: list[dict]) -> dict[str, dict]:
@@ -174,7 +198,9 @@ def draw_shots(rows: list[dict], shots_order: list | None = None, title: str | N
     seed: that seed's figures, and the axis says which seed).
 
     Methods that learn nothing (rows at shots 0) are drawn as dashed horizontal lines; every method
-    in its `method_color` and with its `method_marker` (told apart without colour too).
+    in its `method_color` and with its `method_marker` (told apart without colour too). The legend is
+    below the plot, so the figure is no wider than MAX_FIGURE_WIDTH and one scaled to a phone's width
+    shows it whole.
 
     Returns:
         a matplotlib Figure.
@@ -186,7 +212,7 @@ def draw_shots(rows: list[dict], shots_order: list | None = None, title: str | N
         shots_order = sorted((s for s in found if s != "all"), key=int) + (["all"] if "all" in found else [])
     labels = [str(s) for s in shots_order]
     x = list(range(len(labels)))
-    figure, axes = plt.subplots(figsize=(8.6, 4.5), dpi=120, layout="constrained")
+    figure, axes = plt.subplots(figsize=(MAX_FIGURE_WIDTH, 4.2), dpi=120, layout="constrained")
     for method, by_shots in series.items():
         color = method_color(method)
         marker = method_marker(method)
@@ -209,10 +235,21 @@ def draw_shots(rows: list[dict], shots_order: list | None = None, title: str | N
     seeds = [r["seed"] for r in rows if r.get("seed") is not None]
     axes.set_ylabel(f"test accuracy % ({seeds_label(seeds)})" if seeds else "test accuracy %")
     axes.grid(alpha=0.3)
-    axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)  # beside: covers no line
+    _legend_below(figure, axes)
     if title:
-        axes.set_title(wrap_title(title, 6.5, 10), fontsize=10)
+        axes.set_title(wrap_title(title, MAX_FIGURE_WIDTH, 10), fontsize=10)
     return figure
+
+
+def _legend_below(figure, axes) -> None:
+    """The legend under the plot (it covers no line), in as many columns as its longest entry allows."""
+    handles, labels = axes.get_legend_handles_labels()
+    if not labels:
+        return
+    entry = max(len(label) for label in labels) * CHARACTER_WIDTH * MIN_FONT_SIZE / 72 + 0.8  # inches, with its marker
+    columns = max(1, min(len(labels), int(MAX_FIGURE_WIDTH // entry)))
+    figure.set_figheight(figure.get_figheight() + 0.22 * -(-len(labels) // columns))  # room for its rows
+    figure.legend(handles, labels, fontsize=MIN_FONT_SIZE, loc="outside lower center", ncols=columns)
 
 
 def _save(figure, path: Path) -> Path:

@@ -10,7 +10,7 @@ from vipcli import __version__
 from vipcli.console import first_few
 from vipcli.errors import VipError
 from vipcli.metrics import mean_and_std, row_figure
-from vipcli.plots import benchmark_title, draw_shots, method_color, png_bytes, seeds_label
+from vipcli.plots import benchmark_title, draw_shots, method_color, seeds_label, svg_markup
 from vipcli.report import html
 from vipcli.report.notices import random_weights_banner
 
@@ -77,11 +77,13 @@ def _tables(rows: list[dict]) -> str:
     for key, title in METRICS:
         header, body = _grid(rows, key, _mean_std)
         parts.append(f"<h3>{html.text(title)} ({html.text(spread)})</h3>"
-                     + html.table(["method", *header], body, numeric=set(range(1, len(header) + 1)), raw=True))
+                     + html.table(f"{title} of each method by shots", ["method", *header], body,
+                                  numeric=set(range(1, len(header) + 1)), raw=True))
     over = "mean over seeds" if len(seeds) > 1 else f"seed {seeds[0]}"
     header, body = _grid(rows, "fit_s", lambda v: "-" if not v else f"{html.number(statistics.fmean(v))} s")
     parts.append(f"<h3>seconds per run (fitting and evaluation, {over}; images encoded once for all)</h3>"
-                 + html.table(["method", *header], body, numeric=set(range(1, len(header) + 1)), raw=True)
+                 + html.table("seconds per run of each method by shots", ["method", *header], body,
+                              numeric=set(range(1, len(header) + 1)), raw=True)
                  + f'<p class="caption">{html.text(SHARED_TIME_NOTE)}</p>')
     if any(str(r["shots"]) == "0" for r in rows):
         parts.append("<p>* uses no labelled images (zero-shot): evaluated once per seed, the same figure in every column.</p>")
@@ -133,7 +135,7 @@ def _settings(document: dict) -> str:
     sweep = config.get("last_sweep", {})
     described = config.get("backbone_describe") or {}  # what the defaults resolved to
     rows = [
-        ["data", config.get("data")], ["classes", ", ".join(document.get("class_names", []))],
+        ["classes", ", ".join(document.get("class_names", []))],
         ["backbone", f"{config.get('backbone')} (arch {config.get('arch') or described.get('arch') or 'default'}, "
                      f"weights {config.get('pretrained') or described.get('pretrained') or 'default'})"],
         ["methods", ", ".join(sweep.get("methods", []))], ["shots", ", ".join(map(str, sweep.get("shots", [])))],
@@ -141,7 +143,8 @@ def _settings(document: dict) -> str:
         ["schedule", config.get("schedule")], ["augmented views per image", config.get("views")],
         ["rows", len(document.get("rows", []))],
     ]
-    return html.table(["setting", "value"], rows)
+    rows = [["data", html.path(config.get("data"))], *([name, html.text(value)] for name, value in rows)]
+    return html.table("Settings of this benchmark", ["setting", "value"], rows, raw=True)
 
 
 def _speed(folder: Path) -> str:
@@ -162,7 +165,7 @@ def _speed(folder: Path) -> str:
         return html.section("Speed", html.note(f"{html.text(path)} could not be read."))
     machine = speed.get("machine", {})
     return html.section("Speed (speed.json)", f"<p>{html.text(machine.get('accelerator'))}, "
-                        f"{html.text(machine.get('cpu'))}</p>" + html.table(["measure", "value"], rows))
+                        f"{html.text(machine.get('cpu'))}</p>" + html.table("Speed measures", ["measure", "value"], rows))
 
 
 def benchmark_report(folder: Path) -> str:
@@ -178,7 +181,7 @@ def benchmark_report(folder: Path) -> str:
         random_weights_banner(config, "this benchmark's results"),
         _unfinished_note(document),
         html.section("Settings and data", _settings(document)),
-        html.section("Test accuracy by shots", html.figure(png_bytes(draw_shots(rows, title=title)), _shots_alt(rows, title),
+        html.section("Test accuracy by shots", html.figure(svg_markup(draw_shots(rows, title=title)), _shots_alt(rows, title),
                                                            f"{seeds_label(seeds)}; "
                                                            "dashed: methods that learn nothing")),
         html.section("Per-method tables", _tables(rows)),

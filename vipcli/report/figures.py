@@ -1,33 +1,39 @@
-"""The report's figures as PNG bytes: confusion matrix, reliability diagram, merge weights; and each
+"""The report's figures as inline SVG: confusion matrix, reliability diagram, merge weights; and each
 one's alt text, which says what the figure shows (its figures, where no table of the report has them)
-for a reader who cannot see it."""
+for a reader who cannot see it.
+
+Every figure is at most MAX_FIGURE_WIDTH inches wide and none of its text is smaller than MIN_FONT_SIZE
+points, so it is shown at its own size on a wide screen and on paper, and stays sharp when zoomed."""
 
 from __future__ import annotations
 
 import textwrap
 
-from vipcli.plots import png_bytes, pyplot, text_color_on, wrap_title
+from vipcli.plots import MAX_FIGURE_WIDTH, MIN_FONT_SIZE, pyplot, svg_markup, text_color_on, wrap_title
 from vipcli.report.html import number
 
 
-def confusion_matrix_png(matrix: list[list[int]], class_names: list[str], color: str, title: str) -> bytes:
+def confusion_matrix_svg(matrix: list[list[int]], class_names: list[str], color: str, title: str) -> str:
     """Counts of true (rows) against predicted (columns) classes, shaded white -> `color`."""
-    return png_bytes(draw_confusion_matrix(matrix, class_names, color, title))
+    return svg_markup(draw_confusion_matrix(matrix, class_names, color, title))
 
 
 def draw_confusion_matrix(matrix: list[list[int]], class_names: list[str], color: str, title: str):
-    """The figure of `confusion_matrix_png`; its title is wrapped to the figure's width (long backbone ids)."""
+    """The figure of `confusion_matrix_svg`; its title is wrapped to the figure's width (long backbone ids)."""
     from matplotlib.colors import LinearSegmentedColormap
 
     plt = pyplot()
-    size = max(3.6, 0.9 * len(class_names) + 2.2)
+    size = min(max(3.6, 0.9 * len(class_names) + 2.2), MAX_FIGURE_WIDTH - 0.8)
     figure, axes = plt.subplots(figsize=(size + 0.8, size), dpi=110)
     shading = LinearSegmentedColormap.from_list("method", ["#ffffff", color])
     top = max((max(row) for row in matrix), default=0) or 1
-    axes.imshow(matrix, cmap=shading, vmin=0, vmax=top)
+    edges = [i - 0.5 for i in range(len(class_names) + 1)]
+    axes.pcolormesh(edges, edges, matrix, cmap=shading, vmin=0, vmax=top, edgecolors="face")  # cells as vector squares: sharp at any zoom
+    axes.set_aspect("equal")
+    axes.invert_yaxis()  # the first true class on top
     for i, row in enumerate(matrix):
         for j, count in enumerate(row):
-            cell = shading(count / top)[:3]  # the cell's RGB, as imshow draws it
+            cell = shading(count / top)[:3]  # the cell's RGB, as pcolormesh draws it
             axes.text(j, i, str(count), ha="center", va="center", fontsize=11, color=text_color_on(cell))
     ticks = range(len(class_names))
     axes.set_xticks(ticks, class_names, rotation=30 if len(class_names) > 3 else 0, ha="right" if len(class_names) > 3 else "center")
@@ -39,23 +45,26 @@ def draw_confusion_matrix(matrix: list[list[int]], class_names: list[str], color
     return figure
 
 
-def reliability_png(panels: list[tuple[str, list[dict], float | None]], color: str, title: str) -> bytes:
+def reliability_svg(panels: list[tuple[str, list[dict], float | None]], color: str, title: str) -> str:
     """Accuracy against confidence per bin, one panel per (label, bins, ECE); the diagonal is perfect.
 
     Args:
         panels: e.g. [("before (T = 1)", bins, 0.12), ("after (T = 1.8)", bins, 0.03)]; bins as
             vipcli.calibration.reliability_bins returns them.
     """
-    return png_bytes(draw_reliability(panels, color, title))
+    return svg_markup(draw_reliability(panels, color, title))
 
 
 def draw_reliability(panels: list[tuple[str, list[dict], float | None]], color: str, title: str):
-    """The figure of `reliability_png`. The test images of each bin are counted at the bar's foot, in black
-    or white, whichever contrasts more with the bar."""
+    """The figure of `reliability_svg`. The test images of each bin are counted at the bar's foot, in black
+    or white, whichever contrasts more with the bar (upright when a count has more than two digits, so it
+    stays within its bar); one legend below the panels."""
     from matplotlib.colors import to_rgb
 
     plt = pyplot()
-    figure, axes_row = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.2), dpi=110, squeeze=False)
+    side = min(4.2, MAX_FIGURE_WIDTH / len(panels))
+    figure, axes_row = plt.subplots(1, len(panels), figsize=(side * len(panels), side + 0.5), dpi=110, squeeze=False,
+                                    layout="constrained")
     bar_alpha = 0.85
     bar = [bar_alpha * c + (1 - bar_alpha) for c in to_rgb(color)]  # the bar's colour over the white axes
     for axes, (label, bins, ece) in zip(axes_row[0], panels):
@@ -69,48 +78,51 @@ def draw_reliability(panels: list[tuple[str, list[dict], float | None]], color: 
                  hatch="//", linewidth=0.6, label="gap to confidence")
         for b in filled:  # on the bar when it reaches above the number, else on the white axes
             on = bar if b["accuracy"] >= 0.06 else (1.0, 1.0, 1.0)
-            axes.text(b["lower"] + width / 2, 0.02, str(b["count"]), ha="center", fontsize=7, color=text_color_on(on))
+            upright = len(str(b["count"])) > 2
+            axes.text(b["lower"] + width / 2, 0.02, str(b["count"]), ha="center", va="bottom", fontsize=MIN_FONT_SIZE,
+                      rotation=90 if upright else 0, color=text_color_on(on))
         axes.set_xlim(0, 1)
         axes.set_ylim(0, 1)
         axes.set_xlabel("confidence of the predicted class")
         axes.set_ylabel("accuracy")
-        axes.set_title(label + (f", ECE {number(ece, 3)}" if ece is not None else ""), fontsize=9)
-        axes.legend(fontsize=7, loc="upper left")
-    figure.suptitle(wrap_title(title, 4.2 * len(panels), 10), fontsize=10)
-    figure.tight_layout()
+        axes.set_title(label + (f", ECE {number(ece, 3)}" if ece is not None else ""), fontsize=MIN_FONT_SIZE)
+    handles, labels = axes_row[0, 0].get_legend_handles_labels()
+    figure.legend(handles, labels, fontsize=MIN_FONT_SIZE, loc="outside lower center", ncols=len(labels))
+    figure.suptitle(wrap_title(title, side * len(panels), 10), fontsize=10)
     return figure
 
 
-def merge_weights_png(weights: dict[str, list[tuple[str, float]]], color: str, title: str) -> bytes:
+def merge_weights_svg(weights: dict[str, list[tuple[str, float]]], color: str, title: str) -> str:
     """One horizontal bar chart per class: how much its merge prompt draws on each symptom."""
-    return png_bytes(draw_merge_weights(weights, color, title))
+    return svg_markup(draw_merge_weights(weights, color, title))
 
 
 def draw_merge_weights(weights: dict[str, list[tuple[str, float]]], color: str, title: str):
-    """The figure of `merge_weights_png`. Each bar's value is written right of both the bar and the dashed
-    uniform-weight line, so the line never runs through a label."""
+    """The figure of `merge_weights_svg`. Each bar's value is written right of both the bar and the dashed
+    uniform-weight line, so the line never runs through a label; a long symptom is wrapped onto two lines
+    (the alt text has every symptom whole)."""
     plt = pyplot()
     classes = list(weights)
     rows = max(len(v) for v in weights.values())
-    figure, axes_col = plt.subplots(len(classes), 1, figsize=(8.5, 0.9 + (0.42 * rows + 0.6) * len(classes)),
+    figure, axes_col = plt.subplots(len(classes), 1, figsize=(MAX_FIGURE_WIDTH, 0.9 + (0.5 * rows + 0.6) * len(classes)),
                                     dpi=110, squeeze=False)
     for axes, name in zip(axes_col[:, 0], classes):
         entries = weights[name]
-        labels = [textwrap.shorten(symptom, 70, placeholder="…") for symptom, _ in entries]
+        labels = [textwrap.fill(textwrap.shorten(symptom, 76, placeholder="…"), 38) for symptom, _ in entries]
         values = [w for _, w in entries]
         positions = list(range(len(entries)))[::-1]
         axes.barh(positions, values, color=color, alpha=0.85)
-        axes.set_yticks(positions, labels, fontsize=8)
+        axes.set_yticks(positions, labels, fontsize=MIN_FONT_SIZE)
         uniform = 1 / len(entries)
         right = max(max(values), uniform)
         axes.axvline(uniform, color="#888888", linestyle="--", linewidth=1)
         for y, value in zip(positions, values):
             start = max(value, uniform) + 0.015 * right  # past the bar's end and the dashed line
-            axes.text(start, y, number(value, 3), va="center", fontsize=7)
-        axes.set_xlim(0, right * 1.3)
-        axes.set_title(f"{name} (dashed: uniform weight 1/{len(entries)})", fontsize=9)
+            axes.text(start, y, number(value, 3), va="center", fontsize=MIN_FONT_SIZE)
+        axes.set_xlim(0, right * 1.35)
+        axes.set_title(f"{name} (dashed: uniform weight 1/{len(entries)})", fontsize=MIN_FONT_SIZE)
     axes_col[-1, 0].set_xlabel("merge weight (attention of the class's merge token)")
-    figure.suptitle(wrap_title(title, 8.5, 10), fontsize=10)
+    figure.suptitle(wrap_title(title, MAX_FIGURE_WIDTH, 10), fontsize=10)
     figure.tight_layout()
     return figure
 

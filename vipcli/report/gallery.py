@@ -101,7 +101,7 @@ def _card(item: GalleryItem, root: Path | None) -> str:
     if item.truth is not None:
         verdict = ('<span class="tag wrong">wrong</span> ' if item.wrong else '<span class="tag right">right</span> ')
     lines = [f'<div class="card{" wrong" if item.wrong else ""}">', picture,
-             f'<div class="name" title="{text(shown)}">{file_name(shown)}</div>']
+             f'<div class="name">{file_name(shown)}</div>']
     if item.truth is not None:
         lines.append(f"<div>true class: <b>{text(item.truth)}</b></div>")
     probability = number(item.probability, 3)

@@ -1,7 +1,8 @@
 """Building one self-contained HTML page: escaped text, tables, embedded images, inline CSS.
 
-Nothing in a page refers to anything outside it: images are data URIs and there is no script,
-so a report opens the same way offline, from an e-mail attachment or years later.
+Nothing in a page refers to anything outside it: figures are inline SVG, photographs data URIs,
+and there is no script, so a report opens the same way offline, from an e-mail attachment or years
+later.
 """
 
 from __future__ import annotations
@@ -19,12 +20,14 @@ h1 { font-size: 1.6rem; margin-bottom: 0.2rem; } h2 { font-size: 1.25rem; margin
 table { border-collapse: collapse; margin: 0.6rem 0; font-size: 0.9rem; }
 .table { max-width: 100%; overflow-x: auto; margin: 0.6rem 0; }  /* a table wider than a phone scrolls inside itself */
 .table table { margin: 0; }
+caption { text-align: left; font-weight: 600; padding: 0.1rem 0 0.3rem; }
 th, td { border: 1px solid #ddd; padding: 0.25rem 0.55rem; text-align: left; vertical-align: top; }
 th { background: #f4f4f6; } tbody th { background: none; font-weight: normal; }  /* a row's name looks like a cell */
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 .note { background: #fff8e1; border-left: 4px solid #f0b400; padding: 0.5rem 0.8rem; margin: 0.6rem 0; }
 .ok { background: #eef7ee; border-left: 4px solid #2e7d32; padding: 0.5rem 0.8rem; margin: 0.6rem 0; }
-figure { margin: 0.8rem 0; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
+figure { margin: 0.8rem 0; }
+figure svg { display: block; max-width: 100%; height: auto; border: 1px solid #eee; }  /* its own size, or the width */
 figcaption, .caption { color: #555; font-size: 0.85rem; }
 .swatch { display: inline-block; width: 0.8rem; height: 0.8rem; border-radius: 2px; margin-right: 0.35rem;
           vertical-align: -0.1rem; }
@@ -43,9 +46,8 @@ figcaption, .caption { color: #555; font-size: 0.85rem; }
 .tag.wrong { background: #c62828; color: #fff; } .tag.right { background: #2e7d32; color: #fff; }
 code { background: #f4f4f6; padding: 0 0.2rem; border-radius: 3px; }
 footer { margin-top: 2rem; color: #595959; font-size: 0.8rem; }  /* 7:1 on white: small text */
-.name, footer { overflow-wrap: anywhere; }
-@media (max-width: 600px) { body { padding: 0.8rem; } table { font-size: 0.8rem; } th, td { padding: 0.2rem 0.35rem; }
-  figure { overflow-x: auto; } figure img { max-width: none; } }  /* a phone scrolls a figure at its own size: its text stays readable */
+.name, .path, footer { overflow-wrap: anywhere; }  /* a long file name wraps, shown whole */
+@media (max-width: 600px) { body { padding: 0.8rem; } table { font-size: 0.8rem; } th, td { padding: 0.2rem 0.35rem; } }
 @media print {  /* paper cannot scroll sideways: a wide table wraps its cells to fit the page */
   body { max-width: none; padding: 0; }
   .table { overflow: visible; }
@@ -78,13 +80,10 @@ def number(value, digits: int = 2, signed: bool = False) -> str:
 SEPARATORS = "/-_. "  # a file name may break after these
 
 
-def file_name(name: str, limit: int = 80) -> str:
-    """A file name as HTML that wraps at separators, never inside its extension; names longer than
-    `limit` characters lose their middle to an ellipsis (the extension and the end stay)."""
+def file_name(name: str) -> str:
+    """A file name as HTML, whole however long: it wraps at separators, never inside its extension
+    (and, in a `.name` or `.path` element, anywhere else where one part is wider than its box)."""
     name = str(name)
-    if len(name) > limit:
-        keep = limit // 2
-        name = name[:limit - keep - 1] + "…" + name[-keep:]
     stem, dot, extension = name.rpartition(".")
     if not dot or not stem or any(c in SEPARATORS for c in extension) or len(extension) > 8:
         stem, extension = name, ""
@@ -105,17 +104,20 @@ def image(payload: bytes, alt: str, mime: str = "image/png", css_class: str | No
     return f'<img{klass} src="{data_uri(payload, mime)}" alt="{escape(alt)}">'
 
 
-def figure(payload: bytes, alt: str, caption: str | None = None) -> str:
-    """A PNG figure with an optional caption."""
+def figure(svg: str, alt: str, caption: str | None = None) -> str:
+    """A figure from inline SVG markup (`vipcli.plots.svg_markup`) with an optional caption; a screen
+    reader announces it as one image described by `alt` (role="img"), not as its many bits of text."""
     caption_html = f"<figcaption>{text(caption)}</figcaption>" if caption else ""
-    return f"<figure>{image(payload, alt)}{caption_html}</figure>"
+    labelled = svg.replace("<svg ", f'<svg role="img" aria-label="{escape(alt)}" ', 1)
+    return f"<figure>{labelled}{caption_html}</figure>"
 
 
-def table(header: list[str], rows: list[list], numeric: set[int] | None = None, raw: bool = False) -> str:
+def table(caption: str, header: list[str], rows: list[list], numeric: set[int] | None = None, raw: bool = False) -> str:
     """A <table> in a box that scrolls sideways when the table is wider than the screen; cells are
     escaped unless `raw` (then they must already be HTML).
 
     Args:
+        caption: what the table holds, shown above it (a screen reader names the table by it).
         header: column titles; all empty: a table without a header row (key-value facts). Screen readers
             announce each cell with its column's title and its row's first cell (scope="col"/"row").
         numeric: indices of right-aligned columns.
@@ -134,7 +136,13 @@ def table(header: list[str], rows: list[list], numeric: set[int] | None = None, 
             else:
                 cells.append(f"<td{klass}>{content}</td>")
         body.append(f"<tr>{''.join(cells)}</tr>")
-    return f"<div class=\"table\"><table>{head}<tbody>{''.join(body)}</tbody></table></div>"
+    return (f"<div class=\"table\"><table><caption>{text(caption)}</caption>{head}<tbody>{''.join(body)}</tbody>"
+            "</table></div>")
+
+
+def path(value) -> str:
+    """A file or folder path as HTML, whole: it wraps (see `file_name`) rather than widen its table."""
+    return f'<span class="path">{file_name(value)}</span>' if value is not None else "-"
 
 
 def swatch(color: str, label: str) -> str:

@@ -33,7 +33,7 @@ def prediction_report(predictor, predictions, coverage: float | None) -> str:
         status = html.note(f"Probabilities calibrated with temperature T = {predictor.calibration.temperature:.4g}."
                            + html.text(sets), "ok")
     root = _common_folder(items)
-    facts = html.table(["", ""], [["model", html.text(predictor.run_dir)], ["images under", html.text(root)],
+    facts = html.table("The model and the images", ["", ""], [["model", html.path(predictor.run_dir)], ["images under", html.path(root)],
                                   ["method", html.swatch(method_color(method), method)],
                                   ["backbone", html.text(backbone)], ["classes", html.text(", ".join(names))]],
                        raw=True)

@@ -12,8 +12,8 @@ from vipcli.console import plural
 from vipcli.errors import VipError
 from vipcli.plots import backbone_label, figure_title, method_color
 from vipcli.report import html
-from vipcli.report.figures import (confusion_matrix_alt, confusion_matrix_png, merge_weights_alt, merge_weights_png,
-                                   reliability_alt, reliability_png)
+from vipcli.report.figures import (confusion_matrix_alt, confusion_matrix_svg, merge_weights_alt, merge_weights_svg,
+                                   reliability_alt, reliability_svg)
 from vipcli.report.gallery import gallery_html, gallery_items
 from vipcli.report.notices import random_weights_banner
 
@@ -70,10 +70,10 @@ def _settings(run: dict) -> str:
                                f"{schedule.get('batch_size', '-')}, lr {schedule.get('lr', '-')}")],
         ["method settings", html.text(", ".join(f"{k.replace('_', '-')} {v}" for k, v in settings.items()) or "none")],
         ["augmented views per image", html.text(views)],
-        ["data folder", f"<code>{html.text(split.get('root'))}</code>{html.text(_origin(split.get('origin')))}"],
+        ["data folder", f"<code>{html.path(split.get('root'))}</code>{html.text(_origin(split.get('origin')))}"],
         ["written by", html.text(f"vip {meta.get('vip_version', '?')}")],
     ]
-    return html.table(["setting", "value"], rows, raw=True) + _data_table(run)
+    return html.table("Settings of this run", ["setting", "value"], rows, raw=True) + _data_table(run)
 
 
 def own_fitting(cls, method_id) -> str | None:
@@ -112,14 +112,15 @@ def _data_table(run: dict) -> str:
     rows.append(["all", *(sum(columns[c]) for c in columns)])
     unreadable = len(split.get("unreadable", {}))
     extra = f"<p>{unreadable} unreadable files were skipped (listed in split.json).</p>" if unreadable else ""
-    return html.table(["class", *columns], rows, numeric={1, 2, 3, 4}) + extra
+    return html.table("Images per class and split", ["class", *columns], rows, numeric={1, 2, 3, 4}) + extra
 
 
 def _metrics(run: dict) -> str:
     metrics = run["metrics"]
     rows = [[split, metrics[split]["n"], *(_fmt(metrics[split][k]) for k in ("accuracy", "macro_f1", "auroc"))]
             for split in ("val", "test") if split in metrics]
-    body = html.table(["split", "images", "accuracy %", "macro-F1 %", "AUROC %"], rows, numeric={1, 2, 3, 4})
+    body = html.table("Scores on each split", ["split", "images", "accuracy %", "macro-F1 %", "AUROC %"], rows,
+                      numeric={1, 2, 3, 4})
     timings, best = metrics.get("timings", {}), metrics.get("best_epoch")
     facts = []
     if best is not None:
@@ -142,7 +143,8 @@ def _per_class(run: dict) -> str:
     rows = [[name, f["images"], _share(f["recall"], f["found"], f["images"]),
              _share(f["precision"], f["found"], f["predicted"]) if f["predicted"] else "- (never predicted)"]
             for name, f in zip(run["class_names"], figures)]
-    table = html.table(["class", "test images", "sensitivity (recall) %", "precision %"], rows, numeric={1, 2, 3})
+    table = html.table("Each class on test", ["class", "test images", "sensitivity (recall) %", "precision %"], rows,
+                       numeric={1, 2, 3})
     missed = [(name, f) for name, f in zip(run["class_names"], figures) if f["images"] and f["found"] == 0]
     if missed:
         names = ", ".join(f"{name} (0 of {f['images']})" for name, f in missed)
@@ -163,7 +165,7 @@ def _confusion(run: dict) -> str:
     if not matrix:
         return html.note("No test images: no confusion matrix.")
     title = figure_title("test confusion matrix", run["data"], run["backbone"])
-    return html.figure(confusion_matrix_png(matrix, run["class_names"], run["color"], title),
+    return html.figure(confusion_matrix_svg(matrix, run["class_names"], run["color"], title),
                        confusion_matrix_alt(matrix, run["class_names"], title))
 
 
@@ -181,10 +183,10 @@ def _calibration(run: dict, test_probabilities, test_labels) -> str:
                          "with this vip to calibrate it.")
         if test_probabilities is not None and len(test_labels):
             scores = calibration_scores(test_probabilities, test_labels)
-            body += html.table(["on test", "ECE", "NLL", "Brier"],
+            body += html.table("Calibration on test", ["on test", "ECE", "NLL", "Brier"],
                                [["uncalibrated", *(_fmt(scores[k], 4) for k in ("ece", "nll", "brier"))]], numeric={1, 2, 3})
             panel = [("uncalibrated", reliability_bins(test_probabilities, test_labels), scores["ece"])]
-            body += html.figure(reliability_png(panel, run["color"], title), reliability_alt(panel, title),
+            body += html.figure(reliability_svg(panel, run["color"], title), reliability_alt(panel, title),
                                 RELIABILITY_CAPTION)
         return body
     test = block["test"]
@@ -195,11 +197,12 @@ def _calibration(run: dict, test_probabilities, test_labels) -> str:
             f"the negative log-likelihood; it never changes the predicted class. Scores on {test['n']} test "
             f"{plural(test['n'], 'image')} (lower "
             f"is better; ECE over {block['ece_bins']} equal-width bins):</p>")
-    body += html.table(["on test", "ECE", "NLL", "Brier"], rows, numeric={1, 2, 3})
+    body += html.table("Calibration on test, before and after temperature scaling", ["on test", "ECE", "NLL", "Brier"],
+                       rows, numeric={1, 2, 3})
     if test["n"]:
         panels = [("before (T = 1)", block["reliability"]["before"], test["before"]["ece"]),
                   (f"after (T = {block['temperature']:.4g})", block["reliability"]["after"], test["after"]["ece"])]
-        body += html.figure(reliability_png(panels, run["color"], title), reliability_alt(panels, title),
+        body += html.figure(reliability_svg(panels, run["color"], title), reliability_alt(panels, title),
                             RELIABILITY_CAPTION)
     return body + html.note(html.text(HELD_OUT_NOTE))
 
@@ -282,7 +285,7 @@ def _conformal(run: dict, test_probabilities=None, test_labels=None) -> str:
              f"the coverage one run gets varies around its expectation by the ± shown. It is marginal: an "
              f"average over all images, not a promise for each class, so the table also shows, per class, the "
              f"share of its test images whose set holds it (with counts). Measured on the test images:</p>")
-    table = html.table(["coverage asked", "threshold", "expected ± sd", "test coverage", "per class",
+    table = html.table("Prediction sets on test, by coverage asked", ["coverage asked", "threshold", "expected ± sd", "test coverage", "per class",
                         "mean set size", "empty sets", "note"], rows, numeric={1, 2, 3, 5, 6}, raw=True)
     return intro + table + _under_covered_note(shortfalls)
 
@@ -306,7 +309,7 @@ def _merge(run: dict, predictor) -> str:
                          f"every prompt equally (or, for a linear probe, use no prompts), so there are no learned "
                          f"symptom weights to show.")
     title = figure_title("merge weights per class", run["data"], run["backbone"])
-    return html.figure(merge_weights_png(weights, run["color"], title), merge_weights_alt(weights, title),
+    return html.figure(merge_weights_svg(weights, run["color"], title), merge_weights_alt(weights, title),
                        "the weight of each symptom in its class embedding; dashed: the uniform weight of "
                        "methods that average")
 
