@@ -262,3 +262,27 @@ def test_every_table_of_a_benchmark_report_is_named_by_a_caption(benchmark_dir):
     captions = [re.match(r"<caption>([^<]{3,80})</caption>", t) for t in tables]
     assert len(tables) == 5 and all(captions)
     assert captions[1].group(1) == "test accuracy % of each method by shots"
+
+
+def _lab(colour: str) -> tuple[float, float, float]:
+    """CIELAB (D65) of an sRGB colour: distances in it follow how different two colours look."""
+    linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in _rgb(colour)]
+    x, y, z = (sum(w * c for w, c in zip(row, linear)) for row in (
+        (0.4124, 0.3576, 0.1805), (0.2126, 0.7152, 0.0722), (0.0193, 0.1192, 0.9505)))
+
+    def f(t: float) -> float:
+        return t ** (1 / 3) if t > 0.008856 else 7.787 * t + 16 / 116
+
+    fx, fy, fz = f(x / 0.95047), f(y), f(z / 1.08883)
+    return 116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)
+
+
+def test_no_two_built_in_methods_share_a_look_alike_colour():
+    """clap's dark goldenrod #B8860B and vip-cop-only's orange, once darkened to 3:1 (#C68900), were 6.5 apart
+    in CIELAB: the same colour to the eye (the legend told them apart only by marker)."""
+    import itertools
+    import math
+
+    for (a, one), (b, other) in itertools.combinations(METHOD_COLORS.items(), 2):
+        distance = math.dist(_lab(one), _lab(other))
+        assert distance >= 15, f"{a} {one} and {b} {other} are {distance:.1f} apart in CIELAB"

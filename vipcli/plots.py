@@ -25,12 +25,12 @@ METHOD_COLORS = {
     "linear-probe": "#4B9DCC",  # sky blue (#56B4E9 x 0.87)
     "tip-adapter": "#8C564B",  # brown
     "tip-adapter-f": "#6A3D9A",  # purple
-    "clap": "#B8860B",  # dark goldenrod
+    "clap": "#117A8B",  # teal (dark goldenrod #B8860B was hard to tell from vip-cop-only's darkened orange)
     "biomedcoop": "#1F3A93",  # navy
 }
 # other methods (plugins) get one of these, chosen by a digest of their name (stable across runs); each at
 # least 3:1 on white, the WCAG minimum for lines and markers (a yellow #F0E442 was 1.3:1, nearly invisible)
-EXTRA_COLORS = ("#2F4F4F", "#A6761D", "#E7298A", "#4E7D17", "#117A8B", "#7A7A00", "#B03060", "#000000")
+EXTRA_COLORS = ("#2F4F4F", "#A6761D", "#E7298A", "#4E7D17", "#8B0000", "#7A7A00", "#B03060", "#000000")
 
 
 # and one marker each, so that methods are told apart without colour (greyscale print, colour blindness):
