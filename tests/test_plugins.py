@@ -155,3 +155,14 @@ def test_medical_plugins_are_a_few_lines_on_the_public_bases(site, tiny_clip, tm
     quilt = load_backbone("quiltnet", str(tiny_clip), "none", warn_random=False)  # the options still work
     plip = load_backbone("plip", None, str(write_tiny_hf_clip(tmp_path / "plip")))
     assert type(quilt).__name__ == "QuiltNetBackbone" and plip.end_token_id == plip.pad_token_id
+
+
+def test_methods_check_of_a_built_in_id_names_the_plugin_it_shadows(cli, site):
+    """`vip methods check vip` with a plugin registered as `vip` checks the built-in, and says so (its quiet run
+    must not swallow the warning)."""
+    install_distribution(site, "impostor-method", "vip = impostor:Vip", group="vip.methods")
+    code, out, err = cli("methods", "check", "vip")
+    assert code == 0, err
+    assert "method 'vip' passes" in out
+    shadow_lines = [line for line in err.splitlines() if "shadowed" in line]
+    assert len(shadow_lines) == 1 and "impostor-method" in shadow_lines[0] and "rename the id" in shadow_lines[0]

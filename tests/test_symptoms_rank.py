@@ -278,3 +278,19 @@ def test_prune_warns_once_about_a_pack_that_names_its_class(cli, lesions, tmp_pa
                        "--prune", "--out", tmp_path / "packs")
     assert code == 0, err
     assert err.count("names its class 'melanoma'") == 1, err
+
+
+def test_the_readmes_inline_symptom_lists_parse_to_whole_symptoms():
+    """Every `symptoms: [...]` pack README spells inline is read as whole symptoms, none cut at a comma."""
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    lists = re.findall(r"`(symptoms: \[[^`]*\])`", readme)
+    assert lists, "README spells no inline symptom list"
+    for text in lists:
+        symptoms = yaml.safe_load(text.replace("\n", " "))["symptoms"]
+        fragments = [s for s in symptoms if not s[:1].isupper()]
+        assert not fragments, f"{text!r} reads as {symptoms} (quote the symptoms that hold a comma)"

@@ -96,8 +96,10 @@ def check_command(method: str = typer.Argument(..., help="A method id (see `vip 
     reloads it and predicts the test images, in a temporary folder: every check a real run makes
     on a method runs on the way, so a plugin's mistake is found before a long run.
     """
+    from vipcli.methods import METHODS
     from vipcli.methods.check import CHECK_EPOCHS, check_method
 
+    METHODS.warn_shadowed(method)  # the check's own run is quiet: a plugin shadowed by this built-in id is said here
     checked = check_method(method, options.method_options(method_option, None, False))
     console.stdout().print(f"method '{checked.method}' passes: trained on a synthetic lesion world "
                            f"({', '.join(checked.classes)}; {checked.shots} shots per class, {CHECK_EPOCHS} epochs "
