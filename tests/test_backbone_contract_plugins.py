@@ -215,3 +215,12 @@ def test_backbones_check_keeps_square_brackets_of_a_plugin_error(cli, samples, m
     assert code == 1 and len(error_lines(err)) == 1
     assert "pip install 'sample-plugins[onnx]'" in out  # the table row
     assert "pip install 'sample-plugins[onnx]'" in err  # the error line
+
+
+def test_a_plugin_whose_default_is_random_weights_warns_as_pretrained_none_does(samples, capsys):
+    """A plugin with `default_pretrained = "none"` loaded random weights without a word on the command line
+    (only the report said so); an explicit `--pretrained` that names weights gets no such warning."""
+    load_backbone("pad-is-end")
+    assert "backbone 'pad-is-end' has random weights by default (pass --pretrained" in capsys.readouterr().err
+    load_backbone("toy")
+    assert "random weights" not in capsys.readouterr().err

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from vipcli.errors import VipError
 from vipcli.plugins import PluginError, PluginGroup, PluginInfo, describe_exception, guard_calls
 
 ENTRY_POINT_GROUP = "vip.backbones"
@@ -94,6 +95,8 @@ def load_backbone(backbone_id: str, arch: str | None = None, pretrained: str | N
     guard_calls(backbone, GUARDED_MEMBERS, "backbone", backbone_id, distribution)
     backbone.freeze()
     checks = _enforce_contract(backbone, distribution) if check else "off"
+    if warn_random and pretrained is None and _main_process():
+        _warn_random_by_default(backbone, backbone_id)
     phases = getattr(backbone, "load_phases", None)
     phases = dict(phases) if isinstance(phases, dict) else {}
     phases.update(construct_s=round(constructed - started, 3), checks_s=round(time.perf_counter() - constructed, 3),
@@ -103,6 +106,25 @@ def load_backbone(backbone_id: str, arch: str | None = None, pretrained: str | N
     except AttributeError:  # a plugin with __slots__: no phases recorded
         pass
     return backbone
+
+
+def _warn_random_by_default(backbone, backbone_id: str) -> None:
+    """Warn when a backbone loaded without `--pretrained` describes random weights (a plugin whose
+    default is `none`): the same warning as an explicit `--pretrained none`, since a report says so too."""
+    from vipcli import console
+    from vipcli.report.notices import random_weights
+
+    if not callable(getattr(backbone, "describe", None)):
+        return  # a broken describe fails where the run records it, with its own message
+    try:
+        described = backbone.describe()
+    except VipError:
+        return
+    if isinstance(described, dict) and random_weights({"backbone_describe": described}):
+        from rich.markup import escape
+
+        console.warn(escape(f"backbone '{backbone_id}' has random weights by default (pass --pretrained to load "
+                            "weights); results mean nothing except as a timing or plumbing test"))
 
 
 @contextlib.contextmanager
@@ -126,7 +148,6 @@ def collections_paused():
 
 
 def _construct(factory, backbone_id: str, distribution: str, arch, pretrained, device):
-    from vipcli.errors import VipError
 
     name = getattr(factory, "__name__", "factory")
     _check_signature(factory, backbone_id, distribution, name)
@@ -320,7 +341,6 @@ def copy_run_files(options: RunBackboneOptions, run_dir: str | Path) -> None:
 def check_backbone_paths(run_dir: str | Path, **options: str | None) -> None:
     """VipError when a local path a run's backbone was built from (an `--arch`/`--pretrained` value as
     `run_backbone_options` stored it, absolute) is gone: said of the run, since predict takes neither option."""
-    from vipcli.errors import VipError
 
     for option, value in options.items():
         path = Path(_split_schema(value or "")[1])
