@@ -237,6 +237,18 @@ class SharedRunningMean(Centroid):
         return result
 
 
+class UnseededNoise(Centroid):
+    """Flaw: perturbs its centroids with Python's random, which context.seed does not fix (no state is shared)."""
+
+    def fit(self, data, context):
+        import random
+
+        result = super().fit(data, context)
+        noise = torch.tensor([random.gauss(0.0, 0.5) for _ in range(self.centroids.numel())])  # [C * D]
+        self.centroids = F.normalize(self.centroids + noise.view_as(self.centroids), dim=-1)  # [C, D]
+        return result
+
+
 class SoftmaxInForward(Centroid):
     """Flaw: forward returns probabilities (vip applies softmax to what forward returns)."""
 
@@ -309,6 +321,7 @@ ENTRY_POINTS = "\n".join([
     "half-logits = vip_sample_methods:HalfLogits",
     "shared-running-mean = vip_sample_methods:SharedRunningMean",
     "softmax-in-forward = vip_sample_methods:SoftmaxInForward",
+    "unseeded-noise = vip_sample_methods:UnseededNoise",
     "bank-sized-in-fit = vip_sample_methods:BankSizedInFit",
     "nan-fit = vip_sample_methods:NanFit",
     "readme-prompts = vip_sample_methods:ReadmePrompts",

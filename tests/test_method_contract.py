@@ -266,7 +266,17 @@ def test_a_leak_between_fits_names_the_order_of_the_sweep_and_the_fix(cli, metho
     line = _one_error(err)
     assert "results would depend on the order of a benchmark sweep" in line
     assert line.endswith("(keep state on the instance (self.NAME, set in __init__ or fit), never on the class or in "
-                         "a module-level variable)")
+                         "a module-level variable; draw random numbers from a torch.Generator seeded with "
+                         "context.seed)")
+
+
+def test_a_fit_drawing_unseeded_random_numbers_is_not_blamed_on_shared_state_alone(cli, methods):
+    """A fit using Python's random (not fixed by context.seed) was told only that it shares state between instances."""
+    code, _, err = cli("methods", "check", "unseeded-noise")
+    line = _one_error(err)
+    assert code == 1 and "its two seed-2 fits give logits" in line
+    assert "random numbers that context.seed does not fix (numpy, Python's random)" in line
+    assert "torch.Generator seeded with context.seed" in line
 
 
 def test_a_run_of_a_method_that_returns_probabilities_warns_once_and_finishes(cli, methods, isic_small, tiny_clip,

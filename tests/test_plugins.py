@@ -54,6 +54,19 @@ def test_a_plugin_registering_a_built_in_backbone_id_is_shadowed(cli, site):
     assert backbone_class("clip").__name__ == "ClipBackbone" and backbone_class("clip").__module__.startswith("vip_")
 
 
+def test_two_plugins_registering_a_built_in_backbone_id_are_both_shadowed(cli, site):
+    install_distribution(site, "impostor-plugin", "clip = impostor:ClipBackbone")
+    install_distribution(site, "other-plugin", "clip = other:ClipBackbone")
+    code, out, err = cli("backbones", "list", "--json")
+    rows = [entry for entry in json.loads(out) if entry["id"] == "clip"]
+    assert code == 0 and rows[0]["distribution"] == "vipcli" and not rows[0]["conflict"], err
+    assert sorted(row["distribution"] for row in rows[1:]) == ["impostor-plugin", "other-plugin"]
+    assert all("rename the id" in row["shadowed"] for row in rows[1:]) and "registered twice" not in err
+    from vipcli.registry import backbone_class
+
+    assert backbone_class("clip").__module__.startswith("vip_")  # the built-in, never disabled
+
+
 def test_two_third_party_backbones_under_one_id_name_both_distributions(cli, site):
     install_distribution(site, "impostor-plugin", "tiny = impostor:Tiny")
     install_distribution(site, "other-plugin", "tiny = other:Tiny")

@@ -166,16 +166,17 @@ class PluginGroup:
         found: dict[str, EntryPoint] = {}
         conflicts: dict[str, str] = {}
         shadowed: dict[str, list[EntryPoint]] = {}
-        for entry_point in entry_points(group=self.group):
+        # vip's own entries first (a stable sort keeps sys.path order otherwise): every third party's
+        # entry under a built-in id then meets the built-in, however many there are and wherever they lie
+        for entry_point in sorted(entry_points(group=self.group), key=lambda entry: not _is_own(entry)):
             previous = found.get(entry_point.name)
             if previous is None:
                 found[entry_point.name] = entry_point
                 continue
             if previous.value == entry_point.value and distribution_of(previous) == distribution_of(entry_point):
                 continue  # the same distribution seen twice on sys.path
-            if _is_own(entry_point) != _is_own(previous):  # a built-in id: vip's entry wins
-                found[entry_point.name] = entry_point if _is_own(entry_point) else previous
-                shadowed.setdefault(entry_point.name, []).append(previous if _is_own(entry_point) else entry_point)
+            if _is_own(previous) and not _is_own(entry_point):  # a built-in id: vip's entry wins
+                shadowed.setdefault(entry_point.name, []).append(entry_point)
                 continue
             first, second = distribution_of(previous)[0], distribution_of(entry_point)[0]
             conflicts[entry_point.name] = (

@@ -313,7 +313,8 @@ def check_deterministic(method, first: torch.Tensor, second: torch.Tensor) -> No
 def check_sweep_order(method_id: str, seeds: tuple, first: torch.Tensor, again: torch.Tensor) -> None:
     """Refuse a method whose fit with seed A after a fit with seed B (fresh instances) gives other logits
     [n, C] than its first fit with seed A: state shared between instances (on the class or its module)
-    leaks from one fit into the next, so a sweep's results would depend on its order.
+    leaks from one fit into the next, or fit draws random numbers that the seed does not fix (numpy's or
+    Python's generators), so a sweep's results would depend on its order.
 
     The logits are compared (relative to the largest, within `ROUND_TRIP_TOLERANCE`), not their softmax:
     a confident method's probabilities are all near 0 or 1 and would hide the leak.
@@ -323,10 +324,12 @@ def check_sweep_order(method_id: str, seeds: tuple, first: torch.Tensor, again: 
         a, b = seeds[0], seeds[1]
         raise method_fault(method_id, "fit", f"fitted with seed {a}, then seed {b}, then seed {a} again (a fresh "
                                              f"instance each time), its two seed-{a} fits give logits {difference:.3g} "
-                                             "apart (relative): fit changes state shared between instances, so "
-                                             "results would depend on the order of a benchmark sweep",
+                                             "apart (relative): fit changes state shared between instances, or "
+                                             "draws random numbers that context.seed does not fix (numpy, Python's "
+                                             "random), so results would depend on the order of a benchmark sweep",
                            "keep state on the instance (self.NAME, set in __init__ or fit), never on the class "
-                           "or in a module-level variable")
+                           "or in a module-level variable; draw random numbers from a torch.Generator seeded "
+                           "with context.seed")
 
 
 def are_probabilities(logits: torch.Tensor) -> bool:
