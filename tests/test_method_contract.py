@@ -311,3 +311,18 @@ def test_logits_in_the_dtype_of_an_autocast_that_is_on_pass_the_check():
     check_logits(method, torch.randn(3, 2, dtype=torch.float64), 3)
     with pytest.raises(VipError, match="forward returned bfloat16 logits, not float32 or float64"):
         check_logits(method, torch.randn(3, 2, dtype=torch.bfloat16), 3)
+
+
+def test_probabilities_computed_in_bf16_are_still_told_apart_from_logits():
+    """On a GPU the logits are computed under bf16 autocast: softmaxed rows then sum to 1 only within about
+    1e-2, so the 1e-4 rule let `forward`'s softmax pass there without the warning."""
+    import torch
+
+    from vipcli.methods.contract import are_probabilities
+
+    scores = torch.randn(64, 7, generator=torch.Generator().manual_seed(0)) * 3  # [n, C]
+    probabilities = scores.to(torch.bfloat16).softmax(dim=-1).float()  # what a softmax in forward gives on CUDA
+    assert not are_probabilities(probabilities)  # the float32 rule alone misses them
+    assert are_probabilities(probabilities, computed_in=torch.bfloat16)
+    assert not are_probabilities(scores, computed_in=torch.bfloat16)
+    assert not are_probabilities(scores.sigmoid(), computed_in=torch.bfloat16)  # in [0, 1], not summing to 1
