@@ -23,9 +23,7 @@ def list_command(as_json: bool = typer.Option(False, "--json", help="Print one J
     """List installed methods and what each needs (their settings: vip methods show ID)."""
     from rich.markup import escape
 
-    from vipcli.methods import list_methods
-
-    from vipcli.methods import METHODS
+    from vipcli.methods import METHODS, list_methods
 
     infos = list_methods()
     for info in infos:

@@ -35,7 +35,7 @@ OTHER_FUNCTION_WORDS = frozenset(
     "el los las y con del una por es muy "  # Spanish
     "der das und mit ist sind ein eine einer den dem von auf im oder nicht "  # German
     "il di gli della delle dei è "  # Italian
-    "dos das com em uma são".split()  # Portuguese
+    "dos com em uma são".split()  # Portuguese ("das" is German's too)
 )
 FAMILY_WORDS = frozenset(
     "cancer cancers cancerous tumor tumors tumour tumours carcinoma carcinomas malignancy malignant benign "
