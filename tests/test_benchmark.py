@@ -365,6 +365,22 @@ def test_a_zero_shot_only_sweep_encodes_no_training_image(cli, isic_small, tiny_
     assert "; 16 image views encoded;" in out + err
 
 
+def test_a_zero_shot_only_sweep_needs_no_train_folder(cli, isic_small, tiny_clip, tmp_path):
+    """`vip train --method zeroshot` took `{val,test}/<class>/` without train/; `vip benchmark --methods
+    zeroshot` refused the same folder ("no train/"). A sweep with a method that learns still needs it."""
+    import shutil
+
+    shutil.rmtree(isic_small / "train")
+    code, out, err = cli(*bench_args(isic_small, tiny_clip, tmp_path / "bench", "--methods", "zeroshot",
+                                     "--seeds", "1"))
+    assert code == 0, err
+    assert [row["method"] for row in json.loads((tmp_path / "bench" / "results.json").read_text())["rows"]] == \
+        ["zeroshot"]
+    code, _, err = cli(*bench_args(isic_small, tiny_clip, tmp_path / "bench2", "--methods", "zeroshot,coop",
+                                   "--shots", "1", "--seeds", "1"))
+    assert code == 1 and "but no train/" in err
+
+
 def test_a_sweep_into_the_current_folder_is_locked_beside_it(cli, isic_small, tiny_clip, tmp_path, monkeypatch):
     """`--out .` (an empty folder one stands in) has no name for `OUT.lock`: it was 'unexpected ValueError:
     PosixPath('.') has an empty name (this is a bug in vip)'; the lock is taken beside the folder itself."""

@@ -495,7 +495,8 @@ def _prepare(config: BenchmarkConfig, methods: list[tuple[str, type]]) -> dict:
         split_seed = (stored or {}).get("config", {}).get("split_seed")
     if split_seed is None:
         split_seed = config.seeds[0]
-    dataset = load_dataset(config.data, seed=split_seed)
+    dataset = load_dataset(config.data, seed=split_seed,  # zero-shot methods alone: {val,test}/ without train/ too
+                           train_optional=not any(cls.uses_shots for _, cls in methods))
     from vipcli.packs import packs_for_run, symptoms_of
 
     symptoms = symptoms_of(packs_for_run(dataset.class_names, list(config.symptoms),
