@@ -36,9 +36,15 @@ PROBE = """<script>
       return {kind: f.tagName.toLowerCase(), label: f.getAttribute("alt") || f.getAttribute("aria-label") || "",
               left: box.left, right: box.right, shown: box.width, height: box.height};
     });
+    var tables = Array.prototype.map.call(document.querySelectorAll(".table"), function (t) {
+      var caption = t.querySelector("caption");
+      return {caption: caption ? caption.textContent : "", overflow: t.scrollWidth - t.clientWidth,
+              columns: t.querySelectorAll("thead th").length,
+              cue: getComputedStyle(t).backgroundImage.indexOf("radial-gradient") >= 0};
+    });
     var out = document.createElement("pre");
     out.id = "vip-probe";
-    out.textContent = JSON.stringify({images: images, figures: figures, errors: errors, height: document.body.scrollHeight,
+    out.textContent = JSON.stringify({images: images, figures: figures, tables: tables, errors: errors, height: document.body.scrollHeight,
                                       title: document.title, width: document.documentElement.scrollWidth,
                                       viewport: window.innerWidth});
     document.body.appendChild(out);
@@ -77,6 +83,8 @@ def render(page: Path, workdir: Path, width: int = 1200, max_height: int = 12000
     Returns:
         {"images": [{alt, complete, width, height (natural), shown (rendered width), figure (inside one)}],
          "figures": [{kind ("img" or "svg"), label (alt text), left, right, shown (rendered width), height}],
+         "tables": [{caption, overflow (px a table's scroll box hides sideways), columns,
+                     cue (a shadow drawn at an edge with more beyond it)}],
          "errors": [...], "height": px, "title": str,
          "width": the page's scroll width (px), "viewport": the window's width (px),
          "console": [console lines], "screenshot": Path}

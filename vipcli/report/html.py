@@ -19,6 +19,12 @@ h1 { font-size: 1.6rem; margin-bottom: 0.2rem; } h2 { font-size: 1.25rem; margin
 .sub { color: #555; margin-top: 0; }
 table { border-collapse: collapse; margin: 0.6rem 0; font-size: 0.9rem; }
 .table { max-width: 100%; overflow-x: auto; margin: 0.6rem 0; }  /* a table wider than a phone scrolls inside itself */
+.table {  /* ... and a shadow at the edge with more beyond it says so (the white covers scroll away with the table) */
+  background: linear-gradient(to right, #fff 30%, rgba(255, 255, 255, 0)) left / 2rem 100% no-repeat local,
+              linear-gradient(to left, #fff 30%, rgba(255, 255, 255, 0)) right / 2rem 100% no-repeat local,
+              radial-gradient(farthest-side at 0 50%, rgba(0, 0, 0, 0.3), transparent) left / 0.8rem 100% no-repeat scroll,
+              radial-gradient(farthest-side at 100% 50%, rgba(0, 0, 0, 0.3), transparent) right / 0.8rem 100% no-repeat scroll;
+}
 .table table { margin: 0; }
 caption { text-align: left; font-weight: 600; padding: 0.1rem 0 0.3rem; }
 th, td { border: 1px solid #ddd; padding: 0.25rem 0.55rem; text-align: left; vertical-align: top; }
@@ -47,10 +53,11 @@ figcaption, .caption { color: #555; font-size: 0.85rem; }
 code { background: #f4f4f6; padding: 0 0.2rem; border-radius: 3px; }
 footer { margin-top: 2rem; color: #595959; font-size: 0.8rem; }  /* 7:1 on white: small text */
 .name, .path, footer { overflow-wrap: anywhere; }  /* a long file name wraps, shown whole */
-@media (max-width: 600px) { body { padding: 0.8rem; } table { font-size: 0.8rem; } th, td { padding: 0.2rem 0.35rem; } }
+@media (max-width: 600px) { body { padding: 0.8rem; } table { font-size: 0.8rem; } th, td { padding: 0.2rem 0.35rem; }
+  td.num { white-space: normal; } }  /* "88.60 (101/114)" breaks at its space rather than past the screen's edge */
 @media print {  /* paper cannot scroll sideways: a wide table wraps its cells to fit the page */
   body { max-width: none; padding: 0; }
-  .table { overflow: visible; }
+  .table { overflow: visible; background: none; }
   td, td.num, .nowrap { white-space: normal; }
   h1, h2 { break-after: avoid; }  /* a heading stays with what it heads */
   .card, figure, tr, .note, .banner { break-inside: avoid; }  /* an image never parts from its labels */
