@@ -220,3 +220,16 @@ def test_train_given_an_image_file_as_data_says_it_is_a_file(cli, isic_small):
     code, _, err = cli("train", "--data", image)
     assert code == 1 and err.strip() == (f"error: --data {image} is a file, not a folder "
                                          "(pass --data DIR with one subfolder per class)"), err
+
+
+@pytest.mark.parametrize("argv, said", [
+    (("predict", "scan.png", "--run", "runs/x"), "error: No such option: --run (did you mean --model?)"),
+    (("predict", "scan.png", "--checkpoint=runs/x"), "error: No such option: --checkpoint (did you mean --model?)"),
+    (("train", "--weights", "w.pt"), "error: No such option: --weights (did you mean --pretrained?)"),
+    (("demo", "--run", "x"), "error: No such option: --run (Possible options: --out)"),  # demo has no --model
+])
+def test_an_option_named_by_what_it_means_points_to_vips(cli, argv, said):
+    """`vip predict scan.png --run DIR` (the natural guess) was answered "Possible options: --out": click
+    suggests by spelling only, and the trained run is given with --model."""
+    code, _, err = cli(*argv)
+    assert code == 2 and err.splitlines()[0].startswith(said), err

@@ -129,6 +129,25 @@ def _number_message(error) -> str | None:
     return f"{name} must be {kind}, got {str(first.get('input'))!r}"
 
 
+# options people reach for by what they mean, where click's spelling-based suggestion cannot find ours
+OPTION_SYNONYMS = {
+    "--run": "--model", "--run-dir": "--model", "--checkpoint": "--model", "--ckpt": "--model",
+    "--weights": "--pretrained", "--architecture": "--arch", "--gpu": "--device",
+}
+
+
+def _synonym_message(error) -> str | None:
+    """"No such option: --run (did you mean --model?)" for an option named by what it means, when the
+    command has the option it means; else None (click's own message, with its spelling suggestions)."""
+    name, context = getattr(error, "option_name", None), getattr(error, "ctx", None)
+    meant = OPTION_SYNONYMS.get(name or "")
+    if meant is None or context is None:
+        return None
+    if not any(meant in getattr(param, "opts", ()) for param in context.command.params):
+        return None
+    return f"No such option: {name} (did you mean {meant}?)"
+
+
 def _help_was_shown(error) -> bool:
     """Whether `error` is a command group run without a command (`vip`, `vip methods`).
 
@@ -173,7 +192,7 @@ def _main(argv: list[str] | None) -> int:
         if _help_was_shown(error):
             return error.exit_code
         context = getattr(error, "ctx", None)
-        message = _number_message(error) or error.format_message()
+        message = _number_message(error) or _synonym_message(error) or error.format_message()
         _print_error(message, f"see '{context.command_path} -h'" if context else None)
         return error.exit_code
     except CLICK_ABORT:
