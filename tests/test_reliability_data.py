@@ -82,13 +82,31 @@ def test_reduced_decoding_keeps_the_image(tmp_path):
 # --- linked class folders and duplicate images -----------------------------------------------------
 
 
-def test_a_class_folder_linked_to_another_is_named(tmp_path, capsys):
+def test_a_class_folder_linked_to_another_class_is_refused(tmp_path):
+    """`gamma -> beta` trained beta's images as gamma too, with only a warning; like a linked sub-folder
+    into another class, it is refused before any work."""
     root = _distinct_dataset(tmp_path / "d")
     (root / "gamma").symlink_to(root / "beta", target_is_directory=True)
+    with pytest.raises(VipError) as error:
+        load_dataset(root)
+    assert error.value.message == ("class folder gamma is a link to class folder beta: its images would be read as "
+                                "both 'gamma' and 'beta'")
+    assert error.value.hint == "remove the link gamma, or give it a folder of its own images"
+
+
+def test_the_same_class_linked_into_another_split_is_named(tmp_path, capsys):
+    """`test/alpha -> ../train/alpha` trains no image as two classes: it is warned about (a leak), not refused."""
+    root = tmp_path / "d"
+    _distinct_dataset(root / "train")
+    _distinct_dataset(root / "test", per_class=3, shade=100)
+    import shutil
+
+    shutil.rmtree(root / "test" / "alpha")
+    (root / "test" / "alpha").symlink_to(root / "train" / "alpha", target_is_directory=True)
     load_dataset(root)
     warnings = _warnings(capsys.readouterr().err)
-    assert len(warnings) == 1, warnings
-    assert "class folder gamma is the same folder as beta (a symbolic link)" in warnings[0]
+    assert any("class folder test/alpha is the same folder as train/alpha (a symbolic link)" in w for w in warnings), \
+        warnings
 
 
 def test_the_same_image_in_train_and_test_is_named_with_its_digest(tmp_path, capsys):

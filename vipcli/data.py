@@ -69,6 +69,23 @@ class LinkGuard:
         self.root = root
         self.real_root = Path(os.path.realpath(root))
         self.folders = {folder: Path(os.path.realpath(folder)) for folder in class_folders}
+        self._refuse_linked_classes()
+
+    def _refuse_linked_classes(self) -> None:
+        """VipError for a class folder that is a link into another class's folder (`train/gamma -> beta`):
+        one set of images under two class names. The same class in two splits is left to the duplicate
+        warning (`val/melanoma -> ../train/melanoma` leaks, but trains no image as two classes)."""
+        for folder, real in self.folders.items():
+            if real == Path(os.path.abspath(folder)):
+                continue  # not reached through a link
+            into = next((f for f, r in self.folders.items() if f != folder and f.name.lower() != folder.name.lower()
+                         and (real.is_relative_to(r) or r.is_relative_to(real))), None)
+            if into is not None:
+                place = (f"class folder {self._shown(into)}" if real == self.folders[into] else
+                         f"{self._shown_target(real)}, which shares images with class folder {self._shown(into)}")
+                raise VipError(f"class folder {self._shown(folder)} is a link to {place}: its images would be read "
+                               f"as both '{folder.name}' and '{into.name}'",
+                               f"remove the link {self._shown(folder)}, or give it a folder of its own images")
 
     def check(self, link: Path, owner: Path) -> None:
         """VipError if `link`, a linked sub-folder found in class folder `owner`, leads into another
