@@ -302,3 +302,16 @@ def test_train_warns_of_a_pack_in_another_language_and_of_a_symptom_naming_the_o
     assert f"warning: {pack}: the symptoms of 'melanoma' do not look English" in err
     assert f"warning: {pack}: 1 symptom of 'melanoma' only names a disease, with no word for what is seen: 'Nevus'" in err
     assert sum("do not look English" in line for line in err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("symptom, only_names", [
+    ("benign nevi", True),  # the Latin plural of the class name: still only a name
+    ("Melanomata", True),
+    ("Multiple nevi with a pigment network", False),
+    ("Irregular borders", False),
+])
+def test_a_symptom_that_only_names_its_disease_in_a_latin_plural_is_told(symptom, only_names):
+    """"benign nevi" passed as a description: only English plural endings were taken off the words."""
+    from vipcli.symptoms.wording import names_only
+
+    assert names_only(symptom, ["nevus", "melanoma"]) is only_names

@@ -71,18 +71,26 @@ def non_english_evidence(symptoms: list[str] | tuple[str, ...]) -> str | None:
 
 def names_only(symptom: str, names: list[str] | tuple[str, ...]) -> bool:
     """True if `symptom` has no descriptive word: nothing is left after taking out `names` (class and
-    pack names, aliases), disease-family words and filler words (plural endings ignored)."""
+    pack names, aliases), disease-family words and filler words (plural endings, Latin ones too, ignored)."""
     known = {word for name in names for word in _words(name)} | FAMILY_WORDS | FILLER_WORDS
     words = _words(symptom)
     return bool(words) and all(_singular_forms(word) & known for word in words)
 
 
 def _singular_forms(word: str) -> set[str]:
+    """`word` and the singulars it may be the plural of: English (-s, -es) and the Latin and Greek plurals
+    of medicine (nevi -> nevus, maculae -> macula, carcinomata -> carcinoma)."""
     forms = {word}
     if word.endswith("es"):
         forms.add(word[:-2])
     if word.endswith("s"):
         forms.add(word[:-1])
+    if word.endswith("i"):
+        forms.add(word[:-1] + "us")
+    if word.endswith("ae"):
+        forms.add(word[:-1])
+    if word.endswith("ata"):
+        forms.add(word[:-2])
     return forms
 
 
