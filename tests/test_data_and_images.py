@@ -165,6 +165,20 @@ def test_a_signed_image_with_negative_values_keeps_its_contrast(tmp_path, dtype)
     assert reduced.min() <= 8 and reduced.max() >= 247
 
 
+def test_a_signed_tiff_without_a_negative_value_is_read_as_signed(tmp_path):
+    """Soft tissue only (0..800 HU) in a signed 16-bit TIFF: Pillow reads it as mode I, like unsigned data,
+    so it was scaled as 10-bit (0..1023) instead of stretched like every other signed image."""
+    path = tmp_path / "ct.tif"
+    Image.fromarray(_ramp(0, 800, np.dtype("<i2"))).save(path)
+    with Image.open(path) as image:
+        assert image.mode == "I" and image.tag_v2.get(339) in (2, (2,))  # SampleFormat: signed integers
+    pixels = np.asarray(load_image(path))[..., 0]
+    assert pixels[0, 0] == 0 and pixels[-1, -1] == 255
+    unsigned = tmp_path / "xray.tif"
+    Image.fromarray(_ramp(0, 800, np.uint16)).save(unsigned)
+    assert np.asarray(load_image(unsigned))[-1, -1, 0] == round(800 / 1023 * 255)  # unsigned: by bit depth
+
+
 @pytest.mark.parametrize("mode", ["I;16", "I;16L", "I;16B", "I;16N", "I", "F"])
 def test_every_high_bit_depth_mode_is_reduced_and_scaled_alike(mode):
     from vipcli.images import reduce_decoded, to_rgb, value_range

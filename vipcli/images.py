@@ -24,8 +24,8 @@ DECODE_POLICY = "jpeg draft, then reduce(); shorter side kept >= 2 x min_side"  
 # upright changes no pixel of an image without an EXIF orientation, so such an image keeps its views
 ORIENTATION_POLICY = "EXIF orientation applied"
 # also part of feature-cache keys but not of the view seed (features.py): an 8-bit image is read as before
-DEPTH_POLICY = ("unsigned >8-bit by the bit depth its values use (10/12/14/16); signed by min..max; "
-                "float by min..max with 0..1")
+DEPTH_POLICY = ("unsigned >8-bit by the bit depth its values use (10/12/14/16); signed (mode, TIFF SampleFormat "
+                "or a negative value) by min..max; float by min..max with 0..1")
 DEPTHS = (10, 12, 14, 16)  # the bit depths a high-bit-depth image is scaled by: the smallest that holds its maximum
 EXIF_ORIENTATION = 0x0112  # the EXIF tag of how a viewer turns the stored pixels
 _REDUCIBLE = ("L", "LA", "La", "RGB", "RGBA", "RGBa", "I", "F", "CMYK", "YCbCr", "PA")  # modes Image.reduce takes
@@ -49,8 +49,8 @@ def value_range(image) -> tuple[float, float] | None:
     or 16 bits whose range (2**b - 1) holds the image's maximum, 255 when the maximum is <= 255 (an
     X-ray exported as 12-bit data in a 16-bit PNG, max <= 4095, is shown as bright as its 12 bits
     allow, not nearly black). The bit depth is read from the pixel values, because PNG and TIFF exports
-    rarely record how many of the 16 bits are used. Signed images (CT in Hounsfield units) and
-    integers beyond 16 bits are stretched from their own min to their own max; float images too, the
+    rarely record how many of the 16 bits are used. Signed images (CT in Hounsfield units: by mode, by a
+    TIFF's SampleFormat tag, or by a negative value) and integers beyond 16 bits are stretched from their own min to their own max; float images too, the
     range widened to hold 0..1 (a float image of values in 0..1 keeps its brightness).
     """
     if not is_high_depth(image.mode):
@@ -58,11 +58,27 @@ def value_range(image) -> tuple[float, float] | None:
     low, high = _extrema(image)
     if image.mode == "F":
         return min(low, 0.0), max(high, 1.0)
-    if image.mode.endswith("S") or low < 0 or high > 2 ** DEPTHS[-1] - 1:  # signed, or beyond 16 bits
-        return low, high
+    if image.mode.endswith("S") or _declared_signed(image) or low < 0 or high > 2 ** DEPTHS[-1] - 1:
+        return low, high  # signed (by its mode, its TIFF SampleFormat or a negative value), or beyond 16 bits
     if high <= 255:
         return 0.0, 255.0
     return 0.0, float(next(2 ** bits - 1 for bits in DEPTHS if high <= 2 ** bits - 1))
+
+
+TIFF_SAMPLE_FORMAT, SIGNED_INTEGER = 339, 2  # the TIFF tag saying how a sample is stored, and its "signed" value
+
+
+def _declared_signed(image) -> bool:
+    """True for a TIFF whose SampleFormat tag says signed integers: Pillow reads such a 16-bit image as
+    mode `I`, like an unsigned one, so a CT slice without a negative value would otherwise be taken
+    for unsigned data."""
+    tags = getattr(image, "tag_v2", None)
+    if tags is None:
+        return False
+    stored = tags.get(TIFF_SAMPLE_FORMAT)
+    if isinstance(stored, (tuple, list)):
+        stored = stored[0] if stored else None
+    return stored == SIGNED_INTEGER
 
 
 def _extrema(image) -> tuple[float, float]:
