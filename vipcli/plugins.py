@@ -30,6 +30,7 @@ def did_you_mean(typed: str, names: Iterable[str]) -> str:
     close = difflib.get_close_matches(typed, list(names), n=1)
     return f"; did you mean '{close[0]}'?" if close else ""
 
+
 @dataclass(frozen=True)
 class PluginInfo:
     """One installed plugin, as `vip backbones list` / `vip methods list` show it."""
@@ -42,7 +43,7 @@ class PluginInfo:
     shadowed: str = ""  # non-empty for a third party's entry under a built-in id (the built-in is used)
 
 
-OWN_DISTRIBUTION = "vipcli"  # vip's own distribution: its ids (the built-ins) win over a plugin's
+OWN_DISTRIBUTION = "vipcli"  # vip's own distribution (its one home): its ids, the built-ins, win over a plugin's
 _warned_shadows: set[tuple[str, str]] = set()  # (group, id) whose shadowed entries were warned about
 
 

@@ -148,7 +148,6 @@ def collections_paused():
 
 
 def _construct(factory, backbone_id: str, distribution: str, arch, pretrained, device):
-
     name = getattr(factory, "__name__", "factory")
     _check_signature(factory, backbone_id, distribution, name)
     try:
@@ -341,7 +340,6 @@ def copy_run_files(options: RunBackboneOptions, run_dir: str | Path) -> None:
 def check_backbone_paths(run_dir: str | Path, **options: str | None) -> None:
     """VipError when a local path a run's backbone was built from (an `--arch`/`--pretrained` value as
     `run_backbone_options` stored it, absolute) is gone: said of the run, since predict takes neither option."""
-
     for option, value in options.items():
         path = Path(_split_schema(value or "")[1])
         if path.is_absolute() and not path.exists():

@@ -11,12 +11,10 @@ import typer
 
 from vipcli import console
 from vipcli.errors import VipError
+from vipcli.plugins import OWN_DISTRIBUTION  # vip's own backbones: listed without importing them (and torch)
 from vipcli.registry import list_backbones
 
 app = typer.Typer(help="Backbone plugins (entry-point group vip.backbones).", no_args_is_help=True)
-
-
-OWN_DISTRIBUTION = "vipcli"  # vip's own backbones ship with it: listed without importing them (and torch)
 
 
 def _problem(info) -> str:

@@ -31,11 +31,10 @@ import json
 import torch
 
 from vipcli.methods.base import StateMismatch
-from vipcli.plugins import PluginError, guard_calls
+from vipcli.plugins import OWN_DISTRIBUTION, PluginError, guard_calls
 
 GUARDED_MEMBERS = ("fit", "forward", "prepare", "explain", "record", "state_tensors", "load_state_tensors",
                    "training_loss", "batched_loss")
-BUILT_IN = "vipcli"  # the distribution of the built-in methods (tested by vip's own suite)
 ROUND_TRIP_IMAGES = 64  # features compared between the fitted and the rebuilt method
 ROUND_TRIP_TOLERANCE = 1e-4  # max difference of softmax probabilities
 PROBABILITY_TOLERANCE = 1e-4  # a row of logits in [0, 1] summing to 1 within this is a probability vector
@@ -166,7 +165,7 @@ def check_class(cls, method_id: str) -> None:
 
 def guard_method(method, method_id: str, distribution: str) -> None:
     """Make a plugin's own exceptions name it and the member that raised (built-ins are left as they are)."""
-    if distribution.split(" ")[0] != BUILT_IN:
+    if distribution.split(" ")[0] != OWN_DISTRIBUTION:
         guard_calls(method, GUARDED_MEMBERS, "method", method_id, distribution)
 
 
@@ -399,7 +398,7 @@ def check_round_trip(method, features: torch.Tensor, device) -> None:
     from vipcli.fitting import predict_logits
     from vipcli.methods import restore_method
 
-    if distribution_of_method(method.id).split(" ")[0] == BUILT_IN or not len(features):
+    if distribution_of_method(method.id).split(" ")[0] == OWN_DISTRIBUTION or not len(features):
         return
     sample = features[:ROUND_TRIP_IMAGES]  # [n, D]
     logits = predict_logits(method, sample, device)  # [n, C]
