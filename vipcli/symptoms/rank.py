@@ -253,11 +253,12 @@ def prune(result: RankResult, data: Path) -> list[PrunedPack]:
         keep_texts = {s.symptom for s in (*keep, *kept_anyway)}
         removed = tuple(s for s in scores if s.symptom not in keep_texts)
         pack = replace(original, source=without_image_names(original.source))  # vip 0.1.0's named its images
-        if removed or any(s.points_wrong_way for s in kept_anyway):
+        item = PrunedPack(name, pack, removed, tuple(kept_anyway))
+        if removed or item.kept_wrong_way:
             symptoms = tuple(s for s in original.symptoms if s in keep_texts)  # the pack's own order
-            source = {**pack.source, "pruned": _provenance(result, data, removed, kept_anyway)}
-            pack = replace(original, symptoms=symptoms, source=source, path="")
-        pruned.append(PrunedPack(name, pack, removed, tuple(kept_anyway)))
+            source = {**pack.source, "pruned": _provenance(result, data, item)}
+            item = replace(item, pack=replace(original, symptoms=symptoms, source=source, path=""))
+        pruned.append(item)
     return pruned
 
 
@@ -272,7 +273,7 @@ def _refuse_shared_packs(result: RankResult) -> None:
             )
 
 
-def _provenance(result: RankResult, data: Path, removed, kept_anyway) -> dict:
+def _provenance(result: RankResult, data: Path, item: PrunedPack) -> dict:
     def rows(scores):
         return [{"symptom": s.symptom, "auroc": round(s.auroc, 3), "verdict": s.verdict} for s in scores]
 
@@ -282,11 +283,10 @@ def _provenance(result: RankResult, data: Path, removed, kept_anyway) -> dict:
         "data": str(data),
         "backbone": dict(result.backbone),
         "training_images": sum(result.counts),
-        "removed": rows(removed),
+        "removed": rows(item.removed),
     }
-    if kept_anyway:
-        record["kept_below_bound"] = rows(kept_anyway)
-    wrong_way = [s for s in kept_anyway if s.points_wrong_way]
-    if wrong_way:  # the other classes' images match these better than this class's: rewrite them
-        record["kept_wrong_way"] = rows(wrong_way)
+    if item.kept_anyway:
+        record["kept_below_bound"] = rows(item.kept_anyway)
+    if item.kept_wrong_way:  # the other classes' images match these better than this class's: rewrite them
+        record["kept_wrong_way"] = rows(item.kept_wrong_way)
     return record
