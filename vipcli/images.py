@@ -28,6 +28,7 @@ DEPTH_POLICY = ("unsigned >8-bit by the bit depth its values use (10/12/14/16); 
                 "or a negative value) by min..max; float by min..max with 0..1")
 DEPTHS = (10, 12, 14, 16)  # the bit depths a high-bit-depth image is scaled by: the smallest that holds its maximum
 EXIF_ORIENTATION = 0x0112  # the EXIF tag of how a viewer turns the stored pixels
+TIFF_SAMPLE_FORMAT, SIGNED_INTEGER = 339, 2  # the TIFF tag saying how a sample is stored, and its "signed" value
 _REDUCIBLE = ("L", "LA", "La", "RGB", "RGBA", "RGBa", "I", "F", "CMYK", "YCbCr", "PA")  # modes Image.reduce takes
 
 
@@ -50,8 +51,9 @@ def value_range(image) -> tuple[float, float] | None:
     X-ray exported as 12-bit data in a 16-bit PNG, max <= 4095, is shown as bright as its 12 bits
     allow, not nearly black). The bit depth is read from the pixel values, because PNG and TIFF exports
     rarely record how many of the 16 bits are used. Signed images (CT in Hounsfield units: by mode, by a
-    TIFF's SampleFormat tag, or by a negative value) and integers beyond 16 bits are stretched from their own min to their own max; float images too, the
-    range widened to hold 0..1 (a float image of values in 0..1 keeps its brightness).
+    TIFF's SampleFormat tag, or by a negative value) and integers beyond 16 bits are stretched from their
+    own min to their own max; float images too, the range widened to hold 0..1 (a float image of values
+    in 0..1 keeps its brightness).
     """
     if not is_high_depth(image.mode):
         return None
@@ -64,8 +66,6 @@ def value_range(image) -> tuple[float, float] | None:
         return 0.0, 255.0
     return 0.0, float(next(2 ** bits - 1 for bits in DEPTHS if high <= 2 ** bits - 1))
 
-
-TIFF_SAMPLE_FORMAT, SIGNED_INTEGER = 339, 2  # the TIFF tag saying how a sample is stored, and its "signed" value
 
 
 def _declared_signed(image) -> bool:

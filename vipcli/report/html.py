@@ -18,8 +18,9 @@ h1 { font-size: 1.6rem; margin-bottom: 0.2rem; } h2 { font-size: 1.25rem; margin
      border-bottom: 1px solid #ddd; padding-bottom: 0.2rem; }
 .sub { color: #555; margin-top: 0; }
 table { border-collapse: collapse; margin: 0.6rem 0; font-size: 0.9rem; }
-.table { max-width: 100%; overflow-x: auto; margin: 0.6rem 0; }  /* a table wider than a phone scrolls inside itself */
-.table {  /* ... and a shadow at the edge with more beyond it says so (the white covers scroll away with the table) */
+.table {  /* a table wider than a phone scrolls inside itself, and a shadow at the edge with more beyond it says so
+            (the white covers scroll away with the table, uncovering the shadow of the edge it leaves) */
+  max-width: 100%; overflow-x: auto; margin: 0.6rem 0;
   background: linear-gradient(to right, #fff 30%, rgba(255, 255, 255, 0)) left / 2rem 100% no-repeat local,
               linear-gradient(to left, #fff 30%, rgba(255, 255, 255, 0)) right / 2rem 100% no-repeat local,
               radial-gradient(farthest-side at 0 50%, rgba(0, 0, 0, 0.3), transparent) left / 0.8rem 100% no-repeat scroll,
