@@ -237,6 +237,28 @@ class SharedRunningMean(Centroid):
         return result
 
 
+class FirstFitWins(Centroid):
+    """Flaw: keeps the first fit's centroids on the class and hands them to every later fit ("first fit wins"),
+    so every fit gives the same result, whatever its seed and images; fitting A, B, A again looks consistent."""
+
+    kept: dict = {}  # class-level: shared by every instance in the process
+
+    def fit(self, data, context):
+        result = super().fit(data, context)
+        self.centroids = self.kept.setdefault("centroids", self.centroids.clone())
+        return result
+
+
+class IgnoresShots(Centroid):
+    """Flaw: declares it uses shots, but its fit sets class centroids from nothing the training images hold."""
+
+    def fit(self, data, context):
+        result = super().fit(data, context)
+        generator = torch.Generator().manual_seed(0)
+        self.centroids = F.normalize(torch.randn(self.centroids.shape, generator=generator), dim=-1)  # [C, D]
+        return result
+
+
 class UnseededNoise(Centroid):
     """Flaw: perturbs its centroids with Python's random, which context.seed does not fix (no state is shared)."""
 
@@ -322,6 +344,8 @@ ENTRY_POINTS = "\n".join([
     "shared-running-mean = vip_sample_methods:SharedRunningMean",
     "softmax-in-forward = vip_sample_methods:SoftmaxInForward",
     "unseeded-noise = vip_sample_methods:UnseededNoise",
+    "first-fit-wins = vip_sample_methods:FirstFitWins",
+    "ignores-shots = vip_sample_methods:IgnoresShots",
     "bank-sized-in-fit = vip_sample_methods:BankSizedInFit",
     "nan-fit = vip_sample_methods:NanFit",
     "readme-prompts = vip_sample_methods:ReadmePrompts",

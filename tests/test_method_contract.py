@@ -279,6 +279,31 @@ def test_a_fit_drawing_unseeded_random_numbers_is_not_blamed_on_shared_state_alo
     assert "torch.Generator seeded with context.seed" in line
 
 
+@pytest.mark.parametrize("method", ["first-fit-wins", "ignores-shots"])
+def test_a_fit_that_gives_one_result_whatever_its_images_is_named(cli, methods, method):
+    """A "first fit wins" cache on the class passed: seeds 2, 3 and 2 again all gave the first fit's result, so
+    the two seed-2 fits agreed, and every row of a sweep would have reported one fit."""
+    code, _, err = cli("methods", "check", method)
+    line = _one_error(err)
+    assert code == 1 and line.startswith(f"error: method '{method}' (from sample-methods 0.1.0) failed in fit: "
+                                         "fitted with seed 2, then seed 3 on other training images"), line
+    assert "both fits give exactly the same logits" in line and "uses_shots = False" in line
+
+
+def test_same_training_data_tells_other_images_and_other_views_apart():
+    import torch
+
+    from vipcli.featuresets import FeatureSet
+    from vipcli.methods.check import same_training_data
+
+    x, y, views = torch.randn(4, 8), torch.tensor([0, 0, 1, 1]), torch.randn(4, 2, 8)
+    base = FeatureSet(x, y, ["a", "b", "c", "d"], views)
+    assert same_training_data(base, FeatureSet(x.clone(), y, ["a", "b", "c", "d"], views.clone()))
+    assert not same_training_data(base, FeatureSet(x, y, ["a", "b", "c", "e"], views))
+    assert not same_training_data(base, FeatureSet(x, y, ["a", "b", "c", "d"], views + 1))
+    assert not same_training_data(base, FeatureSet(x, y, ["a", "b", "c", "d"], None))
+
+
 def test_a_run_of_a_method_that_returns_probabilities_warns_once_and_finishes(cli, methods, isic_small, tiny_clip,
                                                                               tmp_path):
     code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "run", "--method", "softmax-in-forward"))

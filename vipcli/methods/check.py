@@ -65,14 +65,17 @@ def check_method(method_id: str, options: dict | None = None) -> MethodCheck:
 def check_sweep(config) -> None:
     """Fit the method as a benchmark sweep does, in one process: seed A, then seed B, then seed A again, each
     a fresh instance on its seed's shots; the two seed-A fits must give the same test logits
-    (`check_sweep_order`), and the first one's must not be probabilities (`check_not_probabilities`)."""
+    (`check_sweep_order`), seeds A and B must not give exactly the same logits when their training images
+    differ (`check_fits_differ`), and the first fit's logits must not be probabilities
+    (`check_not_probabilities`)."""
     import torch
 
     from vipcli.data import load_dataset
     from vipcli.featuresets import prepare_features
     from vipcli.fitting import predict_logits
     from vipcli.methods import FitContext, MethodSetup, build_method, method_class
-    from vipcli.methods.contract import SWEEP_SEEDS, check_not_probabilities, check_sweep_order, checked_fit
+    from vipcli.methods.contract import (SWEEP_SEEDS, check_fits_differ, check_not_probabilities,
+                                         check_sweep_order, checked_fit)
     from vipcli.packs import packs_for_run, symptoms_of
     from vipcli.train import encoding_plan
 
@@ -82,7 +85,8 @@ def check_sweep(config) -> None:
     backbone = config.backbone.load(torch.device("cpu"))
     cache, schedule = config.encoding.cache(backbone), config.schedule.resolve(config.shots)
     shots, views, center = encoding_plan(config, cls)
-    test = first = None
+    test = None
+    fits = []  # (training split, test logits [T, C]) per fit, in the sweep's order
     for seed in (*SWEEP_SEEDS, SWEEP_SEEDS[0]):
         torch.manual_seed(seed)
         method = build_method(config.method, MethodSetup(backbone, dataset.class_names, symptoms),
@@ -92,7 +96,19 @@ def check_sweep(config) -> None:
         checked_fit(method, data, FitContext(schedule, seed, None, None))
         test = data.test.x if test is None else test  # [T, D]: every fit predicts the same images
         logits = predict_logits(method, test, backbone.device)  # [T, C]
-        if first is None:
+        if not fits:
             check_not_probabilities(method, logits)
-            first = logits
-    check_sweep_order(config.method, SWEEP_SEEDS, first, logits)
+        fits.append((data.train, logits))
+    if cls.uses_shots and not same_training_data(fits[0][0], fits[1][0]):
+        check_fits_differ(config.method, SWEEP_SEEDS, fits[0][1], fits[1][1])
+    check_sweep_order(config.method, SWEEP_SEEDS, fits[0][1], fits[2][1])
+
+
+def same_training_data(first, second) -> bool:
+    """Whether two fits' training splits (`FeatureSet`) hold the same images, features and augmented views."""
+    import torch
+
+    def same(a, b) -> bool:
+        return a is b or (a is not None and b is not None and a.shape == b.shape and torch.equal(a, b))
+
+    return first.paths == second.paths and same(first.x, second.x) and same(first.views, second.views)

@@ -331,6 +331,25 @@ def check_sweep_order(method_id: str, seeds: tuple, first: torch.Tensor, again: 
                            "with context.seed")
 
 
+def check_fits_differ(method_id: str, seeds: tuple, first: torch.Tensor, second: torch.Tensor) -> None:
+    """Refuse a method that uses shots whose fit with seed B gives exactly the test logits [n, C] of its fit
+    with seed A although the two fits learned from different training images: fit keeps the result of an
+    earlier fit (a cache on the class or in its module, "first fit wins", which the A-B-A order check cannot
+    see since every fit then gives the first one's result) or ignores its training data, so every row of a
+    benchmark sweep would report the same fit. Only exact equality is refused: two real fits on other images
+    never agree to the last bit."""
+    if len(first) and first.shape == second.shape and torch.equal(first, second):
+        a, b = seeds[0], seeds[1]
+        raise method_fault(method_id, "fit", f"fitted with seed {a}, then seed {b} on other training images (a "
+                                             f"fresh instance each time), both fits give exactly the same logits: "
+                                             "fit reuses a fit kept from an earlier one (a cache on the class or "
+                                             "in a module-level variable) or ignores its training data, so every "
+                                             "row of a benchmark sweep would report one fit",
+                           "keep fitted state on the instance (self.NAME, set in fit), never on the class or in a "
+                           "module-level variable; a method that learns nothing from labelled images declares "
+                           "uses_shots = False")
+
+
 def are_probabilities(logits: torch.Tensor, computed_in: torch.dtype | None = None) -> bool:
     """Whether every row of `logits` [n, C] is a probability vector: entries in [0, 1], summing to 1 within
     `PROBABILITY_TOLERANCE` (n > 0), or within C rounding steps of `computed_in` when the logits were
