@@ -85,7 +85,8 @@ def atomic_folder(path: str | Path):
         for folder, subfolders, files in os.walk(staging):  # some writers (safetensors) make 0600 files
             os.chmod(folder, 0o777 & ~mask)
             for name in files:
-                os.chmod(os.path.join(folder, name), 0o666 & ~mask)
+                if not os.path.islink(os.path.join(folder, name)):  # chmod would change the link's target
+                    os.chmod(os.path.join(folder, name), 0o666 & ~mask)
         if path.exists():
             # a name of its own (not a fixed `.NAME.old`): two processes replacing one folder at once
             # never rename onto, or delete, each other's old folder

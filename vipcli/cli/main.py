@@ -8,7 +8,7 @@ import sys
 import typer
 
 from vipcli import __version__, stop_signals
-from vipcli.cli import backbones, benchmark, cache, demo, methods, predict, report, symptoms, train
+from vipcli.cli import backbones, benchmark, cache, data, demo, methods, predict, report, symptoms, train
 from vipcli.errors import VipError
 
 def _click_variants() -> list:
@@ -81,6 +81,7 @@ def _root(
     """ViP: adapt vision-language models to medical images with LLM-described visual symptoms."""
 
 
+app.add_typer(data.app, name="data")
 app.add_typer(backbones.app, name="backbones")
 app.add_typer(methods.app, name="methods")
 app.add_typer(symptoms.app, name="symptoms")

@@ -1,0 +1,198 @@
+"""`vip data sort`: class folders from a labels CSV (ISIC's one-hot columns, HAM10000's dx column, a split
+column), checked through the CLI and by reading the result back as vip's data folder."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from conftest import error_lines
+
+SHARED_ISIC = Path(__file__).resolve().parents[2] / "shared" / "data" / "isic2017_mel_nv"
+
+
+def _images(folder: Path, names: list[str]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for number, name in enumerate(names):
+        Image.new("RGB", (8, 8), (number * 20 % 256, 40, 90)).save(folder / name)
+    return folder
+
+
+def _csv(path: Path, text: str, encoding: str = "utf-8") -> Path:
+    path.write_text(text, encoding=encoding)
+    return path
+
+
+def _one_error(err: str) -> str:
+    lines = error_lines(err)
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def test_a_table_with_a_class_and_a_split_column_becomes_split_and_class_folders(cli, tmp_path):
+    from vipcli.data import load_dataset
+
+    images = _images(tmp_path / "flat", [f"img{n}.png" for n in range(12)])
+    rows = [f"img{n},{'melanoma' if n % 2 else 'nevus'},{('train', 'Validation', 'test')[n % 3]}" for n in range(12)]
+    labels = _csv(tmp_path / "labels.csv", "image,diagnosis,split\n" + "\n".join(rows) + "\n")
+    code, out, err = cli("data", "sort", labels, "--images", images, "--out", tmp_path / "sorted")
+    assert code == 0, err
+    assert "columns: image 'image'; class 'diagnosis'; split 'split' (found: image, split, class)" in out
+    assert f"next: vip train --data {tmp_path / 'sorted'}" in out
+    link = tmp_path / "sorted" / "val" / "melanoma" / "img1.png"
+    assert link.is_symlink() and os.readlink(link) == str((images / "img1.png").resolve())
+    dataset = load_dataset(tmp_path / "sorted", seed=1)
+    assert dataset.class_names == ["melanoma", "nevus"]
+    assert sorted(s.path.name for s in dataset.splits["test"]) == ["img11.png", "img2.png", "img5.png", "img8.png"]
+    assert dataset.origin["val"] == "folder"
+    record = json.loads((tmp_path / "sorted" / ".vip-sorted.json").read_text())
+    assert record["columns"]["split"] == "split" and record["files"] == "links" and record["images_sorted"] == 12
+
+
+def test_isic_2017_one_hot_columns_need_the_class_of_unmarked_rows(cli, tmp_path):
+    """ISIC 2017 marks melanoma and seborrheic keratosis; a nevus is a row marked in neither."""
+    images = _images(tmp_path / "ISIC-2017_Training_Data", ["ISIC_0000000.jpg", "ISIC_0000001.jpg",
+                                                            "ISIC_0000002.jpg", "ISIC_0000000_superpixels.png"])
+    labels = _csv(tmp_path / "gt.csv", "image_id,melanoma,seborrheic_keratosis\nISIC_0000000,0.0,0.0\n"
+                                       "ISIC_0000001,0.0,0.0\nISIC_0000002,1.0,0.0\n")
+    code, _, err = cli("data", "sort", labels, "--images", images, "--out", tmp_path / "sorted")
+    line = _one_error(err)
+    assert code == 1 and "2 rows of gt.csv are marked 0 in every --one-hot column (melanoma, seborrheic_keratosis" in line
+    assert line.endswith("(name their class with --otherwise CLASS (ISIC 2017: --otherwise nevus))")
+    assert not (tmp_path / "sorted").exists()
+    code, out, err = cli("data", "sort", labels, "--images", images, "--out", tmp_path / "sorted", "--otherwise", "nevus")
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "sorted" / "nevus").iterdir()) == ["ISIC_0000000.jpg", "ISIC_0000001.jpg"]
+    assert [p.name for p in (tmp_path / "sorted" / "melanoma").iterdir()] == ["ISIC_0000002.jpg"]
+    assert not (tmp_path / "sorted" / "seborrheic_keratosis").exists()  # a class with no image gets no folder
+    assert "1 image under" in err and "is in no row: left out (first: ISIC_0000000_superpixels.png)" in err
+
+
+def test_a_row_marked_as_two_classes_is_refused_by_name(cli, tmp_path):
+    images = _images(tmp_path / "img", ["a.png", "b.png"])
+    labels = _csv(tmp_path / "gt.csv", "image,MEL,NV\na,1,1\nb,0,1\n")
+    code, _, err = cli("data", "sort", labels, "--images", images, "--out", tmp_path / "sorted")
+    assert code == 1 and "1 rows of gt.csv are marked as more than one class (first: a (MEL and NV))" in _one_error(err)
+
+
+def test_a_table_of_many_columns_asks_which_holds_the_class(cli, tmp_path):
+    """HAM10000's metadata: lesion_id, image_id, dx, dx_type, age, sex, localization."""
+    images = _images(tmp_path / "HAM10000_images", ["ISIC_0027419.jpg", "ISIC_0025030.jpg"])
+    labels = _csv(tmp_path / "HAM10000_metadata.csv",
+                  "lesion_id,image_id,dx,dx_type,age,sex,localization\n"
+                  "HAM_0000118,ISIC_0027419,bkl,histo,80.0,male,scalp\nHAM_0000118,ISIC_0025030,nv,histo,80.0,male,scalp\n")
+    code, _, err = cli("data", "sort", labels, "--images", images, "--out", tmp_path / "sorted")
+    assert code == 2 and _one_error(err) == (
+        "error: HAM10000_metadata.csv: cannot tell which column holds the class (columns besides the image's: "
+        "lesion_id, dx, dx_type, age, sex, localization) (name it with --label-column NAME, or the 0/1 columns "
+        "with --one-hot COL,COL)")
+    code, out, err = cli("data", "sort", labels, "--images", images, "--out", tmp_path / "sorted",
+                         "--label-column", "dx")
+    assert code == 0 and "columns: image 'image_id'; class 'dx' (found: image)" in out, err
+    code, _, err = cli("data", "sort", labels, "--images", images, "--out", tmp_path / "other", "--label-column", "Dx")
+    assert code == 2 and "--label-column Dx: HAM10000_metadata.csv has no such column" in _one_error(err)
+
+
+def test_rows_without_an_image_or_a_class_are_left_out_with_a_warning(cli, tmp_path):
+    images = _images(tmp_path / "img", ["a.png", "b.png", "c.png"])
+    labels = _csv(tmp_path / "gt.csv", "file,label\na.png,x\nb.png,y\nc.png,\nmissing.png,y\n")
+    code, out, err = cli("data", "sort", labels, "--images", images, "--out", tmp_path / "sorted")
+    assert code == 0 and "sorted 2 images into" in out
+    assert "1 row of the labels names no image under" in err and "left out (y 1; first: missing.png)" in err
+    assert "1 row of the labels has an empty class cell: left out (first: c.png)" in err
+
+
+@pytest.mark.parametrize("table, said", [
+    ("image,label\na,x\na,y\n", "a.png is in gt.csv twice, as 'x' and as 'y'"),
+    ("image,label\na,Melanoma\nb,melanoma\n", "classes 'Melanoma' and 'melanoma' differ only in case"),
+    ("image,label\na,../up\nb,x\n", "class '../up' cannot be a folder name"),
+    ("image,label\nsub1/a,x\nsub2/a,x\n", "would both be 'x'/a.png"),
+])
+def test_a_table_that_cannot_become_class_folders_is_refused_before_any_is_written(cli, tmp_path, table, said):
+    images = _images(tmp_path / "img", ["a.png", "b.png"])
+    if "sub1" in table:
+        images = _images(tmp_path / "subs" / "sub1", ["a.png"]).parent
+        _images(images / "sub2", ["a.png"])
+    labels = _csv(tmp_path / "gt.csv", table)
+    code, _, err = cli("data", "sort", labels, "--images", images, "--out", tmp_path / "sorted")
+    assert code == 1 and said in _one_error(err)
+    assert not (tmp_path / "sorted").exists()
+
+
+def test_a_name_matching_two_files_asks_for_the_path(cli, tmp_path):
+    images = _images(tmp_path / "img", ["a.png", "a.jpg", "b.png"])
+    labels = _csv(tmp_path / "gt.csv", "image,label\na,x\nb,y\n")
+    code, _, err = cli("data", "sort", labels, "--images", images, "--out", tmp_path / "sorted")
+    line = _one_error(err)
+    assert code == 1 and "'a' in gt.csv names 2 files under" in line and "by its path relative to --images" in line
+
+
+def test_a_semicolon_table_saved_by_excel_with_a_byte_order_mark_is_read(cli, tmp_path):
+    images = _images(tmp_path / "img", ["a.png", "b.png"])
+    labels = _csv(tmp_path / "gt.csv", "image;label\r\na;x\r\nb;y\r\n", encoding="utf-8-sig")
+    code, out, err = cli("data", "sort", labels, "--images", images, "--out", tmp_path / "sorted")
+    assert code == 0 and "columns: image 'image'; class 'label'" in out, err
+
+
+def test_the_out_folder_is_never_a_folder_of_other_files_and_is_replaced_only_with_force(cli, tmp_path):
+    images = _images(tmp_path / "img", ["a.png", "b.png"])
+    labels = _csv(tmp_path / "gt.csv", "image,label\na,x\nb,y\n")
+    mine = tmp_path / "mine"
+    _images(mine / "x", ["keep.png"])
+    for extra in ([], ["--force"]):
+        code, _, err = cli("data", "sort", labels, "--images", images, "--out", mine, *extra)
+        assert code == 2 and "already holds files vip did not sort" in _one_error(err)
+    assert (mine / "x" / "keep.png").is_file()
+    code, _, err = cli("data", "sort", labels, "--images", images, "--out", tmp_path / "sorted")
+    assert code == 0, err
+    code, _, err = cli("data", "sort", labels, "--images", images, "--out", tmp_path / "sorted")
+    assert code == 2 and "was sorted before (pass --force to sort it again" in _one_error(err)
+    _csv(labels, "image,label\na,x\nb,x\n")
+    code, _, err = cli("data", "sort", labels, "--images", images, "--out", tmp_path / "sorted", "--force")
+    assert code == 0 and not (tmp_path / "sorted" / "y").exists(), err
+    code, _, err = cli("data", "sort", labels, "--images", images, "--out", images / "sorted")
+    assert code == 2 and "overlap" in _one_error(err)
+
+
+def test_copies_are_files_and_links_leave_the_images_permissions_alone(cli, tmp_path):
+    images = _images(tmp_path / "img", ["a.png", "b.png"])
+    os.chmod(images / "a.png", 0o600)
+    labels = _csv(tmp_path / "gt.csv", "image,label\na,x\nb,y\n")
+    code, _, err = cli("data", "sort", labels, "--images", images, "--out", tmp_path / "linked")
+    assert code == 0, err
+    assert (images / "a.png").stat().st_mode & 0o777 == 0o600  # the staging folder's chmod skips links
+    code, out, err = cli("data", "sort", labels, "--images", images, "--out", tmp_path / "copied", "--copy")
+    copied = tmp_path / "copied" / "x" / "a.png"
+    assert code == 0 and "(copies of the files under" in out and copied.is_file() and not copied.is_symlink()
+    assert copied.read_bytes() == (images / "a.png").read_bytes()
+
+
+def test_a_system_that_refuses_links_leaves_nothing_and_names_copy(cli, tmp_path, monkeypatch):
+    images = _images(tmp_path / "img", ["a.png", "b.png"])
+    labels = _csv(tmp_path / "gt.csv", "image,label\na,x\nb,y\n")
+
+    def refuse(*args, **kwargs):
+        raise OSError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "symlink", refuse)
+    code, _, err = cli("data", "sort", labels, "--images", images, "--out", tmp_path / "sorted")
+    line = _one_error(err)
+    assert code == 1 and "Operation not permitted" in line and line.endswith("(pass --copy (Windows makes links "
+                                                                             "only in Developer Mode))")
+    assert not (tmp_path / "sorted").exists() and not list(tmp_path.glob(".sorted*"))
+
+
+@pytest.mark.skipif(not SHARED_ISIC.is_dir(), reason="the shared ISIC 2017 images are not beside this checkout")
+def test_the_shared_isic_labels_sort_into_the_shipped_folders_counts(cli, tmp_path):
+    code, out, err = cli("data", "sort", SHARED_ISIC / "labels_all_isic2017_part3.csv", "--images", SHARED_ISIC,
+                         "--out", tmp_path / "isic")
+    assert code == 0, err
+    for split in ("train", "val", "test"):
+        for name in ("melanoma", "nevus"):
+            made = sorted(p.name for p in (tmp_path / "isic" / split / name).iterdir())
+            assert made == sorted(p.name for p in (SHARED_ISIC / split / name).glob("*.jpg")), (split, name)
+    assert "386 rows of the labels name no image" in err and "(seborrheic_keratosis 386; first" in err

@@ -1,0 +1,110 @@
+"""`vip data sort`: class folders from a table of labels, for the data sets that ship a CSV beside their images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from vipcli import console
+
+app = typer.Typer(help="Data folders: sort images into class folders from a labels CSV.", no_args_is_help=True)
+
+
+@app.command("sort")
+def sort_command(
+    labels: Path = typer.Argument(..., metavar="LABELS", help="The labels table: a CSV (comma, semicolon or tab) or TSV with a "
+                                  "header row, one row per image."),
+    images: Path = typer.Option(..., "--images", help="The folder holding the images (searched with its "
+                                "sub-folders); rows name them by file name, by name without suffix (ISIC_0000000) "
+                                "or by path relative to it."),
+    out: Path = typer.Option(..., "--out", help="The folder to write: OUT/CLASS/ (or OUT/SPLIT/CLASS/ with a "
+                             "split column), ready for `vip train --data OUT`."),
+    image_column: Optional[str] = typer.Option(None, "--image-column", help="The column naming each image "
+                                               "(default: the one whose values name the most image files)."),
+    label_column: Optional[str] = typer.Option(None, "--label-column", help="The column holding each image's "
+                                               "class name (default: the one column left)."),
+    one_hot: Optional[str] = typer.Option(None, "--one-hot", help="Comma-separated 0/1 columns, one per class, "
+                                          "instead of --label-column (default: all columns left, when every "
+                                          "cell of them is 0/1, as in ISIC 2019)."),
+    otherwise: Optional[str] = typer.Option(None, "--otherwise", help="The class of rows marked 0 in every "
+                                            "--one-hot column (ISIC 2017: nevus)."),
+    split_column: Optional[str] = typer.Option(None, "--split-column", help="The column holding train/val/test "
+                                               "(default: one named split, subset or partition, if its values "
+                                               "are all split names)."),
+    copy: bool = typer.Option(False, "--copy", help="Copy the images instead of linking to them (a folder that "
+                              "can move to another machine)."),
+    force: bool = typer.Option(False, "--force", help="Sort again into an --out that `vip data sort` wrote "
+                               "before (never a folder of other files)."),
+) -> None:
+    """Sort the images a labels CSV names into class folders (links by default), ready for `vip train`."""
+    from vipcli import __version__
+    from vipcli.errors import UsageError
+    from vipcli.label_table import (check_out, choose_columns, index_images, read_label_table, sort_rows,
+                                    write_sorted)
+
+    if not images.is_dir():
+        raise UsageError(f"--images {images}: no such folder", "pass the folder holding the images")
+    check_out(out, images, force)
+    table = read_label_table(labels)
+    index = index_images(images)
+    if not index:
+        raise UsageError(f"--images {images}: no image files in it or its sub-folders",
+                         "pass the folder holding the images")
+    hot = [name.strip() for name in one_hot.split(",") if name.strip()] if one_hot else None
+    columns = choose_columns(table, index, image_column, label_column, hot, otherwise, split_column)
+    sorting = sort_rows(table, columns, index, images)
+    record = {"vip": __version__, "labels": str(labels.resolve()), "images": str(images.resolve()),
+              "columns": {"image": columns.image, "label": columns.label, "one_hot": list(columns.one_hot),
+                          "otherwise": columns.otherwise, "split": columns.split},
+              "files": "copies" if copy else "links", "images_sorted": len(sorting.placed)}
+    write_sorted(sorting, out, copy, record)
+    _say(sorting, columns, out, images, copy)
+
+
+def _say(sorting, columns, out: Path, images: Path, copy: bool) -> None:
+    """What was sorted where: the columns used, a table of images per class and split, what was left out."""
+    from collections import Counter
+
+    from rich.markup import escape
+    from rich.table import Table
+
+    from vipcli.label_table import SHOWN
+
+    shown = console.printable
+    stdout = console.stdout()
+    kind = "copies of" if copy else "links to"
+    stdout.print(f"sorted {len(sorting.placed)} images into {shown(out)} ({kind} the files under {shown(images)})",
+                 markup=False)
+    cls = repr(columns.label) if columns.label else "one-hot " + ", ".join(repr(c) for c in columns.one_hot) + \
+        (f", otherwise {columns.otherwise!r}" if columns.otherwise else "")
+    roles = [f"image {columns.image!r}", f"class {cls}"] + ([f"split {columns.split!r}"] if columns.split else [])
+    found = f" (found: {', '.join(columns.found)})" if columns.found else ""
+    stdout.print(shown(f"columns: {'; '.join(roles)}{found}"), markup=False)
+    counts = sorting.counts()
+    splits = [s for s in ("train", "val", "test", "") if s in counts]
+    table = Table("class", *(split or "images" for split in splits))
+    for name in sorted({name for counter in counts.values() for name in counter}):
+        table.add_row(escape(shown(name)), *(str(counts[split][name]) for split in splits))
+    stdout.print(table)
+    if sorting.without_image:
+        rows = sorting.without_image
+        classes = Counter(name for _, name in rows)
+        by_class = ", ".join(f"{shown(name)} {count}" for name, count in classes.most_common(SHOWN))
+        by_class += f" and {len(classes) - SHOWN} more classes" if len(classes) > SHOWN else ""
+        verb = "names" if len(rows) == 1 else "name"
+        console.warn(escape(f"{len(rows)} {console.plural(len(rows), 'row')} of the labels {verb} no image under "
+                            f"{images}: left out ({by_class}; first: "
+                            f"{console.first_few((shown(key) for key, _ in rows), SHOWN)})"))
+    if sorting.without_label:
+        keys = sorting.without_label
+        console.warn(escape(f"{len(keys)} {console.plural(len(keys), 'row')} of the labels "
+                            f"{'has' if len(keys) == 1 else 'have'} an empty class cell: left out "
+                            f"(first: {console.first_few(map(shown, keys), SHOWN)})"))
+    if sorting.not_in_table:
+        files = [str(p.relative_to(images)) for p in sorting.not_in_table]
+        console.warn(escape(f"{len(files)} {console.plural(len(files), 'image')} under {images} "
+                            f"{'is' if len(files) == 1 else 'are'} in no row: left out "
+                            f"(first: {console.first_few(map(shown, files), SHOWN)})"))
+    stdout.print(f"next: vip train --data {shown(out)}", markup=False)

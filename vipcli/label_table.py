@@ -1,0 +1,351 @@
+"""Sorting images into vip's class folders from a table of labels (a CSV such as ISIC's or HAM10000's).
+
+Most public medical image sets ship their labels as a table beside a flat folder of images, while vip
+reads one folder per class. `vip data sort` reads the table, finds each row's image, and writes the
+class folders (with split folders when the table has a split column) as links to the images, or as
+copies. Every check runs before the first link is made, and the folder appears whole or not at all.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vipcli.errors import UsageError, VipError
+
+SPLIT_COLUMN_NAMES = ("split", "subset", "partition")  # a column of one of these names holding only split names
+SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+               "test": "test", "testing": "test"}  # split values (any case) -> vip's split folders
+TRUE_VALUES = frozenset({"1", "1.0", "true", "yes"})  # a one-hot cell that marks its column's class
+FALSE_VALUES = frozenset({"0", "0.0", "false", "no", ""})
+MANIFEST = ".vip-sorted.json"  # written in the sorted folder: what made it (hidden: never a class or an image)
+SHOWN = 3  # rows or files named in a message before a count
+
+
+@dataclass(frozen=True)
+class LabelTable:
+    """The rows of a labels file: its column names and one dict per row (cells stripped of spaces)."""
+
+    path: Path
+    columns: list[str]
+    rows: list[dict[str, str]]
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Which columns of a `LabelTable` hold what: the image, and its class either as a name (`label`)
+    or as 0/1 marks (`one_hot`, with `otherwise` for rows marked in none), and the split if any."""
+
+    image: str
+    label: str | None = None
+    one_hot: tuple[str, ...] = ()
+    otherwise: str | None = None
+    split: str | None = None
+    found: tuple[str, ...] = ()  # the roles vip chose itself ("image", "class", "split"), to say so
+
+
+@dataclass
+class Sorting:
+    """What goes where: (image file, split or None, class) per image, and the rows and files left out."""
+
+    placed: list[tuple[Path, str | None, str]] = field(default_factory=list)
+    without_image: list[tuple[str, str]] = field(default_factory=list)  # (row key, class) naming no image file
+    without_label: list[str] = field(default_factory=list)  # row keys with an empty class cell
+    not_in_table: list[Path] = field(default_factory=list)  # image files no row names
+
+    def counts(self) -> dict[str, Counter]:
+        """Images per class, per split ("" for a table without splits)."""
+        counts: dict[str, Counter] = defaultdict(Counter)
+        for _, split, name in self.placed:
+            counts[split or ""][name] += 1
+        return dict(counts)
+
+
+def read_label_table(path: str | Path) -> LabelTable:
+    """Read a CSV (comma, semicolon or tab; the delimiter is detected) or TSV file with a header row.
+
+    Raises:
+        VipError: the file is missing, not UTF-8 text, empty, or its header repeats a column name.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise VipError(f"{path}: no such labels file", "pass the CSV that names each image and its class")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise VipError(f"{path}: not UTF-8 text", "save it as 'CSV UTF-8' (or convert it with iconv)") from None
+    lines = text.splitlines()
+    if not lines or not lines[0].strip():
+        raise VipError(f"{path}: empty, or no header row in its first line",
+                       "the first line names the columns, e.g. image_id,label")
+    delimiter = "\t" if path.suffix.lower() in (".tsv", ".tab") else _delimiter(lines[0])
+    reader = csv.reader(lines, delimiter=delimiter)
+    header = [cell.strip() for cell in next(reader)]
+    repeated = sorted(name for name, count in Counter(header).items() if count > 1)
+    if repeated:
+        raise VipError(f"{path}: column {', '.join(repr(n) for n in repeated)} appears twice in the header",
+                       "give each column its own name")
+    rows = [dict(zip(header, (cell.strip() for cell in row))) for row in reader if any(cell.strip() for cell in row)]
+    return LabelTable(path, header, rows)
+
+
+def _delimiter(header: str) -> str:
+    """The delimiter of a header line: the most frequent of comma, semicolon (European Excel) and tab."""
+    return max((",", ";", "\t"), key=header.count) if any(c in header for c in ",;\t") else ","
+
+
+def index_images(folder: Path) -> dict[str, list[Path]]:
+    """The image files under `folder`, each findable by its name, its stem, and its path relative to
+    `folder` with and without the suffix (ISIC's tables name `ISIC_0000000`, others `a/b.png`)."""
+    from vipcli.images import image_files_under
+
+    index: dict[str, list[Path]] = defaultdict(list)
+    for path in image_files_under(folder):
+        relative = path.relative_to(folder).as_posix()
+        for key in {path.name, path.stem, relative, relative[: -len(path.suffix)] if path.suffix else relative}:
+            index[key].append(path)
+    return dict(index)
+
+
+def _is_flag(value: str) -> bool:
+    return value.lower() in TRUE_VALUES | FALSE_VALUES
+
+
+def _split_column(table: LabelTable, taken: set[str]) -> str | None:
+    """A column named like a split whose every value is a split name, if the table has one."""
+    for name in table.columns:
+        if name not in taken and name.lower() in SPLIT_COLUMN_NAMES and table.rows and \
+                all(row.get(name, "").lower() in SPLIT_NAMES for row in table.rows):
+            return name
+    return None
+
+
+def choose_columns(table: LabelTable, index: dict[str, list[Path]], image: str | None = None,
+                   label: str | None = None, one_hot: list[str] | None = None, otherwise: str | None = None,
+                   split: str | None = None) -> Columns:
+    """The columns to sort by: those the user named, the others found. The image column is the one whose
+    values name the most image files; a split column is one named split/subset/partition holding only
+    split names; the class is the one column left, or all the columns left when every cell is 0/1.
+
+    Raises:
+        UsageError: a named column is not in the table, or the class column cannot be told apart.
+    """
+    for option, names in (("--image-column", [image]), ("--label-column", [label]), ("--split-column", [split]),
+                          ("--one-hot", one_hot or [])):
+        for name in names:
+            if name is not None and name not in table.columns:
+                raise UsageError(f"{option} {name}: {table.path.name} has no such column",
+                                 f"its columns: {', '.join(table.columns)}")
+    if label and one_hot:
+        raise UsageError("--label-column and --one-hot both name the class", "pass one of them")
+    if otherwise and not one_hot and label:
+        raise UsageError("--otherwise names the class of rows marked in no --one-hot column",
+                         "drop it, or pass --one-hot instead of --label-column")
+    found = []
+    if image is None:
+        image = _image_column(table, index)
+        found.append("image")
+    taken = {image}
+    if split is None:
+        split = _split_column(table, taken | {label} | set(one_hot or []))
+        found += ["split"] if split else []
+    taken.add(split)
+    if not label and not one_hot:
+        label, one_hot = _class_columns(table, taken, otherwise is not None)
+        found.append("class")
+    return Columns(image, label, tuple(one_hot or ()), otherwise, split, tuple(found))
+
+
+def _image_column(table: LabelTable, index: dict[str, list[Path]]) -> str:
+    matches = {name: sum(row.get(name, "") in index for row in table.rows) for name in table.columns}
+    best = max(table.columns, key=lambda name: matches[name])
+    if not matches[best]:
+        first = table.rows[0] if table.rows else {}
+        raise VipError(f"{table.path.name}: no column names an image under --images (first row: "
+                       f"{', '.join(f'{k}={v}' for k, v in first.items()) or 'none'})",
+                       "check --images, or name the column with --image-column")
+    return best
+
+
+def _class_columns(table: LabelTable, taken: set, has_otherwise: bool) -> tuple[str | None, list[str]]:
+    left = [name for name in table.columns if name not in taken]
+    flags = [name for name in left if all(_is_flag(row.get(name, "")) for row in table.rows)]
+    if left and flags == left and (len(left) > 1 or has_otherwise):
+        return None, left  # 0/1 marks, one column per class (ISIC 2019), or one with --otherwise
+    if len(left) == 1 and not has_otherwise:
+        return left[0], []
+    raise UsageError(f"{table.path.name}: cannot tell which column holds the class "
+                     f"(columns besides the image's: {', '.join(left) or 'none'})",
+                     "name it with --label-column NAME, or the 0/1 columns with --one-hot COL,COL")
+
+
+def class_of(row: dict[str, str], columns: Columns) -> str | None:
+    """The class a row names ("" for an empty class cell), or None when its one-hot columns mark none and
+    no --otherwise class is given.
+
+    Raises:
+        VipError: a one-hot cell that is not 0/1.
+    """
+    if columns.label is not None:
+        return row.get(columns.label, "")
+    marked = []
+    for name in columns.one_hot:
+        value = row.get(name, "").lower()
+        if not _is_flag(value):
+            raise VipError(f"--one-hot column {name!r} holds {row.get(name)!r}, not 0 or 1",
+                           "pass only columns of 0/1 marks to --one-hot, or the class name column as --label-column")
+        if value in TRUE_VALUES:
+            marked.append(name)
+    if len(marked) > 1:
+        return "\x00".join(marked)  # several: refused by the caller, which names the row
+    return marked[0] if marked else columns.otherwise
+
+
+def sort_rows(table: LabelTable, columns: Columns, index: dict[str, list[Path]], folder: Path) -> Sorting:
+    """Match every row to its image and class, and check the result can be written as class folders.
+
+    Raises:
+        VipError: a row marked as two classes, or none without --otherwise; an image named twice with
+            other classes; a name that matches several files; a class that cannot be a folder name;
+            two images of one class with the same file name; no row with an image.
+    """
+    sorting = Sorting()
+    placed: dict[Path, tuple[str | None, str, str]] = {}  # image -> (split, class, row key)
+    several: list[str] = []
+    unmarked: list[str] = []
+    for row in table.rows:
+        key = row.get(columns.image, "")
+        name = class_of(row, columns)
+        if name is None:
+            unmarked.append(key)
+            continue
+        if "\x00" in name:
+            several.append(f"{key} ({name.replace(chr(0), ' and ')})")
+            continue
+        if not name:
+            sorting.without_label.append(key)
+            continue
+        files = index.get(key, [])
+        if not files:
+            sorting.without_image.append((key, name))
+            continue
+        if len(files) > 1:
+            raise VipError(f"{key!r} in {table.path.name} names {len(files)} files under {folder}: "
+                           f"{', '.join(str(p.relative_to(folder)) for p in files[:SHOWN])}",
+                           "name the file by its path relative to --images, or remove the copies")
+        split = SPLIT_NAMES[row[columns.split].lower()] if columns.split else None
+        before = placed.get(files[0])
+        if before is not None and before[:2] != (split, name):
+            raise VipError(f"{files[0].relative_to(folder)} is in {table.path.name} twice, as "
+                           f"{_where(*before[:2])} and as {_where(split, name)}",
+                           "keep one row per image")
+        placed[files[0]] = (split, name, key)
+    _refuse_marks(table, columns, several, unmarked)
+    if not placed:
+        raise VipError(f"no row of {table.path.name} names an image under {folder} with a class",
+                       "check --images and the columns vip used (--image-column, --label-column)")
+    sorting.placed = [(path, split, name) for path, (split, name, _) in sorted(placed.items())]
+    check_class_names({name for _, _, name in sorting.placed})
+    _refuse_same_names(sorting.placed)
+    named = set(placed)
+    sorting.not_in_table = sorted({p for paths in index.values() for p in paths} - named)
+    return sorting
+
+
+def _where(split: str | None, name: str) -> str:
+    return f"{split}/{name}" if split else repr(name)
+
+
+def _refuse_marks(table: LabelTable, columns: Columns, several: list[str], unmarked: list[str]) -> None:
+    from vipcli.console import first_few
+
+    if several:
+        raise VipError(f"{len(several)} rows of {table.path.name} are marked as more than one class (first: "
+                       f"{first_few(several, SHOWN)}); vip gives each image one class",
+                       "remove those rows, or pass the --one-hot columns of the classes to tell apart")
+    if unmarked:
+        raise VipError(f"{len(unmarked)} rows of {table.path.name} are marked 0 in every --one-hot column "
+                       f"({', '.join(columns.one_hot)}; first: {first_few(unmarked, SHOWN)})",
+                       "name their class with --otherwise CLASS (ISIC 2017: --otherwise nevus)")
+
+
+def check_class_names(names: set[str]) -> None:
+    """Refuse class names that cannot be folder names vip reads back as the same class.
+
+    Raises:
+        VipError: a name with a path separator or a control character, a hidden or dot name, or two
+            names that differ only in case (one folder on macOS and Windows).
+    """
+    for name in sorted(names):
+        if "/" in name or "\\" in name or name in (".", "..") or name.startswith(".") or \
+                any(ord(c) < 32 for c in name):
+            raise VipError(f"class {name!r} cannot be a folder name",
+                           "rename it in the labels file (no / or \\, not starting with a dot)")
+    by_case = defaultdict(list)
+    for name in names:
+        by_case[name.casefold()].append(name)
+    for same in by_case.values():
+        if len(same) > 1:
+            raise VipError(f"classes {' and '.join(repr(n) for n in sorted(same))} differ only in case: "
+                           "one folder on macOS and Windows", "spell each class one way in the labels file")
+
+
+def _refuse_same_names(placed: list[tuple[Path, str | None, str]]) -> None:
+    seen: dict[tuple, Path] = {}
+    for path, split, name in placed:
+        other = seen.setdefault((split, name, path.name), path)
+        if other != path:
+            raise VipError(f"{other} and {path} would both be {_where(split, name)}/{path.name}",
+                           "rename one of them, or sort the two folders separately")
+
+
+def check_out(out: Path, images: Path, force: bool) -> None:
+    """Refuse an output folder that would mix with the images or overwrite what vip did not write.
+
+    Raises:
+        VipError: `out` inside `images` or holding it, or a folder of other files, or one `vip data sort`
+            wrote without --force.
+    """
+    out_real, images_real = Path(os.path.realpath(out)), Path(os.path.realpath(images))
+    if out_real == images_real or out_real.is_relative_to(images_real) or images_real.is_relative_to(out_real):
+        raise UsageError(f"--out {out} and --images {images} overlap", "write the sorted folder outside the images")
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise UsageError(f"--out {out} is a file", "pass a new folder")
+    if (out / MANIFEST).is_file():
+        if not force:
+            raise UsageError(f"--out {out} was sorted before", "pass --force to sort it again, or a new folder")
+    elif any(out.iterdir()):
+        raise UsageError(f"--out {out} already holds files vip did not sort", "pass a new folder")
+
+
+def write_sorted(sorting: Sorting, out: Path, copy: bool, record: dict) -> None:
+    """Write `out`/[split/]class/file as links to the images (absolute), or copies with `copy`; whole or
+    not at all (`atomic_folder`). `record` is stored in `out`/MANIFEST.
+
+    Raises:
+        VipError: the system refuses links (pass --copy), or a file cannot be written.
+    """
+    from vipcli.atomic import atomic_folder
+
+    with atomic_folder(out) as staging:
+        for path, split, name in sorting.placed:
+            target = staging / (split or "") / name / path.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                if copy:
+                    shutil.copy2(path, target)
+                else:
+                    os.symlink(os.path.realpath(path), target)
+            except OSError as error:
+                fix = "free disk space, or write elsewhere" if copy else "pass --copy (Windows makes links " \
+                      "only in Developer Mode)"
+                raise VipError(f"cannot write {out / (split or '') / name / path.name}: {error.strerror or error}",
+                               fix) from None
+        (staging / MANIFEST).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
