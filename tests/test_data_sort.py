@@ -196,3 +196,65 @@ def test_the_shared_isic_labels_sort_into_the_shipped_folders_counts(cli, tmp_pa
             made = sorted(p.name for p in (tmp_path / "isic" / split / name).iterdir())
             assert made == sorted(p.name for p in (SHARED_ISIC / split / name).glob("*.jpg")), (split, name)
     assert "386 rows of the labels name no image" in err and "(seborrheic_keratosis 386; first" in err
+
+
+def _lesions(tmp_path: Path, lesions: int = 12, per_lesion: int = 3) -> tuple[Path, Path]:
+    """A HAM10000-like table: several images of each lesion, one class per lesion."""
+    names = [f"ISIC_{lesion:03d}{shot}.jpg" for lesion in range(lesions) for shot in range(per_lesion)]
+    images = _images(tmp_path / "HAM10000_images", names)
+    rows = [f"HAM_{lesion:04d},ISIC_{lesion:03d}{shot},{'mel' if lesion % 2 else 'nv'}"
+            for lesion in range(lesions) for shot in range(per_lesion)]
+    return images, _csv(tmp_path / "meta.csv", "lesion_id,image_id,dx\n" + "\n".join(rows) + "\n")
+
+
+def _split_of_lesions(folder: Path) -> dict[str, set[str]]:
+    splits: dict[str, set[str]] = {}
+    for path in folder.glob("*/*/*.jpg"):
+        splits.setdefault(path.name[5:8], set()).add(path.parts[-3])
+    return splits
+
+
+def test_a_group_column_keeps_the_images_of_one_lesion_in_one_split(cli, tmp_path):
+    """HAM10000 has several images of most lesions: split per image, a lesion's images land in train and
+    test, and the test figures measure memory of the lesion."""
+    from vipcli.data import load_dataset
+
+    images, labels = _lesions(tmp_path)
+    code, out, err = cli("data", "sort", labels, "--images", images, "--out", tmp_path / "sorted",
+                         "--label-column", "dx", "--group-column", "lesion_id")
+    assert code == 0, err
+    assert "splits: made by 'lesion_id' (seed 1): the images of one lesion_id are in one split" in out
+    splits = _split_of_lesions(tmp_path / "sorted")
+    assert len(splits) == 12 and all(len(where) == 1 for where in splits.values())
+    dataset = load_dataset(tmp_path / "sorted")
+    for split in ("train", "val", "test"):
+        assert dataset.counts(split)[0] > 0 and dataset.counts(split)[1] > 0, split
+    assert dataset.counts("test") == [3, 3]  # 20% of 18 images per class: one lesion of 3
+    again = tmp_path / "again"
+    assert cli("data", "sort", labels, "--images", images, "--out", again, "--label-column", "dx",
+               "--group-column", "lesion_id")[0] == 0
+    assert _split_of_lesions(again) == splits  # seeded
+    other = tmp_path / "other"
+    assert cli("data", "sort", labels, "--images", images, "--out", other, "--label-column", "dx",
+               "--group-column", "lesion_id", "--seed", "2")[0] == 0
+    assert _split_of_lesions(other) != splits
+
+
+def test_a_class_of_too_few_groups_to_split_is_refused(cli, tmp_path):
+    images, labels = _lesions(tmp_path, lesions=4)
+    code, _, err = cli("data", "sort", labels, "--images", images, "--out", tmp_path / "sorted",
+                       "--label-column", "dx", "--group-column", "lesion_id")
+    line = _one_error(err)
+    assert code == 1 and "class 'mel' has images of 2 groups only: train, val and test need one each" in line
+    assert not (tmp_path / "sorted").exists()
+
+
+def test_a_split_column_whose_groups_cross_splits_is_warned_about(cli, tmp_path):
+    images, labels = _lesions(tmp_path, lesions=4, per_lesion=2)
+    rows = labels.read_text().splitlines()
+    splits = ["train", "test", "train", "train", "val", "val", "test", "test"]  # HAM_0000 in train and test
+    _csv(labels, "\n".join([rows[0] + ",split"] + [f"{row},{split}" for row, split in zip(rows[1:], splits)]) + "\n")
+    code, out, err = cli("data", "sort", labels, "--images", images, "--out", tmp_path / "sorted",
+                         "--label-column", "dx", "--group-column", "lesion_id")
+    assert code == 0 and "split 'split'; group 'lesion_id'" in out, err
+    assert "1 lesion_id value has images in more than one split of the labels (first: HAM_0000)" in err

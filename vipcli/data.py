@@ -15,6 +15,7 @@ from vipcli.images import (IMAGE_SUFFIXES, LEFT_OUT_SHOWN, image_files_under, is
 DUPLICATES_SHOWN = 5  # duplicate-image warnings printed before a summary line
 
 SPLIT_NAMES = ("train", "val", "test")
+VAL_FRACTION, TEST_FRACTION = 0.1, 0.2  # the share of each class's train images a missing val / test split takes
 
 
 @dataclass(frozen=True)
@@ -199,8 +200,8 @@ def check_data_folder(root: str | Path) -> None:
         raise VipError(f"data folder not found: {root}", "pass --data DIR with one subfolder per class")
 
 
-def load_dataset(root: str | Path, seed: int = 1, val_fraction: float = 0.1, test_fraction: float = 0.2,
-                 train_optional: bool = False) -> Dataset:
+def load_dataset(root: str | Path, seed: int = 1, val_fraction: float = VAL_FRACTION,
+                 test_fraction: float = TEST_FRACTION, train_optional: bool = False) -> Dataset:
     """Scan `root` laid out as `<class>/*` or `{train,val,test}/<class>/*`.
 
     Missing splits are carved from train with a seeded stratified split (recorded in

@@ -46,6 +46,7 @@ class Columns:
     one_hot: tuple[str, ...] = ()
     otherwise: str | None = None
     split: str | None = None
+    group: str | None = None  # images of one value (a patient, a lesion) are kept in one split
     found: tuple[str, ...] = ()  # the roles vip chose itself ("image", "class", "split"), to say so
 
 
@@ -57,6 +58,7 @@ class Sorting:
     without_image: list[tuple[str, str]] = field(default_factory=list)  # (row key, class) naming no image file
     without_label: list[str] = field(default_factory=list)  # row keys with an empty class cell
     not_in_table: list[Path] = field(default_factory=list)  # image files no row names
+    groups: dict[Path, str] = field(default_factory=dict)  # image -> its group, with a group column
 
     def counts(self) -> dict[str, Counter]:
         """Images per class, per split ("" for a table without splits)."""
@@ -127,7 +129,7 @@ def _split_column(table: LabelTable, taken: set[str]) -> str | None:
 
 def choose_columns(table: LabelTable, index: dict[str, list[Path]], image: str | None = None,
                    label: str | None = None, one_hot: list[str] | None = None, otherwise: str | None = None,
-                   split: str | None = None) -> Columns:
+                   split: str | None = None, group: str | None = None) -> Columns:
     """The columns to sort by: those the user named, the others found. The image column is the one whose
     values name the most image files; a split column is one named split/subset/partition holding only
     split names; the class is the one column left, or all the columns left when every cell is 0/1.
@@ -136,7 +138,7 @@ def choose_columns(table: LabelTable, index: dict[str, list[Path]], image: str |
         UsageError: a named column is not in the table, or the class column cannot be told apart.
     """
     for option, names in (("--image-column", [image]), ("--label-column", [label]), ("--split-column", [split]),
-                          ("--one-hot", one_hot or [])):
+                          ("--group-column", [group]), ("--one-hot", one_hot or [])):
         for name in names:
             if name is not None and name not in table.columns:
                 raise UsageError(f"{option} {name}: {table.path.name} has no such column",
@@ -150,7 +152,7 @@ def choose_columns(table: LabelTable, index: dict[str, list[Path]], image: str |
     if image is None:
         image = _image_column(table, index)
         found.append("image")
-    taken = {image}
+    taken = {image, group}
     if split is None:
         split = _split_column(table, taken | {label} | set(one_hot or []))
         found += ["split"] if split else []
@@ -158,7 +160,7 @@ def choose_columns(table: LabelTable, index: dict[str, list[Path]], image: str |
     if not label and not one_hot:
         label, one_hot = _class_columns(table, taken, otherwise is not None)
         found.append("class")
-    return Columns(image, label, tuple(one_hot or ()), otherwise, split, tuple(found))
+    return Columns(image, label, tuple(one_hot or ()), otherwise, split, group, tuple(found))
 
 
 def _image_column(table: LabelTable, index: dict[str, list[Path]]) -> str:
@@ -173,7 +175,7 @@ def _image_column(table: LabelTable, index: dict[str, list[Path]]) -> str:
 
 
 def _class_columns(table: LabelTable, taken: set, has_otherwise: bool) -> tuple[str | None, list[str]]:
-    left = [name for name in table.columns if name not in taken]
+    left = [name for name in table.columns if name not in taken and name is not None]
     flags = [name for name in left if all(_is_flag(row.get(name, "")) for row in table.rows)]
     if left and flags == left and (len(left) > 1 or has_otherwise):
         return None, left  # 0/1 marks, one column per class (ISIC 2019), or one with --otherwise
@@ -245,6 +247,8 @@ def sort_rows(table: LabelTable, columns: Columns, index: dict[str, list[Path]],
                            f"{_where(*before[:2])} and as {_where(split, name)}",
                            "keep one row per image")
         placed[files[0]] = (split, name, key)
+        if columns.group is not None:
+            sorting.groups.setdefault(files[0], row.get(columns.group, "") or f"\x00{files[0]}")  # none: its own
     _refuse_marks(table, columns, several, unmarked)
     if not placed:
         raise VipError(f"no row of {table.path.name} names an image under {folder} with a class",
@@ -272,6 +276,62 @@ def _refuse_marks(table: LabelTable, columns: Columns, several: list[str], unmar
         raise VipError(f"{len(unmarked)} rows of {table.path.name} are marked 0 in every --one-hot column "
                        f"({', '.join(columns.one_hot)}; first: {first_few(unmarked, SHOWN)})",
                        "name their class with --otherwise CLASS (ISIC 2017: --otherwise nevus)")
+
+
+def split_by_group(sorting: Sorting, seed: int, val_fraction: float, test_fraction: float) -> None:
+    """Give every image of `sorting` a split, keeping the images of one group (a patient, a lesion) in
+    one split: per class, in a seeded order, a group goes to test while that brings test nearer
+    `test_fraction` of the class's images, else to val likewise (`val_fraction`), else to train; each
+    split gets at least one group. A group of images of several
+    classes counts for the class most of them have.
+
+    Raises:
+        VipError: a class with images of fewer than three groups (one per split is the least).
+    """
+    import random
+
+    members: dict[str, list[int]] = defaultdict(list)  # group -> indices into sorting.placed
+    for number, (path, _, _) in enumerate(sorting.placed):
+        members[sorting.groups[path]].append(number)
+    by_class: dict[str, list[str]] = defaultdict(list)
+    for group, numbers in members.items():
+        names = Counter(sorting.placed[n][2] for n in numbers)
+        by_class[min(names, key=lambda name: (-names[name], name))].append(group)
+    images = Counter(name for _, _, name in sorting.placed)
+    splits: dict[str, str] = {}
+    generator = random.Random(seed)
+    for name in sorted(by_class):
+        groups = sorted(by_class[name])
+        if len(groups) < 3:
+            raise VipError(f"class {name!r} has images of {len(groups)} {'group' if len(groups) == 1 else 'groups'} "
+                           "only: train, val and test need one each",
+                           "add images of other groups, or give the splits in the labels (--split-column)")
+        generator.shuffle(groups)
+        filled = Counter()
+        target = {"test": test_fraction * images[name], "val": val_fraction * images[name]}
+
+        def wants(split: str, size: int) -> bool:  # empty, or the group brings it nearer its share
+            return not filled[split] or filled[split] + size / 2 < target[split]
+
+        for number, group in enumerate(groups):
+            left, size = len(groups) - number, len(members[group])  # groups left, this one included
+            if wants("test", size) and left > 2 - bool(filled["val"]):  # one left for val and train
+                split = "test"
+            elif wants("val", size) and left > 1:
+                split = "val"
+            else:
+                split = "train"
+            splits[group] = split
+            filled[split] += size
+    sorting.placed = [(path, splits[sorting.groups[path]], name) for path, _, name in sorting.placed]
+
+
+def groups_across_splits(sorting: Sorting) -> list[str]:
+    """The groups whose images are in more than one split of the table (a patient in train and test)."""
+    seen: dict[str, set] = defaultdict(set)
+    for path, split, _ in sorting.placed:
+        seen[sorting.groups[path]].add(split)
+    return sorted(group for group, splits in seen.items() if len(splits) > 1 and not group.startswith("\x00"))
 
 
 def check_class_names(names: set[str]) -> None:

@@ -33,6 +33,11 @@ def sort_command(
     split_column: Optional[str] = typer.Option(None, "--split-column", help="The column holding train/val/test "
                                                "(default: one named split, subset or partition, if its values "
                                                "are all split names)."),
+    group_column: Optional[str] = typer.Option(None, "--group-column", help="A column naming the patient or "
+                                               "lesion of each image: its images are kept in one split. Without a "
+                                               "split column, vip data sort makes the splits itself (val 10%, test "
+                                               "20% of each class, seeded by --seed)."),
+    seed: int = typer.Option(1, "--seed", help="Seed of the splits made with --group-column."),
     copy: bool = typer.Option(False, "--copy", help="Copy the images instead of linking to them (a folder that "
                               "can move to another machine)."),
     force: bool = typer.Option(False, "--force", help="Sort again into an --out that `vip data sort` wrote "
@@ -41,8 +46,9 @@ def sort_command(
     """Sort the images a labels CSV names into class folders (links by default), ready for `vip train`."""
     from vipcli import __version__
     from vipcli.errors import UsageError
-    from vipcli.label_table import (check_out, choose_columns, index_images, read_label_table, sort_rows,
-                                    write_sorted)
+    from vipcli.data import TEST_FRACTION, VAL_FRACTION
+    from vipcli.label_table import (check_out, choose_columns, groups_across_splits, index_images, read_label_table,
+                                    sort_rows, split_by_group, write_sorted)
 
     if not images.is_dir():
         raise UsageError(f"--images {images}: no such folder", "pass the folder holding the images")
@@ -53,18 +59,45 @@ def sort_command(
         raise UsageError(f"--images {images}: no image files in it or its sub-folders",
                          "pass the folder holding the images")
     hot = [name.strip() for name in one_hot.split(",") if name.strip()] if one_hot else None
-    columns = choose_columns(table, index, image_column, label_column, hot, otherwise, split_column)
+    columns = choose_columns(table, index, image_column, label_column, hot, otherwise, split_column, group_column)
     sorting = sort_rows(table, columns, index, images)
+    crossing = []
+    if columns.group and columns.split:
+        crossing = groups_across_splits(sorting)
+    elif columns.group:
+        split_by_group(sorting, seed, VAL_FRACTION, TEST_FRACTION)
     record = {"vip": __version__, "labels": str(labels.resolve()), "images": str(images.resolve()),
               "columns": {"image": columns.image, "label": columns.label, "one_hot": list(columns.one_hot),
-                          "otherwise": columns.otherwise, "split": columns.split},
+                          "otherwise": columns.otherwise, "split": columns.split, "group": columns.group},
+              "split_seed": seed if columns.group and not columns.split else None,
               "files": "copies" if copy else "links", "images_sorted": len(sorting.placed)}
     write_sorted(sorting, out, copy, record)
-    _say(sorting, columns, out, images, copy)
+    _say(sorting, columns, out, images, copy, seed, crossing)
+    console.stdout().print(f"next: vip train --data {console.printable(out)}", markup=False)
 
 
-def _say(sorting, columns, out: Path, images: Path, copy: bool) -> None:
-    """What was sorted where: the columns used, a table of images per class and split, what was left out."""
+def _say_groups(columns, seed: int, crossing: list[str]) -> None:
+    """How the group column was used: the splits made by group, or the table's groups found in two splits."""
+    from rich.markup import escape
+
+    from vipcli.label_table import SHOWN
+
+    if not columns.group:
+        return
+    group = console.printable(columns.group)
+    if not columns.split:
+        console.stdout().print(f"splits: made by {group!r} (seed {seed}): the images of one {group} are in one split",
+                               markup=False)
+    elif crossing:
+        shown = console.first_few(map(console.printable, crossing), SHOWN)
+        console.warn(escape(f"{len(crossing)} {group} {'value has' if len(crossing) == 1 else 'values have'} images "
+                            f"in more than one split of the labels (first: {shown}): test figures may be inflated "
+                            "by images of what was trained on"))
+
+
+def _say(sorting, columns, out: Path, images: Path, copy: bool, seed: int, crossing: list[str]) -> None:
+    """What was sorted where: the columns used and how the groups were, a table of images per class and
+    split, what was left out."""
     from collections import Counter
 
     from rich.markup import escape
@@ -79,9 +112,11 @@ def _say(sorting, columns, out: Path, images: Path, copy: bool) -> None:
                  markup=False)
     cls = repr(columns.label) if columns.label else "one-hot " + ", ".join(repr(c) for c in columns.one_hot) + \
         (f", otherwise {columns.otherwise!r}" if columns.otherwise else "")
-    roles = [f"image {columns.image!r}", f"class {cls}"] + ([f"split {columns.split!r}"] if columns.split else [])
+    roles = [f"image {columns.image!r}", f"class {cls}"] + ([f"split {columns.split!r}"] if columns.split else []) \
+        + ([f"group {columns.group!r}"] if columns.group else [])
     found = f" (found: {', '.join(columns.found)})" if columns.found else ""
     stdout.print(shown(f"columns: {'; '.join(roles)}{found}"), markup=False)
+    _say_groups(columns, seed, crossing)
     counts = sorting.counts()
     splits = [s for s in ("train", "val", "test", "") if s in counts]
     table = Table("class", *(split or "images" for split in splits))
@@ -107,4 +142,3 @@ def _say(sorting, columns, out: Path, images: Path, copy: bool) -> None:
         console.warn(escape(f"{len(files)} {console.plural(len(files), 'image')} under {images} "
                             f"{'is' if len(files) == 1 else 'are'} in no row: left out "
                             f"(first: {console.first_few(map(shown, files), SHOWN)})"))
-    stdout.print(f"next: vip train --data {shown(out)}", markup=False)
