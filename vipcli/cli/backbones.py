@@ -10,11 +10,12 @@ from typing import Optional
 import typer
 
 from vipcli import console
+from vipcli.cli.help import App
 from vipcli.errors import VipError
 from vipcli.plugins import OWN_DISTRIBUTION  # vip's own backbones: listed without importing them (and torch)
 from vipcli.registry import list_backbones
 
-app = typer.Typer(help="Backbone plugins (entry-point group vip.backbones).", no_args_is_help=True)
+app = App(help="Backbone plugins (entry-point group vip.backbones).", no_args_is_help=True)
 
 
 def _problem(info) -> str:

@@ -8,8 +8,9 @@ from typing import Optional
 import typer
 
 from vipcli import console
+from vipcli.cli.help import App
 
-app = typer.Typer(help="The on-disk cache of image features and LLM answers: info, clear.", no_args_is_help=True)
+app = App(help="The on-disk cache of image features and LLM answers: info, clear.", no_args_is_help=True)
 
 
 @app.command("info")

@@ -8,8 +8,9 @@ from typing import Optional
 import typer
 
 from vipcli import console
+from vipcli.cli.help import App
 
-app = typer.Typer(help="Data folders: sort images into class folders from a labels CSV.", no_args_is_help=True)
+app = App(help="Data folders: sort images into class folders from a labels CSV.", no_args_is_help=True)
 
 
 @app.command("sort")

@@ -9,6 +9,7 @@ import typer
 
 from vipcli import __version__, stop_signals
 from vipcli.cli import backbones, benchmark, cache, data, demo, methods, predict, report, symptoms, train
+from vipcli.cli.help import App
 from vipcli.errors import VipError
 
 def _click_variants() -> list:
@@ -59,7 +60,7 @@ def _hide_flag_types() -> None:
 
 _hide_flag_types()
 
-app = typer.Typer(
+app = App(
     name="vip",
     help="ViP: adapt vision-language models to medical images with LLM-described visual symptoms.",
     no_args_is_help=True,

@@ -10,8 +10,9 @@ import typer
 
 from vipcli import console
 from vipcli.cli import options
+from vipcli.cli.help import App
 
-app = typer.Typer(help="Few-shot methods (entry-point group vip.methods).", no_args_is_help=True)
+app = App(help="Few-shot methods (entry-point group vip.methods).", no_args_is_help=True)
 
 
 def _yes_no(value) -> str:

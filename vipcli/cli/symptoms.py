@@ -11,10 +11,11 @@ import typer
 
 from vipcli import console
 from vipcli.cli import options as opt
+from vipcli.cli.help import App
 from vipcli.cli.symptoms_rank import rank_command
 from vipcli.errors import UsageError, VipError
 
-app = typer.Typer(
+app = App(
     help="Visual symptom packs: list, show, generate them with an LLM, and rank them on your images.",
     no_args_is_help=True,
 )

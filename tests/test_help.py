@@ -1,0 +1,133 @@
+"""`--help` at any terminal width: every option name whole; typer's rich layout wherever it fits."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import typer
+
+from vipcli.cli.help import HelpCommand, HelpGroup, wrap
+from vipcli.cli.main import app
+
+
+def _commands(command=None, path=()):
+    """(argv prefix, click command) for `vip` and every group and command under it."""
+    command = command or typer.main.get_command(app)
+    yield path, command
+    for name, sub in getattr(command, "commands", {}).items():
+        yield from _commands(sub, (*path, name))
+
+
+COMMANDS = list(_commands())
+
+
+def _shown(command) -> list[str]:
+    """The option names and metavars `--help` must show whole."""
+    import click
+
+    names = []
+    for param in command.params + [command.get_help_option(click.Context(command))]:
+        if param is None or getattr(param, "hidden", False):
+            continue
+        if param.param_type_name == "argument":
+            names.append(param.metavar or param.name)
+        else:
+            names += [*param.opts, *param.secondary_opts]
+        metavar = param.display_type_rich(ctx=None)
+        names += [metavar] if metavar else []
+    return names
+
+
+def _whole(name: str, text: str) -> bool:
+    return re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", text) is not None
+
+
+def _help(cli, monkeypatch, columns: int, *path: str) -> str:
+    monkeypatch.setenv("COLUMNS", str(columns))
+    code, out, err = cli(*path, "--help")
+    assert code == 0 and err == "", err
+    return out
+
+
+def test_every_command_and_group_is_declared_with_the_narrow_help_classes():
+    """A command declared on a plain typer.Typer would cut its names again at 60 columns."""
+    for path, command in COMMANDS:
+        assert isinstance(command, HelpGroup if hasattr(command, "commands") else HelpCommand), path
+
+
+@pytest.mark.parametrize("columns", [60, 80])
+def test_every_option_name_and_metavar_is_whole_at_narrow_widths(cli, monkeypatch, columns):
+    cut = []
+    for path, command in COMMANDS:
+        out = _help(cli, monkeypatch, columns, *path)
+        cut += [f"vip {' '.join(path)}: {name}" for name in _shown(command) if not _whole(name, out)]
+        assert max(len(line) for line in out.splitlines()) <= columns, path
+        assert "\\[" not in out and "[/" not in out, path  # no rich markup shown as typed
+    assert cut == []
+
+
+def test_the_plain_layout_has_usage_description_defaults_and_required(cli, monkeypatch):
+    """`vip benchmark --help` at 80 columns: rich would cut --class-specific-context, click's layout does not."""
+    out = _help(cli, monkeypatch, 80, "benchmark")
+    text = " ".join(out.split())
+    assert "╭" not in out and out.startswith("Usage: vip benchmark [OPTIONS]\n")
+    assert "Compare methods on the same seeded few-shot subsets of your data" in text
+    assert "--data <path> Folder of class subfolders (optionally under train/ val/ test/). [required]" in text
+    assert "--shots <str> Comma-separated shots per class ('all': every image). [default: 1,2,4,8,16]" in text
+    assert "{class: [symptoms]} YAML file" in text  # rich's escape turned into the bracket rich shows
+    assert "\n  --class-specific-context        One learned context per class.\n" in out
+    assert "\n  -o, --method-option <list[str]>\n" in out  # too wide for the name column: help below it
+    assert "--batch / --no-batch" in out
+
+
+def test_a_group_in_the_plain_layout_lists_its_commands_whole(cli, monkeypatch):
+    """`vip --help` at 40 columns: rich would cut --install-completion."""
+    out = _help(cli, monkeypatch, 40)
+    assert "╭" not in out and "\n  --install-completion\n" in out and "\nCommands:\n" in out
+    text = " ".join(out.split())
+    for path, _ in COMMANDS:
+        if len(path) == 1:
+            assert re.search(rf"\n  {path[0]} ", out), path
+    assert "symptoms Visual symptom packs: list, show, generate them with an LLM, and rank them on your images." \
+        in text
+
+
+@pytest.mark.parametrize("columns", [100, 120])
+def test_the_rich_layout_is_kept_where_it_fits(cli, monkeypatch, columns):
+    for path, _ in COMMANDS:
+        out = _help(cli, monkeypatch, columns, *path)
+        assert "╭─ Options ─" in out, path
+
+
+def test_a_command_whose_names_fit_keeps_the_rich_layout_at_60_columns(cli, monkeypatch):
+    assert "╭─ Options ─" in _help(cli, monkeypatch, 60, "cache", "clear")
+    assert "╭─ Options ─" in _help(cli, monkeypatch, 80, "train")  # train's names fit at 80
+
+
+def test_wrap_keeps_names_and_a_closing_note_whole():
+    lines = wrap("Seed of the split, see --class-specific-context. [default: 1]", 24)
+    assert "--class-specific-context." in lines and lines[-1] == "[default: 1]"
+    assert wrap("first paragraph\n\nsecond", 40) == ["first paragraph", "", "second"]
+
+
+def test_rich_markup_and_help_panels_in_the_plain_layout():
+    """A panel (rich_help_panel) becomes a section of its own; markup is shown as rich shows it, not typed."""
+    from typer.testing import CliRunner
+
+    from vipcli.cli.help import App
+
+    demo = App()
+
+    @demo.command()
+    def run(
+        size: int = typer.Option(1, "--size", help="The [bold]size[/bold] \\[px]."),
+        scale: float = typer.Option(1.0, "--a-rather-long-option-name-indeed", help="Scale.",
+                                    rich_help_panel="Advanced"),
+    ) -> None:
+        """Run it, [italic]quickly[/italic]."""
+
+    out = CliRunner().invoke(demo, ["--help"], env={"COLUMNS": "40"}).output
+    assert "╭" not in out and "[bold]" not in out and "[italic]" not in out
+    assert "Run it, quickly." in out and "--size <int> The size [px]. [default: 1]" in " ".join(out.split())
+    assert out.index("\nOptions:\n") < out.index("\nAdvanced:\n  --a-rather-long-option-name-indeed <float>\n")
