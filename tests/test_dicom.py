@@ -196,9 +196,37 @@ def test_without_pydicom_a_dicom_is_unreadable_with_the_fix_and_other_images_sti
 
 def test_vip_imports_pydicom_only_when_a_dicom_is_decoded():
     code = ("import sys, vipcli.images, vipcli.features, vipcli.data, vipcli.predict; "
+            "from vipcli.features import entry_content; entry_content('x.dcm', 'abc'); "
             "print('pydicom' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
+
+
+# --- the feature cache: DICOM entries are keyed by the DICOM rule, other images' are not ----------------
+
+
+def test_a_change_of_the_dicom_rule_re_encodes_dicom_images_alone_with_the_same_views(tmp_path, monkeypatch):
+    import torch
+    from PIL import Image
+
+    from vipcli import features
+    from vipcli.features import FeatureCache, encode_images, entry_content
+    from vipcli.registry import load_backbone
+
+    backbone = load_backbone("toy")
+    dicom = write_dicom(tmp_path / "x.dcm", ramp())
+    photo = tmp_path / "x.png"
+    Image.new("RGB", (64, 64), (90, 30, 10)).save(photo)
+    assert entry_content(photo, "abc") == "abc" and entry_content(dicom, "abc").startswith("abc dicom-")
+    cache = FeatureCache(tmp_path / "cache", backbone)
+    first = encode_images(backbone, [photo, dicom], views=2, cache=cache, workers=0)
+    assert first.encoded == 6 and encode_images(backbone, [photo, dicom], views=2, cache=cache, workers=0).encoded == 0
+    monkeypatch.setattr(features, "decoder_identity", lambda: "dicom-another-rule")
+    again = encode_images(backbone, [photo, dicom], views=2, cache=cache, workers=0)
+    assert again.encoded == 3  # the DICOM's center view and its two augmented views; the PNG's came from the cache
+    for index in (0, 1):  # and the same views were drawn: a view's seed depends on the file's bytes alone
+        torch.testing.assert_close(again.eval[index], first.eval[index], rtol=0, atol=1e-5)  # batched apart:
+        torch.testing.assert_close(again.train[index], first.train[index], rtol=0, atol=1e-5)  # last digits
 
 
 # --- end to end --------------------------------------------------------------------------------------------

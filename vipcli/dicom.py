@@ -7,6 +7,8 @@ errors name the file path and the pixel format only, and pydicom's own warnings 
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import re
 import warnings
 from pathlib import Path
@@ -15,8 +17,12 @@ from vipcli.errors import ImageError
 
 DICOM_SUFFIXES = (".dcm", ".dicom")
 PYDICOM_MINIMUM = (3, 0)
+# part of the feature-cache keys of DICOM images only (features.py): a change of the rule re-encodes them alone
 DICOM_POLICY = ("one frame; grayscale: modality LUT, then the VOI LUT or first window (else own min..max) "
                 "to 0..255, MONOCHROME1 inverted; colour (RGB, YBR, palette) to 8-bit RGB")
+# the pixel-data plugins pydicom may decode compressed syntaxes with: their versions key DICOM features too
+PLUGIN_PACKAGES = ("pydicom", "pylibjpeg", "pylibjpeg-libjpeg", "pylibjpeg-openjpeg", "pylibjpeg-rle",
+                   "python-gdcm", "pyjpegls")
 GRAY = ("MONOCHROME1", "MONOCHROME2")
 INSTALL_PYDICOM = "pip install 'pydicom>=3'"
 
@@ -24,6 +30,23 @@ INSTALL_PYDICOM = "pip install 'pydicom>=3'"
 def is_dicom_name(path: Path) -> bool:
     """True for a file named as a DICOM (`.dcm`, `.dicom`, any case)."""
     return Path(path).suffix.lower() in DICOM_SUFFIXES
+
+
+@functools.cache
+def decoder_identity() -> str:
+    """A short digest of how this installation turns a DICOM file into pixels: `DICOM_POLICY` and the
+    versions of pydicom and of its pixel-data plugins (which one decodes a compressed file can change
+    its pixels). Read from the installed packages' metadata: pydicom is not imported."""
+    from importlib import metadata
+
+    versions = {}
+    for package in PLUGIN_PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    text = repr((DICOM_POLICY, sorted(versions.items())))
+    return "dicom-" + hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def read_dicom(path: Path, max_pixels: int):
