@@ -394,13 +394,15 @@ def test_files_vip_does_not_read_in_class_folders_are_counted_in_one_warning(tmp
     for name in ("alpha/sub/scan.gif", "beta/notes.txt", "beta/notes2.txt"):
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_bytes(b"GIF89a")
+    (root / "beta" / "IM000001").write_bytes(bytes(128) + b"DICM")  # a PACS export: DICOM without a suffix
     for junk in ("alpha/Thumbs.db", "beta/desktop.ini", "beta/.DS_Store"):  # a file manager's, not data
         (root / junk).write_bytes(b"x")
     data = load_dataset(root)
     assert sum(sum(data.counts(split)) for split in ("train", "val", "test")) == 6
     warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
-    assert warnings[0] == ("warning: left out 3 files not named as an image vip reads (jpg, jpeg, png, bmp, tif, tiff, "
-                          "webp, dcm, dicom): alpha/sub/scan.gif, beta/notes.txt, beta/notes2.txt; convert images of "
+    assert warnings[0] == ("warning: left out 4 files not named as an image vip reads (jpg, jpeg, png, bmp, tif, tiff, "
+                          "webp, dcm, dicom): alpha/sub/scan.gif, beta/IM000001, beta/notes.txt and 1 more; 1 looks like "
+                          "a DICOM file without a .dcm suffix (beta/IM000001): rename it to .dcm; convert images of "
                           "other formats to PNG, and move other files out of the image folders")  # then copies: alike
     assert not any("Thumbs" in line or "desktop" in line or "DS_Store" in line for line in warnings)
 

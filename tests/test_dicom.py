@@ -202,6 +202,26 @@ def test_vip_imports_pydicom_only_when_a_dicom_is_decoded():
     assert done.stdout.strip() == "False"
 
 
+# --- folders: .dcm files are images; DICOM files without the suffix are named in the warning ------------
+
+
+def test_dicom_files_without_a_suffix_are_named_apart_in_the_left_out_warning(tmp_path):
+    from vipcli.images import image_files_under, left_out_warning
+
+    write_dicom(tmp_path / "scan.dcm", ramp(8, 8))
+    for name in ("IM000001", "IM000002"):
+        write_dicom(tmp_path / name, ramp(8, 8))
+    (tmp_path / "notes.txt").write_text("hello")
+    left_out: list[Path] = []
+    assert image_files_under(tmp_path, left_out) == [tmp_path / "scan.dcm"]
+    assert left_out_warning(sorted(left_out), lambda p: p.name) == (
+        "left out 3 files not named as an image vip reads (jpg, jpeg, png, bmp, tif, tiff, webp, dcm, dicom): "
+        "IM000001, IM000002, notes.txt; 2 look like DICOM files without a .dcm suffix (IM000001, IM000002): "
+        "rename them to .dcm; convert images of other formats to PNG, and move other files out of the image folders")
+    only = left_out_warning([tmp_path / "IM000001"], lambda p: p.name)
+    assert only.endswith(": IM000001; 1 looks like a DICOM file without a .dcm suffix: rename it to .dcm")
+
+
 # --- the feature cache: DICOM entries are keyed by the DICOM rule, other images' are not ----------------
 
 

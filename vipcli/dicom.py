@@ -16,6 +16,7 @@ from pathlib import Path
 from vipcli.errors import ImageError
 
 DICOM_SUFFIXES = (".dcm", ".dicom")
+DICOM_MAGIC, MAGIC_OFFSET = b"DICM", 128  # a DICOM file's 128-byte preamble is followed by these 4 bytes
 PYDICOM_MINIMUM = (3, 0)
 # part of the feature-cache keys of DICOM images only (features.py): a change of the rule re-encodes them alone
 DICOM_POLICY = ("one frame; grayscale: modality LUT, then the VOI LUT or first window (else own min..max) "
@@ -30,6 +31,16 @@ INSTALL_PYDICOM = "pip install 'pydicom>=3'"
 def is_dicom_name(path: Path) -> bool:
     """True for a file named as a DICOM (`.dcm`, `.dicom`, any case)."""
     return Path(path).suffix.lower() in DICOM_SUFFIXES
+
+
+def has_dicom_magic(path: Path) -> bool:
+    """True for a file holding b"DICM" at byte 128 (a DICOM file, whatever its name); False when unreadable."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(MAGIC_OFFSET)
+            return handle.read(len(DICOM_MAGIC)) == DICOM_MAGIC
+    except OSError:
+        return False
 
 
 @functools.cache

@@ -7,7 +7,7 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-from vipcli.dicom import DICOM_SUFFIXES, is_dicom_name, read_dicom
+from vipcli.dicom import DICOM_SUFFIXES, has_dicom_magic, is_dicom_name, read_dicom
 from vipcli.errors import ImageError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", *DICOM_SUFFIXES)  # DICOM: vipcli/dicom.py
@@ -300,12 +300,23 @@ def _is_folder(entry: os.DirEntry) -> bool:
 
 
 def left_out_warning(files: list[Path], shown=str) -> str | None:
-    """The warning for files in image folders that vip does not read (a GIF, a text file):
-    how many, the first few by `shown(path)`, and what to do; None when there are none."""
+    """The warning for files in image folders that vip does not read (a GIF, a text file, a DICOM
+    without a DICOM suffix): how many, the first few by `shown(path)`, and what to do; those holding
+    the DICOM marker (`has_dicom_magic`, 132 bytes read each) are named apart, to be renamed to .dcm.
+    None when there are none."""
     from vipcli.console import first_few, plural
 
     if not files:
         return None
+    dicoms = [path for path in files if has_dicom_magic(path)]
+    fixes = []
+    if dicoms:
+        n = len(dicoms)
+        named = "" if n == len(files) else f" ({first_few(map(shown, dicoms), LEFT_OUT_SHOWN)})"  # all: listed already
+        fixes.append(f"{n} {plural(n, 'looks', 'look')} like {plural(n, 'a DICOM file', 'DICOM files')} without a "
+                     f".dcm suffix{named}: rename {plural(n, 'it', 'them')} to .dcm")
+    if len(dicoms) < len(files):
+        fixes.append("convert images of other formats to PNG, and move other files out of the image folders")
     return (f"left out {len(files)} {plural(len(files), 'file')} not named as an image vip reads "
             f"({', '.join(s.lstrip('.') for s in IMAGE_SUFFIXES)}): {first_few(map(shown, files), LEFT_OUT_SHOWN)}; "
-            "convert images of other formats to PNG, and move other files out of the image folders")
+            + "; ".join(fixes))
