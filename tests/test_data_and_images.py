@@ -391,17 +391,19 @@ def test_predict_searches_a_linked_folder_too(tmp_path):
 
 def test_files_vip_does_not_read_in_class_folders_are_counted_in_one_warning(tmp_path, capsys):
     root = _flat_dataset(tmp_path / "d", per_class=3)
-    for name in ("alpha/scan.dcm", "alpha/sub/scan.gif", "beta/notes.txt", "beta/scan2.dcm"):
+    for name in ("alpha/sub/scan.gif", "beta/notes.txt", "beta/notes2.txt"):
         (root / name).parent.mkdir(parents=True, exist_ok=True)
-        (root / name).write_bytes(b"DICM")
+        (root / name).write_bytes(b"GIF89a")
+    (root / "beta" / "IM000001").write_bytes(bytes(128) + b"DICM")  # a PACS export: DICOM without a suffix
     for junk in ("alpha/Thumbs.db", "beta/desktop.ini", "beta/.DS_Store"):  # a file manager's, not data
         (root / junk).write_bytes(b"x")
     data = load_dataset(root)
     assert sum(sum(data.counts(split)) for split in ("train", "val", "test")) == 6
     warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
     assert warnings[0] == ("warning: left out 4 files not named as an image vip reads (jpg, jpeg, png, bmp, tif, tiff, "
-                          "webp): alpha/scan.dcm, alpha/sub/scan.gif, beta/notes.txt and 1 more; convert images of other "
-                          "formats to PNG, and move other files out of the image folders")  # then copies: the test's images are alike
+                          "webp, dcm, dicom): alpha/sub/scan.gif, beta/IM000001, beta/notes.txt and 1 more; 1 looks like "
+                          "a DICOM file without a .dcm suffix (beta/IM000001): rename it to .dcm; convert images of "
+                          "other formats to PNG, and move other files out of the image folders")  # then copies: alike
     assert not any("Thumbs" in line or "desktop" in line or "DS_Store" in line for line in warnings)
 
 
@@ -409,10 +411,10 @@ def test_predict_counts_the_files_it_leaves_out_of_a_folder(tmp_path):
     from vipcli.predict import collect_images
 
     folder = _flat_dataset(tmp_path / "in", per_class=2, classes=("x",)) / "x"
-    (folder / "scan.dcm").write_bytes(b"DICM")
+    (folder / "scan.gif").write_bytes(b"GIF89a")
     left_out = []
     assert [p.name for p in collect_images([folder], left_out)] == ["0.png", "1.png"]
-    assert left_out == [folder / "scan.dcm"]
+    assert left_out == [folder / "scan.gif"]
 
 
 @pytest.mark.parametrize("stray", ["loose.png", "train/loose.png", "test/loose.png", "beside-splits.png"])

@@ -35,6 +35,7 @@ import torch
 
 from vipcli import console
 from vipcli.cache_admin import BACKBONE_FILE, default_root
+from vipcli.dicom import decoder_identity, is_dicom_name
 from vipcli.digests import digest_many
 from vipcli.errors import ImageError
 from vipcli.images import DECODE_POLICY, DEPTH_POLICY, ORIENTATION_POLICY, load_image
@@ -119,6 +120,14 @@ def backbone_key(identity: dict) -> str:
     return f"{name[:40]}-{_digest(identity)[:16]}"
 
 
+def entry_content(path: Path, content: str) -> str:
+    """What the cache entry of image `path` (bytes of digest `content`) is checked against: the digest,
+    and for a DICOM file also how this installation decodes DICOM (`vipcli.dicom.decoder_identity`:
+    the rule and the versions of pydicom and its plugins). A change of those re-encodes DICOM images
+    alone; other images keep their entries, and every image keeps its view seeds (`view_seed`)."""
+    return f"{content} {decoder_identity()}" if is_dicom_name(path) else content
+
+
 def view_seed(content: str, view: int, augmentation: str) -> int:
     """The RNG seed of augmented view `view` of the image whose content digest is `content`."""
     return int(hashlib.sha256(f"{content}|{view}|{augmentation}".encode()).hexdigest()[:16], 16)
@@ -188,7 +197,8 @@ class FeatureCache:
             console.warn(escape(message))
 
     def get(self, path: Path, content: str) -> dict[str, torch.Tensor]:
-        """The checked entry of `path` whose bytes have digest `content` ({} on a miss or when off)."""
+        """The checked entry of `path` whose bytes have digest `content` ({} on a miss or when off);
+        `content` is `entry_content`'s (a DICOM file's also names how DICOM is decoded)."""
         if self.folder is None:
             return {}
         from safetensors import SafetensorError, safe_open
@@ -449,7 +459,7 @@ def encode_images(backbone, paths, views: int = 0, cache: FeatureCache | None = 
             advance()
             continue
         contents[index] = content
-        cached[index] = cache.get(path, content)
+        cached[index] = cache.get(path, entry_content(path, content))
         have_views = cached[index].get("train", torch.empty(0)).shape[0]
         need_eval, need_views = center and "eval" not in cached[index], max(0, views - have_views)
         if need_eval or need_views:
@@ -461,7 +471,7 @@ def encode_images(backbone, paths, views: int = 0, cache: FeatureCache | None = 
         if index not in fresh:
             continue
         entry = _merge_entry(cached[index], fresh[index], need_eval)
-        cache.put(path, content, entry)
+        cache.put(path, entry_content(path, content), entry)
         cached[index] = entry
     for index, entry in cached.items():
         has_views = entry.get("train", torch.empty(0)).shape[0] >= views

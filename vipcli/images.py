@@ -7,9 +7,10 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+from vipcli.dicom import DICOM_SUFFIXES, has_dicom_magic, is_dicom_name, read_dicom
 from vipcli.errors import ImageError
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", *DICOM_SUFFIXES)  # DICOM: vipcli/dicom.py
 MAX_PIXELS = 200_000_000  # refuse larger images (decompression bombs); 200 MP
 STRIP_PIXELS = 8_000_000  # pixels converted at a time when a mode must change before reducing
 LEFT_OUT_SHOWN = 3  # left-out files named in the warning before a count
@@ -197,10 +198,13 @@ def load_image(path: str | Path, min_side: int | None = None):
             least `min_side` pixels twice over: JPEGs by the decoder itself (draft mode), other
             formats reduced right after decoding, before any mode conversion (a large saving in
             time and memory for big images; the encoders need about 224 px).
+            A DICOM file (`.dcm`, `.dicom`) is decoded by `vipcli.dicom.read_dicom` (windowed to 8
+            bits as a viewer shows it), then reduced the same way.
     Returns:
         PIL.Image in mode RGB, fully loaded.
     Raises:
-        ImageError: with a short reason (empty file, not an image, truncated, too large).
+        ImageError: with a short reason (empty file, not an image, truncated, too large; for a DICOM
+            also several frames, no pixel data, a compression no installed plugin decodes).
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -208,6 +212,9 @@ def load_image(path: str | Path, min_side: int | None = None):
     try:
         if path.stat().st_size == 0:
             raise ImageError(path, "empty file (0 bytes)")
+        if is_dicom_name(path):
+            image = read_dicom(path, MAX_PIXELS)  # 8-bit L or RGB
+            return to_rgb(reduce_decoded(image, min_side) if min_side else image)
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             Image.MAX_IMAGE_PIXELS = MAX_PIXELS
@@ -293,12 +300,23 @@ def _is_folder(entry: os.DirEntry) -> bool:
 
 
 def left_out_warning(files: list[Path], shown=str) -> str | None:
-    """The warning for files in image folders that vip does not read (a DICOM, a GIF, a text file):
-    how many, the first few by `shown(path)`, and what to do; None when there are none."""
+    """The warning for files in image folders that vip does not read (a GIF, a text file, a DICOM
+    without a DICOM suffix): how many, the first few by `shown(path)`, and what to do; those holding
+    the DICOM marker (`has_dicom_magic`, 132 bytes read each) are named apart, to be renamed to .dcm.
+    None when there are none."""
     from vipcli.console import first_few, plural
 
     if not files:
         return None
+    dicoms = [path for path in files if has_dicom_magic(path)]
+    fixes = []
+    if dicoms:
+        n = len(dicoms)
+        named = "" if n == len(files) else f" ({first_few(map(shown, dicoms), LEFT_OUT_SHOWN)})"  # all: listed already
+        fixes.append(f"{n} {plural(n, 'looks', 'look')} like {plural(n, 'a DICOM file', 'DICOM files')} without a "
+                     f".dcm suffix{named}: rename {plural(n, 'it', 'them')} to .dcm")
+    if len(dicoms) < len(files):
+        fixes.append("convert images of other formats to PNG, and move other files out of the image folders")
     return (f"left out {len(files)} {plural(len(files), 'file')} not named as an image vip reads "
             f"({', '.join(s.lstrip('.') for s in IMAGE_SUFFIXES)}): {first_few(map(shown, files), LEFT_OUT_SHOWN)}; "
-            "convert images of other formats to PNG, and move other files out of the image folders")
+            + "; ".join(fixes))
