@@ -195,6 +195,25 @@ def test_resume_refuses_images_replaced_in_place(cli, isic_small, tiny_clip, tmp
     assert "--force" in stderr
 
 
+def test_resume_refuses_a_vip_that_decodes_images_by_other_rules(cli, isic_small, tiny_clip, tmp_path, monkeypatch):
+    """Same files, same bytes, but a vip whose decoding rules changed (bit depth, orientation, DICOM) would
+    have mixed rows of other pixels; a sweep begun before the rules were recorded resumes as before."""
+    import vipcli.images
+
+    out = tmp_path / "bench"
+    base = ("--methods", "linear-probe", "--shots", "1", "--seeds", "1")
+    assert cli(*bench_args(isic_small, tiny_clip, out, *base))[0] == 0
+    stored = json.loads((out / "results.json").read_text())
+    monkeypatch.setattr(vipcli.images, "DEPTH_POLICY", vipcli.images.DEPTH_POLICY + " (changed)")
+    code, _, stderr = cli(*bench_args(isic_small, tiny_clip, out, *base, "--seeds", "1,2"))
+    assert code == 1 and "how images are decoded: this vip reads images by other rules than the vip that " \
+                         "began it" in stderr and "--force" in stderr, stderr
+    del stored["config"]["decoding"]
+    (out / "results.json").write_text(json.dumps(stored))
+    code, _, stderr = cli(*bench_args(isic_small, tiny_clip, out, *base, "--seeds", "1,2"))
+    assert code == 0, stderr
+
+
 def test_a_refused_setting_is_named_as_typed(cli, isic_small, tiny_clip, tmp_path):
     out = tmp_path / "bench"
     base = ("--methods", "coop", "--shots", "1", "--seeds", "1")

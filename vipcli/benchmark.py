@@ -198,8 +198,9 @@ def check_matches(stored: dict, current: dict, out: Path) -> None:
     if "backbone_fingerprint" in differ and same_backbone(before.get("backbone_fingerprint"), before.get(
             "backbone_describe"), current.get("backbone_fingerprint"), current.get("backbone_describe")):
         differ.remove("backbone_fingerprint")  # weights recorded by an earlier vip's path/size/mtime: the same file
-    if "content_digest" in before and before["content_digest"] != current.get("content_digest"):
-        differ.append("content_digest")  # absent from benchmarks begun by an earlier vip: not checked there
+    for key in ("content_digest", "decoding"):  # absent from benchmarks begun by an earlier vip: not checked there
+        if key in before and before[key] != current.get(key):
+            differ.append(key)
     old, new = before.get("symptoms") or {}, current.get("symptoms") or {}
     if old and new and old != new:
         differ.append("symptoms")
@@ -413,6 +414,8 @@ def _difference(key: str, stored, now) -> str:
         return "the images' content: some image files were replaced (or could not be read) since"
     if key == "split_digest":
         return "the images: files were added, removed or moved since"
+    if key == "decoding":
+        return "how images are decoded: this vip reads images by other rules than the vip that began it"
     return f"{key}: stored {_setting(stored)}, now {_setting(now)}"
 
 
@@ -436,6 +439,18 @@ def content_digest(dataset: Dataset) -> str:
     return hashlib.sha256("\n".join(digests).encode()).hexdigest()[:16]
 
 
+def decoding_digest() -> str:
+    """A short digest of the rules by which images become pixels (decoding size, orientation, bit depth,
+    DICOM): a sweep resumed by a vip that reads images otherwise would mix rows of other pixels. Library
+    versions are left out; they move features in their last digits only."""
+    from vipcli.dicom import DICOM_POLICY
+    from vipcli.features import DECODE_MIN_SIDE
+    from vipcli.images import DECODE_POLICY, DEPTH_POLICY, ORIENTATION_POLICY
+
+    rules = [DECODE_POLICY, str(DECODE_MIN_SIDE), ORIENTATION_POLICY, DEPTH_POLICY, DICOM_POLICY]
+    return hashlib.sha256("\n".join(rules).encode()).hexdigest()[:16]
+
+
 def split_digest(dataset: Dataset) -> str:
     """A short digest of the exact files and labels of every split."""
     blob = json.dumps({name: [[str(s.path), s.label] for s in samples] for name, samples in dataset.splits.items()})
@@ -456,7 +471,7 @@ def config_record(config: BenchmarkConfig, backbone, dataset: Dataset, split_see
         "epochs": config.schedule.epochs, "batch_size": config.schedule.batch_size, "lr": config.schedule.lr,
         "method_options": {k.replace("-", "_"): v for k, v in config.method_options.items()},
         "split_seed": split_seed, "split_digest": split_digest(dataset),
-        "content_digest": content or content_digest(dataset),
+        "content_digest": content or content_digest(dataset), "decoding": decoding_digest(),
         "symptoms": symptoms,
         "last_sweep": {"methods": method_ids(config), "shots": [shots_key(s) for s in config.shots],
                        "seeds": list(config.seeds)},
