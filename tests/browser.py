@@ -131,6 +131,25 @@ def render(page: Path, workdir: Path, width: int = 1200, max_height: int = 12000
     return result
 
 
+def screenshot(page: Path, png: Path, width: int, height: int, *flags: str) -> Path:
+    """A screenshot of the top `width` x `height` pixels of `page`, in a browser started with `flags`
+    (e.g. "--force-dark-mode": the page is told the reader prefers dark)."""
+    browser = find_browser()
+    assert browser, "no browser"
+    shot = _run(browser, png.parent / f"profile-{png.stem}", *flags, f"--window-size={width},{height}",
+                f"--screenshot={png}", page.resolve().as_uri())
+    assert png.is_file(), f"no screenshot (exit {shot.returncode}): {shot.stderr[-2000:]}"
+    return png
+
+
+def same_pixels(first: Path, second: Path) -> bool:
+    """Whether two screenshots are the same image, pixel for pixel."""
+    from PIL import Image, ImageChops
+
+    with Image.open(first) as a, Image.open(second) as b:
+        return a.size == b.size and ImageChops.difference(a.convert("RGB"), b.convert("RGB")).getbbox() is None
+
+
 def blank_fraction(png: Path) -> float:
     """The share of the screenshot's pixels that have the most common colour (1.0: blank)."""
     from PIL import Image

@@ -252,6 +252,42 @@ def test_a_figure_too_wide_for_the_screen_scrolls_in_its_box_with_the_tables_edg
     assert shadow and {".table", ".scroll"} <= {selector.strip() for selector in shadow.group(1).split(",")}
     assert re.search(r"figure svg \{[^{}]*max-width: 100%;[^{}]*min-width: var\(--readable-width, 0\);", screen)
     assert re.search(r"\.table, \.scroll \{ overflow: visible; background: none; \}", printed)
+    # the shadow shows through the figure's white by blending, on a phone only, with its own box only (a page a
+    # browser darkens regardless would otherwise darken the figure with it)
+    phone = screen.index("@media (max-width: 600px)")
+    assert "mix-blend-mode: multiply" in screen[phone:] and "mix-blend-mode: multiply" not in screen[:phone]
+    assert re.search(r"figure \.scroll \{[^{}]*isolation: isolate;", screen)
+
+
+def test_a_report_declares_itself_a_light_document():
+    """Its colours carry meaning (a method's colour in the figure and its swatch in the table, the calibration
+    diagonal, wrong/right tags) and are checked against white; a browser's forced dark mode recoloured the
+    page around the figures. It says it is light only, which tells a browser not to darken it."""
+    import re
+
+    from vipcli.report.html import STYLE, page
+
+    document = page("vip report: t", "", [], "")
+    head = document[:document.index("</head>")]
+    assert '<meta name="color-scheme" content="only light">' in head
+    assert re.search(r":root \{ color-scheme: only light; \}", STYLE)
+    assert "prefers-color-scheme" not in STYLE  # no dark theme to fall into
+
+
+@test_report.needs_browser
+def test_a_report_looks_the_same_to_a_reader_who_prefers_dark_or_has_the_browser_darken_pages(cli, benchmark_dir,
+                                                                                            tmp_path):
+    """With Chromium's Auto Dark Mode for Web Contents and a dark preference (how a phone darkens pages), the
+    page's text, tables and swatches turned light-on-dark around figures that stayed white."""
+    from browser import screenshot, same_pixels
+
+    page = tmp_path / "bench.html"
+    assert cli("report", benchmark_dir, "--out", page)[0] == 0
+    light = screenshot(page, tmp_path / "light.png", 1000, 1400)
+    prefers_dark = screenshot(page, tmp_path / "prefers-dark.png", 1000, 1400, "--force-dark-mode")
+    darkened = screenshot(page, tmp_path / "darkened.png", 1000, 1400, "--force-dark-mode",
+                          "--enable-features=WebContentsForceDark")
+    assert same_pixels(light, prefers_dark) and same_pixels(light, darkened)
 
 
 def test_report_figures_are_inline_svg_whose_text_is_text(cli, lesion_run, tmp_path):

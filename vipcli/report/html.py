@@ -14,6 +14,7 @@ from html import escape
 from pathlib import Path
 
 STYLE = """
+:root { color-scheme: only light; }  /* a light document: a browser's forced dark mode leaves its colours as they are */
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 0 auto; max-width: 1100px;
        padding: 1.5rem; color: #1d1d1f; background: #fff; line-height: 1.4; }
 h1 { font-size: 1.6rem; margin-bottom: 0.2rem; } h2 { font-size: 1.25rem; margin-top: 2rem;
@@ -38,8 +39,7 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: now
 figure { margin: 0.8rem 0; }
 figure svg { display: block; max-width: 100%; height: auto; border: 1px solid #eee;  /* its own size, or the width, */
              min-width: var(--readable-width, 0); }  /* but never so narrow that its smallest text is unreadable */
-figure .scroll { margin: 0; }
-.scroll svg { mix-blend-mode: multiply; }  /* the shadow at a scrolled edge shows through the figure's white */
+figure .scroll { margin: 0; isolation: isolate; }  /* what its figure is blended with (below) is its own background */
 figcaption, .caption { color: #555; font-size: 0.85rem; }
 .swatch { display: inline-block; width: 0.8rem; height: 0.8rem; border-radius: 2px; margin-right: 0.35rem;
           vertical-align: -0.1rem; }
@@ -60,7 +60,8 @@ code { background: #f4f4f6; padding: 0 0.2rem; border-radius: 3px; }
 footer { margin-top: 2rem; color: #595959; font-size: 0.8rem; }  /* 7:1 on white: small text */
 .name, .path, footer { overflow-wrap: anywhere; }  /* a long file name wraps, shown whole */
 @media (max-width: 600px) { body { padding: 0.8rem; } table { font-size: 0.8rem; } th, td { padding: 0.2rem 0.35rem; }
-  td.num { white-space: normal; } }  /* "88.60 (101/114)" breaks at its space rather than past the screen's edge */
+  td.num { white-space: normal; }  /* "88.60 (101/114)" breaks at its space rather than past the screen's edge */
+  .scroll svg { mix-blend-mode: multiply; } }  /* the shadow at a scrolled figure's edge shows through its white */
 @media print {  /* paper cannot scroll sideways: a wide table wraps its cells to fit the page */
   body { max-width: none; padding: 0; }
   .table, .scroll { overflow: visible; background: none; }
@@ -201,6 +202,7 @@ def page(title: str, subtitle: str, sections: list[str], footer: str) -> str:
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+        "<meta name=\"color-scheme\" content=\"only light\">"  # its colours carry meaning: never recoloured dark
         f"<title>{text(title)}</title><style>{STYLE}</style></head><body>"
         f"<h1>{text(title)}</h1><p class=\"sub\">{subtitle}</p>{''.join(sections)}"
         f"<footer>{footer}</footer></body></html>\n"
