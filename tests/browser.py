@@ -31,22 +31,32 @@ PROBE = """<script>
       return {alt: img.alt, complete: img.complete, width: img.naturalWidth, height: img.naturalHeight,
               shown: img.getBoundingClientRect().width, figure: !!img.closest("figure")};
     });
-    var figures = Array.prototype.map.call(document.querySelectorAll("figure > img, figure > svg"), function (f) {
-      var box = f.getBoundingClientRect();
+    var cue = function (element) { return getComputedStyle(element).backgroundImage.indexOf("radial-gradient") >= 0; };
+    var smallestText = function (figure, shown) {  // px, as drawn: its smallest font size x its scale (its width inside its border)
+      if (!figure.viewBox || !figure.viewBox.baseVal || !figure.viewBox.baseVal.width) return null;
+      var sizes = Array.prototype.map.call(figure.querySelectorAll("text"), function (t) { return parseFloat(getComputedStyle(t).fontSize); });
+      return sizes.length ? Math.min.apply(null, sizes) * shown / figure.viewBox.baseVal.width : null;
+    };
+    var figures = Array.prototype.map.call(document.querySelectorAll("figure img, figure svg"), function (f) {
+      var box = f.getBoundingClientRect(), scroller = f.closest(".scroll"), frame = scroller && scroller.getBoundingClientRect();
       return {kind: f.tagName.toLowerCase(), label: f.getAttribute("alt") || f.getAttribute("aria-label") || "",
-              left: box.left, right: box.right, shown: box.width, height: box.height};
+              left: box.left, right: box.right, shown: box.width, height: box.height,
+              readable: parseFloat(getComputedStyle(f).minWidth) || 0, text: smallestText(f, f.clientWidth || box.width),
+              box: scroller && {left: frame.left, right: frame.right, overflow: scroller.scrollWidth - scroller.clientWidth,
+                                content: scroller.scrollWidth, cue: cue(scroller)}};
     });
     var tables = Array.prototype.map.call(document.querySelectorAll(".table"), function (t) {
       var caption = t.querySelector("caption");
       return {caption: caption ? caption.textContent : "", overflow: t.scrollWidth - t.clientWidth,
-              columns: t.querySelectorAll("thead th").length,
-              cue: getComputedStyle(t).backgroundImage.indexOf("radial-gradient") >= 0};
+              columns: t.querySelectorAll("thead th").length, cue: cue(t)};
     });
+    var root = document.documentElement, narrowed = root.hasAttribute("data-vip-width");
     var out = document.createElement("pre");
     out.id = "vip-probe";
     out.textContent = JSON.stringify({images: images, figures: figures, tables: tables, errors: errors, height: document.body.scrollHeight,
-                                      title: document.title, width: document.documentElement.scrollWidth,
-                                      viewport: window.innerWidth});
+                                      title: document.title,
+                                      width: narrowed ? document.body.scrollWidth : root.scrollWidth,
+                                      viewport: narrowed ? root.getBoundingClientRect().width : window.innerWidth});
     document.body.appendChild(out);
   });
 })();
@@ -76,13 +86,21 @@ def console_messages(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if re.search(r":CONSOLE[:(]", line)]
 
 
+MIN_WINDOW_WIDTH = 500  # px: headless chromium lays out a --dump-dom page no narrower (its screenshots are as asked)
+
+
 def render(page: Path, workdir: Path, width: int = 1200, max_height: int = 12000) -> dict:
     """Load `page` twice: once with the probe (DOM dump), once as it is (screenshot of the whole page,
     up to `max_height` pixels, and the console log).
 
+    A `width` under MIN_WINDOW_WIDTH (a phone's 390) is laid out by making the probed page's root element
+    that wide; the media queries then see a 500 px screen, which every phone rule (max-width: 600px) covers.
+
     Returns:
         {"images": [{alt, complete, width, height (natural), shown (rendered width), figure (inside one)}],
-         "figures": [{kind ("img" or "svg"), label (alt text), left, right, shown (rendered width), height}],
+         "figures": [{kind ("img" or "svg"), label (alt text), left, right, shown (rendered width), height,
+                      readable (its CSS min-width, px), text (an SVG's smallest text as drawn, px), box (None, or the box that scrolls it sideways: {left, right,
+                      overflow (px hidden sideways), content (scroll width), cue (a shadow at an edge with more)})}],
          "tables": [{caption, overflow (px a table's scroll box hides sideways), columns,
                      cue (a shadow drawn at an edge with more beyond it)}],
          "errors": [...], "height": px, "title": str,
@@ -94,8 +112,10 @@ def render(page: Path, workdir: Path, width: int = 1200, max_height: int = 12000
     workdir.mkdir(parents=True, exist_ok=True)
     text = page.read_text(encoding="utf-8")
     probed = workdir / f"probed-{page.name}"
-    probed.write_text(text.replace("<head>", "<head>" + PROBE, 1), encoding="utf-8")
-    dumped = _run(browser, workdir / "profile-dom", f"--window-size={width},1000", "--virtual-time-budget=10000",
+    narrow = (f'<style>html {{ width: {width}px; }}</style>' if width < MIN_WINDOW_WIDTH else "")
+    probed.write_text(text.replace("<head>", "<head>" + PROBE + narrow, 1)
+                      .replace("<html", f'<html data-vip-width="{width}"' if narrow else "<html", 1), encoding="utf-8")
+    dumped = _run(browser, workdir / "profile-dom", f"--window-size={max(width, MIN_WINDOW_WIDTH)},1000", "--virtual-time-budget=10000",
                   "--dump-dom", probed.resolve().as_uri())
     match = re.search(r'<pre id="vip-probe">(.*?)</pre>', dumped.stdout, re.S)
     assert match, f"the probe wrote nothing (exit {dumped.returncode}): {dumped.stderr[-2000:]}"
@@ -109,6 +129,25 @@ def render(page: Path, workdir: Path, width: int = 1200, max_height: int = 12000
     assert screenshot.is_file(), f"no screenshot (exit {shot.returncode}): {shot.stderr[-2000:]}"
     result.update(console=console_messages(shot.stderr) + console_messages(dumped.stderr), screenshot=screenshot)
     return result
+
+
+def screenshot(page: Path, png: Path, width: int, height: int, *flags: str) -> Path:
+    """A screenshot of the top `width` x `height` pixels of `page`, in a browser started with `flags`
+    (e.g. "--force-dark-mode": the page is told the reader prefers dark)."""
+    browser = find_browser()
+    assert browser, "no browser"
+    shot = _run(browser, png.parent / f"profile-{png.stem}", *flags, f"--window-size={width},{height}",
+                f"--screenshot={png}", page.resolve().as_uri())
+    assert png.is_file(), f"no screenshot (exit {shot.returncode}): {shot.stderr[-2000:]}"
+    return png
+
+
+def same_pixels(first: Path, second: Path) -> bool:
+    """Whether two screenshots are the same image, pixel for pixel."""
+    from PIL import Image, ImageChops
+
+    with Image.open(first) as a, Image.open(second) as b:
+        return a.size == b.size and ImageChops.difference(a.convert("RGB"), b.convert("RGB")).getbbox() is None
 
 
 def blank_fraction(png: Path) -> float:
@@ -127,3 +166,20 @@ def distinct_colors(png: Path) -> int:
 
     with Image.open(png) as image:
         return len(image.convert("RGB").getcolors(maxcolors=1 << 24))
+
+
+def unreadable_figures(result: dict, smallest_text: float) -> list:
+    """The figures of a rendered page a reader cannot see whole and read, each as (label, why): off the screen,
+    cut off inside the box that scrolls it, an SVG's smallest text drawn under `smallest_text` px, or more of it hidden sideways with no shadow at the edge to say so."""
+    found = []
+    for figure in result["figures"]:
+        box, label = figure["box"] or figure, figure["label"][:40]
+        if box["left"] < -0.5 or box["right"] > result["viewport"] + 0.5 or not figure["height"]:
+            found.append((label, f"off the {result['viewport']:.0f} px screen: {box['left']:.0f} to {box['right']:.0f}"))
+        elif figure["box"] and figure["box"]["content"] < figure["shown"] - 1:
+            found.append((label, "cut off inside its box"))
+        elif figure["text"] is not None and figure["text"] < smallest_text - 0.01:
+            found.append((label, f"text drawn {figure['text']:.1f} px high"))
+        elif figure["box"] and figure["box"]["overflow"] > 1 and not figure["box"]["cue"]:
+            found.append((label, "hides some of itself sideways with no shadow at the edge"))
+    return found

@@ -28,7 +28,7 @@ def test_demo_shows_the_papers_claim_with_margins(cli, tmp_path):
     # it ends with the reports and says where to open them; the predictions show prediction sets
     assert "set {" in stdout and f"file://{(out / 'run' / 'report.html').resolve()}" in stdout
     for report in (out / "run" / "report.html", out / "benchmark" / "report.html"):
-        assert report.is_file() and "<figure><svg " in report.read_text()  # figures drawn, inline
+        assert report.is_file() and "<svg role=\"img\"" in report.read_text()  # figures drawn, inline
 
 
 def test_demo_never_replaces_a_folder_it_did_not_make(cli, tmp_path):

@@ -217,7 +217,7 @@ def test_reports_render_in_a_real_browser(cli, lesion_run, benchmark_dir, tmp_pa
     for page in pages:
         result = render(page, tmp_path / f"browser-{page.stem}")
         text = page.read_text()
-        embedded, drawn = text.count("<img "), text.count("<figure><svg ")
+        embedded, drawn = text.count("<img "), text.count('<svg role="img"')
         assert len(result["images"]) == embedded and embedded + drawn > 0
         assert sum(f["kind"] == "svg" and f["shown"] > 100 and f["height"] > 100 for f in result["figures"]) == drawn
         undecoded = [i["alt"] for i in result["images"] if not (i["complete"] and i["width"] > 0 and i["height"] > 0)]
@@ -229,14 +229,31 @@ def test_reports_render_in_a_real_browser(cli, lesion_run, benchmark_dir, tmp_pa
 
 
 @needs_browser
-def test_the_shots_plot_is_whole_on_a_phone(cli, benchmark_dir, tmp_path):
-    """The shots plot kept its own size on a phone and scrolled sideways: at 390 px its legend was off-screen."""
+def test_the_shots_plot_is_whole_and_readable_on_a_phone(cli, benchmark_dir, tmp_path):
+    """The shots plot kept its own size on a phone and the page scrolled sideways: at 390 px its legend was
+    off-screen. Then it was scaled to the screen's width, its 9 pt text drawn 5 px high. Now it is scaled down
+    no further than READABLE_TEXT_PX text, in a box that scrolls sideways with a shadow at the edge."""
+    from browser import unreadable_figures
+    from vipcli.report.html import READABLE_TEXT_PX
+
     page = tmp_path / "bench.html"
     assert cli("report", benchmark_dir, "--out", page)[0] == 0
     result = render(page, tmp_path / "phone", width=390)
-    assert result["width"] <= result["viewport"] and len(result["figures"]) == 1
+    assert result["width"] <= result["viewport"] == 390 and len(result["figures"]) == 1
+    assert not unreadable_figures(result, READABLE_TEXT_PX), unreadable_figures(result, READABLE_TEXT_PX)
     shots = result["figures"][0]
-    assert 0 <= shots["left"] and shots["right"] <= result["viewport"] and shots["height"] > 0, shots
+    assert shots["box"]["overflow"] > 50 and shots["box"]["cue"], shots  # it scrolls: the screen is narrower
+    assert shots["text"] == pytest.approx(READABLE_TEXT_PX, abs=0.1), shots  # shrunk as far as it may be
+
+
+@needs_browser
+def test_figures_on_a_desktop_keep_their_own_size(cli, benchmark_dir, tmp_path):
+    """The readable minimum width changes nothing where the figure fits: it is shown at its own size (9 pt, 12 px)."""
+    page = tmp_path / "bench.html"
+    assert cli("report", benchmark_dir, "--out", page)[0] == 0
+    shots = render(page, tmp_path / "desktop", width=1280)["figures"][0]
+    assert shots["shown"] == pytest.approx(7.2 * 96 + 2, abs=0.5) and shots["box"]["overflow"] == 0, shots  # +its border
+    assert shots["text"] == pytest.approx(12, abs=0.05), shots
 
 
 @pytest.mark.parametrize("method, used", [("zeroshot", 0), ("coop", 4)])

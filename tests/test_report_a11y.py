@@ -3,6 +3,8 @@ colour, and what a screen reader is given (alt text, table headers)."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 from matplotlib.colors import to_rgb
 
@@ -107,7 +109,7 @@ def test_the_run_reports_figures_carry_their_figures_in_alt_text(cli, lesion_run
 
     _, run = lesion_run
     assert cli("report", run, "--out", tmp_path / "r.html", "--workers", "0", "--device", "cpu", "--gallery", "2")[0] == 0
-    alts = [unescape(a) for a in re.findall(r'<figure><svg role="img" aria-label="([^"]*)"', (tmp_path / "r.html").read_text())]
+    alts = [unescape(a) for a in re.findall(r'<svg role="img" aria-label="([^"]*)"', (tmp_path / "r.html").read_text())]
     matrix = json.loads((run / "metrics.json").read_text())["test"]["confusion_matrix"]
     assert len(alts) == 3 and f"melanoma: {matrix[0][0]} predicted melanoma, {matrix[0][1]} predicted nevus" in alts[0]
     assert "ECE" in alts[1] and "Merge weight of each symptom" in alts[2]
@@ -212,6 +214,82 @@ def test_every_figure_is_printable_at_its_own_size_with_text_of_9_points_or_more
         assert not small, (name, small[:5])
 
 
+def test_a_figure_shrinks_on_a_narrow_screen_no_further_than_its_smallest_text_stays_readable():
+    """At 390 px a 7.2-inch figure was scaled to the screen, its 9 pt text drawn 5 CSS px high. Each figure now
+    keeps a minimum width, from its own width and its smallest text, at which that text is READABLE_TEXT_PX high
+    (a figure whose smallest text is larger may shrink further; none is made wider than its own size)."""
+    import re
+
+    from matplotlib.text import Text
+
+    from vipcli.plots import MAX_FIGURE_WIDTH, MIN_FONT_SIZE, svg_markup
+    from vipcli.report.html import READABLE_TEXT_PX, figure, readable_width
+
+    widths = {}
+    for name, drawn in _sample_figures():
+        drawn.canvas.draw()
+        smallest = min(t.get_fontsize() for t in drawn.findobj(Text) if t.get_visible() and t.get_text().strip())
+        inches = drawn.get_figwidth()
+        svg = svg_markup(drawn)
+        widths[name] = readable_width(svg)
+        assert widths[name] == pytest.approx(min(inches * 96, inches * 72 * READABLE_TEXT_PX / smallest), abs=0.01), name
+        shown = re.search(r'--readable-width: (\d+)px', figure(svg, "alt"))
+        assert shown and int(shown.group(1)) == math.ceil(widths[name])  # never rounded below the readable width
+    assert widths["shots"] == pytest.approx(MAX_FIGURE_WIDTH * 72 * READABLE_TEXT_PX / MIN_FONT_SIZE, abs=0.01)  # 461 px
+    assert widths["confusion, 2 classes"] < widths["shots"]  # its smallest text is 10 pt, its width 4.8 inches
+    assert readable_width("<svg></svg>") == 0  # markup that is not matplotlib's: scaled to the screen as before
+
+
+def test_a_figure_too_wide_for_the_screen_scrolls_in_its_box_with_the_tables_edge_shadow():
+    """The figure's box scrolls sideways with the same shadow rule as a wide table's; the page itself never does.
+    On paper it shows whole, like a table."""
+    import re
+
+    from vipcli.report.html import STYLE
+
+    screen, printed = STYLE[:STYLE.index("@media print")], STYLE[STYLE.index("@media print"):]
+    shadow = re.search(r"^([^{}\n]*)\{[^{}]*overflow-x: auto;[^{}]*radial-gradient[^{}]*\}", screen, re.M)
+    assert shadow and {".table", ".scroll"} <= {selector.strip() for selector in shadow.group(1).split(",")}
+    assert re.search(r"figure svg \{[^{}]*max-width: 100%;[^{}]*min-width: var\(--readable-width, 0\);", screen)
+    assert re.search(r"\.table, \.scroll \{ overflow: visible; background: none; \}", printed)
+    # the shadow shows through the figure's white by blending, on a phone only, with its own box only (a page a
+    # browser darkens regardless would otherwise darken the figure with it)
+    phone = screen.index("@media (max-width: 600px)")
+    assert "mix-blend-mode: multiply" in screen[phone:] and "mix-blend-mode: multiply" not in screen[:phone]
+    assert re.search(r"figure \.scroll \{[^{}]*isolation: isolate;", screen)
+
+
+def test_a_report_declares_itself_a_light_document():
+    """Its colours carry meaning (a method's colour in the figure and its swatch in the table, the calibration
+    diagonal, wrong/right tags) and are checked against white; a browser's forced dark mode recoloured the
+    page around the figures. It says it is light only, which tells a browser not to darken it."""
+    import re
+
+    from vipcli.report.html import STYLE, page
+
+    document = page("vip report: t", "", [], "")
+    head = document[:document.index("</head>")]
+    assert '<meta name="color-scheme" content="only light">' in head
+    assert re.search(r":root \{ color-scheme: only light; \}", STYLE)
+    assert "prefers-color-scheme" not in STYLE  # no dark theme to fall into
+
+
+@test_report.needs_browser
+def test_a_report_looks_the_same_to_a_reader_who_prefers_dark_or_has_the_browser_darken_pages(cli, benchmark_dir,
+                                                                                            tmp_path):
+    """With Chromium's Auto Dark Mode for Web Contents and a dark preference (how a phone darkens pages), the
+    page's text, tables and swatches turned light-on-dark around figures that stayed white."""
+    from browser import screenshot, same_pixels
+
+    page = tmp_path / "bench.html"
+    assert cli("report", benchmark_dir, "--out", page)[0] == 0
+    light = screenshot(page, tmp_path / "light.png", 1000, 1400)
+    prefers_dark = screenshot(page, tmp_path / "prefers-dark.png", 1000, 1400, "--force-dark-mode")
+    darkened = screenshot(page, tmp_path / "darkened.png", 1000, 1400, "--force-dark-mode",
+                          "--enable-features=WebContentsForceDark")
+    assert same_pixels(light, prefers_dark) and same_pixels(light, darkened)
+
+
 def test_report_figures_are_inline_svg_whose_text_is_text(cli, lesion_run, tmp_path):
     """The figures were PNGs: blurred at 200% zoom, and their words could not be searched or copied."""
     import re
@@ -220,7 +298,8 @@ def test_report_figures_are_inline_svg_whose_text_is_text(cli, lesion_run, tmp_p
     assert cli("report", run, "--out", tmp_path / "r.html", "--workers", "0", "--device", "cpu", "--gallery", "2")[0] == 0
     page = (tmp_path / "r.html").read_text()
     figures = re.findall(r"<figure>(.*?)</figure>", page, re.S)
-    assert len(figures) == 3 and all(f.startswith('<svg role="img" aria-label="') for f in figures)
+    assert len(figures) == 3 and all(re.match(r'<div class="scroll" style="--readable-width: \d+px"><svg role="img" '
+                                              r'aria-label="', f) for f in figures)
     assert not re.search(r"<figure><img|data:image/png", page) and "<?xml" not in page and "<metadata>" not in page
     assert ">predicted class</text>" in figures[0] and ">confidence of the predicted class</text>" in figures[1]
     ids = re.findall(r'\bid="([^"]+)"', page)

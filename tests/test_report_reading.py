@@ -235,7 +235,7 @@ def test_reliability_diagram_shows_its_caption_and_its_alt_begins_with_the_title
                          "color": "#d55e00"}, None, [])
     caption = re.search(r"<figcaption>(.*?)</figcaption>", page)
     assert caption and "the number at the foot of a bar: its test images" in caption.group(1)
-    assert re.search(r'<figure><svg role="img" aria-label="reliability on test: d, b\. Bar chart [^"]*" ', page)
+    assert re.search(r'<figure><div class="scroll" [^>]*><svg role="img" aria-label="reliability on test: d, b\. Bar chart [^"]*" ', page)
 
 
 # --- #11: rendering ------------------------------------------------------------------------------------

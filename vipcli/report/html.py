@@ -8,18 +8,21 @@ later.
 from __future__ import annotations
 
 import base64
+import math
+import re
 from html import escape
 from pathlib import Path
 
 STYLE = """
+:root { color-scheme: only light; }  /* a light document: a browser's forced dark mode leaves its colours as they are */
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 0 auto; max-width: 1100px;
        padding: 1.5rem; color: #1d1d1f; background: #fff; line-height: 1.4; }
 h1 { font-size: 1.6rem; margin-bottom: 0.2rem; } h2 { font-size: 1.25rem; margin-top: 2rem;
      border-bottom: 1px solid #ddd; padding-bottom: 0.2rem; }
 .sub { color: #555; margin-top: 0; }
 table { border-collapse: collapse; margin: 0.6rem 0; font-size: 0.9rem; }
-.table {  /* a table wider than a phone scrolls inside itself, and a shadow at the edge with more beyond it says so
-            (the white covers scroll away with the table, uncovering the shadow of the edge it leaves) */
+.table, .scroll {  /* a table or figure wider than a phone scrolls inside itself, and a shadow at the edge with more
+            beyond it says so (the white covers scroll away with the content, uncovering the shadow of the edge it leaves) */
   max-width: 100%; overflow-x: auto; margin: 0.6rem 0;
   background: linear-gradient(to right, #fff 30%, rgba(255, 255, 255, 0)) left / 2rem 100% no-repeat local,
               linear-gradient(to left, #fff 30%, rgba(255, 255, 255, 0)) right / 2rem 100% no-repeat local,
@@ -34,7 +37,9 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: now
 .note { background: #fff8e1; border-left: 4px solid #f0b400; padding: 0.5rem 0.8rem; margin: 0.6rem 0; }
 .ok { background: #eef7ee; border-left: 4px solid #2e7d32; padding: 0.5rem 0.8rem; margin: 0.6rem 0; }
 figure { margin: 0.8rem 0; }
-figure svg { display: block; max-width: 100%; height: auto; border: 1px solid #eee; }  /* its own size, or the width */
+figure svg { display: block; max-width: 100%; height: auto; border: 1px solid #eee;  /* its own size, or the width, */
+             min-width: var(--readable-width, 0); }  /* but never so narrow that its smallest text is unreadable */
+figure .scroll { margin: 0; isolation: isolate; }  /* what its figure is blended with (below) is its own background */
 figcaption, .caption { color: #555; font-size: 0.85rem; }
 .swatch { display: inline-block; width: 0.8rem; height: 0.8rem; border-radius: 2px; margin-right: 0.35rem;
           vertical-align: -0.1rem; }
@@ -55,10 +60,12 @@ code { background: #f4f4f6; padding: 0 0.2rem; border-radius: 3px; }
 footer { margin-top: 2rem; color: #595959; font-size: 0.8rem; }  /* 7:1 on white: small text */
 .name, .path, footer { overflow-wrap: anywhere; }  /* a long file name wraps, shown whole */
 @media (max-width: 600px) { body { padding: 0.8rem; } table { font-size: 0.8rem; } th, td { padding: 0.2rem 0.35rem; }
-  td.num { white-space: normal; } }  /* "88.60 (101/114)" breaks at its space rather than past the screen's edge */
+  td.num { white-space: normal; }  /* "88.60 (101/114)" breaks at its space rather than past the screen's edge */
+  .scroll svg { mix-blend-mode: multiply; } }  /* the shadow at a scrolled figure's edge shows through its white */
 @media print {  /* paper cannot scroll sideways: a wide table wraps its cells to fit the page */
   body { max-width: none; padding: 0; }
-  .table { overflow: visible; background: none; }
+  .table, .scroll { overflow: visible; background: none; }
+  .scroll svg { mix-blend-mode: normal; }
   td, td.num, .nowrap { white-space: normal; }
   h1, h2 { break-after: avoid; }  /* a heading stays with what it heads */
   .card, figure, tr, .note, .banner { break-inside: avoid; }  /* an image never parts from its labels */
@@ -114,10 +121,37 @@ def image(payload: bytes, alt: str, mime: str = "image/png", css_class: str | No
 
 def figure(svg: str, alt: str, caption: str | None = None) -> str:
     """A figure from inline SVG markup (`vipcli.plots.svg_markup`) with an optional caption; a screen
-    reader announces it as one image described by `alt` (role="img"), not as its many bits of text."""
+    reader announces it as one image described by `alt` (role="img"), not as its many bits of text.
+
+    On a screen narrower than the figure it is scaled down, but no narrower than `readable_width`: there
+    its box scrolls sideways (with the wide tables' edge shadow) and the caption stays at the screen's width.
+    """
     caption_html = f"<figcaption>{text(caption)}</figcaption>" if caption else ""
     labelled = svg.replace("<svg ", f'<svg role="img" aria-label="{escape(alt)}" ', 1)
-    return f"<figure>{labelled}{caption_html}</figure>"
+    box = f'<div class="scroll" style="--readable-width: {math.ceil(readable_width(svg))}px">{labelled}</div>'
+    return f"<figure>{box}{caption_html}</figure>"
+
+
+READABLE_TEXT_PX = 8  # CSS px: the smallest figure text still readable on a phone (at its own size, 9 pt is 12 px)
+
+
+def readable_width(svg: str) -> float:
+    """The narrowest width (CSS px) at which figure `svg` shows its smallest text READABLE_TEXT_PX high: its
+    viewBox width x READABLE_TEXT_PX / its smallest font size (both in the viewBox's units; MIN_FONT_SIZE
+    where it has no text), never wider than the figure's own size.
+
+    e.g. a 7.2-inch figure (viewBox 518.4 pt wide) whose smallest text is 9 pt: 518.4 x 8 / 9 = 461 px.
+    """
+    from vipcli.plots import MIN_FONT_SIZE
+
+    view_box = re.search(r'viewBox="[-\d.]+ [-\d.]+ ([\d.]+) [\d.]+"', svg)
+    width = re.search(r'<svg [^>]*?\swidth="([\d.]+)(pt|px)?"', svg)
+    if not view_box or not width:  # not matplotlib's markup: shown as before, scaled to the screen
+        return 0.0
+    own = float(width.group(1)) * (96 / 72 if width.group(2) == "pt" else 1)  # CSS px at the figure's own size
+    sizes = [float(size) for size in re.findall(r"font-size:\s*([\d.]+)px", svg)]
+    smallest = min(sizes, default=MIN_FONT_SIZE)
+    return min(own, float(view_box.group(1)) * READABLE_TEXT_PX / smallest)
 
 
 def table(caption: str, header: list[str], rows: list[list], numeric: set[int] | None = None, raw: bool = False) -> str:
@@ -168,6 +202,7 @@ def page(title: str, subtitle: str, sections: list[str], footer: str) -> str:
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+        "<meta name=\"color-scheme\" content=\"only light\">"  # its colours carry meaning: never recoloured dark
         f"<title>{text(title)}</title><style>{STYLE}</style></head><body>"
         f"<h1>{text(title)}</h1><p class=\"sub\">{subtitle}</p>{''.join(sections)}"
         f"<footer>{footer}</footer></body></html>\n"
