@@ -138,6 +138,14 @@ def test_a_semicolon_table_saved_by_excel_with_a_byte_order_mark_is_read(cli, tm
     assert code == 0 and "columns: image 'image'; class 'label'" in out, err
 
 
+def test_a_quoted_cell_holding_a_line_break_stays_in_its_row(cli, tmp_path):
+    images = _images(tmp_path / "img", ["a.png", "b.png"])
+    labels = _csv(tmp_path / "gt.csv", 'image,label,note\na,x,"seen twice,\nsee b"\nb,y,\n')
+    code, out, err = cli("data", "sort", labels, "--images", images, "--out", tmp_path / "sorted",
+                         "--label-column", "label")
+    assert code == 0 and "sorted 2 images" in out and "warning" not in err, err
+
+
 def test_the_out_folder_is_never_a_folder_of_other_files_and_is_replaced_only_with_force(cli, tmp_path):
     images = _images(tmp_path / "img", ["a.png", "b.png"])
     labels = _csv(tmp_path / "gt.csv", "image,label\na,x\nb,y\n")

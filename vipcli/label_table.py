@@ -9,6 +9,7 @@ copies. Every check runs before the first link is made, and the folder appears w
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import shutil
@@ -86,7 +87,7 @@ def read_label_table(path: str | Path) -> LabelTable:
         raise VipError(f"{path}: empty, or no header row in its first line",
                        "the first line names the columns, e.g. image_id,label")
     delimiter = "\t" if path.suffix.lower() in (".tsv", ".tab") else _delimiter(lines[0])
-    reader = csv.reader(lines, delimiter=delimiter)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)  # a quoted cell may hold a line break
     header = [cell.strip() for cell in next(reader)]
     repeated = sorted(name for name, count in Counter(header).items() if count > 1)
     if repeated:
