@@ -135,7 +135,8 @@ def choose_columns(table: LabelTable, index: dict[str, list[Path]], image: str |
     split names; the class is the one column left, or all the columns left when every cell is 0/1.
 
     Raises:
-        UsageError: a named column is not in the table, or the class column cannot be told apart.
+        UsageError: a named column is not in the table, a --split-column holds a value that is no split
+            name, or the class column cannot be told apart.
     """
     for option, names in (("--image-column", [image]), ("--label-column", [label]), ("--split-column", [split]),
                           ("--group-column", [group]), ("--one-hot", one_hot or [])):
@@ -156,11 +157,30 @@ def choose_columns(table: LabelTable, index: dict[str, list[Path]], image: str |
     if split is None:
         split = _split_column(table, taken | {label} | set(one_hot or []))
         found += ["split"] if split else []
+    else:
+        _check_split_values(table, split)
     taken.add(split)
     if not label and not one_hot:
         label, one_hot = _class_columns(table, taken, otherwise is not None)
         found.append("class")
     return Columns(image, label, tuple(one_hot or ()), otherwise, split, group, tuple(found))
+
+
+def _check_split_values(table: LabelTable, split: str) -> None:
+    """Refuse a --split-column holding a value that is no split name (an empty cell, `holdout`).
+
+    Raises:
+        UsageError: naming the values and how many rows hold them.
+    """
+    from vipcli.console import first_few
+
+    bad = Counter(row.get(split, "") for row in table.rows if row.get(split, "").lower() not in SPLIT_NAMES)
+    if bad:
+        values = first_few((repr(value[:40]) for value, _ in bad.most_common()), SHOWN)
+        rows = sum(bad.values())
+        raise UsageError(f"--split-column {split}: {rows} {'row holds' if rows == 1 else 'rows hold'} {values}, "
+                         "not train, val or test",
+                         "give every row train, val or test, or drop --split-column to let vip make the splits")
 
 
 def _image_column(table: LabelTable, index: dict[str, list[Path]]) -> str:
