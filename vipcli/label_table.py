@@ -72,7 +72,8 @@ def read_label_table(path: str | Path) -> LabelTable:
     """Read a CSV (comma, semicolon or tab; the delimiter is detected) or TSV file with a header row.
 
     Raises:
-        VipError: the file is missing, not UTF-8 text, empty, or its header repeats a column name.
+        VipError: the file is missing, not UTF-8 text, empty, has no row below its header, or its header
+            repeats a column name.
     """
     path = Path(path)
     if not path.is_file():
@@ -93,6 +94,8 @@ def read_label_table(path: str | Path) -> LabelTable:
         raise VipError(f"{path}: column {', '.join(repr(n) for n in repeated)} appears twice in the header",
                        "give each column its own name")
     rows = [dict(zip(header, (cell.strip() for cell in row))) for row in reader if any(cell.strip() for cell in row)]
+    if not rows:
+        raise VipError(f"{path}: a header row and no row below it", "add one row per image under the header")
     return LabelTable(path, header, rows)
 
 
