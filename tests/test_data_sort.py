@@ -79,6 +79,28 @@ def test_a_row_marked_as_two_classes_is_refused_by_name(cli, tmp_path):
     assert code == 1 and "1 rows of gt.csv are marked as more than one class (first: a (MEL and NV))" in _one_error(err)
 
 
+def test_a_split_column_with_values_that_are_no_split_is_refused_in_one_line(cli, tmp_path):
+    """A named --split-column is not checked for split names as a found one is: an empty cell or `holdout`
+    was a KeyError ("a bug in vip")."""
+    images = _images(tmp_path / "img", ["a.png", "b.png", "c.png", "d.png"])
+    labels = _csv(tmp_path / "gt.csv", "image,label,fold\na,mel,train\nb,mel,holdout\nc,nv,\nd,nv,holdout\n")
+    code, _, err = cli("data", "sort", labels, "--images", images, "--out", tmp_path / "sorted", "--split-column", "fold")
+    line = _one_error(err)
+    assert code == 2 and "--split-column fold: 3 rows hold 'holdout', '', not train, val or test" in line, err
+    assert line.endswith("(give every row train, val or test, or drop --split-column to let vip make the splits)")
+    assert not (tmp_path / "sorted").exists()
+
+
+def test_a_table_of_a_header_only_says_so(cli, tmp_path):
+    """It said "no column names an image under --images (first row: none)", sending the user to --images."""
+    images = _images(tmp_path / "img", ["a.png", "b.png"])
+    labels = _csv(tmp_path / "gt.csv", "image,label\n\n")
+    code, _, err = cli("data", "sort", labels, "--images", images, "--out", tmp_path / "sorted")
+    assert code == 1 and _one_error(err) == f"error: {labels}: a header row and no row below it (add one row per " \
+                                            "image under the header)"
+    assert not (tmp_path / "sorted").exists()
+
+
 def test_a_table_of_many_columns_asks_which_holds_the_class(cli, tmp_path):
     """HAM10000's metadata: lesion_id, image_id, dx, dx_type, age, sex, localization."""
     images = _images(tmp_path / "HAM10000_images", ["ISIC_0027419.jpg", "ISIC_0025030.jpg"])

@@ -226,3 +226,17 @@ def test_an_old_run_folder_left_by_a_killed_replacement_is_removed_by_the_next_o
     with atomic_folder(tmp_path / "run") as staging:
         (staging / "v").write_text("new")
     assert sorted(p.name for p in tmp_path.iterdir()) == [".other.x.old", "run"]
+
+
+def test_a_folder_replaced_through_a_link_leaves_no_old_link_behind(tmp_path):
+    """`--out` a link to a folder (`vip data sort --force` into a link): the link was moved aside as
+    `.NAME.*.old` and left there, since rmtree refuses a link; it is removed, the folder it led to kept."""
+    from vipcli.atomic import atomic_folder
+
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "v").write_text("kept")
+    (tmp_path / "run").symlink_to("real")
+    with atomic_folder(tmp_path / "run") as staging:
+        (staging / "v").write_text("new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["real", "run"]
+    assert (tmp_path / "run" / "v").read_text() == "new" and (tmp_path / "real" / "v").read_text() == "kept"

@@ -98,6 +98,9 @@ def atomic_folder(path: str | Path):
             os.replace(staging, path)
         # ours, and any a writer killed between its two renames left: each was only ever to be deleted
         for stale in path.parent.glob(f".{glob.escape(path.name)}.*.old"):
-            shutil.rmtree(stale, ignore_errors=True)
+            if stale.is_symlink():  # `path` was a link: the link goes, the folder it led to stays
+                stale.unlink(missing_ok=True)
+            else:
+                shutil.rmtree(stale, ignore_errors=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

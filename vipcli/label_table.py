@@ -73,7 +73,8 @@ def read_label_table(path: str | Path) -> LabelTable:
     """Read a CSV (comma, semicolon or tab; the delimiter is detected) or TSV file with a header row.
 
     Raises:
-        VipError: the file is missing, not UTF-8 text, empty, or its header repeats a column name.
+        VipError: the file is missing, not UTF-8 text, empty, has no row below its header, or its header
+            repeats a column name.
     """
     path = Path(path)
     if not path.is_file():
@@ -94,6 +95,8 @@ def read_label_table(path: str | Path) -> LabelTable:
         raise VipError(f"{path}: column {', '.join(repr(n) for n in repeated)} appears twice in the header",
                        "give each column its own name")
     rows = [dict(zip(header, (cell.strip() for cell in row))) for row in reader if any(cell.strip() for cell in row)]
+    if not rows:
+        raise VipError(f"{path}: a header row and no row below it", "add one row per image under the header")
     return LabelTable(path, header, rows)
 
 
@@ -136,7 +139,8 @@ def choose_columns(table: LabelTable, index: dict[str, list[Path]], image: str |
     split names; the class is the one column left, or all the columns left when every cell is 0/1.
 
     Raises:
-        UsageError: a named column is not in the table, or the class column cannot be told apart.
+        UsageError: a named column is not in the table, a --split-column holds a value that is no split
+            name, or the class column cannot be told apart.
     """
     for option, names in (("--image-column", [image]), ("--label-column", [label]), ("--split-column", [split]),
                           ("--group-column", [group]), ("--one-hot", one_hot or [])):
@@ -157,11 +161,30 @@ def choose_columns(table: LabelTable, index: dict[str, list[Path]], image: str |
     if split is None:
         split = _split_column(table, taken | {label} | set(one_hot or []))
         found += ["split"] if split else []
+    else:
+        _check_split_values(table, split)
     taken.add(split)
     if not label and not one_hot:
         label, one_hot = _class_columns(table, taken, otherwise is not None)
         found.append("class")
     return Columns(image, label, tuple(one_hot or ()), otherwise, split, group, tuple(found))
+
+
+def _check_split_values(table: LabelTable, split: str) -> None:
+    """Refuse a --split-column holding a value that is no split name (an empty cell, `holdout`).
+
+    Raises:
+        UsageError: naming the values and how many rows hold them.
+    """
+    from vipcli.console import first_few
+
+    bad = Counter(row.get(split, "") for row in table.rows if row.get(split, "").lower() not in SPLIT_NAMES)
+    if bad:
+        values = first_few((repr(value[:40]) for value, _ in bad.most_common()), SHOWN)
+        rows = sum(bad.values())
+        raise UsageError(f"--split-column {split}: {rows} {'row holds' if rows == 1 else 'rows hold'} {values}, "
+                         "not train, val or test",
+                         "give every row train, val or test, or drop --split-column to let vip make the splits")
 
 
 def _image_column(table: LabelTable, index: dict[str, list[Path]]) -> str:
