@@ -110,6 +110,15 @@ def test_a_dicom_without_pixel_data_is_unreadable_with_the_reason(tmp_path):
     assert _reason(write_dicom(tmp_path / "x.dcm", None)).startswith("a DICOM file without pixel data")
 
 
+def test_a_dicom_cut_off_before_its_pixels_is_called_truncated(tmp_path):
+    """A download that stopped inside the header was called a DICOM without pixel data (a report)."""
+    path = write_dicom(tmp_path / "x.dcm", ramp())
+    data = path.read_bytes()
+    path.write_bytes(data[: data.index(b"\xe0\x7f\x10\x00")])  # up to the PixelData tag (7FE0,0010)
+    assert _reason(path) == "truncated DICOM file: its header describes an image, but the file ends before the " \
+                            "pixel data"
+
+
 def test_a_file_named_dcm_that_is_not_dicom_is_unreadable(tmp_path):
     (tmp_path / "x.dcm").write_bytes(b"not a dicom file" * 20)
     assert _reason(tmp_path / "x.dcm") == "not a DICOM file (no 'DICM' marker at byte 128)"

@@ -119,6 +119,9 @@ def _check_readable(dataset, path: Path, max_pixels: int) -> None:
     """Refuse, before decoding, a dataset without pixel data, of several frames or too many pixels,
     or compressed in a syntax no installed plugin decodes."""
     if not any(name in dataset for name in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+        if "Rows" in dataset:  # its header describes an image: the file stops before the pixels
+            raise ImageError(path, "truncated DICOM file: its header describes an image, but the file ends "
+                                   "before the pixel data")
         raise ImageError(path, "a DICOM file without pixel data (a report, a structured document or a "
                                "DICOMDIR, not an image)")
     frames = _int(dataset.get("NumberOfFrames", 1), 1)
