@@ -188,6 +188,36 @@ def test_the_out_folder_is_never_a_folder_of_other_files_and_is_replaced_only_wi
     assert code == 2 and "overlap" in _one_error(err)
 
 
+def test_force_does_not_delete_what_was_added_to_a_sorted_folder(cli, tmp_path):
+    """--force replaced the whole sorted folder, a run or notes saved inside it since included."""
+    images = _images(tmp_path / "img", ["a.png", "b.png"])
+    labels = _csv(tmp_path / "gt.csv", "image,label\na,x\nb,y\n")
+    sorted_folder = tmp_path / "sorted"
+    assert cli("data", "sort", labels, "--images", images, "--out", sorted_folder)[0] == 0
+    (sorted_folder / "x" / "notes.txt").write_text("mine")
+    code, _, err = cli("data", "sort", labels, "--images", images, "--out", sorted_folder, "--force")
+    assert code == 2 and _one_error(err) == (
+        f"error: --out {sorted_folder} holds files vip data sort did not write (2 entries in x, 1 written): --force "
+        "would delete them (move them out of the folder, or sort into a new folder)")
+    assert (sorted_folder / "x" / "notes.txt").read_text() == "mine"
+    (sorted_folder / "x" / "notes.txt").unlink()
+    (sorted_folder / "runs").mkdir()
+    code, _, err = cli("data", "sort", labels, "--images", images, "--out", sorted_folder, "--force")
+    assert code == 2 and "(3 entries at its top, 2 written)" in _one_error(err)
+    (sorted_folder / "runs").rmdir()
+    assert cli("data", "sort", labels, "--images", images, "--out", sorted_folder, "--force")[0] == 0
+
+
+def test_a_class_name_too_long_for_the_file_system_names_the_fix(cli, tmp_path):
+    images = _images(tmp_path / "img", ["a.png", "b.png"])
+    labels = _csv(tmp_path / "gt.csv", f"image,label\na,{'x' * 300}\nb,y\n")
+    code, _, err = cli("data", "sort", labels, "--images", images, "--out", tmp_path / "sorted")
+    line = _one_error(err)
+    assert code == 1 and line == f"error: class '{'x' * 40}'... is 300 bytes long, longer than a folder name can be " \
+                                 "(255) (shorten it in the labels file)", line
+    assert not (tmp_path / "sorted").exists()
+
+
 def test_copies_are_files_and_links_leave_the_images_permissions_alone(cli, tmp_path):
     images = _images(tmp_path / "img", ["a.png", "b.png"])
     os.chmod(images / "a.png", 0o600)
@@ -268,6 +298,16 @@ def test_a_group_column_keeps_the_images_of_one_lesion_in_one_split(cli, tmp_pat
     assert cli("data", "sort", labels, "--images", images, "--out", other, "--label-column", "dx",
                "--group-column", "lesion_id", "--seed", "2")[0] == 0
     assert _split_of_lesions(other) != splits
+
+
+def test_a_seed_that_would_seed_nothing_is_refused(cli, tmp_path):
+    images, labels = _lesions(tmp_path)
+    code, _, err = cli("data", "sort", labels, "--images", images, "--out", tmp_path / "sorted", "--label-column",
+                       "dx", "--seed", "2")
+    assert code == 2 and _one_error(err) == (
+        "error: --seed seeds the splits vip data sort makes by --group-column; here without --group-column, vip "
+        "train makes the splits (with its own --seed) (drop --seed)")
+    assert not (tmp_path / "sorted").exists()
 
 
 def test_a_class_of_too_few_groups_to_split_is_refused(cli, tmp_path):

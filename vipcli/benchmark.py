@@ -442,7 +442,8 @@ def content_digest(dataset: Dataset) -> str:
 def decoding_digest() -> str:
     """A short digest of the rules by which images become pixels (decoding size, orientation, bit depth,
     DICOM): a sweep resumed by a vip that reads images otherwise would mix rows of other pixels. Library
-    versions are left out; they move features in their last digits only."""
+    versions (torch, Pillow, pydicom) are left out: a sweep may go on across a library upgrade, whose
+    features the cache keeps apart."""
     from vipcli.dicom import DICOM_POLICY
     from vipcli.features import DECODE_MIN_SIDE
     from vipcli.images import DECODE_POLICY, DEPTH_POLICY, ORIENTATION_POLICY

@@ -9,6 +9,7 @@ copies. Every check runs before the first link is made, and the folder appears w
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import os
@@ -26,6 +27,7 @@ TRUE_VALUES = frozenset({"1", "1.0", "true", "yes"})  # a one-hot cell that mark
 FALSE_VALUES = frozenset({"0", "0.0", "false", "no", ""})
 MANIFEST = ".vip-sorted.json"  # written in the sorted folder: what made it (hidden: never a class or an image)
 SHOWN = 3  # rows or files named in a message before a count
+MAX_NAME_BYTES = 255  # the longest file or folder name of the common file systems (ext4, APFS, NTFS in UTF-16 units)
 
 
 @dataclass(frozen=True)
@@ -362,10 +364,14 @@ def check_class_names(names: set[str]) -> None:
     """Refuse class names that cannot be folder names vip reads back as the same class.
 
     Raises:
-        VipError: a name with a path separator or a control character, a hidden or dot name, or two
-            names that differ only in case (one folder on macOS and Windows).
+        VipError: a name longer than a folder name can be, with a path separator or a control
+            character, a hidden or dot name, or two names that differ only in case (one folder on macOS
+            and Windows).
     """
     for name in sorted(names):
+        if len(os.fsencode(name)) > MAX_NAME_BYTES:
+            raise VipError(f"class {name[:40]!r}... is {len(os.fsencode(name))} bytes long, longer than a folder "
+                           f"name can be ({MAX_NAME_BYTES})", "shorten it in the labels file")
         if "/" in name or "\\" in name or name in (".", "..") or name.startswith(".") or \
                 any(ord(c) < 32 for c in name):
             raise VipError(f"class {name!r} cannot be a folder name",
@@ -405,8 +411,39 @@ def check_out(out: Path, images: Path, force: bool) -> None:
     if (out / MANIFEST).is_file():
         if not force:
             raise UsageError(f"--out {out} was sorted before", "pass --force to sort it again, or a new folder")
+        added = added_since(out)
+        if added:
+            raise UsageError(f"--out {out} holds files vip data sort did not write ({added}): --force would "
+                             "delete them", "move them out of the folder, or sort into a new folder")
     elif any(out.iterdir()):
         raise UsageError(f"--out {out} already holds files vip did not sort", "pass a new folder")
+
+
+def layout(folder: Path) -> dict[str, int]:
+    """The entries of a sorted folder: for each folder under it (relative, "." for itself) how many
+    entries it holds, links not followed and the MANIFEST left out. Recorded when the folder is written,
+    so that a later --force can tell what was added since."""
+    counts = {}
+    for root, folders, files in os.walk(folder):
+        relative = Path(root).relative_to(folder).as_posix()
+        counts[relative] = len(folders) + len([name for name in files if not (relative == "." and name == MANIFEST)])
+    return counts
+
+
+def added_since(out: Path) -> str | None:
+    """Where a sorted folder differs from the layout its MANIFEST recorded (a run or notes added since),
+    said as "N entries in FOLDER, M written"; None when it does not, or when no layout was recorded."""
+    try:
+        recorded = json.loads((out / MANIFEST).read_text(encoding="utf-8")).get("layout")
+    except (OSError, ValueError):
+        return None
+    if not isinstance(recorded, dict):
+        return None
+    for folder, count in layout(out).items():
+        if recorded.get(folder) != count:
+            where = "at its top" if folder == "." else f"in {folder}"
+            return f"{count} entries {where}, {recorded.get(folder, 0)} written"
+    return None
 
 
 def write_sorted(sorting: Sorting, out: Path, copy: bool, record: dict) -> None:
@@ -421,15 +458,20 @@ def write_sorted(sorting: Sorting, out: Path, copy: bool, record: dict) -> None:
     with atomic_folder(out) as staging:
         for path, split, name in sorting.placed:
             target = staging / (split or "") / name / path.name
-            target.parent.mkdir(parents=True, exist_ok=True)
             try:
+                target.parent.mkdir(parents=True, exist_ok=True)
                 if copy:
                     shutil.copy2(path, target)
                 else:
                     os.symlink(os.path.realpath(path), target)
             except OSError as error:
-                fix = "free disk space, or write elsewhere" if copy else "pass --copy (Windows makes links " \
-                      "only in Developer Mode)"
+                if error.errno == errno.ENAMETOOLONG:
+                    fix = "shorten the class name in the labels file, or the --out path"
+                elif copy:
+                    fix = "free disk space, or write elsewhere"
+                else:
+                    fix = "pass --copy (Windows makes links only in Developer Mode)"
                 raise VipError(f"cannot write {out / (split or '') / name / path.name}: {error.strerror or error}",
                                fix) from None
+        record = {**record, "layout": layout(staging)}
         (staging / MANIFEST).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")

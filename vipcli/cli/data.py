@@ -38,7 +38,8 @@ def sort_command(
                                                "lesion of each image: its images are kept in one split. Without a "
                                                "split column, vip data sort makes the splits itself (val 10%, test "
                                                "20% of each class, seeded by --seed)."),
-    seed: int = typer.Option(1, "--seed", help="Seed of the splits made with --group-column."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the splits made with --group-column "
+                                       "[default: 1]."),
     copy: bool = typer.Option(False, "--copy", help="Copy the images instead of linking to them (a folder that "
                               "can move to another machine)."),
     force: bool = typer.Option(False, "--force", help="Sort again into an --out that `vip data sort` wrote "
@@ -62,6 +63,12 @@ def sort_command(
     hot = [name.strip() for name in one_hot.split(",") if name.strip()] if one_hot else None
     columns = choose_columns(table, index, image_column, label_column, hot, otherwise, split_column, group_column)
     sorting = sort_rows(table, columns, index, images)
+    if seed is not None and (not columns.group or columns.split):
+        made_by = f"the table's split column {columns.split!r} gives the splits" if columns.split else \
+            "without --group-column, vip train makes the splits (with its own --seed)"
+        raise UsageError(f"--seed seeds the splits vip data sort makes by --group-column; here {made_by}",
+                         "drop --seed")
+    seed = 1 if seed is None else seed
     crossing = []
     if columns.group and columns.split:
         crossing = groups_across_splits(sorting)
