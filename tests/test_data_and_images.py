@@ -450,6 +450,7 @@ def test_an_output_folder_a_later_scan_would_read_as_a_class_is_refused_before_a
     assert code == 2 and err.count("error:") == 1, err
     assert "the default run folder runs/" in err and "is inside the data folder .., where the next run would read " \
         "it as a class folder" in err and not (flat / "alpha" / "runs").exists()
+    assert "(pass --out outside .., or run vip from another folder)" in err  # an option that exists
     split = tmp_path / "split"
     for name in ("train", "val", "test"):
         _flat_dataset(split / name, per_class=2)

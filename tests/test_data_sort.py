@@ -168,6 +168,17 @@ def test_a_quoted_cell_holding_a_line_break_stays_in_its_row(cli, tmp_path):
     assert code == 0 and "sorted 2 images" in out and "warning" not in err, err
 
 
+def test_one_hot_marks_written_with_a_decimal_comma_by_a_european_excel_are_read(cli, tmp_path):
+    images = _images(tmp_path / "img", ["ISIC_0000000.jpg", "ISIC_0000001.jpg"])
+    labels = _csv(tmp_path / "gt.csv", "image_id;melanoma;seborrheic_keratosis\r\nISIC_0000000;1,0;0,0\r\n"
+                                       "ISIC_0000001;0,0;0,0\r\n")
+    code, out, err = cli("data", "sort", labels, "--images", images, "--out", tmp_path / "sorted",
+                         "--one-hot", "melanoma,seborrheic_keratosis", "--otherwise", "nevus")
+    assert code == 0, err
+    assert [p.name for p in (tmp_path / "sorted" / "melanoma").iterdir()] == ["ISIC_0000000.jpg"]
+    assert [p.name for p in (tmp_path / "sorted" / "nevus").iterdir()] == ["ISIC_0000001.jpg"]
+
+
 def test_the_out_folder_is_never_a_folder_of_other_files_and_is_replaced_only_with_force(cli, tmp_path):
     images = _images(tmp_path / "img", ["a.png", "b.png"])
     labels = _csv(tmp_path / "gt.csv", "image,label\na,x\nb,y\n")

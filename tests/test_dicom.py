@@ -124,6 +124,12 @@ def test_a_file_named_dcm_that_is_not_dicom_is_unreadable(tmp_path):
     assert _reason(tmp_path / "x.dcm") == "not a DICOM file (no 'DICM' marker at byte 128)"
 
 
+def test_a_dicom_without_a_suffix_given_by_name_says_to_rename_it(tmp_path):
+    """`vip predict IM000001` said "not an image Pillow can read"; a folder scan already said to rename it."""
+    assert _reason(write_dicom(tmp_path / "IM000001", ramp(8, 8))) == \
+        "a DICOM file without a .dcm suffix: rename it to .dcm"
+
+
 def _recompressed(path: Path, syntax) -> Path:
     from pydicom import dcmread
     from pydicom.encaps import encapsulate

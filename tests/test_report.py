@@ -283,3 +283,16 @@ def test_report_schedule_row_is_the_fitting_the_method_did(cli, tmp_path, method
     page = _report_page(cli, run, tmp_path / "report.html")
     row = re.search(r"<th scope=\"row\">schedule</th><td>([^<]*)</td>", page)
     assert row and row.group(1) == schedule, row and row.group(1)
+
+
+def test_the_data_table_names_each_skipped_file_with_its_reason():
+    from vipcli.report.run import _data_table
+
+    split = {"train": [["a.png", 0]], "val": [], "test": [], "train_subset": ["a.png"],
+             "unreadable": {"x/train/b/cine.dcm": "a multi-frame DICOM (3 frames): export the frame to classify"}}
+    one = _data_table({"split": split, "class_names": ["a", "b"]})
+    assert "1 file was skipped: x/train/b/cine.dcm (a multi-frame DICOM (3 frames)" in one
+    split["unreadable"] = {f"x/{i}<.png": "cannot identify image file" for i in range(5)}
+    five = _data_table({"split": split, "class_names": ["a", "b"]})
+    assert "5 files were skipped: x/0&lt;.png (cannot identify image file)" in five and " and 2 more" in five
+    assert "x/3&lt;.png" not in five

@@ -91,8 +91,9 @@ def test_data_one_level_off_names_the_folder_to_pass(cli, isic_small, tiny_clip,
     code, _, err = cli(*tiny_train_args(one_class, tiny_clip, tmp_path / "run"))
     assert code == 1 and err.strip() == (f"error: {one_class}: found no class folders; ViP needs at least two "
                                         f"classes ({one_class} holds images, not class folders: is it one class? "
-                                        f"pass --data {isic_small}, or lay the data out as DIR/<class>/* "
-                                        "with one folder per class)")
+                                        f"pass --data {isic_small}; are their classes in a labels table (ISIC, "
+                                        f"HAM10000)? sort them into class folders with `vip data sort LABELS.csv "
+                                        f"--images {one_class} --out DIR`)")
 
 
 def test_train_help_shows_the_symptoms_mapping_and_what_force_replaces(cli):

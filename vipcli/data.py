@@ -420,7 +420,9 @@ def _layout_hint(root: Path, class_names: list[str]) -> str:
             return f"its class folders seem to be in {inner}: pass --data {inner}"
     if not class_names and any(is_image_file(p) for p in root.iterdir()):
         data = root.parent.parent if root.parent.name in SPLIT_NAMES else root.parent  # .../train/<class>: the top
-        return f"{root} holds images, not class folders: is it one class? pass --data {data}, or {generic}"
+        return (f"{root} holds images, not class folders: is it one class? pass --data {data}; are their classes "
+                f"in a labels table (ISIC, HAM10000)? sort them into class folders with `vip data sort LABELS.csv "
+                f"--images {root} --out DIR`")
     return generic
 
 

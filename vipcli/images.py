@@ -230,6 +230,8 @@ def load_image(path: str | Path, min_side: int | None = None):
     except FileNotFoundError:
         raise ImageError(path, "file not found") from None
     except UnidentifiedImageError:
+        if has_dicom_magic(path):  # a PACS export without a suffix (IM000001), given by name
+            raise ImageError(path, "a DICOM file without a .dcm suffix: rename it to .dcm") from None
         raise ImageError(path, "not an image Pillow can read") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageError(path, f"larger than {MAX_PIXELS // 1_000_000} megapixels; downscale it first") from None

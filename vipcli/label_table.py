@@ -23,8 +23,8 @@ from vipcli.errors import UsageError, VipError
 SPLIT_COLUMN_NAMES = ("split", "subset", "partition")  # a column of one of these names holding only split names
 SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
                "test": "test", "testing": "test"}  # split values (any case) -> vip's split folders
-TRUE_VALUES = frozenset({"1", "1.0", "true", "yes"})  # a one-hot cell that marks its column's class
-FALSE_VALUES = frozenset({"0", "0.0", "false", "no", ""})
+TRUE_VALUES = frozenset({"1", "1.0", "1,0", "true", "yes"})  # a one-hot cell that marks its column's class
+FALSE_VALUES = frozenset({"0", "0.0", "0,0", "false", "no", ""})  # "1,0", "0,0": a decimal comma (European Excel)
 MANIFEST = ".vip-sorted.json"  # written in the sorted folder: what made it (hidden: never a class or an image)
 SHOWN = 3  # rows or files named in a message before a count
 MAX_NAME_BYTES = 255  # the longest file or folder name of the common file systems (ext4, APFS, NTFS in UTF-16 units)

@@ -106,8 +106,9 @@ def check_outside_data(out: Path, data: Path, option: str = "--out") -> None:
         return
     if split_layout and inside[0] not in SPLIT_NAMES:
         return
+    flag = option if option.startswith("--") else "--out"  # "the default run folder" is not an option to pass
     raise UsageError(f"{option} {out} is inside the data folder {data}, where the next run would read it as "
-                     f"a class folder", f"pass {option} outside {data}, or run vip from another folder")
+                     f"a class folder", f"pass {flag} outside {data}, or run vip from another folder")
 
 
 def check_output_folder(out: Path, option: str = "--out") -> None:

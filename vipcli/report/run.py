@@ -110,9 +110,22 @@ def _data_table(run: dict) -> str:
                "val": count(split.get("val", [])), "test": count(split.get("test", []))}
     rows = [[name, *(columns[c][i] for c in columns)] for i, name in enumerate(names)]
     rows.append(["all", *(sum(columns[c]) for c in columns)])
-    unreadable = len(split.get("unreadable", {}))
-    extra = f"<p>{unreadable} unreadable files were skipped (listed in split.json).</p>" if unreadable else ""
-    return html.table("Images per class and split", ["class", *columns], rows, numeric={1, 2, 3, 4}) + extra
+    return html.table("Images per class and split", ["class", *columns], rows, numeric={1, 2, 3, 4}) + _skipped(split)
+
+
+SKIPPED_SHOWN = 3  # skipped files named with their reason in the report; split.json lists them all
+
+
+def _skipped(split: dict) -> str:
+    """A paragraph naming the files `vip train` skipped (unreadable, or a multi-frame DICOM) with their
+    reasons, the first few of them; "" when none was."""
+    skipped = split.get("unreadable", {})
+    if not skipped:
+        return ""
+    named = "; ".join(f"{html.text(path)} ({html.text(reason)})" for path, reason in list(skipped.items())[:SKIPPED_SHOWN])
+    more = f" and {len(skipped) - SKIPPED_SHOWN} more" if len(skipped) > SKIPPED_SHOWN else ""
+    return (f"<p>{len(skipped)} {plural(len(skipped), 'file was', 'files were')} skipped: {named}{more} "
+            f"(all listed in split.json).</p>")
 
 
 def _metrics(run: dict) -> str:
