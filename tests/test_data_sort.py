@@ -321,6 +321,17 @@ def test_a_seed_that_would_seed_nothing_is_refused(cli, tmp_path):
     assert not (tmp_path / "sorted").exists()
 
 
+def test_a_lesion_column_left_unused_is_pointed_out(cli, tmp_path):
+    """Forgetting --group-column on HAM10000's metadata split a lesion's images between train and test, silently."""
+    images, labels = _lesions(tmp_path)
+    code, _, err = cli("data", "sort", labels, "--images", images, "--out", tmp_path / "sorted", "--label-column", "dx")
+    assert code == 0 and "warning: column 'lesion_id' repeats values (12 over 36 rows): if it names a patient or " \
+                         "lesion, pass --group-column lesion_id" in err, err
+    code, _, err = cli("data", "sort", labels, "--images", images, "--out", tmp_path / "grouped", "--label-column", "dx",
+                       "--group-column", "lesion_id")
+    assert code == 0 and "repeats values" not in err, err
+
+
 def test_a_class_of_too_few_groups_to_split_is_refused(cli, tmp_path):
     images, labels = _lesions(tmp_path, lesions=4)
     code, _, err = cli("data", "sort", labels, "--images", images, "--out", tmp_path / "sorted",

@@ -27,6 +27,7 @@ TRUE_VALUES = frozenset({"1", "1.0", "1,0", "true", "yes"})  # a one-hot cell th
 FALSE_VALUES = frozenset({"0", "0.0", "0,0", "false", "no", ""})  # "1,0", "0,0": a decimal comma (European Excel)
 MANIFEST = ".vip-sorted.json"  # written in the sorted folder: what made it (hidden: never a class or an image)
 SHOWN = 3  # rows or files named in a message before a count
+GROUP_WORDS = ("patient", "lesion", "subject", "case", "study")  # a column named so may group images
 MAX_NAME_BYTES = 255  # the longest file or folder name of the common file systems (ext4, APFS, NTFS in UTF-16 units)
 
 
@@ -350,6 +351,19 @@ def split_by_group(sorting: Sorting, seed: int, val_fraction: float, test_fracti
             splits[group] = split
             filled[split] += size
     sorting.placed = [(path, splits[sorting.groups[path]], name) for path, _, name in sorting.placed]
+
+
+def likely_group_column(table: LabelTable, columns: Columns) -> tuple[str, int] | None:
+    """An unused column named like a patient or lesion id (`GROUP_WORDS`) whose values repeat, with its
+    number of distinct values: its images would be split apart without --group-column. None if none."""
+    used = {columns.image, columns.label, columns.split, columns.group, *columns.one_hot}
+    for name in table.columns:
+        if name in used or not any(word in name.lower() for word in GROUP_WORDS):
+            continue
+        values = [row.get(name, "") for row in table.rows if row.get(name, "")]
+        if values and len(set(values)) < len(values):
+            return name, len(set(values))
+    return None
 
 
 def groups_across_splits(sorting: Sorting) -> list[str]:

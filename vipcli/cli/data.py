@@ -81,7 +81,23 @@ def sort_command(
               "files": "copies" if copy else "links", "images_sorted": len(sorting.placed)}
     write_sorted(sorting, out, copy, record)
     _say(sorting, columns, out, images, copy, seed, crossing)
+    _hint_group(table, columns)
     console.stdout().print(f"next: vip train --data {console.printable(out)}", markup=False)
+
+
+def _hint_group(table, columns) -> None:
+    """A warning when the table has a patient or lesion column that repeats and --group-column was not given."""
+    from rich.markup import escape
+
+    from vipcli.label_table import likely_group_column
+
+    hint = likely_group_column(table, columns)
+    if hint is None:
+        return
+    name, distinct = hint
+    console.warn(escape(f"column {console.printable(name)!r} repeats values ({distinct} over {len(table.rows)} rows): "
+                        f"if it names a patient or lesion, pass --group-column {console.printable(name)} so that the "
+                        "images of one stay in one split (split per image, test figures measure memory of it)"))
 
 
 def _say_groups(columns, seed: int, crossing: list[str]) -> None:
