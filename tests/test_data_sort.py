@@ -61,7 +61,7 @@ def test_isic_2017_one_hot_columns_need_the_class_of_unmarked_rows(cli, tmp_path
                                        "ISIC_0000001,0.0,0.0\nISIC_0000002,1.0,0.0\n")
     code, _, err = cli("data", "sort", labels, "--images", images, "--out", tmp_path / "sorted")
     line = _one_error(err)
-    assert code == 1 and "2 rows of gt.csv are marked 0 in every --one-hot column (melanoma, seborrheic_keratosis" in line
+    assert code == 2 and "2 rows of gt.csv are marked 0 in every --one-hot column (melanoma, seborrheic_keratosis" in line
     assert line.endswith("(name their class with --otherwise CLASS (ISIC 2017: --otherwise nevus))")
     assert not (tmp_path / "sorted").exists()
     code, out, err = cli("data", "sort", labels, "--images", images, "--out", tmp_path / "sorted", "--otherwise", "nevus")
@@ -195,8 +195,23 @@ def test_the_out_folder_is_never_a_folder_of_other_files_and_is_replaced_only_wi
     _csv(labels, "image,label\na,x\nb,x\n")
     code, _, err = cli("data", "sort", labels, "--images", images, "--out", tmp_path / "sorted", "--force")
     assert code == 0 and not (tmp_path / "sorted" / "y").exists(), err
-    code, _, err = cli("data", "sort", labels, "--images", images, "--out", images / "sorted")
-    assert code == 2 and "overlap" in _one_error(err)
+    for out in (images, tmp_path):
+        code, _, err = cli("data", "sort", labels, "--images", images, "--out", out, "--force")
+        assert code == 2 and f"--out {out} holds --images {images}" in _one_error(err)
+    assert sorted(p.name for p in images.iterdir()) == ["a.png", "b.png"]
+
+
+def test_a_download_folder_sorts_into_a_folder_inside_it_again_and_again(cli, tmp_path):
+    """HAM10000 comes as one folder: its CSV and two image folders. `--images .` with `--out sorted` there
+    was refused as an overlap; the sorted folder's links are not images to sort."""
+    download = tmp_path / "HAM10000"
+    _images(download / "HAM10000_images_part_1", ["a.jpg"])
+    _images(download / "HAM10000_images_part_2", ["b.jpg"])
+    labels = _csv(download / "HAM10000_metadata.csv", "image_id,dx\na,mel\nb,nv\n")
+    for extra in ([], ["--force"]):
+        code, out, err = cli("data", "sort", labels, "--images", download, "--out", download / "sorted", *extra)
+        assert code == 0 and "sorted 2 images" in out and "warning" not in err, err
+    assert os.readlink(download / "sorted" / "nv" / "b.jpg") == str(download / "HAM10000_images_part_2" / "b.jpg")
 
 
 def test_force_does_not_delete_what_was_added_to_a_sorted_folder(cli, tmp_path):

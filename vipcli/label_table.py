@@ -108,13 +108,17 @@ def _delimiter(header: str) -> str:
     return max((",", ";", "\t"), key=header.count) if any(c in header for c in ",;\t") else ","
 
 
-def index_images(folder: Path) -> dict[str, list[Path]]:
+def index_images(folder: Path, leave_out: Path | None = None) -> dict[str, list[Path]]:
     """The image files under `folder`, each findable by its name, its stem, and its path relative to
-    `folder` with and without the suffix (ISIC's tables name `ISIC_0000000`, others `a/b.png`)."""
+    `folder` with and without the suffix (ISIC's tables name `ISIC_0000000`, others `a/b.png`); those
+    under `leave_out` (the sorted folder, inside a download folder) are not images to sort."""
     from vipcli.images import image_files_under
 
+    skip = os.path.abspath(leave_out) if leave_out is not None else None
     index: dict[str, list[Path]] = defaultdict(list)
     for path in image_files_under(folder):
+        if skip is not None and Path(os.path.abspath(path)).is_relative_to(skip):
+            continue
         relative = path.relative_to(folder).as_posix()
         for key in {path.name, path.stem, relative, relative[: -len(path.suffix)] if path.suffix else relative}:
             index[key].append(path)
@@ -300,7 +304,7 @@ def _refuse_marks(table: LabelTable, columns: Columns, several: list[str], unmar
                        f"{first_few(several, SHOWN)}); vip gives each image one class",
                        "remove those rows, or pass the --one-hot columns of the classes to tell apart")
     if unmarked:
-        raise VipError(f"{len(unmarked)} rows of {table.path.name} are marked 0 in every --one-hot column "
+        raise UsageError(f"{len(unmarked)} rows of {table.path.name} are marked 0 in every --one-hot column "
                        f"({', '.join(columns.one_hot)}; first: {first_few(unmarked, SHOWN)})",
                        "name their class with --otherwise CLASS (ISIC 2017: --otherwise nevus)")
 
@@ -412,12 +416,14 @@ def check_out(out: Path, images: Path, force: bool) -> None:
     """Refuse an output folder that would mix with the images or overwrite what vip did not write.
 
     Raises:
-        VipError: `out` inside `images` or holding it, or a folder of other files, or one `vip data sort`
-            wrote without --force.
+        VipError: `out` holding `images` (or the same folder), or a folder of other files, or one
+            `vip data sort` wrote without --force (or holding files added since). A sorted folder inside
+            the images' folder (a download folder) is allowed: `index_images` leaves it out.
     """
     out_real, images_real = Path(os.path.realpath(out)), Path(os.path.realpath(images))
-    if out_real == images_real or out_real.is_relative_to(images_real) or images_real.is_relative_to(out_real):
-        raise UsageError(f"--out {out} and --images {images} overlap", "write the sorted folder outside the images")
+    if images_real.is_relative_to(out_real):  # out == images too: replacing out would remove the images
+        raise UsageError(f"--out {out} holds --images {images}", "write the sorted folder beside the images, "
+                         "or inside their folder")
     if not out.exists():
         return
     if not out.is_dir():

@@ -56,7 +56,7 @@ def sort_command(
         raise UsageError(f"--images {images}: no such folder", "pass the folder holding the images")
     check_out(out, images, force)
     table = read_label_table(labels)
-    index = index_images(images)
+    index = index_images(images, leave_out=out)
     if not index:
         raise UsageError(f"--images {images}: no image files in it or its sub-folders",
                          "pass the folder holding the images")
