@@ -38,6 +38,8 @@ GUARDED_MEMBERS = ("fit", "forward", "prepare", "explain", "record", "state_tens
 ROUND_TRIP_IMAGES = 64  # features compared between the fitted and the rebuilt method
 ROUND_TRIP_TOLERANCE = 1e-4  # max difference of softmax probabilities
 PROBABILITY_TOLERANCE = 1e-4  # a row of logits in [0, 1] summing to 1 within this is a probability vector
+STATE_ON_THE_INSTANCE = ("keep state on the instance (self.NAME, set in __init__ or fit), never on the class or in "
+                         "a module-level variable")  # the fix for state that leaks from one fit into another
 SWEEP_SEEDS = (2, 3)  # `vip methods check` fits seed A, then B, then A again (fresh instances; its run used seed 1)
 
 
@@ -321,14 +323,12 @@ def check_sweep_order(method_id: str, seeds: tuple, first: torch.Tensor, again: 
     difference = float((first - again).abs().max() / first.abs().max().clamp_min(1e-12)) if len(first) else 0.0
     if not difference <= ROUND_TRIP_TOLERANCE:
         a, b = seeds[0], seeds[1]
-        raise method_fault(method_id, "fit", f"fitted with seed {a}, then seed {b}, then seed {a} again (a fresh "
-                                             f"instance each time), its two seed-{a} fits give logits {difference:.3g} "
-                                             "apart (relative): fit changes state shared between instances, or "
-                                             "draws random numbers that context.seed does not fix (numpy, Python's "
-                                             "random), so results would depend on the order of a benchmark sweep",
-                           "keep state on the instance (self.NAME, set in __init__ or fit), never on the class "
-                           "or in a module-level variable; draw random numbers from a torch.Generator seeded "
-                           "with context.seed")
+        said = (f"fitted with seed {a}, then seed {b}, then seed {a} again (a fresh instance each time), its two "
+                f"seed-{a} fits give logits {difference:.3g} apart (relative): fit changes state shared between "
+                "instances, or draws random numbers that context.seed does not fix (numpy, Python's random), so "
+                "results would depend on the order of a benchmark sweep")
+        raise method_fault(method_id, "fit", said, f"{STATE_ON_THE_INSTANCE}; draw random numbers from a "
+                                                   "torch.Generator seeded with context.seed")
 
 
 def check_fits_differ(method_id: str, seeds: tuple, first: torch.Tensor, second: torch.Tensor) -> None:
@@ -339,15 +339,12 @@ def check_fits_differ(method_id: str, seeds: tuple, first: torch.Tensor, second:
     benchmark sweep would report the same fit. Only exact equality is refused: two real fits on other images
     never agree to the last bit."""
     if len(first) and first.shape == second.shape and torch.equal(first, second):
-        a, b = seeds[0], seeds[1]
-        raise method_fault(method_id, "fit", f"fitted with seed {a}, then seed {b} on other training images (a "
-                                             f"fresh instance each time), both fits give exactly the same logits: "
-                                             "fit reuses a fit kept from an earlier one (a cache on the class or "
-                                             "in a module-level variable) or ignores its training data, so every "
-                                             "row of a benchmark sweep would report one fit",
-                           "keep fitted state on the instance (self.NAME, set in fit), never on the class or in a "
-                           "module-level variable; a method that learns nothing from labelled images declares "
-                           "uses_shots = False")
+        said = (f"fitted with seed {seeds[0]}, then seed {seeds[1]} on other training images (a fresh instance "
+                "each time), both fits give exactly the same logits: fit reuses a fit kept from an earlier one (a "
+                "cache on the class or in a module-level variable) or ignores its training data, so every row of "
+                "a benchmark sweep would report one fit")
+        raise method_fault(method_id, "fit", said, f"{STATE_ON_THE_INSTANCE}; a method that learns nothing from "
+                                                   "labelled images declares uses_shots = False")
 
 
 def are_probabilities(logits: torch.Tensor, computed_in: torch.dtype | None = None) -> bool:
