@@ -145,6 +145,28 @@ def test_a_table_that_cannot_become_class_folders_is_refused_before_any_is_writt
     assert not (tmp_path / "sorted").exists()
 
 
+def test_rows_naming_dicom_exports_without_a_suffix_say_to_rename_them(cli, tmp_path):
+    """A PACS export names its files IM000001; a row naming one was 'no image' like a row naming nothing."""
+    pytest.importorskip("pydicom")
+    from dicom_files import ramp, write_dicom
+
+    images = _images(tmp_path / "export", ["a.png"])
+    write_dicom(tmp_path / "export" / "IM000001", ramp())
+    write_dicom(tmp_path / "export" / "IM000002", ramp())
+    labels = _csv(tmp_path / "gt.csv", "image,label\na.png,x\nIM000001,y\nIM000002,y\n")
+    code, _, err = cli("data", "sort", labels, "--images", images, "--out", tmp_path / "sorted")
+    assert code == 0, err
+    assert "warning: rows of the labels name files vip does not read as images: left out 2 files not named as an " \
+           "image vip reads" in err and "IM000001, IM000002; 2 look like DICOM files without a .dcm suffix: " \
+           "rename them to .dcm" in err, err
+    assert "name no image" not in err and "in no row" not in err
+    only = tmp_path / "only"
+    write_dicom(only / "IM000003", ramp())
+    code, _, err = cli("data", "sort", labels, "--images", only, "--out", tmp_path / "other")
+    assert code == 2 and _one_error(err).endswith("(its files look like DICOM files without a .dcm suffix: rename "
+                                                  "them to .dcm)")
+
+
 def test_a_name_matching_two_files_asks_for_the_path(cli, tmp_path):
     images = _images(tmp_path / "img", ["a.png", "a.jpg", "b.png"])
     labels = _csv(tmp_path / "gt.csv", "image,label\na,x\nb,y\n")

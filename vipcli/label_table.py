@@ -59,7 +59,8 @@ class Sorting:
     """What goes where: (image file, split or None, class) per image, and the rows and files left out."""
 
     placed: list[tuple[Path, str | None, str]] = field(default_factory=list)
-    without_image: list[tuple[str, str]] = field(default_factory=list)  # (row key, class) naming no image file
+    without_image: list[tuple[str, str]] = field(default_factory=list)  # (row key, class) naming no file
+    not_images: list[Path] = field(default_factory=list)  # files rows name that vip does not read as images
     without_label: list[str] = field(default_factory=list)  # row keys with an empty class cell
     not_in_table: list[Path] = field(default_factory=list)  # image files no row names
     groups: dict[Path, str] = field(default_factory=dict)  # image -> its group, with a group column
@@ -108,21 +109,29 @@ def _delimiter(header: str) -> str:
     return max((",", ";", "\t"), key=header.count) if any(c in header for c in ",;\t") else ","
 
 
-def index_images(folder: Path, leave_out: Path | None = None) -> dict[str, list[Path]]:
+def index_images(folder: Path, leave_out: Path | None = None) -> tuple[dict[str, list[Path]],
+                                                                     dict[str, list[Path]]]:
     """The image files under `folder`, each findable by its name, its stem, and its path relative to
-    `folder` with and without the suffix (ISIC's tables name `ISIC_0000000`, others `a/b.png`); those
-    under `leave_out` (the sorted folder, inside a download folder) are not images to sort."""
+    `folder` with and without the suffix (ISIC's tables name `ISIC_0000000`, others `a/b.png`); then the
+    other files there (not read as images: a DICOM export without a suffix, a GIF) by the same keys, so
+    that a row naming one can be told from a row naming nothing. Files under `leave_out` (the sorted
+    folder, inside a download folder) are in neither."""
     from vipcli.images import image_files_under
 
     skip = os.path.abspath(leave_out) if leave_out is not None else None
-    index: dict[str, list[Path]] = defaultdict(list)
-    for path in image_files_under(folder):
-        if skip is not None and Path(os.path.abspath(path)).is_relative_to(skip):
-            continue
-        relative = path.relative_to(folder).as_posix()
-        for key in {path.name, path.stem, relative, relative[: -len(path.suffix)] if path.suffix else relative}:
-            index[key].append(path)
-    return dict(index)
+    others: list[Path] = []
+    images = image_files_under(folder, left_out=others)
+    indexes = []
+    for paths in (images, others):
+        index: dict[str, list[Path]] = defaultdict(list)
+        for path in paths:
+            if skip is not None and Path(os.path.abspath(path)).is_relative_to(skip):
+                continue
+            relative = path.relative_to(folder).as_posix()
+            for key in {path.name, path.stem, relative, relative[: -len(path.suffix)] if path.suffix else relative}:
+                index[key].append(path)
+        indexes.append(dict(index))
+    return indexes[0], indexes[1]
 
 
 def _is_flag(value: str) -> bool:
@@ -239,8 +248,11 @@ def class_of(row: dict[str, str], columns: Columns) -> str | None:
     return marked[0] if marked else columns.otherwise
 
 
-def sort_rows(table: LabelTable, columns: Columns, index: dict[str, list[Path]], folder: Path) -> Sorting:
+def sort_rows(table: LabelTable, columns: Columns, index: dict[str, list[Path]], folder: Path,
+              others: dict[str, list[Path]] | None = None) -> Sorting:
     """Match every row to its image and class, and check the result can be written as class folders.
+    A row naming none of the images but one of the `others` (files under `folder` not read as images)
+    is told apart (`Sorting.not_images`) from one naming nothing.
 
     Raises:
         VipError: a row marked as two classes, or none without --otherwise; an image named twice with
@@ -264,6 +276,9 @@ def sort_rows(table: LabelTable, columns: Columns, index: dict[str, list[Path]],
             sorting.without_label.append(key)
             continue
         files = index.get(key, [])
+        if not files and (others or {}).get(key):
+            sorting.not_images.extend(p for p in others[key] if p not in sorting.not_images)
+            continue
         if not files:
             sorting.without_image.append((key, name))
             continue

@@ -56,13 +56,17 @@ def sort_command(
         raise UsageError(f"--images {images}: no such folder", "pass the folder holding the images")
     check_out(out, images, force)
     table = read_label_table(labels)
-    index = index_images(images, leave_out=out)
+    index, others = index_images(images, leave_out=out)
     if not index:
+        from vipcli.images import has_dicom_magic
+
+        dicom = any(has_dicom_magic(path) for paths in others.values() for path in paths[:1])
         raise UsageError(f"--images {images}: no image files in it or its sub-folders",
-                         "pass the folder holding the images")
+                         "its files look like DICOM files without a .dcm suffix: rename them to .dcm" if dicom
+                         else "pass the folder holding the images")
     hot = [name.strip() for name in one_hot.split(",") if name.strip()] if one_hot else None
     columns = choose_columns(table, index, image_column, label_column, hot, otherwise, split_column, group_column)
-    sorting = sort_rows(table, columns, index, images)
+    sorting = sort_rows(table, columns, index, images, others)
     if seed is not None and (not columns.group or columns.split):
         made_by = f"the table's split column {columns.split!r} gives the splits" if columns.split else \
             "without --group-column, vip train makes the splits (with its own --seed)"
@@ -156,6 +160,11 @@ def _say(sorting, columns, out: Path, images: Path, copy: bool, seed: int, cross
         console.warn(escape(f"{len(rows)} {console.plural(len(rows), 'row')} of the labels {verb} no image under "
                             f"{images}: left out ({by_class}; first: "
                             f"{console.first_few((shown(key) for key, _ in rows), SHOWN)})"))
+    if sorting.not_images:
+        from vipcli.images import left_out_warning
+
+        named = left_out_warning(sorting.not_images, lambda path: shown(path.relative_to(images)))
+        console.warn(escape(f"rows of the labels name files vip does not read as images: {named}"))
     if sorting.without_label:
         keys = sorting.without_label
         console.warn(escape(f"{len(keys)} {console.plural(len(keys), 'row')} of the labels "
