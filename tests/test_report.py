@@ -296,3 +296,26 @@ def test_the_data_table_names_each_skipped_file_with_its_reason():
     five = _data_table({"split": split, "class_names": ["a", "b"]})
     assert "5 files were skipped: x/0&lt;.png (cannot identify image file)" in five and " and 2 more" in five
     assert "x/3&lt;.png" not in five
+
+
+def test_a_run_records_the_files_no_class_took_and_its_report_names_them(cli, tmp_path):
+    """Files left out of the data (a DICOM export without a suffix, an image beside the class folders) were
+    only warned about when the run was trained: its report did not account for them."""
+    import json
+
+    from vipcli.lesion_world import write_dataset
+    from vipcli.report.run import _data_table
+
+    data = tmp_path / "data"
+    write_dataset(data, n_per_class={"train": 6, "val": 4, "test": 4}, seed=0)
+    (data / "train" / "melanoma" / "IM000001").write_bytes(b"\0" * 200)
+    loose = next((data / "train" / "nevus").glob("*.png"))
+    (data / "train" / "stray.png").write_bytes(loose.read_bytes())
+    code, _, err = cli("train", "--data", data, "--backbone", "toy", "--shots", "2", "--epochs", "1",
+                       "--out", tmp_path / "run", "--device", "cpu", "--workers", "0")
+    assert code == 0, err
+    split = json.loads((tmp_path / "run" / "split.json").read_text())
+    assert split["left_out"] == {"not_images": ["train/melanoma/IM000001"], "in_no_class": ["train/stray.png"]}
+    table = _data_table({"split": split, "class_names": split["class_names"]})
+    assert "Left out of the data: 1 file not named as an image vip reads (train/melanoma/IM000001); 1 file in " \
+           "no class folder (train/stray.png) (all listed in split.json)." in table

@@ -34,6 +34,7 @@ class Dataset:
     class_names: list[str]  # class folder names, sorted; logit order
     splits: dict[str, list[Sample]]  # "train", "val", "test" -> samples
     origin: dict[str, str] = field(default_factory=dict)  # split -> "folder" or "seeded split of train"
+    left_out: LeftOut | None = None  # files no class takes (warned about when the data was loaded)
 
     def counts(self, split: str) -> list[int]:
         """Images per class in `split`."""
@@ -240,7 +241,7 @@ def load_dataset(root: str | Path, seed: int = 1, val_fraction: float = VAL_FRAC
         if name not in splits:
             splits["train"], splits[name] = _split_off(splits["train"], fraction, seed, name)
             origin[name] = f"seeded split of train ({fraction:.0%} per class, seed {seed})"
-    dataset = Dataset(root=root, class_names=class_names, splits=splits, origin=origin)
+    dataset = Dataset(root=root, class_names=class_names, splits=splits, origin=origin, left_out=left_out)
     _require_splittable(dataset, carved)
     if _main_process():  # under torchrun every rank loads the data; rank 0's warnings are enough
         _warn_left_out(root, left_out)
@@ -286,7 +287,8 @@ def _without_train(root: Path, present: dict[str, Path]) -> Dataset:
     _require_classes(root, class_names)
     splits = {"train": [], "val": _scan_flat(present["val"], class_names, left_out, guard)[1], "test": test}
     dataset = Dataset(root=root, class_names=class_names, splits=splits,
-                      origin={"train": "none (the method uses no labelled images)", "val": "folder", "test": "folder"})
+                      origin={"train": "none (the method uses no labelled images)", "val": "folder", "test": "folder"},
+                      left_out=left_out)
     if _main_process():
         _warn_left_out(root, left_out)
         warn_duplicates(dataset)

@@ -110,7 +110,8 @@ def _data_table(run: dict) -> str:
                "val": count(split.get("val", [])), "test": count(split.get("test", []))}
     rows = [[name, *(columns[c][i] for c in columns)] for i, name in enumerate(names)]
     rows.append(["all", *(sum(columns[c]) for c in columns)])
-    return html.table("Images per class and split", ["class", *columns], rows, numeric={1, 2, 3, 4}) + _skipped(split)
+    return (html.table("Images per class and split", ["class", *columns], rows, numeric={1, 2, 3, 4})
+            + _skipped(split) + _left_out(split))
 
 
 SKIPPED_SHOWN = 3  # skipped files named with their reason in the report; split.json lists them all
@@ -126,6 +127,21 @@ def _skipped(split: dict) -> str:
     more = f" and {len(skipped) - SKIPPED_SHOWN} more" if len(skipped) > SKIPPED_SHOWN else ""
     return (f"<p>{len(skipped)} {plural(len(skipped), 'file was', 'files were')} skipped: {named}{more} "
             f"(all listed in split.json).</p>")
+
+
+def _left_out(split: dict) -> str:
+    """A paragraph naming the files of the data folder no class took (not images vip reads, such as a DICOM
+    export without a suffix; images beside the class folders), the first few of each; "" when none was
+    (or the run was written by a vip that did not record them)."""
+    left_out = split.get("left_out") or {}
+    said = []
+    for key, what in (("not_images", "not named as an image vip reads"), ("in_no_class", "in no class folder")):
+        files = left_out.get(key) or []
+        if files:
+            named = ", ".join(html.text(path) for path in files[:SKIPPED_SHOWN])
+            more = f" and {len(files) - SKIPPED_SHOWN} more" if len(files) > SKIPPED_SHOWN else ""
+            said.append(f"{len(files)} {plural(len(files), 'file')} {what} ({named}{more})")
+    return f"<p>Left out of the data: {'; '.join(said)} (all listed in split.json).</p>" if said else ""
 
 
 def _metrics(run: dict) -> str:
