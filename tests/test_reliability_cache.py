@@ -386,13 +386,13 @@ def test_full_or_read_only_cache_disk_warns_once_and_the_run_goes_on(cli, isic_s
 def test_turning_photos_upright_keys_the_cache_but_keeps_the_views_of_other_images(monkeypatch, tmp_path):
     """The orientation policy is part of an entry's key (old entries are not served) but not of the seed
     of augmented views: an image without an EXIF orientation keeps the views, and so the figures, it had."""
-    from vipcli import features
+    from vipcli import images
     from vipcli.features import FeatureCache
     from vipcli.registry import load_backbone
 
     backbone = load_backbone("toy", device="cpu")
     before = FeatureCache(tmp_path, backbone)
-    monkeypatch.setattr(features, "ORIENTATION_POLICY", "another orientation policy")
+    monkeypatch.setattr(images, "ORIENTATION_POLICY", "another orientation policy")  # the policy's one home
     after = FeatureCache(tmp_path, backbone)
     assert after.key != before.key and after.augmentation == before.augmentation
 
@@ -400,15 +400,15 @@ def test_turning_photos_upright_keys_the_cache_but_keeps_the_views_of_other_imag
 def test_the_bit_depth_policy_keys_the_cache_but_keeps_the_views_of_8_bit_images(monkeypatch, tmp_path):
     """Reading 12-bit data by its own bit depth changes the features of such images (old entries are
     not served) but not the seed of augmented views: an 8-bit image keeps the views, and figures, it had."""
-    from vipcli import features
+    from vipcli import images
     from vipcli.cache_admin import stale_reasons
     from vipcli.features import FeatureCache
     from vipcli.registry import load_backbone
 
     backbone = load_backbone("toy", device="cpu")
     before = FeatureCache(tmp_path, backbone)
-    assert before.identity["depth"] == features.DEPTH_POLICY
-    monkeypatch.setattr(features, "DEPTH_POLICY", "another bit-depth policy")
+    assert before.identity["depth"] == images.DEPTH_POLICY
+    monkeypatch.setattr(images, "DEPTH_POLICY", "another bit-depth policy")  # the policy's one home
     after = FeatureCache(tmp_path, backbone)
     assert after.key != before.key and after.augmentation == before.augmentation
     assert stale_reasons(before.identity) == ["another image decoder"]

@@ -445,11 +445,10 @@ def decoding_digest() -> str:
     versions (torch, Pillow, pydicom) are left out: a sweep may go on across a library upgrade, whose
     features the cache keeps apart."""
     from vipcli.dicom import DICOM_POLICY
-    from vipcli.features import DECODE_MIN_SIDE
-    from vipcli.images import DECODE_POLICY, DEPTH_POLICY, ORIENTATION_POLICY
+    from vipcli.features import decoding_rules
 
-    rules = [DECODE_POLICY, str(DECODE_MIN_SIDE), ORIENTATION_POLICY, DEPTH_POLICY, DICOM_POLICY]
-    return hashlib.sha256("\n".join(rules).encode()).hexdigest()[:16]
+    rules = json.dumps({**decoding_rules(), "dicom": DICOM_POLICY}, sort_keys=True)
+    return hashlib.sha256(rules.encode()).hexdigest()[:16]
 
 
 def split_digest(dataset: Dataset) -> str:

@@ -38,7 +38,7 @@ from vipcli.cache_admin import BACKBONE_FILE, default_root
 from vipcli.dicom import decoder_identity, is_dicom_name
 from vipcli.digests import digest_many
 from vipcli.errors import ImageError
-from vipcli.images import DECODE_POLICY, DEPTH_POLICY, ORIENTATION_POLICY, load_image
+from vipcli.images import load_image
 from vipcli.pixels import ViewPipeline, view_pipeline
 from vipcli.preflight import describe_os_error
 from vipcli.settings import usable_workers
@@ -91,9 +91,18 @@ def installation_identity() -> dict:
     one this installation never reads again. The class, code and fingerprint need the backbone."""
     import torchvision
 
-    return {"format": f"{FEATURE_FORMAT} {FEATURE_FORMAT_VERSION}",
-            "decode": f"{DECODE_POLICY}, min side {DECODE_MIN_SIDE}", "orientation": ORIENTATION_POLICY,
-            "depth": DEPTH_POLICY, "torchvision": torchvision.__version__, **image_library_versions()}
+    return {"format": f"{FEATURE_FORMAT} {FEATURE_FORMAT_VERSION}", **decoding_rules(),
+            "torchvision": torchvision.__version__, **image_library_versions()}
+
+
+def decoding_rules() -> dict:
+    """The rules by which vip turns an image file into pixels, library versions aside: the decoding
+    size, the EXIF orientation and the bit depth. Part of every feature-cache key (`installation_identity`),
+    and of a benchmark's record (`benchmark.decoding_digest`, which adds the DICOM rule)."""
+    from vipcli import images  # read when asked: the policies' one home
+
+    return {"decode": f"{images.DECODE_POLICY}, min side {DECODE_MIN_SIDE}",
+            "orientation": images.ORIENTATION_POLICY, "depth": images.DEPTH_POLICY}
 
 
 def image_library_versions() -> dict:
