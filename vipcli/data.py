@@ -166,15 +166,23 @@ def _images_beside(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if is_image_file(p))
 
 
-def _refuse_names_alike_but_case(folder: Path, names: list[str]) -> None:
-    """Class folders that differ only in case (`Nevus/`, `nevus/`) are one class split in two by
-    accident (two sources merged; one folder on macOS and Windows): refuse them, naming both."""
+def names_alike_but_case(names: list[str]) -> tuple[str, str] | None:
+    """The first two of `names` that differ only in case (`Nevus`, `nevus`), in their order; None if none do."""
     seen: dict[str, str] = {}
     for name in names:
         other = seen.setdefault(name.casefold(), name)
         if other != name:
-            raise VipError(f"{folder}: class folders '{other}' and '{name}' differ only in case: vip would "
-                           "train them as two classes", "move their images into one folder, or rename one")
+            return other, name
+    return None
+
+
+def _refuse_names_alike_but_case(folder: Path, names: list[str]) -> None:
+    """Class folders that differ only in case (`Nevus/`, `nevus/`) are one class split in two by
+    accident (two sources merged; one folder on macOS and Windows): refuse them, naming both."""
+    alike = names_alike_but_case(names)
+    if alike:
+        raise VipError(f"{folder}: class folders '{alike[0]}' and '{alike[1]}' differ only in case: vip would "
+                       "train them as two classes", "move their images into one folder, or rename one")
 
 
 def _split_off(samples: list[Sample], fraction: float, seed: int, salt: str) -> tuple[list[Sample], list[Sample]]:

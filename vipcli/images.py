@@ -68,7 +68,6 @@ def value_range(image) -> tuple[float, float] | None:
     return 0.0, float(next(2 ** bits - 1 for bits in DEPTHS if high <= 2 ** bits - 1))
 
 
-
 def _declared_signed(image) -> bool:
     """True for a TIFF whose SampleFormat tag says signed integers: Pillow reads such a 16-bit image as
     mode `I`, like an unsigned one, so a CT slice without a negative value would otherwise be taken

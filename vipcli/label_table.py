@@ -18,13 +18,15 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vipcli.data import names_alike_but_case
 from vipcli.errors import UsageError, VipError
 
 SPLIT_COLUMN_NAMES = ("split", "subset", "partition")  # a column of one of these names holding only split names
-SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+SPLIT_VALUES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
                "test": "test", "testing": "test"}  # split values (any case) -> vip's split folders
 TRUE_VALUES = frozenset({"1", "1.0", "1,0", "true", "yes"})  # a one-hot cell that marks its column's class
 FALSE_VALUES = frozenset({"0", "0.0", "0,0", "false", "no", ""})  # "1,0", "0,0": a decimal comma (European Excel)
+FLAG_VALUES = TRUE_VALUES | FALSE_VALUES
 MANIFEST = ".vip-sorted.json"  # written in the sorted folder: what made it (hidden: never a class or an image)
 SHOWN = 3  # rows or files named in a message before a count
 GROUP_WORDS = ("patient", "lesion", "subject", "case", "study")  # a column named so may group images
@@ -119,10 +121,8 @@ def index_images(folder: Path, leave_out: Path | None = None) -> tuple[dict[str,
     from vipcli.images import image_files_under
 
     skip = os.path.abspath(leave_out) if leave_out is not None else None
-    others: list[Path] = []
-    images = image_files_under(folder, left_out=others)
-    indexes = []
-    for paths in (images, others):
+
+    def keyed(paths: list[Path]) -> dict[str, list[Path]]:
         index: dict[str, list[Path]] = defaultdict(list)
         for path in paths:
             if skip is not None and Path(os.path.abspath(path)).is_relative_to(skip):
@@ -130,19 +130,22 @@ def index_images(folder: Path, leave_out: Path | None = None) -> tuple[dict[str,
             relative = path.relative_to(folder).as_posix()
             for key in {path.name, path.stem, relative, relative[: -len(path.suffix)] if path.suffix else relative}:
                 index[key].append(path)
-        indexes.append(dict(index))
-    return indexes[0], indexes[1]
+        return dict(index)
+
+    others: list[Path] = []
+    images = image_files_under(folder, left_out=others)
+    return keyed(images), keyed(others)
 
 
 def _is_flag(value: str) -> bool:
-    return value.lower() in TRUE_VALUES | FALSE_VALUES
+    return value.lower() in FLAG_VALUES
 
 
 def _split_column(table: LabelTable, taken: set[str]) -> str | None:
     """A column named like a split whose every value is a split name, if the table has one."""
     for name in table.columns:
         if name not in taken and name.lower() in SPLIT_COLUMN_NAMES and table.rows and \
-                all(row.get(name, "").lower() in SPLIT_NAMES for row in table.rows):
+                all(row.get(name, "").lower() in SPLIT_VALUES for row in table.rows):
             return name
     return None
 
@@ -194,7 +197,7 @@ def _check_split_values(table: LabelTable, split: str) -> None:
     """
     from vipcli.console import first_few
 
-    bad = Counter(row.get(split, "") for row in table.rows if row.get(split, "").lower() not in SPLIT_NAMES)
+    bad = Counter(row.get(split, "") for row in table.rows if row.get(split, "").lower() not in SPLIT_VALUES)
     if bad:
         values = first_few((repr(value[:40]) for value, _ in bad.most_common()), SHOWN)
         rows = sum(bad.values())
@@ -226,15 +229,15 @@ def _class_columns(table: LabelTable, taken: set, has_otherwise: bool) -> tuple[
                      "name it with --label-column NAME, or the 0/1 columns with --one-hot COL,COL")
 
 
-def class_of(row: dict[str, str], columns: Columns) -> str | None:
-    """The class a row names ("" for an empty class cell), or None when its one-hot columns mark none and
-    no --otherwise class is given.
+def classes_of(row: dict[str, str], columns: Columns) -> list[str]:
+    """The classes a row names: its class cell ([""] when empty), or the --one-hot columns it marks (the
+    --otherwise class when it marks none and one is given; [] when not; several are refused by the caller).
 
     Raises:
         VipError: a one-hot cell that is not 0/1.
     """
     if columns.label is not None:
-        return row.get(columns.label, "")
+        return [row.get(columns.label, "")]
     marked = []
     for name in columns.one_hot:
         value = row.get(name, "").lower()
@@ -243,9 +246,7 @@ def class_of(row: dict[str, str], columns: Columns) -> str | None:
                            "pass only columns of 0/1 marks to --one-hot, or the class name column as --label-column")
         if value in TRUE_VALUES:
             marked.append(name)
-    if len(marked) > 1:
-        return "\x00".join(marked)  # several: refused by the caller, which names the row
-    return marked[0] if marked else columns.otherwise
+    return marked or ([columns.otherwise] if columns.otherwise is not None else [])
 
 
 def sort_rows(table: LabelTable, columns: Columns, index: dict[str, list[Path]], folder: Path,
@@ -265,19 +266,20 @@ def sort_rows(table: LabelTable, columns: Columns, index: dict[str, list[Path]],
     unmarked: list[str] = []
     for row in table.rows:
         key = row.get(columns.image, "")
-        name = class_of(row, columns)
-        if name is None:
+        names = classes_of(row, columns)
+        if not names:
             unmarked.append(key)
             continue
-        if "\x00" in name:
-            several.append(f"{key} ({name.replace(chr(0), ' and ')})")
+        if len(names) > 1:
+            several.append(f"{key} ({' and '.join(names)})")
             continue
+        name = names[0]
         if not name:
             sorting.without_label.append(key)
             continue
         files = index.get(key, [])
         if not files and (others or {}).get(key):
-            sorting.not_images.extend(p for p in others[key] if p not in sorting.not_images)
+            sorting.not_images.extend(others[key])  # deduplicated below
             continue
         if not files:
             sorting.without_image.append((key, name))
@@ -286,7 +288,7 @@ def sort_rows(table: LabelTable, columns: Columns, index: dict[str, list[Path]],
             raise VipError(f"{key!r} in {table.path.name} names {len(files)} files under {folder}: "
                            f"{', '.join(str(p.relative_to(folder)) for p in files[:SHOWN])}",
                            "name the file by its path relative to --images, or remove the copies")
-        split = SPLIT_NAMES[row[columns.split].lower()] if columns.split else None
+        split = SPLIT_VALUES[row[columns.split].lower()] if columns.split else None
         before = placed.get(files[0])
         if before is not None and before[:2] != (split, name):
             raise VipError(f"{files[0].relative_to(folder)} is in {table.path.name} twice, as "
@@ -299,6 +301,7 @@ def sort_rows(table: LabelTable, columns: Columns, index: dict[str, list[Path]],
     if not placed:
         raise VipError(f"no row of {table.path.name} names an image under {folder} with a class",
                        "check --images and the columns vip used (--image-column, --label-column)")
+    sorting.not_images = list(dict.fromkeys(sorting.not_images))  # a file named by two rows, once
     sorting.placed = [(path, split, name) for path, (split, name, _) in sorted(placed.items())]
     check_class_names({name for _, _, name in sorting.placed})
     _refuse_same_names(sorting.placed)
@@ -320,16 +323,16 @@ def _refuse_marks(table: LabelTable, columns: Columns, several: list[str], unmar
                        "remove those rows, or pass the --one-hot columns of the classes to tell apart")
     if unmarked:
         raise UsageError(f"{len(unmarked)} rows of {table.path.name} are marked 0 in every --one-hot column "
-                       f"({', '.join(columns.one_hot)}; first: {first_few(unmarked, SHOWN)})",
-                       "name their class with --otherwise CLASS (ISIC 2017: --otherwise nevus)")
+                         f"({', '.join(columns.one_hot)}; first: {first_few(unmarked, SHOWN)})",
+                         "name their class with --otherwise CLASS (ISIC 2017: --otherwise nevus)")
 
 
 def split_by_group(sorting: Sorting, seed: int, val_fraction: float, test_fraction: float) -> None:
     """Give every image of `sorting` a split, keeping the images of one group (a patient, a lesion) in
     one split: per class, in a seeded order, a group goes to test while that brings test nearer
     `test_fraction` of the class's images, else to val likewise (`val_fraction`), else to train; each
-    split gets at least one group. A group of images of several
-    classes counts for the class most of them have.
+    split gets at least one group. A group of images of several classes counts for the class most of
+    them have.
 
     Raises:
         VipError: a class with images of fewer than three groups (one per split is the least).
@@ -409,13 +412,10 @@ def check_class_names(names: set[str]) -> None:
                 any(ord(c) < 32 for c in name):
             raise VipError(f"class {name!r} cannot be a folder name",
                            "rename it in the labels file (no / or \\, not starting with a dot)")
-    by_case = defaultdict(list)
-    for name in names:
-        by_case[name.casefold()].append(name)
-    for same in by_case.values():
-        if len(same) > 1:
-            raise VipError(f"classes {' and '.join(repr(n) for n in sorted(same))} differ only in case: "
-                           "one folder on macOS and Windows", "spell each class one way in the labels file")
+    alike = names_alike_but_case(sorted(names))
+    if alike:
+        raise VipError(f"classes {alike[0]!r} and {alike[1]!r} differ only in case: one folder on macOS and "
+                       "Windows", "spell each class one way in the labels file")
 
 
 def _refuse_same_names(placed: list[tuple[Path, str | None, str]]) -> None:

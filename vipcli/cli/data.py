@@ -15,8 +15,8 @@ app = App(help="Data folders: sort images into class folders from a labels CSV."
 
 @app.command("sort")
 def sort_command(
-    labels: Path = typer.Argument(..., metavar="LABELS", help="The labels table: a CSV (comma, semicolon or tab) or TSV with a "
-                                  "header row, one row per image."),
+    labels: Path = typer.Argument(..., metavar="LABELS", help="The labels table: a CSV (comma, semicolon or "
+                                  "tab) or TSV with a header row, one row per image."),
     images: Path = typer.Option(..., "--images", help="The folder holding the images (searched with its "
                                 "sub-folders); rows name them by file name, by name without suffix (ISIC_0000000) "
                                 "or by path relative to it."),
@@ -60,18 +60,18 @@ def sort_command(
     if not index:
         from vipcli.images import has_dicom_magic
 
-        dicom = any(has_dicom_magic(path) for paths in others.values() for path in paths[:1])
+        dicom = any(has_dicom_magic(path) for path in {p for paths in others.values() for p in paths})
         raise UsageError(f"--images {images}: no image files in it or its sub-folders",
                          "its files look like DICOM files without a .dcm suffix: rename them to .dcm" if dicom
                          else "pass the folder holding the images")
     hot = [name.strip() for name in one_hot.split(",") if name.strip()] if one_hot else None
     columns = choose_columns(table, index, image_column, label_column, hot, otherwise, split_column, group_column)
-    sorting = sort_rows(table, columns, index, images, others)
-    if seed is not None and (not columns.group or columns.split):
+    if seed is not None and (not columns.group or columns.split):  # known from the columns: before any row is read
         made_by = f"the table's split column {columns.split!r} gives the splits" if columns.split else \
             "without --group-column, vip train makes the splits (with its own --seed)"
         raise UsageError(f"--seed seeds the splits vip data sort makes by --group-column; here {made_by}",
                          "drop --seed")
+    sorting = sort_rows(table, columns, index, images, others)
     seed = 1 if seed is None else seed
     crossing = []
     if columns.group and columns.split:

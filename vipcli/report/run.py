@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from vipcli import __version__
-from vipcli.console import plural
+from vipcli.console import first_few, plural
 from vipcli.errors import VipError
 from vipcli.plots import backbone_label, figure_title, method_color
 from vipcli.report import html
@@ -138,9 +138,8 @@ def _left_out(split: dict) -> str:
     for key, what in (("not_images", "not named as an image vip reads"), ("in_no_class", "in no class folder")):
         files = left_out.get(key) or []
         if files:
-            named = ", ".join(html.text(path) for path in files[:SKIPPED_SHOWN])
-            more = f" and {len(files) - SKIPPED_SHOWN} more" if len(files) > SKIPPED_SHOWN else ""
-            said.append(f"{len(files)} {plural(len(files), 'file')} {what} ({named}{more})")
+            named = first_few(map(html.text, files), SKIPPED_SHOWN)
+            said.append(f"{len(files)} {plural(len(files), 'file')} {what} ({named})")
     return f"<p>Left out of the data: {'; '.join(said)} (all listed in split.json).</p>" if said else ""
 
 
