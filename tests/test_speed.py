@@ -11,6 +11,8 @@ def test_speed_writes_every_figure(cli, capsys, isic_small, tiny_clip, tmp_path)
                                "none", "--speed-epochs", "2", "--views", "2", "--out", out, "--device", "cpu",
                                "--workers", "0", "--json")
     assert code == 0, stderr
+    # the backbone and the data are loaded once per timed run; each warning is read once
+    assert stderr.count("has random weights") == 1, stderr
     report = json.loads((out / "speed.json").read_text())
     assert json.loads(stdout) == {**report, "path": str(out / "speed.json")}
     n_test, n_all = 8, 12 + 8 + 8

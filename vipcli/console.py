@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import re
 import sys
 
@@ -53,12 +54,34 @@ def first_few(items, shown: int) -> str:
     return ", ".join(items[:shown]) + more
 
 
+_warned_here: contextvars.ContextVar[set | None] = contextvars.ContextVar("vip_warned_here", default=None)
+
+
+@contextlib.contextmanager
+def each_warning_once():
+    """Inside this block, a warning already printed in it is not printed again.
+
+    For commands that run the same steps several times in one process (`vip benchmark --speed` loads
+    the data and the backbone once per timed run): the user reads each warning once, not once a run.
+    """
+    token = _warned_here.set(set())
+    try:
+        yield
+    finally:
+        _warned_here.reset(token)
+
+
 def warn(message: str) -> None:
     """Print one warning line on stderr (rich markup allowed; control characters are escaped).
 
     Text vip does not write itself (a plugin's messages and exceptions, file names) must be passed
     through `rich.markup.escape` first, or `pip install 'pkg[extra]'` loses its `[extra]`.
     """
+    seen = _warned_here.get()
+    if seen is not None:
+        if message in seen:
+            return
+        seen.add(message)
     stderr().print(f"[yellow]warning:[/yellow] {printable(message)}", markup=True)
 
 

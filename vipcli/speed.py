@@ -141,7 +141,13 @@ def measure_speed(config: SpeedConfig, progress=None) -> dict:
         progress: an optional rich Progress for long steps.
     Returns:
         The speed report (as written to speed.json).
+    Each warning (the data's, the backbone's) is printed once, not once per timed run.
     """
+    with console.each_warning_once():
+        return _measure_speed(config, progress)
+
+
+def _measure_speed(config: SpeedConfig, progress=None) -> dict:
     from dataclasses import asdict
 
     from vipcli.atomic import write_atomic
