@@ -29,6 +29,28 @@ def test_demo_shows_the_papers_claim_with_margins(cli, tmp_path):
     assert "set {" in stdout and f"file://{(out / 'run' / 'report.html').resolve()}" in stdout
     for report in (out / "run" / "report.html", out / "benchmark" / "report.html"):
         assert report.is_file() and "<svg role=\"img\"" in report.read_text()  # figures drawn, inline
+    _readme_python_runs_on_the_demo(out)
+
+
+def _readme_python_runs_on_the_demo(out):
+    """README's "From Python" example, as written, on this demo's folder: its output has README's lines
+    (the figures differ: this demo has fewer test images)."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## From Python"):]
+    code, shown = re.findall(r"```python\n(.*?)```\n\nReal output, after `vip demo`:\n\n```\n(.*?)```", section,
+                             re.S)[0]
+    ran = subprocess.run([sys.executable, "-c", code.replace("vip-demo/", f"{out.name}/")], cwd=out.parent,
+                         capture_output=True, text=True, timeout=120)
+    assert ran.returncode == 0, ran.stderr
+    got, want = ran.stdout.splitlines(), shown.replace("vip-demo/", f"{out.name}/").splitlines()
+    assert len(got) == len(want) and got[0] == want[0]
+    words = re.compile(r"[A-Za-z_/.-]+[A-Za-z]")  # every word and path, not the figures
+    assert [words.findall(line) for line in got] == [words.findall(line) for line in want]
 
 
 def test_demo_never_replaces_a_folder_it_did_not_make(cli, tmp_path):

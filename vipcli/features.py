@@ -493,6 +493,22 @@ def encode_images(backbone, paths, views: int = 0, cache: FeatureCache | None = 
     return result
 
 
+def encode_in_memory(backbone, images: list, batch_size: int = 64) -> torch.Tensor:
+    """Center-crop features [N, D] (float32, CPU) of PIL images held in memory, in order; no cache.
+
+    Each image is read as a file would be (`images.decoded_to_rgb`, the same reduced scale), then
+    takes the evaluation view of the files' path, so a PNG passed open gets the features of its file.
+    """
+    from vipcli.images import decoded_to_rgb
+
+    evaluation, _ = _pipelines(backbone)
+    features = []
+    for start in range(0, len(images), batch_size):
+        views = [evaluation.make(decoded_to_rgb(image, DECODE_MIN_SIDE)) for image in images[start:start + batch_size]]
+        features.append(_encode(backbone, torch.stack(views), evaluation))  # [B, D]
+    return torch.cat(features) if features else torch.empty(0, backbone.embed_dim)
+
+
 def _merge_entry(old: dict, new: torch.Tensor, has_eval: bool) -> dict:
     entry = dict(old)
     if has_eval:

@@ -221,9 +221,7 @@ def load_image(path: str | Path, min_side: int | None = None):
                 if min_side and image.format == "JPEG":
                     image.draft("RGB", (min_side * 2, min_side * 2))
                 image.load()
-                orientation = exif_orientation(image)
-                scale = value_range(image)  # of the whole image: reducing it would lower its maximum
-                return upright(to_rgb(reduce_decoded(image, min_side) if min_side else image, scale), orientation)
+                return decoded_to_rgb(image, min_side)
     except ImageError:
         raise
     except FileNotFoundError:
@@ -239,6 +237,20 @@ def load_image(path: str | Path, min_side: int | None = None):
         raise ImageError(path, reason) from None
     except (ValueError, SyntaxError, MemoryError) as error:
         raise ImageError(path, f"unreadable ({type(error).__name__}: {error})") from None
+
+
+def decoded_to_rgb(image, min_side: int | None = None):
+    """A decoded PIL image as vip reads every image: its value range mapped to 8 bits (16-bit and float
+    images), reduced to about 2 x `min_side` on its shorter side (if given), RGB, turned upright by
+    its EXIF orientation.
+
+    `load_image` applies it to each file after decoding; `vipcli.api` to images given in memory, so
+    an image passed as a file and the same image opened in memory get the same pixels (a JPEG file
+    is decoded at reduced scale by libjpeg first, so there the last bits may differ).
+    """
+    orientation = exif_orientation(image)
+    scale = value_range(image)  # of the whole image: reducing it would lower its maximum
+    return upright(to_rgb(reduce_decoded(image, min_side) if min_side else image, scale), orientation)
 
 
 def is_image_file(path: Path) -> bool:

@@ -229,30 +229,43 @@ def stream_predictions(predictor: Predictor, paths: list[Path], explain: bool = 
 def _predict_chunk(predictor: Predictor, paths: list[Path], explain, cache, workers, batch_size, advance, cutoff):
     """Encode and classify one chunk; yield its results in order."""
     from vipcli.features import encode_images
-    from vipcli.fitting import prepared_logits
-    from vipcli.trust import calibrated_softmax, prediction_set
 
     encoded = encode_images(predictor.backbone, paths, 0, cache, batch_size, workers, advance=advance)
-    method, device = predictor.method, predictor.backbone.device
     readable = [i for i in range(len(paths)) if i in encoded.eval]
     row_of = {i: row for row, i in enumerate(readable)}
-    if readable:
-        features = torch.stack([encoded.eval[i] for i in readable])  # [N, D]
-        with torch.no_grad():
-            logits = prepared_logits(method, features, device).cpu()  # [N, C], as training evaluated
-        probabilities = calibrated_softmax(logits, predictor.calibration)  # [N, C], temperature applied
+    features = torch.stack([encoded.eval[i] for i in readable]) if readable else None  # [N, D]
+    classified = classify(predictor, features, [str(paths[i]) for i in readable], explain, cutoff) if readable else []
     for i, path in enumerate(paths):
         if i not in row_of:
             yield str(path), None, encoded.failures.get(path, "could not be encoded")
-            continue
-        row = row_of[i]
+        else:
+            yield str(path), classified[row_of[i]], ""
+
+
+def classify(predictor: Predictor, features: torch.Tensor, names: list[str], explain: bool = False,
+             cutoff: float | None = None) -> list[Prediction]:
+    """Predictions of images from their center-crop features [N, D], named `names` (paths), in order.
+
+    The run's calibrated probabilities; with `explain`, each class's symptoms; with a conformal
+    `cutoff` (`vipcli.trust.set_threshold`), each image's prediction set.
+    """
+    from vipcli.fitting import prepared_logits
+    from vipcli.trust import calibrated_softmax, prediction_set
+
+    method, device = predictor.method, predictor.backbone.device
+    with torch.no_grad():
+        logits = prepared_logits(method, features, device).cpu()  # [N, C], as training evaluated
+    probabilities = calibrated_softmax(logits, predictor.calibration)  # [N, C], temperature applied
+    predictions = []
+    for row, name in enumerate(names):
         best = int(probabilities[row].argmax())
         explanation = method.explain(features[row].to(device)) if explain else None
-        yield str(path), Prediction(
-            str(path), predictor.class_names[best], float(probabilities[row, best]),
+        predictions.append(Prediction(
+            name, predictor.class_names[best], float(probabilities[row, best]),
             {n: float(p) for n, p in zip(predictor.class_names, probabilities[row].tolist())}, explanation,
             prediction_set(probabilities[row], predictor.class_names, cutoff),
-        ), ""
+        ))
+    return predictions
 
 
 @dataclass

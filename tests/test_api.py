@@ -1,0 +1,108 @@
+"""`vipcli.api`: vip from Python gives what the commands give, for files and for images in memory."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from PIL import Image
+
+from lesion_runs import make_lesions
+
+import vipcli.api as vip
+
+TOY = dict(backbone="toy", shots=4, epochs=3, views=2, workers=0, device="cpu", seed=1)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A small lesion world, a run trained through the API, and the same run trained by `vip train`."""
+    from vipcli.cli.main import main
+
+    root = tmp_path_factory.mktemp("api")
+    data = make_lesions(root / "lesions", {"train": 6, "val": 6, "test": 5})
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("VIP_CACHE_DIR", str(root / "cache"))
+        result = vip.train(data, out=root / "run-api", **TOY)
+        code = main(["train", "--data", str(data), "--backbone", "toy", "--shots", "4", "--epochs", "3", "--views",
+                     "2", "--workers", "0", "--device", "cpu", "--seed", "1", "--out", str(root / "run-cli")])
+    assert code == 0
+    return data, result, root
+
+
+def test_train_writes_the_run_vip_train_writes(world):
+    data, result, root = world
+    assert result.run_dir == root / "run-api" and result.class_names == ["melanoma", "nevus"]
+    written = json.loads((root / "run-api" / "metrics.json").read_text())
+    by_command = json.loads((root / "run-cli" / "metrics.json").read_text())
+    for split in ("val", "test"):
+        assert written[split] == by_command[split] == result.metrics[split]
+    assert written["calibration"] == by_command["calibration"]
+
+
+def test_a_file_and_the_same_image_in_memory_get_the_prediction_of_vip_predict(world, cli):
+    data, result, _ = world
+    image = sorted((data / "test" / "melanoma").glob("*.png"))[0]
+    code, stdout, stderr = cli("predict", image, "--model", result.run_dir, "--json", "--device", "cpu",
+                               "--coverage", "0.9")
+    assert code == 0, stderr
+    record = json.loads(stdout)["predictions"][0]
+    model = vip.load(result.run_dir, device="cpu")
+    assert model.classes == ["melanoma", "nevus"] and model.method == "vip" and model.calibrated
+    from_file = model.predict(image, coverage=0.9)
+    with Image.open(image) as opened:
+        in_memory = model.predict(opened, coverage=0.9)
+    assert from_file.record(explain=False) == {**record, "explanation": None}
+    assert from_file.path == str(image) and in_memory.path == ""
+    assert in_memory.probabilities == from_file.probabilities  # the same pixels, the same decoding rules
+    assert in_memory.prediction_set == from_file.prediction_set == record["prediction_set"]
+    explained = model.predict(image, explain=True)
+    assert [group["class"] for group in explained.explanation] == model.classes
+    assert explained.explanation[0]["symptoms"][0]["symptom"]
+
+
+def test_predict_many_keeps_the_input_order_of_files_folders_and_images(world, tmp_path):
+    data, result, _ = world
+    model = vip.load(result.run_dir, device="cpu")
+    nevi = sorted((data / "test" / "nevus").glob("*.png"))
+    folder = tmp_path / "scans"
+    (folder / "deeper").mkdir(parents=True)
+    shutil.copyfile(nevi[1], folder / "b.png")
+    shutil.copyfile(nevi[2], folder / "deeper" / "a.png")
+    (folder / "notes.txt").write_text("not an image")
+    with Image.open(nevi[3]) as opened:
+        made = model.predict_many([nevi[0], folder, opened.copy(), str(nevi[4])])
+    assert [p.path for p in made] == [str(nevi[0]), str(folder / "b.png"), str(folder / "deeper" / "a.png"), "",
+                                      str(nevi[4])]
+    # a copy is the same image (encoded in a batch of another size: equal up to float rounding)
+    assert made[1].probabilities == pytest.approx(model.predict(nevi[1]).probabilities, abs=1e-5)
+    assert made[3].probabilities == pytest.approx(model.predict(nevi[3]).probabilities, abs=1e-5)
+    assert made[0].probabilities != made[4].probabilities
+
+
+def test_unreadable_files_raise_unless_skipped_and_wrong_values_are_refused(world, tmp_path, capsys):
+    data, result, _ = world
+    model = vip.load(result.run_dir, device="cpu")
+    good = sorted((data / "test" / "nevus").glob("*.png"))[0]
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    with pytest.raises(vip.ImageError) as raised:
+        model.predict_many([good, broken])
+    assert raised.value.path == str(broken) and "skip_unreadable=True" in str(raised.value)
+    capsys.readouterr()
+    made = model.predict_many([broken, good], skip_unreadable=True)
+    assert [p.path for p in made] == [str(good)]
+    assert f"skipped {broken}" in capsys.readouterr().err
+    refused = {
+        "no such file": lambda: model.predict(tmp_path / "missing.png"),
+        "Image.fromarray": lambda: model.predict(__import__("numpy").zeros((4, 4), dtype="uint8")),
+        "predict_many([folder])": lambda: model.predict(data / "test"),
+        "use model.predict(image)": lambda: model.predict_many(str(good)),
+        "coverage=1.5": lambda: model.predict(good, coverage=1.5),
+        "shots=0": lambda: vip.train(data, shots=0, backbone="toy"),
+        "model.safetensors": lambda: vip.load(data),
+    }
+    for words, call in refused.items():
+        with pytest.raises(vip.VipError, match=__import__("re").escape(words)):
+            call()

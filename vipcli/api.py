@@ -1,0 +1,260 @@
+"""vip from Python: train a run, load it, classify image files or images held in memory.
+
+    import vipcli.api as vip
+
+    result = vip.train("isic", shots=16)                 # what `vip train --data isic --shots 16` does
+    model = vip.load(result.run_dir)                     # what `vip predict --model RUN` loads
+    prediction = model.predict("scan.png")               # a file, or a PIL image
+    prediction.label, prediction.probability             # "melanoma", 0.87 (calibrated)
+    model.predict_many(["scans/", image])                # files, folders and PIL images, in order
+
+This module is vip's Python interface: `train`, `load`, `Model`, `Prediction`, `TrainResult`,
+`VipError`, `ImageError`. They follow the same contracts as the commands (the same run folders,
+feature cache, calibration and prediction sets) and raise `VipError` (message and fix in
+`str(error)`) where a command prints its one-line error. The rest of `vipcli` is internal and may
+change between releases.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+from vipcli.errors import ImageError, UsageError, VipError
+from vipcli.predict import Prediction
+from vipcli.train import TrainResult
+
+__all__ = ["train", "load", "Model", "Prediction", "TrainResult", "VipError", "ImageError"]
+
+
+def train(data: str | Path, *, shots: int | str | None = 16, method: str = "vip", backbone: str = "clip",
+          arch: str | None = None, pretrained: str | None = None, symptoms: Iterable[str] = (),
+          method_options: dict | None = None, schedule: str = "auto", epochs: int | None = None,
+          batch_size: int | None = None, lr: float | None = None, views: int = 8, seed: int = 1,
+          out: str | Path | None = None, force: bool = False, device: str = "auto", workers: int | None = None,
+          use_cache: bool = True, progress: bool = False) -> TrainResult:
+    """Train a method on a folder of images sorted by class and write its run folder (`vip train`).
+
+    Args:
+        data: folder of class subfolders, optionally under train/ val/ test/ (as for `vip train`).
+        shots: labelled training images per class; "all" or None for every one.
+        method: a method id (`vip methods list`); its settings as `method_options` ({"n_ctx": 8}).
+        backbone, arch, pretrained: the frozen model, as `--backbone/--arch/--pretrained`.
+        symptoms: symptom packs, {class: [symptoms]} files or shipped pack names (default: the shipped
+            packs that match the class folders).
+        schedule, epochs, batch_size, lr: the training schedule and its overrides.
+        views: augmented views encoded (and cached) per training image.
+        seed: seeds the split, the few-shot subset, initialisation and batches.
+        out: the run folder (default: a new folder in runs/); `force` replaces an existing one.
+        device: "auto", "cpu", "cuda", "cuda:N" or "mps".
+        workers: image-decoding processes (default: one per usable core, at most 16).
+        use_cache: keep encoded features in the feature cache between runs.
+        progress: draw progress bars on stderr (as the command does).
+    Returns:
+        TrainResult: `run_dir`, `metrics` (what metrics.json holds), `failures` (unreadable files),
+        `class_names`.
+    Raises:
+        VipError: a folder, option or file that cannot work, before any image is encoded where it can be known.
+    """
+    import contextlib
+
+    from vipcli import console
+    from vipcli.settings import BackboneSettings, EncodingSettings, ScheduleSettings
+    from vipcli.train import TrainConfig
+    from vipcli.train import train as train_run
+
+    config = TrainConfig(
+        data=Path(data), shots=_shots(shots), method=method, method_options=dict(method_options or {}),
+        backbone=BackboneSettings(backbone, arch, pretrained, device),
+        encoding=EncodingSettings(views=views, workers=workers, use_cache=use_cache),
+        schedule=ScheduleSettings(schedule, epochs, batch_size, lr), symptoms=_names(symptoms),
+        seed=seed, out=Path(out) if out is not None else None, force=force,
+    )
+    with console.progress_bar() if progress else contextlib.nullcontext() as bar:
+        return train_run(config, bar)
+
+
+def load(run_dir: str | Path, *, device: str = "auto") -> "Model":
+    """Load a run folder written by `vip train` (or `vipcli.api.train`) for prediction.
+
+    Args:
+        run_dir: the run folder.
+        device: "auto", "cpu", "cuda", "cuda:N" or "mps".
+    Raises:
+        VipError: no run there, a backbone or method plugin that is not installed, weights that are missing.
+    """
+    from vipcli.devices import resolve_device
+    from vipcli.predict import load_predictor
+
+    return Model(load_predictor(Path(run_dir), resolve_device(device)))
+
+
+class Model:
+    """A trained run, loaded once, that classifies images: `vipcli.api.load(run_dir)` makes one."""
+
+    def __init__(self, predictor):
+        self._predictor = predictor  # vipcli.predict.Predictor
+
+    def __repr__(self) -> str:
+        return (f"Model({str(self.run_dir)!r}, method={self.method!r}, classes={self.classes!r}, "
+                f"device={str(self.device)!r})")
+
+    @property
+    def classes(self) -> list[str]:
+        """The class names, in the order of `Prediction.probabilities`."""
+        return list(self._predictor.class_names)
+
+    @property
+    def run_dir(self) -> Path:
+        """The run folder this model was loaded from."""
+        return Path(self._predictor.run_dir)
+
+    @property
+    def method(self) -> str:
+        """The method id the run was trained with ("vip", "coop", ...)."""
+        return str(self._predictor.metadata["method"])
+
+    @property
+    def device(self):
+        """The torch.device the model runs on."""
+        return self._predictor.backbone.device
+
+    @property
+    def calibrated(self) -> bool:
+        """Whether probabilities are temperature-scaled and prediction sets available (runs of vip >= 0.2)."""
+        return self._predictor.calibration is not None
+
+    def predict(self, image, *, explain: bool = False, coverage: float | None = None,
+                use_cache: bool = True) -> Prediction:
+        """Classify one image: a file path or a PIL image in memory.
+
+        Args:
+            image: an image file (str or Path), or a PIL.Image.Image.
+            explain: add, per class, each symptom's similarity, merge weight and contribution.
+            coverage: add the conformal prediction set holding the true class with at least this
+                probability (e.g. 0.9; needs a calibrated run).
+            use_cache: look up and keep a file's features in the feature cache (images in memory never are).
+        Returns:
+            Prediction: `label`, `probability`, `probabilities` ({class: p}), and `explanation` and
+            `prediction_set` when asked; `path` is the file's, "" for an image in memory.
+        Raises:
+            ImageError: the file cannot be read as an image (the reason in `error.reason`).
+            VipError: a folder (use `predict_many`), a value of another type, an impossible `coverage`.
+        """
+        if isinstance(image, (str, Path)) and Path(image).is_dir():
+            raise UsageError(f"{image} is a folder", "use model.predict_many([folder]) for the images in it")
+        return self.predict_many([image], explain=explain, coverage=coverage, use_cache=use_cache, workers=0)[0]
+
+    def predict_many(self, images: Iterable, *, explain: bool = False, coverage: float | None = None,
+                     skip_unreadable: bool = False, use_cache: bool = True, workers: int | None = None,
+                     batch_size: int = 64, progress: bool = False) -> list[Prediction]:
+        """Classify many images: files, folders (searched with their subfolders, as `vip predict` does)
+        and PIL images, in the order given.
+
+        Args:
+            images: an iterable of image files, folders and PIL images.
+            explain, coverage, use_cache: as for `predict`.
+            skip_unreadable: leave out files that cannot be read (each named in a warning on stderr)
+                instead of raising.
+            workers: image-decoding processes for files (default: one per usable core, at most 16).
+            batch_size: images per image-encoder call.
+            progress: draw a progress bar on stderr.
+        Returns:
+            One Prediction per image, in input order (a folder's images sorted by path).
+        Raises:
+            ImageError: a file that cannot be read, unless `skip_unreadable` (the first, with how many).
+            VipError: a path that does not exist, a folder without images, a value of another type.
+        """
+        import contextlib
+
+        from vipcli import console
+        from vipcli.features import FeatureCache, default_cache_dir, encode_in_memory
+        from vipcli.images import left_out_warning
+        from vipcli.predict import classify, collect_images, predict
+        from vipcli.settings import default_workers
+        from vipcli.trust import set_threshold
+
+        items, coverage = _expand(images), _coverage(coverage)
+        predictor = self._predictor
+        cutoff = set_threshold(predictor.calibration, coverage, predictor.run_dir)  # refuses before any work
+        left_out: list[Path] = []
+        # a file or folder -> its image files (a missing path is refused here); a PIL image stays itself
+        groups = [collect_images([item], left_out) if isinstance(item, Path) else item for item in items]
+        if left_out:
+            from rich.markup import escape
+
+            console.warn(escape(left_out_warning(left_out)))
+        files = [path for group in groups if isinstance(group, list) for path in group]
+        in_memory = [group for group in groups if not isinstance(group, list)]
+        by_file, failures = {}, {}
+        if files:
+            cache = FeatureCache(default_cache_dir() if use_cache else None, predictor.backbone)
+            with console.progress_bar() if progress else contextlib.nullcontext() as bar:
+                made, failures = predict(predictor, files, explain, cache,
+                                         default_workers() if workers is None else workers, batch_size, bar, coverage)
+            by_file = {prediction.path: prediction for prediction in made}
+        if failures and not skip_unreadable:
+            path, reason = next(iter(failures.items()))
+            more = f" (and {len(failures) - 1} more unreadable)" if len(failures) > 1 else ""
+            error = ImageError(path, reason + more)
+            error.hint = "fix or remove it, or pass skip_unreadable=True"
+            raise error
+        console.warn_skipped(failures)
+        features = encode_in_memory(predictor.backbone, in_memory, batch_size) if in_memory else None  # [M, D]
+        held = iter(classify(predictor, features, [""] * len(in_memory), explain, cutoff) if in_memory else [])
+        results = []
+        for group in groups:
+            if isinstance(group, list):
+                results.extend(by_file[str(path)] for path in group if str(path) in by_file)
+            else:
+                results.append(next(held))
+        return results
+
+
+def _expand(images) -> list:
+    """`images` as a list of Paths (files and folders) and PIL images; anything else is refused."""
+    from PIL import Image
+
+    if isinstance(images, (str, Path, Image.Image)):
+        raise UsageError(f"predict_many takes a list of images, got one {type(images).__name__}",
+                         "pass [image], or use model.predict(image)")
+    items = []
+    for item in images:
+        if isinstance(item, (str, Path)):
+            items.append(Path(item))
+        elif isinstance(item, Image.Image):
+            items.append(item)
+        else:
+            kind = f"{type(item).__module__}.{type(item).__name__}".removeprefix("builtins.")
+            hint = ("pass PIL.Image.fromarray(array)" if kind.startswith("numpy.")
+                    else "pass image files, folders or PIL images")
+            raise UsageError(f"cannot classify a {kind}", hint)
+    return items
+
+
+def _shots(shots) -> int | None:
+    """`shots` as `vip train --shots` takes it: a positive number, or "all"/None for every image."""
+    if shots is None or (isinstance(shots, str) and shots.strip().lower() == "all"):
+        return None
+    if isinstance(shots, str) and shots.strip().isdigit():
+        shots = int(shots)
+    if isinstance(shots, bool) or not isinstance(shots, int) or shots < 1:
+        raise UsageError(f"shots={shots!r}: expected a positive number of images per class", "or shots='all'")
+    return shots
+
+
+def _coverage(coverage) -> float | None:
+    """`coverage` checked as the Python caller wrote it (the commands' own check names --coverage)."""
+    if coverage is None:
+        return None
+    if isinstance(coverage, bool) or not isinstance(coverage, (int, float)) or not 0 < coverage < 1:
+        raise UsageError(f"coverage={coverage!r}: expected a probability strictly between 0 and 1",
+                         "such as coverage=0.9")
+    return float(coverage)
+
+
+def _names(values) -> tuple[str, ...]:
+    """A tuple of strings from a list of names or paths; one string alone is taken as a list of one."""
+    if isinstance(values, (str, Path)):
+        return (str(values),)
+    return tuple(str(value) for value in values)
