@@ -94,7 +94,10 @@ def test_unreadable_files_raise_unless_skipped_and_wrong_values_are_refused(worl
     made = model.predict_many([broken, good], skip_unreadable=True)
     assert [p.path for p in made] == [str(good)]
     assert f"skipped {broken}" in capsys.readouterr().err
+    with Image.open(good) as closed_after:
+        pass
     refused = {
+        "Image.open(path).copy()": lambda: model.predict(closed_after),  # a lazily opened image whose file closed
         "no such file": lambda: model.predict(tmp_path / "missing.png"),
         "Image.fromarray": lambda: model.predict(__import__("numpy").zeros((4, 4), dtype="uint8")),
         "predict_many([folder])": lambda: model.predict(data / "test"),

@@ -223,13 +223,27 @@ def _expand(images) -> list:
         if isinstance(item, (str, Path)):
             items.append(Path(item))
         elif isinstance(item, Image.Image):
-            items.append(item)
+            items.append(_loaded(item, len(items)))
         else:
             kind = f"{type(item).__module__}.{type(item).__name__}".removeprefix("builtins.")
             hint = ("pass PIL.Image.fromarray(array)" if kind.startswith("numpy.")
                     else "pass image files, folders or PIL images")
             raise UsageError(f"cannot classify a {kind}", hint)
     return items
+
+
+def _loaded(image, position: int):
+    """`image` with its pixels read (an image opened lazily reads them now); one that cannot be read,
+    such as one whose file was closed (`with Image.open(...)` left), is an ImageError naming it."""
+    try:
+        image.load()
+    except (OSError, ValueError, AssertionError) as error:  # Pillow asserts an open file (`fp`) on a closed one
+        reason = str(error) or "its file was closed before its pixels were read"
+        error = ImageError(getattr(image, "filename", "") or f"image {position + 1} of the input (in memory)",
+                           f"pixels cannot be read: {reason}")
+        error.hint = "pass the file's path, or an image loaded while its file is open (Image.open(path).copy())"
+        raise error from None
+    return image
 
 
 def _shots(shots) -> int | None:
