@@ -54,7 +54,7 @@ PROBE = """<script>
     var out = document.createElement("pre");
     out.id = "vip-probe";
     out.textContent = JSON.stringify({images: images, figures: figures, tables: tables, errors: errors, height: document.body.scrollHeight,
-                                      title: document.title,
+                                      title: document.title, text: document.body.innerText,
                                       width: narrowed ? document.body.scrollWidth : root.scrollWidth,
                                       viewport: narrowed ? root.getBoundingClientRect().width : window.innerWidth});
     document.body.appendChild(out);
@@ -103,7 +103,7 @@ def render(page: Path, workdir: Path, width: int = 1200, max_height: int = 12000
                       overflow (px hidden sideways), content (scroll width), cue (a shadow at an edge with more)})}],
          "tables": [{caption, overflow (px a table's scroll box hides sideways), columns,
                      cue (a shadow drawn at an edge with more beyond it)}],
-         "errors": [...], "height": px, "title": str,
+         "errors": [...], "height": px, "title": str, "text": the page's text as laid out (innerText),
          "width": the page's scroll width (px), "viewport": the window's width (px),
          "console": [console lines], "screenshot": Path}
     """

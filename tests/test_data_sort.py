@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -245,14 +246,52 @@ def test_force_does_not_delete_what_was_added_to_a_sorted_folder(cli, tmp_path):
     (sorted_folder / "x" / "notes.txt").write_text("mine")
     code, _, err = cli("data", "sort", labels, "--images", images, "--out", sorted_folder, "--force")
     assert code == 2 and _one_error(err) == (
-        f"error: --out {sorted_folder} holds files vip data sort did not write (2 entries in x, 1 written): --force "
+        f"error: --out {sorted_folder} holds files vip data sort did not write (x/notes.txt): --force "
         "would delete them (move them out of the folder, or sort into a new folder)")
     assert (sorted_folder / "x" / "notes.txt").read_text() == "mine"
     (sorted_folder / "x" / "notes.txt").unlink()
-    (sorted_folder / "runs").mkdir()
+    for n in range(5):
+        (sorted_folder / "runs" / f"run{n}").mkdir(parents=True)
+    (sorted_folder / "y" / "seen.txt").write_text("mine")
     code, _, err = cli("data", "sort", labels, "--images", images, "--out", sorted_folder, "--force")
-    assert code == 2 and "(3 entries at its top, 2 written)" in _one_error(err)
-    (sorted_folder / "runs").rmdir()
+    assert code == 2 and "(runs, y/seen.txt): --force would delete them" in _one_error(err)  # a folder named whole
+    shutil.rmtree(sorted_folder / "runs")
+    (sorted_folder / "y" / "seen.txt").unlink()
+    assert cli("data", "sort", labels, "--images", images, "--out", sorted_folder, "--force")[0] == 0
+
+
+def test_force_does_not_delete_a_file_swapped_for_one_it_wrote(cli, tmp_path):
+    """--force told added files by the number of entries per folder: one swapped for another passed."""
+    images = _images(tmp_path / "img", ["a.png", "b.png", "c.png"])
+    labels = _csv(tmp_path / "gt.csv", "image,label\na,x\nb,x\nc,y\n")
+    sorted_folder = tmp_path / "sorted"
+    assert cli("data", "sort", labels, "--images", images, "--out", sorted_folder)[0] == 0
+    (sorted_folder / "x" / "a.png").unlink()
+    (sorted_folder / "x" / "edited.png").write_text("mine")
+    code, _, err = cli("data", "sort", labels, "--images", images, "--out", sorted_folder, "--force")
+    assert code == 2 and "did not write (x/edited.png): --force would delete them" in _one_error(err)
+    assert (sorted_folder / "x" / "edited.png").read_text() == "mine"
+    (sorted_folder / "x" / "edited.png").unlink()  # a file it wrote, gone, is nothing to keep
+    assert cli("data", "sort", labels, "--images", images, "--out", sorted_folder, "--force")[0] == 0
+    assert sorted(p.name for p in (sorted_folder / "x").iterdir()) == ["a.png", "b.png"]
+
+
+def test_a_folder_sorted_by_an_earlier_vip_is_checked_by_its_counts(cli, tmp_path):
+    """A manifest of an earlier vip records how many entries each folder held, not their names."""
+    images = _images(tmp_path / "img", ["a.png", "b.png"])
+    labels = _csv(tmp_path / "gt.csv", "image,label\na,x\nb,y\n")
+    sorted_folder = tmp_path / "sorted"
+    assert cli("data", "sort", labels, "--images", images, "--out", sorted_folder)[0] == 0
+    manifest = sorted_folder / ".vip-sorted.json"
+    record = json.loads(manifest.read_text())
+    assert record["entries"] == {".": ["x", "y"], "x": ["a.png"], "y": ["b.png"]}
+    assert record["layout"] == {".": 2, "x": 1, "y": 1}  # still written, for an earlier vip to read
+    del record["entries"]
+    manifest.write_text(json.dumps(record))
+    (sorted_folder / "x" / "notes.txt").write_text("mine")
+    code, _, err = cli("data", "sort", labels, "--images", images, "--out", sorted_folder, "--force")
+    assert code == 2 and "did not write (2 entries in x, 1 written)" in _one_error(err)
+    (sorted_folder / "x" / "notes.txt").unlink()
     assert cli("data", "sort", labels, "--images", images, "--out", sorted_folder, "--force")[0] == 0
 
 

@@ -71,6 +71,26 @@ def test_monochrome1_is_inverted_so_that_bright_means_dense(tmp_path):
     assert (inverted == 255 - plain).all() and inverted[0, 0] == 255
 
 
+@pytest.mark.parametrize("photometric, shape, inverted", [
+    ("MONOCHROME2", "INVERSE", True), ("MONOCHROME2", "IDENTITY", False),
+    ("MONOCHROME1", "INVERSE", True),  # the standard's own pairing for an X-ray: one inversion, not two
+    ("MONOCHROME1", "IDENTITY", True)])
+def test_a_presentation_lut_shape_of_inverse_inverts_after_the_window(tmp_path, photometric, shape, inverted):
+    pixels = ramp()
+    window = {"WindowCenter": 1024, "WindowWidth": 1024}
+    plain = _gray(write_dicom(tmp_path / "plain.dcm", pixels, **window))
+    gray = _gray(write_dicom(tmp_path / "x.dcm", pixels, photometric=photometric, PresentationLUTShape=shape,
+                             **window))
+    assert (gray == (255 - plain if inverted else plain)).all()
+    assert gray[0, 0] == (255 if inverted else 0)
+
+
+def test_the_presentation_lut_shape_is_part_of_the_dicom_rule_that_keys_dicom_features():
+    from vipcli.dicom import DICOM_POLICY
+
+    assert "Presentation LUT Shape INVERSE" in DICOM_POLICY
+
+
 def test_a_signed_ct_slice_is_rescaled_to_hounsfield_units_before_its_window(tmp_path):
     stored = ramp(top=2000).astype(np.int16) - 24  # stored -24..1976 -> -1048..952 HU with intercept -1024
     path = write_dicom(tmp_path / "ct.dcm", stored, bits_stored=16, RescaleIntercept=-1024, RescaleSlope=1,

@@ -187,7 +187,7 @@ def _edit_line(text: str, number: int, edit) -> str:
     (".jsonl", 7, lambda line: line.replace('"probability": 0.', '"probability": 7.'), "probability is 7."),
     (".jsonl", 9, lambda line: line.replace('"label": "', '"label": "x'), "label 'x"),
     (".jsonl", 5, lambda line: line.replace('"path": ', '"file": '), "no 'path'"),
-    (".csv", 8, lambda line: "garbage\n", "1 fields, not 7"),
+    (".csv", 8, lambda line: "garbage\n", "1 fields, not 8"),
     (".csv", 8, lambda line: re.sub(r",0\.\d+,", ",x,", line, count=1), "probability is 'x', not a probability"),
     (".csv", 4, lambda line: re.sub(r",(melanoma|nevus),", ",cat,", line, count=1), "label 'cat' is not one"),
 ])
@@ -251,7 +251,7 @@ def test_prediction_files_of_an_earlier_vip_are_resumed_with_a_word_on_their_cov
     assert cli("predict", *images[:2], "--model", run, "--out", out, "--workers", "0", "--coverage", "0.9")[0] == 0
     rows = list(csv.reader(out.read_text().splitlines()))
     where = rows[0].index("coverage")
-    out.write_text("".join(",".join(r[:where] + r[where + 1:]) + "\n" for r in rows))  # as vip 0.1 wrote it
+    out.write_text("".join(",".join(r[:where] + r[where + 1:-1]) + "\n" for r in rows))  # as vip 0.1 wrote it
     code, _, err = cli("predict", *images[:3], "--model", run, "--out", out, "--workers", "0", "--coverage", "0.9")
     assert code == 0, err
     rows = list(csv.reader(out.read_text().splitlines()))
@@ -261,11 +261,64 @@ def test_prediction_files_of_an_earlier_vip_are_resumed_with_a_word_on_their_cov
     lines_ = tmp_path / "p.jsonl"
     assert cli("predict", *images[:2], "--model", run, "--out", lines_, "--workers", "0", "--coverage", "0.9")[0] == 0
     old = [json.loads(line) for line in lines_.read_text().splitlines()]
-    lines_.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "coverage"}) + "\n" for r in old))
+    lines_.write_text("".join(json.dumps({k: v for k, v in r.items() if k not in ("coverage", "decoding")}) + "\n"
+                              for r in old))
     code, _, err = cli("predict", *images[:3], "--model", run, "--out", lines_, "--workers", "0", "--coverage", "0.9")
     assert code == 0 and "begun by an earlier vip, whose records do not say their coverage" in err, err
     code, _, err = cli("predict", *images[:3], "--model", run, "--out", lines_, "--workers", "0", "--coverage", "0.9")
     assert code == 0 and "begun by an earlier vip" in err  # records of this vip after the old ones: still unknown
+
+
+def _other_decoding(record_file: Path, suffix: str) -> None:
+    """Rewrite `record_file` as if a vip with other image-decoding rules had begun it."""
+    if suffix == ".jsonl":
+        records = [json.loads(line) for line in record_file.read_text().splitlines()]
+        record_file.write_text("".join(json.dumps({**r, "decoding": "0123456789abcdef"}) + "\n" for r in records))
+        return
+    rows = list(csv.reader(record_file.read_text().splitlines()))
+    assert rows[0][-3:] == ["model", "error", "decoding"]
+    record_file.write_text("".join(",".join(r[:-1] + (["decoding"] if i == 0 else ["0123456789abcdef"])) + "\n"
+                                   for i, r in enumerate(rows)))
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+def test_a_file_begun_under_other_decoding_rules_is_not_resumed(cli, toy_run, tmp_path, suffix):
+    """Records named the model that made them, not the rules that made the pixels: a file begun by a vip
+    that decodes images otherwise (bit depth, orientation, DICOM) was resumed, mixing the two."""
+    from vipcli.benchmark import decoding_digest
+
+    data, run = toy_run
+    out = tmp_path / f"p{suffix}"
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")  # an unreadable image's record carries it too
+    images = [*sorted((data / "test" / "nevus").iterdir())[:2], broken]
+    assert cli("predict", images[0], broken, "--model", run, "--out", out, "--workers", "0")[0] == 1
+    if suffix == ".jsonl":
+        assert {json.loads(line)["decoding"] for line in out.read_text().splitlines()} == {decoding_digest()}
+    else:
+        assert {r["decoding"] for r in csv.DictReader(out.read_text().splitlines())} == {decoding_digest()}
+    _other_decoding(out, suffix)
+    before = out.read_bytes()
+    code, _, err = cli("predict", *images[:3], "--model", run, "--out", out, "--workers", "0")
+    assert code == 2 and error_lines(err) == [
+        f"error: {out} holds predictions of images decoded by other rules (decoding 0123456789abcdef; this vip's is "
+        f"{decoding_digest()}): a vip that reads images otherwise began it (pass --force to predict everything "
+        "again, or another --out)"] and out.read_bytes() == before
+    assert cli("predict", *images[:3], "--model", run, "--out", out, "--workers", "0", "--force")[0] == 1
+    assert len(out.read_text().splitlines()) == 3 + (suffix == ".csv")  # predicted afresh
+
+
+def test_a_csv_begun_without_the_decoding_column_is_resumed_in_its_layout(cli, toy_run, tmp_path):
+    data, run = toy_run
+    out = tmp_path / "p.csv"
+    images = sorted((data / "test" / "nevus").iterdir())
+    assert cli("predict", *images[:2], "--model", run, "--out", out, "--workers", "0", "--coverage", "0.9")[0] == 0
+    rows = list(csv.reader(out.read_text().splitlines()))
+    out.write_text("".join(",".join(r[:-1]) + "\n" for r in rows))  # as vip 0.2.0 wrote it
+    code, _, err = cli("predict", *images[:3], "--model", run, "--out", out, "--workers", "0", "--coverage", "0.9")
+    assert code == 0 and "warning" not in err, err
+    rows = list(csv.reader(out.read_text().splitlines()))
+    assert rows[0][-3:] == ["coverage", "model", "error"] and len(rows) == 4 and {len(r) for r in rows} == {len(rows[0])}
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv"])

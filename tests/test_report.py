@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -319,3 +320,59 @@ def test_a_run_records_the_files_no_class_took_and_its_report_names_them(cli, tm
     table = _data_table({"split": split, "class_names": split["class_names"]})
     assert "Left out of the data: 1 file not named as an image vip reads (train/melanoma/IM000001); 1 file in " \
            "no class folder (train/stray.png) (all listed in split.json)." in table
+
+
+def _benchmark_with_files_left_out(root: Path) -> Path:
+    """A tiny benchmark on data holding a DICOM export without a suffix, an image beside the class folders
+    and a damaged test image."""
+    from vipcli.benchmark import BenchmarkConfig, run_benchmark
+    from vipcli.lesion_world import write_dataset
+    from vipcli.settings import BackboneSettings, EncodingSettings, ScheduleSettings
+
+    data = root / "data"
+    write_dataset(data, n_per_class={"train": 4, "val": 2, "test": 3}, seed=0)
+    (data / "train" / "melanoma" / "IM000001").write_bytes(b"\0" * 200)
+    (data / "train" / "stray.png").write_bytes(next((data / "train" / "nevus").glob("*.png")).read_bytes())
+    (data / "test" / "nevus" / "broken.png").write_bytes(b"not a png")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("VIP_CACHE_DIR", str(root / "cache"))
+        run_benchmark(BenchmarkConfig(data=data, methods=("linear-probe",), shots=(1,), seeds=(1,),
+                                      backbone=BackboneSettings("toy", device="cpu"), schedule=ScheduleSettings(epochs=1),
+                                      encoding=EncodingSettings(views=1, workers=0), out=root / "bench"))
+    return root / "bench"
+
+
+def test_a_benchmark_records_the_files_it_skipped_or_left_out_and_its_report_names_them(cli, tmp_path):
+    """A run's report named the unreadable files and those no class took; a benchmark's, on the same data,
+    did not, and its split.json did not record the files left out."""
+    import json
+
+    bench = _benchmark_with_files_left_out(tmp_path)
+    split = json.loads((bench / "split.json").read_text())
+    assert split["left_out"] == {"not_images": ["train/melanoma/IM000001"], "in_no_class": ["train/stray.png"]}
+    assert list(split["unreadable"]) == [str(tmp_path / "data" / "test" / "nevus" / "broken.png")]
+    code, _, err = cli("report", bench, "--out", tmp_path / "bench.html")
+    assert code == 0, err
+    page = (tmp_path / "bench.html").read_text()
+    assert "1 file was skipped: " in page and "broken.png" in page
+    assert "Left out of the data: 1 file not named as an image vip reads (train/melanoma/IM000001); 1 file in " \
+           "no class folder (train/stray.png) (all listed in split.json)." in page
+    for key in ("left_out", "unreadable"):  # written by an earlier vip: the report names what is recorded
+        del split[key]
+    (bench / "split.json").write_text(json.dumps(split))
+    code, _, err = cli("report", bench, "--out", tmp_path / "older.html")
+    assert code == 0 and "Left out" not in (tmp_path / "older.html").read_text(), err
+    (bench / "split.json").unlink()
+    code, _, err = cli("report", bench, "--out", tmp_path / "no-split.html")
+    assert code == 0 and "skipped" not in (tmp_path / "no-split.html").read_text(), err
+
+
+@needs_browser
+def test_a_reader_sees_the_files_a_benchmark_left_out_in_its_rendered_report(cli, tmp_path):
+    bench = _benchmark_with_files_left_out(tmp_path)
+    assert cli("report", bench, "--out", tmp_path / "bench.html")[0] == 0
+    result = render(tmp_path / "bench.html", tmp_path / "browser")
+    text = " ".join(result["text"].split())
+    assert "Left out of the data: 1 file not named as an image vip reads (train/melanoma/IM000001); 1 file in no " \
+           "class folder (train/stray.png) (all listed in split.json)." in text
+    assert "1 file was skipped: " in text and "broken.png" in text and not result["console"]

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from vipcli import console
-from vipcli.data import Dataset, few_shot_order, load_dataset
+from vipcli.data import Dataset, few_shot_order, left_out_record, load_dataset
 from vipcli.errors import UsageError, VipError
 from vipcli.metrics import mean_and_std, row_figure
 from vipcli.atomic import write_atomic
@@ -495,7 +495,8 @@ def _split_record(dataset: Dataset, pool: PreparedData, split_seed: int, seeds, 
         "root": str(root.resolve()), "class_names": dataset.class_names, "origin": dataset.origin,
         "split_seed": split_seed,
         **{name: [[relative(s.path), s.label] for s in dataset.splits[name]] for name in ("train", "val", "test")},
-        "few_shot_order": orders, "unreadable": pool.failures,
+        "few_shot_order": orders, "unreadable": dict(pool.failures),
+        **left_out_record(dataset.left_out, lambda paths: [relative(path) for path in paths]),
     }
 
 

@@ -303,6 +303,16 @@ def _without_train(root: Path, present: dict[str, Path]) -> Dataset:
     return dataset
 
 
+def left_out_record(left_out: LeftOut | None, relative) -> dict:
+    """split.json's record of the files no class took, `{"left_out": {"not_images": [...], "in_no_class":
+    [...]}}` with each path as `relative` writes it (a list of paths -> a list of strings), sorted; {} when
+    there are none. A run's and a benchmark's split.json both record it, and both reports name them."""
+    if not left_out or not (left_out.others or left_out.loose):
+        return {}
+    return {"left_out": {"not_images": relative(sorted(left_out.others)),
+                         "in_no_class": relative(sorted(left_out.loose))}}
+
+
 def _warn_left_out(root: Path, left_out: LeftOut) -> None:
     """A warning for the files in class folders that are not read as images, and one for the images
     in no class folder: each counted and named, never silently dropped."""

@@ -20,11 +20,13 @@ DICOM_MAGIC, MAGIC_OFFSET = b"DICM", 128  # a DICOM file's 128-byte preamble is 
 PYDICOM_MINIMUM = (3, 0)
 # part of the feature-cache keys of DICOM images only (features.py): a change of the rule re-encodes them alone
 DICOM_POLICY = ("one frame; grayscale: modality LUT, then the VOI LUT or first window (else own min..max) "
-                "to 0..255, MONOCHROME1 inverted; colour (RGB, YBR, palette) to 8-bit RGB")
+                "to 0..255, inverted once when MONOCHROME1 or Presentation LUT Shape INVERSE; colour (RGB, YBR, "
+                "palette) to 8-bit RGB")
 # the pixel-data plugins pydicom may decode compressed syntaxes with: their versions key DICOM features too
 PLUGIN_PACKAGES = ("pydicom", "pylibjpeg", "pylibjpeg-libjpeg", "pylibjpeg-openjpeg", "pylibjpeg-rle",
                    "python-gdcm", "pyjpegls")
 GRAY = ("MONOCHROME1", "MONOCHROME2")
+INVERSE = "INVERSE"  # a Presentation LUT Shape (2050,0020) displayed inverted after the VOI step
 INSTALL_PYDICOM = "pip install 'pydicom>=3'"
 
 
@@ -65,7 +67,9 @@ def read_dicom(path: Path, max_pixels: int):
 
     Grayscale (MONOCHROME1/2): the Modality LUT (RescaleSlope/Intercept) is applied, then the file's
     VOI LUT or its first window (WindowCenter/Width) if it has one, else the values' own min..max is
-    stretched; the result maps to 0..255, and MONOCHROME1 is inverted so that bright means dense.
+    stretched; the result maps to 0..255, then is inverted when the file is MONOCHROME1 or its
+    Presentation LUT Shape is INVERSE (once when both: the DICOM standard has MONOCHROME1 X-rays carry
+    INVERSE to state that same inversion), so that the image looks as a viewer shows it.
     Colour (RGB, YBR_*, PALETTE COLOR) becomes RGB. pydicom does the DICOM arithmetic throughout.
 
     Args:
@@ -83,8 +87,17 @@ def read_dicom(path: Path, max_pixels: int):
         pixels = _decode(dataset, path)
         photometric = str(dataset.get("PhotometricInterpretation", "MONOCHROME2")).upper()
         if photometric in GRAY:
-            return _gray_image(pixels, dataset, inverted=photometric == "MONOCHROME1")
+            return _gray_image(pixels, dataset, inverted=_shown_inverted(dataset, photometric))
         return _colour_image(pixels, dataset, photometric, path)
+
+
+def _shown_inverted(dataset, photometric: str) -> bool:
+    """True when a grayscale image is displayed inverted after its VOI step: MONOCHROME1 (its least value
+    is white) or a Presentation LUT Shape (2050,0020) of INVERSE. Both together are one inversion, not
+    two: the DICOM standard has MONOCHROME1 images (DX, CR, mammography) carry INVERSE to state it, and
+    a viewer that applied both showed such X-rays as negatives. IDENTITY (or none) adds nothing."""
+    shape = str(dataset.get("PresentationLUTShape", "") or "").strip().upper()
+    return photometric == "MONOCHROME1" or shape == INVERSE
 
 
 def _pydicom(path: Path):

@@ -454,24 +454,36 @@ def check_out(out: Path, images: Path, force: bool) -> None:
         raise UsageError(f"--out {out} already holds files vip did not sort", "pass a new folder")
 
 
-def layout(folder: Path) -> dict[str, int]:
-    """The entries of a sorted folder: for each folder under it (relative, "." for itself) how many
-    entries it holds, links not followed and the MANIFEST left out. Recorded when the folder is written,
-    so that a later --force can tell what was added since."""
-    counts = {}
+def entries(folder: Path) -> dict[str, list[str]]:
+    """The entries of a sorted folder: for each folder under it (relative, "." for itself) the sorted names
+    of the entries it holds, links not followed and the MANIFEST left out. Recorded when the folder is
+    written, so that a later --force can tell what was added since."""
+    names = {}
     for root, folders, files in os.walk(folder):
         relative = Path(root).relative_to(folder).as_posix()
-        counts[relative] = len(folders) + len([name for name in files if not (relative == "." and name == MANIFEST)])
-    return counts
+        names[relative] = sorted(folders + [name for name in files if not (relative == "." and name == MANIFEST)])
+    return names
+
+
+def layout(folder: Path) -> dict[str, int]:
+    """How many entries each folder of a sorted folder holds (`entries`, counted): what a manifest of an
+    earlier vip recorded, and still written for an earlier vip to read."""
+    return {relative: len(names) for relative, names in entries(folder).items()}
 
 
 def added_since(out: Path) -> str | None:
-    """Where a sorted folder differs from the layout its MANIFEST recorded (a run or notes added since),
-    said as "N entries in FOLDER, M written"; None when it does not, or when no layout was recorded."""
+    """What a sorted folder holds that its MANIFEST does not record as written (a run or notes added since,
+    a file swapped for another), its first few named ("x/notes.txt, runs"); from a manifest of an earlier
+    vip, which recorded counts only, where a count differs ("N entries in FOLDER, M written"). None when
+    nothing was added, or when the manifest records neither."""
     try:
-        recorded = json.loads((out / MANIFEST).read_text(encoding="utf-8")).get("layout")
+        record = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+    written = record.get("entries") if isinstance(record, dict) else None
+    if isinstance(written, dict):
+        return _not_written(out, written)
+    recorded = record.get("layout") if isinstance(record, dict) else None
     if not isinstance(recorded, dict):
         return None
     for folder, count in layout(out).items():
@@ -479,6 +491,22 @@ def added_since(out: Path) -> str | None:
             where = "at its top" if folder == "." else f"in {folder}"
             return f"{count} entries {where}, {recorded.get(folder, 0)} written"
     return None
+
+
+def _not_written(out: Path, written: dict) -> str | None:
+    """The first few entries under `out` that are not among the names `written` records for their folder
+    (a folder not written is named, not looked into), or None."""
+    from vipcli.console import first_few
+
+    added = []
+    for root, folders, files in os.walk(out):
+        relative = Path(root).relative_to(out).as_posix()
+        known = set(written.get(relative) or ())
+        for name in sorted(folders + files):
+            if name not in known and not (relative == "." and name == MANIFEST):
+                added.append(name if relative == "." else f"{relative}/{name}")
+        folders[:] = [name for name in folders if name in known]  # an added folder is named whole
+    return first_few(added, 3) if added else None
 
 
 def write_sorted(sorting: Sorting, out: Path, copy: bool, record: dict) -> None:
@@ -508,5 +536,6 @@ def write_sorted(sorting: Sorting, out: Path, copy: bool, record: dict) -> None:
                     fix = "pass --copy (Windows makes links only in Developer Mode)"
                 raise VipError(f"cannot write {out / (split or '') / name / path.name}: {error.strerror or error}",
                                fix) from None
-        record = {**record, "layout": layout(staging)}
+        written = entries(staging)
+        record = {**record, "entries": written, "layout": {folder: len(names) for folder, names in written.items()}}
         (staging / MANIFEST).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")

@@ -302,14 +302,17 @@ def predict_to_file(predictor: Predictor, paths: list[Path], out: Path, world=No
 
     world = world or distributed.World()
     paths = list({str(p): Path(p) for p in paths}.values())  # an image given twice is recorded once
-    form = RecordFormat(output_format(out), tuple(predictor.class_names), coverage, explain, predictor.model_digest)
+    from vipcli.benchmark import decoding_digest
+
+    form = RecordFormat(output_format(out), tuple(predictor.class_names), coverage, explain, predictor.model_digest,
+                        decoding=decoding_digest())
     set_threshold(predictor.calibration, coverage, predictor.run_dir)  # refuses before any work
     if force and world.main:
         remove_outputs(out)
     distributed.barrier(world, "the start of predicting")  # --force done before anyone reads
     existing = [Path(out), *part_files(out)]
     form = form.resuming(existing)  # a CSV begun by an earlier vip goes on in its layout
-    done = completed_paths(out, form)  # refuses a file of other classes, options or another model
+    done = completed_paths(out, form)  # refuses a file of other classes, options, model or decoding rules
     check_same_images(done, paths, out)  # and one begun for other images (finishing it would drop them)
     if done and world.main and form.unchecked_coverage(existing):
         from vipcli.prediction_files import coverage_text

@@ -2,14 +2,18 @@
 
 Formats (by the suffix of FILE):
 - `.jsonl` (or `.ndjson`): one JSON object a line: path, label, probability, probabilities
-  ({class: p}), prediction_set and coverage (with --coverage), explanation (with --explain), model;
-  an unreadable image is `{"path": ..., "error": reason, "model": ...}`.
+  ({class: p}), prediction_set and coverage (with --coverage), explanation (with --explain), model,
+  decoding; an unreadable image is `{"path": ..., "error": reason, "model": ..., "decoding": ...}`.
 - `.csv`: a header, then path, label, probability, one `p_<class>` column per class,
-  prediction_set (classes joined by `|`) and coverage (with --coverage), model, error. A CSV begun
-  by an earlier vip has no coverage column and is resumed in its own layout.
+  prediction_set (classes joined by `|`) and coverage (with --coverage), model, error, decoding. A
+  CSV begun by an earlier vip has no decoding column (and, earlier still, no coverage column) and is
+  resumed in its own layout.
 
 `model` is the model's digest (`Predictor.model_digest`): a file is only ever resumed by the model
-that began it, and only for the images it was begun for.
+that began it, and only for the images it was begun for. `decoding` is the digest of the rules by
+which images become pixels (`benchmark.decoding_digest`, as a benchmark records it): a file whose
+records were made under other rules is not resumed (its images would be predicted from other
+pixels); records of an earlier vip, which do not carry it, are not checked.
 
 A record is one `write` of one complete line, flushed at once, so a killed run leaves at most one
 torn last line: readers ignore a last line without its newline, and a writer cuts it off before
@@ -83,6 +87,8 @@ class RecordFormat:
     explain: bool = False  # JSONL records carry the explanation
     model: str = ""  # the digest of the model that makes the records (recorded in each one)
     coverage_column: bool = True  # False: a CSV begun by an earlier vip, whose header has no coverage column
+    decoding: str = ""  # the digest of the image-decoding rules the records are made under (in each one)
+    decoding_column: bool = True  # False: a CSV begun by an earlier vip, whose header has no decoding column
 
     @property
     def sets(self) -> bool:
@@ -98,18 +104,23 @@ class RecordFormat:
     def header(self) -> list[str]:
         """The CSV header row."""
         return ["path", "label", "probability", *(f"p_{name}" for name in self.class_names), *self.set_columns(),
-                "model", "error"]
+                "model", "error", *(["decoding"] if self.decoding_column else [])]
 
     def resuming(self, files: list[Path]) -> "RecordFormat":
         """This format as `files` (a CSV and its part files) already hold it: the layout of an earlier
-        vip (no coverage column) when one of them was begun by it, so that it is resumed in that layout."""
-        if self.kind != "csv" or not self.sets:
+        vip (no decoding column; earlier still, no coverage column either) when one of them was begun
+        by it, so that it is resumed in that layout."""
+        if self.kind != "csv":
             return self
-        legacy = replace(self, coverage_column=False)
+        earlier = [replace(self, decoding_column=False)]
+        if self.sets:
+            earlier.append(replace(self, coverage_column=False, decoding_column=False))
         for file in files:
             first = next(complete_lines(file), None)
-            if first is not None and next(csv.reader([first[1]]), None) == legacy.header():
-                return legacy
+            header = next(csv.reader([first[1]]), None) if first is not None else None
+            for layout in earlier:
+                if header == layout.header():
+                    return layout
         return self
 
     def unchecked_coverage(self, files: list[Path]) -> bool:
@@ -146,6 +157,7 @@ class RecordFormat:
             if self.explain:
                 record["explanation"] = rounded["explanation"]
             record["model"] = self.model
+            record["decoding"] = self.decoding
             return json.dumps(record, ensure_ascii=False) + "\n"
         row = [prediction.path, prediction.label, rounded["probability"],
                *(rounded["probabilities"][name] for name in self.class_names)]
@@ -153,17 +165,23 @@ class RecordFormat:
             row.append(SET_SEPARATOR.join(prediction.prediction_set or []))
         if self.sets and self.coverage_column:
             row.append(coverage_text(self.coverage))  # the shortest text that reads back as the same float
-        return _csv_line([*row, self.model, ""])
+        return _csv_line([*row, self.model, "", *self._decoding_cell()])
 
     def error_line(self, path: str, reason: str) -> str:
         """One unreadable image as one line (with its newline)."""
         if self.kind == "jsonl":
-            return json.dumps({"path": path, "error": reason, "model": self.model}, ensure_ascii=False) + "\n"
+            return json.dumps({"path": path, "error": reason, "model": self.model, "decoding": self.decoding},
+                              ensure_ascii=False) + "\n"
         return _csv_line([path, "", "", *([""] * len(self.class_names)), *([""] * len(self.set_columns())),
-                          self.model, reason])
+                          self.model, reason, *self._decoding_cell()])
 
-    def parse(self, line: str, first: bool) -> tuple[str, bool, str | None] | None:
-        """(path, is an error, model digest or None) of a complete line; None for a header or a non-record."""
+    def _decoding_cell(self) -> list[str]:
+        """The CSV cells after `error`: the decoding digest, or none in an earlier vip's layout."""
+        return [self.decoding] if self.decoding_column else []
+
+    def parse(self, line: str, first: bool) -> tuple[str, bool, str | None, str | None] | None:
+        """(path, is an error, model digest, decoding digest) of a complete line, a digest None where an
+        earlier vip's record has none; None for a header or a non-record."""
         if self.kind == "jsonl":
             try:
                 record = json.loads(line)
@@ -171,12 +189,16 @@ class RecordFormat:
                 return None
             if not isinstance(record, dict) or not isinstance(record.get("path"), str):
                 return None
-            model = record.get("model")
-            return record["path"], "error" in record, model if isinstance(model, str) else None
+            model, decoding = record.get("model"), record.get("decoding")
+            return (record["path"], "error" in record, model if isinstance(model, str) else None,
+                    decoding if isinstance(decoding, str) else None)
         row = next(csv.reader([line]), None)
         if not row or first:
             return None
-        return row[0], bool(row[-1]), row[-2] if len(row) >= 2 else None
+        after = 1 if self.decoding_column else 0  # the cells after `error`
+        cells = row[:len(row) - after]  # ... model, error
+        return (row[0], bool(cells[-1]) if cells else False, cells[-2] if len(cells) >= 2 else None,
+                row[-1] if after and len(row) >= 3 else None)
 
     def problem(self, line: str, file: Path) -> str | None:
         """Why a complete line (not the CSV header) is not a record this format writes; None if it is one.
@@ -195,8 +217,9 @@ class RecordFormat:
         self._check_record_options(record, file)
         if not isinstance(record.get("path"), str) or not record["path"]:
             return "no 'path'"
-        if "model" in record and not isinstance(record["model"], str):
-            return f"'model' is {record['model']!r}, not a digest"
+        for key in ("model", "decoding"):
+            if key in record and not isinstance(record[key], str):
+                return f"'{key}' is {record[key]!r}, not a digest"
         if "error" in record:
             return None if isinstance(record["error"], str) else f"'error' is {record['error']!r}, not a reason"
         probabilities = record.get("probabilities")
@@ -208,13 +231,13 @@ class RecordFormat:
 
     def _csv_problem(self, row: list[str], file: Path) -> str | None:
         """Why a CSV row is not a record of this format; None if it is one."""
-        sets = len(self.set_columns())
-        fields = 3 + len(self.class_names) + sets + 2  # path, label, probability, p_*, set[, coverage], model, error
-        if len(row) != fields:
+        sets, after = len(self.set_columns()), len(self._decoding_cell())
+        fields = 3 + len(self.class_names) + sets + 2 + after  # path, label, probability, p_*, set[, coverage],
+        if len(row) != fields:  # model, error[, decoding]
             return f"{len(row)} fields, not {fields}"
         if not row[0]:
             return "no path"
-        if row[-1]:
+        if row[len(row) - 1 - after]:
             return None  # an unreadable image: its reason
         classes = len(self.class_names)
         if sets == 2:
@@ -228,6 +251,14 @@ class RecordFormat:
         if model is not None and self.model and model != self.model:
             raise UsageError(f"{file} holds predictions of another model (model {model}, this one is {self.model})",
                              "pass another --out, or --force to replace it")
+
+    def check_decoding(self, decoding: str | None, file: Path) -> None:
+        """Refuse to add to `file` if a record in it was made under other image-decoding rules (None or
+        "": a record of an earlier vip, which does not say)."""
+        if decoding and self.decoding and decoding != self.decoding:
+            raise UsageError(f"{file} holds predictions of images decoded by other rules (decoding {decoding}; "
+                             f"this vip's is {self.decoding}): a vip that reads images otherwise began it",
+                             "pass --force to predict everything again, or another --out")
 
     def check_header(self, line: str, file: Path) -> None:
         """Refuse to add to a CSV `file` whose header names other columns (classes or options)."""
@@ -311,9 +342,9 @@ def complete_lines(file: Path):
 def read_records(file: Path, form: RecordFormat):
     """Yield (byte offset, path, is an error, model) of each complete record of `file`.
 
-    Refuses a file of other classes, options or another model, and a line that is not a valid record
-    (damaged, edited, or another program's) with its line number: resuming would trust it, and
-    rewriting the file would drop it.
+    Refuses a file of other classes, options, another model or other decoding rules, and a line that is
+    not a valid record (damaged, edited, or another program's) with its line number: resuming would
+    trust it, and rewriting the file would drop it.
     """
     for number, (offset, line) in enumerate(complete_lines(file)):
         if number == 0 and form.kind == "csv":
@@ -323,8 +354,9 @@ def read_records(file: Path, form: RecordFormat):
         if problem:
             raise UsageError(f"{file} line {number + 1} is not a record of vip predict ({problem})",
                              "delete that line to resume, pass --force to start over, or pass another --out")
-        path, error, model = form.parse(line, False)
+        path, error, model, decoding = form.parse(line, False)
         form.check_model(model, file)
+        form.check_decoding(decoding, file)
         yield offset, path, error, model
 
 

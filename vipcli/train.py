@@ -262,6 +262,7 @@ def write_train_run(run_dir, config, method, backbone, dataset, data, symptoms, 
                     calibration=None) -> None:
     """Write the run directory: the method's tensors and everything predict needs to rebuild it."""
     from vipcli.checkpoint import write_run
+    from vipcli.data import left_out_record
     from vipcli.methods import METHODS
     from vipcli.provenance import distribution_record
     from vipcli.registry import BACKBONES, copy_run_files, run_backbone_options
@@ -295,9 +296,7 @@ def write_train_run(run_dir, config, method, backbone, dataset, data, symptoms, 
         **{name: [[p, s.label] for p, s in zip(relative([s.path for s in dataset.splits[name]]), dataset.splits[name])]
            for name in ("train", "val", "test")},
         "unreadable": dict(data.failures),
-        **({"left_out": {"not_images": relative(sorted(dataset.left_out.others)),
-                         "in_no_class": relative(sorted(dataset.left_out.loose))}}
-           if dataset.left_out and (dataset.left_out.others or dataset.left_out.loose) else {}),
+        **left_out_record(dataset.left_out, relative),
     }
     write_run(run_dir, method.state_tensors(), metadata, split, metrics, force=config.force,
               extra=lambda staging: copy_run_files(options, staging))

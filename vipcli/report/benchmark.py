@@ -12,6 +12,7 @@ from vipcli.errors import VipError
 from vipcli.metrics import mean_and_std, row_figure
 from vipcli.plots import benchmark_title, draw_shots, method_color, seeds_label, svg_markup
 from vipcli.report import html
+from vipcli.report.data_notes import left_out_files, skipped_files
 from vipcli.report.notices import random_weights_banner
 
 REFERENCE_LABELS = {  # by whether speed.json says its reference ran the plain text tower (written since 0.2.0)
@@ -147,6 +148,16 @@ def _settings(document: dict) -> str:
     return html.table("Settings of this benchmark", ["setting", "value"], rows, raw=True)
 
 
+def _data_notes(folder: Path) -> str:
+    """The files the sweep skipped (unreadable) and left out (taken by no class), from its split.json;
+    "" when it names none, or is missing or unreadable (results.json alone still makes a report)."""
+    try:
+        split = json.loads((folder / "split.json").read_text())
+    except (OSError, ValueError):
+        return ""
+    return skipped_files(split) + left_out_files(split) if isinstance(split, dict) else ""
+
+
 def _speed(folder: Path) -> str:
     path = folder / "speed.json"
     if not path.is_file():
@@ -180,7 +191,7 @@ def benchmark_report(folder: Path) -> str:
     sections = [
         random_weights_banner(config, "this benchmark's results"),
         _unfinished_note(document),
-        html.section("Settings and data", _settings(document)),
+        html.section("Settings and data", _settings(document) + _data_notes(folder)),
         html.section("Test accuracy by shots", html.figure(svg_markup(draw_shots(rows, title=title)), _shots_alt(rows, title),
                                                            f"{seeds_label(seeds)}; "
                                                            "dashed: methods that learn nothing")),

@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 
 from vipcli import __version__
-from vipcli.console import first_few, plural
+from vipcli.console import plural
 from vipcli.errors import VipError
 from vipcli.plots import backbone_label, figure_title, method_color
 from vipcli.report import html
+from vipcli.report.data_notes import left_out_files, skipped_files
 from vipcli.report.figures import (confusion_matrix_alt, confusion_matrix_svg, merge_weights_alt, merge_weights_svg,
                                    reliability_alt, reliability_svg)
 from vipcli.report.gallery import gallery_html, gallery_items
@@ -111,36 +112,7 @@ def _data_table(run: dict) -> str:
     rows = [[name, *(columns[c][i] for c in columns)] for i, name in enumerate(names)]
     rows.append(["all", *(sum(columns[c]) for c in columns)])
     return (html.table("Images per class and split", ["class", *columns], rows, numeric={1, 2, 3, 4})
-            + _skipped(split) + _left_out(split))
-
-
-SKIPPED_SHOWN = 3  # skipped files named with their reason in the report; split.json lists them all
-
-
-def _skipped(split: dict) -> str:
-    """A paragraph naming the files `vip train` skipped (unreadable, or a multi-frame DICOM) with their
-    reasons, the first few of them; "" when none was."""
-    skipped = split.get("unreadable", {})
-    if not skipped:
-        return ""
-    named = "; ".join(f"{html.text(path)} ({html.text(reason)})" for path, reason in list(skipped.items())[:SKIPPED_SHOWN])
-    more = f" and {len(skipped) - SKIPPED_SHOWN} more" if len(skipped) > SKIPPED_SHOWN else ""
-    return (f"<p>{len(skipped)} {plural(len(skipped), 'file was', 'files were')} skipped: {named}{more} "
-            f"(all listed in split.json).</p>")
-
-
-def _left_out(split: dict) -> str:
-    """A paragraph naming the files of the data folder no class took (not images vip reads, such as a DICOM
-    export without a suffix; images beside the class folders), the first few of each; "" when none was
-    (or the run was written by a vip that did not record them)."""
-    left_out = split.get("left_out") or {}
-    said = []
-    for key, what in (("not_images", "not named as an image vip reads"), ("in_no_class", "in no class folder")):
-        files = left_out.get(key) or []
-        if files:
-            named = first_few(map(html.text, files), SKIPPED_SHOWN)
-            said.append(f"{len(files)} {plural(len(files), 'file')} {what} ({named})")
-    return f"<p>Left out of the data: {'; '.join(said)} (all listed in split.json).</p>" if said else ""
+            + skipped_files(split) + left_out_files(split))
 
 
 def _metrics(run: dict) -> str:
