@@ -214,6 +214,20 @@ def test_resume_refuses_a_vip_that_decodes_images_by_other_rules(cli, isic_small
     assert code == 0, stderr
 
 
+def test_the_dicom_rule_counts_in_the_decoding_digest_only_where_a_dicom_is_read(monkeypatch):
+    """A change of how DICOM files are read left no sweep or --out file of JPEGs resumable; only images
+    it touches should be refused (as the feature cache re-keys DICOM entries alone)."""
+    import vipcli.dicom
+    from vipcli.benchmark import decoding_digest
+
+    jpegs, mixed = [Path("a/x.jpg"), Path("b/y.png")], [Path("a/x.jpg"), Path("b/IM1.DCM")]
+    before = decoding_digest(jpegs), decoding_digest(mixed), decoding_digest()
+    monkeypatch.setattr(vipcli.dicom, "DICOM_POLICY", vipcli.dicom.DICOM_POLICY + " (changed)")
+    assert decoding_digest(jpegs) == before[0]
+    assert decoding_digest(mixed) != before[1] and decoding_digest() != before[2]
+    assert before[0] != before[1] and before[1] == before[2]
+
+
 def test_a_refused_setting_is_named_as_typed(cli, isic_small, tiny_clip, tmp_path):
     out = tmp_path / "bench"
     base = ("--methods", "coop", "--shots", "1", "--seeds", "1")

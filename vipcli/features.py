@@ -98,7 +98,7 @@ def installation_identity() -> dict:
 def decoding_rules() -> dict:
     """The rules by which vip turns an image file into pixels, library versions aside: the decoding
     size, the EXIF orientation and the bit depth. Part of every feature-cache key (`installation_identity`),
-    and of a benchmark's record (`benchmark.decoding_digest`, which adds the DICOM rule)."""
+    and of a benchmark's record (`benchmark.decoding_digest`, which adds the DICOM rule where a DICOM file is read)."""
     from vipcli import images  # read when asked: the policies' one home
 
     return {"decode": f"{images.DECODE_POLICY}, min side {DECODE_MIN_SIDE}",
