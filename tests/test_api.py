@@ -109,3 +109,11 @@ def test_unreadable_files_raise_unless_skipped_and_wrong_values_are_refused(worl
     for words, call in refused.items():
         with pytest.raises(vip.VipError, match=__import__("re").escape(words)):
             call()
+
+
+def test_symptoms_given_as_a_dict_are_refused_not_replaced_by_the_shipped_packs(world, tmp_path):
+    data, _, _ = world
+    mine = {"melanoma": ["a dark irregular spot"], "nevus": ["a round even spot"]}
+    with pytest.raises(vip.VipError, match=r"symptoms given as a dict.*symptoms='symptoms.yaml'"):
+        vip.train(data, symptoms=mine, out=tmp_path / "run", **TOY)
+    assert not (tmp_path / "run").exists()

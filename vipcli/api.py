@@ -18,7 +18,7 @@ change between releases.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Mapping
 
 from vipcli.errors import ImageError, UsageError, VipError
 from vipcli.predict import Prediction
@@ -40,8 +40,9 @@ def train(data: str | Path, *, shots: int | str | None = 16, method: str = "vip"
         shots: labelled training images per class; "all" or None for every one.
         method: a method id (`vip methods list`); its settings as `method_options` ({"n_ctx": 8}).
         backbone, arch, pretrained: the frozen model, as `--backbone/--arch/--pretrained`.
-        symptoms: symptom packs, {class: [symptoms]} files or shipped pack names (default: the shipped
-            packs that match the class folders).
+        symptoms: symptom pack files, YAML files of {class: [symptoms]}, folders of them, or shipped pack
+            names; one or a list (default: the shipped packs that match the class folders). A dict is
+            refused: write it to a YAML file and pass its path.
         schedule, epochs, batch_size, lr: the training schedule and its overrides.
         views: augmented views encoded (and cached) per training image.
         seed: seeds the split, the few-shot subset, initialisation and batches.
@@ -268,7 +269,12 @@ def _coverage(coverage) -> float | None:
 
 
 def _names(values) -> tuple[str, ...]:
-    """A tuple of strings from a list of names or paths; one string alone is taken as a list of one."""
+    """A tuple of strings from a list of names or paths; one string alone is taken as a list of one.
+    A dict is refused: iterated, it would give its keys, taken for pack names (its symptoms unread)."""
     if isinstance(values, (str, Path)):
         return (str(values),)
+    if isinstance(values, Mapping):
+        raise UsageError("symptoms given as a dict: vip reads symptoms from files and shipped packs, not from a dict",
+                         "write it to a YAML file (yaml.safe_dump(symptoms, open('symptoms.yaml', 'w'))) and pass "
+                         "symptoms='symptoms.yaml'")
     return tuple(str(value) for value in values)
