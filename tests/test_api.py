@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -117,3 +118,44 @@ def test_symptoms_given_as_a_dict_are_refused_not_replaced_by_the_shipped_packs(
     with pytest.raises(vip.VipError, match=r"symptoms given as a dict.*symptoms='symptoms.yaml'"):
         vip.train(data, symptoms=mine, out=tmp_path / "run", **TOY)
     assert not (tmp_path / "run").exists()
+
+
+def test_method_options_are_checked_by_type_and_errors_name_them_as_python_does(world, tmp_path):
+    data, _, _ = world
+    refused = {  # method_options -> what the error says (never the command's --method-option)
+        "nctx": ({"nctx": 8}, "method 'vip' has no setting 'nctx' (its settings: n_ctx, class_specific_context)"),
+        "float": ({"n_ctx": 2.5}, "method_options['n_ctx']: expected int, got '2.5'"),  # was a TypeError from torch
+        "None": ({"n_ctx": None}, "method_options['n_ctx']: expected int, got 'None'"),  # was blamed on the method
+        "text": ({"n_ctx": "eight"}, "method_options['n_ctx']: expected int, got 'eight'"),
+        "range": ({"n_ctx": 0}, "method_options['n_ctx'] must be at least 1"),
+        "list": ({"n_ctx": [1]}, "method_options['n_ctx']=[1]: expected a number, True/False, None or text"),
+        "pairs": ([("n_ctx", 2)], "method_options=[('n_ctx', 2)]: expected a dict"),
+    }
+    for name, (options, words) in refused.items():
+        with pytest.raises(vip.VipError) as raised:
+            vip.train(data, method_options=options, out=tmp_path / name, **TOY)
+        assert words in str(raised.value) and "--" not in str(raised.value), name
+    result = vip.train(data, method_options={"n-ctx": 2, "class_specific_context": 1}, out=tmp_path / "typed",
+                       **{**TOY, "epochs": 1})
+    run = __import__("yaml").safe_load((result.run_dir / "run.yaml").read_text())
+    assert run["method_settings"] == {"n_ctx": 2, "class_specific_context": True}
+
+
+def test_coverage_and_device_errors_name_the_keyword_arguments(world, tmp_path):
+    import torch
+    from lesion_runs import strip_calibration
+
+    data, result, _ = world
+    image = sorted((data / "test" / "nevus").glob("*.png"))[0]
+    model = vip.load(result.run_dir, device="cpu")
+    with pytest.raises(vip.VipError, match=r"ask for coverage=0\.\d+ or less") as raised:
+        model.predict(image, coverage=0.999)
+    assert "--" not in str(raised.value)
+    uncalibrated = strip_calibration(Path(shutil.copytree(result.run_dir, tmp_path / "uncalibrated")))
+    model = vip.load(uncalibrated, device="cpu")
+    assert not model.calibrated and model.predict(image).prediction_set is None
+    with pytest.raises(vip.VipError, match=r"cannot give prediction sets \(retrain it with this vip, or drop coverage\)"):
+        model.predict(image, coverage=0.9)
+    if not torch.cuda.is_available():
+        with pytest.raises(vip.VipError, match=r"^device='cuda:1': no CUDA GPU is visible to torch \(use device='cpu'"):
+            vip.load(result.run_dir, device="cuda:1")

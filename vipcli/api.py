@@ -17,6 +17,8 @@ change between releases.
 
 from __future__ import annotations
 
+import contextlib
+import re
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -38,7 +40,8 @@ def train(data: str | Path, *, shots: int | str | None = 16, method: str = "vip"
     Args:
         data: folder of class subfolders, optionally under train/ val/ test/ (as for `vip train`).
         shots: labelled training images per class; "all" or None for every one.
-        method: a method id (`vip methods list`); its settings as `method_options` ({"n_ctx": 8}).
+        method: a method id (`vip methods list`); its settings as `method_options` ({"n_ctx": 8}): numbers,
+            True/False, None or text, each checked by the setting's type as `--method-option` is.
         backbone, arch, pretrained: the frozen model, as `--backbone/--arch/--pretrained`.
         symptoms: symptom pack files, YAML files of {class: [symptoms]}, folders of them, or shipped pack
             names; one or a list (default: the shipped packs that match the class folders). A dict is
@@ -57,21 +60,19 @@ def train(data: str | Path, *, shots: int | str | None = 16, method: str = "vip"
     Raises:
         VipError: a folder, option or file that cannot work, before any image is encoded where it can be known.
     """
-    import contextlib
-
     from vipcli import console
     from vipcli.settings import BackboneSettings, EncodingSettings, ScheduleSettings
     from vipcli.train import TrainConfig
     from vipcli.train import train as train_run
 
     config = TrainConfig(
-        data=Path(data), shots=_shots(shots), method=method, method_options=dict(method_options or {}),
+        data=Path(data), shots=_shots(shots), method=method, method_options=_method_options(method_options),
         backbone=BackboneSettings(backbone, arch, pretrained, device),
         encoding=EncodingSettings(views=views, workers=workers, use_cache=use_cache),
         schedule=ScheduleSettings(schedule, epochs, batch_size, lr), symptoms=_names(symptoms),
         seed=seed, out=Path(out) if out is not None else None, force=force,
     )
-    with console.progress_bar() if progress else contextlib.nullcontext() as bar:
+    with _in_python_words(), console.progress_bar() if progress else contextlib.nullcontext() as bar:
         return train_run(config, bar)
 
 
@@ -87,7 +88,8 @@ def load(run_dir: str | Path, *, device: str = "auto") -> "Model":
     from vipcli.devices import resolve_device
     from vipcli.predict import load_predictor
 
-    return Model(load_predictor(Path(run_dir), resolve_device(device)))
+    with _in_python_words():
+        return Model(load_predictor(Path(run_dir), resolve_device(device)))
 
 
 class Model:
@@ -166,8 +168,13 @@ class Model:
             ImageError: a file that cannot be read, unless `skip_unreadable` (the first, with how many).
             VipError: a path that does not exist, a folder without images, a value of another type.
         """
-        import contextlib
+        with _in_python_words():
+            return self._predict_many(_expand(images), explain, _coverage(coverage), skip_unreadable, use_cache,
+                                      workers, batch_size, progress)
 
+    def _predict_many(self, items: list, explain: bool, coverage: float | None, skip_unreadable: bool,
+                      use_cache: bool, workers: int | None, batch_size: int, progress: bool) -> list[Prediction]:
+        """`predict_many` on `items` already checked: Paths and loaded PIL images."""
         from vipcli import console
         from vipcli.features import FeatureCache, default_cache_dir, encode_in_memory
         from vipcli.images import left_out_warning
@@ -175,7 +182,6 @@ class Model:
         from vipcli.settings import default_workers
         from vipcli.trust import set_threshold
 
-        items, coverage = _expand(images), _coverage(coverage)
         predictor = self._predictor
         cutoff = set_threshold(predictor.calibration, coverage, predictor.run_dir)  # refuses before any work
         left_out: list[Path] = []
@@ -278,3 +284,56 @@ def _names(values) -> tuple[str, ...]:
                          "write it to a YAML file (yaml.safe_dump(symptoms, open('symptoms.yaml', 'w'))) and pass "
                          "symptoms='symptoms.yaml'")
     return tuple(str(value) for value in values)
+
+
+def _method_options(options) -> dict[str, str]:
+    """`method_options` as `vip train --method-option KEY=VALUE` takes them: each value as its text, so it is
+    converted and checked by its setting's type (n_ctx=2.5 is refused as it is from the command line)."""
+    from numbers import Number
+
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping):
+        raise UsageError(f"method_options={options!r}: expected a dict of the method's settings",
+                         'such as method_options={"n_ctx": 8}')
+    texts = {}
+    for key, value in options.items():
+        if isinstance(value, bool) or type(value).__name__ in ("bool", "bool_"):  # numpy's bool too
+            texts[str(key)] = "true" if value else "false"
+        elif value is None or isinstance(value, (str, Number)):
+            texts[str(key)] = str(value)
+        else:
+            raise UsageError(f"method_options[{key!r}]={value!r}: expected a number, True/False, None or text",
+                             "see the method's settings with `vip methods show METHOD`")
+    return texts
+
+
+# the commands' option names in messages raised to Python callers -> the keyword arguments they are here
+_PYTHON_WORDS = [
+    (re.compile(r"--method-option ([\w-]+)"), lambda m: f"method_options['{m[1].replace('-', '_')}']"),
+    (re.compile(r"--(n-ctx|class-specific-context)\b"), lambda m: f"method_options['{m[1].replace('-', '_')}']"),
+    (re.compile(r"^its settings: (.*)$"), lambda m: f"its settings: {m[1].replace('-', '_')}"),
+    (re.compile(r"--coverage (\d[\d.]*\d|\d)"), lambda m: f"coverage={m[1]}"),
+    (re.compile(r"--coverage\b"), lambda m: "coverage"),
+    (re.compile(r"--device (\w+(?::\d+)?)"), lambda m: f"device='{m[1]}'"),
+]
+
+
+def _python_words(text: str | None) -> str | None:
+    """`text` with the commands' option names of `_PYTHON_WORDS` as a Python caller writes them."""
+    for pattern, words in _PYTHON_WORDS:
+        text = pattern.sub(words, text) if text else text
+    return text
+
+
+@contextlib.contextmanager
+def _in_python_words():
+    """Re-raise a VipError whose message or fix names an option of the commands (`--method-option n-ctx`,
+    `--coverage`, `--device`) with the keyword argument the caller wrote instead (`method_options['n_ctx']`)."""
+    try:
+        yield
+    except VipError as error:
+        if not isinstance(error, ImageError):  # its message is the file's name and reason, nothing to reword
+            error.message, error.hint = _python_words(error.message), _python_words(error.hint)
+            error.args = (error.message, *error.args[1:])
+        raise
