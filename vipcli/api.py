@@ -33,8 +33,8 @@ def train(data: str | Path, *, shots: int | str | None = 16, method: str = "vip"
           arch: str | None = None, pretrained: str | None = None, symptoms: Iterable[str] = (),
           method_options: dict | None = None, schedule: str = "auto", epochs: int | None = None,
           batch_size: int | None = None, lr: float | None = None, views: int = 8, seed: int = 1,
-          out: str | Path | None = None, force: bool = False, device: str = "auto", workers: int | None = None,
-          use_cache: bool = True, progress: bool = False) -> TrainResult:
+          out: str | Path | None = None, force: bool = False, device: "str | torch.device" = "auto",
+          workers: int | None = None, use_cache: bool = True, progress: bool = False) -> TrainResult:
     """Train a method on a folder of images sorted by class and write its run folder (`vip train`).
 
     Args:
@@ -50,7 +50,7 @@ def train(data: str | Path, *, shots: int | str | None = 16, method: str = "vip"
         views: augmented views encoded (and cached) per training image.
         seed: seeds the split, the few-shot subset, initialisation and batches.
         out: the run folder (default: a new folder in runs/); `force` replaces an existing one.
-        device: "auto", "cpu", "cuda", "cuda:N" or "mps".
+        device: "auto", "cpu", "cuda", "cuda:N", "mps", or a torch.device.
         workers: image-decoding processes (default: one per usable core, at most 16).
         use_cache: keep encoded features in the feature cache between runs.
         progress: draw progress bars on stderr (as the command does).
@@ -67,7 +67,7 @@ def train(data: str | Path, *, shots: int | str | None = 16, method: str = "vip"
 
     config = TrainConfig(
         data=Path(data), shots=_shots(shots), method=method, method_options=_method_options(method_options),
-        backbone=BackboneSettings(backbone, arch, pretrained, device),
+        backbone=BackboneSettings(backbone, arch, pretrained, _device_name(device)),
         encoding=EncodingSettings(views=views, workers=workers, use_cache=use_cache),
         schedule=ScheduleSettings(schedule, epochs, batch_size, lr), symptoms=_names(symptoms),
         seed=seed, out=Path(out) if out is not None else None, force=force,
@@ -76,12 +76,12 @@ def train(data: str | Path, *, shots: int | str | None = 16, method: str = "vip"
         return train_run(config, bar)
 
 
-def load(run_dir: str | Path, *, device: str = "auto") -> "Model":
+def load(run_dir: str | Path, *, device: "str | torch.device" = "auto") -> "Model":
     """Load a run folder written by `vip train` (or `vipcli.api.train`) for prediction.
 
     Args:
         run_dir: the run folder.
-        device: "auto", "cpu", "cuda", "cuda:N" or "mps".
+        device: "auto", "cpu", "cuda", "cuda:N", "mps", or a torch.device.
     Raises:
         VipError: no run there, a backbone or method plugin that is not installed, weights that are missing.
     """
@@ -89,7 +89,7 @@ def load(run_dir: str | Path, *, device: str = "auto") -> "Model":
     from vipcli.predict import load_predictor
 
     with _in_python_words():
-        return Model(load_predictor(Path(run_dir), resolve_device(device)))
+        return Model(load_predictor(Path(run_dir), resolve_device(_device_name(device))))
 
 
 class Model:
@@ -284,6 +284,13 @@ def _names(values) -> tuple[str, ...]:
                          "write it to a YAML file (yaml.safe_dump(symptoms, open('symptoms.yaml', 'w'))) and pass "
                          "symptoms='symptoms.yaml'")
     return tuple(str(value) for value in values)
+
+
+def _device_name(device) -> str | None:
+    """`device` as the commands spell it: a torch.device (`torch.device("cpu")`) as its name, "cpu"."""
+    import torch
+
+    return str(device) if isinstance(device, torch.device) else device
 
 
 def _method_options(options) -> dict[str, str]:
