@@ -160,3 +160,23 @@ def test_coverage_and_device_errors_name_the_keyword_arguments(world, tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(vip.VipError, match=r"^device='cuda:1': no CUDA GPU is visible to torch \(use device='cpu'"):
             vip.load(result.run_dir, device="cuda:1")
+
+
+def test_predict_many_refuses_impossible_arguments_before_any_work(world):
+    data, result, _ = world
+    model = vip.load(result.run_dir, device="cpu")
+    image = Image.new("RGB", (32, 32), (120, 80, 60))
+    refused = {  # each was a traceback (ValueError, IndexError) or silently classified the current folder
+        "batch_size=0: expected a whole number of 1 or more": lambda: model.predict_many([image], batch_size=0),
+        "batch_size=-1": lambda: model.predict_many([image], batch_size=-1),
+        "batch_size=2.5": lambda: model.predict_many([image], batch_size=2.5),
+        "workers=-1: expected a whole number of 0 or more": lambda: model.predict_many([image], workers=-1),
+        "image 2 of the input is an empty path": lambda: model.predict_many([image, ""]),
+        "image 1 of the input is an empty path": lambda: model.predict(""),
+        "image 1 of the input (in memory): an image of no pixels (0x0)":
+            lambda: model.predict(Image.new("RGB", (0, 0))),
+    }
+    for words, call in refused.items():
+        with pytest.raises(vip.VipError, match=__import__("re").escape(words)):
+            call()
+    assert len(model.predict_many([image, image], batch_size=1, workers=0)) == 2

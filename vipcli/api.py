@@ -144,9 +144,10 @@ class Model:
             ImageError: the file cannot be read as an image (the reason in `error.reason`).
             VipError: a folder (use `predict_many`), a value of another type, an impossible `coverage`.
         """
-        if isinstance(image, (str, Path)) and Path(image).is_dir():
+        [item] = _expand([image])  # an empty path, a numpy array: refused as predict_many refuses them
+        if isinstance(item, Path) and item.is_dir():
             raise UsageError(f"{image} is a folder", "use model.predict_many([folder]) for the images in it")
-        return self.predict_many([image], explain=explain, coverage=coverage, use_cache=use_cache, workers=0)[0]
+        return self.predict_many([item], explain=explain, coverage=coverage, use_cache=use_cache, workers=0)[0]
 
     def predict_many(self, images: Iterable, *, explain: bool = False, coverage: float | None = None,
                      skip_unreadable: bool = False, use_cache: bool = True, workers: int | None = None,
@@ -159,8 +160,9 @@ class Model:
             explain, coverage, use_cache: as for `predict`.
             skip_unreadable: leave out files that cannot be read (each named in a warning on stderr)
                 instead of raising.
-            workers: image-decoding processes for files (default: one per usable core, at most 16).
-            batch_size: images per image-encoder call.
+            workers: image-decoding processes for files, 0 to decode in this process (default: one per
+                usable core, at most 16).
+            batch_size: images per image-encoder call (1 or more).
             progress: draw a progress bar on stderr.
         Returns:
             One Prediction per image, in input order (a folder's images sorted by path).
@@ -168,6 +170,9 @@ class Model:
             ImageError: a file that cannot be read, unless `skip_unreadable` (the first, with how many).
             VipError: a path that does not exist, a folder without images, a value of another type.
         """
+        _count("batch_size", batch_size, 1)
+        if workers is not None:
+            _count("workers", workers, 0)
         with _in_python_words():
             return self._predict_many(_expand(images), explain, _coverage(coverage), skip_unreadable, use_cache,
                                       workers, batch_size, progress)
@@ -227,6 +232,9 @@ def _expand(images) -> list:
                          "pass [image], or use model.predict(image)")
     items = []
     for item in images:
+        if isinstance(item, str) and not item.strip():  # Path("") is the current folder: never meant
+            raise UsageError(f"image {len(items) + 1} of the input is an empty path",
+                             "pass an image file or a folder ('.' for the current one)")
         if isinstance(item, (str, Path)):
             items.append(Path(item))
         elif isinstance(item, Image.Image):
@@ -242,15 +250,24 @@ def _expand(images) -> list:
 def _loaded(image, position: int):
     """`image` with its pixels read (an image opened lazily reads them now); one that cannot be read,
     such as one whose file was closed (`with Image.open(...)` left), is an ImageError naming it."""
+    name = getattr(image, "filename", "") or f"image {position + 1} of the input (in memory)"
     try:
         image.load()
     except (OSError, ValueError, AssertionError) as error:  # Pillow asserts an open file (`fp`) on a closed one
         reason = str(error) or "its file was closed before its pixels were read"
-        error = ImageError(getattr(image, "filename", "") or f"image {position + 1} of the input (in memory)",
-                           f"pixels cannot be read: {reason}")
+        error = ImageError(name, f"pixels cannot be read: {reason}")
         error.hint = "pass the file's path, or an image loaded while its file is open (Image.open(path).copy())"
         raise error from None
+    if not image.width or not image.height:
+        raise ImageError(name, f"an image of no pixels ({image.width}x{image.height})")
     return image
+
+
+def _count(name: str, value, least: int) -> int:
+    """`value` of the keyword argument `name`, refused unless a whole number >= `least`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise UsageError(f"{name}={value!r}: expected a whole number of {least} or more", f"such as {name}={least}")
+    return value
 
 
 def _shots(shots) -> int | None:
