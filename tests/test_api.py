@@ -180,3 +180,16 @@ def test_predict_many_refuses_impossible_arguments_before_any_work(world):
         with pytest.raises(vip.VipError, match=__import__("re").escape(words)):
             call()
     assert len(model.predict_many([image, image], batch_size=1, workers=0)) == 2
+
+
+def test_explain_on_a_method_that_explains_nothing_says_so_once_on_stderr(world, tmp_path, capsys):
+    data, _, _ = world
+    probe = vip.train(data, method="linear-probe", out=tmp_path / "probe", **TOY)
+    model = vip.load(probe.run_dir, device="cpu")
+    image = sorted((data / "test" / "nevus").glob("*.png"))[0]
+    capsys.readouterr()
+    made = [model.predict(image, explain=True), model.predict(image, explain=True)]
+    assert [p.explanation for p in made] == [None, None]
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.count("method 'linear-probe' gives no per-symptom explanation") == 1

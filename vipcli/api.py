@@ -97,6 +97,7 @@ class Model:
 
     def __init__(self, predictor):
         self._predictor = predictor  # vipcli.predict.Predictor
+        self._told_no_explanation = False  # the note that the method explains nothing: once per model
 
     def __repr__(self) -> str:
         return (f"Model({str(self.run_dir)!r}, method={self.method!r}, classes={self.classes!r}, "
@@ -133,7 +134,8 @@ class Model:
 
         Args:
             image: an image file (str or Path), or a PIL.Image.Image.
-            explain: add, per class, each symptom's similarity, merge weight and contribution.
+            explain: add, per class, each symptom's similarity, merge weight and contribution (None for
+                a method that gives no explanation, such as linear-probe; a note on stderr says so once).
             coverage: add the conformal prediction set holding the true class with at least this
                 probability (e.g. 0.9; needs a calibrated run).
             use_cache: look up and keep a file's features in the feature cache (images in memory never are).
@@ -188,6 +190,8 @@ class Model:
         from vipcli.trust import set_threshold
 
         predictor = self._predictor
+        if explain:
+            self._note_if_nothing_to_explain()
         cutoff = set_threshold(predictor.calibration, coverage, predictor.run_dir)  # refuses before any work
         left_out: list[Path] = []
         # a file or folder -> its image files (a missing path is refused here); a PIL image stays itself
@@ -221,6 +225,16 @@ class Model:
             else:
                 results.append(next(held))
         return results
+
+    def _note_if_nothing_to_explain(self) -> None:
+        """One note on stderr, the first time `explain` is asked of a method that gives no explanation."""
+        from vipcli import console
+        from vipcli.methods.base import Method
+
+        if not self._told_no_explanation and type(self._predictor.method).explain is Method.explain:
+            console.info(f"note: method '{self.method}' gives no per-symptom explanation; "
+                         "Prediction.explanation is None for it")
+            self._told_no_explanation = True
 
 
 def _expand(images) -> list:
