@@ -193,3 +193,11 @@ def test_explain_on_a_method_that_explains_nothing_says_so_once_on_stderr(world,
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.count("method 'linear-probe' gives no per-symptom explanation") == 1
+
+
+def test_help_of_the_result_classes_describes_every_field():
+    import dataclasses
+
+    for kind in (vip.Prediction, vip.TrainResult):
+        described = [field.name for field in dataclasses.fields(kind) if f"\n        {field.name}: " in kind.__doc__]
+        assert described == [field.name for field in dataclasses.fields(kind)], kind.__name__
