@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -109,3 +110,94 @@ def test_unreadable_files_raise_unless_skipped_and_wrong_values_are_refused(worl
     for words, call in refused.items():
         with pytest.raises(vip.VipError, match=__import__("re").escape(words)):
             call()
+
+
+def test_symptoms_given_as_a_dict_are_refused_not_replaced_by_the_shipped_packs(world, tmp_path):
+    data, _, _ = world
+    mine = {"melanoma": ["a dark irregular spot"], "nevus": ["a round even spot"]}
+    with pytest.raises(vip.VipError, match=r"symptoms given as a dict.*symptoms='symptoms.yaml'"):
+        vip.train(data, symptoms=mine, out=tmp_path / "run", **TOY)
+    assert not (tmp_path / "run").exists()
+
+
+def test_method_options_are_checked_by_type_and_errors_name_them_as_python_does(world, tmp_path):
+    data, _, _ = world
+    refused = {  # method_options -> what the error says (never the command's --method-option)
+        "nctx": ({"nctx": 8}, "method 'vip' has no setting 'nctx' (its settings: n_ctx, class_specific_context)"),
+        "float": ({"n_ctx": 2.5}, "method_options['n_ctx']: expected int, got '2.5'"),  # was a TypeError from torch
+        "None": ({"n_ctx": None}, "method_options['n_ctx']: expected int, got 'None'"),  # was blamed on the method
+        "text": ({"n_ctx": "eight"}, "method_options['n_ctx']: expected int, got 'eight'"),
+        "range": ({"n_ctx": 0}, "method_options['n_ctx'] must be at least 1"),
+        "list": ({"n_ctx": [1]}, "method_options['n_ctx']=[1]: expected a number, True/False, None or text"),
+        "pairs": ([("n_ctx", 2)], "method_options=[('n_ctx', 2)]: expected a dict"),
+    }
+    for name, (options, words) in refused.items():
+        with pytest.raises(vip.VipError) as raised:
+            vip.train(data, method_options=options, out=tmp_path / name, **TOY)
+        assert words in str(raised.value) and "--" not in str(raised.value), name
+    result = vip.train(data, method_options={"n-ctx": 2, "class_specific_context": 1}, out=tmp_path / "typed",
+                       **{**TOY, "epochs": 1})
+    run = __import__("yaml").safe_load((result.run_dir / "run.yaml").read_text())
+    assert run["method_settings"] == {"n_ctx": 2, "class_specific_context": True}
+
+
+def test_coverage_and_device_errors_name_the_keyword_arguments(world, tmp_path):
+    import torch
+    from lesion_runs import strip_calibration
+
+    data, result, _ = world
+    image = sorted((data / "test" / "nevus").glob("*.png"))[0]
+    model = vip.load(result.run_dir, device=torch.device("cpu"))  # a torch.device, as a notebook has one
+    assert str(model.device) == "cpu"
+    with pytest.raises(vip.VipError, match=r"ask for coverage=0\.\d+ or less") as raised:
+        model.predict(image, coverage=0.999)
+    assert "--" not in str(raised.value)
+    uncalibrated = strip_calibration(Path(shutil.copytree(result.run_dir, tmp_path / "uncalibrated")))
+    model = vip.load(uncalibrated, device="cpu")
+    assert not model.calibrated and model.predict(image).prediction_set is None
+    with pytest.raises(vip.VipError, match=r"prediction sets \(retrain it with this vip, or drop coverage\)"):
+        model.predict(image, coverage=0.9)
+    if not torch.cuda.is_available():
+        with pytest.raises(vip.VipError, match=r"^device='cuda:1': no CUDA GPU is visible to torch \(use device='cpu'"):
+            vip.load(result.run_dir, device="cuda:1")
+
+
+def test_predict_many_refuses_impossible_arguments_before_any_work(world):
+    data, result, _ = world
+    model = vip.load(result.run_dir, device="cpu")
+    image = Image.new("RGB", (32, 32), (120, 80, 60))
+    refused = {  # each was a traceback (ValueError, IndexError) or silently classified the current folder
+        "batch_size=0: expected a whole number of 1 or more": lambda: model.predict_many([image], batch_size=0),
+        "batch_size=-1": lambda: model.predict_many([image], batch_size=-1),
+        "batch_size=2.5": lambda: model.predict_many([image], batch_size=2.5),
+        "workers=-1: expected a whole number of 0 or more": lambda: model.predict_many([image], workers=-1),
+        "image 2 of the input is an empty path": lambda: model.predict_many([image, ""]),
+        "image 1 of the input is an empty path": lambda: model.predict(""),
+        "image 1 of the input (in memory): an image of no pixels (0x0)":
+            lambda: model.predict(Image.new("RGB", (0, 0))),
+    }
+    for words, call in refused.items():
+        with pytest.raises(vip.VipError, match=__import__("re").escape(words)):
+            call()
+    assert len(model.predict_many([image, image], batch_size=1, workers=0)) == 2
+
+
+def test_explain_on_a_method_that_explains_nothing_says_so_once_on_stderr(world, tmp_path, capsys):
+    data, _, _ = world
+    probe = vip.train(data, method="linear-probe", out=tmp_path / "probe", **TOY)
+    model = vip.load(probe.run_dir, device="cpu")
+    image = sorted((data / "test" / "nevus").glob("*.png"))[0]
+    capsys.readouterr()
+    made = [model.predict(image, explain=True), model.predict(image, explain=True)]
+    assert [p.explanation for p in made] == [None, None]
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.count("method 'linear-probe' gives no per-symptom explanation") == 1
+
+
+def test_help_of_the_result_classes_describes_every_field():
+    import dataclasses
+
+    for kind in (vip.Prediction, vip.TrainResult):
+        described = [field.name for field in dataclasses.fields(kind) if f"\n        {field.name}: " in kind.__doc__]
+        assert described == [field.name for field in dataclasses.fields(kind)], kind.__name__

@@ -17,8 +17,10 @@ change between releases.
 
 from __future__ import annotations
 
+import contextlib
+import re
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Mapping
 
 from vipcli.errors import ImageError, UsageError, VipError
 from vipcli.predict import Prediction
@@ -31,22 +33,24 @@ def train(data: str | Path, *, shots: int | str | None = 16, method: str = "vip"
           arch: str | None = None, pretrained: str | None = None, symptoms: Iterable[str] = (),
           method_options: dict | None = None, schedule: str = "auto", epochs: int | None = None,
           batch_size: int | None = None, lr: float | None = None, views: int = 8, seed: int = 1,
-          out: str | Path | None = None, force: bool = False, device: str = "auto", workers: int | None = None,
-          use_cache: bool = True, progress: bool = False) -> TrainResult:
+          out: str | Path | None = None, force: bool = False, device: "str | torch.device" = "auto",
+          workers: int | None = None, use_cache: bool = True, progress: bool = False) -> TrainResult:
     """Train a method on a folder of images sorted by class and write its run folder (`vip train`).
 
     Args:
         data: folder of class subfolders, optionally under train/ val/ test/ (as for `vip train`).
         shots: labelled training images per class; "all" or None for every one.
-        method: a method id (`vip methods list`); its settings as `method_options` ({"n_ctx": 8}).
+        method: a method id (`vip methods list`); its settings as `method_options` ({"n_ctx": 8}): numbers,
+            True/False, None or text, each checked by the setting's type as `--method-option` is.
         backbone, arch, pretrained: the frozen model, as `--backbone/--arch/--pretrained`.
-        symptoms: symptom packs, {class: [symptoms]} files or shipped pack names (default: the shipped
-            packs that match the class folders).
+        symptoms: symptom pack files, YAML files of {class: [symptoms]}, folders of them, or shipped pack
+            names; one or a list (default: the shipped packs that match the class folders). A dict is
+            refused: write it to a YAML file and pass its path.
         schedule, epochs, batch_size, lr: the training schedule and its overrides.
         views: augmented views encoded (and cached) per training image.
         seed: seeds the split, the few-shot subset, initialisation and batches.
         out: the run folder (default: a new folder in runs/); `force` replaces an existing one.
-        device: "auto", "cpu", "cuda", "cuda:N" or "mps".
+        device: "auto", "cpu", "cuda", "cuda:N", "mps", or a torch.device.
         workers: image-decoding processes (default: one per usable core, at most 16).
         use_cache: keep encoded features in the feature cache between runs.
         progress: draw progress bars on stderr (as the command does).
@@ -56,37 +60,36 @@ def train(data: str | Path, *, shots: int | str | None = 16, method: str = "vip"
     Raises:
         VipError: a folder, option or file that cannot work, before any image is encoded where it can be known.
     """
-    import contextlib
-
     from vipcli import console
     from vipcli.settings import BackboneSettings, EncodingSettings, ScheduleSettings
     from vipcli.train import TrainConfig
     from vipcli.train import train as train_run
 
     config = TrainConfig(
-        data=Path(data), shots=_shots(shots), method=method, method_options=dict(method_options or {}),
-        backbone=BackboneSettings(backbone, arch, pretrained, device),
+        data=Path(data), shots=_shots(shots), method=method, method_options=_method_options(method_options),
+        backbone=BackboneSettings(backbone, arch, pretrained, _device_name(device)),
         encoding=EncodingSettings(views=views, workers=workers, use_cache=use_cache),
         schedule=ScheduleSettings(schedule, epochs, batch_size, lr), symptoms=_names(symptoms),
         seed=seed, out=Path(out) if out is not None else None, force=force,
     )
-    with console.progress_bar() if progress else contextlib.nullcontext() as bar:
+    with _in_python_words(), console.progress_bar() if progress else contextlib.nullcontext() as bar:
         return train_run(config, bar)
 
 
-def load(run_dir: str | Path, *, device: str = "auto") -> "Model":
+def load(run_dir: str | Path, *, device: "str | torch.device" = "auto") -> "Model":
     """Load a run folder written by `vip train` (or `vipcli.api.train`) for prediction.
 
     Args:
         run_dir: the run folder.
-        device: "auto", "cpu", "cuda", "cuda:N" or "mps".
+        device: "auto", "cpu", "cuda", "cuda:N", "mps", or a torch.device.
     Raises:
         VipError: no run there, a backbone or method plugin that is not installed, weights that are missing.
     """
     from vipcli.devices import resolve_device
     from vipcli.predict import load_predictor
 
-    return Model(load_predictor(Path(run_dir), resolve_device(device)))
+    with _in_python_words():
+        return Model(load_predictor(Path(run_dir), resolve_device(_device_name(device))))
 
 
 class Model:
@@ -94,6 +97,7 @@ class Model:
 
     def __init__(self, predictor):
         self._predictor = predictor  # vipcli.predict.Predictor
+        self._told_no_explanation = False  # the note that the method explains nothing: once per model
 
     def __repr__(self) -> str:
         return (f"Model({str(self.run_dir)!r}, method={self.method!r}, classes={self.classes!r}, "
@@ -130,7 +134,8 @@ class Model:
 
         Args:
             image: an image file (str or Path), or a PIL.Image.Image.
-            explain: add, per class, each symptom's similarity, merge weight and contribution.
+            explain: add, per class, each symptom's similarity, merge weight and contribution (None for
+                a method that gives no explanation, such as linear-probe; a note on stderr says so once).
             coverage: add the conformal prediction set holding the true class with at least this
                 probability (e.g. 0.9; needs a calibrated run).
             use_cache: look up and keep a file's features in the feature cache (images in memory never are).
@@ -141,9 +146,10 @@ class Model:
             ImageError: the file cannot be read as an image (the reason in `error.reason`).
             VipError: a folder (use `predict_many`), a value of another type, an impossible `coverage`.
         """
-        if isinstance(image, (str, Path)) and Path(image).is_dir():
+        [item] = _expand([image])  # an empty path, a numpy array: refused as predict_many refuses them
+        if isinstance(item, Path) and item.is_dir():
             raise UsageError(f"{image} is a folder", "use model.predict_many([folder]) for the images in it")
-        return self.predict_many([image], explain=explain, coverage=coverage, use_cache=use_cache, workers=0)[0]
+        return self.predict_many([item], explain=explain, coverage=coverage, use_cache=use_cache, workers=0)[0]
 
     def predict_many(self, images: Iterable, *, explain: bool = False, coverage: float | None = None,
                      skip_unreadable: bool = False, use_cache: bool = True, workers: int | None = None,
@@ -156,8 +162,9 @@ class Model:
             explain, coverage, use_cache: as for `predict`.
             skip_unreadable: leave out files that cannot be read (each named in a warning on stderr)
                 instead of raising.
-            workers: image-decoding processes for files (default: one per usable core, at most 16).
-            batch_size: images per image-encoder call.
+            workers: image-decoding processes for files, 0 to decode in this process (default: one per
+                usable core, at most 16).
+            batch_size: images per image-encoder call (1 or more).
             progress: draw a progress bar on stderr.
         Returns:
             One Prediction per image, in input order (a folder's images sorted by path).
@@ -165,8 +172,16 @@ class Model:
             ImageError: a file that cannot be read, unless `skip_unreadable` (the first, with how many).
             VipError: a path that does not exist, a folder without images, a value of another type.
         """
-        import contextlib
+        _count("batch_size", batch_size, 1)
+        if workers is not None:
+            _count("workers", workers, 0)
+        with _in_python_words():
+            return self._predict_many(_expand(images), explain, _coverage(coverage), skip_unreadable, use_cache,
+                                      workers, batch_size, progress)
 
+    def _predict_many(self, items: list, explain: bool, coverage: float | None, skip_unreadable: bool,
+                      use_cache: bool, workers: int | None, batch_size: int, progress: bool) -> list[Prediction]:
+        """`predict_many` on `items` already checked: Paths and loaded PIL images."""
         from vipcli import console
         from vipcli.features import FeatureCache, default_cache_dir, encode_in_memory
         from vipcli.images import left_out_warning
@@ -174,8 +189,9 @@ class Model:
         from vipcli.settings import default_workers
         from vipcli.trust import set_threshold
 
-        items, coverage = _expand(images), _coverage(coverage)
         predictor = self._predictor
+        if explain:
+            self._note_if_nothing_to_explain()
         cutoff = set_threshold(predictor.calibration, coverage, predictor.run_dir)  # refuses before any work
         left_out: list[Path] = []
         # a file or folder -> its image files (a missing path is refused here); a PIL image stays itself
@@ -210,6 +226,16 @@ class Model:
                 results.append(next(held))
         return results
 
+    def _note_if_nothing_to_explain(self) -> None:
+        """One note on stderr, the first time `explain` is asked of a method that gives no explanation."""
+        from vipcli import console
+        from vipcli.methods.base import Method
+
+        if not self._told_no_explanation and type(self._predictor.method).explain is Method.explain:
+            console.info(f"note: method '{self.method}' gives no per-symptom explanation; "
+                         "Prediction.explanation is None for it")
+            self._told_no_explanation = True
+
 
 def _expand(images) -> list:
     """`images` as a list of Paths (files and folders) and PIL images; anything else is refused."""
@@ -220,6 +246,9 @@ def _expand(images) -> list:
                          "pass [image], or use model.predict(image)")
     items = []
     for item in images:
+        if isinstance(item, str) and not item.strip():  # Path("") is the current folder: never meant
+            raise UsageError(f"image {len(items) + 1} of the input is an empty path",
+                             "pass an image file or a folder ('.' for the current one)")
         if isinstance(item, (str, Path)):
             items.append(Path(item))
         elif isinstance(item, Image.Image):
@@ -235,15 +264,24 @@ def _expand(images) -> list:
 def _loaded(image, position: int):
     """`image` with its pixels read (an image opened lazily reads them now); one that cannot be read,
     such as one whose file was closed (`with Image.open(...)` left), is an ImageError naming it."""
+    name = getattr(image, "filename", "") or f"image {position + 1} of the input (in memory)"
     try:
         image.load()
     except (OSError, ValueError, AssertionError) as error:  # Pillow asserts an open file (`fp`) on a closed one
         reason = str(error) or "its file was closed before its pixels were read"
-        error = ImageError(getattr(image, "filename", "") or f"image {position + 1} of the input (in memory)",
-                           f"pixels cannot be read: {reason}")
+        error = ImageError(name, f"pixels cannot be read: {reason}")
         error.hint = "pass the file's path, or an image loaded while its file is open (Image.open(path).copy())"
         raise error from None
+    if not image.width or not image.height:
+        raise ImageError(name, f"an image of no pixels ({image.width}x{image.height})")
     return image
+
+
+def _count(name: str, value, least: int) -> int:
+    """`value` of the keyword argument `name`, refused unless a whole number >= `least`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise UsageError(f"{name}={value!r}: expected a whole number of {least} or more", f"such as {name}={least}")
+    return value
 
 
 def _shots(shots) -> int | None:
@@ -268,7 +306,72 @@ def _coverage(coverage) -> float | None:
 
 
 def _names(values) -> tuple[str, ...]:
-    """A tuple of strings from a list of names or paths; one string alone is taken as a list of one."""
+    """A tuple of strings from a list of names or paths; one string alone is taken as a list of one.
+    A dict is refused: iterated, it would give its keys, taken for pack names (its symptoms unread)."""
     if isinstance(values, (str, Path)):
         return (str(values),)
+    if isinstance(values, Mapping):
+        raise UsageError("symptoms given as a dict: vip reads symptoms from files and shipped packs, not from a dict",
+                         "write it to a YAML file (yaml.safe_dump(symptoms, open('symptoms.yaml', 'w'))) and pass "
+                         "symptoms='symptoms.yaml'")
     return tuple(str(value) for value in values)
+
+
+def _device_name(device) -> str | None:
+    """`device` as the commands spell it: a torch.device (`torch.device("cpu")`) as its name, "cpu"."""
+    import torch
+
+    return str(device) if isinstance(device, torch.device) else device
+
+
+def _method_options(options) -> dict[str, str]:
+    """`method_options` as `vip train --method-option KEY=VALUE` takes them: each value as its text, so it is
+    converted and checked by its setting's type (n_ctx=2.5 is refused as it is from the command line)."""
+    from numbers import Number
+
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping):
+        raise UsageError(f"method_options={options!r}: expected a dict of the method's settings",
+                         'such as method_options={"n_ctx": 8}')
+    texts = {}
+    for key, value in options.items():
+        if isinstance(value, bool) or type(value).__name__ in ("bool", "bool_"):  # numpy's bool too
+            texts[str(key)] = "true" if value else "false"
+        elif value is None or isinstance(value, (str, Number)):
+            texts[str(key)] = str(value)
+        else:
+            raise UsageError(f"method_options[{key!r}]={value!r}: expected a number, True/False, None or text",
+                             "see the method's settings with `vip methods show METHOD`")
+    return texts
+
+
+# the commands' option names in messages raised to Python callers -> the keyword arguments they are here
+_PYTHON_WORDS = [
+    (re.compile(r"--method-option ([\w-]+)"), lambda m: f"method_options['{m[1].replace('-', '_')}']"),
+    (re.compile(r"--(n-ctx|class-specific-context)\b"), lambda m: f"method_options['{m[1].replace('-', '_')}']"),
+    (re.compile(r"^its settings: (.*)$"), lambda m: f"its settings: {m[1].replace('-', '_')}"),
+    (re.compile(r"--coverage (\d[\d.]*\d|\d)"), lambda m: f"coverage={m[1]}"),
+    (re.compile(r"--coverage\b"), lambda m: "coverage"),
+    (re.compile(r"--device (\w+(?::\d+)?)"), lambda m: f"device='{m[1]}'"),
+]
+
+
+def _python_words(text: str | None) -> str | None:
+    """`text` with the commands' option names of `_PYTHON_WORDS` as a Python caller writes them."""
+    for pattern, words in _PYTHON_WORDS:
+        text = pattern.sub(words, text) if text else text
+    return text
+
+
+@contextlib.contextmanager
+def _in_python_words():
+    """Re-raise a VipError whose message or fix names an option of the commands (`--method-option n-ctx`,
+    `--coverage`, `--device`) with the keyword argument the caller wrote instead (`method_options['n_ctx']`)."""
+    try:
+        yield
+    except VipError as error:
+        if not isinstance(error, ImageError):  # its message is the file's name and reason, nothing to reword
+            error.message, error.hint = _python_words(error.message), _python_words(error.hint)
+            error.args = (error.message, *error.args[1:])
+        raise

@@ -18,7 +18,17 @@ DECIMALS = 4  # probabilities and explanation figures in JSON, JSONL and CSV
 
 @dataclass
 class Prediction:
-    """One image's result, at full precision (`record` rounds it for files and JSON)."""
+    """One image's result, at full precision (`record` rounds it for files and JSON).
+
+    Attributes:
+        path: the image file ("" for an image given in memory).
+        label: the predicted class.
+        probability: the predicted class's probability (temperature-scaled on a calibrated run).
+        probabilities: {class: probability} for every class, in the run's class order.
+        explanation: with explain, per class {"class", "symptoms": [{"symptom", "similarity", "weight",
+            "contribution"}]}; None otherwise, and for a method that gives no explanation.
+        prediction_set: with coverage, the classes of the conformal prediction set; None otherwise.
+    """
 
     path: str  # the image file
     label: str  # predicted class

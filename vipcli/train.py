@@ -35,7 +35,15 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
-    """What a finished `train` returns."""
+    """What a finished `train` returns.
+
+    Attributes:
+        run_dir: the run folder written (for `vip predict --model` and `vipcli.api.load`).
+        metrics: what the run's metrics.json holds ("val", "test", "calibration", "conformal", ...).
+        failures: {unreadable image file: reason}, files left out of training and evaluation.
+        class_names: the classes, in the order of predictions' probabilities.
+        schedule: the training schedule used (None for a method that fits itself).
+    """
 
     run_dir: Path
     metrics: dict  # "val", "test", "best_epoch", "history", "timings"
