@@ -112,12 +112,27 @@ def test_unreadable_files_raise_unless_skipped_and_wrong_values_are_refused(worl
             call()
 
 
-def test_symptoms_given_as_a_dict_are_refused_not_replaced_by_the_shipped_packs(world, tmp_path):
-    data, _, _ = world
-    mine = {"melanoma": ["a dark irregular spot"], "nevus": ["a round even spot"]}
-    with pytest.raises(vip.VipError, match=r"symptoms given as a dict.*symptoms='symptoms.yaml'"):
-        vip.train(data, symptoms=mine, out=tmp_path / "run", **TOY)
-    assert not (tmp_path / "run").exists()
+def test_symptoms_given_as_a_dict_train_with_those_symptoms_as_a_file_of_them_does(world, tmp_path, capsys):
+    """A dict was read as a list of its keys, taken for shipped pack names: the run used the shipped
+    packs and the caller's symptoms were never read."""
+    import yaml
+
+    data, _, root = world
+    mine = {"melanoma": ["a dark irregular spot", "several colours in one spot"], "nevus": ["a round even spot"]}
+    (tmp_path / "mine.yaml").write_text(yaml.safe_dump(mine))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("VIP_CACHE_DIR", str(root / "cache"))
+        from_dict = vip.train(data, symptoms=mine, out=tmp_path / "from-dict", **TOY)
+        assert "symptoms: melanoma <- the symptoms dict; nevus <- the symptoms dict" in capsys.readouterr().err
+        from_file = vip.train(data, symptoms=tmp_path / "mine.yaml", out=tmp_path / "from-file", **TOY)
+    for run in (from_dict, from_file):
+        assert vip.load(run.run_dir, device="cpu")._predictor.metadata["symptoms"] == mine
+    assert from_dict.metrics["test"] == from_file.metrics["test"]
+    with pytest.raises(vip.VipError, match="the symptoms dict: its pack 'keratosis' matches no class"):
+        vip.train(data, symptoms={"keratosis": ["a waxy stuck-on spot"]}, out=tmp_path / "typo", **TOY)
+    with pytest.raises(vip.VipError, match="the symptoms dict"):
+        vip.train(data, symptoms={"melanoma": [5]}, out=tmp_path / "not-a-list", **TOY)
+    assert not (tmp_path / "typo").exists() and not (tmp_path / "not-a-list").exists()
 
 
 def test_method_options_are_checked_by_type_and_errors_name_them_as_python_does(world, tmp_path):

@@ -20,17 +20,20 @@ from __future__ import annotations
 import contextlib
 import re
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import TYPE_CHECKING, Iterable, Mapping
 
 from vipcli.errors import ImageError, UsageError, VipError
 from vipcli.predict import Prediction
 from vipcli.train import TrainResult
 
+if TYPE_CHECKING:  # annotations only: torch is imported when a model is trained or loaded
+    import torch
+
 __all__ = ["train", "load", "Model", "Prediction", "TrainResult", "VipError", "ImageError"]
 
 
 def train(data: str | Path, *, shots: int | str | None = 16, method: str = "vip", backbone: str = "clip",
-          arch: str | None = None, pretrained: str | None = None, symptoms: Iterable[str] = (),
+          arch: str | None = None, pretrained: str | None = None, symptoms: "Iterable[str] | Mapping[str, list[str]]" = (),
           method_options: dict | None = None, schedule: str = "auto", epochs: int | None = None,
           batch_size: int | None = None, lr: float | None = None, views: int = 8, seed: int = 1,
           out: str | Path | None = None, force: bool = False, device: "str | torch.device" = "auto",
@@ -44,8 +47,8 @@ def train(data: str | Path, *, shots: int | str | None = 16, method: str = "vip"
             True/False, None or text, each checked by the setting's type as `--method-option` is.
         backbone, arch, pretrained: the frozen model, as `--backbone/--arch/--pretrained`.
         symptoms: symptom pack files, YAML files of {class: [symptoms]}, folders of them, or shipped pack
-            names; one or a list (default: the shipped packs that match the class folders). A dict is
-            refused: write it to a YAML file and pass its path.
+            names, one or a list; or a dict {class: [symptoms]} (default: the shipped packs that match
+            the class folders). The run records the symptoms it used, as with files.
         schedule, epochs, batch_size, lr: the training schedule and its overrides.
         views: augmented views encoded (and cached) per training image.
         seed: seeds the split, the few-shot subset, initialisation and batches.
@@ -69,7 +72,7 @@ def train(data: str | Path, *, shots: int | str | None = 16, method: str = "vip"
         data=Path(data), shots=_shots(shots), method=method, method_options=_method_options(method_options),
         backbone=BackboneSettings(backbone, arch, pretrained, _device_name(device)),
         encoding=EncodingSettings(views=views, workers=workers, use_cache=use_cache),
-        schedule=ScheduleSettings(schedule, epochs, batch_size, lr), symptoms=_names(symptoms),
+        schedule=ScheduleSettings(schedule, epochs, batch_size, lr), symptoms=_symptom_sources(symptoms),
         seed=seed, out=Path(out) if out is not None else None, force=force,
     )
     with _in_python_words(), console.progress_bar() if progress else contextlib.nullcontext() as bar:
@@ -305,15 +308,15 @@ def _coverage(coverage) -> float | None:
     return float(coverage)
 
 
-def _names(values) -> tuple[str, ...]:
-    """A tuple of strings from a list of names or paths; one string alone is taken as a list of one.
-    A dict is refused: iterated, it would give its keys, taken for pack names (its symptoms unread)."""
+def _symptom_sources(values) -> tuple:
+    """`symptoms` as `TrainConfig` takes them: names and paths as strings (one alone is a list of one);
+    a dict, {class: [symptoms]} or one pack's mapping, as the packs it gives, read as a file of it is."""
+    from vipcli.packs import packs_from_mapping
+
     if isinstance(values, (str, Path)):
         return (str(values),)
     if isinstance(values, Mapping):
-        raise UsageError("symptoms given as a dict: vip reads symptoms from files and shipped packs, not from a dict",
-                         "write it to a YAML file (yaml.safe_dump(symptoms, open('symptoms.yaml', 'w'))) and pass "
-                         "symptoms='symptoms.yaml'")
+        return tuple(packs_from_mapping(dict(values), "the symptoms dict"))
     return tuple(str(value) for value in values)
 
 

@@ -142,9 +142,16 @@ def load_symptom_file(path: str | Path) -> list[SymptomPack]:
         raise VipError(f"symptoms file not found: {path}") from None
     except yaml.YAMLError as error:
         raise _yaml_error(path, error) from None
+    return packs_from_mapping(data, path)
+
+
+def packs_from_mapping(data, label: str | Path) -> list[SymptomPack]:
+    """The packs of a symptoms file's content: one pack (a mapping with `name`/`symptoms`), or
+    `{class name: [symptoms]}` giving one pack per class. `label` names it in errors and as the
+    packs' `path` (the file, or where the mapping came from: "the symptoms dict" of `vipcli.api.train`)."""
     if isinstance(data, dict) and "symptoms" not in data and "name" not in data:
-        return [pack_from_dict({"name": k, "symptoms": v, "source": {"kind": "manual"}}, path) for k, v in data.items()]
-    return [pack_from_dict(data, path)]
+        return [pack_from_dict({"name": k, "symptoms": v, "source": {"kind": "manual"}}, label) for k, v in data.items()]
+    return [pack_from_dict(data, label)]
 
 
 def shipped_pack_dir() -> Path:
@@ -168,10 +175,14 @@ def collect_packs(sources: list[str | Path]) -> list[SymptomPack]:
     return [pack for _, packs in _packs_by_source(sources, shipped) for pack in packs] + shipped
 
 
-def _packs_by_source(sources: list[str | Path], shipped: list[SymptomPack]) -> list[tuple[str, list[SymptomPack]]]:
-    """(source as given, its packs) for each `--symptoms` source, in order."""
+def _packs_by_source(sources: list, shipped: list[SymptomPack]) -> list[tuple[str, list[SymptomPack]]]:
+    """(source as given, its packs) for each `--symptoms` source (a path, a shipped pack's name, or a
+    SymptomPack already read), in order."""
     found = []
     for source in sources:
+        if isinstance(source, SymptomPack):  # given already read (`vipcli.api.train(symptoms={...})`)
+            found.append((source.path or source.name, [source]))
+            continue
         path = Path(source)
         if path.is_dir():
             files = sorted([*path.glob("*.yaml"), *path.glob("*.yml")])

@@ -26,7 +26,7 @@ class TrainConfig:
     backbone: BackboneSettings = BackboneSettings()
     encoding: EncodingSettings = EncodingSettings()
     schedule: ScheduleSettings = ScheduleSettings()
-    symptoms: tuple[str, ...] = ()  # pack files, {class: [symptoms]} files, folders or shipped names
+    symptoms: tuple = ()  # pack files, {class: [symptoms]} files, folders or shipped names (str), or SymptomPacks
     seed: int = 1  # seeds the split, the few-shot subset, initialisation and batches
     out: Path | None = None  # run directory (None: runs/<data>-<method>-<backbone>-<shots>-seed<seed>)
     force: bool = False  # replace an existing --out
