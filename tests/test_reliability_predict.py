@@ -308,6 +308,35 @@ def test_a_file_begun_under_other_decoding_rules_is_not_resumed(cli, toy_run, tm
     assert len(out.read_text().splitlines()) == 3 + (suffix == ".csv")  # predicted afresh
 
 
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+def test_the_dicom_rule_counts_in_a_dicom_files_record_only(cli, toy_run, tmp_path, suffix):
+    """The input's whole digest was in every record: adding a DICOM to a folder being predicted (or
+    removing one) refused the file as "begun by a vip that reads images otherwise", although no
+    image's pixels had changed."""
+    pytest.importorskip("pydicom", minversion="3.0")
+    from dicom_files import ramp, write_dicom
+
+    from vipcli.benchmark import decoding_digest
+
+    data, run = toy_run
+    folder, out = tmp_path / "scans", tmp_path / f"p{suffix}"
+    folder.mkdir()
+    for image in sorted((data / "test" / "nevus").iterdir())[:2]:
+        (folder / image.name).symlink_to(image)
+    assert cli("predict", folder, "--model", run, "--out", out, "--workers", "0")[0] == 0
+    write_dicom(folder / "scan.dcm", ramp())
+    code, _, err = cli("predict", folder, "--model", run, "--out", out, "--workers", "0")
+    assert code == 0 and "1 predicted now" in err, err
+    if suffix == ".jsonl":
+        digests = {Path(r["path"]).suffix: r["decoding"] for r in map(json.loads, out.read_text().splitlines())}
+    else:
+        digests = {Path(r["path"]).suffix: r["decoding"] for r in csv.DictReader(out.read_text().splitlines())}
+    assert digests == {".png": decoding_digest([]), ".dcm": decoding_digest()} and len(set(digests.values())) == 2
+    _other_decoding(out, suffix)  # every record, the DICOM's too, as if made under other rules
+    code, _, err = cli("predict", folder, "--model", run, "--out", out, "--workers", "0")
+    assert code == 2 and "decoded by other rules" in err
+
+
 def test_a_csv_begun_without_the_decoding_column_is_resumed_in_its_layout(cli, toy_run, tmp_path):
     data, run = toy_run
     out = tmp_path / "p.csv"

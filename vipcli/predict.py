@@ -315,7 +315,7 @@ def predict_to_file(predictor: Predictor, paths: list[Path], out: Path, world=No
     from vipcli.benchmark import decoding_digest
 
     form = RecordFormat(output_format(out), tuple(predictor.class_names), coverage, explain, predictor.model_digest,
-                        decoding=decoding_digest(paths))
+                        decoding=decoding_digest([]), dicom_decoding=decoding_digest())  # other images, DICOM files
     set_threshold(predictor.calibration, coverage, predictor.run_dir)  # refuses before any work
     if force and world.main:
         remove_outputs(out)

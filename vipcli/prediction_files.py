@@ -11,9 +11,10 @@ Formats (by the suffix of FILE):
 
 `model` is the model's digest (`Predictor.model_digest`): a file is only ever resumed by the model
 that began it, and only for the images it was begun for. `decoding` is the digest of the rules by
-which images become pixels (`benchmark.decoding_digest`, as a benchmark records it): a file whose
-records were made under other rules is not resumed (its images would be predicted from other
-pixels); records of an earlier vip, which do not carry it, are not checked.
+which images become pixels (`benchmark.decoding_digest`, as a benchmark records it; the DICOM rule
+counts in a DICOM file's record only): a file whose records were made under other rules is not
+resumed (its images would be predicted from other pixels); records of an earlier vip, which do not
+carry it, are not checked.
 
 A record is one `write` of one complete line, flushed at once, so a killed run leaves at most one
 torn last line: readers ignore a last line without its newline, and a writer cuts it off before
@@ -87,7 +88,8 @@ class RecordFormat:
     explain: bool = False  # JSONL records carry the explanation
     model: str = ""  # the digest of the model that makes the records (recorded in each one)
     coverage_column: bool = True  # False: a CSV begun by an earlier vip, whose header has no coverage column
-    decoding: str = ""  # the digest of the image-decoding rules the records are made under (in each one)
+    decoding: str = ""  # the digest of the image-decoding rules of images other than DICOM files (in their records)
+    dicom_decoding: str = ""  # that of DICOM files, whose rules add the DICOM rule (in their records; "": `decoding`)
     decoding_column: bool = True  # False: a CSV begun by an earlier vip, whose header has no decoding column
 
     @property
@@ -157,7 +159,7 @@ class RecordFormat:
             if self.explain:
                 record["explanation"] = rounded["explanation"]
             record["model"] = self.model
-            record["decoding"] = self.decoding
+            record["decoding"] = self.decoding_of(prediction.path)
             return json.dumps(record, ensure_ascii=False) + "\n"
         row = [prediction.path, prediction.label, rounded["probability"],
                *(rounded["probabilities"][name] for name in self.class_names)]
@@ -165,19 +167,26 @@ class RecordFormat:
             row.append(SET_SEPARATOR.join(prediction.prediction_set or []))
         if self.sets and self.coverage_column:
             row.append(coverage_text(self.coverage))  # the shortest text that reads back as the same float
-        return _csv_line([*row, self.model, "", *self._decoding_cell()])
+        return _csv_line([*row, self.model, "", *self._decoding_cell(prediction.path)])
 
     def error_line(self, path: str, reason: str) -> str:
         """One unreadable image as one line (with its newline)."""
         if self.kind == "jsonl":
-            return json.dumps({"path": path, "error": reason, "model": self.model, "decoding": self.decoding},
+            return json.dumps({"path": path, "error": reason, "model": self.model, "decoding": self.decoding_of(path)},
                               ensure_ascii=False) + "\n"
         return _csv_line([path, "", "", *([""] * len(self.class_names)), *([""] * len(self.set_columns())),
-                          self.model, reason, *self._decoding_cell()])
+                          self.model, reason, *self._decoding_cell(path)])
 
-    def _decoding_cell(self) -> list[str]:
-        """The CSV cells after `error`: the decoding digest, or none in an earlier vip's layout."""
-        return [self.decoding] if self.decoding_column else []
+    def decoding_of(self, path: str) -> str:
+        """The decoding digest of `path`'s record: the DICOM rule counts only for a DICOM file, as in the
+        feature cache, so adding or removing DICOM files leaves the records of other images resumable."""
+        from vipcli.dicom import is_dicom_name
+
+        return (self.dicom_decoding or self.decoding) if is_dicom_name(path) else self.decoding
+
+    def _decoding_cell(self, path: str) -> list[str]:
+        """The CSV cells after `error`: `path`'s decoding digest, or none in an earlier vip's layout."""
+        return [self.decoding_of(path)] if self.decoding_column else []
 
     def parse(self, line: str, first: bool) -> tuple[str, bool, str | None, str | None] | None:
         """(path, is an error, model digest, decoding digest) of a complete line, a digest None where an
@@ -231,7 +240,7 @@ class RecordFormat:
 
     def _csv_problem(self, row: list[str], file: Path) -> str | None:
         """Why a CSV row is not a record of this format; None if it is one."""
-        sets, after = len(self.set_columns()), len(self._decoding_cell())
+        sets, after = len(self.set_columns()), 1 if self.decoding_column else 0
         fields = 3 + len(self.class_names) + sets + 2 + after  # path, label, probability, p_*, set[, coverage],
         if len(row) != fields:  # model, error[, decoding]
             return f"{len(row)} fields, not {fields}"
@@ -252,12 +261,13 @@ class RecordFormat:
             raise UsageError(f"{file} holds predictions of another model (model {model}, this one is {self.model})",
                              "pass another --out, or --force to replace it")
 
-    def check_decoding(self, decoding: str | None, file: Path) -> None:
-        """Refuse to add to `file` if a record in it was made under other image-decoding rules (None or
-        "": a record of an earlier vip, which does not say)."""
-        if decoding and self.decoding and decoding != self.decoding:
+    def check_decoding(self, decoding: str | None, path: str, file: Path) -> None:
+        """Refuse to add to `file` if its record of `path` was made under other image-decoding rules than
+        this vip reads `path` by (None or "": a record of an earlier vip, which does not say)."""
+        expected = self.decoding_of(path)
+        if decoding and expected and decoding != expected:
             raise UsageError(f"{file} holds predictions of images decoded by other rules (decoding {decoding}; "
-                             f"this vip's is {self.decoding}): a vip that reads images otherwise began it",
+                             f"this vip's is {expected}): a vip that reads images otherwise began it",
                              "pass --force to predict everything again, or another --out")
 
     def check_header(self, line: str, file: Path) -> None:
@@ -356,7 +366,7 @@ def read_records(file: Path, form: RecordFormat):
                              "delete that line to resume, pass --force to start over, or pass another --out")
         path, error, model, decoding = form.parse(line, False)
         form.check_model(model, file)
-        form.check_decoding(decoding, file)
+        form.check_decoding(decoding, path, file)
         yield offset, path, error, model
 
 
