@@ -216,3 +216,19 @@ def test_help_of_the_result_classes_describes_every_field():
     for kind in (vip.Prediction, vip.TrainResult):
         described = [field.name for field in dataclasses.fields(kind) if f"\n        {field.name}: " in kind.__doc__]
         assert described == [field.name for field in dataclasses.fields(kind)], kind.__name__
+
+
+def test_errors_about_the_training_arguments_name_them_as_python_does(world, tmp_path):
+    """They named the command's options: "--epochs must be a positive number", "choose another --out or pass
+    --force", which a Python caller cannot pass."""
+    data, result, _ = world
+    refused = {
+        "epochs": ({"epochs": 0}, "epochs must be a positive number, got 0"),
+        "batch_size": ({"batch_size": 0}, "batch_size must be a positive number, got 0"),
+        "views": ({"views": 0}, "views must be at least 1, got 0"),
+        "out": ({"out": result.run_dir}, "(choose another out or pass force=True)"),
+    }
+    for name, (arguments, words) in refused.items():
+        with pytest.raises(vip.VipError) as raised:
+            vip.train(data, **{**TOY, "out": tmp_path / name, **arguments})
+        assert words in str(raised.value) and "--" not in str(raised.value), name

@@ -357,6 +357,10 @@ _PYTHON_WORDS = [
     (re.compile(r"--coverage (\d[\d.]*\d|\d)"), lambda m: f"coverage={m[1]}"),
     (re.compile(r"--coverage\b"), lambda m: "coverage"),
     (re.compile(r"--device (\w+(?::\d+)?)"), lambda m: f"device='{m[1]}'"),
+    (re.compile(r"--force\b"), lambda m: "force=True"),
+    (re.compile(r"--no-cache\b"), lambda m: "use_cache=False"),
+    (re.compile(r"--(data|shots|method|backbone|arch|pretrained|symptoms|schedule|epochs|batch-size|lr|views|seed|out"
+                r"|device|workers)(?![\w-])"), lambda m: m[1].replace("-", "_")),
 ]
 
 
@@ -370,7 +374,8 @@ def _python_words(text: str | None) -> str | None:
 @contextlib.contextmanager
 def _in_python_words():
     """Re-raise a VipError whose message or fix names an option of the commands (`--method-option n-ctx`,
-    `--coverage`, `--device`) with the keyword argument the caller wrote instead (`method_options['n_ctx']`)."""
+    `--coverage`, `--device`, `--epochs`, `--force`) with the keyword argument the caller wrote instead
+    (`method_options['n_ctx']`, `epochs`, `force=True`)."""
     try:
         yield
     except VipError as error:
