@@ -276,6 +276,23 @@ def test_force_does_not_delete_a_file_swapped_for_one_it_wrote(cli, tmp_path):
     assert sorted(p.name for p in (sorted_folder / "x").iterdir()) == ["a.png", "b.png"]
 
 
+def test_force_does_not_delete_a_file_put_in_place_of_a_link_of_the_same_name(cli, tmp_path):
+    """Entries were checked by name only: an edited image saved over a link it wrote, under the link's
+    name, passed, and --force deleted it."""
+    images = _images(tmp_path / "img", ["a.png", "b.png"])
+    labels = _csv(tmp_path / "gt.csv", "image,label\na,x\nb,y\n")
+    sorted_folder = tmp_path / "sorted"
+    assert cli("data", "sort", labels, "--images", images, "--out", sorted_folder)[0] == 0
+    (sorted_folder / "x" / "a.png").unlink()
+    (sorted_folder / "x" / "a.png").write_text("mine")
+    code, _, err = cli("data", "sort", labels, "--images", images, "--out", sorted_folder, "--force")
+    assert code == 2 and "did not write (x/a.png): --force would delete them" in _one_error(err)
+    assert (sorted_folder / "x" / "a.png").read_text() == "mine"
+    copies = tmp_path / "copies"  # a folder of copies holds files by design
+    for extra in ([], ["--force"]):
+        assert cli("data", "sort", labels, "--images", images, "--out", copies, "--copy", *extra)[0] == 0
+
+
 def test_a_folder_sorted_by_an_earlier_vip_is_checked_by_its_counts(cli, tmp_path):
     """A manifest of an earlier vip records how many entries each folder held, not their names."""
     images = _images(tmp_path / "img", ["a.png", "b.png"])

@@ -482,7 +482,7 @@ def added_since(out: Path) -> str | None:
         return None
     written = record.get("entries") if isinstance(record, dict) else None
     if isinstance(written, dict):
-        return _not_written(out, written)
+        return _not_written(out, written, links=record.get("files") == "links")
     recorded = record.get("layout") if isinstance(record, dict) else None
     if not isinstance(recorded, dict):
         return None
@@ -493,9 +493,10 @@ def added_since(out: Path) -> str | None:
     return None
 
 
-def _not_written(out: Path, written: dict) -> str | None:
+def _not_written(out: Path, written: dict, links: bool) -> str | None:
     """The first few entries under `out` that are not among the names `written` records for their folder
-    (a folder not written is named, not looked into), or None."""
+    (a folder not written is named, not looked into), or None. With `links` (a folder of links), a file
+    of a recorded name that is no longer a link is named too: a file put in place of a link it wrote."""
     from vipcli.console import first_few
 
     added = []
@@ -503,7 +504,8 @@ def _not_written(out: Path, written: dict) -> str | None:
         relative = Path(root).relative_to(out).as_posix()
         known = set(written.get(relative) or ())
         for name in sorted(folders + files):
-            if name not in known and not (relative == "." and name == MANIFEST):
+            replaced = links and name in files and name in known and not os.path.islink(os.path.join(root, name))
+            if (name not in known or replaced) and not (relative == "." and name == MANIFEST):
                 added.append(name if relative == "." else f"{relative}/{name}")
         folders[:] = [name for name in folders if name in known]  # an added folder is named whole
     return first_few(added, 3) if added else None
