@@ -218,7 +218,7 @@ def test_the_dicom_rule_counts_in_the_decoding_digest_only_where_a_dicom_is_read
     """A change of how DICOM files are read left no sweep or --out file of JPEGs resumable; only images
     it touches should be refused (as the feature cache re-keys DICOM entries alone)."""
     import vipcli.dicom
-    from vipcli.benchmark import decoding_digest
+    from vipcli.features import decoding_digest
 
     jpegs, mixed = [Path("a/x.jpg"), Path("b/y.png")], [Path("a/x.jpg"), Path("b/IM1.DCM")]
     before = decoding_digest(jpegs), decoding_digest(mixed), decoding_digest()

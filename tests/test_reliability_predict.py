@@ -285,7 +285,7 @@ def _other_decoding(record_file: Path, suffix: str) -> None:
 def test_a_file_begun_under_other_decoding_rules_is_not_resumed(cli, toy_run, tmp_path, suffix):
     """Records named the model that made them, not the rules that made the pixels: a file begun by a vip
     that decodes images otherwise (bit depth, orientation, DICOM) was resumed, mixing the two."""
-    from vipcli.benchmark import decoding_digest
+    from vipcli.features import decoding_digest
 
     data, run = toy_run
     out = tmp_path / f"p{suffix}"
@@ -316,7 +316,7 @@ def test_the_dicom_rule_counts_in_a_dicom_files_record_only(cli, toy_run, tmp_pa
     pytest.importorskip("pydicom", minversion="3.0")
     from dicom_files import ramp, write_dicom
 
-    from vipcli.benchmark import decoding_digest
+    from vipcli.features import decoding_digest
 
     data, run = toy_run
     folder, out = tmp_path / "scans", tmp_path / f"p{suffix}"

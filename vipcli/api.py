@@ -26,7 +26,7 @@ from vipcli.errors import ImageError, UsageError, VipError
 from vipcli.predict import Prediction
 from vipcli.train import TrainResult
 
-if TYPE_CHECKING:  # annotations only: torch is imported when a model is trained or loaded
+if TYPE_CHECKING:  # for the annotations (vipcli.predict imports torch itself)
     import torch
 
 __all__ = ["train", "load", "Model", "Prediction", "TrainResult", "VipError", "ImageError"]
@@ -193,9 +193,9 @@ class Model:
         from vipcli.trust import set_threshold
 
         predictor = self._predictor
+        cutoff = set_threshold(predictor.calibration, coverage, predictor.run_dir)  # refuses before any work
         if explain:
             self._note_if_nothing_to_explain()
-        cutoff = set_threshold(predictor.calibration, coverage, predictor.run_dir)  # refuses before any work
         left_out: list[Path] = []
         # a file or folder -> its image files (a missing path is refused here); a PIL image stays itself
         groups = [collect_images([item], left_out) if isinstance(item, Path) else item for item in items]

@@ -26,6 +26,7 @@ from vipcli.data import Dataset, few_shot_order, left_out_record, load_dataset
 from vipcli.errors import UsageError, VipError
 from vipcli.metrics import mean_and_std, row_figure
 from vipcli.atomic import write_atomic
+from vipcli.features import decoding_digest
 from vipcli.featuresets import FeatureSet, PreparedData
 from vipcli.methods import DEFAULT_BENCHMARK, METHODS
 from vipcli.provenance import installed_backbone, installed_method
@@ -439,25 +440,6 @@ def content_digest(dataset: Dataset) -> str:
     return hashlib.sha256("\n".join(digests).encode()).hexdigest()[:16]
 
 
-def decoding_digest(paths=None) -> str:
-    """A short digest of the rules by which images become pixels (decoding size, orientation, bit depth,
-    DICOM): a sweep resumed by a vip that reads images otherwise would mix rows of other pixels. Library
-    versions (torch, Pillow, pydicom) are left out: a sweep may go on across a library upgrade, whose
-    features the cache keeps apart.
-
-    Args:
-        paths: the images read; the DICOM rule counts only when one of them is a DICOM file (as in the
-            feature cache), so a change of it leaves sweeps and `--out` files of other images resumable.
-            None: the rules for every kind of image.
-    """
-    from vipcli.dicom import DICOM_POLICY, is_dicom_name
-    from vipcli.features import decoding_rules
-
-    dicom = paths is None or any(is_dicom_name(path) for path in paths)
-    rules = json.dumps({**decoding_rules(), **({"dicom": DICOM_POLICY} if dicom else {})}, sort_keys=True)
-    return hashlib.sha256(rules.encode()).hexdigest()[:16]
-
-
 def split_digest(dataset: Dataset) -> str:
     """A short digest of the exact files and labels of every split."""
     blob = json.dumps({name: [[str(s.path), s.label] for s in samples] for name, samples in dataset.splits.items()})
@@ -470,6 +452,7 @@ def config_record(config: BenchmarkConfig, backbone, dataset: Dataset, split_see
 
     `content`: the images' `content_digest` (computed here when not given).
     """
+    every_path = [sample.path for samples in dataset.splits.values() for sample in samples]
     return {
         "data": str(Path(config.data).resolve()), "backbone": config.backbone.id, "arch": config.backbone.arch,
         "pretrained": config.backbone.pretrained, "backbone_fingerprint": backbone.fingerprint(),
@@ -478,7 +461,7 @@ def config_record(config: BenchmarkConfig, backbone, dataset: Dataset, split_see
         "epochs": config.schedule.epochs, "batch_size": config.schedule.batch_size, "lr": config.schedule.lr,
         "method_options": {k.replace("-", "_"): v for k, v in config.method_options.items()},
         "split_seed": split_seed, "split_digest": split_digest(dataset),
-        "content_digest": content or content_digest(dataset), "decoding": decoding_digest(sample.path for samples in dataset.splits.values() for sample in samples),
+        "content_digest": content or content_digest(dataset), "decoding": decoding_digest(every_path),
         "symptoms": symptoms,
         "last_sweep": {"methods": method_ids(config), "shots": [shots_key(s) for s in config.shots],
                        "seeds": list(config.seeds)},

@@ -98,11 +98,29 @@ def installation_identity() -> dict:
 def decoding_rules() -> dict:
     """The rules by which vip turns an image file into pixels, library versions aside: the decoding
     size, the EXIF orientation and the bit depth. Part of every feature-cache key (`installation_identity`),
-    and of a benchmark's record (`benchmark.decoding_digest`, which adds the DICOM rule where a DICOM file is read)."""
+    and of a benchmark's record (`features.decoding_digest`, which adds the DICOM rule where a DICOM file is read)."""
     from vipcli import images  # read when asked: the policies' one home
 
     return {"decode": f"{images.DECODE_POLICY}, min side {DECODE_MIN_SIDE}",
             "orientation": images.ORIENTATION_POLICY, "depth": images.DEPTH_POLICY}
+
+
+def decoding_digest(paths=None) -> str:
+    """A short digest of the rules by which images become pixels (decoding size, orientation, bit depth,
+    DICOM): a sweep resumed by a vip that reads images otherwise would mix rows of other pixels. Library
+    versions (torch, Pillow, pydicom) are left out: a sweep may go on across a library upgrade, whose
+    features the cache keeps apart.
+
+    Args:
+        paths: the images read; the DICOM rule counts only when one of them is a DICOM file (as in the
+            feature cache), so a change of it leaves sweeps and `--out` files of other images resumable.
+            None: the rules for every kind of image.
+    """
+    from vipcli.dicom import DICOM_POLICY, is_dicom_name
+
+    dicom = paths is None or any(is_dicom_name(path) for path in paths)
+    rules = json.dumps({**decoding_rules(), **({"dicom": DICOM_POLICY} if dicom else {})}, sort_keys=True)
+    return hashlib.sha256(rules.encode()).hexdigest()[:16]
 
 
 def image_library_versions() -> dict:

@@ -312,7 +312,7 @@ def predict_to_file(predictor: Predictor, paths: list[Path], out: Path, world=No
 
     world = world or distributed.World()
     paths = list({str(p): Path(p) for p in paths}.values())  # an image given twice is recorded once
-    from vipcli.benchmark import decoding_digest
+    from vipcli.features import decoding_digest
 
     form = RecordFormat(output_format(out), tuple(predictor.class_names), coverage, explain, predictor.model_digest,
                         decoding=decoding_digest([]), dicom_decoding=decoding_digest())  # other images, DICOM files

@@ -11,7 +11,7 @@ Formats (by the suffix of FILE):
 
 `model` is the model's digest (`Predictor.model_digest`): a file is only ever resumed by the model
 that began it, and only for the images it was begun for. `decoding` is the digest of the rules by
-which images become pixels (`benchmark.decoding_digest`, as a benchmark records it; the DICOM rule
+which images become pixels (`features.decoding_digest`, as a benchmark records it; the DICOM rule
 counts in a DICOM file's record only): a file whose records were made under other rules is not
 resumed (its images would be predicted from other pixels); records of an earlier vip, which do not
 carry it, are not checked.

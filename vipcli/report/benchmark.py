@@ -152,7 +152,7 @@ def _data_notes(folder: Path) -> str:
     """The files the sweep skipped (unreadable) and left out (taken by no class), from its split.json;
     "" when it names none, or is missing or unreadable (results.json alone still makes a report)."""
     try:
-        split = json.loads((folder / "split.json").read_text())
+        split = json.loads((folder / "split.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return ""
     return skipped_files(split) + left_out_files(split) if isinstance(split, dict) else ""
