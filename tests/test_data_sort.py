@@ -260,17 +260,24 @@ def test_force_does_not_delete_what_was_added_to_a_sorted_folder(cli, tmp_path):
     assert cli("data", "sort", labels, "--images", images, "--out", sorted_folder, "--force")[0] == 0
 
 
-def test_force_does_not_delete_a_file_swapped_for_one_it_wrote(cli, tmp_path):
-    """--force told added files by the number of entries per folder: one swapped for another passed."""
+def _refused_after_replacing_a_link(cli, tmp_path, saved_as: str):
+    """Sort a.png, b.png into x/ and c.png into y/, replace the link x/a.png by the user's file x/`saved_as`,
+    and check that --force refuses, naming that file, and keeps it. Returns (images, labels, sorted folder)."""
     images = _images(tmp_path / "img", ["a.png", "b.png", "c.png"])
     labels = _csv(tmp_path / "gt.csv", "image,label\na,x\nb,x\nc,y\n")
     sorted_folder = tmp_path / "sorted"
     assert cli("data", "sort", labels, "--images", images, "--out", sorted_folder)[0] == 0
     (sorted_folder / "x" / "a.png").unlink()
-    (sorted_folder / "x" / "edited.png").write_text("mine")
+    (sorted_folder / "x" / saved_as).write_text("mine")
     code, _, err = cli("data", "sort", labels, "--images", images, "--out", sorted_folder, "--force")
-    assert code == 2 and "did not write (x/edited.png): --force would delete them" in _one_error(err)
-    assert (sorted_folder / "x" / "edited.png").read_text() == "mine"
+    assert code == 2 and f"did not write (x/{saved_as}): --force would delete them" in _one_error(err)
+    assert (sorted_folder / "x" / saved_as).read_text() == "mine"
+    return images, labels, sorted_folder
+
+
+def test_force_does_not_delete_a_file_swapped_for_one_it_wrote(cli, tmp_path):
+    """--force told added files by the number of entries per folder: one swapped for another passed."""
+    images, labels, sorted_folder = _refused_after_replacing_a_link(cli, tmp_path, "edited.png")
     (sorted_folder / "x" / "edited.png").unlink()  # a file it wrote, gone, is nothing to keep
     assert cli("data", "sort", labels, "--images", images, "--out", sorted_folder, "--force")[0] == 0
     assert sorted(p.name for p in (sorted_folder / "x").iterdir()) == ["a.png", "b.png"]
@@ -279,15 +286,7 @@ def test_force_does_not_delete_a_file_swapped_for_one_it_wrote(cli, tmp_path):
 def test_force_does_not_delete_a_file_put_in_place_of_a_link_of_the_same_name(cli, tmp_path):
     """Entries were checked by name only: an edited image saved over a link it wrote, under the link's
     name, passed, and --force deleted it."""
-    images = _images(tmp_path / "img", ["a.png", "b.png"])
-    labels = _csv(tmp_path / "gt.csv", "image,label\na,x\nb,y\n")
-    sorted_folder = tmp_path / "sorted"
-    assert cli("data", "sort", labels, "--images", images, "--out", sorted_folder)[0] == 0
-    (sorted_folder / "x" / "a.png").unlink()
-    (sorted_folder / "x" / "a.png").write_text("mine")
-    code, _, err = cli("data", "sort", labels, "--images", images, "--out", sorted_folder, "--force")
-    assert code == 2 and "did not write (x/a.png): --force would delete them" in _one_error(err)
-    assert (sorted_folder / "x" / "a.png").read_text() == "mine"
+    images, labels, _ = _refused_after_replacing_a_link(cli, tmp_path, "a.png")
     copies = tmp_path / "copies"  # a folder of copies holds files by design
     for extra in ([], ["--force"]):
         assert cli("data", "sort", labels, "--images", images, "--out", copies, "--copy", *extra)[0] == 0
