@@ -222,13 +222,26 @@ def test_errors_about_the_training_arguments_name_them_as_python_does(world, tmp
     """They named the command's options: "--epochs must be a positive number", "choose another --out or pass
     --force", which a Python caller cannot pass."""
     data, result, _ = world
-    refused = {
-        "epochs": ({"epochs": 0}, "epochs must be a positive number, got 0"),
-        "batch_size": ({"batch_size": 0}, "batch_size must be a positive number, got 0"),
-        "views": ({"views": 0}, "views must be at least 1, got 0"),
+    refused = {  # (numbers of the wrong range are refused before these checks: see the next test)
         "out": ({"out": result.run_dir}, "(choose another out or pass force=True)"),
+        "symptoms": ({"symptoms": "no-such-pack"}, "no-such-pack: no such file, folder or shipped pack"),
     }
     for name, (arguments, words) in refused.items():
         with pytest.raises(vip.VipError) as raised:
             vip.train(data, **{**TOY, "out": tmp_path / name, **arguments})
         assert words in str(raised.value) and "--" not in str(raised.value), name
+
+
+def test_train_arguments_of_the_wrong_type_or_range_are_refused_by_name_before_any_work(world, tmp_path):
+    """A str seed, a float epochs or a str lr failed deep inside as Python errors naming neither; a
+    negative seed, which `vip train --seed -1` refuses, trained."""
+    data, _, _ = world
+    refused = {"seed": ["a", -1, 2**32], "views": ["8", 0], "epochs": [2.5, 0], "batch_size": [0], "workers": [-1],
+               "lr": ["x", 0, True]}
+    for name, values in refused.items():
+        for value in values:
+            with pytest.raises(vip.VipError, match=f"^{name}="):
+                vip.train(data, **{**TOY, name: value, "out": tmp_path / "run"})
+    with pytest.raises(vip.VipError, match="^data=5: expected the path"):
+        vip.train(5, **TOY)
+    assert not (tmp_path / "run").exists()

@@ -68,6 +68,7 @@ def train(data: str | Path, *, shots: int | str | None = 16, method: str = "vip"
     from vipcli.train import TrainConfig
     from vipcli.train import train as train_run
 
+    _check_arguments(data, seed=seed, views=views, epochs=epochs, batch_size=batch_size, workers=workers, lr=lr)
     config = TrainConfig(
         data=Path(data), shots=_shots(shots), method=method, method_options=_method_options(method_options),
         backbone=BackboneSettings(backbone, arch, pretrained, _device_name(device)),
@@ -278,6 +279,26 @@ def _loaded(image, position: int):
     if not image.width or not image.height:
         raise ImageError(name, f"an image of no pixels ({image.width}x{image.height})")
     return image
+
+
+def _check_arguments(data, **numbers) -> None:
+    """Refuse, by the name the caller wrote, a `data` that is not a path and a number of the wrong type or
+    range (the commands' parser does this for their options; here a str seed or a float epochs would
+    fail deep inside, as a Python error naming neither)."""
+    from vipcli.cli.options import SEED_MAX, SEED_MIN
+
+    if not isinstance(data, (str, Path)):
+        raise UsageError(f"data={data!r}: expected the path of a folder of class subfolders", "such as data='isic'")
+    _count("seed", numbers["seed"], SEED_MIN)
+    if numbers["seed"] > SEED_MAX:
+        raise UsageError(f"seed={numbers['seed']}: expected at most {SEED_MAX}", "such as seed=1")
+    _count("views", numbers["views"], 1)
+    for name, least in (("epochs", 1), ("batch_size", 1), ("workers", 0)):
+        if numbers[name] is not None:
+            _count(name, numbers[name], least)
+    lr = numbers["lr"]
+    if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0):
+        raise UsageError(f"lr={lr!r}: expected a positive number", "such as lr=0.002")
 
 
 def _count(name: str, value, least: int) -> int:
