@@ -213,7 +213,7 @@ def test_explain_on_a_method_that_explains_nothing_says_so_once_on_stderr(world,
 def test_help_of_the_result_classes_describes_every_field():
     import dataclasses
 
-    for kind in (vip.Prediction, vip.TrainResult):
+    for kind in (vip.Prediction, vip.TrainResult, vip.BenchmarkResult):
         described = [field.name for field in dataclasses.fields(kind) if f"\n        {field.name}: " in kind.__doc__]
         assert described == [field.name for field in dataclasses.fields(kind)], kind.__name__
 
@@ -245,3 +245,27 @@ def test_train_arguments_of_the_wrong_type_or_range_are_refused_by_name_before_a
     with pytest.raises(vip.VipError, match="^data=5: expected the path"):
         vip.train(5, **TOY)
     assert not (tmp_path / "run").exists()
+
+
+def test_benchmark_gives_the_rows_vip_benchmark_gives_and_resumes_them(world, tmp_path, cli):
+    data, _, root = world
+    sweep = dict(methods=["zeroshot", "vip"], shots=[1, 2], seeds=[1], backbone="toy", epochs=2, views=2, workers=0,
+                 device="cpu")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("VIP_CACHE_DIR", str(root / "cache"))
+        result = vip.benchmark(data, out=tmp_path / "api", **sweep)
+        again = vip.benchmark(data, out=tmp_path / "api", **sweep)
+        code, _, stderr = cli("benchmark", "--data", data, "--methods", "zeroshot,vip", "--shots", "1,2", "--seeds",
+                              "1", "--backbone", "toy", "--epochs", "2", "--views", "2", "--workers", "0", "--device",
+                              "cpu", "--out", tmp_path / "cli")
+    assert code == 0, stderr
+    by_command = json.loads((tmp_path / "cli" / "results.json").read_text())["rows"]
+    figures = ("method", "shots", "seed", "test_accuracy", "test_macro_f1", "val_accuracy")
+    assert [{k: r[k] for k in figures} for r in result.rows] == [{k: r[k] for k in figures} for r in by_command]
+    assert result.trained == 3 and again.trained == 0 and again.skipped == 3 and result.out == tmp_path / "api"
+    assert [(r["method"], str(r["shots"]), r["seeds"]) for r in result.summary] == [
+        (r["method"], str(r["shots"]), [1]) for r in result.rows]  # one seed: one summary line per row
+    with pytest.raises(vip.VipError, match=r"^seeds=\[\]"):
+        vip.benchmark(data, seeds=[], **{k: v for k, v in sweep.items() if k != "seeds"})
+    with pytest.raises(vip.VipError, match="cocoop"):
+        vip.benchmark(data, out=tmp_path / "x", **{**sweep, "methods": ["cocoop"]})

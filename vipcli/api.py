@@ -1,4 +1,4 @@
-"""vip from Python: train a run, load it, classify image files or images held in memory.
+"""vip from Python: train a run, load it, classify image files or images held in memory, benchmark methods.
 
     import vipcli.api as vip
 
@@ -7,9 +7,10 @@
     prediction = model.predict("scan.png")               # a file, or a PIL image
     prediction.label, prediction.probability             # "melanoma", 0.87 (calibrated)
     model.predict_many(["scans/", image])                # files, folders and PIL images, in order
+    sweep = vip.benchmark("isic", methods=["coop", "vip"], shots=[1, 16])   # `vip benchmark`
 
-This module is vip's Python interface: `train`, `load`, `Model`, `Prediction`, `TrainResult`,
-`VipError`, `ImageError`. They follow the same contracts as the commands (the same run folders,
+This module is vip's Python interface: `train`, `benchmark`, `load`, `Model`, `Prediction`,
+`TrainResult`, `BenchmarkResult`, `VipError`, `ImageError`. They follow the same contracts as the commands (the same run folders,
 feature cache, calibration and prediction sets) and raise `VipError` (message and fix in
 `str(error)`) where a command prints its one-line error. The rest of `vipcli` is internal and may
 change between releases.
@@ -23,13 +24,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Mapping
 
 from vipcli.errors import ImageError, UsageError, VipError
+from vipcli.benchmark import BenchmarkResult
 from vipcli.predict import Prediction
 from vipcli.train import TrainResult
 
 if TYPE_CHECKING:  # for the annotations (vipcli.predict imports torch itself)
     import torch
 
-__all__ = ["train", "load", "Model", "Prediction", "TrainResult", "VipError", "ImageError"]
+__all__ = ["train", "benchmark", "load", "Model", "Prediction", "TrainResult", "BenchmarkResult", "VipError",
+           "ImageError"]
 
 
 def train(data: str | Path, *, shots: int | str | None = 16, method: str = "vip", backbone: str = "clip",
@@ -78,6 +81,55 @@ def train(data: str | Path, *, shots: int | str | None = 16, method: str = "vip"
     )
     with _in_python_words(), console.progress_bar() if progress else contextlib.nullcontext() as bar:
         return train_run(config, bar)
+
+
+def benchmark(data: str | Path, *, methods: "Iterable[str] | str | None" = None,
+              shots: Iterable = (1, 2, 4, 8, 16), seeds: Iterable[int] = (1, 2, 3), backbone: str = "clip",
+              arch: str | None = None, pretrained: str | None = None,
+              symptoms: "Iterable[str] | Mapping[str, list[str]]" = (), method_options: dict | None = None,
+              schedule: str = "auto", epochs: int | None = None, batch_size: int | None = None,
+              lr: float | None = None, views: int = 8, split_seed: int | None = None, out: str | Path | None = None,
+              force: bool = False, device: "str | torch.device" = "auto", workers: int | None = None,
+              use_cache: bool = True, progress: bool = False) -> BenchmarkResult:
+    """Compare methods on the same seeded few-shot subsets of a folder (`vip benchmark`), resuming a sweep
+    stored in `out`.
+
+    Args:
+        data: folder of class subfolders, optionally under train/ val/ test/.
+        methods: method ids (`vip methods list`), or "all" (default: `vip benchmark`'s).
+        shots: labelled images per class, one row each; "all" (or None) for every image.
+        seeds: seeds of the few-shot subsets, initialisation and batch order.
+        split_seed: seed of any split vip makes (default: the stored sweep's, else the first seed).
+        out: the results folder (default: benchmarks/<data folder name>); `force` starts it over instead
+            of resuming it.
+        The other arguments are `train`'s, applied to every row.
+    Returns:
+        BenchmarkResult: `out`, `rows` (one dict per method, shots and seed, as results.json holds them),
+        `summary` (mean and std over seeds), `class_names`, `skipped` and `trained` (rows resumed and
+        run now), `failures` (unreadable files).
+    Raises:
+        VipError: a folder, option or file that cannot work, before any image is encoded where it can be known.
+    """
+    from vipcli import console
+    from vipcli.benchmark import DEFAULT_METHODS, BenchmarkConfig, run_benchmark
+    from vipcli.settings import BackboneSettings, EncodingSettings, ScheduleSettings
+
+    _check_arguments(data, seed=split_seed or 0, views=views, epochs=epochs, batch_size=batch_size,
+                     workers=workers, lr=lr)
+    seeds = _listed("seeds", seeds)
+    for seed in seeds:
+        _check_arguments(data, seed=seed, views=views, epochs=epochs, batch_size=batch_size, workers=workers, lr=lr)
+    config = BenchmarkConfig(
+        data=Path(data), methods=tuple(DEFAULT_METHODS if methods is None else _listed("methods", methods)),
+        shots=tuple(_shots(value) for value in _listed("shots", shots)), seeds=tuple(seeds),
+        method_options=_method_options(method_options),
+        backbone=BackboneSettings(backbone, arch, pretrained, _device_name(device)),
+        encoding=EncodingSettings(views=views, workers=workers, use_cache=use_cache),
+        schedule=ScheduleSettings(schedule, epochs, batch_size, lr), symptoms=_symptom_sources(symptoms),
+        split_seed=split_seed, out=Path(out) if out is not None else None, force=force,
+    )
+    with _in_python_words(), console.progress_bar() if progress else contextlib.nullcontext() as bar:
+        return run_benchmark(config, bar)
 
 
 def load(run_dir: str | Path, *, device: "str | torch.device" = "auto") -> "Model":
@@ -299,6 +351,14 @@ def _check_arguments(data, **numbers) -> None:
     lr = numbers["lr"]
     if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0):
         raise UsageError(f"lr={lr!r}: expected a positive number", "such as lr=0.002")
+
+
+def _listed(name: str, values) -> list:
+    """`values` as a list, one value alone (a str or a number) as a list of one; an empty list is refused."""
+    listed = [values] if isinstance(values, (str, int)) else list(values)
+    if not listed:
+        raise UsageError(f"{name}=[]: expected at least one value")
+    return listed
 
 
 def _count(name: str, value, least: int) -> int:

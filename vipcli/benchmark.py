@@ -67,7 +67,21 @@ class BenchmarkConfig:
 
 @dataclass
 class BenchmarkResult:
-    """What a finished `run_benchmark` returns."""
+    """What a finished `run_benchmark` (and `vipcli.api.benchmark`) returns.
+
+    Attributes:
+        out: the results folder (results.json, results.csv, shots.png, split.json).
+        class_names: the classes, in logit order.
+        rows: one dict per (method, shots, seed) of the requested grid, stored ones included, in sweep
+            order, as results.json holds them (test_accuracy, test_macro_f1, ...).
+        summary: per method and shots, the mean and std of each figure over the seeds.
+        config: the sweep's stored configuration, matched on resume.
+        skipped: rows found finished in `out` and not run again.
+        trained: rows run now.
+        encoded_views: views that went through the image encoder now (0 on a warm cache).
+        failures: {unreadable image file: reason}.
+        warnings: shot caps and the like, also printed on stderr.
+    """
 
     out: Path  # the results folder
     class_names: list[str]  # logit order
