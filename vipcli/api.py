@@ -10,9 +10,9 @@
     sweep = vip.benchmark("isic", methods=["coop", "vip"], shots=[1, 16])   # `vip benchmark`
 
 This module is vip's Python interface: `train`, `benchmark`, `load`, `Model`, `Prediction`,
-`TrainResult`, `BenchmarkResult`, `VipError`, `ImageError`. They follow the same contracts as the commands (the same run folders,
-feature cache, calibration and prediction sets) and raise `VipError` (message and fix in
-`str(error)`) where a command prints its one-line error. The rest of `vipcli` is internal and may
+`TrainResult`, `BenchmarkResult`, `VipError`, `ImageError`. They follow the same contracts as the
+commands (the same run folders, results folders, feature cache, calibration and prediction sets)
+and raise `VipError` (message and fix in `str(error)`) where a command prints its one-line error. The rest of `vipcli` is internal and may
 change between releases.
 """
 
@@ -36,7 +36,8 @@ __all__ = ["train", "benchmark", "load", "Model", "Prediction", "TrainResult", "
 
 
 def train(data: str | Path, *, shots: int | str | None = 16, method: str = "vip", backbone: str = "clip",
-          arch: str | None = None, pretrained: str | None = None, symptoms: "Iterable[str] | Mapping[str, list[str]]" = (),
+          arch: str | None = None, pretrained: str | None = None,
+          symptoms: "Iterable[str] | Mapping[str, list[str]]" = (),
           method_options: dict | None = None, schedule: str = "auto", epochs: int | None = None,
           batch_size: int | None = None, lr: float | None = None, views: int = 8, seed: int = 1,
           out: str | Path | None = None, force: bool = False, device: "str | torch.device" = "auto",
