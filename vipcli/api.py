@@ -12,8 +12,8 @@
 This module is vip's Python interface: `train`, `benchmark`, `load`, `Model`, `Prediction`,
 `TrainResult`, `BenchmarkResult`, `VipError`, `ImageError`. They follow the same contracts as the
 commands (the same run folders, results folders, feature cache, calibration and prediction sets)
-and raise `VipError` (message and fix in `str(error)`) where a command prints its one-line error. The rest of `vipcli` is internal and may
-change between releases.
+and raise `VipError` (message and fix in `str(error)`) where a command prints its one-line error.
+The rest of `vipcli` is internal and may change between releases.
 """
 
 from __future__ import annotations
