@@ -269,3 +269,17 @@ def test_benchmark_gives_the_rows_vip_benchmark_gives_and_resumes_them(world, tm
         vip.benchmark(data, seeds=[], **{k: v for k, v in sweep.items() if k != "seeds"})
     with pytest.raises(vip.VipError, match="cocoop"):
         vip.benchmark(data, out=tmp_path / "x", **{**sweep, "methods": ["cocoop"]})
+
+
+def test_benchmark_names_a_bad_seed_by_the_keyword_argument_it_came_in(world, tmp_path):
+    data, _, _ = world
+    sweep = dict(methods=["zeroshot"], shots=[1], backbone="toy", workers=0, out=tmp_path / "b")
+    refused = {r"^seeds: '1': expected a whole number of 0 or more \(such as seeds=\[1, 2, 3\]\)": dict(seeds=["1"]),
+               r"^seeds: '1,2': expected a whole number": dict(seeds="1,2"),
+               r"^seeds: -1: expected a whole number": dict(seeds=(s for s in [1, -1])),
+               r"^split_seed='2': expected a whole number of 0 or more \(such as split_seed=1\)": dict(split_seed="2"),
+               r"^split_seed=4294967296: expected at most": dict(split_seed=2**32)}
+    for message, wrong in refused.items():
+        with pytest.raises(vip.VipError, match=message):
+            vip.benchmark(data, **{"seeds": [1], **sweep, **wrong})
+    assert not (tmp_path / "b").exists()

@@ -115,11 +115,10 @@ def benchmark(data: str | Path, *, methods: "Iterable[str] | str | None" = None,
     from vipcli.benchmark import DEFAULT_METHODS, BenchmarkConfig, run_benchmark
     from vipcli.settings import BackboneSettings, EncodingSettings, ScheduleSettings
 
-    _check_arguments(data, seed=split_seed or 0, views=views, epochs=epochs, batch_size=batch_size,
-                     workers=workers, lr=lr)
-    seeds = _listed("seeds", seeds)
-    for seed in seeds:
-        _check_arguments(data, seed=seed, views=views, epochs=epochs, batch_size=batch_size, workers=workers, lr=lr)
+    _check_arguments(data, seed=1, views=views, epochs=epochs, batch_size=batch_size, workers=workers, lr=lr)
+    if split_seed is not None:
+        _seed("split_seed", split_seed, "split_seed=1")
+    seeds = [_seed("seeds", seed, "seeds=[1, 2, 3]") for seed in _listed("seeds", seeds)]
     config = BenchmarkConfig(
         data=Path(data), methods=tuple(DEFAULT_METHODS if methods is None else _listed("methods", methods)),
         shots=tuple(_shots(value) for value in _listed("shots", shots)), seeds=tuple(seeds),
@@ -338,13 +337,9 @@ def _check_arguments(data, **numbers) -> None:
     """Refuse, by the name the caller wrote, a `data` that is not a path and a number of the wrong type or
     range (the commands' parser does this for their options; here a str seed or a float epochs would
     fail deep inside, as a Python error naming neither)."""
-    from vipcli.cli.options import SEED_MAX, SEED_MIN
-
     if not isinstance(data, (str, Path)):
         raise UsageError(f"data={data!r}: expected the path of a folder of class subfolders", "such as data='isic'")
-    _count("seed", numbers["seed"], SEED_MIN)
-    if numbers["seed"] > SEED_MAX:
-        raise UsageError(f"seed={numbers['seed']}: expected at most {SEED_MAX}", "such as seed=1")
+    _seed("seed", numbers["seed"], "seed=1")
     _count("views", numbers["views"], 1)
     for name, least in (("epochs", 1), ("batch_size", 1), ("workers", 0)):
         if numbers[name] is not None:
@@ -352,6 +347,19 @@ def _check_arguments(data, **numbers) -> None:
     lr = numbers["lr"]
     if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0):
         raise UsageError(f"lr={lr!r}: expected a positive number", "such as lr=0.002")
+
+
+def _seed(name: str, value, example: str) -> int:
+    """`value`, one seed of the keyword argument `name` (`seed`, `seeds`, `split_seed`), refused by that name
+    unless a whole number in SEED_MIN..SEED_MAX; `example` is the fix, as the caller would write it."""
+    from vipcli.cli.options import SEED_MAX, SEED_MIN
+
+    shown = f"{name}={value!r}" if name != "seeds" else f"seeds: {value!r}"
+    if isinstance(value, bool) or not isinstance(value, int) or value < SEED_MIN:
+        raise UsageError(f"{shown}: expected a whole number of {SEED_MIN} or more", f"such as {example}")
+    if value > SEED_MAX:
+        raise UsageError(f"{shown}: expected at most {SEED_MAX}", f"such as {example}")
+    return value
 
 
 def _listed(name: str, values) -> list:
