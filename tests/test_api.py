@@ -283,3 +283,14 @@ def test_benchmark_names_a_bad_seed_by_the_keyword_argument_it_came_in(world, tm
         with pytest.raises(vip.VipError, match=message):
             vip.benchmark(data, **{"seeds": [1], **sweep, **wrong})
     assert not (tmp_path / "b").exists()
+
+
+def test_benchmark_refuses_a_method_that_is_not_one_id_by_name(world, tmp_path):
+    data, _, _ = world
+    sweep = dict(shots=[1], seeds=[1], backbone="toy", workers=0, out=tmp_path / "b")
+    refused = {r"^methods: None: expected a method id .*such as methods=\['zeroshot', 'vip'\]": ["vip", None],
+               r"^methods: 'zeroshot,vip': .*such as methods=\['zeroshot', 'vip'\], or methods='all'": "zeroshot,vip"}
+    for message, methods in refused.items():
+        with pytest.raises(vip.VipError, match=message):
+            vip.benchmark(data, methods=methods, **sweep)
+    assert not (tmp_path / "b").exists()

@@ -120,7 +120,7 @@ def benchmark(data: str | Path, *, methods: "Iterable[str] | str | None" = None,
         _seed("split_seed", split_seed, "split_seed=1")
     seeds = [_seed("seeds", seed, "seeds=[1, 2, 3]") for seed in _listed("seeds", seeds)]
     config = BenchmarkConfig(
-        data=Path(data), methods=tuple(DEFAULT_METHODS if methods is None else _listed("methods", methods)),
+        data=Path(data), methods=DEFAULT_METHODS if methods is None else _method_ids(methods),
         shots=tuple(_shots(value) for value in _listed("shots", shots)), seeds=tuple(seeds),
         method_options=_method_options(method_options),
         backbone=BackboneSettings(backbone, arch, pretrained, _device_name(device)),
@@ -368,6 +368,18 @@ def _listed(name: str, values) -> list:
     if not listed:
         raise UsageError(f"{name}=[]: expected at least one value")
     return listed
+
+
+def _method_ids(methods) -> tuple[str, ...]:
+    """`methods` as a tuple of method ids (one id alone as a tuple of one); a value that is not an id's text,
+    or `vip benchmark`'s comma-separated form, is refused by name with the list to write instead."""
+    ids = _listed("methods", methods)
+    for value in ids:
+        if not isinstance(value, str) or "," in value:
+            example = [part.strip() for part in value.split(",")] if isinstance(value, str) else ["zeroshot", "vip"]
+            raise UsageError(f"methods: {value!r}: expected a method id (`vip methods list`)",
+                             f"such as methods={example!r}, or methods='all'")
+    return tuple(ids)
 
 
 def _count(name: str, value, least: int) -> int:
