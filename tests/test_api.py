@@ -294,3 +294,11 @@ def test_benchmark_refuses_a_method_that_is_not_one_id_by_name(world, tmp_path):
         with pytest.raises(vip.VipError, match=message):
             vip.benchmark(data, methods=methods, **sweep)
     assert not (tmp_path / "b").exists()
+
+
+def test_benchmark_names_a_setting_no_method_has_as_method_options(world, tmp_path):
+    data, _, _ = world
+    with pytest.raises(vip.VipError, match=r"^method_options\['n_ctx'\]: no benchmarked method has this setting"):
+        vip.benchmark(data, methods="zeroshot", shots=[1], seeds=[1], backbone="toy", workers=0,
+                      method_options={"n_ctx": 8}, out=tmp_path / "b")
+    assert not (tmp_path / "b").exists()
