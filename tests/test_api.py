@@ -302,3 +302,14 @@ def test_benchmark_names_a_setting_no_method_has_as_method_options(world, tmp_pa
         vip.benchmark(data, methods="zeroshot", shots=[1], seeds=[1], backbone="toy", workers=0,
                       method_options={"n_ctx": 8}, out=tmp_path / "b")
     assert not (tmp_path / "b").exists()
+
+
+def test_benchmark_result_help_names_what_summary_holds(world, tmp_path):
+    data, _, root = world
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("VIP_CACHE_DIR", str(root / "cache"))
+        sweep = vip.benchmark(data, methods="zeroshot", shots=[1], seeds=[1], backbone="toy", workers=0,
+                              out=tmp_path / "b")
+    for key in set(sweep.summary[0]) - {"method", "shots", "seeds"}:
+        assert key in vip.BenchmarkResult.__doc__ and key in vip.benchmark.__doc__, key
+    assert "seeds" in vip.BenchmarkResult.__doc__.split("summary:")[1].split("config:")[0]

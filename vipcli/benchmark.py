@@ -74,7 +74,8 @@ class BenchmarkResult:
         class_names: the classes, in logit order.
         rows: one dict per (method, shots, seed) of the requested grid, stored ones included, in sweep
             order, as results.json holds them (test_accuracy, test_macro_f1, ...).
-        summary: per method and shots, the mean and std of each figure over the seeds.
+        summary: per method and shots, one dict: method, shots, seeds, and the mean and sample std over
+            the seeds of test accuracy and macro-F1 (accuracy_mean, accuracy_std, macro_f1_mean, macro_f1_std).
         config: the sweep's stored configuration, matched on resume.
         skipped: rows found finished in `out` and not run again.
         trained: rows run now.
