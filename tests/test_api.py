@@ -225,10 +225,11 @@ def test_errors_about_the_training_arguments_name_them_as_python_does(world, tmp
     refused = {  # (numbers of the wrong range are refused before these checks: see the next test)
         "out": ({"out": result.run_dir}, "(choose another out or pass force=True)"),
         "symptoms": ({"symptoms": "no-such-pack"}, "no-such-pack: no such file, folder or shipped pack"),
+        "data": ({"data": data.parent / "no-such-folder"}, "(pass data='FOLDER' with one subfolder per class)"),
     }
     for name, (arguments, words) in refused.items():
         with pytest.raises(vip.VipError) as raised:
-            vip.train(data, **{**TOY, "out": tmp_path / name, **arguments})
+            vip.train(**{"data": data, **TOY, "out": tmp_path / name, **arguments})
         assert words in str(raised.value) and "--" not in str(raised.value), name
 
 

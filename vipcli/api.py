@@ -462,6 +462,7 @@ _PYTHON_WORDS = [
     (re.compile(r"--coverage (\d[\d.]*\d|\d)"), lambda m: f"coverage={m[1]}"),
     (re.compile(r"--coverage\b"), lambda m: "coverage"),
     (re.compile(r"--device (\w+(?::\d+)?)"), lambda m: f"device='{m[1]}'"),
+    (re.compile(r"--data DIR\b"), lambda m: "data='FOLDER'"),
     (re.compile(r"--force\b"), lambda m: "force=True"),
     (re.compile(r"--no-cache\b"), lambda m: "use_cache=False"),
     (re.compile(r"--(data|shots|method|backbone|arch|pretrained|symptoms|schedule|epochs|batch-size|lr|views|seed|out"
