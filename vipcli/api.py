@@ -67,21 +67,16 @@ def train(data: str | Path, *, shots: int | str | None = 16, method: str = "vip"
     Raises:
         VipError: a folder, option or file that cannot work, before any image is encoded where it can be known.
     """
-    from vipcli import console
-    from vipcli.settings import BackboneSettings, EncodingSettings, ScheduleSettings
     from vipcli.train import TrainConfig
     from vipcli.train import train as train_run
 
     _check_arguments(data, seed=seed, views=views, epochs=epochs, batch_size=batch_size, workers=workers, lr=lr)
     config = TrainConfig(
-        data=Path(data), shots=_shots(shots), method=method, method_options=_method_options(method_options),
-        backbone=BackboneSettings(backbone, arch, pretrained, _device_name(device)),
-        encoding=EncodingSettings(views=views, workers=workers, use_cache=use_cache),
-        schedule=ScheduleSettings(schedule, epochs, batch_size, lr), symptoms=_symptom_sources(symptoms),
-        seed=seed, out=Path(out) if out is not None else None, force=force,
+        shots=_shots(shots), method=method, seed=seed,
+        **_shared_settings(data, backbone, arch, pretrained, device, views, workers, use_cache, schedule, epochs,
+                           batch_size, lr, symptoms, method_options, out, force),
     )
-    with _in_python_words(), console.progress_bar() if progress else contextlib.nullcontext() as bar:
-        return train_run(config, bar)
+    return _run(train_run, config, progress)
 
 
 def benchmark(data: str | Path, *, methods: "Iterable[str] | str | None" = None,
@@ -112,25 +107,39 @@ def benchmark(data: str | Path, *, methods: "Iterable[str] | str | None" = None,
     Raises:
         VipError: a folder, option or file that cannot work, before any image is encoded where it can be known.
     """
-    from vipcli import console
     from vipcli.benchmark import DEFAULT_METHODS, BenchmarkConfig, run_benchmark
-    from vipcli.settings import BackboneSettings, EncodingSettings, ScheduleSettings
 
     _check_arguments(data, seed=1, views=views, epochs=epochs, batch_size=batch_size, workers=workers, lr=lr)
     if split_seed is not None:
         _seed("split_seed", split_seed, "split_seed=1")
     seeds = [_seed("seeds", seed, "seeds=[1, 2, 3]") for seed in _listed("seeds", seeds)]
     config = BenchmarkConfig(
-        data=Path(data), methods=DEFAULT_METHODS if methods is None else _method_ids(methods),
-        shots=tuple(_shots(value) for value in _listed("shots", shots)), seeds=tuple(seeds),
-        method_options=_method_options(method_options),
-        backbone=BackboneSettings(backbone, arch, pretrained, _device_name(device)),
-        encoding=EncodingSettings(views=views, workers=workers, use_cache=use_cache),
-        schedule=ScheduleSettings(schedule, epochs, batch_size, lr), symptoms=_symptom_sources(symptoms),
-        split_seed=split_seed, out=Path(out) if out is not None else None, force=force,
+        methods=DEFAULT_METHODS if methods is None else _method_ids(methods),
+        shots=tuple(_shots(value) for value in _listed("shots", shots)), seeds=tuple(seeds), split_seed=split_seed,
+        **_shared_settings(data, backbone, arch, pretrained, device, views, workers, use_cache, schedule, epochs,
+                           batch_size, lr, symptoms, method_options, out, force),
     )
+    return _run(run_benchmark, config, progress)
+
+
+def _shared_settings(data, backbone, arch, pretrained, device, views, workers, use_cache, schedule, epochs,
+                     batch_size, lr, symptoms, method_options, out, force) -> dict:
+    """The fields `TrainConfig` and `BenchmarkConfig` share, from `train`'s and `benchmark`'s keyword arguments."""
+    from vipcli.settings import BackboneSettings, EncodingSettings, ScheduleSettings
+
+    return dict(data=Path(data), method_options=_method_options(method_options),
+                backbone=BackboneSettings(backbone, arch, pretrained, _device_name(device)),
+                encoding=EncodingSettings(views=views, workers=workers, use_cache=use_cache),
+                schedule=ScheduleSettings(schedule, epochs, batch_size, lr), symptoms=_symptom_sources(symptoms),
+                out=Path(out) if out is not None else None, force=force)
+
+
+def _run(function, config, progress: bool):
+    """`function(config, progress bar or None)`, its errors worded for Python callers."""
+    from vipcli import console
+
     with _in_python_words(), console.progress_bar() if progress else contextlib.nullcontext() as bar:
-        return run_benchmark(config, bar)
+        return function(config, bar)
 
 
 def load(run_dir: str | Path, *, device: "str | torch.device" = "auto") -> "Model":
