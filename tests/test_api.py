@@ -266,6 +266,8 @@ def test_benchmark_gives_the_rows_vip_benchmark_gives_and_resumes_them(world, tm
     assert result.trained == 3 and again.trained == 0 and again.skipped == 3 and result.out == tmp_path / "api"
     assert [(r["method"], str(r["shots"]), r["seeds"]) for r in result.summary] == [
         (r["method"], str(r["shots"]), [1]) for r in result.rows]  # one seed: one summary line per row
+    with pytest.raises(vip.VipError, match="^seeds: None: expected a whole number"):  # None is one value, not a list
+        vip.benchmark(data, seeds=None, **{k: v for k, v in sweep.items() if k != "seeds"})
     with pytest.raises(vip.VipError, match=r"^seeds=\[\]"):
         vip.benchmark(data, seeds=[], **{k: v for k, v in sweep.items() if k != "seeds"})
     with pytest.raises(vip.VipError, match="cocoop"):

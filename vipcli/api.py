@@ -373,8 +373,8 @@ def _seed(name: str, value, example: str) -> int:
 
 
 def _listed(name: str, values) -> list:
-    """`values` as a list, one value alone (a str or a number) as a list of one; an empty list is refused."""
-    listed = [values] if isinstance(values, (str, int)) else list(values)
+    """`values` as a list, one value alone (a str, a number or None) as a list of one; an empty list is refused."""
+    listed = [values] if values is None or isinstance(values, (str, int)) else list(values)
     if not listed:
         raise UsageError(f"{name}=[]: expected at least one value")
     return listed
