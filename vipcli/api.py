@@ -70,7 +70,8 @@ def train(data: str | Path, *, shots: int | str | None = 16, method: str = "vip"
     from vipcli.train import TrainConfig
     from vipcli.train import train as train_run
 
-    _check_arguments(data, seed=seed, views=views, epochs=epochs, batch_size=batch_size, workers=workers, lr=lr)
+    _check_arguments(data, views=views, epochs=epochs, batch_size=batch_size, workers=workers, lr=lr)
+    _seed("seed", seed, "seed=1")
     config = TrainConfig(
         shots=_shots(shots), method=method, seed=seed,
         **_shared_settings(data, backbone, arch, pretrained, device, views, workers, use_cache, schedule, epochs,
@@ -109,7 +110,7 @@ def benchmark(data: str | Path, *, methods: "Iterable[str] | str | None" = None,
     """
     from vipcli.benchmark import DEFAULT_METHODS, BenchmarkConfig, run_benchmark
 
-    _check_arguments(data, seed=1, views=views, epochs=epochs, batch_size=batch_size, workers=workers, lr=lr)
+    _check_arguments(data, views=views, epochs=epochs, batch_size=batch_size, workers=workers, lr=lr)
     if split_seed is not None:
         _seed("split_seed", split_seed, "split_seed=1")
     seeds = [_seed("seeds", seed, "seeds=[1, 2, 3]") for seed in _listed("seeds", seeds)]
@@ -295,9 +296,9 @@ class Model:
     def _note_if_nothing_to_explain(self) -> None:
         """One note on stderr, the first time `explain` is asked of a method that gives no explanation."""
         from vipcli import console
-        from vipcli.methods.base import Method
+        from vipcli.methods.base import gives_explanations
 
-        if not self._told_no_explanation and type(self._predictor.method).explain is Method.explain:
+        if not self._told_no_explanation and not gives_explanations(self._predictor.method):
             console.info(f"note: method '{self.method}' gives no per-symptom explanation; "
                          "Prediction.explanation is None for it")
             self._told_no_explanation = True
@@ -345,11 +346,10 @@ def _loaded(image, position: int):
 
 def _check_arguments(data, **numbers) -> None:
     """Refuse, by the name the caller wrote, a `data` that is not a path and a number of the wrong type or
-    range (the commands' parser does this for their options; here a str seed or a float epochs would
-    fail deep inside, as a Python error naming neither)."""
+    range (the commands' parser does this for their options; here a float epochs would fail deep
+    inside, as a Python error naming neither). Seeds are checked by `_seed`."""
     if not isinstance(data, (str, Path)):
         raise UsageError(f"data={data!r}: expected the path of a folder of class subfolders", "such as data='isic'")
-    _seed("seed", numbers["seed"], "seed=1")
     _count("views", numbers["views"], 1)
     for name, least in (("epochs", 1), ("batch_size", 1), ("workers", 0)):
         if numbers[name] is not None:

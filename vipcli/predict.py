@@ -306,14 +306,13 @@ def predict_to_file(predictor: Predictor, paths: list[Path], out: Path, world=No
     process writes it meanwhile; `vip predict` takes it before loading the model.
     """
     from vipcli import distributed
+    from vipcli.features import decoding_digest
     from vipcli.prediction_files import (RecordFormat, RecordWriter, check_same_images, completed_paths,
                                          finish_output, output_format, part_file, part_files, remove_outputs)
     from vipcli.trust import set_threshold
 
     world = world or distributed.World()
     paths = list({str(p): Path(p) for p in paths}.values())  # an image given twice is recorded once
-    from vipcli.features import decoding_digest
-
     form = RecordFormat(output_format(out), tuple(predictor.class_names), coverage, explain, predictor.model_digest,
                         decoding=decoding_digest([]), dicom_decoding=decoding_digest())  # other images, DICOM files
     set_threshold(predictor.calibration, coverage, predictor.run_dir)  # refuses before any work

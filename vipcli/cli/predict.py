@@ -137,9 +137,9 @@ def _warn_if_folders_name_other_classes(files, class_names: list[str], model) ->
 
 def _note_if_nothing_to_explain(method) -> None:
     """One stderr note when --explain was asked of a method that gives no explanation (the base `explain`)."""
-    from vipcli.methods.base import Method
+    from vipcli.methods.base import gives_explanations
 
-    if type(method).explain is Method.explain:
+    if not gives_explanations(method):
         console.info(f"note: method '{method.id}' gives no per-symptom explanation; --explain shows nothing for it")
 
 

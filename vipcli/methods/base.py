@@ -168,6 +168,11 @@ class StateMismatch(VipError):
 # --- settings -------------------------------------------------------------------------------------
 
 
+def gives_explanations(method: Method) -> bool:
+    """Whether `method` overrides `Method.explain` (the base gives no per-symptom explanation: None)."""
+    return type(method).explain is not Method.explain
+
+
 def settings_fields(settings_class) -> dict[str, dataclasses.Field]:
     """The option fields of a settings dataclass, by name."""
     return {f.name: f for f in dataclasses.fields(settings_class)}
