@@ -238,7 +238,7 @@ def test_train_arguments_of_the_wrong_type_or_range_are_refused_by_name_before_a
     negative seed, which `vip train --seed -1` refuses, trained."""
     data, _, _ = world
     refused = {"seed": ["a", -1, 2**32], "views": ["8", 0], "epochs": [2.5, 0], "batch_size": [0], "workers": [-1],
-               "lr": ["x", 0, True]}
+               "lr": ["x", 0, True], "encode_batch": [0, "64"]}
     for name, values in refused.items():
         for value in values:
             with pytest.raises(vip.VipError, match=f"^{name}="):
@@ -274,7 +274,44 @@ def test_benchmark_gives_the_rows_vip_benchmark_gives_and_resumes_them(world, tm
         vip.benchmark(data, out=tmp_path / "x", **{**sweep, "methods": ["cocoop"]})
 
 
+def test_benchmark_rows_are_the_same_batched_or_not_and_with_any_encode_batch(world, tmp_path):
+    """`batched` and `encode_batch` are `vip benchmark --no-batch` and `--encode-batch`: how the work is
+    grouped, never what it gives."""
+    data, _, root = world
+    sweep = dict(methods=["vip"], shots=[1, 2], seeds=[1, 2], backbone="toy", epochs=2, views=2, workers=0,
+                 device="cpu", use_cache=False)
+    figures = ("method", "shots", "seed", "test_accuracy", "test_macro_f1", "val_accuracy", "val_loss")
+    batched = vip.benchmark(data, out=tmp_path / "batched", **sweep)
+    alone = vip.benchmark(data, out=tmp_path / "alone", batched=False, encode_batch=3, **sweep)
+    assert [{k: r.get(k) for k in figures} for r in batched.rows] == [{k: r.get(k) for k in figures}
+                                                                      for r in alone.rows]
+    assert alone.encoded_views == batched.encoded_views > 0
+    for wrong in ("no", None, 0):
+        with pytest.raises(vip.VipError, match=f"^batched={wrong!r}: expected True or False"):
+            vip.benchmark(data, out=tmp_path / "x", batched=wrong, **sweep)
+    with pytest.raises(vip.VipError, match="^encode_batch=0: expected a whole number of 1 or more"):
+        vip.benchmark(data, out=tmp_path / "x", encode_batch=0, **sweep)
+    assert not (tmp_path / "x").exists()
+
+
+def test_warnings_name_the_keyword_arguments_on_stderr_and_in_the_result(world, tmp_path, capsys):
+    """A shot cap said `--shots 50: ...; capped to 6`, an option a Python caller never wrote."""
+    data, _, root = world
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("VIP_CACHE_DIR", str(root / "cache"))
+        sweep = vip.benchmark(data, methods="vip", shots=[50], seeds=[1], backbone="toy", workers=0, views=2, epochs=1,
+                              device="cpu", out=tmp_path / "b")
+        capsys.readouterr()
+        vip.train(data, **{**TOY, "shots": 50, "out": tmp_path / "run"})
+    trained = capsys.readouterr().err
+    assert sweep.warnings == [f"shots=50: class '{name}' has only 6 readable training images; capped to 6 "
+                              "(see shots_used in results)" for name in ("melanoma", "nevus")]
+    assert "shots=50: class 'melanoma' has only 6 training images; all 6 are used (pass shots=6 or fewer" in trained
+    assert "--" not in trained
+
+
 def test_benchmark_names_a_bad_seed_by_the_keyword_argument_it_came_in(world, tmp_path):
+
     data, _, _ = world
     sweep = dict(methods=["zeroshot"], shots=[1], backbone="toy", workers=0, out=tmp_path / "b")
     refused = {r"^seeds: '1': expected a whole number of 0 or more \(such as seeds=\[1, 2, 3\]\)": dict(seeds=["1"]),

@@ -41,7 +41,8 @@ def train(data: str | Path, *, shots: int | str | None = 16, method: str = "vip"
           method_options: dict | None = None, schedule: str = "auto", epochs: int | None = None,
           batch_size: int | None = None, lr: float | None = None, views: int = 8, seed: int = 1,
           out: str | Path | None = None, force: bool = False, device: "str | torch.device" = "auto",
-          workers: int | None = None, use_cache: bool = True, progress: bool = False) -> TrainResult:
+          workers: int | None = None, encode_batch: int = 64, use_cache: bool = True,
+          progress: bool = False) -> TrainResult:
     """Train a method on a folder of images sorted by class and write its run folder (`vip train`).
 
     Args:
@@ -59,6 +60,7 @@ def train(data: str | Path, *, shots: int | str | None = 16, method: str = "vip"
         out: the run folder (default: a new folder in runs/); `force` replaces an existing one.
         device: "auto", "cpu", "cuda", "cuda:N", "mps", or a torch.device.
         workers: image-decoding processes (default: one per usable core, at most 16).
+        encode_batch: images per image-encoder call; lower it if the GPU runs out of memory.
         use_cache: keep encoded features in the feature cache between runs.
         progress: draw progress bars on stderr (as the command does).
     Returns:
@@ -70,12 +72,13 @@ def train(data: str | Path, *, shots: int | str | None = 16, method: str = "vip"
     from vipcli.train import TrainConfig
     from vipcli.train import train as train_run
 
-    _check_arguments(data, views=views, epochs=epochs, batch_size=batch_size, workers=workers, lr=lr)
+    _check_arguments(data, views=views, epochs=epochs, batch_size=batch_size, workers=workers, lr=lr,
+                     encode_batch=encode_batch)
     _seed("seed", seed, "seed=1")
     config = TrainConfig(
         shots=_shots(shots), method=method, seed=seed,
-        **_shared_settings(data, backbone, arch, pretrained, device, views, workers, use_cache, schedule, epochs,
-                           batch_size, lr, symptoms, method_options, out, force),
+        **_shared_settings(data, backbone, arch, pretrained, device, views, workers, encode_batch, use_cache,
+                           schedule, epochs, batch_size, lr, symptoms, method_options, out, force),
     )
     return _run(train_run, config, progress)
 
@@ -86,8 +89,9 @@ def benchmark(data: str | Path, *, methods: "Iterable[str] | str | None" = None,
               symptoms: "Iterable[str] | Mapping[str, list[str]]" = (), method_options: dict | None = None,
               schedule: str = "auto", epochs: int | None = None, batch_size: int | None = None,
               lr: float | None = None, views: int = 8, split_seed: int | None = None, out: str | Path | None = None,
-              force: bool = False, device: "str | torch.device" = "auto", workers: int | None = None,
-              use_cache: bool = True, progress: bool = False) -> BenchmarkResult:
+              force: bool = False, batched: bool = True, device: "str | torch.device" = "auto",
+              workers: int | None = None, encode_batch: int = 64, use_cache: bool = True,
+              progress: bool = False) -> BenchmarkResult:
     """Compare methods on the same seeded few-shot subsets of a folder (`vip benchmark`), resuming a sweep
     stored in `out`.
 
@@ -99,6 +103,8 @@ def benchmark(data: str | Path, *, methods: "Iterable[str] | str | None" = None,
         split_seed: seed of any split vip makes (default: the stored sweep's, else the first seed).
         out: the results folder (default: benchmarks/<data folder name>); `force` starts it over instead
             of resuming it.
+        batched: train the seeds and shot counts of one prompt method together (one text forward per step
+            for all rows); False runs rows one after another (`--no-batch`). The rows are the same either way.
         The other arguments are `train`'s, applied to every row.
     Returns:
         BenchmarkResult: `out`, `rows` (one dict per method, shots and seed, as results.json holds them),
@@ -110,27 +116,29 @@ def benchmark(data: str | Path, *, methods: "Iterable[str] | str | None" = None,
     """
     from vipcli.benchmark import DEFAULT_METHODS, BenchmarkConfig, run_benchmark
 
-    _check_arguments(data, views=views, epochs=epochs, batch_size=batch_size, workers=workers, lr=lr)
+    _check_arguments(data, views=views, epochs=epochs, batch_size=batch_size, workers=workers, lr=lr,
+                     encode_batch=encode_batch)
     if split_seed is not None:
         _seed("split_seed", split_seed, "split_seed=1")
     seeds = [_seed("seeds", seed, "seeds=[1, 2, 3]") for seed in _listed("seeds", seeds)]
     config = BenchmarkConfig(
         methods=DEFAULT_METHODS if methods is None else _method_ids(methods),
         shots=tuple(_shots(value) for value in _listed("shots", shots)), seeds=tuple(seeds), split_seed=split_seed,
-        **_shared_settings(data, backbone, arch, pretrained, device, views, workers, use_cache, schedule, epochs,
-                           batch_size, lr, symptoms, method_options, out, force),
+        batched=_flag("batched", batched),
+        **_shared_settings(data, backbone, arch, pretrained, device, views, workers, encode_batch, use_cache,
+                           schedule, epochs, batch_size, lr, symptoms, method_options, out, force),
     )
     return _run(run_benchmark, config, progress)
 
 
-def _shared_settings(data, backbone, arch, pretrained, device, views, workers, use_cache, schedule, epochs,
-                     batch_size, lr, symptoms, method_options, out, force) -> dict:
+def _shared_settings(data, backbone, arch, pretrained, device, views, workers, encode_batch, use_cache, schedule,
+                     epochs, batch_size, lr, symptoms, method_options, out, force) -> dict:
     """The fields `TrainConfig` and `BenchmarkConfig` share, from `train`'s and `benchmark`'s keyword arguments."""
     from vipcli.settings import BackboneSettings, EncodingSettings, ScheduleSettings
 
     return dict(data=Path(data), method_options=_method_options(method_options),
                 backbone=BackboneSettings(backbone, arch, pretrained, _device_name(device)),
-                encoding=EncodingSettings(views=views, workers=workers, use_cache=use_cache),
+                encoding=EncodingSettings(views=views, workers=workers, use_cache=use_cache, batch_size=encode_batch),
                 schedule=ScheduleSettings(schedule, epochs, batch_size, lr), symptoms=_symptom_sources(symptoms),
                 out=Path(out) if out is not None else None, force=force)
 
@@ -351,12 +359,20 @@ def _check_arguments(data, **numbers) -> None:
     if not isinstance(data, (str, Path)):
         raise UsageError(f"data={data!r}: expected the path of a folder of class subfolders", "such as data='isic'")
     _count("views", numbers["views"], 1)
+    _count("encode_batch", numbers["encode_batch"], 1)
     for name, least in (("epochs", 1), ("batch_size", 1), ("workers", 0)):
         if numbers[name] is not None:
             _count(name, numbers[name], least)
     lr = numbers["lr"]
     if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0):
         raise UsageError(f"lr={lr!r}: expected a positive number", "such as lr=0.002")
+
+
+def _flag(name: str, value) -> bool:
+    """`value` of the keyword argument `name`, refused unless True or False (a string "false" would be true)."""
+    if type(value).__name__ not in ("bool", "bool_"):  # numpy's bool too
+        raise UsageError(f"{name}={value!r}: expected True or False", f"such as {name}=False")
+    return bool(value)
 
 
 def _seed(name: str, value, example: str) -> int:
@@ -469,11 +485,15 @@ _PYTHON_WORDS = [
     (re.compile(r"^no benchmarked method has the setting '([\w-]+)'$"),
      lambda m: f"method_options['{m[1].replace('-', '_')}']: no benchmarked method has this setting"),
     (re.compile(r"--coverage (\d[\d.]*\d|\d)"), lambda m: f"coverage={m[1]}"),
+    (re.compile(r"--(shots|workers|epochs|views|seed) (\d+)\b"), lambda m: f"{m[1]}={m[2]}"),
+    (re.compile(r"--pretrained (none)\b"), lambda m: f"pretrained='{m[1]}'"),
     (re.compile(r"--coverage\b"), lambda m: "coverage"),
     (re.compile(r"--device (\w+(?::\d+)?)"), lambda m: f"device='{m[1]}'"),
     (re.compile(r"--data DIR\b"), lambda m: "data='FOLDER'"),
     (re.compile(r"--force\b"), lambda m: "force=True"),
     (re.compile(r"--no-cache\b"), lambda m: "use_cache=False"),
+    (re.compile(r"--no-batch\b"), lambda m: "batched=False"),
+    (re.compile(r"--encode-batch\b"), lambda m: "encode_batch"),
     (re.compile(r"--(data|shots|method|backbone|arch|pretrained|symptoms|schedule|epochs|batch-size|lr|views|seed|out"
                 r"|device|workers)(?![\w-])"), lambda m: m[1].replace("-", "_")),
 ]
@@ -488,11 +508,14 @@ def _python_words(text: str | None) -> str | None:
 
 @contextlib.contextmanager
 def _in_python_words():
-    """Re-raise a VipError whose message or fix names an option of the commands (`--method-option n-ctx`,
-    `--coverage`, `--device`, `--epochs`, `--force`) with the keyword argument the caller wrote instead
-    (`method_options['n_ctx']`, `epochs`, `force=True`)."""
+    """Word warnings, and re-raise a VipError whose message or fix names an option of the commands
+    (`--method-option n-ctx`, `--coverage`, `--device`, `--epochs`, `--force`, `--shots 1000`), with the
+    keyword argument the caller wrote instead (`method_options['n_ctx']`, `epochs`, `force=True`, `shots=1000`)."""
+    from vipcli import console
+
     try:
-        yield
+        with console.wording(_python_words):
+            yield
     except VipError as error:
         if not isinstance(error, ImageError):  # its message is the file's name and reason, nothing to reword
             error.message, error.hint = _python_words(error.message), _python_words(error.hint)

@@ -350,8 +350,8 @@ def warn_capped_shots(shots: tuple, order: list[list[int]], class_names: list[st
     for k in dict.fromkeys(s for s in shots if s is not None):
         for name, rows in zip(class_names, order):
             if len(rows) < k:
-                messages.append(f"--shots {k}: class '{name}' has only {len(rows)} readable training images; "
-                                f"capped to {len(rows)} (see shots_used in results)")
+                messages.append(console.worded(f"--shots {k}: class '{name}' has only {len(rows)} readable training "
+                                               f"images; capped to {len(rows)} (see shots_used in results)"))
     for message in messages:
         console.warn(message)
     return messages

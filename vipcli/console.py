@@ -71,12 +71,36 @@ def each_warning_once():
         _warned_here.reset(token)
 
 
+_wording: contextvars.ContextVar = contextvars.ContextVar("vip_wording", default=None)
+
+
+@contextlib.contextmanager
+def wording(rewrite):
+    """Inside this block, warnings are worded by `rewrite(text) -> text` before they are printed or kept.
+
+    `vipcli.api` uses it so that a Python caller reads `shots=1000: class 'melanoma' has only 64 ...`
+    where the command says `--shots 1000: ...`: one wording for stderr and for the warnings a result keeps.
+    """
+    token = _wording.set(rewrite)
+    try:
+        yield
+    finally:
+        _wording.reset(token)
+
+
+def worded(message: str) -> str:
+    """`message` as the caller of this block words it (see `wording`); unchanged outside one."""
+    rewrite = _wording.get()
+    return rewrite(message) if rewrite is not None else message
+
+
 def warn(message: str) -> None:
     """Print one warning line on stderr (rich markup allowed; control characters are escaped).
 
     Text vip does not write itself (a plugin's messages and exceptions, file names) must be passed
     through `rich.markup.escape` first, or `pip install 'pkg[extra]'` loses its `[extra]`.
     """
+    message = worded(message)
     seen = _warned_here.get()
     if seen is not None:
         if message in seen:
