@@ -353,3 +353,17 @@ def test_benchmark_result_help_names_what_summary_holds(world, tmp_path):
     for key in set(sweep.summary[0]) - {"method", "shots", "seeds"}:
         assert key in vip.BenchmarkResult.__doc__ and key in vip.benchmark.__doc__, key
     assert "seeds" in vip.BenchmarkResult.__doc__.split("summary:")[1].split("config:")[0]
+
+
+def test_importing_the_interface_loads_no_torch_until_something_runs():
+    """`import vipcli.api` took 1.5 s (torch, through the result classes' modules) before any call."""
+    import subprocess
+    import sys
+
+    code = ("import sys, vipcli.api as vip; before = 'torch' in sys.modules; "
+            "from vipcli.api import *; import vipcli.train; "
+            "print(before, TrainResult is vipcli.train.TrainResult, 'Prediction' in dir(vip))")
+    shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert shown == ["False", "True", "True"]
+    with pytest.raises(AttributeError, match="has no attribute 'Predictions'"):
+        vip.Predictions
