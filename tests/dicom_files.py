@@ -50,3 +50,20 @@ def ramp(height: int = 64, width: int = 64, top: int = 4095, dtype=np.uint16) ->
     """[H, W] values rising left to right from 0 to `top`."""
     row = np.linspace(0, top, width)
     return np.rint(np.tile(row, (height, 1))).astype(dtype)
+
+
+def without_preamble(path: Path, out: Path, implicit: bool = True, little: bool = True, meta: bool = False) -> Path:
+    """Write DICOM file `path`'s dataset to `out` as older archives and some PACS exports do: no 128-byte
+    preamble and no 'DICM' marker, starting with its first element (an ACR-NEMA style "raw" dataset), in
+    implicit or explicit VR, little or big endian; `meta`: its File Meta group kept at the start."""
+    from pydicom import dcmread
+    from pydicom.filewriter import dcmwrite
+
+    ds = dcmread(path)
+    ds.preamble = None
+    if not meta:
+        del ds.file_meta
+    if not little:  # the pixel bytes as a big-endian file holds them
+        ds.PixelData = np.frombuffer(ds.PixelData, dtype="<u2").astype(">u2").tobytes()
+    dcmwrite(out, ds, enforce_file_format=False, implicit_vr=implicit, little_endian=little)
+    return out

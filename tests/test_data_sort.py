@@ -292,6 +292,73 @@ def test_force_does_not_delete_a_file_put_in_place_of_a_link_of_the_same_name(cl
         assert cli("data", "sort", labels, "--images", images, "--out", copies, "--copy", *extra)[0] == 0
 
 
+def _sorted_copies(cli, tmp_path):
+    """Copies of a.png, b.png in x/ and c.png in y/. Returns (images, labels, sorted folder)."""
+    images = _images(tmp_path / "img", ["a.png", "b.png", "c.png"])
+    labels = _csv(tmp_path / "gt.csv", "image,label\na,x\nb,x\nc,y\n")
+    sorted_folder = tmp_path / "sorted"
+    assert cli("data", "sort", labels, "--images", images, "--out", sorted_folder, "--copy")[0] == 0
+    return images, labels, sorted_folder
+
+
+def _snapshot(folder: Path) -> dict:
+    return {p.relative_to(folder).as_posix(): (p.read_bytes(), p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("edit", ["appended", "same-size-touched"])
+def test_force_does_not_delete_a_copy_edited_in_place(cli, tmp_path, edit):
+    """Entries were checked by name: in a folder of copies, an image re-saved under its own name (after
+    cropping) passed, and --force replaced it by the original."""
+    images, labels, sorted_folder = _sorted_copies(cli, tmp_path)
+    copy = sorted_folder / "x" / "b.png"
+    if edit == "appended":
+        with open(copy, "ab") as handle:
+            handle.write(b"cropped")
+    else:
+        stat = copy.stat()
+        os.utime(copy, ns=(stat.st_atime_ns, stat.st_mtime_ns + 5_000_000_000))
+    before = _snapshot(sorted_folder)
+    code, _, err = cli("data", "sort", labels, "--images", images, "--out", sorted_folder, "--copy", "--force")
+    assert code == 2 and _one_error(err) == (
+        f"error: --out {sorted_folder} holds copies edited since vip data sort wrote them (x/b.png): --force "
+        "would delete them (move the edited files out of the folder, or choose another --out)")
+    assert _snapshot(sorted_folder) == before  # untouched
+    copy.unlink()  # moved out: a copy it wrote, gone, is nothing to keep
+    assert cli("data", "sort", labels, "--images", images, "--out", sorted_folder, "--copy", "--force")[0] == 0
+    assert copy.read_bytes() == (images / "b.png").read_bytes()
+
+
+def test_a_clean_folder_of_copies_sorts_again_with_force_and_records_its_copies(cli, tmp_path):
+    images, labels, sorted_folder = _sorted_copies(cli, tmp_path)
+    record = json.loads((sorted_folder / ".vip-sorted.json").read_text())
+    stat = (sorted_folder / "x" / "a.png").stat()
+    assert sorted(record["copies"]) == ["x/a.png", "x/b.png", "y/c.png"]
+    assert record["copies"]["x/a.png"] == {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    for _ in range(2):
+        code, _, err = cli("data", "sort", labels, "--images", images, "--out", sorted_folder, "--copy", "--force")
+        assert code == 0, err
+    links = tmp_path / "links"  # a folder of links records none: its links are checked as they are
+    assert cli("data", "sort", labels, "--images", images, "--out", links)[0] == 0
+    assert "copies" not in json.loads((links / ".vip-sorted.json").read_text())
+
+
+def test_a_folder_of_copies_sorted_by_an_earlier_vip_is_checked_by_its_names(cli, tmp_path):
+    """A manifest of an earlier vip records no size or time of its copies: an edited one cannot be told."""
+    images, labels, sorted_folder = _sorted_copies(cli, tmp_path)
+    manifest = sorted_folder / ".vip-sorted.json"
+    record = json.loads(manifest.read_text())
+    del record["copies"]
+    manifest.write_text(json.dumps(record))
+    with open(sorted_folder / "x" / "b.png", "ab") as handle:
+        handle.write(b"cropped")
+    (sorted_folder / "y" / "notes.txt").write_text("mine")
+    code, _, err = cli("data", "sort", labels, "--images", images, "--out", sorted_folder, "--copy", "--force")
+    assert code == 2 and "did not write (y/notes.txt): --force would delete them" in _one_error(err)
+    (sorted_folder / "y" / "notes.txt").unlink()
+    assert cli("data", "sort", labels, "--images", images, "--out", sorted_folder, "--copy", "--force")[0] == 0
+
+
 def test_a_folder_sorted_by_an_earlier_vip_is_checked_by_its_counts(cli, tmp_path):
     """A manifest of an earlier vip records how many entries each folder held, not their names."""
     images = _images(tmp_path / "img", ["a.png", "b.png"])

@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip("pydicom", minversion="3.0")
 
-from dicom_files import ramp, write_dicom  # noqa: E402
+from dicom_files import ramp, without_preamble, write_dicom  # noqa: E402
 
 from vipcli.errors import ImageError  # noqa: E402
 from vipcli.images import load_image  # noqa: E402
@@ -139,9 +139,60 @@ def test_a_dicom_cut_off_before_its_pixels_is_called_truncated(tmp_path):
                             "pixel data"
 
 
+NOT_DICOM = "not a DICOM file (no 'DICM' marker at byte 128, and not readable as a DICOM image without one)"
+
+
 def test_a_file_named_dcm_that_is_not_dicom_is_unreadable(tmp_path):
     (tmp_path / "x.dcm").write_bytes(b"not a dicom file" * 20)
-    assert _reason(tmp_path / "x.dcm") == "not a DICOM file (no 'DICM' marker at byte 128)"
+    assert _reason(tmp_path / "x.dcm") == NOT_DICOM
+    from PIL import Image
+
+    Image.new("RGB", (16, 16), (200, 10, 10)).save(tmp_path / "photo.dcm", format="JPEG")
+    assert _reason(tmp_path / "photo.dcm") == NOT_DICOM  # a JPEG named .dcm is never read as a bare dataset
+
+
+# --- DICOM files without the 128-byte preamble and 'DICM' marker (ACR-NEMA style, some PACS exports) --------
+
+
+@pytest.mark.parametrize("style", [dict(), dict(implicit=False), dict(implicit=False, little=False),
+                                   dict(implicit=False, meta=True)],
+                         ids=["implicit-little", "explicit-little", "explicit-big", "file-meta-no-preamble"])
+def test_a_dicom_without_its_preamble_reads_as_the_same_pixels(tmp_path, style):
+    """Such files were refused as "not a DICOM file": pydicom reads them with force=True, without a transfer
+    syntax, which vip then sets from the encoding pydicom found, so that the pixels decode."""
+    pixels = np.random.default_rng(0).integers(0, 65536, size=(24, 20), dtype=np.uint16)  # 16-bit MONOCHROME2
+    full = write_dicom(tmp_path / "full.dcm", pixels, bits_stored=16, WindowCenter=30000, WindowWidth=40000)
+    raw = without_preamble(full, tmp_path / "raw.dcm", **style)
+    assert raw.read_bytes()[128:132] != b"DICM"
+    assert np.array_equal(np.asarray(load_image(raw)), np.asarray(load_image(full)))
+    assert np.array_equal(np.asarray(load_image(raw, min_side=8)), np.asarray(load_image(full, min_side=8)))
+
+
+def test_a_dicom_without_its_preamble_is_refused_with_the_usual_reasons(tmp_path):
+    report = without_preamble(write_dicom(tmp_path / "report.dcm", None), tmp_path / "raw-report.dcm")
+    assert _reason(report) == NOT_DICOM  # read without a marker only when it holds an image
+    frames = write_dicom(tmp_path / "cine.dcm", np.stack([ramp(), ramp()]), frames=2)
+    assert _reason(without_preamble(frames, tmp_path / "raw-cine.dcm")) == \
+        "a multi-frame DICOM (2 frames): export the frame to classify"
+
+
+def test_only_files_named_as_dicom_are_read_without_a_preamble(tmp_path):
+    """A file of any other name is never read with force=True: one without a suffix stays unread (and, having
+    no marker, is not named as a DICOM to rename)."""
+    full = write_dicom(tmp_path / "full.dcm", ramp(8, 8))
+    for name in ("IM000001", "scan.png"):
+        assert _reason(without_preamble(full, tmp_path / name)) == "not an image Pillow can read"
+
+
+def test_a_dicom_without_its_preamble_is_found_by_a_folder_scan_and_keyed_as_a_dicom(tmp_path):
+    from vipcli.features import entry_content
+    from vipcli.images import image_files_under
+
+    raw = without_preamble(write_dicom(tmp_path / "full.dcm", ramp(8, 8)), tmp_path / "RAW.DCM")
+    (tmp_path / "full.dcm").unlink()
+    left_out: list[Path] = []
+    assert image_files_under(tmp_path, left_out) == [raw] and left_out == []
+    assert entry_content(raw, "abc") == entry_content(tmp_path / "x.dcm", "abc")  # the DICOM rule keys it
 
 
 def test_a_dicom_without_a_suffix_given_by_name_says_to_rename_it(tmp_path):
@@ -300,6 +351,9 @@ def _dicom_data(root: Path) -> Path:
 
 def test_vip_trains_on_dicom_files_and_predicts_one(cli, tmp_path):
     data = _dicom_data(tmp_path / "data")
+    for path in (data / "NORMAL" / "4.dcm", data / "PNEUMONIA" / "4.dcm"):  # two exported without a preamble
+        without_preamble(path, path.with_suffix(".DCM"))
+        path.unlink()
     code, _, err = cli("train", "--data", data, "--backbone", "toy", "--shots", "2", "--epochs", "2", "--views", "2",
                        "--out", tmp_path / "run", "--device", "cpu", "--workers", "0")
     assert code == 0, err
@@ -307,3 +361,6 @@ def test_vip_trains_on_dicom_files_and_predicts_one(cli, tmp_path):
     code, out, err = cli("predict", data / "NORMAL" / "0.dcm", "--model", tmp_path / "run")
     assert code == 0, err
     assert out.startswith(f"{data / 'NORMAL' / '0.dcm'}  ") and "Doe" not in out + err, out
+    code, out, err = cli("predict", data / "PNEUMONIA" / "4.DCM", "--model", tmp_path / "run")
+    assert code == 0, err
+    assert out.startswith(f"{data / 'PNEUMONIA' / '4.DCM'}  ") and "Doe" not in out + err, out

@@ -28,6 +28,7 @@ PLUGIN_PACKAGES = ("pydicom", "pylibjpeg", "pylibjpeg-libjpeg", "pylibjpeg-openj
 GRAY = ("MONOCHROME1", "MONOCHROME2")
 INVERSE = "INVERSE"  # a Presentation LUT Shape (2050,0020) displayed inverted after the VOI step
 INSTALL_PYDICOM = "pip install 'pydicom>=3'"
+PIXEL_DATA = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")  # the elements an image's pixels are in
 
 
 def is_dicom_name(path: Path) -> bool:
@@ -71,6 +72,8 @@ def read_dicom(path: Path, max_pixels: int):
     Presentation LUT Shape is INVERSE (once when both: the DICOM standard has MONOCHROME1 X-rays carry
     INVERSE to state that same inversion), so that the image looks as a viewer shows it.
     Colour (RGB, YBR_*, PALETTE COLOR) becomes RGB. pydicom does the DICOM arithmetic throughout.
+    A file without the 128-byte preamble and 'DICM' marker is read as a bare dataset when it holds an
+    image (`path` is named as a DICOM: callers send only such files here).
 
     Args:
         path: the file.
@@ -115,23 +118,56 @@ def _pydicom(path: Path):
 
 
 def _read(pydicom, path: Path):
-    """The dataset of `path` (its pixel data not yet decoded)."""
+    """The dataset of `path` (its pixel data not yet decoded); a file without the 128-byte preamble and
+    'DICM' marker (ACR-NEMA style, some PACS exports) is read as a bare dataset when it holds an image."""
     from pydicom.errors import InvalidDicomError
 
     try:
         return pydicom.dcmread(path)
     except InvalidDicomError:
-        raise ImageError(path, "not a DICOM file (no 'DICM' marker at byte 128)") from None
+        return _read_without_preamble(pydicom, path)
     except OSError:
         raise
     except Exception as error:  # noqa: BLE001 - a damaged header; its values are never quoted (PHI)
         raise ImageError(path, f"damaged DICOM header ({type(error).__name__})") from None
 
 
+def _read_without_preamble(pydicom, path: Path):
+    """The dataset of DICOM-named `path`, which has no 'DICM' marker, read as a bare dataset (pydicom's
+    `force=True`); accepted only when it holds an image (pixel data, Rows and Columns), its transfer
+    syntax set from the encoding pydicom found when the file carries none, so that its pixels decode.
+    Only files named as DICOM come here (`is_dicom_name`): no other file is ever read this way."""
+    refused = ImageError(path, "not a DICOM file (no 'DICM' marker at byte 128, and not readable as a DICOM "
+                               "image without one)")
+    try:
+        dataset = pydicom.dcmread(path, force=True)
+        image = (any(name in dataset for name in PIXEL_DATA) and _int(dataset.get("Rows"), 0) > 0
+                 and _int(dataset.get("Columns"), 0) > 0)
+    except OSError:
+        raise
+    except Exception:  # noqa: BLE001 - bytes that are no DICOM dataset; nothing of them is quoted
+        raise refused from None
+    if not image:
+        raise refused
+    if dataset.file_meta.get("TransferSyntaxUID") is None:
+        dataset.file_meta.TransferSyntaxUID = _syntax_of(dataset.original_encoding)
+    return dataset
+
+
+def _syntax_of(encoding: tuple[bool, bool]):
+    """The uncompressed transfer syntax of a dataset read as (implicit VR, little endian)."""
+    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    implicit, little = encoding
+    if implicit:
+        return ImplicitVRLittleEndian  # the only implicit syntax (and what ACR-NEMA files mostly are)
+    return ExplicitVRLittleEndian if little else ExplicitVRBigEndian
+
+
 def _check_readable(dataset, path: Path, max_pixels: int) -> None:
     """Refuse, before decoding, a dataset without pixel data, of several frames or too many pixels,
     or compressed in a syntax no installed plugin decodes."""
-    if not any(name in dataset for name in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+    if not any(name in dataset for name in PIXEL_DATA):
         if "Rows" in dataset:  # its header describes an image: the file stops before the pixels
             raise ImageError(path, "truncated DICOM file: its header describes an image, but the file ends "
                                    "before the pixel data")

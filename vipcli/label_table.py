@@ -450,6 +450,10 @@ def check_out(out: Path, images: Path, force: bool) -> None:
         if added:
             raise UsageError(f"--out {out} holds files vip data sort did not write ({added}): --force would "
                              "delete them", "move them out of the folder, or sort into a new folder")
+        edited = edited_since(out)
+        if edited:
+            raise UsageError(f"--out {out} holds copies edited since vip data sort wrote them ({edited}): --force "
+                             "would delete them", "move the edited files out of the folder, or choose another --out")
     elif any(out.iterdir()):
         raise UsageError(f"--out {out} already holds files vip did not sort", "pass a new folder")
 
@@ -471,15 +475,21 @@ def layout(folder: Path) -> dict[str, int]:
     return {relative: len(names) for relative, names in entries(folder).items()}
 
 
+def _manifest(out: Path) -> dict | None:
+    """The record in sorted folder `out`'s MANIFEST, or None when it cannot be read as one."""
+    try:
+        record = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
 def added_since(out: Path) -> str | None:
     """What a sorted folder holds that its MANIFEST does not record as written (a run or notes added since,
     a file swapped for another), its first few named ("x/notes.txt, runs"); from a manifest of an earlier
     vip, which recorded counts only, where a count differs ("N entries in FOLDER, M written"). None when
     nothing was added, or when the manifest records neither."""
-    try:
-        record = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+    record = _manifest(out)
     written = record.get("entries") if isinstance(record, dict) else None
     if isinstance(written, dict):
         return _not_written(out, written, links=record.get("files") == "links")
@@ -491,6 +501,42 @@ def added_since(out: Path) -> str | None:
             where = "at its top" if folder == "." else f"in {folder}"
             return f"{count} entries {where}, {recorded.get(folder, 0)} written"
     return None
+
+
+def edited_since(out: Path) -> str | None:
+    """The copies in a sorted folder of copies whose size or modification time differs from what its
+    MANIFEST records as written (an image re-saved in place under its name, after cropping), the first
+    few named ("x/a.png"); a copy since removed is nothing to keep. None when none was edited, or when
+    the manifest records no copies (a folder of links, or a manifest of an earlier vip)."""
+    from vipcli.console import first_few
+
+    record = _manifest(out)
+    copies = record.get("copies") if record is not None else None
+    if not isinstance(copies, dict):
+        return None
+    edited = [name for name, stat in sorted(copies.items()) if _edited(out / name, stat)]
+    return first_few(edited, 3) if edited else None
+
+
+def _edited(path: Path, written) -> bool:
+    """True when file `path` is there, and its size or modification time is not `written`'s
+    ({"size": st_size, "mtime_ns": st_mtime_ns}, as `copy_stats` records them)."""
+    try:
+        now = os.stat(path, follow_symlinks=False)
+    except OSError:
+        return False  # gone: nothing to keep
+    return not isinstance(written, dict) or _stat_of(now) != written
+
+
+def _stat_of(stat: os.stat_result) -> dict[str, int]:
+    """What a sorted folder's MANIFEST records of one copy it wrote."""
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def copy_stats(folder: Path, names: list[str]) -> dict[str, dict[str, int]]:
+    """The size and modification time (`os.stat`'s st_size, st_mtime_ns) of each copy `names` (relative to
+    `folder`, "/"-separated) as written, so that a later --force can tell a copy edited in place."""
+    return {name: _stat_of(os.stat(folder / name, follow_symlinks=False)) for name in sorted(names)}
 
 
 def _not_written(out: Path, written: dict, links: bool) -> str | None:
@@ -513,7 +559,8 @@ def _not_written(out: Path, written: dict, links: bool) -> str | None:
 
 def write_sorted(sorting: Sorting, out: Path, copy: bool, record: dict) -> None:
     """Write `out`/[split/]class/file as links to the images (absolute), or copies with `copy`; whole or
-    not at all (`atomic_folder`). `record` is stored in `out`/MANIFEST.
+    not at all (`atomic_folder`). `record` is stored in `out`/MANIFEST with the entries written and, for
+    copies, each one's size and modification time (`copy_stats`): what a later --force checks.
 
     Raises:
         VipError: the system refuses links (pass --copy), or a file cannot be written.
@@ -521,8 +568,10 @@ def write_sorted(sorting: Sorting, out: Path, copy: bool, record: dict) -> None:
     from vipcli.atomic import atomic_folder
 
     with atomic_folder(out) as staging:
+        copies = []
         for path, split, name in sorting.placed:
             target = staging / (split or "") / name / path.name
+            copies.append(target.relative_to(staging).as_posix())
             try:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 if copy:
@@ -540,4 +589,6 @@ def write_sorted(sorting: Sorting, out: Path, copy: bool, record: dict) -> None:
                                fix) from None
         written = entries(staging)
         record = {**record, "entries": written, "layout": {folder: len(names) for folder, names in written.items()}}
+        if copy:
+            record["copies"] = copy_stats(staging, copies)
         (staging / MANIFEST).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
