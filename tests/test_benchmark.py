@@ -214,6 +214,46 @@ def test_resume_refuses_a_vip_that_decodes_images_by_other_rules(cli, isic_small
     assert code == 0, stderr
 
 
+def test_resume_refuses_images_whose_readability_changed(cli, isic_small, tiny_clip, tmp_path, monkeypatch):
+    """Same bytes, same rules, but a file that could not be read when the sweep began and can now (a DICOM
+    plugin installed since, a vip that reads more files), or the other way round: new rows would have been
+    trained and tested on other images than the stored rows, silently."""
+    import vipcli.features
+    from vipcli.errors import ImageError
+
+    real_load = vipcli.features.load_image
+    hidden = sorted((isic_small / "test" / "nevus").iterdir())[0]
+
+    def load_but_one(path, **options):
+        if Path(path).name == hidden.name:
+            raise ImageError(path, "no decoder for it")
+        return real_load(path, **options)
+
+    out = tmp_path / "bench"
+    base = ("--methods", "linear-probe", "--shots", "1", "--no-cache")
+    monkeypatch.setattr(vipcli.features, "load_image", load_but_one)
+    code, _, stderr = cli(*bench_args(isic_small, tiny_clip, out, *base, "--seeds", "1"))
+    assert code == 0 and f"skipped {hidden}: no decoder for it" in stderr, stderr
+    monkeypatch.setattr(vipcli.features, "load_image", real_load)
+    code, _, stderr = cli(*bench_args(isic_small, tiny_clip, out, *base, "--seeds", "1,2"))
+    assert code == 1 and error_lines(stderr) == [
+        f"error: {out}: 1 image its stored rows were made without can be read now ({hidden}); new rows would use "
+        "other images (pass --force to run the whole sweep again with them, or choose another --out)"], stderr
+    assert len(json.loads((out / "results.json").read_text())["rows"]) == 1  # nothing run, nothing rewritten
+    code, _, stderr = cli(*bench_args(isic_small, tiny_clip, out, *base, "--seeds", "1", "--force"))
+    assert code == 0, stderr
+
+    monkeypatch.setattr(vipcli.features, "load_image", load_but_one)  # read when the sweep began; not now
+    code, _, stderr = cli(*bench_args(isic_small, tiny_clip, out, *base, "--seeds", "1,2"))
+    assert code == 1 and error_lines(stderr)[-1] == (
+        f"error: {out}: 1 image its stored rows were made with cannot be read now ({hidden}: no decoder for it) "
+        "(restore them, or the decoder that read them; or pass --force to run the sweep again without them)"), stderr
+    monkeypatch.setattr(vipcli.features, "load_image", real_load)
+    code, _, stderr = cli(*bench_args(isic_small, tiny_clip, out, *base, "--seeds", "1,2"))
+    assert code == 0, stderr  # the same images as the stored row: resumed
+    assert json.loads((out / "split.json").read_text())["unreadable"] == {}
+
+
 def test_the_dicom_rule_counts_in_the_decoding_digest_only_where_a_dicom_is_read(monkeypatch):
     """A change of how DICOM files are read left no sweep or --out file of JPEGs resumable; only images
     it touches should be refused (as the feature cache re-keys DICOM entries alone)."""

@@ -500,9 +500,45 @@ def _split_record(dataset: Dataset, pool: PreparedData, split_seed: int, seeds, 
         "root": str(root.resolve()), "class_names": dataset.class_names, "origin": dataset.origin,
         "split_seed": split_seed,
         **{name: [[relative(s.path), s.label] for s in dataset.splits[name]] for name in ("train", "val", "test")},
-        "few_shot_order": orders, "unreadable": dict(pool.failures),
+        "few_shot_order": orders,  # files of earlier runs that were not read again now stay listed
+        "unreadable": {**(stored or {}).get("unreadable", {}), **pool.failures},
         **left_out_record(dataset.left_out, lambda paths: [relative(path) for path in paths]),
     }
+
+
+def check_same_readability(stored_split: dict | None, pool: PreparedData, root: Path, out: Path) -> None:
+    """Refuse to resume a sweep whose stored rows were made without images that are readable now (a
+    DICOM plugin installed since, a vip that reads more files), or with images unreadable now: new rows
+    would train and test on other images than the stored ones, and the table would mix them.
+
+    `stored_split` is the sweep's split.json (None, or one of an earlier vip without `unreadable`: not checked).
+    """
+    if not stored_split or not isinstance(stored_split.get("unreadable"), dict):
+        return
+    root = Path(root)
+
+    def resolved(path) -> str:  # split.json's lists hold paths relative to the data folder
+        return str((root / path).resolve())
+
+    # its unreadable files are named as the run read them: under the data folder as it was given
+    was_unreadable = {name for path in stored_split["unreadable"]
+                      for name in (resolved(path), str(Path(path).resolve()))}
+    read_then = {resolved(entry[0]) for name in ("val", "test") for entry in stored_split.get(name, [])
+                 if isinstance(entry, list) and entry}
+    for classes in stored_split.get("few_shot_order", {}).values():
+        read_then.update(resolved(path) for paths in classes.values() for path in paths)
+    read_now = {str(Path(path).resolve()): path for part in (pool.train, pool.val, pool.test) for path in part.paths}
+    now_read = sorted(path for name, path in read_now.items() if name in was_unreadable)
+    if now_read:
+        raise VipError(f"{out}: {len(now_read)} {console.plural(len(now_read), 'image')} its stored rows were made "
+                       f"without can be read now ({console.first_few(now_read, 3)}); new rows would use other images",
+                       "pass --force to run the whole sweep again with them, or choose another --out")
+    now_unread = sorted(path for path in pool.failures if str(Path(path).resolve()) in read_then - was_unreadable)
+    if now_unread:
+        raise VipError(f"{out}: {len(now_unread)} {console.plural(len(now_unread), 'image')} its stored rows were "
+                       f"made with cannot be read now ({console.first_few(now_unread, 3)}: "
+                       f"{pool.failures[now_unread[0]]})",
+                       "restore them, or the decoder that read them; or pass --force to run the sweep again without them")
 
 
 def _prepare(config: BenchmarkConfig, methods: list[tuple[str, type]]) -> dict:
@@ -636,9 +672,11 @@ def _run_sweep(config: BenchmarkConfig, methods: list[tuple[str, type]], progres
         result.encoded_views, result.failures = pool.encoded_views, pool.failures
         result.warnings = warn_capped_shots(trained_shots, readable_order(pool, dataset, config.seeds[0]),
                                             dataset.class_names)  # only shots some pending row trains with
+        stored_split = _read_json(out / "split.json") if stored else None
+        check_same_readability(stored_split, pool, dataset.root, out)  # before any row: rows of one set of images
         out.mkdir(parents=True, exist_ok=True)
         split = _split_record(dataset, pool, context["record"]["split_seed"], config.seeds, config.shots,
-                              _read_json(out / "split.json") if stored else None)
+                              stored_split)
         write_atomic(out / "split.json", json.dumps(split, indent=2))
         result.trained = run_pending(pending, rows, context, progress)
     result.rows = [rows[(name, str(shots), seed)] for name, _, shots, seed in jobs]
