@@ -115,12 +115,17 @@ def test_gallery_ranks_symptoms_by_their_contribution():
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
-def test_out_of_another_model_with_the_same_classes_is_refused(cli, two_runs, tmp_path, suffix):
+def test_out_of_another_model_with_the_same_classes_is_refused(cli, two_runs, tmp_path, suffix, monkeypatch):
+    """Refused before the backbone loads (it was refused after: seconds to minutes for a large one)."""
+    import vipcli.registry
+
     data, run, other = two_runs
     out = tmp_path / f"p{suffix}"
     assert cli("predict", data / "test", "--model", run, "--out", out, "--workers", "0")[0] == 0
     before = out.read_bytes()
-    code, _, err = cli("predict", data / "test", "--model", other, "--out", out, "--workers", "0")
+    with monkeypatch.context() as patch:
+        patch.setattr(vipcli.registry, "load_backbone", lambda *a, **k: pytest.fail("the backbone was loaded"))
+        code, _, err = cli("predict", data / "test", "--model", other, "--out", out, "--workers", "0")
     assert code == 2 and error_lines(err) == [error_lines(err)[0]]
     assert "holds predictions of another model" in err and "--force" in err
     assert out.read_bytes() == before

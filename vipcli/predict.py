@@ -289,6 +289,30 @@ class FileRun:
     merged: object | None = None  # vipcli.prediction_files.MergeSummary, on rank 0 only
 
 
+def record_format(out: Path, class_names, coverage: float | None, explain: bool, digest: str):
+    """The `RecordFormat` of the records a model of `digest` writes into `out` (JSONL or CSV by suffix)."""
+    from vipcli.features import decoding_digest
+    from vipcli.prediction_files import RecordFormat, output_format
+
+    return RecordFormat(output_format(out), tuple(class_names), coverage, explain, digest,
+                        decoding=decoding_digest([]), dicom_decoding=decoding_digest())  # other images, DICOM files
+
+
+def check_resumable(run_dir: Path, paths: list[Path], out: Path, coverage: float | None, explain: bool) -> None:
+    """Before the model loads: refuse an `out` begun by another model, for other classes, options,
+    decoding rules or images, as `predict_to_file` would after loading it (a large backbone takes
+    seconds to minutes to load). Reads the run's checkpoint and `out`; writes nothing."""
+    from vipcli.checkpoint import read_checkpoint
+    from vipcli.prediction_files import check_same_images, completed_paths, part_files
+
+    existing = [Path(out), *part_files(out)]
+    if not any(file.exists() for file in existing):
+        return
+    _, meta = read_checkpoint(run_dir)
+    form = record_format(out, meta["class_names"], coverage, explain, model_digest(run_dir)).resuming(existing)
+    check_same_images(completed_paths(out, form), list({str(p): p for p in paths}), out)
+
+
 def predict_to_file(predictor: Predictor, paths: list[Path], out: Path, world=None, force: bool = False,
                     explain: bool = False, cache=None, workers: int = 2, batch_size: int = 64, progress=None,
                     coverage: float | None = None, chunk: int | None = None) -> FileRun:
@@ -306,15 +330,13 @@ def predict_to_file(predictor: Predictor, paths: list[Path], out: Path, world=No
     process writes it meanwhile; `vip predict` takes it before loading the model.
     """
     from vipcli import distributed
-    from vipcli.features import decoding_digest
-    from vipcli.prediction_files import (RecordFormat, RecordWriter, check_same_images, completed_paths,
-                                         finish_output, output_format, part_file, part_files, remove_outputs)
+    from vipcli.prediction_files import (RecordWriter, check_same_images, completed_paths, finish_output, part_file,
+                                         part_files, remove_outputs)
     from vipcli.trust import set_threshold
 
     world = world or distributed.World()
     paths = list({str(p): Path(p) for p in paths}.values())  # an image given twice is recorded once
-    form = RecordFormat(output_format(out), tuple(predictor.class_names), coverage, explain, predictor.model_digest,
-                        decoding=decoding_digest([]), dicom_decoding=decoding_digest())  # other images, DICOM files
+    form = record_format(out, predictor.class_names, coverage, explain, predictor.model_digest)
     set_threshold(predictor.calibration, coverage, predictor.run_dir)  # refuses before any work
     if force and world.main:
         remove_outputs(out)

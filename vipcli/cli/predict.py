@@ -73,6 +73,10 @@ def _predict(paths, model, explain, as_json, backbone, device, no_cache, workers
         from rich.markup import escape
 
         console.warn(escape(left_out_warning(left_out)))
+    if out is not None and not force:
+        from vipcli.predict import check_resumable
+
+        check_resumable(model, files, out, coverage, explain)  # an --out of another model: before it loads
     predictor = load_predictor(model, distributed.rank_device(device, world), backbone)
     if world.main:
         _warn_if_folders_name_other_classes(files, predictor.class_names, model)
