@@ -254,6 +254,48 @@ def test_resume_refuses_images_whose_readability_changed(cli, isic_small, tiny_c
     assert json.loads((out / "split.json").read_text())["unreadable"] == {}
 
 
+def test_resume_with_the_data_folder_given_another_way(cli, isic_small, tiny_clip, tmp_path, monkeypatch):
+    """The same folder given relative, absolute, or from another working directory is the same sweep:
+    it resumes (it was refused as "files were added, removed or moved since"), and an image unreadable
+    then and now (split.json names it as the run read it) is not taken for one that became unreadable."""
+    (isic_small / "test" / "nevus" / "zz_broken.jpg").write_bytes(b"not an image")
+    out = tmp_path / "bench"
+    base = ("--methods", "linear-probe", "--shots", "1", "--no-cache")
+    monkeypatch.chdir(tmp_path)
+    code, _, stderr = cli(*bench_args(Path("isic"), tiny_clip, out, *base, "--seeds", "1"))
+    assert code == 0 and "skipped isic/test/nevus/zz_broken.jpg" in stderr, stderr
+    code, stdout, stderr = cli(*bench_args(isic_small.resolve(), tiny_clip, out, *base, "--seeds", "1,2"))
+    assert code == 0 and "1 rows run, 1 resumed from earlier" in stdout, stderr
+    monkeypatch.chdir(isic_small / "train")
+    code, stdout, stderr = cli(*bench_args(Path(".."), tiny_clip, out, *base, "--seeds", "1,2,3"))
+    assert code == 0 and "1 rows run, 2 resumed from earlier" in stdout, stderr
+    assert json.loads((out / "split.json").read_text())["unreadable"] == {
+        "test/nevus/zz_broken.jpg": "not an image Pillow can read"}  # named as the split's lists name files
+
+
+def test_resume_a_sweep_of_an_earlier_vip_that_named_files_as_given(cli, isic_small, tiny_clip, tmp_path,
+                                                                     monkeypatch):
+    """An earlier vip digested the split, and named split.json's unreadable files, as its run was given
+    them: such a sweep, resumed with the folder given as then, goes on, and its names are made relative."""
+    from vipcli.benchmark import split_digest
+    from vipcli.data import load_dataset
+
+    (isic_small / "test" / "nevus" / "zz_broken.jpg").write_bytes(b"not an image")
+    out = tmp_path / "bench"
+    base = ("--methods", "linear-probe", "--shots", "1", "--no-cache")
+    monkeypatch.chdir(tmp_path)
+    assert cli(*bench_args(Path("isic"), tiny_clip, out, *base, "--seeds", "1"))[0] == 0
+    results, split = (json.loads((out / name).read_text()) for name in ("results.json", "split.json"))
+    results["config"]["split_digest"] = split_digest(load_dataset(Path("isic"), seed=1), as_given=True)
+    split["unreadable"] = {"isic/test/nevus/zz_broken.jpg": "not an image Pillow can read"}
+    (out / "results.json").write_text(json.dumps(results))
+    (out / "split.json").write_text(json.dumps(split))
+    code, stdout, stderr = cli(*bench_args(Path("isic"), tiny_clip, out, *base, "--seeds", "1,2"))
+    assert code == 0 and "1 rows run, 1 resumed from earlier" in stdout, stderr
+    assert json.loads((out / "split.json").read_text())["unreadable"] == {
+        "test/nevus/zz_broken.jpg": "not an image Pillow can read"}
+
+
 def test_the_dicom_rule_counts_in_the_decoding_digest_only_where_a_dicom_is_read(monkeypatch):
     """A change of how DICOM files are read left no sweep or --out file of JPEGs resumable; only images
     it touches should be refused (as the feature cache re-keys DICOM entries alone)."""

@@ -14,6 +14,7 @@ import csv
 import hashlib
 import io
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -455,10 +456,19 @@ def content_digest(dataset: Dataset) -> str:
     return hashlib.sha256("\n".join(digests).encode()).hexdigest()[:16]
 
 
-def split_digest(dataset: Dataset) -> str:
-    """A short digest of the exact files and labels of every split."""
-    blob = json.dumps({name: [[str(s.path), s.label] for s in samples] for name, samples in dataset.splits.items()})
+def split_digest(dataset: Dataset, as_given: bool = False) -> str:
+    """A short digest of the exact files and labels of every split, named relative to the data folder:
+    the same however the folder is given (relative, absolute, from another working directory).
+    `as_given`: named as the run read them, as an earlier vip digested them (`upgrade_split_digest`)."""
+    root = Path(dataset.root)
+    name_of = str if as_given else (lambda path: relative_to_data(path, root))
+    blob = json.dumps({name: [[name_of(s.path), s.label] for s in samples] for name, samples in dataset.splits.items()})
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def relative_to_data(path, root: Path) -> str:
+    """`path` relative to the data folder `root` (both as the run was given them), as split.json names files."""
+    return str(Path(path).relative_to(root)) if Path(path).is_relative_to(root) else str(path)
 
 
 def config_record(config: BenchmarkConfig, backbone, dataset: Dataset, split_seed: int, symptoms: dict,
@@ -488,7 +498,7 @@ def _split_record(dataset: Dataset, pool: PreparedData, split_seed: int, seeds, 
     root = Path(dataset.root)
 
     def relative(path) -> str:
-        return str(Path(path).relative_to(root)) if Path(path).is_relative_to(root) else str(path)
+        return relative_to_data(path, root)
 
     largest = None if any(s is None for s in shots) else max(shots)
     orders = dict((stored or {}).get("few_shot_order", {}))
@@ -501,9 +511,20 @@ def _split_record(dataset: Dataset, pool: PreparedData, split_seed: int, seeds, 
         "split_seed": split_seed,
         **{name: [[relative(s.path), s.label] for s in dataset.splits[name]] for name in ("train", "val", "test")},
         "few_shot_order": orders,  # files of earlier runs that were not read again now stay listed
-        "unreadable": {**(stored or {}).get("unreadable", {}), **pool.failures},
+        "unreadable": {**{_data_relative(path, root): reason for path, reason in (stored or {}).get("unreadable",
+                                                                                                  {}).items()},
+                       **{relative(path): reason for path, reason in pool.failures.items()}},
         **left_out_record(dataset.left_out, lambda paths: [relative(path) for path in paths]),
     }
+
+
+def _data_relative(key: str, root: Path) -> str:
+    """A file named in a stored split.json's `unreadable`, relative to the data folder `root` (given as now):
+    an earlier vip named them as its run read them (relative to the working directory, or absolute)."""
+    if not Path(key).is_absolute() and (root / key).exists():
+        return key  # already relative to the data folder
+    path, top = Path(os.path.abspath(key)), Path(os.path.abspath(root))
+    return str(path.relative_to(top)) if path.is_relative_to(top) else key
 
 
 def check_same_readability(stored_split: dict | None, pool: PreparedData, root: Path, out: Path) -> None:
@@ -567,7 +588,7 @@ def _prepare(config: BenchmarkConfig, methods: list[tuple[str, type]]) -> dict:
     record = config_record(config, backbone, dataset, split_seed, symptoms, content)
     check_prompts(methods, backbone, dataset.class_names, symptoms, config.method_options)
     if stored is not None:
-        check_matches(upgrade_stored_config(stored), record, out)
+        check_matches(upgrade_split_digest(upgrade_stored_config(stored), dataset), record, out)
         record["symptoms"] = symptoms or stored["config"].get("symptoms") or {}
     return {"config": config, "out": out, "stored": stored, "dataset": dataset, "symptoms": symptoms,
             "world": world, "device": device, "backbone": backbone, "record": record, "class_names": dataset.class_names}
@@ -589,6 +610,15 @@ def upgrade_stored_config(stored: dict) -> dict:
         n_ctx = config.pop("n_ctx", 4)
         config["method_options"] = {} if n_ctx == 4 else {"n_ctx": n_ctx}
     return {**stored, "config": config}
+
+
+def upgrade_split_digest(stored: dict, dataset: Dataset) -> dict:
+    """A results.json of an earlier vip, whose split digest named the files as that run was given them,
+    with this version's digest (files relative to the data folder) when it is of these same files."""
+    config = stored.get("config", {})
+    if config.get("split_digest") != split_digest(dataset, as_given=True):
+        return stored
+    return {**stored, "config": {**config, "split_digest": split_digest(dataset)}}
 
 
 def run_benchmark(config: BenchmarkConfig, progress=None) -> BenchmarkResult:
