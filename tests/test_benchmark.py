@@ -296,6 +296,21 @@ def test_resume_a_sweep_of_an_earlier_vip_that_named_files_as_given(cli, isic_sm
         "test/nevus/zz_broken.jpg": "not an image Pillow can read"}
 
 
+def test_a_resume_with_fewer_shots_keeps_the_stored_few_shot_order(cli, isic_small, tiny_clip, tmp_path):
+    """split.json's few-shot order of a seed is what its stored rows trained on (the first K per class):
+    a resume with fewer shots cut it to its own K, losing the record of the stored rows' images (and with
+    it the check that they are still readable when the sweep goes on with more shots again)."""
+    out = tmp_path / "bench"
+    base = ("--shots", "4", "--seeds", "1", "--no-cache")
+    assert cli(*bench_args(isic_small, tiny_clip, out, "--methods", "linear-probe", *base))[0] == 0
+    before = json.loads((out / "split.json").read_text())["few_shot_order"]
+    code, _, stderr = cli(*bench_args(isic_small, tiny_clip, out, "--methods", "linear-probe,zeroshot", "--shots",
+                                      "1", "--seeds", "1", "--no-cache"))
+    assert code == 0, stderr
+    assert json.loads((out / "split.json").read_text())["few_shot_order"] == before
+    assert [len(paths) for paths in before["1"].values()] == [4, 4]
+
+
 def test_the_dicom_rule_counts_in_the_decoding_digest_only_where_a_dicom_is_read(monkeypatch):
     """A change of how DICOM files are read left no sweep or --out file of JPEGs resumable; only images
     it touches should be refused (as the feature cache re-keys DICOM entries alone)."""

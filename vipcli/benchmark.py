@@ -504,7 +504,10 @@ def _split_record(dataset: Dataset, pool: PreparedData, split_seed: int, seeds, 
     orders = dict((stored or {}).get("few_shot_order", {}))
     for seed in seeds:
         order = readable_order(pool, dataset, seed)
-        orders[str(seed)] = {name: [relative(pool.train.paths[i]) for i in rows[:largest]]
+        kept = orders.get(str(seed)) if isinstance(orders.get(str(seed)), dict) else {}
+        # a resume with fewer shots keeps the longer order its stored rows trained on (one readable order)
+        orders[str(seed)] = {name: max([relative(pool.train.paths[i]) for i in rows[:largest]],
+                                       list(kept.get(name) or []), key=len)
                              for name, rows in zip(dataset.class_names, order)}
     return {
         "root": str(root.resolve()), "class_names": dataset.class_names, "origin": dataset.origin,
