@@ -123,7 +123,8 @@ def benchmark(data: str | Path, *, methods: "Iterable[str] | str | None" = None,
         out: the results folder (default: benchmarks/<data folder name>); `force` starts it over instead
             of resuming it.
         batched: train the seeds and shot counts of one prompt method together (one text forward per step
-            for all rows); False runs rows one after another (`--no-batch`). The rows are the same either way.
+            for all rows); False runs rows one after another (`--no-batch`), with the same results up to float
+            rounding.
         The other arguments are `train`'s, applied to every row.
     Returns:
         BenchmarkResult: `out`, `rows` (one dict per method, shots and seed, as results.json holds them),
