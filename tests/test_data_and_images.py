@@ -236,7 +236,7 @@ def test_training_skips_and_lists_unreadable_files(cli, isic_small, tiny_clip, t
     assert code == 0, err
     assert "skipped" in err and "zero.jpg: empty file" in err and "notes.png: not an image" in err
     split = json.loads((tmp_path / "run" / "split.json").read_text())
-    assert set(split["unreadable"]) == {str(isic_small / "train/nevus/zero.jpg"), str(isic_small / "test/melanoma/notes.png")}
+    assert set(split["unreadable"]) == {"train/nevus/zero.jpg", "test/melanoma/notes.png"}  # as its lists name files
     assert len(split["train_subset"]) == 12
 
 

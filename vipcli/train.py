@@ -303,7 +303,7 @@ def write_train_run(run_dir, config, method, backbone, dataset, data, symptoms, 
         "train_subset": relative(data.train.paths) if method.uses_shots else [],
         **{name: [[p, s.label] for p, s in zip(relative([s.path for s in dataset.splits[name]]), dataset.splits[name])]
            for name in ("train", "val", "test")},
-        "unreadable": dict(data.failures),
+        "unreadable": dict(zip(relative(list(data.failures)), data.failures.values())),  # as the lists name files
         **left_out_record(dataset.left_out, relative),
     }
     write_run(run_dir, method.state_tensors(), metadata, split, metrics, force=config.force,
