@@ -400,7 +400,7 @@ def test_a_touched_weights_file_of_an_earlier_run_or_sweep_is_not_said_to_differ
 
     from safetensors.torch import save_file
 
-    from vipcli.benchmark import check_matches
+    from vipcli.sweep_folder import check_matches
     from vipcli.errors import VipError
     from vipcli.predict import backbone_warning
 

@@ -277,7 +277,7 @@ def test_resume_a_sweep_of_an_earlier_vip_that_named_files_as_given(cli, isic_sm
                                                                      monkeypatch):
     """An earlier vip digested the split, and named split.json's unreadable files, as its run was given
     them: such a sweep, resumed with the folder given as then, goes on, and its names are made relative."""
-    from vipcli.benchmark import split_digest
+    from vipcli.sweep_folder import split_digest
     from vipcli.data import load_dataset
 
     (isic_small / "test" / "nevus" / "zz_broken.jpg").write_bytes(b"not an image")
@@ -413,7 +413,7 @@ def test_means_halfway_between_two_figures_round_the_same_way_everywhere():
     """Two seeds: every mean of two 2-decimal figures with an odd sum is exactly halfway. Rounded in
     float, 51.665 became 51.66 but 53.335 53.34 (and 32.955 32.95); in decimal, each rounds half up,
     in results.json's summary, the printed table and the HTML report alike."""
-    from vipcli.benchmark import summarize
+    from vipcli.sweep_folder import summarize
     from vipcli.metrics import mean_of_figures
     from vipcli.report.benchmark import _mean_std as report_cell
 
@@ -433,7 +433,7 @@ def test_means_over_seeds_come_from_the_confusion_matrices_not_the_rounded_figur
     """Three seeds right on 1, 2 and 4 of 9 images: the stored figures 11.11, 22.22 and 44.44 average
     to 25.92, the exact accuracies to 25.925925... = 25.93, which the summary, the HTML report's table
     and the printed table all show."""
-    from vipcli.benchmark import summarize
+    from vipcli.sweep_folder import summarize
     from vipcli.report.benchmark import _tables
 
     rows = []

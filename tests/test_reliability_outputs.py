@@ -170,9 +170,9 @@ def test_damaged_metadata_of_a_0_1_0_run_is_one_line_too(cli, tmp_path):
 
 def test_a_disk_that_fills_up_during_a_sweep_is_one_line_and_the_sweep_resumes(cli, isic_small, tiny_clip, tmp_path,
                                                                                  monkeypatch):
-    import vipcli.benchmark as benchmark
+    import vipcli.sweep_folder as sweep_folder
 
-    real, calls = benchmark.write_atomic, []
+    real, calls = sweep_folder.write_atomic, []
 
     def full_after_two(path, text):
         calls.append(path)
@@ -183,11 +183,11 @@ def test_a_disk_that_fills_up_during_a_sweep_is_one_line_and_the_sweep_resumes(c
     out = tmp_path / "bench"
     args = ["benchmark", "--data", isic_small, "--arch", tiny_clip, "--pretrained", "none", "--methods",
             "zeroshot", "--seeds", "1,2", "--views", "2", "--out", out, "--device", "cpu", "--workers", "0"]
-    monkeypatch.setattr(benchmark, "write_atomic", full_after_two)
+    monkeypatch.setattr(sweep_folder, "write_atomic", full_after_two)
     code, _, err = cli(*args)
     [line] = error_lines(err)
     assert code == 1 and "no space left on the device" in line and "run the same command again to resume" in line
-    monkeypatch.setattr(benchmark, "write_atomic", real)
+    monkeypatch.setattr(sweep_folder, "write_atomic", real)
     code, _, err = cli(*args)
     assert code == 0 and "1 finished rows skipped" in err
 

@@ -151,11 +151,12 @@ def _measure_speed(config: SpeedConfig, progress=None) -> dict:
     from dataclasses import asdict
 
     from vipcli.atomic import write_atomic
-    from vipcli.benchmark import check_speed_out, default_out
+    from vipcli.benchmark import default_out
     from vipcli.data import load_dataset
     from vipcli.devices import resolve_device
     from vipcli.preflight import check_output_folder
     from vipcli.schedule import resolve_schedule
+    from vipcli.sweep_folder import check_speed_out
 
     check_output_folder(config.out or default_out(config.data))  # before any work
     check_speed_out(Path(config.out or default_out(config.data)), config.data)

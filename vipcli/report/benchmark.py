@@ -24,7 +24,7 @@ METRICS = (("test_accuracy", "test accuracy %"), ("test_macro_f1", "test macro-F
 
 def read_results(folder: Path) -> dict:
     """results.json of a benchmark folder (a clear error when it is not one)."""
-    from vipcli.benchmark import RESULTS_FORMAT
+    from vipcli.sweep_folder import RESULTS_FORMAT
 
     path = Path(folder) / "results.json"
     try:

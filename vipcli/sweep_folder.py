@@ -1,0 +1,268 @@
+"""A benchmark sweep's results folder: what it stores and what must match to resume it.
+
+`results.json` (the settings, every finished row and their summary over seeds) and `results.csv`
+are rewritten atomically after each row or batched group; `split.json` lists the images behind the
+rows. A sweep resumes only where the stored rows were made with the same data, images (their bytes
+and whether each could be read), decoding rules, backbone, views and schedule: otherwise its table
+would mix rows of other inputs. `vipcli.benchmark` runs the sweep; this module keeps its records.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+from pathlib import Path
+
+from vipcli import console
+from vipcli.atomic import write_atomic
+from vipcli.data import Dataset
+from vipcli.errors import VipError
+from vipcli.featuresets import PreparedData
+from vipcli.metrics import mean_and_std, row_figure
+from vipcli.weights_identity import legacy_weights_unverifiable, same_backbone
+
+RESULTS_FORMAT = "vip-benchmark"
+RESULTS_VERSION = 1
+ROW_FIELDS = (
+    "method", "shots", "seed", "shots_used", "n_train", "epochs", "best_epoch", "val_accuracy", "val_macro_f1",
+    "val_auroc", "test_accuracy", "test_macro_f1", "test_auroc", "test_confusion_matrix", "fit_s", "finished_at",
+)
+OWN_FILES = {"results.json", "results.csv", "split.json", "shots.png", "speed.json", "report.html"}  # what --out may hold
+MATCHED_KEYS = ("data", "backbone", "arch", "pretrained", "backbone_fingerprint", "views", "schedule", "epochs",
+                "batch_size", "lr", "method_options", "split_seed", "split_digest")
+
+
+# --- the folder and its settings -------------------------------------------------------------
+
+
+def read_stored(out: Path) -> dict | None:
+    """The results.json of an earlier sweep in `out` (None if there is none)."""
+    path = out / "results.json"
+    if not path.is_file():
+        _refuse_foreign_files(out, "choose an empty or new --out folder")
+        return None
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise VipError(f"{path} is unreadable ({error})", "pass --force to start this benchmark over") from None
+    if stored.get("format") != RESULTS_FORMAT or not isinstance(stored.get("rows"), list):
+        raise VipError(f"{path} is not a vip benchmark results file", "pass --force or choose another --out")
+    return stored
+
+
+def check_speed_out(out: Path, data: Path) -> None:
+    """`vip benchmark --speed` writes speed.json into a benchmark folder: refuse one that holds other
+    files, or a benchmark of another data set (its report would show this data's speed beside it)."""
+    _refuse_foreign_files(out, "choose an empty or new --out folder, or the benchmark folder of this data")
+    try:
+        stored = json.loads((out / "results.json").read_text())
+    except (OSError, ValueError):
+        return
+    stored_data = (stored.get("config") or {}).get("data") if isinstance(stored, dict) else None
+    if stored_data and stored_data != str(Path(data).resolve()):
+        raise VipError(f"--out {out} holds a benchmark of other data ({stored_data})",
+                       "choose another --out, or that benchmark's --data")
+
+
+def _refuse_foreign_files(out: Path, hint: str) -> None:
+    """VipError (with `hint`) if `out` holds files a benchmark did not write."""
+    foreign = _foreign_files(out)
+    if foreign:
+        raise VipError(f"--out {out} holds files of something else ({', '.join(foreign[:3])})", hint)
+
+
+def _foreign_files(out: Path) -> list[str]:
+    """Names in `out` that a benchmark did not write (temp files of an interrupted write excepted)."""
+    if not out.is_dir():
+        return []
+    return sorted(p.name for p in out.iterdir() if p.name not in OWN_FILES and not p.name.startswith("."))
+
+
+def check_matches(stored: dict, current: dict, out: Path) -> None:
+    """Refuse to mix rows made with other data, backbone, views or schedule overrides."""
+    before = stored.get("config", {})
+    differ = [key for key in MATCHED_KEYS if before.get(key) != current.get(key)]
+    if "backbone_fingerprint" in differ and same_backbone(before.get("backbone_fingerprint"), before.get(
+            "backbone_describe"), current.get("backbone_fingerprint"), current.get("backbone_describe")):
+        differ.remove("backbone_fingerprint")  # weights recorded by an earlier vip's path/size/mtime: the same file
+    for key in ("content_digest", "decoding"):  # absent from benchmarks begun by an earlier vip: not checked there
+        if key in before and before[key] != current.get(key):
+            differ.append(key)
+    old, new = before.get("symptoms") or {}, current.get("symptoms") or {}
+    if old and new and old != new:
+        differ.append("symptoms")
+    unverifiable = legacy_weights_unverifiable(before.get("backbone_describe"), current.get("backbone_describe"))
+    if differ == ["backbone_fingerprint"] and unverifiable:
+        raise VipError(f"{out}/results.json, begun by an earlier vip, names {unverifiable}: vip cannot tell "
+                       f"whether its rows were made with these weights", "pass --force to start over, or choose "
+                       "another --out")
+    if differ:
+        detail = "; ".join(_difference(key, before.get(key), current.get(key)) for key in differ if key != "symptoms")
+        raise VipError(f"{out}/results.json was made with other settings ({detail or 'symptoms differ'})",
+                       "rerun with the stored settings to resume, pass --force to start over, or choose another --out")
+
+
+def _difference(key: str, stored, now) -> str:
+    """One stored setting against the current one, as the refusal names it."""
+    if key == "content_digest":
+        return "the images' content: some image files were replaced (or could not be read) since"
+    if key == "split_digest":
+        return "the images: files were added, removed or moved since"
+    if key == "decoding":
+        return "how images are decoded: this vip reads images by other rules than the vip that began it"
+    return f"{key}: stored {_setting(stored)}, now {_setting(now)}"
+
+
+def _setting(value) -> str:
+    """A setting as a user types it: 8, 0.002, none; a dict as key=value pairs."""
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in value.items()) or "none"
+    return "none" if value is None else str(value)
+
+
+def upgrade_stored_config(stored: dict) -> dict:
+    """A results.json of vip 0.1.0 (with `n_ctx`) as this version writes it (with `method_options`)."""
+    config = dict(stored.get("config", {}))
+    if "method_options" not in config:
+        n_ctx = config.pop("n_ctx", 4)
+        config["method_options"] = {} if n_ctx == 4 else {"n_ctx": n_ctx}
+    return {**stored, "config": config}
+
+
+def upgrade_split_digest(stored: dict, dataset: Dataset) -> dict:
+    """A results.json of an earlier vip, whose split digest named the files as that run was given them,
+    with this version's digest (files relative to the data folder) when it is of these same files."""
+    config = stored.get("config", {})
+    if config.get("split_digest") != split_digest(dataset, as_given=True):
+        return stored
+    return {**stored, "config": {**config, "split_digest": split_digest(dataset)}}
+
+
+# --- the images behind the rows --------------------------------------------------------------
+
+
+def content_digest(dataset: Dataset) -> str:
+    """A short digest of the bytes of every image of every split: an image replaced in place (same path
+    and label, other pixels) changes it, so a resumed sweep never mixes rows of old and new images."""
+    from vipcli.digests import digest_many
+
+    paths = [s.path for name in sorted(dataset.splits) for s in dataset.splits[name]]
+    digests = [d if isinstance(d, str) else "unreadable" for d in digest_many(paths)]
+    return hashlib.sha256("\n".join(digests).encode()).hexdigest()[:16]
+
+
+def split_digest(dataset: Dataset, as_given: bool = False) -> str:
+    """A short digest of the exact files and labels of every split, named relative to the data folder:
+    the same however the folder is given (relative, absolute, from another working directory).
+    `as_given`: named as the run read them, as an earlier vip digested them (`upgrade_split_digest`)."""
+    root = Path(dataset.root)
+    name_of = str if as_given else (lambda path: relative_to_data(path, root))
+    blob = json.dumps({name: [[name_of(s.path), s.label] for s in samples] for name, samples in dataset.splits.items()})
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def relative_to_data(path, root: Path) -> str:
+    """`path` relative to the data folder `root` (both as the run was given them), as split.json names files."""
+    return str(Path(path).relative_to(root)) if Path(path).is_relative_to(root) else str(path)
+
+
+def check_same_readability(stored_split: dict | None, pool: PreparedData, root: Path, out: Path) -> None:
+    """Refuse to resume a sweep whose stored rows were made without images that are readable now (a
+    DICOM plugin installed since, a vip that reads more files), or with images unreadable now: new rows
+    would train and test on other images than the stored ones, and the table would mix them.
+
+    `stored_split` is the sweep's split.json (None, or one of an earlier vip without `unreadable`: not checked).
+    """
+    if not stored_split or not isinstance(stored_split.get("unreadable"), dict):
+        return
+    root = Path(root)
+
+    def resolved(path) -> str:  # split.json's lists hold paths relative to the data folder
+        return str((root / path).resolve())
+
+    # its unreadable files are named as the run read them: under the data folder as it was given
+    was_unreadable = {name for path in stored_split["unreadable"]
+                      for name in (resolved(path), str(Path(path).resolve()))}
+    read_then = {resolved(entry[0]) for name in ("val", "test") for entry in stored_split.get(name, [])
+                 if isinstance(entry, list) and entry}
+    for classes in stored_split.get("few_shot_order", {}).values():
+        read_then.update(resolved(path) for paths in classes.values() for path in paths)
+    read_now = {str(Path(path).resolve()): path for part in (pool.train, pool.val, pool.test) for path in part.paths}
+    now_read = sorted(path for name, path in read_now.items() if name in was_unreadable)
+    if now_read:
+        raise VipError(f"{out}: {len(now_read)} {console.plural(len(now_read), 'image')} its stored rows were made "
+                       f"without can be read now ({console.first_few(now_read, 3)}); new rows would use other images",
+                       "pass --force to run the whole sweep again with them, or choose another --out")
+    now_unread = sorted(path for path in pool.failures if str(Path(path).resolve()) in read_then - was_unreadable)
+    if now_unread:
+        raise VipError(f"{out}: {len(now_unread)} {console.plural(len(now_unread), 'image')} its stored rows were "
+                       f"made with cannot be read now ({console.first_few(now_unread, 3)}: "
+                       f"{pool.failures[now_unread[0]]})",
+                       "restore them, or the decoder that read them; or pass --force to run the sweep again without them")
+
+
+def relative_stored_name(key: str, root: Path) -> str:
+    """A file named in a stored split.json's `unreadable`, relative to the data folder `root` (given as now):
+    an earlier vip named them as its run read them (relative to the working directory, or absolute)."""
+    if not Path(key).is_absolute() and (root / key).exists():
+        return key  # already relative to the data folder
+    path, top = Path(os.path.abspath(key)), Path(os.path.abspath(root))
+    return str(path.relative_to(top)) if path.is_relative_to(top) else key
+
+
+# --- the rows and their summary --------------------------------------------------------------
+
+
+def results_csv(rows: list[dict]) -> str:
+    """One CSV line per row, ROW_FIELDS as columns (the confusion matrix as JSON text)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=ROW_FIELDS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({**row, "test_confusion_matrix": json.dumps(row.get("test_confusion_matrix"))})
+    return buffer.getvalue()
+
+
+def save_results(out: Path, config: dict, class_names: list[str], rows: list[dict]) -> None:
+    """Rewrite results.json and results.csv atomically (every stored row, with the summary)."""
+    document = {"format": RESULTS_FORMAT, "version": RESULTS_VERSION, "config": config, "class_names": class_names,
+                "rows": rows, "summary": summarize(rows)}
+    try:
+        write_atomic(out / "results.json", json.dumps(document, indent=2))
+        write_atomic(out / "results.csv", results_csv(rows))
+    except OSError as error:  # the disk filled up or went read-only during the sweep
+        from vipcli.preflight import describe_os_error
+
+        raise VipError(f"cannot write {out}/results.json ({describe_os_error(error)}); the rows finished before "
+                       f"this one are kept", "free some space and run the same command again to resume") from None
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    """Mean and sample std (n-1) over seeds of test accuracy and macro-F1, per (method, shots), each
+    computed from the rows' confusion matrices (`row_figure`) and rounded once.
+
+    Returns:
+        [{method, shots, seeds, accuracy_mean, accuracy_std, macro_f1_mean, macro_f1_std}] in row order.
+    """
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["method"], str(row["shots"])), []).append(row)
+    summary = []
+    for members in groups.values():
+        accuracy = mean_and_std([row_figure(r, "test_accuracy") for r in members])
+        f1 = mean_and_std([row_figure(r, "test_macro_f1") for r in members])
+        summary.append({"method": members[0]["method"], "shots": members[0]["shots"],
+                        "seeds": sorted(int(r["seed"]) for r in members), "accuracy_mean": accuracy[0],
+                        "accuracy_std": accuracy[1], "macro_f1_mean": f1[0], "macro_f1_std": f1[1]})
+    return summary
+
+
+def read_json(path: Path) -> dict | None:
+    """The JSON document in `path`, or None when it is missing or unreadable."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
