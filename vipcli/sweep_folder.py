@@ -207,9 +207,11 @@ def check_same_readability(stored_split: dict | None, pool: PreparedData, root: 
 def relative_stored_name(key: str, root: Path) -> str:
     """A file named in a stored split.json's `unreadable`, relative to the data folder `root` (given as now):
     an earlier vip named them as its run read them (relative to the working directory, or absolute)."""
-    if not Path(key).is_absolute() and (root / key).exists():
-        return key  # already relative to the data folder
-    path, top = Path(os.path.abspath(key)), Path(os.path.abspath(root))
+    top = Path(os.path.abspath(root))
+    if not Path(key).is_absolute() and (root / key).exists():  # relative to the data folder, or reaching it
+        path = Path(os.path.normpath(top / key))  # from there (`../data/x.png` under `--data ../data`)
+        return str(path.relative_to(top)) if path.is_relative_to(top) else key
+    path = Path(os.path.abspath(key))
     return str(path.relative_to(top)) if path.is_relative_to(top) else key
 
 
