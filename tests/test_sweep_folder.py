@@ -20,3 +20,26 @@ def test_an_earlier_vips_unreadable_name_given_up_from_the_working_directory_is_
     assert relative_stored_name("../data/test/nevus/broken.png", root) == "test/nevus/broken.png"
     assert relative_stored_name("test/nevus/broken.png", root) == "test/nevus/broken.png"  # today's name
     assert relative_stored_name(str(tmp_path / "data/test/nevus/broken.png"), root) == "test/nevus/broken.png"
+
+
+def test_an_earlier_vips_sweep_resumes_with_its_data_folder_given_another_way(tmp_path, monkeypatch):
+    """An earlier vip's split digest named the files as its run was given them (`../data/...`): given
+    absolute, or from another working directory, the sweep was refused as 'files were added, removed or
+    moved since' though none were. Its split.json lists the same files relative to the data folder:
+    the digest is upgraded then, and still not when the files differ."""
+    from vipcli.data import load_dataset
+    from vipcli.lesion_world import write_dataset
+    from vipcli.sweep_folder import relative_to_data, split_digest, upgrade_split_digest
+
+    write_dataset(tmp_path / "data", {"train": 2, "val": 1, "test": 1}, seed=0)
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    then = load_dataset(Path("../data"), seed=1)
+    stored = {"config": {"split_digest": split_digest(then, as_given=True)}}  # as an earlier vip wrote it
+    split = {name: [[relative_to_data(s.path, Path(then.root)), s.label] for s in then.splits[name]]
+             for name in ("train", "val", "test")}
+    now = load_dataset(tmp_path / "data", seed=1)  # given absolute
+    assert upgrade_split_digest(stored, now)["config"]["split_digest"] != split_digest(now)  # cannot tell alone
+    assert upgrade_split_digest(stored, now, split)["config"]["split_digest"] == split_digest(now)
+    moved = {**split, "test": split["test"][1:]}
+    assert upgrade_split_digest(stored, now, moved) == stored

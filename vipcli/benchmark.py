@@ -375,7 +375,8 @@ def _prepare(config: BenchmarkConfig, methods: list[tuple[str, type]]) -> dict:
     record = config_record(config, backbone, dataset, split_seed, symptoms, content)
     check_prompts(methods, backbone, dataset.class_names, symptoms, config.method_options)
     if stored is not None:
-        check_matches(upgrade_split_digest(upgrade_stored_config(stored), dataset), record, out)
+        check_matches(upgrade_split_digest(upgrade_stored_config(stored), dataset, read_json(out / "split.json")),
+                      record, out)
         record["symptoms"] = symptoms or stored["config"].get("symptoms") or {}
     return {"config": config, "out": out, "stored": stored, "dataset": dataset, "symptoms": symptoms,
             "world": world, "device": device, "backbone": backbone, "record": record, "class_names": dataset.class_names}

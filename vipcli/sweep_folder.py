@@ -132,13 +132,28 @@ def upgrade_stored_config(stored: dict) -> dict:
     return {**stored, "config": config}
 
 
-def upgrade_split_digest(stored: dict, dataset: Dataset) -> dict:
+def upgrade_split_digest(stored: dict, dataset: Dataset, stored_split: dict | None = None) -> dict:
     """A results.json of an earlier vip, whose split digest named the files as that run was given them,
-    with this version's digest (files relative to the data folder) when it is of these same files."""
+    with this version's digest (files relative to the data folder) when it is of these same files: the
+    folder given as then, or (given another way: absolute, from another working directory) the sweep's
+    split.json `stored_split` listing these same files and labels, relative to the data folder."""
     config = stored.get("config", {})
-    if config.get("split_digest") != split_digest(dataset, as_given=True):
+    before, now = config.get("split_digest"), split_digest(dataset)
+    if before in (None, now):
         return stored
-    return {**stored, "config": {**config, "split_digest": split_digest(dataset)}}
+    if before == split_digest(dataset, as_given=True) or same_split_lists(stored_split, dataset):
+        return {**stored, "config": {**config, "split_digest": now}}
+    return stored
+
+
+def same_split_lists(stored_split: dict | None, dataset: Dataset) -> bool:
+    """Whether split.json's lists name exactly `dataset`'s files and labels (what its split digest digests)."""
+    if not isinstance(stored_split, dict) or not set(dataset.splits) <= {"train", "val", "test"}:
+        return False
+    root = Path(dataset.root)
+    lists = {name: [[relative_to_data(s.path, root), s.label] for s in dataset.splits.get(name, [])]
+             for name in ("train", "val", "test")}
+    return json.loads(json.dumps(lists)) == {name: stored_split.get(name, []) for name in lists}
 
 
 # --- the images behind the rows --------------------------------------------------------------
