@@ -52,6 +52,17 @@ class NoDefault(Centroid):
     Settings = NeedsValue
 
 
+@dataclass
+class UntypedValue:
+    temperature = 0.05  # no annotation: a class attribute, not a dataclass field
+
+
+class UntypedSetting(Centroid):
+    """Flaw: a setting written without a type, so it is no setting at all."""
+
+    Settings = UntypedValue
+
+
 class PlainSettings(Centroid):
     """Flaw: Settings is not a dataclass."""
 
@@ -363,6 +374,7 @@ ENTRY_POINTS = "\n".join([
     "transposed = vip_sample_methods:Transposed",
     "no-default = vip_sample_methods:NoDefault",
     "plain-settings = vip_sample_methods:PlainSettings",
+    "untyped-setting = vip_sample_methods:UntypedSetting",
     "fit-returns-none = vip_sample_methods:FitReturnsNone",
     "typo = vip_sample_methods:Typo",
     "forgot-fit = vip_sample_methods:ForgotFit",
