@@ -153,6 +153,14 @@ class LinearHead(Centroid):
         return 10 * self.head(F.normalize(image_features.float(), dim=-1))
 
 
+class SgdFitReturnsTuple(LinearHead):
+    """Flaw: trains with fit_sgd but returns two of its figures instead of its dict."""
+
+    def fit(self, data, context):
+        fitted = fit_sgd(self, data, context)
+        return fitted["best_epoch"], fitted["best_val_accuracy"]
+
+
 class PerClassBias(LinearHead):
     """Sound: a bias per class, only the biases of the classes in a batch take part in its loss
     (a batch may hold one class only: the other bias gets its gradient in a later batch)."""
@@ -363,6 +371,7 @@ ENTRY_POINTS = "\n".join([
     "plain-prompt-settings = vip_sample_methods:PlainPromptSettings",
     "flat-prompts = vip_sample_methods:FlatPrompts",
     "linear-ok = vip_sample_methods:LinearHead",
+    "sgd-fit-returns-tuple = vip_sample_methods:SgdFitReturnsTuple",
     "per-class-bias = vip_sample_methods:PerClassBias",
     "nan-loss = vip_sample_methods:NanLoss",
     "vector-loss = vip_sample_methods:VectorLoss",

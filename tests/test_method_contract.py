@@ -35,6 +35,8 @@ def test_a_sound_method_plugin_trains_and_predicts(cli, methods, isic_small, tin
      "self.register_buffer(NAME, tensor)"),
     ("transposed", "forward", "forward returned logits [2, ", "return float logits [B, C]"),
     ("fit-returns-none", "fit", "fit returned NoneType, not a dict", "return super().fit(data, context)"),
+    ("sgd-fit-returns-tuple", "fit", "fit returned tuple, not a dict",
+     "end fit with `return vipcli.fitting.fit_sgd(self, data, context)`"),
     ("typo", "forward", "AttributeError: 'Typo' object has no attribute 'centroid'", "report it to the authors"),
     ("plain-weights", "fit", "fit_sgd found no trainable parameter", "nn.Parameter"),
     ("records-tensor", "record", "record()['centroids'] is a Tensor", "plain JSON types"),

@@ -204,8 +204,10 @@ def checked_fit(method, data, context) -> dict:
     except TestSplitRead as error:
         raise method_fault(method.id, "fit", error.message, error.hint) from None
     if not isinstance(fitted, dict):
+        ending = ("`return vipcli.fitting.fit_sgd(self, data, context)` (its dict holds the best epoch and history)"
+                  if getattr(method, "uses_schedule", False) else "`return super().fit(data, context)`")
         raise method_fault(method.id, "fit", f"fit returned {type(fitted).__name__}, not a dict",
-                           "end fit with `return super().fit(data, context)`, or return a dict such as "
+                           f"end fit with {ending}, or return a dict such as "
                            "{'best_epoch': None, 'best_val_accuracy': None, 'history': []}")
     return fitted
 
