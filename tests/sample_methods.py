@@ -52,6 +52,17 @@ class NoDefault(Centroid):
     Settings = NeedsValue
 
 
+@dataclass
+class UntypedValue:
+    temperature = 0.05  # no annotation: a class attribute, not a dataclass field
+
+
+class UntypedSetting(Centroid):
+    """Flaw: a setting written without a type, so it is no setting at all."""
+
+    Settings = UntypedValue
+
+
 class PlainSettings(Centroid):
     """Flaw: Settings is not a dataclass."""
 
@@ -140,6 +151,14 @@ class LinearHead(Centroid):
 
     def forward(self, image_features):
         return 10 * self.head(F.normalize(image_features.float(), dim=-1))
+
+
+class SgdFitReturnsTuple(LinearHead):
+    """Flaw: trains with fit_sgd but returns two of its figures instead of its dict."""
+
+    def fit(self, data, context):
+        fitted = fit_sgd(self, data, context)
+        return fitted["best_epoch"], fitted["best_val_accuracy"]
 
 
 class PerClassBias(LinearHead):
@@ -352,6 +371,7 @@ ENTRY_POINTS = "\n".join([
     "plain-prompt-settings = vip_sample_methods:PlainPromptSettings",
     "flat-prompts = vip_sample_methods:FlatPrompts",
     "linear-ok = vip_sample_methods:LinearHead",
+    "sgd-fit-returns-tuple = vip_sample_methods:SgdFitReturnsTuple",
     "per-class-bias = vip_sample_methods:PerClassBias",
     "nan-loss = vip_sample_methods:NanLoss",
     "vector-loss = vip_sample_methods:VectorLoss",
@@ -363,6 +383,7 @@ ENTRY_POINTS = "\n".join([
     "transposed = vip_sample_methods:Transposed",
     "no-default = vip_sample_methods:NoDefault",
     "plain-settings = vip_sample_methods:PlainSettings",
+    "untyped-setting = vip_sample_methods:UntypedSetting",
     "fit-returns-none = vip_sample_methods:FitReturnsNone",
     "typo = vip_sample_methods:Typo",
     "forgot-fit = vip_sample_methods:ForgotFit",

@@ -35,6 +35,8 @@ def test_a_sound_method_plugin_trains_and_predicts(cli, methods, isic_small, tin
      "self.register_buffer(NAME, tensor)"),
     ("transposed", "forward", "forward returned logits [2, ", "return float logits [B, C]"),
     ("fit-returns-none", "fit", "fit returned NoneType, not a dict", "return super().fit(data, context)"),
+    ("sgd-fit-returns-tuple", "fit", "fit returned tuple, not a dict",
+     "end fit with `return vipcli.fitting.fit_sgd(self, data, context)`"),
     ("typo", "forward", "AttributeError: 'Typo' object has no attribute 'centroid'", "report it to the authors"),
     ("plain-weights", "fit", "fit_sgd found no trainable parameter", "nn.Parameter"),
     ("records-tensor", "record", "record()['centroids'] is a Tensor", "plain JSON types"),
@@ -64,6 +66,8 @@ def _training_fault(cli, isic_small, tiny_clip, tmp_path, method: str, member: s
 @pytest.mark.parametrize("method, reason", [
     ("no-default", "setting 'temperature' has no default"),
     ("plain-settings", "not a dataclass"),
+    ("untyped-setting", "UntypedValue.temperature = 0.05 has no type annotation, so it is a plain class attribute, "
+                        "not a setting (--method-option cannot set it)"),
     ("forgot-fit", "trains = True but fit is not overridden"),
     ("no-forward", "forward is not overridden, so there are no logits"),  # found after encoding, as 'report it'
     ("fit-without-context", "fit cannot be called as fit(self, data, context)"),
@@ -79,6 +83,17 @@ def test_a_method_class_that_cannot_work_is_refused_before_any_work(cli, methods
     line = _one_error(err)
     assert code == 1 and line.startswith(f"error: method '{method}' (from sample-methods 0.1.0) failed in ")
     assert reason in line
+
+
+def test_a_setting_written_without_a_type_names_the_annotation_to_add(cli, methods):
+    code, _, err = cli("methods", "list")
+    warned = [line for line in err.splitlines() if "'untyped-setting'" in line]
+    assert code == 0 and len(warned) == 1 and "(annotate it: temperature: float = 0.05); 'untyped-setting' is " \
+                                                 "unavailable" in warned[0]  # vip methods list names the fix too
+    code, _, err = cli("methods", "check", "untyped-setting", "-o", "temperature=0.1")
+    line = _one_error(err)
+    assert code == 1 and "failed in Settings: UntypedValue.temperature = 0.05 has no type annotation" in line
+    assert line.endswith("(annotate it: temperature: float = 0.05)")
 
 
 def test_a_settings_validate_that_raises_value_error_names_the_method(cli, methods, isic_small, tiny_clip, tmp_path):

@@ -137,6 +137,8 @@ def test_broken_method_plugin_is_named_and_the_others_keep_working(cli, site, is
     assert len([line for line in err.splitlines() if "shadowed" in line]) == 2  # vip and coop, once each
     code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "x", "--method", "broken"))
     assert code == 1 and "method 'broken' from distribution broken-method failed to import" in err
+    assert "its entry point 'broken = no_such_module:Method' names module no_such_module, which is not installed" in err
+    assert "(fix the module name under [project.entry-points.\"vip.methods\"] in broken-method's pyproject.toml" in err
     assert len(error_lines(err)) == 1
     code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "y", "--method", "shared"))
     assert code == 1 and "registered twice" in err and "rival-method" in err and "other-method" in err

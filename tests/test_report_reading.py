@@ -103,6 +103,18 @@ def test_benchmark_report_with_one_seed_shows_no_spread(benchmark_dir, tmp_path)
     assert "test accuracy % (mean ± std over seeds 1, 2)" in several and " ± " in several
 
 
+def test_the_shots_caption_explains_dashed_lines_only_when_the_plot_has_some(benchmark_dir, tmp_path):
+    from vipcli.report.benchmark import benchmark_report
+
+    assert "over seeds 1, 2; dashed: methods that learn nothing" in _visible(benchmark_report(benchmark_dir))
+    folder = shutil.copytree(benchmark_dir, tmp_path / "trained-only")
+    document = json.loads((folder / "results.json").read_text())
+    document["rows"] = [r for r in document["rows"] if int(r["shots"]) > 0]  # no zero-shot method, no dashed line
+    (folder / "results.json").write_text(json.dumps(document))
+    page = benchmark_report(folder)
+    assert "mean ± std over seeds 1, 2" in _visible(page) and "dashed" not in page  # nor in the plot's alt text
+
+
 def test_shots_plot_says_seed_with_one_seed():
     from vipcli.plots import draw_shots
 

@@ -265,6 +265,14 @@ class PluginGroup:
                     f"fix the name under [project.entry-points.\"{self.group}\"] in {distribution}'s pyproject.toml "
                     f"and reinstall it (pip install DIR); other {self.kind}s still work",
                 ) from error
+            if _names_missing_module(entry_point, error):
+                raise VipError(
+                    f"{self.kind} '{plugin_id}' from distribution {distribution} failed to import: its entry point "
+                    f"'{plugin_id} = {entry_point.value}' names module {entry_point.module}, which is not installed "
+                    f"({type(error).__name__}: {error})",
+                    f"fix the module name under [project.entry-points.\"{self.group}\"] in {distribution}'s "
+                    f"pyproject.toml and reinstall it (pip install DIR); other {self.kind}s still work",
+                ) from error
             raise VipError(
                 f"{self.kind} '{plugin_id}' from distribution {distribution} failed to import: "
                 f"{type(error).__name__}: {error}",
@@ -275,6 +283,13 @@ class PluginGroup:
 def _is_own(entry_point: EntryPoint) -> bool:
     """Whether `entry_point` is registered by vip's own distribution (a built-in)."""
     return distribution_of(entry_point)[0].lower().replace("_", "-") == OWN_DISTRIBUTION
+
+
+def _names_missing_module(entry_point: EntryPoint, error: Exception) -> bool:
+    """Whether `error` says that the module an entry point names (or a package above it) does not exist, as
+    opposed to a module that exists but fails inside, e.g. on an import of its own."""
+    missing = getattr(error, "name", None) if isinstance(error, ModuleNotFoundError) else None
+    return bool(missing) and (entry_point.module == missing or entry_point.module.startswith(missing + "."))
 
 
 def _missing_attribute(entry_point: EntryPoint, error: Exception) -> str | None:

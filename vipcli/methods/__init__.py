@@ -137,7 +137,7 @@ def list_methods() -> list[MethodInfo]:
         try:
             cls = method_class(plugin.id)
         except VipError as error:
-            infos.append(MethodInfo(**base, problem=error.message))
+            infos.append(MethodInfo(**base, problem=str(error)))  # the message and its fix
             continue
         infos.append(MethodInfo(**base, summary=cls.summary, trains=cls.trains, uses_shots=cls.uses_shots,
                                 needs_symptoms=cls.needs_symptoms,

@@ -85,6 +85,12 @@ def class_problem(cls) -> tuple[str, str, str] | None:
         if option.default is dataclasses.MISSING and option.default_factory is dataclasses.MISSING:
             return ("Settings", f"setting '{option.name.replace('_', '-')}' has no default",
                     "give every field a default value; --method-option KEY=VALUE only overrides defaults")
+    untyped = _untyped_setting(settings)
+    if untyped is not None:
+        name, value = untyped
+        return ("Settings", f"{settings.__name__}.{name} = {value!r} has no type annotation, so it is a plain class "
+                            "attribute, not a setting (--method-option cannot set it)",
+                f"annotate it: {name}: {type(value).__name__} = {value!r}")
     context = _context_settings_problem(cls, settings)
     if context is not None:
         return context
@@ -99,6 +105,23 @@ def class_problem(cls) -> tuple[str, str, str] | None:
         problem = _signature_problem(getattr(cls, member), member, arguments)
         if problem is not None:
             return problem
+    return None
+
+
+def _untyped_setting(settings) -> tuple[str, object] | None:
+    """(name, value) of a plain value (bool, int, float, str) written in a `Settings` dataclass without a type
+    annotation (`temperature = 0.05`): dataclasses then make no field of it, so it looks like a setting but is not
+    one. Names starting with '_' and annotated ones (fields, ClassVar) are left alone."""
+    fields = {option.name for option in dataclasses.fields(settings)}
+    for klass in settings.__mro__:
+        if klass is object:
+            continue
+        annotated = set(klass.__dict__.get("__annotations__", {}))
+        for name, value in vars(klass).items():
+            if name.startswith("_") or name in fields or name in annotated:
+                continue
+            if isinstance(value, (bool, int, float, str)):
+                return name, value
     return None
 
 
@@ -181,8 +204,10 @@ def checked_fit(method, data, context) -> dict:
     except TestSplitRead as error:
         raise method_fault(method.id, "fit", error.message, error.hint) from None
     if not isinstance(fitted, dict):
+        ending = ("`return vipcli.fitting.fit_sgd(self, data, context)` (its dict holds the best epoch and history)"
+                  if getattr(method, "uses_schedule", False) else "`return super().fit(data, context)`")
         raise method_fault(method.id, "fit", f"fit returned {type(fitted).__name__}, not a dict",
-                           "end fit with `return super().fit(data, context)`, or return a dict such as "
+                           f"end fit with {ending}, or return a dict such as "
                            "{'best_epoch': None, 'best_val_accuracy': None, 'history': []}")
     return fitted
 

@@ -95,8 +95,9 @@ def _shots_alt(rows: list[dict], title: str) -> str:
     """The alt text of the shots plot: what it draws, for which methods, and where its figures are."""
     methods = list(dict.fromkeys(r["method"] for r in rows))
     return (f"{title}. Line chart of test accuracy % against labelled training images per class "
-            f"({', '.join(_columns(rows))} shots), one line per method ({', '.join(methods)}); methods that learn "
-            f"nothing are horizontal dashed lines. The table test accuracy % below has its figures.")
+            f"({', '.join(_columns(rows))} shots), one line per method ({', '.join(methods)})"
+            + ("; methods that learn nothing are horizontal dashed lines" if _dashed_note(rows) else "")
+            + ". The table test accuracy % below has its figures.")
 
 
 def missing_rows(document: dict) -> list[str]:
@@ -179,6 +180,13 @@ def _speed(folder: Path) -> str:
                         f"{html.text(machine.get('cpu'))}</p>" + html.table("Speed measures", ["measure", "value"], rows))
 
 
+def _dashed_note(rows: list[dict]) -> str:
+    """The caption's key to the dashed lines, only when the plot has some (methods that learn nothing, shots 0)."""
+    from vipcli.benchmark import ZERO_SHOTS
+
+    return "; dashed: methods that learn nothing" if any(int(r["shots"]) == ZERO_SHOTS for r in rows) else ""
+
+
 def benchmark_report(folder: Path) -> str:
     """The HTML report of a folder written by `vip benchmark`."""
     folder = Path(folder)
@@ -193,8 +201,7 @@ def benchmark_report(folder: Path) -> str:
         _unfinished_note(document),
         html.section("Settings and data", _settings(document) + _data_notes(folder)),
         html.section("Test accuracy by shots", html.figure(svg_markup(draw_shots(rows, title=title)), _shots_alt(rows, title),
-                                                           f"{seeds_label(seeds)}; "
-                                                           "dashed: methods that learn nothing")),
+                                                           seeds_label(seeds) + _dashed_note(rows))),
         html.section("Per-method tables", _tables(rows)),
         _speed(folder),
     ]
