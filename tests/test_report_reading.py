@@ -113,6 +113,10 @@ def test_the_shots_caption_explains_dashed_lines_only_when_the_plot_has_some(ben
     (folder / "results.json").write_text(json.dumps(document))
     page = benchmark_report(folder)
     assert "mean ± std over seeds 1, 2" in _visible(page) and "dashed" not in page  # nor in the plot's alt text
+    top = max(int(r["shots"]) for r in document["rows"])
+    document["rows"] = [{**r, "shots": "all"} if int(r["shots"]) == top else r for r in document["rows"]]
+    (folder / "results.json").write_text(json.dumps(document))  # a sweep with --shots ...,all: no crash either
+    assert "dashed" not in benchmark_report(folder)
 
 
 def test_shots_plot_says_seed_with_one_seed():

@@ -184,7 +184,7 @@ def _dashed_note(rows: list[dict]) -> str:
     """The caption's key to the dashed lines, only when the plot has some (methods that learn nothing, shots 0)."""
     from vipcli.benchmark import ZERO_SHOTS
 
-    return "; dashed: methods that learn nothing" if any(int(r["shots"]) == ZERO_SHOTS for r in rows) else ""
+    return "; dashed: methods that learn nothing" if any(str(r["shots"]) == str(ZERO_SHOTS) for r in rows) else ""
 
 
 def benchmark_report(folder: Path) -> str:
