@@ -195,7 +195,8 @@ def test_backbones_list_marks_a_backbone_that_cannot_load(cli, site, tmp_path, b
     assert not [line for line in warnings if "'clip'" in line or "'toy'" in line], warnings
     assert [line for line in warnings if "onnx-thing" in line] == [
         "warning: backbone 'onnx-thing' from distribution optdep-plugin failed to import: ImportError: onnx needs "
-        f"onnxruntime: {ONNX_HINT}; 'onnx-thing' is unavailable"]
+        f"onnxruntime: {ONNX_HINT} (reinstall or fix optdep-plugin; other backbones still work); 'onnx-thing' is "
+        "unavailable"]  # the message and its fix, as `vip methods list` warns
     assert any("names DoesNotExist" in line and "'missing-thing' is unavailable" in line for line in warnings)
     code, out, _ = cli("backbones", "list", "--json")
     listed = {entry["id"]: entry for entry in json.loads(out)}

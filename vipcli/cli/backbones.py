@@ -32,7 +32,7 @@ def _problem(info) -> str:
     try:
         backbone_class(info.id)
     except VipError as error:
-        return f"{error.message}; '{info.id}' is unavailable"
+        return f"{error}; '{info.id}' is unavailable"  # the message and its fix
     return ""
 
 
