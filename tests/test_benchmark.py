@@ -450,6 +450,8 @@ def test_means_over_seeds_come_from_the_confusion_matrices_not_the_rounded_figur
     assert "25.93 ± 16.97" in _tables(rows)
     without_matrices = [{k: v for k, v in r.items() if k != "test_confusion_matrix"} for r in rows]
     assert summarize(without_matrices)[0]["accuracy_mean"] == 25.92  # rows of unknown origin: their figures
+    one_seed = summarize(rows[:1])[0]  # a spread needs two seeds: none, not a spread of 0.0
+    assert one_seed["accuracy_mean"] == 11.11 and one_seed["accuracy_std"] is None is one_seed["macro_f1_std"]
 
 
 def compute_metrics_of(matrix: list[list[int]]) -> dict:

@@ -123,7 +123,7 @@ def mean_and_std(values: list) -> tuple[float | None, float | None]:
     Args:
         values: figures over seeds (Fractions from `row_figure`, or stored floats); None ones skipped.
     Returns:
-        (mean, std); (None, None) when there is no figure, std 0.0 for one.
+        (mean, std); (None, None) when there is no figure; std None for one (a spread needs two).
     """
     values = [v for v in values if v is not None]
     if not values:
@@ -132,5 +132,6 @@ def mean_and_std(values: list) -> tuple[float | None, float | None]:
         mean = round_half_up(sum(values) / len(values))
     else:
         mean = mean_of_figures([float(v) for v in values])
-    std = statistics.stdev([float(v) for v in values]) if len(values) > 1 else 0.0
-    return mean, round(std, 2)
+    if len(values) < 2:
+        return mean, None  # one seed: no spread, not a spread of 0
+    return mean, round(statistics.stdev([float(v) for v in values]), 2)
