@@ -64,7 +64,8 @@ class BenchmarkResult:
         rows: one dict per (method, shots, seed) of the requested grid, stored ones included, in sweep
             order, as results.json holds them (test_accuracy, test_macro_f1, ...).
         summary: per method and shots, one dict: method, shots, seeds, and the mean and sample std over
-            the seeds of test accuracy and macro-F1 (accuracy_mean, accuracy_std, macro_f1_mean, macro_f1_std).
+            the seeds of test accuracy and macro-F1 (accuracy_mean, accuracy_std, macro_f1_mean, macro_f1_std;
+            each std None with one seed).
         config: the sweep's stored configuration, matched on resume.
         skipped: rows found finished in `out` and not run again.
         trained: rows run now.
