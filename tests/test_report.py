@@ -187,6 +187,28 @@ def test_each_method_has_one_colour_whatever_the_figure_shows():
     assert method_color("my-plugin") == method_color("my-plugin") not in METHOD_COLORS.values()
 
 
+def test_two_plugins_drawn_together_never_share_a_colour(tmp_path):
+    """`derm-coop` and `proto` both hash to #B03060: one plot drew them in one colour, and its table's
+    swatches too, so a reader could not tell them apart."""
+    from vipcli.plots import EXTRA_COLORS, method_styles
+    from vipcli.report.benchmark import _tables
+
+    plugins = ["proto", "derm-coop"]
+    assert method_color("derm-coop") == method_color("proto")  # the clash this test is about
+    rows = [{"method": m, "shots": s, "seed": 1, "test_accuracy": 50.0 + s, "test_macro_f1": 40.0, "test_auroc": 60.0, "fit_s": 1.0}
+            for m in ["vip", *plugins] for s in (1, 2)]
+    colors = {line.get_label(): line.get_color() for line in draw_shots(rows, title="t").axes[0].get_lines()}
+    assert colors["derm-coop"] == method_color("derm-coop")  # first by name keeps its own colour
+    assert colors["proto"] != colors["derm-coop"] and colors["proto"] in EXTRA_COLORS
+    assert colors["vip"] == method_color("vip")
+    tables = _tables(rows)
+    for method in plugins:  # the table's swatches are the plot's colours
+        assert f'background:{colors[method]}"></span>{method}' in tables
+    assert method_styles(["proto"])["proto"][0] == method_color("proto")  # alone: its own colour, as everywhere
+    many = method_styles([f"plugin-{i}" for i in range(len(EXTRA_COLORS))])
+    assert len({color for color, _ in many.values()}) == len(EXTRA_COLORS)
+
+
 def test_the_shots_legend_lies_below_the_plot_and_covers_no_line():
     """Eleven methods: a legend inside the axes ("best") covered the lines and bands of some; one beside
     the plot made the figure 8.6 inches wide, its legend off-screen on a phone (390 px)."""

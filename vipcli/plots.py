@@ -56,6 +56,33 @@ def method_color(method: str) -> str:
     return EXTRA_COLORS[_name_digest(method) % len(EXTRA_COLORS)]
 
 
+def method_styles(methods) -> dict[str, tuple[str, str]]:
+    """{method: (colour, marker)} for the methods one figure or table shows: built-ins keep theirs, and each
+    plugin its own `method_color` and `method_marker` unless a plugin named before it (sorted) in the same
+    figure already has that colour (or marker); it then takes the next one free in `EXTRA_COLORS`
+    (`EXTRA_MARKERS`). Two plugins drawn together are never of one colour, and a plugin keeps its colour
+    in every figure where it meets no such clash."""
+    styles = {m: (METHOD_COLORS[m], METHOD_MARKERS[m]) for m in methods if m in METHOD_COLORS}
+    taken_colors, taken_markers = set(), set()
+    for method in sorted(set(methods) - set(styles)):
+        color = _first_free(EXTRA_COLORS, EXTRA_COLORS.index(method_color(method)), taken_colors)
+        marker = _first_free(EXTRA_MARKERS, EXTRA_MARKERS.index(method_marker(method)), taken_markers)
+        taken_colors.add(color)
+        taken_markers.add(marker)
+        styles[method] = (color, marker)
+    return styles
+
+
+def _first_free(choices: tuple, start: int, taken: set):
+    """The first of `choices` from index `start` on (wrapping round) not in `taken`; `choices[start]` when
+    every one is (more plugins in one figure than choices)."""
+    for step in range(len(choices)):
+        choice = choices[(start + step) % len(choices)]
+        if choice not in taken:
+            return choice
+    return choices[start]
+
+
 def _name_digest(method: str) -> int:
     """A plugin method's name as a number (sha256), which picks its colour and marker the same in every run."""
     return int(hashlib.sha256(method.encode()).hexdigest(), 16)
@@ -198,7 +225,7 @@ def draw_shots(rows: list[dict], shots_order: list | None = None, title: str | N
     seed: that seed's figures, and the axis says which seed).
 
     Methods that learn nothing (rows at shots 0) are drawn as dashed horizontal lines; every method
-    in its `method_color` and with its `method_marker` (told apart without colour too). The legend is
+    in its colour and with its marker (`method_styles`: told apart without colour too). The legend is
     below the plot, so the figure is no wider than MAX_FIGURE_WIDTH and one scaled to a phone's width
     shows it whole.
 
@@ -213,9 +240,9 @@ def draw_shots(rows: list[dict], shots_order: list | None = None, title: str | N
     labels = [str(s) for s in shots_order]
     x = list(range(len(labels)))
     figure, axes = plt.subplots(figsize=(MAX_FIGURE_WIDTH, 4.2), dpi=120, layout="constrained")
+    styles = method_styles(list(series))
     for method, by_shots in series.items():
-        color = method_color(method)
-        marker = method_marker(method)
+        color, marker = styles[method]
         if set(by_shots) == {"0"}:  # a dashed line across the plot, its marker at every shots value
             mean, std = _mean_std(by_shots["0"])
             axes.axhline(mean, color=color, linestyle="--", linewidth=1.2)

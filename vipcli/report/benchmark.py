@@ -10,7 +10,7 @@ from vipcli import __version__
 from vipcli.console import first_few
 from vipcli.errors import VipError
 from vipcli.metrics import mean_and_std, row_figure
-from vipcli.plots import benchmark_title, draw_shots, method_color, seeds_label, svg_markup
+from vipcli.plots import benchmark_title, draw_shots, method_styles, seeds_label, svg_markup
 from vipcli.report import html
 from vipcli.report.data_notes import left_out_files, skipped_files
 from vipcli.report.notices import random_weights_banner
@@ -56,12 +56,13 @@ def _columns(rows: list[dict]) -> list[str]:
 def _grid(rows: list[dict], key: str, fmt) -> tuple[list[str], list[list[str]]]:
     """Rows = methods (in their colour), columns = shots; methods that learn nothing repeat their figure."""
     columns, methods = _columns(rows), list(dict.fromkeys(r["method"] for r in rows))
+    styles = method_styles(methods)  # the plot's colours
     body = []
     for method in methods:
         mine = [r for r in rows if r["method"] == method]
         fixed = all(str(r["shots"]) == "0" for r in mine)
         cells = [fmt([row_figure(r, key) for r in mine if fixed or str(r["shots"]) == c]) for c in columns]
-        body.append([html.swatch(method_color(method), method + (" *" if fixed else "")), *map(html.text, cells)])
+        body.append([html.swatch(styles[method][0], method + (" *" if fixed else "")), *map(html.text, cells)])
     return [f"{c}-shot" for c in columns], body
 
 
