@@ -50,10 +50,13 @@ PROBE = """<script>
       return {caption: caption ? caption.textContent : "", overflow: t.scrollWidth - t.clientWidth,
               columns: t.querySelectorAll("thead th").length, cue: cue(t)};
     });
+    var bold = Array.prototype.filter.call(document.querySelectorAll("td *, td"), function (e) {
+      return e.childElementCount === 0 && e.textContent.trim() && parseInt(getComputedStyle(e).fontWeight, 10) >= 600;
+    }).map(function (e) { return e.textContent.trim(); });
     var root = document.documentElement, narrowed = root.hasAttribute("data-vip-width");
     var out = document.createElement("pre");
     out.id = "vip-probe";
-    out.textContent = JSON.stringify({images: images, figures: figures, tables: tables, errors: errors, height: document.body.scrollHeight,
+    out.textContent = JSON.stringify({images: images, figures: figures, tables: tables, bold: bold, errors: errors, height: document.body.scrollHeight,
                                       title: document.title, text: document.body.innerText,
                                       width: narrowed ? document.body.scrollWidth : root.scrollWidth,
                                       viewport: narrowed ? root.getBoundingClientRect().width : window.innerWidth});
@@ -103,6 +106,7 @@ def render(page: Path, workdir: Path, width: int = 1200, max_height: int = 12000
                       overflow (px hidden sideways), content (scroll width), cue (a shadow at an edge with more)})}],
          "tables": [{caption, overflow (px a table's scroll box hides sideways), columns,
                      cue (a shadow drawn at an edge with more beyond it)}],
+         "bold": the texts of table cells drawn in bold (font weight 600 or more), in page order,
          "errors": [...], "height": px, "title": str, "text": the page's text as laid out (innerText),
          "width": the page's scroll width (px), "viewport": the window's width (px),
          "console": [console lines], "screenshot": Path}

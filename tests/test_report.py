@@ -390,6 +390,30 @@ def test_a_benchmark_records_the_files_it_skipped_or_left_out_and_its_report_nam
 
 
 @needs_browser
+def test_a_reader_sees_each_columns_best_mean_in_bold_in_the_rendered_report(benchmark_dir, tmp_path):
+    from vipcli.metrics import mean_and_std, row_figure
+    from vipcli.report.benchmark import METRICS, benchmark_report
+
+    (tmp_path / "bench.html").write_text(benchmark_report(benchmark_dir), encoding="utf-8")
+    result = render(tmp_path / "bench.html", tmp_path / "browser")
+    rows = json.loads((benchmark_dir / "results.json").read_text())["rows"]
+    expected = []
+    for key, _ in METRICS:  # each table in page order: the best mean of each row of cells, recomputed here
+        means = {(r["method"], str(r["shots"])): None for r in rows}
+        for method, shots in means:  # zero-shot rows (shots 0): one figure for every column
+            mine = [row_figure(r, key) for r in rows if r["method"] == method and str(r["shots"]) == shots]
+            means[method, shots] = mean_and_std(mine)
+        for column in ("1", "2"):
+            cells = {m: v for (m, s), v in means.items() if s in (column, "0") and v[0] is not None}
+            top = max(mean for mean, _ in cells.values()) if len(cells) > 1 else None
+            expected += [(m, v) for m, v in cells.items() if v[0] == top]
+    shown = result["bold"]
+    assert shown and sorted(shown) == sorted(f"{mean:.2f} ± {std:.2f}" for _, (mean, std) in expected)
+    assert not result["console"]
+    assert "In bold: the highest mean in each column" in " ".join(result["text"].split())
+
+
+@needs_browser
 def test_a_reader_sees_the_files_a_benchmark_left_out_in_its_rendered_report(cli, tmp_path):
     bench = _benchmark_with_files_left_out(tmp_path)
     assert cli("report", bench, "--out", tmp_path / "bench.html")[0] == 0

@@ -103,6 +103,26 @@ def test_benchmark_report_with_one_seed_shows_no_spread(benchmark_dir, tmp_path)
     assert "test accuracy % (mean ± std over seeds 1, 2)" in several and " ± " in several
 
 
+def test_each_metric_table_marks_the_best_mean_of_each_column_and_says_so():
+    """A reader had to compare "74.83 ± 2.59" cells by eye to see which method won each column."""
+    from vipcli.report.benchmark import _tables
+
+    def row(method, shots, seed, accuracy, auroc=None):
+        return {"method": method, "shots": shots, "seed": seed, "test_accuracy": accuracy, "test_macro_f1": 50.0,
+                "test_auroc": auroc, "fit_s": 1.0}
+
+    rows = [row("zeroshot", 0, 1, 70.0), row("zeroshot", 0, 2, 70.0),  # learns nothing: same in every column
+            row("coop", 1, 1, 60.0), row("coop", 1, 2, 62.0), row("coop", 4, 1, 80.0), row("coop", 4, 2, 82.0),
+            row("vip", 1, 1, 64.0), row("vip", 1, 2, 66.0), row("vip", 4, 1, 79.0), row("vip", 4, 2, 79.0)]
+    accuracy, f1, auroc, seconds = re.split(r"<h3>", _tables(rows))[1:5]
+    assert re.findall(r"<strong>([^<]*)</strong>", accuracy) == ["70.00 ± 0.00", "81.00 ± 1.41"]  # zeroshot, coop
+    assert len(re.findall(r"<strong>", f1)) == 6  # all tied at 50: each of a tie
+    assert "<strong>" not in auroc and "<strong>" not in seconds  # no figures to compare; seconds: not a contest
+    assert "In bold: the highest mean in each column (each of a tie)" in accuracy
+    one_seed = _tables([r for r in rows if r["seed"] == 1])
+    assert "In bold: the highest figure in each column" in one_seed and "spread over" not in one_seed
+
+
 def test_the_shots_caption_explains_dashed_lines_only_when_the_plot_has_some(benchmark_dir, tmp_path):
     from vipcli.report.benchmark import benchmark_report
 

@@ -53,19 +53,42 @@ def _columns(rows: list[dict]) -> list[str]:
     return found or ["0"]
 
 
-def _grid(rows: list[dict], key: str, fmt) -> tuple[list[str], list[list[str]]]:
-    """Rows = methods (in their colour), columns = shots; methods that learn nothing repeat their figure."""
+def _grid(rows: list[dict], key: str, fmt, mark_best: bool = False) -> tuple[list[str], list[list[str]]]:
+    """Rows = methods (in their colour), columns = shots; methods that learn nothing repeat their figure.
+    `mark_best`: the cells of the highest mean in each column (ties: each) in bold (<strong>)."""
     columns, methods = _columns(rows), list(dict.fromkeys(r["method"] for r in rows))
     styles = method_styles(methods)  # the plot's colours
+    fixed = {m: all(str(r["shots"]) == "0" for r in rows if r["method"] == m) for m in methods}  # learns nothing
+    figures = {(m, c): [row_figure(r, key) for r in rows if r["method"] == m and (fixed[m] or str(r["shots"]) == c)]
+               for m in methods for c in columns}  # (method, column) -> the figures over seeds
+    best = _best_means(figures, columns) if mark_best else {}
     body = []
     for method in methods:
-        mine = [r for r in rows if r["method"] == method]
-        fixed = all(str(r["shots"]) == "0" for r in mine)
-        cells = [fmt([row_figure(r, key) for r in mine if fixed or str(r["shots"]) == c]) for c in columns]
-        body.append([html.swatch(styles[method][0], method + (" *" if fixed else "")), *map(html.text, cells)])
+        cells = [html.text(fmt(figures[method, c])) for c in columns]
+        cells = [f"<strong>{cell}</strong>" if method in best.get(c, ()) else cell for c, cell in zip(columns, cells)]
+        body.append([html.swatch(styles[method][0], method + (" *" if fixed[method] else "")), *cells])
     return [f"{c}-shot" for c in columns], body
 
 
+def _best_means(figures: dict, columns: list[str]) -> dict[str, set[str]]:
+    """{column: the methods whose mean over seeds is the highest in it} (as the cells show it, rounded;
+    a column where no method has a figure, or only one method has, marks none)."""
+    best = {}
+    for column in columns:
+        means = {method: mean_and_std(values)[0] for (method, c), values in figures.items() if c == column}
+        means = {method: mean for method, mean in means.items() if mean is not None}
+        if len(means) > 1:
+            top = max(means.values())
+            best[column] = {method for method, mean in means.items() if mean == top}
+    return best
+
+
+BEST_NOTE = {  # under each metric's table, by whether the sweep has several seeds
+    True: "In bold: the highest mean in each column (each of a tie); a lead smaller than the spread over the "
+          "seeds may be chance.",
+    False: "In bold: the highest figure in each column (each of a tie); one seed shows no spread, so a small "
+           "lead may be chance.",
+}
 SHARED_TIME_NOTE = (
     "Rows of one prompt-learning method (vip, vip-cop-only, coop, biomedcoop) are trained together, its seeds "
     "and shot counts in one batched loop, unless the benchmark ran with --no-batch: each such row gets an "
@@ -77,10 +100,11 @@ def _tables(rows: list[dict]) -> str:
     seeds = sorted({int(r["seed"]) for r in rows})
     spread, parts = seeds_label(seeds), []
     for key, title in METRICS:
-        header, body = _grid(rows, key, _mean_std)
+        header, body = _grid(rows, key, _mean_std, mark_best=True)
         parts.append(f"<h3>{html.text(title)} ({html.text(spread)})</h3>"
                      + html.table(f"{title} of each method by shots", ["method", *header], body,
-                                  numeric=set(range(1, len(header) + 1)), raw=True))
+                                  numeric=set(range(1, len(header) + 1)), raw=True)
+                     + f'<p class="caption">{html.text(BEST_NOTE[len(seeds) > 1])}</p>')
     over = "mean over seeds" if len(seeds) > 1 else f"seed {seeds[0]}"
     header, body = _grid(rows, "fit_s", lambda v: "-" if not v else f"{html.number(statistics.fmean(v))} s")
     parts.append(f"<h3>seconds per run (fitting and evaluation, {over}; images encoded once for all)</h3>"
