@@ -141,6 +141,7 @@ def screenshot(page: Path, png: Path, width: int, height: int, *flags: str) -> P
     browser = find_browser()
     assert browser, "no browser"
     shot = _run(browser, png.parent / f"profile-{png.stem}", *flags, f"--window-size={width},{height}",
+                "--virtual-time-budget=10000", "--run-all-compositor-stages-before-draw",  # the page settled, drawn whole
                 f"--screenshot={png}", page.resolve().as_uri())
     assert png.is_file(), f"no screenshot (exit {shot.returncode}): {shot.stderr[-2000:]}"
     return png
