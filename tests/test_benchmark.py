@@ -522,3 +522,22 @@ def test_a_sweep_into_the_current_folder_is_locked_beside_it(cli, isic_small, ti
     code, _, stderr = cli(*bench_args(isic_small, tiny_clip, ".", "--methods", "zeroshot", "--seeds", "1"))
     assert code == 0, stderr
     assert (here / "results.json").is_file() and not (tmp_path / "here.lock").exists()
+
+
+def test_the_printed_tables_show_each_columns_leader_in_bold():
+    """As the report does: the highest mean of each column is bold on a terminal (each of a tie)."""
+    from vipcli.cli.benchmark import benchmark_tables
+    from vipcli.sweep_folder import summarize
+
+    rows = [{"method": m, "shots": s, "seed": seed, "test_accuracy": a + seed, "test_macro_f1": 50.0}
+            for m, s, a in (("zeroshot", 0, 70.0), ("coop", 1, 60.0), ("coop", 4, 80.0), ("vip", 1, 65.0),
+                            ("vip", 4, 79.0)) for seed in (1, 2)]
+    accuracy, f1 = benchmark_tables(SimpleNamespace(rows=rows, summary=summarize(rows)))
+
+    def bold(table) -> list[tuple[str, str]]:
+        methods = [str(cell) for cell in table.columns[0]._cells]
+        return [(column.header, methods[i]) for column in table.columns[1:]
+                for i, cell in enumerate(column._cells) if "bold" in str(cell.style)]
+
+    assert bold(accuracy) == [("1-shot", "zeroshot*"), ("4-shot", "coop")]
+    assert len(bold(f1)) == 6  # all tied at 50.00: each

@@ -135,3 +135,15 @@ def mean_and_std(values: list) -> tuple[float | None, float | None]:
     if len(values) < 2:
         return mean, None  # one seed: no spread, not a spread of 0
     return mean, round(statistics.stdev([float(v) for v in values]), 2)
+
+
+def column_leaders(means: dict) -> dict[str, set[str]]:
+    """{column: the methods with the highest mean in it (each of a tie)} from {(method, column): mean}
+    (None: no figure); a column with fewer than two figures has no leader. The benchmark tables (console
+    and report) show these in bold."""
+    columns: dict[str, dict[str, float]] = {}
+    for (method, column), mean in means.items():
+        if mean is not None:
+            columns.setdefault(column, {})[method] = mean
+    return {column: {method for method, mean in found.items() if mean == max(found.values())}
+            for column, found in columns.items() if len(found) > 1}

@@ -105,11 +105,14 @@ def _cell(entry: dict | None, metric: str) -> str:
 
 
 def benchmark_tables(result) -> list:
-    """Two rich tables (test accuracy, test macro-F1): rows = methods, columns = shots."""
+    """Two rich tables (test accuracy, test macro-F1): rows = methods, columns = shots; the highest mean
+    of each column in bold (shown on a terminal)."""
     from rich import box
     from rich.table import Table
+    from rich.text import Text
 
     from vipcli.methods import method_class
+    from vipcli.metrics import column_leaders
 
     columns = list(dict.fromkeys(str(r["shots"]) for r in result.rows if str(r["shots"]) != "0"))
     methods = list(dict.fromkeys(r["method"] for r in result.rows))
@@ -123,10 +126,13 @@ def benchmark_tables(result) -> list:
         table.add_column("method", no_wrap=True)
         for c in columns or ["0"]:
             table.add_column(f"{c}-shot", justify="right", no_wrap=True)
+        entries = {(m, c): by_key.get((m, c if method_class(m).uses_shots else "0")) for m in methods
+                   for c in columns or ["0"]}
+        leaders = column_leaders({key: (entry or {}).get(f"{metric}_mean") for key, entry in entries.items()})
         for method in methods:
-            learns = method_class(method).uses_shots
-            cells = [_cell(by_key.get((method, c if learns else "0")), metric) for c in columns or ["0"]]
-            table.add_row(method if learns else f"{method}*", *cells)
+            cells = [Text(_cell(entries[method, c], metric), style="bold" if method in leaders.get(c, ()) else "")
+                     for c in columns or ["0"]]
+            table.add_row(method if method_class(method).uses_shots else f"{method}*", *cells)
         tables.append(table)
     return tables
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from vipcli import __version__
 from vipcli.console import first_few
 from vipcli.errors import VipError
-from vipcli.metrics import mean_and_std, row_figure
+from vipcli.metrics import column_leaders, mean_and_std, row_figure
 from vipcli.plots import benchmark_title, draw_shots, method_styles, seeds_label, svg_markup
 from vipcli.report import html
 from vipcli.report.data_notes import left_out_files, skipped_files
@@ -61,26 +61,13 @@ def _grid(rows: list[dict], key: str, fmt, mark_best: bool = False) -> tuple[lis
     fixed = {m: all(str(r["shots"]) == "0" for r in rows if r["method"] == m) for m in methods}  # learns nothing
     figures = {(m, c): [row_figure(r, key) for r in rows if r["method"] == m and (fixed[m] or str(r["shots"]) == c)]
                for m in methods for c in columns}  # (method, column) -> the figures over seeds
-    best = _best_means(figures, columns) if mark_best else {}
+    best = column_leaders({key: mean_and_std(values)[0] for key, values in figures.items()}) if mark_best else {}
     body = []
     for method in methods:
         cells = [html.text(fmt(figures[method, c])) for c in columns]
         cells = [f"<strong>{cell}</strong>" if method in best.get(c, ()) else cell for c, cell in zip(columns, cells)]
         body.append([html.swatch(styles[method][0], method + (" *" if fixed[method] else "")), *cells])
     return [f"{c}-shot" for c in columns], body
-
-
-def _best_means(figures: dict, columns: list[str]) -> dict[str, set[str]]:
-    """{column: the methods whose mean over seeds is the highest in it} (as the cells show it, rounded;
-    a column where no method has a figure, or only one method has, marks none)."""
-    best = {}
-    for column in columns:
-        means = {method: mean_and_std(values)[0] for (method, c), values in figures.items() if c == column}
-        means = {method: mean for method, mean in means.items() if mean is not None}
-        if len(means) > 1:
-            top = max(means.values())
-            best[column] = {method for method, mean in means.items() if mean == top}
-    return best
 
 
 BEST_NOTE = {  # under each metric's table, by whether the sweep has several seeds
