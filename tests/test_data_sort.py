@@ -306,7 +306,7 @@ def _snapshot(folder: Path) -> dict:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-@pytest.mark.parametrize("edit", ["appended", "same-size-touched"])
+@pytest.mark.parametrize("edit", ["appended", "same-size-rewritten"])
 def test_force_does_not_delete_a_copy_edited_in_place(cli, tmp_path, edit):
     """Entries were checked by name: in a folder of copies, an image re-saved under its own name (after
     cropping) passed, and --force replaced it by the original."""
@@ -315,7 +315,10 @@ def test_force_does_not_delete_a_copy_edited_in_place(cli, tmp_path, edit):
     if edit == "appended":
         with open(copy, "ab") as handle:
             handle.write(b"cropped")
-    else:
+    else:  # other bytes of the same size, written later
+        data = bytearray(copy.read_bytes())
+        data[-1] ^= 0xFF
+        copy.write_bytes(bytes(data))
         stat = copy.stat()
         os.utime(copy, ns=(stat.st_atime_ns, stat.st_mtime_ns + 5_000_000_000))
     before = _snapshot(sorted_folder)
@@ -334,13 +337,34 @@ def test_a_clean_folder_of_copies_sorts_again_with_force_and_records_its_copies(
     record = json.loads((sorted_folder / ".vip-sorted.json").read_text())
     stat = (sorted_folder / "x" / "a.png").stat()
     assert sorted(record["copies"]) == ["x/a.png", "x/b.png", "y/c.png"]
-    assert record["copies"]["x/a.png"] == {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    assert record["copies"]["x/a.png"] == {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+                                           "source": os.path.realpath(images / "a.png")}
     for _ in range(2):
         code, _, err = cli("data", "sort", labels, "--images", images, "--out", sorted_folder, "--copy", "--force")
         assert code == 0, err
     links = tmp_path / "links"  # a folder of links records none: its links are checked as they are
     assert cli("data", "sort", labels, "--images", images, "--out", links)[0] == 0
     assert "copies" not in json.loads((links / ".vip-sorted.json").read_text())
+
+
+def test_a_copy_whose_times_alone_changed_is_not_taken_for_an_edit(cli, tmp_path):
+    """A sorted folder copied again without its times (`cp -r`, a backup restored) has every copy's
+    modification time changed: --force refused it as "holds copies edited since", though no byte was."""
+    images, labels, sorted_folder = _sorted_copies(cli, tmp_path)
+    for copy in (sorted_folder / "x" / "a.png", sorted_folder / "y" / "c.png"):
+        stat = copy.stat()
+        os.utime(copy, ns=(stat.st_atime_ns, stat.st_mtime_ns + 5_000_000_000))
+    code, _, err = cli("data", "sort", labels, "--images", images, "--out", sorted_folder, "--copy", "--force")
+    assert code == 0, err
+    stat = (sorted_folder / "x" / "a.png").stat()  # and its copies are recorded afresh
+    record = json.loads((sorted_folder / ".vip-sorted.json").read_text())
+    assert record["copies"]["x/a.png"]["mtime_ns"] == stat.st_mtime_ns
+    copy = sorted_folder / "x" / "b.png"  # times changed and its source gone: vip cannot tell, so it keeps it
+    stat = copy.stat()
+    os.utime(copy, ns=(stat.st_atime_ns, stat.st_mtime_ns + 5_000_000_000))
+    (images / "b.png").rename(tmp_path / "b-moved.png")
+    code, _, err = cli("data", "sort", labels, "--images", images, "--out", sorted_folder, "--copy", "--force")
+    assert code == 2 and "holds copies edited since vip data sort wrote them (x/b.png)" in err
 
 
 def test_a_folder_of_copies_sorted_by_an_earlier_vip_is_checked_by_its_names(cli, tmp_path):

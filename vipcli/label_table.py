@@ -520,12 +520,25 @@ def edited_since(out: Path) -> str | None:
 
 def _edited(path: Path, written) -> bool:
     """True when file `path` is there, and its size or modification time is not `written`'s
-    ({"size": st_size, "mtime_ns": st_mtime_ns}, as `copy_stats` records them)."""
+    ({"size": st_size, "mtime_ns": st_mtime_ns, "source": the image copied}, as `copy_stats` records
+    them), unless it still holds its source's bytes (copied again without its times, `cp -r`: not edited)."""
+    import filecmp
+
     try:
         now = os.stat(path, follow_symlinks=False)
     except OSError:
         return False  # gone: nothing to keep
-    return not isinstance(written, dict) or _stat_of(now) != written
+    if not isinstance(written, dict):
+        return True
+    if {key: written.get(key) for key in ("size", "mtime_ns")} == _stat_of(now):
+        return False
+    source = written.get("source")
+    if not isinstance(source, str) or now.st_size != written.get("size"):
+        return True
+    try:
+        return not filecmp.cmp(path, source, shallow=False)
+    except OSError:
+        return True  # its source is gone: vip cannot tell, so it keeps the file
 
 
 def _stat_of(stat: os.stat_result) -> dict[str, int]:
@@ -533,10 +546,12 @@ def _stat_of(stat: os.stat_result) -> dict[str, int]:
     return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
-def copy_stats(folder: Path, names: list[str]) -> dict[str, dict[str, int]]:
-    """The size and modification time (`os.stat`'s st_size, st_mtime_ns) of each copy `names` (relative to
-    `folder`, "/"-separated) as written, so that a later --force can tell a copy edited in place."""
-    return {name: _stat_of(os.stat(folder / name, follow_symlinks=False)) for name in sorted(names)}
+def copy_stats(folder: Path, sources: dict[str, Path]) -> dict[str, dict]:
+    """The size and modification time (`os.stat`'s st_size, st_mtime_ns) of each copy (`sources`' keys,
+    relative to `folder`, "/"-separated) as written, and the image it copies (its real path), so that a
+    later --force can tell a copy edited in place from one whose times alone changed."""
+    return {name: {**_stat_of(os.stat(folder / name, follow_symlinks=False)), "source": os.path.realpath(source)}
+            for name, source in sorted(sources.items())}
 
 
 def _not_written(out: Path, written: dict, links: bool) -> str | None:
@@ -568,10 +583,10 @@ def write_sorted(sorting: Sorting, out: Path, copy: bool, record: dict) -> None:
     from vipcli.atomic import atomic_folder
 
     with atomic_folder(out) as staging:
-        copies = []
+        copies = {}  # name in the folder -> the image it copies
         for path, split, name in sorting.placed:
             target = staging / (split or "") / name / path.name
-            copies.append(target.relative_to(staging).as_posix())
+            copies[target.relative_to(staging).as_posix()] = path
             try:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 if copy:
