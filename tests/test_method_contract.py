@@ -366,3 +366,24 @@ def test_probabilities_computed_in_bf16_are_still_told_apart_from_logits():
     assert are_probabilities(probabilities, computed_in=torch.bfloat16)
     assert not are_probabilities(scores, computed_in=torch.bfloat16)
     assert not are_probabilities(scores.sigmoid(), computed_in=torch.bfloat16)  # in [0, 1], not summing to 1
+
+
+def test_a_setting_overridden_in_a_subclass_without_a_type_is_refused_naming_the_default_kept():
+    import dataclasses
+
+    from vipcli.methods import list_methods, method_class
+    from vipcli.methods.contract import class_problem
+    from vipcli.methods.coop import Coop
+
+    @dataclasses.dataclass
+    class LongerContext(Coop.Settings):
+        n_ctx = 8  # no annotation: CoOp's default (4) is what the method gets
+
+    class LongerCoOp(Coop):
+        Settings = LongerContext
+
+    assert LongerContext().n_ctx == 4  # the pitfall the check names
+    member, reason, fix = class_problem(LongerCoOp)
+    assert member == "Settings" and reason.startswith("LongerContext.n_ctx = 8 has no type annotation")
+    assert "the setting's default stays 4" in reason and fix == "annotate it: n_ctx: int = 8"
+    assert all(class_problem(method_class(info.id)) is None for info in list_methods() if not info.problem)

@@ -88,9 +88,11 @@ def class_problem(cls) -> tuple[str, str, str] | None:
     untyped = _untyped_setting(settings)
     if untyped is not None:
         name, value = untyped
+        default = {option.name: option.default for option in dataclasses.fields(settings)}.get(name, dataclasses.MISSING)
+        ignored = ("attribute, not a setting (--method-option cannot set it)" if default is dataclasses.MISSING else
+                   f"attribute: the setting's default stays {default!r}, as the class it inherits from gives it")
         return ("Settings", f"{settings.__name__}.{name} = {value!r} has no type annotation, so it is a plain class "
-                            "attribute, not a setting (--method-option cannot set it)",
-                f"annotate it: {name}: {type(value).__name__} = {value!r}")
+                            + ignored, f"annotate it: {name}: {type(value).__name__} = {value!r}")
     context = _context_settings_problem(cls, settings)
     if context is not None:
         return context
@@ -111,14 +113,14 @@ def class_problem(cls) -> tuple[str, str, str] | None:
 def _untyped_setting(settings) -> tuple[str, object] | None:
     """(name, value) of a plain value (bool, int, float, str) written in a `Settings` dataclass without a type
     annotation (`temperature = 0.05`): dataclasses then make no field of it, so it looks like a setting but is not
-    one. Names starting with '_' and annotated ones (fields, ClassVar) are left alone."""
-    fields = {option.name for option in dataclasses.fields(settings)}
+    one; written in a subclass over an inherited setting (`n_ctx = 8`), it leaves that setting's default as it was.
+    Names starting with '_' and ones annotated in the class that writes them (fields, ClassVar) are left alone."""
     for klass in settings.__mro__:
         if klass is object:
             continue
         annotated = set(klass.__dict__.get("__annotations__", {}))
         for name, value in vars(klass).items():
-            if name.startswith("_") or name in fields or name in annotated:
+            if name.startswith("_") or name in annotated:
                 continue
             if isinstance(value, (bool, int, float, str)):
                 return name, value
