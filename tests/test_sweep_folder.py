@@ -43,3 +43,27 @@ def test_an_earlier_vips_sweep_resumes_with_its_data_folder_given_another_way(tm
     assert upgrade_split_digest(stored, now, split)["config"]["split_digest"] == split_digest(now)
     moved = {**split, "test": split["test"][1:]}
     assert upgrade_split_digest(stored, now, moved) == stored
+
+
+def test_a_split_json_written_beside_another_results_json_does_not_upgrade_its_digest(tmp_path, monkeypatch):
+    """`vip benchmark --force` writes split.json (of today's files) before its first row replaces results.json:
+    stopped in between, the folder holds an earlier vip's results.json (rows of files since removed) beside a
+    split.json listing today's files, and the next resume took that split.json for the earlier sweep's and
+    resumed its rows. split.json names the results.json digest it was written beside; only that one is upgraded."""
+    from vipcli.data import load_dataset
+    from vipcli.lesion_world import write_dataset
+    from vipcli.sweep_folder import relative_to_data, split_digest, upgrade_split_digest
+
+    write_dataset(tmp_path / "data", {"train": 2, "val": 1, "test": 2}, seed=0)
+    monkeypatch.chdir(tmp_path)
+    then = load_dataset(Path("data"), seed=1)
+    stored = {"config": {"split_digest": split_digest(then, as_given=True)}}  # an earlier vip's, of these files
+    removed = then.splits["test"][0].path
+    Path(removed).unlink()
+    now = load_dataset(tmp_path / "data", seed=1)
+    lists = {name: [[relative_to_data(s.path, Path(now.root)), s.label] for s in now.splits[name]]
+             for name in ("train", "val", "test")}
+    after_force = {**lists, "results_split_digest": None}  # written by a --force run, stopped before any row
+    assert upgrade_split_digest(stored, now, after_force) == stored  # refused: files were removed since
+    resumed = {**lists, "results_split_digest": stored["config"]["split_digest"]}  # a resume of that results.json
+    assert upgrade_split_digest(stored, now, resumed)["config"]["split_digest"] == split_digest(now)

@@ -322,8 +322,11 @@ def config_record(config: BenchmarkConfig, backbone, dataset: Dataset, split_see
     }
 
 
-def _split_record(dataset: Dataset, pool: PreparedData, split_seed: int, seeds, shots, stored: dict | None) -> dict:
-    """split.json: every split's files, and per seed the few-shot order (first K per class = K shots)."""
+def _split_record(dataset: Dataset, pool: PreparedData, split_seed: int, seeds, shots, stored: dict | None,
+                  results_digest: str | None = None) -> dict:
+    """split.json: every split's files, and per seed the few-shot order (first K per class = K shots);
+    `stored` is the sweep's split.json, `results_digest` the split digest of the results.json it resumes
+    (None: begun afresh), recorded so that a later resume can tell the two were written together."""
     root = Path(dataset.root)
 
     def relative(path) -> str:
@@ -341,6 +344,7 @@ def _split_record(dataset: Dataset, pool: PreparedData, split_seed: int, seeds, 
     return {
         "root": str(root.resolve()), "class_names": dataset.class_names, "origin": dataset.origin,
         "split_seed": split_seed,
+        "results_split_digest": results_digest,  # results.json's when this was written (`upgrade_split_digest`)
         **{name: [[relative(s.path), s.label] for s in dataset.splits[name]] for name in ("train", "val", "test")},
         "few_shot_order": orders,  # files of earlier runs that were not read again now stay listed
         "unreadable": {**{relative_stored_name(path, root): reason for path, reason in (stored or {}).get("unreadable",
@@ -477,7 +481,7 @@ def _run_sweep(config: BenchmarkConfig, methods: list[tuple[str, type]], progres
         check_same_readability(stored_split, pool, dataset.root, out)  # before any row: rows of one set of images
         out.mkdir(parents=True, exist_ok=True)
         split = _split_record(dataset, pool, context["record"]["split_seed"], config.seeds, config.shots,
-                              stored_split)
+                              stored_split, (stored or {}).get("config", {}).get("split_digest"))
         write_atomic(out / "split.json", json.dumps(split, indent=2))
         result.trained = run_pending(pending, rows, context, progress)
     result.rows = [rows[(name, str(shots), seed)] for name, _, shots, seed in jobs]

@@ -136,12 +136,15 @@ def upgrade_split_digest(stored: dict, dataset: Dataset, stored_split: dict | No
     """A results.json of an earlier vip, whose split digest named the files as that run was given them,
     with this version's digest (files relative to the data folder) when it is of these same files: the
     folder given as then, or (given another way: absolute, from another working directory) the sweep's
-    split.json `stored_split` listing these same files and labels, relative to the data folder."""
+    split.json `stored_split` listing these same files and labels, relative to the data folder. A split.json
+    this vip wrote beside another results.json (`results_split_digest` not `stored`'s: a --force run stopped
+    before its first row was saved, the earlier sweep's results.json still there) lists other rows' files."""
     config = stored.get("config", {})
     before, now = config.get("split_digest"), split_digest(dataset)
     if before in (None, now):
         return stored
-    if before == split_digest(dataset, as_given=True) or same_split_lists(stored_split, dataset):
+    beside = isinstance(stored_split, dict) and stored_split.get("results_split_digest", before) == before
+    if before == split_digest(dataset, as_given=True) or (beside and same_split_lists(stored_split, dataset)):
         return {**stored, "config": {**config, "split_digest": now}}
     return stored
 
