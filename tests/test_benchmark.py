@@ -541,3 +541,12 @@ def test_the_printed_tables_show_each_columns_leader_in_bold():
 
     assert bold(accuracy) == [("1-shot", "zeroshot*"), ("4-shot", "coop")]
     assert len(bold(f1)) == 6  # all tied at 50.00: each
+
+
+def test_a_cell_with_no_spread_prints_its_mean_alone():
+    """Two seeds, one without a test figure: the summary's std is None, which `:.2f` could not print."""
+    from vipcli.cli.benchmark import _cell
+
+    entry = {"seeds": [1, 2], "accuracy_mean": 61.0, "accuracy_std": None}
+    assert _cell(entry, "accuracy") == "61.00"
+    assert _cell({**entry, "accuracy_std": 1.41}, "accuracy") == "61.00±1.41"

@@ -1,7 +1,9 @@
 """Figures (matplotlib, Agg backend: no display needed) and the one colour of each method.
 
 Every figure that shows methods (the benchmark's shots plot, the demo, the reports) takes its
-colours from `method_color`, so a method looks the same everywhere.
+colours from `method_color`, so a method looks the same everywhere; a figure of several plugin
+methods takes them from `method_styles`, which moves a plugin whose colour another plugin there has
+already taken to the next free one (in that figure and the table beside it).
 """
 
 from __future__ import annotations
@@ -240,7 +242,7 @@ def draw_shots(rows: list[dict], shots_order: list | None = None, title: str | N
     labels = [str(s) for s in shots_order]
     x = list(range(len(labels)))
     figure, axes = plt.subplots(figsize=(MAX_FIGURE_WIDTH, 4.2), dpi=120, layout="constrained")
-    styles = method_styles(list(series))
+    styles = method_styles(list(dict.fromkeys(r["method"] for r in rows)))  # as the report's tables of these rows
     for method, by_shots in series.items():
         color, marker = styles[method]
         if set(by_shots) == {"0"}:  # a dashed line across the plot, its marker at every shots value

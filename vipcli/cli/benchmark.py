@@ -99,7 +99,7 @@ def benchmark_command(
 def _cell(entry: dict | None, metric: str) -> str:
     if entry is None or entry[f"{metric}_mean"] is None:
         return "-"
-    if len(entry.get("seeds", [])) < 2:  # one seed: no spread to show
+    if len(entry.get("seeds", [])) < 2 or entry.get(f"{metric}_std") is None:  # one figure: no spread to show
         return f"{entry[f'{metric}_mean']:.2f}"
     return f"{entry[f'{metric}_mean']:.2f}±{entry[f'{metric}_std']:.2f}"
 
