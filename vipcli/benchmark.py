@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from vipcli import console
-from vipcli.data import Dataset, few_shot_order, left_out_record, load_dataset
+from vipcli.data import Dataset, few_shot_order, left_out_record, load_dataset, relative_to_data
 from vipcli.errors import UsageError, VipError
 from vipcli.atomic import write_atomic
 from vipcli.features import decoding_digest
@@ -28,7 +28,7 @@ from vipcli.methods import DEFAULT_BENCHMARK, METHODS
 from vipcli.provenance import installed_backbone, installed_method
 from vipcli.settings import BackboneSettings, EncodingSettings, ScheduleSettings
 from vipcli.sweep_folder import (check_matches, check_same_readability, content_digest, read_json, read_stored,
-                                 relative_stored_name, relative_to_data, save_results, split_digest, summarize,
+                                 relative_stored_name, save_results, split_digest, summarize,
                                  upgrade_split_digest, upgrade_stored_config)
 
 DEFAULT_METHODS = DEFAULT_BENCHMARK

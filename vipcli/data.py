@@ -303,6 +303,12 @@ def _without_train(root: Path, present: dict[str, Path]) -> Dataset:
     return dataset
 
 
+def relative_to_data(path, root: Path) -> str:
+    """`path` relative to the data folder `root` (both as the run was given them), or as it is when outside
+    it: how split.json lists files, and how warnings name them."""
+    return str(Path(path).relative_to(root)) if Path(path).is_relative_to(root) else str(path)
+
+
 def left_out_record(left_out: LeftOut | None, relative) -> dict:
     """split.json's record of the files no class took, `{"left_out": {"not_images": [...], "in_no_class":
     [...]}}` with each path as `relative` writes it (a list of paths -> a list of strings), sorted; {} when
@@ -321,7 +327,7 @@ def _warn_left_out(root: Path, left_out: LeftOut) -> None:
     from vipcli import console
 
     def shown(path: Path) -> str:
-        return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+        return relative_to_data(path, root)
 
     message = left_out_warning(sorted(left_out.others), shown)
     if message:
@@ -405,7 +411,7 @@ def warn_duplicates(dataset: Dataset) -> None:
     root = Path(dataset.root)
 
     def shown(path: Path) -> str:
-        return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+        return relative_to_data(path, root)
 
     links = _linked_class_folders(dataset)
     for folder, original in links:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from vipcli import console
 from vipcli.atomic import write_atomic
-from vipcli.data import Dataset
+from vipcli.data import Dataset, relative_to_data
 from vipcli.errors import VipError
 from vipcli.featuresets import PreparedData
 from vipcli.metrics import mean_and_std, row_figure
@@ -180,11 +180,6 @@ def split_digest(dataset: Dataset, as_given: bool = False) -> str:
     name_of = str if as_given else (lambda path: relative_to_data(path, root))
     blob = json.dumps({name: [[name_of(s.path), s.label] for s in samples] for name, samples in dataset.splits.items()})
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def relative_to_data(path, root: Path) -> str:
-    """`path` relative to the data folder `root` (both as the run was given them), as split.json names files."""
-    return str(Path(path).relative_to(root)) if Path(path).is_relative_to(root) else str(path)
 
 
 def check_same_readability(stored_split: dict | None, pool: PreparedData, root: Path, out: Path) -> None:

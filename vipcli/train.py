@@ -270,7 +270,7 @@ def write_train_run(run_dir, config, method, backbone, dataset, data, symptoms, 
                     calibration=None) -> None:
     """Write the run directory: the method's tensors and everything predict needs to rebuild it."""
     from vipcli.checkpoint import write_run
-    from vipcli.data import left_out_record
+    from vipcli.data import left_out_record, relative_to_data
     from vipcli.methods import METHODS
     from vipcli.provenance import distribution_record
     from vipcli.registry import BACKBONES, copy_run_files, run_backbone_options
@@ -281,7 +281,7 @@ def write_train_run(run_dir, config, method, backbone, dataset, data, symptoms, 
                                    getattr(backbone, "config_companions", ()))
 
     def relative(paths):
-        return [str(Path(p).relative_to(root)) if Path(p).is_relative_to(root) else str(p) for p in paths]
+        return [relative_to_data(path, root) for path in paths]
 
     config_record = _jsonable(asdict(config))
     metadata = {
