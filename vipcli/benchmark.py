@@ -379,12 +379,13 @@ def _prepare(config: BenchmarkConfig, methods: list[tuple[str, type]]) -> dict:
     content = None if world.main or not stored_content else stored_content  # only rank 0 reads every image's bytes
     record = config_record(config, backbone, dataset, split_seed, symptoms, content)
     check_prompts(methods, backbone, dataset.class_names, symptoms, config.method_options)
+    stored_split = read_json(out / "split.json") if stored is not None else None  # read once per sweep
     if stored is not None:
-        check_matches(upgrade_split_digest(upgrade_stored_config(stored), dataset, read_json(out / "split.json")),
-                      record, out)
+        check_matches(upgrade_split_digest(upgrade_stored_config(stored), dataset, stored_split), record, out)
         record["symptoms"] = symptoms or stored["config"].get("symptoms") or {}
-    return {"config": config, "out": out, "stored": stored, "dataset": dataset, "symptoms": symptoms,
-            "world": world, "device": device, "backbone": backbone, "record": record, "class_names": dataset.class_names}
+    return {"config": config, "out": out, "stored": stored, "stored_split": stored_split, "dataset": dataset,
+            "symptoms": symptoms, "world": world, "device": device, "backbone": backbone, "record": record,
+            "class_names": dataset.class_names}
 
 
 def check_prompts(methods, backbone, class_names, symptoms, options) -> None:
@@ -448,7 +449,7 @@ def sweep_lock(out: Path):
 def _run_sweep(config: BenchmarkConfig, methods: list[tuple[str, type]], progress=None) -> BenchmarkResult:
     """`run_benchmark` once `out` is held: prepare, encode, run the pending rows, write the results."""
     context = _prepare(config, methods)
-    out, stored, dataset = context["out"], context["stored"], context["dataset"]
+    out, stored, stored_split, dataset = context["out"], context["stored"], context["stored_split"], context["dataset"]
     rows = {row_key(r): r for r in (stored or {}).get("rows", [])}
     jobs = sweep_jobs(methods, config.shots, config.seeds)
     pending = [job for job in jobs if (job[0], str(job[2]), job[3]) not in rows]
@@ -477,7 +478,6 @@ def _run_sweep(config: BenchmarkConfig, methods: list[tuple[str, type]], progres
         result.encoded_views, result.failures = pool.encoded_views, pool.failures
         result.warnings = warn_capped_shots(trained_shots, readable_order(pool, dataset, config.seeds[0]),
                                             dataset.class_names)  # only shots some pending row trains with
-        stored_split = read_json(out / "split.json") if stored else None
         check_same_readability(stored_split, pool, dataset.root, out)  # before any row: rows of one set of images
         out.mkdir(parents=True, exist_ok=True)
         split = _split_record(dataset, pool, context["record"]["split_seed"], config.seeds, config.shots,
@@ -488,7 +488,7 @@ def _run_sweep(config: BenchmarkConfig, methods: list[tuple[str, type]], progres
     result.summary = summarize(result.rows)
     if not pending and rows and context["world"].main:  # all resumed: rewrite results.csv (and .json)
         save_results(out, context["record"], context["class_names"], list(rows.values()))  # in case one was damaged
-        if read_json(out / "split.json") is None:
+        if stored_split is None:  # not rewritten: nothing ran
             console.warn(f"{out}/split.json is missing or unreadable: it lists the images behind these results "
                          "(pass --force to run the sweep again and rewrite it)")
     if result.rows and context["world"].main:  # one writer under torchrun
