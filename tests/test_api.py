@@ -302,13 +302,17 @@ def test_warnings_name_the_keyword_arguments_on_stderr_and_in_the_result(world, 
         patch.setenv("VIP_CACHE_DIR", str(root / "cache"))
         sweep = vip.benchmark(data, methods="vip", shots=[50], seeds=[1], backbone="toy", workers=0, views=2, epochs=1,
                               device="cpu", out=tmp_path / "b")
-        capsys.readouterr()
-        vip.train(data, **{**TOY, "shots": 50, "out": tmp_path / "run"})
+        swept = capsys.readouterr().err
+        run = vip.train(data, **{**TOY, "shots": 50, "out": tmp_path / "run"})
     trained = capsys.readouterr().err
     assert sweep.warnings == [f"shots=50: class '{name}' has only 6 readable training images; capped to 6 "
                               "(see shots_used in results)" for name in ("melanoma", "nevus")]
     assert "shots=50: class 'melanoma' has only 6 training images; all 6 are used (pass shots=6 or fewer" in trained
     assert "--" not in trained
+    # the result keeps each warning stderr printed, in its words, and no other
+    for result, printed in ((sweep, swept), (run, trained)):
+        assert result.warnings and [line for line in printed.splitlines() if line.startswith("warning: ")] == \
+            [f"warning: {message}" for message in result.warnings]
 
 
 def test_benchmark_names_a_bad_seed_by_the_keyword_argument_it_came_in(world, tmp_path):
@@ -368,3 +372,17 @@ def test_importing_the_interface_loads_no_torch_until_something_runs():
     assert shown == ["False", "True", "True"]
     with pytest.raises(AttributeError, match="has no attribute 'Predictions'"):
         vip.Predictions
+
+
+def test_json_of_vip_train_and_vip_benchmark_lists_the_warnings_stderr_printed(world, tmp_path, cli):
+    """`--json` is for tools that read no stderr: a short class's warning is in the document too."""
+    data, _, root = world
+    common = ("--data", data, "--backbone", "toy", "--shots", "50", "--epochs", "1", "--views", "2", "--workers", "0",
+              "--device", "cpu", "--json")
+    for command, extra in (("train", ("--out", tmp_path / "run")),
+                           ("benchmark", ("--methods", "vip", "--seeds", "1", "--out", tmp_path / "sweep"))):
+        code, out, err = cli(command, *common, *extra)
+        assert code == 0, err
+        printed = [line.removeprefix("warning: ") for line in err.splitlines() if line.startswith("warning: ")]
+        assert any(line.startswith("--shots 50: class 'melanoma' has only 6") for line in printed)
+        assert json.loads(out)["warnings"] == printed

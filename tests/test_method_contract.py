@@ -88,12 +88,14 @@ def test_a_method_class_that_cannot_work_is_refused_before_any_work(cli, methods
 def test_a_setting_written_without_a_type_names_the_annotation_to_add(cli, methods):
     code, _, err = cli("methods", "list")
     warned = [line for line in err.splitlines() if "'untyped-setting'" in line]
-    assert code == 0 and len(warned) == 1 and "(annotate it: temperature: float = 0.05); 'untyped-setting' is " \
+    fix = "annotate it: temperature: float = 0.05, or temperature: typing.ClassVar[float] = 0.05 for a constant " \
+          "that is not one"
+    assert code == 0 and len(warned) == 1 and f"({fix}); 'untyped-setting' is " \
                                                  "unavailable" in warned[0]  # vip methods list names the fix too
     code, _, err = cli("methods", "check", "untyped-setting", "-o", "temperature=0.1")
     line = _one_error(err)
     assert code == 1 and "failed in Settings: UntypedValue.temperature = 0.05 has no type annotation" in line
-    assert line.endswith("(annotate it: temperature: float = 0.05)")
+    assert line.endswith(f"({fix})")
 
 
 def test_a_settings_validate_that_raises_value_error_names_the_method(cli, methods, isic_small, tiny_clip, tmp_path):

@@ -71,7 +71,7 @@ class BenchmarkResult:
         trained: rows run now.
         encoded_views: views that went through the image encoder now (0 on a warm cache).
         failures: {unreadable image file: reason}.
-        warnings: shot caps and the like, also printed on stderr.
+        warnings: every warning the sweep printed on stderr (shot caps, skipped images, ...), as plain text.
     """
 
     out: Path  # the results folder
@@ -83,7 +83,7 @@ class BenchmarkResult:
     trained: int = 0  # rows run now
     encoded_views: int = 0  # views that went through the image encoder now (0 on a warm cache)
     failures: dict[str, str] = field(default_factory=dict)  # unreadable file -> reason
-    warnings: list[str] = field(default_factory=list)  # shot caps and the like, also printed on stderr
+    warnings: list[str] = field(default_factory=list)  # what the sweep warned on stderr, in order
 
 
 # --- options and the sweep grid -----------------------------------------------------------
@@ -217,17 +217,13 @@ def select_subset(pool: PreparedData, order: list[list[int]], shots: int | None)
     return subset, [len(rows_c) for rows_c in chosen]
 
 
-def warn_capped_shots(shots: tuple, order: list[list[int]], class_names: list[str]) -> list[str]:
+def warn_capped_shots(shots: tuple, order: list[list[int]], class_names: list[str]) -> None:
     """One warning per (shots value, class) with fewer readable training images than asked."""
-    messages = []
     for k in dict.fromkeys(s for s in shots if s is not None):
         for name, rows in zip(class_names, order):
             if len(rows) < k:
-                messages.append(console.worded(f"--shots {k}: class '{name}' has only {len(rows)} readable training "
-                                               f"images; capped to {len(rows)} (see shots_used in results)"))
-    for message in messages:
-        console.warn(message)
-    return messages
+                console.warn(f"--shots {k}: class '{name}' has only {len(rows)} readable training "
+                             f"images; capped to {len(rows)} (see shots_used in results)")
 
 
 # --- one row ------------------------------------------------------------------------------
@@ -412,8 +408,11 @@ def run_benchmark(config: BenchmarkConfig, progress=None) -> BenchmarkResult:
     out = Path(config.out or default_out(config.data))
     check_output_folder(out)  # writable and not full, before any work
     check_outside_data(out, Path(config.data), "--out" if config.out else "the default results folder")
-    with sweep_lock(out):  # a second sweep into the same --out is refused here: each rewrites results.json
-        return _run_sweep(config, methods, progress)
+    with sweep_lock(out), console.keeping_warnings() as warned:  # a second sweep into --out is refused here
+        result = _run_sweep(config, methods, progress)
+    if result is not None:  # None on a torchrun rank other than 0
+        result.warnings = warned
+    return result
 
 
 SWEEP_LOCK = ".vip-benchmark.lock"  # inside --out: a dot-file, which a sweep's folder may hold
@@ -476,8 +475,8 @@ def _run_sweep(config: BenchmarkConfig, methods: list[tuple[str, type]], progres
         context["pool"] = pool
         context["batched"] = config.batched
         result.encoded_views, result.failures = pool.encoded_views, pool.failures
-        result.warnings = warn_capped_shots(trained_shots, readable_order(pool, dataset, config.seeds[0]),
-                                            dataset.class_names)  # only shots some pending row trains with
+        warn_capped_shots(trained_shots, readable_order(pool, dataset, config.seeds[0]),
+                          dataset.class_names)  # only shots some pending row trains with
         check_same_readability(stored_split, pool, dataset.root, out)  # before any row: rows of one set of images
         out.mkdir(parents=True, exist_ok=True)
         split = _split_record(dataset, pool, context["record"]["split_seed"], config.seeds, config.shots,

@@ -94,6 +94,25 @@ def worded(message: str) -> str:
     return rewrite(message) if rewrite is not None else message
 
 
+_kept: contextvars.ContextVar[tuple] = contextvars.ContextVar("vip_kept_warnings", default=())
+
+
+@contextlib.contextmanager
+def keeping_warnings():
+    """Inside this block, every warning printed is also kept, as plain text, in the list this yields.
+
+    `vip train` and `vip benchmark` return them on their results (`TrainResult.warnings`,
+    `BenchmarkResult.warnings`, `--json`'s "warnings"): what stderr said, for a caller that reads no
+    stderr. Blocks nest; a warning is kept by each block it is printed in.
+    """
+    kept: list[str] = []
+    token = _kept.set((*_kept.get(), kept))
+    try:
+        yield kept
+    finally:
+        _kept.reset(token)
+
+
 def warn(message: str) -> None:
     """Print one warning line on stderr (rich markup allowed; control characters are escaped).
 
@@ -106,7 +125,14 @@ def warn(message: str) -> None:
         if message in seen:
             return
         seen.add(message)
-    stderr().print(f"[yellow]warning:[/yellow] {printable(message)}", markup=True)
+    line = printable(message)
+    stderr().print(f"[yellow]warning:[/yellow] {line}", markup=True)
+    if _kept.get():
+        from rich.text import Text
+
+        plain = Text.from_markup(line).plain
+        for kept in _kept.get():
+            kept.append(plain)
 
 
 def warn_skipped(failures: dict) -> None:

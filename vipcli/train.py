@@ -43,6 +43,8 @@ class TrainResult:
         failures: {unreadable image file: reason}, files left out of training and evaluation.
         class_names: the classes, in the order of predictions' probabilities.
         schedule: the training schedule used (None for a method that fits itself).
+        warnings: every warning the run printed on stderr (short classes, calibration, ...), as plain text,
+            in order; the unreadable files are in `failures`.
     """
 
     run_dir: Path
@@ -50,6 +52,7 @@ class TrainResult:
     failures: dict[str, str]  # unreadable file -> reason
     class_names: list[str]
     schedule: object | None  # the Schedule used by the shared SGD loop (None if the method has its own)
+    warnings: list[str] = field(default_factory=list)  # what the run warned on stderr, in order
 
 
 def default_run_dir(config: TrainConfig) -> Path:
@@ -110,9 +113,18 @@ def train(config: TrainConfig, progress=None) -> TrainResult | None:
         config: the run's settings.
         progress: an optional rich Progress for long steps.
     Returns:
-        TrainResult with the run directory, metrics and unreadable files; None on a torchrun rank
-        other than 0 (it encodes its share of the images into the feature cache, then stops).
+        TrainResult with the run directory, metrics, unreadable files and the warnings printed; None on a
+        torchrun rank other than 0 (it encodes its share of the images into the feature cache, then stops).
     """
+    with console.keeping_warnings() as warned:
+        result = _train(config, progress)
+    if result is not None:
+        result.warnings = warned
+    return result
+
+
+def _train(config: TrainConfig, progress=None) -> TrainResult | None:
+    """`train`'s work, its warnings kept by the caller."""
     started = time.perf_counter()
     cls, _, schedule = check_config(config)
     import torch

@@ -91,8 +91,11 @@ def class_problem(cls) -> tuple[str, str, str] | None:
         default = {option.name: option.default for option in dataclasses.fields(settings)}.get(name, dataclasses.MISSING)
         ignored = ("attribute, not a setting (--method-option cannot set it)" if default is dataclasses.MISSING else
                    f"attribute: the setting's default stays {default!r}, as the class it inherits from gives it")
+        fix = f"annotate it: {name}: {type(value).__name__} = {value!r}"
+        if default is dataclasses.MISSING:  # it may be meant as a constant of the method, not a setting
+            fix += f", or {name}: typing.ClassVar[{type(value).__name__}] = {value!r} for a constant that is not one"
         return ("Settings", f"{settings.__name__}.{name} = {value!r} has no type annotation, so it is a plain class "
-                            + ignored, f"annotate it: {name}: {type(value).__name__} = {value!r}")
+                            + ignored, fix)
     context = _context_settings_problem(cls, settings)
     if context is not None:
         return context
