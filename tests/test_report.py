@@ -176,6 +176,31 @@ def test_the_report_of_an_unfinished_sweep_says_which_rows_are_missing(cli, benc
     assert "run the same vip benchmark command again to resume it" in page
 
 
+def test_the_report_of_a_sweep_being_written_says_so_on_the_page_and_on_stderr(cli, benchmark_dir, tmp_path):
+    """During a `vip benchmark --force`, until its first row was saved, the report showed the old rows without a
+    word; during any sweep, its rows so far as if final."""
+    import os
+    import socket
+
+    from vipcli.prediction_files import output_lock
+    from vipcli.sweep_folder import SWEEP_LOCK
+
+    folder = shutil.copytree(benchmark_dir, tmp_path / "running")
+    with output_lock(folder, lock=folder / SWEEP_LOCK):  # as a sweep running in another process holds it
+        code, _, err = cli("report", folder)
+    assert code == 0, err
+    said = (f"a vip benchmark is writing {folder} now (pid {os.getpid()} on host {socket.gethostname()}): this "
+            "report shows the rows saved before it was written, which that sweep may still add to or replace; run "
+            "vip report again when it ends")
+    assert [line for line in err.splitlines() if line.startswith("warning:")] == [f"warning: {said}"]
+    assert "A" + said[1:] + "." in (folder / "report.html").read_text()
+    code, _, err = cli("report", folder)  # the sweep has ended (its lock file is gone)
+    assert code == 0 and "writing" not in err and "is writing" not in (folder / "report.html").read_text()
+    (folder / SWEEP_LOCK).write_text("123 elsewhere\n")  # left by a killed sweep: the OS lock died with it
+    code, _, err = cli("report", folder)
+    assert code == 0 and "writing" not in err
+
+
 def test_each_method_has_one_colour_whatever_the_figure_shows():
     rows = [{"method": m, "shots": s, "seed": 1, "test_accuracy": 50.0 + s} for m in ("vip", "coop") for s in (1, 2)]
     reordered = [{"method": "linear-probe", "shots": 1, "seed": 1, "test_accuracy": 40.0}] + rows[::-1]

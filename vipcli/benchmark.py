@@ -27,8 +27,8 @@ from vipcli.featuresets import FeatureSet, PreparedData
 from vipcli.methods import DEFAULT_BENCHMARK, METHODS
 from vipcli.provenance import installed_backbone, installed_method
 from vipcli.settings import BackboneSettings, EncodingSettings, ScheduleSettings
-from vipcli.sweep_folder import (check_matches, check_same_readability, content_digest, read_json, read_stored,
-                                 relative_stored_name, save_results, split_digest, summarize,
+from vipcli.sweep_folder import (SWEEP_LOCK, check_matches, check_same_readability, content_digest, read_json,
+                                 read_stored, relative_stored_name, save_results, split_digest, summarize,
                                  upgrade_split_digest, upgrade_stored_config)
 
 DEFAULT_METHODS = DEFAULT_BENCHMARK
@@ -413,9 +413,6 @@ def run_benchmark(config: BenchmarkConfig, progress=None) -> BenchmarkResult:
     if result is not None:  # None on a torchrun rank other than 0
         result.warnings = warned
     return result
-
-
-SWEEP_LOCK = ".vip-benchmark.lock"  # inside --out: a dot-file, which a sweep's folder may hold
 
 
 @contextlib.contextmanager

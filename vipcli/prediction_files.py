@@ -629,6 +629,30 @@ def output_lock(out: Path, lock: Path | None = None):
         _release_lock(lock, handle)
 
 
+def lock_holder(lock: Path) -> str | None:
+    """Whether a process holds `lock` now (see `output_lock`), without taking it: None when none does (or
+    the file is missing), else " (pid 123 on host h)", or "" when the holder cannot be read."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: telling needs the lock itself
+        return None
+    try:
+        handle = os.open(lock, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)  # refused while a writer holds it (LOCK_EX)
+    except BlockingIOError:
+        return _holder(handle)
+    except OSError:  # a file system without locks
+        return None
+    else:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(handle)
+
+
 def _take_lock(out: Path, lock: Path) -> int:
     """Open and lock `lock` (retrying when its holder removed it as we opened it); write our pid in it."""
     import socket

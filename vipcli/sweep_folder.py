@@ -31,11 +31,19 @@ ROW_FIELDS = (
     "val_auroc", "test_accuracy", "test_macro_f1", "test_auroc", "test_confusion_matrix", "fit_s", "finished_at",
 )
 OWN_FILES = {"results.json", "results.csv", "split.json", "shots.png", "speed.json", "report.html"}  # what --out may hold
+SWEEP_LOCK = ".vip-benchmark.lock"  # inside the folder, held by the sweep writing it: a dot-file, which it may hold
 MATCHED_KEYS = ("data", "backbone", "arch", "pretrained", "backbone_fingerprint", "views", "schedule", "epochs",
                 "batch_size", "lr", "method_options", "split_seed", "split_digest")
 
 
 # --- the folder and its settings -------------------------------------------------------------
+
+
+def running_sweep(out: Path) -> str | None:
+    """Whether a `vip benchmark` is writing `out` now: None if not, else its holder (" (pid 1 on host h)" or "")."""
+    from vipcli.prediction_files import lock_holder
+
+    return lock_holder(Path(out) / SWEEP_LOCK)
 
 
 def read_stored(out: Path) -> dict | None:

@@ -6,7 +6,9 @@ import json
 import statistics
 from pathlib import Path
 
-from vipcli import __version__
+from rich.markup import escape
+
+from vipcli import __version__, console
 from vipcli.console import first_few
 from vipcli.errors import VipError
 from vipcli.metrics import column_leaders, mean_and_std, row_figure
@@ -199,9 +201,24 @@ def _dashed_note(rows: list[dict]) -> str:
     return "; dashed: methods that learn nothing" if any(str(r["shots"]) == str(ZERO_SHOTS) for r in rows) else ""
 
 
+def _running_note(folder: Path) -> str:
+    """A note (and a warning on stderr) when a `vip benchmark` is writing the folder now: the report shows the
+    rows saved so far, which that sweep may still add to or, started with --force, replace."""
+    from vipcli.sweep_folder import running_sweep
+
+    holder = running_sweep(folder)
+    if holder is None:
+        return ""
+    message = (f"a vip benchmark is writing {folder} now{holder}: this report shows the rows saved before it was "
+               "written, which that sweep may still add to or replace; run vip report again when it ends")
+    console.warn(escape(message))
+    return html.note(html.text(message[0].upper() + message[1:] + "."))
+
+
 def benchmark_report(folder: Path) -> str:
     """The HTML report of a folder written by `vip benchmark`."""
     folder = Path(folder)
+    running = _running_note(folder)
     document = read_results(folder)
     rows, config = document.get("rows", []), document.get("config", {})
     if not rows:
@@ -210,6 +227,7 @@ def benchmark_report(folder: Path) -> str:
     seeds = sorted({int(r["seed"]) for r in rows})
     sections = [
         random_weights_banner(config, "this benchmark's results"),
+        running,
         _unfinished_note(document),
         html.section("Settings and data", _settings(document) + _data_notes(folder)),
         html.section("Test accuracy by shots", html.figure(svg_markup(draw_shots(rows, title=title)), _shots_alt(rows, title),
