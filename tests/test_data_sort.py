@@ -306,12 +306,14 @@ def _snapshot(folder: Path) -> dict:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-@pytest.mark.parametrize("edit", ["appended", "same-size-rewritten"])
+@pytest.mark.parametrize("edit", ["appended", "same-size-rewritten", "times-restored"])
 def test_force_does_not_delete_a_copy_edited_in_place(cli, tmp_path, edit):
     """Entries were checked by name: in a folder of copies, an image re-saved under its own name (after
-    cropping) passed, and --force replaced it by the original."""
+    cropping) passed, and --force replaced it by the original. An edit that kept the size and set the
+    modification time back (`touch -r`) passed the size-and-time check too."""
     images, labels, sorted_folder = _sorted_copies(cli, tmp_path)
     copy = sorted_folder / "x" / "b.png"
+    written = copy.stat()
     if edit == "appended":
         with open(copy, "ab") as handle:
             handle.write(b"cropped")
@@ -320,7 +322,10 @@ def test_force_does_not_delete_a_copy_edited_in_place(cli, tmp_path, edit):
         data[-1] ^= 0xFF
         copy.write_bytes(bytes(data))
         stat = copy.stat()
-        os.utime(copy, ns=(stat.st_atime_ns, stat.st_mtime_ns + 5_000_000_000))
+        later = stat.st_mtime_ns + 5_000_000_000 if edit == "same-size-rewritten" else written.st_mtime_ns
+        os.utime(copy, ns=(stat.st_atime_ns, later))
+        assert edit != "times-restored" or (copy.stat().st_size, copy.stat().st_mtime_ns) == \
+            (written.st_size, written.st_mtime_ns)
     before = _snapshot(sorted_folder)
     code, _, err = cli("data", "sort", labels, "--images", images, "--out", sorted_folder, "--copy", "--force")
     assert code == 2 and _one_error(err) == (
@@ -338,7 +343,7 @@ def test_a_clean_folder_of_copies_sorts_again_with_force_and_records_its_copies(
     stat = (sorted_folder / "x" / "a.png").stat()
     assert sorted(record["copies"]) == ["x/a.png", "x/b.png", "y/c.png"]
     assert record["copies"]["x/a.png"] == {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
-                                           "source": os.path.realpath(images / "a.png")}
+                                           "ctime_ns": stat.st_ctime_ns, "source": os.path.realpath(images / "a.png")}
     for _ in range(2):
         code, _, err = cli("data", "sort", labels, "--images", images, "--out", sorted_folder, "--copy", "--force")
         assert code == 0, err
@@ -354,6 +359,7 @@ def test_a_copy_whose_times_alone_changed_is_not_taken_for_an_edit(cli, tmp_path
     for copy in (sorted_folder / "x" / "a.png", sorted_folder / "y" / "c.png"):
         stat = copy.stat()
         os.utime(copy, ns=(stat.st_atime_ns, stat.st_mtime_ns + 5_000_000_000))
+    os.chmod(sorted_folder / "x" / "b.png", 0o444)  # its status-change time alone: made read-only
     code, _, err = cli("data", "sort", labels, "--images", images, "--out", sorted_folder, "--copy", "--force")
     assert code == 0, err
     stat = (sorted_folder / "x" / "a.png").stat()  # and its copies are recorded afresh
@@ -363,6 +369,27 @@ def test_a_copy_whose_times_alone_changed_is_not_taken_for_an_edit(cli, tmp_path
     stat = copy.stat()
     os.utime(copy, ns=(stat.st_atime_ns, stat.st_mtime_ns + 5_000_000_000))
     (images / "b.png").rename(tmp_path / "b-moved.png")
+    code, _, err = cli("data", "sort", labels, "--images", images, "--out", sorted_folder, "--copy", "--force")
+    assert code == 2 and "holds copies edited since vip data sort wrote them (x/b.png)" in err
+
+
+def test_a_folder_of_copies_whose_manifest_records_no_ctime_is_checked_by_size_and_time(cli, tmp_path):
+    """vip 0.2's first releases recorded no status-change time: such a copy is not refused for lacking one."""
+    images, labels, sorted_folder = _sorted_copies(cli, tmp_path)
+    manifest = sorted_folder / ".vip-sorted.json"
+    record = json.loads(manifest.read_text())
+    for stats in record["copies"].values():
+        del stats["ctime_ns"]
+    manifest.write_text(json.dumps(record))
+    os.chmod(sorted_folder / "x" / "a.png", 0o444)
+    code, _, err = cli("data", "sort", labels, "--images", images, "--out", sorted_folder, "--copy", "--force")
+    assert code == 0, err
+    with open(sorted_folder / "x" / "b.png", "ab") as handle:
+        handle.write(b"cropped")
+    record = json.loads(manifest.read_text())
+    for stats in record["copies"].values():
+        del stats["ctime_ns"]
+    manifest.write_text(json.dumps(record))
     code, _, err = cli("data", "sort", labels, "--images", images, "--out", sorted_folder, "--copy", "--force")
     assert code == 2 and "holds copies edited since vip data sort wrote them (x/b.png)" in err
 

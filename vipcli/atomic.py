@@ -7,6 +7,7 @@ import glob
 import json
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 
@@ -16,6 +17,14 @@ def current_umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def plain_file_mode(path: str | Path, mask: int | None = None) -> None:
+    """Give file `path` the permissions a plain `open()` gives (0666 less the umask `mask`, default the
+    process's), where it has others: a file already so is left alone, its status-change time unchanged."""
+    wanted = 0o666 & ~(current_umask() if mask is None else mask)
+    if stat.S_IMODE(os.stat(path, follow_symlinks=False).st_mode) != wanted:
+        os.chmod(path, wanted)
 
 
 @contextlib.contextmanager
@@ -86,7 +95,7 @@ def atomic_folder(path: str | Path):
             os.chmod(folder, 0o777 & ~mask)
             for name in files:
                 if not os.path.islink(os.path.join(folder, name)):  # chmod would change the link's target
-                    os.chmod(os.path.join(folder, name), 0o666 & ~mask)
+                    plain_file_mode(os.path.join(folder, name), mask)
         if path.exists():
             # a name of its own (not a fixed `.NAME.old`): two processes replacing one folder at once
             # never rename onto, or delete, each other's old folder

@@ -519,9 +519,12 @@ def edited_since(out: Path) -> str | None:
 
 
 def _edited(path: Path, written) -> bool:
-    """True when file `path` is there, and its size or modification time is not `written`'s
-    ({"size": st_size, "mtime_ns": st_mtime_ns, "source": the image copied}, as `copy_stats` records
-    them), unless it still holds its source's bytes (copied again without its times, `cp -r`: not edited)."""
+    """True when file `path` is there, and its size, modification time or status-change time is not
+    `written`'s ({"size": st_size, "mtime_ns": st_mtime_ns, "ctime_ns": st_ctime_ns, "source": the image
+    copied}, as `copy_stats` records them), unless it still holds its source's bytes (copied again without
+    its times, `cp -r`, or its mode changed: not edited). Every write sets the status-change time, which no
+    one can set back, so an edit that restores the modification time (`touch -r`) is seen too; a
+    manifest of vip 0.2's first releases records no ctime_ns and is compared on size and time alone."""
     import filecmp
 
     try:
@@ -530,7 +533,8 @@ def _edited(path: Path, written) -> bool:
         return False  # gone: nothing to keep
     if not isinstance(written, dict):
         return True
-    if {key: written.get(key) for key in ("size", "mtime_ns")} == _stat_of(now):
+    compared = [key for key in ("size", "mtime_ns", "ctime_ns") if key != "ctime_ns" or key in written]
+    if all(written.get(key) == _stat_of(now)[key] for key in compared):
         return False
     source = written.get("source")
     if not isinstance(source, str) or now.st_size != written.get("size"):
@@ -543,13 +547,13 @@ def _edited(path: Path, written) -> bool:
 
 def _stat_of(stat: os.stat_result) -> dict[str, int]:
     """What a sorted folder's MANIFEST records of one copy it wrote."""
-    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "ctime_ns": stat.st_ctime_ns}
 
 
 def copy_stats(folder: Path, sources: dict[str, Path]) -> dict[str, dict]:
-    """The size and modification time (`os.stat`'s st_size, st_mtime_ns) of each copy (`sources`' keys,
-    relative to `folder`, "/"-separated) as written, and the image it copies (its real path), so that a
-    later --force can tell a copy edited in place from one whose times alone changed."""
+    """The size, modification and status-change times (`os.stat`'s st_size, st_mtime_ns, st_ctime_ns) of each
+    copy (`sources`' keys, relative to `folder`, "/"-separated) as written, and the image it copies (its real
+    path), so that a later --force can tell a copy edited in place from one whose times alone changed."""
     return {name: {**_stat_of(os.stat(folder / name, follow_symlinks=False)), "source": os.path.realpath(source)}
             for name, source in sorted(sources.items())}
 
@@ -580,7 +584,7 @@ def write_sorted(sorting: Sorting, out: Path, copy: bool, record: dict) -> None:
     Raises:
         VipError: the system refuses links (pass --copy), or a file cannot be written.
     """
-    from vipcli.atomic import atomic_folder
+    from vipcli.atomic import atomic_folder, plain_file_mode
 
     with atomic_folder(out) as staging:
         copies = {}  # name in the folder -> the image it copies
@@ -591,6 +595,7 @@ def write_sorted(sorting: Sorting, out: Path, copy: bool, record: dict) -> None:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 if copy:
                     shutil.copy2(path, target)
+                    plain_file_mode(target)  # now, not as the folder is finished: copy_stats records its ctime
                 else:
                     os.symlink(os.path.realpath(path), target)
             except OSError as error:
