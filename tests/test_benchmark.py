@@ -340,6 +340,19 @@ def test_unknown_method_lists_the_valid_ones_and_writes_nothing(cli, isic_small,
     assert not (tmp_path / "b").exists()
 
 
+@pytest.mark.parametrize("option, line", [
+    (("--epochs", "0"), "error: --epochs must be a positive number, got 0"),
+    (("--lr", "nan"), "error: --lr must be a positive number, got nan"),
+    (("--batch-size", "0"), "error: --batch-size must be a positive number, got 0"),
+    (("--schedule", "fast"), "error: unknown schedule 'fast' (choose auto, fewshot or paper)"),
+])
+def test_a_bad_schedule_option_is_refused_before_anything_is_written(cli, isic_small, tiny_clip, tmp_path,
+                                                                       option, line):
+    code, _, stderr = cli(*bench_args(isic_small, tiny_clip, tmp_path / "b", "--methods", "vip", "--shots", "1",
+                                      "--seeds", "1", *option))
+    assert code == 2 and error_lines(stderr) == [line] and not (tmp_path / "b").exists()
+
+
 def test_a_single_class_is_refused(cli, tiny_clip, tmp_path):
     if not ISIC.is_dir():
         pytest.skip(NO_SHARED_DATA)

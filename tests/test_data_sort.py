@@ -127,6 +127,15 @@ def test_rows_without_an_image_or_a_class_are_left_out_with_a_warning(cli, tmp_p
     assert code == 0 and "sorted 2 images into" in out
     assert "1 row of the labels names no image under" in err and "left out (y 1; first: missing.png)" in err
     assert "1 row of the labels has an empty class cell: left out (first: c.png)" in err
+    assert "in no row" not in err  # c.png is in a row (told once, above), not left out twice
+
+
+def test_an_image_in_no_row_is_told_apart_from_one_in_a_row_without_a_class(cli, tmp_path):
+    images = _images(tmp_path / "img", ["a.png", "b.png", "c.png", "d.png"])
+    labels = _csv(tmp_path / "gt.csv", "file,label\na.png,x\nb.png,y\nc.png,\n")
+    code, _, err = cli("data", "sort", labels, "--images", images, "--out", tmp_path / "sorted")
+    assert code == 0 and "1 row of the labels has an empty class cell: left out (first: c.png)" in err
+    assert f"1 image under {images} is in no row: left out (first: d.png)" in err
 
 
 @pytest.mark.parametrize("table, said", [

@@ -412,3 +412,14 @@ def test_the_bit_depth_policy_keys_the_cache_but_keeps_the_views_of_8_bit_images
     after = FeatureCache(tmp_path, backbone)
     assert after.key != before.key and after.augmentation == before.augmentation
     assert stale_reasons(before.identity) == ["another image decoder"]
+
+
+@pytest.mark.parametrize("command", [("info",), ("info", "--json"), ("clear",), ("clear", "--stale")])
+def test_cache_info_and_clear_refuse_a_vip_cache_dir_that_is_a_file(cli, tmp_path, monkeypatch, command):
+    file = tmp_path / "cache.txt"
+    file.write_text("not a cache")
+    monkeypatch.setenv("VIP_CACHE_DIR", str(file))
+    code, out, err = cli("cache", *command)
+    assert code == 1 and out == "" and error_lines(err) == [
+        f"error: VIP_CACHE_DIR {file} is a file, not a folder (point VIP_CACHE_DIR at a folder)"]
+    assert file.read_text() == "not a cache"

@@ -91,6 +91,13 @@ def test_an_output_in_a_file_or_a_missing_folder_is_refused_before_any_work(cli,
     assert f"folder {tmp_path / 'missing'} does not exist (create it or choose another {_option(kind)})" in err
 
 
+def test_an_out_that_is_a_folder_is_named_as_one_not_as_an_unknown_format(cli, toy_run, tmp_path, no_work):
+    data, run = toy_run
+    code, _, err = cli("predict", data / "test", "--model", run, "--out", tmp_path, "--workers", "0")
+    assert code == 1 and error_lines(err) == [
+        f"error: --out {tmp_path} is a folder, not a file (name a file in it: --out {tmp_path / 'predictions.jsonl'})"]
+
+
 def test_a_read_only_out_file_is_refused_before_any_work(cli, toy_run, tmp_path, no_work):
     data, run = toy_run
     out = tmp_path / "p.jsonl"

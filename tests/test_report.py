@@ -159,6 +159,15 @@ def test_benchmark_report_has_plot_tables_and_seconds(cli, benchmark_dir):
         assert f'background:{method_color(method)}"></span>{method}' in page
 
 
+def test_a_run_only_option_given_for_a_benchmark_folder_is_refused_not_ignored(cli, benchmark_dir, tmp_path):
+    out = tmp_path / "r.html"
+    code, _, err = cli("report", benchmark_dir, "--coverage", "0.8", "--out", out)
+    assert code == 2 and error_lines(err) == [
+        f"error: --coverage applies to a run's report; {benchmark_dir} is a benchmark folder (drop --coverage)"]
+    code, _, err = cli("report", benchmark_dir, "--gallery", "3", "--device", "cpu", "--out", out)
+    assert code == 2 and "--gallery, --device apply to a run's report" in err and not out.exists()
+
+
 def test_the_report_of_an_unfinished_sweep_says_which_rows_are_missing(cli, benchmark_dir, tmp_path):
     """A killed sweep's report averaged the seeds that finished under "mean ± std over seeds 1, 2" without
     a word: it now names the missing rows and says how to resume."""

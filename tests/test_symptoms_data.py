@@ -187,6 +187,12 @@ def test_symptoms_without_data_and_no_classes_at_all_are_usage_errors(capsys, wo
     assert code == 2 and "--disease NAME (repeatable) or --data DIR" in err
 
 
+def test_packs_for_a_data_folder_are_not_written_into_one_of_its_class_folders(capsys, work, data, llm_server):
+    code, _, err = generate(capsys, llm_server, "--data", data, "--out", data / "train" / "packs")
+    assert code == 2 and f"--out {data / 'train' / 'packs'} is inside the data folder {data}" in err
+    assert llm_server.requests == [] and not (data / "train" / "packs").exists()
+
+
 def test_a_table_answer_makes_a_pack(capsys, work, llm_server):
     llm_server.answer(PSORIASIS_IMAGES)
     code, out, err = generate(capsys, llm_server, "--disease", "psoriasis", "--modality", "dermoscopic images",

@@ -213,6 +213,17 @@ def test_numbers_that_cannot_work_are_refused_before_any_request(capsys, vip_env
     assert code == 2 and f"error: {message}" in err and llm_server.requests == []
 
 
+@pytest.mark.parametrize("diseases, message", [
+    (["", ], "--disease '': an empty class name (name the class, e.g. --disease melanoma)"),
+    (["melanoma", "  "], "--disease '  ': an empty class name"),
+    (["melanoma", "Melanoma"], "--disease 'Melanoma' is given twice (as 'melanoma') (give each disease once)"),
+])
+def test_a_blank_or_repeated_disease_is_refused_before_any_request(capsys, vip_env, llm_server, diseases, message):
+    args = [arg for name in diseases for arg in ("--disease", name)]
+    code, _, err = generate(capsys, llm_server, *args, "--out", "packs.yaml" if len(diseases) == 1 else ".")
+    assert code == 2 and f"error: {message}" in err and llm_server.requests == [] and list(Path(".").iterdir()) == []
+
+
 def test_disease_naming_items_are_removed_and_shown(capsys, vip_env, llm_server):
     llm_server.answer(
         "- Melanoma has dark spots\n- Asymmetric shape\n- Asymmetric shape\n- Many colors\n- Typical melanoma pattern"

@@ -315,3 +315,18 @@ def test_a_symptom_that_only_names_its_disease_in_a_latin_plural_is_told(symptom
     from vipcli.symptoms.wording import names_only
 
     assert names_only(symptom, ["nevus", "melanoma"]) is only_names
+
+
+@pytest.mark.parametrize("content, expected", [
+    ("é: [dark spot]\n".encode("latin-1"), "symptoms file is not UTF-8 text (save it as UTF-8)"),
+    (b"", "symptoms file is empty (write {class: [symptom, ...]} or a pack with 'name' and 'symptoms')"),
+    (b"- dark spot\n- brown spot\n", "symptoms file must be a YAML mapping, not a list (write {class: [symptom"),
+])
+def test_a_symptoms_file_of_the_wrong_text_or_shape_is_one_line_naming_it(tmp_path, content, expected):
+    from vipcli.errors import VipError
+
+    path = tmp_path / "mine.yaml"
+    path.write_bytes(content)
+    with pytest.raises(VipError) as caught:
+        symptoms_for_classes(["melanoma", "nevus"], [path])
+    assert type(caught.value) is VipError and str(caught.value).startswith(f"{path}: {expected}")

@@ -8,6 +8,7 @@ import shlex
 import numpy as np
 import pytest
 
+from conftest import error_lines
 from vipcli.packs import load_pack
 from vipcli.symptoms.rank import chance_bound, score_symptoms
 
@@ -99,6 +100,17 @@ def test_prune_into_a_read_only_folder_is_refused_before_ranking(cli, lesions, t
     finally:
         (tmp_path / "ro").chmod(0o755)
     assert code == 1 and "permission denied" in err
+
+
+def test_prune_into_a_class_folder_of_the_data_is_refused_before_ranking(cli, lesions, monkeypatch):
+    import vipcli.symptoms.rank
+
+    monkeypatch.setattr(vipcli.symptoms.rank, "rank_on_data", lambda *a, **k: pytest.fail("ranked before the check"))
+    code, _, err = rank(cli, lesions, "--prune", "--out", lesions / "train" / "packs")
+    assert code == 2 and error_lines(err) == [f"error: --out {lesions / 'train' / 'packs'} is inside the data folder "
+                                              f"{lesions}, where the next run would read it as a class folder (pass "
+                                              f"--out outside {lesions}, or run vip from another folder)"]
+    assert not (lesions / "train" / "packs").exists()
 
 
 def test_prune_keeps_at_least_two_symptoms_per_class(cli, lesions, tmp_path):

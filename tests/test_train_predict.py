@@ -163,6 +163,7 @@ def test_predict_counts_a_bad_file_given_twice_twice(cli, trained, isic_small, t
     ("empty-dir", "has no model.safetensors"),
     ("foreign", "not a vip checkpoint"),
     ("garbage", "not a readable safetensors checkpoint"),
+    ("run.yaml", "run.yaml is a file, not a run directory (pass --model {run}, the run's folder)"),
 ])
 def test_bad_checkpoints_are_refused_in_one_line(cli, tmp_path, isic_small, target, message):
     from safetensors.torch import save_file
@@ -175,6 +176,10 @@ def test_bad_checkpoints_are_refused_in_one_line(cli, tmp_path, isic_small, targ
         save_file({"weight": torch.zeros(2)}, run / "model.safetensors")
     if target == "garbage":
         (run / "model.safetensors").write_bytes(b"\x00" * 64)
+    if target == "run.yaml":  # a file of the run given for its folder
+        (run / "model.safetensors").write_bytes(b"\x00" * 64)
+        (run / "run.yaml").write_text("format: vip-run\n")
+        run, message = run / "run.yaml", message.format(run=run)
     code, _, err = cli("predict", isic_small / "test", "--model", run)
     assert code == 1 and message in err and len(error_lines(err)) == 1 and "Traceback" not in err
 

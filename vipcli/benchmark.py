@@ -117,6 +117,8 @@ def validate(config: BenchmarkConfig) -> list[tuple[str, type]]:
     if any(s is not None and s < 1 for s in config.shots):
         raise UsageError(f"--shots values must be positive numbers or 'all', got {list(config.shots)}")
     config.encoding.validate()
+    for shots in config.shots:  # --schedule/--epochs/--batch-size/--lr: refused before split.json is written
+        config.schedule.resolve(shots)
     methods = [(name, method_class(name)) for name in method_ids(config)]
     for name, cls in methods:
         make_settings(cls, options_for(cls, config.method_options), name)

@@ -31,6 +31,16 @@ def default_root() -> Path:
     return Path(user_cache_dir("vip"))
 
 
+def checked_root() -> Path:
+    """`default_root()` for `vip cache info|clear`; one VipError when it is a file, not a folder
+    (VIP_CACHE_DIR set to a file), where they reported an empty cache and clearing nothing."""
+    root = default_root()
+    if root.exists() and not root.is_dir():
+        where = "VIP_CACHE_DIR" if os.environ.get("VIP_CACHE_DIR") else "the cache folder"
+        raise VipError(f"{where} {root} is a file, not a folder", "point VIP_CACHE_DIR at a folder")
+    return root
+
+
 def _walk(folder: Path, suffix: str) -> tuple[int, int]:
     """(files ending in `suffix`, bytes of all files) under `folder`."""
     count = size = 0

@@ -70,6 +70,13 @@ def contract_fields(document: dict) -> dict[str, str]:
     return fields
 
 
+def _run_folder_hint(file: Path) -> str:
+    """How to name the run instead of one of its files (run.yaml, metrics.json), or any run at all."""
+    if (file.parent / "model.safetensors").is_file():
+        return f"pass --model {file.parent}, the run's folder"
+    return "pass --model RUN_DIR written by `vip train`"
+
+
 def read_checkpoint(run_dir: str | Path) -> tuple[dict, dict]:
     """Load the tensors and metadata of a run directory (or its model.safetensors).
 
@@ -86,6 +93,8 @@ def read_checkpoint(run_dir: str | Path) -> tuple[dict, dict]:
         raise VipError(f"run directory not found: {path}", "pass --model RUN_DIR written by `vip train`")
     if not file.is_file():
         raise VipError(f"{path} has no model.safetensors", "pass a run directory written by `vip train`")
+    if file.suffix != ".safetensors":
+        raise VipError(f"{path} is a file, not a run directory", _run_folder_hint(path))
     try:
         with safe_open(str(file), framework="pt") as handle:
             header = handle.metadata() or {}

@@ -305,7 +305,7 @@ def sort_rows(table: LabelTable, columns: Columns, index: dict[str, list[Path]],
     sorting.placed = [(path, split, name) for path, (split, name, _) in sorted(placed.items())]
     check_class_names({name for _, _, name in sorting.placed})
     _refuse_same_names(sorting.placed)
-    named = set(placed)
+    named = set(placed) | {p for key in sorting.without_label for p in index.get(key, [])}  # told apart above
     sorting.not_in_table = sorted({p for paths in index.values() for p in paths} - named)
     return sorting
 

@@ -140,8 +140,18 @@ def load_symptom_file(path: str | Path) -> list[SymptomPack]:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise VipError(f"symptoms file not found: {path}") from None
+    except UnicodeDecodeError:
+        raise VipError(f"{path}: symptoms file is not UTF-8 text", "save it as UTF-8") from None
+    except OSError as error:
+        raise VipError(f"{path}: cannot read symptoms file: {error.strerror or error}") from None
     except yaml.YAMLError as error:
         raise _yaml_error(path, error) from None
+    if data is None:
+        raise VipError(f"{path}: symptoms file is empty", "write {class: [symptom, ...]} or a pack with 'name' and 'symptoms'")
+    if not isinstance(data, dict):
+        shape = "a list" if isinstance(data, list) else "a single value"
+        raise VipError(f"{path}: symptoms file must be a YAML mapping, not {shape}",
+                       "write {class: [symptom, ...]} or a pack with 'name' and 'symptoms'")
     return packs_from_mapping(data, path)
 
 

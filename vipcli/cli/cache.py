@@ -18,9 +18,9 @@ def info_command(as_json: bool = typer.Option(False, "--json", help="Print one J
     """Where the cache is, and its entries and size per backbone."""
     from rich.table import Table
 
-    from vipcli.cache_admin import default_root, human_size, summarize
+    from vipcli.cache_admin import checked_root, human_size, summarize
     
-    summary = summarize(default_root())
+    summary = summarize(checked_root())
     if as_json:
         print(json.dumps(summary, indent=2))
         return
@@ -56,9 +56,9 @@ def clear_command(
                                "sharing the cache re-encodes what it loses."),
 ) -> None:
     """Remove cached features (of one backbone, or all) and, without --backbone, cached LLM answers."""
-    from vipcli.cache_admin import backbone_folders, clear, default_root, human_size
+    from vipcli.cache_admin import backbone_folders, checked_root, clear, human_size
     
-    root = default_root()
+    root = checked_root()
     if backbone is not None and not any(r["backbone"] == backbone for r in backbone_folders(root)):
         cached = sorted({r["backbone"] for r in backbone_folders(root) if r["backbone"]})
         console.stdout().print(f"nothing to remove: no cached features of backbone {backbone!r} in {root} "

@@ -27,6 +27,8 @@ def report_command(
     from vipcli.errors import UsageError
     from vipcli.report import write_report
 
+    check_run_only_options(target, {"--coverage": coverage != 0.9, "--gallery": gallery != 48,
+                                    "--device": device != "auto", "--workers": workers is not None})
     workers = opt.worker_count(workers)
     check_coverage(coverage)
     if gallery < 0:
@@ -34,3 +36,16 @@ def report_command(
     with console.progress_bar() as progress:
         path = write_report(target, out, coverage, gallery, resolve_device(device), workers, progress)
     console.stdout().print(f"report written to {path}; open it in a browser (file://{path.resolve()})", markup=False)
+
+
+def check_run_only_options(target: Path, given: dict[str, bool]) -> None:
+    """--coverage, --gallery, --device and --workers shape a run's gallery; a benchmark folder's report
+    has none, so giving them for one is refused rather than silently left unused."""
+    from vipcli.errors import UsageError
+    from vipcli.report import report_kind
+
+    named = [option for option, was_given in given.items() if was_given]
+    if named and report_kind(target) == "benchmark":
+        applies = "applies" if len(named) == 1 else "apply"
+        raise UsageError(f"{', '.join(named)} {applies} to a run's report; {target} is a benchmark folder",
+                         f"drop {', '.join(named)}")

@@ -202,6 +202,7 @@ def generate_command(
         return
     if not disease:
         raise UsageError("say which classes: --disease NAME (repeatable) or --data DIR", "see vip symptoms generate -h")
+    check_disease_names(disease)
     folders = resolve_image_folders(disease, images)
     configs = [
         GenerateConfig(
@@ -222,6 +223,20 @@ def generate_command(
         check_config(config)
     paths = resolve_out_paths([c.disease for c in configs], out, force)
     run_generation(configs, paths, force)
+
+
+def check_disease_names(diseases: list[str]) -> None:
+    """UsageError, before any request, for a blank --disease or one given twice (up to case and separators)."""
+    from vipcli.packs import normalize_name
+
+    seen: dict[str, str] = {}
+    for name in diseases:
+        if not name.strip():
+            raise UsageError(f"--disease {name!r}: an empty class name", "name the class, e.g. --disease melanoma")
+        if normalize_name(name) in seen:
+            raise UsageError(f"--disease {name!r} is given twice (as {seen[normalize_name(name)]!r})",
+                             "give each disease once")
+        seen[normalize_name(name)] = name
 
 
 def check_number_options(timeout: float, retries: int, agree_threshold: float, backoff: float) -> None:

@@ -28,8 +28,11 @@ def generate_for_data(data: Path, out: Optional[Path], force: bool, sources: lis
         VipError: a class's pack could not be generated (the others are written and complete).
     """
     from vipcli.data import load_dataset
+    from vipcli.preflight import check_outside_data
     from vipcli.symptoms.folder import check_enough_images, check_out_paths, modality_for, plan_packs
 
+    if out is not None:  # a pack folder among the class folders is read as a class without images
+        check_outside_data(out, data)
     out = check_out_folder(out)
     dataset = load_dataset(data)
     plans = plan_packs(dataset, sources, out, force)

@@ -36,7 +36,7 @@ def rank_command(
     """Rank each class's symptoms by how well the frozen backbone finds them in the training images."""
     from vipcli.symptoms.rank import RankConfig, prune as prune_packs, rank_on_data
 
-    check_prune_options(prune, out)
+    check_prune_options(prune, out, data)
     workers = opt.worker_count(workers)
     config = RankConfig(
         data=data, backbone=backbone, arch=arch, pretrained=pretrained, symptoms=tuple(symptoms or ()), seed=seed,
@@ -63,8 +63,9 @@ def train_options(backbone: str, arch: Optional[str], pretrained: Optional[str],
     return "".join(f" {flag} {shlex.quote(str(value))}" for flag, value in pairs if value is not None)
 
 
-def check_prune_options(prune: bool, out: Optional[Path]) -> None:
-    """UsageError unless --prune and --out come together and --out is a folder."""
+def check_prune_options(prune: bool, out: Optional[Path], data: Path) -> None:
+    """UsageError unless --prune and --out come together and --out is a folder outside `data`'s class
+    folders (there the next `vip train --data` would read it as a class without images)."""
     if prune and out is None:
         raise UsageError("--prune needs --out", "give a folder for the pruned packs, e.g. --out packs/")
     if out is not None and not prune:
@@ -72,8 +73,9 @@ def check_prune_options(prune: bool, out: Optional[Path]) -> None:
     if out is not None and (out.is_file() or out.suffix.lower() in (".yaml", ".yml")):
         raise UsageError(f"--out {out}: must be a folder", "pass a folder; each class gets its own pack file")
     if out is not None:
-        from vipcli.preflight import check_output_folder
+        from vipcli.preflight import check_output_folder, check_outside_data
 
+        check_outside_data(out, data)
         check_output_folder(out)  # writable and not full, before any image is encoded
 
 
