@@ -148,6 +148,32 @@ def test_predict_bad_file_names_it_and_still_predicts_the_rest(cli, trained, isi
     assert err.splitlines()[-1] == "error: 1 of 2 images could not be read (fix or remove the files listed above)"
 
 
+def test_predict_into_the_folder_it_reads_does_not_call_its_own_files_left_out(cli, trained, isic_small, tmp_path):
+    """`vip predict scans --out scans/p.jsonl` warned about its own p.jsonl and p.jsonl.lock as files "not named as
+    an image vip reads"; a file of the user's there still is."""
+    import shutil
+
+    out, _ = trained
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    for image in sorted((isic_small / "test" / "nevus").iterdir())[:2]:
+        shutil.copy(image, scans / image.name)
+    for _ in range(2):  # the second time, p.jsonl is there from the first
+        code, _, err = cli("predict", scans, "--model", out, "--device", "cpu", "--out", scans / "p.jsonl", "--force")
+        assert code == 0 and "left out" not in err, err
+    (scans / "notes.txt").write_text("mine")
+    code, _, err = cli("predict", scans, "--model", out, "--device", "cpu", "--out", scans / "p.jsonl", "--force")
+    assert code == 0 and "left out 1 file not named as an image vip reads" in err and "notes.txt" in err
+
+
+def test_predict_names_a_model_that_is_no_run_before_anything_about_the_images(cli, isic_small, tmp_path):
+    (tmp_path / "scans").mkdir()
+    (tmp_path / "scans" / "notes.txt").write_text("not an image")
+    code, _, err = cli("predict", tmp_path / "scans", "--model", tmp_path / "no-run", "--device", "cpu")
+    assert code == 1 and err.strip().splitlines() == [
+        f"error: run directory not found: {tmp_path / 'no-run'} (pass --model RUN_DIR written by `vip train`)"]
+
+
 def test_predict_counts_a_bad_file_given_twice_twice(cli, trained, isic_small, tmp_path):
     out, _ = trained
     bad = tmp_path / "broken.png"

@@ -77,6 +77,23 @@ def _run_folder_hint(file: Path) -> str:
     return "pass --model RUN_DIR written by `vip train`"
 
 
+def checkpoint_file(run_dir: str | Path) -> Path:
+    """The model.safetensors of a run directory (or the file itself, given one), without reading it.
+
+    Raises:
+        VipError: no such folder, a folder without model.safetensors, or another file of a run (run.yaml).
+    """
+    path = Path(run_dir)
+    file = path / "model.safetensors" if path.is_dir() else path
+    if not path.exists():
+        raise VipError(f"run directory not found: {path}", "pass --model RUN_DIR written by `vip train`")
+    if not file.is_file():
+        raise VipError(f"{path} has no model.safetensors", "pass a run directory written by `vip train`")
+    if file.suffix != ".safetensors":
+        raise VipError(f"{path} is a file, not a run directory", _run_folder_hint(path))
+    return file
+
+
 def read_checkpoint(run_dir: str | Path) -> tuple[dict, dict]:
     """Load the tensors and metadata of a run directory (or its model.safetensors).
 
@@ -87,14 +104,7 @@ def read_checkpoint(run_dir: str | Path) -> tuple[dict, dict]:
     """
     from safetensors import safe_open
 
-    path = Path(run_dir)
-    file = path / "model.safetensors" if path.is_dir() else path
-    if not path.exists():
-        raise VipError(f"run directory not found: {path}", "pass --model RUN_DIR written by `vip train`")
-    if not file.is_file():
-        raise VipError(f"{path} has no model.safetensors", "pass a run directory written by `vip train`")
-    if file.suffix != ".safetensors":
-        raise VipError(f"{path} is a file, not a run directory", _run_folder_hint(path))
+    file = checkpoint_file(run_dir)
     try:
         with safe_open(str(file), framework="pt") as handle:
             header = handle.metadata() or {}

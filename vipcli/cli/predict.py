@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from pathlib import Path
 from typing import List, Optional
 
@@ -62,12 +63,15 @@ def _predict(paths, model, explain, as_json, backbone, device, no_cache, workers
              force) -> None:
     """Load the run and predict `paths`: printed, as JSON, into a gallery, or streamed to --out."""
     from vipcli import distributed
+    from vipcli.checkpoint import checkpoint_file
     from vipcli.features import FeatureCache, default_cache_dir
     from vipcli.images import left_out_warning
     from vipcli.predict import collect_images, load_predictor, predict
 
+    checkpoint_file(model)  # a --model that is no run: said before anything about the images
     left_out: list[Path] = []
     files = collect_images(paths, left_out)
+    left_out = [path for path in left_out if not _own_output(path, out, report)]
     world = distributed.world_from_env()  # joined below, after the checks every process shares (one line each)
     if world.main and left_out:
         from rich.markup import escape
@@ -109,6 +113,17 @@ def _predict(paths, model, explain, as_json, backbone, device, no_cache, workers
     if failures:
         failed = sum(str(path) in failures for path in files)  # a file given twice is two of len(files)
         raise VipError(f"{failed} of {len(files)} images could not be read", "fix or remove the files listed above")
+
+
+def _own_output(path: Path, out: Path | None, report: Path | None) -> bool:
+    """True for a file this command writes among the images it reads (--out inside a folder it predicts): the
+    --out file, its lock and its torchrun part files, and the --report page, which are not images left out."""
+    from vipcli.prediction_files import lock_file, part_files
+
+    ours = {report} if report is not None else set()
+    if out is not None:
+        ours |= {out, lock_file(out), *part_files(out)}
+    return any(os.path.abspath(path) == os.path.abspath(own) for own in ours)
 
 
 # --- --out: streaming, resuming, torchrun ---------------------------------------------------------
