@@ -128,6 +128,15 @@ def test_report_refuses_what_it_cannot_report_in_one_line(cli, lesion_run, tmp_p
         assert code == 1 and len(error_lines(err)) == 1 and message in err, err
     code, _, err = cli("report", run, "--coverage", "1")
     assert code == 2 and "outside (0, 1)" in err
+    (tmp_path / "results.csv").write_text("mine")  # an HTML page over a file of another kind: refused by its name
+    for command in (("report", run, "--out", tmp_path / "results.csv"),
+                    ("predict", run, "--model", run, "--report", tmp_path / "results.csv")):
+        code, _, err = cli(*command)
+        option = command[-2]
+        assert code == 2 and error_lines(err) == [
+            f"error: {option} {tmp_path / 'results.csv'}: a report is an HTML page, and this name does not end in "
+            ".html (a browser would not show it as one) (name it results.html)"]
+    assert (tmp_path / "results.csv").read_text() == "mine"
 
 
 def test_predict_report_shows_the_images_just_predicted(cli, lesion_run, tmp_path):

@@ -28,7 +28,7 @@ def predict_command(
     coverage: Optional[float] = typer.Option(None, "--coverage", help="Add each image's prediction set: the classes "
                                              "that hold the true one with at least this probability, on average over "
                                              "images (e.g. 0.9; split conformal on the run's validation images)."),
-    report: Optional[Path] = typer.Option(None, "--report", help="Also write an HTML gallery of these images."),
+    report: Optional[Path] = typer.Option(None, "--report", help="Also write an HTML gallery of these images to this .html file."),
     out: Optional[Path] = typer.Option(None, "--out", help="Stream one record per image to this .jsonl or .csv "
                                        "file; rerun with the same --out to resume. Required under torchrun."),
     force: bool = typer.Option(False, "--force", help="Start --out afresh instead of resuming it."),

@@ -13,7 +13,7 @@ from vipcli.cli import options as opt
 
 def report_command(
     target: Path = typer.Argument(..., help="A run directory (vip train) or a benchmark folder (vip benchmark)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="The HTML file to write (default TARGET/report.html)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="The HTML file to write, named .html (default TARGET/report.html)."),
     coverage: float = typer.Option(0.9, "--coverage",
                                    help="Coverage of the prediction sets shown in a run's gallery of test images."),
     gallery: int = typer.Option(48, "--gallery", help="Test images in a run's gallery (errors first)."),

@@ -217,10 +217,15 @@ def section(heading: str, body: str) -> str:
 def check_writable(path: Path, option: str = "--out") -> Path:
     """`path` if an HTML file can be written there (not a folder; its folder exists, is writable and not
     full); else a VipError. Called before any work, as `vip train` checks its --out."""
+    from vipcli.errors import UsageError
     from vipcli.preflight import check_output_file
 
-    check_output_file(Path(path), option, create_folder=False)
-    return Path(path)
+    path = Path(path)
+    if path.suffix.lower() not in (".html", ".htm") and not path.is_dir():  # a folder: check_output_file names it
+        raise UsageError(f"{option} {path}: a report is an HTML page, and this name does not end in .html "
+                         "(a browser would not show it as one)", f"name it {path.with_suffix('.html').name}")
+    check_output_file(path, option, create_folder=False)
+    return path
 
 
 def write_html(path: Path, document: str, option: str = "--out") -> Path:
