@@ -569,3 +569,12 @@ def test_a_split_column_whose_groups_cross_splits_is_warned_about(cli, tmp_path)
                          "--label-column", "dx", "--group-column", "lesion_id")
     assert code == 0 and "split 'split'; group 'lesion_id'" in out, err
     assert "1 lesion_id value has images in more than one split of the labels (first: HAM_0000)" in err
+
+
+def test_images_given_as_a_file_names_the_folder_to_pass(cli, tmp_path):
+    images, labels = _lesions(tmp_path)
+    image = sorted(p for p in images.iterdir() if p.is_file())[0]
+    code, _, err = cli("data", "sort", labels, "--images", image, "--out", tmp_path / "sorted", "--label-column", "dx")
+    assert code == 2 and _one_error(err) == (f"error: --images {image} is a file, not a folder (pass the folder "
+                                             f"holding the images, such as --images {image.parent})")
+    assert not (tmp_path / "sorted").exists()

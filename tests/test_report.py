@@ -122,6 +122,7 @@ def test_report_of_an_uncalibrated_run_still_reports(cli, lesion_run, tmp_path):
 def test_report_refuses_what_it_cannot_report_in_one_line(cli, lesion_run, tmp_path):
     _, run = lesion_run
     for args, message in (([tmp_path], "neither a run directory"), ([tmp_path / "nope"], "no such folder"),
+                          ([run / "run.yaml"], f"run.yaml is a file, not a folder (pass {run}, the folder it belongs"),
                           ([run, "--out", tmp_path / "missing" / "r.html"], "does not exist"),
                           ([run, "--out", tmp_path], "is a folder, not a file")):
         code, _, err = cli("report", *args)

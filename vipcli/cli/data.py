@@ -52,6 +52,9 @@ def sort_command(
     from vipcli.label_table import (check_out, choose_columns, groups_across_splits, index_images, read_label_table,
                                     sort_rows, split_by_group, write_sorted)
 
+    if images.is_file():
+        raise UsageError(f"--images {images} is a file, not a folder", f"pass the folder holding the images, such as "
+                                                                         f"--images {images.parent}")
     if not images.is_dir():
         raise UsageError(f"--images {images}: no such folder", "pass the folder holding the images")
     check_out(out, images, force)

@@ -12,6 +12,11 @@ def report_kind(target: Path) -> str:
     target = Path(target)
     if not target.exists():
         raise VipError(f"no such folder: {target}", "pass a run directory or a benchmark folder")
+    if target.is_file():  # one of the folder's files (run.yaml, results.json): its folder was meant
+        folder = target.parent
+        meant = (folder / "model.safetensors").is_file() or (folder / "results.json").is_file()
+        raise VipError(f"{target} is a file, not a folder", f"pass {folder}, the folder it belongs to" if meant else
+                       "pass a folder written by `vip train` or `vip benchmark`")
     if (target / "model.safetensors").is_file():
         return "run"
     if (target / "results.json").is_file():
