@@ -156,6 +156,27 @@ def test_show_by_name_or_alias(capsys):
     assert code == 0 and json.loads(out)["name"] == "basal cell carcinoma"
 
 
+def test_show_of_a_symptoms_file_shows_each_class_as_train_reads_it(capsys, tmp_path):
+    """`vip symptoms show` took only pack files: the {class: [symptoms]} file `vip train --symptoms` reads
+    was refused as "has no 'name'"."""
+    mapping = tmp_path / "mine.yaml"
+    mapping.write_text('melanoma: ["Irregular, blurry borders", Melanoma cells visible]\nnevus: ["A round, even spot"]\n')
+    code, out, err = vip(capsys, "symptoms", "show", str(mapping))
+    assert code == 0 and out.split("\n\n")[0].splitlines()[0] == "melanoma" and "1. Irregular, blurry borders" in out
+    assert out.split("\n\n")[1].splitlines()[0] == "nevus" and "1. A round, even spot" in out
+    assert "symptom 'Melanoma cells visible' names its class 'melanoma'" in err  # checked as vip train checks it
+    code, out, _ = vip(capsys, "symptoms", "show", str(mapping), "--json")
+    assert code == 0 and [(p["name"], p["symptoms"]) for p in json.loads(out)] == [
+        ("melanoma", ["Irregular, blurry borders", "Melanoma cells visible"]), ("nevus", ["A round, even spot"])]
+    code, _, err = vip(capsys, "symptoms", "show", str(tmp_path))
+    assert code == 2 and f"{tmp_path} is a folder" in err
+    (tmp_path / "melanoma").mkdir()  # a class folder where the user stands: the shipped pack is meant
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(tmp_path)
+        code, out, _ = vip(capsys, "symptoms", "show", "melanoma")
+    assert code == 0 and "modality: dermoscopic images" in out
+
+
 def test_show_of_your_own_pack_warns_of_a_symptom_that_names_its_class(capsys, tmp_path):
     pack = tmp_path / "names.yaml"
     pack.write_text('name: melanoma\nsymptoms: [Melanoma cells visible, "Irregular, blurry borders"]\n')

@@ -82,49 +82,59 @@ def names_a_pack_file(name: str) -> bool:
     return path.suffix.lower() in (".yaml", ".yml") or path.is_file()
 
 
-def find_pack(name: str):
-    """A pack file path, or a shipped pack matched by name or alias; UsageError listing the names otherwise."""
-    from vipcli.packs import load_pack, shipped_packs
+def find_packs(name: str) -> list:
+    """The packs `name` gives: a pack file's one, a symptoms file's ({class: [symptoms]}) one per class, or
+    the shipped pack matched by name or alias; UsageError listing the names otherwise."""
+    from vipcli.packs import load_symptom_file, shipped_packs
 
     if names_a_pack_file(name):
         if not Path(name).exists():
             raise UsageError(f"symptom pack file not found: {name}",
                              "check the path, or give a shipped pack's name: vip symptoms list")
-        return load_pack(Path(name))
+        return load_symptom_file(Path(name))
     packs = shipped_packs()
     pack = next((p for p in packs if p.matches(name)), None)
+    if pack is None and Path(name).is_dir():  # (a class folder named after a shipped pack shows that pack)
+        raise UsageError(f"{name} is a folder", "give one pack or symptoms file in it")
     if pack is None:
         raise UsageError(
             f"no shipped symptom pack named {name!r}", f"shipped packs: {', '.join(p.name for p in packs)}"
         )
-    return pack
+    return [pack]
 
 
 @app.command("show")
 def show_command(
-    name: str = typer.Argument(..., help="Pack name or alias (e.g. melanoma, bcc), or a pack .yaml file."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+    name: str = typer.Argument(..., help="Pack name or alias (e.g. melanoma, bcc), a pack .yaml file, or a "
+                                         "symptoms file of {class: [symptoms]} (each class shown as a pack)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document (a list of packs for a symptoms "
+                                                       "file of several classes)."),
 ) -> None:
-    """Show one symptom pack: its symptoms and where they come from."""
+    """Show a symptom pack: its symptoms and where they come from (each class of a symptoms file)."""
     from vipcli.packs import warn_image_names, warn_named_symptoms, warn_wording
 
-    pack = find_pack(name)
-    if names_a_pack_file(name):  # your own pack: checked as train does (a shipped one is checked before it ships)
-        warn_named_symptoms(pack)
-        warn_wording(pack)
-        warn_image_names(pack)
+    packs = find_packs(name)
+    if names_a_pack_file(name):  # your own packs: checked as train does (a shipped one is checked before it ships)
+        others = tuple(pack.name for pack in packs)
+        for pack in packs:
+            warn_named_symptoms(pack)
+            warn_wording(pack, others=tuple(other for other in others if other != pack.name))
+            warn_image_names(pack)
     if as_json:
-        print(json.dumps(_pack_json(pack), indent=2))
+        print(json.dumps(_pack_json(packs[0]) if len(packs) == 1 else [_pack_json(pack) for pack in packs], indent=2))
         return
     out = console.stdout()
-    out.print(pack.name + (f"  (aliases: {', '.join(pack.aliases)})" if pack.aliases else ""), markup=False)
-    out.print(f"modality: {pack.modality or '-'}", markup=False)
-    out.print(f"source:   {_source_line(pack.source)}", markup=False)
-    for reference in pack.source.get("references") or []:
-        out.print(f"          - {reference}", markup=False)
-    out.print("symptoms:", markup=False)
-    for index, symptom in enumerate(pack.symptoms, 1):
-        out.print(f"  {index}. {symptom}", markup=False)
+    for number, pack in enumerate(packs):
+        if number:
+            out.print("", markup=False)
+        out.print(pack.name + (f"  (aliases: {', '.join(pack.aliases)})" if pack.aliases else ""), markup=False)
+        out.print(f"modality: {pack.modality or '-'}", markup=False)
+        out.print(f"source:   {_source_line(pack.source)}", markup=False)
+        for reference in pack.source.get("references") or []:
+            out.print(f"          - {reference}", markup=False)
+        out.print("symptoms:", markup=False)
+        for index, symptom in enumerate(pack.symptoms, 1):
+            out.print(f"  {index}. {symptom}", markup=False)
 
 
 def _source_line(source: dict) -> str:
