@@ -484,6 +484,29 @@ def test_a_lock_file_left_read_only_by_another_users_killed_run_blocks_nothing(t
     assert not (tmp_path / "p.jsonl.lock").exists()
 
 
+def test_a_killed_writers_forked_worker_does_not_keep_its_lock(tmp_path):
+    # decoding workers are forked while the lock is held: a worker that outlives its killed parent (a
+    # DataLoader worker notices only some seconds later) must not hold the lock of the parent's --out
+    from vipcli.prediction_files import output_lock
+
+    out = tmp_path / "p.jsonl"
+    code = ("import os, sys, time; from vipcli.prediction_files import output_lock\n"
+            "with output_lock(sys.argv[1]):\n"
+            "    if os.fork() == 0:  # the worker says it runs (its fork handlers ran), then works on\n"
+            "        print(os.getpid(), flush=True); time.sleep(60); os._exit(0)\n"
+            "    sys.stdin.read()")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(out)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    worker = int(holder.stdout.readline())
+    try:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+        with output_lock(out):  # the worker still runs, and holds nothing
+            pass
+    finally:
+        os.kill(worker, signal.SIGKILL)
+
+
 # --- --workers ----------------------------------------------------------------------------------------
 
 

@@ -607,6 +607,27 @@ def check_out_file(out: Path) -> Path:
 # --- one writer per file ------------------------------------------------------------------------
 
 
+_held_locks: set[int] = set()  # the handles of the locks this process holds
+
+
+def _close_inherited_locks() -> None:
+    """In a forked child (a decoding worker), close the lock handles it inherited from its parent.
+
+    flock belongs to the open file, which a fork shares: a worker that outlives its killed parent (a
+    DataLoader worker notices only some seconds later) would hold the lock of the parent's --out, and
+    the rerun would be refused naming a process that no longer runs. Closing the child's copy leaves
+    the parent's lock as it is.
+    """
+    for handle in _held_locks:
+        with contextlib.suppress(OSError):
+            os.close(handle)
+    _held_locks.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_close_inherited_locks)
+
+
 def lock_file(out: Path) -> Path:
     """The lock file beside `out` that the process writing `out` holds."""
     out = Path(out)
@@ -623,9 +644,11 @@ def output_lock(out: Path, lock: Path | None = None):
     """
     lock = lock_file(out) if lock is None else Path(lock)
     handle = _take_lock(Path(out), lock)
+    _held_locks.add(handle)
     try:
         yield lock
     finally:
+        _held_locks.discard(handle)
         _release_lock(lock, handle)
 
 
