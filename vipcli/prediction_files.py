@@ -607,27 +607,6 @@ def check_out_file(out: Path) -> Path:
 # --- one writer per file ------------------------------------------------------------------------
 
 
-_held_locks: set[int] = set()  # the handles of the locks this process holds
-
-
-def _close_inherited_locks() -> None:
-    """In a forked child (a decoding worker), close the lock handles it inherited from its parent.
-
-    flock belongs to the open file, which a fork shares: a worker that outlives its killed parent (a
-    DataLoader worker notices only some seconds later) would hold the lock of the parent's --out, and
-    the rerun would be refused naming a process that no longer runs. Closing the child's copy leaves
-    the parent's lock as it is.
-    """
-    for handle in _held_locks:
-        with contextlib.suppress(OSError):
-            os.close(handle)
-    _held_locks.clear()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_close_inherited_locks)
-
-
 def lock_file(out: Path) -> Path:
     """The lock file beside `out` that the process writing `out` holds."""
     out = Path(out)
@@ -643,12 +622,14 @@ def output_lock(out: Path, lock: Path | None = None):
     crash): a lock file left by a killed process blocks nothing. The file is removed on release.
     """
     lock = lock_file(out) if lock is None else Path(lock)
+    from vipcli.atomic import drop_lock, hold_lock
+
     handle = _take_lock(Path(out), lock)
-    _held_locks.add(handle)
+    hold_lock(handle)  # a decoding worker forked meanwhile does not keep it when we are killed
     try:
         yield lock
     finally:
-        _held_locks.discard(handle)
+        drop_lock(handle)
         _release_lock(lock, handle)
 
 
