@@ -507,6 +507,29 @@ def test_a_killed_writers_forked_worker_does_not_keep_its_lock(tmp_path):
         os.kill(worker, signal.SIGKILL)
 
 
+def test_a_decoding_worker_whose_main_process_was_killed_prints_no_traceback(tmp_path):
+    # `kill -9` of vip while a worker hands it a batch: the worker's fd-sharing thread met "Connection
+    # reset by peer" and printed its traceback on the user's terminal, seconds after the kill
+    code = ("import os, threading, time; from vipcli.features import worker_ignores_sigterm\n"
+            "if os.fork() == 0:\n"
+            "    worker_ignores_sigterm(0); parent = os.getppid()\n"
+            "    def serve():\n"
+            "        while os.getppid() == parent: time.sleep(0.01)\n"
+            "        raise ConnectionResetError(104, 'Connection reset by peer')\n"
+            "    threading.Thread(target=serve).start()\n"
+            "    def fail():\n"
+            "        raise ValueError('a real fault')\n"
+            "    time.sleep(0.5); threading.Thread(target=fail).start()\n"
+            "else:\n"
+            "    time.sleep(0.2); os._exit(0)\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    env.pop("VIP_DEBUG", None)
+    done = subprocess.run([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True, env=env, timeout=60)
+    # (stderr is read to its end: until the worker has gone too)
+    assert "ConnectionResetError" not in done.stderr
+    assert "ValueError: a real fault" in done.stderr  # any other fault is shown as before
+
+
 # --- --workers ----------------------------------------------------------------------------------------
 
 
