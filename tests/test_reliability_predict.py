@@ -588,6 +588,19 @@ def test_ctrl_c_during_the_exit_clean_up_is_one_line(monkeypatch, capsys):
     assert error_lines(err) == ["error: interrupted after the command had finished; everything was written"]
 
 
+def test_sigterm_during_the_exit_clean_up_is_one_line_too():
+    """SIGTERM there (`timeout`, Slurm) killed the process silently, with no line, where Ctrl-C says
+    that everything was written."""
+    code = ("import os, signal, time\nfrom vipcli.cli import main as m\n"
+            "def late_sigterm():\n    os.kill(os.getpid(), signal.SIGTERM); time.sleep(5)\n"
+            "m.main = lambda: 0\nm._skip_shutdown_collections = late_sigterm\nm.run()\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    env.pop("VIP_DEBUG", None)
+    done = subprocess.run([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True, env=env, timeout=60)
+    assert done.returncode == 143 and "Traceback" not in done.stderr
+    assert error_lines(done.stderr) == ["error: terminated (SIGTERM) after the command had finished; everything was written"]
+
+
 def test_a_signal_ignored_by_the_parent_stays_ignored():
     """`vip benchmark ... &` in a script starts with SIGINT ignored: a Ctrl-C meant for the shell must
     not stop it (Python leaves an inherited SIG_IGN alone, and so does vip)."""
