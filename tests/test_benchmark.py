@@ -131,6 +131,32 @@ def test_a_killed_sweep_resumes_where_it_stopped(cli, isic_small, tiny_clip, tmp
     assert "4 rows run, 2 resumed from earlier" in stdout
 
 
+def test_a_forced_sweep_that_stops_leaves_no_figure_of_the_rows_it_discarded(cli, isic_small, tiny_clip, tmp_path,
+                                                                              monkeypatch):
+    """shots.png is drawn at a sweep's end: a --force sweep stopped after its first row left the old
+    sweep's figure beside a results.json of one new row."""
+    import vipcli.benchmark as benchmark
+
+    out = tmp_path / "bench"
+    args = bench_args(isic_small, tiny_clip, out, "--methods", "zeroshot,linear-probe", "--shots", "2", "--seeds", "1,2")
+    assert cli(*args)[0] == 0 and (out / "shots.png").exists()
+    real_run_row, calls = benchmark.run_row, []
+
+    def run_then_die(*args, **kwargs):
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(args[0])
+        return real_run_row(*args, **kwargs)
+
+    monkeypatch.setattr(benchmark, "run_row", run_then_die)
+    code, _, stderr = cli(*args, "--force")
+    assert code == 130 and len(json.loads((out / "results.json").read_text())["rows"]) == 1
+    assert sorted(p.name for p in out.iterdir()) == ["results.csv", "results.json", "split.json"]
+    monkeypatch.setattr(benchmark, "run_row", real_run_row)
+    code, _, stderr = cli(*args)
+    assert code == 0 and "1 finished rows skipped, 3 to run" in stderr and (out / "shots.png").exists()
+
+
 def test_a_finished_sweep_run_again_repairs_its_csv_and_names_a_lost_split(cli, isic_small, tiny_clip, tmp_path):
     out = tmp_path / "bench"
     args = bench_args(isic_small, tiny_clip, out, "--methods", "zeroshot,linear-probe", "--shots", "2", "--seeds", "1")

@@ -228,6 +228,32 @@ def test_an_old_run_folder_left_by_a_killed_replacement_is_removed_by_the_next_o
     assert sorted(p.name for p in tmp_path.iterdir()) == [".other.x.old", "run"]
 
 
+def test_a_staging_folder_left_by_a_killed_writer_is_removed_by_the_next_one(tmp_path):
+    """SIGKILL (the OOM killer, Slurm after its grace period) while `vip data sort --copy` or `vip train`
+    writes leaves its hidden `.NAME.*.partial` staging folder, as big as the output, behind for good."""
+    from vipcli.atomic import atomic_folder
+
+    left = tmp_path / ".run.k1ll3d.partial"
+    left.mkdir()
+    (left / "model.safetensors").write_bytes(b"half")
+    (tmp_path / ".other.x.partial").mkdir()  # another folder's: not ours to remove
+    with atomic_folder(tmp_path / "run") as staging:
+        (staging / "v").write_text("new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.x.partial", "run"]
+
+
+def test_a_staging_folder_still_being_written_is_left_to_its_writer(tmp_path):
+    from vipcli.atomic import atomic_folder
+
+    target = tmp_path / "run"
+    with atomic_folder(target) as first:  # the other writer, still at work
+        (first / "v").write_text("first")
+        with atomic_folder(target) as second:
+            (second / "v").write_text("second")
+        assert (first / "v").read_text() == "first"
+    assert (target / "v").read_text() == "first" and sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
 def test_a_folder_replaced_through_a_link_leaves_no_old_link_behind(tmp_path):
     """`--out` a link to a folder (`vip data sort --force` into a link): the link was moved aside as
     `.NAME.*.old` and left there, since rmtree refuses a link; it is removed, the folder it led to kept."""

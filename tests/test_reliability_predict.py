@@ -491,6 +491,52 @@ def test_a_lock_file_left_read_only_by_another_users_killed_run_blocks_nothing(t
     assert not (tmp_path / "p.jsonl.lock").exists()
 
 
+def test_a_killed_writers_forked_worker_does_not_keep_its_lock(tmp_path):
+    # decoding workers are forked while the lock is held: a worker that outlives its killed parent (a
+    # DataLoader worker notices only some seconds later) must not hold the lock of the parent's --out
+    from vipcli.prediction_files import output_lock
+
+    out = tmp_path / "p.jsonl"
+    code = ("import os, sys, time; from vipcli.prediction_files import output_lock\n"
+            "with output_lock(sys.argv[1]):\n"
+            "    if os.fork() == 0:  # the worker says it runs (its fork handlers ran), then works on\n"
+            "        print(os.getpid(), flush=True); time.sleep(60); os._exit(0)\n"
+            "    sys.stdin.read()")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(out)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    worker = int(holder.stdout.readline())
+    try:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+        with output_lock(out):  # the worker still runs, and holds nothing
+            pass
+    finally:
+        os.kill(worker, signal.SIGKILL)
+
+
+def test_a_decoding_worker_whose_main_process_was_killed_prints_no_traceback(tmp_path):
+    # `kill -9` of vip while a worker hands it a batch: the worker's fd-sharing thread met "Connection
+    # reset by peer" and printed its traceback on the user's terminal, seconds after the kill
+    code = ("import os, threading, time; from vipcli.features import worker_ignores_sigterm\n"
+            "if os.fork() == 0:\n"
+            "    worker_ignores_sigterm(0); parent = os.getppid()\n"
+            "    def serve():\n"
+            "        while os.getppid() == parent: time.sleep(0.01)\n"
+            "        raise ConnectionResetError(104, 'Connection reset by peer')\n"
+            "    threading.Thread(target=serve).start()\n"
+            "    def fail():\n"
+            "        raise ValueError('a real fault')\n"
+            "    time.sleep(0.5); threading.Thread(target=fail).start()\n"
+            "else:\n"
+            "    time.sleep(0.2); os._exit(0)\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    env.pop("VIP_DEBUG", None)
+    done = subprocess.run([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True, env=env, timeout=60)
+    # (stderr is read to its end: until the worker has gone too)
+    assert "ConnectionResetError" not in done.stderr
+    assert "ValueError: a real fault" in done.stderr  # any other fault is shown as before
+
+
 # --- --workers ----------------------------------------------------------------------------------------
 
 
@@ -547,6 +593,19 @@ def test_ctrl_c_during_the_exit_clean_up_is_one_line(monkeypatch, capsys):
     err = capsys.readouterr().err
     assert stopped.value.code == 130 and "Traceback" not in err
     assert error_lines(err) == ["error: interrupted after the command had finished; everything was written"]
+
+
+def test_sigterm_during_the_exit_clean_up_is_one_line_too():
+    """SIGTERM there (`timeout`, Slurm) killed the process silently, with no line, where Ctrl-C says
+    that everything was written."""
+    code = ("import os, signal, time\nfrom vipcli.cli import main as m\n"
+            "def late_sigterm():\n    os.kill(os.getpid(), signal.SIGTERM); time.sleep(5)\n"
+            "m.main = lambda: 0\nm._skip_shutdown_collections = late_sigterm\nm.run()\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    env.pop("VIP_DEBUG", None)
+    done = subprocess.run([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True, env=env, timeout=60)
+    assert done.returncode == 143 and "Traceback" not in done.stderr
+    assert error_lines(done.stderr) == ["error: terminated (SIGTERM) after the command had finished; everything was written"]
 
 
 def test_a_signal_ignored_by_the_parent_stays_ignored():

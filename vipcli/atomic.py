@@ -12,6 +12,50 @@ import tempfile
 from pathlib import Path
 
 
+_held_locks: set[int] = set()  # the handles of the OS locks this process holds (see `hold_lock`)
+
+
+def _close_inherited_locks() -> None:
+    """In a forked child (a decoding worker), close the lock handles it inherited from its parent.
+
+    flock belongs to the open file, which a fork shares: a worker that outlives its killed parent (a
+    DataLoader worker notices only some seconds later) would hold its parent's locks. Closing the
+    child's copy leaves the parent's lock as it is.
+    """
+    for handle in _held_locks:
+        with contextlib.suppress(OSError):
+            os.close(handle)
+    _held_locks.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_close_inherited_locks)
+
+
+def hold_lock(handle: int) -> None:
+    """Count the locked `handle` as held by this process alone: a forked child closes its copy."""
+    _held_locks.add(handle)
+
+
+def drop_lock(handle: int) -> None:
+    """Forget a handle `hold_lock` counted (call it before closing the handle)."""
+    _held_locks.discard(handle)
+
+
+def try_flock(handle: int) -> bool | None:
+    """Take flock's exclusive lock of an open file or folder without waiting: True, False when another
+    open file holds it, None where there is no flock (Windows, some network file systems)."""
+    try:
+        import fcntl
+
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    except (ImportError, OSError):
+        return None
+    return True
+
+
 def current_umask() -> int:
     """The process umask (read by setting and restoring it)."""
     mask = os.umask(0o022)
@@ -88,7 +132,9 @@ def atomic_folder(path: str | Path):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    held = _lock_staging(staging)
     try:
+        _remove_abandoned_staging(path, staging)
         yield staging
         mask = current_umask()
         for folder, subfolders, files in os.walk(staging):  # some writers (safetensors) make 0600 files
@@ -113,3 +159,38 @@ def atomic_folder(path: str | Path):
                 shutil.rmtree(stale, ignore_errors=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        if held is not None:
+            drop_lock(held)
+            os.close(held)
+
+
+def _lock_staging(staging: Path) -> int | None:
+    """Lock our staging folder while we write it (an OS lock, dropped however the process ends), so
+    that a later writer can tell it from one a killed writer left; None where folders cannot be locked."""
+    try:
+        handle = os.open(staging, os.O_RDONLY)
+    except OSError:  # Windows opens no folder
+        return None
+    if not try_flock(handle):
+        os.close(handle)
+        return None
+    hold_lock(handle)
+    return handle
+
+
+def _remove_abandoned_staging(path: Path, ours: Path) -> None:
+    """Remove the `.NAME.*.partial` staging folders of `path` that no live writer holds: a writer killed
+    with SIGKILL (the OOM killer, Slurm after its grace period) left them, as big as what it wrote.
+    One whose lock cannot be tested is left alone."""
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.partial"):
+        if stale == ours or stale.is_symlink() or not stale.is_dir():
+            continue
+        try:
+            handle = os.open(stale, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            if try_flock(handle):  # no writer holds it: abandoned
+                shutil.rmtree(stale, ignore_errors=True)
+        finally:
+            os.close(handle)

@@ -421,11 +421,30 @@ def worker_ignores_sigterm(_worker_id: int) -> None:
 
     The main process stops on it as on Ctrl-C and shuts its workers down itself; a worker killed
     first made PyTorch print a traceback ("DataLoader worker ... is killed by signal: Terminated").
-    A worker whose main process dies still exits (PyTorch's workers watch their parent).
+    A worker whose main process dies still exits (PyTorch's workers watch their parent), and says
+    nothing of the connection to it that broke (`_quiet_once_orphaned`).
     """
     import signal
+    import threading
 
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    threading.excepthook = _quiet_once_orphaned(threading.excepthook, os.getppid())
+
+
+def _quiet_once_orphaned(hook, parent: int):
+    """A thread-exception hook for a decoding worker: a broken connection after its main process
+    `parent` died (`kill -9`, the OOM killer) is dropped, not printed as a traceback on the user's
+    terminal seconds later (the thread that hands batches over met "Connection reset by peer");
+    anything else, or anything with VIP_DEBUG=1, goes to `hook`."""
+    def quiet(args) -> None:
+        if issubclass(args.exc_type, (ConnectionError, EOFError)) and os.environ.get("VIP_DEBUG") != "1":
+            for _ in range(20):  # the parent's sockets close as it exits, a moment before we are reparented
+                if os.getppid() != parent:
+                    return
+                time.sleep(0.05)
+        hook(args)
+
+    return quiet
 
 
 @torch.no_grad()

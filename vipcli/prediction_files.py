@@ -624,10 +624,14 @@ def output_lock(out: Path, lock: Path | None = None):
     crash): a lock file left by a killed process blocks nothing. The file is removed on release.
     """
     lock = lock_file(out) if lock is None else Path(lock)
+    from vipcli.atomic import drop_lock, hold_lock
+
     handle = _take_lock(Path(out), lock)
+    hold_lock(handle)  # a decoding worker forked meanwhile does not keep it when we are killed
     try:
         yield lock
     finally:
+        drop_lock(handle)
         _release_lock(lock, handle)
 
 

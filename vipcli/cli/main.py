@@ -235,12 +235,16 @@ def run() -> None:
         print_masked_traceback(error)
         code = 1
     try:
-        with stop_signals.quiet_interrupts():  # a Ctrl-C inside a finalizer there is not printed either
+        # SIGTERM raises there as Ctrl-C does (it killed the process without a line); a Ctrl-C inside a
+        # finalizer there is not printed either
+        with stop_signals.stop_signals_raise(), stop_signals.quiet_interrupts():
             _skip_shutdown_collections()
-    except KeyboardInterrupt:  # Ctrl-C after the command's work was done: no traceback
+    except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM after the command's work was done: no traceback
         if code == 0:
-            code = 130
-            _print_error("interrupted after the command had finished; everything was written", shared=True)
+            terminated = isinstance(stop, stop_signals.Terminated)
+            code = 143 if terminated else 130
+            _print_error(f"{'terminated (SIGTERM)' if terminated else 'interrupted'} after the command had finished; "
+                         "everything was written", shared=True)
     sys.exit(code)
 
 
