@@ -173,7 +173,7 @@ def test_a_finished_sweep_run_again_repairs_its_csv_and_names_a_lost_split(cli, 
 def test_a_second_sweep_into_the_same_out_is_refused_while_the_first_runs(cli, isic_small, tiny_clip, tmp_path):
     """Two sweeps into one folder each rewrote results.json from their own rows: the last dropped the other's."""
     from vipcli.benchmark import SWEEP_LOCK
-    from vipcli.prediction_files import output_lock
+    from vipcli.locks import output_lock
 
     out = tmp_path / "bench"
     out.mkdir()

@@ -384,7 +384,7 @@ def test_an_image_given_twice_is_predicted_and_written_once(cli, toy_run, tmp_pa
 
 def _hold_lock(out: Path) -> subprocess.Popen:
     """Another process that holds the lock of `out` until it is killed."""
-    code = ("import sys; from vipcli.prediction_files import output_lock\n"
+    code = ("import sys; from vipcli.locks import output_lock\n"
             "with output_lock(sys.argv[1]):\n    print('held', flush=True); sys.stdin.read()")
     holder = subprocess.Popen([sys.executable, "-c", code, str(out)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                               text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
@@ -439,7 +439,7 @@ def test_ctrl_c_releases_the_out_file(cli, toy_run, tmp_path, monkeypatch):
 
 def test_the_lock_is_taken_once_by_one_holder(tmp_path):
     from vipcli.errors import VipError
-    from vipcli.prediction_files import output_lock
+    from vipcli.locks import output_lock
 
     out = tmp_path / "p.jsonl"
     with output_lock(out) as lock:
@@ -455,7 +455,7 @@ def test_the_lock_is_taken_once_by_one_holder(tmp_path):
 
 def test_a_file_of_the_lock_files_name_that_is_not_a_lock_is_left_alone(tmp_path):
     from vipcli.errors import VipError
-    from vipcli.prediction_files import output_lock
+    from vipcli.locks import output_lock
 
     out = tmp_path / "p.jsonl"
     (tmp_path / "p.jsonl.lock").write_text("my notes\n")
@@ -468,7 +468,7 @@ def test_a_file_of_the_lock_files_name_that_is_not_a_lock_is_left_alone(tmp_path
 def test_lock_files_left_by_two_killed_runs_one_after_the_other_block_nothing(tmp_path):
     import os as os_
 
-    from vipcli.prediction_files import _take_lock, lock_file, output_lock
+    from vipcli.locks import _take_lock, lock_file, output_lock
 
     out = tmp_path / "p.jsonl"
     lock_file(out).write_text("4242 elsewhere\n")  # left by a killed run
@@ -481,7 +481,7 @@ def test_lock_files_left_by_two_killed_runs_one_after_the_other_block_nothing(tm
 
 
 def test_a_lock_file_left_read_only_by_another_users_killed_run_blocks_nothing(tmp_path):
-    from vipcli.prediction_files import output_lock
+    from vipcli.locks import output_lock
 
     out = tmp_path / "p.jsonl"
     (tmp_path / "p.jsonl.lock").write_text("4242 elsewhere\n")
@@ -494,10 +494,10 @@ def test_a_lock_file_left_read_only_by_another_users_killed_run_blocks_nothing(t
 def test_a_killed_writers_forked_worker_does_not_keep_its_lock(tmp_path):
     # decoding workers are forked while the lock is held: a worker that outlives its killed parent (a
     # DataLoader worker notices only some seconds later) must not hold the lock of the parent's --out
-    from vipcli.prediction_files import output_lock
+    from vipcli.locks import output_lock
 
     out = tmp_path / "p.jsonl"
-    code = ("import os, sys, time; from vipcli.prediction_files import output_lock\n"
+    code = ("import os, sys, time; from vipcli.locks import output_lock\n"
             "with output_lock(sys.argv[1]):\n"
             "    if os.fork() == 0:  # the worker says it runs (its fork handlers ran), then works on\n"
             "        print(os.getpid(), flush=True); time.sleep(60); os._exit(0)\n"

@@ -201,7 +201,7 @@ def test_the_report_of_a_sweep_being_written_says_so_on_the_page_and_on_stderr(c
     import os
     import socket
 
-    from vipcli.prediction_files import output_lock
+    from vipcli.locks import output_lock
     from vipcli.sweep_folder import SWEEP_LOCK
 
     folder = shutil.copytree(benchmark_dir, tmp_path / "running")

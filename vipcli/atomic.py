@@ -11,49 +11,7 @@ import stat
 import tempfile
 from pathlib import Path
 
-
-_held_locks: set[int] = set()  # the handles of the OS locks this process holds (see `hold_lock`)
-
-
-def _close_inherited_locks() -> None:
-    """In a forked child (a decoding worker), close the lock handles it inherited from its parent.
-
-    flock belongs to the open file, which a fork shares: a worker that outlives its killed parent (a
-    DataLoader worker notices only some seconds later) would hold its parent's locks. Closing the
-    child's copy leaves the parent's lock as it is.
-    """
-    for handle in _held_locks:
-        with contextlib.suppress(OSError):
-            os.close(handle)
-    _held_locks.clear()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_close_inherited_locks)
-
-
-def hold_lock(handle: int) -> None:
-    """Count the locked `handle` as held by this process alone: a forked child closes its copy."""
-    _held_locks.add(handle)
-
-
-def drop_lock(handle: int) -> None:
-    """Forget a handle `hold_lock` counted (call it before closing the handle)."""
-    _held_locks.discard(handle)
-
-
-def try_flock(handle: int) -> bool | None:
-    """Take flock's exclusive lock of an open file or folder without waiting: True, False when another
-    open file holds it, None where there is no flock (Windows, some network file systems)."""
-    try:
-        import fcntl
-
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    except (ImportError, OSError):
-        return None
-    return True
+from vipcli.locks import drop_lock, hold_lock, try_flock
 
 
 def current_umask() -> int:

@@ -428,7 +428,7 @@ def sweep_lock(out: Path):
     is removed again if the sweep stops before writing anything into it.
     """
     from vipcli import distributed
-    from vipcli.prediction_files import output_lock
+    from vipcli.locks import output_lock
 
     if not distributed.world_from_env().main:
         yield

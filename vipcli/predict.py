@@ -326,7 +326,7 @@ def predict_to_file(predictor: Predictor, paths: list[Path], out: Path, world=No
         world: a vipcli.distributed.World (None: a world of one).
         force: start over (remove `out` and its part files first).
 
-    The caller holds `out`'s lock (`vipcli.prediction_files.output_lock`, on rank 0) so that no other
+    The caller holds `out`'s lock (`vipcli.locks.output_lock`, on rank 0) so that no other
     process writes it meanwhile; `vip predict` takes it before loading the model.
     """
     from vipcli import distributed

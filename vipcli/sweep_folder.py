@@ -41,7 +41,7 @@ MATCHED_KEYS = ("data", "backbone", "arch", "pretrained", "backbone_fingerprint"
 
 def running_sweep(out: Path) -> str | None:
     """Whether a `vip benchmark` is writing `out` now: None if not, else its holder (" (pid 1 on host h)" or "")."""
-    from vipcli.prediction_files import lock_holder
+    from vipcli.locks import lock_holder
 
     return lock_holder(Path(out) / SWEEP_LOCK)
 

@@ -54,7 +54,7 @@ def _holding(out: Path | None, world):
     """The lock of --out, held by the process that writes it (rank 0 under torchrun); else nothing."""
     if out is None or not world.main:
         return contextlib.nullcontext()
-    from vipcli.prediction_files import output_lock
+    from vipcli.locks import output_lock
 
     return output_lock(out)
 
@@ -118,7 +118,8 @@ def _predict(paths, model, explain, as_json, backbone, device, no_cache, workers
 def _own_output(path: Path, out: Path | None, report: Path | None) -> bool:
     """True for a file this command writes among the images it reads (--out inside a folder it predicts): the
     --out file, its lock and its torchrun part files, and the --report page, which are not images left out."""
-    from vipcli.prediction_files import lock_file, part_files
+    from vipcli.locks import lock_file
+    from vipcli.prediction_files import part_files
 
     ours = {report} if report is not None else set()
     if out is not None:

@@ -1,0 +1,202 @@
+"""OS locks: one writer per output, and telling a live writer from one that was killed.
+
+`output_lock` holds `FILE.lock` beside a file being written (`vip predict --out`) or a lock inside a
+folder (`vip benchmark`'s results folder); `lock_holder` tells, without taking it, whether a process
+holds one. The locks are flock (a byte-range lock where there is none), which the OS drops when its
+process ends however it ends, so a lock file a killed process left blocks nothing. A forked child (a
+decoding worker) closes the lock handles it inherits (`hold_lock`), so that a worker outliving its
+killed parent does not keep the parent's locks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+from vipcli.errors import VipError
+
+# --- lock handles a forked child does not keep -----------------------------------------------------------
+
+
+_held_locks: set[int] = set()  # the handles of the OS locks this process holds (see `hold_lock`)
+
+
+def _close_inherited_locks() -> None:
+    """In a forked child (a decoding worker), close the lock handles it inherited from its parent.
+
+    flock belongs to the open file, which a fork shares: a worker that outlives its killed parent (a
+    DataLoader worker notices only some seconds later) would hold its parent's locks. Closing the
+    child's copy leaves the parent's lock as it is.
+    """
+    for handle in _held_locks:
+        with contextlib.suppress(OSError):
+            os.close(handle)
+    _held_locks.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_close_inherited_locks)
+
+
+def hold_lock(handle: int) -> None:
+    """Count the locked `handle` as held by this process alone: a forked child closes its copy."""
+    _held_locks.add(handle)
+
+
+def drop_lock(handle: int) -> None:
+    """Forget a handle `hold_lock` counted (call it before closing the handle)."""
+    _held_locks.discard(handle)
+
+
+def try_flock(handle: int) -> bool | None:
+    """Take flock's exclusive lock of an open file or folder without waiting: True, False when another
+    open file holds it, None where there is no flock (Windows, some network file systems)."""
+    try:
+        import fcntl
+
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    except (ImportError, OSError):
+        return None
+    return True
+
+
+# --- one writer per file ------------------------------------------------------------------------
+
+
+def lock_file(out: Path) -> Path:
+    """The lock file beside `out` that the process writing `out` holds."""
+    out = Path(out)
+    return out.with_name(f"{out.name}.lock")
+
+
+@contextlib.contextmanager
+def output_lock(out: Path, lock: Path | None = None):
+    """Hold the lock of `out` for the block; while another process holds it, one VipError naming it.
+
+    The lock is an OS lock on `lock` (default `FILE.lock` beside `out`; flock, a byte-range lock where
+    there is no flock), which the OS drops when its process ends however it ends (Ctrl-C, a kill, a
+    crash): a lock file left by a killed process blocks nothing. The file is removed on release.
+    """
+    lock = lock_file(out) if lock is None else Path(lock)
+    handle = _take_lock(Path(out), lock)
+    hold_lock(handle)  # a decoding worker forked meanwhile does not keep it when we are killed
+    try:
+        yield lock
+    finally:
+        drop_lock(handle)
+        _release_lock(lock, handle)
+
+
+def lock_holder(lock: Path) -> str | None:
+    """Whether a process holds `lock` now (see `output_lock`), without taking it: None when none does (or
+    the file is missing), else " (pid 123 on host h)", or "" when the holder cannot be read."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: telling needs the lock itself
+        return None
+    try:
+        handle = os.open(lock, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)  # refused while a writer holds it (LOCK_EX)
+    except BlockingIOError:
+        return _holder(handle)
+    except OSError:  # a file system without locks
+        return None
+    else:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(handle)
+
+
+def _take_lock(out: Path, lock: Path) -> int:
+    """Open and lock `lock` (retrying when its holder removed it as we opened it); write our pid in it."""
+    import socket
+
+    for _ in range(100):
+        handle = _open_lock_file(lock)
+        if not _lock(handle):
+            holder = _holder(handle)
+            os.close(handle)
+            raise VipError(f"{out} is being written by another vip process{holder}",
+                           "wait for it to finish, or pass another --out")
+        if _same_file(handle, lock):
+            if os.fstat(handle).st_size and not _holder(handle):  # someone's own file of that name
+                os.close(handle)
+                raise VipError(f"{lock} exists and is not a vip lock file", "move it away, or pass another --out")
+            with contextlib.suppress(OSError):  # read-only: a lock file left by another user's killed run
+                os.ftruncate(handle, 0)
+                os.lseek(handle, 0, os.SEEK_SET)  # (reading the holder moved the offset)
+                os.write(handle, f"{os.getpid()} {socket.gethostname()}\n".encode())
+            return handle
+        os.close(handle)  # removed by its last holder after we opened it: lock the new one
+    raise VipError(f"cannot lock {lock}: it keeps being replaced", "pass another --out")
+
+
+def _open_lock_file(lock: Path) -> int:
+    """`lock` opened to be locked: created if missing; read-only when it is another user's (left by a
+    killed run: the OS lock works on it all the same)."""
+    try:
+        return os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+    except PermissionError:
+        if lock.is_file():
+            with contextlib.suppress(OSError):
+                return os.open(lock, os.O_RDONLY)
+        error = PermissionError(13, "permission denied")
+    except OSError as other:
+        error = other
+    from vipcli.preflight import describe_os_error
+
+    raise VipError(f"cannot create the lock file {lock} ({describe_os_error(error)})",
+                   "make its folder writable or choose another --out")
+
+
+def _lock(handle: int) -> bool:
+    """Take the OS lock of an open file without waiting; False when another process holds it."""
+    taken = try_flock(handle)
+    if taken is not None:
+        return taken
+    try:
+        import msvcrt
+    except ImportError:  # a file system without locks: nothing to take, nothing to wait for
+        return True
+    try:
+        msvcrt.locking(handle, msvcrt.LK_NBLCK, 1)
+    except OSError:
+        return False
+    return True
+
+
+def _holder(handle: int) -> str:
+    """" (pid 123 on host h)" from a lock file's text, or "" when it cannot be read."""
+    try:
+        os.lseek(handle, 0, os.SEEK_SET)
+        pid, _, host = os.read(handle, 256).decode("utf-8", "replace").strip("\0 \n").partition(" ")
+    except OSError:
+        return ""
+    return f" (pid {pid} on host {host})" if pid.isdigit() and host else ""
+
+
+def _same_file(handle: int, path: Path) -> bool:
+    """True if the open `handle` is still the file at `path`."""
+    try:
+        mine, there = os.fstat(handle), os.stat(path)
+    except OSError:
+        return False
+    return (mine.st_dev, mine.st_ino) == (there.st_dev, there.st_ino)
+
+
+def _release_lock(lock: Path, handle: int) -> None:
+    """Remove the lock file while still holding it (no one can lock it in between), then close it."""
+    if os.name == "posix":
+        with contextlib.suppress(OSError):
+            os.unlink(lock)
+    os.close(handle)
+    if os.name != "posix":  # an open file cannot be removed there
+        with contextlib.suppress(OSError):
+            os.unlink(lock)
