@@ -133,3 +133,7 @@ def test_sweep_rows_are_the_same_batched_or_one_by_one(cli, isic_small, tiny_cli
     assert len(batched) == len(alone) == 16
     for mine, theirs in zip(batched, alone):
         assert {k: v for k, v in mine.items() if k not in drop} == {k: v for k, v in theirs.items() if k not in drop}
+    # results.json stores them in the sweep's order either way (batched, they finished method by method)
+    stored = {name: [(r["method"], r["shots"], r["seed"]) for r in
+                     json.loads((tmp_path / name / "results.json").read_text())["rows"]] for name in ("batched", "alone")}
+    assert stored["batched"] == stored["alone"] == [(r["method"], r["shots"], r["seed"]) for r in batched]
