@@ -239,6 +239,33 @@ def test_existing_out_is_not_overwritten_without_force(cli, trained, isic_small,
     assert code == 0 and (out / "model.safetensors").read_bytes() != before
 
 
+def test_a_second_train_into_the_same_out_is_refused_at_once_not_after_training(cli, isic_small, tiny_clip, tmp_path,
+                                                                                monkeypatch):
+    """Two `vip train --out R` at once: the second trained in full, then found R taken at save."""
+    import os
+    import socket
+
+    from vipcli import featuresets
+    from vipcli.locks import output_lock
+
+    out = tmp_path / "runs" / "r"
+    encoded = []
+    real = featuresets.prepare_features
+    monkeypatch.setattr(featuresets, "prepare_features", lambda *a, **k: encoded.append(1) or real(*a, **k))
+    (tmp_path / "runs").mkdir()
+    with output_lock(out, lock=tmp_path / "runs" / ".r.lock"):  # as a vip train running in another process holds it
+        code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, out))
+    assert code == 1 and error_lines(err) == [
+        f"error: {out} is being written by another vip process (pid {os.getpid()} on host {socket.gethostname()}) "
+        "(wait for it to finish, or pass another --out)"]
+    assert encoded == [] and os.listdir(tmp_path / "runs") == []
+    code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, out))  # that one ended: its lock went with it
+    assert code == 0, err
+    assert sorted(os.listdir(tmp_path / "runs")) == ["r"]
+    code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "new" / "r", "--epochs", "0"))
+    assert code != 0 and not (tmp_path / "new").exists()  # a folder made for the lock goes when the run fails
+
+
 def test_interrupted_run_leaves_nothing_behind(cli, isic_small, tiny_clip, tmp_path, monkeypatch):
     import vipcli.fitting
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import time
 from dataclasses import asdict, dataclass, field
@@ -116,11 +117,34 @@ def train(config: TrainConfig, progress=None) -> TrainResult | None:
         TrainResult with the run directory, metrics, unreadable files and the warnings printed; None on a
         torchrun rank other than 0 (it encodes its share of the images into the feature cache, then stops).
     """
-    with console.keeping_warnings() as warned:
+    with run_dir_lock(config), console.keeping_warnings() as warned:
         result = _train(config, progress)
     if result is not None:
         result.warnings = warned
     return result
+
+
+@contextlib.contextmanager
+def run_dir_lock(config: TrainConfig):
+    """Hold `.NAME.lock` beside the `--out` run folder while the run trains (in the process that writes it),
+    so that a second `vip train` into the same folder is refused at once, not after training to find it
+    taken; nothing without --out (each default run folder is a new name)."""
+    from vipcli import distributed
+    from vipcli.locks import output_lock
+
+    if config.out is None or not distributed.world_from_env().main:
+        yield
+        return
+    run_dir = Path(config.out)
+    created = not run_dir.parent.exists()
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with output_lock(run_dir, lock=run_dir.parent / f".{run_dir.name}.lock"):
+            yield
+    finally:
+        if created:  # only an empty folder: the run was written into it otherwise
+            with contextlib.suppress(OSError):
+                run_dir.parent.rmdir()
 
 
 def _train(config: TrainConfig, progress=None) -> TrainResult | None:
