@@ -117,7 +117,7 @@ def train(config: TrainConfig, progress=None) -> TrainResult | None:
         TrainResult with the run directory, metrics, unreadable files and the warnings printed; None on a
         torchrun rank other than 0 (it encodes its share of the images into the feature cache, then stops).
     """
-    with run_dir_lock(config), console.keeping_warnings() as warned:
+    with console.keeping_warnings() as warned:
         result = _train(config, progress)
     if result is not None:
         result.warnings = warned
@@ -128,9 +128,10 @@ def train(config: TrainConfig, progress=None) -> TrainResult | None:
 def run_dir_lock(config: TrainConfig):
     """Hold `.NAME.lock` beside the `--out` run folder while the run trains (in the process that writes it),
     so that a second `vip train` into the same folder is refused at once, not after training to find it
-    taken; nothing without --out (each default run folder is a new name)."""
+    taken; nothing without --out (each default run folder is a new name). Taken once `--out` is checked."""
     from vipcli import distributed
     from vipcli.locks import output_lock
+    from vipcli.preflight import check_run_dir
 
     if config.out is None or not distributed.world_from_env().main:
         yield
@@ -140,6 +141,7 @@ def run_dir_lock(config: TrainConfig):
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     try:
         with output_lock(run_dir, lock=run_dir.parent / f".{run_dir.name}.lock"):
+            check_run_dir(run_dir, config.force)  # again: a run that held the lock may have written it since
             yield
     finally:
         if created:  # only an empty folder: the run was written into it otherwise
@@ -148,9 +150,15 @@ def run_dir_lock(config: TrainConfig):
 
 
 def _train(config: TrainConfig, progress=None) -> TrainResult | None:
-    """`train`'s work, its warnings kept by the caller."""
+    """`train`'s work, its warnings kept by the caller: the checks, then the run under the --out lock."""
     started = time.perf_counter()
     cls, _, schedule = check_config(config)
+    with run_dir_lock(config):
+        return _fit_and_save(config, cls, schedule, started, progress)
+
+
+def _fit_and_save(config: TrainConfig, cls, schedule, started: float, progress=None) -> TrainResult | None:
+    """Load, encode, fit, evaluate and write the run folder of a checked `config`."""
     import torch
 
     from vipcli.data import load_dataset
