@@ -404,6 +404,27 @@ def test_usage_errors_exit_2_in_one_line(cli, isic_small):
         assert code == 2 and message in err and len(error_lines(err)) == 1 and "Traceback" not in err, err
 
 
+def test_a_cuda_device_this_machine_lacks_is_named_with_the_ones_it_has(monkeypatch):
+    """On a one-GPU machine `--device cuda:7` passed, to fail later as an "unexpected" invalid device ordinal;
+    `--device cuda:x` was torch's own RuntimeError."""
+    import torch
+
+    from vipcli.devices import resolve_device
+    from vipcli.errors import UsageError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert resolve_device("cuda") == torch.device("cuda") and resolve_device("cuda:0") == torch.device("cuda:0")
+    for name, message in (("cuda:7", "--device cuda:7: this machine has 1 CUDA GPU visible to torch (cuda:0)"),
+                          ("cuda:x", "unknown device 'cuda:x'"), ("cudax", "unknown device 'cudax'")):
+        with pytest.raises(UsageError) as refused:
+            resolve_device(name)
+        assert refused.value.message == message
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(UsageError, match="no CUDA GPU is visible to torch"):
+        resolve_device("cuda:0")
+
+
 def test_command_line_mistakes_are_one_usage_line(cli):
     for args, message in ((["predict", "x.png"], "Missing option '--model'"),
                           (["train", "--data", "x", "--epochs", "abc"], "--epochs must be a whole number, got 'abc'"),

@@ -28,9 +28,7 @@ def resolve_device(name: str = "auto"):
             return torch.device("mps")
         return torch.device("cpu")
     if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise UsageError(f"--device {name}: no CUDA GPU is visible to torch", "use --device cpu or auto")
-        return torch.device(name)
+        return _cuda_device(name)
     if name == "mps":
         if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
             raise UsageError("--device mps: Apple MPS is not available here", "use --device cpu or auto")
@@ -38,6 +36,25 @@ def resolve_device(name: str = "auto"):
     if name == "cpu":
         return torch.device("cpu")
     raise UsageError(f"unknown device '{name}'", f"choose one of {', '.join(DEVICE_CHOICES)}")
+
+
+def _cuda_device(name: str):
+    """`cuda` or `cuda:N` as a torch.device, N one of this machine's GPUs; a UsageError naming them otherwise."""
+    import re
+
+    import torch
+
+    match = re.fullmatch(r"cuda(?::(\d+))?", name)
+    if match is None:
+        raise UsageError(f"unknown device '{name}'", "write cuda, or cuda:N with N the GPU's number (cuda:0)")
+    if not torch.cuda.is_available():
+        raise UsageError(f"--device {name}: no CUDA GPU is visible to torch", "use --device cpu or auto")
+    count = torch.cuda.device_count()
+    if match[1] is not None and int(match[1]) >= count:
+        listed = ", ".join(f"cuda:{index}" for index in range(count))
+        raise UsageError(f"--device {name}: this machine has {count} CUDA {'GPU' if count == 1 else 'GPUs'} "
+                         f"visible to torch ({listed})", "pass one of them, or cuda")
+    return torch.device(name)
 
 
 def autocast_dtype(device):
