@@ -425,6 +425,29 @@ def test_a_cuda_device_this_machine_lacks_is_named_with_the_ones_it_has(monkeypa
         resolve_device("cuda:0")
 
 
+@pytest.mark.parametrize("raised, said", [
+    ("OutOfMemoryError", "CUDA out of memory"),
+    ("RuntimeError", "MPS backend out of memory (MPS allocated: 17.8 GB, other allocations: 1.2 GB)"),
+])
+def test_a_gpu_out_of_memory_is_one_line_naming_what_to_lower(cli, isic_small, tiny_clip, tmp_path, monkeypatch,
+                                                                raised, said):
+    """A GPU too small for the batch printed "unexpected OutOfMemoryError ... this is a bug in vip"."""
+    import torch
+
+    from vipcli import featuresets
+
+    def full(*_, **__):
+        kind = torch.OutOfMemoryError if raised == "OutOfMemoryError" else RuntimeError
+        raise kind(f"{said}. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 79.19 GiB")
+
+    monkeypatch.setattr(featuresets, "prepare_features", full)
+    code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "run"))
+    assert code == 1 and error_lines(err) == [
+        f"error: the GPU ran out of memory ({said}) (pass a smaller --encode-batch (images per encoder call, 64 by "
+        "default) or --batch-size, or free the GPU (nvidia-smi lists what holds it))"]
+    assert not (tmp_path / "run").exists()
+
+
 def test_command_line_mistakes_are_one_usage_line(cli):
     for args, message in ((["predict", "x.png"], "Missing option '--model'"),
                           (["train", "--data", "x", "--epochs", "abc"], "--epochs must be a whole number, got 'abc'"),

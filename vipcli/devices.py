@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from vipcli.errors import UsageError
+from vipcli.errors import UsageError, VipError
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 
@@ -78,3 +78,21 @@ def autocast(device):
     if dtype is not None:
         return torch.autocast(torch.device(device).type, dtype=dtype, cache_enabled=False)
     return contextlib.nullcontext()
+
+
+def out_of_memory(error: BaseException) -> VipError | None:
+    """The one-line error for a GPU that ran out of memory (CUDA, or Apple MPS), naming what to lower; None
+    for any other error. Where it happened is in the progress lines above it."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is None or not isinstance(error, RuntimeError):
+        return None
+    cuda = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", None)
+    said = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    if not ((cuda is not None and isinstance(error, cuda)) or "MPS backend out of memory" in said):
+        return None
+    said = said.split(". ")[0]  # "CUDA out of memory", without the allocator's figures
+    return VipError(f"the GPU ran out of memory ({said})",
+                    "pass a smaller --encode-batch (images per encoder call, 64 by default) or --batch-size, or "
+                    "free the GPU (nvidia-smi lists what holds it)")

@@ -212,7 +212,12 @@ def _main(argv: list[str] | None) -> int:
         if debug:
             raise
         from vipcli.compat import explain_library_failure
+        from vipcli.devices import out_of_memory
 
+        memory = out_of_memory(error)  # not a bug: a GPU too small for the batch
+        if memory is not None:
+            _print_error(memory.message, memory.hint)
+            return memory.exit_code
         mismatch = explain_library_failure(error)  # unless two installed libraries cannot work together
         if mismatch is not None:
             _print_error(mismatch.message, mismatch.hint)
