@@ -444,7 +444,7 @@ def test_a_gpu_out_of_memory_is_one_line_naming_what_to_lower(cli, isic_small, t
     code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "run"))
     assert code == 1 and error_lines(err) == [
         f"error: the GPU ran out of memory ({said}) (pass a smaller --encode-batch (images per encoder call, 64 by "
-        "default) or --batch-size, or free the GPU (nvidia-smi lists what holds it))"]
+        "default), or free the GPU (nvidia-smi lists what holds it); README's 'Out of memory' lists the rest)"]
     assert not (tmp_path / "run").exists()
 
 

@@ -94,5 +94,5 @@ def out_of_memory(error: BaseException) -> VipError | None:
         return None
     said = said.split(". ")[0]  # "CUDA out of memory", without the allocator's figures
     return VipError(f"the GPU ran out of memory ({said})",
-                    "pass a smaller --encode-batch (images per encoder call, 64 by default) or --batch-size, or "
-                    "free the GPU (nvidia-smi lists what holds it)")
+                    "pass a smaller --encode-batch (images per encoder call, 64 by default), or free the GPU "
+                    "(nvidia-smi lists what holds it); README's 'Out of memory' lists the rest")
