@@ -136,8 +136,24 @@ def test_report_refuses_what_it_cannot_report_in_one_line(cli, lesion_run, tmp_p
         option = command[-2]
         assert code == 2 and error_lines(err) == [
             f"error: {option} {tmp_path / 'results.csv'}: a report is an HTML page, and this name does not end in "
-            ".html (a browser would not show it as one) (name it results.html)"]
+            f".html (a browser would not show it as one) (pass {option} {tmp_path / 'results.html'})"]
     assert (tmp_path / "results.csv").read_text() == "mine"
+
+
+def test_a_script_of_an_earlier_vip_giving_report_no_suffix_is_told_the_whole_name_to_pass(cli, lesion_run, tmp_path):
+    """An earlier vip wrote `vip report RUN --out RUN/report` as a file named 'report'; a script doing so
+    is now refused before any work, and the fix names the path to pass, folder and all (it said only
+    'name it report.html', leaving where to the reader)."""
+    _, run = lesion_run
+    out = tmp_path / "old-run" / "report"
+    out.parent.mkdir()
+    for command in (("report", run, "--out", out), ("predict", run, "--model", run, "--report", out)):
+        code, _, err = cli(*command)
+        option = command[-2]
+        assert code == 2 and error_lines(err) == [
+            f"error: {option} {out}: a report is an HTML page, and this name does not end in .html (a browser "
+            f"would not show it as one) (pass {option} {out}.html)"], err
+    assert list(out.parent.iterdir()) == []
 
 
 def test_predict_report_shows_the_images_just_predicted(cli, lesion_run, tmp_path):

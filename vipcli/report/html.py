@@ -223,7 +223,7 @@ def check_writable(path: Path, option: str = "--out") -> Path:
     path = Path(path)
     if path.suffix.lower() not in (".html", ".htm") and not path.is_dir():  # a folder: check_output_file names it
         raise UsageError(f"{option} {path}: a report is an HTML page, and this name does not end in .html "
-                         "(a browser would not show it as one)", f"name it {path.with_suffix('.html').name}")
+                         "(a browser would not show it as one)", f"pass {option} {path.with_suffix('.html')}")
     check_output_file(path, option, create_folder=False)
     return path
 
