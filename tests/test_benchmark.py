@@ -134,12 +134,13 @@ def test_a_killed_sweep_resumes_where_it_stopped(cli, isic_small, tiny_clip, tmp
 def test_a_forced_sweep_that_stops_leaves_no_figure_of_the_rows_it_discarded(cli, isic_small, tiny_clip, tmp_path,
                                                                               monkeypatch):
     """shots.png is drawn at a sweep's end: a --force sweep stopped after its first row left the old
-    sweep's figure beside a results.json of one new row."""
+    sweep's figure (and the report of `vip report`) beside a results.json of one new row."""
     import vipcli.benchmark as benchmark
 
     out = tmp_path / "bench"
     args = bench_args(isic_small, tiny_clip, out, "--methods", "zeroshot,linear-probe", "--shots", "2", "--seeds", "1,2")
     assert cli(*args)[0] == 0 and (out / "shots.png").exists()
+    assert cli("report", out)[0] == 0 and (out / "report.html").exists()
     real_run_row, calls = benchmark.run_row, []
 
     def run_then_die(*args, **kwargs):

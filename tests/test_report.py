@@ -190,8 +190,11 @@ def test_a_run_only_option_given_for_a_benchmark_folder_is_refused_not_ignored(c
     code, _, err = cli("report", benchmark_dir, "--coverage", "0.8", "--out", out)
     assert code == 2 and error_lines(err) == [
         f"error: --coverage applies to a run's report; {benchmark_dir} is a benchmark folder (drop --coverage)"]
-    code, _, err = cli("report", benchmark_dir, "--gallery", "3", "--device", "cpu", "--out", out)
-    assert code == 2 and "--gallery, --device apply to a run's report" in err and not out.exists()
+    code, _, err = cli("report", benchmark_dir, "--gallery", "3", "--coverage", "0.5", "--out", out)
+    assert code == 2 and "--coverage, --gallery apply to a run's report" in err and not out.exists()
+    # how a run's images are encoded: a script reporting runs and sweeps alike passes them for both
+    code, _, err = cli("report", benchmark_dir, "--device", "cpu", "--workers", "0", "--out", out)
+    assert code == 0 and out.exists(), err
 
 
 def test_the_report_of_an_unfinished_sweep_says_which_rows_are_missing(cli, benchmark_dir, tmp_path):

@@ -478,8 +478,9 @@ def _run_sweep(config: BenchmarkConfig, methods: list[tuple[str, type]], progres
                           dataset.class_names)  # only shots some pending row trains with
         check_same_readability(stored_split, pool, dataset.root, out)  # before any row: rows of one set of images
         out.mkdir(parents=True, exist_ok=True)
-        if config.force:  # the figure of the rows --force discards: the new one is drawn at the sweep's end
-            (out / "shots.png").unlink(missing_ok=True)
+        if config.force:  # the figure and report of the rows --force discards: the figure is drawn anew at the end
+            for shown in ("shots.png", "report.html"):
+                (out / shown).unlink(missing_ok=True)
         split = _split_record(dataset, pool, context["record"]["split_seed"], config.seeds, config.shots,
                               stored_split, (stored or {}).get("config", {}).get("split_digest"))
         write_atomic(out / "split.json", json.dumps(split, indent=2))

@@ -27,8 +27,7 @@ def report_command(
     from vipcli.errors import UsageError
     from vipcli.report import write_report
 
-    check_run_only_options(target, {"--coverage": coverage != 0.9, "--gallery": gallery != 48,
-                                    "--device": device != "auto", "--workers": workers is not None})
+    check_run_only_options(target, {"--coverage": coverage != 0.9, "--gallery": gallery != 48})
     workers = opt.worker_count(workers)
     check_coverage(coverage)
     if gallery < 0:
@@ -39,8 +38,9 @@ def report_command(
 
 
 def check_run_only_options(target: Path, given: dict[str, bool]) -> None:
-    """--coverage, --gallery, --device and --workers shape a run's gallery; a benchmark folder's report
-    has none, so giving them for one is refused rather than silently left unused."""
+    """--coverage and --gallery shape what a run's report shows (its gallery); a benchmark folder's report has
+    none, so giving them for one is refused rather than silently left unused. --device and --workers only say
+    how a run's test images are encoded, and a script may pass them for both kinds: they are accepted."""
     from vipcli.errors import UsageError
     from vipcli.report import report_kind
 
