@@ -158,6 +158,19 @@ def test_a_forced_sweep_that_stops_leaves_no_figure_of_the_rows_it_discarded(cli
     assert code == 0 and "1 finished rows skipped, 3 to run" in stderr and (out / "shots.png").exists()
 
 
+def test_a_sweep_resumed_in_part_keeps_the_stored_rows_in_their_order(cli, isic_small, tiny_clip, tmp_path):
+    """A rerun of part of a finished sweep (nothing to run) rewrote results.json with the rows it names last."""
+    out = tmp_path / "bench"
+    args = bench_args(isic_small, tiny_clip, out, "--shots", "2", "--seeds", "1")
+    assert cli(*args, "--methods", "zeroshot,linear-probe")[0] == 0
+    before = [(r["method"], r["shots"], r["seed"]) for r in json.loads((out / "results.json").read_text())["rows"]]
+    assert [row[0] for row in before] == ["zeroshot", "linear-probe"]
+    code, stdout, stderr = cli(*args, "--methods", "zeroshot")
+    assert code == 0 and "0 rows run, 1 resumed" in stdout, stderr
+    after = [(r["method"], r["shots"], r["seed"]) for r in json.loads((out / "results.json").read_text())["rows"]]
+    assert after == before
+
+
 def test_a_finished_sweep_run_again_repairs_its_csv_and_names_a_lost_split(cli, isic_small, tiny_clip, tmp_path):
     out = tmp_path / "bench"
     args = bench_args(isic_small, tiny_clip, out, "--methods", "zeroshot,linear-probe", "--shots", "2", "--seeds", "1")

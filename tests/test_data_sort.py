@@ -352,7 +352,8 @@ def test_a_clean_folder_of_copies_sorts_again_with_force_and_records_its_copies(
     stat = (sorted_folder / "x" / "a.png").stat()
     assert sorted(record["copies"]) == ["x/a.png", "x/b.png", "y/c.png"]
     assert record["copies"]["x/a.png"] == {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
-                                           "ctime_ns": stat.st_ctime_ns, "source": os.path.realpath(images / "a.png")}
+                                           "ctime_ns": stat.st_ctime_ns, "file": f"{stat.st_dev}:{stat.st_ino}",
+                                           "source": os.path.realpath(images / "a.png")}
     for _ in range(2):
         code, _, err = cli("data", "sort", labels, "--images", images, "--out", sorted_folder, "--copy", "--force")
         assert code == 0, err
@@ -380,6 +381,18 @@ def test_a_copy_whose_times_alone_changed_is_not_taken_for_an_edit(cli, tmp_path
     (images / "b.png").rename(tmp_path / "b-moved.png")
     code, _, err = cli("data", "sort", labels, "--images", images, "--out", sorted_folder, "--copy", "--force")
     assert code == 2 and "holds copies edited since vip data sort wrote them (x/b.png)" in err
+
+
+def test_a_folder_of_copies_moved_with_its_times_sorts_again_with_force_once_its_images_moved(cli, tmp_path):
+    """--copy makes "a folder that can move to another machine": `cp -a`/`rsync -a` keep each copy's size and
+    modification time but give it a new status-change time, and the images are elsewhere there. --force
+    refused every copy as edited (ctime differed, and no source to compare bytes with)."""
+    images, labels, sorted_folder = _sorted_copies(cli, tmp_path)
+    moved = tmp_path / "moved"
+    shutil.copytree(sorted_folder, moved, copy_function=shutil.copy2)  # new files, times kept
+    images.rename(tmp_path / "img-there")
+    code, _, err = cli("data", "sort", labels, "--images", tmp_path / "img-there", "--out", moved, "--copy", "--force")
+    assert code == 0, err
 
 
 def test_a_folder_of_copies_whose_manifest_records_no_ctime_is_checked_by_size_and_time(cli, tmp_path):

@@ -484,11 +484,11 @@ def _run_sweep(config: BenchmarkConfig, methods: list[tuple[str, type]], progres
         split = _split_record(dataset, pool, context["record"]["split_seed"], config.seeds, config.shots,
                               stored_split, (stored or {}).get("config", {}).get("split_digest"))
         write_atomic(out / "split.json", json.dumps(split, indent=2))
-        result.trained = run_pending(pending, rows, context, progress, jobs)
+        result.trained = run_pending(pending, rows, context, progress)
     result.rows = [rows[(name, str(shots), seed)] for name, _, shots, seed in jobs]
     result.summary = summarize(result.rows)
     if not pending and rows and context["world"].main:  # all resumed: rewrite results.csv (and .json)
-        save_results(out, context["record"], context["class_names"], in_sweep_order(rows, jobs))  # if one was damaged
+        save_results(out, context["record"], context["class_names"], list(rows.values()))  # in case one was damaged
         if stored_split is None:  # not rewritten: nothing ran
             console.warn(f"{out}/split.json is missing or unreadable: it lists the images behind these results "
                          "(pass --force to run the sweep again and rewrite it)")
@@ -501,23 +501,23 @@ def _run_sweep(config: BenchmarkConfig, methods: list[tuple[str, type]], progres
 
 
 def in_sweep_order(rows: dict, jobs: list) -> list[dict]:
-    """The rows to store, whatever order they finished in: those of no job of this sweep first (earlier
-    sweeps' rows, as stored), then this sweep's in its order, so that results.json is the same file
-    whether rows trained together or one after another."""
+    """The rows to store, whatever order they finished in: those of no job in `jobs` (the rows stored
+    before this run, in their stored order) first, then those of `jobs` (the rows this run trains) in
+    its order, so that results.json is the same file whether rows trained together or one after another,
+    and a rerun of part of a sweep, with nothing to train, leaves its rows where they were."""
     keys = [(name, str(shots), seed) for name, _, shots, seed in jobs]
     current = set(keys)
     return [row for key, row in rows.items() if key not in current] + [rows[key] for key in keys if key in rows]
 
 
-def run_pending(pending: list, rows: dict, context: dict, progress=None, jobs: list | None = None) -> int:
+def run_pending(pending: list, rows: dict, context: dict, progress=None) -> int:
     """Run each pending row, saving all rows atomically after each row or batched group; return how many ran.
 
     Rows of one method that can train together (`PromptMethod.fits_in_batches`: the seeds and
     shot counts of ViP, CoOp...) run as groups of up to `BATCHED_ROWS` in one batched loop, unless
-    `context["batched"]` is False; every other row runs alone, in sweep order. The rows are stored in
-    the order of `jobs` (the whole sweep; default `pending`), see `in_sweep_order`.
+    `context["batched"]` is False; every other row runs alone, in sweep order. The rows stored before
+    keep their places; those run now follow them in sweep order, see `in_sweep_order`.
     """
-    jobs = pending if jobs is None else jobs
     batched = context.get("batched", True)
     with console.task(progress, "benchmark rows", len(pending)) as advance:
         for group in row_groups(pending, batched):
@@ -529,7 +529,7 @@ def run_pending(pending: list, rows: dict, context: dict, progress=None, jobs: l
                                              progress)
             for row in finished:
                 rows[row_key(row)] = row
-            save_results(context["out"], context["record"], context["class_names"], in_sweep_order(rows, jobs))
+            save_results(context["out"], context["record"], context["class_names"], in_sweep_order(rows, pending))
             advance(len(group))
     return len(pending)
 

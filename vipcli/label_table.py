@@ -523,8 +523,10 @@ def _edited(path: Path, written) -> bool:
     `written`'s ({"size": st_size, "mtime_ns": st_mtime_ns, "ctime_ns": st_ctime_ns, "source": the image
     copied}, as `copy_stats` records them), unless it still holds its source's bytes (copied again without
     its times, `cp -r`, or its mode changed: not edited). Every write sets the status-change time, which no
-    one can set back, so an edit that restores the modification time (`touch -r`) is seen too; a
-    manifest of vip 0.2's first releases records no ctime_ns and is compared on size and time alone."""
+    one can set back, so an edit that restores the modification time (`touch -r`) is seen too; it is
+    compared only while the copy is the file written ("file": device and inode), as a folder copied with
+    its times (`cp -a`, to another machine) has new ones; a manifest of vip 0.2's first releases records
+    no ctime_ns and is compared on size and time alone."""
     import filecmp
 
     try:
@@ -533,8 +535,12 @@ def _edited(path: Path, written) -> bool:
         return False  # gone: nothing to keep
     if not isinstance(written, dict):
         return True
-    compared = [key for key in ("size", "mtime_ns", "ctime_ns") if key != "ctime_ns" or key in written]
-    if all(written.get(key) == _stat_of(now)[key] for key in compared):
+    stats = _stat_of(now)
+    # a status-change time is the file's own: a copy of the folder (cp -a, rsync -a, another machine) has
+    # new ones, so it is compared only on the very file written (its "file" identity), else size and time
+    same_file = "ctime_ns" in written and written.get("file") == stats["file"]
+    compared = ("size", "mtime_ns", "ctime_ns") if same_file else ("size", "mtime_ns")
+    if all(written.get(key) == stats[key] for key in compared):
         return False
     source = written.get("source")
     if not isinstance(source, str) or now.st_size != written.get("size"):
@@ -545,14 +551,15 @@ def _edited(path: Path, written) -> bool:
         return True  # its source is gone: vip cannot tell, so it keeps the file
 
 
-def _stat_of(stat: os.stat_result) -> dict[str, int]:
+def _stat_of(stat: os.stat_result) -> dict[str, int | str]:
     """What a sorted folder's MANIFEST records of one copy it wrote."""
-    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "ctime_ns": stat.st_ctime_ns}
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "ctime_ns": stat.st_ctime_ns,
+            "file": f"{stat.st_dev}:{stat.st_ino}"}
 
 
 def copy_stats(folder: Path, sources: dict[str, Path]) -> dict[str, dict]:
-    """The size, modification and status-change times (`os.stat`'s st_size, st_mtime_ns, st_ctime_ns) of each
-    copy (`sources`' keys, relative to `folder`, "/"-separated) as written, and the image it copies (its real
+    """The size, modification and status-change times and file identity (`os.stat`'s st_size, st_mtime_ns,
+    st_ctime_ns, "st_dev:st_ino") of each copy (`sources`' keys, relative to `folder`, "/"-separated) as written, and the image it copies (its real
     path), so that a later --force can tell a copy edited in place from one whose times alone changed."""
     return {name: {**_stat_of(os.stat(folder / name, follow_symlinks=False)), "source": os.path.realpath(source)}
             for name, source in sorted(sources.items())}

@@ -137,16 +137,18 @@ def run_dir_lock(config: TrainConfig):
         yield
         return
     run_dir = Path(config.out)
-    created = not run_dir.parent.exists()
+    created = [folder for folder in (run_dir.parent, *run_dir.parent.parents) if not folder.exists()]
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     try:
         with output_lock(run_dir, lock=run_dir.parent / f".{run_dir.name}.lock"):
             check_run_dir(run_dir, config.force)  # again: a run that held the lock may have written it since
             yield
     finally:
-        if created:  # only an empty folder: the run was written into it otherwise
-            with contextlib.suppress(OSError):
-                run_dir.parent.rmdir()
+        for folder in created:  # innermost first; only empty ones: the run was written into them otherwise
+            try:
+                folder.rmdir()
+            except OSError:
+                break
 
 
 def _train(config: TrainConfig, progress=None) -> TrainResult | None:
