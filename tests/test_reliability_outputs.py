@@ -231,14 +231,25 @@ def test_an_old_run_folder_left_by_a_killed_replacement_is_removed_by_the_next_o
 def test_a_staging_folder_left_by_a_killed_writer_is_removed_by_the_next_one(tmp_path):
     """SIGKILL (the OOM killer, Slurm after its grace period) while `vip data sort --copy` or `vip train`
     writes leaves its hidden `.NAME.*.partial` staging folder, as big as the output, behind for good."""
-    from vipcli.atomic import atomic_folder
+    import os
+    import time
+
+    from vipcli.atomic import ABANDONED_AFTER_S, atomic_folder
 
     left = tmp_path / ".run.k1ll3d.partial"
     left.mkdir()
     (left / "model.safetensors").write_bytes(b"half")
     (tmp_path / ".other.x.partial").mkdir()  # another folder's: not ours to remove
+    fresh = tmp_path / ".run.st4rt.partial"  # a writer's that has made its folder and not yet locked it
+    fresh.mkdir()
+    long_ago = time.time() - ABANDONED_AFTER_S - 5
+    os.utime(left, (long_ago, long_ago))
     with atomic_folder(tmp_path / "run") as staging:
         (staging / "v").write_text("new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.x.partial", ".run.st4rt.partial", "run"]
+    os.utime(fresh, (long_ago, long_ago))  # never locked, and untouched since: its writer was killed
+    with atomic_folder(tmp_path / "run") as staging:
+        (staging / "v").write_text("newer")
     assert sorted(p.name for p in tmp_path.iterdir()) == [".other.x.partial", "run"]
 
 

@@ -136,12 +136,23 @@ def _lock_staging(staging: Path) -> int | None:
     return handle
 
 
+ABANDONED_AFTER_S = 60  # a staging folder untouched this long, and unlocked, is a killed writer's
+
+
 def _remove_abandoned_staging(path: Path, ours: Path) -> None:
     """Remove the `.NAME.*.partial` staging folders of `path` that no live writer holds: a writer killed
     with SIGKILL (the OOM killer, Slurm after its grace period) left them, as big as what it wrote.
-    One whose lock cannot be tested is left alone."""
+    One whose lock cannot be tested is left alone, and so is one changed in the last `ABANDONED_AFTER_S`
+    seconds (a writer between creating its folder and locking it, or a vip too old to lock it)."""
+    import time
+
     for stale in path.parent.glob(f".{glob.escape(path.name)}.*.partial"):
         if stale == ours or stale.is_symlink() or not stale.is_dir():
+            continue
+        try:
+            if time.time() - stale.stat().st_mtime < ABANDONED_AFTER_S:
+                continue
+        except OSError:
             continue
         try:
             handle = os.open(stale, os.O_RDONLY)

@@ -120,7 +120,7 @@ def _take_lock(out: Path, lock: Path) -> int:
 
     for _ in range(100):
         handle = _open_lock_file(lock)
-        if not _lock(handle):
+        if not _lock_soon(handle):
             holder = _holder(handle)
             os.close(handle)
             raise VipError(f"{out} is being written by another vip process{holder}",
@@ -154,6 +154,19 @@ def _open_lock_file(lock: Path) -> int:
 
     raise VipError(f"cannot create the lock file {lock} ({describe_os_error(error)})",
                    "make its folder writable or choose another --out")
+
+
+def _lock_soon(handle: int, tries: int = 5, pause_s: float = 0.02) -> bool:
+    """`_lock`, tried a few times over a tenth of a second: `lock_holder` (a `vip report` asking whether a
+    sweep runs) holds a shared lock for an instant, which is not a writer to refuse for."""
+    import time
+
+    for attempt in range(tries):
+        if _lock(handle):
+            return True
+        if attempt + 1 < tries:
+            time.sleep(pause_s)
+    return False
 
 
 def _lock(handle: int) -> bool:
