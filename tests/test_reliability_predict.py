@@ -465,6 +465,28 @@ def test_a_file_of_the_lock_files_name_that_is_not_a_lock_is_left_alone(tmp_path
     assert (tmp_path / "p.jsonl.lock").read_text() == "my notes\n"
 
 
+def test_a_reader_asking_whether_a_lock_is_held_does_not_refuse_a_writer_starting_then(tmp_path):
+    """`vip report` tells whether a sweep runs by taking the sweep lock's shared lock for an instant: a
+    `vip benchmark` starting in that instant was refused as "being written by another vip process"."""
+    import fcntl
+    import threading
+
+    from vipcli.locks import lock_file, output_lock
+
+    out = tmp_path / "p.jsonl"
+    lock_file(out).write_text("4242 elsewhere\n")  # left by a killed run
+    reader = os.open(lock_file(out), os.O_RDONLY)
+    fcntl.flock(reader, fcntl.LOCK_SH | fcntl.LOCK_NB)  # as lock_holder holds it
+    releasing = threading.Timer(0.03, lambda: fcntl.flock(reader, fcntl.LOCK_UN))
+    releasing.start()
+    try:
+        with output_lock(out):
+            pass
+    finally:
+        releasing.join()
+        os.close(reader)
+
+
 def test_lock_files_left_by_two_killed_runs_one_after_the_other_block_nothing(tmp_path):
     import os as os_
 
