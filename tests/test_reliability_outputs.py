@@ -22,6 +22,20 @@ def test_existing_out_is_refused_before_any_work(cli, isic_small, tiny_clip, tmp
                                               "(choose another --out or pass --force)"]
 
 
+def test_out_naming_no_run_folder_is_refused_before_any_work(cli, isic_small, tiny_clip, tmp_path, no_work,
+                                                            monkeypatch):
+    """`--out .` (or `..`) put the lock at `./..lock` and was refused as "holds other files than a vip run";
+    before, it failed after training."""
+    monkeypatch.chdir(tmp_path)
+    before = sorted(tmp_path.iterdir())
+    for given, example in ((".", "my-run"), ("..", "../my-run")):
+        for extra in ((), ("--force",)):
+            code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, given, *extra))
+            assert code == 2 and error_lines(err) == [f"error: --out {given}: name the run folder itself, not the "
+                                                      f"folder it goes in (such as --out {example})"]
+    assert sorted(tmp_path.iterdir()) == before
+
+
 def test_out_inside_a_file_is_refused_before_any_work(cli, isic_small, tiny_clip, tmp_path, no_work):
     (tmp_path / "file").write_text("x")
     code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "file" / "run"))

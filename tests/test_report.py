@@ -190,7 +190,7 @@ def test_a_run_only_option_given_for_a_benchmark_folder_is_refused_not_ignored(c
     code, _, err = cli("report", benchmark_dir, "--coverage", "0.8", "--out", out)
     assert code == 2 and error_lines(err) == [
         f"error: --coverage applies to a run's report; {benchmark_dir} is a benchmark folder (drop --coverage)"]
-    code, _, err = cli("report", benchmark_dir, "--gallery", "3", "--coverage", "0.5", "--out", out)
+    code, _, err = cli("report", benchmark_dir, "--gallery", "48", "--coverage", "0.9", "--out", out)  # the defaults
     assert code == 2 and "--coverage, --gallery apply to a run's report" in err and not out.exists()
     # how a run's images are encoded: a script reporting runs and sweeps alike passes them for both
     code, _, err = cli("report", benchmark_dir, "--device", "cpu", "--workers", "0", "--out", out)

@@ -79,6 +79,9 @@ RUN_MARKERS = ("run.yaml", "model.safetensors")  # a folder holding one of these
 def check_run_dir(out: Path, force: bool, option: str = "--out") -> None:
     """A run directory can be written: absent (or replaced with `force`), its parent writable, not full."""
     out = Path(out)
+    if out.name in ("", ".", ".."):  # `--out .`: the folder vip runs in, or one above it
+        raise UsageError(f"{option} {out}: name the run folder itself, not the folder it goes in",
+                         f"such as {option} {Path(out, 'my-run')}")
     if out.exists() and not out.is_dir():
         raise VipError(f"{option} {out} is a file, not a run directory", f"choose another {option}")
     if out.exists() and not force:

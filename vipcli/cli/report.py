@@ -13,10 +13,12 @@ from vipcli.cli import options as opt
 
 def report_command(
     target: Path = typer.Argument(..., help="A run directory (vip train) or a benchmark folder (vip benchmark)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="The HTML file to write, named .html (default TARGET/report.html)."),
-    coverage: float = typer.Option(0.9, "--coverage",
-                                   help="Coverage of the prediction sets shown in a run's gallery of test images."),
-    gallery: int = typer.Option(48, "--gallery", help="Test images in a run's gallery (errors first)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="The HTML file to write, named .html "
+                                       "(default TARGET/report.html)."),
+    coverage: Optional[float] = typer.Option(None, "--coverage", help="Coverage of the prediction sets shown in a "
+                                             "run's gallery of test images (default 0.9)."),
+    gallery: Optional[int] = typer.Option(None, "--gallery", help="Test images in a run's gallery, errors first "
+                                          "(default 48)."),
     device: str = typer.Option("auto", "--device",
                                help="auto, cpu, cuda, cuda:N or mps (a run's report encodes its test images)."),
     workers: Optional[int] = opt.WORKERS,
@@ -25,9 +27,11 @@ def report_command(
     from vipcli.conformal import check_coverage
     from vipcli.devices import resolve_device
     from vipcli.errors import UsageError
-    from vipcli.report import write_report
+    from vipcli.report import DEFAULT_COVERAGE, DEFAULT_GALLERY, write_report
 
-    check_run_only_options(target, {"--coverage": coverage != 0.9, "--gallery": gallery != 48})
+    check_run_only_options(target, {"--coverage": coverage is not None, "--gallery": gallery is not None})
+    coverage = DEFAULT_COVERAGE if coverage is None else coverage
+    gallery = DEFAULT_GALLERY if gallery is None else gallery
     workers = opt.worker_count(workers)
     check_coverage(coverage)
     if gallery < 0:

@@ -7,6 +7,10 @@ from pathlib import Path
 from vipcli.errors import VipError
 
 
+DEFAULT_COVERAGE = 0.9  # of the prediction sets in a run's gallery
+DEFAULT_GALLERY = 48  # test images in a run's gallery
+
+
 def report_kind(target: Path) -> str:
     """'run' for a run directory, 'benchmark' for a benchmark folder; otherwise a clear error."""
     target = Path(target)
@@ -25,8 +29,8 @@ def report_kind(target: Path) -> str:
                    "pass a folder written by `vip train` or `vip benchmark`")
 
 
-def write_report(target: Path, out: Path | None = None, coverage: float = 0.9, gallery: int = 48, device="cpu",
-                 workers: int = 2, progress=None) -> Path:
+def write_report(target: Path, out: Path | None = None, coverage: float = DEFAULT_COVERAGE,
+                 gallery: int = DEFAULT_GALLERY, device="cpu", workers: int = 2, progress=None) -> Path:
     """Write the report of a run directory or benchmark folder; return the HTML file's path.
 
     Args:
