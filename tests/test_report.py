@@ -228,8 +228,8 @@ def test_the_report_of_a_sweep_being_written_says_so_on_the_page_and_on_stderr(c
         code, _, err = cli("report", folder)
     assert code == 0, err
     said = (f"a vip benchmark is writing {folder} now (pid {os.getpid()} on host {socket.gethostname()}): this "
-            "report shows the rows saved before it was written, which that sweep may still add to or replace; run "
-            "vip report again when it ends")
+            "report shows the rows saved so far, which that sweep may still add to or replace; run vip report again "
+            "when it ends")
     assert [line for line in err.splitlines() if line.startswith("warning:")] == [f"warning: {said}"]
     assert "A" + said[1:] + "." in (folder / "report.html").read_text()
     code, _, err = cli("report", folder)  # the sweep has ended (its lock file is gone)

@@ -143,7 +143,8 @@ def load_symptom_file(path: str | Path) -> list[SymptomPack]:
     except UnicodeDecodeError:
         raise VipError(f"{path}: symptoms file is not UTF-8 text", "save it as UTF-8") from None
     except OSError as error:
-        raise VipError(f"{path}: cannot read symptoms file: {error.strerror or error}") from None
+        raise VipError(f"{path}: cannot read symptoms file: {error.strerror or error}",
+                       "check that the file can be read by you (ls -l)") from None
     except yaml.YAMLError as error:
         raise _yaml_error(path, error) from None
     if data is None:

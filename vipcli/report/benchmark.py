@@ -209,8 +209,8 @@ def _running_note(folder: Path) -> str:
     holder = running_sweep(folder)
     if holder is None:
         return ""
-    message = (f"a vip benchmark is writing {folder} now{holder}: this report shows the rows saved before it was "
-               "written, which that sweep may still add to or replace; run vip report again when it ends")
+    message = (f"a vip benchmark is writing {folder} now{holder}: this report shows the rows saved so far, which "
+               "that sweep may still add to or replace; run vip report again when it ends")
     console.warn(escape(message))
     return html.note(html.text(message[0].upper() + message[1:] + "."))
 
