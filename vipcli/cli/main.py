@@ -234,6 +234,9 @@ def _main(argv: list[str] | None) -> int:
 
 def run() -> None:
     """Console-script entry point."""
+    from vipcli.openmp import prefer_short_spins
+
+    prefer_short_spins()  # before torch loads: two vip processes on one machine do not starve each other
     try:
         code = main()
     except Exception as error:  # only VIP_DEBUG=1 lets one through: its traceback, masked, and exit code 1
