@@ -28,7 +28,8 @@ def predict_command(
     coverage: Optional[float] = typer.Option(None, "--coverage", help="Add each image's prediction set: the classes "
                                              "that hold the true one with at least this probability, on average over "
                                              "images (e.g. 0.9; split conformal on the run's validation images)."),
-    report: Optional[Path] = typer.Option(None, "--report", help="Also write an HTML gallery of these images to this .html file."),
+    report: Optional[Path] = typer.Option(None, "--report", help="Also write an HTML gallery of these images to "
+                                          "this .html file."),
     out: Optional[Path] = typer.Option(None, "--out", help="Stream one record per image to this .jsonl or .csv "
                                        "file; rerun with the same --out to resume. Required under torchrun."),
     force: bool = typer.Option(False, "--force", help="Start --out afresh instead of resuming it."),
@@ -71,7 +72,8 @@ def _predict(paths, model, explain, as_json, backbone, device, no_cache, workers
     checkpoint_file(model)  # a --model that is no run: said before anything about the images
     left_out: list[Path] = []
     files = collect_images(paths, left_out)
-    left_out = [path for path in left_out if not _own_output(path, out, report)]
+    ours = _own_outputs(out, report)
+    left_out = [path for path in left_out if os.path.abspath(path) not in ours]
     world = distributed.world_from_env()  # joined below, after the checks every process shares (one line each)
     if world.main and left_out:
         from rich.markup import escape
@@ -115,16 +117,17 @@ def _predict(paths, model, explain, as_json, backbone, device, no_cache, workers
         raise VipError(f"{failed} of {len(files)} images could not be read", "fix or remove the files listed above")
 
 
-def _own_output(path: Path, out: Path | None, report: Path | None) -> bool:
-    """True for a file this command writes among the images it reads (--out inside a folder it predicts): the
-    --out file, its lock and its torchrun part files, and the --report page, which are not images left out."""
+def _own_outputs(out: Path | None, report: Path | None) -> set[str]:
+    """The files (absolute paths) this command writes, which are not images left out where they lie among
+    the images it reads (--out inside a folder it predicts): the --out file, its lock and its torchrun part
+    files, and the --report page."""
     from vipcli.locks import lock_file
     from vipcli.prediction_files import part_files
 
-    ours = {report} if report is not None else set()
+    ours = [report] if report is not None else []
     if out is not None:
-        ours |= {out, lock_file(out), *part_files(out)}
-    return any(os.path.abspath(path) == os.path.abspath(own) for own in ours)
+        ours += [out, lock_file(out), *part_files(out)]
+    return {os.path.abspath(own) for own in ours}
 
 
 # --- --out: streaming, resuming, torchrun ---------------------------------------------------------
