@@ -49,13 +49,13 @@ def drop_lock(handle: int) -> None:
     _held_locks.discard(handle)
 
 
-def try_flock(handle: int) -> bool | None:
-    """Take flock's exclusive lock of an open file or folder without waiting: True, False when another
-    open file holds it, None where there is no flock (Windows, some network file systems)."""
+def try_flock(handle: int, shared: bool = False) -> bool | None:
+    """Take flock's exclusive (or `shared`) lock of an open file or folder without waiting: True, False when
+    another open file holds a conflicting one, None where there is no flock (Windows, some network file systems)."""
     try:
         import fcntl
 
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(handle, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
     except BlockingIOError:
         return False
     except (ImportError, OSError):
@@ -94,24 +94,14 @@ def lock_holder(lock: Path) -> str | None:
     """Whether a process holds `lock` now (see `output_lock`), without taking it: None when none does (or
     the file is missing), else " (pid 123 on host h)", or "" when the holder cannot be read."""
     try:
-        import fcntl
-    except ImportError:  # Windows: telling needs the lock itself
-        return None
-    try:
         handle = os.open(lock, os.O_RDONLY)
     except OSError:
         return None
     try:
-        fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)  # refused while a writer holds it (LOCK_EX)
-    except BlockingIOError:
-        return _holder(handle)
-    except OSError:  # a file system without locks
-        return None
-    else:
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        return None
+        taken = try_flock(handle, shared=True)  # refused while a writer holds it (exclusive)
+        return _holder(handle) if taken is False else None  # None also where there is no flock (Windows)
     finally:
-        os.close(handle)
+        os.close(handle)  # (which drops the shared lock, if taken)
 
 
 def _take_lock(out: Path, lock: Path) -> int:
