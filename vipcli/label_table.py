@@ -559,8 +559,9 @@ def _stat_of(stat: os.stat_result) -> dict[str, int | str]:
 
 def copy_stats(folder: Path, sources: dict[str, Path]) -> dict[str, dict]:
     """The size, modification and status-change times and file identity (`os.stat`'s st_size, st_mtime_ns,
-    st_ctime_ns, "st_dev:st_ino") of each copy (`sources`' keys, relative to `folder`, "/"-separated) as written, and the image it copies (its real
-    path), so that a later --force can tell a copy edited in place from one whose times alone changed."""
+    st_ctime_ns, "st_dev:st_ino") of each copy (`sources`' keys, relative to `folder`, "/"-separated) as
+    written, and the image it copies (its real path), so that a later --force can tell a copy edited in place
+    from one whose times alone changed."""
     return {name: {**_stat_of(os.stat(folder / name, follow_symlinks=False)), "source": os.path.realpath(source)}
             for name, source in sorted(sources.items())}
 

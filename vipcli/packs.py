@@ -147,12 +147,12 @@ def load_symptom_file(path: str | Path) -> list[SymptomPack]:
                        "check that the file can be read by you (ls -l)") from None
     except yaml.YAMLError as error:
         raise _yaml_error(path, error) from None
+    shapes = "write {class: [symptom, ...]} or a pack with 'name' and 'symptoms'"
     if data is None:
-        raise VipError(f"{path}: symptoms file is empty", "write {class: [symptom, ...]} or a pack with 'name' and 'symptoms'")
+        raise VipError(f"{path}: symptoms file is empty", shapes)
     if not isinstance(data, dict):
         shape = "a list" if isinstance(data, list) else "a single value"
-        raise VipError(f"{path}: symptoms file must be a YAML mapping, not {shape}",
-                       "write {class: [symptom, ...]} or a pack with 'name' and 'symptoms'")
+        raise VipError(f"{path}: symptoms file must be a YAML mapping, not {shape}", shapes)
     return packs_from_mapping(data, path)
 
 

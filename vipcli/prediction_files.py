@@ -52,7 +52,8 @@ SET_SEPARATOR = "|"
 def output_format(path: Path) -> str:
     """'jsonl' or 'csv' from the suffix of `path`; a folder, or any other suffix, is an error."""
     if Path(path).is_dir():
-        raise VipError(f"--out {path} is a folder, not a file", f"name a file in it: --out {Path(path) / 'predictions.jsonl'}")
+        raise VipError(f"--out {path} is a folder, not a file",
+                       f"name a file in it: --out {Path(path) / 'predictions.jsonl'}")
     kind = FORMATS.get(Path(path).suffix.lower())
     if kind is None:
         raise UsageError(f"--out {path}: unknown format '{Path(path).suffix}'",

@@ -239,14 +239,14 @@ def check_disease_names(diseases: list[str]) -> None:
     """UsageError, before any request, for a blank --disease or one given twice (up to case and separators)."""
     from vipcli.packs import normalize_name
 
-    seen: dict[str, str] = {}
+    seen: dict[str, str] = {}  # normalized name -> the name as first given
     for name in diseases:
         if not name.strip():
             raise UsageError(f"--disease {name!r}: an empty class name", "name the class, e.g. --disease melanoma")
-        if normalize_name(name) in seen:
-            raise UsageError(f"--disease {name!r} is given twice (as {seen[normalize_name(name)]!r})",
-                             "give each disease once")
-        seen[normalize_name(name)] = name
+        key = normalize_name(name)
+        if key in seen:
+            raise UsageError(f"--disease {name!r} is given twice (as {seen[key]!r})", "give each disease once")
+        seen[key] = name
 
 
 def check_number_options(timeout: float, retries: int, agree_threshold: float, backoff: float) -> None:

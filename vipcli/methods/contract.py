@@ -88,7 +88,8 @@ def class_problem(cls) -> tuple[str, str, str] | None:
     untyped = _untyped_setting(settings)
     if untyped is not None:
         name, value = untyped
-        default = {option.name: option.default for option in dataclasses.fields(settings)}.get(name, dataclasses.MISSING)
+        defaults = {option.name: option.default for option in dataclasses.fields(settings)}
+        default = defaults.get(name, dataclasses.MISSING)
         ignored = ("attribute, not a setting (--method-option cannot set it)" if default is dataclasses.MISSING else
                    f"attribute: the setting's default stays {default!r}, as the class it inherits from gives it")
         fix = f"annotate it: {name}: {type(value).__name__} = {value!r}"
