@@ -177,6 +177,56 @@ def test_show_of_a_symptoms_file_shows_each_class_as_train_reads_it(capsys, tmp_
     assert code == 0 and "modality: dermoscopic images" in out
 
 
+def test_show_of_a_run_gives_the_symptoms_it_trained_on(capsys, tmp_path):
+    """`vip symptoms show RUN/run.yaml` said "symptom pack has no 'name'" and a run's folder "is a folder":
+    a run's symptoms are now shown (folder, run.yaml or model.safetensors), also of a vip 0.1.0 run."""
+    import shutil
+    from pathlib import Path
+
+    fixture = Path(__file__).parent / "fixtures" / "run-v0.1.0" / "vip"
+    for given in (fixture, fixture / "run.yaml", fixture / "model.safetensors"):
+        code, out, err = vip(capsys, "symptoms", "show", str(given))
+        melanoma, nevus = out.split("\n\n")
+        assert code == 0 and err == "" and melanoma.splitlines()[0] == "melanoma" and nevus.splitlines()[0] == "nevus"
+        assert f"source:   run: the symptoms vip train recorded in {fixture / 'run.yaml'}" in melanoma
+        assert "1. The spot is asymmetric on both sides" in melanoma and "1. The spot is symmetric on both sides" in nevus
+    code, out, _ = vip(capsys, "symptoms", "show", str(fixture), "--json")
+    assert code == 0 and [(p["name"], p["source"]["kind"], len(p["symptoms"])) for p in json.loads(out)] == [
+        ("melanoma", "run", 4), ("nevus", "run", 4)]
+    empty = tmp_path / "probe"  # a method that needs no symptoms records none
+    shutil.copytree(fixture.parent / "linear-probe", empty)
+    text = (empty / "run.yaml").read_text()
+    (empty / "run.yaml").write_text(text[:text.index("symptoms:")] + "symptoms: {}\n" + text[text.index("schedule:"):])
+    code, _, err = vip(capsys, "symptoms", "show", str(empty))
+    assert code == 1 and err.strip() == (f"error: {empty / 'run.yaml'}: the run used no symptoms (its method, "
+                                         "linear-probe, needs none) (pass a pack file, a symptoms file or a shipped "
+                                         "pack's name)"), err
+
+
+def test_a_run_folder_given_to_symptoms_trains_on_that_runs_symptoms(tmp_path):
+    """`--symptoms RUN` (train, benchmark, rank) read the run's folder as a folder of packs and refused run.yaml."""
+    from pathlib import Path
+
+    fixture = Path(__file__).parent / "fixtures" / "run-v0.1.0" / "vip"
+    mine = tmp_path / "run"
+    mine.mkdir()
+    for name in ("model.safetensors", "run.yaml"):
+        (mine / name).write_bytes((fixture / name).read_bytes())
+    text = (mine / "run.yaml").read_text().replace("The spot is asymmetric on both sides", "An uneven outline")
+    (mine / "run.yaml").write_text(text)
+    symptoms = symptoms_for_classes(["melanoma", "nevus", "pneumonia"], [str(mine)])
+    assert symptoms["melanoma"][0] == "An uneven outline" and symptoms["nevus"][0] == "The spot is symmetric on both sides"
+    assert symptoms["pneumonia"] == list(next(p for p in shipped_packs() if p.name == "pneumonia").symptoms)
+
+
+def test_a_pack_without_a_source_says_so_in_words(capsys, tmp_path):
+    pack = tmp_path / "mine.yaml"
+    pack.write_text("name: melanoma\nsymptoms: [An uneven border]\n")
+    code, out, _ = vip(capsys, "symptoms", "show", str(pack))
+    assert code == 0 and "source:   not given (a pack can record it under 'source:', with kind paper, llm or " \
+                          "manual)" in out and "unknown" not in out, out
+
+
 def test_show_of_your_own_pack_warns_of_a_symptom_that_names_its_class(capsys, tmp_path):
     pack = tmp_path / "names.yaml"
     pack.write_text('name: melanoma\nsymptoms: [Melanoma cells visible, "Irregular, blurry borders"]\n')

@@ -11,9 +11,10 @@ Format (contract):
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from vipcli.checkpoint import FORMAT as RUN_FORMAT  # run.yaml's `format`: a run's symptoms read as packs
 from vipcli.errors import UsageError, VipError
 
 SOURCE_KINDS = ("paper", "llm", "manual")
@@ -135,7 +136,7 @@ def load_symptom_file(path: str | Path) -> list[SymptomPack]:
     """A pack file, or a mapping `{class name: [symptoms]}` giving one pack per class."""
     import yaml
 
-    path = Path(path)
+    path = run_yaml(Path(path)) or Path(path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -148,12 +149,37 @@ def load_symptom_file(path: str | Path) -> list[SymptomPack]:
     except yaml.YAMLError as error:
         raise _yaml_error(path, error) from None
     shapes = "write {class: [symptom, ...]} or a pack with 'name' and 'symptoms'"
+    if isinstance(data, dict) and data.get("format") == RUN_FORMAT:
+        return packs_of_run(data, path)
     if data is None:
         raise VipError(f"{path}: symptoms file is empty", shapes)
     if not isinstance(data, dict):
         shape = "a list" if isinstance(data, list) else "a single value"
         raise VipError(f"{path}: symptoms file must be a YAML mapping, not {shape}", shapes)
     return packs_from_mapping(data, path)
+
+
+def run_yaml(path: Path) -> Path | None:
+    """The run.yaml of a run directory given as its folder or its model.safetensors, else None."""
+    folder = path if path.is_dir() else path.parent if path.suffix == ".safetensors" else None
+    if folder is not None and (folder / "run.yaml").is_file() and (folder / "model.safetensors").is_file():
+        return folder / "run.yaml"
+    return None
+
+
+def packs_of_run(document: dict, path: Path) -> list[SymptomPack]:
+    """The symptoms a `vip train` run used (its run.yaml's `symptoms`), one pack per class named after
+    the class folder, with source kind "run"; a VipError when the run's method used none."""
+    symptoms = document.get("symptoms") or {}
+    if not isinstance(symptoms, dict):
+        raise VipError(f"{path}: the run's 'symptoms' is not a mapping of class to symptoms",
+                       "it may be damaged; pass a pack or symptoms file instead")
+    if not symptoms:
+        raise VipError(f"{path}: the run used no symptoms (its method, {document.get('method', '?')}, needs none)",
+                       "pass a pack file, a symptoms file or a shipped pack's name")
+    source = {"kind": "run", "note": f"the symptoms vip train recorded in {path}"}
+    return [replace(pack_from_dict({"name": name, "symptoms": listed}, path), source=source)
+            for name, listed in symptoms.items()]
 
 
 def packs_from_mapping(data, label: str | Path) -> list[SymptomPack]:
@@ -195,7 +221,9 @@ def _packs_by_source(sources: list, shipped: list[SymptomPack]) -> list[tuple[st
             found.append((source.path or source.name, [source]))
             continue
         path = Path(source)
-        if path.is_dir():
+        if path.is_dir() and run_yaml(path):  # a run directory: the symptoms it trained on
+            found.append((str(source), load_symptom_file(path)))
+        elif path.is_dir():
             files = sorted([*path.glob("*.yaml"), *path.glob("*.yml")])
             if not files:
                 raise VipError(f"--symptoms {source}: folder has no .yaml packs")

@@ -83,11 +83,12 @@ def names_a_pack_file(name: str) -> bool:
 
 
 def find_packs(name: str) -> list:
-    """The packs `name` gives: a pack file's one, a symptoms file's ({class: [symptoms]}) one per class, or
-    the shipped pack matched by name or alias; UsageError listing the names otherwise."""
-    from vipcli.packs import load_symptom_file, shipped_packs
+    """The packs `name` gives: a pack file's one, a symptoms file's ({class: [symptoms]}) or a run
+    directory's one per class, or the shipped pack matched by name or alias; UsageError listing the
+    names otherwise."""
+    from vipcli.packs import load_symptom_file, run_yaml, shipped_packs
 
-    if names_a_pack_file(name):
+    if names_a_pack_file(name) or run_yaml(Path(name)):
         if not Path(name).exists():
             raise UsageError(f"symptom pack file not found: {name}",
                              "check the path, or give a shipped pack's name: vip symptoms list")
@@ -105,12 +106,13 @@ def find_packs(name: str) -> list:
 
 @app.command("show")
 def show_command(
-    name: str = typer.Argument(..., help="Pack name or alias (e.g. melanoma, bcc), a pack .yaml file, or a "
-                                         "symptoms file of {class: [symptoms]} (each class shown as a pack)."),
+    name: str = typer.Argument(..., help="Pack name or alias (e.g. melanoma, bcc), a pack .yaml file, a "
+                                         "symptoms file of {class: [symptoms]} or a run directory (each class "
+                                         "shown as a pack)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document (a list of packs for a symptoms "
                                                        "file of several classes)."),
 ) -> None:
-    """Show a symptom pack: its symptoms and where they come from (each class of a symptoms file)."""
+    """Show a symptom pack: its symptoms and where they come from (each class of a symptoms file or run)."""
     from vipcli.packs import warn_image_names, warn_named_symptoms, warn_wording
 
     packs = find_packs(name)
@@ -138,7 +140,9 @@ def show_command(
 
 
 def _source_line(source: dict) -> str:
-    kind = source.get("kind", "unknown")
+    kind = source.get("kind")
+    if not kind:
+        return "not given (a pack can record it under 'source:', with kind paper, llm or manual)"
     if kind == "paper":
         return f"paper: {source.get('citation', '')}"
     if kind == "llm":
