@@ -82,6 +82,24 @@ def write_atomic(path: str | Path, data: str | bytes) -> None:
 
 
 @contextlib.contextmanager
+def made_folder(folder: str | Path):
+    """Make `folder` (and its missing parents) for the block; those it made that are still empty
+    afterwards are removed again, innermost first, so a command that stops before writing leaves
+    no empty folder behind."""
+    folder = Path(folder)
+    created = [path for path in (folder, *folder.parents) if not path.exists()]
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        yield folder
+    finally:
+        for path in created:  # only empty ones: something was written into the others
+            try:
+                path.rmdir()
+            except OSError:
+                break
+
+
+@contextlib.contextmanager
 def atomic_folder(path: str | Path):
     """Yield a staging folder beside `path`; on success it becomes `path` (replacing an old one).
 

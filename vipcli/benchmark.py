@@ -424,24 +424,18 @@ def sweep_lock(out: Path):
 
     Two sweeps into one folder each rewrite results.json from the rows they hold, so without it the
     last to write silently dropped the other's rows. The lock lies inside the folder, so a sweep needs
-    no more than the folder itself to be writable (a mount point will do); a folder the sweep created
-    is removed again if the sweep stops before writing anything into it.
+    no more than the folder itself to be writable (a mount point will do); folders the sweep created
+    (`out` and its missing parents) are removed again if the sweep stops before writing anything into them.
     """
     from vipcli import distributed
+    from vipcli.atomic import made_folder
     from vipcli.locks import output_lock
 
     if not distributed.world_from_env().main:
         yield
         return
-    created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
-    try:
-        with output_lock(out, lock=out / SWEEP_LOCK):
-            yield
-    finally:
-        if created:
-            with contextlib.suppress(OSError):  # only an empty folder: results were written into it
-                out.rmdir()
+    with made_folder(out), output_lock(out, lock=out / SWEEP_LOCK):
+        yield
 
 
 def _run_sweep(config: BenchmarkConfig, methods: list[tuple[str, type]], progress=None) -> BenchmarkResult:

@@ -130,6 +130,7 @@ def run_dir_lock(config: TrainConfig):
     so that a second `vip train` into the same folder is refused at once, not after training to find it
     taken; nothing without --out (each default run folder is a new name). Taken once `--out` is checked."""
     from vipcli import distributed
+    from vipcli.atomic import made_folder
     from vipcli.locks import output_lock
     from vipcli.preflight import check_run_dir
 
@@ -137,18 +138,9 @@ def run_dir_lock(config: TrainConfig):
         yield
         return
     run_dir = Path(config.out)
-    created = [folder for folder in (run_dir.parent, *run_dir.parent.parents) if not folder.exists()]
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with output_lock(run_dir, lock=run_dir.parent / f".{run_dir.name}.lock"):
-            check_run_dir(run_dir, config.force)  # again: a run that held the lock may have written it since
-            yield
-    finally:
-        for folder in created:  # innermost first; only empty ones: the run was written into them otherwise
-            try:
-                folder.rmdir()
-            except OSError:
-                break
+    with made_folder(run_dir.parent), output_lock(run_dir, lock=run_dir.parent / f".{run_dir.name}.lock"):
+        check_run_dir(run_dir, config.force)  # again: a run that held the lock may have written it since
+        yield
 
 
 def _train(config: TrainConfig, progress=None) -> TrainResult | None:
