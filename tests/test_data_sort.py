@@ -173,7 +173,7 @@ def test_rows_naming_dicom_exports_without_a_suffix_say_to_rename_them(cli, tmp_
     only = tmp_path / "only"
     write_dicom(only / "IM000003", ramp())
     code, _, err = cli("data", "sort", labels, "--images", only, "--out", tmp_path / "other")
-    assert code == 2 and _one_error(err).endswith("(its files look like DICOM files without a .dcm suffix: rename "
+    assert code == 1 and _one_error(err).endswith("(its files look like DICOM files without a .dcm suffix: rename "
                                                   "them to .dcm)")
 
 
@@ -218,18 +218,18 @@ def test_the_out_folder_is_never_a_folder_of_other_files_and_is_replaced_only_wi
     _images(mine / "x", ["keep.png"])
     for extra in ([], ["--force"]):
         code, _, err = cli("data", "sort", labels, "--images", images, "--out", mine, *extra)
-        assert code == 2 and "already holds files vip did not sort" in _one_error(err)
+        assert code == 1 and "already holds files vip did not sort" in _one_error(err)
     assert (mine / "x" / "keep.png").is_file()
     code, _, err = cli("data", "sort", labels, "--images", images, "--out", tmp_path / "sorted")
     assert code == 0, err
     code, _, err = cli("data", "sort", labels, "--images", images, "--out", tmp_path / "sorted")
-    assert code == 2 and "was sorted before (pass --force to sort it again" in _one_error(err)
+    assert code == 1 and "was sorted before (pass --force to sort it again" in _one_error(err)
     _csv(labels, "image,label\na,x\nb,x\n")
     code, _, err = cli("data", "sort", labels, "--images", images, "--out", tmp_path / "sorted", "--force")
     assert code == 0 and not (tmp_path / "sorted" / "y").exists(), err
     for out in (images, tmp_path):
         code, _, err = cli("data", "sort", labels, "--images", images, "--out", out, "--force")
-        assert code == 2 and f"--out {out} holds --images {images}" in _one_error(err)
+        assert code == 1 and f"--out {out} holds --images {images}" in _one_error(err)
     assert sorted(p.name for p in images.iterdir()) == ["a.png", "b.png"]
 
 
@@ -254,7 +254,7 @@ def test_force_does_not_delete_what_was_added_to_a_sorted_folder(cli, tmp_path):
     assert cli("data", "sort", labels, "--images", images, "--out", sorted_folder)[0] == 0
     (sorted_folder / "x" / "notes.txt").write_text("mine")
     code, _, err = cli("data", "sort", labels, "--images", images, "--out", sorted_folder, "--force")
-    assert code == 2 and _one_error(err) == (
+    assert code == 1 and _one_error(err) == (
         f"error: --out {sorted_folder} holds files vip data sort did not write (x/notes.txt): --force "
         "would delete them (move them out of the folder, or sort into a new folder)")
     assert (sorted_folder / "x" / "notes.txt").read_text() == "mine"
@@ -263,7 +263,7 @@ def test_force_does_not_delete_what_was_added_to_a_sorted_folder(cli, tmp_path):
         (sorted_folder / "runs" / f"run{n}").mkdir(parents=True)
     (sorted_folder / "y" / "seen.txt").write_text("mine")
     code, _, err = cli("data", "sort", labels, "--images", images, "--out", sorted_folder, "--force")
-    assert code == 2 and "(runs, y/seen.txt): --force would delete them" in _one_error(err)  # a folder named whole
+    assert code == 1 and "(runs, y/seen.txt): --force would delete them" in _one_error(err)  # a folder named whole
     shutil.rmtree(sorted_folder / "runs")
     (sorted_folder / "y" / "seen.txt").unlink()
     assert cli("data", "sort", labels, "--images", images, "--out", sorted_folder, "--force")[0] == 0
@@ -279,7 +279,7 @@ def _refused_after_replacing_a_link(cli, tmp_path, saved_as: str):
     (sorted_folder / "x" / "a.png").unlink()
     (sorted_folder / "x" / saved_as).write_text("mine")
     code, _, err = cli("data", "sort", labels, "--images", images, "--out", sorted_folder, "--force")
-    assert code == 2 and f"did not write (x/{saved_as}): --force would delete them" in _one_error(err)
+    assert code == 1 and f"did not write (x/{saved_as}): --force would delete them" in _one_error(err)
     assert (sorted_folder / "x" / saved_as).read_text() == "mine"
     return images, labels, sorted_folder
 
@@ -337,7 +337,7 @@ def test_force_does_not_delete_a_copy_edited_in_place(cli, tmp_path, edit):
             (written.st_size, written.st_mtime_ns)
     before = _snapshot(sorted_folder)
     code, _, err = cli("data", "sort", labels, "--images", images, "--out", sorted_folder, "--copy", "--force")
-    assert code == 2 and _one_error(err) == (
+    assert code == 1 and _one_error(err) == (
         f"error: --out {sorted_folder} holds copies edited since vip data sort wrote them (x/b.png): --force "
         "would delete them (move the edited files out of the folder, or choose another --out)")
     assert _snapshot(sorted_folder) == before  # untouched
@@ -380,7 +380,7 @@ def test_a_copy_whose_times_alone_changed_is_not_taken_for_an_edit(cli, tmp_path
     os.utime(copy, ns=(stat.st_atime_ns, stat.st_mtime_ns + 5_000_000_000))
     (images / "b.png").rename(tmp_path / "b-moved.png")
     code, _, err = cli("data", "sort", labels, "--images", images, "--out", sorted_folder, "--copy", "--force")
-    assert code == 2 and "holds copies edited since vip data sort wrote them (x/b.png)" in err
+    assert code == 1 and "holds copies edited since vip data sort wrote them (x/b.png)" in err
 
 
 def test_a_folder_of_copies_moved_with_its_times_sorts_again_with_force_once_its_images_moved(cli, tmp_path):
@@ -413,7 +413,7 @@ def test_a_folder_of_copies_whose_manifest_records_no_ctime_is_checked_by_size_a
         del stats["ctime_ns"]
     manifest.write_text(json.dumps(record))
     code, _, err = cli("data", "sort", labels, "--images", images, "--out", sorted_folder, "--copy", "--force")
-    assert code == 2 and "holds copies edited since vip data sort wrote them (x/b.png)" in err
+    assert code == 1 and "holds copies edited since vip data sort wrote them (x/b.png)" in err
 
 
 def test_a_folder_of_copies_sorted_by_an_earlier_vip_is_checked_by_its_names(cli, tmp_path):
@@ -427,7 +427,7 @@ def test_a_folder_of_copies_sorted_by_an_earlier_vip_is_checked_by_its_names(cli
         handle.write(b"cropped")
     (sorted_folder / "y" / "notes.txt").write_text("mine")
     code, _, err = cli("data", "sort", labels, "--images", images, "--out", sorted_folder, "--copy", "--force")
-    assert code == 2 and "did not write (y/notes.txt): --force would delete them" in _one_error(err)
+    assert code == 1 and "did not write (y/notes.txt): --force would delete them" in _one_error(err)
     (sorted_folder / "y" / "notes.txt").unlink()
     assert cli("data", "sort", labels, "--images", images, "--out", sorted_folder, "--copy", "--force")[0] == 0
 
@@ -446,7 +446,7 @@ def test_a_folder_sorted_by_an_earlier_vip_is_checked_by_its_counts(cli, tmp_pat
     manifest.write_text(json.dumps(record))
     (sorted_folder / "x" / "notes.txt").write_text("mine")
     code, _, err = cli("data", "sort", labels, "--images", images, "--out", sorted_folder, "--force")
-    assert code == 2 and "did not write (2 entries in x, 1 written)" in _one_error(err)
+    assert code == 1 and "did not write (2 entries in x, 1 written)" in _one_error(err)
     (sorted_folder / "x" / "notes.txt").unlink()
     assert cli("data", "sort", labels, "--images", images, "--out", sorted_folder, "--force")[0] == 0
 
@@ -588,6 +588,6 @@ def test_images_given_as_a_file_names_the_folder_to_pass(cli, tmp_path):
     images, labels = _lesions(tmp_path)
     image = sorted(p for p in images.iterdir() if p.is_file())[0]
     code, _, err = cli("data", "sort", labels, "--images", image, "--out", tmp_path / "sorted", "--label-column", "dx")
-    assert code == 2 and _one_error(err) == (f"error: --images {image} is a file, not a folder (pass the folder "
+    assert code == 1 and _one_error(err) == (f"error: --images {image} is a file, not a folder (pass the folder "
                                              f"holding the images, such as --images {image.parent})")
     assert not (tmp_path / "sorted").exists()

@@ -138,7 +138,7 @@ def test_list_shows_every_name_whole_in_80_columns(capsys, monkeypatch):
 
 def test_show_of_a_missing_pack_file_says_how_to_fix_it(capsys, tmp_path):
     code, _, err = vip(capsys, "symptoms", "show", str(tmp_path / "nosuch.yaml"))
-    assert code == 2 and err.strip() == (f"error: symptom pack file not found: {tmp_path / 'nosuch.yaml'} (check the "
+    assert code == 1 and err.strip() == (f"error: symptom pack file not found: {tmp_path / 'nosuch.yaml'} (check the "
                                          "path, or give a shipped pack's name: vip symptoms list)"), err
 
 def test_list_json_is_one_document(capsys):
@@ -169,7 +169,7 @@ def test_show_of_a_symptoms_file_shows_each_class_as_train_reads_it(capsys, tmp_
     assert code == 0 and [(p["name"], p["symptoms"]) for p in json.loads(out)] == [
         ("melanoma", ["Irregular, blurry borders", "Melanoma cells visible"]), ("nevus", ["A round, even spot"])]
     code, _, err = vip(capsys, "symptoms", "show", str(tmp_path))
-    assert code == 2 and f"{tmp_path} is a folder" in err
+    assert code == 1 and f"{tmp_path} is a folder" in err
     (tmp_path / "melanoma").mkdir()  # a class folder where the user stands: the shipped pack is meant
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(tmp_path)

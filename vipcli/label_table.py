@@ -437,25 +437,25 @@ def check_out(out: Path, images: Path, force: bool) -> None:
     """
     out_real, images_real = Path(os.path.realpath(out)), Path(os.path.realpath(images))
     if images_real.is_relative_to(out_real):  # out == images too: replacing out would remove the images
-        raise UsageError(f"--out {out} holds --images {images}", "write the sorted folder beside the images, "
-                         "or inside their folder")
+        raise VipError(f"--out {out} holds --images {images}", "write the sorted folder beside the images, "
+                       "or inside their folder")
     if not out.exists():
         return
     if not out.is_dir():
-        raise UsageError(f"--out {out} is a file", "pass a new folder")
+        raise VipError(f"--out {out} is a file", "pass a new folder")
     if (out / MANIFEST).is_file():
         if not force:
-            raise UsageError(f"--out {out} was sorted before", "pass --force to sort it again, or a new folder")
+            raise VipError(f"--out {out} was sorted before", "pass --force to sort it again, or a new folder")
         added = added_since(out)
         if added:
-            raise UsageError(f"--out {out} holds files vip data sort did not write ({added}): --force would "
-                             "delete them", "move them out of the folder, or sort into a new folder")
+            raise VipError(f"--out {out} holds files vip data sort did not write ({added}): --force would "
+                           "delete them", "move them out of the folder, or sort into a new folder")
         edited = edited_since(out)
         if edited:
-            raise UsageError(f"--out {out} holds copies edited since vip data sort wrote them ({edited}): --force "
-                             "would delete them", "move the edited files out of the folder, or choose another --out")
+            raise VipError(f"--out {out} holds copies edited since vip data sort wrote them ({edited}): --force "
+                           "would delete them", "move the edited files out of the folder, or choose another --out")
     elif any(out.iterdir()):
-        raise UsageError(f"--out {out} already holds files vip did not sort", "pass a new folder")
+        raise VipError(f"--out {out} already holds files vip did not sort", "pass a new folder")
 
 
 def entries(folder: Path) -> dict[str, list[str]]:

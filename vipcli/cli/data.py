@@ -47,16 +47,16 @@ def sort_command(
 ) -> None:
     """Sort the images a labels CSV names into class folders (links by default), ready for `vip train`."""
     from vipcli import __version__
-    from vipcli.errors import UsageError
+    from vipcli.errors import UsageError, VipError
     from vipcli.data import TEST_FRACTION, VAL_FRACTION
     from vipcli.label_table import (check_out, choose_columns, groups_across_splits, index_images, read_label_table,
                                     sort_rows, split_by_group, write_sorted)
 
     if images.is_file():
-        raise UsageError(f"--images {images} is a file, not a folder", f"pass the folder holding the images, such as "
-                                                                         f"--images {images.parent}")
+        raise VipError(f"--images {images} is a file, not a folder", f"pass the folder holding the images, such as "
+                                                                       f"--images {images.parent}")
     if not images.is_dir():
-        raise UsageError(f"--images {images}: no such folder", "pass the folder holding the images")
+        raise VipError(f"--images {images}: no such folder", "pass the folder holding the images")
     check_out(out, images, force)
     table = read_label_table(labels)
     index, others = index_images(images, leave_out=out)
@@ -64,9 +64,9 @@ def sort_command(
         from vipcli.images import has_dicom_magic
 
         dicom = any(has_dicom_magic(path) for path in {p for paths in others.values() for p in paths})
-        raise UsageError(f"--images {images}: no image files in it or its sub-folders",
-                         "its files look like DICOM files without a .dcm suffix: rename them to .dcm" if dicom
-                         else "pass the folder holding the images")
+        raise VipError(f"--images {images}: no image files in it or its sub-folders",
+                       "its files look like DICOM files without a .dcm suffix: rename them to .dcm" if dicom
+                       else "pass the folder holding the images")
     hot = [name.strip() for name in one_hot.split(",") if name.strip()] if one_hot else None
     columns = choose_columns(table, index, image_column, label_column, hot, otherwise, split_column, group_column)
     if seed is not None and (not columns.group or columns.split):  # known from the columns: before any row is read

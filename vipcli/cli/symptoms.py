@@ -90,13 +90,13 @@ def find_packs(name: str) -> list:
 
     if names_a_pack_file(name) or run_yaml(Path(name)):
         if not Path(name).exists():
-            raise UsageError(f"symptom pack file not found: {name}",
-                             "check the path, or give a shipped pack's name: vip symptoms list")
+            raise VipError(f"symptom pack file not found: {name}",
+                           "check the path, or give a shipped pack's name: vip symptoms list")
         return load_symptom_file(Path(name))
     packs = shipped_packs()
     pack = next((p for p in packs if p.matches(name)), None)
     if pack is None and Path(name).is_dir():  # (a class folder named after a shipped pack shows that pack)
-        raise UsageError(f"{name} is a folder", "give one pack or symptoms file in it")
+        raise VipError(f"{name} is a folder", "give one pack or symptoms file in it")
     if pack is None:
         raise UsageError(
             f"no shipped symptom pack named {name!r}", f"shipped packs: {', '.join(p.name for p in packs)}"
