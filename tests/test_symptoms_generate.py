@@ -333,7 +333,7 @@ def test_existing_pack_is_not_overwritten_without_force(capsys, vip_env, llm_ser
     assert melanoma(capsys, llm_server)[0] == 0
     before = Path("melanoma.yaml").read_text()
     code, _, err = melanoma(capsys, llm_server, "--no-cache")
-    assert code == 2 and "melanoma.yaml already exists; not overwriting it (pass --force" in err
+    assert code == 1 and "melanoma.yaml already exists; not overwriting it (pass --force" in err
     assert len(llm_server.requests) == 1 and Path("melanoma.yaml").read_text() == before
     llm_server.answer(NUMBERED)
     assert melanoma(capsys, llm_server, "--no-cache", "--force")[0] == 0

@@ -352,6 +352,6 @@ def write_pack(pack: SymptomPack, path: str | Path, force: bool = False) -> Path
 
 
 def refuse_overwrite(path: Path, force: bool) -> None:
-    """UsageError if `path` exists and `force` is False."""
+    """VipError if `path` exists and `force` is False."""
     if path.exists() and not force:
-        raise UsageError(f"{path} already exists; not overwriting it", "pass --force to replace it, or choose --out")
+        raise VipError(f"{path} already exists; not overwriting it", "pass --force to replace it, or choose --out")
