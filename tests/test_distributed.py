@@ -152,7 +152,7 @@ def test_out_refuses_another_models_file_and_bad_options(cli, toy_run, tmp_path)
     out = tmp_path / "p.csv"
     assert cli("predict", data / "test", "--model", run, "--out", out, "--workers", "0")[0] == 0
     code, _, err = cli("predict", data / "test", "--model", run, "--out", out, "--coverage", "0.9")
-    assert code == 2 and "holds predictions with other columns" in err and "--force" in err
+    assert code == 1 and "holds predictions with other columns" in err and "--force" in err
     assert cli("predict", data / "test", "--model", run, "--out", out, "--coverage", "0.9", "--force",
                "--workers", "0")[0] == 0
     assert lines(out)[0].endswith(",prediction_set,coverage,model,error,decoding")

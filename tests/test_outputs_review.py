@@ -126,7 +126,7 @@ def test_out_of_another_model_with_the_same_classes_is_refused(cli, two_runs, tm
     with monkeypatch.context() as patch:
         patch.setattr(vipcli.registry, "load_backbone", lambda *a, **k: pytest.fail("the backbone was loaded"))
         code, _, err = cli("predict", data / "test", "--model", other, "--out", out, "--workers", "0")
-    assert code == 2 and error_lines(err) == [error_lines(err)[0]]
+    assert code == 1 and error_lines(err) == [error_lines(err)[0]]
     assert "holds predictions of another model" in err and "--force" in err
     assert out.read_bytes() == before
     assert cli("predict", data / "test", "--model", other, "--out", out, "--workers", "0", "--force")[0] == 0
@@ -138,7 +138,7 @@ def test_out_begun_for_other_images_is_refused_not_cut(cli, two_runs, tmp_path):
     assert cli("predict", data / "test", "--model", run, "--out", out, "--workers", "0")[0] == 0
     before = out.read_bytes()
     code, _, err = cli("predict", data / "test" / "nevus", "--model", run, "--out", out, "--workers", "0")
-    assert code == 2 and "holds records of 12 images that are not in this input" in err and "--force" in err
+    assert code == 1 and "holds records of 12 images that are not in this input" in err and "--force" in err
     assert out.read_bytes() == before, "the other images' records are kept"
     records = [json.loads(line) for line in before.decode().splitlines()]
     assert {r["model"] for r in records} == {json.loads(before.decode().splitlines()[0])["model"]}

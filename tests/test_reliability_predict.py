@@ -206,7 +206,7 @@ def test_a_damaged_line_is_refused_naming_the_file_and_the_line(cli, toy_run, tm
     before = out.read_bytes()
     code, _, err = cli("predict", data / "test", "--model", run, "--out", out, "--workers", "0")
     [line] = error_lines(err)
-    assert code == 2 and line.startswith(f"error: {out} line {number} is not a record of vip predict (")
+    assert code == 1 and line.startswith(f"error: {out} line {number} is not a record of vip predict (")
     assert problem in line
     assert line.endswith("(delete that line to resume, pass --force to start over, or pass another --out)")
     assert "another model" not in line and out.read_bytes() == before
@@ -224,7 +224,7 @@ def test_a_file_begun_without_coverage_is_refused_with_it_even_after_an_unreadab
     out.write_text(first + "\n" + "".join(records[:5]))
     code, _, err = cli("predict", data / "test", "--model", run, "--out", out, "--workers", "0", "--coverage", "0.8")
     [line] = error_lines(err)
-    assert code == 2 and "holds predictions made without --coverage; this command is with it" in line
+    assert code == 1 and "holds predictions made without --coverage; this command is with it" in line
     assert "rerun without --coverage to resume it" in line and "delete that line" not in line
 
 
@@ -239,7 +239,7 @@ def test_a_file_of_sets_at_one_coverage_is_not_resumed_at_another(cli, toy_run, 
     before = out.read_bytes()
     code, _, err = cli("predict", *images[:3], "--model", run, "--out", out, "--workers", "0", "--coverage", "0.8")
     [line] = error_lines(err)
-    assert code == 2 and f"{out} holds prediction sets at --coverage 0.3; this command asks for 0.8" in line
+    assert code == 1 and f"{out} holds prediction sets at --coverage 0.3; this command asks for 0.8" in line
     assert "rerun with --coverage 0.3 to resume it" in line and out.read_bytes() == before
     assert cli("predict", *images[:3], "--model", run, "--out", out, "--workers", "0", "--coverage", "0.3")[0] == 0
     if suffix == ".csv":
@@ -307,7 +307,7 @@ def test_a_file_begun_under_other_decoding_rules_is_not_resumed(cli, toy_run, tm
     _other_decoding(out, suffix)
     before = out.read_bytes()
     code, _, err = cli("predict", *images[:3], "--model", run, "--out", out, "--workers", "0")
-    assert code == 2 and error_lines(err) == [
+    assert code == 1 and error_lines(err) == [
         f"error: {out} holds predictions of images decoded by other rules (decoding 0123456789abcdef; this vip's is "
         f"{decoding_digest([])}): a vip that reads images otherwise began it (pass --force to predict everything "
         "again, or another --out)"] and out.read_bytes() == before
@@ -341,7 +341,7 @@ def test_the_dicom_rule_counts_in_a_dicom_files_record_only(cli, toy_run, tmp_pa
     assert digests == {".png": decoding_digest([]), ".dcm": decoding_digest()} and len(set(digests.values())) == 2
     _other_decoding(out, suffix)  # every record, the DICOM's too, as if made under other rules
     code, _, err = cli("predict", folder, "--model", run, "--out", out, "--workers", "0")
-    assert code == 2 and "decoded by other rules" in err
+    assert code == 1 and "decoded by other rules" in err
 
 
 def test_a_csv_begun_without_the_decoding_column_is_resumed_in_its_layout(cli, toy_run, tmp_path):
@@ -670,6 +670,6 @@ def test_a_coverage_refusal_shows_both_coverages_as_typed_not_rounded(cli, toy_r
     assert cli("predict", *images[:2], "--model", run, "--out", out, "--workers", "0", "--coverage", odd)[0] == 0
     code, _, err = cli("predict", *images[:2], "--model", run, "--out", out, "--workers", "0", "--coverage", "0.3")
     [line] = error_lines(err)
-    assert code == 2 and f"holds prediction sets at --coverage {odd}; this command asks for 0.3 " in line
+    assert code == 1 and f"holds prediction sets at --coverage {odd}; this command asks for 0.3 " in line
     assert f"rerun with --coverage {odd} to resume it" in line
     assert cli("predict", *images[:2], "--model", run, "--out", out, "--workers", "0", "--coverage", odd)[0] == 0

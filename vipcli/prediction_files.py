@@ -215,7 +215,7 @@ class RecordFormat:
     def problem(self, line: str, file: Path) -> str | None:
         """Why a complete line (not the CSV header) is not a record this format writes; None if it is one.
 
-        A JSONL record of other classes, or made with/without --coverage, is refused (UsageError) here:
+        A JSONL record of other classes, or made with/without --coverage, is refused (VipError) here:
         each record says so, not only the first (which may be an unreadable image's).
         """
         if self.kind == "csv":
@@ -261,23 +261,23 @@ class RecordFormat:
     def check_model(self, model: str | None, file: Path) -> None:
         """Refuse to add to `file` if a record in it was made by another model (None: a record of an earlier vip)."""
         if model is not None and self.model and model != self.model:
-            raise UsageError(f"{file} holds predictions of another model (model {model}, this one is {self.model})",
-                             "pass another --out, or --force to replace it")
+            raise VipError(f"{file} holds predictions of another model (model {model}, this one is {self.model})",
+                           "pass another --out, or --force to replace it")
 
     def check_decoding(self, decoding: str | None, path: str, file: Path) -> None:
         """Refuse to add to `file` if its record of `path` was made under other image-decoding rules than
         this vip reads `path` by (None or "": a record of an earlier vip, which does not say)."""
         expected = self.decoding_of(path)
         if decoding and expected and decoding != expected:
-            raise UsageError(f"{file} holds predictions of images decoded by other rules (decoding {decoding}; "
-                             f"this vip's is {expected}): a vip that reads images otherwise began it",
-                             "pass --force to predict everything again, or another --out")
+            raise VipError(f"{file} holds predictions of images decoded by other rules (decoding {decoding}; "
+                           f"this vip's is {expected}): a vip that reads images otherwise began it",
+                           "pass --force to predict everything again, or another --out")
 
     def check_header(self, line: str, file: Path) -> None:
         """Refuse to add to a CSV `file` whose header names other columns (classes or options)."""
         if next(csv.reader([line]), None) != self.header():
-            raise UsageError(f"{file} holds predictions with other columns (another model, or with/without "
-                             "--coverage)", "pass another --out, or --force to replace it")
+            raise VipError(f"{file} holds predictions with other columns (another model, or with/without "
+                           "--coverage)", "pass another --out, or --force to replace it")
 
     def _check_record_options(self, record: dict, file: Path) -> None:
         """Refuse to add to `file` if this JSONL record was made with other classes or options."""
@@ -285,12 +285,12 @@ class RecordFormat:
         if not isinstance(probabilities, dict):
             return
         if tuple(probabilities) != self.class_names:
-            raise UsageError(f"{file} holds predictions of other classes ({', '.join(probabilities)}; this model: "
-                             f"{', '.join(self.class_names)})", "pass another --out, or --force to replace it")
+            raise VipError(f"{file} holds predictions of other classes ({', '.join(probabilities)}; this model: "
+                           f"{', '.join(self.class_names)})", "pass another --out, or --force to replace it")
         if ("prediction_set" in record) != self.sets:
             made, now = ("with", "without") if "prediction_set" in record else ("without", "with")
-            raise UsageError(f"{file} holds predictions made {made} --coverage; this command is {now} it",
-                             f"rerun {made} --coverage to resume it, pass another --out, or --force to replace it")
+            raise VipError(f"{file} holds predictions made {made} --coverage; this command is {now} it",
+                           f"rerun {made} --coverage to resume it, pass another --out, or --force to replace it")
         if "coverage" in record:  # absent from records of an earlier vip: their coverage is unknown
             self._check_coverage(record["coverage"], file)
 
@@ -298,9 +298,9 @@ class RecordFormat:
         """Refuse to add prediction sets at this coverage to `file`, whose sets were made at `recorded`."""
         if self.sets and recorded != self.coverage:
             shown = coverage_text(recorded)
-            raise UsageError(f"{file} holds prediction sets at --coverage {shown}; this command asks for "
-                             f"{coverage_text(self.coverage)}", f"rerun with --coverage {shown} to resume it, "
-                             "pass another --out, or --force to replace it")
+            raise VipError(f"{file} holds prediction sets at --coverage {shown}; this command asks for "
+                           f"{coverage_text(self.coverage)}", f"rerun with --coverage {shown} to resume it, "
+                           "pass another --out, or --force to replace it")
 
 
 def coverage_text(value) -> str:
@@ -365,8 +365,8 @@ def read_records(file: Path, form: RecordFormat):
             continue
         problem = form.problem(line, file)
         if problem:
-            raise UsageError(f"{file} line {number + 1} is not a record of vip predict ({problem})",
-                             "delete that line to resume, pass --force to start over, or pass another --out")
+            raise VipError(f"{file} line {number + 1} is not a record of vip predict ({problem})",
+                           "delete that line to resume, pass --force to start over, or pass another --out")
         path, error, model, decoding = form.parse(line, False)
         form.check_model(model, file)
         form.check_decoding(decoding, path, file)
@@ -391,9 +391,9 @@ def check_same_images(done: set[str], paths: list, out: Path) -> None:
     """
     foreign = sorted(done - {str(p) for p in paths})
     if foreign:
-        raise UsageError(f"{out} holds records of {len(foreign)} {plural(len(foreign), 'image')} that are not in "
-                         f"this input (e.g. {foreign[0]}): it was begun for other images",
-                         "pass another --out, or --force to replace it")
+        raise VipError(f"{out} holds records of {len(foreign)} {plural(len(foreign), 'image')} that are not in "
+                       f"this input (e.g. {foreign[0]}): it was begun for other images",
+                       "pass another --out, or --force to replace it")
 
 
 def remove_outputs(out: Path) -> None:
