@@ -209,7 +209,7 @@ def test_a_sweep_that_stops_early_leaves_no_folder_it_created(cli, isic_small, t
     code, _, stderr = cli("benchmark", "--data", isic_small, "--arch", "no-such-arch", "--pretrained", "none",
                           "--methods", "coop", "--out", out, "--device", "cpu")
     assert code != 0 and len(error_lines(stderr)) == 1, stderr
-    assert not out.exists()
+    assert not out.exists() and not (tmp_path / "new").exists()  # nor the folder made to hold it
 
 
 def test_resume_refuses_other_settings_unless_forced(cli, isic_small, tiny_clip, tmp_path):

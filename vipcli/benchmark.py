@@ -10,6 +10,7 @@ encoder pass plus the text-side training of each row. After every finished row `
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import time
 from dataclasses import dataclass, field
@@ -425,7 +426,7 @@ def sweep_lock(out: Path):
     Two sweeps into one folder each rewrite results.json from the rows they hold, so without it the
     last to write silently dropped the other's rows. The lock lies inside the folder, so a sweep needs
     no more than the folder itself to be writable (a mount point will do); a folder the sweep created
-    is removed again if the sweep stops before writing anything into it.
+    is removed again, with the folders made for it, if the sweep stops before writing anything into it.
     """
     from vipcli import distributed
     from vipcli.locks import output_lock
@@ -433,15 +434,15 @@ def sweep_lock(out: Path):
     if not distributed.world_from_env().main:
         yield
         return
-    created = not out.exists()
+    created = list(itertools.takewhile(lambda folder: not folder.exists(), (out, *out.parents)))  # innermost first
     out.mkdir(parents=True, exist_ok=True)
     try:
         with output_lock(out, lock=out / SWEEP_LOCK):
             yield
     finally:
-        if created:
+        for folder in created:  # `benchmarks/` too, for the default `benchmarks/<data name>`
             with contextlib.suppress(OSError):  # only an empty folder: results were written into it
-                out.rmdir()
+                folder.rmdir()
 
 
 def _run_sweep(config: BenchmarkConfig, methods: list[tuple[str, type]], progress=None) -> BenchmarkResult:
