@@ -139,7 +139,8 @@ def test_method_options_are_checked_by_type_and_errors_name_them_as_python_does(
     data, _, _ = world
     refused = {  # method_options -> what the error says (never the command's --method-option)
         "nctx": ({"nctx": 8}, "method 'vip' has no setting 'nctx' (its settings: n_ctx, class_specific_context)"),
-        "float": ({"n_ctx": 2.5}, "method_options['n_ctx']: expected int, got '2.5'"),  # was a TypeError from torch
+        "float": ({"n_ctx": 2.5}, "method_options['n_ctx']: expected int, got '2.5' (pass a whole number, such as "
+                  "method_options['n_ctx']=4)"),  # was a TypeError from torch
         "None": ({"n_ctx": None}, "method_options['n_ctx']: expected int, got 'None'"),  # was blamed on the method
         "text": ({"n_ctx": "eight"}, "method_options['n_ctx']: expected int, got 'eight'"),
         "range": ({"n_ctx": 0}, "method_options['n_ctx'] must be at least 1"),

@@ -239,6 +239,22 @@ def test_a_symptom_too_long_for_the_text_tower_is_refused_by_every_method(tiny_c
     assert "shorten it to at most" in message
 
 
+def test_the_length_a_refusal_names_is_the_longest_that_is_kept(tiny_clip):
+    from vipcli.methods import MethodSetup, build_method
+    from vipcli.registry import load_backbone
+
+    backbone = load_backbone("clip", str(tiny_clip), "none")
+
+    def vip_with(words: int):  # a symptom of `words` words: words + start, end and full stop tokens
+        symptoms = {"alpha": ["round blob", " ".join(["blob"] * words)], "beta": ["square blob"]}
+        return build_method("vip", MethodSetup(backbone, ["alpha", "beta"], symptoms))  # 4 context tokens
+
+    with pytest.raises(VipError) as raised:
+        vip_with(71)  # 74 tokens + 4 context > 77
+    assert "shorten it to at most 73 tokens" in str(raised.value)
+    vip_with(70)  # 73 tokens: kept, as the message promises
+
+
 @pytest.mark.parametrize("method", ["coop", "zeroshot", "biomedcoop", "tip-adapter", "clap"])
 def test_a_class_name_too_long_for_the_text_tower_is_refused_too(tiny_clip, method):
     from vipcli.methods import MethodSetup, build_method

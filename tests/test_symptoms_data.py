@@ -135,6 +135,26 @@ def test_given_and_earlier_packs_are_used_and_force_makes_new_ones(capsys, work,
     assert code == 0 and len(llm_server.requests) == 4 and "generated: test-model" in out
 
 
+def test_a_pack_in_out_for_a_shipped_class_is_the_one_the_table_names_and_training_uses(capsys, work, data,
+                                                                                         llm_server):
+    """`vip train --symptoms OUT`, the command printed last, takes OUT/melanoma.yaml over the shipped pack."""
+    Path("packs").mkdir()
+    Path("packs/melanoma.yaml").write_text("name: melanoma\nsymptoms: [Blue-white veil, Dark dots]\n"
+                                           "source: {kind: manual}\n")
+    llm_server.answer(LICHEN_TEXT).answer(LICHEN_IMAGES).answer(PSORIASIS_TEXT).answer(PSORIASIS_IMAGES)
+    code, out, err = generate(capsys, llm_server, "--data", data, "--modality", "dermoscopic images", "--out", "packs")
+    assert code == 0, err
+    assert "melanoma packs/melanoma.yaml already in --out (manual); --force makes a new one" in flat(out)
+    assert f"train with them: vip train --data {data} --symptoms packs" in out
+    classes = ["lichen_planus", "melanoma", "psoriasis"]
+    assert symptoms_for_classes(classes, ["packs"])["melanoma"] == ["Blue-white veil", "Dark dots"]
+    code, out, err = generate(capsys, llm_server, "--data", data, "--symptoms", "melanoma", "--out", "packs")
+    assert code == 0, err  # given by name, the shipped pack wins, as it does for the printed command
+    assert "melanoma melanoma shipped (paper: Fang et al., MICCAI 2024)" in flat(out)
+    assert "--symptoms melanoma --symptoms packs" in out
+    assert symptoms_for_classes(classes, ["melanoma", "packs"])["melanoma"][0] == "The spot is asymmetric on both sides"
+
+
 def test_a_class_with_too_few_training_images_fails_before_any_question(capsys, work, tmp_path, llm_server):
     write_class(tmp_path / "skin", "melanoma", 3)
     write_class(tmp_path / "skin", "psoriasis", 9)

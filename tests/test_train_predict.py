@@ -475,7 +475,12 @@ def test_number_options_given_text_name_the_option_and_the_value(cli, tmp_path):
 
 def test_method_option_errors_spell_the_setting_as_typed(cli, isic_small, tmp_path):
     code, _, err = cli("train", "--data", isic_small, "-o", "n-ctx=abc", "--out", tmp_path / "x")
-    assert code == 2 and "--method-option n-ctx: expected int, got 'abc'" in err, err
+    assert code == 2 and error_lines(err) == [
+        "error: --method-option n-ctx: expected int, got 'abc' (pass a whole number, such as --method-option n-ctx=4)"]
+    code, _, err = cli("train", "--data", isic_small, "-o", "class-specific-context=maybe", "--out", tmp_path / "x")
+    assert code == 2 and error_lines(err) == [
+        "error: --method-option class-specific-context: expected true or false, got 'maybe' "
+        "(pass --method-option class-specific-context=true or false)"]
 
 
 @pytest.mark.parametrize("mask, folder_mode, file_mode", [(0o022, 0o755, 0o644), (0o077, 0o700, 0o600)])

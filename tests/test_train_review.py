@@ -107,7 +107,8 @@ def test_train_help_shows_the_symptoms_mapping_and_what_force_replaces(cli):
 @pytest.mark.parametrize("extra, message", [
     (["--lr", "nan"], "error: --lr must be a positive number, got nan"),
     (["--lr", "inf"], "error: --lr must be a positive number, got inf"),
-    (["--method", "clap", "-o", "lr=nan"], "error: --method-option lr: expected a finite number, got 'nan'"),
+    (["--method", "clap", "-o", "lr=nan"], "error: --method-option lr: expected a finite number, got 'nan' "
+                                          "(pass a finite number, such as --method-option lr=0.1)"),
 ])
 def test_a_learning_rate_that_is_not_a_number_is_refused_before_any_work(cli, isic_small, tiny_clip, tmp_path,
                                                                         extra, message):

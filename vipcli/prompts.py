@@ -152,7 +152,7 @@ def check_prompt_lengths(backbone, ids: torch.Tensor, n_ctx: int, texts: list[st
             size = f"more than {limit - 1}" if n >= limit else str(n)
             room = f", {n_ctx} of them kept for learned context" if n_ctx else ""
             shown = text if len(text) <= 120 else text[:117] + "..."
-            fits = limit - 1 - n_ctx  # tokens a prompt may have, start and end tokens included
+            fits = limit - max(n_ctx, 1)  # tokens a prompt may have, start and end tokens included (the rule above)
             lower = f", or pass --n-ctx {fits_all} or less" if fits_all else ""
             raise VipError(
                 f"prompt too long for the text tower: {shown!r} is {size} tokens; the tower takes {limit}{room}",

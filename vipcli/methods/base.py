@@ -178,7 +178,10 @@ def settings_fields(settings_class) -> dict[str, dataclasses.Field]:
     return {f.name: f for f in dataclasses.fields(settings_class)}
 
 
-def _convert(value: str, kind, option: str):
+_KIND_WORDS = {int: "a whole number", float: "a number"}  # a setting's type in a fix's words
+
+
+def _convert(value: str, kind, option: str, default=dataclasses.MISSING):
     origin = typing.get_origin(kind)
     if kind is bool or kind == "bool":
         lowered = value.strip().lower()
@@ -186,17 +189,20 @@ def _convert(value: str, kind, option: str):
             return True
         if lowered in ("0", "false", "no", "off"):
             return False
-        raise UsageError(f"{option}: expected true or false, got '{value}'")
+        raise UsageError(f"{option}: expected true or false, got '{value}'", f"pass {option}=true or false")
     if origin is typing.Union or str(kind).startswith("typing.Optional") or " | " in str(kind):
         if value.strip().lower() == "none":
             return None
         kind = next(a for a in typing.get_args(kind) if a is not type(None))
+    words = _KIND_WORDS.get(kind, f"a {getattr(kind, '__name__', kind)}")
+    example = "" if default is dataclasses.MISSING or default is None else f", such as {option}={default}"
     try:
         converted = kind(value)
     except (TypeError, ValueError):
-        raise UsageError(f"{option}: expected {getattr(kind, '__name__', kind)}, got '{value}'") from None
+        raise UsageError(f"{option}: expected {getattr(kind, '__name__', kind)}, got '{value}'",
+                         f"pass {words}{example}") from None
     if isinstance(converted, float) and not math.isfinite(converted):
-        raise UsageError(f"{option}: expected a finite number, got '{value}'")
+        raise UsageError(f"{option}: expected a finite number, got '{value}'", f"pass a finite number{example}")
     return converted
 
 
@@ -215,7 +221,7 @@ def make_settings(method_class, options: dict[str, Any], method_id: str):
             listed = ", ".join(n.replace("_", "-") for n in known) or "none"
             raise UsageError(f"method '{method_id}' has no setting '{key}'", f"its settings: {listed}")
         option = f"--method-option {name.replace('_', '-')}"  # spelled as typed and as `vip methods list` shows it
-        values[name] = _convert(value, hints[name], option) if isinstance(value, str) else value
+        values[name] = _convert(value, hints[name], option, known[name].default) if isinstance(value, str) else value
     settings = settings_class(**values)
     check = getattr(settings, "validate", None)
     if check is not None:

@@ -1,8 +1,10 @@
 """Which pack each class of a data folder uses, and which classes still need one generated.
 
-Per class folder, in this order: a pack given with --symptoms, a shipped pack (by name or alias),
-a pack file already in --out from an earlier run (unless --force), else one to generate, named
-after the class folder, with stage 2 shown that class's own training images.
+Per class folder, in this order: a pack given with --symptoms, a pack file already in --out from an
+earlier run (--force makes a new one in its place), a shipped pack (by name or alias), else one to
+generate, named after the class folder, with stage 2 shown that class's own training images. The
+order is the one `vip train --symptoms SOURCES --symptoms OUT` (the command printed at the end)
+uses, so the pack the table names is the pack that trains.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vipcli.errors import UsageError, VipError
-from vipcli.packs import SymptomPack, collect_packs, load_pack, shipped_pack_dir
+from vipcli.packs import SymptomPack, collect_packs, load_pack, shipped_pack_dir, shipped_packs
 from vipcli.symptoms.grid import GRID_SIDE
 
 GIVEN, SHIPPED, IN_OUT, GENERATE = "given", "shipped", "in --out", "generate"
@@ -40,27 +42,32 @@ def plan_packs(dataset, sources: list[str], out: Path, force: bool) -> list[Clas
 
     Args:
         dataset: the loaded data folder (its train split gives each class's images).
-        sources: --symptoms values (pack files, folders, shipped names); they win over shipped packs.
-        out: the --out folder, where generated packs go.
-        force: regenerate classes whose pack file is already in `out`.
+        sources: --symptoms values (pack files, folders, shipped names); they win over every other pack.
+        out: the --out folder, where generated packs go; a pack already there wins over a shipped one,
+            as it does for `vip train --symptoms OUT`.
+        force: regenerate classes whose pack file is already in `out`, shipped pack or not.
 
     Returns:
         One ClassPack per class, in class order.
     """
     from vipcli.symptoms.generate import default_out_name
 
-    packs = collect_packs(list(sources))
+    packs = collect_packs(list(sources))  # the packs of `sources`, in order, then every shipped pack
+    n_given = len(packs) - len(shipped_packs())
     shipped_dir = shipped_pack_dir().resolve()
     plans = []
     for label, name in enumerate(dataset.class_names):
         images = tuple(s.path for s in dataset.splits["train"] if s.label == label)
         folder = _class_folder(dataset.root, name)
         path = out / default_out_name(disease_name(name))
-        pack = next((p for p in packs if p.matches(name)), None)
-        if pack is not None:
+        index = next((i for i, p in enumerate(packs) if p.matches(name)), None)
+        pack = None if index is None else packs[index]
+        if index is not None and index < n_given:  # given with --symptoms (a file, folder or shipped name)
             origin = SHIPPED if Path(pack.path).resolve().parent == shipped_dir else GIVEN
-        elif path.is_file() and not force:
-            pack, origin = _pack_in_out(path, name), IN_OUT
+        elif path.is_file():  # `vip train --symptoms OUT` takes it over a shipped pack
+            pack, origin = (None, GENERATE) if force else (_pack_in_out(path, name), IN_OUT)
+        elif pack is not None:
+            origin = SHIPPED
         else:
             origin = GENERATE
         plans.append(ClassPack(name, disease_name(name), origin, pack, path, images, folder))
