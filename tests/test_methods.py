@@ -249,7 +249,7 @@ def test_method_options_are_checked_before_any_work(cli, isic_small, tmp_path):
     code, _, err = cli("train", "--data", isic_small, "--method", "clap", "-o", "epochs=many", "--out", tmp_path / "x")
     assert code == 2 and "epochs" in err and "expected int" in err
     code, _, err = cli("train", "--data", isic_small, "--method", "zeroshot", "--n-ctx", "3", "--out", tmp_path / "x")
-    assert code == 2 and "method 'zeroshot' has no setting 'n_ctx'" in err
+    assert code == 2 and "method 'zeroshot' has no setting 'n-ctx'" in err  # as `vip methods show` spells it
     assert not (tmp_path / "x").exists()
 
 
@@ -278,3 +278,6 @@ def test_method_option_help_and_unknown_setting_point_to_methods_show(cli, isic_
                        "--out", tmp_path / "b")
     assert code == 2 and "no benchmarked method has the setting 'temprature'" in err
     assert "`vip methods show ID` lists a method's settings" in err and "methods list" not in err
+    code, _, err = cli("benchmark", "--data", isic_small, "--methods", "zeroshot,linear-probe", "-o", "n-ctx=8",
+                       "--out", tmp_path / "b")
+    assert code == 2 and "no benchmarked method has the setting 'n-ctx'" in err  # as typed (it said 'n_ctx')

@@ -502,6 +502,7 @@ _PYTHON_WORDS = [
     (re.compile(r"--method-option ([\w-]+)"), lambda m: f"method_options['{m[1].replace('-', '_')}']"),
     (re.compile(r"--(n-ctx|class-specific-context)\b"), lambda m: f"method_options['{m[1].replace('-', '_')}']"),
     (re.compile(r"^its settings: (.*)$"), lambda m: f"its settings: {m[1].replace('-', '_')}"),
+    (re.compile(r"(has no setting) '([\w-]+)'$"), lambda m: f"{m[1]} '{m[2].replace('-', '_')}'"),
     (re.compile(r"^no benchmarked method has the setting '([\w-]+)'$"),
      lambda m: f"method_options['{m[1].replace('-', '_')}']: no benchmarked method has this setting"),
     (re.compile(r"--coverage (\d[\d.]*\d|\d)"), lambda m: f"coverage={m[1]}"),

@@ -125,7 +125,7 @@ def validate(config: BenchmarkConfig) -> list[tuple[str, type]]:
     known = {key.replace("-", "_") for _, cls in methods for key in settings_fields(cls.Settings)}
     unknown = [key for key in config.method_options if key.replace("-", "_") not in known]
     if unknown:
-        raise UsageError(f"no benchmarked method has the setting '{unknown[0]}'",
+        raise UsageError(f"no benchmarked method has the setting '{unknown[0].replace('_', '-')}'",  # as typed
                          "`vip methods show ID` lists a method's settings")
     return methods
 

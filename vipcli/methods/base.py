@@ -219,7 +219,7 @@ def make_settings(method_class, options: dict[str, Any], method_id: str):
         name = key.replace("-", "_")
         if name not in known:
             listed = ", ".join(n.replace("_", "-") for n in known) or "none"
-            raise UsageError(f"method '{method_id}' has no setting '{key}'", f"its settings: {listed}")
+            raise UsageError(f"method '{method_id}' has no setting '{key.replace('_', '-')}'", f"its settings: {listed}")
         option = f"--method-option {name.replace('_', '-')}"  # spelled as typed and as `vip methods list` shows it
         values[name] = _convert(value, hints[name], option, known[name].default) if isinstance(value, str) else value
     settings = settings_class(**values)
