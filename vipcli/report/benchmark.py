@@ -8,7 +8,7 @@ from pathlib import Path
 
 from rich.markup import escape
 
-from vipcli import __version__, console
+from vipcli import console
 from vipcli.console import first_few
 from vipcli.errors import VipError
 from vipcli.metrics import column_leaders, mean_and_std, row_figure
@@ -157,10 +157,28 @@ def _settings(document: dict) -> str:
         ["methods", ", ".join(sweep.get("methods", []))], ["shots", ", ".join(map(str, sweep.get("shots", [])))],
         ["seeds", ", ".join(map(str, sweep.get("seeds", [])))], ["split seed", config.get("split_seed")],
         ["schedule", config.get("schedule")], ["augmented views per image", config.get("views")],
-        ["rows", len(document.get("rows", []))],
+        ["rows", f"{len(document.get('rows', []))}{_finished(document.get('rows', []))}"],
     ]
     rows = [["data", html.path(config.get("data"))], *([name, html.text(value)] for name, value in rows)]
     return html.table("Settings of this benchmark", ["setting", "value"], rows, raw=True)
+
+
+def _finished(rows: list[dict]) -> str:
+    """', finished 2026-11-29 19:58 to 19:59 UTC': when the first and the last row finished (as results.json
+    records it); "" when no row says."""
+    from datetime import datetime, timezone
+
+    times = []
+    for row in rows:
+        try:
+            times.append(datetime.fromisoformat(str(row["finished_at"])).astimezone(timezone.utc))
+        except (KeyError, ValueError):
+            continue
+    if not times:
+        return ""
+    first, last = min(times), max(times)
+    end = last.strftime("%H:%M" if last.date() == first.date() else "%Y-%m-%d %H:%M")
+    return f", finished {first:%Y-%m-%d %H:%M} to {end} UTC"
 
 
 def _data_notes(folder: Path) -> str:
@@ -238,4 +256,4 @@ def benchmark_report(folder: Path) -> str:
     subtitle = html.text(f"{len(rows)} runs on {Path(str(config.get('data', ''))).name}, backbone "
                          f"{config.get('backbone')}")
     return html.page(f"vip benchmark report: {folder.name}", subtitle, sections,
-                     html.text(f"written by vip {__version__} from {folder.resolve()}"))
+                     html.written_by(folder.resolve()))

@@ -209,6 +209,23 @@ def page(title: str, subtitle: str, sections: list[str], footer: str) -> str:
     )
 
 
+def written_by(source=None, now=None) -> str:
+    """The footer's line, as HTML: which vip wrote the page, when (UTC, to the minute) and from which folder.
+
+    e.g. 'written by vip 0.2.0 on 2026-11-29 20:04 UTC from /home/you/vip-demo/run'.
+
+    Args:
+        source: the run or benchmark folder the page was made from (None: not named).
+        now: the time to show (default: the current time), a timezone-aware datetime.
+    """
+    from datetime import datetime, timezone
+
+    from vipcli import __version__
+
+    when = (now or datetime.now(timezone.utc)).astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return text(f"written by vip {__version__} on {when}" + (f" from {source}" if source is not None else ""))
+
+
 def section(heading: str, body: str) -> str:
     """An <h2> and its content."""
     return f"<section><h2>{text(heading)}</h2>{body}</section>"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vipcli import __version__
 from vipcli.plots import backbone_label, method_color
 from vipcli.report import html
 from vipcli.report.gallery import gallery_html, gallery_items, truth_from_folder
@@ -46,7 +45,7 @@ def prediction_report(predictor, predictions, coverage: float | None) -> str:
                 html.section("Model", facts + status),
                 html.section("Images", truth_note + limit_note + gallery_html(items, MAX_IMAGES, root))]
     return html.page(f"vip predictions: {len(predictions)} images", html.text(f"{method} · {backbone}"), sections,
-                     html.text(f"written by vip {__version__}"))
+                     html.written_by())
 
 
 def _common_folder(items) -> Path | None:

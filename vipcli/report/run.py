@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 
-from vipcli import __version__
 from vipcli.console import plural
 from vipcli.errors import VipError
 from vipcli.plots import backbone_label, figure_title, method_color
@@ -386,4 +385,4 @@ def run_report(run_dir: Path, coverage: float = 0.9, gallery: int = 48, device="
     subtitle = html.text(f"{meta.get('method')} on {run['data']} ({len(names)} classes), backbone {run['backbone']}"
                          + ("" if run["calibration"] is not None else " · uncalibrated"))
     return html.page(f"vip report: {run_dir.name}", subtitle, sections,
-                     html.text(f"written by vip {__version__} from {run_dir.resolve()}"))
+                     html.written_by(run_dir.resolve()))
