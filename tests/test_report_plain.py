@@ -34,3 +34,38 @@ def test_a_rendered_benchmark_report_says_when_it_was_written_and_when_its_rows_
     assert re.search(rf"written by vip \S+ on {today} \d\d:\d\d UTC from ", shown), shown[-300:]
     first = min(r["finished_at"] for r in read_results(benchmark_dir)["rows"])[:10]
     assert re.search(rf"rows\s+\d+, finished {first} \d\d:\d\d to [\d: -]+ UTC", shown)
+
+
+@test_report.needs_browser
+def test_a_prediction_gallery_says_what_a_set_means_how_often_it_held_the_truth_and_which_cards_it_missed(
+        cli, lesion_run, tmp_path):
+    """`vip predict --report` showed `prediction set: {melanoma}` on each card with no word on what a set is
+    (only "LAC score"), no card said when its set left out the true class, and the page gave no count of
+    right predictions or of sets holding the truth, though every image's folder named its class."""
+    data, run = lesion_run
+    images = sorted((data / "test" / "nevus").glob("*.png"))[:6] + sorted((data / "test" / "melanoma").glob("*.png"))[:6]
+    out = tmp_path / "predicted.html"
+    code, stdout, err = cli("predict", *images, "--model", run, "--coverage", "0.9", "--report", out, "--workers", "0")
+    assert code == 0, err
+    lines = [line for line in stdout.splitlines() if "  set {" in line]
+    truths = [line.split("/")[-2] for line in lines]
+    labels = [line.split()[1] for line in lines]
+    sets = [re.search(r"set \{(.*)\}", line).group(1).split(", ") for line in lines]
+    right, held = sum(t == y for t, y in zip(truths, labels)), sum(t in s for t, s in zip(truths, sets))
+    shown = re.sub(r"\s+", " ", render(out, tmp_path / "shot")["text"])
+    assert "Prediction set (coverage 0.9): the classes the model cannot rule out" in shown
+    assert f"Of these 12, {right} are predicted right ({100 * right / 12:.1f}%); the prediction set holds the " \
+           f"true class for {held} ({100 * held / 12:.1f}%)." in shown
+    assert shown.count("misses the true class") == 12 - held
+
+
+def test_a_card_whose_set_misses_the_true_class_says_so_and_no_other_does(tmp_path):
+    from vipcli.report.gallery import GalleryItem, gallery_html
+
+    items = [GalleryItem(str(tmp_path / "nevus" / f"{i}.png"), "nevus", label, 0.8, members, None)
+             for i, (label, members) in enumerate([("melanoma", ["melanoma"]), ("melanoma", ["melanoma", "nevus"]),
+                                                    ("nevus", ["nevus"]), ("nevus", [])])]
+    cards = gallery_html(items).split('<div class="card')[1:]
+    assert ["misses the true class" in card for card in cards] == [True, False, False, True]
+    unknown = GalleryItem(str(tmp_path / "x.png"), None, "nevus", 0.8, ["melanoma"], None)
+    assert "misses the true class" not in gallery_html([unknown])

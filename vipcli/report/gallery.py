@@ -108,7 +108,9 @@ def _card(item: GalleryItem, root: Path | None) -> str:
     lines.append(f"<div>{verdict}predicted: <b>{text(item.label)}</b> (probability {probability})</div>")
     if item.prediction_set is not None:
         members = ", ".join(item.prediction_set) if item.prediction_set else "empty: no class is likely enough"
-        lines.append(f"<div>prediction set: {{{text(members)}}}</div>")
+        missed = item.truth is not None and item.truth not in item.prediction_set
+        lines.append(f"<div>prediction set: {{{text(members)}}}"
+                     + (' <span class="tag wrong">misses the true class</span>' if missed else "") + "</div>")
     if item.top_symptoms is not None:
         lines.append(_symptoms_html(item))
     lines.append("</div>")
@@ -128,6 +130,16 @@ def _symptoms_html(item: GalleryItem) -> str:
 def _contribution(entry: dict) -> str:
     contribution = entry.get("contribution")
     return "" if contribution is None else f", contribution {number(contribution, 3, signed=True)}"
+
+
+def sets_explained(coverage: float) -> str:
+    """A paragraph saying in plain words what a card's prediction set at `coverage` means (HTML)."""
+    share = f"{100 * coverage:.4g}%"
+    return (f"<p><b>Prediction set</b> (coverage {coverage:g}): the classes the model cannot rule out for "
+            f"that image. For at least {share} of images like the validation images, on average over them "
+            f"(not for each class), the set holds the true class. One class: the model names one; two or more: "
+            f"it cannot tell them apart, so read the image as any of them; empty: no class is likely enough, "
+            f"look at that image twice.</p>")
 
 
 def gallery_html(items: list[GalleryItem], limit: int | None = None, root: Path | None = None) -> str:

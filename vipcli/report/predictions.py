@@ -6,7 +6,7 @@ from pathlib import Path
 
 from vipcli.plots import backbone_label, method_color
 from vipcli.report import html
-from vipcli.report.gallery import gallery_html, gallery_items, truth_from_folder
+from vipcli.report.gallery import gallery_html, gallery_items, sets_explained, truth_from_folder
 from vipcli.report.notices import random_weights_banner
 from vipcli.report.run import uses_symptoms
 
@@ -30,7 +30,7 @@ def prediction_report(predictor, predictions, coverage: float | None) -> str:
         sets = (f" Prediction sets at coverage {coverage:g} (LAC score, {len(predictor.calibration.scores)} "
                 f"validation images)." if coverage is not None else " No prediction sets (pass --coverage).")
         status = html.note(f"Probabilities calibrated with temperature T = {predictor.calibration.temperature:.4g}."
-                           + html.text(sets), "ok")
+                           + html.text(sets), "ok") + (sets_explained(coverage) if coverage is not None else "")
     root = _common_folder(items)
     facts = html.table("The model and the images", ["", ""], [["model", html.path(predictor.run_dir)], ["images under", html.path(root)],
                                   ["method", html.swatch(method_color(method), method)],
@@ -38,7 +38,7 @@ def prediction_report(predictor, predictions, coverage: float | None) -> str:
                        raw=True)
     known = sum(t is not None for t in truths.values())
     truth_note = (f"<p>{known} of {len(predictions)} images sit in a folder named after a class; that name is "
-                  f"shown as their true class.</p>" if known else "")
+                  f"shown as their true class. {html.text(agreement(items))}</p>" if known else "")
     limit_note = (html.note(html.text(f"Showing the first {MAX_IMAGES} of {len(items)} images."))
                   if len(items) > MAX_IMAGES else "")
     sections = [random_weights_banner(meta, "these predictions"),
@@ -46,6 +46,25 @@ def prediction_report(predictor, predictions, coverage: float | None) -> str:
                 html.section("Images", truth_note + limit_note + gallery_html(items, MAX_IMAGES, root))]
     return html.page(f"vip predictions: {len(predictions)} images", html.text(f"{method} · {backbone}"), sections,
                      html.written_by())
+
+
+def agreement(items) -> str:
+    """How often the predictions (and their sets, when given) agree with the known true classes, e.g.
+    'Of these 300, 238 are predicted right (79.3%); the prediction set holds the true class for 282 (94.0%).'"""
+    known = [i for i in items if i.truth is not None]
+    if not known:
+        return ""
+    right = sum(not i.wrong for i in known)
+    said = f"Of these {len(known)}, {right} {'is' if right == 1 else 'are'} predicted right ({_percent(right, len(known))})"
+    with_sets = [i for i in known if i.prediction_set is not None]
+    if with_sets:
+        held = sum(i.truth in i.prediction_set for i in with_sets)
+        said += f"; the prediction set holds the true class for {held} ({_percent(held, len(with_sets))})"
+    return said + "."
+
+
+def _percent(part: int, whole: int) -> str:
+    return f"{100 * part / whole:.1f}%"
 
 
 def _common_folder(items) -> Path | None:

@@ -14,7 +14,7 @@ from vipcli.report import html
 from vipcli.report.data_notes import left_out_files, skipped_files
 from vipcli.report.figures import (confusion_matrix_alt, confusion_matrix_svg, merge_weights_alt, merge_weights_svg,
                                    reliability_alt, reliability_svg)
-from vipcli.report.gallery import gallery_html, gallery_items
+from vipcli.report.gallery import gallery_html, gallery_items, sets_explained
 from vipcli.report.notices import random_weights_banner
 
 HELD_OUT_NOTE = (
@@ -370,6 +370,8 @@ def run_report(run_dir: Path, coverage: float = 0.9, gallery: int = 48, device="
         notes.append(html.note(html.text(f"{missing} test images listed in split.json are no longer on disk under "
                                          f"{run['split'].get('root')}; the gallery leaves them out.")))
     caption = (f"prediction sets at coverage {cutoff_coverage:g}" if cutoff_coverage is not None else "no prediction sets")
+    if cutoff_coverage is not None:
+        notes.append(sets_explained(cutoff_coverage))
     items = gallery_items(predictions, truths, uses_symptoms(run["meta"]))
     sections = [
         random_weights_banner(run["meta"], "this run's results"),
