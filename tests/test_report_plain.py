@@ -69,3 +69,40 @@ def test_a_card_whose_set_misses_the_true_class_says_so_and_no_other_does(tmp_pa
     assert ["misses the true class" in card for card in cards] == [True, False, False, True]
     unknown = GalleryItem(str(tmp_path / "x.png"), None, "nevus", 0.8, ["melanoma"], None)
     assert "misses the true class" not in gallery_html([unknown])
+
+
+def _calibration_page(before: dict, after: dict, tmp_path):
+    """The calibration section of a run whose test scores went from `before` to `after`, as a page on disk."""
+    from vipcli.report import html
+    from vipcli.report.run import _calibration
+
+    block = {"temperature": 1.5993, "held_out": "val", "n_held_out": 64, "ece_bins": 15,
+             "test": {"n": 0, "before": before, "after": after}, "reliability": {"before": [], "after": []}}
+    section = _calibration({"calibration": object(), "metrics": {"calibration": block}, "data": "d", "backbone": "b"},
+                           None, [])
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    page = tmp_path / "calibration.html"
+    page.write_text(html.page("vip report: t", "", [html.section("Calibration", section)], ""), encoding="utf-8")
+    return page
+
+
+@test_report.needs_browser
+def test_the_calibration_section_says_what_calibrated_means_and_whether_scaling_helped_on_test(tmp_path):
+    """The demo's report showed T = 1.599 making the test ECE worse (0.0654 to 0.0750) under a text that
+    praised the method and left ECE, NLL and Brier unexplained: a reader had to spot the rise in the table."""
+    before = {"ece": 0.0654, "nll": 0.4912, "brier": 0.3117}
+    shown = re.sub(r"\s+", " ", render(_calibration_page(before, {"ece": 0.075, "nll": 0.4817, "brier": 0.3122},
+                                                           tmp_path / "mixed"), tmp_path / "mixed")["text"])
+    assert "of the images it calls 80% likely to be a class, about 8 in 10 are" in shown
+    assert "ECE, the expected calibration error" in shown and "NLL, the negative log-likelihood" in shown
+    assert ("On the test images temperature scaling lowered the NLL (0.4912 to 0.4817) but raised the ECE "
+            "(0.0654 to 0.0750) and the Brier score (0.3117 to 0.3122). It helped on some scores only") in shown
+
+    from vipcli.report.run import _fmt, scaling_verdict
+
+    better = scaling_verdict({"before": before, "after": {"ece": 0.05, "nll": 0.48, "brier": 0.3}}, _fmt)
+    assert better == ("On the test images temperature scaling lowered the ECE (0.0654 to 0.0500), the NLL (0.4912 to "
+                      "0.4800) and the Brier score (0.3117 to 0.3000).")
+    worse = scaling_verdict({"before": before, "after": {"ece": 0.07, "nll": 0.4912, "brier": 0.32}}, _fmt)
+    assert "raised the ECE (0.0654 to 0.0700) and the Brier score (0.3117 to 0.3200) but left the NLL (0.4912) " \
+           "unchanged. It did not help here" in worse

@@ -172,6 +172,44 @@ RELIABILITY_CAPTION = ("bars: accuracy per confidence bin (the number at the foo
                        "hatched: the gap to the bin's mean confidence; dashed: perfect calibration")
 
 
+CALIBRATION_MEANING = (
+    "<p>A probability can be taken at its word when the model is <b>calibrated</b>: of the images it calls "
+    "80% likely to be a class, about 8 in 10 are. The reliability diagram below shows how far this holds: a "
+    "bar on the dashed diagonal is calibrated, a bar below it is more sure than right (overconfident), a bar "
+    "above it less sure than right.</p>")
+SCORE_NAMES = {"ece": "ECE", "nll": "NLL", "brier": "Brier score"}
+
+
+def scaling_verdict(test: dict, fmt) -> str:
+    """Whether temperature scaling made the test scores better or worse, in a sentence, e.g. 'On the test
+    images temperature scaling lowered the NLL (0.4912 to 0.4817) but raised the ECE (0.0654 to 0.0750) ...'.
+
+    Args:
+        test: metrics.json's calibration test block ({"before": {ece, nll, brier}, "after": {...}}).
+        fmt: how a score is written (value, digits) -> str.
+    """
+    moves = {"lowered {}": [], "raised {}": [], "left {} unchanged": []}
+    for key, name in SCORE_NAMES.items():
+        before, after = (fmt(test[side][key], 4) for side in ("before", "after"))
+        if before == after:
+            moves["left {} unchanged"].append(f"the {name} ({before})")
+        else:
+            moves["lowered {}" if float(after) < float(before) else "raised {}"].append(f"the {name} ({before} to {after})")
+    parts = [verb.format(_and(scores)) for verb, scores in moves.items() if scores]
+    sentence = "On the test images temperature scaling " + " but ".join(parts) + "."
+    if not moves["lowered {}"]:
+        return sentence + " It did not help here: read these probabilities as no better calibrated than before."
+    if moves["raised {}"]:
+        return sentence + (" It helped on some scores only: T is chosen to lower the NLL of the validation "
+                           "images, which need not lower the others.")
+    return sentence
+
+
+def _and(items: list[str]) -> str:
+    """'a', 'a and b', 'a, b and c'."""
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
 def _calibration(run: dict, test_probabilities, test_labels) -> str:
     from vipcli.calibration import calibration_scores, reliability_bins
 
@@ -191,13 +229,14 @@ def _calibration(run: dict, test_probabilities, test_labels) -> str:
     test = block["test"]
     rows = [[f"{name} (T = {t})", *(_fmt(test[key][k], 4) for k in ("ece", "nll", "brier"))]
             for name, key, t in (("before", "before", 1), ("after", "after", f"{block['temperature']:.4g}"))]
-    body = (f"<p>Temperature scaling divides every logit by T = <b>{block['temperature']:.4g}</b>, fitted on "
+    body = CALIBRATION_MEANING + (f"<p>Temperature scaling divides every logit by T = <b>{block['temperature']:.4g}</b>, fitted on "
             f"{block['n_held_out']} {html.text(block['held_out'])} {plural(block['n_held_out'], 'image')} by minimising "
             f"the negative log-likelihood; it never changes the predicted class. Scores on {test['n']} test "
-            f"{plural(test['n'], 'image')} (lower "
-            f"is better; ECE over {block['ece_bins']} equal-width bins):</p>")
+            f"{plural(test['n'], 'image')}, lower is better for each: ECE, the expected calibration error (the "
+            f"gap between confidence and accuracy, averaged over {block['ece_bins']} equal-width confidence bins); "
+            f"NLL, the negative log-likelihood of the true class; Brier, the squared error of the probabilities:</p>")
     body += html.table("Calibration on test, before and after temperature scaling", ["on test", "ECE", "NLL", "Brier"],
-                       rows, numeric={1, 2, 3})
+                       rows, numeric={1, 2, 3}) + html.text(scaling_verdict(test, _fmt)).join(("<p>", "</p>"))
     if test["n"]:
         panels = [("before (T = 1)", block["reliability"]["before"], test["before"]["ece"]),
                   (f"after (T = {block['temperature']:.4g})", block["reliability"]["after"], test["after"]["ece"])]
