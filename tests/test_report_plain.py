@@ -106,3 +106,57 @@ def test_the_calibration_section_says_what_calibrated_means_and_whether_scaling_
     worse = scaling_verdict({"before": before, "after": {"ece": 0.07, "nll": 0.4912, "brier": 0.32}}, _fmt)
     assert "raised the ECE (0.0654 to 0.0700) and the Brier score (0.3117 to 0.3200) but left the NLL (0.4912) " \
            "unchanged. It did not help here" in worse
+
+
+def _outside(figure) -> list[str]:
+    """The texts of a drawn matplotlib figure that reach past its edges (cut off in the SVG)."""
+    from matplotlib.text import Text
+
+    figure.canvas.draw()
+    renderer, width, height = figure.canvas.get_renderer(), figure.bbox.width, figure.bbox.height
+    undrawn = set()  # the labels of ticks outside an axis's limits: matplotlib keeps them, but never draws them
+    for axes in figure.axes:
+        for axis in (axes.xaxis, axes.yaxis):
+            low, high = sorted(axis.get_view_interval())
+            undrawn.update(id(label) for tick in axis.get_major_ticks() if not low - 1e-9 <= tick.get_loc() <= high + 1e-9
+                           for label in (tick.label1, tick.label2))
+    found = []
+    for text in figure.findobj(Text):
+        if text.get_visible() and text.get_text().strip() and id(text) not in undrawn:
+            box = text.get_window_extent(renderer)
+            if box.x0 < -0.5 or box.y0 < -0.5 or box.x1 > width + 0.5 or box.y1 > height + 0.5:
+                found.append(text.get_text())
+    return found
+
+
+def test_no_text_of_a_report_figure_is_cut_off_at_its_edge():
+    """A label wider than the plots it is centred under runs past the figure's edge, cut off mid-word in the
+    SVG (a first, longer wording of the merge-weight chart's x label did, under plots pushed right by long
+    symptoms); no text of any report figure may."""
+    from vipcli.report.figures import draw_confusion_matrix, draw_merge_weights, draw_reliability
+
+    long = "The spot has multiple colors, like brown, black, blue, red, or white, and a few more words"
+    weights = {"melanoma": [(long, 0.253), ("Small, dark areas within the spot", 0.747)],
+               "nevus with a long class name": [("The spot is symmetric on both sides", 0.5), (long, 0.5)]}
+    bins = [{"lower": 0.5, "upper": 0.75, "count": 3, "confidence": 0.6, "accuracy": 0.67}]
+    title = "merge weights per class: a data folder with a long name, clip small-clip.json#4dd1abc484f9121f"
+    figures = {"merge weights": draw_merge_weights(weights, "#D55E00", title),
+               "reliability": draw_reliability([("before (T = 1)", bins, 0.1), ("after (T = 1.599)", bins, 0.05)],
+                                                "#D55E00", title),
+               "confusion": draw_confusion_matrix([[10, 2], [3, 12]], ["melanoma in situ", "nevus"], "#D55E00", title)}
+    assert {name: _outside(figure) for name, figure in figures.items()} == {name: [] for name in figures}
+
+
+def test_the_merge_weights_section_says_in_plain_words_what_a_weight_is():
+    """The chart's only words were 'attention of the class's merge token' and 'class embedding'."""
+    from vipcli.report.figures import draw_merge_weights
+    from vipcli.report.run import merge_meaning
+
+    softmax = {"melanoma": [("a", 0.25), ("b", 0.75)], "nevus": [("c", 0.5), ("d", 0.5)]}
+    said = merge_meaning(softmax)
+    assert "how much each symptom counts" in said and "A class's weights add up to 1." in said
+    assert "The weights are the same for every image" in said
+    assert draw_merge_weights(softmax, "#D55E00", "t").axes[-1].get_xlabel() == "merge weight (a class's weights add up to 1)"
+    other = {"melanoma": [("a", 0.4), ("b", 0.9)]}  # a plugin's weights need not add up to 1: not claimed
+    assert "add up to 1" not in merge_meaning(other)
+    assert draw_merge_weights(other, "#D55E00", "t").axes[-1].get_xlabel() == "merge weight"

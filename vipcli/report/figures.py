@@ -121,10 +121,15 @@ def draw_merge_weights(weights: dict[str, list[tuple[str, float]]], color: str, 
             axes.text(start, y, number(value, 3), va="center", fontsize=MIN_FONT_SIZE)
         axes.set_xlim(0, right * 1.35)
         axes.set_title(f"{name} (dashed: uniform weight 1/{len(entries)})", fontsize=MIN_FONT_SIZE)
-    axes_col[-1, 0].set_xlabel("merge weight (attention of the class's merge token)")
+    axes_col[-1, 0].set_xlabel("merge weight" + (" (a class's weights add up to 1)" if weights_add_to_one(weights) else ""))
     figure.suptitle(wrap_title(title, MAX_FIGURE_WIDTH, 10), fontsize=10)
     figure.tight_layout()
     return figure
+
+
+def weights_add_to_one(weights: dict[str, list[tuple[str, float]]]) -> bool:
+    """Whether each class's merge weights add up to 1 (a softmax, as ViP's attention gives; a plugin's may not)."""
+    return all(abs(sum(w for _, w in entries) - 1) < 1e-3 for entries in weights.values())
 
 
 def confusion_matrix_alt(matrix: list[list[int]], class_names: list[str], title: str) -> str:

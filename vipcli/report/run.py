@@ -339,6 +339,19 @@ def merge_weights(predictor) -> dict[str, list[tuple[str, float]]] | None:
             for c, name in enumerate(predictor.class_names)}
 
 
+def merge_meaning(weights: dict[str, list[tuple[str, float]]]) -> str:
+    """A paragraph saying in plain words what the merge-weight chart shows (HTML)."""
+    from vipcli.report.figures import weights_add_to_one
+
+    adds_up = " A class's weights add up to 1." if weights_add_to_one(weights) else ""
+    return ("<p>This method describes each class by its symptoms and learns how much each symptom counts in the "
+            f"class's description: its <b>merge weight</b>.{adds_up} A bar past the dashed line counts more than a "
+            "plain average of the symptoms would give it, a shorter one less. The weights are the same for every "
+            "image: they say which symptoms the model leans on for a class, not what it sees in one image (a card "
+            "of the gallery names the symptoms that pushed its prediction up, with their similarity to its "
+            "image).</p>")
+
+
 def _merge(run: dict, predictor) -> str:
     weights = merge_weights(predictor) if predictor is not None else None
     if not weights or not all(weights.values()):
@@ -347,9 +360,9 @@ def _merge(run: dict, predictor) -> str:
                          f"every prompt equally (or, for a linear probe, use no prompts), so there are no learned "
                          f"symptom weights to show.")
     title = figure_title("merge weights per class", run["data"], run["backbone"])
-    return html.figure(merge_weights_svg(weights, run["color"], title), merge_weights_alt(weights, title),
-                       "the weight of each symptom in its class embedding; dashed: the uniform weight of "
-                       "methods that average")
+    return merge_meaning(weights) + html.figure(merge_weights_svg(weights, run["color"], title), merge_weights_alt(weights, title),
+                       "the weight of each symptom in its class's description; dashed: the equal weight a plain "
+                       "average would give")
 
 
 def uses_symptoms(meta: dict) -> bool:
