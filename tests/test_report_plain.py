@@ -160,3 +160,20 @@ def test_the_merge_weights_section_says_in_plain_words_what_a_weight_is():
     other = {"melanoma": [("a", 0.4), ("b", 0.9)]}  # a plugin's weights need not add up to 1: not claimed
     assert "add up to 1" not in merge_meaning(other)
     assert draw_merge_weights(other, "#D55E00", "t").axes[-1].get_xlabel() == "merge weight"
+
+
+def test_a_gallery_cut_before_any_right_prediction_says_so_and_how_to_see_them(tmp_path):
+    """The demo's run report showed 48 cards, all wrong (it had 62 errors), under "... then the right ones,
+    least sure first": a reader looked for right ones that were never on the page."""
+    from vipcli.report.gallery import GalleryItem, gallery_html
+    from vipcli.report.run import _more_cards
+
+    items = [GalleryItem(str(tmp_path / f"{i}.png"), "nevus", "melanoma" if i < 5 else "nevus", 0.8, None, None)
+             for i in range(30)]
+    cut = gallery_html(items, 4, more=_more_cards(items))
+    assert ("Only wrong ones fit in the 4 shown, so none of the right ones is here (vip report --gallery 21 shows all "
+            "5 wrong ones and 16 right ones).") in cut
+    assert "Only wrong ones fit in the 5 shown" in gallery_html(items, 5)  # the right ones start at card 6
+    for limit in (6, None):  # a right one shown: nothing to say
+        assert "Only wrong ones" not in gallery_html(items, limit, more=_more_cards(items))
+    assert "Only wrong ones" not in gallery_html(items[:5], 4)  # no right prediction exists to miss

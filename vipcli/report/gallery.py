@@ -142,8 +142,14 @@ def sets_explained(coverage: float) -> str:
             f"look at that image twice.</p>")
 
 
-def gallery_html(items: list[GalleryItem], limit: int | None = None, root: Path | None = None) -> str:
-    """The cards of the first `limit` items (all when None) and a line saying what is shown."""
+def gallery_html(items: list[GalleryItem], limit: int | None = None, root: Path | None = None,
+                 more: str | None = None) -> str:
+    """The cards of the first `limit` items (all when None) and a line saying what is shown.
+
+    Args:
+        more: how to show more cards, said when `limit` leaves out every right prediction (e.g. "pass --gallery
+            78"); None: only that they are left out.
+    """
     shown = items if limit is None else items[:limit]
     known = [i for i in items if i.truth is not None]
     errors = sum(i.wrong for i in items)
@@ -151,5 +157,8 @@ def gallery_html(items: list[GalleryItem], limit: int | None = None, root: Path 
     if known:
         summary += (f"; {errors} of {len(known)} with a known class are predicted wrongly and come first "
                     f"(most confident first), then the right ones, least sure first")
+        if len(known) > errors and all(i.wrong for i in shown if i.truth is not None) and len(shown) < len(items):
+            summary += (f". Only wrong ones fit in the {len(shown)} shown, so none of the right ones is here"
+                        + (f" ({more})" if more else ""))
     cards = "".join(_card(item, root) for item in shown)
     return f"<p>{text(summary)}.</p><div class=\"gallery\">{cards}</div>"

@@ -384,6 +384,16 @@ def find_test_images(run: dict) -> tuple[list[Path], dict[str, str]]:
     return paths, truths
 
 
+RIGHT_CARDS = 16  # right predictions a suggested --gallery shows after all the wrong ones
+
+
+def _more_cards(items) -> str:
+    """How to see the right predictions too: a --gallery showing every error and a few right ones."""
+    errors = sum(i.wrong for i in items)
+    wanted = min(errors + RIGHT_CARDS, len(items))
+    return f"vip report --gallery {wanted} shows all {errors} wrong ones and {wanted - errors} right ones"
+
+
 def run_report(run_dir: Path, coverage: float = 0.9, gallery: int = 48, device="cpu", workers: int = 2,
                progress=None) -> str:
     """The HTML report of a run directory (loads its backbone to show test images and merge weights).
@@ -433,7 +443,8 @@ def run_report(run_dir: Path, coverage: float = 0.9, gallery: int = 48, device="
         html.section("Calibration", _calibration(run, probabilities if predictions else None, labels)),
         html.section("Prediction sets", _conformal(run, probabilities if predictions else None, labels)),
         html.section("Merge weights of each class's symptoms", _merge(run, predictor)),
-        html.section(f"Test images ({caption})", "".join(notes) + gallery_html(items, gallery, Path(run["split"]["root"]))),
+        html.section(f"Test images ({caption})", "".join(notes) + gallery_html(items, gallery, Path(run["split"]["root"]),
+                                                                       _more_cards(items))),
     ]
     meta = run["meta"]
     subtitle = html.text(f"{meta.get('method')} on {run['data']} ({len(names)} classes), backbone {run['backbone']}"
