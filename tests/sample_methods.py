@@ -41,6 +41,22 @@ class Transposed(Centroid):
         return super().forward(image_features).T
 
 
+class NormalizesInPlace(Centroid):
+    """Flaw: forward normalises the image features it is handed in place (they are the run's cached features)."""
+
+    def forward(self, image_features):
+        image_features /= image_features.norm(dim=-1, keepdim=True)
+        return super().forward(image_features)
+
+
+class CentersInPlace(Centroid):
+    """Flaw: fit centres the training views in place (shared with evaluation and the other rows of a sweep)."""
+
+    def fit(self, data, context):
+        data.train.views.sub_(data.train.views.mean(dim=(0, 1), keepdim=True))
+        return super().fit(data, context)
+
+
 @dataclass
 class NeedsValue:
     temperature: float  # no default
@@ -381,6 +397,8 @@ ENTRY_POINTS = "\n".join([
     "centroid-ok = vip_sample_methods:Centroid",
     "forgot-buffer = vip_sample_methods:ForgotBuffer",
     "transposed = vip_sample_methods:Transposed",
+    "normalizes-in-place = vip_sample_methods:NormalizesInPlace",
+    "centers-in-place = vip_sample_methods:CentersInPlace",
     "no-default = vip_sample_methods:NoDefault",
     "plain-settings = vip_sample_methods:PlainSettings",
     "untyped-setting = vip_sample_methods:UntypedSetting",

@@ -9,6 +9,8 @@ numbers:
 - its calls (`guard_method`): an exception raised inside a plugin's `fit`, `forward`, `record`, ...
   names the plugin and the member;
 - what `fit` reads: not the test split (`checked_fit` hands it `vipcli.featuresets.HeldOutSplit`);
+- what `fit` and `forward` leave alone: the features they are handed, shared with evaluation and the other
+  rows of a sweep, are not changed in place (`checked_fit`, `check_features_unchanged`);
 - what it returns: `fit` a dict (`checked_fit`), `forward` logits [B, C] (`check_logits`);
 - how it trains with the shared SGD loop: at the first step, the loss is a 0-d tensor that depends
   on the method's parameters (`check_loss`) and every trainable parameter gets a gradient in
@@ -205,10 +207,17 @@ def checked_fit(method, data, context) -> dict:
     figures would not be honest), refusing a result that is not a dict (metrics.json holds it)."""
     from vipcli.featuresets import TestSplitRead, without_test
 
+    before = split_versions(data)
     try:
         fitted = method.fit(without_test(data), context)
     except TestSplitRead as error:
         raise method_fault(method.id, "fit", error.message, error.hint) from None
+    changed = [name for name, version in split_versions(data).items() if version != before.get(name)]
+    if changed:
+        raise method_fault(method.id, "fit", f"fit changed {', '.join(changed)} in place (an in-place operation such "
+                                             "as .sub_(), /= or x[...] = on it): these features are shared with the "
+                                             "run's evaluation and the other rows of a benchmark sweep, whose "
+                                             "results would change", IN_PLACE_FIX)
     if not isinstance(fitted, dict):
         ending = ("`return vipcli.fitting.fit_sgd(self, data, context)` (its dict holds the best epoch and history)"
                   if getattr(method, "uses_schedule", False) else "`return super().fit(data, context)`")
@@ -216,6 +225,42 @@ def checked_fit(method, data, context) -> dict:
                            f"end fit with {ending}, or return a dict such as "
                            "{'best_epoch': None, 'best_val_accuracy': None, 'history': []}")
     return fitted
+
+
+IN_PLACE_FIX = ("compute out of place (F.normalize(x, dim=-1), x - mean) or on a copy (x = x.clone()); never "
+               "write into the tensors vip hands you")
+
+
+def tensor_version(value) -> int | None:
+    """`value`'s version counter, which torch bumps on every in-place change (a view shares its base's);
+    None for what is not a tensor or has no counter (an inference tensor)."""
+    if not isinstance(value, torch.Tensor):
+        return None
+    try:
+        return value._version
+    except RuntimeError:  # an inference tensor does not track its version
+        return None
+
+
+def split_versions(data) -> dict[str, int]:
+    """The version counter of every tensor `fit` is handed (data.train.views/x/y, data.val.x/y), by name."""
+    versions = {}
+    for split in ("train", "val"):
+        for member in ("views", "x", "y"):
+            version = tensor_version(getattr(getattr(data, split, None), member, None))
+            if version is not None:
+                versions[f"data.{split}.{member}"] = version
+    return versions
+
+
+def check_features_unchanged(method, features: torch.Tensor, before: int | None) -> None:
+    """Refuse a `forward` that changed the image features it was given in place (`before`: their version
+    counter before the call): they are the run's cached features, read again by later evaluations."""
+    if before is not None and tensor_version(features) != before:
+        raise method_fault(method.id, "forward", "forward changed image_features in place (an in-place operation "
+                                                 "such as /=, .mul_() or x[...] = on it): they are the run's cached "
+                                                 "features, so later evaluations, vip predict and the other rows of "
+                                                 "a benchmark sweep would see other features", IN_PLACE_FIX)
 
 
 LOGIT_DTYPES = (torch.float32, torch.float64)  # what forward may return (or autocast's dtype, under autocast)
