@@ -57,6 +57,14 @@ class CentersInPlace(Centroid):
         return super().fit(data, context)
 
 
+class BatchStandardized(Centroid):
+    """Flaw: forward standardises each class's logits over the batch, so an image's logits depend on the others."""
+
+    def forward(self, image_features):
+        logits = super().forward(image_features)
+        return (logits - logits.mean(dim=0)) / (logits.std(dim=0, correction=0) + 1e-6)
+
+
 @dataclass
 class NeedsValue:
     temperature: float  # no default
@@ -399,6 +407,7 @@ ENTRY_POINTS = "\n".join([
     "transposed = vip_sample_methods:Transposed",
     "normalizes-in-place = vip_sample_methods:NormalizesInPlace",
     "centers-in-place = vip_sample_methods:CentersInPlace",
+    "batch-standardized = vip_sample_methods:BatchStandardized",
     "no-default = vip_sample_methods:NoDefault",
     "plain-settings = vip_sample_methods:PlainSettings",
     "untyped-setting = vip_sample_methods:UntypedSetting",

@@ -47,6 +47,8 @@ def test_a_sound_method_plugin_trains_and_predicts(cli, methods, isic_small, tin
     ("half-logits", "forward", "forward returned float16 logits, not float32 or float64", "return logits.float()"),
     ("normalizes-in-place", "forward", "forward changed image_features in place", "on a copy (x = x.clone())"),
     ("centers-in-place", "fit", "fit changed data.train.views in place", "on a copy (x = x.clone())"),
+    ("batch-standardized", "forward", "forward gives an image other probabilities alone than in a batch of ",
+     "never over the batch"),
 ])
 def test_a_method_plugin_mistake_in_train_is_one_line_naming_it(cli, methods, isic_small, tiny_clip, tmp_path,
                                                                  method, member, reason, fix):

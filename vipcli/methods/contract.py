@@ -20,7 +20,8 @@ numbers:
 - `vip methods check` alone: a fit does not change what the next fresh instance learns
   (`check_sweep_order`: seed A, then B, then A again must give the same seed-A logits);
 - what a run stores (`check_round_trip`): the fitted method's forward is deterministic
-  (`check_deterministic`), `record()` can be written as JSON (`stored_record`), and the method
+  (`check_deterministic`) and gives an image the same logits alone as in a batch
+  (`check_batch_independent`), `record()` can be written as JSON (`stored_record`), and the method
   rebuilt from it and `state_tensors()` gives the fitted method's logits, so `vip predict` predicts
   what `vip train` measured.
 """
@@ -387,6 +388,31 @@ def check_deterministic(method, first: torch.Tensor, second: torch.Tensor) -> No
                            "sampling); vip calls it in eval mode (self.training is False)")
 
 
+def full_precision_probabilities(method, features: torch.Tensor, device) -> torch.Tensor:
+    """Softmax of a prepared method's logits for `features` [n, D], computed on `device` without autocast
+    (float32 on the CPU, [n, C]): a bf16 output may round one ulp apart for two batch sizes, float32 does not."""
+    with torch.no_grad():
+        return method(features.to(device)).float().softmax(dim=-1).cpu()
+
+
+def check_batch_independent(method, in_batch: torch.Tensor, alone: torch.Tensor) -> None:
+    """Refuse a forward whose probabilities for the first image alone ([1, C]) differ from its row of a batch's
+    (`in_batch` [n, C], n > 1; both `full_precision_probabilities`): the logits depend on the other images of
+    the batch, so predictions would change with the batch size and with which images vip predict is given
+    together."""
+    if len(in_batch) < 2:
+        return
+    difference = float((in_batch[:1] - alone).abs().max())
+    if not difference <= ROUND_TRIP_TOLERANCE:
+        apart = f"max difference {difference:.3g}" if bool(torch.isfinite(alone).all()) else "NaN or infinite alone"
+        raise method_fault(method.id, "forward", f"forward gives an image other probabilities alone than in a batch "
+                                                 f"of {len(in_batch)} ({apart}): its logits "
+                                                 "depend on the other images of the batch, so predictions would "
+                                                 "change with the batch size and with the images predicted together",
+                           "compute each image's logits from its own features only (reduce over dim=-1, never over "
+                           "the batch, dim 0: no mean, std, norm or softmax across images)")
+
+
 def check_sweep_order(method_id: str, seeds: tuple, first: torch.Tensor, again: torch.Tensor) -> None:
     """Refuse a method whose fit with seed A after a fit with seed B (fresh instances) gives other logits
     [n, C] than its first fit with seed A: state shared between instances (on the class or its module)
@@ -499,6 +525,8 @@ def check_round_trip(method, features: torch.Tensor, device) -> None:
         raise non_finite_logits_fault(method)
     warn_probabilities(method, logits, autocast_dtype(device))  # bf16 on CUDA: rows sum to 1 within ~1e-2
     check_deterministic(method, fitted, predict_logits(method, sample, device).softmax(dim=-1))
+    in_batch, alone = (full_precision_probabilities(method, rows, device) for rows in (sample, sample[:1]))
+    check_batch_independent(method, in_batch, alone)
     settings = dataclasses.asdict(method.settings)
     tensors = {name: tensor.detach().cpu() for name, tensor in method.state_tensors().items()}
     where = f"method '{method.id}' rebuilt from its own record() and state_tensors()"
