@@ -78,6 +78,15 @@ class PadIsEndBackbone(CausalTextTower, Backbone):
         return {"arch": "pad-is-end", "pretrained": "none", "weights": "seed 0"}
 
 
+class ForgetsSeed(PadIsEndBackbone):
+    """Flaw: --pretrained SEED chooses its image weights, but describe() does not say which."""
+
+    def __init__(self, arch=None, pretrained=None, device=None):
+        super().__init__(arch, pretrained, device)
+        with torch.no_grad():
+            self.image[-1].bias.add_(float(pretrained or 0))
+
+
 class PadIsEndUndeclared(PadIsEndBackbone):
     """Flaw: pads with its end token but does not say which token is the end token."""
 
@@ -285,6 +294,7 @@ class BracketsInError(PadIsEndBackbone):
 
 
 ENTRY_POINTS = "\n".join([
+    "forgets-seed = vip_sample_plugins:ForgetsSeed",
     "pad-is-end = vip_sample_plugins:PadIsEndBackbone",
     "stateful-images = vip_sample_plugins:StatefulImages",
     "pad-is-end-undeclared = vip_sample_plugins:PadIsEndUndeclared",

@@ -225,3 +225,18 @@ def test_a_plugin_whose_default_is_random_weights_warns_as_pretrained_none_does(
     assert "backbone 'pad-is-end' has random weights by default (pass --pretrained" in capsys.readouterr().err
     load_backbone("toy")
     assert "random weights" not in capsys.readouterr().err
+
+
+def test_a_plugin_whose_describe_leaves_out_its_seed_gets_a_feature_cache_per_option(samples, tmp_path,
+                                                                                        monkeypatch):
+    from vipcli.features import FeatureCache
+
+    def key(**options):
+        return FeatureCache(tmp_path, load_backbone("forgets-seed", **options)).key
+
+    one, two = key(pretrained="1"), key(pretrained="2")
+    assert one != two and key(pretrained="1") == one  # other weights, other entries; the same ones, the same
+    (tmp_path / "config.json").write_text("{}")
+    monkeypatch.chdir(tmp_path)
+    assert key(arch="config.json") == key(arch=str(tmp_path / "config.json"))  # a path keys as the file it names
+    assert "options" not in FeatureCache(tmp_path, load_backbone("toy")).identity  # vip's own keys are unchanged

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 from vipcli.errors import VipError
-from vipcli.plugins import PluginError, PluginGroup, PluginInfo, describe_exception, guard_calls
+from vipcli.plugins import OWN_DISTRIBUTION, PluginError, PluginGroup, PluginInfo, describe_exception, guard_calls
 
 ENTRY_POINT_GROUP = "vip.backbones"
 BACKBONES = PluginGroup(ENTRY_POINT_GROUP, "backbone")
@@ -92,6 +92,8 @@ def load_backbone(backbone_id: str, arch: str | None = None, pretrained: str | N
         backbone = _construct(factory, backbone_id, distribution, arch, pretrained, device or torch.device("cpu"))
     constructed = time.perf_counter()
     backbone.id = backbone_id
+    if (distribution or "").split(" ")[0] != OWN_DISTRIBUTION:
+        _note_options(backbone, arch, pretrained)
     guard_calls(backbone, GUARDED_MEMBERS, "backbone", backbone_id, distribution)
     backbone.freeze()
     checks = _enforce_contract(backbone, distribution) if check else "off"
@@ -106,6 +108,18 @@ def load_backbone(backbone_id: str, arch: str | None = None, pretrained: str | N
     except AttributeError:  # a plugin with __slots__: no phases recorded
         pass
     return backbone
+
+
+def _note_options(backbone, arch: str | None, pretrained: str | None) -> None:
+    """Keep on a third-party backbone the `--arch`/`--pretrained` it was built with (a local path made absolute)
+    as `built_with`, which the feature cache keys on besides `describe()`: a plugin whose describe() leaves out
+    the config or seed these options choose then encodes each choice afresh, instead of serving one choice's
+    cached features to another. vip's own backbones describe every option they read and are left as they are."""
+    try:
+        backbone.built_with = {option: _portable(option, value, {})
+                               for option, value in (("arch", arch), ("pretrained", pretrained))}
+    except AttributeError:  # a plugin with __slots__: keyed on describe() alone
+        pass
 
 
 def _warn_random_by_default(backbone, backbone_id: str) -> None:
