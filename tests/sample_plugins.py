@@ -87,6 +87,15 @@ class ForgetsSeed(PadIsEndBackbone):
             self.image[-1].bias.add_(float(pretrained or 0))
 
 
+class PositionsInPlace(PadIsEndBackbone):
+    """Flaw: adds the positions into the `embeds` it is given, in place."""
+
+    def encode_text_embeds(self, embeds, ids):
+        embeds += self.positions.weight[:ids.shape[1]]
+        x = self.text(embeds, mask=self.causal_mask(ids.shape[1]))  # [N, L, W]
+        return self.text_proj(self.pool(x, ids.to(self.device)))  # [N, D]
+
+
 class PadIsEndUndeclared(PadIsEndBackbone):
     """Flaw: pads with its end token but does not say which token is the end token."""
 
@@ -295,6 +304,7 @@ class BracketsInError(PadIsEndBackbone):
 
 ENTRY_POINTS = "\n".join([
     "forgets-seed = vip_sample_plugins:ForgetsSeed",
+    "positions-in-place = vip_sample_plugins:PositionsInPlace",
     "pad-is-end = vip_sample_plugins:PadIsEndBackbone",
     "stateful-images = vip_sample_plugins:StatefulImages",
     "pad-is-end-undeclared = vip_sample_plugins:PadIsEndUndeclared",

@@ -33,6 +33,8 @@ def samples(site):
                                 "tokenizer loses words"),
     ("reads-length-only", "encode_text_embeds", "(one word apart) get the same feature: the text tower does not read "
                                                 "every word"),
+    ("positions-in-place", "encode_text_embeds", "encode_text_embeds changed the `embeds` it was given in place (e.g. "
+                                                 "embeds += positions)"),
 ])
 def test_new_flaws_fail_at_load_naming_the_member_and_the_fix(samples, plugin, member, reason):
     with pytest.raises(VipError) as error:

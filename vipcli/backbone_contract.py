@@ -244,8 +244,16 @@ class _Probe:
 
     def encode_text(self) -> str:
         b, ids = self.backbone, self.ids
+        from vipcli.methods.contract import tensor_version
+
         with torch.no_grad():
-            full = _tensor(b.encode_text_embeds(b.embed_tokens(ids), ids.to(b.device)))
+            embeds = b.embed_tokens(ids)
+            version = tensor_version(embeds)
+            full = _tensor(b.encode_text_embeds(embeds, ids.to(b.device)))
+        if version is not None and tensor_version(embeds) != version:
+            raise _Failed("encode_text_embeds changed the `embeds` it was given in place (e.g. embeds += positions): "
+                          "they hold the learned context, a leaf of the training graph, and the prompts' cached "
+                          "token embeddings; build the tower's input out of place (x = embeds + positions)")
         if tuple(full.shape) != (ids.shape[0], b.embed_dim):
             raise _Failed(f"text features are {_shape(full)}; expected [{ids.shape[0]}, D={b.embed_dim}]")
         _float32(full, "text features")
