@@ -65,6 +65,21 @@ class BatchStandardized(Centroid):
         return (logits - logits.mean(dim=0)) / (logits.std(dim=0, correction=0) + 1e-6)
 
 
+class IntKeysRecord(Centroid):
+    """Flaw: record() keeps a per-class offset under int keys, which the run's JSON gives back as str keys."""
+
+    def __init__(self, setup, settings=None, stored=None):
+        super().__init__(setup, settings, stored)
+        self.offsets = {c: 0.0 for c in range(setup.num_classes)} if stored is None else stored["offsets"]
+
+    def record(self):
+        return {"offsets": self.offsets}
+
+    def forward(self, image_features):
+        offsets = torch.tensor([self.offsets[c] for c in range(self.setup.num_classes)], device=image_features.device)
+        return super().forward(image_features) + offsets
+
+
 @dataclass
 class NeedsValue:
     temperature: float  # no default
@@ -408,6 +423,7 @@ ENTRY_POINTS = "\n".join([
     "normalizes-in-place = vip_sample_methods:NormalizesInPlace",
     "centers-in-place = vip_sample_methods:CentersInPlace",
     "batch-standardized = vip_sample_methods:BatchStandardized",
+    "int-keys-record = vip_sample_methods:IntKeysRecord",
     "no-default = vip_sample_methods:NoDefault",
     "plain-settings = vip_sample_methods:PlainSettings",
     "untyped-setting = vip_sample_methods:UntypedSetting",

@@ -49,6 +49,8 @@ def test_a_sound_method_plugin_trains_and_predicts(cli, methods, isic_small, tin
     ("centers-in-place", "fit", "fit changed data.train.views in place", "on a copy (x = x.clone())"),
     ("batch-standardized", "forward", "forward gives an image other probabilities alone than in a batch of ",
      "never over the batch"),
+    ("int-keys-record", "forward", "rebuilt from what the run stores, KeyError: 0: record()['offsets'] has int keys (0), "
+                                   "which the run gives back as str ('0')", "read `stored` in __init__ as the run gives"),
 ])
 def test_a_method_plugin_mistake_in_train_is_one_line_naming_it(cli, methods, isic_small, tiny_clip, tmp_path,
                                                                  method, member, reason, fix):

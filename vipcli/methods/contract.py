@@ -377,6 +377,26 @@ def stored_record(method):
                            "(self.register_buffer(NAME, tensor)), which the run stores as tensors") from None
 
 
+JSON_ALTERATION_FIX = ("return from record() what JSON gives back as it is (str keys, lists), or read `stored` in "
+                       "__init__ as the run gives it back")
+
+
+def json_alteration(value, path: str = "record()") -> str | None:
+    """Where `value` (JSON-writable) would come back from the run's JSON other than it is: a dict key that is not
+    a str (it comes back a str) or a tuple (it comes back a list), said in words; None when it comes back equal."""
+    if isinstance(value, tuple):
+        return f"{path} is a tuple, which the run gives back as a list"
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        if isinstance(value, dict) and not isinstance(key, str):
+            returned = next(iter(json.loads(json.dumps({key: None}))))  # 0 -> "0", True -> "true"
+            return f"{path} has {type(key).__name__} keys ({key!r}), which the run gives back as str ({returned!r})"
+        found = json_alteration(item, f"{path}[{key!r}]")
+        if found is not None:
+            return found
+    return None
+
+
 def check_deterministic(method, first: torch.Tensor, second: torch.Tensor) -> None:
     """Refuse a forward that gives other probabilities [n, C] for the same features twice (randomness left
     in it): the rebuilt method could not match it, and predictions would change from call to call."""
@@ -530,12 +550,22 @@ def check_round_trip(method, features: torch.Tensor, device) -> None:
     settings = dataclasses.asdict(method.settings)
     tensors = {name: tensor.detach().cpu() for name, tensor in method.state_tensors().items()}
     where = f"method '{method.id}' rebuilt from its own record() and state_tensors()"
+    altered = json_alteration(method.record())  # where the stored record() comes back other than it was
     try:
         rebuilt = restore_method(method.id, method.setup, settings, stored_record(method), tensors, where)
+        again = predict_logits(rebuilt, sample, device).softmax(dim=-1)  # [n, C]
     except StateMismatch as mismatch:  # at train time the plugin's __init__ is at fault, not the backbone
         raise rebuilt_shapes_fault(method, mismatch) from None
-    again = predict_logits(rebuilt, sample, device).softmax(dim=-1)  # [n, C]
+    except PluginError as error:  # e.g. a KeyError on an int key that came back a str
+        if altered is None:
+            raise
+        raise method_fault(method.id, error.member, f"rebuilt from what the run stores, {error.reason}: {altered}",
+                           JSON_ALTERATION_FIX) from None
     difference = float((fitted - again).abs().max())
+    if not difference <= ROUND_TRIP_TOLERANCE and altered is not None:
+        raise method_fault(method.id, "record", f"rebuilt from what the run stores, it predicts other probabilities "
+                                                f"than the fitted method (max difference {difference:.3g}): {altered}",
+                           JSON_ALTERATION_FIX)
     if not difference <= ROUND_TRIP_TOLERANCE:
         stored = ", ".join(sorted(tensors)) or "none"
         keys = ", ".join(sorted(method.record() or {})) or "none"
