@@ -96,6 +96,21 @@ class PositionsInPlace(PadIsEndBackbone):
         return self.text_proj(self.pool(x, ids.to(self.device)))  # [N, D]
 
 
+class IgnoresDevice(PadIsEndBackbone):
+    """Flaw: builds its towers on the CPU, and says so, whatever device it is given."""
+
+    def __init__(self, arch=None, pretrained=None, device=None):
+        super().__init__(arch, pretrained, "cpu")
+
+
+class LeavesTowersBehind(PadIsEndBackbone):
+    """Flaw: says it is on the device it is given but leaves its towers on the CPU."""
+
+    def __init__(self, arch=None, pretrained=None, device=None):
+        super().__init__(arch, pretrained, "cpu")
+        self.device = torch.device(device or "cpu")
+
+
 class PadIsEndUndeclared(PadIsEndBackbone):
     """Flaw: pads with its end token but does not say which token is the end token."""
 
@@ -305,6 +320,8 @@ class BracketsInError(PadIsEndBackbone):
 ENTRY_POINTS = "\n".join([
     "forgets-seed = vip_sample_plugins:ForgetsSeed",
     "positions-in-place = vip_sample_plugins:PositionsInPlace",
+    "ignores-device = vip_sample_plugins:IgnoresDevice",
+    "leaves-towers-behind = vip_sample_plugins:LeavesTowersBehind",
     "pad-is-end = vip_sample_plugins:PadIsEndBackbone",
     "stateful-images = vip_sample_plugins:StatefulImages",
     "pad-is-end-undeclared = vip_sample_plugins:PadIsEndUndeclared",

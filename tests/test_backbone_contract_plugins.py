@@ -242,3 +242,26 @@ def test_a_plugin_whose_describe_leaves_out_its_seed_gets_a_feature_cache_per_op
     monkeypatch.chdir(tmp_path)
     assert key(arch="config.json") == key(arch=str(tmp_path / "config.json"))  # a path keys as the file it names
     assert "options" not in FeatureCache(tmp_path, load_backbone("toy")).identity  # vip's own keys are unchanged
+
+
+def test_towers_left_on_another_device_than_the_backbone_says_fail_at_load_naming_the_fix(samples):
+    import torch
+
+    with pytest.raises(VipError) as error:  # a plugin that forgot .to(device): said on a machine without a GPU
+        load_backbone("leaves-towers-behind", device=torch.device("meta"))
+    message = str(error.value)
+    assert message.startswith("backbone 'leaves-towers-behind' (from sample-plugins 0.1.0) failed in modules: "), message
+    assert "weight(s) are on cpu, not on meta where `device` says the towers are" in message
+    assert "(.to(self.device))" in message and "\n" not in message
+
+
+def test_a_backbone_that_ignores_the_device_it_is_given_is_warned_of(samples, capsys):
+    import torch
+
+    backbone = load_backbone("ignores-device", device=torch.device("meta"))
+    warned = [line for line in capsys.readouterr().err.splitlines() if "was asked for device" in line]
+    assert backbone.device == torch.device("cpu") and len(warned) == 1, warned
+    assert "backbone 'ignores-device' (from sample-plugins 0.1.0) was asked for device meta but says its towers " \
+           "are on cpu" in warned[0] and "self.device = torch.device(device)" in warned[0]
+    load_backbone("ignores-device")  # asked for the CPU: nothing to say
+    assert "was asked for device" not in capsys.readouterr().err

@@ -33,7 +33,7 @@ WORD_PAIRS = (  # prompts of equal token length one word apart; the first pair t
     ("a photo of a red spot.", "a photo of a blue spot."),
     ("a photo of a dark spot.", "a photo of a small spot."),
 )
-CONTRACT_VERSION = 7  # bump when a check is added or changed: backbones that passed are checked again
+CONTRACT_VERSION = 8  # bump when a check is added or changed: backbones that passed are checked again
 TRIM_TOLERANCE = 1e-3  # max relative L2 difference between trimmed and full-length text features
 PLAIN_TOLERANCE = 1e-3  # max relative L2 difference between the plain text tower (--reference) and the usual path
 SAME_FEATURE = 1e-6  # two probes whose features differ by less than this (relative L2) got the same feature
@@ -188,6 +188,14 @@ class _Probe:
             raise _Failed(f"end_token_id is {end!r}; an int or None")
         if not isinstance(getattr(b, "device", None), torch.device):
             raise _Failed(f"device is {getattr(b, 'device', None)!r}; set a torch.device")
+        misplaced = [(name, tensor.device) for module in b.modules()
+                     for name, tensor in [*module.named_parameters(), *module.named_buffers()]
+                     if not same_device(tensor.device, b.device)]
+        if misplaced:
+            name, where = misplaced[0]
+            raise _Failed(f"{len(misplaced)} weight(s) are on {where}, not on {b.device} where `device` says the "
+                          f"towers are (e.g. {name}): move every module there in __init__ (.to(self.device))",
+                          member="modules")
         if not isinstance(getattr(b, "id", None), str) or not b.id:
             raise _Failed("id is empty; the registry sets it (load the backbone through vipcli.registry.load_backbone)")
         return (f"id {b.id}, D {b.embed_dim}, W {b.token_width}, context {b.context_length}, "
@@ -534,6 +542,12 @@ class _Probe:
             raise _Failed(f"modules() returned {len(modules)} module(s) holding no weights: return the nn.Modules that "
                           "hold the towers' weights, so that freeze() and vip can reach them")
         return f"{len(modules)} module(s), {count / 1e6:.2f} M parameters, none trainable"
+
+
+def same_device(found: torch.device, expected: torch.device) -> bool:
+    """Whether `found` is the device `expected` names (`cuda` names any CUDA device; `cuda:1` only that one)."""
+    found, expected = torch.device(found), torch.device(expected)
+    return found.type == expected.type and (expected.index is None or found.index in (None, expected.index))
 
 
 def run_checks(backbone, images: int = 1) -> list[Check]:

@@ -94,6 +94,7 @@ def load_backbone(backbone_id: str, arch: str | None = None, pretrained: str | N
     backbone.id = backbone_id
     if (distribution or "").split(" ")[0] != OWN_DISTRIBUTION:
         _note_options(backbone, arch, pretrained)
+        _warn_other_device(backbone, distribution, device or torch.device("cpu"))
     guard_calls(backbone, GUARDED_MEMBERS, "backbone", backbone_id, distribution)
     backbone.freeze()
     checks = _enforce_contract(backbone, distribution) if check else "off"
@@ -120,6 +121,25 @@ def _note_options(backbone, arch: str | None, pretrained: str | None) -> None:
                                for option, value in (("arch", arch), ("pretrained", pretrained))}
     except AttributeError:  # a plugin with __slots__: keyed on describe() alone
         pass
+
+
+def _warn_other_device(backbone, distribution: str, asked) -> None:
+    """One warning when a third-party backbone says its towers are on another device than it was asked for
+    (its __init__ ignored `device=`): it would encode there, e.g. on the CPU for a whole GPU run."""
+    import torch
+
+    from vipcli.backbone_contract import same_device
+
+    found = getattr(backbone, "device", None)
+    if not isinstance(found, torch.device) or same_device(found, asked) or not _main_process():
+        return
+    from rich.markup import escape
+
+    from vipcli import console
+
+    console.warn(escape(f"backbone '{backbone.id}' (from {distribution}) was asked for device {asked} but says its "
+                        f"towers are on {found}, where it will encode: if that is not meant, build them on the device "
+                        "__init__ is given (self.device = torch.device(device); modules .to(self.device))"))
 
 
 def _warn_random_by_default(backbone, backbone_id: str) -> None:
