@@ -65,6 +65,15 @@ class BatchStandardized(Centroid):
         return (logits - logits.mean(dim=0)) / (logits.std(dim=0, correction=0) + 1e-6)
 
 
+class ReadsCenterView(Centroid):
+    """Flaw: fits its centroids on data.train.x without declaring needs_center_view."""
+
+    def fit(self, data, context):
+        one_hot = F.one_hot(data.train.y, self.setup.num_classes).float()  # [N, C]
+        self.centroids = F.normalize(one_hot.T @ F.normalize(data.train.x.float(), dim=-1), dim=-1)
+        return {}
+
+
 class IntKeysRecord(Centroid):
     """Flaw: record() keeps a per-class offset under int keys, which the run's JSON gives back as str keys."""
 
@@ -424,6 +433,7 @@ ENTRY_POINTS = "\n".join([
     "centers-in-place = vip_sample_methods:CentersInPlace",
     "batch-standardized = vip_sample_methods:BatchStandardized",
     "int-keys-record = vip_sample_methods:IntKeysRecord",
+    "reads-center-view = vip_sample_methods:ReadsCenterView",
     "no-default = vip_sample_methods:NoDefault",
     "plain-settings = vip_sample_methods:PlainSettings",
     "untyped-setting = vip_sample_methods:UntypedSetting",

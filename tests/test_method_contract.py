@@ -51,6 +51,8 @@ def test_a_sound_method_plugin_trains_and_predicts(cli, methods, isic_small, tin
      "never over the batch"),
     ("int-keys-record", "forward", "rebuilt from what the run stores, KeyError: 0: record()['offsets'] has int keys (0), "
                                    "which the run gives back as str ('0')", "read `stored` in __init__ as the run gives"),
+    ("reads-center-view", "fit", "fit read data.train.x, the un-augmented view of the training images",
+     "set needs_center_view = True on the method class"),
 ])
 def test_a_method_plugin_mistake_in_train_is_one_line_naming_it(cli, methods, isic_small, tiny_clip, tmp_path,
                                                                  method, member, reason, fix):

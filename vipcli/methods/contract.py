@@ -205,13 +205,14 @@ def guard_method(method, method_id: str, distribution: str) -> None:
 
 def checked_fit(method, data, context) -> dict:
     """`method.fit(data, context)` with the test split held out (a method that reads it is refused: its test
-    figures would not be honest), refusing a result that is not a dict (metrics.json holds it)."""
-    from vipcli.featuresets import TestSplitRead, without_test
+    figures would not be honest) and `data.train.x` refused to a method that does not declare `needs_center_view`,
+    refusing a result that is not a dict (metrics.json holds it)."""
+    from vipcli.featuresets import CenterViewNotDeclared, TestSplitRead, without_test
 
     before = split_versions(data)
     try:
-        fitted = method.fit(without_test(data), context)
-    except TestSplitRead as error:
+        fitted = method.fit(without_test(data, bool(getattr(method, "needs_center_view", False))), context)
+    except (TestSplitRead, CenterViewNotDeclared) as error:
         raise method_fault(method.id, "fit", error.message, error.hint) from None
     changed = [name for name, version in split_versions(data).items() if version != before.get(name)]
     if changed:
