@@ -7,7 +7,8 @@ example (examples/vip-method-example), laid beside it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -87,6 +88,25 @@ class IntKeysRecord(Centroid):
     def forward(self, image_features):
         offsets = torch.tensor([self.offsets[c] for c in range(self.setup.num_classes)], device=image_features.device)
         return super().forward(image_features) + offsets
+
+
+@dataclass
+class TypedSettings:
+    """Settings of the types a plugin writes besides bool/int/float/str."""
+
+    temperature: float | None = None
+    mode: Literal["cosine", "dot"] = "cosine"
+    layers: list[int] = field(default_factory=lambda: [1, 2])
+    weights: dict[str, float] = field(default_factory=dict)
+
+
+class TypedCentroid(Centroid):
+    """Sound: README's method example with settings of other types (the temperature falls back to 0.01)."""
+
+    Settings = TypedSettings
+
+    def forward(self, image_features):
+        return super().forward(image_features) / (self.settings.temperature or 0.01) * 0.01
 
 
 @dataclass
@@ -434,6 +454,7 @@ ENTRY_POINTS = "\n".join([
     "batch-standardized = vip_sample_methods:BatchStandardized",
     "int-keys-record = vip_sample_methods:IntKeysRecord",
     "reads-center-view = vip_sample_methods:ReadsCenterView",
+    "typed-settings = vip_sample_methods:TypedCentroid",
     "no-default = vip_sample_methods:NoDefault",
     "plain-settings = vip_sample_methods:PlainSettings",
     "untyped-setting = vip_sample_methods:UntypedSetting",

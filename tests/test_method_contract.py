@@ -397,3 +397,26 @@ def test_a_setting_overridden_in_a_subclass_without_a_type_is_refused_naming_the
     assert member == "Settings" and reason.startswith("LongerContext.n_ctx = 8 has no type annotation")
     assert "the setting's default stays 4" in reason and fix == "annotate it: n_ctx: int = 8"
     assert all(class_problem(method_class(info.id)) is None for info in list_methods() if not info.problem)
+
+
+def test_settings_of_other_types_are_shown_and_converted_as_typed(cli, methods):
+    from vipcli.errors import UsageError
+    from vipcli.methods import method_class
+    from vipcli.methods.base import make_settings
+
+    code, out, err = cli("methods", "show", "typed-settings", "--json")
+    shown = {entry["name"]: (entry["type"], entry["default"]) for entry in json.loads(out)["settings"]}
+    assert code == 0 and shown == {"temperature": ("float or none", None), "mode": ("one of: cosine, dot", "cosine"),
+                                   "layers": ("comma-separated int", [1, 2]), "weights": ("dict", {})}, err
+    code, out, err = cli("methods", "show", "typed-settings")
+    assert code == 0 and "  layers = [1, 2]  (comma-separated int)" in out  # the factory's value, not MISSING
+    cls = method_class("typed-settings")
+    settings = make_settings(cls, {"temperature": "0.5", "mode": "dot", "layers": "3, 4"}, "typed-settings")
+    assert (settings.temperature, settings.mode, settings.layers) == (0.5, "dot", [3, 4])  # not ['3', ',', ' ', '4']
+    assert make_settings(cls, {"temperature": "none"}, "typed-settings").temperature is None
+    for option, said in (("mode=cos", "--method-option mode: expected one of: cosine, dot, got 'cos'"),
+                         ("weights=a", "--method-option weights: a setting of type dict cannot be set on the command "
+                                       "line")):
+        with pytest.raises(UsageError) as error:
+            make_settings(cls, dict([option.split("=")]), "typed-settings")
+        assert str(error.value).startswith(said), str(error.value)
