@@ -111,6 +111,14 @@ class LeavesTowersBehind(PadIsEndBackbone):
         self.device = torch.device(device or "cpu")
 
 
+class Unseeded(PadIsEndBackbone):
+    """Flaw: re-initialises its image head from the global random state, so every load has other weights."""
+
+    def __init__(self, arch=None, pretrained=None, device=None):
+        super().__init__(arch, pretrained, device)
+        self.image[-1].reset_parameters()
+
+
 class PadIsEndUndeclared(PadIsEndBackbone):
     """Flaw: pads with its end token but does not say which token is the end token."""
 
@@ -322,6 +330,7 @@ ENTRY_POINTS = "\n".join([
     "positions-in-place = vip_sample_plugins:PositionsInPlace",
     "ignores-device = vip_sample_plugins:IgnoresDevice",
     "leaves-towers-behind = vip_sample_plugins:LeavesTowersBehind",
+    "unseeded = vip_sample_plugins:Unseeded",
     "pad-is-end = vip_sample_plugins:PadIsEndBackbone",
     "stateful-images = vip_sample_plugins:StatefulImages",
     "pad-is-end-undeclared = vip_sample_plugins:PadIsEndUndeclared",

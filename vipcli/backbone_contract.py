@@ -445,8 +445,7 @@ class _Probe:
         from PIL import Image
 
         b = self.backbone
-        picture = Image.fromarray(
-            (torch.linspace(0, 255, 96 * 64 * 3).reshape(64, 96, 3) % 256).to(torch.uint8).numpy(), "RGB")
+        picture = probe_picture()
         shapes = []
         limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # a probe, not a user's file
         try:
@@ -544,6 +543,44 @@ class _Probe:
         return f"{len(modules)} module(s), {count / 1e6:.2f} M parameters, none trainable"
 
 
+def probe_picture():
+    """A small, fixed RGB picture (64 x 96, a colour ramp) to run a backbone's image pipeline on."""
+    from PIL import Image
+
+    return Image.fromarray((torch.linspace(0, 255, 96 * 64 * 3).reshape(64, 96, 3) % 256).to(torch.uint8).numpy(),
+                           "RGB")
+
+
+def probe_features(backbone) -> torch.Tensor:
+    """What two loads of the same weights must agree on: the text features of `PROBE_TEXTS` and the image feature
+    of `probe_picture()` through the eval transform, [len(PROBE_TEXTS) + 1, D] float32 on the CPU."""
+    from PIL import Image
+
+    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # a probe, not a user's file
+    try:
+        pixels = backbone.image_transform(False)(probe_picture())[None]  # [1, 3, H, W]
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+    with torch.no_grad():
+        ids = backbone.tokenize(PROBE_TEXTS)
+        text = backbone.encode_text_embeds(backbone.embed_tokens(ids), ids.to(backbone.device))  # [N, D]
+        image = backbone.encode_image(pixels.to(backbone.device))  # [1, D]
+    return torch.cat([text.detach().float().cpu(), image.detach().float().cpu()])
+
+
+def other_weights(first: torch.Tensor, again: torch.Tensor) -> str | None:
+    """How two loads' `probe_features` differ, in words, when they are not the same weights' (beyond
+    `BATCH_TOLERANCE`, relative); None when they agree."""
+    if first.shape != again.shape:
+        return f"features of shape {_shape(first)} and {_shape(again)}"
+    difference = float(_relative(again, first).max())
+    return None if difference <= BATCH_TOLERANCE else f"features {difference:.3g} apart (relative)"
+
+
+UNSEEDED_FIX = ("seed every random initialisation (torch.manual_seed inside torch.random.fork_rng()), and put what "
+                "chooses the weights (a config, a seed, a weights file's digest) in describe()")
+
+
 def same_device(found: torch.device, expected: torch.device) -> bool:
     """Whether `found` is the device `expected` names (`cuda` names any CUDA device; `cuda:1` only that one)."""
     found, expected = torch.device(found), torch.device(expected)
@@ -581,7 +618,7 @@ def run_checks(backbone, images: int = 1) -> list[Check]:
 
 
 def check_reload(first, load_again: Callable[[], object]) -> Check:
-    """Load the backbone a second time: `describe()` and `fingerprint()` must come back equal."""
+    """Load the backbone a second time: `describe()`, `fingerprint()` and the probes' features must come back equal."""
     try:
         second = load_again()
     except VipError as error:
@@ -599,7 +636,17 @@ def check_reload(first, load_again: Callable[[], object]) -> Check:
                      "leave out anything that changes per load (times, memory addresses, random ids)")
     if first.fingerprint() != second.fingerprint():
         return Check("same describe() on reload", "fingerprint", False, "fingerprint() differs between two loads")
-    return Check("same describe() on reload", "describe", True, "equal describe() and fingerprint()")
+    try:
+        apart = other_weights(probe_features(first), probe_features(second))
+    except Exception:  # noqa: BLE001 - the text and image rows name what is wrong with the encoders
+        return Check("same describe() on reload", "describe", True, "equal describe() and fingerprint(); features "
+                                                                     "not compared (an encoder check failed)")
+    if apart is not None:
+        return Check("same describe() on reload", "describe", False,
+                     f"two loads with equal describe() give the probe prompts and image {apart}: the weights are not "
+                     f"what describe() says (an unseeded random init?), so cached features and runs would mix "
+                     f"weights; {UNSEEDED_FIX}")
+    return Check("same describe() on reload", "describe", True, "equal describe(), fingerprint() and features")
 
 
 def check_cuda_graphs(backbone, maker: Callable | None = None) -> Check:

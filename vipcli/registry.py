@@ -9,6 +9,7 @@ backbone options portable (absolute paths, small config files copied into the ru
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -276,10 +277,12 @@ def _enforce_contract(backbone, distribution: str) -> str:
 
     try:
         marker = _checks_passed_marker(backbone, distribution)
-        if marker.is_file():
-            return "remembered"
+        remembered = marker.is_file()
     except Exception:  # a plugin whose fingerprint fails is caught by the checks themselves
-        marker = None
+        marker, remembered = None, False
+    if remembered:
+        _same_weights_as_remembered(backbone, distribution, marker)
+        return "remembered"
     checks = run_checks(backbone)
     failure = first_failure(checks)
     if failure is None:
@@ -287,6 +290,7 @@ def _enforce_contract(backbone, distribution: str) -> str:
             try:
                 marker.parent.mkdir(parents=True, exist_ok=True)
                 marker.write_text(_marker_text(backbone.id))
+                _remember_probes(backbone, distribution, marker)
             except OSError:
                 pass  # an unwritable cache only means the checks run again next time
         return "ran"
@@ -296,6 +300,46 @@ def _enforce_contract(backbone, distribution: str) -> str:
         "backbone", backbone.id, distribution, failure.member, f"{failure.detail}{more}",
         f"run 'vip backbones check {backbone.id}' with the same --arch/--pretrained for the whole contract table",
     )
+
+
+def _probes_file(marker: Path) -> Path:
+    """Where a third-party backbone's remembered pass keeps its `probe_features` (beside the pass's marker)."""
+    return marker.with_name(marker.name + ".probes.json")
+
+
+def _remember_probes(backbone, distribution: str, marker: Path) -> None:
+    """Keep a third-party backbone's `probe_features` beside its remembered pass, for `_same_weights_as_remembered`
+    (vip's own backbones describe their weights fully and are left out). OSError is the caller's."""
+    from vipcli.backbone_contract import probe_features
+
+    if distribution.split(" ")[0] == OWN_DISTRIBUTION:
+        return
+    try:
+        probes = probe_features(backbone).tolist()
+    except Exception:  # noqa: BLE001 - the checks just passed; a probe that fails is only not remembered
+        return
+    _probes_file(marker).write_text(json.dumps(probes))
+
+
+def _same_weights_as_remembered(backbone, distribution: str, marker: Path) -> None:
+    """Refuse a third-party backbone whose probes give other features than at the load its pass was remembered
+    from, although `describe()` is the same (an unseeded random init): cached features, checkpoints and predictions
+    would mix weights. Costs one text and one image pass at a remembered load."""
+    import torch
+
+    from vipcli.backbone_contract import UNSEEDED_FIX, other_weights, probe_features
+
+    try:
+        remembered = torch.tensor(json.loads(_probes_file(marker).read_text()))
+    except (OSError, ValueError, TypeError):  # none kept (vip's own, an older vip, an unwritable cache)
+        return
+    apart = other_weights(remembered, probe_features(backbone))
+    if apart is not None:
+        raise PluginError("backbone", backbone.id, distribution, "describe",
+                          f"this load and an earlier one with the same describe() give the probe prompts and image "
+                          f"{apart}: the weights are not what describe() says (an unseeded random init, or an "
+                          "--arch/--pretrained value describe() leaves out?), so cached features, runs and "
+                          "predictions would mix weights", UNSEEDED_FIX)
 
 
 # Run directories: portable backbone options ---------------------------------------------------
