@@ -7,7 +7,8 @@ example (examples/vip-method-example), laid beside it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -39,6 +40,73 @@ class Transposed(Centroid):
 
     def forward(self, image_features):
         return super().forward(image_features).T
+
+
+class NormalizesInPlace(Centroid):
+    """Flaw: forward normalises the image features it is handed in place (they are the run's cached features)."""
+
+    def forward(self, image_features):
+        image_features /= image_features.norm(dim=-1, keepdim=True)
+        return super().forward(image_features)
+
+
+class CentersInPlace(Centroid):
+    """Flaw: fit centres the training views in place (shared with evaluation and the other rows of a sweep)."""
+
+    def fit(self, data, context):
+        data.train.views.sub_(data.train.views.mean(dim=(0, 1), keepdim=True))
+        return super().fit(data, context)
+
+
+class BatchStandardized(Centroid):
+    """Flaw: forward standardises each class's logits over the batch, so an image's logits depend on the others."""
+
+    def forward(self, image_features):
+        logits = super().forward(image_features)
+        return (logits - logits.mean(dim=0)) / (logits.std(dim=0, correction=0) + 1e-6)
+
+
+class ReadsCenterView(Centroid):
+    """Flaw: fits its centroids on data.train.x without declaring needs_center_view."""
+
+    def fit(self, data, context):
+        one_hot = F.one_hot(data.train.y, self.setup.num_classes).float()  # [N, C]
+        self.centroids = F.normalize(one_hot.T @ F.normalize(data.train.x.float(), dim=-1), dim=-1)
+        return {}
+
+
+class IntKeysRecord(Centroid):
+    """Flaw: record() keeps a per-class offset under int keys, which the run's JSON gives back as str keys."""
+
+    def __init__(self, setup, settings=None, stored=None):
+        super().__init__(setup, settings, stored)
+        self.offsets = {c: 0.0 for c in range(setup.num_classes)} if stored is None else stored["offsets"]
+
+    def record(self):
+        return {"offsets": self.offsets}
+
+    def forward(self, image_features):
+        offsets = torch.tensor([self.offsets[c] for c in range(self.setup.num_classes)], device=image_features.device)
+        return super().forward(image_features) + offsets
+
+
+@dataclass
+class TypedSettings:
+    """Settings of the types a plugin writes besides bool/int/float/str."""
+
+    temperature: float | None = None
+    mode: Literal["cosine", "dot"] = "cosine"
+    layers: list[int] = field(default_factory=lambda: [1, 2])
+    weights: dict[str, float] = field(default_factory=dict)
+
+
+class TypedCentroid(Centroid):
+    """Sound: README's method example with settings of other types (the temperature falls back to 0.01)."""
+
+    Settings = TypedSettings
+
+    def forward(self, image_features):
+        return super().forward(image_features) / (self.settings.temperature or 0.01) * 0.01
 
 
 @dataclass
@@ -381,6 +449,12 @@ ENTRY_POINTS = "\n".join([
     "centroid-ok = vip_sample_methods:Centroid",
     "forgot-buffer = vip_sample_methods:ForgotBuffer",
     "transposed = vip_sample_methods:Transposed",
+    "normalizes-in-place = vip_sample_methods:NormalizesInPlace",
+    "centers-in-place = vip_sample_methods:CentersInPlace",
+    "batch-standardized = vip_sample_methods:BatchStandardized",
+    "int-keys-record = vip_sample_methods:IntKeysRecord",
+    "reads-center-view = vip_sample_methods:ReadsCenterView",
+    "typed-settings = vip_sample_methods:TypedCentroid",
     "no-default = vip_sample_methods:NoDefault",
     "plain-settings = vip_sample_methods:PlainSettings",
     "untyped-setting = vip_sample_methods:UntypedSetting",

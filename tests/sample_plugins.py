@@ -78,6 +78,47 @@ class PadIsEndBackbone(CausalTextTower, Backbone):
         return {"arch": "pad-is-end", "pretrained": "none", "weights": "seed 0"}
 
 
+class ForgetsSeed(PadIsEndBackbone):
+    """Flaw: --pretrained SEED chooses its image weights, but describe() does not say which."""
+
+    def __init__(self, arch=None, pretrained=None, device=None):
+        super().__init__(arch, pretrained, device)
+        with torch.no_grad():
+            self.image[-1].bias.add_(float(pretrained or 0))
+
+
+class PositionsInPlace(PadIsEndBackbone):
+    """Flaw: adds the positions into the `embeds` it is given, in place."""
+
+    def encode_text_embeds(self, embeds, ids):
+        embeds += self.positions.weight[:ids.shape[1]]
+        x = self.text(embeds, mask=self.causal_mask(ids.shape[1]))  # [N, L, W]
+        return self.text_proj(self.pool(x, ids.to(self.device)))  # [N, D]
+
+
+class IgnoresDevice(PadIsEndBackbone):
+    """Flaw: builds its towers on the CPU, and says so, whatever device it is given."""
+
+    def __init__(self, arch=None, pretrained=None, device=None):
+        super().__init__(arch, pretrained, "cpu")
+
+
+class LeavesTowersBehind(PadIsEndBackbone):
+    """Flaw: says it is on the device it is given but leaves its towers on the CPU."""
+
+    def __init__(self, arch=None, pretrained=None, device=None):
+        super().__init__(arch, pretrained, "cpu")
+        self.device = torch.device(device or "cpu")
+
+
+class Unseeded(PadIsEndBackbone):
+    """Flaw: re-initialises its image head from the global random state, so every load has other weights."""
+
+    def __init__(self, arch=None, pretrained=None, device=None):
+        super().__init__(arch, pretrained, device)
+        self.image[-1].reset_parameters()
+
+
 class PadIsEndUndeclared(PadIsEndBackbone):
     """Flaw: pads with its end token but does not say which token is the end token."""
 
@@ -285,6 +326,11 @@ class BracketsInError(PadIsEndBackbone):
 
 
 ENTRY_POINTS = "\n".join([
+    "forgets-seed = vip_sample_plugins:ForgetsSeed",
+    "positions-in-place = vip_sample_plugins:PositionsInPlace",
+    "ignores-device = vip_sample_plugins:IgnoresDevice",
+    "leaves-towers-behind = vip_sample_plugins:LeavesTowersBehind",
+    "unseeded = vip_sample_plugins:Unseeded",
     "pad-is-end = vip_sample_plugins:PadIsEndBackbone",
     "stateful-images = vip_sample_plugins:StatefulImages",
     "pad-is-end-undeclared = vip_sample_plugins:PadIsEndUndeclared",

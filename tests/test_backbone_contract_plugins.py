@@ -33,6 +33,8 @@ def samples(site):
                                 "tokenizer loses words"),
     ("reads-length-only", "encode_text_embeds", "(one word apart) get the same feature: the text tower does not read "
                                                 "every word"),
+    ("positions-in-place", "encode_text_embeds", "encode_text_embeds changed the `embeds` it was given in place (e.g. "
+                                                 "embeds += positions)"),
 ])
 def test_new_flaws_fail_at_load_naming_the_member_and_the_fix(samples, plugin, member, reason):
     with pytest.raises(VipError) as error:
@@ -225,3 +227,68 @@ def test_a_plugin_whose_default_is_random_weights_warns_as_pretrained_none_does(
     assert "backbone 'pad-is-end' has random weights by default (pass --pretrained" in capsys.readouterr().err
     load_backbone("toy")
     assert "random weights" not in capsys.readouterr().err
+
+
+def test_a_plugin_whose_describe_leaves_out_its_seed_gets_a_feature_cache_per_option(samples, tmp_path,
+                                                                                        monkeypatch):
+    from vipcli.features import FeatureCache
+
+    def key(**options):  # unchecked: a remembered pass would refuse the second seed (see the test below)
+        return FeatureCache(tmp_path, load_backbone("forgets-seed", **options, check=False)).key
+
+    one, two = key(pretrained="1"), key(pretrained="2")
+    assert one != two and key(pretrained="1") == one  # other weights, other entries; the same ones, the same
+    (tmp_path / "config.json").write_text("{}")
+    monkeypatch.chdir(tmp_path)
+    assert key(arch="config.json") == key(arch=str(tmp_path / "config.json"))  # a path keys as the file it names
+    assert "options" not in FeatureCache(tmp_path, load_backbone("toy")).identity  # vip's own keys are unchanged
+
+
+def test_towers_left_on_another_device_than_the_backbone_says_fail_at_load_naming_the_fix(samples):
+    import torch
+
+    with pytest.raises(VipError) as error:  # a plugin that forgot .to(device): said on a machine without a GPU
+        load_backbone("leaves-towers-behind", device=torch.device("meta"))
+    message = str(error.value)
+    assert message.startswith("backbone 'leaves-towers-behind' (from sample-plugins 0.1.0) failed in modules: "), \
+        message
+    assert "weight(s) are on cpu, not on meta where `device` says the towers are" in message
+    assert "(.to(self.device))" in message and "\n" not in message
+
+
+def test_a_backbone_that_ignores_the_device_it_is_given_is_warned_of(samples, capsys):
+    import torch
+
+    backbone = load_backbone("ignores-device", device=torch.device("meta"))
+    warned = [line for line in capsys.readouterr().err.splitlines() if "was asked for device" in line]
+    assert backbone.device == torch.device("cpu") and len(warned) == 1, warned
+    assert "backbone 'ignores-device' (from sample-plugins 0.1.0) was asked for device meta but says its towers " \
+           "are on cpu" in warned[0] and "self.device = torch.device(device)" in warned[0]
+    load_backbone("ignores-device")  # asked for the CPU: nothing to say
+    assert "was asked for device" not in capsys.readouterr().err
+
+
+def test_a_backbone_whose_weights_differ_between_loads_of_one_describe_is_refused(cli, samples):
+    import torch
+
+    code, out, err = cli("backbones", "check", "unseeded", "--json")
+    reload = {row["check"]: row for row in json.loads(out)["checks"]}["same describe() on reload"]
+    assert code == 1 and reload["ok"] is False, err
+    assert "two loads with equal describe() give the probe prompts and image features" in reload["detail"]
+    assert "torch.random.fork_rng()" in reload["detail"] and all(  # a sound plugin: equal features on reload
+        row["ok"] is not False for row in json.loads(cli("backbones", "check", "pad-is-end", "--json")[1])["checks"])
+    torch.manual_seed(1)
+    load_backbone("unseeded")  # passes the checks; its pass is remembered with its probes' features
+    torch.manual_seed(2)
+    with pytest.raises(VipError) as error:  # a later command, other weights: refused before any image is encoded
+        load_backbone("unseeded")
+    message = str(error.value)
+    assert message.startswith("backbone 'unseeded' (from sample-plugins 0.1.0) failed in describe: this load and an "
+                              "earlier one with the same describe() give the probe prompts and image features "), \
+        message
+    torch.manual_seed(1)
+    assert load_backbone("unseeded").id == "unseeded"  # the same weights again: the remembered pass holds
+    load_backbone("forgets-seed", pretrained="1")
+    with pytest.raises(VipError) as error:  # an option describe() leaves out: other weights under one describe()
+        load_backbone("forgets-seed", pretrained="2")
+    assert "an --arch/--pretrained value describe() leaves out" in str(error.value)

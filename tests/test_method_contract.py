@@ -45,6 +45,14 @@ def test_a_sound_method_plugin_trains_and_predicts(cli, methods, isic_small, tin
     ("peeks-at-test", "fit", "fit read data.test.y: the test split is held out", "data.val"),
     ("logits-elsewhere", "forward", "forward returned logits on meta, not on cpu", "image_features.device"),
     ("half-logits", "forward", "forward returned float16 logits, not float32 or float64", "return logits.float()"),
+    ("normalizes-in-place", "forward", "forward changed image_features in place", "on a copy (x = x.clone())"),
+    ("centers-in-place", "fit", "fit changed data.train.views in place", "on a copy (x = x.clone())"),
+    ("batch-standardized", "forward", "forward gives an image other probabilities alone than in a batch of ",
+     "never over the batch"),
+    ("int-keys-record", "forward", "rebuilt from what the run stores, KeyError: 0: record()['offsets'] has int keys (0), "
+                                   "which the run gives back as str ('0')", "read `stored` in __init__ as the run gives"),
+    ("reads-center-view", "fit", "fit read data.train.x, the un-augmented view of the training images",
+     "set needs_center_view = True on the method class"),
 ])
 def test_a_method_plugin_mistake_in_train_is_one_line_naming_it(cli, methods, isic_small, tiny_clip, tmp_path,
                                                                  method, member, reason, fix):
@@ -389,3 +397,26 @@ def test_a_setting_overridden_in_a_subclass_without_a_type_is_refused_naming_the
     assert member == "Settings" and reason.startswith("LongerContext.n_ctx = 8 has no type annotation")
     assert "the setting's default stays 4" in reason and fix == "annotate it: n_ctx: int = 8"
     assert all(class_problem(method_class(info.id)) is None for info in list_methods() if not info.problem)
+
+
+def test_settings_of_other_types_are_shown_and_converted_as_typed(cli, methods):
+    from vipcli.errors import UsageError
+    from vipcli.methods import method_class
+    from vipcli.methods.base import make_settings
+
+    code, out, err = cli("methods", "show", "typed-settings", "--json")
+    shown = {entry["name"]: (entry["type"], entry["default"]) for entry in json.loads(out)["settings"]}
+    assert code == 0 and shown == {"temperature": ("float or none", None), "mode": ("one of: cosine, dot", "cosine"),
+                                   "layers": ("comma-separated int", [1, 2]), "weights": ("dict", {})}, err
+    code, out, err = cli("methods", "show", "typed-settings")
+    assert code == 0 and "  layers = [1, 2]  (comma-separated int)" in out  # the factory's value, not MISSING
+    cls = method_class("typed-settings")
+    settings = make_settings(cls, {"temperature": "0.5", "mode": "dot", "layers": "3, 4"}, "typed-settings")
+    assert (settings.temperature, settings.mode, settings.layers) == (0.5, "dot", [3, 4])  # not ['3', ',', ' ', '4']
+    assert make_settings(cls, {"temperature": "none"}, "typed-settings").temperature is None
+    for option, said in (("mode=cos", "--method-option mode: expected one of: cosine, dot, got 'cos'"),
+                         ("weights=a", "--method-option weights: a setting of type dict cannot be set on the command "
+                                       "line")):
+        with pytest.raises(UsageError) as error:
+            make_settings(cls, dict([option.split("=")]), "typed-settings")
+        assert str(error.value).startswith(said), str(error.value)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -181,3 +182,24 @@ def test_methods_check_of_a_built_in_id_names_the_plugin_it_shadows(cli, site):
     assert "method 'vip' passes" in out
     shadow_lines = [line for line in err.splitlines() if "shadowed" in line]
     assert len(shadow_lines) == 1 and "impostor-method" in shadow_lines[0] and "rename the id" in shadow_lines[0]
+
+
+def test_a_method_registered_as_a_backbone_or_the_reverse_says_which_group_it_belongs_to(cli, site):
+    shutil.copy(METHOD_EXAMPLE / "vip_method_example.py", site / "vip_method_example.py")
+    install_distribution(site, "mixed-up", "centroid-bb = vip_method_example:NearestCentroid")
+    install_distribution(site, "mixed-up-methods", "toy-method = vip_backbones.toy:ToyBackbone", group="vip.methods")
+    code, out, err = cli("backbones", "list", "--json")
+    listed = {entry["id"]: entry for entry in json.loads(out)}
+    assert code == 0 and "names a method (a vipcli.methods.Method), registered under vip.backbones" in \
+        listed["centroid-bb"]["problem"] and "centroid-bb (unavailable)" not in out  # --json: the problem field
+    code, _, err = cli("backbones", "check", "centroid-bb")
+    line, = error_lines(err)
+    assert code == 1 and line == (
+        "error: backbone 'centroid-bb' from distribution mixed-up: its entry point 'centroid-bb = "
+        "vip_method_example:NearestCentroid' names a method (a vipcli.methods.Method), registered under vip.backbones "
+        "(move that line under [project.entry-points.\"vip.methods\"] in mixed-up's pyproject.toml and reinstall it "
+        "(pip install DIR); other backbones still work)")
+    code, _, err = cli("methods", "show", "toy-method")
+    line, = error_lines(err)
+    assert code == 1 and "names a backbone (a vipcli.backbone.Backbone), registered under vip.methods (move that " \
+                         "line under [project.entry-points.\"vip.backbones\"] in mixed-up-methods's pyproject.toml" in line

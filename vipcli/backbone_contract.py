@@ -33,7 +33,7 @@ WORD_PAIRS = (  # prompts of equal token length one word apart; the first pair t
     ("a photo of a red spot.", "a photo of a blue spot."),
     ("a photo of a dark spot.", "a photo of a small spot."),
 )
-CONTRACT_VERSION = 7  # bump when a check is added or changed: backbones that passed are checked again
+CONTRACT_VERSION = 8  # bump when a check is added or changed: backbones that passed are checked again
 TRIM_TOLERANCE = 1e-3  # max relative L2 difference between trimmed and full-length text features
 PLAIN_TOLERANCE = 1e-3  # max relative L2 difference between the plain text tower (--reference) and the usual path
 SAME_FEATURE = 1e-6  # two probes whose features differ by less than this (relative L2) got the same feature
@@ -188,6 +188,14 @@ class _Probe:
             raise _Failed(f"end_token_id is {end!r}; an int or None")
         if not isinstance(getattr(b, "device", None), torch.device):
             raise _Failed(f"device is {getattr(b, 'device', None)!r}; set a torch.device")
+        misplaced = [(name, tensor.device) for module in b.modules()
+                     for name, tensor in [*module.named_parameters(), *module.named_buffers()]
+                     if not same_device(tensor.device, b.device)]
+        if misplaced:
+            name, where = misplaced[0]
+            raise _Failed(f"{len(misplaced)} weight(s) are on {where}, not on {b.device} where `device` says the "
+                          f"towers are (e.g. {name}): move every module there in __init__ (.to(self.device))",
+                          member="modules")
         if not isinstance(getattr(b, "id", None), str) or not b.id:
             raise _Failed("id is empty; the registry sets it (load the backbone through vipcli.registry.load_backbone)")
         return (f"id {b.id}, D {b.embed_dim}, W {b.token_width}, context {b.context_length}, "
@@ -244,8 +252,16 @@ class _Probe:
 
     def encode_text(self) -> str:
         b, ids = self.backbone, self.ids
+        from vipcli.methods.contract import tensor_version
+
         with torch.no_grad():
-            full = _tensor(b.encode_text_embeds(b.embed_tokens(ids), ids.to(b.device)))
+            embeds = b.embed_tokens(ids)
+            version = tensor_version(embeds)
+            full = _tensor(b.encode_text_embeds(embeds, ids.to(b.device)))
+        if version is not None and tensor_version(embeds) != version:
+            raise _Failed("encode_text_embeds changed the `embeds` it was given in place (e.g. embeds += positions): "
+                          "they hold the learned context, a leaf of the training graph, and the prompts' cached "
+                          "token embeddings; build the tower's input out of place (x = embeds + positions)")
         if tuple(full.shape) != (ids.shape[0], b.embed_dim):
             raise _Failed(f"text features are {_shape(full)}; expected [{ids.shape[0]}, D={b.embed_dim}]")
         _float32(full, "text features")
@@ -429,8 +445,7 @@ class _Probe:
         from PIL import Image
 
         b = self.backbone
-        picture = Image.fromarray(
-            (torch.linspace(0, 255, 96 * 64 * 3).reshape(64, 96, 3) % 256).to(torch.uint8).numpy(), "RGB")
+        picture = probe_picture()
         shapes = []
         limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # a probe, not a user's file
         try:
@@ -528,6 +543,50 @@ class _Probe:
         return f"{len(modules)} module(s), {count / 1e6:.2f} M parameters, none trainable"
 
 
+def probe_picture():
+    """A small, fixed RGB picture (64 x 96, a colour ramp) to run a backbone's image pipeline on."""
+    from PIL import Image
+
+    return Image.fromarray((torch.linspace(0, 255, 96 * 64 * 3).reshape(64, 96, 3) % 256).to(torch.uint8).numpy(),
+                           "RGB")
+
+
+def probe_features(backbone) -> torch.Tensor:
+    """What two loads of the same weights must agree on: the text features of `PROBE_TEXTS` and the image feature
+    of `probe_picture()` through the eval transform, [len(PROBE_TEXTS) + 1, D] float32 on the CPU."""
+    from PIL import Image
+
+    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # a probe, not a user's file
+    try:
+        pixels = backbone.image_transform(False)(probe_picture())[None]  # [1, 3, H, W]
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+    with torch.no_grad():
+        ids = backbone.tokenize(PROBE_TEXTS)
+        text = backbone.encode_text_embeds(backbone.embed_tokens(ids), ids.to(backbone.device))  # [N, D]
+        image = backbone.encode_image(pixels.to(backbone.device))  # [1, D]
+    return torch.cat([text.detach().float().cpu(), image.detach().float().cpu()])
+
+
+def other_weights(first: torch.Tensor, again: torch.Tensor) -> str | None:
+    """How two loads' `probe_features` differ, in words, when they are not the same weights' (beyond
+    `BATCH_TOLERANCE`, relative); None when they agree."""
+    if first.shape != again.shape:
+        return f"features of shape {_shape(first)} and {_shape(again)}"
+    difference = float(_relative(again, first).max())
+    return None if difference <= BATCH_TOLERANCE else f"features {difference:.3g} apart (relative)"
+
+
+UNSEEDED_FIX = ("seed every random initialisation (torch.manual_seed inside torch.random.fork_rng()), and put what "
+                "chooses the weights (a config, a seed, a weights file's digest) in describe()")
+
+
+def same_device(found: torch.device, expected: torch.device) -> bool:
+    """Whether `found` is the device `expected` names (`cuda` names any CUDA device; `cuda:1` only that one)."""
+    found, expected = torch.device(found), torch.device(expected)
+    return found.type == expected.type and (expected.index is None or found.index in (None, expected.index))
+
+
 def run_checks(backbone, images: int = 1) -> list[Check]:
     """Run the contract on a loaded backbone; every row of the table, in order.
 
@@ -559,7 +618,7 @@ def run_checks(backbone, images: int = 1) -> list[Check]:
 
 
 def check_reload(first, load_again: Callable[[], object]) -> Check:
-    """Load the backbone a second time: `describe()` and `fingerprint()` must come back equal."""
+    """Load the backbone a second time: `describe()`, `fingerprint()` and the probes' features must come back equal."""
     try:
         second = load_again()
     except VipError as error:
@@ -577,7 +636,17 @@ def check_reload(first, load_again: Callable[[], object]) -> Check:
                      "leave out anything that changes per load (times, memory addresses, random ids)")
     if first.fingerprint() != second.fingerprint():
         return Check("same describe() on reload", "fingerprint", False, "fingerprint() differs between two loads")
-    return Check("same describe() on reload", "describe", True, "equal describe() and fingerprint()")
+    try:
+        apart = other_weights(probe_features(first), probe_features(second))
+    except Exception:  # noqa: BLE001 - the text and image rows name what is wrong with the encoders
+        return Check("same describe() on reload", "describe", True, "equal describe() and fingerprint(); features "
+                                                                     "not compared (an encoder check failed)")
+    if apart is not None:
+        return Check("same describe() on reload", "describe", False,
+                     f"two loads with equal describe() give the probe prompts and image {apart}: the weights are not "
+                     f"what describe() says (an unseeded random init?), so cached features and runs would mix "
+                     f"weights; {UNSEEDED_FIX}")
+    return Check("same describe() on reload", "describe", True, "equal describe(), fingerprint() and features")
 
 
 def check_cuda_graphs(backbone, maker: Callable | None = None) -> Check:

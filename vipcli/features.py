@@ -65,7 +65,8 @@ def _stable_repr(value) -> str:
 
 def backbone_identity(backbone) -> dict:
     """Everything cached features depend on besides the image (JSON-serialisable): the backbone's own
-    identity and `installation_identity` (the feature format, the image decoder, the library versions)."""
+    identity (for a third-party backbone also the `--arch`/`--pretrained` it was built with, `built_with`) and
+    `installation_identity` (the feature format, the image decoder, the library versions)."""
     from vipcli.devices import autocast_dtype
     from vipcli.plugins import plugin_source_digest
 
@@ -79,6 +80,9 @@ def backbone_identity(backbone) -> dict:
         "train_transform": _stable_repr(backbone.image_transform(True)),
         **installation_identity(),
     }
+    built_with = getattr(backbone, "built_with", None)
+    if isinstance(built_with, dict):  # a third party's --arch/--pretrained (absent for vip's own: keys unchanged)
+        identity["options"] = built_with
     dtype = autocast_dtype(getattr(backbone, "device", "cpu"))
     if dtype is not None:  # features encoded under bf16 autocast (CUDA) are not float32 ones: own entries
         identity["autocast"] = str(dtype).removeprefix("torch.")  # absent for float32: existing keys unchanged

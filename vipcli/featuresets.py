@@ -71,9 +71,43 @@ class HeldOutSplit:
         return "HeldOutSplit()"
 
 
-def without_test(data: PreparedData) -> PreparedData:
-    """`data` as `fit` sees it: train and val, the test split held out (`HeldOutSplit`)."""
-    return dataclasses.replace(data, test=HeldOutSplit())
+class CenterViewNotDeclared(VipError):
+    """A method's `fit` read `data.train.x` without declaring `needs_center_view`; `checked_fit` names the method."""
+
+    def __init__(self):
+        super().__init__("fit read data.train.x, the un-augmented view of the training images, which vip encodes and "
+                         "hands only to a method that declares needs_center_view = True (without it, data.train.x "
+                         "holds no features, or only when another method of a benchmark asked for them)",
+                         "set needs_center_view = True on the method class, or fit on data.train.views [N, V, D]")
+
+
+class TrainWithoutCenterView:
+    """What `fit` finds as `data.train` when its method does not declare `needs_center_view`: the split's `views`,
+    `y` and `paths`; reading `x` raises `CenterViewNotDeclared`, whether or not it was encoded for another method."""
+
+    def __init__(self, split: FeatureSet):
+        self._split = split
+
+    @property
+    def x(self):
+        """Refused: see the class."""
+        raise CenterViewNotDeclared()
+
+    def __getattr__(self, member: str):
+        if member.startswith("__"):  # copy, pickle and repr probe dunder names
+            raise AttributeError(member)
+        return getattr(self._split, member)
+
+    def to(self, device) -> TrainWithoutCenterView:
+        """The same split on `device` (see `FeatureSet.to`), `x` still refused."""
+        return TrainWithoutCenterView(self._split.to(device))
+
+
+def without_test(data: PreparedData, center_view: bool = True) -> PreparedData:
+    """`data` as `fit` sees it: train and val, the test split held out (`HeldOutSplit`); without `center_view`
+    (the method's `needs_center_view`), `data.train.x` refused too (`TrainWithoutCenterView`)."""
+    train = data.train if center_view else TrainWithoutCenterView(data.train)
+    return dataclasses.replace(data, train=train, test=HeldOutSplit())
 
 
 def _stack(features: list, rows: int) -> torch.Tensor:

@@ -42,10 +42,13 @@ def prepared_logits(method, features: torch.Tensor, device) -> torch.Tensor:
 
 
 def _logits(method, features: torch.Tensor) -> torch.Tensor:
-    """`method(features)`, its shape checked against the contract ([B, C]; nothing read back)."""
-    from vipcli.methods.contract import check_logits
+    """`method(features)`, its shape checked against the contract ([B, C]; nothing read back), and the
+    features left as they were (forward must not change them in place)."""
+    from vipcli.methods.contract import check_features_unchanged, check_logits, tensor_version
 
+    before = tensor_version(features)
     logits = method(features)  # [B, C]
+    check_features_unchanged(method, features, before)
     check_logits(method, logits, len(features), features.device)
     return logits
 

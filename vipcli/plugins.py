@@ -249,6 +249,16 @@ class PluginGroup:
         name, version = distribution_of(self.entry_point(plugin_id))
         return f"{name} {version}".strip()
 
+    def misplaced(self, plugin_id: str, right_group: str, right_kind: str) -> VipError:
+        """The error for `plugin_id`, whose entry point names a `right_kind` plugin that belongs under the
+        entry-point group `right_group`, not under this one (a method registered as a backbone, or the reverse)."""
+        entry_point = self.entry_point(plugin_id)
+        distribution, _ = distribution_of(entry_point)
+        return VipError(f"{self.kind} '{plugin_id}' from distribution {distribution}: its entry point '{plugin_id} = "
+                        f"{entry_point.value}' names a {right_kind}, registered under {self.group}",
+                        f"move that line under [project.entry-points.\"{right_group}\"] in {distribution}'s "
+                        f"pyproject.toml and reinstall it (pip install DIR); other {self.kind}s still work")
+
     def load(self, plugin_id: str):
         """Import the plugin registered as `plugin_id` and return what its entry point names."""
         entry_point = self.entry_point(plugin_id)

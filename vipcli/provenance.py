@@ -95,6 +95,8 @@ def settings_drift(run: str, method_id: str, settings_class, stored: dict, metad
     """
     import dataclasses
 
+    from vipcli.methods.base import setting_default
+
     now = installed_method(method_id)
     if now is None or now["name"] == OWN_DISTRIBUTION:
         return None
@@ -104,16 +106,10 @@ def settings_drift(run: str, method_id: str, settings_class, stored: dict, metad
     if not unknown and not missing:
         return None
     parts = [f"stored setting '{name}' is no longer known and is ignored" for name in unknown]
-    parts += [f"setting '{f.name}' is not in the run and takes its default {_default(f)!r}" for f in missing]
+    parts += [f"setting '{f.name}' is not in the run and takes its default {setting_default(f)!r}" for f in missing]
     return (f"{run}: method '{method_id}' was trained with {spelled(recorded(metadata, 'method'))}, "
             f"{spelled(now)} is installed: {'; '.join(parts)} (predictions may differ from the run's; install the "
             "version it was trained with, or retrain)")
-
-
-def _default(field):
-    import dataclasses
-
-    return field.default if field.default is not dataclasses.MISSING else field.default_factory()
 
 
 def tensor_mismatch(error, method_id: str, metadata: dict) -> VipError:

@@ -9,6 +9,7 @@ backbone options portable (absolute paths, small config files copied into the ru
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Sequence
 
 from vipcli.errors import VipError
-from vipcli.plugins import PluginError, PluginGroup, PluginInfo, describe_exception, guard_calls
+from vipcli.plugins import OWN_DISTRIBUTION, PluginError, PluginGroup, PluginInfo, describe_exception, guard_calls
 
 ENTRY_POINT_GROUP = "vip.backbones"
 BACKBONES = PluginGroup(ENTRY_POINT_GROUP, "backbone")
@@ -38,8 +39,13 @@ def list_backbones() -> list[PluginInfo]:
 
 
 def backbone_class(backbone_id: str):
-    """Import the plugin registered as `backbone_id` and return its factory."""
-    return BACKBONES.load(backbone_id)
+    """Import the plugin registered as `backbone_id` and return its factory (a method class registered as a
+    backbone by mistake is one error saying which entry-point group it belongs to)."""
+    loaded = BACKBONES.load(backbone_id)
+    if isinstance(loaded, type) and any(f"{k.__module__}.{k.__qualname__}" == "vipcli.methods.base.Method"
+                                        for k in loaded.__mro__):
+        raise BACKBONES.misplaced(backbone_id, "vip.methods", "method (a vipcli.methods.Method)")
+    return loaded
 
 
 def _main_process() -> bool:
@@ -92,6 +98,9 @@ def load_backbone(backbone_id: str, arch: str | None = None, pretrained: str | N
         backbone = _construct(factory, backbone_id, distribution, arch, pretrained, device or torch.device("cpu"))
     constructed = time.perf_counter()
     backbone.id = backbone_id
+    if (distribution or "").split(" ")[0] != OWN_DISTRIBUTION:
+        _note_options(backbone, arch, pretrained)
+        _warn_other_device(backbone, distribution, device or torch.device("cpu"))
     guard_calls(backbone, GUARDED_MEMBERS, "backbone", backbone_id, distribution)
     backbone.freeze()
     checks = _enforce_contract(backbone, distribution) if check else "off"
@@ -106,6 +115,37 @@ def load_backbone(backbone_id: str, arch: str | None = None, pretrained: str | N
     except AttributeError:  # a plugin with __slots__: no phases recorded
         pass
     return backbone
+
+
+def _note_options(backbone, arch: str | None, pretrained: str | None) -> None:
+    """Keep on a third-party backbone the `--arch`/`--pretrained` it was built with (a local path made absolute)
+    as `built_with`, which the feature cache keys on besides `describe()`: a plugin whose describe() leaves out
+    the config or seed these options choose then encodes each choice afresh, instead of serving one choice's
+    cached features to another. vip's own backbones describe every option they read and are left as they are."""
+    try:
+        backbone.built_with = {option: _portable(option, value, {})
+                               for option, value in (("arch", arch), ("pretrained", pretrained))}
+    except AttributeError:  # a plugin with __slots__: keyed on describe() alone
+        pass
+
+
+def _warn_other_device(backbone, distribution: str, asked) -> None:
+    """One warning when a third-party backbone says its towers are on another device than it was asked for
+    (its __init__ ignored `device=`): it would encode there, e.g. on the CPU for a whole GPU run."""
+    import torch
+
+    from vipcli.backbone_contract import same_device
+
+    found = getattr(backbone, "device", None)
+    if not isinstance(found, torch.device) or same_device(found, asked) or not _main_process():
+        return
+    from rich.markup import escape
+
+    from vipcli import console
+
+    console.warn(escape(f"backbone '{backbone.id}' (from {distribution}) was asked for device {asked} but says its "
+                        f"towers are on {found}, where it will encode: if that is not meant, build them on the device "
+                        "__init__ is given (self.device = torch.device(device); modules .to(self.device))"))
 
 
 def _warn_random_by_default(backbone, backbone_id: str) -> None:
@@ -237,10 +277,12 @@ def _enforce_contract(backbone, distribution: str) -> str:
 
     try:
         marker = _checks_passed_marker(backbone, distribution)
-        if marker.is_file():
-            return "remembered"
+        remembered = marker.is_file()
     except Exception:  # a plugin whose fingerprint fails is caught by the checks themselves
-        marker = None
+        marker, remembered = None, False
+    if remembered:
+        _same_weights_as_remembered(backbone, distribution, marker)
+        return "remembered"
     checks = run_checks(backbone)
     failure = first_failure(checks)
     if failure is None:
@@ -248,6 +290,7 @@ def _enforce_contract(backbone, distribution: str) -> str:
             try:
                 marker.parent.mkdir(parents=True, exist_ok=True)
                 marker.write_text(_marker_text(backbone.id))
+                _remember_probes(backbone, distribution, marker)
             except OSError:
                 pass  # an unwritable cache only means the checks run again next time
         return "ran"
@@ -257,6 +300,46 @@ def _enforce_contract(backbone, distribution: str) -> str:
         "backbone", backbone.id, distribution, failure.member, f"{failure.detail}{more}",
         f"run 'vip backbones check {backbone.id}' with the same --arch/--pretrained for the whole contract table",
     )
+
+
+def _probes_file(marker: Path) -> Path:
+    """Where a third-party backbone's remembered pass keeps its `probe_features` (beside the pass's marker)."""
+    return marker.with_name(marker.name + ".probes.json")
+
+
+def _remember_probes(backbone, distribution: str, marker: Path) -> None:
+    """Keep a third-party backbone's `probe_features` beside its remembered pass, for `_same_weights_as_remembered`
+    (vip's own backbones describe their weights fully and are left out). OSError is the caller's."""
+    from vipcli.backbone_contract import probe_features
+
+    if distribution.split(" ")[0] == OWN_DISTRIBUTION:
+        return
+    try:
+        probes = probe_features(backbone).tolist()
+    except Exception:  # noqa: BLE001 - the checks just passed; a probe that fails is only not remembered
+        return
+    _probes_file(marker).write_text(json.dumps(probes))
+
+
+def _same_weights_as_remembered(backbone, distribution: str, marker: Path) -> None:
+    """Refuse a third-party backbone whose probes give other features than at the load its pass was remembered
+    from, although `describe()` is the same (an unseeded random init): cached features, checkpoints and predictions
+    would mix weights. Costs one text and one image pass at a remembered load."""
+    import torch
+
+    from vipcli.backbone_contract import UNSEEDED_FIX, other_weights, probe_features
+
+    try:
+        remembered = torch.tensor(json.loads(_probes_file(marker).read_text()))
+    except (OSError, ValueError, TypeError):  # none kept (vip's own, an older vip, an unwritable cache)
+        return
+    apart = other_weights(remembered, probe_features(backbone))
+    if apart is not None:
+        raise PluginError("backbone", backbone.id, distribution, "describe",
+                          f"this load and an earlier one with the same describe() give the probe prompts and image "
+                          f"{apart}: the weights are not what describe() says (an unseeded random init, or an "
+                          "--arch/--pretrained value describe() leaves out?), so cached features, runs and "
+                          "predictions would mix weights", UNSEEDED_FIX)
 
 
 # Run directories: portable backbone options ---------------------------------------------------

@@ -61,16 +61,17 @@ def show_command(method: str = typer.Argument(..., help="A method id."),
     import typing
 
     from vipcli.methods import method_class
+    from vipcli.methods.base import setting_default, setting_type_name
 
     cls = method_class(method)
     hints = typing.get_type_hints(cls.Settings)
-    settings = [{"name": f.name.replace("_", "-"), "type": getattr(hints[f.name], "__name__", str(hints[f.name])),
-                 "default": f.default} for f in dataclasses.fields(cls.Settings)]
+    settings = [{"name": f.name.replace("_", "-"), "type": setting_type_name(hints[f.name]),
+                 "default": setting_default(f)} for f in dataclasses.fields(cls.Settings)]
     document = {"id": method, "summary": cls.summary, "trains": cls.trains, "uses_shots": cls.uses_shots,
                 "needs_symptoms": cls.needs_symptoms, "uses_schedule": cls.uses_schedule, "settings": settings,
                 "doc": (cls.__doc__ or "").strip()}
     if as_json:
-        print(json.dumps(document, indent=2))
+        print(json.dumps(document, indent=2, default=repr))  # a plugin's default of another type: as written
         return
     out = console.stdout()
     out.print(f"{method}: {cls.summary}", markup=False)

@@ -45,6 +45,10 @@ def method_class(method_id: str) -> type[Method]:
     from vipcli.methods.contract import check_class
 
     loaded = METHODS.load(method_id)
+    from vipcli.backbone import Backbone
+
+    if isinstance(loaded, type) and issubclass(loaded, Backbone):
+        raise METHODS.misplaced(method_id, "vip.backbones", "backbone (a vipcli.backbone.Backbone)")
     if not (isinstance(loaded, type) and issubclass(loaded, Method)):
         distribution = METHODS.entry_point(method_id).dist
         name = distribution.metadata["Name"] if distribution is not None else "unknown"

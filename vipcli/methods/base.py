@@ -178,11 +178,48 @@ def settings_fields(settings_class) -> dict[str, dataclasses.Field]:
     return {f.name: f for f in dataclasses.fields(settings_class)}
 
 
+def setting_default(option: dataclasses.Field):
+    """The default of a settings field: its `default`, or what its `default_factory` makes."""
+    return option.default if option.default is not dataclasses.MISSING else option.default_factory()
+
+
+def _optional_of(kind):
+    """X for `Optional[X]` / `X | None` (one type besides None), else None."""
+    import types
+
+    if typing.get_origin(kind) not in (typing.Union, types.UnionType):
+        return None
+    others = [a for a in typing.get_args(kind) if a is not type(None)]
+    return others[0] if len(others) == 1 and len(others) < len(typing.get_args(kind)) else None
+
+
+def _sequence_of(kind):
+    """T for `list[T]`, `tuple[T, ...]` (a comma-separated option), else None."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin is list and len(args) == 1:
+        return args[0]
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+        return args[0]
+    return None
+
+
+def setting_type_name(kind) -> str:
+    """A settings field's type in words, as `vip methods show` prints it (`float or none`, `one of: a, b`)."""
+    if _optional_of(kind) is not None:
+        return f"{setting_type_name(_optional_of(kind))} or none"
+    if typing.get_origin(kind) is typing.Literal:
+        return "one of: " + ", ".join(str(a) for a in typing.get_args(kind))
+    if _sequence_of(kind) is not None:
+        return f"comma-separated {setting_type_name(_sequence_of(kind))}"
+    return getattr(kind, "__name__", str(kind))
+
+
 _KIND_WORDS = {int: "a whole number", float: "a number"}  # a setting's type in a fix's words
 
 
 def _convert(value: str, kind, option: str, default=dataclasses.MISSING):
-    origin = typing.get_origin(kind)
+    """`value` as a setting of type `kind`; a UsageError naming `option`, the type and what to pass (`default`,
+    when it is a plain value, as the example)."""
     if kind is bool or kind == "bool":
         lowered = value.strip().lower()
         if lowered in ("1", "true", "yes", "on"):
@@ -190,16 +227,27 @@ def _convert(value: str, kind, option: str, default=dataclasses.MISSING):
         if lowered in ("0", "false", "no", "off"):
             return False
         raise UsageError(f"{option}: expected true or false, got '{value}'", f"pass {option}=true or false")
-    if origin is typing.Union or str(kind).startswith("typing.Optional") or " | " in str(kind):
-        if value.strip().lower() == "none":
-            return None
-        kind = next(a for a in typing.get_args(kind) if a is not type(None))
-    words = _KIND_WORDS.get(kind, f"a {getattr(kind, '__name__', kind)}")
-    example = "" if default is dataclasses.MISSING or default is None else f", such as {option}={default}"
+    if _optional_of(kind) is not None:
+        return None if value.strip().lower() == "none" else _convert(value, _optional_of(kind), option, default)
+    if typing.get_origin(kind) is typing.Literal:
+        for allowed in typing.get_args(kind):
+            if str(allowed) == value.strip() or (isinstance(allowed, bool) and str(allowed).lower() == value.strip()):
+                return allowed
+        raise UsageError(f"{option}: expected {setting_type_name(kind)}, got '{value}'")
+    if _sequence_of(kind) is not None:
+        items = [_convert(item.strip(), _sequence_of(kind), option) for item in value.split(",") if item.strip()]
+        return items if typing.get_origin(kind) is list else tuple(items)
+    if typing.get_origin(kind) is not None or not callable(kind):  # dict[...], a Union of several types, ...
+        raise UsageError(f"{option}: a setting of type {setting_type_name(kind)} cannot be set on the command line",
+                         "vip converts bool, int, float, str, a Literal, X | None and list[X] settings; leave it at "
+                         "its default, or ask the method's authors for a setting of one of those types")
+    words = _KIND_WORDS.get(kind, f"a {setting_type_name(kind)}")
+    plain = isinstance(default, (int, float, str)) and not isinstance(default, bool)
+    example = f", such as {option}={default}" if plain else ""
     try:
         converted = kind(value)
     except (TypeError, ValueError):
-        raise UsageError(f"{option}: expected {getattr(kind, '__name__', kind)}, got '{value}'",
+        raise UsageError(f"{option}: expected {setting_type_name(kind)}, got '{value}'",
                          f"pass {words}{example}") from None
     if isinstance(converted, float) and not math.isfinite(converted):
         raise UsageError(f"{option}: expected a finite number, got '{value}'", f"pass a finite number{example}")

@@ -9,6 +9,8 @@ numbers:
 - its calls (`guard_method`): an exception raised inside a plugin's `fit`, `forward`, `record`, ...
   names the plugin and the member;
 - what `fit` reads: not the test split (`checked_fit` hands it `vipcli.featuresets.HeldOutSplit`);
+- what `fit` and `forward` leave alone: the features they are handed, shared with evaluation and the other
+  rows of a sweep, are not changed in place (`checked_fit`, `check_features_unchanged`);
 - what it returns: `fit` a dict (`checked_fit`), `forward` logits [B, C] (`check_logits`);
 - how it trains with the shared SGD loop: at the first step, the loss is a 0-d tensor that depends
   on the method's parameters (`check_loss`) and every trainable parameter gets a gradient in
@@ -18,7 +20,8 @@ numbers:
 - `vip methods check` alone: a fit does not change what the next fresh instance learns
   (`check_sweep_order`: seed A, then B, then A again must give the same seed-A logits);
 - what a run stores (`check_round_trip`): the fitted method's forward is deterministic
-  (`check_deterministic`), `record()` can be written as JSON (`stored_record`), and the method
+  (`check_deterministic`) and gives an image the same logits alone as in a batch
+  (`check_batch_independent`), `record()` can be written as JSON (`stored_record`), and the method
   rebuilt from it and `state_tensors()` gives the fitted method's logits, so `vip predict` predicts
   what `vip train` measured.
 """
@@ -202,13 +205,21 @@ def guard_method(method, method_id: str, distribution: str) -> None:
 
 def checked_fit(method, data, context) -> dict:
     """`method.fit(data, context)` with the test split held out (a method that reads it is refused: its test
-    figures would not be honest), refusing a result that is not a dict (metrics.json holds it)."""
-    from vipcli.featuresets import TestSplitRead, without_test
+    figures would not be honest) and `data.train.x` refused to a method that does not declare `needs_center_view`,
+    refusing a result that is not a dict (metrics.json holds it)."""
+    from vipcli.featuresets import CenterViewNotDeclared, TestSplitRead, without_test
 
+    before = split_versions(data)
     try:
-        fitted = method.fit(without_test(data), context)
-    except TestSplitRead as error:
+        fitted = method.fit(without_test(data, bool(getattr(method, "needs_center_view", False))), context)
+    except (TestSplitRead, CenterViewNotDeclared) as error:
         raise method_fault(method.id, "fit", error.message, error.hint) from None
+    changed = [name for name, version in split_versions(data).items() if version != before.get(name)]
+    if changed:
+        raise method_fault(method.id, "fit", f"fit changed {', '.join(changed)} in place (an in-place operation such "
+                                             "as .sub_(), /= or x[...] = on it): these features are shared with the "
+                                             "run's evaluation and the other rows of a benchmark sweep, whose "
+                                             "results would change", IN_PLACE_FIX)
     if not isinstance(fitted, dict):
         ending = ("`return vipcli.fitting.fit_sgd(self, data, context)` (its dict holds the best epoch and history)"
                   if getattr(method, "uses_schedule", False) else "`return super().fit(data, context)`")
@@ -216,6 +227,42 @@ def checked_fit(method, data, context) -> dict:
                            f"end fit with {ending}, or return a dict such as "
                            "{'best_epoch': None, 'best_val_accuracy': None, 'history': []}")
     return fitted
+
+
+IN_PLACE_FIX = ("compute out of place (F.normalize(x, dim=-1), x - mean) or on a copy (x = x.clone()); never "
+               "write into the tensors vip hands you")
+
+
+def tensor_version(value) -> int | None:
+    """`value`'s version counter, which torch bumps on every in-place change (a view shares its base's);
+    None for what is not a tensor or has no counter (an inference tensor)."""
+    if not isinstance(value, torch.Tensor):
+        return None
+    try:
+        return value._version
+    except RuntimeError:  # an inference tensor does not track its version
+        return None
+
+
+def split_versions(data) -> dict[str, int]:
+    """The version counter of every tensor `fit` is handed (data.train.views/x/y, data.val.x/y), by name."""
+    versions = {}
+    for split in ("train", "val"):
+        for member in ("views", "x", "y"):
+            version = tensor_version(getattr(getattr(data, split, None), member, None))
+            if version is not None:
+                versions[f"data.{split}.{member}"] = version
+    return versions
+
+
+def check_features_unchanged(method, features: torch.Tensor, before: int | None) -> None:
+    """Refuse a `forward` that changed the image features it was given in place (`before`: their version
+    counter before the call): they are the run's cached features, read again by later evaluations."""
+    if before is not None and tensor_version(features) != before:
+        raise method_fault(method.id, "forward", "forward changed image_features in place (an in-place operation "
+                                                 "such as /=, .mul_() or x[...] = on it): they are the run's cached "
+                                                 "features, so later evaluations, vip predict and the other rows of "
+                                                 "a benchmark sweep would see other features", IN_PLACE_FIX)
 
 
 LOGIT_DTYPES = (torch.float32, torch.float64)  # what forward may return (or autocast's dtype, under autocast)
@@ -331,6 +378,26 @@ def stored_record(method):
                            "(self.register_buffer(NAME, tensor)), which the run stores as tensors") from None
 
 
+JSON_ALTERATION_FIX = ("return from record() what JSON gives back as it is (str keys, lists), or read `stored` in "
+                       "__init__ as the run gives it back")
+
+
+def json_alteration(value, path: str = "record()") -> str | None:
+    """Where `value` (JSON-writable) would come back from the run's JSON other than it is: a dict key that is not
+    a str (it comes back a str) or a tuple (it comes back a list), said in words; None when it comes back equal."""
+    if isinstance(value, tuple):
+        return f"{path} is a tuple, which the run gives back as a list"
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        if isinstance(value, dict) and not isinstance(key, str):
+            returned = next(iter(json.loads(json.dumps({key: None}))))  # 0 -> "0", True -> "true"
+            return f"{path} has {type(key).__name__} keys ({key!r}), which the run gives back as str ({returned!r})"
+        found = json_alteration(item, f"{path}[{key!r}]")
+        if found is not None:
+            return found
+    return None
+
+
 def check_deterministic(method, first: torch.Tensor, second: torch.Tensor) -> None:
     """Refuse a forward that gives other probabilities [n, C] for the same features twice (randomness left
     in it): the rebuilt method could not match it, and predictions would change from call to call."""
@@ -340,6 +407,31 @@ def check_deterministic(method, first: torch.Tensor, second: torch.Tensor) -> No
                                                  f"probabilities {difference:.3g} apart",
                            "remove randomness from forward (F.dropout without training=self.training, torch.rand*, "
                            "sampling); vip calls it in eval mode (self.training is False)")
+
+
+def full_precision_probabilities(method, features: torch.Tensor, device) -> torch.Tensor:
+    """Softmax of a prepared method's logits for `features` [n, D], computed on `device` without autocast
+    (float32 on the CPU, [n, C]): a bf16 output may round one ulp apart for two batch sizes, float32 does not."""
+    with torch.no_grad():
+        return method(features.to(device)).float().softmax(dim=-1).cpu()
+
+
+def check_batch_independent(method, in_batch: torch.Tensor, alone: torch.Tensor) -> None:
+    """Refuse a forward whose probabilities for the first image alone ([1, C]) differ from its row of a batch's
+    (`in_batch` [n, C], n > 1; both `full_precision_probabilities`): the logits depend on the other images of
+    the batch, so predictions would change with the batch size and with which images vip predict is given
+    together."""
+    if len(in_batch) < 2:
+        return
+    difference = float((in_batch[:1] - alone).abs().max())
+    if not difference <= ROUND_TRIP_TOLERANCE:
+        apart = f"max difference {difference:.3g}" if bool(torch.isfinite(alone).all()) else "NaN or infinite alone"
+        raise method_fault(method.id, "forward", f"forward gives an image other probabilities alone than in a batch "
+                                                 f"of {len(in_batch)} ({apart}): its logits "
+                                                 "depend on the other images of the batch, so predictions would "
+                                                 "change with the batch size and with the images predicted together",
+                           "compute each image's logits from its own features only (reduce over dim=-1, never over "
+                           "the batch, dim 0: no mean, std, norm or softmax across images)")
 
 
 def check_sweep_order(method_id: str, seeds: tuple, first: torch.Tensor, again: torch.Tensor) -> None:
@@ -454,15 +546,27 @@ def check_round_trip(method, features: torch.Tensor, device) -> None:
         raise non_finite_logits_fault(method)
     warn_probabilities(method, logits, autocast_dtype(device))  # bf16 on CUDA: rows sum to 1 within ~1e-2
     check_deterministic(method, fitted, predict_logits(method, sample, device).softmax(dim=-1))
+    in_batch, alone = (full_precision_probabilities(method, rows, device) for rows in (sample, sample[:1]))
+    check_batch_independent(method, in_batch, alone)
     settings = dataclasses.asdict(method.settings)
     tensors = {name: tensor.detach().cpu() for name, tensor in method.state_tensors().items()}
     where = f"method '{method.id}' rebuilt from its own record() and state_tensors()"
+    altered = json_alteration(method.record())  # where the stored record() comes back other than it was
     try:
         rebuilt = restore_method(method.id, method.setup, settings, stored_record(method), tensors, where)
+        again = predict_logits(rebuilt, sample, device).softmax(dim=-1)  # [n, C]
     except StateMismatch as mismatch:  # at train time the plugin's __init__ is at fault, not the backbone
         raise rebuilt_shapes_fault(method, mismatch) from None
-    again = predict_logits(rebuilt, sample, device).softmax(dim=-1)  # [n, C]
+    except PluginError as error:  # e.g. a KeyError on an int key that came back a str
+        if altered is None:
+            raise
+        raise method_fault(method.id, error.member, f"rebuilt from what the run stores, {error.reason}: {altered}",
+                           JSON_ALTERATION_FIX) from None
     difference = float((fitted - again).abs().max())
+    if not difference <= ROUND_TRIP_TOLERANCE and altered is not None:
+        raise method_fault(method.id, "record", f"rebuilt from what the run stores, it predicts other probabilities "
+                                                f"than the fitted method (max difference {difference:.3g}): {altered}",
+                           JSON_ALTERATION_FIX)
     if not difference <= ROUND_TRIP_TOLERANCE:
         stored = ", ".join(sorted(tensors)) or "none"
         keys = ", ".join(sorted(method.record() or {})) or "none"
