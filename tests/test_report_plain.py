@@ -177,3 +177,45 @@ def test_a_gallery_cut_before_any_right_prediction_says_so_and_how_to_see_them(t
     for limit in (6, None):  # a right one shown: nothing to say
         assert "Only wrong ones" not in gallery_html(items, limit, more=_more_cards(items))
     assert "Only wrong ones" not in gallery_html(items[:5], 4)  # no right prediction exists to miss
+
+
+def test_a_run_report_says_when_and_on_what_the_run_was_trained(cli, lesion_run, tmp_path):
+    """A run report named the vip that trained the run but not when, nor on which device: metrics.json now
+    records `finished_at`; a run of an earlier vip shows its device alone."""
+    import json
+    import shutil
+
+    _, run = lesion_run
+    metrics = json.loads((run / "metrics.json").read_text())
+    when = datetime.fromisoformat(metrics["finished_at"]).astimezone(timezone.utc)
+    assert abs((datetime.now(timezone.utc) - when).total_seconds()) < 3600
+    page = test_report._report_page(cli, run, tmp_path / "run.html")
+    assert f"vip {metrics_version(run)}, on {when:%Y-%m-%d %H:%M} UTC (cpu" in page
+    old = shutil.copytree(run, tmp_path / "old")
+    del metrics["finished_at"]
+    (old / "metrics.json").write_text(json.dumps(metrics))
+    page = test_report._report_page(cli, old, tmp_path / "old.html")
+    assert f"vip {metrics_version(run)} (cpu" in page and " UTC (cpu" not in page
+
+
+def metrics_version(run) -> str:
+    """The vip version a run's run.yaml names."""
+    import yaml
+
+    return yaml.safe_load((run / "run.yaml").read_text())["vip_version"]
+
+
+def test_a_prediction_page_says_what_the_model_measured_on_its_own_test_split(cli, lesion_run, tmp_path):
+    """`vip predict --report` said nothing of how good the model is; it now gives the run's test accuracy and
+    macro-F1 from its metrics.json, and when it was trained."""
+    import json
+
+    data, run = lesion_run
+    out = tmp_path / "p.html"
+    code, _, err = cli("predict", *sorted((data / "test" / "nevus").glob("*.png"))[:2], "--model", run, "--report",
+                       out, "--workers", "0")
+    assert code == 0, err
+    metrics = json.loads((run / "metrics.json").read_text())
+    test, when = metrics["test"], datetime.fromisoformat(metrics["finished_at"]).astimezone(timezone.utc)
+    assert (f"accuracy {test['accuracy']:.2f}%, macro-F1 {test['macro_f1']:.2f}% on {test['n']} test images "
+            f"(vip train, {when:%Y-%m-%d %H:%M} UTC)") in out.read_text()

@@ -6,6 +6,7 @@ import contextlib
 import platform
 import time
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 from vipcli import console
@@ -217,6 +218,7 @@ def _fit_and_save(config: TrainConfig, cls, schedule, started: float, progress=N
                     "cuda_graphs": graph_status(backbone)},
         "device": str(device), "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
         "torch_threads": torch.get_num_threads(),
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),  # as a benchmark row says it
         **calibrated.metrics,  # the "calibration" and "conformal" blocks
         "shortfalls": data.shortfalls,  # class -> readable shots, where fewer than --shots
     }

@@ -71,9 +71,22 @@ def _settings(run: dict) -> str:
         ["method settings", html.text(", ".join(f"{k.replace('_', '-')} {v}" for k, v in settings.items()) or "none")],
         ["augmented views per image", html.text(views)],
         ["data folder", f"<code>{html.path(split.get('root'))}</code>{html.text(_origin(split.get('origin')))}"],
-        ["written by", html.text(f"vip {meta.get('vip_version', '?')}")],
+        ["trained by", html.text(f"vip {meta.get('vip_version', '?')}{_trained_when(run['metrics'])}")],
     ]
     return html.table("Settings of this run", ["setting", "value"], rows, raw=True) + _data_table(run)
+
+
+def _trained_when(metrics: dict) -> str:
+    """', on 2026-11-29 20:11 UTC (cpu, x86_64)': when and where the run was trained, as its metrics.json
+    records it; the machine alone for a run of a vip that recorded no time."""
+    from datetime import datetime, timezone
+
+    where = ", ".join(str(metrics[key]) for key in ("device", "machine") if metrics.get(key))
+    try:
+        when = datetime.fromisoformat(str(metrics["finished_at"])).astimezone(timezone.utc)
+    except (KeyError, ValueError):
+        return f" ({where})" if where else ""
+    return f", on {when:%Y-%m-%d %H:%M} UTC" + (f" ({where})" if where else "")
 
 
 def own_fitting(cls, method_id) -> str | None:
