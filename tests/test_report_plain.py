@@ -219,3 +219,23 @@ def test_a_prediction_page_says_what_the_model_measured_on_its_own_test_split(cl
     test, when = metrics["test"], datetime.fromisoformat(metrics["finished_at"]).astimezone(timezone.utc)
     assert (f"accuracy {test['accuracy']:.2f}%, macro-F1 {test['macro_f1']:.2f}% on {test['n']} test images "
             f"(vip train, {when:%Y-%m-%d %H:%M} UTC)") in out.read_text()
+
+
+def test_a_benchmark_report_says_what_its_rows_ran_on(benchmark_dir, tmp_path):
+    """A benchmark report named no device or machine unless `--speed` had run; each row of results.json now
+    records its device and machine, and the settings say them (rows of an earlier vip say nothing)."""
+    import json
+    import shutil
+
+    from vipcli.report.benchmark import benchmark_report, read_results
+
+    rows = read_results(benchmark_dir)["rows"]
+    assert {row["device"] for row in rows} == {"cpu"} and all(row["machine"] for row in rows)
+    page = re.sub(r"\s+", " ", benchmark_report(benchmark_dir))
+    assert f'<th scope="row">ran on</th><td>cpu ({rows[0]["machine"]})</td>' in page
+    old = shutil.copytree(benchmark_dir, tmp_path / "old")
+    document = json.loads((old / "results.json").read_text())
+    for row in document["rows"]:
+        del row["device"], row["machine"]
+    (old / "results.json").write_text(json.dumps(document))
+    assert "ran on" not in benchmark_report(old)

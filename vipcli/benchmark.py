@@ -20,6 +20,7 @@ import torch
 
 from vipcli import console
 from vipcli.data import Dataset, few_shot_order, left_out_record, load_dataset, relative_to_data
+from vipcli.devices import where_run
 from vipcli.errors import UsageError, VipError
 from vipcli.atomic import write_atomic
 from vipcli.features import decoding_digest
@@ -291,6 +292,7 @@ def _finish_row(row: dict, fitted: dict, context: dict, fit_seconds: float) -> d
         **{f"test_{k}": test[k] for k in ("accuracy", "macro_f1", "auroc")},
         "test_confusion_matrix": test["confusion_matrix"], "fit_s": round(fit_seconds, 3),
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+        **where_run(context["device"]),  # device, machine: a resumed sweep's rows may come from several
         "method_distribution": installed_method(row["method_id"]),  # {name, version}: which code made this row
     }
 

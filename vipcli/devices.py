@@ -57,6 +57,23 @@ def _cuda_device(name: str):
     return torch.device(name)
 
 
+def where_run(device) -> dict[str, str]:
+    """Where a run or a benchmark row ran, as metrics.json and results.json record it:
+    {"device": "cuda:0", "machine": "x86_64, NVIDIA H200"} (the GPU's name on CUDA)."""
+    import platform
+
+    import torch
+
+    machine = f"{platform.machine()} {platform.processor() or ''}".strip()
+    device = torch.device(device)
+    if device.type == "cuda":
+        try:
+            machine += f", {torch.cuda.get_device_name(device)}"
+        except (RuntimeError, AssertionError):  # a device that cannot be asked: the machine alone
+            pass
+    return {"device": str(device), "machine": machine}
+
+
 def autocast_dtype(device):
     """The dtype vip's autocast computes in on `device`: bfloat16 on CUDA, None (float32) elsewhere."""
     import torch

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import platform
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -161,6 +160,7 @@ def _fit_and_save(config: TrainConfig, cls, schedule, started: float, progress=N
     from vipcli import distributed
     from vipcli.backbone import set_plain_text_tower
     from vipcli.featuresets import prepare_features
+    from vipcli.devices import where_run
     from vipcli.fitting import metrics_of, predict_logits
     from vipcli.graphs import graph_status
     from vipcli.methods import FitContext, MethodSetup, build_method
@@ -216,7 +216,7 @@ def _fit_and_save(config: TrainConfig, cls, schedule, started: float, progress=N
                     "fit_s": round(trained - encoded, 3), "total_s": round(time.perf_counter() - started, 3),
                     "encoded_views": data.encoded_views, "backbone_load": getattr(backbone, "load_phases", {}),
                     "cuda_graphs": graph_status(backbone)},
-        "device": str(device), "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+        **where_run(device),  # device, machine
         "torch_threads": torch.get_num_threads(),
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),  # as a benchmark row says it
         **calibrated.metrics,  # the "calibration" and "conformal" blocks

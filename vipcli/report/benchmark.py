@@ -158,9 +158,18 @@ def _settings(document: dict) -> str:
         ["seeds", ", ".join(map(str, sweep.get("seeds", [])))], ["split seed", config.get("split_seed")],
         ["schedule", config.get("schedule")], ["augmented views per image", config.get("views")],
         ["rows", f"{len(document.get('rows', []))}{_finished(document.get('rows', []))}"],
+        *([["ran on", _ran_on(document.get("rows", []))]] if _ran_on(document.get("rows", [])) else []),
     ]
     rows = [["data", html.path(config.get("data"))], *([name, html.text(value)] for name, value in rows)]
     return html.table("Settings of this benchmark", ["setting", "value"], rows, raw=True)
+
+
+def _ran_on(rows: list[dict]) -> str:
+    """'cuda:0 (x86_64, NVIDIA H200)': the devices and machines the rows ran on, as results.json records them
+    (several for a sweep resumed elsewhere); "" when no row says (rows of an earlier vip)."""
+    seen = {f"{row['device']} ({row['machine']})" if row.get("machine") else str(row["device"]): None
+            for row in rows if isinstance(row, dict) and row.get("device")}
+    return "; ".join(seen)
 
 
 def _finished(rows: list[dict]) -> str:
