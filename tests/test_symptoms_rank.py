@@ -85,7 +85,7 @@ def test_prune_writes_packs_without_the_flagged_symptoms(cli, lesions, tmp_path)
     assert melanoma.source["pruned"]["backbone"]["id"] == "toy"
     assert load_pack(tmp_path / "packs" / "nevus.yaml").name == "nevus"
     code, _, err = rank(cli, lesions, "--prune", "--out", tmp_path / "packs")
-    assert code == 2 and "already exists" in err
+    assert code == 1 and "already exists" in err
 
 
 def test_prune_into_a_read_only_folder_is_refused_before_ranking(cli, lesions, tmp_path, monkeypatch):
