@@ -401,3 +401,18 @@ def test_a_symptoms_file_of_the_wrong_text_or_shape_is_one_line_naming_it(tmp_pa
     with pytest.raises(VipError) as caught:
         symptoms_for_classes(["melanoma", "nevus"], [path])
     assert type(caught.value) is VipError and str(caught.value).startswith(f"{path}: {expected}")
+
+
+def test_a_symptoms_path_that_does_not_exist_is_a_missing_file_not_an_unknown_pack(tmp_path):
+    """`--symptoms packs/mine.yaml` that is not there said "no such file, folder or shipped pack" and exited 2
+    (a bad command line); a path is a missing file (exit 1), a bare name still an unknown shipped pack (2)."""
+    from vipcli.errors import UsageError, VipError
+
+    for given in (str(tmp_path / "mine.yaml"), "packs/melanoma"):
+        with pytest.raises(VipError) as raised:
+            symptoms_for_classes(["melanoma", "nevus"], [given])
+        assert type(raised.value) is VipError and raised.value.exit_code == 1
+        assert str(raised.value) == (f"--symptoms {given}: no such file or folder (check the path, or give a shipped "
+                                     "pack's name: vip symptoms list)")
+    with pytest.raises(UsageError, match="--symptoms psoriasis: no such file, folder or shipped pack"):
+        symptoms_for_classes(["melanoma", "nevus"], ["psoriasis"])

@@ -230,6 +230,9 @@ def _packs_by_source(sources: list, shipped: list[SymptomPack]) -> list[tuple[st
             found.append((str(source), [pack for f in files for pack in load_symptom_file(f)]))
         elif path.is_file():
             found.append((str(source), load_symptom_file(path)))
+        elif path.suffix.lower() in (".yaml", ".yml") or len(path.parts) > 1:  # a path, not a pack's name
+            raise VipError(f"--symptoms {source}: no such file or folder",
+                           "check the path, or give a shipped pack's name: vip symptoms list")
         else:
             named = [p for p in shipped if p.matches(str(source))]
             if not named:
