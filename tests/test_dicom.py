@@ -126,6 +126,14 @@ def test_a_multi_frame_dicom_is_unreadable_with_the_reason(tmp_path):
     assert _reason(path) == "a multi-frame DICOM (2 frames): export the frame to classify"
 
 
+@pytest.mark.parametrize("frame, photometric", [(ramp(), "MONOCHROME2"),
+                                                (np.zeros((8, 8, 3), np.uint8), "RGB")])
+def test_a_dicom_whose_pixel_data_holds_frames_its_header_does_not_name_is_multi_frame(tmp_path, frame, photometric):
+    # no NumberOfFrames, but three frames' worth of pixel data: pydicom returns all three
+    path = write_dicom(tmp_path / "x.dcm", np.stack([frame] * 3), photometric=photometric)
+    assert _reason(path) == "a multi-frame DICOM (3 frames): export the frame to classify"
+
+
 def test_a_dicom_without_pixel_data_is_unreadable_with_the_reason(tmp_path):
     assert _reason(write_dicom(tmp_path / "x.dcm", None)).startswith("a DICOM file without pixel data")
 

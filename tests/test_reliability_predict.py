@@ -559,6 +559,35 @@ def test_a_decoding_worker_whose_main_process_was_killed_prints_no_traceback(tmp
     assert "ValueError: a real fault" in done.stderr  # any other fault is shown as before
 
 
+def test_an_error_in_a_decoding_worker_leaves_no_worker_behind(tmp_path, monkeypatch):
+    # a decoder failing in a worker (a DICOM holding frames its header did not name) was printed as one
+    # line, then the command never exited: its workers, which ignore SIGTERM, outlived the exit's terminate()
+    import multiprocessing
+
+    from PIL import Image
+
+    from vipcli import features
+    from vipcli.registry import load_backbone
+
+    if multiprocessing.get_start_method() != "fork":
+        pytest.skip("the workers must inherit the patched decoder (fork)")
+    paths = []
+    for number in range(8):  # 8 images or more are decoded by worker processes
+        paths.append(tmp_path / f"{number}.png")
+        Image.new("RGB", (32, 32), (30 * number, 90, 10)).save(paths[-1])
+    real = features.load_image
+
+    def load(path, **options):
+        if Path(path).name == "3.png":
+            raise TypeError("a decoder's own fault")
+        return real(path, **options)
+
+    monkeypatch.setattr(features, "load_image", load)
+    with pytest.raises(TypeError, match="a decoder's own fault"):  # its traceback holds the loader
+        features.encode_images(load_backbone("toy"), paths, views=1, workers=2)
+    assert multiprocessing.active_children() == []
+
+
 # --- --workers ----------------------------------------------------------------------------------------
 
 

@@ -175,13 +175,18 @@ def _check_readable(dataset, path: Path, max_pixels: int) -> None:
                                "DICOMDIR, not an image)")
     frames = _int(dataset.get("NumberOfFrames", 1), 1)
     if frames > 1:
-        raise ImageError(path, f"a multi-frame DICOM ({frames} frames): export the frame to classify")
+        raise _multi_frame(path, frames)
     if _int(dataset.get("Rows", 0), 0) * _int(dataset.get("Columns", 0), 0) > max_pixels:
         raise ImageError(path, f"larger than {max_pixels // 1_000_000} megapixels; downscale it first")
     meta = getattr(dataset, "file_meta", None)
     syntax = meta.get("TransferSyntaxUID") if meta is not None else None
     if syntax is not None and syntax.is_compressed:
         _check_decoder(syntax, path)
+
+
+def _multi_frame(path: Path, frames: int) -> ImageError:
+    """The refusal of a DICOM file holding `frames` frames."""
+    return ImageError(path, f"a multi-frame DICOM ({frames} frames): export the frame to classify")
 
 
 def _int(value, default: int) -> int:
@@ -219,9 +224,13 @@ def plugin_install(missing: list[str]) -> str:
 
 
 def _decode(dataset, path: Path):
-    """The decoded pixels of the single frame: [H, W] grayscale or [H, W, 3] colour (YBR turned RGB)."""
+    """The decoded pixels of the single frame: [H, W] grayscale or [H, W, 3] colour (YBR turned RGB).
+
+    A file whose pixel data holds several frames though its header names none (no NumberOfFrames:
+    pydicom then returns every frame the data holds) is refused as multi-frame, as one that names them is.
+    """
     try:
-        return dataset.pixel_array  # pydicom 3 converts YBR_* to RGB and reads either planar configuration
+        pixels = dataset.pixel_array  # pydicom 3 converts YBR_* to RGB and reads either planar configuration
     except MemoryError:
         raise
     except Exception as error:  # noqa: BLE001 - a decoder's failure on this file (about pixels, not the header)
@@ -230,6 +239,10 @@ def _decode(dataset, path: Path):
         syntax = meta.get("TransferSyntaxUID") if meta is not None else None
         named = f" ({syntax.name})" if syntax is not None else ""
         raise ImageError(path, f"DICOM pixel data{named} could not be decoded: {text[:240]}") from None
+    one_frame = 3 if _int(dataset.get("SamplesPerPixel", 1), 1) > 1 else 2  # [H, W, 3] or [H, W]
+    if pixels.ndim > one_frame:
+        raise _multi_frame(path, pixels.shape[0])
+    return pixels
 
 
 def _gray_image(pixels, dataset, inverted: bool):

@@ -414,6 +414,27 @@ def _loader(dataset, workers: int):
     )
 
 
+@contextlib.contextmanager
+def workers_stopped_after(loader):
+    """Iterate DataLoader `loader` inside the block; however the block ends, its decoding workers are
+    shut down as it ends.
+
+    An error raised in a worker (a decoder failing on one file) reaches the caller with a traceback that
+    holds the loader's iterator, so PyTorch shut its workers down only when the garbage collector
+    freed it, at exit: there the index queues no longer reached the workers (5 s per worker lost),
+    and the workers, which ignore SIGTERM (`worker_ignores_sigterm`), outlived multiprocessing's
+    `terminate()`, whose `join()` then waited for them for ever: the command printed its error and
+    never exited.
+    """
+    batches = iter(loader)
+    try:
+        yield batches
+    finally:
+        shut_down = getattr(batches, "_shutdown_workers", None)  # PyTorch's own clean-up (None: no workers)
+        if shut_down is not None:
+            shut_down()
+
+
 def _decoding_workers(dataset, workers: int) -> int:
     """Worker processes for decoding `dataset`: none for a handful of images (starting them costs more),
     else `workers`, at most the usable cores."""
@@ -582,15 +603,16 @@ def _encode_jobs(backbone, jobs, batch_size, workers, augmentation, result, adva
         pending.clear()
 
     path_of = {job[0]: job[1] for job in jobs}
-    for index, views, reason in _loader(dataset, workers):
-        advance()
-        stop_if_received()  # a Ctrl-C or SIGTERM Python swallowed while the decoding workers started
-        if views is None:
-            result.failures[path_of[index]] = reason
-            continue
-        pending.append((index, views))
-        if sum(v.shape[0] for _, v in pending) >= batch_size:
-            flush()
+    with workers_stopped_after(_loader(dataset, workers)) as decoded:
+        for index, views, reason in decoded:
+            advance()
+            stop_if_received()  # a Ctrl-C or SIGTERM Python swallowed while the decoding workers started
+            if views is None:
+                result.failures[path_of[index]] = reason
+                continue
+            pending.append((index, views))
+            if sum(v.shape[0] for _, v in pending) >= batch_size:
+                flush()
     flush()
     return fresh
 
@@ -617,5 +639,6 @@ def iterate_fresh_features(backbone, paths, labels, train: bool, batch_size: int
         dataset, batch_size=batch_size, shuffle=train, num_workers=_decoding_workers(dataset, workers),
         generator=generator, worker_init_fn=worker_ignores_sigterm,
     )
-    for images, batch_labels in loader:
-        yield _encode(backbone, images, pipeline), batch_labels
+    with workers_stopped_after(loader) as batches:
+        for images, batch_labels in batches:
+            yield _encode(backbone, images, pipeline), batch_labels
