@@ -90,6 +90,13 @@ class IntKeysRecord(Centroid):
         return super().forward(image_features) + offsets
 
 
+
+class TupleKeysRecord(Centroid):
+    """Flaw: record() keeps an offset under a tuple key, which JSON cannot write at all."""
+
+    def record(self):
+        return {"offsets": {(0, 1): 0.0}}
+
 @dataclass
 class TypedSettings:
     """Settings of the types a plugin writes besides bool/int/float/str."""
@@ -453,6 +460,7 @@ ENTRY_POINTS = "\n".join([
     "centers-in-place = vip_sample_methods:CentersInPlace",
     "batch-standardized = vip_sample_methods:BatchStandardized",
     "int-keys-record = vip_sample_methods:IntKeysRecord",
+    "tuple-keys-record = vip_sample_methods:TupleKeysRecord",
     "reads-center-view = vip_sample_methods:ReadsCenterView",
     "typed-settings = vip_sample_methods:TypedCentroid",
     "no-default = vip_sample_methods:NoDefault",

@@ -51,6 +51,8 @@ def test_a_sound_method_plugin_trains_and_predicts(cli, methods, isic_small, tin
      "never over the batch"),
     ("int-keys-record", "forward", "rebuilt from what the run stores, KeyError: 0: record()['offsets'] has int keys (0), "
                                    "which the run gives back as str ('0')", "read `stored` in __init__ as the run gives"),
+    ("tuple-keys-record", "record", "record()['offsets'] has a tuple key (0, 1) (JSON keys are strings): the run "
+                                    "stores record() as JSON", "return plain JSON types from record()"),
     ("reads-center-view", "fit", "fit read data.train.x, the un-augmented view of the training images",
      "set needs_center_view = True on the method class"),
 ])

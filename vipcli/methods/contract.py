@@ -383,14 +383,18 @@ JSON_ALTERATION_FIX = ("return from record() what JSON gives back as it is (str 
 
 
 def json_alteration(value, path: str = "record()") -> str | None:
-    """Where `value` (JSON-writable) would come back from the run's JSON other than it is: a dict key that is not
-    a str (it comes back a str) or a tuple (it comes back a list), said in words; None when it comes back equal."""
+    """Where `value` would come back from the run's JSON other than it is: a dict key that is not a str (it
+    comes back a str) or a tuple (it comes back a list), said in words; None when it comes back equal, or when
+    JSON cannot hold it at all (a tuple key, a tensor: `stored_record` names that)."""
     if isinstance(value, tuple):
         return f"{path} is a tuple, which the run gives back as a list"
     items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
     for key, item in items:
         if isinstance(value, dict) and not isinstance(key, str):
-            returned = next(iter(json.loads(json.dumps({key: None}))))  # 0 -> "0", True -> "true"
+            try:
+                returned = next(iter(json.loads(json.dumps({key: None}))))  # 0 -> "0", True -> "true"
+            except (TypeError, ValueError):  # a key JSON cannot write (a tuple): not an alteration
+                return None
             return f"{path} has {type(key).__name__} keys ({key!r}), which the run gives back as str ({returned!r})"
         found = json_alteration(item, f"{path}[{key!r}]")
         if found is not None:
