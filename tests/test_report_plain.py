@@ -177,6 +177,7 @@ def test_a_gallery_cut_before_any_right_prediction_says_so_and_how_to_see_them(t
     for limit in (6, None):  # a right one shown: nothing to say
         assert "Only wrong ones" not in gallery_html(items, limit, more=_more_cards(items))
     assert "Only wrong ones" not in gallery_html(items[:5], 4)  # no right prediction exists to miss
+    assert "Only wrong ones" not in gallery_html(items, 0, more=_more_cards(items))  # --gallery 0: no card at all
 
 
 def test_a_run_report_says_when_and_on_what_the_run_was_trained(cli, lesion_run, tmp_path):

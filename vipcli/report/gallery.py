@@ -157,7 +157,8 @@ def gallery_html(items: list[GalleryItem], limit: int | None = None, root: Path 
     if known:
         summary += (f"; {errors} of {len(known)} with a known class are predicted wrongly and come first "
                     f"(most confident first), then the right ones, least sure first")
-        if len(known) > errors and all(i.wrong for i in shown if i.truth is not None) and len(shown) < len(items):
+        cut_short = shown and len(shown) < len(items)  # --gallery 0 shows no card: none of them is wrong either
+        if len(known) > errors and cut_short and all(i.wrong for i in shown if i.truth is not None):
             summary += (f". Only wrong ones fit in the {len(shown)} shown, so none of the right ones is here"
                         + (f" ({more})" if more else ""))
     cards = "".join(_card(item, root) for item in shown)
