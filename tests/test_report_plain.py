@@ -108,6 +108,17 @@ def test_the_calibration_section_says_what_calibrated_means_and_whether_scaling_
            "unchanged. It did not help here" in worse
 
 
+
+def test_a_run_without_test_images_says_nothing_of_whether_scaling_helped():
+    """With no test image every score is None ('-'): the verdict said scaling "left the ECE (-), the NLL (-) and
+    the Brier score (-) unchanged. It did not help here"."""
+    from vipcli.report.run import _fmt, scaling_verdict
+
+    none = {"ece": None, "nll": None, "brier": None}
+    assert scaling_verdict({"n": 0, "before": none, "after": none}, _fmt) == ""
+    scored = {"ece": 0.1, "nll": 0.5, "brier": 0.3}
+    assert scaling_verdict({"n": 3, "before": scored, "after": scored}, _fmt).startswith("On the test images")
+
 def _outside(figure) -> list[str]:
     """The texts of a drawn matplotlib figure that reach past its edges (cut off in the SVG)."""
     from matplotlib.text import Text

@@ -200,7 +200,12 @@ def scaling_verdict(test: dict, fmt) -> str:
     Args:
         test: metrics.json's calibration test block ({"before": {ece, nll, brier}, "after": {...}}).
         fmt: how a score is written (value, digits) -> str.
+
+    Returns:
+        "" when there is nothing to compare (no test images: the scores are None).
     """
+    if any(test[side][key] is None for side in ("before", "after") for key in SCORE_NAMES):
+        return ""
     moves = {"lowered {}": [], "raised {}": [], "left {} unchanged": []}
     for key, name in SCORE_NAMES.items():
         before, after = (fmt(test[side][key], 4) for side in ("before", "after"))
@@ -249,7 +254,9 @@ def _calibration(run: dict, test_probabilities, test_labels) -> str:
             f"gap between confidence and accuracy, averaged over {block['ece_bins']} equal-width confidence bins); "
             f"NLL, the negative log-likelihood of the true class; Brier, the squared error of the probabilities:</p>")
     body += html.table("Calibration on test, before and after temperature scaling", ["on test", "ECE", "NLL", "Brier"],
-                       rows, numeric={1, 2, 3}) + html.text(scaling_verdict(test, _fmt)).join(("<p>", "</p>"))
+                       rows, numeric={1, 2, 3})
+    verdict = scaling_verdict(test, _fmt)
+    body += f"<p>{html.text(verdict)}</p>" if verdict else ""
     if test["n"]:
         panels = [("before (T = 1)", block["reliability"]["before"], test["before"]["ece"]),
                   (f"after (T = {block['temperature']:.4g})", block["reliability"]["after"], test["after"]["ece"])]
