@@ -227,7 +227,12 @@ CHECKS_PASSED_TEXT = "passed the load-time contract checks\n"
 
 def _checks_passed_marker(backbone, distribution: str):
     """The file that records that this exact backbone (plugin, its version and code, class, weights,
-    device type) passed the load-time checks."""
+    device type; for a third-party backbone also the `--arch`/`--pretrained` it was built with, `built_with`)
+    passed the load-time checks.
+
+    Keyed on `built_with` as the feature cache is: a plugin whose describe() leaves out the seed or config these
+    options choose keeps a pass, and probes, per choice, so `--pretrained 5` after `--pretrained 0` is checked
+    afresh rather than refused as other weights under one describe() (its features are cached apart too)."""
     import hashlib
 
     from vipcli.features import default_cache_dir
@@ -241,6 +246,9 @@ def _checks_passed_marker(backbone, distribution: str):
                          f"code-{plugin_source_digest(cls)}", backbone.fingerprint(),
                          str(getattr(backbone, "device", "cpu")).split(":")[0], f"contract-{CONTRACT_VERSION}",
                          f"vip-{__version__}"])  # an edited plugin, a new check, or a new vip runs them again
+    built_with = getattr(backbone, "built_with", None)
+    if isinstance(built_with, dict):  # a third party's options (absent for vip's own: their markers unchanged)
+        identity += "|" + json.dumps(built_with, sort_keys=True)
     return default_cache_dir() / CHECKS_FOLDER / hashlib.sha256(identity.encode()).hexdigest()[:32]
 
 
@@ -337,9 +345,9 @@ def _same_weights_as_remembered(backbone, distribution: str, marker: Path) -> No
     if apart is not None:
         raise PluginError("backbone", backbone.id, distribution, "describe",
                           f"this load and an earlier one with the same describe() give the probe prompts and image "
-                          f"{apart}: the weights are not what describe() says (an unseeded random init, or an "
-                          "--arch/--pretrained value describe() leaves out?), so cached features, runs and "
-                          "predictions would mix weights", UNSEEDED_FIX)
+                          f"{apart}: the weights are not what describe() says (an unseeded random init, or a "
+                          "weights file replaced under the same --pretrained path that describe() does not digest?), "
+                          "so cached features, runs and predictions would mix weights", UNSEEDED_FIX)
 
 
 # Run directories: portable backbone options ---------------------------------------------------
