@@ -21,6 +21,13 @@ def test_the_footer_says_when_the_page_was_written_in_utc():
     assert written_by(None, moment) == f"written by vip {__version__} on 2026-03-01 23:30 UTC"
 
 
+def test_a_recorded_time_reads_as_utc_and_a_missing_or_damaged_one_as_none():
+    from vipcli.report.html import utc_time
+
+    assert utc_time("2026-11-29T21:11:00+01:00") == datetime(2026, 11, 29, 20, 11, tzinfo=timezone.utc)
+    assert utc_time(None) is None and utc_time("yesterday") is None and utc_time(7) is None
+
+
 @test_report.needs_browser
 def test_a_rendered_benchmark_report_says_when_it_was_written_and_when_its_rows_ran(benchmark_dir, tmp_path):
     """A printed report said which vip wrote it, never when: two printouts of one folder could not be told

@@ -175,14 +175,7 @@ def _ran_on(rows: list[dict]) -> str:
 def _finished(rows: list[dict]) -> str:
     """', finished 2026-11-29 19:58 to 19:59 UTC': when the first and the last row finished (as results.json
     records it); "" when no row says."""
-    from datetime import datetime, timezone
-
-    times = []
-    for row in rows:
-        try:
-            times.append(datetime.fromisoformat(str(row["finished_at"])).astimezone(timezone.utc))
-        except (KeyError, ValueError):
-            continue
+    times = [when for row in rows if isinstance(row, dict) and (when := html.utc_time(row.get("finished_at")))]
     if not times:
         return ""
     first, last = min(times), max(times)

@@ -209,6 +209,17 @@ def page(title: str, subtitle: str, sections: list[str], footer: str) -> str:
     )
 
 
+def utc_time(value):
+    """A recorded ISO time (metrics.json's or a benchmark row's `finished_at`) as an aware UTC datetime; None when
+    it is missing (None: a run or row of an earlier vip) or not an ISO time."""
+    from datetime import datetime, timezone
+
+    try:
+        return datetime.fromisoformat(str(value)).astimezone(timezone.utc) if value is not None else None
+    except ValueError:
+        return None
+
+
 def written_by(source=None, now=None) -> str:
     """The footer's line, as HTML: which vip wrote the page, when (UTC, to the minute) and from which folder.
 

@@ -53,7 +53,6 @@ def measured_when_trained(run_dir) -> str:
     """What the run measured on its own test split, from its metrics.json: 'accuracy 79.33%, macro-F1
     79.03% on 300 test images (vip train, 2026-11-29 20:11 UTC)'; '-' when the run has none to show."""
     import json
-    from datetime import datetime, timezone
 
     folder = Path(run_dir) if Path(run_dir).is_dir() else Path(run_dir).parent
     try:
@@ -62,11 +61,8 @@ def measured_when_trained(run_dir) -> str:
         said = f"accuracy {test['accuracy']:.2f}%, macro-F1 {test['macro_f1']:.2f}% on {test['n']} test images"
     except (OSError, ValueError, KeyError, TypeError):
         return "-"
-    try:
-        when = datetime.fromisoformat(str(metrics["finished_at"])).astimezone(timezone.utc)
-    except (KeyError, ValueError):
-        return said
-    return f"{said} (vip train, {when:%Y-%m-%d %H:%M} UTC)"
+    when = html.utc_time(metrics.get("finished_at"))
+    return f"{said} (vip train, {when:%Y-%m-%d %H:%M} UTC)" if when else said
 
 
 def agreement(items) -> str:

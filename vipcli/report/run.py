@@ -79,14 +79,9 @@ def _settings(run: dict) -> str:
 def _trained_when(metrics: dict) -> str:
     """', on 2026-11-29 20:11 UTC (cpu, x86_64)': when and where the run was trained, as its metrics.json
     records it; the machine alone for a run of a vip that recorded no time."""
-    from datetime import datetime, timezone
-
     where = ", ".join(str(metrics[key]) for key in ("device", "machine") if metrics.get(key))
-    try:
-        when = datetime.fromisoformat(str(metrics["finished_at"])).astimezone(timezone.utc)
-    except (KeyError, ValueError):
-        return f" ({where})" if where else ""
-    return f", on {when:%Y-%m-%d %H:%M} UTC" + (f" ({where})" if where else "")
+    when = html.utc_time(metrics.get("finished_at"))
+    return (f", on {when:%Y-%m-%d %H:%M} UTC" if when else "") + (f" ({where})" if where else "")
 
 
 def own_fitting(cls, method_id) -> str | None:
