@@ -66,6 +66,16 @@ class BatchStandardized(Centroid):
         return (logits - logits.mean(dim=0)) / (logits.std(dim=0, correction=0) + 1e-6)
 
 
+class AutocastOnly(Centroid):
+    """Sound, as a bf16 plugin on CUDA is: its forward works only under the autocast vip predicts with (here a
+    CPU bf16 autocast the test turns on), and raises outside it."""
+
+    def forward(self, image_features):
+        if not torch.is_autocast_enabled("cpu"):
+            raise RuntimeError("expected mat1 and mat2 to have the same dtype")
+        return super().forward(image_features)
+
+
 class ReadsCenterView(Centroid):
     """Flaw: fits its centroids on data.train.x without declaring needs_center_view."""
 
@@ -459,6 +469,7 @@ ENTRY_POINTS = "\n".join([
     "normalizes-in-place = vip_sample_methods:NormalizesInPlace",
     "centers-in-place = vip_sample_methods:CentersInPlace",
     "batch-standardized = vip_sample_methods:BatchStandardized",
+    "autocast-only = vip_sample_methods:AutocastOnly",
     "int-keys-record = vip_sample_methods:IntKeysRecord",
     "tuple-keys-record = vip_sample_methods:TupleKeysRecord",
     "reads-center-view = vip_sample_methods:ReadsCenterView",

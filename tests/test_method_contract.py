@@ -422,3 +422,16 @@ def test_settings_of_other_types_are_shown_and_converted_as_typed(cli, methods):
         with pytest.raises(UsageError) as error:
             make_settings(cls, dict([option.split("=")]), "typed-settings")
         assert str(error.value).startswith(said), str(error.value)
+
+
+def test_a_forward_that_runs_only_under_autocast_is_not_refused_by_the_batch_check(cli, methods, monkeypatch):
+    """The batch-size check computes probabilities without autocast (float32): a plugin with bf16 weights, which
+    predicts under vip's bf16 autocast on CUDA, failed there with its own dtype error although it works; the check
+    is then skipped (its predictions were made and checked under autocast)."""
+    import torch
+
+    import vipcli.fitting
+
+    monkeypatch.setattr(vipcli.fitting, "autocast", lambda device: torch.autocast("cpu", dtype=torch.bfloat16))
+    code, out, err = cli("methods", "check", "autocast-only")
+    assert code == 0 and "method 'autocast-only' passes" in out, err
