@@ -458,6 +458,22 @@ def test_each_failure_is_said_once_per_node_or_by_its_own_process(monkeypatch, l
     assert distributed.error_for_this_process("data folder not found", own, shared) == said
 
 
+@pytest.mark.parametrize("local_rank, waits", [(1, True), (0, False)])
+def test_a_process_that_leaves_a_shared_mistake_to_the_first_one_waits_before_exiting(cli, monkeypatch, local_rank,
+                                                                                      waits):
+    """torchrun stops every process once one exits: a silent process that exited at once got the node's first
+    process stopped before it printed the mistake (`error: terminated (SIGTERM)` instead); it now waits."""
+    from vipcli import distributed
+
+    for name, value in {"WORLD_SIZE": "2", "RANK": str(local_rank), "LOCAL_RANK": str(local_rank)}.items():
+        monkeypatch.setenv(name, value)
+    waited = []
+    monkeypatch.setattr("time.sleep", waited.append)
+    code, _, err = cli("train", "--data", "no-such-folder", "--backbone", "toy")
+    assert code == 1 and waited == ([distributed.SILENT_EXIT_GRACE_S] if waits else [])
+    assert ("data folder not found" in err) is not waits, err
+
+
 @needs_gloo
 def test_a_mistake_every_process_shares_is_one_error_line_under_torchrun(toy_run, tmp_path):
     """A bad option or a missing data folder under `torchrun --nproc-per-node 8` printed 8 `error:` lines."""

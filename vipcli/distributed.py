@@ -85,6 +85,23 @@ def error_for_this_process(message: str, own_process: bool = False, shared: bool
     return message if message.startswith("rank ") else f"rank {world.rank} of {world.size}: {message}"
 
 
+SILENT_EXIT_GRACE_S = 10.0  # how long a silenced process waits before it exits (see `give_the_first_process_time`)
+
+
+def give_the_first_process_time() -> None:
+    """Wait a little before exiting with a failure this process leaves to its node's first process to
+    print (`error_for_this_process` gave None): torchrun stops every process as soon as one exits, so the
+    first one, a moment slower (still importing, say), was stopped before printing it and said only
+    `error: terminated (SIGTERM)`. It prints and exits within the wait; torchrun then stops this one.
+    A Ctrl-C or SIGTERM ends the wait early."""
+    import time
+
+    try:
+        time.sleep(SILENT_EXIT_GRACE_S)
+    except KeyboardInterrupt:  # the stop signals raise it (SIGTERM too): exiting now is what is asked
+        pass
+
+
 def join(environ=None) -> World:
     """Join torchrun's process group once (gloo; rendezvous from MASTER_ADDR/MASTER_PORT); return the World."""
     global _joined, _has_joined

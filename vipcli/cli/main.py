@@ -97,10 +97,12 @@ app.command("report")(report.report_command)
 def _print_error(message: str, hint: str | None = None, own_process: bool = False, shared: bool = False) -> None:
     """`error: MESSAGE (HINT)` on stderr, once per failure under torchrun (`error_for_this_process`)."""
     from vipcli.console import printable
-    from vipcli.distributed import error_for_this_process
+    from vipcli.distributed import error_for_this_process, give_the_first_process_time
 
     message = error_for_this_process(message, own_process, shared)
     if message is None:
+        if not shared:  # a failure every process of the node shares: its first process says it, given time
+            give_the_first_process_time()
         return
     line = f"error: {message}"
     if hint:
