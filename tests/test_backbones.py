@@ -247,6 +247,20 @@ def test_backbones_list_shows_the_built_ins(cli):
     assert ids["clip"]["target"] == "vip_backbones.clip:ClipBackbone"
 
 
+def test_backbones_list_folds_a_long_plugin_path_rather_than_cutting_it(cli, monkeypatch):
+    """At 80 columns a third-party backbone's `loads` (module:Class) was cut with an ellipsis."""
+    from vipcli.plugins import PluginInfo
+
+    long = PluginInfo("meanpool", "vip_meanpool_backbone.backbones.mean_pooling:MeanPoolingBackbone",
+                      "vip-meanpool-backbone", "0.1.0")
+    monkeypatch.setattr("vipcli.cli.backbones.list_backbones", lambda: [long])
+    monkeypatch.setattr("vipcli.cli.backbones._problem", lambda info: None)
+    monkeypatch.setenv("COLUMNS", "80")
+    code, out, _ = cli("backbones", "list")
+    assert code == 0 and "…" not in out
+    assert long.target in "".join(line.split("│")[-2].strip() for line in out.splitlines() if line.count("│") == 4)
+
+
 def test_unknown_backbone_lists_installed_ids():
     with pytest.raises(UsageError) as error:
         load_backbone("nope")

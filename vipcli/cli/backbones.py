@@ -55,7 +55,8 @@ def list_command(as_json: bool = typer.Option(False, "--json", help="Print one J
         return
     from rich.table import Table
 
-    table = Table("id", "provided by", "loads")
+    table = Table("id", "provided by")
+    table.add_column("loads", overflow="fold")  # a plugin's long module path folds rather than being cut
     for info, problem in zip(infos, problems):
         mark = (" (disabled: registered twice)" if info.conflict else " (unavailable)" if problem else
                 f" (shadowed by the built-in; rename the id in {info.distribution}'s pyproject.toml)" if info.shadowed else "")
