@@ -290,6 +290,11 @@ class PluginGroup:
             ) from error
 
 
+def is_own_distribution(distribution: str | None) -> bool:
+    """Whether a "name version" distribution (as `PluginGroup.distribution` gives it) is vip's own: a built-in."""
+    return (distribution or "").split(" ")[0] == OWN_DISTRIBUTION
+
+
 def _is_own(entry_point: EntryPoint) -> bool:
     """Whether `entry_point` is registered by vip's own distribution (a built-in)."""
     return distribution_of(entry_point)[0].lower().replace("_", "-") == OWN_DISTRIBUTION

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Sequence
 
 from vipcli.errors import VipError
-from vipcli.plugins import OWN_DISTRIBUTION, PluginError, PluginGroup, PluginInfo, describe_exception, guard_calls
+from vipcli.plugins import (PluginError, PluginGroup, PluginInfo, describe_exception, guard_calls,
+                            is_own_distribution)
 
 ENTRY_POINT_GROUP = "vip.backbones"
 BACKBONES = PluginGroup(ENTRY_POINT_GROUP, "backbone")
@@ -98,7 +99,7 @@ def load_backbone(backbone_id: str, arch: str | None = None, pretrained: str | N
         backbone = _construct(factory, backbone_id, distribution, arch, pretrained, device or torch.device("cpu"))
     constructed = time.perf_counter()
     backbone.id = backbone_id
-    if (distribution or "").split(" ")[0] != OWN_DISTRIBUTION:
+    if not is_own_distribution(distribution):
         _note_options(backbone, arch, pretrained)
         _warn_other_device(backbone, distribution, device or torch.device("cpu"))
     guard_calls(backbone, GUARDED_MEMBERS, "backbone", backbone_id, distribution)
@@ -320,7 +321,7 @@ def _remember_probes(backbone, distribution: str, marker: Path) -> None:
     (vip's own backbones describe their weights fully and are left out). OSError is the caller's."""
     from vipcli.backbone_contract import probe_features
 
-    if distribution.split(" ")[0] == OWN_DISTRIBUTION:
+    if is_own_distribution(distribution):
         return
     try:
         probes = probe_features(backbone).tolist()

@@ -34,7 +34,7 @@ import json
 import torch
 
 from vipcli.methods.base import StateMismatch
-from vipcli.plugins import OWN_DISTRIBUTION, PluginError, guard_calls
+from vipcli.plugins import PluginError, guard_calls, is_own_distribution
 
 GUARDED_MEMBERS = ("fit", "forward", "prepare", "explain", "record", "state_tensors", "load_state_tensors",
                    "training_loss", "batched_loss")
@@ -199,7 +199,7 @@ def check_class(cls, method_id: str) -> None:
 
 def guard_method(method, method_id: str, distribution: str) -> None:
     """Make a plugin's own exceptions name it and the member that raised (built-ins are left as they are)."""
-    if distribution.split(" ")[0] != OWN_DISTRIBUTION:
+    if not is_own_distribution(distribution):
         guard_calls(method, GUARDED_MEMBERS, "method", method_id, distribution)
 
 
@@ -541,7 +541,7 @@ def check_round_trip(method, features: torch.Tensor, device) -> None:
     from vipcli.fitting import predict_logits
     from vipcli.methods import restore_method
 
-    if distribution_of_method(method.id).split(" ")[0] == OWN_DISTRIBUTION or not len(features):
+    if is_own_distribution(distribution_of_method(method.id)) or not len(features):
         return
     sample = features[:ROUND_TRIP_IMAGES]  # [n, D]
     logits = predict_logits(method, sample, device)  # [n, C]
