@@ -42,9 +42,10 @@ def list_backbones() -> list[PluginInfo]:
 def backbone_class(backbone_id: str):
     """Import the plugin registered as `backbone_id` and return its factory (a method class registered as a
     backbone by mistake is one error saying which entry-point group it belongs to)."""
+    from vipcli.methods.base import Method
+
     loaded = BACKBONES.load(backbone_id)
-    if isinstance(loaded, type) and any(f"{k.__module__}.{k.__qualname__}" == "vipcli.methods.base.Method"
-                                        for k in loaded.__mro__):
+    if isinstance(loaded, type) and issubclass(loaded, Method):
         raise BACKBONES.misplaced(backbone_id, "vip.methods", "method (a vipcli.methods.Method)")
     return loaded
 

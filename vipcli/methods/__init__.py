@@ -42,11 +42,10 @@ class MethodInfo:
 
 def method_class(method_id: str) -> type[Method]:
     """Import the method registered as `method_id` and check it implements the interface."""
+    from vipcli.backbone import Backbone
     from vipcli.methods.contract import check_class
 
     loaded = METHODS.load(method_id)
-    from vipcli.backbone import Backbone
-
     if isinstance(loaded, type) and issubclass(loaded, Backbone):
         raise METHODS.misplaced(method_id, "vip.backbones", "backbone (a vipcli.backbone.Backbone)")
     if not (isinstance(loaded, type) and issubclass(loaded, Method)):
