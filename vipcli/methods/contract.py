@@ -553,8 +553,8 @@ def check_round_trip(method, features: torch.Tensor, device) -> None:
     try:
         in_batch, alone = (full_precision_probabilities(method, rows, device) for rows in (sample, sample[:1]))
     except PluginError:  # a forward that runs only under autocast (bf16 weights on CUDA): predicted above, unchecked
-        in_batch = alone = None
-    if in_batch is not None:
+        pass
+    else:
         check_batch_independent(method, in_batch, alone)
     settings = dataclasses.asdict(method.settings)
     tensors = {name: tensor.detach().cpu() for name, tensor in method.state_tensors().items()}
