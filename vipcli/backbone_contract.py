@@ -13,6 +13,7 @@ broken plugin fails in seconds.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from dataclasses import dataclass
@@ -442,21 +443,16 @@ class _Probe:
         return f"{len(PARTS_GROUPS)} prompts, 2 groups, {shared} shared tokens: relative difference {compared}{unchecked}"
 
     def image_transform(self) -> str:
-        from PIL import Image
-
         b = self.backbone
         picture = probe_picture()
         shapes = []
-        limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # a probe, not a user's file
-        try:
+        with _any_picture_size():
             for train in (False, True):
                 out = _tensor(b.image_transform(train)(picture))
                 if out.dim() != 3 or out.shape[0] != 3 or not out.is_floating_point():
                     raise _Failed(f"image_transform({train}) gives {_dtype(out)} {_shape(out)}; "
                                   "expected float [3, H, W]")
                 shapes.append(tuple(out.shape))
-        finally:
-            Image.MAX_IMAGE_PIXELS = limit
         if shapes[0] != shapes[1]:
             raise _Failed(f"eval and train transforms give different sizes {shapes[0]} and {shapes[1]}")
         self.image_size = shapes[0]
@@ -551,16 +547,24 @@ def probe_picture():
                            "RGB")
 
 
+@contextlib.contextmanager
+def _any_picture_size():
+    """PIL's decompression-bomb limit lifted for the block: the probe picture, resized by a plugin's transform,
+    is not a user's file."""
+    from PIL import Image
+
+    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+
+
 def probe_features(backbone) -> torch.Tensor:
     """What two loads of the same weights must agree on: the text features of `PROBE_TEXTS` and the image feature
     of `probe_picture()` through the eval transform, [len(PROBE_TEXTS) + 1, D] float32 on the CPU."""
-    from PIL import Image
-
-    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # a probe, not a user's file
-    try:
+    with _any_picture_size():
         pixels = backbone.image_transform(False)(probe_picture())[None]  # [1, 3, H, W]
-    finally:
-        Image.MAX_IMAGE_PIXELS = limit
     with torch.no_grad():
         ids = backbone.tokenize(PROBE_TEXTS)
         text = backbone.encode_text_embeds(backbone.embed_tokens(ids), ids.to(backbone.device))  # [N, D]
