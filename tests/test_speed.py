@@ -76,3 +76,22 @@ def test_speed_writes_only_into_an_empty_folder_or_a_benchmark_of_the_same_data(
                                                     "rows": []}))
     code, _, err = _speed(cli, isic_small, tiny_clip, other)
     assert code == 1 and "holds a benchmark of other data (/elsewhere)" in err and not (other / "speed.json").exists()
+
+
+def test_a_runs_machine_names_the_gpu_it_ran_on(monkeypatch):
+    """metrics.json, results.json rows and speed.json name a CUDA device's GPU; a device that cannot be asked
+    (or the CPU) gives the machine alone."""
+    import torch
+
+    from vipcli.devices import gpu_name, where_run
+
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: f"NVIDIA H200 ({device})")
+    assert gpu_name("cuda:0") == "NVIDIA H200 (cuda:0)" and gpu_name("cpu") is None
+    assert where_run("cuda:0")["machine"].endswith(", NVIDIA H200 (cuda:0)") and where_run("cuda:0")["device"] == "cuda:0"
+    assert ", " not in where_run("cpu")["machine"]
+
+    def unavailable(device):
+        raise RuntimeError("no CUDA GPUs are available")
+
+    monkeypatch.setattr(torch.cuda, "get_device_name", unavailable)
+    assert gpu_name("cuda") is None and where_run("cuda")["machine"] == where_run("cpu")["machine"]

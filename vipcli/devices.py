@@ -65,13 +65,21 @@ def where_run(device) -> dict[str, str]:
     import torch
 
     machine = f"{platform.machine()} {platform.processor() or ''}".strip()
+    name = gpu_name(device)
+    return {"device": str(torch.device(device)), "machine": f"{machine}, {name}" if name else machine}
+
+
+def gpu_name(device) -> str | None:
+    """The name of CUDA `device` ("NVIDIA H200"); None for another device, or one that cannot be asked."""
+    import torch
+
     device = torch.device(device)
-    if device.type == "cuda":
-        try:
-            machine += f", {torch.cuda.get_device_name(device)}"
-        except (RuntimeError, AssertionError):  # a device that cannot be asked: the machine alone
-            pass
-    return {"device": str(device), "machine": machine}
+    if device.type != "cuda":
+        return None
+    try:
+        return torch.cuda.get_device_name(device)
+    except (RuntimeError, AssertionError):
+        return None
 
 
 def autocast_dtype(device):

@@ -45,6 +45,7 @@ def describe_machine(device) -> dict:
     import torch
 
     from vipcli import __version__
+    from vipcli.devices import gpu_name
     from vipcli.settings import usable_cores
 
     cpu = platform.processor() or platform.machine()
@@ -59,7 +60,7 @@ def describe_machine(device) -> dict:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = None
-    accelerator = torch.cuda.get_device_name(device) if device.type == "cuda" else str(device)
+    accelerator = gpu_name(device) or str(device)
     return {"cpu": cpu, "cpu_count": os.cpu_count(), "usable_cores": usable_cores(), "torch_threads": torch.get_num_threads(),
             "device": str(device), "accelerator": accelerator, "platform": platform.platform(),
             "python": platform.python_version(), "vip": __version__, **versions}
