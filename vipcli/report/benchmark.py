@@ -158,7 +158,7 @@ def _settings(document: dict) -> str:
         ["seeds", ", ".join(map(str, sweep.get("seeds", [])))], ["split seed", config.get("split_seed")],
         ["schedule", config.get("schedule")], ["augmented views per image", config.get("views")],
         ["rows", f"{len(document.get('rows', []))}{_finished(document.get('rows', []))}"],
-        *([["ran on", _ran_on(document.get("rows", []))]] if _ran_on(document.get("rows", [])) else []),
+        *([["ran on", ran_on]] if (ran_on := _ran_on(document.get("rows", []))) else []),
     ]
     rows = [["data", html.path(config.get("data"))], *([name, html.text(value)] for name, value in rows)]
     return html.table("Settings of this benchmark", ["setting", "value"], rows, raw=True)
