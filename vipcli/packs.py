@@ -203,12 +203,13 @@ def shipped_packs() -> list[SymptomPack]:
     return sorted((load_pack(p) for p in shipped_pack_dir().glob("*.yaml")), key=lambda p: p.name.lower())
 
 
-def collect_packs(sources: list[str | Path]) -> list[SymptomPack]:
-    """Packs from user sources (pack files, symptom files, folders of them, or shipped names).
+def collect_packs(sources: list[str | Path], shipped: list[SymptomPack] | None = None) -> list[SymptomPack]:
+    """Packs from user sources (pack files, symptom files, folders of them, or shipped names), then
+    `shipped` (default: `shipped_packs()`, read here).
 
     User packs come first so they take precedence over shipped ones with the same name.
     """
-    shipped = shipped_packs()
+    shipped = shipped_packs() if shipped is None else shipped
     return [pack for _, packs in _packs_by_source(sources, shipped) for pack in packs] + shipped
 
 

@@ -52,8 +52,9 @@ def plan_packs(dataset, sources: list[str], out: Path, force: bool) -> list[Clas
     """
     from vipcli.symptoms.generate import default_out_name
 
-    packs = collect_packs(list(sources))  # the packs of `sources`, in order, then every shipped pack
-    n_given = len(packs) - len(shipped_packs())
+    shipped = shipped_packs()
+    packs = collect_packs(list(sources), shipped)  # the packs of `sources`, in order, then every shipped pack
+    n_given = len(packs) - len(shipped)
     shipped_dir = shipped_pack_dir().resolve()
     plans = []
     for label, name in enumerate(dataset.class_names):
