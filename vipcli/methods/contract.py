@@ -361,13 +361,13 @@ def check_gradients(method, seen: set[str]) -> None:
             "(or as a buffer: self.register_buffer(NAME, tensor))")
 
 
-def stored_record(method):
-    """`method.record()` as a run stores it and `vip predict` reads it back (through JSON: a tuple comes
-    back a list); what JSON cannot hold (a tensor, an array) is refused as the plugin's fault, before
-    anything is written."""
+def stored_record(method, record=None):
+    """`method.record()` (or `record`, what it already returned) as a run stores it and `vip predict` reads
+    it back (through JSON: a tuple comes back a list); what JSON cannot hold (a tensor, an array) is
+    refused as the plugin's fault, before anything is written."""
     from vipcli.backbone_contract import json_problem
 
-    record = method.record()
+    record = method.record() if record is None else record
     try:
         return json.loads(json.dumps(record))
     except (TypeError, ValueError) as error:
@@ -559,9 +559,10 @@ def check_round_trip(method, features: torch.Tensor, device) -> None:
     settings = dataclasses.asdict(method.settings)
     tensors = {name: tensor.detach().cpu() for name, tensor in method.state_tensors().items()}
     where = f"method '{method.id}' rebuilt from its own record() and state_tensors()"
-    altered = json_alteration(method.record())  # where the stored record() comes back other than it was
+    record = method.record()  # asked once: a plugin's record() may be slow, or count its calls
+    altered = json_alteration(record)  # where the stored record() comes back other than it was
     try:
-        rebuilt = restore_method(method.id, method.setup, settings, stored_record(method), tensors, where)
+        rebuilt = restore_method(method.id, method.setup, settings, stored_record(method, record), tensors, where)
         again = predict_logits(rebuilt, sample, device).softmax(dim=-1)  # [n, C]
     except StateMismatch as mismatch:  # at train time the plugin's __init__ is at fault, not the backbone
         raise rebuilt_shapes_fault(method, mismatch) from None
@@ -577,7 +578,7 @@ def check_round_trip(method, features: torch.Tensor, device) -> None:
                            JSON_ALTERATION_FIX)
     if not difference <= ROUND_TRIP_TOLERANCE:
         stored = ", ".join(sorted(tensors)) or "none"
-        keys = ", ".join(sorted(method.record() or {})) or "none"
+        keys = ", ".join(sorted(map(str, record or {}))) or "none"
         raise method_fault(
             method.id, "state_tensors",
             f"rebuilt from what the run stores (tensors: {stored}; record() keys: {keys}), it predicts other "
