@@ -1,8 +1,8 @@
 """What the on-disk cache holds, and removing it: the library side of `vip cache info|clear`.
 
-The cache root (`$VIP_CACHE_DIR`, else the user cache folder) holds two things vip owns:
+The cache root (`$VIP_CACHE_DIR`, else the user cache folder) holds four folders vip owns (`OWNED`):
 `features/<backbone key>/` (image features, one folder per backbone, described by its
-`backbone.json`), `llm/` (answers of `vip symptoms generate`) and `checks/` (one small file per
+`backbone.json`), `llm/` (answers of `vip symptoms generate`), `checks/` (one small file per
 backbone that passed the load-time contract checks) and `digests/` (the content digests of weights
 files, so that each is read once per version, not once per process). Nothing else under the root is ever read or
 removed, nor is any file in those folders that vip did not write.

@@ -7,9 +7,9 @@ A cache entry is a pure function of its key, so a run's result never depends on 
 - augmented view k of an image is drawn with an RNG seeded from (the image's content digest, k,
   the augmentation's identity), never from the run's seed or from what was drawn earlier;
 - entries live under `<cache>/features/<backbone key>/`, where the backbone key digests the
-  backbone id, its class, its fingerprint, its image transforms, the image decoder and the
-  precision the encoder ran in (bf16 autocast on CUDA), so a cache shared by a GPU and a CPU
-  machine never hands one the other's features;
+  backbone id, its class and plugin code, its fingerprint, its image transforms, the image decoding
+  rules and library versions (`installation_identity`) and the precision the encoder ran in (bf16
+  autocast on CUDA), so a cache shared by a GPU and a CPU machine never hands one the other's features;
 - each entry stores its identity in its safetensors header (image path and content digest,
   backbone key, dtype, feature size, view count) and is checked on every read: an entry that
   fails (another image's, another backbone's, wrong shape or dtype, non-finite values, damaged

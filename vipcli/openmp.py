@@ -6,7 +6,7 @@ microseconds per region. With another torch process on the same cores, each proc
 threads take the cores the other's working threads need: on this project's 2-core machine two `vip
 train` runs of the small CLIP at once fitted in 405 s each instead of about 10 s alone (three toy
 runs: 54-60 s instead of 3 s). With `GOMP_SPINCOUNT=1000` the same two runs took 27 s each, and a
-run alone 9.6-13 s against 9.7-11.7 s by default (docs/SPEED.md, the eighteenth day).
+run alone 10.4-13.1 s against 9.7-11.7 s by default (docs/SPEED.md, the eighteenth day).
 
 The spin count changes only how threads wait, never what they compute or in which order, so
 results are the same to the last digit. It must be set before torch (and its OpenMP library) loads:

@@ -10,4 +10,5 @@ Modules, one job each:
     generate  the two stages end to end: `generate_pack(config)` and `write_pack(...)`
     folder    which pack each class of a data folder uses, and which still need generating
     rank      score every symptom on the user's training images with the frozen backbone; prune
+    wording   warn about symptoms that do not look English or only name a disease
 """
