@@ -55,7 +55,10 @@ def clear_command(
                                "or backbone code version). Judged by this installation: another vip version "
                                "sharing the cache re-encodes what it loses."),
 ) -> None:
-    """Remove cached features (of one backbone, or all) and, without --backbone, cached LLM answers."""
+    """Remove cached features (of one backbone, the stale ones, or all) and, clearing all, cached LLM answers.
+
+    Clearing all (no --backbone, no --stale) also removes the remembered backbone checks and weights digests.
+    """
     from vipcli.cache_admin import backbone_folders, checked_root, clear, human_size
     
     root = checked_root()

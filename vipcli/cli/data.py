@@ -39,7 +39,7 @@ def sort_command(
                                                "split column, vip data sort makes the splits itself (val 10%, test "
                                                "20% of each class, seeded by --seed)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the splits made with --group-column "
-                                       "[default: 1]."),
+                                       "(default 1)."),
     copy: bool = typer.Option(False, "--copy", help="Copy the images instead of linking to them (a folder that "
                               "can move to another machine)."),
     force: bool = typer.Option(False, "--force", help="Sort again into an --out that `vip data sort` wrote "
