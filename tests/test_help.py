@@ -131,3 +131,16 @@ def test_rich_markup_and_help_panels_in_the_plain_layout():
     assert "╭" not in out and "[bold]" not in out and "[italic]" not in out
     assert "Run it, quickly." in out and "--size <int> The size [px]. [default: 1]" in " ".join(out.split())
     assert out.index("\nOptions:\n") < out.index("\nAdvanced:\n  --a-rather-long-option-name-indeed <float>\n")
+
+
+def test_no_help_text_loses_words_to_rich_markup():
+    """Brackets in a help text that rich would read as a markup tag (`[default: 1]`, `[symptoms]`) vanish
+    from `--help`; they must be escaped (`\\[`) or written another way."""
+    from vipcli.cli.help import plain
+
+    lost = []
+    for path, command in COMMANDS:
+        texts = [command.help or ""] + [getattr(param, "help", None) or "" for param in command.params]
+        lost += [f"vip {' '.join(path)}: {text!r}" for text in texts
+                 if plain(text, "rich") != text.replace("\\[", "[")]
+    assert lost == []
