@@ -1,4 +1,5 @@
-"""Reading one image file into an RGB PIL image, whatever its mode, or saying why not."""
+"""Reading one image file into an RGB PIL image, whatever its mode, or saying why not; and which
+files under a folder are images (`image_files_under`), and which of its folders are never data."""
 
 from __future__ import annotations
 

@@ -10,7 +10,8 @@ For every symptom of every class, on the training split:
 - it "favours" another class when the images of that class match it significantly better than
   the images of its own class (pairwise AUROC);
 - it helps when its AUROC is above chance with 95% confidence (one-sided; the bound depends on
-  how many images there are) or above --min-auroc, and it favours no other class.
+  how many images there are), or above --min-auroc when that is given (it then replaces the chance
+  bound, in the pairwise test too), and it favours no other class.
 
 `prune` removes the symptoms that do not help, keeping at least two per class. A kept symptom that
 "points the wrong way" (AUROC below 0.5, or it favours another class: the other classes' images match
