@@ -33,7 +33,8 @@ class Vip(PromptMethod):
 
 
 class VipCopOnly(Vip):
-    """ViP ablation: the context prompt only; a class is the mean of its symptom features."""
+    """ViP ablation: the context prompt only; a class scores the mean cosine over its symptoms (the mean of
+    their unit-length features)."""
 
     summary = "ViP ablation: context prompt, mean over symptoms"
     learned_merge = False
