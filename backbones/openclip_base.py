@@ -137,12 +137,16 @@ def create_open_clip(arch: str, pretrained: str | None, device: torch.device, ti
                          "random weights, or no --pretrained for the model's own weights")
     random_init = random_weights or not (pretrained or model_name.startswith(SCHEMAS))
     uses_hub = model_name.startswith("hf-hub:") or bool(pretrained and not Path(pretrained).exists())
+    # random weights are drawn on the CPU whatever `device` is (as the other backbones draw theirs): CUDA's
+    # generator gives other numbers for the same seed, so a GPU would build other towers under the same
+    # describe(), and a run trained there would predict with other weights on the CPU
+    build_on = torch.device("cpu") if random_init else device
     with model_loading(uses_hub) as offline_reason:
         try:
-            with _seeded() if random_init else skipped_weight_init(), torch.device(device), \
+            with _seeded() if random_init else skipped_weight_init(), torch.device(build_on), \
                     checkpoint_weights_assigned() as checkpoints:
                 model = open_clip.create_model(
-                    model_name, pretrained=None if own_file else pretrained, device=device,
+                    model_name, pretrained=None if own_file else pretrained, device=build_on,
                     pretrained_text=not random_init, load_weights=not (random_init or own_file),
                 )
                 if own_file:
@@ -162,6 +166,7 @@ def create_open_clip(arch: str, pretrained: str | None, device: torch.device, ti
                                             thing="the config of") from error
             hint = HUB_OFFLINE_HINT if model_name.startswith("hf-hub:") else OFFLINE_HINT
             raise missing_weights_error(pretrained or model_name, arch, offline_reason, error, hint) from error
+    model = model.to(device)  # random weights: moved once drawn (a no-op for a model built there)
     hub_or_folder = any(name.startswith(SCHEMAS) for name in (model_name, pretrained or ""))
     if not random_init and hub_or_folder and checkpoints is not None and not checkpoints.paths:
         # built without initialisation for weights that never came: its tensors hold whatever memory held

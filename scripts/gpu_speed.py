@@ -12,7 +12,8 @@ Runs vip as whole processes, the way a user does, each timed from the outside:
      (goal: at most 120 s), optionally also with `--no-batch` for comparison.
 
 Defaults are the issue's setting: the Derm7pt-sized folder of `scripts/make_derm7pt_sized.py`
-(made if --data is not given) and ViT-B/16 (`ViT-B-16-quickgelu`) with random weights saved once
+(made if --data is not given, from --source where ../shared/data is not beside the repository, as on
+a lent GPU machine) and ViT-B/16 (`ViT-B-16-quickgelu`) with random weights saved once
 to a local safetensors file, so the model loads from local disk as it would with real weights.
 
 The three parts run in that order of certainty: the full runs, then `--speed`, then the sweep, whose
@@ -24,11 +25,14 @@ Usage (on the GPU machine, in the vip environment):
     python scripts/gpu_speed.py --out gpu-speed            # everything, about 5-10 minutes
     python scripts/gpu_speed.py --out gpu-speed --time-limit 480  # stop what would run past 8 minutes
     python scripts/gpu_speed.py --out gpu-speed --no-sweep # goals 1 and 3 only
+    python scripts/gpu_speed.py --out gpu-speed --source isic2017_mel_nv  # the ISIC images carried along
     # a quick dry run on a CPU (tiny settings; the goals then say nothing):
     python scripts/gpu_speed.py --out /tmp/s --device cpu --data DIR --arch small-clip --epochs 2 \\
         --sweep-shots 1,2 --sweep-seeds 1 --sweep-methods vip,coop --views 2
 
-Writes OUT/gpu_speed.json (and OUT/gpu_speed.log with every command's output).
+Writes OUT/gpu_speed.json (and OUT/gpu_speed.log with every command's output). Without the data, the
+weights or an installed vip, nothing runs: one `error:` line says what to pass or install (exit 2), and the
+JSON holds it beside the machine.
 """
 
 from __future__ import annotations
@@ -53,6 +57,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="folder for gpu_speed.json and scratch runs")
     parser.add_argument("--data", type=Path, help="benchmark folder (default: make the Derm7pt-sized one in OUT)")
+    parser.add_argument("--source", type=Path, help="ISIC melanoma/nevus folder the Derm7pt-sized one is made from "
+                        "(default: make_derm7pt_sized.py's, ../shared/data/isic2017_mel_nv, which a GPU machine "
+                        "may lack); the run is still judged, as with no --data")
     parser.add_argument("--arch", default="ViT-B-16-quickgelu", help="open_clip architecture")
     parser.add_argument("--pretrained", help="local weights file (default: random weights saved once in OUT)")
     parser.add_argument("--device", default="auto", help="auto, cuda, cuda:N, cpu")
@@ -136,6 +143,38 @@ def random_weights(arch: str, path: Path) -> Path:
     return path
 
 
+class SetupFailed(Exception):
+    """The data, the weights or vip itself cannot be had: nothing can be measured (the message says what to do)."""
+
+
+def prepare(args: argparse.Namespace, out: Path) -> tuple[Path, Path]:
+    """The benchmark folder and the weights file every part uses, made where not given; SetupFailed if not."""
+    from importlib.metadata import entry_points
+
+    if "clip" not in {entry.name for entry in entry_points(group="vip.backbones")}:
+        raise SetupFailed(f"vip is not installed in this Python ({sys.executable}): its backbones are registered "
+                          "when it is; run `pip install --no-deps --no-build-isolation -e .` in the repository")
+    data = args.data
+    if data is None:
+        data = out / "derm7pt-sized"
+        if not data.is_dir():
+            source = ["--source", str(args.source)] if args.source else []
+            made = subprocess.run([sys.executable, str(HERE / "make_derm7pt_sized.py"), str(data), *source],
+                                  capture_output=True, text=True)
+            if made.returncode != 0:
+                said = (made.stderr.strip().splitlines() or [f"rc {made.returncode}"])[-1].removeprefix("error: ")
+                raise SetupFailed(f"could not make the Derm7pt-sized folder: {said}; pass --source with the ISIC "
+                                  "melanoma/nevus folder, or --data with a benchmark folder (not judged)")
+    if args.pretrained:
+        return data.resolve(), Path(args.pretrained).resolve()
+    try:
+        return data.resolve(), random_weights(args.arch, out / "weights.safetensors")
+    except Exception as error:  # open_clip missing, an architecture it does not know, a full disk
+        said = " ".join(str(error).split()) or type(error).__name__
+        raise SetupFailed(f"could not save random weights of {args.arch}: {type(error).__name__}: {said}; install "
+                          "open_clip_torch, or pass --pretrained with a weights file") from error
+
+
 def machine() -> dict:
     """The GPU(s) as nvidia-smi names them, torch's view, CPU cores and load."""
     import torch
@@ -162,23 +201,24 @@ def main(argv=None) -> int:
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     runner = Runner(out, started + args.time_limit if args.time_limit else None)
-    data = args.data
-    if data is None:
-        data = out / "derm7pt-sized"
-        if not data.is_dir():
-            subprocess.run([sys.executable, str(HERE / "make_derm7pt_sized.py"), str(data)], check=True)
-    data = data.resolve()
-    weights = Path(args.pretrained).resolve() if args.pretrained else random_weights(args.arch, out / "weights.safetensors")
-    backbone = ["--arch", args.arch, "--pretrained", weights, "--device", args.device]
-    common = [*backbone, *(["--views", args.views] if args.views else []),
-              *(["--workers", args.workers] if args.workers is not None else [])]
     defaults = (args.arch == "ViT-B-16-quickgelu" and args.epochs == 50 and args.views is None and args.data is None
                 and not any((args.sweep_methods, args.sweep_shots, args.sweep_seeds, args.sweep_epochs, args.no_sweep)))
     report = {"format": "vip-gpu-speed", "complete": False, "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-              "time_limit_s": args.time_limit, "machine": machine(), "data": str(data), "arch": args.arch,
-              "weights": str(weights), "epochs": args.epochs, "goals": GOALS}
+              "time_limit_s": args.time_limit, "machine": machine(), "arch": args.arch, "epochs": args.epochs,
+              "goals": GOALS}
     report["judged"] = bool(report["machine"]["cuda_available"] and args.device != "cpu" and defaults)
     target = out / "gpu_speed.json"
+    try:  # what every part needs, before any of them: a failure here is one line, and the JSON says it
+        data, weights = prepare(args, out)
+    except SetupFailed as failed:
+        report["error"] = str(failed)
+        save(report, target)
+        print(f"error: {failed}", file=sys.stderr)
+        return 2
+    report.update(data=str(data), weights=str(weights))
+    backbone = ["--arch", args.arch, "--pretrained", weights, "--device", args.device]
+    common = [*backbone, *(["--views", args.views] if args.views else []),
+              *(["--workers", args.workers] if args.workers is not None else [])]
 
     # goal 1: a full default run, cold then warm cache, as whole processes
     cache = fresh(out / "cache-train")

@@ -505,6 +505,25 @@ def test_loading_a_weights_file_skips_random_initialisation_and_loads_every_weig
     assert calls  # random weights are still initialised (seeded)
 
 
+def test_random_weights_are_drawn_on_the_cpu_whatever_the_device(tiny_clip, monkeypatch):
+    """CUDA's generator gives other numbers than the CPU's for the same seed: towers drawn on a GPU were other
+    weights under the same describe() (a run trained there predicted with other weights on the CPU). The meta
+    device stands in for the GPU: the draws must happen on the CPU, the model then lands on the device."""
+    from vip_backbones.openclip_base import create_open_clip
+
+    drawn = []
+    real_normal = torch.nn.init.normal_
+
+    def normal_(*args, **kwargs):
+        drawn.append((args[0] if args else kwargs["tensor"]).device.type)
+        return real_normal(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.init, "normal_", normal_)
+    model, _ = create_open_clip(str(tiny_clip), None, torch.device("meta"))
+    assert drawn and set(drawn) == {"cpu"}
+    assert {p.device.type for p in model.parameters()} == {"meta"}
+
+
 def test_offline_random_weights_of_a_hub_model_name_what_is_still_needed(monkeypatch, tmp_path):
     """`--pretrained none` with an hf-hub: model still reads its config and tokenizer; the fix offered is
     never the option already passed."""

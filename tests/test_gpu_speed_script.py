@@ -80,3 +80,25 @@ def test_the_report_is_written_whole_after_each_part(gpu_speed, tmp_path):
     written = json.loads(target.read_text())
     assert written["complete"] is False and written["checks"]["train_warm_s"]["met"] is True
     assert not target.with_suffix(".json.tmp").exists()
+
+
+def test_data_that_cannot_be_made_is_one_error_line_and_the_json_says_it(gpu_speed, tmp_path, capsys):
+    """On a lent GPU machine ../shared/data is not beside the repository: making the data folder failed with a
+    CalledProcessError traceback, before any JSON was written."""
+    out = tmp_path / "gs"
+    code = gpu_speed.main(["--out", str(out), "--source", str(tmp_path / "no-such-folder"), "--device", "cpu"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "Traceback" not in err[0]
+    assert err[0].startswith("error: could not make the Derm7pt-sized folder: no ISIC") and "--source" in err[0]
+    written = json.loads((out / "gpu_speed.json").read_text())
+    assert written["complete"] is False and written["error"] in err[0] and "torch" in written["machine"]
+    assert "train_cold" not in written  # nothing ran
+
+
+def test_an_uninstalled_vip_is_named_before_anything_runs(gpu_speed, tmp_path, capsys, monkeypatch):
+    import importlib.metadata
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda **kwargs: [])
+    code = gpu_speed.main(["--out", str(tmp_path / "gs"), "--data", str(tmp_path), "--device", "cpu"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("error: vip is not installed") and "pip install" in err

@@ -115,17 +115,21 @@ class TipAdapter(Method):
         clip_logits = self.logit_scale.exp() * f @ self.class_weights.T  # [M, C]
         affinity = f @ self.keys().T  # [M, N]
         labels = val.y.to(device)
-        best = (-1.0, self.alpha, self.beta)
-        alphas = torch.tensor(search_grid(self.settings.alpha_scale, self.settings.alpha_steps), device=device)
-        for beta in search_grid(self.settings.beta_scale, self.settings.beta_steps):
+        alphas = torch.tensor(search_grid(self.settings.alpha_scale, self.settings.alpha_steps))  # [A], float32
+        betas = search_grid(self.settings.beta_scale, self.settings.beta_steps)
+        on_device = alphas.to(device)
+        scores = []  # per beta, the accuracy of every alpha [A], left on the device
+        for beta in betas:
             cache_logits = torch.exp(-beta * (1 - affinity)) @ self.cache_values  # [M, C]
-            logits = clip_logits[None] + alphas[:, None, None] * cache_logits[None]  # [A, M, C]
-            correct = (logits.argmax(-1) == labels).float().mean(-1)  # [A]
-            top = int(correct.argmax())
-            if float(correct[top]) > best[0]:
-                best = (float(correct[top]), float(alphas[top]), beta)
-        _, self.alpha, self.beta = best
-        return best[0]
+            logits = clip_logits[None] + on_device[:, None, None] * cache_logits[None]  # [A, M, C]
+            scores.append((logits.argmax(-1) == labels).float().mean(-1))  # [A]
+        # read once (a read per beta made a GPU wait 2 x 200 times per fit); the first best in grid order, beta
+        # then alpha, as a scan keeping only a strictly better point chooses
+        table = torch.stack(scores).cpu()  # [B, A]
+        best = int(table.flatten().argmax())  # argmax returns the first of equal maxima
+        row, column = divmod(best, len(alphas))
+        self.alpha, self.beta = float(alphas[column]), betas[row]
+        return float(table[row, column])
 
     def fit(self, data, context) -> dict:
         """Build the cache from the few-shot views, then search alpha and beta on validation."""
