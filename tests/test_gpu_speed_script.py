@@ -102,3 +102,17 @@ def test_an_uninstalled_vip_is_named_before_anything_runs(gpu_speed, tmp_path, c
     code = gpu_speed.main(["--out", str(tmp_path / "gs"), "--data", str(tmp_path), "--device", "cpu"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("error: vip is not installed") and "pip install" in err
+
+
+def test_the_carry_script_run_without_prepare_names_the_step_to_take(tmp_path):
+    """scripts/gpu_carry.sh run on a machine where `prepare` was not carried: one line naming it, before pip."""
+    import shutil
+    import subprocess
+
+    (tmp_path / "scripts").mkdir()
+    carry = shutil.copy(SCRIPT.with_name("gpu_carry.sh"), tmp_path / "scripts")
+    ran = subprocess.run(["bash", carry, "run", str(tmp_path / "out")], capture_output=True, text=True)
+    assert ran.returncode == 2
+    assert ran.stderr.strip() == "error: no gpu-carry/: run scripts/gpu_carry.sh prepare first"
+    usage = subprocess.run(["bash", carry], capture_output=True, text=True)
+    assert usage.returncode == 2 and usage.stderr.startswith("usage: scripts/gpu_carry.sh prepare | run OUT")
