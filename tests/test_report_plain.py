@@ -4,6 +4,7 @@ prediction sets and merge weights mean, said on the page in plain words."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from datetime import datetime, timezone
 
 import test_report
@@ -258,3 +259,33 @@ def test_a_benchmark_report_says_what_its_rows_ran_on(benchmark_dir, tmp_path):
         del row["device"], row["machine"]
     (old / "results.json").write_text(json.dumps(document))
     assert "ran on" not in benchmark_report(old)
+
+
+@test_report.needs_browser
+def test_a_cards_image_is_drawn_crisp_at_the_size_it_was_embedded_never_stretched_into_a_blur(cli, lesion_run, tmp_path):
+    """The demo's 64 px images were embedded as 64 px JPEGs and stretched by the browser to 160 px: every card's
+    lesion was a blur. A small image now keeps its pixels and is shown a whole number of times larger, each pixel
+    a sharp square; a large one is reduced once, by vip, to the size it is shown at."""
+    import numpy as np
+    from PIL import Image
+
+    _, run = lesion_run
+    folder = tmp_path / "nevus"
+    folder.mkdir()
+    noise = np.random.default_rng(0).integers(0, 256, (48, 48, 3), dtype=np.uint8)  # every pixel unlike its neighbours
+    Image.fromarray(noise).save(folder / "small.png")
+    Image.fromarray(noise).resize((600, 600), Image.Resampling.NEAREST).save(folder / "large.png")
+    out = tmp_path / "cards.html"
+    code, _, err = cli("predict", folder / "small.png", folder / "large.png", "--model", run, "--report", out,
+                       "--workers", "0")
+    assert code == 0, err
+    result = render(out, tmp_path / "shot", width=1280)
+    images = {Path(i["alt"]).name: i for i in result["images"]}
+    small, large = images["small.png"], images["large.png"]
+    assert (small["width"], small["shown"], small["rendering"]) == (48, 192, "pixelated")  # 4 x 48 px
+    assert (large["width"], large["shown"]) == (192, 192)  # drawn at its own size: the browser resizes nothing
+    with Image.open(result["screenshot"]) as shot:
+        drawn = np.asarray(shot.convert("RGB").crop((round(small["left"]), round(small["top"]),
+                                                     round(small["left"]) + 192, round(small["top"]) + 192)), float)
+    expected = np.asarray(Image.fromarray(noise).resize((192, 192), Image.Resampling.NEAREST), float)
+    assert np.abs(drawn - expected).mean() < 2, "the card's pixels are not the image's, magnified"

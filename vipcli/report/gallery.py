@@ -8,7 +8,7 @@ from pathlib import Path
 
 from vipcli.report.html import file_name, image, number, text
 
-THUMBNAIL_SIDE = 192  # pixels, the longer side of an embedded image
+THUMBNAIL_SIDE = 192  # CSS pixels: the longer side of an image as a card shows it
 TOP_SYMPTOMS = 3  # symptoms shown per image
 
 
@@ -67,8 +67,23 @@ def gallery_items(predictions, truths: dict[str, str | None], with_symptoms: boo
     return sorted(items, key=lambda i: (not i.wrong, -i.probability if i.wrong else i.probability, i.path))
 
 
-def thumbnail(path: str | Path, side: int = THUMBNAIL_SIDE) -> bytes | None:
-    """A JPEG thumbnail of the image (None when it cannot be read any more)."""
+@dataclass
+class Thumbnail:
+    """An image as a card embeds it: its encoded bytes and the CSS pixels it is shown at."""
+
+    payload: bytes
+    mime: str
+    size: tuple[int, int]  # (width, height) shown, CSS pixels
+    pixelated: bool  # a small image shown a whole number of times larger, each pixel a crisp square
+
+
+def thumbnail(path: str | Path, side: int = THUMBNAIL_SIDE) -> Thumbnail | None:
+    """The image as a card shows it, never blurred by the browser resizing it (None when it cannot be read
+    any more): one larger than `side` is reduced to it once, with a Lanczos filter, and shown at that size
+    (JPEG, full colour resolution); a smaller one keeps its pixels (PNG) and is shown the largest whole
+    number of times larger that fits `side`, drawn pixelated rather than smoothed."""
+    from PIL import Image
+
     from vipcli.errors import ImageError
     from vipcli.images import load_image
 
@@ -76,10 +91,14 @@ def thumbnail(path: str | Path, side: int = THUMBNAIL_SIDE) -> bytes | None:
         picture = load_image(path, min_side=side)
     except ImageError:
         return None
-    picture.thumbnail((side, side))
     buffer = io.BytesIO()
-    picture.save(buffer, format="JPEG", quality=88)
-    return buffer.getvalue()
+    if max(picture.size) > side:
+        picture.thumbnail((side, side), Image.Resampling.LANCZOS)
+        picture.save(buffer, format="JPEG", quality=90, subsampling=0)  # 4:4:4: colour edges as sharp as the rest
+        return Thumbnail(buffer.getvalue(), "image/jpeg", picture.size, False)
+    scale = side // max(picture.size)
+    picture.save(buffer, format="PNG")
+    return Thumbnail(buffer.getvalue(), "image/png", (picture.width * scale, picture.height * scale), scale > 1)
 
 
 def shown_name(path: Path, root: Path | None) -> Path:
@@ -94,9 +113,10 @@ def shown_name(path: Path, root: Path | None) -> Path:
 
 
 def _card(item: GalleryItem, root: Path | None) -> str:
-    payload = thumbnail(item.path)
+    small = thumbnail(item.path)
     shown = shown_name(Path(item.path), root)
-    picture = image(payload, f"{shown}", mime="image/jpeg") if payload else "<p>(image no longer readable)</p>"
+    picture = (image(small.payload, f"{shown}", small.mime, "pixels" if small.pixelated else None, small.size)
+               if small else "<p>(image no longer readable)</p>")
     verdict = ""
     if item.truth is not None:
         verdict = ('<span class="tag wrong">wrong</span> ' if item.wrong else '<span class="tag right">right</span> ')
