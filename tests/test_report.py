@@ -178,7 +178,7 @@ def test_benchmark_report_has_plot_tables_and_seconds(cli, benchmark_dir):
     assert code == 0, err
     page = (benchmark_dir / "report.html").read_text()
     _self_contained(page)
-    for part in ("Test accuracy by shots", "test accuracy %", "test macro-F1 %", "test AUROC %", "seconds per run",
+    for part in ("Results", "test accuracy by shots", "test accuracy %", "test macro-F1 %", "test AUROC %", "seconds per run",
                  "1-shot", "2-shot", "symptom-zeroshot *"):
         assert part in page
     for method in ("symptom-zeroshot", "coop", "vip"):
