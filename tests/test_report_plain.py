@@ -61,9 +61,9 @@ def test_a_prediction_gallery_says_what_a_set_means_how_often_it_held_the_truth_
     sets = [re.search(r"set \{(.*)\}", line).group(1).split(", ") for line in lines]
     right, held = sum(t == y for t, y in zip(truths, labels)), sum(t in s for t, s in zip(truths, sets))
     shown = re.sub(r"\s+", " ", render(out, tmp_path / "shot")["text"])
-    assert "Prediction set (coverage 0.9): the classes the model cannot rule out" in shown
-    assert f"Of these 12, {right} are predicted right ({100 * right / 12:.1f}%); the prediction set holds the " \
-           f"true class for {held} ({100 * held / 12:.1f}%)." in shown
+    assert "Prediction set (coverage 90%): the classes the model cannot rule out" in shown
+    assert f"Of these 12, {right} are predicted right ({100 * right / 12:.2f}%); the prediction set holds the " \
+           f"true class for {held} ({100 * held / 12:.2f}%)." in shown
     assert shown.count("misses the true class") == 12 - held
 
 
@@ -104,15 +104,15 @@ def test_the_calibration_section_says_what_calibrated_means_and_whether_scaling_
     assert "of the images it calls 80% likely to be a class, about 8 in 10 are" in shown
     assert "ECE, the expected calibration error" in shown and "NLL, the negative log-likelihood" in shown
     assert ("On the test images temperature scaling lowered the NLL (0.4912 to 0.4817) but raised the ECE "
-            "(0.0654 to 0.0750) and the Brier score (0.3117 to 0.3122). It helped on some scores only") in shown
+            "(6.54% to 7.50%) and the Brier score (0.3117 to 0.3122). It helped on some scores only") in shown
 
-    from vipcli.report.run import _fmt, scaling_verdict
+    from vipcli.report.run import scaling_verdict
 
-    better = scaling_verdict({"before": before, "after": {"ece": 0.05, "nll": 0.48, "brier": 0.3}}, _fmt)
-    assert better == ("On the test images temperature scaling lowered the ECE (0.0654 to 0.0500), the NLL (0.4912 to "
+    better = scaling_verdict({"before": before, "after": {"ece": 0.05, "nll": 0.48, "brier": 0.3}})
+    assert better == ("On the test images temperature scaling lowered the ECE (6.54% to 5.00%), the NLL (0.4912 to "
                       "0.4800) and the Brier score (0.3117 to 0.3000).")
-    worse = scaling_verdict({"before": before, "after": {"ece": 0.07, "nll": 0.4912, "brier": 0.32}}, _fmt)
-    assert "raised the ECE (0.0654 to 0.0700) and the Brier score (0.3117 to 0.3200) but left the NLL (0.4912) " \
+    worse = scaling_verdict({"before": before, "after": {"ece": 0.07, "nll": 0.4912, "brier": 0.32}})
+    assert "raised the ECE (6.54% to 7.00%) and the Brier score (0.3117 to 0.3200) but left the NLL (0.4912) " \
            "unchanged. It did not help here" in worse
 
 
@@ -120,12 +120,12 @@ def test_the_calibration_section_says_what_calibrated_means_and_whether_scaling_
 def test_a_run_without_test_images_says_nothing_of_whether_scaling_helped():
     """With no test image every score is None ('-'): the verdict said scaling "left the ECE (-), the NLL (-) and
     the Brier score (-) unchanged. It did not help here"."""
-    from vipcli.report.run import _fmt, scaling_verdict
+    from vipcli.report.run import scaling_verdict
 
     none = {"ece": None, "nll": None, "brier": None}
-    assert scaling_verdict({"n": 0, "before": none, "after": none}, _fmt) == ""
+    assert scaling_verdict({"n": 0, "before": none, "after": none}) == ""
     scored = {"ece": 0.1, "nll": 0.5, "brier": 0.3}
-    assert scaling_verdict({"n": 3, "before": scored, "after": scored}, _fmt).startswith("On the test images")
+    assert scaling_verdict({"n": 3, "before": scored, "after": scored}).startswith("On the test images")
 
 def _outside(figure) -> list[str]:
     """The texts of a drawn matplotlib figure that reach past its edges (cut off in the SVG)."""
@@ -289,3 +289,30 @@ def test_a_cards_image_is_drawn_crisp_at_the_size_it_was_embedded_never_stretche
                                                      round(small["left"]) + 192, round(small["top"]) + 192)), float)
     expected = np.asarray(Image.fromarray(noise).resize((192, 192), Image.Resampling.NEAREST), float)
     assert np.abs(drawn - expected).mean() < 2, "the card's pixels are not the image's, magnified"
+
+
+@test_report.needs_browser
+def test_every_share_of_images_and_every_probability_is_a_percentage_on_every_page(cli, lesion_run, tmp_path):
+    """The run report gave accuracy as 79.33 (%) but the coverage of the same test images as 0.810 and the
+    ECE as 0.0654; a card's probability was 0.950 while the line above said 79.3% right. Every share of
+    images and every probability is now a percentage, and the page says what its % figures are."""
+    import json
+
+    data, run = lesion_run
+    assert cli("report", run, "--out", tmp_path / "run.html", "--workers", "0", "--device", "cpu", "--gallery", "4")[0] == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    shown = re.sub(r"\s+", " ", render(tmp_path / "run.html", tmp_path / "run")["text"])
+    assert "Figures in % run from 0 to 100" in shown and "Test images (prediction sets at coverage 90%)" in shown
+    for row in metrics["conformal"]["test"]:
+        asked = f"{100 * row['coverage']:.4g}"
+        assert re.search(rf"{asked} {100 * (1 - row['threshold']):.2f} {100 * row['expected_coverage']:.2f} ± "
+                         rf"{100 * row['coverage_sd']:.2f} {100 * row['empirical_coverage']:.2f} ", shown), asked
+    ece = metrics["calibration"]["test"]["after"]["ece"]
+    assert f"ECE {100 * ece:.2f}%" in shown and f"{ece:.4f}" not in shown
+    images = sorted((data / "test" / "nevus").glob("*.png"))[:4]
+    assert cli("predict", *images, "--model", run, "--coverage", "0.9", "--report", tmp_path / "p.html",
+               "--workers", "0")[0] == 0
+    for page in (tmp_path / "run.html", tmp_path / "p.html"):
+        text = re.sub(r"\s+", " ", render(page, tmp_path / page.stem)["text"])
+        assert len(re.findall(r"\(probability \d{1,3}\.\d%\)", text)) == 4 and "(probability 0." not in text
+        assert not re.search(r"(?<!-)coverage 0\.\d", text), page.name  # only --coverage 0.9, the option as typed

@@ -212,9 +212,9 @@ def test_prediction_set_table_shows_each_class_and_notes_a_badly_covered_one():
         "test": {"n": 5}, "conformal": {"score": "LAC", "held_out": "val", "n_held_out": 20, "max_coverage": 0.95,
                                         "test": [row, {"coverage": 0.99, "error": "too few"}]}}}
     text = _visible(_conformal(run, PROBABILITIES, LABELS))
-    assert "per class" in text and "a 0.667 (2/3)" in text and "b 1.000 (2/2)" in text
-    assert "far below for a" in text and "at coverage 0.9, a: 0.667 (2 of its 3 test images)" in text
-    assert "(more than 0.1 below)" in text  # as the table: coverage as a fraction, not percent
+    assert "per class %" in text and "a 66.67 (2/3)" in text and "b 100.00 (2/2)" in text
+    assert "far below for a" in text and "at coverage 90%, a: 66.67% (2 of its 3 test images)" in text
+    assert "(more than 10 percentage points below)" in text  # as the table: coverage in percent
     assert "not a promise for each class" in text
     unknown = _visible(_conformal(run))  # no test images predicted: no per-class figures, no note
     assert "far below for" not in unknown and "(2/3)" not in unknown
@@ -232,7 +232,7 @@ def test_highest_coverage_in_the_report_is_one_vip_predict_accepts():
     run = {"calibration": object(), "class_names": ["a", "b"], "metrics": {
         "test": {"n": 5}, "conformal": {"score": "LAC", "held_out": "val", "n_held_out": 26,
                                         "max_coverage": round(26 / 27, 4), "test": [row]}}}
-    assert "can promise is 0.962." in _visible(_conformal(run))
+    assert "can promise is 96.2% (--coverage 0.962)." in _visible(_conformal(run))
     scores = sorted(i / 26 for i in range(26))
     with pytest.raises(VipError, match=r"--coverage 0.962 or less"):
         threshold(scores, 0.963)

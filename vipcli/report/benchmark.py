@@ -16,6 +16,7 @@ from vipcli.plots import benchmark_title, draw_shots, method_styles, seeds_label
 from vipcli.report import html
 from vipcli.report.data_notes import left_out_files, skipped_files
 from vipcli.report.notices import random_weights_banner
+from vipcli.report.units import figures_meaning
 
 REFERENCE_LABELS = {  # by whether speed.json says its reference ran the plain text tower (written since 0.2.0)
     True: "ViP train, reference (the authors' way)",
@@ -88,7 +89,7 @@ SHARED_TIME_NOTE = (
 def _tables(rows: list[dict]) -> str:
     """One table per metric and one of seconds per run, each named once, by its caption."""
     seeds = sorted({int(r["seed"]) for r in rows})
-    spread, parts = seeds_label(seeds), []
+    spread, parts = seeds_label(seeds), [f"<p>{html.text(figures_meaning('Accuracy'))}</p>"]
     for key, title in METRICS:
         header, body = _grid(rows, key, _mean_std, mark_best=True)
         parts.append(html.table(f"{title} ({spread})", ["method", *header], body,

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vipcli.report.html import file_name, image, number, text
+from vipcli.report.units import coverage_text, percent_text
 
 THUMBNAIL_SIDE = 192  # CSS pixels: the longer side of an image as a card shows it
 TOP_SYMPTOMS = 3  # symptoms shown per image
@@ -124,7 +125,7 @@ def _card(item: GalleryItem, root: Path | None) -> str:
              f'<div class="name">{file_name(shown)}</div>']
     if item.truth is not None:
         lines.append(f"<div>true class: <b>{text(item.truth)}</b></div>")
-    probability = number(item.probability, 3)
+    probability = percent_text(item.probability, 1)
     lines.append(f"<div>{verdict}predicted: <b>{text(item.label)}</b> (probability {probability})</div>")
     if item.prediction_set is not None:
         members = ", ".join(item.prediction_set) if item.prediction_set else "empty: no class is likely enough"
@@ -154,8 +155,8 @@ def _contribution(entry: dict) -> str:
 
 def sets_explained(coverage: float) -> str:
     """A paragraph saying in plain words what a card's prediction set at `coverage` means (HTML)."""
-    share = f"{100 * coverage:.4g}%"
-    return (f"<p><b>Prediction set</b> (coverage {coverage:g}): the classes the model cannot rule out for "
+    share = coverage_text(coverage)
+    return (f"<p><b>Prediction set</b> (coverage {share}): the classes the model cannot rule out for "
             f"that image. For at least {share} of images like the validation images, on average over them "
             f"(not for each class), the set holds the true class. One class: the model names one; two or more: "
             f"it cannot tell them apart, so read the image as any of them; empty: no class is likely enough, "
