@@ -316,3 +316,20 @@ def test_every_share_of_images_and_every_probability_is_a_percentage_on_every_pa
         text = re.sub(r"\s+", " ", render(page, tmp_path / page.stem)["text"])
         assert len(re.findall(r"\(probability \d{1,3}\.\d%\)", text)) == 4 and "(probability 0." not in text
         assert not re.search(r"(?<!-)coverage 0\.\d", text), page.name  # only --coverage 0.9, the option as typed
+
+
+def test_a_gallery_says_once_how_many_images_it_shows_and_how_many_are_wrong(tmp_path):
+    """`vip predict --report` on the demo's 300 test images read "300 of 300 images sit in a folder named
+    after a class..." and then "300 of 300 images; 62 of 300 with a known class are predicted wrongly": the
+    same count twice, as if some were left out."""
+    from vipcli.report.gallery import GalleryItem, gallery_html
+
+    items = [GalleryItem(str(tmp_path / f"{i}.png"), "nevus", "melanoma" if i < 5 else "nevus", 0.8, None, None)
+             for i in range(30)]
+    text = re.sub(r"<[^>]+>", "", gallery_html(items))
+    assert text.startswith("All 30 images are shown; 5 of the 30 whose class is known are predicted wrongly and come "
+                           "first") and "30 of 30" not in text
+    assert re.sub(r"<[^>]+>", "", gallery_html(items, 4)).startswith("4 of the 30 images are shown; 5 of the 30 ")
+    one = [GalleryItem(str(tmp_path / "a.png"), "nevus", "melanoma", 0.8, None, None)]
+    assert "The one image is shown; 1 of the 1 whose class is known is predicted wrongly" in gallery_html(one)
+    assert "1 of the 30 images is shown;" in gallery_html(items, 1)

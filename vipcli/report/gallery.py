@@ -174,10 +174,13 @@ def gallery_html(items: list[GalleryItem], limit: int | None = None, root: Path 
     shown = items if limit is None else items[:limit]
     known = [i for i in items if i.truth is not None]
     errors = sum(i.wrong for i in items)
-    summary = f"{len(shown)} of {len(items)} images"
+    if len(shown) == len(items):
+        summary = "The one image is shown" if len(items) == 1 else f"All {len(items)} images are shown"
+    else:
+        summary = f"{len(shown)} of the {len(items)} images {'is' if len(shown) == 1 else 'are'} shown"
     if known:
-        summary += (f"; {errors} of {len(known)} with a known class are predicted wrongly and come first "
-                    f"(most confident first), then the right ones, least sure first")
+        summary += (f"; {errors} of the {len(known)} whose class is known {'is' if errors == 1 else 'are'} predicted "
+                    f"wrongly and come first (most confident first), then the right ones, least sure first")
         cut_short = shown and len(shown) < len(items)  # --gallery 0 shows no card: none of them is wrong either
         if len(known) > errors and cut_short and all(i.wrong for i in shown if i.truth is not None):
             summary += (f". Only wrong ones fit in the {len(shown)} shown, so none of the right ones is here"
