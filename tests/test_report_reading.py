@@ -444,3 +444,17 @@ def test_a_long_file_name_is_shown_whole_and_wraps_with_nothing_only_in_a_toolti
     assert name in re.sub(r"<[^>]+>", "", page) and "…" not in page and " title=" not in page
     assert re.search(r"\.name, \.path, footer \{ overflow-wrap: anywhere; \}", STYLE)
     assert path(tmp_path).startswith('<span class="path">') and re.sub(r"<[^>]+>", "", path(tmp_path)) == str(tmp_path)
+
+
+def test_a_gallery_with_symptoms_says_what_similarity_weight_and_contribution_are():
+    """A card of `vip predict --report` read "(similarity +0.258, weight 0.239, contribution +1.402)", and nothing
+    on that page said what any of the three numbers was (the run report explains only the merge weight)."""
+    from vipcli.report.gallery import gallery_html, gallery_items
+
+    explained = _visible(gallery_html(gallery_items([_prediction([0.5, 0.25])], {}, with_symptoms=True))).replace(" :", ":")
+    assert "similarity: how close the image is to the symptom's words, from -1 to +1" in explained
+    assert "weight: how much the symptom counts" in explained and "contribution: how much it added" in explained
+    assert explained.index("contribution: how much") < explained.index("top symptoms of nevus:")
+    for plain in (gallery_items([_prediction([0.5])], {}, with_symptoms=False),  # a method without symptoms
+                  gallery_items([_prediction([-0.5])], {}, with_symptoms=True)):  # none pushed the class up
+        assert "similarity:" not in _visible(gallery_html(plain))

@@ -163,6 +163,13 @@ def sets_explained(coverage: float) -> str:
             f"look at that image twice.</p>")
 
 
+SYMPTOMS_MEANING = (
+    "<p>Under a card, the <b>top symptoms</b> are those that pushed its predicted class's score up most. "
+    "<b>similarity</b>: how close the image is to the symptom's words, from -1 to +1 (higher: closer); "
+    "<b>weight</b>: how much the symptom counts in its class's description, the same for every image; "
+    "<b>contribution</b>: how much it added to the class's score (its logit) for this image.</p>")
+
+
 def gallery_html(items: list[GalleryItem], limit: int | None = None, root: Path | None = None,
                  more: str | None = None) -> str:
     """The cards of the first `limit` items (all when None) and a line saying what is shown.
@@ -186,4 +193,5 @@ def gallery_html(items: list[GalleryItem], limit: int | None = None, root: Path 
             summary += (f". Only wrong ones fit in the {len(shown)} shown, so none of the right ones is here"
                         + (f" ({more})" if more else ""))
     cards = "".join(_card(item, root) for item in shown)
-    return f"<p>{text(summary)}.</p><div class=\"gallery\">{cards}</div>"
+    symptoms = SYMPTOMS_MEANING if any(i.top_symptoms for i in shown) else ""
+    return f"<p>{text(summary)}.</p>{symptoms}<div class=\"gallery\">{cards}</div>"
