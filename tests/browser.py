@@ -28,8 +28,10 @@ PROBE = """<script>
   }, true);
   window.addEventListener("load", function () {
     var images = Array.prototype.map.call(document.images, function (img) {
+      var box = img.getBoundingClientRect();
       return {alt: img.alt, complete: img.complete, width: img.naturalWidth, height: img.naturalHeight,
-              shown: img.getBoundingClientRect().width, figure: !!img.closest("figure")};
+              shown: box.width, left: box.left + window.scrollX, top: box.top + window.scrollY,
+              rendering: getComputedStyle(img).imageRendering, figure: !!img.closest("figure")};
     });
     var cue = function (element) { return getComputedStyle(element).backgroundImage.indexOf("radial-gradient") >= 0; };
     var smallestText = function (figure, shown) {  // px, as drawn: its smallest font size x its scale (its width inside its border)
@@ -100,7 +102,8 @@ def render(page: Path, workdir: Path, width: int = 1200, max_height: int = 12000
     that wide; the media queries then see a 500 px screen, which every phone rule (max-width: 600px) covers.
 
     Returns:
-        {"images": [{alt, complete, width, height (natural), shown (rendered width), figure (inside one)}],
+        {"images": [{alt, complete, width, height (natural), shown (rendered width), left, top (its place on the
+                     page, px), rendering (its CSS image-rendering), figure (inside one)}],
          "figures": [{kind ("img" or "svg"), label (alt text), left, right, shown (rendered width), height,
                       readable (its CSS min-width, px), text (an SVG's smallest text as drawn, px), box (None, or the box that scrolls it sideways: {left, right,
                       overflow (px hidden sideways), content (scroll width), cue (a shadow at an edge with more)})}],

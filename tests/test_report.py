@@ -60,7 +60,7 @@ def test_run_report_is_one_self_contained_file_with_every_part(cli, lesion_run, 
     page = out.read_text()
     _self_contained(page)
     for heading in ("Settings and data", "Metrics", "Confusion matrix", "Calibration", "Prediction sets",
-                    "Merge weights of each class", "Test images (prediction sets at coverage 0.9)"):
+                    "Merge weights of each class", "Test images (prediction sets at coverage 90%)"):
         assert heading in page
     metrics = json.loads((run / "metrics.json").read_text())
     assert f"{metrics['calibration']['temperature']:.4g}" in page and f"{metrics['test']['accuracy']:.2f}" in page
@@ -168,7 +168,7 @@ def test_predict_report_shows_the_images_just_predicted(cli, lesion_run, tmp_pat
     assert len(cards) == 5 and page.count("true class: <b>nevus</b>") == 5  # the folder names the class
     wrong = stdout.count("  melanoma  ")  # predictions of melanoma for these nevus images
     assert cards.count("card wrong") == wrong and cards == sorted(cards, key=lambda c: c != "card wrong")
-    assert page.count("prediction set: {") == 5 and "Prediction sets at coverage 0.9" in page
+    assert page.count("prediction set: {") == 5 and "Prediction sets at coverage 90% (--coverage 0.9;" in page
     code, _, err = cli("predict", images[0], "--model", run, "--report", tmp_path / "no" / "x.html")
     assert code == 1 and "--report" in err and len(error_lines(err)) == 1
 
@@ -178,7 +178,7 @@ def test_benchmark_report_has_plot_tables_and_seconds(cli, benchmark_dir):
     assert code == 0, err
     page = (benchmark_dir / "report.html").read_text()
     _self_contained(page)
-    for part in ("Test accuracy by shots", "test accuracy %", "test macro-F1 %", "test AUROC %", "seconds per run",
+    for part in ("Results", "test accuracy by shots", "test accuracy %", "test macro-F1 %", "test AUROC %", "seconds per run",
                  "1-shot", "2-shot", "symptom-zeroshot *"):
         assert part in page
     for method in ("symptom-zeroshot", "coop", "vip"):

@@ -4,6 +4,7 @@ prediction sets and merge weights mean, said on the page in plain words."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from datetime import datetime, timezone
 
 import test_report
@@ -60,9 +61,9 @@ def test_a_prediction_gallery_says_what_a_set_means_how_often_it_held_the_truth_
     sets = [re.search(r"set \{(.*)\}", line).group(1).split(", ") for line in lines]
     right, held = sum(t == y for t, y in zip(truths, labels)), sum(t in s for t, s in zip(truths, sets))
     shown = re.sub(r"\s+", " ", render(out, tmp_path / "shot")["text"])
-    assert "Prediction set (coverage 0.9): the classes the model cannot rule out" in shown
-    assert f"Of these 12, {right} are predicted right ({100 * right / 12:.1f}%); the prediction set holds the " \
-           f"true class for {held} ({100 * held / 12:.1f}%)." in shown
+    assert "Prediction set (coverage 90%): the classes the model cannot rule out" in shown
+    assert f"Of these 12, {right} are predicted right ({100 * right / 12:.2f}%); the prediction set holds the " \
+           f"true class for {held} ({100 * held / 12:.2f}%)." in shown
     assert shown.count("misses the true class") == 12 - held
 
 
@@ -103,15 +104,15 @@ def test_the_calibration_section_says_what_calibrated_means_and_whether_scaling_
     assert "of the images it calls 80% likely to be a class, about 8 in 10 are" in shown
     assert "ECE, the expected calibration error" in shown and "NLL, the negative log-likelihood" in shown
     assert ("On the test images temperature scaling lowered the NLL (0.4912 to 0.4817) but raised the ECE "
-            "(0.0654 to 0.0750) and the Brier score (0.3117 to 0.3122). It helped on some scores only") in shown
+            "(6.54% to 7.50%) and the Brier score (0.3117 to 0.3122). It helped on some scores only") in shown
 
-    from vipcli.report.run import _fmt, scaling_verdict
+    from vipcli.report.run import scaling_verdict
 
-    better = scaling_verdict({"before": before, "after": {"ece": 0.05, "nll": 0.48, "brier": 0.3}}, _fmt)
-    assert better == ("On the test images temperature scaling lowered the ECE (0.0654 to 0.0500), the NLL (0.4912 to "
+    better = scaling_verdict({"before": before, "after": {"ece": 0.05, "nll": 0.48, "brier": 0.3}})
+    assert better == ("On the test images temperature scaling lowered the ECE (6.54% to 5.00%), the NLL (0.4912 to "
                       "0.4800) and the Brier score (0.3117 to 0.3000).")
-    worse = scaling_verdict({"before": before, "after": {"ece": 0.07, "nll": 0.4912, "brier": 0.32}}, _fmt)
-    assert "raised the ECE (0.0654 to 0.0700) and the Brier score (0.3117 to 0.3200) but left the NLL (0.4912) " \
+    worse = scaling_verdict({"before": before, "after": {"ece": 0.07, "nll": 0.4912, "brier": 0.32}})
+    assert "raised the ECE (6.54% to 7.00%) and the Brier score (0.3117 to 0.3200) but left the NLL (0.4912) " \
            "unchanged. It did not help here" in worse
 
 
@@ -119,12 +120,12 @@ def test_the_calibration_section_says_what_calibrated_means_and_whether_scaling_
 def test_a_run_without_test_images_says_nothing_of_whether_scaling_helped():
     """With no test image every score is None ('-'): the verdict said scaling "left the ECE (-), the NLL (-) and
     the Brier score (-) unchanged. It did not help here"."""
-    from vipcli.report.run import _fmt, scaling_verdict
+    from vipcli.report.run import scaling_verdict
 
     none = {"ece": None, "nll": None, "brier": None}
-    assert scaling_verdict({"n": 0, "before": none, "after": none}, _fmt) == ""
+    assert scaling_verdict({"n": 0, "before": none, "after": none}) == ""
     scored = {"ece": 0.1, "nll": 0.5, "brier": 0.3}
-    assert scaling_verdict({"n": 3, "before": scored, "after": scored}, _fmt).startswith("On the test images")
+    assert scaling_verdict({"n": 3, "before": scored, "after": scored}).startswith("On the test images")
 
 def _outside(figure) -> list[str]:
     """The texts of a drawn matplotlib figure that reach past its edges (cut off in the SVG)."""
@@ -258,3 +259,77 @@ def test_a_benchmark_report_says_what_its_rows_ran_on(benchmark_dir, tmp_path):
         del row["device"], row["machine"]
     (old / "results.json").write_text(json.dumps(document))
     assert "ran on" not in benchmark_report(old)
+
+
+@test_report.needs_browser
+def test_a_cards_image_is_drawn_crisp_at_the_size_it_was_embedded_never_stretched_into_a_blur(cli, lesion_run, tmp_path):
+    """The demo's 64 px images were embedded as 64 px JPEGs and stretched by the browser to 160 px: every card's
+    lesion was a blur. A small image now keeps its pixels and is shown a whole number of times larger, each pixel
+    a sharp square; a large one is reduced once, by vip, to the size it is shown at."""
+    import numpy as np
+    from PIL import Image
+
+    _, run = lesion_run
+    folder = tmp_path / "nevus"
+    folder.mkdir()
+    noise = np.random.default_rng(0).integers(0, 256, (48, 48, 3), dtype=np.uint8)  # every pixel unlike its neighbours
+    Image.fromarray(noise).save(folder / "small.png")
+    Image.fromarray(noise).resize((600, 600), Image.Resampling.NEAREST).save(folder / "large.png")
+    out = tmp_path / "cards.html"
+    code, _, err = cli("predict", folder / "small.png", folder / "large.png", "--model", run, "--report", out,
+                       "--workers", "0")
+    assert code == 0, err
+    result = render(out, tmp_path / "shot", width=1280)
+    images = {Path(i["alt"]).name: i for i in result["images"]}
+    small, large = images["small.png"], images["large.png"]
+    assert (small["width"], small["shown"], small["rendering"]) == (48, 192, "pixelated")  # 4 x 48 px
+    assert (large["width"], large["shown"]) == (192, 192)  # drawn at its own size: the browser resizes nothing
+    with Image.open(result["screenshot"]) as shot:
+        drawn = np.asarray(shot.convert("RGB").crop((round(small["left"]), round(small["top"]),
+                                                     round(small["left"]) + 192, round(small["top"]) + 192)), float)
+    expected = np.asarray(Image.fromarray(noise).resize((192, 192), Image.Resampling.NEAREST), float)
+    assert np.abs(drawn - expected).mean() < 2, "the card's pixels are not the image's, magnified"
+
+
+@test_report.needs_browser
+def test_every_share_of_images_and_every_probability_is_a_percentage_on_every_page(cli, lesion_run, tmp_path):
+    """The run report gave accuracy as 79.33 (%) but the coverage of the same test images as 0.810 and the
+    ECE as 0.0654; a card's probability was 0.950 while the line above said 79.3% right. Every share of
+    images and every probability is now a percentage, and the page says what its % figures are."""
+    import json
+
+    data, run = lesion_run
+    assert cli("report", run, "--out", tmp_path / "run.html", "--workers", "0", "--device", "cpu", "--gallery", "4")[0] == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    shown = re.sub(r"\s+", " ", render(tmp_path / "run.html", tmp_path / "run")["text"])
+    assert "Figures in % run from 0 to 100" in shown and "Test images (prediction sets at coverage 90%)" in shown
+    for row in metrics["conformal"]["test"]:
+        asked = f"{100 * row['coverage']:.4g}"
+        assert re.search(rf"{asked} {100 * (1 - row['threshold']):.2f} {100 * row['expected_coverage']:.2f} ± "
+                         rf"{100 * row['coverage_sd']:.2f} {100 * row['empirical_coverage']:.2f} ", shown), asked
+    ece = metrics["calibration"]["test"]["after"]["ece"]
+    assert f"ECE {100 * ece:.2f}%" in shown and f"{ece:.4f}" not in shown
+    images = sorted((data / "test" / "nevus").glob("*.png"))[:4]
+    assert cli("predict", *images, "--model", run, "--coverage", "0.9", "--report", tmp_path / "p.html",
+               "--workers", "0")[0] == 0
+    for page in (tmp_path / "run.html", tmp_path / "p.html"):
+        text = re.sub(r"\s+", " ", render(page, tmp_path / page.stem)["text"])
+        assert len(re.findall(r"\(probability \d{1,3}\.\d%\)", text)) == 4 and "(probability 0." not in text
+        assert not re.search(r"(?<!-)coverage 0\.\d", text), page.name  # only --coverage 0.9, the option as typed
+
+
+def test_a_gallery_says_once_how_many_images_it_shows_and_how_many_are_wrong(tmp_path):
+    """`vip predict --report` on the demo's 300 test images read "300 of 300 images sit in a folder named
+    after a class..." and then "300 of 300 images; 62 of 300 with a known class are predicted wrongly": the
+    same count twice, as if some were left out."""
+    from vipcli.report.gallery import GalleryItem, gallery_html
+
+    items = [GalleryItem(str(tmp_path / f"{i}.png"), "nevus", "melanoma" if i < 5 else "nevus", 0.8, None, None)
+             for i in range(30)]
+    text = re.sub(r"<[^>]+>", "", gallery_html(items))
+    assert text.startswith("All 30 images are shown; 5 of the 30 whose class is known are predicted wrongly and come "
+                           "first") and "30 of 30" not in text
+    assert re.sub(r"<[^>]+>", "", gallery_html(items, 4)).startswith("4 of the 30 images are shown; 5 of the 30 ")
+    one = [GalleryItem(str(tmp_path / "a.png"), "nevus", "melanoma", 0.8, None, None)]
+    assert "The one image is shown; 1 of the 1 whose class is known is predicted wrongly" in gallery_html(one)
+    assert "1 of the 30 images is shown;" in gallery_html(items, 1)

@@ -97,7 +97,7 @@ def test_benchmark_report_with_one_seed_shows_no_spread(benchmark_dir, tmp_path)
     text = _visible(page)
     assert "±" not in text and "over seeds" not in text
     assert "test accuracy % (seed 1)" in text and "seed 1; dashed" in text
-    assert "seconds per run (fitting and evaluation, seed 1;" in text
+    assert "seconds per run (fitting and evaluation, seed 1)" in text
     several = _visible(benchmark_report(benchmark_dir))
     assert "test accuracy % (mean ± std over seeds 1, 2)" in several and " ± " in several
 
@@ -113,7 +113,7 @@ def test_each_metric_table_marks_the_best_mean_of_each_column_and_says_so():
     rows = [row("zeroshot", 0, 1, 70.0), row("zeroshot", 0, 2, 70.0),  # learns nothing: same in every column
             row("coop", 1, 1, 60.0), row("coop", 1, 2, 62.0), row("coop", 4, 1, 80.0), row("coop", 4, 2, 82.0),
             row("vip", 1, 1, 64.0), row("vip", 1, 2, 66.0), row("vip", 4, 1, 79.0), row("vip", 4, 2, 79.0)]
-    accuracy, f1, auroc, seconds = re.split(r"<h3>", _tables(rows))[1:5]
+    accuracy, f1, auroc, seconds = re.split(r"<caption>", _tables(rows))[1:5]
     assert re.findall(r"<strong>([^<]*)</strong>", accuracy) == ["70.00 ± 0.00", "81.00 ± 1.41"]  # zeroshot, coop
     assert len(re.findall(r"<strong>", f1)) == 6  # all tied at 50: each of a tie
     assert "<strong>" not in auroc and "<strong>" not in seconds  # no figures to compare; seconds: not a contest
@@ -212,9 +212,9 @@ def test_prediction_set_table_shows_each_class_and_notes_a_badly_covered_one():
         "test": {"n": 5}, "conformal": {"score": "LAC", "held_out": "val", "n_held_out": 20, "max_coverage": 0.95,
                                         "test": [row, {"coverage": 0.99, "error": "too few"}]}}}
     text = _visible(_conformal(run, PROBABILITIES, LABELS))
-    assert "per class" in text and "a 0.667 (2/3)" in text and "b 1.000 (2/2)" in text
-    assert "far below for a" in text and "at coverage 0.9, a: 0.667 (2 of its 3 test images)" in text
-    assert "(more than 0.1 below)" in text  # as the table: coverage as a fraction, not percent
+    assert "per class %" in text and "a 66.67 (2/3)" in text and "b 100.00 (2/2)" in text
+    assert "far below for a" in text and "at coverage 90%, a: 66.67% (2 of its 3 test images)" in text
+    assert "(more than 10 percentage points below)" in text  # as the table: coverage in percent
     assert "not a promise for each class" in text
     unknown = _visible(_conformal(run))  # no test images predicted: no per-class figures, no note
     assert "far below for" not in unknown and "(2/3)" not in unknown
@@ -232,7 +232,7 @@ def test_highest_coverage_in_the_report_is_one_vip_predict_accepts():
     run = {"calibration": object(), "class_names": ["a", "b"], "metrics": {
         "test": {"n": 5}, "conformal": {"score": "LAC", "held_out": "val", "n_held_out": 26,
                                         "max_coverage": round(26 / 27, 4), "test": [row]}}}
-    assert "can promise is 0.962." in _visible(_conformal(run))
+    assert "can promise is 96.2% (--coverage 0.962)." in _visible(_conformal(run))
     scores = sorted(i / 26 for i in range(26))
     with pytest.raises(VipError, match=r"--coverage 0.962 or less"):
         threshold(scores, 0.963)
@@ -326,6 +326,40 @@ def test_merge_weight_labels_stay_clear_of_the_uniform_line():
             assert box.x0 > line or box.x1 < line, f"the dashed line runs through {label.get_text()}"
 
 
+def _named_twice(page: str) -> list[tuple[str, str]]:
+    """Each heading of `page` whose words the name of the table or figure right under it says again, as
+    (heading, name): most of the heading's words (numbers aside) recur in the name."""
+    from html import unescape
+
+    parts = re.findall(r'<h[23]>(.*?)</h[23]>|<caption>(.*?)</caption>|aria-label="([^"]*)"', page, re.S)
+    def words(said: str) -> set[str]:
+        return set(re.findall(r"[a-z][a-z-]*", unescape(said).lower())) - {"and", "of", "the", "by", "per", "each"}
+
+    found = []
+    for (heading, _, _), (_, caption, label) in zip(parts, parts[1:]):
+        name = caption or label
+        if heading and name and len(words(heading) & words(name)) > len(words(heading)) / 2:
+            found.append((heading, name[:60]))
+    return found
+
+
+def test_a_benchmark_reports_headings_do_not_repeat_the_names_of_the_tables_and_figures_under_them(benchmark_dir):
+    """The benchmark report said each thing twice or three times: "Test accuracy by shots" over the figure
+    titled "test accuracy by shots", and "Per-method tables", then "test accuracy % (seed 1)" over the table
+    named "test accuracy % of each method by shots". Its results are now one section, each table and figure
+    named once, by its caption or title."""
+    from vipcli.report.benchmark import benchmark_report
+
+    page = benchmark_report(benchmark_dir)
+    assert _named_twice(page) == [] and "<h3>" not in page
+    assert re.findall(r"<h2>(.*?)</h2>", page) == ["Settings and data", "Results"]
+    captions = re.findall(r"<caption>(.*?)</caption>", page)
+    assert captions[1:] == ["test accuracy % (mean ± std over seeds 1, 2)", "test macro-F1 % (mean ± std over seeds 1, 2)",
+                            "test AUROC % (mean ± std over seeds 1, 2)",
+                            "seconds per run (fitting and evaluation, mean over seeds)"]
+    assert _named_twice("<h2>Test accuracy by shots</h2><figure><svg aria-label=\"test accuracy by shots: d, toy\">")
+
+
 def test_benchmark_seconds_say_that_rows_trained_together_share_their_time(benchmark_dir):
     from vipcli.report.benchmark import benchmark_report
 
@@ -410,3 +444,17 @@ def test_a_long_file_name_is_shown_whole_and_wraps_with_nothing_only_in_a_toolti
     assert name in re.sub(r"<[^>]+>", "", page) and "…" not in page and " title=" not in page
     assert re.search(r"\.name, \.path, footer \{ overflow-wrap: anywhere; \}", STYLE)
     assert path(tmp_path).startswith('<span class="path">') and re.sub(r"<[^>]+>", "", path(tmp_path)) == str(tmp_path)
+
+
+def test_a_gallery_with_symptoms_says_what_similarity_weight_and_contribution_are():
+    """A card of `vip predict --report` read "(similarity +0.258, weight 0.239, contribution +1.402)", and nothing
+    on that page said what any of the three numbers was (the run report explains only the merge weight)."""
+    from vipcli.report.gallery import gallery_html, gallery_items
+
+    explained = _visible(gallery_html(gallery_items([_prediction([0.5, 0.25])], {}, with_symptoms=True))).replace(" :", ":")
+    assert "similarity: how close the image is to the symptom's words, from -1 to +1" in explained
+    assert "weight: how much the symptom counts" in explained and "contribution: how much it added" in explained
+    assert explained.index("contribution: how much") < explained.index("top symptoms of nevus:")
+    for plain in (gallery_items([_prediction([0.5])], {}, with_symptoms=False),  # a method without symptoms
+                  gallery_items([_prediction([-0.5])], {}, with_symptoms=True)):  # none pushed the class up
+        assert "similarity:" not in _visible(gallery_html(plain))

@@ -16,6 +16,7 @@ from vipcli.plots import benchmark_title, draw_shots, method_styles, seeds_label
 from vipcli.report import html
 from vipcli.report.data_notes import left_out_files, skipped_files
 from vipcli.report.notices import random_weights_banner
+from vipcli.report.units import figures_meaning
 
 REFERENCE_LABELS = {  # by whether speed.json says its reference ran the plain text tower (written since 0.2.0)
     True: "ViP train, reference (the authors' way)",
@@ -79,26 +80,25 @@ BEST_NOTE = {  # under each metric's table, by whether the sweep has several see
            "lead may be chance.",
 }
 SHARED_TIME_NOTE = (
-    "Rows of one prompt-learning method (vip, vip-cop-only, coop, biomedcoop) are trained together, its seeds "
+    "The images are encoded once for the whole sweep, not in any row's seconds. Rows of one prompt-learning method (vip, vip-cop-only, coop, biomedcoop) are trained together, its seeds "
     "and shot counts in one batched loop, unless the benchmark ran with --no-batch: each such row gets an "
     "equal share of its group's time, so these methods show about the same seconds at every shot count."
 )
 
 
 def _tables(rows: list[dict]) -> str:
+    """One table per metric and one of seconds per run, each named once, by its caption."""
     seeds = sorted({int(r["seed"]) for r in rows})
-    spread, parts = seeds_label(seeds), []
+    spread, parts = seeds_label(seeds), [f"<p>{html.text(figures_meaning('Accuracy'))}</p>"]
     for key, title in METRICS:
         header, body = _grid(rows, key, _mean_std, mark_best=True)
-        parts.append(f"<h3>{html.text(title)} ({html.text(spread)})</h3>"
-                     + html.table(f"{title} of each method by shots", ["method", *header], body,
-                                  numeric=set(range(1, len(header) + 1)), raw=True)
+        parts.append(html.table(f"{title} ({spread})", ["method", *header], body,
+                                numeric=set(range(1, len(header) + 1)), raw=True)
                      + f'<p class="caption">{html.text(BEST_NOTE[len(seeds) > 1])}</p>')
     over = "mean over seeds" if len(seeds) > 1 else f"seed {seeds[0]}"
     header, body = _grid(rows, "fit_s", lambda v: "-" if not v else f"{html.number(statistics.fmean(v))} s")
-    parts.append(f"<h3>seconds per run (fitting and evaluation, {over}; images encoded once for all)</h3>"
-                 + html.table("seconds per run of each method by shots", ["method", *header], body,
-                              numeric=set(range(1, len(header) + 1)), raw=True)
+    parts.append(html.table(f"seconds per run (fitting and evaluation, {over})", ["method", *header], body,
+                            numeric=set(range(1, len(header) + 1)), raw=True)
                  + f'<p class="caption">{html.text(SHARED_TIME_NOTE)}</p>')
     if any(str(r["shots"]) == "0" for r in rows):
         parts.append("<p>* uses no labelled images (zero-shot): evaluated once per seed, the same figure in every column.</p>")
@@ -210,8 +210,9 @@ def _speed(folder: Path) -> str:
     except (OSError, ValueError, KeyError, TypeError):
         return html.section("Speed", html.note(f"{html.text(path)} could not be read."))
     machine = speed.get("machine", {})
-    return html.section("Speed (speed.json)", f"<p>{html.text(machine.get('accelerator'))}, "
-                        f"{html.text(machine.get('cpu'))}</p>" + html.table("Speed measures", ["measure", "value"], rows))
+    return html.section("Speed", f"<p>{html.text(machine.get('accelerator'))}, "
+                        f"{html.text(machine.get('cpu'))}</p>" + html.table("measured by vip benchmark --speed (speed.json)",
+                                                                           ["measure", "value"], rows))
 
 
 def _dashed_note(rows: list[dict]) -> str:
@@ -250,9 +251,8 @@ def benchmark_report(folder: Path) -> str:
         running,
         _unfinished_note(document),
         html.section("Settings and data", _settings(document) + _data_notes(folder)),
-        html.section("Test accuracy by shots", html.figure(svg_markup(draw_shots(rows, title=title)), _shots_alt(rows, title),
-                                                           seeds_label(seeds) + _dashed_note(rows))),
-        html.section("Per-method tables", _tables(rows)),
+        html.section("Results", html.figure(svg_markup(draw_shots(rows, title=title)), _shots_alt(rows, title),
+                                            seeds_label(seeds) + _dashed_note(rows)) + _tables(rows)),
         _speed(folder),
     ]
     subtitle = html.text(f"{len(rows)} runs on {Path(str(config.get('data', ''))).name}, backbone "

@@ -11,6 +11,7 @@ import textwrap
 
 from vipcli.plots import MAX_FIGURE_WIDTH, MIN_FONT_SIZE, pyplot, svg_markup, text_color_on, wrap_title
 from vipcli.report.html import number
+from vipcli.report.units import percent_text
 
 
 def confusion_matrix_svg(matrix: list[list[int]], class_names: list[str], color: str, title: str) -> str:
@@ -60,6 +61,7 @@ def draw_reliability(panels: list[tuple[str, list[dict], float | None]], color: 
     or white, whichever contrasts more with the bar (upright when a count has more than two digits, so it
     stays within its bar); one legend below the panels."""
     from matplotlib.colors import to_rgb
+    from matplotlib.ticker import PercentFormatter
 
     plt = pyplot()
     side = min(4.2, MAX_FIGURE_WIDTH / len(panels))
@@ -83,9 +85,11 @@ def draw_reliability(panels: list[tuple[str, list[dict], float | None]], color: 
                       rotation=90 if upright else 0, color=text_color_on(on))
         axes.set_xlim(0, 1)
         axes.set_ylim(0, 1)
+        for axis in (axes.xaxis, axes.yaxis):  # in %, as the report writes every probability and accuracy
+            axis.set_major_formatter(PercentFormatter(xmax=1, decimals=0))
         axes.set_xlabel("confidence of the predicted class")
         axes.set_ylabel("accuracy")
-        axes.set_title(label + (f", ECE {number(ece, 3)}" if ece is not None else ""), fontsize=MIN_FONT_SIZE)
+        axes.set_title(label + (f", ECE {percent_text(ece)}" if ece is not None else ""), fontsize=MIN_FONT_SIZE)
     handles, labels = axes_row[0, 0].get_legend_handles_labels()
     figure.legend(handles, labels, fontsize=MIN_FONT_SIZE, loc="outside lower center", ncols=len(labels))
     figure.suptitle(wrap_title(title, side * len(panels), 10), fontsize=10)
@@ -146,7 +150,7 @@ def confusion_matrix_alt(matrix: list[list[int]], class_names: list[str], title:
 def reliability_alt(panels: list[tuple[str, list[dict], float | None]], title: str) -> str:
     """The alt text of the reliability diagram: what its panels plot and each one's ECE (the bins' figures
     are in metrics.json; the report's table has the scores)."""
-    parts = [label + (f", ECE {number(ece, 3)}" if ece is not None else "") + f" ({sum(1 for b in bins if b['count'])} "
+    parts = [label + (f", ECE {percent_text(ece)}" if ece is not None else "") + f" ({sum(1 for b in bins if b['count'])} "
              f"confidence bins with test images)" for label, bins, ece in panels]
     return (f"{title}. Bar chart of the accuracy of the test images in each bin of the predicted class's "
             f"confidence, against the diagonal of perfect calibration; {'; '.join(parts)}.")

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vipcli.report.html import file_name, image, number, text
+from vipcli.report.units import coverage_text, percent_text
 
-THUMBNAIL_SIDE = 192  # pixels, the longer side of an embedded image
+THUMBNAIL_SIDE = 192  # CSS pixels: the longer side of an image as a card shows it
 TOP_SYMPTOMS = 3  # symptoms shown per image
 
 
@@ -67,8 +68,23 @@ def gallery_items(predictions, truths: dict[str, str | None], with_symptoms: boo
     return sorted(items, key=lambda i: (not i.wrong, -i.probability if i.wrong else i.probability, i.path))
 
 
-def thumbnail(path: str | Path, side: int = THUMBNAIL_SIDE) -> bytes | None:
-    """A JPEG thumbnail of the image (None when it cannot be read any more)."""
+@dataclass
+class Thumbnail:
+    """An image as a card embeds it: its encoded bytes and the CSS pixels it is shown at."""
+
+    payload: bytes
+    mime: str
+    size: tuple[int, int]  # (width, height) shown, CSS pixels
+    pixelated: bool  # a small image shown a whole number of times larger, each pixel a crisp square
+
+
+def thumbnail(path: str | Path, side: int = THUMBNAIL_SIDE) -> Thumbnail | None:
+    """The image as a card shows it, never blurred by the browser resizing it (None when it cannot be read
+    any more): one larger than `side` is reduced to it once, with a Lanczos filter, and shown at that size
+    (JPEG, full colour resolution); a smaller one keeps its pixels (PNG) and is shown the largest whole
+    number of times larger that fits `side`, drawn pixelated rather than smoothed."""
+    from PIL import Image
+
     from vipcli.errors import ImageError
     from vipcli.images import load_image
 
@@ -76,10 +92,14 @@ def thumbnail(path: str | Path, side: int = THUMBNAIL_SIDE) -> bytes | None:
         picture = load_image(path, min_side=side)
     except ImageError:
         return None
-    picture.thumbnail((side, side))
     buffer = io.BytesIO()
-    picture.save(buffer, format="JPEG", quality=88)
-    return buffer.getvalue()
+    if max(picture.size) > side:
+        picture.thumbnail((side, side), Image.Resampling.LANCZOS)
+        picture.save(buffer, format="JPEG", quality=90, subsampling=0)  # 4:4:4: colour edges as sharp as the rest
+        return Thumbnail(buffer.getvalue(), "image/jpeg", picture.size, False)
+    scale = side // max(picture.size)
+    picture.save(buffer, format="PNG")
+    return Thumbnail(buffer.getvalue(), "image/png", (picture.width * scale, picture.height * scale), scale > 1)
 
 
 def shown_name(path: Path, root: Path | None) -> Path:
@@ -94,9 +114,10 @@ def shown_name(path: Path, root: Path | None) -> Path:
 
 
 def _card(item: GalleryItem, root: Path | None) -> str:
-    payload = thumbnail(item.path)
+    small = thumbnail(item.path)
     shown = shown_name(Path(item.path), root)
-    picture = image(payload, f"{shown}", mime="image/jpeg") if payload else "<p>(image no longer readable)</p>"
+    picture = (image(small.payload, f"{shown}", small.mime, "pixels" if small.pixelated else None, small.size)
+               if small else "<p>(image no longer readable)</p>")
     verdict = ""
     if item.truth is not None:
         verdict = ('<span class="tag wrong">wrong</span> ' if item.wrong else '<span class="tag right">right</span> ')
@@ -104,7 +125,7 @@ def _card(item: GalleryItem, root: Path | None) -> str:
              f'<div class="name">{file_name(shown)}</div>']
     if item.truth is not None:
         lines.append(f"<div>true class: <b>{text(item.truth)}</b></div>")
-    probability = number(item.probability, 3)
+    probability = percent_text(item.probability, 1)
     lines.append(f"<div>{verdict}predicted: <b>{text(item.label)}</b> (probability {probability})</div>")
     if item.prediction_set is not None:
         members = ", ".join(item.prediction_set) if item.prediction_set else "empty: no class is likely enough"
@@ -134,12 +155,19 @@ def _contribution(entry: dict) -> str:
 
 def sets_explained(coverage: float) -> str:
     """A paragraph saying in plain words what a card's prediction set at `coverage` means (HTML)."""
-    share = f"{100 * coverage:.4g}%"
-    return (f"<p><b>Prediction set</b> (coverage {coverage:g}): the classes the model cannot rule out for "
+    share = coverage_text(coverage)
+    return (f"<p><b>Prediction set</b> (coverage {share}): the classes the model cannot rule out for "
             f"that image. For at least {share} of images like the validation images, on average over them "
             f"(not for each class), the set holds the true class. One class: the model names one; two or more: "
             f"it cannot tell them apart, so read the image as any of them; empty: no class is likely enough, "
             f"look at that image twice.</p>")
+
+
+SYMPTOMS_MEANING = (
+    "<p>Under a card, the <b>top symptoms</b> are those that pushed its predicted class's score up most. "
+    "<b>similarity</b>: how close the image is to the symptom's words, from -1 to +1 (higher: closer); "
+    "<b>weight</b>: how much the symptom counts in its class's description, the same for every image; "
+    "<b>contribution</b>: how much it added to the class's score (its logit) for this image.</p>")
 
 
 def gallery_html(items: list[GalleryItem], limit: int | None = None, root: Path | None = None,
@@ -153,13 +181,17 @@ def gallery_html(items: list[GalleryItem], limit: int | None = None, root: Path 
     shown = items if limit is None else items[:limit]
     known = [i for i in items if i.truth is not None]
     errors = sum(i.wrong for i in items)
-    summary = f"{len(shown)} of {len(items)} images"
+    if len(shown) == len(items):
+        summary = "The one image is shown" if len(items) == 1 else f"All {len(items)} images are shown"
+    else:
+        summary = f"{len(shown)} of the {len(items)} images {'is' if len(shown) == 1 else 'are'} shown"
     if known:
-        summary += (f"; {errors} of {len(known)} with a known class are predicted wrongly and come first "
-                    f"(most confident first), then the right ones, least sure first")
+        summary += (f"; {errors} of the {len(known)} whose class is known {'is' if errors == 1 else 'are'} predicted "
+                    f"wrongly and come first (most confident first), then the right ones, least sure first")
         cut_short = shown and len(shown) < len(items)  # --gallery 0 shows no card: none of them is wrong either
         if len(known) > errors and cut_short and all(i.wrong for i in shown if i.truth is not None):
             summary += (f". Only wrong ones fit in the {len(shown)} shown, so none of the right ones is here"
                         + (f" ({more})" if more else ""))
     cards = "".join(_card(item, root) for item in shown)
-    return f"<p>{text(summary)}.</p><div class=\"gallery\">{cards}</div>"
+    symptoms = SYMPTOMS_MEANING if any(i.top_symptoms for i in shown) else ""
+    return f"<p>{text(summary)}.</p>{symptoms}<div class=\"gallery\">{cards}</div>"

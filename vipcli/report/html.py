@@ -46,8 +46,8 @@ figcaption, .caption { color: #555; font-size: 0.85rem; }
 .gallery { display: grid; grid-template-columns: repeat(auto-fill, minmax(220px, 1fr)); gap: 0.8rem; }
 .card { border: 1px solid #ddd; border-radius: 6px; padding: 0.5rem; font-size: 0.82rem; background: #fafafa; }
 .card.wrong { border: 2px solid #c62828; background: #fff5f5; }
-.card img { display: block; margin: 0 auto 0.4rem; max-width: 100%; height: 160px; object-fit: contain;
-            background: #222; image-rendering: auto; }
+.card img { display: block; margin: 0 auto 0.4rem; max-width: 100%; height: auto; }  /* at the size it was embedded */
+.card img.pixels { image-rendering: pixelated; }  /* a small image shown a whole number of times larger: crisp pixels */
 .card .name { color: #666; font-size: 0.75rem; }
 .nowrap { white-space: nowrap; }
 .banner { background: #fdecea; border: 2px solid #c62828; border-radius: 6px; padding: 0.6rem 0.9rem;
@@ -113,10 +113,12 @@ def data_uri(payload: bytes, mime: str) -> str:
     return f"data:{mime};base64,{base64.b64encode(payload).decode('ascii')}"
 
 
-def image(payload: bytes, alt: str, mime: str = "image/png", css_class: str | None = None) -> str:
-    """An <img> holding `payload` inline."""
+def image(payload: bytes, alt: str, mime: str = "image/png", css_class: str | None = None,
+          size: tuple[int, int] | None = None) -> str:
+    """An <img> holding `payload` inline; `size` (width, height): the CSS pixels it is shown at."""
     klass = f' class="{css_class}"' if css_class else ""
-    return f'<img{klass} src="{data_uri(payload, mime)}" alt="{escape(alt)}">'
+    shown = f' width="{size[0]}" height="{size[1]}"' if size else ""
+    return f'<img{klass}{shown} src="{data_uri(payload, mime)}" alt="{escape(alt)}">'
 
 
 def figure(svg: str, alt: str, caption: str | None = None) -> str:

@@ -8,6 +8,7 @@ from vipcli.plots import backbone_label, method_color
 from vipcli.report import html
 from vipcli.report.gallery import gallery_html, gallery_items, sets_explained, truth_from_folder
 from vipcli.report.notices import random_weights_banner
+from vipcli.report.units import coverage_text, percent_text
 from vipcli.report.run import uses_symptoms
 
 MAX_IMAGES = 1000  # cards in one page; more would make a file too large to open comfortably
@@ -27,8 +28,9 @@ def prediction_report(predictor, predictions, coverage: float | None) -> str:
         status = html.note("<b>Uncalibrated.</b> This run was written by an earlier vip and stores no temperature: "
                            "the probabilities are the raw softmax, and no prediction sets can be given.")
     else:
-        sets = (f" Prediction sets at coverage {coverage:g} (LAC score, {len(predictor.calibration.scores)} "
-                f"validation images)." if coverage is not None else " No prediction sets (pass --coverage).")
+        sets = (f" Prediction sets at coverage {coverage_text(coverage)} (--coverage {coverage:g}; LAC score, "
+                f"{len(predictor.calibration.scores)} validation images)." if coverage is not None
+                else " No prediction sets (pass --coverage).")
         status = html.note(f"Probabilities calibrated with temperature T = {predictor.calibration.temperature:.4g}."
                            + html.text(sets), "ok") + (sets_explained(coverage) if coverage is not None else "")
     root = _common_folder(items)
@@ -67,7 +69,7 @@ def measured_when_trained(run_dir) -> str:
 
 def agreement(items) -> str:
     """How often the predictions (and their sets, when given) agree with the known true classes, e.g.
-    'Of these 300, 238 are predicted right (79.3%); the prediction set holds the true class for 282 (94.0%).'"""
+    'Of these 300, 238 are predicted right (79.33%); the prediction set holds the true class for 282 (94.00%).'"""
     known = [i for i in items if i.truth is not None]
     if not known:
         return ""
@@ -81,7 +83,7 @@ def agreement(items) -> str:
 
 
 def _percent(part: int, whole: int) -> str:
-    return f"{100 * part / whole:.1f}%"
+    return percent_text(part / whole)
 
 
 def _common_folder(items) -> Path | None:

@@ -16,6 +16,7 @@ from vipcli.report.figures import (confusion_matrix_alt, confusion_matrix_svg, m
                                    reliability_alt, reliability_svg)
 from vipcli.report.gallery import gallery_html, gallery_items, sets_explained
 from vipcli.report.notices import random_weights_banner
+from vipcli.report.units import coverage_text, figures_meaning, percent, percent_text
 
 HELD_OUT_NOTE = (
     "Temperature and prediction sets are fitted on the validation split: images the prompts were not trained "
@@ -135,7 +136,9 @@ def _metrics(run: dict) -> str:
     if timings:
         facts.append(f"encoding {timings.get('encode_s', 0):.1f} s, fitting {timings.get('fit_s', 0):.1f} s, "
                      f"total {timings.get('total_s', 0):.1f} s on {metrics.get('device', '?')}")
-    return body + _per_class(run) + (f"<p>{html.text('; '.join(facts))}.</p>" if facts else "")
+    meaning = figures_meaning("Accuracy, sensitivity (recall), precision and coverage")
+    return (f"<p>{html.text(meaning)}</p>" + body + _per_class(run)
+            + (f"<p>{html.text('; '.join(facts))}.</p>" if facts else ""))
 
 
 def _per_class(run: dict) -> str:
@@ -160,11 +163,11 @@ def _per_class(run: dict) -> str:
     return table
 
 
-def _share(percent, part: int, whole: int) -> str:
+def _share(value, part: int, whole: int) -> str:
     """'67.33 (101/150)': a percentage with the counts it comes from ('-' without any)."""
     from vipcli.metrics import round_half_up
 
-    return f"{_fmt(round_half_up(percent))} ({part}/{whole})" if whole else "-"
+    return f"{_fmt(round_half_up(value))} ({part}/{whole})" if whole else "-"
 
 
 def _confusion(run: dict) -> str:
@@ -186,15 +189,28 @@ CALIBRATION_MEANING = (
     "bar on the dashed diagonal is calibrated, a bar below it is more sure than right (overconfident), a bar "
     "above it less sure than right.</p>")
 SCORE_NAMES = {"ece": "ECE", "nll": "NLL", "brier": "Brier score"}
+CALIBRATION_HEADER = ["on test", "ECE %", "NLL", "Brier"]
 
 
-def scaling_verdict(test: dict, fmt) -> str:
+def score_text(key: str, value, sign: bool = True) -> str:
+    """A calibration score as the report writes it: the ECE as a percentage (of confidence: '6.54%', or '6.54'
+    without `sign`, in a column that says %), the NLL and the Brier score as plain numbers ('0.4912')."""
+    if key == "ece":
+        return percent_text(value) if sign else percent(value)
+    return html.number(value, 4)
+
+
+def _scores_row(label: str, scores: dict) -> list[str]:
+    """A row of the calibration table: its label, then the ECE (%), NLL and Brier score."""
+    return [label, *(score_text(key, scores[key], sign=False) for key in SCORE_NAMES)]
+
+
+def scaling_verdict(test: dict) -> str:
     """Whether temperature scaling made the test scores better or worse, in a sentence, e.g. 'On the test
-    images temperature scaling lowered the NLL (0.4912 to 0.4817) but raised the ECE (0.0654 to 0.0750) ...'.
+    images temperature scaling lowered the NLL (0.4912 to 0.4817) but raised the ECE (6.54% to 7.50%) ...'.
 
     Args:
         test: metrics.json's calibration test block ({"before": {ece, nll, brier}, "after": {...}}).
-        fmt: how a score is written (value, digits) -> str.
 
     Returns:
         "" when there is nothing to compare (no test images: the scores are None).
@@ -203,11 +219,12 @@ def scaling_verdict(test: dict, fmt) -> str:
         return ""
     moves = {"lowered {}": [], "raised {}": [], "left {} unchanged": []}
     for key, name in SCORE_NAMES.items():
-        before, after = (fmt(test[side][key], 4) for side in ("before", "after"))
+        before, after = (score_text(key, test[side][key]) for side in ("before", "after"))
         if before == after:
             moves["left {} unchanged"].append(f"the {name} ({before})")
         else:
-            moves["lowered {}" if float(after) < float(before) else "raised {}"].append(f"the {name} ({before} to {after})")
+            lower = test["after"][key] < test["before"][key]
+            moves["lowered {}" if lower else "raised {}"].append(f"the {name} ({before} to {after})")
     parts = [verb.format(_and(scores)) for verb, scores in moves.items() if scores]
     sentence = "On the test images temperature scaling " + " but ".join(parts) + "."
     if not moves["lowered {}"]:
@@ -233,24 +250,25 @@ def _calibration(run: dict, test_probabilities, test_labels) -> str:
                          "with this vip to calibrate it.")
         if test_probabilities is not None and len(test_labels):
             scores = calibration_scores(test_probabilities, test_labels)
-            body += html.table("Calibration on test", ["on test", "ECE", "NLL", "Brier"],
-                               [["uncalibrated", *(_fmt(scores[k], 4) for k in ("ece", "nll", "brier"))]], numeric={1, 2, 3})
+            body += html.table("Calibration on test", CALIBRATION_HEADER, [_scores_row("uncalibrated", scores)],
+                               numeric={1, 2, 3})
             panel = [("uncalibrated", reliability_bins(test_probabilities, test_labels), scores["ece"])]
             body += html.figure(reliability_svg(panel, run["color"], title), reliability_alt(panel, title),
                                 RELIABILITY_CAPTION)
         return body
     test = block["test"]
-    rows = [[f"{name} (T = {t})", *(_fmt(test[key][k], 4) for k in ("ece", "nll", "brier"))]
+    rows = [_scores_row(f"{name} (T = {t})", test[key])
             for name, key, t in (("before", "before", 1), ("after", "after", f"{block['temperature']:.4g}"))]
     body = CALIBRATION_MEANING + (f"<p>Temperature scaling divides every logit by T = <b>{block['temperature']:.4g}</b>, fitted on "
             f"{block['n_held_out']} {html.text(block['held_out'])} {plural(block['n_held_out'], 'image')} by minimising "
             f"the negative log-likelihood; it never changes the predicted class. Scores on {test['n']} test "
             f"{plural(test['n'], 'image')}, lower is better for each: ECE, the expected calibration error (the "
-            f"gap between confidence and accuracy, averaged over {block['ece_bins']} equal-width confidence bins); "
+            f"gap between confidence and accuracy, in percentage points, averaged over {block['ece_bins']} equal-width "
+            "confidence bins); "
             f"NLL, the negative log-likelihood of the true class; Brier, the squared error of the probabilities:</p>")
-    body += html.table("Calibration on test, before and after temperature scaling", ["on test", "ECE", "NLL", "Brier"],
+    body += html.table("Calibration on test, before and after temperature scaling", CALIBRATION_HEADER,
                        rows, numeric={1, 2, 3})
-    verdict = scaling_verdict(test, _fmt)
+    verdict = scaling_verdict(test)
     body += f"<p>{html.text(verdict)}</p>" if verdict else ""
     if test["n"]:
         panels = [("before (T = 1)", block["reliability"]["before"], test["before"]["ece"]),
@@ -287,18 +305,19 @@ def under_covered(per_class: list[tuple[str, int, int]], coverage: float) -> lis
 def _per_class_cell(per_class: list[tuple[str, int, int]] | None) -> str:
     if not per_class:
         return "-"
-    return "<br>".join(f'<span class="nowrap">{html.text(name)} {_fmt(held / n if n else None, 3)} ({held}/{n})</span>'
+    return "<br>".join(f'<span class="nowrap">{html.text(name)} {percent(held / n if n else None)} ({held}/{n})</span>'
                        for name, held, n in per_class)
 
 
 def _under_covered_note(shortfalls: list[tuple[float, list[tuple[str, int, int]]]]) -> str:
     if not shortfalls:
         return ""
-    parts = [f"at coverage {coverage:g}, " + ", ".join(f"{name}: {held / n:.3f} ({held} of its {n} test images)"
-                                                    for name, held, n in classes)
+    parts = [f"at coverage {coverage_text(coverage)}, " + ", ".join(f"{name}: {percent_text(held / n)} ({held} of its "
+                                                                     f"{n} test images)" for name, held, n in classes)
              for coverage, classes in shortfalls]
     return html.note(html.text(
-        f"Some classes are covered far less often than asked (more than {UNDER_COVERED_POINTS / 100:g} below): "
+        f"Some classes are covered far less often than asked (more than {UNDER_COVERED_POINTS} percentage points "
+        "below): "
         + "; ".join(parts) + ". The promise is marginal, an average over all images, not a promise for each "
         "class: a set for an image of these classes misses its true class more often than the coverage says."))
 
@@ -315,9 +334,9 @@ def _conformal(run: dict, test_probabilities=None, test_labels=None) -> str:
     rows, shortfalls = [], []
     for row in block["test"]:
         if "error" in row:
-            rows.append([f"{row['coverage']:g}", "-", "-", "-", "-", "-", "-", html.text(row["error"])])
+            rows.append([coverage_text(row["coverage"], sign=False), "-", "-", "-", "-", "-", "-", html.text(row["error"])])
             continue
-        spread = (f"{_fmt(row['expected_coverage'], 3)} ± {_fmt(row['coverage_sd'], 3)}" if "coverage_sd" in row else "-")
+        spread = (f"{percent(row['expected_coverage'])} ± {percent(row['coverage_sd'])}" if "coverage_sd" in row else "-")
         shortfall = coverage_shortfall(row, run["metrics"].get("test", {}).get("n", 0))
         per_class = (per_class_coverage(test_probabilities, test_labels, row["threshold"], run["class_names"])
                      if known else None)
@@ -326,20 +345,25 @@ def _conformal(run: dict, test_probabilities=None, test_labels=None) -> str:
             shortfalls.append((row["coverage"], low))
         notes = (["far below the expected coverage: test images not drawn like the validation images"] if shortfall
                  else []) + ([f"far below for {', '.join(name for name, _, _ in low)}"] if low else [])
-        rows.append([f"{row['coverage']:g}", _fmt(row["threshold"], 4), spread, _fmt(row["empirical_coverage"], 3),
+        rows.append([coverage_text(row["coverage"], sign=False), percent(1 - row["threshold"]), spread, percent(row["empirical_coverage"]),
                      _per_class_cell(per_class), _fmt(row["mean_set_size"], 2), row["empty_sets"],
                      html.text("; ".join(notes))])
     intro = (f"<p>Split conformal prediction with the score {html.text(block['score'])}, calibrated on "
-             f"{block['n_held_out']} {html.text(block['held_out'])} {plural(block['n_held_out'], 'image')}. A set at coverage 0.9 holds every "
-             f"class whose score is within the threshold; under exchangeability it contains the true class for "
-             f"at least 90% of images. The highest coverage these images can promise is "
-             f"{askable_coverage(block['n_held_out']):g}. An empty set means no class is likely enough: look at "
-             f"that image twice. The promise holds on average over draws of the validation images: with this many, "
-             f"the coverage one run gets varies around its expectation by the ± shown. It is marginal: an "
-             f"average over all images, not a promise for each class, so the table also shows, per class, the "
-             f"share of its test images whose set holds it (with counts). Measured on the test images:</p>")
-    table = html.table("Prediction sets on test, by coverage asked", ["coverage asked", "threshold", "expected ± sd", "test coverage", "per class",
-                        "mean set size", "empty sets", "note"], rows, numeric={1, 2, 3, 5, 6}, raw=True)
+             f"{block['n_held_out']} {html.text(block['held_out'])} {plural(block['n_held_out'], 'image')}. The set at "
+             f"a coverage holds every class whose calibrated probability is at least its threshold; under "
+             f"exchangeability the set at coverage 90% contains the true class for at least 90% of images. The "
+             f"highest coverage these images can promise is {coverage_text(askable_coverage(block['n_held_out']))} "
+             f"(--coverage {askable_coverage(block['n_held_out']):g}). An empty set means no class is likely enough: "
+             f"look at that image twice. The promise holds on average over draws of the validation images: with "
+             f"this many, the coverage one run gets varies around its expectation by the ± shown (one standard "
+             f"deviation, in percentage points). It is marginal: an average over all images, not a promise for "
+             f"each class, so the table also shows, per class, the share of its test images whose set holds it "
+             f"(with counts); the mean set size is in classes, the empty sets are counted in images. Measured on the "
+             f"test images:</p>")
+    table = html.table("Prediction sets on test, by coverage asked",
+                       ["coverage asked %", "threshold %", "expected ± sd %", "test coverage %",
+                        "per class %", "mean set size", "empty sets", "note"], rows,
+                       numeric={1, 2, 3, 5, 6}, raw=True)
     return intro + table + _under_covered_note(shortfalls)
 
 
@@ -446,7 +470,8 @@ def run_report(run_dir: Path, coverage: float = 0.9, gallery: int = 48, device="
     if missing:
         notes.append(html.note(html.text(f"{missing} test images listed in split.json are no longer on disk under "
                                          f"{run['split'].get('root')}; the gallery leaves them out.")))
-    caption = (f"prediction sets at coverage {cutoff_coverage:g}" if cutoff_coverage is not None else "no prediction sets")
+    caption = (f"prediction sets at coverage {coverage_text(cutoff_coverage)}" if cutoff_coverage is not None
+               else "no prediction sets")
     if cutoff_coverage is not None:
         notes.append(sets_explained(cutoff_coverage))
     items = gallery_items(predictions, truths, uses_symptoms(run["meta"]))

@@ -1,0 +1,34 @@
+"""How a report writes the numbers a reader compares: every share of images and every probability as a
+percentage, on every page (run, benchmark, predictions), so 79.33% accuracy and a 90% coverage read alike.
+
+Only the HTML: metrics.json, results.json and results.csv keep their own units (a contract).
+"""
+
+from __future__ import annotations
+
+from vipcli.report.html import number
+
+def figures_meaning(shares: str) -> str:
+    """What a figure in % is, in a sentence; `shares`: the figures that are shares of images, e.g. 'Accuracy'."""
+    return (f"Figures in % run from 0 to 100. {shares} {'is a share' if ' ' not in shares else 'are shares'} of "
+            "the images counted; macro-F1 is the mean over the classes of each one's F1, which weighs its "
+            "sensitivity and precision together; AUROC is how often the model ranks an image of a class above an "
+            "image of another (50: no better than a coin toss, 100: always).")
+
+
+def percent(fraction, digits: int = 2) -> str:
+    """A fraction as a percentage without its sign, for a table cell whose column says %: 0.81 -> '81.00'
+    ('-' for None)."""
+    return number(None if fraction is None else 100 * fraction, digits)
+
+
+def percent_text(fraction, digits: int = 2) -> str:
+    """A fraction as a percentage with its sign, for a sentence: 0.81 -> '81.00%' ('-' for None)."""
+    shown = percent(fraction, digits)
+    return shown if fraction is None else f"{shown}%"
+
+
+def coverage_text(coverage: float, sign: bool = True) -> str:
+    """An asked coverage (a --coverage value) as the percentage a reader says: 0.9 -> '90%', 0.984 -> '98.4%'
+    ('90' without `sign`, in a column that says %)."""
+    return f"{100 * coverage:.4g}" + ("%" if sign else "")
