@@ -179,8 +179,8 @@ def _finished(rows: list[dict]) -> str:
     if not times:
         return ""
     first, last = min(times), max(times)
-    end = last.strftime("%H:%M" if last.date() == first.date() else "%Y-%m-%d %H:%M")
-    return f", finished {first:%Y-%m-%d %H:%M} to {end} UTC"
+    end = last.strftime("%H:%M") + " UTC" if last.date() == first.date() else html.utc_minute(last)
+    return f", finished {first.strftime(html.MINUTE)} to {end}"
 
 
 def _data_notes(folder: Path) -> str:

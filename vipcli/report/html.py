@@ -222,6 +222,16 @@ def utc_time(value):
         return None
 
 
+MINUTE = "%Y-%m-%d %H:%M"  # how the reports write a time (in UTC, said after it)
+
+
+def utc_minute(when) -> str:
+    """An aware datetime as the reports write a time: '2026-11-29 21:57 UTC'."""
+    from datetime import timezone
+
+    return f"{when.astimezone(timezone.utc).strftime(MINUTE)} UTC"
+
+
 def written_by(source=None, now=None) -> str:
     """The footer's line, as HTML: which vip wrote the page, when (UTC, to the minute) and from which folder.
 
@@ -235,7 +245,7 @@ def written_by(source=None, now=None) -> str:
 
     from vipcli import __version__
 
-    when = (now or datetime.now(timezone.utc)).astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    when = utc_minute(now or datetime.now(timezone.utc))
     return text(f"written by vip {__version__} on {when}" + (f" from {source}" if source is not None else ""))
 
 

@@ -64,7 +64,7 @@ def measured_when_trained(run_dir) -> str:
     except (OSError, ValueError, KeyError, TypeError):
         return "-"
     when = html.utc_time(metrics.get("finished_at"))
-    return f"{said} (vip train, {when:%Y-%m-%d %H:%M} UTC)" if when else said
+    return f"{said} (vip train, {html.utc_minute(when)})" if when else said
 
 
 def agreement(items) -> str:

@@ -82,7 +82,7 @@ def _trained_when(metrics: dict) -> str:
     records it; the machine alone for a run of a vip that recorded no time."""
     where = ", ".join(str(metrics[key]) for key in ("device", "machine") if metrics.get(key))
     when = html.utc_time(metrics.get("finished_at"))
-    return (f", on {when:%Y-%m-%d %H:%M} UTC" if when else "") + (f" ({where})" if where else "")
+    return (f", on {html.utc_minute(when)}" if when else "") + (f" ({where})" if where else "")
 
 
 def own_fitting(cls, method_id) -> str | None:
