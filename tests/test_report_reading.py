@@ -365,7 +365,7 @@ def test_benchmark_seconds_say_that_rows_trained_together_share_their_time(bench
 
     text = _visible(benchmark_report(benchmark_dir))
     after = text[text.index("seconds per run"):]
-    assert "equal share of its group's time" in after and "--no-batch" in after
+    assert "equal share of its group's training time plus its own evaluation" in after and "--no-batch" in after
 
 
 def test_rendered_reports_have_no_negative_zero(cli, lesion_run, tmp_path):
