@@ -458,3 +458,16 @@ def test_a_gallery_with_symptoms_says_what_similarity_weight_and_contribution_ar
     for plain in (gallery_items([_prediction([0.5])], {}, with_symptoms=False),  # a method without symptoms
                   gallery_items([_prediction([-0.5])], {}, with_symptoms=True)):  # none pushed the class up
         assert "similarity:" not in _visible(gallery_html(plain))
+
+
+def test_a_benchmarks_schedule_setting_says_what_each_shot_count_trained_with(benchmark_dir):
+    """'schedule: auto' told a reader nothing: the setting names the schedule the shots got, overrides applied."""
+    from vipcli.report.benchmark import benchmark_report
+    from vipcli.schedule import schedule_words
+
+    text = _visible(benchmark_report(benchmark_dir))
+    assert "schedule auto: few-shot at 1, 2 shots (2 epochs, 4 images a step, learning rate 0.002)" in text
+    assert schedule_words("auto", [16, "all"]) == (
+        "auto: few-shot at 16 shots (100 epochs, 4 images a step, learning rate 0.002); "
+        "the paper's with all images (50 epochs, 32 images a step, learning rate 0.002)")
+    assert schedule_words("a schedule of a later vip", [1]) == "a schedule of a later vip"

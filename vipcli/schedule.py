@@ -45,3 +45,29 @@ def resolve_schedule(name: str, shots: int | None, epochs=None, batch_size=None,
         if value is not None and not (math.isfinite(value) and value > 0):
             raise UsageError(f"{option} must be a positive number, got {value}")
     return Schedule(name, epochs or base.epochs, batch_size or base.batch_size, lr or base.lr)
+
+
+def schedule_words(name: str, shots, epochs=None, batch_size=None, lr=None) -> str:
+    """The schedule each shot count of a sweep trains with, in words a reader of a report follows, e.g.
+    'auto: few-shot at 1, 2 shots (100 epochs, 4 images a step, learning rate 0.002)'.
+
+    Args:
+        name: auto, fewshot or paper, as given to --schedule.
+        shots: the sweep's shot counts (ints, or "all"/None for every training image).
+    """
+    by_preset: dict[Schedule, list] = {}
+    for k in shots:
+        try:
+            chosen = resolve_schedule(name, None if k in (None, "all") else int(k), epochs, batch_size, lr)
+        except (UsageError, ValueError):
+            return str(name)  # a name or value of another vip: shown as recorded
+        by_preset.setdefault(chosen, []).append(k)
+    label = {"fewshot": "few-shot", "paper": "the paper's"}
+    parts = []
+    for chosen, counts in by_preset.items():
+        numbers = [str(k) for k in counts if k not in (None, "all")]
+        where = [f"at {', '.join(numbers)} shot{'s' if numbers != ['1'] else ''}"] if numbers else []
+        where += ["with all images"] if len(numbers) < len(counts) else []
+        parts.append(f"{label.get(chosen.name, chosen.name)} {' and '.join(where)} ({chosen.epochs} epochs, "
+                     f"{chosen.batch_size} images a step, learning rate {chosen.lr:g})")
+    return f"{name}: " + "; ".join(parts) if parts else str(name)

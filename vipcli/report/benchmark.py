@@ -157,12 +157,23 @@ def _settings(document: dict) -> str:
                      f"weights {config.get('pretrained') or described.get('pretrained') or 'default'})"],
         ["methods", ", ".join(sweep.get("methods", []))], ["shots", ", ".join(map(str, sweep.get("shots", [])))],
         ["seeds", ", ".join(map(str, sweep.get("seeds", [])))], ["split seed", config.get("split_seed")],
-        ["schedule", config.get("schedule")], ["augmented views per image", config.get("views")],
+        ["schedule", _schedule(config, sweep)], ["augmented views per image", config.get("views")],
         ["rows", f"{len(document.get('rows', []))}{_finished(document.get('rows', []))}"],
         *([["ran on", ran_on]] if (ran_on := _ran_on(document.get("rows", []))) else []),
     ]
     rows = [["data", html.path(config.get("data"))], *([name, html.text(value)] for name, value in rows)]
     return html.table("Settings of this benchmark", ["setting", "value"], rows, raw=True)
+
+
+def _schedule(config: dict, sweep: dict) -> str:
+    """'auto: few-shot for 1 shot, 2 shots (100 epochs, ...)': what --schedule meant for the sweep's shots."""
+    from vipcli.schedule import schedule_words
+
+    name = config.get("schedule")
+    if name is None:
+        return "not recorded"
+    return schedule_words(name, sweep.get("shots") or [], config.get("epochs"), config.get("batch_size"),
+                          config.get("lr"))
 
 
 def _ran_on(rows: list[dict]) -> str:
