@@ -11,9 +11,10 @@ A cache entry is a pure function of its key, so a run's result never depends on 
   precision the encoder ran in (bf16 autocast on CUDA), so a cache shared by a GPU and a CPU
   machine never hands one the other's features;
 - each entry stores its identity in its safetensors header (image path and content digest,
-  backbone key, dtype, feature size, view count) and is checked on every read: an entry that
-  fails (another image's, another backbone's, wrong shape or dtype, non-finite values, damaged
-  file) is recomputed with one warning; an entry of an image whose content changed is replaced.
+  backbone key, dtype, feature size, view count, sha256 of its features) and is checked on every
+  read: an entry that fails (another image's, another backbone's, wrong shape or dtype, non-finite
+  values, damaged file, features not matching their sha256) is recomputed with one warning; an entry
+  of an image whose content changed, or one written without that sha256, is replaced.
 One entry per image file and backbone: a changed file replaces its entry, nothing accumulates.
 A cache folder that cannot be written (read-only, full disk) is warned about once and the run
 goes on without it.
@@ -254,6 +255,11 @@ class FeatureCache:
             return {}
         if header.get("content_sha256") != content:  # the image changed: its entry is replaced
             return {}
+        if "features_sha256" not in header:  # written before entries carried a checksum: encoded afresh
+            return {}
+        if header["features_sha256"] != features_digest(tensors):  # flipped bits: finite, plausible, wrong
+            self._warn_damaged(file, path, "its features do not match their checksum")
+            return {}
         return tensors
 
     def _warn_damaged(self, file: Path, path: Path, problem: str) -> None:
@@ -298,7 +304,7 @@ class FeatureCache:
         dim = next(iter(tensors.values())).shape[-1]
         header = {"format": FEATURE_FORMAT, "format_version": FEATURE_FORMAT_VERSION, "backbone": self.key,
                   "path": os.path.realpath(path), "content_sha256": content, "dtype": "float32",
-                  "dim": str(dim), "views": str(views)}
+                  "dim": str(dim), "views": str(views), "features_sha256": features_digest(tensors)}
         data = safetensors_bytes(tensors, header)  # written by Python: a full disk is an OSError
         for attempt in range(CLEARED_RETRIES + 1):
             try:
@@ -342,6 +348,21 @@ class FeatureCache:
 
         self.folder.mkdir(parents=True, exist_ok=True)
         write_atomic(file, json.dumps({**self.identity, "describe": self.describe}, indent=1, default=str))
+
+
+def features_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """A sha256 (hex) of an entry's tensors (float32, on the CPU): their names, shapes and bytes.
+
+    Stored in each entry's header and checked on every read, so an entry whose bytes changed on disk
+    (a flipped bit, a bad sector, a stray write) is recomputed instead of changing a result: such
+    features stay finite and of the right shape, and no other check can tell them from good ones.
+    """
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().to("cpu", torch.float32).contiguous()
+        digest.update(f"{name} {list(tensor.shape)}\0".encode())
+        digest.update(tensor.numpy().data)
+    return digest.hexdigest()
 
 
 def remove_stale_temps(shard: Path, older_than: float = STALE_TEMP_SECONDS) -> int:
