@@ -67,6 +67,31 @@ def test_a_run_killed_while_writing_the_cache_does_not_change_the_next_one(cli, 
     assert _train(cli, monkeypatch, tmp_path / "killed", isic_small, tiny_clip, tmp_path / "c", "--seed", "2") == fresh
 
 
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, OSError])
+def test_the_images_encoded_before_a_stop_are_cached_and_not_encoded_again(backbone, isic_small, tmp_path, stop):
+    """A Ctrl-C or a job's time limit (SIGTERM stops as Ctrl-C does), or a failure, during the encoding of a
+    split loses only the batch in progress: a job whose limit is shorter than its encoding still advances."""
+    from vipcli.features import FeatureCache, encode_images
+
+    paths = sorted((isic_small / "train").rglob("*.jpg"))
+    decoded = []
+
+    def advance(n=1):
+        decoded.append(n)
+        if len(decoded) == 5:  # as the fifth image is decoded; each of the four before filled a batch
+            raise stop()
+
+    with pytest.raises(stop):
+        encode_images(backbone, paths, views=2, cache=FeatureCache(tmp_path / "cache", backbone), batch_size=3,
+                      workers=0, advance=advance)
+    again = encode_images(backbone, paths, views=2, cache=FeatureCache(tmp_path / "cache", backbone), batch_size=3,
+                          workers=0)
+    assert again.encoded == 3 * (len(paths) - 4)  # a center view and 2 augmented views of each image not stored
+    fresh = encode_images(backbone, paths, views=2, cache=None, batch_size=3, workers=0)
+    for i in range(len(paths)):
+        torch.testing.assert_close(again.train[i], fresh.train[i], rtol=0, atol=1e-6)
+
+
 # --- entries carry and check their identity ------------------------------------------------------
 
 

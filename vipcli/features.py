@@ -558,13 +558,14 @@ def encode_images(backbone, paths, views: int = 0, cache: FeatureCache | None = 
             jobs.append((index, path, content, need_eval, have_views, need_views))
         else:
             advance()
-    fresh = _encode_jobs(backbone, jobs, batch_size, workers, cache.augmentation, result, advance)
-    for index, path, content, need_eval, _, _ in jobs:
-        if index not in fresh:
-            continue
-        entry = _merge_entry(cached[index], fresh[index], need_eval)
-        cache.put(path, entry_content(path, content), entry)
-        cached[index] = entry
+    job_of = {job[0]: job for job in jobs}
+
+    def store(index: int, features: torch.Tensor) -> None:  # as each batch is encoded: a stop keeps them
+        _, path, content, need_eval, _, _ = job_of[index]
+        cached[index] = _merge_entry(cached[index], features, need_eval)
+        cache.put(path, entry_content(path, content), cached[index])
+
+    _encode_jobs(backbone, jobs, batch_size, workers, cache.augmentation, result, advance, store)
     for index, entry in cached.items():
         has_views = entry.get("train", torch.empty(0)).shape[0] >= views
         if (not center or "eval" in entry) and has_views and (center or views):
@@ -601,13 +602,14 @@ def _merge_entry(old: dict, new: torch.Tensor, has_eval: bool) -> dict:
     return entry
 
 
-def _encode_jobs(backbone, jobs, batch_size, workers, augmentation, result, advance) -> dict[int, torch.Tensor]:
-    """Run the image encoder over every missing view, batching across images."""
+def _encode_jobs(backbone, jobs, batch_size, workers, augmentation, result, advance, store) -> None:
+    """Run the image encoder over every missing view, batching across images; `store(index, features
+    [n, D])` takes each image's new views as soon as its batch is encoded, so that the images encoded
+    before a Ctrl-C, a SIGTERM (a job's time limit) or a failure are cached, not encoded again."""
     if not jobs:
-        return {}
+        return
     evaluation, training = _pipelines(backbone)
     dataset = _ViewDataset(jobs, evaluation.make, training.make, augmentation)
-    fresh: dict[int, torch.Tensor] = {}
     pending: list[tuple[int, torch.Tensor]] = []
     keep: dict = {}  # the float batch buffer `finish_many` reuses
 
@@ -620,7 +622,7 @@ def _encode_jobs(backbone, jobs, batch_size, workers, augmentation, result, adva
             features = features.clone()  # a plugin whose features view its input: the buffer is reused
         result.encoded += features.shape[0]
         for (index, views), chunk in zip(pending, features.split([v.shape[0] for _, v in pending])):
-            fresh[index] = chunk
+            store(index, chunk)
         pending.clear()
 
     path_of = {job[0]: job[1] for job in jobs}
@@ -635,7 +637,6 @@ def _encode_jobs(backbone, jobs, batch_size, workers, augmentation, result, adva
             if sum(v.shape[0] for _, v in pending) >= batch_size:
                 flush()
     flush()
-    return fresh
 
 
 class FreshViews(torch.utils.data.Dataset):
