@@ -158,6 +158,37 @@ def test_a_forced_sweep_that_stops_leaves_no_figure_of_the_rows_it_discarded(cli
     assert code == 0 and "1 finished rows skipped, 3 to run" in stderr and (out / "shots.png").exists()
 
 
+@pytest.mark.parametrize("more", [False, True])
+def test_a_forced_sweep_of_other_images_stopped_before_its_first_row_leaves_no_wrong_split(
+        cli, isic_small, tiny_clip, tmp_path, monkeypatch, more):
+    """A --force sweep writes its split.json before its first row replaces results.json: stopped between
+    the two, the old sweep's rows sat beside a split.json of other images, which its rerun kept (nothing
+    to run) or merged into its own (`more`: rows to run), so split.json named the wrong files."""
+    import vipcli.benchmark as benchmark
+
+    out, other = tmp_path / "bench", tmp_path / "other"
+    shutil.copytree(isic_small, other)
+    next((other / "train" / "melanoma").iterdir()).unlink()
+    args = ("--methods", "zeroshot,linear-probe", "--shots", "2", "--seeds", "1")
+    assert cli(*bench_args(isic_small, tiny_clip, out, *args))[0] == 0
+    kept = json.loads((out / "split.json").read_text())
+
+    def die(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(benchmark, "run_row", die)
+    code, _, _ = cli(*bench_args(other, tiny_clip, out, *args, "--force"))
+    assert code == 130 and json.loads((out / "split.json").read_text())["root"] == str(other.resolve())
+    monkeypatch.undo()
+    again = args + (("--seeds", "1,2") if more else ())
+    code, _, err = cli(*bench_args(isic_small, tiny_clip, out, *again))
+    assert code == 0 and "split.json" not in err, err
+    split = json.loads((out / "split.json").read_text())
+    assert {key: split[key] for key in ("root", "train", "val", "test")} == \
+        {key: kept[key] for key in ("root", "train", "val", "test")}
+    assert split["few_shot_order"]["1"] == kept["few_shot_order"]["1"] and split["unreadable"] == kept["unreadable"]
+
+
 def test_a_sweep_resumed_in_part_keeps_the_stored_rows_in_their_order(cli, isic_small, tiny_clip, tmp_path):
     """A rerun of part of a finished sweep (nothing to run) rewrote results.json with the rows it names last."""
     out = tmp_path / "bench"

@@ -591,3 +591,76 @@ def test_images_given_as_a_file_names_the_folder_to_pass(cli, tmp_path):
     assert code == 1 and _one_error(err) == (f"error: --images {image} is a file, not a folder (pass the folder "
                                              f"holding the images, such as --images {image.parent})")
     assert not (tmp_path / "sorted").exists()
+
+
+def _refuse_under(folder: Path, code_: int):
+    """A stand-in for tempfile's mkstemp/mkdtemp that fails with `code_` in `folder` (a read-only or
+    full disk, which root's permissions cannot make)."""
+    import tempfile
+
+    real = {"mkstemp": tempfile.mkstemp, "mkdtemp": tempfile.mkdtemp}
+
+    def make(name):
+        def made(*args, dir=None, **kwargs):
+            if dir is not None and Path(dir) == folder:
+                raise OSError(code_, os.strerror(code_))
+            return real[name](*args, dir=dir, **kwargs)
+        return made
+
+    return make("mkstemp"), make("mkdtemp")
+
+
+def test_an_out_on_a_read_only_disk_is_one_line_before_anything_is_sorted(cli, tmp_path, monkeypatch):
+    import errno
+    import tempfile
+
+    images = _images(tmp_path / "img", ["a.png", "b.png"])
+    labels = _csv(tmp_path / "gt.csv", "image,label\na,x\nb,y\n")
+    mkstemp, mkdtemp = _refuse_under(tmp_path / "ro", errno.EROFS)
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    monkeypatch.setattr(tempfile, "mkdtemp", mkdtemp)
+    (tmp_path / "ro").mkdir()
+    code, _, err = cli("data", "sort", labels, "--images", images, "--out", tmp_path / "ro" / "sorted")
+    assert code == 1 and _one_error(err) == (f"error: --out {tmp_path / 'ro' / 'sorted'}: cannot write to "
+                                             f"{tmp_path / 'ro'} (read-only file system) (choose a folder you can "
+                                             "write to with --out)")
+    assert list((tmp_path / "ro").iterdir()) == []
+
+
+def test_a_disk_that_fills_up_as_the_record_is_written_is_one_line_and_leaves_nothing(cli, tmp_path, monkeypatch):
+    import errno
+
+    images = _images(tmp_path / "img", ["a.png", "b.png"])
+    labels = _csv(tmp_path / "gt.csv", "image,label\na,x\nb,y\n")
+    real_write = Path.write_text
+
+    def full(self, *args, **kwargs):
+        if self.name == ".vip-sorted.json":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", full)
+    code, _, err = cli("data", "sort", labels, "--images", images, "--out", tmp_path / "sorted", "--copy")
+    assert code == 1 and _one_error(err) == (f"error: cannot write {tmp_path / 'sorted'} (no space left on the "
+                                             "device); nothing was written (free some space, then run the same "
+                                             "command again)")
+    assert not (tmp_path / "sorted").exists() and not list(tmp_path.glob(".sorted*"))
+
+
+def test_copies_that_do_not_fit_on_the_disk_are_refused_before_any_is_made(cli, tmp_path, monkeypatch):
+    from collections import namedtuple
+
+    images = _images(tmp_path / "img", ["a.png", "b.png"])
+    labels = _csv(tmp_path / "gt.csv", "image,label\na,x\nb,y\n")
+    need = sum(path.stat().st_size for path in images.iterdir())
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(2**30, 2**30 - need + 1, need - 1))
+    copied = []
+    monkeypatch.setattr(shutil, "copy2", lambda *args, **kwargs: copied.append(args))
+    code, _, err = cli("data", "sort", labels, "--images", images, "--out", tmp_path / "sorted", "--copy")
+    line = _one_error(err)
+    assert code == 1 and f"--out {tmp_path / 'sorted'}: the copies of 2 images take {need} B" in line, line
+    assert line.endswith("(free some space, choose another --out, or sort without --copy (links take no room))")
+    assert copied == [] and not (tmp_path / "sorted").exists()
+    code, _, err = cli("data", "sort", labels, "--images", images, "--out", tmp_path / "sorted")  # links fit
+    assert code == 0, err

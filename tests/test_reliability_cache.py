@@ -67,6 +67,31 @@ def test_a_run_killed_while_writing_the_cache_does_not_change_the_next_one(cli, 
     assert _train(cli, monkeypatch, tmp_path / "killed", isic_small, tiny_clip, tmp_path / "c", "--seed", "2") == fresh
 
 
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, OSError])
+def test_the_images_encoded_before_a_stop_are_cached_and_not_encoded_again(backbone, isic_small, tmp_path, stop):
+    """A Ctrl-C or a job's time limit (SIGTERM stops as Ctrl-C does), or a failure, during the encoding of a
+    split loses only the batch in progress: a job whose limit is shorter than its encoding still advances."""
+    from vipcli.features import FeatureCache, encode_images
+
+    paths = sorted((isic_small / "train").rglob("*.jpg"))
+    decoded = []
+
+    def advance(n=1):
+        decoded.append(n)
+        if len(decoded) == 5:  # as the fifth image is decoded; each of the four before filled a batch
+            raise stop()
+
+    with pytest.raises(stop):
+        encode_images(backbone, paths, views=2, cache=FeatureCache(tmp_path / "cache", backbone), batch_size=3,
+                      workers=0, advance=advance)
+    again = encode_images(backbone, paths, views=2, cache=FeatureCache(tmp_path / "cache", backbone), batch_size=3,
+                          workers=0)
+    assert again.encoded == 3 * (len(paths) - 4)  # a center view and 2 augmented views of each image not stored
+    fresh = encode_images(backbone, paths, views=2, cache=None, batch_size=3, workers=0)
+    for i in range(len(paths)):
+        torch.testing.assert_close(again.train[i], fresh.train[i], rtol=0, atol=1e-6)
+
+
 # --- entries carry and check their identity ------------------------------------------------------
 
 
@@ -119,9 +144,18 @@ def _garble(cache, paths):
     cache.entry_file(paths[0]).write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not a header")
 
 
+def _flip(cache, paths):
+    """One bit of one feature flipped on disk: still finite, of the right shape, under a good header."""
+    file = cache.entry_file(paths[0])
+    data = bytearray(file.read_bytes())
+    start = 8 + int.from_bytes(data[:8], "little")  # the tensors' bytes follow the header
+    data[start + 4 * 7 + 2] ^= 0x40  # the top mantissa bit of a float32: it moves by a quarter or more
+    file.write_bytes(bytes(data))
+
+
 @pytest.mark.parametrize("damage, reason", [
     (_swap, "holds the features of"), (_retype, "not float32"), (_reshape, "has shape"),
-    (_poison, "NaN"), (_garble, "unreadable file"),
+    (_poison, "NaN"), (_garble, "unreadable file"), (_flip, "do not match their checksum"),
 ])
 def test_a_damaged_entry_is_recomputed_with_one_warning(backbone, isic_small, tmp_path, capsys, damage, reason):
     from vipcli.features import FeatureCache
@@ -141,6 +175,40 @@ def test_a_damaged_entry_is_recomputed_with_one_warning(backbone, isic_small, tm
         torch.testing.assert_close(again.train[i], expected.train[i], rtol=0, atol=1e-6)
     repaired = _encode(backbone, paths, FeatureCache(tmp_path / "cache", backbone))
     assert repaired.encoded == 0 and "warning" not in capsys.readouterr().err
+
+
+def test_a_flipped_bit_in_an_entry_never_reaches_a_result(backbone, isic_small, tmp_path):
+    """The features read back are those encoded afresh, not the flipped ones."""
+    from vipcli.features import FeatureCache
+
+    paths = _images(isic_small)
+    cache = FeatureCache(tmp_path / "cache", backbone)
+    first = _encode(backbone, paths, cache)
+    _flip(cache, paths)
+    flipped, _ = _entry(cache, paths[0])
+    moved = torch.cat([(flipped["eval"] - first.eval[0]).abs(), (flipped["train"] - first.train[0]).abs().flatten()])
+    assert all(torch.isfinite(tensor).all() for tensor in flipped.values()) and moved.max() > 1e-3
+    again = _encode(backbone, paths, FeatureCache(tmp_path / "cache", backbone))
+    assert again.encoded == 3  # the center view and 2 augmented views of the flipped entry's image
+    torch.testing.assert_close(again.eval[0], first.eval[0], rtol=0, atol=1e-6)
+    torch.testing.assert_close(again.train[0], first.train[0], rtol=0, atol=1e-6)
+
+
+def test_an_entry_written_without_a_checksum_is_encoded_again_without_a_warning(backbone, isic_small, tmp_path,
+                                                                                  capsys):
+    from vipcli.features import FeatureCache
+
+    paths = _images(isic_small)
+    cache = FeatureCache(tmp_path / "cache", backbone)
+    _encode(backbone, paths, cache)
+    tensors, header = _entry(cache, paths[0])
+    del header["features_sha256"]  # as the vip before checksums wrote it
+    save_file(tensors, cache.entry_file(paths[0]), metadata=header)
+    capsys.readouterr()
+    again = _encode(backbone, paths, FeatureCache(tmp_path / "cache", backbone))
+    assert again.encoded == 3 and "warning" not in capsys.readouterr().err
+    assert "features_sha256" in _entry(cache, paths[0])[1]  # rewritten with one
+    assert _encode(backbone, paths, FeatureCache(tmp_path / "cache", backbone)).encoded == 0
 
 
 def test_entries_of_another_backbone_class_or_id_are_kept_apart(backbone, tiny_clip):

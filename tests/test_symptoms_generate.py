@@ -340,6 +340,33 @@ def test_existing_pack_is_not_overwritten_without_force(capsys, vip_env, llm_ser
     assert load_pack("melanoma.yaml").symptoms[0] == "Larger than six millimeters"
 
 
+def test_a_cached_answer_changed_on_disk_is_asked_again_not_used(capsys, vip_env, llm_server, tmp_path):
+    """One character of a cached answer changed (a flipped bit: 'six' became 'sox') would have changed a
+    symptom's words without a sign; the entry's sha256 no longer matches, so the question is asked again."""
+    llm_server.answer(BULLETS)
+    assert melanoma(capsys, llm_server)[0] == 0
+    [entry] = (tmp_path / "cache" / "llm").glob("*.json")
+    entry.write_text(entry.read_text().replace("six millimeters", "sox millimeters"))
+    llm_server.answer(BULLETS)
+    code, out, err = melanoma(capsys, llm_server, "--out", "again.yaml")
+    assert code == 0 and len(llm_server.requests) == 2 and "(answers from cache)" not in out, err
+    assert load_pack("again.yaml").symptoms == load_pack("melanoma.yaml").symptoms
+    assert "six millimeters" in entry.read_text()  # the good answer replaced the damaged one
+
+
+def test_a_cached_answer_of_an_earlier_vip_without_a_sha256_is_still_used(capsys, vip_env, llm_server, tmp_path):
+    import json
+
+    llm_server.answer(BULLETS)
+    assert melanoma(capsys, llm_server)[0] == 0
+    [entry] = (tmp_path / "cache" / "llm").glob("*.json")
+    record = json.loads(entry.read_text())
+    del record["sha256"]
+    entry.write_text(json.dumps(record))
+    code, out, _ = melanoma(capsys, llm_server, "--out", "again.yaml")
+    assert code == 0 and len(llm_server.requests) == 1 and "(answers from cache)" in out
+
+
 def test_cache_hit_sends_no_request(capsys, vip_env, llm_server):
     llm_server.answer(BULLETS)
     assert melanoma(capsys, llm_server)[0] == 0

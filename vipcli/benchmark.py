@@ -29,8 +29,8 @@ from vipcli.methods import DEFAULT_BENCHMARK, METHODS
 from vipcli.provenance import installed_backbone, installed_method
 from vipcli.settings import BackboneSettings, EncodingSettings, ScheduleSettings
 from vipcli.sweep_folder import (SWEEP_LOCK, check_matches, check_same_readability, content_digest, read_json,
-                                 read_stored, relative_stored_name, save_results, split_digest, summarize,
-                                 upgrade_split_digest, upgrade_stored_config)
+                                 read_stored, relative_stored_name, save_results, split_digest, split_of_another_sweep,
+                                 summarize, upgrade_split_digest, upgrade_stored_config)
 
 DEFAULT_METHODS = DEFAULT_BENCHMARK
 ZERO_SHOTS = 0  # the `shots` value of rows of methods that learn nothing
@@ -380,12 +380,15 @@ def _prepare(config: BenchmarkConfig, methods: list[tuple[str, type]]) -> dict:
     record = config_record(config, backbone, dataset, split_seed, symptoms, content)
     check_prompts(methods, backbone, dataset.class_names, symptoms, config.method_options)
     stored_split = read_json(out / "split.json") if stored is not None else None  # read once per sweep
+    rewrite_split = False
     if stored is not None:
         check_matches(upgrade_split_digest(upgrade_stored_config(stored), dataset, stored_split), record, out)
         record["symptoms"] = symptoms or stored["config"].get("symptoms") or {}
+        rewrite_split = split_of_another_sweep(stored_split, dataset)  # neither trusted nor merged: written anew
+        stored_split = None if rewrite_split else stored_split
     return {"config": config, "out": out, "stored": stored, "stored_split": stored_split, "dataset": dataset,
             "symptoms": symptoms, "world": world, "device": device, "backbone": backbone, "record": record,
-            "class_names": dataset.class_names}
+            "class_names": dataset.class_names, "rewrite_split": rewrite_split}
 
 
 def check_prompts(methods, backbone, class_names, symptoms, options) -> None:
@@ -450,11 +453,13 @@ def _run_sweep(config: BenchmarkConfig, methods: list[tuple[str, type]], progres
     if len(pending) < len(jobs) and context["world"].main:  # under torchrun every rank reads the stored rows
         console.info(f"resuming {out}: {len(jobs) - len(pending)} finished rows skipped, {len(pending)} to run")
     result = BenchmarkResult(out, dataset.class_names, [], [], context["record"], len(jobs) - len(pending))
-    if pending:
-        trained_shots = tuple(dict.fromkeys(None if job[2] == "all" else job[2] for job in pending
+    # the rows whose images are encoded: those to run, or every row when split.json must be written anew
+    basis = pending or (jobs if context["rewrite_split"] else [])
+    if basis:
+        trained_shots = tuple(dict.fromkeys(None if job[2] == "all" else job[2] for job in basis
                                             if job[2] != ZERO_SHOTS))
         shots = trained_shots or (ZERO_SHOTS,)  # zero-shot rows alone: no training image is encoded
-        center = any(cls.needs_center_view for _, cls, _, _ in pending)
+        center = any(cls.needs_center_view for _, cls, _, _ in basis)
         from vipcli.distributed import encode_shared, training_jobs
         from vipcli.preflight import check_feature_memory
 
@@ -485,7 +490,7 @@ def _run_sweep(config: BenchmarkConfig, methods: list[tuple[str, type]], progres
     result.summary = summarize(result.rows)
     if not pending and rows and context["world"].main:  # all resumed: rewrite results.csv (and .json)
         save_results(out, context["record"], context["class_names"], list(rows.values()))  # in case one was damaged
-        if stored_split is None:  # not rewritten: nothing ran
+        if stored_split is None and not context["rewrite_split"]:  # not rewritten: nothing ran
             console.warn(f"{out}/split.json is missing or unreadable: it lists the images behind these results "
                          "(pass --force to run the sweep again and rewrite it)")
     if result.rows and context["world"].main:  # one writer under torchrun

@@ -11,9 +11,10 @@ A cache entry is a pure function of its key, so a run's result never depends on 
   rules and library versions (`installation_identity`) and the precision the encoder ran in (bf16
   autocast on CUDA), so a cache shared by a GPU and a CPU machine never hands one the other's features;
 - each entry stores its identity in its safetensors header (image path and content digest,
-  backbone key, dtype, feature size, view count) and is checked on every read: an entry that
-  fails (another image's, another backbone's, wrong shape or dtype, non-finite values, damaged
-  file) is recomputed with one warning; an entry of an image whose content changed is replaced.
+  backbone key, dtype, feature size, view count, sha256 of its features) and is checked on every
+  read: an entry that fails (another image's, another backbone's, wrong shape or dtype, non-finite
+  values, damaged file, features not matching their sha256) is recomputed with one warning; an entry
+  of an image whose content changed, or one written without that sha256, is replaced.
 One entry per image file and backbone: a changed file replaces its entry, nothing accumulates.
 A cache folder that cannot be written (read-only, full disk) is warned about once and the run
 goes on without it.
@@ -254,6 +255,11 @@ class FeatureCache:
             return {}
         if header.get("content_sha256") != content:  # the image changed: its entry is replaced
             return {}
+        if "features_sha256" not in header:  # written before entries carried a checksum: encoded afresh
+            return {}
+        if header["features_sha256"] != features_digest(tensors):  # flipped bits: finite, plausible, wrong
+            self._warn_damaged(file, path, "its features do not match their checksum")
+            return {}
         return tensors
 
     def _warn_damaged(self, file: Path, path: Path, problem: str) -> None:
@@ -298,7 +304,7 @@ class FeatureCache:
         dim = next(iter(tensors.values())).shape[-1]
         header = {"format": FEATURE_FORMAT, "format_version": FEATURE_FORMAT_VERSION, "backbone": self.key,
                   "path": os.path.realpath(path), "content_sha256": content, "dtype": "float32",
-                  "dim": str(dim), "views": str(views)}
+                  "dim": str(dim), "views": str(views), "features_sha256": features_digest(tensors)}
         data = safetensors_bytes(tensors, header)  # written by Python: a full disk is an OSError
         for attempt in range(CLEARED_RETRIES + 1):
             try:
@@ -342,6 +348,21 @@ class FeatureCache:
 
         self.folder.mkdir(parents=True, exist_ok=True)
         write_atomic(file, json.dumps({**self.identity, "describe": self.describe}, indent=1, default=str))
+
+
+def features_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """A sha256 (hex) of an entry's tensors (float32, on the CPU): their names, shapes and bytes.
+
+    Stored in each entry's header and checked on every read, so an entry whose bytes changed on disk
+    (a flipped bit, a bad sector, a stray write) is recomputed instead of changing a result: such
+    features stay finite and of the right shape, and no other check can tell them from good ones.
+    """
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().to("cpu", torch.float32).contiguous()
+        digest.update(f"{name} {list(tensor.shape)}\0".encode())
+        digest.update(tensor.numpy().data)
+    return digest.hexdigest()
 
 
 def remove_stale_temps(shard: Path, older_than: float = STALE_TEMP_SECONDS) -> int:
@@ -537,13 +558,14 @@ def encode_images(backbone, paths, views: int = 0, cache: FeatureCache | None = 
             jobs.append((index, path, content, need_eval, have_views, need_views))
         else:
             advance()
-    fresh = _encode_jobs(backbone, jobs, batch_size, workers, cache.augmentation, result, advance)
-    for index, path, content, need_eval, _, _ in jobs:
-        if index not in fresh:
-            continue
-        entry = _merge_entry(cached[index], fresh[index], need_eval)
-        cache.put(path, entry_content(path, content), entry)
-        cached[index] = entry
+    job_of = {job[0]: job for job in jobs}
+
+    def store(index: int, features: torch.Tensor) -> None:  # as each batch is encoded: a stop keeps them
+        _, path, content, need_eval, _, _ = job_of[index]
+        cached[index] = _merge_entry(cached[index], features, need_eval)
+        cache.put(path, entry_content(path, content), cached[index])
+
+    _encode_jobs(backbone, jobs, batch_size, workers, cache.augmentation, result, advance, store)
     for index, entry in cached.items():
         has_views = entry.get("train", torch.empty(0)).shape[0] >= views
         if (not center or "eval" in entry) and has_views and (center or views):
@@ -580,13 +602,14 @@ def _merge_entry(old: dict, new: torch.Tensor, has_eval: bool) -> dict:
     return entry
 
 
-def _encode_jobs(backbone, jobs, batch_size, workers, augmentation, result, advance) -> dict[int, torch.Tensor]:
-    """Run the image encoder over every missing view, batching across images."""
+def _encode_jobs(backbone, jobs, batch_size, workers, augmentation, result, advance, store) -> None:
+    """Run the image encoder over every missing view, batching across images; `store(index, features
+    [n, D])` takes each image's new views as soon as its batch is encoded, so that the images encoded
+    before a Ctrl-C, a SIGTERM (a job's time limit) or a failure are cached, not encoded again."""
     if not jobs:
-        return {}
+        return
     evaluation, training = _pipelines(backbone)
     dataset = _ViewDataset(jobs, evaluation.make, training.make, augmentation)
-    fresh: dict[int, torch.Tensor] = {}
     pending: list[tuple[int, torch.Tensor]] = []
     keep: dict = {}  # the float batch buffer `finish_many` reuses
 
@@ -599,7 +622,7 @@ def _encode_jobs(backbone, jobs, batch_size, workers, augmentation, result, adva
             features = features.clone()  # a plugin whose features view its input: the buffer is reused
         result.encoded += features.shape[0]
         for (index, views), chunk in zip(pending, features.split([v.shape[0] for _, v in pending])):
-            fresh[index] = chunk
+            store(index, chunk)
         pending.clear()
 
     path_of = {job[0]: job[1] for job in jobs}
@@ -614,7 +637,6 @@ def _encode_jobs(backbone, jobs, batch_size, workers, augmentation, result, adva
             if sum(v.shape[0] for _, v in pending) >= batch_size:
                 flush()
     flush()
-    return fresh
 
 
 class FreshViews(torch.utils.data.Dataset):

@@ -435,12 +435,21 @@ def check_out(out: Path, images: Path, force: bool) -> None:
             `vip data sort` wrote without --force (or holding files added since). A sorted folder inside
             the images' folder (a download folder) is allowed: `index_images` leaves it out.
     """
+    from vipcli.preflight import check_writable, nearest_existing
+
     out_real, images_real = Path(os.path.realpath(out)), Path(os.path.realpath(images))
     if images_real.is_relative_to(out_real):  # out == images too: replacing out would remove the images
         raise VipError(f"--out {out} holds --images {images}", "write the sorted folder beside the images, "
                        "or inside their folder")
-    if not out.exists():
-        return
+    if out.exists():
+        _check_sorted_before(out, force)
+    # the folder is written under a staging name beside `out`; links take no room (copies: `check_copy_room`)
+    check_writable(nearest_existing(out.parent), f"--out {out}", min_free=0)
+
+
+def _check_sorted_before(out: Path, force: bool) -> None:
+    """Refuse an existing `out` that is a file, a folder of other files, or one sorted before (without
+    `force`, or holding files added or copies edited since)."""
     if not out.is_dir():
         raise VipError(f"--out {out} is a file", "pass a new folder")
     if (out / MANIFEST).is_file():
@@ -592,31 +601,61 @@ def write_sorted(sorting: Sorting, out: Path, copy: bool, record: dict) -> None:
     Raises:
         VipError: the system refuses links (pass --copy), or a file cannot be written.
     """
-    from vipcli.atomic import atomic_folder, plain_file_mode
+    from vipcli.atomic import atomic_folder
+    from vipcli.preflight import write_failed
 
-    with atomic_folder(out) as staging:
-        copies = {}  # name in the folder -> the image it copies
-        for path, split, name in sorting.placed:
-            target = staging / (split or "") / name / path.name
-            copies[target.relative_to(staging).as_posix()] = path
-            try:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                if copy:
-                    shutil.copy2(path, target)
-                    plain_file_mode(target)  # now, not as the folder is finished: copy_stats records its ctime
-                else:
-                    os.symlink(os.path.realpath(path), target)
-            except OSError as error:
-                if error.errno == errno.ENAMETOOLONG:
-                    fix = "shorten the class name in the labels file, or the --out path"
-                elif copy:
-                    fix = "free disk space, or write elsewhere"
-                else:
-                    fix = "pass --copy (Windows makes links only in Developer Mode)"
-                raise VipError(f"cannot write {out / (split or '') / name / path.name}: {error.strerror or error}",
-                               fix) from None
-        written = entries(staging)
-        record = {**record, "entries": written, "layout": {folder: len(names) for folder, names in written.items()}}
-        if copy:
-            record["copies"] = copy_stats(staging, copies)
-        (staging / MANIFEST).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    try:
+        with atomic_folder(out) as staging:
+            _fill(staging, sorting, out, copy, record)
+    except OSError as error:  # the staging folder, the record or the rename: a disk that filled up or went read-only
+        raise write_failed(out, error, "nothing was written") from None
+
+
+def check_copy_room(sorting: Sorting, out: Path) -> None:
+    """Refuse `--copy` when the disk holding `out` has less room than the copies take, before any is made."""
+    from vipcli.cache_admin import human_size
+    from vipcli.preflight import nearest_existing
+
+    need = 0
+    for path, _, _ in sorting.placed:
+        try:
+            need += path.stat().st_size
+        except OSError:  # gone since it was indexed: the copy names it
+            continue
+    folder = nearest_existing(out.parent)
+    free = shutil.disk_usage(folder).free
+    if need > free:
+        raise VipError(f"--out {out}: the copies of {len(sorting.placed)} images take {human_size(need)}, and the "
+                       f"disk holding {folder} has {human_size(free)} free", "free some space, choose another "
+                       "--out, or sort without --copy (links take no room)")
+
+
+def _fill(staging: Path, sorting: Sorting, out: Path, copy: bool, record: dict) -> None:
+    """Write the links or copies and the record into the staging folder of `write_sorted`."""
+    from vipcli.atomic import plain_file_mode
+
+    copies = {}  # name in the folder -> the image it copies
+    for path, split, name in sorting.placed:
+        target = staging / (split or "") / name / path.name
+        copies[target.relative_to(staging).as_posix()] = path
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if copy:
+                shutil.copy2(path, target)
+                plain_file_mode(target)  # now, not as the folder is finished: copy_stats records its ctime
+            else:
+                os.symlink(os.path.realpath(path), target)
+        except OSError as error:
+            if error.errno == errno.ENAMETOOLONG:
+                fix = "shorten the class name in the labels file, or the --out path"
+            elif copy:
+                fix = "free disk space, or write elsewhere"
+            else:
+                fix = "pass --copy (Windows makes links only in Developer Mode)"
+            raise VipError(f"cannot write {out / (split or '') / name / path.name}: {error.strerror or error}",
+                           fix) from None
+    written = entries(staging)
+    record = {**record, "entries": written, "layout": {folder: len(names) for folder, names in written.items()}}
+    if copy:
+        record["copies"] = copy_stats(staging, copies)
+    (staging / MANIFEST).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")

@@ -40,13 +40,14 @@ def nearest_existing(path: Path) -> Path:
     return path
 
 
-def check_writable(folder: Path, what: str, option: str = "--out") -> None:
+def check_writable(folder: Path, what: str, option: str = "--out", min_free: int = MIN_FREE_BYTES) -> None:
     """VipError naming `what` unless a file can be created, written, synced and removed in `folder`.
 
     Args:
         folder: an existing folder (the output, or the closest existing parent of it).
         what: the output as the user named it, e.g. "--out runs/x".
         option: the option to change, for the hint.
+        min_free: bytes that must be free on its disk, else it counts as full.
     """
     if not folder.is_dir():
         raise VipError(f"{what}: {folder} is a file, not a folder", f"choose another {option}")
@@ -62,7 +63,7 @@ def check_writable(folder: Path, what: str, option: str = "--out") -> None:
         raise VipError(f"{what}: cannot write to {folder} ({describe_os_error(error)})",
                        _hint(error, option)) from None
     free = shutil.disk_usage(folder).free
-    if free < MIN_FREE_BYTES:
+    if free < min_free:
         raise VipError(f"{what}: the disk holding {folder} is full ({free / 2**20:.1f} MiB free)",
                        f"free some space or choose another {option}")
 

@@ -157,6 +157,15 @@ def upgrade_split_digest(stored: dict, dataset: Dataset, stored_split: dict | No
     return stored
 
 
+def split_of_another_sweep(stored_split: dict | None, dataset: Dataset) -> bool:
+    """Whether the sweep folder's split.json was written by another sweep than the results.json beside it,
+    whose rows `check_matches` found to be of `dataset`: a `--force` sweep of other images (or another
+    split) that stopped after writing its split.json, before its first row replaced results.json. Its
+    lists then name other files; a split.json of an earlier vip (no `results_split_digest`) is kept."""
+    return (isinstance(stored_split, dict) and "results_split_digest" in stored_split
+            and not same_split_lists(stored_split, dataset))
+
+
 def same_split_lists(stored_split: dict | None, dataset: Dataset) -> bool:
     """Whether split.json's lists name exactly `dataset`'s files and labels (what its split digest digests)."""
     if not isinstance(stored_split, dict) or not set(dataset.splits) <= {"train", "val", "test"}:

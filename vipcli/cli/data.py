@@ -49,8 +49,8 @@ def sort_command(
     from vipcli import __version__
     from vipcli.errors import UsageError, VipError
     from vipcli.data import TEST_FRACTION, VAL_FRACTION
-    from vipcli.label_table import (check_out, choose_columns, groups_across_splits, index_images, read_label_table,
-                                    sort_rows, split_by_group, write_sorted)
+    from vipcli.label_table import (check_copy_room, check_out, choose_columns, groups_across_splits, index_images,
+                                    read_label_table, sort_rows, split_by_group, write_sorted)
 
     if images.is_file():
         raise VipError(f"--images {images} is a file, not a folder", f"pass the folder holding the images, such as "
@@ -75,6 +75,8 @@ def sort_command(
         raise UsageError(f"--seed seeds the splits vip data sort makes by --group-column; here {made_by}",
                          "drop --seed")
     sorting = sort_rows(table, columns, index, images, others)
+    if copy:
+        check_copy_room(sorting, out)
     seed = 1 if seed is None else seed
     crossing = []
     if columns.group and columns.split:

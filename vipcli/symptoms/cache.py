@@ -61,7 +61,19 @@ def read_cached(key: str) -> tuple[str, bool] | None:
     except (OSError, ValueError):
         return None
     answer = entry.get("answer") if isinstance(entry, dict) else None
-    return (answer, entry.get("truncated") is True) if isinstance(answer, str) else None
+    if not isinstance(answer, str):
+        return None
+    truncated = entry.get("truncated") is True
+    recorded = entry.get("sha256")  # absent in an entry of an earlier vip: read as before
+    if recorded is not None and recorded != answer_digest(answer, truncated):  # changed on disk since: ask again
+        return None
+    return answer, truncated
+
+
+def answer_digest(answer: str, truncated: bool) -> str:
+    """The sha256 an entry records of its answer and its `truncated` mark, checked when it is read: a
+    flipped bit in a cached answer would otherwise change a symptom's words without a sign."""
+    return hashlib.sha256(json.dumps([answer, truncated]).encode("utf-8")).hexdigest()
 
 
 def write_cached(key: str, answer: str, model: str, truncated: bool = False) -> bool:
@@ -74,7 +86,8 @@ def write_cached(key: str, answer: str, model: str, truncated: bool = False) -> 
         truncated: the server stopped the answer at its output-token limit (read back with it).
     """
     folder = cache_dir()
-    entry = {"answer": answer, "model": model, "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    entry = {"answer": answer, "model": model, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+             "sha256": answer_digest(answer, truncated)}
     if truncated:
         entry["truncated"] = True
     try:
