@@ -76,6 +76,19 @@ def tiny_train_args(data: Path, config: Path, out: Path, *extra) -> list:
             "--views", "2", "--out", out, "--device", "cpu", "--workers", "0", *extra]
 
 
+def resave_run(file, weights: dict, header: dict) -> None:
+    """Write a run's model.safetensors changed on purpose (a test's edit of its header or tensors), with the
+    `content_sha256` of what it now holds, as a tool that edits runs must: a checksum left stale is refused
+    before any other check could be reached."""
+    from safetensors.torch import save_file
+
+    from vipcli.checkpoint import content_sha256
+
+    if "content_sha256" in header:
+        header = {**header, "content_sha256": content_sha256(header["metadata"], weights)}
+    save_file(weights, str(file), metadata=header)
+
+
 def error_lines(stderr: str) -> list[str]:
     """The `error:` lines of a command's stderr (progress and notes are other lines)."""
     return [line for line in stderr.splitlines() if line.startswith("error:")]

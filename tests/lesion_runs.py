@@ -40,7 +40,7 @@ def strip_calibration(run: Path) -> Path:
 
     model = run / "model.safetensors"
     with safe_open(str(model), "pt") as handle:
-        metadata = {k: v for k, v in (handle.metadata() or {}).items() if k != "calibration"}
+        metadata = {k: v for k, v in (handle.metadata() or {}).items() if k not in ("calibration", "content_sha256")}
         if "metadata" in metadata:  # format 2: the whole document as JSON
             document = json.loads(metadata["metadata"])
             document.pop("calibration", None)

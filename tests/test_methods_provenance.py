@@ -8,9 +8,8 @@ import shutil
 import pytest
 import yaml
 from safetensors import safe_open
-from safetensors.torch import save_file
 
-from conftest import error_lines, tiny_train_args
+from conftest import error_lines, resave_run, tiny_train_args
 from plugin_helpers import install_sample_methods, site  # noqa: F401 - site is a fixture
 
 
@@ -36,7 +35,7 @@ def _edit(run, target, document=None, tensors=None):
     if tensors:
         tensors(weights)
     header["metadata"] = json.dumps(meta)
-    save_file(weights, target / "model.safetensors", metadata=header)
+    resave_run(target / "model.safetensors", weights, header)
     return target
 
 

@@ -12,7 +12,7 @@ import pytest
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from conftest import disk_fails_under, read_only_folder, error_lines, tiny_train_args
+from conftest import disk_fails_under, read_only_folder, error_lines, resave_run, tiny_train_args
 
 
 def test_existing_out_is_refused_before_any_work(cli, isic_small, tiny_clip, tmp_path, no_work):
@@ -118,7 +118,7 @@ def _damage(run: Path, target: Path, edit=None, tensors=None) -> Path:
         header["metadata"] = json.dumps(document)
     if tensors:
         tensors(weights)
-    save_file(weights, target / "model.safetensors", metadata=header)
+    resave_run(target / "model.safetensors", weights, header)  # its checksum too: to reach the checks after it
     return target
 
 
@@ -166,6 +166,31 @@ def test_damaged_run_metadata_is_one_line_naming_the_run(cli, trained_run, tmp_p
     assert code == 1 and out == "" and "Traceback" not in err and "bug in vip" not in err
     [line] = error_lines(err)
     assert line.startswith(f"error: {damaged}") and problem in line, line  # the run, or its model.safetensors
+
+
+@pytest.mark.parametrize("where", ["weights", "symptoms"])
+def test_a_flipped_bit_in_a_runs_file_is_refused_not_predicted_with(cli, trained_run, tmp_path, where):
+    """A bit flipped on disk leaves a weight finite or a symptom readable ('sox' for 'six'): no other check can
+    tell, and predictions would change without a word. The sha256 written with the run refuses it."""
+    run, data = trained_run
+    damaged = tmp_path / "flipped"
+    shutil.copytree(run, damaged)
+    file = damaged / "model.safetensors"
+    raw = bytearray(file.read_bytes())
+    header_size = int.from_bytes(raw[:8], "little")
+    if where == "weights":
+        raw[-1] ^= 0x01  # the last byte of the last tensor: a float's sign or exponent, still a number
+    else:
+        at = raw.index(b"symptoms", 8 + raw[8:8 + header_size].index(b'"metadata"'))
+        raw[at + 20] ^= 0x01  # a letter of the first symptom in the metadata document, still valid JSON
+    file.write_bytes(bytes(raw))
+    image = sorted((data / "test" / "nevus").iterdir())[0]
+    code, out, err = cli("predict", image, "--model", damaged, "--device", "cpu")
+    assert code == 1 and out == "" and "Traceback" not in err
+    assert error_lines(err) == [f"error: {file}: its weights or metadata changed after vip train wrote them (they do "
+                                "not match the sha256 written with them) (the run directory is damaged; retrain it)"]
+    code, _, err = cli("predict", image, "--model", run, "--device", "cpu")
+    assert code == 0, err  # the run it was copied from is fine
 
 
 def test_damaged_metadata_of_a_0_1_0_run_is_one_line_too(cli, tmp_path):

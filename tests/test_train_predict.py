@@ -8,7 +8,7 @@ import pytest
 import yaml
 from safetensors import safe_open
 
-from conftest import tiny_train_args, error_lines
+from conftest import error_lines, resave_run, tiny_train_args
 
 
 @pytest.fixture
@@ -217,7 +217,7 @@ def test_checkpoint_from_another_backbone_is_refused(cli, trained, isic_small):
 
 
 def test_checkpoint_that_does_not_fit_the_backbone_is_refused(cli, trained, isic_small, tmp_path):
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
     import torch
 
     out, _ = trained
@@ -225,7 +225,7 @@ def test_checkpoint_that_does_not_fit_the_backbone_is_refused(cli, trained, isic
         meta = handle.metadata()
     tensors = load_file(out / "model.safetensors")
     tensors["context"] = torch.zeros(4, 64)
-    save_file(tensors, out / "model.safetensors", metadata=meta)
+    resave_run(out / "model.safetensors", tensors, meta)
     code, _, err = cli("predict", isic_small / "test", "--model", out)
     assert code == 1 and "do not fit backbone 'clip'" in err
 

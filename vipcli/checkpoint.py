@@ -6,8 +6,10 @@ its prompts and searched values, its tensors), never from the defaults of the vi
 
 Format 2 (vip 0.2) keeps the whole metadata document as one JSON string in the safetensors header
 (`metadata`), so every value keeps its type; the flat string fields of format 1 (method, backbone,
-arch, pretrained, class_names, symptoms, n_ctx, config) are still written beside it for tools. Format 1 (vip 0.1.0) stored flat strings; it is read
-and converted by `upgrade_v1`.
+arch, pretrained, class_names, symptoms, n_ctx, config) are still written beside it for tools, and
+`content_sha256` (of the metadata and the tensors) lets every read refuse a file whose bytes changed
+after it was written. Format 1 (vip 0.1.0) stored flat strings; it is read and converted by
+`upgrade_v1`.
 """
 
 from __future__ import annotations
@@ -44,10 +46,11 @@ def write_run(run_dir: Path, tensors: dict, metadata: dict, split: dict, metrics
     if run_dir.exists() and not force:
         raise VipError(f"run directory {run_dir} already exists", "choose another --out or pass --force")
     document = {"format": FORMAT, "format_version": FORMAT_VERSION, "vip_version": __version__, **metadata}
+    model = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     header = {**contract_fields(document), "metadata": json.dumps(document)}
+    header["content_sha256"] = content_sha256(header["metadata"], model)
     try:
         with atomic_folder(run_dir) as staging:
-            model = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
             (staging / "model.safetensors").write_bytes(safetensors_bytes(model, header))  # a full disk: OSError
             (staging / "run.yaml").write_text(yaml.safe_dump(document, sort_keys=False, allow_unicode=True))
             (staging / "split.json").write_text(json.dumps(split, indent=2))
@@ -58,6 +61,16 @@ def write_run(run_dir: Path, tensors: dict, metadata: dict, split: dict, metrics
         raise VipError(f"cannot write run directory {run_dir} ({describe_os_error(error)}); nothing was written",
                        "free some space or choose another --out, and run again") from None
     return run_dir
+
+
+def content_sha256(metadata: str, tensors: dict) -> str:
+    """The sha256 a run's header records of its metadata JSON and its tensors, checked on every read: a bit
+    flipped on disk in a weight or a symptom's words would otherwise change predictions without a word."""
+    import hashlib
+
+    from vipcli.digests import tensors_sha256
+
+    return hashlib.sha256(f"{tensors_sha256(tensors)}\0{metadata}".encode()).hexdigest()
 
 
 def contract_fields(document: dict) -> dict[str, str]:
@@ -123,6 +136,10 @@ def read_checkpoint(run_dir: str | Path) -> tuple[dict, dict]:
     else:
         if "metadata" not in header:
             raise _damaged(file, "the header has no 'metadata' field")
+        recorded = header.get("content_sha256")  # None: a run of vip 0.2 written before runs recorded it
+        if recorded is not None and recorded != content_sha256(header["metadata"], tensors):
+            raise _damaged(file, "its weights or metadata changed after vip train wrote them (they do not match "
+                                 "the sha256 written with them)")
         metadata = decode_metadata(file, {"metadata": header["metadata"]}, ("metadata",))["metadata"]
         if not isinstance(metadata, dict):
             raise _damaged(file, "the header's 'metadata' field is not a mapping")

@@ -1,4 +1,5 @@
-"""Content digests of files: what the feature cache keys on and how duplicate images are found.
+"""Content digests of files (what the feature cache keys on, how duplicate images are found) and of
+tensors (what checks a cache entry or a run's weights for bytes changed on disk).
 
 A digest is the sha256 of the file's bytes, so a file rewritten with the same size and
 modification time (as `cp -p`, `rsync -t` or `tar` do) still gets a new digest. Within one process
@@ -126,3 +127,17 @@ def _bytes_to_hash(paths: list[Path]) -> int:
         if (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns) not in _MEMO:
             total += stat.st_size
     return total
+
+
+def tensors_sha256(tensors: dict, dtype=None) -> str:
+    """The sha256 (hex) of named tensors: each one's name, shape and bytes (in `dtype` when given), in name
+    order. Bytes that changed on disk (a flipped bit, a bad sector, a stray write) change it, where the
+    values stay finite and plausible and no other check can tell them from good ones."""
+    import torch
+
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().to("cpu", dtype).contiguous()  # [*shape]
+        digest.update(f"{name} {list(tensor.shape)}\0".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().data)  # the raw bytes of any dtype, bf16 too
+    return digest.hexdigest()

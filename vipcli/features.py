@@ -357,12 +357,9 @@ def features_digest(tensors: dict[str, torch.Tensor]) -> str:
     (a flipped bit, a bad sector, a stray write) is recomputed instead of changing a result: such
     features stay finite and of the right shape, and no other check can tell them from good ones.
     """
-    digest = hashlib.sha256()
-    for name in sorted(tensors):
-        tensor = tensors[name].detach().to("cpu", torch.float32).contiguous()
-        digest.update(f"{name} {list(tensor.shape)}\0".encode())
-        digest.update(tensor.numpy().data)
-    return digest.hexdigest()
+    from vipcli.digests import tensors_sha256
+
+    return tensors_sha256(tensors, torch.float32)
 
 
 def remove_stale_temps(shard: Path, older_than: float = STALE_TEMP_SECONDS) -> int:
