@@ -157,3 +157,19 @@ def disk_fails_under(monkeypatch, part: str, code_: int) -> None:
 
     monkeypatch.setattr(safetensors.torch, "save_file", failing_save)
     monkeypatch.setattr(pathlib.Path, "write_bytes", failing_write)
+
+
+@pytest.fixture
+def synced(monkeypatch):
+    """The paths os.fsync was called on, in order (Linux: a descriptor's path from /proc)."""
+    if not Path("/proc/self/fd").is_dir():
+        pytest.skip("needs /proc to name a descriptor's file")
+    calls, real = [], os.fsync
+
+    def record(fd):
+        calls.append(Path(os.readlink(f"/proc/self/fd/{fd}")))
+        return real(fd)
+
+    monkeypatch.setattr(os, "fsync", record)
+    return calls
+

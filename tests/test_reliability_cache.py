@@ -491,3 +491,13 @@ def test_cache_info_and_clear_refuse_a_vip_cache_dir_that_is_a_file(cli, tmp_pat
     assert code == 1 and out == "" and error_lines(err) == [
         f"error: VIP_CACHE_DIR {file} is a file, not a folder (point VIP_CACHE_DIR at a folder)"]
     assert file.read_text() == "not a cache"
+
+
+def test_feature_cache_entries_are_not_synced_one_by_one(backbone, isic_small, tmp_path, synced):
+    """Hundreds of entries a run: syncing each would slow encoding; each carries a sha256 checked instead."""
+    from vipcli.features import FeatureCache
+
+    _encode(backbone, _images(isic_small), FeatureCache(tmp_path / "cache", backbone))
+    assert len(list((tmp_path / "cache").rglob("*.safetensors"))) == 3
+    [key_folder] = (tmp_path / "cache" / "features").iterdir()
+    assert all("backbone.json" in path.name or path == key_folder for path in synced), synced  # identity: once

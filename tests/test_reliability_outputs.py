@@ -316,3 +316,22 @@ def test_a_folder_replaced_through_a_link_leaves_no_old_link_behind(tmp_path):
         (staging / "v").write_text("new")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["real", "run"]
     assert (tmp_path / "run" / "v").read_text() == "new" and (tmp_path / "real" / "v").read_text() == "kept"
+
+
+def test_a_run_and_a_results_file_reach_the_disk_before_their_names_do(tmp_path, synced):
+    """A node that loses power after `vip train` said it finished must not leave an empty run: every file is
+    synced in its staging folder, then the folder that holds the run's new name."""
+    import torch
+
+    from vipcli.atomic import write_atomic
+    from vipcli.checkpoint import write_run
+
+    run = write_run(tmp_path / "runs" / "r", {"w": torch.ones(2)}, {"method": "vip"}, {"train": []}, {})
+    staged = {path.name for path in synced if path.parent.name.endswith(".partial")}
+    assert staged == {"model.safetensors", "run.yaml", "split.json", "metrics.json"}
+    assert synced[-1] == run.parent  # the rename, last
+    synced.clear()
+    write_atomic(tmp_path / "results.json", "{}")
+    assert [path.name.startswith(".results.json.") for path in synced] == [True, False]
+    assert synced[-1] == tmp_path
+

@@ -1,4 +1,10 @@
-"""Writing files and folders so that nothing is ever half-written: a temp name, then a rename."""
+"""Writing files and folders so that nothing is ever half-written: a temp name, then a rename.
+
+What is renamed into place was first flushed to the disk (fsync of each file, then of the folder that
+holds the new name), so a power cut or a crashed node after a command finished does not leave a run,
+a results file or a report empty under its final name. The feature cache's entries skip this
+(`durable=False`): each carries a sha256 checked on every read, and a bad one is encoded again.
+"""
 
 from __future__ import annotations
 
@@ -29,12 +35,29 @@ def plain_file_mode(path: str | Path, mask: int | None = None) -> None:
         os.chmod(path, wanted)
 
 
+def sync_to_disk(path: str | Path) -> None:
+    """fsync a file, or a folder (which makes the names renamed into it last); a file system or an OS
+    that cannot sync a folder (Windows, some network mounts) is let be."""
+    try:
+        handle = os.open(path, os.O_RDONLY)
+    except OSError:  # a folder cannot be opened on Windows
+        return
+    try:
+        os.fsync(handle)
+    except OSError:
+        if not os.path.isdir(path):  # a file's bytes that cannot reach the disk: the write failed
+            raise  # (a folder's fsync is not supported on every file system: let be)
+    finally:
+        os.close(handle)
+
+
 @contextlib.contextmanager
-def atomic_path(path: str | Path, suffix: str = ".tmp"):
+def atomic_path(path: str | Path, suffix: str = ".tmp", durable: bool = True):
     """Yield a temp path beside `path`; when the block succeeds it replaces `path` in one rename.
 
     The file gets the permissions a plain `open()` would give (0666 less the umask). On failure the
-    temp file is removed and `path` is left as it was.
+    temp file is removed and `path` is left as it was. `durable`: the file's bytes, then the new name,
+    are synced to the disk (see the module's docstring).
     """
     path = Path(path)
     handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
@@ -42,7 +65,11 @@ def atomic_path(path: str | Path, suffix: str = ".tmp"):
     try:
         yield Path(temp)
         os.chmod(temp, 0o666 & ~current_umask())
+        if durable:
+            sync_to_disk(temp)
         os.replace(temp, path)
+        if durable:
+            sync_to_disk(path.parent)
     finally:
         if os.path.exists(temp):
             os.unlink(temp)
@@ -118,6 +145,8 @@ def atomic_folder(path: str | Path):
             for name in files:
                 if not os.path.islink(os.path.join(folder, name)):  # chmod would change the link's target
                     plain_file_mode(os.path.join(folder, name), mask)
+                    sync_to_disk(os.path.join(folder, name))
+            sync_to_disk(folder)
         if path.exists():
             # a name of its own (not a fixed `.NAME.old`): two processes replacing one folder at once
             # never rename onto, or delete, each other's old folder
@@ -127,6 +156,7 @@ def atomic_folder(path: str | Path):
             os.replace(staging, path)
         else:
             os.replace(staging, path)
+        sync_to_disk(path.parent)
         # ours, and any a writer killed between its two renames left: each was only ever to be deleted
         for stale in path.parent.glob(f".{glob.escape(path.name)}.*.old"):
             if stale.is_symlink():  # `path` was a link: the link goes, the folder it led to stays

@@ -323,7 +323,7 @@ class FeatureCache:
 
         self._write_identity()
         target.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(target) as temp:  # the user's umask, one rename
+        with atomic_path(target, durable=False) as temp:  # the user's umask, one rename; sha256-checked
             temp.write_bytes(data)
         if target.parent not in self._swept:
             self._swept.add(target.parent)
