@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from vipcli.report.html import number
 
+
 def figures_meaning(shares: str) -> str:
     """What a figure in % is, in a sentence; `shares`: the figures that are shares of images, e.g. 'Accuracy'."""
     return (f"Figures in % run from 0 to 100. {shares} {'is a share' if ' ' not in shares else 'are shares'} of "
