@@ -335,3 +335,27 @@ def test_a_run_and_a_results_file_reach_the_disk_before_their_names_do(tmp_path,
     assert [path.name.startswith(".results.json.") for path in synced] == [True, False]
     assert synced[-1] == tmp_path
 
+
+
+def test_outputs_are_written_where_fsync_needs_a_handle_open_for_writing(tmp_path, monkeypatch):
+    """Windows flushes a file only through a handle open for writing (its fsync of a read-only one fails
+    with EBADF): files were opened read-only to be synced, so every run, results file and report failed there."""
+    import fcntl
+
+    import torch
+
+    from vipcli import atomic
+    from vipcli.checkpoint import write_run
+
+    real = os.fsync
+
+    def windows_fsync(fd):
+        if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY:
+            raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+        return real(fd)
+
+    monkeypatch.setattr(atomic, "WINDOWS", True)
+    monkeypatch.setattr(os, "fsync", windows_fsync)
+    atomic.write_atomic(tmp_path / "results.json", "{}")
+    run = write_run(tmp_path / "run", {"w": torch.ones(2)}, {"method": "vip"}, {"train": []}, {})
+    assert (tmp_path / "results.json").read_text() == "{}" and (run / "model.safetensors").is_file()

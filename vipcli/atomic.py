@@ -35,11 +35,17 @@ def plain_file_mode(path: str | Path, mask: int | None = None) -> None:
         os.chmod(path, wanted)
 
 
+WINDOWS = os.name == "nt"
+
+
 def sync_to_disk(path: str | Path) -> None:
     """fsync a file, or a folder (which makes the names renamed into it last); a file system or an OS
     that cannot sync a folder (Windows, some network mounts) is let be."""
+    # Windows flushes a file only through a handle open for writing (FlushFileBuffers): read-only, every
+    # fsync failed there, and with it every write of a run, a results file or a report
+    flags = os.O_RDWR if WINDOWS and not os.path.isdir(path) else os.O_RDONLY
     try:
-        handle = os.open(path, os.O_RDONLY)
+        handle = os.open(path, flags | getattr(os, "O_BINARY", 0))
     except OSError:  # a folder cannot be opened on Windows
         return
     try:
