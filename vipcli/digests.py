@@ -130,14 +130,14 @@ def _bytes_to_hash(paths: list[Path]) -> int:
 
 
 def tensors_sha256(tensors: dict, dtype=None) -> str:
-    """The sha256 (hex) of named tensors: each one's name, shape and bytes (in `dtype` when given), in name
-    order. Bytes that changed on disk (a flipped bit, a bad sector, a stray write) change it, where the
+    """The sha256 (hex) of named tensors: each one's name, dtype, shape and bytes (in `dtype` when given), in
+    name order. Bytes that changed on disk (a flipped bit, a bad sector, a stray write) change it, where the
     values stay finite and plausible and no other check can tell them from good ones."""
     import torch
 
     digest = hashlib.sha256()
     for name in sorted(tensors):
         tensor = tensors[name].detach().to("cpu", dtype).contiguous()  # [*shape]
-        digest.update(f"{name} {list(tensor.shape)}\0".encode())
+        digest.update(f"{name} {tensor.dtype} {list(tensor.shape)}\0".encode())
         digest.update(tensor.reshape(-1).view(torch.uint8).numpy().data)  # the raw bytes of any dtype, bf16 too
     return digest.hexdigest()

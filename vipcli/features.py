@@ -351,7 +351,7 @@ class FeatureCache:
 
 
 def features_digest(tensors: dict[str, torch.Tensor]) -> str:
-    """A sha256 (hex) of an entry's tensors (float32, on the CPU): their names, shapes and bytes.
+    """A sha256 (hex) of an entry's tensors (float32, on the CPU): their names, dtypes, shapes and bytes.
 
     Stored in each entry's header and checked on every read, so an entry whose bytes changed on disk
     (a flipped bit, a bad sector, a stray write) is recomputed instead of changing a result: such

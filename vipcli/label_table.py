@@ -605,7 +605,7 @@ def write_sorted(sorting: Sorting, out: Path, copy: bool, record: dict) -> None:
     from vipcli.preflight import write_failed
 
     try:
-        with atomic_folder(out) as staging:
+        with atomic_folder(out, durable=not copy) as staging:  # thousands of copies: not synced one by one
             _fill(staging, sorting, out, copy, record)
     except OSError as error:  # the staging folder, the record or the rename: a disk that filled up or went read-only
         raise write_failed(out, error, "nothing was written") from None
