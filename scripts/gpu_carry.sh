@@ -37,6 +37,15 @@ run)
     "$PYTHON" -m pip install -q --no-deps --no-index --no-compile --no-cache-dir --upgrade --target "$SITE" \
         "$CARRY"/wheels/*.whl
     export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
+    # what vip and open_clip import that the wheels do not bring: named at once, not after the GPU's minutes
+    "$PYTHON" - <<'PY' || exit 2
+import importlib.util, sys
+needed = ["torch", "torchvision", "timm", "transformers", "typer", "rich", "safetensors", "yaml", "PIL", "numpy",
+          "sklearn", "httpx", "matplotlib", "regex", "tqdm", "huggingface_hub", "vipcli", "open_clip"]
+missing = [name for name in needed if importlib.util.find_spec(name) is None]
+if missing:
+    sys.exit(f"error: this Python ({sys.executable}) lacks {', '.join(missing)}: carry their wheels in gpu-carry/wheels")
+PY
     exec "$PYTHON" scripts/gpu_speed.py --out "$out" --source "$CARRY/isic" "$@"
     ;;
 *)
