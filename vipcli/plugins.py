@@ -292,12 +292,12 @@ class PluginGroup:
 
 def is_own_distribution(distribution: str | None) -> bool:
     """Whether a "name version" distribution (as `PluginGroup.distribution` gives it) is vip's own: a built-in."""
-    return (distribution or "").split(" ")[0] == OWN_DISTRIBUTION
+    return (distribution or "").split(" ")[0].lower().replace("_", "-") == OWN_DISTRIBUTION
 
 
 def _is_own(entry_point: EntryPoint) -> bool:
     """Whether `entry_point` is registered by vip's own distribution (a built-in)."""
-    return distribution_of(entry_point)[0].lower().replace("_", "-") == OWN_DISTRIBUTION
+    return is_own_distribution(distribution_of(entry_point)[0])
 
 
 def _names_missing_module(entry_point: EntryPoint, error: Exception) -> bool:

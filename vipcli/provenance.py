@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from vipcli.errors import VipError
-from vipcli.plugins import OWN_DISTRIBUTION
+from vipcli.plugins import is_own_distribution
 
 
 def distribution_record(group, plugin_id: str) -> dict[str, str]:
@@ -98,7 +98,7 @@ def settings_drift(run: str, method_id: str, settings_class, stored: dict, metad
     from vipcli.methods.base import setting_default
 
     now = installed_method(method_id)
-    if now is None or now["name"] == OWN_DISTRIBUTION:
+    if now is None or is_own_distribution(now["name"]):
         return None
     fields = {f.name: f for f in dataclasses.fields(settings_class)}
     unknown = [name for name in stored if name not in fields]
@@ -115,7 +115,7 @@ def settings_drift(run: str, method_id: str, settings_class, stored: dict, metad
 def tensor_mismatch(error, method_id: str, metadata: dict) -> VipError:
     """A saved-tensor mismatch of a plugin method, naming the method plugin and its versions as the likely cause."""
     now, then = installed_method(method_id), recorded(metadata, "method")
-    if now is None or now["name"] == OWN_DISTRIBUTION:
+    if now is None or is_own_distribution(now["name"]):
         return error
     if then is not None and then["version"]:
         install = f"pip install '{then['name']}=={then['version']}' to predict with this run"

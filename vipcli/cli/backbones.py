@@ -12,7 +12,7 @@ import typer
 from vipcli import console
 from vipcli.cli.help import App
 from vipcli.errors import VipError
-from vipcli.plugins import OWN_DISTRIBUTION  # vip's own backbones: listed without importing them (and torch)
+from vipcli.plugins import is_own_distribution  # vip's own backbones: listed without importing them (and torch)
 from vipcli.registry import list_backbones
 
 app = App(help="Backbone plugins (entry-point group vip.backbones).", no_args_is_help=True)
@@ -27,7 +27,7 @@ def _problem(info) -> str:
         return f"{info.conflict}; '{info.id}' is disabled until one is uninstalled"
     if info.shadowed:  # never imported: the built-in of that id is the one used
         return ""
-    if info.distribution == OWN_DISTRIBUTION:
+    if is_own_distribution(info.distribution):
         return ""
     try:
         backbone_class(info.id)
