@@ -40,8 +40,9 @@ run)
     # what vip and open_clip import that the wheels do not bring: named at once, not after the GPU's minutes
     "$PYTHON" - <<'PY' || exit 2
 import importlib.util, sys
+# (not vipcli: run from the repository root, Python finds this checkout's own; gpu_speed.py checks it is installed)
 needed = ["torch", "torchvision", "timm", "transformers", "typer", "rich", "safetensors", "yaml", "PIL", "numpy",
-          "sklearn", "httpx", "matplotlib", "regex", "tqdm", "huggingface_hub", "vipcli", "open_clip"]
+          "sklearn", "httpx", "matplotlib", "regex", "tqdm", "huggingface_hub", "open_clip"]
 missing = [name for name in needed if importlib.util.find_spec(name) is None]
 if missing:
     sys.exit(f"error: this Python ({sys.executable}) lacks {', '.join(missing)}: carry their wheels in gpu-carry/wheels")

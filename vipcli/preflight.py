@@ -1,8 +1,8 @@
 """Checks of output locations (and of the memory a run's features need) before any work is done.
 
 Each command calls these first, so an existing run directory, a read-only folder, a full disk or
-features that would not fit in memory is one clear line before the first image is decoded or the first LLM question is paid for, not
-after minutes of encoding and training.
+features that would not fit in memory is one clear line before the first image is decoded or the
+first LLM question is paid for, not after minutes of encoding and training.
 """
 
 from __future__ import annotations

@@ -80,10 +80,11 @@ BEST_NOTE = {  # under each metric's table, by whether the sweep has several see
            "lead may be chance.",
 }
 SHARED_TIME_NOTE = (
-    "The images are encoded once for the whole sweep, not in any row's seconds. Rows of one prompt-learning method (vip, vip-cop-only, coop, biomedcoop) are trained together, its seeds "
-    "and shot counts in one batched loop, unless the benchmark ran with --no-batch: each such row's seconds are "
-    "an equal share of its group's training time plus its own evaluation, so they do not grow with the shots "
-    "as a row trained alone would."
+    "The images are encoded once for the whole sweep, not in any row's seconds. Rows of one prompt-learning "
+    "method (vip, vip-cop-only, coop, biomedcoop) are trained together, its seeds and shot counts in one "
+    "batched loop, unless the benchmark ran with --no-batch: each such row's seconds are an equal share of its "
+    "group's training time plus its own evaluation, so they do not grow with the shots as a row trained alone "
+    "would."
 )
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vipcli.report.html import file_name, image, number, text
-from vipcli.report.units import coverage_text, percent_text
+from vipcli.report.units import coverage_percent, percent_text
 
 THUMBNAIL_SIDE = 192  # CSS pixels: the longer side of an image as a card shows it
 TOP_SYMPTOMS = 3  # symptoms shown per image
@@ -155,7 +155,7 @@ def _contribution(entry: dict) -> str:
 
 def sets_explained(coverage: float) -> str:
     """A paragraph saying in plain words what a card's prediction set at `coverage` means (HTML)."""
-    share = coverage_text(coverage)
+    share = coverage_percent(coverage)
     return (f"<p><b>Prediction set</b> (coverage {share}): the classes the model cannot rule out for "
             f"that image. For at least {share} of images like the validation images, on average over them "
             f"(not for each class), the set holds the true class. One class: the model names one; two or more: "

@@ -8,7 +8,7 @@ from vipcli.plots import backbone_label, method_color
 from vipcli.report import html
 from vipcli.report.gallery import gallery_html, gallery_items, sets_explained, truth_from_folder
 from vipcli.report.notices import random_weights_banner
-from vipcli.report.units import coverage_text, percent_text
+from vipcli.report.units import coverage_percent, percent_text
 from vipcli.report.run import uses_symptoms
 
 MAX_IMAGES = 1000  # cards in one page; more would make a file too large to open comfortably
@@ -28,7 +28,7 @@ def prediction_report(predictor, predictions, coverage: float | None) -> str:
         status = html.note("<b>Uncalibrated.</b> This run was written by an earlier vip and stores no temperature: "
                            "the probabilities are the raw softmax, and no prediction sets can be given.")
     else:
-        sets = (f" Prediction sets at coverage {coverage_text(coverage)} (--coverage {coverage:g}; LAC score, "
+        sets = (f" Prediction sets at coverage {coverage_percent(coverage)} (--coverage {coverage:g}; LAC score, "
                 f"{len(predictor.calibration.scores)} validation images)." if coverage is not None
                 else " No prediction sets (pass --coverage).")
         status = html.note(f"Probabilities calibrated with temperature T = {predictor.calibration.temperature:.4g}."

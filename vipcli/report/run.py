@@ -16,7 +16,7 @@ from vipcli.report.figures import (confusion_matrix_alt, confusion_matrix_svg, m
                                    reliability_alt, reliability_svg)
 from vipcli.report.gallery import gallery_html, gallery_items, sets_explained
 from vipcli.report.notices import random_weights_banner
-from vipcli.report.units import coverage_text, figures_meaning, percent, percent_text
+from vipcli.report.units import coverage_percent, figures_meaning, percent, percent_text
 
 HELD_OUT_NOTE = (
     "Temperature and prediction sets are fitted on the validation split: images the prompts were not trained "
@@ -312,7 +312,7 @@ def _per_class_cell(per_class: list[tuple[str, int, int]] | None) -> str:
 def _under_covered_note(shortfalls: list[tuple[float, list[tuple[str, int, int]]]]) -> str:
     if not shortfalls:
         return ""
-    parts = [f"at coverage {coverage_text(coverage)}, " + ", ".join(f"{name}: {percent_text(held / n)} ({held} of its "
+    parts = [f"at coverage {coverage_percent(coverage)}, " + ", ".join(f"{name}: {percent_text(held / n)} ({held} of its "
                                                                      f"{n} test images)" for name, held, n in classes)
              for coverage, classes in shortfalls]
     return html.note(html.text(
@@ -334,7 +334,7 @@ def _conformal(run: dict, test_probabilities=None, test_labels=None) -> str:
     rows, shortfalls = [], []
     for row in block["test"]:
         if "error" in row:
-            rows.append([coverage_text(row["coverage"], sign=False), "-", "-", "-", "-", "-", "-", html.text(row["error"])])
+            rows.append([coverage_percent(row["coverage"], sign=False), "-", "-", "-", "-", "-", "-", html.text(row["error"])])
             continue
         spread = (f"{percent(row['expected_coverage'])} ± {percent(row['coverage_sd'])}" if "coverage_sd" in row else "-")
         shortfall = coverage_shortfall(row, run["metrics"].get("test", {}).get("n", 0))
@@ -345,14 +345,14 @@ def _conformal(run: dict, test_probabilities=None, test_labels=None) -> str:
             shortfalls.append((row["coverage"], low))
         notes = (["far below the expected coverage: test images not drawn like the validation images"] if shortfall
                  else []) + ([f"far below for {', '.join(name for name, _, _ in low)}"] if low else [])
-        rows.append([coverage_text(row["coverage"], sign=False), percent(1 - row["threshold"]), spread, percent(row["empirical_coverage"]),
+        rows.append([coverage_percent(row["coverage"], sign=False), percent(1 - row["threshold"]), spread, percent(row["empirical_coverage"]),
                      _per_class_cell(per_class), _fmt(row["mean_set_size"], 2), row["empty_sets"],
                      html.text("; ".join(notes))])
     intro = (f"<p>Split conformal prediction with the score {html.text(block['score'])}, calibrated on "
              f"{block['n_held_out']} {html.text(block['held_out'])} {plural(block['n_held_out'], 'image')}. The set at "
              f"a coverage holds every class whose calibrated probability is at least its threshold; under "
              f"exchangeability the set at coverage 90% contains the true class for at least 90% of images. The "
-             f"highest coverage these images can promise is {coverage_text(askable_coverage(block['n_held_out']))} "
+             f"highest coverage these images can promise is {coverage_percent(askable_coverage(block['n_held_out']))} "
              f"(--coverage {askable_coverage(block['n_held_out']):g}). An empty set means no class is likely enough: "
              f"look at that image twice. The promise holds on average over draws of the validation images: with "
              f"this many, the coverage one run gets varies around its expectation by the ± shown (one standard "
@@ -470,7 +470,7 @@ def run_report(run_dir: Path, coverage: float = 0.9, gallery: int = 48, device="
     if missing:
         notes.append(html.note(html.text(f"{missing} test images listed in split.json are no longer on disk under "
                                          f"{run['split'].get('root')}; the gallery leaves them out.")))
-    caption = (f"prediction sets at coverage {coverage_text(cutoff_coverage)}" if cutoff_coverage is not None
+    caption = (f"prediction sets at coverage {coverage_percent(cutoff_coverage)}" if cutoff_coverage is not None
                else "no prediction sets")
     if cutoff_coverage is not None:
         notes.append(sets_explained(cutoff_coverage))

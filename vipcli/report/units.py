@@ -29,7 +29,7 @@ def percent_text(fraction, digits: int = 2) -> str:
     return shown if fraction is None else f"{shown}%"
 
 
-def coverage_text(coverage: float, sign: bool = True) -> str:
+def coverage_percent(coverage: float, sign: bool = True) -> str:
     """An asked coverage (a --coverage value) as the percentage a reader says: 0.9 -> '90%', 0.984 -> '98.4%'
     ('90' without `sign`, in a column that says %)."""
     return f"{100 * coverage:.4g}" + ("%" if sign else "")
