@@ -150,12 +150,26 @@ def screenshot(page: Path, png: Path, width: int, height: int, *flags: str) -> P
     return png
 
 
-def same_pixels(first: Path, second: Path) -> bool:
-    """Whether two screenshots are the same image, pixel for pixel."""
+def pixel_difference(first: Path, second: Path) -> str | None:
+    """None when two screenshots are the same image pixel for pixel; else what differs, in words (their sizes,
+    or how many pixels differ and the box around them), for a failing test's message."""
+    import numpy
     from PIL import Image, ImageChops
 
     with Image.open(first) as a, Image.open(second) as b:
-        return a.size == b.size and ImageChops.difference(a.convert("RGB"), b.convert("RGB")).getbbox() is None
+        if a.size != b.size:
+            return f"{first.name} is {a.size}, {second.name} {b.size}"
+        difference = ImageChops.difference(a.convert("RGB"), b.convert("RGB"))
+        box = difference.getbbox()
+        if box is None:
+            return None
+        changed = int(numpy.asarray(difference).any(axis=2).sum())
+        return f"{changed} pixels of {first.name} and {second.name} differ, within {box}"
+
+
+def same_pixels(first: Path, second: Path) -> bool:
+    """Whether two screenshots are the same image, pixel for pixel."""
+    return pixel_difference(first, second) is None
 
 
 def blank_fraction(png: Path) -> float:

@@ -278,16 +278,32 @@ def test_a_report_declares_itself_a_light_document():
 def test_a_report_looks_the_same_to_a_reader_who_prefers_dark_or_has_the_browser_darken_pages(cli, benchmark_dir,
                                                                                             tmp_path):
     """With Chromium's Auto Dark Mode for Web Contents and a dark preference (how a phone darkens pages), the
-    page's text, tables and swatches turned light-on-dark around figures that stayed white."""
-    from browser import screenshot, same_pixels
+    page's text, tables and swatches turned light-on-dark around figures that stayed white.
+
+    A screenshot that differs is taken again, with a light one beside it: a real effect of the dark flags
+    repeats, while a frame a busy machine drew once differently (this test failed once in a full CI run and
+    never alone) does not. The failing screenshots stay in pytest's kept temporary folder, named in the message."""
+    import re
+
+    from browser import pixel_difference, screenshot
 
     page = tmp_path / "bench.html"
     assert cli("report", benchmark_dir, "--out", page)[0] == 0
-    light = screenshot(page, tmp_path / "light.png", 1000, 1400)
-    prefers_dark = screenshot(page, tmp_path / "prefers-dark.png", 1000, 1400, "--force-dark-mode")
-    darkened = screenshot(page, tmp_path / "darkened.png", 1000, 1400, "--force-dark-mode",
-                          "--enable-features=WebContentsForceDark")
-    assert same_pixels(light, prefers_dark) and same_pixels(light, darkened)
+    dark = ("--force-dark-mode", "--enable-features=WebContentsForceDark")
+    # the flags darken a page that does not say it is light, in this browser (else the test could not fail)
+    undeclared = tmp_path / "undeclared.html"
+    undeclared.write_text(re.sub(r'<meta name="color-scheme"[^>]*>|color-scheme: only light;', "", page.read_text()))
+    assert pixel_difference(screenshot(undeclared, tmp_path / "undeclared-light.png", 1000, 1400),
+                            screenshot(undeclared, tmp_path / "undeclared-darkened.png", 1000, 1400, *dark))
+    for name, flags in (("prefers-dark", dark[:1]), ("darkened", dark)):
+        differences = []
+        for attempt in (1, 2):
+            light = screenshot(page, tmp_path / f"light-{name}-{attempt}.png", 1000, 1400)
+            difference = pixel_difference(light, screenshot(page, tmp_path / f"{name}-{attempt}.png", 1000, 1400, *flags))
+            if difference is None:
+                break
+            differences.append(difference)
+        assert len(differences) < 2, f"{name}: {'; '.join(differences)} (in {tmp_path})"
 
 
 def test_report_figures_are_inline_svg_whose_text_is_text(cli, lesion_run, tmp_path):
