@@ -18,6 +18,7 @@ import signal
 import sys
 
 _received: list[int] = []  # the signals that arrived inside the block, in order
+_finished: list[bool] = []  # [True] once the command's work is done (`work_done`)
 
 
 class Terminated(KeyboardInterrupt):
@@ -37,6 +38,7 @@ def stop_signals_raise():
     Outside the main thread (where handlers cannot be set) nothing changes.
     """
     _received.clear()
+    _finished.clear()
     previous_hook = sys.unraisablehook
     sys.unraisablehook = _quiet_about_interrupts(previous_hook)
     try:
@@ -45,6 +47,7 @@ def stop_signals_raise():
     finally:
         sys.unraisablehook = previous_hook
         _received.clear()  # outside the block (library use, tests) nothing is stopped
+        _finished.clear()
 
 
 @contextlib.contextmanager
@@ -109,3 +112,14 @@ def stop_if_received() -> None:
     """
     if _received:
         raise Terminated() if terminated() else KeyboardInterrupt()
+
+
+def work_done() -> None:
+    """Mark the command's work as done: an interrupt from here on stops nothing, and its message says
+    so (rather than that the command was stopped part-way)."""
+    _finished[:] = [True]
+
+
+def work_was_done() -> bool:
+    """Whether `work_done` was called inside the current `stop_signals_raise` block."""
+    return bool(_finished)
