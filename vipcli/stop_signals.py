@@ -95,7 +95,7 @@ def _handlers_installed(handler):
     try:
         for signum in (signal.SIGINT, signal.SIGTERM):
             if signal.getsignal(signum) in (signal.SIG_IGN, None):
-                continue  # ignored by whoever started us (`cmd &` in a script, nohup): stays ignored
+                continue  # ignored by whoever started us (`cmd &` in a script, nohup), or not set from Python: kept
             previous[signum] = signal.signal(signum, handler)
     except (ValueError, AttributeError, OSError):  # not the main thread, or no such signal here
         for signum, put_back in previous.items():
