@@ -5,6 +5,7 @@ list, and plugin text read as Rich markup."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -151,14 +152,32 @@ def test_a_new_plugin_version_is_checked_again(samples):
 
 
 def test_a_failed_backbones_check_forgets_the_remembered_pass(cli, samples):
+    import os
+
     # same-images passes the load-time checks (one image) but not the full table (two images)
     assert load_backbone("same-images").load_phases["checks"] == "ran"
     assert load_backbone("same-images").load_phases["checks"] == "remembered"
     assert load_backbone("pad-is-end").load_phases["checks"] == "ran"
+    probes = Path(os.environ["VIP_CACHE_DIR"]) / "checks"
+    assert len(list(probes.glob("*.probes.json"))) == 2  # kept beside a third-party backbone's pass
     code, _, err = cli("backbones", "check", "same-images")
     assert code == 1 and "2 different images get the same feature" in err
+    assert len(list(probes.glob("*.probes.json"))) == 1  # the forgotten pass's go with it
     assert load_backbone("same-images").load_phases["checks"] == "ran"
     assert load_backbone("pad-is-end").load_phases["checks"] == "remembered"  # other backbones keep theirs
+
+
+def test_cache_clear_removes_the_probes_kept_with_a_third_party_backbones_pass(cli, samples):
+    """A third-party backbone's remembered pass keeps its probes' features beside it
+    (`checks/<hex>.probes.json`); `vip cache clear` took them for a user's file: it kept them, warned
+    "kept 1 file(s) ... that vip did not write" and left checks/ behind."""
+    import os
+
+    assert load_backbone("pad-is-end").load_phases["checks"] == "ran"
+    root = Path(os.environ["VIP_CACHE_DIR"])
+    assert len(list((root / "checks").glob("*.probes.json"))) == 1
+    code, out, err = cli("cache", "clear")
+    assert code == 0 and "removed" in out and "kept" not in err and not (root / "checks").exists(), err
 
 
 ONNX_HINT = "pip install 'optdep-plugin[onnx]'"

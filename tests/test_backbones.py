@@ -377,6 +377,35 @@ def test_a_weights_digest_is_read_once_per_version_of_the_file(tmp_path, monkeyp
     assert clear(root)["kept"] == [] and not (root / "digests").exists()
 
 
+@pytest.mark.parametrize("damage", ["flipped digit", "flipped seal", "no seal (an earlier vip's)", "truncated"])
+def test_a_damaged_remembered_weights_digest_is_not_trusted(tmp_path, monkeypatch, damage):
+    """A remembered digest with one hex digit changed still looked like a sha256 and was trusted: the
+    backbone got a wrong fingerprint (another cache key, a wrong digest recorded in the run). Records
+    now carry a checksum of their own; a damaged one, or one without it, is read again and rewritten."""
+    import os
+
+    from vipcli import digests
+
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(b"a" * 1000)
+    truth = digests.remembered_digest(weights)
+    [record] = (Path(os.environ["VIP_CACHE_DIR"]) / "digests").iterdir()
+    digest, seal = record.read_text().split()
+    flip = {"0": "1"}.get(digest[10], "0")
+    record.write_text({"flipped digit": f"{digest[:10]}{flip}{digest[11:]} {seal}\n",
+                       "flipped seal": f"{digest} {seal[:-1]}{'0' if seal[-1] != '0' else '1'}\n",
+                       "no seal (an earlier vip's)": f"{digest}\n",
+                       "truncated": f"{digest} {seal[:7]}"}[damage])
+    digests._MEMO.clear()  # a new process: only the cache folder remembers
+    reads = []
+    real = digests.file_digest
+    monkeypatch.setattr(digests, "file_digest", lambda path: reads.append(path) or real(path))
+    assert digests.remembered_digest(weights) == truth and reads == [weights]
+    assert record.read_text() == f"{digest} {seal}\n"  # rewritten whole: the next process trusts it
+    digests._MEMO.clear()
+    assert digests.remembered_digest(weights) == truth and reads == [weights]
+
+
 def test_runs_and_benchmarks_of_earlier_versions_match_the_same_weights_file(tmp_path, tiny_clip, clip_backbone):
     """vip 0.2.0 before content digests recorded a weights file by path, size and mtime: the same file
     still matches (no "weights differ", a benchmark resumes); a touched or other file does not."""

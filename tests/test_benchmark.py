@@ -189,6 +189,34 @@ def test_a_forced_sweep_of_other_images_stopped_before_its_first_row_leaves_no_w
     assert split["few_shot_order"]["1"] == kept["few_shot_order"]["1"] and split["unreadable"] == kept["unreadable"]
 
 
+def test_a_forced_sweep_stopped_before_its_first_row_keeps_the_orders_of_the_other_seeds_rows(
+        cli, isic_small, tiny_clip, tmp_path, monkeypatch):
+    """A --force sweep of seed 1, stopped before its first row replaced results.json, rewrote split.json
+    with seed 1's few-shot order alone: seed 2's rows, still in results.json, lost theirs. It now carries
+    the orders of the other seeds over from the old split.json (same images), until its first row
+    replaces results.json: a forced sweep that finishes records its own seeds' orders only."""
+    import vipcli.benchmark as benchmark
+
+    out = tmp_path / "bench"
+    args = ("--methods", "linear-probe", "--shots", "2")
+    assert cli(*bench_args(isic_small, tiny_clip, out, *args, "--seeds", "1,2"))[0] == 0
+    kept = json.loads((out / "split.json").read_text())["few_shot_order"]
+    assert sorted(kept) == ["1", "2"]
+
+    def die(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(benchmark, "run_row", die)
+    assert cli(*bench_args(isic_small, tiny_clip, out, *args, "--seeds", "1", "--force"))[0] == 130
+    monkeypatch.undo()
+    assert json.loads((out / "split.json").read_text())["few_shot_order"] == kept
+    code, stdout, err = cli(*bench_args(isic_small, tiny_clip, out, *args, "--seeds", "1,2"))
+    assert code == 0 and "0 rows run, 2 resumed" in stdout, err
+    assert json.loads((out / "split.json").read_text())["few_shot_order"] == kept
+    assert cli(*bench_args(isic_small, tiny_clip, out, *args, "--seeds", "1", "--force"))[0] == 0
+    assert json.loads((out / "split.json").read_text())["few_shot_order"] == {"1": kept["1"]}
+
+
 def test_a_sweep_resumed_in_part_keeps_the_stored_rows_in_their_order(cli, isic_small, tiny_clip, tmp_path):
     """A rerun of part of a finished sweep (nothing to run) rewrote results.json with the rows it names last."""
     out = tmp_path / "bench"

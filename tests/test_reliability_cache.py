@@ -422,6 +422,52 @@ def test_cache_clear_removes_only_what_vip_wrote(cli, isic_small, tiny_clip, tmp
     assert "kept 3 file(s)" in err and "features/resnet50_feats.npy" in err
 
 
+@pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
+def test_a_stop_signal_just_after_cache_clear_finished_says_the_cache_was_cleared(cli, tmp_path, monkeypatch,
+                                                                                     signum):
+    """Ctrl-C (or SIGTERM) after `vip cache clear` had removed everything and printed so: it printed
+    "removed ..." and then "interrupted; nothing half-written was left behind", and the user could not
+    tell whether the cache was cleared. Now the one error line says the work was complete."""
+    import os
+    import signal
+
+    from vipcli.cli import cache as cache_command
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("VIP_CACHE_DIR", str(cache))
+    (cache / "llm").mkdir(parents=True)
+    (cache / "llm" / f"{'ab' * 32}.json").write_text('{"answer": "x"}')
+    monkeypatch.setattr(cache_command, "_warn_kept", lambda *args: os.kill(os.getpid(), getattr(signal, signum)))
+    code, out, err = cli("cache", "clear")
+    what = "interrupted" if signum == "SIGINT" else "terminated (SIGTERM)"
+    assert code == (130 if signum == "SIGINT" else 143) and "removed 0 feature entries" in out
+    assert error_lines(err) == [f"error: {what} after the command had finished; its work is complete"]
+    assert not (cache / "llm").exists()
+
+
+def test_a_ctrl_c_while_a_finished_command_returns_says_its_work_is_complete(cli, tmp_path, monkeypatch):
+    """The milliseconds in which click unwinds after any command has returned (its context closing)."""
+    import os
+    import signal
+
+    from vipcli.cli.help import HelpCommand
+
+    closed = []
+    original = HelpCommand.context_class.__exit__
+
+    def close_under_ctrl_c(self, *exception):
+        if self.command.name == "info" and self._depth == 1 and not closed:  # its last exit: it closes
+            closed.append(self)
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(self, *exception)
+
+    monkeypatch.setenv("VIP_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(HelpCommand.context_class, "__exit__", close_under_ctrl_c)
+    code, out, err = cli("cache", "info")
+    assert closed and code == 130 and "cache" in out
+    assert error_lines(err) == ["error: interrupted after the command had finished; its work is complete"]
+
+
 # --- a read-only or full cache: warn once, go on without it -----------------------------------------
 
 

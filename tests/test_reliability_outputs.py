@@ -255,6 +255,60 @@ def test_replacing_a_run_folder_never_collides_with_another_process_replacing_it
     assert (tmp_path / ".run.old" / "v").read_text() == "theirs"  # the other writer's folder is left alone
 
 
+@pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
+def test_a_stop_signal_between_the_two_renames_of_a_replacement_leaves_the_new_folder_in_place(tmp_path,
+                                                                                                monkeypatch, signum):
+    """`--force` moves the old folder aside, then the new one into place. Ctrl-C or SIGTERM between the
+    two renames left no folder under the name: the old one only as a hidden `.run.*.old` (which the next
+    replacement deletes) and the new one removed with its staging folder. The swap now finishes first."""
+    import os
+    import signal
+
+    import vipcli.atomic as atomic
+    from vipcli.atomic import atomic_folder
+    from vipcli.stop_signals import stop_signals_raise
+
+    target = tmp_path / "run"
+    with atomic_folder(target) as staging:
+        (staging / "v").write_text("old")
+    rename = os.replace
+
+    def signal_after_moving_the_old_folder_aside(source, destination):
+        rename(source, destination)
+        if str(destination).endswith(".old"):
+            os.kill(os.getpid(), getattr(signal, signum))
+
+    monkeypatch.setattr(atomic.os, "replace", signal_after_moving_the_old_folder_aside)
+    with pytest.raises(KeyboardInterrupt), stop_signals_raise():
+        with atomic_folder(target) as staging:
+            (staging / "v").write_text("new")
+    assert (target / "v").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no hidden old or staging folder left
+
+
+def test_a_failed_second_rename_of_a_replacement_puts_the_old_folder_back(tmp_path, monkeypatch):
+    import os
+
+    import vipcli.atomic as atomic
+    from vipcli.atomic import atomic_folder
+
+    target = tmp_path / "run"
+    with atomic_folder(target) as staging:
+        (staging / "v").write_text("old")
+    rename = os.replace
+
+    def placing_the_new_folder_fails(source, destination):
+        if str(source).endswith(".partial"):
+            raise OSError(5, "Input/output error")
+        rename(source, destination)
+
+    monkeypatch.setattr(atomic.os, "replace", placing_the_new_folder_fails)
+    with pytest.raises(OSError):
+        with atomic_folder(target) as staging:
+            (staging / "v").write_text("new")
+    assert (target / "v").read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
 def test_an_old_run_folder_left_by_a_killed_replacement_is_removed_by_the_next_one(tmp_path):
     from vipcli.atomic import atomic_folder
 

@@ -643,7 +643,7 @@ def test_ctrl_c_during_the_exit_clean_up_is_one_line(monkeypatch, capsys):
         main_module.run()
     err = capsys.readouterr().err
     assert stopped.value.code == 130 and "Traceback" not in err
-    assert error_lines(err) == ["error: interrupted after the command had finished; everything was written"]
+    assert error_lines(err) == ["error: interrupted after the command had finished; its work is complete"]
 
 
 def test_sigterm_during_the_exit_clean_up_is_one_line_too():
@@ -656,7 +656,7 @@ def test_sigterm_during_the_exit_clean_up_is_one_line_too():
     env.pop("VIP_DEBUG", None)
     done = subprocess.run([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True, env=env, timeout=60)
     assert done.returncode == 143 and "Traceback" not in done.stderr
-    assert error_lines(done.stderr) == ["error: terminated (SIGTERM) after the command had finished; everything was written"]
+    assert error_lines(done.stderr) == ["error: terminated (SIGTERM) after the command had finished; its work is complete"]
 
 
 def test_a_signal_ignored_by_the_parent_stays_ignored():

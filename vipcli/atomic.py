@@ -17,6 +17,7 @@ import stat
 import tempfile
 from pathlib import Path
 
+from vipcli import stop_signals
 from vipcli.locks import drop_lock, hold_lock, try_flock
 
 
@@ -156,27 +157,48 @@ def atomic_folder(path: str | Path, durable: bool = True):
                     if durable:
                         sync_to_disk(os.path.join(folder, name))
             sync_to_disk(folder)
-        if path.exists():
-            # a name of its own (not a fixed `.NAME.old`): two processes replacing one folder at once
-            # never rename onto, or delete, each other's old folder
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
-            os.rmdir(old)  # the name stays ours (random); Windows renames no folder onto another
-            os.replace(path, old)
-            os.replace(staging, path)
-        else:
-            os.replace(staging, path)
-        sync_to_disk(path.parent)
-        # ours, and any a writer killed between its two renames left: each was only ever to be deleted
-        for stale in path.parent.glob(f".{glob.escape(path.name)}.*.old"):
-            if stale.is_symlink():  # `path` was a link: the link goes, the folder it led to stays
-                stale.unlink(missing_ok=True)
-            else:
-                shutil.rmtree(stale, ignore_errors=True)
+        placed = False
+        try:
+            with stop_signals.deferred():  # a Ctrl-C between the two renames would leave neither folder
+                _swap_into_place(staging, path)
+                placed = True
+            sync_to_disk(path.parent)
+        finally:
+            if placed:  # even when a held-back Ctrl-C raised: no hidden old folder stays behind
+                _remove_old_folders(path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         if held is not None:
             drop_lock(held)
             os.close(held)
+
+
+def _swap_into_place(staging: Path, path: Path) -> None:
+    """Rename `staging` to `path`, the folder there first moved aside to a hidden `.NAME.*.old`; if the
+    second rename fails, the old folder is put back."""
+    if not path.exists():
+        os.replace(staging, path)
+        return
+    # a name of its own (not a fixed `.NAME.old`): two processes replacing one folder at once never
+    # rename onto, or delete, each other's old folder
+    old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+    os.rmdir(old)  # the name stays ours (random); Windows renames no folder onto another
+    os.replace(path, old)
+    try:
+        os.replace(staging, path)
+    except BaseException:
+        os.replace(old, path)
+        raise
+
+
+def _remove_old_folders(path: Path) -> None:
+    """Remove the `.NAME.*.old` folders beside `path`: ours, and any a writer killed (SIGKILL) between
+    its two renames left; each was only ever to be deleted."""
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.old"):
+        if stale.is_symlink():  # `path` was a link: the link goes, the folder it led to stays
+            stale.unlink(missing_ok=True)
+        else:
+            shutil.rmtree(stale, ignore_errors=True)
 
 
 def _lock_staging(staging: Path) -> int | None:

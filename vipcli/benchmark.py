@@ -28,9 +28,9 @@ from vipcli.featuresets import FeatureSet, PreparedData
 from vipcli.methods import DEFAULT_BENCHMARK, METHODS
 from vipcli.provenance import installed_backbone, installed_method
 from vipcli.settings import BackboneSettings, EncodingSettings, ScheduleSettings
-from vipcli.sweep_folder import (SWEEP_LOCK, check_matches, check_same_readability, content_digest, read_json,
-                                 read_stored, relative_stored_name, save_results, split_digest, split_of_another_sweep,
-                                 summarize, upgrade_split_digest, upgrade_stored_config)
+from vipcli.sweep_folder import (SWEEP_LOCK, check_matches, check_same_readability, content_digest, orders_to_carry,
+                                 read_json, read_stored, relative_stored_name, save_results, split_digest,
+                                 split_of_another_sweep, summarize, upgrade_split_digest, upgrade_stored_config)
 
 DEFAULT_METHODS = DEFAULT_BENCHMARK
 ZERO_SHOTS = 0  # the `shots` value of rows of methods that learn nothing
@@ -484,7 +484,11 @@ def _run_sweep(config: BenchmarkConfig, methods: list[tuple[str, type]], progres
                 (out / shown).unlink(missing_ok=True)
         split = _split_record(dataset, pool, context["record"]["split_seed"], config.seeds, config.shots,
                               stored_split, (stored or {}).get("config", {}).get("split_digest"))
-        write_atomic(out / "split.json", json.dumps(split, indent=2))
+        carried = orders_to_carry(read_json(out / "split.json"), dataset, split["split_seed"],
+                                  config.seeds) if config.force else {}
+        write_atomic(out / "split.json", json.dumps(
+            {**split, "few_shot_order": {**split["few_shot_order"], **carried}}, indent=2))
+        context["split_after_first_row"] = split if carried else None  # the old rows, and their orders, go then
         result.trained = run_pending(pending, rows, context, progress)
     result.rows = [rows[(name, str(shots), seed)] for name, _, shots, seed in jobs]
     result.summary = summarize(result.rows)
@@ -531,6 +535,8 @@ def run_pending(pending: list, rows: dict, context: dict, progress=None) -> int:
             for row in finished:
                 rows[row_key(row)] = row
             save_results(context["out"], context["record"], context["class_names"], in_sweep_order(rows, pending))
+            if context.get("split_after_first_row") is not None:  # --force: the orders carried over go too
+                write_atomic(context["out"] / "split.json", json.dumps(context.pop("split_after_first_row"), indent=2))
             advance(len(group))
     return len(pending)
 

@@ -136,7 +136,7 @@ def summarize(root: Path) -> dict:
 FEATURE_ENTRY = re.compile(r"\.?[0-9a-f]{8,64}\.safetensors(\..+\.tmp)?|tmp[a-z0-9_]{8}\.tmp")  # (vip 0.1.0's temp)
 BACKBONE_RECORD = re.compile(rf"\.?{re.escape(BACKBONE_FILE)}(\..+\.tmp)?")
 LLM_ANSWER = re.compile(r"\.?[0-9a-f]{64}\.json(\..+\.tmp)?")
-CHECKS_PASSED = re.compile(r"[0-9a-f]{32}")  # a backbone that passed the load-time contract checks
+CHECKS_PASSED = re.compile(r"[0-9a-f]{32}(\.probes\.json)?")  # a backbone that passed the load-time checks (its probes)
 DIGEST_RECORD = re.compile(r"\.?[0-9a-f]{32}(\..+\.tmp)?")  # a weights file's remembered sha256
 SHARD = re.compile(r"[0-9a-f]{2}")
 
@@ -144,8 +144,9 @@ SHARD = re.compile(r"[0-9a-f]{2}")
 def written_by_vip(relative: Path) -> bool:
     """Whether a file at `relative` (to the cache root) is one vip writes: a feature entry
     (`features/<backbone>/<2 hex>/<hex>.safetensors`), a `backbone.json`, an LLM answer
-    (`llm/<sha256>.json`), a backbone's passed contract checks (`checks/<hex>`), or a weights file's
-    remembered digest (`digests/<hex>`)."""
+    (`llm/<sha256>.json`), a backbone's passed contract checks (`checks/<hex>`, and beside it a third-party
+    backbone's probe features, `checks/<hex>.probes.json`), or a weights file's remembered digest
+    (`digests/<hex>`)."""
     parts = relative.parts
     if len(parts) == 4 and parts[0] == "features":
         return bool(SHARD.fullmatch(parts[2]) and FEATURE_ENTRY.fullmatch(parts[3]))

@@ -44,8 +44,9 @@ def remembered_digest(path: str | Path) -> str:
 
     The record is named after the file's (device, inode, size, mtime, ctime) and holds its sha256, so
     the file is read once per version: any write to it, a copy (`cp -p` too) or a replacement changes
-    its inode or ctime, and the next call reads it again. An unwritable cache only means reading it
-    every time.
+    its inode or ctime, and the next call reads it again. The record carries a checksum of its own
+    (`_seal`): a damaged or edited one is read again rather than trusted. An unwritable cache only
+    means reading it every time.
 
     Raises:
         OSError: the file cannot be read.
@@ -57,11 +58,8 @@ def remembered_digest(path: str | Path) -> str:
     if memo_key in _MEMO:
         return _MEMO[memo_key]
     record = default_root() / DIGESTS_FOLDER / hashlib.sha256(repr(memo_key).encode()).hexdigest()[:32]
-    try:
-        digest = record.read_text(encoding="ascii").strip()
-    except (OSError, UnicodeDecodeError):
-        digest = ""
-    if not _is_sha256(digest):
+    digest = _read_record(record)
+    if digest is None:
         digest = file_digest(path)
         _write_record(record, digest)
     _MEMO[memo_key] = digest
@@ -72,13 +70,31 @@ def _is_sha256(text: str) -> bool:
     return len(text) == 64 and all(c in "0123456789abcdef" for c in text)
 
 
+def _seal(record: Path, digest: str) -> str:
+    """The checksum a digest record carries: of the digest and of the record's name (the file version it
+    is for), so a changed digit in either, or a record copied to another name, does not match."""
+    return hashlib.sha256(f"{record.name} {digest}".encode()).hexdigest()[:16]
+
+
+def _read_record(record: Path) -> str | None:
+    """The digest that `record` remembers, or None: no record, an unreadable one, a damaged one (its seal
+    does not match) or one an earlier vip wrote without a seal (the file is read again, once)."""
+    try:
+        text = record.read_text(encoding="ascii")
+    except (OSError, UnicodeDecodeError):
+        return None
+    digest, _, seal = text.strip().partition(" ")
+    return digest if _is_sha256(digest) and seal == _seal(record, digest) else None
+
+
 def _write_record(record: Path, digest: str) -> None:
-    """Write `digest` to `record` atomically; failures are ignored (the file is read again next time)."""
+    """Write `digest` and its seal to `record` atomically; failures are ignored (the file is read again
+    next time)."""
     from vipcli.atomic import write_atomic
 
     try:
         record.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(record, digest + "\n")
+        write_atomic(record, f"{digest} {_seal(record, digest)}\n")
     except OSError:
         pass
 

@@ -272,6 +272,7 @@ def forget_contract_passes(backbone_id: str) -> int:
         try:
             if marker.is_file() and marker.stat().st_size < 4096 and marker.read_text() == _marker_text(backbone_id):
                 marker.unlink()
+                _probes_file(marker).unlink(missing_ok=True)  # kept for that pass alone
                 removed += 1
         except (OSError, UnicodeDecodeError):
             pass  # a marker that cannot be read or removed: an unwritable cache keeps it

@@ -18,6 +18,7 @@ import signal
 import sys
 
 _received: list[int] = []  # the signals that arrived inside the block, in order
+_finished: list[bool] = []  # [True] once the command's work is done (`work_done`)
 
 
 class Terminated(KeyboardInterrupt):
@@ -37,14 +38,16 @@ def stop_signals_raise():
     Outside the main thread (where handlers cannot be set) nothing changes.
     """
     _received.clear()
+    _finished.clear()
     previous_hook = sys.unraisablehook
     sys.unraisablehook = _quiet_about_interrupts(previous_hook)
     try:
-        with _handlers_installed():
+        with _handlers_installed(_raise_for):
             yield
     finally:
         sys.unraisablehook = previous_hook
         _received.clear()  # outside the block (library use, tests) nothing is stopped
+        _finished.clear()
 
 
 @contextlib.contextmanager
@@ -71,25 +74,39 @@ def _quiet_about_interrupts(hook, always: bool = False):
 
 
 @contextlib.contextmanager
-def _handlers_installed():
-    """SIGINT and SIGTERM handled by `_raise_for` inside the block (main thread only), put back after;
+def deferred():
+    """Hold SIGINT and SIGTERM back inside the block, for steps that must not be parted (the two renames
+    that swap a folder for its replacement); one that arrived is delivered as the block ends, to the
+    handler that was there before (main thread only; elsewhere nothing changes)."""
+    arrived: list[int] = []
+    try:
+        with _handlers_installed(lambda signum, frame: arrived.append(signum)):
+            yield
+    finally:
+        for signum in dict.fromkeys(arrived):
+            signal.raise_signal(signum)  # Python runs the handler now: an interrupt raises here
+
+
+@contextlib.contextmanager
+def _handlers_installed(handler):
+    """SIGINT and SIGTERM handled by `handler` inside the block (main thread only), put back after;
     a signal the process was started with ignored is left ignored."""
     previous = {}
     try:
         for signum in (signal.SIGINT, signal.SIGTERM):
-            if signal.getsignal(signum) is signal.SIG_IGN:
-                continue  # ignored by whoever started us (`cmd &` in a script, nohup): stays ignored
-            previous[signum] = signal.signal(signum, _raise_for)
+            if signal.getsignal(signum) in (signal.SIG_IGN, None):
+                continue  # ignored by whoever started us (`cmd &` in a script, nohup), or not set from Python: kept
+            previous[signum] = signal.signal(signum, handler)
     except (ValueError, AttributeError, OSError):  # not the main thread, or no such signal here
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        for signum, put_back in previous.items():
+            signal.signal(signum, put_back)
         yield
         return
     try:
         yield
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        for signum, put_back in previous.items():
+            signal.signal(signum, put_back)
 
 
 def received() -> int | None:
@@ -109,3 +126,14 @@ def stop_if_received() -> None:
     """
     if _received:
         raise Terminated() if terminated() else KeyboardInterrupt()
+
+
+def work_done() -> None:
+    """Mark the command's work as done: an interrupt from here on stops nothing, and its message says
+    so (rather than that the command was stopped part-way)."""
+    _finished[:] = [True]
+
+
+def work_was_done() -> bool:
+    """Whether `work_done` was called inside the current `stop_signals_raise` block."""
+    return bool(_finished)

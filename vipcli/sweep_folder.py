@@ -166,6 +166,19 @@ def split_of_another_sweep(stored_split: dict | None, dataset: Dataset) -> bool:
             and not same_split_lists(stored_split, dataset))
 
 
+def orders_to_carry(old_split: dict | None, dataset: Dataset, split_seed: int, seeds) -> dict:
+    """The few-shot orders a `--force` sweep of `seeds` carries over from the folder's old split.json: those
+    of the other seeds, when it lists the same images and split. results.json keeps the old rows until
+    the sweep's first row replaces it, and their orders stay recorded until then (the record cannot be
+    rebuilt later without encoding their images)."""
+    if not same_split_lists(old_split, dataset) or old_split.get("split_seed") != split_seed:
+        return {}
+    orders = old_split.get("few_shot_order")
+    now = {str(seed) for seed in seeds}
+    return {seed: order for seed, order in orders.items() if seed not in now and isinstance(order, dict)} \
+        if isinstance(orders, dict) else {}
+
+
 def same_split_lists(stored_split: dict | None, dataset: Dataset) -> bool:
     """Whether split.json's lists name exactly `dataset`'s files and labels (what its split digest digests)."""
     if not isinstance(stored_split, dict) or not set(dataset.splits) <= {"train", "val", "test"}:

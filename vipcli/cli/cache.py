@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from vipcli import console
+from vipcli import console, stop_signals
 from vipcli.cli.help import App
 
 app = App(help="The on-disk cache of image features and LLM answers: info, clear.", no_args_is_help=True)
@@ -69,6 +69,7 @@ def clear_command(
         return
     if stale:
         removed = clear(root, backbone, stale_only=True)
+        stop_signals.work_done()  # a Ctrl-C from here on interrupts only the message: it says so
         which = f" of backbone {backbone!r}" if backbone else ""
         console.stdout().print(f"removed {len(removed['removed'])} stale feature "
                                f"{console.plural(len(removed['removed']), 'folder')}{which}: {removed['entries']} "
@@ -76,6 +77,7 @@ def clear_command(
         _warn_kept(root, removed["kept"])
         return
     removed = clear(root, backbone)
+    stop_signals.work_done()
     what = f"backbone {backbone!r}" if backbone else "all backbones and the LLM answers"
     console.stdout().print(f"removed {removed['entries']} feature entries of {what} ({human_size(removed['bytes'])}) "
                            f"from {root}", markup=False)

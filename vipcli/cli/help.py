@@ -211,6 +211,15 @@ class _PlainWhenNarrow:
 class HelpCommand(_PlainWhenNarrow, TyperCommand):
     """A typer command whose `--help` keeps every option name whole at any terminal width."""
 
+    def invoke(self, ctx):
+        """Run the command; once it returns, its work is done (`stop_signals.work_done`): a Ctrl-C while
+        click unwinds says so instead of "nothing half-written was left behind"."""
+        from vipcli import stop_signals
+
+        result = super().invoke(ctx)
+        stop_signals.work_done()
+        return result
+
 
 class HelpGroup(_PlainWhenNarrow, TyperGroup):
     """A typer command group whose `--help` keeps every option name whole at any terminal width."""

@@ -161,11 +161,15 @@ def _help_was_shown(error) -> bool:
     return type(error).__name__ == "NoArgsIsHelpError" or not error.format_message().strip()
 
 
-def _stopped() -> tuple[str, int]:
-    """The message and exit code of an interrupt: SIGTERM (143) or Ctrl-C (130)."""
-    if stop_signals.terminated():
-        return "terminated (SIGTERM); nothing half-written was left behind", 143
-    return "interrupted; nothing half-written was left behind", 130
+def _stopped(terminated: bool | None = None, done: bool | None = None) -> tuple[str, int]:
+    """The message and exit code of an interrupt: SIGTERM (143) or Ctrl-C (130); `done`: it came after the
+    command's work was done (default: as `stop_signals` recorded both)."""
+    terminated = stop_signals.terminated() if terminated is None else terminated
+    done = stop_signals.work_was_done() if done is None else done
+    what, code = ("terminated (SIGTERM)", 143) if terminated else ("interrupted", 130)
+    if done:
+        return f"{what} after the command had finished; its work is complete", code
+    return f"{what}; nothing half-written was left behind", code
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -251,10 +255,8 @@ def run() -> None:
             _skip_shutdown_collections()
     except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM after the command's work was done: no traceback
         if code == 0:
-            terminated = isinstance(stop, stop_signals.Terminated)
-            code = 143 if terminated else 130
-            _print_error(f"{'terminated (SIGTERM)' if terminated else 'interrupted'} after the command had finished; "
-                         "everything was written", shared=True)
+            message, code = _stopped(isinstance(stop, stop_signals.Terminated), done=True)
+            _print_error(message, shared=True)
     sys.exit(code)
 
 
