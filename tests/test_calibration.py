@@ -91,6 +91,22 @@ def test_the_test_nll_is_exact_when_temperature_makes_the_model_sure_and_wrong()
     assert block["test"]["before"]["nll"] == pytest.approx(np.mean(np.logaddexp(0.0, gaps * t)), abs=1e-4)
 
 
+def test_predicted_sets_are_the_sets_metrics_json_counted_where_float32_would_round_to_one():
+    # every validation image right: T near 0 and a threshold of 0, so a class is in the set only where its
+    # probability is exactly 1; float32 rounds p > 1 - 6e-8 to 1 (gap / T > 17), float64 only past gap / T = 37
+    import torch
+
+    from vipcli.trust import RunCalibration, calibrated_softmax, prediction_set
+
+    calibration = RunCalibration(0.01, (0.0, 0.0, 0.0, 0.0))
+    cutoff = calibration.threshold(0.8)
+    logits = torch.tensor([[0.0, gap] for gap in np.linspace(0.1, 0.5, 41)], dtype=torch.float32)  # [41, 2]
+    predicted = [prediction_set(row, ["a", "b"], cutoff) for row in calibrated_softmax(logits, calibration)]
+    counted = prediction_sets(calibration.probabilities(logits.numpy()), cutoff)  # as coverage_report counts
+    assert predicted == [[["a", "b"][c] for c in found] for found in counted]
+    assert [] in predicted and ["b"] in predicted
+
+
 def test_conformal_threshold_uses_the_finite_sample_quantile():
     scores = [i / 10 for i in range(1, 10)]  # n = 9
     assert threshold(scores, 0.9) == 0.9  # k = ceil(10 * 0.9) = 9
