@@ -269,6 +269,8 @@ def test_calibration_table_shows_the_temperature_as_its_text_does():
     text = _visible(_calibration({"calibration": object(), "metrics": {"calibration": block}, "data": "d",
                                   "backbone": "b"}, None, []))
     assert "T = 1.599 ," in text and "after (T = 1.599)" in text and "T = 1.6)" not in text
+    # the ECE is a weighted mean over its bins (by their images), not a plain mean of 15 gaps
+    assert "averaged over 15 equal-width confidence bins, each weighted by its share of the images" in text
 
 
 def test_reliability_diagram_shows_its_caption_and_its_alt_begins_with_the_title():
