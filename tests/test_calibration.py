@@ -77,6 +77,36 @@ def test_scores_on_hand_computed_examples():
     assert edges[14]["count"] == 1 and edges[7]["count"] == 1
 
 
+def test_the_test_nll_is_exact_when_temperature_makes_the_model_sure_and_wrong():
+    # T near its lower bound (every validation image right) with test images it gets wrong: their
+    # probabilities round to 0, and the NLL must be the mean of -log p = logit gap / T, not capped
+    logits = np.array([[3.0, 0.0], [0.0, 2.0], [1.0, 0.0], [0.0, 1.0]])
+    labels = np.array([1, 0, 0, 1])  # the first two wrong by a gap of 3 and 2
+    result = calibrate_run(logits[2:], labels[2:], logits, labels)
+    block, t = result.metrics["calibration"], result.calibration.temperature
+    gaps = np.array([3.0, 2.0, -1.0, -1.0]) / t  # (other logit - true logit) / T
+    exact = np.mean(np.logaddexp(0.0, gaps))  # -log softmax of the true class
+    assert exact > 30  # far beyond what probabilities floored at 1e-12 allow (27.6 nats an image, 13.8 here)
+    assert block["test"]["after"]["nll"] == pytest.approx(exact, rel=1e-4)
+    assert block["test"]["before"]["nll"] == pytest.approx(np.mean(np.logaddexp(0.0, gaps * t)), abs=1e-4)
+
+
+def test_predicted_sets_are_the_sets_metrics_json_counted_where_float32_would_round_to_one():
+    # every validation image right: T near 0 and a threshold of 0, so a class is in the set only where its
+    # probability is exactly 1; float32 rounds p > 1 - 6e-8 to 1 (gap / T > 17), float64 only past gap / T = 37
+    import torch
+
+    from vipcli.trust import RunCalibration, calibrated_softmax, prediction_set
+
+    calibration = RunCalibration(0.01, (0.0, 0.0, 0.0, 0.0))
+    cutoff = calibration.threshold(0.8)
+    logits = torch.tensor([[0.0, gap] for gap in np.linspace(0.1, 0.5, 41)], dtype=torch.float32)  # [41, 2]
+    predicted = [prediction_set(row, ["a", "b"], cutoff) for row in calibrated_softmax(logits, calibration)]
+    counted = prediction_sets(calibration.probabilities(logits.numpy()), cutoff)  # as coverage_report counts
+    assert predicted == [[["a", "b"][c] for c in found] for found in counted]
+    assert [] in predicted and ["b"] in predicted
+
+
 def test_conformal_threshold_uses_the_finite_sample_quantile():
     scores = [i / 10 for i in range(1, 10)]  # n = 9
     assert threshold(scores, 0.9) == 0.9  # k = ceil(10 * 0.9) = 9

@@ -216,6 +216,10 @@ def test_coverage_shortfall_counts_both_draws():
     assert coverage_shortfall(row, 10_000) is not None  # 5 sd below, with a large test set
     assert coverage_shortfall(row, 30) is None  # 30 test images: 0.85 is well within chance
     assert coverage_shortfall({**row, "empirical_coverage": 0.99}, 10_000) is None  # above is no shortfall
+    # its ± is both draws together (sqrt(0.01² + 0.9 · 0.1 / 100) = 3.2%), not the validation draw's 1.0%
+    # that the report's "expected ± sd" column shows beside the same 90.0%: the message says which it is
+    assert "90.0% expected (± 3.2%, one sd of the validation and test draws together)" in coverage_shortfall(
+        {**row, "empirical_coverage": 0.7}, 100)
 
 
 def test_images_in_folders_of_other_classes_are_warned_about(cli, two_runs, tmp_path):

@@ -100,6 +100,21 @@ def test_benchmark_report_with_one_seed_shows_no_spread(benchmark_dir, tmp_path)
     assert "seconds per run (fitting and evaluation, seed 1)" in text
     several = _visible(benchmark_report(benchmark_dir))
     assert "test accuracy % (mean ± std over seeds 1, 2)" in several and " ± " in several
+    # which std: with two seeds the sample std is 1.41 times the population one, so the page says which
+    assert "± is the sample standard deviation over the seeds (divided by n − 1" in several
+    assert "standard deviation" not in text
+
+
+def test_a_benchmark_reports_std_is_the_sample_std_of_the_rows():
+    """The page says the ± is the sample std (n − 1); the figure it shows is that, from the confusion matrices."""
+    import statistics
+
+    from vipcli.metrics import row_figure
+    from vipcli.report.benchmark import _mean_std
+
+    rows = [{"test_confusion_matrix": [[93, 57], [24, 126]]}, {"test_confusion_matrix": [[88, 62], [8, 142]]}]
+    figures = [row_figure(r, "test_accuracy") for r in rows]  # 73.0 and 76.666...
+    assert _mean_std(figures) == f"74.83 ± {statistics.stdev([73.0, 230 / 3]):.2f}" == "74.83 ± 2.59"
 
 
 def test_each_metric_table_marks_the_best_mean_of_each_column_and_says_so():
@@ -254,6 +269,8 @@ def test_calibration_table_shows_the_temperature_as_its_text_does():
     text = _visible(_calibration({"calibration": object(), "metrics": {"calibration": block}, "data": "d",
                                   "backbone": "b"}, None, []))
     assert "T = 1.599 ," in text and "after (T = 1.599)" in text and "T = 1.6)" not in text
+    # the ECE is a weighted mean over its bins (by their images), not a plain mean of 15 gaps
+    assert "averaged over 15 equal-width confidence bins, each weighted by its share of the images" in text
 
 
 def test_reliability_diagram_shows_its_caption_and_its_alt_begins_with_the_title():

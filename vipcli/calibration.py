@@ -29,10 +29,23 @@ def softmax(logits, temperature: float = 1.0) -> np.ndarray:
     return exp / exp.sum(axis=1, keepdims=True)
 
 
-def negative_log_likelihood(probabilities, labels) -> float:
-    """Mean -log p(true class) over images [N, C] with labels [N] (nats)."""
-    p = np.asarray(probabilities, dtype=np.float64)
+def log_softmax(logits, temperature: float = 1.0) -> np.ndarray:
+    """Row-wise log-softmax of logits [N, C] / T in float64, exact where softmax rounds to 0 or 1."""
+    scaled = np.asarray(logits, dtype=np.float64) / temperature  # [N, C]
+    top = scaled.max(axis=1, keepdims=True)
+    return scaled - top - np.log(np.exp(scaled - top).sum(axis=1, keepdims=True))
+
+
+def negative_log_likelihood(probabilities, labels, log_probabilities=None) -> float:
+    """Mean -log p(true class) over images [N, C] with labels [N] (nats).
+
+    From `log_probabilities` [N, C] when given (`log_softmax` of the logits: exact however sure the model
+    is); else from the probabilities, each floored at EPSILON, which caps an image's term at 27.6 nats.
+    """
     y = np.asarray(labels, dtype=int)
+    if log_probabilities is not None:
+        return float(-np.asarray(log_probabilities, dtype=np.float64)[np.arange(len(y)), y].mean())
+    p = np.asarray(probabilities, dtype=np.float64)
     return float(-np.log(np.clip(p[np.arange(len(y)), y], EPSILON, 1.0)).mean())
 
 
@@ -80,12 +93,13 @@ def expected_calibration_error(probabilities, labels, bins: int = ECE_BINS) -> f
     return float(total)
 
 
-def calibration_scores(probabilities, labels) -> dict:
-    """{"ece", "nll", "brier"} of probabilities [N, C] against labels [N] (None for no images)."""
+def calibration_scores(probabilities, labels, log_probabilities=None) -> dict:
+    """{"ece", "nll", "brier"} of probabilities [N, C] against labels [N] (None for no images); the NLL
+    from `log_probabilities` when given (see `negative_log_likelihood`)."""
     if len(labels) == 0:
         return {"ece": None, "nll": None, "brier": None}
     return {"ece": round(expected_calibration_error(probabilities, labels), 4),
-            "nll": round(negative_log_likelihood(probabilities, labels), 4),
+            "nll": round(negative_log_likelihood(probabilities, labels, log_probabilities), 4),
             "brier": round(brier_score(probabilities, labels), 4)}
 
 
@@ -111,10 +125,7 @@ def fit_temperature(logits, labels) -> float:
         return 1.0
 
     def nll(log_t: float) -> float:
-        scaled = z / math.exp(log_t)
-        top = scaled.max(axis=1)
-        log_norm = top + np.log(np.exp(scaled - top[:, None]).sum(axis=1))  # [N] logsumexp
-        return float((log_norm - scaled[np.arange(len(y)), y]).mean())
+        return negative_log_likelihood(None, y, log_softmax(z, math.exp(log_t)))
 
     bounds = (math.log(T_BOUNDS[0]), math.log(T_BOUNDS[1]))
     found = minimize_scalar(nll, bounds=bounds, method="bounded", options={"xatol": 1e-5})
@@ -133,12 +144,15 @@ def calibration_block(temperature: float, held_out: str, n_held_out: int, test_l
     empty = len(test_labels) == 0
     before = np.empty((0, 0)) if empty else softmax(test_logits)
     after = np.empty((0, 0)) if empty else softmax(test_logits, temperature)
+
+    def scores(probabilities, t: float) -> dict:  # the NLL from the logits: exact where p rounds to 0
+        return calibration_scores(probabilities, test_labels, None if empty else log_softmax(test_logits, t))
+
     return {
         "method": "temperature scaling (NLL-optimal T, bounded 1-D search over log T)",
         "temperature": round(temperature, 4), "held_out": held_out, "n_held_out": int(n_held_out),
         "ece_bins": ECE_BINS,
-        "test": {"n": int(len(test_labels)), "before": calibration_scores(before, test_labels),
-                 "after": calibration_scores(after, test_labels)},
+        "test": {"n": int(len(test_labels)), "before": scores(before, 1.0), "after": scores(after, temperature)},
         "reliability": {"before": [] if empty else reliability_bins(before, test_labels),
                         "after": [] if empty else reliability_bins(after, test_labels)},
     }

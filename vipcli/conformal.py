@@ -146,7 +146,8 @@ def coverage_shortfall(row: dict, n_test: int) -> str | None:
         return None
     return (f"prediction sets at coverage {row['coverage']:g} held the true class for "
             f"{100 * row['empirical_coverage']:.1f}% of the {n_test} test images, far below the "
-            f"{100 * expected:.1f}% ± {100 * sd:.1f}% expected: the test images are not drawn like the validation "
+            f"{100 * expected:.1f}% expected (± {100 * sd:.1f}%, one sd of the validation and test draws together): "
+            f"the test images are not drawn like the validation "
             f"images (another source or class balance), so the sets' promise does not hold for images like them")
 
 

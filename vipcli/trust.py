@@ -133,9 +133,14 @@ def _numpy(values) -> np.ndarray:
 
 
 def calibrated_softmax(logits, calibration: RunCalibration | None):
-    """softmax(logits / T) over the last axis of a torch tensor; T = 1 for an uncalibrated run."""
+    """softmax(logits / T) over the last axis of a torch tensor, in float64; T = 1 for an uncalibrated run.
+
+    float64 as `calibrate_run` computes the held-out scores and metrics.json's test sets: in float32 a
+    probability within 6e-8 of 1 rounds to 1, so at a threshold of 0 (every validation image right)
+    `vip predict` and the report would put other classes in the sets than metrics.json counted.
+    """
     temperature = calibration.temperature if calibration is not None else 1.0
-    return (logits.float() / temperature).softmax(dim=-1)
+    return (logits.double() / temperature).softmax(dim=-1)
 
 
 def set_threshold(calibration: RunCalibration | None, coverage: float | None, run_dir) -> float | None:

@@ -88,10 +88,15 @@ SHARED_TIME_NOTE = (
 )
 
 
+SPREAD_MEANING = ("The ± is the sample standard deviation over the seeds (divided by n − 1: with two seeds, "
+                  "their difference over √2), as results.json's summary gives it.")
+
+
 def _tables(rows: list[dict]) -> str:
     """One table per metric and one of seconds per run, each named once, by its caption."""
     seeds = sorted({int(r["seed"]) for r in rows})
-    spread, parts = seeds_label(seeds), [f"<p>{html.text(figures_meaning('Accuracy'))}</p>"]
+    meaning = figures_meaning("Accuracy") + (" " + SPREAD_MEANING if len(seeds) > 1 else "")
+    spread, parts = seeds_label(seeds), [f"<p>{html.text(meaning)}</p>"]
     for key, title in METRICS:
         header, body = _grid(rows, key, _mean_std, mark_best=True)
         parts.append(html.table(f"{title} ({spread})", ["method", *header], body,

@@ -264,7 +264,7 @@ def _calibration(run: dict, test_probabilities, test_labels) -> str:
             f"the negative log-likelihood; it never changes the predicted class. Scores on {test['n']} test "
             f"{plural(test['n'], 'image')}, lower is better for each: ECE, the expected calibration error (the "
             f"gap between confidence and accuracy, in percentage points, averaged over {block['ece_bins']} equal-width "
-            "confidence bins); "
+            "confidence bins, each weighted by its share of the images); "
             f"NLL, the negative log-likelihood of the true class; Brier, the squared error of the probabilities:</p>")
     body += html.table("Calibration on test, before and after temperature scaling", CALIBRATION_HEADER,
                        rows, numeric={1, 2, 3})
