@@ -144,3 +144,17 @@ def test_no_help_text_loses_words_to_rich_markup():
         lost += [f"vip {' '.join(path)}: {text!r}" for text in texts
                  if plain(text, "rich") != text.replace("\\[", "[")]
     assert lost == []
+
+
+def test_every_argument_is_named_in_capitals_in_usage_and_in_its_missing_error(cli):
+    """`vip predict -h` showed `{paths}...` and a bare `vip predict` said "Missing argument 'paths'", while
+    `vip data sort` said LABELS and README writes PATHS, TARGET, NAME, ID: every argument has a capital metavar."""
+    for path, command in COMMANDS:
+        for param in command.params:
+            if param.param_type_name != "argument":
+                continue
+            assert param.metavar and param.metavar == param.metavar.upper(), (path, param.name)
+    for path, name in ((("predict",), "PATHS"), (("report",), "TARGET"), (("symptoms", "show"), "NAME"),
+                       (("methods", "show"), "ID"), (("methods", "check"), "ID")):
+        code, _, err = cli(*path)
+        assert code == 2 and f"Missing argument '{name}'" in err, (path, err)

@@ -106,7 +106,7 @@ def find_packs(name: str) -> list:
 
 @app.command("show")
 def show_command(
-    name: str = typer.Argument(..., help="Pack name or alias (e.g. melanoma, bcc), a pack .yaml file, a "
+    name: str = typer.Argument(..., metavar="NAME", help="Pack name or alias (e.g. melanoma, bcc), a pack .yaml file, a "
                                          "symptoms file of {class: \\[symptoms]} or a run directory (each class "
                                          "shown as a pack)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document (a list of packs for a symptoms "
