@@ -144,3 +144,26 @@ def test_no_help_text_loses_words_to_rich_markup():
         lost += [f"vip {' '.join(path)}: {text!r}" for text in texts
                  if plain(text, "rich") != text.replace("\\[", "[")]
     assert lost == []
+
+
+def test_every_argument_is_named_in_capitals_in_usage_and_in_its_missing_error(cli):
+    """`vip predict -h` showed `{paths}...` and a bare `vip predict` said "Missing argument 'paths'", while
+    `vip data sort` said LABELS and README writes PATHS, TARGET, NAME, ID: every argument has a capital metavar."""
+    for path, command in COMMANDS:
+        for param in command.params:
+            if param.param_type_name != "argument":
+                continue
+            assert param.metavar and param.metavar == param.metavar.upper(), (path, param.name)
+    for path, name in ((("predict",), "PATHS"), (("report",), "TARGET"), (("symptoms", "show"), "NAME"),
+                       (("methods", "show"), "ID"), (("methods", "check"), "ID")):
+        code, _, err = cli(*path)
+        assert code == 2 and f"Missing argument '{name}'" in err, (path, err)
+
+
+def test_symptoms_help_names_every_source_it_accepts_alike_in_train_benchmark_and_rank():
+    """`vip symptoms rank --symptoms` had its own help, and none said that a run directory is accepted
+    (README: `--symptoms RUN` trains, benchmarks or ranks on that run's symptoms)."""
+    helps = {path: param.help for path, command in COMMANDS for param in command.params
+             if path in (("train",), ("benchmark",), ("symptoms", "rank")) and "--symptoms" in param.opts}
+    assert len(helps) == 3 and len(set(helps.values())) == 1, helps
+    assert all(word in helps[("train",)] for word in ("Pack file", "folder of packs", "shipped pack", "run directory"))

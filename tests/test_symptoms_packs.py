@@ -241,7 +241,21 @@ def test_show_of_your_own_pack_warns_of_a_symptom_that_names_its_class(capsys, t
 
 def test_show_unknown_name_lists_the_shipped_ones(capsys):
     code, _, err = vip(capsys, "symptoms", "show", "psoriasis")
-    assert code == 2 and "no shipped symptom pack named 'psoriasis'" in err and "melanoma, nevus" in err
+    assert code == 2 and "no shipped symptom pack named 'psoriasis' (shipped packs: " in err and "melanoma, nevus" in err
+
+
+@pytest.mark.parametrize("typed, meant", [("melanomaa", "melanoma"), ("pnuemonia", "pneumonia"),
+                                          ("Normal-Lungs", "normal lung"), ("mell", "mel")])
+def test_a_misspelt_pack_name_gets_the_shipped_name_it_is_close_to(capsys, typed, meant):
+    """`vip symptoms show melanomaa` and `--symptoms melanomaa` listed all 29 shipped packs to look through,
+    where a misspelt backbone or method gets "did you mean"; a pack name or alias one typo away is named."""
+    from vipcli.errors import UsageError
+
+    code, _, err = vip(capsys, "symptoms", "show", typed)
+    assert code == 2 and f"error: no shipped symptom pack named '{typed}'; did you mean '{meant}'? (shipped " in err
+    with pytest.raises(UsageError, match=f"^--symptoms {typed}: no such file, folder or shipped pack; "
+                                         f"did you mean '{meant}'\\? \\(shipped packs: actinic keratosis, "):
+        symptoms_for_classes(["melanoma", "nevus"], [typed])
 
 
 def test_malformed_pack_yaml_names_file_and_line(capsys, tmp_path):

@@ -47,6 +47,17 @@ def normalize_name(name: str) -> str:
     return re.sub(r"[\s_\-]+", " ", name.strip().lower())
 
 
+def unknown_pack(message: str, typed: str, shipped: list) -> UsageError:
+    """The error for a pack name `typed` that no shipped pack has: `message`, then "; did you mean
+    'melanoma'?" when `typed` is a typo of a shipped pack's name or alias, and the shipped names as the fix."""
+    import difflib
+
+    spellings = {normalize_name(s): s for pack in shipped for s in (pack.name, *pack.aliases)}
+    close = difflib.get_close_matches(normalize_name(typed), list(spellings), n=1)
+    hint = f"; did you mean '{spellings[close[0]]}'?" if close else ""
+    return UsageError(message + hint, "shipped packs: " + ", ".join(pack.name for pack in shipped))
+
+
 def _yaml_error(path: Path, error) -> VipError:
     mark = getattr(error, "problem_mark", None)
     where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
@@ -237,8 +248,7 @@ def _packs_by_source(sources: list, shipped: list[SymptomPack]) -> list[tuple[st
         else:
             named = [p for p in shipped if p.matches(str(source))]
             if not named:
-                names = ", ".join(p.name for p in shipped)
-                raise UsageError(f"--symptoms {source}: no such file, folder or shipped pack", f"shipped packs: {names}")
+                raise unknown_pack(f"--symptoms {source}: no such file, folder or shipped pack", str(source), shipped)
             found.append((str(source), named))
     return found
 

@@ -54,7 +54,7 @@ def _shadowed_mark(distribution: str) -> str:
 
 
 @app.command("show")
-def show_command(method: str = typer.Argument(..., help="A method id."),
+def show_command(method: str = typer.Argument(..., metavar="ID", help="A method id."),
                  as_json: bool = typer.Option(False, "--json", help="Print one JSON document.")) -> None:
     """Show one method: what it does and needs, and its settings with their defaults."""
     import dataclasses
@@ -88,7 +88,7 @@ def show_command(method: str = typer.Argument(..., help="A method id."),
 
 
 @app.command("check")
-def check_command(method: str = typer.Argument(..., help="A method id (see `vip methods list`)."),
+def check_command(method: str = typer.Argument(..., metavar="ID", help="A method id (see `vip methods list`)."),
                   method_option: Optional[List[str]] = options.METHOD_OPTION) -> None:
     """Run a method through vip train and vip predict on a small synthetic data set, in seconds.
 

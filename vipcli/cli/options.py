@@ -11,8 +11,8 @@ from vipcli.errors import UsageError
 
 # --- data and symptoms ---------------------------------------------------------------------------
 DATA = typer.Option(..., "--data", help="Folder of class subfolders (optionally under train/ val/ test/).")
-SYMPTOMS = typer.Option(None, "--symptoms", help="Pack file, {class: \\[symptoms]} YAML file, folder of packs, or "
-                        "shipped pack name. Repeatable.")
+SYMPTOMS = typer.Option(None, "--symptoms", help="Pack file, {class: \\[symptoms]} YAML file, folder of packs, "
+                        "shipped pack name, or run directory (the symptoms it trained on). Repeatable.")
 
 # --- the backbone ------------------------------------------------------------------------------
 BACKBONE = typer.Option("clip", "--backbone", help="Backbone plugin id (see `vip backbones list`).")

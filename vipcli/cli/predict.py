@@ -16,7 +16,7 @@ from vipcli.errors import VipError
 
 
 def predict_command(
-    paths: List[Path] = typer.Argument(..., help="Image files or folders of images."),
+    paths: List[Path] = typer.Argument(..., metavar="PATHS", help="Image files or folders of images."),
     model: Path = typer.Option(..., "--model", help="Run directory written by `vip train`."),
     explain: bool = typer.Option(False, "--explain", help="Show, per class, each symptom's similarity to the image, "
                                  "its merge weight and its contribution to the class's logit."),

@@ -12,7 +12,7 @@ from vipcli.cli import options as opt
 
 
 def report_command(
-    target: Path = typer.Argument(..., help="A run directory (vip train) or a benchmark folder (vip benchmark)."),
+    target: Path = typer.Argument(..., metavar="TARGET", help="A run directory (vip train) or a benchmark folder (vip benchmark)."),
     out: Optional[Path] = typer.Option(None, "--out", help="The HTML file to write, named .html "
                                        "(default TARGET/report.html)."),
     coverage: Optional[float] = typer.Option(None, "--coverage", help="Coverage of the prediction sets shown in a "

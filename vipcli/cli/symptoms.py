@@ -86,7 +86,7 @@ def find_packs(name: str) -> list:
     """The packs `name` gives: a pack file's one, a symptoms file's ({class: [symptoms]}) or a run
     directory's one per class, or the shipped pack matched by name or alias; UsageError listing the
     names otherwise."""
-    from vipcli.packs import load_symptom_file, run_yaml, shipped_packs
+    from vipcli.packs import load_symptom_file, run_yaml, shipped_packs, unknown_pack
 
     if names_a_pack_file(name) or run_yaml(Path(name)):
         if not Path(name).exists():
@@ -98,15 +98,13 @@ def find_packs(name: str) -> list:
     if pack is None and Path(name).is_dir():  # (a class folder named after a shipped pack shows that pack)
         raise VipError(f"{name} is a folder", "give one pack or symptoms file in it")
     if pack is None:
-        raise UsageError(
-            f"no shipped symptom pack named {name!r}", f"shipped packs: {', '.join(p.name for p in packs)}"
-        )
+        raise unknown_pack(f"no shipped symptom pack named {name!r}", name, packs)
     return [pack]
 
 
 @app.command("show")
 def show_command(
-    name: str = typer.Argument(..., help="Pack name or alias (e.g. melanoma, bcc), a pack .yaml file, a "
+    name: str = typer.Argument(..., metavar="NAME", help="Pack name or alias (e.g. melanoma, bcc), a pack .yaml file, a "
                                          "symptoms file of {class: \\[symptoms]} or a run directory (each class "
                                          "shown as a pack)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document (a list of packs for a symptoms "

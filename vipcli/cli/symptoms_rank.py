@@ -16,12 +16,11 @@ from vipcli.errors import UsageError
 
 
 def rank_command(
-    data: Path = typer.Option(..., "--data", help="Folder of class subfolders (optionally under train/ val/ test/)."),
+    data: Path = opt.DATA,
     backbone: str = opt.BACKBONE,
     arch: Optional[str] = opt.ARCH,
     pretrained: Optional[str] = opt.PRETRAINED,
-    symptoms: Optional[List[str]] = typer.Option(None, "--symptoms", help="Pack file, class-to-symptoms YAML file, "
-                                                 "folder of packs, or shipped pack name. Repeatable."),
+    symptoms: Optional[List[str]] = opt.SYMPTOMS,
     min_auroc: Optional[float] = typer.Option(None, "--min-auroc", help="Flag symptoms at or below this AUROC "
                                               "(default: the 95% chance bound for the image counts)."),
     prune: bool = typer.Option(False, "--prune", help="Write packs without the flagged symptoms (needs --out)."),
