@@ -50,11 +50,11 @@ def normalize_name(name: str) -> str:
 def unknown_pack(message: str, typed: str, shipped: list) -> UsageError:
     """The error for a pack name `typed` that no shipped pack has: `message`, then "; did you mean
     'melanoma'?" when `typed` is a typo of a shipped pack's name or alias, and the shipped names as the fix."""
-    import difflib
+    from vipcli.plugins import closest_name
 
     spellings = {normalize_name(s): s for pack in shipped for s in (pack.name, *pack.aliases)}
-    close = difflib.get_close_matches(normalize_name(typed), list(spellings), n=1)
-    hint = f"; did you mean '{spellings[close[0]]}'?" if close else ""
+    close = closest_name(normalize_name(typed), spellings)
+    hint = f"; did you mean '{spellings[close]}'?" if close else ""
     return UsageError(message + hint, "shipped packs: " + ", ".join(pack.name for pack in shipped))
 
 

@@ -23,12 +23,18 @@ from typing import Callable, Iterable
 from vipcli.errors import UsageError, VipError
 
 
-def did_you_mean(typed: str, names: Iterable[str]) -> str:
-    """"; did you mean 'vip'?" for an id one typo away from an installed one (as for commands), else ""."""
+def closest_name(typed: str, names: Iterable[str]) -> str | None:
+    """The one of `names` a typo away from `typed` (difflib's closest match), or None."""
     import difflib
 
     close = difflib.get_close_matches(typed, list(names), n=1)
-    return f"; did you mean '{close[0]}'?" if close else ""
+    return close[0] if close else None
+
+
+def did_you_mean(typed: str, names: Iterable[str]) -> str:
+    """"; did you mean 'vip'?" for an id one typo away from an installed one (as for commands), else ""."""
+    close = closest_name(typed, names)
+    return f"; did you mean '{close}'?" if close else ""
 
 
 @dataclass(frozen=True)
