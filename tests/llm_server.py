@@ -25,7 +25,7 @@ class Scripted:
     delay: float = 0.0  # seconds to wait before answering
     headers: dict = field(default_factory=dict)  # extra headers, e.g. Retry-After
     forever: bool = False  # stay at the head of the queue
-    echo_auth: bool = False  # replace "{AUTH}" in the reply with the Authorization header received
+    echo_auth: bool = False  # replace "{AUTH}" ("{PROXY_AUTH}") with the Authorization (Proxy-Authorization) header
     trickle_s: float = 0.0  # send the body one byte at a time, this many seconds apart
     no_length: bool = False  # send no Content-Length (the body ends when the connection closes)
 
@@ -115,7 +115,8 @@ class ScriptedLLM:
                 body = reply.body if reply.body is not None else chat_body(reply.content or "")
                 text = json.dumps(body)
                 if reply.echo_auth:
-                    text = text.replace("{AUTH}", json.dumps(self.headers.get("Authorization", ""))[1:-1])
+                    for mark, header in (("{AUTH}", "Authorization"), ("{PROXY_AUTH}", "Proxy-Authorization")):
+                        text = text.replace(mark, json.dumps(self.headers.get(header, ""))[1:-1])
                 data = text.encode("utf-8")
                 try:
                     self.send_response(reply.status)

@@ -466,3 +466,26 @@ def test_a_read_only_pack_folder_fails_before_any_llm_call(capsys, env, server, 
     finally:
         locked.chmod(0o755)
     assert code == 1 and f"cannot write to {locked} (permission denied)" in err and server.requests == []
+
+
+@pytest.mark.parametrize("status", [200, 500])
+def test_a_proxy_password_echoed_by_the_proxy_is_never_printed_or_written(capsys, env, server, monkeypatch, tmp_path,
+                                                                            status):
+    """The proxy's user name and password (HTTP_PROXY=http://user:password@proxy) go to the proxy as a
+    Proxy-Authorization header; an error body or an answer that echoed it printed its base64 as it came."""
+    import base64
+
+    password = "Prx7pw-Hq2Lm9Zt4Vb"
+    monkeypatch.setenv("HTTP_PROXY", f"http://proxyuser:{password}@{server.host}")  # the server is its own proxy
+    monkeypatch.setenv("NO_PROXY", "")
+    monkeypatch.setenv("no_proxy", "")
+    if status == 200:
+        server.answer(BULLETS + "\n- Proxy said {PROXY_AUTH}", echo_auth=True)
+    else:
+        server.fail(500, "proxy got {PROXY_AUTH}", echo_auth=True)
+    code, out, err = generate(capsys, server, "--retries", "0", "--n", "6")
+    sent = server.requests[0]["headers"]["Proxy-Authorization"]
+    assert sent == "Basic " + base64.b64encode(f"proxyuser:{password}".encode()).decode()
+    assert code == (0 if status == 200 else 1) and "[redacted]" in out + err, err
+    written = out + err + everything_written(tmp_path)
+    assert leaked(written, password) == [] and leaked(written, sent[6:-4]) == []

@@ -189,10 +189,11 @@ def url_secrets(base_url: str) -> list[str]:
 
 
 def secrets_of(config: LLMConfig) -> list[str]:
-    """Everything redact() must mask for `config`: the key in its variable and the secrets of its base URL
-    (never raises)."""
+    """Everything redact() must mask for `config`: the key in its variable, the secrets of its base URL and
+    the user names and passwords of the proxy variables (a proxy, or a server behind one that passes the
+    Proxy-Authorization header on, may echo it); never raises."""
     key = current_key(config)
-    return ([key] if key else []) + url_secrets(config.base_url)
+    return ([key] if key else []) + url_secrets(config.base_url) + proxy_secrets()
 
 
 def _has_credentials(base_url: str) -> bool:
@@ -557,9 +558,13 @@ def proxy_in_use(url: str) -> str:
 def proxy_reason(error: Exception) -> str:
     """What a proxy answered (e.g. "407 Proxy Authentication Required"), on one line, with the user names
     and passwords of the proxy variables masked; the error's type when it says nothing."""
-    secrets = [secret for name in PROXY_VARIABLES for value in _proxy_values(name) for secret in url_secrets(value)]
     text = " ".join(str(error).split())
-    return redact(text, secrets) if text else type(error).__name__
+    return redact(text, proxy_secrets()) if text else type(error).__name__
+
+
+def proxy_secrets() -> list[str]:
+    """The user names and passwords in the proxy variables (PROXY_VARIABLES, either letter case), for redact()."""
+    return [secret for name in PROXY_VARIABLES for value in _proxy_values(name) for secret in url_secrets(value)]
 
 
 def _backoff(config: LLMConfig, attempt: int, retry_after: str | None) -> float:
