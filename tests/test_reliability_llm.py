@@ -489,3 +489,29 @@ def test_a_proxy_password_echoed_by_the_proxy_is_never_printed_or_written(capsys
     assert code == (0 if status == 200 else 1) and "[redacted]" in out + err, err
     written = out + err + everything_written(tmp_path)
     assert leaked(written, password) == [] and leaked(written, sent[6:-4]) == []
+
+
+@pytest.mark.parametrize("location, named", [
+    ("http://127.0.0.1:9/v1/chat/completions?api-key=Qk8sLm2Vx7Wp", "a redirect to http://127.0.0.1:9;"),
+    ("https://other.example:8443/v1/chat/completions", "a redirect to https://other.example:8443;"),
+    ("/v2/chat/completions", "a redirect to another path of the same server;"),
+])
+def test_a_redirect_is_not_followed_and_is_one_line_naming_where_it_points(capsys, env, server, tmp_path, location,
+                                                                          named):
+    """A 301/302 read "did not return a chat-completions answer (is --base-url an OpenAI-compatible root?)";
+    following it would take the key to wherever the server points."""
+    server.raw({"moved": "{AUTH}"}, status=302, headers={"Location": location}, echo_auth=True)
+    code, out, err = generate(capsys, server, "--retries", "0")
+    [line] = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 1 and line.startswith(f"error: LLM endpoint {server.host} answered HTTP 302, {named}"), err
+    assert "does not follow redirects" in line and "as --base-url" in line and "Qk8sLm2Vx7Wp" not in err
+    assert len(server.requests) == 1 and leaked(out + err + everything_written(tmp_path)) == []
+    assert not Path("melanoma.yaml").exists()
+
+
+def test_an_answer_with_no_choices_is_one_line_saying_so(capsys, env, server):
+    """`"choices": []` (a content filter, an overloaded server) read as a server that is not chat-completions."""
+    server.raw({"id": "x", "object": "chat.completion", "choices": []})
+    code, _, err = generate(capsys, server, "--retries", "0")
+    assert code == 1 and "answered with an empty list of choices" in err and "OpenAI-compatible root" not in err
+    assert not Path("melanoma.yaml").exists()

@@ -429,6 +429,8 @@ def chat(config: LLMConfig, messages: list[dict]) -> tuple[str, bool]:
             continue
         if response.status_code >= 400:
             raise _status_error(response, config, key, secrets)
+        if 300 <= response.status_code < 400:
+            raise _redirect_error(response, config, secrets)
         return redact(_answer_text(response, config), secrets), _was_cut(response)
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -652,6 +654,27 @@ def _status_error(response, config: LLMConfig, key: str | None, secrets: list[st
     )
 
 
+def _redirect_error(response, config: LLMConfig, secrets: list[str]) -> LLMError:
+    """One line for a 3xx answer: redirects are not followed (the key, or the URL's credentials, would go
+    along to wherever the server points, perhaps over plain http), so the user is told where it points:
+    the scheme and host of its Location only, masked, never its path or query."""
+    host, code = endpoint_host(config.base_url), response.status_code
+    location = response.headers.get("location", "").strip()
+    parts = _split(location) if location else None
+    if parts is not None and parts.scheme in ("http", "https") and parts.hostname:
+        from vipcli.console import printable
+
+        target = printable(redact(f"{parts.scheme}://{endpoint_host(location)}", secrets))
+        where = f"a redirect to {target}"
+    else:
+        where = "a redirect to another path of the same server" if location else "a redirect"
+    return LLMError(
+        f"LLM endpoint {host} answered HTTP {code}, {where}; vip does not follow redirects (the key or the "
+        "credentials would go along)",
+        "give the address the server redirects to as --base-url, often its https:// form",
+    )
+
+
 def _was_cut(response) -> bool:
     """True if the answer stopped at the server's output-token limit (finish_reason "length")."""
     try:
@@ -664,8 +687,11 @@ def _answer_text(response, config: LLMConfig) -> str:
     """The assistant text of a chat-completions response (string or list of text parts)."""
     host = endpoint_host(config.base_url)
     try:
-        choice = response.json()["choices"][0]
-        message = choice["message"]
+        choices = response.json()["choices"]
+        if choices == []:  # a well-formed answer with nothing in it (a content filter, an overloaded server)
+            raise LLMError(f"LLM endpoint {host} answered with an empty list of choices (no text at all)",
+                           "try again, or another --model")
+        message = choices[0]["message"]
     except (ValueError, KeyError, IndexError, TypeError, RecursionError):
         raise LLMError(
             f"LLM endpoint {host} did not return a chat-completions answer",
