@@ -310,3 +310,40 @@ def test_a_reasoning_models_thinking_is_not_the_answer():
     judged = agree_by_judgement(["Blurry edges", "Dark dots"], ["Jagged borders", "Black dots"],
                                 "<think>maybe [0, 0]? no: [1, 2]</think>\n[1, 2]")
     assert [m.best for m in judged.kept] == ["Jagged borders", "Black dots"]
+
+
+FOUR = ("Irregular borders", "Several colors", "Blue-white veil", "Lesion's uneven shape")
+
+
+@pytest.mark.parametrize("answer", [
+    'Sure! Here is the list:\n```json\n["Irregular borders", "Several colors", "Blue-white veil", '
+    '"Lesion\'s uneven shape"]\n```\nLet me know if you need more.',
+    '```json\n{"features": ["Irregular borders", "Several colors", "Blue-white veil", "Lesion\'s uneven shape"]}\n```'
+    "\n\n**Note:** these are general features.",
+    'Colors:\n```json\n["Irregular borders", "Several colors"]\n```\nShapes:\n```json\n'
+    '["Blue-white veil", "Lesion\'s uneven shape"]\n```',
+    'Here you go: ["Irregular borders", "Several colors", "Blue-white veil", "Lesion\'s uneven shape"]',
+    '["Irregular borders", "Several colors", "Blue-white veil", "Lesion\'s uneven shape",]',
+    '{"features": ["Irregular borders", "Several colors", "Blue-white veil", "Lesion\'s uneven shape",],}',
+    '[\n  "Irregular borders", // the edges\n  "Several colors", /* hue, not "tone" */\n  "Blue-white veil",\n'
+    '  "Lesion\'s uneven shape"\n]',
+    "['Irregular borders', 'Several colors', 'Blue-white veil', 'Lesion\\'s uneven shape']",
+    "{'features': ('Irregular borders', 'Several colors', 'Blue-white veil', \"Lesion's uneven shape\")}",
+    '"- Irregular borders\\n- Several colors\\n- Blue-white veil\\n- Lesion\'s uneven shape"',
+])
+def test_json_as_models_write_it_is_read_as_json(answer):
+    """A JSON list after a preamble, with a note after its fence, in two fenced blocks, after "Here you go:",
+    with trailing commas, comments or single quotes was read line by line: items such as '["Irregular
+    borders' and 'Several colors", // the edges' went into the pack, or the answer was "not a list"."""
+    assert parse_answer(answer, "melanoma").items == FOUR
+
+
+def test_commas_and_comment_marks_inside_json_strings_are_kept():
+    answer = '["Dots, globules and streaks", "A veil // blue-white",]'
+    assert parse_answer(answer, "melanoma").items == ("Dots, globules and streaks", "A veil // blue-white")
+
+
+def test_brackets_in_a_bullet_list_are_not_taken_for_json():
+    answer = "- Irregular borders [1]\n- Several colors [2]\n- {dark} dots\n- Blue-white veil"
+    assert parse_answer(answer, "melanoma").items == ("Irregular borders [1]", "Several colors [2]", "{dark} dots",
+                                                      "Blue-white veil")

@@ -2,7 +2,8 @@
 
 `extract_items(text)` returns the raw list items, trying the shapes in this order:
 
-    JSON          an array, or an object with list or string values (also inside ``` fences)
+    JSON          an array, or an object with list or string values (also inside ``` fences and prose,
+                  with trailing commas, comments or single quotes: `vipcli.symptoms.jsonish`)
     table         a markdown table: one item per row, "first column: second column"
     bullets       -, *, •, numbered or lettered lines, nested by indentation (sub-points)
     label lines   "Feature: description" lines (two or more)
@@ -131,15 +132,15 @@ def strip_fences(text: str) -> str:
 
 
 def _json_items(text: str) -> list[str]:
-    """Items of a JSON answer (array, or object with list/string values); [] if not JSON."""
-    body = strip_fences(text).strip()
-    if not body or body[0] not in "[{":
-        return []
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return []
-    return _json_strings(data)
+    """Items of the JSON in an answer (arrays, or objects with list/string values; `json_documents`
+    finds it inside prose and fences, and reads trailing commas, comments and single quotes); [] if none.
+    A document that is one string is read as an answer of its own (it may hold bullets or a sentence)."""
+    from vipcli.symptoms.jsonish import json_documents
+
+    items = []
+    for document in json_documents(text):
+        items += extract_items(document) if isinstance(document, str) else _json_strings(document)
+    return items
 
 
 def cut_json(text: str) -> tuple[str, str] | None:
@@ -184,10 +185,10 @@ def cut_json(text: str) -> tuple[str, str] | None:
 def _json_strings(data) -> list[str]:
     if isinstance(data, str):
         return [data]
-    if isinstance(data, list):
+    if isinstance(data, (list, tuple)):
         return [s for element in data for s in _json_strings_of_element(element)]
     if isinstance(data, dict):
-        lists = [v for v in data.values() if isinstance(v, list)]
+        lists = [v for v in data.values() if isinstance(v, (list, tuple))]
         if lists:
             return [s for value in lists for s in _json_strings(value)]
         return [f"{k}: {v}" for k, v in data.items() if isinstance(v, str) and v.strip()]
