@@ -347,3 +347,20 @@ def test_brackets_in_a_bullet_list_are_not_taken_for_json():
     answer = "- Irregular borders [1]\n- Several colors [2]\n- {dark} dots\n- Blue-white veil"
     assert parse_answer(answer, "melanoma").items == ("Irregular borders [1]", "Several colors [2]", "{dark} dots",
                                                       "Blue-white veil")
+
+
+def test_a_json_answer_keyed_by_class_gives_this_class_its_own_items_only():
+    """`{"melanoma": [...], "nevus": [...]}` gave the melanoma pack nevus's items too (beyond --n, or kept
+    by stage 2), without a word."""
+    answer = '{"melanoma": ["Irregular borders", "Several colors"], "nevus": ["Round shape", "One color"]}'
+    parsed = parse_answer(answer, "melanoma", others=("nevus",))
+    assert parsed.items == ("Irregular borders", "Several colors")
+    assert parsed.removed == (("nevus: Round shape", "the answer for 'nevus', not 'melanoma'"),
+                              ("nevus: One color", "the answer for 'nevus', not 'melanoma'"))
+    # only another class's key: its items go, those under plain keys stay
+    other = parse_answer('{"nevus": ["Round shape"], "colors": ["Dark spots"]}', "melanoma", others=("nevus",))
+    assert other.items == ("Dark spots",) and [reason for _, reason in other.removed] == [
+        "the answer for 'nevus', not 'melanoma'"]
+    # keys that name no class (a grouping by color and shape) are all read
+    assert parse_answer('{"color": ["Dark"], "shape": ["Round"]}', "melanoma", others=("nevus",)).items == (
+        "Dark", "Round")

@@ -76,6 +76,7 @@ def parse_answer(text: str, disease: str, aliases: tuple[str, ...] = (), what: s
         if cut:
             raise AnswerError(f"{what} was {CUT_REASON} before any complete item", CUT_HINT)
         raise AnswerError(f"{what} holds only the model's reasoning (<think> with no answer after it)")
+    text, elsewhere = _this_class_only(text, disease, aliases, others)
     raw = extract_items(text)
     if not raw:
         first = _first_line(text)
@@ -85,9 +86,37 @@ def parse_answer(text: str, disease: str, aliases: tuple[str, ...] = (), what: s
             raise AnswerError(f"{what} is a refusal: {first!r}")
         raise AnswerError(f"{what} is not a list ({SHAPES}): {first!r}")
     parsed = _filter_items([clean_item(item) for item in raw], disease, aliases, others)
+    parsed = ParsedAnswer(items=parsed.items, removed=(*parsed.removed, *elsewhere))
     if not cut:
         return parsed
     return ParsedAnswer(items=parsed.items, removed=((clean_item(cut) or cut, CUT_REASON), *parsed.removed))
+
+
+def _this_class_only(text: str, disease: str, aliases: tuple[str, ...],
+                     others: tuple[str, ...]) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """A JSON object of lists keyed by class (`{"melanoma": [...], "nevus": [...]}`) as the list of this
+    class alone, and the other classes' items as removed; any other answer as it is, nothing removed.
+
+    The lists under keys that name the disease are kept; without such a key, those under keys naming
+    another class (`others`) are removed, as their items would be.
+    """
+    import json
+
+    from vipcli.symptoms.jsonish import json_documents
+
+    documents = json_documents(text)
+    if len(documents) != 1 or not isinstance(documents[0], dict):
+        return text, ()
+    lists = {str(key): value for key, value in documents[0].items() if isinstance(value, (list, tuple))}
+    mine = [key for key in lists if disease_pattern(disease, aliases).search(key)]
+    theirs = [key for key in lists if any(name_pattern(other).search(key) for other in others
+                                          if other.strip().lower() != disease.lower())]
+    if not mine and not theirs:
+        return text, ()
+    kept = mine or [key for key in lists if key not in theirs]
+    removed = tuple((f"{key}: {item}", f"the answer for {key!r}, not {disease!r}")
+                    for key in lists if key not in kept for item in lists[key] if isinstance(item, str))
+    return json.dumps([item for key in kept for item in lists[key]]), removed
 
 
 def _cut_off(text: str) -> tuple[str, str]:
