@@ -364,3 +364,9 @@ def test_a_json_answer_keyed_by_class_gives_this_class_its_own_items_only():
     # keys that name no class (a grouping by color and shape) are all read
     assert parse_answer('{"color": ["Dark"], "shape": ["Round"]}', "melanoma", others=("nevus",)).items == (
         "Dark", "Round")
+
+
+def test_control_and_invisible_characters_are_left_out_of_symptoms():
+    answer = "- Irregular\u200b borders\x1b[31m\n- Several colors\x07\n- Blue\u2060-white veil\u200e\n- 45º angle, 2 µm dots"
+    assert parse_answer(answer, "melanoma").items == ("Irregular borders", "Several colors", "Blue-white veil",
+                                                      "45º angle, 2 µm dots")

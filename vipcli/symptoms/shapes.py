@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from dataclasses import dataclass, field
 
 ITEM = re.compile(r"^\s*(?:[-*•+–—]|\d{1,2}\s*[.)]|\(\d{1,2}\)|[a-z][.)](?=\s))\s+(.+)$", re.IGNORECASE)
@@ -100,6 +101,8 @@ def clean_item(item: str, keep_colon: bool = False) -> str:
     text = re.sub(r"\*\*|__|`", "", text)
     text = re.sub(r"(?<!\w)[*_]|[*_](?!\w)", "", text)  # *italic* / _italic_
     text = ITEM.sub(r"\1", text)
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)  # a terminal colour code, whole
+    text = "".join(c for c in text if c.isspace() or unicodedata.category(c) not in ("Cc", "Cf"))  # ESC, zero-width
     text = " ".join(text.split()).strip(" \"'“”")
     trailing = ".;,!" if keep_colon else ".;,:!"
     return text.rstrip(trailing + " ").strip(" \"'“”")
