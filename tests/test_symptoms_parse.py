@@ -366,6 +366,23 @@ def test_a_json_answer_keyed_by_class_gives_this_class_its_own_items_only():
         "Dark", "Round")
 
 
+def test_a_symptom_too_long_for_the_text_encoder_is_removed_with_its_reason():
+    """30 words of abbreviations and units (83 tokens of CLIP's 77) passed the 40-word rule: the pack was
+    written, and `vip train` on it failed with "prompt too long for the text tower"."""
+    long = ("Microaneurysms (small red dots, 15-60 µm), dot-and-blot hemorrhages, hard exudates (yellowish-white "
+            "deposits), cotton-wool spots, venous beading, intraretinal microvascular abnormalities (IRMA), "
+            "neovascularization of the disc (NVD) or elsewhere (NVE), vitreous hemorrhage")
+    parsed = parse_answer(f"- {long}\n- Hard exudates\n- Cotton-wool spots", "diabetic retinopathy")
+    assert parsed.items == ("Hard exudates", "Cotton-wool spots")
+    [(item, reason)] = parsed.removed
+    assert item == long and reason.startswith("too long for CLIP (about ") and "77" in reason
+    # every shipped symptom fits
+    from vipcli.packs import shipped_packs
+    from vipcli.symptoms.parse import MAX_TOKENS, clip_tokens_estimate
+
+    assert max(clip_tokens_estimate(s) for pack in shipped_packs() for s in pack.symptoms) < MAX_TOKENS // 2
+
+
 def test_control_and_invisible_characters_are_left_out_of_symptoms():
     answer = "- Irregular\u200b borders\x1b[31m\n- Several colors\x07\n- Blue\u2060-white veil\u200e\n- 45º angle, 2 µm dots"
     assert parse_answer(answer, "melanoma").items == ("Irregular borders", "Several colors", "Blue-white veil",

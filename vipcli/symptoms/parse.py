@@ -22,6 +22,7 @@ __all__ = [
 ]
 
 MAX_WORDS = 40  # CLIP reads 77 tokens, 4 of them go to the learned context
+MAX_TOKENS = 70  # of CLIP's 77: the start and end tokens, 4 of learned context and the full stop leave 70
 # finish_reason "length": the server stopped at its output-token limit, mid-line
 CUT_REASON = "cut off at the model's output limit"
 CUT_HINT = ("raise the server's output-token limit (max_tokens; Ollama num_predict, llama.cpp --n-predict); "
@@ -212,4 +213,25 @@ def _reject_reason(item: str, pattern: re.Pattern, seen: set[str]) -> str | None
         return "repeated"
     if len(item.split()) > MAX_WORDS:
         return f"too long for CLIP (over {MAX_WORDS} words)"
+    tokens = clip_tokens_estimate(item)
+    if tokens > MAX_TOKENS:
+        return f"too long for CLIP (about {tokens} tokens; its text encoder reads 77)"
     return None
+
+
+def clip_tokens_estimate(text: str) -> int:
+    """A generous estimate of the tokens CLIP's tokenizer makes of `text` (without its start and end).
+
+    One per digit and per punctuation mark, one per 4 letters of an ASCII word (long medical words split
+    into several pieces), three per letter beyond ASCII (a "µ" or a CJK character is several byte tokens).
+    Exact counts differ by backbone; `vip train` checks them, this only keeps a symptom that cannot fit
+    out of the pack.
+    """
+    count = 0
+    for piece in re.findall(r"[^\W\d_]+|\S", text):
+        if not piece.isalpha():
+            count += 1
+            continue
+        ascii_letters = sum(c.isascii() for c in piece)
+        count += -(-ascii_letters // 4) + 3 * (len(piece) - ascii_letters)
+    return count
