@@ -344,6 +344,7 @@ def test_a_key_goes_over_https_to_this_machine_or_where_the_user_named_it(env, u
 @pytest.mark.parametrize("variable, value, expected", [
     ("ALL_PROXY", "socks5://127.0.0.1:9", "ALL_PROXY names a SOCKS proxy, and httpx's SOCKS support is not installed"),
     ("HTTP_PROXY", "ftp://bob:Pw9hunter2@127.0.0.1:9", "HTTP_PROXY holds a proxy httpx cannot use (its scheme ftp://)"),
+    ("HTTP_PROXY", "http://bob:Pw9hunter2@127.0.0.1:p0rt", "HTTP_PROXY holds a proxy URL httpx cannot read (Invalid port"),
 ])
 def test_a_proxy_httpx_cannot_use_is_one_line_naming_the_variable(capsys, env, server, monkeypatch, variable, value,
                                                                    expected):

@@ -505,7 +505,7 @@ def _post(url: str, headers: dict, body: dict, config: LLMConfig, last: bool):
                        "variable to connect directly") from None
     except httpx.HTTPError as error:
         raise LLMError(f"request to LLM endpoint {host} failed: {type(error).__name__}", "check --base-url") from None
-    except (ImportError, ValueError) as error:
+    except (ImportError, ValueError, httpx.InvalidURL) as error:
         problem = proxy_problem(error)
         if problem is None:
             raise
@@ -518,10 +518,18 @@ PROXY_VARIABLES = ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY")  # what httpx reads
 def proxy_problem(error: Exception) -> VipError | None:
     """One line for a proxy from the environment that httpx cannot use (None for other errors).
 
-    httpx reads HTTP(S)_PROXY and ALL_PROXY: a SOCKS proxy needs its optional `socksio` package, and a
-    scheme other than http, https or socks5 is refused with a ValueError. Neither is a bug in vip.
+    httpx reads HTTP(S)_PROXY and ALL_PROXY: a SOCKS proxy needs its optional `socksio` package, a
+    scheme other than http, https or socks5 is refused with a ValueError, and a proxy URL it cannot read
+    (a port that is not a number) with an InvalidURL (--base-url was read before any request). None of
+    these is a bug in vip.
     """
+    import httpx
+
     text = str(error).lower()
+    if isinstance(error, httpx.InvalidURL):
+        return VipError(f"{proxy_variables()} holds a proxy URL httpx cannot read "
+                        f"({redact(str(error), proxy_secrets())})",
+                        "give a proxy URL such as http://proxy.example.org:3128, or unset the variable")
     if isinstance(error, ImportError) and "socks" in text:
         return VipError(f"{proxy_variables('socks')} names a SOCKS proxy, and httpx's SOCKS support is not installed",
                         "pip install 'httpx[socks]', or unset the variable to connect directly")
