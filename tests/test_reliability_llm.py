@@ -516,3 +516,21 @@ def test_an_answer_with_no_choices_is_one_line_saying_so(capsys, env, server):
     code, _, err = generate(capsys, server, "--retries", "0")
     assert code == 1 and "answered with an empty list of choices" in err and "OpenAI-compatible root" not in err
     assert not Path("melanoma.yaml").exists()
+
+
+def test_a_vip_debug_traceback_shows_no_api_key_or_proxy_password_of_the_environment(monkeypatch, capsys):
+    """VIP_DEBUG=1 lets a traceback through, masked for the Hugging Face token only: an LLM key or a proxy
+    password that a server echoed into an exception's text was printed as it was."""
+    from vipcli.cli import main as entry
+
+    key, password = "sk-zq81-Wvx07-m4", "Pr0xyPassw0rd77"
+    monkeypatch.setenv("VIP_DEBUG", "1")
+    monkeypatch.setenv("MY_LLM_API_KEY", key)
+    monkeypatch.setenv("HTTPS_PROXY", f"http://carol:{password}@127.0.0.1:9")
+    echoed = RuntimeError(f"server said: bad key {key} via carol:{password}")
+    monkeypatch.setattr(entry, "main", lambda: (_ for _ in ()).throw(echoed))
+    with pytest.raises(SystemExit) as exited:
+        entry.run()
+    err = capsys.readouterr().err
+    assert exited.value.code == 1 and "Traceback" in err and "server said: bad key [redacted]" in err, err
+    assert key not in err and password not in err

@@ -261,16 +261,17 @@ def run() -> None:
 
 
 def print_masked_traceback(error: BaseException) -> None:
-    """The traceback of `error` as Python prints it, with the Hugging Face credentials masked
-    (`hub_secrets`): the library exceptions chained under VIP_DEBUG=1 name HF_ENDPOINT's user:password
-    in their URLs, and a mirror may echo the token. (Not an excepthook: typer replaces that one.)"""
+    """The traceback of `error` as Python prints it, with the Hugging Face credentials (`hub_secrets`) and
+    the secrets of the environment (`environment_secrets`: API keys, tokens, proxy passwords) masked: the
+    library exceptions chained under VIP_DEBUG=1 name HF_ENDPOINT's user:password in their URLs, and a
+    mirror, a proxy or an LLM server may echo what it was sent. (Not an excepthook: typer replaces that one.)"""
     import traceback
 
     from vipcli.plugins import hub_secrets
-    from vipcli.symptoms.llm import redact
+    from vipcli.symptoms.llm import environment_secrets, redact
 
     sys.stderr.write(redact("".join(traceback.format_exception(type(error), error, error.__traceback__)),
-                            hub_secrets()))
+                            hub_secrets() + environment_secrets()))
 
 
 def _skip_shutdown_collections() -> None:

@@ -188,6 +188,18 @@ def url_secrets(base_url: str) -> list[str]:
     return list(dict.fromkeys(form for form in forms if len(form) >= REDACT_MIN))
 
 
+SECRET_VARIABLE = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
+
+
+def environment_secrets() -> list[str]:
+    """The values of the environment variables named like secrets (OPENAI_API_KEY, MY_LLM_KEY, ..._TOKEN,
+    ..._SECRET, ..._PASSWORD) and the proxy variables' user names and passwords, for redact(): what a
+    VIP_DEBUG=1 traceback must not show, whatever command it came from (a variable --api-key-env names
+    otherwise is masked by the symptoms commands' own errors, which know it)."""
+    found = [value.strip() for name, value in os.environ.items() if SECRET_VARIABLE.search(name)]
+    return [value for value in found if len(value) >= REDACT_MIN] + proxy_secrets()
+
+
 def secrets_of(config: LLMConfig) -> list[str]:
     """Everything redact() must mask for `config`: the key in its variable, the secrets of its base URL and
     the user names and passwords of the proxy variables (a proxy, or a server behind one that passes the
