@@ -306,7 +306,7 @@ def test_warnings_name_the_keyword_arguments_on_stderr_and_in_the_result(world, 
         swept = capsys.readouterr().err
         run = vip.train(data, **{**TOY, "shots": 50, "out": tmp_path / "run"})
     trained = capsys.readouterr().err
-    assert sweep.warnings == [f"shots=50: class '{name}' has only 6 readable training images; capped to 6 "
+    assert sweep.warnings == [f"shots=50: class '{name}' has only 6 training images; capped to 6 "
                               "(see shots_used in results)" for name in ("melanoma", "nevus")]
     assert "shots=50: class 'melanoma' has only 6 training images; all 6 are used (pass shots=6 or fewer" in trained
     assert "--" not in trained

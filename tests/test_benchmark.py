@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from conftest import ISIC, NO_SHARED_DATA, error_lines
+from vipcli.errors import VipError
 
 ALL_METHODS = "zeroshot,symptom-zeroshot,linear-probe,coop,vip,vip-cop-only,vip-mep-only"
 
@@ -467,9 +468,43 @@ def test_shots_beyond_a_class_are_capped_with_a_warning(cli, isic_small, tiny_cl
     code, stdout, stderr = cli(*bench_args(isic_small, tiny_clip, tmp_path / "b", "--methods", "linear-probe",
                                            "--shots", "2,8", "--seeds", "1", "--json"))
     assert code == 0, stderr
-    assert "--shots 8: class 'melanoma' has only 6 readable training images; capped to 6" in stderr
+    assert "--shots 8: class 'melanoma' has only 6 training images; capped to 6" in stderr
+    assert "readable" not in stderr  # every image was readable: said once, before encoding
     rows = {r["shots"]: r for r in json.loads(stdout)["rows"]}
     assert rows[8]["shots_used"] == 6 and rows[8]["n_train"] == 12 and rows[2]["shots_used"] == 2
+
+
+def test_short_classes_and_missing_val_or_test_images_are_warned_about_before_any_encoding(cli, isic_small, tiny_clip,
+                                                                                           tmp_path, monkeypatch):
+    import vipcli.distributed
+
+    def stop(*args, **kwargs):
+        raise VipError("stopped at the encoding")
+
+    monkeypatch.setattr(vipcli.distributed, "encode_shared", stop)
+    shutil.rmtree(isic_small / "test" / "nevus")
+    code, _, stderr = cli(*bench_args(isic_small, tiny_clip, tmp_path / "b", "--methods", "coop", "--shots", "2,8",
+                                      "--seeds", "1"))
+    assert code == 1 and [line for line in stderr.splitlines() if "random weights" not in line] == [
+        "warning: class 'nevus' has no test images: its test figures cannot be measured (add images to its test "
+        "folder, or remove test/ and vip carves one from train/)",
+        *(f"warning: --shots 8: class '{name}' has only 6 training images; capped to 6 (see shots_used in results)"
+          for name in ("melanoma", "nevus")),
+        "error: stopped at the encoding"]
+
+
+def test_a_class_short_of_readable_images_is_warned_about_after_encoding(cli, isic_small, tiny_clip, tmp_path):
+    (isic_small / "train" / "melanoma" / "broken.jpg").write_bytes(b"not a jpeg")
+    code, _, stderr = cli(*bench_args(isic_small, tiny_clip, tmp_path / "b", "--methods", "linear-probe",
+                                      "--shots", "8", "--seeds", "1"))
+    assert code == 0, stderr
+    warned = [line for line in stderr.splitlines() if "--shots 8" in line]
+    assert warned == ["warning: --shots 8: class 'melanoma' has only 7 training images; capped to 7 (see shots_used "
+                      "in results)",
+                      "warning: --shots 8: class 'nevus' has only 6 training images; capped to 6 (see shots_used in "
+                      "results)",
+                      "warning: --shots 8: class 'melanoma' has only 6 readable training images; capped to 6 (see "
+                      "shots_used in results)"]
 
 
 def test_data_without_splits_gets_a_seeded_split_saved(cli, flat_data, tiny_clip, tmp_path):

@@ -320,3 +320,28 @@ def test_method_option_help_and_unknown_setting_point_to_methods_show(cli, isic_
     code, _, err = cli("benchmark", "--data", isic_small, "--methods", "zeroshot,linear-probe", "-o", "n-ctx=8",
                        "--out", tmp_path / "b")
     assert code == 2 and "no benchmarked method has the setting 'n-ctx'" in err  # as typed (it said 'n_ctx')
+
+
+@pytest.mark.parametrize("method, option, message", [
+    ("biomedcoop", "tau=0", "error: --method-option tau=0.0: must be above 0: the prompts more than tau standard "
+                            "deviations from the mean are pruned, so 0 or less prunes them all (pass a value such as "
+                            "--method-option tau=1.5 (its default))"),
+    ("biomedcoop", "sccm-lambda=-1", "error: --method-option sccm-lambda=-1.0: a loss weight must be 0 or more"),
+    ("biomedcoop", "kdsp-lambda=-0.5", "error: --method-option kdsp-lambda=-0.5: a loss weight must be 0 or more"),
+    ("tip-adapter", "alpha-steps=0", "error: --method-option alpha-steps=0: the search needs at least one step "
+                                     "(pass a value such as --method-option alpha-steps=20 (its default))"),
+    ("tip-adapter-f", "beta-scale=0.1", "error: --method-option beta-scale=0.1: the search runs from 0.1"),
+    ("tip-adapter-f", "lr=0", "error: --method-option lr=0.0: must be above 0 (pass a value such as "
+                              "--method-option lr=0.001 (its default))"),
+    ("clap", "batch-size=0", "error: --method-option batch-size=0: must be above 0"),
+])
+def test_a_method_setting_out_of_range_is_one_line_naming_it_before_any_work(cli, tmp_path, no_work, method, option,
+                                                                            message):
+    for name in ("melanoma", "nevus"):
+        (tmp_path / "data" / name).mkdir(parents=True)
+    for command in (["train", "--method", method, "--out", tmp_path / "run"],
+                    ["benchmark", "--methods", f"coop,{method}", "--out", tmp_path / "sweep"]):
+        code, _, err = cli(*command, "--data", tmp_path / "data", "--backbone", "toy", "--method-option", option)
+        assert code == 2 and [line for line in err.splitlines() if line.startswith("error:")][0].startswith(message)
+        assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists() and not (tmp_path / "sweep").exists()

@@ -192,6 +192,15 @@ def test_data_option_mistakes(capsys, work, data, llm_server, args, message):
     assert code == 2 and message in err and not llm_server.requests
 
 
+def test_a_full_out_disk_is_refused_before_any_question(capsys, work, data, llm_server, full_disk):
+    llm_server.answer(LICHEN_TEXT).answer(PSORIASIS_TEXT)
+    code, _, err = generate(capsys, llm_server, "--data", data, "--text-only", "--out", "packs")
+    assert code == 1 and [line for line in err.splitlines() if line.startswith("error:")] == [
+        "error: --out packs: the disk holding " f"{work / 'work'} is full (1.0 MiB free) (free some space or "
+        "choose another --out)"]
+    assert not llm_server.requests and not Path("packs").exists()
+
+
 def test_modality_needed_when_no_other_pack_says_it(capsys, work, tmp_path, llm_server):
     for name in ("psoriasis", "lichen_planus"):
         write_class(tmp_path / "skin", name, 16)

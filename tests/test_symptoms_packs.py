@@ -312,6 +312,24 @@ def test_a_symptoms_file_that_matches_no_class_is_refused_not_ignored(tmp_path):
     assert symptoms_for_classes(["melanoma", "nevus"], [folder])["melanoma"] == ["Dark areas", "Jagged edges"]
 
 
+def test_a_misspelt_pack_beside_others_that_match_is_named_not_silently_replaced(capsys, tmp_path):
+    from vipcli.errors import VipError
+
+    mine = _pack(tmp_path, "mine.yaml", "melanomma: [Dark areas, Jagged edges]\nnevus: [Round, Even colour]\n")
+    symptoms = symptoms_for_classes(["melanoma", "nevus"], [mine])
+    assert symptoms["nevus"] == ["Round", "Even colour"] and symptoms["melanoma"][0] == "The spot is asymmetric on both sides"
+    assert capsys.readouterr().err.replace("\n", " ").split() == (
+        f"warning: --symptoms {mine}: its pack 'melanomma' matches no class, and class 'melanoma' uses the shipped "
+        "pack 'melanoma' (if 'melanomma' is meant for 'melanoma', rename it or list 'melanoma' under its aliases)").split()
+    mine.write_text("psoriasiss: [Silvery scales, Red plaques]\nnevus: [Round, Even colour]\n")  # no shipped pack
+    with pytest.raises(VipError, match=r"no symptoms for class 'psoriasis' \(the pack 'psoriasiss' of --symptoms "
+                                       r".*mine.yaml matches no class: if it is meant for 'psoriasis', rename it"):
+        symptoms_for_classes(["psoriasis", "nevus"], [mine])
+    other = _pack(tmp_path, "more.yaml", "psoriasis: [Silvery scales, Red plaques]\nnevus: [Round, Even colour]\n")
+    symptoms_for_classes(["melanoma", "nevus"], [other])  # a pack for a class the data does not have: no word
+    assert capsys.readouterr().err == ""
+
+
 def test_a_user_symptom_that_names_its_class_is_warned_about(capsys, tmp_path):
     named = _pack(tmp_path, "mel.yaml", "name: melanoma\naliases: [mel]\nsymptoms: [Typical MEL pattern, Dark areas]\n")
     symptoms = symptoms_for_classes(["MEL", "nevus"], [named])

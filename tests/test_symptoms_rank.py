@@ -197,6 +197,18 @@ def test_option_mistakes_are_one_usage_line(cli, lesions, args, message):
     assert code == 2 and message in err and "Traceback" not in err
 
 
+def test_a_symptom_too_long_for_the_text_tower_is_refused_before_any_image_is_encoded(cli, lesions, tmp_path,
+                                                                                     monkeypatch):
+    import vipcli.features
+
+    monkeypatch.setattr(vipcli.features, "encode_images", lambda *a, **k: pytest.fail("encoded before the check"))
+    (tmp_path / "long.yaml").write_text("melanoma:\n  - " + "a dark spot with jagged edges " * 12 + "\n")
+    code, _, err = cli("symptoms", "rank", "--data", lesions, "--backbone", "toy", "--workers", "0", "--device", "cpu",
+                       "--symptoms", tmp_path / "long.yaml")
+    assert code == 1 and len(error_lines(err)) == 1
+    assert error_lines(err)[0].startswith("error: prompt too long for the text tower: 'a dark spot")
+
+
 def test_a_class_without_a_pack_is_named(cli, tmp_path):
     from PIL import Image
 

@@ -220,13 +220,20 @@ def select_subset(pool: PreparedData, order: list[list[int]], shots: int | None)
     return subset, [len(rows_c) for rows_c in chosen]
 
 
-def warn_capped_shots(shots: tuple, order: list[list[int]], class_names: list[str]) -> None:
-    """One warning per (shots value, class) with fewer readable training images than asked."""
+def warn_capped_shots(shots: tuple, counts: list[int], class_names: list[str], files: list[int] | None = None) -> None:
+    """One warning per (shots value, class) with fewer training images than asked.
+
+    Args:
+        counts: training images per class: the files (before encoding), or the readable ones (after).
+        files: with readable `counts`, the files per class: only the classes that unreadable images left
+            short are warned about then (the others were, before encoding).
+    """
+    kind = "training" if files is None else "readable training"
     for k in dict.fromkeys(s for s in shots if s is not None):
-        for name, rows in zip(class_names, order):
-            if len(rows) < k:
-                console.warn(f"--shots {k}: class '{name}' has only {len(rows)} readable training "
-                             f"images; capped to {len(rows)} (see shots_used in results)")
+        for name, count, found in zip(class_names, counts, files or counts):
+            if count < k and (files is None or count < found):
+                console.warn(f"--shots {k}: class '{name}' has only {count} {kind} "
+                             f"{console.plural(count, 'image')}; capped to {count} (see shots_used in results)")
 
 
 # --- one row ------------------------------------------------------------------------------
@@ -463,6 +470,11 @@ def _run_sweep(config: BenchmarkConfig, methods: list[tuple[str, type]], progres
         from vipcli.distributed import encode_shared, training_jobs
         from vipcli.preflight import check_feature_memory
 
+        if context["world"].main:  # before any image is encoded, as `vip train` warns
+            from vipcli.train import warn_data_gaps
+
+            warn_data_gaps(dataset, None)  # a class with no val or test image
+            warn_capped_shots(trained_shots, dataset.counts("train"), dataset.class_names)
         largest = None if any(k is None for k in shots) else max(shots)
         encode_jobs = training_jobs(dataset, largest, config.seeds, config.encoding.views, center)
         check_feature_memory(encode_jobs, context["backbone"].embed_dim, config.encoding.views)
@@ -475,8 +487,8 @@ def _run_sweep(config: BenchmarkConfig, methods: list[tuple[str, type]], progres
         context["pool"] = pool
         context["batched"] = config.batched
         result.encoded_views, result.failures = pool.encoded_views, pool.failures
-        warn_capped_shots(trained_shots, readable_order(pool, dataset, config.seeds[0]),
-                          dataset.class_names)  # only shots some pending row trains with
+        warn_capped_shots(trained_shots, [len(rows) for rows in readable_order(pool, dataset, config.seeds[0])],
+                          dataset.class_names, dataset.counts("train"))  # only shots some pending row trains with
         check_same_readability(stored_split, pool, dataset.root, out)  # before any row: rows of one set of images
         out.mkdir(parents=True, exist_ok=True)
         if config.force:  # the figure and report of the rows --force discards: the figure is drawn anew at the end

@@ -318,6 +318,7 @@ def packs_for_classes(class_names: list[str], sources: list[str | Path] = (), wa
     shipped = shipped_packs()
     given = _packs_by_source(list(sources), shipped)
     _check_sources_match(given, class_names)
+    near = _near_misses(given, class_names)
     packs = [pack for _, listed in given for pack in listed] + shipped
     result, missing = {}, []
     for class_name in class_names:
@@ -327,14 +328,41 @@ def packs_for_classes(class_names: list[str], sources: list[str | Path] = (), wa
         else:
             result[class_name] = pack
     if missing:
+        typos = "".join(f"the pack '{near[m][1]}' of --symptoms {near[m][0]} matches no class: if it is meant for "
+                        f"'{m}', rename it or list '{m}' under its aliases; or " for m in missing if m in near)
         raise VipError(
             f"no symptoms for class {', '.join(repr(m) for m in missing)}",
-            "write packs with `vip symptoms generate --data DIR` (every class without one) or pass --symptoms FILE "
-            "(YAML: {class: [symptom, ...]}); `vip symptoms list` shows the shipped packs",
+            f"{typos}write packs with `vip symptoms generate --data DIR` (every class without one) or pass --symptoms "
+            "FILE (YAML: {class: [symptom, ...]}); `vip symptoms list` shows the shipped packs",
         )
     if warn:
+        from vipcli import console
+
+        for class_name, pack in result.items():
+            if class_name in near and pack in shipped:  # the user's misspelt pack silently replaced by a shipped one
+                source, typed = near[class_name]
+                console.warn(f"--symptoms {source}: its pack '{typed}' matches no class, and class '{class_name}' "
+                             f"uses the shipped pack '{pack.name}' (if '{typed}' is meant for '{class_name}', rename "
+                             f"it or list '{class_name}' under its aliases)")
         _warn_named_classes(result, shipped)
     return result
+
+
+def _near_misses(given: list[tuple[str, list[SymptomPack]]], class_names: list[str]) -> dict[str, tuple[str, str]]:
+    """class -> (the --symptoms source, the pack's name) of a given pack that matches no class but is a typo
+    away from this one (a pack 'melanomma' for the class folder 'melanoma')."""
+    from vipcli.plugins import closest_name
+
+    by_key = {normalize_name(name): name for name in class_names}
+    near = {}
+    for source, packs in given:
+        for pack in packs:
+            if any(pack.matches(name) for name in class_names):
+                continue
+            close = closest_name(normalize_name(pack.name), by_key)
+            if close is not None and by_key[close] not in near:
+                near[by_key[close]] = (source, pack.name)
+    return near
 
 
 def _check_sources_match(given: list[tuple[str, list[SymptomPack]]], class_names: list[str]) -> None:

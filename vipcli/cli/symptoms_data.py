@@ -28,7 +28,7 @@ def generate_for_data(data: Path, out: Optional[Path], force: bool, sources: lis
         VipError: a class's pack could not be generated (the others are written and complete).
     """
     from vipcli.data import load_dataset
-    from vipcli.preflight import check_outside_data
+    from vipcli.preflight import check_output_folder, check_outside_data
     from vipcli.symptoms.folder import check_enough_images, check_out_paths, modality_for, plan_packs
 
     if out is not None:  # a pack folder among the class folders is read as a class without images
@@ -40,6 +40,7 @@ def generate_for_data(data: Path, out: Optional[Path], force: bool, sources: lis
     configs = {}
     if todo:
         check_out_paths(plans)
+        check_output_folder(out)  # a read-only or full --out (or current folder) fails before any LLM call
         if not text_only:
             check_enough_images(plans)
         chosen = modality_for(plans, modality)

@@ -254,6 +254,22 @@ def _convert(value: str, kind, option: str, default=dataclasses.MISSING):
     return converted
 
 
+def check_setting(settings, name: str, ok: bool, rule: str) -> None:
+    """UsageError naming the method setting `name` (and its value) when `ok` is False: `rule` says what it must
+    be, the hint gives the setting's default as an example. For a Settings class's validate()."""
+    if ok:
+        return
+    option = f"--method-option {name.replace('_', '-')}"
+    default = {f.name: f.default for f in dataclasses.fields(settings)}.get(name)
+    raise UsageError(f"{option}={getattr(settings, name)}: {rule}", f"pass a value such as {option}={default} (its default)")
+
+
+def check_positive_training(settings) -> None:
+    """check_setting for a method's own training loop: `epochs`, `lr` and `batch_size` above 0."""
+    for name in ("epochs", "lr", "batch_size"):
+        check_setting(settings, name, getattr(settings, name) > 0, "must be above 0")
+
+
 def make_settings(method_class, options: dict[str, Any], method_id: str):
     """The method's settings from `KEY=VALUE` options (strings converted by field type).
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from vipcli.methods.base import check_setting
 from vipcli.methods.prompting import ContextSettings, PromptMethod, readable_class_name
 
 ENSEMBLE_TEMPLATES = ("a photo of a {}.", "a medical image showing {}.", "an image of {}, a type of finding.")
@@ -35,6 +36,14 @@ class BiomedCoopSettings(ContextSettings):
     kdsp_lambda: float = 1.0
     tau: float = 1.5
     init_context_from_words: bool = True
+
+    def validate(self) -> None:
+        """Refuse settings that cannot work: a negative loss weight, or a tau that prunes every prompt."""
+        super().validate()
+        for name in ("sccm_lambda", "kdsp_lambda"):
+            check_setting(self, name, getattr(self, name) >= 0, "a loss weight must be 0 or more (0 drops the term)")
+        check_setting(self, "tau", self.tau > 0, "must be above 0: the prompts more than tau standard deviations "
+                      "from the mean are pruned, so 0 or less prunes them all")
 
 
 def ensemble_prompts(class_name: str, symptoms: list[str]) -> list[str]:

@@ -19,8 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vipcli.errors import UsageError
-from vipcli.methods.base import Method
+from vipcli.methods.base import Method, check_positive_training
 from vipcli.methods.prompting import ZERO_SHOT_TEMPLATE, readable_class_name
 from vipcli.prompts import class_text_features
 
@@ -35,8 +34,7 @@ class ClapSettings:
 
     def validate(self) -> None:
         """Refuse settings that cannot work."""
-        if self.epochs < 1 or self.lr <= 0 or self.batch_size < 1:
-            raise UsageError("clap: epochs, lr and batch-size must be positive")
+        check_positive_training(self)
 
 
 def class_adaptive_penalty(zero_shot_logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:

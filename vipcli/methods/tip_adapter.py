@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vipcli.errors import UsageError, VipError
-from vipcli.methods.base import Method
+from vipcli.errors import VipError
+from vipcli.methods.base import Method, check_positive_training, check_setting
 from vipcli.methods.prompting import ZERO_SHOT_TEMPLATE, readable_class_name
 from vipcli.prompts import class_text_features
 
@@ -37,8 +37,10 @@ class TipAdapterSettings:
 
     def validate(self) -> None:
         """Refuse grids that cannot work."""
-        if self.beta_steps < 1 or self.alpha_steps < 1 or self.beta_scale <= 0.1 or self.alpha_scale <= 0.1:
-            raise UsageError("tip-adapter: the search needs at least one step and scales above 0.1")
+        for grid in ("beta", "alpha"):  # the search grid runs from 0.1 up to the scale
+            check_setting(self, f"{grid}_steps", getattr(self, f"{grid}_steps") >= 1, "the search needs at least one step")
+            check_setting(self, f"{grid}_scale", getattr(self, f"{grid}_scale") > 0.1,
+                          "the search runs from 0.1 up to the scale, which must be above 0.1")
 
 
 def search_grid(scale: float, steps: int) -> list[float]:
@@ -170,8 +172,7 @@ class TipAdapterFSettings(TipAdapterSettings):
     def validate(self) -> None:
         """Refuse settings that cannot work."""
         super().validate()
-        if self.epochs < 1 or self.lr <= 0 or self.batch_size < 1:
-            raise UsageError("tip-adapter-f: epochs, lr and batch-size must be positive")
+        check_positive_training(self)
 
 
 class TipAdapterF(TipAdapter):

@@ -183,6 +183,8 @@ def rank_on_data(config: RankConfig, progress=None) -> RankResult:
     packs = packs_for_classes(dataset.class_names, list(config.symptoms))
     device = resolve_device(config.device)
     backbone = load_backbone(config.backbone, config.arch, config.pretrained, device)
+    prompts = [list(packs[name].symptoms) for name in dataset.class_names]
+    bank = build_prompt_bank(backbone, prompts, n_ctx=0)  # a symptom too long for the text tower: before encoding
     cache = FeatureCache((config.cache_dir or default_cache_dir()) if config.use_cache else None, backbone)
     train = dataset.splits["train"]
     with console.task(progress, "encoding training images", len(train)) as advance:
@@ -195,8 +197,6 @@ def rank_on_data(config: RankConfig, progress=None) -> RankResult:
             f"{config.data}: fewer than two classes have readable training images ({_counts(dataset, counts)})",
             "add readable images to the class folders",
         )
-    prompts = [list(packs[name].symptoms) for name in dataset.class_names]
-    bank = build_prompt_bank(backbone, prompts, n_ctx=0)
     with torch.no_grad():
         text_features = encode_prompts(backbone, bank, None)  # [S, D]
     images = torch.stack([encoded.eval[i] for i in readable])  # [N, D]
