@@ -42,6 +42,22 @@ def test_shots_lost_to_unreadable_files_are_warned(cli, isic_small, tiny_clip, t
     assert sum("skipped" in line and "broken" in line for line in lines) == 2
 
 
+@pytest.mark.parametrize("command", ["train", "benchmark"])
+def test_a_class_whose_test_images_are_all_unreadable_is_warned_about(cli, isic_small, tiny_clip, tmp_path, command):
+    """Its test figures were measured on the other class alone, with no word but the skipped files."""
+    for image in (isic_small / "test" / "melanoma").iterdir():
+        image.write_bytes(b"not an image")
+    args = tiny_train_args(isic_small, tiny_clip, tmp_path / "run")
+    if command == "benchmark":
+        args = ["benchmark", *args[1:args.index("--shots")], "--methods", "linear-probe", "--shots", "2",
+                "--seeds", "1", "--out", tmp_path / "bench"]
+    code, _, err = cli(*args)
+    warnings = [line for line in err.splitlines() if "could be read" in line]
+    assert warnings == ["warning: class 'melanoma': none of its 4 test images could be read: its test figures "
+                        "cannot be measured (the unreadable ones are listed below)"], err
+    assert code == 0  # a warning: the run goes on with the images that could be read
+
+
 def test_enough_images_give_no_data_warnings(cli, isic_small, tiny_clip, tmp_path):
     code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "run"))
     assert code == 0

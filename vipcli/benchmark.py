@@ -469,10 +469,9 @@ def _run_sweep(config: BenchmarkConfig, methods: list[tuple[str, type]], progres
         center = any(cls.needs_center_view for _, cls, _, _ in basis)
         from vipcli.distributed import encode_shared, training_jobs
         from vipcli.preflight import check_feature_memory
+        from vipcli.train import warn_data_gaps, warn_unreadable_splits
 
         if context["world"].main:  # before any image is encoded, as `vip train` warns
-            from vipcli.train import warn_data_gaps
-
             warn_data_gaps(dataset, None)  # a class with no val or test image
             warn_capped_shots(trained_shots, dataset.counts("train"), dataset.class_names)
         largest = None if any(k is None for k in shots) else max(shots)
@@ -489,6 +488,7 @@ def _run_sweep(config: BenchmarkConfig, methods: list[tuple[str, type]], progres
         result.encoded_views, result.failures = pool.encoded_views, pool.failures
         warn_capped_shots(trained_shots, [len(rows) for rows in readable_order(pool, dataset, config.seeds[0])],
                           dataset.class_names, dataset.counts("train"))  # only shots some pending row trains with
+        warn_unreadable_splits(dataset, pool)  # a class none of whose val or test images could be read
         check_same_readability(stored_split, pool, dataset.root, out)  # before any row: rows of one set of images
         out.mkdir(parents=True, exist_ok=True)
         if config.force:  # the figure and report of the rows --force discards: the figure is drawn anew at the end

@@ -200,6 +200,8 @@ def _fit_and_save(config: TrainConfig, cls, schedule, started: float, progress=N
     encoded = time.perf_counter()
     if world.main and cls.uses_shots:
         warn_unreadable_shortfalls(dataset, config.shots, data.shortfalls)
+    if world.main:
+        warn_unreadable_splits(dataset, data)
     reference = _reference_batches(backbone, dataset, data, schedule, config.seed,
                                    config.encoding) if config.reference else None
     fitted = checked_fit(method, data, FitContext(schedule, config.seed, progress, reference))
@@ -267,10 +269,13 @@ def _plan(config, cls, dataset, schedule, backbone, device) -> str:
             f"{fitting}; backbone {config.backbone.id} ({Path(str(arch)).name}) on {device}")
 
 
+WITHOUT_IMAGES_OF = {"val": "checkpoint selection and calibration never see it",  # a class with none in a split
+                     "test": "its test figures cannot be measured"}
+
+
 def warn_data_gaps(dataset, shots: int | None) -> None:
     """Before any encoding: one warning per class with no val or test image, or fewer training images than --shots."""
-    for split, role in (("val", "checkpoint selection and calibration never see it"),
-                        ("test", "its test figures cannot be measured")):
+    for split, role in WITHOUT_IMAGES_OF.items():
         for name, count in zip(dataset.class_names, dataset.counts(split)):
             if count == 0:
                 console.warn(f"class '{name}' has no {split} images: {role} (add images to its {split} folder, "
@@ -294,6 +299,17 @@ def warn_unreadable_shortfalls(dataset, shots: int | None, shortfalls: dict) -> 
             console.warn(f"--shots {shots}: class '{name}' has only {count} readable training "
                          f"{console.plural(count, 'image')}; used {count} "
                          "(the unreadable ones are listed below)")
+
+
+def warn_unreadable_splits(dataset, data) -> None:
+    """After decoding: one warning per class whose val or test images were all unreadable (a class with no
+    such files was warned about before encoding, by warn_data_gaps); its figures leave it out silently else."""
+    for split, role in WITHOUT_IMAGES_OF.items():
+        readable = set(getattr(data, split).y.tolist())
+        for index, (name, files) in enumerate(zip(dataset.class_names, dataset.counts(split))):
+            if files and index not in readable:
+                console.warn(f"class '{name}': none of its {files} {split} {console.plural(files, 'image')} could be "
+                             f"read: {role} (the unreadable ones are listed below)")
 
 
 def calibrate(val_logits, val_labels, test_logits, test_labels):
