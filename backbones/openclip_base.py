@@ -59,6 +59,29 @@ def _config_file(arch: str) -> Path | None:
     return shipped_config(arch)
 
 
+def unknown_architecture(arch: str) -> UsageError:
+    """The error for an --arch that is neither an open_clip model name, a config file nor a config of vip's."""
+    return UsageError(
+        f"unknown open_clip architecture '{arch}'",
+        "pass a name from open_clip.list_models() (e.g. ViT-B-16-quickgelu), a model-config JSON file, "
+        f"or a config shipped with vip ({', '.join(p.stem for p in sorted(SHIPPED_CONFIGS.glob('*.json')))})",
+    )
+
+
+def names_no_open_clip_config(arch: str) -> bool:
+    """Whether `arch`, a plain model name, is certainly not one of open_clip's: its `model_configs/` folder,
+    read without importing open_clip (a second or more), has no `<arch>.json`. False when that cannot be told
+    (open_clip not found where expected, or `arch` a schema id, a config file or a config of vip's)."""
+    from importlib.machinery import PathFinder
+
+    if arch.startswith(SCHEMAS) or _config_file(arch) is not None or "/" in arch or "\\" in arch:
+        return False
+    spec = PathFinder.find_spec("open_clip")  # where it lies on sys.path, imported or not
+    folders = [Path(folder) / "model_configs" for folder in (spec.submodule_search_locations or [])] if spec else []
+    folders = [folder for folder in folders if folder.is_dir()]
+    return bool(folders) and not any((folder / f"{arch}.json").is_file() for folder in folders)
+
+
 def _register_config_file(arch: str, path: Path) -> str:
     """Register an open_clip model-config JSON file and return the model name it defines."""
     import open_clip
@@ -117,11 +140,7 @@ def create_open_clip(arch: str, pretrained: str | None, device: torch.device, ti
     if pretrained and pretrained.startswith(SCHEMAS):
         model_name, pretrained = pretrained, None
     if not model_name.startswith(SCHEMAS) and model_name not in open_clip.list_models():
-        raise UsageError(
-            f"unknown open_clip architecture '{arch}'",
-            "pass a name from open_clip.list_models() (e.g. ViT-B-16-quickgelu), a model-config JSON file, "
-            f"or a config shipped with vip ({', '.join(p.stem for p in sorted(SHIPPED_CONFIGS.glob('*.json')))})",
-        )
+        raise unknown_architecture(arch)
     if pretrained and not Path(pretrained).exists() and not model_name.startswith(SCHEMAS):
         tags = open_clip.list_pretrained_tags_by_model(model_name)
         if pretrained not in tags:
@@ -352,7 +371,10 @@ class OpenClipBackbone(Backbone):
         self._identity = self._identify()
 
     def _fail_fast_offline(self) -> None:
-        """Without network and without cached weights, fail before importing open_clip (seconds)."""
+        """Without network and without cached weights, fail before importing open_clip (seconds); an --arch
+        open_clip does not have is named as such first (not as weights that cannot be downloaded)."""
+        if names_no_open_clip_config(self.arch):
+            raise unknown_architecture(self.arch)
         check_weights_path(self.pretrained, "weights file (.safetensors/.bin/.pt), an open_clip tag")
         hub_ids = [v[len("hf-hub:"):] for v in (self.arch, self.pretrained or "") if v.startswith("hf-hub:")]
         tag = (self.pretrained and not self.pretrained.startswith(SCHEMAS) and not Path(self.pretrained).exists()

@@ -291,6 +291,21 @@ def test_offline_with_an_empty_cache_fails_before_importing_open_clip(monkeypatc
                                        f"cache ({tmp_path / 'empty-cache'}) and offline mode is on")
 
 
+def test_an_unknown_arch_offline_is_named_as_such_before_importing_open_clip(monkeypatch, tmp_path):
+    """Offline, `--arch ViT-B-16-nope` said its weights 'openai' could not be downloaded: the fix named
+    (download them) could never work."""
+    import sys
+
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setitem(sys.modules, "open_clip", None)  # importing it now would fail the test
+    with pytest.raises(UsageError, match="unknown open_clip architecture 'ViT-B-16-nope'"):
+        load_backbone("clip", "ViT-B-16-nope", None)
+    with pytest.raises(VipError, match="could not load weights 'openai' for ViT-B-16: not in the local cache"):
+        load_backbone("clip", "ViT-B-16", None)  # a name open_clip has: its weights are what is missing
+
+
 def test_missing_weights_offline_is_one_clear_cli_line(cli, isic_small):
     code, out, err = cli("train", "--data", isic_small, "--arch", "RN50", "--pretrained", "openai", "--device", "cpu")
     assert code == 1
