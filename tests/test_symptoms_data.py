@@ -167,6 +167,7 @@ def test_one_failing_class_keeps_the_others_and_the_table_says_so(capsys, work, 
     llm_server.answer("I'm sorry, but I can't help with that.").answer(PSORIASIS_TEXT).answer(PSORIASIS_IMAGES)
     code, out, err = generate(capsys, llm_server, "--data", data)
     assert code == 1 and "1 of 2 packs not written: lichen_planus" in err
+    assert "train with them" not in out  # a command that would fail for the class without a pack
     assert "lichen_planus - failed: the stage 1 answer for 'lichen planus' is a refusal" in flat(out)
     assert Path("psoriasis.yaml").exists() and not Path("lichen_planus.yaml").exists()
 

@@ -53,7 +53,7 @@ def generate_for_data(data: Path, out: Optional[Path], force: bool, sources: lis
         }
     rows, failure = _generate_missing(plans, configs, force)
     show_table(plans, rows)
-    if any(p.origin != SHIPPED for p in plans):
+    if failure is None and any(p.origin != SHIPPED for p in plans):  # (not while a class has no pack)
         console.stdout().print(f"train with them: vip train --data {data} {_symptom_options(plans, sources, out)}",
                                markup=False)
     if failure is not None:
