@@ -387,3 +387,16 @@ def test_control_and_invisible_characters_are_left_out_of_symptoms():
     answer = "- Irregular\u200b borders\x1b[31m\n- Several colors\x07\n- Blue\u2060-white veil\u200e\n- 45º angle, 2 µm dots"
     assert parse_answer(answer, "melanoma").items == ("Irregular borders", "Several colors", "Blue-white veil",
                                                       "45º angle, 2 µm dots")
+
+
+@pytest.mark.parametrize("answer, kept", [
+    ("- [Feature 1]\n- [Feature 2]\n- irregular dark borders", ["irregular dark borders"]),
+    ("1. <symptom>\n2. {symptom_2}\n3. Symptom 3\n4. asymmetric shape", ["asymmetric shape"]),
+    ('["Feature 1", "Feature 2", "blue-white veil"]', ["blue-white veil"]),
+    ("- [Insert visual feature here]\n- scaly patches\n- dots (1-2 mm) [brown]", ["scaly patches", "dots (1-2 mm) [brown]"]),
+])
+def test_a_templates_placeholders_echoed_by_the_model_are_removed_not_kept_as_symptoms(answer, kept):
+    """A model that echoes the blanks of a template ("[Feature 1]") gave packs whose symptoms were those blanks."""
+    parsed = parse_answer(answer, "melanoma")
+    assert list(parsed.items) == kept
+    assert parsed.removed and all(reason == "a template's placeholder, not a symptom" for _, reason in parsed.removed)

@@ -202,11 +202,20 @@ def _filter_items(items: list[str], disease: str, aliases: tuple[str, ...],
     return ParsedAnswer(items=tuple(kept), removed=tuple(removed))
 
 
+# a template's blank a model echoed instead of filling it: "[Feature 1]", "<symptom>", "{symptom_2}", "Symptom 3",
+# "[Insert visual feature here]"
+PLACEHOLDER = re.compile(
+    r"^\s*(?:[\[<{][^\]>}]*[\]>}]"  # wholly in brackets
+    r"|(?:feature|symptom|item|sign|finding|characteristic|description)[\s_-]*\d+)\s*[.:]?\s*$", re.IGNORECASE)
+
+
 def _reject_reason(item: str, pattern: re.Pattern, seen: set[str]) -> str | None:
     if not normalize_text(item):
         return "empty"
     if REFUSAL.search(item):
         return "refusal"
+    if PLACEHOLDER.match(item):
+        return "a template's placeholder, not a symptom"
     if pattern.search(item):
         return "names the disease"
     if normalize_text(item) in seen:
