@@ -485,3 +485,39 @@ def test_a_mistake_every_process_shares_is_one_error_line_under_torchrun(toy_run
         done = torchrun(args, tmp_path, tmp_path / "cache")
         errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
         assert done.returncode != 0 and len(errors) == 1 and words in errors[0], done.stderr
+
+
+@pytest.mark.parametrize("key, here, there, said", [
+    ("out", "/b/p.jsonl", "/a/p.jsonl", "writes --out /b/p.jsonl, rank 0 /a/p.jsonl"),
+    ("lock", "", "123 node01\n", "does not see the lock file that rank 0 holds beside --out (rank 0: pid 123 on host "
+                                 "node01; here: no lock file): --out is not on a filesystem this node shares"),
+    ("lock", "9 node02\n", "123 node01\n", "(rank 0: pid 123 on host node01; here: pid 9 on host node02)"),
+    ("images", "24 ab12", "23 cd34", "finds other images than rank 0 (24 here, 23 on rank 0)"),
+])
+def test_a_rank_that_sees_other_files_than_rank_zero_says_what_differs(key, here, there, said):
+    from vipcli.distributed import view_problem
+
+    rank_zero = {"out": "/a/p.jsonl", "lock": "123 node01\n", "images": "24 ab12"}
+    assert view_problem(dict(rank_zero), rank_zero) == ""
+    assert said in view_problem({**rank_zero, key: here}, {**rank_zero, key: there})
+
+
+@needs_gloo
+def test_nodes_that_write_different_out_files_are_refused_before_predicting(toy_run, tmp_path):
+    """Two nodes whose --out differed (another path, or a folder that is not shared) each predicted their
+    share; rank 0 then said "30 of 60 images have no record ... (rerun to resume)", and every rerun did the same."""
+    data, run = toy_run
+    environment = {**os.environ, "WORLD_SIZE": "2", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+                   "MASTER_PORT": str(_free_port()), "OMP_NUM_THREADS": "1", "VIP_CACHE_DIR": str(tmp_path / "cache")}
+    for node in ("a", "b"):
+        (tmp_path / node).mkdir()
+    ranks = [subprocess.Popen([sys.executable, "-m", "vipcli", "predict", data / "test", "--model", run, "--out",
+                               tmp_path / node / "p.jsonl", "--workers", "0"], env={**environment, "RANK": str(rank)},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for rank, node in enumerate(("a", "b"))]
+    said = [rank.communicate(timeout=120)[1] for rank in ranks]
+    assert all(rank.returncode == 1 for rank in ranks), said
+    assert said[1].startswith(f"error: rank 1 of 2 writes --out {tmp_path / 'b' / 'p.jsonl'}, rank 0 "
+                              f"{tmp_path / 'a' / 'p.jsonl'} ("), said[1]
+    assert "lost another rank at the start of predicting" in said[0] and said[1].count("\n") == 1
+    assert [p for node in ("a", "b") for p in (tmp_path / node).iterdir()] == []  # nothing predicted, nothing left

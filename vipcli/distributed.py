@@ -203,6 +203,59 @@ def barrier_failed(world: World, point: str, error: Exception) -> VipError:
                     "the other rank's own error line says why: fix that and rerun; what is finished is kept")
 
 
+def agree_with_rank_zero(world: World, view: dict) -> None:
+    """Refuse to go on where this rank sees the shared inputs and outputs otherwise than rank 0.
+
+    `view` maps what the ranks must see alike (say, the --out file and the images) to this rank's
+    short text of it. Rank 0 sends its view to every rank (a few hundred bytes over the process
+    group); a rank that sees another is one error of its own (`view_problem`), before anything is
+    written. Rank 0 then loses it at its next barrier and says so. A no-op in a world of one.
+    """
+    if not world.distributed:
+        return
+    import torch.distributed as dist
+
+    theirs = [view if world.main else None]
+    try:
+        dist.broadcast_object_list(theirs, src=0)
+    except RuntimeError as error:  # rank 0 stopped meanwhile
+        raise barrier_failed(world, "the start of predicting", error) from None
+    problem = view_problem(view, theirs[0])
+    if problem:
+        raise VipError(f"rank {world.rank} of {world.size} {problem}",
+                       "run the same command on every node, with --out and the images on a filesystem every "
+                       "node mounts at the same path", own_process=True)
+
+
+def view_problem(mine: dict, rank_zero: dict) -> str:
+    """"" when this rank's view equals rank 0's, else what differs first, as the rest of a sentence whose
+    subject is this rank. Keys: `out` (the absolute --out), `lock` (the text of its lock file, which rank 0
+    holds: missing here when this node does not share rank 0's filesystem), `images` (how many, and a
+    digest of their paths in order)."""
+    for key, here in mine.items():
+        there = rank_zero.get(key)
+        if here == there:
+            continue
+        if key == "out":
+            return f"writes --out {here}, rank 0 {there}"
+        if key == "lock":
+            return (f"does not see the lock file that rank 0 holds beside --out (rank 0: {_holder_words(there)}; "
+                    f"here: {_holder_words(here)}): --out is not on a filesystem this node shares with rank 0, "
+                    "which merges every rank's records")
+        if key == "images":
+            return f"finds other images than rank 0 ({here.split()[0]} here, {there.split()[0]} on rank 0)"
+        return f"sees another {key} than rank 0 ({here}, not {there})"
+    return ""
+
+
+def _holder_words(lock_text: str | None) -> str:
+    """A lock file's text ("PID HOST") in words: "pid 12 on host a", "no lock file", or the text as it is."""
+    pid, _, host = (lock_text or "").strip().partition(" ")
+    if pid.isdigit() and host:
+        return f"pid {pid} on host {host}"
+    return repr(lock_text.strip()) if lock_text else "no lock file"
+
+
 def leave(world: World) -> None:
     """Leave the process group (after the last barrier)."""
     global _joined
