@@ -521,3 +521,16 @@ def test_nodes_that_write_different_out_files_are_refused_before_predicting(toy_
                               f"{tmp_path / 'a' / 'p.jsonl'} ("), said[1]
     assert "lost another rank at the start of predicting" in said[0] and said[1].count("\n") == 1
     assert [p for node in ("a", "b") for p in (tmp_path / node).iterdir()] == []  # nothing predicted, nothing left
+
+
+def test_the_slurm_example_gives_its_step_the_cores_and_matches_readme():
+    """Since Slurm 22.05 srun does not inherit sbatch's --cpus-per-task: the example's torchrun, its 4 ranks and
+    their 7 decoding workers each ran on one core. README shows the same lines as the file."""
+    root = Path(__file__).parent.parent
+    script = (root / "examples" / "slurm" / "predict.sbatch").read_text(encoding="utf-8")
+    assert 'srun --cpus-per-task "$SLURM_CPUS_PER_TASK" torchrun' in script
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    block = readme[readme.index("### Slurm"):readme.index("### Training and benchmarks")]
+    shown = block[block.index("```bash") + len("```bash"):block.index("```", block.index("```bash") + 7)]
+    lines_of_script = script.splitlines()
+    assert all(line in lines_of_script for line in shown.strip().splitlines())
