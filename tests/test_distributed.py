@@ -534,3 +534,14 @@ def test_the_slurm_example_gives_its_step_the_cores_and_matches_readme():
     shown = block[block.index("```bash") + len("```bash"):block.index("```", block.index("```bash") + 7)]
     lines_of_script = script.splitlines()
     assert all(line in lines_of_script for line in shown.strip().splitlines())
+
+
+def test_a_part_file_that_cannot_be_read_is_one_error_line(cli, toy_run, tmp_path):
+    """A folder named like a part file (FILE.rank00001-of-00002.part) ended in "unexpected IsADirectoryError
+    ... this is a bug in vip"."""
+    data, run = toy_run
+    part = tmp_path / "p.jsonl.rank00001-of-00002.part"
+    part.mkdir()
+    code, _, err = cli("predict", data / "test", "--model", run, "--out", tmp_path / "p.jsonl", "--workers", "0")
+    assert code == 1 and err.count("error:") == 1 and "bug in vip" not in err, err
+    assert f"cannot read {part} (" in err and "move it out of the folder, or pass another --out" in err

@@ -338,11 +338,17 @@ def _csv_line(row: list) -> str:
 
 
 def complete_lines(file: Path):
-    """Yield (byte offset, text) of each complete (newline-ended) line of `file`; nothing if it is missing."""
+    """Yield (byte offset, text) of each complete (newline-ended) line of `file`; nothing if it is missing.
+    A `file` that cannot be read (a folder of that name, no permission) is one VipError naming it."""
     try:
         stream = open(file, "rb")
     except FileNotFoundError:
         return
+    except OSError as error:
+        from vipcli.preflight import describe_os_error
+
+        raise VipError(f"cannot read {file} ({describe_os_error(error)}), which vip predict --out resumes from",
+                       "move it out of the folder, or pass another --out") from None
     with stream:
         offset = 0
         for raw in stream:
