@@ -545,3 +545,19 @@ def test_a_part_file_that_cannot_be_read_is_one_error_line(cli, toy_run, tmp_pat
     code, _, err = cli("predict", data / "test", "--model", run, "--out", tmp_path / "p.jsonl", "--workers", "0")
     assert code == 1 and err.count("error:") == 1 and "bug in vip" not in err, err
     assert f"cannot read {part} (" in err and "move it out of the folder, or pass another --out" in err
+
+
+@needs_gloo
+def test_unreadable_images_in_one_ranks_share_are_said_of_the_merged_file_naming_no_rank(toy_run, tmp_path):
+    """An unreadable image in rank 1's share ended in `error: rank 0 of 2: 1 of 25 images could not be read`:
+    rank 0 was named for a file it never held. The line is about the merged file, once, naming no rank."""
+    data, run = toy_run
+    broken = tmp_path / "zz_broken.png"  # last in input order: rank 1's share
+    broken.write_bytes(b"not a png")
+    out = tmp_path / "p.jsonl"
+    done = torchrun(["predict", data / "test", broken, "--model", run, "--out", out, "--workers", "0"], tmp_path,
+                    tmp_path / "cache")
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert done.returncode != 0 and len(errors) == 1, done.stderr
+    assert errors[0].startswith(f"error: 1 of 25 images could not be read; {out} records why"), errors[0]
+    assert json.loads(lines(out)[-1])["path"] == str(broken)

@@ -72,7 +72,8 @@ def error_for_this_process(message: str, own_process: bool = False, shared: bool
     code in silence, so 8 processes print one line, not 8. A failure that is one process's own
     (`own_process`, or any after joining: an image only its share holds) is printed by the process
     that hits it, naming its rank. A `shared` one (Ctrl-C or SIGTERM, which torchrun and Slurm send to
-    every process) is printed by each node's first process, before joining or after.
+    every process; or one about every rank's work, which rank 0 alone raises: its merged --out lacks
+    records) is printed by each node's first process, before joining or after, naming no rank.
     """
     try:
         world = world_from_env()

@@ -212,7 +212,8 @@ def _main(argv: list[str] | None) -> int:
     except VipError as error:
         if debug:
             raise
-        _print_error(error.message, error.hint, getattr(error, "own_process", False))
+        _print_error(error.message, error.hint, getattr(error, "own_process", False),
+                     getattr(error, "whole_job", False))
         return error.exit_code
     except Exception as error:  # an unknown error is a bug: say so, in one line
         if debug:
