@@ -561,3 +561,23 @@ def test_unreadable_images_in_one_ranks_share_are_said_of_the_merged_file_naming
     assert done.returncode != 0 and len(errors) == 1, done.stderr
     assert errors[0].startswith(f"error: 1 of 25 images could not be read; {out} records why"), errors[0]
     assert json.loads(lines(out)[-1])["path"] == str(broken)
+
+
+def test_a_rank_looks_again_before_refusing_a_lock_file_a_network_filesystem_shows_late(monkeypatch):
+    """Another node's new lock file may show on a network filesystem a moment late: a rank looks again for a
+    few seconds before it refuses, and refuses a view that stays other."""
+    import torch.distributed as dist
+
+    from vipcli import distributed
+    from vipcli.errors import VipError
+
+    rank_zero = {"out": "/s/p.jsonl", "lock": "123 node01\n", "images": "24 ab12"}
+    monkeypatch.setattr(dist, "broadcast_object_list", lambda objects, src: objects.__setitem__(0, dict(rank_zero)))
+    monkeypatch.setattr("time.sleep", lambda seconds: None)
+    seen = iter([{**rank_zero, "lock": ""}, {**rank_zero, "lock": ""}, dict(rank_zero)])
+    looks = []
+    distributed.agree_with_rank_zero(distributed.World(1, 2, 0), lambda: looks.append(1) or next(seen))
+    assert len(looks) == 3  # shown late: accepted on the third look
+    monkeypatch.setattr(distributed, "VIEW_SETTLE_S", 0.05)
+    with pytest.raises(VipError, match="rank 1 of 2 does not see the lock file that rank 0 holds"):
+        distributed.agree_with_rank_zero(distributed.World(1, 2, 0), lambda: {**rank_zero, "lock": ""})

@@ -204,24 +204,36 @@ def barrier_failed(world: World, point: str, error: Exception) -> VipError:
                     "the other rank's own error line says why: fix that and rerun; what is finished is kept")
 
 
-def agree_with_rank_zero(world: World, view: dict) -> None:
+VIEW_SETTLE_S = 5.0  # how long a rank that sees otherwise than rank 0 looks again (a network filesystem's caches)
+
+
+def agree_with_rank_zero(world: World, view) -> None:
     """Refuse to go on where this rank sees the shared inputs and outputs otherwise than rank 0.
 
-    `view` maps what the ranks must see alike (say, the --out file and the images) to this rank's
+    `view()` maps what the ranks must see alike (say, the --out file and the images) to this rank's
     short text of it. Rank 0 sends its view to every rank (a few hundred bytes over the process
-    group); a rank that sees another is one error of its own (`view_problem`), before anything is
-    written. Rank 0 then loses it at its next barrier and says so. A no-op in a world of one.
+    group). A rank that sees another looks again for up to VIEW_SETTLE_S (a network filesystem may
+    show another node's new file a moment late), then fails with one error of its own
+    (`view_problem`), before anything is written; rank 0 loses it at its next barrier and says so.
+    A no-op in a world of one.
     """
     if not world.distributed:
         return
+    import time
+
     import torch.distributed as dist
 
-    theirs = [view if world.main else None]
+    mine = view()
+    theirs = [mine if world.main else None]
     try:
         dist.broadcast_object_list(theirs, src=0)
     except RuntimeError as error:  # rank 0 stopped meanwhile
         raise barrier_failed(world, "the start of predicting", error) from None
-    problem = view_problem(view, theirs[0])
+    deadline = time.monotonic() + VIEW_SETTLE_S
+    while view_problem(mine, theirs[0]) and time.monotonic() < deadline:
+        time.sleep(0.5)
+        mine = view()
+    problem = view_problem(mine, theirs[0])
     if problem:
         raise VipError(f"rank {world.rank} of {world.size} {problem}",
                        "run the same command on every node, with --out and the images on a filesystem every "

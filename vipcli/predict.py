@@ -355,7 +355,7 @@ def predict_to_file(predictor: Predictor, paths: list[Path], out: Path, world=No
     paths = list({str(p): Path(p) for p in paths}.values())  # an image given twice is recorded once
     form = record_format(out, predictor.class_names, coverage, explain, predictor.model_digest)
     set_threshold(predictor.calibration, coverage, predictor.run_dir)  # refuses before any work
-    distributed.agree_with_rank_zero(world, shared_view(out, paths))  # before --force removes anything
+    distributed.agree_with_rank_zero(world, lambda: shared_view(out, paths))  # before --force removes anything
     if force and world.main:
         remove_outputs(out)
     distributed.barrier(world, "the start of predicting")  # --force done before anyone reads
