@@ -57,6 +57,18 @@ def torchrun(args: list, cwd: Path, cache: Path, script: list | None = None, **e
     return subprocess.run(command, cwd=cwd, env=environment, capture_output=True, text=True, timeout=180)
 
 
+def two_nodes(args: list, envs: list) -> tuple[list[int], list[str]]:
+    """Ranks 0 and 1 of a world of 2, each as the first process of its own node (LOCAL_RANK 0), run as
+    `python -m vipcli ARGS[r]` with ENVS[r] (one machine standing in for two); their exit codes and stderr."""
+    environment = {**os.environ, "WORLD_SIZE": "2", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+                   "MASTER_PORT": str(_free_port()), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    ranks = [subprocess.Popen([sys.executable, "-m", "vipcli", *map(str, args[rank])],
+                              env={**environment, **envs[rank], "RANK": str(rank)},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
+    said = [rank.communicate(timeout=180)[1] for rank in ranks]
+    return [rank.returncode for rank in ranks], said
+
+
 def lines(file: Path) -> list[str]:
     return file.read_text(encoding="utf-8").splitlines()
 
@@ -507,16 +519,11 @@ def test_nodes_that_write_different_out_files_are_refused_before_predicting(toy_
     """Two nodes whose --out differed (another path, or a folder that is not shared) each predicted their
     share; rank 0 then said "30 of 60 images have no record ... (rerun to resume)", and every rerun did the same."""
     data, run = toy_run
-    environment = {**os.environ, "WORLD_SIZE": "2", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
-                   "MASTER_PORT": str(_free_port()), "OMP_NUM_THREADS": "1", "VIP_CACHE_DIR": str(tmp_path / "cache")}
     for node in ("a", "b"):
         (tmp_path / node).mkdir()
-    ranks = [subprocess.Popen([sys.executable, "-m", "vipcli", "predict", data / "test", "--model", run, "--out",
-                               tmp_path / node / "p.jsonl", "--workers", "0"], env={**environment, "RANK": str(rank)},
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for rank, node in enumerate(("a", "b"))]
-    said = [rank.communicate(timeout=120)[1] for rank in ranks]
-    assert all(rank.returncode == 1 for rank in ranks), said
+    codes, said = two_nodes([["predict", data / "test", "--model", run, "--out", tmp_path / node / "p.jsonl",
+                              "--workers", "0"] for node in ("a", "b")], [{"VIP_CACHE_DIR": str(tmp_path / "cache")}] * 2)
+    assert codes == [1, 1], said
     assert said[1].startswith(f"error: rank 1 of 2 writes --out {tmp_path / 'b' / 'p.jsonl'}, rank 0 "
                               f"{tmp_path / 'a' / 'p.jsonl'} ("), said[1]
     assert "lost another rank at the start of predicting" in said[0] and said[1].count("\n") == 1
@@ -581,3 +588,29 @@ def test_a_rank_looks_again_before_refusing_a_lock_file_a_network_filesystem_sho
     monkeypatch.setattr(distributed, "VIEW_SETTLE_S", 0.05)
     with pytest.raises(VipError, match="rank 1 of 2 does not see the lock file that rank 0 holds"):
         distributed.agree_with_rank_zero(distributed.World(1, 2, 0), lambda: {**rank_zero, "lock": ""})
+
+
+@needs_gloo
+def test_training_on_nodes_that_do_not_share_the_feature_cache_says_so(toy_run, tmp_path):
+    """Rank 1's node wrote its share into a cache rank 0 does not see: rank 0 encoded it again in silence
+    (README promised `encoded 0 views`), and nothing said why the other GPUs had saved no time."""
+    data, _ = toy_run
+    args = ["train", "--data", data, "--backbone", "toy", "--shots", "all", "--epochs", "1", "--views", "2",
+            "--workers", "0", "--out", tmp_path / "run"]
+    codes, said = two_nodes([args, args], [{"VIP_CACHE_DIR": str(tmp_path / f"cache{rank}")} for rank in (0, 1)])
+    assert codes == [0, 0], said
+    assert "rank 1: encoded" in said[1]
+    assert (f"warning: rank 0 finds none of the {len(shard_of(data, 1))} images the other ranks encoded in its "
+            f"feature cache ({tmp_path / 'cache0'}), so it encodes them itself") in said[0], said[0]
+    assert "VIP_CACHE_DIR at a folder every node shares" in said[0]
+    codes, said = two_nodes([args[:-1] + [tmp_path / "run2"]] * 2, [{"VIP_CACHE_DIR": str(tmp_path / "cache0")}] * 2)
+    assert codes == [0, 0] and "finds none" not in said[0], said  # one shared cache: nothing to say
+
+
+def shard_of(data: Path, rank: int) -> list:
+    """The images rank `rank` of 2 encodes for a full-data `vip train` of `data` (training, then val and test)."""
+    from vipcli.data import load_dataset
+    from vipcli.distributed import World, shard, training_jobs
+
+    jobs = training_jobs(load_dataset(data, seed=1), None, (1,), 2, False)
+    return [paths[i] for paths, _, _ in jobs for i in shard(len(paths), World(rank, 2, 0))]
