@@ -614,3 +614,21 @@ def shard_of(data: Path, rank: int) -> list:
 
     jobs = training_jobs(load_dataset(data, seed=1), None, (1,), 2, False)
     return [paths[i] for paths, _, _ in jobs for i in shard(len(paths), World(rank, 2, 0))]
+
+
+def test_records_of_other_images_are_refused_naming_the_files_that_hold_them(tmp_path):
+    """A killed torchrun run left only part files: the refusal said "p.jsonl holds records of ...", a file that
+    did not exist."""
+    from vipcli.errors import VipError
+    from vipcli.prediction_files import check_same_images, part_file
+
+    out = tmp_path / "p.jsonl"
+    for rank in (0, 1):
+        part_file(out, rank, 2).write_text("")
+    with pytest.raises(VipError, match=r"^the 2 part files of .*p\.jsonl \(p\.jsonl\.rank00000-of-00002\.part, \.\.\.\) "
+                                       r"hold records of 1 image that are not in this input \(e\.g\. gone\.png\)"):
+        check_same_images({"gone.png", "a.png"}, ["a.png"], out)
+    out.write_text("")
+    with pytest.raises(VipError, match=r"p\.jsonl \(with 2 part files\) holds records of 1 image"):
+        check_same_images({"gone.png"}, [], out)
+    check_same_images({"a.png"}, ["a.png", "b.png"], out)  # none foreign: nothing to say

@@ -397,9 +397,23 @@ def check_same_images(done: set[str], paths: list, out: Path) -> None:
     """
     foreign = sorted(done - {str(p) for p in paths})
     if foreign:
-        raise VipError(f"{out} holds records of {len(foreign)} {plural(len(foreign), 'image')} that are not in "
-                       f"this input (e.g. {foreign[0]}): it was begun for other images",
-                       "pass another --out, or --force to replace it")
+        holders, many = files_named(out)
+        raise VipError(f"{holders} {'hold' if many else 'holds'} records of {len(foreign)} "
+                       f"{plural(len(foreign), 'image')} that are not in this input (e.g. {foreign[0]}): it was begun "
+                       "for other images", "pass another --out, or --force to replace it")
+
+
+def files_named(out: Path) -> tuple[str, bool]:
+    """`out` as the files that hold its records, and whether that is several (the verb's number): "p.jsonl",
+    "p.jsonl (with 2 part files)", or, when a killed torchrun run left only part files, "the 2 part files of
+    p.jsonl (p.jsonl.rank00000-of-00002.part, ...)"."""
+    parts = [part for part in part_files(out) if part.is_file()]
+    if not parts:
+        return str(out), False
+    if Path(out).exists():
+        return f"{out} (with {len(parts)} {plural(len(parts), 'part file')})", False
+    shown = f"{parts[0].name}, ..." if len(parts) > 1 else parts[0].name
+    return f"the {plural(len(parts), 'part file', f'{len(parts)} part files')} of {out} ({shown})", len(parts) > 1
 
 
 def remove_outputs(out: Path) -> None:
