@@ -632,3 +632,19 @@ def test_records_of_other_images_are_refused_naming_the_files_that_hold_them(tmp
     with pytest.raises(VipError, match=r"p\.jsonl \(with 2 part files\) holds records of 1 image"):
         check_same_images({"gone.png"}, [], out)
     check_same_images({"a.png"}, ["a.png", "b.png"], out)  # none foreign: nothing to say
+
+
+def test_part_files_a_stopped_merge_left_behind_are_removed_without_a_warning(tmp_path):
+    """Rank 0 stopped between writing the merged file and removing the part files: the rerun warned "30 records
+    in preds.jsonl repeated an image already recorded", though nothing was wrong."""
+    from vipcli.prediction_files import RecordFormat, finish_output, part_file
+
+    form = RecordFormat("jsonl", ("a", "b"), None)
+    out = tmp_path / "p.jsonl"
+    record = lambda p: json.dumps({"path": p, "label": "a", "probability": 1.0, "probabilities": {"a": 1.0, "b": 0.0}})
+    out.write_text(record("x0") + "\n" + record("x1") + "\n")
+    part_file(out, 1, 2).write_text(record("x1") + "\n")  # merged already, not yet removed
+    summary = finish_output(out, ["x0", "x1"], form)
+    assert (summary.records, summary.repeated) == (2, 0) and sorted(p.name for p in tmp_path.iterdir()) == ["p.jsonl"]
+    out.write_text(record("x0") + "\n" + record("x0") + "\n")  # a file that repeats itself is still told
+    assert finish_output(out, ["x0"], form).repeated == 1

@@ -536,8 +536,9 @@ def finish_output(out: Path, paths: list, form: RecordFormat) -> MergeSummary:
 
     Reads only line offsets into memory (not the records); rewrites `out` (temp file + rename) only
     when it is not already in order, holds repeated records, or part files exist, then removes the
-    part files. An image recorded more than once keeps its first prediction; an image recorded as
-unreadable and then again (a rerun tried it again) keeps its last record. A write that fails leaves
+    part files. An image recorded more than once keeps its first prediction (`repeated` counts them, less
+    a part file's repeats of `out`'s records: a merge stopped before it removed its part files leaves
+    those); an image recorded as unreadable and then again (a rerun tried it again) keeps its last record. A write that fails leaves
     `out` and the part files as they were (one VipError).
     """
     out = Path(out)
@@ -553,7 +554,7 @@ unreadable and then again (a rerun tried it again) keeps its last record. A writ
             if path not in wanted:
                 dropped += 1
             elif path in where and not where[path][2]:
-                repeated += 1
+                repeated += source == 0 or where[path][0] != 0  # not a part file repeating `out` (a stopped merge)
             else:
                 retried += path in where  # an image unreadable before: its newer record counts
                 where[path] = (source, offset, error)
