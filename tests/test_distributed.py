@@ -648,3 +648,18 @@ def test_part_files_a_stopped_merge_left_behind_are_removed_without_a_warning(tm
     assert (summary.records, summary.repeated) == (2, 0) and sorted(p.name for p in tmp_path.iterdir()) == ["p.jsonl"]
     out.write_text(record("x0") + "\n" + record("x0") + "\n")  # a file that repeats itself is still told
     assert finish_output(out, ["x0"], form).repeated == 1
+
+
+@pytest.mark.parametrize("args", [["demo", "--out", "d"], ["cache", "clear"], ["data", "check", "x"]])
+def test_a_command_that_does_not_share_its_work_is_refused_under_torchrun(cli, monkeypatch, tmp_path, args):
+    """`torchrun --nproc-per-node 2 -m vipcli demo` ran the demo twice at once into one folder, then rank 1
+    failed with "unexpected AttributeError: 'NoneType' object has no attribute 'failures'"."""
+    monkeypatch.chdir(tmp_path)
+    for name, value in {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"}.items():
+        monkeypatch.setenv(name, value)
+    code, out, err = cli(*args)
+    assert code == 2 and err.count("error:") == 1 and not out, err
+    assert f"error: vip {args[0]} runs in one process, not under torchrun (2 processes)" in err
+    assert list(tmp_path.iterdir()) == []  # nothing written
+    monkeypatch.setenv("WORLD_SIZE", "1")  # torchrun --nproc-per-node 1: a world of one runs anything
+    assert cli("methods", "list")[0] == 0
