@@ -505,11 +505,13 @@ def test_a_mistake_every_process_shares_is_one_error_line_under_torchrun(toy_run
                                  "node01; here: no lock file): --out is not on a filesystem this node shares"),
     ("lock", "9 node02\n", "123 node01\n", "(rank 0: pid 123 on host node01; here: pid 9 on host node02)"),
     ("images", "24 ab12", "23 cd34", "finds other images than rank 0 (24 here, 23 on rank 0)"),
+    ("records", "--coverage 0.8", "--coverage 0.9", "writes other records than rank 0 (--coverage 0.8 here; "
+                                                    "--coverage 0.9 on rank 0)"),
 ])
 def test_a_rank_that_sees_other_files_than_rank_zero_says_what_differs(key, here, there, said):
     from vipcli.distributed import view_problem
 
-    rank_zero = {"out": "/a/p.jsonl", "lock": "123 node01\n", "images": "24 ab12"}
+    rank_zero = {"out": "/a/p.jsonl", "lock": "123 node01\n", "records": "--coverage 0.9", "images": "24 ab12"}
     assert view_problem(dict(rank_zero), rank_zero) == ""
     assert said in view_problem({**rank_zero, key: here}, {**rank_zero, key: there})
 

@@ -243,8 +243,8 @@ def agree_with_rank_zero(world: World, view) -> None:
 def view_problem(mine: dict, rank_zero: dict) -> str:
     """"" when this rank's view equals rank 0's, else what differs first, as the rest of a sentence whose
     subject is this rank. Keys: `out` (the absolute --out), `lock` (the text of its lock file, which rank 0
-    holds: missing here when this node does not share rank 0's filesystem), `images` (how many, and a
-    digest of their paths in order)."""
+    holds: missing here when this node does not share rank 0's filesystem), `records` (the options and
+    model that shape them), `images` (how many, and a digest of their paths in order)."""
     for key, here in mine.items():
         there = rank_zero.get(key)
         if here == there:
@@ -255,6 +255,8 @@ def view_problem(mine: dict, rank_zero: dict) -> str:
             return (f"does not see the lock file that rank 0 holds beside --out (rank 0: {_holder_words(there)}; "
                     f"here: {_holder_words(here)}): --out is not on a filesystem this node shares with rank 0, "
                     "which merges every rank's records")
+        if key == "records":
+            return f"writes other records than rank 0 ({here} here; {there} on rank 0)"
         if key == "images":
             return f"finds other images than rank 0 ({here.split()[0]} here, {there.split()[0]} on rank 0)"
         return f"sees another {key} than rank 0 ({here}, not {there})"

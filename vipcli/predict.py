@@ -314,20 +314,24 @@ def check_resumable(run_dir: Path, paths: list[Path], out: Path, coverage: float
     check_same_images(completed_paths(out, form), list({str(p): p for p in paths}), out)
 
 
-def shared_view(out: Path, paths: list[Path]) -> dict:
+def shared_view(out: Path, paths: list[Path], form) -> dict:
     """What every rank must see alike under torchrun (`distributed.agree_with_rank_zero`): the absolute
     --out, the text of its lock file (rank 0 holds it: a node that does not share rank 0's --out folder
-    sees none), and the images in order (their number and a digest of their paths)."""
+    sees none), the records it writes (`form`: the options and model that shape them), and the images
+    in order (their number and a digest of their paths)."""
     import hashlib
 
     from vipcli.locks import lock_file
+    from vipcli.prediction_files import coverage_text
 
     try:
         lock = lock_file(out).read_text(encoding="utf-8", errors="replace")
     except OSError:
         lock = ""
     digest = hashlib.sha256("\n".join(map(str, paths)).encode("utf-8", "surrogateescape")).hexdigest()[:16]
-    return {"out": os.path.abspath(out), "lock": lock, "images": f"{len(paths)} {digest}"}
+    records = (f"--coverage {coverage_text(form.coverage) if form.sets else 'none'}, "
+               f"{'with' if form.explain else 'no'} --explain, model {form.model[:12]}")
+    return {"out": os.path.abspath(out), "lock": lock, "records": records, "images": f"{len(paths)} {digest}"}
 
 
 def predict_to_file(predictor: Predictor, paths: list[Path], out: Path, world=None, force: bool = False,
@@ -355,7 +359,7 @@ def predict_to_file(predictor: Predictor, paths: list[Path], out: Path, world=No
     paths = list({str(p): Path(p) for p in paths}.values())  # an image given twice is recorded once
     form = record_format(out, predictor.class_names, coverage, explain, predictor.model_digest)
     set_threshold(predictor.calibration, coverage, predictor.run_dir)  # refuses before any work
-    distributed.agree_with_rank_zero(world, lambda: shared_view(out, paths))  # before --force removes anything
+    distributed.agree_with_rank_zero(world, lambda: shared_view(out, paths, form))  # before --force removes anything
     if force and world.main:
         remove_outputs(out)
     distributed.barrier(world, "the start of predicting")  # --force done before anyone reads
