@@ -3,8 +3,9 @@
 `torchrun --nproc-per-node N -m vipcli ...` starts N copies of vip with RANK, WORLD_SIZE,
 LOCAL_RANK, MASTER_ADDR and MASTER_PORT set. vip then:
 - joins the process group with the gloo backend (only small control messages pass between
-  ranks: barriers; images and features never cross it, so NCCL buys nothing here and gloo works
-  on machines with and without GPUs alike);
+  ranks: barriers, and rank 0's view of a `vip predict --out` job, which every rank checks against
+  its own (`agree_with_rank_zero`); images and features never cross it, so NCCL buys nothing here
+  and gloo works on machines with and without GPUs alike);
 - puts each rank on its own GPU (`cuda:LOCAL_RANK`) when `--device` is auto or cuda, else the CPU;
 - gives rank r of n the r-th contiguous slice of the work (`shard`).
 
