@@ -57,6 +57,18 @@ def torchrun(args: list, cwd: Path, cache: Path, script: list | None = None, **e
     return subprocess.run(command, cwd=cwd, env=environment, capture_output=True, text=True, timeout=180)
 
 
+def two_nodes(args: list, envs: list) -> tuple[list[int], list[str]]:
+    """Ranks 0 and 1 of a world of 2, each as the first process of its own node (LOCAL_RANK 0), run as
+    `python -m vipcli ARGS[r]` with ENVS[r] (one machine standing in for two); their exit codes and stderr."""
+    environment = {**os.environ, "WORLD_SIZE": "2", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+                   "MASTER_PORT": str(_free_port()), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    ranks = [subprocess.Popen([sys.executable, "-m", "vipcli", *map(str, args[rank])],
+                              env={**environment, **envs[rank], "RANK": str(rank)},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
+    said = [rank.communicate(timeout=180)[1] for rank in ranks]
+    return [rank.returncode for rank in ranks], said
+
+
 def lines(file: Path) -> list[str]:
     return file.read_text(encoding="utf-8").splitlines()
 
@@ -485,3 +497,171 @@ def test_a_mistake_every_process_shares_is_one_error_line_under_torchrun(toy_run
         done = torchrun(args, tmp_path, tmp_path / "cache")
         errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
         assert done.returncode != 0 and len(errors) == 1 and words in errors[0], done.stderr
+
+
+@pytest.mark.parametrize("key, here, there, said", [
+    ("out", "/b/p.jsonl", "/a/p.jsonl", "writes --out /b/p.jsonl, rank 0 /a/p.jsonl"),
+    ("lock", "", "123 node01\n", "does not see the lock file that rank 0 holds beside --out (rank 0: pid 123 on host "
+                                 "node01; here: no lock file): --out is not on a filesystem this node shares"),
+    ("lock", "9 node02\n", "123 node01\n", "(rank 0: pid 123 on host node01; here: pid 9 on host node02)"),
+    ("images", "24 ab12", "23 cd34", "finds other images than rank 0 (24 here, 23 on rank 0)"),
+    ("records", "--coverage 0.8", "--coverage 0.9", "writes other records than rank 0 (--coverage 0.8 here; "
+                                                    "--coverage 0.9 on rank 0)"),
+])
+def test_a_rank_that_sees_other_files_than_rank_zero_says_what_differs(key, here, there, said):
+    from vipcli.distributed import view_problem
+
+    rank_zero = {"out": "/a/p.jsonl", "lock": "123 node01\n", "records": "--coverage 0.9", "images": "24 ab12"}
+    assert view_problem(dict(rank_zero), rank_zero) == ""
+    assert said in view_problem({**rank_zero, key: here}, {**rank_zero, key: there})
+
+
+@needs_gloo
+def test_nodes_that_write_different_out_files_are_refused_before_predicting(toy_run, tmp_path):
+    """Two nodes whose --out differed (another path, or a folder that is not shared) each predicted their
+    share; rank 0 then said "30 of 60 images have no record ... (rerun to resume)", and every rerun did the same."""
+    data, run = toy_run
+    for node in ("a", "b"):
+        (tmp_path / node).mkdir()
+    codes, said = two_nodes([["predict", data / "test", "--model", run, "--out", tmp_path / node / "p.jsonl",
+                              "--workers", "0"] for node in ("a", "b")], [{"VIP_CACHE_DIR": str(tmp_path / "cache")}] * 2)
+    assert codes == [1, 1], said
+    assert said[1].startswith(f"error: rank 1 of 2 writes --out {tmp_path / 'b' / 'p.jsonl'}, rank 0 "
+                              f"{tmp_path / 'a' / 'p.jsonl'} ("), said[1]
+    assert "lost another rank at the start of predicting" in said[0] and said[1].count("\n") == 1
+    assert [p for node in ("a", "b") for p in (tmp_path / node).iterdir()] == []  # nothing predicted, nothing left
+
+
+def test_the_slurm_example_gives_its_step_the_cores_and_matches_readme():
+    """Since Slurm 22.05 srun does not inherit sbatch's --cpus-per-task: the example's torchrun, its 4 ranks and
+    their 7 decoding workers each ran on one core. README shows the same lines as the file."""
+    root = Path(__file__).parent.parent
+    script = (root / "examples" / "slurm" / "predict.sbatch").read_text(encoding="utf-8")
+    assert 'srun --cpus-per-task "$SLURM_CPUS_PER_TASK" torchrun' in script
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    block = readme[readme.index("### Slurm"):readme.index("### Training and benchmarks")]
+    shown = block[block.index("```bash") + len("```bash"):block.index("```", block.index("```bash") + 7)]
+    lines_of_script = script.splitlines()
+    assert all(line in lines_of_script for line in shown.strip().splitlines())
+
+
+def test_a_part_file_that_cannot_be_read_is_one_error_line(cli, toy_run, tmp_path):
+    """A folder named like a part file (FILE.rank00001-of-00002.part) ended in "unexpected IsADirectoryError
+    ... this is a bug in vip"."""
+    data, run = toy_run
+    part = tmp_path / "p.jsonl.rank00001-of-00002.part"
+    part.mkdir()
+    code, _, err = cli("predict", data / "test", "--model", run, "--out", tmp_path / "p.jsonl", "--workers", "0")
+    assert code == 1 and err.count("error:") == 1 and "bug in vip" not in err, err
+    assert f"cannot read {part} (" in err and "move it out of the folder, or pass another --out" in err
+
+
+@needs_gloo
+def test_unreadable_images_in_one_ranks_share_are_said_of_the_merged_file_naming_no_rank(toy_run, tmp_path):
+    """An unreadable image in rank 1's share ended in `error: rank 0 of 2: 1 of 25 images could not be read`:
+    rank 0 was named for a file it never held. The line is about the merged file, once, naming no rank."""
+    data, run = toy_run
+    broken = tmp_path / "zz_broken.png"  # last in input order: rank 1's share
+    broken.write_bytes(b"not a png")
+    out = tmp_path / "p.jsonl"
+    done = torchrun(["predict", data / "test", broken, "--model", run, "--out", out, "--workers", "0"], tmp_path,
+                    tmp_path / "cache")
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert done.returncode != 0 and len(errors) == 1, done.stderr
+    assert errors[0].startswith(f"error: 1 of 25 images could not be read; {out} records why"), errors[0]
+    assert json.loads(lines(out)[-1])["path"] == str(broken)
+
+
+def test_a_rank_looks_again_before_refusing_a_lock_file_a_network_filesystem_shows_late(monkeypatch):
+    """Another node's new lock file may show on a network filesystem a moment late: a rank looks again for a
+    few seconds before it refuses, and refuses a view that stays other."""
+    import torch.distributed as dist
+
+    from vipcli import distributed
+    from vipcli.errors import VipError
+
+    rank_zero = {"out": "/s/p.jsonl", "lock": "123 node01\n", "images": "24 ab12"}
+    monkeypatch.setattr(dist, "broadcast_object_list", lambda objects, src: objects.__setitem__(0, dict(rank_zero)))
+    monkeypatch.setattr("time.sleep", lambda seconds: None)
+    seen = iter([{**rank_zero, "lock": ""}, {**rank_zero, "lock": ""}, dict(rank_zero)])
+    looks = []
+    distributed.agree_with_rank_zero(distributed.World(1, 2, 0), lambda: looks.append(1) or next(seen))
+    assert len(looks) == 3  # shown late: accepted on the third look
+    monkeypatch.setattr(distributed, "VIEW_SETTLE_S", 0.05)
+    with pytest.raises(VipError, match="rank 1 of 2 does not see the lock file that rank 0 holds"):
+        distributed.agree_with_rank_zero(distributed.World(1, 2, 0), lambda: {**rank_zero, "lock": ""})
+
+
+@needs_gloo
+def test_training_on_nodes_that_do_not_share_the_feature_cache_says_so(toy_run, tmp_path):
+    """Rank 1's node wrote its share into a cache rank 0 does not see: rank 0 encoded it again in silence
+    (README promised `encoded 0 views`), and nothing said why the other GPUs had saved no time."""
+    data, _ = toy_run
+    args = ["train", "--data", data, "--backbone", "toy", "--shots", "all", "--epochs", "1", "--views", "2",
+            "--workers", "0", "--out", tmp_path / "run"]
+    codes, said = two_nodes([args, args], [{"VIP_CACHE_DIR": str(tmp_path / f"cache{rank}")} for rank in (0, 1)])
+    assert codes == [0, 0], said
+    assert "rank 1: encoded" in said[1]
+    assert (f"warning: rank 0 finds none of the {len(shard_of(data, 1))} images the other ranks encoded in its "
+            f"feature cache ({tmp_path / 'cache0'}), so it encodes them itself") in said[0], said[0]
+    assert "VIP_CACHE_DIR at a folder every node shares" in said[0]
+    codes, said = two_nodes([args[:-1] + [tmp_path / "run2"]] * 2, [{"VIP_CACHE_DIR": str(tmp_path / "cache0")}] * 2)
+    assert codes == [0, 0] and "finds none" not in said[0], said  # one shared cache: nothing to say
+
+
+def shard_of(data: Path, rank: int) -> list:
+    """The images rank `rank` of 2 encodes for a full-data `vip train` of `data` (training, then val and test)."""
+    from vipcli.data import load_dataset
+    from vipcli.distributed import World, shard, training_jobs
+
+    jobs = training_jobs(load_dataset(data, seed=1), None, (1,), 2, False)
+    return [paths[i] for paths, _, _ in jobs for i in shard(len(paths), World(rank, 2, 0))]
+
+
+def test_records_of_other_images_are_refused_naming_the_files_that_hold_them(tmp_path):
+    """A killed torchrun run left only part files: the refusal said "p.jsonl holds records of ...", a file that
+    did not exist."""
+    from vipcli.errors import VipError
+    from vipcli.prediction_files import check_same_images, part_file
+
+    out = tmp_path / "p.jsonl"
+    for rank in (0, 1):
+        part_file(out, rank, 2).write_text("")
+    with pytest.raises(VipError, match=r"^the 2 part files of .*p\.jsonl \(p\.jsonl\.rank00000-of-00002\.part, \.\.\.\) "
+                                       r"hold records of 1 image that are not in this input \(e\.g\. gone\.png\)"):
+        check_same_images({"gone.png", "a.png"}, ["a.png"], out)
+    out.write_text("")
+    with pytest.raises(VipError, match=r"p\.jsonl \(with 2 part files\) holds records of 1 image"):
+        check_same_images({"gone.png"}, [], out)
+    check_same_images({"a.png"}, ["a.png", "b.png"], out)  # none foreign: nothing to say
+
+
+def test_part_files_a_stopped_merge_left_behind_are_removed_without_a_warning(tmp_path):
+    """Rank 0 stopped between writing the merged file and removing the part files: the rerun warned "30 records
+    in preds.jsonl repeated an image already recorded", though nothing was wrong."""
+    from vipcli.prediction_files import RecordFormat, finish_output, part_file
+
+    form = RecordFormat("jsonl", ("a", "b"), None)
+    out = tmp_path / "p.jsonl"
+    record = lambda p: json.dumps({"path": p, "label": "a", "probability": 1.0, "probabilities": {"a": 1.0, "b": 0.0}})
+    out.write_text(record("x0") + "\n" + record("x1") + "\n")
+    part_file(out, 1, 2).write_text(record("x1") + "\n")  # merged already, not yet removed
+    summary = finish_output(out, ["x0", "x1"], form)
+    assert (summary.records, summary.repeated) == (2, 0) and sorted(p.name for p in tmp_path.iterdir()) == ["p.jsonl"]
+    out.write_text(record("x0") + "\n" + record("x0") + "\n")  # a file that repeats itself is still told
+    assert finish_output(out, ["x0"], form).repeated == 1
+
+
+@pytest.mark.parametrize("args", [["demo", "--out", "d"], ["cache", "clear"], ["data", "check", "x"]])
+def test_a_command_that_does_not_share_its_work_is_refused_under_torchrun(cli, monkeypatch, tmp_path, args):
+    """`torchrun --nproc-per-node 2 -m vipcli demo` ran the demo twice at once into one folder, then rank 1
+    failed with "unexpected AttributeError: 'NoneType' object has no attribute 'failures'"."""
+    monkeypatch.chdir(tmp_path)
+    for name, value in {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"}.items():
+        monkeypatch.setenv(name, value)
+    code, out, err = cli(*args)
+    assert code == 2 and err.count("error:") == 1 and not out, err
+    assert f"error: vip {args[0]} runs in one process, not under torchrun (2 processes)" in err
+    assert list(tmp_path.iterdir()) == []  # nothing written
+    monkeypatch.setenv("WORLD_SIZE", "1")  # torchrun --nproc-per-node 1: a world of one runs anything
+    assert cli("methods", "list")[0] == 0

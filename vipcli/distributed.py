@@ -3,8 +3,9 @@
 `torchrun --nproc-per-node N -m vipcli ...` starts N copies of vip with RANK, WORLD_SIZE,
 LOCAL_RANK, MASTER_ADDR and MASTER_PORT set. vip then:
 - joins the process group with the gloo backend (only small control messages pass between
-  ranks: barriers; images and features never cross it, so NCCL buys nothing here and gloo works
-  on machines with and without GPUs alike);
+  ranks: barriers, and rank 0's view of a `vip predict --out` job, which every rank checks against
+  its own (`agree_with_rank_zero`); images and features never cross it, so NCCL buys nothing here
+  and gloo works on machines with and without GPUs alike);
 - puts each rank on its own GPU (`cuda:LOCAL_RANK`) when `--device` is auto or cuda, else the CPU;
 - gives rank r of n the r-th contiguous slice of the work (`shard`).
 
@@ -72,7 +73,8 @@ def error_for_this_process(message: str, own_process: bool = False, shared: bool
     code in silence, so 8 processes print one line, not 8. A failure that is one process's own
     (`own_process`, or any after joining: an image only its share holds) is printed by the process
     that hits it, naming its rank. A `shared` one (Ctrl-C or SIGTERM, which torchrun and Slurm send to
-    every process) is printed by each node's first process, before joining or after.
+    every process; or one about every rank's work, which rank 0 alone raises: its merged --out lacks
+    records) is printed by each node's first process, before joining or after, naming no rank.
     """
     try:
         world = world_from_env()
@@ -203,6 +205,73 @@ def barrier_failed(world: World, point: str, error: Exception) -> VipError:
                     "the other rank's own error line says why: fix that and rerun; what is finished is kept")
 
 
+VIEW_SETTLE_S = 5.0  # how long a rank that sees otherwise than rank 0 looks again (a network filesystem's caches)
+
+
+def agree_with_rank_zero(world: World, view) -> None:
+    """Refuse to go on where this rank sees the shared inputs and outputs otherwise than rank 0.
+
+    `view()` maps what the ranks must see alike (say, the --out file and the images) to this rank's
+    short text of it. Rank 0 sends its view to every rank (a few hundred bytes over the process
+    group). A rank that sees another looks again for up to VIEW_SETTLE_S (a network filesystem may
+    show another node's new file a moment late), then fails with one error of its own
+    (`view_problem`), before anything is written; rank 0 loses it at its next barrier and says so.
+    A no-op in a world of one.
+    """
+    if not world.distributed:
+        return
+    import time
+
+    import torch.distributed as dist
+
+    mine = view()
+    theirs = [mine if world.main else None]
+    try:
+        dist.broadcast_object_list(theirs, src=0)
+    except RuntimeError as error:  # rank 0 stopped meanwhile
+        raise barrier_failed(world, "the start of predicting", error) from None
+    deadline = time.monotonic() + VIEW_SETTLE_S
+    while view_problem(mine, theirs[0]) and time.monotonic() < deadline:
+        time.sleep(0.5)
+        mine = view()
+    problem = view_problem(mine, theirs[0])
+    if problem:
+        raise VipError(f"rank {world.rank} of {world.size} {problem}",
+                       "run the same command on every node, with --out and the images on a filesystem every "
+                       "node mounts at the same path", own_process=True)
+
+
+def view_problem(mine: dict, rank_zero: dict) -> str:
+    """"" when this rank's view equals rank 0's, else what differs first, as the rest of a sentence whose
+    subject is this rank. Keys: `out` (the absolute --out), `lock` (the text of its lock file, which rank 0
+    holds: missing here when this node does not share rank 0's filesystem), `records` (the options and
+    model that shape them), `images` (how many, and a digest of their paths in order)."""
+    for key, here in mine.items():
+        there = rank_zero.get(key)
+        if here == there:
+            continue
+        if key == "out":
+            return f"writes --out {here}, rank 0 {there}"
+        if key == "lock":
+            return (f"does not see the lock file that rank 0 holds beside --out (rank 0: {_holder_words(there)}; "
+                    f"here: {_holder_words(here)}): --out is not on a filesystem this node shares with rank 0, "
+                    "which merges every rank's records")
+        if key == "records":
+            return f"writes other records than rank 0 ({here} here; {there} on rank 0)"
+        if key == "images":
+            return f"finds other images than rank 0 ({here.split()[0]} here, {there.split()[0]} on rank 0)"
+        return f"sees another {key} than rank 0 ({here}, not {there})"
+    return ""
+
+
+def _holder_words(lock_text: str | None) -> str:
+    """A lock file's text ("PID HOST") in words: "pid 12 on host a", "no lock file", or the text as it is."""
+    pid, _, host = (lock_text or "").strip().partition(" ")
+    if pid.isdigit() and host:
+        return f"pid {pid} on host {host}"
+    return repr(lock_text.strip()) if lock_text else "no lock file"
+
+
 def leave(world: World) -> None:
     """Leave the process group (after the last barrier)."""
     global _joined
@@ -277,6 +346,12 @@ def encode_shared(backbone, world: World, jobs, cache, batch_size: int, workers:
     barrier(world, "the end of encoding")
     if not world.main:
         console.info(handed_over(world, len(mine), cache.writable))
+    elif cache.writable:
+        others = [paths[i] for paths, _, _ in jobs for i in range(len(paths)) if i not in shard(len(paths), world)]
+        if others and not any(cache.entry_file(path).exists() for path in others[::max(1, len(others) // 64)]):
+            console.warn(f"rank 0 finds none of the {len(others)} images the other ranks encoded in its feature "
+                         f"cache ({cache.folder.parent.parent}), so it encodes them itself: on several nodes, "
+                         "point VIP_CACHE_DIR at a folder every node shares")
     leave(world)
     return world.main
 

@@ -13,11 +13,12 @@ class VipError(Exception):
 
     exit_code = 1
 
-    def __init__(self, message: str, hint: str | None = None, own_process: bool = False):
+    def __init__(self, message: str, hint: str | None = None, own_process: bool = False, whole_job: bool = False):
         super().__init__(message)
         self.message = message
         self.hint = hint
         self.own_process = own_process  # under torchrun: true of this process only, so it always says it
+        self.whole_job = whole_job  # under torchrun: about every rank's work (rank 0's merged --out): no rank named
 
     def __str__(self) -> str:
         return self.message if not self.hint else f"{self.message} ({self.hint})"

@@ -123,6 +123,7 @@ def _take_lock(out: Path, lock: Path) -> int:
                 os.ftruncate(handle, 0)
                 os.lseek(handle, 0, os.SEEK_SET)  # (reading the holder moved the offset)
                 os.write(handle, f"{os.getpid()} {socket.gethostname()}\n".encode())
+                os.fsync(handle)  # other nodes read it under torchrun (distributed.agree_with_rank_zero)
             return handle
         os.close(handle)  # removed by its last holder after we opened it: lock the new one
     raise VipError(f"cannot lock {lock}: it keeps being replaced", "pass another --out")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -313,6 +314,26 @@ def check_resumable(run_dir: Path, paths: list[Path], out: Path, coverage: float
     check_same_images(completed_paths(out, form), list({str(p): p for p in paths}), out)
 
 
+def shared_view(out: Path, paths: list[Path], form) -> dict:
+    """What every rank must see alike under torchrun (`distributed.agree_with_rank_zero`): the absolute
+    --out, the text of its lock file (rank 0 holds it: a node that does not share rank 0's --out folder
+    sees none), the records it writes (`form`: the options and model that shape them), and the images
+    in order (their number and a digest of their paths)."""
+    import hashlib
+
+    from vipcli.locks import lock_file
+    from vipcli.prediction_files import coverage_text
+
+    try:
+        lock = lock_file(out).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        lock = ""
+    digest = hashlib.sha256("\n".join(map(str, paths)).encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    records = (f"--coverage {coverage_text(form.coverage) if form.sets else 'none'}, "
+               f"{'with' if form.explain else 'no'} --explain, model {form.model[:12]}")
+    return {"out": os.path.abspath(out), "lock": lock, "records": records, "images": f"{len(paths)} {digest}"}
+
+
 def predict_to_file(predictor: Predictor, paths: list[Path], out: Path, world=None, force: bool = False,
                     explain: bool = False, cache=None, workers: int = 2, batch_size: int = 64, progress=None,
                     coverage: float | None = None, chunk: int | None = None) -> FileRun:
@@ -338,6 +359,7 @@ def predict_to_file(predictor: Predictor, paths: list[Path], out: Path, world=No
     paths = list({str(p): Path(p) for p in paths}.values())  # an image given twice is recorded once
     form = record_format(out, predictor.class_names, coverage, explain, predictor.model_digest)
     set_threshold(predictor.calibration, coverage, predictor.run_dir)  # refuses before any work
+    distributed.agree_with_rank_zero(world, lambda: shared_view(out, paths, form))  # before --force removes anything
     if force and world.main:
         remove_outputs(out)
     distributed.barrier(world, "the start of predicting")  # --force done before anyone reads

@@ -338,11 +338,17 @@ def _csv_line(row: list) -> str:
 
 
 def complete_lines(file: Path):
-    """Yield (byte offset, text) of each complete (newline-ended) line of `file`; nothing if it is missing."""
+    """Yield (byte offset, text) of each complete (newline-ended) line of `file`; nothing if it is missing.
+    A `file` that cannot be read (a folder of that name, no permission) is one VipError naming it."""
     try:
         stream = open(file, "rb")
     except FileNotFoundError:
         return
+    except OSError as error:
+        from vipcli.preflight import describe_os_error
+
+        raise VipError(f"cannot read {file} ({describe_os_error(error)}), which vip predict --out resumes from",
+                       "move it out of the folder, or pass another --out") from None
     with stream:
         offset = 0
         for raw in stream:
@@ -391,9 +397,23 @@ def check_same_images(done: set[str], paths: list, out: Path) -> None:
     """
     foreign = sorted(done - {str(p) for p in paths})
     if foreign:
-        raise VipError(f"{out} holds records of {len(foreign)} {plural(len(foreign), 'image')} that are not in "
-                       f"this input (e.g. {foreign[0]}): it was begun for other images",
-                       "pass another --out, or --force to replace it")
+        holders, many = files_named(out)
+        raise VipError(f"{holders} {'hold' if many else 'holds'} records of {len(foreign)} "
+                       f"{plural(len(foreign), 'image')} that are not in this input (e.g. {foreign[0]}): it was begun "
+                       "for other images", "pass another --out, or --force to replace it")
+
+
+def files_named(out: Path) -> tuple[str, bool]:
+    """`out` as the files that hold its records, and whether that is several (the verb's number): "p.jsonl",
+    "p.jsonl (with 2 part files)", or, when a killed torchrun run left only part files, "the 2 part files of
+    p.jsonl (p.jsonl.rank00000-of-00002.part, ...)"."""
+    parts = [part for part in part_files(out) if part.is_file()]
+    if not parts:
+        return str(out), False
+    if Path(out).exists():
+        return f"{out} (with {len(parts)} {plural(len(parts), 'part file')})", False
+    shown = f"{parts[0].name}, ..." if len(parts) > 1 else parts[0].name
+    return f"the {plural(len(parts), 'part file', f'{len(parts)} part files')} of {out} ({shown})", len(parts) > 1
 
 
 def remove_outputs(out: Path) -> None:
@@ -516,8 +536,9 @@ def finish_output(out: Path, paths: list, form: RecordFormat) -> MergeSummary:
 
     Reads only line offsets into memory (not the records); rewrites `out` (temp file + rename) only
     when it is not already in order, holds repeated records, or part files exist, then removes the
-    part files. An image recorded more than once keeps its first prediction; an image recorded as
-unreadable and then again (a rerun tried it again) keeps its last record. A write that fails leaves
+    part files. An image recorded more than once keeps its first prediction (`repeated` counts them, less
+    a part file's repeats of `out`'s records: a merge stopped before it removed its part files leaves
+    those); an image recorded as unreadable and then again (a rerun tried it again) keeps its last record. A write that fails leaves
     `out` and the part files as they were (one VipError).
     """
     out = Path(out)
@@ -533,7 +554,7 @@ unreadable and then again (a rerun tried it again) keeps its last record. A writ
             if path not in wanted:
                 dropped += 1
             elif path in where and not where[path][2]:
-                repeated += 1
+                repeated += source == 0 or where[path][0] != 0  # not a part file repeating `out` (a stopped merge)
             else:
                 retried += path in where  # an image unreadable before: its newer record counts
                 where[path] = (source, offset, error)

@@ -216,10 +216,12 @@ def _predict_to_file(predictor, files, out, world, force, explain, cache, worker
         console.warn(f"{merged.repeated} records in {out} repeated an image already recorded; each image keeps "
                      "its first record")
     if merged.missing:
-        raise VipError(f"{merged.missing} of {run.images} images have no record in {out}", "rerun to resume")
-    if merged.errors:
+        raise VipError(f"{merged.missing} of {run.images} images have no record in {out}", "rerun to resume",
+                       whole_job=True)
+    if merged.errors:  # whichever ranks' shares held them: said of the merged file, naming no rank
         raise VipError(f"{merged.errors} of {run.images} images could not be read; {out} records why",
-                       "fix those files and rerun: unreadable images are tried again; or remove them from the input")
+                       "fix those files and rerun: unreadable images are tried again; or remove them from the input",
+                       whole_job=True)
 
 
 # --- calibration and prediction sets --- ---------------------------------------------------------
