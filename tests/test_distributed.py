@@ -652,7 +652,7 @@ def test_part_files_a_stopped_merge_left_behind_are_removed_without_a_warning(tm
     assert finish_output(out, ["x0"], form).repeated == 1
 
 
-@pytest.mark.parametrize("args", [["demo", "--out", "d"], ["cache", "clear"], ["data", "check", "x"]])
+@pytest.mark.parametrize("args", [["demo", "--out", "d"], ["cache", "clear"], ["data", "sort", "labels.csv", "--images", "x", "--out", "y"]])
 def test_a_command_that_does_not_share_its_work_is_refused_under_torchrun(cli, monkeypatch, tmp_path, args):
     """`torchrun --nproc-per-node 2 -m vipcli demo` ran the demo twice at once into one folder, then rank 1
     failed with "unexpected AttributeError: 'NoneType' object has no attribute 'failures'"."""
@@ -663,5 +663,9 @@ def test_a_command_that_does_not_share_its_work_is_refused_under_torchrun(cli, m
     assert code == 2 and err.count("error:") == 1 and not out, err
     assert f"error: vip {args[0]} runs in one process, not under torchrun (2 processes)" in err
     assert list(tmp_path.iterdir()) == []  # nothing written
+    code, out, _ = cli(*args[:1], "-h")  # help is never refused
+    assert code == 0 and "Usage: vip " in out
     monkeypatch.setenv("WORLD_SIZE", "1")  # torchrun --nproc-per-node 1: a world of one runs anything
+    assert cli("methods", "list")[0] == 0
+    monkeypatch.setenv("WORLD_SIZE", "abc")  # not torchrun's: the commands that use it say so, the others ignore it
     assert cli("methods", "list")[0] == 0

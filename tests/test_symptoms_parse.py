@@ -400,3 +400,9 @@ def test_a_templates_placeholders_echoed_by_the_model_are_removed_not_kept_as_sy
     parsed = parse_answer(answer, "melanoma")
     assert list(parsed.items) == kept
     assert parsed.removed and all(reason == "a template's placeholder, not a symptom" for _, reason in parsed.removed)
+
+
+def test_an_answer_of_json_nested_hundreds_deep_is_not_a_list_not_a_crash():
+    """It ended in an uncaught RecursionError: "unexpected RecursionError ... a bug in vip"."""
+    with pytest.raises(AnswerError, match="is not a list"):
+        parse_answer("[" * 900 + '"irregular border"' + "]" * 900, "melanoma")

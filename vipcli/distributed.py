@@ -60,6 +60,27 @@ def world_from_env(environ=None) -> World:
     return World(rank, size, local_rank)
 
 
+SHARED_COMMANDS = ("predict", "train", "benchmark")  # the commands whose processes share the work under torchrun
+
+
+def refuse_unshared_command(command: str) -> None:
+    """Refuse, as a command starts, the top-level `command` under torchrun with more than one process when it
+    does not share its work (SHARED_COMMANDS): every process would run it in full, all writing the same
+    files (`vip demo` under `--nproc-per-node 2` wrote its folder twice at once, then failed). Help is
+    never refused (it is shown before a command starts); nor is anything when WORLD_SIZE cannot be read
+    (the commands that use it say so)."""
+    if command in SHARED_COMMANDS:
+        return
+    try:
+        world = world_from_env()
+    except VipError:
+        return
+    if world.distributed:
+        raise UsageError(f"vip {command} runs in one process, not under torchrun ({world.size} processes)",
+                         f"run `vip {command} ...` without torchrun; under torchrun, {', '.join(SHARED_COMMANDS)} "
+                         "share their work")
+
+
 _joined: World | None = None
 _has_joined = False  # kept after `leave`: every failure from then on is this process's own
 

@@ -212,10 +212,16 @@ class HelpCommand(_PlainWhenNarrow, TyperCommand):
     """A typer command whose `--help` keeps every option name whole at any terminal width."""
 
     def invoke(self, ctx):
-        """Run the command; once it returns, its work is done (`stop_signals.work_done`): a Ctrl-C while
-        click unwinds says so instead of "nothing half-written was left behind"."""
+        """Run the command, unless it is one that does not share its work and this is torchrun
+        (`distributed.refuse_unshared_command`); once it returns, its work is done (`stop_signals.work_done`):
+        a Ctrl-C while click unwinds says so instead of "nothing half-written was left behind"."""
         from vipcli import stop_signals
+        from vipcli.distributed import refuse_unshared_command
 
+        top = ctx
+        while top.parent is not None and top.parent.parent is not None:  # `cache` of `vip cache clear`
+            top = top.parent
+        refuse_unshared_command(top.info_name or "")
         result = super().invoke(ctx)
         stop_signals.work_done()
         return result

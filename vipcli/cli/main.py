@@ -77,28 +77,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    ctx: typer.Context,
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
 ) -> None:
     """ViP: adapt vision-language models to medical images with LLM-described visual symptoms."""
-    _check_torchrun(ctx.invoked_subcommand)
-
-
-TORCHRUN_COMMANDS = ("predict", "train", "benchmark")  # the commands whose processes share the work under torchrun
-
-
-def _check_torchrun(command: str | None) -> None:
-    """Refuse, before any work, a command that does not share its work under torchrun: every process would
-    run it in full, all writing the same files (`vip demo` under `--nproc-per-node 2` wrote its folder
-    twice at once, then failed with an AttributeError)."""
-    from vipcli.distributed import world_from_env
-    from vipcli.errors import UsageError
-
-    world = world_from_env()
-    if command is not None and command not in TORCHRUN_COMMANDS and world.distributed:
-        raise UsageError(f"vip {command} runs in one process, not under torchrun ({world.size} processes)",
-                         f"run `vip {command} ...` without torchrun; under torchrun, {', '.join(TORCHRUN_COMMANDS)} "
-                         "share their work")
 
 
 app.add_typer(data.app, name="data")

@@ -96,7 +96,7 @@ def clean_item(item: str, keep_colon: bool = False) -> str:
     Returns:
         The cleaned text ("" if nothing is left).
     """
-    text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", item)  # [text](url) -> text
+    text = re.sub(r"\[([^\]\[\n]*)\]\(([^)\n]*)\)", r"\1", item)  # [text](url) -> text (no nested "[": linear time)
     text = re.sub(r"<br\s*/?>", "; ", text, flags=re.IGNORECASE)
     text = re.sub(r"\*\*|__|`", "", text)
     text = re.sub(r"(?<!\w)[*_]|[*_](?!\w)", "", text)  # *italic* / _italic_
@@ -142,7 +142,10 @@ def _json_items(text: str) -> list[str]:
 
     items = []
     for document in json_documents(text):
-        items += extract_items(document) if isinstance(document, str) else _json_strings(document)
+        try:
+            items += extract_items(document) if isinstance(document, str) else _json_strings(document)
+        except RecursionError:  # JSON nested hundreds deep: no list of symptoms
+            continue
     return items
 
 
