@@ -368,7 +368,8 @@ def encode_shared(backbone, world: World, jobs, cache, batch_size: int, workers:
     if not world.main:
         console.info(handed_over(world, len(mine), cache.writable))
     elif cache.writable:
-        others = [paths[i] for paths, _, _ in jobs for i in range(len(paths)) if i not in shard(len(paths), world)]
+        # rank 0's share of each job is its first slice: the other ranks encoded the rest
+        others = [path for paths, _, _ in jobs for path in paths[len(shard(len(paths), world)):]]
         if others and not any(cache.entry_file(path).exists() for path in others[::max(1, len(others) // 64)]):
             console.warn(f"rank 0 finds none of the {len(others)} images the other ranks encoded in its feature "
                          f"cache ({cache.folder.parent.parent}), so it encodes them itself: on several nodes, "
