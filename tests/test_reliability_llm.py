@@ -280,6 +280,18 @@ def test_credentials_in_base_url_that_the_server_rejects_are_named(capsys, env, 
     assert code == 1 and "rejected the credentials in --base-url with HTTP 401" in err and no_leak(out + err)
 
 
+def test_a_401_with_both_url_credentials_and_a_key_blames_the_credentials_that_were_sent(capsys, env, server):
+    """httpx sends a URL's user and password as Basic auth in place of the Bearer key: a 401 used to say
+    "rejected the API key in $OPENAI_API_KEY", a key that never left the machine."""
+    server.fail(401, "bad credentials {AUTH}", echo_auth=True)
+    code, out, err = generate_at(capsys, with_password(server))
+    assert server.requests[0]["headers"]["Authorization"].startswith("Basic ")
+    [line] = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 1 and line.startswith("error: LLM endpoint ") and (
+        "rejected the credentials in --base-url with HTTP 401 (sent in place of the key in $OPENAI_API_KEY)" in line)
+    assert "rejected the API key" not in err and no_leak(out + err)
+
+
 # --- --api-key-env takes a variable name, never the key ------------------------------------------
 
 
@@ -375,6 +387,21 @@ def test_a_proxy_that_refuses_the_connection_is_named_not_the_base_url(capsys, e
 
     assert proxy_variables() == "HTTPS_PROXY, ALL_PROXY"  # HTTP_PROXY is not set: not named
     assert "bug in vip" not in err and "Pw9hunter2" not in err
+
+
+def test_a_proxy_that_cannot_be_reached_is_named_not_the_endpoint(capsys, env, server, monkeypatch):
+    """HTTPS_PROXY at a dead address read "cannot reach LLM endpoint HOST ... check --base-url": the
+    endpoint was never tried. A host NO_PROXY names still goes direct, and is blamed when it is down."""
+    monkeypatch.setenv("HTTPS_PROXY", "http://bob:Pw9hunter2@127.0.0.1:9")  # port 9 (discard): nothing listens
+    monkeypatch.setenv("NO_PROXY", "")
+    code, _, err = generate(capsys, server, "--retries", "0", "--base-url", server.url.replace("http:", "https:"))
+    [line] = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 1 and line.startswith(f"error: cannot reach the proxy in HTTPS_PROXY (127.0.0.1:9) on the way to "
+                                         f"LLM endpoint {server.host}: connection refused"), err
+    assert "unset the variable" in line and "Pw9hunter2" not in err and "bob" not in err and server.requests == []
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    code, _, err = generate(capsys, server, "--retries", "0", "--base-url", "https://127.0.0.1:9/v1")
+    assert code == 1 and "error: cannot reach LLM endpoint 127.0.0.1:9: connection refused" in err, err
 
 
 @pytest.mark.parametrize("bad, position", [("\u2019", 12), ("\n", 12), ("\u00a0", 12), ("\x7f", 12)])

@@ -179,6 +179,23 @@ def test_an_empty_item_in_a_list_option_is_a_usage_error(cli, tmp_path):
     assert code == 2 and error_lines(err) == ["error: --shots 1,,2: an empty item between commas (e.g. --shots 1,2)"]
 
 
+def test_a_value_listed_twice_is_a_usage_error_not_silently_dropped(cli, tmp_path):
+    """'--seeds 1,1' ran seed 1 once and showed no spread; a typo for 1,2 is the likelier reading."""
+    code, _, err = cli("benchmark", "--data", tmp_path, "--seeds", "1,1,3", "--out", tmp_path / "bench")
+    assert code == 2 and error_lines(err) == [
+        "error: --seeds 1,1,3: 1 is listed more than once (list each value once, e.g. --seeds 1,3)"]
+    code, _, err = cli("benchmark", "--data", tmp_path, "--shots", "all,4,ALL", "--out", tmp_path / "bench")
+    assert code == 2 and error_lines(err) == [
+        "error: --shots all,4,ALL: all is listed more than once (list each value once, e.g. --shots all,4)"]
+    assert not (tmp_path / "bench").exists()
+
+
+def test_predict_force_without_out_is_a_usage_error(cli, tmp_path):
+    code, _, err = cli("predict", tmp_path, "--model", tmp_path / "run", "--force")
+    assert code == 2 and error_lines(err) == [
+        "error: --force starts an --out file afresh, and no --out was given (add --out FILE, or leave out --force)"]
+
+
 def test_views_whose_features_would_not_fit_in_memory_are_refused_before_encoding(cli, isic_small, tiny_clip,
                                                                                   tmp_path, monkeypatch):
     """The features kept in memory: 16 val/test center views and 8 training images x --views, 32 floats each."""

@@ -138,7 +138,7 @@ def parse_shots(value: str) -> int | None:
 
 
 def parse_list(option: str, value: str, convert=str) -> tuple:
-    """'a,b, c' -> (convert(a), convert(b), convert(c)); an empty list or bad item is a usage error."""
+    """'a,b, c' -> (convert(a), convert(b), convert(c)); an empty list, a bad item or a repeat is a usage error."""
     items = [item.strip() for item in value.split(",")]
     if not any(items):
         raise UsageError(f"{option} needs at least one value, got '{value}'")
@@ -146,10 +146,18 @@ def parse_list(option: str, value: str, convert=str) -> tuple:
         raise UsageError(f"{option} {value}: an empty item between commas", f"e.g. {option} "
                          + ",".join(item for item in items if item))
     try:
-        return tuple(dict.fromkeys(convert(item) for item in items))
+        values = [convert(item) for item in items]
     except ValueError as error:
         detail = f" ({error})" if isinstance(error, SeedOutOfRange) else ""
         raise UsageError(f"{option} {value}: expected a comma-separated list of numbers{detail}") from None
+    written = {}  # each value -> the item it was first written as ('all' for the shots' None)
+    for item, converted in zip(items, values):
+        written.setdefault(converted, item)
+    if len(written) < len(values):  # '--seeds 1,1' is more often a typo for 1,2 than a wish to run 1 once
+        repeated = ", ".join(written[v] for v in written if values.count(v) > 1)
+        raise UsageError(f"{option} {value}: {repeated} is listed more than once",
+                         f"list each value once, e.g. {option} {','.join(written.values())}")
+    return tuple(written)
 
 
 def symptom_sources(symptoms: Optional[List[str]]) -> tuple[str, ...]:

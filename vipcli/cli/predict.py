@@ -12,7 +12,7 @@ import typer
 
 from vipcli import console
 from vipcli.cli import options as opt
-from vipcli.errors import VipError
+from vipcli.errors import UsageError, VipError
 
 
 def predict_command(
@@ -41,6 +41,9 @@ def predict_command(
     Under torchrun (`-m vipcli predict ... --out FILE`) the processes share the images; FILE keeps input order.
     """
     workers = opt.worker_count(workers)
+    if force and out is None:  # --force would otherwise do nothing, silently
+        raise UsageError("--force starts an --out file afresh, and no --out was given",
+                         "add --out FILE, or leave out --force")
     _check_trust_options(coverage, report)  # usage errors before any work (and before torch is imported)
     from vipcli import distributed
 

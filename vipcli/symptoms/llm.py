@@ -507,6 +507,11 @@ def _post(url: str, headers: dict, body: dict, config: LLMConfig, last: bool):
         ) from None
     except httpx.ConnectError as error:
         reason = "name not found" if "name" in str(error).lower() else "connection refused"
+        proxy = proxy_for(url)
+        if proxy is not None:  # httpx connects to the proxy first: that is what could not be reached
+            raise LLMError(f"cannot reach the proxy in {proxy[0]} ({endpoint_host(proxy[1])}) on the way to LLM "
+                           f"endpoint {host}: {reason}", "check that proxy's address, or unset the variable (or add "
+                           f"{_split(url).hostname} to NO_PROXY) to connect directly") from None
         raise LLMError(
             f"cannot reach LLM endpoint {host}: {reason}",
             "check --base-url and your network, or that the local server is running",
@@ -577,6 +582,26 @@ def proxy_in_use(url: str) -> str:
     return "a proxy variable"
 
 
+def proxy_for(url: str) -> tuple[str, str] | None:
+    """(variable, proxy URL) of the proxy from the environment that a request to `url` goes through, as
+    httpx chooses it (HTTPS_PROXY or HTTP_PROXY by scheme, else ALL_PROXY; none for a host NO_PROXY
+    names); None when the request goes direct."""
+    import urllib.request
+
+    parts = _split(url)
+    if parts is None or not parts.hostname:
+        return None
+    proxies = urllib.request.getproxies_environment()
+    if "no" in proxies and urllib.request.proxy_bypass_environment(parts.hostname, proxies):
+        return None
+    first = "HTTPS_PROXY" if parts.scheme == "https" else "HTTP_PROXY"
+    for name in (first, "ALL_PROXY"):
+        values = _proxy_values(name)
+        if values:
+            return name, values[0]
+    return None
+
+
 def proxy_reason(error: Exception) -> str:
     """What a proxy answered (e.g. "407 Proxy Authentication Required"), on one line, with the user names
     and passwords of the proxy variables masked; the error's type when it says nothing."""
@@ -637,11 +662,12 @@ def _status_error(response, config: LLMConfig, key: str | None, secrets: list[st
     host, code = endpoint_host(config.base_url), response.status_code
     var = f"${config.api_key_env}" if config.api_key_env else "the key variable"
     if code in (401, 403):
-        if not key and _has_credentials(config.base_url):
+        if _has_credentials(config.base_url):  # httpx sends them as Basic auth, in place of any key
+            sent_instead = f" (sent in place of the key in {var})" if key else ""
             return LLMError(
-                f"LLM endpoint {host} rejected the credentials in --base-url with HTTP {code}",
-                "check the user name and password (or key) in --base-url, or export the key in "
-                f"{var[1:] if config.api_key_env else DEFAULT_KEY_ENV} instead",
+                f"LLM endpoint {host} rejected the credentials in --base-url with HTTP {code}{sent_instead}",
+                "check the user name and password (or key) in --base-url, or remove them from --base-url and "
+                f"export the key in {var[1:] if config.api_key_env else DEFAULT_KEY_ENV} instead",
             )
         if not key:
             return LLMError(
