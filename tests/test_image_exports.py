@@ -66,3 +66,13 @@ def test_the_feature_cache_keeps_an_image_named_in_latin1(tmp_path, capsys):
     assert len(list((tmp_path / "cache").rglob("*.safetensors"))) == 1
     assert torch.equal(cache.get(odd, "digest")["eval"], features["eval"])  # found again, not "damaged"
     assert "warning" not in capsys.readouterr().err
+
+
+def test_reading_an_image_leaves_pillows_own_pixel_limit_as_it_was(tmp_path, monkeypatch):
+    """A notebook that lowered (or lifted) Pillow's limit keeps it after vip reads an image."""
+    from vipcli.images import load_image
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 5000)
+    Image.new("RGB", (40, 30)).save(tmp_path / "small.png")
+    load_image(tmp_path / "small.png")
+    assert Image.MAX_IMAGE_PIXELS == 5000
