@@ -68,6 +68,34 @@ def test_the_feature_cache_keeps_an_image_named_in_latin1(tmp_path, capsys):
     assert "warning" not in capsys.readouterr().err
 
 
+def _frames(size=(40, 30), count=3) -> list:
+    """`count` RGB images of `size`, each a different grey."""
+    return [Image.new("RGB", size, (40 * i, 40 * i, 40 * i)) for i in range(count)]
+
+
+def test_a_stack_of_frames_in_one_file_is_unreadable_with_the_fix(tmp_path):
+    import pytest
+
+    from vipcli.errors import ImageError
+    from vipcli.images import load_image
+
+    first, *others = _frames()
+    first.save(tmp_path / "stack.tif", save_all=True, append_images=others)  # TIFF pages: a z-stack, a series
+    first.save(tmp_path / "cine.webp", save_all=True, append_images=others, lossless=True)  # an animation
+    for name in ("stack.tif", "cine.webp"):
+        with pytest.raises(ImageError, match="3 frames of the same size in one (TIFF|WEBP) file .*export the frame"):
+            load_image(tmp_path / name, 16)
+
+
+def test_a_tiff_whose_other_pages_are_smaller_is_read_as_its_first(tmp_path):
+    from vipcli.images import load_image
+
+    first = Image.new("RGB", (40, 30), (200, 10, 10))
+    first.save(tmp_path / "pyramid.tif", save_all=True, append_images=[first.resize((20, 15)), first.resize((10, 8))])
+    image = load_image(tmp_path / "pyramid.tif")
+    assert image.size == (40, 30) and image.getpixel((0, 0)) == (200, 10, 10)
+
+
 def test_reading_an_image_leaves_pillows_own_pixel_limit_as_it_was(tmp_path, monkeypatch):
     """A notebook that lowered (or lifted) Pillow's limit keeps it after vip reads an image."""
     from vipcli.images import load_image

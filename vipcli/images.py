@@ -168,6 +168,27 @@ def reduce_decoded(image, min_side: int):
     return _reduce_in_strips(image, factor, "RGBA" if "A" in image.mode else "L")
 
 
+def full_size_frames(image) -> int:
+    """How many frames of an opened image are as large as its first: 1 for a single image, a TIFF whose
+    other pages are smaller (a pyramid, a thumbnail) and an MPO (a phone's JPEG, whose first picture is
+    the photo); the frame count of a stack of TIFF pages, an animated WebP or PNG. Read from the headers:
+    no frame is decoded."""
+    try:
+        count = getattr(image, "n_frames", 1)
+        if count < 2 or image.format == "MPO":
+            return 1
+        if image.format != "TIFF":
+            return count  # the frames of an animation are all the size of its canvas
+        size, full = image.size, 0
+        for index in range(count):  # a page's size is in its own header (IFD)
+            image.seek(index)
+            full += image.size == size
+        image.seek(0)
+        return full
+    except (EOFError, OSError, ValueError):
+        return 1  # a damaged list of frames: the first is decoded, or found damaged, as a single image is
+
+
 def exif_orientation(image) -> int:
     """The EXIF orientation tag (1-8) of an opened image; 1 (as stored) when it has none or it is unreadable."""
     try:
@@ -233,6 +254,10 @@ def load_image(path: str | Path, min_side: int | None = None):
             image = read_dicom(path, MAX_PIXELS)  # 8-bit L or RGB
             return to_rgb(reduce_decoded(image, min_side) if min_side else image)
         with pixel_limit(), Image.open(path) as image:
+            frames = full_size_frames(image)
+            if frames > 1:
+                raise ImageError(path, f"{frames} frames of the same size in one {image.format} file (a stack, "
+                                       "a series or an animation): export the frame to classify as its own image")
             if min_side and image.format == "JPEG":
                 image.draft("RGB", (min_side * 2, min_side * 2))
             image.load()
