@@ -96,6 +96,17 @@ def test_a_tiff_whose_other_pages_are_smaller_is_read_as_its_first(tmp_path):
     assert image.size == (40, 30) and image.getpixel((0, 0)) == (200, 10, 10)
 
 
+def test_a_phone_jpeg_holding_a_second_picture_is_decoded_reduced_like_any_jpeg(tmp_path):
+    from vipcli.images import load_image
+
+    photo = Image.fromarray(np.tile(np.linspace(0, 255, 512, dtype=np.uint8), (384, 1)), mode="L").convert("RGB")
+    photo.save(tmp_path / "phone.jpg", format="MPO", save_all=True, append_images=[photo.resize((128, 96))])
+    photo.save(tmp_path / "plain.jpg", format="JPEG")
+    with Image.open(tmp_path / "phone.jpg") as opened:
+        assert opened.format == "MPO"  # as Pillow opens an iPhone's JPEG with an HDR gain map
+    assert load_image(tmp_path / "phone.jpg", 32).size == load_image(tmp_path / "plain.jpg", 32).size == (128, 96)
+
+
 def test_reading_an_image_leaves_pillows_own_pixel_limit_as_it_was(tmp_path, monkeypatch):
     """A notebook that lowered (or lifted) Pillow's limit keeps it after vip reads an image."""
     from vipcli.images import load_image

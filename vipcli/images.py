@@ -32,6 +32,8 @@ DEPTH_POLICY = ("unsigned >8-bit by the bit depth its values use (10/12/14/16); 
 DEPTHS = (10, 12, 14, 16)  # the bit depths a high-bit-depth image is scaled by: the smallest that holds its maximum
 EXIF_ORIENTATION = 0x0112  # the EXIF tag of how a viewer turns the stored pixels
 TIFF_SAMPLE_FORMAT, SIGNED_INTEGER = 339, 2  # the TIFF tag saying how a sample is stored, and its "signed" value
+# decoded at reduced scale by libjpeg (draft); MPO: a phone's JPEG holding a second picture (an HDR gain map)
+JPEG_FORMATS = ("JPEG", "MPO")
 _REDUCIBLE = ("L", "LA", "La", "RGB", "RGBA", "RGBa", "I", "F", "CMYK", "YCbCr", "PA")  # modes Image.reduce takes
 
 
@@ -258,7 +260,7 @@ def load_image(path: str | Path, min_side: int | None = None):
             if frames > 1:
                 raise ImageError(path, f"{frames} frames of the same size in one {image.format} file (a stack, "
                                        "a series or an animation): export the frame to classify as its own image")
-            if min_side and image.format == "JPEG":
+            if min_side and image.format in JPEG_FORMATS:
                 image.draft("RGB", (min_side * 2, min_side * 2))
             image.load()
             return decoded_to_rgb(image, min_side)
