@@ -192,6 +192,19 @@ def test_a_semicolon_table_saved_by_excel_with_a_byte_order_mark_is_read(cli, tm
     assert code == 0 and "columns: image 'image'; class 'label'" in out, err
 
 
+def test_paths_written_on_windows_and_a_cameras_upper_case_suffix_are_found(cli, tmp_path):
+    """A hospital export's table names `scans\\a.jpg` (Windows), `./scans/b.jpg`, and `c.jpg` for a camera's
+    `c.JPG`; a file whose own name is in the table is still preferred to one found so."""
+    images = tmp_path / "img"
+    _images(images / "scans", ["a.jpg", "b.jpg", "c.JPG", "d.jpg", "d.JPG"])
+    labels = _csv(tmp_path / "gt.csv", "image,label\nscans\\a.jpg,x\n./scans/b.jpg,y\nscans\\c.jpg,x\nd.jpg,y\n")
+    code, out, err = cli("data", "sort", labels, "--images", images, "--out", tmp_path / "sorted")
+    assert code == 0 and "sorted 4 images" in out, err
+    assert sorted(p.name for p in (tmp_path / "sorted").rglob("*") if p.is_symlink()) == ["a.jpg", "b.jpg", "c.JPG",
+                                                                                           "d.jpg"]
+    assert "1 image" in err and "d.JPG" in err  # in no row: left out, named
+
+
 def test_a_quoted_cell_holding_a_line_break_stays_in_its_row(cli, tmp_path):
     images = _images(tmp_path / "img", ["a.png", "b.png"])
     labels = _csv(tmp_path / "gt.csv", 'image,label,note\na,x,"seen twice,\nsee b"\nb,y,\n')

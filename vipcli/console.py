@@ -15,6 +15,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 # holding one could move the cursor, recolour the terminal or forge a line of output.
 _UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+# the bytes of a file name that are not UTF-8 (a Latin-1 name from an old archive), as Python holds them
+_UNDECODED = re.compile("[\udc80-\udcff]")
 
 
 def _escape_char(match: re.Match) -> str:
@@ -26,10 +28,17 @@ def _escape_char(match: re.Match) -> str:
 
 def printable(value) -> str:
     """`str(value)` with control characters escaped (`\\n`, `\\x1b`, `\\u202e`): safe to print as one line.
+    A file name's bytes that are not UTF-8 are shown as `\\xe9` (see `undecoded_escaped`).
 
     Use it for anything that comes from outside vip (file and folder names, server text) before printing.
     """
-    return _UNPRINTABLE.sub(_escape_char, str(value))
+    return _UNPRINTABLE.sub(_escape_char, undecoded_escaped(str(value)))
+
+
+def undecoded_escaped(text: str) -> str:
+    """`text` with the bytes of a file name that are not UTF-8 (which Python holds as lone surrogates,
+    `caf\\udce9`) written as `\\xe9`: text any UTF-8 file or terminal takes, showing the byte."""
+    return _UNDECODED.sub(lambda match: f"\\x{ord(match.group()) - 0xDC00:02x}", text)
 
 
 def stdout() -> Console:

@@ -160,6 +160,13 @@ def entry_content(path: Path, content: str) -> str:
     return f"{content} {decoder_identity()}" if is_dicom_name(path) else content
 
 
+def entry_path(path: Path) -> str:
+    """The resolved path of image `path` as its cache entry records it: UTF-8 text whatever the file
+    system holds (a name in Latin-1 or CP1252 from an old archive shows its undecodable bytes as
+    `\\xe9`); a path of valid UTF-8, i.e. almost all, is recorded as it is."""
+    return os.fsencode(os.path.realpath(path)).decode("utf-8", "backslashreplace")
+
+
 def view_seed(content: str, view: int, augmentation: str) -> int:
     """The RNG seed of augmented view `view` of the image whose content digest is `content`."""
     return int(hashlib.sha256(f"{content}|{view}|{augmentation}".encode()).hexdigest()[:16], 16)
@@ -218,7 +225,7 @@ class FeatureCache:
 
     def entry_file(self, path: Path) -> Path:
         """Where the entry of image `path` lives (one per resolved path)."""
-        name = hashlib.sha256(os.path.realpath(path).encode()).hexdigest()[:32]
+        name = hashlib.sha256(os.fsencode(os.path.realpath(path))).hexdigest()[:32]
         return self.folder / name[:2] / f"{name}.safetensors"
 
     def _warn_once(self, kind: str, message: str) -> None:
@@ -272,7 +279,7 @@ class FeatureCache:
             return "not a vip feature entry of this version"
         if header.get("backbone") != self.key:
             return f"made for backbone {header.get('backbone')!r}"
-        if header.get("path") != os.path.realpath(path):
+        if header.get("path") != entry_path(path):
             return f"holds the features of {header.get('path')!r}"
         if not tensors or set(tensors) - {"eval", "train"}:
             return f"unexpected tensors {sorted(tensors)}"
@@ -303,7 +310,7 @@ class FeatureCache:
         views = tensors["train"].shape[0] if "train" in tensors else 0
         dim = next(iter(tensors.values())).shape[-1]
         header = {"format": FEATURE_FORMAT, "format_version": FEATURE_FORMAT_VERSION, "backbone": self.key,
-                  "path": os.path.realpath(path), "content_sha256": content, "dtype": "float32",
+                  "path": entry_path(path), "content_sha256": content, "dtype": "float32",
                   "dim": str(dim), "views": str(views), "features_sha256": features_digest(tensors)}
         data = safetensors_bytes(tensors, header)  # written by Python: a full disk is an OSError
         for attempt in range(CLEARED_RETRIES + 1):

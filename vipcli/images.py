@@ -3,6 +3,7 @@ files under a folder are images (`image_files_under`), and which of its folders 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from collections.abc import Callable
@@ -31,6 +32,8 @@ DEPTH_POLICY = ("unsigned >8-bit by the bit depth its values use (10/12/14/16); 
 DEPTHS = (10, 12, 14, 16)  # the bit depths a high-bit-depth image is scaled by: the smallest that holds its maximum
 EXIF_ORIENTATION = 0x0112  # the EXIF tag of how a viewer turns the stored pixels
 TIFF_SAMPLE_FORMAT, SIGNED_INTEGER = 339, 2  # the TIFF tag saying how a sample is stored, and its "signed" value
+# decoded at reduced scale by libjpeg (draft); MPO: a phone's JPEG holding a second picture (an HDR gain map)
+JPEG_FORMATS = ("JPEG", "MPO")
 _REDUCIBLE = ("L", "LA", "La", "RGB", "RGBA", "RGBa", "I", "F", "CMYK", "YCbCr", "PA")  # modes Image.reduce takes
 
 
@@ -167,6 +170,27 @@ def reduce_decoded(image, min_side: int):
     return _reduce_in_strips(image, factor, "RGBA" if "A" in image.mode else "L")
 
 
+def full_size_frames(image) -> int:
+    """How many frames of an opened image are as large as its first: 1 for a single image, a TIFF whose
+    other pages are smaller (a pyramid, a thumbnail) and an MPO (a phone's JPEG, whose first picture is
+    the photo); the frame count of a stack of TIFF pages, an animated WebP or PNG. Read from the headers:
+    no frame is decoded."""
+    try:
+        count = getattr(image, "n_frames", 1)
+        if count < 2 or image.format == "MPO":
+            return 1
+        if image.format != "TIFF":
+            return count  # the frames of an animation are all the size of its canvas
+        size, full = image.size, 0
+        for index in range(count):  # a page's size is in its own header (IFD)
+            image.seek(index)
+            full += image.size == size
+        image.seek(0)
+        return full
+    except (EOFError, OSError, ValueError):
+        return 1  # a damaged list of frames: the first is decoded, or found damaged, as a single image is
+
+
 def exif_orientation(image) -> int:
     """The EXIF orientation tag (1-8) of an opened image; 1 (as stored) when it has none or it is unreadable."""
     try:
@@ -187,6 +211,22 @@ def upright(image, orientation: int):
     for step in steps.get(orientation, ()):
         image = image.transpose(step)
     return image
+
+
+@contextlib.contextmanager
+def pixel_limit():
+    """Pillow's decompression-bomb limit set to `MAX_PIXELS` (its warning an error) while vip opens a file,
+    and the process's own limit put back after: a notebook's `Image.MAX_IMAGE_PIXELS` is left as it was."""
+    from PIL import Image
+
+    previous = Image.MAX_IMAGE_PIXELS
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = previous
 
 
 def load_image(path: str | Path, min_side: int | None = None):
@@ -215,14 +255,15 @@ def load_image(path: str | Path, min_side: int | None = None):
         if is_dicom_name(path):
             image = read_dicom(path, MAX_PIXELS)  # 8-bit L or RGB
             return to_rgb(reduce_decoded(image, min_side) if min_side else image)
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            Image.MAX_IMAGE_PIXELS = MAX_PIXELS
-            with Image.open(path) as image:
-                if min_side and image.format == "JPEG":
-                    image.draft("RGB", (min_side * 2, min_side * 2))
-                image.load()
-                return decoded_to_rgb(image, min_side)
+        with pixel_limit(), Image.open(path) as image:
+            frames = full_size_frames(image)
+            if frames > 1:
+                raise ImageError(path, f"{frames} frames of the same size in one {image.format} file (a stack, "
+                                       "a series or an animation): export the frame to classify as its own image")
+            if min_side and image.format in JPEG_FORMATS:
+                image.draft("RGB", (min_side * 2, min_side * 2))
+            image.load()
+            return decoded_to_rgb(image, min_side)
     except ImageError:
         raise
     except FileNotFoundError:

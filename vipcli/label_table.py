@@ -124,17 +124,38 @@ def index_images(folder: Path, leave_out: Path | None = None) -> tuple[dict[str,
 
     def keyed(paths: list[Path]) -> dict[str, list[Path]]:
         index: dict[str, list[Path]] = defaultdict(list)
+        loose: dict[str, list[Path]] = defaultdict(list)  # by `table_key`: only where no file has the key itself
         for path in paths:
             if skip is not None and Path(os.path.abspath(path)).is_relative_to(skip):
                 continue
             relative = path.relative_to(folder).as_posix()
-            for key in {path.name, path.stem, relative, relative[: -len(path.suffix)] if path.suffix else relative}:
+            keys = {path.name, path.stem, relative, relative[: -len(path.suffix)] if path.suffix else relative}
+            for key in keys:
                 index[key].append(path)
-        return dict(index)
+            for key in {table_key(key) for key in keys} - keys:
+                loose[key].append(path)
+        return {**loose, **index}
 
     others: list[Path] = []
     images = image_files_under(folder, left_out=others)
     return keyed(images), keyed(others)
+
+
+def table_key(cell: str) -> str:
+    """A table cell naming a file, written as `index_images` also keys each file: `\\` as `/` (a path
+    exported on Windows, `images\\ISIC_1.jpg`), no leading `./`, the suffix in lower case (a camera's
+    `.JPG` that the table writes `.jpg`). Looked up when the cell itself names no file (`find_files`)."""
+    key = cell.replace("\\", "/")
+    while key.startswith("./"):
+        key = key[2:]
+    stem, dot, suffix = key.rpartition(".")
+    return f"{stem}.{suffix.lower()}" if dot and stem and "/" not in suffix else key
+
+
+def find_files(index: dict[str, list[Path]], cell: str) -> list[Path]:
+    """The files of `index` (see `index_images`) a table cell names: by the cell as written, else by its
+    `table_key`; [] when it names none."""
+    return index.get(cell) or index.get(table_key(cell)) or []
 
 
 def _is_flag(value: str) -> bool:
@@ -207,7 +228,7 @@ def _check_split_values(table: LabelTable, split: str) -> None:
 
 
 def _image_column(table: LabelTable, index: dict[str, list[Path]]) -> str:
-    matches = {name: sum(row.get(name, "") in index for row in table.rows) for name in table.columns}
+    matches = {name: sum(bool(find_files(index, row.get(name, ""))) for row in table.rows) for name in table.columns}
     best = max(table.columns, key=lambda name: matches[name])
     if not matches[best]:
         first = table.rows[0] if table.rows else {}
@@ -277,9 +298,9 @@ def sort_rows(table: LabelTable, columns: Columns, index: dict[str, list[Path]],
         if not name:
             sorting.without_label.append(key)
             continue
-        files = index.get(key, [])
-        if not files and (others or {}).get(key):
-            sorting.not_images.extend(others[key])  # deduplicated below
+        files = find_files(index, key)
+        if not files and find_files(others or {}, key):
+            sorting.not_images.extend(find_files(others, key))  # deduplicated below
             continue
         if not files:
             sorting.without_image.append((key, name))
@@ -305,7 +326,7 @@ def sort_rows(table: LabelTable, columns: Columns, index: dict[str, list[Path]],
     sorting.placed = [(path, split, name) for path, (split, name, _) in sorted(placed.items())]
     check_class_names({name for _, _, name in sorting.placed})
     _refuse_same_names(sorting.placed)
-    named = set(placed) | {p for key in sorting.without_label for p in index.get(key, [])}  # told apart above
+    named = set(placed) | {p for key in sorting.without_label for p in find_files(index, key)}  # told apart above
     sorting.not_in_table = sorted({p for paths in index.values() for p in paths} - named)
     return sorting
 

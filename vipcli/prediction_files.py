@@ -39,6 +39,7 @@ import csv
 import io
 import json
 import os
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -47,6 +48,7 @@ from vipcli.errors import UsageError, VipError
 
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
 SET_SEPARATOR = "|"
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # in a path: a byte of its name that is not UTF-8
 
 
 def output_format(path: Path) -> str:
@@ -163,7 +165,7 @@ class RecordFormat:
                 record["explanation"] = rounded["explanation"]
             record["model"] = self.model
             record["decoding"] = self.decoding_of(prediction.path)
-            return json.dumps(record, ensure_ascii=False) + "\n"
+            return _json_line(record)
         row = [prediction.path, prediction.label, rounded["probability"],
                *(rounded["probabilities"][name] for name in self.class_names)]
         if self.sets:
@@ -175,8 +177,7 @@ class RecordFormat:
     def error_line(self, path: str, reason: str) -> str:
         """One unreadable image as one line (with its newline)."""
         if self.kind == "jsonl":
-            return json.dumps({"path": path, "error": reason, "model": self.model, "decoding": self.decoding_of(path)},
-                              ensure_ascii=False) + "\n"
+            return _json_line({"path": path, "error": reason, "model": self.model, "decoding": self.decoding_of(path)})
         return _csv_line([path, "", "", *([""] * len(self.class_names)), *([""] * len(self.set_columns())),
                           self.model, reason, *self._decoding_cell(path)])
 
@@ -331,6 +332,13 @@ def _prediction_problem(label, probability, probabilities: list, members, class_
     return None
 
 
+def _json_line(record: dict) -> str:
+    """`record` as one JSON line, non-ASCII text as it is; a file name's bytes that are not UTF-8 (held
+    as lone surrogates) as `\\udce9` escapes, so the line is valid UTF-8 and reads back as the same path."""
+    text = json.dumps(record, ensure_ascii=False)
+    return _LONE_SURROGATE.sub(lambda match: f"\\u{ord(match.group()):04x}", text) + "\n"
+
+
 def _csv_line(row: list) -> str:
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="\n").writerow(row)
@@ -354,7 +362,7 @@ def complete_lines(file: Path):
         for raw in stream:
             if not raw.endswith(b"\n"):
                 return  # a torn last line: never counted
-            yield offset, raw.decode("utf-8", errors="replace").rstrip("\n")
+            yield offset, raw.decode("utf-8", errors="surrogateescape").rstrip("\n")  # as written
             offset += len(raw)
 
 
@@ -424,8 +432,9 @@ def remove_outputs(out: Path) -> None:
 
 
 def open_for_append(file: Path):
-    """`file` opened to append text (created if missing)."""
-    return open(file, "a", encoding="utf-8", newline="")
+    """`file` opened to append text (created if missing). A file name whose bytes are not UTF-8 is written
+    as those bytes in a CSV (its exact name, read back as the same path by `complete_lines`)."""
+    return open(file, "a", encoding="utf-8", errors="surrogateescape", newline="")
 
 
 class RecordWriter:

@@ -273,9 +273,11 @@ def write_html(path: Path, document: str, option: str = "--out") -> Path:
     from vipcli.atomic import write_atomic
     from vipcli.preflight import write_failed
 
+    from vipcli.console import undecoded_escaped
+
     check_writable(path, option)
     try:
-        write_atomic(path, document)
+        write_atomic(path, undecoded_escaped(document))  # a file name not in UTF-8 shows its bytes as \xe9
     except OSError as error:  # the disk filled up or went read-only while the report was made
         raise write_failed(path, error, "nothing was written") from None
     return Path(path)
