@@ -107,6 +107,30 @@ def test_a_phone_jpeg_holding_a_second_picture_is_decoded_reduced_like_any_jpeg(
     assert load_image(tmp_path / "phone.jpg", 32).size == load_image(tmp_path / "plain.jpg", 32).size == (128, 96)
 
 
+def test_a_two_picture_jpeg_cached_by_an_earlier_vip_is_encoded_again(tmp_path):
+    """Earlier versions decoded an MPO at full size, then reduced it: features of another decode. Its entries
+    must not be mixed with today's (results never depend on which vip filled the cache); a plain JPEG keeps
+    its entry under its bytes' digest alone."""
+    import torch
+
+    from vipcli.digests import file_digest
+    from vipcli.features import FeatureCache, encode_images, entry_content
+    from vipcli.registry import load_backbone
+
+    photo = Image.fromarray(np.tile(np.linspace(0, 255, 64, dtype=np.uint8), (48, 1)), mode="L").convert("RGB")
+    photo.save(tmp_path / "phone.jpg", format="MPO", save_all=True, append_images=[photo.resize((16, 12))])
+    photo.save(tmp_path / "plain.jpg", format="JPEG", icc_profile=b"\0" * 3000)  # an APP2 segment, not MPF
+    digest = file_digest(tmp_path / "phone.jpg")
+    assert entry_content(tmp_path / "phone.jpg", digest) != digest
+    assert entry_content(tmp_path / "plain.jpg", "d") == "d"
+    backbone = load_backbone("toy", device="cpu")
+    fresh = encode_images(backbone, [tmp_path / "phone.jpg"], cache=FeatureCache(tmp_path / "cold", backbone))
+    old = FeatureCache(tmp_path / "old", backbone)
+    old.put(tmp_path / "phone.jpg", digest, {"eval": torch.zeros(1, old.dim)})  # as an earlier vip keyed it
+    warm = encode_images(backbone, [tmp_path / "phone.jpg"], cache=old)
+    assert torch.equal(warm.eval[0], fresh.eval[0]) and fresh.eval[0].abs().sum() > 0 and warm.encoded == 1
+
+
 def test_reading_an_image_leaves_pillows_own_pixel_limit_as_it_was(tmp_path, monkeypatch):
     """A notebook that lowered (or lifted) Pillow's limit keeps it after vip reads an image."""
     from vipcli.images import load_image

@@ -39,7 +39,7 @@ from vipcli.cache_admin import BACKBONE_FILE, default_root
 from vipcli.dicom import decoder_identity, is_dicom_name
 from vipcli.digests import digest_many
 from vipcli.errors import ImageError
-from vipcli.images import load_image
+from vipcli.images import holds_second_picture, load_image
 from vipcli.pixels import ViewPipeline, view_pipeline
 from vipcli.preflight import describe_os_error
 from vipcli.settings import usable_workers
@@ -152,12 +152,19 @@ def backbone_key(identity: dict) -> str:
     return f"{name[:40]}-{_digest(identity)[:16]}"
 
 
+MPO_DECODE = "mpo-decoded-reduced"  # the mark of a two-picture JPEG's entries (entry_content)
+
+
 def entry_content(path: Path, content: str) -> str:
     """What the cache entry of image `path` (bytes of digest `content`) is checked against: the digest,
     and for a DICOM file also how this installation decodes DICOM (`vipcli.dicom.decoder_identity`:
     the rule and the versions of pydicom and its plugins). A change of those re-encodes DICOM images
-    alone; other images keep their entries, and every image keeps its view seeds (`view_seed`)."""
-    return f"{content} {decoder_identity()}" if is_dicom_name(path) else content
+    alone; other images keep their entries, and every image keeps its view seeds (`view_seed`).
+    A JPEG holding a second picture (an MPO) is marked too: since 0.2.0 it is decoded reduced like any
+    JPEG, and entries of its earlier full-size decode must not be mixed with new ones."""
+    if is_dicom_name(path):
+        return f"{content} {decoder_identity()}"
+    return f"{content} {MPO_DECODE}" if holds_second_picture(path) else content
 
 
 def entry_path(path: Path) -> str:

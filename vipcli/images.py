@@ -191,6 +191,28 @@ def full_size_frames(image) -> int:
         return 1  # a damaged list of frames: the first is decoded, or found damaged, as a single image is
 
 
+def holds_second_picture(path: str | Path) -> bool:
+    """True when JPEG file `path` carries a Multi-Picture (MPF) segment, as a phone's JPEG with an HDR gain
+    map or a stereo pair does (Pillow opens such a file as MPO). Reads the segment headers before the image
+    data alone, a few hundred bytes; False for any other file and for one that cannot be read."""
+    if Path(path).suffix.lower() not in (".jpg", ".jpeg", ".jpe", ".mpo"):
+        return False
+    try:
+        with open(path, "rb") as file:
+            if file.read(2) != b"\xff\xd8":  # no JPEG start of image
+                return False
+            while True:
+                head = file.read(4)  # 0xFF, the marker, a big-endian length that counts itself
+                if len(head) < 4 or head[0] != 0xFF or head[1] == 0xDA:  # the image data starts: no MPF before
+                    return False
+                length = int.from_bytes(head[2:], "big")
+                if head[1] == 0xE2 and file.read(4) == b"MPF\x00":  # APP2 holding the Multi-Picture index
+                    return True
+                file.seek(file.tell() - 6 + length if head[1] == 0xE2 else file.tell() + length - 2)
+    except OSError:
+        return False
+
+
 def exif_orientation(image) -> int:
     """The EXIF orientation tag (1-8) of an opened image; 1 (as stored) when it has none or it is unreadable."""
     try:
