@@ -603,7 +603,7 @@ def probe_features(backbone) -> torch.Tensor:
         ids = backbone.tokenize(PROBE_TEXTS)
         text = backbone.encode_text_embeds(backbone.embed_tokens(ids), ids.to(backbone.device))  # [N, D]
         image = backbone.encode_image(pixels.to(backbone.device))  # [1, D]
-    return torch.cat([text.detach().float().cpu(), image.detach().float().cpu()])
+    return torch.cat([text.detach().float().cpu(), image.detach().float().cpu()])  # [N + 1, D]
 
 
 def other_weights(first: torch.Tensor, again: torch.Tensor) -> str | None:
