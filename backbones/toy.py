@@ -120,7 +120,7 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor, causal: bool) -> torch.Tensor:
         """[N, L, W] -> [N, L, W]: pre-norm attention (causal for text) and MLP, each with a residual."""
         n, length, width = x.shape
-        qkv = self.qkv(self.ln_1(x)).view(n, length, 3, self.heads, width // self.heads)
+        qkv = self.qkv(self.ln_1(x)).view(n, length, 3, self.heads, width // self.heads)  # [N, L, 3, H, W/H]
         q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each [N, H, L, W/H]
         attended = F.scaled_dot_product_attention(q, k, v, is_causal=causal)  # [N, H, L, W/H]
         x = x + self.out(attended.transpose(1, 2).reshape(n, length, width))  # [N, L, W]

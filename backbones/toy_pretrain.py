@@ -81,7 +81,7 @@ def render_images(count: int, seed: int, log=print) -> tuple[torch.Tensor, list]
 def normalize(pixels: torch.Tensor, config: ToyConfig) -> torch.Tensor:
     """uint8 [B, H, W, 3] -> normalised float [B, 3, H, W] (same as ToTensor + Normalize)."""
     x = pixels.permute(0, 3, 1, 2).float() / 255  # [B, 3, H, W]
-    mean = torch.tensor(config.image_mean).view(1, 3, 1, 1)
+    mean = torch.tensor(config.image_mean).view(1, 3, 1, 1)  # [1, 3, 1, 1], per channel
     std = torch.tensor(config.image_std).view(1, 3, 1, 1)
     return (x - mean) / std
 
@@ -89,7 +89,7 @@ def normalize(pixels: torch.Tensor, config: ToyConfig) -> torch.Tensor:
 def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Random horizontal flip, vertical flip and transpose per image (attributes unchanged). [B, 3, H, W]."""
     flips = torch.rand(3, images.shape[0], generator=generator) < 0.5  # [3, B]
-    images = torch.where(flips[0].view(-1, 1, 1, 1), images.flip(-1), images)
+    images = torch.where(flips[0].view(-1, 1, 1, 1), images.flip(-1), images)  # [B, 3, H, W]
     images = torch.where(flips[1].view(-1, 1, 1, 1), images.flip(-2), images)
     return torch.where(flips[2].view(-1, 1, 1, 1), images.transpose(-1, -2), images)
 
@@ -123,7 +123,7 @@ def contrastive_loss(model: ToyCLIP, images: torch.Tensor, ids: torch.Tensor) ->
     image_features = F.normalize(model.encode_image(images), dim=-1)  # [B, D]
     text_features = F.normalize(model.encode_text(ids), dim=-1)  # [B, D]
     logits = model.logit_scale.exp() * image_features @ text_features.T  # [B, B]
-    target = torch.arange(logits.shape[0])
+    target = torch.arange(logits.shape[0])  # [B]: image i matches caption i
     loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
     return loss, (logits.argmax(dim=1) == target).float().mean().item()
 

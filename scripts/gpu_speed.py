@@ -54,6 +54,7 @@ GOALS = {  # README's Speed goals, on one H100/H200
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    """The command line (`argv`, default sys.argv[1:]) as a Namespace; argparse exits 2 on a bad one."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="folder for gpu_speed.json and scratch runs")
     parser.add_argument("--data", type=Path, help="benchmark folder (default: make the Derm7pt-sized one in OUT)")
@@ -196,6 +197,8 @@ def machine() -> dict:
 
 
 def main(argv=None) -> int:
+    """Time the speed goals into OUT/gpu_speed.json; exit status 0 when every timed command succeeded, 1 when one
+    failed, 2 when the data or weights could not be prepared."""
     args = parse_args(argv)
     started = time.monotonic()
     out = args.out.resolve()

@@ -67,6 +67,8 @@ def upscale(src: Path, dst: Path) -> None:
 
 
 def main() -> None:
+    """Make the Derm7pt-sized folder named on the command line from --source; prints the image counts per split and
+    class, and exits with an error line when OUT exists and is not empty."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path, help="folder to create (train/ val/ test/ with melanoma/ nevus/)")
     parser.add_argument("--source", type=Path, default=DEFAULT_SOURCE, help="ISIC melanoma/nevus folder")

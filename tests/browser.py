@@ -167,11 +167,6 @@ def pixel_difference(first: Path, second: Path) -> str | None:
         return f"{changed} pixels of {first.name} and {second.name} differ, within {box}"
 
 
-def same_pixels(first: Path, second: Path) -> bool:
-    """Whether two screenshots are the same image, pixel for pixel."""
-    return pixel_difference(first, second) is None
-
-
 def blank_fraction(png: Path) -> float:
     """The share of the screenshot's pixels that have the most common colour (1.0: blank)."""
     from PIL import Image

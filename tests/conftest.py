@@ -94,15 +94,48 @@ def error_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("error:")]
 
 
-def read_only_folder(folder: Path) -> None:
-    """Make `folder` read-only, or skip the test where that cannot bind (root ignores permissions)."""
-    import os
+_IMMUTABLE: list[Path] = []  # what `read_only` marked immutable; made mutable again after each test
 
+
+def read_only(path: Path) -> None:
+    """Make an existing file or folder read-only: by its mode, or where root ignores modes by the immutable
+    attribute (`chattr +i`: writes fail with EPERM, "permission denied"), undone after the test. Skips the
+    test where neither binds."""
+    import subprocess
+
+    path.chmod(0o555 if path.is_dir() else 0o444)
+    if not os.access(path, os.W_OK):
+        return
+    path.chmod(0o755 if path.is_dir() else 0o644)
+    if shutil.which("chattr") and subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode == 0:
+        _IMMUTABLE.append(path)
+        if not os.access(path, os.W_OK):
+            return
+    pytest.skip("running as root where chattr +i cannot be set: a read-only path is still writable")
+
+
+def read_only_folder(folder: Path) -> None:
+    """Create `folder` (with its parents) if missing and make it read-only (see `read_only`)."""
     folder.mkdir(parents=True, exist_ok=True)
-    folder.chmod(0o555)
-    if os.access(folder, os.W_OK):
-        folder.chmod(0o755)
-        pytest.skip("running as root: a read-only folder is still writable")
+    read_only(folder)
+
+
+def writable_again(path: Path) -> None:
+    """Undo `read_only`: drop the immutable attribute if it set one, and give the owner write access back."""
+    import subprocess
+
+    if path in _IMMUTABLE:
+        _IMMUTABLE.remove(path)
+        subprocess.run(["chattr", "-i", str(path)], capture_output=True)
+    path.chmod(0o755 if path.is_dir() else 0o644)
+
+
+@pytest.fixture(autouse=True)
+def _mutable_again():
+    """After each test, drop the immutable attributes `read_only` set (else its tmp folder could not be removed)."""
+    yield
+    while _IMMUTABLE:
+        writable_again(_IMMUTABLE[-1])
 
 
 @pytest.fixture

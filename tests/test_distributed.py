@@ -46,14 +46,20 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+def pythonpath() -> str:
+    """PYTHONPATH for a process started in another folder: the tests' helpers, and this checkout's `vipcli` before an
+    installed one (a clone tested against another tree's editable install would run that tree's code)."""
+    here = Path(__file__).resolve().parent
+    return os.pathsep.join([str(here), str(here.parent), os.environ.get("PYTHONPATH", "")])
+
+
 def torchrun(args: list, cwd: Path, cache: Path, script: list | None = None, **env) -> subprocess.CompletedProcess:
     """`python -m torch.distributed.run --nproc-per-node 2 -m vipcli ARGS` on this machine's CPU."""
     command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
                "--master-addr", "127.0.0.1", "--master-port", str(_free_port()),
                *(script or ["-m", "vipcli"]), *map(str, args)]
     environment = {**os.environ, "VIP_CACHE_DIR": str(cache), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "",
-                   "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]),
-                   **env}
+                   "PYTHONPATH": pythonpath(), **env}
     return subprocess.run(command, cwd=cwd, env=environment, capture_output=True, text=True, timeout=180)
 
 
@@ -265,7 +271,7 @@ def test_a_failed_wait_at_a_barrier_is_one_error_line(tmp_path, other):
     script = tmp_path / "barrier.py"
     script.write_text(BARRIER_SCRIPT)
     environment = {**os.environ, "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()),
-                   "VIP_BARRIER_HOURS": "0.001", "OMP_NUM_THREADS": "1"}  # 3.6 s
+                   "VIP_BARRIER_HOURS": "0.001", "OMP_NUM_THREADS": "1", "PYTHONPATH": pythonpath()}  # 3.6 s
     ranks = [subprocess.Popen([sys.executable, str(script), other], env={**environment, "RANK": str(rank)},
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
     said = ranks[0].communicate(timeout=120)[0].strip()

@@ -223,8 +223,8 @@ def test_biomedcoop_loss_is_ce_plus_consistency_plus_distillation(backbone):
     with torch.no_grad():
         with_terms.context.copy_(method.context)
     assert with_terms.training_loss(features, labels) > method.training_loss(features, labels)
-    ensemble, index = with_terms.ensemble()
-    assert ensemble.shape[0] == 3 + 3 + 3 + 2 and index.tolist().count(0) == 6
+    padded, mask, _, counts = with_terms.ensemble_block()  # [C, K, D], [C, K]
+    assert int(mask.sum()) == 3 + 3 + 3 + 2 and counts[0] == int(mask[0].sum()) == 6
 
 
 def test_biomedcoop_context_starts_from_the_words_a_photo_of_a(backbone):

@@ -11,7 +11,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from conftest import disk_fails_under, read_only_folder, error_lines, tiny_train_args
+from conftest import disk_fails_under, read_only_folder, error_lines, tiny_train_args, writable_again
 
 
 def _metrics(out: Path) -> dict:
@@ -478,7 +478,7 @@ def test_read_only_cache_warns_once_and_the_run_goes_on(cli, isic_small, tiny_cl
     try:
         code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "run"))
     finally:
-        cache.chmod(0o755)
+        writable_again(cache)
     assert code == 0, err
     warnings = [line for line in err.splitlines() if "feature cache" in line]
     assert len(warnings) == 1 and "permission denied" in warnings[0] and "going on without it" in warnings[0]

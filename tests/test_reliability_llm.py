@@ -484,15 +484,11 @@ def test_a_full_pack_folder_fails_before_any_llm_call(capsys, env, server, monke
 
 
 def test_a_read_only_pack_folder_fails_before_any_llm_call(capsys, env, server, tmp_path):
+    from conftest import read_only_folder
+
     locked = tmp_path / "locked"
-    locked.mkdir()
-    locked.chmod(0o555)
-    try:
-        if os.access(locked, os.W_OK):
-            pytest.skip("running as root: a read-only folder is still writable")
-        code, _, err = generate(capsys, server, "--out", locked / "melanoma.yaml")
-    finally:
-        locked.chmod(0o755)
+    read_only_folder(locked)
+    code, _, err = generate(capsys, server, "--out", locked / "melanoma.yaml")
     assert code == 1 and f"cannot write to {locked} (permission denied)" in err and server.requests == []
 
 

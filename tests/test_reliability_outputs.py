@@ -12,7 +12,7 @@ import pytest
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from conftest import disk_fails_under, read_only_folder, error_lines, resave_run, tiny_train_args
+from conftest import disk_fails_under, read_only_folder, error_lines, resave_run, tiny_train_args, writable_again
 
 
 def test_existing_out_is_refused_before_any_work(cli, isic_small, tiny_clip, tmp_path, no_work):
@@ -47,7 +47,7 @@ def test_read_only_out_is_refused_before_any_work(cli, isic_small, tiny_clip, tm
     try:
         code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "locked" / "run"))
     finally:
-        (tmp_path / "locked").chmod(0o755)
+        writable_again(tmp_path / "locked")
     assert code == 1 and len(error_lines(err)) == 1
     assert f"cannot write to {tmp_path / 'locked'} (permission denied)" in err
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import error_lines, read_only_folder
+from conftest import error_lines, read_only, read_only_folder, writable_again
 from lesion_runs import make_lesions, train_toy
 
 NO_SPACE = "no space left on the device"
@@ -66,7 +66,7 @@ def test_a_read_only_output_folder_is_refused_before_any_work(cli, toy_run, tmp_
     try:
         code, _, err = cli(*_commands(data, run, tmp_path / "locked" / "p")[kind], "--workers", "0")
     finally:
-        (tmp_path / "locked").chmod(0o755)
+        writable_again(tmp_path / "locked")
     assert code == 1 and error_lines(err) == [error_lines(err)[0]] and "Traceback" not in err
     assert f"{_option(kind)} " in err and f"cannot write to {tmp_path / 'locked'} (permission denied)" in err
 
@@ -102,9 +102,7 @@ def test_a_read_only_out_file_is_refused_before_any_work(cli, toy_run, tmp_path,
     data, run = toy_run
     out = tmp_path / "p.jsonl"
     out.write_text("")
-    out.chmod(0o444)
-    if os.access(out, os.W_OK):
-        pytest.skip("running as root: a read-only file is still writable")
+    read_only(out)
     code, _, err = cli("predict", data / "test", "--model", run, "--out", out)
     assert code == 1 and error_lines(err) == [f"error: --out {out}: cannot write to it (permission denied) "
                                               "(make it writable or choose another --out)"]
@@ -502,12 +500,21 @@ def test_lock_files_left_by_two_killed_runs_one_after_the_other_block_nothing(tm
         pass
 
 
-def test_a_lock_file_left_read_only_by_another_users_killed_run_blocks_nothing(tmp_path):
+def test_a_lock_file_left_read_only_by_another_users_killed_run_blocks_nothing(tmp_path, monkeypatch):
     from vipcli.locks import output_lock
 
-    out = tmp_path / "p.jsonl"
-    (tmp_path / "p.jsonl.lock").write_text("4242 elsewhere\n")
-    (tmp_path / "p.jsonl.lock").chmod(0o444)
+    out, lock = tmp_path / "p.jsonl", tmp_path / "p.jsonl.lock"
+    lock.write_text("4242 elsewhere\n")
+    lock.chmod(0o444)
+    if os.access(lock, os.W_OK):  # root: the mode does not bind; refuse the write as it is refused to another user
+        real_open = os.open
+
+        def refusing(path, flags, *args, **kwargs):
+            if Path(path) == lock and flags & (os.O_WRONLY | os.O_RDWR):
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+            return real_open(path, flags, *args, **kwargs)
+
+        monkeypatch.setattr(os, "open", refusing)
     with output_lock(out):
         pass
     assert not (tmp_path / "p.jsonl.lock").exists()

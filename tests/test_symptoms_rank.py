@@ -91,14 +91,14 @@ def test_prune_writes_packs_without_the_flagged_symptoms(cli, lesions, tmp_path)
 def test_prune_into_a_read_only_folder_is_refused_before_ranking(cli, lesions, tmp_path, monkeypatch):
     import vipcli.symptoms.rank
 
-    from conftest import read_only_folder
+    from conftest import read_only_folder, writable_again
 
     monkeypatch.setattr(vipcli.symptoms.rank, "rank_on_data", lambda *a, **k: pytest.fail("ranked before the check"))
     read_only_folder(tmp_path / "ro")
     try:
         code, _, err = rank(cli, lesions, "--prune", "--out", tmp_path / "ro" / "packs")
     finally:
-        (tmp_path / "ro").chmod(0o755)
+        writable_again(tmp_path / "ro")
     assert code == 1 and "permission denied" in err
 
 

@@ -50,32 +50,26 @@ def test_few_shot_subset_is_reproducible(cli, isic_small, tiny_clip, tmp_path):
     assert subsets[0] == subsets[1] and subsets[0] != subsets[2]
 
 
-def test_the_same_command_twice_trains_the_same_model(cli, isic_small, tiny_clip, tmp_path):
-    """Bit for bit: nothing in a run depends on timing (CPU threads are not chosen by a stopwatch)."""
+def test_the_same_command_again_trains_the_same_model_and_writes_the_same_file(cli, isic_small, tiny_clip, tmp_path):
+    """Bit for bit: nothing in a run depends on timing (CPU threads are not chosen by a stopwatch). And byte
+    for byte, so its digest (the `model` of `vip predict --out` records) names the model: safetensors writes
+    its metadata in hash-map order, which changed from save to save (three saves, to catch an order that
+    comes out the same twice by chance)."""
     import torch
 
-    weights = []
-    for name in ("a", "b"):
-        code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / name, "--seed", "3"))
-        assert code == 0, err
-        with safe_open(str(tmp_path / name / "model.safetensors"), "pt") as handle:
-            weights.append({k: handle.get_tensor(k) for k in handle.keys()})
-    assert weights[0].keys() == weights[1].keys()
-    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
-    history = [json.loads((tmp_path / n / "metrics.json").read_text())["history"] for n in ("a", "b")]
-    assert history[0] == history[1]
-
-
-def test_the_same_command_twice_writes_the_same_model_file(cli, isic_small, tiny_clip, tmp_path):
-    """Byte for byte, so its digest (the `model` of `vip predict --out` records) names the model: safetensors
-    writes its metadata in hash-map order, which changed from save to save."""
     from vipcli.predict import model_digest
 
-    digests = []
+    weights, histories, digests = [], [], []
     for _ in range(3):
         code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "run", "--seed", "3", "--force"))
         assert code == 0, err
+        with safe_open(str(tmp_path / "run" / "model.safetensors"), "pt") as handle:
+            weights.append({k: handle.get_tensor(k) for k in handle.keys()})
+        histories.append(json.loads((tmp_path / "run" / "metrics.json").read_text())["history"])
         digests.append(model_digest(tmp_path / "run"))
+    assert all(w.keys() == weights[0].keys() for w in weights)
+    assert all(torch.equal(w[k], weights[0][k]) for w in weights for k in w)
+    assert histories[0] and all(h == histories[0] for h in histories)
     assert len(set(digests)) == 1
 
 

@@ -259,8 +259,8 @@ class CausalTextTower:
 
     def pool_at_end(self, hidden: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         """The hidden state at each row's end token. [N, L, W], [N, L] -> [N, W]."""
-        rows = torch.arange(hidden.shape[0], device=hidden.device)
-        return hidden[rows, self.end_positions(ids.to(hidden.device))]
+        rows = torch.arange(hidden.shape[0], device=hidden.device)  # [N]
+        return hidden[rows, self.end_positions(ids.to(hidden.device))]  # [N, W]
 
     def causal_mask(self, length: int) -> torch.Tensor:
         """Additive causal attention mask for `length` tokens on this backbone's device. [L, L]."""
@@ -281,7 +281,7 @@ def identity_taken_once(backbone, identify: Callable[[], dict]) -> dict:
 def causal_mask(length: int, device=None) -> torch.Tensor:
     """Additive mask letting position i attend to positions <= i: 0 on and below the diagonal,
     -inf above. [L, L] float32."""
-    return torch.triu(torch.full((length, length), float("-inf"), device=device), diagonal=1)
+    return torch.triu(torch.full((length, length), float("-inf"), device=device), diagonal=1)  # [L, L]
 
 
 def clip_style_transform(size: int, mean: Sequence[float], std: Sequence[float], train: bool,

@@ -157,6 +157,8 @@ class _Probe:
         self.image_size = self.probe_images = None
 
     def run(self, name: str, member: str, step: Callable[[], str], needs: tuple = ()) -> None:
+        """Run one check and append its row: passed with `step()`'s detail, failed with the reason it raised, or
+        skipped when an attribute in `needs` (set by an earlier check) is still None."""
         missing = [n for n in needs if getattr(self, n) is None]
         if missing:
             self.checks.append(Check(name, member, None, "skipped: an earlier check it needs failed"))
@@ -175,6 +177,8 @@ class _Probe:
     # individual checks ------------------------------------------------------------------
 
     def attributes(self) -> str:
+        """That the plain attributes (sizes, token ids, device, id) are set and every weight is on `device`; the
+        detail row, or `_Failed` naming the attribute to fix."""
         b = self.backbone
         for name in ("embed_dim", "token_width", "context_length"):
             value = getattr(b, name, None)
@@ -203,6 +207,8 @@ class _Probe:
                 f"prefix {b.num_prefix_tokens}, pad {b.pad_token_id}, end {end}, device {b.device}")
 
     def logit_scale(self) -> str:
+        """That `logit_scale` is a finite 0-d float tensor on the CPU or the backbone's device; the detail row, or
+        `_Failed`."""
         scale = _tensor(getattr(self.backbone, "logit_scale", None))
         if scale.dim() != 0:
             raise _Failed(f"logit_scale has shape {_shape(scale)}; make it 0-d (.reshape(()))")
@@ -214,6 +220,8 @@ class _Probe:
         return f"0-d {_dtype(scale)} on {scale.device}, exp() = {float(scale.exp()):.4g}"
 
     def tokenize(self) -> str:
+        """That `tokenize` gives int64 ids [N, context_length] on the CPU with an end token; keeps them as `self.ids`
+        for later checks. The detail row, or `_Failed`."""
         b = self.backbone
         ids = _tensor(b.tokenize(PROBE_TEXTS))
         if ids.dtype != torch.int64:
@@ -229,6 +237,8 @@ class _Probe:
         return f"{_dtype(ids)} {_shape(ids)} on cpu"
 
     def lengths(self) -> str:
+        """That `sequence_lengths` gives one integer per prompt, within the context and never shorter than its
+        content; the detail row, or `_Failed`."""
         b, ids = self.backbone, self.ids
         lengths = _tensor(b.sequence_lengths(ids))
         if lengths.shape != (ids.shape[0],) or lengths.is_floating_point():
@@ -244,6 +254,7 @@ class _Probe:
         return f"longest {high} of {ids.shape[1]} tokens"
 
     def embed_tokens(self) -> str:
+        """That `embed_tokens` gives float32 embeddings [N, L, W]; the detail row, or `_Failed`."""
         b, ids = self.backbone, self.ids
         embeds = _tensor(b.embed_tokens(ids))
         if tuple(embeds.shape) != (*ids.shape, b.token_width):
@@ -252,6 +263,8 @@ class _Probe:
         return f"{_dtype(embeds)} {_shape(embeds)}"
 
     def encode_text(self) -> str:
+        """That `encode_text_embeds` gives finite float32 features [N, D], distinct per prompt, without changing
+        `embeds` in place; keeps them as `self.full`. The detail row, or `_Failed`."""
         b, ids = self.backbone, self.ids
         from vipcli.methods.contract import tensor_version
 
@@ -299,6 +312,8 @@ class _Probe:
         return (same_length or tokenized)[0]  # every pair collides or differs in length: the first such
 
     def one_word(self) -> str:
+        """That two prompts one word apart get different token ids and different features; the detail row, or
+        `_Failed`."""
         pair, ids = self._word_pair()
         if torch.equal(ids[0], ids[1]):
             raise _Failed(f"{pair[0]!r} and {pair[1]!r} get the same token ids: the tokenizer loses words (maps them "
@@ -311,6 +326,8 @@ class _Probe:
         return f"{pair[0]!r} / {pair[1]!r}: {int(self.backbone.content_lengths(ids).max())} tokens each, distinct"
 
     def follows_embeddings(self) -> str:
+        """That the text features change when the embedding after the start token changes, and the gradient reaches it
+        (where learned context goes); the detail row, or `_Failed`."""
         b, ids = self.backbone, self.ids
         position = b.num_prefix_tokens  # the first token after the start token: where learned context goes
         with torch.no_grad():
@@ -348,6 +365,8 @@ class _Probe:
                           "`embeds`, not from `ids`: the learned context would never train")
 
     def trimming(self) -> str:
+        """That trimming the ids to `sequence_lengths` leaves the features within `TRIM_TOLERANCE`; the detail row, or
+        `_Failed`."""
         b, ids = self.backbone, self.ids
         length = int(b.sequence_lengths(ids).max())
         if length == ids.shape[1]:
@@ -366,6 +385,8 @@ class _Probe:
         return f"trimmed to {length} of {ids.shape[1]} tokens: max relative difference {float(difference.max()):.1e}"
 
     def plain_text_tower(self) -> str:
+        """That the plain text tower (`--reference`), where settable, gives the usual path's features within
+        `PLAIN_TOLERANCE`; the detail row, or `_Failed`."""
         from vipcli.backbone import using_plain_text_tower
 
         b, ids = self.backbone, self.ids
@@ -385,6 +406,8 @@ class _Probe:
         return f"plain_text_tower set: max relative difference {float(difference.max()):.1e}"
 
     def prompt_parts(self) -> str:
+        """That an `encode_text_parts` override matches `encode_text_embeds(parts.embeds(), ids)` in features and
+        gradient (the default is not compared); the detail row, or `_Failed`."""
         from vipcli.backbone import Backbone
 
         b = self.backbone
@@ -443,6 +466,8 @@ class _Probe:
         return f"{len(PARTS_GROUPS)} prompts, 2 groups, {shared} shared tokens: relative difference {compared}{unchecked}"
 
     def image_transform(self) -> str:
+        """That the eval and train transforms turn the probe picture into float [3, H, W] of one size; keeps the size
+        as `self.image_size`. The detail row, or `_Failed`."""
         b = self.backbone
         picture = probe_picture()
         shapes = []
@@ -459,6 +484,8 @@ class _Probe:
         return f"float [3, {shapes[0][1]}, {shapes[0][2]}] (eval and train)"
 
     def encode_image(self) -> str:
+        """That `encode_image` gives finite float32 features [B, D], distinct per image; keeps the images and features
+        for later checks. The detail row, or `_Failed`."""
         b = self.backbone
         images = torch.rand(self.images, *self.image_size, generator=torch.Generator().manual_seed(0))
         self.probe_images = images
@@ -475,11 +502,15 @@ class _Probe:
         return f"{_dtype(features)} {_shape(features)}, finite{', distinct' if self.images > 1 else ''}"
 
     def text_repeats(self) -> str:
+        """That the same prompts encoded again give the same features (`REPEAT_TOLERANCE`); the detail row, or
+        `_Failed`."""
         b, ids = self.backbone, self.ids
         again = self._text_features(b.embed_tokens(ids), ids)  # [N, D]
         return _same_again("encode_text_embeds", "prompts", again, self.full, "torch.rand*")
 
     def image_repeats(self) -> str:
+        """That the same images encoded again, and the first image alone, give the same features; the detail row, or
+        `_Failed`."""
         b = self.backbone
         with torch.no_grad():
             again = _tensor(b.encode_image(self.probe_images.to(b.device))).detach().float().cpu()  # [B, D]
@@ -512,6 +543,8 @@ class _Probe:
         return f"A, B, then A again: max relative difference {difference:.1e}"
 
     def describe(self) -> str:
+        """That `describe()` is strict JSON and the same every call, and `fingerprint()` a stable non-empty str; the
+        detail row, or `_Failed`."""
         b = self.backbone
         described = b.describe()
         if not isinstance(described, dict):
@@ -527,6 +560,7 @@ class _Probe:
         return f"strict JSON, keys {', '.join(sorted(described))}; fingerprint {fingerprint}"
 
     def frozen(self) -> str:
+        """That `modules()` holds weights and none of them requires grad; the detail row, or `_Failed`."""
         modules = self.backbone.modules()
         trainable = [name for m in modules for name, p in m.named_parameters() if p.requires_grad]
         if trainable:
@@ -569,7 +603,7 @@ def probe_features(backbone) -> torch.Tensor:
         ids = backbone.tokenize(PROBE_TEXTS)
         text = backbone.encode_text_embeds(backbone.embed_tokens(ids), ids.to(backbone.device))  # [N, D]
         image = backbone.encode_image(pixels.to(backbone.device))  # [1, D]
-    return torch.cat([text.detach().float().cpu(), image.detach().float().cpu()])
+    return torch.cat([text.detach().float().cpu(), image.detach().float().cpu()])  # [N + 1, D]
 
 
 def other_weights(first: torch.Tensor, again: torch.Tensor) -> str | None:

@@ -108,7 +108,7 @@ class PromptBank:
             learned = (contexts[:, self.class_index] if per_class else
                        contexts[:, None].expand(-1, len(self.texts), -1, -1)).flatten(0, 1)  # [S*P, M, W]
             starts = self.token_embeds[:, :start].repeat(copies, 1, 1)  # [S*P, prefix, W]
-        return PromptParts(torch.cat([starts, learned], dim=1), group, rest)
+        return PromptParts(torch.cat([starts, learned], dim=1), group, rest)  # prefixes [G, prefix + M, W]
 
     def _group_layout(self, copies: int, per_class: bool):
         """(group [S*P], rest [S*P, L-K, W]) for `prompt_parts`, made on the device once."""
@@ -167,7 +167,7 @@ def _insert_placeholders(backbone, ids: torch.Tensor, n_ctx: int, texts: list[st
         return ids
     placeholder = backbone.tokenize(["x"])[0, backbone.num_prefix_tokens]
     prefix = backbone.num_prefix_tokens
-    filler = torch.full((ids.shape[0], n_ctx), int(placeholder), dtype=ids.dtype)
+    filler = torch.full((ids.shape[0], n_ctx), int(placeholder), dtype=ids.dtype)  # [P, n_ctx]
     return torch.cat([ids[:, :prefix], filler, ids[:, prefix:-n_ctx]], dim=1)  # [P, L]
 
 

@@ -109,11 +109,6 @@ class BiomedCoop(PromptMethod):
             return super().initial_context(shape)
         return embeds[start:start + len(words)].clone()
 
-    def ensemble(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Frozen ensemble text features [E, D] (normalised) and their class index [E], class by class."""
-        padded, mask, _, _ = self.ensemble_block()
-        return padded[mask], mask.nonzero()[:, 0]  # the prompts of each class fill the first slots of its row
-
     def ensemble_block(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[int]]:
         """The frozen ensemble's text features (normalised) grouped by class, made once: padded
         [C, K, D], mask [C, K], class means [C, D], and per class how many prompts it has (they fill
