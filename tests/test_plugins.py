@@ -203,3 +203,30 @@ def test_a_method_registered_as_a_backbone_or_the_reverse_says_which_group_it_be
     line, = error_lines(err)
     assert code == 1 and "names a backbone (a vipcli.backbone.Backbone), registered under vip.methods (move that " \
                          "line under [project.entry-points.\"vip.backbones\"] in mixed-up-methods's pyproject.toml" in line
+
+
+def test_an_entry_point_naming_no_plugin_class_is_one_line_naming_what_it_names(cli, site, tmp_path):
+    """A module, a constant, a function or an unrelated class under vip.backbones / vip.methods: one error line
+    naming the entry point and what it names, and `vip backbones list` marks the id unavailable."""
+    module = tmp_path / "wrong_kinds.py"
+    module.write_text("COUNT = 42\n\ndef build(arch=None, pretrained=None, device=None):\n    return 'no'\n\n\n"
+                      "class Plain:\n    def __init__(self, arch=None, pretrained=None, device=None):\n        pass\n")
+    install_distribution(site, "wrong-kinds", "bb-int = wrong_kinds:COUNT\nbb-function = wrong_kinds:build\n"
+                         "bb-plain = wrong_kinds:Plain\nbb-module = wrong_kinds", module)
+    install_distribution(site, "wrong-methods", "m-plain = wrong_kinds:Plain", group="vip.methods")
+    expected = {"bb-int": "an int", "bb-function": "function build", "bb-plain": "class Plain",
+                "bb-module": "module wrong_kinds"}
+    for backbone_id, names in expected.items():
+        code, _, err = cli("backbones", "check", backbone_id)
+        line, = error_lines(err)
+        assert code == 1 and "Traceback" not in err and "bug in vip" not in err, err
+        assert line.startswith(f"error: backbone '{backbone_id}' from distribution wrong-kinds: its entry point "
+                               f"'{backbone_id} = ") and f"names {names}, not a subclass of vipcli.backbone.Backbone" in line
+        assert "[project.entry-points.\"vip.backbones\"] in wrong-kinds's pyproject.toml" in line
+    code, out, err = cli("backbones", "list", "--json")
+    listed = {entry["id"]: entry for entry in json.loads(out)}
+    assert code == 0 and all("not a subclass" in listed[i]["problem"] for i in expected) and not listed["toy"]["problem"]
+    code, _, err = cli("methods", "show", "m-plain")
+    line, = error_lines(err)
+    assert code == 1 and "its entry point 'm-plain = wrong_kinds:Plain' names class Plain, not a subclass of " \
+                         "vipcli.methods.Method" in line

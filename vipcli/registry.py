@@ -40,13 +40,17 @@ def list_backbones() -> list[PluginInfo]:
 
 
 def backbone_class(backbone_id: str):
-    """Import the plugin registered as `backbone_id` and return its factory (a method class registered as a
-    backbone by mistake is one error saying which entry-point group it belongs to)."""
+    """Import the plugin registered as `backbone_id` and return its class, a `vipcli.backbone.Backbone` subclass
+    (a method class registered as a backbone by mistake is one error saying which entry-point group it belongs
+    to; anything else that is not a Backbone subclass, e.g. a module or a constant, one error naming it)."""
+    from vipcli.backbone import Backbone
     from vipcli.methods.base import Method
 
     loaded = BACKBONES.load(backbone_id)
     if isinstance(loaded, type) and issubclass(loaded, Method):
         raise BACKBONES.misplaced(backbone_id, "vip.methods", "method (a vipcli.methods.Method)")
+    if not (isinstance(loaded, type) and issubclass(loaded, Backbone)):
+        raise BACKBONES.wrong_kind(backbone_id, loaded, "vipcli.backbone.Backbone")
     return loaded
 
 
