@@ -325,7 +325,15 @@ class BracketsInError(PadIsEndBackbone):
         return super().encode_image(images)
 
 
+class FirstRowOnly(PadIsEndBackbone):
+    """Flaw: returns the first image's feature for any batch: the load-time checks (one image) cannot tell."""
+
+    def encode_image(self, images):
+        return super().encode_image(images)[:1]
+
+
 ENTRY_POINTS = "\n".join([
+    "first-row-only = vip_sample_plugins:FirstRowOnly",
     "forgets-seed = vip_sample_plugins:ForgetsSeed",
     "positions-in-place = vip_sample_plugins:PositionsInPlace",
     "ignores-device = vip_sample_plugins:IgnoresDevice",

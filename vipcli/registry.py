@@ -61,6 +61,33 @@ def _main_process() -> bool:
     return world_from_env().main
 
 
+def backbone_fault(backbone, member: str, reason: str, hint: str | None = None) -> PluginError:
+    """A `PluginError` naming a loaded backbone (its id and distribution) and the member at fault."""
+    backbone_id = getattr(backbone, "id", None) or type(backbone).__name__
+    try:
+        distribution = BACKBONES.distribution(backbone_id)
+    except VipError:  # built outside the registry (a script, a test)
+        distribution = "unknown"
+    return PluginError("backbone", backbone_id, distribution, member, reason, hint)
+
+
+def check_batch_features(backbone, features, images: int) -> None:
+    """Refuse image features that are not one row of `embed_dim` per image of a batch of `images`: the
+    load-time checks encode one image, so a plugin that drops or merges the rows of a larger batch (returns
+    `features[:1]`, pools over the batch) would otherwise fail deep inside vip, or file features under the
+    wrong images."""
+    import torch
+
+    dim = getattr(backbone, "embed_dim", None)
+    shape = tuple(features.shape) if isinstance(features, torch.Tensor) else None
+    if shape == (images, dim):
+        return
+    got = f"features {list(shape)}" if shape is not None else f"a {type(features).__name__}"
+    raise backbone_fault(backbone, "encode_image", f"for a batch of {images} images it returned {got}, not "
+                         f"[{images}, D={dim}]", "return one feature row per image of the batch, whatever the batch "
+                         f"size ('vip backbones check {getattr(backbone, 'id', 'ID')}' encodes a batch of 2)")
+
+
 def is_random(pretrained: str | None) -> bool:
     """Whether `--pretrained` asks for random weights (`none`)."""
     return (pretrained or "").strip().lower() == RANDOM_WEIGHTS
