@@ -230,3 +230,22 @@ def test_an_entry_point_naming_no_plugin_class_is_one_line_naming_what_it_names(
     line, = error_lines(err)
     assert code == 1 and "its entry point 'm-plain = wrong_kinds:Plain' names class Plain, not a subclass of " \
                          "vipcli.methods.Method" in line
+
+
+def test_a_plugin_module_missing_a_dependency_names_it_and_how_to_install_it(cli, site, tmp_path):
+    """It said "failed to import: ModuleNotFoundError: ... (reinstall or fix DIST)"; the package to install is now
+    named, and other backbones keep working."""
+    module = tmp_path / "needs_missing_dep.py"
+    module.write_text("import vip_no_such_dependency.runtime  # noqa: F401\n")
+    install_distribution(site, "needs-dep", "needs-dep = needs_missing_dep:Backbone", module)
+    code, _, err = cli("backbones", "check", "needs-dep")
+    line, = error_lines(err)
+    assert code == 1 and line == (
+        "error: backbone 'needs-dep' from distribution needs-dep failed to import: its module needs_missing_dep needs "
+        "vip_no_such_dependency, which is not installed (ModuleNotFoundError: No module named "
+        "'vip_no_such_dependency') (install the package that provides vip_no_such_dependency (pip install "
+        "vip_no_such_dependency, if that is its name), or reinstall needs-dep with its dependencies; other backbones "
+        "still work)")
+    code, out, err = cli("backbones", "list", "--json")
+    listed = {entry["id"]: entry for entry in json.loads(out)}
+    assert code == 0 and "needs vip_no_such_dependency" in listed["needs-dep"]["problem"] and not listed["toy"]["problem"]

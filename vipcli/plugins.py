@@ -300,6 +300,15 @@ class PluginGroup:
                     f"fix the module name under [project.entry-points.\"{self.group}\"] in {distribution}'s "
                     f"pyproject.toml and reinstall it (pip install DIR); other {self.kind}s still work",
                 ) from error
+            dependency = getattr(error, "name", None) if isinstance(error, ModuleNotFoundError) else None
+            if dependency:  # the plugin's module imports a package that is not installed
+                top = dependency.split(".")[0]
+                raise VipError(
+                    f"{self.kind} '{plugin_id}' from distribution {distribution} failed to import: its module "
+                    f"{entry_point.module} needs {dependency}, which is not installed ({type(error).__name__}: {error})",
+                    f"install the package that provides {top} (pip install {top}, if that is its name), or reinstall "
+                    f"{distribution} with its dependencies; other {self.kind}s still work",
+                ) from error
             raise VipError(
                 f"{self.kind} '{plugin_id}' from distribution {distribution} failed to import: "
                 f"{type(error).__name__}: {error}",
