@@ -249,3 +249,25 @@ def test_a_plugin_module_missing_a_dependency_names_it_and_how_to_install_it(cli
     code, out, err = cli("backbones", "list", "--json")
     listed = {entry["id"]: entry for entry in json.loads(out)}
     assert code == 0 and "needs vip_no_such_dependency" in listed["needs-dep"]["problem"] and not listed["toy"]["problem"]
+
+
+def test_methods_all_leaves_out_a_broken_method_plugin_with_a_warning(site, capsys):
+    """`vip benchmark --methods all` with any broken method plugin installed refused the whole sweep ("... other
+    methods still work"); it now runs every method that loads and names each one it leaves out."""
+    from types import SimpleNamespace
+
+    from vipcli.benchmark import method_ids, warn_left_out
+
+    install_distribution(site, "broken-method", "broken = no_such_module:Method", group="vip.methods")
+    install_distribution(site, "rival-a", "shared = rival_a:Shared", group="vip.methods")
+    install_distribution(site, "rival-b", "shared = rival_b:Shared", group="vip.methods")
+    config = SimpleNamespace(methods=("all",))
+    ids = method_ids(config)
+    assert "vip" in ids and "coop" in ids and "broken" not in ids and "shared" not in ids
+    warn_left_out(config)
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("warning: method 'broken' from distribution broken-method failed to "
+                                                   "import") and lines[0].endswith("'broken' is left out of --methods all")
+    assert "'shared' is registered twice" in lines[1]
+    warn_left_out(SimpleNamespace(methods=("vip", "broken")))  # named: used, and refused where it is loaded
+    assert capsys.readouterr().err == "" and method_ids(SimpleNamespace(methods=("vip", "broken"))) == ["vip", "broken"]
