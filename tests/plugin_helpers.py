@@ -57,5 +57,5 @@ def site(tmp_path, monkeypatch):
     monkeypatch.setattr(vipcli.plugins, "_warned_shadows", set())  # each test's process warns afresh
     yield folder
     for module in ("vip_plugin_example", "vip_sample_plugins", "vip_plugin_medical", "vip_method_example",
-                   "broken_method", "vip_sample_methods"):
+                   "broken_method", "vip_sample_methods", "wrong_kinds", "needs_missing_dep"):
         sys.modules.pop(module, None)

@@ -325,7 +325,31 @@ class BracketsInError(PadIsEndBackbone):
         return super().encode_image(images)
 
 
+class FirstRowOnly(PadIsEndBackbone):
+    """Flaw: returns the first image's feature for any batch: the load-time checks (one image) cannot tell."""
+
+    def encode_image(self, images):
+        return super().encode_image(images)[:1]
+
+
+class NormalisesImagesInPlace(PadIsEndBackbone):
+    """Sound: rescales the batch it is handed in place (vip hands every call a batch of its own)."""
+
+    def encode_image(self, images):
+        return super().encode_image(images.mul_(0.5).add_(0.25))
+
+
+class TextFeaturesElsewhere(PadIsEndBackbone):
+    """Flaw: text features moved off the towers' device (here to `meta`, standing in for the CPU of a GPU run)."""
+
+    def encode_text_embeds(self, embeds, ids):
+        return super().encode_text_embeds(embeds, ids).to("meta")
+
+
 ENTRY_POINTS = "\n".join([
+    "first-row-only = vip_sample_plugins:FirstRowOnly",
+    "normalises-images-in-place = vip_sample_plugins:NormalisesImagesInPlace",
+    "text-features-elsewhere = vip_sample_plugins:TextFeaturesElsewhere",
     "forgets-seed = vip_sample_plugins:ForgetsSeed",
     "positions-in-place = vip_sample_plugins:PositionsInPlace",
     "ignores-device = vip_sample_plugins:IgnoresDevice",

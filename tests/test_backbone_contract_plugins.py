@@ -36,6 +36,8 @@ def samples(site):
                                                 "every word"),
     ("positions-in-place", "encode_text_embeds", "encode_text_embeds changed the `embeds` it was given in place (e.g. "
                                                  "embeds += positions)"),
+    ("text-features-elsewhere", "encode_text_embeds", "text features are on meta, not on cpu where `device` says the "
+                                                      "towers are"),
 ])
 def test_new_flaws_fail_at_load_naming_the_member_and_the_fix(samples, plugin, member, reason):
     with pytest.raises(VipError) as error:
@@ -316,3 +318,23 @@ def test_a_backbone_whose_weights_differ_between_loads_of_one_describe_is_refuse
     with pytest.raises(VipError) as error:  # the remembered pass still holds a choice to its weights
         load_backbone("unseeded")
     assert "a weights file replaced under the same --pretrained path" in str(error.value)
+
+
+def test_image_features_of_a_batch_need_one_row_per_image(cli, samples, isic_small, tmp_path):
+    """A plugin returning the first image's feature for a whole batch passed the load-time checks (one image), then
+    failed inside vip as "a bug in vip" (split_with_sizes)."""
+    code, _, err = cli("train", "--data", isic_small, "--backbone", "first-row-only", "--shots", "2", "--epochs", "1",
+                       "--out", tmp_path / "run", "--workers", "0")
+    line, = error_lines(err)
+    assert code == 1 and "bug in vip" not in err and "Traceback" not in err and not (tmp_path / "run").exists()
+    assert line.startswith("error: backbone 'first-row-only' (from sample-plugins 0.1.0) failed in encode_image: for "
+                           "a batch of ") and "images it returned features [1, 16], not [" in line
+    assert "return one feature row per image of the batch" in line
+
+
+def test_a_plugin_that_normalises_its_image_batch_in_place_passes(cli, samples):
+    """Harmless in vip (every call gets a batch of its own), it failed the check on the CPU as randomness
+    ("not deterministic in eval"), the probe having been changed by the call before (on a GPU, a copy)."""
+    code, out, err = cli("backbones", "check", "normalises-images-in-place", "--json")
+    rows = {row["check"]: row for row in json.loads(out)["checks"]}
+    assert code == 0 and rows["same images, same features"]["ok"] is True, err

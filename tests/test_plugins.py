@@ -203,3 +203,71 @@ def test_a_method_registered_as_a_backbone_or_the_reverse_says_which_group_it_be
     line, = error_lines(err)
     assert code == 1 and "names a backbone (a vipcli.backbone.Backbone), registered under vip.methods (move that " \
                          "line under [project.entry-points.\"vip.backbones\"] in mixed-up-methods's pyproject.toml" in line
+
+
+def test_an_entry_point_naming_no_plugin_class_is_one_line_naming_what_it_names(cli, site, tmp_path):
+    """A module, a constant, a function or an unrelated class under vip.backbones / vip.methods: one error line
+    naming the entry point and what it names, and `vip backbones list` marks the id unavailable."""
+    module = tmp_path / "wrong_kinds.py"
+    module.write_text("COUNT = 42\n\ndef build(arch=None, pretrained=None, device=None):\n    return 'no'\n\n\n"
+                      "class Plain:\n    def __init__(self, arch=None, pretrained=None, device=None):\n        pass\n")
+    install_distribution(site, "wrong-kinds", "bb-int = wrong_kinds:COUNT\nbb-function = wrong_kinds:build\n"
+                         "bb-plain = wrong_kinds:Plain\nbb-module = wrong_kinds", module)
+    install_distribution(site, "wrong-methods", "m-plain = wrong_kinds:Plain", group="vip.methods")
+    expected = {"bb-int": "an int", "bb-function": "function build", "bb-plain": "class Plain",
+                "bb-module": "module wrong_kinds"}
+    for backbone_id, names in expected.items():
+        code, _, err = cli("backbones", "check", backbone_id)
+        line, = error_lines(err)
+        assert code == 1 and "Traceback" not in err and "bug in vip" not in err, err
+        assert line.startswith(f"error: backbone '{backbone_id}' from distribution wrong-kinds: its entry point "
+                               f"'{backbone_id} = ") and f"names {names}, not a subclass of vipcli.backbone.Backbone" in line
+        assert "[project.entry-points.\"vip.backbones\"] in wrong-kinds's pyproject.toml" in line
+    code, out, err = cli("backbones", "list", "--json")
+    listed = {entry["id"]: entry for entry in json.loads(out)}
+    assert code == 0 and all("not a subclass" in listed[i]["problem"] for i in expected) and not listed["toy"]["problem"]
+    code, _, err = cli("methods", "show", "m-plain")
+    line, = error_lines(err)
+    assert code == 1 and "its entry point 'm-plain = wrong_kinds:Plain' names class Plain, not a subclass of " \
+                         "vipcli.methods.Method" in line
+
+
+def test_a_plugin_module_missing_a_dependency_names_it_and_how_to_install_it(cli, site, tmp_path):
+    """It said "failed to import: ModuleNotFoundError: ... (reinstall or fix DIST)"; the package to install is now
+    named, and other backbones keep working."""
+    module = tmp_path / "needs_missing_dep.py"
+    module.write_text("import vip_no_such_dependency.runtime  # noqa: F401\n")
+    install_distribution(site, "needs-dep", "needs-dep = needs_missing_dep:Backbone", module)
+    code, _, err = cli("backbones", "check", "needs-dep")
+    line, = error_lines(err)
+    assert code == 1 and line == (
+        "error: backbone 'needs-dep' from distribution needs-dep failed to import: its module needs_missing_dep needs "
+        "vip_no_such_dependency, which is not installed (ModuleNotFoundError: No module named "
+        "'vip_no_such_dependency') (install the package that provides vip_no_such_dependency (pip install "
+        "vip_no_such_dependency, if that is its name), or reinstall needs-dep with its dependencies; other backbones "
+        "still work)")
+    code, out, err = cli("backbones", "list", "--json")
+    listed = {entry["id"]: entry for entry in json.loads(out)}
+    assert code == 0 and "needs vip_no_such_dependency" in listed["needs-dep"]["problem"] and not listed["toy"]["problem"]
+
+
+def test_methods_all_leaves_out_a_broken_method_plugin_with_a_warning(site, capsys):
+    """`vip benchmark --methods all` with any broken method plugin installed refused the whole sweep ("... other
+    methods still work"); it now runs every method that loads and names each one it leaves out."""
+    from types import SimpleNamespace
+
+    from vipcli.benchmark import method_ids, warn_left_out
+
+    install_distribution(site, "broken-method", "broken = no_such_module:Method", group="vip.methods")
+    install_distribution(site, "rival-a", "shared = rival_a:Shared", group="vip.methods")
+    install_distribution(site, "rival-b", "shared = rival_b:Shared", group="vip.methods")
+    config = SimpleNamespace(methods=("all",))
+    ids = method_ids(config)
+    assert "vip" in ids and "coop" in ids and "broken" not in ids and "shared" not in ids
+    warn_left_out(config)
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("warning: method 'broken' from distribution broken-method failed to "
+                                                   "import") and lines[0].endswith("'broken' is left out of --methods all")
+    assert "'shared' is registered twice" in lines[1]
+    warn_left_out(SimpleNamespace(methods=("vip", "broken")))  # named: used, and refused where it is loaded
+    assert capsys.readouterr().err == "" and method_ids(SimpleNamespace(methods=("vip", "broken"))) == ["vip", "broken"]

@@ -34,7 +34,7 @@ WORD_PAIRS = (  # prompts of equal token length one word apart; the first pair t
     ("a photo of a red spot.", "a photo of a blue spot."),
     ("a photo of a dark spot.", "a photo of a small spot."),
 )
-CONTRACT_VERSION = 8  # bump when a check is added or changed: backbones that passed are checked again
+CONTRACT_VERSION = 9  # bump when a check is added or changed: backbones that passed are checked again
 TRIM_TOLERANCE = 1e-3  # max relative L2 difference between trimmed and full-length text features
 PLAIN_TOLERANCE = 1e-3  # max relative L2 difference between the plain text tower (--reference) and the usual path
 SAME_FEATURE = 1e-6  # two probes whose features differ by less than this (relative L2) got the same feature
@@ -83,6 +83,12 @@ def _tensor(value) -> torch.Tensor:
 def _float32(value: torch.Tensor, what: str) -> None:
     if value.dtype != torch.float32:
         raise _Failed(f"{what} are {_dtype(value)} {_shape(value)}; the contract needs float32 (return .float())")
+
+
+def _fresh(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A copy of `images` on `device` for one encode_image call: vip hands every call a batch of its own, so a
+    plugin that normalises the batch in place (harmless there) must not change the probe the next call reads."""
+    return images.to(device, copy=True)
 
 
 def _finite(value: torch.Tensor, what: str) -> None:
@@ -278,6 +284,10 @@ class _Probe:
                           "token embeddings; build the tower's input out of place (x = embeds + positions)")
         if tuple(full.shape) != (ids.shape[0], b.embed_dim):
             raise _Failed(f"text features are {_shape(full)}; expected [{ids.shape[0]}, D={b.embed_dim}]")
+        if not same_device(full.device, b.device):
+            raise _Failed(f"text features are on {full.device}, not on {b.device} where `device` says the towers are: "
+                          "the prompt learner and the methods compute with them there; return them where the tower "
+                          "computed them (no .cpu() or .to(...) at the end)")
         _float32(full, "text features")
         _finite(full, "text features")
         full = full.detach().float().cpu()
@@ -490,7 +500,7 @@ class _Probe:
         images = torch.rand(self.images, *self.image_size, generator=torch.Generator().manual_seed(0))
         self.probe_images = images
         with torch.no_grad():
-            features = _tensor(b.encode_image(images.to(b.device)))
+            features = _tensor(b.encode_image(_fresh(images, b.device)))
         if tuple(features.shape) != (self.images, b.embed_dim):
             raise _Failed(f"image features are {_shape(features)}; expected [{self.images}, D={b.embed_dim}]")
         _float32(features, "image features")
@@ -513,12 +523,12 @@ class _Probe:
         `_Failed`."""
         b = self.backbone
         with torch.no_grad():
-            again = _tensor(b.encode_image(self.probe_images.to(b.device))).detach().float().cpu()  # [B, D]
+            again = _tensor(b.encode_image(_fresh(self.probe_images, b.device))).detach().float().cpu()  # [B, D]
         detail = _same_again("encode_image", "images", again, self.image_features, "torch.rand*, random crops")
         if len(self.probe_images) < 2:
             return detail
         with torch.no_grad():  # the first image on its own: vip encodes images in batches of any size
-            alone = _tensor(b.encode_image(self.probe_images[:1].to(b.device))).detach().float().cpu()  # [1, D]
+            alone = _tensor(b.encode_image(_fresh(self.probe_images[:1], b.device))).detach().float().cpu()  # [1, D]
         difference = float(_relative(alone, self.image_features[:1]).max())
         if not difference <= BATCH_TOLERANCE:
             raise _Failed(f"encode_image gives an image a feature {difference:.3g} apart (relative) alone and in a "
@@ -532,8 +542,8 @@ class _Probe:
         b = self.backbone
         other = torch.rand(len(self.probe_images), *self.image_size, generator=torch.Generator().manual_seed(1))
         with torch.no_grad():
-            _tensor(b.encode_image(other.to(b.device)))  # [B, D], only for what it leaves behind
-            again = _tensor(b.encode_image(self.probe_images.to(b.device))).detach().float().cpu()  # [B, D]
+            _tensor(b.encode_image(_fresh(other, b.device)))  # [B, D], only for what it leaves behind
+            again = _tensor(b.encode_image(_fresh(self.probe_images, b.device))).detach().float().cpu()  # [B, D]
         difference = float(_relative(again, self.image_features).max())
         if not difference <= BATCH_TOLERANCE:
             raise _Failed(f"encode_image gives the same images features {difference:.3g} apart (relative) before "

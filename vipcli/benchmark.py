@@ -25,7 +25,7 @@ from vipcli.errors import UsageError, VipError
 from vipcli.atomic import write_atomic
 from vipcli.features import decoding_digest
 from vipcli.featuresets import FeatureSet, PreparedData
-from vipcli.methods import DEFAULT_BENCHMARK, METHODS
+from vipcli.methods import DEFAULT_BENCHMARK
 from vipcli.provenance import installed_backbone, installed_method
 from vipcli.settings import BackboneSettings, EncodingSettings, ScheduleSettings
 from vipcli.sweep_folder import (SWEEP_LOCK, check_matches, check_same_readability, content_digest, orders_to_carry,
@@ -101,11 +101,33 @@ def shots_key(shots: int | None) -> int | str:
 
 
 def method_ids(config: BenchmarkConfig) -> list[str]:
-    """The requested method ids, `all` expanded to every installed method."""
+    """The requested method ids, `all` expanded to every installed method that loads (`installed_methods`)."""
     ids = []
     for name in config.methods:
-        ids.extend(METHODS.ids() if name == "all" else [name])
+        ids.extend(installed_methods()[0] if name == "all" else [name])
     return list(dict.fromkeys(ids))
+
+
+def installed_methods() -> tuple[list[str], dict[str, str]]:
+    """(the installed method ids that load, {id: why not} for the others): what `--methods all` runs. A broken
+    plugin (a failed import, not a Method, an id two distributions register) is left out, as `vip methods list`
+    marks it, rather than refusing the whole sweep; naming it in `--methods` still fails with its reason."""
+    from vipcli.methods import list_methods
+
+    infos = [info for info in list_methods() if not info.shadowed]  # a built-in id: its built-in is listed too
+    return [info.id for info in infos if not info.problem], {info.id: info.problem for info in infos if info.problem}
+
+
+def warn_left_out(config: BenchmarkConfig) -> None:
+    """One warning per installed method that `--methods all` leaves out because it cannot load."""
+    from rich.markup import escape
+
+    from vipcli.distributed import world_from_env
+
+    if "all" not in config.methods or not world_from_env().main:
+        return
+    for name, problem in installed_methods()[1].items():
+        console.warn(escape(f"{problem}; '{name}' is left out of --methods all"))
 
 
 def validate(config: BenchmarkConfig) -> list[tuple[str, type]]:
@@ -120,6 +142,7 @@ def validate(config: BenchmarkConfig) -> list[tuple[str, type]]:
     config.encoding.validate()
     for shots in config.shots:  # --schedule/--epochs/--batch-size/--lr: refused before split.json is written
         config.schedule.resolve(shots)
+    warn_left_out(config)
     methods = [(name, method_class(name)) for name in method_ids(config)]
     for name, cls in methods:
         make_settings(cls, options_for(cls, config.method_options), name)

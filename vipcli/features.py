@@ -514,9 +514,12 @@ def _encode(backbone, images: torch.Tensor, pipeline: ViewPipeline) -> torch.Ten
 def _encode_batch(backbone, batch: torch.Tensor) -> torch.Tensor:
     """Features [B, D] (float32, on the CPU) of a finished batch [B, 3, H, W] on the backbone's device."""
     from vipcli.devices import autocast
+    from vipcli.registry import check_batch_features
 
     with autocast(backbone.device):
-        return backbone.encode_image(batch).float().cpu()  # [B, D]
+        features = backbone.encode_image(batch)
+    check_batch_features(backbone, features, len(batch))  # the load-time checks encode a single image
+    return features.float().cpu()  # [B, D]
 
 
 def _pipelines(backbone) -> tuple[ViewPipeline, ViewPipeline]:

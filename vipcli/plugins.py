@@ -265,6 +265,17 @@ class PluginGroup:
                         f"move that line under [project.entry-points.\"{right_group}\"] in {distribution}'s "
                         f"pyproject.toml and reinstall it (pip install DIR); other {self.kind}s still work")
 
+    def wrong_kind(self, plugin_id: str, loaded, base: str) -> VipError:
+        """The error for `plugin_id`, whose entry point names `loaded`, which is not a subclass of `base`
+        (e.g. "vipcli.backbone.Backbone"): a module, a constant, a function or an unrelated class."""
+        entry_point = self.entry_point(plugin_id)
+        distribution, _ = distribution_of(entry_point)
+        return VipError(f"{self.kind} '{plugin_id}' from distribution {distribution}: its entry point '{plugin_id} = "
+                        f"{entry_point.value}' names {_kind_of(loaded)}, not a subclass of {base}",
+                        f"point it at your {base.rsplit('.', 1)[-1]} subclass (module:Class) under "
+                        f"[project.entry-points.\"{self.group}\"] in {distribution}'s pyproject.toml and reinstall "
+                        f"it (pip install DIR); other {self.kind}s still work")
+
     def load(self, plugin_id: str):
         """Import the plugin registered as `plugin_id` and return what its entry point names."""
         entry_point = self.entry_point(plugin_id)
@@ -289,11 +300,34 @@ class PluginGroup:
                     f"fix the module name under [project.entry-points.\"{self.group}\"] in {distribution}'s "
                     f"pyproject.toml and reinstall it (pip install DIR); other {self.kind}s still work",
                 ) from error
+            dependency = getattr(error, "name", None) if isinstance(error, ModuleNotFoundError) else None
+            if dependency:  # the plugin's module imports a package that is not installed
+                top = dependency.split(".")[0]
+                raise VipError(
+                    f"{self.kind} '{plugin_id}' from distribution {distribution} failed to import: its module "
+                    f"{entry_point.module} needs {dependency}, which is not installed ({type(error).__name__}: {error})",
+                    f"install the package that provides {top} (pip install {top}, if that is its name), or reinstall "
+                    f"{distribution} with its dependencies; other {self.kind}s still work",
+                ) from error
             raise VipError(
                 f"{self.kind} '{plugin_id}' from distribution {distribution} failed to import: "
                 f"{type(error).__name__}: {error}",
                 f"reinstall or fix {distribution}; other {self.kind}s still work",
             ) from error
+
+
+def _kind_of(loaded) -> str:
+    """What an entry point's target is, in a few words: "module x", "class X", "function f", "an int"."""
+    import inspect
+
+    if inspect.ismodule(loaded):
+        return f"module {loaded.__name__}"
+    if isinstance(loaded, type):
+        return f"class {loaded.__qualname__}"
+    if inspect.isroutine(loaded):
+        return f"function {getattr(loaded, '__qualname__', loaded)}"
+    name = type(loaded).__name__
+    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
 
 
 def is_own_distribution(distribution: str | None) -> bool:

@@ -40,13 +40,17 @@ def list_backbones() -> list[PluginInfo]:
 
 
 def backbone_class(backbone_id: str):
-    """Import the plugin registered as `backbone_id` and return its factory (a method class registered as a
-    backbone by mistake is one error saying which entry-point group it belongs to)."""
+    """Import the plugin registered as `backbone_id` and return its class, a `vipcli.backbone.Backbone` subclass
+    (a method class registered as a backbone by mistake is one error saying which entry-point group it belongs
+    to; anything else that is not a Backbone subclass, e.g. a module or a constant, one error naming it)."""
+    from vipcli.backbone import Backbone
     from vipcli.methods.base import Method
 
     loaded = BACKBONES.load(backbone_id)
     if isinstance(loaded, type) and issubclass(loaded, Method):
         raise BACKBONES.misplaced(backbone_id, "vip.methods", "method (a vipcli.methods.Method)")
+    if not (isinstance(loaded, type) and issubclass(loaded, Backbone)):
+        raise BACKBONES.wrong_kind(backbone_id, loaded, "vipcli.backbone.Backbone")
     return loaded
 
 
@@ -55,6 +59,33 @@ def _main_process() -> bool:
     from vipcli.distributed import world_from_env
 
     return world_from_env().main
+
+
+def backbone_fault(backbone, member: str, reason: str, hint: str | None = None) -> PluginError:
+    """A `PluginError` naming a loaded backbone (its id and distribution) and the member at fault."""
+    backbone_id = getattr(backbone, "id", None) or type(backbone).__name__
+    try:
+        distribution = BACKBONES.distribution(backbone_id)
+    except VipError:  # built outside the registry (a script, a test)
+        distribution = "unknown"
+    return PluginError("backbone", backbone_id, distribution, member, reason, hint)
+
+
+def check_batch_features(backbone, features, images: int) -> None:
+    """Refuse image features that are not one row of `embed_dim` per image of a batch of `images`: the
+    load-time checks encode one image, so a plugin that drops or merges the rows of a larger batch (returns
+    `features[:1]`, pools over the batch) would otherwise fail deep inside vip, or file features under the
+    wrong images."""
+    import torch
+
+    dim = getattr(backbone, "embed_dim", None)
+    shape = tuple(features.shape) if isinstance(features, torch.Tensor) else None
+    if shape == (images, dim):
+        return
+    got = f"features {list(shape)}" if shape is not None else f"a {type(features).__name__}"
+    raise backbone_fault(backbone, "encode_image", f"for a batch of {images} images it returned {got}, not "
+                         f"[{images}, D={dim}]", "return one feature row per image of the batch, whatever the batch "
+                         f"size ('vip backbones check {getattr(backbone, 'id', 'ID')}' encodes a batch of 2)")
 
 
 def is_random(pretrained: str | None) -> bool:

@@ -49,10 +49,7 @@ def method_class(method_id: str) -> type[Method]:
     if isinstance(loaded, type) and issubclass(loaded, Backbone):
         raise METHODS.misplaced(method_id, "vip.backbones", "backbone (a vipcli.backbone.Backbone)")
     if not (isinstance(loaded, type) and issubclass(loaded, Method)):
-        distribution = METHODS.entry_point(method_id).dist
-        name = distribution.metadata["Name"] if distribution is not None else "unknown"
-        raise VipError(f"method '{method_id}' from distribution {name} is not a vipcli.methods.Method subclass "
-                       f"({METHODS.entry_point(method_id).value})", f"fix {name}; other methods still work")
+        raise METHODS.wrong_kind(method_id, loaded, "vipcli.methods.Method")
     check_class(loaded, method_id)  # Settings a dataclass with defaults; a method that trains overrides fit
     return loaded
 
