@@ -387,3 +387,29 @@ def test_json_of_vip_train_and_vip_benchmark_lists_the_warnings_stderr_printed(w
         printed = [line.removeprefix("warning: ") for line in err.splitlines() if line.startswith("warning: ")]
         assert any(line.startswith("--shots 50: class 'melanoma' has only 6") for line in printed)
         assert json.loads(out)["warnings"] == printed
+
+
+def test_in_a_jupyter_notebook_warnings_go_to_stderr_where_redirect_stderr_silences_them(world, tmp_path, monkeypatch):
+    """rich sent every line to the notebook's display (past sys.stderr) when it saw a Jupyter kernel."""
+    import builtins
+    import contextlib
+    import io
+    import sys
+    import types
+
+    data, result, _ = world
+    displayed = []
+    ipython, display = types.ModuleType("IPython"), types.ModuleType("IPython.display")
+    display.display, display.Markdown = lambda *shown, **options: displayed.append(shown), object
+    ipython.display = display
+    monkeypatch.setitem(sys.modules, "IPython", ipython)
+    monkeypatch.setitem(sys.modules, "IPython.display", display)
+    monkeypatch.setattr(builtins, "get_ipython", lambda: type("ZMQInteractiveShell", (), {})(), raising=False)
+    model = vip.load(result.run_dir, device="cpu")
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    good = sorted((data / "test" / "nevus").glob("*.png"))[0]
+    with contextlib.redirect_stderr(io.StringIO()) as err:
+        made = model.predict_many([broken, good], skip_unreadable=True, workers=0)
+    assert [p.path for p in made] == [str(good)]
+    assert err.getvalue() == f"warning: skipped {broken}: not an image Pillow can read\n" and displayed == []
