@@ -413,3 +413,15 @@ def test_in_a_jupyter_notebook_warnings_go_to_stderr_where_redirect_stderr_silen
         made = model.predict_many([broken, good], skip_unreadable=True, workers=0)
     assert [p.path for p in made] == [str(good)]
     assert err.getvalue() == f"warning: skipped {broken}: not an image Pillow can read\n" and displayed == []
+
+
+def test_the_callers_pil_pixel_limit_is_left_as_it_was(world, monkeypatch):
+    """Reading a file set PIL's global `Image.MAX_IMAGE_PIXELS` to vip's 200 MP and left it there: a notebook that
+    had lifted it (None, for slides) could no longer open its own large images."""
+    data, result, _ = world
+    model = vip.load(result.run_dir, device="cpu")
+    image = sorted((data / "test" / "nevus").glob("*.png"))[0]
+    for limit in (None, 1_000_000):
+        monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", limit)
+        assert model.predict(image).label in model.classes
+        assert Image.MAX_IMAGE_PIXELS == limit

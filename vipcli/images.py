@@ -3,6 +3,7 @@ files under a folder are images (`image_files_under`), and which of its folders 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from collections.abc import Callable
@@ -189,6 +190,22 @@ def upright(image, orientation: int):
     return image
 
 
+@contextlib.contextmanager
+def _pixel_limit():
+    """Inside the block PIL refuses an image of more than MAX_PIXELS (its decompression-bomb warning raised as an
+    error); the caller's own `Image.MAX_IMAGE_PIXELS` is put back after (a notebook that lifted it keeps it so)."""
+    from PIL import Image
+
+    limit = Image.MAX_IMAGE_PIXELS
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = limit
+
+
 def load_image(path: str | Path, min_side: int | None = None):
     """Decode `path` into an RGB PIL image.
 
@@ -215,14 +232,11 @@ def load_image(path: str | Path, min_side: int | None = None):
         if is_dicom_name(path):
             image = read_dicom(path, MAX_PIXELS)  # 8-bit L or RGB
             return to_rgb(reduce_decoded(image, min_side) if min_side else image)
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            Image.MAX_IMAGE_PIXELS = MAX_PIXELS
-            with Image.open(path) as image:
-                if min_side and image.format == "JPEG":
-                    image.draft("RGB", (min_side * 2, min_side * 2))
-                image.load()
-                return decoded_to_rgb(image, min_side)
+        with _pixel_limit(), Image.open(path) as image:
+            if min_side and image.format == "JPEG":
+                image.draft("RGB", (min_side * 2, min_side * 2))
+            image.load()
+            return decoded_to_rgb(image, min_side)
     except ImageError:
         raise
     except FileNotFoundError:
