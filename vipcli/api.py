@@ -167,8 +167,34 @@ def _run(function, config, progress: bool):
     """`function(config, progress bar or None)`, its errors worded for Python callers."""
     from vipcli import console
 
-    with _in_python_words(), console.progress_bar() if progress else contextlib.nullcontext() as bar:
+    with _callers_random_state(), _in_python_words(), \
+            console.progress_bar() if progress else contextlib.nullcontext() as bar:
         return function(config, bar)
+
+
+@contextlib.contextmanager
+def _callers_random_state():
+    """Run the block with the caller's random number generators put back after it: torch's (the CPU's, and the
+    CUDA devices'), Python's `random` and NumPy's global one. A run seeds torch (`torch.manual_seed(seed)`) and
+    loading a backbone draws from it; the caller's own sequence of random numbers is not moved by calling vip."""
+    import random
+
+    import numpy as np
+    import torch
+
+    initial_seed = torch.initial_seed()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+    cpu, python, numpy = torch.random.get_rng_state(), random.getstate(), np.random.get_state()
+    try:
+        yield
+    finally:
+        torch.random.set_rng_state(cpu)
+        random.setstate(python)
+        np.random.set_state(numpy)
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
+        elif torch.cuda.is_initialized():  # CUDA started inside the block: seeded as the caller's seed left it
+            torch.cuda.manual_seed_all(initial_seed)
 
 
 def load(run_dir: str | Path, *, device: "str | torch.device" = "auto") -> "Model":
@@ -183,7 +209,7 @@ def load(run_dir: str | Path, *, device: "str | torch.device" = "auto") -> "Mode
     from vipcli.devices import resolve_device
     from vipcli.predict import load_predictor
 
-    with _in_python_words():
+    with _callers_random_state(), _in_python_words():
         return Model(load_predictor(Path(run_dir), resolve_device(_device_name(device))))
 
 
@@ -270,7 +296,7 @@ class Model:
         _count("batch_size", batch_size, 1)
         if workers is not None:
             _count("workers", workers, 0)
-        with _in_python_words():
+        with _callers_random_state(), _in_python_words():
             return self._predict_many(_expand(images), explain, _coverage(coverage), skip_unreadable, use_cache,
                                       workers, batch_size, progress)
 
