@@ -191,6 +191,10 @@ def test_predict_many_refuses_impossible_arguments_before_any_work(world):
         "image 1 of the input is an empty path": lambda: model.predict(""),
         "image 1 of the input (in memory): an image of no pixels (0x0)":
             lambda: model.predict(Image.new("RGB", (0, 0))),
+        "explain='no': expected True or False": lambda: model.predict(image, explain="no"),
+        "skip_unreadable='no'": lambda: model.predict_many([image], skip_unreadable="no"),
+        "use_cache=0": lambda: model.predict(image, use_cache=0),
+        "progress='no'": lambda: model.predict_many([image], progress="no"),
     }
     for words, call in refused.items():
         with pytest.raises(vip.VipError, match=__import__("re").escape(words)):
@@ -236,8 +240,8 @@ def test_errors_about_the_training_arguments_name_them_as_python_does(world, tmp
 
 def test_train_arguments_of_the_wrong_type_or_range_are_refused_by_name_before_any_work(world, tmp_path):
     """A str seed, a float epochs or a str lr failed deep inside as Python errors naming neither; a
-    negative seed, which `vip train --seed -1` refuses, trained."""
-    data, _, _ = world
+    negative seed, which `vip train --seed -1` refuses, trained; force="no" was true and replaced the run."""
+    data, result, _ = world
     refused = {"seed": ["a", -1, 2**32], "views": ["8", 0], "epochs": [2.5, 0], "batch_size": [0], "workers": [-1],
                "lr": ["x", 0, True], "encode_batch": [0, "64"]}
     for name, values in refused.items():
@@ -247,6 +251,11 @@ def test_train_arguments_of_the_wrong_type_or_range_are_refused_by_name_before_a
     with pytest.raises(vip.VipError, match="^data=5: expected the path"):
         vip.train(5, **TOY)
     assert not (tmp_path / "run").exists()
+    kept = (result.run_dir / "metrics.json").read_bytes()
+    for name, value in (("force", "no"), ("use_cache", "no"), ("progress", "no"), ("progress", 1)):
+        with pytest.raises(vip.VipError, match=f"^{name}={value!r}: expected True or False"):  # "no" was true
+            vip.train(data, **{**TOY, name: value, "out": result.run_dir})
+    assert (result.run_dir / "metrics.json").read_bytes() == kept  # force="no" replaced the run
 
 
 def test_benchmark_gives_the_rows_vip_benchmark_gives_and_resumes_them(world, tmp_path, cli):

@@ -158,9 +158,10 @@ def _shared_settings(data, backbone, arch, pretrained, device, views, workers, e
 
     return dict(data=Path(data), method_options=_method_options(method_options),
                 backbone=BackboneSettings(backbone, arch, pretrained, _device_name(device)),
-                encoding=EncodingSettings(views=views, workers=workers, use_cache=use_cache, batch_size=encode_batch),
+                encoding=EncodingSettings(views=views, workers=workers, use_cache=_flag("use_cache", use_cache),
+                                          batch_size=encode_batch),
                 schedule=ScheduleSettings(schedule, epochs, batch_size, lr), symptoms=_symptom_sources(symptoms),
-                out=Path(out) if out is not None else None, force=force)
+                out=Path(out) if out is not None else None, force=_flag("force", force))
 
 
 def _run(function, config, progress: bool):
@@ -168,7 +169,7 @@ def _run(function, config, progress: bool):
     from vipcli import console
 
     with _callers_random_state(), _in_python_words(), \
-            console.progress_bar() if progress else contextlib.nullcontext() as bar:
+            console.progress_bar() if _flag("progress", progress) else contextlib.nullcontext() as bar:
         return function(config, bar)
 
 
@@ -294,6 +295,9 @@ class Model:
             VipError: a path that does not exist, a folder without images, a value of another type.
         """
         _count("batch_size", batch_size, 1)
+        for name, value in (("explain", explain), ("skip_unreadable", skip_unreadable), ("use_cache", use_cache),
+                            ("progress", progress)):
+            _flag(name, value)
         if workers is not None:
             _count("workers", workers, 0)
         with _callers_random_state(), _in_python_words():
