@@ -176,6 +176,16 @@ def test_coverage_and_device_errors_name_the_keyword_arguments(world, tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(vip.VipError, match=r"^device='cuda:1': no CUDA GPU is visible to torch \(use device='cpu'"):
             vip.load(result.run_dir, device="cuda:1")
+    for device in (0, 1):  # a GPU's number: 0 read as "auto", 1 was an AttributeError
+        with pytest.raises(vip.VipError, match=rf"^device={device}: expected a device's name .*device='cuda:0'"):
+            vip.load(result.run_dir, device=device)
+        with pytest.raises(vip.VipError, match=rf"^device={device}: "):
+            vip.train(data, **{**TOY, "device": device, "out": tmp_path / "run"})
+    for missing, words in ((tmp_path / "none", "(pass a run directory written by `vip train`)"),
+                           (result.run_dir / "run.yaml", f"(pass {str(result.run_dir)!r}, the run's folder)")):
+        with pytest.raises(vip.VipError) as raised:  # these named `vip predict`'s --model
+            vip.load(missing)
+        assert str(raised.value).endswith(words)
 
 
 def test_predict_many_refuses_impossible_arguments_before_any_work(world):
@@ -243,7 +253,7 @@ def test_train_arguments_of_the_wrong_type_or_range_are_refused_by_name_before_a
     negative seed, which `vip train --seed -1` refuses, trained; force="no" was true and replaced the run."""
     data, result, _ = world
     refused = {"seed": ["a", -1, 2**32], "views": ["8", 0], "epochs": [2.5, 0], "batch_size": [0], "workers": [-1],
-               "lr": ["x", 0, True], "encode_batch": [0, "64"]}
+               "lr": ["x", 0, True, float("inf")], "encode_batch": [0, "64"]}
     for name, values in refused.items():
         for value in values:
             with pytest.raises(vip.VipError, match=f"^{name}="):

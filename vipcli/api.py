@@ -19,6 +19,7 @@ The rest of `vipcli` is internal and may change between releases.
 from __future__ import annotations
 
 import contextlib
+import math
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Mapping
@@ -414,7 +415,7 @@ def _check_arguments(data, **numbers) -> None:
         if numbers[name] is not None:
             _count(name, numbers[name], least)
     lr = numbers["lr"]
-    if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0):
+    if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < math.inf):
         raise UsageError(f"lr={lr!r}: expected a positive number", "such as lr=0.002")
 
 
@@ -499,10 +500,16 @@ def _symptom_sources(values) -> tuple:
 
 
 def _device_name(device) -> str | None:
-    """`device` as the commands spell it: a torch.device (`torch.device("cpu")`) as its name, "cpu"."""
+    """`device` as the commands spell it: a torch.device (`torch.device("cpu")`) as its name, "cpu"; None is
+    "auto"; anything else, such as a GPU's number (device=0, which read as "auto"), is refused by name."""
     import torch
 
-    return str(device) if isinstance(device, torch.device) else device
+    if device is None or isinstance(device, str):
+        return device
+    if isinstance(device, torch.device):
+        return str(device)
+    raise UsageError(f"device={device!r}: expected a device's name or a torch.device",
+                     "such as device='cuda:0', device='cpu' or device='auto'")
 
 
 def _method_options(options) -> dict[str, str]:
@@ -541,6 +548,8 @@ _PYTHON_WORDS = [
     (re.compile(r"--coverage\b"), lambda m: "coverage"),
     (re.compile(r"--device (\w+(?::\d+)?)"), lambda m: f"device='{m[1]}'"),
     (re.compile(r"--data DIR\b"), lambda m: "data='FOLDER'"),
+    (re.compile(r"--model RUN_DIR\b"), lambda m: "a run directory"),
+    (re.compile(r"--model (.+), the run's folder$"), lambda m: f"{str(m[1])!r}, the run's folder"),
     (re.compile(r"--force\b"), lambda m: "force=True"),
     (re.compile(r"--no-cache\b"), lambda m: "use_cache=False"),
     (re.compile(r"--no-batch\b"), lambda m: "batched=False"),
