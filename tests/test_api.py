@@ -473,3 +473,20 @@ def test_training_loading_and_predicting_leave_the_callers_random_numbers_as_the
         vip.benchmark(data, methods="vip", shots=[1], seeds=[2], backbone="toy", epochs=1, views=2, workers=0,
                       device="cpu", out=tmp_path / "sweep")
     assert draws() == expected
+
+
+def test_results_show_as_one_short_line_in_a_notebook(world, tmp_path):
+    """A notebook cell ending in `result` printed the whole of metrics.json (the epoch history: 5 kB), and a sweep
+    every row and its configuration."""
+    data, result, root = world
+    shown = repr(result)
+    assert shown.startswith(f"<TrainResult {str(result.run_dir)!r}: melanoma, nevus; val accuracy "
+                            f"{result.metrics['val']['accuracy']}%, test accuracy {result.metrics['test']['accuracy']}%; ")
+    assert shown.endswith(" unreadable files>") and len(shown) < len(str(result.run_dir)) + 120
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("VIP_CACHE_DIR", str(root / "cache"))
+        sweep = vip.benchmark(data, methods=["zeroshot", "symptom-zeroshot"], shots=[1], seeds=[1, 2], backbone="toy",
+                              workers=0, views=2, device="cpu", out=tmp_path / "b")
+    assert repr(sweep).startswith(f"<BenchmarkResult {str(tmp_path / 'b')!r}: 4 rows (4 run now, 0 resumed); "
+                                  "methods zeroshot, symptom-zeroshot; shots 0; seeds 1, 2; ")
+    assert repr(sweep).endswith(" unreadable files>") and len(repr(sweep)) < len(str(sweep.out)) + 160

@@ -242,7 +242,7 @@ class Model:
         return str(self._predictor.metadata["method"])
 
     @property
-    def device(self):
+    def device(self) -> torch.device:
         """The torch.device the model runs on."""
         return self._predictor.backbone.device
 

@@ -51,6 +51,11 @@ def plural(count: int, noun: str, many: str | None = None) -> str:
     return noun if count == 1 else (many or noun + "s")
 
 
+def counted(count: int, noun: str) -> str:
+    """`count` and `noun`, plural unless one: "1 warning", "0 warnings"."""
+    return f"{count} {plural(count, noun)}"
+
+
 def first_few(items, shown: int) -> str:
     """"a, b, c" or "a, b, c and 4 more": the first `shown` of `items` (strings), then how many are not named."""
     items = list(items)
