@@ -490,3 +490,18 @@ def test_results_show_as_one_short_line_in_a_notebook(world, tmp_path):
     assert repr(sweep).startswith(f"<BenchmarkResult {str(tmp_path / 'b')!r}: 4 rows (4 run now, 0 resumed); "
                                   "methods zeroshot, symptom-zeroshot; shots 0; seeds 1, 2; ")
     assert repr(sweep).endswith(" unreadable files>") and len(repr(sweep)) < len(str(sweep.out)) + 160
+
+
+def test_every_argument_of_the_interface_is_annotated_as_help_shows_it():
+    """help(vip.train) showed `symptoms: "'Iterable[str] | ...'"` (an annotation quoted twice) and `predict(image)`
+    said nothing of what an image may be."""
+    import inspect
+
+    for function in (vip.train, vip.benchmark, vip.load, vip.Model.predict, vip.Model.predict_many):
+        signature = inspect.signature(function)
+        for name, parameter in signature.parameters.items():
+            if name != "self":
+                assert parameter.annotation is not inspect.Parameter.empty, (function.__name__, name)
+                assert not parameter.annotation.startswith(("'", '"')), (function.__name__, name)
+        assert signature.return_annotation is not inspect.Signature.empty and '"' not in signature.return_annotation
+    assert inspect.signature(vip.Model.predict).parameters["image"].annotation == "str | Path | Image.Image"

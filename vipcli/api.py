@@ -28,6 +28,7 @@ from vipcli.errors import ImageError, UsageError, VipError
 
 if TYPE_CHECKING:  # for the annotations; at run time these modules (and torch) load on first use
     import torch
+    from PIL import Image
 
     from vipcli.benchmark import BenchmarkResult
     from vipcli.predict import Prediction
@@ -57,10 +58,10 @@ __all__ = ["train", "benchmark", "load", "Model", "Prediction", "TrainResult", "
 
 def train(data: str | Path, *, shots: int | str | None = 16, method: str = "vip", backbone: str = "clip",
           arch: str | None = None, pretrained: str | None = None,
-          symptoms: "Iterable[str] | Mapping[str, list[str]]" = (),
+          symptoms: Iterable[str] | Mapping[str, list[str]] = (),
           method_options: dict | None = None, schedule: str = "auto", epochs: int | None = None,
           batch_size: int | None = None, lr: float | None = None, views: int = 8, seed: int = 1,
-          out: str | Path | None = None, force: bool = False, device: "str | torch.device" = "auto",
+          out: str | Path | None = None, force: bool = False, device: str | torch.device = "auto",
           workers: int | None = None, encode_batch: int = 64, use_cache: bool = True,
           progress: bool = False) -> TrainResult:
     """Train a method on a folder of images sorted by class and write its run folder (`vip train`).
@@ -103,13 +104,13 @@ def train(data: str | Path, *, shots: int | str | None = 16, method: str = "vip"
     return _run(train_run, config, progress)
 
 
-def benchmark(data: str | Path, *, methods: "Iterable[str] | str | None" = None,
+def benchmark(data: str | Path, *, methods: Iterable[str] | str | None = None,
               shots: Iterable = (1, 2, 4, 8, 16), seeds: Iterable[int] = (1, 2, 3), backbone: str = "clip",
               arch: str | None = None, pretrained: str | None = None,
-              symptoms: "Iterable[str] | Mapping[str, list[str]]" = (), method_options: dict | None = None,
+              symptoms: Iterable[str] | Mapping[str, list[str]] = (), method_options: dict | None = None,
               schedule: str = "auto", epochs: int | None = None, batch_size: int | None = None,
               lr: float | None = None, views: int = 8, split_seed: int | None = None, out: str | Path | None = None,
-              force: bool = False, batched: bool = True, device: "str | torch.device" = "auto",
+              force: bool = False, batched: bool = True, device: str | torch.device = "auto",
               workers: int | None = None, encode_batch: int = 64, use_cache: bool = True,
               progress: bool = False) -> BenchmarkResult:
     """Compare methods on the same seeded few-shot subsets of a folder (`vip benchmark`), resuming a sweep
@@ -199,7 +200,7 @@ def _callers_random_state():
             torch.cuda.manual_seed_all(initial_seed)
 
 
-def load(run_dir: str | Path, *, device: "str | torch.device" = "auto") -> "Model":
+def load(run_dir: str | Path, *, device: str | torch.device = "auto") -> Model:
     """Load a run folder written by `vip train` (or `vipcli.api.train`) for prediction.
 
     Args:
@@ -251,7 +252,7 @@ class Model:
         """Whether probabilities are temperature-scaled and prediction sets available (runs of vip >= 0.2)."""
         return self._predictor.calibration is not None
 
-    def predict(self, image, *, explain: bool = False, coverage: float | None = None,
+    def predict(self, image: str | Path | Image.Image, *, explain: bool = False, coverage: float | None = None,
                 use_cache: bool = True) -> Prediction:
         """Classify one image: a file path or a PIL image in memory.
 
@@ -274,9 +275,9 @@ class Model:
             raise UsageError(f"{image} is a folder", "use model.predict_many([folder]) for the images in it")
         return self.predict_many([item], explain=explain, coverage=coverage, use_cache=use_cache, workers=0)[0]
 
-    def predict_many(self, images: Iterable, *, explain: bool = False, coverage: float | None = None,
-                     skip_unreadable: bool = False, use_cache: bool = True, workers: int | None = None,
-                     batch_size: int = 64, progress: bool = False) -> list[Prediction]:
+    def predict_many(self, images: Iterable[str | Path | Image.Image], *, explain: bool = False,
+                     coverage: float | None = None, skip_unreadable: bool = False, use_cache: bool = True,
+                     workers: int | None = None, batch_size: int = 64, progress: bool = False) -> list[Prediction]:
         """Classify many images: files, folders (searched with their subfolders, as `vip predict` does)
         and PIL images, in the order given.
 
