@@ -101,6 +101,8 @@ def test_unreadable_files_raise_unless_skipped_and_wrong_values_are_refused(worl
         "Image.open(path).copy()": lambda: model.predict(closed_after),  # a lazily opened image whose file closed
         "no such file": lambda: model.predict(tmp_path / "missing.png"),
         "Image.fromarray": lambda: model.predict(__import__("numpy").zeros((4, 4), dtype="uint8")),
+        "cannot classify a torch.Tensor (pass torchvision.transforms.functional.to_pil_image(tensor)":
+            lambda: model.predict(__import__("torch").zeros(3, 4, 4)),
         "predict_many([folder])": lambda: model.predict(data / "test"),
         "use model.predict(image)": lambda: model.predict_many(str(good)),
         "coverage=1.5": lambda: model.predict(good, coverage=1.5),

@@ -364,6 +364,11 @@ class Model:
             self._told_no_explanation = True
 
 
+# how an image held as an array becomes a PIL image, by the module of its type
+_CONVERSIONS = (("numpy.", "pass PIL.Image.fromarray(array)"),
+                ("torch.", "pass torchvision.transforms.functional.to_pil_image(tensor), a [3, H, W] tensor of 0..1"))
+
+
 def _expand(images) -> list:
     """`images` as a list of Paths (files and folders) and PIL images; anything else is refused."""
     from PIL import Image
@@ -382,8 +387,8 @@ def _expand(images) -> list:
             items.append(_loaded(item, len(items)))
         else:
             kind = f"{type(item).__module__}.{type(item).__name__}".removeprefix("builtins.")
-            hint = ("pass PIL.Image.fromarray(array)" if kind.startswith("numpy.")
-                    else "pass image files, folders or PIL images")
+            hint = next((fix for prefix, fix in _CONVERSIONS if kind.startswith(prefix)),
+                        "pass image files, folders or PIL images")
             raise UsageError(f"cannot classify a {kind}", hint)
     return items
 
