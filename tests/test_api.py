@@ -450,31 +450,33 @@ def test_the_callers_pil_pixel_limit_is_left_as_it_was(world, monkeypatch):
 
 def test_training_loading_and_predicting_leave_the_callers_random_numbers_as_they_were(world, tmp_path):
     """`vip.train` seeded torch's global generator with its own seed: the notebook's next torch.rand() was the
-    run's, not the one the caller's own seed gave."""
-    import random
-
-    import numpy
-    import torch
+    run's, not the one the caller's own seed gave; and rich, imported by a first call, drew from `random`.
+    A fresh process, so that every module the calls import loads inside them."""
+    import subprocess
+    import sys
 
     data, _, root = world
     image = sorted((data / "test" / "nevus").glob("*.png"))[0]
-
-    def draws():
-        return torch.rand(3).tolist(), random.random(), numpy.random.rand()
-
-    def seed_all(seed):
-        torch.manual_seed(seed), random.seed(seed), numpy.random.seed(seed)
-
-    seed_all(5)
-    expected = draws()
-    seed_all(5)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("VIP_CACHE_DIR", str(root / "cache"))
-        vip.train(data, out=tmp_path / "run", **TOY)
-        vip.load(tmp_path / "run", device="cpu").predict(image)
-        vip.benchmark(data, methods="vip", shots=[1], seeds=[2], backbone="toy", epochs=1, views=2, workers=0,
-                      device="cpu", out=tmp_path / "sweep")
-    assert draws() == expected
+    code = f"""
+import random, numpy, torch
+import vipcli.api as vip
+def draws():
+    return torch.rand(3).tolist(), random.random(), numpy.random.rand()
+def seed_all(seed):
+    torch.manual_seed(seed), random.seed(seed), numpy.random.seed(seed)
+seed_all(5)
+expected = draws()
+seed_all(5)
+vip.train({str(data)!r}, out={str(tmp_path / "run")!r}, **{TOY!r})
+vip.load({str(tmp_path / "run")!r}, device="cpu").predict({str(image)!r})
+vip.benchmark({str(data)!r}, methods="vip", shots=[1], seeds=[2], backbone="toy", epochs=1, views=2, workers=0,
+              device="cpu", out={str(tmp_path / "sweep")!r})
+print(draws() == expected)
+"""
+    ran = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={**__import__("os").environ, "VIP_CACHE_DIR": str(root / "cache")})
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.split() == ["True"]
 
 
 def test_results_show_as_one_short_line_in_a_notebook(world, tmp_path):

@@ -56,6 +56,33 @@ __all__ = ["train", "benchmark", "load", "Model", "Prediction", "TrainResult", "
            "ImageError"]
 
 
+@contextlib.contextmanager
+def _callers_random_state():
+    """Run the block with the caller's random number generators put back after it: torch's (the CPU's, and the
+    CUDA devices'), Python's `random` and NumPy's global one. A run seeds torch (`torch.manual_seed(seed)`) and
+    loading a backbone draws from it; the caller's own sequence of random numbers is not moved by calling vip.
+    It decorates the calls, so that what they import first is inside it too (rich draws from `random` as it loads)."""
+    import random
+
+    import numpy as np
+    import torch
+
+    initial_seed = torch.initial_seed()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+    cpu, python, numpy = torch.random.get_rng_state(), random.getstate(), np.random.get_state()
+    try:
+        yield
+    finally:
+        torch.random.set_rng_state(cpu)
+        random.setstate(python)
+        np.random.set_state(numpy)
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
+        elif torch.cuda.is_initialized():  # CUDA started inside the block: seeded as the caller's seed left it
+            torch.cuda.manual_seed_all(initial_seed)
+
+
+@_callers_random_state()
 def train(data: str | Path, *, shots: int | str | None = 16, method: str = "vip", backbone: str = "clip",
           arch: str | None = None, pretrained: str | None = None,
           symptoms: Iterable[str] | Mapping[str, list[str]] = (),
@@ -104,6 +131,7 @@ def train(data: str | Path, *, shots: int | str | None = 16, method: str = "vip"
     return _run(train_run, config, progress)
 
 
+@_callers_random_state()
 def benchmark(data: str | Path, *, methods: Iterable[str] | str | None = None,
               shots: Iterable = (1, 2, 4, 8, 16), seeds: Iterable[int] = (1, 2, 3), backbone: str = "clip",
               arch: str | None = None, pretrained: str | None = None,
@@ -170,36 +198,11 @@ def _run(function, config, progress: bool):
     """`function(config, progress bar or None)`, its errors worded for Python callers."""
     from vipcli import console
 
-    with _callers_random_state(), _in_python_words(), \
-            console.progress_bar() if _flag("progress", progress) else contextlib.nullcontext() as bar:
+    with _in_python_words(), console.progress_bar() if _flag("progress", progress) else contextlib.nullcontext() as bar:
         return function(config, bar)
 
 
-@contextlib.contextmanager
-def _callers_random_state():
-    """Run the block with the caller's random number generators put back after it: torch's (the CPU's, and the
-    CUDA devices'), Python's `random` and NumPy's global one. A run seeds torch (`torch.manual_seed(seed)`) and
-    loading a backbone draws from it; the caller's own sequence of random numbers is not moved by calling vip."""
-    import random
-
-    import numpy as np
-    import torch
-
-    initial_seed = torch.initial_seed()
-    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
-    cpu, python, numpy = torch.random.get_rng_state(), random.getstate(), np.random.get_state()
-    try:
-        yield
-    finally:
-        torch.random.set_rng_state(cpu)
-        random.setstate(python)
-        np.random.set_state(numpy)
-        if cuda is not None:
-            torch.cuda.set_rng_state_all(cuda)
-        elif torch.cuda.is_initialized():  # CUDA started inside the block: seeded as the caller's seed left it
-            torch.cuda.manual_seed_all(initial_seed)
-
-
+@_callers_random_state()
 def load(run_dir: str | Path, *, device: str | torch.device = "auto") -> Model:
     """Load a run folder written by `vip train` (or `vipcli.api.train`) for prediction.
 
@@ -212,7 +215,7 @@ def load(run_dir: str | Path, *, device: str | torch.device = "auto") -> Model:
     from vipcli.devices import resolve_device
     from vipcli.predict import load_predictor
 
-    with _callers_random_state(), _in_python_words():
+    with _in_python_words():
         return Model(load_predictor(Path(run_dir), resolve_device(_device_name(device))))
 
 
@@ -275,6 +278,7 @@ class Model:
             raise UsageError(f"{image} is a folder", "use model.predict_many([folder]) for the images in it")
         return self.predict_many([item], explain=explain, coverage=coverage, use_cache=use_cache, workers=0)[0]
 
+    @_callers_random_state()
     def predict_many(self, images: Iterable[str | Path | Image.Image], *, explain: bool = False,
                      coverage: float | None = None, skip_unreadable: bool = False, use_cache: bool = True,
                      workers: int | None = None, batch_size: int = 64, progress: bool = False) -> list[Prediction]:
@@ -302,7 +306,7 @@ class Model:
             _flag(name, value)
         if workers is not None:
             _count("workers", workers, 0)
-        with _callers_random_state(), _in_python_words():
+        with _in_python_words():
             return self._predict_many(_expand(images), explain, _coverage(coverage), skip_unreadable, use_cache,
                                       workers, batch_size, progress)
 
