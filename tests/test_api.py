@@ -101,6 +101,8 @@ def test_unreadable_files_raise_unless_skipped_and_wrong_values_are_refused(worl
         "Image.open(path).copy()": lambda: model.predict(closed_after),  # a lazily opened image whose file closed
         "no such file": lambda: model.predict(tmp_path / "missing.png"),
         "Image.fromarray": lambda: model.predict(__import__("numpy").zeros((4, 4), dtype="uint8")),
+        "cannot classify a torch.Tensor (pass torchvision.transforms.functional.to_pil_image(tensor)":
+            lambda: model.predict(__import__("torch").zeros(3, 4, 4)),
         "predict_many([folder])": lambda: model.predict(data / "test"),
         "use model.predict(image)": lambda: model.predict_many(str(good)),
         "coverage=1.5": lambda: model.predict(good, coverage=1.5),
@@ -176,6 +178,16 @@ def test_coverage_and_device_errors_name_the_keyword_arguments(world, tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(vip.VipError, match=r"^device='cuda:1': no CUDA GPU is visible to torch \(use device='cpu'"):
             vip.load(result.run_dir, device="cuda:1")
+    for device in (0, 1):  # a GPU's number: 0 read as "auto", 1 was an AttributeError
+        with pytest.raises(vip.VipError, match=rf"^device={device}: expected a device's name .*device='cuda:0'"):
+            vip.load(result.run_dir, device=device)
+        with pytest.raises(vip.VipError, match=rf"^device={device}: "):
+            vip.train(data, **{**TOY, "device": device, "out": tmp_path / "run"})
+    for missing, words in ((tmp_path / "none", "(pass a run directory written by `vip train`)"),
+                           (result.run_dir / "run.yaml", f"(pass {str(result.run_dir)!r}, the run's folder)")):
+        with pytest.raises(vip.VipError) as raised:  # these named `vip predict`'s --model
+            vip.load(missing)
+        assert str(raised.value).endswith(words)
 
 
 def test_predict_many_refuses_impossible_arguments_before_any_work(world):
@@ -191,6 +203,10 @@ def test_predict_many_refuses_impossible_arguments_before_any_work(world):
         "image 1 of the input is an empty path": lambda: model.predict(""),
         "image 1 of the input (in memory): an image of no pixels (0x0)":
             lambda: model.predict(Image.new("RGB", (0, 0))),
+        "explain='no': expected True or False": lambda: model.predict(image, explain="no"),
+        "skip_unreadable='no'": lambda: model.predict_many([image], skip_unreadable="no"),
+        "use_cache=0": lambda: model.predict(image, use_cache=0),
+        "progress='no'": lambda: model.predict_many([image], progress="no"),
     }
     for words, call in refused.items():
         with pytest.raises(vip.VipError, match=__import__("re").escape(words)):
@@ -236,10 +252,10 @@ def test_errors_about_the_training_arguments_name_them_as_python_does(world, tmp
 
 def test_train_arguments_of_the_wrong_type_or_range_are_refused_by_name_before_any_work(world, tmp_path):
     """A str seed, a float epochs or a str lr failed deep inside as Python errors naming neither; a
-    negative seed, which `vip train --seed -1` refuses, trained."""
-    data, _, _ = world
+    negative seed, which `vip train --seed -1` refuses, trained; force="no" was true and replaced the run."""
+    data, result, _ = world
     refused = {"seed": ["a", -1, 2**32], "views": ["8", 0], "epochs": [2.5, 0], "batch_size": [0], "workers": [-1],
-               "lr": ["x", 0, True], "encode_batch": [0, "64"]}
+               "lr": ["x", 0, True, float("inf")], "encode_batch": [0, "64"]}
     for name, values in refused.items():
         for value in values:
             with pytest.raises(vip.VipError, match=f"^{name}="):
@@ -247,6 +263,11 @@ def test_train_arguments_of_the_wrong_type_or_range_are_refused_by_name_before_a
     with pytest.raises(vip.VipError, match="^data=5: expected the path"):
         vip.train(5, **TOY)
     assert not (tmp_path / "run").exists()
+    kept = (result.run_dir / "metrics.json").read_bytes()
+    for name, value in (("force", "no"), ("use_cache", "no"), ("progress", "no"), ("progress", 1)):
+        with pytest.raises(vip.VipError, match=f"^{name}={value!r}: expected True or False"):  # "no" was true
+            vip.train(data, **{**TOY, name: value, "out": result.run_dir})
+    assert (result.run_dir / "metrics.json").read_bytes() == kept  # force="no" replaced the run
 
 
 def test_benchmark_gives_the_rows_vip_benchmark_gives_and_resumes_them(world, tmp_path, cli):
@@ -387,3 +408,104 @@ def test_json_of_vip_train_and_vip_benchmark_lists_the_warnings_stderr_printed(w
         printed = [line.removeprefix("warning: ") for line in err.splitlines() if line.startswith("warning: ")]
         assert any(line.startswith("--shots 50: class 'melanoma' has only 6") for line in printed)
         assert json.loads(out)["warnings"] == printed
+
+
+def test_in_a_jupyter_notebook_warnings_go_to_stderr_where_redirect_stderr_silences_them(world, tmp_path, monkeypatch):
+    """rich sent every line to the notebook's display (past sys.stderr) when it saw a Jupyter kernel."""
+    import builtins
+    import contextlib
+    import io
+    import sys
+    import types
+
+    data, result, _ = world
+    displayed = []
+    ipython, display = types.ModuleType("IPython"), types.ModuleType("IPython.display")
+    display.display, display.Markdown = lambda *shown, **options: displayed.append(shown), object
+    ipython.display = display
+    monkeypatch.setitem(sys.modules, "IPython", ipython)
+    monkeypatch.setitem(sys.modules, "IPython.display", display)
+    monkeypatch.setattr(builtins, "get_ipython", lambda: type("ZMQInteractiveShell", (), {})(), raising=False)
+    model = vip.load(result.run_dir, device="cpu")
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    good = sorted((data / "test" / "nevus").glob("*.png"))[0]
+    with contextlib.redirect_stderr(io.StringIO()) as err:
+        made = model.predict_many([broken, good], skip_unreadable=True, workers=0)
+    assert [p.path for p in made] == [str(good)]
+    assert err.getvalue() == f"warning: skipped {broken}: not an image Pillow can read\n" and displayed == []
+
+
+def test_the_callers_pil_pixel_limit_is_left_as_it_was(world, monkeypatch):
+    """Reading a file set PIL's global `Image.MAX_IMAGE_PIXELS` to vip's 200 MP and left it there: a notebook that
+    had lifted it (None, for slides) could no longer open its own large images."""
+    data, result, _ = world
+    model = vip.load(result.run_dir, device="cpu")
+    image = sorted((data / "test" / "nevus").glob("*.png"))[0]
+    for limit in (None, 1_000_000):
+        monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", limit)
+        assert model.predict(image).label in model.classes
+        assert Image.MAX_IMAGE_PIXELS == limit
+
+
+def test_training_loading_and_predicting_leave_the_callers_random_numbers_as_they_were(world, tmp_path):
+    """`vip.train` seeded torch's global generator with its own seed: the notebook's next torch.rand() was the
+    run's, not the one the caller's own seed gave; and rich, imported by a first call, drew from `random`.
+    A fresh process, so that every module the calls import loads inside them."""
+    import subprocess
+    import sys
+
+    data, _, root = world
+    image = sorted((data / "test" / "nevus").glob("*.png"))[0]
+    code = f"""
+import random, numpy, torch
+import vipcli.api as vip
+def draws():
+    return torch.rand(3).tolist(), random.random(), numpy.random.rand()
+def seed_all(seed):
+    torch.manual_seed(seed), random.seed(seed), numpy.random.seed(seed)
+seed_all(5)
+expected = draws()
+seed_all(5)
+vip.train({str(data)!r}, out={str(tmp_path / "run")!r}, **{TOY!r})
+vip.load({str(tmp_path / "run")!r}, device="cpu").predict({str(image)!r})
+vip.benchmark({str(data)!r}, methods="vip", shots=[1], seeds=[2], backbone="toy", epochs=1, views=2, workers=0,
+              device="cpu", out={str(tmp_path / "sweep")!r})
+print(draws() == expected)
+"""
+    ran = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={**__import__("os").environ, "VIP_CACHE_DIR": str(root / "cache")})
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.split() == ["True"]
+
+
+def test_results_show_as_one_short_line_in_a_notebook(world, tmp_path):
+    """A notebook cell ending in `result` printed the whole of metrics.json (the epoch history: 5 kB), and a sweep
+    every row and its configuration."""
+    data, result, root = world
+    shown = repr(result)
+    assert shown.startswith(f"<TrainResult {str(result.run_dir)!r}: melanoma, nevus; val accuracy "
+                            f"{result.metrics['val']['accuracy']}%, test accuracy {result.metrics['test']['accuracy']}%; ")
+    assert shown.endswith(" unreadable files>") and len(shown) < len(str(result.run_dir)) + 120
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("VIP_CACHE_DIR", str(root / "cache"))
+        sweep = vip.benchmark(data, methods=["zeroshot", "symptom-zeroshot"], shots=[1], seeds=[1, 2], backbone="toy",
+                              workers=0, views=2, device="cpu", out=tmp_path / "b")
+    assert repr(sweep).startswith(f"<BenchmarkResult {str(tmp_path / 'b')!r}: 4 rows (4 run now, 0 resumed); "
+                                  "methods zeroshot, symptom-zeroshot; shots 0; seeds 1, 2; ")
+    assert repr(sweep).endswith(" unreadable files>") and len(repr(sweep)) < len(str(sweep.out)) + 160
+
+
+def test_every_argument_of_the_interface_is_annotated_as_help_shows_it():
+    """help(vip.train) showed `symptoms: "'Iterable[str] | ...'"` (an annotation quoted twice) and `predict(image)`
+    said nothing of what an image may be."""
+    import inspect
+
+    for function in (vip.train, vip.benchmark, vip.load, vip.Model.predict, vip.Model.predict_many):
+        signature = inspect.signature(function)
+        for name, parameter in signature.parameters.items():
+            if name != "self":
+                assert parameter.annotation is not inspect.Parameter.empty, (function.__name__, name)
+                assert not parameter.annotation.startswith(("'", '"')), (function.__name__, name)
+        assert signature.return_annotation is not inspect.Signature.empty and '"' not in signature.return_annotation
+    assert inspect.signature(vip.Model.predict).parameters["image"].annotation == "str | Path | Image.Image"

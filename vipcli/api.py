@@ -19,6 +19,7 @@ The rest of `vipcli` is internal and may change between releases.
 from __future__ import annotations
 
 import contextlib
+import math
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Mapping
@@ -27,6 +28,7 @@ from vipcli.errors import ImageError, UsageError, VipError
 
 if TYPE_CHECKING:  # for the annotations; at run time these modules (and torch) load on first use
     import torch
+    from PIL import Image
 
     from vipcli.benchmark import BenchmarkResult
     from vipcli.predict import Prediction
@@ -54,12 +56,39 @@ __all__ = ["train", "benchmark", "load", "Model", "Prediction", "TrainResult", "
            "ImageError"]
 
 
+@contextlib.contextmanager
+def _callers_random_state():
+    """Run the block with the caller's random number generators put back after it: torch's (the CPU's, and the
+    CUDA devices'), Python's `random` and NumPy's global one. A run seeds torch (`torch.manual_seed(seed)`) and
+    loading a backbone draws from it; the caller's own sequence of random numbers is not moved by calling vip.
+    It decorates the calls, so that what they import first is inside it too (rich draws from `random` as it loads)."""
+    import random
+
+    import numpy as np
+    import torch
+
+    initial_seed = torch.initial_seed()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+    cpu, python, numpy = torch.random.get_rng_state(), random.getstate(), np.random.get_state()
+    try:
+        yield
+    finally:
+        torch.random.set_rng_state(cpu)
+        random.setstate(python)
+        np.random.set_state(numpy)
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
+        elif torch.cuda.is_initialized():  # CUDA started inside the block: seeded as the caller's seed left it
+            torch.cuda.manual_seed_all(initial_seed)
+
+
+@_callers_random_state()
 def train(data: str | Path, *, shots: int | str | None = 16, method: str = "vip", backbone: str = "clip",
           arch: str | None = None, pretrained: str | None = None,
-          symptoms: "Iterable[str] | Mapping[str, list[str]]" = (),
+          symptoms: Iterable[str] | Mapping[str, list[str]] = (),
           method_options: dict | None = None, schedule: str = "auto", epochs: int | None = None,
           batch_size: int | None = None, lr: float | None = None, views: int = 8, seed: int = 1,
-          out: str | Path | None = None, force: bool = False, device: "str | torch.device" = "auto",
+          out: str | Path | None = None, force: bool = False, device: str | torch.device = "auto",
           workers: int | None = None, encode_batch: int = 64, use_cache: bool = True,
           progress: bool = False) -> TrainResult:
     """Train a method on a folder of images sorted by class and write its run folder (`vip train`).
@@ -102,13 +131,14 @@ def train(data: str | Path, *, shots: int | str | None = 16, method: str = "vip"
     return _run(train_run, config, progress)
 
 
-def benchmark(data: str | Path, *, methods: "Iterable[str] | str | None" = None,
+@_callers_random_state()
+def benchmark(data: str | Path, *, methods: Iterable[str] | str | None = None,
               shots: Iterable = (1, 2, 4, 8, 16), seeds: Iterable[int] = (1, 2, 3), backbone: str = "clip",
               arch: str | None = None, pretrained: str | None = None,
-              symptoms: "Iterable[str] | Mapping[str, list[str]]" = (), method_options: dict | None = None,
+              symptoms: Iterable[str] | Mapping[str, list[str]] = (), method_options: dict | None = None,
               schedule: str = "auto", epochs: int | None = None, batch_size: int | None = None,
               lr: float | None = None, views: int = 8, split_seed: int | None = None, out: str | Path | None = None,
-              force: bool = False, batched: bool = True, device: "str | torch.device" = "auto",
+              force: bool = False, batched: bool = True, device: str | torch.device = "auto",
               workers: int | None = None, encode_batch: int = 64, use_cache: bool = True,
               progress: bool = False) -> BenchmarkResult:
     """Compare methods on the same seeded few-shot subsets of a folder (`vip benchmark`), resuming a sweep
@@ -158,20 +188,22 @@ def _shared_settings(data, backbone, arch, pretrained, device, views, workers, e
 
     return dict(data=Path(data), method_options=_method_options(method_options),
                 backbone=BackboneSettings(backbone, arch, pretrained, _device_name(device)),
-                encoding=EncodingSettings(views=views, workers=workers, use_cache=use_cache, batch_size=encode_batch),
+                encoding=EncodingSettings(views=views, workers=workers, use_cache=_flag("use_cache", use_cache),
+                                          batch_size=encode_batch),
                 schedule=ScheduleSettings(schedule, epochs, batch_size, lr), symptoms=_symptom_sources(symptoms),
-                out=Path(out) if out is not None else None, force=force)
+                out=Path(out) if out is not None else None, force=_flag("force", force))
 
 
 def _run(function, config, progress: bool):
     """`function(config, progress bar or None)`, its errors worded for Python callers."""
     from vipcli import console
 
-    with _in_python_words(), console.progress_bar() if progress else contextlib.nullcontext() as bar:
+    with _in_python_words(), console.progress_bar() if _flag("progress", progress) else contextlib.nullcontext() as bar:
         return function(config, bar)
 
 
-def load(run_dir: str | Path, *, device: "str | torch.device" = "auto") -> "Model":
+@_callers_random_state()
+def load(run_dir: str | Path, *, device: str | torch.device = "auto") -> Model:
     """Load a run folder written by `vip train` (or `vipcli.api.train`) for prediction.
 
     Args:
@@ -214,7 +246,7 @@ class Model:
         return str(self._predictor.metadata["method"])
 
     @property
-    def device(self):
+    def device(self) -> torch.device:
         """The torch.device the model runs on."""
         return self._predictor.backbone.device
 
@@ -223,7 +255,7 @@ class Model:
         """Whether probabilities are temperature-scaled and prediction sets available (runs of vip >= 0.2)."""
         return self._predictor.calibration is not None
 
-    def predict(self, image, *, explain: bool = False, coverage: float | None = None,
+    def predict(self, image: str | Path | Image.Image, *, explain: bool = False, coverage: float | None = None,
                 use_cache: bool = True) -> Prediction:
         """Classify one image: a file path or a PIL image in memory.
 
@@ -246,9 +278,10 @@ class Model:
             raise UsageError(f"{image} is a folder", "use model.predict_many([folder]) for the images in it")
         return self.predict_many([item], explain=explain, coverage=coverage, use_cache=use_cache, workers=0)[0]
 
-    def predict_many(self, images: Iterable, *, explain: bool = False, coverage: float | None = None,
-                     skip_unreadable: bool = False, use_cache: bool = True, workers: int | None = None,
-                     batch_size: int = 64, progress: bool = False) -> list[Prediction]:
+    @_callers_random_state()
+    def predict_many(self, images: Iterable[str | Path | Image.Image], *, explain: bool = False,
+                     coverage: float | None = None, skip_unreadable: bool = False, use_cache: bool = True,
+                     workers: int | None = None, batch_size: int = 64, progress: bool = False) -> list[Prediction]:
         """Classify many images: files, folders (searched with their subfolders, as `vip predict` does)
         and PIL images, in the order given.
 
@@ -268,6 +301,9 @@ class Model:
             VipError: a path that does not exist, a folder without images, a value of another type.
         """
         _count("batch_size", batch_size, 1)
+        for name, value in (("explain", explain), ("skip_unreadable", skip_unreadable), ("use_cache", use_cache),
+                            ("progress", progress)):
+            _flag(name, value)
         if workers is not None:
             _count("workers", workers, 0)
         with _in_python_words():
@@ -332,6 +368,11 @@ class Model:
             self._told_no_explanation = True
 
 
+# how an image held as an array becomes a PIL image, by the module of its type
+_CONVERSIONS = (("numpy.", "pass PIL.Image.fromarray(array)"),
+                ("torch.", "pass torchvision.transforms.functional.to_pil_image(tensor), a [3, H, W] tensor of 0..1"))
+
+
 def _expand(images) -> list:
     """`images` as a list of Paths (files and folders) and PIL images; anything else is refused."""
     from PIL import Image
@@ -350,8 +391,8 @@ def _expand(images) -> list:
             items.append(_loaded(item, len(items)))
         else:
             kind = f"{type(item).__module__}.{type(item).__name__}".removeprefix("builtins.")
-            hint = ("pass PIL.Image.fromarray(array)" if kind.startswith("numpy.")
-                    else "pass image files, folders or PIL images")
+            hint = next((fix for prefix, fix in _CONVERSIONS if kind.startswith(prefix)),
+                        "pass image files, folders or PIL images")
             raise UsageError(f"cannot classify a {kind}", hint)
     return items
 
@@ -384,7 +425,7 @@ def _check_arguments(data, **numbers) -> None:
         if numbers[name] is not None:
             _count(name, numbers[name], least)
     lr = numbers["lr"]
-    if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0):
+    if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < math.inf):
         raise UsageError(f"lr={lr!r}: expected a positive number", "such as lr=0.002")
 
 
@@ -469,10 +510,16 @@ def _symptom_sources(values) -> tuple:
 
 
 def _device_name(device) -> str | None:
-    """`device` as the commands spell it: a torch.device (`torch.device("cpu")`) as its name, "cpu"."""
+    """`device` as the commands spell it: a torch.device (`torch.device("cpu")`) as its name, "cpu"; None is
+    "auto"; anything else, such as a GPU's number (device=0, which read as "auto"), is refused by name."""
     import torch
 
-    return str(device) if isinstance(device, torch.device) else device
+    if device is None or isinstance(device, str):
+        return device
+    if isinstance(device, torch.device):
+        return str(device)
+    raise UsageError(f"device={device!r}: expected a device's name or a torch.device",
+                     "such as device='cuda:0', device='cpu' or device='auto'")
 
 
 def _method_options(options) -> dict[str, str]:
@@ -511,6 +558,8 @@ _PYTHON_WORDS = [
     (re.compile(r"--coverage\b"), lambda m: "coverage"),
     (re.compile(r"--device (\w+(?::\d+)?)"), lambda m: f"device='{m[1]}'"),
     (re.compile(r"--data DIR\b"), lambda m: "data='FOLDER'"),
+    (re.compile(r"--model RUN_DIR\b"), lambda m: "a run directory"),
+    (re.compile(r"--model (.+), the run's folder$"), lambda m: f"{str(m[1])!r}, the run's folder"),
     (re.compile(r"--force\b"), lambda m: "force=True"),
     (re.compile(r"--no-cache\b"), lambda m: "use_cache=False"),
     (re.compile(r"--no-batch\b"), lambda m: "batched=False"),

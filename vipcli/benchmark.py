@@ -86,6 +86,16 @@ class BenchmarkResult:
     failures: dict[str, str] = field(default_factory=dict)  # unreadable file -> reason
     warnings: list[str] = field(default_factory=list)  # what the sweep warned on stderr, in order
 
+    def __repr__(self) -> str:
+        """A line, not results.json: the results folder, the grid's methods, shots and seeds, how many rows ran
+        now and were resumed, and how many warnings and unreadable files there are (the attributes hold them all)."""
+        grid = "; ".join(f"{name} {', '.join(str(value) for value in dict.fromkeys(row[key] for row in self.rows))}"
+                         for name, key in (("methods", "method"), ("shots", "shots"), ("seeds", "seed")))
+        return (f"<BenchmarkResult {str(self.out)!r}: {console.counted(len(self.rows), 'row')} "
+                f"({self.trained} run now, {self.skipped} resumed); {grid}; "
+                f"{console.counted(len(self.warnings), 'warning')}, "
+                f"{console.counted(len(self.failures), 'unreadable file')}>")
+
 
 # --- options and the sweep grid -----------------------------------------------------------
 

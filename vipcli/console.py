@@ -43,17 +43,26 @@ def undecoded_escaped(text: str) -> str:
 
 def stdout() -> Console:
     """A console on the current sys.stdout (created per call so captured streams work)."""
-    return Console(file=sys.stdout, soft_wrap=True, highlight=False)
+    return Console(file=sys.stdout, soft_wrap=True, highlight=False, force_jupyter=False)
 
 
 def stderr() -> Console:
-    """A console on the current sys.stderr, for progress, warnings and errors."""
-    return Console(file=sys.stderr, soft_wrap=True, highlight=False)
+    """A console on the current sys.stderr, for progress, warnings and errors.
+
+    In a Jupyter notebook too (`force_jupyter=False`): rich would otherwise send every line to the notebook's
+    display, past sys.stderr, where `contextlib.redirect_stderr` cannot silence or capture it.
+    """
+    return Console(file=sys.stderr, soft_wrap=True, highlight=False, force_jupyter=False)
 
 
 def plural(count: int, noun: str, many: str | None = None) -> str:
     """`noun` for a count of one, else its plural (`many`, or `noun` + "s"): "1 image", "2 images"."""
     return noun if count == 1 else (many or noun + "s")
+
+
+def counted(count: int, noun: str) -> str:
+    """`count` and `noun`, plural unless one: "1 warning", "0 warnings"."""
+    return f"{count} {plural(count, noun)}"
 
 
 def first_few(items, shown: int) -> str:

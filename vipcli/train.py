@@ -55,6 +55,15 @@ class TrainResult:
     schedule: object | None  # the Schedule used by the shared SGD loop (None if the method has its own)
     warnings: list[str] = field(default_factory=list)  # what the run warned on stderr, in order
 
+    def __repr__(self) -> str:
+        """A line, not metrics.json: the run folder, the classes, the accuracy per split, and how many warnings
+        and unreadable files there are (the attributes hold them all)."""
+        scores = [f"{split} accuracy {self.metrics[split]['accuracy']}%" for split in ("val", "test")
+                  if isinstance(self.metrics.get(split), dict) and "accuracy" in self.metrics[split]]
+        return (f"<TrainResult {str(self.run_dir)!r}: {', '.join(self.class_names)}; "
+                f"{', '.join(scores) or 'no scores'}; {console.counted(len(self.warnings), 'warning')}, "
+                f"{console.counted(len(self.failures), 'unreadable file')}>")
+
 
 def default_run_dir(config: TrainConfig) -> Path:
     """runs/<data>-<method>-<backbone>-<shots>-seed<seed>, numbered -2, -3... if taken."""
