@@ -128,6 +128,34 @@ def decoding_digest(paths=None) -> str:
     return hashlib.sha256(rules.encode()).hexdigest()[:16]
 
 
+# the DICOM rule until 2026-11-29 11:50 (a Presentation LUT Shape of INVERSE was not applied): only the
+# digests of sweeps and --out files begun then hold it, and they are read for images other than DICOM files
+EARLIER_DICOM_POLICY = ("one frame; grayscale: modality LUT, then the VOI LUT or first window (else own min..max) "
+                        "to 0..255, MONOCHROME1 inverted; colour (RGB, YBR, palette) to 8-bit RGB")
+
+
+def same_decoding(recorded: str, current: str) -> bool:
+    """Whether `recorded`, the decoding digest of a sweep or an `--out` file, names the rules that `current`
+    (a `decoding_digest` of today) does.
+
+    Builds of 2026-11-29 wrote it otherwise, always with the DICOM rule: until 11:19 the rules joined by
+    newlines, until 12:25 the JSON of today with "dicom" added. Their digest of images other than DICOM
+    files is matched when today's rules give it (with their DICOM rule of then, which those images never
+    met); images with a DICOM file among them need today's digest itself.
+    """
+    if recorded == current or current != decoding_digest([]):
+        return recorded == current
+    from vipcli import images
+    from vipcli.dicom import DICOM_POLICY
+
+    rules, earlier = decoding_rules(), set()
+    for dicom in (EARLIER_DICOM_POLICY, DICOM_POLICY):
+        earlier.add(json.dumps({**rules, "dicom": dicom}, sort_keys=True))
+        earlier.add("\n".join([images.DECODE_POLICY, str(DECODE_MIN_SIDE), images.ORIENTATION_POLICY,
+                               images.DEPTH_POLICY, dicom]))
+    return recorded in {hashlib.sha256(text.encode()).hexdigest()[:16] for text in earlier}
+
+
 def image_library_versions() -> dict:
     """The versions of the libraries that decode, resize and encode images (torch, Pillow and its JPEG
     library): an upgrade can change features in their last digits, so features are cached per version."""
