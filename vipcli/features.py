@@ -285,7 +285,7 @@ class FeatureCache:
             return {}
         if "features_sha256" not in header:  # written before entries carried a checksum: encoded afresh
             return {}
-        if header["features_sha256"] != features_digest(tensors):  # flipped bits: finite, plausible, wrong
+        if header["features_sha256"] not in (features_digest(tensors), features_digest(tensors, False)):  # flipped bits
             self._warn_damaged(file, path, "its features do not match their checksum")
             return {}
         return tensors
@@ -378,16 +378,18 @@ class FeatureCache:
         write_atomic(file, json.dumps({**self.identity, "describe": self.describe}, indent=1, default=str))
 
 
-def features_digest(tensors: dict[str, torch.Tensor]) -> str:
+def features_digest(tensors: dict[str, torch.Tensor], named_dtypes: bool = True) -> str:
     """A sha256 (hex) of an entry's tensors (float32, on the CPU): their names, dtypes, shapes and bytes.
 
     Stored in each entry's header and checked on every read, so an entry whose bytes changed on disk
     (a flipped bit, a bad sector, a stray write) is recomputed instead of changing a result: such
     features stay finite and of the right shape, and no other check can tell them from good ones.
+    `named_dtypes=False`: as entries written on 2026-11-29 from 22:32 to 23:42 recorded it, without the
+    dtype (float32 either way, so it checks as much), read as sound.
     """
     from vipcli.digests import tensors_sha256
 
-    return tensors_sha256(tensors, torch.float32)
+    return tensors_sha256(tensors, torch.float32, named_dtypes)
 
 
 def remove_stale_temps(shard: Path, older_than: float = STALE_TEMP_SECONDS) -> int:
