@@ -89,6 +89,21 @@ def resave_run(file, weights: dict, header: dict) -> None:
     save_file(weights, str(file), metadata=header)
 
 
+def sha256_without_dtypes(tensors: dict) -> str:
+    """The checksum of named tensors as vip builds of 2026-11-29 from 22:32 to 23:42 wrote it (runs'
+    `content_sha256`, cache entries' `features_sha256`): each one's name, shape and bytes, no dtype."""
+    import hashlib
+
+    import torch
+
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].contiguous()
+        digest.update(f"{name} {list(tensor.shape)}\0".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().data)
+    return digest.hexdigest()
+
+
 def error_lines(stderr: str) -> list[str]:
     """The `error:` lines of a command's stderr (progress and notes are other lines)."""
     return [line for line in stderr.splitlines() if line.startswith("error:")]

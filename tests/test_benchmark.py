@@ -314,6 +314,36 @@ def test_resume_refuses_a_vip_that_decodes_images_by_other_rules(cli, isic_small
     assert code == 0, stderr
 
 
+@pytest.mark.parametrize("recorded", ["b788d501d1b0d29b", "96db11acecc4b904", "23b8a0557c01bf4b"])
+def test_a_sweep_begun_by_a_build_of_2026_11_29_resumes(cli, isic_small, tiny_clip, tmp_path, monkeypatch, recorded):
+    """vip builds of 2026-11-29 recorded the decoding rules in other forms (joined by newlines until 11:19,
+    with the DICOM rule of then until 11:50, with today's until 12:25): today's vip refused their sweeps of
+    JPEGs and PNGs as begun by a vip that reads images otherwise, though the rules were the same."""
+    import vipcli.images
+
+    out = tmp_path / "bench"
+    base = ("--methods", "linear-probe", "--shots", "1", "--seeds", "1")
+    assert cli(*bench_args(isic_small, tiny_clip, out, *base))[0] == 0
+    stored = json.loads((out / "results.json").read_text())
+    stored["config"]["decoding"] = recorded
+    (out / "results.json").write_text(json.dumps(stored))
+    code, _, stderr = cli(*bench_args(isic_small, tiny_clip, out, *base))
+    assert code == 0, stderr
+    monkeypatch.setattr(vipcli.images, "DEPTH_POLICY", vipcli.images.DEPTH_POLICY + " (changed)")
+    code, _, stderr = cli(*bench_args(isic_small, tiny_clip, out, *base))
+    assert code == 1 and "how images are decoded" in stderr, stderr
+
+
+def test_an_earlier_decoding_digest_with_the_dicom_rule_of_then_is_not_taken_for_dicom_files():
+    """The DICOM rule changed at 11:50 that day: a digest recorded with the earlier one matches images
+    other than DICOM files only; today's rule in the earlier form matches both."""
+    from vipcli.features import decoding_digest, same_decoding
+
+    assert same_decoding("b788d501d1b0d29b", decoding_digest([])) and same_decoding("96db11acecc4b904", decoding_digest([]))
+    assert not same_decoding("b788d501d1b0d29b", decoding_digest()) and not same_decoding("96db11acecc4b904", decoding_digest())
+    assert same_decoding("23b8a0557c01bf4b", decoding_digest()) and not same_decoding("0123456789abcdef", decoding_digest([]))
+
+
 def test_resume_refuses_images_whose_readability_changed(cli, isic_small, tiny_clip, tmp_path, monkeypatch):
     """Same bytes, same rules, but a file that could not be read when the sweep began and can now (a DICOM
     plugin installed since, a vip that reads more files), or the other way round: new rows would have been

@@ -464,6 +464,28 @@ def test_a_folder_sorted_by_an_earlier_vip_is_checked_by_its_counts(cli, tmp_pat
     assert cli("data", "sort", labels, "--images", images, "--out", sorted_folder, "--force")[0] == 0
 
 
+def test_a_folder_sorted_by_the_first_data_sort_builds_is_checked_by_its_file_count(cli, tmp_path):
+    """The first builds of vip data sort (2026-11-29, until 10:34) recorded neither the entries nor the
+    counts of each folder, only `images_sorted`: --force deleted a run or notes added there since."""
+    images = _images(tmp_path / "img", ["a.png", "b.png"])
+    labels = _csv(tmp_path / "gt.csv", "image,label\na,x\nb,y\n")
+    sorted_folder = tmp_path / "sorted"
+    assert cli("data", "sort", labels, "--images", images, "--out", sorted_folder)[0] == 0
+    manifest = sorted_folder / ".vip-sorted.json"
+    record = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps({key: record[key] for key in ("vip", "labels", "images", "columns", "split_seed",
+                                                                 "files", "images_sorted")}))
+    (sorted_folder / "runs" / "run1").mkdir(parents=True)
+    (sorted_folder / "runs" / "run1" / "model.safetensors").write_text("mine")
+    code, _, err = cli("data", "sort", labels, "--images", images, "--out", sorted_folder, "--force")
+    assert code == 1 and _one_error(err) == (
+        f"error: --out {sorted_folder} holds files vip data sort did not write (3 files, 2 sorted): --force "
+        "would delete them (move them out of the folder, or sort into a new folder)")
+    assert (sorted_folder / "runs" / "run1" / "model.safetensors").read_text() == "mine"
+    shutil.rmtree(sorted_folder / "runs")
+    assert cli("data", "sort", labels, "--images", images, "--out", sorted_folder, "--force")[0] == 0
+
+
 def test_a_class_name_too_long_for_the_file_system_names_the_fix(cli, tmp_path):
     images = _images(tmp_path / "img", ["a.png", "b.png"])
     labels = _csv(tmp_path / "gt.csv", f"image,label\na,{'x' * 300}\nb,y\n")

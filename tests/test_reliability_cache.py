@@ -11,7 +11,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from conftest import disk_fails_under, read_only_folder, error_lines, tiny_train_args, writable_again
+from conftest import (disk_fails_under, read_only_folder, error_lines, sha256_without_dtypes, tiny_train_args,
+                      writable_again)
 
 
 def _metrics(out: Path) -> dict:
@@ -209,6 +210,27 @@ def test_an_entry_written_without_a_checksum_is_encoded_again_without_a_warning(
     assert again.encoded == 3 and "warning" not in capsys.readouterr().err
     assert "features_sha256" in _entry(cache, paths[0])[1]  # rewritten with one
     assert _encode(backbone, paths, FeatureCache(tmp_path / "cache", backbone)).encoded == 0
+
+
+def test_an_entry_whose_checksum_names_no_dtypes_is_read_without_a_warning(backbone, isic_small, tmp_path, capsys):
+    """Entries written by vip builds of 2026-11-29 from 22:32 to 23:42 carry features_sha256 without the
+    dtype: today's vip called each cache of them damaged (one warning) and encoded them all again."""
+    from vipcli.features import FeatureCache
+
+    paths = _images(isic_small)
+    cache = FeatureCache(tmp_path / "cache", backbone)
+    first = _encode(backbone, paths, cache)
+    for path in paths:
+        tensors, header = _entry(cache, path)
+        save_file(tensors, cache.entry_file(path), metadata={**header, "features_sha256": sha256_without_dtypes(tensors)})
+    capsys.readouterr()
+    again = _encode(backbone, paths, FeatureCache(tmp_path / "cache", backbone))
+    assert again.encoded == 0 and "warning" not in capsys.readouterr().err
+    for i in range(len(paths)):
+        torch.testing.assert_close(again.eval[i], first.eval[i], rtol=0, atol=0)
+    _flip(cache, paths)  # a flipped bit is still told
+    assert _encode(backbone, paths, FeatureCache(tmp_path / "cache", backbone)).encoded == 3
+    assert "do not match their checksum" in capsys.readouterr().err
 
 
 def test_entries_of_another_backbone_class_or_id_are_kept_apart(backbone, tiny_clip):

@@ -12,7 +12,8 @@ import pytest
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from conftest import disk_fails_under, read_only_folder, error_lines, resave_run, tiny_train_args, writable_again
+from conftest import (disk_fails_under, read_only_folder, error_lines, resave_run, sha256_without_dtypes,
+                      tiny_train_args, writable_again)
 
 
 def test_existing_out_is_refused_before_any_work(cli, isic_small, tiny_clip, tmp_path, no_work):
@@ -191,6 +192,31 @@ def test_a_flipped_bit_in_a_runs_file_is_refused_not_predicted_with(cli, trained
                                 "not match the sha256 written with them) (the run directory is damaged; retrain it)"]
     code, _, err = cli("predict", image, "--model", run, "--device", "cpu")
     assert code == 0, err  # the run it was copied from is fine
+
+
+def test_a_run_whose_checksum_names_no_dtypes_predicts_and_a_flip_in_it_is_still_refused(cli, trained_run, tmp_path):
+    """Runs trained by vip builds of 2026-11-29 from 23:00 to 23:42 recorded content_sha256 without the
+    tensors' dtypes: today's vip refused them as damaged ("retrain it"), though not a byte had changed."""
+    import hashlib
+
+    run, data = trained_run
+    earlier = tmp_path / "earlier"
+    shutil.copytree(run, earlier)
+    file = earlier / "model.safetensors"
+    with safe_open(str(file), "pt") as handle:
+        header, weights = handle.metadata(), {name: handle.get_tensor(name) for name in handle.keys()}
+    recorded = hashlib.sha256(f"{sha256_without_dtypes(weights)}\0{header['metadata']}".encode()).hexdigest()
+    save_file(weights, str(file), metadata={**header, "content_sha256": recorded})
+    image = sorted((data / "test" / "nevus").iterdir())[0]
+    code, out, err = cli("predict", image, "--model", earlier, "--device", "cpu", "--json")
+    assert code == 0, err
+    assert json.loads(out)["predictions"] == json.loads(cli("predict", image, "--model", run, "--device", "cpu",
+                                                            "--json")[1])["predictions"]
+    raw = bytearray(file.read_bytes())
+    raw[-1] ^= 0x01
+    file.write_bytes(bytes(raw))
+    code, _, err = cli("predict", image, "--model", earlier, "--device", "cpu")
+    assert code == 1 and "do not match the sha256 written with them" in err
 
 
 def test_damaged_metadata_of_a_0_1_0_run_is_one_line_too(cli, tmp_path):

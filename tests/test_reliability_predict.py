@@ -274,15 +274,15 @@ def test_prediction_files_of_an_earlier_vip_are_resumed_with_a_word_on_their_cov
     assert code == 0 and "begun by an earlier vip" in err  # records of this vip after the old ones: still unknown
 
 
-def _other_decoding(record_file: Path, suffix: str) -> None:
-    """Rewrite `record_file` as if a vip with other image-decoding rules had begun it."""
+def _other_decoding(record_file: Path, suffix: str, digest: str = "0123456789abcdef") -> None:
+    """Rewrite `record_file` as if a vip with other image-decoding rules (or that wrote `digest`) had begun it."""
     if suffix == ".jsonl":
         records = [json.loads(line) for line in record_file.read_text().splitlines()]
-        record_file.write_text("".join(json.dumps({**r, "decoding": "0123456789abcdef"}) + "\n" for r in records))
+        record_file.write_text("".join(json.dumps({**r, "decoding": digest}) + "\n" for r in records))
         return
     rows = list(csv.reader(record_file.read_text().splitlines()))
     assert rows[0][-3:] == ["model", "error", "decoding"]
-    record_file.write_text("".join(",".join(r[:-1] + (["decoding"] if i == 0 else ["0123456789abcdef"])) + "\n"
+    record_file.write_text("".join(",".join(r[:-1] + (["decoding"] if i == 0 else [digest])) + "\n"
                                    for i, r in enumerate(rows)))
 
 
@@ -311,6 +311,28 @@ def test_a_file_begun_under_other_decoding_rules_is_not_resumed(cli, toy_run, tm
         "again, or another --out)"] and out.read_bytes() == before
     assert cli("predict", *images[:3], "--model", run, "--out", out, "--workers", "0", "--force")[0] == 1
     assert len(out.read_text().splitlines()) == 3 + (suffix == ".csv")  # predicted afresh
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+def test_a_file_begun_by_a_build_of_2026_11_29_resumes(cli, toy_run, tmp_path, suffix, monkeypatch):
+    """vip builds of 2026-11-29 12:10-12:25 wrote `decoding` with the DICOM rule in every record
+    (23b8a0557c01bf4b for today's rules): today's vip refused their files of PNGs as begun by a vip
+    that reads images otherwise, though the rules were the same."""
+    import vipcli.images
+
+    data, run = toy_run
+    out = tmp_path / f"p{suffix}"
+    images = sorted((data / "test" / "nevus").iterdir())[:2]
+    assert cli("predict", images[0], "--model", run, "--out", out, "--workers", "0")[0] == 0
+    _other_decoding(out, suffix, "23b8a0557c01bf4b")
+    before = out.read_bytes()
+    monkeypatch.setattr(vipcli.images, "DEPTH_POLICY", vipcli.images.DEPTH_POLICY + " (changed)")
+    code, _, err = cli("predict", *images, "--model", run, "--out", out, "--workers", "0")
+    assert code == 1 and "decoded by other rules (decoding 23b8a0557c01bf4b" in err and out.read_bytes() == before
+    monkeypatch.undo()
+    code, _, err = cli("predict", *images, "--model", run, "--out", out, "--workers", "0")
+    assert code == 0, err
+    assert len(out.read_text().splitlines()) == 2 + (suffix == ".csv")  # one kept, one added
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv"])

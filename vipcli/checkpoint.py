@@ -63,14 +63,15 @@ def write_run(run_dir: Path, tensors: dict, metadata: dict, split: dict, metrics
     return run_dir
 
 
-def content_sha256(metadata: str, tensors: dict) -> str:
+def content_sha256(metadata: str, tensors: dict, named_dtypes: bool = True) -> str:
     """The sha256 a run's header records of its metadata JSON and its tensors, checked on every read: a bit
-    flipped on disk in a weight or a symptom's words would otherwise change predictions without a word."""
+    flipped on disk in a weight or a symptom's words would otherwise change predictions without a word.
+    `named_dtypes=False`: as runs trained on 2026-11-29 from 23:00 to 23:42 recorded it (`tensors_sha256`)."""
     import hashlib
 
     from vipcli.digests import tensors_sha256
 
-    return hashlib.sha256(f"{tensors_sha256(tensors)}\0{metadata}".encode()).hexdigest()
+    return hashlib.sha256(f"{tensors_sha256(tensors, named_dtypes=named_dtypes)}\0{metadata}".encode()).hexdigest()
 
 
 def contract_fields(document: dict) -> dict[str, str]:
@@ -137,7 +138,8 @@ def read_checkpoint(run_dir: str | Path) -> tuple[dict, dict]:
         if "metadata" not in header:
             raise _damaged(file, "the header has no 'metadata' field")
         recorded = header.get("content_sha256")  # None: a run of vip 0.2 written before runs recorded it
-        if recorded is not None and recorded != content_sha256(header["metadata"], tensors):
+        if recorded is not None and recorded != content_sha256(header["metadata"], tensors) and \
+                recorded != content_sha256(header["metadata"], tensors, named_dtypes=False):
             raise _damaged(file, "its weights or metadata changed after vip train wrote them (they do not match "
                                  "the sha256 written with them)")
         metadata = decode_metadata(file, {"metadata": header["metadata"]}, ("metadata",))["metadata"]

@@ -145,15 +145,19 @@ def _bytes_to_hash(paths: list[Path]) -> int:
     return total
 
 
-def tensors_sha256(tensors: dict, dtype=None) -> str:
+def tensors_sha256(tensors: dict, dtype=None, named_dtypes: bool = True) -> str:
     """The sha256 (hex) of named tensors: each one's name, dtype, shape and bytes (in `dtype` when given), in
     name order. Bytes that changed on disk (a flipped bit, a bad sector, a stray write) change it, where the
-    values stay finite and plausible and no other check can tell them from good ones."""
+    values stay finite and plausible and no other check can tell them from good ones.
+
+    `named_dtypes=False`: without the dtypes, as builds of 2026-11-29 from 22:32 to 23:42 wrote it (runs'
+    `content_sha256`, cache entries' `features_sha256`), for reading what they wrote."""
     import torch
 
     digest = hashlib.sha256()
     for name in sorted(tensors):
         tensor = tensors[name].detach().to("cpu", dtype).contiguous()  # [*shape]
-        digest.update(f"{name} {tensor.dtype} {list(tensor.shape)}\0".encode())
+        named = f"{name} {tensor.dtype}" if named_dtypes else name
+        digest.update(f"{named} {list(tensor.shape)}\0".encode())
         digest.update(tensor.reshape(-1).view(torch.uint8).numpy().data)  # the raw bytes of any dtype, bf16 too
     return digest.hexdigest()

@@ -128,6 +128,34 @@ def decoding_digest(paths=None) -> str:
     return hashlib.sha256(rules.encode()).hexdigest()[:16]
 
 
+# the DICOM rule until 2026-11-29 11:50 (a Presentation LUT Shape of INVERSE was not applied): only the
+# digests of sweeps and --out files begun then hold it, and they are read for images other than DICOM files
+EARLIER_DICOM_POLICY = ("one frame; grayscale: modality LUT, then the VOI LUT or first window (else own min..max) "
+                        "to 0..255, MONOCHROME1 inverted; colour (RGB, YBR, palette) to 8-bit RGB")
+
+
+def same_decoding(recorded: str, current: str) -> bool:
+    """Whether `recorded`, the decoding digest of a sweep or an `--out` file, names the rules that `current`
+    (a `decoding_digest` of today) does.
+
+    Builds of 2026-11-29 wrote it otherwise, always with the DICOM rule: until 11:19 the rules joined by
+    newlines, until 12:25 the JSON of today with "dicom" added. Their digest of images other than DICOM
+    files is matched when today's rules give it (with their DICOM rule of then, which those images never
+    met); images with a DICOM file among them need today's digest itself.
+    """
+    if recorded == current or current != decoding_digest([]):
+        return recorded == current
+    from vipcli import images
+    from vipcli.dicom import DICOM_POLICY
+
+    rules, earlier = decoding_rules(), set()
+    for dicom in (EARLIER_DICOM_POLICY, DICOM_POLICY):
+        earlier.add(json.dumps({**rules, "dicom": dicom}, sort_keys=True))
+        earlier.add("\n".join([images.DECODE_POLICY, str(DECODE_MIN_SIDE), images.ORIENTATION_POLICY,
+                               images.DEPTH_POLICY, dicom]))
+    return recorded in {hashlib.sha256(text.encode()).hexdigest()[:16] for text in earlier}
+
+
 def image_library_versions() -> dict:
     """The versions of the libraries that decode, resize and encode images (torch, Pillow and its JPEG
     library): an upgrade can change features in their last digits, so features are cached per version."""
@@ -271,7 +299,7 @@ class FeatureCache:
             return {}
         if "features_sha256" not in header:  # written before entries carried a checksum: encoded afresh
             return {}
-        if header["features_sha256"] != features_digest(tensors):  # flipped bits: finite, plausible, wrong
+        if header["features_sha256"] not in (features_digest(tensors), features_digest(tensors, False)):  # flipped bits
             self._warn_damaged(file, path, "its features do not match their checksum")
             return {}
         return tensors
@@ -364,16 +392,18 @@ class FeatureCache:
         write_atomic(file, json.dumps({**self.identity, "describe": self.describe}, indent=1, default=str))
 
 
-def features_digest(tensors: dict[str, torch.Tensor]) -> str:
+def features_digest(tensors: dict[str, torch.Tensor], named_dtypes: bool = True) -> str:
     """A sha256 (hex) of an entry's tensors (float32, on the CPU): their names, dtypes, shapes and bytes.
 
     Stored in each entry's header and checked on every read, so an entry whose bytes changed on disk
     (a flipped bit, a bad sector, a stray write) is recomputed instead of changing a result: such
     features stay finite and of the right shape, and no other check can tell them from good ones.
+    `named_dtypes=False`: as entries written on 2026-11-29 from 22:32 to 23:42 recorded it, without the
+    dtype (float32 either way, so it checks as much), read as sound.
     """
     from vipcli.digests import tensors_sha256
 
-    return tensors_sha256(tensors, torch.float32)
+    return tensors_sha256(tensors, torch.float32, named_dtypes)
 
 
 def remove_stale_temps(shard: Path, older_than: float = STALE_TEMP_SECONDS) -> int:

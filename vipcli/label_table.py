@@ -517,20 +517,31 @@ def _manifest(out: Path) -> dict | None:
 def added_since(out: Path) -> str | None:
     """What a sorted folder holds that its MANIFEST does not record as written (a run or notes added since,
     a file swapped for another), its first few named ("x/notes.txt, runs"); from a manifest of an earlier
-    vip, which recorded counts only, where a count differs ("N entries in FOLDER, M written"). None when
-    nothing was added, or when the manifest records neither."""
+    vip, which recorded counts only, where a count differs ("N entries in FOLDER, M written"), or from
+    one of the first builds, where there are more files than it sorted (`_files_beyond`). None when
+    nothing was added, or when the manifest records none of these."""
     record = _manifest(out)
     written = record.get("entries") if isinstance(record, dict) else None
     if isinstance(written, dict):
         return _not_written(out, written, links=record.get("files") == "links")
     recorded = record.get("layout") if isinstance(record, dict) else None
     if not isinstance(recorded, dict):
-        return None
+        return _files_beyond(out, record.get("images_sorted")) if isinstance(record, dict) else None
     for folder, count in layout(out).items():
         if recorded.get(folder) != count:
             where = "at its top" if folder == "." else f"in {folder}"
             return f"{count} entries {where}, {recorded.get(folder, 0)} written"
     return None
+
+
+def _files_beyond(out: Path, images_sorted) -> str | None:
+    """From a manifest of the first `vip data sort` builds (2026-11-29, until 10:34), which recorded only
+    how many images they sorted, one to a file: "N files, M sorted" when the folder holds more files than
+    that (a run or notes added since). None when it does not, or the manifest records no count."""
+    if not isinstance(images_sorted, int) or isinstance(images_sorted, bool):
+        return None
+    files = sum(len(names) for _, _, names in os.walk(out)) - 1  # links too, not followed; the MANIFEST not
+    return f"{files} files, {images_sorted} sorted" if files > images_sorted else None
 
 
 def edited_since(out: Path) -> str | None:

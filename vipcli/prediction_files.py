@@ -268,8 +268,10 @@ class RecordFormat:
     def check_decoding(self, decoding: str | None, path: str, file: Path) -> None:
         """Refuse to add to `file` if its record of `path` was made under other image-decoding rules than
         this vip reads `path` by (None or "": a record of an earlier vip, which does not say)."""
+        from vipcli.features import same_decoding  # torch: only once a file is resumed
+
         expected = self.decoding_of(path)
-        if decoding and expected and decoding != expected:
+        if decoding and expected and not same_decoding(decoding, expected):
             raise VipError(f"{file} holds predictions of images decoded by other rules (decoding {decoding}; "
                            f"this vip's is {expected}): a vip that reads images otherwise began it",
                            "pass --force to predict everything again, or another --out")

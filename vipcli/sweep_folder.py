@@ -20,6 +20,7 @@ from vipcli import console
 from vipcli.atomic import write_atomic
 from vipcli.data import Dataset, relative_to_data
 from vipcli.errors import VipError
+from vipcli.features import same_decoding
 from vipcli.featuresets import PreparedData
 from vipcli.metrics import mean_and_std, row_figure
 from vipcli.weights_identity import legacy_weights_unverifiable, same_backbone
@@ -96,9 +97,10 @@ def check_matches(stored: dict, current: dict, out: Path) -> None:
     if "backbone_fingerprint" in differ and same_backbone(before.get("backbone_fingerprint"), before.get(
             "backbone_describe"), current.get("backbone_fingerprint"), current.get("backbone_describe")):
         differ.remove("backbone_fingerprint")  # weights recorded by an earlier vip's path/size/mtime: the same file
-    for key in ("content_digest", "decoding"):  # absent from benchmarks begun by an earlier vip: not checked there
-        if key in before and before[key] != current.get(key):
-            differ.append(key)
+    if "content_digest" in before and before["content_digest"] != current.get("content_digest"):
+        differ.append("content_digest")  # absent from benchmarks begun by an earlier vip: not checked there
+    if "decoding" in before and not same_decoding(before["decoding"], current.get("decoding")):
+        differ.append("decoding")  # recorded since 2026-11-29, in other forms that day
     old, new = before.get("symptoms") or {}, current.get("symptoms") or {}
     if old and new and old != new:
         differ.append("symptoms")
