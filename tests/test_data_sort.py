@@ -28,6 +28,16 @@ def _csv(path: Path, text: str, encoding: str = "utf-8") -> Path:
     return path
 
 
+def _sorted_two(cli, tmp_path: Path) -> tuple[Path, Path, Path]:
+    """Images a.png (class x) and b.png (class y) sorted by `vip data sort` into tmp_path/sorted: (images,
+    labels table, sorted folder)."""
+    images = _images(tmp_path / "img", ["a.png", "b.png"])
+    labels = _csv(tmp_path / "gt.csv", "image,label\na,x\nb,y\n")
+    sorted_folder = tmp_path / "sorted"
+    assert cli("data", "sort", labels, "--images", images, "--out", sorted_folder)[0] == 0
+    return images, labels, sorted_folder
+
+
 def _one_error(err: str) -> str:
     lines = error_lines(err)
     assert len(lines) == 1, err
@@ -447,10 +457,7 @@ def test_a_folder_of_copies_sorted_by_an_earlier_vip_is_checked_by_its_names(cli
 
 def test_a_folder_sorted_by_an_earlier_vip_is_checked_by_its_counts(cli, tmp_path):
     """A manifest of an earlier vip records how many entries each folder held, not their names."""
-    images = _images(tmp_path / "img", ["a.png", "b.png"])
-    labels = _csv(tmp_path / "gt.csv", "image,label\na,x\nb,y\n")
-    sorted_folder = tmp_path / "sorted"
-    assert cli("data", "sort", labels, "--images", images, "--out", sorted_folder)[0] == 0
+    images, labels, sorted_folder = _sorted_two(cli, tmp_path)
     manifest = sorted_folder / ".vip-sorted.json"
     record = json.loads(manifest.read_text())
     assert record["entries"] == {".": ["x", "y"], "x": ["a.png"], "y": ["b.png"]}
@@ -467,10 +474,7 @@ def test_a_folder_sorted_by_an_earlier_vip_is_checked_by_its_counts(cli, tmp_pat
 def test_a_folder_sorted_by_the_first_data_sort_builds_is_checked_by_its_file_count(cli, tmp_path):
     """The first builds of vip data sort (2026-11-29, until 10:34) recorded neither the entries nor the
     counts of each folder, only `images_sorted`: --force deleted a run or notes added there since."""
-    images = _images(tmp_path / "img", ["a.png", "b.png"])
-    labels = _csv(tmp_path / "gt.csv", "image,label\na,x\nb,y\n")
-    sorted_folder = tmp_path / "sorted"
-    assert cli("data", "sort", labels, "--images", images, "--out", sorted_folder)[0] == 0
+    images, labels, sorted_folder = _sorted_two(cli, tmp_path)
     manifest = sorted_folder / ".vip-sorted.json"
     record = json.loads(manifest.read_text())
     manifest.write_text(json.dumps({key: record[key] for key in ("vip", "labels", "images", "columns", "split_seed",

@@ -14,11 +14,24 @@ from plugin_helpers import METHOD_EXAMPLE, install_distribution, site  # noqa: F
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "vip-plugin-example"
 
 
+def _listed(cli, kind: str) -> tuple[int, dict, str]:
+    """`vip {kind} list --json`: its exit code, the entries by id, and its stderr."""
+    code, out, err = cli(kind, "list", "--json")
+    return code, {entry["id"]: entry for entry in json.loads(out)}, err
+
+
+def _check_error(cli, backbone_id: str) -> str:
+    """The one error line `vip backbones check BACKBONE_ID` fails with (exit code 1)."""
+    code, _, err = cli("backbones", "check", backbone_id)
+    line, = error_lines(err)
+    assert code == 1, err
+    return line
+
+
 def test_third_party_plugin_is_listed_trained_and_predicted(cli, site, isic_small, tmp_path):
     install_distribution(site, "vip-plugin-example", "tiny-example = vip_plugin_example:TinyExampleBackbone",
                          EXAMPLE / "vip_plugin_example.py")
-    code, out, _ = cli("backbones", "list", "--json")
-    listed = {entry["id"]: entry for entry in json.loads(out)}
+    code, listed, _ = _listed(cli, "backbones")
     assert listed["tiny-example"]["distribution"] == "vip-plugin-example" and "clip" in listed
 
     run = tmp_path / "run"
@@ -71,8 +84,7 @@ def test_two_plugins_registering_a_built_in_backbone_id_are_both_shadowed(cli, s
 def test_two_third_party_backbones_under_one_id_name_both_distributions(cli, site):
     install_distribution(site, "impostor-plugin", "tiny = impostor:Tiny")
     install_distribution(site, "other-plugin", "tiny = other:Tiny")
-    code, out, err = cli("backbones", "list", "--json")
-    listed = {entry["id"]: entry for entry in json.loads(out)}
+    code, listed, err = _listed(cli, "backbones")
     assert code == 0 and "'tiny' is registered twice" in err and "impostor-plugin" in err and "other-plugin" in err
     assert listed["tiny"]["conflict"] and not listed["toy"]["conflict"]  # only the conflicting id is disabled
     from vipcli.errors import VipError
@@ -101,8 +113,7 @@ def test_unknown_backbone_lists_the_installed_ones(cli, isic_small):
 def test_third_party_method_is_listed_trained_predicted_and_benchmarked(cli, site, isic_small, tiny_clip, tmp_path):
     install_distribution(site, "vip-method-example", "centroid = vip_method_example:NearestCentroid",
                          METHOD_EXAMPLE / "vip_method_example.py", group="vip.methods")
-    code, out, err = cli("methods", "list", "--json")
-    listed = {entry["id"]: entry for entry in json.loads(out)}
+    code, listed, err = _listed(cli, "methods")
     assert code == 0 and listed["centroid"]["distribution"] == "vip-method-example"
     assert listed["centroid"]["uses_shots"] and not listed["centroid"]["trains"] and "vip" in listed
 
@@ -188,13 +199,10 @@ def test_a_method_registered_as_a_backbone_or_the_reverse_says_which_group_it_be
     shutil.copy(METHOD_EXAMPLE / "vip_method_example.py", site / "vip_method_example.py")
     install_distribution(site, "mixed-up", "centroid-bb = vip_method_example:NearestCentroid")
     install_distribution(site, "mixed-up-methods", "toy-method = vip_backbones.toy:ToyBackbone", group="vip.methods")
-    code, out, err = cli("backbones", "list", "--json")
-    listed = {entry["id"]: entry for entry in json.loads(out)}
+    code, listed, err = _listed(cli, "backbones")
     assert code == 0 and "names a method (a vipcli.methods.Method), registered under vip.backbones" in \
-        listed["centroid-bb"]["problem"] and "centroid-bb (unavailable)" not in out  # --json: the problem field
-    code, _, err = cli("backbones", "check", "centroid-bb")
-    line, = error_lines(err)
-    assert code == 1 and line == (
+        listed["centroid-bb"]["problem"] and listed["centroid-bb"]["id"] == "centroid-bb"  # --json: the problem field
+    assert _check_error(cli, "centroid-bb") == (
         "error: backbone 'centroid-bb' from distribution mixed-up: its entry point 'centroid-bb = "
         "vip_method_example:NearestCentroid' names a method (a vipcli.methods.Method), registered under vip.backbones "
         "(move that line under [project.entry-points.\"vip.methods\"] in mixed-up's pyproject.toml and reinstall it "
@@ -223,8 +231,7 @@ def test_an_entry_point_naming_no_plugin_class_is_one_line_naming_what_it_names(
         assert line.startswith(f"error: backbone '{backbone_id}' from distribution wrong-kinds: its entry point "
                                f"'{backbone_id} = ") and f"names {names}, not a subclass of vipcli.backbone.Backbone" in line
         assert "[project.entry-points.\"vip.backbones\"] in wrong-kinds's pyproject.toml" in line
-    code, out, err = cli("backbones", "list", "--json")
-    listed = {entry["id"]: entry for entry in json.loads(out)}
+    code, listed, err = _listed(cli, "backbones")
     assert code == 0 and all("not a subclass" in listed[i]["problem"] for i in expected) and not listed["toy"]["problem"]
     code, _, err = cli("methods", "show", "m-plain")
     line, = error_lines(err)
@@ -238,16 +245,13 @@ def test_a_plugin_module_missing_a_dependency_names_it_and_how_to_install_it(cli
     module = tmp_path / "needs_missing_dep.py"
     module.write_text("import vip_no_such_dependency.runtime  # noqa: F401\n")
     install_distribution(site, "needs-dep", "needs-dep = needs_missing_dep:Backbone", module)
-    code, _, err = cli("backbones", "check", "needs-dep")
-    line, = error_lines(err)
-    assert code == 1 and line == (
+    assert _check_error(cli, "needs-dep") == (
         "error: backbone 'needs-dep' from distribution needs-dep failed to import: its module needs_missing_dep needs "
         "vip_no_such_dependency, which is not installed (ModuleNotFoundError: No module named "
         "'vip_no_such_dependency') (install the package that provides vip_no_such_dependency (pip install "
         "vip_no_such_dependency, if that is its name), or reinstall needs-dep with its dependencies; other backbones "
         "still work)")
-    code, out, err = cli("backbones", "list", "--json")
-    listed = {entry["id"]: entry for entry in json.loads(out)}
+    code, listed, err = _listed(cli, "backbones")
     assert code == 0 and "needs vip_no_such_dependency" in listed["needs-dep"]["problem"] and not listed["toy"]["problem"]
 
 
