@@ -573,19 +573,14 @@ def _proxy_values(name: str) -> list[str]:
 
 
 def proxy_in_use(url: str) -> str:
-    """The variable whose proxy httpx uses for `url`: HTTPS_PROXY for https (HTTP_PROXY for http) when set
-    (in either letter case), else ALL_PROXY."""
-    first = "HTTPS_PROXY" if url.lower().startswith("https:") else "HTTP_PROXY"
-    for name in (first, "ALL_PROXY"):
-        if _proxy_values(name):
-            return name
-    return "a proxy variable"
+    """The variable whose proxy httpx uses for `url` (`_chosen_proxy`); "a proxy variable" when none is set."""
+    chosen = _chosen_proxy(url)
+    return chosen[0] if chosen else "a proxy variable"
 
 
 def proxy_for(url: str) -> tuple[str, str] | None:
     """(variable, proxy URL) of the proxy from the environment that a request to `url` goes through, as
-    httpx chooses it (HTTPS_PROXY or HTTP_PROXY by scheme, else ALL_PROXY; none for a host NO_PROXY
-    names); None when the request goes direct."""
+    httpx chooses it (`_chosen_proxy`; none for a host NO_PROXY names); None when the request goes direct."""
     import urllib.request
 
     parts = _split(url)
@@ -594,7 +589,13 @@ def proxy_for(url: str) -> tuple[str, str] | None:
     proxies = urllib.request.getproxies_environment()
     if "no" in proxies and urllib.request.proxy_bypass_environment(parts.hostname, proxies):
         return None
-    first = "HTTPS_PROXY" if parts.scheme == "https" else "HTTP_PROXY"
+    return _chosen_proxy(url)
+
+
+def _chosen_proxy(url: str) -> tuple[str, str] | None:
+    """(variable, its value) of the proxy httpx takes for `url`'s scheme: HTTPS_PROXY for https (HTTP_PROXY for
+    http) when set (in either letter case), else ALL_PROXY; None when neither is. NO_PROXY is not read here."""
+    first = "HTTPS_PROXY" if url.lower().startswith("https:") else "HTTP_PROXY"
     for name in (first, "ALL_PROXY"):
         values = _proxy_values(name)
         if values:
