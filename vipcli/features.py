@@ -588,14 +588,14 @@ def encode_images(backbone, paths, views: int = 0, cache: FeatureCache | None = 
     """
     cache = cache or FeatureCache(None, backbone)
     paths = [Path(p) for p in paths]
-    result, cached, contents, jobs = EncodedImages(), {}, {}, []
+    result, cached, entry_keys, jobs = EncodedImages(), {}, {}, []  # entry_keys: index -> entry_content, read once
     for index, (path, content) in enumerate(zip(paths, digest_many(paths))):
         if isinstance(content, OSError):
             result.failures[path] = _unreadable(content)
             advance()
             continue
-        contents[index] = content
-        cached[index] = cache.get(path, entry_content(path, content))
+        entry_keys[index] = entry_content(path, content)  # (a JPEG's header read: once per image)
+        cached[index] = cache.get(path, entry_keys[index])
         have_views = cached[index].get("train", torch.empty(0)).shape[0]
         need_eval, need_views = center and "eval" not in cached[index], max(0, views - have_views)
         if need_eval or need_views:
@@ -605,9 +605,9 @@ def encode_images(backbone, paths, views: int = 0, cache: FeatureCache | None = 
     job_of = {job[0]: job for job in jobs}
 
     def store(index: int, features: torch.Tensor) -> None:  # as each batch is encoded: a stop keeps them
-        _, path, content, need_eval, _, _ = job_of[index]
+        _, path, _, need_eval, _, _ = job_of[index]
         cached[index] = _merge_entry(cached[index], features, need_eval)
-        cache.put(path, entry_content(path, content), cached[index])
+        cache.put(path, entry_keys[index], cached[index])
 
     _encode_jobs(backbone, jobs, batch_size, workers, cache.augmentation, result, advance, store)
     for index, entry in cached.items():
