@@ -299,8 +299,9 @@ def sort_rows(table: LabelTable, columns: Columns, index: dict[str, list[Path]],
             sorting.without_label.append(key)
             continue
         files = find_files(index, key)
-        if not files and find_files(others or {}, key):
-            sorting.not_images.extend(find_files(others, key))  # deduplicated below
+        strays = [] if files else find_files(others or {}, key)  # named files vip does not read as images
+        if strays:
+            sorting.not_images.extend(strays)  # deduplicated below
             continue
         if not files:
             sorting.without_image.append((key, name))
