@@ -375,6 +375,44 @@ class UnseededNoise(Centroid):
         return result
 
 
+class SeedsItself(Centroid):
+    """Flaw: seeds a global generator with a constant in fit (torch's, NumPy's or Python's, by `generator`) and
+    perturbs its centroids from it, so every seed of a sweep draws the same noise."""
+
+    generator = "torch"
+
+    def fit(self, data, context):
+        import random
+
+        import numpy as np
+
+        result = super().fit(data, context)
+        size = self.centroids.numel()
+        if self.generator == "torch":
+            torch.manual_seed(0)
+            noise = torch.randn(size)  # [C * D]
+        elif self.generator == "numpy":
+            np.random.seed(0)
+            noise = torch.from_numpy(np.random.standard_normal(size)).float()
+        else:
+            random.seed(0)
+            noise = torch.tensor([random.gauss(0.0, 1.0) for _ in range(size)])
+        self.centroids = F.normalize(self.centroids + 0.1 * noise.view_as(self.centroids), dim=-1)  # [C, D]
+        return result
+
+
+class NumpySeedsItself(SeedsItself):
+    """Flaw: `SeedsItself` with NumPy's global generator."""
+
+    generator = "numpy"
+
+
+class RandomSeedsItself(SeedsItself):
+    """Flaw: `SeedsItself` with Python's `random`."""
+
+    generator = "random"
+
+
 class SoftmaxInForward(Centroid):
     """Flaw: forward returns probabilities (vip applies softmax to what forward returns)."""
 
@@ -448,6 +486,9 @@ ENTRY_POINTS = "\n".join([
     "shared-running-mean = vip_sample_methods:SharedRunningMean",
     "softmax-in-forward = vip_sample_methods:SoftmaxInForward",
     "unseeded-noise = vip_sample_methods:UnseededNoise",
+    "seeds-itself = vip_sample_methods:SeedsItself",
+    "numpy-seeds-itself = vip_sample_methods:NumpySeedsItself",
+    "random-seeds-itself = vip_sample_methods:RandomSeedsItself",
     "first-fit-wins = vip_sample_methods:FirstFitWins",
     "ignores-shots = vip_sample_methods:IgnoresShots",
     "bank-sized-in-fit = vip_sample_methods:BankSizedInFit",

@@ -317,6 +317,20 @@ def test_a_fit_that_gives_one_result_whatever_its_images_is_named(cli, methods, 
     assert "both fits give exactly the same logits" in line and "uses_shots = False" in line
 
 
+@pytest.mark.parametrize("method, generator", [("seeds-itself", "torch's"), ("numpy-seeds-itself", "NumPy's"),
+                                               ("random-seeds-itself", "Python's random")])
+def test_a_fit_that_seeds_a_global_generator_with_a_constant_is_named(cli, methods, method, generator):
+    """`torch.manual_seed(0)` inside fit passed: the fits of other seeds learned from other images, so they
+    differed, yet every seed of a sweep drew the same noise and the spread over seeds measured less than it said."""
+    code, _, err = cli("methods", "check", method)
+    line = _one_error(err)
+    assert code == 1 and line.startswith(f"error: method '{method}' (from sample-methods 0.1.0) failed in fit: "
+                                         "fitted with seed 2, then seed 3 (each from other random states), "
+                                         f"{generator} global random generator ends both fits in the same state"), line
+    assert line.endswith("(seed from context.seed, or draw random numbers from a torch.Generator seeded with "
+                         "context.seed; never a constant)"), line
+
+
 def test_same_training_data_tells_other_images_and_other_views_apart():
     import torch
 

@@ -66,8 +66,12 @@ def check_sweep(config) -> None:
     """Fit the method as a benchmark sweep does, in one process: seed A, then seed B, then seed A again, each
     a fresh instance on its seed's shots; the two seed-A fits must give the same test logits
     (`check_sweep_order`), seeds A and B must not give exactly the same logits when their training images
-    differ (`check_fits_differ`), and the first fit's logits must not be probabilities
-    (`check_not_probabilities`)."""
+    differ (`check_fits_differ`), the first fit's logits must not be probabilities
+    (`check_not_probabilities`), and no fit may seed a global random generator with a constant
+    (`check_own_seeding`)."""
+    import random
+
+    import numpy as np
     import torch
 
     from vipcli.data import load_dataset
@@ -75,7 +79,8 @@ def check_sweep(config) -> None:
     from vipcli.fitting import predict_logits
     from vipcli.methods import FitContext, MethodSetup, build_method, method_class
     from vipcli.methods.contract import (SWEEP_SEEDS, check_fits_differ, check_not_probabilities,
-                                         check_sweep_order, checked_fit)
+                                         check_own_seeding, check_sweep_order, checked_fit,
+                                         global_random_states)
     from vipcli.packs import packs_for_run, symptoms_of
     from vipcli.train import encoding_plan
 
@@ -87,13 +92,17 @@ def check_sweep(config) -> None:
     shots, views, center = encoding_plan(config, cls)
     test = None
     fits = []  # (training split, test logits [T, C]) per fit, in the sweep's order
-    for seed in (*SWEEP_SEEDS, SWEEP_SEEDS[0]):
+    states = []  # global_random_states() after each fit
+    for index, seed in enumerate((*SWEEP_SEEDS, SWEEP_SEEDS[0])):
         torch.manual_seed(seed)
+        random.seed(index)  # other states before each fit (also before the two seed-A fits): a fit that seeds
+        np.random.seed(index)  # them with a constant ends in one state, and one that draws unseeded gives others
         method = build_method(config.method, MethodSetup(backbone, dataset.class_names, symptoms),
                               config.method_options)
         data = prepare_features(backbone, dataset, shots, seed, views, cache, workers=0, center_train=center,
                                 train_required=cls.uses_shots)
         checked_fit(method, data, FitContext(schedule, seed, None, None))
+        states.append(global_random_states())
         test = data.test.x if test is None else test  # [T, D]: every fit predicts the same images
         logits = predict_logits(method, test, backbone.device)  # [T, C]
         if not fits:
@@ -102,6 +111,7 @@ def check_sweep(config) -> None:
     if cls.uses_shots and not same_training_data(fits[0][0], fits[1][0]):
         check_fits_differ(config.method, SWEEP_SEEDS, fits[0][1], fits[1][1])
     check_sweep_order(config.method, SWEEP_SEEDS, fits[0][1], fits[2][1])
+    check_own_seeding(config.method, SWEEP_SEEDS, states[0], states[1])
 
 
 def same_training_data(first, second) -> bool:

@@ -18,7 +18,8 @@ numbers:
 - what `forward` gives, read back once at train time: not probabilities (a softmax left in forward:
   a warning in a run, `check_not_probabilities` fails it in `vip methods check`);
 - `vip methods check` alone: a fit does not change what the next fresh instance learns
-  (`check_sweep_order`: seed A, then B, then A again must give the same seed-A logits);
+  (`check_sweep_order`: seed A, then B, then A again must give the same seed-A logits), learns from its
+  images (`check_fits_differ`) and does not seed a global generator with a constant (`check_own_seeding`);
 - what a run stores (`check_round_trip`): the fitted method's forward is deterministic
   (`check_deterministic`) and gives an image the same logits alone as in a batch
   (`check_batch_independent`), `record()` can be written as JSON (`stored_record`), and the method
@@ -472,6 +473,35 @@ def check_fits_differ(method_id: str, seeds: tuple, first: torch.Tensor, second:
                 "a benchmark sweep would report one fit")
         raise method_fault(method_id, "fit", said, f"{STATE_ON_THE_INSTANCE}; a method that learns nothing from "
                                                    "labelled images declares uses_shots = False")
+
+
+def global_random_states() -> tuple:
+    """The state of every global random number generator a fit could seed: torch's (the CPU's), Python's
+    `random` and NumPy's, in that order, as values that compare with `==` (see `check_own_seeding`)."""
+    import random
+
+    import numpy as np
+
+    numpy_state = np.random.get_state()
+    return (torch.random.get_rng_state().tolist(), random.getstate(), (numpy_state[0], numpy_state[1].tolist(),
+                                                                        *numpy_state[2:]))
+
+
+def check_own_seeding(method_id: str, seeds: tuple, first: tuple, second: tuple) -> None:
+    """Refuse a method whose fit seeds a global random number generator with a constant (`torch.manual_seed(0)`,
+    `np.random.seed(0)`, `random.seed(0)` inside fit): fitted with seed A, then seed B, each from other
+    generator states (`check_sweep` sets them), the generator ends both fits in the same state. Every seed of
+    a benchmark sweep would then draw the same initialisation and batch order, and the spread over seeds would
+    measure the few-shot subsets only. `first` and `second` are `global_random_states()` after each fit."""
+    names = ("torch's", "Python's random", "NumPy's")  # in the order of global_random_states()
+    reseeded = [name for name, a, b in zip(names, first, second) if a == b]
+    if reseeded:
+        said = (f"fitted with seed {seeds[0]}, then seed {seeds[1]} (each from other random states), "
+                f"{' and '.join(reseeded)} global random generator ends both fits in the same state: fit seeds it "
+                "with a constant (torch.manual_seed(0), np.random.seed(0), random.seed(0)), so every seed of a "
+                "benchmark sweep would draw the same random numbers")
+        raise method_fault(method_id, "fit", said, "seed from context.seed, or draw random numbers from a "
+                                                   "torch.Generator seeded with context.seed; never a constant")
 
 
 def are_probabilities(logits: torch.Tensor, computed_in: torch.dtype | None = None) -> bool:
