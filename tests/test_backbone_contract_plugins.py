@@ -245,7 +245,8 @@ def test_a_plugin_whose_default_is_random_weights_warns_as_pretrained_none_does(
     """A plugin with `default_pretrained = "none"` loaded random weights without a word on the command line
     (only the report said so); an explicit `--pretrained` that names weights gets no such warning."""
     load_backbone("pad-is-end")
-    assert "backbone 'pad-is-end' has random weights by default (pass --pretrained" in capsys.readouterr().err
+    assert ("backbone 'pad-is-end' has random weights by default (--pretrained loads weights where the backbone "
+            "offers any)") in capsys.readouterr().err
     load_backbone("toy")
     assert "random weights" not in capsys.readouterr().err
 

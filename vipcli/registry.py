@@ -196,8 +196,9 @@ def _warn_random_by_default(backbone, backbone_id: str) -> None:
     if isinstance(described, dict) and random_weights({"backbone_describe": described}):
         from rich.markup import escape
 
-        console.warn(escape(f"backbone '{backbone_id}' has random weights by default (pass --pretrained to load "
-                            "weights); results mean nothing except as a timing or plumbing test"))
+        console.warn(escape(f"backbone '{backbone_id}' has random weights by default (--pretrained loads weights "
+                            "where the backbone offers any); results mean nothing except as a timing or plumbing "
+                            "test"))
 
 
 @contextlib.contextmanager
