@@ -479,6 +479,26 @@ print(draws() == expected)
     assert ran.stdout.split() == ["True"]
 
 
+def test_an_apple_gpus_random_numbers_are_put_back_too(monkeypatch):
+    """On a Mac, a run on "mps" seeds the Apple GPU's generator (torch.manual_seed seeds every device), and only
+    the CPU's and CUDA's were put back. Here a stand-in for torch.mps keeps the state the block leaves."""
+    import torch
+
+    from vipcli.api import _callers_random_state
+
+    held = {"state": torch.tensor([1, 2, 3], dtype=torch.uint8)}
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    monkeypatch.setattr(torch.mps, "get_rng_state", lambda: held["state"].clone())
+    monkeypatch.setattr(torch.mps, "set_rng_state", lambda state: held.update(state=state))
+
+    @_callers_random_state()
+    def seeds_the_device():
+        held["state"] = torch.tensor([9, 9, 9], dtype=torch.uint8)
+
+    seeds_the_device()
+    assert held["state"].tolist() == [1, 2, 3]
+
+
 def test_results_show_as_one_short_line_in_a_notebook(world, tmp_path):
     """A notebook cell ending in `result` printed the whole of metrics.json (the epoch history: 5 kB), and a sweep
     every row and its configuration."""

@@ -58,8 +58,8 @@ __all__ = ["train", "benchmark", "load", "Model", "Prediction", "TrainResult", "
 
 @contextlib.contextmanager
 def _callers_random_state():
-    """Run the block with the caller's random number generators put back after it: torch's (the CPU's, and the
-    CUDA devices'), Python's `random` and NumPy's global one. A run seeds torch (`torch.manual_seed(seed)`) and
+    """Run the block with the caller's random number generators put back after it: torch's (the CPU's, the
+    CUDA devices' and an Apple GPU's), Python's `random` and NumPy's global one. A run seeds torch (`torch.manual_seed(seed)`) and
     loading a backbone draws from it; the caller's own sequence of random numbers is not moved by calling vip.
     It decorates the calls, so that what they import first is inside it too (rich draws from `random` as it loads)."""
     import random
@@ -70,10 +70,13 @@ def _callers_random_state():
     initial_seed = torch.initial_seed()
     cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
     cpu, python, numpy = torch.random.get_rng_state(), random.getstate(), np.random.get_state()
+    mps = torch.mps.get_rng_state() if torch.backends.mps.is_available() else None  # a run on "mps" seeds it too
     try:
         yield
     finally:
         torch.random.set_rng_state(cpu)
+        if mps is not None:
+            torch.mps.set_rng_state(mps)
         random.setstate(python)
         np.random.set_state(numpy)
         if cuda is not None:
