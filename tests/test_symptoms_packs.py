@@ -497,6 +497,17 @@ def test_train_refuses_a_class_written_twice_before_any_image_is_read(cli, isic_
     assert not (tmp_path / "run").exists()
 
 
+def test_class_folders_named_by_numbers_or_yes_and_no_keep_their_names(tmp_path):
+    """A grade folder `0:` was "symptom pack has no 'name'" (YAML read a number), and `no:` became false, the same
+    key as 0, so one class's symptoms replaced the other's."""
+    from vipcli.packs import load_symptom_file
+
+    pack = tmp_path / "grades.yaml"
+    pack.write_text("0:\n  - No dots\n1:\n  - A few dots\nno:\n  - Hazy lens\n'yes': [Clear lens]\n")
+    assert [(p.name, p.symptoms) for p in load_symptom_file(pack)] == [
+        ("0", ("No dots",)), ("1", ("A few dots",)), ("no", ("Hazy lens",)), ("yes", ("Clear lens",))]
+
+
 def test_a_pack_with_a_byte_order_mark_and_crlf_line_ends_reads_as_any_other(tmp_path):
     from vipcli.packs import load_symptom_file
 

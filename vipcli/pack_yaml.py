@@ -70,6 +70,7 @@ def read_yaml(text: str, path: Path):
     try:
         node = loader.get_single_node()
         if node is not None:
+            _names_as_written(node)
             _refuse_repeated_keys(node, path)
         data = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as error:
@@ -77,6 +78,17 @@ def read_yaml(text: str, path: Path):
     finally:
         loader.dispose()
     return data, node
+
+
+def _names_as_written(node) -> None:
+    """Read the top-level keys of `node` as the text written: class folders named `0`, `1` or `no` stay
+    "0", "1" and "no" (YAML makes numbers and false of them, and then 0 and false are the same key)."""
+    import yaml
+
+    if isinstance(node, yaml.MappingNode):
+        for key, _ in node.value:
+            if isinstance(key, yaml.ScalarNode) and key.style is None and key.tag != "tag:yaml.org,2002:null":
+                key.tag = "tag:yaml.org,2002:str"
 
 
 def yaml_error(path: Path, error) -> VipError:

@@ -243,10 +243,13 @@ def packs_from_mapping(data, label: str | Path, node=None, text: str = "") -> li
 
 def _class_pack(name, listed, label: str | Path, entry=None, text: str = "") -> SymptomPack:
     """The pack of one `class: [symptom, ...]` entry (`entry`: its key and value nodes, when read from a
-    file); an entry with nothing under it is an empty list of symptoms."""
+    file). A class named by a number (a grade folder `0`, given from Python) is named by its text, and an
+    entry with nothing under it is an empty list of symptoms."""
     lines = NO_LINES
     if entry is not None:
         lines = Lines({"name": (entry[0], entry[0]), "symptoms": entry}, text)
+    if isinstance(name, (int, float)):
+        name = str(name).lower() if isinstance(name, bool) else str(name)
     symptoms = [] if listed is None else listed
     return pack_from_dict({"name": name, "symptoms": symptoms, "source": {"kind": "manual"}}, label, lines)
 
