@@ -582,6 +582,24 @@ def test_an_answer_cut_at_the_output_limit_loses_its_cut_line_and_says_so(capsys
     assert load_pack("melanoma.yaml").symptoms[-1] == "Dark dots"
 
 
+def test_an_empty_answer_says_why_and_that_it_is_not_cached(capsys, vip_env, llm_server):
+    """A reasoning model that spent its whole output limit thinking (content null, finish_reason "length") was "is
+    empty (try another --model ...; this answer is cached, --no-cache asks again)": it says so now and how to fix
+    it; and an empty answer, which is never cached, no longer claims to be."""
+    reasoning = cut_body(None)
+    reasoning["choices"][0]["message"]["reasoning_content"] = "Let me think about the features of melanoma..."
+    llm_server.raw(reasoning).answer("")
+    code, _, err = melanoma(capsys, llm_server)
+    assert code == 1 and err.splitlines()[-1] == (
+        "error: the stage 1 answer for 'melanoma' is empty: the model stopped at its output limit before writing any "
+        "(a reasoning model may have spent it all thinking) (raise the server's output-token limit (max_tokens; "
+        "Ollama num_predict, llama.cpp --n-predict))")
+    code, _, err = melanoma(capsys, llm_server)
+    assert code == 1 and err.splitlines()[-1] == ("error: the stage 1 answer for 'melanoma' is empty (try again, or "
+                                                  "another --model (an empty answer is not cached))")
+    assert len(llm_server.requests) == 2  # neither was cached: the second run asked again
+
+
 @pytest.mark.parametrize("given", [".", "..", "./"])
 def test_a_pack_names_a_relative_images_folder_by_its_own_name(capsys, vip_env, llm_server, tmp_path, monkeypatch,
                                                                given):

@@ -202,13 +202,10 @@ def _ask_stage1(config: GenerateConfig, notify: Callable[[str], None]) -> StageA
     answer, cached, truncated = ask(config.llm, messages, config.use_cache, notify, f"{config.disease}, stage 1 (text)")
     parsed = _parse(answer, config, "stage 1", truncated)
     if len(parsed.items) < config.n:
-        removed = "; ".join(f"{item!r} ({reason})" for item, reason in parsed.removed[:3])
         count = f"gave {len(parsed.items)} usable symptoms, fewer than --n {config.n}"
         cut = any(reason == CUT_REASON for _, reason in parsed.removed)
-        raise VipError(
-            f"the stage 1 answer for {config.disease!r} {count}" + (f"; removed: {removed}" if removed else ""),
-            f"lower --n, or {CUT_HINT if cut else RETRY_HINT}",
-        )
+        raise VipError(f"the stage 1 answer for {config.disease!r} {count}{removed_summary(parsed)}",
+                       f"lower --n, or {CUT_HINT if cut else RETRY_HINT}")
     return StageAnswer(prompt, answer, parsed, cached)
 
 
@@ -231,6 +228,12 @@ def _parse(answer: str, config: GenerateConfig, stage: str, truncated: bool = Fa
     if not parsed.items:
         raise VipError(f"the {stage} answer for {config.disease!r} has no usable item (all removed)", RETRY_HINT)
     return parsed
+
+
+def removed_summary(parsed: ParsedAnswer) -> str:
+    """"; removed: 'item' (reason); ..." for the first three items taken out of an answer, "" when none was."""
+    removed = "; ".join(f"{item!r} ({reason})" for item, reason in parsed.removed[:3])
+    return f"; removed: {removed}" if removed else ""
 
 
 def _agree(config: GenerateConfig, stage1: list[str], stage2: list[str], notify: Callable[[str], None]) -> Agreement:

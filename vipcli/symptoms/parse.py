@@ -17,7 +17,7 @@ from vipcli.errors import VipError
 from vipcli.symptoms.shapes import ITEM, REFUSAL, clean_item, cut_json, extract_items, strip_reasoning
 
 __all__ = [
-    "CUT_HINT", "CUT_REASON", "ITEM", "REFUSAL", "AnswerError", "ParsedAnswer", "clean_item", "disease_pattern", "extract_items",
+    "CUT_HINT", "CUT_LIMIT", "EMPTY_HINT", "CUT_REASON", "ITEM", "REFUSAL", "AnswerError", "ParsedAnswer", "clean_item", "disease_pattern", "extract_items",
     "names_disease", "normalize_text", "parse_answer",
 ]
 
@@ -25,8 +25,9 @@ MAX_WORDS = 40  # CLIP reads 77 tokens, 4 of them go to the learned context
 MAX_TOKENS = 70  # of CLIP's 77: the start and end tokens, 4 of learned context and the full stop leave 70
 # finish_reason "length": the server stopped at its output-token limit, mid-line
 CUT_REASON = "cut off at the model's output limit"
-CUT_HINT = ("raise the server's output-token limit (max_tokens; Ollama num_predict, llama.cpp --n-predict); "
-            "this answer is cached, --no-cache asks again")
+CUT_LIMIT = "raise the server's output-token limit (max_tokens; Ollama num_predict, llama.cpp --n-predict)"
+CUT_HINT = f"{CUT_LIMIT}; this answer is cached, --no-cache asks again"
+EMPTY_HINT = "try again, or another --model (an empty answer is not cached)"
 SHAPES = "bullets, numbered or 'Feature: description' lines, a table, a list in a sentence, or JSON"
 # Words too generic to count as naming a multi-word disease on their own ("normal lung" -> "lung").
 GENERIC_WORDS = frozenset(
@@ -71,7 +72,10 @@ def parse_answer(text: str, disease: str, aliases: tuple[str, ...] = (), what: s
     text, cut = _cut_off(text) if truncated else (text, "")
     text = text.strip()
     if not text and not cut:
-        raise AnswerError(f"{what} is empty")
+        if truncated:  # a reasoning model can spend the whole limit thinking, before a word of its answer
+            raise AnswerError(f"{what} is empty: the model stopped at its output limit before writing any (a "
+                              "reasoning model may have spent it all thinking)", CUT_LIMIT)
+        raise AnswerError(f"{what} is empty", EMPTY_HINT)
     text = strip_reasoning(text)  # the thinking's drafts are not the answer
     if not text:
         if cut:
