@@ -600,6 +600,22 @@ def test_an_empty_answer_says_why_and_that_it_is_not_cached(capsys, vip_env, llm
     assert len(llm_server.requests) == 2  # neither was cached: the second run asked again
 
 
+@pytest.mark.parametrize("answer, message", [
+    ("[]", "is an empty list, no symptom in it: '[]'"),
+    ('```json\n{"symptoms": []}\n```', "is an empty list, no symptom in it"),
+    ("- Melanoma shows dark dots\n- Blurry edges of a melanoma\n- Melanomas have many colors\n- A typical melanoma",
+     "has no usable item (all removed); removed: 'Melanoma shows dark dots' (names the disease); 'Blurry edges of a "
+     "melanoma' (names the disease); 'Melanomas have many colors' (names the disease); and 1 more"),
+])
+def test_an_answer_with_nothing_usable_says_what_was_in_it(capsys, vip_env, llm_server, answer, message):
+    """`[]` was "is not a list", and an answer whose every item named the disease "has no usable item (all removed)",
+    with no word of what was removed or why."""
+    llm_server.answer(answer)
+    code, _, err = melanoma(capsys, llm_server)
+    assert code == 1 and err.count("error:") == 1 and f"the stage 1 answer for 'melanoma' {message}" in err, err
+    assert not Path("melanoma.yaml").exists()
+
+
 @pytest.mark.parametrize("given", [".", "..", "./"])
 def test_a_pack_names_a_relative_images_folder_by_its_own_name(capsys, vip_env, llm_server, tmp_path, monkeypatch,
                                                                given):

@@ -226,14 +226,16 @@ def _parse(answer: str, config: GenerateConfig, stage: str, truncated: bool = Fa
     except AnswerError as error:
         raise VipError(error.message, error.hint or RETRY_HINT) from None
     if not parsed.items:
-        raise VipError(f"the {stage} answer for {config.disease!r} has no usable item (all removed)", RETRY_HINT)
+        raise VipError(f"the {stage} answer for {config.disease!r} has no usable item (all removed)"
+                       f"{removed_summary(parsed)}", RETRY_HINT)
     return parsed
 
 
 def removed_summary(parsed: ParsedAnswer) -> str:
     """"; removed: 'item' (reason); ..." for the first three items taken out of an answer, "" when none was."""
     removed = "; ".join(f"{item!r} ({reason})" for item, reason in parsed.removed[:3])
-    return f"; removed: {removed}" if removed else ""
+    more = f"; and {len(parsed.removed) - 3} more" if len(parsed.removed) > 3 else ""
+    return f"; removed: {removed}{more}" if removed else ""
 
 
 def _agree(config: GenerateConfig, stage1: list[str], stage2: list[str], notify: Callable[[str], None]) -> Agreement:

@@ -89,6 +89,8 @@ def parse_answer(text: str, disease: str, aliases: tuple[str, ...] = (), what: s
             raise AnswerError(f"{what} was {CUT_REASON} before any complete item: {first!r}", CUT_HINT)
         if REFUSAL.search(text):
             raise AnswerError(f"{what} is a refusal: {first!r}")
+        if _empty_json(text):
+            raise AnswerError(f"{what} is an empty list, no symptom in it: {first!r}")
         raise AnswerError(f"{what} is not a list ({SHAPES}): {first!r}")
     parsed = _filter_items([clean_item(item) for item in raw], disease, aliases, others)
     parsed = ParsedAnswer(items=parsed.items, removed=(*parsed.removed, *elsewhere))
@@ -138,6 +140,15 @@ def _cut_off(text: str) -> tuple[str, str]:
         return text, ""
     head, _, last = body.rpartition("\n")
     return head, last.strip()
+
+
+def _empty_json(text: str) -> bool:
+    """Whether the answer is JSON listing nothing: `[]`, or an object whose lists are all empty."""
+    from vipcli.symptoms.jsonish import json_documents
+
+    documents = json_documents(text)
+    values = [value for doc in documents for value in (doc.values() if isinstance(doc, dict) else [doc])]
+    return bool(documents) and all(isinstance(value, list) and not value for value in values)
 
 
 def _first_line(text: str) -> str:
