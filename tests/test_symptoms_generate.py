@@ -244,6 +244,9 @@ def test_429_is_retried_honoring_retry_after(capsys, vip_env, llm_server):
     assert code == 0, err
     assert time.monotonic() - start < 5
     assert len(llm_server.requests) == 2 and Path("melanoma.yaml").exists()
+    # the wait is told, or a minute of Retry-After looks like a hang
+    assert (f"melanoma, stage 1 (text): {llm_server.host} answered HTTP 429 (rate limited); asking again in 0.2 s "
+            "(try 2 of 5)") in err.splitlines()
 
 
 def test_429_forever_gives_up_with_a_clear_message(capsys, vip_env, llm_server):
@@ -261,7 +264,9 @@ def test_500_is_retried_then_reported(capsys, vip_env, llm_server):
 
 def test_500_then_success(capsys, vip_env, llm_server):
     llm_server.fail(503, "overloaded").answer(BULLETS)
-    assert melanoma(capsys, llm_server)[0] == 0 and len(llm_server.requests) == 2
+    code, _, err = melanoma(capsys, llm_server)
+    assert code == 0 and len(llm_server.requests) == 2
+    assert f"melanoma, stage 1 (text): {llm_server.host} answered HTTP 503; asking again in 0.01 s (try 2 of 5)" in err
 
 
 def test_401_names_the_key_variable_but_never_the_key(capsys, vip_env, llm_server):

@@ -117,7 +117,7 @@ def ask(
         return redact(cached[0], secrets_of(llm)), True, cached[1]  # redact: an entry written before redaction existed
     read_api_key(llm)  # no key for OpenAI is one error line, not one after "asking gpt-4o at api.openai.com"
     notify(f"{what}: asking {llm.model} at {endpoint_host(llm.base_url)}")
-    answer, truncated = chat(llm, messages)
+    answer, truncated = chat(llm, messages, notify=lambda line: notify(f"{what}: {line}"))
     if answer.strip():
         write_cached(key, answer, llm.model, truncated)
     return answer, False, truncated

@@ -405,12 +405,14 @@ def check_key_text(key: str, variable: str) -> str:
     )
 
 
-def chat(config: LLMConfig, messages: list[dict]) -> tuple[str, bool]:
+def chat(config: LLMConfig, messages: list[dict], notify=None) -> tuple[str, bool]:
     """Send one chat-completions request, retrying 429/5xx/timeouts with exponential backoff.
 
     Args:
         config: endpoint, model, key variable, timeout and retry policy.
         messages: OpenAI-format messages (text, or text + image_url parts).
+        notify: told, before each wait, why and for how long ("api.openai.com answered HTTP 429 (rate limited);
+            asking again in 6 s (try 2 of 5)"), so a wait of a minute is not taken for a hang.
 
     Returns:
         (the assistant message text with the key redacted, True if the server says it stopped at its
@@ -432,12 +434,13 @@ def chat(config: LLMConfig, messages: list[dict]) -> tuple[str, bool]:
         last = attempt == config.retries
         response = _post(url, headers, body, config, last)
         if response is None:
-            time.sleep(_backoff(config, attempt, None))
+            _wait(config, attempt, None, f"gave no answer within {config.timeout_s:g} s", notify)
             continue
         if response.status_code == 429 or response.status_code >= 500:
             if last:
                 raise _status_error(response, config, key, secrets)
-            time.sleep(_backoff(config, attempt, response.headers.get("retry-after")))
+            why = f"answered HTTP {response.status_code}" + (" (rate limited)" if response.status_code == 429 else "")
+            _wait(config, attempt, response.headers.get("retry-after"), why, notify)
             continue
         if response.status_code >= 400:
             raise _status_error(response, config, key, secrets)
@@ -613,6 +616,15 @@ def proxy_reason(error: Exception) -> str:
 def proxy_secrets() -> list[str]:
     """The user names and passwords in the proxy variables (PROXY_VARIABLES, either letter case), for redact()."""
     return [secret for name in PROXY_VARIABLES for value in _proxy_values(name) for secret in url_secrets(value)]
+
+
+def _wait(config: LLMConfig, attempt: int, retry_after: str | None, why: str, notify) -> None:
+    """Sleep before retry `attempt + 1` (`_backoff`), having told `notify` why and for how long."""
+    wait = _backoff(config, attempt, retry_after)
+    if notify is not None:
+        notify(f"{endpoint_host(config.base_url)} {why}; asking again in {wait:.3g} s "
+               f"(try {attempt + 2} of {config.retries + 1})")
+    time.sleep(wait)
 
 
 def _backoff(config: LLMConfig, attempt: int, retry_after: str | None) -> float:
