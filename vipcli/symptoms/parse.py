@@ -194,6 +194,16 @@ def name_pattern(name: str) -> re.Pattern:
     return re.compile(rf"\b{phrase}(?:s|es)?\b", re.IGNORECASE)
 
 
+def initials(disease: str) -> str:
+    """The initials of a disease of two or more words, upper-case ("LP" for lichen planus, "BCC" for basal cell
+    carcinoma): the shorthand a model uses for it once it has named it. "" for one word, or a word starting with
+    a digit ("COVID-19 pneumonia")."""
+    words = re.findall(WORD, disease)
+    if len(words) < 2 or not all(word[0].isalpha() for word in words):
+        return ""
+    return "".join(word[0] for word in words).upper()
+
+
 def names_disease(symptom: str, disease: str, aliases: tuple[str, ...] = ()) -> bool:
     """True if `symptom` contains the disease name, an alias, or a distinctive word of them."""
     return bool(disease_pattern(disease, aliases).search(symptom))
@@ -202,12 +212,15 @@ def names_disease(symptom: str, disease: str, aliases: tuple[str, ...] = ()) -> 
 def _filter_items(items: list[str], disease: str, aliases: tuple[str, ...],
                   others: tuple[str, ...] = ()) -> ParsedAnswer:
     pattern = disease_pattern(disease, aliases)
+    short = initials(disease)
     other_patterns = [(other, name_pattern(other)) for other in others  # a grade folder "2" names nothing
                       if other.strip().lower() != disease.lower() and re.search(r"[^\W\d_]", other)]
     kept, removed, seen = [], [], set()
     for item in items:
         reason = _reject_reason(item, pattern, seen) or next(
             (f"names another class ({other!r})" for other, named in other_patterns if named.search(item)), None)
+        if reason is None and short and re.search(rf"\b{short}s?\b", item):
+            reason = f"names the disease by its initials ({short!r})"
         if reason:
             if item:
                 removed.append((item, reason))
