@@ -262,6 +262,30 @@ def test_500_is_retried_then_reported(capsys, vip_env, llm_server):
     assert code == 1 and len(llm_server.requests) == 2 and "failed with HTTP 500 after 2 tries" in err
 
 
+def test_a_model_that_takes_no_temperature_is_asked_without_one(capsys, vip_env, llm_server):
+    """gpt-5, o1 and o3 answer `temperature: 0` with HTTP 400: `vip symptoms generate --model gpt-5` was `refused the
+    request (HTTP 400): Unsupported value: 'temperature' ... (with --images the --model must accept images ...)`,
+    with no way around it. It asks again without one, says so, records `temperature: null` (the model's own) in the
+    pack, and a second run finds that answer in the cache."""
+    refusal = {"error": {"message": "Unsupported value: 'temperature' does not support 0 with this model. Only the "
+                                    "default (1) value is supported.", "type": "invalid_request_error",
+                         "param": "temperature", "code": "unsupported_value"}}
+    llm_server.raw(refusal, status=400).answer(BULLETS)
+    code, _, err = melanoma(capsys, llm_server, "--model", "gpt-5")
+    assert code == 0, err
+    assert [r["body"].get("temperature", "none") for r in llm_server.requests] == [0.0, "none"]
+    assert (f"melanoma, stage 1 (text): model 'gpt-5' at {llm_server.host} takes no temperature 0, only its own "
+            "default: asking again without one (the model's own temperature: its answers can differ from run to "
+            "run)") in err.splitlines()
+    assert load_pack("melanoma.yaml").source["temperature"] is None
+    code, _, err = melanoma(capsys, llm_server, "--model", "gpt-5", "--force")
+    assert code == 0 and "answer from cache" in err and len(llm_server.requests) == 2
+    # any other 400 is still one error line
+    llm_server.fail(400, "Invalid value for 'max_tokens'")
+    code, _, err = melanoma(capsys, llm_server, "--model", "gpt-4o", "--force")
+    assert code == 1 and "refused the request (HTTP 400): Invalid value for 'max_tokens'" in err
+
+
 def test_500_then_success(capsys, vip_env, llm_server):
     llm_server.fail(503, "overloaded").answer(BULLETS)
     code, _, err = melanoma(capsys, llm_server)

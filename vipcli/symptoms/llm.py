@@ -43,6 +43,11 @@ class LLMError(VipError):
     """The endpoint itself failed (unreachable, refused the key, rate-limited, broken answer)."""
 
 
+class TemperatureRefused(LLMError):
+    """The model takes no temperature but its own default (OpenAI's o1, o3 and gpt-5 families answer HTTP 400,
+    `param: temperature`); asking again without one works."""
+
+
 @dataclass(frozen=True)
 class LLMConfig:
     """Where and how to ask the LLM."""
@@ -55,7 +60,7 @@ class LLMConfig:
     retries: int = 4  # extra tries after a 429, 5xx or timeout
     backoff_s: float = 1.0  # first wait before a retry; doubled each time
     max_wait_s: float = 60.0  # longest single wait, also caps Retry-After
-    temperature: float = 0.0  # sampling temperature sent with every request
+    temperature: float | None = 0.0  # sampling temperature sent with every request; None: none sent (the model's own)
 
 
 def endpoint_host(base_url: str) -> str:
@@ -429,7 +434,9 @@ def chat(config: LLMConfig, messages: list[dict], notify=None) -> tuple[str, boo
     key = read_api_key(config)  # checked: the same key secrets_of reads
     secrets = secrets_of(config)
     headers = {"Authorization": f"Bearer {key}"} if key else {}
-    body = {"model": config.model, "messages": messages, "temperature": config.temperature}
+    body = {"model": config.model, "messages": messages}
+    if config.temperature is not None:
+        body["temperature"] = config.temperature
     for attempt in range(config.retries + 1):
         last = attempt == config.retries
         response = _post(url, headers, body, config, last)
@@ -442,6 +449,10 @@ def chat(config: LLMConfig, messages: list[dict], notify=None) -> tuple[str, boo
             why = f"answered HTTP {response.status_code}" + (" (rate limited)" if response.status_code == 429 else "")
             _wait(config, attempt, response.headers.get("retry-after"), why, notify)
             continue
+        if response.status_code == 400 and "temperature" in body and _refuses_temperature(response):
+            raise TemperatureRefused(f"model {config.model!r} at {endpoint_host(config.base_url)} takes no temperature "
+                                     f"{config.temperature:g}, only its own default",
+                                     "ask without one (vip symptoms generate does so by itself)")
         if response.status_code >= 400:
             raise _status_error(response, config, key, secrets)
         if 300 <= response.status_code < 400:
@@ -668,6 +679,19 @@ def _server_detail(response, secrets: list[str]) -> str:
     from vipcli.console import printable
 
     return printable(redact(" ".join(str(detail).split()), secrets))[:200]
+
+
+def _refuses_temperature(response) -> bool:
+    """Whether an HTTP 400 answer refuses the temperature sent (OpenAI: `"param": "temperature"`, "Unsupported
+    value: 'temperature' does not support 0 with this model. Only the default (1) value is supported.")."""
+    try:
+        error = response.json().get("error")
+    except (ValueError, AttributeError, RecursionError):
+        return False
+    if not isinstance(error, dict):
+        return False
+    message = str(error.get("message", "")).lower()
+    return error.get("param") == "temperature" or ("'temperature'" in message and "support" in message)
 
 
 def _status_error(response, config: LLMConfig, key: str | None, secrets: list[str]) -> LLMError:
