@@ -331,6 +331,18 @@ def test_400_detail_is_shown_with_the_key_redacted(capsys, vip_env, llm_server):
     assert code == 1 and "refused the request (HTTP 400)" in err and "[redacted]" in err and key not in err
 
 
+def test_a_400_speaks_of_images_only_when_the_request_carried_them(capsys, vip_env, llm_server, tmp_path):
+    """Every 400 said "with --images the --model must accept images", on a text-only question too."""
+    llm_server.fail(400, "Invalid value for 'max_tokens'")
+    code, _, err = melanoma(capsys, llm_server)
+    assert code == 1 and err.splitlines()[-1].endswith(
+        "Invalid value for 'max_tokens' (check --model and the server's settings against what it says)")
+    llm_server.answer(NUMBERED).fail(400, "this model does not support image input")
+    code, _, err = melanoma(capsys, llm_server, "--images", str(write_images(tmp_path / "mel", 16)), "--force")
+    assert code == 1 and err.splitlines()[-1].endswith(
+        "(with --images the --model must accept images (e.g. gpt-4o, llava, qwen2-vl))")
+
+
 def test_timeout_is_reported(capsys, vip_env, llm_server):
     llm_server.answer(BULLETS, delay=1.5)
     code, _, err = melanoma(capsys, llm_server, "--timeout", "0.3", "--retries", "0")

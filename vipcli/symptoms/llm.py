@@ -454,7 +454,7 @@ def chat(config: LLMConfig, messages: list[dict], notify=None) -> tuple[str, boo
                                      f"{config.temperature:g}, only its own default",
                                      "ask without one (vip symptoms generate does so by itself)")
         if response.status_code >= 400:
-            raise _status_error(response, config, key, secrets)
+            raise _status_error(response, config, key, secrets, images=_has_images(messages))
         if 300 <= response.status_code < 400:
             raise _redirect_error(response, config, secrets)
         return redact(_answer_text(response, config), secrets), _was_cut(response)
@@ -694,8 +694,15 @@ def _refuses_temperature(response) -> bool:
     return error.get("param") == "temperature" or ("'temperature'" in message and "support" in message)
 
 
-def _status_error(response, config: LLMConfig, key: str | None, secrets: list[str]) -> LLMError:
-    """One clear error for an HTTP failure status (`secrets`: what to redact from the server's text)."""
+def _has_images(messages: list[dict]) -> bool:
+    """Whether any message carries an image part (stage 2's grid)."""
+    return any(isinstance(part, dict) and part.get("type") == "image_url"
+               for message in messages if isinstance(message.get("content"), list) for part in message["content"])
+
+
+def _status_error(response, config: LLMConfig, key: str | None, secrets: list[str], images: bool = False) -> LLMError:
+    """One clear error for an HTTP failure status (`secrets`: what to redact from the server's text; `images`:
+    the request carried an image, which a text-only --model refuses)."""
     host, code = endpoint_host(config.base_url), response.status_code
     var = f"${config.api_key_env}" if config.api_key_env else "the key variable"
     if code in (401, 403):
@@ -733,7 +740,8 @@ def _status_error(response, config: LLMConfig, key: str | None, secrets: list[st
         )
     return LLMError(
         f"LLM endpoint {host} refused the request (HTTP {code}): {detail}",
-        "with --images the --model must accept images (e.g. gpt-4o, llava, qwen2-vl)",
+        "with --images the --model must accept images (e.g. gpt-4o, llava, qwen2-vl)" if images else
+        "check --model and the server's settings against what it says",
     )
 
 
