@@ -438,10 +438,11 @@ def _warn_named_classes(packs: dict[str, SymptomPack], shipped: list[SymptomPack
 
 
 def warn_wording(pack: SymptomPack, class_name: str | None = None, others: tuple[str, ...] = (),
-                 label: str | None = None) -> None:
+                 label: str | None = None, generated: bool = False) -> None:
     """At most two warnings about `pack`: its symptoms do not look English, or some only name a disease
     (the pack's name, an alias, `class_name`, one of `others` or a disease family; see
-    `vipcli.symptoms.wording`). Symptoms `warn_named_symptoms` names are not listed again."""
+    `vipcli.symptoms.wording`). Symptoms `warn_named_symptoms` names are not listed again. `generated`: the
+    pack was just generated (the fix is another model, not generating again)."""
     from rich.markup import escape
 
     from vipcli import console
@@ -451,7 +452,8 @@ def warn_wording(pack: SymptomPack, class_name: str | None = None, others: tuple
     own = (*pack.aliases, class_name) if class_name else tuple(pack.aliases)
     skip = {s for s in pack.symptoms if names_disease(s, pack.name, own)}
     names = (pack.name, *own, *others)
-    for line in wording_warnings(label or pack.path or pack.name, class_name or pack.name, pack.symptoms, names, skip):
+    for line in wording_warnings(label or pack.path or pack.name, class_name or pack.name, pack.symptoms, names, skip,
+                                 generated):
         console.warn(escape(line))
 
 
