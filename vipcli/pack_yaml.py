@@ -80,6 +80,9 @@ def read_yaml(text: str, path: Path):
     return data, node
 
 
+NULL, MERGE = "tag:yaml.org,2002:null", "tag:yaml.org,2002:merge"  # keys left as YAML reads them: `~:` and `<<:`
+
+
 def _names_as_written(node) -> None:
     """Read the top-level keys of `node` as the text written: class folders named `0`, `1` or `no` stay
     "0", "1" and "no" (YAML makes numbers and false of them, and then 0 and false are the same key)."""
@@ -87,7 +90,7 @@ def _names_as_written(node) -> None:
 
     if isinstance(node, yaml.MappingNode):
         for key, _ in node.value:
-            if isinstance(key, yaml.ScalarNode) and key.style is None and key.tag != "tag:yaml.org,2002:null":
+            if isinstance(key, yaml.ScalarNode) and key.style is None and key.tag not in (NULL, MERGE):
                 key.tag = "tag:yaml.org,2002:str"
 
 
