@@ -457,6 +457,8 @@ def test_a_symptoms_path_that_does_not_exist_is_a_missing_file_not_an_unknown_pa
      "would be lost", "merge the two lists under one 'melanoma:'"),
     ("name: melanoma\nsymptoms: [Dark spots]\nname: nevus\nsymptoms: [A round spot]\n", 3,
      "'name' is written twice (lines 1 and 3)", "one pack file holds one pack"),
+    ("name: melanoma\nsymptoms: [Dark spots]\nsource:\n  kind: llm\n  model: a\n  model: b\n", 6,
+     "'model' is written twice (lines 5 and 6); YAML would keep only the second", "keep one 'model:'"),
     # "Feature: description", as an LLM writes it, pasted unquoted: read as a mapping
     ("melanoma:\n  - Dark spots\n  - Borders: blurry or jagged\n", 3,
      "symptom 2 of 'melanoma' was read as a 'key: value' mapping (a ': ' starts one), not as text",

@@ -108,8 +108,9 @@ def yaml_error(path: Path, error) -> VipError:
     return VipError(f"{where}: malformed symptom pack YAML: {problem}", fix)
 
 
-def _refuse_repeated_keys(node, path: Path) -> None:
-    """VipError at the second of two equal keys of any mapping in the tree under `node`."""
+def _refuse_repeated_keys(node, path: Path, top: bool = True) -> None:
+    """VipError at the second of two equal keys of any mapping in the tree under `node` (`top`: the file's own
+    mapping, whose keys are classes or a pack's fields)."""
     import yaml
 
     if isinstance(node, yaml.MappingNode):
@@ -118,18 +119,20 @@ def _refuse_repeated_keys(node, path: Path) -> None:
             if isinstance(key, yaml.ScalarNode):
                 first = seen.setdefault((key.tag, key.value), key)
                 if first is not key:
-                    raise _repeated(path, key.value, first.start_mark.line + 1, key.start_mark.line + 1)
-            _refuse_repeated_keys(value, path)
+                    raise _repeated(path, key.value, first.start_mark.line + 1, key.start_mark.line + 1, top)
+            _refuse_repeated_keys(value, path, top=False)
     elif isinstance(node, yaml.SequenceNode):
         for item in node.value:
-            _refuse_repeated_keys(item, path)
+            _refuse_repeated_keys(item, path, top=False)
 
 
-def _repeated(path: Path, key: str, first: int, second: int) -> VipError:
+def _repeated(path: Path, key: str, first: int, second: int, top: bool) -> VipError:
+    """The error for `key` written at lines `first` and `second` of one mapping."""
+    where = f"{path}:{second}: '{key}' is written twice (lines {first} and {second}); YAML would keep only the second"
+    if not top:
+        return VipError(where, f"keep one '{key}:'")
     if key in ("name", "symptoms", "aliases", "modality", "source"):
-        return VipError(f"{path}:{second}: '{key}' is written twice (lines {first} and {second}); YAML would keep "
-                        "only the second", "one pack file holds one pack: put each pack in its own file, or write "
-                        "{class: [symptom, ...]} with each class once")
-    return VipError(f"{path}:{second}: '{key}' is written twice (lines {first} and {second}); YAML would keep only "
-                    f"the second, and the symptoms under line {first} would be lost",
+        return VipError(where, "one pack file holds one pack: put each pack in its own file, or write "
+                               "{class: [symptom, ...]} with each class once")
+    return VipError(f"{where}, and the symptoms under line {first} would be lost",
                     f"merge the two lists under one '{key}:'")
