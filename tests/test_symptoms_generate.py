@@ -244,6 +244,9 @@ def test_429_is_retried_honoring_retry_after(capsys, vip_env, llm_server):
     assert code == 0, err
     assert time.monotonic() - start < 5
     assert len(llm_server.requests) == 2 and Path("melanoma.yaml").exists()
+    # the wait is told, or a minute of Retry-After looks like a hang
+    assert (f"melanoma, stage 1 (text): {llm_server.host} answered HTTP 429 (rate limited); asking again in 0.2 s "
+            "(try 2 of 5)") in err.splitlines()
 
 
 def test_429_forever_gives_up_with_a_clear_message(capsys, vip_env, llm_server):
@@ -259,9 +262,35 @@ def test_500_is_retried_then_reported(capsys, vip_env, llm_server):
     assert code == 1 and len(llm_server.requests) == 2 and "failed with HTTP 500 after 2 tries" in err
 
 
+def test_a_model_that_takes_no_temperature_is_asked_without_one(capsys, vip_env, llm_server):
+    """gpt-5, o1 and o3 answer `temperature: 0` with HTTP 400: `vip symptoms generate --model gpt-5` was `refused the
+    request (HTTP 400): Unsupported value: 'temperature' ... (with --images the --model must accept images ...)`,
+    with no way around it. It asks again without one, says so, records `temperature: null` (the model's own) in the
+    pack, and a second run finds that answer in the cache."""
+    refusal = {"error": {"message": "Unsupported value: 'temperature' does not support 0 with this model. Only the "
+                                    "default (1) value is supported.", "type": "invalid_request_error",
+                         "param": "temperature", "code": "unsupported_value"}}
+    llm_server.raw(refusal, status=400).answer(BULLETS)
+    code, _, err = melanoma(capsys, llm_server, "--model", "gpt-5")
+    assert code == 0, err
+    assert [r["body"].get("temperature", "none") for r in llm_server.requests] == [0.0, "none"]
+    assert (f"melanoma, stage 1 (text): model 'gpt-5' at {llm_server.host} takes no temperature 0, only its own "
+            "default: asking again without one (the model's own temperature: its answers can differ from run to "
+            "run)") in err.splitlines()
+    assert load_pack("melanoma.yaml").source["temperature"] is None
+    code, _, err = melanoma(capsys, llm_server, "--model", "gpt-5", "--force")
+    assert code == 0 and "answer from cache" in err and len(llm_server.requests) == 2
+    # any other 400 is still one error line
+    llm_server.fail(400, "Invalid value for 'max_tokens'")
+    code, _, err = melanoma(capsys, llm_server, "--model", "gpt-4o", "--force")
+    assert code == 1 and "refused the request (HTTP 400): Invalid value for 'max_tokens'" in err
+
+
 def test_500_then_success(capsys, vip_env, llm_server):
     llm_server.fail(503, "overloaded").answer(BULLETS)
-    assert melanoma(capsys, llm_server)[0] == 0 and len(llm_server.requests) == 2
+    code, _, err = melanoma(capsys, llm_server)
+    assert code == 0 and len(llm_server.requests) == 2
+    assert f"melanoma, stage 1 (text): {llm_server.host} answered HTTP 503; asking again in 0.01 s (try 2 of 5)" in err
 
 
 def test_401_names_the_key_variable_but_never_the_key(capsys, vip_env, llm_server):
@@ -300,6 +329,18 @@ def test_400_detail_is_shown_with_the_key_redacted(capsys, vip_env, llm_server):
     llm_server.fail(400, f"bad request from {key}: image_url not supported")
     code, out, err = melanoma(capsys, llm_server)
     assert code == 1 and "refused the request (HTTP 400)" in err and "[redacted]" in err and key not in err
+
+
+def test_a_400_speaks_of_images_only_when_the_request_carried_them(capsys, vip_env, llm_server, tmp_path):
+    """Every 400 said "with --images the --model must accept images", on a text-only question too."""
+    llm_server.fail(400, "Invalid value for 'max_tokens'")
+    code, _, err = melanoma(capsys, llm_server)
+    assert code == 1 and err.splitlines()[-1].endswith(
+        "Invalid value for 'max_tokens' (check --model and the server's settings against what it says)")
+    llm_server.answer(NUMBERED).fail(400, "this model does not support image input")
+    code, _, err = melanoma(capsys, llm_server, "--images", str(write_images(tmp_path / "mel", 16)), "--force")
+    assert code == 1 and err.splitlines()[-1].endswith(
+        "(with --images the --model must accept images (e.g. gpt-4o, llava, qwen2-vl))")
 
 
 def test_timeout_is_reported(capsys, vip_env, llm_server):
@@ -582,6 +623,40 @@ def test_an_answer_cut_at_the_output_limit_loses_its_cut_line_and_says_so(capsys
     assert load_pack("melanoma.yaml").symptoms[-1] == "Dark dots"
 
 
+def test_an_empty_answer_says_why_and_that_it_is_not_cached(capsys, vip_env, llm_server):
+    """A reasoning model that spent its whole output limit thinking (content null, finish_reason "length") was "is
+    empty (try another --model ...; this answer is cached, --no-cache asks again)": it says so now and how to fix
+    it; and an empty answer, which is never cached, no longer claims to be."""
+    reasoning = cut_body(None)
+    reasoning["choices"][0]["message"]["reasoning_content"] = "Let me think about the features of melanoma..."
+    llm_server.raw(reasoning).answer("")
+    code, _, err = melanoma(capsys, llm_server)
+    assert code == 1 and err.splitlines()[-1] == (
+        "error: the stage 1 answer for 'melanoma' is empty: the model stopped at its output limit before writing any "
+        "(a reasoning model may have spent it all thinking) (raise the server's output-token limit (max_tokens; "
+        "Ollama num_predict, llama.cpp --n-predict))")
+    code, _, err = melanoma(capsys, llm_server)
+    assert code == 1 and err.splitlines()[-1] == ("error: the stage 1 answer for 'melanoma' is empty (try again, or "
+                                                  "another --model (an empty answer is not cached))")
+    assert len(llm_server.requests) == 2  # neither was cached: the second run asked again
+
+
+@pytest.mark.parametrize("answer, message", [
+    ("[]", "is an empty list, no symptom in it: '[]'"),
+    ('```json\n{"symptoms": []}\n```', "is an empty list, no symptom in it"),
+    ("- Melanoma shows dark dots\n- Blurry edges of a melanoma\n- Melanomas have many colors\n- A typical melanoma",
+     "has no usable item (all removed); removed: 'Melanoma shows dark dots' (names the disease); 'Blurry edges of a "
+     "melanoma' (names the disease); 'Melanomas have many colors' (names the disease); and 1 more"),
+])
+def test_an_answer_with_nothing_usable_says_what_was_in_it(capsys, vip_env, llm_server, answer, message):
+    """`[]` was "is not a list", and an answer whose every item named the disease "has no usable item (all removed)",
+    with no word of what was removed or why."""
+    llm_server.answer(answer)
+    code, _, err = melanoma(capsys, llm_server)
+    assert code == 1 and err.count("error:") == 1 and f"the stage 1 answer for 'melanoma' {message}" in err, err
+    assert not Path("melanoma.yaml").exists()
+
+
 @pytest.mark.parametrize("given", [".", "..", "./"])
 def test_a_pack_names_a_relative_images_folder_by_its_own_name(capsys, vip_env, llm_server, tmp_path, monkeypatch,
                                                                given):
@@ -627,7 +702,10 @@ def test_an_answer_in_french_is_written_with_one_warning(capsys, vip_env, llm_se
     lines = [line for line in err.splitlines() if line.startswith("warning:")]
     assert len(lines) == 1 and lines[0].startswith("warning: melanoma.yaml: the symptoms of 'melanoma' do not "
                                                    "look English (")
-    assert "translate them" in lines[0] and "wrote melanoma.yaml: 4 symptoms" in out
+    assert "wrote melanoma.yaml: 4 symptoms" in out
+    # not "generate them again with `vip symptoms generate`", the command that just wrote them
+    assert lines[0].endswith("translate them, or generate them again with another --model and --force (this one "
+                             "answered in another language, though asked for English)")
 
 
 def test_an_answer_of_disease_names_only_is_warned_about_in_one_line(capsys, vip_env, llm_server):

@@ -448,3 +448,72 @@ def test_a_symptoms_path_that_does_not_exist_is_a_missing_file_not_an_unknown_pa
                                      "pack's name: vip symptoms list)")
     with pytest.raises(UsageError, match="--symptoms psoriasis: no such file, folder or shipped pack"):
         symptoms_for_classes(["melanoma", "nevus"], ["psoriasis"])
+
+
+@pytest.mark.parametrize("text, line, message, fix", [
+    # the same class twice: YAML kept the second list, and the first one's symptoms were lost without a word
+    ("melanoma:\n  - Dark spots\nnevus:\n  - A round spot\nmelanoma:\n  - Blurry edges\n", 5,
+     "'melanoma' is written twice (lines 1 and 5); YAML would keep only the second, and the symptoms under line 1 "
+     "would be lost", "merge the two lists under one 'melanoma:'"),
+    ("name: melanoma\nsymptoms: [Dark spots]\nname: nevus\nsymptoms: [A round spot]\n", 3,
+     "'name' is written twice (lines 1 and 3)", "one pack file holds one pack"),
+    ("name: melanoma\nsymptoms: [Dark spots]\nsource:\n  kind: llm\n  model: a\n  model: b\n", 6,
+     "'model' is written twice (lines 5 and 6); YAML would keep only the second", "keep one 'model:'"),
+    # "Feature: description", as an LLM writes it, pasted unquoted: read as a mapping
+    ("melanoma:\n  - Dark spots\n  - Borders: blurry or jagged\n", 3,
+     "symptom 2 of 'melanoma' was read as a 'key: value' mapping (a ': ' starts one), not as text",
+     'put it in quotes: - "Borders: blurry or jagged"'),
+    ("name: melanoma\nsymptoms:\n  - Dark spots\n  - yes\n", 4,
+     "symptom 2 of 'melanoma' was read as true (YAML reads yes, no, on, off, true and false unquoted", '- "yes"'),
+    ("melanoma:\n  - Dark spots\n  -\n", 3, "symptom 2 of 'melanoma' is empty", "remove the empty '-' line"),
+    ("melanoma:\n  - Dark spots\nnevus:\n", 3, "symptom pack 'nevus' lists no symptoms",
+     "list them under 'nevus:', one '  - symptom' line each"),
+    ("melanoma: []\n", 1, "symptom pack 'melanoma' lists no symptoms", "under 'melanoma:'"),
+    ("melanoma:\n  color: brown\n", 1, "'melanoma' is a 'key: value' mapping (a ': ' starts one), not a list",
+     "on its own '  - ' line under 'melanoma:'"),
+    ("melanoma:\n\t- Dark spots\n", 2, "malformed symptom pack YAML", "indent with spaces, not tabs"),
+    ("melanoma:\n  - Dark spots\n nevus:\n  - A round spot\n", 3, "malformed symptom pack YAML",
+     "check the indentation of that line"),
+    ("name: melanoma\nsymptoms:\n  - Dark spots\n  - Blurry edges\n  - dark  spots\n", 5,
+     "symptom pack 'melanoma' repeats 'Dark spots'", "remove the duplicate"),
+])
+def test_a_hand_edited_pack_mistake_is_one_line_naming_file_line_and_fix(capsys, tmp_path, text, line, message, fix):
+    """A class written twice was silently half-lost; a symptom YAML read as a mapping or as true was "'symptoms' must
+    be a list of non-empty strings (fix 'symptoms' in the pack)", with no class, item or line; an empty class asked
+    for a 'symptoms:' key the file does not use; a tab said only "fix the YAML syntax"."""
+    pack = tmp_path / "mine.yaml"
+    pack.write_text(text)
+    code, out, err = vip(capsys, "symptoms", "show", str(pack))
+    assert code == 1 and out == "" and len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"error: {pack}:{line}: ") and message in err and fix in err, err
+
+
+def test_train_refuses_a_class_written_twice_before_any_image_is_read(cli, isic_small, tmp_path):
+    pack = tmp_path / "mine.yaml"
+    pack.write_text("melanoma:\n  - Dark spots\nnevus:\n  - A round spot\nmelanoma:\n  - Blurry edges\n")
+    code, _, err = cli("train", "--data", isic_small, "--backbone", "toy", "--symptoms", pack, "--shots", "2",
+                       "--epochs", "1", "--out", tmp_path / "run", "--device", "cpu", "--workers", "0")
+    assert code == 1 and err.strip() == (f"error: {pack}:5: 'melanoma' is written twice (lines 1 and 5); YAML would "
+                                         "keep only the second, and the symptoms under line 1 would be lost (merge "
+                                         "the two lists under one 'melanoma:')")
+    assert not (tmp_path / "run").exists()
+
+
+def test_class_folders_named_by_numbers_or_yes_and_no_keep_their_names(tmp_path):
+    """A grade folder `0:` was "symptom pack has no 'name'" (YAML read a number), and `no:` became false, the same
+    key as 0, so one class's symptoms replaced the other's."""
+    from vipcli.packs import load_symptom_file
+
+    pack = tmp_path / "grades.yaml"
+    pack.write_text("0:\n  - No dots\n1:\n  - A few dots\nno:\n  - Hazy lens\n'yes': [Clear lens]\n")
+    assert [(p.name, p.symptoms) for p in load_symptom_file(pack)] == [
+        ("0", ("No dots",)), ("1", ("A few dots",)), ("no", ("Hazy lens",)), ("yes", ("Clear lens",))]
+
+
+def test_a_pack_with_a_byte_order_mark_and_crlf_line_ends_reads_as_any_other(tmp_path):
+    from vipcli.packs import load_symptom_file
+
+    pack = tmp_path / "windows.yaml"
+    pack.write_bytes(b"\xef\xbb\xbfmelanoma:\r\n  - Dark spots\r\n  - Blurry edges\r\nnevus:\r\n  - A round spot\r\n")
+    assert [(p.name, p.symptoms) for p in load_symptom_file(pack)] == [
+        ("melanoma", ("Dark spots", "Blurry edges")), ("nevus", ("A round spot",))]

@@ -406,3 +406,15 @@ def test_an_answer_of_json_nested_hundreds_deep_is_not_a_list_not_a_crash():
     """It ended in an uncaught RecursionError: "unexpected RecursionError ... a bug in vip"."""
     with pytest.raises(AnswerError, match="is not a list"):
         parse_answer("[" * 900 + '"irregular border"' + "]" * 900, "melanoma")
+
+
+def test_an_item_naming_the_disease_by_its_initials_is_removed():
+    """"Violet bumps, as in LP" was kept in a lichen planus pack: the label by its shorthand, in every prompt."""
+    parsed = parse_answer("- Violet flat-topped bumps, as in LP\n- Fine white lines\n- Shiny LPs surface\n"
+                          "- A shiny surface (lp-like)\n- Help from an MD", "lichen planus")
+    assert parsed.items == ("Fine white lines", "A shiny surface (lp-like)", "Help from an MD")
+    assert parsed.removed == (("Violet flat-topped bumps, as in LP", "names the disease by its initials ('LP')"),
+                              ("Shiny LPs surface", "names the disease by its initials ('LP')"))
+    # one-word names and names with a number have no initials to look for
+    assert parse_answer("- Dark dots, ML\n- CP pattern", "melanoma").items == ("Dark dots, ML", "CP pattern")
+    assert parse_answer("- Dark dots\n- CP pattern", "COVID-19 pneumonia").items == ("Dark dots", "CP pattern")

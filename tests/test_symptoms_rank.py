@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shlex
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -70,6 +71,64 @@ def test_the_table_flags_the_symptoms_that_do_not_help(cli, lesions, monkeypatch
     assert code == 0
     assert f"melanoma: '{USELESS}' (no better than chance" in out and "symptoms do not help" in out
     assert "160 training images (melanoma: 80, nevus: 80); backbone toy on cpu" in out
+
+
+def test_without_prune_the_table_ends_with_what_to_do_next(cli, lesions, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    code, out, _ = rank(cli, lesions)
+    assert code == 0 and out.splitlines()[-1] == (
+        "next: reword or replace them and rank again, or add --prune --out DIR to write packs without them (each "
+        "class keeps its 2 best); check the result with vip benchmark")
+    code, out, _ = rank(cli, lesions, "--prune", "--out", lesions.parent / "next-pruned")
+    assert code == 0 and "next: " not in out
+
+
+@pytest.fixture
+def two_each(lesions, tmp_path):
+    """2 training images per class: no AUROC, not even 1.0, beats the chance bound (1.031)."""
+    import shutil
+
+    for split, count in (("train", 2), ("val", 1), ("test", 1)):
+        for name in ("melanoma", "nevus"):
+            (tmp_path / "few" / split / name).mkdir(parents=True)
+            for image in sorted((lesions / split / name).iterdir())[:count]:
+                shutil.copy(image, tmp_path / "few" / split / name)
+    return tmp_path / "few"
+
+
+def test_too_few_images_for_any_verdict_are_told_and_not_pruned_by(cli, two_each, tmp_path, monkeypatch):
+    """With 2 images against 2, a symptom of AUROC 1.000 was "no better than chance", and --prune removed symptoms
+    on that noise: the verdict is now "too few images to tell", with one warning per class, and --prune is refused
+    before any image is encoded."""
+    monkeypatch.setenv("COLUMNS", "200")
+    code, out, err = cli("symptoms", "rank", "--data", two_each, "--backbone", "toy", "--workers", "0", "--json")
+    assert code == 0, err
+    assert {s["verdict"] for s in json.loads(out)["symptoms"]} == {"too few images to tell"}
+    code, out, err = cli("symptoms", "rank", "--data", two_each, "--backbone", "toy", "--workers", "0")
+    assert code == 0 and "next: " not in out and error_lines(err) == [] and err.splitlines() == [
+        f"warning: {name}: 2 against 2 training images (its own against the other classes') are too few for any "
+        "AUROC, not even 1.0, to beat chance with 95% confidence: its verdicts say nothing (add training images: with "
+        "16 against 16, a symptom needs an AUROC above 0.67)" for name in ("melanoma", "nevus")]
+    monkeypatch.setattr("vipcli.features.encode_images", lambda *a, **k: pytest.fail("encoded images"))
+    code, out, err = cli("symptoms", "rank", "--data", two_each, "--backbone", "toy", "--workers", "0", "--prune",
+                         "--out", tmp_path / "pruned")
+    assert code == 1 and out == "" and err.strip() == (
+        "error: too few training images to prune by (melanoma: 2 against 2; nevus: 2 against 2): no AUROC, not even "
+        "1.0, beats chance with 95% confidence at these counts (add training images (with 16 against 16, a symptom "
+        "needs an AUROC above 0.67), or pass --min-auroc to prune by a bound of your own)")
+    assert not (tmp_path / "pruned").exists()
+
+
+def test_prune_after_unreadable_images_leave_too_few_is_refused_and_writes_nothing():
+    from vipcli.errors import VipError
+    from vipcli.packs import SymptomPack
+    from vipcli.symptoms.rank import RankResult, SymptomScore, prune
+
+    packs = {name: SymptomPack(name, ("a", "b", "c")) for name in ("x", "y")}
+    scores = [SymptomScore(name, text, 1.0, chance_bound(2, 2), None, None) for name in packs for text in "abc"]
+    result = RankResult(scores=scores, class_names=["x", "y"], packs=packs, counts=[2, 2])
+    with pytest.raises(VipError, match=r"^too few training images to prune by \(x: 2 against 2; y: 2 against 2\)"):
+        prune(result, Path("data"))
 
 
 def test_prune_writes_packs_without_the_flagged_symptoms(cli, lesions, tmp_path):

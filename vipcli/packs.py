@@ -16,6 +16,7 @@ from pathlib import Path
 
 from vipcli.checkpoint import FORMAT as RUN_FORMAT  # run.yaml's `format`: a run's symptoms read as packs
 from vipcli.errors import UsageError, VipError
+from vipcli.pack_yaml import NO_LINES, Lines, read_yaml
 
 SOURCE_KINDS = ("paper", "llm", "manual")
 
@@ -58,24 +59,63 @@ def unknown_pack(message: str, typed: str, shipped: list) -> UsageError:
     return UsageError(message + hint, "shipped packs: " + ", ".join(pack.name for pack in shipped))
 
 
-def _yaml_error(path: Path, error) -> VipError:
-    mark = getattr(error, "problem_mark", None)
-    where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-    return VipError(f"{where}: malformed symptom pack YAML: {problem}", "fix the YAML syntax at that line")
-
-
-def _string_list(path: Path, data: dict, key: str, required: bool) -> tuple[str, ...]:
+def _string_list(path: Path, data: dict, key: str, required: bool, lines: Lines = NO_LINES) -> tuple[str, ...]:
     value = data.get(key)
     if value is None:
         if required:
-            raise VipError(f"{path}: symptom pack has no '{key}' list", f"add '{key}:' with a list of strings")
+            raise VipError(f"{_at(path, lines, key)}: symptom pack has no '{key}' list",
+                           f"add '{key}:' with a list of strings")
         return ()
     if isinstance(value, str):
         value = [value]
-    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
-        raise VipError(f"{path}: '{key}' must be a list of non-empty strings", f"fix '{key}' in the pack")
+    if not isinstance(value, list):
+        spelled = lines.spelled(key)
+        raise VipError(f"{_at(path, lines, key)}: '{spelled}' is {_what(value)}, not a list",
+                       f"write each of its {key} on its own '  - ' line under '{spelled}:'")
+    bad = next((i for i, v in enumerate(value) if not (isinstance(v, str) and v.strip())), None)
+    if bad is not None:
+        raise _bad_item(path, data, key, bad, lines)
     return tuple(v.strip() for v in value)
+
+
+def _at(path: Path, lines: Lines, key: str, index: int | None = None) -> str:
+    """`path`, with `:LINE` when the line of `key` (or of its item `index`) is known."""
+    line = lines.line(key, index)
+    return f"{path}:{line}" if line else str(path)
+
+
+def _bad_item(path: Path, data: dict, key: str, index: int, lines: Lines) -> VipError:
+    """The error for item `index` of list `key` that is not text: what YAML read it as, and the fix."""
+    item, what = data[key][index], {"symptoms": "symptom", "aliases": "alias"}.get(key, key)
+    where = f"{_at(path, lines, key, index)}: {what} {index + 1} of '{data.get('name')}'"
+    if item is None or (isinstance(item, str) and not item.strip()):
+        return VipError(f"{where} is empty", "remove the empty '-' line, or write the symptom after it")
+    written = lines.written(key, index) or _as_written(item)
+    quoted = '"' + written.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return VipError(f"{where} was read as {_what(item)}, not as text", f"put it in quotes: - {quoted}")
+
+
+def _what(value) -> str:
+    """What YAML made of an unquoted value, in words."""
+    if isinstance(value, dict):
+        return "a 'key: value' mapping (a ': ' starts one)"
+    if isinstance(value, bool):
+        return f"{str(value).lower()} (YAML reads yes, no, on, off, true and false unquoted as true or false)"
+    if isinstance(value, (int, float)):
+        return f"the number {value}"
+    if isinstance(value, list):
+        return "a list (brackets start one)"
+    return f"a {type(value).__name__}"
+
+
+def _as_written(value) -> str:
+    """An unquoted value as it was probably typed (for values built in memory, with no file to quote)."""
+    if isinstance(value, dict) and len(value) == 1:
+        key, inner = next(iter(value.items()))
+        return f"{key}: {inner}" if inner is not None else f"{key}:"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
 
 
 def _first_repeat(symptoms: tuple[str, ...]) -> str | None:
@@ -91,20 +131,23 @@ def _first_repeat(symptoms: tuple[str, ...]) -> str | None:
     return min(repeated) if repeated else None
 
 
-def pack_from_dict(data: dict, path: str | Path = "<memory>") -> SymptomPack:
-    """Validate a parsed pack document and return the pack."""
+def pack_from_dict(data: dict, path: str | Path = "<memory>", lines: Lines = NO_LINES) -> SymptomPack:
+    """Validate a parsed pack document and return the pack; `lines` (from a file) puts the line in errors."""
     path = Path(path)
     if not isinstance(data, dict):
         raise VipError(f"{path}: a symptom pack must be a YAML mapping with 'name' and 'symptoms'")
     name = data.get("name")
     if not isinstance(name, str) or not name.strip():
         raise VipError(f"{path}: symptom pack has no 'name'", "add 'name: <disease>'")
-    symptoms = _string_list(path, data, "symptoms", required=True)
+    symptoms = _string_list(path, data, "symptoms", required=True, lines=lines)
     if not symptoms:
-        raise VipError(f"{path}: symptom pack '{name}' lists no symptoms", "add at least one symptom")
+        raise VipError(f"{_at(path, lines, 'symptoms')}: symptom pack '{name}' lists no symptoms",
+                       f"list them under '{lines.spelled('symptoms')}:', one '  - symptom' line each")
     duplicate = _first_repeat(symptoms)
     if duplicate is not None:
-        raise VipError(f"{path}: symptom pack '{name}' repeats {duplicate!r}", "remove the duplicate")
+        again = max(i for i, s in enumerate(symptoms) if normalize_name(s) == normalize_name(duplicate))
+        raise VipError(f"{_at(path, lines, 'symptoms', again)}: symptom pack '{name}' repeats {duplicate!r}",
+                       "remove the duplicate")
     source = data.get("source") or {}
     if isinstance(source, str):
         source = {"kind": source}
@@ -118,7 +161,7 @@ def pack_from_dict(data: dict, path: str | Path = "<memory>") -> SymptomPack:
     return SymptomPack(
         name=name.strip(),
         symptoms=symptoms,
-        aliases=_string_list(path, data, "aliases", required=False),
+        aliases=_string_list(path, data, "aliases", required=False, lines=lines),
         modality=str(modality),
         source=dict(source),
         path=str(path),
@@ -126,9 +169,7 @@ def pack_from_dict(data: dict, path: str | Path = "<memory>") -> SymptomPack:
 
 
 def load_pack(path: str | Path) -> SymptomPack:
-    """Read and validate one pack file; errors name the file (and line for YAML syntax)."""
-    import yaml
-
+    """Read and validate one pack file; errors name the file (and the line, where one is to blame)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -136,20 +177,15 @@ def load_pack(path: str | Path) -> SymptomPack:
         raise VipError(f"symptom pack file not found: {path}") from None
     except (OSError, UnicodeDecodeError) as error:
         raise VipError(f"{path}: cannot read symptom pack: {error}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise _yaml_error(path, error) from None
-    return pack_from_dict(data, path)
+    data, node = read_yaml(text, path)
+    return pack_from_dict(data, path, Lines.of_mapping(node, text))
 
 
 def load_symptom_file(path: str | Path) -> list[SymptomPack]:
     """A pack file, or a mapping `{class name: [symptoms]}` giving one pack per class."""
-    import yaml
-
     path = run_yaml(Path(path)) or Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise VipError(f"symptoms file not found: {path}") from None
     except UnicodeDecodeError:
@@ -157,8 +193,7 @@ def load_symptom_file(path: str | Path) -> list[SymptomPack]:
     except OSError as error:
         raise VipError(f"{path}: cannot read symptoms file: {error.strerror or error}",
                        "check that the file can be read by you (ls -l)") from None
-    except yaml.YAMLError as error:
-        raise _yaml_error(path, error) from None
+    data, node = read_yaml(text, path)
     shapes = "write {class: [symptom, ...]} or a pack with 'name' and 'symptoms'"
     if isinstance(data, dict) and data.get("format") == RUN_FORMAT:
         return packs_of_run(data, path)
@@ -167,7 +202,7 @@ def load_symptom_file(path: str | Path) -> list[SymptomPack]:
     if not isinstance(data, dict):
         shape = "a list" if isinstance(data, list) else "a single value"
         raise VipError(f"{path}: symptoms file must be a YAML mapping, not {shape}", shapes)
-    return packs_from_mapping(data, path)
+    return packs_from_mapping(data, path, node, text)
 
 
 def run_yaml(path: Path) -> Path | None:
@@ -193,13 +228,30 @@ def packs_of_run(document: dict, path: Path) -> list[SymptomPack]:
             for name, listed in symptoms.items()]
 
 
-def packs_from_mapping(data, label: str | Path) -> list[SymptomPack]:
+def packs_from_mapping(data, label: str | Path, node=None, text: str = "") -> list[SymptomPack]:
     """The packs of a symptoms file's content: one pack (a mapping with `name`/`symptoms`), or
     `{class name: [symptoms]}` giving one pack per class. `label` names it in errors and as the
-    packs' `path` (the file, or where the mapping came from: "the symptoms dict" of `vipcli.api.train`)."""
+    packs' `path` (the file, or where the mapping came from: "the symptoms dict" of `vipcli.api.train`);
+    `node` and `text` (the file's YAML tree and text, from `read_yaml`) put the line in errors."""
     if isinstance(data, dict) and "symptoms" not in data and "name" not in data:
-        return [pack_from_dict({"name": k, "symptoms": v, "source": {"kind": "manual"}}, label) for k, v in data.items()]
-    return [pack_from_dict(data, label)]
+        entries = list(getattr(node, "value", None) or [])
+        if len(entries) != len(data):  # built in memory (or a YAML merge key): no lines
+            entries = [None] * len(data)
+        return [_class_pack(name, listed, label, entry, text) for (name, listed), entry in zip(data.items(), entries)]
+    return [pack_from_dict(data, label, Lines.of_mapping(node, text))]
+
+
+def _class_pack(name, listed, label: str | Path, entry=None, text: str = "") -> SymptomPack:
+    """The pack of one `class: [symptom, ...]` entry (`entry`: its key and value nodes, when read from a
+    file). A class named by a number (a grade folder `0`, given from Python) is named by its text, and an
+    entry with nothing under it is an empty list of symptoms."""
+    lines = NO_LINES
+    if entry is not None:
+        lines = Lines({"name": (entry[0], entry[0]), "symptoms": entry}, text)
+    if isinstance(name, (int, float)):
+        name = str(name).lower() if isinstance(name, bool) else str(name)
+    symptoms = [] if listed is None else listed
+    return pack_from_dict({"name": name, "symptoms": symptoms, "source": {"kind": "manual"}}, label, lines)
 
 
 def shipped_pack_dir() -> Path:
@@ -386,10 +438,11 @@ def _warn_named_classes(packs: dict[str, SymptomPack], shipped: list[SymptomPack
 
 
 def warn_wording(pack: SymptomPack, class_name: str | None = None, others: tuple[str, ...] = (),
-                 label: str | None = None) -> None:
+                 label: str | None = None, generated: bool = False) -> None:
     """At most two warnings about `pack`: its symptoms do not look English, or some only name a disease
     (the pack's name, an alias, `class_name`, one of `others` or a disease family; see
-    `vipcli.symptoms.wording`). Symptoms `warn_named_symptoms` names are not listed again."""
+    `vipcli.symptoms.wording`). Symptoms `warn_named_symptoms` names are not listed again. `generated`: the
+    pack was just generated (the fix is another model, not generating again)."""
     from rich.markup import escape
 
     from vipcli import console
@@ -399,7 +452,8 @@ def warn_wording(pack: SymptomPack, class_name: str | None = None, others: tuple
     own = (*pack.aliases, class_name) if class_name else tuple(pack.aliases)
     skip = {s for s in pack.symptoms if names_disease(s, pack.name, own)}
     names = (pack.name, *own, *others)
-    for line in wording_warnings(label or pack.path or pack.name, class_name or pack.name, pack.symptoms, names, skip):
+    for line in wording_warnings(label or pack.path or pack.name, class_name or pack.name, pack.symptoms, names, skip,
+                                 generated):
         console.warn(escape(line))
 
 

@@ -394,7 +394,7 @@ def show_report(pack, report, path: Path, n: int, others: tuple[str, ...] = ()) 
         out.print(f"  {index}. {symptom}", markup=False)
     if report.surplus and report.agreement is None:
         out.print(f"  (not kept, beyond --n {n}: {'; '.join(report.surplus)})", markup=False)
-    warn_wording(pack, others=others, label=str(path))
+    warn_wording(pack, others=others, label=str(path), generated=True)
 
 
 def _written_line(pack, report, path: Path) -> str:

@@ -50,7 +50,7 @@ def rank_command(
     if as_json:
         print(json.dumps(rank_document(result, pruned, written), indent=2))
     else:
-        show_ranking(result)
+        show_ranking(result, pruning=prune)
         show_pruned(pruned, written, data, train_options(backbone, arch, pretrained, seed))
     warn_wrong_way(pruned, written, data)  # last, where it is read
 
@@ -79,10 +79,12 @@ def check_prune_options(prune: bool, out: Optional[Path], data: Path) -> None:
 
 
 def planned_pack_paths(config, out: Path, force: bool) -> dict[str, Path]:
-    """Class name -> pack file in `out`; refuses to overwrite (before any image is encoded)."""
+    """Class name -> pack file in `out`; refuses to overwrite, and classes too few to prune by (before any image
+    is encoded)."""
     from vipcli.data import load_dataset
     from vipcli.packs import packs_for_classes
     from vipcli.symptoms.generate import default_out_name, refuse_overwrite
+    from vipcli.symptoms.rank import too_few_error, too_few_to_judge
 
     dataset = load_dataset(config.data, seed=config.seed)
     packs = packs_for_classes(dataset.class_names, list(config.symptoms), warn=False)  # rank_on_data warns
@@ -96,6 +98,10 @@ def planned_pack_paths(config, out: Path, force: bool) -> dict[str, Path]:
                 "give each class its own pack with --symptoms before pruning",
             )
         refuse_overwrite(path, force)
+    labels = [sample.label for sample in dataset.splits["train"]]
+    too_few = too_few_to_judge(dataset.class_names, [labels.count(i) for i in range(len(dataset.class_names))])
+    if too_few and config.min_auroc is None:  # before any image is encoded (rank's prune checks the readable ones)
+        raise too_few_error(too_few)
     return paths
 
 
@@ -131,8 +137,9 @@ def regenerate_command(pack, class_name: str, data: Path, path: Path) -> str:
             f"--images {shlex.quote(str(folder))} --out {shlex.quote(str(path))} --force")
 
 
-def show_ranking(result) -> None:
-    """The table of symptoms by class, best first, and a line on the flagged ones."""
+def show_ranking(result, pruning: bool = False) -> None:
+    """The table of symptoms by class, best first, a line on the flagged ones and what to do about them
+    (`pruning`: --prune was given, and its own lines say what was written)."""
     from rich.table import Table
     from rich.text import Text
 
@@ -157,6 +164,24 @@ def show_ranking(result) -> None:
     out.print(f"{len(flagged)} of {len(result.scores)} symptoms do not help:", markup=False)
     for score in flagged:
         out.print(f"  {score.class_name}: {score.symptom!r} ({score.verdict}, AUROC {score.auroc:.3f})", markup=False)
+    show_next_steps(result, flagged, pruning)
+
+
+def show_next_steps(result, flagged: list, pruning: bool) -> None:
+    """A warning for each class with too few images for any verdict, then (without --prune) what to do with
+    the flagged symptoms."""
+    from vipcli.symptoms.rank import ENOUGH_HINT, KEEP_AT_LEAST, too_few_to_judge
+
+    undecided = {score.class_name for score in flagged if score.too_few_images}
+    for name, counts in too_few_to_judge(result.class_names, result.counts).items():
+        if name in undecided:
+            console.warn(escape(f"{name}: {counts} training images (its own against the other classes') are too few "
+                                "for any AUROC, not even 1.0, to beat chance with 95% confidence: its verdicts say "
+                                f"nothing (add training images: {ENOUGH_HINT})"))
+    if not pruning and len(undecided) < len(result.class_names):
+        console.stdout().print(
+            "next: reword or replace them and rank again, or add --prune --out DIR to write packs without them (each "
+            f"class keeps its {KEEP_AT_LEAST} best); check the result with vip benchmark", markup=False)
 
 
 def show_pruned(pruned: list, written: dict[str, Path], data: Path, backbone_options: str = "") -> None:

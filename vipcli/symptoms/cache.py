@@ -36,21 +36,22 @@ def _digest_images(value):
     return value
 
 
-def cache_key(base_url: str, model: str, messages: list[dict], temperature: float) -> str:
+def cache_key(base_url: str, model: str, messages: list[dict], temperature: float | None) -> str:
     """The cache key of one request.
 
     Args:
         base_url: endpoint root (hashed with its credentials and query values masked, never stored).
         model: model name.
         messages: chat messages; images count by the digest of their data: URL.
-        temperature: sampling temperature.
+        temperature: sampling temperature (None: none was sent, the model's own default).
 
     Returns:
         A 64-character hex digest.
     """
     from vipcli.symptoms.llm import mask_url
 
-    document = [mask_url(base_url).rstrip("/"), model, _digest_images(messages), float(temperature)]
+    document = [mask_url(base_url).rstrip("/"), model, _digest_images(messages),
+                None if temperature is None else float(temperature)]
     return hashlib.sha256(json.dumps(document, sort_keys=True).encode("utf-8")).hexdigest()
 
 

@@ -17,7 +17,8 @@ from vipcli.errors import UsageError, VipError
 from vipcli.packs import SymptomPack, pack_from_dict, shipped_packs
 from vipcli.symptoms.agree import DEFAULT_THRESHOLD, Agreement, agree_by_judgement, agree_by_overlap, judge_prompt
 from vipcli.symptoms.cache import cache_key, read_cached, write_atomic, write_cached
-from vipcli.symptoms.llm import MAX_ANSWER_BYTES, LLMConfig, chat, endpoint_host, read_api_key, redact, secrets_of
+from vipcli.symptoms.llm import (MAX_ANSWER_BYTES, LLMConfig, TemperatureRefused, chat, endpoint_host, read_api_key,
+                                 redact, secrets_of)
 from vipcli.symptoms.parse import CUT_HINT, CUT_REASON, AnswerError, ParsedAnswer, parse_answer
 
 # the paper's questions, and "Answer in English." (CLIP's tokenizer and training captions are English)
@@ -68,6 +69,7 @@ class StageAnswer:
     answer: str  # the raw reply
     parsed: ParsedAnswer  # usable items and removed ones
     cached: bool  # True if the reply came from the on-disk cache
+    temperature: float | None = 0.0  # the temperature it was asked at; None: the model's own (it takes no other)
 
 
 @dataclass(frozen=True)
@@ -95,8 +97,12 @@ def default_modality(disease: str) -> str:
 
 def ask(
     llm: LLMConfig, messages: list[dict], use_cache: bool = True, notify: Callable[[str], None] = _quiet, what: str = ""
-) -> tuple[str, bool, bool]:
+) -> tuple[str, bool, bool, float | None]:
     """Ask the LLM, through the on-disk cache.
+
+    A model that takes no temperature but its own (OpenAI's o1, o3, gpt-5: HTTP 400 for `temperature: 0`) is
+    asked again without one, and `notify` says so; its answer is cached as one of the model's own temperature,
+    found there before asking next time.
 
     Args:
         llm: endpoint settings.
@@ -106,21 +112,28 @@ def ask(
         what: names the question in `notify` lines, e.g. "melanoma, stage 1 (text)".
 
     Returns:
-        (answer text, True if it came from the cache, True if the server cut it at its output limit).
+        (answer text, True if it came from the cache, True if the server cut it at its output limit, the
+        temperature it was asked at: None for the model's own).
     """
-    key = cache_key(llm.base_url, llm.model, messages, llm.temperature)
-    cached = read_cached(key) if use_cache else None
-    if cached is not None and len(cached[0].encode("utf-8", "replace")) > MAX_ANSWER_BYTES:
-        cached = None  # an oversized answer an older vip accepted: ask again, under today's limit
-    if cached is not None:
-        notify(f"{what}: answer from cache")
-        return redact(cached[0], secrets_of(llm)), True, cached[1]  # redact: an entry written before redaction existed
+    keys = {t: cache_key(llm.base_url, llm.model, messages, t) for t in dict.fromkeys((llm.temperature, None))}
+    for temperature, key in keys.items() if use_cache else ():  # at the model's own temperature after a refusal
+        cached = read_cached(key)
+        if cached is not None and len(cached[0].encode("utf-8", "replace")) <= MAX_ANSWER_BYTES:  # else ask again,
+            notify(f"{what}: answer from cache")  # under today's limit (an older vip accepted larger answers)
+            # redact: an entry written before redaction existed
+            return redact(cached[0], secrets_of(llm)), True, cached[1], temperature
     read_api_key(llm)  # no key for OpenAI is one error line, not one after "asking gpt-4o at api.openai.com"
     notify(f"{what}: asking {llm.model} at {endpoint_host(llm.base_url)}")
-    answer, truncated = chat(llm, messages)
+    try:
+        answer, truncated = chat(llm, messages, notify=lambda line: notify(f"{what}: {line}"))
+    except TemperatureRefused as refused:
+        notify(f"{what}: {refused.message}: asking again without one (the model's own temperature: its answers can "
+               "differ from run to run)")
+        llm = replace(llm, temperature=None)
+        answer, truncated = chat(llm, messages, notify=lambda line: notify(f"{what}: {line}"))
     if answer.strip():
-        write_cached(key, answer, llm.model, truncated)
-    return answer, False, truncated
+        write_cached(keys[llm.temperature], answer, llm.model, truncated)
+    return answer, False, truncated, llm.temperature
 
 
 def generate_pack(config: GenerateConfig, notify: Callable[[str], None] = _quiet) -> tuple[SymptomPack, GenerateReport]:
@@ -199,17 +212,15 @@ def check_config(config: GenerateConfig) -> None:
 def _ask_stage1(config: GenerateConfig, notify: Callable[[str], None]) -> StageAnswer:
     prompt = STAGE1_PROMPT.format(disease=config.disease, modality=config.modality)
     messages = [{"role": "user", "content": prompt}]
-    answer, cached, truncated = ask(config.llm, messages, config.use_cache, notify, f"{config.disease}, stage 1 (text)")
+    answer, cached, truncated, temperature = ask(config.llm, messages, config.use_cache, notify,
+                                                 f"{config.disease}, stage 1 (text)")
     parsed = _parse(answer, config, "stage 1", truncated)
     if len(parsed.items) < config.n:
-        removed = "; ".join(f"{item!r} ({reason})" for item, reason in parsed.removed[:3])
         count = f"gave {len(parsed.items)} usable symptoms, fewer than --n {config.n}"
         cut = any(reason == CUT_REASON for _, reason in parsed.removed)
-        raise VipError(
-            f"the stage 1 answer for {config.disease!r} {count}" + (f"; removed: {removed}" if removed else ""),
-            f"lower --n, or {CUT_HINT if cut else RETRY_HINT}",
-        )
-    return StageAnswer(prompt, answer, parsed, cached)
+        raise VipError(f"the stage 1 answer for {config.disease!r} {count}{removed_summary(parsed)}",
+                       f"lower --n, or {CUT_HINT if cut else RETRY_HINT}")
+    return StageAnswer(prompt, answer, parsed, cached, temperature)
 
 
 def _ask_stage2(config: GenerateConfig, grid, notify: Callable[[str], None]) -> StageAnswer:
@@ -218,8 +229,9 @@ def _ask_stage2(config: GenerateConfig, grid, notify: Callable[[str], None]) -> 
     prompt = STAGE2_PROMPT.format(disease=config.disease, modality=config.modality)
     content = [{"type": "text", "text": prompt}, {"type": "image_url", "image_url": {"url": grid_data_url(grid)}}]
     what = f"{config.disease}, stage 2 (4x4 grid of 16 images)"
-    answer, cached, truncated = ask(config.llm, [{"role": "user", "content": content}], config.use_cache, notify, what)
-    return StageAnswer(prompt, answer, _parse(answer, config, "stage 2", truncated), cached)
+    answer, cached, truncated, temperature = ask(config.llm, [{"role": "user", "content": content}], config.use_cache,
+                                                 notify, what)
+    return StageAnswer(prompt, answer, _parse(answer, config, "stage 2", truncated), cached, temperature)
 
 
 def _parse(answer: str, config: GenerateConfig, stage: str, truncated: bool = False) -> ParsedAnswer:
@@ -229,15 +241,23 @@ def _parse(answer: str, config: GenerateConfig, stage: str, truncated: bool = Fa
     except AnswerError as error:
         raise VipError(error.message, error.hint or RETRY_HINT) from None
     if not parsed.items:
-        raise VipError(f"the {stage} answer for {config.disease!r} has no usable item (all removed)", RETRY_HINT)
+        raise VipError(f"the {stage} answer for {config.disease!r} has no usable item (all removed)"
+                       f"{removed_summary(parsed)}", RETRY_HINT)
     return parsed
+
+
+def removed_summary(parsed: ParsedAnswer) -> str:
+    """"; removed: 'item' (reason); ..." for the first three items taken out of an answer, "" when none was."""
+    removed = "; ".join(f"{item!r} ({reason})" for item, reason in parsed.removed[:3])
+    more = f"; and {len(parsed.removed) - 3} more" if len(parsed.removed) > 3 else ""
+    return f"; removed: {removed}{more}" if removed else ""
 
 
 def _agree(config: GenerateConfig, stage1: list[str], stage2: list[str], notify: Callable[[str], None]) -> Agreement:
     if config.judge == "overlap":
         return agree_by_overlap(stage1, stage2, config.threshold)
     messages = [{"role": "user", "content": judge_prompt(config.disease, stage1, stage2)}]
-    answer, _, _ = ask(config.llm, messages, config.use_cache, notify, f"{config.disease}, agreement judge")
+    answer, _, _, _ = ask(config.llm, messages, config.use_cache, notify, f"{config.disease}, agreement judge")
     return agree_by_judgement(stage1, stage2, answer)
 
 
@@ -257,7 +277,7 @@ def pack_document(config: GenerateConfig, report: GenerateReport, symptoms: list
         "model": config.llm.model,
         "endpoint_host": endpoint_host(config.llm.base_url),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "temperature": config.llm.temperature,
+        "temperature": report.stage1.temperature,  # None: the model's own, it takes no other
         "prompts": {"stage1": report.stage1.prompt},
         "raw_answers": {"stage1": report.stage1.answer},
     }

@@ -43,6 +43,11 @@ class LLMError(VipError):
     """The endpoint itself failed (unreachable, refused the key, rate-limited, broken answer)."""
 
 
+class TemperatureRefused(LLMError):
+    """The model takes no temperature but its own default (OpenAI's o1, o3 and gpt-5 families answer HTTP 400,
+    `param: temperature`); asking again without one works."""
+
+
 @dataclass(frozen=True)
 class LLMConfig:
     """Where and how to ask the LLM."""
@@ -55,7 +60,7 @@ class LLMConfig:
     retries: int = 4  # extra tries after a 429, 5xx or timeout
     backoff_s: float = 1.0  # first wait before a retry; doubled each time
     max_wait_s: float = 60.0  # longest single wait, also caps Retry-After
-    temperature: float = 0.0  # sampling temperature sent with every request
+    temperature: float | None = 0.0  # sampling temperature sent with every request; None: none sent (the model's own)
 
 
 def endpoint_host(base_url: str) -> str:
@@ -405,12 +410,14 @@ def check_key_text(key: str, variable: str) -> str:
     )
 
 
-def chat(config: LLMConfig, messages: list[dict]) -> tuple[str, bool]:
+def chat(config: LLMConfig, messages: list[dict], notify=None) -> tuple[str, bool]:
     """Send one chat-completions request, retrying 429/5xx/timeouts with exponential backoff.
 
     Args:
         config: endpoint, model, key variable, timeout and retry policy.
         messages: OpenAI-format messages (text, or text + image_url parts).
+        notify: told, before each wait, why and for how long ("api.openai.com answered HTTP 429 (rate limited);
+            asking again in 6 s (try 2 of 5)"), so a wait of a minute is not taken for a hang.
 
     Returns:
         (the assistant message text with the key redacted, True if the server says it stopped at its
@@ -427,20 +434,27 @@ def chat(config: LLMConfig, messages: list[dict]) -> tuple[str, bool]:
     key = read_api_key(config)  # checked: the same key secrets_of reads
     secrets = secrets_of(config)
     headers = {"Authorization": f"Bearer {key}"} if key else {}
-    body = {"model": config.model, "messages": messages, "temperature": config.temperature}
+    body = {"model": config.model, "messages": messages}
+    if config.temperature is not None:
+        body["temperature"] = config.temperature
     for attempt in range(config.retries + 1):
         last = attempt == config.retries
         response = _post(url, headers, body, config, last)
         if response is None:
-            time.sleep(_backoff(config, attempt, None))
+            _wait(config, attempt, None, f"gave no answer within {config.timeout_s:g} s", notify)
             continue
         if response.status_code == 429 or response.status_code >= 500:
             if last:
                 raise _status_error(response, config, key, secrets)
-            time.sleep(_backoff(config, attempt, response.headers.get("retry-after")))
+            why = f"answered HTTP {response.status_code}" + (" (rate limited)" if response.status_code == 429 else "")
+            _wait(config, attempt, response.headers.get("retry-after"), why, notify)
             continue
+        if response.status_code == 400 and "temperature" in body and _refuses_temperature(response):
+            raise TemperatureRefused(f"model {config.model!r} at {endpoint_host(config.base_url)} takes no temperature "
+                                     f"{config.temperature:g}, only its own default",
+                                     "ask without one (vip symptoms generate does so by itself)")
         if response.status_code >= 400:
-            raise _status_error(response, config, key, secrets)
+            raise _status_error(response, config, key, secrets, images=_has_images(messages))
         if 300 <= response.status_code < 400:
             raise _redirect_error(response, config, secrets)
         return redact(_answer_text(response, config), secrets), _was_cut(response)
@@ -615,6 +629,15 @@ def proxy_secrets() -> list[str]:
     return [secret for name in PROXY_VARIABLES for value in _proxy_values(name) for secret in url_secrets(value)]
 
 
+def _wait(config: LLMConfig, attempt: int, retry_after: str | None, why: str, notify) -> None:
+    """Sleep before retry `attempt + 1` (`_backoff`), having told `notify` why and for how long."""
+    wait = _backoff(config, attempt, retry_after)
+    if notify is not None:
+        notify(f"{endpoint_host(config.base_url)} {why}; asking again in {wait:.3g} s "
+               f"(try {attempt + 2} of {config.retries + 1})")
+    time.sleep(wait)
+
+
 def _backoff(config: LLMConfig, attempt: int, retry_after: str | None) -> float:
     """Seconds to wait before retry `attempt + 1`: Retry-After if given, else base * 2**attempt."""
     wait = _parse_retry_after(retry_after)
@@ -658,8 +681,28 @@ def _server_detail(response, secrets: list[str]) -> str:
     return printable(redact(" ".join(str(detail).split()), secrets))[:200]
 
 
-def _status_error(response, config: LLMConfig, key: str | None, secrets: list[str]) -> LLMError:
-    """One clear error for an HTTP failure status (`secrets`: what to redact from the server's text)."""
+def _refuses_temperature(response) -> bool:
+    """Whether an HTTP 400 answer refuses the temperature sent (OpenAI: `"param": "temperature"`, "Unsupported
+    value: 'temperature' does not support 0 with this model. Only the default (1) value is supported.")."""
+    try:
+        error = response.json().get("error")
+    except (ValueError, AttributeError, RecursionError):
+        return False
+    if not isinstance(error, dict):
+        return False
+    message = str(error.get("message", "")).lower()
+    return error.get("param") == "temperature" or ("'temperature'" in message and "support" in message)
+
+
+def _has_images(messages: list[dict]) -> bool:
+    """Whether any message carries an image part (stage 2's grid)."""
+    return any(isinstance(part, dict) and part.get("type") == "image_url"
+               for message in messages if isinstance(message.get("content"), list) for part in message["content"])
+
+
+def _status_error(response, config: LLMConfig, key: str | None, secrets: list[str], images: bool = False) -> LLMError:
+    """One clear error for an HTTP failure status (`secrets`: what to redact from the server's text; `images`:
+    the request carried an image, which a text-only --model refuses)."""
     host, code = endpoint_host(config.base_url), response.status_code
     var = f"${config.api_key_env}" if config.api_key_env else "the key variable"
     if code in (401, 403):
@@ -697,7 +740,8 @@ def _status_error(response, config: LLMConfig, key: str | None, secrets: list[st
         )
     return LLMError(
         f"LLM endpoint {host} refused the request (HTTP {code}): {detail}",
-        "with --images the --model must accept images (e.g. gpt-4o, llava, qwen2-vl)",
+        "with --images the --model must accept images (e.g. gpt-4o, llava, qwen2-vl)" if images else
+        "check --model and the server's settings against what it says",
     )
 
 

@@ -17,7 +17,7 @@ from vipcli.errors import VipError
 from vipcli.symptoms.shapes import ITEM, REFUSAL, clean_item, cut_json, extract_items, strip_reasoning
 
 __all__ = [
-    "CUT_HINT", "CUT_REASON", "ITEM", "REFUSAL", "AnswerError", "ParsedAnswer", "clean_item", "disease_pattern", "extract_items",
+    "CUT_HINT", "CUT_LIMIT", "EMPTY_HINT", "CUT_REASON", "ITEM", "REFUSAL", "AnswerError", "ParsedAnswer", "clean_item", "disease_pattern", "extract_items",
     "names_disease", "normalize_text", "parse_answer",
 ]
 
@@ -25,8 +25,9 @@ MAX_WORDS = 40  # CLIP reads 77 tokens, 4 of them go to the learned context
 MAX_TOKENS = 70  # of CLIP's 77: the start and end tokens, 4 of learned context and the full stop leave 70
 # finish_reason "length": the server stopped at its output-token limit, mid-line
 CUT_REASON = "cut off at the model's output limit"
-CUT_HINT = ("raise the server's output-token limit (max_tokens; Ollama num_predict, llama.cpp --n-predict); "
-            "this answer is cached, --no-cache asks again")
+CUT_LIMIT = "raise the server's output-token limit (max_tokens; Ollama num_predict, llama.cpp --n-predict)"
+CUT_HINT = f"{CUT_LIMIT}; this answer is cached, --no-cache asks again"
+EMPTY_HINT = "try again, or another --model (an empty answer is not cached)"
 SHAPES = "bullets, numbered or 'Feature: description' lines, a table, a list in a sentence, or JSON"
 # Words too generic to count as naming a multi-word disease on their own ("normal lung" -> "lung").
 GENERIC_WORDS = frozenset(
@@ -71,7 +72,10 @@ def parse_answer(text: str, disease: str, aliases: tuple[str, ...] = (), what: s
     text, cut = _cut_off(text) if truncated else (text, "")
     text = text.strip()
     if not text and not cut:
-        raise AnswerError(f"{what} is empty")
+        if truncated:  # a reasoning model can spend the whole limit thinking, before a word of its answer
+            raise AnswerError(f"{what} is empty: the model stopped at its output limit before writing any (a "
+                              "reasoning model may have spent it all thinking)", CUT_LIMIT)
+        raise AnswerError(f"{what} is empty", EMPTY_HINT)
     text = strip_reasoning(text)  # the thinking's drafts are not the answer
     if not text:
         if cut:
@@ -85,6 +89,8 @@ def parse_answer(text: str, disease: str, aliases: tuple[str, ...] = (), what: s
             raise AnswerError(f"{what} was {CUT_REASON} before any complete item: {first!r}", CUT_HINT)
         if REFUSAL.search(text):
             raise AnswerError(f"{what} is a refusal: {first!r}")
+        if _empty_json(text):
+            raise AnswerError(f"{what} is an empty list, no symptom in it: {first!r}")
         raise AnswerError(f"{what} is not a list ({SHAPES}): {first!r}")
     parsed = _filter_items([clean_item(item) for item in raw], disease, aliases, others)
     parsed = ParsedAnswer(items=parsed.items, removed=(*parsed.removed, *elsewhere))
@@ -136,6 +142,15 @@ def _cut_off(text: str) -> tuple[str, str]:
     return head, last.strip()
 
 
+def _empty_json(text: str) -> bool:
+    """Whether the answer is JSON listing nothing: `[]`, or an object whose lists are all empty."""
+    from vipcli.symptoms.jsonish import json_documents
+
+    documents = json_documents(text)
+    values = [value for doc in documents for value in (doc.values() if isinstance(doc, dict) else [doc])]
+    return bool(documents) and all(isinstance(value, list) and not value for value in values)
+
+
 def _first_line(text: str) -> str:
     line = text.strip().splitlines()[0]
     return line if len(line) <= 100 else line[:97] + "..."
@@ -179,6 +194,16 @@ def name_pattern(name: str) -> re.Pattern:
     return re.compile(rf"\b{phrase}(?:s|es)?\b", re.IGNORECASE)
 
 
+def initials(disease: str) -> str:
+    """The initials of a disease of two or more words, upper-case ("LP" for lichen planus, "BCC" for basal cell
+    carcinoma): the shorthand a model uses for it once it has named it. "" for one word, or a word starting with
+    a digit ("COVID-19 pneumonia")."""
+    words = re.findall(WORD, disease)
+    if len(words) < 2 or not all(word[0].isalpha() for word in words):
+        return ""
+    return "".join(word[0] for word in words).upper()
+
+
 def names_disease(symptom: str, disease: str, aliases: tuple[str, ...] = ()) -> bool:
     """True if `symptom` contains the disease name, an alias, or a distinctive word of them."""
     return bool(disease_pattern(disease, aliases).search(symptom))
@@ -187,12 +212,15 @@ def names_disease(symptom: str, disease: str, aliases: tuple[str, ...] = ()) -> 
 def _filter_items(items: list[str], disease: str, aliases: tuple[str, ...],
                   others: tuple[str, ...] = ()) -> ParsedAnswer:
     pattern = disease_pattern(disease, aliases)
+    short = initials(disease)
     other_patterns = [(other, name_pattern(other)) for other in others  # a grade folder "2" names nothing
                       if other.strip().lower() != disease.lower() and re.search(r"[^\W\d_]", other)]
     kept, removed, seen = [], [], set()
     for item in items:
         reason = _reject_reason(item, pattern, seen) or next(
             (f"names another class ({other!r})" for other, named in other_patterns if named.search(item)), None)
+        if reason is None and short and re.search(rf"\b{short}s?\b", item):
+            reason = f"names the disease by its initials ({short!r})"
         if reason:
             if item:
                 removed.append((item, reason))

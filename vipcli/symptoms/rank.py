@@ -55,11 +55,18 @@ class SymptomScore:
         return self.auroc < 0.5 or self.favours is not None
 
     @property
+    def too_few_images(self) -> bool:
+        """True when its bound is 1 or more: with so few images no AUROC, not even 1.0, beats chance."""
+        return self.bound >= 1
+
+    @property
     def verdict(self) -> str:
-        """"helps", "favours <class>" or "no better than chance"."""
+        """"helps", "favours <class>", "too few images to tell" or "no better than chance"."""
         if self.favours is not None:
             return f"favours {self.favours}"
-        return "helps" if self.helps else "no better than chance"
+        if self.helps:
+            return "helps"
+        return "too few images to tell" if self.too_few_images else "no better than chance"
 
 
 @dataclass(frozen=True)
@@ -98,6 +105,25 @@ def chance_bound(n_positive: int, n_negative: int, z: float = CONFIDENCE_Z) -> f
     if n_positive == 0 or n_negative == 0:
         return 1.0
     return 0.5 + z * math.sqrt((n_positive + n_negative + 1) / (12.0 * n_positive * n_negative))
+
+
+def too_few_to_judge(class_names: list[str], counts: list[int]) -> dict[str, str]:
+    """class -> "2 against 2": the classes whose image counts (theirs against the other classes') no AUROC can
+    beat the chance bound with; with 2 images against 2, even a perfect 1.0 stays under it (1.031)."""
+    total = sum(counts)
+    return {name: f"{count} against {total - count}" for name, count in zip(class_names, counts)
+            if chance_bound(count, total - count) >= 1}
+
+
+ENOUGH_HINT = f"with 16 against 16, a symptom needs an AUROC above {chance_bound(16, 16):.2f}"
+
+
+def too_few_error(classes: dict[str, str]) -> VipError:
+    """The error of `--prune` on the classes `too_few_to_judge` found: pruning them would follow noise."""
+    listed = "; ".join(f"{name}: {counts}" for name, counts in classes.items())
+    return VipError(f"too few training images to prune by ({listed}): no AUROC, not even 1.0, beats "
+                    "chance with 95% confidence at these counts",
+                    f"add training images ({ENOUGH_HINT}), or pass --min-auroc to prune by a bound of your own")
 
 
 def centered_similarity(image_features, text_features):
@@ -245,6 +271,10 @@ def prune(result: RankResult, data: Path) -> list[PrunedPack]:
         UsageError: two classes share one pack (each needs its own to be pruned on its own).
     """
     _refuse_shared_packs(result)
+    undecided = {s.class_name for s in result.scores if s.too_few_images}  # none under --min-auroc
+    if undecided:
+        found = too_few_to_judge(result.class_names, result.counts)
+        raise too_few_error({name: counts for name, counts in found.items() if name in undecided})
     pruned = []
     for name in result.class_names:
         original = result.packs[name]

@@ -94,7 +94,7 @@ def _singular_forms(word: str) -> set[str]:
     return forms
 
 
-def wording_warnings(label: str, class_name: str, symptoms, names, skip=()) -> list[str]:
+def wording_warnings(label: str, class_name: str, symptoms, names, skip=(), generated: bool = False) -> list[str]:
     """The warning lines (at most two: one per rule) about one class's symptoms.
 
     Args:
@@ -103,13 +103,17 @@ def wording_warnings(label: str, class_name: str, symptoms, names, skip=()) -> l
         symptoms: its symptoms.
         names: the names a symptom must say more than (class and pack names, aliases, other classes).
         skip: symptoms already warned about for naming their own class (not listed again).
+        generated: the symptoms are an LLM's answer `vip symptoms generate` just took (asking it again the same
+            way is no fix).
     """
     lines = []
     evidence = non_english_evidence(symptoms)
     if evidence:
+        fix = ("translate them, or generate them again with another --model and --force (this one answered in "
+               "another language, though asked for English)" if generated else
+               "translate them, or generate them again with `vip symptoms generate` (it asks for English)")
         lines.append(f"{label}: the symptoms of {class_name!r} do not look English ({evidence}); CLIP-like text "
-                     "encoders read English (their tokenizer and training captions are): translate them, or "
-                     "generate them again with `vip symptoms generate` (it asks for English)")
+                     f"encoders read English (their tokenizer and training captions are): {fix}")
     bare = [s for s in symptoms if s not in skip and names_only(s, names)]
     if bare:
         listed = ", ".join(repr(s) for s in bare)
