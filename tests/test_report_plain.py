@@ -187,6 +187,30 @@ def test_a_long_class_name_neither_squeezes_the_confusion_matrix_nor_runs_off_th
     assert not weights._suptitle.get_window_extent(renderer).overlaps(weights.axes[0].title.get_window_extent(renderer))
 
 
+@test_report.needs_browser
+def test_a_long_class_name_wraps_in_the_prediction_set_table_instead_of_pushing_it_off_the_page(tmp_path):
+    """Each class's coverage was kept on one line, its name included: one 86-character name made the table
+    wider than a 1280 px window (its per-class figures and notes scrolled out of sight)."""
+    import numpy as np
+
+    from vipcli.report import html
+    from vipcli.report.run import _conformal
+
+    names = ["melanoma in situ with regression and atypical pigment network (superficial spreading)"] + \
+        [f"c{i}" for i in range(9)]
+    row = {"coverage": 0.9, "threshold": 0.9, "empirical_coverage": 0.9, "mean_set_size": 3.0, "empty_sets": 0,
+           "expected_coverage": 0.9, "coverage_sd": 0.03}
+    block = {"score": "LAC", "held_out": "val", "n_held_out": 60, "test": [row]}
+    run = {"calibration": object(), "metrics": {"conformal": block, "test": {"n": 20}}, "class_names": names}
+    labels = np.repeat(np.arange(10), 2)
+    section = _conformal(run, np.full((20, 10), 0.1), labels)
+    assert "(superficial spreading) <span" in section  # the name outside the unbreakable figures
+    page = tmp_path / "sets.html"
+    page.write_text(html.page("vip report: t", "", [html.section("Prediction sets", section)], ""), encoding="utf-8")
+    tables = render(page, tmp_path / "shot", width=1280)["tables"]
+    assert [t["overflow"] for t in tables] == [0]
+
+
 def test_the_merge_weights_section_says_in_plain_words_what_a_weight_is():
     """The chart's only words were 'attention of the class's merge token' and 'class embedding'."""
     from vipcli.report.figures import draw_merge_weights
