@@ -193,3 +193,15 @@ def test_coverage_spread_is_the_beta_law_of_split_conformal():
         cutoff = threshold(sorted(lac_scores(p[rows[:64]], labels[rows[:64]])), 0.9)
         got.append(np.mean([y in s for s, y in zip(prediction_sets(p[rows[64:]], cutoff), labels[rows[64:]])]))
     assert np.mean(got) == pytest.approx(mean, abs=0.01) and np.std(got) == pytest.approx(sd, rel=0.25)
+
+
+def test_too_few_validation_images_for_sets_at_coverage_0_9_are_warned_of_when_training():
+    """Two validation images (one per class) gave a 'calibrated' temperature and prediction sets at no more than
+    coverage 0.666 without a word at training time; 9 are the fewest that allow --coverage 0.9."""
+    logits, labels = np.array([[1.0, 0.0], [0.2, 0.5]] * 5), np.array([0, 0] * 5)
+    two = calibrate_run(logits[:2], labels[:2], logits, labels).warnings
+    assert two[0].startswith("only 2 validation images: the temperature (T=")
+    assert "prediction sets can promise at most --coverage 0.666 (0.9 needs 9)" in two[0]
+    assert calibrate_run(logits[:1], labels[:1], logits, labels).warnings[0].startswith("only 1 validation image:")
+    assert "only 8 validation images" in calibrate_run(logits[:8], labels[:8], logits, labels).warnings[0]
+    assert not any("validation images:" in w for w in calibrate_run(logits[:9], labels[:9], logits, labels).warnings)

@@ -166,6 +166,51 @@ def test_no_text_of_a_report_figure_is_cut_off_at_its_edge():
     assert {name: _outside(figure) for name, figure in figures.items()} == {name: [] for name in figures}
 
 
+def test_a_long_class_name_neither_squeezes_the_confusion_matrix_nor_runs_off_the_merge_weights_chart():
+    """With one 86-character class name among 10, the confusion matrix was drawn in 13% of its figure's width,
+    its counts overlapping, its title and 'true class' cut off; that class's merge-weight title ran off the
+    chart, and the chart's title overlapped the first class's."""
+    from vipcli.report.figures import CLASS_LABEL, draw_confusion_matrix, draw_merge_weights
+
+    long = "melanoma in situ with regression and atypical pigment network (superficial spreading)"
+    names = ["<b>&", long] + [f"c{i}" for i in range(8)]
+    confusion = draw_confusion_matrix([[i + j for j in range(10)] for i in range(10)], names, "#D55E00", "t: d10, toy")
+    assert _outside(confusion) == []
+    assert confusion.axes[0].get_window_extent().width > 0.5 * confusion.bbox.width
+    labels = [label.get_text() for label in confusion.axes[0].get_yticklabels()]
+    assert labels[0] == "<b>&" and labels[1].replace("\n", " ").endswith("…")
+    assert len(labels[1].replace("\n", " ")) == CLASS_LABEL
+    weights = draw_merge_weights({name: [("dark spot", 0.6), ("symmetric", 0.4)] for name in names[:3]}, "#D55E00",
+                                 "merge weights per class: d10, toy")
+    assert _outside(weights) == []
+    renderer = weights.canvas.get_renderer()
+    assert not weights._suptitle.get_window_extent(renderer).overlaps(weights.axes[0].title.get_window_extent(renderer))
+
+
+@test_report.needs_browser
+def test_a_long_class_name_wraps_in_the_prediction_set_table_instead_of_pushing_it_off_the_page(tmp_path):
+    """Each class's coverage was kept on one line, its name included: one 86-character name made the table
+    wider than a 1280 px window (its per-class figures and notes scrolled out of sight)."""
+    import numpy as np
+
+    from vipcli.report import html
+    from vipcli.report.run import _conformal
+
+    names = ["melanoma in situ with regression and atypical pigment network (superficial spreading)"] + \
+        [f"c{i}" for i in range(9)]
+    row = {"coverage": 0.9, "threshold": 0.9, "empirical_coverage": 0.9, "mean_set_size": 3.0, "empty_sets": 0,
+           "expected_coverage": 0.9, "coverage_sd": 0.03}
+    block = {"score": "LAC", "held_out": "val", "n_held_out": 60, "test": [row]}
+    run = {"calibration": object(), "metrics": {"conformal": block, "test": {"n": 20}}, "class_names": names}
+    labels = np.repeat(np.arange(10), 2)
+    section = _conformal(run, np.full((20, 10), 0.1), labels)
+    assert "(superficial spreading) <span" in section  # the name outside the unbreakable figures
+    page = tmp_path / "sets.html"
+    page.write_text(html.page("vip report: t", "", [html.section("Prediction sets", section)], ""), encoding="utf-8")
+    tables = render(page, tmp_path / "shot", width=1280)["tables"]
+    assert [t["overflow"] for t in tables] == [0]
+
+
 def test_the_merge_weights_section_says_in_plain_words_what_a_weight_is():
     """The chart's only words were 'attention of the class's merge token' and 'class embedding'."""
     from vipcli.report.figures import draw_merge_weights

@@ -52,10 +52,10 @@ def test_a_card_whose_class_no_symptom_pushed_up_says_so():
 
     page = gallery_html(gallery_items([_prediction([-0.002, -0.074, -0.294])], {}, with_symptoms=True))
     text = _visible(page)
-    assert "no symptom pushed towards nevus" in text and "top symptoms of" not in text
+    assert "no symptom pushed towards nevus" in text and "symptoms that pushed" not in text
     assert "s0" not in text and "contribution -" not in text
     mixed = _visible(gallery_html(gallery_items([_prediction([-0.5, 0.25])], {}, with_symptoms=True)))
-    assert "top symptoms of nevus:" in mixed and "s1" in mixed and "s0" not in mixed
+    assert "symptoms that pushed towards nevus most:" in mixed and "s1" in mixed and "s0" not in mixed
     assert "no symptom pushed" not in _visible(gallery_html(gallery_items([_prediction([-1.0])], {}, False)))
 
 
@@ -471,7 +471,8 @@ def test_a_gallery_with_symptoms_says_what_similarity_weight_and_contribution_ar
     explained = _visible(gallery_html(gallery_items([_prediction([0.5, 0.25])], {}, with_symptoms=True))).replace(" :", ":")
     assert "similarity: how close the image is to the symptom's words, from -1 to +1" in explained
     assert "weight: how much the symptom counts" in explained and "contribution: how much it added" in explained
-    assert explained.index("contribution: how much") < explained.index("top symptoms of nevus:")
+    assert "the descriptions the image matches best in the backbone's features, not signs found in the image" in explained
+    assert explained.index("contribution: how much") < explained.index("symptoms that pushed towards nevus most:")
     for plain in (gallery_items([_prediction([0.5])], {}, with_symptoms=False),  # a method without symptoms
                   gallery_items([_prediction([-0.5])], {}, with_symptoms=True)):  # none pushed the class up
         assert "similarity:" not in _visible(gallery_html(plain))

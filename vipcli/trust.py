@@ -8,6 +8,7 @@ metadata under the key `calibration` (run.yaml and the safetensors header).
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +18,7 @@ from vipcli.conformal import SCORE, conformal_block, lac_scores, stored_scores, 
 from vipcli.errors import VipError
 
 HELD_OUT = "val"  # the split temperature and conformal scores are fitted on
+USUAL_COVERAGE = 0.9  # the coverage asked most often; fewer held-out images than it needs are warned of
 NLL_WORSE = 1.02  # a test NLL after temperature scaling above this times the NLL before it is reported
 
 
@@ -95,6 +97,23 @@ def _test_warnings(metrics: dict, n_test: int) -> list[str]:
 
 def _warnings(val_logits: np.ndarray, val_labels: np.ndarray, temperature: float) -> list[str]:
     """Say when the held-out images cannot tell how often the model is wrong."""
+    return _too_few(len(val_labels), temperature) + _uninformative(val_logits, val_labels, temperature)
+
+
+def _too_few(n: int, temperature: float) -> list[str]:
+    """Say when the held-out images are too few for the usual prediction sets (coverage USUAL_COVERAGE)."""
+    from vipcli.conformal import askable_coverage
+
+    if not n or askable_coverage(n) >= USUAL_COVERAGE:
+        return []
+    need = math.ceil(USUAL_COVERAGE / (1 - USUAL_COVERAGE) - 1e-9)  # n / (n + 1) >= coverage
+    return [f"only {n} validation {'image' if n == 1 else 'images'}: the temperature (T={temperature:.3g}) fitted on "
+            f"{'it' if n == 1 else 'them'} says little about how sure the model should be, and prediction sets can "
+            f"promise at most --coverage {askable_coverage(n):g} ({USUAL_COVERAGE:g} needs {need}) (add validation images)"]
+
+
+def _uninformative(val_logits: np.ndarray, val_labels: np.ndarray, temperature: float) -> list[str]:
+    """Say when every held-out image is right, or when the fitted temperature sits at one of its bounds."""
     n = len(val_labels)
     if n and (val_logits.argmax(axis=1) == val_labels).all():
         every = f"all {n} validation images are" if n > 1 else "the one validation image is"

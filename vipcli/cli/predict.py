@@ -36,7 +36,8 @@ def predict_command(
 ) -> None:
     """Predict the class of each image, with its calibrated probability (and symptoms with --explain).
 
-    Folders are searched with their subfolders.
+    Folders are searched with their subfolders. Every image gets one of the run's classes: vip does not check
+    that an image is of the kind the run was trained on (another modality or body site).
 
     Under torchrun (`-m vipcli predict ... --out FILE`) the processes share the images; FILE keeps input order.
     """

@@ -13,6 +13,16 @@ from vipcli.plots import MAX_FIGURE_WIDTH, MIN_FONT_SIZE, pyplot, svg_markup, te
 from vipcli.report.html import number
 from vipcli.report.units import percent_text
 
+CLASS_LABEL = 40  # characters of a class name a figure shows (its tables and the alt text have it whole)
+
+
+def class_label(name: str, width: int = 20) -> str:
+    """A class name as a figure shows it: at most CLASS_LABEL characters (the rest cut, with "…"), in lines of
+    about `width` characters, so that one long name cannot squeeze a chart into a corner of its figure."""
+    if len(name) > CLASS_LABEL:
+        name = name[:CLASS_LABEL - 1].rstrip() + "…"
+    return textwrap.fill(name, width, break_on_hyphens=False)
+
 
 def confusion_matrix_svg(matrix: list[list[int]], class_names: list[str], color: str, title: str) -> str:
     """Counts of true (rows) against predicted (columns) classes, shaded white -> `color`."""
@@ -36,9 +46,9 @@ def draw_confusion_matrix(matrix: list[list[int]], class_names: list[str], color
         for j, count in enumerate(row):
             cell = shading(count / top)[:3]  # the cell's RGB, as pcolormesh draws it
             axes.text(j, i, str(count), ha="center", va="center", fontsize=11, color=text_color_on(cell))
-    ticks = range(len(class_names))
-    axes.set_xticks(ticks, class_names, rotation=30 if len(class_names) > 3 else 0, ha="right" if len(class_names) > 3 else "center")
-    axes.set_yticks(ticks, class_names)
+    ticks, labels = range(len(class_names)), [class_label(name) for name in class_names]
+    axes.set_xticks(ticks, labels, rotation=30 if len(class_names) > 3 else 0, ha="right" if len(class_names) > 3 else "center")
+    axes.set_yticks(ticks, labels)
     axes.set_xlabel("predicted class")
     axes.set_ylabel("true class")
     axes.set_title(wrap_title(title, 0.9 * (size + 0.8), 10), fontsize=10)
@@ -109,7 +119,7 @@ def draw_merge_weights(weights: dict[str, list[tuple[str, float]]], color: str, 
     classes = list(weights)
     rows = max(len(v) for v in weights.values())
     figure, axes_col = plt.subplots(len(classes), 1, figsize=(MAX_FIGURE_WIDTH, 0.9 + (0.5 * rows + 0.6) * len(classes)),
-                                    dpi=110, squeeze=False)
+                                    dpi=110, squeeze=False, layout="constrained")  # the title clear of the first chart
     for axes, name in zip(axes_col[:, 0], classes):
         entries = weights[name]
         labels = [textwrap.fill(textwrap.shorten(symptom, 76, placeholder="…"), 38) for symptom, _ in entries]
@@ -124,10 +134,9 @@ def draw_merge_weights(weights: dict[str, list[tuple[str, float]]], color: str, 
             start = max(value, uniform) + 0.015 * right  # past the bar's end and the dashed line
             axes.text(start, y, number(value, 3), va="center", fontsize=MIN_FONT_SIZE)
         axes.set_xlim(0, right * 1.35)
-        axes.set_title(f"{name} (dashed: uniform weight 1/{len(entries)})", fontsize=MIN_FONT_SIZE)
+        axes.set_title(f"{class_label(name, 60)} (dashed: uniform weight 1/{len(entries)})", fontsize=MIN_FONT_SIZE)
     axes_col[-1, 0].set_xlabel("merge weight" + (" (a class's weights add up to 1)" if weights_add_to_one(weights) else ""))
     figure.suptitle(wrap_title(title, MAX_FIGURE_WIDTH, 10), fontsize=10)
-    figure.tight_layout()
     return figure
 
 

@@ -145,12 +145,18 @@ def _symptoms_html(item: GalleryItem) -> str:
     entries = "".join(f"<li>{text(e['symptom'])} <span class=\"detail\">(similarity "
                       f"{number(e['similarity'], 3, signed=True)}, weight {number(e['weight'], 3)}"
                       f"{_contribution(e)})</span></li>" for e in item.top_symptoms)
-    return f"<div>top symptoms of {text(item.label)}:</div><ul>{entries}</ul>"
+    return f"<div>symptoms that pushed towards {text(item.label)} most:</div><ul>{entries}</ul>"
 
 
 def _contribution(entry: dict) -> str:
     contribution = entry.get("contribution")
     return "" if contribution is None else f", contribution {number(contribution, 3, signed=True)}"
+
+
+OUT_OF_KIND = ("vip does not check that an image is of the kind the run was trained on: an image of another "
+               "modality, body site or subject still gets one of the run's classes, often with a high probability, "
+               "and a prediction set. The probabilities and sets hold only for images like the run's validation "
+               "images.")
 
 
 def sets_explained(coverage: float) -> str:
@@ -164,7 +170,9 @@ def sets_explained(coverage: float) -> str:
 
 
 SYMPTOMS_MEANING = (
-    "<p>Under a card, the <b>top symptoms</b> are those that pushed its predicted class's score up most. "
+    "<p>Under a card are the predicted class's symptoms that pushed its score up most: the descriptions the "
+    "image <i>matches</i> best in the backbone's features, not signs found in the image (an image of another "
+    "kind matches some too). "
     "<b>similarity</b>: how close the image is to the symptom's words, from -1 to +1 (higher: closer); "
     "<b>weight</b>: how much the symptom counts in its class's description, the same for every image; "
     "<b>contribution</b>: how much it added to the class's score (its logit) for this image.</p>")

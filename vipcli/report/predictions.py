@@ -6,7 +6,7 @@ from pathlib import Path
 
 from vipcli.plots import backbone_label, method_color
 from vipcli.report import html
-from vipcli.report.gallery import gallery_html, gallery_items, sets_explained, truth_from_folder
+from vipcli.report.gallery import OUT_OF_KIND, gallery_html, gallery_items, sets_explained, truth_from_folder
 from vipcli.report.notices import random_weights_banner
 from vipcli.report.units import coverage_percent, percent_text
 from vipcli.report.run import uses_symptoms
@@ -45,7 +45,7 @@ def prediction_report(predictor, predictions, coverage: float | None) -> str:
     limit_note = (html.note(html.text(f"Showing the first {MAX_IMAGES} of {len(items)} images."))
                   if len(items) > MAX_IMAGES else "")
     sections = [random_weights_banner(meta, "these predictions"),
-                html.section("Model", facts + status),
+                html.section("Model", facts + status + html.note(html.text(OUT_OF_KIND))),
                 html.section("Images", truth_note + limit_note + gallery_html(items, MAX_IMAGES, root))]
     return html.page(f"vip predictions: {len(predictions)} images", html.text(f"{method} · {backbone}"), sections,
                      html.written_by())

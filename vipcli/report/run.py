@@ -305,8 +305,8 @@ def under_covered(per_class: list[tuple[str, int, int]], coverage: float) -> lis
 def _per_class_cell(per_class: list[tuple[str, int, int]] | None) -> str:
     if not per_class:
         return "-"
-    return "<br>".join(f'<span class="nowrap">{html.text(name)} {percent(held / n if n else None)} ({held}/{n})</span>'
-                       for name, held, n in per_class)
+    return "<br>".join(f'{html.text(name)} <span class="nowrap">{percent(held / n if n else None)} ({held}/{n})</span>'
+                       for name, held, n in per_class)  # a long class name wraps; its figures stay on one line
 
 
 def _under_covered_note(shortfalls: list[tuple[float, list[tuple[str, int, int]]]]) -> str:
