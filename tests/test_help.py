@@ -167,3 +167,15 @@ def test_symptoms_help_names_every_source_it_accepts_alike_in_train_benchmark_an
              if path in (("train",), ("benchmark",), ("symptoms", "rank")) and "--symptoms" in param.opts}
     assert len(helps) == 3 and len(set(helps.values())) == 1, helps
     assert all(word in helps[("train",)] for word in ("Pack file", "folder of packs", "shipped pack", "run directory"))
+
+
+def test_every_device_option_names_the_same_devices_and_an_unknown_one_says_cuda_n(cli):
+    """`vip symptoms rank -h` and `vip backbones check -h` said "auto, cpu, cuda or mps", and `--device tpu` said
+    "choose one of auto, cpu, cuda, mps", while every command takes cuda:N too (train, predict and report said so)."""
+    helps = {path: param.help for path, command in COMMANDS for param in command.params if "--device" in param.opts}
+    assert {("train",), ("predict",), ("benchmark",), ("report",), ("symptoms", "rank"), ("backbones", "check")} \
+        <= set(helps)
+    assert all(text.startswith("auto, cpu, cuda, cuda:N or mps") for text in helps.values()), helps
+    code, out, err = cli("backbones", "check", "toy", "--device", "tpu")
+    assert code == 2 and out == ""
+    assert err == "error: unknown device 'tpu' (choose one of auto, cpu, cuda, cuda:N (N the GPU's number) or mps)\n"

@@ -18,7 +18,14 @@ SYMPTOMS = typer.Option(None, "--symptoms", help="Pack file, {class: \\[symptoms
 BACKBONE = typer.Option("clip", "--backbone", help="Backbone plugin id (see `vip backbones list`).")
 ARCH = typer.Option(None, "--arch", help="Architecture: open_clip name, model-config JSON, hf-hub: id.")
 PRETRAINED = typer.Option(None, "--pretrained", help="Weights: tag, local file, hf-hub: id, or none (random).")
-DEVICE = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps.")
+
+
+def device(default: str = "auto", note: str = ""):
+    """A `--device` option of `default`, its help the names every command takes (and ` (note)`)."""
+    return typer.Option(default, "--device", help=f"auto, cpu, cuda, cuda:N or mps{f' ({note})' if note else ''}.")
+
+
+DEVICE = device()
 
 # --- encoding ----------------------------------------------------------------------------------
 VIEWS = typer.Option(8, "--views", help="Augmented views encoded and cached per training image.")
