@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 
 from vipcli import console
-from vipcli.cli import options
+from vipcli.cli import completion, options
 from vipcli.cli.help import App
 from vipcli.errors import VipError
 from vipcli.plugins import is_own_distribution  # vip's own backbones: listed without importing them (and torch)
@@ -68,7 +68,8 @@ def list_command(as_json: bool = typer.Option(False, "--json", help="Print one J
 
 @app.command("check")
 def check_command(
-    backbone_id: str = typer.Argument(..., metavar="ID", help="Backbone id (see `vip backbones list`)."),
+    backbone_id: str = typer.Argument(..., metavar="ID", help="Backbone id (see `vip backbones list`).",
+                                    autocompletion=completion.backbones),
     arch: Optional[str] = typer.Option(None, "--arch", help="Architecture, as for `vip train`."),
     pretrained: Optional[str] = typer.Option(None, "--pretrained", help="Weights, as for `vip train`."),
     device: str = options.device("cpu"),

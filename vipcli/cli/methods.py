@@ -9,7 +9,7 @@ from typing import List, Optional
 import typer
 
 from vipcli import console
-from vipcli.cli import options
+from vipcli.cli import completion, options
 from vipcli.cli.help import App
 
 app = App(help="Few-shot methods (entry-point group vip.methods).", no_args_is_help=True)
@@ -54,7 +54,8 @@ def _shadowed_mark(distribution: str) -> str:
 
 
 @app.command("show")
-def show_command(method: str = typer.Argument(..., metavar="ID", help="A method id."),
+def show_command(method: str = typer.Argument(..., metavar="ID", help="A method id (see `vip methods list`).",
+                                                 autocompletion=completion.methods),
                  as_json: bool = typer.Option(False, "--json", help="Print one JSON document.")) -> None:
     """Show one method: what it does and needs, and its settings with their defaults."""
     import dataclasses
@@ -88,7 +89,8 @@ def show_command(method: str = typer.Argument(..., metavar="ID", help="A method 
 
 
 @app.command("check")
-def check_command(method: str = typer.Argument(..., metavar="ID", help="A method id (see `vip methods list`)."),
+def check_command(method: str = typer.Argument(..., metavar="ID", help="A method id (see `vip methods list`).",
+                                                  autocompletion=completion.methods),
                   method_option: Optional[List[str]] = options.METHOD_OPTION) -> None:
     """Run a method through vip train and vip predict on a small synthetic data set, in seconds.
 

@@ -7,6 +7,7 @@ from typing import List, Optional
 
 import typer
 
+from vipcli.cli import completion
 from vipcli.errors import UsageError
 
 # --- data and symptoms ---------------------------------------------------------------------------
@@ -15,14 +16,16 @@ SYMPTOMS = typer.Option(None, "--symptoms", help="Pack file, {class: \\[symptoms
                         "shipped pack name, or run directory (the symptoms it trained on). Repeatable.")
 
 # --- the backbone ------------------------------------------------------------------------------
-BACKBONE = typer.Option("clip", "--backbone", help="Backbone plugin id (see `vip backbones list`).")
+BACKBONE = typer.Option("clip", "--backbone", help="Backbone plugin id (see `vip backbones list`).",
+                        autocompletion=completion.backbones)
 ARCH = typer.Option(None, "--arch", help="Architecture: open_clip name, model-config JSON, hf-hub: id.")
 PRETRAINED = typer.Option(None, "--pretrained", help="Weights: tag, local file, hf-hub: id, or none (random).")
 
 
 def device(default: str = "auto", note: str = ""):
     """A `--device` option of `default`, its help the names every command takes (and ` (note)`)."""
-    return typer.Option(default, "--device", help=f"auto, cpu, cuda, cuda:N or mps{f' ({note})' if note else ''}.")
+    return typer.Option(default, "--device", help=f"auto, cpu, cuda, cuda:N or mps{f' ({note})' if note else ''}.",
+                        autocompletion=completion.devices)
 
 
 DEVICE = device()
@@ -38,7 +41,7 @@ NO_CACHE = typer.Option(False, "--no-cache", help="Do not read or write the on-d
 
 # --- the schedule of the shared prompt-training loop ----------------------------------------------
 SCHEDULE = typer.Option("auto", "--schedule", help="auto (fewshot with --shots N, paper with all), fewshot "
-                        "(batch 4, 100 epochs) or paper (batch 32, 50 epochs).")
+                        "(batch 4, 100 epochs) or paper (batch 32, 50 epochs).", autocompletion=completion.schedules)
 EPOCHS = typer.Option(None, "--epochs", help="Override the schedule's epochs.")
 BATCH_SIZE = typer.Option(None, "--batch-size", help="Override the schedule's batch size.")
 LR = typer.Option(None, "--lr", help="Override the schedule's learning rate.")

@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 
 from vipcli import console
-from vipcli.cli import options as opt
+from vipcli.cli import completion, options as opt
 from vipcli.cli.help import App
 from vipcli.cli.symptoms_rank import rank_command
 from vipcli.errors import UsageError, VipError
@@ -106,7 +106,7 @@ def find_packs(name: str) -> list:
 def show_command(
     name: str = typer.Argument(..., metavar="NAME", help="Pack name or alias (e.g. melanoma, bcc), a pack .yaml file, a "
                                          "symptoms file of {class: \\[symptoms]} or a run directory (each class "
-                                         "shown as a pack)."),
+                                         "shown as a pack).", autocompletion=completion.packs),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document (a list of packs for a symptoms "
                                                        "file of several classes)."),
 ) -> None:
@@ -179,7 +179,8 @@ def generate_command(
     ),
     force: bool = typer.Option(False, "--force", help="Overwrite existing pack files."),
     judge: str = typer.Option(
-        "overlap", "--judge", help="How stage 1 and 2 are matched: overlap (deterministic) or llm."
+        "overlap", "--judge", help="How stage 1 and 2 are matched: overlap (deterministic) or llm.",
+        autocompletion=completion.judges
     ),
     agree_threshold: float = typer.Option(
         0.3, "--agree-threshold", help="Minimum token overlap for two items to agree."
