@@ -467,6 +467,19 @@ def test_number_options_given_text_name_the_option_and_the_value(cli, tmp_path):
         assert code == 2 and error_lines(err) == [line], err
 
 
+def test_an_option_without_its_value_says_where_to_read_the_usage(cli):
+    """`vip train --data` said only "Option '--data' requires an argument.": every other usage error's line
+    ends with the command's `-h`."""
+    for args, line in ((["train", "--data"], "error: Option '--data' requires an argument. (see 'vip train -h')"),
+                       (["predict", "x.png", "--model"],
+                        "error: Option '--model' requires an argument. (see 'vip predict -h')"),
+                       (["train", "--force=yes"], "error: Option '--force' does not take a value. (see 'vip train -h')"),
+                       (["symptoms", "generate", "-d"],
+                        "error: Option '-d' requires an argument. (see 'vip symptoms generate -h')")):
+        code, out, err = cli(*args)
+        assert code == 2 and out == "" and error_lines(err) == [line], err
+
+
 def test_method_option_errors_spell_the_setting_as_typed(cli, isic_small, tmp_path):
     code, _, err = cli("train", "--data", isic_small, "-o", "n-ctx=abc", "--out", tmp_path / "x")
     assert code == 2 and error_lines(err) == [
