@@ -38,6 +38,7 @@ def list_command(as_json: bool = typer.Option(False, "--json", help="Print one J
     from rich.table import Table
 
     table = Table("id", "trains", "shots", "symptoms", "provided by", title="methods (settings: vip methods show ID)")
+    table.columns[0].overflow = "fold"  # the id is what --method takes: folded in a narrow terminal, never cut
     for info in infos:
         name = escape(info.id) + (" (unavailable)" if info.problem else _shadowed_mark(info.distribution)
                                   if info.shadowed else "")
