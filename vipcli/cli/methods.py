@@ -103,7 +103,7 @@ def check_command(method: str = typer.Argument(..., metavar="ID", help="A method
     from vipcli.methods.check import CHECK_EPOCHS, check_method
 
     METHODS.warn_shadowed(method)  # the check's own run is quiet: a plugin shadowed by this built-in id is said here
-    checked = check_method(method, options.method_options(method_option, None, False))
+    checked = check_method(method, options.method_options(method_option, None, False, has_out=False))
     console.stdout().print(f"method '{checked.method}' passes: trained on a synthetic lesion world "
                            f"({', '.join(checked.classes)}; {checked.shots} shots per class, {CHECK_EPOCHS} epochs "
                            f"of the run schedule) with the toy backbone, saved, reloaded and used to predict "

@@ -119,13 +119,16 @@ def schedule_settings(schedule: str, epochs: Optional[int], batch_size: Optional
     return ScheduleSettings(schedule, epochs, batch_size, lr)
 
 
-def method_options(pairs: Optional[List[str]], n_ctx: Optional[int], class_specific: bool) -> dict:
-    """--method-option KEY=VALUE pairs plus the --n-ctx / --class-specific-context shortcuts."""
+def method_options(pairs: Optional[List[str]], n_ctx: Optional[int], class_specific: bool, has_out: bool = True) -> dict:
+    """--method-option KEY=VALUE pairs plus the --n-ctx / --class-specific-context shortcuts; `has_out`: the
+    command has --out, which a value without `=` (`-o runs/a`) was most likely meant for."""
     options: dict = {}
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            raise UsageError(f"--method-option {pair}: expected KEY=VALUE")
+            out = "; the output folder is given with --out" if has_out and not sep else ""
+            raise UsageError(f"--method-option {pair}: expected KEY=VALUE",
+                             f"a method setting such as -o n-ctx=8, listed by `vip methods show ID`{out}")
         options[key.strip().replace("-", "_")] = value.strip()
     if n_ctx is not None:
         options["n_ctx"] = str(n_ctx)
