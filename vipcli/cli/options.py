@@ -12,7 +12,7 @@ from vipcli.errors import UsageError
 
 # --- data and symptoms ---------------------------------------------------------------------------
 DATA = typer.Option(..., "--data", help="Folder of class subfolders (optionally under train/ val/ test/).")
-SYMPTOMS = typer.Option(None, "--symptoms", help="Pack file, {class: \\[symptoms]} YAML file, folder of packs, "
+SYMPTOMS = typer.Option(None, "--symptoms", metavar="<source>", help="Pack file, {class: \\[symptoms]} YAML file, folder of packs, "
                         "shipped pack name, or run directory (the symptoms it trained on). Repeatable.")
 
 # --- the backbone ------------------------------------------------------------------------------
@@ -81,7 +81,7 @@ class SeedOutOfRange(ValueError):
 # --- method settings ------------------------------------------------------------------------------
 N_CTX = typer.Option(None, "--n-ctx", help="Learned context vectors M (methods that learn context; default 4).")
 CLASS_SPECIFIC = typer.Option(False, "--class-specific-context", help="One learned context per class.")
-METHOD_OPTION = typer.Option(None, "--method-option", "-o", help="A method setting as KEY=VALUE (see `vip methods "
+METHOD_OPTION = typer.Option(None, "--method-option", "-o", metavar="<key=value>", help="A method setting as KEY=VALUE (see `vip methods "
                              "show ID`). Repeatable.")
 
 # --- output ----------------------------------------------------------------------------------------

@@ -152,12 +152,12 @@ def _source_line(source: dict) -> str:
 
 @app.command("generate")
 def generate_command(
-    disease: list[str] = typer.Option([], "--disease", "-d", help="Class to describe; repeat for several."),
+    disease: list[str] = typer.Option([], "--disease", "-d", metavar="<name>", help="Class to describe; repeat for several."),
     data: Optional[Path] = typer.Option(
         None, "--data", help="Data folder: a pack for every class folder that no shipped or --symptoms pack matches."
     ),
     symptoms: list[str] = typer.Option(
-        [], "--symptoms", help="With --data: packs you already have (file, folder or shipped name). Repeatable."
+        [], "--symptoms", metavar="<source>", help="With --data: packs you already have (file, folder or shipped name). Repeatable."
     ),
     text_only: bool = typer.Option(False, "--text-only", help="With --data: ask the text question only (no images)."),
     modality: Optional[str] = typer.Option(None, "--modality", help='What the images are, e.g. "dermoscopic images".'),
@@ -165,6 +165,7 @@ def generate_command(
     images: list[Path] = typer.Option(
         [],
         "--images",
+        metavar="<folder>",
         help="Folder of the class's images (stage 2); one per --disease, or one folder with a subfolder per disease.",
     ),
     model: str = typer.Option("gpt-4o", "--model", help="Model name; with --images it must accept images."),
