@@ -592,6 +592,18 @@ def test_a_seed_that_would_seed_nothing_is_refused(cli, tmp_path):
     assert not (tmp_path / "sorted").exists()
 
 
+@pytest.mark.parametrize("seed", ["-1", "4294967296"])
+def test_a_seed_outside_what_the_other_commands_take_is_refused(cli, tmp_path, seed):
+    """`vip data sort --seed -1` sorted (`splits: made by 'lesion_id' (seed -1)`), where `vip train --seed -1`,
+    benchmark, rank and demo refuse any seed outside 0..2**32-1 as a usage error."""
+    images, labels = _lesions(tmp_path)
+    code, _, err = cli("data", "sort", labels, "--images", images, "--out", tmp_path / "sorted", "--label-column",
+                       "dx", "--group-column", "lesion_id", "--seed", seed)
+    assert code == 2 and _one_error(err) == (
+        f"error: Invalid value for '--seed': {seed} is outside 0..4294967295 (see 'vip data sort -h')")
+    assert not (tmp_path / "sorted").exists()
+
+
 def test_a_lesion_column_left_unused_is_pointed_out(cli, tmp_path):
     """Forgetting --group-column on HAM10000's metadata split a lesion's images between train and test, silently."""
     images, labels = _lesions(tmp_path)

@@ -77,7 +77,7 @@ def test_the_plain_layout_has_usage_description_defaults_and_required(cli, monke
     assert "--shots <str> Comma-separated shots per class ('all': every image). [default: 1,2,4,8,16]" in text
     assert "{class: [symptoms]} YAML file" in text  # rich's escape turned into the bracket rich shows
     assert "\n  --class-specific-context        One learned context per class.\n" in out
-    assert "\n  -o, --method-option <list[str]>\n" in out  # too wide for the name column: help below it
+    assert "\n  -o, --method-option <key=value>\n" in out  # too wide for the name column: help below it
     assert "--batch / --no-batch" in out
 
 
@@ -167,3 +167,28 @@ def test_symptoms_help_names_every_source_it_accepts_alike_in_train_benchmark_an
              if path in (("train",), ("benchmark",), ("symptoms", "rank")) and "--symptoms" in param.opts}
     assert len(helps) == 3 and len(set(helps.values())) == 1, helps
     assert all(word in helps[("train",)] for word in ("Pack file", "folder of packs", "shipped pack", "run directory"))
+
+
+def test_every_device_option_names_the_same_devices_and_an_unknown_one_says_cuda_n(cli):
+    """`vip symptoms rank -h` and `vip backbones check -h` said "auto, cpu, cuda or mps", and `--device tpu` said
+    "choose one of auto, cpu, cuda, mps", while every command takes cuda:N too (train, predict and report said so)."""
+    helps = {path: param.help for path, command in COMMANDS for param in command.params if "--device" in param.opts}
+    assert {("train",), ("predict",), ("benchmark",), ("report",), ("symptoms", "rank"), ("backbones", "check")} \
+        <= set(helps)
+    assert all(text.startswith("auto, cpu, cuda, cuda:N or mps") for text in helps.values()), helps
+    code, out, err = cli("backbones", "check", "toy", "--device", "tpu")
+    assert code == 2 and out == ""
+    assert err == "error: unknown device 'tpu' (choose one of auto, cpu, cuda, cuda:N (N the GPU's number) or mps)\n"
+
+
+def test_no_option_shows_a_python_type_as_what_it_takes(cli, monkeypatch):
+    """`--symptoms <list[str]>`, `-o, --method-option <list[str]>`, `--images <list[Path]>`: a repeatable option
+    showed the Python type of its values, which reads as if one wrote a list (`--symptoms [a.yaml,b.yaml]`)."""
+    shown = []
+    for path, command in COMMANDS:
+        for param in command.params:
+            if param.param_type_name == "option" and not param.hidden and not getattr(param, "is_flag", False):
+                shown.append((path, max(param.opts, key=len), param.display_type_rich(ctx=None)))
+    assert [entry for entry in shown if "[" in entry[2]] == []
+    assert (("train",), "--method-option", "<key=value>") in shown and (("train",), "--symptoms", "<source>") in shown
+    assert "--disease          -d      <name>" in _help(cli, monkeypatch, 120, "symptoms", "generate")

@@ -345,3 +345,18 @@ def test_a_method_setting_out_of_range_is_one_line_naming_it_before_any_work(cli
         assert code == 2 and [line for line in err.splitlines() if line.startswith("error:")][0].startswith(message)
         assert len(err.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists() and not (tmp_path / "sweep").exists()
+
+
+def test_methods_list_never_cuts_a_method_id(cli, monkeypatch):
+    """In a 40-column terminal `vip methods list` showed `tip-…` twice and `vip-…` twice for the ids --method
+    takes: each id now folds onto a second line instead."""
+    from vipcli.methods import METHODS
+
+    monkeypatch.setenv("COLUMNS", "40")
+    code, out, _ = cli("methods", "list")
+    ids: list[str] = []
+    for cells in (line.split("│") for line in out.split("┡")[1].splitlines() if line.startswith("│")):
+        if cells[2].strip():  # a row's first line (its `trains` cell): a new id
+            ids.append("")
+        ids[-1] += cells[1].strip()
+    assert code == 0 and ids == METHODS.ids(), out

@@ -569,3 +569,21 @@ def test_feature_cache_entries_are_not_synced_one_by_one(backbone, isic_small, t
     assert len(list((tmp_path / "cache").rglob("*.safetensors"))) == 3
     [key_folder] = (tmp_path / "cache" / "features").iterdir()
     assert all("backbone.json" in path.name or path == key_folder for path in synced), synced  # identity: once
+
+
+@pytest.mark.parametrize("columns", [40, 80])
+def test_cache_info_never_cuts_a_backbone_id_or_folder_name(cli, tmp_path, monkeypatch, columns):
+    """Piped to a file (80 columns) `vip cache info` showed `my-dermoscopy…` and `my-dermoscopy-b…`: the id
+    `vip cache clear --backbone` takes, and the folder's name, were cut. They fold onto more lines instead."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("VIP_CACHE_DIR", str(cache))
+    monkeypatch.setenv("COLUMNS", str(columns))
+    name, arch = "my-dermoscopy-backbone-v2", "hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224"
+    folder = cache / "features" / f"{name}-0123456789abcdef"
+    folder.mkdir(parents=True)
+    (folder / "backbone.json").write_text(json.dumps({"id": name, "describe": {"arch": arch}}))
+    code, out, _ = cli("cache", "info")
+    rows = [line.split("│") for line in out.split("┡")[1].split("│ LLM")[0].splitlines()[1:]]
+    cells = ["".join(row[column].strip() for row in rows if len(row) > 6) for column in (1, 2, 5)]
+    assert code == 0 and cells == [name, arch, folder.name], out
+

@@ -467,6 +467,31 @@ def test_number_options_given_text_name_the_option_and_the_value(cli, tmp_path):
         assert code == 2 and error_lines(err) == [line], err
 
 
+def test_an_option_without_its_value_says_where_to_read_the_usage(cli):
+    """`vip train --data` said only "Option '--data' requires an argument.": every other usage error's line
+    ends with the command's `-h`."""
+    for args, line in ((["train", "--data"], "error: Option '--data' requires an argument. (see 'vip train -h')"),
+                       (["predict", "x.png", "--model"],
+                        "error: Option '--model' requires an argument. (see 'vip predict -h')"),
+                       (["train", "--force=yes"], "error: Option '--force' does not take a value. (see 'vip train -h')"),
+                       (["symptoms", "generate", "-d"],
+                        "error: Option '-d' requires an argument. (see 'vip symptoms generate -h')")):
+        code, out, err = cli(*args)
+        assert code == 2 and out == "" and error_lines(err) == [line], err
+
+
+def test_dash_o_given_a_folder_says_it_is_a_method_setting_and_names_out(cli, tmp_path):
+    """`vip train --data x -o runs/a` (-o for the output, as in many tools) said only "--method-option runs/a:
+    expected KEY=VALUE", naming an option the user never typed."""
+    said = "error: --method-option runs/a: expected KEY=VALUE (a method setting such as -o n-ctx=8, listed by " \
+           "`vip methods show ID`{})"
+    for command in (["train", "--data", tmp_path], ["benchmark", "--data", tmp_path]):
+        code, _, err = cli(*command, "-o", "runs/a")
+        assert code == 2 and error_lines(err) == [said.format("; the output folder is given with --out")], err
+    code, _, err = cli("methods", "check", "vip", "-o", "runs/a")  # no --out there
+    assert code == 2 and error_lines(err) == [said.format("")], err
+
+
 def test_method_option_errors_spell_the_setting_as_typed(cli, isic_small, tmp_path):
     code, _, err = cli("train", "--data", isic_small, "-o", "n-ctx=abc", "--out", tmp_path / "x")
     assert code == 2 and error_lines(err) == [

@@ -262,6 +262,9 @@ def test_train_given_an_image_file_as_data_says_it_is_a_file(cli, isic_small):
     (("predict", "scan.png", "--checkpoint=runs/x"), "error: No such option: --checkpoint (did you mean --model?)"),
     (("train", "--weights", "w.pt"), "error: No such option: --weights (did you mean --pretrained?)"),
     (("demo", "--run", "x"), "error: No such option: --run (Possible options: --out)"),  # demo has no --model
+    # its --model is the LLM's name: a run directory is not what it takes
+    (("symptoms", "generate", "-d", "nevus", "--checkpoint", "x"),
+     "error: No such option: --checkpoint (see 'vip symptoms generate -h')"),
 ])
 def test_an_option_named_by_what_it_means_points_to_vips(cli, argv, said):
     """`vip predict scan.png --run DIR` (the natural guess) was answered "Possible options: --out": click

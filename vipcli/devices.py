@@ -35,7 +35,7 @@ def resolve_device(name: str = "auto"):
         return torch.device("mps")
     if name == "cpu":
         return torch.device("cpu")
-    raise UsageError(f"unknown device '{name}'", f"choose one of {', '.join(DEVICE_CHOICES)}")
+    raise UsageError(f"unknown device '{name}'", "choose one of auto, cpu, cuda, cuda:N (N the GPU's number) or mps")
 
 
 def _cuda_device(name: str):

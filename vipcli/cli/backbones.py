@@ -10,6 +10,7 @@ from typing import Optional
 import typer
 
 from vipcli import console
+from vipcli.cli import completion, options
 from vipcli.cli.help import App
 from vipcli.errors import VipError
 from vipcli.plugins import is_own_distribution  # vip's own backbones: listed without importing them (and torch)
@@ -67,10 +68,11 @@ def list_command(as_json: bool = typer.Option(False, "--json", help="Print one J
 
 @app.command("check")
 def check_command(
-    backbone_id: str = typer.Argument(..., metavar="ID", help="Backbone id (see `vip backbones list`)."),
+    backbone_id: str = typer.Argument(..., metavar="ID", help="Backbone id (see `vip backbones list`).",
+                                    autocompletion=completion.backbones),
     arch: Optional[str] = typer.Option(None, "--arch", help="Architecture, as for `vip train`."),
     pretrained: Optional[str] = typer.Option(None, "--pretrained", help="Weights, as for `vip train`."),
-    device: str = typer.Option("cpu", "--device", help="auto, cpu, cuda or mps."),
+    device: str = options.device("cpu"),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """Load a backbone twice and check it against the plugin contract; exit code 1 on any failure."""

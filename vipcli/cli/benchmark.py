@@ -10,7 +10,7 @@ import typer
 
 from vipcli import console
 from vipcli.errors import UsageError
-from vipcli.cli import options as opt
+from vipcli.cli import completion, options as opt
 from vipcli.cli.options import parse_list  # noqa: F401  (kept importable from here, as in vip 0.1.0)
 
 DEFAULT_METHODS = ("zeroshot", "symptom-zeroshot", "linear-probe", "coop", "tip-adapter", "tip-adapter-f", "clap",
@@ -21,7 +21,8 @@ def benchmark_command(
     data: Path = opt.DATA,
     methods: str = typer.Option(",".join(DEFAULT_METHODS), "--methods", help="Comma-separated method ids, or 'all' "
                                 "for every installed method (see `vip methods list`).",
-                                show_default=", ".join(DEFAULT_METHODS)),  # spaced, so help wraps it whole
+                                show_default=", ".join(DEFAULT_METHODS),
+                                autocompletion=completion.method_list),  # spaced, so help wraps it whole
     shots: str = typer.Option("1,2,4,8,16", "--shots", help="Comma-separated shots per class ('all': every image)."),
     seeds: str = typer.Option("1,2,3", "--seeds", help="Comma-separated seeds (few-shot subset, init, batches)."),
     backbone: str = opt.BACKBONE,

@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from vipcli import console, stop_signals
+from vipcli.cli import completion
 from vipcli.cli.help import App
 
 app = App(help="The on-disk cache of image features and LLM answers: info, clear.", no_args_is_help=True)
@@ -28,6 +29,8 @@ def info_command(as_json: bool = typer.Option(False, "--json", help="Print one J
     state = "" if summary["exists"] else " (empty: not created yet)"
     out.print(f"cache: {console.printable(summary['root'])}{state}  (set VIP_CACHE_DIR to move it)", markup=False)
     table = Table("backbone", "arch", "entries", "size", "folder", "state")
+    for column in (table.columns[0], table.columns[1], table.columns[4]):  # what `cache clear --backbone` takes,
+        column.overflow = "fold"  # and the folder's name, fold onto a second line rather than being cut with "…"
     for record in summary["backbones"]:
         name = record["backbone"] or "(older vip version)"
         table.add_row(*(console.printable(cell) for cell in (name, record["arch"], str(record["entries"]),
@@ -49,7 +52,8 @@ def info_command(as_json: bool = typer.Option(False, "--json", help="Print one J
 @app.command("clear")
 def clear_command(
     backbone: Optional[str] = typer.Option(None, "--backbone", help="Remove only this backbone's features "
-                                           "(see `vip cache info`); default: everything."),
+                                           "(see `vip cache info`); default: everything.",
+                                           autocompletion=completion.backbones),
     stale: bool = typer.Option(False, "--stale", help="Remove only the feature folders this installation never "
                                "reads again (`vip cache info` marks them: written by another vip, library "
                                "or backbone code version). Judged by this installation: another vip version "

@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from vipcli import console
+from vipcli.cli import options as opt
 from vipcli.cli.help import App
 
 app = App(help="Data folders: sort images into class folders from a labels CSV.", no_args_is_help=True)
@@ -38,8 +39,7 @@ def sort_command(
                                                "lesion of each image: its images are kept in one split. Without a "
                                                "split column, vip data sort makes the splits itself (val 10%, test "
                                                "20% of each class, seeded by --seed)."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the splits made with --group-column "
-                                       "(default 1)."),
+    seed: Optional[int] = opt.seed(None, "Seed of the splits made with --group-column (default 1)."),
     copy: bool = typer.Option(False, "--copy", help="Copy the images instead of linking to them (a folder that "
                               "can move to another machine)."),
     force: bool = typer.Option(False, "--force", help="Sort again into an --out that `vip data sort` wrote "

@@ -211,6 +211,17 @@ class _PlainWhenNarrow:
 class HelpCommand(_PlainWhenNarrow, TyperCommand):
     """A typer command whose `--help` keeps every option name whole at any terminal width."""
 
+    def parse_args(self, ctx, args):
+        """click's parsing; a usage error its parser raises without the command's context (`Option '--data'
+        requires an argument.`, `Option '--force' does not take a value.`) is given it, so that its line
+        says where to read the usage (`see 'vip train -h'`) as every other usage error's does."""
+        try:
+            return super().parse_args(ctx, args)
+        except Exception as error:
+            if hasattr(error, "ctx") and error.ctx is None and hasattr(error, "format_message"):
+                error.ctx = ctx
+            raise
+
     def invoke(self, ctx):
         """Run the command, unless it is one that does not share its work and this is torchrun
         (`distributed.refuse_unshared_command`); once it returns, its work is done (`stop_signals.work_done`):

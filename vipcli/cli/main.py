@@ -138,6 +138,7 @@ OPTION_SYNONYMS = {
     "--run": "--model", "--run-dir": "--model", "--checkpoint": "--model", "--ckpt": "--model",
     "--weights": "--pretrained", "--architecture": "--arch", "--gpu": "--device",
 }
+OTHER_MEANING = {("vip symptoms generate", "--model")}  # its --model is the LLM's name, not a run directory
 
 
 def _synonym_message(error) -> str | None:
@@ -145,7 +146,7 @@ def _synonym_message(error) -> str | None:
     command has the option it means; else None (click's own message, with its spelling suggestions)."""
     name, context = getattr(error, "option_name", None), getattr(error, "ctx", None)
     meant = OPTION_SYNONYMS.get(name or "")
-    if meant is None or context is None:
+    if meant is None or context is None or (context.command_path, meant) in OTHER_MEANING:
         return None
     if not any(meant in getattr(param, "opts", ()) for param in context.command.params):
         return None

@@ -9,7 +9,7 @@ from typing import List, Optional
 import typer
 
 from vipcli import console
-from vipcli.cli import options
+from vipcli.cli import completion, options
 from vipcli.cli.help import App
 
 app = App(help="Few-shot methods (entry-point group vip.methods).", no_args_is_help=True)
@@ -38,6 +38,7 @@ def list_command(as_json: bool = typer.Option(False, "--json", help="Print one J
     from rich.table import Table
 
     table = Table("id", "trains", "shots", "symptoms", "provided by", title="methods (settings: vip methods show ID)")
+    table.columns[0].overflow = "fold"  # the id is what --method takes: folded in a narrow terminal, never cut
     for info in infos:
         name = escape(info.id) + (" (unavailable)" if info.problem else _shadowed_mark(info.distribution)
                                   if info.shadowed else "")
@@ -54,7 +55,8 @@ def _shadowed_mark(distribution: str) -> str:
 
 
 @app.command("show")
-def show_command(method: str = typer.Argument(..., metavar="ID", help="A method id."),
+def show_command(method: str = typer.Argument(..., metavar="ID", help="A method id (see `vip methods list`).",
+                                                 autocompletion=completion.methods),
                  as_json: bool = typer.Option(False, "--json", help="Print one JSON document.")) -> None:
     """Show one method: what it does and needs, and its settings with their defaults."""
     import dataclasses
@@ -88,7 +90,8 @@ def show_command(method: str = typer.Argument(..., metavar="ID", help="A method 
 
 
 @app.command("check")
-def check_command(method: str = typer.Argument(..., metavar="ID", help="A method id (see `vip methods list`)."),
+def check_command(method: str = typer.Argument(..., metavar="ID", help="A method id (see `vip methods list`).",
+                                                  autocompletion=completion.methods),
                   method_option: Optional[List[str]] = options.METHOD_OPTION) -> None:
     """Run a method through vip train and vip predict on a small synthetic data set, in seconds.
 
@@ -100,7 +103,7 @@ def check_command(method: str = typer.Argument(..., metavar="ID", help="A method
     from vipcli.methods.check import CHECK_EPOCHS, check_method
 
     METHODS.warn_shadowed(method)  # the check's own run is quiet: a plugin shadowed by this built-in id is said here
-    checked = check_method(method, options.method_options(method_option, None, False))
+    checked = check_method(method, options.method_options(method_option, None, False, has_out=False))
     console.stdout().print(f"method '{checked.method}' passes: trained on a synthetic lesion world "
                            f"({', '.join(checked.classes)}; {checked.shots} shots per class, {CHECK_EPOCHS} epochs "
                            f"of the run schedule) with the toy backbone, saved, reloaded and used to predict "

@@ -7,18 +7,28 @@ from typing import List, Optional
 
 import typer
 
+from vipcli.cli import completion
 from vipcli.errors import UsageError
 
 # --- data and symptoms ---------------------------------------------------------------------------
 DATA = typer.Option(..., "--data", help="Folder of class subfolders (optionally under train/ val/ test/).")
-SYMPTOMS = typer.Option(None, "--symptoms", help="Pack file, {class: \\[symptoms]} YAML file, folder of packs, "
+SYMPTOMS = typer.Option(None, "--symptoms", metavar="<source>", help="Pack file, {class: \\[symptoms]} YAML file, folder of packs, "
                         "shipped pack name, or run directory (the symptoms it trained on). Repeatable.")
 
 # --- the backbone ------------------------------------------------------------------------------
-BACKBONE = typer.Option("clip", "--backbone", help="Backbone plugin id (see `vip backbones list`).")
+BACKBONE = typer.Option("clip", "--backbone", help="Backbone plugin id (see `vip backbones list`).",
+                        autocompletion=completion.backbones)
 ARCH = typer.Option(None, "--arch", help="Architecture: open_clip name, model-config JSON, hf-hub: id.")
 PRETRAINED = typer.Option(None, "--pretrained", help="Weights: tag, local file, hf-hub: id, or none (random).")
-DEVICE = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps.")
+
+
+def device(default: str = "auto", note: str = ""):
+    """A `--device` option of `default`, its help the names every command takes (and ` (note)`)."""
+    return typer.Option(default, "--device", help=f"auto, cpu, cuda, cuda:N or mps{f' ({note})' if note else ''}.",
+                        autocompletion=completion.devices)
+
+
+DEVICE = device()
 
 # --- encoding ----------------------------------------------------------------------------------
 VIEWS = typer.Option(8, "--views", help="Augmented views encoded and cached per training image.")
@@ -31,7 +41,7 @@ NO_CACHE = typer.Option(False, "--no-cache", help="Do not read or write the on-d
 
 # --- the schedule of the shared prompt-training loop ----------------------------------------------
 SCHEDULE = typer.Option("auto", "--schedule", help="auto (fewshot with --shots N, paper with all), fewshot "
-                        "(batch 4, 100 epochs) or paper (batch 32, 50 epochs).")
+                        "(batch 4, 100 epochs) or paper (batch 32, 50 epochs).", autocompletion=completion.schedules)
 EPOCHS = typer.Option(None, "--epochs", help="Override the schedule's epochs.")
 BATCH_SIZE = typer.Option(None, "--batch-size", help="Override the schedule's batch size.")
 LR = typer.Option(None, "--lr", help="Override the schedule's learning rate.")
@@ -71,7 +81,7 @@ class SeedOutOfRange(ValueError):
 # --- method settings ------------------------------------------------------------------------------
 N_CTX = typer.Option(None, "--n-ctx", help="Learned context vectors M (methods that learn context; default 4).")
 CLASS_SPECIFIC = typer.Option(False, "--class-specific-context", help="One learned context per class.")
-METHOD_OPTION = typer.Option(None, "--method-option", "-o", help="A method setting as KEY=VALUE (see `vip methods "
+METHOD_OPTION = typer.Option(None, "--method-option", "-o", metavar="<key=value>", help="A method setting as KEY=VALUE (see `vip methods "
                              "show ID`). Repeatable.")
 
 # --- output ----------------------------------------------------------------------------------------
@@ -109,13 +119,16 @@ def schedule_settings(schedule: str, epochs: Optional[int], batch_size: Optional
     return ScheduleSettings(schedule, epochs, batch_size, lr)
 
 
-def method_options(pairs: Optional[List[str]], n_ctx: Optional[int], class_specific: bool) -> dict:
-    """--method-option KEY=VALUE pairs plus the --n-ctx / --class-specific-context shortcuts."""
+def method_options(pairs: Optional[List[str]], n_ctx: Optional[int], class_specific: bool, has_out: bool = True) -> dict:
+    """--method-option KEY=VALUE pairs plus the --n-ctx / --class-specific-context shortcuts; `has_out`: the
+    command has --out, which a value without `=` (`-o runs/a`) was most likely meant for."""
     options: dict = {}
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            raise UsageError(f"--method-option {pair}: expected KEY=VALUE")
+            out = "; the output folder is given with --out" if has_out and not sep else ""
+            raise UsageError(f"--method-option {pair}: expected KEY=VALUE",
+                             f"a method setting such as -o n-ctx=8, listed by `vip methods show ID`{out}")
         options[key.strip().replace("-", "_")] = value.strip()
     if n_ctx is not None:
         options["n_ctx"] = str(n_ctx)

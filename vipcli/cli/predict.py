@@ -11,7 +11,7 @@ from typing import List, Optional
 import typer
 
 from vipcli import console
-from vipcli.cli import options as opt
+from vipcli.cli import completion, options as opt
 from vipcli.errors import UsageError, VipError
 
 
@@ -21,7 +21,8 @@ def predict_command(
     explain: bool = typer.Option(False, "--explain", help="Show, per class, each symptom's similarity to the image, "
                                  "its merge weight and its contribution to the class's logit."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
-    backbone: Optional[str] = typer.Option(None, "--backbone", help="Refuse runs trained with another backbone."),
+    backbone: Optional[str] = typer.Option(None, "--backbone", help="Refuse runs trained with another backbone.",
+                                             autocompletion=completion.backbones),
     device: str = opt.DEVICE,
     no_cache: bool = opt.NO_CACHE,
     workers: Optional[int] = opt.WORKERS,

@@ -19,8 +19,7 @@ def report_command(
                                              "run's gallery of test images (default 0.9)."),
     gallery: Optional[int] = typer.Option(None, "--gallery", help="Test images in a run's gallery, errors first "
                                           "(default 48)."),
-    device: str = typer.Option("auto", "--device",
-                               help="auto, cpu, cuda, cuda:N or mps (a run's report encodes its test images)."),
+    device: str = opt.device(note="a run's report encodes its test images"),
     workers: Optional[int] = opt.WORKERS,
 ) -> None:
     """Write an HTML report (images embedded; opens offline) of a run or a benchmark."""

@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 
 from vipcli import console
-from vipcli.cli import options as opt
+from vipcli.cli import completion, options as opt
 from vipcli.cli.help import App
 from vipcli.cli.symptoms_rank import rank_command
 from vipcli.errors import UsageError, VipError
@@ -106,7 +106,7 @@ def find_packs(name: str) -> list:
 def show_command(
     name: str = typer.Argument(..., metavar="NAME", help="Pack name or alias (e.g. melanoma, bcc), a pack .yaml file, a "
                                          "symptoms file of {class: \\[symptoms]} or a run directory (each class "
-                                         "shown as a pack)."),
+                                         "shown as a pack).", autocompletion=completion.packs),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document (a list of packs for a symptoms "
                                                        "file of several classes)."),
 ) -> None:
@@ -152,12 +152,12 @@ def _source_line(source: dict) -> str:
 
 @app.command("generate")
 def generate_command(
-    disease: list[str] = typer.Option([], "--disease", "-d", help="Class to describe; repeat for several."),
+    disease: list[str] = typer.Option([], "--disease", "-d", metavar="<name>", help="Class to describe; repeat for several."),
     data: Optional[Path] = typer.Option(
         None, "--data", help="Data folder: a pack for every class folder that no shipped or --symptoms pack matches."
     ),
     symptoms: list[str] = typer.Option(
-        [], "--symptoms", help="With --data: packs you already have (file, folder or shipped name). Repeatable."
+        [], "--symptoms", metavar="<source>", help="With --data: packs you already have (file, folder or shipped name). Repeatable."
     ),
     text_only: bool = typer.Option(False, "--text-only", help="With --data: ask the text question only (no images)."),
     modality: Optional[str] = typer.Option(None, "--modality", help='What the images are, e.g. "dermoscopic images".'),
@@ -165,6 +165,7 @@ def generate_command(
     images: list[Path] = typer.Option(
         [],
         "--images",
+        metavar="<folder>",
         help="Folder of the class's images (stage 2); one per --disease, or one folder with a subfolder per disease.",
     ),
     model: str = typer.Option("gpt-4o", "--model", help="Model name; with --images it must accept images."),
@@ -179,7 +180,8 @@ def generate_command(
     ),
     force: bool = typer.Option(False, "--force", help="Overwrite existing pack files."),
     judge: str = typer.Option(
-        "overlap", "--judge", help="How stage 1 and 2 are matched: overlap (deterministic) or llm."
+        "overlap", "--judge", help="How stage 1 and 2 are matched: overlap (deterministic) or llm.",
+        autocompletion=completion.judges
     ),
     agree_threshold: float = typer.Option(
         0.3, "--agree-threshold", help="Minimum token overlap for two items to agree."

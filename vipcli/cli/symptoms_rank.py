@@ -27,7 +27,7 @@ def rank_command(
     out: Optional[Path] = typer.Option(None, "--out", help="Folder for the pruned packs (one .yaml per class)."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing pack files in --out."),
     seed: int = opt.seed(1, "Seed of any split vip makes (as `vip train --seed`)."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
+    device: str = opt.DEVICE,
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the on-disk feature cache."),
     workers: Optional[int] = opt.WORKERS,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),

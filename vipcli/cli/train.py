@@ -8,14 +8,15 @@ from typing import List, Optional
 import typer
 
 from vipcli import console
-from vipcli.cli import options as opt
+from vipcli.cli import completion, options as opt
 from vipcli.cli.options import parse_shots  # noqa: F401  (kept importable from here, as in vip 0.1.0)
 
 
 def train_command(
     data: Path = opt.DATA,
     shots: str = typer.Option("16", "--shots", help="Labelled images per class, or 'all'."),
-    method: str = typer.Option("vip", "--method", help="Method id (see `vip methods list`)."),
+    method: str = typer.Option("vip", "--method", help="Method id (see `vip methods list`).",
+                                autocompletion=completion.methods),
     backbone: str = opt.BACKBONE,
     arch: Optional[str] = opt.ARCH,
     pretrained: Optional[str] = opt.PRETRAINED,
