@@ -504,6 +504,24 @@ def test_shots_beyond_a_class_are_capped_with_a_warning(cli, isic_small, tiny_cl
     assert rows[8]["shots_used"] == 6 and rows[8]["n_train"] == 12 and rows[2]["shots_used"] == 2
 
 
+def test_the_tables_mark_a_capped_shots_column_and_say_how_few_images_its_rows_used(cli, isic_small, tiny_clip,
+                                                                                   tmp_path):
+    """The cap was a warning on stderr that scrolled away: the console table and the report headed the column
+    "8-shot", a figure a paper would quote as 8-shot, for rows trained on 6 images per class."""
+    code, stdout, stderr = cli(*bench_args(isic_small, tiny_clip, tmp_path / "b", "--methods", "linear-probe",
+                                           "--shots", "2,8", "--seeds", "1"))
+    assert code == 0, stderr
+    headings = [line.split() for line in stdout.splitlines() if "-shot" in line]
+    assert headings and all(heading == ["method", "2-shot", "8-shot†"] for heading in headings), stdout
+    note = ("† capped: a class has fewer training images than these shots; their rows used as few as 6 images per "
+            "class at 8 shots (shots_used in results.csv)")
+    assert note in stdout.splitlines()
+    code, _, stderr = cli("report", tmp_path / "b")
+    assert code == 0, stderr
+    page = (tmp_path / "b" / "report.html").read_text()
+    assert page.count(">8-shot†<") == 4 and ">2-shot<" in page and f"{note}." in page  # 3 metrics, the seconds'
+
+
 def test_short_classes_and_missing_val_or_test_images_are_warned_about_before_any_encoding(cli, isic_small, tiny_clip,
                                                                                            tmp_path, monkeypatch):
     import vipcli.distributed

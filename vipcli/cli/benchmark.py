@@ -112,9 +112,10 @@ def benchmark_tables(result) -> list:
     from rich.text import Text
 
     from vipcli.methods import method_class
-    from vipcli.metrics import column_leaders
+    from vipcli.metrics import CAPPED_MARK, capped_columns, column_leaders
 
     columns = list(dict.fromkeys(str(r["shots"]) for r in result.rows if str(r["shots"]) != "0"))
+    capped = capped_columns(result.rows)
     methods = list(dict.fromkeys(r["method"] for r in result.rows))
     by_key = {(s["method"], str(s["shots"])): s for s in result.summary}
     seed_list = sorted({int(r["seed"]) for r in result.rows})
@@ -125,7 +126,7 @@ def benchmark_tables(result) -> list:
         table = Table(title=f"{title}, {spread}", box=box.SIMPLE_HEAD, pad_edge=False)
         table.add_column("method", no_wrap=True)
         for c in columns or ["0"]:
-            table.add_column(f"{c}-shot", justify="right", no_wrap=True)
+            table.add_column(f"{c}-shot{CAPPED_MARK if c in capped else ''}", justify="right", no_wrap=True)
         entries = {(m, c): by_key.get((m, c if method_class(m).uses_shots else "0")) for m in methods
                    for c in columns or ["0"]}
         leaders = column_leaders({key: (entry or {}).get(f"{metric}_mean") for key, entry in entries.items()})
@@ -153,6 +154,10 @@ def print_benchmark(result, as_json: bool) -> None:
         natural = Measurement.get(out, out.options.update_width(10_000), table).maximum
         out.width = max(out.width, natural)
         out.print(table, crop=False)
+    from vipcli.metrics import capped_columns, capped_note
+
+    if capped_columns(result.rows):
+        out.print(capped_note(capped_columns(result.rows)), markup=False)
     if any(not r["shots"] for r in result.rows):
         out.print("* uses no labelled images (zero-shot): evaluated once per seed, the same figure in every column")
     out.print(f"{result.trained} rows run, {result.skipped} resumed from earlier; {result.encoded_views} image "

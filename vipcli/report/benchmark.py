@@ -11,7 +11,7 @@ from rich.markup import escape
 from vipcli import console
 from vipcli.console import first_few
 from vipcli.errors import VipError
-from vipcli.metrics import column_leaders, mean_and_std, row_figure
+from vipcli.metrics import CAPPED_MARK, capped_columns, capped_note, column_leaders, mean_and_std, row_figure
 from vipcli.plots import benchmark_title, draw_shots, method_styles, seeds_label, svg_markup, uneven_seeds
 from vipcli.report import html
 from vipcli.report.data_notes import left_out_files, skipped_files
@@ -77,7 +77,8 @@ def _grid(rows: list[dict], key: str, fmt, mark_best: bool = False) -> tuple[lis
         cells = [html.text(fmt(figures[method, c])) for c in columns]
         cells = [f"<strong>{cell}</strong>" if method in best.get(c, ()) else cell for c, cell in zip(columns, cells)]
         body.append([html.swatch(styles[method][0], method + (" *" if fixed[method] else "")), *cells])
-    return [f"{c}-shot" for c in columns], body
+    capped = capped_columns(rows)
+    return [f"{c}-shot{CAPPED_MARK if c in capped else ''}" for c in columns], body
 
 
 BEST_NOTE = {  # under each metric's table, by whether the sweep has several seeds
@@ -119,6 +120,8 @@ def _tables(rows: list[dict]) -> str:
     parts.append(html.table(f"seconds per run (fitting and evaluation, {over})", ["method", *header], body,
                             numeric=set(range(1, len(header) + 1)), raw=True)
                  + f'<p class="caption">{html.text(SHARED_TIME_NOTE)}</p>')
+    if capped_columns(rows):
+        parts.append(f"<p>{html.text(capped_note(capped_columns(rows)))}.</p>")
     if any(str(r["shots"]) == "0" for r in rows):
         parts.append("<p>* uses no labelled images (zero-shot): evaluated once per seed, the same figure in every column.</p>")
     return "".join(parts)
