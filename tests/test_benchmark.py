@@ -58,7 +58,8 @@ def test_every_method_runs_once_per_image_and_view_and_files_agree_with_the_tabl
     code, stdout, stderr = cli(*bench_args(isic_small, tiny_clip, out, "--methods", ALL_METHODS, "--shots", "1,2",
                                            "--seeds", "1,2"))
     assert code == 0, stderr
-    assert sorted(p.name for p in out.iterdir()) == ["results.csv", "results.json", "shots.png", "split.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["results.csv", "results.json", "shots.png", "split.json",
+                                                     "summary.csv"]
     document = json.loads((out / "results.json").read_text())
     rows = document["rows"]
     # zero-shot methods: one row per seed at shots 0; the others: one per shots and seed
@@ -85,6 +86,15 @@ def test_every_method_runs_once_per_image_and_view_and_files_agree_with_the_tabl
         assert accuracy[column] == f"{entry['accuracy_mean']:.2f}±{entry['accuracy_std']:.2f}"
         assert f1[column] == f"{entry['macro_f1_mean']:.2f}±{entry['macro_f1_std']:.2f}"
         assert entry["seeds"] == [1, 2]
+    with open(out / "summary.csv", newline="") as stream:  # the printed figures, for a paper's table
+        summary = {(r["method"], r["shots"]): r for r in csv.DictReader(stream)}
+    assert len(summary) == len(document["summary"])
+    for method, (accuracy, f1) in cells.items():
+        for column, shots in enumerate(("1", "2")):
+            line = summary.get((method, shots)) or summary[method, "0"]
+            assert accuracy[column] == f"{line['test_accuracy_mean_pct']}±{line['test_accuracy_std_pct']}"
+            assert f1[column] == f"{line['test_macro_f1_mean_pct']}±{line['test_macro_f1_std_pct']}"
+            assert (line["n_seeds"], line["seeds"]) == ("2", "1 2")
     assert (out / "shots.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # the encoder ran once per image and view for the whole sweep, only on the training images some
     # row uses (the union of the seeds' few-shot subsets), and not at all on a warm cache
@@ -153,7 +163,7 @@ def test_a_forced_sweep_that_stops_leaves_no_figure_of_the_rows_it_discarded(cli
     monkeypatch.setattr(benchmark, "run_row", run_then_die)
     code, _, stderr = cli(*args, "--force")
     assert code == 130 and len(json.loads((out / "results.json").read_text())["rows"]) == 1
-    assert sorted(p.name for p in out.iterdir()) == ["results.csv", "results.json", "split.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["results.csv", "results.json", "split.json", "summary.csv"]
     monkeypatch.setattr(benchmark, "run_row", real_run_row)
     code, _, stderr = cli(*args)
     assert code == 0 and "1 finished rows skipped, 3 to run" in stderr and (out / "shots.png").exists()
@@ -645,6 +655,14 @@ def test_means_over_seeds_come_from_the_confusion_matrices_not_the_rounded_figur
     assert "25.93 ± 16.97" in _tables(rows)
     without_matrices = [{k: v for k, v in r.items() if k != "test_confusion_matrix"} for r in rows]
     assert summarize(without_matrices)[0]["accuracy_mean"] == 25.92  # rows of unknown origin: their figures
+    # summary.csv: the table's 25.93, where a mean of results.csv's figures gives 25.92
+    from vipcli.sweep_folder import summary_csv
+
+    line = next(csv.DictReader(summary_csv(rows).splitlines()))
+    assert (line["test_accuracy_mean_pct"], line["test_accuracy_std_pct"], line["n_seeds"]) == ("25.93", "16.97", "3")
+    assert line["test_auroc_mean_pct"] == line["test_auroc_std_pct"] == ""  # no AUROC: no figure, not 0
+    one = next(csv.DictReader(summary_csv(rows[:1]).splitlines()))
+    assert (one["test_accuracy_mean_pct"], one["test_accuracy_std_pct"], one["n_seeds"]) == ("11.11", "", "1")
     one_seed = summarize(rows[:1])[0]  # a spread needs two seeds: none, not a spread of 0.0
     assert one_seed["accuracy_mean"] == 11.11 and one_seed["accuracy_std"] is None is one_seed["macro_f1_std"]
 

@@ -3,8 +3,8 @@
 The dataset is loaded once and every image is encoded once per view through the shared feature
 cache (all training images with their augmented views, val and test with the center view); each
 (method, shots, seed) row then indexes those in-memory features, so a sweep of many rows costs one
-encoder pass plus the text-side training of each row. After every finished row `results.json` and
-`results.csv` are rewritten atomically, so a killed sweep resumes where it stopped.
+encoder pass plus the text-side training of each row. After every finished row `results.json`,
+`results.csv` and `summary.csv` are rewritten atomically, so a killed sweep resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ class BenchmarkResult:
     """What a finished `run_benchmark` (and `vipcli.api.benchmark`) returns.
 
     Attributes:
-        out: the results folder (results.json, results.csv, shots.png, split.json).
+        out: the results folder (results.json, results.csv, summary.csv, shots.png, split.json).
         class_names: the classes, in logit order.
         rows: one dict per (method, shots, seed) of the requested grid, stored ones included, in sweep
             order, as results.json holds them (test_accuracy, test_macro_f1, ...).
@@ -537,7 +537,7 @@ def _run_sweep(config: BenchmarkConfig, methods: list[tuple[str, type]], progres
         result.trained = run_pending(pending, rows, context, progress)
     result.rows = [rows[(name, str(shots), seed)] for name, _, shots, seed in jobs]
     result.summary = summarize(result.rows)
-    if not pending and rows and context["world"].main:  # all resumed: rewrite results.csv (and .json)
+    if not pending and rows and context["world"].main:  # all resumed: rewrite results.csv, summary.csv (and .json)
         save_results(out, context["record"], context["class_names"], list(rows.values()))  # in case one was damaged
         if stored_split is None and not context["rewrite_split"]:  # not rewritten: nothing ran
             console.warn(f"{out}/split.json is missing or unreadable: it lists the images behind these results "

@@ -1,7 +1,8 @@
 """A benchmark sweep's results folder: what it stores and what must match to resume it.
 
-`results.json` (the settings, every finished row and their summary over seeds) and `results.csv`
-are rewritten atomically after each row or batched group; `split.json` lists the images behind the
+`results.json` (the settings, every finished row and their summary over seeds), `results.csv` (the
+rows) and `summary.csv` (the tables' figures) are rewritten atomically after each row or
+batched group; `split.json` lists the images behind the
 rows. A sweep resumes only where the stored rows were made with the same data, images (their bytes
 and whether each could be read), decoding rules, backbone, views and schedule: otherwise its table
 would mix rows of other inputs. `vipcli.benchmark` runs the sweep; this module keeps its records.
@@ -31,7 +32,12 @@ ROW_FIELDS = (
     "method", "shots", "seed", "shots_used", "n_train", "epochs", "best_epoch", "val_accuracy", "val_macro_f1",
     "val_auroc", "test_accuracy", "test_macro_f1", "test_auroc", "test_confusion_matrix", "fit_s", "finished_at",
 )
-OWN_FILES = {"results.json", "results.csv", "split.json", "shots.png", "speed.json", "report.html"}  # what --out may hold
+SUMMARY_FIELDS = (  # summary.csv: the tables' figures, per method and shots; figures in %
+    "method", "shots", "n_seeds", "seeds", "shots_used", "test_accuracy_mean_pct", "test_accuracy_std_pct",
+    "test_macro_f1_mean_pct", "test_macro_f1_std_pct", "test_auroc_mean_pct", "test_auroc_std_pct",
+)
+OWN_FILES = {"results.json", "results.csv", "summary.csv", "split.json", "shots.png", "speed.json",
+             "report.html"}  # what --out may hold
 SWEEP_LOCK = ".vip-benchmark.lock"  # inside the folder, held by the sweep writing it: a dot-file, which it may hold
 MATCHED_KEYS = ("data", "backbone", "arch", "pretrained", "backbone_fingerprint", "views", "schedule", "epochs",
                 "batch_size", "lr", "method_options", "split_seed", "split_digest")
@@ -273,13 +279,38 @@ def results_csv(rows: list[dict]) -> str:
     return buffer.getvalue()
 
 
+def summary_csv(rows: list[dict]) -> str:
+    """One CSV line per method and shots (SUMMARY_FIELDS): the figures the tables show (console and
+    `vip report`), mean and sample std over the seeds from each row's confusion matrix, rounded once.
+
+    A mean of results.csv's two-decimal figures can differ from them by 0.01; these do not. `seeds` lists
+    the seeds (space-separated), `shots_used` is the fewest training images per class of the rows, a std
+    is empty with one seed."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["method"], str(row["shots"])), []).append(row)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(SUMMARY_FIELDS)
+    for entry in summarize(rows):
+        members = groups[entry["method"], str(entry["shots"])]
+        auroc = mean_and_std([row_figure(r, "test_auroc") for r in members])
+        used = [r["shots_used"] for r in members if isinstance(r.get("shots_used"), int)]
+        writer.writerow([entry["method"], entry["shots"], len(entry["seeds"]), " ".join(map(str, entry["seeds"])),
+                         min(used) if used else "", *("" if v is None else f"{v:.2f}" for v in (
+                             entry["accuracy_mean"], entry["accuracy_std"], entry["macro_f1_mean"],
+                             entry["macro_f1_std"], *auroc))])
+    return buffer.getvalue()
+
+
 def save_results(out: Path, config: dict, class_names: list[str], rows: list[dict]) -> None:
-    """Rewrite results.json and results.csv atomically (every stored row, with the summary)."""
+    """Rewrite results.json, results.csv and summary.csv atomically (every stored row, with the summary)."""
     document = {"format": RESULTS_FORMAT, "version": RESULTS_VERSION, "config": config, "class_names": class_names,
                 "rows": rows, "summary": summarize(rows)}
     try:
         write_atomic(out / "results.json", json.dumps(document, indent=2))
         write_atomic(out / "results.csv", results_csv(rows))
+        write_atomic(out / "summary.csv", summary_csv(rows))
     except OSError as error:  # the disk filled up or went read-only during the sweep
         from vipcli.preflight import describe_os_error
 

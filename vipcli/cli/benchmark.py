@@ -161,7 +161,7 @@ def print_benchmark(result, as_json: bool) -> None:
     if any(not r["shots"] for r in result.rows):
         out.print("* uses no labelled images (zero-shot): evaluated once per seed, the same figure in every column")
     out.print(f"{result.trained} rows run, {result.skipped} resumed from earlier; {result.encoded_views} image "
-              f"views encoded; results in {result.out}/results.csv, results.json, shots.png, split.json")
+              f"views encoded; results in {result.out}/results.csv, summary.csv, results.json, shots.png, split.json")
 
 
 def print_speed(report: dict, as_json: bool) -> None:
