@@ -142,6 +142,35 @@ def test_a_killed_sweep_resumes_where_it_stopped(cli, isic_small, tiny_clip, tmp
     assert "4 rows run, 2 resumed from earlier" in stdout
 
 
+def test_a_stop_while_the_results_are_written_leaves_the_three_files_with_the_same_rows(cli, isic_small, tiny_clip,
+                                                                                     tmp_path, monkeypatch):
+    """Ctrl-C (or SIGTERM) between the writes of results.json and results.csv stopped the sweep there:
+    results.csv (the file a notebook reads) lacked the row results.json held. The three files are now
+    written together, and the stop comes after the last."""
+    import signal
+
+    import vipcli.sweep_folder as sweep_folder
+
+    real = sweep_folder.write_atomic
+
+    def stop_after_the_json(path, text):
+        real(path, text)
+        if path.name == "results.json":
+            signal.raise_signal(signal.SIGINT)  # as a Ctrl-C arriving right after the first file
+
+    monkeypatch.setattr(sweep_folder, "write_atomic", stop_after_the_json)
+    out = tmp_path / "bench"
+    code, _, stderr = cli(*bench_args(isic_small, tiny_clip, out, "--methods", "zeroshot", "--seeds", "1,2"))
+    assert code == 130 and "interrupted" in stderr
+    stored = json.loads((out / "results.json").read_text())["rows"]
+    rows = [(r["method"], str(r["shots"]), str(r["seed"])) for r in stored]
+    with open(out / "results.csv", newline="") as stream:
+        written = [(r["method"], r["shots"], r["seed"]) for r in csv.DictReader(stream)]
+    assert written == rows == [("zeroshot", "0", "1")]
+    with open(out / "summary.csv", newline="") as stream:
+        assert [(r["method"], r["seeds"]) for r in csv.DictReader(stream)] == [("zeroshot", "1")]
+
+
 def test_a_forced_sweep_that_stops_leaves_no_figure_of_the_rows_it_discarded(cli, isic_small, tiny_clip, tmp_path,
                                                                               monkeypatch):
     """shots.png is drawn at a sweep's end: a --force sweep stopped after its first row left the old

@@ -1,7 +1,7 @@
 """A benchmark sweep's results folder: what it stores and what must match to resume it.
 
 `results.json` (the settings, every finished row and their summary over seeds), `results.csv` (the
-rows) and `summary.csv` (the tables' figures) are rewritten atomically after each row or
+rows) and `summary.csv` (the tables' figures) are rewritten atomically, together, after each row or
 batched group; `split.json` lists the images behind the
 rows. A sweep resumes only where the stored rows were made with the same data, images (their bytes
 and whether each could be read), decoding rules, backbone, views and schedule: otherwise its table
@@ -304,13 +304,18 @@ def summary_csv(rows: list[dict]) -> str:
 
 
 def save_results(out: Path, config: dict, class_names: list[str], rows: list[dict]) -> None:
-    """Rewrite results.json, results.csv and summary.csv atomically (every stored row, with the summary)."""
+    """Rewrite results.json, results.csv and summary.csv atomically (every stored row, with the summary),
+    together: a Ctrl-C or SIGTERM that arrives meanwhile stops the sweep after the third, so the three
+    files always hold the same rows."""
+    from vipcli import stop_signals
+
     document = {"format": RESULTS_FORMAT, "version": RESULTS_VERSION, "config": config, "class_names": class_names,
                 "rows": rows, "summary": summarize(rows)}
     try:
-        write_atomic(out / "results.json", json.dumps(document, indent=2))
-        write_atomic(out / "results.csv", results_csv(rows))
-        write_atomic(out / "summary.csv", summary_csv(rows))
+        with stop_signals.deferred():
+            write_atomic(out / "results.json", json.dumps(document, indent=2))
+            write_atomic(out / "results.csv", results_csv(rows))
+            write_atomic(out / "summary.csv", summary_csv(rows))
     except OSError as error:  # the disk filled up or went read-only during the sweep
         from vipcli.preflight import describe_os_error
 
