@@ -23,7 +23,8 @@ def benchmark_command(
                                 "for every installed method (see `vip methods list`).",
                                 show_default=", ".join(DEFAULT_METHODS)),  # spaced, so help wraps it whole
     shots: str = typer.Option("1,2,4,8,16", "--shots", help="Comma-separated shots per class ('all': every image)."),
-    seeds: str = typer.Option("1,2,3", "--seeds", help="Comma-separated seeds (few-shot subset, init, batches)."),
+    seeds: str = typer.Option("1,2,3", "--seeds", help="Comma-separated seeds, or a range such as 1-5 (few-shot "
+                               "subset, init, batches)."),
     backbone: str = opt.BACKBONE,
     arch: Optional[str] = opt.ARCH,
     pretrained: Optional[str] = opt.PRETRAINED,
@@ -62,7 +63,7 @@ def benchmark_command(
         "--epochs": epochs is not None, "--batch-size": batch_size is not None, "--lr": lr is not None,
         "--schedule": schedule != "auto", "--n-ctx": n_ctx is not None, "--class-specific-context": class_specific_context,
         "--method-option": bool(method_option), "--split-seed": split_seed is not None, "--force": force,
-        "--no-batch": not batch, "--seeds": seeds != "1,2,3" and "," in seeds.strip(",")})
+        "--no-batch": not batch, "--seeds": seeds != "1,2,3" and ("," in seeds.strip(",") or "-" in seeds)})
     if speed:
         from vipcli.distributed import world_from_env
         from vipcli.speed import SpeedConfig, measure_speed
@@ -73,13 +74,14 @@ def benchmark_command(
 
         config = SpeedConfig(data=data, backbone=backbone_settings, encoding=encoding,
                              symptoms=opt.symptom_sources(symptoms), epochs=speed_epochs,
-                             seed=opt.parse_list("--seeds", seeds, opt.seed_value)[0], out=out)
+                             seed=opt.parse_list("--seeds", seeds, opt.seed_value, opt.seed_range)[0], out=out)
         with console.progress_bar() as progress:
             report = measure_speed(config, progress)
         print_speed(report, as_json)
         return
     method_ids, shot_values = opt.parse_list("--methods", methods), opt.parse_list("--shots", shots, opt.parse_shots)
-    seed_values, options = opt.parse_list("--seeds", seeds, opt.seed_value), opt.method_options(method_option, n_ctx, class_specific_context)
+    seed_values = opt.parse_list("--seeds", seeds, opt.seed_value, opt.seed_range)
+    options = opt.method_options(method_option, n_ctx, class_specific_context)
     from vipcli.benchmark import BenchmarkConfig, run_benchmark
 
     config = BenchmarkConfig(
