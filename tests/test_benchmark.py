@@ -316,7 +316,7 @@ def test_resume_refuses_other_settings_unless_forced(cli, isic_small, tiny_clip,
     base = ("--methods", "linear-probe", "--shots", "1", "--seeds", "1")
     assert cli(*bench_args(isic_small, tiny_clip, out, *base))[0] == 0
     code, _, stderr = cli(*bench_args(isic_small, tiny_clip, out, *base, "--views", "3"))
-    assert code == 1 and "views: stored 2, now 3" in stderr and "--force" in stderr
+    assert code == 1 and "(--views: stored 2, now 3)" in stderr and "--force" in stderr
     code, stdout, stderr = cli(*bench_args(isic_small, tiny_clip, out, *base, "--views", "3", "--force", "--json"))
     assert code == 0, stderr
     assert json.loads(stdout)["skipped"] == 0 and json.loads((out / "results.json").read_text())["config"]["views"] == 3
@@ -499,7 +499,35 @@ def test_a_refused_setting_is_named_as_typed(cli, isic_small, tiny_clip, tmp_pat
     base = ("--methods", "coop", "--shots", "1", "--seeds", "1")
     assert cli(*bench_args(isic_small, tiny_clip, out, *base, "-o", "n_ctx=8"))[0] == 0
     code, _, stderr = cli(*bench_args(isic_small, tiny_clip, out, *base))
-    assert code == 1 and "method_options: stored n_ctx=8, now none" in stderr, stderr
+    assert code == 1 and "(--method-option: stored n_ctx=8, now none)" in stderr, stderr
+
+
+def test_a_refusal_to_resume_names_each_option_and_what_was_not_given():
+    """A resume with another backbone said "(backbone: stored toy, now clip; arch: stored none, now small-clip;
+    pretrained: stored none, now none; backbone_fingerprint: stored 42dabb026c7e2c44, now 671b194725e2fe7e)":
+    a difference that read as none against none, a digest beside the options that explain it, and setting
+    names where the student types options; one without --epochs said "epochs: stored 5, now none"."""
+    from vipcli.api import _python_words
+    from vipcli.sweep_folder import check_matches
+
+    stored = {"data": "/d", "backbone": "toy", "arch": None, "pretrained": None, "backbone_fingerprint": "42dab",
+              "views": 8, "schedule": "auto", "epochs": 5, "batch_size": None, "lr": None, "method_options": {},
+              "split_seed": 1, "split_digest": "s"}
+    fix = "(rerun with the stored settings to resume, pass --force to start over, or choose another --out)"
+    for now, said in (
+            ({"backbone": "clip", "arch": "small-clip", "pretrained": "none", "backbone_fingerprint": "671b1"},
+             "--backbone: stored toy, now clip; --arch: stored not given, now small-clip; --pretrained: stored not "
+             "given, now none"),
+            ({"epochs": None, "lr": 0.01}, "--epochs: stored 5, now not given; --lr: stored not given, now 0.01"),
+            ({"backbone_fingerprint": "671b1"}, "the backbone's weights: stored 42dab, now 671b1, under the same "
+                                                "--backbone, --arch and --pretrained"),
+            ({"split_seed": 7, "method_options": {"n_ctx": 8}},
+             "--method-option: stored none, now n_ctx=8; --split-seed: stored 1, now 7")):
+        with pytest.raises(VipError) as refused:
+            check_matches({"config": stored}, {**stored, **now}, Path("b"))
+        assert str(refused.value) == f"b/results.json was made with other settings ({said}) {fix}"
+    assert _python_words("(--method-option: stored none, now n_ctx=8; --split-seed: stored 1, now 7)") == (
+        "(method_options: stored none, now n_ctx=8; split_seed: stored 1, now 7)")  # vip.benchmark's words
 
 
 def test_unknown_method_lists_the_valid_ones_and_writes_nothing(cli, isic_small, tmp_path):

@@ -115,6 +115,8 @@ def check_matches(stored: dict, current: dict, out: Path) -> None:
         raise VipError(f"{out}/results.json, begun by an earlier vip, names {unverifiable}: vip cannot tell "
                        f"whether its rows were made with these weights", "pass --force to start over, or choose "
                        "another --out")
+    if "backbone_fingerprint" in differ and any(key in differ for key in ("backbone", "arch", "pretrained")):
+        differ.remove("backbone_fingerprint")  # other weights follow from the other option: named there
     if differ:
         detail = "; ".join(_difference(key, before.get(key), current.get(key)) for key in differ if key != "symptoms")
         raise VipError(f"{out}/results.json was made with other settings ({detail or 'symptoms differ'})",
@@ -129,14 +131,25 @@ def _difference(key: str, stored, now) -> str:
         return "the images: files were added, removed or moved since"
     if key == "decoding":
         return "how images are decoded: this vip reads images by other rules than the vip that began it"
-    return f"{key}: stored {_setting(stored)}, now {_setting(now)}"
+    if key == "backbone_fingerprint":
+        return (f"the backbone's weights: stored {_setting(stored)}, now {_setting(now)}, under the same --backbone, "
+                "--arch and --pretrained")
+    return f"{OPTION_OF_SETTING.get(key, key)}: stored {_setting(stored)}, now {_setting(now)}"
+
+
+OPTION_OF_SETTING = {  # a stored setting -> the option that sets it, as the refusal to resume names it
+    "data": "--data", "backbone": "--backbone", "arch": "--arch", "pretrained": "--pretrained", "views": "--views",
+    "schedule": "--schedule", "epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr",
+    "method_options": "--method-option", "split_seed": "--split-seed",
+}
 
 
 def _setting(value) -> str:
-    """A setting as a user types it: 8, 0.002, none; a dict as key=value pairs."""
+    """A setting as a user types it: 8, 0.002, none; a dict as key=value pairs; None (the option was not
+    given: its default) as "not given", apart from a given `none` (`--pretrained none`)."""
     if isinstance(value, dict):
         return ", ".join(f"{k}={v}" for k, v in value.items()) or "none"
-    return "none" if value is None else str(value)
+    return "not given" if value is None else str(value)
 
 
 def upgrade_stored_config(stored: dict) -> dict:
