@@ -506,13 +506,14 @@ def test_a_refusal_to_resume_names_each_option_and_what_was_not_given():
     """A resume with another backbone said "(backbone: stored toy, now clip; arch: stored none, now small-clip;
     pretrained: stored none, now none; backbone_fingerprint: stored 42dabb026c7e2c44, now 671b194725e2fe7e)":
     a difference that read as none against none, a digest beside the options that explain it, and setting
-    names where the student types options; one without --epochs said "epochs: stored 5, now none"."""
+    names where the student types options; one without --epochs said "epochs: stored 5, now none". An image
+    added to the data was said to be that and "some image files were replaced (or could not be read)"."""
     from vipcli.api import _python_words
     from vipcli.sweep_folder import check_matches
 
     stored = {"data": "/d", "backbone": "toy", "arch": None, "pretrained": None, "backbone_fingerprint": "42dab",
               "views": 8, "schedule": "auto", "epochs": 5, "batch_size": None, "lr": None, "method_options": {},
-              "split_seed": 1, "split_digest": "s"}
+              "split_seed": 1, "split_digest": "s", "content_digest": "c"}
     fix = "(rerun with the stored settings to resume, pass --force to start over, or choose another --out)"
     for now, said in (
             ({"backbone": "clip", "arch": "small-clip", "pretrained": "none", "backbone_fingerprint": "671b1"},
@@ -522,7 +523,9 @@ def test_a_refusal_to_resume_names_each_option_and_what_was_not_given():
             ({"backbone_fingerprint": "671b1"}, "the backbone's weights: stored 42dab, now 671b1, under the same "
                                                 "--backbone, --arch and --pretrained"),
             ({"split_seed": 7, "method_options": {"n_ctx": 8}},
-             "--method-option: stored none, now n_ctx=8; --split-seed: stored 1, now 7")):
+             "--method-option: stored none, now n_ctx=8; --split-seed: stored 1, now 7"),
+            ({"split_digest": "t", "content_digest": "d"},  # an image added: not also "some files were replaced"
+             "the images: files were added, removed or moved since")):
         with pytest.raises(VipError) as refused:
             check_matches({"config": stored}, {**stored, **now}, Path("b"))
         assert str(refused.value) == f"b/results.json was made with other settings ({said}) {fix}"
