@@ -171,6 +171,19 @@ def test_a_stop_while_the_results_are_written_leaves_the_three_files_with_the_sa
         assert [(r["method"], r["seeds"]) for r in csv.DictReader(stream)] == [("zeroshot", "1")]
 
 
+def test_extending_a_reported_sweep_says_its_report_is_out_of_date(cli, isic_small, tiny_clip, tmp_path):
+    """A sweep extended with a seed redrew shots.png but left report.html, the page a student opens, showing
+    the rows before, without a word."""
+    out = tmp_path / "bench"
+    args = bench_args(isic_small, tiny_clip, out, "--methods", "linear-probe", "--shots", "1")
+    assert cli(*args, "--seeds", "1")[0] == 0 and cli("report", out)[0] == 0
+    code, _, stderr = cli(*args, "--seeds", "1,2")
+    assert code == 0 and f"warning: {out}/report.html does not show the 1 row run now (run `vip report {out}` to " \
+                         "redraw it)" in stderr.splitlines()
+    code, _, stderr = cli(*args, "--seeds", "1,2")  # nothing ran: the report is of every row
+    assert code == 0 and "report.html" not in stderr
+
+
 def test_a_forced_sweep_that_stops_leaves_no_figure_of_the_rows_it_discarded(cli, isic_small, tiny_clip, tmp_path,
                                                                               monkeypatch):
     """shots.png is drawn at a sweep's end: a --force sweep stopped after its first row left the old

@@ -542,6 +542,9 @@ def _run_sweep(config: BenchmarkConfig, methods: list[tuple[str, type]], progres
         if stored_split is None and not context["rewrite_split"]:  # not rewritten: nothing ran
             console.warn(f"{out}/split.json is missing or unreadable: it lists the images behind these results "
                          "(pass --force to run the sweep again and rewrite it)")
+    if result.trained and context["world"].main and (out / "report.html").is_file():
+        console.warn(f"{out}/report.html does not show the {console.counted(result.trained, 'row')} run now "
+                     f"(run `vip report {out}` to redraw it)")
     if result.rows and context["world"].main:  # one writer under torchrun
         from vipcli.plots import benchmark_title, plot_shots
 
