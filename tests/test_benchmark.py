@@ -184,6 +184,29 @@ def test_extending_a_reported_sweep_says_its_report_is_out_of_date(cli, isic_sma
     assert code == 0 and "report.html" not in stderr
 
 
+def test_extending_rows_another_version_of_the_method_made_warns_that_figures_may_average_both(cli, isic_small,
+                                                                                            tiny_clip, tmp_path):
+    """vip upgraded between two days of a sweep: the new rows of a method joined rows its earlier code made,
+    in the same cells, without a word (each row records its `method_distribution`, and nothing read it)."""
+    from vipcli import __version__
+
+    out = tmp_path / "bench"
+    args = bench_args(isic_small, tiny_clip, out, "--methods", "zeroshot,linear-probe", "--shots", "1")
+    assert cli(*args, "--seeds", "1")[0] == 0
+    document = json.loads((out / "results.json").read_text())
+    for row in document["rows"]:
+        if row["method"] == "linear-probe":
+            row["method_distribution"] = {"name": "vipcli", "version": "0.0.9"}
+    (out / "results.json").write_text(json.dumps(document))
+    code, _, stderr = cli(*args, "--seeds", "1,2")
+    assert code == 0, stderr
+    assert [line for line in stderr.splitlines() if "made by" in line] == [
+        f"warning: the stored 'linear-probe' rows in {out} were made by vipcli 0.0.9, the rows run now by vipcli "
+        f"{__version__}: a figure may average both (pass --force to run every row with vipcli {__version__})"]
+    code, _, stderr = cli(*args, "--seeds", "1,2")  # nothing runs now: nothing is added to those cells
+    assert code == 0 and "made by" not in stderr
+
+
 def test_a_forced_sweep_that_stops_leaves_no_figure_of_the_rows_it_discarded(cli, isic_small, tiny_clip, tmp_path,
                                                                               monkeypatch):
     """shots.png is drawn at a sweep's end: a --force sweep stopped after its first row left the old

@@ -30,7 +30,8 @@ from vipcli.provenance import installed_backbone, installed_method
 from vipcli.settings import BackboneSettings, EncodingSettings, ScheduleSettings
 from vipcli.sweep_folder import (SWEEP_LOCK, check_matches, check_same_readability, content_digest, orders_to_carry,
                                  read_json, read_stored, relative_stored_name, save_results, split_digest,
-                                 split_of_another_sweep, summarize, upgrade_split_digest, upgrade_stored_config)
+                                 split_of_another_sweep, summarize, upgrade_split_digest, upgrade_stored_config,
+                                 warn_other_versions)
 
 DEFAULT_METHODS = DEFAULT_BENCHMARK
 ZERO_SHOTS = 0  # the `shots` value of rows of methods that learn nothing
@@ -492,6 +493,8 @@ def _run_sweep(config: BenchmarkConfig, methods: list[tuple[str, type]], progres
     pending = [job for job in jobs if (job[0], str(job[2]), job[3]) not in rows]
     if len(pending) < len(jobs) and context["world"].main:  # under torchrun every rank reads the stored rows
         console.info(f"resuming {out}: {len(jobs) - len(pending)} finished rows skipped, {len(pending)} to run")
+    if context["world"].main:
+        warn_other_versions(list(rows.values()), [job[0] for job in pending], out)
     result = BenchmarkResult(out, dataset.class_names, [], [], context["record"], len(jobs) - len(pending))
     # the rows whose images are encoded: those to run, or every row when split.json must be written anew
     basis = pending or (jobs if context["rewrite_split"] else [])

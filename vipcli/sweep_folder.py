@@ -357,6 +357,24 @@ def summarize(rows: list[dict]) -> list[dict]:
     return summary
 
 
+def warn_other_versions(stored_rows: list[dict], pending_methods, out: Path) -> None:
+    """One warning per method that the sweep adds rows of, with this installed version, beside stored rows
+    that another version of its distribution made (`method_distribution`): a cell may then average rows of
+    two versions of the method's code (vip upgraded between two days of a sweep). Rows of an earlier vip
+    (no record) are not checked."""
+    from vipcli.provenance import installed_method, spelled
+
+    for method in dict.fromkeys(pending_methods):
+        now = installed_method(method)
+        before = {spelled(row["method_distribution"]) for row in stored_rows
+                  if row.get("method") == method and isinstance(row.get("method_distribution"), dict)}
+        if now is None or not before or before == {spelled(now)}:
+            continue
+        console.warn(f"the stored '{method}' rows in {out} were made by {', '.join(sorted(before))}, the rows run "
+                     f"now by {spelled(now)}: a figure may average both (pass --force to run every row with "
+                     f"{spelled(now)})")
+
+
 def read_json(path: Path) -> dict | None:
     """The JSON document in `path`, or None when it is missing or unreadable."""
     try:
