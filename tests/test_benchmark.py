@@ -58,7 +58,8 @@ def test_every_method_runs_once_per_image_and_view_and_files_agree_with_the_tabl
     code, stdout, stderr = cli(*bench_args(isic_small, tiny_clip, out, "--methods", ALL_METHODS, "--shots", "1,2",
                                            "--seeds", "1,2"))
     assert code == 0, stderr
-    assert sorted(p.name for p in out.iterdir()) == ["results.csv", "results.json", "shots.png", "split.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["results.csv", "results.json", "shots.png", "split.json",
+                                                     "summary.csv"]
     document = json.loads((out / "results.json").read_text())
     rows = document["rows"]
     # zero-shot methods: one row per seed at shots 0; the others: one per shots and seed
@@ -85,6 +86,15 @@ def test_every_method_runs_once_per_image_and_view_and_files_agree_with_the_tabl
         assert accuracy[column] == f"{entry['accuracy_mean']:.2f}±{entry['accuracy_std']:.2f}"
         assert f1[column] == f"{entry['macro_f1_mean']:.2f}±{entry['macro_f1_std']:.2f}"
         assert entry["seeds"] == [1, 2]
+    with open(out / "summary.csv", newline="") as stream:  # the printed figures, for a paper's table
+        summary = {(r["method"], r["shots"]): r for r in csv.DictReader(stream)}
+    assert len(summary) == len(document["summary"])
+    for method, (accuracy, f1) in cells.items():
+        for column, shots in enumerate(("1", "2")):
+            line = summary.get((method, shots)) or summary[method, "0"]
+            assert accuracy[column] == f"{line['test_accuracy_mean_pct']}±{line['test_accuracy_std_pct']}"
+            assert f1[column] == f"{line['test_macro_f1_mean_pct']}±{line['test_macro_f1_std_pct']}"
+            assert (line["n_seeds"], line["seeds"]) == ("2", "1 2")
     assert (out / "shots.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # the encoder ran once per image and view for the whole sweep, only on the training images some
     # row uses (the union of the seeds' few-shot subsets), and not at all on a warm cache
@@ -132,6 +142,71 @@ def test_a_killed_sweep_resumes_where_it_stopped(cli, isic_small, tiny_clip, tmp
     assert "4 rows run, 2 resumed from earlier" in stdout
 
 
+def test_a_stop_while_the_results_are_written_leaves_the_three_files_with_the_same_rows(cli, isic_small, tiny_clip,
+                                                                                     tmp_path, monkeypatch):
+    """Ctrl-C (or SIGTERM) between the writes of results.json and results.csv stopped the sweep there:
+    results.csv (the file a notebook reads) lacked the row results.json held. The three files are now
+    written together, and the stop comes after the last."""
+    import signal
+
+    import vipcli.sweep_folder as sweep_folder
+
+    real = sweep_folder.write_atomic
+
+    def stop_after_the_json(path, text):
+        real(path, text)
+        if path.name == "results.json":
+            signal.raise_signal(signal.SIGINT)  # as a Ctrl-C arriving right after the first file
+
+    monkeypatch.setattr(sweep_folder, "write_atomic", stop_after_the_json)
+    out = tmp_path / "bench"
+    code, _, stderr = cli(*bench_args(isic_small, tiny_clip, out, "--methods", "zeroshot", "--seeds", "1,2"))
+    assert code == 130 and "interrupted" in stderr
+    stored = json.loads((out / "results.json").read_text())["rows"]
+    rows = [(r["method"], str(r["shots"]), str(r["seed"])) for r in stored]
+    with open(out / "results.csv", newline="") as stream:
+        written = [(r["method"], r["shots"], r["seed"]) for r in csv.DictReader(stream)]
+    assert written == rows == [("zeroshot", "0", "1")]
+    with open(out / "summary.csv", newline="") as stream:
+        assert [(r["method"], r["seeds"]) for r in csv.DictReader(stream)] == [("zeroshot", "1")]
+
+
+def test_extending_a_reported_sweep_says_its_report_is_out_of_date(cli, isic_small, tiny_clip, tmp_path):
+    """A sweep extended with a seed redrew shots.png but left report.html, the page a student opens, showing
+    the rows before, without a word."""
+    out = tmp_path / "bench"
+    args = bench_args(isic_small, tiny_clip, out, "--methods", "linear-probe", "--shots", "1")
+    assert cli(*args, "--seeds", "1")[0] == 0 and cli("report", out)[0] == 0
+    code, _, stderr = cli(*args, "--seeds", "1,2")
+    assert code == 0 and f"warning: {out}/report.html does not show the 1 row run now (run `vip report {out}` to " \
+                         "redraw it)" in stderr.splitlines()
+    code, _, stderr = cli(*args, "--seeds", "1,2")  # nothing ran: the report is of every row
+    assert code == 0 and "report.html" not in stderr
+
+
+def test_extending_rows_another_version_of_the_method_made_warns_that_figures_may_average_both(cli, isic_small,
+                                                                                            tiny_clip, tmp_path):
+    """vip upgraded between two days of a sweep: the new rows of a method joined rows its earlier code made,
+    in the same cells, without a word (each row records its `method_distribution`, and nothing read it)."""
+    from vipcli import __version__
+
+    out = tmp_path / "bench"
+    args = bench_args(isic_small, tiny_clip, out, "--methods", "zeroshot,linear-probe", "--shots", "1")
+    assert cli(*args, "--seeds", "1")[0] == 0
+    document = json.loads((out / "results.json").read_text())
+    for row in document["rows"]:
+        if row["method"] == "linear-probe":
+            row["method_distribution"] = {"name": "vipcli", "version": "0.0.9"}
+    (out / "results.json").write_text(json.dumps(document))
+    code, _, stderr = cli(*args, "--seeds", "1,2")
+    assert code == 0, stderr
+    assert [line for line in stderr.splitlines() if "made by" in line] == [
+        f"warning: the stored 'linear-probe' rows in {out} were made by vipcli 0.0.9, the rows run now by vipcli "
+        f"{__version__}: a figure may average both (pass --force to run every row with vipcli {__version__})"]
+    code, _, stderr = cli(*args, "--seeds", "1,2")  # nothing runs now: nothing is added to those cells
+    assert code == 0 and "made by" not in stderr
+
+
 def test_a_forced_sweep_that_stops_leaves_no_figure_of_the_rows_it_discarded(cli, isic_small, tiny_clip, tmp_path,
                                                                               monkeypatch):
     """shots.png is drawn at a sweep's end: a --force sweep stopped after its first row left the old
@@ -153,7 +228,7 @@ def test_a_forced_sweep_that_stops_leaves_no_figure_of_the_rows_it_discarded(cli
     monkeypatch.setattr(benchmark, "run_row", run_then_die)
     code, _, stderr = cli(*args, "--force")
     assert code == 130 and len(json.loads((out / "results.json").read_text())["rows"]) == 1
-    assert sorted(p.name for p in out.iterdir()) == ["results.csv", "results.json", "split.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["results.csv", "results.json", "split.json", "summary.csv"]
     monkeypatch.setattr(benchmark, "run_row", real_run_row)
     code, _, stderr = cli(*args)
     assert code == 0 and "1 finished rows skipped, 3 to run" in stderr and (out / "shots.png").exists()
@@ -277,7 +352,7 @@ def test_resume_refuses_other_settings_unless_forced(cli, isic_small, tiny_clip,
     base = ("--methods", "linear-probe", "--shots", "1", "--seeds", "1")
     assert cli(*bench_args(isic_small, tiny_clip, out, *base))[0] == 0
     code, _, stderr = cli(*bench_args(isic_small, tiny_clip, out, *base, "--views", "3"))
-    assert code == 1 and "views: stored 2, now 3" in stderr and "--force" in stderr
+    assert code == 1 and "(--views: stored 2, now 3)" in stderr and "--force" in stderr
     code, stdout, stderr = cli(*bench_args(isic_small, tiny_clip, out, *base, "--views", "3", "--force", "--json"))
     assert code == 0, stderr
     assert json.loads(stdout)["skipped"] == 0 and json.loads((out / "results.json").read_text())["config"]["views"] == 3
@@ -460,7 +535,38 @@ def test_a_refused_setting_is_named_as_typed(cli, isic_small, tiny_clip, tmp_pat
     base = ("--methods", "coop", "--shots", "1", "--seeds", "1")
     assert cli(*bench_args(isic_small, tiny_clip, out, *base, "-o", "n_ctx=8"))[0] == 0
     code, _, stderr = cli(*bench_args(isic_small, tiny_clip, out, *base))
-    assert code == 1 and "method_options: stored n_ctx=8, now none" in stderr, stderr
+    assert code == 1 and "(--method-option: stored n_ctx=8, now none)" in stderr, stderr
+
+
+def test_a_refusal_to_resume_names_each_option_and_what_was_not_given():
+    """A resume with another backbone said "(backbone: stored toy, now clip; arch: stored none, now small-clip;
+    pretrained: stored none, now none; backbone_fingerprint: stored 42dabb026c7e2c44, now 671b194725e2fe7e)":
+    a difference that read as none against none, a digest beside the options that explain it, and setting
+    names where the student types options; one without --epochs said "epochs: stored 5, now none". An image
+    added to the data was said to be that and "some image files were replaced (or could not be read)"."""
+    from vipcli.api import _python_words
+    from vipcli.sweep_folder import check_matches
+
+    stored = {"data": "/d", "backbone": "toy", "arch": None, "pretrained": None, "backbone_fingerprint": "42dab",
+              "views": 8, "schedule": "auto", "epochs": 5, "batch_size": None, "lr": None, "method_options": {},
+              "split_seed": 1, "split_digest": "s", "content_digest": "c"}
+    fix = "(rerun with the stored settings to resume, pass --force to start over, or choose another --out)"
+    for now, said in (
+            ({"backbone": "clip", "arch": "small-clip", "pretrained": "none", "backbone_fingerprint": "671b1"},
+             "--backbone: stored toy, now clip; --arch: stored not given, now small-clip; --pretrained: stored not "
+             "given, now none"),
+            ({"epochs": None, "lr": 0.01}, "--epochs: stored 5, now not given; --lr: stored not given, now 0.01"),
+            ({"backbone_fingerprint": "671b1"}, "the backbone's weights: stored 42dab, now 671b1, under the same "
+                                                "--backbone, --arch and --pretrained"),
+            ({"split_seed": 7, "method_options": {"n_ctx": 8}},
+             "--method-option: stored none, now n_ctx=8; --split-seed: stored 1, now 7"),
+            ({"split_digest": "t", "content_digest": "d"},  # an image added: not also "some files were replaced"
+             "the images: files were added, removed or moved since")):
+        with pytest.raises(VipError) as refused:
+            check_matches({"config": stored}, {**stored, **now}, Path("b"))
+        assert str(refused.value) == f"b/results.json was made with other settings ({said}) {fix}"
+    assert _python_words("(--method-option: stored none, now n_ctx=8; --split-seed: stored 1, now 7)") == (
+        "(method_options: stored none, now n_ctx=8; split_seed: stored 1, now 7)")  # vip.benchmark's words
 
 
 def test_unknown_method_lists_the_valid_ones_and_writes_nothing(cli, isic_small, tmp_path):
@@ -502,6 +608,24 @@ def test_shots_beyond_a_class_are_capped_with_a_warning(cli, isic_small, tiny_cl
     assert "readable" not in stderr  # every image was readable: said once, before encoding
     rows = {r["shots"]: r for r in json.loads(stdout)["rows"]}
     assert rows[8]["shots_used"] == 6 and rows[8]["n_train"] == 12 and rows[2]["shots_used"] == 2
+
+
+def test_the_tables_mark_a_capped_shots_column_and_say_how_few_images_its_rows_used(cli, isic_small, tiny_clip,
+                                                                                   tmp_path):
+    """The cap was a warning on stderr that scrolled away: the console table and the report headed the column
+    "8-shot", a figure a paper would quote as 8-shot, for rows trained on 6 images per class."""
+    code, stdout, stderr = cli(*bench_args(isic_small, tiny_clip, tmp_path / "b", "--methods", "linear-probe",
+                                           "--shots", "2,8", "--seeds", "1"))
+    assert code == 0, stderr
+    headings = [line.split() for line in stdout.splitlines() if "-shot" in line]
+    assert headings and all(heading == ["method", "2-shot", "8-shot†"] for heading in headings), stdout
+    note = ("† capped: a class has fewer training images than these shots; their rows used as few as 6 images per "
+            "class at 8 shots (shots_used in results.csv)")
+    assert note in stdout.splitlines()
+    code, _, stderr = cli("report", tmp_path / "b")
+    assert code == 0, stderr
+    page = (tmp_path / "b" / "report.html").read_text()
+    assert page.count(">8-shot†<") == 4 and ">2-shot<" in page and f"{note}." in page  # 3 metrics, the seconds'
 
 
 def test_short_classes_and_missing_val_or_test_images_are_warned_about_before_any_encoding(cli, isic_small, tiny_clip,
@@ -627,6 +751,14 @@ def test_means_over_seeds_come_from_the_confusion_matrices_not_the_rounded_figur
     assert "25.93 ± 16.97" in _tables(rows)
     without_matrices = [{k: v for k, v in r.items() if k != "test_confusion_matrix"} for r in rows]
     assert summarize(without_matrices)[0]["accuracy_mean"] == 25.92  # rows of unknown origin: their figures
+    # summary.csv: the table's 25.93, where a mean of results.csv's figures gives 25.92
+    from vipcli.sweep_folder import summary_csv
+
+    line = next(csv.DictReader(summary_csv(rows).splitlines()))
+    assert (line["test_accuracy_mean_pct"], line["test_accuracy_std_pct"], line["n_seeds"]) == ("25.93", "16.97", "3")
+    assert line["test_auroc_mean_pct"] == line["test_auroc_std_pct"] == ""  # no AUROC: no figure, not 0
+    one = next(csv.DictReader(summary_csv(rows[:1]).splitlines()))
+    assert (one["test_accuracy_mean_pct"], one["test_accuracy_std_pct"], one["n_seeds"]) == ("11.11", "", "1")
     one_seed = summarize(rows[:1])[0]  # a spread needs two seeds: none, not a spread of 0.0
     assert one_seed["accuracy_mean"] == 11.11 and one_seed["accuracy_std"] is None is one_seed["macro_f1_std"]
 

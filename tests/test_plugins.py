@@ -102,6 +102,9 @@ def test_a_mistyped_method_or_backbone_id_suggests_the_installed_one(cli, isic_s
         assert code == 2 and err.startswith(line), err
     code, _, err = cli("train", "--data", isic_small, "--backbone", "nope")
     assert code == 2 and "did you mean" not in err, err
+    # the method as papers write it (ViP, CoOp): the id is lower case, which difflib did not suggest
+    code, _, err = cli("benchmark", "--data", isic_small, "--methods", "zeroshot,ViP")
+    assert code == 2 and err.startswith("error: can't find method 'ViP'; did you mean 'vip'? (installed "), err
 
 def test_unknown_backbone_lists_the_installed_ones(cli, isic_small):
     code, _, err = cli("train", "--data", isic_small, "--backbone", "nope")

@@ -162,6 +162,37 @@ def test_shots_plot_says_seed_with_one_seed():
     assert draw_shots(rows).axes[0].get_ylabel() == "test accuracy % (mean ± std over seeds 3, 4)"
 
 
+
+def test_a_report_of_a_sweep_extended_for_some_cells_gives_each_cells_number_of_seeds(benchmark_dir, tmp_path):
+    """A sweep of seeds 1-2, extended with `--methods vip --shots 1 --seeds 3,4` and a one-seed check of coop at
+    4 shots: the report titled every table "mean ± std over seeds 1, 2, 3, 4", so vip's 1-shot cell (4 seeds)
+    read like its others (2 seeds) and coop's single run like a mean; its settings named only the last command's
+    grid (coop, 4 shots, seed 1). Each cell now says its n, and the settings list what the tables hold."""
+    from vipcli.plots import draw_shots
+    from vipcli.report.benchmark import benchmark_report
+
+    folder = shutil.copytree(benchmark_dir, tmp_path / "extended")
+    document = json.loads((folder / "results.json").read_text())
+    rows = document["rows"]
+    vip_one = [r for r in rows if r["method"] == "vip" and str(r["shots"]) == "1"]
+    coop_two = next(r for r in rows if r["method"] == "coop" and str(r["shots"]) == "2" and int(r["seed"]) == 1)
+    document["rows"] = rows + [{**r, "seed": int(r["seed"]) + 2} for r in vip_one] + [{**coop_two, "shots": 4}]
+    document["config"]["last_sweep"] = {"methods": ["coop"], "shots": [4], "seeds": [1]}
+    (folder / "results.json").write_text(json.dumps(document))
+    text = _visible(benchmark_report(folder))
+    assert "test accuracy % (mean ± std over each cell's seeds, of seeds 1, 2, 3, 4)" in text
+    cells = re.search(r"test accuracy % \(mean[^)]*\) method 1-shot 2-shot 4-shot (.*?) In bold", text).group(1)
+    assert re.search(r"vip \d+\.\d\d ± \d+\.\d\d \(n=4\) \d+\.\d\d ± \d+\.\d\d \(n=2\) -", cells), cells
+    assert re.search(r"coop \d+\.\d\d ± \d+\.\d\d \(n=2\) \d+\.\d\d ± \d+\.\d\d \(n=2\) \d+\.\d\d \(n=1\)",
+                     cells), cells
+    assert "n is the number of seeds behind each cell" in text
+    assert "methods symptom-zeroshot, coop, vip shots 1, 2, 4 seeds 1, 2, 3, 4" in text
+    assert "few-shot at 1, 2, 4 shots" in text  # the schedule of every stored shot count
+    assert draw_shots(document["rows"]).axes[0].get_ylabel() == (
+        "test accuracy % (mean ± std over each point's seeds, of seeds 1, 2, 3, 4)")
+    even = _visible(benchmark_report(benchmark_dir))  # every cell of seeds 1, 2: no n, as before
+    assert "(n=" not in even and "test accuracy % (mean ± std over seeds 1, 2)" in even
+
 # --- #6: random weights carry a banner ---------------------------------------------------------------
 
 @pytest.mark.parametrize("record, random", [

@@ -190,6 +190,28 @@ def test_a_value_listed_twice_is_a_usage_error_not_silently_dropped(cli, tmp_pat
     assert not (tmp_path / "bench").exists()
 
 
+def test_seeds_may_be_given_as_a_range(cli, tmp_path):
+    """'--seeds 1-10', as a sweep of ten seeds is written almost everywhere, was refused ("expected a
+    comma-separated list of numbers", no example): ten seeds had to be typed out."""
+    from vipcli.cli.options import parse_list, seed_range, seed_value
+
+    assert parse_list("--seeds", "1-5", seed_value, seed_range) == (1, 2, 3, 4, 5)
+    assert parse_list("--seeds", "1-3, 7,9 - 10", seed_value, seed_range) == (1, 2, 3, 7, 9, 10)
+    assert parse_list("--seeds", "4-4", seed_value, seed_range) == (4,)
+    for value, line in (
+            ("3-1", "error: --seeds 3-1: expected a comma-separated list of numbers (the range 3-1 runs backwards) "
+                    "(e.g. --seeds 1,2,3 or --seeds 1-5)"),
+            ("1-3,2", "error: --seeds 1-3,2: 2 is listed more than once (list each value once, e.g. --seeds 1,2,3)"),
+            ("1..3", "error: --seeds 1..3: expected a comma-separated list of numbers (e.g. --seeds 1,2,3 or "
+                     "--seeds 1-5)"),
+            ("1-5000", "error: --seeds 1-5000: expected a comma-separated list of numbers (the range 1-5000 names "
+                       "5000 seeds, more than 1000) (e.g. --seeds 1,2,3 or --seeds 1-5)")):
+        code, _, err = cli("benchmark", "--data", tmp_path, "--seeds", value, "--out", tmp_path / "bench")
+        assert code == 2 and error_lines(err) == [line], err
+    code, _, err = cli("benchmark", "--data", tmp_path, "--speed", "--seeds", "1-3", "--out", tmp_path / "bench")
+    assert code == 2 and error_lines(err) == ["error: --speed times one seed (pass a single --seeds value)"]
+    assert not (tmp_path / "bench").exists()
+
 def test_predict_force_without_out_is_a_usage_error(cli, tmp_path):
     code, _, err = cli("predict", tmp_path, "--model", tmp_path / "run", "--force")
     assert code == 2 and error_lines(err) == [

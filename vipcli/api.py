@@ -551,6 +551,7 @@ def _method_options(options) -> dict[str, str]:
 _PYTHON_WORDS = [
     (re.compile(r"--method-option ([\w-]+)"), lambda m: f"method_options['{m[1].replace('-', '_')}']"),
     (re.compile(r"--(n-ctx|class-specific-context)\b"), lambda m: f"method_options['{m[1].replace('-', '_')}']"),
+    (re.compile(r"--method-option\b"), lambda m: "method_options"),
     (re.compile(r"^its settings: (.*)$"), lambda m: f"its settings: {m[1].replace('-', '_')}"),
     (re.compile(r"(has no setting) '([\w-]+)'$"), lambda m: f"{m[1]} '{m[2].replace('-', '_')}'"),
     (re.compile(r"^no benchmarked method has the setting '([\w-]+)'$"),
@@ -568,7 +569,7 @@ _PYTHON_WORDS = [
     (re.compile(r"--no-batch\b"), lambda m: "batched=False"),
     (re.compile(r"--encode-batch\b"), lambda m: "encode_batch"),
     (re.compile(r"--(data|shots|method|backbone|arch|pretrained|symptoms|schedule|epochs|batch-size|lr|views|seed|out"
-                r"|device|workers)(?![\w-])"), lambda m: m[1].replace("-", "_")),
+                r"|device|workers|split-seed)(?![\w-])"), lambda m: m[1].replace("-", "_")),
 ]
 
 

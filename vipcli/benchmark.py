@@ -3,8 +3,8 @@
 The dataset is loaded once and every image is encoded once per view through the shared feature
 cache (all training images with their augmented views, val and test with the center view); each
 (method, shots, seed) row then indexes those in-memory features, so a sweep of many rows costs one
-encoder pass plus the text-side training of each row. After every finished row `results.json` and
-`results.csv` are rewritten atomically, so a killed sweep resumes where it stopped.
+encoder pass plus the text-side training of each row. After every finished row `results.json`,
+`results.csv` and `summary.csv` are rewritten atomically, so a killed sweep resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ from vipcli.provenance import installed_backbone, installed_method
 from vipcli.settings import BackboneSettings, EncodingSettings, ScheduleSettings
 from vipcli.sweep_folder import (SWEEP_LOCK, check_matches, check_same_readability, content_digest, orders_to_carry,
                                  read_json, read_stored, relative_stored_name, save_results, split_digest,
-                                 split_of_another_sweep, summarize, upgrade_split_digest, upgrade_stored_config)
+                                 split_of_another_sweep, summarize, upgrade_split_digest, upgrade_stored_config,
+                                 warn_other_versions)
 
 DEFAULT_METHODS = DEFAULT_BENCHMARK
 ZERO_SHOTS = 0  # the `shots` value of rows of methods that learn nothing
@@ -60,7 +61,7 @@ class BenchmarkResult:
     """What a finished `run_benchmark` (and `vipcli.api.benchmark`) returns.
 
     Attributes:
-        out: the results folder (results.json, results.csv, shots.png, split.json).
+        out: the results folder (results.json, results.csv, summary.csv, shots.png, split.json).
         class_names: the classes, in logit order.
         rows: one dict per (method, shots, seed) of the requested grid, stored ones included, in sweep
             order, as results.json holds them (test_accuracy, test_macro_f1, ...).
@@ -492,6 +493,8 @@ def _run_sweep(config: BenchmarkConfig, methods: list[tuple[str, type]], progres
     pending = [job for job in jobs if (job[0], str(job[2]), job[3]) not in rows]
     if len(pending) < len(jobs) and context["world"].main:  # under torchrun every rank reads the stored rows
         console.info(f"resuming {out}: {len(jobs) - len(pending)} finished rows skipped, {len(pending)} to run")
+    if context["world"].main:
+        warn_other_versions(list(rows.values()), [job[0] for job in pending], out)
     result = BenchmarkResult(out, dataset.class_names, [], [], context["record"], len(jobs) - len(pending))
     # the rows whose images are encoded: those to run, or every row when split.json must be written anew
     basis = pending or (jobs if context["rewrite_split"] else [])
@@ -537,11 +540,14 @@ def _run_sweep(config: BenchmarkConfig, methods: list[tuple[str, type]], progres
         result.trained = run_pending(pending, rows, context, progress)
     result.rows = [rows[(name, str(shots), seed)] for name, _, shots, seed in jobs]
     result.summary = summarize(result.rows)
-    if not pending and rows and context["world"].main:  # all resumed: rewrite results.csv (and .json)
+    if not pending and rows and context["world"].main:  # all resumed: rewrite results.csv, summary.csv (and .json)
         save_results(out, context["record"], context["class_names"], list(rows.values()))  # in case one was damaged
         if stored_split is None and not context["rewrite_split"]:  # not rewritten: nothing ran
             console.warn(f"{out}/split.json is missing or unreadable: it lists the images behind these results "
                          "(pass --force to run the sweep again and rewrite it)")
+    if result.trained and context["world"].main and (out / "report.html").is_file():
+        console.warn(f"{out}/report.html does not show the {console.counted(result.trained, 'row')} run now "
+                     f"(run `vip report {out}` to redraw it)")
     if result.rows and context["world"].main:  # one writer under torchrun
         from vipcli.plots import benchmark_title, plot_shots
 

@@ -147,3 +147,30 @@ def column_leaders(means: dict) -> dict[str, set[str]]:
             columns.setdefault(column, {})[method] = mean
     return {column: {method for method, mean in found.items() if mean == max(found.values())}
             for column, found in columns.items() if len(found) > 1}
+
+
+CAPPED_MARK = "†"  # after a shots column's heading (console and report) whose rows trained on fewer images
+
+
+def capped_columns(rows: list[dict]) -> dict[str, int]:
+    """{shots column ("4"): the fewest training images per class any of its rows trained with} for the
+    columns whose rows had fewer than the column says (a class with fewer training images; each row
+    records `shots_used`). The benchmark tables (console and report) mark these columns."""
+    capped: dict[str, int] = {}
+    for row in rows:
+        shots, used = str(row.get("shots")), row.get("shots_used")
+        if shots.isdigit() and isinstance(used, int) and used < int(shots):
+            capped[shots] = min(used, capped.get(shots, used))
+    return capped
+
+
+def capped_note(capped: dict[str, int]) -> str:
+    """The footnote to the marked columns: '† capped: a class has fewer training images than these shots;
+    their rows used as few as 1 image per class at 4 shots (shots_used in results.csv)'; "" when none is."""
+    if not capped:
+        return ""
+    first, *more = sorted(capped, key=int)
+    cases = [f"{capped[first]} image{'s' if capped[first] != 1 else ''} per class at {first} shots",
+             *(f"{capped[shots]} at {shots} shots" for shots in more)]
+    return (f"{CAPPED_MARK} capped: a class has fewer training images than these shots; their rows used as few "
+            f"as {', '.join(cases)} (shots_used in results.csv)")

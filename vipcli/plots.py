@@ -130,11 +130,25 @@ def benchmark_title(record: dict, what: str = "test accuracy by shots") -> str:
     return figure_title(what, data, backbone_label(record.get("backbone"), arch))
 
 
-def seeds_label(seeds) -> str:
-    """'mean ± std over seeds 1, 2, 3', or 'seed 1' when there is one seed (no spread to show)."""
+def seeds_label(seeds, per: str | None = None) -> str:
+    """'mean ± std over seeds 1, 2, 3', or 'seed 1' when there is one seed (no spread to show).
+
+    `per` ("point", "cell"): the figures do not all average the same seeds (`uneven_seeds`): 'mean ± std
+    over each cell's seeds, of seeds 1, 2, 3'."""
     seeds = sorted({int(s) for s in seeds})
     listed = ", ".join(map(str, seeds))
+    if per and len(seeds) > 1:
+        return f"mean ± std over each {per}'s seeds, of seeds {listed}"
     return f"mean ± std over seeds {listed}" if len(seeds) > 1 else f"seed {listed}"
+
+
+def uneven_seeds(rows: list[dict]) -> bool:
+    """Whether the (method, shots) figures of benchmark `rows` average different sets of seeds: a sweep
+    extended with more seeds for some methods or shots only, or one stopped before its last rows."""
+    seeds: dict[tuple[str, str], set[int]] = {}
+    for row in (row for row in rows if row.get("seed") is not None):
+        seeds.setdefault((row["method"], str(row["shots"])), set()).add(int(row["seed"]))
+    return len({frozenset(found) for found in seeds.values()}) > 1
 
 
 CHARACTER_WIDTH = 0.6  # of a title character, in font sizes (a generous average for the default font)
@@ -262,7 +276,8 @@ def draw_shots(rows: list[dict], shots_order: list | None = None, title: str | N
     axes.set_xticks(x, labels)
     axes.set_xlabel("labelled training images per class (shots)")
     seeds = [r["seed"] for r in rows if r.get("seed") is not None]
-    axes.set_ylabel(f"test accuracy % ({seeds_label(seeds)})" if seeds else "test accuracy %")
+    spread = seeds_label(seeds, "point" if seeds and uneven_seeds(rows) else None)
+    axes.set_ylabel(f"test accuracy % ({spread})" if seeds else "test accuracy %")
     axes.grid(alpha=0.3)
     _legend_below(figure, axes)
     if title:

@@ -24,10 +24,13 @@ from vipcli.errors import UsageError, VipError
 
 
 def closest_name(typed: str, names: Iterable[str]) -> str | None:
-    """The one of `names` a typo away from `typed` (difflib's closest match), or None."""
+    """The one of `names` a typo away from `typed` (the same but for case, 'VIP' for 'vip'; else difflib's
+    closest match), or None."""
     import difflib
 
-    close = difflib.get_close_matches(typed, list(names), n=1)
+    names = list(names)
+    same_but_case = [name for name in names if name.lower() == typed.lower()]
+    close = same_but_case or difflib.get_close_matches(typed, names, n=1)
     return close[0] if close else None
 
 

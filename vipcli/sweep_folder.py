@@ -1,7 +1,8 @@
 """A benchmark sweep's results folder: what it stores and what must match to resume it.
 
-`results.json` (the settings, every finished row and their summary over seeds) and `results.csv`
-are rewritten atomically after each row or batched group; `split.json` lists the images behind the
+`results.json` (the settings, every finished row and their summary over seeds), `results.csv` (the
+rows) and `summary.csv` (the tables' figures) are rewritten atomically, together, after each row or
+batched group; `split.json` lists the images behind the
 rows. A sweep resumes only where the stored rows were made with the same data, images (their bytes
 and whether each could be read), decoding rules, backbone, views and schedule: otherwise its table
 would mix rows of other inputs. `vipcli.benchmark` runs the sweep; this module keeps its records.
@@ -31,7 +32,12 @@ ROW_FIELDS = (
     "method", "shots", "seed", "shots_used", "n_train", "epochs", "best_epoch", "val_accuracy", "val_macro_f1",
     "val_auroc", "test_accuracy", "test_macro_f1", "test_auroc", "test_confusion_matrix", "fit_s", "finished_at",
 )
-OWN_FILES = {"results.json", "results.csv", "split.json", "shots.png", "speed.json", "report.html"}  # what --out may hold
+SUMMARY_FIELDS = (  # summary.csv: the tables' figures, per method and shots; figures in %
+    "method", "shots", "n_seeds", "seeds", "shots_used", "test_accuracy_mean_pct", "test_accuracy_std_pct",
+    "test_macro_f1_mean_pct", "test_macro_f1_std_pct", "test_auroc_mean_pct", "test_auroc_std_pct",
+)
+OWN_FILES = {"results.json", "results.csv", "summary.csv", "split.json", "shots.png", "speed.json",
+             "report.html"}  # what --out may hold
 SWEEP_LOCK = ".vip-benchmark.lock"  # inside the folder, held by the sweep writing it: a dot-file, which it may hold
 MATCHED_KEYS = ("data", "backbone", "arch", "pretrained", "backbone_fingerprint", "views", "schedule", "epochs",
                 "batch_size", "lr", "method_options", "split_seed", "split_digest")
@@ -97,7 +103,8 @@ def check_matches(stored: dict, current: dict, out: Path) -> None:
     if "backbone_fingerprint" in differ and same_backbone(before.get("backbone_fingerprint"), before.get(
             "backbone_describe"), current.get("backbone_fingerprint"), current.get("backbone_describe")):
         differ.remove("backbone_fingerprint")  # weights recorded by an earlier vip's path/size/mtime: the same file
-    if "content_digest" in before and before["content_digest"] != current.get("content_digest"):
+    if "content_digest" in before and before["content_digest"] != current.get("content_digest") \
+            and "split_digest" not in differ:  # other files: their bytes differ too, which says nothing more
         differ.append("content_digest")  # absent from benchmarks begun by an earlier vip: not checked there
     if "decoding" in before and not same_decoding(before["decoding"], current.get("decoding")):
         differ.append("decoding")  # recorded since 2026-11-29, in other forms that day
@@ -109,6 +116,8 @@ def check_matches(stored: dict, current: dict, out: Path) -> None:
         raise VipError(f"{out}/results.json, begun by an earlier vip, names {unverifiable}: vip cannot tell "
                        f"whether its rows were made with these weights", "pass --force to start over, or choose "
                        "another --out")
+    if "backbone_fingerprint" in differ and any(key in differ for key in ("backbone", "arch", "pretrained")):
+        differ.remove("backbone_fingerprint")  # other weights follow from the other option: named there
     if differ:
         detail = "; ".join(_difference(key, before.get(key), current.get(key)) for key in differ if key != "symptoms")
         raise VipError(f"{out}/results.json was made with other settings ({detail or 'symptoms differ'})",
@@ -123,14 +132,25 @@ def _difference(key: str, stored, now) -> str:
         return "the images: files were added, removed or moved since"
     if key == "decoding":
         return "how images are decoded: this vip reads images by other rules than the vip that began it"
-    return f"{key}: stored {_setting(stored)}, now {_setting(now)}"
+    if key == "backbone_fingerprint":
+        return (f"the backbone's weights: stored {_setting(stored)}, now {_setting(now)}, under the same --backbone, "
+                "--arch and --pretrained")
+    return f"{OPTION_OF_SETTING.get(key, key)}: stored {_setting(stored)}, now {_setting(now)}"
+
+
+OPTION_OF_SETTING = {  # a stored setting -> the option that sets it, as the refusal to resume names it
+    "data": "--data", "backbone": "--backbone", "arch": "--arch", "pretrained": "--pretrained", "views": "--views",
+    "schedule": "--schedule", "epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr",
+    "method_options": "--method-option", "split_seed": "--split-seed",
+}
 
 
 def _setting(value) -> str:
-    """A setting as a user types it: 8, 0.002, none; a dict as key=value pairs."""
+    """A setting as a user types it: 8, 0.002, none; a dict as key=value pairs; None (the option was not
+    given: its default) as "not given", apart from a given `none` (`--pretrained none`)."""
     if isinstance(value, dict):
         return ", ".join(f"{k}={v}" for k, v in value.items()) or "none"
-    return "none" if value is None else str(value)
+    return "not given" if value is None else str(value)
 
 
 def upgrade_stored_config(stored: dict) -> dict:
@@ -273,13 +293,43 @@ def results_csv(rows: list[dict]) -> str:
     return buffer.getvalue()
 
 
+def summary_csv(rows: list[dict]) -> str:
+    """One CSV line per method and shots (SUMMARY_FIELDS): the figures the tables show (console and
+    `vip report`), mean and sample std over the seeds from each row's confusion matrix, rounded once.
+
+    A mean of results.csv's two-decimal figures can differ from them by 0.01; these do not. `seeds` lists
+    the seeds (space-separated), `shots_used` is the fewest training images per class of the rows, a std
+    is empty with one seed."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["method"], str(row["shots"])), []).append(row)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(SUMMARY_FIELDS)
+    for entry in summarize(rows):
+        members = groups[entry["method"], str(entry["shots"])]
+        auroc = mean_and_std([row_figure(r, "test_auroc") for r in members])
+        used = [r["shots_used"] for r in members if isinstance(r.get("shots_used"), int)]
+        writer.writerow([entry["method"], entry["shots"], len(entry["seeds"]), " ".join(map(str, entry["seeds"])),
+                         min(used) if used else "", *("" if v is None else f"{v:.2f}" for v in (
+                             entry["accuracy_mean"], entry["accuracy_std"], entry["macro_f1_mean"],
+                             entry["macro_f1_std"], *auroc))])
+    return buffer.getvalue()
+
+
 def save_results(out: Path, config: dict, class_names: list[str], rows: list[dict]) -> None:
-    """Rewrite results.json and results.csv atomically (every stored row, with the summary)."""
+    """Rewrite results.json, results.csv and summary.csv atomically (every stored row, with the summary),
+    together: a Ctrl-C or SIGTERM that arrives meanwhile stops the sweep after the third, so the three
+    files always hold the same rows."""
+    from vipcli import stop_signals
+
     document = {"format": RESULTS_FORMAT, "version": RESULTS_VERSION, "config": config, "class_names": class_names,
                 "rows": rows, "summary": summarize(rows)}
     try:
-        write_atomic(out / "results.json", json.dumps(document, indent=2))
-        write_atomic(out / "results.csv", results_csv(rows))
+        with stop_signals.deferred():
+            write_atomic(out / "results.json", json.dumps(document, indent=2))
+            write_atomic(out / "results.csv", results_csv(rows))
+            write_atomic(out / "summary.csv", summary_csv(rows))
     except OSError as error:  # the disk filled up or went read-only during the sweep
         from vipcli.preflight import describe_os_error
 
@@ -305,6 +355,24 @@ def summarize(rows: list[dict]) -> list[dict]:
                         "seeds": sorted(int(r["seed"]) for r in members), "accuracy_mean": accuracy[0],
                         "accuracy_std": accuracy[1], "macro_f1_mean": f1[0], "macro_f1_std": f1[1]})
     return summary
+
+
+def warn_other_versions(stored_rows: list[dict], pending_methods, out: Path) -> None:
+    """One warning per method that the sweep adds rows of, with this installed version, beside stored rows
+    that another version of its distribution made (`method_distribution`): a cell may then average rows of
+    two versions of the method's code (vip upgraded between two days of a sweep). Rows of an earlier vip
+    (no record) are not checked."""
+    from vipcli.provenance import installed_method, spelled
+
+    for method in dict.fromkeys(pending_methods):
+        now = installed_method(method)
+        before = {spelled(row["method_distribution"]) for row in stored_rows
+                  if row.get("method") == method and isinstance(row.get("method_distribution"), dict)}
+        if now is None or not before or before == {spelled(now)}:
+            continue
+        console.warn(f"the stored '{method}' rows in {out} were made by {', '.join(sorted(before))}, the rows run "
+                     f"now by {spelled(now)}: a figure may average both (pass --force to run every row with "
+                     f"{spelled(now)})")
 
 
 def read_json(path: Path) -> dict | None:

@@ -24,7 +24,8 @@ def benchmark_command(
                                 show_default=", ".join(DEFAULT_METHODS),
                                 autocompletion=completion.method_list),  # spaced, so help wraps it whole
     shots: str = typer.Option("1,2,4,8,16", "--shots", help="Comma-separated shots per class ('all': every image)."),
-    seeds: str = typer.Option("1,2,3", "--seeds", help="Comma-separated seeds (few-shot subset, init, batches)."),
+    seeds: str = typer.Option("1,2,3", "--seeds", help="Comma-separated seeds, or a range such as 1-5 (few-shot "
+                               "subset, init, batches)."),
     backbone: str = opt.BACKBONE,
     arch: Optional[str] = opt.ARCH,
     pretrained: Optional[str] = opt.PRETRAINED,
@@ -63,7 +64,7 @@ def benchmark_command(
         "--epochs": epochs is not None, "--batch-size": batch_size is not None, "--lr": lr is not None,
         "--schedule": schedule != "auto", "--n-ctx": n_ctx is not None, "--class-specific-context": class_specific_context,
         "--method-option": bool(method_option), "--split-seed": split_seed is not None, "--force": force,
-        "--no-batch": not batch, "--seeds": seeds != "1,2,3" and "," in seeds.strip(",")})
+        "--no-batch": not batch, "--seeds": seeds != "1,2,3" and ("," in seeds.strip(",") or "-" in seeds)})
     if speed:
         from vipcli.distributed import world_from_env
         from vipcli.speed import SpeedConfig, measure_speed
@@ -74,13 +75,14 @@ def benchmark_command(
 
         config = SpeedConfig(data=data, backbone=backbone_settings, encoding=encoding,
                              symptoms=opt.symptom_sources(symptoms), epochs=speed_epochs,
-                             seed=opt.parse_list("--seeds", seeds, opt.seed_value)[0], out=out)
+                             seed=opt.parse_list("--seeds", seeds, opt.seed_value, opt.seed_range)[0], out=out)
         with console.progress_bar() as progress:
             report = measure_speed(config, progress)
         print_speed(report, as_json)
         return
     method_ids, shot_values = opt.parse_list("--methods", methods), opt.parse_list("--shots", shots, opt.parse_shots)
-    seed_values, options = opt.parse_list("--seeds", seeds, opt.seed_value), opt.method_options(method_option, n_ctx, class_specific_context)
+    seed_values = opt.parse_list("--seeds", seeds, opt.seed_value, opt.seed_range)
+    options = opt.method_options(method_option, n_ctx, class_specific_context)
     from vipcli.benchmark import BenchmarkConfig, run_benchmark
 
     config = BenchmarkConfig(
@@ -113,9 +115,10 @@ def benchmark_tables(result) -> list:
     from rich.text import Text
 
     from vipcli.methods import method_class
-    from vipcli.metrics import column_leaders
+    from vipcli.metrics import CAPPED_MARK, capped_columns, column_leaders
 
     columns = list(dict.fromkeys(str(r["shots"]) for r in result.rows if str(r["shots"]) != "0"))
+    capped = capped_columns(result.rows)
     methods = list(dict.fromkeys(r["method"] for r in result.rows))
     by_key = {(s["method"], str(s["shots"])): s for s in result.summary}
     seed_list = sorted({int(r["seed"]) for r in result.rows})
@@ -126,7 +129,7 @@ def benchmark_tables(result) -> list:
         table = Table(title=f"{title}, {spread}", box=box.SIMPLE_HEAD, pad_edge=False)
         table.add_column("method", no_wrap=True)
         for c in columns or ["0"]:
-            table.add_column(f"{c}-shot", justify="right", no_wrap=True)
+            table.add_column(f"{c}-shot{CAPPED_MARK if c in capped else ''}", justify="right", no_wrap=True)
         entries = {(m, c): by_key.get((m, c if method_class(m).uses_shots else "0")) for m in methods
                    for c in columns or ["0"]}
         leaders = column_leaders({key: (entry or {}).get(f"{metric}_mean") for key, entry in entries.items()})
@@ -154,10 +157,14 @@ def print_benchmark(result, as_json: bool) -> None:
         natural = Measurement.get(out, out.options.update_width(10_000), table).maximum
         out.width = max(out.width, natural)
         out.print(table, crop=False)
+    from vipcli.metrics import capped_columns, capped_note
+
+    if capped_columns(result.rows):
+        out.print(capped_note(capped_columns(result.rows)), markup=False)
     if any(not r["shots"] for r in result.rows):
         out.print("* uses no labelled images (zero-shot): evaluated once per seed, the same figure in every column")
     out.print(f"{result.trained} rows run, {result.skipped} resumed from earlier; {result.encoded_views} image "
-              f"views encoded; results in {result.out}/results.csv, results.json, shots.png, split.json")
+              f"views encoded; results in {result.out}/results.csv, summary.csv, results.json, shots.png, split.json")
 
 
 def print_speed(report: dict, as_json: bool) -> None:

@@ -89,7 +89,7 @@ def demo_command(
     started = time.perf_counter()
     from vipcli.cli.benchmark import parse_list
 
-    seeds = parse_list("--bench-seeds", bench_seeds, opt.seed_value)
+    seeds = parse_list("--bench-seeds", bench_seeds, opt.seed_value, opt.seed_range)
     config = DemoConfig(out=out, seed=seed, test_per_class=test_per_class, bench_seeds=seeds)
     _step("1. a generated lesion world (melanoma-like vs nevus-like spots, 64x64)")
     out.mkdir(parents=True, exist_ok=True)

@@ -78,6 +78,24 @@ class SeedOutOfRange(ValueError):
     """A seed that a seeded library would refuse."""
 
 
+MOST_SEEDS_IN_A_RANGE = 1000  # '--seeds 1-10000' is a typo sooner than a sweep
+
+
+def seed_range(item: str) -> list[str]:
+    """One item of a seeds list as the seeds it names: '4' -> ['4'], the inclusive range '1-3' -> ['1', '2', '3'];
+    a range that runs backwards, or of more than MOST_SEEDS_IN_A_RANGE seeds, is a SeedOutOfRange."""
+    first, dash, last = item.partition("-")
+    if not dash or not first.strip().isdigit() or not last.strip().isdigit():
+        return [item]
+    first_seed, last_seed = checked_seed(int(first)), checked_seed(int(last))
+    if last_seed < first_seed:
+        raise SeedOutOfRange(f"the range {item} runs backwards")
+    if last_seed - first_seed >= MOST_SEEDS_IN_A_RANGE:
+        raise SeedOutOfRange(f"the range {item} names {last_seed - first_seed + 1} seeds, more than "
+                             f"{MOST_SEEDS_IN_A_RANGE}")
+    return [str(seed) for seed in range(first_seed, last_seed + 1)]
+
+
 # --- method settings ------------------------------------------------------------------------------
 N_CTX = typer.Option(None, "--n-ctx", help="Learned context vectors M (methods that learn context; default 4).")
 CLASS_SPECIFIC = typer.Option(False, "--class-specific-context", help="One learned context per class.")
@@ -150,8 +168,10 @@ def parse_shots(value: str) -> int | None:
     return shots
 
 
-def parse_list(option: str, value: str, convert=str) -> tuple:
-    """'a,b, c' -> (convert(a), convert(b), convert(c)); an empty list, a bad item or a repeat is a usage error."""
+def parse_list(option: str, value: str, convert=str, expand=None) -> tuple:
+    """'a,b, c' -> (convert(a), convert(b), convert(c)); an empty list, a bad item or a repeat is a usage error.
+
+    `expand`: turns one item into the items it stands for (`seed_range`: '1-3' -> '1', '2', '3')."""
     items = [item.strip() for item in value.split(",")]
     if not any(items):
         raise UsageError(f"{option} needs at least one value, got '{value}'")
@@ -159,10 +179,12 @@ def parse_list(option: str, value: str, convert=str) -> tuple:
         raise UsageError(f"{option} {value}: an empty item between commas", f"e.g. {option} "
                          + ",".join(item for item in items if item))
     try:
+        items = [part for item in items for part in (expand(item) if expand else [item])]
         values = [convert(item) for item in items]
     except ValueError as error:
         detail = f" ({error})" if isinstance(error, SeedOutOfRange) else ""
-        raise UsageError(f"{option} {value}: expected a comma-separated list of numbers{detail}") from None
+        raise UsageError(f"{option} {value}: expected a comma-separated list of numbers{detail}",
+                         f"e.g. {option} 1,2,3 or {option} 1-5" if expand else None) from None
     written = {}  # each value -> the item it was first written as ('all' for the shots' None)
     for item, converted in zip(items, values):
         written.setdefault(converted, item)

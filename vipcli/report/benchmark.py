@@ -11,8 +11,8 @@ from rich.markup import escape
 from vipcli import console
 from vipcli.console import first_few
 from vipcli.errors import VipError
-from vipcli.metrics import column_leaders, mean_and_std, row_figure
-from vipcli.plots import benchmark_title, draw_shots, method_styles, seeds_label, svg_markup
+from vipcli.metrics import CAPPED_MARK, capped_columns, capped_note, column_leaders, mean_and_std, row_figure
+from vipcli.plots import benchmark_title, draw_shots, method_styles, seeds_label, svg_markup, uneven_seeds
 from vipcli.report import html
 from vipcli.report.data_notes import left_out_files, skipped_files
 from vipcli.report.notices import random_weights_banner
@@ -50,6 +50,13 @@ def _mean_std(values: list) -> str:
     return html.number(mean) if len(values) == 1 else f"{html.number(mean)} ± {html.number(std)}"
 
 
+def _mean_std_n(values: list) -> str:
+    """`_mean_std` with the number of seeds behind it, '75.67 ± 2.53 (n=5)': for a table whose cells
+    do not all average the same seeds."""
+    shown = _mean_std(values)
+    return shown if shown == "-" else f"{shown} (n={sum(v is not None for v in values)})"
+
+
 def _columns(rows: list[dict]) -> list[str]:
     """Shots columns in sweep order ('0' only when nothing learns)."""
     found = list(dict.fromkeys(str(r["shots"]) for r in rows if str(r["shots"]) != "0"))
@@ -70,7 +77,8 @@ def _grid(rows: list[dict], key: str, fmt, mark_best: bool = False) -> tuple[lis
         cells = [html.text(fmt(figures[method, c])) for c in columns]
         cells = [f"<strong>{cell}</strong>" if method in best.get(c, ()) else cell for c, cell in zip(columns, cells)]
         body.append([html.swatch(styles[method][0], method + (" *" if fixed[method] else "")), *cells])
-    return [f"{c}-shot" for c in columns], body
+    capped = capped_columns(rows)
+    return [f"{c}-shot{CAPPED_MARK if c in capped else ''}" for c in columns], body
 
 
 BEST_NOTE = {  # under each metric's table, by whether the sweep has several seeds
@@ -92,13 +100,18 @@ SPREAD_MEANING = ("The ± is the sample standard deviation over the seeds (divid
                   "their difference over √2), as results.json's summary gives it.")
 
 
+UNEVEN_NOTE = ("Not every cell averages the same seeds (the sweep was extended for some methods or shots, or "
+               "stopped before its last rows): n is the number of seeds behind each cell.")
+
+
 def _tables(rows: list[dict]) -> str:
     """One table per metric and one of seconds per run, each named once, by its caption."""
-    seeds = sorted({int(r["seed"]) for r in rows})
-    meaning = figures_meaning("Accuracy") + (" " + SPREAD_MEANING if len(seeds) > 1 else "")
-    spread, parts = seeds_label(seeds), [f"<p>{html.text(meaning)}</p>"]
+    seeds, uneven = sorted({int(r["seed"]) for r in rows}), uneven_seeds(rows)
+    meaning = figures_meaning("Accuracy") + (" " + SPREAD_MEANING if len(seeds) > 1 else "") + (
+        " " + UNEVEN_NOTE if uneven else "")
+    spread, parts = seeds_label(seeds, "cell" if uneven else None), [f"<p>{html.text(meaning)}</p>"]
     for key, title in METRICS:
-        header, body = _grid(rows, key, _mean_std, mark_best=True)
+        header, body = _grid(rows, key, _mean_std_n if uneven else _mean_std, mark_best=True)
         parts.append(html.table(f"{title} ({spread})", ["method", *header], body,
                                 numeric=set(range(1, len(header) + 1)), raw=True)
                      + f'<p class="caption">{html.text(BEST_NOTE[len(seeds) > 1])}</p>')
@@ -107,6 +120,8 @@ def _tables(rows: list[dict]) -> str:
     parts.append(html.table(f"seconds per run (fitting and evaluation, {over})", ["method", *header], body,
                             numeric=set(range(1, len(header) + 1)), raw=True)
                  + f'<p class="caption">{html.text(SHARED_TIME_NOTE)}</p>')
+    if capped_columns(rows):
+        parts.append(f"<p>{html.text(capped_note(capped_columns(rows)))}.</p>")
     if any(str(r["shots"]) == "0" for r in rows):
         parts.append("<p>* uses no labelled images (zero-shot): evaluated once per seed, the same figure in every column.</p>")
     return "".join(parts)
@@ -153,17 +168,26 @@ def _unfinished_note(document: dict) -> str:
                                "to resume it."))
 
 
+def held_grid(rows: list[dict]) -> dict[str, list]:
+    """The methods, shots and seeds that the stored `rows` hold (the tables' rows, columns and seeds), not
+    only those of the last `vip benchmark` command, which may have extended the sweep by a seed or a method."""
+    shots = list(dict.fromkeys(r["shots"] for r in rows if str(r["shots"]) != "0"))
+    return {"methods": list(dict.fromkeys(r["method"] for r in rows)),
+            "shots": sorted((s for s in shots if str(s) != "all"), key=int) + [s for s in shots if str(s) == "all"],
+            "seeds": sorted({int(r["seed"]) for r in rows})}
+
+
 def _settings(document: dict) -> str:
     config = document.get("config", {})
-    sweep = config.get("last_sweep", {})
+    held = held_grid(document.get("rows", []))
     described = config.get("backbone_describe") or {}  # what the defaults resolved to
     rows = [
         ["classes", ", ".join(document.get("class_names", []))],
         ["backbone", f"{config.get('backbone')} (arch {config.get('arch') or described.get('arch') or 'default'}, "
                      f"weights {config.get('pretrained') or described.get('pretrained') or 'default'})"],
-        ["methods", ", ".join(sweep.get("methods", []))], ["shots", ", ".join(map(str, sweep.get("shots", [])))],
-        ["seeds", ", ".join(map(str, sweep.get("seeds", [])))], ["split seed", config.get("split_seed")],
-        ["schedule", _schedule(config, sweep)], ["augmented views per image", config.get("views")],
+        ["methods", ", ".join(held["methods"])], ["shots", ", ".join(map(str, held["shots"])) or "0 (zero-shot only)"],
+        ["seeds", ", ".join(map(str, held["seeds"]))], ["split seed", config.get("split_seed")],
+        ["schedule", _schedule(config, held)], ["augmented views per image", config.get("views")],
         ["rows", f"{len(document.get('rows', []))}{_finished(document.get('rows', []))}"],
         *([["ran on", ran_on]] if (ran_on := _ran_on(document.get("rows", []))) else []),
     ]
@@ -171,14 +195,14 @@ def _settings(document: dict) -> str:
     return html.table("Settings of this benchmark", ["setting", "value"], rows, raw=True)
 
 
-def _schedule(config: dict, sweep: dict) -> str:
-    """'auto: few-shot for 1 shot, 2 shots (100 epochs, ...)': what --schedule meant for the sweep's shots."""
+def _schedule(config: dict, held: dict) -> str:
+    """'auto: few-shot for 1 shot, 2 shots (100 epochs, ...)': what --schedule meant for the stored rows' shots."""
     from vipcli.schedule import schedule_words
 
     name = config.get("schedule")
     if name is None:
         return "not recorded"
-    return schedule_words(name, sweep.get("shots") or [], config.get("epochs"), config.get("batch_size"),
+    return schedule_words(name, held.get("shots") or [], config.get("epochs"), config.get("batch_size"),
                           config.get("lr"))
 
 
@@ -270,7 +294,8 @@ def benchmark_report(folder: Path) -> str:
         _unfinished_note(document),
         html.section("Settings and data", _settings(document) + _data_notes(folder)),
         html.section("Results", html.figure(svg_markup(draw_shots(rows, title=title)), _shots_alt(rows, title),
-                                            seeds_label(seeds) + _dashed_note(rows)) + _tables(rows)),
+                                            seeds_label(seeds, "point" if uneven_seeds(rows) else None)
+                                            + _dashed_note(rows)) + _tables(rows)),
         _speed(folder),
     ]
     subtitle = html.text(f"{len(rows)} runs on {Path(str(config.get('data', ''))).name}, backbone "
