@@ -184,6 +184,27 @@ def test_extending_a_reported_sweep_says_its_report_is_out_of_date(cli, isic_sma
     assert code == 0 and "report.html" not in stderr
 
 
+def test_shots_png_draws_every_stored_row_not_only_the_last_commands(cli, isic_small, tiny_clip, tmp_path,
+                                                                     monkeypatch):
+    """A sweep extended by one cell (`--shots 1 --seeds 2`) redrew shots.png as that one point, over the figure of
+    the whole sweep, while results.json, summary.csv and `vip report` kept every row."""
+    import vipcli.plots
+
+    out = tmp_path / "bench"
+    args = bench_args(isic_small, tiny_clip, out, "--methods", "linear-probe")
+    assert cli(*args, "--shots", "1,2", "--seeds", "1")[0] == 0
+    drawn, real_plot_shots = [], vipcli.plots.plot_shots
+
+    def plot_and_keep(rows, *args, **kwargs):
+        drawn.append(sorted((row["shots"], row["seed"]) for row in rows))
+        return real_plot_shots(rows, *args, **kwargs)
+
+    monkeypatch.setattr(vipcli.plots, "plot_shots", plot_and_keep)
+    assert cli(*args, "--shots", "1", "--seeds", "2")[0] == 0
+    assert drawn == [[(1, 1), (1, 2), (2, 1)]]
+    assert (out / "shots.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_extending_rows_another_version_of_the_method_made_warns_that_figures_may_average_both(cli, isic_small,
                                                                                             tiny_clip, tmp_path):
     """vip upgraded between two days of a sweep: the new rows of a method joined rows its earlier code made,

@@ -551,8 +551,9 @@ def _run_sweep(config: BenchmarkConfig, methods: list[tuple[str, type]], progres
     if result.rows and context["world"].main:  # one writer under torchrun
         from vipcli.plots import benchmark_title, plot_shots
 
-        plot_shots(result.rows, out / "shots.png", [shots_key(s) for s in dict.fromkeys(config.shots)],
-                   title=benchmark_title(context["record"]))  # titled with the data and the backbone
+        # every stored row, as results.json, summary.csv and `vip report` hold them: a sweep extended by one
+        # cell keeps the whole figure; titled with the data and the backbone
+        plot_shots(in_sweep_order(rows, pending), out / "shots.png", title=benchmark_title(context["record"]))
     return result
 
 
