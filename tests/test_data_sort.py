@@ -215,6 +215,20 @@ def test_paths_written_on_windows_and_a_cameras_upper_case_suffix_are_found(cli,
     assert "1 image" in err and "d.JPG" in err  # in no row: left out, named
 
 
+def test_absolute_paths_written_on_windows_or_another_machine_are_found_by_their_part_under_images(cli, tmp_path):
+    """A table exported with each image's absolute path (`C:\\Users\\me\\isic\\scans\\a.jpg`, a share's
+    `\\\\pacs\\...`, `/home/other/...`): found by the longest tail that is a path under --images."""
+    images = tmp_path / "img"
+    _images(images / "scans", ["a.jpg", "b.jpg", "c.jpg"])
+    _images(images / "old", ["a.jpg"])  # the same name elsewhere: the longer tail tells them apart
+    labels = _csv(tmp_path / "gt.csv", "image,label\nC:\\Users\\me\\isic\\scans\\a.jpg,x\n"
+                                       "\\\\pacs\\export\\scans\\b.jpg,y\n/home/other/isic/scans/c.jpg,x\n")
+    code, out, err = cli("data", "sort", labels, "--images", images, "--out", tmp_path / "sorted")
+    assert code == 0 and "sorted 3 images" in out, err
+    assert os.readlink(tmp_path / "sorted" / "x" / "a.jpg") == str((images / "scans" / "a.jpg").resolve())
+    assert (tmp_path / "sorted" / "y" / "b.jpg").is_symlink() and (tmp_path / "sorted" / "x" / "c.jpg").is_symlink()
+
+
 def test_a_quoted_cell_holding_a_line_break_stays_in_its_row(cli, tmp_path):
     images = _images(tmp_path / "img", ["a.png", "b.png"])
     labels = _csv(tmp_path / "gt.csv", 'image,label,note\na,x,"seen twice,\nsee b"\nb,y,\n')

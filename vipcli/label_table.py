@@ -13,6 +13,7 @@ import errno
 import io
 import json
 import os
+import re
 import shutil
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -154,8 +155,23 @@ def table_key(cell: str) -> str:
 
 def find_files(index: dict[str, list[Path]], cell: str) -> list[Path]:
     """The files of `index` (see `index_images`) a table cell names: by the cell as written, else by its
-    `table_key`; [] when it names none."""
-    return index.get(cell) or index.get(table_key(cell)) or []
+    `table_key`, else, for an absolute path (`C:\\data\\scans\\a.jpg` written on Windows, `/data/scans/a.jpg`,
+    `\\\\server\\share\\a.jpg`), by its longest tail that is a path under --images (`scans/a.jpg`); [] when it
+    names none."""
+    found = index.get(cell) or index.get(table_key(cell))
+    if found:
+        return found
+    key = table_key(cell)
+    if _ABSOLUTE.match(key):
+        parts = [part for part in key.split("/") if part]
+        for start in range(1, len(parts)):
+            found = index.get("/".join(parts[start:]))
+            if found:
+                return found
+    return []
+
+
+_ABSOLUTE = re.compile(r"(?:[A-Za-z]:)?/")  # after `table_key`: `C:/...`, `/...` and `//server/...`
 
 
 def _is_flag(value: str) -> bool:
