@@ -153,12 +153,14 @@ def test_an_image_in_no_row_is_told_apart_from_one_in_a_row_without_a_class(cli,
     ("image,label\na,Melanoma\nb,melanoma\n", "classes 'Melanoma' and 'melanoma' differ only in case"),
     ("image,label\na,../up\nb,x\n", "class '../up' cannot be a folder name"),
     ("image,label\nsub1/a,x\nsub2/a,x\n", "would both be 'x'/a.png"),
+    ("image,label\nsub1/a,x\nsub2/A,x\n", "would be x/a.png and x/A.png in --out, names that differ only in case: "
+                                         "one file on macOS and Windows"),  # (there a copy replaced the other)
 ])
 def test_a_table_that_cannot_become_class_folders_is_refused_before_any_is_written(cli, tmp_path, table, said):
     images = _images(tmp_path / "img", ["a.png", "b.png"])
     if "sub1" in table:
         images = _images(tmp_path / "subs" / "sub1", ["a.png"]).parent
-        _images(images / "sub2", ["a.png"])
+        _images(images / "sub2", ["A.png" if "sub2/A" in table else "a.png"])
     labels = _csv(tmp_path / "gt.csv", table)
     code, _, err = cli("data", "sort", labels, "--images", images, "--out", tmp_path / "sorted")
     assert code == 1 and said in _one_error(err)

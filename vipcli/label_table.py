@@ -457,12 +457,20 @@ def check_class_names(names: set[str]) -> None:
 
 
 def _refuse_same_names(placed: list[tuple[Path, str | None, str]]) -> None:
+    """Refuse two images that would get one name in the sorted folder: the same file name from two folders, or
+    names that differ only in case (`A.jpg`, `a.jpg`), one file on macOS and Windows, where the second link
+    failed and the second copy replaced the first without a word."""
     seen: dict[tuple, Path] = {}
     for path, split, name in placed:
-        other = seen.setdefault((split, name, path.name), path)
-        if other != path:
+        other = seen.setdefault((split, name, path.name.casefold()), path)
+        if other == path:
+            continue
+        if other.name == path.name:
             raise VipError(f"{other} and {path} would both be {_where(split, name)}/{path.name}",
                            "rename one of them, or sort the two folders separately")
+        folder = f"{split}/{name}" if split else name
+        raise VipError(f"{other} and {path} would be {folder}/{other.name} and {folder}/{path.name} in --out, names "
+                       "that differ only in case: one file on macOS and Windows", "rename one of them")
 
 
 def check_out(out: Path, images: Path, force: bool) -> None:
