@@ -436,9 +436,11 @@ def test_a_gpu_out_of_memory_is_one_line_naming_what_to_lower(cli, isic_small, t
 
     monkeypatch.setattr(featuresets, "prepare_features", full)
     code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "run"))
+    free = ("quit the apps that hold the Mac's memory (Activity Monitor's Memory tab lists them), which its GPU "
+            "shares" if "MPS" in said else "free the GPU (nvidia-smi lists what holds it)")  # (no nvidia-smi on a Mac)
     assert code == 1 and error_lines(err) == [
         f"error: the GPU ran out of memory ({said}) (pass a smaller --encode-batch (images per encoder call, 64 by "
-        "default), or free the GPU (nvidia-smi lists what holds it); README's 'Out of memory' lists the rest)"]
+        f"default), or {free}; README's 'Out of memory' lists the rest)"]
     assert not (tmp_path / "run").exists()
 
 
