@@ -167,6 +167,26 @@ def test_a_table_that_cannot_become_class_folders_is_refused_before_any_is_writt
     assert not (tmp_path / "sorted").exists()
 
 
+@pytest.mark.parametrize("name, why", [("Nevus: benign?", "it holds :?"), ("nevus.", "it ends in a space or a dot"),
+                                       ("con", "a device name")])
+def test_on_windows_a_class_it_takes_no_folder_of_is_refused_before_any_is_written(cli, tmp_path, monkeypatch,
+                                                                                   name, why):
+    """On Windows a class `Nevus: benign?` failed as its folder was made, with `(pass --copy (Windows makes links
+    only in Developer Mode))`, a fix that changes nothing; elsewhere such a folder is made."""
+    from vipcli import label_table
+
+    images = _images(tmp_path / "img", ["a.png", "b.png"])
+    labels = _csv(tmp_path / "gt.csv", f'image,label\na,"{name}"\nb,x\n')
+    monkeypatch.setattr(label_table, "WINDOWS", True)
+    code, _, err = cli("data", "sort", labels, "--images", images, "--out", tmp_path / "sorted")
+    assert code == 1 and _one_error(err) == f"error: class {name!r} cannot be a folder name on Windows ({why}) " \
+                                           "(rename it in the labels file)"
+    assert not (tmp_path / "sorted").exists()
+    monkeypatch.setattr(label_table, "WINDOWS", False)
+    code, _, err = cli("data", "sort", labels, "--images", images, "--out", tmp_path / "sorted")
+    assert code == 0 and (tmp_path / "sorted" / name / "a.png").is_symlink(), err
+
+
 def test_rows_naming_dicom_exports_without_a_suffix_say_to_rename_them(cli, tmp_path):
     """A PACS export names its files IM000001; a row naming one was 'no image' like a row naming nothing."""
     pytest.importorskip("pydicom")
