@@ -271,3 +271,16 @@ def test_an_option_named_by_what_it_means_points_to_vips(cli, argv, said):
     suggests by spelling only, and the trained run is given with --model."""
     code, _, err = cli(*argv)
     assert code == 2 and err.splitlines()[0].startswith(said), err
+
+
+def test_the_default_run_folder_of_a_plugin_id_no_folder_name_can_hold_is_one_folder(tmp_path, monkeypatch):
+    """A method id `org/prompt:v2` (an entry-point name may hold both) made runs/isic-org/prompt:v2-...: a folder
+    inside another, and a name Windows refuses. Such characters are written `_`."""
+    from vipcli.settings import BackboneSettings
+    from vipcli.train import TrainConfig, default_run_dir
+
+    monkeypatch.chdir(tmp_path)
+    config = TrainConfig(data=tmp_path / "isic", method="org/prompt:v2", backbone=BackboneSettings('my"clip?'))
+    assert default_run_dir(config).as_posix() == "runs/isic-org_prompt_v2-my_clip_-16shot-seed1"
+    config = TrainConfig(data=tmp_path / "isic", backbone=BackboneSettings("toy"), shots=None, seed=2)
+    assert default_run_dir(config).as_posix() == "runs/isic-vip-toy-all-seed2"
