@@ -419,6 +419,31 @@ def test_a_cuda_device_this_machine_lacks_is_named_with_the_ones_it_has(monkeypa
         resolve_device("cuda:0")
 
 
+def test_on_a_mac_auto_picks_mps_and_nothing_cuda_only_or_bf16_is_asked_of_it(monkeypatch):
+    """A Mac as this Linux machine can pretend one: MPS available, no CUDA. `auto` is mps, which computes in
+    float32 (no bf16 autocast), captures no CUDA graph, and is never asked a CUDA question (its name, its peak)."""
+    import torch
+
+    from vipcli import graphs, speed
+    from vipcli.devices import autocast, autocast_dtype, resolve_device, where_run
+
+    def cuda_only(*_, **__):
+        raise AssertionError("a CUDA-only call made for an mps device")
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    for name in ("get_device_name", "max_memory_allocated", "synchronize", "make_graphed_callables"):
+        monkeypatch.setattr(torch.cuda, name, cuda_only)
+    mps = resolve_device("auto")
+    assert mps == torch.device("mps") and resolve_device("mps") == mps
+    assert autocast_dtype(mps) is None and type(autocast(mps)).__name__ == "nullcontext"
+    assert graphs.graph_maker(mps) is None
+    assert where_run(mps)["device"] == "mps" and speed.peak_memory(mps)["cuda_peak_allocated_mib"] is None
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a machine with both: CUDA first
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert resolve_device("auto") == torch.device("cuda")
+
+
 @pytest.mark.parametrize("raised, said", [
     ("OutOfMemoryError", "CUDA out of memory"),
     ("RuntimeError", "MPS backend out of memory (MPS allocated: 17.8 GB, other allocations: 1.2 GB)"),
