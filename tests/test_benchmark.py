@@ -880,3 +880,37 @@ def test_a_cell_with_no_spread_prints_its_mean_alone():
     entry = {"seeds": [1, 2], "accuracy_mean": 61.0, "accuracy_std": None}
     assert _cell(entry, "accuracy") == "61.00"
     assert _cell({**entry, "accuracy_std": 1.41}, "accuracy") == "61.00±1.41"
+
+
+@pytest.mark.parametrize("held", ["results.csv", "summary.csv"])
+def test_a_results_csv_held_open_on_windows_is_warned_about_and_the_sweep_goes_on(tmp_path, monkeypatch, capsys,
+                                                                                  held):
+    """Windows refuses to replace a file another program holds open (results.csv in Excel while a sweep runs):
+    the sweep stopped with `cannot write .../results.json (...) (free some space ...)`, naming neither the file
+    nor the fix. results.json is written (it has every row), results.csv warned about once, and a folder that is
+    really read-only still stops the sweep."""
+    from vipcli import atomic, sweep_folder
+    from vipcli.errors import VipError
+
+    (tmp_path / held).write_text("old\n")
+    real = atomic.write_atomic
+
+    def held_open(path, data):
+        if Path(path).name == held:
+            raise PermissionError(13, "Access is denied", str(path))
+        real(path, data)
+
+    monkeypatch.setattr(sweep_folder, "write_atomic", held_open)
+    monkeypatch.setattr(sweep_folder, "_warned_open", set())
+    row = {"method": "vip", "shots": 1, "seed": 1, "test_accuracy": 50.0, "test_macro_f1": 50.0}
+    for rows in ([], [row]):
+        sweep_folder.save_results(tmp_path, {"data": "d"}, ["a", "b"], rows)
+    assert json.loads((tmp_path / "results.json").read_text())["rows"] == [row]
+    assert (tmp_path / held).read_text() == "old\n"
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert warnings == [f"warning: {tmp_path / held} is open in another program, which keeps it from being "
+                        "replaced: not updated (results.json has every row; close it, and the next row, or rerunning "
+                        "the same command, rewrites it)"]
+    monkeypatch.setattr(sweep_folder.os, "access", lambda path, mode: False)  # the folder went read-only
+    with pytest.raises(VipError, match="cannot write"):
+        sweep_folder.save_results(tmp_path, {"data": "d"}, ["a", "b"], [])

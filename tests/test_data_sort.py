@@ -153,16 +153,38 @@ def test_an_image_in_no_row_is_told_apart_from_one_in_a_row_without_a_class(cli,
     ("image,label\na,Melanoma\nb,melanoma\n", "classes 'Melanoma' and 'melanoma' differ only in case"),
     ("image,label\na,../up\nb,x\n", "class '../up' cannot be a folder name"),
     ("image,label\nsub1/a,x\nsub2/a,x\n", "would both be 'x'/a.png"),
+    ("image,label\nsub1/a,x\nsub2/A,x\n", "would be x/a.png and x/A.png in --out, names that differ only in case: "
+                                         "one file on macOS and Windows"),  # (there a copy replaced the other)
 ])
 def test_a_table_that_cannot_become_class_folders_is_refused_before_any_is_written(cli, tmp_path, table, said):
     images = _images(tmp_path / "img", ["a.png", "b.png"])
     if "sub1" in table:
         images = _images(tmp_path / "subs" / "sub1", ["a.png"]).parent
-        _images(images / "sub2", ["a.png"])
+        _images(images / "sub2", ["A.png" if "sub2/A" in table else "a.png"])
     labels = _csv(tmp_path / "gt.csv", table)
     code, _, err = cli("data", "sort", labels, "--images", images, "--out", tmp_path / "sorted")
     assert code == 1 and said in _one_error(err)
     assert not (tmp_path / "sorted").exists()
+
+
+@pytest.mark.parametrize("name, why", [("Nevus: benign?", "it holds :?"), ("nevus.", "it ends in a space or a dot"),
+                                       ("con", "a device name")])
+def test_on_windows_a_class_it_takes_no_folder_of_is_refused_before_any_is_written(cli, tmp_path, monkeypatch,
+                                                                                   name, why):
+    """On Windows a class `Nevus: benign?` failed as its folder was made, with `(pass --copy (Windows makes links
+    only in Developer Mode))`, a fix that changes nothing; elsewhere such a folder is made."""
+    from vipcli import label_table
+
+    images = _images(tmp_path / "img", ["a.png", "b.png"])
+    labels = _csv(tmp_path / "gt.csv", f'image,label\na,"{name}"\nb,x\n')
+    monkeypatch.setattr(label_table, "WINDOWS", True)
+    code, _, err = cli("data", "sort", labels, "--images", images, "--out", tmp_path / "sorted")
+    assert code == 1 and _one_error(err) == f"error: class {name!r} cannot be a folder name on Windows ({why}) " \
+                                           "(rename it in the labels file)"
+    assert not (tmp_path / "sorted").exists()
+    monkeypatch.setattr(label_table, "WINDOWS", False)
+    code, _, err = cli("data", "sort", labels, "--images", images, "--out", tmp_path / "sorted")
+    assert code == 0 and (tmp_path / "sorted" / name / "a.png").is_symlink(), err
 
 
 def test_rows_naming_dicom_exports_without_a_suffix_say_to_rename_them(cli, tmp_path):
@@ -213,6 +235,20 @@ def test_paths_written_on_windows_and_a_cameras_upper_case_suffix_are_found(cli,
     assert sorted(p.name for p in (tmp_path / "sorted").rglob("*") if p.is_symlink()) == ["a.jpg", "b.jpg", "c.JPG",
                                                                                            "d.jpg"]
     assert "1 image" in err and "d.JPG" in err  # in no row: left out, named
+
+
+def test_absolute_paths_written_on_windows_or_another_machine_are_found_by_their_part_under_images(cli, tmp_path):
+    """A table exported with each image's absolute path (`C:\\Users\\me\\isic\\scans\\a.jpg`, a share's
+    `\\\\pacs\\...`, `/home/other/...`): found by the longest tail that is a path under --images."""
+    images = tmp_path / "img"
+    _images(images / "scans", ["a.jpg", "b.jpg", "c.jpg"])
+    _images(images / "old", ["a.jpg"])  # the same name elsewhere: the longer tail tells them apart
+    labels = _csv(tmp_path / "gt.csv", "image,label\nC:\\Users\\me\\isic\\scans\\a.jpg,x\n"
+                                       "\\\\pacs\\export\\scans\\b.jpg,y\n/home/other/isic/scans/c.jpg,x\n")
+    code, out, err = cli("data", "sort", labels, "--images", images, "--out", tmp_path / "sorted")
+    assert code == 0 and "sorted 3 images" in out, err
+    assert os.readlink(tmp_path / "sorted" / "x" / "a.jpg") == str((images / "scans" / "a.jpg").resolve())
+    assert (tmp_path / "sorted" / "y" / "b.jpg").is_symlink() and (tmp_path / "sorted" / "x" / "c.jpg").is_symlink()
 
 
 def test_a_quoted_cell_holding_a_line_break_stays_in_its_row(cli, tmp_path):

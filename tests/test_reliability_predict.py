@@ -473,6 +473,27 @@ def test_the_lock_is_taken_once_by_one_holder(tmp_path):
         pass
 
 
+def test_where_there_are_no_file_locks_the_output_is_written_with_one_warning_saying_what_is_unguarded(
+        tmp_path, monkeypatch, capsys):
+    """Neither flock nor Windows' locks (`import fcntl` and `import msvcrt` fail, as on a file system without
+    locks): vip wrote as if it held the lock, and a second vip on the same output went unrefused without a word."""
+    import sys
+
+    from vipcli import locks
+
+    monkeypatch.setitem(sys.modules, "fcntl", None)
+    monkeypatch.setitem(sys.modules, "msvcrt", None)
+    monkeypatch.setattr(locks, "_unlocked_warned", set())
+    out = tmp_path / "p.jsonl"
+    for _ in range(2):
+        with locks.output_lock(out) as lock:
+            assert lock.read_text().split()[0] == str(os.getpid())
+    assert not lock.exists()
+    assert [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")] == [
+        f"warning: {out}: this system or file system has no file locks, so a second vip writing it at the same time "
+        "would not be stopped (run one at a time)"]
+
+
 def test_a_file_of_the_lock_files_name_that_is_not_a_lock_is_left_alone(tmp_path):
     from vipcli.errors import VipError
     from vipcli.locks import output_lock

@@ -51,6 +51,18 @@ def _self_contained(page: str) -> None:
     assert not re.search(r'(src|href)="(?!data:|#)', page), "every image is a data: URI or inline SVG; nothing is linked"
 
 
+def test_the_address_to_open_the_report_at_is_a_url_a_browser_and_a_terminal_take(cli, lesion_run, tmp_path):
+    """`file://` + the path: a folder with a space or a `#` cut the address there (a terminal's link, a
+    browser's fragment), and on Windows `file://C:\\Users\\...` names a host `C`. It is the path's file URL."""
+    _, run = lesion_run
+    out = tmp_path / "my runs #1" / "run.html"
+    out.parent.mkdir()
+    code, stdout, err = cli("report", run, "--out", out, "--workers", "0", "--device", "cpu", "--gallery", "0")
+    assert code == 0, err
+    url = f"file://{tmp_path.resolve()}/my%20runs%20%231/run.html"
+    assert stdout.strip().endswith(f"open it in a browser ({url})"), stdout
+
+
 def test_run_report_is_one_self_contained_file_with_every_part(cli, lesion_run, tmp_path):
     data, run = lesion_run
     out = tmp_path / "run.html"

@@ -419,6 +419,31 @@ def test_a_cuda_device_this_machine_lacks_is_named_with_the_ones_it_has(monkeypa
         resolve_device("cuda:0")
 
 
+def test_on_a_mac_auto_picks_mps_and_nothing_cuda_only_or_bf16_is_asked_of_it(monkeypatch):
+    """A Mac as this Linux machine can pretend one: MPS available, no CUDA. `auto` is mps, which computes in
+    float32 (no bf16 autocast), captures no CUDA graph, and is never asked a CUDA question (its name, its peak)."""
+    import torch
+
+    from vipcli import graphs, speed
+    from vipcli.devices import autocast, autocast_dtype, resolve_device, where_run
+
+    def cuda_only(*_, **__):
+        raise AssertionError("a CUDA-only call made for an mps device")
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    for name in ("get_device_name", "max_memory_allocated", "synchronize", "make_graphed_callables"):
+        monkeypatch.setattr(torch.cuda, name, cuda_only)
+    mps = resolve_device("auto")
+    assert mps == torch.device("mps") and resolve_device("mps") == mps
+    assert autocast_dtype(mps) is None and type(autocast(mps)).__name__ == "nullcontext"
+    assert graphs.graph_maker(mps) is None
+    assert where_run(mps)["device"] == "mps" and speed.peak_memory(mps)["cuda_peak_allocated_mib"] is None
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a machine with both: CUDA first
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert resolve_device("auto") == torch.device("cuda")
+
+
 @pytest.mark.parametrize("raised, said", [
     ("OutOfMemoryError", "CUDA out of memory"),
     ("RuntimeError", "MPS backend out of memory (MPS allocated: 17.8 GB, other allocations: 1.2 GB)"),
@@ -436,9 +461,11 @@ def test_a_gpu_out_of_memory_is_one_line_naming_what_to_lower(cli, isic_small, t
 
     monkeypatch.setattr(featuresets, "prepare_features", full)
     code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "run"))
+    free = ("quit the apps that hold the Mac's memory (Activity Monitor's Memory tab lists them), which its GPU "
+            "shares" if "MPS" in said else "free the GPU (nvidia-smi lists what holds it)")  # (no nvidia-smi on a Mac)
     assert code == 1 and error_lines(err) == [
         f"error: the GPU ran out of memory ({said}) (pass a smaller --encode-batch (images per encoder call, 64 by "
-        "default), or free the GPU (nvidia-smi lists what holds it); README's 'Out of memory' lists the rest)"]
+        f"default), or {free}; README's 'Out of memory' lists the rest)"]
     assert not (tmp_path / "run").exists()
 
 

@@ -115,9 +115,12 @@ def out_of_memory(error: BaseException) -> VipError | None:
         return None
     cuda = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", None)
     said = str(error).strip().splitlines()[0] if str(error).strip() else ""
-    if not ((cuda is not None and isinstance(error, cuda)) or "MPS backend out of memory" in said):
+    apple = "MPS backend out of memory" in said
+    if not ((cuda is not None and isinstance(error, cuda)) or apple):
         return None
     said = said.split(". ")[0]  # "CUDA out of memory", without the allocator's figures
+    free = ("quit the apps that hold the Mac's memory (Activity Monitor's Memory tab lists them), which its GPU "
+            "shares" if apple else "free the GPU (nvidia-smi lists what holds it)")
     return VipError(f"the GPU ran out of memory ({said})",
-                    "pass a smaller --encode-batch (images per encoder call, 64 by default), or free the GPU "
-                    "(nvidia-smi lists what holds it); README's 'Out of memory' lists the rest")
+                    f"pass a smaller --encode-batch (images per encoder call, 64 by default), or {free}; README's "
+                    "'Out of memory' lists the rest")

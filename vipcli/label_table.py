@@ -13,6 +13,7 @@ import errno
 import io
 import json
 import os
+import re
 import shutil
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -31,6 +32,9 @@ MANIFEST = ".vip-sorted.json"  # written in the sorted folder: what made it (hid
 SHOWN = 3  # rows or files named in a message before a count
 GROUP_WORDS = ("patient", "lesion", "subject", "case", "study")  # a column named so may group images
 MAX_NAME_BYTES = 255  # the longest file or folder name of the common file systems (ext4, APFS, NTFS in UTF-16 units)
+WINDOWS = os.name == "nt"  # where a folder name holds none of `WINDOWS_FORBIDDEN`, nor ends in a space or a dot
+WINDOWS_FORBIDDEN = '<>:"|?*'
+WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"{kind}{n}" for kind in ("COM", "LPT") for n in range(1, 10))}
 
 
 @dataclass(frozen=True)
@@ -154,8 +158,23 @@ def table_key(cell: str) -> str:
 
 def find_files(index: dict[str, list[Path]], cell: str) -> list[Path]:
     """The files of `index` (see `index_images`) a table cell names: by the cell as written, else by its
-    `table_key`; [] when it names none."""
-    return index.get(cell) or index.get(table_key(cell)) or []
+    `table_key`, else, for an absolute path (`C:\\data\\scans\\a.jpg` written on Windows, `/data/scans/a.jpg`,
+    `\\\\server\\share\\a.jpg`), by its longest tail that is a path under --images (`scans/a.jpg`); [] when it
+    names none."""
+    found = index.get(cell) or index.get(table_key(cell))
+    if found:
+        return found
+    key = table_key(cell)
+    if _ABSOLUTE.match(key):
+        parts = [part for part in key.split("/") if part]
+        for start in range(1, len(parts)):
+            found = index.get("/".join(parts[start:]))
+            if found:
+                return found
+    return []
+
+
+_ABSOLUTE = re.compile(r"(?:[A-Za-z]:)?/")  # after `table_key`: `C:/...`, `/...` and `//server/...`
 
 
 def _is_flag(value: str) -> bool:
@@ -434,19 +453,44 @@ def check_class_names(names: set[str]) -> None:
                 any(ord(c) < 32 for c in name):
             raise VipError(f"class {name!r} cannot be a folder name",
                            "rename it in the labels file (no / or \\, not starting with a dot)")
+        why = _not_a_windows_name(name) if WINDOWS else None
+        if why:
+            raise VipError(f"class {name!r} cannot be a folder name on Windows ({why})",
+                           "rename it in the labels file")
     alike = names_alike_but_case(sorted(names))
     if alike:
         raise VipError(f"classes {alike[0]!r} and {alike[1]!r} differ only in case: one folder on macOS and "
                        "Windows", "spell each class one way in the labels file")
 
 
+def _not_a_windows_name(name: str) -> str | None:
+    """Why Windows takes no folder named `name` (a character it forbids, a trailing space or dot, which it
+    drops, a device name such as `CON`), or None."""
+    forbidden = "".join(dict.fromkeys(c for c in name if c in WINDOWS_FORBIDDEN))
+    if forbidden:
+        return f"it holds {forbidden}"
+    if name.endswith((" ", ".")):
+        return "it ends in a space or a dot"
+    if name.split(".")[0].strip().upper() in WINDOWS_RESERVED:
+        return "a device name"
+    return None
+
+
 def _refuse_same_names(placed: list[tuple[Path, str | None, str]]) -> None:
+    """Refuse two images that would get one name in the sorted folder: the same file name from two folders, or
+    names that differ only in case (`A.jpg`, `a.jpg`), one file on macOS and Windows, where the second link
+    failed and the second copy replaced the first without a word."""
     seen: dict[tuple, Path] = {}
     for path, split, name in placed:
-        other = seen.setdefault((split, name, path.name), path)
-        if other != path:
+        other = seen.setdefault((split, name, path.name.casefold()), path)
+        if other == path:
+            continue
+        if other.name == path.name:
             raise VipError(f"{other} and {path} would both be {_where(split, name)}/{path.name}",
                            "rename one of them, or sort the two folders separately")
+        folder = f"{split}/{name}" if split else name
+        raise VipError(f"{other} and {path} would be {folder}/{other.name} and {folder}/{path.name} in --out, names "
+                       "that differ only in case: one file on macOS and Windows", "rename one of them")
 
 
 def check_out(out: Path, images: Path, force: bool) -> None:

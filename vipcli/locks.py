@@ -105,12 +105,16 @@ def lock_holder(lock: Path) -> str | None:
 
 
 def _take_lock(out: Path, lock: Path) -> int:
-    """Open and lock `lock` (retrying when its holder removed it as we opened it); write our pid in it."""
+    """Open and lock `lock` (retrying when its holder removed it as we opened it); write our pid in it. Where
+    the file system has no lock to take, one warning says that `out` is not guarded."""
     import socket
 
     for _ in range(100):
         handle = _open_lock_file(lock)
-        if not _lock_soon(handle):
+        taken = _lock_soon(handle)
+        if taken is None:
+            _warn_unlocked(out)
+        elif not taken:
             holder = _holder(handle)
             os.close(handle)
             raise VipError(f"{out} is being written by another vip process{holder}",
@@ -147,33 +151,51 @@ def _open_lock_file(lock: Path) -> int:
                    "make its folder writable or choose another --out")
 
 
-def _lock_soon(handle: int, tries: int = 5, pause_s: float = 0.02) -> bool:
+def _lock_soon(handle: int, tries: int = 5, pause_s: float = 0.02) -> bool | None:
     """`_lock`, tried a few times over a tenth of a second: `lock_holder` (a `vip report` asking whether a
     sweep runs) holds a shared lock for an instant, which is not a writer to refuse for."""
     import time
 
     for attempt in range(tries):
-        if _lock(handle):
-            return True
+        taken = _lock(handle)
+        if taken is not False:
+            return taken
         if attempt + 1 < tries:
             time.sleep(pause_s)
     return False
 
 
-def _lock(handle: int) -> bool:
-    """Take the OS lock of an open file without waiting; False when another process holds it."""
+def _lock(handle: int) -> bool | None:
+    """Take the OS lock of an open file without waiting; False when another process holds it, None where
+    there is no lock to take (neither flock nor Windows' byte-range locks)."""
     taken = try_flock(handle)
     if taken is not None:
         return taken
     try:
         import msvcrt
     except ImportError:  # a file system without locks: nothing to take, nothing to wait for
-        return True
+        return None
     try:
         msvcrt.locking(handle, msvcrt.LK_NBLCK, 1)
     except OSError:
         return False
     return True
+
+
+_unlocked_warned: set[Path] = set()
+
+
+def _warn_unlocked(out: Path) -> None:
+    """Say once per output that it is written unguarded: a second vip writing it at once is not refused."""
+    if out in _unlocked_warned:
+        return
+    _unlocked_warned.add(out)
+    from rich.markup import escape
+
+    from vipcli import console
+
+    console.warn(escape(f"{out}: this system or file system has no file locks, so a second vip writing it at the "
+                        "same time would not be stopped (run one at a time)"))
 
 
 def _holder(handle: int) -> str:

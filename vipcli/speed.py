@@ -68,15 +68,19 @@ def describe_machine(device) -> dict:
 
 
 def peak_memory(device) -> dict:
-    """Peak resident memory of this process and of finished child processes (MiB), and CUDA peak."""
-    import resource
+    """Peak resident memory of this process and of finished child processes (MiB; None where the OS has no
+    getrusage, Windows), and CUDA peak."""
     import sys
 
     import torch
 
+    cuda = round(torch.cuda.max_memory_allocated(device) / 2**20, 1) if device.type == "cuda" else None
+    try:
+        import resource
+    except ImportError:  # Windows: every figure was measured but this one, which must not lose the others
+        return {"peak_rss_mib": None, "children_peak_rss_mib": None, "cuda_peak_allocated_mib": cuda}
     scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
     to_mib = lambda value: round(value * scale / 2**20, 1)  # noqa: E731
-    cuda = round(torch.cuda.max_memory_allocated(device) / 2**20, 1) if device.type == "cuda" else None
     return {"peak_rss_mib": to_mib(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss),
             "children_peak_rss_mib": to_mib(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss),
             "cuda_peak_allocated_mib": cuda}

@@ -328,13 +328,32 @@ def save_results(out: Path, config: dict, class_names: list[str], rows: list[dic
     try:
         with stop_signals.deferred():
             write_atomic(out / "results.json", json.dumps(document, indent=2))
-            write_atomic(out / "results.csv", results_csv(rows))
-            write_atomic(out / "summary.csv", summary_csv(rows))
+            _write_table(out / "results.csv", results_csv(rows))
+            _write_table(out / "summary.csv", summary_csv(rows))
     except OSError as error:  # the disk filled up or went read-only during the sweep
         from vipcli.preflight import describe_os_error
 
         raise VipError(f"cannot write {out}/results.json ({describe_os_error(error)}); the rows finished before "
                        f"this one are kept", "free some space and run the same command again to resume") from None
+
+
+def _write_table(path: Path, text: str) -> None:
+    """Rewrite results.csv or summary.csv with `text`; where a program holds it open (Excel on Windows, which
+    refuses to let an open file be replaced) one warning, and the sweep goes on: results.json, just written,
+    holds every row, and the next row's save (or a rerun) writes the csv."""
+    try:
+        write_atomic(path, text)
+    except PermissionError:
+        if not path.is_file() or not os.access(path.parent, os.W_OK):
+            raise  # a folder gone read-only: the caller's error
+        if path not in _warned_open:
+            _warned_open.add(path)
+            console.warn(f"{path} is open in another program, which keeps it from being replaced: not updated "
+                         "(results.json has every row; close it, and the next row, or rerunning the same command, "
+                         "rewrites it)")
+
+
+_warned_open: set[Path] = set()  # the results.csv and summary.csv files warned about being held open, once each
 
 
 def summarize(rows: list[dict]) -> list[dict]:

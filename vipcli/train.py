@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -66,10 +67,11 @@ class TrainResult:
 
 
 def default_run_dir(config: TrainConfig) -> Path:
-    """runs/<data>-<method>-<backbone>-<shots>-seed<seed>, numbered -2, -3... if taken."""
+    """runs/<data>-<method>-<backbone>-<shots>-seed<seed>, numbered -2, -3... if taken; a character a plugin id
+    may hold that no folder name (on Windows) can (`org/clip`, `my:clip`) written `_`."""
     shots = "all" if config.shots is None else f"{config.shots}shot"
     name = f"{Path(config.data).resolve().name}-{config.method}-{config.backbone.id}-{shots}-seed{config.seed}"
-    base = Path("runs") / name
+    base = Path("runs") / re.sub(r'[<>:"/\\|?*\x00-\x1f]', "_", name)
     candidate, n = base, 2
     while candidate.exists():
         candidate, n = base.with_name(f"{base.name}-{n}"), n + 1

@@ -205,17 +205,22 @@ def print_speed(report: dict, as_json: bool) -> None:
                          ("backbone load in vip predict", report["predict"].get("load_phases"))):
         if phases:
             table.add_row(f"  {name}", load_phases_text(phases))
-    memory = report["memory"]
-    peak = f"{memory['peak_rss_mib']:.0f} MiB RSS"
-    if memory.get("cuda_peak_allocated_mib") is not None:
-        peak += f", {memory['cuda_peak_allocated_mib']:.0f} MiB CUDA"
-    table.add_row("peak memory", peak)
+    table.add_row("peak memory", peak_memory_text(report["memory"]))
     from rich.measure import Measurement
 
     out = console.stdout()
     out.width = max(out.width, Measurement.get(out, out.options.update_width(10_000), table).maximum)
     out.print(table, crop=False)
     out.print(f"written to {report['path']}")
+
+
+def peak_memory_text(memory: dict) -> str:
+    """speed.json's peak memory as one cell: "812 MiB RSS, 530 MiB CUDA" (no RSS where the OS cannot tell it)."""
+    rss = memory.get("peak_rss_mib")
+    peak = f"{rss:.0f} MiB RSS" if rss is not None else "RSS not measured on this system"
+    if memory.get("cuda_peak_allocated_mib") is not None:
+        peak += f", {memory['cuda_peak_allocated_mib']:.0f} MiB CUDA"
+    return peak
 
 
 def check_speed_options(speed: bool, speed_epochs: Optional[int], sweep_options: dict[str, bool]) -> None:

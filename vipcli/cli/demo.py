@@ -127,4 +127,4 @@ def _reports(run_dir: Path, bench_dir: Path, workers: int) -> None:
     bench_report = write_report(bench_dir)
     out.print(f"report of the run:       {run_report}", markup=False)
     out.print(f"report of the benchmark: {bench_report}", markup=False)
-    out.print(f"open in a browser:       file://{run_report.resolve()}", markup=False)
+    out.print(f"open in a browser:       {run_report.resolve().as_uri()}", markup=False)

@@ -37,7 +37,7 @@ def report_command(
         raise UsageError(f"--gallery {gallery} is negative", "pass 0 or more")
     with console.progress_bar() as progress:
         path = write_report(target, out, coverage, gallery, resolve_device(device), workers, progress)
-    console.stdout().print(f"report written to {path}; open it in a browser (file://{path.resolve()})", markup=False)
+    console.stdout().print(f"report written to {path}; open it in a browser ({path.resolve().as_uri()})", markup=False)
 
 
 def check_run_only_options(target: Path, given: dict[str, bool]) -> None:
