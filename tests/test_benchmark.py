@@ -556,7 +556,7 @@ def test_a_refused_setting_is_named_as_typed(cli, isic_small, tiny_clip, tmp_pat
     base = ("--methods", "coop", "--shots", "1", "--seeds", "1")
     assert cli(*bench_args(isic_small, tiny_clip, out, *base, "-o", "n_ctx=8"))[0] == 0
     code, _, stderr = cli(*bench_args(isic_small, tiny_clip, out, *base))
-    assert code == 1 and "(--method-option: stored n_ctx=8, now none)" in stderr, stderr
+    assert code == 1 and "(--method-option: stored n_ctx=8, now not given)" in stderr, stderr
 
 
 def test_a_refusal_to_resume_names_each_option_and_what_was_not_given():
@@ -580,14 +580,14 @@ def test_a_refusal_to_resume_names_each_option_and_what_was_not_given():
             ({"backbone_fingerprint": "671b1"}, "the backbone's weights: stored 42dab, now 671b1, under the same "
                                                 "--backbone, --arch and --pretrained"),
             ({"split_seed": 7, "method_options": {"n_ctx": 8}},
-             "--method-option: stored none, now n_ctx=8; --split-seed: stored 1, now 7"),
+             "--method-option: stored not given, now n_ctx=8; --split-seed: stored 1, now 7"),
             ({"split_digest": "t", "content_digest": "d"},  # an image added: not also "some files were replaced"
              "the images: files were added, removed or moved since")):
         with pytest.raises(VipError) as refused:
             check_matches({"config": stored}, {**stored, **now}, Path("b"))
         assert str(refused.value) == f"b/results.json was made with other settings ({said}) {fix}"
-    assert _python_words("(--method-option: stored none, now n_ctx=8; --split-seed: stored 1, now 7)") == (
-        "(method_options: stored none, now n_ctx=8; split_seed: stored 1, now 7)")  # vip.benchmark's words
+    assert _python_words("(--method-option: stored not given, now n_ctx=8; --split-seed: stored 1, now 7)") == (
+        "(method_options: stored not given, now n_ctx=8; split_seed: stored 1, now 7)")  # vip.benchmark's words
 
 
 def test_unknown_method_lists_the_valid_ones_and_writes_nothing(cli, isic_small, tmp_path):

@@ -517,3 +517,19 @@ def test_a_pack_with_a_byte_order_mark_and_crlf_line_ends_reads_as_any_other(tmp
     pack.write_bytes(b"\xef\xbb\xbfmelanoma:\r\n  - Dark spots\r\n  - Blurry edges\r\nnevus:\r\n  - A round spot\r\n")
     assert [(p.name, p.symptoms) for p in load_symptom_file(pack)] == [
         ("melanoma", ("Dark spots", "Blurry edges")), ("nevus", ("A round spot",))]
+
+
+def test_anchors_and_aliases_are_read_once_not_followed_forever(capsys, tmp_path):
+    """The check for a key written twice walked every alias again: a list holding itself (`&a [*a]`) was
+    "unexpected RecursionError ... this is a bug in vip", and ten aliases of ten aliases (which YAML reads at
+    once, sharing them) kept it busy for hours. Each is now one line about the pack, as YAML read it."""
+    selfish = tmp_path / "selfish.yaml"
+    selfish.write_text("melanoma: &a\n  - Dark spots\n  - *a\n")
+    code, _, err = vip(capsys, "symptoms", "show", str(selfish))
+    assert code == 1 and err.startswith(f"error: {selfish}:1: symptom 2 of 'melanoma' was read as a list"), err
+    nested = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"] + [
+        f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 12)]
+    many = tmp_path / "many.yaml"
+    many.write_text("\n".join(nested) + "\n")
+    code, _, err = vip(capsys, "symptoms", "show", str(many))
+    assert code == 1 and err.strip() == f"error: {many}:1: symptom pack 'a0' repeats 'x' (remove the duplicate)", err

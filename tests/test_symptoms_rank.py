@@ -377,3 +377,25 @@ def test_the_readmes_inline_symptom_lists_parse_to_whole_symptoms():
         symptoms = yaml.safe_load(text.replace("\n", " "))["symptoms"]
         fragments = [s for s in symptoms if not s[:1].isupper()]
         assert not fragments, f"{text!r} reads as {symptoms} (quote the symptoms that hold a comma)"
+
+
+def test_no_next_step_is_suggested_for_symptoms_only_too_few_images_flagged(capsys, monkeypatch):
+    """Of three classes, one with 1 training image against 10 (bound 1.02: no verdict) and two whose symptoms all
+    help: the flagged symptoms were only the undecided class's, and the ranking still ended "next: reword or replace
+    them and rank again", advice on verdicts that say nothing."""
+    from vipcli.cli.symptoms_rank import show_ranking
+    from vipcli.packs import SymptomPack
+    from vipcli.symptoms.rank import RankResult, SymptomScore
+
+    monkeypatch.setenv("COLUMNS", "200")
+    counts = {"x": 1, "y": 5, "z": 5}
+    packs = {name: SymptomPack(name, ("a", "b")) for name in counts}
+    bound = {name: chance_bound(n, sum(counts.values()) - n) for name, n in counts.items()}
+    scores = [SymptomScore(name, text, 0.99 if name == "x" else 1.0, bound[name], None, None)
+              for name in counts for text in "ab"]
+    result = RankResult(scores=scores, class_names=list(counts), packs=packs, counts=list(counts.values()),
+                        backbone={"id": "toy"})
+    show_ranking(result)
+    out, err = capsys.readouterr()
+    assert "2 of 6 symptoms do not help:" in out and "too few images to tell" in out
+    assert "next: " not in out and "warning: x: 1 against 10 training images" in err

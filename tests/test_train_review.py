@@ -212,6 +212,16 @@ def test_seeds_may_be_given_as_a_range(cli, tmp_path):
     assert code == 2 and error_lines(err) == ["error: --speed times one seed (pass a single --seeds value)"]
     assert not (tmp_path / "bench").exists()
 
+
+def test_speed_counts_the_seeds_a_range_names_not_its_dash(cli, tmp_path):
+    """`--speed` decided "several seeds" by a '-' in --seeds: `--seeds 4-4` (one seed) was refused as "--speed
+    times one seed", and `--seeds=-1` said so too instead of that -1 is no seed."""
+    code, _, err = cli("benchmark", "--data", tmp_path / "none", "--speed", "--seeds", "4-4", "--out", tmp_path / "b")
+    assert code == 1 and error_lines(err)[0].startswith("error: data folder not found"), err
+    code, _, err = cli("benchmark", "--data", tmp_path / "none", "--speed", "--seeds=-1", "--out", tmp_path / "b")
+    assert code == 2 and error_lines(err) == ["error: --seeds -1: expected a comma-separated list of numbers (-1 is "
+                                              "outside 0..4294967295) (e.g. --seeds 1,2,3 or --seeds 1-5)"], err
+
 def test_predict_force_without_out_is_a_usage_error(cli, tmp_path):
     code, _, err = cli("predict", tmp_path, "--model", tmp_path / "run", "--force")
     assert code == 2 and error_lines(err) == [

@@ -108,11 +108,16 @@ def yaml_error(path: Path, error) -> VipError:
     return VipError(f"{where}: malformed symptom pack YAML: {problem}", fix)
 
 
-def _refuse_repeated_keys(node, path: Path, top: bool = True) -> None:
+def _refuse_repeated_keys(node, path: Path, top: bool = True, visited: set | None = None) -> None:
     """VipError at the second of two equal keys of any mapping in the tree under `node` (`top`: the file's own
-    mapping, whose keys are classes or a pack's fields)."""
+    mapping, whose keys are classes or a pack's fields). Each node is looked at once (`visited`): an alias
+    (`*a`) is the node of its anchor, which may hold itself (`&a [*a]`) or be named many times over."""
     import yaml
 
+    visited = set() if visited is None else visited
+    if id(node) in visited:
+        return
+    visited.add(id(node))
     if isinstance(node, yaml.MappingNode):
         seen = {}
         for key, value in node.value:
@@ -120,10 +125,10 @@ def _refuse_repeated_keys(node, path: Path, top: bool = True) -> None:
                 first = seen.setdefault((key.tag, key.value), key)
                 if first is not key:
                     raise _repeated(path, key.value, first.start_mark.line + 1, key.start_mark.line + 1, top)
-            _refuse_repeated_keys(value, path, top=False)
+            _refuse_repeated_keys(value, path, False, visited)
     elif isinstance(node, yaml.SequenceNode):
         for item in node.value:
-            _refuse_repeated_keys(item, path, top=False)
+            _refuse_repeated_keys(item, path, False, visited)
 
 
 def _repeated(path: Path, key: str, first: int, second: int, top: bool) -> VipError:

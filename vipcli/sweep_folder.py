@@ -146,10 +146,10 @@ OPTION_OF_SETTING = {  # a stored setting -> the option that sets it, as the ref
 
 
 def _setting(value) -> str:
-    """A setting as a user types it: 8, 0.002, none; a dict as key=value pairs; None (the option was not
-    given: its default) as "not given", apart from a given `none` (`--pretrained none`)."""
+    """A setting as a user types it: 8, 0.002, none; a dict as key=value pairs; None or an empty dict (the
+    option was not given: its default) as "not given", apart from a given `none` (`--pretrained none`)."""
     if isinstance(value, dict):
-        return ", ".join(f"{k}={v}" for k, v in value.items()) or "none"
+        return ", ".join(f"{k}={v}" for k, v in value.items()) or "not given"
     return "not given" if value is None else str(value)
 
 

@@ -59,12 +59,13 @@ def benchmark_command(
     """Compare methods on the same seeded few-shot subsets of your data, or measure speed (--speed)."""
     backbone_settings = opt.backbone_settings(backbone, arch, pretrained, device)
     encoding = opt.encoding_settings(views, workers, no_cache, encode_batch)
+    seed_values = opt.parse_list("--seeds", seeds, opt.seed_value, opt.seed_range)
     check_speed_options(speed, speed_epochs, {
         "--methods": methods != ",".join(DEFAULT_METHODS), "--shots": shots != "1,2,4,8,16",
         "--epochs": epochs is not None, "--batch-size": batch_size is not None, "--lr": lr is not None,
         "--schedule": schedule != "auto", "--n-ctx": n_ctx is not None, "--class-specific-context": class_specific_context,
         "--method-option": bool(method_option), "--split-seed": split_seed is not None, "--force": force,
-        "--no-batch": not batch, "--seeds": seeds != "1,2,3" and ("," in seeds.strip(",") or "-" in seeds)})
+        "--no-batch": not batch, "--seeds": seeds != "1,2,3" and len(seed_values) > 1})
     if speed:
         from vipcli.distributed import world_from_env
         from vipcli.speed import SpeedConfig, measure_speed
@@ -75,13 +76,12 @@ def benchmark_command(
 
         config = SpeedConfig(data=data, backbone=backbone_settings, encoding=encoding,
                              symptoms=opt.symptom_sources(symptoms), epochs=speed_epochs,
-                             seed=opt.parse_list("--seeds", seeds, opt.seed_value, opt.seed_range)[0], out=out)
+                             seed=seed_values[0], out=out)
         with console.progress_bar() as progress:
             report = measure_speed(config, progress)
         print_speed(report, as_json)
         return
     method_ids, shot_values = opt.parse_list("--methods", methods), opt.parse_list("--shots", shots, opt.parse_shots)
-    seed_values = opt.parse_list("--seeds", seeds, opt.seed_value, opt.seed_range)
     options = opt.method_options(method_option, n_ctx, class_specific_context)
     from vipcli.benchmark import BenchmarkConfig, run_benchmark
 

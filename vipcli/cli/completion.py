@@ -1,5 +1,6 @@
 """Shell completion of option values: what `--backbone`, `--method`, `--methods`, `--device`, `--schedule`,
-`--judge`, `--symptoms` and the ID and NAME arguments take, offered at a Tab press.
+`--judge` and the ID and NAME arguments take (`vip symptoms show NAME`: the shipped packs), offered at a Tab press.
+`--symptoms` completes file names only: a shipped pack offered there would hide a file of the same beginning.
 
 Each function is a typer `autocompletion`: given the part of the value typed so far, it returns the
 values that begin with it. They read only entry points and the shipped packs, never torch: a Tab

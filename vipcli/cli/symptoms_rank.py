@@ -178,7 +178,7 @@ def show_next_steps(result, flagged: list, pruning: bool) -> None:
             console.warn(escape(f"{name}: {counts} training images (its own against the other classes') are too few "
                                 "for any AUROC, not even 1.0, to beat chance with 95% confidence: its verdicts say "
                                 f"nothing (add training images: {ENOUGH_HINT})"))
-    if not pruning and len(undecided) < len(result.class_names):
+    if not pruning and any(not score.too_few_images for score in flagged):  # some verdict says something
         console.stdout().print(
             "next: reword or replace them and rank again, or add --prune --out DIR to write packs without them (each "
             f"class keeps its {KEEP_AT_LEAST} best); check the result with vip benchmark", markup=False)
