@@ -491,10 +491,10 @@ def test_resume_with_the_data_folder_given_another_way(cli, isic_small, tiny_cli
     code, _, stderr = cli(*bench_args(Path("isic"), tiny_clip, out, *base, "--seeds", "1"))
     assert code == 0 and "skipped isic/test/nevus/zz_broken.jpg" in stderr, stderr
     code, stdout, stderr = cli(*bench_args(isic_small.resolve(), tiny_clip, out, *base, "--seeds", "1,2"))
-    assert code == 0 and "1 rows run, 1 resumed from earlier" in stdout, stderr
+    assert code == 0 and "1 row run, 1 resumed from earlier" in stdout, stderr
     monkeypatch.chdir(isic_small / "train")
     code, stdout, stderr = cli(*bench_args(Path(".."), tiny_clip, out, *base, "--seeds", "1,2,3"))
-    assert code == 0 and "1 rows run, 2 resumed from earlier" in stdout, stderr
+    assert code == 0 and "1 row run, 2 resumed from earlier" in stdout, stderr
     assert json.loads((out / "split.json").read_text())["unreadable"] == {
         "test/nevus/zz_broken.jpg": "not an image Pillow can read"}  # named as the split's lists name files
 
@@ -517,7 +517,7 @@ def test_resume_a_sweep_of_an_earlier_vip_that_named_files_as_given(cli, isic_sm
     (out / "results.json").write_text(json.dumps(results))
     (out / "split.json").write_text(json.dumps(split))
     code, stdout, stderr = cli(*bench_args(Path("isic"), tiny_clip, out, *base, "--seeds", "1,2"))
-    assert code == 0 and "1 rows run, 1 resumed from earlier" in stdout, stderr
+    assert code == 0 and "1 row run, 1 resumed from earlier" in stdout, stderr
     assert json.loads((out / "split.json").read_text())["unreadable"] == {
         "test/nevus/zz_broken.jpg": "not an image Pillow can read"}
 

@@ -163,8 +163,8 @@ def print_benchmark(result, as_json: bool) -> None:
         out.print(capped_note(capped_columns(result.rows)), markup=False)
     if any(not r["shots"] for r in result.rows):
         out.print("* uses no labelled images (zero-shot): evaluated once per seed, the same figure in every column")
-    out.print(f"{result.trained} rows run, {result.skipped} resumed from earlier; {result.encoded_views} image "
-              f"views encoded; results in {result.out}/results.csv, summary.csv, results.json, shots.png, split.json")
+    out.print(f"{console.counted(result.trained, 'row')} run, {result.skipped} resumed from earlier; "
+              f"{console.counted(result.encoded_views, 'image view')} encoded; results in {result.out}/results.csv, summary.csv, results.json, shots.png, split.json")
 
 
 def print_speed(report: dict, as_json: bool) -> None:
