@@ -254,7 +254,7 @@ def test_train_arguments_of_the_wrong_type_or_range_are_refused_by_name_before_a
     """A str seed, a float epochs or a str lr failed deep inside as Python errors naming neither; a
     negative seed, which `vip train --seed -1` refuses, trained; force="no" was true and replaced the run."""
     data, result, _ = world
-    refused = {"seed": ["a", -1, 2**32], "views": ["8", 0], "epochs": [2.5, 0], "batch_size": [0], "workers": [-1],
+    refused = {"seed": ["a", -1, 2**32], "split_seed": ["2", -1], "views": ["8", 0], "epochs": [2.5, 0], "batch_size": [0], "workers": [-1],
                "lr": ["x", 0, True, float("inf")], "encode_batch": [0, "64"]}
     for name, values in refused.items():
         for value in values:

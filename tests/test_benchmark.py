@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ISIC, NO_SHARED_DATA, error_lines
+from conftest import ISIC, NO_SHARED_DATA, error_lines, tiny_train_args
 from vipcli.errors import VipError
 
 ALL_METHODS = "zeroshot,symptom-zeroshot,linear-probe,coop,vip,vip-cop-only,vip-mep-only"
@@ -698,6 +698,34 @@ def test_data_without_splits_gets_a_seeded_split_saved(cli, flat_data, tiny_clip
     # the same seed gives the same split: the sweep resumes rather than refusing
     code, _, stderr = cli(*bench_args(flat_data, tiny_clip, out, *args))
     assert code == 0 and "2 finished rows skipped" in stderr
+
+
+def test_a_row_on_data_without_splits_is_reproduced_by_vip_train_with_its_split_seed(cli, flat_data, tiny_clip,
+                                                                                      tmp_path):
+    """A sweep carves val and test once, with its split seed (its first seed), for every seed's rows; `vip train
+    --seed 2` carves them with seed 2, so only `--split-seed 1` gives the row of seed 2 its images and figures."""
+    out = tmp_path / "b"
+    code, stdout, stderr = cli(*bench_args(flat_data, tiny_clip, out, "--methods", "vip", "--shots", "2",
+                                           "--seeds", "1,2", "--json"))
+    assert code == 0, stderr
+    sweep = json.loads((out / "split.json").read_text())
+    row = next(r for r in json.loads(stdout)["rows"] if r["seed"] == 2)
+    runs = {}
+    for name, extra in (("own", ()), ("row", ("--split-seed", "1"))):
+        code, _, stderr = cli(*tiny_train_args(flat_data, tiny_clip, tmp_path / name, "--seed", "2", "--shots", "2",
+                                               "--epochs", "2", *extra))
+        assert code == 0, stderr
+        runs[name] = (json.loads((tmp_path / name / "split.json").read_text()),
+                      json.loads((tmp_path / name / "metrics.json").read_text()))
+    own, (split, metrics) = runs["own"][0], runs["row"]
+    assert own["split_seed"] == 2 and own["test"] != sweep["test"]  # vip train's own split: other test images
+    assert split["split_seed"] == 1 and split["seed"] == 2
+    assert split["test"] == sweep["test"] and split["val"] == sweep["val"]
+    assert split["train_subset"] == sorted(p for files in sweep["few_shot_order"]["2"].values() for p in files[:2])
+    assert metrics["best_epoch"] == row["best_epoch"]
+    assert [metrics[s][k] for s in ("val", "test") for k in ("accuracy", "macro_f1", "auroc")] == \
+        [row[f"{s}_{k}"] for s in ("val", "test") for k in ("accuracy", "macro_f1", "auroc")]
+    assert metrics["test"]["confusion_matrix"] == row["test_confusion_matrix"]
 
 
 def test_linear_probe_separates_separable_features():

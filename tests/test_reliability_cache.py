@@ -47,6 +47,26 @@ def test_a_run_gives_the_same_result_whatever_filled_the_cache(cli, monkeypatch,
         torch.testing.assert_close(_weights(tmp_path / "c")[name], tensor, rtol=0, atol=1e-6)
 
 
+def test_a_fit_draws_the_same_random_numbers_on_a_cold_and_a_warm_cache(cli, monkeypatch, isic_small, tiny_clip,
+                                                                         tmp_path):
+    """A method's fit may draw from torch's global generator, which `vip train` seeds before it encodes the
+    images: the encoding must not draw from it, or a cold cache (images encoded, a DataLoader per split)
+    and a warm one (none) would hand the fit other random numbers, and its result would depend on the
+    cache's history."""
+    import vipcli.methods.contract as contract
+
+    real_fit, states = contract.checked_fit, []
+
+    def recording_fit(*args, **kwargs):
+        states.append(torch.random.get_rng_state())
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(contract, "checked_fit", recording_fit)
+    for run in ("cold", "warm"):
+        _train(cli, monkeypatch, tmp_path / "cache", isic_small, tiny_clip, tmp_path / run)
+    assert len(states) == 2 and torch.equal(states[0], states[1])
+
+
 def test_a_run_killed_while_writing_the_cache_does_not_change_the_next_one(cli, monkeypatch, isic_small, tiny_clip,
                                                                            tmp_path):
     from vipcli.features import FeatureCache

@@ -91,7 +91,7 @@ def train(data: str | Path, *, shots: int | str | None = 16, method: str = "vip"
           symptoms: Iterable[str] | Mapping[str, list[str]] = (),
           method_options: dict | None = None, schedule: str = "auto", epochs: int | None = None,
           batch_size: int | None = None, lr: float | None = None, views: int = 8, seed: int = 1,
-          out: str | Path | None = None, force: bool = False, device: str | torch.device = "auto",
+          split_seed: int | None = None, out: str | Path | None = None, force: bool = False, device: str | torch.device = "auto",
           workers: int | None = None, encode_batch: int = 64, use_cache: bool = True,
           progress: bool = False) -> TrainResult:
     """Train a method on a folder of images sorted by class and write its run folder (`vip train`).
@@ -108,6 +108,7 @@ def train(data: str | Path, *, shots: int | str | None = 16, method: str = "vip"
         schedule, epochs, batch_size, lr: the training schedule and its overrides.
         views: augmented views encoded (and cached) per training image.
         seed: seeds the split, the few-shot subset, initialisation and batches.
+        split_seed: seeds any split vip makes instead of `seed` (`--split-seed`): a benchmark row's is its sweep's.
         out: the run folder (default: a new folder in runs/); `force` replaces an existing one.
         device: "auto", "cpu", "cuda", "cuda:N", "mps", or a torch.device.
         workers: image-decoding processes (default: one per usable core, at most 16).
@@ -126,8 +127,10 @@ def train(data: str | Path, *, shots: int | str | None = 16, method: str = "vip"
     _check_arguments(data, views=views, epochs=epochs, batch_size=batch_size, workers=workers, lr=lr,
                      encode_batch=encode_batch)
     _seed("seed", seed, "seed=1")
+    if split_seed is not None:
+        _seed("split_seed", split_seed, "split_seed=1")
     config = TrainConfig(
-        shots=_shots(shots), method=method, seed=seed,
+        shots=_shots(shots), method=method, seed=seed, split_seed=split_seed,
         **_shared_settings(data, backbone, arch, pretrained, device, views, workers, encode_batch, use_cache,
                            schedule, epochs, batch_size, lr, symptoms, method_options, out, force),
     )

@@ -469,9 +469,16 @@ class _ViewDataset(torch.utils.data.Dataset):
 
 
 def _loader(dataset, workers: int):
+    """The DataLoader that decodes `dataset` in `workers` processes, drawing nothing from torch's global generator.
+
+    A DataLoader without a generator of its own draws its workers' base seed from the global one each time
+    it is iterated (with no workers too): `vip train` seeds that generator before encoding, and a method's fit
+    may draw from it, so a cold cache (one loader per split) and a warm one (none) handed fit other random
+    numbers. The views' randomness never came from it (`view_seed`), so a private generator changes no feature.
+    """
     workers = _decoding_workers(dataset, workers)
     return torch.utils.data.DataLoader(
-        dataset, batch_size=None, shuffle=False, num_workers=workers,
+        dataset, batch_size=None, shuffle=False, num_workers=workers, generator=torch.Generator().manual_seed(0),
         prefetch_factor=4 if workers else None, persistent_workers=False, worker_init_fn=worker_ignores_sigterm,
     )
 

@@ -30,6 +30,7 @@ class TrainConfig:
     schedule: ScheduleSettings = ScheduleSettings()
     symptoms: tuple = ()  # pack files, {class: [symptoms]} files, folders or shipped names (str), or SymptomPacks
     seed: int = 1  # seeds the split, the few-shot subset, initialisation and batches
+    split_seed: int | None = None  # seeds any split vip makes instead (a benchmark row's: its sweep's split seed)
     out: Path | None = None  # run directory (None: runs/<data>-<method>-<backbone>-<shots>-seed<seed>)
     force: bool = False  # replace an existing --out
     reference: bool = False  # the authors' way: every image re-encoded every epoch, the whole text tower every step
@@ -180,7 +181,7 @@ def _fit_and_save(config: TrainConfig, cls, schedule, started: float, progress=N
 
     world = distributed.world_from_env()  # torchrun: every rank encodes its share, rank 0 trains (#13)
     distributed.check_shared_cache(world, config.encoding.use_cache)
-    dataset = load_dataset(config.data, seed=config.seed, train_optional=not cls.uses_shots)
+    dataset = load_dataset(config.data, seed=split_seed(config), train_optional=not cls.uses_shots)
     packs = packs_for_run(dataset.class_names, list(config.symptoms), required=cls.needs_symptoms)
     symptoms = symptoms_of(packs)
     device = distributed.rank_device(config.backbone.device, world)
@@ -240,6 +241,11 @@ def _fit_and_save(config: TrainConfig, cls, schedule, started: float, progress=N
     write_train_run(run_dir, config, method, backbone, dataset, data, symptoms, schedule, metrics,
                     calibrated.calibration)
     return TrainResult(run_dir, metrics, data.failures, dataset.class_names, schedule if uses_schedule else None)
+
+
+def split_seed(config: TrainConfig) -> int:
+    """The seed of any split vip carves from train/ for `config`: `--split-seed`, else `--seed`."""
+    return config.seed if config.split_seed is None else config.split_seed
 
 
 ZERO_SHOT_TRAIN_IMAGES = 0  # per class: a method that uses no labelled images encodes none
@@ -364,7 +370,7 @@ def write_train_run(run_dir, config, method, backbone, dataset, data, symptoms, 
     }
     split = {
         "root": str(root.resolve()), "class_names": dataset.class_names, "origin": dataset.origin,
-        "seed": config.seed, "shots": config.shots,
+        "seed": config.seed, "split_seed": split_seed(config), "shots": config.shots,
         # the labelled images the method learned from: none for a zero-shot one (it uses none of the one
         # image per class `encoding_plan` encodes)
         "train_subset": relative(data.train.paths) if method.uses_shots else [],

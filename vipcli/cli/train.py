@@ -30,6 +30,9 @@ def train_command(
     method_option: Optional[List[str]] = opt.METHOD_OPTION,
     views: int = opt.VIEWS,
     seed: int = opt.seed(1, "Seed of the split, the few-shot subset and training."),
+    split_seed: Optional[int] = opt.seed(None, "Seed of a split vip makes, if not --seed (a `vip benchmark` "
+                                         "row's: its sweep's --split-seed, by default its first seed).",
+                                         "--split-seed"),
     out: Optional[Path] = typer.Option(None, "--out", help="Run directory (default: a new folder in runs/, named "
                                        "after the data, method, backbone, shots and seed)."),
     force: bool = opt.FORCE,
@@ -50,7 +53,8 @@ def train_command(
         backbone=opt.backbone_settings(backbone, arch, pretrained, device),
         encoding=opt.encoding_settings(views, workers, no_cache, encode_batch),
         schedule=opt.schedule_settings(schedule, epochs, batch_size, lr),
-        symptoms=opt.symptom_sources(symptoms), seed=seed, out=out, force=force, reference=reference,
+        symptoms=opt.symptom_sources(symptoms), seed=seed, split_seed=split_seed, out=out, force=force,
+        reference=reference,
     )
     with _rank_progress() as progress:
         result = train(config, progress)
