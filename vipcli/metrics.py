@@ -81,6 +81,35 @@ def per_class_figures(confusion_matrix: list[list[int]]) -> list[dict]:
     return figures
 
 
+def missed_classes_warning(confusion_matrix: list[list[int]], class_names: list[str], run: str = "RUN",
+                           split: str = "test") -> str:
+    """A warning for a model that finds no image of a class on `split` (sensitivity 0), "" when it finds
+    every class: with unbalanced classes (3 pneumonia X-rays to 1 normal) a model that calls every image
+    the larger class still scores its share as accuracy, and the accuracy table alone hides it.
+
+    Args:
+        confusion_matrix: [C, C] rows true classes, columns predicted ones.
+        class_names: the C class names.
+        run: the run folder, named in the pointer to `vip report`.
+    """
+    figures = per_class_figures(confusion_matrix)
+    missed = [(name, f["images"]) for name, f in zip(class_names, figures) if f["images"] and f["found"] == 0]
+    if not missed:
+        return ""
+    names = ", ".join(f"{name} (0 of {images})" for name, images in missed)
+    predicted = [name for name, f in zip(class_names, figures) if f["predicted"]]
+    total = sum(f["images"] for f in figures)
+    accuracy = exact_figures(confusion_matrix)["accuracy"]
+    if len(predicted) == 1:
+        why = (f"it calls every {split} image {predicted[0]}, so its accuracy of {round_half_up(accuracy):.2f}% is "
+               f"the share of {predicted[0]} among the {total} {split} images")
+    else:
+        why = f"its accuracy of {round_half_up(accuracy):.2f}% comes from the other classes alone"
+    return (f"the model finds no {split} image of {names}: {why} (macro-F1 and each class's sensitivity in "
+            f"`vip report {run}` show it; try more shots, or see what the backbone tells apart with "
+            "`vip symptoms rank`)")
+
+
 def round_half_up(value, digits: int = 2) -> float | None:
     """`value` (a Fraction, int or float) rounded half up to `digits` decimals, computed exactly.
 
