@@ -110,6 +110,31 @@ def missed_classes_warning(confusion_matrix: list[list[int]], class_names: list[
             "`vip symptoms rank`)")
 
 
+def missed_rows_warning(rows: list[dict], class_names: list[str], shown: int = 3) -> str:
+    """A benchmark's warning for its rows that find no test image of a class (`missed_classes_warning`
+    for a sweep), by method and shots: "vip 4-shot (seeds 1, 2: NORMAL)"; "" when every row finds
+    every class. A row without a confusion matrix is passed over."""
+    found: dict[tuple[str, str], dict[str, list]] = {}
+    for row in rows:
+        matrix = row.get("test_confusion_matrix")
+        if not isinstance(matrix, list) or not matrix:
+            continue
+        missed = [name for name, f in zip(class_names, per_class_figures(matrix)) if f["images"] and not f["found"]]
+        if missed:
+            cell = found.setdefault((row["method"], str(row["shots"])), {"seeds": [], "classes": []})
+            cell["seeds"].append(str(row["seed"]))
+            cell["classes"] += [name for name in missed if name not in cell["classes"]]
+    if not found:
+        return ""
+    cells = [f"{method}{'' if shots == '0' else f' {shots}-shot'} (seed{'s' if len(cell['seeds']) > 1 else ''} "
+             f"{', '.join(cell['seeds'])}: {', '.join(cell['classes'])})" for (method, shots), cell in found.items()]
+    more = f"; and {len(cells) - shown} more" if len(cells) > shown else ""
+    rows_missing = sum(len(cell["seeds"]) for cell in found.values())
+    return (f"{rows_missing} {'row finds' if rows_missing == 1 else 'rows find'} no test image of a class: "
+            f"{'; '.join(cells[:shown])}{more}; their accuracy comes from the other classes alone (the macro-F1 "
+            "table shows it; each row's test_confusion_matrix is in results.csv)")
+
+
 def round_half_up(value, digits: int = 2) -> float | None:
     """`value` (a Fraction, int or float) rounded half up to `digits` decimals, computed exactly.
 
