@@ -65,19 +65,27 @@ def exact_figures(confusion_matrix: list[list[int]]) -> dict:
 
 def per_class_figures(confusion_matrix: list[list[int]]) -> list[dict]:
     """Per class of a [C, C] confusion matrix (rows true, columns predicted): how many images it has,
-    how many were predicted as it, and its sensitivity (recall) and precision (PPV) in percent.
+    how many were predicted as it, its sensitivity (recall) and precision (PPV) in percent, and its
+    specificity: the share of the other classes' images not called it (with 2 classes, the other's
+    sensitivity).
 
     Returns:
-        [{"images", "found", "predicted", "recall", "precision"}] in class order; recall is None for a
-        class without images, precision None for a class never predicted (Fractions otherwise).
+        [{"images", "found", "predicted", "others", "rejected", "recall", "precision", "specificity"}] in
+        class order ("others": the other classes' images, "rejected": those of them not called this class);
+        recall is None for a class without images, precision None for a class never predicted, specificity
+        None without images of other classes (Fractions otherwise).
     """
     rows = [[int(count) for count in row] for row in confusion_matrix]
+    total = sum(map(sum, rows))
     figures = []
     for c, row in enumerate(rows):
         images, found, predicted = sum(row), row[c], sum(r[c] for r in rows)
-        figures.append({"images": images, "found": found, "predicted": predicted,
+        others, rejected = total - images, total - images - (predicted - found)
+        figures.append({"images": images, "found": found, "predicted": predicted, "others": others,
+                        "rejected": rejected,
                         "recall": 100 * Fraction(found, images) if images else None,
-                        "precision": 100 * Fraction(found, predicted) if predicted else None})
+                        "precision": 100 * Fraction(found, predicted) if predicted else None,
+                        "specificity": 100 * Fraction(rejected, others) if others else None})
     return figures
 
 
