@@ -122,7 +122,8 @@ def test_a_table_of_many_columns_asks_which_holds_the_class(cli, tmp_path):
     assert code == 2 and _one_error(err) == (
         "error: HAM10000_metadata.csv: cannot tell which column holds the class (columns besides the image's: "
         "lesion_id, dx, dx_type, age, sex, localization) (name it with --label-column NAME, or the 0/1 columns "
-        "with --one-hot COL,COL)")
+        "with --one-hot COL,COL; a column of patients or lesions goes to --group-column lesion_id, which keeps each "
+        "one's images in one split)")  # the lesion column named too: a table of a patient's X-rays has one
     code, out, err = cli("data", "sort", labels, "--images", images, "--out", tmp_path / "sorted",
                          "--label-column", "dx")
     assert code == 0 and "columns: image 'image_id'; class 'dx' (found: image)" in out, err

@@ -264,9 +264,12 @@ def _class_columns(table: LabelTable, taken: set, has_otherwise: bool) -> tuple[
         return None, left  # 0/1 marks, one column per class (ISIC 2019), or one with --otherwise
     if len(left) == 1 and not has_otherwise:
         return left[0], []
+    grouping = [name for name in left if any(word in name.lower() for word in GROUP_WORDS)]
+    group = f"; a column of patients or lesions goes to --group-column {grouping[0]}, which keeps each one's " \
+            "images in one split" if grouping and len(grouping) < len(left) else ""
     raise UsageError(f"{table.path.name}: cannot tell which column holds the class "
                      f"(columns besides the image's: {', '.join(left) or 'none'})",
-                     "name it with --label-column NAME, or the 0/1 columns with --one-hot COL,COL")
+                     f"name it with --label-column NAME, or the 0/1 columns with --one-hot COL,COL{group}")
 
 
 def classes_of(row: dict[str, str], columns: Columns) -> list[str]:
