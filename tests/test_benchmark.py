@@ -942,3 +942,24 @@ def test_a_results_csv_held_open_on_windows_is_warned_about_and_the_sweep_goes_o
     monkeypatch.setattr(sweep_folder.os, "access", lambda path, mode: False)  # the folder went read-only
     with pytest.raises(VipError, match="cannot write"):
         sweep_folder.save_results(tmp_path, {"data": "d"}, ["a", "b"], [])
+
+
+def test_rows_that_never_find_a_class_are_named_by_method_and_shots():
+    """On Kermany's X-rays (3 pneumonia to 1 normal) `vip` and `zeroshot` scored 62.50±0.00: every test image
+    called PNEUMONIA, which the accuracy table did not say."""
+    from vipcli.metrics import missed_rows_warning
+
+    constant, sound = [[0, 4], [0, 12]], [[3, 1], [2, 10]]
+    rows = [{"method": "zeroshot", "shots": 0, "seed": 1, "test_confusion_matrix": constant},
+            {"method": "vip", "shots": 4, "seed": 1, "test_confusion_matrix": constant},
+            {"method": "vip", "shots": 4, "seed": 2, "test_confusion_matrix": constant},
+            {"method": "vip", "shots": 16, "seed": 1, "test_confusion_matrix": sound},
+            {"method": "coop", "shots": 4, "seed": 1, "test_confusion_matrix": [[4, 0], [12, 0]]},
+            {"method": "coop", "shots": 16, "seed": 1}]  # no matrix (a row of an older vip): passed over
+    assert missed_rows_warning(rows, ["NORMAL", "PNEUMONIA"]) == (
+        "4 rows find no test image of a class: zeroshot (seed 1: NORMAL); vip 4-shot (seeds 1, 2: NORMAL); coop "
+        "4-shot (seed 1: PNEUMONIA); their accuracy comes from the other classes alone (the macro-F1 table shows it; "
+        "each row's test_confusion_matrix is in results.csv)")
+    assert missed_rows_warning(rows, ["NORMAL", "PNEUMONIA"], shown=1).startswith(
+        "4 rows find no test image of a class: zeroshot (seed 1: NORMAL); and 2 more; their accuracy")
+    assert missed_rows_warning(rows[3:4], ["NORMAL", "PNEUMONIA"]) == ""

@@ -122,7 +122,8 @@ def test_a_table_of_many_columns_asks_which_holds_the_class(cli, tmp_path):
     assert code == 2 and _one_error(err) == (
         "error: HAM10000_metadata.csv: cannot tell which column holds the class (columns besides the image's: "
         "lesion_id, dx, dx_type, age, sex, localization) (name it with --label-column NAME, or the 0/1 columns "
-        "with --one-hot COL,COL)")
+        "with --one-hot COL,COL; a column of patients or lesions goes to --group-column lesion_id, which keeps each "
+        "one's images in one split)")  # the lesion column named too: a table of a patient's X-rays has one
     code, out, err = cli("data", "sort", labels, "--images", images, "--out", tmp_path / "sorted",
                          "--label-column", "dx")
     assert code == 0 and "columns: image 'image_id'; class 'dx' (found: image)" in out, err
@@ -670,6 +671,61 @@ def test_a_split_column_whose_groups_cross_splits_is_warned_about(cli, tmp_path)
     assert code == 0 and "split 'split'; group 'lesion_id'" in out, err
     assert "1 lesion_id value has images in more than one split of the labels (first: HAM_0000)" in err
 
+
+
+def _with_splits(labels: Path, split_of) -> Path:
+    """The lesions table with a split column (replacing one given before): `split_of(lesion number)` for each row."""
+    rows = [",".join(row.split(",")[:3]) for row in labels.read_text().splitlines()]  # lesion_id,image_id,dx
+    return _csv(labels, "\n".join([rows[0] + ",split"] + [f"{row},{split_of(int(row[4:8]))}" for row in rows[1:]]) + "\n")
+
+
+def test_a_table_that_splits_train_and_test_only_gets_val_carved_by_group(cli, tmp_path):
+    """Kermany's chest X-rays come as train/ and test/, several images per patient: with --group-column the
+    table's splits were kept and no val made, and vip train then carved val per image, a patient's images in
+    train and val (the split that picks the checkpoint and fits the calibration)."""
+    from vipcli.data import load_dataset
+
+    images, labels = _lesions(tmp_path, lesions=24)
+    _with_splits(labels, lambda lesion: "test" if lesion >= 20 else "train")
+    code, out, err = cli("data", "sort", labels, "--images", images, "--out", tmp_path / "sorted",
+                         "--label-column", "dx", "--group-column", "lesion_id")
+    assert code == 0, err
+    assert "val: made from train by 'lesion_id' (seed 1; the labels give no val): the images of one lesion_id are " \
+           "in one split" in out
+    splits = _split_of_lesions(tmp_path / "sorted")
+    assert all(len(where) == 1 for where in splits.values()), splits
+    assert {lesion for lesion, where in splits.items() if where == {"test"}} == {f"{n:03d}" for n in range(20, 24)}
+    dataset = load_dataset(tmp_path / "sorted")
+    assert dataset.counts("val") == [3, 3] and dataset.counts("test") == [6, 6]  # a lesion per class: 10% of 30
+    other = tmp_path / "other"
+    assert cli("data", "sort", labels, "--images", images, "--out", other, "--label-column", "dx",
+               "--group-column", "lesion_id", "--seed", "2")[0] == 0  # the seed seeds the carving
+    assert _split_of_lesions(other) != splits
+    only_train = tmp_path / "only-train"
+    _with_splits(labels, lambda lesion: "train")
+    code, out, err = cli("data", "sort", labels, "--images", images, "--out", only_train, "--label-column", "dx",
+                         "--group-column", "lesion_id")
+    assert code == 0 and "val and test: made from train by 'lesion_id'" in out, err
+    assert all(len(where) == 1 for where in _split_of_lesions(only_train).values())
+    assert load_dataset(only_train).counts("test") == [6, 6] and load_dataset(only_train).counts("val") == [3, 3]
+
+
+def test_a_table_with_val_keeps_its_splits_and_refuses_a_seed(cli, tmp_path):
+    images, labels = _lesions(tmp_path, lesions=24)
+    _with_splits(labels, lambda lesion: "test" if lesion >= 20 else "val" if lesion >= 18 else "train")
+    code, out, err = cli("data", "sort", labels, "--images", images, "--out", tmp_path / "sorted",
+                         "--label-column", "dx", "--group-column", "lesion_id")
+    assert code == 0 and "made from train" not in out, err
+    assert {lesion for lesion, where in _split_of_lesions(tmp_path / "sorted").items() if where == {"val"}} == \
+        {"018", "019"}
+    code, _, err = cli("data", "sort", labels, "--images", images, "--out", tmp_path / "again", "--label-column",
+                       "dx", "--group-column", "lesion_id", "--seed", "2")
+    assert code == 2 and "here the table's split column 'split' gives the splits" in _one_error(err)
+    _with_splits(labels, lambda lesion: "test" if lesion >= 2 else "train")  # one lesion of each class in train
+    code, _, err = cli("data", "sort", labels, "--images", images, "--out", tmp_path / "few", "--label-column",
+                       "dx", "--group-column", "lesion_id")
+    assert code == 1 and "class 'mel' has training images of 1 group only: train and val need one each (give " \
+        "the labels' split column val rows)" in _one_error(err)
 
 def test_images_given_as_a_file_names_the_folder_to_pass(cli, tmp_path):
     images, labels = _lesions(tmp_path)

@@ -258,6 +258,33 @@ def test_a_misspelt_pack_name_gets_the_shipped_name_it_is_close_to(capsys, typed
         symptoms_for_classes(["melanoma", "nevus"], [typed])
 
 
+
+def test_a_class_folder_holding_a_pack_name_gets_that_pack_named_not_a_look_alike(capsys):
+    """A radiologist's `bacterial_pneumonia` and `viral_pneumonia` folders were told "did you mean 'covid
+    pneumonia'?" by `vip symptoms show`, and `vip train` named no pack to start from."""
+    from vipcli.errors import VipError
+
+    code, _, err = vip(capsys, "symptoms", "show", "viral_pneumonia")
+    assert code == 2 and "error: no shipped symptom pack named 'viral_pneumonia'; did you mean 'pneumonia'? " in err
+    with pytest.raises(VipError) as both:
+        symptoms_for_classes(["Normal", "bacterial_pneumonia", "viral_pneumonia"])
+    assert str(both.value).startswith(
+        "no symptoms for class 'bacterial_pneumonia', 'viral_pneumonia' ('bacterial_pneumonia' and 'viral_pneumonia' "
+        "hold the name of the shipped pack 'pneumonia' (`vip symptoms show pneumonia`), but one pack's symptoms "
+        "cannot tell classes apart: give each its own; or write packs with `vip symptoms generate --data DIR`")
+    with pytest.raises(VipError) as taken:
+        symptoms_for_classes(["pneumonia", "viral_pneumonia"])
+    assert "'viral_pneumonia' holds the name of the shipped pack 'pneumonia' (`vip symptoms show pneumonia`), " \
+           "which class 'pneumonia' uses, but one pack's symptoms cannot tell classes apart" in str(taken.value)
+    with pytest.raises(VipError) as one:
+        symptoms_for_classes(["Normal", "bacterial_pneumonia"])
+    assert "('bacterial_pneumonia' holds the name of the shipped pack 'pneumonia': to use it, rename the folder " \
+           "'pneumonia', or copy its symptoms (`vip symptoms show pneumonia`) into a --symptoms FILE under " \
+           "'bacterial_pneumonia:'; or write packs" in str(one.value)
+    with pytest.raises(VipError) as none:
+        symptoms_for_classes(["Normal", "psoriasis"])
+    assert "(write packs with `vip symptoms generate --data DIR`" in str(none.value)
+
 def test_malformed_pack_yaml_names_file_and_line(capsys, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: melanoma\nsymptoms:\n  - Asymmetric shape\n  - [unclosed\n")

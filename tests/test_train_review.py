@@ -338,3 +338,34 @@ def test_decoding_workers_start_only_where_their_start_costs_less_than_they_save
     monkeypatch.setattr(multiprocessing, "get_all_start_methods", lambda: [platform_default, "forkserver"])
     monkeypatch.setattr(multiprocessing, "get_start_method", lambda allow_none=False: set_to)
     assert features._decoding_workers(range(images), 2) == workers
+
+
+def test_a_model_that_calls_every_test_image_one_class_is_warned_about(cli, isic_small, tiny_clip, tmp_path,
+                                                                        monkeypatch):
+    """With 3 pneumonia X-rays to 1 normal, a model that says 'pneumonia' to everything scores 75% accuracy;
+    the table showed only that, with no word that it never finds a normal image."""
+    import vipcli.fitting
+
+    predict = vipcli.fitting.predict_logits
+
+    def always_nevus(method, features, device):
+        logits = predict(method, features, device)
+        return logits + logits.new_tensor([0.0, 100.0])  # [N, 2]: every image called nevus
+    monkeypatch.setattr(vipcli.fitting, "predict_logits", always_nevus)
+    code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "run"))
+    assert code == 0
+    warnings = [line for line in err.splitlines() if "finds no test image" in line]
+    assert warnings == [f"warning: the model finds no test image of melanoma (0 of 4): it calls every test image "
+                        f"nevus, so its accuracy of 50.00% is the share of nevus among the 8 test images (macro-F1 "
+                        f"and each class's sensitivity in `vip report {tmp_path / 'run'}` show it; try more shots, "
+                        f"or see what the backbone tells apart with `vip symptoms rank`)"], err
+
+
+def test_the_missed_class_warning_names_each_class_never_found():
+    from vipcli.metrics import missed_classes_warning
+
+    assert missed_classes_warning([[3, 1], [1, 3]], ["normal", "pneumonia"]) == ""
+    assert missed_classes_warning([[0, 0], [0, 0]], ["normal", "pneumonia"]) == ""  # no images: nothing to find
+    three = missed_classes_warning([[5, 0, 0], [0, 4, 1], [0, 3, 0]], ["normal", "bacterial", "viral"], "run")
+    assert three.startswith("the model finds no test image of viral (0 of 3): its accuracy of 69.23% comes from "
+                            "the other classes alone (macro-F1 and each class's sensitivity in `vip report run`")

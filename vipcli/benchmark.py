@@ -26,6 +26,7 @@ from vipcli.atomic import write_atomic
 from vipcli.features import decoding_digest
 from vipcli.featuresets import FeatureSet, PreparedData
 from vipcli.methods import DEFAULT_BENCHMARK
+from vipcli.metrics import missed_rows_warning
 from vipcli.provenance import installed_backbone, installed_method
 from vipcli.settings import BackboneSettings, EncodingSettings, ScheduleSettings
 from vipcli.sweep_folder import (SWEEP_LOCK, check_matches, check_same_readability, content_digest, orders_to_carry,
@@ -540,6 +541,11 @@ def _run_sweep(config: BenchmarkConfig, methods: list[tuple[str, type]], progres
         result.trained = run_pending(pending, rows, context, progress)
     result.rows = [rows[(name, str(shots), seed)] for name, _, shots, seed in jobs]
     result.summary = summarize(result.rows)
+    missed = missed_rows_warning(result.rows, dataset.class_names)
+    if missed and context["world"].main:
+        from rich.markup import escape
+
+        console.warn(escape(missed))  # the class names are the user's
     if not pending and rows and context["world"].main:  # all resumed: rewrite results.csv, summary.csv (and .json)
         save_results(out, context["record"], context["class_names"], list(rows.values()))  # in case one was damaged
         if stored_split is None and not context["rewrite_split"]:  # not rewritten: nothing ran

@@ -264,9 +264,12 @@ def _class_columns(table: LabelTable, taken: set, has_otherwise: bool) -> tuple[
         return None, left  # 0/1 marks, one column per class (ISIC 2019), or one with --otherwise
     if len(left) == 1 and not has_otherwise:
         return left[0], []
+    grouping = [name for name in left if any(word in name.lower() for word in GROUP_WORDS)]
+    group = f"; a column of patients or lesions goes to --group-column {grouping[0]}, which keeps each one's " \
+            "images in one split" if grouping and len(grouping) < len(left) else ""
     raise UsageError(f"{table.path.name}: cannot tell which column holds the class "
                      f"(columns besides the image's: {', '.join(left) or 'none'})",
-                     "name it with --label-column NAME, or the 0/1 columns with --one-hot COL,COL")
+                     f"name it with --label-column NAME, or the 0/1 columns with --one-hot COL,COL{group}")
 
 
 def classes_of(row: dict[str, str], columns: Columns) -> list[str]:
@@ -368,52 +371,54 @@ def _refuse_marks(table: LabelTable, columns: Columns, several: list[str], unmar
                          "name their class with --otherwise CLASS (ISIC 2017: --otherwise nevus)")
 
 
-def split_by_group(sorting: Sorting, seed: int, val_fraction: float, test_fraction: float) -> None:
+def split_by_group(sorting: Sorting, seed: int, shares: dict[str, float], within: str | None = None) -> None:
     """Give every image of `sorting` a split, keeping the images of one group (a patient, a lesion) in
-    one split: per class, in a seeded order, a group goes to test while that brings test nearer
-    `test_fraction` of the class's images, else to val likewise (`val_fraction`), else to train; each
-    split gets at least one group. A group of images of several classes counts for the class most of
-    them have.
+    one split: per class, in a seeded order, a group goes to the first split of `shares` ({"test": 0.2,
+    "val": 0.1}) while that brings it nearer its share of the class's images, else to the next likewise,
+    else to train; each split gets at least one group. A group of images of several classes counts for the
+    class most of them have. With `within` ("train": a table whose splits give no val), only the images
+    already in that split are split so; the others keep theirs.
 
     Raises:
-        VipError: a class with images of fewer than three groups (one per split is the least).
+        VipError: a class with images of fewer groups than the splits to fill (one per split is the least).
     """
     import random
 
     members: dict[str, list[int]] = defaultdict(list)  # group -> indices into sorting.placed
-    for number, (path, _, _) in enumerate(sorting.placed):
-        members[sorting.groups[path]].append(number)
+    for number, (path, split, _) in enumerate(sorting.placed):
+        if within is None or split == within:
+            members[sorting.groups[path]].append(number)
     by_class: dict[str, list[str]] = defaultdict(list)
     for group, numbers in members.items():
         names = Counter(sorting.placed[n][2] for n in numbers)
         by_class[min(names, key=lambda name: (-names[name], name))].append(group)
-    images = Counter(name for _, _, name in sorting.placed)
+    images = Counter(sorting.placed[n][2] for numbers in members.values() for n in numbers)
     splits: dict[str, str] = {}
     generator = random.Random(seed)
+    order = list(shares)  # filled first to last; train takes the rest
     for name in sorted(by_class):
         groups = sorted(by_class[name])
-        if len(groups) < 3:
-            raise VipError(f"class {name!r} has images of {len(groups)} {'group' if len(groups) == 1 else 'groups'} "
-                           "only: train, val and test need one each",
-                           "add images of other groups, or give the splits in the labels (--split-column)")
+        if len(groups) <= len(order):
+            needed = " and ".join(["train", *reversed(order)]).replace(" and ", ", ", len(order) - 1)
+            raise VipError(f"class {name!r} has {'training ' if within else ''}images of {len(groups)} "
+                           f"{'group' if len(groups) == 1 else 'groups'} only: {needed} need one each",
+                           "add images of other groups, or give the splits in the labels (--split-column)"
+                           if within is None else f"give the labels' split column {' and '.join(order)} rows")
         generator.shuffle(groups)
         filled = Counter()
-        target = {"test": test_fraction * images[name], "val": val_fraction * images[name]}
+        target = {split: share * images[name] for split, share in shares.items()}
 
         def wants(split: str, size: int) -> bool:  # empty, or the group brings it nearer its share
             return not filled[split] or filled[split] + size / 2 < target[split]
 
         for number, group in enumerate(groups):
             left, size = len(groups) - number, len(members[group])  # groups left, this one included
-            if wants("test", size) and left > 2 - bool(filled["val"]):  # one left for val and train
-                split = "test"
-            elif wants("val", size) and left > 1:
-                split = "val"
-            else:
-                split = "train"
+            split = next((s for i, s in enumerate(order)  # one group left for each later split still empty, and train
+                          if wants(s, size) and left > 1 + sum(not filled[t] for t in order[i + 1:])), "train")
             splits[group] = split
             filled[split] += size
-    sorting.placed = [(path, splits[sorting.groups[path]], name) for path, _, name in sorting.placed]
+    sorting.placed = [(path, splits[sorting.groups[path]] if within is None or split == within else split, name)
+                      for path, split, name in sorting.placed]
 
 
 def likely_group_column(table: LabelTable, columns: Columns) -> tuple[str, int] | None:

@@ -65,20 +65,82 @@ def exact_figures(confusion_matrix: list[list[int]]) -> dict:
 
 def per_class_figures(confusion_matrix: list[list[int]]) -> list[dict]:
     """Per class of a [C, C] confusion matrix (rows true, columns predicted): how many images it has,
-    how many were predicted as it, and its sensitivity (recall) and precision (PPV) in percent.
+    how many were predicted as it, its sensitivity (recall) and precision (PPV) in percent, and its
+    specificity: the share of the other classes' images not called it (with 2 classes, the other's
+    sensitivity).
 
     Returns:
-        [{"images", "found", "predicted", "recall", "precision"}] in class order; recall is None for a
-        class without images, precision None for a class never predicted (Fractions otherwise).
+        [{"images", "found", "predicted", "others", "rejected", "recall", "precision", "specificity"}] in
+        class order ("others": the other classes' images, "rejected": those of them not called this class);
+        recall is None for a class without images, precision None for a class never predicted, specificity
+        None without images of other classes (Fractions otherwise).
     """
     rows = [[int(count) for count in row] for row in confusion_matrix]
+    total = sum(map(sum, rows))
     figures = []
     for c, row in enumerate(rows):
         images, found, predicted = sum(row), row[c], sum(r[c] for r in rows)
-        figures.append({"images": images, "found": found, "predicted": predicted,
+        others, rejected = total - images, total - images - (predicted - found)
+        figures.append({"images": images, "found": found, "predicted": predicted, "others": others,
+                        "rejected": rejected,
                         "recall": 100 * Fraction(found, images) if images else None,
-                        "precision": 100 * Fraction(found, predicted) if predicted else None})
+                        "precision": 100 * Fraction(found, predicted) if predicted else None,
+                        "specificity": 100 * Fraction(rejected, others) if others else None})
     return figures
+
+
+def missed_classes_warning(confusion_matrix: list[list[int]], class_names: list[str], run: str = "RUN",
+                           split: str = "test") -> str:
+    """A warning for a model that finds no image of a class on `split` (sensitivity 0), "" when it finds
+    every class: with unbalanced classes (3 pneumonia X-rays to 1 normal) a model that calls every image
+    the larger class still scores its share as accuracy, and the accuracy table alone hides it.
+
+    Args:
+        confusion_matrix: [C, C] rows true classes, columns predicted ones.
+        class_names: the C class names.
+        run: the run folder, named in the pointer to `vip report`.
+    """
+    figures = per_class_figures(confusion_matrix)
+    missed = [(name, f["images"]) for name, f in zip(class_names, figures) if f["images"] and f["found"] == 0]
+    if not missed:
+        return ""
+    names = ", ".join(f"{name} (0 of {images})" for name, images in missed)
+    predicted = [name for name, f in zip(class_names, figures) if f["predicted"]]
+    total = sum(f["images"] for f in figures)
+    accuracy = exact_figures(confusion_matrix)["accuracy"]
+    if len(predicted) == 1:
+        why = (f"it calls every {split} image {predicted[0]}, so its accuracy of {round_half_up(accuracy):.2f}% is "
+               f"the share of {predicted[0]} among the {total} {split} images")
+    else:
+        why = f"its accuracy of {round_half_up(accuracy):.2f}% comes from the other classes alone"
+    return (f"the model finds no {split} image of {names}: {why} (macro-F1 and each class's sensitivity in "
+            f"`vip report {run}` show it; try more shots, or see what the backbone tells apart with "
+            "`vip symptoms rank`)")
+
+
+def missed_rows_warning(rows: list[dict], class_names: list[str], shown: int = 3) -> str:
+    """A benchmark's warning for its rows that find no test image of a class (`missed_classes_warning`
+    for a sweep), by method and shots: "vip 4-shot (seeds 1, 2: NORMAL)"; "" when every row finds
+    every class. A row without a confusion matrix is passed over."""
+    found: dict[tuple[str, str], dict[str, list]] = {}
+    for row in rows:
+        matrix = row.get("test_confusion_matrix")
+        if not isinstance(matrix, list) or not matrix:
+            continue
+        missed = [name for name, f in zip(class_names, per_class_figures(matrix)) if f["images"] and not f["found"]]
+        if missed:
+            cell = found.setdefault((row["method"], str(row["shots"])), {"seeds": [], "classes": []})
+            cell["seeds"].append(str(row["seed"]))
+            cell["classes"] += [name for name in missed if name not in cell["classes"]]
+    if not found:
+        return ""
+    cells = [f"{method}{'' if shots == '0' else f' {shots}-shot'} (seed{'s' if len(cell['seeds']) > 1 else ''} "
+             f"{', '.join(cell['seeds'])}: {', '.join(cell['classes'])})" for (method, shots), cell in found.items()]
+    more = f"; and {len(cells) - shown} more" if len(cells) > shown else ""
+    rows_missing = sum(len(cell["seeds"]) for cell in found.values())
+    return (f"{rows_missing} {'row finds' if rows_missing == 1 else 'rows find'} no test image of a class: "
+            f"{'; '.join(cells[:shown])}{more}; their accuracy comes from the other classes alone (the macro-F1 "
+            "table shows it; each row's test_confusion_matrix is in results.csv)")
 
 
 def round_half_up(value, digits: int = 2) -> float | None:

@@ -48,13 +48,28 @@ def normalize_name(name: str) -> str:
     return re.sub(r"[\s_\-]+", " ", name.strip().lower())
 
 
+def pack_in_name(class_name: str, packs: list[SymptomPack]) -> SymptomPack | None:
+    """The pack whose name or alias is a whole word or words of `class_name` but not all of it (the
+    shipped 'pneumonia' in `bacterial_pneumonia`), the longest such spelling first; None if none is."""
+    words = normalize_name(class_name).split()
+    found = []
+    for pack in packs:
+        for spelling in (pack.name, *pack.aliases):
+            part = normalize_name(spelling).split()
+            if 0 < len(part) < len(words) and any(words[i:i + len(part)] == part for i in range(len(words))):
+                found.append((len(part), pack))
+    return max(found, key=lambda item: item[0])[1] if found else None
+
+
 def unknown_pack(message: str, typed: str, shipped: list) -> UsageError:
     """The error for a pack name `typed` that no shipped pack has: `message`, then "; did you mean
-    'melanoma'?" when `typed` is a typo of a shipped pack's name or alias, and the shipped names as the fix."""
+    'melanoma'?" when `typed` holds a shipped pack's name ('pneumonia' in `viral_pneumonia`) or is a
+    typo of a name or alias, and the shipped names as the fix."""
     from vipcli.plugins import closest_name
 
     spellings = {normalize_name(s): s for pack in shipped for s in (pack.name, *pack.aliases)}
-    close = closest_name(normalize_name(typed), spellings)
+    inside = pack_in_name(typed, shipped)
+    close = normalize_name(inside.name) if inside else closest_name(normalize_name(typed), spellings)
     hint = f"; did you mean '{spellings[close]}'?" if close else ""
     return UsageError(message + hint, "shipped packs: " + ", ".join(pack.name for pack in shipped))
 
@@ -384,7 +399,7 @@ def packs_for_classes(class_names: list[str], sources: list[str | Path] = (), wa
                         f"'{m}', rename it or list '{m}' under its aliases; or " for m in missing if m in near)
         raise VipError(
             f"no symptoms for class {', '.join(repr(m) for m in missing)}",
-            f"{typos}write packs with `vip symptoms generate --data DIR` (every class without one) or pass --symptoms "
+            f"{typos}{_packs_in_names_hint(missing, result, shipped)}write packs with `vip symptoms generate --data DIR` (every class without one) or pass --symptoms "
             "FILE (YAML: {class: [symptom, ...]}); `vip symptoms list` shows the shipped packs",
         )
     if warn:
@@ -398,6 +413,30 @@ def packs_for_classes(class_names: list[str], sources: list[str | Path] = (), wa
                              f"it or list '{class_name}' under its aliases)")
         _warn_named_classes(result, shipped)
     return result
+
+
+def _packs_in_names_hint(missing: list[str], matched: dict[str, SymptomPack], shipped: list[SymptomPack]) -> str:
+    """For class folders holding a shipped pack's name (`bacterial_pneumonia`, `viral_pneumonia`: 'pneumonia'),
+    which matching goes by the whole name only: where to start their symptoms, ending in '; or ' ("" if none)."""
+    by_pack: dict[str, list[str]] = {}
+    for class_name in missing:
+        pack = pack_in_name(class_name, shipped)
+        if pack is not None:
+            by_pack.setdefault(pack.name, []).append(class_name)
+    hints = []
+    for name, classes in by_pack.items():
+        taken = [other for other, pack in matched.items() if pack.name == name]
+        listed = " and ".join(repr(c) for c in classes)
+        if len(classes) + len(taken) > 1:  # one pack's symptoms for two classes: they could not be told apart
+            verb = "hold" if len(classes) > 1 else "holds"
+            hints.append(f"{listed} {verb} the name of the shipped pack '{name}' (`vip symptoms show {name}`)"
+                         + (f", which class {taken[0]!r} uses" if taken else "")
+                         + ", but one pack's symptoms cannot tell classes apart: give each its own")
+        else:
+            hints.append(f"{listed} holds the name of the shipped pack '{name}': to use it, rename the folder "
+                         f"'{name}', or copy its symptoms (`vip symptoms show {name}`) into a --symptoms FILE "
+                         f"under '{classes[0]}:'")
+    return "".join(hint + "; or " for hint in hints)
 
 
 def _near_misses(given: list[tuple[str, list[SymptomPack]]], class_names: list[str]) -> dict[str, tuple[str, str]]:

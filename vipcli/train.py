@@ -175,6 +175,7 @@ def _fit_and_save(config: TrainConfig, cls, schedule, started: float, progress=N
     from vipcli.devices import where_run
     from vipcli.fitting import metrics_of, predict_logits
     from vipcli.graphs import graph_status
+    from vipcli.metrics import missed_classes_warning
     from vipcli.methods import FitContext, MethodSetup, build_method
     from vipcli.methods.contract import check_round_trip, checked_fit
     from vipcli.preflight import check_feature_memory
@@ -240,6 +241,12 @@ def _fit_and_save(config: TrainConfig, cls, schedule, started: float, progress=N
     uses_schedule = cls.trains and cls.uses_schedule
     write_train_run(run_dir, config, method, backbone, dataset, data, symptoms, schedule, metrics,
                     calibrated.calibration)
+    missed = missed_classes_warning(metrics["test"]["confusion_matrix"], dataset.class_names,
+                                    console.printable(run_dir))
+    if missed:
+        from rich.markup import escape
+
+        console.warn(escape(missed))  # class and folder names are the user's
     return TrainResult(run_dir, metrics, data.failures, dataset.class_names, schedule if uses_schedule else None)
 
 

@@ -38,7 +38,8 @@ def sort_command(
     group_column: Optional[str] = typer.Option(None, "--group-column", help="A column naming the patient or "
                                                "lesion of each image: its images are kept in one split. Without a "
                                                "split column, vip data sort makes the splits itself (val 10%, test "
-                                               "20% of each class, seeded by --seed)."),
+                                               "20% of each class, seeded by --seed); with one that gives no val, "
+                                               "it carves val from the train rows so."),
     seed: Optional[int] = opt.seed(None, "Seed of the splits made with --group-column (default 1)."),
     copy: bool = typer.Option(False, "--copy", help="Copy the images instead of linking to them (a folder that "
                               "can move to another machine)."),
@@ -69,7 +70,8 @@ def sort_command(
                        else "pass the folder holding the images")
     hot = [name.strip() for name in one_hot.split(",") if name.strip()] if one_hot else None
     columns = choose_columns(table, index, image_column, label_column, hot, otherwise, split_column, group_column)
-    if seed is not None and (not columns.group or columns.split):  # known from the columns: before any row is read
+    carve = _splits_to_carve(table, columns)
+    if seed is not None and not carve:  # known from the columns and the split names, before any row is matched
         made_by = f"the table's split column {columns.split!r} gives the splits" if columns.split else \
             "without --group-column, vip train makes the splits (with its own --seed)"
         raise UsageError(f"--seed seeds the splits vip data sort makes by --group-column; here {made_by}",
@@ -80,16 +82,17 @@ def sort_command(
     seed = 1 if seed is None else seed
     crossing = []
     if columns.group and columns.split:
-        crossing = groups_across_splits(sorting)
-    elif columns.group:
-        split_by_group(sorting, seed, VAL_FRACTION, TEST_FRACTION)
+        crossing = groups_across_splits(sorting)  # as the table gives them, before val is carved from train
+    if carve:  # else vip train would carve them per image, a patient's images in train and val or test
+        shares = {"test": TEST_FRACTION, "val": VAL_FRACTION}
+        split_by_group(sorting, seed, {split: shares[split] for split in carve}, "train" if columns.split else None)
     record = {"vip": __version__, "labels": str(labels.resolve()), "images": str(images.resolve()),
               "columns": {"image": columns.image, "label": columns.label, "one_hot": list(columns.one_hot),
                           "otherwise": columns.otherwise, "split": columns.split, "group": columns.group},
-              "split_seed": seed if columns.group and not columns.split else None,
+              "split_seed": seed if carve else None,
               "files": "copies" if copy else "links", "images_sorted": len(sorting.placed)}
     write_sorted(sorting, out, copy, record)
-    _say(sorting, columns, out, images, copy, seed, crossing)
+    _say(sorting, columns, out, images, copy, seed, crossing, carve)
     _hint_group(table, columns)
     console.stdout().print(f"next: vip train --data {console.printable(out)}", markup=False)
 
@@ -109,8 +112,20 @@ def _hint_group(table, columns) -> None:
                         "images of one stay in one split (split per image, test figures measure memory of it)"))
 
 
-def _say_groups(columns, seed: int, crossing: list[str]) -> None:
-    """How the group column was used: the splits made by group, or the table's groups found in two splits."""
+def _splits_to_carve(table, columns) -> list[str]:
+    """The splits `vip data sort` makes by --group-column: val and test without a split column; else those
+    the table's split column gives no image to (val; test too when it names none), carved from its train
+    rows. [] without a group column."""
+    from vipcli.label_table import SPLIT_VALUES
+
+    if not columns.group:
+        return []
+    named = {SPLIT_VALUES.get(row.get(columns.split, "").lower()) for row in table.rows} if columns.split else set()
+    return [split for split in ("test", "val") if split not in named]
+
+
+def _say_groups(columns, seed: int, crossing: list[str], carve: list[str]) -> None:
+    """How the group column was used: the splits (or val) made by group, or the table's groups found in two splits."""
     from rich.markup import escape
 
     from vipcli.label_table import SHOWN
@@ -121,14 +136,19 @@ def _say_groups(columns, seed: int, crossing: list[str]) -> None:
     if not columns.split:
         console.stdout().print(f"splits: made by {group!r} (seed {seed}): the images of one {group} are in one split",
                                markup=False)
-    elif crossing:
+    elif carve:
+        made = " and ".join(reversed(carve))
+        console.stdout().print(f"{made}: made from train by {group!r} (seed {seed}; the labels give no {made}): the "
+                               f"images of one {group} are in one split", markup=False)
+    if crossing:
         shown = console.first_few(map(console.printable, crossing), SHOWN)
         console.warn(escape(f"{len(crossing)} {group} {'value has' if len(crossing) == 1 else 'values have'} images "
                             f"in more than one split of the labels (first: {shown}): test figures may be inflated "
                             "by images of what was trained on"))
 
 
-def _say(sorting, columns, out: Path, images: Path, copy: bool, seed: int, crossing: list[str]) -> None:
+def _say(sorting, columns, out: Path, images: Path, copy: bool, seed: int, crossing: list[str],
+         carve: list[str]) -> None:
     """What was sorted where: the columns used and how the groups were, a table of images per class and
     split, what was left out."""
     from collections import Counter
@@ -149,7 +169,7 @@ def _say(sorting, columns, out: Path, images: Path, copy: bool, seed: int, cross
         + ([f"group {columns.group!r}"] if columns.group else [])
     found = f" (found: {', '.join(columns.found)})" if columns.found else ""
     stdout.print(shown(f"columns: {'; '.join(roles)}{found}"), markup=False)
-    _say_groups(columns, seed, crossing)
+    _say_groups(columns, seed, crossing, carve)
     counts = sorting.counts()
     splits = [s for s in ("train", "val", "test", "") if s in counts]
     table = Table("class", *(split or "images" for split in splits))

@@ -136,14 +136,14 @@ def _metrics(run: dict) -> str:
     if timings:
         facts.append(f"encoding {timings.get('encode_s', 0):.1f} s, fitting {timings.get('fit_s', 0):.1f} s, "
                      f"total {timings.get('total_s', 0):.1f} s on {metrics.get('device', '?')}")
-    meaning = figures_meaning("Accuracy, sensitivity (recall), precision and coverage")
+    meaning = figures_meaning("Accuracy, sensitivity (recall), specificity, precision and coverage")
     return (f"<p>{html.text(meaning)}</p>" + body + _per_class(run)
             + (f"<p>{html.text('; '.join(facts))}.</p>" if facts else ""))
 
 
 def _per_class(run: dict) -> str:
-    """Sensitivity and precision of each class on test, and a warning for a class the model never finds:
-    accuracy alone hides it when the classes are unbalanced."""
+    """Sensitivity, specificity and precision of each class on test, and a warning for a class the model never
+    finds: accuracy alone hides it when the classes are unbalanced."""
     from vipcli.metrics import per_class_figures
 
     matrix = run["metrics"].get("test", {}).get("confusion_matrix") or []
@@ -151,10 +151,11 @@ def _per_class(run: dict) -> str:
         return ""
     figures = per_class_figures(matrix)
     rows = [[name, f["images"], _share(f["recall"], f["found"], f["images"]),
+             _share(f["specificity"], f["rejected"], f["others"]),
              _share(f["precision"], f["found"], f["predicted"]) if f["predicted"] else "- (never predicted)"]
             for name, f in zip(run["class_names"], figures)]
-    table = html.table("Each class on test", ["class", "test images", "sensitivity (recall) %", "precision %"], rows,
-                       numeric={1, 2, 3})
+    table = html.table("Each class on test", ["class", "test images", "sensitivity (recall) %", "specificity %",
+                                              "precision %"], rows, numeric={1, 2, 3, 4})
     missed = [(name, f) for name, f in zip(run["class_names"], figures) if f["images"] and f["found"] == 0]
     if missed:
         names = ", ".join(f"{name} (0 of {f['images']})" for name, f in missed)
