@@ -176,7 +176,8 @@ def test_a_report_of_a_sweep_extended_for_some_cells_gives_each_cells_number_of_
     rows = document["rows"]
     vip_one = [r for r in rows if r["method"] == "vip" and str(r["shots"]) == "1"]
     coop_two = next(r for r in rows if r["method"] == "coop" and str(r["shots"]) == "2" and int(r["seed"]) == 1)
-    document["rows"] = rows + [{**r, "seed": int(r["seed"]) + 2} for r in vip_one] + [{**coop_two, "shots": 4, "shots_used": 4}]
+    coop_four = {**coop_two, "shots": 4, "shots_used": 4}  # as a 4-shot row records it (else it reads as capped)
+    document["rows"] = rows + [{**r, "seed": int(r["seed"]) + 2} for r in vip_one] + [coop_four]
     document["config"]["last_sweep"] = {"methods": ["coop"], "shots": [4], "seeds": [1]}
     (folder / "results.json").write_text(json.dumps(document))
     text = _visible(benchmark_report(folder))
