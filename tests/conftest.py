@@ -20,6 +20,16 @@ NO_SHARED_DATA = f"{SHARED_DATA} is not available (set VIP_TEST_DATA to the fold
 ISIC = SHARED_DATA / "isic2017_mel_nv"
 
 
+def pytest_configure(config):
+    """Ctrl-C handled as Python's default, whoever started the suite: a shell runs a background job (`pytest &`,
+    a CI step started with `&`) with SIGINT ignored, Python and vip leave an inherited SIG_IGN alone, and the
+    tests that send SIGINT to a vip command then saw it finish (exit 0) instead of stopping (130)."""
+    import signal
+
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 @pytest.fixture(autouse=True)
 def isolated_cache(tmp_path_factory, monkeypatch):
     """Every test gets its own feature/LLM cache and never reaches a model hub."""
