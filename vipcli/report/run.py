@@ -150,12 +150,13 @@ def _per_class(run: dict) -> str:
     if not matrix:
         return ""
     figures = per_class_figures(matrix)
-    rows = [[name, f["images"], _share(f["recall"], f["found"], f["images"]),
+    rows = [[name, _share(f["recall"], f["found"], f["images"]),
              _share(f["specificity"], f["rejected"], f["others"]),
              _share(f["precision"], f["found"], f["predicted"]) if f["predicted"] else "- (never predicted)"]
             for name, f in zip(run["class_names"], figures)]
-    table = html.table("Each class on test", ["class", "test images", "sensitivity (recall) %", "specificity %",
-                                              "precision %"], rows, numeric={1, 2, 3, 4})
+    # four columns fit a phone's width: a class's test images are the count under its sensitivity (found/images)
+    table = html.table("Each class on test", ["class", "sensitivity (recall) %", "specificity %", "precision %"],
+                       rows, numeric={1, 2, 3})
     missed = [(name, f) for name, f in zip(run["class_names"], figures) if f["images"] and f["found"] == 0]
     if missed:
         names = ", ".join(f"{name} (0 of {f['images']})" for name, f in missed)
