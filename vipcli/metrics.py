@@ -89,6 +89,12 @@ def per_class_figures(confusion_matrix: list[list[int]]) -> list[dict]:
     return figures
 
 
+def unfound_classes(class_names: list[str], figures: list[dict]) -> list[tuple[str, int]]:
+    """(class name, its images) for each class with images of which the model finds none (sensitivity 0),
+    from `per_class_figures` of a confusion matrix, in class order."""
+    return [(name, f["images"]) for name, f in zip(class_names, figures) if f["images"] and f["found"] == 0]
+
+
 def missed_classes_warning(confusion_matrix: list[list[int]], class_names: list[str], run: str = "RUN",
                            split: str = "test") -> str:
     """A warning for a model that finds no image of a class on `split` (sensitivity 0), "" when it finds
@@ -101,7 +107,7 @@ def missed_classes_warning(confusion_matrix: list[list[int]], class_names: list[
         run: the run folder, named in the pointer to `vip report`.
     """
     figures = per_class_figures(confusion_matrix)
-    missed = [(name, f["images"]) for name, f in zip(class_names, figures) if f["images"] and f["found"] == 0]
+    missed = unfound_classes(class_names, figures)
     if not missed:
         return ""
     names = ", ".join(f"{name} (0 of {images})" for name, images in missed)
@@ -127,7 +133,7 @@ def missed_rows_warning(rows: list[dict], class_names: list[str], shown: int = 3
         matrix = row.get("test_confusion_matrix")
         if not isinstance(matrix, list) or not matrix:
             continue
-        missed = [name for name, f in zip(class_names, per_class_figures(matrix)) if f["images"] and not f["found"]]
+        missed = [name for name, _ in unfound_classes(class_names, per_class_figures(matrix))]
         if missed:
             cell = found.setdefault((row["method"], str(row["shots"])), {"seeds": [], "classes": []})
             cell["seeds"].append(str(row["seed"]))

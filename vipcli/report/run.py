@@ -144,7 +144,7 @@ def _metrics(run: dict) -> str:
 def _per_class(run: dict) -> str:
     """Sensitivity, specificity and precision of each class on test, and a warning for a class the model never
     finds: accuracy alone hides it when the classes are unbalanced."""
-    from vipcli.metrics import per_class_figures
+    from vipcli.metrics import per_class_figures, unfound_classes
 
     matrix = run["metrics"].get("test", {}).get("confusion_matrix") or []
     if not matrix:
@@ -157,9 +157,9 @@ def _per_class(run: dict) -> str:
     # four columns fit a phone's width: a class's test images are the count under its sensitivity (found/images)
     table = html.table("Each class on test", ["class", "sensitivity (recall) %", "specificity %", "precision %"],
                        rows, numeric={1, 2, 3})
-    missed = [(name, f) for name, f in zip(run["class_names"], figures) if f["images"] and f["found"] == 0]
+    missed = unfound_classes(run["class_names"], figures)
     if missed:
-        names = ", ".join(f"{name} (0 of {f['images']})" for name, f in missed)
+        names = ", ".join(f"{name} (0 of {images})" for name, images in missed)
         table += html.note(html.text(f"The model finds no test image of {names}: its accuracy comes from the "
                                      "other classes alone."))
     return table
