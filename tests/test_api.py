@@ -396,6 +396,25 @@ def test_importing_the_interface_loads_no_torch_until_something_runs():
         vip.Predictions
 
 
+def test_tools_that_read_the_annotations_resolve_them_and_torch_loads_only_then():
+    """`typing.get_type_hints(vip.train)` was NameError: name 'TrainResult' (and 'torch') is not defined, as IDEs,
+    pydantic, typer wrappers and sphinx-autodoc-typehints call it; the names were imported only for type checkers."""
+    import subprocess
+    import sys
+
+    code = ("import sys, typing, inspect, vipcli.api as vip; before = 'torch' in sys.modules; "
+            "hints = {f.__qualname__: typing.get_type_hints(f) for f in (vip.train, vip.benchmark, vip.load, "
+            "vip.Model.predict, vip.Model.predict_many, vip.Model.device.fget, vip.TrainResult)}; "
+            "inspect.signature(vip.Model.predict, eval_str=True); import torch, PIL.Image; "
+            "print(before, hints['train']['return'] is vip.TrainResult, hints['benchmark']['return'] is "
+            "vip.BenchmarkResult, hints['load']['device'] == str | torch.device, hints['load']['return'] is vip.Model, "
+            "hints['Model.predict']['image'] == str | vip.Path | PIL.Image.Image, "
+            "hints['Model.predict_many']['return'] == list[vip.Prediction], hints['Model.device']['return'] is torch.device, "
+            "hints['TrainResult']['run_dir'] is vip.Path)")
+    shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert shown == ["False"] + ["True"] * 8
+
+
 def test_json_of_vip_train_and_vip_benchmark_lists_the_warnings_stderr_printed(world, tmp_path, cli):
     """`--json` is for tools that read no stderr: a short class's warning is in the document too."""
     data, _, root = world

@@ -25,32 +25,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Mapping
 
 from vipcli.errors import ImageError, UsageError, VipError
+from vipcli.lazy_module import LazyModule as _LazyModule
+from vipcli.results import BenchmarkResult, Prediction, TrainResult
 
-if TYPE_CHECKING:  # for the annotations; at run time these modules (and torch) load on first use
+if TYPE_CHECKING:
     import torch
     from PIL import Image
-
-    from vipcli.benchmark import BenchmarkResult
-    from vipcli.predict import Prediction
-    from vipcli.train import TrainResult
-
-# the result classes, each imported from its home when first asked for: `import vipcli.api` stays light
-# (no torch) until something runs
-_RESULT_CLASSES = {"Prediction": "vipcli.predict", "TrainResult": "vipcli.train", "BenchmarkResult": "vipcli.benchmark"}
-
-
-def __getattr__(name: str):
-    """`vipcli.api.Prediction`, `.TrainResult`, `.BenchmarkResult`: imported from their modules on first use."""
-    if name in _RESULT_CLASSES:
-        import importlib
-
-        return getattr(importlib.import_module(_RESULT_CLASSES[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    """The module's names, the result classes included (they load on first use)."""
-    return sorted({*globals(), *_RESULT_CLASSES})
+else:  # light: torch and PIL load when a call needs them, or when a tool reads the annotations
+    torch, Image = _LazyModule("torch"), _LazyModule("PIL.Image")
 
 __all__ = ["train", "benchmark", "load", "Model", "Prediction", "TrainResult", "BenchmarkResult", "VipError",
            "ImageError"]

@@ -28,6 +28,7 @@ from vipcli.featuresets import FeatureSet, PreparedData
 from vipcli.methods import DEFAULT_BENCHMARK
 from vipcli.metrics import missed_rows_warning
 from vipcli.provenance import installed_backbone, installed_method
+from vipcli.results import BenchmarkResult
 from vipcli.settings import BackboneSettings, EncodingSettings, ScheduleSettings
 from vipcli.sweep_folder import (SWEEP_LOCK, check_matches, check_same_readability, content_digest, orders_to_carry,
                                  read_json, read_stored, relative_stored_name, save_results, split_digest,
@@ -55,48 +56,6 @@ class BenchmarkConfig:
     out: Path | None = None  # results folder (None: benchmarks/<data folder name>)
     force: bool = False  # discard stored rows in --out instead of resuming
     batched: bool = True  # train rows of one prompt method together (one text forward per step for all)
-
-
-@dataclass
-class BenchmarkResult:
-    """What a finished `run_benchmark` (and `vipcli.api.benchmark`) returns.
-
-    Attributes:
-        out: the results folder (results.json, results.csv, summary.csv, shots.png, split.json).
-        class_names: the classes, in logit order.
-        rows: one dict per (method, shots, seed) of the requested grid, stored ones included, in sweep
-            order, as results.json holds them (test_accuracy, test_macro_f1, ...).
-        summary: per method and shots, one dict: method, shots, seeds, and the mean and sample std over
-            the seeds of test accuracy and macro-F1 (accuracy_mean, accuracy_std, macro_f1_mean, macro_f1_std;
-            each std None with one seed).
-        config: the sweep's stored configuration, matched on resume.
-        skipped: rows found finished in `out` and not run again.
-        trained: rows run now.
-        encoded_views: views that went through the image encoder now (0 on a warm cache).
-        failures: {unreadable image file: reason}.
-        warnings: every warning the sweep printed on stderr (shot caps, skipped images, ...), as plain text.
-    """
-
-    out: Path  # the results folder
-    class_names: list[str]  # logit order
-    rows: list[dict]  # the requested grid's rows (stored ones included), in sweep order
-    summary: list[dict]  # summarize(rows)
-    config: dict  # the stored, matched configuration
-    skipped: int = 0  # rows found finished in --out and not run again
-    trained: int = 0  # rows run now
-    encoded_views: int = 0  # views that went through the image encoder now (0 on a warm cache)
-    failures: dict[str, str] = field(default_factory=dict)  # unreadable file -> reason
-    warnings: list[str] = field(default_factory=list)  # what the sweep warned on stderr, in order
-
-    def __repr__(self) -> str:
-        """A line, not results.json: the results folder, the grid's methods, shots and seeds, how many rows ran
-        now and were resumed, and how many warnings and unreadable files there are (the attributes hold them all)."""
-        grid = "; ".join(f"{name} {', '.join(str(value) for value in dict.fromkeys(row[key] for row in self.rows))}"
-                         for name, key in (("methods", "method"), ("shots", "shots"), ("seeds", "seed")))
-        return (f"<BenchmarkResult {str(self.out)!r}: {console.counted(len(self.rows), 'row')} "
-                f"({self.trained} run now, {self.skipped} resumed); {grid}; "
-                f"{console.counted(len(self.warnings), 'warning')}, "
-                f"{console.counted(len(self.failures), 'unreadable file')}>")
 
 
 # --- options and the sweep grid -----------------------------------------------------------

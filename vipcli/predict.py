@@ -11,52 +11,8 @@ import torch
 from vipcli import console
 from vipcli.errors import UsageError, VipError
 from vipcli.images import IMAGE_SUFFIXES, image_files_under
+from vipcli.results import Prediction
 from vipcli.stop_signals import stop_if_received
-
-
-DECIMALS = 4  # probabilities and explanation figures in JSON, JSONL and CSV
-
-
-@dataclass
-class Prediction:
-    """One image's result, at full precision (`record` rounds it for files and JSON).
-
-    Attributes:
-        path: the image file ("" for an image given in memory).
-        label: the predicted class.
-        probability: the predicted class's probability (temperature-scaled on a calibrated run).
-        probabilities: {class: probability} for every class, in the run's class order.
-        explanation: with explain, per class {"class", "symptoms": [{"symptom", "similarity", "weight",
-            "contribution"}]}; None otherwise, and for a method that gives no explanation.
-        prediction_set: with coverage, the classes of the conformal prediction set; None otherwise.
-    """
-
-    path: str  # the image file
-    label: str  # predicted class
-    probability: float  # probability of the predicted class
-    probabilities: dict[str, float]  # class -> probability, in logit order
-    explanation: list[dict] | None = None  # per class: prompts with similarity, merge weight, contribution
-    prediction_set: list[str] | None = None  # classes within the conformal threshold, with --coverage
-
-    def record(self, explain: bool = True) -> dict:
-        """This prediction as JSON, every figure rounded once from full precision to DECIMALS places.
-
-        Rounding once (never a rounded value again) keeps two classes' probabilities summing to
-        exactly 1 as printed; the explanation is None unless `explain`.
-        """
-        return {"path": self.path, "label": self.label, "probability": round(self.probability, DECIMALS),
-                "probabilities": {name: round(p, DECIMALS) for name, p in self.probabilities.items()},
-                "explanation": rounded_explanation(self.explanation) if explain else None,
-                "prediction_set": self.prediction_set}
-
-
-def rounded_explanation(explanation: list[dict] | None) -> list[dict] | None:
-    """An explanation with its similarities, weights and contributions rounded to DECIMALS places."""
-    if explanation is None:
-        return None
-    return [{**group, "symptoms": [{key: round(value, DECIMALS) if isinstance(value, float) else value
-                                    for key, value in entry.items()} for entry in group["symptoms"]]}
-            for group in explanation]
 
 
 @dataclass

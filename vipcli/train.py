@@ -11,6 +11,7 @@ from pathlib import Path
 
 from vipcli import console
 from vipcli.errors import UsageError
+from vipcli.results import TrainResult
 from vipcli.settings import BackboneSettings, EncodingSettings, ScheduleSettings
 
 # torch and the data modules are imported inside the functions, so that building a TrainConfig
@@ -34,37 +35,6 @@ class TrainConfig:
     out: Path | None = None  # run directory (None: runs/<data>-<method>-<backbone>-<shots>-seed<seed>)
     force: bool = False  # replace an existing --out
     reference: bool = False  # the authors' way: every image re-encoded every epoch, the whole text tower every step
-
-
-@dataclass
-class TrainResult:
-    """What a finished `train` returns.
-
-    Attributes:
-        run_dir: the run folder written (for `vip predict --model` and `vipcli.api.load`).
-        metrics: what the run's metrics.json holds ("val", "test", "calibration", "conformal", ...).
-        failures: {unreadable image file: reason}, files left out of training and evaluation.
-        class_names: the classes, in the order of predictions' probabilities.
-        schedule: the training schedule used (None for a method that fits itself).
-        warnings: every warning the run printed on stderr (short classes, calibration, ...), as plain text,
-            in order; the unreadable files are in `failures`.
-    """
-
-    run_dir: Path
-    metrics: dict  # "val", "test", "best_epoch", "history", "timings"
-    failures: dict[str, str]  # unreadable file -> reason
-    class_names: list[str]
-    schedule: object | None  # the Schedule used by the shared SGD loop (None if the method has its own)
-    warnings: list[str] = field(default_factory=list)  # what the run warned on stderr, in order
-
-    def __repr__(self) -> str:
-        """A line, not metrics.json: the run folder, the classes, the accuracy per split, and how many warnings
-        and unreadable files there are (the attributes hold them all)."""
-        scores = [f"{split} accuracy {self.metrics[split]['accuracy']}%" for split in ("val", "test")
-                  if isinstance(self.metrics.get(split), dict) and "accuracy" in self.metrics[split]]
-        return (f"<TrainResult {str(self.run_dir)!r}: {', '.join(self.class_names)}; "
-                f"{', '.join(scores) or 'no scores'}; {console.counted(len(self.warnings), 'warning')}, "
-                f"{console.counted(len(self.failures), 'unreadable file')}>")
 
 
 def default_run_dir(config: TrainConfig) -> Path:
