@@ -136,6 +136,21 @@ def test_list_shows_every_name_whole_in_80_columns(capsys, monkeypatch):
     assert code == 0 and names == PAPER | EXTRA | WRITTEN, names
     assert max(len(line.rstrip()) for line in out.splitlines()) <= 80
 
+
+@pytest.mark.parametrize("columns", ["40", "79"])
+def test_list_in_a_narrow_terminal_keeps_every_name_whole_and_folds_the_rest(capsys, monkeypatch, columns):
+    """At 40 columns rich cut the names ('age-related macular deg…') and dropped the count and source columns."""
+    monkeypatch.setenv("COLUMNS", columns)
+    code, out, _ = vip(capsys, "symptoms", "list")
+    lines = out.splitlines()
+    names = [line for line in lines if line and not line.startswith(" ") and "vip symptoms show" not in line]
+    assert code == 0 and names == sorted(PAPER | EXTRA | WRITTEN, key=str.lower) and "…" not in out, out
+    assert max(len(line) for line in lines if line.startswith(" ")) <= int(columns)
+    amd = lines.index("age-related macular degeneration")
+    details = " ".join(line.strip() for line in lines[amd + 1:lines.index("atelectasis")])
+    assert details == "5 symptoms, llm, retinal fundus photographs; aliases: amd, armd, macular degeneration"
+
+
 def test_show_of_a_missing_pack_file_says_how_to_fix_it(capsys, tmp_path):
     code, _, err = vip(capsys, "symptoms", "show", str(tmp_path / "nosuch.yaml"))
     assert code == 1 and err.strip() == (f"error: symptom pack file not found: {tmp_path / 'nosuch.yaml'} (check the "

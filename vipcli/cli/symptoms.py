@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import textwrap
 from pathlib import Path
 from typing import Optional
 
@@ -42,7 +43,6 @@ def summarize_source(source: dict) -> str:
 @app.command("list")
 def list_command(as_json: bool = typer.Option(False, "--json", help="Print one JSON document.")) -> None:
     """List the symptom packs shipped with vip."""
-    from rich.table import Table
     from rich.text import Text
 
     from vipcli.packs import shipped_packs
@@ -51,29 +51,56 @@ def list_command(as_json: bool = typer.Option(False, "--json", help="Print one J
     if as_json:
         print(json.dumps([_pack_json(p) for p in packs], indent=2))
         return
-    from rich import box
+    out = console.stdout()
+    table = _packs_table(packs, out.width)
+    if out.measure(table, options=out.options.update_width(10_000)).maximum <= out.width:
+        out.print(table)
+    else:  # too narrow for a line per pack with its name whole: a block per pack, the rest folded under it
+        for pack in packs:
+            out.print(Text(pack.name, no_wrap=True, overflow="ignore"))
+            out.print(Text(textwrap.fill(_pack_details(pack), max(out.width, 20), initial_indent="  ",
+                                         subsequent_indent="  ", break_on_hyphens=False)))
+    out.print("full text of a pack: vip symptoms show NAME")
 
-    # one line per pack in an 80-column terminal: long cells are cut with an ellipsis here (rich would
-    # rather drop short columns); `vip symptoms show NAME` has the full text. The name is never cut:
-    # it is what `show` and `--symptoms` take, so the aliases give up the width it needs
+
+def _source_kind(pack) -> str:
+    """The pack's source in a word: "paper", "llm", "manual"."""
+    kind = str(pack.source.get("kind", "")) if isinstance(pack.source, dict) else ""
+    return kind or summarize_source(pack.source)
+
+
+def _pack_details(pack) -> str:
+    """What `vip symptoms list` shows under a pack's name where no table fits: count, source, modality, aliases."""
+    details = f"{console.counted(len(pack.symptoms), 'symptom')}, {_source_kind(pack)}, {pack.modality}"
+    return details + (f"; aliases: {', '.join(pack.aliases)}" if pack.aliases else "")
+
+
+def _packs_table(packs: list, width: int):
+    """`vip symptoms list`'s table, a line per pack, for a terminal `width` columns wide (80: one line each).
+
+    Long cells are cut with an ellipsis here (rich would rather drop short columns); `vip symptoms show NAME`
+    has the full text. The name is never cut: it is what `show` and `--symptoms` take, so the aliases give up
+    the width it needs, and where even then the table is wider than the terminal the caller lists the packs
+    another way."""
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
     def cut(text: str, width: int) -> str:
         return text if len(text) <= width else text[: width - 1] + "…"
 
-    extra = max(0, console.stdout().width - 80)  # a wider terminal shows more of each cell
+    extra = max(0, width - 80)  # a wider terminal shows more of each cell
     name_width = max(26, *(len(p.name) for p in packs))
-    widths = (name_width, 16 + extra // 4, max(8, 18 - (name_width - 26)) + extra // 4 + extra // 2)
+    widths = (16 + extra // 4, max(8, 17 - (name_width - 26)) + extra // 4 + extra // 2)
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
     for name, justify in (("name", "left"), ("n", "right"), ("source", "left"), ("modality", "left"),
                           ("aliases", "left")):
         table.add_column(name, justify=justify, no_wrap=True)
     for pack in packs:
-        kind = str(pack.source.get("kind", "")) if isinstance(pack.source, dict) else ""
-        cells = (cut(pack.name, widths[0]), str(len(pack.symptoms)), cut(kind or summarize_source(pack.source), 6),
-                 cut(pack.modality, widths[1]), cut(", ".join(pack.aliases), widths[2]))
+        cells = (pack.name, str(len(pack.symptoms)), cut(_source_kind(pack), 6), cut(pack.modality, widths[0]),
+                 cut(", ".join(pack.aliases), widths[1]))
         table.add_row(*(Text(cell) for cell in cells))
-    out = console.stdout()
-    out.print(table)
-    out.print("full text of a pack: vip symptoms show NAME")
+    return table
 
 
 def names_a_pack_file(name: str) -> bool:
