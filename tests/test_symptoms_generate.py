@@ -641,6 +641,33 @@ def test_an_empty_answer_says_why_and_that_it_is_not_cached(capsys, vip_env, llm
     assert len(llm_server.requests) == 2  # neither was cached: the second run asked again
 
 
+@pytest.mark.parametrize("choice", [
+    {"finish_reason": "content_filter", "message": {"role": "assistant", "content": None}},  # OpenAI, Azure
+    {"finish_reason": "refusal", "message": {"role": "assistant", "content": []}},  # Anthropic's, through a gateway
+    {"finish_reason": "SAFETY", "message": {"role": "assistant", "content": ""}},  # Gemini's, through a gateway
+    {"finish_reason": "stop", "message": {"role": "assistant", "content": ""},  # Azure's per-category results
+     "content_filter_results": {"hate": {"filtered": False}, "violence": {"filtered": True, "severity": "medium"}}},
+])
+def test_an_answer_a_content_filter_removed_says_so_and_what_to_do(capsys, vip_env, llm_server, choice):
+    """An answer emptied by the provider's content filter said only "is empty (try again, or another --model)"."""
+    llm_server.raw({"choices": [{"index": 0, **choice}]})
+    code, _, err = melanoma(capsys, llm_server)
+    assert code == 1 and err.splitlines()[-1] == (
+        "error: the stage 1 answer for 'melanoma' is empty: the provider's content filter removed it (finish_reason "
+        "'content_filter') (rephrase the class name (--disease with its medical term, e.g. 'nevus' for 'mole'), or try "
+        "another --model (an empty answer is not cached))"), err
+    assert not Path("melanoma.yaml").exists()
+
+
+def test_a_stage_2_answer_a_content_filter_removed_says_the_images_may_have_set_it_off(capsys, vip_env, llm_server,
+                                                                                      tmp_path):
+    llm_server.answer(NUMBERED).raw({"choices": [{"index": 0, "finish_reason": "content_filter",
+                                                  "message": {"role": "assistant", "content": ""}}]})
+    code, _, err = melanoma(capsys, llm_server, "--images", write_images(tmp_path / "mel", 18))
+    assert code == 1 and "stage 2 answer for 'melanoma' is empty: the provider's content filter removed it" in err
+    assert err.rstrip().endswith("; or leave the images out (no --images; --text-only with --data))"), err
+
+
 @pytest.mark.parametrize("answer, message", [
     ("[]", "is an empty list, no symptom in it: '[]'"),
     ('```json\n{"symptoms": []}\n```', "is an empty list, no symptom in it"),

@@ -17,8 +17,8 @@ from vipcli.errors import UsageError, VipError
 from vipcli.packs import SymptomPack, pack_from_dict, shipped_packs
 from vipcli.symptoms.agree import DEFAULT_THRESHOLD, Agreement, agree_by_judgement, agree_by_overlap, judge_prompt
 from vipcli.symptoms.cache import cache_key, read_cached, write_atomic, write_cached
-from vipcli.symptoms.llm import (MAX_ANSWER_BYTES, LLMConfig, TemperatureRefused, chat, endpoint_host, read_api_key,
-                                 redact, secrets_of)
+from vipcli.symptoms.llm import (FILTERED, MAX_ANSWER_BYTES, STOPPED_AT_LIMIT, LLMConfig, TemperatureRefused, chat,
+                                 endpoint_host, read_api_key, redact, secrets_of)
 from vipcli.symptoms.parse import CUT_HINT, CUT_REASON, AnswerError, ParsedAnswer, parse_answer
 
 # the paper's questions, and "Answer in English." (CLIP's tokenizer and training captions are English)
@@ -112,8 +112,8 @@ def ask(
         what: names the question in `notify` lines, e.g. "melanoma, stage 1 (text)".
 
     Returns:
-        (answer text, True if it came from the cache, True if the server cut it at its output limit, the
-        temperature it was asked at: None for the model's own).
+        (answer text, True if it came from the cache, why the server stopped it (`chat`'s STOPPED_AT_LIMIT,
+        FILTERED or ""), the temperature it was asked at: None for the model's own).
     """
     keys = {t: cache_key(llm.base_url, llm.model, messages, t) for t in dict.fromkeys((llm.temperature, None))}
     for temperature, key in keys.items() if use_cache else ():  # at the model's own temperature after a refusal
@@ -121,19 +121,19 @@ def ask(
         if cached is not None and len(cached[0].encode("utf-8", "replace")) <= MAX_ANSWER_BYTES:  # else ask again,
             notify(f"{what}: answer from cache")  # under today's limit (an older vip accepted larger answers)
             # redact: an entry written before redaction existed
-            return redact(cached[0], secrets_of(llm)), True, cached[1], temperature
+            return redact(cached[0], secrets_of(llm)), True, STOPPED_AT_LIMIT if cached[1] else "", temperature
     read_api_key(llm)  # no key for OpenAI is one error line, not one after "asking gpt-4o at api.openai.com"
     notify(f"{what}: asking {llm.model} at {endpoint_host(llm.base_url)}")
     try:
-        answer, truncated = chat(llm, messages, notify=lambda line: notify(f"{what}: {line}"))
+        answer, stop = chat(llm, messages, notify=lambda line: notify(f"{what}: {line}"))
     except TemperatureRefused as refused:
         notify(f"{what}: {refused.message}: asking again without one (the model's own temperature: its answers can "
                "differ from run to run)")
         llm = replace(llm, temperature=None)
-        answer, truncated = chat(llm, messages, notify=lambda line: notify(f"{what}: {line}"))
+        answer, stop = chat(llm, messages, notify=lambda line: notify(f"{what}: {line}"))
     if answer.strip():
-        write_cached(keys[llm.temperature], answer, llm.model, truncated)
-    return answer, False, truncated, llm.temperature
+        write_cached(keys[llm.temperature], answer, llm.model, stop == STOPPED_AT_LIMIT)
+    return answer, False, stop, llm.temperature
 
 
 def generate_pack(config: GenerateConfig, notify: Callable[[str], None] = _quiet) -> tuple[SymptomPack, GenerateReport]:
@@ -212,9 +212,9 @@ def check_config(config: GenerateConfig) -> None:
 def _ask_stage1(config: GenerateConfig, notify: Callable[[str], None]) -> StageAnswer:
     prompt = STAGE1_PROMPT.format(disease=config.disease, modality=config.modality)
     messages = [{"role": "user", "content": prompt}]
-    answer, cached, truncated, temperature = ask(config.llm, messages, config.use_cache, notify,
-                                                 f"{config.disease}, stage 1 (text)")
-    parsed = _parse(answer, config, "stage 1", truncated)
+    answer, cached, stop, temperature = ask(config.llm, messages, config.use_cache, notify,
+                                            f"{config.disease}, stage 1 (text)")
+    parsed = _parse(answer, config, "stage 1", stop)
     if len(parsed.items) < config.n:
         count = f"gave {len(parsed.items)} usable symptoms, fewer than --n {config.n}"
         cut = any(reason == CUT_REASON for _, reason in parsed.removed)
@@ -229,17 +229,22 @@ def _ask_stage2(config: GenerateConfig, grid, notify: Callable[[str], None]) -> 
     prompt = STAGE2_PROMPT.format(disease=config.disease, modality=config.modality)
     content = [{"type": "text", "text": prompt}, {"type": "image_url", "image_url": {"url": grid_data_url(grid)}}]
     what = f"{config.disease}, stage 2 (4x4 grid of 16 images)"
-    answer, cached, truncated, temperature = ask(config.llm, [{"role": "user", "content": content}], config.use_cache,
-                                                 notify, what)
-    return StageAnswer(prompt, answer, _parse(answer, config, "stage 2", truncated), cached, temperature)
+    answer, cached, stop, temperature = ask(config.llm, [{"role": "user", "content": content}], config.use_cache,
+                                            notify, what)
+    return StageAnswer(prompt, answer, _parse(answer, config, "stage 2", stop), cached, temperature)
 
 
-def _parse(answer: str, config: GenerateConfig, stage: str, truncated: bool = False) -> ParsedAnswer:
+def _parse(answer: str, config: GenerateConfig, stage: str, stop: str = "") -> ParsedAnswer:
+    """The usable items of a stage's answer (`stop`: why the server stopped it); VipError with the fix if none."""
     try:
         parsed = parse_answer(answer, config.disease, what=f"the {stage} answer for {config.disease!r}",
-                              others=config.other_classes, truncated=truncated)
+                              others=config.other_classes, truncated=stop == STOPPED_AT_LIMIT,
+                              filtered=stop == FILTERED)
     except AnswerError as error:
-        raise VipError(error.message, error.hint or RETRY_HINT) from None
+        hint = error.hint or RETRY_HINT
+        if stop == FILTERED and stage == "stage 2":  # the images went with the question: they may have set it off
+            hint += "; or leave the images out (no --images; --text-only with --data)"
+        raise VipError(error.message, hint) from None
     if not parsed.items:
         raise VipError(f"the {stage} answer for {config.disease!r} has no usable item (all removed)"
                        f"{removed_summary(parsed)}", RETRY_HINT)

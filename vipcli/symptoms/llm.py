@@ -29,6 +29,11 @@ DEFAULT_KEY_ENV = "OPENAI_API_KEY"
 MAX_ANSWER_BYTES = 1_000_000  # a symptom list is a few kB; anything past 1 MB is refused
 REDACT_MIN = 6  # key fragments this long or longer are masked in anything shown or written
 MASK = "[redacted]"  # no markdown characters: the answer's clean-up must not eat it
+STOPPED_AT_LIMIT = "length"  # chat's stop reason: the server's output-token limit cut the answer
+FILTERED = "content_filter"  # chat's stop reason: the provider's content filter took the answer out
+# the finish reasons of a content filter, as OpenAI-compatible servers and gateways pass them on
+FILTER_REASONS = frozenset({"content_filter", "refusal", "safety", "prohibited_content", "blocklist", "spii",
+                            "recitation", "image_safety"})
 
 
 class AnswerTooLarge(Exception):
@@ -420,9 +425,10 @@ def chat(config: LLMConfig, messages: list[dict], notify=None) -> tuple[str, boo
             asking again in 6 s (try 2 of 5)"), so a wait of a minute is not taken for a hang.
 
     Returns:
-        (the assistant message text with the key redacted, True if the server says it stopped at its
-        output-token limit: finish_reason "length", the last line cut). The text may be empty; the
-        caller decides what that means.
+        (the assistant message text with the key redacted, why the server says it stopped: STOPPED_AT_LIMIT
+        (finish_reason "length", the last line cut at its output-token limit), FILTERED (its content filter
+        took the answer out, `stopped_by_filter`), or "" (finished, or not said)). The text may be empty;
+        the caller decides what that means.
 
     Raises:
         LLMError: one clear line per failure kind (unreachable, key rejected, wrong URL/model,
@@ -457,7 +463,7 @@ def chat(config: LLMConfig, messages: list[dict], notify=None) -> tuple[str, boo
             raise _status_error(response, config, key, secrets, images=_has_images(messages))
         if 300 <= response.status_code < 400:
             raise _redirect_error(response, config, secrets)
-        return redact(_answer_text(response, config), secrets), _was_cut(response)
+        return redact(_answer_text(response, config), secrets), _stop_reason(response)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -766,12 +772,27 @@ def _redirect_error(response, config: LLMConfig, secrets: list[str]) -> LLMError
     )
 
 
-def _was_cut(response) -> bool:
-    """True if the answer stopped at the server's output-token limit (finish_reason "length")."""
+def _stop_reason(response) -> str:
+    """Why the server says the answer stopped: STOPPED_AT_LIMIT, FILTERED (`stopped_by_filter`) or ""."""
     try:
-        return response.json()["choices"][0].get("finish_reason") == "length"
+        choice = response.json()["choices"][0]
+        finish = choice.get("finish_reason")
     except (ValueError, KeyError, IndexError, TypeError, AttributeError, RecursionError):
-        return False
+        return ""
+    if finish == "length":
+        return STOPPED_AT_LIMIT
+    return FILTERED if stopped_by_filter(finish, choice.get("content_filter_results")) else ""
+
+
+def stopped_by_filter(finish_reason: object, filter_results: object = None) -> bool:
+    """Whether a provider's content filter stopped the answer: OpenAI's and Azure's `finish_reason:
+    "content_filter"`, what gateways (LiteLLM, OpenRouter, Vertex) pass on of Anthropic's `refusal` stop reason
+    and Gemini's `SAFETY`, `PROHIBITED_CONTENT`, ... finish reasons (any letter case), or Azure's
+    `content_filter_results` marking a category `filtered: true`."""
+    if isinstance(finish_reason, str) and finish_reason.lower() in FILTER_REASONS:
+        return True
+    return isinstance(filter_results, dict) and any(
+        isinstance(result, dict) and result.get("filtered") is True for result in filter_results.values())
 
 
 def _answer_text(response, config: LLMConfig) -> str:

@@ -17,7 +17,7 @@ from vipcli.errors import VipError
 from vipcli.symptoms.shapes import ITEM, REFUSAL, clean_item, cut_json, extract_items, strip_reasoning
 
 __all__ = [
-    "CUT_HINT", "CUT_LIMIT", "EMPTY_HINT", "CUT_REASON", "ITEM", "REFUSAL", "AnswerError", "ParsedAnswer", "clean_item", "disease_pattern", "extract_items",
+    "CUT_HINT", "CUT_LIMIT", "EMPTY_HINT", "FILTER_HINT", "CUT_REASON", "ITEM", "REFUSAL", "AnswerError", "ParsedAnswer", "clean_item", "disease_pattern", "extract_items",
     "names_disease", "normalize_text", "parse_answer",
 ]
 
@@ -28,6 +28,8 @@ CUT_REASON = "cut off at the model's output limit"
 CUT_LIMIT = "raise the server's output-token limit (max_tokens; Ollama num_predict, llama.cpp --n-predict)"
 CUT_HINT = f"{CUT_LIMIT}; this answer is cached, --no-cache asks again"
 EMPTY_HINT = "try again, or another --model (an empty answer is not cached)"
+FILTER_HINT = ("rephrase the class name (--disease with its medical term, e.g. 'nevus' for 'mole'), or try another "
+               "--model (an empty answer is not cached)")
 SHAPES = "bullets, numbered or 'Feature: description' lines, a table, a list in a sentence, or JSON"
 # Words too generic to count as naming a multi-word disease on their own ("normal lung" -> "lung").
 GENERIC_WORDS = frozenset(
@@ -49,7 +51,7 @@ class ParsedAnswer:
 
 
 def parse_answer(text: str, disease: str, aliases: tuple[str, ...] = (), what: str = "LLM answer",
-                 others: tuple[str, ...] = (), truncated: bool = False) -> ParsedAnswer:
+                 others: tuple[str, ...] = (), truncated: bool = False, filtered: bool = False) -> ParsedAnswer:
     """Parse an LLM answer into symptoms that name neither the disease nor the other classes.
 
     Args:
@@ -61,6 +63,8 @@ def parse_answer(text: str, disease: str, aliases: tuple[str, ...] = (), what: s
             ("darker than a typical nevus") would pull this class's prompts towards it, so it is removed.
         truncated: the server stopped at its output-token limit (finish_reason "length"): the last
             line, unless the answer ends with a line break, is cut mid-way; it is removed, with CUT_REASON.
+        filtered: the provider's content filter stopped the answer (finish_reason "content_filter"): an
+            empty answer says so, with FILTER_HINT.
 
     Returns:
         The clean items and the removed ones with a reason.
@@ -75,6 +79,9 @@ def parse_answer(text: str, disease: str, aliases: tuple[str, ...] = (), what: s
         if truncated:  # a reasoning model can spend the whole limit thinking, before a word of its answer
             raise AnswerError(f"{what} is empty: the model stopped at its output limit before writing any (a "
                               "reasoning model may have spent it all thinking)", CUT_LIMIT)
+        if filtered:
+            raise AnswerError(f"{what} is empty: the provider's content filter removed it (finish_reason "
+                              "'content_filter')", FILTER_HINT)
         raise AnswerError(f"{what} is empty", EMPTY_HINT)
     text = strip_reasoning(text)  # the thinking's drafts are not the answer
     if not text:
