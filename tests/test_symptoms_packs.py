@@ -517,7 +517,13 @@ def test_a_symptoms_path_that_does_not_exist_is_a_missing_file_not_an_unknown_pa
     ("melanoma:\n  - Dark spots\n nevus:\n  - A round spot\n", 3, "malformed symptom pack YAML",
      "check the indentation of that line"),
     ("name: melanoma\nsymptoms:\n  - Dark spots\n  - Blurry edges\n  - dark  spots\n", 5,
-     "symptom pack 'melanoma' repeats 'Dark spots'", "remove the duplicate"),
+     "symptom pack 'melanoma' repeats 'Dark spots' as 'dark  spots' (the two differ only in case, spacing or "
+     "punctuation)", "remove the duplicate"),
+    ("melanoma:\n  - Irregular border.\n  - Many colours\n  - \"irregular border\"\n", 4,
+     "symptom pack 'melanoma' repeats 'Irregular border.' as 'irregular border' (the two differ only in case, "
+     "spacing or punctuation)", "remove the duplicate"),
+    ("name: nevus\nsymptoms:\n  - A round, even spot\n  - Red-brown colour\n  - A round even spot!\n", 5,
+     "symptom pack 'nevus' repeats 'A round even spot!' as 'A round, even spot'", "remove the duplicate"),
 ])
 def test_a_hand_edited_pack_mistake_is_one_line_naming_file_line_and_fix(capsys, tmp_path, text, line, message, fix):
     """A class written twice was silently half-lost; a symptom YAML read as a mapping or as true was "'symptoms' must
@@ -528,6 +534,17 @@ def test_a_hand_edited_pack_mistake_is_one_line_naming_file_line_and_fix(capsys,
     code, out, err = vip(capsys, "symptoms", "show", str(pack))
     assert code == 1 and out == "" and len(err.strip().splitlines()) == 1, err
     assert err.startswith(f"error: {pack}:{line}: ") and message in err and fix in err, err
+
+
+def test_symptoms_that_differ_in_meaning_by_a_symbol_are_not_repeats():
+    """Repeats are found up to case, spacing and punctuation (a hand-written "Irregular border." and "irregular
+    border" were both kept, while a generated answer's were removed); a symbol that changes the meaning is kept."""
+    from vipcli.packs import pack_from_dict, symptom_key
+
+    assert symptom_key(" Irregular  border. ") == symptom_key("irregular border") == "irregular border"
+    assert symptom_key("Red-brown (patchy) colour;") == "red brown patchy colour"
+    kept = ("A spot > 6 mm wide", "A spot < 6 mm wide", "HER2+ staining", "HER2 staining")
+    assert pack_from_dict({"name": "melanoma", "symptoms": list(kept)}).symptoms == kept
 
 
 def test_train_refuses_a_class_written_twice_before_any_image_is_read(cli, isic_small, tmp_path):

@@ -11,6 +11,7 @@ Format (contract):
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -133,17 +134,25 @@ def _as_written(value) -> str:
     return str(value)
 
 
-def _first_repeat(symptoms: tuple[str, ...]) -> str | None:
-    """The first symptom (in sorted order) that repeats another up to case and separators; one pass."""
-    seen: dict[str, str] = {}
-    repeated = []
-    for symptom in symptoms:
-        key = normalize_name(symptom)
-        if key in seen:
-            repeated += [seen[key], symptom]
-        else:
-            seen[key] = symptom
-    return min(repeated) if repeated else None
+def symptom_key(symptom: str) -> str:
+    """`symptom` as repeats are found: in lower case, its punctuation (. , ; : ' " ( ) - _ / ...) read as spaces
+    and its spaces collapsed, so "Irregular border." repeats "irregular border" and "red-brown" "red brown";
+    symbols that change the meaning ("> 6 mm", "HER2+") are kept."""
+    return " ".join("".join(" " if unicodedata.category(c).startswith("P") else c for c in symptom.casefold()).split())
+
+
+def _first_repeat(symptoms: tuple[str, ...]) -> tuple[str, str, int] | None:
+    """(the first symptom, in sorted order, that repeats another up to case, spacing and punctuation (`symptom_key`),
+    another spelling of it (itself if written the same), the index of its last repeat), or None; one pass."""
+    groups: dict[str, list[int]] = {}
+    for index, symptom in enumerate(symptoms):
+        groups.setdefault(symptom_key(symptom), []).append(index)
+    repeated = [group for group in groups.values() if len(group) > 1]
+    if not repeated:
+        return None
+    named, group = min((symptoms[index], group) for group in repeated for index in group)
+    other = next((symptoms[index] for index in group if symptoms[index] != named), named)
+    return named, other, group[-1]
 
 
 def pack_from_dict(data: dict, path: str | Path = "<memory>", lines: Lines = NO_LINES) -> SymptomPack:
@@ -158,10 +167,11 @@ def pack_from_dict(data: dict, path: str | Path = "<memory>", lines: Lines = NO_
     if not symptoms:
         raise VipError(f"{_at(path, lines, 'symptoms')}: symptom pack '{name}' lists no symptoms",
                        f"list them under '{lines.spelled('symptoms')}:', one '  - symptom' line each")
-    duplicate = _first_repeat(symptoms)
-    if duplicate is not None:
-        again = max(i for i, s in enumerate(symptoms) if normalize_name(s) == normalize_name(duplicate))
-        raise VipError(f"{_at(path, lines, 'symptoms', again)}: symptom pack '{name}' repeats {duplicate!r}",
+    repeat = _first_repeat(symptoms)
+    if repeat is not None:
+        duplicate, other, again = repeat
+        spelled = "" if other == duplicate else f" as {other!r} (the two differ only in case, spacing or punctuation)"
+        raise VipError(f"{_at(path, lines, 'symptoms', again)}: symptom pack '{name}' repeats {duplicate!r}{spelled}",
                        "remove the duplicate")
     source = data.get("source") or {}
     if isinstance(source, str):
