@@ -117,6 +117,16 @@ def test_modality_comes_from_the_other_classes_packs(capsys, work, data, llm_ser
     assert "images" not in load_pack("psoriasis.yaml").source
 
 
+def test_a_model_that_refused_a_temperature_for_one_class_is_asked_without_one_for_the_next(capsys, work, data,
+                                                                                            llm_server):
+    refusal = {"error": {"message": "Unsupported value: 'temperature' does not support 0 with this model.",
+                         "type": "invalid_request_error", "param": "temperature"}}
+    llm_server.raw(refusal, status=400).answer(LICHEN_TEXT).answer(PSORIASIS_TEXT)
+    code, _, err = generate(capsys, llm_server, "--data", data, "--text-only", "--model", "gpt-5")
+    assert code == 0, err
+    assert [r["body"].get("temperature", "none") for r in llm_server.requests] == [0.0, "none", "none"]
+
+
 def test_given_and_earlier_packs_are_used_and_force_makes_new_ones(capsys, work, data, llm_server, tmp_path):
     given = tmp_path / "psoriasis_pack.yaml"
     given.write_text("name: psoriasis\nsymptoms: [Silvery scales, Red patch]\nsource: {kind: manual}\n")

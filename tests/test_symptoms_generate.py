@@ -262,15 +262,35 @@ def test_500_is_retried_then_reported(capsys, vip_env, llm_server):
     assert code == 1 and len(llm_server.requests) == 2 and "failed with HTTP 500 after 2 tries" in err
 
 
+TEMPERATURE_REFUSAL = {"error": {"message": "Unsupported value: 'temperature' does not support 0 with this model. "
+                                            "Only the default (1) value is supported.", "type": "invalid_request_error",
+                                 "param": "temperature", "code": "unsupported_value"}}
+
+
+def test_a_temperature_refusal_is_remembered_for_the_rest_of_the_run_only(capsys, vip_env, llm_server, tmp_path):
+    """Every question of a run was first sent with `temperature: 0` to a model that had already refused it: one
+    refused request per question (two per class with --images, and one per class of a --data run)."""
+    nevus = "- Symmetric shape\n- Even brown color\n- Smooth, clear edges\n- Regular net pattern"
+    llm_server.raw(TEMPERATURE_REFUSAL, status=400).answer(BULLETS).answer(nevus)
+    code, _, err = generate(capsys, llm_server, "-d", "melanoma", "-d", "nevus", "--out", "packs", "--model", "gpt-5")
+    assert code == 0, err
+    assert [r["body"].get("temperature", "none") for r in llm_server.requests] == [0.0, "none", "none"]
+    assert (f"nevus, stage 1 (text): asking gpt-5 at {llm_server.host} without a temperature (it refused one earlier "
+            "in this run)") in err.splitlines()
+    # stage 2 of the same class; and a new run asks with one again (nothing of the refusal is kept on disk)
+    llm_server.raw(TEMPERATURE_REFUSAL, status=400).answer(NUMBERED).answer(STAGE2)
+    code, _, err = melanoma(capsys, llm_server, "--model", "gpt-5", "--no-cache", "--force",
+                            "--images", write_images(tmp_path / "mel", 18))
+    assert code == 0, err
+    assert [r["body"].get("temperature", "none") for r in llm_server.requests[3:]] == [0.0, "none", "none"]
+
+
 def test_a_model_that_takes_no_temperature_is_asked_without_one(capsys, vip_env, llm_server):
     """gpt-5, o1 and o3 answer `temperature: 0` with HTTP 400: `vip symptoms generate --model gpt-5` was `refused the
     request (HTTP 400): Unsupported value: 'temperature' ... (with --images the --model must accept images ...)`,
     with no way around it. It asks again without one, says so, records `temperature: null` (the model's own) in the
     pack, and a second run finds that answer in the cache."""
-    refusal = {"error": {"message": "Unsupported value: 'temperature' does not support 0 with this model. Only the "
-                                    "default (1) value is supported.", "type": "invalid_request_error",
-                         "param": "temperature", "code": "unsupported_value"}}
-    llm_server.raw(refusal, status=400).answer(BULLETS)
+    llm_server.raw(TEMPERATURE_REFUSAL, status=400).answer(BULLETS)
     code, _, err = melanoma(capsys, llm_server, "--model", "gpt-5")
     assert code == 0, err
     assert [r["body"].get("temperature", "none") for r in llm_server.requests] == [0.0, "none"]

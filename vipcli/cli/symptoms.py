@@ -373,20 +373,22 @@ def resolve_out_paths(diseases: list[str], out: Optional[Path], force: bool) -> 
 def run_generation(configs: list, paths: list[Path], force: bool) -> None:
     """Generate and write each pack; endpoint failures stop at once, others are reported at the end."""
     from vipcli.symptoms.llm import LLMError
+    from vipcli.symptoms.run_memory import one_run
 
     if len(configs) == 1:
         _generate_one(configs[0], paths[0], force)
         return
     failed = []
-    for config, path in zip(configs, paths):
-        try:
-            _generate_one(config, path, force)
-        except LLMError as error:
-            failed.append(config.disease)
-            raise VipError(error.message, f"{error.hint}; packs written so far are complete") from None
-        except VipError as error:
-            failed.append(config.disease)
-            console.stderr().print(f"error: {error}", markup=False)
+    with one_run():  # a model that refused a temperature for one class is asked without one for the next
+        for config, path in zip(configs, paths):
+            try:
+                _generate_one(config, path, force)
+            except LLMError as error:
+                failed.append(config.disease)
+                raise VipError(error.message, f"{error.hint}; packs written so far are complete") from None
+            except VipError as error:
+                failed.append(config.disease)
+                console.stderr().print(f"error: {error}", markup=False)
     if failed:
         raise VipError(
             f"{len(failed)} of {len(configs)} packs not written: {', '.join(failed)}",

@@ -30,6 +30,7 @@ def generate_for_data(data: Path, out: Optional[Path], force: bool, sources: lis
     from vipcli.data import load_dataset
     from vipcli.preflight import check_output_folder, check_outside_data
     from vipcli.symptoms.folder import check_enough_images, check_out_paths, modality_for, plan_packs
+    from vipcli.symptoms.run_memory import one_run
 
     if out is not None:  # a pack folder among the class folders is read as a class without images
         check_outside_data(out, data)
@@ -51,7 +52,8 @@ def generate_for_data(data: Path, out: Optional[Path], force: bool, sources: lis
                                   other_classes=tuple(q.disease for q in plans if q is not p))
             for p in todo
         }
-    rows, failure = _generate_missing(plans, configs, force)
+    with one_run():  # a model that refused a temperature for one class is asked without one for the next
+        rows, failure = _generate_missing(plans, configs, force)
     show_table(plans, rows)
     if failure is None and any(p.origin != SHIPPED for p in plans):  # (not while a class has no pack)
         console.stdout().print(f"train with them: vip train --data {data} {_symptom_options(plans, sources, out)}",

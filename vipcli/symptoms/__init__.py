@@ -3,6 +3,7 @@
 Modules, one job each:
     llm       chat-completions client for any OpenAI-compatible endpoint
     cache     on-disk cache of LLM answers
+    run_memory  what one run learns of its endpoints: the models that refused a temperature
     shapes    find the list in an answer, whatever its shape (bullets, table, sentence, JSON, ...)
     parse     turn an LLM answer into a clean list of symptoms
     grid      4x4 grid of 16 class images for the vision stage

@@ -20,6 +20,7 @@ from vipcli.symptoms.cache import cache_key, read_cached, write_atomic, write_ca
 from vipcli.symptoms.llm import (FILTERED, MAX_ANSWER_BYTES, STOPPED_AT_LIMIT, LLMConfig, TemperatureRefused, chat,
                                  endpoint_host, read_api_key, redact, secrets_of)
 from vipcli.symptoms.parse import CUT_HINT, CUT_REASON, AnswerError, ParsedAnswer, parse_answer
+from vipcli.symptoms.run_memory import one_run, refused_temperature, remember_refusal
 
 # the paper's questions, and "Answer in English." (CLIP's tokenizer and training captions are English)
 STAGE1_PROMPT = (
@@ -102,7 +103,8 @@ def ask(
 
     A model that takes no temperature but its own (OpenAI's o1, o3, gpt-5: HTTP 400 for `temperature: 0`) is
     asked again without one, and `notify` says so; its answer is cached as one of the model's own temperature,
-    found there before asking next time.
+    found there before asking next time. Within a run (`run_memory.one_run`) its later questions are asked
+    without one at once.
 
     Args:
         llm: endpoint settings.
@@ -123,12 +125,16 @@ def ask(
             # redact: an entry written before redaction existed
             return redact(cached[0], secrets_of(llm)), True, STOPPED_AT_LIMIT if cached[1] else "", temperature
     read_api_key(llm)  # no key for OpenAI is one error line, not one after "asking gpt-4o at api.openai.com"
-    notify(f"{what}: asking {llm.model} at {endpoint_host(llm.base_url)}")
+    without = llm.temperature is not None and refused_temperature(llm)  # refused earlier in this run: not asked again
+    llm = replace(llm, temperature=None) if without else llm
+    notify(f"{what}: asking {llm.model} at {endpoint_host(llm.base_url)}"
+           + (" without a temperature (it refused one earlier in this run)" if without else ""))
     try:
         answer, stop = chat(llm, messages, notify=lambda line: notify(f"{what}: {line}"))
     except TemperatureRefused as refused:
         notify(f"{what}: {refused.message}: asking again without one (the model's own temperature: its answers can "
                "differ from run to run)")
+        remember_refusal(llm)
         llm = replace(llm, temperature=None)
         answer, stop = chat(llm, messages, notify=lambda line: notify(f"{what}: {line}"))
     if answer.strip():
@@ -151,10 +157,11 @@ def generate_pack(config: GenerateConfig, notify: Callable[[str], None] = _quiet
     """
     check_config(config)
     grid = _make_grid(config)  # a bad image folder fails before paying for stage 1
-    report = GenerateReport(stage1=_ask_stage1(config, notify))
-    candidates = list(report.stage1.parsed.items)
-    if grid is not None:
-        report, candidates = _run_stage2(config, grid, report, notify)
+    with one_run():  # a temperature refused at stage 1 is not sent again at stage 2 or to the judge
+        report = GenerateReport(stage1=_ask_stage1(config, notify))
+        candidates = list(report.stage1.parsed.items)
+        if grid is not None:
+            report, candidates = _run_stage2(config, grid, report, notify)
     report = replace(report, surplus=tuple(candidates[config.n :]))
     pack = pack_from_dict(pack_document(config, report, candidates[: config.n]), f"<{config.disease}>")
     return pack, report
