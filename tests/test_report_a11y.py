@@ -381,3 +381,29 @@ def test_no_two_built_in_methods_share_a_look_alike_colour():
     for (a, one), (b, other) in itertools.combinations(METHOD_COLORS.items(), 2):
         distance = math.dist(_lab(one), _lab(other))
         assert distance >= 15, f"{a} {one} and {b} {other} are {distance:.1f} apart in CIELAB"
+
+
+def _gap_hatch(figure):
+    """The hatched 'gap to confidence' boxes of a reliability diagram's first panel."""
+    return [patch for patch in figure.axes[0].patches if patch.get_hatch()]
+
+
+@pytest.mark.parametrize("color", EVERY_METHOD_COLOR)
+def test_the_gap_to_confidence_shows_on_the_bar_and_on_white(color):
+    """The gap was hatched in red #c62828: 1.8:1 on vip's vermillion bar (1.7:1 to a deuteranope), 1.1:1 on
+    tip-adapter-f's purple, so an underconfident bin's gap, drawn over its bar, could not be seen."""
+    from vipcli.report.figures import draw_reliability
+
+    bins = [{"lower": 0.5, "upper": 0.6, "count": 12, "accuracy": 0.8, "confidence": 0.55},  # gap over the bar
+            {"lower": 0.6, "upper": 0.7, "count": 9, "accuracy": 0.4, "confidence": 0.65}]  # gap over white
+    figure = draw_reliability([("before (T = 1)", bins, 0.1)], color, "t")
+    bar = [0.85 * c + 0.15 for c in to_rgb(color)]
+    hatched = _gap_hatch(figure)
+    assert len(hatched) == 2
+    # no colour reaches 3:1 on both white and a very dark bar (#8B0000's): there the best of them, 2.7:1
+    least = 3.0 if color in METHOD_COLORS.values() else 2.7
+    for patch in hatched:
+        hatch = patch.get_edgecolor()[:3]
+        on_bar, on_white = contrast_ratio(hatch, bar), contrast_ratio(hatch, (1.0, 1.0, 1.0))
+        assert min(on_bar, on_white) >= least, (color, round(on_bar, 2), round(on_white, 2))
+

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import textwrap
 
-from vipcli.plots import MAX_FIGURE_WIDTH, MIN_FONT_SIZE, pyplot, svg_markup, text_color_on, wrap_title
+from vipcli.plots import (MAX_FIGURE_WIDTH, MIN_FONT_SIZE, contrast_ratio, pyplot, svg_markup, text_color_on,
+                          wrap_title)
 from vipcli.report.html import number
 from vipcli.report.units import percent_text
 
@@ -69,7 +70,8 @@ def reliability_svg(panels: list[tuple[str, list[dict], float | None]], color: s
 def draw_reliability(panels: list[tuple[str, list[dict], float | None]], color: str, title: str):
     """The figure of `reliability_svg`. The test images of each bin are counted at the bar's foot, in black
     or white, whichever contrasts more with the bar (upright when a count has more than two digits, so it
-    stays within its bar); one legend below the panels."""
+    stays within its bar); the gap to each bin's confidence is hatched (see `gap_color`); one
+    legend below the panels."""
     from matplotlib.colors import to_rgb
     from matplotlib.ticker import PercentFormatter
 
@@ -86,7 +88,7 @@ def draw_reliability(panels: list[tuple[str, list[dict], float | None]], color: 
         axes.bar([b["lower"] for b in filled], [b["accuracy"] for b in filled], width=width, align="edge",
                  color=color, alpha=bar_alpha, edgecolor="white", label="accuracy in bin")
         axes.bar([b["lower"] for b in filled], [b["confidence"] - b["accuracy"] for b in filled], width=width,
-                 bottom=[b["accuracy"] for b in filled], align="edge", color="none", edgecolor="#c62828",
+                 bottom=[b["accuracy"] for b in filled], align="edge", color="none", edgecolor=gap_color(bar),
                  hatch="//", linewidth=0.6, label="gap to confidence")
         for b in filled:  # on the bar when it reaches above the number, else on the white axes
             on = bar if b["accuracy"] >= 0.06 else (1.0, 1.0, 1.0)
@@ -104,6 +106,20 @@ def draw_reliability(panels: list[tuple[str, list[dict], float | None]], color: 
     figure.legend(handles, labels, fontsize=MIN_FONT_SIZE, loc="outside lower center", ncols=len(labels))
     figure.suptitle(wrap_title(title, side * len(panels), 10), fontsize=10)
     return figure
+
+
+GAP_COLORS = ("#000000", "#767676")  # black, and a grey at 4.5:1 on white for a bar too dark for black
+
+
+def gap_color(bar) -> str:
+    """The colour of the hatched gap between a reliability bar and its confidence: it runs over the white axes
+    (a bar below its confidence) and over the bar (one above it), so it is the one of GAP_COLORS that contrasts
+    more with the weaker of the two; `bar`: the bar's sRGB as drawn (floats in [0, 1]).
+
+    e.g. black on vip's vermillion (6.6:1; a red hatch was 1.8:1 there, 1.7:1 to a deuteranope)."""
+    from matplotlib.colors import to_rgb
+
+    return max(GAP_COLORS, key=lambda c: min(contrast_ratio(to_rgb(c), bar), contrast_ratio(to_rgb(c), (1.0, 1.0, 1.0))))
 
 
 def merge_weights_svg(weights: dict[str, list[tuple[str, float]]], color: str, title: str) -> str:
