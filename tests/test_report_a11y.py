@@ -407,3 +407,20 @@ def test_the_gap_to_confidence_shows_on_the_bar_and_on_white(color):
         on_bar, on_white = contrast_ratio(hatch, bar), contrast_ratio(hatch, (1.0, 1.0, 1.0))
         assert min(on_bar, on_white) >= least, (color, round(on_bar, 2), round(on_white, 2))
 
+
+def test_bin_counts_side_by_side_never_run_together():
+    """In the two-panel diagram, 2-digit counts in neighbouring bins were written 1.5 points apart:
+    "5 12244139376676" read as one number."""
+    from vipcli.report.figures import COUNT_GAP, draw_reliability
+
+    bins = [{"lower": i / 15, "upper": (i + 1) / 15, "count": 10 + i, "accuracy": 0.5, "confidence": 0.5}
+            for i in range(15)]
+    for panels in (1, 2):
+        figure = draw_reliability([(f"panel {i}", bins, 0.1) for i in range(panels)], "#D55E00", "t")
+        figure.canvas.draw()
+        renderer, points = figure.canvas.get_renderer(), 72 / figure.dpi
+        for axes in figure.axes:
+            boxes = sorted((label.get_window_extent(renderer) for label in axes.texts), key=lambda box: box.x0)
+            assert len(boxes) == 15
+            gaps = [(right.x0 - left.x1) * points for left, right in zip(boxes, boxes[1:])]
+            assert min(gaps) >= COUNT_GAP - 0.5, (panels, [round(g, 1) for g in gaps])

@@ -68,10 +68,8 @@ def reliability_svg(panels: list[tuple[str, list[dict], float | None]], color: s
 
 
 def draw_reliability(panels: list[tuple[str, list[dict], float | None]], color: str, title: str):
-    """The figure of `reliability_svg`. The test images of each bin are counted at the bar's foot, in black
-    or white, whichever contrasts more with the bar (upright when a count has more than two digits, so it
-    stays within its bar); the gap to each bin's confidence is hatched (see `gap_color`); one
-    legend below the panels."""
+    """The figure of `reliability_svg`. The test images of each bin are counted at the bar's foot (see
+    `_count_bins`); the gap to each bin's confidence is hatched (see `gap_color`); one legend below the panels."""
     from matplotlib.colors import to_rgb
     from matplotlib.ticker import PercentFormatter
 
@@ -90,11 +88,6 @@ def draw_reliability(panels: list[tuple[str, list[dict], float | None]], color: 
         axes.bar([b["lower"] for b in filled], [b["confidence"] - b["accuracy"] for b in filled], width=width,
                  bottom=[b["accuracy"] for b in filled], align="edge", color="none", edgecolor=gap_color(bar),
                  hatch="//", linewidth=0.6, label="gap to confidence")
-        for b in filled:  # on the bar when it reaches above the number, else on the white axes
-            on = bar if b["accuracy"] >= 0.06 else (1.0, 1.0, 1.0)
-            upright = len(str(b["count"])) > 2
-            axes.text(b["lower"] + width / 2, 0.02, str(b["count"]), ha="center", va="bottom", fontsize=MIN_FONT_SIZE,
-                      rotation=90 if upright else 0, color=text_color_on(on))
         axes.set_xlim(0, 1)
         axes.set_ylim(0, 1)
         for axis in (axes.xaxis, axes.yaxis):  # in %, as the report writes every probability and accuracy
@@ -105,7 +98,27 @@ def draw_reliability(panels: list[tuple[str, list[dict], float | None]], color: 
     handles, labels = axes_row[0, 0].get_legend_handles_labels()
     figure.legend(handles, labels, fontsize=MIN_FONT_SIZE, loc="outside lower center", ncols=len(labels))
     figure.suptitle(wrap_title(title, side * len(panels), 10), fontsize=10)
+    figure.draw_without_rendering()  # lays the panels out: the width of a bin is known
+    for axes, (_, bins, _) in zip(axes_row[0], panels):
+        _count_bins(axes, bins, bar)
     return figure
+
+
+DIGIT_WIDTH = 0.64  # of a digit, in font sizes (DejaVu Sans: 0.636)
+COUNT_GAP = 3  # points: the least space between two counts side by side
+
+
+def _count_bins(axes, bins: list[dict], bar) -> None:
+    """Each filled bin's test images, at the foot of its bar (`bar`: its sRGB as drawn): on the bar when it
+    reaches above the number, else on the white axes, in black or white, whichever contrasts more. A count
+    wider than its bar less COUNT_GAP is written upright: side by side, "12", "24" and "41" ran together."""
+    width = bins[0]["upper"] - bins[0]["lower"] if bins else 1 / 15
+    bin_points = axes.get_window_extent().width * 72 / axes.figure.dpi * width  # the x axis runs from 0 to 1
+    for b in (b for b in bins if b["count"]):
+        on = bar if b["accuracy"] >= 0.06 else (1.0, 1.0, 1.0)
+        upright = len(str(b["count"])) * DIGIT_WIDTH * MIN_FONT_SIZE > bin_points - COUNT_GAP
+        axes.text(b["lower"] + width / 2, 0.02, str(b["count"]), ha="center", va="bottom", fontsize=MIN_FONT_SIZE,
+                  rotation=90 if upright else 0, color=text_color_on(on))
 
 
 GAP_COLORS = ("#000000", "#767676")  # black, and a grey at 4.5:1 on white for a bar too dark for black
