@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import textwrap
 
-from vipcli.plots import (MAX_FIGURE_WIDTH, MIN_FONT_SIZE, contrast_ratio, pyplot, svg_markup, text_color_on,
-                          wrap_title)
+from vipcli.plots import (MAX_FIGURE_WIDTH, MIN_FONT_SIZE, contrast_ratio, legend_below, pyplot, svg_markup,
+                          text_color_on, wrap_title)
 from vipcli.report.html import number
 from vipcli.report.units import percent_text
 
@@ -95,8 +95,7 @@ def draw_reliability(panels: list[tuple[str, list[dict], float | None]], color: 
         axes.set_xlabel("confidence of the predicted class")
         axes.set_ylabel("accuracy")
         axes.set_title(label + (f", ECE {percent_text(ece)}" if ece is not None else ""), fontsize=MIN_FONT_SIZE)
-    handles, labels = axes_row[0, 0].get_legend_handles_labels()
-    figure.legend(handles, labels, fontsize=MIN_FONT_SIZE, loc="outside lower center", ncols=len(labels))
+    legend_below(figure, *axes_row[0, 0].get_legend_handles_labels())
     figure.suptitle(wrap_title(title, side * len(panels), 10), fontsize=10)
     figure.draw_without_rendering()  # lays the panels out: the width of a bin is known
     for axes, (_, bins, _) in zip(axes_row[0], panels):
