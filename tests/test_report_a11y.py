@@ -424,3 +424,27 @@ def test_bin_counts_side_by_side_never_run_together():
             assert len(boxes) == 15
             gaps = [(right.x0 - left.x1) * points for left, right in zip(boxes, boxes[1:])]
             assert min(gaps) >= COUNT_GAP - 0.5, (panels, [round(g, 1) for g in gaps])
+
+
+@test_report.needs_browser
+def test_a_cards_image_tells_a_screen_reader_what_vip_made_of_it(tmp_path):
+    """A card's image had its file name for alt text, the same words as the line under it: a screen reader going
+    from image to image (NVDA's G key) heard 48 file names and none of the verdicts."""
+    from PIL import Image
+
+    from browser import render
+    from vipcli.report import html
+    from vipcli.report.gallery import GalleryItem, gallery_html
+
+    (tmp_path / "nevus").mkdir()
+    for name in ("a.png", "b.png", "c.png"):
+        Image.new("RGB", (32, 32), (180, 120, 90)).save(tmp_path / "nevus" / name)
+    items = [GalleryItem(str(tmp_path / "nevus" / "a.png"), "nevus", "melanoma", 0.95, ["melanoma"], None),
+             GalleryItem(str(tmp_path / "nevus" / "b.png"), "nevus", "nevus", 0.8, ["nevus"], None),
+             GalleryItem(str(tmp_path / "nevus" / "c.png"), None, "nevus", 0.612, None, None)]
+    page = tmp_path / "cards.html"
+    page.write_text(html.page("vip predictions: 3 images", "", [gallery_html(items, root=tmp_path)], ""), encoding="utf-8")
+    alts = [image["alt"] for image in render(page, tmp_path / "browser")["images"]]
+    assert alts == ["nevus/a.png: true class nevus, predicted melanoma (wrong), probability 95.0%",
+                    "nevus/b.png: true class nevus, predicted nevus (right), probability 80.0%",
+                    "nevus/c.png: predicted nevus, probability 61.2%"]

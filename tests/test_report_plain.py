@@ -327,7 +327,7 @@ def test_a_cards_image_is_drawn_crisp_at_the_size_it_was_embedded_never_stretche
                        "--workers", "0")
     assert code == 0, err
     result = render(out, tmp_path / "shot", width=1280)
-    images = {Path(i["alt"]).name: i for i in result["images"]}
+    images = {Path(i["alt"].split(": ")[0]).name: i for i in result["images"]}  # alt: "FILE: ... predicted ..."
     small, large = images["small.png"], images["large.png"]
     assert (small["width"], small["shown"], small["rendering"]) == (48, 192, "pixelated")  # 4 x 48 px
     assert (large["width"], large["shown"]) == (192, 192)  # drawn at its own size: the browser resizes nothing
