@@ -481,20 +481,26 @@ def test_a_reader_sees_each_columns_best_mean_in_bold_in_the_rendered_report(ben
     (tmp_path / "bench.html").write_text(benchmark_report(benchmark_dir), encoding="utf-8")
     result = render(tmp_path / "bench.html", tmp_path / "browser")
     rows = json.loads((benchmark_dir / "results.json").read_text())["rows"]
-    expected = []
+    expected, names = [], []
     for key, _ in METRICS:  # each table in page order: the best mean of each row of cells, recomputed here
         means = {(r["method"], str(r["shots"])): None for r in rows}
         for method, shots in means:  # zero-shot rows (shots 0): one figure for every column
             mine = [row_figure(r, key) for r in rows if r["method"] == method and str(r["shots"]) == shots]
             means[method, shots] = mean_and_std(mine)
+        named = []
         for column in ("1", "2"):
             cells = {m: v for (m, s), v in means.items() if s in (column, "0") and v[0] is not None}
             top = max(mean for mean, _ in cells.values()) if len(cells) > 1 else None
             expected += [(m, v) for m, v in cells.items() if v[0] == top]
+            named.append(" and ".join(m for m in dict.fromkeys(r["method"] for r in rows) if m in cells
+                                      and cells[m][0] == top) + f" at {column}-shot")
+        names.append(", ".join(named))
     shown = result["bold"]
     assert shown and sorted(shown) == sorted(f"{mean:.2f} ± {std:.2f}" for _, (mean, std) in expected)
     assert not result["console"]
-    assert "In bold: the highest mean in each column" in " ".join(result["text"].split())
+    text = " ".join(result["text"].split())  # what a screen reader, which says nothing of bold, reads: who they are
+    assert [f"In bold: the highest mean in each column (each of a tie): {n}." for n in names] == re.findall(
+        r"In bold: the highest mean in each column \(each of a tie\)[^.]*\.", text)
 
 
 @needs_browser

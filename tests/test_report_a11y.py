@@ -381,3 +381,70 @@ def test_no_two_built_in_methods_share_a_look_alike_colour():
     for (a, one), (b, other) in itertools.combinations(METHOD_COLORS.items(), 2):
         distance = math.dist(_lab(one), _lab(other))
         assert distance >= 15, f"{a} {one} and {b} {other} are {distance:.1f} apart in CIELAB"
+
+
+def _gap_hatch(figure):
+    """The hatched 'gap to confidence' boxes of a reliability diagram's first panel."""
+    return [patch for patch in figure.axes[0].patches if patch.get_hatch()]
+
+
+@pytest.mark.parametrize("color", EVERY_METHOD_COLOR)
+def test_the_gap_to_confidence_shows_on_the_bar_and_on_white(color):
+    """The gap was hatched in red #c62828: 1.8:1 on vip's vermillion bar (1.7:1 to a deuteranope), 1.1:1 on
+    tip-adapter-f's purple, so an underconfident bin's gap, drawn over its bar, could not be seen."""
+    from vipcli.report.figures import draw_reliability
+
+    bins = [{"lower": 0.5, "upper": 0.6, "count": 12, "accuracy": 0.8, "confidence": 0.55},  # gap over the bar
+            {"lower": 0.6, "upper": 0.7, "count": 9, "accuracy": 0.4, "confidence": 0.65}]  # gap over white
+    figure = draw_reliability([("before (T = 1)", bins, 0.1)], color, "t")
+    bar = [0.85 * c + 0.15 for c in to_rgb(color)]
+    hatched = _gap_hatch(figure)
+    assert len(hatched) == 2
+    # no colour reaches 3:1 on both white and a very dark bar (#8B0000's): there the best of them, 2.7:1
+    least = 3.0 if color in METHOD_COLORS.values() else 2.7
+    for patch in hatched:
+        hatch = patch.get_edgecolor()[:3]
+        on_bar, on_white = contrast_ratio(hatch, bar), contrast_ratio(hatch, (1.0, 1.0, 1.0))
+        assert min(on_bar, on_white) >= least, (color, round(on_bar, 2), round(on_white, 2))
+
+
+def test_bin_counts_side_by_side_never_run_together():
+    """In the two-panel diagram, 2-digit counts in neighbouring bins were written 1.5 points apart:
+    "5 12244139376676" read as one number."""
+    from vipcli.report.figures import COUNT_GAP, draw_reliability
+
+    bins = [{"lower": i / 15, "upper": (i + 1) / 15, "count": 10 + i, "accuracy": 0.5, "confidence": 0.5}
+            for i in range(15)]
+    for panels in (1, 2):
+        figure = draw_reliability([(f"panel {i}", bins, 0.1) for i in range(panels)], "#D55E00", "t")
+        figure.canvas.draw()
+        renderer, points = figure.canvas.get_renderer(), 72 / figure.dpi
+        for axes in figure.axes:
+            boxes = sorted((label.get_window_extent(renderer) for label in axes.texts), key=lambda box: box.x0)
+            assert len(boxes) == 15
+            gaps = [(right.x0 - left.x1) * points for left, right in zip(boxes, boxes[1:])]
+            assert min(gaps) >= COUNT_GAP - 0.5, (panels, [round(g, 1) for g in gaps])
+
+
+@test_report.needs_browser
+def test_a_cards_image_tells_a_screen_reader_what_vip_made_of_it(tmp_path):
+    """A card's image had its file name for alt text, the same words as the line under it: a screen reader going
+    from image to image (NVDA's G key) heard 48 file names and none of the verdicts."""
+    from PIL import Image
+
+    from browser import render
+    from vipcli.report import html
+    from vipcli.report.gallery import GalleryItem, gallery_html
+
+    (tmp_path / "nevus").mkdir()
+    for name in ("a.png", "b.png", "c.png"):
+        Image.new("RGB", (32, 32), (180, 120, 90)).save(tmp_path / "nevus" / name)
+    items = [GalleryItem(str(tmp_path / "nevus" / "a.png"), "nevus", "melanoma", 0.95, ["melanoma"], None),
+             GalleryItem(str(tmp_path / "nevus" / "b.png"), "nevus", "nevus", 0.8, ["nevus"], None),
+             GalleryItem(str(tmp_path / "nevus" / "c.png"), None, "nevus", 0.612, None, None)]
+    page = tmp_path / "cards.html"
+    page.write_text(html.page("vip predictions: 3 images", "", [gallery_html(items, root=tmp_path)], ""), encoding="utf-8")
+    alts = [image["alt"] for image in render(page, tmp_path / "browser")["images"]]
+    assert alts == ["nevus/a.png: true class nevus, predicted melanoma (wrong), probability 95.0%",
+                    "nevus/b.png: true class nevus, predicted nevus (right), probability 80.0%",
+                    "nevus/c.png: predicted nevus, probability 61.2%"]

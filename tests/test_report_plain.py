@@ -151,7 +151,8 @@ def _outside(figure) -> list[str]:
 def test_no_text_of_a_report_figure_is_cut_off_at_its_edge():
     """A label wider than the plots it is centred under runs past the figure's edge, cut off mid-word in the
     SVG (a first, longer wording of the merge-weight chart's x label did, under plots pushed right by long
-    symptoms); no text of any report figure may."""
+    symptoms); no text of any report figure may. An uncalibrated run's one-panel reliability diagram cut its
+    legend's three entries, laid side by side, at both edges ("erfectly calibrated", "gap to confi")."""
     from vipcli.report.figures import draw_confusion_matrix, draw_merge_weights, draw_reliability
 
     long = "The spot has multiple colors, like brown, black, blue, red, or white, and a few more words"
@@ -162,6 +163,7 @@ def test_no_text_of_a_report_figure_is_cut_off_at_its_edge():
     figures = {"merge weights": draw_merge_weights(weights, "#D55E00", title),
                "reliability": draw_reliability([("before (T = 1)", bins, 0.1), ("after (T = 1.599)", bins, 0.05)],
                                                 "#D55E00", title),
+               "reliability, one panel": draw_reliability([("uncalibrated", bins, 0.1)], "#D55E00", title),
                "confusion": draw_confusion_matrix([[10, 2], [3, 12]], ["melanoma in situ", "nevus"], "#D55E00", title)}
     assert {name: _outside(figure) for name, figure in figures.items()} == {name: [] for name in figures}
 
@@ -325,7 +327,7 @@ def test_a_cards_image_is_drawn_crisp_at_the_size_it_was_embedded_never_stretche
                        "--workers", "0")
     assert code == 0, err
     result = render(out, tmp_path / "shot", width=1280)
-    images = {Path(i["alt"]).name: i for i in result["images"]}
+    images = {Path(i["alt"].split(": ")[0]).name: i for i in result["images"]}  # alt: "FILE: ... predicted ..."
     small, large = images["small.png"], images["large.png"]
     assert (small["width"], small["shown"], small["rendering"]) == (48, 192, "pixelated")  # 4 x 48 px
     assert (large["width"], large["shown"]) == (192, 192)  # drawn at its own size: the browser resizes nothing

@@ -118,7 +118,8 @@ def test_a_benchmark_reports_std_is_the_sample_std_of_the_rows():
 
 
 def test_each_metric_table_marks_the_best_mean_of_each_column_and_says_so():
-    """A reader had to compare "74.83 ± 2.59" cells by eye to see which method won each column."""
+    """A reader had to compare "74.83 ± 2.59" cells by eye to see which method won each column; then the best
+    were in bold, which a screen reader does not announce, so the note "In bold: ..." named nothing to one."""
     from vipcli.report.benchmark import _tables
 
     def row(method, shots, seed, accuracy, auroc=None):
@@ -132,7 +133,10 @@ def test_each_metric_table_marks_the_best_mean_of_each_column_and_says_so():
     assert re.findall(r"<strong>([^<]*)</strong>", accuracy) == ["70.00 ± 0.00", "81.00 ± 1.41"]  # zeroshot, coop
     assert len(re.findall(r"<strong>", f1)) == 6  # all tied at 50: each of a tie
     assert "<strong>" not in auroc and "<strong>" not in seconds  # no figures to compare; seconds: not a contest
-    assert "In bold: the highest mean in each column (each of a tie)" in accuracy
+    # a screen reader does not say that a cell is bold: the note under the table names them
+    assert "In bold: the highest mean in each column (each of a tie): zeroshot at 1-shot, coop at 4-shot. " in accuracy
+    assert "(each of a tie): zeroshot and coop and vip at 1-shot, zeroshot and coop and vip at 4-shot. " in f1
+    assert "In bold: the highest mean in each column (each of a tie). A lead" in auroc  # no cell in bold, none named
     one_seed = _tables([r for r in rows if r["seed"] == 1])
     assert "In bold: the highest figure in each column" in one_seed and "spread over" not in one_seed
 
@@ -469,12 +473,14 @@ def test_printed_prediction_set_table_keeps_every_column(tmp_path):
 
 def test_printed_reports_keep_each_image_with_its_labels_and_each_heading_with_its_content():
     """Printed, a gallery card could leave its image at the foot of one page and its true class and
-    prediction at the top of the next, and a heading could end a page without what it heads."""
+    prediction at the top of the next, and a heading could end a page without what it heads. A table could
+    leave its caption and header row at the foot of a page (the demo benchmark's "test macro-F1 %") and its rows
+    on the next."""
     from vipcli.report.html import STYLE
 
     rules = STYLE[STYLE.index("@media print"):]
     avoid_inside = re.search(r"^\s*([^{}\n]*)\{\s*break-inside:\s*avoid;", rules, re.M)
-    assert avoid_inside and {".card", "figure"} <= {s.strip() for s in avoid_inside.group(1).split(",")}
+    assert avoid_inside and {".card", "figure", ".table"} <= {s.strip() for s in avoid_inside.group(1).split(",")}
     assert re.search(r"h2[^{}]*\{\s*break-after:\s*avoid;", rules)
 
 

@@ -279,19 +279,19 @@ def draw_shots(rows: list[dict], shots_order: list | None = None, title: str | N
     spread = seeds_label(seeds, "point" if seeds and uneven_seeds(rows) else None)
     axes.set_ylabel(f"test accuracy % ({spread})" if seeds else "test accuracy %")
     axes.grid(alpha=0.3)
-    _legend_below(figure, axes)
+    legend_below(figure, *axes.get_legend_handles_labels())
     if title:
         axes.set_title(wrap_title(title, MAX_FIGURE_WIDTH, 10), fontsize=10)
     return figure
 
 
-def _legend_below(figure, axes) -> None:
-    """The legend under the plot (it covers no line), in as many columns as its longest entry allows."""
-    handles, labels = axes.get_legend_handles_labels()
+def legend_below(figure, handles: list, labels: list[str]) -> None:
+    """The legend under the plot (it covers no line), in as many columns as its longest entry allows in the
+    figure's width (never wider than the figure: a one-panel reliability diagram's cut off both its ends)."""
     if not labels:
         return
     entry = max(len(label) for label in labels) * CHARACTER_WIDTH * MIN_FONT_SIZE / 72 + 0.8  # inches, with its marker
-    columns = max(1, min(len(labels), int(MAX_FIGURE_WIDTH // entry)))
+    columns = max(1, min(len(labels), int(figure.get_figwidth() // entry)))
     figure.set_figheight(figure.get_figheight() + 0.22 * -(-len(labels) // columns))  # room for its rows
     figure.legend(handles, labels, fontsize=MIN_FONT_SIZE, loc="outside lower center", ncols=columns)
 

@@ -63,9 +63,10 @@ def _columns(rows: list[dict]) -> list[str]:
     return found or ["0"]
 
 
-def _grid(rows: list[dict], key: str, fmt, mark_best: bool = False) -> tuple[list[str], list[list[str]]]:
+def _grid(rows: list[dict], key: str, fmt, mark_best: bool = False) -> tuple[list[str], list[list[str]], str]:
     """Rows = methods (in their colour), columns = shots; methods that learn nothing repeat their figure.
-    `mark_best`: the cells of the highest mean in each column (ties: each) in bold (<strong>)."""
+    `mark_best`: the cells of the highest mean in each column (ties: each) in bold (<strong>), and named in the
+    third item returned ("vip at 1-shot, coop and vip at 4-shot"; empty without `mark_best`)."""
     columns, methods = _columns(rows), list(dict.fromkeys(r["method"] for r in rows))
     styles = method_styles(methods)  # the plot's colours
     fixed = {m: all(str(r["shots"]) == "0" for r in rows if r["method"] == m) for m in methods}  # learns nothing
@@ -78,13 +79,15 @@ def _grid(rows: list[dict], key: str, fmt, mark_best: bool = False) -> tuple[lis
         cells = [f"<strong>{cell}</strong>" if method in best.get(c, ()) else cell for c, cell in zip(columns, cells)]
         body.append([html.swatch(styles[method][0], method + (" *" if fixed[method] else "")), *cells])
     capped = capped_columns(rows)
-    return [f"{c}-shot{CAPPED_MARK if c in capped else ''}" for c in columns], body
+    named = ", ".join(f"{' and '.join(m for m in methods if m in best[c])} at {c}-shot" for c in columns if c in best)
+    return [f"{c}-shot{CAPPED_MARK if c in capped else ''}" for c in columns], body, named
 
 
-BEST_NOTE = {  # under each metric's table, by whether the sweep has several seeds
-    True: "In bold: the highest mean in each column (each of a tie); a lead smaller than the spread over the "
+BEST_NOTE = {  # under each metric's table, by whether the sweep has several seeds; {} names the bold cells, in
+    # words, for a screen reader, which does not say that a cell is bold
+    True: "In bold: the highest mean in each column (each of a tie){}. A lead smaller than the spread over the "
           "seeds may be chance.",
-    False: "In bold: the highest figure in each column (each of a tie); one seed shows no spread, so a small "
+    False: "In bold: the highest figure in each column (each of a tie){}. One seed shows no spread, so a small "
            "lead may be chance.",
 }
 SHARED_TIME_NOTE = (
@@ -111,12 +114,13 @@ def _tables(rows: list[dict]) -> str:
         " " + UNEVEN_NOTE if uneven else "")
     spread, parts = seeds_label(seeds, "cell" if uneven else None), [f"<p>{html.text(meaning)}</p>"]
     for key, title in METRICS:
-        header, body = _grid(rows, key, _mean_std_n if uneven else _mean_std, mark_best=True)
+        header, body, named = _grid(rows, key, _mean_std_n if uneven else _mean_std, mark_best=True)
+        note = BEST_NOTE[len(seeds) > 1].format(f": {named}" if named else "")
         parts.append(html.table(f"{title} ({spread})", ["method", *header], body,
                                 numeric=set(range(1, len(header) + 1)), raw=True)
-                     + f'<p class="caption">{html.text(BEST_NOTE[len(seeds) > 1])}</p>')
+                     + f'<p class="caption">{html.text(note)}</p>')
     over = "mean over seeds" if len(seeds) > 1 else f"seed {seeds[0]}"
-    header, body = _grid(rows, "fit_s", lambda v: "-" if not v else f"{html.number(statistics.fmean(v))} s")
+    header, body, _ = _grid(rows, "fit_s", lambda v: "-" if not v else f"{html.number(statistics.fmean(v))} s")
     parts.append(html.table(f"seconds per run (fitting and evaluation, {over})", ["method", *header], body,
                             numeric=set(range(1, len(header) + 1)), raw=True)
                  + f'<p class="caption">{html.text(SHARED_TIME_NOTE)}</p>')

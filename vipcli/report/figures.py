@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import textwrap
 
-from vipcli.plots import MAX_FIGURE_WIDTH, MIN_FONT_SIZE, pyplot, svg_markup, text_color_on, wrap_title
+from vipcli.plots import (MAX_FIGURE_WIDTH, MIN_FONT_SIZE, contrast_ratio, legend_below, pyplot, svg_markup,
+                          text_color_on, wrap_title)
 from vipcli.report.html import number
 from vipcli.report.units import percent_text
 
@@ -67,9 +68,8 @@ def reliability_svg(panels: list[tuple[str, list[dict], float | None]], color: s
 
 
 def draw_reliability(panels: list[tuple[str, list[dict], float | None]], color: str, title: str):
-    """The figure of `reliability_svg`. The test images of each bin are counted at the bar's foot, in black
-    or white, whichever contrasts more with the bar (upright when a count has more than two digits, so it
-    stays within its bar); one legend below the panels."""
+    """The figure of `reliability_svg`. The test images of each bin are counted at the bar's foot (see
+    `_count_bins`); the gap to each bin's confidence is hatched (see `gap_color`); one legend below the panels."""
     from matplotlib.colors import to_rgb
     from matplotlib.ticker import PercentFormatter
 
@@ -86,13 +86,8 @@ def draw_reliability(panels: list[tuple[str, list[dict], float | None]], color: 
         axes.bar([b["lower"] for b in filled], [b["accuracy"] for b in filled], width=width, align="edge",
                  color=color, alpha=bar_alpha, edgecolor="white", label="accuracy in bin")
         axes.bar([b["lower"] for b in filled], [b["confidence"] - b["accuracy"] for b in filled], width=width,
-                 bottom=[b["accuracy"] for b in filled], align="edge", color="none", edgecolor="#c62828",
+                 bottom=[b["accuracy"] for b in filled], align="edge", color="none", edgecolor=gap_color(bar),
                  hatch="//", linewidth=0.6, label="gap to confidence")
-        for b in filled:  # on the bar when it reaches above the number, else on the white axes
-            on = bar if b["accuracy"] >= 0.06 else (1.0, 1.0, 1.0)
-            upright = len(str(b["count"])) > 2
-            axes.text(b["lower"] + width / 2, 0.02, str(b["count"]), ha="center", va="bottom", fontsize=MIN_FONT_SIZE,
-                      rotation=90 if upright else 0, color=text_color_on(on))
         axes.set_xlim(0, 1)
         axes.set_ylim(0, 1)
         for axis in (axes.xaxis, axes.yaxis):  # in %, as the report writes every probability and accuracy
@@ -100,10 +95,43 @@ def draw_reliability(panels: list[tuple[str, list[dict], float | None]], color: 
         axes.set_xlabel("confidence of the predicted class")
         axes.set_ylabel("accuracy")
         axes.set_title(label + (f", ECE {percent_text(ece)}" if ece is not None else ""), fontsize=MIN_FONT_SIZE)
-    handles, labels = axes_row[0, 0].get_legend_handles_labels()
-    figure.legend(handles, labels, fontsize=MIN_FONT_SIZE, loc="outside lower center", ncols=len(labels))
+    legend_below(figure, *axes_row[0, 0].get_legend_handles_labels())
     figure.suptitle(wrap_title(title, side * len(panels), 10), fontsize=10)
+    figure.draw_without_rendering()  # lays the panels out: the width of a bin is known
+    for axes, (_, bins, _) in zip(axes_row[0], panels):
+        _count_bins(axes, bins, bar)
     return figure
+
+
+DIGIT_WIDTH = 0.64  # of a digit, in font sizes (DejaVu Sans: 0.636)
+COUNT_GAP = 3  # points: the least space between two counts side by side
+
+
+def _count_bins(axes, bins: list[dict], bar) -> None:
+    """Each filled bin's test images, at the foot of its bar (`bar`: its sRGB as drawn): on the bar when it
+    reaches above the number, else on the white axes, in black or white, whichever contrasts more. A count
+    wider than its bar less COUNT_GAP is written upright: side by side, "12", "24" and "41" ran together."""
+    width = bins[0]["upper"] - bins[0]["lower"] if bins else 1 / 15
+    bin_points = axes.get_window_extent().width * 72 / axes.figure.dpi * width  # the x axis runs from 0 to 1
+    for b in (b for b in bins if b["count"]):
+        on = bar if b["accuracy"] >= 0.06 else (1.0, 1.0, 1.0)
+        upright = len(str(b["count"])) * DIGIT_WIDTH * MIN_FONT_SIZE > bin_points - COUNT_GAP
+        axes.text(b["lower"] + width / 2, 0.02, str(b["count"]), ha="center", va="bottom", fontsize=MIN_FONT_SIZE,
+                  rotation=90 if upright else 0, color=text_color_on(on))
+
+
+GAP_COLORS = ("#000000", "#767676")  # black, and a grey at 4.5:1 on white for a bar too dark for black
+
+
+def gap_color(bar) -> str:
+    """The colour of the hatched gap between a reliability bar and its confidence: it runs over the white axes
+    (a bar below its confidence) and over the bar (one above it), so it is the one of GAP_COLORS that contrasts
+    more with the weaker of the two; `bar`: the bar's sRGB as drawn (floats in [0, 1]).
+
+    e.g. black on vip's vermillion (6.6:1; a red hatch was 1.8:1 there, 1.7:1 to a deuteranope)."""
+    from matplotlib.colors import to_rgb
+
+    return max(GAP_COLORS, key=lambda c: min(contrast_ratio(to_rgb(c), bar), contrast_ratio(to_rgb(c), (1.0, 1.0, 1.0))))
 
 
 def merge_weights_svg(weights: dict[str, list[tuple[str, float]]], color: str, title: str) -> str:

@@ -116,7 +116,7 @@ def shown_name(path: Path, root: Path | None) -> Path:
 def _card(item: GalleryItem, root: Path | None) -> str:
     small = thumbnail(item.path)
     shown = shown_name(Path(item.path), root)
-    picture = (image(small.payload, f"{shown}", small.mime, "pixels" if small.pixelated else None, small.size)
+    picture = (image(small.payload, card_alt(item, shown), small.mime, "pixels" if small.pixelated else None, small.size)
                if small else "<p>(image no longer readable)</p>")
     verdict = ""
     if item.truth is not None:
@@ -136,6 +136,16 @@ def _card(item: GalleryItem, root: Path | None) -> str:
         lines.append(_symptoms_html(item))
     lines.append("</div>")
     return "".join(lines)
+
+
+def card_alt(item: GalleryItem, shown: Path) -> str:
+    """The alt text of a card's image: its file and what vip made of it, so that a screen reader moving from image
+    to image (NVDA's G key) hears each one's verdict, not its file name alone.
+
+    e.g. 'test/nevus/nevus_00016.png: true class nevus, predicted melanoma (wrong), probability 95.0%'."""
+    verdict = "" if item.truth is None else f"true class {item.truth}, "
+    outcome = "" if item.truth is None else (" (wrong)" if item.wrong else " (right)")
+    return f"{shown}: {verdict}predicted {item.label}{outcome}, probability {percent_text(item.probability, 1)}"
 
 
 def _symptoms_html(item: GalleryItem) -> str:
