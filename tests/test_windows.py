@@ -1,0 +1,65 @@
+"""What a user on Windows meets, tested here through the seams that choose Windows' way: its file locks
+(`windows_locks`: no flock, `msvcrt.locking`, folders locked through a file beside them), its shells'
+quoting (`vipcli.shell_quote`'s `windows` parameter) and its consoles' encodings."""
+
+from __future__ import annotations
+
+import signal
+import socket
+
+import pytest
+
+import windows_locks
+
+HOLD_OUTPUT = "from vipcli.locks import output_lock\nwith output_lock(sys.argv[3], lock=sys.argv[4]):\n" \
+              "    print('held', flush=True); sys.stdin.read()"
+
+
+def _kill(child) -> None:
+    """Kill `child` as Task Manager's End task does: no cleanup runs, its files stay behind."""
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+
+
+# --- locks -----------------------------------------------------------------------------------------------
+
+
+def test_on_windows_report_tells_a_sweep_still_running_and_not_a_killed_ones_lock_file(tmp_path, monkeypatch):
+    """`vip report` said nothing on Windows of a sweep writing the folder: its test took flock's shared lock,
+    which Windows has not, and answered "no sweep" there."""
+    from vipcli.locks import BYTE_LOCK_AT
+    from vipcli.sweep_folder import SWEEP_LOCK, running_sweep
+
+    windows_locks.install(monkeypatch)
+    folder = tmp_path / "bench"
+    folder.mkdir()
+    sweep = windows_locks.hold_in_child(HOLD_OUTPUT, folder, folder / SWEEP_LOCK)
+    try:  # the pid in the lock file is readable: Windows' lock, which bars reading its bytes, is past them
+        assert running_sweep(folder) == f" (pid {sweep.pid} on host {socket.gethostname()})"
+        assert running_sweep(folder) == f" (pid {sweep.pid} on host {socket.gethostname()})"  # asking took nothing
+    finally:
+        _kill(sweep)
+    assert (folder / SWEEP_LOCK).exists() and running_sweep(folder) is None  # its lock died with it
+    assert {position for _, position in windows_locks.calls} == {BYTE_LOCK_AT}
+    modes = [mode for mode, _ in windows_locks.calls]
+    assert modes == [windows_locks.LK_NBLCK] * 3 + [windows_locks.LK_UNLCK]  # refused twice; then taken, released
+
+
+def test_on_windows_a_second_writer_is_refused_and_a_lock_is_released_before_its_file_goes(tmp_path, monkeypatch):
+    from vipcli.errors import VipError
+    from vipcli.locks import lock_file, output_lock
+
+    windows_locks.install(monkeypatch)
+    out = tmp_path / "p.jsonl"
+    writer = windows_locks.hold_in_child(HOLD_OUTPUT, out, lock_file(out))
+    try:
+        with pytest.raises(VipError, match=f"is being written by another vip process \\(pid {writer.pid} on host"):
+            with output_lock(out):
+                pass
+    finally:
+        _kill(writer)
+    windows_locks.calls.clear()
+    with output_lock(out):  # the killed writer's lock file blocks nothing
+        pass
+    assert [mode for mode, _ in windows_locks.calls] == [windows_locks.LK_NBLCK, windows_locks.LK_UNLCK]
+    assert not lock_file(out).exists()
