@@ -4,8 +4,10 @@ quoting (`vipcli.shell_quote`'s `windows` parameter) and its consoles' encodings
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
+import time
 
 import pytest
 
@@ -63,3 +65,52 @@ def test_on_windows_a_second_writer_is_refused_and_a_lock_is_released_before_its
         pass
     assert [mode for mode, _ in windows_locks.calls] == [windows_locks.LK_NBLCK, windows_locks.LK_UNLCK]
     assert not lock_file(out).exists()
+
+
+HOLD_STAGING = ("from vipcli.atomic import atomic_folder\nwith atomic_folder(sys.argv[3]) as staging:\n"
+                "    (staging / 'v').write_text('half'); print('held', flush=True); sys.stdin.read()")
+
+
+def _age(path) -> None:
+    """Make `path` look untouched for longer than a staging folder's writer is waited for."""
+    from vipcli.atomic import ABANDONED_AFTER_S
+
+    long_ago = time.time() - ABANDONED_AFTER_S - 5
+    os.utime(path, (long_ago, long_ago))
+
+
+def test_on_windows_a_killed_writers_staging_folder_is_removed_and_a_live_ones_left(tmp_path, monkeypatch):
+    """Windows opens no folder, so vip locked none there and left every killed writer's `.NAME.*.partial`
+    folder (as big as a run or a sorted data set) behind for good."""
+    from vipcli.atomic import atomic_folder
+
+    windows_locks.install(monkeypatch)
+    target = tmp_path / "run"
+    writer = windows_locks.hold_in_child(HOLD_STAGING, target)
+    try:
+        staged = [p.name for p in tmp_path.iterdir()]
+        (partial,) = [name for name in staged if name.endswith(".partial")]
+        assert sorted(staged) == sorted([partial, partial + ".lock"])  # its lock is a file beside it
+        _age(tmp_path / partial)
+        with atomic_folder(target) as staging:  # a live writer's, however old: left to it
+            (staging / "v").write_text("first")
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted([partial, partial + ".lock", "run"])
+    finally:
+        _kill(writer)
+    with atomic_folder(target) as staging:  # now its writer is dead
+        (staging / "v").write_text("second")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"] and (target / "v").read_text() == "second"
+
+
+def test_on_windows_a_staging_lock_file_whose_folder_went_is_removed_and_an_unlocked_folder_kept(tmp_path,
+                                                                                               monkeypatch):
+    from vipcli.atomic import atomic_folder
+
+    windows_locks.install(monkeypatch)
+    (tmp_path / ".run.k1ll3d.partial.lock").write_text("")  # killed between removing its folder and its lock
+    unknown = tmp_path / ".run.0ld.partial"  # a vip that did not lock its folders on Windows: cannot be told
+    unknown.mkdir()
+    _age(unknown)
+    with atomic_folder(tmp_path / "run") as staging:
+        (staging / "v").write_text("new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".run.0ld.partial", "run"]

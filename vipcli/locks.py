@@ -264,3 +264,61 @@ def _release_lock(lock: Path, handle: int) -> None:
         with contextlib.suppress(OSError):
             os.unlink(lock)
 
+
+# --- a folder being written, told from one a killed writer left -------------------------------------------
+
+
+def folder_lock_file(folder: Path) -> Path:
+    """Where a folder's lock is a file (Windows, which opens no folder): `FOLDER.lock` beside it (a file inside
+    would keep the folder from being renamed into place while open)."""
+    folder = Path(folder)
+    return folder.with_name(f"{folder.name}.lock")
+
+
+def lock_folder(folder: Path) -> int | None:
+    """Lock `folder`, which this process has just made and writes, until `unlock_folder`, so that a later
+    writer can tell it from one a killed writer left (`folder_abandoned`): the folder's own flock on POSIX,
+    the lock of `FOLDER.lock` beside it on Windows. None where nothing could be locked."""
+    try:
+        handle = os.open(folder_lock_file(folder), os.O_RDWR | os.O_CREAT, 0o666) if WINDOWS else os.open(
+            folder, os.O_RDONLY)
+    except OSError:
+        return None
+    if not try_lock(handle):
+        os.close(handle)
+        return None
+    hold_lock(handle)
+    return handle
+
+
+def unlock_folder(folder: Path, handle: int | None) -> None:
+    """Release `lock_folder`'s lock of `folder` (None: nothing was locked), removing its lock file if any."""
+    if handle is None:
+        return
+    drop_lock(handle)
+    unlock(handle)
+    os.close(handle)
+    if WINDOWS:
+        with contextlib.suppress(OSError):
+            os.unlink(folder_lock_file(folder))
+
+
+def folder_abandoned(folder: Path) -> bool:
+    """True when `folder`, locked once by `lock_folder`, is held by no process now: its writer was killed.
+    False while a writer holds it, and where that cannot be told (no lock file, a folder that cannot be
+    opened, no locks on this file system)."""
+    try:
+        handle = os.open(folder_lock_file(folder), os.O_RDONLY) if WINDOWS else os.open(folder, os.O_RDONLY)
+    except OSError:  # (on Windows: a folder made by a vip that did not lock it, or by a writer not yet locking)
+        return False
+    try:
+        return _probe(handle) is False
+    finally:
+        os.close(handle)
+
+
+def remove_folder_lock_file(folder: Path) -> None:
+    """Remove the lock file of an abandoned `folder` (Windows; POSIX locks the folder itself)."""
+    if WINDOWS:
+        with contextlib.suppress(OSError):
+            os.unlink(folder_lock_file(folder))
