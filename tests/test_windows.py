@@ -114,3 +114,59 @@ def test_on_windows_a_staging_lock_file_whose_folder_went_is_removed_and_an_unlo
     with atomic_folder(tmp_path / "run") as staging:
         (staging / "v").write_text("new")
     assert sorted(p.name for p in tmp_path.iterdir()) == [".run.0ld.partial", "run"]
+
+
+# --- commands printed for the user to copy ---------------------------------------------------------------
+
+ANN = r"C:\Users\Ann Lee\runs"
+
+
+@pytest.mark.parametrize("windows, word, quoted", [
+    (True, ANN, f'"{ANN}"'),  # double quotes, which cmd.exe and PowerShell both take; backslashes as they are
+    (True, r"C:\runs\isic", r"C:\runs\isic"),  # a plain word stays plain
+    (True, "D:\\my data\\", '"D:\\my data\\\\"'),  # a backslash before the closing quote is doubled
+    (True, "R&D;(1),'a'", "\"R&D;(1),'a'\""),  # what either shell reads: & ; ( ) , '
+    (True, "@list", '"@list"'),  # PowerShell's splatting
+    (True, "", '""'),
+    (False, ANN, f"'{ANN}'"),
+    (False, "/home/ann/my runs", "'/home/ann/my runs'"),
+    (False, "it's", "'it'\"'\"'s'"),
+    (False, "runs/isic", "runs/isic"),
+])
+def test_a_word_is_quoted_for_the_users_shell(windows, word, quoted):
+    from vipcli.shell import quote
+
+    assert quote(word, windows=windows) == quoted
+
+
+@pytest.mark.parametrize("word", [ANN, "D:\\my data\\", 'a "quoted" name', "tab\there", "x \\\\\"y"])
+def test_a_quoted_windows_word_is_read_back_as_itself_by_windows_programs(word):
+    """Python's `subprocess.list2cmdline` writes what Windows programs' argument parsing (the MS C runtime's,
+    vip.exe's) reads back as one word: for a word with a space the two must agree."""
+    import subprocess
+
+    from vipcli.shell import quote
+
+    assert quote(word, windows=True) == subprocess.list2cmdline([word])
+
+
+def test_next_hints_quote_a_path_with_spaces_for_the_shell_of_the_system(cli, tmp_path, monkeypatch):
+    """`vip data sort`'s `next: vip train --data OUT` printed the folder bare: a space split it in two."""
+    import shlex
+
+    from PIL import Image
+
+    from vipcli import shell
+
+    images = tmp_path / "img"
+    images.mkdir()
+    for number, name in enumerate(("a.png", "b.png")):
+        Image.new("RGB", (8, 8), (number * 90, 40, 90)).save(images / name)
+    (tmp_path / "gt.csv").write_text("image,label\na,x\nb,y\n")
+    for windows in (False, True):
+        monkeypatch.setattr(shell, "WINDOWS", windows)
+        out = tmp_path / f"Ann Lee {windows}" / "sorted"
+        code, stdout, err = cli("data", "sort", tmp_path / "gt.csv", "--images", images, "--out", out)
+        assert code == 0, err
+        expected = f'"{out}"' if windows else shlex.quote(str(out))
+        assert f"next: vip train --data {expected}\n" in stdout

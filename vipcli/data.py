@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vipcli.console import first_few, plural
+from vipcli import shell
 from vipcli.errors import VipError
 from vipcli.images import (IMAGE_SUFFIXES, LEFT_OUT_SHOWN, image_files_under, is_image_file, is_system_folder,
                            left_out_warning)
@@ -443,12 +444,12 @@ def _layout_hint(root: Path, class_names: list[str]) -> str:
     if len(class_names) == 1:
         inner = next((p for p in (root / class_names[0], root / "train" / class_names[0]) if p.is_dir()), None)
         if inner is not None and len(_class_folders(inner)) >= 2:
-            return f"its class folders seem to be in {inner}: pass --data {inner}"
+            return f"its class folders seem to be in {inner}: pass --data {shell.quote(inner)}"
     if not class_names and any(is_image_file(p) for p in root.iterdir()):
         data = root.parent.parent if root.parent.name in SPLIT_NAMES else root.parent  # .../train/<class>: the top
-        return (f"{root} holds images, not class folders: is it one class? pass --data {data}; are their classes "
-                f"in a labels table (ISIC, HAM10000)? sort them into class folders with `vip data sort LABELS.csv "
-                f"--images {root} --out DIR`")
+        return (f"{root} holds images, not class folders: is it one class? pass --data {shell.quote(data)}; are "
+                f"their classes in a labels table (ISIC, HAM10000)? sort them into class folders with `vip data sort "
+                f"LABELS.csv --images {shell.quote(root)} --out DIR`")
     return generic
 
 
