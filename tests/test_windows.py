@@ -170,3 +170,36 @@ def test_next_hints_quote_a_path_with_spaces_for_the_shell_of_the_system(cli, tm
         assert code == 0, err
         expected = f'"{out}"' if windows else shlex.quote(str(out))
         assert f"next: vip train --data {expected}\n" in stdout
+
+
+# --- consoles ---------------------------------------------------------------------------------------------
+
+
+def test_output_redirected_in_a_windows_code_page_escapes_what_it_cannot_write(tmp_path, monkeypatch):
+    """`vip symptoms show PACK > p.txt` on Windows (stdout in cp1252, strict) stopped at a symptom's `≥` with
+    "unexpected UnicodeEncodeError ... this is a bug in vip", the pack half-printed."""
+    import io
+    import sys
+
+    from vipcli.cli.main import main
+
+    pack = tmp_path / "spots.yaml"
+    pack.write_text("name: spots\nmodality: dermoscopic images\nsymptoms:\n  - Diameter ≥ 6 mm\n"
+                    "  - Couleur brun foncé\n  - 色素ネットワーク\n", encoding="utf-8")
+    redirected = io.TextIOWrapper(io.BytesIO(), encoding="cp1252", newline="")
+    monkeypatch.setattr(sys, "stdout", redirected)
+    assert main(["symptoms", "show", str(pack)]) == 0
+    redirected.flush()
+    shown = redirected.buffer.getvalue().decode("cp1252")
+    assert "1. Diameter \\u2265 6 mm\n" in shown and "2. Couleur brun foncé\n" in shown
+    assert "3. \\u8272\\u7d20\\u30cd\\u30c3\\u30c8\\u30ef\\u30fc\\u30af\n" in shown
+
+
+def test_a_utf8_output_is_left_strict(monkeypatch):
+    import io
+
+    from vipcli.console import escape_unencodable_output
+
+    stream = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")
+    escape_unencodable_output(stream)
+    assert stream.errors == "strict"
