@@ -1,6 +1,6 @@
 """What a user on Windows meets, tested here through the seams that choose Windows' way: its file locks
 (`windows_locks`: no flock, `msvcrt.locking`, folders locked through a file beside them), its shells'
-quoting (`vipcli.shell_quote`'s `windows` parameter) and its consoles' encodings."""
+quoting (`vipcli.shell.quote`'s `windows` parameter), its consoles' and its files' encodings."""
 
 from __future__ import annotations
 
@@ -203,3 +203,24 @@ def test_a_utf8_output_is_left_strict(monkeypatch):
     stream = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")
     escape_unencodable_output(stream)
     assert stream.errors == "strict"
+
+
+# --- files vip writes -------------------------------------------------------------------------------------
+
+
+def test_a_run_is_written_in_utf8_whatever_the_systems_code_page(tmp_path):
+    """On Windows Python writes text in the code page (cp1252): run.yaml, written so, failed at the end of
+    training on a symptom's `≥` (UnicodeEncodeError, "a bug in vip"), and held a `é` as a byte that `vip symptoms
+    show RUN` then refused as "not UTF-8 text". Here a POSIX locale stands in for the code page (ASCII)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, torch; from vipcli.checkpoint import write_run\n"  # (ASCII: the command line is read so)
+            "write_run(sys.argv[1], {'w': torch.ones(1)}, {'method': 'vip', 'class_names': ['naevus fonc\\u00e9'], "
+            "'symptoms': {'naevus fonc\\u00e9': ['Diameter \\u2265 6 mm']}}, {'train': []}, {})")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "run")], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONUTF8": "0", "LC_ALL": "POSIX",
+                               "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert done.returncode == 0, done.stderr
+    text = (tmp_path / "run" / "run.yaml").read_bytes().decode("utf-8")
+    assert "naevus foncé" in text and "Diameter ≥ 6 mm" in text and "\r" not in text
