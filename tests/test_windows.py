@@ -5,9 +5,11 @@ quoting (`vipcli.shell.quote`'s `windows` parameter), its consoles' and its file
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import time
+from pathlib import Path
 
 import pytest
 
@@ -224,3 +226,50 @@ def test_a_run_is_written_in_utf8_whatever_the_systems_code_page(tmp_path):
     assert done.returncode == 0, done.stderr
     text = (tmp_path / "run" / "run.yaml").read_bytes().decode("utf-8")
     assert "naevus foncé" in text and "Diameter ≥ 6 mm" in text and "\r" not in text
+
+
+def test_a_page_held_open_by_another_program_is_one_line_naming_that(tmp_path, monkeypatch):
+    """Windows lets no open file be replaced: a report.html or predictions CSV open in another program failed
+    as `cannot write ... (permission denied) (make it writable ...)`, though the folder was writable."""
+    import errno
+
+    from vipcli import atomic
+    from vipcli.errors import VipError
+    from vipcli.report.html import write_html
+
+    page = tmp_path / "report.html"
+    page.write_text("old")
+    real = atomic.os.replace
+
+    def refused(source, destination):
+        if Path(destination) == page:
+            raise PermissionError(errno.EACCES, "Access is denied", str(source), None, str(destination))
+        real(source, destination)
+
+    monkeypatch.setattr(atomic.os, "replace", refused)
+    with pytest.raises(VipError) as raised:
+        write_html(page, "<html></html>")
+    assert (raised.value.message, raised.value.hint) == (
+        f"cannot write {page}: another program has it open (Windows lets no open file be replaced), or it is "
+        "read-only; nothing was written", "close it there, then run the same command again")
+    assert page.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["report.html"]
+
+
+def test_a_sweep_that_cannot_write_a_table_names_that_table(tmp_path, monkeypatch):
+    """`cannot write OUT/results.json (no space ...)` named results.json, joined with a `/` after a Windows
+    path, when results.csv or summary.csv was the file that could not be written."""
+    import errno
+
+    from vipcli import sweep_folder
+    from vipcli.errors import VipError
+
+    real = sweep_folder.write_atomic
+
+    def full_at_summary(path, data):
+        if Path(path).name == "summary.csv":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(path, data)
+
+    monkeypatch.setattr(sweep_folder, "write_atomic", full_at_summary)
+    with pytest.raises(VipError, match=f"^cannot write {re.escape(str(tmp_path / 'summary.csv'))} \\(no space"):
+        sweep_folder.save_results(tmp_path, {"data": "d"}, ["a", "b"], [])
