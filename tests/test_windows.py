@@ -273,3 +273,30 @@ def test_a_sweep_that_cannot_write_a_table_names_that_table(tmp_path, monkeypatc
     monkeypatch.setattr(sweep_folder, "write_atomic", full_at_summary)
     with pytest.raises(VipError, match=f"^cannot write {re.escape(str(tmp_path / 'summary.csv'))} \\(no space"):
         sweep_folder.save_results(tmp_path, {"data": "d"}, ["a", "b"], [])
+
+
+def test_a_run_replaced_while_a_file_of_it_is_open_elsewhere_says_so(tmp_path, monkeypatch):
+    """`vip train --force` on Windows while another program holds a file of the old run open: the run folder
+    cannot be moved aside, which failed as `(permission denied) (free some space or choose another --out ...)`."""
+    import errno
+
+    import torch
+
+    from vipcli import atomic
+    from vipcli.checkpoint import write_run
+    from vipcli.errors import VipError
+
+    run = write_run(tmp_path / "run", {"w": torch.ones(1)}, {"method": "vip"}, {"train": []}, {})
+    real = atomic.os.replace
+
+    def refused(source, destination):
+        if Path(source) == run:
+            raise PermissionError(errno.EACCES, "Access is denied", str(source), None, str(destination))
+        real(source, destination)
+
+    monkeypatch.setattr(atomic.os, "replace", refused)
+    with pytest.raises(VipError) as raised:
+        write_run(run, {"w": torch.zeros(1)}, {"method": "vip"}, {"train": []}, {}, force=True)
+    assert raised.value.message == (f"cannot write {run}: another program has a file in it open (Windows lets no "
+                                    "open file be replaced), or a file in it is read-only; nothing was written")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]

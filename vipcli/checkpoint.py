@@ -40,7 +40,7 @@ def write_run(run_dir: Path, tensors: dict, metadata: dict, split: dict, metrics
     """
     import yaml
     from vipcli.atomic import atomic_folder, safetensors_bytes
-    from vipcli.preflight import describe_os_error
+    from vipcli.preflight import describe_os_error, held_open, write_failed
 
     run_dir = Path(run_dir)
     if run_dir.exists() and not force:
@@ -61,6 +61,8 @@ def write_run(run_dir: Path, tensors: dict, metadata: dict, split: dict, metrics
             if extra is not None:
                 extra(staging)
     except OSError as error:  # the disk filled up or went read-only during the run
+        if held_open(run_dir, error):  # (--force on Windows, a file of the old run open in another program)
+            raise write_failed(run_dir, error, "nothing was written") from None
         raise VipError(f"cannot write run directory {run_dir} ({describe_os_error(error)}); nothing was written",
                        "free some space or choose another --out, and run again") from None
     return run_dir
