@@ -300,3 +300,15 @@ def test_a_run_replaced_while_a_file_of_it_is_open_elsewhere_says_so(tmp_path, m
     assert raised.value.message == (f"cannot write {run}: another program has a file in it open (Windows lets no "
                                     "open file be replaced), or a file in it is read-only; nothing was written")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_messages_join_a_users_path_with_the_systems_separator():
+    """`{out}/results.json` in a message read `C:\\bench/results.json` on Windows: a user's path and a name
+    after it are joined as paths (`out / "results.json"`), which take the system's separator."""
+    import vipcli
+
+    # ({a}/{b} is a name inside a run or an output folder, which is written so on every system)
+    joined = re.compile(r"\{(?:out|folder|root|run|run_dir|path|data|dataset\.root|result\.out)\}/(?!\{)")
+    found = [f"{file.name}:{number}" for file in Path(vipcli.__file__).parent.rglob("*.py")
+             for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), 1) if joined.search(line)]
+    assert found == []

@@ -289,7 +289,7 @@ def _without_train(root: Path, present: dict[str, Path]) -> Dataset:
     if missing:
         raise VipError(f"{root} has {', '.join(present)} but no train/ or {'/ or '.join(missing)}/ folder",
                        f"a zero-shot method needs no train/, but needs val/ (calibration) and test/: add "
-                       f"{root}/{missing[0]}/<class>/*, or give a train/ folder for vip to split it from")
+                       f"{Path(root, missing[0], '<class>', '*')}, or give a train/ folder for vip to split it from")
     left_out = LeftOut(loose=_images_beside(root))  # beside val/ and test/: in no split either
     guard = LinkGuard(root, class_folders_of(list(present.values())))
     class_names, test = _scan_flat(present["test"], left_out=left_out, guard=guard)
@@ -362,7 +362,7 @@ def _require_splittable(dataset: Dataset, carved: list[str]) -> None:
         f"{dataset.root}: class '{name}' has {total} training {plural(total, 'image')}{more}: too few to split off "
         f"{' and '.join(carved)} images; vip takes {' and '.join(carved)} from each class's images and needs at "
         f"least {needed} images in a class to do so",
-        f"add images, or give the splits yourself as {dataset.root}/{{train,val,test}}/<class>/*",
+        f"add images, or give the splits yourself as {Path(dataset.root, '{train,val,test}', '<class>', '*')}",
     )
 
 

@@ -115,14 +115,14 @@ def check_matches(stored: dict, current: dict, out: Path) -> None:
         differ.append("symptoms")
     unverifiable = legacy_weights_unverifiable(before.get("backbone_describe"), current.get("backbone_describe"))
     if differ == ["backbone_fingerprint"] and unverifiable:
-        raise VipError(f"{out}/results.json, begun by an earlier vip, names {unverifiable}: vip cannot tell "
+        raise VipError(f"{out / 'results.json'}, begun by an earlier vip, names {unverifiable}: vip cannot tell "
                        f"whether its rows were made with these weights", "pass --force to start over, or choose "
                        "another --out")
     if "backbone_fingerprint" in differ and any(key in differ for key in ("backbone", "arch", "pretrained")):
         differ.remove("backbone_fingerprint")  # other weights follow from the other option: named there
     if differ:
         detail = "; ".join(_difference(key, before.get(key), current.get(key)) for key in differ if key != "symptoms")
-        raise VipError(f"{out}/results.json was made with other settings ({detail or 'symptoms differ'})",
+        raise VipError(f"{out / 'results.json'} was made with other settings ({detail or 'symptoms differ'})",
                        "rerun with the stored settings to resume, pass --force to start over, or choose another --out")
 
 
