@@ -312,3 +312,34 @@ def test_messages_join_a_users_path_with_the_systems_separator():
     found = [f"{file.name}:{number}" for file in Path(vipcli.__file__).parent.rglob("*.py")
              for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), 1) if joined.search(line)]
     assert found == []
+
+
+def test_a_cache_entry_another_process_holds_open_is_skipped_and_the_cache_kept(tmp_path, monkeypatch, capsys):
+    """Windows lets no open file be replaced: an entry being read by another vip sharing the cache stopped this
+    one's cache for the rest of the run, with `cannot write the feature cache ... (permission denied); going on
+    without it (set VIP_CACHE_DIR to a writable folder ...)`."""
+    import errno
+
+    import torch
+
+    from vipcli import atomic
+    from vipcli.features import FeatureCache
+    from vipcli.registry import load_backbone
+
+    cache = FeatureCache(tmp_path / "cache", load_backbone("toy"))
+    first, second = tmp_path / "a.png", tmp_path / "b.png"
+    dim = 4
+    features = {"eval": torch.ones(dim)}
+    cache.put(first, "c1", features)
+    real = atomic.os.replace
+
+    def held(source, destination):
+        if Path(destination) == cache.entry_file(first):
+            raise PermissionError(errno.EACCES, "Access is denied", str(source), None, str(destination))
+        real(source, destination)
+
+    monkeypatch.setattr(atomic.os, "replace", held)
+    cache.put(first, "c2", {"eval": torch.zeros(dim)})  # held open elsewhere: this entry is skipped
+    cache.put(second, "c3", features)
+    assert cache.writable and "warning" not in capsys.readouterr().err
+    assert cache.entry_file(second).is_file() and not list(cache.entry_file(first).parent.glob("*.tmp"))
