@@ -343,3 +343,21 @@ def test_a_cache_entry_another_process_holds_open_is_skipped_and_the_cache_kept(
     cache.put(second, "c3", features)
     assert cache.writable and "warning" not in capsys.readouterr().err
     assert cache.entry_file(second).is_file() and not list(cache.entry_file(first).parent.glob("*.tmp"))
+
+
+@pytest.mark.parametrize("windows, said", [
+    (False, "export OPENAI_API_KEY=... or point --base-url at a local server"),
+    (True, '$env:OPENAI_API_KEY = "..." (PowerShell) or set OPENAI_API_KEY=... (cmd.exe) or point --base-url at a '
+           "local server"),
+])
+def test_how_to_set_the_api_key_is_said_in_the_users_shell(monkeypatch, windows, said):
+    """`export OPENAI_API_KEY=...` is no command in PowerShell or cmd.exe."""
+    from vipcli import shell
+    from vipcli.errors import VipError
+    from vipcli.symptoms.llm import LLMConfig, read_api_key
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.setattr(shell, "WINDOWS", windows)
+    with pytest.raises(VipError) as raised:
+        read_api_key(LLMConfig())
+    assert raised.value.hint == said

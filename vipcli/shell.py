@@ -37,3 +37,11 @@ def command(*words, windows: bool | None = None) -> str:
     """A command line from its `words`, each quoted by `quote` (None left out): `command("vip", "train",
     "--data", path)`."""
     return " ".join(quote(word, windows) for word in words if word is not None)
+
+
+def set_variable(name: str, value: str, windows: bool | None = None) -> str:
+    """How to set the environment variable `name` to `value` in the user's shell, as words for a hint:
+    `export NAME=VALUE` on POSIX; on Windows PowerShell's form, then cmd.exe's."""
+    if not (WINDOWS if windows is None else windows):
+        return f"export {name}={value}"
+    return f"$env:{name} = \"{value}\" (PowerShell) or set {name}={value} (cmd.exe)"
