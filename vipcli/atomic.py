@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from vipcli import stop_signals
-from vipcli.locks import drop_lock, hold_lock, try_flock
+from vipcli import locks
 
 
 def current_umask() -> int:
@@ -144,7 +144,9 @@ def atomic_folder(path: str | Path, durable: bool = True):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
-    held = _lock_staging(staging)
+    # locked while we write it (an OS lock, dropped however the process ends): a later writer tells it from
+    # one a killed writer left
+    held = locks.lock_folder(staging)
     try:
         _remove_abandoned_staging(path, staging)
         yield staging
@@ -168,9 +170,7 @@ def atomic_folder(path: str | Path, durable: bool = True):
                 _remove_old_folders(path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-        if held is not None:
-            drop_lock(held)
-            os.close(held)
+        locks.unlock_folder(staging, held)
 
 
 def _swap_into_place(staging: Path, path: Path) -> None:
@@ -201,44 +201,27 @@ def _remove_old_folders(path: Path) -> None:
             shutil.rmtree(stale, ignore_errors=True)
 
 
-def _lock_staging(staging: Path) -> int | None:
-    """Lock our staging folder while we write it (an OS lock, dropped however the process ends), so
-    that a later writer can tell it from one a killed writer left; None where folders cannot be locked."""
-    try:
-        handle = os.open(staging, os.O_RDONLY)
-    except OSError:  # Windows opens no folder
-        return None
-    if not try_flock(handle):
-        os.close(handle)
-        return None
-    hold_lock(handle)
-    return handle
-
-
 ABANDONED_AFTER_S = 60  # a staging folder untouched this long, and unlocked, is a killed writer's
 
 
 def _remove_abandoned_staging(path: Path, ours: Path) -> None:
     """Remove the `.NAME.*.partial` staging folders of `path` that no live writer holds: a writer killed
-    with SIGKILL (the OOM killer, Slurm after its grace period) left them, as big as what it wrote.
-    One whose lock cannot be tested is left alone, and so is one changed in the last `ABANDONED_AFTER_S`
-    seconds (a writer between creating its folder and locking it, or a vip too old to lock it)."""
+    with SIGKILL (the OOM killer, Slurm after its grace period, Task Manager's End task) left them, as big
+    as what it wrote, with their lock file on Windows (`vipcli.locks.lock_folder`). One whose lock cannot be
+    tested is left alone, and so is one changed in the last `ABANDONED_AFTER_S` seconds (a writer between
+    creating its folder and locking it, or a vip too old to lock it)."""
     import time
 
-    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.partial"):
-        if stale == ours or stale.is_symlink() or not stale.is_dir():
+    pattern = f".{glob.escape(path.name)}.*.partial"
+    lock_files = {Path(str(lock)[: -len(".lock")]) for lock in path.parent.glob(pattern + ".lock")}
+    for stale in sorted(set(path.parent.glob(pattern)) | lock_files):
+        if stale == ours or stale.is_symlink() or (stale.exists() and not stale.is_dir()):
             continue
         try:
-            if time.time() - stale.stat().st_mtime < ABANDONED_AFTER_S:
+            if stale.exists() and time.time() - stale.stat().st_mtime < ABANDONED_AFTER_S:
                 continue
         except OSError:
             continue
-        try:
-            handle = os.open(stale, os.O_RDONLY)
-        except OSError:
-            continue
-        try:
-            if try_flock(handle):  # no writer holds it: abandoned
-                shutil.rmtree(stale, ignore_errors=True)
-        finally:
-            os.close(handle)
+        if locks.folder_abandoned(stale):  # no writer holds it (a lock file alone: its folder went already)
+            shutil.rmtree(stale, ignore_errors=True)
+            locks.remove_folder_lock_file(stale)

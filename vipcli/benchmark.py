@@ -17,8 +17,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
+from rich.markup import escape
 
-from vipcli import console
+from vipcli import console, shell
 from vipcli.data import Dataset, few_shot_order, left_out_record, load_dataset, relative_to_data
 from vipcli.devices import where_run
 from vipcli.errors import UsageError, VipError
@@ -91,8 +92,6 @@ def installed_methods() -> tuple[list[str], dict[str, str]]:
 
 def warn_left_out(config: BenchmarkConfig) -> None:
     """One warning per installed method that `--methods all` leaves out because it cannot load."""
-    from rich.markup import escape
-
     from vipcli.distributed import world_from_env
 
     if "all" not in config.methods or not world_from_env().main:
@@ -502,17 +501,15 @@ def _run_sweep(config: BenchmarkConfig, methods: list[tuple[str, type]], progres
     result.summary = summarize(result.rows)
     missed = missed_rows_warning(result.rows, dataset.class_names)
     if missed and context["world"].main:
-        from rich.markup import escape
-
         console.warn(escape(missed))  # the class names are the user's
     if not pending and rows and context["world"].main:  # all resumed: rewrite results.csv, summary.csv (and .json)
         save_results(out, context["record"], context["class_names"], list(rows.values()))  # in case one was damaged
         if stored_split is None and not context["rewrite_split"]:  # not rewritten: nothing ran
-            console.warn(f"{out}/split.json is missing or unreadable: it lists the images behind these results "
-                         "(pass --force to run the sweep again and rewrite it)")
+            console.warn(escape(f"{out / 'split.json'} is missing or unreadable: it lists the images behind these "
+                                "results (pass --force to run the sweep again and rewrite it)"))
     if result.trained and context["world"].main and (out / "report.html").is_file():
-        console.warn(f"{out}/report.html does not show the {console.counted(result.trained, 'row')} run now "
-                     f"(run `vip report {out}` to redraw it)")
+        console.warn(escape(f"{out / 'report.html'} does not show the {console.counted(result.trained, 'row')} run "
+                            f"now (run `{shell.command('vip', 'report', out)}` to redraw it)"))
     if result.rows and context["world"].main:  # one writer under torchrun
         from vipcli.plots import benchmark_title, plot_shots
 

@@ -40,7 +40,7 @@ def write_run(run_dir: Path, tensors: dict, metadata: dict, split: dict, metrics
     """
     import yaml
     from vipcli.atomic import atomic_folder, safetensors_bytes
-    from vipcli.preflight import describe_os_error
+    from vipcli.preflight import describe_os_error, held_open, write_failed
 
     run_dir = Path(run_dir)
     if run_dir.exists() and not force:
@@ -52,12 +52,17 @@ def write_run(run_dir: Path, tensors: dict, metadata: dict, split: dict, metrics
     try:
         with atomic_folder(run_dir) as staging:
             (staging / "model.safetensors").write_bytes(safetensors_bytes(model, header))  # a full disk: OSError
-            (staging / "run.yaml").write_text(yaml.safe_dump(document, sort_keys=False, allow_unicode=True))
-            (staging / "split.json").write_text(json.dumps(split, indent=2))
-            (staging / "metrics.json").write_text(json.dumps(metrics, indent=2))
+            # UTF-8 with "\n" on every system (as they are read): Windows' default, its code page, cannot hold
+            # a class or symptom in another script (a UnicodeEncodeError once training was over), and the rest
+            # came out in bytes other systems do not read as UTF-8
+            (staging / "run.yaml").write_bytes(yaml.safe_dump(document, sort_keys=False, allow_unicode=True).encode())
+            (staging / "split.json").write_bytes(json.dumps(split, indent=2).encode())
+            (staging / "metrics.json").write_bytes(json.dumps(metrics, indent=2).encode())
             if extra is not None:
                 extra(staging)
     except OSError as error:  # the disk filled up or went read-only during the run
+        if held_open(run_dir, error):  # (--force on Windows, a file of the old run open in another program)
+            raise write_failed(run_dir, error, "nothing was written") from None
         raise VipError(f"cannot write run directory {run_dir} ({describe_os_error(error)}); nothing was written",
                        "free some space or choose another --out, and run again") from None
     return run_dir

@@ -41,6 +41,21 @@ def undecoded_escaped(text: str) -> str:
     return _UNDECODED.sub(lambda match: f"\\x{ord(match.group()) - 0xDC00:02x}", text)
 
 
+def escape_unencodable_output(stream=None) -> None:
+    """Let the standard output (or `stream`) write a character its encoding has not as `\\u2265`, as Python's
+    stderr does, instead of raising UnicodeEncodeError midway through a command's output.
+
+    Windows writes a redirected or piped stdout (`vip symptoms show P > p.txt`, `| more`) in the ANSI code
+    page (cp1252 and the like), strictly: a symptom's `≥`, a class named in another script, stopped the
+    command there with "unexpected UnicodeEncodeError ... this is a bug in vip". A UTF-8 stream is left as it is.
+    """
+    stream = sys.stdout if stream is None else stream
+    encoding = (getattr(stream, "encoding", None) or "utf-8").lower().replace("_", "-")
+    narrow = not encoding.startswith("utf")
+    if narrow and getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
+        stream.reconfigure(errors="backslashreplace")
+
+
 def stdout() -> Console:
     """A console on the current sys.stdout (created per call so captured streams work)."""
     return Console(file=sys.stdout, soft_wrap=True, highlight=False, force_jupyter=False)

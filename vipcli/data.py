@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vipcli.console import first_few, plural
+from vipcli import shell
 from vipcli.errors import VipError
 from vipcli.images import (IMAGE_SUFFIXES, LEFT_OUT_SHOWN, image_files_under, is_image_file, is_system_folder,
                            left_out_warning)
@@ -288,7 +289,7 @@ def _without_train(root: Path, present: dict[str, Path]) -> Dataset:
     if missing:
         raise VipError(f"{root} has {', '.join(present)} but no train/ or {'/ or '.join(missing)}/ folder",
                        f"a zero-shot method needs no train/, but needs val/ (calibration) and test/: add "
-                       f"{root}/{missing[0]}/<class>/*, or give a train/ folder for vip to split it from")
+                       f"{Path(root, missing[0], '<class>', '*')}, or give a train/ folder for vip to split it from")
     left_out = LeftOut(loose=_images_beside(root))  # beside val/ and test/: in no split either
     guard = LinkGuard(root, class_folders_of(list(present.values())))
     class_names, test = _scan_flat(present["test"], left_out=left_out, guard=guard)
@@ -361,7 +362,7 @@ def _require_splittable(dataset: Dataset, carved: list[str]) -> None:
         f"{dataset.root}: class '{name}' has {total} training {plural(total, 'image')}{more}: too few to split off "
         f"{' and '.join(carved)} images; vip takes {' and '.join(carved)} from each class's images and needs at "
         f"least {needed} images in a class to do so",
-        f"add images, or give the splits yourself as {dataset.root}/{{train,val,test}}/<class>/*",
+        f"add images, or give the splits yourself as {Path(dataset.root, '{train,val,test}', '<class>', '*')}",
     )
 
 
@@ -443,12 +444,12 @@ def _layout_hint(root: Path, class_names: list[str]) -> str:
     if len(class_names) == 1:
         inner = next((p for p in (root / class_names[0], root / "train" / class_names[0]) if p.is_dir()), None)
         if inner is not None and len(_class_folders(inner)) >= 2:
-            return f"its class folders seem to be in {inner}: pass --data {inner}"
+            return f"its class folders seem to be in {inner}: pass --data {shell.quote(inner)}"
     if not class_names and any(is_image_file(p) for p in root.iterdir()):
         data = root.parent.parent if root.parent.name in SPLIT_NAMES else root.parent  # .../train/<class>: the top
-        return (f"{root} holds images, not class folders: is it one class? pass --data {data}; are their classes "
-                f"in a labels table (ISIC, HAM10000)? sort them into class folders with `vip data sort LABELS.csv "
-                f"--images {root} --out DIR`")
+        return (f"{root} holds images, not class folders: is it one class? pass --data {shell.quote(data)}; are "
+                f"their classes in a labels table (ISIC, HAM10000)? sort them into class folders with `vip data sort "
+                f"LABELS.csv --images {shell.quote(root)} --out DIR`")
     return generic
 
 

@@ -41,7 +41,7 @@ from vipcli.digests import digest_many
 from vipcli.errors import ImageError
 from vipcli.images import holds_second_picture, load_image
 from vipcli.pixels import ViewPipeline, view_pipeline
-from vipcli.preflight import describe_os_error
+from vipcli.preflight import describe_os_error, held_open
 from vipcli.settings import usable_workers
 from vipcli.stop_signals import stop_if_received
 
@@ -356,7 +356,8 @@ class FeatureCache:
                 if attempt == CLEARED_RETRIES:
                     self._stop_writing(error)
             except OSError as error:
-                self._stop_writing(error)
+                if not held_open(self.entry_file(path), error):  # (held: another vip on Windows reads the entry,
+                    self._stop_writing(error)  # which it wrote too, or which is replaced on its next write)
                 return
 
     def _write_entry(self, target: Path, data: bytes) -> None:

@@ -2,10 +2,12 @@
 
 `output_lock` holds `FILE.lock` beside a file being written (`vip predict --out`) or a lock inside a
 folder (`vip benchmark`'s results folder); `lock_holder` tells, without taking it, whether a process
-holds one. The locks are flock (a byte-range lock where there is none), which the OS drops when its
-process ends however it ends, so a lock file a killed process left blocks nothing. A forked child (a
-decoding worker) closes the lock handles it inherits (`hold_lock`), so that a worker outliving its
-killed parent does not keep the parent's locks.
+holds one; `lock_folder` and `folder_abandoned` do the same for a staging folder being written. Every
+lock is one the OS drops when its process ends however it ends, so a lock file a killed process left
+blocks nothing: flock on POSIX; on Windows (no flock) a byte-range lock (`msvcrt.locking`) of one byte
+far past the file's text, which stays readable to other processes, and a folder's lock is a file beside
+it (Windows opens no folder). A forked child (a decoding worker) closes the lock handles it inherits
+(`hold_lock`), so that a worker outliving its killed parent does not keep the parent's locks.
 """
 
 from __future__ import annotations
@@ -63,6 +65,56 @@ def try_flock(handle: int, shared: bool = False) -> bool | None:
     return True
 
 
+WINDOWS = os.name == "nt"  # folders cannot be opened, so not locked: their lock is a file beside them
+BYTE_LOCK_AT = 1 << 30  # the byte Windows' lock takes: past any text, which Windows' locks keep others from reading
+_byte_locked: set[int] = set()  # the handles holding a Windows byte-range lock (released before they close)
+
+
+def try_lock(handle: int) -> bool | None:
+    """Take this OS's exclusive lock of an open file without waiting: True, False when another process holds
+    it, None where there is no lock to take. flock where there is flock (POSIX); else Windows' byte-range
+    lock of the byte at `BYTE_LOCK_AT` (`msvcrt.locking`); release it with `unlock` before closing."""
+    taken = try_flock(handle)
+    if taken is not None:
+        return taken
+    try:
+        import msvcrt
+    except ImportError:  # a file system without locks: nothing to take, nothing to wait for
+        return None
+    try:
+        os.lseek(handle, BYTE_LOCK_AT, os.SEEK_SET)  # msvcrt.locking locks from the handle's position
+        msvcrt.locking(handle, msvcrt.LK_NBLCK, 1)
+    except OSError:
+        return False
+    _byte_locked.add(handle)
+    return True
+
+
+def unlock(handle: int) -> None:
+    """Release `try_lock`'s lock of `handle` where closing it is not enough: Windows drops a byte-range lock
+    of a closed handle only some time later (its docs ask for an explicit unlock). flock needs nothing."""
+    if handle not in _byte_locked:
+        return
+    _byte_locked.discard(handle)
+    import msvcrt
+
+    with contextlib.suppress(OSError):
+        os.lseek(handle, BYTE_LOCK_AT, os.SEEK_SET)
+        msvcrt.locking(handle, msvcrt.LK_UNLCK, 1)
+
+
+def _probe(handle: int) -> bool | None:
+    """Whether another process holds the lock of the open file `handle`, tested without keeping it: None
+    where there are no locks. flock's shared lock, which refuses only a writer (exclusive); Windows' lock
+    is exclusive alone, taken and released at once (a writer starting then retries: `_lock_soon`)."""
+    taken = try_flock(handle, shared=True)
+    if taken is None:
+        taken = try_lock(handle)
+        if taken:
+            unlock(handle)
+    return None if taken is None else not taken
+
+
 # --- one writer per file ------------------------------------------------------------------------
 
 
@@ -98,10 +150,9 @@ def lock_holder(lock: Path) -> str | None:
     except OSError:
         return None
     try:
-        taken = try_flock(handle, shared=True)  # refused while a writer holds it (exclusive)
-        return _holder(handle) if taken is False else None  # None also where there is no flock (Windows)
+        return _holder(handle) if _probe(handle) else None  # None also where there are no locks
     finally:
-        os.close(handle)  # (which drops the shared lock, if taken)
+        os.close(handle)  # (which drops flock's shared lock, if taken)
 
 
 def _take_lock(out: Path, lock: Path) -> int:
@@ -116,11 +167,12 @@ def _take_lock(out: Path, lock: Path) -> int:
             _warn_unlocked(out)
         elif not taken:
             holder = _holder(handle)
-            os.close(handle)
+            os.close(handle)  # (not locked: nothing to unlock)
             raise VipError(f"{out} is being written by another vip process{holder}",
                            "wait for it to finish, or pass another --out")
         if _same_file(handle, lock):
             if os.fstat(handle).st_size and not _holder(handle):  # someone's own file of that name
+                unlock(handle)
                 os.close(handle)
                 raise VipError(f"{lock} exists and is not a vip lock file", "move it away, or pass another --out")
             with contextlib.suppress(OSError):  # read-only: a lock file left by another user's killed run
@@ -129,6 +181,7 @@ def _take_lock(out: Path, lock: Path) -> int:
                 os.write(handle, f"{os.getpid()} {socket.gethostname()}\n".encode())
                 os.fsync(handle)  # other nodes read it under torchrun (distributed.agree_with_rank_zero)
             return handle
+        unlock(handle)
         os.close(handle)  # removed by its last holder after we opened it: lock the new one
     raise VipError(f"cannot lock {lock}: it keeps being replaced", "pass another --out")
 
@@ -152,34 +205,17 @@ def _open_lock_file(lock: Path) -> int:
 
 
 def _lock_soon(handle: int, tries: int = 5, pause_s: float = 0.02) -> bool | None:
-    """`_lock`, tried a few times over a tenth of a second: `lock_holder` (a `vip report` asking whether a
+    """`try_lock`, tried a few times over a tenth of a second: `lock_holder` (a `vip report` asking whether a
     sweep runs) holds a shared lock for an instant, which is not a writer to refuse for."""
     import time
 
     for attempt in range(tries):
-        taken = _lock(handle)
+        taken = try_lock(handle)
         if taken is not False:
             return taken
         if attempt + 1 < tries:
             time.sleep(pause_s)
     return False
-
-
-def _lock(handle: int) -> bool | None:
-    """Take the OS lock of an open file without waiting; False when another process holds it, None where
-    there is no lock to take (neither flock nor Windows' byte-range locks)."""
-    taken = try_flock(handle)
-    if taken is not None:
-        return taken
-    try:
-        import msvcrt
-    except ImportError:  # a file system without locks: nothing to take, nothing to wait for
-        return None
-    try:
-        msvcrt.locking(handle, msvcrt.LK_NBLCK, 1)
-    except OSError:
-        return False
-    return True
 
 
 _unlocked_warned: set[Path] = set()
@@ -222,7 +258,67 @@ def _release_lock(lock: Path, handle: int) -> None:
     if os.name == "posix":
         with contextlib.suppress(OSError):
             os.unlink(lock)
+    unlock(handle)
     os.close(handle)
     if os.name != "posix":  # an open file cannot be removed there
         with contextlib.suppress(OSError):
             os.unlink(lock)
+
+
+# --- a folder being written, told from one a killed writer left -------------------------------------------
+
+
+def folder_lock_file(folder: Path) -> Path:
+    """Where a folder's lock is a file (Windows, which opens no folder): `FOLDER.lock` beside it (a file inside
+    would keep the folder from being renamed into place while open)."""
+    folder = Path(folder)
+    return folder.with_name(f"{folder.name}.lock")
+
+
+def lock_folder(folder: Path) -> int | None:
+    """Lock `folder`, which this process has just made and writes, until `unlock_folder`, so that a later
+    writer can tell it from one a killed writer left (`folder_abandoned`): the folder's own flock on POSIX,
+    the lock of `FOLDER.lock` beside it on Windows. None where nothing could be locked."""
+    try:
+        handle = os.open(folder_lock_file(folder), os.O_RDWR | os.O_CREAT, 0o666) if WINDOWS else os.open(
+            folder, os.O_RDONLY)
+    except OSError:
+        return None
+    if not try_lock(handle):
+        os.close(handle)
+        return None
+    hold_lock(handle)
+    return handle
+
+
+def unlock_folder(folder: Path, handle: int | None) -> None:
+    """Release `lock_folder`'s lock of `folder` (None: nothing was locked), removing its lock file if any."""
+    if handle is None:
+        return
+    drop_lock(handle)
+    unlock(handle)
+    os.close(handle)
+    if WINDOWS:
+        with contextlib.suppress(OSError):
+            os.unlink(folder_lock_file(folder))
+
+
+def folder_abandoned(folder: Path) -> bool:
+    """True when `folder`, locked once by `lock_folder`, is held by no process now: its writer was killed.
+    False while a writer holds it, and where that cannot be told (no lock file, a folder that cannot be
+    opened, no locks on this file system)."""
+    try:
+        handle = os.open(folder_lock_file(folder), os.O_RDONLY) if WINDOWS else os.open(folder, os.O_RDONLY)
+    except OSError:  # (on Windows: a folder made by a vip that did not lock it, or by a writer not yet locking)
+        return False
+    try:
+        return _probe(handle) is False
+    finally:
+        os.close(handle)
+
+
+def remove_folder_lock_file(folder: Path) -> None:
+    """Remove the lock file of an abandoned `folder` (Windows; POSIX locks the folder itself)."""
+    if WINDOWS:
+        with contextlib.suppress(OSError):
+            os.unlink(folder_lock_file(folder))

@@ -8,6 +8,8 @@ from fractions import Fraction
 
 import numpy as np
 
+from vipcli import shell
+
 
 def compute_metrics(labels, probabilities, num_classes: int) -> dict:
     """Accuracy, macro-F1 and AUROC (percent) and the confusion matrix.
@@ -120,7 +122,7 @@ def missed_classes_warning(confusion_matrix: list[list[int]], class_names: list[
     else:
         why = f"its accuracy of {round_half_up(accuracy):.2f}% comes from the other classes alone"
     return (f"the model finds no {split} image of {names}: {why} (macro-F1 and each class's sensitivity in "
-            f"`vip report {run}` show it; try more shots, or see what the backbone tells apart with "
+            f"`{shell.command('vip', 'report', run)}` show it; try more shots, or see what the backbone tells apart with "
             "`vip symptoms rank`)")
 
 

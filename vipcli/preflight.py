@@ -145,9 +145,20 @@ def write_failed(file: Path, error: OSError, kept: str) -> VipError:
         file: the file that could not be written.
         kept: what is left as it was, e.g. "nothing was written".
     """
+    if held_open(file, error):
+        what = "a file in it" if Path(file).is_dir() else "it"
+        return VipError(f"cannot write {file}: another program has {what} open (Windows lets no open file be "
+                        f"replaced), or {what} is read-only; {kept}", "close it there, then run the same command again")
     fix = "free some space" if error.errno in (errno.ENOSPC, errno.EDQUOT) else "make it writable"
     return VipError(f"cannot write {file} ({describe_os_error(error)}); {kept}", f"{fix}, then run the same command "
                     "again")
+
+
+def held_open(file: Path, error: OSError) -> bool:
+    """Whether writing or replacing `file` (or a folder) was refused for what is there, in a writable folder: on
+    Windows another program holds it (or a file in it) open (Excel holds a CSV so), or it is read-only."""
+    file = Path(file)
+    return isinstance(error, PermissionError) and file.exists() and os.access(file.parent, os.W_OK)
 
 
 def physical_memory() -> int | None:

@@ -17,6 +17,8 @@ import json
 import os
 from pathlib import Path
 
+from rich.markup import escape
+
 from vipcli import console
 from vipcli.atomic import write_atomic
 from vipcli.data import Dataset, relative_to_data
@@ -113,14 +115,14 @@ def check_matches(stored: dict, current: dict, out: Path) -> None:
         differ.append("symptoms")
     unverifiable = legacy_weights_unverifiable(before.get("backbone_describe"), current.get("backbone_describe"))
     if differ == ["backbone_fingerprint"] and unverifiable:
-        raise VipError(f"{out}/results.json, begun by an earlier vip, names {unverifiable}: vip cannot tell "
+        raise VipError(f"{out / 'results.json'}, begun by an earlier vip, names {unverifiable}: vip cannot tell "
                        f"whether its rows were made with these weights", "pass --force to start over, or choose "
                        "another --out")
     if "backbone_fingerprint" in differ and any(key in differ for key in ("backbone", "arch", "pretrained")):
         differ.remove("backbone_fingerprint")  # other weights follow from the other option: named there
     if differ:
         detail = "; ".join(_difference(key, before.get(key), current.get(key)) for key in differ if key != "symptoms")
-        raise VipError(f"{out}/results.json was made with other settings ({detail or 'symptoms differ'})",
+        raise VipError(f"{out / 'results.json'} was made with other settings ({detail or 'symptoms differ'})",
                        "rerun with the stored settings to resume, pass --force to start over, or choose another --out")
 
 
@@ -325,32 +327,35 @@ def save_results(out: Path, config: dict, class_names: list[str], rows: list[dic
 
     document = {"format": RESULTS_FORMAT, "version": RESULTS_VERSION, "config": config, "class_names": class_names,
                 "rows": rows, "summary": summarize(rows)}
+    writing = out / "results.json"
     try:
         with stop_signals.deferred():
-            write_atomic(out / "results.json", json.dumps(document, indent=2))
-            _write_table(out / "results.csv", results_csv(rows))
-            _write_table(out / "summary.csv", summary_csv(rows))
+            write_atomic(writing, json.dumps(document, indent=2))
+            for writing, text in ((out / "results.csv", results_csv(rows)), (out / "summary.csv", summary_csv(rows))):
+                _write_table(writing, text)
     except OSError as error:  # the disk filled up or went read-only during the sweep
         from vipcli.preflight import describe_os_error
 
-        raise VipError(f"cannot write {out}/results.json ({describe_os_error(error)}); the rows finished before "
-                       f"this one are kept", "free some space and run the same command again to resume") from None
+        raise VipError(f"cannot write {writing} ({describe_os_error(error)}); the rows finished before this one are "
+                       "kept", "free some space and run the same command again to resume") from None
 
 
 def _write_table(path: Path, text: str) -> None:
     """Rewrite results.csv or summary.csv with `text`; where a program holds it open (Excel on Windows, which
     refuses to let an open file be replaced) one warning, and the sweep goes on: results.json, just written,
     holds every row, and the next row's save (or a rerun) writes the csv."""
+    from vipcli.preflight import held_open
+
     try:
         write_atomic(path, text)
-    except PermissionError:
-        if not path.is_file() or not os.access(path.parent, os.W_OK):
+    except PermissionError as error:
+        if not held_open(path, error):
             raise  # a folder gone read-only: the caller's error
         if path not in _warned_open:
             _warned_open.add(path)
-            console.warn(f"{path} is open in another program, which keeps it from being replaced: not updated "
-                         "(results.json has every row; close it, and the next row, or rerunning the same command, "
-                         "rewrites it)")
+            console.warn(escape(f"{path} is open in another program, which keeps it from being replaced: not "
+                                "updated (results.json has every row; close it, and the next row, or rerunning the "
+                                "same command, rewrites it)"))
 
 
 _warned_open: set[Path] = set()  # the results.csv and summary.csv files warned about being held open, once each

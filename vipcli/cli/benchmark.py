@@ -164,7 +164,7 @@ def print_benchmark(result, as_json: bool) -> None:
     if any(not r["shots"] for r in result.rows):
         out.print("* uses no labelled images (zero-shot): evaluated once per seed, the same figure in every column")
     out.print(f"{console.counted(result.trained, 'row')} run, {result.skipped} resumed from earlier; "
-              f"{console.counted(result.encoded_views, 'image view')} encoded; results in {result.out}/results.csv, summary.csv, results.json, shots.png, split.json")
+              f"{console.counted(result.encoded_views, 'image view')} encoded; results in {result.out / 'results.csv'}, summary.csv, results.json, shots.png, split.json")
 
 
 def print_speed(report: dict, as_json: bool) -> None:

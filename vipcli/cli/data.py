@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from vipcli import console
+from vipcli import console, shell
 from vipcli.cli import options as opt
 from vipcli.cli.help import App
 
@@ -94,7 +94,8 @@ def sort_command(
     write_sorted(sorting, out, copy, record)
     _say(sorting, columns, out, images, copy, seed, crossing, carve)
     _hint_group(table, columns)
-    console.stdout().print(f"next: vip train --data {console.printable(out)}", markup=False)
+    next_command = shell.command("vip", "train", "--data", out)
+    console.stdout().print(f"next: {console.printable(next_command)}", markup=False)
 
 
 def _hint_group(table, columns) -> None:

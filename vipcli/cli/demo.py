@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -113,7 +114,7 @@ def demo_command(
     print_benchmark(bench, as_json=False)
     _step("6. vip report (calibration, prediction sets, merge weights, test images)")
     _reports(result.run_dir, bench.out, config.workers)
-    console.stdout().print(f"demo finished in {time.perf_counter() - started:.0f}s; everything is in {out}/",
+    console.stdout().print(f"demo finished in {time.perf_counter() - started:.0f}s; everything is in {out}{os.sep}",
                            markup=False)
 
 

@@ -179,6 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     Exit codes: 0 success, 1 runtime error, 2 usage error, 130 interrupted (Ctrl-C), 143 terminated
     (SIGTERM). Set VIP_DEBUG=1 to see tracebacks.
     """
+    from vipcli.console import escape_unencodable_output
+
+    escape_unencodable_output()
     with stop_signals.stop_signals_raise():
         code = _main(argv)
         if code == 0 and stop_signals.received() is not None:  # swallowed by Python after the last checkpoint

@@ -6,7 +6,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
-from vipcli import console
+from vipcli import console, shell
 from vipcli.errors import UsageError, VipError
 from vipcli.symptoms.folder import GENERATE, GIVEN, IN_OUT, SHIPPED
 
@@ -56,8 +56,8 @@ def generate_for_data(data: Path, out: Optional[Path], force: bool, sources: lis
         rows, failure = _generate_missing(plans, configs, force)
     show_table(plans, rows)
     if failure is None and any(p.origin != SHIPPED for p in plans):  # (not while a class has no pack)
-        console.stdout().print(f"train with them: vip train --data {data} {_symptom_options(plans, sources, out)}",
-                               markup=False)
+        command = shell.command("vip", "train", "--data", data, *_symptom_options(plans, sources, out))
+        console.stdout().print(f"train with them: {console.printable(command)}", markup=False)
     if failure is not None:
         raise failure
 
@@ -138,8 +138,9 @@ def show_table(plans, rows: dict) -> None:
     console.stdout().print(table)
 
 
-def _symptom_options(plans, sources: list[str], out: Path) -> str:
-    options = [f"--symptoms {s}" for s in sources]
+def _symptom_options(plans, sources: list[str], out: Path) -> list[str]:
+    """The words of the `--symptoms` options that train with the packs found and written."""
+    options = [word for source in sources for word in ("--symptoms", source)]
     if any(p.origin in (GENERATE, IN_OUT) for p in plans):
-        options.append(f"--symptoms {out}")
-    return " ".join(options)
+        options += ["--symptoms", str(out)]
+    return options

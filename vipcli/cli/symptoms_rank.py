@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import shlex
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 from rich.markup import escape
 
-from vipcli import console
+from vipcli import console, shell
 from vipcli.cli import options as opt
 from vipcli.errors import UsageError
 
@@ -59,7 +58,7 @@ def train_options(backbone: str, arch: Optional[str], pretrained: Optional[str],
     """The `vip train` options that train on what was ranked: the backbone, and the seed of any split vip made."""
     pairs = (("--backbone", backbone if backbone != "clip" else None), ("--arch", arch),
              ("--pretrained", pretrained), ("--seed", seed if seed != 1 else None))
-    return "".join(f" {flag} {shlex.quote(str(value))}" for flag, value in pairs if value is not None)
+    return "".join(f" {flag} {shell.quote(value)}" for flag, value in pairs if value is not None)
 
 
 def check_prune_options(prune: bool, out: Optional[Path], data: Path) -> None:
@@ -133,8 +132,8 @@ def regenerate_command(pack, class_name: str, data: Path, path: Path) -> str:
     """The `vip symptoms generate` command that writes a new pack for one class from its training images."""
     folder = data / "train" / class_name if (data / "train" / class_name).is_dir() else data / class_name
     modality = pack.modality or "WHAT THE IMAGES ARE"
-    return (f"vip symptoms generate --disease {shlex.quote(pack.name)} --modality {shlex.quote(modality)} "
-            f"--images {shlex.quote(str(folder))} --out {shlex.quote(str(path))} --force")
+    return shell.command("vip", "symptoms", "generate", "--disease", pack.name, "--modality", modality, "--images",
+                         folder, "--out", path, "--force")
 
 
 def show_ranking(result, pruning: bool = False) -> None:
@@ -197,7 +196,7 @@ def show_pruned(pruned: list, written: dict[str, Path], data: Path, backbone_opt
         out.print(line, markup=False)
     if written:
         folder = next(iter(written.values())).parent
-        command = f"vip train --data {shlex.quote(str(data))}{backbone_options} --symptoms {shlex.quote(str(folder))}"
+        command = f"vip train --data {shell.quote(data)}{backbone_options} --symptoms {shell.quote(folder)}"
         out.print(f"train with them: {command}", markup=False)
 
 

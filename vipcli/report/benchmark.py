@@ -289,7 +289,7 @@ def benchmark_report(folder: Path) -> str:
     document = read_results(folder)
     rows, config = document.get("rows", []), document.get("config", {})
     if not rows:
-        raise VipError(f"{folder}/results.json has no finished rows", "let `vip benchmark` finish at least one row")
+        raise VipError(f"{folder / 'results.json'} has no finished rows", "let `vip benchmark` finish at least one row")
     title = benchmark_title(config)
     seeds = sorted({int(r["seed"]) for r in rows})
     sections = [

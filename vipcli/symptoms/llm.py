@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Iterable
 from urllib.parse import unquote, unquote_plus, urlsplit, urlunsplit
 
+from vipcli import shell
 from vipcli.errors import UsageError, VipError
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -248,8 +249,8 @@ def check_key_env(name: str) -> str:
         return name
     raise UsageError(
         "--api-key-env takes the name of an environment variable (such as OPENAI_API_KEY), not the key itself",
-        "export OPENAI_API_KEY=<your key> and leave --api-key-env out, or export MY_VAR=<your key> and "
-        "give --api-key-env MY_VAR",
+        f"{shell.set_variable('OPENAI_API_KEY', '<your key>')} and leave --api-key-env out, or "
+        f"{shell.set_variable('MY_VAR', '<your key>')} and give --api-key-env MY_VAR",
     )
 
 
@@ -354,7 +355,8 @@ def read_api_key(config: LLMConfig) -> str | None:
     if endpoint_host(config.base_url) == "api.openai.com":
         raise VipError(
             f"no API key for api.openai.com: ${config.api_key_env or DEFAULT_KEY_ENV} is not set",
-            f"export {config.api_key_env or DEFAULT_KEY_ENV}=... or point --base-url at a local server",
+            f"{shell.set_variable(config.api_key_env or DEFAULT_KEY_ENV, '...')} or point --base-url at a local "
+            "server",
         )
     return None
 
