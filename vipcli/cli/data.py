@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Optional
 
@@ -94,7 +95,7 @@ def sort_command(
     write_sorted(sorting, out, copy, record)
     _say(sorting, columns, out, images, copy, seed, crossing, carve)
     _hint_group(table, columns)
-    console.stdout().print(f"next: vip train --data {console.printable(out)}", markup=False)
+    console.info(f"next: vip train --data {shlex.quote(str(out))}")  # a hint: stderr
 
 
 def _hint_group(table, columns) -> None:

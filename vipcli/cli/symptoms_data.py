@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import replace
 from pathlib import Path
 from typing import Optional
@@ -54,8 +55,8 @@ def generate_for_data(data: Path, out: Optional[Path], force: bool, sources: lis
     rows, failure = _generate_missing(plans, configs, force)
     show_table(plans, rows)
     if failure is None and any(p.origin != SHIPPED for p in plans):  # (not while a class has no pack)
-        console.stdout().print(f"train with them: vip train --data {data} {_symptom_options(plans, sources, out)}",
-                               markup=False)
+        console.info(f"train with them: vip train --data {shlex.quote(str(data))} "  # a hint: stderr
+                     f"{_symptom_options(plans, sources, out)}")
     if failure is not None:
         raise failure
 
@@ -137,7 +138,7 @@ def show_table(plans, rows: dict) -> None:
 
 
 def _symptom_options(plans, sources: list[str], out: Path) -> str:
-    options = [f"--symptoms {s}" for s in sources]
+    options = [f"--symptoms {shlex.quote(s)}" for s in sources]
     if any(p.origin in (GENERATE, IN_OUT) for p in plans):
-        options.append(f"--symptoms {out}")
+        options.append(f"--symptoms {shlex.quote(str(out))}")
     return " ".join(options)

@@ -179,9 +179,8 @@ def show_next_steps(result, flagged: list, pruning: bool) -> None:
                                 "for any AUROC, not even 1.0, to beat chance with 95% confidence: its verdicts say "
                                 f"nothing (add training images: {ENOUGH_HINT})"))
     if not pruning and any(not score.too_few_images for score in flagged):  # some verdict says something
-        console.stdout().print(
-            "next: reword or replace them and rank again, or add --prune --out DIR to write packs without them (each "
-            f"class keeps its {KEEP_AT_LEAST} best); check the result with vip benchmark", markup=False)
+        console.info("next: reword or replace them and rank again, or add --prune --out DIR to write packs without "
+                     f"them (each class keeps its {KEEP_AT_LEAST} best); check the result with vip benchmark")
 
 
 def show_pruned(pruned: list, written: dict[str, Path], data: Path, backbone_options: str = "") -> None:
@@ -198,7 +197,7 @@ def show_pruned(pruned: list, written: dict[str, Path], data: Path, backbone_opt
     if written:
         folder = next(iter(written.values())).parent
         command = f"vip train --data {shlex.quote(str(data))}{backbone_options} --symptoms {shlex.quote(str(folder))}"
-        out.print(f"train with them: {command}", markup=False)
+        console.info(f"train with them: {command}")  # a hint: stderr, as every hint
 
 
 def rank_document(result, pruned: list, written: dict[str, Path]) -> dict:
