@@ -97,6 +97,16 @@ def two_each(lesions, tmp_path):
     return tmp_path / "few"
 
 
+def test_unreadable_training_images_are_under_unreadable_in_json(cli, two_each):
+    """As in `vip train --json` and `vip benchmark --json` (its older name, skipped, kept)."""
+    (two_each / "train" / "melanoma" / "broken.png").write_bytes(b"not an image")
+    code, out, err = cli("symptoms", "rank", "--data", two_each, "--backbone", "toy", "--workers", "0", "--json")
+    assert code == 0, err
+    document = json.loads(out)
+    assert list(document["unreadable"]) == [str(two_each / "train" / "melanoma" / "broken.png")]
+    assert document["skipped"] == document["unreadable"] and "warning: skipped " in err
+
+
 def test_too_few_images_for_any_verdict_are_told_and_not_pruned_by(cli, two_each, tmp_path, monkeypatch):
     """With 2 images against 2, a symptom of AUROC 1.000 was "no better than chance", and --prune removed symptoms
     on that noise: the verdict is now "too few images to tell", with one warning per class, and --prune is refused

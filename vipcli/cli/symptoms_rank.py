@@ -208,7 +208,8 @@ def rank_document(result, pruned: list, written: dict[str, Path]) -> dict:
         "split": result.split,
         "backbone": result.backbone,
         "device": result.device,
-        "skipped": {str(k): v for k, v in result.failures.items()},
+        "unreadable": {str(k): v for k, v in result.failures.items()},  # as in train and benchmark --json
+        "skipped": {str(k): v for k, v in result.failures.items()},  # its older name
         "symptoms": [
             {"class": s.class_name, "symptom": s.symptom, "auroc": round(s.auroc, 4), "bound": round(s.bound, 4),
              "helps": s.helps, "verdict": s.verdict, "favours": s.favours,
