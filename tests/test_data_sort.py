@@ -53,7 +53,7 @@ def test_a_table_with_a_class_and_a_split_column_becomes_split_and_class_folders
     code, out, err = cli("data", "sort", labels, "--images", images, "--out", tmp_path / "sorted")
     assert code == 0, err
     assert "columns: image 'image'; class 'diagnosis'; split 'split' (found: image, split, class)" in out
-    assert f"next: vip train --data {tmp_path / 'sorted'}" in out
+    assert f"next: vip train --data {tmp_path / 'sorted'}" in err and "next:" not in out  # a hint: stderr
     link = tmp_path / "sorted" / "val" / "melanoma" / "img1.png"
     assert link.is_symlink() and os.readlink(link) == str((images / "img1.png").resolve())
     dataset = load_dataset(tmp_path / "sorted", seed=1)
@@ -814,3 +814,14 @@ def test_copies_are_not_synced_one_by_one_but_the_folder_is(cli, tmp_path, synce
     _, _, sorted_folder = _sorted_copies(cli, tmp_path)
     assert [path for path in synced if path.suffix == ".png"] == []
     assert sorted_folder.parent in synced  # the folder's new name reached the disk
+
+
+def test_the_next_command_it_suggests_keeps_an_out_with_a_space_whole(cli, tmp_path):
+    import shlex
+
+    images = _images(tmp_path / "flat", [f"img{n}.png" for n in range(4)])
+    labels = _csv(tmp_path / "labels.csv", "image,diagnosis\n" + "".join(f"img{n},{'ab'[n % 2]}\n" for n in range(4)))
+    code, out, err = cli("data", "sort", labels, "--images", images, "--out", tmp_path / "sorted here")
+    assert code == 0, err
+    line = next(line for line in err.splitlines() if line.startswith("next: "))
+    assert shlex.split(line.removeprefix("next: ")) == ["vip", "train", "--data", str(tmp_path / "sorted here")]

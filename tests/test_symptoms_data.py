@@ -103,7 +103,7 @@ def test_every_class_without_a_pack_gets_one_from_its_own_training_images(capsys
     assert "melanoma melanoma shipped (paper: Fang et al., MICCAI 2024)" in table
     assert (f"psoriasis packs/psoriasis.yaml generated: test-model at {llm_server.host}, "
             "stage 2 on 16 of 17 training images") in table
-    assert f"train with them: vip train --data {data} --symptoms packs" in out
+    assert f"train with them: vip train --data {data} --symptoms packs" in err and "train with" not in out
     classes = ["lichen_planus", "melanoma", "psoriasis"]
     assert set(symptoms_for_classes(classes, ["packs"])) == set(classes)
 
@@ -135,7 +135,7 @@ def test_given_and_earlier_packs_are_used_and_force_makes_new_ones(capsys, work,
     assert code == 0, err
     assert len(llm_server.requests) == 2
     assert f"psoriasis {given} given with --symptoms (manual)" in flat(out)
-    assert f"--symptoms {given} --symptoms packs" in out
+    assert f"--symptoms {given} --symptoms packs" in err
     code, out, _ = generate(capsys, llm_server, "--data", data, "--symptoms", given, "--out", "packs")
     assert code == 0 and len(llm_server.requests) == 2  # nothing asked again
     assert "lichen_planus packs/lichen_planus.yaml already in --out (llm: test-model" in flat(out)
@@ -155,13 +155,13 @@ def test_a_pack_in_out_for_a_shipped_class_is_the_one_the_table_names_and_traini
     code, out, err = generate(capsys, llm_server, "--data", data, "--modality", "dermoscopic images", "--out", "packs")
     assert code == 0, err
     assert "melanoma packs/melanoma.yaml already in --out (manual); --force makes a new one" in flat(out)
-    assert f"train with them: vip train --data {data} --symptoms packs" in out
+    assert f"train with them: vip train --data {data} --symptoms packs" in err and "train with" not in out
     classes = ["lichen_planus", "melanoma", "psoriasis"]
     assert symptoms_for_classes(classes, ["packs"])["melanoma"] == ["Blue-white veil", "Dark dots"]
     code, out, err = generate(capsys, llm_server, "--data", data, "--symptoms", "melanoma", "--out", "packs")
     assert code == 0, err  # given by name, the shipped pack wins, as it does for the printed command
     assert "melanoma melanoma shipped (paper: Fang et al., MICCAI 2024)" in flat(out)
-    assert "--symptoms melanoma --symptoms packs" in out
+    assert "--symptoms melanoma --symptoms packs" in err
     assert symptoms_for_classes(classes, ["melanoma", "packs"])["melanoma"][0] == "The spot is asymmetric on both sides"
 
 
@@ -177,7 +177,7 @@ def test_one_failing_class_keeps_the_others_and_the_table_says_so(capsys, work, 
     llm_server.answer("I'm sorry, but I can't help with that.").answer(PSORIASIS_TEXT).answer(PSORIASIS_IMAGES)
     code, out, err = generate(capsys, llm_server, "--data", data)
     assert code == 1 and "1 of 2 packs not written: lichen_planus" in err
-    assert "train with them" not in out  # a command that would fail for the class without a pack
+    assert "train with them" not in out + err  # a command that would fail for the class without a pack
     assert "lichen_planus - failed: the stage 1 answer for 'lichen planus' is a refusal" in flat(out)
     assert Path("psoriasis.yaml").exists() and not Path("lichen_planus.yaml").exists()
 
@@ -188,7 +188,7 @@ def test_nothing_to_generate_asks_nothing(capsys, work, tmp_path, llm_server):
     code, out, err = generate(capsys, llm_server, "--data", tmp_path / "isic")
     assert code == 0, err
     assert not llm_server.requests and "nevus nevus shipped (paper: Fang et al., MICCAI 2024)" in flat(out)
-    assert "train with them" not in out
+    assert "train with them" not in out + err
 
 
 @pytest.mark.parametrize(
@@ -256,3 +256,19 @@ def test_items_naming_another_class_of_the_data_are_removed(capsys, work, data, 
     assert "Paler than lichen planus" not in load_pack("packs/psoriasis.yaml").symptoms
     assert "(names another class ('melanoma'))" in err and "(names another class ('lichen planus'))" in err
 
+
+
+def test_the_train_command_it_suggests_keeps_paths_with_spaces_whole(capsys, work, tmp_path, llm_server):
+    """A data folder or a --symptoms file with a space in its name stays one argument of the printed command."""
+    import shlex
+
+    for name in ("melanoma", "nevus"):
+        write_class(tmp_path / "my skin", name, 2)
+    Path("my packs").mkdir()
+    Path("my packs/melanoma.yaml").write_text("name: melanoma\nsymptoms: [Blue-white veil, Dark dots]\n"
+                                              "source: {kind: manual}\n")
+    code, out, err = generate(capsys, llm_server, "--data", tmp_path / "my skin", "--symptoms", "my packs/melanoma.yaml")
+    assert code == 0, err
+    line = next(line for line in err.splitlines() if line.startswith("train with them: "))
+    assert shlex.split(line.removeprefix("train with them: ")) == [
+        "vip", "train", "--data", str(tmp_path / "my skin"), "--symptoms", "my packs/melanoma.yaml"]

@@ -75,12 +75,13 @@ def test_the_table_flags_the_symptoms_that_do_not_help(cli, lesions, monkeypatch
 
 def test_without_prune_the_table_ends_with_what_to_do_next(cli, lesions, monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")
-    code, out, _ = rank(cli, lesions)
-    assert code == 0 and out.splitlines()[-1] == (
+    code, out, err = rank(cli, lesions)
+    assert code == 0 and err.splitlines()[-1] == (  # a hint: stderr, with the other things that are not results
         "next: reword or replace them and rank again, or add --prune --out DIR to write packs without them (each "
         "class keeps its 2 best); check the result with vip benchmark")
-    code, out, _ = rank(cli, lesions, "--prune", "--out", lesions.parent / "next-pruned")
-    assert code == 0 and "next: " not in out
+    assert "next: " not in out
+    code, out, err = rank(cli, lesions, "--prune", "--out", lesions.parent / "next-pruned")
+    assert code == 0 and "next: " not in out + err
 
 
 @pytest.fixture
@@ -94,6 +95,16 @@ def two_each(lesions, tmp_path):
             for image in sorted((lesions / split / name).iterdir())[:count]:
                 shutil.copy(image, tmp_path / "few" / split / name)
     return tmp_path / "few"
+
+
+def test_unreadable_training_images_are_under_unreadable_in_json(cli, two_each):
+    """As in `vip train --json` and `vip benchmark --json` (its older name, skipped, kept)."""
+    (two_each / "train" / "melanoma" / "broken.png").write_bytes(b"not an image")
+    code, out, err = cli("symptoms", "rank", "--data", two_each, "--backbone", "toy", "--workers", "0", "--json")
+    assert code == 0, err
+    document = json.loads(out)
+    assert list(document["unreadable"]) == [str(two_each / "train" / "melanoma" / "broken.png")]
+    assert document["skipped"] == document["unreadable"] and "warning: skipped " in err
 
 
 def test_too_few_images_for_any_verdict_are_told_and_not_pruned_by(cli, two_each, tmp_path, monkeypatch):
@@ -314,7 +325,8 @@ def test_the_train_command_it_prints_runs_on_what_was_ranked(cli, lesions, tmp_p
     # too; a folder with a space in its name stays one argument
     code, out, err = rank(cli, lesions, "--seed", "3", "--prune", "--out", tmp_path / "my packs")
     assert code == 0, err
-    line = next(line for line in out.splitlines() if line.startswith("train with them: "))
+    assert "train with them" not in out  # a hint: stderr
+    line = next(line for line in err.splitlines() if line.startswith("train with them: "))
     argv = shlex.split(line.removeprefix("train with them: "))
     assert argv == ["vip", "train", "--data", str(lesions), "--backbone", "toy", "--seed", "3",
                     "--symptoms", str(tmp_path / "my packs")]
@@ -398,4 +410,4 @@ def test_no_next_step_is_suggested_for_symptoms_only_too_few_images_flagged(caps
     show_ranking(result)
     out, err = capsys.readouterr()
     assert "2 of 6 symptoms do not help:" in out and "too few images to tell" in out
-    assert "next: " not in out and "warning: x: 1 against 10 training images" in err
+    assert "next: " not in out + err and "warning: x: 1 against 10 training images" in err

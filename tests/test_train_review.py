@@ -1,7 +1,9 @@
 """`vip train` on realistic data mistakes: a class missing from val, --shots above a class's images,
 unreadable shots, and the random-weights warning under torchrun (README "Train on your own images")."""
 
+import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -32,8 +34,11 @@ def test_shots_above_a_class_are_warned_once_and_recorded(cli, isic_small, tiny_
 def test_shots_lost_to_unreadable_files_are_warned(cli, isic_small, tiny_clip, tmp_path):
     for i in range(2):
         (isic_small / "train" / "melanoma" / f"broken{i}.jpg").write_bytes(f"not an image {i}".encode())
-    code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "run", "--shots", "7"))
+    code, out, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "run", "--shots", "7", "--json"))
     assert code == 0
+    document = json.loads(out)  # the unreadable files under "unreadable", as in `vip benchmark --json`
+    assert sorted(Path(path).name for path in document["unreadable"]) == ["broken0.jpg", "broken1.jpg"]
+    assert document["skipped"] == document["unreadable"]  # the older name, kept
     lines = err.splitlines()
     assert "warning: --shots 7: class 'melanoma' has only 6 readable training images; used 6 (the unreadable " \
            "ones are listed below)" in lines

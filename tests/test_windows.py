@@ -171,7 +171,7 @@ def test_next_hints_quote_a_path_with_spaces_for_the_shell_of_the_system(cli, tm
         code, stdout, err = cli("data", "sort", tmp_path / "gt.csv", "--images", images, "--out", out)
         assert code == 0, err
         expected = f'"{out}"' if windows else shlex.quote(str(out))
-        assert f"next: vip train --data {expected}\n" in stdout
+        assert f"next: vip train --data {expected}\n" in err  # a hint: stderr, not among the results
 
 
 # --- consoles ---------------------------------------------------------------------------------------------

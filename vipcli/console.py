@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import os
 import re
 import sys
 
@@ -176,17 +177,41 @@ def warn_skipped(failures: dict) -> None:
         warn(escape(f"skipped {printable(path)}: {reason}"))
 
 
+_quiet: contextvars.ContextVar[bool] = contextvars.ContextVar("vip_quiet", default=False)
+
+
+@contextlib.contextmanager
+def quiet(on: bool = True):
+    """Inside this block (when `on`), progress and informational lines are not printed; warnings and
+    errors are. What `vip -q` / `--quiet` runs a command in."""
+    token = _quiet.set(_quiet.get() or on)
+    try:
+        yield
+    finally:
+        _quiet.reset(token)
+
+
+def is_quiet() -> bool:
+    """Whether progress and informational lines are dropped: inside `quiet()`, or VIP_QUIET=1 set."""
+    return _quiet.get() or os.environ.get("VIP_QUIET", "").strip() == "1"
+
+
 def info(message: str) -> None:
-    """Print one informational line on stderr (control characters escaped)."""
+    """Print one informational line on stderr (control characters escaped); nothing when `is_quiet()`."""
+    if is_quiet():
+        return
     stderr().print(printable(message), markup=False)
 
 
 def progress_bar():
-    """A rich progress bar on stderr when it is a terminal; otherwise a log line every few seconds.
+    """A rich progress bar on stderr when it is a terminal; otherwise a log line every few seconds;
+    under `is_quiet()`, a progress that prints nothing.
 
     Jobs under nohup, Slurm or CI have no terminal: they get `LogProgress` lines with done/total,
     the elapsed time and an estimate of what is left, so a long step is never silent.
     """
+    if is_quiet():
+        return LogProgress(interval=float("inf"))
     console = stderr()
     if not console.is_terminal:
         return LogProgress()
@@ -204,7 +229,6 @@ class LogProgress:
     """The part of rich's Progress that vip uses, printing plain lines at most every `interval` seconds."""
 
     def __init__(self, interval: float | None = None, clock=None):
-        import os
         import time
 
         self.interval = interval if interval is not None else float(os.environ.get("VIP_PROGRESS_SECONDS", "10"))

@@ -94,8 +94,7 @@ def sort_command(
     write_sorted(sorting, out, copy, record)
     _say(sorting, columns, out, images, copy, seed, crossing, carve)
     _hint_group(table, columns)
-    next_command = shell.command("vip", "train", "--data", out)
-    console.stdout().print(f"next: {console.printable(next_command)}", markup=False)
+    console.info(f"next: {shell.command('vip', 'train', '--data', out)}")  # a hint: stderr
 
 
 def _hint_group(table, columns) -> None:

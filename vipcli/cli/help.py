@@ -209,7 +209,14 @@ class _PlainWhenNarrow:
 
 
 class HelpCommand(_PlainWhenNarrow, TyperCommand):
-    """A typer command whose `--help` keeps every option name whole at any terminal width."""
+    """A typer command whose `--help` keeps every option name whole at any terminal width, and that takes
+    `-q/--quiet` (`options.QUIET`) as every vip command does."""
+
+    def __init__(self, *args, **settings) -> None:
+        super().__init__(*args, **settings)
+        from vipcli.cli.options import quiet_option
+
+        self.params.append(quiet_option())
 
     def parse_args(self, ctx, args):
         """click's parsing; a usage error its parser raises without the command's context (`Option '--data'
@@ -223,17 +230,20 @@ class HelpCommand(_PlainWhenNarrow, TyperCommand):
             raise
 
     def invoke(self, ctx):
-        """Run the command, unless it is one that does not share its work and this is torchrun
-        (`distributed.refuse_unshared_command`); once it returns, its work is done (`stop_signals.work_done`):
-        a Ctrl-C while click unwinds says so instead of "nothing half-written was left behind"."""
-        from vipcli import stop_signals
+        """Run the command (quietly with `-q` here or before it: `console.quiet`), unless it is one that does
+        not share its work and this is torchrun (`distributed.refuse_unshared_command`); once it returns, its
+        work is done (`stop_signals.work_done`): a Ctrl-C while click unwinds says so instead of "nothing
+        half-written was left behind"."""
+        from vipcli import console, stop_signals
         from vipcli.distributed import refuse_unshared_command
 
         top = ctx
         while top.parent is not None and top.parent.parent is not None:  # `cache` of `vip cache clear`
             top = top.parent
         refuse_unshared_command(top.info_name or "")
-        result = super().invoke(ctx)
+        quiet = ctx.params.pop("quiet", False) or ctx.find_root().params.get("quiet", False)  # `vip -q train`
+        with console.quiet(quiet):
+            result = super().invoke(ctx)
         stop_signals.work_done()
         return result
 

@@ -8,7 +8,7 @@ import sys
 import typer
 
 from vipcli import __version__, stop_signals
-from vipcli.cli import backbones, benchmark, cache, data, demo, methods, predict, report, symptoms, train
+from vipcli.cli import backbones, benchmark, cache, data, demo, methods, options, predict, report, symptoms, train
 from vipcli.cli.help import App
 from vipcli.errors import VipError
 
@@ -78,6 +78,7 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
+    quiet: bool = options.QUIET,
 ) -> None:
     """ViP: adapt vision-language models to medical images with LLM-described visual symptoms."""
 

@@ -106,6 +106,25 @@ METHOD_OPTION = typer.Option(None, "--method-option", "-o", metavar="<key=value>
 FORCE = typer.Option(False, "--force", help="Replace --out if it is a run directory (a folder of other files is "
                      "never replaced).")
 JSON = typer.Option(False, "--json", help="Print one JSON document.")
+QUIET = typer.Option(False, "--quiet", "-q", help="Print no progress or informational lines on stderr (warnings and "
+                     "errors still); VIP_QUIET=1 does the same.")
+
+
+def quiet_option():
+    """`QUIET` as the click parameter typer makes of it, once: every command takes it (`vip train -q`),
+    as `vip -q` does before the command (`help.HelpCommand`)."""
+    global _QUIET_PARAM
+    if _QUIET_PARAM is None:
+        def flag(quiet: bool = QUIET) -> None:
+            """A command of one option, for typer to build its parameter."""
+
+        one = typer.Typer()
+        one.command()(flag)
+        _QUIET_PARAM = typer.main.get_command(one).params[0]
+    return _QUIET_PARAM
+
+
+_QUIET_PARAM = None
 
 
 def backbone_settings(backbone: str, arch: Optional[str], pretrained: Optional[str], device: str):

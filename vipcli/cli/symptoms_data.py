@@ -57,7 +57,7 @@ def generate_for_data(data: Path, out: Optional[Path], force: bool, sources: lis
     show_table(plans, rows)
     if failure is None and any(p.origin != SHIPPED for p in plans):  # (not while a class has no pack)
         command = shell.command("vip", "train", "--data", data, *_symptom_options(plans, sources, out))
-        console.stdout().print(f"train with them: {console.printable(command)}", markup=False)
+        console.info(f"train with them: {command}")  # a hint: stderr
     if failure is not None:
         raise failure
 

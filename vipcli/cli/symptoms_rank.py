@@ -178,9 +178,8 @@ def show_next_steps(result, flagged: list, pruning: bool) -> None:
                                 "for any AUROC, not even 1.0, to beat chance with 95% confidence: its verdicts say "
                                 f"nothing (add training images: {ENOUGH_HINT})"))
     if not pruning and any(not score.too_few_images for score in flagged):  # some verdict says something
-        console.stdout().print(
-            "next: reword or replace them and rank again, or add --prune --out DIR to write packs without them (each "
-            f"class keeps its {KEEP_AT_LEAST} best); check the result with vip benchmark", markup=False)
+        console.info("next: reword or replace them and rank again, or add --prune --out DIR to write packs without "
+                     f"them (each class keeps its {KEEP_AT_LEAST} best); check the result with vip benchmark")
 
 
 def show_pruned(pruned: list, written: dict[str, Path], data: Path, backbone_options: str = "") -> None:
@@ -197,7 +196,7 @@ def show_pruned(pruned: list, written: dict[str, Path], data: Path, backbone_opt
     if written:
         folder = next(iter(written.values())).parent
         command = f"vip train --data {shell.quote(data)}{backbone_options} --symptoms {shell.quote(folder)}"
-        out.print(f"train with them: {command}", markup=False)
+        console.info(f"train with them: {command}")  # a hint: stderr, as every hint
 
 
 def rank_document(result, pruned: list, written: dict[str, Path]) -> dict:
@@ -208,7 +207,8 @@ def rank_document(result, pruned: list, written: dict[str, Path]) -> dict:
         "split": result.split,
         "backbone": result.backbone,
         "device": result.device,
-        "skipped": {str(k): v for k, v in result.failures.items()},
+        "unreadable": {str(k): v for k, v in result.failures.items()},  # as in train and benchmark --json
+        "skipped": {str(k): v for k, v in result.failures.items()},  # its older name
         "symptoms": [
             {"class": s.class_name, "symptom": s.symptom, "auroc": round(s.auroc, 4), "bound": round(s.bound, 4),
              "helps": s.helps, "verdict": s.verdict, "favours": s.favours,

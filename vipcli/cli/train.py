@@ -78,7 +78,8 @@ def print_train_result(result, as_json: bool) -> None:
     console.warn_skipped(result.failures)  # short classes were warned about by `train` as they were found
     if as_json:
         print(json.dumps({"run_dir": str(result.run_dir), "class_names": result.class_names,
-                          "skipped": result.failures, "warnings": result.warnings, **result.metrics}, indent=2))
+                          "unreadable": result.failures, "skipped": result.failures,  # skipped: the older name
+                          "warnings": result.warnings, **result.metrics}, indent=2))
         return
     from rich.table import Table
 
