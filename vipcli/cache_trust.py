@@ -45,6 +45,10 @@ def check_cache_root(root: Path) -> Path:
         from rich.markup import escape
 
         from vipcli import console
+        from vipcli.distributed import world_from_env
+
+        if not world_from_env().main:  # a torchrun rank other than 0 would repeat rank 0's warning
+            return root
 
         console.warn(f"{escape(where)} belongs to another user (uid {status.st_uid}), who can change "
                      "the cached features and LLM answers vip reads back (point VIP_CACHE_DIR at a folder of "
