@@ -201,6 +201,23 @@ def _cut(text: str) -> str:
     return text if len(text) <= MAX_DETAIL else text[:MAX_DETAIL - 1].rstrip() + "…"
 
 
+def pickled_weights_error(source: str, error: BaseException) -> VipError | None:
+    """One line for a weights file torch refused to unpickle with `weights_only=True` (it holds Python objects
+    besides tensors, which could run code when loaded), or None for any other failure.
+
+    Torch's own message goes on to suggest loading it with `weights_only=False`, which vip never does.
+    """
+    seen = 0
+    while error is not None and seen < 8:
+        if type(error).__name__ == "UnpicklingError" or "weights only load failed" in str(error).lower():
+            return VipError(f"the weights file {source} holds pickled Python objects besides tensors; vip loads "
+                            "tensors only (unpickling them could run any code)",
+                            "pass a .safetensors file of these weights; if you trust where this file came from, "
+                            "save its tensors with safetensors.torch.save_file and pass that")
+        error, seen = error.__cause__ or error.__context__, seen + 1
+    return None
+
+
 def missing_weights_error(source: str, what: str | None, offline_reason: str | None, error: BaseException,
                           hint: str, thing: str = "weights") -> VipError:
     """One line for weights that could not be loaded: offline and uncached, gated, or another failure.
@@ -213,7 +230,7 @@ def missing_weights_error(source: str, what: str | None, offline_reason: str | N
         error: the library's exception.
         hint: what to pass instead.
     """
-    mismatch = transformers_torch_error()
+    mismatch = transformers_torch_error() or pickled_weights_error(source, error)
     if mismatch is not None:
         return mismatch
     whole = describe_exception(error)

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from vip_backbones.hub import (check_weights_path, fail_fast_if_uncached, missing_weights_error, model_loading,
-                               short_detail)
+                               pickled_weights_error, short_detail)
 from vipcli.backbone import Backbone, clip_style_transform, identity_taken_once
 from vipcli.errors import UsageError, VipError
 from vipcli.weights_identity import weights_file_identity
@@ -177,7 +177,7 @@ def create_open_clip(arch: str, pretrained: str | None, device: torch.device, ti
             raise
         except Exception as error:
             if pretrained and Path(pretrained).is_file():  # a local file that is not weights of this model
-                raise VipError(f"could not load the weights file {pretrained} into {arch}: {short_detail(error)}",
+                raise pickled_weights_error(pretrained, error) or VipError(f"could not load the weights file {pretrained} into {arch}: {short_detail(error)}",
                                "pass weights of this architecture (--arch); a vip run's model.safetensors holds "
                                "its prompts, not a backbone") from error
             if random_init and model_name.startswith(SCHEMAS):

@@ -55,10 +55,17 @@ PROBE = """<script>
     var bold = Array.prototype.filter.call(document.querySelectorAll("td *, td"), function (e) {
       return e.childElementCount === 0 && e.textContent.trim() && parseInt(getComputedStyle(e).fontWeight, 10) >= 600;
     }).map(function (e) { return e.textContent.trim(); });
+    var overflowing = Array.prototype.filter.call(document.querySelectorAll(".card"), function (c) {
+      return c.scrollWidth > c.clientWidth + 1;  // text running past the card's border
+    }).map(function (c) { return c.textContent.slice(0, 80); });
+    var handlers = Array.prototype.filter.call(document.querySelectorAll("*"), function (e) {
+      return Array.prototype.some.call(e.attributes, function (a) { return a.name.indexOf("on") === 0; });
+    }).length;
     var root = document.documentElement, narrowed = root.hasAttribute("data-vip-width");
     var out = document.createElement("pre");
     out.id = "vip-probe";
     out.textContent = JSON.stringify({images: images, figures: figures, tables: tables, bold: bold, errors: errors, height: document.body.scrollHeight,
+                                      overflowing: overflowing, scripts: document.scripts.length - 1, handlers: handlers,
                                       title: document.title, text: document.body.innerText,
                                       width: narrowed ? document.body.scrollWidth : root.scrollWidth,
                                       viewport: narrowed ? root.getBoundingClientRect().width : window.innerWidth});
@@ -110,6 +117,8 @@ def render(page: Path, workdir: Path, width: int = 1200, max_height: int = 12000
          "tables": [{caption, overflow (px a table's scroll box hides sideways), columns,
                      cue (a shadow drawn at an edge with more beyond it)}],
          "bold": the texts of table cells drawn in bold (font weight 600 or more), in page order,
+         "overflowing": the start of the text of each gallery card whose text runs past its border,
+         "scripts": the page's own script elements (the probe's left out), "handlers": elements with an on* attribute,
          "errors": [...], "height": px, "title": str, "text": the page's text as laid out (innerText),
          "width": the page's scroll width (px), "viewport": the window's width (px),
          "console": [console lines], "screenshot": Path}

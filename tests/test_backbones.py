@@ -642,6 +642,41 @@ def test_a_missing_or_wrong_weights_file_is_said_as_such_in_a_short_line(tmp_pat
     assert "pass weights of this architecture" in message and len(message) < 700
 
 
+class _RunsCode:
+    """Unpickled, it would create the file `marker`: what a hostile checkpoint does."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_weights_file_holding_pickled_objects_is_refused_without_running_them(tmp_path, tiny_clip):
+    """A .pt/.bin checkpoint holding Python objects (code that runs when unpickled) was refused by torch, and vip
+    showed torch's message, cut: "could not load the weights file ... UnpicklingError: Weights only load failed.
+    ... Re-running `torch.load` with `weights_only` set to `False` will likely succeed ... (pass weights of this
+    architecture)", which pointed at the wrong cause and at the unsafe way out. It now says what the file holds."""
+    import pickle
+
+    from vip_backbones.hub import missing_weights_error
+
+    marker = tmp_path / "code-ran"
+    hostile = tmp_path / "checkpoint.pt"
+    hostile.write_bytes(pickle.dumps({"state_dict": _RunsCode(marker)}))
+    with pytest.raises(VipError) as error:
+        load_backbone("clip", str(tiny_clip), str(hostile))
+    assert not marker.exists()
+    assert error.value.message == (f"the weights file {hostile} holds pickled Python objects besides tensors; vip "
+                                   "loads tensors only (unpickling them could run any code)")
+    assert error.value.hint.startswith("pass a .safetensors file of these weights") and "weights_only" not in str(error.value)
+    refused = pickle.UnpicklingError("Weights only load failed. ... weights_only=False will likely succeed")
+    wrapped = OSError("Unable to load weights from pytorch checkpoint file")
+    wrapped.__cause__ = refused  # as transformers raises it for a model folder's pytorch_model.bin
+    assert missing_weights_error("./model-folder", "CLIPModel", None, wrapped, "hint").message.startswith(
+        "the weights file ./model-folder holds pickled Python objects")
+
+
 def test_a_hub_checkpoint_is_identified_by_its_blob_not_its_path(tmp_path):
     """The same hub file in two users' caches (or after a re-download) is the same weights."""
     from vip_backbones.openclip_base import _checkpoint_identity

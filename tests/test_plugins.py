@@ -278,3 +278,29 @@ def test_methods_all_leaves_out_a_broken_method_plugin_with_a_warning(site, caps
     assert "'shared' is registered twice" in lines[1]
     warn_left_out(SimpleNamespace(methods=("vip", "broken")))  # named: used, and refused where it is loaded
     assert capsys.readouterr().err == "" and method_ids(SimpleNamespace(methods=("vip", "broken"))) == ["vip", "broken"]
+
+
+def test_a_plugin_module_that_exits_on_import_is_named_and_the_listing_goes_on(cli, site, tmp_path):
+    """A module calling sys.exit() or running an argparse parser when imported ended `vip backbones list` and
+    `vip methods list` with its own exit code (0: nothing listed, no word why); an exception outside Exception
+    gave a traceback. Each is now the plugin's one line, and the others are listed."""
+    exits = tmp_path / "exits_on_import.py"
+    exits.write_text("import sys\nsys.exit(0)\n")
+    parses = tmp_path / "parses_argv_on_import.py"
+    parses.write_text("import argparse\nparser = argparse.ArgumentParser()\nparser.add_argument('--foo')\n"
+                      "parser.parse_args()\n")
+    odd = tmp_path / "raises_base_exception.py"
+    odd.write_text("class Odd(BaseException):\n    pass\n\nraise Odd('not an Exception')\n")
+    install_distribution(site, "exits-dist", "exits = exits_on_import:Backbone", exits)
+    install_distribution(site, "odd-dist", "odd = raises_base_exception:Backbone", odd)
+    install_distribution(site, "parses-dist", "parses = parses_argv_on_import:Method", parses, group="vip.methods")
+    assert _check_error(cli, "exits") == (
+        "error: backbone 'exits' from distribution exits-dist failed to import: its module exits_on_import tried to "
+        "end the process (SystemExit: 0) (a module must not call sys.exit() or parse the command line when imported: "
+        "report it to the authors of exits-dist; other backbones still work)")
+    assert "failed to import: Odd: not an Exception" in _check_error(cli, "odd")
+    code, listed, err = _listed(cli, "backbones")
+    assert code == 0 and "tried to end the process" in listed["exits"]["problem"] and not listed["toy"]["problem"]
+    assert "Odd: not an Exception" in listed["odd"]["problem"] and "Traceback" not in err
+    code, listed, err = _listed(cli, "methods")
+    assert code == 0 and "(SystemExit: 2)" in listed["parses"]["problem"] and not listed["vip"]["problem"]

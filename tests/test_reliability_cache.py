@@ -607,3 +607,47 @@ def test_cache_info_never_cuts_a_backbone_id_or_folder_name(cli, tmp_path, monke
     cells = ["".join(row[column].strip() for row in rows if len(row) > 6) for column in (1, 2, 5)]
     assert code == 0 and cells == [name, arch, folder.name], out
 
+
+
+def test_a_cache_folder_every_user_can_write_is_refused_and_one_of_another_user_warned_about(cli, monkeypatch,
+                                                                                             tmp_path, capsys):
+    """VIP_CACHE_DIR=/tmp (or a folder made with chmod 777) was used as it was: anyone on the machine could plant
+    features or LLM answers that vip read back as its own, changing predictions or generated packs. It is now
+    refused before anything is read or asked; a folder of another user is used with a warning."""
+    import os
+    import stat
+
+    import vipcli.cache_trust
+    from vipcli.cache_admin import default_root
+    from vipcli.errors import VipError
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    monkeypatch.setenv("VIP_CACHE_DIR", str(shared))
+    code, _, err = cli("symptoms", "generate", "--disease", "melanoma", "--base-url", "http://127.0.0.1:9/v1",
+                       "--out", tmp_path / "melanoma.yaml")
+    line, = error_lines(err)
+    assert code == 1 and line == (
+        f"error: VIP_CACHE_DIR {shared} is writable by every user: anyone on this machine could change the cached "
+        f"features or LLM answers that vip reads back (remove others' write permission (chmod o-w {shared}), or point "
+        "VIP_CACHE_DIR at a folder of your own)")
+    assert not (tmp_path / "melanoma.yaml").exists()
+    shared.chmod(0o777 | stat.S_ISVTX)  # a shared temporary folder as /tmp: never advised to close it
+    with pytest.raises(VipError, match="writable by every user") as refused:
+        default_root()
+    assert "chmod" not in refused.value.hint and "folder of your own, or unset it" in refused.value.hint
+    code, out, _ = cli("cache", "info")  # reads no entry back: the folder can still be inspected and cleared
+    assert code == 0 and str(shared) in out
+
+    shared.chmod(0o755)
+    assert default_root() == shared
+    if os.getuid() == 0:
+        os.chown(shared, 65534, -1)
+    else:
+        monkeypatch.setattr(os, "getuid", lambda: shared.stat().st_uid + 1)
+    monkeypatch.setattr(vipcli.cache_trust, "_warned", set())
+    capsys.readouterr()
+    assert default_root() == shared and default_root() == shared
+    warned = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert len(warned) == 1 and f"VIP_CACHE_DIR {shared} belongs to another user" in warned[0]

@@ -527,3 +527,35 @@ def test_a_benchmarks_schedule_setting_says_what_each_shot_count_trained_with(be
         "auto: few-shot at 16 shots (100 epochs, 4 images a step, learning rate 0.002); "
         "the paper's with all images (50 epochs, 32 images a step, learning rate 0.002)")
     assert schedule_words("a schedule of a later vip", [1]) == "a schedule of a later vip"
+
+
+@test_report.needs_browser
+def test_hostile_class_names_and_symptoms_are_shown_as_text_and_stay_inside_their_card(tmp_path):
+    """Class folders, file names and symptoms holding markup (`<script>`, `onerror=`, `javascript:`, quotes) are
+    shown as the text they are, nothing in them runs, and nothing reaches outside the page. A symptom or class
+    name with no space in it ran past its card's border (by 13 px at 1200 px, 55 px on a phone); it now wraps."""
+    from PIL import Image
+
+    from browser import render
+    from vipcli.report.gallery import GalleryItem, gallery_html
+    from vipcli.report.html import page
+
+    hostile = "<script>document.title='ran'</script>mel\"o'ma"
+    other = "névus<img src=x onerror=\"document.title='ran'\"><style>body{display:none}</style>"
+    image = tmp_path / "<b onmouseover=alert(1)>" / "a'\"b.png"
+    image.parent.mkdir()
+    Image.new("RGB", (32, 32), (200, 120, 90)).save(image)
+    symptom = '<a href="javascript:alert(7)">click</a> blue-white_veil_with_regression_structures'
+    items = [GalleryItem(str(image), truth, label, 0.7, [label], [{"symptom": symptom, "similarity": 0.3,
+                                                                   "weight": 0.5, "contribution": 1.2}])
+             for truth, label in ((hostile, other), (other, other), (hostile, hostile))]
+    report = tmp_path / "report.html"
+    report.write_text(page("vip report: <i>x</i>", "sub", [gallery_html(items, root=tmp_path)], "footer"),
+                      encoding="utf-8")
+    for width in (1200, 390):
+        result = render(report, tmp_path / f"shot-{width}", width=width)
+        assert result["title"] == "vip report: <i>x</i>" and not result["scripts"] and not result["handlers"]
+        assert not result["errors"] and not result["console"], (result["errors"], result["console"])
+        assert hostile in result["text"] and other in result["text"] and symptom in result["text"].replace("\n", "")
+        assert not result["overflowing"], result["overflowing"]
+        assert result["width"] <= result["viewport"]

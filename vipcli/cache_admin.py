@@ -22,7 +22,15 @@ BACKBONE_FILE = "backbone.json"  # in each backbone folder: what its entries wer
 
 
 def default_root() -> Path:
-    """`$VIP_CACHE_DIR`, else the platform's user cache folder for vip."""
+    """`$VIP_CACHE_DIR`, else the platform's user cache folder for vip, once `check_cache_root` trusts it
+    (VipError for a folder every user can write: what vip reads back from it could be anyone's)."""
+    from vipcli.cache_trust import check_cache_root
+
+    return check_cache_root(_root())
+
+
+def _root() -> Path:
+    """`$VIP_CACHE_DIR`, else the platform's user cache folder for vip (not checked)."""
     env = os.environ.get("VIP_CACHE_DIR")
     if env:
         return Path(env)
@@ -32,9 +40,10 @@ def default_root() -> Path:
 
 
 def checked_root() -> Path:
-    """`default_root()` for `vip cache info|clear`; one VipError when it is a file, not a folder
-    (VIP_CACHE_DIR set to a file), where they reported an empty cache and clearing nothing."""
-    root = default_root()
+    """The cache root for `vip cache info|clear` (they read no entry back, so a folder others can write is
+    theirs to inspect and clear); one VipError when it is a file, not a folder (VIP_CACHE_DIR set to a
+    file), where they reported an empty cache and clearing nothing."""
+    root = _root()
     if root.exists() and not root.is_dir():
         where = "VIP_CACHE_DIR" if os.environ.get("VIP_CACHE_DIR") else "the cache folder"
         raise VipError(f"{where} {root} is a file, not a folder", "point VIP_CACHE_DIR at a folder")

@@ -284,8 +284,17 @@ class PluginGroup:
         entry_point = self.entry_point(plugin_id)
         try:
             return entry_point.load()
-        except Exception as error:  # a broken plugin must not take the others down
+        except KeyboardInterrupt:
+            raise
+        except BaseException as error:  # a broken plugin must not take the others down, nor exit for them
             distribution, _ = distribution_of(entry_point)
+            if isinstance(error, SystemExit):  # sys.exit() or an argparse parser run at import: not vip's to end
+                raise VipError(
+                    f"{self.kind} '{plugin_id}' from distribution {distribution} failed to import: its module "
+                    f"{entry_point.module} tried to end the process (SystemExit: {error.code})",
+                    f"a module must not call sys.exit() or parse the command line when imported: report it to "
+                    f"the authors of {distribution}; other {self.kind}s still work",
+                ) from None
             missing = _missing_attribute(entry_point, error)
             if missing:
                 raise VipError(
@@ -314,7 +323,7 @@ class PluginGroup:
                 ) from error
             raise VipError(
                 f"{self.kind} '{plugin_id}' from distribution {distribution} failed to import: "
-                f"{type(error).__name__}: {error}",
+                f"{describe_exception(error)}",
                 f"reinstall or fix {distribution}; other {self.kind}s still work",
             ) from error
 

@@ -44,7 +44,8 @@ figcaption, .caption { color: #555; font-size: 0.85rem; }
 .swatch { display: inline-block; width: 0.8rem; height: 0.8rem; border-radius: 2px; margin-right: 0.35rem;
           vertical-align: -0.1rem; }
 .gallery { display: grid; grid-template-columns: repeat(auto-fill, minmax(220px, 1fr)); gap: 0.8rem; }
-.card { border: 1px solid #ddd; border-radius: 6px; padding: 0.5rem; font-size: 0.82rem; background: #fafafa; }
+.card { border: 1px solid #ddd; border-radius: 6px; padding: 0.5rem; font-size: 0.82rem; background: #fafafa;
+        overflow-wrap: anywhere; }  /* a class name or symptom with no space in it wraps inside the card */
 .card.wrong { border: 2px solid #c62828; background: #fff5f5; }
 .card img { display: block; margin: 0 auto 0.4rem; max-width: 100%; height: auto; }  /* at the size it was embedded */
 .card img.pixels { image-rendering: pixelated; }  /* a small image shown a whole number of times larger: crisp pixels */

@@ -10,19 +10,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from datetime import datetime, timezone
 from pathlib import Path
 
 
 def cache_dir() -> Path:
-    """The folder holding cached LLM answers (not created here)."""
-    root = os.environ.get("VIP_CACHE_DIR")
-    if root:
-        return Path(root) / "llm"
-    import platformdirs
+    """The folder holding cached LLM answers (not created here); VipError for a cache folder every user
+    can write (`check_cache_root`)."""
+    from vipcli.cache_admin import default_root
 
-    return Path(platformdirs.user_cache_dir("vip")) / "llm"
+    return default_root() / "llm"
 
 
 def _digest_images(value):
