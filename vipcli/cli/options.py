@@ -38,6 +38,10 @@ WORKERS = typer.Option(None, "--workers", help="Image-decoding worker processes 
 ENCODE_BATCH = typer.Option(64, "--encode-batch", help="Images per image-encoder call; lower it if the GPU runs "
                             "out of memory while encoding (features may differ in their last digits by batch size).")
 NO_CACHE = typer.Option(False, "--no-cache", help="Do not read or write the on-disk feature cache.")
+IMAGE_FIT = typer.Option("crop", "--image-fit", help="How a non-square image fits the encoder's square: crop (the "
+                         "backbone's own: CLIP-style ones keep the centre square, cutting the long side's ends), pad "
+                         "(centred on black: nothing cut) or squash (resized: nothing cut, aspect changed). Recorded "
+                         "in the run; predict uses it.", autocompletion=completion.image_fits)
 
 # --- the schedule of the shared prompt-training loop ----------------------------------------------
 SCHEDULE = typer.Option("auto", "--schedule", help="auto (fewshot with --shots N, paper with all), fewshot "
@@ -115,11 +119,14 @@ def backbone_settings(backbone: str, arch: Optional[str], pretrained: Optional[s
     return BackboneSettings(backbone, arch, pretrained, device)
 
 
-def encoding_settings(views: int, workers: Optional[int], no_cache: bool = False, encode_batch: int = 64):
-    """--views/--workers/--no-cache/--encode-batch as EncodingSettings."""
+def encoding_settings(views: int, workers: Optional[int], no_cache: bool = False, encode_batch: int = 64,
+                      image_fit: str = "crop"):
+    """--views/--workers/--no-cache/--encode-batch/--image-fit as EncodingSettings (an unknown fit refused here)."""
+    from vipcli.image_fit import checked_fit
     from vipcli.settings import EncodingSettings
 
-    return EncodingSettings(views=views, workers=workers, use_cache=not no_cache, batch_size=encode_batch)
+    return EncodingSettings(views=views, workers=workers, use_cache=not no_cache, batch_size=encode_batch,
+                            image_fit=checked_fit(image_fit))
 
 
 def worker_count(workers: Optional[int]) -> int:
