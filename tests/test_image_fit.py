@@ -185,3 +185,18 @@ def test_an_unknown_fit_is_refused_before_any_work(cli, tmp_path):
         "pad or squash keep the whole image)"]
     with pytest.raises(VipError, match=r"image_fit='letterbox': expected 'crop', 'pad' or 'squash'"):
         vip.train(tmp_path / "nowhere", image_fit="letterbox")
+
+
+def test_symptoms_rank_ranks_on_the_images_as_the_fit_shows_them_and_says_how_to_train_so(cli, oblong):
+    from vipcli.cli.symptoms_rank import train_options
+    from vipcli.features import FeatureCache
+    from vipcli.registry import load_backbone
+
+    code, out, err = cli("symptoms", "rank", "--data", oblong, "--backbone", "toy", "--workers", "0", "--device", "cpu",
+                         "--image-fit", "squash", "--json")
+    assert code == 0, err
+    assert json.loads(out)["image_fit"] == "squash"
+    folders = [p.name for p in (Path(os.environ["VIP_CACHE_DIR"]) / "features").iterdir()]
+    assert folders == [FeatureCache(None, load_backbone("toy", None, None), "squash").key]
+    assert train_options("toy", None, None, 1, "squash") == " --backbone toy --image-fit squash"
+    assert train_options("toy", None, None, 1) == " --backbone toy"

@@ -38,10 +38,17 @@ WORKERS = typer.Option(None, "--workers", help="Image-decoding worker processes 
 ENCODE_BATCH = typer.Option(64, "--encode-batch", help="Images per image-encoder call; lower it if the GPU runs "
                             "out of memory while encoding (features may differ in their last digits by batch size).")
 NO_CACHE = typer.Option(False, "--no-cache", help="Do not read or write the on-disk feature cache.")
-IMAGE_FIT = typer.Option("crop", "--image-fit", help="How a non-square image fits the encoder's square: crop (the "
-                         "backbone's own: CLIP-style ones keep the centre square, cutting the long side's ends), pad "
-                         "(centred on black: nothing cut) or squash (resized: nothing cut, aspect changed). Recorded "
-                         "in the run; predict uses it.", autocompletion=completion.image_fits)
+
+
+def image_fit(note: str):
+    """An `--image-fit` option (default crop), its help the three fits and then `note`."""
+    return typer.Option("crop", "--image-fit", help="How a non-square image fits the encoder's square: crop (the "
+                        "backbone's own: CLIP-style ones keep the centre square, cutting the long side's ends), pad "
+                        f"(centred on black: nothing cut) or squash (resized: nothing cut, aspect changed). {note}",
+                        autocompletion=completion.image_fits)
+
+
+IMAGE_FIT = image_fit("Recorded in the run; predict uses it.")
 
 # --- the schedule of the shared prompt-training loop ----------------------------------------------
 SCHEDULE = typer.Option("auto", "--schedule", help="auto (fewshot with --shots N, paper with all), fewshot "
