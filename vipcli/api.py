@@ -74,7 +74,7 @@ def train(data: str | Path, *, shots: int | str | None = 16, method: str = "vip"
           method_options: dict | None = None, schedule: str = "auto", epochs: int | None = None,
           batch_size: int | None = None, lr: float | None = None, views: int = 8, seed: int = 1,
           split_seed: int | None = None, out: str | Path | None = None, force: bool = False, device: str | torch.device = "auto",
-          workers: int | None = None, encode_batch: int = 64, use_cache: bool = True,
+          workers: int | None = None, encode_batch: int = 64, use_cache: bool = True, image_fit: str = "crop",
           progress: bool = False) -> TrainResult:
     """Train a method on a folder of images sorted by class and write its run folder (`vip train`).
 
@@ -96,6 +96,8 @@ def train(data: str | Path, *, shots: int | str | None = 16, method: str = "vip"
         workers: image-decoding processes (default: one per usable core, at most 16).
         encode_batch: images per image-encoder call; lower it if the GPU runs out of memory.
         use_cache: keep encoded features in the feature cache between runs.
+        image_fit: how a non-square image fits the encoder's square (`--image-fit`): "crop" (the backbone's
+            own), "pad" (centred on black) or "squash"; recorded in the run, which `load` predicts with.
         progress: draw progress bars on stderr (as the command does).
     Returns:
         TrainResult: `run_dir`, `metrics` (what metrics.json holds), `failures` (unreadable files),
@@ -114,7 +116,7 @@ def train(data: str | Path, *, shots: int | str | None = 16, method: str = "vip"
     config = TrainConfig(
         shots=_shots(shots), method=method, seed=seed, split_seed=split_seed,
         **_shared_settings(data, backbone, arch, pretrained, device, views, workers, encode_batch, use_cache,
-                           schedule, epochs, batch_size, lr, symptoms, method_options, out, force),
+                           schedule, epochs, batch_size, lr, symptoms, method_options, out, force, image_fit),
     )
     return _run(train_run, config, progress)
 
@@ -127,7 +129,7 @@ def benchmark(data: str | Path, *, methods: Iterable[str] | str | None = None,
               schedule: str = "auto", epochs: int | None = None, batch_size: int | None = None,
               lr: float | None = None, views: int = 8, split_seed: int | None = None, out: str | Path | None = None,
               force: bool = False, batched: bool = True, device: str | torch.device = "auto",
-              workers: int | None = None, encode_batch: int = 64, use_cache: bool = True,
+              workers: int | None = None, encode_batch: int = 64, use_cache: bool = True, image_fit: str = "crop",
               progress: bool = False) -> BenchmarkResult:
     """Compare methods on the same seeded few-shot subsets of a folder (`vip benchmark`), resuming a sweep
     stored in `out`.
@@ -164,20 +166,20 @@ def benchmark(data: str | Path, *, methods: Iterable[str] | str | None = None,
         shots=tuple(_shots(value) for value in _listed("shots", shots)), seeds=tuple(seeds), split_seed=split_seed,
         batched=_flag("batched", batched),
         **_shared_settings(data, backbone, arch, pretrained, device, views, workers, encode_batch, use_cache,
-                           schedule, epochs, batch_size, lr, symptoms, method_options, out, force),
+                           schedule, epochs, batch_size, lr, symptoms, method_options, out, force, image_fit),
     )
     return _run(run_benchmark, config, progress)
 
 
 def _shared_settings(data, backbone, arch, pretrained, device, views, workers, encode_batch, use_cache, schedule,
-                     epochs, batch_size, lr, symptoms, method_options, out, force) -> dict:
+                     epochs, batch_size, lr, symptoms, method_options, out, force, image_fit) -> dict:
     """The fields `TrainConfig` and `BenchmarkConfig` share, from `train`'s and `benchmark`'s keyword arguments."""
     from vipcli.settings import BackboneSettings, EncodingSettings, ScheduleSettings
 
     return dict(data=Path(data), method_options=_method_options(method_options),
                 backbone=BackboneSettings(backbone, arch, pretrained, _device_name(device)),
                 encoding=EncodingSettings(views=views, workers=workers, use_cache=_flag("use_cache", use_cache),
-                                          batch_size=encode_batch),
+                                          batch_size=encode_batch, image_fit=_image_fit(image_fit)),
                 schedule=ScheduleSettings(schedule, epochs, batch_size, lr), symptoms=_symptom_sources(symptoms),
                 out=Path(out) if out is not None else None, force=_flag("force", force))
 
@@ -237,6 +239,12 @@ class Model:
     def device(self) -> torch.device:
         """The torch.device the model runs on."""
         return self._predictor.backbone.device
+
+    @property
+    def image_fit(self) -> str:
+        """How the run fits a non-square image into the encoder's square ("crop", "pad" or "squash"), as trained;
+        `predict` uses it."""
+        return self._predictor.image_fit
 
     @property
     def calibrated(self) -> bool:
@@ -302,7 +310,7 @@ class Model:
                       use_cache: bool, workers: int | None, batch_size: int, progress: bool) -> list[Prediction]:
         """`predict_many` on `items` already checked: Paths and loaded PIL images."""
         from vipcli import console
-        from vipcli.features import FeatureCache, default_cache_dir, encode_in_memory
+        from vipcli.features import default_cache_dir, encode_in_memory
         from vipcli.images import left_out_warning
         from vipcli.predict import classify, collect_images, predict
         from vipcli.settings import default_workers
@@ -323,7 +331,7 @@ class Model:
         in_memory = [group for group in groups if not isinstance(group, list)]
         by_file, failures = {}, {}
         if files:
-            cache = FeatureCache(default_cache_dir() if use_cache else None, predictor.backbone)
+            cache = predictor.feature_cache(default_cache_dir() if use_cache else None)
             with console.progress_bar() if progress else contextlib.nullcontext() as bar:
                 made, failures = predict(predictor, files, explain, cache,
                                          default_workers() if workers is None else workers, batch_size, bar, coverage)
@@ -335,7 +343,8 @@ class Model:
             error.hint = "fix or remove it, or pass skip_unreadable=True"
             raise error
         console.warn_skipped(failures)
-        features = encode_in_memory(predictor.backbone, in_memory, batch_size) if in_memory else None  # [M, D]
+        features = encode_in_memory(predictor.backbone, in_memory, batch_size,  # [M, D]
+                                    predictor.image_fit) if in_memory else None
         held = iter(classify(predictor, features, [""] * len(in_memory), explain, cutoff) if in_memory else [])
         results = []
         for group in groups:
@@ -464,6 +473,16 @@ def _count(name: str, value, least: int) -> int:
     return value
 
 
+def _image_fit(value) -> str:
+    """`image_fit` as `--image-fit` takes it: "crop", "pad" or "squash"."""
+    from vipcli.image_fit import FITS
+
+    if not isinstance(value, str) or value not in FITS:
+        raise UsageError(f"image_fit={value!r}: expected 'crop', 'pad' or 'squash'",
+                         "such as image_fit='pad' to keep the whole image")
+    return value
+
+
 def _shots(shots) -> int | None:
     """`shots` as `vip train --shots` takes it: a positive number, or "all"/None for every image."""
     if shots is None or (isinstance(shots, str) and shots.strip().lower() == "all"):
@@ -544,6 +563,7 @@ _PYTHON_WORDS = [
     (re.compile(r"--coverage (\d[\d.]*\d|\d)"), lambda m: f"coverage={m[1]}"),
     (re.compile(r"--(shots|workers|epochs|views|seed) (\d+)\b"), lambda m: f"{m[1]}={m[2]}"),
     (re.compile(r"--pretrained (none)\b"), lambda m: f"pretrained='{m[1]}'"),
+    (re.compile(r"--image-fit (crop|pad|squash)\b"), lambda m: f"image_fit='{m[1]}'"),
     (re.compile(r"--coverage\b"), lambda m: "coverage"),
     (re.compile(r"--device (\w+(?::\d+)?)"), lambda m: f"device='{m[1]}'"),
     (re.compile(r"--data DIR\b"), lambda m: "data='FOLDER'"),
@@ -554,7 +574,7 @@ _PYTHON_WORDS = [
     (re.compile(r"--no-batch\b"), lambda m: "batched=False"),
     (re.compile(r"--encode-batch\b"), lambda m: "encode_batch"),
     (re.compile(r"--(data|shots|method|backbone|arch|pretrained|symptoms|schedule|epochs|batch-size|lr|views|seed|out"
-                r"|device|workers|split-seed)(?![\w-])"), lambda m: m[1].replace("-", "_")),
+                r"|device|workers|split-seed|image-fit)(?![\w-])"), lambda m: m[1].replace("-", "_")),
 ]
 
 

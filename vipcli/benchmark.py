@@ -311,7 +311,7 @@ def config_record(config: BenchmarkConfig, backbone, dataset: Dataset, split_see
         "data": str(Path(config.data).resolve()), "backbone": config.backbone.id, "arch": config.backbone.arch,
         "pretrained": config.backbone.pretrained, "backbone_fingerprint": backbone.fingerprint(),
         "backbone_describe": backbone.describe(), "backbone_distribution": installed_backbone(config.backbone.id),
-        "views": config.encoding.views, "schedule": config.schedule.name,
+        "views": config.encoding.views, "image_fit": config.encoding.image_fit, "schedule": config.schedule.name,
         "epochs": config.schedule.epochs, "batch_size": config.schedule.batch_size, "lr": config.schedule.lr,
         "method_options": {k.replace("-", "_"): v for k, v in config.method_options.items()},
         "split_seed": split_seed, "split_digest": split_digest(dataset),

@@ -72,7 +72,7 @@ def _identity(folder: Path) -> dict:
 
 
 def backbone_folders(root: Path) -> list[dict]:
-    """One record per folder under `<root>/features`: folder, backbone id, class, arch, entries, bytes.
+    """One record per folder under `<root>/features`: folder, backbone id, class, arch, entries, bytes, image fit.
 
     Folders of an older vip version (no backbone.json) have id "".
     """
@@ -87,6 +87,7 @@ def backbone_folders(root: Path) -> list[dict]:
         records.append({"folder": str(folder), "backbone": str(identity.get("id", "")),
                         "class": str(identity.get("class", "")), "arch": str(describe.get("arch", "")),
                         "pretrained": str(describe.get("pretrained", "")), "entries": entries, "bytes": size,
+                        "image_fit": str(identity.get("image_fit", "crop")),  # crop's folders record none
                         "stale": stale_reasons(identity)})
     return records
 

@@ -250,6 +250,9 @@ def check_metadata(file: Path, metadata: dict) -> None:
     for key in ("arch", "arch_option", "pretrained", "pretrained_option", "backbone_fingerprint"):
         if not isinstance(metadata.get(key, ""), str):
             raise _damaged(file, f"metadata field '{key}' is not text")
+    from vipcli.image_fit import run_fit
+
+    run_fit(metadata, str(file))  # absent (an earlier vip's run): crop; a fit this vip does not know: refused
 
 
 def check_settings(file: Path, method_id: str, settings: dict) -> None:

@@ -39,6 +39,7 @@ from vipcli.cache_admin import BACKBONE_FILE, default_root
 from vipcli.dicom import decoder_identity, is_dicom_name
 from vipcli.digests import digest_many
 from vipcli.errors import ImageError
+from vipcli.image_fit import DEFAULT_FIT, image_transform
 from vipcli.images import holds_second_picture, load_image
 from vipcli.pixels import ViewPipeline, view_pipeline
 from vipcli.preflight import describe_os_error, held_open
@@ -64,10 +65,11 @@ def _stable_repr(value) -> str:
     return re.sub(r" at 0x[0-9a-fA-F]+", "", repr(value))
 
 
-def backbone_identity(backbone) -> dict:
+def backbone_identity(backbone, fit: str = DEFAULT_FIT) -> dict:
     """Everything cached features depend on besides the image (JSON-serialisable): the backbone's own
-    identity (for a third-party backbone also the `--arch`/`--pretrained` it was built with, `built_with`) and
-    `installation_identity` (the feature format, the image decoder, the library versions)."""
+    identity (for a third-party backbone also the `--arch`/`--pretrained` it was built with, `built_with`),
+    `installation_identity` (the feature format, the image decoder, the library versions) and the image fit
+    (`vipcli.image_fit`: absent for `crop`, so that its keys are those of the vips before the option)."""
     from vipcli.devices import autocast_dtype
     from vipcli.plugins import plugin_source_digest
 
@@ -77,10 +79,12 @@ def backbone_identity(backbone) -> dict:
         "class": f"{kind.__module__}.{kind.__qualname__}",
         "code": plugin_source_digest(kind),  # an edited plugin (an editable install too) encodes afresh
         "fingerprint": backbone.fingerprint(),
-        "eval_transform": _stable_repr(backbone.image_transform(False)),
-        "train_transform": _stable_repr(backbone.image_transform(True)),
+        "eval_transform": _stable_repr(image_transform(backbone, False, fit)),
+        "train_transform": _stable_repr(image_transform(backbone, True, fit)),
         **installation_identity(),
     }
+    if fit != DEFAULT_FIT:  # pad, squash: their own entries (their transforms differ too); crop's keys unchanged
+        identity["image_fit"] = fit
     built_with = getattr(backbone, "built_with", None)
     if isinstance(built_with, dict):  # a third party's --arch/--pretrained (absent for vip's own: keys unchanged)
         identity["options"] = built_with
@@ -243,10 +247,13 @@ class FeatureCache:
     Args:
         root: the cache root (None: features are computed but not kept).
         backbone: the frozen backbone whose features are cached.
+        fit: how images are fitted into the encoder's square (`vipcli.image_fit`): `encode_images` encodes
+            under the fit of the cache it is given; each fit has its own entries.
     """
 
-    def __init__(self, root: Path | None, backbone):
-        self.identity = backbone_identity(backbone)
+    def __init__(self, root: Path | None, backbone, fit: str = DEFAULT_FIT):
+        self.fit = fit
+        self.identity = backbone_identity(backbone, fit)
         self.key = backbone_key(self.identity)
         # what a view's pixels depend on besides the image: the augmentation and the decoder
         self.augmentation = _digest([self.identity["train_transform"], self.identity["decode"],
@@ -574,10 +581,10 @@ def _encode_batch(backbone, batch: torch.Tensor) -> torch.Tensor:
     return features.float().cpu()  # [B, D]
 
 
-def _pipelines(backbone) -> tuple[ViewPipeline, ViewPipeline]:
-    """(evaluation, training) view pipelines of `backbone`; both split, or neither (views of one
-    image travel stacked, so they must share a dtype)."""
-    transforms = backbone.image_transform(False), backbone.image_transform(True)
+def _pipelines(backbone, fit: str = DEFAULT_FIT) -> tuple[ViewPipeline, ViewPipeline]:
+    """(evaluation, training) view pipelines of `backbone` under image fit `fit`; both split, or neither
+    (views of one image travel stacked, so they must share a dtype)."""
+    transforms = image_transform(backbone, False, fit), image_transform(backbone, True, fit)
     evaluation, training = (view_pipeline(t) for t in transforms)
     if repr(evaluation.normalize) != repr(training.normalize):  # one split and not the other, or other statistics
         return ViewPipeline(transforms[0]), ViewPipeline(transforms[1])
@@ -597,7 +604,8 @@ def encode_images(backbone, paths, views: int = 0, cache: FeatureCache | None = 
         backbone: the frozen backbone.
         paths: image files.
         views: augmented training views wanted per image (0 for evaluation sets).
-        cache: where features persist between runs (None: keep them in memory only).
+        cache: where features persist between runs, and the image fit they are encoded under (None: keep
+            them in memory only, with the fit `crop`).
         batch_size: images per encoder call.
         workers: DataLoader processes decoding and transforming images.
         seed: not used: view k of an image depends only on its content, k and the augmentation,
@@ -631,7 +639,7 @@ def encode_images(backbone, paths, views: int = 0, cache: FeatureCache | None = 
         cached[index] = _merge_entry(cached[index], features, need_eval)
         cache.put(path, entry_keys[index], cached[index])
 
-    _encode_jobs(backbone, jobs, batch_size, workers, cache.augmentation, result, advance, store)
+    _encode_jobs(backbone, jobs, batch_size, workers, cache, result, advance, store)
     for index, entry in cached.items():
         has_views = entry.get("train", torch.empty(0)).shape[0] >= views
         if (not center or "eval" in entry) and has_views and (center or views):
@@ -643,15 +651,16 @@ def encode_images(backbone, paths, views: int = 0, cache: FeatureCache | None = 
     return result
 
 
-def encode_in_memory(backbone, images: list, batch_size: int = 64) -> torch.Tensor:
+def encode_in_memory(backbone, images: list, batch_size: int = 64, fit: str = DEFAULT_FIT) -> torch.Tensor:
     """Center-crop features [N, D] (float32, CPU) of PIL images held in memory, in order; no cache.
 
     Each image is read as a file would be (`images.decoded_to_rgb`, the same reduced scale), then
-    takes the evaluation view of the files' path, so a PNG passed open gets the features of its file.
+    takes the evaluation view of the files' path under image fit `fit`, so a PNG passed open gets the
+    features of its file.
     """
     from vipcli.images import decoded_to_rgb
 
-    evaluation, _ = _pipelines(backbone)
+    evaluation, _ = _pipelines(backbone, fit)
     features = []
     for start in range(0, len(images), batch_size):
         views = [evaluation.make(decoded_to_rgb(image, DECODE_MIN_SIDE)) for image in images[start:start + batch_size]]
@@ -668,14 +677,15 @@ def _merge_entry(old: dict, new: torch.Tensor, has_eval: bool) -> dict:
     return entry
 
 
-def _encode_jobs(backbone, jobs, batch_size, workers, augmentation, result, advance, store) -> None:
-    """Run the image encoder over every missing view, batching across images; `store(index, features
-    [n, D])` takes each image's new views as soon as its batch is encoded, so that the images encoded
-    before a Ctrl-C, a SIGTERM (a job's time limit) or a failure are cached, not encoded again."""
+def _encode_jobs(backbone, jobs, batch_size, workers, cache, result, advance, store) -> None:
+    """Run the image encoder over every missing view (under the image fit of `cache`), batching across
+    images; `store(index, features [n, D])` takes each image's new views as soon as its batch is encoded,
+    so that the images encoded before a Ctrl-C, a SIGTERM (a job's time limit) or a failure are cached,
+    not encoded again."""
     if not jobs:
         return
-    evaluation, training = _pipelines(backbone)
-    dataset = _ViewDataset(jobs, evaluation.make, training.make, augmentation)
+    evaluation, training = _pipelines(backbone, cache.fit)
+    dataset = _ViewDataset(jobs, evaluation.make, training.make, cache.augmentation)
     pending: list[tuple[int, torch.Tensor]] = []
     keep: dict = {}  # the float batch buffer `finish_many` reuses
 
@@ -718,9 +728,10 @@ class FreshViews(torch.utils.data.Dataset):
         return self.transform(load_image(self.paths[i], min_side=DECODE_MIN_SIDE)), self.labels[i]
 
 
-def iterate_fresh_features(backbone, paths, labels, train: bool, batch_size: int, workers: int, seed: int):
-    """Yield (features [B, D], labels [B]) re-encoding every image now (reference mode)."""
-    pipeline = view_pipeline(backbone.image_transform(train))
+def iterate_fresh_features(backbone, paths, labels, train: bool, batch_size: int, workers: int, seed: int,
+                           fit: str = DEFAULT_FIT):
+    """Yield (features [B, D], labels [B]) re-encoding every image now, under image fit `fit` (reference mode)."""
+    pipeline = view_pipeline(image_transform(backbone, train, fit))
     dataset = FreshViews(paths, labels, pipeline.make)
     generator = torch.Generator().manual_seed(seed)
     loader = torch.utils.data.DataLoader(

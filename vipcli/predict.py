@@ -28,14 +28,29 @@ class Predictor:
     calibration: object | None = None  # vipcli.trust.RunCalibration; None for runs of an earlier vip
     model_digest: str = ""  # the first 12 hex digits of the sha256 of the run's model.safetensors
 
+    @property
+    def image_fit(self) -> str:
+        """How the run fitted images into the encoder's square (`vipcli.image_fit`): crop, pad or squash."""
+        from vipcli.image_fit import run_fit
 
-def load_predictor(run_dir: str | Path, device="cpu", backbone_id: str | None = None) -> Predictor:
+        return run_fit(self.metadata, str(self.run_dir))
+
+    def feature_cache(self, root: Path | None):
+        """The feature cache at `root` (None: memory only) that encodes images as this run was trained on them."""
+        from vipcli.features import FeatureCache
+
+        return FeatureCache(root, self.backbone, self.image_fit)
+
+
+def load_predictor(run_dir: str | Path, device="cpu", backbone_id: str | None = None,
+                   image_fit: str | None = None) -> Predictor:
     """Rebuild the backbone and the fitted method exactly as the run stored them.
 
     Args:
         run_dir: a run directory written by `vip train`.
         device: torch.device for inference.
         backbone_id: if given, must match the run's backbone (a clear error names both).
+        image_fit: if given (`vip predict --image-fit`), must be the run's (a UsageError names both).
     """
     from vipcli.checkpoint import read_checkpoint
     from vipcli.methods import MethodSetup, restore_method
@@ -48,6 +63,9 @@ def load_predictor(run_dir: str | Path, device="cpu", backbone_id: str | None = 
     if backbone_id and backbone_id != meta.get("backbone"):
         raise UsageError(f"{run_dir} was trained with backbone '{meta.get('backbone')}', not '{backbone_id}'",
                          f"drop --backbone or pass --backbone {meta.get('backbone')}")
+    from vipcli.image_fit import check_same_fit, run_fit
+
+    check_same_fit(image_fit, run_fit(meta, str(run_dir)), run_dir)  # before any weights load
     check_installed(run_dir, "backbone", meta["backbone"], meta, BACKBONES)  # before any weights load
     warn_settings_drift(run_dir, meta)
     arch, pretrained = rebuild_backbone_options(run_dir, meta.get("arch_option") or None,
@@ -194,9 +212,14 @@ def stream_predictions(predictor: Predictor, paths: list[Path], explain: bool = 
 
 
 def _predict_chunk(predictor: Predictor, paths: list[Path], explain, cache, workers, batch_size, advance, cutoff):
-    """Encode and classify one chunk; yield its results in order."""
+    """Encode and classify one chunk (under the run's image fit); yield its results in order."""
     from vipcli.features import encode_images
 
+    if cache is None:
+        cache = predictor.feature_cache(None)
+    if cache.fit != predictor.image_fit:  # a caller's cache of another fit would encode what the run never saw
+        raise ValueError(f"a feature cache of image fit {cache.fit!r} for a run of {predictor.image_fit!r}; "
+                         "make it with Predictor.feature_cache")
     encoded = encode_images(predictor.backbone, paths, 0, cache, batch_size, workers, advance=advance)
     readable = [i for i in range(len(paths)) if i in encoded.eval]
     row_of = {i: row for row, i in enumerate(readable)}

@@ -32,6 +32,7 @@ class EncodingSettings:
     batch_size: int = 64  # images per image-encoder call
     cache_dir: Path | None = None  # feature cache root (None: $VIP_CACHE_DIR or the user cache)
     use_cache: bool = True  # keep encoded features on disk between runs
+    image_fit: str = "crop"  # crop, pad or squash: how an image is fitted into the encoder's square (vipcli.image_fit)
 
     def __post_init__(self):
         if self.workers is None:
@@ -40,7 +41,9 @@ class EncodingSettings:
     def validate(self) -> None:
         """Refuse values that cannot work."""
         from vipcli.errors import UsageError
+        from vipcli.image_fit import checked_fit
 
+        checked_fit(self.image_fit)
         if self.views < 1:
             raise UsageError(f"--views must be at least 1, got {self.views}")
         if self.workers < 0:
@@ -49,10 +52,11 @@ class EncodingSettings:
             raise UsageError(f"--encode-batch must be at least 1, got {self.batch_size}")
 
     def cache(self, backbone):
-        """The feature cache these settings ask for (a memory-only one with `use_cache=False`)."""
+        """The feature cache these settings ask for (a memory-only one with `use_cache=False`), under their image fit."""
         from vipcli.features import FeatureCache, default_cache_dir
 
-        return FeatureCache((self.cache_dir or default_cache_dir()) if self.use_cache else None, backbone)
+        return FeatureCache((self.cache_dir or default_cache_dir()) if self.use_cache else None, backbone,
+                            self.image_fit)
 
 
 @dataclass(frozen=True)

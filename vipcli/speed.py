@@ -86,11 +86,12 @@ def peak_memory(device) -> dict:
             "cuda_peak_allocated_mib": cuda}
 
 
-def measure_extraction(backbone, paths: list, cache_dir: Path, workers: int, batch_size: int, progress=None) -> dict:
-    """Images/s of decoding + encoding the center view of `paths` into a cold on-disk cache."""
+def measure_extraction(backbone, paths: list, cache_dir: Path, workers: int, batch_size: int, progress=None,
+                       fit: str = "crop") -> dict:
+    """Images/s of decoding + encoding the center view of `paths` (under image fit `fit`) into a cold on-disk cache."""
     from vipcli.features import FeatureCache, encode_images
 
-    cache = FeatureCache(cache_dir, backbone)
+    cache = FeatureCache(cache_dir, backbone, fit)
     with console.task(progress, "feature extraction", len(paths)) as advance:
         started = time.perf_counter()
         encoded = encode_images(backbone, paths, 0, cache, batch_size, workers, advance=advance)
@@ -180,7 +181,7 @@ def _measure_speed(config: SpeedConfig, progress=None) -> dict:
         load_phases = getattr(backbone, "load_phases", {})
         everything = splits["train"] + splits["val"] + splits["test"]
         extraction = measure_extraction(backbone, everything, scratch / "cache-extract", config.encoding.workers,
-                                        config.encoding.batch_size, progress)
+                                        config.encoding.batch_size, progress, config.encoding.image_fit)
         del backbone
         console.info("timing a full ViP training run with cached features ...")
         cached = time_train(config, scratch, "run-cached", False, progress)
@@ -199,7 +200,7 @@ def _measure_speed(config: SpeedConfig, progress=None) -> dict:
                      "load_phases": load_phases},
         "data": {"path": str(Path(config.data).resolve()), **{name: len(paths) for name, paths in splits.items()}},
         "schedule": asdict(schedule), "schedule_paper_epochs": PAPER_EPOCHS, "views": config.encoding.views,
-        "feature_extraction": extraction, "train_cached": cached, "train_cached_warm": warm,
+        "image_fit": config.encoding.image_fit, "feature_extraction": extraction, "train_cached": cached, "train_cached_warm": warm,
         "train_reference": reference, "reference_text_tower": "plain",  # the library's own forward (since 0.2.0)
         "speedup": round(reference["seconds"] / max(cached["seconds"], 1e-9), 2),
         "speedup_warm": round(reference["seconds"] / max(warm["seconds"], 1e-9), 2),

@@ -25,6 +25,7 @@ from vipcli.data import Dataset, relative_to_data
 from vipcli.errors import VipError
 from vipcli.features import same_decoding
 from vipcli.featuresets import PreparedData
+from vipcli.image_fit import DEFAULT_FIT
 from vipcli.metrics import mean_and_std, row_figure
 from vipcli.weights_identity import legacy_weights_unverifiable, same_backbone
 
@@ -41,8 +42,8 @@ SUMMARY_FIELDS = (  # summary.csv: the tables' figures, per method and shots; fi
 OWN_FILES = {"results.json", "results.csv", "summary.csv", "split.json", "shots.png", "speed.json",
              "report.html"}  # what --out may hold
 SWEEP_LOCK = ".vip-benchmark.lock"  # inside the folder, held by the sweep writing it: a dot-file, which it may hold
-MATCHED_KEYS = ("data", "backbone", "arch", "pretrained", "backbone_fingerprint", "views", "schedule", "epochs",
-                "batch_size", "lr", "method_options", "split_seed", "split_digest")
+MATCHED_KEYS = ("data", "backbone", "arch", "pretrained", "backbone_fingerprint", "views", "image_fit", "schedule",
+                "epochs", "batch_size", "lr", "method_options", "split_seed", "split_digest")
 
 
 # --- the folder and its settings -------------------------------------------------------------
@@ -99,8 +100,9 @@ def _foreign_files(out: Path) -> list[str]:
 
 
 def check_matches(stored: dict, current: dict, out: Path) -> None:
-    """Refuse to mix rows made with other data, backbone, views or schedule overrides."""
-    before = stored.get("config", {})
+    """Refuse to mix rows made with other data, backbone, views, image fit or schedule overrides."""
+    before = {"image_fit": DEFAULT_FIT, **stored.get("config", {})}  # a sweep of an earlier vip: crop, as all then
+    current = {"image_fit": DEFAULT_FIT, **current}
     differ = [key for key in MATCHED_KEYS if before.get(key) != current.get(key)]
     if "backbone_fingerprint" in differ and same_backbone(before.get("backbone_fingerprint"), before.get(
             "backbone_describe"), current.get("backbone_fingerprint"), current.get("backbone_describe")):
@@ -142,6 +144,7 @@ def _difference(key: str, stored, now) -> str:
 
 OPTION_OF_SETTING = {  # a stored setting -> the option that sets it, as the refusal to resume names it
     "data": "--data", "backbone": "--backbone", "arch": "--arch", "pretrained": "--pretrained", "views": "--views",
+    "image_fit": "--image-fit",
     "schedule": "--schedule", "epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr",
     "method_options": "--method-option", "split_seed": "--split-seed",
 }

@@ -59,7 +59,8 @@ def _reference_batches(backbone, dataset, data, schedule, seed, encoding):
         paths, labels = (data.train.paths, data.train.y.tolist()) if train else ([str(s.path) for s in val],
                                                                                  [s.label for s in val])
         size = schedule.batch_size if train else encoding.batch_size
-        return iterate_fresh_features(backbone, paths, labels, train, size, encoding.workers, seed * 1000 + epoch)
+        return iterate_fresh_features(backbone, paths, labels, train, size, encoding.workers, seed * 1000 + epoch,
+                                      encoding.image_fit)
 
     return batches
 
@@ -206,6 +207,7 @@ def _fit_and_save(config: TrainConfig, cls, schedule, started: float, progress=N
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),  # as a benchmark row says it
         **calibrated.metrics,  # the "calibration" and "conformal" blocks
         "shortfalls": data.shortfalls,  # class -> readable shots, where fewer than --shots
+        "image_fit": config.encoding.image_fit,  # how images met the encoder's square (also in run.yaml)
     }
     run_dir = Path(config.out) if config.out else default_run_dir(config)
     uses_schedule = cls.trains and cls.uses_schedule
@@ -259,8 +261,10 @@ def _plan(config, cls, dataset, schedule, backbone, device) -> str:
         fitting = (f"schedule {schedule.name}: {schedule.epochs} {console.plural(schedule.epochs, 'epoch')}, "
                    f"batch {schedule.batch_size}, lr {schedule.lr}")
     arch = backbone.describe().get("arch", "")
+    fit = config.encoding.image_fit
+    fit = "" if fit == "crop" else f"; images {'padded' if fit == 'pad' else 'squashed'} to a square (--image-fit {fit})"
     return (f"{config.method} on {len(dataset.class_names)} classes ({', '.join(dataset.class_names)}){shots}; "
-            f"{fitting}; backbone {config.backbone.id} ({Path(str(arch)).name}) on {device}")
+            f"{fitting}; backbone {config.backbone.id} ({Path(str(arch)).name}) on {device}{fit}")
 
 
 WITHOUT_IMAGES_OF = {"val": "checkpoint selection and calibration never see it",  # a class with none in a split
@@ -341,6 +345,7 @@ def write_train_run(run_dir, config, method, backbone, dataset, data, symptoms, 
         "pretrained": str(backbone.describe().get("pretrained", "")), "backbone_fingerprint": backbone.fingerprint(),
         "backbone_describe": backbone.describe(), "class_names": dataset.class_names, "symptoms": symptoms,
         "schedule": asdict(schedule), "config": config_record,
+        "image_fit": config.encoding.image_fit,  # read by predict (`vipcli.image_fit.run_fit`; absent: crop)
         "method_distribution": distribution_record(METHODS, method.id),  # {name, version}: what to install
         "backbone_distribution": distribution_record(BACKBONES, config.backbone.id),
         **({"calibration": calibration.record()} if calibration else {}),  # temperature + conformal scores

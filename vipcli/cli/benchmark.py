@@ -38,6 +38,7 @@ def benchmark_command(
     class_specific_context: bool = opt.CLASS_SPECIFIC,
     method_option: Optional[List[str]] = opt.METHOD_OPTION,
     views: int = opt.VIEWS,
+    image_fit: str = opt.IMAGE_FIT,
     split_seed: Optional[int] = opt.seed(None, "Seed of a split vip makes (default: the stored sweep's, else the "
                                          "first seed).", "--split-seed"),
     out: Optional[Path] = typer.Option(None, "--out", help="Results folder (default benchmarks/<data name>); "
@@ -58,7 +59,7 @@ def benchmark_command(
 ) -> None:
     """Compare methods on the same seeded few-shot subsets of your data, or measure speed (--speed)."""
     backbone_settings = opt.backbone_settings(backbone, arch, pretrained, device)
-    encoding = opt.encoding_settings(views, workers, no_cache, encode_batch)
+    encoding = opt.encoding_settings(views, workers, no_cache, encode_batch, image_fit)
     seed_values = opt.parse_list("--seeds", seeds, opt.seed_value, opt.seed_range)
     check_speed_options(speed, speed_epochs, {
         "--methods": methods != ",".join(DEFAULT_METHODS), "--shots": shots != "1,2,4,8,16",

@@ -33,7 +33,8 @@ def info_command(as_json: bool = typer.Option(False, "--json", help="Print one J
         column.overflow = "fold"  # and the folder's name, fold onto a second line rather than being cut with "…"
     for record in summary["backbones"]:
         name = record["backbone"] or "(older vip version)"
-        table.add_row(*(console.printable(cell) for cell in (name, record["arch"], str(record["entries"]),
+        arch = record["arch"] + ("" if record["image_fit"] == "crop" else f" ({record['image_fit']})")
+        table.add_row(*(console.printable(cell) for cell in (name, arch, str(record["entries"]),
                                                                human_size(record["bytes"]),
                                                                record["folder"].rsplit("/", 1)[-1],
                                                                "stale" if record["stale"] else "current")))

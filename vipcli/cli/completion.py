@@ -1,5 +1,5 @@
 """Shell completion of option values: what `--backbone`, `--method`, `--methods`, `--device`, `--schedule`,
-`--judge` and the ID and NAME arguments take (`vip symptoms show NAME`: the shipped packs), offered at a Tab press.
+`--image-fit`, `--judge` and the ID and NAME arguments take (`vip symptoms show NAME`: the shipped packs), offered at a Tab press.
 `--symptoms` completes file names only: a shipped pack offered there would hide a file of the same beginning.
 
 Each function is a typer `autocompletion`: given the part of the value typed so far, it returns the
@@ -58,6 +58,13 @@ def schedules(incomplete: str) -> list[str]:
     from vipcli.schedule import PRESETS
 
     return starting_with(incomplete, ["auto", *sorted(PRESETS)])
+
+
+def image_fits(incomplete: str) -> list[str]:
+    """The `--image-fit` names that begin with `incomplete`."""
+    from vipcli.image_fit import FITS
+
+    return starting_with(incomplete, FITS)
 
 
 def judges(incomplete: str) -> list[str]:

@@ -39,6 +39,17 @@ ENCODE_BATCH = typer.Option(64, "--encode-batch", help="Images per image-encoder
                             "out of memory while encoding (features may differ in their last digits by batch size).")
 NO_CACHE = typer.Option(False, "--no-cache", help="Do not read or write the on-disk feature cache.")
 
+
+def image_fit(note: str):
+    """An `--image-fit` option (default crop), its help the three fits and then `note`."""
+    return typer.Option("crop", "--image-fit", help="How a non-square image fits the encoder's square: crop (the "
+                        "backbone's own: CLIP-style ones keep the centre square, cutting the long side's ends), pad "
+                        f"(centred on black: nothing cut) or squash (resized: nothing cut, aspect changed). {note}",
+                        autocompletion=completion.image_fits)
+
+
+IMAGE_FIT = image_fit("Recorded in the run; predict uses it.")
+
 # --- the schedule of the shared prompt-training loop ----------------------------------------------
 SCHEDULE = typer.Option("auto", "--schedule", help="auto (fewshot with --shots N, paper with all), fewshot "
                         "(batch 4, 100 epochs) or paper (batch 32, 50 epochs).", autocompletion=completion.schedules)
@@ -134,11 +145,14 @@ def backbone_settings(backbone: str, arch: Optional[str], pretrained: Optional[s
     return BackboneSettings(backbone, arch, pretrained, device)
 
 
-def encoding_settings(views: int, workers: Optional[int], no_cache: bool = False, encode_batch: int = 64):
-    """--views/--workers/--no-cache/--encode-batch as EncodingSettings."""
+def encoding_settings(views: int, workers: Optional[int], no_cache: bool = False, encode_batch: int = 64,
+                      image_fit: str = "crop"):
+    """--views/--workers/--no-cache/--encode-batch/--image-fit as EncodingSettings (an unknown fit refused here)."""
+    from vipcli.image_fit import checked_fit
     from vipcli.settings import EncodingSettings
 
-    return EncodingSettings(views=views, workers=workers, use_cache=not no_cache, batch_size=encode_batch)
+    return EncodingSettings(views=views, workers=workers, use_cache=not no_cache, batch_size=encode_batch,
+                            image_fit=checked_fit(image_fit))
 
 
 def worker_count(workers: Optional[int]) -> int:

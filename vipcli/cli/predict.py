@@ -23,6 +23,9 @@ def predict_command(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
     backbone: Optional[str] = typer.Option(None, "--backbone", help="Refuse runs trained with another backbone.",
                                              autocompletion=completion.backbones),
+    image_fit: Optional[str] = typer.Option(None, "--image-fit", help="Not needed: the run's own fit (crop, pad or "
+                                            "squash, as trained) is used; another one is refused.",
+                                            autocompletion=completion.image_fits),
     device: str = opt.DEVICE,
     no_cache: bool = opt.NO_CACHE,
     workers: Optional[int] = opt.WORKERS,
@@ -47,13 +50,18 @@ def predict_command(
         raise UsageError("--force starts an --out file afresh, and no --out was given",
                          "add --out FILE, or leave out --force")
     _check_trust_options(coverage, report)  # usage errors before any work (and before torch is imported)
+    if image_fit is not None:
+        from vipcli.image_fit import checked_fit
+
+        image_fit = checked_fit(image_fit)
     from vipcli import distributed
 
     world = distributed.world_from_env()
     if out is not None or world.distributed:
         _check_file_options(out, as_json, report, explain, world)
     with _holding(out, world):  # a second vip writing the same --out refuses here, before any work
-        _predict(paths, model, explain, as_json, backbone, device, no_cache, workers, coverage, report, out, force)
+        _predict(paths, model, explain, as_json, backbone, image_fit, device, no_cache, workers, coverage, report,
+                 out, force)
 
 
 def _holding(out: Path | None, world):
@@ -65,12 +73,13 @@ def _holding(out: Path | None, world):
     return output_lock(out)
 
 
-def _predict(paths, model, explain, as_json, backbone, device, no_cache, workers, coverage, report, out,
+def _predict(paths, model, explain, as_json, backbone, image_fit, device, no_cache, workers, coverage, report, out,
              force) -> None:
-    """Load the run and predict `paths`: printed, as JSON, into a gallery, or streamed to --out."""
+    """Load the run and predict `paths`: printed, as JSON, into a gallery, or streamed to --out; a --backbone or
+    --image-fit given that is not the run's is refused."""
     from vipcli import distributed
     from vipcli.checkpoint import checkpoint_file
-    from vipcli.features import FeatureCache, default_cache_dir
+    from vipcli.features import default_cache_dir
     from vipcli.images import left_out_warning
     from vipcli.predict import collect_images, load_predictor, predict
 
@@ -88,12 +97,12 @@ def _predict(paths, model, explain, as_json, backbone, device, no_cache, workers
         from vipcli.predict import check_resumable
 
         check_resumable(model, files, out, coverage, explain)  # an --out of another model: before it loads
-    predictor = load_predictor(model, distributed.rank_device(device, world), backbone)
+    predictor = load_predictor(model, distributed.rank_device(device, world), backbone, image_fit)
     if world.main:
         _warn_if_folders_name_other_classes(files, predictor.class_names, model)
     if explain and world.main:
         _note_if_nothing_to_explain(predictor.method)
-    cache = FeatureCache(None if no_cache else default_cache_dir(), predictor.backbone)
+    cache = predictor.feature_cache(None if no_cache else default_cache_dir())
     if out is not None:
         distributed.join()
         _predict_to_file(predictor, files, out, world, force, explain, cache, workers, coverage, model)
@@ -110,6 +119,7 @@ def _predict(paths, model, explain, as_json, backbone, device, no_cache, workers
         console.info(f"report written to {report}")
     if as_json:
         document = {"model": str(model), "method": predictor.metadata["method"], "classes": predictor.class_names,
+                    "image_fit": predictor.image_fit,
                     **_trust_fields(predictor, coverage),
                     "predictions": [p.record(explain) for p in predictions], "errors": failures}
         print(json.dumps(document, indent=2))

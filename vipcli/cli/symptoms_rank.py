@@ -29,16 +29,19 @@ def rank_command(
     device: str = opt.DEVICE,
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the on-disk feature cache."),
     workers: Optional[int] = opt.WORKERS,
+    image_fit: str = opt.image_fit("Rank on the images as `vip train --image-fit` will see them."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """Rank each class's symptoms by how well the frozen backbone finds them in the training images."""
     from vipcli.symptoms.rank import RankConfig, prune as prune_packs, rank_on_data
 
+    from vipcli.image_fit import checked_fit
+
     check_prune_options(prune, out, data)
-    workers = opt.worker_count(workers)
+    workers, image_fit = opt.worker_count(workers), checked_fit(image_fit)
     config = RankConfig(
         data=data, backbone=backbone, arch=arch, pretrained=pretrained, symptoms=tuple(symptoms or ()), seed=seed,
-        min_auroc=min_auroc, device=device, use_cache=not no_cache, workers=workers,
+        min_auroc=min_auroc, device=device, use_cache=not no_cache, workers=workers, image_fit=image_fit,
     )
     paths = planned_pack_paths(config, out, force) if prune else {}
     with console.progress_bar() as progress:
@@ -50,14 +53,17 @@ def rank_command(
         print(json.dumps(rank_document(result, pruned, written), indent=2))
     else:
         show_ranking(result, pruning=prune)
-        show_pruned(pruned, written, data, train_options(backbone, arch, pretrained, seed))
+        show_pruned(pruned, written, data, train_options(backbone, arch, pretrained, seed, image_fit))
     warn_wrong_way(pruned, written, data)  # last, where it is read
 
 
-def train_options(backbone: str, arch: Optional[str], pretrained: Optional[str], seed: int) -> str:
-    """The `vip train` options that train on what was ranked: the backbone, and the seed of any split vip made."""
+def train_options(backbone: str, arch: Optional[str], pretrained: Optional[str], seed: int,
+                  image_fit: str = "crop") -> str:
+    """The `vip train` options that train on what was ranked: the backbone, the seed of any split vip made, and
+    the image fit."""
     pairs = (("--backbone", backbone if backbone != "clip" else None), ("--arch", arch),
-             ("--pretrained", pretrained), ("--seed", seed if seed != 1 else None))
+             ("--pretrained", pretrained), ("--seed", seed if seed != 1 else None),
+             ("--image-fit", image_fit if image_fit != "crop" else None))
     return "".join(f" {flag} {shell.quote(value)}" for flag, value in pairs if value is not None)
 
 
@@ -206,6 +212,7 @@ def rank_document(result, pruned: list, written: dict[str, Path]) -> dict:
         "training_images": dict(zip(result.class_names, result.counts)),
         "split": result.split,
         "backbone": result.backbone,
+        "image_fit": result.image_fit,
         "device": result.device,
         "unreadable": {str(k): v for k, v in result.failures.items()},  # as in train and benchmark --json
         "skipped": {str(k): v for k, v in result.failures.items()},  # its older name

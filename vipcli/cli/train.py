@@ -29,6 +29,7 @@ def train_command(
     class_specific_context: bool = opt.CLASS_SPECIFIC,
     method_option: Optional[List[str]] = opt.METHOD_OPTION,
     views: int = opt.VIEWS,
+    image_fit: str = opt.IMAGE_FIT,
     seed: int = opt.seed(1, "Seed of the split, the few-shot subset and training."),
     split_seed: Optional[int] = opt.seed(None, "Seed of a split vip makes, if not --seed (a `vip benchmark` "
                                          "row's: its sweep's --split-seed, by default its first seed).",
@@ -51,7 +52,7 @@ def train_command(
         data=data, shots=opt.parse_shots(shots), method=method,
         method_options=opt.method_options(method_option, n_ctx, class_specific_context),
         backbone=opt.backbone_settings(backbone, arch, pretrained, device),
-        encoding=opt.encoding_settings(views, workers, no_cache, encode_batch),
+        encoding=opt.encoding_settings(views, workers, no_cache, encode_batch, image_fit),
         schedule=opt.schedule_settings(schedule, epochs, batch_size, lr),
         symptoms=opt.symptom_sources(symptoms), seed=seed, split_seed=split_seed, out=out, force=force,
         reference=reference,

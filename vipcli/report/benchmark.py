@@ -11,6 +11,7 @@ from rich.markup import escape
 from vipcli import console
 from vipcli.console import first_few
 from vipcli.errors import VipError
+from vipcli.image_fit import fit_words
 from vipcli.metrics import CAPPED_MARK, capped_columns, capped_note, column_leaders, mean_and_std, row_figure
 from vipcli.plots import benchmark_title, draw_shots, method_styles, seeds_label, svg_markup, uneven_seeds
 from vipcli.report import html
@@ -192,6 +193,7 @@ def _settings(document: dict) -> str:
         ["methods", ", ".join(held["methods"])], ["shots", ", ".join(map(str, held["shots"])) or "0 (zero-shot only)"],
         ["seeds", ", ".join(map(str, held["seeds"]))], ["split seed", config.get("split_seed")],
         ["schedule", _schedule(config, held)], ["augmented views per image", config.get("views")],
+        ["image fit", fit_words(config.get("image_fit"))],
         ["rows", f"{len(document.get('rows', []))}{_finished(document.get('rows', []))}"],
         *([["ran on", ran_on]] if (ran_on := _ran_on(document.get("rows", []))) else []),
     ]

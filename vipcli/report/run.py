@@ -9,6 +9,7 @@ import numpy as np
 
 from vipcli.console import plural
 from vipcli.errors import VipError
+from vipcli.image_fit import fit_words
 from vipcli.plots import backbone_label, figure_title, method_color
 from vipcli.report import html
 from vipcli.report.data_notes import left_out_files, skipped_files
@@ -71,6 +72,7 @@ def _settings(run: dict) -> str:
                                f"{schedule.get('batch_size', '-')}, lr {schedule.get('lr', '-')}")],
         ["method settings", html.text(", ".join(f"{k.replace('_', '-')} {v}" for k, v in settings.items()) or "none")],
         ["augmented views per image", html.text(views)],
+        ["image fit", html.text(fit_words(meta.get("image_fit")))],
         ["data folder", f"<code>{html.path(split.get('root'))}</code>{html.text(_origin(split.get('origin')))}"],
         ["trained by", html.text(f"vip {meta.get('vip_version', '?')}{_trained_when(run['metrics'])}")],
     ]
@@ -443,7 +445,7 @@ def run_report(run_dir: Path, coverage: float = 0.9, gallery: int = 48, device="
         coverage: the prediction sets shown in the gallery.
         gallery: how many test images the gallery shows (errors first).
     """
-    from vipcli.features import FeatureCache, default_cache_dir
+    from vipcli.features import default_cache_dir
     from vipcli.predict import load_predictor, predict
 
     run_dir = Path(run_dir)
@@ -462,7 +464,7 @@ def run_report(run_dir: Path, coverage: float = 0.9, gallery: int = 48, device="
             cutoff_coverage = None
     predictions = []
     if paths:
-        cache = FeatureCache(default_cache_dir(), predictor.backbone)
+        cache = predictor.feature_cache(default_cache_dir())
         predictions, _ = predict(predictor, paths, explain=True, cache=cache, workers=workers, progress=progress,
                                  coverage=cutoff_coverage)
     names = run["class_names"]

@@ -84,6 +84,7 @@ class RankConfig:
     use_cache: bool = True  # read and write the on-disk feature cache
     workers: int = 2  # image-decoding worker processes
     cache_dir: Path | None = None  # feature cache root (default: the user cache folder)
+    image_fit: str = "crop"  # crop, pad or squash: the images as `vip train --image-fit` sees them (vipcli.image_fit)
 
 
 @dataclass
@@ -98,6 +99,7 @@ class RankResult:
     backbone: dict = field(default_factory=dict)  # id, arch, pretrained, fingerprint
     device: str = "cpu"  # where the encoders ran
     split: str = "folder"  # where the training split came from
+    image_fit: str = "crop"  # how the images were fitted into the encoder's square
 
 
 def chance_bound(n_positive: int, n_negative: int, z: float = CONFIDENCE_Z) -> float:
@@ -211,7 +213,8 @@ def rank_on_data(config: RankConfig, progress=None) -> RankResult:
     backbone = load_backbone(config.backbone, config.arch, config.pretrained, device)
     prompts = [list(packs[name].symptoms) for name in dataset.class_names]
     bank = build_prompt_bank(backbone, prompts, n_ctx=0)  # a symptom too long for the text tower: before encoding
-    cache = FeatureCache((config.cache_dir or default_cache_dir()) if config.use_cache else None, backbone)
+    cache = FeatureCache((config.cache_dir or default_cache_dir()) if config.use_cache else None, backbone,
+                         config.image_fit)
     train = dataset.splits["train"]
     with console.task(progress, "encoding training images", len(train)) as advance:
         encoded = encode_images(backbone, [s.path for s in train], 0, cache, workers=config.workers, advance=advance)
@@ -236,7 +239,7 @@ def rank_on_data(config: RankConfig, progress=None) -> RankResult:
         backbone={"id": config.backbone, "arch": str(describe.get("arch", config.arch or "")),
                   "pretrained": str(describe.get("pretrained", config.pretrained or "")),
                   "fingerprint": backbone.fingerprint()},
-        device=str(device), split=dataset.origin.get("train", "folder"),
+        device=str(device), split=dataset.origin.get("train", "folder"), image_fit=config.image_fit,
     )
 
 
