@@ -113,6 +113,36 @@ def test_the_images_encoded_before_a_stop_are_cached_and_not_encoded_again(backb
         torch.testing.assert_close(again.train[i], fresh.train[i], rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("warm", [False, True])
+def test_a_splits_features_are_held_once_in_one_tensor_with_unreadable_images_left_out(backbone, isic_small, tmp_path,
+                                                                                      warm):
+    """`vip train --shots all` on tens of thousands of images: each image's features (read from the cache or
+    just encoded) go into one block per split, and the split's FeatureSet is that block with the unreadable
+    images' rows closed up, not a second, stacked copy of every image's features (which doubled the peak)."""
+    from vipcli.data import Sample
+    from vipcli.features import FeatureCache, encode_images
+    from vipcli.featuresets import feature_set
+
+    paths = sorted((isic_small / "train").rglob("*.jpg"))[:5]
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a JPEG")
+    paths.insert(2, broken)
+    samples = [Sample(path, i % 2) for i, path in enumerate(paths)]
+    cache = FeatureCache(tmp_path / "cache", backbone)
+    if warm:
+        encode_images(backbone, paths, views=2, cache=cache, workers=0)
+    encoded = encode_images(backbone, paths, views=2, cache=cache, workers=0)
+    assert (encoded.encoded == 0) == warm
+    blocks = {name: block.untyped_storage().data_ptr() for name, block in encoded.blocks.items()}
+    split = feature_set(encoded, samples, with_views=True)
+    assert split.x.untyped_storage().data_ptr() == blocks["eval"]  # the block itself: no copy
+    assert split.views.untyped_storage().data_ptr() == blocks["train"]
+    fresh = encode_images(backbone, [p for p in paths if p != broken], views=2, cache=None, workers=0)
+    assert split.paths == [str(p) for p in paths if p != broken] and split.y.tolist() == [0, 1, 1, 0, 1]
+    torch.testing.assert_close(split.x, torch.stack([fresh.eval[i] for i in range(5)]), rtol=0, atol=1e-6)
+    torch.testing.assert_close(split.views, torch.stack([fresh.train[i] for i in range(5)]), rtol=0, atol=1e-6)
+
+
 # --- entries carry and check their identity ------------------------------------------------------
 
 

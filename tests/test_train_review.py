@@ -179,6 +179,19 @@ def test_workers_above_the_usable_cores_are_lowered_with_one_warning(monkeypatch
     assert warnings == ["warning: --workers 999: this machine has 2 usable core(s); using 2 decoding worker(s)"]
 
 
+@pytest.mark.parametrize("cores, processes, workers", [(2, 1, 2), (2, 2, 1), (16, 2, 7), (16, 4, 3), (64, 2, 16)])
+def test_the_default_workers_under_torchrun_are_each_processs_share_less_one_and_at_least_one(monkeypatch, cores,
+                                                                                            processes, workers):
+    """README (Clusters): each process's share of the cores, less one, and at least one (2 processes on 2 cores: 1)."""
+    import os
+
+    from vipcli import settings
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(processes))
+    assert settings.default_workers() == workers
+
+
 def test_an_empty_item_in_a_list_option_is_a_usage_error(cli, tmp_path):
     code, _, err = cli("benchmark", "--data", tmp_path, "--shots", "1,,2", "--out", tmp_path / "bench")
     assert code == 2 and error_lines(err) == ["error: --shots 1,,2: an empty item between commas (e.g. --shots 1,2)"]

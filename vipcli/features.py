@@ -446,6 +446,43 @@ class EncodedImages:
     failures: dict[Path, str] = field(default_factory=dict)  # unreadable file -> reason
     encoded: int = 0  # views that went through the image encoder (cache misses)
     readable: set[int] = field(default_factory=set)  # indices with every requested feature
+    blocks: dict[str, torch.Tensor] = field(default_factory=dict)  # "eval" [N, D], "train" [N, V, D]: what
+    # `eval` and `train` hold are rows of these, so a data set's features are one tensor, not N small ones
+
+    def take(self, index: int, entry: dict, views: int, center: bool, count: int) -> None:
+        """Record the features of image `index` (of `count`) from its cache entry (`eval` [D], `train`
+        [V', D]) when it holds every one asked for (the center view if `center`, `views` augmented views);
+        they are copied into a row of the split's blocks, and the entry can be let go."""
+        has_views = entry.get("train", torch.empty(0)).shape[0] >= views
+        if not ((not center or "eval" in entry) and has_views and (center or views)):
+            return
+        self.readable.add(index)
+        if "eval" in entry:
+            self._keep("eval", index, entry["eval"], count)
+        if views:
+            self._keep("train", index, entry["train"][:views], count)
+
+    def _keep(self, name: str, index: int, features: torch.Tensor, count: int) -> None:
+        block = self.blocks.get(name)
+        if block is None:  # made at the first image, whose features give its shape; rows never filled stay unpaged
+            block = self.blocks[name] = torch.empty((count, *features.shape), dtype=features.dtype)
+        block[index] = features
+        getattr(self, name)[index] = block[index]
+
+    def pop_rows(self, name: str, rows: list[int]) -> torch.Tensor | None:
+        """The `name` features ("eval" or "train") of images `rows` (ascending indices) as one tensor
+        [len(rows), ...], made in place in the block: each row moves up over the rows of the images left
+        out, so the features are never copied whole. They are taken out of this object (its `name` dict
+        is emptied). None when `rows` is empty or an image of them has no such features."""
+        features = getattr(self, name)
+        if not rows or any(index not in features for index in rows):
+            return None
+        block = self.blocks.pop(name)
+        for row, index in enumerate(rows):
+            if row != index:  # index > row: the rows before it are already in place
+                block[row] = block[index]
+        features.clear()
+        return block[: len(rows)]
 
 
 class _ViewDataset(torch.utils.data.Dataset):
@@ -625,29 +662,24 @@ def encode_images(backbone, paths, views: int = 0, cache: FeatureCache | None = 
             advance()
             continue
         entry_keys[index] = entry_content(path, content)  # (a JPEG's header read: once per image)
-        cached[index] = cache.get(path, entry_keys[index])
-        have_views = cached[index].get("train", torch.empty(0)).shape[0]
-        need_eval, need_views = center and "eval" not in cached[index], max(0, views - have_views)
+        entry = cache.get(path, entry_keys[index])
+        have_views = entry.get("train", torch.empty(0)).shape[0]
+        need_eval, need_views = center and "eval" not in entry, max(0, views - have_views)
         if need_eval or need_views:
+            cached[index] = entry  # kept until the encoder completes it
             jobs.append((index, path, content, need_eval, have_views, need_views))
         else:
+            result.take(index, entry, views, center, len(paths))
             advance()
     job_of = {job[0]: job for job in jobs}
 
     def store(index: int, features: torch.Tensor) -> None:  # as each batch is encoded: a stop keeps them
         _, path, _, need_eval, _, _ = job_of[index]
-        cached[index] = _merge_entry(cached[index], features, need_eval)
-        cache.put(path, entry_keys[index], cached[index])
+        entry = _merge_entry(cached.pop(index), features, need_eval)
+        cache.put(path, entry_keys[index], entry)
+        result.take(index, entry, views, center, len(paths))
 
     _encode_jobs(backbone, jobs, batch_size, workers, cache, result, advance, store)
-    for index, entry in cached.items():
-        has_views = entry.get("train", torch.empty(0)).shape[0] >= views
-        if (not center or "eval" in entry) and has_views and (center or views):
-            result.readable.add(index)
-            if "eval" in entry:
-                result.eval[index] = entry["eval"]
-            if views:
-                result.train[index] = entry["train"][:views]
     return result
 
 

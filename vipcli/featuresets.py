@@ -119,10 +119,12 @@ def _stack(features: list, rows: int) -> torch.Tensor:
 
 def feature_set(encoded, samples, with_views: bool) -> FeatureSet:
     """The readable images of `samples` as a FeatureSet: center features, labels, paths, and their
-    augmented views when `with_views` (images that could not be read are left out)."""
+    augmented views when `with_views` (images that could not be read are left out). The features are
+    taken out of `encoded` (`EncodedImages.pop_rows`), not copied: a full data set's are held once."""
     rows = sorted(i for i in encoded.readable if i < len(samples))
-    x = _stack([encoded.eval.get(i) for i in rows], len(rows))  # [N, D], or [N, 0] without center views
-    views = torch.stack([encoded.train[i] for i in rows]) if (with_views and rows and encoded.train) else None
+    x = encoded.pop_rows("eval", rows)  # [N, D], or [N, 0] without center views
+    x = torch.empty(len(rows), 0) if x is None else x
+    views = encoded.pop_rows("train", rows) if with_views else None  # [N, V, D]
     labels = torch.tensor([samples[i].label for i in rows], dtype=torch.long)
     return FeatureSet(x, labels, [str(samples[i].path) for i in rows], views)
 
