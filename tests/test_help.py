@@ -192,3 +192,16 @@ def test_no_option_shows_a_python_type_as_what_it_takes(cli, monkeypatch):
     assert [entry for entry in shown if "[" in entry[2]] == []
     assert (("train",), "--method-option", "<key=value>") in shown and (("train",), "--symptoms", "<source>") in shown
     assert "--disease          -d      <name>" in _help(cli, monkeypatch, 120, "symptoms", "generate")
+
+
+def test_image_fit_and_quiet_say_what_they_do_where_they_are(cli, monkeypatch):
+    """A benchmark has no run for predict to use: its --image-fit says where the fit is recorded instead."""
+    def text(*path):  # the help's words, without rich's box
+        return " ".join(re.sub("[│╭╮╰╯─]", " ", _help(cli, monkeypatch, 120, *path)).split())
+
+    train, bench = text("train"), text("benchmark")
+    assert "Recorded in the run; predict uses it." in train
+    assert "predict uses it" not in bench
+    assert "Recorded in results.json; resuming the sweep with another fit is refused." in bench
+    for words in (train, bench):
+        assert "(warnings and errors are still printed); VIP_QUIET=1 does the same." in words

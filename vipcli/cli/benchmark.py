@@ -38,7 +38,7 @@ def benchmark_command(
     class_specific_context: bool = opt.CLASS_SPECIFIC,
     method_option: Optional[List[str]] = opt.METHOD_OPTION,
     views: int = opt.VIEWS,
-    image_fit: str = opt.IMAGE_FIT,
+    image_fit: str = opt.BENCHMARK_IMAGE_FIT,
     split_seed: Optional[int] = opt.seed(None, "Seed of a split vip makes (default: the stored sweep's, else the "
                                          "first seed).", "--split-seed"),
     out: Optional[Path] = typer.Option(None, "--out", help="Results folder (default benchmarks/<data name>); "

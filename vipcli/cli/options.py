@@ -49,6 +49,7 @@ def image_fit(note: str):
 
 
 IMAGE_FIT = image_fit("Recorded in the run; predict uses it.")
+BENCHMARK_IMAGE_FIT = image_fit("Recorded in results.json; resuming the sweep with another fit is refused.")
 
 # --- the schedule of the shared prompt-training loop ----------------------------------------------
 SCHEDULE = typer.Option("auto", "--schedule", help="auto (fewshot with --shots N, paper with all), fewshot "
@@ -118,7 +119,7 @@ FORCE = typer.Option(False, "--force", help="Replace --out if it is a run direct
                      "never replaced).")
 JSON = typer.Option(False, "--json", help="Print one JSON document.")
 QUIET = typer.Option(False, "--quiet", "-q", help="Print no progress or informational lines on stderr (warnings and "
-                     "errors still); VIP_QUIET=1 does the same.")
+                     "errors are still printed); VIP_QUIET=1 does the same.")
 
 
 def quiet_option():
