@@ -156,7 +156,7 @@ def generate_pack(config: GenerateConfig, notify: Callable[[str], None] = _quiet
         VipError: endpoint failures, unusable answers, too few symptoms, too few images.
     """
     check_config(config)
-    cache_dir()  # a cache folder others can write is refused before an answer is paid for (--no-cache too: it is written)
+    cache_dir()  # a cache folder others can write: refused before an answer is paid for (--no-cache writes there too)
     grid = _make_grid(config)  # a bad image folder fails before paying for stage 1
     with one_run():  # a temperature refused at stage 1 is not sent again at stage 2 or to the judge
         report = GenerateReport(stage1=_ask_stage1(config, notify))
