@@ -101,6 +101,21 @@ def test_backbones_check_prints_the_table_and_passes_a_sound_plugin(cli, samples
     assert "the default" in out  # it does not override encode_text_parts
 
 
+def test_a_cache_folder_vip_does_not_trust_does_not_hide_what_backbones_check_found(cli, samples, tmp_path,
+                                                                                   monkeypatch):
+    """A fault sent `vip backbones check` to forget the remembered passes in the cache folder: one every user can
+    write was refused there, and that line took the place of the fault (an unknown id too, exit 1 for 2)."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    monkeypatch.setenv("VIP_CACHE_DIR", str(shared))
+    code, out, err = cli("backbones", "check", "half-features")
+    assert code == 1 and "FAIL" in out
+    assert len(error_lines(err)) == 1 and error_lines(err)[0].startswith("error: backbone 'half-features' fails")
+    code, _, err = cli("backbones", "check", "no-such-backbone")
+    assert code == 2 and error_lines(err)[0].startswith("error: can't find backbone 'no-such-backbone'")
+
+
 def test_the_first_load_checks_pass_under_no_grad_too(tiny_clip, tmp_path, monkeypatch):
     monkeypatch.setenv("VIP_CACHE_DIR", str(tmp_path / "cache"))  # nothing remembered: the checks run
     for mode in (torch.no_grad, torch.inference_mode):

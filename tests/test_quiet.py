@@ -19,13 +19,32 @@ def test_quiet_drops_progress_and_info_but_keeps_results_and_warnings(cli, tmp_p
     assert "encoding images: " in loud_err and "vip on 2 classes" in loud_err  # what -q has to drop
     warnings = [line for line in loud_err.splitlines() if line.startswith("warning:")]
     assert any(line.startswith("warning: --shots 10: class") for line in warnings)  # 6 training images a class
-    quiet.append(cli("--quiet", *_train(lesions, tmp_path / "run", "--force")))
-    monkeypatch.setenv("VIP_QUIET", "1")
-    quiet.append(cli(*_train(lesions, tmp_path / "run", "--force")))
     for code, out, err in quiet:
         assert code == 0
         assert err.splitlines() == warnings
         assert out.splitlines()[:-1] == loud_out.splitlines()[:-1]  # the same results (the last line: timings)
+
+
+def test_quiet_before_the_command_and_vip_quiet_drop_the_hints(cli, tmp_path, monkeypatch):
+    """`vip -q COMMAND` and VIP_QUIET=1, on a command that needs no backbone (a train each took seconds)."""
+    from PIL import Image
+
+    images = tmp_path / "img"
+    images.mkdir()
+    for number in range(4):
+        Image.new("RGB", (8, 8), (number * 60, 40, 90)).save(images / f"i{number}.png")
+    (tmp_path / "gt.csv").write_text("image,label\n" + "".join(f"i{n},{'xy'[n % 2]}\n" for n in range(4)))
+
+    def sort(*before):
+        return cli(*before, "data", "sort", tmp_path / "gt.csv", "--images", images, "--out", tmp_path / "s",
+                   "--force")
+
+    code, loud_out, loud_err = sort()
+    assert code == 0 and "next: vip train --data " in loud_err  # what quiet has to drop
+    quiet = [sort("-q"), sort("--quiet")]
+    monkeypatch.setenv("VIP_QUIET", "1")
+    quiet.append(sort())
+    assert quiet == [(0, loud_out, "")] * 3
 
 
 def test_quiet_keeps_errors(cli, tmp_path):

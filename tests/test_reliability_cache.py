@@ -639,6 +639,39 @@ def test_cache_info_never_cuts_a_backbone_id_or_folder_name(cli, tmp_path, monke
 
 
 
+@pytest.mark.parametrize("command", ["train", "benchmark", "symptoms rank", "predict"])
+def test_a_cache_folder_every_user_can_write_is_refused_before_the_backbone_loads(cli, monkeypatch, tmp_path,
+                                                                                 command):
+    """train, benchmark and symptoms rank loaded the backbone (seconds for a real CLIP; train printed its plan
+    first), and predict the run's, before the cache folder was refused; `--no-cache` is not refused."""
+    import vipcli.registry
+    from lesion_runs import make_lesions
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    monkeypatch.setenv("VIP_CACHE_DIR", str(shared))
+
+    def load_backbone(*args, **kwargs):
+        raise RuntimeError("the backbone was loaded")
+
+    monkeypatch.setattr(vipcli.registry, "load_backbone", load_backbone)
+    data = make_lesions(tmp_path / "lesions", {"train": 2, "val": 2, "test": 2})
+    fixture = Path(__file__).parent / "fixtures" / "run-v0.1.0"
+    args = {"train": ["train", "--data", data, "--backbone", "toy", "--out", tmp_path / "run"],
+            "benchmark": ["benchmark", "--data", data, "--backbone", "toy", "--out", tmp_path / "bench"],
+            "symptoms rank": ["symptoms", "rank", "--data", data, "--backbone", "toy"],
+            "predict": ["predict", fixture / "images", "--model", fixture / "vip"]}[command]
+    code, out, err = cli(*args, "--device", "cpu")
+    assert code == 1 and err.splitlines() == [
+        f"error: VIP_CACHE_DIR {shared} is writable by every user: anyone on this machine could change the cached "
+        f"features or LLM answers that vip reads back (remove others' write permission (chmod o-w {shared}), or point "
+        "VIP_CACHE_DIR at a folder of your own)"]
+    code, _, err = cli(*args, "--device", "cpu", "--no-cache")
+    assert code == 1 and error_lines(err) == ["error: unexpected RuntimeError: the backbone was loaded (this is a "
+                                              "bug in vip; rerun with VIP_DEBUG=1 and report the traceback)"]
+
+
 def test_a_cache_folder_every_user_can_write_is_refused_and_one_of_another_user_warned_about(cli, monkeypatch,
                                                                                              tmp_path, capsys):
     """VIP_CACHE_DIR=/tmp (or a folder made with chmod 777) was used as it was: anyone on the machine could plant

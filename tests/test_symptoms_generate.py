@@ -436,6 +436,20 @@ def test_cache_hit_sends_no_request(capsys, vip_env, llm_server):
     assert load_pack("again.yaml").symptoms == load_pack("melanoma.yaml").symptoms
 
 
+def test_a_cache_folder_every_user_can_write_is_refused_before_any_request_with_no_cache_too(
+        capsys, vip_env, llm_server, tmp_path, monkeypatch):
+    """With --no-cache the answer was asked for (and paid), then lost: writing it into the cache folder found
+    that folder writable by every user."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    monkeypatch.setenv("VIP_CACHE_DIR", str(shared))
+    llm_server.answer(BULLETS)
+    code, _, err = melanoma(capsys, llm_server, "--no-cache")
+    assert code == 1 and err.startswith(f"error: VIP_CACHE_DIR {shared} is writable by every user")
+    assert len(err.splitlines()) == 1 and llm_server.requests == [] and not Path("melanoma.yaml").exists()
+
+
 def test_several_diseases_write_one_pack_each_into_a_folder(capsys, vip_env, llm_server):
     llm_server.answer(BULLETS).answer(
         "- Symmetric shape\n- Even brown color\n- Smooth, clear edges\n- Regular net pattern"

@@ -228,14 +228,18 @@ def test_a_run_is_written_in_utf8_whatever_the_systems_code_page(tmp_path):
     assert "naevus foncé" in text and "Diameter ≥ 6 mm" in text and "\r" not in text
 
 
-def test_a_page_held_open_by_another_program_is_one_line_naming_that(tmp_path, monkeypatch):
+@pytest.mark.parametrize("windows", [True, False])
+def test_a_page_held_open_by_another_program_is_one_line_naming_that(tmp_path, monkeypatch, windows):
     """Windows lets no open file be replaced: a report.html or predictions CSV open in another program failed
-    as `cannot write ... (permission denied) (make it writable ...)`, though the folder was writable."""
+    as `cannot write ... (permission denied) (make it writable ...)`, though the folder was writable. On POSIX,
+    where an open file can be replaced, the same refusal is the file's permissions, said as before."""
     import errno
 
-    from vipcli import atomic
+    from vipcli import atomic, preflight
     from vipcli.errors import VipError
     from vipcli.report.html import write_html
+
+    monkeypatch.setattr(preflight, "WINDOWS", windows)
 
     page = tmp_path / "report.html"
     page.write_text("old")
@@ -249,9 +253,11 @@ def test_a_page_held_open_by_another_program_is_one_line_naming_that(tmp_path, m
     monkeypatch.setattr(atomic.os, "replace", refused)
     with pytest.raises(VipError) as raised:
         write_html(page, "<html></html>")
-    assert (raised.value.message, raised.value.hint) == (
+    assert (raised.value.message, raised.value.hint) == ((
         f"cannot write {page}: another program has it open (Windows lets no open file be replaced), or it is "
-        "read-only; nothing was written", "close it there, then run the same command again")
+        "read-only; nothing was written", "close it there, then run the same command again") if windows else (
+        f"cannot write {page} (permission denied); nothing was written", "make it writable, then run the same "
+        "command again"))
     assert page.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["report.html"]
 
 
@@ -282,10 +288,11 @@ def test_a_run_replaced_while_a_file_of_it_is_open_elsewhere_says_so(tmp_path, m
 
     import torch
 
-    from vipcli import atomic
+    from vipcli import atomic, preflight
     from vipcli.checkpoint import write_run
     from vipcli.errors import VipError
 
+    monkeypatch.setattr(preflight, "WINDOWS", True)
     run = write_run(tmp_path / "run", {"w": torch.ones(1)}, {"method": "vip"}, {"train": []}, {})
     real = atomic.os.replace
 

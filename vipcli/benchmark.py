@@ -110,6 +110,7 @@ def validate(config: BenchmarkConfig) -> list[tuple[str, type]]:
     if any(s is not None and s < 1 for s in config.shots):
         raise UsageError(f"--shots values must be positive numbers or 'all', got {list(config.shots)}")
     config.encoding.validate()
+    config.encoding.cache_root()  # a cache folder every user can write: refused before the backbone loads
     for shots in config.shots:  # --schedule/--epochs/--batch-size/--lr: refused before split.json is written
         config.schedule.resolve(shots)
     warn_left_out(config)

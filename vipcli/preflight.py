@@ -15,6 +15,8 @@ from pathlib import Path
 
 from vipcli.errors import UsageError, VipError
 
+WINDOWS = os.name == "nt"  # where a file another program holds open cannot be replaced (`write_failed` says so)
+
 PROBE_BYTES = 64 * 1024  # written (and synced) to prove a folder takes data
 MIN_FREE_BYTES = 16 * 1024 * 1024  # below this a disk counts as full
 _REASONS = {
@@ -144,8 +146,11 @@ def write_failed(file: Path, error: OSError, kept: str) -> VipError:
     Args:
         file: the file that could not be written.
         kept: what is left as it was, e.g. "nothing was written".
+
+    On Windows a file refused in a writable folder is most likely open in another program, and said so; on
+    POSIX, where an open file can be replaced, it is the file's own permissions ("make it writable").
     """
-    if held_open(file, error):
+    if WINDOWS and held_open(file, error):
         what = "a file in it" if Path(file).is_dir() else "it"
         return VipError(f"cannot write {file}: another program has {what} open (Windows lets no open file be "
                         f"replaced), or {what} is read-only; {kept}", "close it there, then run the same command again")

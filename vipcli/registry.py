@@ -294,11 +294,16 @@ def forget_contract_passes(backbone_id: str) -> int:
     """Remove every remembered pass of the load-time checks for `backbone_id` (any weights, device
     or plugin version); the next load runs them again. Returns how many were removed.
 
-    Called when `vip backbones check` finds a fault: no later load may trust an earlier pass.
+    Called when `vip backbones check` finds a fault: no later load may trust an earlier pass. A cache folder
+    vip does not trust (`vipcli.cache_trust`) has no pass to forget (no load reads one there), and its refusal
+    must not take the place of the fault being reported.
     """
     from vipcli.features import default_cache_dir
 
-    folder = default_cache_dir() / CHECKS_FOLDER
+    try:
+        folder = default_cache_dir() / CHECKS_FOLDER
+    except VipError:
+        return 0
     removed = 0
     for marker in folder.glob("*") if folder.is_dir() else ():
         try:

@@ -51,12 +51,19 @@ class EncodingSettings:
         if self.batch_size < 1:
             raise UsageError(f"--encode-batch must be at least 1, got {self.batch_size}")
 
+    def cache_root(self) -> Path | None:
+        """The folder of the feature cache these settings ask for (None with `use_cache=False`); a VipError for
+        one every user can write (`vipcli.cache_trust`): called before any work, it refuses such a folder
+        before the backbone loads."""
+        from vipcli.cache_admin import default_root
+
+        return (self.cache_dir or default_root()) if self.use_cache else None
+
     def cache(self, backbone):
         """The feature cache these settings ask for (a memory-only one with `use_cache=False`), under their image fit."""
-        from vipcli.features import FeatureCache, default_cache_dir
+        from vipcli.features import FeatureCache
 
-        return FeatureCache((self.cache_dir or default_cache_dir()) if self.use_cache else None, backbone,
-                            self.image_fit)
+        return FeatureCache(self.cache_root(), backbone, self.image_fit)
 
 
 @dataclass(frozen=True)

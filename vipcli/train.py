@@ -73,6 +73,7 @@ def check_config(config: TrainConfig):
 
     check_data_folder(config.data)
     config.encoding.validate()
+    config.encoding.cache_root()  # a cache folder every user can write: refused before the backbone loads
     from vipcli.methods import make_settings, method_class
     from vipcli.methods.prompting import PromptMethod
 

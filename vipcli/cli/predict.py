@@ -97,12 +97,13 @@ def _predict(paths, model, explain, as_json, backbone, image_fit, device, no_cac
         from vipcli.predict import check_resumable
 
         check_resumable(model, files, out, coverage, explain)  # an --out of another model: before it loads
+    root = None if no_cache else default_cache_dir()  # a cache folder every user can write: refused before loading
     predictor = load_predictor(model, distributed.rank_device(device, world), backbone, image_fit)
     if world.main:
         _warn_if_folders_name_other_classes(files, predictor.class_names, model)
     if explain and world.main:
         _note_if_nothing_to_explain(predictor.method)
-    cache = predictor.feature_cache(None if no_cache else default_cache_dir())
+    cache = predictor.feature_cache(root)
     if out is not None:
         distributed.join()
         _predict_to_file(predictor, files, out, world, force, explain, cache, workers, coverage, model)

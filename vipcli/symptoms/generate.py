@@ -16,7 +16,7 @@ from typing import Callable
 from vipcli.errors import UsageError, VipError
 from vipcli.packs import SymptomPack, pack_from_dict, shipped_packs
 from vipcli.symptoms.agree import DEFAULT_THRESHOLD, Agreement, agree_by_judgement, agree_by_overlap, judge_prompt
-from vipcli.symptoms.cache import cache_key, read_cached, write_atomic, write_cached
+from vipcli.symptoms.cache import cache_dir, cache_key, read_cached, write_atomic, write_cached
 from vipcli.symptoms.llm import (FILTERED, MAX_ANSWER_BYTES, STOPPED_AT_LIMIT, LLMConfig, TemperatureRefused, chat,
                                  endpoint_host, read_api_key, redact, secrets_of)
 from vipcli.symptoms.parse import CUT_HINT, CUT_REASON, AnswerError, ParsedAnswer, parse_answer
@@ -156,6 +156,7 @@ def generate_pack(config: GenerateConfig, notify: Callable[[str], None] = _quiet
         VipError: endpoint failures, unusable answers, too few symptoms, too few images.
     """
     check_config(config)
+    cache_dir()  # a cache folder others can write: refused before an answer is paid for (--no-cache writes there too)
     grid = _make_grid(config)  # a bad image folder fails before paying for stage 1
     with one_run():  # a temperature refused at stage 1 is not sent again at stage 2 or to the judge
         report = GenerateReport(stage1=_ask_stage1(config, notify))

@@ -210,11 +210,11 @@ def rank_on_data(config: RankConfig, progress=None) -> RankResult:
     dataset = load_dataset(config.data, seed=config.seed)
     packs = packs_for_classes(dataset.class_names, list(config.symptoms))
     device = resolve_device(config.device)
+    root = (config.cache_dir or default_cache_dir()) if config.use_cache else None  # (refused: before loading)
     backbone = load_backbone(config.backbone, config.arch, config.pretrained, device)
     prompts = [list(packs[name].symptoms) for name in dataset.class_names]
     bank = build_prompt_bank(backbone, prompts, n_ctx=0)  # a symptom too long for the text tower: before encoding
-    cache = FeatureCache((config.cache_dir or default_cache_dir()) if config.use_cache else None, backbone,
-                         config.image_fit)
+    cache = FeatureCache(root, backbone, config.image_fit)
     train = dataset.splits["train"]
     with console.task(progress, "encoding training images", len(train)) as advance:
         encoded = encode_images(backbone, [s.path for s in train], 0, cache, workers=config.workers, advance=advance)
