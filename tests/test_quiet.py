@@ -35,16 +35,16 @@ def test_quiet_before_the_command_and_vip_quiet_drop_the_hints(cli, tmp_path, mo
         Image.new("RGB", (8, 8), (number * 60, 40, 90)).save(images / f"i{number}.png")
     (tmp_path / "gt.csv").write_text("image,label\n" + "".join(f"i{n},{'xy'[n % 2]}\n" for n in range(4)))
 
-    def sort(*before):
-        return cli(*before, "data", "sort", tmp_path / "gt.csv", "--images", images, "--out", tmp_path / "s",
-                   "--force")
+    def sort(*before, after_group=()):
+        return cli(*before, "data", *after_group, "sort", tmp_path / "gt.csv", "--images", images,
+                   "--out", tmp_path / "s", "--force")
 
     code, loud_out, loud_err = sort()
     assert code == 0 and "next: vip train --data " in loud_err  # what quiet has to drop
-    quiet = [sort("-q"), sort("--quiet")]
+    quiet = [sort("-q"), sort("--quiet"), sort(after_group=["-q"])]  # the last: `vip data -q sort`
     monkeypatch.setenv("VIP_QUIET", "1")
     quiet.append(sort())
-    assert quiet == [(0, loud_out, "")] * 3
+    assert quiet == [(0, loud_out, "")] * 4
 
 
 def test_quiet_keeps_errors(cli, tmp_path):

@@ -241,15 +241,34 @@ class HelpCommand(_PlainWhenNarrow, TyperCommand):
         while top.parent is not None and top.parent.parent is not None:  # `cache` of `vip cache clear`
             top = top.parent
         refuse_unshared_command(top.info_name or "")
-        quiet = ctx.params.pop("quiet", False) or ctx.find_root().params.get("quiet", False)  # `vip -q train`
+        quiet = (ctx.params.pop("quiet", False) or ctx.find_root().params.get("quiet", False)  # `vip -q train`
+                 or ctx.meta.get(QUIET_GROUP, False))  # `vip cache -q clear`
         with console.quiet(quiet):
             result = super().invoke(ctx)
         stop_signals.work_done()
         return result
 
 
+QUIET_GROUP = "vip.quiet"  # ctx.meta's key: a group's own -q (`vip cache -q clear`), for its command to read
+
+
 class HelpGroup(_PlainWhenNarrow, TyperGroup):
-    """A typer command group whose `--help` keeps every option name whole at any terminal width."""
+    """A typer command group whose `--help` keeps every option name whole at any terminal width, and that
+    takes `-q/--quiet` too where its callback does not (`vip cache -q clear`, as `vip -q cache clear`)."""
+
+    def __init__(self, *args, **settings) -> None:
+        super().__init__(*args, **settings)
+        from vipcli.cli.options import quiet_option
+
+        self._own_quiet = not any(param.name == "quiet" for param in self.params)  # the root's callback has it
+        if self._own_quiet:
+            self.params.append(quiet_option())
+
+    def invoke(self, ctx):
+        """Run the group; its own `-q` is kept in `ctx.meta` for the command, not passed to its callback."""
+        if self._own_quiet and ctx.params.pop("quiet", False):
+            ctx.meta[QUIET_GROUP] = True
+        return super().invoke(ctx)
 
     def format_commands(self, ctx, formatter) -> None:
         """The commands, each with the first paragraph of its help, whole (rich's text, not click's cut)."""
