@@ -185,6 +185,9 @@ def test_an_unknown_fit_is_refused_before_any_work(cli, tmp_path):
         "pad or squash keep the whole image)"]
     with pytest.raises(VipError, match=r"image_fit='letterbox': expected 'crop', 'pad' or 'squash'"):
         vip.train(tmp_path / "nowhere", image_fit="letterbox")
+    from vipcli.api import _image_fit
+
+    assert _image_fit(" PAD") == "pad"  # as `--image-fit PAD` is taken
 
 
 def test_symptoms_rank_ranks_on_the_images_as_the_fit_shows_them_and_says_how_to_train_so(cli, oblong):

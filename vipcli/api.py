@@ -477,10 +477,11 @@ def _image_fit(value) -> str:
     """`image_fit` as `--image-fit` takes it: "crop", "pad" or "squash"."""
     from vipcli.image_fit import FITS
 
-    if not isinstance(value, str) or value not in FITS:
+    fit = value.strip().lower() if isinstance(value, str) else None  # "PAD" as `--image-fit PAD` takes it
+    if fit not in FITS:
         raise UsageError(f"image_fit={value!r}: expected 'crop', 'pad' or 'squash'",
                          "such as image_fit='pad' to keep the whole image")
-    return value
+    return fit
 
 
 def _shots(shots) -> int | None:
