@@ -14,20 +14,24 @@ import re
 import textwrap
 from pathlib import Path
 
-# Okabe-Ito hues (colour-blind safe) for the built-in methods; fixed, whatever methods a figure shows. Every one
-# is at least 3:1 on white, the WCAG minimum for lines and markers (1.4.11): Okabe-Ito's orange #E69F00 (2.25:1)
-# and sky blue #56B4E9 (2.31:1) are darkened just enough to reach it, their hue and saturation kept
+# Okabe-Ito hues (colour-blind safe) for vip, its MEP ablation, CoOp and the linear probe, grey for zero-shot, and
+# others chosen so that no two built-in methods look alike to normal vision (15 or more apart in CIELAB) nor, simulated
+# (Machado et al. 2009, severity 1), to a reader with deuteranopia or protanopia (Okabe-Ito's orange for
+# vip-cop-only was 6.4 from vip's vermillion to a deuteranope, tip-adapter-f's purple #6A3D9A 8.2 from coop's blue
+# and symptom-zeroshot's bluish green #009E73 9.7 from zero-shot's grey). Every one is at least 3:1 on white, the
+# WCAG minimum for lines and markers (1.4.11): Okabe-Ito's sky blue #56B4E9 (2.31:1) is darkened just enough to
+# reach it, its hue and saturation kept
 METHOD_COLORS = {
     "vip": "#D55E00",  # vermillion
-    "vip-cop-only": "#C68900",  # orange (#E69F00 x 0.86)
+    "vip-cop-only": "#962D0F",  # brick red
     "vip-mep-only": "#CC79A7",  # reddish purple
     "coop": "#0072B2",  # blue
     "zeroshot": "#7F7F7F",  # grey
-    "symptom-zeroshot": "#009E73",  # bluish green
+    "symptom-zeroshot": "#5AA55A",  # green
     "linear-probe": "#4B9DCC",  # sky blue (#56B4E9 x 0.87)
     "tip-adapter": "#8C564B",  # brown
-    "tip-adapter-f": "#6A3D9A",  # purple
-    "clap": "#117A8B",  # teal (dark goldenrod #B8860B was hard to tell from vip-cop-only's darkened orange)
+    "tip-adapter-f": "#5A00FF",  # violet
+    "clap": "#117A8B",  # teal (dark goldenrod #B8860B was hard to tell from vip-cop-only's old orange)
     "biomedcoop": "#1F3A93",  # navy
 }
 # other methods (plugins) get one of these, chosen by a digest of their name (stable across runs); each at
