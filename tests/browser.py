@@ -58,6 +58,14 @@ PROBE = """<script>
     var overflowing = Array.prototype.filter.call(document.querySelectorAll(".card"), function (c) {
       return c.scrollWidth > c.clientWidth + 1;  // text running past the card's border
     }).map(function (c) { return c.textContent.slice(0, 80); });
+    var role = function (e) {  // an element's ARIA role: its own, or the one its tag implies (lists only)
+      return e.getAttribute("role") || ({UL: "list", OL: "list", LI: "listitem"})[e.tagName] || "";
+    };
+    var galleries = Array.prototype.map.call(document.querySelectorAll(".gallery"), function (g) {
+      return {role: role(g), cards: g.querySelectorAll(".card").length,
+              items: Array.prototype.filter.call(g.children, function (c) { return role(c) === "listitem"; }).length,
+              markers: Array.prototype.map.call(g.children, function (c) { return getComputedStyle(c).listStyleType; })};
+    });
     var handlers = Array.prototype.filter.call(document.querySelectorAll("*"), function (e) {
       return Array.prototype.some.call(e.attributes, function (a) { return a.name.indexOf("on") === 0; });
     }).length;
@@ -65,7 +73,7 @@ PROBE = """<script>
     var out = document.createElement("pre");
     out.id = "vip-probe";
     out.textContent = JSON.stringify({images: images, figures: figures, tables: tables, bold: bold, errors: errors, height: document.body.scrollHeight,
-                                      overflowing: overflowing, scripts: document.scripts.length - 1, handlers: handlers,
+                                      overflowing: overflowing, galleries: galleries, scripts: document.scripts.length - 1, handlers: handlers,
                                       title: document.title, text: document.body.innerText,
                                       width: narrowed ? document.body.scrollWidth : root.scrollWidth,
                                       viewport: narrowed ? root.getBoundingClientRect().width : window.innerWidth});

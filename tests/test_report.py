@@ -43,7 +43,7 @@ def benchmark_dir(tmp_path_factory, lesion_run):
 
 def _cards(page: str) -> list[str]:
     """The class attribute of every gallery card, in page order."""
-    return re.findall(r'<div class="(card(?: wrong)?)">', page)
+    return re.findall(r'<li class="(card(?: wrong)?)">', page)
 
 
 def _self_contained(page: str) -> None:

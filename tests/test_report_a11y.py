@@ -475,7 +475,11 @@ def test_a_cards_image_tells_a_screen_reader_what_vip_made_of_it(tmp_path):
              GalleryItem(str(tmp_path / "nevus" / "c.png"), None, "nevus", 0.612, None, None)]
     page = tmp_path / "cards.html"
     page.write_text(html.page("vip predictions: 3 images", "", [gallery_html(items, root=tmp_path)], ""), encoding="utf-8")
-    alts = [image["alt"] for image in render(page, tmp_path / "browser")["images"]]
+    rendered = render(page, tmp_path / "browser")
+    alts = [image["alt"] for image in rendered["images"]]
     assert alts == ["nevus/a.png: true class nevus, predicted melanoma (wrong), probability 95.0%",
                     "nevus/b.png: true class nevus, predicted nevus (right), probability 80.0%",
                     "nevus/c.png: predicted nevus, probability 61.2%"]
+    # the cards were 3 <div>s: a screen reader could neither say "list, 3 items" nor jump card to card; a list
+    # now, its bullets hidden (the page looks as it did)
+    assert rendered["galleries"] == [{"role": "list", "cards": 3, "items": 3, "markers": ["none"] * 3}]

@@ -73,7 +73,7 @@ def test_a_card_whose_set_misses_the_true_class_says_so_and_no_other_does(tmp_pa
     items = [GalleryItem(str(tmp_path / "nevus" / f"{i}.png"), "nevus", label, 0.8, members, None)
              for i, (label, members) in enumerate([("melanoma", ["melanoma"]), ("melanoma", ["melanoma", "nevus"]),
                                                     ("nevus", ["nevus"]), ("nevus", [])])]
-    cards = gallery_html(items).split('<div class="card')[1:]
+    cards = gallery_html(items).split('<li class="card')[1:]
     assert ["misses the true class" in card for card in cards] == [True, False, False, True]
     unknown = GalleryItem(str(tmp_path / "x.png"), None, "nevus", 0.8, ["melanoma"], None)
     assert "misses the true class" not in gallery_html([unknown])

@@ -121,7 +121,7 @@ def _card(item: GalleryItem, root: Path | None) -> str:
     verdict = ""
     if item.truth is not None:
         verdict = ('<span class="tag wrong">wrong</span> ' if item.wrong else '<span class="tag right">right</span> ')
-    lines = [f'<div class="card{" wrong" if item.wrong else ""}">', picture,
+    lines = [f'<li class="card{" wrong" if item.wrong else ""}">', picture,
              f'<div class="name">{file_name(shown)}</div>']
     if item.truth is not None:
         lines.append(f"<div>true class: <b>{text(item.truth)}</b></div>")
@@ -134,7 +134,7 @@ def _card(item: GalleryItem, root: Path | None) -> str:
                      + (' <span class="tag wrong">misses the true class</span>' if missed else "") + "</div>")
     if item.top_symptoms is not None:
         lines.append(_symptoms_html(item))
-    lines.append("</div>")
+    lines.append("</li>")
     return "".join(lines)
 
 
@@ -212,4 +212,7 @@ def gallery_html(items: list[GalleryItem], limit: int | None = None, root: Path 
                         + (f" ({more})" if more else ""))
     cards = "".join(_card(item, root) for item in shown)
     symptoms = SYMPTOMS_MEANING if any(i.top_symptoms for i in shown) else ""
-    return f"<p>{text(summary)}.</p>{symptoms}<div class=\"gallery\">{cards}</div>"
+    # a list, so that a screen reader says how many cards there are and moves card to card (role="list": Safari
+    # drops the list's meaning once its bullets are hidden)
+    gallery = f'<ul class="gallery" role="list">{cards}</ul>' if cards else ""
+    return f"<p>{text(summary)}.</p>{symptoms}{gallery}"

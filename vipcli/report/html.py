@@ -43,7 +43,8 @@ figure .scroll { margin: 0; isolation: isolate; }  /* what its figure is blended
 figcaption, .caption { color: #555; font-size: 0.85rem; }
 .swatch { display: inline-block; width: 0.8rem; height: 0.8rem; border-radius: 2px; margin-right: 0.35rem;
           vertical-align: -0.1rem; }
-.gallery { display: grid; grid-template-columns: repeat(auto-fill, minmax(220px, 1fr)); gap: 0.8rem; }
+.gallery { display: grid; grid-template-columns: repeat(auto-fill, minmax(220px, 1fr)); gap: 0.8rem;
+            list-style: none; margin: 0; padding: 0; }  /* a list of cards, drawn as a grid */
 .card { border: 1px solid #ddd; border-radius: 6px; padding: 0.5rem; font-size: 0.82rem; background: #fafafa;
         overflow-wrap: anywhere; }  /* a class name or symptom with no space in it wraps inside the card */
 .card.wrong { border: 2px solid #c62828; background: #fff5f5; }
@@ -54,7 +55,7 @@ figcaption, .caption { color: #555; font-size: 0.85rem; }
 .banner { background: #fdecea; border: 2px solid #c62828; border-radius: 6px; padding: 0.6rem 0.9rem;
           margin: 0.8rem 0; font-size: 1rem; }
 .card .detail { color: #666; font-size: 0.75rem; }
-.card ul { margin: 0.2rem 0 0; padding-left: 1.1rem; }
+.card ul { margin: 0.2rem 0 0; padding-left: 1.1rem; list-style: disc; }  /* not the gallery's none */
 .tag { display: inline-block; padding: 0 0.35rem; border-radius: 3px; font-weight: 600; }
 .tag.wrong { background: #c62828; color: #fff; } .tag.right { background: #2e7d32; color: #fff; }
 code { background: #f4f4f6; padding: 0 0.2rem; border-radius: 3px; }
