@@ -901,6 +901,28 @@ def test_the_printed_tables_show_each_columns_leader_in_bold():
     assert len(bold(f1)) == 6  # all tied at 50.00: each
 
 
+def test_the_printed_tables_name_each_columns_leader_in_words_that_a_log_file_keeps():
+    """Bold was the only mark of a column's best mean: lost in `vip benchmark ... > log.txt` and not said by a
+    screen reader. A line under each table names them, as `vip report`'s does."""
+    import io
+
+    from rich.console import Console
+
+    from vipcli.cli.benchmark import benchmark_tables
+    from vipcli.sweep_folder import summarize
+
+    rows = [{"method": m, "shots": s, "seed": seed, "test_accuracy": a + seed, "test_macro_f1": 50.0}
+            for m, s, a in (("zeroshot", 0, 70.0), ("coop", 1, 60.0), ("coop", 4, 80.0), ("vip", 1, 65.0),
+                            ("vip", 4, 79.0)) for seed in (1, 2)]
+    printed = []
+    for table in benchmark_tables(SimpleNamespace(rows=rows, summary=summarize(rows))):
+        plain = Console(file=io.StringIO(), width=400, color_system=None)
+        plain.print(table)
+        printed.append(" ".join(plain.file.getvalue().split()))  # as words: the note wraps to the table's width
+    assert "In bold: the highest mean in each column (each of a tie): zeroshot at 1-shot, coop at 4-shot. " in printed[0]
+    assert ": zeroshot and coop and vip at 1-shot, zeroshot and coop and vip at 4-shot. " in printed[1]
+
+
 def test_a_cell_with_no_spread_prints_its_mean_alone():
     """Two seeds, one without a test figure: the summary's std is None, which `:.2f` could not print."""
     from vipcli.cli.benchmark import _cell

@@ -219,6 +219,23 @@ def column_leaders(means: dict) -> dict[str, set[str]]:
             for column, found in columns.items() if len(found) > 1}
 
 
+BEST_NOTE = {  # under each metric's table (console and report), by whether the sweep has several seeds; {} names
+    # the bold cells, in words: a screen reader does not say that a cell is bold, nor does a log file keep it
+    True: "In bold: the highest mean in each column (each of a tie){}. A lead smaller than the spread over the "
+          "seeds may be chance.",
+    False: "In bold: the highest figure in each column (each of a tie){}. One seed shows no spread, so a small "
+           "lead may be chance.",
+}
+
+
+def best_note(leaders: dict[str, set[str]], methods: list[str], columns: list[str], several_seeds: bool) -> str:
+    """The line under a benchmark table that names its bold cells: `leaders` as `column_leaders` gives them,
+    `methods` and `columns` in the table's order ("...: vip at 1-shot, coop and vip at 4-shot. ...")."""
+    named = ", ".join(f"{' and '.join(m for m in methods if m in leaders[c])} at {c}-shot"
+                      for c in columns if c in leaders)
+    return BEST_NOTE[several_seeds].format(f": {named}" if named else "")
+
+
 CAPPED_MARK = "†"  # after a shots column's heading (console and report) whose rows trained on fewer images
 
 

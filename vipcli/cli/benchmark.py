@@ -110,13 +110,14 @@ def _cell(entry: dict | None, metric: str) -> str:
 
 def benchmark_tables(result) -> list:
     """Two rich tables (test accuracy, test macro-F1): rows = methods, columns = shots; the highest mean
-    of each column in bold (shown on a terminal)."""
+    of each column in bold (on a terminal), and named in words under the table (bold is lost in a log file
+    and not said by a screen reader), as in `vip report`."""
     from rich import box
     from rich.table import Table
     from rich.text import Text
 
     from vipcli.methods import method_class
-    from vipcli.metrics import CAPPED_MARK, capped_columns, column_leaders
+    from vipcli.metrics import CAPPED_MARK, best_note, capped_columns, column_leaders
 
     columns = list(dict.fromkeys(str(r["shots"]) for r in result.rows if str(r["shots"]) != "0"))
     capped = capped_columns(result.rows)
@@ -127,7 +128,7 @@ def benchmark_tables(result) -> list:
     spread = f"mean±std over seeds {seeds}" if len(seed_list) > 1 else f"seed {seeds}"
     tables = []
     for metric, title in (("accuracy", "test accuracy %"), ("macro_f1", "test macro-F1 %")):
-        table = Table(title=f"{title}, {spread}", box=box.SIMPLE_HEAD, pad_edge=False)
+        table = Table(title=f"{title}, {spread}", box=box.SIMPLE_HEAD, pad_edge=False, caption_justify="left")
         table.add_column("method", no_wrap=True)
         for c in columns or ["0"]:
             table.add_column(f"{c}-shot{CAPPED_MARK if c in capped else ''}", justify="right", no_wrap=True)
@@ -138,6 +139,8 @@ def benchmark_tables(result) -> list:
             cells = [Text(_cell(entries[method, c], metric), style="bold" if method in leaders.get(c, ()) else "")
                      for c in columns or ["0"]]
             table.add_row(method if method_class(method).uses_shots else f"{method}*", *cells)
+        if leaders:
+            table.caption = Text(best_note(leaders, methods, columns or ["0"], len(seed_list) > 1), style="")
         tables.append(table)
     return tables
 

@@ -12,7 +12,8 @@ from vipcli import console
 from vipcli.console import first_few
 from vipcli.errors import VipError
 from vipcli.image_fit import fit_words
-from vipcli.metrics import CAPPED_MARK, capped_columns, capped_note, column_leaders, mean_and_std, row_figure
+from vipcli.metrics import (CAPPED_MARK, best_note, capped_columns, capped_note, column_leaders, mean_and_std,
+                            row_figure)
 from vipcli.plots import benchmark_title, draw_shots, method_styles, seeds_label, svg_markup, uneven_seeds
 from vipcli.report import html
 from vipcli.report.data_notes import left_out_files, skipped_files
@@ -64,10 +65,10 @@ def _columns(rows: list[dict]) -> list[str]:
     return found or ["0"]
 
 
-def _grid(rows: list[dict], key: str, fmt, mark_best: bool = False) -> tuple[list[str], list[list[str]], str]:
+def _grid(rows: list[dict], key: str, fmt, mark_best: bool = False) -> tuple[list[str], list[list[str]], tuple]:
     """Rows = methods (in their colour), columns = shots; methods that learn nothing repeat their figure.
-    `mark_best`: the cells of the highest mean in each column (ties: each) in bold (<strong>), and named in the
-    third item returned ("vip at 1-shot, coop and vip at 4-shot"; empty without `mark_best`)."""
+    `mark_best`: the cells of the highest mean in each column (ties: each) in bold (<strong>); the third item
+    returned, (leaders, methods, columns), is what `best_note` names them from (no leaders without `mark_best`)."""
     columns, methods = _columns(rows), list(dict.fromkeys(r["method"] for r in rows))
     styles = method_styles(methods)  # the plot's colours
     fixed = {m: all(str(r["shots"]) == "0" for r in rows if r["method"] == m) for m in methods}  # learns nothing
@@ -80,17 +81,9 @@ def _grid(rows: list[dict], key: str, fmt, mark_best: bool = False) -> tuple[lis
         cells = [f"<strong>{cell}</strong>" if method in best.get(c, ()) else cell for c, cell in zip(columns, cells)]
         body.append([html.swatch(styles[method][0], method + (" *" if fixed[method] else "")), *cells])
     capped = capped_columns(rows)
-    named = ", ".join(f"{' and '.join(m for m in methods if m in best[c])} at {c}-shot" for c in columns if c in best)
-    return [f"{c}-shot{CAPPED_MARK if c in capped else ''}" for c in columns], body, named
+    return [f"{c}-shot{CAPPED_MARK if c in capped else ''}" for c in columns], body, (best, methods, columns)
 
 
-BEST_NOTE = {  # under each metric's table, by whether the sweep has several seeds; {} names the bold cells, in
-    # words, for a screen reader, which does not say that a cell is bold
-    True: "In bold: the highest mean in each column (each of a tie){}. A lead smaller than the spread over the "
-          "seeds may be chance.",
-    False: "In bold: the highest figure in each column (each of a tie){}. One seed shows no spread, so a small "
-           "lead may be chance.",
-}
 SHARED_TIME_NOTE = (
     "The images are encoded once for the whole sweep, not in any row's seconds. Rows of one prompt-learning "
     "method (vip, vip-cop-only, coop, biomedcoop) are trained together, its seeds and shot counts in one "
@@ -115,8 +108,8 @@ def _tables(rows: list[dict]) -> str:
         " " + UNEVEN_NOTE if uneven else "")
     spread, parts = seeds_label(seeds, "cell" if uneven else None), [f"<p>{html.text(meaning)}</p>"]
     for key, title in METRICS:
-        header, body, named = _grid(rows, key, _mean_std_n if uneven else _mean_std, mark_best=True)
-        note = BEST_NOTE[len(seeds) > 1].format(f": {named}" if named else "")
+        header, body, marked = _grid(rows, key, _mean_std_n if uneven else _mean_std, mark_best=True)
+        note = best_note(*marked, several_seeds=len(seeds) > 1)
         parts.append(html.table(f"{title} ({spread})", ["method", *header], body,
                                 numeric=set(range(1, len(header) + 1)), raw=True)
                      + f'<p class="caption">{html.text(note)}</p>')
