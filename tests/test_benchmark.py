@@ -890,7 +890,7 @@ def test_the_printed_tables_show_each_columns_leader_in_bold():
     rows = [{"method": m, "shots": s, "seed": seed, "test_accuracy": a + seed, "test_macro_f1": 50.0}
             for m, s, a in (("zeroshot", 0, 70.0), ("coop", 1, 60.0), ("coop", 4, 80.0), ("vip", 1, 65.0),
                             ("vip", 4, 79.0)) for seed in (1, 2)]
-    accuracy, f1 = benchmark_tables(SimpleNamespace(rows=rows, summary=summarize(rows)))
+    (accuracy, _), (f1, _) = benchmark_tables(SimpleNamespace(rows=rows, summary=summarize(rows)))
 
     def bold(table) -> list[tuple[str, str]]:
         methods = [str(cell) for cell in table.columns[0]._cells]
@@ -905,22 +905,28 @@ def test_the_printed_tables_name_each_columns_leader_in_words_that_a_log_file_ke
     """Bold was the only mark of a column's best mean: lost in `vip benchmark ... > log.txt` and not said by a
     screen reader. A line under each table names them, as `vip report`'s does."""
     import io
+    from unittest.mock import patch
 
     from rich.console import Console
 
-    from vipcli.cli.benchmark import benchmark_tables
     from vipcli.sweep_folder import summarize
 
     rows = [{"method": m, "shots": s, "seed": seed, "test_accuracy": a + seed, "test_macro_f1": 50.0}
             for m, s, a in (("zeroshot", 0, 70.0), ("coop", 1, 60.0), ("coop", 4, 80.0), ("vip", 1, 65.0),
                             ("vip", 4, 79.0)) for seed in (1, 2)]
-    printed = []
-    for table in benchmark_tables(SimpleNamespace(rows=rows, summary=summarize(rows))):
-        plain = Console(file=io.StringIO(), width=400, color_system=None)
-        plain.print(table)
-        printed.append(" ".join(plain.file.getvalue().split()))  # as words: the note wraps to the table's width
-    assert "In bold: the highest mean in each column (each of a tie): zeroshot at 1-shot, coop at 4-shot. " in printed[0]
-    assert ": zeroshot and coop and vip at 1-shot, zeroshot and coop and vip at 4-shot. " in printed[1]
+    from vipcli.cli import benchmark as cli_benchmark
+
+    out = Console(file=io.StringIO(), width=60, color_system=None)  # a narrow log: the note is still one line
+    result = SimpleNamespace(rows=rows, summary=summarize(rows), out=Path("sweep"), trained=10, skipped=0,
+                             encoded_views=0)
+    with patch.object(cli_benchmark.console, "stdout", lambda: out):
+        cli_benchmark.print_benchmark(result, as_json=False)
+    lines = out.file.getvalue().splitlines()
+    notes = [line for line in lines if line.startswith("In bold: ")]
+    assert notes[0].startswith("In bold: the highest mean in each column (each of a tie): zeroshot at 1-shot, coop "
+                               "at 4-shot. ")
+    assert ": zeroshot and coop and vip at 1-shot, zeroshot and coop and vip at 4-shot. " in notes[1]
+    assert lines.index(notes[0]) < lines.index(notes[1])  # each under its own table
 
 
 def test_a_cell_with_no_spread_prints_its_mean_alone():

@@ -109,9 +109,10 @@ def _cell(entry: dict | None, metric: str) -> str:
 
 
 def benchmark_tables(result) -> list:
-    """Two rich tables (test accuracy, test macro-F1): rows = methods, columns = shots; the highest mean
-    of each column in bold (on a terminal), and named in words under the table (bold is lost in a log file
-    and not said by a screen reader), as in `vip report`."""
+    """Two (rich table, note) pairs (test accuracy, test macro-F1): rows = methods, columns = shots; the
+    highest mean of each column in bold (on a terminal), and named in words by the note, to print as one line
+    under the table (bold is lost in a log file and not said by a screen reader), as in `vip report`; the
+    note is None where no column has a figure."""
     from rich import box
     from rich.table import Table
     from rich.text import Text
@@ -128,7 +129,7 @@ def benchmark_tables(result) -> list:
     spread = f"mean±std over seeds {seeds}" if len(seed_list) > 1 else f"seed {seeds}"
     tables = []
     for metric, title in (("accuracy", "test accuracy %"), ("macro_f1", "test macro-F1 %")):
-        table = Table(title=f"{title}, {spread}", box=box.SIMPLE_HEAD, pad_edge=False, caption_justify="left")
+        table = Table(title=f"{title}, {spread}", box=box.SIMPLE_HEAD, pad_edge=False)
         table.add_column("method", no_wrap=True)
         for c in columns or ["0"]:
             table.add_column(f"{c}-shot{CAPPED_MARK if c in capped else ''}", justify="right", no_wrap=True)
@@ -139,9 +140,8 @@ def benchmark_tables(result) -> list:
             cells = [Text(_cell(entries[method, c], metric), style="bold" if method in leaders.get(c, ()) else "")
                      for c in columns or ["0"]]
             table.add_row(method if method_class(method).uses_shots else f"{method}*", *cells)
-        if leaders:
-            table.caption = Text(best_note(leaders, methods, columns or ["0"], len(seed_list) > 1), style="")
-        tables.append(table)
+        note = best_note(leaders, methods, columns or ["0"], len(seed_list) > 1) if leaders else None
+        tables.append((table, note))
     return tables
 
 
@@ -157,10 +157,12 @@ def print_benchmark(result, as_json: bool) -> None:
     from rich.measure import Measurement
 
     out = console.stdout()
-    for table in benchmark_tables(result):  # never truncate a figure: wider than the terminal, lines wrap
+    for table, note in benchmark_tables(result):  # never truncate a figure: wider than the terminal, lines wrap
         natural = Measurement.get(out, out.options.update_width(10_000), table).maximum
         out.width = max(out.width, natural)
         out.print(table, crop=False)
+        if note:
+            out.print(note, markup=False, soft_wrap=True)  # one line, as a log file keeps it for grep
     from vipcli.metrics import capped_columns, capped_note
 
     if capped_columns(result.rows):
