@@ -160,7 +160,7 @@ def encode_pool(backbone, dataset: Dataset, shots: tuple, seeds: tuple, views: i
     seeded order, K the largest shots value (every training image when a shots value is 'all').
     """
     from vipcli.features import encode_images
-    from vipcli.featuresets import check_enough, encode_union, feature_set
+    from vipcli.featuresets import check_enough, encode_all, encode_union, feature_set
 
     train = dataset.splits["train"]
     largest = None if any(s is None for s in shots) else max(shots)
@@ -168,15 +168,19 @@ def encode_pool(backbone, dataset: Dataset, shots: tuple, seeds: tuple, views: i
     total = (len(train) if largest is None else min(len(train), largest * len(dataset.class_names) * len(orders)))
     with console.task(progress, "encoding images", total + len(dataset.splits["val"]) + len(dataset.splits["test"])) \
             as advance:
-        readable, failures, encoded_views = encode_union(  # path -> (center [D] | None, views [V, D])
-            backbone, train, orders, largest, views, cache, {"batch_size": batch_size, "workers": workers}, advance,
-            center)
-        members = [s for s in train if str(s.path) in readable]
-        x = [readable[str(s.path)][0] for s in members]
-        pool_train = FeatureSet(
-            torch.stack(x) if members and all(v is not None for v in x) else torch.empty(len(members), 0),
-            torch.tensor([s.label for s in members], dtype=torch.long), [str(s.path) for s in members],
-            torch.stack([readable[str(s.path)][1] for s in members]) if members else None)
+        encode_kwargs = {"batch_size": batch_size, "workers": workers}
+        if largest is None:  # every training image: the pool is the features' own block, not a stacked copy
+            pool_train, failures, encoded_views = encode_all(backbone, train, views, cache, encode_kwargs, advance,
+                                                             center)
+        else:
+            readable, failures, encoded_views = encode_union(  # path -> (center [D] | None, views [V, D])
+                backbone, train, orders, largest, views, cache, encode_kwargs, advance, center)
+            members = [s for s in train if str(s.path) in readable]
+            x = [readable[str(s.path)][0] for s in members]
+            pool_train = FeatureSet(
+                torch.stack(x) if members and all(v is not None for v in x) else torch.empty(len(members), 0),
+                torch.tensor([s.label for s in members], dtype=torch.long), [str(s.path) for s in members],
+                torch.stack([readable[str(s.path)][1] for s in members]) if members else None)  # [N, V, D]
         parts = {}
         for name in ("val", "test"):
             samples = dataset.splits[name]
