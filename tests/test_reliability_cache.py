@@ -147,7 +147,7 @@ def test_a_benchmark_pool_of_every_training_image_is_the_features_block_and_its_
         backbone, isic_small, tmp_path, monkeypatch):
     """`vip benchmark --shots 2,all`: the pool of every training image is the block the features were read or
     encoded into (`EncodedImages.take`), unreadable images' rows closed up, not a second, stacked copy of it;
-    each few-shot row's subset is rows of it."""
+    the 'all' row trains on it as it is, and each few-shot row's subset is rows of it."""
     from vipcli.benchmark import encode_pool, readable_order, select_subset
     from vipcli.data import load_dataset
     from vipcli.features import EncodedImages, FeatureCache, encode_images
@@ -173,6 +173,9 @@ def test_a_benchmark_pool_of_every_training_image_is_the_features_block_and_its_
                                rtol=0, atol=1e-6)
     torch.testing.assert_close(pool.train.views, torch.stack([fresh.train[i] for i in range(len(readable))]),
                                rtol=0, atol=1e-6)
+    every, used = select_subset(pool, readable_order(pool, dataset, 1), None)  # the 'all' row: the pool, not a copy
+    assert every.x is pool.train.x and every.views is pool.train.views and every.paths == pool.train.paths
+    assert used == [6, 6]
     subset, used = select_subset(pool, readable_order(pool, dataset, 1), 2)
     rows = [pool.train.paths.index(path) for path in subset.paths]
     assert used == [2, 2] and torch.equal(subset.views, pool.train.views[rows])

@@ -207,15 +207,20 @@ def readable_order(pool: PreparedData, dataset: Dataset, seed: int) -> list[list
 def select_subset(pool: PreparedData, order: list[list[int]], shots: int | None):
     """The K-shot training FeatureSet: per class the first K readable images of the seeded order.
 
+    A subset of every image of the pool in the pool's order (shots 'all' on data listed class by class) is the
+    pool's own tensors, not a copy of them: a fit that changes them in place is refused (`checked_fit`).
     Returns:
         (FeatureSet with x [N, D], views [N, V, D], y [N]; images used per class)
     """
     chosen = [rows if shots is None else rows[:shots] for rows in order]
     index = sorted((i for rows in chosen for i in rows), key=lambda i: (int(pool.train.y[i]), pool.train.paths[i]))
+    counts = [len(rows_c) for rows_c in chosen]
+    if index == list(range(len(pool.train.paths))):  # every image, in the pool's order ('all'): its tensors, no copy
+        return FeatureSet(pool.train.x, pool.train.y, list(pool.train.paths), pool.train.views), counts
     rows = torch.tensor(index, dtype=torch.long)
     views = None if pool.train.views is None else pool.train.views[rows]  # None: a zero-shot-only pool
     subset = FeatureSet(pool.train.x[rows], pool.train.y[rows], [pool.train.paths[i] for i in index], views)
-    return subset, [len(rows_c) for rows_c in chosen]
+    return subset, counts
 
 
 def warn_capped_shots(shots: tuple, counts: list[int], class_names: list[str], files: list[int] | None = None) -> None:
@@ -254,11 +259,15 @@ def run_rows_together(method_id: str, cls, jobs: list[tuple], context: dict, pro
     runs once per step over every row's prompts. Each row's `fit_s` is its share of the group's time.
     """
     from vipcli.fitting import fit_sgd_many
+    from vipcli.methods.contract import check_splits_unchanged, split_versions
 
     started = time.perf_counter()
     built = [_build_row(method_id, cls, shots, seed, context, progress) for shots, seed in jobs]
+    before = [split_versions(b["data"]) for b in built]
     fitted = fit_sgd_many([b["method"] for b in built], [b["data"] for b in built],
                           [b["fit_context"] for b in built], progress)
+    for b, versions in zip(built, before):  # as `checked_fit` refuses it for a row run alone
+        check_splits_unchanged(b["method"], b["data"], versions)
     share = (time.perf_counter() - started) / len(built)
     return [_finish_row(b, f, context, share) for b, f in zip(built, fitted)]
 
