@@ -728,6 +728,32 @@ def test_a_row_on_data_without_splits_is_reproduced_by_vip_train_with_its_split_
     assert metrics["test"]["confusion_matrix"] == row["test_confusion_matrix"]
 
 
+def test_rows_trained_together_that_change_their_features_in_place_are_refused(monkeypatch):
+    """The 'all' row trains on the sweep's pooled features themselves (no copy), so a batched group of rows
+    (`fit_sgd_many`) is refused when its fit changed them in place, as `checked_fit` refuses a row run alone:
+    the later rows would see other features."""
+    import vipcli.benchmark as benchmark
+    import vipcli.fitting as fitting
+    from vipcli.featuresets import FeatureSet, PreparedData
+
+    pool = FeatureSet(torch.zeros(4, 3), torch.tensor([0, 0, 1, 1]), [f"{i}.png" for i in range(4)],
+                      torch.zeros(4, 2, 3))  # x [N, D], y [N], paths, views [N, V, D]
+    val = FeatureSet(torch.zeros(2, 3), torch.tensor([0, 1]), ["a.png", "b.png"])
+    row = {"method": SimpleNamespace(id="coop"), "data": PreparedData(pool, val, val), "fit_context": None}
+    monkeypatch.setattr(benchmark, "_build_row", lambda *args, **kwargs: row)
+    monkeypatch.setattr(fitting, "fit_sgd_many", lambda methods, datas, contexts, progress=None: [{} for _ in datas])
+    monkeypatch.setattr(benchmark, "_finish_row", lambda built, fitted, context, seconds: fitted)
+    assert benchmark.run_rows_together("coop", None, [(2, 1), ("all", 1)], {}) == [{}, {}]  # unchanged: fine
+
+    def in_place(methods, datas, contexts, progress=None):
+        datas[-1].train.views.sub_(1)  # [N, V, D], e.g. centering the views in place
+        return [{} for _ in datas]
+
+    monkeypatch.setattr(fitting, "fit_sgd_many", in_place)
+    with pytest.raises(VipError, match=r"fit changed data\.train\.views in place"):
+        benchmark.run_rows_together("coop", None, [(2, 1), ("all", 1)], {})
+
+
 def test_linear_probe_separates_separable_features():
     """Through the benchmark's own row code: pooled synthetic features, a K-shot subset, the probe."""
     from vipcli.benchmark import run_row

@@ -143,6 +143,45 @@ def test_a_splits_features_are_held_once_in_one_tensor_with_unreadable_images_le
     torch.testing.assert_close(split.views, torch.stack([fresh.train[i] for i in range(5)]), rtol=0, atol=1e-6)
 
 
+def test_a_benchmark_pool_of_every_training_image_is_the_features_block_and_its_subsets_index_into_it(
+        backbone, isic_small, tmp_path, monkeypatch):
+    """`vip benchmark --shots 2,all`: the pool of every training image is the block the features were read or
+    encoded into (`EncodedImages.take`), unreadable images' rows closed up, not a second, stacked copy of it;
+    the 'all' row trains on it as it is, and each few-shot row's subset is rows of it."""
+    from vipcli.benchmark import encode_pool, readable_order, select_subset
+    from vipcli.data import load_dataset
+    from vipcli.features import EncodedImages, FeatureCache, encode_images
+
+    (isic_small / "train" / "melanoma" / "broken.jpg").write_bytes(b"not a JPEG")
+    blocks = {}  # "eval" / "train" -> the storage addresses of the blocks made
+    keep = EncodedImages._keep
+
+    def recording_keep(self, name, index, features, count):
+        keep(self, name, index, features, count)
+        blocks.setdefault(name, set()).add(self.blocks[name].untyped_storage().data_ptr())
+
+    monkeypatch.setattr(EncodedImages, "_keep", recording_keep)
+    dataset = load_dataset(isic_small)
+    pool = encode_pool(backbone, dataset, (2, None), (1,), 2, True, FeatureCache(tmp_path / "cache", backbone), 0, 8)
+    assert pool.train.x.untyped_storage().data_ptr() in blocks["eval"]  # the block itself: no copy
+    assert pool.train.views.untyped_storage().data_ptr() in blocks["train"]
+    readable = [s for s in dataset.splits["train"] if s.path.name != "broken.jpg"]
+    assert pool.train.paths == [str(s.path) for s in readable] and len(readable) == len(dataset.splits["train"]) - 1
+    assert pool.train.y.tolist() == [s.label for s in readable] and "broken.jpg" in "".join(pool.failures)
+    fresh = encode_images(backbone, [s.path for s in readable], views=2, cache=None, workers=0)
+    torch.testing.assert_close(pool.train.x, torch.stack([fresh.eval[i] for i in range(len(readable))]),
+                               rtol=0, atol=1e-6)
+    torch.testing.assert_close(pool.train.views, torch.stack([fresh.train[i] for i in range(len(readable))]),
+                               rtol=0, atol=1e-6)
+    every, used = select_subset(pool, readable_order(pool, dataset, 1), None)  # the 'all' row: the pool, not a copy
+    assert every.x is pool.train.x and every.views is pool.train.views and every.paths == pool.train.paths
+    assert used == [6, 6]
+    subset, used = select_subset(pool, readable_order(pool, dataset, 1), 2)
+    rows = [pool.train.paths.index(path) for path in subset.paths]
+    assert used == [2, 2] and torch.equal(subset.views, pool.train.views[rows])
+    assert torch.equal(subset.x, pool.train.x[rows])
+
+
 # --- entries carry and check their identity ------------------------------------------------------
 
 

@@ -160,7 +160,7 @@ def encode_pool(backbone, dataset: Dataset, shots: tuple, seeds: tuple, views: i
     seeded order, K the largest shots value (every training image when a shots value is 'all').
     """
     from vipcli.features import encode_images
-    from vipcli.featuresets import check_enough, encode_union, feature_set
+    from vipcli.featuresets import check_enough, encode_all, encode_union, feature_set
 
     train = dataset.splits["train"]
     largest = None if any(s is None for s in shots) else max(shots)
@@ -168,15 +168,19 @@ def encode_pool(backbone, dataset: Dataset, shots: tuple, seeds: tuple, views: i
     total = (len(train) if largest is None else min(len(train), largest * len(dataset.class_names) * len(orders)))
     with console.task(progress, "encoding images", total + len(dataset.splits["val"]) + len(dataset.splits["test"])) \
             as advance:
-        readable, failures, encoded_views = encode_union(  # path -> (center [D] | None, views [V, D])
-            backbone, train, orders, largest, views, cache, {"batch_size": batch_size, "workers": workers}, advance,
-            center)
-        members = [s for s in train if str(s.path) in readable]
-        x = [readable[str(s.path)][0] for s in members]
-        pool_train = FeatureSet(
-            torch.stack(x) if members and all(v is not None for v in x) else torch.empty(len(members), 0),
-            torch.tensor([s.label for s in members], dtype=torch.long), [str(s.path) for s in members],
-            torch.stack([readable[str(s.path)][1] for s in members]) if members else None)
+        encode_kwargs = {"batch_size": batch_size, "workers": workers}
+        if largest is None:  # every training image: the pool is the features' own block, not a stacked copy
+            pool_train, failures, encoded_views = encode_all(backbone, train, views, cache, encode_kwargs, advance,
+                                                             center)
+        else:
+            readable, failures, encoded_views = encode_union(  # path -> (center [D] | None, views [V, D])
+                backbone, train, orders, largest, views, cache, encode_kwargs, advance, center)
+            members = [s for s in train if str(s.path) in readable]
+            x = [readable[str(s.path)][0] for s in members]
+            pool_train = FeatureSet(
+                torch.stack(x) if members and all(v is not None for v in x) else torch.empty(len(members), 0),
+                torch.tensor([s.label for s in members], dtype=torch.long), [str(s.path) for s in members],
+                torch.stack([readable[str(s.path)][1] for s in members]) if members else None)  # [N, V, D]
         parts = {}
         for name in ("val", "test"):
             samples = dataset.splits[name]
@@ -203,15 +207,20 @@ def readable_order(pool: PreparedData, dataset: Dataset, seed: int) -> list[list
 def select_subset(pool: PreparedData, order: list[list[int]], shots: int | None):
     """The K-shot training FeatureSet: per class the first K readable images of the seeded order.
 
+    A subset of every image of the pool in the pool's order (shots 'all' on data listed class by class) is the
+    pool's own tensors, not a copy of them: a fit that changes them in place is refused (`checked_fit`).
     Returns:
         (FeatureSet with x [N, D], views [N, V, D], y [N]; images used per class)
     """
     chosen = [rows if shots is None else rows[:shots] for rows in order]
     index = sorted((i for rows in chosen for i in rows), key=lambda i: (int(pool.train.y[i]), pool.train.paths[i]))
+    counts = [len(rows_c) for rows_c in chosen]
+    if index == list(range(len(pool.train.paths))):  # every image, in the pool's order ('all'): its tensors, no copy
+        return FeatureSet(pool.train.x, pool.train.y, list(pool.train.paths), pool.train.views), counts
     rows = torch.tensor(index, dtype=torch.long)
     views = None if pool.train.views is None else pool.train.views[rows]  # None: a zero-shot-only pool
     subset = FeatureSet(pool.train.x[rows], pool.train.y[rows], [pool.train.paths[i] for i in index], views)
-    return subset, [len(rows_c) for rows_c in chosen]
+    return subset, counts
 
 
 def warn_capped_shots(shots: tuple, counts: list[int], class_names: list[str], files: list[int] | None = None) -> None:
@@ -250,11 +259,15 @@ def run_rows_together(method_id: str, cls, jobs: list[tuple], context: dict, pro
     runs once per step over every row's prompts. Each row's `fit_s` is its share of the group's time.
     """
     from vipcli.fitting import fit_sgd_many
+    from vipcli.methods.contract import check_splits_unchanged, split_versions
 
     started = time.perf_counter()
     built = [_build_row(method_id, cls, shots, seed, context, progress) for shots, seed in jobs]
+    before = [split_versions(b["data"]) for b in built]
     fitted = fit_sgd_many([b["method"] for b in built], [b["data"] for b in built],
                           [b["fit_context"] for b in built], progress)
+    for b, versions in zip(built, before):  # as `checked_fit` refuses it for a row run alone
+        check_splits_unchanged(b["method"], b["data"], versions)
     share = (time.perf_counter() - started) / len(built)
     return [_finish_row(b, f, context, share) for b, f in zip(built, fitted)]
 

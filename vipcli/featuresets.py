@@ -148,13 +148,34 @@ def encode_union(backbone, train: list, orders: list, shots: int | None, views: 
             return readable, failures, encoded_views
         encoded = encode_images(backbone, [s.path for s in new], views, cache, advance=advance, center=center,
                                 **encode_kwargs)
-        failures.update({str(p): r for p, r in encoded.failures.items()})
-        encoded_views += encoded.encoded
+        encoded_views += note_failures(encoded, new, failures)
         for i, sample in enumerate(new):
             if i in encoded.readable:
                 readable[str(sample.path)] = (encoded.eval.get(i), encoded.train.get(i))
-            elif str(sample.path) not in failures:
-                failures[str(sample.path)] = "could not be encoded"
+
+
+def note_failures(encoded, samples: list, failures: dict) -> int:
+    """Add to `failures` (path -> reason) why each image of `samples` that `encoded` holds no features of was
+    left out; return how many views went through the image encoder."""
+    failures.update({str(p): r for p, r in encoded.failures.items()})
+    for i, sample in enumerate(samples):
+        if i not in encoded.readable and str(sample.path) not in failures:
+            failures[str(sample.path)] = "could not be encoded"
+    return encoded.encoded
+
+
+def encode_all(backbone, samples: list, views: int, cache, encode_kwargs: dict, advance,
+               center: bool = True) -> tuple[FeatureSet, dict, int]:
+    """Every image of `samples` (a whole training split) with `views` augmented views, and the center view if
+    `center`, as one FeatureSet made from the features' own block (`feature_set`): held once, never stacked.
+    Returns:
+        (FeatureSet of the readable images, failures: path -> reason, views that went through the encoder)
+    """
+    encoded = encode_images(backbone, [s.path for s in samples], views, cache, advance=advance, center=center,
+                            **encode_kwargs)
+    failures = {}
+    encoded_views = note_failures(encoded, samples, failures)
+    return feature_set(encoded, samples, with_views=True), failures, encoded_views
 
 
 def select_shots(backbone, dataset: Dataset, shots, seed, views, cache, encode_kwargs, advance, center=True):
@@ -188,10 +209,9 @@ def prepare_features(backbone, dataset: Dataset, shots: int | None, seed: int, v
             train, failures, encoded_views, shortfalls = select_shots(
                 backbone, dataset, shots, seed, views, cache, kwargs, advance, center_train)
         else:
-            encoded = encode_images(backbone, [s.path for s in splits["train"]], views, cache,
-                                    advance=advance, center=center_train, **kwargs)
-            train = feature_set(encoded, splits["train"], with_views=True)
-            failures, encoded_views, shortfalls = {str(p): r for p, r in encoded.failures.items()}, encoded.encoded, {}
+            train, failures, encoded_views = encode_all(backbone, splits["train"], views, cache, kwargs, advance,
+                                                        center_train)
+            shortfalls = {}
         prepared = PreparedData(train, None, None, failures, encoded_views, shortfalls)
         for name in ("val", "test"):
             encoded = encode_images(backbone, [s.path for s in splits[name]], 0, cache,

@@ -215,12 +215,7 @@ def checked_fit(method, data, context) -> dict:
         fitted = method.fit(without_test(data, bool(getattr(method, "needs_center_view", False))), context)
     except (TestSplitRead, CenterViewNotDeclared) as error:
         raise method_fault(method.id, "fit", error.message, error.hint) from None
-    changed = [name for name, version in split_versions(data).items() if version != before.get(name)]
-    if changed:
-        raise method_fault(method.id, "fit", f"fit changed {', '.join(changed)} in place (an in-place operation such "
-                                             "as .sub_(), /= or x[...] = on it): these features are shared with the "
-                                             "run's evaluation and the other rows of a benchmark sweep, whose "
-                                             "results would change", IN_PLACE_FIX)
+    check_splits_unchanged(method, data, before)
     if not isinstance(fitted, dict):
         ending = ("`return vipcli.fitting.fit_sgd(self, data, context)` (its dict holds the best epoch and history)"
                   if getattr(method, "uses_schedule", False) else "`return super().fit(data, context)`")
@@ -232,6 +227,16 @@ def checked_fit(method, data, context) -> dict:
 
 IN_PLACE_FIX = ("compute out of place (F.normalize(x, dim=-1), x - mean) or on a copy (x = x.clone()); never "
                "write into the tensors vip hands you")
+
+
+def check_splits_unchanged(method, data, before: dict[str, int]) -> None:
+    """Refuse a fit that changed a tensor of `data` in place (`before`: `split_versions(data)` before the fit)."""
+    changed = [name for name, version in split_versions(data).items() if version != before.get(name)]
+    if changed:
+        raise method_fault(method.id, "fit", f"fit changed {', '.join(changed)} in place (an in-place operation such "
+                                             "as .sub_(), /= or x[...] = on it): these features are shared with the "
+                                             "run's evaluation and the other rows of a benchmark sweep, whose "
+                                             "results would change", IN_PLACE_FIX)
 
 
 def tensor_version(value) -> int | None:
