@@ -233,9 +233,7 @@ def test_a_page_held_open_by_another_program_is_one_line_naming_that(tmp_path, m
     """Windows lets no open file be replaced: a report.html or predictions CSV open in another program failed
     as `cannot write ... (permission denied) (make it writable ...)`, though the folder was writable. On POSIX,
     where an open file can be replaced, the same refusal is the file's permissions, said as before."""
-    import errno
-
-    from vipcli import atomic, preflight
+    from vipcli import preflight
     from vipcli.errors import VipError
     from vipcli.report.html import write_html
 
@@ -243,14 +241,7 @@ def test_a_page_held_open_by_another_program_is_one_line_naming_that(tmp_path, m
 
     page = tmp_path / "report.html"
     page.write_text("old")
-    real = atomic.os.replace
-
-    def refused(source, destination):
-        if Path(destination) == page:
-            raise PermissionError(errno.EACCES, "Access is denied", str(source), None, str(destination))
-        real(source, destination)
-
-    monkeypatch.setattr(atomic.os, "replace", refused)
+    _refuse_replacing(monkeypatch, lambda source, destination: Path(destination) == page)
     with pytest.raises(VipError) as raised:
         write_html(page, "<html></html>")
     assert (raised.value.message, raised.value.hint) == ((
@@ -284,24 +275,15 @@ def test_a_sweep_that_cannot_write_a_table_names_that_table(tmp_path, monkeypatc
 def test_a_run_replaced_while_a_file_of_it_is_open_elsewhere_says_so(tmp_path, monkeypatch):
     """`vip train --force` on Windows while another program holds a file of the old run open: the run folder
     cannot be moved aside, which failed as `(permission denied) (free some space or choose another --out ...)`."""
-    import errno
-
     import torch
 
-    from vipcli import atomic, preflight
+    from vipcli import preflight
     from vipcli.checkpoint import write_run
     from vipcli.errors import VipError
 
     monkeypatch.setattr(preflight, "WINDOWS", True)
     run = write_run(tmp_path / "run", {"w": torch.ones(1)}, {"method": "vip"}, {"train": []}, {})
-    real = atomic.os.replace
-
-    def refused(source, destination):
-        if Path(source) == run:
-            raise PermissionError(errno.EACCES, "Access is denied", str(source), None, str(destination))
-        real(source, destination)
-
-    monkeypatch.setattr(atomic.os, "replace", refused)
+    _refuse_replacing(monkeypatch, lambda source, destination: Path(source) == run)
     with pytest.raises(VipError) as raised:
         write_run(run, {"w": torch.zeros(1)}, {"method": "vip"}, {"train": []}, {}, force=True)
     assert raised.value.message == (f"cannot write {run}: another program has a file in it open (Windows lets no "
@@ -368,3 +350,20 @@ def test_how_to_set_the_api_key_is_said_in_the_users_shell(monkeypatch, windows,
     with pytest.raises(VipError) as raised:
         read_api_key(LLMConfig())
     assert raised.value.hint == said
+
+
+def _refuse_replacing(monkeypatch, refuses) -> None:
+    """`os.replace` in vipcli.atomic fails as Windows' does on a file another program holds open
+    (PermissionError, "Access is denied") where `refuses(source, destination)`; elsewhere it replaces."""
+    import errno
+
+    from vipcli import atomic
+
+    real = atomic.os.replace
+
+    def replace(source, destination):
+        if refuses(source, destination):
+            raise PermissionError(errno.EACCES, "Access is denied", str(source), None, str(destination))
+        real(source, destination)
+
+    monkeypatch.setattr(atomic.os, "replace", replace)
