@@ -280,10 +280,14 @@ def test_methods_all_leaves_out_a_broken_method_plugin_with_a_warning(site, caps
     assert capsys.readouterr().err == "" and method_ids(SimpleNamespace(methods=("vip", "broken"))) == ["vip", "broken"]
 
 
-def test_a_plugin_module_that_exits_on_import_is_named_and_the_listing_goes_on(cli, site, tmp_path):
+def test_a_plugin_module_that_exits_on_import_is_named_and_the_listing_goes_on(cli, site, tmp_path, monkeypatch):
     """A module calling sys.exit() or running an argparse parser when imported ended `vip backbones list` and
     `vip methods list` with its own exit code (0: nothing listed, no word why); an exception outside Exception
     gave a traceback. Each is now the plugin's one line, and the others are listed."""
+    import sys
+
+    # what the parser reads is vip's command line, not pytest's (a bare `pytest` has no argument it refuses)
+    monkeypatch.setattr(sys, "argv", ["vip", "methods", "list", "--json"])
     exits = tmp_path / "exits_on_import.py"
     exits.write_text("import sys\nsys.exit(0)\n")
     parses = tmp_path / "parses_argv_on_import.py"
