@@ -298,9 +298,7 @@ def unlock_folder(folder: Path, handle: int | None) -> None:
     drop_lock(handle)
     unlock(handle)
     os.close(handle)
-    if WINDOWS:
-        with contextlib.suppress(OSError):
-            os.unlink(folder_lock_file(folder))
+    remove_folder_lock_file(folder)
 
 
 def folder_abandoned(folder: Path) -> bool:
@@ -318,7 +316,7 @@ def folder_abandoned(folder: Path) -> bool:
 
 
 def remove_folder_lock_file(folder: Path) -> None:
-    """Remove the lock file of an abandoned `folder` (Windows; POSIX locks the folder itself)."""
+    """Remove the lock file of `folder`, abandoned or unlocked (Windows; POSIX locks the folder itself)."""
     if WINDOWS:
         with contextlib.suppress(OSError):
             os.unlink(folder_lock_file(folder))
