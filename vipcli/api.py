@@ -185,9 +185,12 @@ def _shared_settings(data, backbone, arch, pretrained, device, views, workers, e
 
 
 def _run(function, config, progress: bool):
-    """`function(config, progress bar or None)`, its errors worded for Python callers."""
+    """`function(config, progress bar or None)`, its errors worded for Python callers; VIP_QUIET=maybe (a
+    value neither on nor off) refused first, as the command does."""
     from vipcli import console
+    from vipcli.env_flags import check_env_flags
 
+    check_env_flags()
     with _in_python_words(), console.progress_bar() if _flag("progress", progress) else contextlib.nullcontext() as bar:
         return function(config, bar)
 

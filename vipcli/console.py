@@ -192,8 +192,11 @@ def quiet(on: bool = True):
 
 
 def is_quiet() -> bool:
-    """Whether progress and informational lines are dropped: inside `quiet()`, or VIP_QUIET=1 set."""
-    return _quiet.get() or os.environ.get("VIP_QUIET", "").strip() == "1"
+    """Whether progress and informational lines are dropped: inside `quiet()`, or VIP_QUIET on (1, true,
+    yes or on: `vipcli.env_flags`)."""
+    from vipcli.env_flags import env_flag
+
+    return _quiet.get() or env_flag("VIP_QUIET")
 
 
 def info(message: str) -> None:

@@ -38,6 +38,7 @@ from vipcli import console
 from vipcli.cache_admin import BACKBONE_FILE, default_root
 from vipcli.dicom import decoder_identity, is_dicom_name
 from vipcli.digests import digest_many
+from vipcli.env_flags import env_flag
 from vipcli.errors import ImageError
 from vipcli.image_fit import DEFAULT_FIT, image_transform
 from vipcli.images import holds_second_picture, load_image
@@ -590,7 +591,7 @@ def _quiet_once_orphaned(hook, parent: int):
     terminal seconds later (the thread that hands batches over met "Connection reset by peer");
     anything else, or anything with VIP_DEBUG=1, goes to `hook`."""
     def quiet(args) -> None:
-        if issubclass(args.exc_type, (ConnectionError, EOFError)) and os.environ.get("VIP_DEBUG") != "1":
+        if issubclass(args.exc_type, (ConnectionError, EOFError)) and not env_flag("VIP_DEBUG"):
             for _ in range(20):  # the parent's sockets close as it exits, a moment before we are reparented
                 if os.getppid() != parent:
                     return

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -43,10 +42,12 @@ _process_failure: str | None = None  # a capture failed: graphs stay off for the
 def graph_maker(device) -> Callable | None:
     """The function that makes graphed callables on `device` (None: run eagerly).
 
-    CUDA only, not when the environment variable VIP_CUDA_GRAPHS is 0, and not after a capture
-    failed in this process.
+    CUDA only, not when the environment variable VIP_CUDA_GRAPHS is off (0, false, no or off:
+    `vipcli.env_flags`), and not after a capture failed in this process.
     """
-    if device.type != "cuda" or os.environ.get("VIP_CUDA_GRAPHS", "1").strip() == "0" or _process_failure:
+    from vipcli.env_flags import env_flag
+
+    if device.type != "cuda" or not env_flag("VIP_CUDA_GRAPHS") or _process_failure:
         return None
     return torch.cuda.make_graphed_callables
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 
 import typer
@@ -81,6 +80,9 @@ def _root(
     quiet: bool = options.QUIET,
 ) -> None:
     """ViP: adapt vision-language models to medical images with LLM-described visual symptoms."""
+    from vipcli.env_flags import check_env_flags
+
+    check_env_flags()  # VIP_QUIET=maybe: one line before the command does anything (--help and --version still work)
 
 
 app.add_typer(data.app, name="data")
@@ -192,7 +194,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
-    debug = os.environ.get("VIP_DEBUG") == "1"
+    from vipcli.env_flags import env_flag
+
+    debug = env_flag("VIP_DEBUG")  # an unknown spelling is refused by `_root`, before any command runs
     try:
         result = app(args=argv, prog_name="vip", standalone_mode=False)
         if result == 130:  # typer turns Ctrl-C into exit code 130
