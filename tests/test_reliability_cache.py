@@ -711,6 +711,32 @@ def test_a_cache_folder_every_user_can_write_is_refused_before_the_backbone_load
                                               "bug in vip; rerun with VIP_DEBUG=1 and report the traceback)"]
 
 
+def test_report_refuses_a_cache_folder_every_user_can_write_before_the_backbone_loads(cli, monkeypatch, tmp_path):
+    """`vip report` of a run (whose gallery reads cached features) loaded the run's backbone before the folder
+    was refused, as the other commands no longer did."""
+    import vipcli.registry
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    monkeypatch.setenv("VIP_CACHE_DIR", str(shared))
+
+    def load_backbone(*args, **kwargs):
+        raise RuntimeError("the backbone was loaded")
+
+    monkeypatch.setattr(vipcli.registry, "load_backbone", load_backbone)
+    fixture = Path(__file__).parent / "fixtures" / "run-v0.1.0" / "vip"
+    code, out, err = cli("report", fixture, "--out", tmp_path / "report.html", "--device", "cpu")
+    assert (code, out) == (1, "") and err.splitlines() == [
+        f"error: VIP_CACHE_DIR {shared} is writable by every user: anyone on this machine could change the cached "
+        f"features or LLM answers that vip reads back (remove others' write permission (chmod o-w {shared}), or point "
+        "VIP_CACHE_DIR at a folder of your own)"]
+    assert not (tmp_path / "report.html").exists()
+    shared.chmod(0o755)  # trusted: the report goes on to load the backbone
+    code, _, err = cli("report", fixture, "--out", tmp_path / "report.html", "--device", "cpu")
+    assert code == 1 and "the backbone was loaded" in err
+
+
 def test_a_cache_folder_every_user_can_write_is_refused_and_one_of_another_user_warned_about(cli, monkeypatch,
                                                                                              tmp_path, capsys):
     """VIP_CACHE_DIR=/tmp (or a folder made with chmod 777) was used as it was: anyone on the machine could plant

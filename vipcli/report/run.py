@@ -450,6 +450,7 @@ def run_report(run_dir: Path, coverage: float = 0.9, gallery: int = 48, device="
 
     run_dir = Path(run_dir)
     run = describe_run(run_dir)
+    cache_root = default_cache_dir()  # a cache folder every user can write: refused before the backbone loads
     predictor = load_predictor(run_dir, device)
     if not predictor.method.uses_shots:  # a zero-shot run of an earlier vip lists --shots images it never used
         run["split"] = {**run["split"], "train_subset": []}
@@ -464,7 +465,7 @@ def run_report(run_dir: Path, coverage: float = 0.9, gallery: int = 48, device="
             cutoff_coverage = None
     predictions = []
     if paths:
-        cache = predictor.feature_cache(default_cache_dir())
+        cache = predictor.feature_cache(cache_root)
         predictions, _ = predict(predictor, paths, explain=True, cache=cache, workers=workers, progress=progress,
                                  coverage=cutoff_coverage)
     names = run["class_names"]
