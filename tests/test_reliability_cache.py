@@ -711,6 +711,42 @@ def test_a_cache_folder_every_user_can_write_is_refused_before_the_backbone_load
                                               "bug in vip; rerun with VIP_DEBUG=1 and report the traceback)"]
 
 
+def test_no_cache_with_a_local_weights_file_reads_and_writes_nothing_in_the_cache_folder(cli, monkeypatch, tmp_path,
+                                                                                       tiny_clip):
+    """`--no-cache` with `--pretrained FILE` was refused in a cache folder every user can write: the file's digest
+    was still looked up in (and written to) the cache's digests/. With `--no-cache` the file is read instead."""
+    from lesion_runs import make_lesions
+    from vipcli import digests
+    from vipcli.registry import load_backbone
+
+    model = load_backbone("clip", str(tiny_clip), "none").model
+    weights = tmp_path / "w.safetensors"
+    save_file({k: v.clone() for k, v in model.state_dict().items() if v.is_floating_point()}, weights)
+    monkeypatch.setattr(digests, "_MEMO", {})  # a new process: only the cache folder could remember the digest
+    data = make_lesions(tmp_path / "lesions", {"train": 2, "val": 2, "test": 2})
+    backbone = ["--backbone", "clip", "--arch", tiny_clip, "--pretrained", weights]
+    quick = ["--device", "cpu", "--workers", "0", "--views", "1", "--no-cache", "-q"]
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    monkeypatch.setenv("VIP_CACHE_DIR", str(shared))
+    commands = [["train", "--data", data, *backbone, "--epochs", "1", "--out", tmp_path / "run", *quick],
+                ["benchmark", "--data", data, *backbone, "--methods", "zeroshot", "--shots", "1", "--seeds", "1",
+                 "--out", tmp_path / "bench", *quick],
+                ["symptoms", "rank", "--data", data, *backbone, *quick[:4], "--no-cache"],
+                ["predict", data / "test", "--model", tmp_path / "run", *quick[:4], "--no-cache"]]
+    for command in commands:
+        code, _, err = cli(*command)
+        assert code == 0 and "error" not in err, (command[0], err)
+    assert list(shared.iterdir()) == []
+    shared.chmod(0o755)  # trusted, and still nothing remembered there with --no-cache
+    code, _, err = cli(*commands[-1])
+    assert code == 0 and list(shared.iterdir()) == []
+    digests._MEMO.clear()  # a new process
+    code, _, err = cli(*commands[-1][:-1])  # with the cache: the digest is remembered there
+    assert code == 0 and (shared / digests.DIGESTS_FOLDER).is_dir()
+
+
 def test_report_refuses_a_cache_folder_every_user_can_write_before_the_backbone_loads(cli, monkeypatch, tmp_path):
     """`vip report` of a run (whose gallery reads cached features) loaded the run's backbone before the folder
     was refused, as the other commands no longer did."""

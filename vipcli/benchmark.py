@@ -429,7 +429,10 @@ def run_benchmark(config: BenchmarkConfig, progress=None) -> BenchmarkResult:
     out = Path(config.out or default_out(config.data))
     check_output_folder(out)  # writable and not full, before any work
     check_outside_data(out, Path(config.data), "--out" if config.out else "the default results folder")
-    with sweep_lock(out), console.keeping_warnings() as warned:  # a second sweep into --out is refused here
+    from vipcli.cache_use import using_cache
+
+    # a second sweep into --out is refused at its lock; --no-cache: no weights digest or check pass kept
+    with sweep_lock(out), console.keeping_warnings() as warned, using_cache(config.encoding.use_cache):
         result = _run_sweep(config, methods, progress)
     if result is not None:  # None on a torchrun rank other than 0
         result.warnings = warned

@@ -5,7 +5,8 @@ A digest is the sha256 of the file's bytes, so a file rewritten with the same si
 modification time (as `cp -p`, `rsync -t` or `tar` do) still gets a new digest. Within one process
 each file is read once: digests are remembered per (device, inode, size, mtime, ctime), and any
 write to a file changes its ctime. `remembered_digest` (for weights files, hundreds of megabytes
-read by every process) also remembers them across processes, in the cache folder's `digests/`.
+read by every process) also remembers them across processes, in the cache folder's `digests/`, except
+in a command run with `--no-cache` (`vipcli.cache_use`).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def remembered_digest(path: str | Path) -> str:
     the file is read once per version: any write to it, a copy (`cp -p` too) or a replacement changes
     its inode or ctime, and the next call reads it again. The record carries a checksum of its own
     (`_seal`): a damaged or edited one is read again rather than trusted. An unwritable cache only
-    means reading it every time.
+    means reading it every time; with `--no-cache` (`vipcli.cache_use`) the cache folder is not used at all.
 
     Raises:
         OSError: the file cannot be read.
@@ -57,6 +58,10 @@ def remembered_digest(path: str | Path) -> str:
     memo_key = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
     if memo_key in _MEMO:
         return _MEMO[memo_key]
+    from vipcli.cache_use import cache_in_use
+
+    if not cache_in_use():  # --no-cache: the file is read, nothing is looked up or kept in the cache folder
+        return file_digest(path)
     record = default_root() / DIGESTS_FOLDER / hashlib.sha256(repr(memo_key).encode()).hexdigest()[:32]
     digest = _read_record(record)
     if digest is None:

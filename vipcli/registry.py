@@ -322,10 +322,11 @@ def _enforce_contract(backbone, distribution: str) -> str:
     Returns "ran" or "remembered" (an earlier load of this backbone passed them).
     """
     from vipcli.backbone_contract import first_failure, run_checks
+    from vipcli.cache_use import cache_in_use
 
     try:
-        marker = _checks_passed_marker(backbone, distribution)
-        remembered = marker.is_file()
+        marker = _checks_passed_marker(backbone, distribution) if cache_in_use() else None  # None: --no-cache
+        remembered = marker is not None and marker.is_file()
     except Exception:  # a plugin whose fingerprint fails is caught by the checks themselves
         marker, remembered = None, False
     if remembered:

@@ -101,7 +101,9 @@ def train(config: TrainConfig, progress=None) -> TrainResult | None:
         TrainResult with the run directory, metrics, unreadable files and the warnings printed; None on a
         torchrun rank other than 0 (it encodes its share of the images into the feature cache, then stops).
     """
-    with console.keeping_warnings() as warned:
+    from vipcli.cache_use import using_cache
+
+    with console.keeping_warnings() as warned, using_cache(config.encoding.use_cache):  # --no-cache: nothing remembered
         result = _train(config, progress)
     if result is not None:
         result.warnings = warned

@@ -59,7 +59,10 @@ def predict_command(
     world = distributed.world_from_env()
     if out is not None or world.distributed:
         _check_file_options(out, as_json, report, explain, world)
-    with _holding(out, world):  # a second vip writing the same --out refuses here, before any work
+    from vipcli.cache_use import using_cache
+
+    # a second vip writing the same --out refuses at its lock, before any work; --no-cache: nothing remembered
+    with _holding(out, world), using_cache(not no_cache):
         _predict(paths, model, explain, as_json, backbone, image_fit, device, no_cache, workers, coverage, report,
                  out, force)
 

@@ -44,7 +44,9 @@ def rank_command(
         min_auroc=min_auroc, device=device, use_cache=not no_cache, workers=workers, image_fit=image_fit,
     )
     paths = planned_pack_paths(config, out, force) if prune else {}
-    with console.progress_bar() as progress:
+    from vipcli.cache_use import using_cache
+
+    with console.progress_bar() as progress, using_cache(config.use_cache):  # --no-cache: nothing remembered
         result = rank_on_data(config, progress)
     console.warn_skipped(result.failures)
     pruned = prune_packs(result, data) if prune else []
