@@ -272,3 +272,22 @@ def test_the_train_command_it_suggests_keeps_paths_with_spaces_whole(capsys, wor
     line = next(line for line in err.splitlines() if line.startswith("train with them: "))
     assert shlex.split(line.removeprefix("train with them: ")) == [
         "vip", "train", "--data", str(tmp_path / "my skin"), "--symptoms", "my packs/melanoma.yaml"]
+
+
+def test_a_class_whose_pack_file_would_be_a_windows_device_is_refused_unless_it_has_a_pack(capsys, work, data,
+                                                                                            llm_server, tmp_path):
+    """A class folder `Aux` got the pack file Aux.yaml: the device AUX on Windows, where the pack folder then broke."""
+    for split in ("train", "val", "test"):
+        (data / split / "psoriasis").rename(data / split / "Aux")
+    code, out, err = generate(capsys, llm_server, "--data", data, "--text-only", "--out", "packs")
+    assert (code, out) == (2, "") and [line for line in err.splitlines() if not line.startswith("warning:")] == [
+        "error: the pack of class 'Aux' would be the file Aux.yaml, which Windows takes as its device AUX: the pack "
+        "folder could not be copied to or opened on Windows (rename the class folder, or give it a pack with "
+        "--symptoms)"]
+    assert llm_server.requests == [] and not Path("packs").exists()
+    given = tmp_path / "aux-pack.yaml"  # a pack of its own: no file is written under the class's name
+    given.write_text("name: Aux\nsymptoms: [Red patch with sharp edges, Thick silvery-white scales on top]\n")
+    llm_server.answer(LICHEN_TEXT)
+    code, _, err = generate(capsys, llm_server, "--data", data, "--text-only", "--out", "packs", "--symptoms", given)
+    assert code == 0, err
+    assert sorted(p.name for p in Path("packs").iterdir()) == ["lichen_planus.yaml"]

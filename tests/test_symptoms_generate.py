@@ -781,3 +781,37 @@ def test_an_answer_of_disease_names_only_is_warned_about_in_one_line(capsys, vip
             "the images show instead") in err
     assert "'Nevus' (names another class ('nevus'))" in err
     assert "packs/nevus.yaml" not in err  # nevus's answer describes what is seen
+
+
+WINDOWS_DEVICE = ("which Windows takes as its device {device}: the pack folder could not be copied to or opened on "
+                  "Windows")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--disease", "aux"], "the pack of --disease 'aux' would be the file aux.yaml, {why} (name the file otherwise, "
+                           "e.g. --out aux-pack.yaml)"),
+    (["--disease", "Nul"], "the pack of --disease 'Nul' would be the file Nul.yaml, {why}"),
+    (["--disease", "melanoma", "--out", "packs/CON.yml"], "--out packs/CON.yml would be the file CON.yml, {why} (name "
+                                                          "the file otherwise, e.g. --out packs/CON-pack.yaml)"),
+    (["--disease", "melanoma", "--out", "com1"], "--out com1 would be the file com1, {why}"),
+    (["--disease", "melanoma", "--disease", "lpt9", "--out", "."],
+     "the pack of --disease 'lpt9' would be the file lpt9.yaml, {why} (generate it with its own --disease and --out "
+     "lpt9-pack.yaml)"),
+])
+def test_a_pack_file_named_as_a_windows_device_is_refused_on_every_platform(capsys, vip_env, llm_server, args,
+                                                                            message):
+    """`--disease aux` wrote aux.yaml, which a Windows clone or copy of the pack folder cannot hold (it is the device
+    AUX there, whatever the extension or case)."""
+    Path("packs").mkdir()
+    device = next(word for word in ("AUX", "NUL", "CON", "COM1", "LPT9") if word.lower() in " ".join(args).lower())
+    code, out, err = generate(capsys, llm_server, *args, "--modality", "dermoscopic images")
+    assert (code, out) == (2, "") and err.startswith(
+        "error: " + message.format(why=WINDOWS_DEVICE.format(device=device))) and len(err.splitlines()) == 1
+    assert llm_server.requests == [] and [p.name for p in Path(".").rglob("*")] == ["packs"]
+
+
+def test_a_name_that_only_starts_like_a_device_is_a_pack_file_name(capsys, vip_env, llm_server):
+    llm_server.answer(BULLETS)
+    code, _, err = generate(capsys, llm_server, "--disease", "console", "--modality", "dermoscopic images")
+    assert code == 0, err
+    assert load_pack("console.yaml").name == "console"

@@ -411,3 +411,16 @@ def test_no_next_step_is_suggested_for_symptoms_only_too_few_images_flagged(caps
     out, err = capsys.readouterr()
     assert "2 of 6 symptoms do not help:" in out and "too few images to tell" in out
     assert "next: " not in out + err and "warning: x: 1 against 10 training images" in err
+
+
+def test_prune_refuses_a_pack_whose_file_would_be_a_windows_device_before_encoding(cli, lesions, tmp_path):
+    """A pack named `lpt1` was pruned into lpt1.yaml: the device LPT1 on Windows, where the pack folder then broke."""
+    device_pack = tmp_path / "lpt1-pack.yaml"
+    device_pack.write_text(MELANOMA_PLUS_USELESS.replace("name: melanoma", "name: lpt1\naliases: [melanoma]"))
+    code, out, err = cli("symptoms", "rank", "--data", lesions, "--backbone", "toy", "--workers", "0", "--device",
+                         "cpu", "--symptoms", device_pack, "--prune", "--out", tmp_path / "pruned")
+    assert (code, out) == (2, "") and error_lines(err) == [
+        "error: the pruned pack 'lpt1' would be the file lpt1.yaml, which Windows takes as its device LPT1: the pack "
+        "folder could not be copied to or opened on Windows (rename the pack (its 'name:') or give the class a pack of "
+        "another name with --symptoms)"]
+    assert "encoding" not in err and not (tmp_path / "pruned").exists()

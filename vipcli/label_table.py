@@ -21,6 +21,7 @@ from pathlib import Path
 
 from vipcli.data import names_alike_but_case
 from vipcli.errors import UsageError, VipError
+from vipcli.windows_names import not_a_windows_name
 
 SPLIT_COLUMN_NAMES = ("split", "subset", "partition")  # a column of one of these names holding only split names
 SPLIT_VALUES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
@@ -32,9 +33,7 @@ MANIFEST = ".vip-sorted.json"  # written in the sorted folder: what made it (hid
 SHOWN = 3  # rows or files named in a message before a count
 GROUP_WORDS = ("patient", "lesion", "subject", "case", "study")  # a column named so may group images
 MAX_NAME_BYTES = 255  # the longest file or folder name of the common file systems (ext4, APFS, NTFS in UTF-16 units)
-WINDOWS = os.name == "nt"  # where a folder name holds none of `WINDOWS_FORBIDDEN`, nor ends in a space or a dot
-WINDOWS_FORBIDDEN = '<>:"|?*'
-WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"{kind}{n}" for kind in ("COM", "LPT") for n in range(1, 10))}
+WINDOWS = os.name == "nt"  # where a folder name is a `vipcli.windows_names` one
 
 
 @dataclass(frozen=True)
@@ -458,7 +457,7 @@ def check_class_names(names: set[str]) -> None:
                 any(ord(c) < 32 for c in name):
             raise VipError(f"class {name!r} cannot be a folder name",
                            "rename it in the labels file (no / or \\, not starting with a dot)")
-        why = _not_a_windows_name(name) if WINDOWS else None
+        why = not_a_windows_name(name) if WINDOWS else None
         if why:
             raise VipError(f"class {name!r} cannot be a folder name on Windows ({why})",
                            "rename it in the labels file")
@@ -466,19 +465,6 @@ def check_class_names(names: set[str]) -> None:
     if alike:
         raise VipError(f"classes {alike[0]!r} and {alike[1]!r} differ only in case: one folder on macOS and "
                        "Windows", "spell each class one way in the labels file")
-
-
-def _not_a_windows_name(name: str) -> str | None:
-    """Why Windows takes no folder named `name` (a character it forbids, a trailing space or dot, which it
-    drops, a device name such as `CON`), or None."""
-    forbidden = "".join(dict.fromkeys(c for c in name if c in WINDOWS_FORBIDDEN))
-    if forbidden:
-        return f"it holds {forbidden}"
-    if name.endswith((" ", ".")):
-        return "it ends in a space or a dot"
-    if name.split(".")[0].strip().upper() in WINDOWS_RESERVED:
-        return "a device name"
-    return None
 
 
 def _refuse_same_names(placed: list[tuple[Path, str | None, str]]) -> None:

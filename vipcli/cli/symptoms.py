@@ -350,7 +350,7 @@ def _missing_subfolder(root: Path, disease: str, count: int) -> Path:
 
 def resolve_out_paths(diseases: list[str], out: Optional[Path], force: bool) -> list[Path]:
     """Where each pack goes; refuses (before any LLM call) to overwrite without --force."""
-    from vipcli.symptoms.generate import default_out_name, refuse_overwrite
+    from vipcli.symptoms.generate import check_pack_file_name, default_out_name, refuse_overwrite
 
     if len(diseases) == 1:
         paths = [out if out is not None and not out.is_dir() else (out or Path(".")) / default_out_name(diseases[0])]
@@ -364,7 +364,12 @@ def resolve_out_paths(diseases: list[str], out: Optional[Path], force: bool) -> 
         raise UsageError("two --disease names give the same pack file name", "give each disease once")
     from vipcli.preflight import check_output_file
 
-    for path in paths:
+    for disease, path in zip(diseases, paths):
+        named = path == out  # --out FILE, else the disease's name
+        other = f"--out {path.with_name(path.name.split('.')[0] + '-pack.yaml')}"
+        check_pack_file_name(path.name, f"--out {out}" if named else f"the pack of --disease {disease!r}",
+                             f"name the file otherwise, e.g. {other}" if len(paths) == 1 else
+                             f"generate it with its own --disease and {other}")
         refuse_overwrite(path, force)
         check_output_file(path)  # a read-only or full --out fails before any LLM call
     return paths

@@ -90,7 +90,7 @@ def planned_pack_paths(config, out: Path, force: bool) -> dict[str, Path]:
     is encoded)."""
     from vipcli.data import load_dataset
     from vipcli.packs import packs_for_classes
-    from vipcli.symptoms.generate import default_out_name, refuse_overwrite
+    from vipcli.symptoms.generate import check_pack_file_name, default_out_name, refuse_overwrite
     from vipcli.symptoms.rank import too_few_error, too_few_to_judge
 
     dataset = load_dataset(config.data, seed=config.seed)
@@ -98,6 +98,8 @@ def planned_pack_paths(config, out: Path, force: bool) -> dict[str, Path]:
     paths = {name: out / default_out_name(pack.name) for name, pack in packs.items()}
     seen: dict[Path, str] = {}
     for name, path in paths.items():
+        check_pack_file_name(path.name, f"the pruned pack {packs[name].name!r}", "rename the pack (its 'name:') "
+                             "or give the class a pack of another name with --symptoms")
         other = seen.setdefault(path, name)
         if other != name:
             raise UsageError(

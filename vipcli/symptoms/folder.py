@@ -50,7 +50,7 @@ def plan_packs(dataset, sources: list[str], out: Path, force: bool) -> list[Clas
     Returns:
         One ClassPack per class, in class order.
     """
-    from vipcli.symptoms.generate import default_out_name
+    from vipcli.symptoms.generate import check_pack_file_name, default_out_name
 
     shipped = shipped_packs()
     packs = collect_packs(list(sources), shipped)  # the packs of `sources`, in order, then every shipped pack
@@ -71,6 +71,9 @@ def plan_packs(dataset, sources: list[str], out: Path, force: bool) -> list[Clas
             origin = SHIPPED
         else:
             origin = GENERATE
+        if origin == GENERATE:
+            check_pack_file_name(path.name, f"the pack of class {name!r}",
+                                 "rename the class folder, or give it a pack with --symptoms")
         plans.append(ClassPack(name, disease_name(name), origin, pack, path, images, folder))
     return plans
 

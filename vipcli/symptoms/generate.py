@@ -321,7 +321,8 @@ def _agreement_document(agreement: Agreement) -> dict:
 
 
 def default_out_name(disease: str) -> str:
-    """File name of a pack: the disease with spaces as `_` (other unsafe characters too), `.yaml`.
+    """File name of a pack: the disease with spaces as `_` (other unsafe characters too), `.yaml`; a caller that
+    writes it refuses a Windows device's name (`aux.yaml`) with `check_pack_file_name`.
 
     Raises:
         UsageError: nothing of the name is left for a file name (e.g. `..`), which would write a hidden `.yaml`.
@@ -331,6 +332,18 @@ def default_out_name(disease: str) -> str:
         raise UsageError(f"--disease {disease!r} has no letters or digits to name its pack file after",
                          "give the class name, e.g. --disease melanoma, or pass --out FILE.yaml")
     return stem + ".yaml"
+
+
+def check_pack_file_name(name: str, what: str, fix: str) -> None:
+    """UsageError for a pack file `name` that Windows takes as one of its devices (`aux.yaml`, `CON.yml`, `nul`),
+    on every platform: written here, it would break the pack folder on Windows (a clone, a copy, a shared drive).
+    `what` names the pack ("the pack of 'aux'", "--out aux.yaml"); `fix` is the hint."""
+    from vipcli.windows_names import device_name
+
+    device = device_name(name)
+    if device:
+        raise UsageError(f"{what} would be the file {name}, which Windows takes as its device {device}: the pack "
+                         "folder could not be copied to or opened on Windows", fix)
 
 
 def pack_to_dict(pack: SymptomPack) -> dict:
