@@ -367,3 +367,67 @@ def _refuse_replacing(monkeypatch, refuses) -> None:
         real(source, destination)
 
     monkeypatch.setattr(atomic.os, "replace", replace)
+
+
+# --- hints that name a command ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("windows, said", [(False, "chmod -R u+rX"), (True, "its Properties, Security tab")])
+def test_an_unreadable_class_folder_says_how_to_give_read_access_on_the_users_system(cli, tmp_path, monkeypatch,
+                                                                                     windows, said):
+    """`chmod -R u+rX` is no command on Windows, where read access is given in the folder's Properties."""
+    from lesion_runs import make_lesions
+    from vipcli import shell
+
+    data = make_lesions(tmp_path / "lesions", {"train": 2, "val": 2, "test": 2})
+    for image in (data / "train" / "nevus").iterdir():  # what listing an unreadable folder finds
+        image.unlink()
+    access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: Path(path).name != "nevus" and access(path, mode, **kw))
+    monkeypatch.setattr(shell, "WINDOWS", windows)
+    code, out, err = cli("train", "--data", data, "--backbone", "toy", "--out", tmp_path / "run")
+    assert (code, out) == (1, "") and err.splitlines() == [
+        f"error: class folder {data / 'train' / 'nevus'} cannot be read (permission denied) (give your user read "
+        f"access to it ({said}), or remove the folder)"]
+
+
+@pytest.mark.parametrize("windows, said", [(False, "ls -l"), (True, "its Properties, Security tab")])
+def test_an_unreadable_symptoms_file_says_where_to_see_who_may_read_it_on_the_users_system(cli, tmp_path,
+                                                                                           monkeypatch, windows, said):
+    from vipcli import shell
+
+    locked = tmp_path / "locked.yaml"
+    locked.write_text("name: melanoma\nsymptoms: [Dark dots]\n")
+    read_text = Path.read_text
+
+    def refused(path, *args, **kwargs):
+        if path.name == locked.name:
+            raise PermissionError(13, "Permission denied")
+        return read_text(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", refused)
+    monkeypatch.setattr(shell, "WINDOWS", windows)
+    code, out, err = cli("symptoms", "show", locked)
+    assert (code, out) == (1, "") and err.splitlines() == [
+        f"error: {locked}: cannot read symptoms file: Permission denied (check that the file can be read by you "
+        f"({said}))"]
+
+
+def test_the_command_that_gives_weights_back_their_recorded_time_is_powershells_on_windows(monkeypatch):
+    """A run of an earlier vip names its weights by path, size and modification time; the hint to give a touched
+    file back its time said GNU `touch -d`, which Windows has not, and left a path with a space unquoted."""
+    from vipcli import shell
+    from vipcli.predict import backbone_warning
+
+    mtime_ns = 1_700_000_000_123_456_700  # NTFS keeps 100 ns
+    recorded = {"arch": "ViT-B-16", "weights": {"path": r"C:\Users\Ann Lee\w.pt", "size": 10, "mtime_ns": mtime_ns}}
+    now = {"arch": "ViT-B-16", "weights": {"file": "w.pt", "size": 10, "sha256": "0" * 64}}
+    monkeypatch.setattr(shell, "WINDOWS", False)
+    assert r"`touch -d @1700000000.123456700 'C:\Users\Ann Lee\w.pt'` gives it back its recorded time" in \
+        backbone_warning("clip", "runs/old", now, recorded)
+    monkeypatch.setattr(shell, "WINDOWS", True)
+    said = backbone_warning("clip", "runs/old", now, recorded)
+    command = re.search(r"`(.*)` gives it back its recorded time", said).group(1)
+    ticks = int(re.fullmatch(r'\(Get-Item -LiteralPath "C:\\Users\\Ann Lee\\w\.pt"\)\.LastWriteTimeUtc = '
+                             r"\[DateTime\]::FromFileTimeUtc\((\d+)\) in PowerShell", command).group(1))
+    assert (ticks - shell.FILETIME_AT_EPOCH) * 100 == mtime_ns  # 100 ns since 1601, as FromFileTimeUtc reads them

@@ -151,8 +151,11 @@ def _scan_flat(folder: Path, class_names: list[str] | None = None, left_out: Lef
         on_link = (lambda link, owner=class_folder: guard.check(link, owner)) if guard is not None else None
         images = image_files_under(class_folder, left_out.others if left_out is not None else None, on_link)
         if not images and not os.access(class_folder, os.R_OK | os.X_OK):
+            from vipcli.shell import permissions_hint
+
             raise VipError(f"class folder {class_folder} cannot be read (permission denied)",
-                           "give your user read access to it (chmod -R u+rX), or remove the folder")
+                           f"give your user read access to it ({permissions_hint('chmod -R u+rX')}), or remove the "
+                           "folder")
         if not images:
             raise VipError(
                 f"class folder {class_folder} has no images",

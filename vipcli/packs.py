@@ -216,8 +216,10 @@ def load_symptom_file(path: str | Path) -> list[SymptomPack]:
     except UnicodeDecodeError:
         raise VipError(f"{path}: symptoms file is not UTF-8 text", "save it as UTF-8") from None
     except OSError as error:
+        from vipcli.shell import permissions_hint
+
         raise VipError(f"{path}: cannot read symptoms file: {error.strerror or error}",
-                       "check that the file can be read by you (ls -l)") from None
+                       f"check that the file can be read by you ({permissions_hint('ls -l')})") from None
     data, node = read_yaml(text, path)
     shapes = "write {class: [symptom, ...]} or a pack with 'name' and 'symptoms'"
     if isinstance(data, dict) and data.get("format") == RUN_FORMAT:

@@ -45,3 +45,26 @@ def set_variable(name: str, value: str, windows: bool | None = None) -> str:
     if not (WINDOWS if windows is None else windows):
         return f"export {name}={value}"
     return f"$env:{name} = \"{value}\" (PowerShell) or set {name}={value} (cmd.exe)"
+
+
+WINDOWS_PERMISSIONS = "its Properties, Security tab"  # where Windows shows and changes who may read a file
+
+
+def permissions_hint(posix: str, windows: bool | None = None) -> str:
+    """Where the user sees or changes who may read a file or folder, as words for a hint: the POSIX command
+    `posix` (`ls -l`, `chmod -R u+rX`) or, on Windows, which has neither, its Properties, Security tab."""
+    return WINDOWS_PERMISSIONS if (WINDOWS if windows is None else windows) else posix
+
+
+FILETIME_AT_EPOCH = 116_444_736_000_000_000  # Windows' file times count 100 ns from 1601: 1970 in them
+
+
+def set_modified_time(path, mtime_ns: int, windows: bool | None = None) -> str:
+    """The command that sets the modification time of `path` back to `mtime_ns` (ns since 1970), as words for a
+    hint: GNU `touch -d @SECONDS.NANOSECONDS PATH`, or on Windows PowerShell's (cmd.exe has none), to its 100 ns."""
+    if not (WINDOWS if windows is None else windows):
+        seconds, nanoseconds = divmod(mtime_ns, 10**9)
+        return f"touch -d @{seconds}.{nanoseconds:09d} {quote(path, False)}"
+    ticks = mtime_ns // 100 + FILETIME_AT_EPOCH
+    return f"(Get-Item -LiteralPath {quote(path, True)}).LastWriteTimeUtc = [DateTime]::FromFileTimeUtc({ticks}) " \
+           "in PowerShell"

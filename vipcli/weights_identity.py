@@ -99,9 +99,10 @@ def legacy_weights_unverifiable(recorded_describe, describe: dict) -> str | None
     said = f"{form['path']} by its size and modification time, which changed since" if len(forms) == 1 \
         else f"{len(forms)} weights files by their size and modification time, which changed since"
     if set(form) == {"path", "size", "mtime_ns"} and len(forms) == 1 and isinstance(form["mtime_ns"], int):
-        seconds, nanoseconds = divmod(form["mtime_ns"], 10**9)
-        said += f" (if it holds the same weights, `touch -d @{seconds}.{nanoseconds:09d} {form['path']}` " \
-                f"gives it back its recorded time)"
+        from vipcli.shell import set_modified_time
+
+        said += f" (if it holds the same weights, `{set_modified_time(form['path'], form['mtime_ns'])}` " \
+                "gives it back its recorded time)"
     return said
 
 
