@@ -72,3 +72,15 @@ def test_the_library_refuses_a_value_neither_on_nor_off_before_any_work(tmp_path
     with pytest.raises(UsageError, match=f"VIP_QUIET='ture' {REFUSED[:20]}"):
         api.train(tmp_path / "data", backbone="toy", out=tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("value", ["ten", "-1", "nan"])
+def test_a_progress_interval_that_is_no_number_of_seconds_is_refused_before_the_command_runs(cli, tmp_path,
+                                                                                           monkeypatch, value):
+    """VIP_PROGRESS_SECONDS=ten stopped `vip demo` midway with "unexpected ValueError ... this is a bug in vip"."""
+    monkeypatch.setenv("VIP_PROGRESS_SECONDS", value)
+    code, out, err = _sort(cli, tmp_path)
+    assert (code, out) == (2, "") and err.splitlines() == [
+        f"error: VIP_PROGRESS_SECONDS={value!r} is not a number of seconds (set it to 0 or more, such as 30, or unset "
+        "it (the default is 10))"]
+    assert not (tmp_path / "s").exists()

@@ -186,11 +186,11 @@ def _shared_settings(data, backbone, arch, pretrained, device, views, workers, e
 
 def _run(function, config, progress: bool):
     """`function(config, progress bar or None)`, its errors worded for Python callers; VIP_QUIET=maybe (a
-    value neither on nor off) refused first, as the command does."""
+    value neither on nor off) refused first, as the command does (`vipcli.env_flags.check_environment`)."""
     from vipcli import console
-    from vipcli.env_flags import check_env_flags
+    from vipcli.env_flags import check_environment
 
-    check_env_flags()
+    check_environment()
     with _in_python_words(), console.progress_bar() if _flag("progress", progress) else contextlib.nullcontext() as bar:
         return function(config, bar)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import os
 import re
 import sys
 
@@ -234,7 +233,9 @@ class LogProgress:
     def __init__(self, interval: float | None = None, clock=None):
         import time
 
-        self.interval = interval if interval is not None else float(os.environ.get("VIP_PROGRESS_SECONDS", "10"))
+        from vipcli.env_flags import progress_seconds
+
+        self.interval = interval if interval is not None else progress_seconds()
         self.clock = clock or time.monotonic
         self.tasks: dict[int, dict] = {}
 

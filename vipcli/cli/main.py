@@ -80,9 +80,9 @@ def _root(
     quiet: bool = options.QUIET,
 ) -> None:
     """ViP: adapt vision-language models to medical images with LLM-described visual symptoms."""
-    from vipcli.env_flags import check_env_flags
+    from vipcli.env_flags import check_environment
 
-    check_env_flags()  # VIP_QUIET=maybe: one line before the command does anything (--help and --version still work)
+    check_environment()  # VIP_QUIET=maybe: one line before the command does anything (--help, --version still work)
 
 
 app.add_typer(data.app, name="data")
