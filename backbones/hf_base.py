@@ -20,6 +20,7 @@ from typing import Sequence
 
 import torch
 
+from vip_backbones.hf_preprocessing import PREPROCESSOR_FILES, load_image_processor
 from vip_backbones.hub import (WEIGHT_SUFFIXES, check_weights_path, fail_fast_if_uncached, missing_weights_error,
                                model_loading, quiet_libraries, transformers_torch_error)
 from vipcli.backbone import Backbone, clip_style_transform, identity_taken_once
@@ -32,11 +33,10 @@ HF_HINT = ("download it once on a connected machine (it is cached under ~/.cache
            "for random weights (for timing and plumbing only)")
 ARCH_SOURCES = "a config.json, a save_pretrained folder, or a cached hub id"
 RANDOM_HINT = f"--pretrained none needs --arch ({ARCH_SOURCES}) when the default model is not available offline"
-# what AutoTokenizer reads from a local folder (one of them must be there) and AutoImageProcessor's config
+# what AutoTokenizer reads from a local folder (one of them must be there)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
                    "vocab.json", "merges.txt", "vocab.txt", "spiece.model", "tokenizer.model",
                    "sentencepiece.bpe.model")
-PREPROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
 
 
 @contextlib.contextmanager
@@ -219,14 +219,14 @@ class TransformersBackbone(Backbone):
                              "them), or pass --arch a folder or hub id that has them")
 
     def _load_preprocessing(self) -> dict:
-        """image_mean/image_std from the model's preprocessor_config.json, if it has one."""
-        try:
-            from transformers import AutoImageProcessor
-
-            processor = AutoImageProcessor.from_pretrained(self._tokenizer_source())
-            return {"mean": tuple(processor.image_mean), "std": tuple(processor.image_std)}
-        except Exception:  # noqa: BLE001 - no preprocessor config: the family's defaults
+        """image_mean/image_std from the model's image processor (preprocessor_config.json), if it has one;
+        a local one that cannot be read is a UsageError naming it."""
+        local = _local(self.source)
+        processor = load_image_processor(self._tokenizer_source(), None if local is None else
+                                         Path(self._tokenizer_source()))
+        if processor is None:
             return {"mean": self.image_mean, "std": self.image_std}
+        return {"mean": tuple(processor.image_mean), "std": tuple(processor.image_std)}
 
     def _set_text_attributes(self) -> None:
         text_config = self.model.config.text_config

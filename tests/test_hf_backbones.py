@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -221,6 +222,23 @@ def test_image_features_equal_get_image_features(name, request):
 def test_siglip_reads_its_preprocessor_config(siglip):
     assert siglip.preprocessing == {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
     assert siglip.squash
+
+
+def copied_folder(folder, tmp_path, name="model"):
+    """A copy of a save_pretrained folder, to change a file of."""
+    import shutil
+
+    return Path(shutil.copytree(folder, tmp_path / name))
+
+
+@pytest.mark.parametrize("name", ["preprocessor_config.json", "processor_config.json"])
+def test_an_unreadable_image_processor_is_one_line_naming_it_not_the_defaults_in_silence(cli, hf_clip_folder,
+                                                                                        tmp_path, name):
+    folder = copied_folder(hf_clip_folder, tmp_path)
+    (folder / name).write_text('{"image_mean": [0.1, 0.1')  # cut short, as a failed copy leaves it
+    code, _, err = cli("backbones", "check", "hf-clip", "--pretrained", folder)
+    assert code == 2 and len(error_lines(err)) == 1, err
+    assert error_lines(err)[0].startswith(f"error: cannot read the image processor {folder / name}: ")
 
 
 @pytest.mark.parametrize("backbone_id, folder", [("hf-clip", "hf_clip_folder"), ("siglip", "siglip_folder")])
