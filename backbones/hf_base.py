@@ -20,7 +20,8 @@ from typing import Sequence
 
 import torch
 
-from vip_backbones.hf_preprocessing import PREPROCESSOR_FILES, load_image_processor
+from vip_backbones.hf_preprocessing import (PREPROCESSOR_FILES, load_image_processor, preprocessor_file,
+                                            processor_preprocessing)
 from vip_backbones.hub import (WEIGHT_SUFFIXES, check_weights_path, fail_fast_if_uncached, missing_weights_error,
                                model_loading, quiet_libraries, transformers_torch_error)
 from vipcli.backbone import Backbone, clip_style_transform, identity_taken_once
@@ -95,7 +96,8 @@ class TransformersBackbone(Backbone):
             to use instead for any other.
         default_pretrained: hub id or folder used when `--pretrained` is not given.
         image_mean, image_std: used when the model has no preprocessor_config.json.
-        squash: evaluation resize without center crop (SigLIP) instead of CLIP's short side + crop.
+        squash: evaluation resize without center crop (SigLIP) instead of CLIP's short side + crop, for a
+            model without an image processor (its processor says otherwise).
         config_companions: the files read beside a config.json given as `--arch` (tokenizer,
             preprocessor): a run copies them into itself with the config, so it predicts without the original.
 
@@ -219,14 +221,16 @@ class TransformersBackbone(Backbone):
                              "them), or pass --arch a folder or hub id that has them")
 
     def _load_preprocessing(self) -> dict:
-        """image_mean/image_std from the model's image processor (preprocessor_config.json), if it has one;
-        a local one that cannot be read is a UsageError naming it."""
-        local = _local(self.source)
-        processor = load_image_processor(self._tokenizer_source(), None if local is None else
-                                         Path(self._tokenizer_source()))
+        """Size, crop, resampling, mean and std from the model's image processor (preprocessor_config.json), if it
+        has one, else the family's; a local one that cannot be read, or that makes images of another size than
+        the vision tower takes, is a UsageError naming it."""
+        folder = None if _local(self.source) is None else Path(self._tokenizer_source())
+        processor = load_image_processor(self._tokenizer_source(), folder)
         if processor is None:
-            return {"mean": self.image_mean, "std": self.image_std}
-        return {"mean": tuple(processor.image_mean), "std": tuple(processor.image_std)}
+            return {"mean": self.image_mean, "std": self.image_std, "resize": self._image_size(),
+                    "squash": self.squash, "interpolation": "bicubic"}
+        where = str(preprocessor_file(folder) or self._tokenizer_source())
+        return processor_preprocessing(processor, where, self._image_size())
 
     def _set_text_attributes(self) -> None:
         text_config = self.model.config.text_config
@@ -277,10 +281,14 @@ class TransformersBackbone(Backbone):
 
     def image_transform(self, train: bool):
         """The model's preprocessing (size, mean, std) as a torchvision transform; `train` adds augmentation."""
+        p = self.preprocessing
+        return clip_style_transform(self._image_size(), p["mean"], p["std"], train, squash=p["squash"],
+                                    resize=p["resize"], interpolation=p["interpolation"])
+
+    def _image_size(self) -> int:
+        """The side of the square image the vision tower takes (vision_config.image_size)."""
         size = self.model.config.vision_config.image_size
-        size = size[0] if isinstance(size, (tuple, list)) else size
-        mean, std = self.preprocessing["mean"], self.preprocessing["std"]
-        return clip_style_transform(int(size), mean, std, train, squash=self.squash)
+        return int(size[0] if isinstance(size, (tuple, list)) else size)
 
     def _config_json(self) -> str:
         """The model config as sorted JSON, without where it was loaded from."""

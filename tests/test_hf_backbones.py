@@ -41,6 +41,13 @@ def siglip(siglip_folder):
     return load_backbone("siglip", None, str(siglip_folder))
 
 
+def copied_folder(folder, tmp_path, name="model"):
+    """A copy of a save_pretrained folder, to change a file of."""
+    import shutil
+
+    return Path(shutil.copytree(folder, tmp_path / name))
+
+
 def model_text_features(backbone, ids):
     from vip_backbones.hf_base import pooled_features
 
@@ -220,15 +227,36 @@ def test_image_features_equal_get_image_features(name, request):
 
 
 def test_siglip_reads_its_preprocessor_config(siglip):
-    assert siglip.preprocessing == {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
-    assert siglip.squash
+    assert siglip.preprocessing == {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "resize": (32, 32),
+                                    "squash": True, "interpolation": "bicubic"}
 
 
-def copied_folder(folder, tmp_path, name="model"):
-    """A copy of a save_pretrained folder, to change a file of."""
-    import shutil
+def test_the_folders_image_processor_gives_the_pixels_transformers_gives(hf_clip_folder, tmp_path):
+    """Short side 40, centre crop 32, bilinear, its own mean and std: not the model family's bicubic 32."""
+    import numpy as np
+    from PIL import Image
+    from transformers import AutoImageProcessor, CLIPImageProcessor
 
-    return Path(shutil.copytree(folder, tmp_path / name))
+    folder = copied_folder(hf_clip_folder, tmp_path)
+    CLIPImageProcessor(size={"shortest_edge": 40}, crop_size={"height": 32, "width": 32}, resample=2,
+                       image_mean=[0.1, 0.2, 0.3], image_std=[0.9, 0.8, 0.7]).save_pretrained(folder)
+    backbone = load_backbone("hf-clip", None, str(folder))
+    picture = Image.fromarray(np.random.default_rng(0).integers(0, 256, (50, 70, 3), dtype=np.uint8))
+    theirs = AutoImageProcessor.from_pretrained(folder, use_fast=False)(images=picture, return_tensors="pt")
+    torch.testing.assert_close(backbone.image_transform(False)(picture), theirs["pixel_values"][0])
+    assert backbone.image_transform(True)(picture).shape == (3, 32, 32)
+
+
+def test_an_image_processor_for_another_image_size_than_the_model_is_refused(cli, hf_clip_folder, tmp_path):
+    from transformers import CLIPImageProcessor
+
+    folder = copied_folder(hf_clip_folder, tmp_path)
+    CLIPImageProcessor(size={"shortest_edge": 48}, crop_size={"height": 48, "width": 48}).save_pretrained(folder)
+    code, _, err = cli("backbones", "check", "hf-clip", "--pretrained", folder)
+    assert code == 2 and len(error_lines(err)) == 1, err
+    assert error_lines(err)[0].startswith(
+        f"error: the image processor {folder / 'preprocessor_config.json'} resizes images to 48x48 and crops 48x48, "
+        "but the model's vision tower takes 32x32 images (vision_config.image_size in its config.json)")
 
 
 @pytest.mark.parametrize("name", ["preprocessor_config.json", "processor_config.json"])
