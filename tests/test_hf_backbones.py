@@ -226,6 +226,39 @@ def test_image_features_equal_get_image_features(name, request):
     torch.testing.assert_close(backbone.encode_image(pixels), theirs)
 
 
+def test_siglip_zero_shot_gives_siglip_models_own_class_probabilities(siglip_folder, tmp_path):
+    """SigLIP's conventions (texts padded to max_length, the processor's pixels, logit scale and bias as trained
+    ones have them): vip's zero-shot softmax over classes is SiglipModel's own logits_per_image's; the bias that
+    vip leaves out is shared by the classes, so it changes no probability and no prediction."""
+    import numpy as np
+    from PIL import Image
+    from transformers import AutoImageProcessor, AutoTokenizer, SiglipModel
+
+    from vipcli.methods import MethodSetup, build_method
+
+    model = SiglipModel.from_pretrained(siglip_folder).eval()
+    with torch.no_grad():
+        model.logit_scale.fill_(np.log(117.3))  # about what google/siglip-base-patch16-224 learned
+        model.logit_bias.fill_(-12.9)
+    folder = copied_folder(siglip_folder, tmp_path)
+    model.save_pretrained(folder)
+    classes = ["melanoma", "nevus", "pneumonia"]
+    rng = np.random.default_rng(0)
+    pictures = [Image.fromarray(rng.integers(0, 256, (50, 70, 3), dtype=np.uint8)) for _ in range(4)]
+    tokens = AutoTokenizer.from_pretrained(folder)([f"a photo of a {name}." for name in classes],
+                                                   padding="max_length", return_tensors="pt")
+    pixels = AutoImageProcessor.from_pretrained(folder, use_fast=False)(images=pictures, return_tensors="pt")
+    with torch.no_grad():
+        theirs = model(input_ids=tokens["input_ids"], pixel_values=pixels["pixel_values"]).logits_per_image
+    backbone = load_backbone("siglip", None, str(folder))
+    method = build_method("zeroshot", MethodSetup(backbone, classes, {}))
+    with torch.no_grad():
+        ours = method(backbone.encode_image(torch.stack([backbone.image_transform(False)(p) for p in pictures])))
+    torch.testing.assert_close(ours.softmax(-1), theirs.softmax(-1), rtol=1e-4, atol=1e-5)
+    assert ours.argmax(-1).tolist() == theirs.argmax(-1).tolist()
+    torch.testing.assert_close(ours - theirs, (ours - theirs)[:, :1].expand_as(ours), rtol=0, atol=1e-3)
+
+
 def test_siglip_reads_its_preprocessor_config(siglip):
     assert siglip.preprocessing == {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "resize": (32, 32),
                                     "squash": True, "interpolation": "bicubic"}
