@@ -127,7 +127,8 @@ class TransformersBackbone(Backbone):
         self.source = arch or self.pretrained or self.default_pretrained  # config and tokenizer
         self.arch = self.source
         check_weights_path(self.pretrained, "save_pretrained folder, a hub id")
-        self._check_local_tokenizer()  # before any weights load
+        self._check_local_config()  # before any weights load
+        self._check_local_tokenizer()
         if pretrained is None and arch:
             self._warn_weights_beside_arch(arch)
         hub_ids = [v for v in dict.fromkeys([self.pretrained, self.source]) if v and _local(v) is None]
@@ -203,6 +204,20 @@ class TransformersBackbone(Backbone):
                          f"and tokenizer): the weights are {self.default_pretrained}'s; pass --pretrained {arch} "
                          "to use that folder's")
 
+    def _source_option(self) -> str:
+        """The option that named the config and tokenizer source: --arch, or --pretrained when it gave both."""
+        return "--arch" if self.source != self.pretrained else "--pretrained"
+
+    def _check_local_config(self) -> None:
+        """UsageError for a local model folder without config.json (transformers says only that the folder
+        'should have a `model_type` key in its config.json', and the weights-missing hint would follow)."""
+        folder = _local(self.source)
+        if folder is not None and folder.is_dir() and not (folder / "config.json").is_file():
+            raise UsageError(f"{self._source_option()} {self.source} holds no config.json (the model's configuration, "
+                             "which save_pretrained writes beside the weights)",
+                             "copy the model's config.json into the folder, or pass --arch a folder, config.json or "
+                             "hub id with this model's configuration")
+
     def _check_local_tokenizer(self) -> None:
         """UsageError for a local config/tokenizer source whose folder holds no tokenizer file.
 
@@ -213,9 +228,8 @@ class TransformersBackbone(Backbone):
             return
         folder = Path(self._tokenizer_source())
         if not any((folder / name).is_file() for name in TOKENIZER_FILES):
-            option = "--arch" if self.source != self.pretrained else "--pretrained"
             where = "" if folder == _local(self.source) else f": its folder {folder}"
-            raise UsageError(f"{option} {self.source}{where} holds no tokenizer (none of tokenizer.json, "
+            raise UsageError(f"{self._source_option()} {self.source}{where} holds no tokenizer (none of tokenizer.json, "
                              "tokenizer_config.json, vocab.json, vocab.txt, spiece.model)",
                              "put the model's tokenizer files beside its config.json (save_pretrained writes "
                              "them), or pass --arch a folder or hub id that has them")

@@ -318,6 +318,20 @@ def test_the_wrong_model_family_is_a_usage_error(siglip_folder):
 
 
 @pytest.mark.parametrize("backbone_id, folder", [("hf-clip", "hf_clip_folder"), ("siglip", "siglip_folder")])
+def test_a_model_folder_without_config_json_says_so_and_how_to_fix_it(backbone_id, folder, request, tmp_path, cli):
+    model = copied_folder(request.getfixturevalue(folder), tmp_path)
+    (model / "config.json").unlink()
+    code, _, err = cli("backbones", "check", backbone_id, "--pretrained", model)
+    assert code == 2 and error_lines(err) == [
+        f"error: --pretrained {model} holds no config.json (the model's configuration, which save_pretrained writes "
+        "beside the weights) (copy the model's config.json into the folder, or pass --arch a folder, config.json or "
+        "hub id with this model's configuration)"], err
+    code, _, err = cli("backbones", "check", backbone_id, "--pretrained", model, "--arch",
+                       request.getfixturevalue(folder))
+    assert code == 0, err  # the config from --arch, the weights from the folder
+
+
+@pytest.mark.parametrize("backbone_id, folder", [("hf-clip", "hf_clip_folder"), ("siglip", "siglip_folder")])
 @pytest.mark.parametrize("as_file", [True, False], ids=["config.json", "folder"])
 def test_an_arch_without_tokenizer_files_fails_in_one_line_naming_the_folder(backbone_id, folder, as_file, request,
                                                                           tmp_path, cli):
