@@ -32,6 +32,9 @@ RANDOM_INIT_SEED = 0  # `--pretrained none` builds the same random towers every 
 HF_HINT = ("download it once on a connected machine (it is cached under ~/.cache/huggingface), "
            "or pass --pretrained /path/to/a/save_pretrained/folder, or --pretrained none --arch SOURCE "
            "for random weights (for timing and plumbing only)")
+LOCAL_HINT = ("pass --pretrained a whole save_pretrained folder (config.json, every weight file, the tokenizer "
+              "files, as save_pretrained wrote them), or --pretrained none --arch SOURCE for random weights (for "
+              "timing and plumbing only)")
 ARCH_SOURCES = "a config.json, a save_pretrained folder, or a cached hub id"
 RANDOM_HINT = f"--pretrained none needs --arch ({ARCH_SOURCES}) when the default model is not available offline"
 # what AutoTokenizer reads from a local folder (one of them must be there)
@@ -136,6 +139,8 @@ class TransformersBackbone(Backbone):
         thing, hint = "weights", HF_HINT
         if self.pretrained is None:
             thing, hint = "the config and tokenizer", (f"pass --arch {ARCH_SOURCES}" if arch else RANDOM_HINT)
+        elif not hub_ids:  # a local folder that fails is incomplete or damaged: nothing to download
+            hint = LOCAL_HINT
         if hub_ids:  # without network and without cached files, fail before importing transformers
             fail_fast_if_uncached(hub_ids, self.pretrained or self.source, self.model_class, hint, thing)
         uses_hub = bool(hub_ids)

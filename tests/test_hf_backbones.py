@@ -317,6 +317,25 @@ def test_the_wrong_model_family_is_a_usage_error(siglip_folder):
         load_backbone("hf-clip", None, str(siglip_folder))
 
 
+def test_a_sharded_folder_loads_and_one_missing_shard_is_named_without_a_download_hint(cli, hf_clip_folder, tmp_path):
+    from transformers import CLIPModel
+
+    folder = copied_folder(hf_clip_folder, tmp_path)
+    (folder / "model.safetensors").unlink()
+    CLIPModel.from_pretrained(hf_clip_folder).save_pretrained(folder, max_shard_size="100KB")
+    shards = sorted(folder.glob("model-*.safetensors"))
+    assert len(shards) > 1 and (folder / "model.safetensors.index.json").is_file()
+    code, _, err = cli("backbones", "check", "hf-clip", "--pretrained", folder)
+    assert code == 0, err
+    shards[-1].unlink()
+    code, _, err = cli("backbones", "check", "hf-clip", "--pretrained", folder)
+    assert code == 1 and len(error_lines(err)) == 1, err
+    assert shards[-1].name in err and "connected machine" not in err
+    assert error_lines(err)[0].endswith("(pass --pretrained a whole save_pretrained folder (config.json, every weight "
+                                        "file, the tokenizer files, as save_pretrained wrote them), or --pretrained "
+                                        "none --arch SOURCE for random weights (for timing and plumbing only))")
+
+
 @pytest.mark.parametrize("backbone_id, folder", [("hf-clip", "hf_clip_folder"), ("siglip", "siglip_folder")])
 def test_a_model_folder_without_config_json_says_so_and_how_to_fix_it(backbone_id, folder, request, tmp_path, cli):
     model = copied_folder(request.getfixturevalue(folder), tmp_path)
