@@ -23,7 +23,8 @@ import torch
 from vip_backbones.hf_preprocessing import (PREPROCESSOR_FILES, load_image_processor, preprocessor_file,
                                             processor_preprocessing)
 from vip_backbones.hub import (WEIGHT_SUFFIXES, check_weights_path, fail_fast_if_uncached, missing_weights_error,
-                               model_loading, quiet_libraries, transformers_torch_error)
+                               model_loading, pickled_weights_error, quiet_libraries,
+                               transformers_torch_error)
 from vipcli.backbone import Backbone, clip_style_transform, identity_taken_once
 from vipcli.errors import UsageError, VipError
 from vipcli.weights_identity import weights_file_identity
@@ -35,6 +36,8 @@ HF_HINT = ("download it once on a connected machine (it is cached under ~/.cache
 LOCAL_HINT = ("pass --pretrained a whole save_pretrained folder (config.json, every weight file, the tokenizer "
               "files, as save_pretrained wrote them), or --pretrained none --arch SOURCE for random weights (for "
               "timing and plumbing only)")
+FOLDER_PICKLE_FIX = ("if you trust where this folder came from, save its tensors with safetensors.torch.save_file as "
+                     "model.safetensors in the folder (transformers loads that instead) and pass the folder again")
 ARCH_SOURCES = "a config.json, a save_pretrained folder, or a cached hub id"
 RANDOM_HINT = f"--pretrained none needs --arch ({ARCH_SOURCES}) when the default model is not available offline"
 # what AutoTokenizer reads from a local folder (one of them must be there)
@@ -159,8 +162,8 @@ class TransformersBackbone(Backbone):
             except (VipError, KeyboardInterrupt):
                 raise
             except Exception as error:
-                raise missing_weights_error(self.pretrained or self.source, self.model_class, offline_reason, error,
-                                            hint, thing) from error
+                raise self._pickled_folder_error(error) or missing_weights_error(
+                    self.pretrained or self.source, self.model_class, offline_reason, error, hint, thing) from error
         self._set_text_attributes()
         self.logit_scale = self.model.logit_scale.detach().float().reshape(())
         self._identity = self._identify()
@@ -185,6 +188,15 @@ class TransformersBackbone(Backbone):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(RANDOM_INIT_SEED)
             return model_class(config)
+
+    def _pickled_folder_error(self, error: BaseException) -> VipError | None:
+        """For a local --pretrained folder whose .bin/.pt weights torch refused to unpickle: the error naming
+        those files, with the fix for a folder; None otherwise."""
+        folder = _local(self.pretrained) if self.pretrained else None
+        if folder is None or not folder.is_dir():
+            return None
+        pickled = [str(path) for path in _weight_files(folder) if path.suffix != ".safetensors"] or [str(folder)]
+        return pickled_weights_error(", ".join(pickled), error, FOLDER_PICKLE_FIX)
 
     def _tokenizer_source(self) -> str:
         local = _local(self.source)

@@ -317,6 +317,28 @@ def test_the_wrong_model_family_is_a_usage_error(siglip_folder):
         load_backbone("hf-clip", None, str(siglip_folder))
 
 
+class Pickled:
+    """A Python object in a weights file: torch's weights_only loader refuses to unpickle it."""
+
+
+def test_a_folder_whose_bin_weights_hold_pickled_objects_is_refused_naming_the_file(cli, hf_clip_folder, tmp_path):
+    from safetensors.torch import load_file
+
+    folder = copied_folder(hf_clip_folder, tmp_path)
+    tensors = load_file(folder / "model.safetensors")
+    (folder / "model.safetensors").unlink()
+    torch.save({**tensors, "extra": Pickled()}, folder / "pytorch_model.bin")  # as an old save_pretrained left it
+    code, _, err = cli("backbones", "check", "hf-clip", "--pretrained", folder)
+    assert code == 1 and error_lines(err) == [
+        f"error: the weights file {folder / 'pytorch_model.bin'} holds pickled Python objects besides tensors; vip "
+        "loads tensors only (unpickling them could run any code) (if you trust where this folder came from, save its "
+        "tensors with safetensors.torch.save_file as model.safetensors in the folder (transformers loads that "
+        "instead) and pass the folder again)"], err
+    torch.save(tensors, folder / "pytorch_model.bin")  # tensors only: loaded
+    code, _, err = cli("backbones", "check", "hf-clip", "--pretrained", folder)
+    assert code == 0, err
+
+
 def test_a_sharded_folder_loads_and_one_missing_shard_is_named_without_a_download_hint(cli, hf_clip_folder, tmp_path):
     from transformers import CLIPModel
 
