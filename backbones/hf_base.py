@@ -180,6 +180,7 @@ class TransformersBackbone(Backbone):
 
         config = AutoConfig.from_pretrained(str(_local(self.source) or self.source))
         if config.model_type not in self.model_types:
+            self._refuse_one_tower(config.model_type)
             raise UsageError(f"{self.source} is a '{config.model_type}' model, not {' or '.join(self.model_types)}",
                              self.other_family_hint)
         model_class = self._transformers_class()
@@ -197,6 +198,16 @@ class TransformersBackbone(Backbone):
             return None
         pickled = [str(path) for path in _weight_files(folder) if path.suffix != ".safetensors"] or [str(folder)]
         return pickled_weights_error(", ".join(pickled), error, FOLDER_PICKLE_FIX)
+
+    def _refuse_one_tower(self, model_type: str) -> None:
+        """UsageError for a folder of one tower of this family ('clip_vision_model', 'siglip_text_model'), which
+        CLIPVisionModel/CLIPTextModel.save_pretrained write: vip needs the whole dual encoder."""
+        family, _, tower = model_type.partition("_")
+        if family in self.model_types and tower in ("vision_model", "text_model"):
+            raise UsageError(f"{self.source} holds only the {tower.replace('_model', '')} tower of a {self.model_class} "
+                             f"('{model_type}'): vip needs both towers and their projections",
+                             f"pass the folder of the whole {self.model_class} ({self.model_class}.save_pretrained "
+                             "writes both towers)")
 
     def _tokenizer_source(self) -> str:
         local = _local(self.source)
@@ -227,9 +238,14 @@ class TransformersBackbone(Backbone):
 
     def _check_local_config(self) -> None:
         """UsageError for a local model folder without config.json (transformers says only that the folder
-        'should have a `model_type` key in its config.json', and the weights-missing hint would follow)."""
-        folder = _local(self.source)
-        if folder is not None and folder.is_dir() and not (folder / "config.json").is_file():
+        'should have a `model_type` key in its config.json', and the weights-missing hint would follow), or whose
+        config is one tower's (said before the tokenizer a one-tower folder usually lacks)."""
+        local = _local(self.source)
+        config = local / "config.json" if local is not None and local.is_dir() else local
+        if config is not None and config.is_file() and config.suffix == ".json":
+            with contextlib.suppress(ValueError, OSError, AttributeError):  # transformers reports a broken one
+                self._refuse_one_tower(str(json.loads(config.read_text(encoding="utf-8")).get("model_type")))
+        elif config is not None and local.is_dir():
             raise UsageError(f"{self._source_option()} {self.source} holds no config.json (the model's configuration, "
                              "which save_pretrained writes beside the weights)",
                              "copy the model's config.json into the folder, or pass --arch a folder, config.json or "

@@ -317,6 +317,24 @@ def test_the_wrong_model_family_is_a_usage_error(siglip_folder):
         load_backbone("hf-clip", None, str(siglip_folder))
 
 
+@pytest.mark.parametrize("backbone_id, folder, model_class, tower", [
+    ("hf-clip", "hf_clip_folder", "CLIPModel", "vision"), ("hf-clip", "hf_clip_folder", "CLIPModel", "text"),
+    ("siglip", "siglip_folder", "SiglipModel", "vision"), ("siglip", "siglip_folder", "SiglipModel", "text")])
+def test_a_folder_of_one_tower_says_both_are_needed(backbone_id, folder, model_class, tower, request, tmp_path):
+    import transformers
+
+    model = getattr(transformers, model_class).from_pretrained(request.getfixturevalue(folder))
+    one = tmp_path / tower
+    getattr(model, f"{tower}_model").save_pretrained(one)  # CLIPVisionModel's layout: {family}_{tower}_model
+    family = model_class.removesuffix("Model").lower()
+    with pytest.raises(UsageError) as caught:
+        load_backbone(backbone_id, str(one), "none", warn_random=False)
+    assert str(caught.value) == (
+        f"{one} holds only the {tower} tower of a {model_class} ('{family}_{tower}_model'): vip needs both towers and "
+        f"their projections (pass the folder of the whole {model_class} ({model_class}.save_pretrained writes both "
+        "towers))")
+
+
 class Pickled:
     """A Python object in a weights file: torch's weights_only loader refuses to unpickle it."""
 
