@@ -85,7 +85,8 @@ def processor_preprocessing(processor, where: str, model_size: int) -> dict:
     crop = getattr(processor, "crop_size", None) if getattr(processor, "do_center_crop", False) else None
     final = (_field(crop, "height"), _field(crop, "width")) if crop is not None else resized
     if final != (model_size, model_size):
-        made = f"resizes images to {resized[0]}x{resized[1]}" + (f" and crops {final[0]}x{final[1]}" if crop else "")
+        made = (f"resizes images to {resized[0]}x{resized[1]}" if squash else f"resizes the short side to {resized[0]}")
+        made += f" and crops {final[0]}x{final[1]}" if crop is not None else ""
         raise UsageError(f"the image processor {where} {made}, but the model's vision tower takes "
                          f"{model_size}x{model_size} images (vision_config.image_size in its config.json)",
                          "save the image processor of the model these weights were trained as into the folder "

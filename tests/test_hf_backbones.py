@@ -288,8 +288,8 @@ def test_an_image_processor_for_another_image_size_than_the_model_is_refused(cli
     code, _, err = cli("backbones", "check", "hf-clip", "--pretrained", folder)
     assert code == 2 and len(error_lines(err)) == 1, err
     assert error_lines(err)[0].startswith(
-        f"error: the image processor {folder / 'preprocessor_config.json'} resizes images to 48x48 and crops 48x48, "
-        "but the model's vision tower takes 32x32 images (vision_config.image_size in its config.json)")
+        f"error: the image processor {folder / 'preprocessor_config.json'} resizes the short side to 48 and crops "
+        "48x48, but the model's vision tower takes 32x32 images (vision_config.image_size in its config.json)")
 
 
 @pytest.mark.parametrize("name", ["preprocessor_config.json", "processor_config.json"])
