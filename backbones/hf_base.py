@@ -20,8 +20,11 @@ from typing import Sequence
 
 import torch
 
+from vip_backbones.hf_preprocessing import (PREPROCESSOR_FILES, load_image_processor, preprocessor_file,
+                                            processor_preprocessing)
 from vip_backbones.hub import (WEIGHT_SUFFIXES, check_weights_path, fail_fast_if_uncached, missing_weights_error,
-                               model_loading, quiet_libraries, transformers_torch_error)
+                               model_loading, pickled_weights_error, quiet_libraries,
+                               transformers_torch_error)
 from vipcli.backbone import Backbone, clip_style_transform, identity_taken_once
 from vipcli.errors import UsageError, VipError
 from vipcli.weights_identity import weights_file_identity
@@ -30,13 +33,17 @@ RANDOM_INIT_SEED = 0  # `--pretrained none` builds the same random towers every 
 HF_HINT = ("download it once on a connected machine (it is cached under ~/.cache/huggingface), "
            "or pass --pretrained /path/to/a/save_pretrained/folder, or --pretrained none --arch SOURCE "
            "for random weights (for timing and plumbing only)")
+LOCAL_HINT = ("pass --pretrained a whole save_pretrained folder (config.json, every weight file, the tokenizer "
+              "files, as save_pretrained wrote them), or --pretrained none --arch SOURCE for random weights (for "
+              "timing and plumbing only)")
+FOLDER_PICKLE_FIX = ("if you trust where this folder came from, save its tensors with safetensors.torch.save_file as "
+                     "model.safetensors in the folder (transformers loads that instead) and pass the folder again")
 ARCH_SOURCES = "a config.json, a save_pretrained folder, or a cached hub id"
 RANDOM_HINT = f"--pretrained none needs --arch ({ARCH_SOURCES}) when the default model is not available offline"
-# what AutoTokenizer reads from a local folder (one of them must be there) and AutoImageProcessor's config
+# what AutoTokenizer reads from a local folder (one of them must be there)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
                    "vocab.json", "merges.txt", "vocab.txt", "spiece.model", "tokenizer.model",
                    "sentencepiece.bpe.model")
-PREPROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
 
 
 @contextlib.contextmanager
@@ -95,7 +102,8 @@ class TransformersBackbone(Backbone):
             to use instead for any other.
         default_pretrained: hub id or folder used when `--pretrained` is not given.
         image_mean, image_std: used when the model has no preprocessor_config.json.
-        squash: evaluation resize without center crop (SigLIP) instead of CLIP's short side + crop.
+        squash: evaluation resize without center crop (SigLIP) instead of CLIP's short side + crop, for a
+            model without an image processor (its processor says otherwise).
         config_companions: the files read beside a config.json given as `--arch` (tokenizer,
             preprocessor): a run copies them into itself with the config, so it predicts without the original.
 
@@ -125,7 +133,8 @@ class TransformersBackbone(Backbone):
         self.source = arch or self.pretrained or self.default_pretrained  # config and tokenizer
         self.arch = self.source
         check_weights_path(self.pretrained, "save_pretrained folder, a hub id")
-        self._check_local_tokenizer()  # before any weights load
+        self._check_local_config()  # before any weights load
+        self._check_local_tokenizer()
         if pretrained is None and arch:
             self._warn_weights_beside_arch(arch)
         hub_ids = [v for v in dict.fromkeys([self.pretrained, self.source]) if v and _local(v) is None]
@@ -133,6 +142,8 @@ class TransformersBackbone(Backbone):
         thing, hint = "weights", HF_HINT
         if self.pretrained is None:
             thing, hint = "the config and tokenizer", (f"pass --arch {ARCH_SOURCES}" if arch else RANDOM_HINT)
+        elif not hub_ids:  # a local folder that fails is incomplete or damaged: nothing to download
+            hint = LOCAL_HINT
         if hub_ids:  # without network and without cached files, fail before importing transformers
             fail_fast_if_uncached(hub_ids, self.pretrained or self.source, self.model_class, hint, thing)
         uses_hub = bool(hub_ids)
@@ -151,8 +162,8 @@ class TransformersBackbone(Backbone):
             except (VipError, KeyboardInterrupt):
                 raise
             except Exception as error:
-                raise missing_weights_error(self.pretrained or self.source, self.model_class, offline_reason, error,
-                                            hint, thing) from error
+                raise self._pickled_folder_error(error) or missing_weights_error(
+                    self.pretrained or self.source, self.model_class, offline_reason, error, hint, thing) from error
         self._set_text_attributes()
         self.logit_scale = self.model.logit_scale.detach().float().reshape(())
         self._identity = self._identify()
@@ -169,6 +180,7 @@ class TransformersBackbone(Backbone):
 
         config = AutoConfig.from_pretrained(str(_local(self.source) or self.source))
         if config.model_type not in self.model_types:
+            self._refuse_one_tower(config.model_type)
             raise UsageError(f"{self.source} is a '{config.model_type}' model, not {' or '.join(self.model_types)}",
                              self.other_family_hint)
         model_class = self._transformers_class()
@@ -177,6 +189,25 @@ class TransformersBackbone(Backbone):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(RANDOM_INIT_SEED)
             return model_class(config)
+
+    def _pickled_folder_error(self, error: BaseException) -> VipError | None:
+        """For a local --pretrained folder whose .bin/.pt weights torch refused to unpickle: the error naming
+        those files, with the fix for a folder; None otherwise."""
+        folder = _local(self.pretrained) if self.pretrained else None
+        if folder is None or not folder.is_dir():
+            return None
+        pickled = [str(path) for path in _weight_files(folder) if path.suffix != ".safetensors"] or [str(folder)]
+        return pickled_weights_error(", ".join(pickled), error, FOLDER_PICKLE_FIX)
+
+    def _refuse_one_tower(self, model_type: str) -> None:
+        """UsageError for a folder of one tower of this family ('clip_vision_model', 'siglip_text_model'), which
+        CLIPVisionModel/CLIPTextModel.save_pretrained write: vip needs the whole dual encoder."""
+        family, _, tower = model_type.partition("_")
+        if family in self.model_types and tower in ("vision_model", "text_model"):
+            raise UsageError(f"{self.source} holds only the {tower.replace('_model', '')} tower of a {self.model_class} "
+                             f"('{model_type}'): vip needs both towers and their projections",
+                             f"pass the folder of the whole {self.model_class} ({self.model_class}.save_pretrained "
+                             "writes both towers)")
 
     def _tokenizer_source(self) -> str:
         local = _local(self.source)
@@ -201,6 +232,25 @@ class TransformersBackbone(Backbone):
                          f"and tokenizer): the weights are {self.default_pretrained}'s; pass --pretrained {arch} "
                          "to use that folder's")
 
+    def _source_option(self) -> str:
+        """The option that named the config and tokenizer source: --arch, or --pretrained when it gave both."""
+        return "--arch" if self.source != self.pretrained else "--pretrained"
+
+    def _check_local_config(self) -> None:
+        """UsageError for a local model folder without config.json (transformers says only that the folder
+        'should have a `model_type` key in its config.json', and the weights-missing hint would follow), or whose
+        config is one tower's (said before the tokenizer a one-tower folder usually lacks)."""
+        local = _local(self.source)
+        config = local / "config.json" if local is not None and local.is_dir() else local
+        if config is not None and config.is_file() and config.suffix == ".json":
+            with contextlib.suppress(ValueError, OSError, AttributeError):  # transformers reports a broken one
+                self._refuse_one_tower(str(json.loads(config.read_text(encoding="utf-8")).get("model_type")))
+        elif config is not None and local.is_dir():
+            raise UsageError(f"{self._source_option()} {self.source} holds no config.json (the model's configuration, "
+                             "which save_pretrained writes beside the weights)",
+                             "copy the model's config.json into the folder, or pass --arch a folder, config.json or "
+                             "hub id with this model's configuration")
+
     def _check_local_tokenizer(self) -> None:
         """UsageError for a local config/tokenizer source whose folder holds no tokenizer file.
 
@@ -211,22 +261,23 @@ class TransformersBackbone(Backbone):
             return
         folder = Path(self._tokenizer_source())
         if not any((folder / name).is_file() for name in TOKENIZER_FILES):
-            option = "--arch" if self.source != self.pretrained else "--pretrained"
             where = "" if folder == _local(self.source) else f": its folder {folder}"
-            raise UsageError(f"{option} {self.source}{where} holds no tokenizer (none of tokenizer.json, "
+            raise UsageError(f"{self._source_option()} {self.source}{where} holds no tokenizer (none of tokenizer.json, "
                              "tokenizer_config.json, vocab.json, vocab.txt, spiece.model)",
                              "put the model's tokenizer files beside its config.json (save_pretrained writes "
                              "them), or pass --arch a folder or hub id that has them")
 
     def _load_preprocessing(self) -> dict:
-        """image_mean/image_std from the model's preprocessor_config.json, if it has one."""
-        try:
-            from transformers import AutoImageProcessor
-
-            processor = AutoImageProcessor.from_pretrained(self._tokenizer_source())
-            return {"mean": tuple(processor.image_mean), "std": tuple(processor.image_std)}
-        except Exception:  # noqa: BLE001 - no preprocessor config: the family's defaults
-            return {"mean": self.image_mean, "std": self.image_std}
+        """Size, crop, resampling, mean and std from the model's image processor (preprocessor_config.json), if it
+        has one, else the family's; a local one that cannot be read, or that makes images of another size than
+        the vision tower takes, is a UsageError naming it."""
+        folder = None if _local(self.source) is None else Path(self._tokenizer_source())
+        processor = load_image_processor(self._tokenizer_source(), folder)
+        if processor is None:
+            return {"mean": self.image_mean, "std": self.image_std, "resize": self._image_size(),
+                    "squash": self.squash, "interpolation": "bicubic"}
+        where = str(preprocessor_file(folder) or self._tokenizer_source())
+        return processor_preprocessing(processor, where, self._image_size())
 
     def _set_text_attributes(self) -> None:
         text_config = self.model.config.text_config
@@ -277,10 +328,14 @@ class TransformersBackbone(Backbone):
 
     def image_transform(self, train: bool):
         """The model's preprocessing (size, mean, std) as a torchvision transform; `train` adds augmentation."""
+        p = self.preprocessing
+        return clip_style_transform(self._image_size(), p["mean"], p["std"], train, squash=p["squash"],
+                                    resize=p["resize"], interpolation=p["interpolation"])
+
+    def _image_size(self) -> int:
+        """The side of the square image the vision tower takes (vision_config.image_size)."""
         size = self.model.config.vision_config.image_size
-        size = size[0] if isinstance(size, (tuple, list)) else size
-        mean, std = self.preprocessing["mean"], self.preprocessing["std"]
-        return clip_style_transform(int(size), mean, std, train, squash=self.squash)
+        return int(size[0] if isinstance(size, (tuple, list)) else size)
 
     def _config_json(self) -> str:
         """The model config as sorted JSON, without where it was loaded from."""

@@ -201,19 +201,22 @@ def _cut(text: str) -> str:
     return text if len(text) <= MAX_DETAIL else text[:MAX_DETAIL - 1].rstrip() + "…"
 
 
-def pickled_weights_error(source: str, error: BaseException) -> VipError | None:
+PICKLE_FIX = ("pass a .safetensors file of these weights; if you trust where this file came from, "
+              "save its tensors with safetensors.torch.save_file and pass that")
+
+
+def pickled_weights_error(source: str, error: BaseException, fix: str = PICKLE_FIX) -> VipError | None:
     """One line for a weights file torch refused to unpickle with `weights_only=True` (it holds Python objects
     besides tensors, which could run code when loaded), or None for any other failure.
 
     Torch's own message goes on to suggest loading it with `weights_only=False`, which vip never does.
+    `fix` is the hint (the default's, for a weights file given itself).
     """
     seen = 0
     while error is not None and seen < 8:
         if type(error).__name__ == "UnpicklingError" or "weights only load failed" in str(error).lower():
             return VipError(f"the weights file {source} holds pickled Python objects besides tensors; vip loads "
-                            "tensors only (unpickling them could run any code)",
-                            "pass a .safetensors file of these weights; if you trust where this file came from, "
-                            "save its tensors with safetensors.torch.save_file and pass that")
+                            "tensors only (unpickling them could run any code)", fix)
         error, seen = error.__cause__ or error.__context__, seen + 1
     return None
 

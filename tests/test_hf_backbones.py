@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -38,6 +39,13 @@ def hf_clip(hf_clip_folder):
 @pytest.fixture(scope="module")
 def siglip(siglip_folder):
     return load_backbone("siglip", None, str(siglip_folder))
+
+
+def copied_folder(folder, tmp_path, name="model"):
+    """A copy of a save_pretrained folder, to change a file of."""
+    import shutil
+
+    return Path(shutil.copytree(folder, tmp_path / name))
 
 
 def model_text_features(backbone, ids):
@@ -218,9 +226,80 @@ def test_image_features_equal_get_image_features(name, request):
     torch.testing.assert_close(backbone.encode_image(pixels), theirs)
 
 
+def test_siglip_zero_shot_gives_siglip_models_own_class_probabilities(siglip_folder, tmp_path):
+    """SigLIP's conventions (texts padded to max_length, the processor's pixels, logit scale and bias as trained
+    ones have them): vip's zero-shot softmax over classes is SiglipModel's own logits_per_image's; the bias that
+    vip leaves out is shared by the classes, so it changes no probability and no prediction."""
+    import numpy as np
+    from PIL import Image
+    from transformers import AutoImageProcessor, AutoTokenizer, SiglipModel
+
+    from vipcli.methods import MethodSetup, build_method
+
+    model = SiglipModel.from_pretrained(siglip_folder).eval()
+    with torch.no_grad():
+        model.logit_scale.fill_(np.log(117.3))  # about what google/siglip-base-patch16-224 learned
+        model.logit_bias.fill_(-12.9)
+    folder = copied_folder(siglip_folder, tmp_path)
+    model.save_pretrained(folder)
+    classes = ["melanoma", "nevus", "pneumonia"]
+    rng = np.random.default_rng(0)
+    pictures = [Image.fromarray(rng.integers(0, 256, (50, 70, 3), dtype=np.uint8)) for _ in range(4)]
+    tokens = AutoTokenizer.from_pretrained(folder)([f"a photo of a {name}." for name in classes],
+                                                   padding="max_length", return_tensors="pt")
+    pixels = AutoImageProcessor.from_pretrained(folder, use_fast=False)(images=pictures, return_tensors="pt")
+    with torch.no_grad():
+        theirs = model(input_ids=tokens["input_ids"], pixel_values=pixels["pixel_values"]).logits_per_image
+    backbone = load_backbone("siglip", None, str(folder))
+    method = build_method("zeroshot", MethodSetup(backbone, classes, {}))
+    with torch.no_grad():
+        ours = method(backbone.encode_image(torch.stack([backbone.image_transform(False)(p) for p in pictures])))
+    torch.testing.assert_close(ours.softmax(-1), theirs.softmax(-1), rtol=1e-4, atol=1e-5)
+    assert ours.argmax(-1).tolist() == theirs.argmax(-1).tolist()
+    torch.testing.assert_close(ours - theirs, (ours - theirs)[:, :1].expand_as(ours), rtol=0, atol=1e-3)
+
+
 def test_siglip_reads_its_preprocessor_config(siglip):
-    assert siglip.preprocessing == {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
-    assert siglip.squash
+    assert siglip.preprocessing == {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "resize": (32, 32),
+                                    "squash": True, "interpolation": "bicubic"}
+
+
+def test_the_folders_image_processor_gives_the_pixels_transformers_gives(hf_clip_folder, tmp_path):
+    """Short side 40, centre crop 32, bilinear, its own mean and std: not the model family's bicubic 32."""
+    import numpy as np
+    from PIL import Image
+    from transformers import AutoImageProcessor, CLIPImageProcessor
+
+    folder = copied_folder(hf_clip_folder, tmp_path)
+    CLIPImageProcessor(size={"shortest_edge": 40}, crop_size={"height": 32, "width": 32}, resample=2,
+                       image_mean=[0.1, 0.2, 0.3], image_std=[0.9, 0.8, 0.7]).save_pretrained(folder)
+    backbone = load_backbone("hf-clip", None, str(folder))
+    picture = Image.fromarray(np.random.default_rng(0).integers(0, 256, (50, 70, 3), dtype=np.uint8))
+    theirs = AutoImageProcessor.from_pretrained(folder, use_fast=False)(images=picture, return_tensors="pt")
+    torch.testing.assert_close(backbone.image_transform(False)(picture), theirs["pixel_values"][0])
+    assert backbone.image_transform(True)(picture).shape == (3, 32, 32)
+
+
+def test_an_image_processor_for_another_image_size_than_the_model_is_refused(cli, hf_clip_folder, tmp_path):
+    from transformers import CLIPImageProcessor
+
+    folder = copied_folder(hf_clip_folder, tmp_path)
+    CLIPImageProcessor(size={"shortest_edge": 48}, crop_size={"height": 48, "width": 48}).save_pretrained(folder)
+    code, _, err = cli("backbones", "check", "hf-clip", "--pretrained", folder)
+    assert code == 2 and len(error_lines(err)) == 1, err
+    assert error_lines(err)[0].startswith(
+        f"error: the image processor {folder / 'preprocessor_config.json'} resizes the short side to 48 and crops "
+        "48x48, but the model's vision tower takes 32x32 images (vision_config.image_size in its config.json)")
+
+
+@pytest.mark.parametrize("name", ["preprocessor_config.json", "processor_config.json"])
+def test_an_unreadable_image_processor_is_one_line_naming_it_not_the_defaults_in_silence(cli, hf_clip_folder,
+                                                                                        tmp_path, name):
+    folder = copied_folder(hf_clip_folder, tmp_path)
+    (folder / name).write_text('{"image_mean": [0.1, 0.1')  # cut short, as a failed copy leaves it
+    code, _, err = cli("backbones", "check", "hf-clip", "--pretrained", folder)
+    assert code == 2 and len(error_lines(err)) == 1, err
+    assert error_lines(err)[0].startswith(f"error: cannot read the image processor {folder / name}: ")
 
 
 @pytest.mark.parametrize("backbone_id, folder", [("hf-clip", "hf_clip_folder"), ("siglip", "siglip_folder")])
@@ -236,6 +315,79 @@ def test_random_weights_from_a_config_are_reproducible(backbone_id, folder, requ
 def test_the_wrong_model_family_is_a_usage_error(siglip_folder):
     with pytest.raises(UsageError, match="is a 'siglip' model, not clip"):
         load_backbone("hf-clip", None, str(siglip_folder))
+
+
+@pytest.mark.parametrize("backbone_id, folder, model_class, tower", [
+    ("hf-clip", "hf_clip_folder", "CLIPModel", "vision"), ("hf-clip", "hf_clip_folder", "CLIPModel", "text"),
+    ("siglip", "siglip_folder", "SiglipModel", "vision"), ("siglip", "siglip_folder", "SiglipModel", "text")])
+def test_a_folder_of_one_tower_says_both_are_needed(backbone_id, folder, model_class, tower, request, tmp_path):
+    import transformers
+
+    model = getattr(transformers, model_class).from_pretrained(request.getfixturevalue(folder))
+    one = tmp_path / tower
+    getattr(model, f"{tower}_model").save_pretrained(one)  # CLIPVisionModel's layout: {family}_{tower}_model
+    family = model_class.removesuffix("Model").lower()
+    with pytest.raises(UsageError) as caught:
+        load_backbone(backbone_id, str(one), "none", warn_random=False)
+    assert str(caught.value) == (
+        f"{one} holds only the {tower} tower of a {model_class} ('{family}_{tower}_model'): vip needs both towers and "
+        f"their projections (pass the folder of the whole {model_class} ({model_class}.save_pretrained writes both "
+        "towers))")
+
+
+class Pickled:
+    """A Python object in a weights file: torch's weights_only loader refuses to unpickle it."""
+
+
+def test_a_folder_whose_bin_weights_hold_pickled_objects_is_refused_naming_the_file(cli, hf_clip_folder, tmp_path):
+    from safetensors.torch import load_file
+
+    folder = copied_folder(hf_clip_folder, tmp_path)
+    tensors = load_file(folder / "model.safetensors")
+    (folder / "model.safetensors").unlink()
+    torch.save({**tensors, "extra": Pickled()}, folder / "pytorch_model.bin")  # as an old save_pretrained left it
+    code, _, err = cli("backbones", "check", "hf-clip", "--pretrained", folder)
+    assert code == 1 and error_lines(err) == [
+        f"error: the weights file {folder / 'pytorch_model.bin'} holds pickled Python objects besides tensors; vip "
+        "loads tensors only (unpickling them could run any code) (if you trust where this folder came from, save its "
+        "tensors with safetensors.torch.save_file as model.safetensors in the folder (transformers loads that "
+        "instead) and pass the folder again)"], err
+    torch.save(tensors, folder / "pytorch_model.bin")  # tensors only: loaded
+    code, _, err = cli("backbones", "check", "hf-clip", "--pretrained", folder)
+    assert code == 0, err
+
+
+def test_a_sharded_folder_loads_and_one_missing_shard_is_named_without_a_download_hint(cli, hf_clip_folder, tmp_path):
+    from transformers import CLIPModel
+
+    folder = copied_folder(hf_clip_folder, tmp_path)
+    (folder / "model.safetensors").unlink()
+    CLIPModel.from_pretrained(hf_clip_folder).save_pretrained(folder, max_shard_size="100KB")
+    shards = sorted(folder.glob("model-*.safetensors"))
+    assert len(shards) > 1 and (folder / "model.safetensors.index.json").is_file()
+    code, _, err = cli("backbones", "check", "hf-clip", "--pretrained", folder)
+    assert code == 0, err
+    shards[-1].unlink()
+    code, _, err = cli("backbones", "check", "hf-clip", "--pretrained", folder)
+    assert code == 1 and len(error_lines(err)) == 1, err
+    assert shards[-1].name in err and "connected machine" not in err
+    assert error_lines(err)[0].endswith("(pass --pretrained a whole save_pretrained folder (config.json, every weight "
+                                        "file, the tokenizer files, as save_pretrained wrote them), or --pretrained "
+                                        "none --arch SOURCE for random weights (for timing and plumbing only))")
+
+
+@pytest.mark.parametrize("backbone_id, folder", [("hf-clip", "hf_clip_folder"), ("siglip", "siglip_folder")])
+def test_a_model_folder_without_config_json_says_so_and_how_to_fix_it(backbone_id, folder, request, tmp_path, cli):
+    model = copied_folder(request.getfixturevalue(folder), tmp_path)
+    (model / "config.json").unlink()
+    code, _, err = cli("backbones", "check", backbone_id, "--pretrained", model)
+    assert code == 2 and error_lines(err) == [
+        f"error: --pretrained {model} holds no config.json (the model's configuration, which save_pretrained writes "
+        "beside the weights) (copy the model's config.json into the folder, or pass --arch a folder, config.json or "
+        "hub id with this model's configuration)"], err
+    code, _, err = cli("backbones", "check", backbone_id, "--pretrained", model, "--arch",
+                       request.getfixturevalue(folder))
+    assert code == 0, err  # the config from --arch, the weights from the folder
 
 
 @pytest.mark.parametrize("backbone_id, folder", [("hf-clip", "hf_clip_folder"), ("siglip", "siglip_folder")])

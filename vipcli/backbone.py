@@ -285,7 +285,8 @@ def causal_mask(length: int, device=None) -> torch.Tensor:
 
 
 def clip_style_transform(size: int, mean: Sequence[float], std: Sequence[float], train: bool,
-                         crop_scale: tuple[float, float] = (0.08, 1.0), squash: bool = False) -> Callable:
+                         crop_scale: tuple[float, float] = (0.08, 1.0), squash: bool = False,
+                         resize: int | tuple[int, int] | None = None, interpolation: str = "bicubic") -> Callable:
     """The CLIP/CoOp image pipeline: bicubic resize and center crop, or random resized crop + flip.
 
     Args:
@@ -295,14 +296,19 @@ def clip_style_transform(size: int, mean: Sequence[float], std: Sequence[float],
         crop_scale: area range of the random crop (CoOp's default 0.08-1).
         squash: resize the whole image to size x size without cropping (SigLIP's evaluation
             preprocessing) instead of resizing the short side and center-cropping (CLIP's).
+        resize: the short side (with squash: the side, or (height, width)) resized to before the centre
+            crop to `size`, when not `size` itself (a processor that resizes to 256 and crops 224).
+        interpolation: the resampling filter's name (torchvision's InterpolationMode, lower case).
     """
     from torchvision import transforms as T
 
-    bicubic = T.InterpolationMode.BICUBIC
+    mode = T.InterpolationMode(interpolation)
+    resize = size if resize is None else resize
     if train:
-        steps = [T.RandomResizedCrop(size, scale=crop_scale, interpolation=bicubic), T.RandomHorizontalFlip()]
+        steps = [T.RandomResizedCrop(size, scale=crop_scale, interpolation=mode), T.RandomHorizontalFlip()]
     elif squash:
-        steps = [T.Resize((size, size), interpolation=bicubic)]
+        square = resize if isinstance(resize, tuple) else (resize, resize)
+        steps = [T.Resize(square, interpolation=mode)] + ([T.CenterCrop(size)] if square != (size, size) else [])
     else:
-        steps = [T.Resize(size, interpolation=bicubic), T.CenterCrop(size)]
+        steps = [T.Resize(resize, interpolation=mode), T.CenterCrop(size)]
     return T.Compose([*steps, T.ToTensor(), T.Normalize(mean, std)])

@@ -18,8 +18,10 @@ SYMPTOMS = typer.Option(None, "--symptoms", metavar="<source>", help="Pack file,
 # --- the backbone ------------------------------------------------------------------------------
 BACKBONE = typer.Option("clip", "--backbone", help="Backbone plugin id (see `vip backbones list`).",
                         autocompletion=completion.backbones)
-ARCH = typer.Option(None, "--arch", help="Architecture: open_clip name, model-config JSON, hf-hub: id.")
-PRETRAINED = typer.Option(None, "--pretrained", help="Weights: tag, local file, hf-hub: id, or none (random).")
+ARCH = typer.Option(None, "--arch", help="Architecture: open_clip name, model-config JSON, hf-hub: id; for hf-clip "
+                    "and siglip a hub id, save_pretrained folder or config.json (config and tokenizer).")
+PRETRAINED = typer.Option(None, "--pretrained", help="Weights: tag, local file, hf-hub: id, or none (random); for "
+                          "hf-clip and siglip a hub id or save_pretrained folder.")
 
 
 def device(default: str = "auto", note: str = ""):

@@ -1,0 +1,98 @@
+"""The image preprocessing a transformers model declares: its image processor's size, crop, resampling, mean and std.
+
+vip's image transform follows the processor (a CLIP processor resizes the short side and crops the centre; a
+SigLIP one resizes the whole image to its square), and refuses one whose output the vision tower cannot take
+(a processor left at 224 pixels beside a model fine-tuned at 336), as transformers' own pipeline would fail.
+A local folder's `preprocessor_config.json` (or the `image_processor` of its `processor_config.json`) is
+read with transformers' own `AutoImageProcessor`; one that cannot be read is an error naming the file,
+never the family's defaults in silence (features from the wrong normalisation look like features).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vipcli.errors import UsageError
+
+PREPROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
+
+
+def preprocessor_file(folder: Path | None) -> Path | None:
+    """The image processor's file in a local model folder (None for a hub id or a folder without one)."""
+    if folder is None:
+        return None
+    return next((folder / name for name in PREPROCESSOR_FILES if (folder / name).is_file()), None)
+
+
+def load_image_processor(source: str, folder: Path | None):
+    """transformers' image processor of `source` (a hub id or a local folder), or None when it has none.
+
+    Args:
+        source: what `AutoImageProcessor.from_pretrained` reads.
+        folder: the local folder `source` is, or None for a hub id.
+    Raises:
+        UsageError: a local folder's processor file that transformers cannot read (broken JSON, an
+            unknown processor type), naming the file.
+    """
+    from transformers import AutoImageProcessor
+
+    if folder is not None:
+        found = preprocessor_file(folder)
+        if found is None:
+            return None
+        try:
+            return AutoImageProcessor.from_pretrained(str(folder))
+        except Exception as error:  # noqa: BLE001 - any reason: the file is what the user fixes
+            from vip_backbones.hub import short_detail
+
+            raise UsageError(f"cannot read the image processor {found}: {short_detail(error)}",
+                             "fix or remove the file (vip then uses the model family's mean and std), or save "
+                             "the processor again with AutoProcessor.save_pretrained") from error
+    try:
+        return AutoImageProcessor.from_pretrained(source)
+    except Exception:  # noqa: BLE001 - a hub model without an image processor: the family's defaults
+        return None
+
+
+RESAMPLING = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}  # PIL's codes
+
+
+def _field(size, key: str) -> int | None:
+    """`size[key]` of an image processor's size (a dict in transformers 4, a SizeDict in 5), or None."""
+    if size is None:
+        return None
+    value = size.get(key) if hasattr(size, "get") else getattr(size, key, None)
+    return None if value is None else int(value)
+
+
+def processor_preprocessing(processor, where: str, model_size: int) -> dict:
+    """What vip's transform takes from an image processor: mean, std, resize, squash, interpolation.
+
+    Args:
+        processor: a transformers image processor (CLIPImageProcessor, SiglipImageProcessor, ...).
+        where: the processor's file or hub id, for the error.
+        model_size: the side of the square image the vision tower takes (vision_config.image_size).
+    Returns:
+        {"mean", "std", "resize": the short side (with squash: the (height, width)) resized to before the centre
+        crop, "squash": resize the whole image (SigLIP) instead of its short side, "interpolation"}.
+    Raises:
+        UsageError: the processor gives images of another size than the model takes.
+    """
+    size = getattr(processor, "size", None)
+    height, width, short = _field(size, "height"), _field(size, "width"), _field(size, "shortest_edge")
+    squash = bool(height and width)
+    resized = (height, width) if squash else (short, short) if short else (model_size, model_size)
+    crop = getattr(processor, "crop_size", None) if getattr(processor, "do_center_crop", False) else None
+    final = (_field(crop, "height"), _field(crop, "width")) if crop is not None else resized
+    if final != (model_size, model_size):
+        made = (f"resizes images to {resized[0]}x{resized[1]}" if squash else f"resizes the short side to {resized[0]}")
+        made += f" and crops {final[0]}x{final[1]}" if crop is not None else ""
+        raise UsageError(f"the image processor {where} {made}, but the model's vision tower takes "
+                         f"{model_size}x{model_size} images (vision_config.image_size in its config.json)",
+                         "save the image processor of the model these weights were trained as into the folder "
+                         "(AutoImageProcessor.from_pretrained(...).save_pretrained(folder)), or correct its "
+                         "size and crop_size")
+    resample = getattr(processor, "resample", None)
+    return {"mean": tuple(processor.image_mean), "std": tuple(processor.image_std), "resize": resized if squash else short or model_size,
+            "squash": squash, "interpolation": RESAMPLING.get(int(resample), "bicubic") if resample is not None
+            else "bicubic"}
