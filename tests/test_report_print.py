@@ -62,6 +62,16 @@ def test_a_printed_table_keeps_each_methods_key_without_background_graphics(tmp_
     assert not missing, f"keys left out of the printed tables: {missing}"
 
 
+def test_printed_right_and_wrong_tags_stay_readable_without_background_graphics(tmp_path):
+    """A gallery card's 'wrong' and 'misses the true class' tags were white text on red: printed without
+    backgrounds the red was left out and the browser drew the white text in a pale grey on the white page.
+    In print they are an outline with the text in its colour."""
+    tags = ('<p><span class="tag wrong">wrong</span> predicted: melanoma <span class="tag right">right</span> '
+            '<span class="tag wrong">misses the true class</span></p>')
+    _, pages = _printed(tmp_path, "tags", [tags])
+    assert _pixels_like(pages, "#c62828") > 200 and _pixels_like(pages, "#1b5e20") > 50
+
+
 @pytest.mark.parametrize("paper", sorted(PAPERS))
 def test_a_printed_benchmark_report_fits_the_paper_at_its_own_size(tmp_path, paper):
     """A page wider than the paper is printed smaller, every word with it, rather than cut. The shots plot of

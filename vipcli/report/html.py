@@ -70,6 +70,8 @@ footer { margin-top: 2rem; color: #595959; font-size: 0.8rem; }  /* 7:1 on white
   .scroll svg { mix-blend-mode: normal; }
   td, td.num, .nowrap { white-space: normal; }
   h1, h2 { break-after: avoid; }  /* a heading stays with what it heads */
+  .tag { background: none; border: 1px solid; }  /* printing leaves backgrounds out by default, and the white */
+  .tag.wrong { color: #c62828; } .tag.right { color: #1b5e20; }  /* text with them: an outline in its colour */
   .card, figure, tr, .note, .banner, .table { break-inside: avoid; }  /* an image never parts from its labels, nor a
                                             table from its caption and header (one longer than a page still breaks) */
 }
