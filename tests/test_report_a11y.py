@@ -483,3 +483,30 @@ def test_a_cards_image_tells_a_screen_reader_what_vip_made_of_it(tmp_path):
     # the cards were 3 <div>s: a screen reader could neither say "list, 3 items" nor jump card to card; a list
     # now, its bullets hidden (the page looks as it did)
     assert rendered["galleries"] == [{"role": "list", "cards": 3, "items": 3, "markers": ["none"] * 3}]
+
+
+def test_a_method_that_learns_nothing_is_drawn_dashed_all_across_the_shots_plot():
+    """Its line was drawn twice, each dashed, across the plot and between its markers: the two dash patterns
+    started at different places and filled each other's gaps, so between the first and the last shots value
+    the line looked solid, like a learning method's, in greyscale print most of all. Along its height, between
+    its markers, a good share of the line's pixels are now gaps."""
+    import io
+
+    import numpy
+    from PIL import Image
+
+    from vipcli.plots import draw_shots
+
+    rows = [{"method": m, "shots": 0 if m == "zeroshot" else s, "seed": 1, "test_accuracy": 60.0 if m == "zeroshot" else 50.0 + s}
+            for m in ("zeroshot", "coop") for s in (1, 4, 16)]
+    figure = draw_shots(rows, title="t")
+    axes = figure.axes[0]
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=figure.dpi)
+    (left, y), (right, _) = axes.transData.transform([(0, 60.0), (2, 60.0)])
+    with Image.open(buffer) as image:
+        pixels = numpy.asarray(image.convert("RGB"), dtype=float)
+    row = pixels[pixels.shape[0] - round(y), round(left) + 12:round(right) - 12]  # between the markers
+    grey = numpy.array(to_rgb(METHOD_COLORS["zeroshot"])) * 255
+    line = numpy.linalg.norm(row - grey, axis=1) < 60
+    assert 0.2 < 1 - line.mean() < 0.8, f"{1 - line.mean():.0%} of the dashed line between its markers is gaps"

@@ -266,9 +266,10 @@ def draw_shots(rows: list[dict], shots_order: list | None = None, title: str | N
         color, marker = styles[method]
         if set(by_shots) == {"0"}:  # a dashed line across the plot, its marker at every shots value
             mean, std = _mean_std(by_shots["0"])
-            axes.axhline(mean, color=color, linestyle="--", linewidth=1.2)
-            axes.plot(x, [mean] * len(x), color=color, linestyle="--", linewidth=1.2, marker=marker, markersize=7,
-                      label=f"{method} (no training)")
+            axes.axhline(mean, color=color, linestyle="--", linewidth=1.2)  # the one dashed line: a second one
+            axes.plot(x, [mean] * len(x), color=color, linestyle="none", marker=marker, markersize=7)  # would fill its gaps
+            axes.plot([], [], color=color, linestyle="--", linewidth=1.2, marker=marker, markersize=7,
+                      label=f"{method} (no training)")  # its legend entry: dashes and marker
             axes.axhspan(mean - std, mean + std, color=color, alpha=0.12)
             continue
         points = [(i, *_mean_std(by_shots[s])) for i, s in zip(x, labels) if s in by_shots]
