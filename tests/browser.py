@@ -217,3 +217,92 @@ def unreadable_figures(result: dict, smallest_text: float) -> list:
         elif figure["box"] and figure["box"]["overflow"] > 1 and not figure["box"]["cue"]:
             found.append((label, "hides some of itself sideways with no shadow at the edge"))
     return found
+
+
+PAPERS = {"A4": (8.27, 11.69), "Letter": (8.5, 11.0)}  # inches
+PRINT_MARGIN = 0.4  # inches on every side: about Chrome's print dialog's "Default" margins
+
+
+def print_to_pdf(page: Path, pdf: Path, paper: str = "A4", backgrounds: bool = False) -> Path:
+    """`page` printed to `pdf` on `paper` (a key of PAPERS) as Chrome's print dialog prints it, "Background
+    graphics" unchecked unless `backgrounds`. `--print-to-pdf` cannot say that (it prints backgrounds), so this
+    asks through the DevTools protocol, on a pipe (no new dependency: JSON messages ended by a NUL byte)."""
+    import base64
+    import select
+    import time
+
+    browser = find_browser()
+    assert browser, "no browser"
+    profile = pdf.parent / f"profile-print-{pdf.stem}"
+    profile.mkdir(parents=True, exist_ok=True)
+    to_browser, from_browser = os.pipe(), os.pipe()
+
+    def pipes_as_3_and_4():  # in the child: the browser reads commands on fd 3 and writes answers on fd 4
+        reading, writing = os.dup(to_browser[0]), os.dup(from_browser[1])
+        os.dup2(reading, 3)
+        os.dup2(writing, 4)
+        os.set_inheritable(3, True)  # dup2 onto itself would keep its close-on-exec
+        os.set_inheritable(4, True)
+
+    process = subprocess.Popen([browser, *FLAGS, f"--user-data-dir={profile}", "--remote-debugging-pipe", "about:blank"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, pass_fds=(3, 4),
+                               preexec_fn=pipes_as_3_and_4)
+    os.close(to_browser[0])
+    os.close(from_browser[1])
+    pending, sent, deadline = b"", [0], time.monotonic() + 120
+
+    def ask(method: str, session: str | None = None, until=None, **params) -> dict:
+        nonlocal pending
+        sent[0] += 1
+        message = {"id": sent[0], "method": method, "params": params, **({"sessionId": session} if session else {})}
+        os.write(to_browser[1], json.dumps(message).encode() + b"\0")
+        wanted = until or (lambda answer: answer.get("id") == sent[0])
+        while True:
+            while b"\0" in pending:
+                raw, pending = pending.split(b"\0", 1)
+                answer = json.loads(raw)
+                assert "error" not in answer, answer["error"]
+                if wanted(answer):
+                    return answer
+            assert select.select([from_browser[0]], [], [], max(0.0, deadline - time.monotonic()))[0], "the browser did not answer"
+            chunk = os.read(from_browser[0], 1 << 20)
+            assert chunk, "the browser closed its pipe"
+            pending += chunk
+
+    try:
+        target = ask("Target.createTarget", url="about:blank")["result"]["targetId"]
+        session = ask("Target.attachToTarget", targetId=target, flatten=True)["result"]["sessionId"]
+        ask("Page.enable", session)
+        ask("Page.navigate", session, until=lambda answer: answer.get("method") == "Page.loadEventFired",
+            url=page.resolve().as_uri())
+        width, height = PAPERS[paper]
+        printed = ask("Page.printToPDF", session, printBackground=backgrounds, paperWidth=width, paperHeight=height,
+                      **{f"margin{side}": PRINT_MARGIN for side in ("Top", "Bottom", "Left", "Right")})
+        pdf.write_bytes(base64.b64decode(printed["result"]["data"]))
+    finally:
+        os.close(to_browser[1])
+        os.close(from_browser[0])
+        process.kill()
+        process.wait()
+    return pdf
+
+
+def find_pdf_renderer() -> str | None:
+    """poppler's pdftoppm, which draws a PDF's pages as images (apt-get install poppler-utils), or None."""
+    return shutil.which("pdftoppm")
+
+
+def pdf_pages(pdf: Path, dpi: int = 100, grey: bool = False) -> list[Path]:
+    """The pages of `pdf` drawn as PNG files (in greys with `grey`), in order."""
+    prefix = pdf.with_suffix("")
+    subprocess.run([find_pdf_renderer(), "-r", str(dpi), "-png", *(["-gray"] if grey else []), str(pdf), str(prefix)],
+                   check=True, capture_output=True, timeout=120)
+    return sorted(pdf.parent.glob(f"{prefix.name}-*.png"), key=lambda p: int(p.stem.rsplit("-", 1)[1]))
+
+
+def pdf_words(pdf: Path) -> list[tuple[str, float]]:
+    """Each word of `pdf`'s first page with its height as printed, in points (poppler's pdftotext -bbox)."""
+    found = subprocess.run([shutil.which("pdftotext"), "-f", "1", "-l", "1", "-bbox", str(pdf), "-"],
+                           check=True, capture_output=True, text=True, timeout=60).stdout
+    return [(word, float(bottom) - float(top))
+            for top, bottom, word in re.findall(r'<word [^>]*yMin="([\d.]+)" [^>]*yMax="([\d.]+)">([^<]*)</word>', found)]

@@ -203,7 +203,7 @@ def test_benchmark_report_has_plot_tables_and_seconds(cli, benchmark_dir):
                  "1-shot", "2-shot", "symptom-zeroshot *"):
         assert part in page
     for method in ("symptom-zeroshot", "coop", "vip"):
-        assert f'background:{method_color(method)}"></span>{method}' in page
+        assert re.search(rf'<path d="[^"]*" fill="{method_color(method)}"/></svg>{method}\b', page)  # its key
 
 
 def test_a_run_only_option_given_for_a_benchmark_folder_is_refused_not_ignored(cli, benchmark_dir, tmp_path):
@@ -287,7 +287,7 @@ def test_two_plugins_drawn_together_never_share_a_colour(tmp_path):
     assert colors["vip"] == method_color("vip")
     tables = _tables(rows)
     for method in plugins:  # the table's swatches are the plot's colours
-        assert f'background:{colors[method]}"></span>{method}' in tables
+        assert re.search(rf'<path d="[^"]*"[^>]* (fill|stroke)="{colors[method]}"[^>]*/></svg>{method}<', tables)
     assert method_styles(["proto"])["proto"][0] == method_color("proto")  # alone: its own colour, as everywhere
     many = method_styles([f"plugin-{i}" for i in range(len(EXTRA_COLORS))])
     assert len({color for color, _ in many.values()}) == len(EXTRA_COLORS)

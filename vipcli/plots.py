@@ -16,9 +16,10 @@ from pathlib import Path
 
 # Okabe-Ito hues (colour-blind safe) for vip, its MEP ablation, CoOp and the linear probe, grey for zero-shot, and
 # others chosen so that no two built-in methods look alike to normal vision (15 or more apart in CIELAB) nor, simulated
-# (Machado et al. 2009, severity 1), to a reader with deuteranopia or protanopia (Okabe-Ito's orange for
-# vip-cop-only was 6.4 from vip's vermillion to a deuteranope, tip-adapter-f's purple #6A3D9A 8.2 from coop's blue
-# and symptom-zeroshot's bluish green #009E73 9.7 from zero-shot's grey). Every one is at least 3:1 on white, the
+# (Machado et al. 2009, severity 1), to a reader with deuteranopia, protanopia or tritanopia, 12 or more (Okabe-Ito's
+# orange for vip-cop-only was 6.4 from vip's vermillion to a deuteranope, tip-adapter-f's purple #6A3D9A 8.2 from
+# coop's blue, symptom-zeroshot's bluish green #009E73 9.7 from zero-shot's grey; clap's teal #117A8B was 9.4 from
+# vip-mep-only's reddish purple to a protanope and 5.7 from coop's blue to a tritanope). Every one is at least 3:1 on white, the
 # WCAG minimum for lines and markers (1.4.11): Okabe-Ito's sky blue #56B4E9 (2.31:1) is darkened just enough to
 # reach it, its hue and saturation kept
 METHOD_COLORS = {
@@ -31,7 +32,7 @@ METHOD_COLORS = {
     "linear-probe": "#4B9DCC",  # sky blue (#56B4E9 x 0.87)
     "tip-adapter": "#8C564B",  # brown
     "tip-adapter-f": "#5A00FF",  # violet
-    "clap": "#117A8B",  # teal (dark goldenrod #B8860B was hard to tell from vip-cop-only's old orange)
+    "clap": "#005F69",  # dark teal (#117A8B, and before it dark goldenrod #B8860B, looked like another method's)
     "biomedcoop": "#1F3A93",  # navy
 }
 # other methods (plugins) get one of these, chosen by a digest of their name (stable across runs); each at
@@ -265,9 +266,10 @@ def draw_shots(rows: list[dict], shots_order: list | None = None, title: str | N
         color, marker = styles[method]
         if set(by_shots) == {"0"}:  # a dashed line across the plot, its marker at every shots value
             mean, std = _mean_std(by_shots["0"])
-            axes.axhline(mean, color=color, linestyle="--", linewidth=1.2)
-            axes.plot(x, [mean] * len(x), color=color, linestyle="--", linewidth=1.2, marker=marker, markersize=7,
-                      label=f"{method} (no training)")
+            axes.axhline(mean, color=color, linestyle="--", linewidth=1.2)  # the one dashed line: a second one
+            axes.plot(x, [mean] * len(x), color=color, linestyle="none", marker=marker, markersize=7)  # would fill its gaps
+            axes.plot([], [], color=color, linestyle="--", linewidth=1.2, marker=marker, markersize=7,
+                      label=f"{method} (no training)")  # its legend entry: dashes and marker
             axes.axhspan(mean - std, mean + std, color=color, alpha=0.12)
             continue
         points = [(i, *_mean_std(by_shots[s])) for i, s in zip(x, labels) if s in by_shots]

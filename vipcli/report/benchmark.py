@@ -18,6 +18,7 @@ from vipcli.plots import benchmark_title, draw_shots, method_styles, seeds_label
 from vipcli.report import html
 from vipcli.report.data_notes import left_out_files, skipped_files
 from vipcli.report.notices import random_weights_banner
+from vipcli.report.swatches import swatch
 from vipcli.report.units import figures_meaning
 
 REFERENCE_LABELS = {  # by whether speed.json says its reference ran the plain text tower (written since 0.2.0)
@@ -79,7 +80,7 @@ def _grid(rows: list[dict], key: str, fmt, mark_best: bool = False) -> tuple[lis
     for method in methods:
         cells = [html.text(fmt(figures[method, c])) for c in columns]
         cells = [f"<strong>{cell}</strong>" if method in best.get(c, ()) else cell for c, cell in zip(columns, cells)]
-        body.append([html.swatch(styles[method][0], method + (" *" if fixed[method] else "")), *cells])
+        body.append([swatch(method + (" *" if fixed[method] else ""), *styles[method]), *cells])
     capped = capped_columns(rows)
     return [f"{c}-shot{CAPPED_MARK if c in capped else ''}" for c in columns], body, (best, methods, columns)
 

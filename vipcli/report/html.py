@@ -41,8 +41,8 @@ figure svg { display: block; max-width: 100%; height: auto; border: 1px solid #e
              min-width: var(--readable-width, 0); }  /* but never so narrow that its smallest text is unreadable */
 figure .scroll { margin: 0; isolation: isolate; }  /* what its figure is blended with (below) is its own background */
 figcaption, .caption { color: #555; font-size: 0.85rem; }
-.swatch { display: inline-block; width: 0.8rem; height: 0.8rem; border-radius: 2px; margin-right: 0.35rem;
-          vertical-align: -0.1rem; }
+.swatch { display: inline-block; width: 0.8rem; height: 0.8rem; margin-right: 0.35rem;  /* a method's marker, */
+          vertical-align: -0.1rem; }  /* inline SVG: ink, printed without "background graphics" (swatches.py) */
 .gallery { display: grid; grid-template-columns: repeat(auto-fill, minmax(220px, 1fr)); gap: 0.8rem;
             list-style: none; margin: 0; padding: 0; }  /* a list of cards, drawn as a grid */
 .card { border: 1px solid #ddd; border-radius: 6px; padding: 0.5rem; font-size: 0.82rem; background: #fafafa;
@@ -70,6 +70,8 @@ footer { margin-top: 2rem; color: #595959; font-size: 0.8rem; }  /* 7:1 on white
   .scroll svg { mix-blend-mode: normal; }
   td, td.num, .nowrap { white-space: normal; }
   h1, h2 { break-after: avoid; }  /* a heading stays with what it heads */
+  .tag { background: none; border: 1px solid; }  /* printing leaves backgrounds out by default, and the white */
+  .tag.wrong { color: #c62828; } .tag.right { color: #1b5e20; }  /* text with them: an outline in its colour */
   .card, figure, tr, .note, .banner, .table { break-inside: avoid; }  /* an image never parts from its labels, nor a
                                             table from its caption and header (one longer than a page still breaks) */
 }
@@ -190,11 +192,6 @@ def table(caption: str, header: list[str], rows: list[list], numeric: set[int] |
 def path(value) -> str:
     """A file or folder path as HTML, whole: it wraps (see `file_name`) rather than widen its table."""
     return f'<span class="path">{file_name(value)}</span>' if value is not None else "-"
-
-
-def swatch(color: str, label: str) -> str:
-    """A coloured square and `label` (escaped), e.g. a method in its colour."""
-    return f'<span class="swatch" style="background:{escape(color)}"></span>{text(label)}'
 
 
 def note(message_html: str, kind: str = "note") -> str:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vipcli.plots import backbone_label, method_color
+from vipcli.plots import backbone_label
 from vipcli.report import html
 from vipcli.report.gallery import OUT_OF_KIND, gallery_html, gallery_items, sets_explained, truth_from_folder
 from vipcli.report.notices import random_weights_banner
+from vipcli.report.swatches import method_swatch
 from vipcli.report.units import coverage_percent, percent_text
 from vipcli.report.run import uses_symptoms
 
@@ -35,7 +36,7 @@ def prediction_report(predictor, predictions, coverage: float | None) -> str:
                            + html.text(sets), "ok") + (sets_explained(coverage) if coverage is not None else "")
     root = _common_folder(items)
     facts = html.table("The model and the images", ["", ""], [["model", html.path(predictor.run_dir)], ["images under", html.path(root)],
-                                  ["method", html.swatch(method_color(method), method)],
+                                  ["method", method_swatch(method)],
                                   ["backbone", html.text(backbone)], ["classes", html.text(", ".join(names))],
                                   ["measured when trained", html.text(measured_when_trained(predictor.run_dir))]],
                        raw=True)

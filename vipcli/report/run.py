@@ -17,6 +17,7 @@ from vipcli.report.figures import (confusion_matrix_alt, confusion_matrix_svg, m
                                    reliability_alt, reliability_svg)
 from vipcli.report.gallery import gallery_html, gallery_items, sets_explained
 from vipcli.report.notices import random_weights_banner
+from vipcli.report.swatches import method_swatch
 from vipcli.report.units import coverage_percent, figures_meaning, percent, percent_text
 
 HELD_OUT_NOTE = (
@@ -61,7 +62,7 @@ def _settings(run: dict) -> str:
     views = (config.get("encoding") or {}).get("views", config.get("views"))  # format 2, else 0.1.0
     shots = "all" if split.get("shots") is None else split.get("shots")
     rows = [
-        ["method", html.swatch(run["color"], meta.get("method"))],
+        ["method", method_swatch(meta.get("method"))],
         ["backbone", html.text(f"{meta.get('backbone')} (arch {meta.get('arch') or 'default'}, "
                                f"weights {meta.get('pretrained') or 'default'})")],
         ["classes", html.text(", ".join(run["class_names"]))],
