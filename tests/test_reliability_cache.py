@@ -739,6 +739,16 @@ def test_no_cache_with_a_local_weights_file_reads_and_writes_nothing_in_the_cach
         code, _, err = cli(*command)
         assert code == 0 and "error" not in err, (command[0], err)
     assert list(shared.iterdir()) == []
+    from vipcli import api
+    from vipcli.errors import VipError
+
+    digests._MEMO.clear()  # from Python, as `vip predict --no-cache`: the same run loads and predicts
+    model = api.load(tmp_path / "run", device="cpu", use_cache=False)
+    image = next(path for path in sorted((data / "test").rglob("*")) if path.is_file())
+    assert model.predict(image, use_cache=False).label in model.classes and list(shared.iterdir()) == []
+    digests._MEMO.clear()  # a new process
+    with pytest.raises(VipError, match="writable by every user"):  # with the cache: refused, as the CLI is
+        api.load(tmp_path / "run", device="cpu")
     shared.chmod(0o755)  # trusted, and still nothing remembered there with --no-cache
     code, _, err = cli(*commands[-1])
     assert code == 0 and list(shared.iterdir()) == []

@@ -196,19 +196,23 @@ def _run(function, config, progress: bool):
 
 
 @_callers_random_state()
-def load(run_dir: str | Path, *, device: str | torch.device = "auto") -> Model:
+def load(run_dir: str | Path, *, device: str | torch.device = "auto", use_cache: bool = True) -> Model:
     """Load a run folder written by `vip train` (or `vipcli.api.train`) for prediction.
 
     Args:
         run_dir: the run folder.
         device: "auto", "cpu", "cuda", "cuda:N", "mps", or a torch.device.
+        use_cache: look up and keep a local weights file's digest and the backbone's passed load-time checks in
+            the cache folder; False (as `vip predict --no-cache`) reads and writes nothing there, so a cache
+            folder vip does not trust is no obstacle. Pass `use_cache=False` to `Model.predict` too.
     Raises:
         VipError: no run there, a backbone or method plugin that is not installed, weights that are missing.
     """
+    from vipcli.cache_use import using_cache
     from vipcli.devices import resolve_device
     from vipcli.predict import load_predictor
 
-    with _in_python_words():
+    with _in_python_words(), using_cache(_flag("use_cache", use_cache)):
         return Model(load_predictor(Path(run_dir), resolve_device(_device_name(device))))
 
 
