@@ -306,3 +306,19 @@ def pdf_words(pdf: Path) -> list[tuple[str, float]]:
                            check=True, capture_output=True, text=True, timeout=60).stdout
     return [(word, float(bottom) - float(top))
             for top, bottom, word in re.findall(r'<word [^>]*yMin="([\d.]+)" [^>]*yMax="([\d.]+)">([^<]*)</word>', found)]
+
+
+def pdf_page_texts(pdf: Path) -> list[str]:
+    """The text of each page of `pdf`, in order (poppler's pdftotext)."""
+    found = subprocess.run([shutil.which("pdftotext"), str(pdf), "-"], check=True, capture_output=True, text=True,
+                           timeout=60).stdout
+    return found.split("\f")[:-1]  # each page ends with a form feed
+
+
+def pdf_images(pdf: Path) -> list[tuple[int, int, int, int]]:
+    """Each image drawn in `pdf` as (its width and height in pixels, the pixels per inch it is printed at across
+    and down: the same two unless it is stretched) (poppler's pdfimages -list)."""
+    found = subprocess.run([shutil.which("pdfimages"), "-list", str(pdf)], check=True, capture_output=True, text=True,
+                           timeout=60).stdout
+    rows = [line.split() for line in found.splitlines()[2:]]  # after the header and its rule
+    return [(int(row[3]), int(row[4]), int(row[12]), int(row[13])) for row in rows if len(row) > 12 and row[2] == "image"]

@@ -8,10 +8,12 @@ import re
 
 import pytest
 
-from browser import PAPERS, find_browser, find_pdf_renderer, pdf_pages, pdf_words, print_to_pdf
+from browser import (PAPERS, find_browser, find_pdf_renderer, pdf_images, pdf_page_texts, pdf_pages, pdf_words,
+                     print_to_pdf)
 from vipcli.plots import METHOD_COLORS, draw_shots, method_marker, pyplot, svg_markup
 from vipcli.report import html
 from vipcli.report.benchmark import _tables
+from vipcli.report.gallery import GalleryItem, gallery_html
 from vipcli.report.swatches import marker_shape
 
 pytestmark = pytest.mark.skipif(find_browser() is None or find_pdf_renderer() is None,
@@ -93,3 +95,51 @@ def test_the_size_check_can_fail(tmp_path):
     wide, _ = _printed(tmp_path, "too-wide", ['<div style="width: 1400px; height: 20px; background: red"></div>'])
     plain, _ = _printed(tmp_path, "plain", [])
     assert pdf_words(wide)[0][1] < 0.9 * pdf_words(plain)[0][1]
+
+
+LONGEST_SYMPTOMS = ["The spot has multiple colors, like brown, black, blue, red, or white",  # melanoma's pack
+                    "The spot has a consistent color, usually brown, tan or black",
+                    "Pink to red background between the hair openings, like a strawberry"]
+
+
+def _gallery(folder, sizes: list[tuple[int, int]]) -> str:
+    """A run report's gallery of one card per image size (width, height in pixels): each a wrong prediction whose
+    set misses the true class, with three long symptoms (as tall a card as two classes give)."""
+    from PIL import Image
+
+    items = []
+    for i, size in enumerate(sizes):
+        image = folder / "test" / "melanoma" / f"melanoma_{i:05d}.png"
+        image.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", size, (180, 120 + i % 100, 90)).save(image)
+        symptoms = [{"symptom": s, "similarity": 0.412, "weight": 0.251, "contribution": 2.632} for s in LONGEST_SYMPTOMS]
+        items.append(GalleryItem(str(image), "melanoma", "nevus", 0.835, ["nevus"], symptoms))
+    return gallery_html(items, root=folder)
+
+
+@pytest.mark.parametrize("paper", sorted(PAPERS))
+def test_a_printed_gallery_puts_two_rows_of_four_cards_on_a_page_in_readable_type(tmp_path, paper):
+    """The gallery printed one row of three cards a page, each page half blank (48 cards: 16 pages). In print a
+    card is smaller (its image at 2/3 of its size on screen, its type 8.5 pt, the smallest 8 pt), four to a row
+    and two rows to a page, on A4 and US Letter, with the tallest cards two classes give."""
+    ruler = '<p style="font-size: 8pt">eight-point</p>'  # the smallest type a card may print
+    pdf, _ = _printed(tmp_path, "gallery", [ruler, _gallery(tmp_path, [(64, 64)] * 24)], paper)
+    cards = [len(re.findall(r"true class:", page)) for page in pdf_page_texts(pdf)]
+    assert sum(cards) == 24 and len(cards) >= 3
+    assert min(cards[1:-1]) >= 8, f"cards on each printed page: {cards}"
+    words = pdf_words(pdf)  # page 1: the title, the ruler, what the cards say, the first cards
+    detail = min(height for word, height in words if word == "contribution")  # a symptom's figures: the smallest type
+    assert detail >= 0.99 * dict(words)["eight-point"]
+
+
+def test_a_printed_card_image_is_never_larger_than_on_screen(tmp_path):
+    """Printed smaller, a card's image keeps at least the pixels per inch it has on screen (96 CSS px an inch), and
+    its shape: a small one (100x40, shown as it is) is not enlarged, one reduced to 192 px (a photo) is not stretched
+    to a square, and a tiny one shown pixelated (64x64 and 4x4, shown 192 px wide) stays no larger than on screen."""
+    sizes = [(64, 64), (4, 4), (100, 40), (300, 200), (150, 300)]
+    on_screen = {(64, 64): 32, (4, 4): 2, (100, 40): 96, (192, 128): 96, (96, 192): 96}  # as embedded -> ppi shown
+    pdf, _ = _printed(tmp_path, "images", [_gallery(tmp_path, sizes)])
+    printed = {(width, height): (across, down) for width, height, across, down in pdf_images(pdf)}
+    assert printed.keys() == on_screen.keys()
+    assert all(min(printed[size]) >= on_screen[size] - 1 for size in on_screen), printed
+    assert all(abs(across - down) <= 1 for across, down in printed.values()), f"stretched: {printed}"
