@@ -44,9 +44,14 @@ class SymptomPack:
         return key in {normalize_name(n) for n in (self.name, *self.aliases)}
 
 
+LIGATURES = str.maketrans({"æ": "ae", "œ": "oe"})  # written as two letters in the packs' names and aliases
+
+
 def normalize_name(name: str) -> str:
-    """Lower-case and collapse `_`, `-` and spaces, so `Normal_Lung` == `normal lung`."""
-    return re.sub(r"[\s_\-]+", " ", name.strip().lower())
+    """Lower-case, fold accents and ligatures, and collapse `_`, `-` and spaces, so `Normal_Lung` == `normal lung`
+    and `Nævus` == `naevus`, `névus` == `nevus`."""
+    folded = unicodedata.normalize("NFKD", name.strip().lower().translate(LIGATURES))
+    return re.sub(r"[\s_\-]+", " ", "".join(c for c in folded if not unicodedata.combining(c)))
 
 
 def pack_in_name(class_name: str, packs: list[SymptomPack]) -> SymptomPack | None:
