@@ -260,6 +260,28 @@ def test_a_quoted_cell_holding_a_line_break_stays_in_its_row(cli, tmp_path):
     assert code == 0 and "sorted 2 images" in out and "warning" not in err, err
 
 
+def test_a_row_with_more_cells_than_the_header_is_refused_with_its_line(cli, tmp_path):
+    """A class name holding a comma, unquoted (`seborrheic keratosis, solar lentigo`), shifted the row's later cells:
+    'solar lentigo' was read as its split and the split as its lesion, so the split column was dropped and the
+    lesions were new ones, without a word. Trailing empty cells (Excel's `a,x,,`) are still fine."""
+    images = _images(tmp_path / "img", ["a.png", "b.png", "c.png"])
+    labels = _csv(tmp_path / "gt.csv", "image,dx,split,lesion\na,nevus,train,l1,,\n"
+                                       "b,seborrheic keratosis, solar lentigo,test,l2\nc,nevus,val,l3\n")
+    code, out, err = cli("data", "sort", labels, "--images", images, "--out", tmp_path / "sorted",
+                         "--label-column", "dx")
+    assert code == 1 and not out and not (tmp_path / "sorted").exists()
+    assert _one_error(err) == (
+        f"error: {labels}:3: 5 cells, and the header names 4 columns (a value holding ',' splits in two, and the "
+        "cells after it would be read in the wrong columns) (put a value that holds ',' in double quotes (\"a, b\"), "
+        "or remove the extra cells)")
+    _csv(labels, 'image,dx,split,lesion\na,nevus,train,l1,,\nb,"seborrheic keratosis, solar lentigo",test,l2\n'
+                 "c,nevus,val,l3\n")
+    code, out, err = cli("data", "sort", labels, "--images", images, "--out", tmp_path / "sorted",
+                         "--label-column", "dx")
+    assert code == 0 and "split 'split'" in out, err
+    assert [p.name for p in (tmp_path / "sorted" / "test" / "seborrheic keratosis, solar lentigo").iterdir()] == ["b.png"]
+
+
 def test_one_hot_marks_written_with_a_decimal_comma_by_a_european_excel_are_read(cli, tmp_path):
     images = _images(tmp_path / "img", ["ISIC_0000000.jpg", "ISIC_0000001.jpg"])
     labels = _csv(tmp_path / "gt.csv", "image_id;melanoma;seborrheic_keratosis\r\nISIC_0000000;1,0;0,0\r\n"

@@ -189,6 +189,42 @@ def test_a_long_class_name_neither_squeezes_the_confusion_matrix_nor_runs_off_th
     assert not weights._suptitle.get_window_extent(renderer).overlaps(weights.axes[0].title.get_window_extent(renderer))
 
 
+def _overlapping_tick_labels(figure) -> list[tuple[str, str]]:
+    """The pairs of the x-axis labels of a figure's first axes whose drawn pixels cover the same pixel."""
+    import numpy as np
+
+    def dark(shown=None):  # the figure's dark pixels with only the label `shown` of the x-axis drawn
+        for label in labels:  # the others transparent: still laid out, so nothing else moves
+            label.set_alpha(1 if label is shown else 0)
+        figure.canvas.draw()
+        return (np.asarray(figure.canvas.buffer_rgba())[..., :3] < 128).any(axis=2)
+
+    labels = figure.axes[0].get_xticklabels()
+    rest = dark()
+    inked = [dark(label) & ~rest for label in labels]
+    for label in labels:
+        label.set_alpha(None)
+    return [(labels[i].get_text(), labels[j].get_text()) for i in range(len(labels)) for j in range(i + 1, len(labels))
+            if (inked[i] & inked[j]).any()]
+
+
+def test_the_predicted_classes_of_a_9_class_confusion_matrix_with_a_long_name_do_not_overprint_each_other():
+    """Nine dermoscopy classes, one of them `seborrheic keratosis – solar lentigo (lichenoid)`: its two-line label,
+    slanted at 30 degrees, was drawn over `nævus` and `squamous cell carcinoma` under the matrix. Labels that would
+    run into each other slanted are now upright; short names keep their slant."""
+    from vipcli.report.figures import draw_confusion_matrix
+
+    names = ["actinic keratosis", "basal cell carcinoma", "dermatofibroma", "melanoma", "nævus",
+             "seborrheic keratosis – solar lentigo (lichenoid)", "squamous cell carcinoma", "unknown", "vascular lesion"]
+    matrix = [[int(i == j) * 9 + 1 for j in range(9)] for i in range(9)]
+    long = draw_confusion_matrix(matrix, names, "#D55E00", "test confusion matrix: skin, toy")
+    assert _overlapping_tick_labels(long) == [] and _outside(long) == []
+    assert long.axes[0].get_window_extent().width > 0.5 * long.bbox.width
+    short = draw_confusion_matrix(matrix, [f"class {i}" for i in range(9)], "#D55E00", "t")
+    assert _overlapping_tick_labels(short) == []
+    assert {label.get_rotation() for label in short.axes[0].get_xticklabels()} == {30}
+
+
 @test_report.needs_browser
 def test_a_long_class_name_wraps_in_the_prediction_set_table_instead_of_pushing_it_off_the_page(tmp_path):
     """Each class's coverage was kept on one line, its name included: one 86-character name made the table

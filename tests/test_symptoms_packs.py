@@ -300,6 +300,35 @@ def test_a_class_folder_holding_a_pack_name_gets_that_pack_named_not_a_look_alik
         symptoms_for_classes(["Normal", "psoriasis"])
     assert "(write packs with `vip symptoms generate --data DIR`" in str(none.value)
 
+def test_a_class_folder_spelled_with_a_ligature_or_an_accent_matches_its_pack(capsys):
+    """A Danish or French dermatologist's `nævus` (or `Névus`) folder matched no pack, though 'naevus' is an alias of
+    the shipped nevus pack: `vip train` stopped with "no symptoms for class 'nævus'"."""
+    assert normalize_name("Nævus") == "naevus" and normalize_name("Névus") == "nevus"
+    assert normalize_name("Œdème pulmonaire") == "oedeme pulmonaire"
+    packs = symptoms_for_classes(["melanoma", "nævus"])
+    assert packs["nævus"] == list(next(p for p in shipped_packs() if p.name == "nevus").symptoms)
+    code, out, _ = vip(capsys, "symptoms", "show", "Nævus")
+    assert code == 0 and out.startswith("nevus  (aliases: ")
+    with pytest.raises(Exception, match="no symptoms for class 'mélanome'"):  # no alias spells melanoma so
+        symptoms_for_classes(["mélanome", "nævus"])
+
+
+def test_the_show_command_named_for_a_pack_of_two_words_runs_as_written(capsys):
+    """A dermatologist's `seborrheic keratosis – solar lentigo (lichenoid)` folder was told to run `vip symptoms show
+    seborrheic keratosis`, which the shell splits in two words: "Got unexpected extra argument(s) (keratosis)"."""
+    import re
+    import shlex
+
+    from vipcli.errors import VipError
+
+    with pytest.raises(VipError) as missing:
+        symptoms_for_classes(["melanoma", "seborrheic keratosis – solar lentigo (lichenoid)"])
+    shown = re.search(r"copy its symptoms \(`(vip symptoms show [^`]*)`\)", str(missing.value))
+    assert shown and shown.group(1) == "vip symptoms show seborrheic-keratosis", str(missing.value)
+    code, out, err = vip(capsys, *shlex.split(shown.group(1))[1:])
+    assert code == 0 and out.startswith("seborrheic keratosis  (aliases: ") and not err
+
+
 def test_malformed_pack_yaml_names_file_and_line(capsys, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: melanoma\nsymptoms:\n  - Asymmetric shape\n  - [unclosed\n")

@@ -82,8 +82,8 @@ def read_label_table(path: str | Path) -> LabelTable:
     """Read a CSV (comma, semicolon or tab; the delimiter is detected) or TSV file with a header row.
 
     Raises:
-        VipError: the file is missing, not UTF-8 text, empty, has no row below its header, or its header
-            repeats a column name.
+        VipError: the file is missing, not UTF-8 text, empty, has no row below its header, its header
+            repeats a column name, or a row has more cells than the header has columns.
     """
     path = Path(path)
     if not path.is_file():
@@ -103,10 +103,25 @@ def read_label_table(path: str | Path) -> LabelTable:
     if repeated:
         raise VipError(f"{path}: column {', '.join(repr(n) for n in repeated)} appears twice in the header",
                        "give each column its own name")
-    rows = [dict(zip(header, (cell.strip() for cell in row))) for row in reader if any(cell.strip() for cell in row)]
+    rows = []
+    for row in reader:
+        if any(cell.strip() for cell in row[len(header):]):  # cells past the header's columns: the row is shifted
+            raise _extra_cells(path, reader.line_num, len(row), len(header), delimiter)
+        if any(cell.strip() for cell in row):
+            rows.append(dict(zip(header, (cell.strip() for cell in row))))
     if not rows:
         raise VipError(f"{path}: a header row and no row below it", "add one row per image under the header")
     return LabelTable(path, header, rows)
+
+
+def _extra_cells(path: Path, line: int, cells: int, columns: int, delimiter: str) -> VipError:
+    """The error for a row of more cells than the header has columns: a class name or file name holding the
+    delimiter, unquoted, which would shift every later cell of the row into the wrong column."""
+    shown = "a tab" if delimiter == "\t" else f"'{delimiter}'"
+    return VipError(f"{path}:{line}: {cells} cells, and the header names {columns} columns (a value holding {shown} "
+                    "splits in two, and the cells after it would be read in the wrong columns)",
+                    f"put a value that holds {shown} in double quotes (\"a{delimiter.strip() or ' '} b\"), "
+                    "or remove the extra cells")
 
 
 def _delimiter(header: str) -> str:

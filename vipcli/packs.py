@@ -44,9 +44,14 @@ class SymptomPack:
         return key in {normalize_name(n) for n in (self.name, *self.aliases)}
 
 
+LIGATURES = str.maketrans({"æ": "ae", "œ": "oe"})  # written as two letters in the packs' names and aliases
+
+
 def normalize_name(name: str) -> str:
-    """Lower-case and collapse `_`, `-` and spaces, so `Normal_Lung` == `normal lung`."""
-    return re.sub(r"[\s_\-]+", " ", name.strip().lower())
+    """Lower-case, fold accents and ligatures, and collapse `_`, `-` and spaces, so `Normal_Lung` == `normal lung`
+    and `Nævus` == `naevus`, `névus` == `nevus`."""
+    folded = unicodedata.normalize("NFKD", name.strip().lower().translate(LIGATURES))
+    return re.sub(r"[\s_\-]+", " ", "".join(c for c in folded if not unicodedata.combining(c)))
 
 
 def pack_in_name(class_name: str, packs: list[SymptomPack]) -> SymptomPack | None:
@@ -441,14 +446,20 @@ def _packs_in_names_hint(missing: list[str], matched: dict[str, SymptomPack], sh
         listed = " and ".join(repr(c) for c in classes)
         if len(classes) + len(taken) > 1:  # one pack's symptoms for two classes: they could not be told apart
             verb = "hold" if len(classes) > 1 else "holds"
-            hints.append(f"{listed} {verb} the name of the shipped pack '{name}' (`vip symptoms show {name}`)"
+            hints.append(f"{listed} {verb} the name of the shipped pack '{name}' ({show_command(name)})"
                          + (f", which class {taken[0]!r} uses" if taken else "")
                          + ", but one pack's symptoms cannot tell classes apart: give each its own")
         else:
             hints.append(f"{listed} holds the name of the shipped pack '{name}': to use it, rename the folder "
-                         f"'{name}', or copy its symptoms (`vip symptoms show {name}`) into a --symptoms FILE "
+                         f"'{name}', or copy its symptoms ({show_command(name)}) into a --symptoms FILE "
                          f"under '{classes[0]}:'")
     return "".join(hint + "; or " for hint in hints)
+
+
+def show_command(pack_name: str) -> str:
+    """`vip symptoms show NAME` for a shipped pack, in backquotes, its spaces written as `-` so that the name is one word
+    on any shell (`vip symptoms show seborrheic-keratosis`; packs are matched ignoring `-`, `_` and spaces)."""
+    return f"`vip symptoms show {pack_name.replace(' ', '-')}`"
 
 
 def _near_misses(given: list[tuple[str, list[SymptomPack]]], class_names: list[str]) -> dict[str, tuple[str, str]]:

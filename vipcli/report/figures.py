@@ -48,13 +48,32 @@ def draw_confusion_matrix(matrix: list[list[int]], class_names: list[str], color
             cell = shading(count / top)[:3]  # the cell's RGB, as pcolormesh draws it
             axes.text(j, i, str(count), ha="center", va="center", fontsize=11, color=text_color_on(cell))
     ticks, labels = range(len(class_names)), [class_label(name) for name in class_names]
-    axes.set_xticks(ticks, labels, rotation=30 if len(class_names) > 3 else 0, ha="right" if len(class_names) > 3 else "center")
+    axes.set_xticks(ticks, labels, rotation=SLANT if len(class_names) > 3 else 0, ha="right" if len(class_names) > 3 else "center")
     axes.set_yticks(ticks, labels)
     axes.set_xlabel("predicted class")
     axes.set_ylabel("true class")
     axes.set_title(wrap_title(title, 0.9 * (size + 0.8), 10), fontsize=10)
     figure.tight_layout()
+    if len(class_names) > 3 and _slanted_labels_overlap(axes, labels):
+        axes.set_xticks(ticks, labels, rotation=90, ha="center")
+        figure.tight_layout()
     return figure
+
+
+SLANT = 30  # degrees: the predicted classes' labels under a confusion matrix of more than 3 classes
+
+
+def _slanted_labels_overlap(axes, labels: list[str]) -> bool:
+    """Whether labels slanted by SLANT degrees under the columns of `axes` run into each other: two neighbours lie a
+    column's width times sin(SLANT) apart across their slant, less than the lines of a wrapped long name take
+    (9 classes with `seborrheic keratosis – solar lentigo (lichenoid)`); upright, they have the whole width."""
+    import math
+
+    text = axes.get_xticklabels()[0]
+    line = text.get_fontsize() * 1.2 * axes.figure.dpi / 72  # px (1.2: matplotlib's line spacing)
+    lines = max(label.count("\n") + 1 for label in labels)
+    column = axes.get_window_extent().width / len(labels)
+    return lines * line > column * math.sin(math.radians(SLANT))
 
 
 def reliability_svg(panels: list[tuple[str, list[dict], float | None]], color: str, title: str) -> str:
