@@ -308,3 +308,34 @@ def test_a_plugin_module_that_exits_on_import_is_named_and_the_listing_goes_on(c
     assert "Odd: not an Exception" in listed["odd"]["problem"] and "Traceback" not in err
     code, listed, err = _listed(cli, "methods")
     assert code == 0 and "(SystemExit: 2)" in listed["parses"]["problem"] and not listed["vip"]["problem"]
+
+
+LLM_KEY = "sk-proj-Tq7Wz2Lx9Vb4Nc8Md1Kf5Hg3"  # what OPENAI_API_KEY (vip symptoms generate's default) holds
+OTHER_TOKEN = "Zr4Yp8Qs2Wm6Xt0Lk3Jh"  # another variable named like a secret (--api-key-env may name any)
+
+
+def _shows_no_llm_secret(text: str) -> bool:
+    return not any(secret[i:i + 6] in text for secret in (LLM_KEY[8:], OTHER_TOKEN) for i in range(len(secret) - 5))
+
+
+def test_a_plugins_own_error_text_shows_no_llm_key_nor_token(cli, site, tmp_path, monkeypatch):
+    """A plugin's exception text was masked for the Hugging Face token only: one that echoed the LLM key
+    (or any other secret-named variable) printed it in vip's one line. Every known secret is now masked,
+    in a failed import and in a method's failed build."""
+    monkeypatch.setenv("OPENAI_API_KEY", LLM_KEY)
+    monkeypatch.setenv("MY_LLM_TOKEN", OTHER_TOKEN)
+    leaky = tmp_path / "leaky_on_import.py"
+    leaky.write_text(f"raise RuntimeError('bad config: key={LLM_KEY} token={OTHER_TOKEN}')\n")
+    builds = tmp_path / "leaky_build.py"
+    builds.write_text("import os\nfrom vip_method_example import NearestCentroid\n\n\nclass Leaky(NearestCentroid):\n"
+                      "    def __init__(self, setup, settings=None, stored=None):\n"
+                      "        raise ValueError('refused ' + os.environ['OPENAI_API_KEY'] + ' ' + os.environ['MY_LLM_TOKEN'])\n")
+    shutil.copy(METHOD_EXAMPLE / "vip_method_example.py", site / "vip_method_example.py")
+    install_distribution(site, "leaky-dist", "leaky = leaky_on_import:Backbone", leaky)
+    install_distribution(site, "leaky-method", "leaky-build = leaky_build:Leaky", builds, group="vip.methods")
+    line = _check_error(cli, "leaky")
+    assert "failed to import: RuntimeError: bad config: key=" in line and "[redacted]" in line, line
+    assert _shows_no_llm_secret(line), line
+    code, _, err = cli("methods", "check", "leaky-build")
+    line, = error_lines(err)
+    assert code == 1 and "failed to build: ValueError: refused" in line and _shows_no_llm_secret(line), line

@@ -89,13 +89,23 @@ class PluginError(VipError):
 
 
 def describe_exception(error: BaseException) -> str:
-    """`Type: message` on one line, whole (library messages often span several lines), with the Hugging
-    Face credentials masked (`hub_secrets`)."""
+    """`Type: message` on one line, whole (library messages often span several lines), with every secret
+    vip knows of masked (`known_secrets`)."""
     from vipcli.symptoms.llm import redact
 
     text = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
-    text = redact(text, hub_secrets())
+    text = redact(text, known_secrets())
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def known_secrets() -> list[str]:
+    """Every secret a plugin's or a library's text must never show: the Hugging Face credentials
+    (`hub_secrets`) and the values of the environment variables named like secrets
+    (`vipcli.symptoms.llm.environment_secrets`: OPENAI_API_KEY and the other LLM keys, tokens, passwords,
+    the proxies' credentials)."""
+    from vipcli.symptoms.llm import environment_secrets
+
+    return list(dict.fromkeys(hub_secrets() + environment_secrets()))
 
 
 HUB_TOKEN_VARIABLES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
@@ -308,7 +318,7 @@ class PluginGroup:
                 raise VipError(
                     f"{self.kind} '{plugin_id}' from distribution {distribution} failed to import: its entry point "
                     f"'{plugin_id} = {entry_point.value}' names module {entry_point.module}, which is not installed "
-                    f"({type(error).__name__}: {error})",
+                    f"({describe_exception(error)})",
                     f"fix the module name under [project.entry-points.\"{self.group}\"] in {distribution}'s "
                     f"pyproject.toml and reinstall it (pip install DIR); other {self.kind}s still work",
                 ) from error
@@ -317,7 +327,7 @@ class PluginGroup:
                 top = dependency.split(".")[0]
                 raise VipError(
                     f"{self.kind} '{plugin_id}' from distribution {distribution} failed to import: its module "
-                    f"{entry_point.module} needs {dependency}, which is not installed ({type(error).__name__}: {error})",
+                    f"{entry_point.module} needs {dependency}, which is not installed ({describe_exception(error)})",
                     f"install the package that provides {top} (pip install {top}, if that is its name), or reinstall "
                     f"{distribution} with its dependencies; other {self.kind}s still work",
                 ) from error
