@@ -35,6 +35,27 @@ class ForgotBuffer(Centroid):
         self.centroids = torch.zeros(setup.num_classes, setup.backbone.embed_dim)
 
 
+class CountInState(Centroid):
+    """Flaw: state_tensors() holds a plain int beside the centroids (model.safetensors holds tensors only)."""
+
+    def fit(self, data, context):
+        self.count = len(data.train.y)
+        return super().fit(data, context)
+
+    def state_tensors(self):
+        return {"centroids": self.centroids, "count": self.count}
+
+
+class ExtraState(Centroid):
+    """Flaw: a get_extra_state() dict, which nn.Module puts into state_dict() and so into state_tensors()."""
+
+    def get_extra_state(self):
+        return {"note": "kept"}
+
+    def set_extra_state(self, state):
+        self.note = state
+
+
 class Transposed(Centroid):
     """Flaw: forward returns [C, B]."""
 
@@ -478,6 +499,8 @@ class FlatPrompts(ReadmePrompts):
 
 
 ENTRY_POINTS = "\n".join([
+    "count-in-state = vip_sample_methods:CountInState",
+    "extra-state = vip_sample_methods:ExtraState",
     "logits-elsewhere = vip_sample_methods:LogitsElsewhere",
     "peeks-at-test = vip_sample_methods:PeeksAtTest",
     "records-tensor = vip_sample_methods:RecordsTensor",

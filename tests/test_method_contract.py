@@ -55,6 +55,10 @@ def test_a_sound_method_plugin_trains_and_predicts(cli, methods, isic_small, tin
                                     "stores record() as JSON", "return plain JSON types from record()"),
     ("reads-center-view", "fit", "fit read data.train.x, the un-augmented view of the training images",
      "set needs_center_view = True on the method class"),
+    # a value that is not a tensor was "unexpected AttributeError ... this is a bug in vip"
+    ("count-in-state", "state_tensors", "state_tensors() gives 'count' a int, not a tensor", "keep numbers"),
+    ("extra-state", "state_tensors", "state_tensors() gives '_extra_state' a dict, not a tensor",
+     "a get_extra_state() is not saved: return its state from record() instead"),
 ])
 def test_a_method_plugin_mistake_in_train_is_one_line_naming_it(cli, methods, isic_small, tiny_clip, tmp_path,
                                                                  method, member, reason, fix):

@@ -570,6 +570,27 @@ def rebuilt_shapes_fault(method, mismatch) -> PluginError:
                         "settings, or a size that record() returns and __init__ reads back from `stored`)")
 
 
+def stored_tensors(method) -> dict[str, torch.Tensor]:
+    """What `method.state_tensors()` gives, detached on the CPU, as model.safetensors will hold it; a value that
+    is not a tensor (a count, a list, the dict of `get_extra_state`) is the plugin's fault, named before anything
+    is written."""
+    tensors = method.state_tensors()
+    if not isinstance(tensors, dict):
+        raise method_fault(method.id, "state_tensors", f"state_tensors() returned {type(tensors).__name__}, not a "
+                                                       "dict of tensors", STATE_TENSORS_FIX)
+    for name, value in tensors.items():
+        if not isinstance(value, torch.Tensor):
+            raise method_fault(method.id, "state_tensors",
+                               f"state_tensors() gives {name!r} a {type(value).__name__}, not a tensor: "
+                               "model.safetensors holds tensors only", STATE_TENSORS_FIX)
+    return {name: tensor.detach().cpu() for name, tensor in tensors.items()}
+
+
+STATE_TENSORS_FIX = ("keep numbers, strings and lists in record() (JSON; read them back from `stored` in __init__) "
+                     "and tensors in parameters or buffers; a get_extra_state() is not saved: return its state from "
+                     "record() instead")
+
+
 def check_round_trip(method, features: torch.Tensor, device) -> None:
     """Rebuild a fitted plugin method from what the run will store and compare its logits with the fitted one's.
 
@@ -597,7 +618,7 @@ def check_round_trip(method, features: torch.Tensor, device) -> None:
     else:
         check_batch_independent(method, in_batch, alone)
     settings = dataclasses.asdict(method.settings)
-    tensors = {name: tensor.detach().cpu() for name, tensor in method.state_tensors().items()}
+    tensors = stored_tensors(method)
     where = f"method '{method.id}' rebuilt from its own record() and state_tensors()"
     record = method.record()  # asked once: a plugin's record() may be slow, or count its calls
     altered = json_alteration(record)  # where the stored record() comes back other than it was
