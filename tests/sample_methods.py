@@ -56,6 +56,28 @@ class ExtraState(Centroid):
         self.note = state
 
 
+class TrainsAsMethod(Centroid):
+    """Flaw: `trains` written as a method (a forgotten class attribute): always true on the class."""
+
+    def trains(self):
+        return False
+
+
+class SummaryAsProperty(Centroid):
+    """Flaw: `summary` as a property: vip methods list would show '<property object ...>'."""
+
+    @property
+    def summary(self):
+        return "nearest centroid"
+
+
+class SkipsSuperInit(Centroid):
+    """Flaw: __init__ never calls super().__init__ (nn.Module fails later, deep in vip)."""
+
+    def __init__(self, setup, settings=None, stored=None):
+        self.my_setup = setup
+
+
 class Transposed(Centroid):
     """Flaw: forward returns [C, B]."""
 
@@ -499,6 +521,9 @@ class FlatPrompts(ReadmePrompts):
 
 
 ENTRY_POINTS = "\n".join([
+    "trains-as-method = vip_sample_methods:TrainsAsMethod",
+    "summary-as-property = vip_sample_methods:SummaryAsProperty",
+    "skips-super-init = vip_sample_methods:SkipsSuperInit",
     "count-in-state = vip_sample_methods:CountInState",
     "extra-state = vip_sample_methods:ExtraState",
     "logits-elsewhere = vip_sample_methods:LogitsElsewhere",

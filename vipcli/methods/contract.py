@@ -104,6 +104,9 @@ def class_problem(cls) -> tuple[str, str, str] | None:
     context = _context_settings_problem(cls, settings)
     if context is not None:
         return context
+    declared = _declaration_problem(cls)
+    if declared is not None:
+        return declared
     if cls.trains and cls.fit is Method.fit:
         return ("fit", "trains = True but fit is not overridden, so nothing would be learned",
                 "return vipcli.fitting.fit_sgd(self, data, context) from fit for the shared SGD loop, "
@@ -115,6 +118,25 @@ def class_problem(cls) -> tuple[str, str, str] | None:
         problem = _signature_problem(getattr(cls, member), member, arguments)
         if problem is not None:
             return problem
+    return None
+
+
+CLASS_FLAGS = ("trains", "uses_shots", "needs_symptoms", "needs_center_view", "uses_schedule", "learns_context",
+               "learned_merge")  # read on the class (vip methods list, before any instance): True or False
+
+
+def _declaration_problem(cls) -> tuple[str, str, str] | None:
+    """(member, what is wrong, the fix) for a class attribute vip reads on the class that is not a plain value:
+    `def trains(self)` or an `@property` (always true on the class, whatever it returns), a `summary` that is
+    not a str."""
+    for flag in (name for name in CLASS_FLAGS if hasattr(cls, name)):
+        value = getattr(cls, flag)
+        if not isinstance(value, bool):
+            return (flag, f"{flag} is a {type(value).__name__}, not True or False: vip reads it on the class, "
+                          "before any instance exists", f"write it as a class attribute: {flag} = True (or False)")
+    if not isinstance(cls.summary, str):
+        return ("summary", f"summary is a {type(cls.summary).__name__}, not a str: vip methods list reads it on the "
+                           "class", 'write it as a class attribute: summary = "one line about the method"')
     return None
 
 
