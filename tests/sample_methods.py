@@ -78,6 +78,13 @@ class SkipsSuperInit(Centroid):
         self.my_setup = setup
 
 
+class NoStoredArgument(Centroid):
+    """Flaw: __init__ takes no `stored` (vip builds a method as Cls(setup, settings, stored))."""
+
+    def __init__(self, setup, settings=None):
+        super().__init__(setup, settings)
+
+
 class Transposed(Centroid):
     """Flaw: forward returns [C, B]."""
 
@@ -521,6 +528,7 @@ class FlatPrompts(ReadmePrompts):
 
 
 ENTRY_POINTS = "\n".join([
+    "no-stored-argument = vip_sample_methods:NoStoredArgument",
     "trains-as-method = vip_sample_methods:TrainsAsMethod",
     "summary-as-property = vip_sample_methods:SummaryAsProperty",
     "skips-super-init = vip_sample_methods:SkipsSuperInit",

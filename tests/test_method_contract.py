@@ -90,6 +90,8 @@ def _training_fault(cli, isic_small, tiny_clip, tmp_path, method: str, member: s
     # listed as "trains: yes" / "<property object at 0x...>" and used as such
     ("trains-as-method", "trains is a function, not True or False: vip reads it on the class"),
     ("summary-as-property", "summary is a property, not a str"),
+    # was "failed to build: TypeError: ... takes from 2 to 3 positional arguments but 4 were given", after encoding
+    ("no-stored-argument", "__init__ cannot be called as __init__(self, setup, settings=None, stored=None)"),
 ])
 def test_a_method_class_that_cannot_work_is_refused_before_any_work(cli, methods, isic_small, tiny_clip, tmp_path,
                                                                     method, reason):

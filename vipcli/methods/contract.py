@@ -114,7 +114,7 @@ def class_problem(cls) -> tuple[str, str, str] | None:
     if cls.forward is Method.forward:
         return ("forward", "forward is not overridden, so there are no logits",
                 "define forward(self, image_features) returning class logits [B, C]")
-    for member, arguments in (("fit", 2), ("forward", 1)):
+    for member, arguments in (("__init__", 3), ("fit", 2), ("forward", 1)):
         problem = _signature_problem(getattr(cls, member), member, arguments)
         if problem is not None:
             return problem
@@ -159,10 +159,11 @@ def _untyped_setting(settings) -> tuple[str, object] | None:
 
 def _signature_problem(function, member: str, arguments: int) -> tuple[str, str, str] | None:
     """(member, what is wrong, the fix) when `function` cannot be called with `arguments` positional
-    arguments after self (fit(data, context), forward(image_features)), else None."""
+    arguments after self (__init__(setup, settings, stored), fit(data, context), forward(image_features)), else None."""
     import inspect
 
-    expected = {"fit": "fit(self, data, context)", "forward": "forward(self, image_features)"}[member]
+    expected = {"__init__": "__init__(self, setup, settings=None, stored=None)", "fit": "fit(self, data, context)",
+                "forward": "forward(self, image_features)"}[member]
     try:
         inspect.signature(function).bind(None, *([None] * arguments))
     except TypeError as error:
