@@ -35,6 +35,56 @@ class ForgotBuffer(Centroid):
         self.centroids = torch.zeros(setup.num_classes, setup.backbone.embed_dim)
 
 
+class CountInState(Centroid):
+    """Flaw: state_tensors() holds a plain int beside the centroids (model.safetensors holds tensors only)."""
+
+    def fit(self, data, context):
+        self.count = len(data.train.y)
+        return super().fit(data, context)
+
+    def state_tensors(self):
+        return {"centroids": self.centroids, "count": self.count}
+
+
+class ExtraState(Centroid):
+    """Flaw: a get_extra_state() dict, which nn.Module puts into state_dict() and so into state_tensors()."""
+
+    def get_extra_state(self):
+        return {"note": "kept"}
+
+    def set_extra_state(self, state):
+        self.note = state
+
+
+class TrainsAsMethod(Centroid):
+    """Flaw: `trains` written as a method (a forgotten class attribute): always true on the class."""
+
+    def trains(self):
+        return False
+
+
+class SummaryAsProperty(Centroid):
+    """Flaw: `summary` as a property: vip methods list would show '<property object ...>'."""
+
+    @property
+    def summary(self):
+        return "nearest centroid"
+
+
+class SkipsSuperInit(Centroid):
+    """Flaw: __init__ never calls super().__init__ (nn.Module fails later, deep in vip)."""
+
+    def __init__(self, setup, settings=None, stored=None):
+        self.my_setup = setup
+
+
+class NoStoredArgument(Centroid):
+    """Flaw: __init__ takes no `stored` (vip builds a method as Cls(setup, settings, stored))."""
+
+    def __init__(self, setup, settings=None):
+        super().__init__(setup, settings)
+
+
 class Transposed(Centroid):
     """Flaw: forward returns [C, B]."""
 
@@ -478,6 +528,12 @@ class FlatPrompts(ReadmePrompts):
 
 
 ENTRY_POINTS = "\n".join([
+    "no-stored-argument = vip_sample_methods:NoStoredArgument",
+    "trains-as-method = vip_sample_methods:TrainsAsMethod",
+    "summary-as-property = vip_sample_methods:SummaryAsProperty",
+    "skips-super-init = vip_sample_methods:SkipsSuperInit",
+    "count-in-state = vip_sample_methods:CountInState",
+    "extra-state = vip_sample_methods:ExtraState",
     "logits-elsewhere = vip_sample_methods:LogitsElsewhere",
     "peeks-at-test = vip_sample_methods:PeeksAtTest",
     "records-tensor = vip_sample_methods:RecordsTensor",

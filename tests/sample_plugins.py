@@ -332,6 +332,13 @@ class FirstRowOnly(PadIsEndBackbone):
         return super().encode_image(images)[:1]
 
 
+class SqueezesImages(PadIsEndBackbone):
+    """Flaw: squeezes the features, so a batch of one image gets [D], not [1, D]: the probe batch of two cannot tell."""
+
+    def encode_image(self, images):
+        return super().encode_image(images).squeeze()
+
+
 class NormalisesImagesInPlace(PadIsEndBackbone):
     """Sound: rescales the batch it is handed in place (vip hands every call a batch of its own)."""
 
@@ -348,6 +355,7 @@ class TextFeaturesElsewhere(PadIsEndBackbone):
 
 ENTRY_POINTS = "\n".join([
     "first-row-only = vip_sample_plugins:FirstRowOnly",
+    "squeezes-images = vip_sample_plugins:SqueezesImages",
     "normalises-images-in-place = vip_sample_plugins:NormalisesImagesInPlace",
     "text-features-elsewhere = vip_sample_plugins:TextFeaturesElsewhere",
     "forgets-seed = vip_sample_plugins:ForgetsSeed",

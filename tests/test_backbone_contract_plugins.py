@@ -333,6 +333,16 @@ def test_image_features_of_a_batch_need_one_row_per_image(cli, samples, isic_sma
     assert "return one feature row per image of the batch" in line
 
 
+def test_backbones_check_fails_image_features_squeezed_for_one_image(cli, samples):
+    """An encode_image ending in .squeeze() gives one image [D]: `vip backbones check` passed it (the single image
+    broadcast against the batch's row), while `vip train` failed on its last batch of one image and sent the user
+    to `vip backbones check`, which said ok."""
+    code, out, _ = cli("backbones", "check", "squeezes-images", "--json")
+    row = {row["check"]: row for row in json.loads(out)["checks"]}["same images, same features"]
+    assert code == 1 and row["ok"] is False and row["member"] == "encode_image", row
+    assert "a batch of 1 image are [16]; expected [1, D=16]" in row["detail"] and "no .squeeze()" in row["detail"]
+
+
 def test_a_plugin_that_normalises_its_image_batch_in_place_passes(cli, samples):
     """Harmless in vip (every call gets a batch of its own), it failed the check on the CPU as randomness
     ("not deterministic in eval"), the probe having been changed by the call before (on a GPU, a copy)."""

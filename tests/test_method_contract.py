@@ -55,6 +55,12 @@ def test_a_sound_method_plugin_trains_and_predicts(cli, methods, isic_small, tin
                                     "stores record() as JSON", "return plain JSON types from record()"),
     ("reads-center-view", "fit", "fit read data.train.x, the un-augmented view of the training images",
      "set needs_center_view = True on the method class"),
+    ("skips-super-init", "__init__", "__init__ did not call super().__init__(setup, settings, stored)",
+     "call super().__init__(setup, settings, stored) first"),  # was "unexpected AttributeError ... a bug in vip"
+    # a value that is not a tensor was "unexpected AttributeError ... this is a bug in vip"
+    ("count-in-state", "state_tensors", "state_tensors() gives 'count' a int, not a tensor", "keep numbers"),
+    ("extra-state", "state_tensors", "state_tensors() gives '_extra_state' a dict, not a tensor",
+     "a get_extra_state() is not saved: return its state from record() instead"),
 ])
 def test_a_method_plugin_mistake_in_train_is_one_line_naming_it(cli, methods, isic_small, tiny_clip, tmp_path,
                                                                  method, member, reason, fix):
@@ -81,6 +87,11 @@ def _training_fault(cli, isic_small, tiny_clip, tmp_path, method: str, member: s
     ("forgot-fit", "trains = True but fit is not overridden"),
     ("no-forward", "forward is not overridden, so there are no logits"),  # found after encoding, as 'report it'
     ("fit-without-context", "fit cannot be called as fit(self, data, context)"),
+    # listed as "trains: yes" / "<property object at 0x...>" and used as such
+    ("trains-as-method", "trains is a function, not True or False: vip reads it on the class"),
+    ("summary-as-property", "summary is a property, not a str"),
+    # was "failed to build: TypeError: ... takes from 2 to 3 positional arguments but 4 were given", after encoding
+    ("no-stored-argument", "__init__ cannot be called as __init__(self, setup, settings=None, stored=None)"),
 ])
 def test_a_method_class_that_cannot_work_is_refused_before_any_work(cli, methods, isic_small, tiny_clip, tmp_path,
                                                                     method, reason):

@@ -308,3 +308,70 @@ def test_a_plugin_module_that_exits_on_import_is_named_and_the_listing_goes_on(c
     assert "Odd: not an Exception" in listed["odd"]["problem"] and "Traceback" not in err
     code, listed, err = _listed(cli, "methods")
     assert code == 0 and "(SystemExit: 2)" in listed["parses"]["problem"] and not listed["vip"]["problem"]
+    # the parser's usage and its own "error:" line no longer come before vip's: the warning says they were left out
+    assert "usage:" not in err and "unrecognized arguments" not in err, err
+    assert "it printed 2 lines while importing, left out here: VIP_DEBUG=1 shows them" in listed["parses"]["problem"]
+
+
+def test_a_plugin_raising_keyboard_interrupt_on_import_is_its_failure_and_a_real_ctrl_c_still_stops(
+        cli, site, tmp_path):
+    """A module raising KeyboardInterrupt when imported read as vip's "interrupted" (exit 130), as if the user had
+    pressed Ctrl-C. With no signal at vip's handler it is now the plugin's one line (exit 1); a SIGINT that does
+    arrive while a module is imported still stops the command as Ctrl-C does."""
+    raises = tmp_path / "raises_interrupt.py"
+    raises.write_text("raise KeyboardInterrupt\n")
+    signals = tmp_path / "sends_sigint.py"
+    signals.write_text("import signal\nsignal.raise_signal(signal.SIGINT)\n")
+    install_distribution(site, "interrupt-dist", "interrupts = raises_interrupt:Backbone", raises)
+    install_distribution(site, "signal-dist", "signals = sends_sigint:Backbone", signals)
+    assert _check_error(cli, "interrupts") == (
+        "error: backbone 'interrupts' from distribution interrupt-dist failed to import: its module raises_interrupt "
+        "raised KeyboardInterrupt, though no Ctrl-C or SIGTERM reached vip (a module must not raise KeyboardInterrupt "
+        "when imported: report it to the authors of interrupt-dist; other backbones still work)")
+    code, _, err = cli("backbones", "check", "signals")
+    assert code == 130 and error_lines(err) == ["error: interrupted; nothing half-written was left behind"], err
+
+
+def test_what_a_plugin_prints_on_import_goes_to_stderr_after_it_loads(cli, site, tmp_path):
+    """A plugin that prints a banner and warns while imported put the banner into `vip backbones list --json`'s
+    stdout; both now reach stderr, whole, once the import is done, and stdout holds the JSON alone."""
+    chatty = tmp_path / "chatty_plugin.py"
+    chatty.write_text("import sys\nprint('chatty plugin 1.0 loaded')\n"
+                      "print('chatty: fast kernels missing, using the slow path', file=sys.stderr)\n"
+                      "from vip_plugin_example import TinyExampleBackbone as Chatty\n")
+    shutil.copy(EXAMPLE / "vip_plugin_example.py", site / "vip_plugin_example.py")
+    install_distribution(site, "chatty-dist", "chatty = chatty_plugin:Chatty", chatty)
+    code, out, err = cli("backbones", "list", "--json")
+    assert code == 0 and "chatty" in {entry["id"] for entry in json.loads(out)}, out
+    assert "chatty plugin 1.0 loaded" in err and "fast kernels missing, using the slow path" in err, err
+
+
+LLM_KEY = "sk-proj-Tq7Wz2Lx9Vb4Nc8Md1Kf5Hg3"  # what OPENAI_API_KEY (vip symptoms generate's default) holds
+OTHER_TOKEN = "Zr4Yp8Qs2Wm6Xt0Lk3Jh"  # another variable named like a secret (--api-key-env may name any)
+
+
+def _shows_no_llm_secret(text: str) -> bool:
+    return not any(secret[i:i + 6] in text for secret in (LLM_KEY[8:], OTHER_TOKEN) for i in range(len(secret) - 5))
+
+
+def test_a_plugins_own_error_text_shows_no_llm_key_nor_token(cli, site, tmp_path, monkeypatch):
+    """A plugin's exception text was masked for the Hugging Face token only: one that echoed the LLM key
+    (or any other secret-named variable) printed it in vip's one line. Every known secret is now masked,
+    in a failed import and in a method's failed build."""
+    monkeypatch.setenv("OPENAI_API_KEY", LLM_KEY)
+    monkeypatch.setenv("MY_LLM_TOKEN", OTHER_TOKEN)
+    leaky = tmp_path / "leaky_on_import.py"
+    leaky.write_text(f"raise RuntimeError('bad config: key={LLM_KEY} token={OTHER_TOKEN}')\n")
+    builds = tmp_path / "leaky_build.py"
+    builds.write_text("import os\nfrom vip_method_example import NearestCentroid\n\n\nclass Leaky(NearestCentroid):\n"
+                      "    def __init__(self, setup, settings=None, stored=None):\n"
+                      "        raise ValueError('refused ' + os.environ['OPENAI_API_KEY'] + ' ' + os.environ['MY_LLM_TOKEN'])\n")
+    shutil.copy(METHOD_EXAMPLE / "vip_method_example.py", site / "vip_method_example.py")
+    install_distribution(site, "leaky-dist", "leaky = leaky_on_import:Backbone", leaky)
+    install_distribution(site, "leaky-method", "leaky-build = leaky_build:Leaky", builds, group="vip.methods")
+    line = _check_error(cli, "leaky")
+    assert "failed to import: RuntimeError: bad config: key=" in line and "[redacted]" in line, line
+    assert _shows_no_llm_secret(line), line
+    code, _, err = cli("methods", "check", "leaky-build")
+    line, = error_lines(err)
+    assert code == 1 and "failed to build: ValueError: refused" in line and _shows_no_llm_secret(line), line

@@ -34,7 +34,7 @@ WORD_PAIRS = (  # prompts of equal token length one word apart; the first pair t
     ("a photo of a red spot.", "a photo of a blue spot."),
     ("a photo of a dark spot.", "a photo of a small spot."),
 )
-CONTRACT_VERSION = 9  # bump when a check is added or changed: backbones that passed are checked again
+CONTRACT_VERSION = 10  # bump when a check is added or changed: backbones that passed are checked again
 TRIM_TOLERANCE = 1e-3  # max relative L2 difference between trimmed and full-length text features
 PLAIN_TOLERANCE = 1e-3  # max relative L2 difference between the plain text tower (--reference) and the usual path
 SAME_FEATURE = 1e-6  # two probes whose features differ by less than this (relative L2) got the same feature
@@ -529,6 +529,9 @@ class _Probe:
             return detail
         with torch.no_grad():  # the first image on its own: vip encodes images in batches of any size
             alone = _tensor(b.encode_image(_fresh(self.probe_images[:1], b.device))).detach().float().cpu()  # [1, D]
+        if tuple(alone.shape) != (1, b.embed_dim):  # [D] from a .squeeze() would broadcast in the comparison below
+            raise _Failed(f"image features of a batch of 1 image are {_shape(alone)}; expected [1, D={b.embed_dim}]: "
+                          "return one feature row per image whatever the batch size (no .squeeze())")
         difference = float(_relative(alone, self.image_features[:1]).max())
         if not difference <= BATCH_TOLERANCE:
             raise _Failed(f"encode_image gives an image a feature {difference:.3g} apart (relative) alone and in a "

@@ -89,13 +89,23 @@ class PluginError(VipError):
 
 
 def describe_exception(error: BaseException) -> str:
-    """`Type: message` on one line, whole (library messages often span several lines), with the Hugging
-    Face credentials masked (`hub_secrets`)."""
+    """`Type: message` on one line, whole (library messages often span several lines), with every secret
+    vip knows of masked (`known_secrets`)."""
     from vipcli.symptoms.llm import redact
 
     text = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
-    text = redact(text, hub_secrets())
+    text = redact(text, known_secrets())
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def known_secrets() -> list[str]:
+    """Every secret a plugin's or a library's text must never show: the Hugging Face credentials
+    (`hub_secrets`) and the values of the environment variables named like secrets
+    (`vipcli.symptoms.llm.environment_secrets`: OPENAI_API_KEY and the other LLM keys, tokens, passwords,
+    the proxies' credentials)."""
+    from vipcli.symptoms.llm import environment_secrets
+
+    return list(dict.fromkeys(hub_secrets() + environment_secrets()))
 
 
 HUB_TOKEN_VARIABLES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
@@ -280,52 +290,77 @@ class PluginGroup:
                         f"it (pip install DIR); other {self.kind}s still work")
 
     def load(self, plugin_id: str):
-        """Import the plugin registered as `plugin_id` and return what its entry point names."""
+        """Import the plugin registered as `plugin_id` and return what its entry point names.
+
+        What the module prints while imported is held (`vipcli.plugin_output`): passed on after a successful
+        import, left out of a failed one, whose one error line says so. A KeyboardInterrupt the module raises
+        itself, when no signal reached vip's handler (`stop_signals.raised_without_signal`), is the plugin's
+        failure; one from Ctrl-C stops the command as everywhere.
+        """
+        from vipcli import stop_signals
+        from vipcli.plugin_output import held_import_output
+
         entry_point = self.entry_point(plugin_id)
         try:
-            return entry_point.load()
-        except KeyboardInterrupt:
+            with held_import_output() as output:
+                try:
+                    return entry_point.load()
+                except KeyboardInterrupt as error:
+                    if not stop_signals.raised_without_signal():
+                        raise
+                    raise self._import_failure(plugin_id, entry_point, error) from None
+                except BaseException as error:  # a broken plugin must not take the others down, nor exit for them
+                    raise self._import_failure(plugin_id, entry_point, error) from (
+                        None if isinstance(error, SystemExit) else error)
+        except VipError as failure:
+            failure.hint = (failure.hint or "") + output.hint()
             raise
-        except BaseException as error:  # a broken plugin must not take the others down, nor exit for them
-            distribution, _ = distribution_of(entry_point)
-            if isinstance(error, SystemExit):  # sys.exit() or an argparse parser run at import: not vip's to end
-                raise VipError(
-                    f"{self.kind} '{plugin_id}' from distribution {distribution} failed to import: its module "
-                    f"{entry_point.module} tried to end the process (SystemExit: {error.code})",
-                    f"a module must not call sys.exit() or parse the command line when imported: report it to "
-                    f"the authors of {distribution}; other {self.kind}s still work",
-                ) from None
-            missing = _missing_attribute(entry_point, error)
-            if missing:
-                raise VipError(
-                    f"{self.kind} '{plugin_id}' from distribution {distribution}: its entry point "
-                    f"'{plugin_id} = {entry_point.value}' names {missing}, which module {entry_point.module} "
-                    "does not define",
-                    f"fix the name under [project.entry-points.\"{self.group}\"] in {distribution}'s pyproject.toml "
-                    f"and reinstall it (pip install DIR); other {self.kind}s still work",
-                ) from error
-            if _names_missing_module(entry_point, error):
-                raise VipError(
-                    f"{self.kind} '{plugin_id}' from distribution {distribution} failed to import: its entry point "
-                    f"'{plugin_id} = {entry_point.value}' names module {entry_point.module}, which is not installed "
-                    f"({type(error).__name__}: {error})",
-                    f"fix the module name under [project.entry-points.\"{self.group}\"] in {distribution}'s "
-                    f"pyproject.toml and reinstall it (pip install DIR); other {self.kind}s still work",
-                ) from error
-            dependency = getattr(error, "name", None) if isinstance(error, ModuleNotFoundError) else None
-            if dependency:  # the plugin's module imports a package that is not installed
-                top = dependency.split(".")[0]
-                raise VipError(
-                    f"{self.kind} '{plugin_id}' from distribution {distribution} failed to import: its module "
-                    f"{entry_point.module} needs {dependency}, which is not installed ({type(error).__name__}: {error})",
-                    f"install the package that provides {top} (pip install {top}, if that is its name), or reinstall "
-                    f"{distribution} with its dependencies; other {self.kind}s still work",
-                ) from error
-            raise VipError(
-                f"{self.kind} '{plugin_id}' from distribution {distribution} failed to import: "
-                f"{describe_exception(error)}",
-                f"reinstall or fix {distribution}; other {self.kind}s still work",
-            ) from error
+
+    def _import_failure(self, plugin_id: str, entry_point: EntryPoint, error: BaseException) -> VipError:
+        """The one-line error for `plugin_id`, whose module failed to import with `error`."""
+        distribution, _ = distribution_of(entry_point)
+        if isinstance(error, (SystemExit, KeyboardInterrupt)):  # sys.exit(), argparse at import: not vip's to end
+            ended, doing = ((f"tried to end the process (SystemExit: {error.code})",
+                             "call sys.exit() or parse the command line") if isinstance(error, SystemExit) else
+                            ("raised KeyboardInterrupt, though no Ctrl-C or SIGTERM reached vip",
+                             "raise KeyboardInterrupt"))
+            return VipError(
+                f"{self.kind} '{plugin_id}' from distribution {distribution} failed to import: its module "
+                f"{entry_point.module} {ended}",
+                f"a module must not {doing} when imported: report it to the authors of {distribution}; other "
+                f"{self.kind}s still work",
+            )
+        missing = _missing_attribute(entry_point, error)
+        if missing:
+            return VipError(
+                f"{self.kind} '{plugin_id}' from distribution {distribution}: its entry point "
+                f"'{plugin_id} = {entry_point.value}' names {missing}, which module {entry_point.module} "
+                "does not define",
+                f"fix the name under [project.entry-points.\"{self.group}\"] in {distribution}'s pyproject.toml "
+                f"and reinstall it (pip install DIR); other {self.kind}s still work",
+            )
+        if _names_missing_module(entry_point, error):
+            return VipError(
+                f"{self.kind} '{plugin_id}' from distribution {distribution} failed to import: its entry point "
+                f"'{plugin_id} = {entry_point.value}' names module {entry_point.module}, which is not installed "
+                f"({describe_exception(error)})",
+                f"fix the module name under [project.entry-points.\"{self.group}\"] in {distribution}'s "
+                f"pyproject.toml and reinstall it (pip install DIR); other {self.kind}s still work",
+            )
+        dependency = getattr(error, "name", None) if isinstance(error, ModuleNotFoundError) else None
+        if dependency:  # the plugin's module imports a package that is not installed
+            top = dependency.split(".")[0]
+            return VipError(
+                f"{self.kind} '{plugin_id}' from distribution {distribution} failed to import: its module "
+                f"{entry_point.module} needs {dependency}, which is not installed ({describe_exception(error)})",
+                f"install the package that provides {top} (pip install {top}, if that is its name), or reinstall "
+                f"{distribution} with its dependencies; other {self.kind}s still work",
+            )
+        return VipError(
+            f"{self.kind} '{plugin_id}' from distribution {distribution} failed to import: "
+            f"{describe_exception(error)}",
+            f"reinstall or fix {distribution}; other {self.kind}s still work",
+        )
 
 
 def _kind_of(loaded) -> str:

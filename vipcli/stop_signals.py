@@ -137,3 +137,16 @@ def work_done() -> None:
 def work_was_done() -> bool:
     """Whether `work_done` was called inside the current `stop_signals_raise` block."""
     return bool(_finished)
+
+
+def raised_without_signal() -> bool:
+    """Whether a KeyboardInterrupt caught now cannot have come from Ctrl-C or SIGTERM, so code raised it itself
+    (a plugin's module, say): in a thread other than the main one (Python delivers signals to the main thread
+    only), or in the main thread while vip's handler watches SIGINT (inside `stop_signals_raise`) and no signal
+    has arrived. Where no handler of vip's watches (library use, SIGINT ignored by whoever started vip), False:
+    the interrupt may be real."""
+    import threading
+
+    if _received:
+        return False
+    return threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is _raise_for

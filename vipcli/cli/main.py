@@ -238,11 +238,11 @@ def _main(argv: list[str] | None) -> int:
         if mismatch is not None:
             _print_error(mismatch.message, mismatch.hint)
             return mismatch.exit_code
-        from vipcli.plugins import hub_secrets
+        from vipcli.plugins import known_secrets
         from vipcli.symptoms.llm import redact
 
         _print_error(
-            f"unexpected {type(error).__name__}: {redact(str(error), hub_secrets())}",
+            f"unexpected {type(error).__name__}: {redact(str(error), known_secrets())}",
             "this is a bug in vip; rerun with VIP_DEBUG=1 and report the traceback",
         )
         return 1
@@ -271,17 +271,17 @@ def run() -> None:
 
 
 def print_masked_traceback(error: BaseException) -> None:
-    """The traceback of `error` as Python prints it, with the Hugging Face credentials (`hub_secrets`) and
-    the secrets of the environment (`environment_secrets`: API keys, tokens, proxy passwords) masked: the
+    """The traceback of `error` as Python prints it, with every secret vip knows of (`known_secrets`: the
+    Hugging Face credentials, and the environment's API keys, tokens and proxy passwords) masked: the
     library exceptions chained under VIP_DEBUG=1 name HF_ENDPOINT's user:password in their URLs, and a
     mirror, a proxy or an LLM server may echo what it was sent. (Not an excepthook: typer replaces that one.)"""
     import traceback
 
-    from vipcli.plugins import hub_secrets
-    from vipcli.symptoms.llm import environment_secrets, redact
+    from vipcli.plugins import known_secrets
+    from vipcli.symptoms.llm import redact
 
     sys.stderr.write(redact("".join(traceback.format_exception(type(error), error, error.__traceback__)),
-                            hub_secrets() + environment_secrets()))
+                            known_secrets()))
 
 
 def _skip_shutdown_collections() -> None:

@@ -98,7 +98,7 @@ def restore_method(method_id: str, setup: MethodSetup, settings: dict, stored: d
 
 def _construct(cls, method_id, setup, settings, stored) -> Method:
     from vipcli.methods.contract import MemberFault, guard_method, method_fault
-    from vipcli.plugins import distribution_of
+    from vipcli.plugins import describe_exception, distribution_of
 
     try:
         method = cls(setup, settings, stored)
@@ -111,7 +111,11 @@ def _construct(cls, method_id, setup, settings, stored) -> Method:
         if distribution == "vipcli":
             raise
         raise VipError(f"method '{method_id}' from distribution {distribution} failed to build: "
-                       f"{type(error).__name__}: {error}", f"fix or reinstall {distribution}") from error
+                       f"{describe_exception(error)}", f"fix or reinstall {distribution}") from error
+    if "_setup" not in vars(method):  # a plugin __init__ that never called Method.__init__: nn.Module fails later
+        raise method_fault(method_id, "__init__", "__init__ did not call super().__init__(setup, settings, stored), "
+                           "so the method is not set up (nn.Module's state, setup, settings)",
+                           "call super().__init__(setup, settings, stored) first in __init__")
     method.id = method_id
     if not stored:
         from vipcli.methods.prompting import warn_same_prompts

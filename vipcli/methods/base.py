@@ -142,7 +142,8 @@ class Method(nn.Module):
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         """The tensors saved in model.safetensors (default: every parameter and persistent buffer)."""
-        return {name: tensor.detach() for name, tensor in self.state_dict().items()}
+        return {name: tensor.detach() if isinstance(tensor, torch.Tensor) else tensor  # else: refused, named
+                for name, tensor in self.state_dict().items()}
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor], where: str) -> None:
         """Load tensors saved by `state_tensors`; a mismatch is one clear error naming `where`."""

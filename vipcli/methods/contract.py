@@ -104,6 +104,9 @@ def class_problem(cls) -> tuple[str, str, str] | None:
     context = _context_settings_problem(cls, settings)
     if context is not None:
         return context
+    declared = _declaration_problem(cls)
+    if declared is not None:
+        return declared
     if cls.trains and cls.fit is Method.fit:
         return ("fit", "trains = True but fit is not overridden, so nothing would be learned",
                 "return vipcli.fitting.fit_sgd(self, data, context) from fit for the shared SGD loop, "
@@ -111,10 +114,29 @@ def class_problem(cls) -> tuple[str, str, str] | None:
     if cls.forward is Method.forward:
         return ("forward", "forward is not overridden, so there are no logits",
                 "define forward(self, image_features) returning class logits [B, C]")
-    for member, arguments in (("fit", 2), ("forward", 1)):
+    for member, arguments in (("__init__", 3), ("fit", 2), ("forward", 1)):
         problem = _signature_problem(getattr(cls, member), member, arguments)
         if problem is not None:
             return problem
+    return None
+
+
+CLASS_FLAGS = ("trains", "uses_shots", "needs_symptoms", "needs_center_view", "uses_schedule", "learns_context",
+               "learned_merge")  # read on the class (vip methods list, before any instance): True or False
+
+
+def _declaration_problem(cls) -> tuple[str, str, str] | None:
+    """(member, what is wrong, the fix) for a class attribute vip reads on the class that is not a plain value:
+    `def trains(self)` or an `@property` (always true on the class, whatever it returns), a `summary` that is
+    not a str."""
+    for flag in (name for name in CLASS_FLAGS if hasattr(cls, name)):
+        value = getattr(cls, flag)
+        if not isinstance(value, bool):
+            return (flag, f"{flag} is a {type(value).__name__}, not True or False: vip reads it on the class, "
+                          "before any instance exists", f"write it as a class attribute: {flag} = True (or False)")
+    if not isinstance(cls.summary, str):
+        return ("summary", f"summary is a {type(cls.summary).__name__}, not a str: vip methods list reads it on the "
+                           "class", 'write it as a class attribute: summary = "one line about the method"')
     return None
 
 
@@ -137,10 +159,11 @@ def _untyped_setting(settings) -> tuple[str, object] | None:
 
 def _signature_problem(function, member: str, arguments: int) -> tuple[str, str, str] | None:
     """(member, what is wrong, the fix) when `function` cannot be called with `arguments` positional
-    arguments after self (fit(data, context), forward(image_features)), else None."""
+    arguments after self (__init__(setup, settings, stored), fit(data, context), forward(image_features)), else None."""
     import inspect
 
-    expected = {"fit": "fit(self, data, context)", "forward": "forward(self, image_features)"}[member]
+    expected = {"__init__": "__init__(self, setup, settings=None, stored=None)", "fit": "fit(self, data, context)",
+                "forward": "forward(self, image_features)"}[member]
     try:
         inspect.signature(function).bind(None, *([None] * arguments))
     except TypeError as error:
@@ -570,6 +593,27 @@ def rebuilt_shapes_fault(method, mismatch) -> PluginError:
                         "settings, or a size that record() returns and __init__ reads back from `stored`)")
 
 
+def stored_tensors(method) -> dict[str, torch.Tensor]:
+    """What `method.state_tensors()` gives, detached on the CPU, as model.safetensors will hold it; a value that
+    is not a tensor (a count, a list, the dict of `get_extra_state`) is the plugin's fault, named before anything
+    is written."""
+    tensors = method.state_tensors()
+    if not isinstance(tensors, dict):
+        raise method_fault(method.id, "state_tensors", f"state_tensors() returned {type(tensors).__name__}, not a "
+                                                       "dict of tensors", STATE_TENSORS_FIX)
+    for name, value in tensors.items():
+        if not isinstance(value, torch.Tensor):
+            raise method_fault(method.id, "state_tensors",
+                               f"state_tensors() gives {name!r} a {type(value).__name__}, not a tensor: "
+                               "model.safetensors holds tensors only", STATE_TENSORS_FIX)
+    return {name: tensor.detach().cpu() for name, tensor in tensors.items()}
+
+
+STATE_TENSORS_FIX = ("keep numbers, strings and lists in record() (JSON; read them back from `stored` in __init__) "
+                     "and tensors in parameters or buffers; a get_extra_state() is not saved: return its state from "
+                     "record() instead")
+
+
 def check_round_trip(method, features: torch.Tensor, device) -> None:
     """Rebuild a fitted plugin method from what the run will store and compare its logits with the fitted one's.
 
@@ -597,7 +641,7 @@ def check_round_trip(method, features: torch.Tensor, device) -> None:
     else:
         check_batch_independent(method, in_batch, alone)
     settings = dataclasses.asdict(method.settings)
-    tensors = {name: tensor.detach().cpu() for name, tensor in method.state_tensors().items()}
+    tensors = stored_tensors(method)
     where = f"method '{method.id}' rebuilt from its own record() and state_tensors()"
     record = method.record()  # asked once: a plugin's record() may be slow, or count its calls
     altered = json_alteration(record)  # where the stored record() comes back other than it was
