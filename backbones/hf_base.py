@@ -76,6 +76,12 @@ def _local(source: str) -> Path | None:
     return path if path.exists() else None
 
 
+def _image_side(config) -> int:
+    """The side of the square image the vision tower of a model `config` takes (vision_config.image_size)."""
+    size = config.vision_config.image_size
+    return int(size[0] if isinstance(size, (tuple, list)) else size)
+
+
 def _weight_files(folder: Path) -> list[Path]:
     """The weight files of a local model folder, sorted by name."""
     return sorted(p for p in folder.iterdir() if p.suffix in WEIGHT_SUFFIXES)
@@ -156,9 +162,10 @@ class TransformersBackbone(Backbone):
 
         with model_loading(uses_hub) as offline_reason:
             try:
-                self.model = self._load_model().float().to(self.device).eval()
+                config = self._load_config()
+                self.preprocessing = self._load_preprocessing(config)  # a processor refused before the weights load
+                self.model = self._load_model(config).float().to(self.device).eval()
                 self.tokenizer = self._load_tokenizer()
-                self.preprocessing = self._load_preprocessing()
             except (VipError, KeyboardInterrupt):
                 raise
             except Exception as error:
@@ -175,7 +182,8 @@ class TransformersBackbone(Backbone):
 
         return getattr(transformers, self.model_class)
 
-    def _load_model(self):
+    def _load_config(self):
+        """The model's transformers config (from --arch, else --pretrained); a UsageError for another family's."""
         from transformers import AutoConfig
 
         config = AutoConfig.from_pretrained(str(_local(self.source) or self.source))
@@ -183,6 +191,10 @@ class TransformersBackbone(Backbone):
             self._refuse_one_tower(config.model_type)
             raise UsageError(f"{self.source} is a '{config.model_type}' model, not {' or '.join(self.model_types)}",
                              self.other_family_hint)
+        return config
+
+    def _load_model(self, config):
+        """The dual encoder of `config`: its --pretrained weights, or random ones (seeded) for --pretrained none."""
         model_class = self._transformers_class()
         if self.pretrained is not None:
             return model_class.from_pretrained(str(_local(self.pretrained) or self.pretrained), config=config)
@@ -267,17 +279,18 @@ class TransformersBackbone(Backbone):
                              "put the model's tokenizer files beside its config.json (save_pretrained writes "
                              "them), or pass --arch a folder or hub id that has them")
 
-    def _load_preprocessing(self) -> dict:
+    def _load_preprocessing(self, config) -> dict:
         """Size, crop, resampling, mean and std from the model's image processor (preprocessor_config.json), if it
         has one, else the family's; a local one that cannot be read, or that makes images of another size than
-        the vision tower takes, is a UsageError naming it."""
+        the vision tower of `config` takes, is a UsageError naming it (read before the weights, which may take
+        a while to load)."""
         folder = None if _local(self.source) is None else Path(self._tokenizer_source())
         processor = load_image_processor(self._tokenizer_source(), folder)
         if processor is None:
-            return {"mean": self.image_mean, "std": self.image_std, "resize": self._image_size(),
+            return {"mean": self.image_mean, "std": self.image_std, "resize": _image_side(config),
                     "squash": self.squash, "interpolation": "bicubic"}
         where = str(preprocessor_file(folder) or self._tokenizer_source())
-        return processor_preprocessing(processor, where, self._image_size())
+        return processor_preprocessing(processor, where, _image_side(config))
 
     def _set_text_attributes(self) -> None:
         text_config = self.model.config.text_config
@@ -329,13 +342,8 @@ class TransformersBackbone(Backbone):
     def image_transform(self, train: bool):
         """The model's preprocessing (size, mean, std) as a torchvision transform; `train` adds augmentation."""
         p = self.preprocessing
-        return clip_style_transform(self._image_size(), p["mean"], p["std"], train, squash=p["squash"],
+        return clip_style_transform(_image_side(self.model.config), p["mean"], p["std"], train, squash=p["squash"],
                                     resize=p["resize"], interpolation=p["interpolation"])
-
-    def _image_size(self) -> int:
-        """The side of the square image the vision tower takes (vision_config.image_size)."""
-        size = self.model.config.vision_config.image_size
-        return int(size[0] if isinstance(size, (tuple, list)) else size)
 
     def _config_json(self) -> str:
         """The model config as sorted JSON, without where it was loaded from."""

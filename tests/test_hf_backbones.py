@@ -280,11 +280,24 @@ def test_the_folders_image_processor_gives_the_pixels_transformers_gives(hf_clip
     assert backbone.image_transform(True)(picture).shape == (3, 32, 32)
 
 
-def test_an_image_processor_for_another_image_size_than_the_model_is_refused(cli, hf_clip_folder, tmp_path):
+def _weights_never_load(monkeypatch):
+    """CLIPModel's weights fail to load, as a sign that a refusal came after them (seconds for a real model)."""
+    import transformers
+
+    def from_pretrained(*args, **kwargs):
+        raise RuntimeError("the weights were loaded before the image processor was checked")
+
+    monkeypatch.setattr(transformers.CLIPModel, "from_pretrained", from_pretrained)
+
+
+def test_an_image_processor_for_another_image_size_than_the_model_is_refused(cli, hf_clip_folder, tmp_path,
+                                                                             monkeypatch):
+    """Refused from the config and the processor alone, before the weights load."""
     from transformers import CLIPImageProcessor
 
     folder = copied_folder(hf_clip_folder, tmp_path)
     CLIPImageProcessor(size={"shortest_edge": 48}, crop_size={"height": 48, "width": 48}).save_pretrained(folder)
+    _weights_never_load(monkeypatch)
     code, _, err = cli("backbones", "check", "hf-clip", "--pretrained", folder)
     assert code == 2 and len(error_lines(err)) == 1, err
     assert error_lines(err)[0].startswith(
@@ -294,9 +307,10 @@ def test_an_image_processor_for_another_image_size_than_the_model_is_refused(cli
 
 @pytest.mark.parametrize("name", ["preprocessor_config.json", "processor_config.json"])
 def test_an_unreadable_image_processor_is_one_line_naming_it_not_the_defaults_in_silence(cli, hf_clip_folder,
-                                                                                        tmp_path, name):
+                                                                                        tmp_path, name, monkeypatch):
     folder = copied_folder(hf_clip_folder, tmp_path)
     (folder / name).write_text('{"image_mean": [0.1, 0.1')  # cut short, as a failed copy leaves it
+    _weights_never_load(monkeypatch)  # refused before them
     code, _, err = cli("backbones", "check", "hf-clip", "--pretrained", folder)
     assert code == 2 and len(error_lines(err)) == 1, err
     assert error_lines(err)[0].startswith(f"error: cannot read the image processor {folder / name}: ")
