@@ -382,5 +382,18 @@ class TransformersBackbone(Backbone):
             folder = Path(self._tokenizer_source())
             identity["tokenizer"] = _files_identity(folder, TOKENIZER_FILES)
             identity["preprocessor"] = _files_identity(folder, PREPROCESSOR_FILES)
+        changed = self._processing_an_earlier_vip_ignored()
+        if changed is not None:  # a run of an earlier vip saw other pixels: its describe() lacks this, so vip warns
+            identity["image_processing"] = changed
         return identity
+
+    def _processing_an_earlier_vip_ignored(self) -> dict | None:
+        """The processor's resize, squash and resampling (plain JSON) where they give other pixels than vip made
+        before it followed them (the vision tower's size, the family's short side or square, bicubic); None where
+        they do not, so the identity, and the feature cache, of such a model are as they were."""
+        p, side = self.preprocessing, _image_side(self.model.config)
+        if p["interpolation"] == "bicubic" and p["squash"] == self.squash and p["resize"] in (side, (side, side)):
+            return None
+        resize = list(p["resize"]) if isinstance(p["resize"], tuple) else p["resize"]
+        return {"resize": resize, "squash": p["squash"], "interpolation": p["interpolation"]}
 

@@ -280,6 +280,24 @@ def test_the_folders_image_processor_gives_the_pixels_transformers_gives(hf_clip
     assert backbone.image_transform(True)(picture).shape == (3, 32, 32)
 
 
+def test_a_run_trained_before_vip_followed_the_image_processor_is_warned_of_its_other_pixels(hf_clip_folder, tmp_path,
+                                                                                           hf_clip, siglip):
+    """A processor that resizes the short side to 40 and resamples bilinear was used as bicubic at 32 by an earlier
+    vip: the same folder now gives other pixels, and a run trained then says so when predicting (its describe()
+    lacks `image_processing`). Models whose processor agrees with the old pixels keep their identity."""
+    from transformers import CLIPImageProcessor
+    from vipcli.predict import backbone_warning
+
+    folder = copied_folder(hf_clip_folder, tmp_path)
+    CLIPImageProcessor(size={"shortest_edge": 40}, crop_size={"height": 32, "width": 32}, resample=2).save_pretrained(folder)
+    now = load_backbone("hf-clip", None, str(folder)).describe()
+    assert now["image_processing"] == {"resize": 40, "squash": False, "interpolation": "bilinear"}
+    earlier = {key: value for key, value in now.items() if key != "image_processing"}
+    assert "(image_processing: now {'resize': 40, 'squash': False, 'interpolation': 'bilinear'}, trained with None)" \
+        in backbone_warning("hf-clip", "run", now, earlier)
+    assert "image_processing" not in hf_clip.describe() and "image_processing" not in siglip.describe()
+
+
 def _weights_never_load(monkeypatch):
     """CLIPModel's weights fail to load, as a sign that a refusal came after them (seconds for a real model)."""
     import transformers
