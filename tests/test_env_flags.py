@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -72,6 +74,8 @@ def test_the_library_refuses_a_value_neither_on_nor_off_before_any_work(tmp_path
     with pytest.raises(UsageError, match=f"VIP_QUIET='ture' {REFUSED[:20]}"):
         api.train(tmp_path / "data", backbone="toy", out=tmp_path / "run")
     assert not (tmp_path / "run").exists()
+    with pytest.raises(UsageError, match=f"VIP_QUIET='ture' {REFUSED[:20]}"):  # load too, before the backbone loads
+        api.load(Path(__file__).parent / "fixtures" / "run-v0.1.0" / "vip", device="cpu")
 
 
 @pytest.mark.parametrize("value", ["ten", "-1", "nan"])

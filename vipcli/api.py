@@ -207,11 +207,14 @@ def load(run_dir: str | Path, *, device: str | torch.device = "auto", use_cache:
             folder vip does not trust is no obstacle. Pass `use_cache=False` to `Model.predict` too.
     Raises:
         VipError: no run there, a backbone or method plugin that is not installed, weights that are missing.
+        UsageError: VIP_QUIET, VIP_DEBUG or VIP_CUDA_GRAPHS neither on nor off (`vipcli.env_flags`), first.
     """
     from vipcli.cache_use import using_cache
     from vipcli.devices import resolve_device
+    from vipcli.env_flags import check_environment
     from vipcli.predict import load_predictor
 
+    check_environment()  # as train and benchmark: before the run's backbone loads
     with _in_python_words(), using_cache(_flag("use_cache", use_cache)):
         return Model(load_predictor(Path(run_dir), resolve_device(_device_name(device))))
 
