@@ -678,13 +678,10 @@ def test_cache_info_never_cuts_a_backbone_id_or_folder_name(cli, tmp_path, monke
 
 
 
-@pytest.mark.parametrize("command", ["train", "benchmark", "symptoms rank", "predict"])
-def test_a_cache_folder_every_user_can_write_is_refused_before_the_backbone_loads(cli, monkeypatch, tmp_path,
-                                                                                 command):
-    """train, benchmark and symptoms rank loaded the backbone (seconds for a real CLIP; train printed its plan
-    first), and predict the run's, before the cache folder was refused; `--no-cache` is not refused."""
+def _shared_cache_and_no_backbone(tmp_path, monkeypatch) -> Path:
+    """VIP_CACHE_DIR at a new folder every user can write (returned), and a backbone that fails to load, saying so:
+    a command that loads it before refusing the folder ends with "the backbone was loaded"."""
     import vipcli.registry
-    from lesion_runs import make_lesions
 
     shared = tmp_path / "shared"
     shared.mkdir()
@@ -695,6 +692,17 @@ def test_a_cache_folder_every_user_can_write_is_refused_before_the_backbone_load
         raise RuntimeError("the backbone was loaded")
 
     monkeypatch.setattr(vipcli.registry, "load_backbone", load_backbone)
+    return shared
+
+
+@pytest.mark.parametrize("command", ["train", "benchmark", "symptoms rank", "predict"])
+def test_a_cache_folder_every_user_can_write_is_refused_before_the_backbone_loads(cli, monkeypatch, tmp_path,
+                                                                                 command):
+    """train, benchmark and symptoms rank loaded the backbone (seconds for a real CLIP; train printed its plan
+    first), and predict the run's, before the cache folder was refused; `--no-cache` is not refused."""
+    from lesion_runs import make_lesions
+
+    shared = _shared_cache_and_no_backbone(tmp_path, monkeypatch)
     data = make_lesions(tmp_path / "lesions", {"train": 2, "val": 2, "test": 2})
     fixture = Path(__file__).parent / "fixtures" / "run-v0.1.0"
     args = {"train": ["train", "--data", data, "--backbone", "toy", "--out", tmp_path / "run"],
@@ -760,17 +768,7 @@ def test_no_cache_with_a_local_weights_file_reads_and_writes_nothing_in_the_cach
 def test_report_refuses_a_cache_folder_every_user_can_write_before_the_backbone_loads(cli, monkeypatch, tmp_path):
     """`vip report` of a run (whose gallery reads cached features) loaded the run's backbone before the folder
     was refused, as the other commands no longer did."""
-    import vipcli.registry
-
-    shared = tmp_path / "shared"
-    shared.mkdir()
-    shared.chmod(0o777)
-    monkeypatch.setenv("VIP_CACHE_DIR", str(shared))
-
-    def load_backbone(*args, **kwargs):
-        raise RuntimeError("the backbone was loaded")
-
-    monkeypatch.setattr(vipcli.registry, "load_backbone", load_backbone)
+    shared = _shared_cache_and_no_backbone(tmp_path, monkeypatch)
     fixture = Path(__file__).parent / "fixtures" / "run-v0.1.0" / "vip"
     code, out, err = cli("report", fixture, "--out", tmp_path / "report.html", "--device", "cpu")
     assert (code, out) == (1, "") and err.splitlines() == [
