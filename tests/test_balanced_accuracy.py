@@ -4,12 +4,16 @@ report; runs and sweeps of an earlier vip, which stored none, still read and rep
 
 from __future__ import annotations
 
+import csv
+import json
+import re
 from fractions import Fraction
 
 import numpy as np
 import pytest
 
-from vipcli.metrics import compute_metrics, exact_figures, split_figure
+from lesion_runs import make_lesions
+from vipcli.metrics import compute_metrics, exact_figures, round_half_up, split_figure
 
 
 def metrics_of(matrix: list[list[int]]) -> dict:
@@ -53,3 +57,100 @@ def test_a_split_block_of_an_earlier_vip_gets_its_balanced_accuracy_from_its_con
     assert split_figure(old, "balanced_accuracy") == 29.63 and split_figure(old, "accuracy") == 66.67
     assert split_figure({**old, "balanced_accuracy": 12.5}, "balanced_accuracy") == 12.5  # as stored
     assert split_figure({"n": 0, "accuracy": None}, "balanced_accuracy") is None  # no matrix: no figure
+
+
+def test_a_benchmark_summary_averages_the_exact_balanced_accuracies_of_its_seeds():
+    """Three seeds on 3 melanomas and 12 nevi: recalls 1/3 and 8/12, 2/3 and 8/12, 3/3 and 10/12 are exactly 50,
+    66.666.. and 91.666..: their mean 69.444.. is 69.44, where the rows' figures (50.0, 66.67, 91.67) average to
+    69.4467, 69.45. The summary, summary.csv and the report's table give 69.44, as for accuracy."""
+    import statistics
+
+    from vipcli.report.benchmark import _tables
+    from vipcli.sweep_folder import summarize, summary_csv
+
+    rows = []
+    for seed, matrix in enumerate(([[1, 2], [4, 8]], [[2, 1], [4, 8]], [[3, 0], [2, 10]]), 1):
+        stored = metrics_of(matrix)
+        rows.append({"method": "vip", "shots": 1, "seed": seed, "test_accuracy": stored["accuracy"],
+                     "test_balanced_accuracy": stored["balanced_accuracy"], "test_macro_f1": stored["macro_f1"],
+                     "test_auroc": None, "test_confusion_matrix": matrix, "fit_s": 1.0})
+    assert [r["test_balanced_accuracy"] for r in rows] == [50.0, 66.67, 91.67]
+    std = round(statistics.stdev([50, 200 / 3, 275 / 3]), 2)
+    summary = summarize(rows)[0]
+    assert (summary["balanced_accuracy_mean"], summary["balanced_accuracy_std"]) == (69.44, std) == (69.44, 20.97)
+    without_matrices = [{k: v for k, v in r.items() if k != "test_confusion_matrix"} for r in rows]
+    assert summarize(without_matrices)[0]["balanced_accuracy_mean"] == 69.45  # only the stored figures to average
+    line = next(csv.DictReader(summary_csv(rows).splitlines()))
+    assert (line["test_balanced_accuracy_mean_pct"], line["test_balanced_accuracy_std_pct"]) == ("69.44", "20.97")
+    assert "test balanced accuracy %" in _tables(rows) and "69.44 ± 20.97" in _tables(rows)
+
+
+@pytest.fixture(scope="module")
+def skewed(tmp_path_factory):
+    """A lesion world whose test split has 3 melanomas to 10 nevi (val and train balanced)."""
+    root = tmp_path_factory.mktemp("balanced")
+    data = make_lesions(root / "lesions", {"train": 4, "val": 4, "test": 10})
+    for path in sorted((data / "test" / "melanoma").glob("*.png"))[3:]:
+        path.unlink()
+    return data, root
+
+
+def _table(page: str, caption: str) -> dict[str, list[str]]:
+    """The table captioned `caption` of a report: first cell -> the other cells."""
+    found = re.search(rf"<caption>{re.escape(caption)}</caption>(.*?)</table>", page, re.S)
+    assert found, caption
+    return {row[0]: row[1:] for row in (re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", tr)
+                                        for tr in re.findall(r"<tr>(.*?)</tr>", found.group(1)))}
+
+
+def _balanced(matrix: list[list[int]]) -> float:
+    """The mean recall over the classes, computed here from the matrix (rounded half up)."""
+    return round_half_up(sum(Fraction(100 * row[c], sum(row)) if sum(row) else 0
+                             for c, row in enumerate(matrix)) / len(matrix))
+
+
+def test_a_benchmark_stores_reports_and_resumes_balanced_accuracy_and_an_earlier_sweep_still_reports(
+        cli, skewed, tmp_path, monkeypatch):
+    data, root = skewed
+    monkeypatch.setenv("VIP_CACHE_DIR", str(root / "cache"))
+    out = tmp_path / "bench"
+    command = ("benchmark", "--data", data, "--methods", "vip", "--shots", "1", "--seeds", "1,2", "--backbone", "toy",
+               "--epochs", "2", "--views", "2", "--workers", "0", "--device", "cpu", "--out", out)
+    code, stdout, stderr = cli(*command)
+    assert code == 0, stderr
+    assert "balanced" not in stdout  # the printed tables stay accuracy and macro-F1
+    document = json.loads((out / "results.json").read_text())
+    for row in document["rows"]:
+        matrix = row["test_confusion_matrix"]
+        assert sum(matrix[0]) == 3 and sum(matrix[1]) == 10
+        assert row["test_balanced_accuracy"] == _balanced(matrix)
+        assert row["test_balanced_accuracy"] not in (row["test_accuracy"], row["test_macro_f1"])  # tells them apart
+        assert row["val_balanced_accuracy"] is not None
+    with open(out / "results.csv", newline="") as stream:
+        assert [float(r["test_balanced_accuracy"]) for r in csv.DictReader(stream)] == [
+            r["test_balanced_accuracy"] for r in document["rows"]]
+    entry = document["summary"][0]
+    with open(out / "summary.csv", newline="") as stream:
+        line = next(csv.DictReader(stream))
+    mean, std = entry["balanced_accuracy_mean"], entry["balanced_accuracy_std"]
+    assert (line["test_balanced_accuracy_mean_pct"], line["test_balanced_accuracy_std_pct"]) == (f"{mean:.2f}",
+                                                                                                f"{std:.2f}")
+    assert cli("report", out, "--out", tmp_path / "new.html")[0] == 0
+    cells = _table((tmp_path / "new.html").read_text(), "test balanced accuracy % (mean ± std over seeds 1, 2)")
+    assert [cell for name, cell in cells.items() if name != "method"] == [[f"{mean:.2f} ± {std:.2f}"]]
+    # the same sweep as an earlier vip wrote it, without any balanced accuracy: reported and resumed alike
+    for row in document["rows"]:
+        del row["val_balanced_accuracy"], row["test_balanced_accuracy"]
+    for entry in document["summary"]:
+        del entry["balanced_accuracy_mean"], entry["balanced_accuracy_std"]
+    (out / "results.json").write_text(json.dumps(document))
+    (out / "report.html").unlink(missing_ok=True)
+    assert cli("report", out, "--out", tmp_path / "old.html")[0] == 0
+    assert _table((tmp_path / "old.html").read_text(), "test balanced accuracy % (mean ± std over seeds 1, 2)") \
+        == cells
+    code, _, stderr = cli(*command)
+    assert code == 0 and "2 finished rows skipped" in stderr, stderr
+    resumed = json.loads((out / "results.json").read_text())
+    assert "test_balanced_accuracy" not in resumed["rows"][0]  # the stored rows are kept as they were
+    assert (resumed["summary"][0]["balanced_accuracy_mean"], resumed["summary"][0]["balanced_accuracy_std"]) == (
+        mean, std)
