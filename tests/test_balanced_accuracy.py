@@ -7,13 +7,17 @@ from __future__ import annotations
 import csv
 import json
 import re
+import shutil
 from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from lesion_runs import make_lesions
 from vipcli.metrics import compute_metrics, exact_figures, round_half_up, split_figure
+
+FIXTURE = Path(__file__).parent / "fixtures" / "run-v0.1.0"
 
 
 def metrics_of(matrix: list[list[int]]) -> dict:
@@ -154,3 +158,37 @@ def test_a_benchmark_stores_reports_and_resumes_balanced_accuracy_and_an_earlier
     assert "test_balanced_accuracy" not in resumed["rows"][0]  # the stored rows are kept as they were
     assert (resumed["summary"][0]["balanced_accuracy_mean"], resumed["summary"][0]["balanced_accuracy_std"]) == (
         mean, std)
+
+
+def test_a_run_reports_balanced_accuracy_and_one_of_an_earlier_vip_still_does(cli, skewed, tmp_path, monkeypatch):
+    import vipcli.api as vip
+
+    data, root = skewed
+    monkeypatch.setenv("VIP_CACHE_DIR", str(root / "cache"))
+    result = vip.train(data, backbone="toy", shots=2, epochs=2, views=2, workers=0, device="cpu", seed=1,
+                       out=tmp_path / "run")
+    written = json.loads((result.run_dir / "metrics.json").read_text())
+    for split in ("val", "test"):
+        assert written[split]["balanced_accuracy"] == result.metrics[split]["balanced_accuracy"] == _balanced(
+            written[split]["confusion_matrix"])
+    test = written["test"]
+    code, _, err = cli("report", result.run_dir, "--out", tmp_path / "run.html", "--workers", "0", "--device", "cpu",
+                       "--gallery", "0")
+    assert code == 0, err
+    page = (tmp_path / "run.html").read_text()
+    scores = _table(page, "Scores on each split")
+    assert scores["split"] == ["images", "accuracy %", "balanced accuracy %", "macro-F1 %", "AUROC %"]
+    assert scores["test"][:3] == [str(test["n"]), f"{test['accuracy']:.2f}", f"{test['balanced_accuracy']:.2f}"]
+    assert (f"The mean of the sensitivity column over the 2 classes, {test['balanced_accuracy']:.2f}%, is the "
+            "balanced accuracy on test.") in page
+    # a run of vip 0.1.0 (no balanced_accuracy in its metrics.json), its test split made 3 melanomas to 9 nevi
+    old = shutil.copytree(FIXTURE / "vip", tmp_path / "old")
+    metrics = json.loads((old / "metrics.json").read_text())
+    assert "balanced_accuracy" not in metrics["test"] and "balanced_accuracy" not in metrics["val"]
+    metrics["test"]["confusion_matrix"] = [[1, 2], [0, 9]]  # recalls 1/3 and 9/9: (33.33 + 100) / 2
+    (old / "metrics.json").write_text(json.dumps(metrics))
+    code, _, err = cli("report", old, "--out", tmp_path / "old.html", "--workers", "0", "--device", "cpu",
+                       "--gallery", "0")
+    assert code == 0, err
+    scores = _table((tmp_path / "old.html").read_text(), "Scores on each split")
+    assert scores["test"][2] == "66.67" and scores["val"][2] == "87.50"  # val [[3, 1], [0, 4]]: (75 + 100) / 2
