@@ -646,7 +646,7 @@ def test_the_tables_mark_a_capped_shots_column_and_say_how_few_images_its_rows_u
     code, _, stderr = cli("report", tmp_path / "b")
     assert code == 0, stderr
     page = (tmp_path / "b" / "report.html").read_text()
-    assert page.count(">8-shot†<") == 4 and ">2-shot<" in page and f"{note}." in page  # 3 metrics, the seconds'
+    assert page.count(">8-shot†<") == 5 and ">2-shot<" in page and f"{note}." in page  # 4 metrics, the seconds'
 
 
 def test_short_classes_and_missing_val_or_test_images_are_warned_about_before_any_encoding(cli, isic_small, tiny_clip,

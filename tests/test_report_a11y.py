@@ -355,7 +355,7 @@ def test_every_table_of_a_benchmark_report_is_named_by_a_caption(benchmark_dir):
 
     tables = re.findall(r"<table>(.*?)</table>", benchmark_report(benchmark_dir), re.S)
     captions = [re.match(r"<caption>([^<]{3,80})</caption>", t) for t in tables]
-    assert len(tables) == 5 and all(captions)
+    assert len(tables) == 6 and all(captions)  # settings, 4 metrics, seconds
     assert captions[1].group(1) == "test accuracy % (mean ± std over seeds 1, 2)"
 
 

@@ -129,10 +129,11 @@ def test_each_metric_table_marks_the_best_mean_of_each_column_and_says_so():
     rows = [row("zeroshot", 0, 1, 70.0), row("zeroshot", 0, 2, 70.0),  # learns nothing: same in every column
             row("coop", 1, 1, 60.0), row("coop", 1, 2, 62.0), row("coop", 4, 1, 80.0), row("coop", 4, 2, 82.0),
             row("vip", 1, 1, 64.0), row("vip", 1, 2, 66.0), row("vip", 4, 1, 79.0), row("vip", 4, 2, 79.0)]
-    accuracy, f1, auroc, seconds = re.split(r"<caption>", _tables(rows))[1:5]
+    accuracy, balanced, f1, auroc, seconds = re.split(r"<caption>", _tables(rows))[1:6]
     assert re.findall(r"<strong>([^<]*)</strong>", accuracy) == ["70.00 ± 0.00", "81.00 ± 1.41"]  # zeroshot, coop
     assert len(re.findall(r"<strong>", f1)) == 6  # all tied at 50: each of a tie
     assert "<strong>" not in auroc and "<strong>" not in seconds  # no figures to compare; seconds: not a contest
+    assert "<strong>" not in balanced  # rows without it (nor a confusion matrix to compute it from)
     # a screen reader does not say that a cell is bold: the note under the table names them
     assert "In bold: the highest mean in each column (each of a tie): zeroshot at 1-shot, coop at 4-shot. " in accuracy
     assert "(each of a tie): zeroshot and coop and vip at 1-shot, zeroshot and coop and vip at 4-shot. " in f1
@@ -407,8 +408,9 @@ def test_a_benchmark_reports_headings_do_not_repeat_the_names_of_the_tables_and_
     assert _named_twice(page) == [] and "<h3>" not in page
     assert re.findall(r"<h2>(.*?)</h2>", page) == ["Settings and data", "Results"]
     captions = re.findall(r"<caption>(.*?)</caption>", page)
-    assert captions[1:] == ["test accuracy % (mean ± std over seeds 1, 2)", "test macro-F1 % (mean ± std over seeds 1, 2)",
-                            "test AUROC % (mean ± std over seeds 1, 2)",
+    assert captions[1:] == ["test accuracy % (mean ± std over seeds 1, 2)",
+                            "test balanced accuracy % (mean ± std over seeds 1, 2)",
+                            "test macro-F1 % (mean ± std over seeds 1, 2)", "test AUROC % (mean ± std over seeds 1, 2)",
                             "seconds per run (fitting and evaluation, mean over seeds)"]
     assert _named_twice("<h2>Test accuracy by shots</h2><figure><svg aria-label=\"test accuracy by shots: d, toy\">")
 

@@ -149,7 +149,8 @@ def benchmark(data: str | Path, *, methods: Iterable[str] | str | None = None,
     Returns:
         BenchmarkResult: `out`, `rows` (one dict per method, shots and seed, as results.json holds them),
         `summary` (per method and shots: its seeds, and over them the test set's accuracy_mean, accuracy_std,
-        macro_f1_mean, macro_f1_std; each std None with one seed), `class_names`, `skipped` and `trained`
+        macro_f1_mean, macro_f1_std, balanced_accuracy_mean, balanced_accuracy_std; each std None with one
+        seed), `class_names`, `skipped` and `trained`
         (rows resumed and run now), `failures` (unreadable files).
     Raises:
         VipError: a folder, option or file that cannot work, before any image is encoded where it can be known.

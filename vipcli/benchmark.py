@@ -302,8 +302,8 @@ def _finish_row(row: dict, fitted: dict, context: dict, fit_seconds: float) -> d
     return {
         "method": row["method_id"], "shots": row["shots"], "seed": row["seed"], "shots_used": min(row["used"]),
         "n_train": len(row["subset"].y), "epochs": epochs if cls.trains else 0, "best_epoch": fitted.get("best_epoch"),
-        **{f"val_{k}": val[k] for k in ("accuracy", "macro_f1", "auroc")},
-        **{f"test_{k}": test[k] for k in ("accuracy", "macro_f1", "auroc")},
+        **{f"val_{k}": val[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "auroc")},
+        **{f"test_{k}": test[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "auroc")},
         "test_confusion_matrix": test["confusion_matrix"], "fit_s": round(fit_seconds, 3),
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
         **where_run(context["device"]),  # device, machine: a resumed sweep's rows may come from several

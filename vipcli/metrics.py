@@ -12,21 +12,23 @@ from vipcli import shell
 
 
 def compute_metrics(labels, probabilities, num_classes: int) -> dict:
-    """Accuracy, macro-F1 and AUROC (percent) and the confusion matrix.
+    """Accuracy, balanced accuracy, macro-F1 and AUROC (percent) and the confusion matrix.
 
     Args:
         labels: [N] true class indices.
         probabilities: [N, C] predicted class probabilities.
         num_classes: C.
     Returns:
-        {"n", "accuracy", "macro_f1", "auroc" (None if a class is absent), "confusion_matrix"}
+        {"n", "accuracy", "balanced_accuracy", "macro_f1", "auroc" (None if a class is absent),
+        "confusion_matrix"}
     """
     from sklearn.metrics import confusion_matrix, roc_auc_score
 
     labels = np.asarray(labels, dtype=int)
     probabilities = np.asarray(probabilities, dtype=float)
     if labels.size == 0:
-        return {"n": 0, "accuracy": None, "macro_f1": None, "auroc": None, "confusion_matrix": []}
+        return {"n": 0, "accuracy": None, "balanced_accuracy": None, "macro_f1": None, "auroc": None,
+                "confusion_matrix": []}
     predicted = probabilities.argmax(axis=1)
     classes = list(range(num_classes))
     auroc = None
@@ -40,6 +42,7 @@ def compute_metrics(labels, probabilities, num_classes: int) -> dict:
     return {
         "n": int(labels.size),
         "accuracy": round_half_up(exact["accuracy"]),
+        "balanced_accuracy": round_half_up(exact["balanced_accuracy"]),
         "macro_f1": round_half_up(exact["macro_f1"]),
         "auroc": None if auroc is None else round(100.0 * float(auroc), 2),
         "confusion_matrix": matrix,
@@ -47,22 +50,41 @@ def compute_metrics(labels, probabilities, num_classes: int) -> dict:
 
 
 def exact_figures(confusion_matrix: list[list[int]]) -> dict:
-    """Accuracy and macro-F1 in percent as exact fractions, from a [C, C] confusion matrix
-    (rows true classes, columns predicted ones).
+    """Accuracy, balanced accuracy and macro-F1 in percent as exact fractions, from a [C, C] confusion
+    matrix (rows true classes, columns predicted ones).
 
     Macro-F1 is sklearn's `f1_score(average="macro", zero_division=0)` over all C classes: per class
     2·TP / (2·TP + FP + FN), 0 for a class neither present nor predicted.
+    Balanced accuracy (the ISIC challenges' balanced multiclass accuracy) is the mean over the same C
+    classes of each class's recall, TP / (TP + FN): sklearn's `recall_score(average="macro",
+    zero_division=0)`. A class without images in the split counts 0, as in macro-F1, so the two class
+    means always average the same classes (sklearn's `balanced_accuracy_score` would leave that class
+    out, and average fewer classes than macro-F1 does).
     Returns:
-        {"accuracy": Fraction | None, "macro_f1": Fraction | None} (None for an empty matrix).
+        {"accuracy", "balanced_accuracy", "macro_f1"}: Fractions (None each for an empty matrix).
     """
     classes = per_class_figures(confusion_matrix)
     total = sum(c["images"] for c in classes)
     if total == 0:
-        return {"accuracy": None, "macro_f1": None}
+        return {"accuracy": None, "balanced_accuracy": None, "macro_f1": None}
     # 2·TP + FP + FN = (TP + FN) + (TP + FP): a class's images plus its predictions
     f1 = [Fraction(2 * c["found"], c["images"] + c["predicted"]) if c["images"] + c["predicted"] else Fraction(0)
           for c in classes]
-    return {"accuracy": 100 * Fraction(sum(c["found"] for c in classes), total), "macro_f1": 100 * sum(f1) / len(f1)}
+    recall = [c["recall"] or Fraction(0) for c in classes]  # None (no images): 0, as its F1
+    return {"accuracy": 100 * Fraction(sum(c["found"] for c in classes), total),
+            "balanced_accuracy": sum(recall) / len(recall), "macro_f1": 100 * sum(f1) / len(f1)}
+
+
+def split_figure(block: dict, key: str):
+    """A metrics.json split block's figure `key` ("accuracy", "balanced_accuracy", ...) as stored; one an
+    earlier vip did not store (balanced_accuracy) computed from the block's confusion matrix, rounded as a
+    stored one is; None without either."""
+    if key in block:
+        return block[key]
+    matrix = block.get("confusion_matrix")
+    if isinstance(matrix, list) and matrix and key in ("accuracy", "balanced_accuracy", "macro_f1"):
+        return round_half_up(exact_figures(matrix)[key])
+    return None
 
 
 def per_class_figures(confusion_matrix: list[list[int]]) -> list[dict]:
@@ -176,11 +198,12 @@ def mean_of_figures(values: list[float], digits: int = 2) -> float:
 def row_figure(row: dict, key: str):
     """A row's figure `key` ("test_accuracy", "test_macro_f1", "test_auroc", ...) at full precision.
 
-    Test accuracy and macro-F1 come exactly (a Fraction) from the row's confusion matrix, so means over
-    seeds are not means of two-decimal figures; anything else, and rows without a matrix, as stored.
+    Test accuracy, balanced accuracy and macro-F1 come exactly (a Fraction) from the row's confusion matrix,
+    so means over seeds are not means of two-decimal figures (and a row of an earlier vip, which stored no
+    balanced accuracy, has one); anything else, and rows without a matrix, as stored.
     """
     matrix = row.get("test_confusion_matrix")
-    if key in ("test_accuracy", "test_macro_f1") and isinstance(matrix, list) and matrix:
+    if key in ("test_accuracy", "test_balanced_accuracy", "test_macro_f1") and isinstance(matrix, list) and matrix:
         exact = exact_figures(matrix)[key.removeprefix("test_")]
         if exact is not None:
             return exact

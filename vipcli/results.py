@@ -63,7 +63,8 @@ class TrainResult:
 
     Attributes:
         run_dir: the run folder written (for `vip predict --model` and `vipcli.api.load`).
-        metrics: what the run's metrics.json holds ("val", "test", "calibration", "conformal", ...).
+        metrics: what the run's metrics.json holds ("val", "test": {"n", "accuracy", "balanced_accuracy",
+            "macro_f1", "auroc", "confusion_matrix"}, "calibration", "conformal", ...).
         failures: {unreadable image file: reason}, files left out of training and evaluation.
         class_names: the classes, in the order of predictions' probabilities.
         schedule: the training schedule used (None for a method that fits itself).
@@ -98,10 +99,12 @@ class BenchmarkResult:
         out: the results folder (results.json, results.csv, summary.csv, shots.png, split.json).
         class_names: the classes, in logit order.
         rows: one dict per (method, shots, seed) of the requested grid, stored ones included, in sweep
-            order, as results.json holds them (test_accuracy, test_macro_f1, ...).
+            order, as results.json holds them (test_accuracy, test_balanced_accuracy, test_macro_f1, ...; a
+            row kept from a sweep of an earlier vip lacks val_balanced_accuracy and test_balanced_accuracy).
         summary: per method and shots, one dict: method, shots, seeds, and the mean and sample std over
-            the seeds of test accuracy and macro-F1 (accuracy_mean, accuracy_std, macro_f1_mean, macro_f1_std;
-            each std None with one seed).
+            the seeds of test accuracy, macro-F1 and balanced accuracy (accuracy_mean, accuracy_std,
+            macro_f1_mean, macro_f1_std, balanced_accuracy_mean, balanced_accuracy_std; each std None with one
+            seed), from each row's confusion matrix.
         config: the sweep's stored configuration, matched on resume.
         skipped: rows found finished in `out` and not run again.
         trained: rows run now.

@@ -34,10 +34,12 @@ RESULTS_VERSION = 1
 ROW_FIELDS = (
     "method", "shots", "seed", "shots_used", "n_train", "epochs", "best_epoch", "val_accuracy", "val_macro_f1",
     "val_auroc", "test_accuracy", "test_macro_f1", "test_auroc", "test_confusion_matrix", "fit_s", "finished_at",
+    "val_balanced_accuracy", "test_balanced_accuracy",  # last: the columns before them keep their places
 )
 SUMMARY_FIELDS = (  # summary.csv: the tables' figures, per method and shots; figures in %
     "method", "shots", "n_seeds", "seeds", "shots_used", "test_accuracy_mean_pct", "test_accuracy_std_pct",
     "test_macro_f1_mean_pct", "test_macro_f1_std_pct", "test_auroc_mean_pct", "test_auroc_std_pct",
+    "test_balanced_accuracy_mean_pct", "test_balanced_accuracy_std_pct",  # last, as in ROW_FIELDS
 )
 OWN_FILES = {"results.json", "results.csv", "summary.csv", "split.json", "shots.png", "speed.json",
              "report.html"}  # what --out may hold
@@ -318,7 +320,8 @@ def summary_csv(rows: list[dict]) -> str:
         writer.writerow([entry["method"], entry["shots"], len(entry["seeds"]), " ".join(map(str, entry["seeds"])),
                          min(used) if used else "", *("" if v is None else f"{v:.2f}" for v in (
                              entry["accuracy_mean"], entry["accuracy_std"], entry["macro_f1_mean"],
-                             entry["macro_f1_std"], *auroc))])
+                             entry["macro_f1_std"], *auroc, entry["balanced_accuracy_mean"],
+                             entry["balanced_accuracy_std"]))])
     return buffer.getvalue()
 
 
@@ -365,22 +368,25 @@ _warned_open: set[Path] = set()  # the results.csv and summary.csv files warned 
 
 
 def summarize(rows: list[dict]) -> list[dict]:
-    """Mean and sample std (n-1) over seeds of test accuracy and macro-F1, per (method, shots), each
-    computed from the rows' confusion matrices (`row_figure`) and rounded once.
+    """Mean and sample std (n-1) over seeds of test accuracy, macro-F1 and balanced accuracy, per (method,
+    shots), each computed from the rows' confusion matrices (`row_figure`: rows of an earlier vip, which
+    stored no balanced accuracy, have one) and rounded once.
 
     Returns:
-        [{method, shots, seeds, accuracy_mean, accuracy_std, macro_f1_mean, macro_f1_std}] in row order.
+        [{method, shots, seeds, accuracy_mean, accuracy_std, macro_f1_mean, macro_f1_std, balanced_accuracy_mean,
+        balanced_accuracy_std}] in row order.
     """
     groups: dict[tuple[str, str], list[dict]] = {}
     for row in rows:
         groups.setdefault((row["method"], str(row["shots"])), []).append(row)
     summary = []
     for members in groups.values():
-        accuracy = mean_and_std([row_figure(r, "test_accuracy") for r in members])
-        f1 = mean_and_std([row_figure(r, "test_macro_f1") for r in members])
+        accuracy, f1, balanced = (mean_and_std([row_figure(r, f"test_{key}") for r in members])
+                                  for key in ("accuracy", "macro_f1", "balanced_accuracy"))
         summary.append({"method": members[0]["method"], "shots": members[0]["shots"],
                         "seeds": sorted(int(r["seed"]) for r in members), "accuracy_mean": accuracy[0],
-                        "accuracy_std": accuracy[1], "macro_f1_mean": f1[0], "macro_f1_std": f1[1]})
+                        "accuracy_std": accuracy[1], "macro_f1_mean": f1[0], "macro_f1_std": f1[1],
+                        "balanced_accuracy_mean": balanced[0], "balanced_accuracy_std": balanced[1]})
     return summary
 
 

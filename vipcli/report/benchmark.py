@@ -25,7 +25,8 @@ REFERENCE_LABELS = {  # by whether speed.json says its reference ran the plain t
     True: "ViP train, reference (the authors' way)",
     False: "ViP train, reference (re-encode every epoch)",
 }
-METRICS = (("test_accuracy", "test accuracy %"), ("test_macro_f1", "test macro-F1 %"), ("test_auroc", "test AUROC %"))
+METRICS = (("test_accuracy", "test accuracy %"), ("test_balanced_accuracy", "test balanced accuracy %"),
+           ("test_macro_f1", "test macro-F1 %"), ("test_auroc", "test AUROC %"))
 
 
 def read_results(folder: Path) -> dict:

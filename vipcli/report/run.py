@@ -127,11 +127,14 @@ def _data_table(run: dict) -> str:
 
 
 def _metrics(run: dict) -> str:
+    from vipcli.metrics import split_figure
+
     metrics = run["metrics"]
-    rows = [[split, metrics[split]["n"], *(_fmt(metrics[split][k]) for k in ("accuracy", "macro_f1", "auroc"))]
+    rows = [[split, metrics[split]["n"], *(_fmt(split_figure(metrics[split], k))
+                                           for k in ("accuracy", "balanced_accuracy", "macro_f1", "auroc"))]
             for split in ("val", "test") if split in metrics]
-    body = html.table("Scores on each split", ["split", "images", "accuracy %", "macro-F1 %", "AUROC %"], rows,
-                      numeric={1, 2, 3, 4})
+    body = html.table("Scores on each split", ["split", "images", "accuracy %", "balanced accuracy %", "macro-F1 %",
+                                               "AUROC %"], rows, numeric={1, 2, 3, 4, 5})
     timings, best = metrics.get("timings", {}), metrics.get("best_epoch")
     facts = []
     if best is not None:
@@ -159,13 +162,25 @@ def _per_class(run: dict) -> str:
             for name, f in zip(run["class_names"], figures)]
     # four columns fit a phone's width: a class's test images are the count under its sensitivity (found/images)
     table = html.table("Each class on test", ["class", "sensitivity (recall) %", "specificity %", "precision %"],
-                       rows, numeric={1, 2, 3})
+                       rows, numeric={1, 2, 3}) + f'<p class="caption">{html.text(_balanced_note(matrix, figures))}</p>'
     missed = unfound_classes(run["class_names"], figures)
     if missed:
         names = ", ".join(f"{name} (0 of {images})" for name, images in missed)
         table += html.note(html.text(f"The model finds no test image of {names}: its accuracy comes from the "
                                      "other classes alone."))
     return table
+
+
+def _balanced_note(matrix: list[list[int]], figures: list[dict]) -> str:
+    """The caption under the classes' table (`figures`: `per_class_figures(matrix)`): their sensitivities' mean
+    is the balanced accuracy of the scores table (a class without test images counting 0, as there)."""
+    from vipcli.metrics import exact_figures, round_half_up
+
+    absent = sum(not f["images"] for f in figures)
+    mean = round_half_up(exact_figures(matrix)["balanced_accuracy"])
+    return (f"The mean of the sensitivity column over the {len(figures)} classes, {_fmt(mean)}%, is the balanced "
+            "accuracy on test" + (f" ({absent} {plural(absent, 'class', 'classes')} without test images counting 0)."
+                                  if absent else "."))
 
 
 def _share(value, part: int, whole: int) -> str:

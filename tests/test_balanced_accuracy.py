@@ -1,0 +1,194 @@
+"""Balanced accuracy (the mean over the classes of each one's recall), as the ISIC 2018/2019 challenges ranked
+methods: exact from the confusion matrix, in metrics.json, a benchmark's rows, summary and report, a run's
+report; runs and sweeps of an earlier vip, which stored none, still read and report."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import shutil
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lesion_runs import make_lesions
+from vipcli.metrics import compute_metrics, exact_figures, round_half_up, split_figure
+
+FIXTURE = Path(__file__).parent / "fixtures" / "run-v0.1.0"
+
+
+def metrics_of(matrix: list[list[int]]) -> dict:
+    """compute_metrics on the labels and one-hot predictions that a confusion matrix stands for."""
+    labels, predicted = [], []
+    for true, counts in enumerate(matrix):
+        for guess, count in enumerate(counts):
+            labels += [true] * count
+            predicted += [guess] * count
+    return compute_metrics(labels, np.eye(len(matrix))[predicted], len(matrix))
+
+
+def test_balanced_accuracy_of_an_imbalanced_3_class_matrix_is_the_mean_recall_over_every_class():
+    """melanoma (3 images) is never predicted, nevus has 9, seborrheic keratosis none in this split (the model
+    still calls 2 images that). Recalls 0/3, 8/9 and none: (0 + 88.89 + 0) / 3 = 29.63. Accuracy is 8/12 = 66.67;
+    macro-F1 (0 + 16/19 + 0) / 3 = 28.07 counts the absent class 0 too, so both class means average the same
+    3 classes (sklearn's balanced_accuracy_score would drop it and give 44.44)."""
+    from sklearn.metrics import balanced_accuracy_score, recall_score
+
+    matrix = [[0, 2, 1], [0, 8, 1], [0, 0, 0]]
+    stored = metrics_of(matrix)
+    assert stored["confusion_matrix"] == matrix
+    assert (stored["accuracy"], stored["balanced_accuracy"], stored["macro_f1"]) == (66.67, 29.63, 28.07)
+    assert exact_figures(matrix)["balanced_accuracy"] == Fraction(800, 27)  # 100 · (8/9) / 3, exactly
+    labels = [0] * 3 + [1] * 9
+    predicted = [1, 1, 2] + [1] * 8 + [2]
+    assert stored["balanced_accuracy"] == round(100 * recall_score(labels, predicted, labels=[0, 1, 2],
+                                                                   average="macro", zero_division=0), 2)
+    with pytest.warns(UserWarning, match="y_pred contains classes not in y_true"):  # sklearn drops that class
+        assert round(100 * balanced_accuracy_score(labels, predicted), 2) == 44.44  # the convention not taken
+    # 1 melanoma to 4 nevi, the model finds 1 of 2 melanomas: accuracy 90 hides what balanced accuracy shows
+    assert (metrics_of([[1, 1], [0, 8]])["accuracy"], metrics_of([[1, 1], [0, 8]])["balanced_accuracy"]) == (90.0, 75.0)
+    # exactly halfway (1/16 and 0 of 4: 3.125) rounds half up, as accuracy and macro-F1 do; round() gives 3.12
+    assert metrics_of([[1, 15], [4, 0]])["balanced_accuracy"] == 3.13 != round(3.125, 2)
+    assert compute_metrics([], np.zeros((0, 2)), 2)["balanced_accuracy"] is None
+
+
+def test_a_split_block_of_an_earlier_vip_gets_its_balanced_accuracy_from_its_confusion_matrix():
+    old = {"n": 12, "accuracy": 66.67, "macro_f1": 28.07, "auroc": None,
+           "confusion_matrix": [[0, 2, 1], [0, 8, 1], [0, 0, 0]]}
+    assert split_figure(old, "balanced_accuracy") == 29.63 and split_figure(old, "accuracy") == 66.67
+    assert split_figure({**old, "balanced_accuracy": 12.5}, "balanced_accuracy") == 12.5  # as stored
+    assert split_figure({"n": 0, "accuracy": None}, "balanced_accuracy") is None  # no matrix: no figure
+
+
+def test_a_benchmark_summary_averages_the_exact_balanced_accuracies_of_its_seeds():
+    """Three seeds on 3 melanomas and 12 nevi: recalls 1/3 and 8/12, 2/3 and 8/12, 3/3 and 10/12 are exactly 50,
+    66.666.. and 91.666..: their mean 69.444.. is 69.44, where the rows' figures (50.0, 66.67, 91.67) average to
+    69.4467, 69.45. The summary, summary.csv and the report's table give 69.44, as for accuracy."""
+    import statistics
+
+    from vipcli.report.benchmark import _tables
+    from vipcli.sweep_folder import summarize, summary_csv
+
+    rows = []
+    for seed, matrix in enumerate(([[1, 2], [4, 8]], [[2, 1], [4, 8]], [[3, 0], [2, 10]]), 1):
+        stored = metrics_of(matrix)
+        rows.append({"method": "vip", "shots": 1, "seed": seed, "test_accuracy": stored["accuracy"],
+                     "test_balanced_accuracy": stored["balanced_accuracy"], "test_macro_f1": stored["macro_f1"],
+                     "test_auroc": None, "test_confusion_matrix": matrix, "fit_s": 1.0})
+    assert [r["test_balanced_accuracy"] for r in rows] == [50.0, 66.67, 91.67]
+    std = round(statistics.stdev([50, 200 / 3, 275 / 3]), 2)
+    summary = summarize(rows)[0]
+    assert (summary["balanced_accuracy_mean"], summary["balanced_accuracy_std"]) == (69.44, std) == (69.44, 20.97)
+    without_matrices = [{k: v for k, v in r.items() if k != "test_confusion_matrix"} for r in rows]
+    assert summarize(without_matrices)[0]["balanced_accuracy_mean"] == 69.45  # only the stored figures to average
+    line = next(csv.DictReader(summary_csv(rows).splitlines()))
+    assert (line["test_balanced_accuracy_mean_pct"], line["test_balanced_accuracy_std_pct"]) == ("69.44", "20.97")
+    assert "test balanced accuracy %" in _tables(rows) and "69.44 ± 20.97" in _tables(rows)
+
+
+@pytest.fixture(scope="module")
+def skewed(tmp_path_factory):
+    """A lesion world whose test split has 3 melanomas to 10 nevi (val and train balanced)."""
+    root = tmp_path_factory.mktemp("balanced")
+    data = make_lesions(root / "lesions", {"train": 4, "val": 4, "test": 10})
+    for path in sorted((data / "test" / "melanoma").glob("*.png"))[3:]:
+        path.unlink()
+    return data, root
+
+
+def _table(page: str, caption: str) -> dict[str, list[str]]:
+    """The table captioned `caption` of a report: first cell -> the other cells."""
+    found = re.search(rf"<caption>{re.escape(caption)}</caption>(.*?)</table>", page, re.S)
+    assert found, caption
+    return {row[0]: row[1:] for row in (re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", tr)
+                                        for tr in re.findall(r"<tr>(.*?)</tr>", found.group(1)))}
+
+
+def _balanced(matrix: list[list[int]]) -> float:
+    """The mean recall over the classes, computed here from the matrix (rounded half up)."""
+    return round_half_up(sum(Fraction(100 * row[c], sum(row)) if sum(row) else 0
+                             for c, row in enumerate(matrix)) / len(matrix))
+
+
+def test_a_benchmark_stores_reports_and_resumes_balanced_accuracy_and_an_earlier_sweep_still_reports(
+        cli, skewed, tmp_path, monkeypatch):
+    data, root = skewed
+    monkeypatch.setenv("VIP_CACHE_DIR", str(root / "cache"))
+    out = tmp_path / "bench"
+    command = ("benchmark", "--data", data, "--methods", "vip", "--shots", "1", "--seeds", "1,2", "--backbone", "toy",
+               "--epochs", "2", "--views", "2", "--workers", "0", "--device", "cpu", "--out", out)
+    code, stdout, stderr = cli(*command)
+    assert code == 0, stderr
+    assert "balanced" not in stdout  # the printed tables stay accuracy and macro-F1
+    document = json.loads((out / "results.json").read_text())
+    for row in document["rows"]:
+        matrix = row["test_confusion_matrix"]
+        assert sum(matrix[0]) == 3 and sum(matrix[1]) == 10
+        assert row["test_balanced_accuracy"] == _balanced(matrix)
+        assert row["test_balanced_accuracy"] not in (row["test_accuracy"], row["test_macro_f1"])  # tells them apart
+        assert row["val_balanced_accuracy"] is not None
+    with open(out / "results.csv", newline="") as stream:
+        assert [float(r["test_balanced_accuracy"]) for r in csv.DictReader(stream)] == [
+            r["test_balanced_accuracy"] for r in document["rows"]]
+    entry = document["summary"][0]
+    with open(out / "summary.csv", newline="") as stream:
+        line = next(csv.DictReader(stream))
+    mean, std = entry["balanced_accuracy_mean"], entry["balanced_accuracy_std"]
+    assert (line["test_balanced_accuracy_mean_pct"], line["test_balanced_accuracy_std_pct"]) == (f"{mean:.2f}",
+                                                                                                f"{std:.2f}")
+    assert cli("report", out, "--out", tmp_path / "new.html")[0] == 0
+    cells = _table((tmp_path / "new.html").read_text(), "test balanced accuracy % (mean ± std over seeds 1, 2)")
+    assert [cell for name, cell in cells.items() if name != "method"] == [[f"{mean:.2f} ± {std:.2f}"]]
+    # the same sweep as an earlier vip wrote it, without any balanced accuracy: reported and resumed alike
+    for row in document["rows"]:
+        del row["val_balanced_accuracy"], row["test_balanced_accuracy"]
+    for entry in document["summary"]:
+        del entry["balanced_accuracy_mean"], entry["balanced_accuracy_std"]
+    (out / "results.json").write_text(json.dumps(document))
+    (out / "report.html").unlink(missing_ok=True)
+    assert cli("report", out, "--out", tmp_path / "old.html")[0] == 0
+    assert _table((tmp_path / "old.html").read_text(), "test balanced accuracy % (mean ± std over seeds 1, 2)") \
+        == cells
+    code, _, stderr = cli(*command)
+    assert code == 0 and "2 finished rows skipped" in stderr, stderr
+    resumed = json.loads((out / "results.json").read_text())
+    assert "test_balanced_accuracy" not in resumed["rows"][0]  # the stored rows are kept as they were
+    assert (resumed["summary"][0]["balanced_accuracy_mean"], resumed["summary"][0]["balanced_accuracy_std"]) == (
+        mean, std)
+
+
+def test_a_run_reports_balanced_accuracy_and_one_of_an_earlier_vip_still_does(cli, skewed, tmp_path, monkeypatch):
+    import vipcli.api as vip
+
+    data, root = skewed
+    monkeypatch.setenv("VIP_CACHE_DIR", str(root / "cache"))
+    result = vip.train(data, backbone="toy", shots=2, epochs=2, views=2, workers=0, device="cpu", seed=1,
+                       out=tmp_path / "run")
+    written = json.loads((result.run_dir / "metrics.json").read_text())
+    for split in ("val", "test"):
+        assert written[split]["balanced_accuracy"] == result.metrics[split]["balanced_accuracy"] == _balanced(
+            written[split]["confusion_matrix"])
+    test = written["test"]
+    code, _, err = cli("report", result.run_dir, "--out", tmp_path / "run.html", "--workers", "0", "--device", "cpu",
+                       "--gallery", "0")
+    assert code == 0, err
+    page = (tmp_path / "run.html").read_text()
+    scores = _table(page, "Scores on each split")
+    assert scores["split"] == ["images", "accuracy %", "balanced accuracy %", "macro-F1 %", "AUROC %"]
+    assert scores["test"][:3] == [str(test["n"]), f"{test['accuracy']:.2f}", f"{test['balanced_accuracy']:.2f}"]
+    assert (f"The mean of the sensitivity column over the 2 classes, {test['balanced_accuracy']:.2f}%, is the "
+            "balanced accuracy on test.") in page
+    # a run of vip 0.1.0 (no balanced_accuracy in its metrics.json), its test split made 3 melanomas to 9 nevi
+    old = shutil.copytree(FIXTURE / "vip", tmp_path / "old")
+    metrics = json.loads((old / "metrics.json").read_text())
+    assert "balanced_accuracy" not in metrics["test"] and "balanced_accuracy" not in metrics["val"]
+    metrics["test"]["confusion_matrix"] = [[1, 2], [0, 9]]  # recalls 1/3 and 9/9: (33.33 + 100) / 2
+    (old / "metrics.json").write_text(json.dumps(metrics))
+    code, _, err = cli("report", old, "--out", tmp_path / "old.html", "--workers", "0", "--device", "cpu",
+                       "--gallery", "0")
+    assert code == 0, err
+    scores = _table((tmp_path / "old.html").read_text(), "Scores on each split")
+    assert scores["test"][2] == "66.67" and scores["val"][2] == "87.50"  # val [[3, 1], [0, 4]]: (75 + 100) / 2
