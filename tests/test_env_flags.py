@@ -46,6 +46,11 @@ def test_a_value_neither_on_nor_off_is_refused_before_the_command_runs(cli, tmp_
     assert not (tmp_path / "s").exists()  # nothing written
     code, out, err = cli("--version")  # what the user needs to read about vip still works
     assert code == 0 and out.startswith("vip ")
+    for command in (["train", "--help"], ["cache", "clear", "-h"], ["symptoms", "-q", "show", "--help"]):
+        code, out, err = cli(*command)  # a command's help too, as `vip --help`
+        assert code == 0 and "Usage: vip " in out and err == "", (command, err)
+    code, out, err = cli("train", "--", "--help")  # after `--`, --help is no option
+    assert code == 2 and err == f"error: {name}='maybe' {REFUSED}\n"
 
 
 def test_vip_debug_yes_lets_the_error_through(cli, tmp_path, monkeypatch):

@@ -250,6 +250,14 @@ class HelpCommand(_PlainWhenNarrow, TyperCommand):
 
 
 QUIET_GROUP = "vip.quiet"  # ctx.meta's key: a group's own -q (`vip cache -q clear`), for its command to read
+HELP_ASKED = "vip.help_asked"  # ctx.meta's key: the command line asks a command for its help (`vip train -h`)
+
+
+def asks_for_help(args: list[str]) -> bool:
+    """Whether the arguments a group has yet to hand to its command (`['train', '--help']`) ask for a help
+    page: `-h` or `--help` before any `--`."""
+    options_part = args[:args.index("--")] if "--" in args else args
+    return any(arg in ("-h", "--help") for arg in options_part)
 
 
 class HelpGroup(_PlainWhenNarrow, TyperGroup):
@@ -268,6 +276,7 @@ class HelpGroup(_PlainWhenNarrow, TyperGroup):
         """Run the group; its own `-q` is kept in `ctx.meta` for the command, not passed to its callback."""
         if self._own_quiet and ctx.params.pop("quiet", False):
             ctx.meta[QUIET_GROUP] = True
+        ctx.meta[HELP_ASKED] = ctx.meta.get(HELP_ASKED) or asks_for_help(ctx.args)  # read before click hands them on
         return super().invoke(ctx)
 
     def format_commands(self, ctx, formatter) -> None:

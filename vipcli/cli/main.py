@@ -8,7 +8,7 @@ import typer
 
 from vipcli import __version__, stop_signals
 from vipcli.cli import backbones, benchmark, cache, data, demo, methods, options, predict, report, symptoms, train
-from vipcli.cli.help import App
+from vipcli.cli.help import HELP_ASKED, App
 from vipcli.errors import VipError
 
 def _click_variants() -> list:
@@ -76,13 +76,15 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
     quiet: bool = options.QUIET,
 ) -> None:
     """ViP: adapt vision-language models to medical images with LLM-described visual symptoms."""
     from vipcli.env_flags import check_environment
 
-    check_environment()  # VIP_QUIET=maybe: one line before the command does anything (--help, --version still work)
+    if not ctx.meta.get(HELP_ASKED):  # `vip train --help` is shown whatever the environment holds, as `vip --help`
+        check_environment()  # VIP_QUIET=maybe: one line before the command does anything (--version still works)
 
 
 app.add_typer(data.app, name="data")
