@@ -309,19 +309,31 @@ def metrics_version(run) -> str:
 
 
 def test_a_prediction_page_says_what_the_model_measured_on_its_own_test_split(cli, lesion_run, tmp_path):
-    """`vip predict --report` said nothing of how good the model is; it now gives the run's test accuracy and
-    macro-F1 from its metrics.json, and when it was trained."""
+    """`vip predict --report` said nothing of how good the model is; it now gives the run's test accuracy,
+    balanced accuracy and macro-F1 from its metrics.json, and when it was trained; a run of an earlier vip,
+    whose metrics.json has no balanced accuracy, gets it from its confusion matrix."""
     import json
+    import shutil
+
+    from vipcli.metrics import exact_figures, round_half_up
 
     data, run = lesion_run
-    out = tmp_path / "p.html"
-    code, _, err = cli("predict", *sorted((data / "test" / "nevus").glob("*.png"))[:2], "--model", run, "--report",
-                       out, "--workers", "0")
-    assert code == 0, err
+    old_run = tmp_path / "old-run"
+    shutil.copytree(run, old_run)
     metrics = json.loads((run / "metrics.json").read_text())
     test, when = metrics["test"], datetime.fromisoformat(metrics["finished_at"]).astimezone(timezone.utc)
-    assert (f"accuracy {test['accuracy']:.2f}%, macro-F1 {test['macro_f1']:.2f}% on {test['n']} test images "
-            f"(vip train, {when:%Y-%m-%d %H:%M} UTC)") in out.read_text()
+    (old_run / "metrics.json").write_text(json.dumps(
+        {**metrics, "test": {key: value for key, value in test.items() if key != "balanced_accuracy"}}))
+    balanced = round_half_up(exact_figures(test["confusion_matrix"])["balanced_accuracy"])
+    assert balanced == test["balanced_accuracy"]
+    for model in (run, old_run):
+        out = tmp_path / f"{model.name}.html"
+        code, _, err = cli("predict", *sorted((data / "test" / "nevus").glob("*.png"))[:2], "--model", model,
+                           "--report", out, "--workers", "0")
+        assert code == 0, err
+        assert (f"accuracy {test['accuracy']:.2f}%, balanced accuracy {balanced:.2f}%, macro-F1 "
+                f"{test['macro_f1']:.2f}% on {test['n']} test images (vip train, {when:%Y-%m-%d %H:%M} UTC)"
+                ) in out.read_text(), model.name
 
 
 def test_a_benchmark_report_says_what_its_rows_ran_on(benchmark_dir, tmp_path):

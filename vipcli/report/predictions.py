@@ -53,15 +53,21 @@ def prediction_report(predictor, predictions, coverage: float | None) -> str:
 
 
 def measured_when_trained(run_dir) -> str:
-    """What the run measured on its own test split, from its metrics.json: 'accuracy 79.33%, macro-F1
-    79.03% on 300 test images (vip train, 2026-11-29 20:11 UTC)'; '-' when the run has none to show."""
+    """What the run measured on its own test split, from its metrics.json: 'accuracy 79.33%, balanced accuracy
+    78.90%, macro-F1 79.03% on 300 test images (vip train, 2026-11-29 20:11 UTC)' (balanced accuracy computed from
+    the confusion matrix for a run of an earlier vip); '-' when the run has none to show."""
     import json
+
+    from vipcli.metrics import split_figure
 
     folder = Path(run_dir) if Path(run_dir).is_dir() else Path(run_dir).parent
     try:
         metrics = json.loads((folder / "metrics.json").read_text())
         test = metrics["test"]
-        said = f"accuracy {test['accuracy']:.2f}%, macro-F1 {test['macro_f1']:.2f}% on {test['n']} test images"
+        balanced = split_figure(test, "balanced_accuracy")
+        said = (f"accuracy {test['accuracy']:.2f}%, "
+                + (f"balanced accuracy {balanced:.2f}%, " if balanced is not None else "")
+                + f"macro-F1 {test['macro_f1']:.2f}% on {test['n']} test images")
     except (OSError, ValueError, KeyError, TypeError):
         return "-"
     when = html.utc_time(metrics.get("finished_at"))
