@@ -512,3 +512,19 @@ def test_a_reader_sees_the_files_a_benchmark_left_out_in_its_rendered_report(cli
     assert "Left out of the data: 1 file not named as an image vip reads (train/melanoma/IM000001); 1 file in no " \
            "class folder (train/stray.png) (all listed in split.json)." in text
     assert "1 file was skipped: " in text and "broken.png" in text and not result["console"]
+
+
+def test_an_unfinished_sweep_counts_every_row_of_a_method_that_finished_none(cli, benchmark_dir, tmp_path):
+    """A sweep killed before vip's first row said "1 of its rows is missing (vip (no finished row))" for all of
+    vip's rows (a method with none is listed as one entry): the count is now of rows."""
+    half = shutil.copytree(benchmark_dir, tmp_path / "half")
+    document = json.loads((half / "results.json").read_text())
+    sweep = document["config"]["last_sweep"]
+    assert "vip" in sweep["methods"] and len(sweep["shots"]) * len(sweep["seeds"]) > 1
+    document["rows"] = [r for r in document["rows"] if r["method"] != "vip"]
+    (half / "results.json").write_text(json.dumps(document))
+    code, _, err = cli("report", half)
+    assert code == 0, err
+    vip_rows = len(sweep["shots"]) * len(sweep["seeds"])
+    assert (f"This sweep has not finished: {vip_rows} of its rows are missing (vip (no finished row))"
+            in (half / "report.html").read_text())

@@ -156,14 +156,32 @@ def missing_rows(document: dict) -> list[str]:
     return missing
 
 
+def _rows_of_unstarted(method: str, sweep: dict) -> int:
+    """How many rows the last sweep asked of `method`, which has none finished: one per seed for a method
+    that uses no shots (zeroshot), one per shots value and seed otherwise (also for a method not installed)."""
+    seeds = len(sweep.get("seeds", []))
+    try:
+        from vipcli.methods import method_class
+
+        if not method_class(method).uses_shots:
+            return seeds
+    except VipError:
+        pass
+    return len(sweep.get("shots", [])) * seeds
+
+
 def _unfinished_note(document: dict) -> str:
     """A note when the last sweep did not finish: its tables average the seeds that did."""
     missing = missing_rows(document)
     if not missing:
         return ""
+    sweep = document.get("config", {}).get("last_sweep") or {}
+    unstarted = " (no finished row)"  # one entry for all of a method's rows
+    count = sum(_rows_of_unstarted(m.removesuffix(unstarted), sweep) if m.endswith(unstarted) else 1
+                for m in missing)
     shown = first_few(missing, 6)
-    verb = "is" if len(missing) == 1 else "are"
-    return html.note(html.text(f"This sweep has not finished: {len(missing)} of its rows {verb} missing ({shown}). "
+    verb = "is" if count == 1 else "are"
+    return html.note(html.text(f"This sweep has not finished: {count} of its rows {verb} missing ({shown}). "
                                "A cell shows the seeds that finished; run the same vip benchmark command again "
                                "to resume it."))
 
