@@ -528,3 +528,21 @@ def test_an_unfinished_sweep_counts_every_row_of_a_method_that_finished_none(cli
     vip_rows = len(sweep["shots"]) * len(sweep["seeds"])
     assert (f"This sweep has not finished: {vip_rows} of its rows are missing (vip (no finished row))"
             in (half / "report.html").read_text())
+
+
+def test_an_unfinished_sweep_counts_the_rows_it_does_not_name_in_rows(cli, benchmark_dir, tmp_path):
+    """Past the six rows it names, the note said "and 2 more" beside "11 of its rows": the 2 were entries, one of
+    them a method with no finished row (4 rows). What is not named is now counted in rows too."""
+    half = shutil.copytree(benchmark_dir, tmp_path / "half")
+    document = json.loads((half / "results.json").read_text())
+    sweep = document["config"]["last_sweep"]
+    assert (sweep["methods"], sweep["shots"], sweep["seeds"]) == (["symptom-zeroshot", "coop", "vip"], [1, 2], [1, 2])
+    kept = {(m, shots, 1) for m, shots in (("symptom-zeroshot", 0), ("coop", 1), ("vip", 1))}
+    document["rows"] = [r for r in document["rows"] if (r["method"], int(r["shots"]), int(r["seed"])) in kept]
+    sweep["methods"].append("not-installed")  # no finished row: all its 2 x 2 rows are missing, one entry
+    (half / "results.json").write_text(json.dumps(document))
+    code, _, err = cli("report", half)
+    assert code == 0, err
+    page = " ".join((half / "report.html").read_text().split())
+    assert ("This sweep has not finished: 11 of its rows are missing (symptom-zeroshot seed 2, coop 1-shot seed 2, "
+            "coop 2-shot seed 1, coop 2-shot seed 2, vip 1-shot seed 2, vip 2-shot seed 1 and 5 more rows)") in page

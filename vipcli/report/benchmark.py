@@ -9,7 +9,6 @@ from pathlib import Path
 from rich.markup import escape
 
 from vipcli import console
-from vipcli.console import first_few
 from vipcli.errors import VipError
 from vipcli.image_fit import fit_words
 from vipcli.metrics import (CAPPED_MARK, best_note, capped_columns, capped_note, column_leaders, mean_and_std,
@@ -170,6 +169,9 @@ def _rows_of_unstarted(method: str, sweep: dict) -> int:
     return len(sweep.get("shots", [])) * seeds
 
 
+MISSING_SHOWN = 6  # the missing rows an unfinished sweep's note names
+
+
 def _unfinished_note(document: dict) -> str:
     """A note when the last sweep did not finish: its tables average the seeds that did."""
     missing = missing_rows(document)
@@ -177,9 +179,11 @@ def _unfinished_note(document: dict) -> str:
         return ""
     sweep = document.get("config", {}).get("last_sweep") or {}
     unstarted = " (no finished row)"  # one entry for all of a method's rows
-    count = sum(_rows_of_unstarted(m.removesuffix(unstarted), sweep) if m.endswith(unstarted) else 1
-                for m in missing)
-    shown = first_few(missing, 6)
+    rows = [_rows_of_unstarted(m.removesuffix(unstarted), sweep) if m.endswith(unstarted) else 1 for m in missing]
+    count = sum(rows)
+    # the entries not named are counted in rows, as the sentence counts (an unstarted method is several)
+    hidden = sum(rows[MISSING_SHOWN:])
+    shown = ", ".join(missing[:MISSING_SHOWN]) + (f" and {console.counted(hidden, 'more row')}" if hidden else "")
     verb = "is" if count == 1 else "are"
     return html.note(html.text(f"This sweep has not finished: {count} of its rows {verb} missing ({shown}). "
                                "A cell shows the seeds that finished; run the same vip benchmark command again "
