@@ -288,7 +288,7 @@ class TransformersBackbone(Backbone):
         processor = load_image_processor(self._tokenizer_source(), folder)
         if processor is None:
             return {"mean": self.image_mean, "std": self.image_std, "resize": _image_side(config),
-                    "squash": self.squash, "interpolation": "bicubic"}
+                    "squash": self.squash, "interpolation": "bicubic", "rescale": True, "normalize": True}
         where = str(preprocessor_file(folder) or self._tokenizer_source())
         return processor_preprocessing(processor, where, _image_side(config))
 
@@ -343,7 +343,8 @@ class TransformersBackbone(Backbone):
         """The model's preprocessing (size, mean, std) as a torchvision transform; `train` adds augmentation."""
         p = self.preprocessing
         return clip_style_transform(_image_side(self.model.config), p["mean"], p["std"], train, squash=p["squash"],
-                                    resize=p["resize"], interpolation=p["interpolation"])
+                                    resize=p["resize"], interpolation=p["interpolation"], rescale=p["rescale"],
+                                    normalize=p["normalize"])
 
     def _config_json(self) -> str:
         """The model config as sorted JSON, without where it was loaded from."""
@@ -388,12 +389,15 @@ class TransformersBackbone(Backbone):
         return identity
 
     def _processing_an_earlier_vip_ignored(self) -> dict | None:
-        """The processor's resize, squash and resampling (plain JSON) where they give other pixels than vip made
-        before it followed them (the vision tower's size, the family's short side or square, bicubic); None where
-        they do not, so the identity, and the feature cache, of such a model are as they were."""
+        """The processor's resize, squash and resampling (plain JSON), and a rescale or normalize it turns off, where
+        they give other pixels than vip made before it followed them (the vision tower's size, the family's short
+        side or square, bicubic, pixels to 0-1 normalised); None where they do not, so the identity, and the
+        feature cache, of such a model are as they were."""
         p, side = self.preprocessing, _image_side(self.model.config)
-        if p["interpolation"] == "bicubic" and p["squash"] == self.squash and p["resize"] in (side, (side, side)):
+        if (p["interpolation"] == "bicubic" and p["squash"] == self.squash and p["resize"] in (side, (side, side))
+                and p["rescale"] and p["normalize"]):
             return None
         resize = list(p["resize"]) if isinstance(p["resize"], tuple) else p["resize"]
-        return {"resize": resize, "squash": p["squash"], "interpolation": p["interpolation"]}
+        turned_off = {key: False for key in ("rescale", "normalize") if not p[key]}
+        return {"resize": resize, "squash": p["squash"], "interpolation": p["interpolation"], **turned_off}
 

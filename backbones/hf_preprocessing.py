@@ -66,7 +66,7 @@ def _field(size, key: str) -> int | None:
 
 
 def processor_preprocessing(processor, where: str, model_size: int) -> dict:
-    """What vip's transform takes from an image processor: mean, std, resize, squash, interpolation.
+    """What vip's transform takes from an image processor: mean, std, resize, squash, interpolation, rescale, normalize.
 
     Args:
         processor: a transformers image processor (CLIPImageProcessor, SiglipImageProcessor, ...).
@@ -74,7 +74,9 @@ def processor_preprocessing(processor, where: str, model_size: int) -> dict:
         model_size: the side of the square image the vision tower takes (vision_config.image_size).
     Returns:
         {"mean", "std", "resize": the short side (with squash: the (height, width)) resized to before the centre
-        crop, "squash": resize the whole image (SigLIP) instead of its short side, "interpolation"}.
+        crop, "squash": resize the whole image (SigLIP) instead of its short side, "interpolation", "rescale" and
+        "normalize": the processor's do_rescale (pixels to 0-1) and do_normalize (mean and std), true unless it
+        sets them false}.
     Raises:
         UsageError: the processor gives images of another size than the model takes.
     """
@@ -95,4 +97,5 @@ def processor_preprocessing(processor, where: str, model_size: int) -> dict:
     resample = getattr(processor, "resample", None)
     return {"mean": tuple(processor.image_mean), "std": tuple(processor.image_std), "resize": resized if squash else short or model_size,
             "squash": squash, "interpolation": RESAMPLING.get(int(resample), "bicubic") if resample is not None
-            else "bicubic"}
+            else "bicubic", "rescale": getattr(processor, "do_rescale", True) is not False,
+            "normalize": getattr(processor, "do_normalize", True) is not False}

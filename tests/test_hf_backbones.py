@@ -261,23 +261,30 @@ def test_siglip_zero_shot_gives_siglip_models_own_class_probabilities(siglip_fol
 
 def test_siglip_reads_its_preprocessor_config(siglip):
     assert siglip.preprocessing == {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "resize": (32, 32),
-                                    "squash": True, "interpolation": "bicubic"}
+                                    "squash": True, "interpolation": "bicubic", "rescale": True, "normalize": True}
 
 
-def test_the_folders_image_processor_gives_the_pixels_transformers_gives(hf_clip_folder, tmp_path):
-    """Short side 40, centre crop 32, bilinear, its own mean and std: not the model family's bicubic 32."""
+@pytest.mark.parametrize("rescale, normalize", [(True, True), (False, True), (True, False), (False, False)])
+def test_the_folders_image_processor_gives_the_pixels_transformers_gives(hf_clip_folder, siglip_folder, tmp_path,
+                                                                         rescale, normalize):
+    """Short side 40, centre crop 32, bilinear, its own mean and std: not the model family's bicubic 32. A processor
+    with do_rescale or do_normalize false (CLIP's or SigLIP's) was rescaled to 0-1 and normalised all the same."""
     import numpy as np
     from PIL import Image
-    from transformers import AutoImageProcessor, CLIPImageProcessor
+    from transformers import AutoImageProcessor, CLIPImageProcessor, SiglipImageProcessor
 
-    folder = copied_folder(hf_clip_folder, tmp_path)
+    flags = {"do_rescale": rescale, "do_normalize": normalize}
+    folder = copied_folder(hf_clip_folder, tmp_path, "clip")
     CLIPImageProcessor(size={"shortest_edge": 40}, crop_size={"height": 32, "width": 32}, resample=2,
-                       image_mean=[0.1, 0.2, 0.3], image_std=[0.9, 0.8, 0.7]).save_pretrained(folder)
-    backbone = load_backbone("hf-clip", None, str(folder))
+                       image_mean=[0.1, 0.2, 0.3], image_std=[0.9, 0.8, 0.7], **flags).save_pretrained(folder)
+    square = copied_folder(siglip_folder, tmp_path, "siglip")
+    SiglipImageProcessor(size={"height": 32, "width": 32}, **flags).save_pretrained(square)
     picture = Image.fromarray(np.random.default_rng(0).integers(0, 256, (50, 70, 3), dtype=np.uint8))
-    theirs = AutoImageProcessor.from_pretrained(folder, use_fast=False)(images=picture, return_tensors="pt")
-    torch.testing.assert_close(backbone.image_transform(False)(picture), theirs["pixel_values"][0])
-    assert backbone.image_transform(True)(picture).shape == (3, 32, 32)
+    for family, where in (("hf-clip", folder), ("siglip", square)):
+        backbone = load_backbone(family, None, str(where))
+        theirs = AutoImageProcessor.from_pretrained(where, use_fast=False)(images=picture, return_tensors="pt")
+        torch.testing.assert_close(backbone.image_transform(False)(picture), theirs["pixel_values"][0].float())
+        assert backbone.image_transform(True)(picture).shape == (3, 32, 32)
 
 
 def test_a_run_trained_before_vip_followed_the_image_processor_is_warned_of_its_other_pixels(hf_clip_folder, tmp_path,
@@ -296,6 +303,11 @@ def test_a_run_trained_before_vip_followed_the_image_processor_is_warned_of_its_
     assert "(image_processing: now {'resize': 40, 'squash': False, 'interpolation': 'bilinear'}, trained with None)" \
         in backbone_warning("hf-clip", "run", now, earlier)
     assert "image_processing" not in hf_clip.describe() and "image_processing" not in siglip.describe()
+    unnormalised = copied_folder(hf_clip_folder, tmp_path, "unnormalised")
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32},
+                       do_normalize=False).save_pretrained(unnormalised)  # features cached normalised are not its
+    assert load_backbone("hf-clip", None, str(unnormalised)).describe()["image_processing"] == {
+        "resize": 32, "squash": False, "interpolation": "bicubic", "normalize": False}
 
 
 def _weights_never_load(monkeypatch):

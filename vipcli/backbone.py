@@ -284,9 +284,21 @@ def causal_mask(length: int, device=None) -> torch.Tensor:
     return torch.triu(torch.full((length, length), float("-inf"), device=device), diagonal=1)  # [L, L]
 
 
+class UnscaledPixels:
+    """A PIL image as a float tensor [3, H, W] of its 0-255 values (ToTensor's without its division by 255), for
+    an image processor with `do_rescale: false`; a class, not a lambda, so DataLoader workers can pickle it."""
+
+    def __call__(self, image) -> torch.Tensor:
+        """The image's pixels, [C, H, W] float32 in 0-255."""
+        from torchvision.transforms.functional import pil_to_tensor
+
+        return pil_to_tensor(image).float()
+
+
 def clip_style_transform(size: int, mean: Sequence[float], std: Sequence[float], train: bool,
                          crop_scale: tuple[float, float] = (0.08, 1.0), squash: bool = False,
-                         resize: int | tuple[int, int] | None = None, interpolation: str = "bicubic") -> Callable:
+                         resize: int | tuple[int, int] | None = None, interpolation: str = "bicubic",
+                         rescale: bool = True, normalize: bool = True) -> Callable:
     """The CLIP/CoOp image pipeline: bicubic resize and center crop, or random resized crop + flip.
 
     Args:
@@ -299,6 +311,8 @@ def clip_style_transform(size: int, mean: Sequence[float], std: Sequence[float],
         resize: the short side (with squash: the side, or (height, width)) resized to before the centre
             crop to `size`, when not `size` itself (a processor that resizes to 256 and crops 224).
         interpolation: the resampling filter's name (torchvision's InterpolationMode, lower case).
+        rescale: scale the pixels to 0-1 (False: keep 0-255, an image processor's `do_rescale: false`).
+        normalize: subtract `mean` and divide by `std` (False: an image processor's `do_normalize: false`).
     """
     from torchvision import transforms as T
 
@@ -311,4 +325,5 @@ def clip_style_transform(size: int, mean: Sequence[float], std: Sequence[float],
         steps = [T.Resize(square, interpolation=mode)] + ([T.CenterCrop(size)] if square != (size, size) else [])
     else:
         steps = [T.Resize(resize, interpolation=mode), T.CenterCrop(size)]
-    return T.Compose([*steps, T.ToTensor(), T.Normalize(mean, std)])
+    scaled = [T.ToTensor() if rescale else UnscaledPixels()]
+    return T.Compose([*steps, *scaled, *([T.Normalize(mean, std)] if normalize else [])])
