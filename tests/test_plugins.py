@@ -455,3 +455,17 @@ def test_methods_all_leaves_out_a_plugin_whose_first_build_fails_and_runs_it_onc
     assert "fragile" in stored["config"]["last_sweep"]["methods"]
     assert [row["method"] for row in stored["rows"]].count("fragile") == 1
 
+
+def test_what_a_c_library_writes_to_stderr_on_import_is_not_lost(site, tmp_path, capfd):
+    """What a plugin's module writes to file descriptor 2 itself (a C library's message) is not held as its Python
+    output is: holding the descriptor would lose it if the import crashed. It reaches stderr, beside vip's one line."""
+    from vipcli.cli.main import main
+
+    (site / "c_library_noise.py").write_text("import os\nos.write(2, b'libfoo: no AVX2, using the slow path\\n')\n"
+                                             "raise RuntimeError('libfoo failed to start')\n")
+    install_distribution(site, "noisy-dist", "noisy = c_library_noise:Backbone")
+    code = main(["backbones", "check", "noisy"])
+    err = capfd.readouterr().err
+    assert code == 1 and "libfoo: no AVX2, using the slow path" in err, err
+    assert error_lines(err) == ["error: backbone 'noisy' from distribution noisy-dist failed to import: RuntimeError: "
+                                "libfoo failed to start (reinstall or fix noisy-dist; other backbones still work)"], err
