@@ -396,3 +396,76 @@ def test_a_distributions_metadata_is_parsed_once_while_unchanged(site, monkeypat
     metadata = site / "cached_dist-0.1.0.dist-info" / "METADATA"  # edited in place, same length: still seen
     metadata.write_text(metadata.read_text().replace("Version: 0.1.0", "Version: 0.2.0"))
     assert distribution_of(entry) == ("cached-dist", "0.2.0") and len(parsed) == 2
+
+
+FRAGILE_BUILD = ("import os\nfrom vip_method_example import NearestCentroid\n\n\nclass Fragile(NearestCentroid):\n"
+                 "    def __init__(self, setup, settings=None, stored=None):\n"
+                 "        raise RuntimeError('no licence server; sent ' + os.environ['OPENAI_API_KEY'])\n")
+
+
+def test_methods_all_leaves_out_a_plugin_whose_first_build_fails_and_runs_it_once_fixed(cli, site, tmp_path,
+                                                                                          monkeypatch):
+    """A third-party method whose __init__ raised stopped `vip benchmark --methods all` at its first build, though
+    `all` leaves out the methods that cannot load. It is now left out with one masked warning and is not among the
+    sweep's recorded methods; named in --methods it still fails in one line before any image is encoded; fixed, a
+    rerun of the same command runs its rows alone."""
+    import sys
+
+    from vipcli.lesion_world import write_dataset
+
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)  # the module is rewritten below: no stale .pyc
+    monkeypatch.setenv("OPENAI_API_KEY", LLM_KEY)
+    shutil.copy(METHOD_EXAMPLE / "vip_method_example.py", site / "vip_method_example.py")
+    (site / "fragile_build.py").write_text(FRAGILE_BUILD)
+    install_distribution(site, "fragile-method", "fragile = fragile_build:Fragile", group="vip.methods")
+    monkeypatch.delitem(sys.modules, "fragile_build", raising=False)  # and again when the test ends
+    data = tmp_path / "lesions"
+    write_dataset(data, {"train": 2, "val": 1, "test": 2}, seed=0)
+    out = tmp_path / "bench"
+    args = ["benchmark", "--data", data, "--backbone", "toy", "--shots", "1", "--seeds", "1", "--epochs", "1",
+            "--views", "1", "--workers", "0", "--json"]
+
+    code, _, err = cli(*args, "--methods", "zeroshot,fragile", "--out", tmp_path / "named")
+    line, = error_lines(err)
+    assert code == 1 and line.startswith("error: method 'fragile' from distribution fragile-method failed to build: "
+                                         "RuntimeError: no licence server; sent sk-[redacted]"), err
+    assert _shows_no_llm_secret(err) and not (tmp_path / "named").exists()  # refused before anything was encoded
+
+    code, printed, err = cli(*args, "--methods", "all", "--out", out)
+    assert code == 0, err
+    warned = [line for line in err.splitlines() if "fragile" in line]
+    assert len(warned) == 1 and warned[0].startswith(
+        "warning: method 'fragile' from distribution fragile-method failed to build: RuntimeError: no licence server; "
+        "sent sk-[redacted]") and warned[0].endswith("'fragile' is left out of --methods all"), err
+    assert _shows_no_llm_secret(err)
+    stored = json.loads((out / "results.json").read_text())
+    methods = stored["config"]["last_sweep"]["methods"]
+    assert "fragile" not in methods and {"vip", "zeroshot"} <= set(methods)
+    assert {row["method"] for row in stored["rows"]} == set(methods)
+    assert json.loads(printed)["trained"] == len(methods)
+
+    (site / "fragile_build.py").write_text(FRAGILE_BUILD.replace("raise RuntimeError('no licence server; sent ' + "
+                                                                 "os.environ['OPENAI_API_KEY'])",
+                                                                 "super().__init__(setup, settings, stored)"))
+    sys.modules.pop("fragile_build", None)
+    code, printed, err = cli(*args, "--methods", "all", "--out", out)
+    assert code == 0 and "fragile" not in err, err
+    assert (json.loads(printed)["trained"], json.loads(printed)["skipped"]) == (1, len(methods))
+    stored = json.loads((out / "results.json").read_text())
+    assert "fragile" in stored["config"]["last_sweep"]["methods"]
+    assert [row["method"] for row in stored["rows"]].count("fragile") == 1
+
+
+def test_what_a_c_library_writes_to_stderr_on_import_is_not_lost(site, tmp_path, capfd):
+    """What a plugin's module writes to file descriptor 2 itself (a C library's message) is not held as its Python
+    output is: holding the descriptor would lose it if the import crashed. It reaches stderr, beside vip's one line."""
+    from vipcli.cli.main import main
+
+    (site / "c_library_noise.py").write_text("import os\nos.write(2, b'libfoo: no AVX2, using the slow path\\n')\n"
+                                             "raise RuntimeError('libfoo failed to start')\n")
+    install_distribution(site, "noisy-dist", "noisy = c_library_noise:Backbone")
+    code = main(["backbones", "check", "noisy"])
+    err = capfd.readouterr().err
+    assert code == 1 and "libfoo: no AVX2, using the slow path" in err, err
+    assert error_lines(err) == ["error: backbone 'noisy' from distribution noisy-dist failed to import: RuntimeError: "
+                                "libfoo failed to start (reinstall or fix noisy-dist; other backbones still work)"], err

@@ -315,10 +315,11 @@ def _finish_row(row: dict, fitted: dict, context: dict, fit_seconds: float) -> d
 
 
 def config_record(config: BenchmarkConfig, backbone, dataset: Dataset, split_seed: int, symptoms: dict,
-                  content: str | None = None) -> dict:
+                  content: str | None = None, methods: list[str] | None = None) -> dict:
     """The settings stored with the results and matched on resume (plus the sweep's lists, informative).
 
-    `content`: the images' `content_digest` (computed here when not given).
+    `content`: the images' `content_digest` (computed here when not given); `methods`: the ids the sweep runs
+    (default: `method_ids(config)`), without the plugins `--methods all` left out at their first build.
     """
     every_path = [sample.path for samples in dataset.splits.values() for sample in samples]
     return {
@@ -331,8 +332,8 @@ def config_record(config: BenchmarkConfig, backbone, dataset: Dataset, split_see
         "split_seed": split_seed, "split_digest": split_digest(dataset),
         "content_digest": content or content_digest(dataset), "decoding": decoding_digest(every_path),
         "symptoms": symptoms,
-        "last_sweep": {"methods": method_ids(config), "shots": [shots_key(s) for s in config.shots],
-                       "seeds": list(config.seeds)},
+        "last_sweep": {"methods": method_ids(config) if methods is None else methods,
+                       "shots": [shots_key(s) for s in config.shots], "seeds": list(config.seeds)},
     }
 
 
@@ -391,8 +392,8 @@ def _prepare(config: BenchmarkConfig, methods: list[tuple[str, type]]) -> dict:
     backbone = config.backbone.load(device)
     stored_content = (stored or {}).get("config", {}).get("content_digest")
     content = None if world.main or not stored_content else stored_content  # only rank 0 reads every image's bytes
-    record = config_record(config, backbone, dataset, split_seed, symptoms, content)
-    check_prompts(methods, backbone, dataset.class_names, symptoms, config.method_options)
+    methods = check_prompts(methods, backbone, dataset.class_names, symptoms, config, world.main)
+    record = config_record(config, backbone, dataset, split_seed, symptoms, content, [name for name, _ in methods])
     stored_split = read_json(out / "split.json") if stored is not None else None  # read once per sweep
     rewrite_split = False
     if stored is not None:
@@ -402,16 +403,48 @@ def _prepare(config: BenchmarkConfig, methods: list[tuple[str, type]]) -> dict:
         stored_split = None if rewrite_split else stored_split
     return {"config": config, "out": out, "stored": stored, "stored_split": stored_split, "dataset": dataset,
             "symptoms": symptoms, "world": world, "device": device, "backbone": backbone, "record": record,
-            "class_names": dataset.class_names, "rewrite_split": rewrite_split}
+            "class_names": dataset.class_names, "rewrite_split": rewrite_split, "methods": methods}
 
 
-def check_prompts(methods, backbone, class_names, symptoms, options) -> None:
-    """Build each method once, so a prompt too long for the text tower fails before any image is encoded."""
+def check_prompts(methods, backbone, class_names, symptoms, config: BenchmarkConfig, warn: bool = True) -> list:
+    """Build each method once, so a prompt too long for the text tower, or a plugin whose `__init__` fails, fails
+    before any image is encoded; return the (id, class) pairs the sweep runs.
+
+    A third-party plugin that `--methods all` brought in (not named in --methods too) and that fails this build is
+    left out, with one warning (if `warn`) naming it, its distribution and the reason, as `all` leaves out one that
+    cannot load; a built-in, or a plugin named in --methods, fails the sweep with its error.
+    """
     from vipcli.methods import MethodSetup, build_method
 
     setup = MethodSetup(backbone, class_names, symptoms)
+    optional = optional_methods(config, [name for name, _ in methods])
+    built = []
     for name, cls in methods:
-        build_method(name, setup, options_for(cls, options))
+        try:
+            build_method(name, setup, options_for(cls, config.method_options))
+        except VipError as error:
+            if name not in optional:
+                raise
+            if warn:
+                from vipcli.plugins import known_secrets
+                from vipcli.symptoms.llm import redact
+
+                console.warn(escape(f"{redact(str(error), known_secrets())}; '{name}' is left out of --methods all"))
+            continue
+        built.append((name, cls))
+    return built
+
+
+def optional_methods(config: BenchmarkConfig, names: list[str]) -> set[str]:
+    """The ids among `names` that only `--methods all` brought in and that are not vip's own: third-party plugins
+    a sweep of `all` may leave out when they fail to build."""
+    from vipcli.methods import METHODS
+    from vipcli.plugins import is_own_distribution
+
+    if "all" not in config.methods:
+        return set()
+    return {name for name in names
+            if name not in config.methods and not is_own_distribution(METHODS.distribution(name))}
 
 
 def run_benchmark(config: BenchmarkConfig, progress=None) -> BenchmarkResult:
@@ -463,6 +496,7 @@ def sweep_lock(out: Path):
 def _run_sweep(config: BenchmarkConfig, methods: list[tuple[str, type]], progress=None) -> BenchmarkResult:
     """`run_benchmark` once `out` is held: prepare, encode, run the pending rows, write the results."""
     context = _prepare(config, methods)
+    methods = context["methods"]  # less any plugin `--methods all` left out when it failed to build
     out, stored, stored_split, dataset = context["out"], context["stored"], context["stored_split"], context["dataset"]
     rows = {row_key(r): r for r in (stored or {}).get("rows", [])}
     jobs = sweep_jobs(methods, config.shots, config.seeds)

@@ -8,7 +8,12 @@ still reach the user, after the import instead of during it; stdout carries vip'
 banner would corrupt), and left out when the import fails (vip's one line names the plugin and the reason; the hint says how many lines were left
 out and that VIP_DEBUG=1 shows them). Under VIP_DEBUG=1 nothing is held.
 
-Only Python-level writes are held: a C library writing to the file descriptor itself is not. Other
+Only Python-level writes are held: a C library writing to the file descriptor itself is not, on purpose.
+Holding file descriptors 1 and 2 (os.dup2 onto a temporary file) would catch every thread's and every
+process's writes, not the import's alone: a library that aborts during the import would take its last
+message with it (the restoring `finally` never runs), a worker process the module forks would write
+into the discarded file for the rest of its life, a progress bar another thread draws would be
+swallowed, and a C library's buffered stdout may reach the descriptor only after it is put back. Other
 threads' writes pass at once, and a stream the plugin keeps (a logging handler made at import)
 writes through once the import is over.
 """
