@@ -27,6 +27,7 @@ from vip_backbones.hub import (WEIGHT_SUFFIXES, check_weights_path, fail_fast_if
                                transformers_torch_error)
 from vipcli.backbone import Backbone, clip_style_transform, identity_taken_once
 from vipcli.errors import UsageError, VipError
+from vipcli.processor_steps import DEFAULT_RESCALE
 from vipcli.weights_identity import weights_file_identity
 
 RANDOM_INIT_SEED = 0  # `--pretrained none` builds the same random towers every time
@@ -288,7 +289,8 @@ class TransformersBackbone(Backbone):
         processor = load_image_processor(self._tokenizer_source(), folder)
         if processor is None:
             return {"mean": self.image_mean, "std": self.image_std, "resize": _image_side(config),
-                    "squash": self.squash, "interpolation": "bicubic", "rescale": True, "normalize": True}
+                    "squash": self.squash, "interpolation": "bicubic", "rescale": True, "normalize": True,
+                    "rescale_factor": DEFAULT_RESCALE}
         where = str(preprocessor_file(folder) or self._tokenizer_source())
         return processor_preprocessing(processor, where, _image_side(config))
 
@@ -344,7 +346,7 @@ class TransformersBackbone(Backbone):
         p = self.preprocessing
         return clip_style_transform(_image_side(self.model.config), p["mean"], p["std"], train, squash=p["squash"],
                                     resize=p["resize"], interpolation=p["interpolation"], rescale=p["rescale"],
-                                    normalize=p["normalize"])
+                                    normalize=p["normalize"], rescale_factor=p["rescale_factor"])
 
     def _config_json(self) -> str:
         """The model config as sorted JSON, without where it was loaded from."""
@@ -389,15 +391,17 @@ class TransformersBackbone(Backbone):
         return identity
 
     def _processing_an_earlier_vip_ignored(self) -> dict | None:
-        """The processor's resize, squash and resampling (plain JSON), and a rescale or normalize it turns off, where
-        they give other pixels than vip made before it followed them (the vision tower's size, the family's short
-        side or square, bicubic, pixels to 0-1 normalised); None where they do not, so the identity, and the
-        feature cache, of such a model are as they were."""
+        """The processor's resize, squash and resampling (plain JSON), a rescale or normalize it turns off, and a
+        rescale factor other than 1/255, where they give other pixels than vip made before it followed them (the
+        vision tower's size, the family's short side or square, bicubic, pixels to 0-1 normalised); None where they
+        do not, so the identity, and the feature cache, of such a model are as they were."""
         p, side = self.preprocessing, _image_side(self.model.config)
+        factor = p["rescale_factor"] if p["rescale"] and p["rescale_factor"] != DEFAULT_RESCALE else None
         if (p["interpolation"] == "bicubic" and p["squash"] == self.squash and p["resize"] in (side, (side, side))
-                and p["rescale"] and p["normalize"]):
+                and p["rescale"] and p["normalize"] and factor is None):
             return None
         resize = list(p["resize"]) if isinstance(p["resize"], tuple) else p["resize"]
         turned_off = {key: False for key in ("rescale", "normalize") if not p[key]}
-        return {"resize": resize, "squash": p["squash"], "interpolation": p["interpolation"], **turned_off}
+        scaled = {} if factor is None else {"rescale_factor": factor}
+        return {"resize": resize, "squash": p["squash"], "interpolation": p["interpolation"], **turned_off, **scaled}
 

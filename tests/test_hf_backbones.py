@@ -261,7 +261,8 @@ def test_siglip_zero_shot_gives_siglip_models_own_class_probabilities(siglip_fol
 
 def test_siglip_reads_its_preprocessor_config(siglip):
     assert siglip.preprocessing == {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "resize": (32, 32),
-                                    "squash": True, "interpolation": "bicubic", "rescale": True, "normalize": True}
+                                    "squash": True, "interpolation": "bicubic", "rescale": True, "normalize": True,
+                                    "rescale_factor": 1 / 255}
 
 
 @pytest.mark.parametrize("rescale, normalize", [(True, True), (False, True), (True, False), (False, False)])
