@@ -346,7 +346,7 @@ class TransformersBackbone(Backbone):
         p = self.preprocessing
         return clip_style_transform(_image_side(self.model.config), p["mean"], p["std"], train, squash=p["squash"],
                                     resize=p["resize"], interpolation=p["interpolation"], rescale=p["rescale"],
-                                    normalize=p["normalize"], rescale_factor=p["rescale_factor"])
+                                    normalize=p["normalize"], rescale_factor=p["rescale_factor"], processor_crop=True)
 
     def _config_json(self) -> str:
         """The model config as sorted JSON, without where it was loaded from."""

@@ -80,6 +80,23 @@ def siglip_processor(**settings):
 
 
 @pytest.mark.parametrize("backbone_id, make, settings", [
+    ("hf-clip", clip_processor, {"size": {"shortest_edge": 32}}),  # the model's size: no resize beyond the short side
+    ("hf-clip", clip_processor, {"size": {"shortest_edge": 37}, "resample": 2}),
+    ("hf-clip", clip_processor, {"size": {"shortest_edge": 27}}),  # smaller than the crop: black borders
+    ("siglip", siglip_processor, {"size": {"height": 39, "width": 39}, "do_center_crop": True,
+                                  "crop_size": {"height": 32, "width": 32}}),
+])
+def test_the_centre_is_cropped_where_the_processor_crops_it(backbone_id, make, settings, models, real_pictures,
+                                                            tmp_path):
+    """transformers crops at (side - crop) // 2, torchvision's CenterCrop at round((side - crop) / 2): a pixel
+    apart for a portrait dermoscopy image of 173x259 (short side 32: long 47, 15 pixels to crop)."""
+    assert_pixels_as_the_processor_gives(backbone_id, with_processor(models[backbone_id], make(**settings), tmp_path),
+                                         real_pictures)
+
+
+@pytest.mark.parametrize("backbone_id, make, settings", [
+    ("hf-clip", clip_processor, {"rescale_factor": 2 / 255, "image_mean": [1, 1, 1], "image_std": [1, 1, 1]}),
+    ("hf-clip", clip_processor, {"rescale_factor": 1 / 127.5, "do_normalize": False}),
     ("siglip", siglip_processor, {"rescale_factor": 1 / 127.5, "image_mean": [1, 1, 1], "image_std": [1, 1, 1]}),
     ("siglip", siglip_processor, {"rescale_factor": 1 / 65535}),
 ])

@@ -27,7 +27,7 @@ from torch.utils.weak import WeakIdKeyDictionary
 
 from vipcli.errors import UsageError, VipError
 from vipcli.plugins import PluginError
-from vipcli.processor_steps import DEFAULT_RESCALE, ScaledPixels
+from vipcli.processor_steps import DEFAULT_RESCALE, ProcessorCenterCrop, ScaledPixels
 
 __all__ = ["Backbone", "CausalTextTower", "PluginError", "PromptParts", "UsageError", "VipError", "causal_mask",
            "clip_style_transform", "set_plain_text_tower", "using_plain_text_tower"]
@@ -299,7 +299,8 @@ class UnscaledPixels:
 def clip_style_transform(size: int, mean: Sequence[float], std: Sequence[float], train: bool,
                          crop_scale: tuple[float, float] = (0.08, 1.0), squash: bool = False,
                          resize: int | tuple[int, int] | None = None, interpolation: str = "bicubic",
-                         rescale: bool = True, normalize: bool = True, rescale_factor: float | None = None) -> Callable:
+                         rescale: bool = True, normalize: bool = True, rescale_factor: float | None = None,
+                         processor_crop: bool = False) -> Callable:
     """The CLIP/CoOp image pipeline: bicubic resize and center crop, or random resized crop + flip.
 
     Args:
@@ -316,12 +317,15 @@ def clip_style_transform(size: int, mean: Sequence[float], std: Sequence[float],
         normalize: subtract `mean` and divide by `std` (False: an image processor's `do_normalize: false`).
         rescale_factor: what `rescale` multiplies the pixels by (an image processor's `rescale_factor`);
             None or 1/255: ToTensor's division, which lets workers send 8-bit views.
+        processor_crop: crop the centre where a transformers image processor does (`ProcessorCenterCrop`: offsets
+            rounded down) instead of where torchvision's `CenterCrop` does (rounded half to even: a pixel further
+            when the difference is 3 modulo 4).
     """
     from torchvision import transforms as T
 
     mode = T.InterpolationMode(interpolation)
     resize = size if resize is None else resize
-    crop = T.CenterCrop(size)
+    crop = ProcessorCenterCrop(size) if processor_crop else T.CenterCrop(size)
     if train:
         steps = [T.RandomResizedCrop(size, scale=crop_scale, interpolation=mode), T.RandomHorizontalFlip()]
     elif squash:
