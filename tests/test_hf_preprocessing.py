@@ -121,3 +121,36 @@ def test_another_rescale_factor_is_another_feature_cache_entry_and_another_backb
     assert backbone_key(backbone_identity(plain)) != backbone_key(backbone_identity(halved))
     assert halved.describe()["image_processing"]["rescale_factor"] == 0.5 / 255
     assert "rescale_factor" not in plain.describe()["image_processing"]  # 1/255: what vip always did
+
+
+@pytest.mark.parametrize("backbone_id, processor", [
+    ("hf-clip", lambda: clip_processor(image_mean=[0, 0, 0], image_std=[1, 1, 1])),  # short side 40, crop 32
+    ("siglip", lambda: siglip_processor(size={"height": 40, "width": 40}, do_center_crop=True, image_mean=[0, 0, 0],
+                                        crop_size={"height": 32, "width": 32}, image_std=[1, 1, 1])),
+])
+@pytest.mark.parametrize("fit", ["pad", "squash"])
+def test_pad_and_squash_show_the_whole_image_when_the_processor_crops_what_it_resized(backbone_id, processor, fit,
+                                                                                       models, real_pictures, tmp_path):
+    """A processor that resizes to 40 and crops 32 cut a tenth off each end of the padded (or squashed) square, the
+    image's own ends: `pad` and `squash` now leave a black margin that the crop takes instead. Every edge of the
+    image changes the view, and the crop keeps the resized square's brightness (the pixels it drops are black). Square
+    images too: the crop cut their edges as well."""
+    from vipcli.image_fit import image_transform
+
+    backbone = load_backbone(backbone_id, None, str(with_processor(models[backbone_id], processor(), tmp_path)))
+    transform = image_transform(backbone, False, fit)
+    uncropped = [step for step in transform.transforms if "crop" not in type(step).__name__.lower()]
+    for picture in real_pictures:
+        with Image.open(picture) as opened:
+            image = opened.convert("RGB")
+        view = transform(image)  # [3, 32, 32]
+        whole = uncropped[0](image)
+        for step in uncropped[1:]:
+            whole = step(whole)  # [3, 40, 40]: the resized square before the crop
+        assert view.sum() >= 0.99 * whole.sum(), picture.name  # but for resampling's spill at the edges
+        width, height = image.size
+        for box in ((0, 0, width, 2), (0, height - 2, width, height), (0, 0, 2, height), (width - 2, 0, width, height)):
+            edged = image.copy()
+            edged.paste((255, 0, 255), box)
+            assert not torch.equal(transform(edged), view), (picture.name, box)
+    assert transform(image).shape == image_transform(backbone, True, fit)(image).shape == (3, 32, 32)
