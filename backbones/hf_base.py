@@ -20,6 +20,7 @@ from typing import Sequence
 
 import torch
 
+from vip_backbones.hf_model_types import other_model_error
 from vip_backbones.hf_preprocessing import (PREPROCESSOR_FILES, load_image_processor, preprocessor_file,
                                             processor_preprocessing)
 from vip_backbones.hub import (WEIGHT_SUFFIXES, check_weights_path, fail_fast_if_uncached, missing_weights_error,
@@ -27,6 +28,7 @@ from vip_backbones.hub import (WEIGHT_SUFFIXES, check_weights_path, fail_fast_if
                                transformers_torch_error)
 from vipcli.backbone import Backbone, clip_style_transform, identity_taken_once
 from vipcli.errors import UsageError, VipError
+from vipcli.processor_steps import DEFAULT_RESCALE
 from vipcli.weights_identity import weights_file_identity
 
 RANDOM_INIT_SEED = 0  # `--pretrained none` builds the same random towers every time
@@ -104,8 +106,8 @@ class TransformersBackbone(Backbone):
 
     Class attributes a subclass sets:
         model_class: transformers class name, e.g. "CLIPModel".
-        model_types: the config `model_type`s it accepts, e.g. ("clip",); other_family_hint: what
-            to use instead for any other.
+        model_types: the config `model_type`s it accepts, e.g. ("clip",); any other is refused naming what it is
+            (`vip_backbones.hf_model_types`).
         default_pretrained: hub id or folder used when `--pretrained` is not given.
         image_mean, image_std: used when the model has no preprocessor_config.json.
         squash: evaluation resize without center crop (SigLIP) instead of CLIP's short side + crop, for a
@@ -125,7 +127,6 @@ class TransformersBackbone(Backbone):
 
     model_class = "CLIPModel"
     model_types: tuple = ("clip",)
-    other_family_hint = "use --backbone siglip for SigLIP models, --backbone clip for open_clip models"
     default_pretrained = "openai/clip-vit-base-patch16"
     image_mean: tuple = (0.48145466, 0.4578275, 0.40821073)
     image_std: tuple = (0.26862954, 0.26130258, 0.27577711)
@@ -187,10 +188,7 @@ class TransformersBackbone(Backbone):
         from transformers import AutoConfig
 
         config = AutoConfig.from_pretrained(str(_local(self.source) or self.source))
-        if config.model_type not in self.model_types:
-            self._refuse_one_tower(config.model_type)
-            raise UsageError(f"{self.source} is a '{config.model_type}' model, not {' or '.join(self.model_types)}",
-                             self.other_family_hint)
+        self._refuse_other_model(config.model_type, getattr(config, "architectures", None))
         return config
 
     def _load_model(self, config):
@@ -211,15 +209,13 @@ class TransformersBackbone(Backbone):
         pickled = [str(path) for path in _weight_files(folder) if path.suffix != ".safetensors"] or [str(folder)]
         return pickled_weights_error(", ".join(pickled), error, FOLDER_PICKLE_FIX)
 
-    def _refuse_one_tower(self, model_type: str) -> None:
-        """UsageError for a folder of one tower of this family ('clip_vision_model', 'siglip_text_model'), which
-        CLIPVisionModel/CLIPTextModel.save_pretrained write: vip needs the whole dual encoder."""
-        family, _, tower = model_type.partition("_")
-        if family in self.model_types and tower in ("vision_model", "text_model"):
-            raise UsageError(f"{self.source} holds only the {tower.replace('_model', '')} tower of a {self.model_class} "
-                             f"('{model_type}'): vip needs both towers and their projections",
-                             f"pass the folder of the whole {self.model_class} ({self.model_class}.save_pretrained "
-                             "writes both towers)")
+    def _refuse_other_model(self, model_type: str, architectures=None) -> None:
+        """UsageError for a model of another type than `model_types`, naming what it is and where it would go
+        (`vip_backbones.hf_model_types`): the other family's backbone, one tower of a CLIPModel or SiglipModel
+        (which CLIPVisionModel/CLIPTextModel.save_pretrained write), a ViT or BERT alone, any other model."""
+        error = other_model_error(self.source, model_type, architectures, self.model_types)
+        if error is not None:
+            raise error
 
     def _tokenizer_source(self) -> str:
         local = _local(self.source)
@@ -251,12 +247,14 @@ class TransformersBackbone(Backbone):
     def _check_local_config(self) -> None:
         """UsageError for a local model folder without config.json (transformers says only that the folder
         'should have a `model_type` key in its config.json', and the weights-missing hint would follow), or whose
-        config is one tower's (said before the tokenizer a one-tower folder usually lacks)."""
+        config is another model's (one tower, a ViT, a BERT: said before the tokenizer, which such a folder may lack)."""
         local = _local(self.source)
         config = local / "config.json" if local is not None and local.is_dir() else local
         if config is not None and config.is_file() and config.suffix == ".json":
             with contextlib.suppress(ValueError, OSError, AttributeError):  # transformers reports a broken one
-                self._refuse_one_tower(str(json.loads(config.read_text(encoding="utf-8")).get("model_type")))
+                declared = json.loads(config.read_text(encoding="utf-8"))
+                if declared.get("model_type"):  # without one, transformers says what it lacks
+                    self._refuse_other_model(str(declared["model_type"]), declared.get("architectures"))
         elif config is not None and local.is_dir():
             raise UsageError(f"{self._source_option()} {self.source} holds no config.json (the model's configuration, "
                              "which save_pretrained writes beside the weights)",
@@ -288,7 +286,8 @@ class TransformersBackbone(Backbone):
         processor = load_image_processor(self._tokenizer_source(), folder)
         if processor is None:
             return {"mean": self.image_mean, "std": self.image_std, "resize": _image_side(config),
-                    "squash": self.squash, "interpolation": "bicubic", "rescale": True, "normalize": True}
+                    "squash": self.squash, "interpolation": "bicubic", "rescale": True, "normalize": True,
+                    "rescale_factor": DEFAULT_RESCALE}
         where = str(preprocessor_file(folder) or self._tokenizer_source())
         return processor_preprocessing(processor, where, _image_side(config))
 
@@ -344,7 +343,7 @@ class TransformersBackbone(Backbone):
         p = self.preprocessing
         return clip_style_transform(_image_side(self.model.config), p["mean"], p["std"], train, squash=p["squash"],
                                     resize=p["resize"], interpolation=p["interpolation"], rescale=p["rescale"],
-                                    normalize=p["normalize"])
+                                    normalize=p["normalize"], rescale_factor=p["rescale_factor"], processor_crop=True)
 
     def _config_json(self) -> str:
         """The model config as sorted JSON, without where it was loaded from."""
@@ -389,15 +388,17 @@ class TransformersBackbone(Backbone):
         return identity
 
     def _processing_an_earlier_vip_ignored(self) -> dict | None:
-        """The processor's resize, squash and resampling (plain JSON), and a rescale or normalize it turns off, where
-        they give other pixels than vip made before it followed them (the vision tower's size, the family's short
-        side or square, bicubic, pixels to 0-1 normalised); None where they do not, so the identity, and the
-        feature cache, of such a model are as they were."""
+        """The processor's resize, squash and resampling (plain JSON), a rescale or normalize it turns off, and a
+        rescale factor other than 1/255, where they give other pixels than vip made before it followed them (the
+        vision tower's size, the family's short side or square, bicubic, pixels to 0-1 normalised); None where they
+        do not, so the identity, and the feature cache, of such a model are as they were."""
         p, side = self.preprocessing, _image_side(self.model.config)
+        factor = p["rescale_factor"] if p["rescale"] and p["rescale_factor"] != DEFAULT_RESCALE else None
         if (p["interpolation"] == "bicubic" and p["squash"] == self.squash and p["resize"] in (side, (side, side))
-                and p["rescale"] and p["normalize"]):
+                and p["rescale"] and p["normalize"] and factor is None):
             return None
         resize = list(p["resize"]) if isinstance(p["resize"], tuple) else p["resize"]
         turned_off = {key: False for key in ("rescale", "normalize") if not p[key]}
-        return {"resize": resize, "squash": p["squash"], "interpolation": p["interpolation"], **turned_off}
+        scaled = {} if factor is None else {"rescale_factor": factor}
+        return {"resize": resize, "squash": p["squash"], "interpolation": p["interpolation"], **turned_off, **scaled}
 

@@ -60,7 +60,6 @@ class HFClipBackbone(CausalTextTower, TransformersBackbone):
 
     model_class = "CLIPModel"
     model_types = ("clip",)
-    other_family_hint = "use --backbone siglip for SigLIP models, --backbone clip for open_clip models"
     default_pretrained = "openai/clip-vit-base-patch16"
 
     def _set_text_attributes(self) -> None:

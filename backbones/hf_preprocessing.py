@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from vipcli.errors import UsageError
+from vipcli.processor_steps import DEFAULT_RESCALE
 
 PREPROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
 
@@ -66,7 +67,8 @@ def _field(size, key: str) -> int | None:
 
 
 def processor_preprocessing(processor, where: str, model_size: int) -> dict:
-    """What vip's transform takes from an image processor: mean, std, resize, squash, interpolation, rescale, normalize.
+    """What vip's transform takes from an image processor: mean, std, resize, squash, interpolation, rescale (and its
+    factor), normalize.
 
     Args:
         processor: a transformers image processor (CLIPImageProcessor, SiglipImageProcessor, ...).
@@ -75,8 +77,8 @@ def processor_preprocessing(processor, where: str, model_size: int) -> dict:
     Returns:
         {"mean", "std", "resize": the short side (with squash: the (height, width)) resized to before the centre
         crop, "squash": resize the whole image (SigLIP) instead of its short side, "interpolation", "rescale" and
-        "normalize": the processor's do_rescale (pixels to 0-1) and do_normalize (mean and std), true unless it
-        sets them false}.
+        "normalize": the processor's do_rescale (pixels times rescale_factor) and do_normalize (mean and std), true
+        unless it sets them false, "rescale_factor": what rescaling multiplies the pixels by (1/255 unless it says)}.
     Raises:
         UsageError: the processor gives images of another size than the model takes.
     """
@@ -94,8 +96,9 @@ def processor_preprocessing(processor, where: str, model_size: int) -> dict:
                          "save the image processor of the model these weights were trained as into the folder "
                          "(AutoImageProcessor.from_pretrained(...).save_pretrained(folder)), or correct its "
                          "size and crop_size")
-    resample = getattr(processor, "resample", None)
+    resample, factor = getattr(processor, "resample", None), getattr(processor, "rescale_factor", None)
     return {"mean": tuple(processor.image_mean), "std": tuple(processor.image_std), "resize": resized if squash else short or model_size,
             "squash": squash, "interpolation": RESAMPLING.get(int(resample), "bicubic") if resample is not None
             else "bicubic", "rescale": getattr(processor, "do_rescale", True) is not False,
-            "normalize": getattr(processor, "do_normalize", True) is not False}
+            "normalize": getattr(processor, "do_normalize", True) is not False,
+            "rescale_factor": DEFAULT_RESCALE if factor is None else float(factor)}

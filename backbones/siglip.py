@@ -24,7 +24,6 @@ class SiglipBackbone(TransformersBackbone):
 
     model_class = "SiglipModel"
     model_types = ("siglip",)
-    other_family_hint = "use --backbone hf-clip for CLIP models (SigLIP 2 is not supported yet)"
     default_pretrained = "google/medsiglip-448"
     image_mean = (0.5, 0.5, 0.5)
     image_std = (0.5, 0.5, 0.5)

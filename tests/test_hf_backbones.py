@@ -261,7 +261,8 @@ def test_siglip_zero_shot_gives_siglip_models_own_class_probabilities(siglip_fol
 
 def test_siglip_reads_its_preprocessor_config(siglip):
     assert siglip.preprocessing == {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "resize": (32, 32),
-                                    "squash": True, "interpolation": "bicubic", "rescale": True, "normalize": True}
+                                    "squash": True, "interpolation": "bicubic", "rescale": True, "normalize": True,
+                                    "rescale_factor": 1 / 255}
 
 
 @pytest.mark.parametrize("rescale, normalize", [(True, True), (False, True), (True, False), (False, False)])
@@ -356,9 +357,61 @@ def test_random_weights_from_a_config_are_reproducible(backbone_id, folder, requ
     assert first.describe()["weights"] == "random (seed 0)" and first.fingerprint() == second.fingerprint()
 
 
-def test_the_wrong_model_family_is_a_usage_error(siglip_folder):
-    with pytest.raises(UsageError, match="is a 'siglip' model, not clip"):
+def test_the_other_family_is_a_usage_error_naming_its_backbone(siglip_folder, hf_clip_folder):
+    with pytest.raises(UsageError) as caught:
         load_backbone("hf-clip", None, str(siglip_folder))
+    assert str(caught.value) == (f"{siglip_folder} holds a 'siglip' model (SiglipModel), which --backbone siglip takes "
+                                 "(use --backbone siglip)")
+    with pytest.raises(UsageError, match=r"holds a 'clip' model \(CLIPModel\), which --backbone hf-clip takes"):
+        load_backbone("siglip", None, str(hf_clip_folder))
+
+
+def _other_models(folder: Path) -> dict[str, Path]:
+    """save_pretrained folders of tiny models vip does not take: a ViT with its image processor (no tokenizer), a
+    BERT with its tokenizer, a SigLIP 2 and a GPT-2 (their configs: refused before anything else is read)."""
+    import transformers
+    from tiny_models import write_tiny_bert
+
+    tiny = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64}
+    vit = folder / "vit"
+    transformers.ViTModel(transformers.ViTConfig(**tiny, image_size=32, patch_size=16)).save_pretrained(vit)
+    transformers.ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(vit)
+    bert = write_tiny_bert(folder / "bert")
+    transformers.BertModel(transformers.BertConfig(**tiny, vocab_size=200)).save_pretrained(bert)
+    transformers.Siglip2Config(text_config=tiny, vision_config=tiny).save_pretrained(folder / "siglip2")
+    transformers.GPT2Config(n_embd=32, n_layer=1, n_head=2).save_pretrained(folder / "gpt2")
+    return {"vit": vit, "bert": bert, "siglip2": folder / "siglip2", "gpt2": folder / "gpt2"}
+
+
+TWO_TOWERS = ("(vip needs a two-tower image-text model: a CLIPModel (--backbone hf-clip), a SiglipModel (--backbone "
+              "siglip) or an open_clip model (--backbone clip)")
+
+
+@pytest.mark.parametrize("backbone_id", ["hf-clip", "siglip"])
+def test_a_vit_bert_or_other_model_folder_is_named_with_what_would_take_it(cli, backbone_id, tmp_path, monkeypatch):
+    """One line naming what the folder holds, from its config.json alone: before the tokenizer a ViT folder lacks
+    is looked for, and before any weight loads."""
+    import transformers
+
+    folders = _other_models(tmp_path)
+    for model_class in ("CLIPModel", "SiglipModel"):
+        monkeypatch.setattr(getattr(transformers, model_class), "from_pretrained",
+                            lambda *args, **kwargs: pytest.fail("weights loaded before the model type was checked"))
+    expected = {
+        "vit": "holds a 'vit' model (ViTModel): an image encoder alone, without the text tower vip's prompts need "
+               + TWO_TOWERS + ")",
+        "bert": "holds a 'bert' model (BertModel): a text encoder alone, without the image tower vip needs "
+                + TWO_TOWERS + "; a BERT-style encoder can be the text tower of one: --backbone biomedclip --arch a "
+                "model-config JSON whose text_cfg.hf_model_name is this folder (README, Backbones))",
+        "siglip2": "holds a 'siglip2' model (Siglip2Model), an image-text model vip has no backbone for (it takes "
+                   "CLIPModel with --backbone hf-clip and SiglipModel with --backbone siglip) (a backbone plugin can "
+                   "add it: subclass vip_backbones.hf_base.TransformersBackbone (README, Writing a backbone plugin))",
+        "gpt2": "holds a 'gpt2' model (GPT2Model), not a two-tower image-text model " + TWO_TOWERS + ")",
+    }
+    for name, folder in folders.items():
+        for options in (["--pretrained", folder], ["--pretrained", "none", "--arch", folder / "config.json"]):
+            code, _, err = cli("backbones", "check", backbone_id, *options)
+            assert code == 2 and error_lines(err) == [f"error: {options[-1]} {expected[name]}"], err
 
 
 @pytest.mark.parametrize("backbone_id, folder, model_class, tower", [

@@ -203,3 +203,27 @@ def test_symptoms_rank_ranks_on_the_images_as_the_fit_shows_them_and_says_how_to
     assert folders == [FeatureCache(None, load_backbone("toy", None, None), "squash").key]
     assert train_options("toy", None, None, 1, "squash") == " --backbone toy --image-fit squash"
     assert train_options("toy", None, None, 1) == " --backbone toy"
+
+
+def test_the_pad_square_leaves_the_margin_a_centre_crop_takes_and_no_more():
+    """A transform that resizes to 256 and crops 224 (or squashes to 40x40 and crops 32) cuts a square's edges: the
+    padded square is the smallest on which the centred image lies inside the crop, whether the crop rounds its offset
+    down (transformers) or half to even (torchvision). A crop of the whole square needs no margin."""
+    from vipcli.fit_margin import CentreCrop, _inside, centre_crop_of, padded_side
+
+    assert centre_crop_of(clip_style_transform(32, *PLAIN, train=False)) is None
+    assert centre_crop_of(clip_style_transform(224, *PLAIN, train=False, resize=256)) == CentreCrop((256, 256), (224, 224))
+    assert centre_crop_of(clip_style_transform(32, *PLAIN, train=False, resize=(40, 40), squash=True)) == CentreCrop(
+        (40, 40), (32, 32))
+    assert centre_crop_of(clip_style_transform(224, *PLAIN, train=True, resize=256)) is None  # a random crop: no centre
+    for crop in (CentreCrop((256, 256), (224, 224)), CentreCrop((40, 40), (32, 32)), CentreCrop((37, 37), (32, 32))):
+        for long_side in range(1, 700):
+            side = padded_side(long_side, crop)
+            assert _inside((side - long_side) // 2, long_side, side, crop.resized[0], crop.cropped[0])
+            assert side == long_side or not _inside((side - 1 - long_side) // 2, long_side, side - 1, crop.resized[0],
+                                                    crop.cropped[0]), (crop, long_side)
+
+
+def test_pad_and_squash_keys_of_a_backbone_whose_crop_takes_the_whole_square_are_unchanged(toy):
+    assert repr(image_transform(toy, False, "pad").transforms[0]) == "PadToSquare(fill=black, centred)"
+    assert repr(image_transform(toy, True, "squash").transforms[0]) == "SquashToSquare(side=shorter, bicubic)"

@@ -27,6 +27,7 @@ from torch.utils.weak import WeakIdKeyDictionary
 
 from vipcli.errors import UsageError, VipError
 from vipcli.plugins import PluginError
+from vipcli.processor_steps import DEFAULT_RESCALE, ProcessorCenterCrop, ScaledPixels
 
 __all__ = ["Backbone", "CausalTextTower", "PluginError", "PromptParts", "UsageError", "VipError", "causal_mask",
            "clip_style_transform", "set_plain_text_tower", "using_plain_text_tower"]
@@ -298,7 +299,8 @@ class UnscaledPixels:
 def clip_style_transform(size: int, mean: Sequence[float], std: Sequence[float], train: bool,
                          crop_scale: tuple[float, float] = (0.08, 1.0), squash: bool = False,
                          resize: int | tuple[int, int] | None = None, interpolation: str = "bicubic",
-                         rescale: bool = True, normalize: bool = True) -> Callable:
+                         rescale: bool = True, normalize: bool = True, rescale_factor: float | None = None,
+                         processor_crop: bool = False) -> Callable:
     """The CLIP/CoOp image pipeline: bicubic resize and center crop, or random resized crop + flip.
 
     Args:
@@ -313,17 +315,28 @@ def clip_style_transform(size: int, mean: Sequence[float], std: Sequence[float],
         interpolation: the resampling filter's name (torchvision's InterpolationMode, lower case).
         rescale: scale the pixels to 0-1 (False: keep 0-255, an image processor's `do_rescale: false`).
         normalize: subtract `mean` and divide by `std` (False: an image processor's `do_normalize: false`).
+        rescale_factor: what `rescale` multiplies the pixels by (an image processor's `rescale_factor`);
+            None or 1/255: ToTensor's division, which lets workers send 8-bit views.
+        processor_crop: crop the centre where a transformers image processor does (`ProcessorCenterCrop`: offsets
+            rounded down) instead of where torchvision's `CenterCrop` does (rounded half to even: a pixel further
+            when the difference is 3 modulo 4).
     """
     from torchvision import transforms as T
 
     mode = T.InterpolationMode(interpolation)
     resize = size if resize is None else resize
+    crop = ProcessorCenterCrop(size) if processor_crop else T.CenterCrop(size)
     if train:
         steps = [T.RandomResizedCrop(size, scale=crop_scale, interpolation=mode), T.RandomHorizontalFlip()]
     elif squash:
         square = resize if isinstance(resize, tuple) else (resize, resize)
-        steps = [T.Resize(square, interpolation=mode)] + ([T.CenterCrop(size)] if square != (size, size) else [])
+        steps = [T.Resize(square, interpolation=mode)] + ([crop] if square != (size, size) else [])
     else:
-        steps = [T.Resize(resize, interpolation=mode), T.CenterCrop(size)]
-    scaled = [T.ToTensor() if rescale else UnscaledPixels()]
+        steps = [T.Resize(resize, interpolation=mode), crop]
+    if not rescale:
+        scaled = [UnscaledPixels()]
+    elif rescale_factor is None or rescale_factor == DEFAULT_RESCALE:
+        scaled = [T.ToTensor()]
+    else:
+        scaled = [ScaledPixels(rescale_factor)]
     return T.Compose([*steps, *scaled, *([T.Normalize(mean, std)] if normalize else [])])

@@ -12,6 +12,10 @@
 - `squash`: the image is first resized to a square of its shorter side (bicubic), so nothing is cut and
   the aspect changes.
 
+For a backbone whose own transform resizes larger than it crops (an image processor that resizes to 256 and
+crops 224), `pad` and `squash` centre the image on a larger black square, whose margin is what that crop
+takes (`vipcli.fit_margin`): the whole image is still seen, square images too.
+
 The step runs before the backbone's transform for every view, the augmented training views too (their
 random crops are taken from the padded or squashed image), so training sees what prediction sees. It
 leaves the backbone plugin contract alone: `image_transform(train)` is the plugin's, and `crop` keeps
@@ -24,6 +28,7 @@ from __future__ import annotations
 from typing import Callable
 
 from vipcli.errors import UsageError, VipError
+from vipcli.fit_margin import CentreCrop, centre_crop_of, padded_side
 
 FITS = ("crop", "pad", "squash")
 DEFAULT_FIT = "crop"
@@ -42,45 +47,65 @@ def checked_fit(value: str) -> str:
 class PadToSquare:
     """PIL image -> the image centred on a black square of its longer side (nothing cut, nothing resized).
 
+    With `crop` (the backbone's `CentreCrop`, for one that resizes larger than it crops), the square is larger
+    (`vipcli.fit_margin.padded_side`): the margin it crops off is black, and the whole image lies in the crop.
     A class, not a closure: decoding workers started with `spawn` receive it pickled, and its repr (part
     of the feature-cache key) is the same in every process.
     """
 
+    def __init__(self, crop: CentreCrop | None = None):
+        self.crop = crop
+
     def __call__(self, image):
         from PIL import Image
 
-        side = max(image.size)
-        if image.width == image.height:
+        side = max(image.size) if self.crop is None else padded_side(max(image.size), self.crop)
+        if image.width == image.height == side:
             return image
         square = Image.new(image.mode, (side, side))  # black (0 in every band)
         square.paste(image, ((side - image.width) // 2, (side - image.height) // 2))
         return square
 
     def __repr__(self) -> str:
-        return "PadToSquare(fill=black, centred)"
+        return "PadToSquare(fill=black, centred" + _margin_words(self.crop) + ")"
 
 
 class SquashToSquare:
-    """PIL image -> the whole image resized (bicubic) to a square of its shorter side (the aspect changes)."""
+    """PIL image -> the whole image resized (bicubic) to a square of its shorter side (the aspect changes); with
+    `crop`, centred on the black square `PadToSquare(crop)` makes of it, so the backbone's crop keeps it whole."""
+
+    def __init__(self, crop: CentreCrop | None = None):
+        self.crop = crop
 
     def __call__(self, image):
         from PIL import Image
 
         side = min(image.size)
-        if image.width == image.height:
-            return image
-        return image.resize((side, side), Image.Resampling.BICUBIC)
+        if image.width != image.height:
+            image = image.resize((side, side), Image.Resampling.BICUBIC)
+        return image if self.crop is None else PadToSquare(self.crop)(image)
 
     def __repr__(self) -> str:
-        return "SquashToSquare(side=shorter, bicubic)"
+        return "SquashToSquare(side=shorter, bicubic" + _margin_words(self.crop) + ")"
+
+
+def _margin_words(crop: CentreCrop | None) -> str:
+    """The margin part of a step's repr ('' without one, so the keys of backbones that crop nothing stay as they were)."""
+    return "" if crop is None else f", black margin for a crop of {crop.cropped} from {crop.resized}"
 
 
 STEPS = {"pad": PadToSquare, "squash": SquashToSquare}
 
 
-def fitted_transform(transform: Callable, fit: str) -> Callable:
+def fitted_transform(transform: Callable, fit: str, crop: CentreCrop | None = None) -> Callable:
     """A backbone's `image_transform(train)` with the step of `fit` before it; `transform` itself for `crop`.
 
+    Args:
+        transform: the backbone's transform.
+        fit: crop, pad or squash.
+        crop: the backbone's evaluation crop where it cuts a square's edges (`vipcli.fit_margin.centre_crop_of`):
+            `pad` and `squash` then leave a black margin it crops off, for training views too (cut from the same
+            square), so the whole image is seen.
     A torchvision `Compose` stays one `Compose` (the step first), so that its last steps still split off
     into the encoding process (`vipcli.pixels.view_pipeline`); any other transform is wrapped whole.
     """
@@ -89,12 +114,13 @@ def fitted_transform(transform: Callable, fit: str) -> Callable:
     from torchvision import transforms as T
 
     steps = transform.transforms if type(transform) is T.Compose else [transform]
-    return T.Compose([STEPS[fit](), *steps])
+    return T.Compose([STEPS[fit](crop), *steps])
 
 
 def image_transform(backbone, train: bool, fit: str = DEFAULT_FIT) -> Callable:
-    """`backbone.image_transform(train)` under image fit `fit`."""
-    return fitted_transform(backbone.image_transform(train), fit)
+    """`backbone.image_transform(train)` under image fit `fit` (with the margin its evaluation crop needs)."""
+    crop = None if checked_fit(fit) == DEFAULT_FIT else centre_crop_of(backbone.image_transform(False))
+    return fitted_transform(backbone.image_transform(train), fit, crop)
 
 
 WORDS = {"crop": "crop (the backbone's own transform: CLIP-style ones keep the centre square)",

@@ -1,0 +1,156 @@
+"""`hf-clip` and `siglip` preprocessing against the folder's own image processor, on real images of several
+sizes and modes (grayscale chest X-rays, RGB and palette dermoscopy), with tiny random models saved to disk."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from conftest import NO_SHARED_DATA, SHARED_DATA
+from tiny_models import write_tiny_hf_clip, write_tiny_siglip
+from vipcli.registry import load_backbone
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """{"hf-clip": folder, "siglip": folder} of tiny random models (32-pixel images)."""
+    root = tmp_path_factory.mktemp("models")
+    return {"hf-clip": write_tiny_hf_clip(root / "clip"), "siglip": write_tiny_siglip(root / "siglip")}
+
+
+@pytest.fixture(scope="module")
+def real_pictures(tmp_path_factory) -> list[Path]:
+    """Image files made from real ones: odd sizes portrait and landscape, grayscale (PNG and JPEG), palette, tiny."""
+    xrays = sorted((SHARED_DATA / "chest_xray" / "test" / "PNEUMONIA").glob("*.jpeg"))[:2]
+    skins = sorted((SHARED_DATA / "isic2017_mel_nv" / "test" / "melanoma").glob("*.jpg"))[:2]
+    if len(xrays) < 2 or len(skins) < 2:
+        pytest.skip(NO_SHARED_DATA)
+    folder = tmp_path_factory.mktemp("pictures")
+    xray, other_xray, skin, other_skin = (Image.open(path).convert("RGB") for path in (*xrays, *skins))
+    made = {"xray.png": xray.convert("L"), "xray-portrait-151x227.png": xray.convert("L").resize((151, 227)),
+            "xray-landscape-301x197.jpg": other_xray.convert("L").resize((301, 197)),
+            "skin-landscape-227x151.png": skin.resize((227, 151)), "skin-portrait-173x259.png": other_skin.resize((173, 259)),
+            "skin-palette.png": skin.quantize(64), "skin-tiny-23x37.png": skin.resize((23, 37))}
+    for name, image in made.items():
+        image.save(folder / name)
+    shutil.copyfile(skins[0], folder / "skin.jpg")
+    return sorted(folder.iterdir())
+
+
+def with_processor(folder: Path, processor, tmp_path: Path) -> Path:
+    """A copy of model `folder` with `processor` saved into it."""
+    copy = Path(shutil.copytree(folder, tmp_path / f"{folder.name}-{len(list(tmp_path.iterdir()))}"))
+    processor.save_pretrained(copy)
+    return copy
+
+
+def assert_pixels_as_the_processor_gives(backbone_id: str, folder: Path, pictures: list[Path]) -> None:
+    """vip's evaluation pixels (its decoder, transform and batch finishing) equal those of the folder's processor
+    (transformers' PIL backend, the slow processor of transformers 4) on every picture, as read from its file."""
+    from transformers import AutoImageProcessor
+
+    from vipcli.image_fit import image_transform
+    from vipcli.images import load_image
+    from vipcli.pixels import view_pipeline
+
+    backbone = load_backbone(backbone_id, None, str(folder))
+    pipeline = view_pipeline(image_transform(backbone, False))
+    processor = AutoImageProcessor.from_pretrained(folder, backend="pil")
+    for picture in pictures:
+        ours = pipeline.finish(pipeline.make(load_image(picture))[None], "cpu")[0]  # [3, 32, 32]
+        with Image.open(picture) as image:
+            theirs = processor(images=image, return_tensors="pt")["pixel_values"][0].float()
+        torch.testing.assert_close(ours, theirs, msg=lambda text: f"{picture.name}: {text}")
+
+
+def clip_processor(**settings):
+    from transformers import CLIPImageProcessor
+
+    return CLIPImageProcessor(**{"size": {"shortest_edge": 40}, "crop_size": {"height": 32, "width": 32}, **settings})
+
+
+def siglip_processor(**settings):
+    from transformers import SiglipImageProcessor
+
+    return SiglipImageProcessor(**{"size": {"height": 32, "width": 32}, **settings})
+
+
+@pytest.mark.parametrize("backbone_id, make, settings", [
+    ("hf-clip", clip_processor, {"size": {"shortest_edge": 32}}),  # the model's size: no resize beyond the short side
+    ("hf-clip", clip_processor, {"size": {"shortest_edge": 37}, "resample": 2}),
+    ("hf-clip", clip_processor, {"size": {"shortest_edge": 27}}),  # smaller than the crop: black borders
+    ("siglip", siglip_processor, {"size": {"height": 39, "width": 39}, "do_center_crop": True,
+                                  "crop_size": {"height": 32, "width": 32}}),
+])
+def test_the_centre_is_cropped_where_the_processor_crops_it(backbone_id, make, settings, models, real_pictures,
+                                                            tmp_path):
+    """transformers crops at (side - crop) // 2, torchvision's CenterCrop at round((side - crop) / 2): a pixel
+    apart for a portrait dermoscopy image of 173x259 (short side 32: long 47, 15 pixels to crop)."""
+    assert_pixels_as_the_processor_gives(backbone_id, with_processor(models[backbone_id], make(**settings), tmp_path),
+                                         real_pictures)
+
+
+@pytest.mark.parametrize("backbone_id, make, settings", [
+    ("hf-clip", clip_processor, {"rescale_factor": 2 / 255, "image_mean": [1, 1, 1], "image_std": [1, 1, 1]}),
+    ("hf-clip", clip_processor, {"rescale_factor": 1 / 127.5, "do_normalize": False}),
+    ("siglip", siglip_processor, {"rescale_factor": 1 / 127.5, "image_mean": [1, 1, 1], "image_std": [1, 1, 1]}),
+    ("siglip", siglip_processor, {"rescale_factor": 1 / 65535}),
+])
+def test_a_rescale_factor_other_than_1_255_is_followed(backbone_id, make, settings, models, real_pictures, tmp_path):
+    """Pixels to -1..1 by `rescale_factor` 2/255 and a mean and std of 1 (as some fine-tunes save it): vip divided by
+    255 all the same."""
+    assert_pixels_as_the_processor_gives(backbone_id, with_processor(models[backbone_id], make(**settings), tmp_path),
+                                         real_pictures)
+
+
+def test_another_rescale_factor_is_another_feature_cache_entry_and_another_backbone(models, tmp_path):
+    """The transform, part of the cache key, names the factor (a hub model's processor is not among the files its
+    identity digests), and a run of an earlier vip, which divided by 255, is warned of its other pixels."""
+    from vipcli.features import backbone_identity, backbone_key
+
+    folder = models["hf-clip"]
+    plain = load_backbone("hf-clip", None, str(with_processor(folder, clip_processor(), tmp_path)))
+    halved = load_backbone("hf-clip", None, str(with_processor(folder, clip_processor(rescale_factor=0.5 / 255),
+                                                               tmp_path)))
+    assert "ScaledPixels(factor=0.00196078431372549)" in backbone_identity(halved)["eval_transform"]
+    assert backbone_identity(plain)["eval_transform"] != backbone_identity(halved)["eval_transform"]
+    assert backbone_key(backbone_identity(plain)) != backbone_key(backbone_identity(halved))
+    assert halved.describe()["image_processing"]["rescale_factor"] == 0.5 / 255
+    assert "rescale_factor" not in plain.describe()["image_processing"]  # 1/255: what vip always did
+
+
+@pytest.mark.parametrize("backbone_id, processor", [
+    ("hf-clip", lambda: clip_processor(image_mean=[0, 0, 0], image_std=[1, 1, 1])),  # short side 40, crop 32
+    ("siglip", lambda: siglip_processor(size={"height": 40, "width": 40}, do_center_crop=True, image_mean=[0, 0, 0],
+                                        crop_size={"height": 32, "width": 32}, image_std=[1, 1, 1])),
+])
+@pytest.mark.parametrize("fit", ["pad", "squash"])
+def test_pad_and_squash_show_the_whole_image_when_the_processor_crops_what_it_resized(backbone_id, processor, fit,
+                                                                                       models, real_pictures, tmp_path):
+    """A processor that resizes to 40 and crops 32 cut a tenth off each end of the padded (or squashed) square, the
+    image's own ends: `pad` and `squash` now leave a black margin that the crop takes instead. Every edge of the
+    image changes the view, and the crop keeps the resized square's brightness (the pixels it drops are black). Square
+    images too: the crop cut their edges as well."""
+    from vipcli.image_fit import image_transform
+
+    backbone = load_backbone(backbone_id, None, str(with_processor(models[backbone_id], processor(), tmp_path)))
+    transform = image_transform(backbone, False, fit)
+    uncropped = [step for step in transform.transforms if "crop" not in type(step).__name__.lower()]
+    for picture in real_pictures:
+        with Image.open(picture) as opened:
+            image = opened.convert("RGB")
+        view = transform(image)  # [3, 32, 32]
+        whole = uncropped[0](image)
+        for step in uncropped[1:]:
+            whole = step(whole)  # [3, 40, 40]: the resized square before the crop
+        assert view.sum() >= 0.99 * whole.sum(), picture.name  # but for resampling's spill at the edges
+        width, height = image.size
+        for box in ((0, 0, width, 2), (0, height - 2, width, height), (0, 0, 2, height), (width - 2, 0, width, height)):
+            edged = image.copy()
+            edged.paste((255, 0, 255), box)
+            assert not torch.equal(transform(edged), view), (picture.name, box)
+    assert transform(image).shape == image_transform(backbone, True, fit)(image).shape == (3, 32, 32)
