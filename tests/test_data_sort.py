@@ -199,8 +199,8 @@ def test_rows_naming_dicom_exports_without_a_suffix_say_to_rename_them(cli, tmp_
     labels = _csv(tmp_path / "gt.csv", "image,label\na.png,x\nIM000001,y\nIM000002,y\n")
     code, _, err = cli("data", "sort", labels, "--images", images, "--out", tmp_path / "sorted")
     assert code == 0, err
-    assert "warning: rows of the labels name files vip does not read as images: left out 2 files not named as an " \
-           "image vip reads" in err and "IM000001, IM000002; 2 look like DICOM files without a .dcm suffix: " \
+    assert f"warning: rows of the labels name files vip does not read as images: left out 2 files in {images} not " \
+           "named as an image vip reads" in err and "IM000001, IM000002; 2 look like DICOM files without a .dcm suffix: " \
            "rename them to .dcm" in err, err
     assert "name no image" not in err and "in no row" not in err
     only = tmp_path / "only"

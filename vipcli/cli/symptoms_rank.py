@@ -48,7 +48,7 @@ def rank_command(
 
     with console.progress_bar() as progress, using_cache(config.use_cache):  # --no-cache: nothing remembered
         result = rank_on_data(config, progress)
-    console.warn_skipped(result.failures)
+    console.warn_skipped(result.failures, config.data)
     pruned = prune_packs(result, data) if prune else []
     written = write_pruned(pruned, paths, force)
     if as_json:
