@@ -40,7 +40,7 @@ def rank_command(
     check_prune_options(prune, out, data)
     workers, image_fit = opt.worker_count(workers), checked_fit(image_fit)
     config = RankConfig(
-        data=data, backbone=backbone, arch=arch, pretrained=pretrained, symptoms=tuple(symptoms or ()), seed=seed,
+        data=data, backbone=backbone, arch=arch, pretrained=pretrained, symptoms=opt.symptom_sources(symptoms), seed=seed,
         min_auroc=min_auroc, device=device, use_cache=not no_cache, workers=workers, image_fit=image_fit,
     )
     paths = planned_pack_paths(config, out, force) if prune else {}
