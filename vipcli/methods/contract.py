@@ -477,15 +477,17 @@ def check_batch_independent(method, in_batch: torch.Tensor, alone: torch.Tensor,
     batch size, the order and which images vip predict is given together."""
     if len(in_batch) < 2:
         return
-    difference, size = float((in_batch[:1] - alone).abs().max()), len(in_batch)
-    if probe is not None and difference <= ROUND_TRIP_TOLERANCE:
+    n = len(in_batch)
+    comparisons = [(alone, in_batch[:1], f"alone than in a batch of {n}", "alone")]
+    if probe is not None:
         reordered, rows = probe
-        difference, size = float((reordered - in_batch[rows]).abs().max()), len(rows)
-        alone = reordered
-    if not difference <= ROUND_TRIP_TOLERANCE:
-        apart = f"max difference {difference:.3g}" if bool(torch.isfinite(alone).all()) else "NaN or infinite alone"
-        where = (f"alone than in a batch of {len(in_batch)}" if size == len(in_batch)
-                 else f"in a batch of {len(in_batch)} than in a batch of {size} (the same images reordered and repeated)")
+        comparisons.append((reordered, in_batch[rows], f"in a batch of {n} than in a batch of {len(rows)} (the same "
+                                                       "images reordered and repeated)", f"in the batch of {len(rows)}"))
+    for other, mine, where, there in comparisons:
+        difference = float((mine - other).abs().max())
+        if difference <= ROUND_TRIP_TOLERANCE:
+            continue
+        apart = f"max difference {difference:.3g}" if bool(torch.isfinite(other).all()) else f"NaN or infinite {there}"
         raise method_fault(method.id, "forward", f"forward gives an image other probabilities {where} ({apart}): its "
                                                  "logits depend on the other images of the batch, so predictions would "
                                                  "change with the batch size and with the images predicted together",
