@@ -218,7 +218,7 @@ def test_control_characters_in_file_names_are_printed_escaped(cli, isic_small, t
     forged.write_bytes(b"")
     code, out, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "run", "--shots", "all"))
     assert code == 0, err
-    assert "x.jpg\\nerror: forged line \\x1b[31m.jpg: empty file" in err
+    assert f"skipped train/nevus/x.jpg\\nerror: forged line \\x1b[31m.jpg in {isic_small}: empty file" in err
     assert not any(line.startswith("error: forged") for line in (out + err).splitlines())
     assert "\x1b" not in err
     image = isic_small / "test" / "nevus" / "y\r\x1b[2Kz.jpg"
