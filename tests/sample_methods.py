@@ -116,6 +116,29 @@ class BatchStandardized(Centroid):
         return (logits - logits.mean(dim=0)) / (logits.std(dim=0, correction=0) + 1e-6)
 
 
+class LargeBatchStandardized(Centroid):
+    """Flaw: forward standardises the logits over the batch only when it has more than 16 images ("enough to
+    estimate them"): an image alone and in a small batch agree, but train's evaluation (thousands of images a
+    call) and `vip predict` (64) do not."""
+
+    def forward(self, image_features):
+        logits = super().forward(image_features)
+        if len(logits) <= 16:
+            return logits
+        return (logits - logits.mean(dim=0)) / (logits.std(dim=0, correction=0) + 1e-6)
+
+
+class RunningCentered(Centroid):
+    """Flaw: forward centres each image's logits on the mean of the images before it in the batch (a running
+    mean written for a stream): the first image of a batch gets what it gets alone, the others do not."""
+
+    def forward(self, image_features):
+        logits = super().forward(image_features)
+        before = logits.cumsum(dim=0) - logits  # [B, C]: the sum of the rows before each
+        count = torch.arange(len(logits), device=logits.device).clamp(min=1).unsqueeze(1)
+        return logits - before / count
+
+
 class AutocastOnly(Centroid):
     """Sound, as a bf16 plugin on CUDA is: its forward works only under the autocast vip predicts with (here a
     CPU bf16 autocast the test turns on), and raises outside it."""
@@ -566,6 +589,8 @@ ENTRY_POINTS = "\n".join([
     "normalizes-in-place = vip_sample_methods:NormalizesInPlace",
     "centers-in-place = vip_sample_methods:CentersInPlace",
     "batch-standardized = vip_sample_methods:BatchStandardized",
+    "large-batch-standardized = vip_sample_methods:LargeBatchStandardized",
+    "running-centered = vip_sample_methods:RunningCentered",
     "autocast-only = vip_sample_methods:AutocastOnly",
     "int-keys-record = vip_sample_methods:IntKeysRecord",
     "tuple-keys-record = vip_sample_methods:TupleKeysRecord",

@@ -107,6 +107,19 @@ def test_predicted_sets_are_the_sets_metrics_json_counted_where_float32_would_ro
     assert [] in predicted and ["b"] in predicted
 
 
+def test_stored_coverages_under_one_never_read_one():
+    """metrics.json stored 29999 of 30000 test images held by their sets as empirical_coverage 1.0 (to 4 places),
+    and an expectation of 200000/200001 as 1.0: every image covered, which it was not. Both are now 0.9999."""
+    n = 30000
+    probabilities, labels = np.tile([[0.99, 0.01]], (n, 1)), np.zeros(n, dtype=int)
+    labels[0] = 1  # its class has 0.01: outside every set of threshold 0.5
+    row, = coverage_report(sorted(np.linspace(0, 0.5, 200000).tolist()), probabilities, labels, coverages=(0.99999,))
+    assert row["empirical_coverage"] == 0.9999 and row["expected_coverage"] == 0.9999, row
+    labels[0] = 0
+    row, = coverage_report(sorted(np.linspace(0, 0.5, 200000).tolist()), probabilities, labels, coverages=(0.99999,))
+    assert row["empirical_coverage"] == 1.0  # every one held: exactly 1
+
+
 def test_conformal_threshold_uses_the_finite_sample_quantile():
     scores = [i / 10 for i in range(1, 10)]  # n = 9
     assert threshold(scores, 0.9) == 0.9  # k = ceil(10 * 0.9) = 9

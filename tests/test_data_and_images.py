@@ -234,7 +234,8 @@ def test_training_skips_and_lists_unreadable_files(cli, isic_small, tiny_clip, t
     (isic_small / "test" / "melanoma" / "notes.png").write_text("not an image")
     code, out, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "run", "--shots", "all"))
     assert code == 0, err
-    assert "skipped" in err and "zero.jpg: empty file" in err and "notes.png: not an image" in err
+    assert f"warning: skipped train/nevus/zero.jpg in {isic_small}: empty file" in err, err
+    assert f"warning: skipped test/melanoma/notes.png in {isic_small}: not an image" in err, err
     split = json.loads((tmp_path / "run" / "split.json").read_text())
     assert set(split["unreadable"]) == {"train/nevus/zero.jpg", "test/melanoma/notes.png"}  # as its lists name files
     assert len(split["train_subset"]) == 12
@@ -400,7 +401,7 @@ def test_files_vip_does_not_read_in_class_folders_are_counted_in_one_warning(tmp
     data = load_dataset(root)
     assert sum(sum(data.counts(split)) for split in ("train", "val", "test")) == 6
     warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
-    assert warnings[0] == ("warning: left out 4 files not named as an image vip reads (jpg, jpeg, png, bmp, tif, tiff, "
+    assert warnings[0] == (f"warning: left out 4 files in {root} not named as an image vip reads (jpg, jpeg, png, bmp, tif, tiff, "
                           "webp, dcm, dicom): alpha/sub/scan.gif, beta/IM000001, beta/notes.txt and 1 more; 1 looks like "
                           "a DICOM file without a .dcm suffix (beta/IM000001): rename it to .dcm; convert images of "
                           "other formats to PNG, and move other files out of the image folders")  # then copies: alike
@@ -428,7 +429,7 @@ def test_an_image_in_no_class_folder_is_named_in_a_warning(tmp_path, capsys, str
     _png(root / stray)
     load_dataset(root)
     warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
-    assert (f"warning: left out 1 image in no class folder: {stray}; move it into the folder of its class"
+    assert (f"warning: left out 1 image in no class folder of {root}: {stray}; move it into the folder of its class"
             in warnings), warnings
 
 
@@ -488,7 +489,7 @@ def test_an_image_beside_the_val_and_test_folders_of_a_zero_shot_data_set_is_nam
     _flat_dataset(root / "test", per_class=1)
     _png(root / "stray.png")
     load_dataset(root, train_optional=True)
-    assert ("warning: left out 1 image in no class folder: stray.png; move it into the folder of its class"
+    assert (f"warning: left out 1 image in no class folder of {root}: stray.png; move it into the folder of its class"
             in capsys.readouterr().err)
 
 

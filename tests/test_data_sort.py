@@ -168,8 +168,7 @@ def test_a_table_that_cannot_become_class_folders_is_refused_before_any_is_writt
     assert not (tmp_path / "sorted").exists()
 
 
-@pytest.mark.parametrize("name, why", [("Nevus: benign?", "it holds :?"), ("nevus.", "it ends in a space or a dot"),
-                                       ("con", "a device name")])
+@pytest.mark.parametrize("name, why", [("Nevus: benign?", "it holds :?"), ("nevus.", "it ends in a space or a dot")])
 def test_on_windows_a_class_it_takes_no_folder_of_is_refused_before_any_is_written(cli, tmp_path, monkeypatch,
                                                                                    name, why):
     """On Windows a class `Nevus: benign?` failed as its folder was made, with `(pass --copy (Windows makes links
@@ -188,6 +187,26 @@ def test_on_windows_a_class_it_takes_no_folder_of_is_refused_before_any_is_writt
     assert code == 0 and (tmp_path / "sorted" / name / "a.png").is_symlink(), err
 
 
+@pytest.mark.parametrize("windows", [False, True])
+@pytest.mark.parametrize("name, device, renamed", [("con", "CON", "con_"), ("Aux", "AUX", "Aux_"),
+                                                   ("com1.x", "COM1", "com1_.x"), ("LPT1.txt", "LPT1", "LPT1_.txt")])
+def test_a_class_named_after_a_windows_device_is_refused_on_every_platform(cli, tmp_path, monkeypatch, windows,
+                                                                          name, device, renamed):
+    """Off Windows a class `con` was sorted into a folder `con/`, which no Windows machine can copy or open (it
+    is the console there); a pack file `aux.yaml` was already refused everywhere. Both are now."""
+    from vipcli import label_table
+    from vipcli.windows_names import device_name
+
+    images = _images(tmp_path / "img", ["a.png", "b.png"])
+    labels = _csv(tmp_path / "gt.csv", f'image,label\na,"{name}"\nb,x\n')
+    monkeypatch.setattr(label_table, "WINDOWS", windows)
+    code, _, err = cli("data", "sort", labels, "--images", images, "--out", tmp_path / "sorted")
+    assert code == 1 and _one_error(err) == (
+        f"error: class {name!r} cannot be a folder name: Windows takes it as its device {device}, so the sorted "
+        f"folder could not be copied to or opened on Windows (rename it in the labels file, e.g. to {renamed!r})"), err
+    assert not (tmp_path / "sorted").exists() and device_name(renamed) is None
+
+
 def test_rows_naming_dicom_exports_without_a_suffix_say_to_rename_them(cli, tmp_path):
     """A PACS export names its files IM000001; a row naming one was 'no image' like a row naming nothing."""
     pytest.importorskip("pydicom")
@@ -199,8 +218,8 @@ def test_rows_naming_dicom_exports_without_a_suffix_say_to_rename_them(cli, tmp_
     labels = _csv(tmp_path / "gt.csv", "image,label\na.png,x\nIM000001,y\nIM000002,y\n")
     code, _, err = cli("data", "sort", labels, "--images", images, "--out", tmp_path / "sorted")
     assert code == 0, err
-    assert "warning: rows of the labels name files vip does not read as images: left out 2 files not named as an " \
-           "image vip reads" in err and "IM000001, IM000002; 2 look like DICOM files without a .dcm suffix: " \
+    assert f"warning: rows of the labels name files vip does not read as images: left out 2 files in {images} not " \
+           "named as an image vip reads" in err and "IM000001, IM000002; 2 look like DICOM files without a .dcm suffix: " \
            "rename them to .dcm" in err, err
     assert "name no image" not in err and "in no row" not in err
     only = tmp_path / "only"

@@ -49,6 +49,11 @@ def test_a_sound_method_plugin_trains_and_predicts(cli, methods, isic_small, tin
     ("centers-in-place", "fit", "fit changed data.train.views in place", "on a copy (x = x.clone())"),
     ("batch-standardized", "forward", "forward gives an image other probabilities alone than in a batch of ",
      "never over the batch"),
+    # alone and first in a batch, an image got what it got in the batch: both passed, and predicted otherwise
+    ("large-batch-standardized", "forward", "forward gives an image other probabilities in a batch of 8 than in a "
+                                            "batch of 256 (the same images reordered and repeated)", "never over the batch"),
+    ("running-centered", "forward", "forward gives an image other probabilities in a batch of 8 than in a batch of "
+                                    "256 (the same images reordered and repeated)", "never over the batch"),
     ("int-keys-record", "forward", "rebuilt from what the run stores, KeyError: 0: record()['offsets'] has int keys (0), "
                                    "which the run gives back as str ('0')", "read `stored` in __init__ as the run gives"),
     ("tuple-keys-record", "record", "record()['offsets'] has a tuple key (0, 1) (JSON keys are strings): the run "
@@ -287,6 +292,8 @@ def test_the_length_or_items_of_the_held_out_test_split_are_a_read_of_it(read, s
     ("shared-running-mean", "failed in fit: fitted with seed 2, then seed 3, then seed 2 again (a fresh instance "
                             "each time), its two seed-2 fits give logits"),
     ("softmax-in-forward", "failed in forward: forward returns probabilities, vip applies softmax itself"),
+    ("running-centered", "failed in forward: forward gives an image other probabilities in a batch of 8 than in a "
+                         "batch of 256"),
 ])
 def test_methods_check_runs_a_plugin_through_train_and_predict_in_seconds(cli, methods, method, fault):
     """There was no way to try a method plugin before a run on real data: its mistakes showed after encoding."""

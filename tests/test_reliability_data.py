@@ -105,7 +105,7 @@ def test_the_same_class_linked_into_another_split_is_named(tmp_path, capsys):
     (root / "test" / "alpha").symlink_to(root / "train" / "alpha", target_is_directory=True)
     load_dataset(root)
     warnings = _warnings(capsys.readouterr().err)
-    assert any("class folder test/alpha is the same folder as train/alpha (a symbolic link)" in w for w in warnings), \
+    assert any(f"class folder test/alpha of {root} is the same folder as train/alpha (a symbolic link)" in w for w in warnings), \
         warnings
 
 
@@ -120,9 +120,36 @@ def test_the_same_image_in_train_and_test_is_named_with_its_digest(tmp_path, cap
     load_dataset(root)
     warnings = _warnings(capsys.readouterr().err)
     digest = hashlib.sha256(leaked.read_bytes()).hexdigest()[:12]
-    assert f"the same image (sha256 {digest}) is in test/alpha and train/alpha" in warnings[0]
+    assert f"the same image (sha256 {digest}) is in test/alpha and train/alpha of {root}: " in warnings[0]
     assert "test/alpha/leaked.png" in warnings[0] and "train/alpha/7.png" in warnings[0]
     assert "1 image is in more than one split or class" in warnings[-1] and len(warnings) == 2
+
+
+@pytest.mark.parametrize("command, absolute", [("train", False), ("benchmark", True)])
+def test_every_warning_names_a_data_folders_files_relative_to_it_and_the_folder_once(cli, tmp_path, monkeypatch,
+                                                                                      command, absolute):
+    """`skipped d/test/alpha/broken.png` (as given; absolute when --data was) beside `the same image ...:
+    test/alpha/leaked.png` (relative): the two named one data folder's files two ways."""
+    root = _distinct_dataset(tmp_path / "d" / "train", per_class=6).parent
+    _distinct_dataset(root / "val", per_class=3, shade=50)
+    _distinct_dataset(root / "test", per_class=3, shade=100)
+    (root / "test" / "alpha" / "leaked.png").write_bytes((root / "train" / "alpha" / "5.png").read_bytes())
+    (root / "test" / "alpha" / "broken.png").write_bytes(b"not a png")
+    (root / "train" / "beta" / "notes.txt").write_text("mine")
+    monkeypatch.chdir(tmp_path)
+    data = root if absolute else Path("d")  # the folder named as given; its files the same way either way
+    options = (["--seeds", "1", "--methods", "linear-probe"] if command == "benchmark"
+               else ["--method", "linear-probe", "--epochs", "1"])
+    code, _, err = cli(command, "--data", data, "--backbone", "toy", "--shots", "2", "--out", tmp_path / "out",
+                       "--no-cache", "--workers", "0", *options)
+    assert code == 0, err
+    warnings = _warnings(err)
+    assert f"warning: skipped test/alpha/broken.png in {data}: not an image Pillow can read" in warnings, warnings
+    assert any(w.startswith("warning: the same image (sha256 ") and f"is in test/alpha and train/alpha of {data}: "
+               "train/alpha/5.png, test/alpha/leaked.png" in w for w in warnings), warnings
+    assert any(w.startswith(f"warning: left out 1 file in {data} not named as an image vip reads") and
+               ": train/beta/notes.txt; " in w for w in warnings), warnings
+    assert sum(w.count(f"{data}/") for w in warnings) == 0, warnings  # no file named through the folder
 
 
 def test_under_torchrun_only_rank_zero_warns_of_copies(tmp_path, capsys, monkeypatch):
@@ -191,7 +218,7 @@ def test_control_characters_in_file_names_are_printed_escaped(cli, isic_small, t
     forged.write_bytes(b"")
     code, out, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "run", "--shots", "all"))
     assert code == 0, err
-    assert "x.jpg\\nerror: forged line \\x1b[31m.jpg: empty file" in err
+    assert f"skipped train/nevus/x.jpg\\nerror: forged line \\x1b[31m.jpg in {isic_small}: empty file" in err
     assert not any(line.startswith("error: forged") for line in (out + err).splitlines())
     assert "\x1b" not in err
     image = isic_small / "test" / "nevus" / "y\r\x1b[2Kz.jpg"

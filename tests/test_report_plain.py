@@ -400,7 +400,9 @@ def test_every_share_of_images_and_every_probability_is_a_percentage_on_every_pa
     assert "Figures in % run from 0 to 100" in shown and "Test images (prediction sets at coverage 90%)" in shown
     for row in metrics["conformal"]["test"]:
         asked = f"{100 * row['coverage']:.4g}"
-        assert re.search(rf"{asked} {100 * (1 - row['threshold']):.2f} {100 * row['expected_coverage']:.2f} ± "
+        needed = f"{100 * (1 - row['threshold']):.4f}".rstrip("0")  # the stored threshold, every digit (2 at least)
+        needed += "0" * (2 - len(needed.partition(".")[2]))
+        assert re.search(rf"{asked} {needed} {100 * row['expected_coverage']:.2f} ± "
                          rf"{100 * row['coverage_sd']:.2f} {100 * row['empirical_coverage']:.2f} ", shown), asked
     ece = metrics["calibration"]["test"]["after"]["ece"]
     assert f"ECE {100 * ece:.2f}%" in shown and f"{ece:.4f}" not in shown

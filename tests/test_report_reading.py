@@ -561,3 +561,47 @@ def test_hostile_class_names_and_symptoms_are_shown_as_text_and_stay_inside_thei
         assert hostile in result["text"] and other in result["text"] and symptom in result["text"].replace("\n", "")
         assert not result["overflowing"], result["overflowing"]
         assert result["width"] <= result["viewport"]
+
+
+# --- figures never read as a bound they are not ---------------------------------------------------------
+
+
+def test_a_probability_under_one_reads_under_one_in_the_terminal_the_files_and_the_report(capsys):
+    """0.99996 was 1.000 on the terminal, 1.0 in --json and predictions files, 100.0% on a card: a certainty
+    the model did not compute, beside an empty set where a class needs a probability of exactly 1."""
+    from vipcli.cli.predict import print_predictions
+    from vipcli.report.gallery import GalleryItem, _card
+
+    sure = Prediction("x.png", "a", 0.99996, {"a": 0.99996, "b": 0.00004}, prediction_set=[])
+    record = sure.record(explain=False)
+    assert record["probability"] == 0.9999 and record["probabilities"] == {"a": 0.9999, "b": 0.0001}
+    certain = Prediction("y.png", "a", 1.0, {"a": 1.0, "b": 0.0}, prediction_set=["a"])
+    assert certain.record(explain=False)["probabilities"] == {"a": 1.0, "b": 0.0}  # exactly: as it is
+    print_predictions([sure, certain], explain=False)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["x.png", "a", "0.999", "(a", "0.999", "b", "0.001)", "set", "{}"], lines
+    assert lines[1].split() == ["y.png", "a", "1.000", "(a", "1.000", "b", "0.000)", "set", "{a}"], lines
+    card = _visible(_card(GalleryItem("x.png", None, "a", 0.99996, [], None), None))
+    assert "(probability 99.9%)" in card, card
+    assert "(probability 100.0%)" in _visible(_card(GalleryItem("y.png", None, "a", 1.0, ["a"], None), None))
+    assert "(probability 73.5%)" in _visible(_card(GalleryItem("z.png", None, "a", 0.73456, None, None), None))
+
+
+def test_the_prediction_set_table_shows_the_stored_threshold_and_the_asked_coverage_exactly():
+    """The probability a class needs was rounded to two decimals: 99.996% (threshold 0.00004) read 100.00, as if
+    only a certain class were in a set, and 46.2851% read 46.29; --coverage 0.99999 read 'coverage 100%'."""
+    from vipcli.report.run import _conformal
+
+    def row(coverage, cutoff, covered):
+        return {"coverage": coverage, "threshold": cutoff, "empirical_coverage": covered, "mean_set_size": 1.0,
+                "empty_sets": 0, "expected_coverage": 0.9, "coverage_sd": 0.05}
+
+    run = {"calibration": object(), "class_names": ["a", "b"], "metrics": {
+        "test": {"n": 30000}, "conformal": {"score": "LAC", "held_out": "val", "n_held_out": 200000,
+                                            "max_coverage": 0.99999, "test": [
+                                                row(0.8, 0.537149, 0.8), row(0.9, 0.5, 0.9),
+                                                row(0.99999, 0.00004, 0.99997)]}}}
+    rows = [re.findall(r"<t[hd][^>]*>([^<]*)</t[hd]>", found)
+            for found in re.findall(r"<tr>(.*?)</tr>", _conformal(run), re.S)][1:]  # under the header
+    assert [cells[:2] for cells in rows] == [["80", "46.2851"], ["90", "50.00"], ["99.999", "99.996"]], rows
+    assert rows[2][3] == "99.99", rows  # its test coverage, 99.997%: not 100.00

@@ -208,6 +208,21 @@ def test_a_value_listed_twice_is_a_usage_error_not_silently_dropped(cli, tmp_pat
     assert not (tmp_path / "bench").exists()
 
 
+@pytest.mark.parametrize("command", ["train", "benchmark", "symptoms rank"])
+def test_a_symptom_source_given_twice_is_a_usage_error_not_silently_read_twice(cli, tmp_path, command):
+    """`--symptoms melanoma --symptoms melanoma` trained as if given once, while `--seeds 1,1` is refused: the
+    same slip (for another pack), now refused the same way, before the data folder is read."""
+    for first, again, line in (
+            ("melanoma", "melanoma", "error: --symptoms 'melanoma' is given twice (give each source once)"),
+            ("packs/a.yaml", "./packs//a.yaml", "error: --symptoms './packs//a.yaml' is given twice (as 'packs/a.yaml') "
+                                                "(give each source once)")):
+        out = [] if command == "symptoms rank" else ["--out", tmp_path / "out"]  # rank: --out only with --prune
+        code, _, err = cli(*command.split(), "--data", tmp_path / "none", "--backbone", "toy", "--symptoms", first,
+                           "--symptoms", "nevus", "--symptoms", again, *out)
+        assert code == 2 and error_lines(err) == [line], err
+    assert not (tmp_path / "out").exists()
+
+
 def test_seeds_may_be_given_as_a_range(cli, tmp_path):
     """'--seeds 1-10', as a sweep of ten seeds is written almost everywhere, was refused ("expected a
     comma-separated list of numbers", no example): ten seeds had to be typed out."""

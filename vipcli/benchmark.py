@@ -189,7 +189,7 @@ def encode_pool(backbone, dataset: Dataset, shots: tuple, seeds: tuple, views: i
             failures.update({str(p): r for p, r in encoded.failures.items()})
             encoded_views += encoded.encoded
             parts[name] = feature_set(encoded, samples, with_views=False)
-    console.warn_skipped(failures)
+    console.warn_skipped(failures, dataset.root)
     pool = PreparedData(pool_train, parts["val"], parts["test"], failures, encoded_views)
     check_enough(pool, dataset, train_required=largest != ZERO_SHOTS)  # a zero-shot-only sweep encodes none
     if len(pool.test.y) == 0:

@@ -15,6 +15,7 @@ import math
 import numpy as np
 
 from vipcli.errors import VipError
+from vipcli.shares import rounded_share
 
 SCORE = "LAC"
 SCORE_DESCRIPTION = "LAC (1 - calibrated probability of the true class)"
@@ -102,7 +103,8 @@ def coverage_report(sorted_scores, test_probabilities, test_labels, coverages=RE
 
     Returns:
         per coverage: {"coverage", "threshold", "empirical_coverage", "mean_set_size", "empty_sets",
-        "expected_coverage", "coverage_sd"} (the last two: see `coverage_spread`), or
+        "expected_coverage", "coverage_sd"} (the last two: see `coverage_spread`; the coverages to 4 places,
+        under 1 never 1.0: `vipcli.shares`), or
         {"coverage", "error"} when the held-out images are too few for it.
     """
     labels = np.asarray(test_labels, dtype=int)
@@ -119,10 +121,10 @@ def coverage_report(sorted_scores, test_probabilities, test_labels, coverages=RE
         hits = np.array([int(y) in s for s, y in zip(sets, labels)])
         rows.append({
             "coverage": coverage, "threshold": round(cutoff, 6),
-            "empirical_coverage": round(float(hits.mean()), 4) if len(labels) else None,
+            "empirical_coverage": rounded_share(float(hits.mean()), 4) if len(labels) else None,
             "mean_set_size": round(float(sizes.mean()), 4) if len(labels) else None,
             "empty_sets": int((sizes == 0).sum()),
-            "expected_coverage": round(mean, 4), "coverage_sd": round(sd, 4),
+            "expected_coverage": rounded_share(mean, 4), "coverage_sd": round(sd, 4),
         })
     return rows
 

@@ -168,12 +168,16 @@ def warn(message: str) -> None:
             kept.append(plain)
 
 
-def warn_skipped(failures: dict) -> None:
-    """One warning line per unreadable file that was skipped, sorted by path."""
+def warn_skipped(failures: dict, root=None) -> None:
+    """One warning line per unreadable file that was skipped, sorted by path. A file under the data folder
+    `root` (as the run was given it) is named relative to it, the folder named after it, as every warning
+    about a data folder's files names them: `skipped test/nevus/x.jpg in data: <reason>`."""
     from rich.markup import escape
 
+    from vipcli.data import named_in_data
+
     for path, reason in sorted(failures.items()):
-        warn(escape(f"skipped {printable(path)}: {reason}"))
+        warn(escape(f"skipped {printable(named_in_data(path, root))}: {reason}"))
 
 
 _quiet: contextvars.ContextVar[bool] = contextvars.ContextVar("vip_quiet", default=False)

@@ -313,6 +313,15 @@ def relative_to_data(path, root: Path) -> str:
     return str(Path(path).relative_to(root)) if Path(path).is_relative_to(root) else str(path)
 
 
+def named_in_data(path, root: Path | None) -> str:
+    """`path` relative to the data folder `root`, the folder named after it (`test/nevus/x.jpg in data`), as
+    a warning naming one file of a data folder writes it; the path as given when outside `root` or `root`
+    is None."""
+    if root is None or not Path(path).is_relative_to(root):
+        return str(path)
+    return f"{relative_to_data(path, root)} in {root}"
+
+
 def left_out_record(left_out: LeftOut | None, relative) -> dict:
     """split.json's record of the files no class took, `{"left_out": {"not_images": [...], "in_no_class":
     [...]}}` with each path as `relative` writes it (a list of paths -> a list of strings), sorted; {} when
@@ -333,12 +342,12 @@ def _warn_left_out(root: Path, left_out: LeftOut) -> None:
     def shown(path: Path) -> str:
         return relative_to_data(path, root)
 
-    message = left_out_warning(sorted(left_out.others), shown)
+    message = left_out_warning(sorted(left_out.others), shown, root)
     if message:
         console.warn(escape(message))
     if left_out.loose:
         n, listed = len(left_out.loose), console.first_few(map(shown, left_out.loose), LEFT_OUT_SHOWN)
-        console.warn(escape(f"left out {n} {plural(n, 'image')} in no class folder: {listed}; move "
+        console.warn(escape(f"left out {n} {plural(n, 'image')} in no class folder of {root}: {listed}; move "
                             f"{plural(n, 'it', 'them')} into the folder of {plural(n, 'its class', 'their class')}"))
 
 
@@ -419,14 +428,15 @@ def warn_duplicates(dataset: Dataset) -> None:
 
     links = _linked_class_folders(dataset)
     for folder, original in links:
-        console.warn(escape(f"class folder {shown(folder)} is the same folder as {shown(original)} (a symbolic link): "
-                     f"its images are in two classes or splits; remove the link"))
+        console.warn(escape(f"class folder {shown(folder)} of {root} is the same folder as {shown(original)} (a symbolic "
+                            "link): its images are in two classes or splits; remove the link"))
     groups = find_duplicates(dataset, skip_folders={folder for folder, _ in links})
     for group in groups[:DUPLICATES_SHOWN]:
         places = sorted({f"{split}/{dataset.class_names[s.label]}" for split, s, _ in group})
         files = ", ".join(shown(s.path) + ("" if dataset.origin.get(split) == "folder" else f" (in {split})")
                           for split, s, _ in group)
-        console.warn(escape(f"the same image (sha256 {group[0][2][:12]}) is in {' and '.join(places)}: {files}"))
+        console.warn(escape(f"the same image (sha256 {group[0][2][:12]}) is in {' and '.join(places)} of {root}: "
+                            f"{files}"))
     if groups:
         more = f" ({len(groups) - DUPLICATES_SHOWN} more not listed)" if len(groups) > DUPLICATES_SHOWN else ""
         console.warn(f"{len(groups)} {plural(len(groups), 'image is', 'images are')} in more than one split or "

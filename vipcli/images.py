@@ -376,11 +376,11 @@ def _is_folder(entry: os.DirEntry) -> bool:
         return False
 
 
-def left_out_warning(files: list[Path], shown=str) -> str | None:
+def left_out_warning(files: list[Path], shown=str, folder=None) -> str | None:
     """The warning for files in image folders that vip does not read (a GIF, a text file, a DICOM
-    without a DICOM suffix): how many, the first few by `shown(path)`, and what to do; those holding
-    the DICOM marker (`has_dicom_magic`, 132 bytes read each) are named apart, to be renamed to .dcm.
-    None when there are none."""
+    without a DICOM suffix): how many, the first few by `shown(path)` (relative to `folder`, which the
+    warning names once, when given), and what to do; those holding the DICOM marker (`has_dicom_magic`,
+    132 bytes read each) are named apart, to be renamed to .dcm. None when there are none."""
     from vipcli.console import first_few, plural
 
     if not files:
@@ -394,6 +394,7 @@ def left_out_warning(files: list[Path], shown=str) -> str | None:
                      f".dcm suffix{named}: rename {plural(n, 'it', 'them')} to .dcm")
     if len(dicoms) < len(files):
         fixes.append("convert images of other formats to PNG, and move other files out of the image folders")
-    return (f"left out {len(files)} {plural(len(files), 'file')} not named as an image vip reads "
+    where = "" if folder is None else f" in {folder}"
+    return (f"left out {len(files)} {plural(len(files), 'file')}{where} not named as an image vip reads "
             f"({', '.join(s.lstrip('.') for s in IMAGE_SUFFIXES)}): {first_few(map(shown, files), LEFT_OUT_SHOWN)}; "
             + "; ".join(fixes))

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from vipcli.data import names_alike_but_case
 from vipcli.errors import UsageError, VipError
-from vipcli.windows_names import not_a_windows_name
+from vipcli.windows_names import device_name, not_a_windows_name
 
 SPLIT_COLUMN_NAMES = ("split", "subset", "partition")  # a column of one of these names holding only split names
 SPLIT_VALUES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
@@ -461,8 +461,9 @@ def check_class_names(names: set[str]) -> None:
 
     Raises:
         VipError: a name longer than a folder name can be, with a path separator or a control
-            character, a hidden or dot name, or two names that differ only in case (one folder on macOS
-            and Windows).
+            character, a hidden or dot name, a Windows device name on every platform (`con`, `aux`, `com1`:
+            the folder could not be copied to Windows, as `check_pack_file_name` refuses such pack files),
+            or two names that differ only in case (one folder on macOS and Windows).
     """
     for name in sorted(names):
         if len(os.fsencode(name)) > MAX_NAME_BYTES:
@@ -472,6 +473,7 @@ def check_class_names(names: set[str]) -> None:
                 any(ord(c) < 32 for c in name):
             raise VipError(f"class {name!r} cannot be a folder name",
                            "rename it in the labels file (no / or \\, not starting with a dot)")
+        _refuse_device_name(name)
         why = not_a_windows_name(name) if WINDOWS else None
         if why:
             raise VipError(f"class {name!r} cannot be a folder name on Windows ({why})",
@@ -480,6 +482,17 @@ def check_class_names(names: set[str]) -> None:
     if alike:
         raise VipError(f"classes {alike[0]!r} and {alike[1]!r} differ only in case: one folder on macOS and "
                        "Windows", "spell each class one way in the labels file")
+
+
+def _refuse_device_name(name: str) -> None:
+    """VipError for a class whose folder Windows would take as one of its devices (`con`, `Aux`, `com1.x`),
+    naming a name to rename it to (`con_`, `com1_.x`)."""
+    device = device_name(name)
+    if device:
+        stem = name.split(".")[0].rstrip()
+        raise VipError(f"class {name!r} cannot be a folder name: Windows takes it as its device {device}, so the "
+                       "sorted folder could not be copied to or opened on Windows",
+                       f"rename it in the labels file, e.g. to {stem + '_' + name[len(stem):]!r}")
 
 
 def _refuse_same_names(placed: list[tuple[Path, str | None, str]]) -> None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vipcli.shares import rounded_share
+
 
 DECIMALS = 4  # probabilities and explanation figures in JSON, JSONL and CSV
 
@@ -40,10 +42,11 @@ class Prediction:
         """This prediction as JSON, every figure rounded once from full precision to DECIMALS places.
 
         Rounding once (never a rounded value again) keeps two classes' probabilities summing to
-        exactly 1 as printed; the explanation is None unless `explain`.
+        exactly 1 as printed; a probability under 1 never reads 1.0, nor one over 0 reads 0.0
+        (`vipcli.shares`); the explanation is None unless `explain`.
         """
-        return {"path": self.path, "label": self.label, "probability": round(self.probability, DECIMALS),
-                "probabilities": {name: round(p, DECIMALS) for name, p in self.probabilities.items()},
+        return {"path": self.path, "label": self.label, "probability": rounded_share(self.probability, DECIMALS),
+                "probabilities": {name: rounded_share(p, DECIMALS) for name, p in self.probabilities.items()},
                 "explanation": rounded_explanation(self.explanation) if explain else None,
                 "prediction_set": self.prediction_set}
 

@@ -188,7 +188,7 @@ def _say(sorting, columns, out: Path, images: Path, copy: bool, seed: int, cross
     if sorting.not_images:
         from vipcli.images import left_out_warning
 
-        named = left_out_warning(sorting.not_images, lambda path: shown(path.relative_to(images)))
+        named = left_out_warning(sorting.not_images, lambda path: shown(path.relative_to(images)), images)
         console.warn(escape(f"rows of the labels name files vip does not read as images: {named}"))
     if sorting.without_label:
         keys = sorting.without_label

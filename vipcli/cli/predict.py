@@ -269,11 +269,13 @@ def print_predictions(predictions, explain: bool) -> None:
     from rich.markup import escape
     from rich.table import Table
 
+    from vipcli.shares import rounded_share
+
     out = console.stdout()
     for p in predictions:
-        others = "  ".join(f"{name} {prob:.3f}" for name, prob in p.probabilities.items())
+        others = "  ".join(f"{name} {rounded_share(prob, 3):.3f}" for name, prob in p.probabilities.items())
         members = "" if p.prediction_set is None else f"   set {{{', '.join(p.prediction_set)}}}"
-        out.print(escape(console.printable(p.path)) + f"  [bold]{escape(p.label)}[/bold]  {p.probability:.3f}   " + escape(f"({others}){members}"))
+        out.print(escape(console.printable(p.path)) + f"  [bold]{escape(p.label)}[/bold]  {rounded_share(p.probability, 3):.3f}   " + escape(f"({others}){members}"))
         if explain and p.explanation:
             table = Table("class", "symptom", "similarity", "merge\nweight", "contri-\nbution", show_edge=False)
             for group in p.explanation:

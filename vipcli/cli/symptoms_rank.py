@@ -40,7 +40,7 @@ def rank_command(
     check_prune_options(prune, out, data)
     workers, image_fit = opt.worker_count(workers), checked_fit(image_fit)
     config = RankConfig(
-        data=data, backbone=backbone, arch=arch, pretrained=pretrained, symptoms=tuple(symptoms or ()), seed=seed,
+        data=data, backbone=backbone, arch=arch, pretrained=pretrained, symptoms=opt.symptom_sources(symptoms), seed=seed,
         min_auroc=min_auroc, device=device, use_cache=not no_cache, workers=workers, image_fit=image_fit,
     )
     paths = planned_pack_paths(config, out, force) if prune else {}
@@ -48,7 +48,7 @@ def rank_command(
 
     with console.progress_bar() as progress, using_cache(config.use_cache):  # --no-cache: nothing remembered
         result = rank_on_data(config, progress)
-    console.warn_skipped(result.failures)
+    console.warn_skipped(result.failures, config.data)
     pruned = prune_packs(result, data) if prune else []
     written = write_pruned(pruned, paths, force)
     if as_json:

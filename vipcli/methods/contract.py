@@ -41,6 +41,7 @@ GUARDED_MEMBERS = ("fit", "forward", "prepare", "explain", "record", "state_tens
                    "training_loss", "batched_loss")
 ROUND_TRIP_IMAGES = 64  # features compared between the fitted and the rebuilt method
 ROUND_TRIP_TOLERANCE = 1e-4  # max difference of softmax probabilities
+BATCH_PROBE_ROWS = 256  # rows of the large, reordered batch `check_batch_independent` compares with the sample's
 PROBABILITY_TOLERANCE = 1e-4  # a row of logits in [0, 1] summing to 1 within this is a probability vector
 STATE_ON_THE_INSTANCE = ("keep state on the instance (self.NAME, set in __init__ or fit), never on the class or in "
                          "a module-level variable")  # the fix for state that leaks from one fit into another
@@ -454,19 +455,41 @@ def full_precision_probabilities(method, features: torch.Tensor, device) -> torc
         return method(features.to(device)).float().softmax(dim=-1).cpu()
 
 
-def check_batch_independent(method, in_batch: torch.Tensor, alone: torch.Tensor) -> None:
+def batch_probe(sample: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch of at least BATCH_PROBE_ROWS rows made of `sample` [n, D] (n > 1), first in reverse order, then
+    repeated as it is; and the row of `sample` each of its rows is ([rows] indices). A forward that treats
+    each image alone gives each row the probabilities of that image in `sample`; one that reads the other
+    rows shows it there, even when the first image alone cannot: a reduction only over large batches (train's
+    evaluation computes logits thousands of rows at a time, `vip predict` 64) or over the rows before an
+    image (a running mean: the first row is as alone)."""
+    n = len(sample)
+    reps = max(2, -(-BATCH_PROBE_ROWS // n))
+    rows = torch.cat([torch.arange(n - 1, -1, -1), torch.arange(n).repeat(reps - 1)])  # [n * reps]
+    return sample[rows], rows
+
+
+def check_batch_independent(method, in_batch: torch.Tensor, alone: torch.Tensor,
+                            probe: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
     """Refuse a forward whose probabilities for the first image alone ([1, C]) differ from its row of a batch's
-    (`in_batch` [n, C], n > 1; both `full_precision_probabilities`): the logits depend on the other images of
-    the batch, so predictions would change with the batch size and with which images vip predict is given
-    together."""
+    (`in_batch` [n, C], n > 1; both `full_precision_probabilities`), or whose probabilities in `probe`
+    (those of `batch_probe`'s batch [m, C], and its rows' indices into the batch) differ from `in_batch`'s for
+    the same image: the logits depend on the other images of the batch, so predictions would change with the
+    batch size, the order and which images vip predict is given together."""
     if len(in_batch) < 2:
         return
-    difference = float((in_batch[:1] - alone).abs().max())
-    if not difference <= ROUND_TRIP_TOLERANCE:
-        apart = f"max difference {difference:.3g}" if bool(torch.isfinite(alone).all()) else "NaN or infinite alone"
-        raise method_fault(method.id, "forward", f"forward gives an image other probabilities alone than in a batch "
-                                                 f"of {len(in_batch)} ({apart}): its logits "
-                                                 "depend on the other images of the batch, so predictions would "
+    n = len(in_batch)
+    comparisons = [(alone, in_batch[:1], f"alone than in a batch of {n}", "alone")]
+    if probe is not None:
+        reordered, rows = probe
+        comparisons.append((reordered, in_batch[rows], f"in a batch of {n} than in a batch of {len(rows)} (the same "
+                                                       "images reordered and repeated)", f"in the batch of {len(rows)}"))
+    for other, mine, where, there in comparisons:
+        difference = float((mine - other).abs().max())
+        if difference <= ROUND_TRIP_TOLERANCE:
+            continue
+        apart = f"max difference {difference:.3g}" if bool(torch.isfinite(other).all()) else f"NaN or infinite {there}"
+        raise method_fault(method.id, "forward", f"forward gives an image other probabilities {where} ({apart}): its "
+                                                 "logits depend on the other images of the batch, so predictions would "
                                                  "change with the batch size and with the images predicted together",
                            "compute each image's logits from its own features only (reduce over dim=-1, never over "
                            "the batch, dim 0: no mean, std, norm or softmax across images)")
@@ -636,10 +659,14 @@ def check_round_trip(method, features: torch.Tensor, device) -> None:
     check_deterministic(method, logits, predict_logits(method, sample, device))
     try:
         in_batch, alone = (full_precision_probabilities(method, rows, device) for rows in (sample, sample[:1]))
+        probe = None
+        if len(sample) > 1:
+            batch, rows = batch_probe(sample)
+            probe = full_precision_probabilities(method, batch, device), rows
     except PluginError:  # a forward that runs only under autocast (bf16 weights on CUDA): predicted above, unchecked
         pass
     else:
-        check_batch_independent(method, in_batch, alone)
+        check_batch_independent(method, in_batch, alone, probe)
     settings = dataclasses.asdict(method.settings)
     tensors = stored_tensors(method)
     where = f"method '{method.id}' rebuilt from its own record() and state_tensors()"

@@ -19,6 +19,7 @@ from vipcli.report.gallery import gallery_html, gallery_items, sets_explained
 from vipcli.report.notices import random_weights_banner
 from vipcli.report.swatches import method_swatch
 from vipcli.report.units import coverage_percent, figures_meaning, percent, percent_text
+from vipcli.shares import exact_percent
 
 HELD_OUT_NOTE = (
     "Temperature and prediction sets are fitted on the validation split: images the prompts were not trained "
@@ -365,7 +366,7 @@ def _conformal(run: dict, test_probabilities=None, test_labels=None) -> str:
             shortfalls.append((row["coverage"], low))
         notes = (["far below the expected coverage: test images not drawn like the validation images"] if shortfall
                  else []) + ([f"far below for {', '.join(name for name, _, _ in low)}"] if low else [])
-        rows.append([coverage_percent(row["coverage"], sign=False), percent(1 - row["threshold"]), spread, percent(row["empirical_coverage"]),
+        rows.append([coverage_percent(row["coverage"], sign=False), exact_percent(1 - row["threshold"]), spread, percent(row["empirical_coverage"]),
                      _per_class_cell(per_class), _fmt(row["mean_set_size"], 2), row["empty_sets"],
                      html.text("; ".join(notes))])
     intro = (f"<p>Split conformal prediction with the score {html.text(block['score'])}, calibrated on "

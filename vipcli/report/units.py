@@ -7,6 +7,7 @@ Only the HTML: metrics.json, results.json and results.csv keep their own units (
 from __future__ import annotations
 
 from vipcli.report.html import number
+from vipcli.shares import rounded_share
 
 
 def figures_meaning(shares: str) -> str:
@@ -21,8 +22,14 @@ def figures_meaning(shares: str) -> str:
 
 def percent(fraction, digits: int = 2) -> str:
     """A fraction as a percentage without its sign, for a table cell whose column says %: 0.81 -> '81.00'
-    ('-' for None)."""
-    return number(None if fraction is None else 100 * fraction, digits)
+    ('-' for None); one strictly between 0 and 1 never reads 0 or 100 (0.99996 -> '99.99',
+    `vipcli.shares.rounded_share`)."""
+    if fraction is None:
+        return "-"
+    shown = number(100 * fraction, digits)
+    if 0 < fraction < 1 and float(shown) in (0.0, 100.0):
+        return number(100 * rounded_share(fraction, digits + 2), digits)
+    return shown
 
 
 def percent_text(fraction, digits: int = 2) -> str:
@@ -32,6 +39,7 @@ def percent_text(fraction, digits: int = 2) -> str:
 
 
 def coverage_percent(coverage: float, sign: bool = True) -> str:
-    """An asked coverage (a --coverage value) as the percentage a reader says: 0.9 -> '90%', 0.984 -> '98.4%'
-    ('90' without `sign`, in a column that says %)."""
-    return f"{100 * coverage:.4g}" + ("%" if sign else "")
+    """An asked coverage (a --coverage value) as the percentage a reader says, every digit it was given:
+    0.9 -> '90%', 0.984 -> '98.4%', 0.99999 -> '99.999%' (never '100%', a promise no set makes; '90' without
+    `sign`, in a column that says %)."""
+    return f"{100 * coverage:.8f}".rstrip("0").rstrip(".") + ("%" if sign else "")
