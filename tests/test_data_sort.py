@@ -64,6 +64,24 @@ def test_a_table_with_a_class_and_a_split_column_becomes_split_and_class_folders
     assert record["columns"]["split"] == "split" and record["files"] == "links" and record["images_sorted"] == 12
 
 
+def test_the_next_hint_asks_for_symptoms_where_a_class_matches_no_shipped_pack(cli, tmp_path):
+    """Kermany's causes sorted into `bacterial_pneumonia` and `viral_pneumonia` were told `next: vip train --data
+    OUT`, which stopped at once: those classes have no shipped symptom pack. The hint now says to give them
+    symptoms, naming only the classes without a pack (`normal` matches 'normal lung')."""
+    images = _images(tmp_path / "img", ["a.png", "b.png", "c.png"])
+    labels = _csv(tmp_path / "gt.csv", "image,label\na,bacterial_pneumonia\nb,normal\nc,viral_pneumonia\n")
+    code, out, err = cli("data", "sort", labels, "--images", images, "--out", tmp_path / "causes")
+    assert code == 0, err
+    assert "no shipped symptom pack matches classes 'bacterial_pneumonia', 'viral_pneumonia': write their " \
+           "symptoms in a FILE as {class: [symptom, ...]}, or packs with `vip symptoms generate --data " \
+           f"{tmp_path / 'causes'}` (an LLM)" in err
+    assert f"next: vip train --data {tmp_path / 'causes'} --symptoms FILE\n" in err and "next:" not in out
+    code, out, err = cli("data", "sort", _csv(tmp_path / "skin.csv", "image,label\na,MEL\nb,nevus\nc,nv\n"),
+                         "--images", images, "--out", tmp_path / "skin")
+    assert code == 0, err
+    assert f"next: vip train --data {tmp_path / 'skin'}\n" in err and "symptom pack" not in err  # aliases match
+
+
 def test_isic_2017_one_hot_columns_need_the_class_of_unmarked_rows(cli, tmp_path):
     """ISIC 2017 marks melanoma and seborrheic keratosis; a nevus is a row marked in neither."""
     images = _images(tmp_path / "ISIC-2017_Training_Data", ["ISIC_0000000.jpg", "ISIC_0000001.jpg",
@@ -861,7 +879,8 @@ def test_the_next_command_it_suggests_keeps_an_out_with_a_space_whole(cli, tmp_p
     import shlex
 
     images = _images(tmp_path / "flat", [f"img{n}.png" for n in range(4)])
-    labels = _csv(tmp_path / "labels.csv", "image,diagnosis\n" + "".join(f"img{n},{'ab'[n % 2]}\n" for n in range(4)))
+    labels = _csv(tmp_path / "labels.csv", "image,diagnosis\n" + "".join(f"img{n},{('melanoma', 'nevus')[n % 2]}\n"
+                                                                   for n in range(4)))  # classes with shipped packs
     code, out, err = cli("data", "sort", labels, "--images", images, "--out", tmp_path / "sorted here")
     assert code == 0, err
     line = next(line for line in err.splitlines() if line.startswith("next: "))

@@ -94,7 +94,24 @@ def sort_command(
     write_sorted(sorting, out, copy, record)
     _say(sorting, columns, out, images, copy, seed, crossing, carve)
     _hint_group(table, columns)
-    console.info(f"next: {shell.command('vip', 'train', '--data', out)}")  # a hint: stderr
+    _hint_next(sorted({name for _, _, name in sorting.placed}), out)
+
+
+def _hint_next(class_names: list[str], out: Path) -> None:
+    """The command to run next, on stderr: `vip train --data OUT`, with `--symptoms FILE` and where to get
+    FILE when a class matches no shipped symptom pack (`vip train --data OUT` alone would stop on it)."""
+    from vipcli.packs import shipped_packs
+
+    shipped = shipped_packs()
+    bare = [name for name in class_names if not any(pack.matches(name) for pack in shipped)]
+    if bare:
+        generate = shell.command("vip", "symptoms", "generate", "--data", out)
+        classes = f"{'class' if len(bare) == 1 else 'classes'} {', '.join(map(repr, bare))}"
+        console.info(f"no shipped symptom pack matches {classes}: write their symptoms "
+                     f"in a FILE as {{class: [symptom, ...]}}, or packs with `{generate}` (an LLM); `vip symptoms "
+                     "list` shows the shipped packs")
+    train = shell.command("vip", "train", "--data", out, *(("--symptoms", "FILE") if bare else ()))
+    console.info(f"next: {train}")  # a hint: stderr
 
 
 def _hint_group(table, columns) -> None:
