@@ -106,6 +106,7 @@ def stale_reasons(identity: dict) -> list[str]:
         if was != now:
             reasons.append(f"feature format {was or 'unknown'}" if name == "format" else
                            "another image decoder" if name in ("decode", "orientation", "depth") else
+                           "vip's code changed" if name == "vip_code" else
                            f"{name} {was or '?'}, now {now}")
     backbone_id = str(identity.get("id", ""))
     code = _backbone_code(backbone_id, str(identity.get("class", "")))

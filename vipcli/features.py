@@ -8,7 +8,7 @@ A cache entry is a pure function of its key, so a run's result never depends on 
   the augmentation's identity), never from the run's seed or from what was drawn earlier;
 - entries live under `<cache>/features/<backbone key>/`, where the backbone key digests the
   backbone id, its class and plugin code, its fingerprint, its image transforms, the image decoding
-  rules and library versions (`installation_identity`) and the precision the encoder ran in (bf16
+  rules, library versions and vip's own code (`installation_identity`) and the precision the encoder ran in (bf16
   autocast on CUDA), so a cache shared by a GPU and a CPU machine never hands one the other's features;
 - each entry stores its identity in its safetensors header (image path and content digest,
   backbone key, dtype, feature size, view count, sha256 of its features) and is checked on every
@@ -97,12 +97,19 @@ def backbone_identity(backbone, fit: str = DEFAULT_FIT) -> dict:
 
 def installation_identity() -> dict:
     """The part of `backbone_identity` that this installation alone decides (the feature format, the
-    image decoder, the library versions): `vip cache info` calls a folder that records other values
-    one this installation never reads again. The class, code and fingerprint need the backbone."""
+    image decoder, the library versions, vip's own code): `vip cache info` calls a folder that records
+    other values one this installation never reads again. The class, code and fingerprint need the backbone.
+
+    `vip_code` digests every module of `vipcli`: the pipeline from file to pixels and the backbone contract are
+    there, and a backbone of vip's own imports from it, so an edit to it (an editable install too) or an
+    upgrade of vip encodes afresh, whatever the version says."""
     import torchvision
 
+    from vipcli.source_imports import package_source_digest
+
     return {"format": f"{FEATURE_FORMAT} {FEATURE_FORMAT_VERSION}", **decoding_rules(),
-            "torchvision": torchvision.__version__, **image_library_versions()}
+            "torchvision": torchvision.__version__, **image_library_versions(),
+            "vip_code": package_source_digest("vipcli")}
 
 
 def decoding_rules() -> dict:

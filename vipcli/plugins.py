@@ -461,9 +461,16 @@ def _is_library_module(module_name: str) -> bool:
     return top in SOURCE_DIGEST_SKIPPED or top in sys.stdlib_module_names
 
 
+BUILTIN_BACKBONES = "vip_backbones"  # the import package of vip's own backbones
+
+
 def plugin_source_files(cls: type) -> list:
     """The source files that define a plugin class: its module, its base classes' modules (outside
-    torch and the standard library) and the other modules of its own package folder, sorted.
+    torch and the standard library) and, for a third party's class, the other modules of its own
+    package folder, sorted. For a backbone of vip's own (`vip_backbones`), the package's modules its
+    module imports, directly or through each other (`vipcli.source_imports`), instead of all of them:
+    an edit to one backbone leaves the others' feature caches alone. (vip's own code is digested
+    whole for every backbone, by `vipcli.features.installation_identity`.)
 
     A file that cannot be located (a built-in or frozen module) is left out.
     """
@@ -477,6 +484,10 @@ def plugin_source_files(cls: type) -> list:
         path = getattr(sys.modules.get(klass.__module__), "__file__", None)
         if path:
             files.add(Path(path))
+    if cls.__module__.split(".")[0] == BUILTIN_BACKBONES:
+        from vipcli.source_imports import imported_modules
+
+        return sorted(files | set(imported_modules([cls.__module__], (BUILTIN_BACKBONES,)).values()))
     own = getattr(sys.modules.get(cls.__module__), "__file__", None)
     if own and (Path(own).parent / "__init__.py").is_file():  # a package: its sibling modules are the plugin too
         files.update(sorted(Path(own).parent.glob("*.py"))[:SOURCE_DIGEST_MAX_SIBLINGS])
@@ -484,19 +495,22 @@ def plugin_source_files(cls: type) -> list:
 
 
 def plugin_source_digest(cls: type) -> str:
-    """A sha256 (hex, 16 digits) of `plugin_source_files(cls)`: names and contents.
+    """A sha256 (hex, 16 digits) of `plugin_source_files(cls)`: each file's name and content, in an order of
+    their own (never their folders', so every layout of an installation, a wheel's, an editable one's, gives
+    one digest).
 
     It changes when the plugin's code is edited, also in an editable install whose version stays
     the same. Reading a few source files takes milliseconds.
     """
     import hashlib
 
-    digest = hashlib.sha256()
-    for path in plugin_source_files(cls):
-        digest.update(path.name.encode() + b"\0")
+    def content(path) -> str:
         try:
-            digest.update(path.read_bytes())
+            return hashlib.sha256(path.read_bytes()).hexdigest()
         except OSError:
-            digest.update(b"<unreadable>")
-        digest.update(b"\0")
+            return "<unreadable>"
+
+    digest = hashlib.sha256()
+    for name, text in sorted((path.name, content(path)) for path in plugin_source_files(cls)):
+        digest.update(f"{name}\0{text}\0".encode())
     return digest.hexdigest()[:16]
