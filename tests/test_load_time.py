@@ -98,15 +98,18 @@ def test_a_run_records_its_backbone_load_phases(cli, isic_small, tiny_clip, tmp_
 
 def test_the_vip_process_exits_with_mains_code_and_spares_shutdown_collections(monkeypatch):
     import vipcli.cli.main as main
+    import vipcli.registry as registry
 
     assert "torch" in sys.modules
     monkeypatch.setattr(main, "main", lambda: 3)
+    monkeypatch.setattr(registry, "freeze_after_loads", False)  # run() turns it on: restored after the test
     frozen = gc.get_freeze_count()
     try:
         with pytest.raises(SystemExit) as exit_:
             main.run()
         assert exit_.value.code == 3
         assert gc.get_freeze_count() > frozen
+        assert registry.freeze_after_loads  # the `vip` process's backbone loads freeze what they leave alive
     finally:
         gc.unfreeze()
 
@@ -131,3 +134,20 @@ def test_no_garbage_collection_runs_while_a_backbone_is_built(monkeypatch):
         assert not gc.isenabled()  # a caller that turned it off keeps it off
     finally:
         gc.enable()
+
+
+def test_the_vip_process_freezes_what_a_backbone_load_leaves_alive(monkeypatch):
+    """The `vip` command's later full collections (one while a sweep trains, one at exit) walked the ~450,000
+    objects the libraries and the backbone made; after a load in the `vip` process they are collected once and
+    frozen out of later passes. A load through the Python interface leaves the collector as it was."""
+    import vipcli.registry as registry
+
+    frozen = gc.get_freeze_count()
+    try:
+        load_backbone("toy")
+        assert gc.get_freeze_count() == frozen  # the Python interface: nothing frozen
+        monkeypatch.setattr(registry, "freeze_after_loads", True)
+        load_backbone("toy")
+        assert gc.get_freeze_count() > frozen and gc.isenabled()
+    finally:
+        gc.unfreeze()

@@ -469,3 +469,22 @@ def test_what_a_c_library_writes_to_stderr_on_import_is_not_lost(site, tmp_path,
     assert code == 1 and "libfoo: no AVX2, using the slow path" in err, err
     assert error_lines(err) == ["error: backbone 'noisy' from distribution noisy-dist failed to import: RuntimeError: "
                                 "libfoo failed to start (reinstall or fix noisy-dist; other backbones still work)"], err
+
+
+def test_inside_scans_held_the_installed_entry_points_are_read_once(site):
+    """A 32-row sweep made about 190 plugin lookups, each reading every installed distribution's entry points
+    again (3-5 ms of CPU). Inside `scans_held` each group is read at its first lookup and kept until the block
+    ends; outside, a lookup sees what is installed now."""
+    from vipcli.plugins import PluginGroup, scans_held
+
+    group = PluginGroup("vip.backbones", "backbone")
+    install_distribution(site, "held-first", "held-first = held_first:Backbone")
+    with scans_held():
+        assert "held-first" in group.ids()
+        install_distribution(site, "held-later", "held-later = held_later:Backbone")
+        with scans_held():  # re-entrant: an inner block keeps the outer block's scan
+            assert "held-later" not in group.ids()
+        assert "held-later" not in group.ids()
+    assert "held-later" in group.ids()  # the block ended: read afresh
+    install_distribution(site, "held-third", "held-third = held_third:Backbone")
+    assert "held-third" in group.ids()  # outside any block every lookup reads what is installed now

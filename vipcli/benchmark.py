@@ -456,6 +456,14 @@ def run_benchmark(config: BenchmarkConfig, progress=None) -> BenchmarkResult:
     Returns:
         BenchmarkResult with the requested grid's rows, their summary and what was skipped.
     """
+    from vipcli.plugins import scans_held
+
+    with scans_held():  # the installed plugins are read once for the whole sweep, not at each of its lookups
+        return _checked_sweep(config, progress)
+
+
+def _checked_sweep(config: BenchmarkConfig, progress=None) -> BenchmarkResult:
+    """`run_benchmark` inside `scans_held`: check the options and the output folder, then run the sweep."""
     from vipcli.preflight import check_output_folder, check_outside_data
 
     methods = validate(config)

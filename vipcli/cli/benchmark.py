@@ -93,11 +93,13 @@ def benchmark_command(
     )
     from vipcli.cli.train import _rank_progress
     from vipcli.distributed import world_from_env
+    from vipcli.plugins import scans_held
 
-    with _rank_progress() as progress:
-        result = run_benchmark(config, progress)
-    if result is not None and world_from_env().main:  # torchrun: rank 0 reports (#13)
-        print_benchmark(result, as_json)
+    with scans_held():  # the sweep and its tables read the installed plugins once
+        with _rank_progress() as progress:
+            result = run_benchmark(config, progress)
+        if result is not None and world_from_env().main:  # torchrun: rank 0 reports (#13)
+            print_benchmark(result, as_json)
 
 
 def _cell(entry: dict | None, metric: str) -> str:
