@@ -180,8 +180,10 @@ def test_a_run_reports_balanced_accuracy_and_one_of_an_earlier_vip_still_does(cl
     assert code == 0, err
     page = (tmp_path / "run.html").read_text()
     scores = _table(page, "Scores on each split")
-    assert scores["split"] == ["images", "accuracy %", "balanced accuracy %", "macro-F1 %", "AUROC %"]
-    assert scores["test"][:3] == [str(test["n"]), f"{test['accuracy']:.2f}", f"{test['balanced_accuracy']:.2f}"]
+    assert list(scores) == ["score", "images", "accuracy %", "balanced accuracy %", "macro-F1 %", "AUROC %"]
+    assert scores["score"] == ["val", "test"]  # a score a row, a split a column
+    assert [scores[name][1] for name in ("images", "accuracy %", "balanced accuracy %")] == [
+        str(test["n"]), f"{test['accuracy']:.2f}", f"{test['balanced_accuracy']:.2f}"]
     assert (f"The mean of the sensitivity column over the 2 classes, {test['balanced_accuracy']:.2f}%, is the "
             "balanced accuracy on test.") in page
     # a run of vip 0.1.0 (no balanced_accuracy in its metrics.json), its test split made 3 melanomas to 9 nevi
@@ -194,7 +196,7 @@ def test_a_run_reports_balanced_accuracy_and_one_of_an_earlier_vip_still_does(cl
                        "--gallery", "0")
     assert code == 0, err
     scores = _table((tmp_path / "old.html").read_text(), "Scores on each split")
-    assert scores["test"][2] == "66.67" and scores["val"][2] == "87.50"  # val [[3, 1], [0, 4]]: (75 + 100) / 2
+    assert scores["balanced accuracy %"] == ["87.50", "66.67"]  # val [[3, 1], [0, 4]]: (75 + 100) / 2
 
 
 def _printed(renderable, width: int) -> list[str]:

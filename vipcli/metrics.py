@@ -11,6 +11,11 @@ import numpy as np
 from vipcli import shell
 
 
+# a metrics.json split's scores and their titles, in the order of `vip train`'s table and the run report's
+SCORE_TITLES = (("accuracy", "accuracy %"), ("balanced_accuracy", "balanced accuracy %"), ("macro_f1", "macro-F1 %"),
+                ("auroc", "AUROC %"))
+
+
 def compute_metrics(labels, probabilities, num_classes: int) -> dict:
     """Accuracy, balanced accuracy, macro-F1 and AUROC (percent) and the confusion matrix.
 

@@ -90,10 +90,6 @@ def print_train_result(result, as_json: bool) -> None:
               f"fitted in {timings['fit_s']:.1f}s, total {timings['total_s']:.1f}s on {result.metrics['device']}")
 
 
-SCORES = (("accuracy", "accuracy %"), ("balanced_accuracy", "balanced accuracy %"), ("macro_f1", "macro-F1 %"),
-          ("auroc", "AUROC %"))  # metrics.json's key, the column's title: the run report's scores table, in its order
-
-
 def scores_table(metrics: dict, run_dir: str):
     """The closing table of `vip train`: per split its images, accuracy, balanced accuracy, macro-F1 and AUROC
     (76 columns wide: it fits an 80-column terminal). A metrics dict without balanced accuracy (a run of an
@@ -102,12 +98,12 @@ def scores_table(metrics: dict, run_dir: str):
     from rich.markup import escape
     from rich.table import Table
 
-    from vipcli.metrics import split_figure
+    from vipcli.metrics import SCORE_TITLES, split_figure
 
-    table = Table("split", "images", *(title for _, title in SCORES), title=f"run saved to {escape(run_dir)}")
+    table = Table("split", "images", *(title for _, title in SCORE_TITLES), title=f"run saved to {escape(run_dir)}")
     for split in ("val", "test"):
         block = metrics[split]
-        figures = (split_figure(block, key) for key, _ in SCORES)
+        figures = (split_figure(block, key) for key, _ in SCORE_TITLES)
         table.add_row(split, str(block["n"]), *("-" if value is None else f"{value:.2f}" for value in figures))
     return table
 
