@@ -122,7 +122,9 @@ def test_a_benchmark_stores_reports_and_resumes_balanced_accuracy_and_an_earlier
                "--epochs", "2", "--views", "2", "--workers", "0", "--device", "cpu", "--out", out)
     code, stdout, stderr = cli(*command)
     assert code == 0, stderr
-    assert "balanced" not in stdout  # the printed tables stay accuracy and macro-F1
+    printed = stdout.split("test balanced accuracy %, mean±std over seeds 1, 2")  # 3 melanomas to 10 nevi: uneven,
+    assert len(printed) == 2 and "test macro-F1 %" in printed[1]  # its own table, between accuracy and macro-F1
+    balanced_line = next(line.split() for line in printed[1].splitlines() if line.split()[:1] == ["vip"])
     document = json.loads((out / "results.json").read_text())
     for row in document["rows"]:
         matrix = row["test_confusion_matrix"]
@@ -139,6 +141,7 @@ def test_a_benchmark_stores_reports_and_resumes_balanced_accuracy_and_an_earlier
     mean, std = entry["balanced_accuracy_mean"], entry["balanced_accuracy_std"]
     assert (line["test_balanced_accuracy_mean_pct"], line["test_balanced_accuracy_std_pct"]) == (f"{mean:.2f}",
                                                                                                 f"{std:.2f}")
+    assert balanced_line == ["vip", f"{mean:.2f}±{std:.2f}"]  # the printed table shows the summary's figure
     assert cli("report", out, "--out", tmp_path / "new.html")[0] == 0
     cells = _table((tmp_path / "new.html").read_text(), "test balanced accuracy % (mean ± std over seeds 1, 2)")
     assert [cell for name, cell in cells.items() if name != "method"] == [[f"{mean:.2f} ± {std:.2f}"]]
@@ -177,8 +180,10 @@ def test_a_run_reports_balanced_accuracy_and_one_of_an_earlier_vip_still_does(cl
     assert code == 0, err
     page = (tmp_path / "run.html").read_text()
     scores = _table(page, "Scores on each split")
-    assert scores["split"] == ["images", "accuracy %", "balanced accuracy %", "macro-F1 %", "AUROC %"]
-    assert scores["test"][:3] == [str(test["n"]), f"{test['accuracy']:.2f}", f"{test['balanced_accuracy']:.2f}"]
+    assert list(scores) == ["score", "images", "accuracy %", "balanced accuracy %", "macro-F1 %", "AUROC %"]
+    assert scores["score"] == ["val", "test"]  # a score a row, a split a column
+    assert [scores[name][1] for name in ("images", "accuracy %", "balanced accuracy %")] == [
+        str(test["n"]), f"{test['accuracy']:.2f}", f"{test['balanced_accuracy']:.2f}"]
     assert (f"The mean of the sensitivity column over the 2 classes, {test['balanced_accuracy']:.2f}%, is the "
             "balanced accuracy on test.") in page
     # a run of vip 0.1.0 (no balanced_accuracy in its metrics.json), its test split made 3 melanomas to 9 nevi
@@ -191,4 +196,98 @@ def test_a_run_reports_balanced_accuracy_and_one_of_an_earlier_vip_still_does(cl
                        "--gallery", "0")
     assert code == 0, err
     scores = _table((tmp_path / "old.html").read_text(), "Scores on each split")
-    assert scores["test"][2] == "66.67" and scores["val"][2] == "87.50"  # val [[3, 1], [0, 4]]: (75 + 100) / 2
+    assert scores["balanced accuracy %"] == ["87.50", "66.67"]  # val [[3, 1], [0, 4]]: (75 + 100) / 2
+
+
+def _printed(renderable, width: int) -> list[str]:
+    """`renderable` as a terminal `width` columns wide prints it, line by line (no colour)."""
+    import io
+
+    from rich.console import Console
+
+    out = Console(file=io.StringIO(), width=width, color_system=None)
+    out.print(renderable)
+    return out.file.getvalue().splitlines()
+
+
+def test_the_train_table_shows_balanced_accuracy_in_80_columns_and_computes_it_for_a_run_of_an_earlier_vip():
+    """`vip train`'s closing table showed accuracy, macro-F1 and AUROC: on 3 melanomas to 9 nevi a model finding 1
+    melanoma scored 83.33% accuracy, and its balanced accuracy (66.67%) was in metrics.json only. It is now a column,
+    the table fits an 80-column terminal whole, and a metrics block without it (an earlier vip's) gets it from its
+    confusion matrix, as `vip report` does; a split without images shows '-'."""
+    from vipcli.cli.train import scores_table
+
+    test = metrics_of([[1, 2], [0, 9]])
+    old_val = {key: value for key, value in metrics_of([[3, 1], [0, 4]]).items() if key != "balanced_accuracy"}
+    lines = _printed(scores_table({"val": old_val, "test": test}, "runs/isic"), 80)
+    assert max(map(len, lines)) <= 80
+    header = next(line for line in lines if "split" in line)
+    assert [cell.strip() for cell in header.strip("┃ ").split("┃")] == [
+        "split", "images", "accuracy %", "balanced accuracy %", "macro-F1 %", "AUROC %"]
+    rows = {cells[0]: cells[1:] for cells in ([c.strip() for c in line.strip("│ ").split("│")] for line in lines
+                                              if line.startswith("│"))}
+    assert rows["test"][:3] == ["12", "83.33", "66.67"] and rows["val"][:3] == ["8", "87.50", "87.50"]
+    empty = _printed(scores_table({"val": metrics_of([]), "test": test}, "runs/isic"), 80)
+    assert [c.strip() for c in next(line for line in empty if "│ val" in line).strip("│ ").split("│")][1:] == [
+        "0", "-", "-", "-", "-"]
+
+
+def _bench(rows: list[dict]):
+    """What `print_benchmark` and `benchmark_tables` read of a finished sweep of `rows`."""
+    from types import SimpleNamespace
+
+    from vipcli.sweep_folder import summarize
+
+    return SimpleNamespace(rows=rows, summary=summarize(rows), out=Path("sweep"), trained=len(rows), skipped=0,
+                           encoded_views=0)
+
+
+def test_the_benchmark_prints_balanced_accuracy_where_classes_are_uneven_and_says_when_it_is_accuracy():
+    """The printed sweep showed test accuracy and macro-F1, and balanced accuracy was in the report only. With uneven
+    test classes it is its own table, between them (as in the report), its figures the summary's, one a row of an
+    earlier vip stored none of computed from the matrix; with as many test images in every class it is accuracy
+    figure for figure, which one line says instead of the same table twice."""
+    from vipcli.cli.benchmark import benchmark_tables
+
+    uneven = [{"method": "vip", "shots": 1, "seed": seed, "test_confusion_matrix": matrix,
+               **{f"test_{k}": v for k, v in metrics_of(matrix).items() if k in ("accuracy", "macro_f1")}}
+              for seed, matrix in ((1, [[1, 2], [0, 9]]), (2, [[2, 1], [1, 8]]))]
+    tables = benchmark_tables(_bench(uneven))
+    assert [table.title for table, _ in tables] == [
+        f"test {name} %, mean±std over seeds 1, 2" for name in ("accuracy", "balanced accuracy", "macro-F1")]
+    balanced = tables[1][0]
+    recalls = (Fraction(100, 3) + 100) / 2, (Fraction(200, 3) + Fraction(800, 9)) / 2  # 66.67 and 77.78
+    mean = round_half_up(sum(recalls) / 2)
+    assert [str(cell) for cell in balanced.columns[1]._cells] == [f"{mean:.2f}±{float(recalls[1] - recalls[0]) / 2 ** 0.5:.2f}"]
+    assert mean == 72.22
+    even = [{**row, "test_confusion_matrix": matrix} for row, matrix in zip(uneven, ([[3, 1], [2, 2]], [[4, 0], [1, 3]]))]
+    tables = benchmark_tables(_bench(even))
+    assert tables[1] == (None, "test balanced accuracy %: the same figures as test accuracy % (4 test images in each "
+                               "class; balanced accuracy differs only where classes are uneven)")
+    assert tables[0][0] is not None and tables[2][0] is not None
+    no_matrix = [{key: value for key, value in row.items() if key != "test_confusion_matrix"} for row in even]
+    assert [str(cell) for cell in benchmark_tables(_bench(no_matrix))[1][0].columns[1]._cells] == ["-"]
+
+
+def test_the_printed_benchmark_tables_fit_80_columns_with_balanced_accuracy():
+    """Every default method at 1, 4 and 16 shots over three seeds, test classes uneven: each printed table, the balanced
+    accuracy one too, fits an 80-column terminal (the notes under them are one line each, for grep)."""
+    import io
+    from unittest.mock import patch
+
+    from rich.console import Console
+
+    from vipcli.cli import benchmark as cli_benchmark
+
+    methods = cli_benchmark.DEFAULT_METHODS
+    rows = [{"method": method, "shots": shots, "seed": seed, "test_confusion_matrix": [[3 + seed, 7 - seed], [i, 30 - i]],
+             "test_accuracy": 0.0, "test_macro_f1": 0.0}
+            for i, method in enumerate(methods) for shots in ((0,) if "zeroshot" in method else (1, 4, 16))
+            for seed in (1, 2, 3)]
+    out = Console(file=io.StringIO(), width=80, color_system=None)
+    with patch.object(cli_benchmark.console, "stdout", lambda: out):
+        cli_benchmark.print_benchmark(_bench(rows), as_json=False)
+    lines = out.file.getvalue().splitlines()
+    assert "test balanced accuracy %, mean±std over seeds 1, 2, 3" in [line.strip() for line in lines]
+    tables = [line for line in lines if not line.startswith(("In bold", "* uses", "69 rows run"))]
+    assert len(tables) < len(lines) - 3 and max(map(len, tables)) <= 80

@@ -78,7 +78,10 @@ def test_every_method_runs_once_per_image_and_view_and_files_agree_with_the_tabl
         csv_rows = list(csv.DictReader(stream))
     assert [(r["method"], r["shots"], r["seed"], float(r["test_accuracy"])) for r in csv_rows] == [
         (r["method"], str(r["shots"]), str(r["seed"]), r["test_accuracy"]) for r in rows]
-    # the printed tables show the summary stored in results.json: accuracy first, then macro-F1
+    # the printed tables show the summary stored in results.json: accuracy first, then macro-F1; with 4 test images
+    # of each class balanced accuracy is accuracy, which one line says rather than a third table
+    assert ("test balanced accuracy %: the same figures as test accuracy % (4 test images in each class; balanced "
+            "accuracy differs only where classes are uneven)") in stdout.splitlines()
     cells = table_cells(stdout)
     for entry in document["summary"]:
         accuracy, f1 = cells[entry["method"]]
@@ -916,7 +919,7 @@ def test_the_printed_tables_show_each_columns_leader_in_bold():
     rows = [{"method": m, "shots": s, "seed": seed, "test_accuracy": a + seed, "test_macro_f1": 50.0}
             for m, s, a in (("zeroshot", 0, 70.0), ("coop", 1, 60.0), ("coop", 4, 80.0), ("vip", 1, 65.0),
                             ("vip", 4, 79.0)) for seed in (1, 2)]
-    (accuracy, _), (f1, _) = benchmark_tables(SimpleNamespace(rows=rows, summary=summarize(rows)))
+    (accuracy, _), (balanced, _), (f1, _) = benchmark_tables(SimpleNamespace(rows=rows, summary=summarize(rows)))
 
     def bold(table) -> list[tuple[str, str]]:
         methods = [str(cell) for cell in table.columns[0]._cells]
@@ -925,6 +928,7 @@ def test_the_printed_tables_show_each_columns_leader_in_bold():
 
     assert bold(accuracy) == [("1-shot", "zeroshot*"), ("4-shot", "coop")]
     assert len(bold(f1)) == 6  # all tied at 50.00: each
+    assert bold(balanced) == []  # rows without a confusion matrix (nor a stored figure): '-', no leader
 
 
 def test_the_printed_tables_name_each_columns_leader_in_words_that_a_log_file_keeps():

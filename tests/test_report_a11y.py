@@ -151,6 +151,48 @@ def test_reliability_bin_counts_are_readable_on_their_bar(color):
         assert ratio >= 4.5 and counts[count].get_fontsize() >= 7, (count, round(ratio, 2))
 
 
+def _roundness(ink) -> float:
+    """How much a marker drawn as `ink` (an array of coverage, 0-1) looks like a dot: its overlap (intersection over
+    union) with the disc of its own area about its own centre, 1 for a disc."""
+    import numpy as np
+
+    y, x = np.mgrid[0:ink.shape[0], 0:ink.shape[1]] + 0.5
+    area = ink.sum()
+    distance = np.hypot(y - (ink * y).sum() / area, x - (ink * x).sum() / area)
+    disc = np.clip(np.sqrt(area / np.pi) - distance + 0.5, 0, 1)  # drawn with a pixel of anti-aliasing, as the key is
+    return float(np.minimum(ink, disc).sum() / np.maximum(ink, disc).sum())
+
+
+@test_report.needs_browser
+def test_no_other_built_in_methods_key_looks_like_vips_dot_at_the_size_a_report_draws_it(tmp_path):
+    """clap's key was a hexagon: drawn 0.8 rem high (12.8 px) by a browser, as a report's tables draw it, it was a dot
+    to the eye, vip's (roundness 0.93 against vip's 0.98; a square is 0.84). clap's is now an hourglass. Each key is
+    drawn in black by Chromium at that size and compared with a disc of its own area."""
+    import numpy as np
+    from PIL import Image
+
+    from browser import screenshot
+    from vipcli.plots import METHOD_MARKERS
+    from vipcli.report.html import STYLE
+    from vipcli.report.swatches import swatch
+
+    markers = {**METHOD_MARKERS, "a hexagon (clap's before)": "h"}
+    cells = "".join(f'<div style="height: 40px; font-size: 16px">{swatch("", "#000000", marker)}</div>'
+                    for marker in markers.values())
+    page = tmp_path / "keys.html"
+    page.write_text(f"<!DOCTYPE html><html><head><style>{STYLE}</style></head><body style='margin: 0; padding: 0'>"
+                    f"<div style='display: grid; grid-template-columns: repeat({len(markers)}, 40px); padding-top: 30px'>"
+                    f"{cells}</div></body></html>", encoding="utf-8")
+    png = screenshot(page, tmp_path / "keys.png", 40 * len(markers) + 40, 200)
+    with Image.open(png) as image:
+        ink = 1 - np.asarray(image.convert("L"), dtype=float) / 255
+    round_ = {name: _roundness(ink[25:75, 40 * i: 40 * (i + 1)]) for i, name in enumerate(markers)}
+    assert all(3 < ink[25:75, 40 * i: 40 * (i + 1)].sum() < 200 for i in range(len(markers)))  # each drawn, whole
+    assert round_["vip"] > 0.95 and round_["a hexagon (clap's before)"] > 0.9  # what the check tells apart
+    alike = {name: round(value, 3) for name, value in round_.items() if value > 0.9 and name != "vip"}
+    assert set(alike) == {"a hexagon (clap's before)"}, f"keys that look like vip's dot: {alike}"
+
+
 def _rgb(colour: str) -> tuple[float, float, float]:
     """'#56B4E9' -> (0.34, 0.71, 0.91)."""
     return tuple(int(colour[i:i + 2], 16) / 255 for i in (1, 3, 5))

@@ -120,7 +120,7 @@ def _gallery(folder, sizes: list[tuple[int, int]]) -> str:
 @pytest.mark.parametrize("paper", sorted(PAPERS))
 def test_a_printed_gallery_puts_two_rows_of_four_cards_on_a_page_in_readable_type(tmp_path, paper):
     """The gallery printed one row of three cards a page, each page half blank (48 cards: 16 pages). In print a
-    card is smaller (its image at 2/3 of its size on screen, its type 8.5 pt, the smallest 8 pt), four to a row
+    card is smaller (its image at 7/12 of its size on screen, its type 8.5 pt, the smallest 8 pt), four to a row
     and two rows to a page, on A4 and US Letter, with the tallest cards two classes give."""
     ruler = '<p style="font-size: 8pt">eight-point</p>'  # the smallest type a card may print
     pdf, _ = _printed(tmp_path, "gallery", [ruler, _gallery(tmp_path, [(64, 64)] * 24)], paper)
@@ -143,3 +143,29 @@ def test_a_printed_card_image_is_never_larger_than_on_screen(tmp_path):
     assert printed.keys() == on_screen.keys()
     assert all(min(printed[size]) >= on_screen[size] - 1 for size in on_screen), printed
     assert all(abs(across - down) <= 1 for across, down in printed.values()), f"stretched: {printed}"
+
+
+NINE_CLASSES = ["actinic keratosis", "basal cell carcinoma", "pigmented benign keratosis", "dermatofibroma", "melanoma",
+                "melanocytic nevus", "squamous cell carcinoma", "seborrheic keratosis", "vascular lesion"]  # ISIC 2019's
+
+
+@pytest.mark.parametrize("paper", sorted(PAPERS))
+def test_a_printed_nine_class_gallery_still_puts_two_rows_of_four_cards_on_a_page(tmp_path, paper):
+    """A nine-class run's card is taller: long class names that wrap, a prediction set of four of them, three long
+    symptoms. Printed, a row of four such cards took just over half a page, so each page held one row and left the
+    rest blank (24 cards: 6 pages on A4 and US Letter). Its lines and image are a little smaller in print now (line
+    height 1.1, the image at most 112 px): two rows a page again."""
+    from PIL import Image
+
+    items = []
+    for i in range(24):
+        truth = NINE_CLASSES[i % 9]
+        image = tmp_path / "test" / truth / f"ISIC_{i:07d}.jpg"
+        image.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (300, 200), (180, 120 + i, 90)).save(image)
+        symptoms = [{"symptom": s, "similarity": 0.412, "weight": 0.251, "contribution": 2.632} for s in LONGEST_SYMPTOMS]
+        items.append(GalleryItem(str(image), truth, NINE_CLASSES[(i + 1) % 9], 0.435,
+                                 [NINE_CLASSES[(i + k) % 9] for k in range(1, 5)], symptoms))
+    pdf, _ = _printed(tmp_path, "nine", [gallery_html(items, root=tmp_path)], paper)
+    cards = [len(re.findall(r"true class:", page)) for page in pdf_page_texts(pdf)]
+    assert sum(cards) == 24 and min(cards[1:-1]) >= 8, f"cards on each printed page: {cards}"

@@ -605,3 +605,44 @@ def test_the_prediction_set_table_shows_the_stored_threshold_and_the_asked_cover
             for found in re.findall(r"<tr>(.*?)</tr>", _conformal(run), re.S)][1:]  # under the header
     assert [cells[:2] for cells in rows] == [["80", "46.2851"], ["90", "50.00"], ["99.999", "99.996"]], rows
     assert rows[2][3] == "99.99", rows  # its test coverage, 99.997%: not 100.00
+
+
+def _scores_run() -> dict:
+    """What a run report's metrics section reads of a run: 3 melanomas to 9 nevi on test, its val block as an
+    earlier vip stored it (no balanced accuracy)."""
+    return {"class_names": ["melanoma", "nevus"],
+            "metrics": {"val": {"n": 8, "accuracy": 87.5, "macro_f1": 87.3, "auroc": 93.75,
+                                "confusion_matrix": [[3, 1], [0, 4]]},
+                        "test": {"n": 12, "accuracy": 83.33, "balanced_accuracy": 66.67, "macro_f1": 72.94,
+                                 "auroc": None, "confusion_matrix": [[1, 2], [0, 9]]}}}
+
+
+def test_the_scores_table_is_a_score_a_row_and_a_split_a_column():
+    """Read by rows, the scores table gives each score on val and test; balanced accuracy of a run of an earlier vip
+    is computed from its matrix, a figure that cannot be had is '-'."""
+    from test_balanced_accuracy import _table
+    from vipcli.report.run import _metrics
+
+    scores = _table(_metrics(_scores_run()), "Scores on each split")
+    assert scores == {"score": ["val", "test"], "images": ["8", "12"], "accuracy %": ["87.50", "83.33"],
+                      "balanced accuracy %": ["87.50", "66.67"], "macro-F1 %": ["87.30", "72.94"],
+                      "AUROC %": ["93.75", "-"]}
+
+
+@test_report.needs_browser
+def test_the_scores_table_fits_a_phone_without_scrolling_sideways(tmp_path):
+    """A split a row, the scores table had six columns (split, images, accuracy, balanced accuracy, macro-F1, AUROC):
+    at 390 px it hid AUROC past the screen's edge, to scroll to. A score a row, it has three and fits, every figure
+    in view; at 1200 px too."""
+    from browser import render
+    from vipcli.report.html import page
+    from vipcli.report.run import _metrics
+
+    report = tmp_path / "scores.html"
+    report.write_text(page("vip report: run", "sub", [_metrics(_scores_run())], "footer"), encoding="utf-8")
+    for width in (390, 1200):
+        result = render(report, tmp_path / f"shot-{width}", width=width)
+        scores = next(t for t in result["tables"] if t["caption"] == "Scores on each split")
+        assert scores["columns"] == 3 and scores["overflow"] <= 0, (width, scores)
+        assert result["width"] <= result["viewport"] == width
+        assert "AUROC %\t93.75\t-" in result["text"] and "balanced accuracy %\t87.50\t66.67" in result["text"]

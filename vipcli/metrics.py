@@ -11,6 +11,11 @@ import numpy as np
 from vipcli import shell
 
 
+# a metrics.json split's scores and their titles, in the order of `vip train`'s table and the run report's
+SCORE_TITLES = (("accuracy", "accuracy %"), ("balanced_accuracy", "balanced accuracy %"), ("macro_f1", "macro-F1 %"),
+                ("auroc", "AUROC %"))
+
+
 def compute_metrics(labels, probabilities, num_classes: int) -> dict:
     """Accuracy, balanced accuracy, macro-F1 and AUROC (percent) and the confusion matrix.
 
@@ -171,6 +176,20 @@ def missed_rows_warning(rows: list[dict], class_names: list[str], shown: int = 3
     return (f"{rows_missing} {'row finds' if rows_missing == 1 else 'rows find'} no test image of a class: "
             f"{'; '.join(cells[:shown])}{more}; their accuracy comes from the other classes alone (the macro-F1 "
             "table shows it; each row's test_confusion_matrix is in results.csv)")
+
+
+def even_test_classes(rows: list[dict]) -> int | None:
+    """The images of each class on test when every row's test confusion matrix has the same number of each (150
+    melanoma and 150 nevus): then each row's balanced accuracy is its accuracy, exactly (each class's recall
+    weighs 1/C, as its share of the images does). None when the classes are uneven, a class has no test image,
+    or a row has no confusion matrix (a sweep of an earlier vip may lack one)."""
+    counts = set()
+    for row in rows:
+        matrix = row.get("test_confusion_matrix")
+        if not isinstance(matrix, list) or not matrix:
+            return None
+        counts.update(sum(int(count) for count in true_row) for true_row in matrix)
+    return counts.pop() if len(counts) == 1 and min(counts) > 0 else None
 
 
 def round_half_up(value, digits: int = 2) -> float | None:

@@ -40,17 +40,22 @@ METHOD_COLORS = {
 EXTRA_COLORS = ("#2F4F4F", "#A6761D", "#E7298A", "#4E7D17", "#8B0000", "#7A7A00", "#B03060", "#000000")
 
 
+# an hourglass, two filled triangles tip to tip (matplotlib vertices, closed): clap's marker. Its hexagon ("h") was,
+# at the 7 pt of the shots plot and the 0.8 rem of a table's key, a circle to the eye: vip's marker
+HOURGLASS = ((-1, 1), (1, 1), (-1, -1), (1, -1), (-1, 1))
 # and one marker each, so that methods are told apart without colour (greyscale print, colour blindness):
-# a marker is never shared by two built-in methods; plugins get one by a digest of their name
+# a marker is never shared by two built-in methods, nor one of them with a plugin (EXTRA_MARKERS: by a digest of
+# a plugin's name)
 METHOD_MARKERS = {
     "vip": "o", "vip-cop-only": "s", "vip-mep-only": "D", "coop": "^", "zeroshot": "x", "symptom-zeroshot": "P",
-    "linear-probe": "v", "tip-adapter": "<", "tip-adapter-f": ">", "clap": "h", "biomedcoop": "*",
+    "linear-probe": "v", "tip-adapter": "<", "tip-adapter-f": ">", "clap": HOURGLASS, "biomedcoop": "*",
 }
 EXTRA_MARKERS = ("p", "X", "d", "H", "8", "+", "1", "2")
 
 
-def method_marker(method: str) -> str:
-    """The matplotlib marker of `method` in every figure that draws methods as lines."""
+def method_marker(method: str) -> str | tuple:
+    """The matplotlib marker of `method` in every figure that draws methods as lines: a marker string, or for clap
+    the vertices of its HOURGLASS."""
     if method in METHOD_MARKERS:
         return METHOD_MARKERS[method]
     return EXTRA_MARKERS[(_name_digest(method) // len(EXTRA_COLORS)) % len(EXTRA_MARKERS)]

@@ -110,17 +110,24 @@ def _cell(entry: dict | None, metric: str) -> str:
     return f"{entry[f'{metric}_mean']:.2f}±{entry[f'{metric}_std']:.2f}"
 
 
+TABLES = (("accuracy", "test accuracy %"), ("balanced_accuracy", "test balanced accuracy %"),
+          ("macro_f1", "test macro-F1 %"))  # the summary's metric, the table's title: `vip report`'s order
+
+
 def benchmark_tables(result) -> list:
-    """Two (rich table, note) pairs (test accuracy, test macro-F1): rows = methods, columns = shots; the
-    highest mean of each column in bold (on a terminal), and named in words by the note, to print as one line
-    under the table (bold is lost in a log file and not said by a screen reader), as in `vip report`; the
-    note is None where no column has a figure."""
+    """Three (rich table, note) pairs (test accuracy, test balanced accuracy, test macro-F1): rows = methods,
+    columns = shots; the highest mean of each column in bold (on a terminal), and named in words by the note,
+    to print as one line under the table (bold is lost in a log file and not said by a screen reader), as in
+    `vip report`; the note is None where no column has a figure.
+
+    Where every class has as many test images as the others, balanced accuracy is accuracy, figure for figure:
+    its pair is (None, a line saying so) rather than the same table twice."""
     from rich import box
     from rich.table import Table
     from rich.text import Text
 
     from vipcli.methods import method_class
-    from vipcli.metrics import CAPPED_MARK, best_note, capped_columns, column_leaders
+    from vipcli.metrics import CAPPED_MARK, best_note, capped_columns, column_leaders, even_test_classes
 
     columns = list(dict.fromkeys(str(r["shots"]) for r in result.rows if str(r["shots"]) != "0"))
     capped = capped_columns(result.rows)
@@ -130,7 +137,12 @@ def benchmark_tables(result) -> list:
     seeds = ", ".join(map(str, seed_list))
     spread = f"mean±std over seeds {seeds}" if len(seed_list) > 1 else f"seed {seeds}"
     tables = []
-    for metric, title in (("accuracy", "test accuracy %"), ("macro_f1", "test macro-F1 %")):
+    even = even_test_classes(result.rows)
+    for metric, title in TABLES:
+        if metric == "balanced_accuracy" and even:
+            tables.append((None, f"{title}: the same figures as {TABLES[0][1]} ({even} test images in each "
+                                 "class; balanced accuracy differs only where classes are uneven)"))
+            continue
         table = Table(title=f"{title}, {spread}", box=box.SIMPLE_HEAD, pad_edge=False)
         table.add_column("method", no_wrap=True)
         for c in columns or ["0"]:
@@ -160,9 +172,10 @@ def print_benchmark(result, as_json: bool) -> None:
 
     out = console.stdout()
     for table, note in benchmark_tables(result):  # never truncate a figure: wider than the terminal, lines wrap
-        natural = Measurement.get(out, out.options.update_width(10_000), table).maximum
-        out.width = max(out.width, natural)
-        out.print(table, crop=False)
+        if table is not None:
+            natural = Measurement.get(out, out.options.update_width(10_000), table).maximum
+            out.width = max(out.width, natural)
+            out.print(table, crop=False)
         if note:
             out.print(note, markup=False, soft_wrap=True)  # one line, as a log file keeps it for grep
     from vipcli.metrics import capped_columns, capped_note

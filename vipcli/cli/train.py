@@ -83,21 +83,30 @@ def print_train_result(result, as_json: bool, data: Path | None = None) -> None:
                           "unreadable": result.failures, "skipped": result.failures,  # skipped: the older name
                           "warnings": result.warnings, **result.metrics}, indent=2))
         return
-    from rich.table import Table
-
-    from rich.markup import escape
-
-    title = f"run saved to {escape(console.printable(result.run_dir))}"
-    table = Table("split", "images", "accuracy %", "macro-F1 %", "AUROC %", title=title)
-    for split in ("val", "test"):
-        m = result.metrics[split]
-        table.add_row(split, str(m["n"]), *(("-" if m[k] is None else f"{m[k]:.2f}") for k in ("accuracy", "macro_f1", "auroc")))
     out = console.stdout()
-    out.print(table)
+    out.print(scores_table(result.metrics, console.printable(result.run_dir)))
     timings = result.metrics["timings"]
     note = best_epoch_note(result.metrics.get("best_epoch"), len(result.metrics.get("history") or []))
     out.print(f"{note}encoded {timings['encoded_views']} views in {timings['encode_s']:.1f}s, "
               f"fitted in {timings['fit_s']:.1f}s, total {timings['total_s']:.1f}s on {result.metrics['device']}")
+
+
+def scores_table(metrics: dict, run_dir: str):
+    """The closing table of `vip train`: per split its images, accuracy, balanced accuracy, macro-F1 and AUROC
+    (76 columns wide: it fits an 80-column terminal). A metrics dict without balanced accuracy (a run of an
+    earlier vip) gets it from its confusion matrix, as `vip report` does (`split_figure`); '-' where a figure
+    cannot be had (no images, AUROC with a class absent)."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from vipcli.metrics import SCORE_TITLES, split_figure
+
+    table = Table("split", "images", *(title for _, title in SCORE_TITLES), title=f"run saved to {escape(run_dir)}")
+    for split in ("val", "test"):
+        block = metrics[split]
+        figures = (split_figure(block, key) for key, _ in SCORE_TITLES)
+        table.add_row(split, str(block["n"]), *("-" if value is None else f"{value:.2f}" for value in figures))
+    return table
 
 
 def best_epoch_note(best: int | None, epochs: int) -> str:

@@ -128,14 +128,14 @@ def _data_table(run: dict) -> str:
 
 
 def _metrics(run: dict) -> str:
-    from vipcli.metrics import split_figure
+    from vipcli.metrics import SCORE_TITLES, split_figure
 
     metrics = run["metrics"]
-    rows = [[split, metrics[split]["n"], *(_fmt(split_figure(metrics[split], k))
-                                           for k in ("accuracy", "balanced_accuracy", "macro_f1", "auroc"))]
-            for split in ("val", "test") if split in metrics]
-    body = html.table("Scores on each split", ["split", "images", "accuracy %", "balanced accuracy %", "macro-F1 %",
-                                               "AUROC %"], rows, numeric={1, 2, 3, 4, 5})
+    splits = [split for split in ("val", "test") if split in metrics]
+    # a score a row and a split a column: three columns fit a phone's width (a split a row made six, which scrolled)
+    rows = [["images", *(metrics[split]["n"] for split in splits)]]
+    rows += [[title, *(_fmt(split_figure(metrics[split], key)) for split in splits)] for key, title in SCORE_TITLES]
+    body = html.table("Scores on each split", ["score", *splits], rows, numeric=set(range(1, len(splits) + 1)))
     timings, best = metrics.get("timings", {}), metrics.get("best_epoch")
     facts = []
     if best is not None:

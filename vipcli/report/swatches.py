@@ -19,8 +19,9 @@ STROKE = 0.14  # the line width of a marker drawn as lines only ('x', '+', '1'),
 
 
 @lru_cache(maxsize=None)
-def marker_shape(marker: str) -> tuple[str, bool, float]:
-    """(SVG path data, filled, half the side of the square it fits in) of a matplotlib `marker`, centred on 0,
+def marker_shape(marker: str | tuple) -> tuple[str, bool, float]:
+    """(SVG path data, filled, half the side of the square it fits in) of a matplotlib `marker` (a marker string, or
+    a tuple of (x, y) vertices: `vipcli.plots.HOURGLASS`), centred on 0,
     y pointing down as in SVG, in matplotlib's marker units (a circle's diameter is 1, a diamond's 1.41)."""
     from matplotlib.markers import MarkerStyle
     from matplotlib.path import Path
@@ -39,7 +40,7 @@ def marker_shape(marker: str) -> tuple[str, bool, float]:
     return "".join(parts).replace("-0.000", "0.000"), style.is_filled(), round(half, 3)
 
 
-def swatch(label, color: str, marker: str) -> str:
+def swatch(label, color: str, marker: str | tuple) -> str:
     """`label` (escaped) after its key: `marker` drawn in `color` (hidden from screen readers: the label says it)."""
     data, filled, half = marker_shape(marker)
     paint = (f'fill="{escape(color)}"' if filled
