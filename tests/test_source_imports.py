@@ -160,6 +160,21 @@ def test_an_edit_to_one_backbone_leaves_the_other_backbones_keys_alone(backbones
     assert digests()["toy"] != before["toy"]
 
 
+def test_a_plugin_built_on_a_builtin_backbone_keys_the_modules_that_backbone_imports(backbones_copy):
+    """A third party's subclass of a built-in backbone (the medical example's PLIP, a TransformersBackbone plugin)
+    digested only the modules of its classes: an edit to pooled_tower.py or hf_preprocessing.py, which its
+    encoding and transform run, kept serving the features of the earlier code."""
+    from vip_backbones.hf_clip import HFClipBackbone
+    from vipcli.plugins import plugin_source_digest
+
+    plugin = type("PlipBackbone", (HFClipBackbone,), {"__module__": "someones_plugin"})
+    for module in ("pooled_tower", "hf_preprocessing"):
+        before = plugin_source_digest(plugin)
+        path = backbones_copy / f"{module}.py"
+        path.write_text(path.read_text() + "\n# edited\n")
+        assert plugin_source_digest(plugin) != before, module
+
+
 def test_vips_own_code_is_part_of_every_key_and_a_change_marks_folders_stale(tmp_path, monkeypatch):
     """An edit to vip's pipeline from file to pixels (vipcli/pixels.py, say) changed features under the same key."""
     from vip_backbones.toy import ToyBackbone

@@ -504,13 +504,16 @@ def plugin_source_files(cls: type) -> list:
     torch and the standard library) and, for a third party's class, the other modules of its own
     package folder, sorted. For a backbone of vip's own (`vip_backbones`), the package's modules its
     module imports, directly or through each other (`vipcli.source_imports`), instead of all of them:
-    an edit to one backbone leaves the others' feature caches alone. (vip's own code is digested
-    whole for every backbone, by `vipcli.features.installation_identity`.)
+    an edit to one backbone leaves the others' feature caches alone; a third party's class built on one
+    of them (a subclass of `vip_backbones.hf_clip.HFClipBackbone`) gets the modules that one imports
+    too. (vip's own code is digested whole for every backbone, by `vipcli.features.installation_identity`.)
 
     A file that cannot be located (a built-in or frozen module) is left out.
     """
     import sys
     from pathlib import Path
+
+    from vipcli.source_imports import imported_modules
 
     files: set[Path] = set()
     for klass in cls.__mro__:
@@ -519,10 +522,10 @@ def plugin_source_files(cls: type) -> list:
         path = getattr(sys.modules.get(klass.__module__), "__file__", None)
         if path:
             files.add(Path(path))
+    builtin = [klass.__module__ for klass in cls.__mro__ if klass.__module__.split(".")[0] == BUILTIN_BACKBONES]
+    files.update(imported_modules(builtin, (BUILTIN_BACKBONES,)).values())  # a plugin's built-in base runs them too
     if cls.__module__.split(".")[0] == BUILTIN_BACKBONES:
-        from vipcli.source_imports import imported_modules
-
-        return sorted(files | set(imported_modules([cls.__module__], (BUILTIN_BACKBONES,)).values()))
+        return sorted(files)
     own = getattr(sys.modules.get(cls.__module__), "__file__", None)
     if own and (Path(own).parent / "__init__.py").is_file():  # a package: its sibling modules are the plugin too
         files.update(sorted(Path(own).parent.glob("*.py"))[:SOURCE_DIGEST_MAX_SIBLINGS])
