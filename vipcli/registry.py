@@ -163,12 +163,15 @@ def _freeze_loaded() -> None:
     Otherwise its next full collections, one while a sweep trains and one at exit, walk the ~450,000
     objects torch and open_clip made, 0.25-0.35 s of CPU each on the 2-core machine, and the young
     collections walk the objects the load made once more. Frozen objects are never freed, so the
-    garbage of the load is collected first; a caller's own objects (the Python interface in a notebook)
-    are left alone, since the interface never sets `freeze_after_loads`.
+    garbage of the load is collected first, and what an earlier load froze is put back first (`gc.unfreeze`):
+    a command that loads a backbone more than once (`vip benchmark --speed`) frees the cycles of the runs
+    it has finished with instead of keeping them to the end. A caller's own objects (the Python interface in
+    a notebook) are left alone, since the interface never sets `freeze_after_loads`.
     """
     import gc
 
     if gc.isenabled():  # a caller that turned collections off keeps its objects as they are
+        gc.unfreeze()
         gc.collect()
         gc.freeze()
 
