@@ -385,7 +385,7 @@ def _prepare(config: BenchmarkConfig, methods: list[tuple[str, type]]) -> dict:
     from vipcli.packs import packs_for_run, symptoms_of
 
     symptoms = symptoms_of(packs_for_run(dataset.class_names, list(config.symptoms),
-                                         required=any(cls.needs_symptoms for _, cls in methods)))
+                                         required=any(cls.needs_symptoms for _, cls in methods), data=config.data))
     world = distributed.world_from_env()  # torchrun: every rank encodes its share, rank 0 runs the rows (#13)
     distributed.check_shared_cache(world, config.encoding.use_cache)
     device = distributed.rank_device(config.backbone.device, world)

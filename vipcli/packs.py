@@ -345,10 +345,11 @@ def symptoms_for_classes(class_names: list[str], sources: list[str | Path] = ())
     return symptoms_of(packs_for_run(class_names, sources, required=True))
 
 
-def packs_for_run(class_names: list[str], sources: list[str | Path] = (), required: bool = True
-                  ) -> dict[str, SymptomPack]:
+def packs_for_run(class_names: list[str], sources: list[str | Path] = (), required: bool = True,
+                  data: str | Path | None = None) -> dict[str, SymptomPack]:
     """Each class's pack for a run: an error naming the classes without one when `required`,
-    else {} (symptoms are then only recorded when every class has a pack).
+    else {} (symptoms are then only recorded when every class has a pack). `data`: the data folder, which
+    the error's `vip symptoms generate --data` hint names.
 
     Warns when the packs describe different imaging modalities (a `normal/` folder of fundus
     photographs matched to the chest X-ray "normal lung").
@@ -356,7 +357,7 @@ def packs_for_run(class_names: list[str], sources: list[str | Path] = (), requir
     from vipcli import console
 
     try:
-        packs = packs_for_classes(class_names, sources)
+        packs = packs_for_classes(class_names, sources, data=data)
     except VipError:
         if required:
             raise
@@ -391,13 +392,14 @@ def _pack_source(class_name: str, pack: SymptomPack) -> str:
     return f"{pack.path} (pack '{pack.name}')"
 
 
-def packs_for_classes(class_names: list[str], sources: list[str | Path] = (), warn: bool = True
-                      ) -> dict[str, SymptomPack]:
+def packs_for_classes(class_names: list[str], sources: list[str | Path] = (), warn: bool = True,
+                      data: str | Path | None = None) -> dict[str, SymptomPack]:
     """Map each class folder name to its pack, from user sources first, then shipped packs.
 
     Warns about a user's pack that names its class or is not worded for a CLIP-like model, unless
     `warn` is False (a second look at packs already loaded once). Raises a VipError naming every class
-    without a pack and how to get one.
+    without a pack and how to get one (`vip symptoms generate --data <data>`, the folder as given, where
+    `data` is known).
     """
     shipped = shipped_packs()
     given = _packs_by_source(list(sources), shipped)
@@ -416,7 +418,7 @@ def packs_for_classes(class_names: list[str], sources: list[str | Path] = (), wa
                         f"'{m}', rename it or list '{m}' under its aliases; or " for m in missing if m in near)
         raise VipError(
             f"no symptoms for class {', '.join(repr(m) for m in missing)}",
-            f"{typos}{_packs_in_names_hint(missing, result, shipped)}write packs with `vip symptoms generate --data DIR` (every class without one) or pass --symptoms "
+            f"{typos}{_packs_in_names_hint(missing, result, shipped)}write packs with `{_generate_command(data)}` (every class without one) or pass --symptoms "
             "FILE (YAML: {class: [symptom, ...]}); `vip symptoms list` shows the shipped packs",
         )
     if warn:
@@ -430,6 +432,13 @@ def packs_for_classes(class_names: list[str], sources: list[str | Path] = (), wa
                              f"it or list '{class_name}' under its aliases)")
         _warn_named_classes(result, shipped)
     return result
+
+
+def _generate_command(data: str | Path | None) -> str:
+    """`vip symptoms generate --data <data>`, quoted for the user's shell (`--data DIR` where it is not known)."""
+    from vipcli.shell import command
+
+    return "vip symptoms generate --data DIR" if data is None else command("vip", "symptoms", "generate", "--data", data)
 
 
 def _packs_in_names_hint(missing: list[str], matched: dict[str, SymptomPack], shipped: list[SymptomPack]) -> str:

@@ -157,7 +157,7 @@ def _fit_and_save(config: TrainConfig, cls, schedule, started: float, progress=N
     world = distributed.world_from_env()  # torchrun: every rank encodes its share, rank 0 trains (#13)
     distributed.check_shared_cache(world, config.encoding.use_cache)
     dataset = load_dataset(config.data, seed=split_seed(config), train_optional=not cls.uses_shots)
-    packs = packs_for_run(dataset.class_names, list(config.symptoms), required=cls.needs_symptoms)
+    packs = packs_for_run(dataset.class_names, list(config.symptoms), required=cls.needs_symptoms, data=config.data)
     symptoms = symptoms_of(packs)
     device = distributed.rank_device(config.backbone.device, world)
     torch.manual_seed(config.seed)

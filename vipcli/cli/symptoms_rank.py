@@ -94,7 +94,7 @@ def planned_pack_paths(config, out: Path, force: bool) -> dict[str, Path]:
     from vipcli.symptoms.rank import too_few_error, too_few_to_judge
 
     dataset = load_dataset(config.data, seed=config.seed)
-    packs = packs_for_classes(dataset.class_names, list(config.symptoms), warn=False)  # rank_on_data warns
+    packs = packs_for_classes(dataset.class_names, list(config.symptoms), warn=False, data=config.data)  # rank_on_data warns
     paths = {name: out / default_out_name(pack.name) for name, pack in packs.items()}
     seen: dict[Path, str] = {}
     for name, path in paths.items():

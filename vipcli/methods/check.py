@@ -86,7 +86,8 @@ def check_sweep(config) -> None:
 
     cls = method_class(config.method)
     dataset = load_dataset(config.data, seed=SWEEP_SEEDS[0], train_optional=not cls.uses_shots)
-    symptoms = symptoms_of(packs_for_run(dataset.class_names, list(config.symptoms), required=cls.needs_symptoms))
+    symptoms = symptoms_of(packs_for_run(dataset.class_names, list(config.symptoms), required=cls.needs_symptoms,
+                                         data=config.data))
     backbone = config.backbone.load(torch.device("cpu"))
     cache, schedule = config.encoding.cache(backbone), config.schedule.resolve(config.shots)
     shots, views, center = encoding_plan(config, cls)

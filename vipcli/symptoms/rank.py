@@ -208,7 +208,7 @@ def rank_on_data(config: RankConfig, progress=None) -> RankResult:
     if config.min_auroc is not None and not 0.5 <= config.min_auroc < 1:
         raise UsageError(f"--min-auroc {config.min_auroc}: must be at least 0.5 and below 1")
     dataset = load_dataset(config.data, seed=config.seed)
-    packs = packs_for_classes(dataset.class_names, list(config.symptoms))
+    packs = packs_for_classes(dataset.class_names, list(config.symptoms), data=config.data)
     device = resolve_device(config.device)
     root = (config.cache_dir or default_cache_dir()) if config.use_cache else None  # (refused: before loading)
     backbone = load_backbone(config.backbone, config.arch, config.pretrained, device)
