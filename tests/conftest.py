@@ -38,6 +38,16 @@ def isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.delenv("VIP_DEBUG", raising=False)
 
 
+@pytest.fixture(autouse=True)
+def _no_freeze_after_loads(monkeypatch):
+    """A test that runs `vipcli.cli.main.run()` in the test process turns on the `vip` process's collection and
+    freeze after each backbone load (`registry.freeze_after_loads`); it stays that test's, so later tests load
+    backbones as the Python interface does (and do not pay a full collection at each load)."""
+    import vipcli.registry
+
+    monkeypatch.setattr(vipcli.registry, "freeze_after_loads", False)
+
+
 @pytest.fixture(scope="session")
 def tiny_clip(tmp_path_factory) -> Path:
     return write_tiny_clip_config(tmp_path_factory.mktemp("tiny-clip"))
