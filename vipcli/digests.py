@@ -37,6 +37,25 @@ def file_digest(path: str | Path) -> str:
     return digest
 
 
+def sources_digest(named_files) -> str:
+    """A sha256 (hex, 16 digits) of source files given as (name, path) pairs: each name with its file's
+    `file_digest` ("<unreadable>" where it cannot be read), in the order of the names (never of the folders,
+    so every layout of one installation, a wheel's, an editable one's, gives one digest). What a feature
+    cache key holds of code: a plugin's files (`vipcli.plugins.plugin_source_digest`) and vip's own
+    (`vipcli.source_imports.package_source_digest`)."""
+
+    def content(path) -> str:
+        try:
+            return file_digest(path)
+        except OSError:
+            return "<unreadable>"
+
+    digest = hashlib.sha256()
+    for name, text in sorted((name, content(path)) for name, path in named_files):
+        digest.update(f"{name}\0{text}\0".encode())
+    return digest.hexdigest()[:16]
+
+
 DIGESTS_FOLDER = "digests"  # under the cache root: one small file per remembered digest
 
 

@@ -540,15 +540,6 @@ def plugin_source_digest(cls: type) -> str:
     It changes when the plugin's code is edited, also in an editable install whose version stays
     the same. Reading a few source files takes milliseconds.
     """
-    import hashlib
+    from vipcli.digests import sources_digest
 
-    def content(path) -> str:
-        try:
-            return hashlib.sha256(path.read_bytes()).hexdigest()
-        except OSError:
-            return "<unreadable>"
-
-    digest = hashlib.sha256()
-    for name, text in sorted((path.name, content(path)) for path in plugin_source_files(cls)):
-        digest.update(f"{name}\0{text}\0".encode())
-    return digest.hexdigest()[:16]
+    return sources_digest((path.name, path) for path in plugin_source_files(cls))

@@ -14,7 +14,6 @@ backbone's modules that has not been reviewed.
 from __future__ import annotations
 
 import ast
-import hashlib
 import importlib.util
 import sys
 from pathlib import Path
@@ -183,32 +182,13 @@ def _dynamic(node) -> str:
     return ""
 
 
-_PACKAGE_DIGESTS: dict[tuple, str] = {}  # the files' (path, size, mtime) -> digest, for this process
-
-
 def package_source_digest(package: str) -> str:
     """A sha256 (hex, 16 digits) of every `.py` file of package `package` (its sub-packages too): their paths
-    in the package and contents. "" when the package has no folder."""
+    in the package and contents (`vipcli.digests.sources_digest`; each file read once per process while it is
+    unchanged). "" when the package has no folder."""
+    from vipcli.digests import sources_digest
+
     folder = package_folder(package)
     if folder is None:
         return ""
-    files = sorted(folder.rglob("*.py"))
-    stats = []
-    for path in files:
-        try:
-            stat = path.stat()
-            stats.append((str(path), stat.st_size, stat.st_mtime_ns))
-        except OSError:
-            stats.append((str(path), -1, -1))
-    key = tuple(stats)
-    if key not in _PACKAGE_DIGESTS:
-        digest = hashlib.sha256()
-        for path in files:
-            digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
-            try:
-                digest.update(path.read_bytes())
-            except OSError:
-                digest.update(b"<unreadable>")
-            digest.update(b"\0")
-        _PACKAGE_DIGESTS[key] = digest.hexdigest()[:16]
-    return _PACKAGE_DIGESTS[key]
+    return sources_digest((path.relative_to(folder).as_posix(), path) for path in folder.rglob("*.py"))
