@@ -68,18 +68,75 @@ def unknown_architecture(arch: str) -> UsageError:
     )
 
 
-def names_no_open_clip_config(arch: str) -> bool:
-    """Whether `arch`, a plain model name, is certainly not one of open_clip's: its `model_configs/` folder,
-    read without importing open_clip (a second or more), has no `<arch>.json`. False when that cannot be told
-    (open_clip not found where expected, or `arch` a schema id, a config file or a config of vip's)."""
+def _open_clip_config_folders() -> list[Path]:
+    """open_clip's `model_configs/` folders, found where it lies on sys.path without importing it (a second or
+    more); none when it is not found there."""
     from importlib.machinery import PathFinder
 
-    if arch.startswith(SCHEMAS) or _config_file(arch) is not None or "/" in arch or "\\" in arch:
-        return False
     spec = PathFinder.find_spec("open_clip")  # where it lies on sys.path, imported or not
     folders = [Path(folder) / "model_configs" for folder in (spec.submodule_search_locations or [])] if spec else []
-    folders = [folder for folder in folders if folder.is_dir()]
+    return [folder for folder in folders if folder.is_dir()]
+
+
+def _plain_name(arch: str) -> bool:
+    """Whether `arch` is a plain model name: not a schema id, a config file, a config of vip's or a path."""
+    return not (arch.startswith(SCHEMAS) or _config_file(arch) is not None or "/" in arch or "\\" in arch)
+
+
+def names_no_open_clip_config(arch: str) -> bool:
+    """Whether `arch`, a plain model name, is certainly not one of open_clip's: its `model_configs/` folder,
+    read without importing open_clip, has no `<arch>.json`. False when that cannot be told
+    (open_clip not found where expected, or `arch` a schema id, a config file or a config of vip's)."""
+    if not _plain_name(arch):
+        return False
+    folders = _open_clip_config_folders()
     return bool(folders) and not any((folder / f"{arch}.json").is_file() for folder in folders)
+
+
+def _open_clip_config(arch: str) -> dict | None:
+    """The model config `arch` names (a config file, one of vip's, or one of open_clip's read from its
+    `model_configs/` folder without importing open_clip), or None when that cannot be told without importing
+    it (an `hf-hub:`/`local-dir:` id, a name open_clip does not ship as a file, an unreadable file)."""
+    if arch.startswith(SCHEMAS):
+        return None
+    path = _config_file(arch)
+    if path is None and _plain_name(arch):
+        path = next((folder / f"{arch}.json" for folder in _open_clip_config_folders()
+                     if (folder / f"{arch}.json").is_file()), None)
+    try:
+        config = json.loads(path.read_text(encoding="utf-8")) if path is not None else None
+    except (OSError, ValueError):
+        return None
+    return config if isinstance(config, dict) else None
+
+
+def text_tower_needs_transformers(arch: str, pretrained: str | None) -> bool:
+    """Whether the open_clip model of `arch`/`pretrained` may build its text tower with transformers: True
+    unless its config is known, without importing open_clip, to have no `hf_model_name` (CLIP's own towers)."""
+    if pretrained and pretrained.startswith(SCHEMAS):  # the model is the hub's or folder's, whatever arch says
+        return True
+    config = _open_clip_config(arch)
+    text = config.get("text_cfg") if config is not None else None
+    return not isinstance(text, dict) or bool(text.get("hf_model_name"))
+
+
+def import_open_clip(arch: str, pretrained: str | None):
+    """`open_clip`, imported for the model `arch`/`pretrained`: in the `vip` command, without transformers
+    when the model's text tower does not need it (`vipcli.lean_imports`); a model that does, loaded later in
+    the same process, gets open_clip's Hugging Face adapter imported again, now with transformers."""
+    import importlib
+    import importlib.util
+
+    from vipcli import lean_imports
+
+    needs = text_tower_needs_transformers(arch, pretrained)
+    with contextlib.nullcontext() if needs else lean_imports.left_out("transformers"):  # (once imported: nothing)
+        import open_clip
+        import open_clip.hf_model as hf_model
+
+    if needs and hf_model.transformers is None and importlib.util.find_spec("transformers") is not None:
+        importlib.reload(hf_model)  # HFTextEncoder, kept by open_clip.model, reads these module globals
+    return open_clip
 
 
 def _register_config_file(arch: str, path: Path) -> str:
@@ -131,8 +188,7 @@ def create_open_clip(arch: str, pretrained: str | None, device: torch.device, ti
         (model, model_name) with the model in eval mode on `device`.
     """
     started = time.perf_counter()
-    import open_clip
-
+    open_clip = import_open_clip(arch, pretrained)
     imported = time.perf_counter()
 
     config = _config_file(arch)

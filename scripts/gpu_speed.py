@@ -73,6 +73,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--sweep-epochs", type=int, help="override the sweep's schedule epochs")
     parser.add_argument("--no-sweep", action="store_true", help="skip goal 2 (the benchmark sweep)")
     parser.add_argument("--compare-sequential", action="store_true", help="also time the sweep with --no-batch")
+    parser.add_argument("--no-graphs-comparison", action="store_true", help="skip the warm run without CUDA graphs")
+    parser.add_argument("--import-profile", action="store_true", help="time one more warm run under Python's "
+                        "-X importtime and keep the slowest imports (where a fresh process's seconds go)")
+    parser.add_argument("--predict-all", action="store_true", help="also time `vip predict` (after the model has "
+                        "loaded) on every image of the folder, not only its test split")
     parser.add_argument("--time-limit", type=float, help="seconds for the whole script: a command that would run "
                         "past it is stopped and recorded as timed out, later ones are skipped (default: none)")
     return parser.parse_args(argv)
@@ -90,14 +95,18 @@ class Runner:
         """Seconds before the deadline (None without one)."""
         return None if self.deadline is None else self.deadline - time.monotonic()
 
-    def vip(self, args: list, cache: Path, env: dict | None = None) -> dict:
-        """Run `vip ARGS` with VIP_CACHE_DIR=cache (and `env`); return {command, rc, wall_s, stdout, warnings}.
+    def vip(self, args: list, cache: Path, env: dict | None = None, keep_stderr: bool = False) -> dict:
+        """Run `vip ARGS` with VIP_CACHE_DIR=cache (and `env`); return {command, rc, wall_s, stdout, warnings}
+        (and stderr, with `keep_stderr`).
 
         Past the deadline the command is not started (`"skipped"`); one that would run past it is stopped
         there (`"timed_out"`, rc None), so the figures measured before it still reach the JSON.
         """
-        command = [sys.executable, "-m", "vipcli", *[str(a) for a in args]]
-        shown = "vip " + " ".join(str(a) for a in args)
+        return self.run([sys.executable, "-m", "vipcli", *[str(a) for a in args]], "vip " + " ".join(str(a) for a in args),
+                        cache, env, keep_stderr)
+
+    def run(self, command: list, shown: str, cache: Path, env: dict | None = None, keep_stderr: bool = False) -> dict:
+        """Run `command` (shown in the log as `shown`) as `vip` above; with `keep_stderr`, the result holds its stderr."""
         left = self.time_left()
         if left is not None and left <= 1:
             self.log.write(f"$ {shown}\nskipped: the time limit was reached\n\n")
@@ -113,13 +122,15 @@ class Runner:
             rc, timed_out = None, True
             stdout, stderr = (_text(stopped.stdout), _text(stopped.stderr))
         wall = time.perf_counter() - started
-        self.log.write(f"$ {shown}\n{stdout}{stderr}rc={rc}{' (timed out)' if timed_out else ''} wall={wall:.2f}s\n\n")
+        logged = "(its -X importtime lines are summarised in the JSON)\n" if keep_stderr else stderr
+        self.log.write(f"$ {shown}\n{stdout}{logged}rc={rc}{' (timed out)' if timed_out else ''} wall={wall:.2f}s\n\n")
         self.log.flush()
         if rc != 0:
             why = "ran past the time limit" if timed_out else f"failed (rc {rc})"
             print(f"error: `{shown}` {why}; see {self.log.name}", file=sys.stderr)
         warnings = [line for line in stderr.splitlines() if line.startswith(("warning:", "error:"))]
-        result = {"command": shown, "rc": rc, "wall_s": round(wall, 3), "stdout": stdout, "warnings": warnings[:20]}
+        result = {"command": shown, "rc": rc, "wall_s": round(wall, 3), "stdout": stdout, "warnings": warnings[:20],
+                  **({"stderr": stderr} if keep_stderr else {})}
         return {**result, "timed_out": True} if timed_out else result
 
 
@@ -205,7 +216,7 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     runner = Runner(out, started + args.time_limit if args.time_limit else None)
     defaults = (args.arch == "ViT-B-16-quickgelu" and args.epochs == 50 and args.views is None and args.data is None
-                and not any((args.sweep_methods, args.sweep_shots, args.sweep_seeds, args.sweep_epochs, args.no_sweep)))
+                and not any((args.sweep_methods, args.sweep_shots, args.sweep_seeds, args.sweep_epochs)))  # (no sweep: fine)
     report = {"format": "vip-gpu-speed", "complete": False, "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
               "time_limit_s": args.time_limit, "machine": machine(), "arch": args.arch, "epochs": args.epochs,
               "goals": GOALS}
@@ -227,12 +238,24 @@ def main(argv=None) -> int:
     cache = fresh(out / "cache-train")
     train = ["train", "--data", data, "--shots", "all", "--epochs", args.epochs, *common, "--force", "--json"]
     # then warm without CUDA graphs: what the graphs save, and that the accuracy does not move
-    for name, env in (("train_cold", None), ("train_warm", None), ("train_warm_no_graphs", {"VIP_CUDA_GRAPHS": "0"})):
+    parts = [("train_cold", None), ("train_warm", None)]
+    parts += [] if args.no_graphs_comparison else [("train_warm_no_graphs", {"VIP_CUDA_GRAPHS": "0"})]
+    for name, env in parts:
         result = runner.vip([*train, "--out", out / f"run-{name}"], cache, env)
         metrics = _json(out / f"run-{name}" / "metrics.json") if result["rc"] == 0 else None
         result.pop("stdout")
         report[name] = {**result, "timings": (metrics or {}).get("timings"), "steps": (metrics or {}).get("steps"),
                         "test_accuracy": ((metrics or {}).get("test") or {}).get("accuracy")}
+        save(report, target)
+
+    if args.import_profile:  # the warm run once more, its imports timed: where a fresh process's seconds go
+        result = runner.vip([*train, "--out", out / "run-import-profile"], cache, {"PYTHONPROFILEIMPORTTIME": "1"},
+                            keep_stderr=True)
+        result.pop("stdout")
+        report["import_profile"] = {**result, "slowest": slowest_imports(result.pop("stderr"))}
+        save(report, target)
+    if args.predict_all and (report.get("train_warm") or {}).get("rc") == 0:
+        report["predict_all"] = predict_all(runner, out / "run-train_warm", data, args, cache)
         save(report, target)
 
     # goal 3 (and the rest): vip benchmark --speed, predict images/s after load and the load time
@@ -263,6 +286,48 @@ def main(argv=None) -> int:
     print(json.dumps(report["checks"], indent=2))
     print(f"written to {target}")
     return 0 if all(r.get("rc", 0) == 0 for r in report.values() if isinstance(r, dict)) else 1
+
+
+PREDICT_ALL = """
+import json, sys, time
+from pathlib import Path
+from vipcli.data import load_dataset
+from vipcli.devices import resolve_device
+from vipcli.settings import default_workers
+from vipcli.speed import measure_predict
+run, data, device, workers = sys.argv[1:5]
+dataset = load_dataset(Path(data))
+paths = [str(s.path) for name in ("train", "val", "test") for s in dataset.splits.get(name, [])]
+workers = int(workers) if workers else default_workers()
+first = measure_predict(Path(run), paths, resolve_device(device), workers, 64)
+again = measure_predict(Path(run), paths, resolve_device(device), workers, 64)  # the same process, kernels warm
+print(json.dumps({"first": first, "again": again}))
+"""
+
+
+def predict_all(runner: Runner, run_dir: Path, data: Path, args: argparse.Namespace, cache: Path) -> dict:
+    """`vip predict`'s images/s after the model has loaded, on every image of `data` (as `--speed` times it on the
+    test split), twice in one process: the first call as a user's, the second with the GPU's kernels warm."""
+    workers = "" if args.workers is None else str(args.workers)
+    command = [sys.executable, "-c", PREDICT_ALL, str(run_dir), str(data), args.device, workers]
+    result = runner.run(command, f"predict on every image of {data} with {run_dir}", cache)
+    return {**{k: v for k, v in result.items() if k != "stdout"}, **(_loads(result["stdout"]) or {})}
+
+
+def slowest_imports(stderr: str, top: int = 25) -> dict:
+    """From `-X importtime` output: the total seconds of the top-level imports and the `top` slowest imports
+    by cumulative time (name, seconds, depth: 0 for a top-level import)."""
+    rows = []
+    for line in stderr.splitlines():
+        if not line.startswith("import time:") or "|" not in line:
+            continue
+        _, cumulative, name = line[len("import time:"):].split("|", 2)
+        if not cumulative.strip().isdigit():
+            continue  # the header line
+        depth = (len(name) - len(name.lstrip(" ")) - 1) // 2
+        rows.append({"module": name.strip(), "s": round(int(cumulative) / 1e6, 3), "depth": depth})
+    total = round(sum(r["s"] for r in rows if r["depth"] == 0), 3)
+    return {"top_level_total_s": total, "slowest": sorted(rows, key=lambda r: -r["s"])[:top]}
 
 
 def save(report: dict, target: Path) -> None:
@@ -298,6 +363,11 @@ def checks(report: dict) -> dict:
     result["predict_images_per_s"] = {"measured": rate, "at_least": GOALS["predict_images_per_s"],
                                       "met": rate >= GOALS["predict_images_per_s"] if judged and rate is not None
                                       else None}
+    every = completed("predict_all")  # not a goal of its own: the same rate on a folder larger than the test split
+    if every:
+        result["predict_all_images_per_s"] = {"images": (every.get("first") or {}).get("images"),
+                                              "first": (every.get("first") or {}).get("images_per_s"),
+                                              "again": (every.get("again") or {}).get("images_per_s")}
     with_graphs, without = completed("train_warm"), completed("train_warm_no_graphs")
     result["cuda_graphs"] = {
         "status": (with_graphs.get("timings") or {}).get("cuda_graphs"),  # from the run's metrics.json

@@ -43,9 +43,11 @@ def _no_freeze_after_loads(monkeypatch):
     """A test that runs `vipcli.cli.main.run()` in the test process turns on the `vip` process's collection and
     freeze after each backbone load (`registry.freeze_after_loads`); it stays that test's, so later tests load
     backbones as the Python interface does (and do not pay a full collection at each load)."""
+    import vipcli.lean_imports
     import vipcli.registry
 
     monkeypatch.setattr(vipcli.registry, "freeze_after_loads", False)
+    monkeypatch.setattr(vipcli.lean_imports, "enabled", False)  # ... and `vipcli.lean_imports`, likewise
 
 
 @pytest.fixture(scope="session")

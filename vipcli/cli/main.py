@@ -255,9 +255,10 @@ def run() -> None:
     from vipcli.openmp import prefer_short_spins
 
     prefer_short_spins()  # before torch loads: two vip processes on one machine do not starve each other
-    from vipcli import registry
+    from vipcli import lean_imports, registry
 
     registry.freeze_after_loads = True  # a backbone load's objects live as long as this process
+    lean_imports.enabled = True  # open_clip without transformers where the model does not need it
     try:
         code = main()
     except Exception as error:  # only VIP_DEBUG=1 lets one through: its traceback, masked, and exit code 1

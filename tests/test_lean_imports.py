@@ -1,0 +1,53 @@
+"""The `vip` command imports open_clip without transformers for a model whose text tower does not use it,
+and a model whose text tower does still loads in the same process (`vipcli.lean_imports`)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+SCRIPT = """
+import json, sys
+from vipcli import lean_imports
+from vipcli.registry import load_backbone
+lean_imports.enabled = {enabled}
+seen = {{}}
+clip = load_backbone("clip", {clip!r}, "none", warn_random=False)
+seen["after_clip"] = "transformers" in sys.modules
+bert = load_backbone("biomedclip", {biomed!r}, "none", warn_random=False)
+seen["after_biomedclip"] = "transformers" in sys.modules
+seen["bert_features"] = list(bert.encode_text(bert.tokenize(["a dark irregular lesion"])).shape)
+print(json.dumps(seen))
+"""
+
+
+def _run(enabled: bool, tiny_clip, tiny_biomedclip) -> dict:
+    script = SCRIPT.format(enabled=enabled, clip=str(tiny_clip), biomed=str(tiny_biomedclip))
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_the_command_leaves_transformers_out_until_a_model_needs_it(tiny_clip, tiny_biomedclip):
+    seen = _run(True, tiny_clip, tiny_biomedclip)
+    assert seen["after_clip"] is False  # CLIP's own text tower: transformers never imported
+    assert seen["after_biomedclip"] is True  # a BERT text tower later in the process: imported then, and it works
+    assert seen["bert_features"][0] == 1
+
+
+def test_the_python_interface_imports_open_clip_as_it_imports_itself(tiny_clip, tiny_biomedclip):
+    seen = _run(False, tiny_clip, tiny_biomedclip)
+    assert seen["after_clip"] is True  # open_clip imported transformers, as it does on its own (CoCa's generation)
+
+
+def test_only_configs_known_without_open_clip_skip_transformers(tiny_clip, tiny_biomedclip):
+    from vip_backbones.openclip_base import text_tower_needs_transformers
+
+    assert not text_tower_needs_transformers(str(tiny_clip), None)
+    assert not text_tower_needs_transformers("small-clip", None)  # a config shipped with vip
+    assert not text_tower_needs_transformers("ViT-B-16-quickgelu", None)  # one of open_clip's, read as a file
+    assert text_tower_needs_transformers(str(tiny_biomedclip), None)
+    assert text_tower_needs_transformers("hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224", None)
+    assert text_tower_needs_transformers("ViT-B-16", "local-dir:/models/biomedclip")  # the folder's model counts
+    assert text_tower_needs_transformers("no-such-model", None)  # unknown: imported as open_clip imports itself
