@@ -20,6 +20,9 @@ BUILTINS = "vip_backbones"
 REVIEWED = {
     ("vip_backbones.openclip_base", "skipped_weight_init", "import_module(<computed name>)"):
         "imports torch's own modules, named in a literal tuple, to make their weight init a no-op",
+    ("vip_backbones.openclip_base", "import_open_clip", "reload(...)"):
+        "imports open_clip's own open_clip.hf_model again (a library module, keyed by open_clip's version), once a "
+        "model needs the transformers that the `vip` command left out of open_clip's first import",
 }
 
 
