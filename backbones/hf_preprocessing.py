@@ -3,8 +3,9 @@
 vip's image transform follows the processor (a CLIP processor resizes the short side and crops the centre; a
 SigLIP one resizes the whole image to its square; a short side capped by `longest_edge`, a `max_height` x
 `max_width` box or `do_resize: false`, each before a centre crop, as transformers computes them), and refuses one
-whose output the vision tower cannot take (a processor left at 224 pixels beside a model fine-tuned at 336), as
-transformers' own pipeline would fail.
+whose output the vision tower cannot take (a processor left at 224 pixels beside a model fine-tuned at 336, a
+resize that keeps the image's aspect with no centre crop after it, a `longest_edge` alone), as transformers' own
+pipeline would fail.
 A local folder's `preprocessor_config.json` (or the `image_processor` of its `processor_config.json`) is
 read with transformers' own `AutoImageProcessor`; one that cannot be read is an error naming the file,
 never the family's defaults in silence (features from the wrong normalisation look like features).
@@ -12,6 +13,7 @@ never the family's defaults in silence (features from the wrong normalisation lo
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from vipcli.errors import UsageError
@@ -68,11 +70,22 @@ def _field(size, key: str) -> int | None:
     return None if value is None else int(value)
 
 
+SIZE_KEYS = ("height", "width", "shortest_edge", "longest_edge", "max_height", "max_width", "min_pixels", "max_pixels")
+
+
+def _size_words(size) -> str:
+    """An image processor's size as its JSON says it (the keys it sets)."""
+    return json.dumps({key: _field(size, key) for key in SIZE_KEYS if _field(size, key) is not None})
+
+
 def _resizing(processor, where: str, model_size: int) -> tuple[int | tuple[int, int] | dict | None, bool]:
     """(resize, squash): what the processor resizes an image to, read in the order transformers' `resize` reads its
     size: the short side capped by the long one ({"shortest_edge", "longest_edge"}), the short side (an int), a box
     the image fits in with its aspect kept ({"max_height", "max_width"}), the whole image to (height, width) (squash
     True); None for `do_resize: false`, the tower's side for a processor without a size.
+
+    Raises:
+        UsageError: a size transformers cannot resize by (`longest_edge` alone, pixel counts): it fails on every image.
     """
     if getattr(processor, "do_resize", True) is False:
         return None, False
@@ -88,7 +101,14 @@ def _resizing(processor, where: str, model_size: int) -> tuple[int | tuple[int, 
         return box, False
     if height and width:
         return (height, width), True
-    return model_size, False
+    if size is None or _size_words(size) == "{}":
+        return model_size, False
+    raise UsageError(f"the image processor {where} has size {_size_words(size)}, which transformers' image processor "
+                     "cannot resize an image by (it fails on every image: it needs shortest_edge, height and width, "
+                     "or max_height and max_width)",
+                     f'set its size to {{"shortest_edge": {model_size}}} (with a crop_size of {model_size}x{model_size}) '
+                     f'or {{"height": {model_size}, "width": {model_size}}}, as the processor of the model these '
+                     "weights were trained as does")
 
 
 def _resize_words(resize) -> str:
@@ -120,13 +140,22 @@ def processor_preprocessing(processor, where: str, model_size: int) -> dict:
         (pixels times rescale_factor) and do_normalize (mean and std), true unless it sets them false,
         "rescale_factor": what rescaling multiplies the pixels by (1/255 unless it says)}.
     Raises:
-        UsageError: the processor gives images of another size than the model takes.
+        UsageError: the processor gives images of another size than the model takes (a crop of another size, or
+            no centre crop after a resize that keeps the image's aspect), or has a size transformers cannot
+            resize by.
     """
     resize, squash = _resizing(processor, where, model_size)
     crop = getattr(processor, "crop_size", None) if getattr(processor, "do_center_crop", False) else None
     made = _resize_words(resize)
-    final = ((_field(crop, "height"), _field(crop, "width")) if crop is not None else resize if squash
-             else (model_size, model_size))
+    if crop is None and not squash:
+        flag = getattr(processor, "do_center_crop", None)
+        raise UsageError(f"the image processor {where} {made} and crops nothing (do_center_crop "
+                         f"{'false' if flag is False else 'not set'}): an image that is not square keeps its aspect, "
+                         f"but the model's vision tower takes {model_size}x{model_size} images",
+                         f'set do_center_crop true with crop_size {{"height": {model_size}, "width": {model_size}}} '
+                         f'(as CLIP processors do), or size {{"height": {model_size}, "width": {model_size}}} to '
+                         "resize the whole image to the square (as SigLIP processors do)")
+    final = (_field(crop, "height"), _field(crop, "width")) if crop is not None else resize
     if final != (model_size, model_size):
         made += f" and crops {final[0]}x{final[1]}" if crop is not None else ""
         raise UsageError(f"the image processor {where} {made}, but the model's vision tower takes "

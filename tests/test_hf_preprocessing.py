@@ -197,3 +197,52 @@ def test_the_resized_size_is_computed_as_transformers_computes_it(height, width,
               get_size_with_aspect_ratio((height, width), size["shortest_edge"], size["longest_edge"]))
     assert ProcessorResize(size).output_size(height, width) == tuple(theirs)
 
+
+def refusal(backbone_id: str, folder: Path, cli, monkeypatch) -> str:
+    """The one error line `vip backbones check` gives for `folder`, refused before any weights load."""
+    from transformers import CLIPModel, SiglipModel
+
+    from conftest import error_lines
+
+    for model in (CLIPModel, SiglipModel):
+        monkeypatch.setattr(model, "from_pretrained", lambda *a, **k: pytest.fail("the weights were loaded"))
+    code, _, err = cli("backbones", "check", backbone_id, "--pretrained", folder)
+    assert code == 2 and len(error_lines(err)) == 1, err
+    return error_lines(err)[0]
+
+
+@pytest.mark.parametrize("backbone_id, make, settings, words", [
+    ("hf-clip", clip_processor, {"size": {"shortest_edge": 32}, "do_center_crop": False},
+     "resizes the short side to 32 and crops nothing (do_center_crop false)"),
+    ("siglip", siglip_processor, {"size": {"shortest_edge": 32, "longest_edge": 48}},
+     "resizes the short side to 32 (the long side to at most 48) and crops nothing (do_center_crop not set)"),
+    ("siglip", siglip_processor, {"size": {"max_height": 32, "max_width": 32}},
+     "resizes images to fit in 32x32 (max_height x max_width) and crops nothing (do_center_crop not set)"),
+    ("siglip", siglip_processor, {"do_resize": False},
+     "does not resize images (do_resize false) and crops nothing (do_center_crop not set)"),
+])
+def test_a_resize_that_keeps_the_aspect_without_a_centre_crop_is_refused(backbone_id, make, settings, words, models,
+                                                                         tmp_path, cli, monkeypatch):
+    """transformers gives such a processor's images at their own aspect, which the 32x32 tower fails on (vip cropped
+    the centre square all the same, or squashed it, giving other pixels than the model was trained on)."""
+    folder = with_processor(models[backbone_id], make(**settings), tmp_path)
+    assert refusal(backbone_id, folder, cli, monkeypatch) == (
+        f"error: the image processor {folder / 'preprocessor_config.json'} {words}: an image that is not square keeps "
+        "its aspect, but the model's vision tower takes 32x32 images (set do_center_crop true with crop_size "
+        '{"height": 32, "width": 32} (as CLIP processors do), or size {"height": 32, "width": 32} to resize the '
+        "whole image to the square (as SigLIP processors do))")
+
+
+@pytest.mark.parametrize("backbone_id, make", [("hf-clip", clip_processor), ("siglip", siglip_processor)])
+def test_a_longest_edge_alone_is_refused_as_transformers_cannot_resize_by_it(backbone_id, make, models, tmp_path,
+                                                                             cli, monkeypatch):
+    """transformers' processor fails on every image with `size: {"longest_edge": N}`; vip resized to the tower's side."""
+    from transformers import AutoImageProcessor
+
+    folder = with_processor(models[backbone_id], make(size={"longest_edge": 32}), tmp_path)
+    with pytest.raises(ValueError, match="Size must contain"), Image.new("RGB", (40, 50)) as image:
+        AutoImageProcessor.from_pretrained(folder, backend="pil")(images=image)
+    assert refusal(backbone_id, folder, cli, monkeypatch).startswith(
+        f"error: the image processor {folder / 'preprocessor_config.json'} has size {{\"longest_edge\": 32}}, which "
+        "transformers' image processor cannot resize an image by (it fails on every image: it needs shortest_edge, "
+        'height and width, or max_height and max_width) (set its size to {"shortest_edge": 32}')
