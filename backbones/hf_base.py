@@ -22,7 +22,7 @@ import torch
 
 from vip_backbones.hf_model_types import other_model_error
 from vip_backbones.hf_preprocessing import (PREPROCESSOR_FILES, load_image_processor, preprocessor_file,
-                                            processor_preprocessing)
+                                            processor_preprocessing, resize_step)
 from vip_backbones.hub import (WEIGHT_SUFFIXES, check_weights_path, fail_fast_if_uncached, missing_weights_error,
                                model_loading, pickled_weights_error, quiet_libraries,
                                transformers_torch_error)
@@ -342,7 +342,7 @@ class TransformersBackbone(Backbone):
         """The model's preprocessing (size, mean, std) as a torchvision transform; `train` adds augmentation."""
         p = self.preprocessing
         return clip_style_transform(_image_side(self.model.config), p["mean"], p["std"], train, squash=p["squash"],
-                                    resize=p["resize"], interpolation=p["interpolation"], rescale=p["rescale"],
+                                    resize=resize_step(p), interpolation=p["interpolation"], rescale=p["rescale"],
                                     normalize=p["normalize"], rescale_factor=p["rescale_factor"], processor_crop=True)
 
     def _config_json(self) -> str:

@@ -127,6 +127,10 @@ def test_another_rescale_factor_is_another_feature_cache_entry_and_another_backb
     ("hf-clip", lambda: clip_processor(image_mean=[0, 0, 0], image_std=[1, 1, 1])),  # short side 40, crop 32
     ("siglip", lambda: siglip_processor(size={"height": 40, "width": 40}, do_center_crop=True, image_mean=[0, 0, 0],
                                         crop_size={"height": 32, "width": 32}, image_std=[1, 1, 1])),
+    ("hf-clip", lambda: clip_processor(size={"shortest_edge": 40, "longest_edge": 48}, image_mean=[0, 0, 0],
+                                       image_std=[1, 1, 1])),  # a square to 40x40
+    ("siglip", lambda: siglip_processor(size={"max_height": 44, "max_width": 40}, do_center_crop=True,
+                                        crop_size={"height": 32, "width": 32}, image_mean=[0, 0, 0], image_std=[1, 1, 1])),
 ])
 @pytest.mark.parametrize("fit", ["pad", "squash"])
 def test_pad_and_squash_show_the_whole_image_when_the_processor_crops_what_it_resized(backbone_id, processor, fit,
@@ -154,3 +158,91 @@ def test_pad_and_squash_show_the_whole_image_when_the_processor_crops_what_it_re
             edged.paste((255, 0, 255), box)
             assert not torch.equal(transform(edged), view), (picture.name, box)
     assert transform(image).shape == image_transform(backbone, True, fit)(image).shape == (3, 32, 32)
+
+
+@pytest.mark.parametrize("backbone_id, make, settings", [
+    # the short side to 40, unless the long side would pass 48: a portrait 173x259 goes to 32x48 (long side capped)
+    ("hf-clip", clip_processor, {"size": {"shortest_edge": 40, "longest_edge": 48}}),
+    ("hf-clip", clip_processor, {"size": {"shortest_edge": 36, "longest_edge": 44}, "resample": 2}),
+    ("hf-clip", clip_processor, {"size": {"max_height": 40, "max_width": 40}}),  # whole image in the box, then cropped
+    ("hf-clip", clip_processor, {"size": {"max_height": 48, "max_width": 36}}),
+    ("hf-clip", clip_processor, {"do_resize": False}),  # the centre 32x32 of the image as it is (tiny ones padded)
+    ("siglip", siglip_processor, {"size": {"shortest_edge": 40, "longest_edge": 48}, "do_center_crop": True,
+                                  "crop_size": {"height": 32, "width": 32}}),
+    ("siglip", siglip_processor, {"size": {"max_height": 44, "max_width": 44}, "do_center_crop": True,
+                                  "crop_size": {"height": 32, "width": 32}}),
+    ("siglip", siglip_processor, {"do_resize": False, "do_center_crop": True, "crop_size": {"height": 32, "width": 32}}),
+])
+def test_a_capped_boxed_or_absent_resize_before_a_centre_crop_is_followed(backbone_id, make, settings, models,
+                                                                         real_pictures, tmp_path):
+    """`longest_edge` beside `shortest_edge`, `max_height` and `max_width`, and `do_resize: false` were read as a plain
+    resize to the short side (or to the tower's side): vip resized where the processor did not, or to another size."""
+    folder = with_processor(models[backbone_id], make(**settings), tmp_path)
+    assert_pixels_as_the_processor_gives(backbone_id, folder, real_pictures)
+
+
+@pytest.mark.parametrize("height, width", [(259, 173), (173, 259), (37, 23), (151, 227), (32, 32), (48, 20), (1, 97)])
+@pytest.mark.parametrize("size", [{"shortest_edge": 40, "longest_edge": 48}, {"shortest_edge": 30, "longest_edge": 100},
+                                  {"shortest_edge": 50, "longest_edge": 40}, {"max_height": 40, "max_width": 40},
+                                  {"max_height": 48, "max_width": 36}])
+def test_the_resized_size_is_computed_as_transformers_computes_it(height, width, size):
+    """Every rounding of transformers' own functions, odd and extreme aspects included."""
+    from transformers.image_transforms import get_size_with_aspect_ratio
+    from transformers.image_utils import get_image_size_for_max_height_width
+
+    from vipcli.processor_steps import ProcessorResize
+
+    theirs = (get_image_size_for_max_height_width((height, width), size["max_height"], size["max_width"])
+              if "max_height" in size else
+              get_size_with_aspect_ratio((height, width), size["shortest_edge"], size["longest_edge"]))
+    assert ProcessorResize(size).output_size(height, width) == tuple(theirs)
+
+
+def refusal(backbone_id: str, folder: Path, cli, monkeypatch) -> str:
+    """The one error line `vip backbones check` gives for `folder`, refused before any weights load."""
+    from transformers import CLIPModel, SiglipModel
+
+    from conftest import error_lines
+
+    for model in (CLIPModel, SiglipModel):
+        monkeypatch.setattr(model, "from_pretrained", lambda *a, **k: pytest.fail("the weights were loaded"))
+    code, _, err = cli("backbones", "check", backbone_id, "--pretrained", folder)
+    assert code == 2 and len(error_lines(err)) == 1, err
+    return error_lines(err)[0]
+
+
+@pytest.mark.parametrize("backbone_id, make, settings, words", [
+    ("hf-clip", clip_processor, {"size": {"shortest_edge": 32}, "do_center_crop": False},
+     "resizes the short side to 32 and crops nothing (do_center_crop false)"),
+    ("siglip", siglip_processor, {"size": {"shortest_edge": 32, "longest_edge": 48}},
+     "resizes the short side to 32 (the long side to at most 48) and crops nothing (do_center_crop not set)"),
+    ("siglip", siglip_processor, {"size": {"max_height": 32, "max_width": 32}},
+     "resizes images to fit in 32x32 (max_height x max_width) and crops nothing (do_center_crop not set)"),
+    ("siglip", siglip_processor, {"do_resize": False},
+     "does not resize images (do_resize false) and crops nothing (do_center_crop not set)"),
+])
+def test_a_resize_that_keeps_the_aspect_without_a_centre_crop_is_refused(backbone_id, make, settings, words, models,
+                                                                         tmp_path, cli, monkeypatch):
+    """transformers gives such a processor's images at their own aspect, which the 32x32 tower fails on (vip cropped
+    the centre square all the same, or squashed it, giving other pixels than the model was trained on)."""
+    folder = with_processor(models[backbone_id], make(**settings), tmp_path)
+    assert refusal(backbone_id, folder, cli, monkeypatch) == (
+        f"error: the image processor {folder / 'preprocessor_config.json'} {words}: an image that is not square keeps "
+        "its aspect, but the model's vision tower takes 32x32 images (set do_center_crop true with crop_size "
+        '{"height": 32, "width": 32} (as CLIP processors do), or size {"height": 32, "width": 32} to resize the '
+        "whole image to the square (as SigLIP processors do))")
+
+
+@pytest.mark.parametrize("backbone_id, make", [("hf-clip", clip_processor), ("siglip", siglip_processor)])
+def test_a_longest_edge_alone_is_refused_as_transformers_cannot_resize_by_it(backbone_id, make, models, tmp_path,
+                                                                             cli, monkeypatch):
+    """transformers' processor fails on every image with `size: {"longest_edge": N}`; vip resized to the tower's side."""
+    from transformers import AutoImageProcessor
+
+    folder = with_processor(models[backbone_id], make(size={"longest_edge": 32}), tmp_path)
+    with pytest.raises(ValueError, match="Size must contain"), Image.new("RGB", (40, 50)) as image:
+        AutoImageProcessor.from_pretrained(folder, backend="pil")(images=image)
+    assert refusal(backbone_id, folder, cli, monkeypatch).startswith(
+        f"error: the image processor {folder / 'preprocessor_config.json'} has size {{\"longest_edge\": 32}}, which "
+        "transformers' image processor cannot resize an image by (it fails on every image: it needs shortest_edge, "
+        'height and width, or max_height and max_width) (set its size to {"shortest_edge": 32}')

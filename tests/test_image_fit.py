@@ -227,3 +227,25 @@ def test_the_pad_square_leaves_the_margin_a_centre_crop_takes_and_no_more():
 def test_pad_and_squash_keys_of_a_backbone_whose_crop_takes_the_whole_square_are_unchanged(toy):
     assert repr(image_transform(toy, False, "pad").transforms[0]) == "PadToSquare(fill=black, centred)"
     assert repr(image_transform(toy, True, "squash").transforms[0]) == "SquashToSquare(side=shorter, bicubic)"
+
+
+def test_the_pad_square_of_a_processor_resize_step_is_what_that_step_crops_whole():
+    """An image processor's short side capped by `longest_edge` resizes any square to the smaller side; a `max_height` x
+    `max_width` box, computed in floating point, leaves some squares a pixel short (a padded side of 638 resized into
+    a 44x40 box gives 39x39): the padded square keeps the image whole for the size the step really gives. No resize
+    (`do_resize: false`): no margin helps, none is asked for."""
+    from vipcli.fit_margin import CentreCrop, _inside, centre_crop_of, padded_side
+    from vipcli.processor_steps import ProcessorResize
+
+    def transform(size):
+        return clip_style_transform(32, *PLAIN, train=False, resize=ProcessorResize(size), processor_crop=True)
+
+    assert centre_crop_of(transform({"shortest_edge": 40, "longest_edge": 48})) == CentreCrop((40, 40), (32, 32))
+    assert centre_crop_of(transform({"shortest_edge": 50, "longest_edge": 36})) == CentreCrop((36, 36), (32, 32))
+    box = ProcessorResize({"max_height": 44, "max_width": 40})
+    assert centre_crop_of(transform(box.size)) == CentreCrop((40, 40), (32, 32), slack=1)
+    assert centre_crop_of(transform(None)) is None
+    for long_side in range(1, 2100):
+        side = padded_side(long_side, CentreCrop((40, 40), (32, 32), slack=1))
+        resized = box.output_size(side, side)[0]
+        assert _inside((side - long_side) // 2, long_side, side, resized, 32), (long_side, side, resized)

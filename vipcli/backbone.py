@@ -298,7 +298,7 @@ class UnscaledPixels:
 
 def clip_style_transform(size: int, mean: Sequence[float], std: Sequence[float], train: bool,
                          crop_scale: tuple[float, float] = (0.08, 1.0), squash: bool = False,
-                         resize: int | tuple[int, int] | None = None, interpolation: str = "bicubic",
+                         resize: int | tuple[int, int] | Callable | None = None, interpolation: str = "bicubic",
                          rescale: bool = True, normalize: bool = True, rescale_factor: float | None = None,
                          processor_crop: bool = False) -> Callable:
     """The CLIP/CoOp image pipeline: bicubic resize and center crop, or random resized crop + flip.
@@ -311,7 +311,9 @@ def clip_style_transform(size: int, mean: Sequence[float], std: Sequence[float],
         squash: resize the whole image to size x size without cropping (SigLIP's evaluation
             preprocessing) instead of resizing the short side and center-cropping (CLIP's).
         resize: the short side (with squash: the side, or (height, width)) resized to before the centre
-            crop to `size`, when not `size` itself (a processor that resizes to 256 and crops 224).
+            crop to `size`, when not `size` itself (a processor that resizes to 256 and crops 224); or a step
+            that resizes a PIL image as it decides (`vipcli.processor_steps.ProcessorResize`: an image
+            processor's `longest_edge` cap, `max_height` box, or no resize), before the centre crop.
         interpolation: the resampling filter's name (torchvision's InterpolationMode, lower case).
         rescale: scale the pixels to 0-1 (False: keep 0-255, an image processor's `do_rescale: false`).
         normalize: subtract `mean` and divide by `std` (False: an image processor's `do_normalize: false`).
@@ -332,7 +334,7 @@ def clip_style_transform(size: int, mean: Sequence[float], std: Sequence[float],
         square = resize if isinstance(resize, tuple) else (resize, resize)
         steps = [T.Resize(square, interpolation=mode)] + ([crop] if square != (size, size) else [])
     else:
-        steps = [T.Resize(resize, interpolation=mode), crop]
+        steps = [resize if callable(resize) else T.Resize(resize, interpolation=mode), crop]
     if not rescale:
         scaled = [UnscaledPixels()]
     elif rescale_factor is None or rescale_factor == DEFAULT_RESCALE:

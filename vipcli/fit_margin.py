@@ -17,10 +17,13 @@ from typing import Callable
 
 @dataclass(frozen=True)
 class CentreCrop:
-    """A transform's evaluation geometry: a square is resized to `resized` (height, width), then `cropped` is kept."""
+    """A transform's evaluation geometry: a square is resized to `resized` (height, width), then `cropped` is kept;
+    `slack`: how many pixels short of `resized` the resize may fall for some squares (an image processor's
+    `max_height` x `max_width` box, computed in floating point)."""
 
     resized: tuple[int, int]
     cropped: tuple[int, int]
+    slack: int = 0
 
     def cuts(self) -> bool:
         """Whether the crop is smaller than the resized square on either axis (it cuts its edges)."""
@@ -37,21 +40,23 @@ def _pair(size) -> tuple[int, int] | None:
 
 
 def centre_crop_of(transform: Callable) -> CentreCrop | None:
-    """The `Resize` and the centre crop after it (`CenterCrop` or `ProcessorCenterCrop`) in a torchvision `Compose`,
-    where that crop cuts a square's edges; None otherwise (a transform of another kind, no crop, or a crop of the
-    whole square: `pad` needs no margin)."""
+    """The `Resize` (or `ProcessorResize`) and the centre crop after it (`CenterCrop` or `ProcessorCenterCrop`) in a
+    torchvision `Compose`, where that crop cuts a square's edges; None otherwise (a transform of another kind, no
+    crop, no resize, or a crop of the whole square: `pad` needs no margin)."""
     from torchvision import transforms as T
 
-    from vipcli.processor_steps import ProcessorCenterCrop
+    from vipcli.processor_steps import ProcessorCenterCrop, ProcessorResize
 
     steps = getattr(transform, "transforms", None) if type(transform) is T.Compose else None
-    resized = None
+    resized, slack = None, 0
     for step in steps or []:
         if isinstance(step, T.Resize):
             resized = _pair(step.size)
+        elif isinstance(step, ProcessorResize):  # a square's size when it has one (not without a resize)
+            resized, slack = step.square(), step.square_slack()
         elif resized is not None and isinstance(step, (T.CenterCrop, ProcessorCenterCrop)):
             cropped = _pair(tuple(step.size))
-            geometry = CentreCrop(resized, cropped) if cropped is not None else None
+            geometry = CentreCrop(resized, cropped, slack) if cropped is not None else None
             return geometry if geometry is not None and geometry.cuts() else None
     return None
 
@@ -68,6 +73,7 @@ def _inside(start: int, length: int, side: int, resized: int, cropped: int) -> b
 def padded_side(long_side: int, crop: CentreCrop) -> int:
     """The side of the black square on which an image of longer side `long_side`, centred, survives `crop` whole."""
     side = max(long_side, math.ceil(long_side * max(r / c for r, c in zip(crop.resized, crop.cropped))))
-    while not all(_inside((side - long_side) // 2, long_side, side, r, c) for r, c in zip(crop.resized, crop.cropped)):
+    while not all(_inside((side - long_side) // 2, long_side, side, r - short, c)
+                  for r, c in zip(crop.resized, crop.cropped) for short in range(crop.slack + 1)):
         side += 1
     return side
