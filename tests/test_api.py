@@ -548,3 +548,20 @@ def test_every_argument_of_the_interface_is_annotated_as_help_shows_it():
                 assert not parameter.annotation.startswith(("'", '"')), (function.__name__, name)
         assert signature.return_annotation is not inspect.Signature.empty and '"' not in signature.return_annotation
     assert inspect.signature(vip.Model.predict).parameters["image"].annotation == "str | Path | Image.Image"
+
+
+def test_a_symptoms_source_given_twice_is_refused_as_the_command_refuses_it(world, tmp_path, cli):
+    """`--symptoms melanoma --symptoms melanoma` was refused since the twenty-sixth review, while
+    `symptoms=["melanoma", "melanoma"]` trained on the pack as if given once."""
+    data, _, _ = world
+    code, _, err = cli("train", "--data", data, "--symptoms", "melanoma", "--symptoms", "./melanoma",
+                       "--out", tmp_path / "cli")
+    assert code == 2 and err.startswith("error: --symptoms './melanoma' is given twice (as 'melanoma') (give each")
+    for function in (vip.train, vip.benchmark):
+        for twice, words in ((["melanoma", "nevus", "melanoma"], "symptoms 'melanoma' is given twice"),
+                             ([Path("a.yaml"), "./a.yaml"], "symptoms './a.yaml' is given twice (as 'a.yaml')")):
+            with pytest.raises(vip.VipError) as raised:
+                function(data, symptoms=twice, backbone="toy", device="cpu", out=tmp_path / "api")
+            assert (raised.value.message, raised.value.hint, raised.value.exit_code) == (words, "give each source once", 2)
+    assert not (tmp_path / "cli").exists() and not (tmp_path / "api").exists()
+

@@ -232,16 +232,8 @@ def parse_list(option: str, value: str, convert=str, expand=None) -> tuple:
 
 
 def symptom_sources(symptoms: Optional[List[str]]) -> tuple[str, ...]:
-    """The repeated --symptoms values as a tuple; one given twice (`--symptoms a.yaml --symptoms ./a.yaml`) is a
-    usage error, as a value listed twice in `--seeds` is: more often a slip for another pack than a wish."""
-    import os
+    """The repeated --symptoms values as a tuple; one given twice is a usage error (`packs.distinct_sources`)."""
+    from vipcli.packs import distinct_sources
 
-    seen: dict[str, str] = {}
-    for value in symptoms or ():
-        first = seen.get(os.path.normpath(value))
-        seen.setdefault(os.path.normpath(value), value)
-        if first is not None:
-            spelled = "" if first == value else f" (as {first!r})"
-            raise UsageError(f"--symptoms {value!r} is given twice{spelled}", "give each source once")
-    return tuple(symptoms or ())
+    return distinct_sources(symptoms or ())
 
