@@ -82,3 +82,16 @@ def test_the_help_is_shown_whatever_else_the_command_line_holds(cli):
     assert code == 0 and "--seed" in out and err == ""
     code, _, err = cli("train", "--data", "d", "--out", "-h", "--out", "b")  # -h is the folder here, not the help
     assert code == 2 and err.startswith("error: --out is given twice ('-h', then 'b')")
+
+
+@pytest.mark.parametrize("command", [["train"], ["benchmark"], ["methods", "check", "coop"]])
+def test_a_method_setting_given_twice_is_refused_as_an_option_given_twice_is(cli, command, tmp_path):
+    """`-o n-ctx=2 -o n_ctx=4` trained with 4, and `--n-ctx 8 -o n-ctx=4` with 8, without a word."""
+    data = () if command[0] == "methods" else ("--data", tmp_path, "--out", tmp_path / "out")
+    code, _, err = cli(*command, *data, "-o", "n-ctx=2", "-o", "alpha=1", "-o", "n_ctx=4")
+    assert code == 2 and err.startswith("error: --method-option n_ctx=4: the setting n_ctx is given twice (first as "
+                                        "--method-option n-ctx=2) (give each setting once, with the value you mean)")
+    if command[0] != "methods":  # its shortcuts too
+        code, _, err = cli(*command, *data, "--n-ctx", "8", "-o", "n-ctx=4")
+        assert code == 2 and "error: --n-ctx 8: the setting n-ctx is given twice (first as --method-option n-ctx=4)" in err
+    assert not (tmp_path / "out").exists()
