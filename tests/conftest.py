@@ -93,9 +93,18 @@ def cli(capsys):
 
 
 def tiny_train_args(data: Path, config: Path, out: Path, *extra) -> list:
-    """`vip train` arguments for a fast run on a tiny tower."""
-    return ["train", "--data", data, "--arch", config, "--pretrained", "none", "--shots", "4", "--epochs", "3",
-            "--views", "2", "--out", out, "--device", "cpu", "--workers", "0", *extra]
+    """`vip train` arguments for a fast run on a tiny tower; an option in `extra` replaces the default's."""
+    return ["train", *overridden(["--data", data, "--arch", config, "--pretrained", "none", "--shots", "4",
+                                  "--epochs", "3", "--views", "2", "--out", out, "--device", "cpu", "--workers", "0"],
+                                 extra)]
+
+
+def overridden(defaults: list, extra) -> list:
+    """`defaults` (`--option value` pairs) with each option that `extra` gives again left out, then `extra`:
+    vip refuses a single-value option given twice."""
+    given = {str(arg) for arg in extra if str(arg).startswith("--")}
+    pairs = zip(defaults[::2], defaults[1::2])
+    return [*(item for option, value in pairs if option not in given for item in (option, value)), *extra]
 
 
 def resave_run(file, weights: dict, header: dict) -> None:

@@ -548,3 +548,44 @@ def test_every_argument_of_the_interface_is_annotated_as_help_shows_it():
                 assert not parameter.annotation.startswith(("'", '"')), (function.__name__, name)
         assert signature.return_annotation is not inspect.Signature.empty and '"' not in signature.return_annotation
     assert inspect.signature(vip.Model.predict).parameters["image"].annotation == "str | Path | Image.Image"
+
+
+def test_a_symptoms_source_given_twice_is_refused_as_the_command_refuses_it(world, tmp_path, cli):
+    """`--symptoms melanoma --symptoms melanoma` was refused since the twenty-sixth review, while
+    `symptoms=["melanoma", "melanoma"]` trained on the pack as if given once."""
+    data, _, _ = world
+    code, _, err = cli("train", "--data", data, "--symptoms", "melanoma", "--symptoms", "./melanoma",
+                       "--out", tmp_path / "cli")
+    assert code == 2 and err.startswith("error: --symptoms './melanoma' is given twice (as 'melanoma') (give each")
+    for function in (vip.train, vip.benchmark):
+        for twice, words in ((["melanoma", "nevus", "melanoma"], "symptoms 'melanoma' is given twice"),
+                             ([Path("a.yaml"), "./a.yaml"], "symptoms './a.yaml' is given twice (as 'a.yaml')")):
+            with pytest.raises(vip.VipError) as raised:
+                function(data, symptoms=twice, backbone="toy", device="cpu", out=tmp_path / "api")
+            assert (raised.value.message, raised.value.hint, raised.value.exit_code) == (words, "give each source once", 2)
+    assert not (tmp_path / "cli").exists() and not (tmp_path / "api").exists()
+
+
+def test_the_warnings_kept_are_every_warning_printed_unreadable_files_included(world, tmp_path, cli, capsys):
+    """`TrainResult.warnings` (and `vip train --json`'s "warnings") lacked the `skipped FILE: reason` lines
+    stderr printed after the run: only `vip benchmark` kept them."""
+    data, _, root = world
+    copy = tmp_path / "lesions"
+    shutil.copytree(data, copy)
+    (copy / "test" / "nevus" / "broken.png").write_bytes(b"not a png")
+    skipped = f"skipped test/nevus/broken.png in {copy}: not an image Pillow can read"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("VIP_CACHE_DIR", str(root / "cache"))
+        capsys.readouterr()
+        run = vip.train(copy, **{**TOY, "out": tmp_path / "run"})
+        trained = capsys.readouterr().err
+        sweep = vip.benchmark(copy, methods="linear-probe", shots=[2], seeds=[1], backbone="toy", workers=0, views=2,
+                              device="cpu", out=tmp_path / "sweep")
+        swept = capsys.readouterr().err
+        code, out, err = cli("train", "--data", copy, "--backbone", "toy", "--shots", "4", "--epochs", "1", "--views",
+                             "2", "--workers", "0", "--device", "cpu", "--out", tmp_path / "cli", "--json")
+    assert code == 0, err
+    for warnings, printed in ((run.warnings, trained), (sweep.warnings, swept), (json.loads(out)["warnings"], err)):
+        assert skipped in warnings
+        assert [f"warning: {line}" for line in warnings] == [line for line in printed.splitlines()
+                                                             if line.startswith("warning: ")]

@@ -14,16 +14,16 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ISIC, NO_SHARED_DATA, error_lines, tiny_train_args
+from conftest import ISIC, NO_SHARED_DATA, error_lines, overridden, tiny_train_args
 from vipcli.errors import VipError
 
 ALL_METHODS = "zeroshot,symptom-zeroshot,linear-probe,coop,vip,vip-cop-only,vip-mep-only"
 
 
 def bench_args(data: Path, config: Path, out: Path, *extra) -> list:
-    """`vip benchmark` arguments for a fast sweep on a tiny tower."""
-    return ["benchmark", "--data", data, "--arch", config, "--pretrained", "none", "--epochs", "2", "--views", "2",
-            "--out", out, "--device", "cpu", "--workers", "0", *extra]
+    """`vip benchmark` arguments for a fast sweep on a tiny tower; an option in `extra` replaces the default's."""
+    return ["benchmark", *overridden(["--data", data, "--arch", config, "--pretrained", "none", "--epochs", "2",
+                                      "--views", "2", "--out", out, "--device", "cpu", "--workers", "0"], extra)]
 
 
 def image_count(folder: Path) -> int:

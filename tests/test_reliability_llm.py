@@ -378,7 +378,7 @@ def test_a_proxy_that_refuses_the_connection_is_named_not_the_base_url(capsys, e
     monkeypatch.setenv("HTTPS_PROXY", f"http://bob:Pw9hunter2@{server.host}")  # a server that cannot CONNECT
     monkeypatch.setenv("ALL_PROXY", "http://127.0.0.1:9")  # not used for https when HTTPS_PROXY is set
     monkeypatch.setenv("NO_PROXY", "")
-    code, _, err = generate(capsys, server, "--retries", "0", "--base-url", server.url.replace("http:", "https:"))
+    code, _, err = generate_at(capsys, server.url.replace("http:", "https:"), "--retries", "0")
     [line] = [line for line in err.splitlines() if line.startswith("error:")]
     assert code == 1 and line.startswith("error: the proxy in HTTPS_PROXY did not pass the request on to LLM "
                                          f"endpoint {server.host} (501 "), err
@@ -394,13 +394,13 @@ def test_a_proxy_that_cannot_be_reached_is_named_not_the_endpoint(capsys, env, s
     endpoint was never tried. A host NO_PROXY names still goes direct, and is blamed when it is down."""
     monkeypatch.setenv("HTTPS_PROXY", "http://bob:Pw9hunter2@127.0.0.1:9")  # port 9 (discard): nothing listens
     monkeypatch.setenv("NO_PROXY", "")
-    code, _, err = generate(capsys, server, "--retries", "0", "--base-url", server.url.replace("http:", "https:"))
+    code, _, err = generate_at(capsys, server.url.replace("http:", "https:"), "--retries", "0")
     [line] = [line for line in err.splitlines() if line.startswith("error:")]
     assert code == 1 and line.startswith(f"error: cannot reach the proxy in HTTPS_PROXY (127.0.0.1:9) on the way to "
                                          f"LLM endpoint {server.host}: connection refused"), err
     assert "unset the variable" in line and "Pw9hunter2" not in err and "bob" not in err and server.requests == []
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    code, _, err = generate(capsys, server, "--retries", "0", "--base-url", "https://127.0.0.1:9/v1")
+    code, _, err = generate_at(capsys, "https://127.0.0.1:9/v1", "--retries", "0")
     assert code == 1 and "error: cannot reach LLM endpoint 127.0.0.1:9: connection refused" in err, err
 
 

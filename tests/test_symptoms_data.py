@@ -71,8 +71,10 @@ def vip(capsys, *args) -> tuple[int, str, str]:
 
 
 def generate(capsys, server, *args) -> tuple[int, str, str]:
-    return vip(capsys, "symptoms", "generate", "--base-url", server.url, "--model", "test-model",
-               "--backoff", "0.01", "--timeout", "5", *args)
+    """`vip symptoms generate` against `server` with fast retries; `args` may name another --model."""
+    model = () if "--model" in args else ("--model", "test-model")  # an option given twice is refused
+    return vip(capsys, "symptoms", "generate", "--base-url", server.url, *model, "--backoff", "0.01", "--timeout", "5",
+               *args)
 
 
 def flat(text: str) -> str:

@@ -517,15 +517,18 @@ def _coverage(coverage) -> float | None:
 
 
 def _symptom_sources(values) -> tuple:
-    """`symptoms` as `TrainConfig` takes them: names and paths as strings (one alone is a list of one);
-    a dict, {class: [symptoms]} or one pack's mapping, as the packs it gives, read as a file of it is."""
-    from vipcli.packs import packs_from_mapping
+    """`symptoms` as `TrainConfig` takes them: names and paths as strings (one alone is a list of one; one
+    given twice refused as `symptoms 'a.yaml' is given twice`); a dict, {class: [symptoms]} or one pack's mapping, as the packs it gives, read as a file of it is."""
+    from vipcli.packs import distinct_sources, packs_from_mapping
 
     if isinstance(values, (str, Path)):
         return (str(values),)
     if isinstance(values, Mapping):
         return tuple(packs_from_mapping(dict(values), "the symptoms dict"))
-    return tuple(str(value) for value in values)
+    try:
+        return distinct_sources(values)  # one given twice refused, as `--symptoms` given twice is
+    except UsageError as error:
+        raise UsageError(_python_words(error.message), error.hint) from None
 
 
 def _device_name(device) -> str | None:

@@ -298,6 +298,23 @@ def shipped_packs() -> list[SymptomPack]:
     return sorted((load_pack(p) for p in shipped_pack_dir().glob("*.yaml")), key=lambda p: p.name.lower())
 
 
+def distinct_sources(sources) -> tuple[str, ...]:
+    """`sources` (symptom files, folders, pack names, run directories) as a tuple of strings; one given twice
+    (`--symptoms a.yaml --symptoms ./a.yaml`, or `symptoms=["a.yaml", "./a.yaml"]` in `vipcli.api`) is a usage
+    error, as a value listed twice in `--seeds` is: more often a slip for another pack than a wish."""
+    import os
+
+    values = tuple(str(source) for source in sources)
+    seen: dict[str, str] = {}
+    for value in values:
+        first = seen.get(os.path.normpath(value))
+        if first is not None:
+            spelled = "" if first == value else f" (as {first!r})"
+            raise UsageError(f"--symptoms {value!r} is given twice{spelled}", "give each source once")
+        seen[os.path.normpath(value)] = value
+    return values
+
+
 def collect_packs(sources: list[str | Path], shipped: list[SymptomPack] | None = None) -> list[SymptomPack]:
     """Packs from user sources (pack files, symptom files, folders of them, or shipped names), then
     `shipped` (default: `shipped_packs()`, read here).

@@ -72,7 +72,7 @@ class TrainResult:
         class_names: the classes, in the order of predictions' probabilities.
         schedule: the training schedule used (None for a method that fits itself).
         warnings: every warning the run printed on stderr (short classes, calibration, ...), as plain text,
-            in order; the unreadable files are in `failures`.
+            in order, ending with a `skipped FILE: reason` line per file of `failures`.
     """
 
     run_dir: Path

@@ -98,13 +98,16 @@ def train(config: TrainConfig, progress=None) -> TrainResult | None:
         config: the run's settings.
         progress: an optional rich Progress for long steps.
     Returns:
-        TrainResult with the run directory, metrics, unreadable files and the warnings printed; None on a
-        torchrun rank other than 0 (it encodes its share of the images into the feature cache, then stops).
+        TrainResult with the run directory, metrics, unreadable files and the warnings printed (the last of them
+        one `skipped FILE: reason` line per unreadable file); None on a torchrun rank other than 0 (it encodes
+        its share of the images into the feature cache, then stops).
     """
     from vipcli.cache_use import using_cache
 
     with console.keeping_warnings() as warned, using_cache(config.encoding.use_cache):  # --no-cache: nothing remembered
         result = _train(config, progress)
+        if result is not None:  # named relative to the data folder, as every warning about its files
+            console.warn_skipped(result.failures, config.data)
     if result is not None:
         result.warnings = warned
     return result

@@ -103,7 +103,7 @@ def demo_command(
     _step("3. vip train --backbone toy --shots 16")
     with console.progress_bar() as progress:
         result = train(train_config(config, data), progress)
-    print_train_result(result, as_json=False, data=data)
+    print_train_result(result, as_json=False)
     _step("4. vip predict --explain --coverage 0.9")
     predictor = load_predictor(result.run_dir)
     predictions, _ = predict(predictor, sample_images(data), explain=True, workers=0, coverage=0.9)

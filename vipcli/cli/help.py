@@ -22,6 +22,8 @@ import textwrap
 import typer
 from typer.core import TyperCommand, TyperGroup
 
+from vipcli.cli.once import OnceEach
+
 WIDE = 400  # columns at which rich's option table cuts no name: the baseline of `rich_cuts_names`
 NAME_COLUMN = 30  # the widest name column of the plain layout (click's); longer names put their help below
 NAME_SHARE = 0.4  # ... and at most this share of the width, so that help text keeps 30 columns at 60
@@ -208,9 +210,10 @@ class _PlainWhenNarrow:
                 write_text(formatter, plain(inspect.cleandoc(self.epilog), self.rich_markup_mode))
 
 
-class HelpCommand(_PlainWhenNarrow, TyperCommand):
-    """A typer command whose `--help` keeps every option name whole at any terminal width, and that takes
-    `-q/--quiet` (`options.QUIET`) as every vip command does."""
+class HelpCommand(OnceEach, _PlainWhenNarrow, TyperCommand):
+    """A typer command whose `--help` keeps every option name whole at any terminal width, that takes
+    `-q/--quiet` (`options.QUIET`) as every vip command does, and refuses a single-value option given twice
+    (`once.OnceEach`)."""
 
     def __init__(self, *args, **settings) -> None:
         super().__init__(*args, **settings)
@@ -260,9 +263,10 @@ def asks_for_help(args: list[str]) -> bool:
     return any(arg in ("-h", "--help") for arg in options_part)
 
 
-class HelpGroup(_PlainWhenNarrow, TyperGroup):
-    """A typer command group whose `--help` keeps every option name whole at any terminal width, and that
-    takes `-q/--quiet` too where its callback does not (`vip cache -q clear`, as `vip -q cache clear`)."""
+class HelpGroup(OnceEach, _PlainWhenNarrow, TyperGroup):
+    """A typer command group whose `--help` keeps every option name whole at any terminal width, that
+    takes `-q/--quiet` too where its callback does not (`vip cache -q clear`, as `vip -q cache clear`), and
+    refuses a single-value option given twice (`once.OnceEach`)."""
 
     def __init__(self, *args, **settings) -> None:
         super().__init__(*args, **settings)

@@ -175,20 +175,32 @@ def schedule_settings(schedule: str, epochs: Optional[int], batch_size: Optional
 
 def method_options(pairs: Optional[List[str]], n_ctx: Optional[int], class_specific: bool, has_out: bool = True) -> dict:
     """--method-option KEY=VALUE pairs plus the --n-ctx / --class-specific-context shortcuts; `has_out`: the
-    command has --out, which a value without `=` (`-o runs/a`) was most likely meant for."""
-    options: dict = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            out = "; the output folder is given with --out" if has_out and not sep else ""
-            raise UsageError(f"--method-option {pair}: expected KEY=VALUE",
-                             f"a method setting such as -o n-ctx=8, listed by `vip methods show ID`{out}")
-        options[key.strip().replace("-", "_")] = value.strip()
+    command has --out, which a value without `=` (`-o runs/a`) was most likely meant for. A setting given
+    twice (`-o n-ctx=2 -o n_ctx=4`, or `--n-ctx 8` beside `-o n-ctx=4`) is refused, as an option given twice is."""
+    settings = [_method_setting(pair, has_out) for pair in pairs or []]  # (as given, key, value)
     if n_ctx is not None:
-        options["n_ctx"] = str(n_ctx)
+        settings.append((f"--n-ctx {n_ctx}", "n-ctx", str(n_ctx)))
     if class_specific:
-        options["class_specific_context"] = "true"
+        settings.append(("--class-specific-context", "class-specific-context", "true"))
+    options: dict = {}
+    given: dict = {}  # each setting -> how the command line gave it first
+    for shown, key, value in settings:
+        name = key.replace("-", "_")
+        if name in given:
+            raise UsageError(f"{shown}: the setting {key} is given twice (first as {given[name]})",
+                             "give each setting once, with the value you mean")
+        given[name], options[name] = shown, value
     return options
+
+
+def _method_setting(pair: str, has_out: bool) -> tuple[str, str, str]:
+    """One --method-option KEY=VALUE as (how it was given, KEY, VALUE); a pair without `=` or KEY is refused."""
+    key, sep, value = pair.partition("=")
+    if not sep or not key.strip():
+        out = "; the output folder is given with --out" if has_out and not sep else ""
+        raise UsageError(f"--method-option {pair}: expected KEY=VALUE",
+                         f"a method setting such as -o n-ctx=8, listed by `vip methods show ID`{out}")
+    return f"--method-option {pair}", key.strip(), value.strip()
 
 
 def parse_shots(value: str) -> int | None:
@@ -232,16 +244,8 @@ def parse_list(option: str, value: str, convert=str, expand=None) -> tuple:
 
 
 def symptom_sources(symptoms: Optional[List[str]]) -> tuple[str, ...]:
-    """The repeated --symptoms values as a tuple; one given twice (`--symptoms a.yaml --symptoms ./a.yaml`) is a
-    usage error, as a value listed twice in `--seeds` is: more often a slip for another pack than a wish."""
-    import os
+    """The repeated --symptoms values as a tuple; one given twice is a usage error (`packs.distinct_sources`)."""
+    from vipcli.packs import distinct_sources
 
-    seen: dict[str, str] = {}
-    for value in symptoms or ():
-        first = seen.get(os.path.normpath(value))
-        seen.setdefault(os.path.normpath(value), value)
-        if first is not None:
-            spelled = "" if first == value else f" (as {first!r})"
-            raise UsageError(f"--symptoms {value!r} is given twice{spelled}", "give each source once")
-    return tuple(symptoms or ())
+    return distinct_sources(symptoms or ())
 

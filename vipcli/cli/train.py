@@ -60,7 +60,7 @@ def train_command(
     with _rank_progress() as progress:
         result = train(config, progress)
     if result is not None:  # None: a torchrun rank other than 0, done after encoding its share
-        print_train_result(result, as_json, data)
+        print_train_result(result, as_json)
 
 
 def _rank_progress():
@@ -72,12 +72,11 @@ def _rank_progress():
     return console.progress_bar() if world_from_env().main else contextlib.nullcontext()
 
 
-def print_train_result(result, as_json: bool, data: Path | None = None) -> None:
-    """Unreadable files (named relative to the data folder `data`) and metrics: a table for people, one JSON
-    document for tools."""
+def print_train_result(result, as_json: bool) -> None:
+    """The run's metrics: a table for people, one JSON document for tools (`train` has warned of the
+    unreadable files, as of short classes, where `result.warnings` keeps them)."""
     import json
 
-    console.warn_skipped(result.failures, data)  # short classes were warned about by `train` as they were found
     if as_json:
         print(json.dumps({"run_dir": str(result.run_dir), "class_names": result.class_names,
                           "unreadable": result.failures, "skipped": result.failures,  # skipped: the older name
