@@ -176,7 +176,11 @@ def test_no_other_built_in_methods_key_looks_like_vips_dot_at_the_size_a_report_
     from vipcli.report.html import STYLE
     from vipcli.report.swatches import swatch
 
-    markers = {**METHOD_MARKERS, "a hexagon (clap's before)": "h"}
+    from vipcli.plots import EXTRA_MARKERS
+
+    plugins = {f"plugin {i}": marker for i, marker in enumerate(EXTRA_MARKERS)}
+    before = {"a hexagon (clap's before)": "h", "a plugin's 'H' before": "H", "a plugin's '8' before": "8"}
+    markers = {**METHOD_MARKERS, **plugins, **before}
     cells = "".join(f'<div style="height: 40px; font-size: 16px">{swatch("", "#000000", marker)}</div>'
                     for marker in markers.values())
     page = tmp_path / "keys.html"
@@ -188,9 +192,23 @@ def test_no_other_built_in_methods_key_looks_like_vips_dot_at_the_size_a_report_
         ink = 1 - np.asarray(image.convert("L"), dtype=float) / 255
     round_ = {name: _roundness(ink[25:75, 40 * i: 40 * (i + 1)]) for i, name in enumerate(markers)}
     assert all(3 < ink[25:75, 40 * i: 40 * (i + 1)].sum() < 200 for i in range(len(markers)))  # each drawn, whole
-    assert round_["vip"] > 0.95 and round_["a hexagon (clap's before)"] > 0.9  # what the check tells apart
+    assert round_["vip"] > 0.95 and all(round_[name] > 0.9 for name in before)  # what the check tells apart
     alike = {name: round(value, 3) for name, value in round_.items() if value > 0.9 and name != "vip"}
-    assert set(alike) == {"a hexagon (clap's before)"}, f"keys that look like vip's dot: {alike}"
+    assert set(alike) == set(before), f"keys that look like vip's dot: {alike}"
+
+
+def test_no_two_methods_markers_look_alike():
+    """A plugin's marker could be 'H' or '8', round like vip's dot 'o' to the eye at the shots plot's 7 pt (and
+    'p' too), 'd' a thin copy of vip-mep-only's diamond, 'X' and '+' of zeroshot's 'x' and symptom-zeroshot's 'P'.
+    Plugins now draw filled letter shapes unlike each other and every built-in's (the families of look-alikes,
+    round markers among them, are named in `MARKER_LOOKALIKES`)."""
+    from vipcli.plots import EXTRA_MARKERS, METHOD_MARKERS, ROUND_MARKERS, lookalike_markers
+
+    assert {"o", "h", "H", "8", "p"} <= ROUND_MARKERS
+    assert lookalike_markers([*METHOD_MARKERS.values(), *EXTRA_MARKERS]) == []
+    assert len(EXTRA_MARKERS) >= 4  # four plugins in one figure, four shapes
+    before = [*METHOD_MARKERS.values(), "p", "X", "d", "H", "8", "+", "1", "2"]  # the plugins' markers were
+    assert {("o", "H"), ("o", "8"), ("H", "8"), ("D", "d"), ("x", "X"), ("P", "+")} <= set(lookalike_markers(before))
 
 
 def _rgb(colour: str) -> tuple[float, float, float]:

@@ -242,11 +242,12 @@ def test_a_long_class_name_wraps_in_the_prediction_set_table_instead_of_pushing_
     run = {"calibration": object(), "metrics": {"conformal": block, "test": {"n": 20}}, "class_names": names}
     labels = np.repeat(np.arange(10), 2)
     section = _conformal(run, np.full((20, 10), 0.1), labels)
-    assert "(superficial spreading) <span" in section  # the name outside the unbreakable figures
+    assert '<th scope="row">melanoma in situ with regression' in section  # the name a cell of its own, wrapping
     page = tmp_path / "sets.html"
     page.write_text(html.page("vip report: t", "", [html.section("Prediction sets", section)], ""), encoding="utf-8")
-    tables = render(page, tmp_path / "shot", width=1280)["tables"]
-    assert [t["overflow"] for t in tables] == [0]
+    for width in (1280, 390):  # a window, a phone
+        tables = render(page, tmp_path / f"shot-{width}", width=width)["tables"]
+        assert [t["overflow"] for t in tables] == [0, 0], width
 
 
 def test_the_merge_weights_section_says_in_plain_words_what_a_weight_is():
@@ -398,12 +399,14 @@ def test_every_share_of_images_and_every_probability_is_a_percentage_on_every_pa
     metrics = json.loads((run / "metrics.json").read_text())
     shown = re.sub(r"\s+", " ", render(tmp_path / "run.html", tmp_path / "run")["text"])
     assert "Figures in % run from 0 to 100" in shown and "Test images (prediction sets at coverage 90%)" in shown
-    for row in metrics["conformal"]["test"]:
-        asked = f"{100 * row['coverage']:.4g}"
-        needed = f"{100 * (1 - row['threshold']):.4f}".rstrip("0")  # the stored threshold, every digit (2 at least)
-        needed += "0" * (2 - len(needed.partition(".")[2]))
-        assert re.search(rf"{asked} {needed} {100 * row['expected_coverage']:.2f} ± "
-                         rf"{100 * row['coverage_sd']:.2f} {100 * row['empirical_coverage']:.2f} ", shown), asked
+    rows = metrics["conformal"]["test"]  # a coverage asked a column
+    needed = [f"{100 * (1 - row['threshold']):.4f}".rstrip("0") for row in rows]  # the stored threshold, every digit
+    needed = [figure + "0" * (2 - len(figure.partition(".")[2])) for figure in needed]  # (2 at least)
+    assert "coverage asked " + " ".join(f"{100 * row['coverage']:.4g}%" for row in rows) in shown
+    assert "threshold % " + " ".join(needed) in shown
+    assert "expected ± sd % " + " ".join(f"{100 * row['expected_coverage']:.2f} ± {100 * row['coverage_sd']:.2f}"
+                                         for row in rows) in shown
+    assert "test coverage % " + " ".join(f"{100 * row['empirical_coverage']:.2f}" for row in rows) in shown
     ece = metrics["calibration"]["test"]["after"]["ece"]
     assert f"ECE {100 * ece:.2f}%" in shown and f"{ece:.4f}" not in shown
     images = sorted((data / "test" / "nevus").glob("*.png"))[:4]

@@ -169,3 +169,47 @@ def test_a_printed_nine_class_gallery_still_puts_two_rows_of_four_cards_on_a_pag
     pdf, _ = _printed(tmp_path, "nine", [gallery_html(items, root=tmp_path)], paper)
     cards = [len(re.findall(r"true class:", page)) for page in pdf_page_texts(pdf)]
     assert sum(cards) == 24 and min(cards[1:-1]) >= 8, f"cards on each printed page: {cards}"
+
+
+def _nine_class_prediction_sets() -> str:
+    """A run report's prediction-set section for nine classes (ISIC 2019's), 20 test images each, at the three
+    coverages `vip train` stores, the sets holding six classes on average."""
+    import numpy as np
+
+    from vipcli.report.run import _conformal
+
+    rows = [{"coverage": c, "threshold": 1 - (1 - c) / 3, "expected_coverage": c, "coverage_sd": 0.03,
+             "empirical_coverage": c, "mean_set_size": 6.0, "empty_sets": 0} for c in (0.8, 0.9, 0.95)]
+    run = {"calibration": {}, "class_names": NINE_CLASSES, "metrics": {"test": {"n": 180}, "conformal": {
+        "score": "LAC", "n_held_out": 90, "held_out": "val", "test": rows}}}
+    probabilities = np.random.default_rng(0).dirichlet(np.ones(9), 180)
+    return html.section("Prediction sets", _conformal(run, probabilities, np.repeat(np.arange(9), 20)))
+
+
+def test_a_nine_class_prediction_set_table_fits_a_phone(tmp_path):
+    """On a phone (390 px) the prediction-set table, a coverage asked a row with every class's coverage in one cell
+    (eight columns), hid 299 px past the screen's edge. A coverage asked is a column now, and each class a row of
+    a second table: both fit, nothing to scroll."""
+    from browser import render
+
+    page = tmp_path / "sets.html"
+    page.write_text(html.page("vip report: sets", "", [_nine_class_prediction_sets()], ""), encoding="utf-8")
+    result = render(page, tmp_path / "phone", width=390)
+    assert [t["caption"] for t in result["tables"]] == ["Prediction sets on test, by coverage asked",
+                                                       "Test coverage % of each class, by coverage asked"]
+    hidden = [(t["caption"], t["overflow"]) for t in result["tables"] if t["overflow"] > 1]
+    assert not hidden and result["width"] <= result["viewport"] == 390, hidden
+
+
+@pytest.mark.parametrize("paper", sorted(PAPERS))
+def test_a_printed_nine_class_prediction_set_table_flows_from_page_to_page(tmp_path, paper):
+    """Printed, a nine-class run's prediction-set table put one row on each page, the rest of it blank (US Letter:
+    six pages for the section): each row listed every class's coverage in one narrow cell, over half a page tall.
+    The section prints on two pages now, each class's row whole on one of them."""
+    pdf, pages = _printed(tmp_path, "sets", [_nine_class_prediction_sets()], paper)
+    texts = pdf_page_texts(pdf)
+    assert len(texts) == len(pages) <= 2, f"{len(texts)} pages"
+    for name in NINE_CLASSES:  # its row: the name and its three figures, on one page
+        found = [len(re.findall(rf"{re.escape(name)}(?:\s+[\d.]+\s+\(\d+/20\)){{3}}", " ".join(t.split())))
+                 for t in texts]
+        assert sum(found) == 1, (name, found)

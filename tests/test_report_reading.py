@@ -264,8 +264,10 @@ def test_prediction_set_table_shows_each_class_and_notes_a_badly_covered_one():
         "test": {"n": 5}, "conformal": {"score": "LAC", "held_out": "val", "n_held_out": 20, "max_coverage": 0.95,
                                         "test": [row, {"coverage": 0.99, "error": "too few"}]}}}
     text = _visible(_conformal(run, PROBABILITIES, LABELS))
-    assert "per class %" in text and "a 66.67 (2/3)" in text and "b 100.00 (2/2)" in text
-    assert "far below for a" in text and "at coverage 90%, a: 66.67% (2 of its 3 test images)" in text
+    assert "Test coverage % of each class, by coverage asked class 90% 99%" in text  # a coverage a column
+    assert "a 66.67 (2/3) - b 100.00 (2/2) -" in text  # a class a row; 99% cannot be asked of 20 images
+    assert "At coverage 99%: too few." in text
+    assert "at coverage 90%, a: 66.67% (2 of its 3 test images)" in text
     assert "(more than 10 percentage points below)" in text  # as the table: coverage in percent
     assert "not a promise for each class" in text
     unknown = _visible(_conformal(run))  # no test images predicted: no per-class figures, no note
@@ -602,9 +604,10 @@ def test_the_prediction_set_table_shows_the_stored_threshold_and_the_asked_cover
                                                 row(0.8, 0.537149, 0.8), row(0.9, 0.5, 0.9),
                                                 row(0.99999, 0.00004, 0.99997)]}}}
     rows = [re.findall(r"<t[hd][^>]*>([^<]*)</t[hd]>", found)
-            for found in re.findall(r"<tr>(.*?)</tr>", _conformal(run), re.S)][1:]  # under the header
-    assert [cells[:2] for cells in rows] == [["80", "46.2851"], ["90", "50.00"], ["99.999", "99.996"]], rows
-    assert rows[2][3] == "99.99", rows  # its test coverage, 99.997%: not 100.00
+            for found in re.findall(r"<tr>(.*?)</tr>", _conformal(run), re.S)]  # a coverage asked a column
+    assert rows[0] == ["coverage asked", "80%", "90%", "99.999%"], rows
+    assert rows[1] == ["threshold %", "46.2851", "50.00", "99.996"], rows
+    assert rows[3] == ["test coverage %", "80.00", "90.00", "99.99"], rows  # 99.997%: not 100.00
 
 
 def _scores_run() -> dict:

@@ -50,12 +50,33 @@ METHOD_MARKERS = {
     "vip": "o", "vip-cop-only": "s", "vip-mep-only": "D", "coop": "^", "zeroshot": "x", "symptom-zeroshot": "P",
     "linear-probe": "v", "tip-adapter": "<", "tip-adapter-f": ">", "clap": HOURGLASS, "biomedcoop": "*",
 }
-EXTRA_MARKERS = ("p", "X", "d", "H", "8", "+", "1", "2")
+# plugins' markers: filled letter shapes (closed vertices, as HOURGLASS), each unlike every built-in's and the
+# others' on a line and in a table's key. matplotlib's own that were left ("p", "H", "8": round, vip's dot to the
+# eye; "d", "X", "+": thinner or bolder copies of vip-mep-only's, zeroshot's and symptom-zeroshot's; "1", "2": one
+# Y, turned) were not (MARKER_LOOKALIKES)
+TEE = ((-1, 1), (1, 1), (1, 0.4), (0.3, 0.4), (0.3, -1), (-0.3, -1), (-0.3, 0.4), (-1, 0.4), (-1, 1))
+WYE = ((-0.3, -1), (0.3, -1), (0.3, -0.05), (1, 0.7), (0.6, 1), (0, 0.35), (-0.6, 1), (-1, 0.7), (-0.3, -0.05),
+       (-0.3, -1))
+ELL = ((-1, 1), (-0.3, 1), (-0.3, -0.3), (1, -0.3), (1, -1), (-1, -1), (-1, 1))
+CUP = ((-1, 1), (-0.35, 1), (-0.35, -0.3), (0.35, -0.3), (0.35, 1), (1, 1), (1, -1), (-1, -1), (-1, 1))
+EXTRA_MARKERS = (TEE, WYE, ELL, CUP)
+# markers that look alike at the shots plot's 7 pt and a key's 0.8 rem: no two of one family are used
+ROUND_MARKERS = frozenset({"o", ".", "8", "h", "H", "p"})  # a dot to the eye (clap's hexagon "h" was taken for vip's)
+MARKER_LOOKALIKES = (ROUND_MARKERS, frozenset({"D", "d"}), frozenset({"P", "+"}), frozenset({"x", "X"}),
+                     frozenset({"1", "2", "3", "4", WYE}), frozenset({"s", ","}), frozenset({"|", "_"}))
+
+
+def lookalike_markers(markers) -> list[tuple]:
+    """The pairs of `markers` a reader could take for each other: the same marker twice, or two of one family of
+    MARKER_LOOKALIKES (e.g. 'o' and 'H', both round), in the order given."""
+    markers = list(markers)
+    return [(first, second) for i, first in enumerate(markers) for second in markers[i + 1:]
+            if first == second or any(first in family and second in family for family in MARKER_LOOKALIKES)]
 
 
 def method_marker(method: str) -> str | tuple:
-    """The matplotlib marker of `method` in every figure that draws methods as lines: a marker string, or for clap
-    the vertices of its HOURGLASS."""
+    """The matplotlib marker of `method` in every figure that draws methods as lines: a marker string, or the
+    vertices of a shape (clap's HOURGLASS, a plugin's EXTRA_MARKERS)."""
     if method in METHOD_MARKERS:
         return METHOD_MARKERS[method]
     return EXTRA_MARKERS[(_name_digest(method) // len(EXTRA_COLORS)) % len(EXTRA_MARKERS)]
@@ -68,7 +89,7 @@ def method_color(method: str) -> str:
     return EXTRA_COLORS[_name_digest(method) % len(EXTRA_COLORS)]
 
 
-def method_styles(methods) -> dict[str, tuple[str, str]]:
+def method_styles(methods) -> dict[str, tuple[str, str | tuple]]:
     """{method: (colour, marker)} for the methods one figure or table shows: built-ins keep theirs, and each
     plugin its own `method_color` and `method_marker` unless a plugin named before it (sorted) in the same
     figure already has that colour (or marker); it then takes the next one free in `EXTRA_COLORS`

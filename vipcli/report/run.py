@@ -323,11 +323,9 @@ def under_covered(per_class: list[tuple[str, int, int]], coverage: float) -> lis
             if n and 100 * (coverage - held / n) > UNDER_COVERED_POINTS]
 
 
-def _per_class_cell(per_class: list[tuple[str, int, int]] | None) -> str:
-    if not per_class:
-        return "-"
-    return "<br>".join(f'{html.text(name)} <span class="nowrap">{percent(held / n if n else None)} ({held}/{n})</span>'
-                       for name, held, n in per_class)  # a long class name wraps; its figures stay on one line
+def _per_class_figure(held: int, n: int) -> str:
+    """A class's test coverage as its table cell: '88.60 (101/114)'."""
+    return f"{percent(held / n if n else None)} ({held}/{n})"
 
 
 def _under_covered_note(shortfalls: list[tuple[float, list[tuple[str, int, int]]]]) -> str:
@@ -343,32 +341,38 @@ def _under_covered_note(shortfalls: list[tuple[float, list[tuple[str, int, int]]
         "class: a set for an image of these classes misses its true class more often than the coverage says."))
 
 
+SET_FIGURES = ["threshold %", "expected ± sd %", "test coverage %", "mean set size", "empty sets"]  # a row each
+
+
+def _coverage_column(row: dict, run: dict, test_probabilities, test_labels) -> dict:
+    """One coverage asked as its column of the prediction-set tables: {"figures": one per SET_FIGURES, "classes":
+    `per_class_coverage` (None when no test image was predicted for this report), "low": `under_covered`, "note"}."""
+    from vipcli.conformal import coverage_shortfall
+
+    if "error" in row:
+        return {"figures": ["-"] * len(SET_FIGURES), "classes": None, "low": [], "note": row["error"]}
+    spread = (f"{percent(row['expected_coverage'])} ± {percent(row['coverage_sd'])}" if "coverage_sd" in row else "-")
+    shortfall = coverage_shortfall(row, run["metrics"].get("test", {}).get("n", 0))
+    known = test_probabilities is not None and test_labels is not None and len(test_labels) > 0
+    per_class = (per_class_coverage(test_probabilities, test_labels, row["threshold"], run["class_names"])
+                 if known else None)
+    low = under_covered(per_class, row["coverage"]) if per_class else []
+    note = "far below the expected coverage: test images not drawn like the validation images" if shortfall else ""
+    return {"figures": [exact_percent(1 - row["threshold"]), spread, percent(row["empirical_coverage"]),
+                        _fmt(row["mean_set_size"], 2), row["empty_sets"]],
+            "classes": per_class, "low": low, "note": note}  # the classes far below: `_under_covered_note`
+
+
 def _conformal(run: dict, test_probabilities=None, test_labels=None) -> str:
-    """The prediction-set table: per asked coverage, the stored test figures and the coverage per class
-    (recomputed from the test images predicted for this report), with a note on badly covered classes."""
-    from vipcli.conformal import askable_coverage, coverage_shortfall
+    """The prediction-set tables, a coverage asked a column (three and the row names fit a phone's width): the
+    stored test figures, then each class's test coverage (recomputed from the test images predicted for this
+    report) a row, with notes on what falls short."""
+    from vipcli.conformal import askable_coverage
 
     block = run["metrics"].get("conformal")
     if run["calibration"] is None or block is None:
         return html.note("No prediction sets: this run stores no conformal scores (written by an earlier vip).")
-    known = test_probabilities is not None and test_labels is not None and len(test_labels) > 0
-    rows, shortfalls = [], []
-    for row in block["test"]:
-        if "error" in row:
-            rows.append([coverage_percent(row["coverage"], sign=False), "-", "-", "-", "-", "-", "-", html.text(row["error"])])
-            continue
-        spread = (f"{percent(row['expected_coverage'])} ± {percent(row['coverage_sd'])}" if "coverage_sd" in row else "-")
-        shortfall = coverage_shortfall(row, run["metrics"].get("test", {}).get("n", 0))
-        per_class = (per_class_coverage(test_probabilities, test_labels, row["threshold"], run["class_names"])
-                     if known else None)
-        low = under_covered(per_class, row["coverage"]) if per_class else []
-        if low:
-            shortfalls.append((row["coverage"], low))
-        notes = (["far below the expected coverage: test images not drawn like the validation images"] if shortfall
-                 else []) + ([f"far below for {', '.join(name for name, _, _ in low)}"] if low else [])
-        rows.append([coverage_percent(row["coverage"], sign=False), exact_percent(1 - row["threshold"]), spread, percent(row["empirical_coverage"]),
-                     _per_class_cell(per_class), _fmt(row["mean_set_size"], 2), row["empty_sets"],
-                     html.text("; ".join(notes))])
+    columns = [_coverage_column(row, run, test_probabilities, test_labels) for row in block["test"]]
     intro = (f"<p>Split conformal prediction with the score {html.text(block['score'])}, calibrated on "
              f"{block['n_held_out']} {html.text(block['held_out'])} {plural(block['n_held_out'], 'image')}. The set at "
              f"a coverage holds every class whose calibrated probability is at least its threshold; under "
@@ -378,14 +382,22 @@ def _conformal(run: dict, test_probabilities=None, test_labels=None) -> str:
              f"look at that image twice. The promise holds on average over draws of the validation images: with "
              f"this many, the coverage one run gets varies around its expectation by the ± shown (one standard "
              f"deviation, in percentage points). It is marginal: an average over all images, not a promise for "
-             f"each class, so the table also shows, per class, the share of its test images whose set holds it "
+             f"each class, so a second table shows, per class, the share of its test images whose set holds it "
              f"(with counts); the mean set size is in classes, the empty sets are counted in images. Measured on the "
              f"test images:</p>")
-    table = html.table("Prediction sets on test, by coverage asked",
-                       ["coverage asked %", "threshold %", "expected ± sd %", "test coverage %",
-                        "per class %", "mean set size", "empty sets", "note"], rows,
-                       numeric={1, 2, 3, 5, 6}, raw=True)
-    return intro + table + _under_covered_note(shortfalls)
+    asked = [coverage_percent(row["coverage"]) for row in block["test"]]
+    numeric = set(range(1, len(columns) + 1))
+    rows = [[title, *(column["figures"][i] for column in columns)] for i, title in enumerate(SET_FIGURES)]
+    body = intro + html.table("Prediction sets on test, by coverage asked", ["coverage asked", *asked], rows, numeric)
+    notes = " ".join(f"At coverage {coverage}: {column['note']}." for coverage, column in zip(asked, columns)
+                     if column["note"])
+    body += html.note(html.text(notes)) if notes else ""
+    if any(column["classes"] for column in columns):
+        classes = [[name, *(_per_class_figure(*column["classes"][c][1:]) if column["classes"] else "-"
+                            for column in columns)] for c, name in enumerate(run["class_names"])]
+        body += html.table("Test coverage % of each class, by coverage asked", ["class", *asked], classes, numeric)
+    shortfalls = [(row["coverage"], column["low"]) for row, column in zip(block["test"], columns) if column["low"]]
+    return body + _under_covered_note(shortfalls)
 
 
 def merge_weights(predictor) -> dict[str, list[tuple[str, float]]] | None:
