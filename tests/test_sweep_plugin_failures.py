@@ -107,6 +107,38 @@ def _sweep(cli, data, out, methods: str, shots: str = "1,2", seeds: str = "1,2")
                seeds, "--epochs", "1", "--views", "1", "--workers", "0", "--out", out, "--json")
 
 
+def test_methods_all_leaves_out_a_plugin_that_fails_during_the_sweep_and_keeps_its_finished_rows(
+        cli, failing, tmp_path, monkeypatch):
+    """A plugin brought in by `--methods all` whose __init__ called sys.exit() ended vip with the plugin's exit code
+    and no word; one that failed at a later build or in fit stopped the whole sweep. Each is now left out with one
+    warning, the rows it finished stay in results.json, the others' rows all run, and `vip report` lists none of
+    the left-out rows as missing."""
+    from vipcli.report.benchmark import missing_rows
+
+    _all_is(monkeypatch, "zeroshot", "linear-probe", "validate-exits", "exits", "late", "fit-exits")
+    out = tmp_path / "bench"
+    code, printed, err = _sweep(cli, failing, out, "all")
+    assert code == 0, err
+    warned = [line for line in err.splitlines() if line.startswith("warning: method")]
+    assert len(warned) == 4, err
+    assert warned.pop(0).startswith("warning: method 'validate-exits' (from validate-exits-dist 0.1.0) failed in "
+                                    "Settings.validate: SystemExit: 7 (it tried to end the process)")
+    assert warned[0].startswith("warning: method 'exits' from distribution exits-dist failed to build: SystemExit: 3 "
+                                "(it tried to end the process)") and "left out of --methods all" in warned[0]
+    assert "method 'late' from distribution late-dist failed to build: RuntimeError: licence server gone" in warned[1]
+    assert warned[2].startswith("warning: method 'fit-exits' (from fit-exits-dist 0.1.0) failed in fit: SystemExit: 4 "
+                                "(it tried to end the process)") and warned[2].endswith("(the rows it finished are kept)")
+    document = json.loads((out / "results.json").read_text())
+    held = [(row["method"], row["shots"], row["seed"]) for row in document["rows"]]
+    # the sweep runs shot by shot: each failed at its 1-shot seed-2 row, and kept its 1-shot seed-1 row
+    assert [row for row in held if row[0] in ("late", "fit-exits")] == [("late", 1, 1), ("fit-exits", 1, 1)]
+    assert sum(row[0] == "linear-probe" for row in held) == 4 and sum(row[0] == "zeroshot" for row in held) == 2
+    assert document["config"]["last_sweep"]["methods"] == ["zeroshot", "linear-probe"]
+    assert missing_rows(document) == [] and json.loads(printed)["trained"] == len(held)
+    code, _, err = cli("report", out)
+    assert code == 0 and "has not finished" not in (out / "report.html").read_text(), err
+
+
 def test_a_named_or_built_in_method_failing_during_the_sweep_is_one_error_line(cli, failing, tmp_path, monkeypatch):
     """Named in --methods, the same failures stop the sweep in one line (exit code 1, never the plugin's own),
     the rows finished before it kept; `vip train` too no longer exits with a plugin __init__'s sys.exit() code."""
@@ -131,6 +163,16 @@ def test_a_named_or_built_in_method_failing_during_the_sweep_is_one_error_line(c
                        "--epochs", "1", "--views", "1", "--workers", "0", "--out", tmp_path / "run")
     line, = error_lines(err)
     assert code == 1 and "failed to build: SystemExit: 3 (it tried to end the process)" in line, err
+
+
+def test_methods_all_stops_when_a_failed_plugin_changed_the_shared_features(cli, failing, tmp_path, monkeypatch):
+    """A plugin left out after changing the features every row shares would leave the other methods' later rows
+    computed on other features: that failure still stops the sweep, in one line."""
+    _all_is(monkeypatch, "centers-val", "linear-probe")
+    code, _, err = _sweep(cli, failing, tmp_path / "bench", "all", shots="1", seeds="1")
+    line, = error_lines(err)
+    assert code == 1 and "method 'centers-val'" in line and "fit changed data.val.x in place" in line, err
+    assert "left out" not in err
 
 
 
