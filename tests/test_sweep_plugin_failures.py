@@ -175,6 +175,31 @@ def test_methods_all_stops_when_a_failed_plugin_changed_the_shared_features(cli,
     assert "left out" not in err
 
 
+def test_a_batch_dependent_plugin_is_refused_in_a_sweep_as_in_train(cli, failing, tmp_path, monkeypatch):
+    """A plugin whose logits for an image depend on the other images of its batch was refused by `vip train` but
+    benchmarked without a word (its figures depend on the evaluation's batch size). A sweep now checks it once per
+    method, before its first row is written: one error line when named, left out of `--methods all`."""
+    import vipcli.methods.contract as contract
+
+    checked = []
+    check = contract.check_batch_independence
+    monkeypatch.setattr(contract, "check_batch_independence",
+                        lambda method, *args: checked.append(method.id) or check(method, *args))
+    code, _, err = _sweep(cli, failing, tmp_path / "named", "batch-centered")
+    line, = error_lines(err)
+    assert code == 1 and line.startswith("error: method 'batch-centered' (from batch-centered-dist 0.1.0) failed in "
+                                         "forward: forward gives an image other probabilities alone than in a batch "
+                                         "of "), err
+    assert not json.loads((tmp_path / "named" / "results.json").read_text()
+                          if (tmp_path / "named" / "results.json").exists() else '{"rows": []}')["rows"]
+
+    _all_is(monkeypatch, "batch-centered", "fit-exits", "zeroshot")
+    checked.clear()
+    code, _, err = _sweep(cli, failing, tmp_path / "all", "all", seeds="1")
+    assert code == 0 and "'batch-centered' is left out of --methods all" in err, err
+    document = json.loads((tmp_path / "all" / "results.json").read_text())
+    assert {row["method"] for row in document["rows"]} == {"fit-exits", "zeroshot"}
+    assert checked == ["batch-centered", "fit-exits"]  # once per plugin and sweep (2 rows of fit-exits), no built-in
 
 
 EXITING_BACKBONES = '''

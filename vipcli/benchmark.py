@@ -305,6 +305,7 @@ def _finish_row(row: dict, fitted: dict, context: dict, fit_seconds: float) -> d
     val = evaluate(method, pool.val, len(names), context["device"])
     test = evaluate(method, pool.test, len(names), context["device"])
     fit_seconds += time.perf_counter() - started
+    check_batch_once(row["method_id"], method, context)  # after evaluate's own checks (NaN logits); not timed
     schedule = row["schedule"]
     epochs = schedule.epochs if cls.trains and cls.uses_schedule else getattr(method.settings, "epochs", 0)
     return {
@@ -317,6 +318,24 @@ def _finish_row(row: dict, fitted: dict, context: dict, fit_seconds: float) -> d
         **where_run(context["device"]),  # device, machine: a resumed sweep's rows may come from several
         "method_distribution": installed_method(row["method_id"]),  # {name, version}: which code made this row
     }
+
+
+def check_batch_once(method_id: str, method, context: dict) -> None:
+    """The first evaluated row of each plugin method in a sweep: refuse one whose predictions for an image depend on
+    the other images of its batch (`check_batch_independence`, as `vip train` refuses it), before any of its
+    figures is written: the sweep evaluates thousands of images a call, `vip predict` 64. Once per method and
+    sweep (a few ms); vip's own methods are covered by its tests."""
+    from vipcli.methods.contract import check_batch_independence, distribution_of_method
+    from vipcli.plugins import is_own_distribution
+
+    checked = context.setdefault("batch_checked", set())
+    if method_id in checked:
+        return
+    checked.add(method_id)
+    pool = context["pool"]
+    sample = pool.val.x if len(pool.val.x) else pool.test.x  # [n, D], as `vip train` checks
+    if len(sample) and not is_own_distribution(distribution_of_method(method_id)):
+        check_batch_independence(method, sample, context["device"])
 
 
 # --- the whole sweep ----------------------------------------------------------------------
@@ -413,7 +432,7 @@ def _prepare(config: BenchmarkConfig, methods: list[tuple[str, type]]) -> dict:
     return {"config": config, "out": out, "stored": stored, "stored_split": stored_split, "dataset": dataset,
             "symptoms": symptoms, "world": world, "device": device, "backbone": backbone, "record": record,
             "class_names": dataset.class_names, "rewrite_split": rewrite_split, "methods": methods,
-            "optional": optional, "left_out": set()}
+            "optional": optional, "left_out": set(), "batch_checked": set()}
 
 
 def check_prompts(methods, backbone, class_names, symptoms, config: BenchmarkConfig, warn: bool = True) -> list:
