@@ -23,6 +23,7 @@ from vipcli import console, shell
 from vipcli.data import Dataset, few_shot_order, left_out_record, load_dataset, relative_to_data
 from vipcli.devices import where_run
 from vipcli.errors import UsageError, VipError
+from vipcli.plugins import PluginError
 from vipcli.atomic import write_atomic
 from vipcli.features import decoding_digest
 from vipcli.featuresets import FeatureSet, PreparedData
@@ -115,8 +116,15 @@ def validate(config: BenchmarkConfig) -> list[tuple[str, type]]:
         config.schedule.resolve(shots)
     warn_left_out(config)
     methods = [(name, method_class(name)) for name in method_ids(config)]
-    for name, cls in methods:
-        make_settings(cls, options_for(cls, config.method_options), name)
+    optional = optional_methods(config, [name for name, _ in methods])
+    for name, cls in list(methods):
+        try:
+            make_settings(cls, options_for(cls, config.method_options), name)
+        except PluginError as error:  # its Settings.validate() failed: the plugin's fault, not the options'
+            if name not in optional:
+                raise
+            warn_plugin_left_out(name, error)
+            methods.remove((name, cls))
     known = {key.replace("-", "_") for _, cls in methods for key in settings_fields(cls.Settings)}
     unknown = [key for key in config.method_options if key.replace("-", "_") not in known]
     if unknown:
@@ -297,6 +305,7 @@ def _finish_row(row: dict, fitted: dict, context: dict, fit_seconds: float) -> d
     val = evaluate(method, pool.val, len(names), context["device"])
     test = evaluate(method, pool.test, len(names), context["device"])
     fit_seconds += time.perf_counter() - started
+    check_batch_once(row["method_id"], method, context)  # after evaluate's own checks (NaN logits); not timed
     schedule = row["schedule"]
     epochs = schedule.epochs if cls.trains and cls.uses_schedule else getattr(method.settings, "epochs", 0)
     return {
@@ -309,6 +318,24 @@ def _finish_row(row: dict, fitted: dict, context: dict, fit_seconds: float) -> d
         **where_run(context["device"]),  # device, machine: a resumed sweep's rows may come from several
         "method_distribution": installed_method(row["method_id"]),  # {name, version}: which code made this row
     }
+
+
+def check_batch_once(method_id: str, method, context: dict) -> None:
+    """The first evaluated row of each plugin method in a sweep: refuse one whose predictions for an image depend on
+    the other images of its batch (`check_batch_independence`, as `vip train` refuses it), before any of its
+    figures is written: the sweep evaluates thousands of images a call, `vip predict` 64. Once per method and
+    sweep (a few ms); vip's own methods are covered by its tests."""
+    from vipcli.methods.contract import check_batch_independence, distribution_of_method
+    from vipcli.plugins import is_own_distribution
+
+    checked = context.setdefault("batch_checked", set())
+    if method_id in checked:
+        return
+    checked.add(method_id)
+    pool = context["pool"]
+    sample = pool.val.x if len(pool.val.x) else pool.test.x  # [n, D], as `vip train` checks
+    if len(sample) and not is_own_distribution(distribution_of_method(method_id)):
+        check_batch_independence(method, sample, context["device"])
 
 
 # --- the whole sweep ----------------------------------------------------------------------
@@ -393,6 +420,7 @@ def _prepare(config: BenchmarkConfig, methods: list[tuple[str, type]]) -> dict:
     stored_content = (stored or {}).get("config", {}).get("content_digest")
     content = None if world.main or not stored_content else stored_content  # only rank 0 reads every image's bytes
     methods = check_prompts(methods, backbone, dataset.class_names, symptoms, config, world.main)
+    optional = optional_methods(config, [name for name, _ in methods])  # left out, not fatal, if they fail later
     record = config_record(config, backbone, dataset, split_seed, symptoms, content, [name for name, _ in methods])
     stored_split = read_json(out / "split.json") if stored is not None else None  # read once per sweep
     rewrite_split = False
@@ -403,7 +431,8 @@ def _prepare(config: BenchmarkConfig, methods: list[tuple[str, type]]) -> dict:
         stored_split = None if rewrite_split else stored_split
     return {"config": config, "out": out, "stored": stored, "stored_split": stored_split, "dataset": dataset,
             "symptoms": symptoms, "world": world, "device": device, "backbone": backbone, "record": record,
-            "class_names": dataset.class_names, "rewrite_split": rewrite_split, "methods": methods}
+            "class_names": dataset.class_names, "rewrite_split": rewrite_split, "methods": methods,
+            "optional": optional, "left_out": set(), "batch_checked": set()}
 
 
 def check_prompts(methods, backbone, class_names, symptoms, config: BenchmarkConfig, warn: bool = True) -> list:
@@ -426,13 +455,20 @@ def check_prompts(methods, backbone, class_names, symptoms, config: BenchmarkCon
             if name not in optional:
                 raise
             if warn:
-                from vipcli.plugins import known_secrets
-                from vipcli.symptoms.llm import redact
-
-                console.warn(escape(f"{redact(str(error), known_secrets())}; '{name}' is left out of --methods all"))
+                warn_plugin_left_out(name, error)
             continue
         built.append((name, cls))
     return built
+
+
+def warn_plugin_left_out(name: str, error: VipError, kept: str = "") -> None:
+    """One warning: `error` (secrets masked), and that the plugin `name` is left out of --methods all (`kept`: what
+    of it stays, in a few words)."""
+    from vipcli.plugins import known_secrets
+    from vipcli.symptoms.llm import redact
+
+    console.warn(escape(f"{redact(str(error), known_secrets())}; '{name}' is left out of --methods all"
+                        + (f" ({kept})" if kept else "")))
 
 
 def optional_methods(config: BenchmarkConfig, names: list[str]) -> set[str]:
@@ -538,6 +574,7 @@ def _run_sweep(config: BenchmarkConfig, methods: list[tuple[str, type]], progres
                            config.encoding.cache(context["backbone"]), config.encoding.workers,
                            config.encoding.batch_size, progress)
         context["pool"] = pool
+        context["pool_versions"] = pool_versions(pool)  # a failed row that changed them stops the sweep
         context["batched"] = config.batched
         result.encoded_views, result.failures = pool.encoded_views, pool.failures
         warn_capped_shots(trained_shots, [len(rows) for rows in readable_order(pool, dataset, config.seeds[0])],
@@ -556,7 +593,8 @@ def _run_sweep(config: BenchmarkConfig, methods: list[tuple[str, type]], progres
             {**split, "few_shot_order": {**split["few_shot_order"], **carried}}, indent=2))
         context["split_after_first_row"] = split if carried else None  # the old rows, and their orders, go then
         result.trained = run_pending(pending, rows, context, progress)
-    result.rows = [rows[(name, str(shots), seed)] for name, _, shots, seed in jobs]
+    result.rows = [rows[(name, str(shots), seed)] for name, _, shots, seed in jobs  # a left-out plugin: its finished
+                   if name not in context["left_out"] or (name, str(shots), seed) in rows]  # rows only
     result.summary = summarize(result.rows)
     missed = missed_rows_warning(result.rows, dataset.class_names)
     if missed and context["world"].main:
@@ -597,21 +635,62 @@ def run_pending(pending: list, rows: dict, context: dict, progress=None) -> int:
     keep their places; those run now follow them in sweep order, see `in_sweep_order`.
     """
     batched = context.get("batched", True)
+    ran = 0
     with console.task(progress, "benchmark rows", len(pending)) as advance:
         for group in row_groups(pending, batched):
-            name, cls = group[0][0], group[0][1]
-            if len(group) == 1:
-                finished = [run_row(name, cls, group[0][2], group[0][3], context, progress)]
-            else:
-                finished = run_rows_together(name, cls, [(shots, seed) for _, _, shots, seed in group], context,
-                                             progress)
+            name = group[0][0]
+            if name in context.setdefault("left_out", set()):  # failed in an earlier row: its other rows are not run
+                advance(len(group))
+                continue
+            try:
+                finished = run_group(group, context, progress)
+            except VipError as error:
+                leave_out_failed(name, error, context)  # or raise it: a built-in, a named method, changed features
+                if rows:  # last_sweep no longer lists it, so `vip report` does not count its rows as missing
+                    save_results(context["out"], context["record"], context["class_names"],
+                                 in_sweep_order(rows, pending))
+                advance(len(group))
+                continue
+            ran += len(finished)
             for row in finished:
                 rows[row_key(row)] = row
             save_results(context["out"], context["record"], context["class_names"], in_sweep_order(rows, pending))
             if context.get("split_after_first_row") is not None:  # --force: the orders carried over go too
                 write_atomic(context["out"] / "split.json", json.dumps(context.pop("split_after_first_row"), indent=2))
             advance(len(group))
-    return len(pending)
+    return ran
+
+
+def run_group(group: list[tuple], context: dict, progress=None) -> list[dict]:
+    """The finished rows of one of `row_groups`' groups: a row alone (`run_row`), or rows of one method
+    trained together (`run_rows_together`)."""
+    name, cls = group[0][0], group[0][1]
+    if len(group) == 1:
+        return [run_row(name, cls, group[0][2], group[0][3], context, progress)]
+    return run_rows_together(name, cls, [(shots, seed) for _, _, shots, seed in group], context, progress)
+
+
+def leave_out_failed(name: str, error: VipError, context: dict) -> None:
+    """After `error` in a row of method `name`: leave the method's remaining rows out of the sweep with one
+    warning, when only `--methods all` brought it in (a third-party plugin, `context["optional"]`), as
+    `check_prompts` leaves out one whose first build fails; its finished rows stay, and it leaves the sweep's
+    recorded methods (`last_sweep`). Raise `error` for a built-in or a method named in --methods, and for any
+    method whose failure left the pooled features changed in place (the other methods' rows would see them)."""
+    if name not in context.get("optional", ()) or pool_versions(context["pool"]) != context.get("pool_versions"):
+        raise error
+    context.setdefault("left_out", set()).add(name)
+    sweep = context["record"]["last_sweep"]
+    sweep["methods"] = [method for method in sweep["methods"] if method != name]
+    warn_plugin_left_out(name, error, "the rows it finished are kept")
+
+
+def pool_versions(pool: PreparedData) -> dict[str, int | None]:
+    """The version counters of every tensor of the pooled features (train, val, test), which torch bumps on an
+    in-place change: a failed row that changed them leaves nothing the other rows could honestly use."""
+    from vipcli.methods.contract import tensor_version
+
+    return {f"{split}.{member}": tensor_version(getattr(getattr(pool, split), member, None))
+            for split in ("train", "val", "test") for member in ("views", "x", "y")}
 
 
 BATCHED_ROWS = 16  # the most rows of one method trained together (bounds the stacked prompts' memory)

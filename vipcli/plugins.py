@@ -192,20 +192,57 @@ def hub_secrets() -> list[str]:
     return [secret for secret in found if secret] + url_secrets(os.environ.get("HF_ENDPOINT", ""))
 
 
+def is_plugin_failure(error: BaseException) -> bool:
+    """Whether `error`, raised out of a plugin's code (its `__init__`, `fit`, `encode_image`...), is the plugin's
+    failure, to be said in one line naming it: any exception but a VipError (already one line), and also a
+    SystemExit (a plugin's sys.exit() must not end vip, silently, with the plugin's exit code) or another
+    BaseException; a KeyboardInterrupt only when no Ctrl-C or SIGTERM reached vip
+    (`stop_signals.raised_without_signal`): a real one stops the command as everywhere."""
+    from vipcli import stop_signals
+
+    if isinstance(error, VipError):
+        return False
+    if isinstance(error, KeyboardInterrupt):
+        return stop_signals.raised_without_signal()
+    return True
+
+
+def describe_failure(error: BaseException) -> str:
+    """`describe_exception`, with what only ends a process said: a SystemExit is "SystemExit: 3 (it tried to end
+    the process)", a KeyboardInterrupt the plugin raised says that no Ctrl-C reached vip."""
+    if isinstance(error, SystemExit):
+        return f"SystemExit: {error.code} (it tried to end the process)"
+    if isinstance(error, KeyboardInterrupt):
+        return "KeyboardInterrupt (raised by the plugin: no Ctrl-C or SIGTERM reached vip)"
+    return describe_exception(error)
+
+
+ENDS_PROCESS_HINT = ("a plugin must not call sys.exit() or raise KeyboardInterrupt: raise an exception instead; "
+                     "report it to the authors of {name}")
+
+
 def guard_call(function: Callable, kind: str, plugin_id: str, distribution: str, member: str) -> Callable:
-    """`function`, re-raising any exception that is not a VipError as a `PluginError` naming it."""
+    """`function`, re-raising any failure of the plugin's (`is_plugin_failure`: an exception that is not a
+    VipError, a SystemExit...) as a `PluginError` naming it."""
 
     @functools.wraps(function)
     def guarded(*args, **kwargs):
         try:
             return function(*args, **kwargs)
-        except VipError:
-            raise
-        except Exception as error:
-            raise PluginError(kind, plugin_id, distribution, member, describe_exception(error)) from error
+        except BaseException as error:
+            if not is_plugin_failure(error):
+                raise
+            raise plugin_failure(error, kind, plugin_id, distribution, member) from error
 
     guarded.__vip_guarded__ = True
     return guarded
+
+
+def plugin_failure(error: BaseException, kind: str, plugin_id: str, distribution: str, member: str) -> PluginError:
+    """The `PluginError` for `error`, a failure (`is_plugin_failure`) raised out of the plugin's `member`."""
+    ends = isinstance(error, (SystemExit, KeyboardInterrupt))
+    hint = ENDS_PROCESS_HINT.format(name=distribution.split(" ")[0] or "unknown") if ends else None
+    return PluginError(kind, plugin_id, distribution, member, describe_failure(error), hint)
 
 
 def guard_calls(instance, members: Iterable[str], kind: str, plugin_id: str, distribution: str) -> None:

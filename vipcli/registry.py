@@ -18,7 +18,7 @@ from typing import Sequence
 
 from vipcli.errors import VipError
 from vipcli.plugins import (PluginError, PluginGroup, PluginInfo, describe_exception, guard_calls,
-                            is_own_distribution)
+                            is_own_distribution, is_plugin_failure, plugin_failure)
 
 ENTRY_POINT_GROUP = "vip.backbones"
 BACKBONES = PluginGroup(ENTRY_POINT_GROUP, "backbone")
@@ -252,9 +252,11 @@ def _construct(factory, backbone_id: str, distribution: str, arch, pretrained, d
     _check_signature(factory, backbone_id, distribution, name)
     try:
         return factory(arch=arch, pretrained=pretrained, device=device)
-    except VipError:
-        raise
-    except Exception as error:
+    except BaseException as error:
+        if not is_plugin_failure(error):  # a VipError, a real Ctrl-C
+            raise
+        if isinstance(error, (SystemExit, KeyboardInterrupt)):  # sys.exit() in __init__: not the plugin's to end vip
+            raise plugin_failure(error, "backbone", backbone_id, distribution, f"{name}.__init__") from error
         raise PluginError(
             "backbone", backbone_id, distribution, f"{name}.__init__", describe_exception(error),
             f"check --arch/--pretrained; if they are right, report it to the authors of {distribution.split(' ')[0]} "

@@ -98,20 +98,23 @@ def restore_method(method_id: str, setup: MethodSetup, settings: dict, stored: d
 
 def _construct(cls, method_id, setup, settings, stored) -> Method:
     from vipcli.methods.contract import MemberFault, guard_method, method_fault
-    from vipcli.plugins import describe_exception, distribution_of
+    from vipcli.plugins import ENDS_PROCESS_HINT, describe_failure, distribution_of, is_plugin_failure
 
     try:
         method = cls(setup, settings, stored)
-    except VipError:
-        raise
     except MemberFault as fault:  # vip's own base class found the fault: name the method and the member
         raise method_fault(method_id, fault.member, fault.reason, fault.hint) from fault
-    except Exception as error:
-        distribution = distribution_of(METHODS.entry_point(method_id))[0]
-        if distribution == "vipcli":
+    except BaseException as error:  # a SystemExit too: a plugin's sys.exit() must not end vip with its code
+        if not is_plugin_failure(error):  # a VipError, a real Ctrl-C
             raise
+        distribution = distribution_of(METHODS.entry_point(method_id))[0]
+        if distribution == "vipcli":  # a built-in's bug
+            raise
+        ends = isinstance(error, (SystemExit, KeyboardInterrupt))
         raise VipError(f"method '{method_id}' from distribution {distribution} failed to build: "
-                       f"{describe_exception(error)}", f"fix or reinstall {distribution}") from error
+                       f"{describe_failure(error)}",
+                       ENDS_PROCESS_HINT.format(name=distribution) if ends else f"fix or reinstall {distribution}") \
+            from error
     if "_setup" not in vars(method):  # a plugin __init__ that never called Method.__init__: nn.Module fails later
         raise method_fault(method_id, "__init__", "__init__ did not call super().__init__(setup, settings, stored), "
                            "so the method is not set up (nn.Module's state, setup, settings)",

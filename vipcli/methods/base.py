@@ -292,13 +292,13 @@ def make_settings(method_class, options: dict[str, Any], method_id: str):
     if check is not None:
         try:
             check()
-        except VipError:
-            raise
-        except Exception as error:  # a plugin's validate() that raises ValueError & co.: name it
+        except BaseException as error:  # a plugin's validate() that raises ValueError & co. (or exits): name it
             from vipcli.methods.contract import method_fault
-            from vipcli.plugins import describe_exception
+            from vipcli.plugins import describe_failure, is_plugin_failure
 
-            raise method_fault(method_id, "Settings.validate", describe_exception(error),
+            if not is_plugin_failure(error):
+                raise
+            raise method_fault(method_id, "Settings.validate", describe_failure(error),
                                "raise vipcli.errors.UsageError(message, hint) for a bad value") from error
     return settings
 
