@@ -7,6 +7,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 SCRIPT = """
 import json, sys
 from vipcli import lean_imports
@@ -72,3 +74,29 @@ def test_a_local_dir_model_is_judged_by_its_folders_config(tmp_path, tiny_clip, 
     assert text_tower_needs_transformers("small-clip", bert_dir)  # the folder's model counts, not --arch
     assert text_tower_needs_transformers(f"local-dir:{tmp_path / 'missing'}", None)
     assert text_tower_needs_transformers("local-dir:", None)  # no folder: left to open_clip
+
+
+@pytest.mark.parametrize("stop", [RuntimeError("a broken import"), KeyboardInterrupt()])
+def test_a_block_left_by_an_error_or_ctrl_c_leaves_the_module_importable(monkeypatch, stop):
+    from vipcli import lean_imports
+
+    monkeypatch.setattr(lean_imports, "enabled", True)
+    name = "json.vip_lean_probe"  # never a real module: only the marker can be in sys.modules
+    with pytest.raises(type(stop)):
+        with lean_imports.left_out(name):
+            assert sys.modules[name] is None
+            with pytest.raises(ImportError):
+                __import__(name)
+            raise stop
+    assert name not in sys.modules
+
+
+def test_a_block_changes_nothing_off_or_once_imported(monkeypatch):
+    from vipcli import lean_imports
+
+    with lean_imports.left_out("json.vip_lean_probe"):  # `enabled` off (the Python interface)
+        assert "json.vip_lean_probe" not in sys.modules
+    monkeypatch.setattr(lean_imports, "enabled", True)
+    with lean_imports.left_out("json"):  # already imported: left as it is
+        assert sys.modules["json"] is json
+    assert sys.modules["json"] is json

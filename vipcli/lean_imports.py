@@ -25,8 +25,8 @@ def left_out(name: str):
     if not enabled or name in sys.modules:
         yield
         return
-    sys.modules[name] = None
     try:
+        sys.modules[name] = None  # inside the try: a Ctrl-C right after it still takes the marker away
         yield
     finally:
         if sys.modules.get(name, "") is None:
