@@ -21,7 +21,8 @@ enabled = False  # set by the `vip` command (`vipcli.cli.main.run`), never by th
 def left_out(name: str):
     """Inside the block, `import NAME` raises ImportError (Python's own way: `sys.modules[NAME] = None`), as if
     NAME were not installed; after it, NAME imports as usual. A block where NAME is already imported, or where
-    `enabled` is off, changes nothing."""
+    `enabled` is off, changes nothing. `sys.modules` is the process's: another thread that imports NAME while
+    the block runs gets the ImportError too (the `vip` command runs no other thread while it loads a backbone)."""
     if not enabled or name in sys.modules:
         yield
         return
