@@ -93,29 +93,39 @@ def names_no_open_clip_config(arch: str) -> bool:
     return bool(folders) and not any((folder / f"{arch}.json").is_file() for folder in folders)
 
 
-def _open_clip_config(arch: str) -> dict | None:
-    """The model config `arch` names (a config file, one of vip's, or one of open_clip's read from its
-    `model_configs/` folder without importing open_clip), or None when that cannot be told without importing
-    it (an `hf-hub:`/`local-dir:` id, a name open_clip does not ship as a file, an unreadable file)."""
-    if arch.startswith(SCHEMAS):
-        return None
+def _open_clip_config_path(arch: str) -> Path | None:
+    """The file holding the model config `arch` names, found without importing open_clip: a `local-dir:`
+    folder's `open_clip_config.json`, a config file, one of vip's, or one of open_clip's `model_configs/`;
+    None for an `hf-hub:` id or a name open_clip does not ship as a file."""
+    if arch.startswith("local-dir:"):
+        folder = arch[len("local-dir:"):]
+        return Path(folder) / "open_clip_config.json" if folder else None
     path = _config_file(arch)
     if path is None and _plain_name(arch):
         path = next((folder / f"{arch}.json" for folder in _open_clip_config_folders()
                      if (folder / f"{arch}.json").is_file()), None)
+    return path
+
+
+def _open_clip_config(arch: str) -> dict | None:
+    """The model config `arch` names (`_open_clip_config_path`, read without importing open_clip; a
+    `local-dir:` folder's file holds it under `model_cfg`), or None when that cannot be told without importing
+    it (an `hf-hub:` id, a name open_clip does not ship as a file, an unreadable file)."""
+    path = _open_clip_config_path(arch)
     try:
         config = json.loads(path.read_text(encoding="utf-8")) if path is not None else None
     except (OSError, ValueError):
         return None
+    if arch.startswith("local-dir:"):
+        config = config.get("model_cfg") if isinstance(config, dict) else None
     return config if isinstance(config, dict) else None
 
 
 def text_tower_needs_transformers(arch: str, pretrained: str | None) -> bool:
     """Whether the open_clip model of `arch`/`pretrained` may build its text tower with transformers: True
     unless its config is known, without importing open_clip, to have no `hf_model_name` (CLIP's own towers)."""
-    if pretrained and pretrained.startswith(SCHEMAS):  # the model is the hub's or folder's, whatever arch says
-        return True
-    config = _open_clip_config(arch)
+    # an hf-hub:/local-dir: --pretrained is the model, whatever --arch says (`create_open_clip`)
+    config = _open_clip_config(pretrained if pretrained and pretrained.startswith(SCHEMAS) else arch)
     text = config.get("text_cfg") if config is not None else None
     return not isinstance(text, dict) or bool(text.get("hf_model_name"))
 

@@ -7,6 +7,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 SCRIPT = """
 import json, sys
 from vipcli import lean_imports
@@ -51,3 +53,50 @@ def test_only_configs_known_without_open_clip_skip_transformers(tiny_clip, tiny_
     assert text_tower_needs_transformers("hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224", None)
     assert text_tower_needs_transformers("ViT-B-16", "local-dir:/models/biomedclip")  # the folder's model counts
     assert text_tower_needs_transformers("no-such-model", None)  # unknown: imported as open_clip imports itself
+
+
+def _local_dir(folder, config_file) -> str:
+    """An open_clip `local-dir:` folder whose `open_clip_config.json` holds `config_file`'s model config."""
+    folder.mkdir()
+    model_cfg = json.loads(config_file.read_text())
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": model_cfg, "preprocess_cfg": {}}))
+    return f"local-dir:{folder}"
+
+
+def test_a_local_dir_model_is_judged_by_its_folders_config(tmp_path, tiny_clip, tiny_biomedclip):
+    from vip_backbones.openclip_base import text_tower_needs_transformers
+
+    clip_dir = _local_dir(tmp_path / "clip", tiny_clip)
+    bert_dir = _local_dir(tmp_path / "bert", tiny_biomedclip)
+    assert not text_tower_needs_transformers(clip_dir, None)  # CLIP's own text tower, read from the folder
+    assert not text_tower_needs_transformers("ViT-B-16", clip_dir)  # --pretrained local-dir: is the model
+    assert text_tower_needs_transformers(bert_dir, None)
+    assert text_tower_needs_transformers("small-clip", bert_dir)  # the folder's model counts, not --arch
+    assert text_tower_needs_transformers(f"local-dir:{tmp_path / 'missing'}", None)
+    assert text_tower_needs_transformers("local-dir:", None)  # no folder: left to open_clip
+
+
+@pytest.mark.parametrize("stop", [RuntimeError("a broken import"), KeyboardInterrupt()])
+def test_a_block_left_by_an_error_or_ctrl_c_leaves_the_module_importable(monkeypatch, stop):
+    from vipcli import lean_imports
+
+    monkeypatch.setattr(lean_imports, "enabled", True)
+    name = "json.vip_lean_probe"  # never a real module: only the marker can be in sys.modules
+    with pytest.raises(type(stop)):
+        with lean_imports.left_out(name):
+            assert sys.modules[name] is None
+            with pytest.raises(ImportError):
+                __import__(name)
+            raise stop
+    assert name not in sys.modules
+
+
+def test_a_block_changes_nothing_off_or_once_imported(monkeypatch):
+    from vipcli import lean_imports
+
+    with lean_imports.left_out("json.vip_lean_probe"):  # `enabled` off (the Python interface)
+        assert "json.vip_lean_probe" not in sys.modules
+    monkeypatch.setattr(lean_imports, "enabled", True)
+    with lean_imports.left_out("json"):  # already imported: left as it is
+        assert sys.modules["json"] is json
+    assert sys.modules["json"] is json
