@@ -99,12 +99,26 @@ def tiny_train_args(data: Path, config: Path, out: Path, *extra) -> list:
                                  extra)]
 
 
+REPEATABLE_OPTIONS = {"--symptoms", "--method-option", "-o", "--disease", "--images"}  # vip takes each several times
+
+
 def overridden(defaults: list, extra) -> list:
-    """`defaults` (`--option value` pairs) with each option that `extra` gives again left out, then `extra`:
-    vip refuses a single-value option given twice."""
-    given = {str(arg) for arg in extra if str(arg).startswith("--")}
-    pairs = zip(defaults[::2], defaults[1::2])
-    return [*(item for option, value in pairs if option not in given for item in (option, value)), *extra]
+    """The arguments `defaults` then `extra`, each single-value option kept once, at its last value (an option
+    followed by a value that is no option is a pair; flags and positionals stay as they are): vip refuses a
+    single-value option given twice, and a test gives one again to override it."""
+    tokens, items = [*defaults, *extra], []
+    i = 0
+    while i < len(tokens):
+        token = str(tokens[i])
+        if token.startswith("--") and i + 1 < len(tokens) and not str(tokens[i + 1]).startswith("--"):
+            items.append((tokens[i], tokens[i + 1]))
+            i += 2
+        else:
+            items.append((tokens[i],))
+            i += 1
+    last = {str(item[0]): k for k, item in enumerate(items) if len(item) == 2}
+    return [part for k, item in enumerate(items)
+            if len(item) == 1 or str(item[0]) in REPEATABLE_OPTIONS or last[str(item[0])] == k for part in item]
 
 
 def resave_run(file, weights: dict, header: dict) -> None:

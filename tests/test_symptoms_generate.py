@@ -16,8 +16,10 @@ from vipcli.cli.main import main
 from vipcli.packs import load_pack, symptoms_for_classes
 
 try:
+    from conftest import overridden
     from llm_server import closed_port_url
 except ImportError:  # tests/ imported as a package
+    from tests.conftest import overridden
     from tests.llm_server import closed_port_url
 
 STAGE1 = (
@@ -74,7 +76,7 @@ def vip(capsys, *args: str) -> tuple[int, str, str]:
 def generate(capsys, server, *args: str) -> tuple[int, str, str]:
     """`vip symptoms generate` against `server`, with fast retries."""
     base = ["symptoms", "generate", "--base-url", getattr(server, "url", server), "--backoff", "0.01", "--timeout", "5"]
-    return vip(capsys, *base, *args)
+    return vip(capsys, *overridden(base, args))  # a test's own --backoff/--timeout replaces the fast default
 
 
 def melanoma(capsys, server, *args: str) -> tuple[int, str, str]:
