@@ -204,6 +204,27 @@ def test_images_are_encoded_in_growing_chunks_and_written_as_they_come(cli, toy_
     assert len(lines(out)) == 24
 
 
+def test_a_printed_prediction_encodes_in_whole_chunks(cli, toy_run, monkeypatch):
+    """`vip predict` without --out shows nothing before the end: its first chunk is a whole one, so the decoding
+    workers start once per CHUNK images, not three times for 24 (4, 8, then the rest)."""
+    from vipcli import features, predict as predict_module
+
+    data, run = toy_run
+    monkeypatch.setattr(predict_module, "FIRST_CHUNK", 4)
+    monkeypatch.setattr(predict_module, "CHUNK", 16)
+    chunks = []
+    original = features.encode_images
+
+    def encode(backbone, paths, *args, **kwargs):
+        chunks.append(len(paths))
+        return original(backbone, paths, *args, **kwargs)
+
+    monkeypatch.setattr(features, "encode_images", encode)
+    code, stdout, _ = cli("predict", data / "test", "--model", run, "--workers", "0", "--json")
+    assert code == 0 and len(json.loads(stdout)["predictions"]) == 24
+    assert chunks == [16, 8]  # still never more than one chunk's features held
+
+
 def test_predict_under_torchrun_needs_out(cli, toy_run, monkeypatch):
     data, run = toy_run
     monkeypatch.setenv("WORLD_SIZE", "2")
