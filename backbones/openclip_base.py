@@ -267,6 +267,15 @@ def create_open_clip(arch: str, pretrained: str | None, device: torch.device, ti
     return model.eval(), model_name
 
 
+def joint_dim(model) -> int:
+    """D, the size of the joint image-text space of an open_clip model: its towers' `output_dim`, or the width of
+    CLIP's own text projection where the image tower does not say it (a timm tower, e.g. ConvNeXt's, has none)."""
+    for tower in (getattr(model, "visual", None), getattr(model, "text", None)):
+        if isinstance(getattr(tower, "output_dim", None), int):
+            return int(tower.output_dim)
+    return int(model.text_projection.shape[-1])  # [W, D]
+
+
 def load_open_clip_tokenizer(model_name: str, arch: str):
     """`open_clip.get_tokenizer(model_name)`, which may fetch a Hugging Face tokenizer, with the same
     fast offline failure and quiet logs as `create_open_clip`."""
@@ -433,7 +442,7 @@ class OpenClipBackbone(Backbone):
         self.tokenizer = load_open_clip_tokenizer(self.model_name, self.arch)
         self.load_phases["tokenizer_s"] = round(time.perf_counter() - started, 3)
         self.logit_scale = self.model.logit_scale.detach().float().reshape(())
-        self.embed_dim = int(self.model.visual.output_dim)
+        self.embed_dim = joint_dim(self.model)
         self._identity = self._identify()
 
     def _fail_fast_offline(self) -> None:

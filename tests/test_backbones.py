@@ -710,3 +710,20 @@ def test_offline_weights_of_a_hub_model_name_offer_a_fix_that_works_offline(monk
     assert "or --pretrained none for random" not in message
     assert "pass --arch with a local open_clip model-config JSON and --pretrained" in message
     assert message.endswith("must also name local folders in its hf_model_name and hf_tokenizer_name)")
+
+
+def test_an_open_clip_model_with_a_timm_image_tower_loads(tmp_path):
+    """open_clip's ConvNeXt-style configs build the image tower with timm, which has no `output_dim`: `clip` took the
+    joint size from it and failed at load; it now reads it from the text side, and the towers agree on it."""
+    config = {
+        "embed_dim": 32,
+        "vision_cfg": {"timm_model_name": "convnext_atto", "timm_model_pretrained": False, "timm_pool": "avg",
+                       "timm_proj": "linear", "image_size": 32},
+        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+    }
+    path = tmp_path / "tiny-convnext-clip.json"
+    path.write_text(json.dumps(config))
+    backbone = load_backbone("clip", str(path), "none", warn_random=False)  # the contract checks run too
+    assert backbone.embed_dim == 32
+    assert backbone.encode_image(torch.zeros(2, 3, 32, 32)).shape == (2, 32)
+    assert backbone.encode_text(backbone.tokenize(["an irregular border"])).shape == (1, 32)
