@@ -238,11 +238,20 @@ def guard_call(function: Callable, kind: str, plugin_id: str, distribution: str,
     return guarded
 
 
-def plugin_failure(error: BaseException, kind: str, plugin_id: str, distribution: str, member: str) -> PluginError:
-    """The `PluginError` for `error`, a failure (`is_plugin_failure`) raised out of the plugin's `member`."""
-    ends = isinstance(error, (SystemExit, KeyboardInterrupt))
-    hint = ENDS_PROCESS_HINT.format(name=distribution.split(" ")[0] or "unknown") if ends else None
-    return PluginError(kind, plugin_id, distribution, member, describe_failure(error), hint)
+def failure_hint(error: BaseException, distribution: str, otherwise: str | None = None) -> str | None:
+    """The hint for a plugin failure `error`: that a plugin must not end the process, for a SystemExit or a
+    KeyboardInterrupt it raised; else `otherwise`."""
+    if isinstance(error, (SystemExit, KeyboardInterrupt)):
+        return ENDS_PROCESS_HINT.format(name=distribution.split(" ")[0] or "unknown")
+    return otherwise
+
+
+def plugin_failure(error: BaseException, kind: str, plugin_id: str, distribution: str, member: str,
+                   hint: str | None = None) -> PluginError:
+    """The `PluginError` for `error`, a failure (`is_plugin_failure`) raised out of the plugin's `member`
+    (`hint`: the fix, unless the plugin tried to end the process, `failure_hint`)."""
+    return PluginError(kind, plugin_id, distribution, member, describe_failure(error),
+                       failure_hint(error, distribution, hint))
 
 
 def guard_calls(instance, members: Iterable[str], kind: str, plugin_id: str, distribution: str) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Sequence
 
 from vipcli.errors import VipError
-from vipcli.plugins import (PluginError, PluginGroup, PluginInfo, describe_exception, guard_calls,
+from vipcli.plugins import (PluginError, PluginGroup, PluginInfo, guard_calls,
                             is_own_distribution, is_plugin_failure, plugin_failure)
 
 ENTRY_POINT_GROUP = "vip.backbones"
@@ -255,10 +255,8 @@ def _construct(factory, backbone_id: str, distribution: str, arch, pretrained, d
     except BaseException as error:
         if not is_plugin_failure(error):  # a VipError, a real Ctrl-C
             raise
-        if isinstance(error, (SystemExit, KeyboardInterrupt)):  # sys.exit() in __init__: not the plugin's to end vip
-            raise plugin_failure(error, "backbone", backbone_id, distribution, f"{name}.__init__") from error
-        raise PluginError(
-            "backbone", backbone_id, distribution, f"{name}.__init__", describe_exception(error),
+        raise plugin_failure(  # (a sys.exit() in __init__ is not the plugin's to end vip: `failure_hint` says so)
+            error, "backbone", backbone_id, distribution, f"{name}.__init__",
             f"check --arch/--pretrained; if they are right, report it to the authors of {distribution.split(' ')[0]} "
             "with the traceback that VIP_DEBUG=1 shows",
         ) from error

@@ -98,7 +98,7 @@ def restore_method(method_id: str, setup: MethodSetup, settings: dict, stored: d
 
 def _construct(cls, method_id, setup, settings, stored) -> Method:
     from vipcli.methods.contract import MemberFault, guard_method, method_fault
-    from vipcli.plugins import ENDS_PROCESS_HINT, describe_failure, distribution_of, is_plugin_failure
+    from vipcli.plugins import describe_failure, distribution_of, failure_hint, is_plugin_failure
 
     try:
         method = cls(setup, settings, stored)
@@ -110,10 +110,8 @@ def _construct(cls, method_id, setup, settings, stored) -> Method:
         distribution = distribution_of(METHODS.entry_point(method_id))[0]
         if distribution == "vipcli":  # a built-in's bug
             raise
-        ends = isinstance(error, (SystemExit, KeyboardInterrupt))
         raise VipError(f"method '{method_id}' from distribution {distribution} failed to build: "
-                       f"{describe_failure(error)}",
-                       ENDS_PROCESS_HINT.format(name=distribution) if ends else f"fix or reinstall {distribution}") \
+                       f"{describe_failure(error)}", failure_hint(error, distribution, f"fix or reinstall {distribution}")) \
             from error
     if "_setup" not in vars(method):  # a plugin __init__ that never called Method.__init__: nn.Module fails later
         raise method_fault(method_id, "__init__", "__init__ did not call super().__init__(setup, settings, stored), "
