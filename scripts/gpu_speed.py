@@ -215,8 +215,9 @@ def main(argv=None) -> int:
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     runner = Runner(out, started + args.time_limit if args.time_limit else None)
+    # the setting (--no-sweep changes no other part, so such a run is still judged)
     defaults = (args.arch == "ViT-B-16-quickgelu" and args.epochs == 50 and args.views is None and args.data is None
-                and not any((args.sweep_methods, args.sweep_shots, args.sweep_seeds, args.sweep_epochs)))  # (no sweep: fine)
+                and not any((args.sweep_methods, args.sweep_shots, args.sweep_seeds, args.sweep_epochs)))
     report = {"format": "vip-gpu-speed", "complete": False, "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
               "time_limit_s": args.time_limit, "machine": machine(), "arch": args.arch, "epochs": args.epochs,
               "goals": GOALS}
