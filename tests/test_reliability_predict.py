@@ -589,7 +589,7 @@ def test_a_killed_writers_forked_worker_does_not_keep_its_lock(tmp_path):
 def test_a_decoding_worker_whose_main_process_was_killed_prints_no_traceback(tmp_path):
     # `kill -9` of vip while a worker hands it a batch: the worker's fd-sharing thread met "Connection
     # reset by peer" and printed its traceback on the user's terminal, seconds after the kill
-    code = ("import os, threading, time; from vipcli.features import worker_ignores_sigterm\n"
+    code = ("import os, threading, time; from vipcli.decoding import worker_ignores_sigterm\n"
             "if os.fork() == 0:\n"
             "    worker_ignores_sigterm(0); parent = os.getppid()\n"
             "    def serve():\n"
@@ -658,20 +658,20 @@ def test_an_interrupt_python_had_to_swallow_still_stops_the_command(cli, toy_run
     import os
     import signal
 
-    from vipcli import features
+    from vipcli import decoding
 
     class Finalizer:
         def __del__(self):
             os.kill(os.getpid(), signal.SIGTERM)  # the handler raises inside __del__: Python drops it
 
-    original = features._loader
+    original = decoding.loader
 
     def loader_started_under_a_signal(*args, **kwargs):
         swallowed = Finalizer()
         del swallowed
         yield from original(*args, **kwargs)
 
-    monkeypatch.setattr(features, "_loader", loader_started_under_a_signal)
+    monkeypatch.setattr(decoding, "loader", loader_started_under_a_signal)
     data, run = toy_run
     out = tmp_path / "p.jsonl"
     code, _, err = cli("predict", data / "test", "--model", run, "--out", out, "--workers", "0", "--no-cache")

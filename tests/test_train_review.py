@@ -365,12 +365,12 @@ def test_decoding_workers_start_only_where_their_start_costs_less_than_they_save
     import multiprocessing
     import os
 
-    from vipcli import features
+    from vipcli import decoding
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
     monkeypatch.setattr(multiprocessing, "get_all_start_methods", lambda: [platform_default, "forkserver"])
     monkeypatch.setattr(multiprocessing, "get_start_method", lambda allow_none=False: set_to)
-    assert features._decoding_workers(range(images), 2) == workers
+    assert decoding.decoding_workers(images, 2) == workers
 
 
 def test_a_model_that_calls_every_test_image_one_class_is_warned_about(cli, isic_small, tiny_clip, tmp_path,

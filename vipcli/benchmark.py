@@ -167,6 +167,7 @@ def encode_pool(backbone, dataset: Dataset, shots: tuple, seeds: tuple, views: i
     Only the union of the subsets is encoded: per seed and class, the first K readable images of its
     seeded order, K the largest shots value (every training image when a shots value is 'all').
     """
+    from vipcli.decoding import DecodingWorkers
     from vipcli.features import encode_images
     from vipcli.featuresets import check_enough, encode_all, encode_union, feature_set
 
@@ -174,9 +175,9 @@ def encode_pool(backbone, dataset: Dataset, shots: tuple, seeds: tuple, views: i
     largest = None if any(s is None for s in shots) else max(shots)
     orders = [few_shot_order(train, len(dataset.class_names), s) for s in dict.fromkeys(seeds)]
     total = (len(train) if largest is None else min(len(train), largest * len(dataset.class_names) * len(orders)))
-    with console.task(progress, "encoding images", total + len(dataset.splits["val"]) + len(dataset.splits["test"])) \
-            as advance:
-        encode_kwargs = {"batch_size": batch_size, "workers": workers}
+    images = total + len(dataset.splits["val"]) + len(dataset.splits["test"])
+    with console.task(progress, "encoding images", images) as advance, DecodingWorkers(workers, images) as shared:
+        encode_kwargs = {"batch_size": batch_size, "workers": workers, "shared": shared}  # one set of workers
         if largest is None:  # every training image: the pool is the features' own block, not a stacked copy
             pool_train, failures, encoded_views = encode_all(backbone, train, views, cache, encode_kwargs, advance,
                                                              center)
@@ -192,8 +193,7 @@ def encode_pool(backbone, dataset: Dataset, shots: tuple, seeds: tuple, views: i
         parts = {}
         for name in ("val", "test"):
             samples = dataset.splits[name]
-            encoded = encode_images(backbone, [s.path for s in samples], 0, cache, batch_size, workers,
-                                    advance=advance)
+            encoded = encode_images(backbone, [s.path for s in samples], 0, cache, advance=advance, **encode_kwargs)
             failures.update({str(p): r for p, r in encoded.failures.items()})
             encoded_views += encoded.encoded
             parts[name] = feature_set(encoded, samples, with_views=False)

@@ -34,17 +34,16 @@ from pathlib import Path
 
 import torch
 
-from vipcli import console
+from vipcli import console, decoding
 from vipcli.cache_admin import BACKBONE_FILE, default_root
+from vipcli.decoding import DecodingWorkers
 from vipcli.dicom import decoder_identity, is_dicom_name
 from vipcli.digests import digest_many
-from vipcli.env_flags import env_flag
 from vipcli.errors import ImageError
 from vipcli.image_fit import DEFAULT_FIT, image_transform
 from vipcli.images import holds_second_picture, load_image
 from vipcli.pixels import ViewPipeline, view_pipeline
 from vipcli.preflight import describe_os_error, held_open
-from vipcli.settings import usable_workers
 from vipcli.stop_signals import stop_if_received
 
 DECODE_MIN_SIDE = 512  # images much larger than this are decoded at a reduced scale
@@ -498,119 +497,30 @@ class EncodedImages:
         return block[: len(rows)]
 
 
-class _ViewDataset(torch.utils.data.Dataset):
-    """Decode each image once and return the views still missing from the cache.
+class ViewDecoder(torch.utils.data.Dataset):
+    """Decode an image once and make the views still missing from the cache; indexed by the job itself,
+    (index, path, content digest, need the center view, first view, views to make), so one set of decoding
+    workers (`vipcli.decoding.DecodingWorkers`) serves every list of jobs of a backbone and image fit.
 
     View k of an image is drawn under `view_seed(content digest, k, augmentation)`, so it is the
     same whichever process, run or order computes it.
     """
 
-    def __init__(self, jobs, eval_make, train_make, augmentation: str):
-        self.jobs = jobs  # list of (index, path, content digest, need_eval, first view, views to make)
-        self.eval_make, self.train_make = eval_make, train_make  # PIL image -> view (`ViewPipeline.make`)
+    def __init__(self, evaluation: ViewPipeline, training: ViewPipeline, augmentation: str):
+        self.evaluation, self.training = evaluation, training  # PIL image -> view (`ViewPipeline.make`)
         self.augmentation = augmentation
 
-    def __len__(self):
-        return len(self.jobs)
-
-    def __getitem__(self, i):
-        index, path, content, need_eval, first, count = self.jobs[i]
+    def __getitem__(self, job):
+        index, path, content, need_eval, first, count = job
         try:
             image = load_image(path, min_side=DECODE_MIN_SIDE)
         except ImageError as error:
             return index, None, error.reason
-        views = [self.eval_make(image)] if need_eval else []
+        views = [self.evaluation.make(image)] if need_eval else []
         for k in range(first, first + count):
             with seeded(view_seed(content, k, self.augmentation)):
-                views.append(self.train_make(image))
+                views.append(self.training.make(image))
         return index, torch.stack(views), ""  # [n, 3, H, W], uint8 when the pipelines finish them
-
-
-def _loader(dataset, workers: int):
-    """The DataLoader that decodes `dataset` in `workers` processes, drawing nothing from torch's global generator.
-
-    A DataLoader without a generator of its own draws its workers' base seed from the global one each time
-    it is iterated (with no workers too): `vip train` seeds that generator before encoding, and a method's fit
-    may draw from it, so a cold cache (one loader per split) and a warm one (none) handed fit other random
-    numbers. The views' randomness never came from it (`view_seed`), so a private generator changes no feature.
-    """
-    workers = _decoding_workers(dataset, workers)
-    return torch.utils.data.DataLoader(
-        dataset, batch_size=None, shuffle=False, num_workers=workers, generator=torch.Generator().manual_seed(0),
-        prefetch_factor=4 if workers else None, persistent_workers=False, worker_init_fn=worker_ignores_sigterm,
-    )
-
-
-@contextlib.contextmanager
-def workers_stopped_after(loader):
-    """Iterate DataLoader `loader` inside the block; however the block ends, its decoding workers are
-    shut down as it ends.
-
-    An error raised in a worker (a decoder failing on one file) reaches the caller with a traceback that
-    holds the loader's iterator, so PyTorch shut its workers down only when the garbage collector
-    freed it, at exit: there the index queues no longer reached the workers (5 s per worker lost),
-    and the workers, which ignore SIGTERM (`worker_ignores_sigterm`), outlived multiprocessing's
-    `terminate()`, whose `join()` then waited for them for ever: the command printed its error and
-    never exited.
-    """
-    batches = iter(loader)
-    try:
-        yield batches
-    finally:
-        shut_down = getattr(batches, "_shutdown_workers", None)  # PyTorch's own clean-up (None: no workers)
-        if shut_down is not None:
-            shut_down()
-
-
-FORKED_MIN_IMAGES = 8  # the fewest images decoded in worker processes that start as a fork of this one
-SPAWNED_MIN_IMAGES = 512  # ... that each start a fresh Python importing torch (spawn: macOS, Windows; forkserver)
-
-
-def _decoding_workers(dataset, workers: int) -> int:
-    """Worker processes for decoding `dataset`: none for fewer images than starting them costs, else `workers`,
-    at most the usable cores.
-
-    A forked worker starts at once. A spawned one (macOS's and Windows' start method) imports torch and
-    torchvision first, seconds each, again for every set decoded (train, val, test, each chunk of `vip
-    predict`): on this project's 2-core machine `vip train --backbone toy --shots 16 --workers 2` on 230 ISIC
-    images took 54 s under spawn, 9 s with its workers decoding in the main process, as under fork.
-    """
-    import multiprocessing
-
-    method = multiprocessing.get_start_method(allow_none=True) or multiprocessing.get_all_start_methods()[0]
-    least = FORKED_MIN_IMAGES if method == "fork" else SPAWNED_MIN_IMAGES
-    return usable_workers(workers) if len(dataset) >= least else 0
-
-
-def worker_ignores_sigterm(_worker_id: int) -> None:
-    """In a decoding worker: ignore SIGTERM, which `kill`/`timeout`/Slurm send to the whole process group.
-
-    The main process stops on it as on Ctrl-C and shuts its workers down itself; a worker killed
-    first made PyTorch print a traceback ("DataLoader worker ... is killed by signal: Terminated").
-    A worker whose main process dies still exits (PyTorch's workers watch their parent), and says
-    nothing of the connection to it that broke (`_quiet_once_orphaned`).
-    """
-    import signal
-    import threading
-
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    threading.excepthook = _quiet_once_orphaned(threading.excepthook, os.getppid())
-
-
-def _quiet_once_orphaned(hook, parent: int):
-    """A thread-exception hook for a decoding worker: a broken connection after its main process
-    `parent` died (`kill -9`, the OOM killer) is dropped, not printed as a traceback on the user's
-    terminal seconds later (the thread that hands batches over met "Connection reset by peer");
-    anything else, or anything with VIP_DEBUG=1, goes to `hook`."""
-    def quiet(args) -> None:
-        if issubclass(args.exc_type, (ConnectionError, EOFError)) and not env_flag("VIP_DEBUG"):
-            for _ in range(20):  # the parent's sockets close as it exits, a moment before we are reparented
-                if os.getppid() != parent:
-                    return
-                time.sleep(0.05)
-        hook(args)
-
-    return quiet
 
 
 @torch.no_grad()
@@ -647,7 +557,7 @@ def _unreadable(error: OSError) -> str:
 
 def encode_images(backbone, paths, views: int = 0, cache: FeatureCache | None = None, batch_size: int = 64,
                   workers: int = 2, seed: int | None = None, advance=lambda n=1: None,
-                  center: bool = True) -> EncodedImages:
+                  center: bool = True, shared: DecodingWorkers | None = None) -> EncodedImages:
     """Center-crop features of every image, plus `views` augmented views each.
 
     Args:
@@ -663,6 +573,8 @@ def encode_images(backbone, paths, views: int = 0, cache: FeatureCache | None = 
         advance: progress callback, called once per image.
         center: also encode the center-crop view (prompt learning needs only the augmented views
             of training images; a linear probe and evaluation need the center view).
+        shared: decoding workers kept for several calls (`vipcli.decoding.DecodingWorkers`); `workers` is
+            then not used.
     Returns:
         EncodedImages with features for every readable image and reasons for the others.
     """
@@ -692,7 +604,7 @@ def encode_images(backbone, paths, views: int = 0, cache: FeatureCache | None = 
         cache.put(path, entry_keys[index], entry)
         result.take(index, entry, views, center, len(paths))
 
-    _encode_jobs(backbone, jobs, batch_size, workers, cache, result, advance, store)
+    _encode_jobs(backbone, jobs, batch_size, workers, cache, result, advance, store, shared)
     return result
 
 
@@ -722,15 +634,16 @@ def _merge_entry(old: dict, new: torch.Tensor, has_eval: bool) -> dict:
     return entry
 
 
-def _encode_jobs(backbone, jobs, batch_size, workers, cache, result, advance, store) -> None:
+def _encode_jobs(backbone, jobs, batch_size, workers, cache, result, advance, store, shared=None) -> None:
     """Run the image encoder over every missing view (under the image fit of `cache`), batching across
     images; `store(index, features [n, D])` takes each image's new views as soon as its batch is encoded,
     so that the images encoded before a Ctrl-C, a SIGTERM (a job's time limit) or a failure are cached,
     not encoded again."""
     if not jobs:
         return
-    evaluation, training = _pipelines(backbone, cache.fit)
-    dataset = _ViewDataset(jobs, evaluation.make, training.make, cache.augmentation)
+    make = lambda: ViewDecoder(*_pipelines(backbone, cache.fit), cache.augmentation)  # noqa: E731
+    decoder = shared.decoder_for((backbone, cache.fit, cache.augmentation), make) if shared is not None else make()
+    training = decoder.training
     pending: list[tuple[int, torch.Tensor]] = []
     keep: dict = {}  # the float batch buffer `finish_many` reuses
 
@@ -747,8 +660,8 @@ def _encode_jobs(backbone, jobs, batch_size, workers, cache, result, advance, st
         pending.clear()
 
     path_of = {job[0]: job[1] for job in jobs}
-    with workers_stopped_after(_loader(dataset, workers)) as decoded:
-        for index, views, reason in decoded:
+    with decoding.decoded(decoder, jobs, workers, shared) as batches:
+        for index, views, reason in batches:
             advance()
             stop_if_received()  # a Ctrl-C or SIGTERM Python swallowed while the decoding workers started
             if views is None:
@@ -780,9 +693,9 @@ def iterate_fresh_features(backbone, paths, labels, train: bool, batch_size: int
     dataset = FreshViews(paths, labels, pipeline.make)
     generator = torch.Generator().manual_seed(seed)
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, shuffle=train, num_workers=_decoding_workers(dataset, workers),
-        generator=generator, worker_init_fn=worker_ignores_sigterm,
+        dataset, batch_size=batch_size, shuffle=train, num_workers=decoding.decoding_workers(len(dataset), workers),
+        generator=generator, worker_init_fn=decoding.worker_ignores_sigterm,
     )
-    with workers_stopped_after(loader) as batches:
+    with decoding.workers_stopped_after(loader) as batches:
         for images, batch_labels in batches:
             yield _encode(backbone, images, pipeline), batch_labels

@@ -9,6 +9,7 @@ import torch
 
 from vipcli import console
 from vipcli.data import Dataset, few_shot_order, few_shot_union
+from vipcli.decoding import DecodingWorkers
 from vipcli.errors import VipError
 from vipcli.features import encode_images
 
@@ -204,7 +205,9 @@ def prepare_features(backbone, dataset: Dataset, shots: int | None, seed: int, v
     splits = dataset.splits
     total = (min(len(splits["train"]), shots * len(dataset.class_names)) if shots is not None
              else len(splits["train"]))
-    with console.task(progress, "encoding images", total + len(splits["val"]) + len(splits["test"])) as advance:
+    images = total + len(splits["val"]) + len(splits["test"])
+    with console.task(progress, "encoding images", images) as advance, DecodingWorkers(workers, images) as shared:
+        kwargs["shared"] = shared  # the splits share one set of decoding workers
         if shots is not None:  # 0 (a method that uses no labelled images): an empty training set
             train, failures, encoded_views, shortfalls = select_shots(
                 backbone, dataset, shots, seed, views, cache, kwargs, advance, center_train)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import torch
 
 from vipcli import console
+from vipcli.decoding import DecodingWorkers
 from vipcli.errors import UsageError, VipError
 from vipcli.images import IMAGE_SUFFIXES, image_files_under
 from vipcli.results import Prediction
@@ -178,11 +180,10 @@ def predict(predictor: Predictor, paths: list[Path], explain: bool = False, cach
         (predictions for readable files, {unreadable file: reason})
     """
     predictions, failures = [], {}
-    with console.task(progress, "predicting", len(paths)) as advance:
-        # nothing is shown before the end here: the first chunk is a whole one, so the decoding workers start once
-        # for up to CHUNK images instead of three times for 827 (128, 256, then the rest)
-        for path, prediction, reason in stream_predictions(predictor, paths, explain, cache, workers, batch_size,
-                                                           advance, coverage, first_chunk=CHUNK):
+    with console.task(progress, "predicting", len(paths)) as advance, contextlib.closing(stream_predictions(
+            predictor, paths, explain, cache, workers, batch_size, advance, coverage, first_chunk=CHUNK)) as results:
+        # nothing is shown before the end here: the first chunk is a whole one (fewer, larger encoder calls)
+        for path, prediction, reason in results:
             if prediction is None:
                 failures[path] = reason
             else:
@@ -197,8 +198,9 @@ def stream_predictions(predictor: Predictor, paths: list[Path], explain: bool = 
 
     Images are encoded and classified in chunks (`first_chunk` images, default FIRST_CHUNK, doubling up to
     `chunk`, default CHUNK), so no more than one chunk's features are held at once whatever the number of
-    images, the first results come soon, and the decoding workers' start-up is paid rarely. A caller that
-    shows nothing before the end passes `first_chunk=CHUNK`. Refuses an impossible `coverage` before any work.
+    images and the first results come soon; one set of decoding workers serves every chunk. A caller that
+    shows nothing before the end passes `first_chunk=CHUNK`; one that may stop early closes the generator
+    (`contextlib.closing`), which stops the workers. Refuses an impossible `coverage` before any work.
     """
     from vipcli.trust import set_threshold
 
@@ -206,14 +208,15 @@ def stream_predictions(predictor: Predictor, paths: list[Path], explain: bool = 
     paths = [Path(p) for p in paths]
     chunk = CHUNK if chunk is None else chunk
     start, size = 0, max(1, min(FIRST_CHUNK if first_chunk is None else first_chunk, chunk))
-    while start < len(paths):
-        stop_if_received()  # a Ctrl-C or SIGTERM Python swallowed (in a fork handler) stops between chunks
-        yield from _predict_chunk(predictor, paths[start:start + size], explain, cache, workers, batch_size,
-                                  advance, cutoff)
-        start, size = start + size, min(2 * size, max(1, chunk))
+    with DecodingWorkers(workers, len(paths)) as shared:  # started once, not once per chunk
+        while start < len(paths):
+            stop_if_received()  # a Ctrl-C or SIGTERM Python swallowed (in a fork handler) stops between chunks
+            yield from _predict_chunk(predictor, paths[start:start + size], explain, cache, shared, batch_size,
+                                      advance, cutoff)
+            start, size = start + size, min(2 * size, max(1, chunk))
 
 
-def _predict_chunk(predictor: Predictor, paths: list[Path], explain, cache, workers, batch_size, advance, cutoff):
+def _predict_chunk(predictor: Predictor, paths: list[Path], explain, cache, shared, batch_size, advance, cutoff):
     """Encode and classify one chunk (under the run's image fit); yield its results in order."""
     from vipcli.features import encode_images
 
@@ -222,7 +225,7 @@ def _predict_chunk(predictor: Predictor, paths: list[Path], explain, cache, work
     if cache.fit != predictor.image_fit:  # a caller's cache of another fit would encode what the run never saw
         raise ValueError(f"a feature cache of image fit {cache.fit!r} for a run of {predictor.image_fit!r}; "
                          "make it with Predictor.feature_cache")
-    encoded = encode_images(predictor.backbone, paths, 0, cache, batch_size, workers, advance=advance)
+    encoded = encode_images(predictor.backbone, paths, 0, cache, batch_size, advance=advance, shared=shared)
     readable = [i for i in range(len(paths)) if i in encoded.eval]
     row_of = {i: row for row, i in enumerate(readable)}
     features = torch.stack([encoded.eval[i] for i in readable]) if readable else None  # [N, D]
@@ -358,9 +361,10 @@ def predict_to_file(predictor: Predictor, paths: list[Path], out: Path, world=No
     remaining = [p for p in paths if str(p) not in done]
     mine = [remaining[i] for i in distributed.shard(len(remaining), world)]
     target = part_file(out, world.rank, world.size) if world.distributed else out
-    with RecordWriter(target, form) as writer, console.task(progress, "predicting", len(mine)) as advance:
-        for path, prediction, reason in stream_predictions(predictor, mine, explain, cache, workers, batch_size,
-                                                           advance, coverage, chunk):
+    with RecordWriter(target, form) as writer, console.task(progress, "predicting", len(mine)) as advance, \
+            contextlib.closing(stream_predictions(predictor, mine, explain, cache, workers, batch_size, advance,
+                                                  coverage, chunk)) as results:
+        for path, prediction, reason in results:
             if prediction is None:
                 writer.error(path, reason)
             else:

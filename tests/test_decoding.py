@@ -1,0 +1,115 @@
+"""One set of decoding workers per command: `vip train`'s splits and `vip predict`'s chunks share them.
+
+Each worker records its process id as it decodes (the workers are forks, so they inherit a patched
+decoder); a command that started workers for every split or chunk shows more ids than `--workers`.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from pathlib import Path
+
+import pytest
+
+from lesion_runs import make_lesions, train_toy
+
+pytestmark = pytest.mark.skipif(multiprocessing.get_start_method() != "fork",
+                                reason="the workers must inherit the patched decoder (fork)")
+
+
+@pytest.fixture(scope="module")
+def toy_run(tmp_path_factory):
+    """A lesion world and a toy-backbone run trained on it (once for the module)."""
+    root = tmp_path_factory.mktemp("lesions")
+    data = make_lesions(root / "data", {"train": 10, "val": 6, "test": 12})
+    return data, train_toy(data, root / "run", root / "train-cache")
+
+
+@pytest.fixture
+def decoder_ids(monkeypatch, tmp_path):
+    """The ids of the processes that decoded images, read after the command."""
+    from vipcli import features
+
+    log = tmp_path / "decoders.txt"
+    real = features.load_image
+
+    def load(path, **options):
+        with open(log, "a") as out:
+            out.write(f"{os.getpid()}\n")
+        return real(path, **options)
+
+    monkeypatch.setattr(features, "load_image", load)
+    return lambda: set(log.read_text().split()) if log.exists() else set()
+
+
+def test_predict_to_a_file_decodes_every_chunk_in_the_same_workers(cli, toy_run, tmp_path, monkeypatch, decoder_ids):
+    from vipcli import predict as predict_module
+
+    data, run = toy_run
+    monkeypatch.setattr(predict_module, "FIRST_CHUNK", 8)
+    monkeypatch.setattr(predict_module, "CHUNK", 8)  # 24 test images: three chunks
+    out = tmp_path / "p.jsonl"
+    code, _, err = cli("predict", data / "test", "--model", run, "--out", out, "--workers", "2", "--no-cache")
+    assert code == 0, err
+    assert len(out.read_text().splitlines()) == 24
+    ids = decoder_ids()
+    assert str(os.getpid()) not in ids and len(ids) == 2  # two workers for the three chunks, not six
+    assert multiprocessing.active_children() == []  # and they stopped with the command
+
+
+def test_train_decodes_its_splits_in_the_same_workers(cli, toy_run, tmp_path, decoder_ids):
+    data, _ = toy_run
+    code, _, err = cli("train", "--data", data, "--backbone", "toy", "--shots", "all", "--epochs", "1",
+                       "--workers", "2", "--out", tmp_path / "run")
+    assert code == 0, err
+    ids = decoder_ids()
+    assert str(os.getpid()) not in ids and len(ids) == 2  # train, val and test: two workers, not six
+    assert multiprocessing.active_children() == []
+
+
+def test_a_pass_that_fails_stops_the_shared_workers_and_the_next_list_starts_new_ones(tmp_path, monkeypatch,
+                                                                                   decoder_ids):
+    from PIL import Image
+
+    from vipcli import features
+    from vipcli.decoding import DecodingWorkers
+    from vipcli.registry import load_backbone
+
+    paths = []
+    for number in range(8):
+        paths.append(tmp_path / f"{number}.png")
+        Image.new("RGB", (32, 32), (30 * number, 90, 10)).save(paths[-1])
+    backbone, logged = load_backbone("toy"), features.load_image
+
+    def load(path, **options):
+        if Path(path).name == "3.png" and os.environ.get("VIP_TEST_FAULT"):
+            raise TypeError("a decoder's own fault")
+        return logged(path, **options)
+
+    monkeypatch.setattr(features, "load_image", load)
+    with DecodingWorkers(2, 16) as shared:
+        monkeypatch.setenv("VIP_TEST_FAULT", "1")  # the workers start now and inherit it
+        with pytest.raises(TypeError, match="a decoder's own fault"):
+            features.encode_images(backbone, paths, workers=2, shared=shared)
+        assert multiprocessing.active_children() == []  # stopped at once, not at exit
+        monkeypatch.delenv("VIP_TEST_FAULT")
+        encoded = features.encode_images(backbone, paths, workers=2, shared=shared)
+        assert sorted(encoded.eval) == list(range(8))
+        assert len(multiprocessing.active_children()) == 2  # fresh workers, kept for the next list
+    assert multiprocessing.active_children() == []
+
+
+def test_a_prediction_stream_closed_early_stops_its_workers(toy_run):
+    import contextlib
+
+    from vipcli.predict import load_predictor, stream_predictions
+
+    data, run = toy_run
+    predictor = load_predictor(run)
+    paths = sorted((data / "test").rglob("*.png"))
+    with contextlib.closing(stream_predictions(predictor, paths, workers=2, chunk=8)) as results:
+        first = next(results)
+        assert first[1] is not None
+        assert len(multiprocessing.active_children()) == 2
+    assert multiprocessing.active_children() == []
