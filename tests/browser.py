@@ -308,10 +308,11 @@ def pdf_words(pdf: Path) -> list[tuple[str, float]]:
             for top, bottom, word in re.findall(r'<word [^>]*yMin="([\d.]+)" [^>]*yMax="([\d.]+)">([^<]*)</word>', found)]
 
 
-def pdf_page_texts(pdf: Path) -> list[str]:
-    """The text of each page of `pdf`, in order (poppler's pdftotext)."""
-    found = subprocess.run([shutil.which("pdftotext"), str(pdf), "-"], check=True, capture_output=True, text=True,
-                           timeout=60).stdout
+def pdf_page_texts(pdf: Path, raw: bool = False) -> list[str]:
+    """The text of each page of `pdf`, in order (poppler's pdftotext): as laid out on the page, lines of columns side
+    by side interleaved, or with `raw` in the order the browser drew it (a box's lines together)."""
+    found = subprocess.run([shutil.which("pdftotext"), *(["-raw"] if raw else []), str(pdf), "-"], check=True,
+                           capture_output=True, text=True, timeout=60).stdout
     return found.split("\f")[:-1]  # each page ends with a form feed
 
 

@@ -5,6 +5,7 @@ and looked at pixel by pixel."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -118,10 +119,10 @@ def _gallery(folder, sizes: list[tuple[int, int]]) -> str:
 
 
 @pytest.mark.parametrize("paper", sorted(PAPERS))
-def test_a_printed_gallery_puts_two_rows_of_four_cards_on_a_page_in_readable_type(tmp_path, paper):
+def test_a_printed_gallery_puts_eight_cards_on_a_page_in_readable_type(tmp_path, paper):
     """The gallery printed one row of three cards a page, each page half blank (48 cards: 16 pages). In print a
-    card is smaller (its image at 7/12 of its size on screen, its type 8.5 pt, the smallest 8 pt), four to a row
-    and two rows to a page, on A4 and US Letter, with the tallest cards two classes give."""
+    card is smaller (its image at 9/16 of its size on screen, its type 8.5 pt, the smallest 8 pt), a row across the
+    page, eight to a page, on A4 and US Letter, with the tallest cards two classes give."""
     ruler = '<p style="font-size: 8pt">eight-point</p>'  # the smallest type a card may print
     pdf, _ = _printed(tmp_path, "gallery", [ruler, _gallery(tmp_path, [(64, 64)] * 24)], paper)
     cards = [len(re.findall(r"true class:", page)) for page in pdf_page_texts(pdf)]
@@ -150,11 +151,13 @@ NINE_CLASSES = ["actinic keratosis", "basal cell carcinoma", "pigmented benign k
 
 
 @pytest.mark.parametrize("paper", sorted(PAPERS))
-def test_a_printed_nine_class_gallery_still_puts_two_rows_of_four_cards_on_a_page(tmp_path, paper):
-    """A nine-class run's card is taller: long class names that wrap, a prediction set of four of them, three long
-    symptoms. Printed, a row of four such cards took just over half a page, so each page held one row and left the
-    rest blank (24 cards: 6 pages on A4 and US Letter). Its lines and image are a little smaller in print now (line
-    height 1.1, the image at most 112 px): two rows a page again."""
+@pytest.mark.parametrize("set_size, per_page", [(4, 8), (6, 7), (9, 7)])
+def test_a_printed_nine_class_gallery_puts_several_cards_on_a_page_each_set_whole(tmp_path, paper, set_size, per_page):
+    """A nine-class run's card is taller: long class names that wrap, a prediction set of four to nine of them, three
+    long symptoms. Printed four to a row, a row of cards with sets of six took over half a US Letter page, so each
+    page held one row of four and left the rest blank (24 cards: 6 pages). Printed a card a row across the page
+    (image | verdict and set | symptoms), a longer set makes its own card a line or two taller: seven or eight
+    cards a page on A4 and US Letter, every name of every set printed in full, next to its image."""
     from PIL import Image
 
     items = []
@@ -165,10 +168,18 @@ def test_a_printed_nine_class_gallery_still_puts_two_rows_of_four_cards_on_a_pag
         Image.new("RGB", (300, 200), (180, 120 + i, 90)).save(image)
         symptoms = [{"symptom": s, "similarity": 0.412, "weight": 0.251, "contribution": 2.632} for s in LONGEST_SYMPTOMS]
         items.append(GalleryItem(str(image), truth, NINE_CLASSES[(i + 1) % 9], 0.435,
-                                 [NINE_CLASSES[(i + k) % 9] for k in range(1, 5)], symptoms))
+                                 [NINE_CLASSES[(i + k) % 9] for k in range(1, set_size + 1)], symptoms))
     pdf, _ = _printed(tmp_path, "nine", [gallery_html(items, root=tmp_path)], paper)
     cards = [len(re.findall(r"true class:", page)) for page in pdf_page_texts(pdf)]
-    assert sum(cards) == 24 and min(cards[1:-1]) >= 8, f"cards on each printed page: {cards}"
+    assert sum(cards) == 24 and min(cards[1:-1]) >= per_page, f"cards on each printed page: {cards}"
+    def squeezed(words: str) -> str:  # a file name wraps at any separator, a set at any space
+        return re.sub(r"\s+", "", words)
+
+    printed = [squeezed(page) for page in pdf_page_texts(pdf, raw=True)]  # each card's text in its own order
+    for item in items:  # a card is never split: its file name, its true class and its whole set on one page
+        name = squeezed(f"{Path(item.path).relative_to(tmp_path).as_posix()} true class: {item.truth}")
+        whole = squeezed(f"prediction set: {{{', '.join(item.prediction_set)}}}")
+        assert [name in page and whole in page for page in printed].count(True) == 1, (name, whole)
 
 
 def _nine_class_prediction_sets() -> str:

@@ -121,8 +121,9 @@ def _card(item: GalleryItem, root: Path | None) -> str:
     verdict = ""
     if item.truth is not None:
         verdict = ('<span class="tag wrong">wrong</span> ' if item.wrong else '<span class="tag right">right</span> ')
+    # the image, what vip made of it (facts) and why (symptoms): three boxes, stacked on screen, side by side in print
     lines = [f'<li class="card{" wrong" if item.wrong else ""}">', picture,
-             f'<div class="name">{file_name(shown)}</div>']
+             f'<div class="facts"><div class="name">{file_name(shown)}</div>']
     if item.truth is not None:
         lines.append(f"<div>true class: <b>{text(item.truth)}</b></div>")
     probability = percent_text(item.probability, 1)
@@ -132,8 +133,9 @@ def _card(item: GalleryItem, root: Path | None) -> str:
         missed = item.truth is not None and item.truth not in item.prediction_set
         lines.append(f"<div>prediction set: {{{text(members)}}}"
                      + (' <span class="tag wrong">misses the true class</span>' if missed else "") + "</div>")
+    lines.append("</div>")
     if item.top_symptoms is not None:
-        lines.append(_symptoms_html(item))
+        lines.append(f'<div class="why">{_symptoms_html(item)}</div>')
     lines.append("</li>")
     return "".join(lines)
 

@@ -72,13 +72,15 @@ footer { margin-top: 2rem; color: #595959; font-size: 0.8rem; }  /* 7:1 on white
   h1, h2 { break-after: avoid; }  /* a heading stays with what it heads */
   .tag { background: none; border: 1px solid; }  /* printing leaves backgrounds out by default, and the white */
   .tag.wrong { color: #c62828; } .tag.right { color: #1b5e20; }  /* text with them: an outline in its colour */
-  .gallery { grid-template-columns: repeat(4, minmax(0, 1fr)); gap: 0.3rem; }  /* smaller cards, four a row and two */
-  .card { padding: 0.25rem; font-size: 8.5pt; line-height: 1.1; }  /* rows a page (on screen's layout: one row of three),
-                          even of a nine-class run's taller cards (long class names, a set of four) on US Letter */
+  .gallery { grid-template-columns: minmax(0, 1fr); gap: 3px; }  /* a list of cases, a card a row across the page */
+  .card { display: grid; grid-template-columns: 108px minmax(0, 5fr) minmax(0, 7fr); column-gap: 0.4rem;
+          align-items: start; padding: 2px; font-size: 8.5pt; line-height: 1.1; }  /* image | verdict and set | why:
+        a longer set makes its own card a line taller, never a row of four more than half a page (one row a page) */
+  .card .facts:last-child { grid-column: 2 / -1; }  /* no symptoms (a method without them): the verdict takes the row */
   .card .name, .card .detail { font-size: 8pt; }  /* the smallest printed type */
   .card ul { padding-left: 0.9rem; }
-  .card img { max-width: min(100%, 112px); max-height: 112px;  /* at most 7/12 of its size on screen, never larger, */
-              object-fit: contain; margin-bottom: 0.25rem; }  /* its shape kept when its height is the longer side */
+  .card img { max-width: min(100%, 108px); max-height: 108px;  /* at most 9/16 of its size on screen, never larger, */
+              object-fit: contain; margin: 0 auto; }  /* its shape kept when its height is the longer side */
   .card, figure, tr, .note, .banner, .table { break-inside: avoid; }  /* an image never parts from its labels, nor a
                                             table from its caption and header (one longer than a page still breaks) */
 }
