@@ -27,6 +27,9 @@ def test_demo_shows_the_papers_claim_with_margins(cli, tmp_path):
     assert (out / "run" / "model.safetensors").is_file() and (out / "benchmark" / "shots.png").is_file()
     # it ends with the reports and says where to open them; the predictions show prediction sets
     assert "set {" in stdout and f"file://{(out / 'run' / 'report.html').resolve()}" in stdout
+    # and says what to run next on one's own images (a hint, on stderr)
+    assert err.splitlines()[-1] == ("next: train on your own images, one subfolder per class: vip train --data FOLDER "
+                                    "(README: Train on your own images)"), err
     for report in (out / "run" / "report.html", out / "benchmark" / "report.html"):
         assert report.is_file() and "<svg role=\"img\"" in report.read_text()  # figures drawn, inline
     _readme_python_runs_on_the_demo(out)

@@ -649,3 +649,20 @@ def test_the_scores_table_fits_a_phone_without_scrolling_sideways(tmp_path):
         assert scores["columns"] == 3 and scores["overflow"] <= 0, (width, scores)
         assert result["width"] <= result["viewport"] == width
         assert "AUROC %\t93.75\t-" in result["text"] and "balanced accuracy %\t87.50\t66.67" in result["text"]
+
+
+def test_a_benchmark_report_names_the_rows_that_find_no_test_image_of_a_class(benchmark_dir, tmp_path):
+    """On unbalanced data a row that calls every test image the larger class leads the accuracy table in bold;
+    the sweep warned on stderr, while the report, which a reader opens later, said nothing of it."""
+    from vipcli.report.benchmark import benchmark_report
+
+    assert "find no test image" not in _visible(benchmark_report(benchmark_dir))  # every row finds every class
+    folder = shutil.copytree(benchmark_dir, tmp_path / "missed")
+    document = json.loads((folder / "results.json").read_text())
+    row = next(r for r in document["rows"] if r["method"] == "symptom-zeroshot" and int(r["seed"]) == 1)
+    images = [sum(line) for line in row["test_confusion_matrix"]]
+    row["test_confusion_matrix"] = [[0, images[0]], [0, images[1]]]  # every test image called the second class
+    (folder / "results.json").write_text(json.dumps(document))
+    first = document["class_names"][0]
+    assert (f"1 row finds no test image of a class: symptom-zeroshot (seed 1: {first}); their accuracy comes from the other "
+            "classes alone") in _visible(benchmark_report(folder))

@@ -479,6 +479,21 @@ def test_command_line_mistakes_are_one_usage_line(cli):
     assert code == 0 and out.startswith("vip ")
 
 
+def test_a_missing_option_or_argument_says_what_to_give_it(cli):
+    """click's "Missing option '--data'." named what was left out but not what it takes, which a first run needs."""
+    for args, line in ((["train"], "error: Missing option '--data': folder of class subfolders (optionally under "
+                                   "train/ val/ test/) (see 'vip train -h')"),
+                       (["predict", "x.png"], "error: Missing option '--model': run directory written by `vip train` "
+                                              "(see 'vip predict -h')"),
+                       (["predict", "--model", "run"], "error: Missing argument 'PATHS': image files or folders of "
+                                                       "images (see 'vip predict -h')"),
+                       (["symptoms", "show"], "error: Missing argument 'NAME': pack name or alias (e.g. melanoma, "
+                                              "bcc), a pack .yaml file, a symptoms file of {class: [symptoms]} or a "
+                                              "run directory (each class shown as a pack) (see 'vip symptoms show -h')")):
+        code, _, err = cli(*args)
+        assert code == 2 and error_lines(err) == [line], err
+
+
 def test_a_command_group_without_a_command_shows_its_help_and_no_empty_error(cli):
     for args, usage in (([], "Usage: vip [OPTIONS] COMMAND"), (["methods"], "Usage: vip methods"),
                         (["symptoms"], "Usage: vip symptoms"), (["cache"], "Usage: vip cache")):

@@ -394,6 +394,26 @@ def test_a_model_that_calls_every_test_image_one_class_is_warned_about(cli, isic
                         f"or see what the backbone tells apart with `vip symptoms rank`)"], err
 
 
+def test_a_zero_shot_model_that_misses_a_class_is_not_told_to_try_more_shots(cli, isic_small, tiny_clip, tmp_path,
+                                                                             monkeypatch):
+    """A zero-shot run uses no labelled images, so "try more shots" was advice it cannot follow: it is pointed
+    to a method that learns from them instead."""
+    import vipcli.fitting
+
+    predict = vipcli.fitting.predict_logits
+
+    def always_nevus(method, features, device):
+        logits = predict(method, features, device)
+        return logits + logits.new_tensor([0.0, 100.0])  # [N, 2]: every image called nevus
+    monkeypatch.setattr(vipcli.fitting, "predict_logits", always_nevus)
+    code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "run", "--method", "zeroshot"))
+    assert code == 0
+    warnings = [line for line in err.splitlines() if "finds no test image" in line]
+    assert len(warnings) == 1 and "try more shots" not in warnings[0], err
+    assert warnings[0].endswith("show it; try a method that learns from labelled images (--method vip --shots 16), "
+                                "or see what the backbone tells apart with `vip symptoms rank`)"), err
+
+
 def test_the_missed_class_warning_names_each_class_never_found():
     from vipcli.metrics import missed_classes_warning
 

@@ -125,7 +125,7 @@ def unfound_classes(class_names: list[str], figures: list[dict]) -> list[tuple[s
 
 
 def missed_classes_warning(confusion_matrix: list[list[int]], class_names: list[str], run: str = "RUN",
-                           split: str = "test") -> str:
+                           split: str = "test", uses_shots: bool = True) -> str:
     """A warning for a model that finds no image of a class on `split` (sensitivity 0), "" when it finds
     every class: with unbalanced classes (3 pneumonia X-rays to 1 normal) a model that calls every image
     the larger class still scores its share as accuracy, and the accuracy table alone hides it.
@@ -134,6 +134,8 @@ def missed_classes_warning(confusion_matrix: list[list[int]], class_names: list[
         confusion_matrix: [C, C] rows true classes, columns predicted ones.
         class_names: the C class names.
         run: the run folder, named in the pointer to `vip report`.
+        uses_shots: False for a zero-shot method, which more shots cannot help: the advice is then a
+            method that learns from the labelled images.
     """
     figures = per_class_figures(confusion_matrix)
     missed = unfound_classes(class_names, figures)
@@ -148,8 +150,9 @@ def missed_classes_warning(confusion_matrix: list[list[int]], class_names: list[
                f"the share of {predicted[0]} among the {total} {split} images")
     else:
         why = f"its accuracy of {round_half_up(accuracy):.2f}% comes from the other classes alone"
+    more = "try more shots" if uses_shots else "try a method that learns from labelled images (--method vip --shots 16)"
     return (f"the model finds no {split} image of {names}: {why} (macro-F1 and each class's sensitivity in "
-            f"`{shell.command('vip', 'report', run)}` show it; try more shots, or see what the backbone tells apart with "
+            f"`{shell.command('vip', 'report', run)}` show it; {more}, or see what the backbone tells apart with "
             "`vip symptoms rank`)")
 
 

@@ -220,7 +220,7 @@ def _fit_and_save(config: TrainConfig, cls, schedule, started: float, progress=N
     write_train_run(run_dir, config, method, backbone, dataset, data, symptoms, schedule, metrics,
                     calibrated.calibration)
     missed = missed_classes_warning(metrics["test"]["confusion_matrix"], dataset.class_names,
-                                    console.printable(run_dir))
+                                    console.printable(run_dir), uses_shots=cls.uses_shots)
     if missed:
         from rich.markup import escape
 

@@ -116,6 +116,8 @@ def demo_command(
     _reports(result.run_dir, bench.out, config.workers)
     console.stdout().print(f"demo finished in {time.perf_counter() - started:.0f}s; everything is in {out}{os.sep}",
                            markup=False)
+    console.info("next: train on your own images, one subfolder per class: vip train --data FOLDER "
+                 "(README: Train on your own images)")  # a hint: stderr
 
 
 def _reports(run_dir: Path, bench_dir: Path, workers: int) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 
 import typer
@@ -158,6 +159,22 @@ def _synonym_message(error) -> str | None:
     return f"No such option: {name} (did you mean {meant}?)"
 
 
+def _missing_message(error) -> str | None:
+    """"Missing option '--model': run directory written by `vip train`" for a required option or argument left
+    out, from the first clause of its help; None for other errors (and a parameter without help).
+
+    click's own message names what is missing but not what to give it, which a first run needs.
+    """
+    param = getattr(error, "param", None)
+    if type(error).__name__ != "MissingParameter" or param is None:
+        return None
+    help_text = (getattr(param, "help", None) or "").replace("\\[", "[").strip()  # rich's escaped [ shown as [
+    what = re.split(r"(?<!e\.g)(?<!i\.e)\. |; ", help_text)[0].rstrip(".")  # its first clause
+    if not what:
+        return None
+    return f"{error.format_message().rstrip('.')}: {what[0].lower()}{what[1:]}"
+
+
 def _help_was_shown(error) -> bool:
     """Whether `error` is a command group run without a command (`vip`, `vip methods`).
 
@@ -211,7 +228,8 @@ def _main(argv: list[str] | None) -> int:
         if _help_was_shown(error):
             return error.exit_code
         context = getattr(error, "ctx", None)
-        message = _number_message(error) or _synonym_message(error) or error.format_message()
+        message = (_number_message(error) or _synonym_message(error) or _missing_message(error)
+                   or error.format_message())
         _print_error(message, f"see '{context.command_path} -h'" if context else None)
         return error.exit_code
     except CLICK_ABORT:

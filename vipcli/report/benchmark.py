@@ -12,7 +12,7 @@ from vipcli import console
 from vipcli.errors import VipError
 from vipcli.image_fit import fit_words
 from vipcli.metrics import (CAPPED_MARK, best_note, capped_columns, capped_note, column_leaders, mean_and_std,
-                            row_figure)
+                            missed_rows_warning, row_figure)
 from vipcli.plots import benchmark_title, draw_shots, method_styles, seeds_label, svg_markup, uneven_seeds
 from vipcli.report import html
 from vipcli.report.data_notes import left_out_files, skipped_files
@@ -287,6 +287,14 @@ def _dashed_note(rows: list[dict]) -> str:
     return "; dashed: methods that learn nothing" if any(str(r["shots"]) == str(ZERO_SHOTS) for r in rows) else ""
 
 
+def _missed_note(rows: list[dict], class_names) -> str:
+    """A note naming every row that finds no test image of a class, as the sweep warned on stderr: on unbalanced
+    data such a row's accuracy (in bold, where it leads) is the share of the other classes, which the page said
+    nowhere; "" when every row finds every class."""
+    message = missed_rows_warning(rows, class_names, shown=len(rows)) if isinstance(class_names, list) else ""
+    return html.note(html.text(message[0].upper() + message[1:] + ".")) if message else ""
+
+
 def _running_note(folder: Path) -> str:
     """A note (and a warning on stderr) when a `vip benchmark` is writing the folder now: the report shows the
     rows saved so far, which that sweep may still add to or, started with --force, replace."""
@@ -318,7 +326,8 @@ def benchmark_report(folder: Path) -> str:
         html.section("Settings and data", _settings(document) + _data_notes(folder)),
         html.section("Results", html.figure(svg_markup(draw_shots(rows, title=title)), _shots_alt(rows, title),
                                             seeds_label(seeds, "point" if uneven_seeds(rows) else None)
-                                            + _dashed_note(rows)) + _tables(rows)),
+                                            + _dashed_note(rows))
+                    + _missed_note(rows, document.get("class_names")) + _tables(rows)),
         _speed(folder),
     ]
     subtitle = html.text(f"{len(rows)} runs on {Path(str(config.get('data', ''))).name}, backbone "
