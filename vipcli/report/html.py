@@ -272,7 +272,23 @@ def check_writable(path: Path, option: str = "--out") -> Path:
         raise UsageError(f"{option} {path}: a report is an HTML page, and this name does not end in .html "
                          "(a browser would not show it as one)", f"pass {option} {path.with_suffix('.html')}")
     check_output_file(path, option, create_folder=False)
+    check_ours(path, option)
     return path
+
+
+def check_ours(path: Path, option: str) -> None:
+    """VipError when `path` is a file vip did not write (the user's own page), which writing the report would
+    replace; a missing or empty file, or a page vip wrote (every title it gives starts "vip "), passes."""
+    from vipcli.errors import VipError
+
+    try:
+        with open(path, "rb") as file:
+            head = file.read(4096)
+    except OSError:  # missing, or a folder: check_output_file has named what is wrong
+        return
+    if head.strip() and b"<title>vip " not in head:
+        raise VipError(f"{option} {path} already exists and is not a page vip wrote, which vip would replace",
+                       f"choose another {option}, or delete the file first")
 
 
 def write_html(path: Path, document: str, option: str = "--out") -> Path:
