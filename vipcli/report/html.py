@@ -278,17 +278,23 @@ def check_writable(path: Path, option: str = "--out") -> Path:
 
 def check_ours(path: Path, option: str) -> None:
     """VipError when `path` is a file vip did not write (the user's own page), which writing the report would
-    replace; a missing or empty file, or a page vip wrote (every title it gives starts "vip "), passes."""
+    replace; a missing or empty file, or a page vip wrote, passes."""
     from vipcli.errors import VipError
 
+    if not replaces_ours(path):
+        raise VipError(f"{option} {path} already exists and is not a page vip wrote, which vip would replace",
+                       f"choose another {option}, or delete the file first")
+
+
+def replaces_ours(path: Path) -> bool:
+    """Whether writing a page at `path` replaces nothing of the user's: no file there (or not one that can be
+    read: the writer names what is wrong), an empty one, or a page vip wrote (every title it gives starts "vip ")."""
     try:
         with open(path, "rb") as file:
             head = file.read(4096)
-    except OSError:  # missing, or a folder: check_output_file has named what is wrong
-        return
-    if head.strip() and b"<title>vip " not in head:
-        raise VipError(f"{option} {path} already exists and is not a page vip wrote, which vip would replace",
-                       f"choose another {option}, or delete the file first")
+    except OSError:
+        return True
+    return not head.strip() or b"<title>vip " in head
 
 
 def write_html(path: Path, document: str, option: str = "--out") -> Path:
