@@ -288,13 +288,16 @@ def check_ours(path: Path, option: str) -> None:
 
 def replaces_ours(path: Path) -> bool:
     """Whether writing a page at `path` replaces nothing of the user's: no file there (or not one that can be
-    read: the writer names what is wrong), an empty one, or a page vip wrote (every title it gives starts "vip ")."""
+    read: the writer names what is wrong), an empty one, or a page vip wrote (by the titles its pages have had)."""
     try:
         with open(path, "rb") as file:
             head = file.read(4096)
     except OSError:
         return True
-    return not head.strip() or b"<title>vip " in head
+    return not head.strip() or any(b"<title>" + title in head for title in OWN_TITLES)
+
+
+OWN_TITLES = (b"vip report: ", b"vip benchmark report: ", b"vip predictions: ")  # how each page vip writes is titled
 
 
 def write_html(path: Path, document: str, option: str = "--out") -> Path:
