@@ -862,6 +862,28 @@ def test_an_out_folder_of_something_else_is_left_alone(cli, isic_small, tiny_cli
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
 
 
+def test_files_of_the_users_under_a_benchmarks_names_are_left_alone(cli, isic_small, tiny_clip, tmp_path):
+    """A folder holding the user's own results.csv and summary.csv (no results.json, which a sweep always writes
+    before them) or own report.html was written into, those files replaced; with --force a folder of the
+    user's files was written into too, and its report.html deleted. Both are refused before any work."""
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "results.csv").write_text("patient,score\n1,0.5\n")
+    (out / "summary.csv").write_text("mine")
+    for force in ((), ("--force",)):
+        code, _, stderr = cli(*bench_args(isic_small, tiny_clip, out, "--methods", "zeroshot", *force))
+        assert code == 1 and "holds files of something else (results.csv, summary.csv)" in stderr, stderr
+    (out / "results.csv").unlink()
+    (out / "summary.csv").unlink()
+    (out / "report.html").write_text("<html><title>ward notes</title></html>")
+    (out / "notes.txt").write_text("keep me")
+    for force in ((), ("--force",)):
+        code, _, stderr = cli(*bench_args(isic_small, tiny_clip, out, "--methods", "zeroshot", *force))
+        assert code == 1 and "holds files of something else (notes.txt, report.html)" in stderr, stderr
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "report.html"]
+    assert (out / "report.html").read_text() == "<html><title>ward notes</title></html>"
+
+
 def test_zero_shot_rows_alone_warn_of_no_capped_shots(cli, isic_small, tiny_clip, tmp_path):
     """Zero-shot rows train on no image: no "--shots 2: class ... has only N" warning (no training image
     is encoded, which is not a cap)."""

@@ -404,6 +404,19 @@ def test_a_proxy_that_cannot_be_reached_is_named_not_the_endpoint(capsys, env, s
     assert code == 1 and "error: cannot reach LLM endpoint 127.0.0.1:9: connection refused" in err, err
 
 
+def test_https_to_a_plain_http_server_says_so_not_connection_refused(capsys, env, server, monkeypatch):
+    """https:// to a server that speaks plain http (vLLM, Ollama, llama.cpp serve http) read "cannot reach
+    LLM endpoint ...: connection refused (... or that the local server is running)" while it was running:
+    every TLS failure was called a refused connection."""
+    for variable in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "https_proxy", "http_proxy", "all_proxy"):
+        monkeypatch.delenv(variable, raising=False)
+    code, _, err = generate_at(capsys, server.url.replace("http:", "https:"), "--retries", "0")
+    [line] = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 1 and line.startswith(f"error: cannot reach LLM endpoint {server.host}: it answers plain http, "
+                                         "not https"), err
+    assert f"--base-url {server.url}" in line and "refused" not in line and "running" not in line
+
+
 @pytest.mark.parametrize("bad, position", [("\u2019", 12), ("\n", 12), ("\u00a0", 12), ("\x7f", 12)])
 def test_a_key_with_a_character_no_header_can_carry_is_one_clear_line(capsys, env, server, bad, position,
                                                                          monkeypatch):

@@ -176,6 +176,27 @@ def test_a_script_of_an_earlier_vip_giving_report_no_suffix_is_told_the_whole_na
     assert list(out.parent.iterdir()) == []
 
 
+def test_an_html_file_vip_did_not_write_is_never_replaced_by_a_report(cli, lesion_run, tmp_path):
+    """`vip report RUN --out notes.html` and `vip predict ... --report notes.html` replaced the user's own page
+    without a word; now refused before any work. A page vip wrote (a report redrawn) is still replaced."""
+    data, run = lesion_run
+    mine = tmp_path / "notes.html"
+    mine.write_text("<html><title>my notes</title>ward round</html>")
+    for command in (("report", run, "--out", mine), ("predict", run, "--model", run, "--report", mine)):
+        code, _, err = cli(*command, "--workers", "0", "--device", "cpu")
+        option = command[-2]
+        assert code == 1 and error_lines(err) == [
+            f"error: {option} {mine} already exists and is not a page vip wrote, which vip would replace (choose "
+            f"another {option}, or delete the file first)"], err
+    assert mine.read_text() == "<html><title>my notes</title>ward round</html>"
+    ours = tmp_path / "ours.html"
+    for command in (("report", run, "--out", ours), ("report", run, "--out", ours),
+                    ("predict", sorted((data / "test" / "nevus").glob("*.png"))[0], "--model", run, "--report", ours)):
+        code, _, err = cli(*command, "--workers", "0", "--device", "cpu")
+        assert code == 0, err
+    assert "<title>vip predictions:" in ours.read_text()
+
+
 def test_predict_report_shows_the_images_just_predicted(cli, lesion_run, tmp_path):
     data, run = lesion_run
     images = sorted((data / "test" / "nevus").glob("*.png"))[:5]

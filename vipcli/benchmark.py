@@ -33,9 +33,9 @@ from vipcli.provenance import installed_backbone, installed_method
 from vipcli.results import BenchmarkResult
 from vipcli.settings import BackboneSettings, EncodingSettings, ScheduleSettings
 from vipcli.sweep_folder import (SWEEP_LOCK, check_matches, check_same_readability, content_digest, orders_to_carry,
-                                 read_json, read_stored, relative_stored_name, save_results, split_digest,
-                                 split_of_another_sweep, summarize, upgrade_split_digest, upgrade_stored_config,
-                                 warn_other_versions)
+                                 read_json, read_stored, refuse_foreign_files, relative_stored_name, save_results,
+                                 split_digest, split_of_another_sweep, summarize, upgrade_split_digest,
+                                 upgrade_stored_config, warn_other_versions)
 
 DEFAULT_METHODS = DEFAULT_BENCHMARK
 ZERO_SHOTS = 0  # the `shots` value of rows of methods that learn nothing
@@ -401,6 +401,7 @@ def _prepare(config: BenchmarkConfig, methods: list[tuple[str, type]]) -> dict:
     from vipcli import distributed
 
     out = Path(config.out) if config.out else default_out(config.data)
+    refuse_foreign_files(out, "choose an empty or new --out folder")
     stored = None if config.force else read_stored(out)
     split_seed = config.split_seed
     if split_seed is None:

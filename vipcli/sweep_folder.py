@@ -62,7 +62,6 @@ def read_stored(out: Path) -> dict | None:
     """The results.json of an earlier sweep in `out` (None if there is none)."""
     path = out / "results.json"
     if not path.is_file():
-        _refuse_foreign_files(out, "choose an empty or new --out folder")
         return None
     try:
         stored = json.loads(path.read_text())
@@ -76,7 +75,7 @@ def read_stored(out: Path) -> dict | None:
 def check_speed_out(out: Path, data: Path) -> None:
     """`vip benchmark --speed` writes speed.json into a benchmark folder: refuse one that holds other
     files, or a benchmark of another data set (its report would show this data's speed beside it)."""
-    _refuse_foreign_files(out, "choose an empty or new --out folder, or the benchmark folder of this data")
+    refuse_foreign_files(out, "choose an empty or new --out folder, or the benchmark folder of this data")
     try:
         stored = json.loads((out / "results.json").read_text())
     except (OSError, ValueError):
@@ -87,8 +86,9 @@ def check_speed_out(out: Path, data: Path) -> None:
                        "choose another --out, or that benchmark's --data")
 
 
-def _refuse_foreign_files(out: Path, hint: str) -> None:
-    """VipError (with `hint`) if `out` holds files a benchmark did not write."""
+def refuse_foreign_files(out: Path, hint: str) -> None:
+    """VipError (with `hint`) if `out` holds files a benchmark did not write (checked with --force too: it
+    starts a sweep over, never replacing files of the user's)."""
     foreign = _foreign_files(out)
     if foreign:
         raise VipError(f"--out {out} holds files of something else ({', '.join(foreign[:3])})", hint)
@@ -98,7 +98,20 @@ def _foreign_files(out: Path) -> list[str]:
     """Names in `out` that a benchmark did not write (temp files of an interrupted write excepted)."""
     if not out.is_dir():
         return []
-    return sorted(p.name for p in out.iterdir() if p.name not in OWN_FILES and not p.name.startswith("."))
+    sweep = (out / "results.json").is_file()
+    return sorted(p.name for p in out.iterdir() if not p.name.startswith(".") and not _may_be_ours(p, sweep))
+
+
+def _may_be_ours(path: Path, sweep: bool) -> bool:
+    """Whether `path` may be a file a benchmark wrote: one of its names; results.csv and summary.csv only beside
+    a results.json (always written first), report.html only if it is a page vip wrote."""
+    from vipcli.report.html import replaces_ours
+
+    if path.name not in OWN_FILES:
+        return False
+    if path.name in ("results.csv", "summary.csv"):
+        return sweep
+    return path.name != "report.html" or replaces_ours(path)
 
 
 def check_matches(stored: dict, current: dict, out: Path) -> None:

@@ -274,7 +274,32 @@ def check_writable(path: Path, option: str = "--out") -> Path:
         raise UsageError(f"{option} {path}: a report is an HTML page, and this name does not end in .html "
                          "(a browser would not show it as one)", f"pass {option} {path.with_suffix('.html')}")
     check_output_file(path, option, create_folder=False)
+    check_ours(path, option)
     return path
+
+
+def check_ours(path: Path, option: str) -> None:
+    """VipError when `path` is a file vip did not write (the user's own page), which writing the report would
+    replace; a missing or empty file, or a page vip wrote, passes."""
+    from vipcli.errors import VipError
+
+    if not replaces_ours(path):
+        raise VipError(f"{option} {path} already exists and is not a page vip wrote, which vip would replace",
+                       f"choose another {option}, or delete the file first")
+
+
+def replaces_ours(path: Path) -> bool:
+    """Whether writing a page at `path` replaces nothing of the user's: no file there (or not one that can be
+    read: the writer names what is wrong), an empty one, or a page vip wrote (by the titles its pages have had)."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(4096)
+    except OSError:
+        return True
+    return not head.strip() or any(b"<title>" + title in head for title in OWN_TITLES)
+
+
+OWN_TITLES = (b"vip report: ", b"vip benchmark report: ", b"vip predictions: ")  # how each page vip writes is titled
 
 
 def write_html(path: Path, document: str, option: str = "--out") -> Path:

@@ -528,8 +528,11 @@ def _post(url: str, headers: dict, body: dict, config: LLMConfig, last: bool):
             "a symptom list is a few kB: check --base-url and --model",
         ) from None
     except httpx.ConnectError as error:
-        reason = "name not found" if "name" in str(error).lower() else "connection refused"
         proxy = proxy_for(url)
+        tls = tls_failure(error, config.base_url) if proxy is None else None
+        if tls is not None:
+            raise LLMError(f"cannot reach LLM endpoint {host}: {tls[0]}", tls[1]) from None
+        reason = "name not found" if "name" in str(error).lower() else "connection refused"
         if proxy is not None:  # httpx connects to the proxy first: that is what could not be reached
             raise LLMError(f"cannot reach the proxy in {proxy[0]} ({endpoint_host(proxy[1])}) on the way to LLM "
                            f"endpoint {host}: {reason}", "check that proxy's address, or unset the variable (or add "
@@ -549,6 +552,23 @@ def _post(url: str, headers: dict, body: dict, config: LLMConfig, last: bool):
         if problem is None:
             raise
         raise problem from None
+
+
+def tls_failure(error: Exception, base_url: str) -> tuple[str, str] | None:
+    """(what went wrong, the fix) when an https connection failed in its TLS handshake; None for other failures.
+
+    A plain http server (vLLM, Ollama and llama.cpp serve http) answers a TLS greeting with an http reply,
+    which OpenSSL reports as a wrong version number; a certificate this machine does not trust fails its
+    verification. Both were reported as "connection refused" while the server was up.
+    """
+    text = str(error)
+    if "WRONG_VERSION_NUMBER" in text or "RECORD_LAYER_FAILURE" in text:
+        return "it answers plain http, not https", f"use --base-url {mask_url('http:' + base_url.split(':', 1)[1])}"
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        why = text.split("certificate verify failed:", 1)[-1].split("(_ssl.c", 1)[0].strip(" :") or "not trusted"
+        return (f"its TLS certificate is not trusted here ({why})",
+                "point SSL_CERT_FILE at the certificate of the authority that signed it")
+    return None
 
 
 PROXY_VARIABLES = ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY")  # what httpx reads (in either letter case)
