@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from lesion_runs import make_lesions, train_toy
 
@@ -113,3 +114,43 @@ def test_a_prediction_stream_closed_early_stops_its_workers(toy_run):
         assert first[1] is not None
         assert len(multiprocessing.active_children()) == 2
     assert multiprocessing.active_children() == []
+
+
+def test_views_travel_in_groups_in_order_and_every_job_once():
+    from vipcli.features import GROUP_VIEWS, view_groups
+
+    jobs = [(i, f"{i}.png", "c", True, 0, 0) for i in range(827)]  # vip predict: one view an image
+    groups = view_groups(jobs, 16)
+    assert [job for group in groups for job in group] == jobs
+    assert {len(g) for g in groups[:-1]} == {min(GROUP_VIEWS, 827 // 64)}
+    trained = [(i, f"{i}.png", "c", True, 0, 9) for i in range(40)]  # ten views an image, 2 workers: 5 per group
+    assert [len(g) for g in view_groups(trained, 2)] == [2] * 20
+    assert [len(g) for g in view_groups(jobs[:6], 2)] == [1] * 6  # a short list: a group an image
+
+
+def test_a_group_with_unreadable_images_gives_every_readable_one_its_own_views(tmp_path):
+    from PIL import Image
+
+    from vipcli.features import encode_images
+    from vipcli.registry import load_backbone
+
+    paths = []
+    for number in range(40):
+        paths.append(tmp_path / f"{number}.png")
+        if number % 7 == 3:
+            paths[-1].write_bytes(b"not an image")
+        else:
+            Image.new("RGB", (40, 32), (6 * number, 90, 255 - 6 * number)).save(paths[-1])
+    backbone = load_backbone("toy")
+    together = encode_images(backbone, paths, views=2, workers=2)  # groups of several images, in 2 workers
+    in_turn = encode_images(backbone, paths, views=2, workers=0)  # decoded here, the same encoder batches
+    alone = [encode_images(backbone, [path], views=2, workers=0) for path in paths]  # a batch of its own
+    unreadable = {path for path, one in zip(paths, alone) if one.failures}
+    assert set(together.failures) == unreadable and len(unreadable) == 6
+    for index, one in enumerate(alone):  # each image its own views (a batch's rounding aside)
+        if one.eval:
+            assert torch.allclose(together.eval[index], one.eval[0], atol=1e-4)
+            assert torch.allclose(together.train[index], one.train[0], atol=1e-4)
+    assert sorted(together.eval) == sorted(in_turn.eval) == [i for i, p in enumerate(paths) if p not in unreadable]
+    for index in in_turn.eval:
+        assert together.eval[index].equal(in_turn.eval[index]) and together.train[index].equal(in_turn.train[index])

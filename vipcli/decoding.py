@@ -96,10 +96,10 @@ def _shut_down(batches) -> None:
 
 def decoded(decoder, jobs: list, workers: int, shared: DecodingWorkers | None = None):
     """A block iterating what `decoder` makes of each of `jobs`, in order: in the `shared` workers when
-    given (`workers` is then theirs), else in workers started for these jobs alone and stopped after."""
+    given, else in `workers` processes (exactly: see `decoding_workers`) started for these jobs alone."""
     if shared is not None:
         return shared.decoded(decoder, jobs)
-    return workers_stopped_after(loader(decoder, Jobs(jobs), decoding_workers(len(jobs), workers)))
+    return workers_stopped_after(loader(decoder, Jobs(jobs), workers))
 
 
 class DecodingWorkers:
