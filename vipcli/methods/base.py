@@ -287,20 +287,18 @@ def make_settings(method_class, options: dict[str, Any], method_id: str):
             raise UsageError(f"method '{method_id}' has no setting '{key.replace('_', '-')}'", f"its settings: {listed}")
         option = f"--method-option {name.replace('_', '-')}"  # spelled as typed and as `vip methods list` shows it
         values[name] = _convert(value, hints[name], option, known[name].default) if isinstance(value, str) else value
-    settings = settings_class(**values)
+    from vipcli.methods.contract import method_code
+
+    with method_code(method_id, "Settings", SETTINGS_FIX):  # a plugin's __post_init__ or default_factory that raises
+        settings = settings_class(**values)
     check = getattr(settings, "validate", None)
     if check is not None:
-        try:
+        with method_code(method_id, "Settings.validate", SETTINGS_FIX):  # raises ValueError & co., or exits: named
             check()
-        except BaseException as error:  # a plugin's validate() that raises ValueError & co. (or exits): name it
-            from vipcli.methods.contract import method_fault
-            from vipcli.plugins import describe_failure, is_plugin_failure
-
-            if not is_plugin_failure(error):
-                raise
-            raise method_fault(method_id, "Settings.validate", describe_failure(error),
-                               "raise vipcli.errors.UsageError(message, hint) for a bad value") from error
     return settings
+
+
+SETTINGS_FIX = "raise vipcli.errors.UsageError(message, hint) for a bad value"
 
 
 def settings_from_record(method_class, record: dict):
