@@ -271,11 +271,24 @@ def check_positive_training(settings) -> None:
         check_setting(settings, name, getattr(settings, name) > 0, "must be above 0")
 
 
+def check_each_setting_once(options: dict[str, Any]) -> None:
+    """UsageError for the first setting a `method_options` dict gives under both its spellings (`{"n_ctx": 4,
+    "n-ctx": 8}`, which kept one value without a word), as the command line refuses `-o n-ctx=4 -o n_ctx=8`."""
+    given: dict[str, str] = {}  # each setting -> how the dict gave it first
+    for key, value in options.items():
+        name, shown = str(key).replace("-", "_"), f"method_options[{key!r}]={value!r}"
+        if name in given:
+            raise UsageError(f"{shown}: the setting {name} is given twice (first as {given[name]})",
+                             "give each setting once, with the value you mean")
+        given[name] = shown
+
+
 def make_settings(method_class, options: dict[str, Any], method_id: str):
     """The method's settings from `KEY=VALUE` options (strings converted by field type).
 
-    Unknown keys are usage errors listing the method's settings.
+    Unknown keys, and a setting given under both spellings (`n_ctx` and `n-ctx`), are usage errors.
     """
+    check_each_setting_once(options)
     settings_class = method_class.Settings
     hints = typing.get_type_hints(settings_class)
     known = settings_fields(settings_class)
