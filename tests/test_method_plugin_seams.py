@@ -64,6 +64,24 @@ class UnreadableAnnotations(NearestCentroid):
     Settings = UnreadableSettings
 
 
+class Level:
+    """A setting type of the plugin's own: converting `-o level=VALUE` calls it."""
+
+    def __init__(self, text):
+        if not str(text).isdigit():
+            raise RuntimeError(f"no level {text}")
+        self.value = int(text)
+
+
+@dataclass
+class LevelSettings:
+    level: Level = None
+
+
+class OwnSettingType(NearestCentroid):
+    Settings = LevelSettings
+
+
 class TrainRaises(NearestCentroid):
     """Overrides nn.Module.train, which eval() calls, and breaks when switched to evaluation."""
 
@@ -81,7 +99,8 @@ class MergeWeightsRaise(Coop):
 '''
 
 SEAMS = {"batches-raise": "BatchesRaise", "batches-claimed": "BatchesClaimed", "post-init": "PostInitRaises",
-         "unreadable": "UnreadableAnnotations", "train-raises": "TrainRaises", "merge-raises": "MergeWeightsRaise"}
+         "unreadable": "UnreadableAnnotations", "train-raises": "TrainRaises", "merge-raises": "MergeWeightsRaise",
+         "own-type": "OwnSettingType"}
 
 
 @pytest.fixture
@@ -177,6 +196,18 @@ def test_a_stored_setting_refused_by_the_plugins_post_init_names_it_at_load(seam
         restore_method("post-init", None, {"temperature": 0.5}, {}, {}, "runs/x")
     assert str(raised.value).startswith("method 'post-init' (from post-init-dist 0.1.0) failed in Settings: "
                                         "ValueError: temperature must be at most 0.001")
+
+
+def test_a_setting_type_of_the_plugins_own_that_raises_names_the_plugin(seams):
+    """Converting a setting's text calls its type: a plugin's own type raising RuntimeError was "a bug in vip"."""
+    from vipcli.methods import make_settings, method_class
+    from vipcli.plugins import PluginError
+
+    cls = method_class("own-type")
+    assert make_settings(cls, {"level": "3"}, "own-type").level.value == 3
+    with pytest.raises(PluginError, match=r"^method 'own-type' \(from own-type-dist 0.1.0\) failed in Settings: "
+                                          r"RuntimeError: no level x"):
+        make_settings(cls, {"level": "x"}, "own-type")
 
 
 def test_an_overridden_merge_weights_is_guarded_like_fit(seams):

@@ -288,21 +288,24 @@ def make_settings(method_class, options: dict[str, Any], method_id: str):
 
     Unknown keys, and a setting given under both spellings (`n_ctx` and `n-ctx`), are usage errors.
     """
+    from vipcli.methods.contract import method_code
+
     check_each_setting_once(options)
     settings_class = method_class.Settings
     hints = typing.get_type_hints(settings_class)
     known = settings_fields(settings_class)
     values = {}
-    for key, value in options.items():
-        name = key.replace("-", "_")
-        if name not in known:
-            listed = ", ".join(n.replace("_", "-") for n in known) or "none"
-            raise UsageError(f"method '{method_id}' has no setting '{key.replace('_', '-')}'", f"its settings: {listed}")
-        option = f"--method-option {name.replace('_', '-')}"  # spelled as typed and as `vip methods list` shows it
-        values[name] = _convert(value, hints[name], option, known[name].default) if isinstance(value, str) else value
-    from vipcli.methods.contract import method_code
-
-    with method_code(method_id, "Settings", SETTINGS_FIX):  # a plugin's __post_init__ or default_factory that raises
+    # the plugin's code runs here: a setting's type may be its own class (converting a value calls it), and its
+    # Settings' __init__, __post_init__ or default_factory may raise
+    with method_code(method_id, "Settings", SETTINGS_FIX):
+        for key, value in options.items():
+            name = str(key).replace("-", "_")
+            if name not in known:
+                listed = ", ".join(n.replace("_", "-") for n in known) or "none"
+                raise UsageError(f"method '{method_id}' has no setting '{name.replace('_', '-')}'",
+                                 f"its settings: {listed}")
+            option = f"--method-option {name.replace('_', '-')}"  # spelled as typed and as `vip methods list` shows it
+            values[name] = _convert(value, hints[name], option, known[name].default) if isinstance(value, str) else value
         settings = settings_class(**values)
     check = getattr(settings, "validate", None)
     if check is not None:
