@@ -546,14 +546,18 @@ def _device_name(device) -> str | None:
 
 def _method_options(options) -> dict[str, str]:
     """`method_options` as `vip train --method-option KEY=VALUE` takes them: each value as its text, so it is
-    converted and checked by its setting's type (n_ctx=2.5 is refused as it is from the command line)."""
+    converted and checked by its setting's type (n_ctx=2.5 is refused as it is from the command line); a setting
+    under both spellings (`{"n_ctx": 4, "n-ctx": 8}`) is refused, as `-o n_ctx=4 -o n-ctx=8` is."""
     from numbers import Number
+
+    from vipcli.methods.base import check_each_setting_once
 
     if options is None:
         return {}
     if not isinstance(options, Mapping):
         raise UsageError(f"method_options={options!r}: expected a dict of the method's settings",
                          'such as method_options={"n_ctx": 8}')
+    check_each_setting_once(dict(options))
     texts = {}
     for key, value in options.items():
         if isinstance(value, bool) or type(value).__name__ in ("bool", "bool_"):  # numpy's bool too

@@ -105,6 +105,7 @@ def validate(config: BenchmarkConfig) -> list[tuple[str, type]]:
     """Check the option values (before anything is loaded or written); return (id, method class) pairs."""
     from vipcli.methods import make_settings, method_class
     from vipcli.methods.base import settings_fields
+    from vipcli.methods.contract import trains_batched
 
     if not config.methods or not config.seeds or not config.shots:
         raise UsageError("--methods, --shots and --seeds each need at least one value")
@@ -120,7 +121,9 @@ def validate(config: BenchmarkConfig) -> list[tuple[str, type]]:
     for name, cls in list(methods):
         try:
             make_settings(cls, options_for(cls, config.method_options), name)
-        except PluginError as error:  # its Settings.validate() failed: the plugin's fault, not the options'
+            if config.batched:  # asked again by `row_groups`: a plugin's failure is known before any work
+                trains_batched(cls, name)
+        except PluginError as error:  # its Settings or fits_in_batches() failed: the plugin's fault, not the options'
             if name not in optional:
                 raise
             warn_plugin_left_out(name, error)
@@ -699,12 +702,15 @@ BATCHED_ROWS = 16  # the most rows of one method trained together (bounds the st
 
 def row_groups(pending: list, batched: bool = True) -> list[list[tuple]]:
     """Pending (name, cls, shots, seed) jobs grouped for `run_pending`: batchable rows of one method
-    together (in chunks of `BATCHED_ROWS`), every other row alone; groups in sweep order of first row."""
+    together (in chunks of `BATCHED_ROWS`), every other row alone; groups in sweep order of first row. A plugin's
+    `fits_in_batches()` is asked by `validate` first, where its failure leaves it out of `--methods all`."""
+    from vipcli.methods.contract import trains_batched
+
     groups: list[list[tuple]] = []
     open_group: dict[str, list] = {}
     for job in pending:
         name, cls = job[0], job[1]
-        fits = batched and getattr(cls, "fits_in_batches", None) is not None and cls.fits_in_batches()
+        fits = batched and trains_batched(cls, name)
         group = open_group.get(name) if fits else None
         if group is None or len(group) >= BATCHED_ROWS:
             group = []

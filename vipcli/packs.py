@@ -266,11 +266,26 @@ def packs_from_mapping(data, label: str | Path, node=None, text: str = "") -> li
     packs' `path` (the file, or where the mapping came from: "the symptoms dict" of `vipcli.api.train`);
     `node` and `text` (the file's YAML tree and text, from `read_yaml`) put the line in errors."""
     if isinstance(data, dict) and "symptoms" not in data and "name" not in data:
+        check_each_class_once(data, label)
         entries = list(getattr(node, "value", None) or [])
         if len(entries) != len(data):  # built in memory (or a YAML merge key): no lines
             entries = [None] * len(data)
         return [_class_pack(name, listed, label, entry, text) for (name, listed), entry in zip(data.items(), entries)]
     return [pack_from_dict(data, label, Lines.of_mapping(node, text))]
+
+
+def check_each_class_once(data: dict, label: str | Path) -> None:
+    """VipError for a `{class name: [symptoms]}` mapping that names one class twice in two spellings (`melanoma` and
+    `Melanoma`, `basal_cell` and `basal cell`): classes are matched ignoring case, accents, `_`, `-` and spaces
+    (`normalize_name`), so only the first entry's symptoms were used, without a word."""
+    given: dict[str, object] = {}  # each class's key -> how the mapping spelled it first
+    for name in data:
+        key = normalize_name(str(name))
+        if key in given:
+            raise VipError(f"{label}: {given[key]!r} and {name!r} name the same class (vip matches class names "
+                           "ignoring case, accents, '_', '-' and spaces), so one of them would be ignored",
+                           "give each class's symptoms once, under one name")
+        given[key] = name
 
 
 def _class_pack(name, listed, label: str | Path, entry=None, text: str = "") -> SymptomPack:

@@ -221,18 +221,37 @@ ENDS_PROCESS_HINT = ("a plugin must not call sys.exit() or raise KeyboardInterru
                      "report it to the authors of {name}")
 
 
+@contextlib.contextmanager
+def plugin_code(kind: str, plugin_id: str, distribution: str | Callable[[], str | None], member: str,
+                hint: str | None = None):
+    """The block as a call into a plugin's own code, its `member`: any failure of the plugin's
+    (`is_plugin_failure`: an exception that is not a VipError, a SystemExit...) is re-raised as a `PluginError`
+    naming it (`hint`: the fix, as `plugin_failure` takes it). The one seam every call into a plugin goes through,
+    the members of an instance (`guard_call`) and what the core asks of a plugin's class.
+
+    `distribution`: "name version", or a callable that tells it once a failure needs it (a lookup saved on every
+    call that succeeds); None from it means vip's own code (a built-in), whose failure is left as it is: a bug in
+    vip, shown as one.
+    """
+    try:
+        yield
+    except BaseException as error:
+        if not is_plugin_failure(error):
+            raise
+        named = distribution() if callable(distribution) else distribution
+        if named is None:
+            raise
+        raise plugin_failure(error, kind, plugin_id, named, member, hint) from error
+
+
 def guard_call(function: Callable, kind: str, plugin_id: str, distribution: str, member: str) -> Callable:
     """`function`, re-raising any failure of the plugin's (`is_plugin_failure`: an exception that is not a
-    VipError, a SystemExit...) as a `PluginError` naming it."""
+    VipError, a SystemExit...) as a `PluginError` naming it (`plugin_code`)."""
 
     @functools.wraps(function)
     def guarded(*args, **kwargs):
-        try:
+        with plugin_code(kind, plugin_id, distribution, member):
             return function(*args, **kwargs)
-        except BaseException as error:
-            if not is_plugin_failure(error):
-                raise
-            raise plugin_failure(error, kind, plugin_id, distribution, member) from error
 
     guarded.__vip_guarded__ = True
     return guarded

@@ -63,12 +63,14 @@ def show_command(method: str = typer.Argument(..., metavar="ID", help="A method 
     import typing
 
     from vipcli.methods import method_class
-    from vipcli.methods.base import setting_default, setting_type_name
+    from vipcli.methods.base import SETTINGS_FIX, setting_default, setting_type_name
+    from vipcli.methods.contract import method_code
 
     cls = method_class(method)
     hints = typing.get_type_hints(cls.Settings)
-    settings = [{"name": f.name.replace("_", "-"), "type": setting_type_name(hints[f.name]),
-                 "default": setting_default(f)} for f in dataclasses.fields(cls.Settings)]
+    with method_code(method, "Settings", SETTINGS_FIX):  # a default_factory runs the plugin's code
+        settings = [{"name": f.name.replace("_", "-"), "type": setting_type_name(hints[f.name]),
+                     "default": setting_default(f)} for f in dataclasses.fields(cls.Settings)]
     document = {"id": method, "summary": cls.summary, "trains": cls.trains, "uses_shots": cls.uses_shots,
                 "needs_symptoms": cls.needs_symptoms, "uses_schedule": cls.uses_schedule, "settings": settings,
                 "doc": (cls.__doc__ or "").strip()}

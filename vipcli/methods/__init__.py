@@ -81,11 +81,14 @@ def restore_method(method_id: str, setup: MethodSetup, settings: dict, stored: d
     `metadata` (the run's) lets a tensor mismatch of a plugin method name the plugin versions it was
     trained with and that is installed.
     """
-    from vipcli.methods.base import StateMismatch
+    from vipcli.methods.base import SETTINGS_FIX, StateMismatch
+    from vipcli.methods.contract import method_code
     from vipcli.provenance import tensor_mismatch
 
     cls = method_class(method_id)
-    method = _construct(cls, method_id, setup, settings_from_record(cls, settings), stored)
+    with method_code(method_id, "Settings", SETTINGS_FIX):  # the stored values through a plugin's __post_init__
+        rebuilt = settings_from_record(cls, settings)
+    method = _construct(cls, method_id, setup, rebuilt, stored)
     try:
         method.load_state_tensors(tensors, where)
     except StateMismatch as error:

@@ -271,36 +271,50 @@ def check_positive_training(settings) -> None:
         check_setting(settings, name, getattr(settings, name) > 0, "must be above 0")
 
 
+def check_each_setting_once(options: dict[str, Any]) -> None:
+    """UsageError for the first setting a `method_options` dict gives under both its spellings (`{"n_ctx": 4,
+    "n-ctx": 8}`, which kept one value without a word), as the command line refuses `-o n-ctx=4 -o n_ctx=8`."""
+    given: dict[str, str] = {}  # each setting -> how the dict gave it first
+    for key, value in options.items():
+        name, shown = str(key).replace("-", "_"), f"method_options[{key!r}]={value!r}"
+        if name in given:
+            raise UsageError(f"{shown}: the setting {name} is given twice (first as {given[name]})",
+                             "give each setting once, with the value you mean")
+        given[name] = shown
+
+
 def make_settings(method_class, options: dict[str, Any], method_id: str):
     """The method's settings from `KEY=VALUE` options (strings converted by field type).
 
-    Unknown keys are usage errors listing the method's settings.
+    Unknown keys, and a setting given under both spellings (`n_ctx` and `n-ctx`), are usage errors.
     """
+    from vipcli.methods.contract import method_code
+
+    check_each_setting_once(options)
     settings_class = method_class.Settings
     hints = typing.get_type_hints(settings_class)
     known = settings_fields(settings_class)
     values = {}
-    for key, value in options.items():
-        name = key.replace("-", "_")
-        if name not in known:
-            listed = ", ".join(n.replace("_", "-") for n in known) or "none"
-            raise UsageError(f"method '{method_id}' has no setting '{key.replace('_', '-')}'", f"its settings: {listed}")
-        option = f"--method-option {name.replace('_', '-')}"  # spelled as typed and as `vip methods list` shows it
-        values[name] = _convert(value, hints[name], option, known[name].default) if isinstance(value, str) else value
-    settings = settings_class(**values)
+    # the plugin's code runs here: a setting's type may be its own class (converting a value calls it), and its
+    # Settings' __init__, __post_init__ or default_factory may raise
+    with method_code(method_id, "Settings", SETTINGS_FIX):
+        for key, value in options.items():
+            name = str(key).replace("-", "_")
+            if name not in known:
+                listed = ", ".join(n.replace("_", "-") for n in known) or "none"
+                raise UsageError(f"method '{method_id}' has no setting '{name.replace('_', '-')}'",
+                                 f"its settings: {listed}")
+            option = f"--method-option {name.replace('_', '-')}"  # spelled as typed and as `vip methods list` shows it
+            values[name] = _convert(value, hints[name], option, known[name].default) if isinstance(value, str) else value
+        settings = settings_class(**values)
     check = getattr(settings, "validate", None)
     if check is not None:
-        try:
+        with method_code(method_id, "Settings.validate", SETTINGS_FIX):  # raises ValueError & co., or exits: named
             check()
-        except BaseException as error:  # a plugin's validate() that raises ValueError & co. (or exits): name it
-            from vipcli.methods.contract import method_fault
-            from vipcli.plugins import describe_failure, is_plugin_failure
-
-            if not is_plugin_failure(error):
-                raise
-            raise method_fault(method_id, "Settings.validate", describe_failure(error),
-                               "raise vipcli.errors.UsageError(message, hint) for a bad value") from error
     return settings
+
+
+SETTINGS_FIX = "raise vipcli.errors.UsageError(message, hint) for a bad value"
 
 
 def settings_from_record(method_class, record: dict):

@@ -35,10 +35,11 @@ import json
 import torch
 
 from vipcli.methods.base import StateMismatch
-from vipcli.plugins import PluginError, guard_calls, is_own_distribution
+from vipcli.plugins import PluginError, guard_calls, is_own_distribution, plugin_code
 
+# the members of a method instance the core calls (`train`: also through eval(); `merge_weights`: vip report)
 GUARDED_MEMBERS = ("fit", "forward", "prepare", "explain", "record", "state_tensors", "load_state_tensors",
-                   "training_loss", "batched_loss")
+                   "training_loss", "batched_loss", "train", "merge_weights")
 ROUND_TRIP_IMAGES = 64  # features compared between the fitted and the rebuilt method
 ROUND_TRIP_TOLERANCE = 1e-4  # max difference of softmax probabilities
 BATCH_PROBE_ROWS = 256  # rows of the large, reordered batch `check_batch_independent` compares with the sample's
@@ -86,6 +87,9 @@ def class_problem(cls) -> tuple[str, str, str] | None:
     if not (isinstance(settings, type) and dataclasses.is_dataclass(settings)):
         return ("Settings", f"Settings is {settings!r}, not a dataclass",
                 "decorate it with @dataclasses.dataclass (use vipcli.methods.NoSettings for none)")
+    unreadable = _annotations_problem(settings)
+    if unreadable is not None:
+        return unreadable
     for option in dataclasses.fields(settings):
         if option.default is dataclasses.MISSING and option.default_factory is dataclasses.MISSING:
             return ("Settings", f"setting '{option.name.replace('_', '-')}' has no default",
@@ -138,6 +142,24 @@ def _declaration_problem(cls) -> tuple[str, str, str] | None:
     if not isinstance(cls.summary, str):
         return ("summary", f"summary is a {type(cls.summary).__name__}, not a str: vip methods list reads it on the "
                            "class", 'write it as a class attribute: summary = "one line about the method"')
+    return None
+
+
+def _annotations_problem(settings) -> tuple[str, str, str] | None:
+    """(member, what is wrong, the fix) for a `Settings` whose type annotations cannot be evaluated (a name its
+    module does not define, read as text under `from __future__ import annotations`): vip reads them to convert
+    `--method-option` values, to show the settings and to check a run's stored ones."""
+    import typing
+
+    from vipcli.plugins import describe_exception
+
+    try:
+        typing.get_type_hints(settings)
+    except Exception as error:  # noqa: BLE001 - evaluating the plugin's annotations runs its code
+        return ("Settings", f"the type annotations of {settings.__name__} cannot be evaluated "
+                            f"({describe_exception(error)})",
+                "import every name they use at the top of the module, or write the type itself "
+                "(temperature: float = 0.01)")
     return None
 
 
@@ -212,6 +234,41 @@ def check_prompts(prompts, class_names: list[str]) -> None:
         raise MemberFault("make_prompts", f"expected one list of phrases per class (list[list[str]], in "
                                           f"setup.class_names order), {problem}",
                           "return e.g. [[f'a photo of a {name}.'] for name in setup.class_names]")
+
+
+def method_code(method_id: str, member: str, hint: str | None = None):
+    """A context manager: the block calls method `method_id`'s own code outside the members `guard_method` wraps
+    on an instance (its class's `fits_in_batches()`, its `Settings` built or validated): a plugin's failure is a
+    `PluginError` naming it and `member` (`hint`: the fix), as a failure in its `fit` is; a built-in's is left as
+    it is (a bug in vip)."""
+    def distribution() -> str | None:
+        named = distribution_of_method(method_id)
+        return None if is_own_distribution(named) else named
+
+    return plugin_code("method", method_id, distribution, member, hint)
+
+
+BATCHES_FIX = ("leave fits_in_batches to PromptMethod, whose own says when a method's rows can train together, "
+               "or return False")
+
+
+def trains_batched(cls, method_id: str) -> bool:
+    """Whether the rows of method `method_id` (class `cls`) train together in a sweep: its class's
+    `fits_in_batches()`, called as the plugin's code (`method_code`). A class that says yes but is not a
+    `PromptMethod` that learns context (the only kind `vipcli.fitting.fit_sgd_many` trains) is the plugin's
+    fault, named."""
+    from vipcli.methods.prompting import PromptMethod
+
+    ask = getattr(cls, "fits_in_batches", None)
+    if ask is None:
+        return False
+    with method_code(method_id, "fits_in_batches"):
+        fits = bool(ask())
+    if fits and not (isinstance(cls, type) and issubclass(cls, PromptMethod) and cls.learns_context):
+        raise method_fault(method_id, "fits_in_batches", "fits_in_batches() says its rows train together, but only a "
+                                                         "PromptMethod that learns context (learns_context = True) "
+                                                         "trains batched", BATCHES_FIX)
+    return fits
 
 
 def check_class(cls, method_id: str) -> None:

@@ -325,8 +325,10 @@ def symptom_prompts(setup: MethodSetup, method_id: str) -> list[list[str]]:
 
 def fits_together(methods: list) -> bool:
     """True when `methods` are runs of one batchable method over the same prompts and backbone."""
+    from vipcli.methods.contract import trains_batched
+
     lead = methods[0]
-    if not isinstance(lead, PromptMethod) or not type(lead).fits_in_batches() or lead.context is None:
+    if not isinstance(lead, PromptMethod) or not trains_batched(type(lead), lead.id) or lead.context is None:
         return False
     return all(type(m) is type(lead) and m.backbone is lead.backbone and m.context is not None
                and m.context.shape == lead.context.shape and m.bank.texts == lead.bank.texts
