@@ -240,7 +240,7 @@ def test_a_page_held_open_by_another_program_is_one_line_naming_that(tmp_path, m
     monkeypatch.setattr(preflight, "WINDOWS", windows)
 
     page = tmp_path / "report.html"
-    page.write_text("old")
+    page.write_text("<html><head><title>vip report: an earlier run</title></head></html>")  # vip's own page
     _refuse_replacing(monkeypatch, lambda source, destination: Path(destination) == page)
     with pytest.raises(VipError) as raised:
         write_html(page, "<html></html>")

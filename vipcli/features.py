@@ -46,6 +46,9 @@ from vipcli.pixels import ViewPipeline, view_pipeline
 from vipcli.preflight import describe_os_error, held_open
 from vipcli.stop_signals import stop_if_received
 
+# moved to vipcli.decoding; the names stay here for code that imported them from this module
+worker_ignores_sigterm, workers_stopped_after = decoding.worker_ignores_sigterm, decoding.workers_stopped_after
+
 DECODE_MIN_SIDE = 512  # images much larger than this are decoded at a reduced scale
 FEATURE_FORMAT = "vip-features"
 FEATURE_FORMAT_VERSION = "2"
