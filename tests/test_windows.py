@@ -240,7 +240,8 @@ def test_a_page_held_open_by_another_program_is_one_line_naming_that(tmp_path, m
     monkeypatch.setattr(preflight, "WINDOWS", windows)
 
     page = tmp_path / "report.html"
-    page.write_text("<html><head><title>vip report: an earlier run</title></head></html>")  # vip's own page
+    earlier = "<html><head><title>vip report: an earlier run</title></head></html>"  # a page vip wrote
+    page.write_text(earlier)
     _refuse_replacing(monkeypatch, lambda source, destination: Path(destination) == page)
     with pytest.raises(VipError) as raised:
         write_html(page, "<html></html>")
@@ -249,7 +250,7 @@ def test_a_page_held_open_by_another_program_is_one_line_naming_that(tmp_path, m
         "read-only; nothing was written", "close it there, then run the same command again") if windows else (
         f"cannot write {page} (permission denied); nothing was written", "make it writable, then run the same "
         "command again"))
-    assert page.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["report.html"]
+    assert page.read_text() == earlier and sorted(p.name for p in tmp_path.iterdir()) == ["report.html"]
 
 
 def test_a_sweep_that_cannot_write_a_table_names_that_table(tmp_path, monkeypatch):
