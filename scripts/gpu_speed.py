@@ -308,11 +308,20 @@ print(json.dumps({"first": first, "again": again}))
 
 def predict_all(runner: Runner, run_dir: Path, data: Path, args: argparse.Namespace, cache: Path) -> dict:
     """`vip predict`'s images/s after the model has loaded, on every image of `data` (as `--speed` times it on the
-    test split), twice in one process: the first call as a user's, the second with the GPU's kernels warm."""
+    test split), twice in one process: the first call as a user's, the second with the GPU's kernels warm; then
+    `vip predict --out` on the same images as a whole process (`to_file`: its wall time and records written)."""
     workers = "" if args.workers is None else str(args.workers)
     command = [sys.executable, "-c", PREDICT_ALL, str(run_dir), str(data), args.device, workers]
     result = runner.run(command, f"predict on every image of {data} with {run_dir}", cache)
-    return {**{k: v for k, v in result.items() if k != "stdout"}, **(_loads(result["stdout"]) or {})}
+    # and `vip predict --out` as a whole process (model load and imports included): its chunks grow from 128
+    # images, so it is the case one set of decoding workers for every chunk is for
+    records = run_dir.parent / "predict-all.jsonl"
+    to_file = runner.vip(["predict", data, "--model", run_dir, "--out", records, "--no-cache", "--force",
+                          *(["--workers", args.workers] if args.workers is not None else [])], cache)
+    to_file.pop("stdout")
+    written = len(records.read_text().splitlines()) if to_file["rc"] == 0 and records.exists() else None
+    return {**{k: v for k, v in result.items() if k != "stdout"}, **(_loads(result["stdout"]) or {}),
+            "to_file": {**to_file, "records": written}}
 
 
 def slowest_imports(stderr: str, top: int = 25) -> dict:
