@@ -69,6 +69,16 @@ def test_train_decodes_its_splits_in_the_same_workers(cli, toy_run, tmp_path, de
     assert multiprocessing.active_children() == []
 
 
+def test_a_sweep_decodes_what_it_encodes_in_the_same_workers(cli, toy_run, tmp_path, decoder_ids):
+    data, _ = toy_run
+    code, _, err = cli("benchmark", "--data", data, "--backbone", "toy", "--methods", "linear-probe", "--shots", "2",
+                       "--seeds", "1,2", "--workers", "2", "--out", tmp_path / "sweep")
+    assert code == 0, err
+    ids = decoder_ids()
+    assert str(os.getpid()) not in ids and len(ids) == 2  # two seeds' shots, val and test: two workers in all
+    assert multiprocessing.active_children() == []
+
+
 def test_a_pass_that_fails_stops_the_shared_workers_and_the_next_list_starts_new_ones(tmp_path, monkeypatch,
                                                                                    decoder_ids):
     from PIL import Image
