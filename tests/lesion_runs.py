@@ -18,6 +18,14 @@ def make_lesions(folder: Path, counts: dict = COUNTS, seed: int = 0) -> Path:
     return folder
 
 
+def trained_world(tmp_path_factory, counts: dict) -> tuple[Path, Path]:
+    """A lesion world of `counts` images per class and split, and a toy-backbone run trained on it (with a feature
+    cache of its own): (data folder, run folder)."""
+    root = tmp_path_factory.mktemp("lesions")
+    data = make_lesions(root / "data", counts)
+    return data, train_toy(data, root / "run", root / "train-cache")
+
+
 def train_toy(data: Path, out: Path, cache: Path, method: str = "vip") -> Path:
     """`vip train --backbone toy` for a few epochs, with its own feature cache."""
     from vipcli.train import TrainConfig, train

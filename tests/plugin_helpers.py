@@ -46,6 +46,20 @@ def install_sample_methods(site: Path) -> None:
                          group="vip.methods")
 
 
+def install_methods_module(site: Path, module: str, source: str, classes: dict, monkeypatch, data: Path) -> Path:
+    """Methods of `source` (written as `module`.py beside README's method example), each class of `classes`
+    (id -> class name) in a distribution of its own (`ID-dist`), and a small lesion data set at `data`."""
+    from vipcli.lesion_world import write_dataset
+
+    shutil.copy(METHOD_EXAMPLE / "vip_method_example.py", site / "vip_method_example.py")
+    (site / f"{module}.py").write_text(source)
+    for name, cls in classes.items():
+        install_distribution(site, f"{name}-dist", f"{name} = {module}:{cls}", group="vip.methods")
+    monkeypatch.delitem(sys.modules, module, raising=False)  # a fresh import (its counters too)
+    write_dataset(data, {"train": 2, "val": 2, "test": 2}, seed=0)
+    return data
+
+
 @pytest.fixture
 def site(tmp_path, monkeypatch):
     """A fresh folder on sys.path to install fake distributions into."""

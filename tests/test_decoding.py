@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lesion_runs import make_lesions, train_toy
+from lesion_runs import trained_world
 
 pytestmark = pytest.mark.skipif(multiprocessing.get_start_method() != "fork",
                                 reason="the workers must inherit the patched decoder (fork)")
@@ -22,9 +22,7 @@ pytestmark = pytest.mark.skipif(multiprocessing.get_start_method() != "fork",
 @pytest.fixture(scope="module")
 def toy_run(tmp_path_factory):
     """A lesion world and a toy-backbone run trained on it (once for the module)."""
-    root = tmp_path_factory.mktemp("lesions")
-    data = make_lesions(root / "data", {"train": 10, "val": 6, "test": 12})
-    return data, train_toy(data, root / "run", root / "train-cache")
+    return trained_world(tmp_path_factory, {"train": 10, "val": 6, "test": 12})
 
 
 @pytest.fixture

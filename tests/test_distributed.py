@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from lesion_runs import make_lesions, train_toy
+from lesion_runs import trained_world
 
 HOOKS = Path(__file__).parent / "torchrun_hooks.py"
 
@@ -35,9 +35,7 @@ needs_gloo = pytest.mark.skipif(not _gloo_available(), reason="torch.distributed
 @pytest.fixture(scope="module")
 def toy_run(tmp_path_factory):
     """A lesion world and a toy-backbone run trained on it (once for the module)."""
-    root = tmp_path_factory.mktemp("lesions")
-    data = make_lesions(root / "data", {"train": 10, "val": 6, "test": 12})
-    return data, train_toy(data, root / "run", root / "train-cache")
+    return trained_world(tmp_path_factory, {"train": 10, "val": 6, "test": 12})
 
 
 def _free_port() -> int:

@@ -5,13 +5,12 @@ overridden train()/eval(), merge_weights()) is the plugin's one line, left out o
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 
 import pytest
 
 from conftest import error_lines
-from plugin_helpers import METHOD_EXAMPLE, install_distribution, site  # noqa: F401 - site is a fixture
+from plugin_helpers import install_methods_module, site  # noqa: F401 - site is a fixture
 
 SEAM_METHODS = '''
 from __future__ import annotations
@@ -106,14 +105,7 @@ SEAMS = {"batches-raise": "BatchesRaise", "batches-claimed": "BatchesClaimed", "
 @pytest.fixture
 def seams(site, tmp_path, monkeypatch):
     """The plugins above, each in a distribution of its own (`ID-dist`), and a small lesion data set."""
-    from vipcli.lesion_world import write_dataset
-
-    shutil.copy(METHOD_EXAMPLE / "vip_method_example.py", site / "vip_method_example.py")
-    (site / "seam_methods.py").write_text(SEAM_METHODS)
-    for name, cls in SEAMS.items():
-        install_distribution(site, f"{name}-dist", f"{name} = seam_methods:{cls}", group="vip.methods")
-    monkeypatch.delitem(sys.modules, "seam_methods", raising=False)
-    write_dataset(tmp_path / "lesions", {"train": 2, "val": 2, "test": 2}, seed=0)
+    install_methods_module(site, "seam_methods", SEAM_METHODS, SEAMS, monkeypatch, tmp_path / "lesions")
     yield tmp_path / "lesions"
     sys.modules.pop("seam_methods", None)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import error_lines, read_only, read_only_folder, writable_again
-from lesion_runs import make_lesions, train_toy
+from lesion_runs import trained_world
 
 NO_SPACE = "no space left on the device"
 
@@ -25,9 +25,7 @@ NO_SPACE = "no space left on the device"
 @pytest.fixture(scope="module")
 def toy_run(tmp_path_factory):
     """A lesion world (12 test images per class) and a toy-backbone run trained on it, once for the module."""
-    root = tmp_path_factory.mktemp("lesions")
-    data = make_lesions(root / "data", {"train": 8, "val": 6, "test": 12})
-    return data, train_toy(data, root / "run", root / "train-cache")
+    return trained_world(tmp_path_factory, {"train": 8, "val": 6, "test": 12})
 
 
 @pytest.fixture

@@ -4,13 +4,12 @@ named; a plugin's sys.exit() is its failure, never vip's exit; a batch-dependent
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 
 import pytest
 
 from conftest import error_lines
-from plugin_helpers import METHOD_EXAMPLE, install_distribution, site  # noqa: F401 - site is a fixture
+from plugin_helpers import install_distribution, install_methods_module, site  # noqa: F401 - site is a fixture
 
 FAILING_METHODS = '''
 import sys
@@ -84,15 +83,7 @@ PLUGINS = {"validate-exits": "ExitsInValidate", "exits": "ExitsOnBuild", "late":
 @pytest.fixture
 def failing(site, tmp_path, monkeypatch):
     """The plugins above, each in a distribution of its own (`ID-dist`), and a small lesion data set."""
-    from vipcli.lesion_world import write_dataset
-
-    shutil.copy(METHOD_EXAMPLE / "vip_method_example.py", site / "vip_method_example.py")
-    (site / "failing_methods.py").write_text(FAILING_METHODS)
-    for name, cls in PLUGINS.items():
-        install_distribution(site, f"{name}-dist", f"{name} = failing_methods:{cls}", group="vip.methods")
-    monkeypatch.delitem(sys.modules, "failing_methods", raising=False)  # a fresh build counter, and again at the end
-    write_dataset(tmp_path / "lesions", {"train": 2, "val": 2, "test": 2}, seed=0)
-    return tmp_path / "lesions"
+    return install_methods_module(site, "failing_methods", FAILING_METHODS, PLUGINS, monkeypatch, tmp_path / "lesions")
 
 
 def _all_is(monkeypatch, *ids: str) -> None:
