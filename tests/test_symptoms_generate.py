@@ -817,3 +817,17 @@ def test_a_name_that_only_starts_like_a_device_is_a_pack_file_name(capsys, vip_e
     code, _, err = generate(capsys, llm_server, "--disease", "console", "--modality", "dermoscopic images")
     assert code == 0, err
     assert load_pack("console.yaml").name == "console"
+
+
+def test_a_second_generation_of_the_same_pack_fails_before_asking_the_llm(capsys, vip_env, llm_server):
+    """Two `vip symptoms generate --out melanoma.yaml` at once both asked the LLM, and the later pack replaced the
+    other's (or, without --force, failed only once its answers had come); the second now fails at once."""
+    from vipcli.locks import output_lock
+
+    llm_server.answer(BULLETS)
+    with output_lock(Path("melanoma.yaml"), lock=Path(".melanoma.yaml.lock")):  # another vip generating it now
+        code, _, err = melanoma(capsys, llm_server, "--force")
+    assert code == 1 and err.startswith("error: melanoma.yaml is being written by another vip process")
+    assert llm_server.requests == [] and not Path("melanoma.yaml").exists()
+    assert melanoma(capsys, llm_server)[0] == 0  # once that one is done, the pack is made as before
+    assert sorted(p.name for p in Path(".").iterdir()) == ["melanoma.yaml"]  # and no lock file is left

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import textwrap
@@ -380,25 +381,41 @@ def run_generation(configs: list, paths: list[Path], force: bool) -> None:
     from vipcli.symptoms.llm import LLMError
     from vipcli.symptoms.run_memory import one_run
 
-    if len(configs) == 1:
-        _generate_one(configs[0], paths[0], force)
-        return
     failed = []
-    with one_run():  # a model that refused a temperature for one class is asked without one for the next
-        for config, path in zip(configs, paths):
-            try:
-                _generate_one(config, path, force)
-            except LLMError as error:
-                failed.append(config.disease)
-                raise VipError(error.message, f"{error.hint}; packs written so far are complete") from None
-            except VipError as error:
-                failed.append(config.disease)
-                console.stderr().print(f"error: {error}", markup=False)
+    with held_packs(paths):  # before the first request: a second run of the same packs fails now
+        if len(configs) == 1:
+            _generate_one(configs[0], paths[0], force)
+            return
+        with one_run():  # a model that refused a temperature for one class is asked without one for the next
+            for config, path in zip(configs, paths):
+                try:
+                    _generate_one(config, path, force)
+                except LLMError as error:
+                    failed.append(config.disease)
+                    raise VipError(error.message, f"{error.hint}; packs written so far are complete") from None
+                except VipError as error:
+                    failed.append(config.disease)
+                    console.stderr().print(f"error: {error}", markup=False)
     if failed:
         raise VipError(
             f"{len(failed)} of {len(configs)} packs not written: {', '.join(failed)}",
             "see the messages above; the other packs are written and complete",
         )
+
+
+@contextlib.contextmanager
+def held_packs(paths: list[Path]):
+    """Hold each pack file's lock (a hidden `.NAME.lock` beside it, in its folder, made if missing) for the
+    block: a second `vip symptoms generate` of the same pack fails at once, before its LLM requests, instead of
+    both asking the LLM and the later one's pack replacing the other's (or failing only once it is done)."""
+    from vipcli.atomic import made_folder
+    from vipcli.locks import output_lock
+
+    with contextlib.ExitStack() as held:
+        for path in paths:
+            held.enter_context(made_folder(path.parent))
+            held.enter_context(output_lock(path, lock=path.parent / f".{path.name}.lock"))
+        yield
 
 
 def _generate_one(config, path: Path, force: bool) -> None:
