@@ -115,8 +115,7 @@ class DecodingWorkers:
         self.workers = decoding_workers(images, workers)
         self._jobs = Jobs()
         self._made = None  # (key, decoder) of `decoder_for`
-        self._decoder = None
-        self._loader = None
+        self._loader = None  # its `dataset` is the decoder its workers were started for
         self._batches = None
 
     def decoder_for(self, key: tuple, make):
@@ -140,9 +139,8 @@ class DecodingWorkers:
             with workers_stopped_after(loader(decoder, Jobs(jobs), 0)) as batches:
                 yield batches
             return
-        if self._decoder is not decoder:
+        if self._loader is None or self._loader.dataset is not decoder:
             self.close()
-            self._decoder = decoder
             self._loader = loader(decoder, self._jobs, self.workers, persistent=True)
             atexit.register(self.close)  # before multiprocessing's own exit handler, which would wait for ever
         self._jobs.jobs = list(jobs)
@@ -161,7 +159,7 @@ class DecodingWorkers:
             _shut_down(self._batches)
         if self._loader is not None:
             atexit.unregister(self.close)
-        self._decoder = self._loader = self._batches = None
+        self._loader = self._batches = None
 
 
 def _same(key: tuple, other: tuple) -> bool:
