@@ -326,6 +326,41 @@ def test_ordinary_variable_names_are_accepted_by_api_key_env(capsys, env, server
     assert server.requests[0]["headers"]["Authorization"] == f"Bearer {KEY}"
 
 
+@pytest.mark.parametrize("variable, value", [("MY_LLM_KEY", None), ("MY_LLM_KEY", "  "), ("OPENAI_API_KEY", None)])
+def test_a_named_key_variable_that_holds_nothing_is_refused_before_any_request(capsys, env, server, monkeypatch,
+                                                                                variable, value):
+    """`--api-key-env MY_LLM_KEY` with the variable unset (a typo, a forgotten export) used to send no key at all:
+    one line naming the variable and both fixes, before anything is asked or written."""
+    monkeypatch.delenv("OPENAI_API_KEY")
+    if value is not None:
+        monkeypatch.setenv(variable, value)
+    server.answer(BULLETS)
+    code, out, err = generate(capsys, server, "--api-key-env", variable)
+    assert code == 2 and server.requests == [] and not Path("melanoma.yaml").exists()
+    assert err.count("error:") == 1 and "Traceback" not in err
+    assert f"--api-key-env {variable}: ${variable} is not set (or is empty)" in err
+    assert f"export {variable}=..., or pass --api-key-env '' if the server needs no key" in " ".join(err.split())
+
+
+def test_no_named_variable_and_no_key_still_asks_a_local_server_without_one(capsys, env, server, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY")
+    server.answer(BULLETS).answer(BULLETS)
+    assert generate(capsys, server)[0] == 0
+    assert generate(capsys, server, "--api-key-env", "", "--no-cache", "--force")[0] == 0
+    assert [r["headers"].get("Authorization") for r in server.requests] == [None, None]
+
+
+def test_the_python_interface_refuses_an_unset_variable_other_than_the_default(env, monkeypatch):
+    from vipcli.errors import UsageError
+    from vipcli.symptoms.llm import LLMConfig, read_api_key
+
+    monkeypatch.delenv("OPENAI_API_KEY")
+    local = "http://127.0.0.1:9/v1"
+    assert read_api_key(LLMConfig(base_url=local)) is None  # the default variable, unset: no key
+    with pytest.raises(UsageError, match=r"\$TEAM_LLM_KEY is not set"):
+        read_api_key(LLMConfig(base_url=local, api_key_env="TEAM_LLM_KEY"))
+
+
 def test_the_default_key_is_not_sent_over_plain_http_to_another_machine(capsys, env):
     """$OPENAI_API_KEY is read by default: `--base-url http://10.x` would send the user's OpenAI key
     over the network unencrypted. Refused before any request, naming the fixes, never the key."""

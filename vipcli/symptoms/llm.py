@@ -352,6 +352,7 @@ def read_api_key(config: LLMConfig) -> str | None:
     key = os.environ.get(config.api_key_env, "").strip() if config.api_key_env else ""
     if key:
         return check_key_text(key, config.api_key_env)
+    check_named_key_is_set(config)
     if endpoint_host(config.base_url) == "api.openai.com":
         raise VipError(
             f"no API key for api.openai.com: ${config.api_key_env or DEFAULT_KEY_ENV} is not set",
@@ -359,6 +360,31 @@ def read_api_key(config: LLMConfig) -> str | None:
             "server",
         )
     return None
+
+
+def key_variable_was_named(config: LLMConfig) -> bool:
+    """Whether the user chose `config.api_key_env` (`--api-key-env NAME`, or another variable than the default in
+    the Python interface), rather than vip reading `$OPENAI_API_KEY` by default."""
+    return bool(config.api_key_env) and (config.key_over_http or config.api_key_env != DEFAULT_KEY_ENV)
+
+
+def check_named_key_is_set(config: LLMConfig) -> None:
+    """Refuse a key variable the user named that is unset or empty, before any request.
+
+    Without a key vip sends no Authorization header, which a local server may want; but a variable the user
+    named is meant to hold one, so its absence is a typo or a forgotten `export`, and the server would answer
+    with a 401 (or, worse, serve an unauthenticated default). `--api-key-env ''` says "no key".
+
+    Raises:
+        UsageError: the variable was named and holds nothing.
+    """
+    if not key_variable_was_named(config) or os.environ.get(config.api_key_env, "").strip():
+        return
+    name = config.api_key_env
+    raise UsageError(
+        f"--api-key-env {name}: ${name} is not set (or is empty), so there is no key to send",
+        f"{shell.set_variable(name, '...')}, or pass --api-key-env '' if the server needs no key",
+    )
 
 
 def is_loopback(host: str | None) -> bool:
