@@ -29,6 +29,18 @@ class BatchesRaise(Coop):
         raise RuntimeError("fits_in_batches broke")
 
 
+ASKED = []  # one entry per call of CountedBatches.fits_in_batches
+
+
+class CountedBatches(Coop):
+    """Counts how often vip asks whether its rows train together."""
+
+    @classmethod
+    def fits_in_batches(cls):
+        ASKED.append(1)
+        return super().fits_in_batches()
+
+
 class BatchesClaimed(NearestCentroid):
     """Says its rows train batched, which only a PromptMethod that learns context can."""
 
@@ -99,7 +111,7 @@ class MergeWeightsRaise(Coop):
 
 SEAMS = {"batches-raise": "BatchesRaise", "batches-claimed": "BatchesClaimed", "post-init": "PostInitRaises",
          "unreadable": "UnreadableAnnotations", "train-raises": "TrainRaises", "merge-raises": "MergeWeightsRaise",
-         "own-type": "OwnSettingType"}
+         "own-type": "OwnSettingType", "counted": "CountedBatches"}
 
 
 @pytest.fixture
@@ -223,3 +235,23 @@ def test_a_built_in_failing_in_the_seam_stays_a_bug_in_vip(monkeypatch):
     monkeypatch.setattr(ContextSettings, "validate", lambda self: 1 / 0)
     with pytest.raises(ZeroDivisionError):
         make_settings(method_class("coop"), {}, "coop")
+
+
+def test_a_sweep_asks_a_plugin_whether_its_rows_train_together_once(cli, seams, tmp_path, monkeypatch):
+    """`validate` asked `fits_in_batches()` before any work and the grouping of the rows asked it again for every
+    row (five times for four rows), so a plugin could be asked to change its mind; it is now asked once, and its
+    four rows train together as it said (once, not once more by the batched loop's own check)."""
+    import vipcli.benchmark
+
+    real, groups = vipcli.benchmark.run_rows_together, []
+    monkeypatch.setattr(vipcli.benchmark, "run_rows_together",
+                        lambda name, cls, jobs, *rest, **kw: groups.append(jobs) or real(name, cls, jobs, *rest, **kw))
+    code, printed, err = _sweep(cli, seams, tmp_path / "bench", "counted")  # shots 1, seeds 1,2
+    assert code == 0, err
+    assert sys.modules["seam_methods"].ASKED == [1]
+    code, printed, err = cli("benchmark", "--data", seams, "--backbone", "toy", "--methods", "counted", "--shots",
+                             "1,2", "--seeds", "1,2", "--epochs", "1", "--views", "1", "--workers", "0", "--out",
+                             tmp_path / "bench2", "--json")
+    assert code == 0, err
+    assert sys.modules["seam_methods"].ASKED == [1, 1] and len(json.loads(printed)["rows"]) == 4
+    assert groups == [[(1, 1), (1, 2)], [(1, 1), (1, 2), (2, 1), (2, 2)]]

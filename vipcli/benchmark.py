@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -101,8 +102,10 @@ def warn_left_out(config: BenchmarkConfig) -> None:
         console.warn(escape(f"{problem}; '{name}' is left out of --methods all"))
 
 
-def validate(config: BenchmarkConfig) -> list[tuple[str, type]]:
-    """Check the option values (before anything is loaded or written); return (id, method class) pairs."""
+def validate(config: BenchmarkConfig) -> tuple[list[tuple[str, type]], frozenset[str]]:
+    """Check the option values (before anything is loaded or written); return the (id, method class) pairs to run,
+    and the ids of those whose rows train together (each plugin's `fits_in_batches()` asked once, here; none
+    without `config.batched`)."""
     from vipcli.methods import make_settings, method_class
     from vipcli.methods.base import settings_fields
     from vipcli.methods.contract import trains_batched
@@ -118,11 +121,12 @@ def validate(config: BenchmarkConfig) -> list[tuple[str, type]]:
     warn_left_out(config)
     methods = [(name, method_class(name)) for name in method_ids(config)]
     optional = optional_methods(config, [name for name, _ in methods])
+    together = set()
     for name, cls in list(methods):
         try:
             make_settings(cls, options_for(cls, config.method_options), name)
-            if config.batched:  # asked again by `row_groups`: a plugin's failure is known before any work
-                trains_batched(cls, name)
+            if config.batched and trains_batched(cls, name):  # a plugin's failure is known before any work
+                together.add(name)
         except PluginError as error:  # its Settings or fits_in_batches() failed: the plugin's fault, not the options'
             if name not in optional:
                 raise
@@ -133,7 +137,7 @@ def validate(config: BenchmarkConfig) -> list[tuple[str, type]]:
     if unknown:
         raise UsageError(f"no benchmarked method has the setting '{unknown[0].replace('_', '-')}'",  # as typed
                          "`vip methods show ID` lists a method's settings")
-    return methods
+    return methods, frozenset(together)
 
 
 def options_for(cls, options: dict) -> dict:
@@ -276,7 +280,7 @@ def run_rows_together(method_id: str, cls, jobs: list[tuple], context: dict, pro
     built = [_build_row(method_id, cls, shots, seed, context, progress) for shots, seed in jobs]
     before = [split_versions(b["data"]) for b in built]
     fitted = fit_sgd_many([b["method"] for b in built], [b["data"] for b in built],
-                          [b["fit_context"] for b in built], progress)
+                          [b["fit_context"] for b in built], progress, batchable=True)  # rows grouped by its answer
     for b, versions in zip(built, before):  # as `checked_fit` refuses it for a row run alone
         check_splits_unchanged(b["method"], b["data"], versions)
     share = (time.perf_counter() - started) / len(built)
@@ -506,7 +510,7 @@ def _checked_sweep(config: BenchmarkConfig, progress=None) -> BenchmarkResult:
     """`run_benchmark` inside `scans_held`: check the options and the output folder, then run the sweep."""
     from vipcli.preflight import check_output_folder, check_outside_data
 
-    methods = validate(config)
+    methods, together = validate(config)
     out = Path(config.out or default_out(config.data))
     check_output_folder(out)  # writable and not full, before any work
     check_outside_data(out, Path(config.data), "--out" if config.out else "the default results folder")
@@ -514,7 +518,7 @@ def _checked_sweep(config: BenchmarkConfig, progress=None) -> BenchmarkResult:
 
     # a second sweep into --out is refused at its lock; --no-cache: no weights digest or check pass kept
     with sweep_lock(out), console.keeping_warnings() as warned, using_cache(config.encoding.use_cache):
-        result = _run_sweep(config, methods, progress)
+        result = _run_sweep(config, methods, together, progress)
     if result is not None:  # None on a torchrun rank other than 0
         result.warnings = warned
     return result
@@ -541,8 +545,10 @@ def sweep_lock(out: Path):
         yield
 
 
-def _run_sweep(config: BenchmarkConfig, methods: list[tuple[str, type]], progress=None) -> BenchmarkResult:
-    """`run_benchmark` once `out` is held: prepare, encode, run the pending rows, write the results."""
+def _run_sweep(config: BenchmarkConfig, methods: list[tuple[str, type]], together: frozenset[str],
+               progress=None) -> BenchmarkResult:
+    """`run_benchmark` once `out` is held: prepare, encode, run the pending rows (those of the methods in
+    `together` in batched groups), write the results."""
     context = _prepare(config, methods)
     methods = context["methods"]  # less any plugin `--methods all` left out when it failed to build
     out, stored, stored_split, dataset = context["out"], context["stored"], context["stored_split"], context["dataset"]
@@ -579,7 +585,7 @@ def _run_sweep(config: BenchmarkConfig, methods: list[tuple[str, type]], progres
                            config.encoding.batch_size, progress)
         context["pool"] = pool
         context["pool_versions"] = pool_versions(pool)  # a failed row that changed them stops the sweep
-        context["batched"] = config.batched
+        context["batched"] = together
         result.encoded_views, result.failures = pool.encoded_views, pool.failures
         warn_capped_shots(trained_shots, [len(rows) for rows in readable_order(pool, dataset, config.seeds[0])],
                           dataset.class_names, dataset.counts("train"))  # only shots some pending row trains with
@@ -634,8 +640,9 @@ def run_pending(pending: list, rows: dict, context: dict, progress=None) -> int:
     """Run each pending row, saving all rows atomically after each row or batched group; return how many ran.
 
     Rows of one method that can train together (`PromptMethod.fits_in_batches`: the seeds and
-    shot counts of ViP, CoOp...) run as groups of up to `BATCHED_ROWS` in one batched loop, unless
-    `context["batched"]` is False; every other row runs alone, in sweep order. The rows stored before
+    shot counts of ViP, CoOp...) run as groups of up to `BATCHED_ROWS` in one batched loop (`context["batched"]`:
+    the ids of such methods, as `validate` found them, or True to ask each class, False for none); every other
+    row runs alone, in sweep order. The rows stored before
     keep their places; those run now follow them in sweep order, see `in_sweep_order`.
     """
     batched = context.get("batched", True)
@@ -700,17 +707,29 @@ def pool_versions(pool: PreparedData) -> dict[str, int | None]:
 BATCHED_ROWS = 16  # the most rows of one method trained together (bounds the stacked prompts' memory)
 
 
-def row_groups(pending: list, batched: bool = True) -> list[list[tuple]]:
+def row_groups(pending: list, batched: bool | Collection[str] = True) -> list[list[tuple]]:
     """Pending (name, cls, shots, seed) jobs grouped for `run_pending`: batchable rows of one method
-    together (in chunks of `BATCHED_ROWS`), every other row alone; groups in sweep order of first row. A plugin's
-    `fits_in_batches()` is asked by `validate` first, where its failure leaves it out of `--methods all`."""
+    together (in chunks of `BATCHED_ROWS`), every other row alone; groups in sweep order of first row.
+
+    `batched`: the ids of the methods whose rows train together (what `validate` found, asking each plugin's
+    `fits_in_batches()` once, where its failure leaves it out of `--methods all`); True asks each class here
+    (once a method), False trains every row alone."""
     from vipcli.methods.contract import trains_batched
+
+    answers: dict[str, bool] = {}
+
+    def fits_together(name: str, cls) -> bool:
+        if not isinstance(batched, bool):
+            return name in batched
+        if batched and name not in answers:
+            answers[name] = trains_batched(cls, name)
+        return batched and answers[name]
 
     groups: list[list[tuple]] = []
     open_group: dict[str, list] = {}
     for job in pending:
         name, cls = job[0], job[1]
-        fits = batched and trains_batched(cls, name)
+        fits = fits_together(name, cls)
         group = open_group.get(name) if fits else None
         if group is None or len(group) >= BATCHED_ROWS:
             group = []

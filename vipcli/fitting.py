@@ -180,7 +180,8 @@ class _Run:
         self.losses: list[torch.Tensor] = []  # this epoch's step losses (0-d, detached)
 
 
-def fit_sgd_many(methods: list, datas: list, contexts: list, progress=None) -> list[dict]:
+def fit_sgd_many(methods: list, datas: list, contexts: list, progress=None, batchable: bool | None = None
+                 ) -> list[dict]:
     """Fit several runs of one prompt method together, each exactly as `fit_sgd` would alone.
 
     The runs (e.g. the seeds and shot counts of one method in a benchmark) share the backbone
@@ -195,12 +196,14 @@ def fit_sgd_many(methods: list, datas: list, contexts: list, progress=None) -> l
         datas: per run, its PreparedData (train.views [N, V, D], val.x [M, D]).
         contexts: per run, its FitContext (cached features only: `reference` must be None).
         progress: an optional rich Progress.
+        batchable: the method class's `fits_in_batches()` answer where the caller asked it already (a sweep
+            groups its rows by it); None asks it here.
     Returns:
         Per run, what `fit_sgd` returns.
     """
     if not methods:
         return []
-    if not fits_together(methods) or any(c.reference is not None for c in contexts):
+    if not fits_together(methods, batchable) or any(c.reference is not None for c in contexts):
         raise ValueError("fit_sgd_many needs runs of one batchable prompt method on cached features")
     device = methods[0].setup.device
     runs = [_Run(m, d, c) for m, d, c in zip(methods, datas, contexts)]

@@ -323,12 +323,17 @@ def symptom_prompts(setup: MethodSetup, method_id: str) -> list[list[str]]:
     return [list(setup.symptoms[name]) for name in setup.class_names]
 
 
-def fits_together(methods: list) -> bool:
-    """True when `methods` are runs of one batchable method over the same prompts and backbone."""
+def fits_together(methods: list, batchable: bool | None = None) -> bool:
+    """True when `methods` are runs of one batchable method over the same prompts and backbone.
+
+    `batchable`: the class's `fits_in_batches()` answer where the caller has asked it already (a sweep asks each
+    method once); None asks it here."""
     from vipcli.methods.contract import trains_batched
 
     lead = methods[0]
-    if not isinstance(lead, PromptMethod) or not trains_batched(type(lead), lead.id) or lead.context is None:
+    if not isinstance(lead, PromptMethod) or lead.context is None:
+        return False
+    if not (trains_batched(type(lead), lead.id) if batchable is None else batchable):
         return False
     return all(type(m) is type(lead) and m.backbone is lead.backbone and m.context is not None
                and m.context.shape == lead.context.shape and m.bank.texts == lead.bank.texts
