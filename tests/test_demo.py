@@ -65,6 +65,20 @@ def test_demo_never_replaces_a_folder_it_did_not_make(cli, tmp_path):
     assert (out / "run" / "notes.txt").read_text() == "keep me" and sorted(p.name for p in out.iterdir()) == ["run"]
 
 
+def test_demo_force_refuses_a_run_or_benchmark_folder_of_the_users_before_writing_anything(cli, tmp_path):
+    """`--force` let the demo in, and it wrote its data set and symptom step before `vip train --force` refused the
+    user's run/ (or the sweep their benchmark/): the demo now makes those checks first."""
+    for part, name in (("run", "notes.txt"), ("benchmark", "results.csv")):
+        out = tmp_path / part
+        (out / part).mkdir(parents=True)
+        (out / part / name).write_text("keep me")
+        code, stdout, err = cli("demo", "--out", out, "--force")
+        assert code == 1 and err.count("error:") == 1 and "Traceback" not in err, err
+        assert f"--out {out / part}" in err and "choose another --out" in err
+        assert stdout == "" and sorted(p.name for p in out.iterdir()) == [part]
+        assert (out / part / name).read_text() == "keep me"
+
+
 def _earlier_demo_folder(out):
     """A folder as vip 0.1's `vip demo` left it: no marker, a lesion world in data/, run/ and benchmark/."""
     from vipcli.lesion_world import write_dataset
@@ -73,8 +87,9 @@ def _earlier_demo_folder(out):
     for part, files in {"run": ("run.yaml", "model.safetensors", "metrics.json", "split.json", "report.html"),
                         "benchmark": ("results.csv", "results.json", "shots.png", "split.json", "report.html")}.items():
         (out / part).mkdir()
-        for name in files:
-            (out / part / name).write_text("x")
+        for name in files:  # its pages titled as vip titles them
+            (out / part / name).write_text(f"<html><head><title>vip {'benchmark ' * (part == 'benchmark')}report: "
+                                           "x</title></head></html>" if name == "report.html" else "x")
     return out
 
 

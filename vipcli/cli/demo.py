@@ -54,16 +54,31 @@ def made_by_an_earlier_demo(out: Path) -> bool:
 
 def check_demo_folder(out: Path, force: bool) -> None:
     """Refuse an --out that holds files the demo did not make (the demo replaces its own files, also
-    those of vip 0.1's demo, which left no marker)."""
+    those of vip 0.1's demo, which left no marker); with `force`, still refuse a run/ or benchmark/ in it that
+    `vip train --force` or `vip benchmark --force` would refuse, before the demo writes anything."""
     from vipcli.errors import VipError
 
-    if force or not out.exists() or (out / DEMO_MARKER).exists() or made_by_an_earlier_demo(out):
-        return
-    if not out.is_dir():
-        raise VipError(f"--out {out} is a file", "choose a folder for the demo")
-    if any(out.iterdir()):
-        raise VipError(f"--out {out} holds files that `vip demo` did not make; the demo would replace its data/, "
-                       f"run/ and benchmark/", "choose another --out, or pass --force")
+    if not (force or not out.exists() or (out / DEMO_MARKER).exists() or made_by_an_earlier_demo(out)):
+        if not out.is_dir():
+            raise VipError(f"--out {out} is a file", "choose a folder for the demo")
+        if any(out.iterdir()):
+            raise VipError(f"--out {out} holds files that `vip demo` did not make; the demo would replace its "
+                           "data/, run/ and benchmark/", "choose another --out, or pass --force")
+    if out.is_dir():
+        check_demo_parts(out)
+
+
+def check_demo_parts(out: Path) -> None:
+    """The checks the demo's own `vip train --force` and `vip benchmark --force` make of `out`/run and
+    `out`/benchmark, made first: a folder of the user's there stops the demo before it writes its data set."""
+    from vipcli.errors import VipError
+    from vipcli.preflight import check_run_dir
+    from vipcli.sweep_folder import refuse_foreign_files
+
+    check_run_dir(out / "run", force=True)
+    if (out / "benchmark").exists() and not (out / "benchmark").is_dir():
+        raise VipError(f"--out {out / 'benchmark'} is a file", "choose another --out")
+    refuse_foreign_files(out / "benchmark", "choose another --out")
 
 
 def demo_command(
@@ -71,8 +86,9 @@ def demo_command(
     seed: int = opt.seed(0, "Seed of the generated lesion world."),
     test_per_class: int = typer.Option(150, "--test-per-class", hidden=True),
     bench_seeds: str = typer.Option("1,2,3", "--bench-seeds", hidden=True),
-    force: bool = typer.Option(False, "--force", help="Use an --out folder that holds other files (they may be "
-                               "replaced)."),
+    force: bool = typer.Option(False, "--force", help="Use an --out folder that holds other files: its data/ "
+                               "train, val and test folders are replaced; a run/ or benchmark/ vip did not write is "
+                               "still refused."),
 ) -> None:
     """Run the whole product offline on the shipped toy backbone (about 30 s on a 2-core CPU)."""
     from vipcli.cli.benchmark import print_benchmark
