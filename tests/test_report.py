@@ -216,6 +216,29 @@ def test_predict_report_shows_the_images_just_predicted(cli, lesion_run, tmp_pat
     assert code == 1 and "--report" in err and len(error_lines(err)) == 1
 
 
+def test_predict_report_of_a_subset_of_links_names_the_images_as_given(cli, lesion_run, tmp_path):
+    """Images picked into class folders as symbolic links to one pool (`picked/nevus/a.png -> pool/0016.png`): the
+    page said its images lay under the pool and named each card by the pool's file (`0016.png`, beside "true
+    class: nevus", read from the link's folder, which it no longer showed). It names the folder given, and each
+    card by the class folder its true class comes from."""
+    data, run = lesion_run
+    pool, picked = tmp_path / "pool", tmp_path / "picked"
+    pool.mkdir()
+    for name in ("melanoma", "nevus"):
+        source = sorted((data / "test" / name).glob("*.png"))[0]
+        shutil.copyfile(source, pool / f"case-{name[0]}.png")
+        (picked / name).mkdir(parents=True)
+        (picked / name / f"{name}-pick.png").symlink_to(pool / f"case-{name[0]}.png")
+    out = tmp_path / "picked.html"
+    code, _, err = cli("predict", picked, "--model", run, "--report", out, "--workers", "0")
+    assert code == 0, err
+    page = out.read_text()
+    assert str(pool) not in page and "case-" not in page
+    assert re.search(r"<th scope=\"row\">images under</th><td>[^<]*<span class=\"path\">.*picked</span>", page)
+    for name in ("melanoma", "nevus"):
+        assert f'<div class="name">{name}/<wbr>' in page and f"true class: <b>{name}</b>" in page
+
+
 def test_benchmark_report_has_plot_tables_and_seconds(cli, benchmark_dir):
     code, _, err = cli("report", benchmark_dir)
     assert code == 0, err

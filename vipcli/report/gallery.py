@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,7 +108,8 @@ def shown_name(path: Path, root: Path | None) -> Path:
     subset of symbolic links to another folder is named as in the subset); else `path` itself."""
     if root is None:
         return path
-    for candidate, folder in ((path.absolute(), root.absolute()), (path.resolve(), root.resolve())):
+    given = (Path(os.path.abspath(path)), Path(os.path.abspath(root)))  # as given, `..` taken out
+    for candidate, folder in (given, (path.resolve(), root.resolve())):
         if candidate.is_relative_to(folder):
             return candidate.relative_to(folder)
     return path
