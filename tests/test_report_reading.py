@@ -692,3 +692,17 @@ def test_a_benchmark_report_says_how_many_images_of_each_class_its_figures_are_m
     (folder / "split.json").unlink()
     bare = _visible(benchmark_report(folder))
     assert "Images per class and split" not in bare and measured in bare
+
+
+def test_a_run_report_whose_test_images_are_gone_says_there_are_none_to_show(cli, tmp_path):
+    """The report of a run whose test images are no longer on disk (a run of vip 0.1.0, copied without its data)
+    ended its gallery with "All 0 images are shown."."""
+    from pathlib import Path
+
+    run = Path(__file__).parent / "fixtures" / "run-v0.1.0" / "linear-probe"
+    out = tmp_path / "gone.html"
+    code, _, err = cli("report", run, "--out", out, "--workers", "0", "--device", "cpu")
+    assert code == 0, err
+    text = _visible(out.read_text())
+    assert "All 0 images" not in text and "0 images are shown" not in text
+    assert "are no longer on disk" in text and "There are no images to show." in text

@@ -200,6 +200,8 @@ def gallery_html(items: list[GalleryItem], limit: int | None = None, root: Path 
         more: how to show more cards, said when `limit` leaves out every right prediction (e.g. "pass --gallery
             78"); None: only that they are left out.
     """
+    if not items:  # a run whose test images are gone from the disk (its report says so) or that had none
+        return "<p>There are no images to show.</p>"
     shown = items if limit is None else items[:limit]
     known = [i for i in items if i.truth is not None]
     errors = sum(i.wrong for i in items)
