@@ -239,6 +239,23 @@ def test_predict_report_of_a_subset_of_links_names_the_images_as_given(cli, lesi
         assert f'<div class="name">{name}/<wbr>' in page and f"true class: <b>{name}</b>" in page
 
 
+def test_predict_report_of_images_of_unknown_class_says_in_which_order_they_come(cli, lesion_run, tmp_path):
+    """A patient's folder (no class folders) gave cards ordered least sure first, under "All 4 images are shown."
+    alone: a reader took the first card for the most important finding, or for the first file."""
+    data, run = lesion_run
+    patient = tmp_path / "patient 0042"
+    patient.mkdir()
+    for image in sorted((data / "test" / "nevus").glob("*.png"))[:2] + sorted((data / "test" / "melanoma").glob("*.png"))[:2]:
+        shutil.copyfile(image, patient / f"visit-{image.name}")
+    out = tmp_path / "patient.html"
+    code, stdout, err = cli("predict", patient, "--model", run, "--report", out, "--workers", "0")
+    assert code == 0, err
+    page = out.read_text()
+    assert "All 4 images are shown, least sure first." in page and "true class" not in page
+    shown = [float(p) for p in re.findall(r"\(probability ([\d.]+)%\)", page)]
+    assert len(shown) == 4 and shown == sorted(shown)
+
+
 def test_benchmark_report_has_plot_tables_and_seconds(cli, benchmark_dir):
     code, _, err = cli("report", benchmark_dir)
     assert code == 0, err

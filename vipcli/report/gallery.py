@@ -216,6 +216,8 @@ def gallery_html(items: list[GalleryItem], limit: int | None = None, root: Path 
         if len(known) > errors and cut_short and all(i.wrong for i in shown if i.truth is not None):
             summary += (f". Only wrong ones fit in the {len(shown)} shown, so none of the right ones is here"
                         + (f" ({more})" if more else ""))
+    elif len(items) > 1:  # no true class to put errors first: the ones the model is least sure of lead
+        summary += ", least sure first"
     cards = "".join(_card(item, root) for item in shown)
     symptoms = SYMPTOMS_MEANING if any(i.top_symptoms for i in shown) else ""
     # a list, so that a screen reader says how many cards there are and moves card to card (role="list": Safari
