@@ -229,6 +229,7 @@ def test_a_confusion_matrix_of_two_or_three_classes_with_two_line_names_keeps_it
     """Chest X-rays in three classes, `NORMAL`, `bacterial pneumonia (consolidation)`, `viral pneumonia`: the predicted
     classes stayed upright under three columns and ran together ('(consolidation)viral pneumonia'), and 'true class'
     was cut off at the figure's left edge beside the two-line name; two long names under two columns lost it too."""
+    from vipcli.plots import pyplot
     from vipcli.report.figures import draw_confusion_matrix
 
     long_title = "test confusion matrix: a data folder with a long name, clip small-clip.json#4dd1abc484f9121f"
@@ -238,8 +239,10 @@ def test_a_confusion_matrix_of_two_or_three_classes_with_two_line_names_keeps_it
             matrix = [[i + 2 * j for j in range(len(names))] for i in range(len(names))]
             figure = draw_confusion_matrix(matrix, names, "#D55E00", title)
             assert _outside(figure) == [] and _overlapping_tick_labels(figure) == [], (names, title)
+            pyplot().close(figure)
     short = draw_confusion_matrix([[5, 1], [2, 6]], ["melanoma", "nevus"], "#D55E00", "t")
     assert {label.get_rotation() for label in short.axes[0].get_xticklabels()} == {0}  # fits upright: stays so
+    pyplot().close(short)
 
 
 @test_report.needs_browser
