@@ -216,6 +216,46 @@ def test_predict_report_shows_the_images_just_predicted(cli, lesion_run, tmp_pat
     assert code == 1 and "--report" in err and len(error_lines(err)) == 1
 
 
+def test_predict_report_of_a_subset_of_links_names_the_images_as_given(cli, lesion_run, tmp_path):
+    """Images picked into class folders as symbolic links to one pool (`picked/nevus/a.png -> pool/0016.png`): the
+    page said its images lay under the pool and named each card by the pool's file (`0016.png`, beside "true
+    class: nevus", read from the link's folder, which it no longer showed). It names the folder given, and each
+    card by the class folder its true class comes from."""
+    data, run = lesion_run
+    pool, picked = tmp_path / "pool", tmp_path / "picked"
+    pool.mkdir()
+    for name in ("melanoma", "nevus"):
+        source = sorted((data / "test" / name).glob("*.png"))[0]
+        shutil.copyfile(source, pool / f"case-{name[0]}.png")
+        (picked / name).mkdir(parents=True)
+        (picked / name / f"{name}-pick.png").symlink_to(pool / f"case-{name[0]}.png")
+    out = tmp_path / "picked.html"
+    code, _, err = cli("predict", picked, "--model", run, "--report", out, "--workers", "0")
+    assert code == 0, err
+    page = out.read_text()
+    assert str(pool) not in page and "case-" not in page
+    assert re.search(r"<th scope=\"row\">images under</th><td>[^<]*<span class=\"path\">.*picked</span>", page)
+    for name in ("melanoma", "nevus"):
+        assert f'<div class="name">{name}/<wbr>' in page and f"true class: <b>{name}</b>" in page
+
+
+def test_predict_report_of_images_of_unknown_class_says_in_which_order_they_come(cli, lesion_run, tmp_path):
+    """A patient's folder (no class folders) gave cards ordered least sure first, under "All 4 images are shown."
+    alone: a reader took the first card for the most important finding, or for the first file."""
+    data, run = lesion_run
+    patient = tmp_path / "patient 0042"
+    patient.mkdir()
+    for image in sorted((data / "test" / "nevus").glob("*.png"))[:2] + sorted((data / "test" / "melanoma").glob("*.png"))[:2]:
+        shutil.copyfile(image, patient / f"visit-{image.name}")
+    out = tmp_path / "patient.html"
+    code, stdout, err = cli("predict", patient, "--model", run, "--report", out, "--workers", "0")
+    assert code == 0, err
+    page = out.read_text()
+    assert "All 4 images are shown, least sure first." in page and "true class" not in page
+    shown = [float(p) for p in re.findall(r"\(probability ([\d.]+)%\)", page)]
+    assert len(shown) == 4 and shown == sorted(shown)
+
+
 def test_benchmark_report_has_plot_tables_and_seconds(cli, benchmark_dir):
     code, _, err = cli("report", benchmark_dir)
     assert code == 0, err

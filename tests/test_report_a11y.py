@@ -415,8 +415,9 @@ def test_every_table_of_a_benchmark_report_is_named_by_a_caption(benchmark_dir):
 
     tables = re.findall(r"<table>(.*?)</table>", benchmark_report(benchmark_dir), re.S)
     captions = [re.match(r"<caption>([^<]{3,80})</caption>", t) for t in tables]
-    assert len(tables) == 6 and all(captions)  # settings, 4 metrics, seconds
-    assert captions[1].group(1) == "test accuracy % (mean ± std over seeds 1, 2)"
+    assert len(tables) == 7 and all(captions)  # settings, images per class and split, 4 metrics, seconds
+    assert [c.group(1) for c in captions[1:3]] == ["Images per class and split",
+                                                   "test accuracy % (mean ± std over seeds 1, 2)"]
 
 
 def _lab(colour: str) -> tuple[float, float, float]:

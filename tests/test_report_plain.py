@@ -225,6 +225,26 @@ def test_the_predicted_classes_of_a_9_class_confusion_matrix_with_a_long_name_do
     assert {label.get_rotation() for label in short.axes[0].get_xticklabels()} == {30}
 
 
+def test_a_confusion_matrix_of_two_or_three_classes_with_two_line_names_keeps_its_labels_apart_and_inside():
+    """Chest X-rays in three classes, `NORMAL`, `bacterial pneumonia (consolidation)`, `viral pneumonia`: the predicted
+    classes stayed upright under three columns and ran together ('(consolidation)viral pneumonia'), and 'true class'
+    was cut off at the figure's left edge beside the two-line name; two long names under two columns lost it too."""
+    from vipcli.plots import pyplot
+    from vipcli.report.figures import draw_confusion_matrix
+
+    long_title = "test confusion matrix: a data folder with a long name, clip small-clip.json#4dd1abc484f9121f"
+    for names in (["NORMAL", "bacterial pneumonia (consolidation)", "viral pneumonia"],
+                  ["seborrheic keratosis (lichenoid)", "basal cell carcinoma (nodular)"]):
+        for title in ("test confusion matrix: cxr3, toy", long_title):
+            matrix = [[i + 2 * j for j in range(len(names))] for i in range(len(names))]
+            figure = draw_confusion_matrix(matrix, names, "#D55E00", title)
+            assert _outside(figure) == [] and _overlapping_tick_labels(figure) == [], (names, title)
+            pyplot().close(figure)
+    short = draw_confusion_matrix([[5, 1], [2, 6]], ["melanoma", "nevus"], "#D55E00", "t")
+    assert {label.get_rotation() for label in short.axes[0].get_xticklabels()} == {0}  # fits upright: stays so
+    pyplot().close(short)
+
+
 @test_report.needs_browser
 def test_a_long_class_name_wraps_in_the_prediction_set_table_instead_of_pushing_it_off_the_page(tmp_path):
     """Each class's coverage was kept on one line, its name included: one 86-character name made the table

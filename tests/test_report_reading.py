@@ -410,7 +410,7 @@ def test_a_benchmark_reports_headings_do_not_repeat_the_names_of_the_tables_and_
     assert _named_twice(page) == [] and "<h3>" not in page
     assert re.findall(r"<h2>(.*?)</h2>", page) == ["Settings and data", "Results"]
     captions = re.findall(r"<caption>(.*?)</caption>", page)
-    assert captions[1:] == ["test accuracy % (mean ± std over seeds 1, 2)",
+    assert captions[1:] == ["Images per class and split", "test accuracy % (mean ± std over seeds 1, 2)",
                             "test balanced accuracy % (mean ± std over seeds 1, 2)",
                             "test macro-F1 % (mean ± std over seeds 1, 2)", "test AUROC % (mean ± std over seeds 1, 2)",
                             "seconds per run (fitting and evaluation, mean over seeds)"]
@@ -666,3 +666,43 @@ def test_a_benchmark_report_names_the_rows_that_find_no_test_image_of_a_class(be
     first = document["class_names"][0]
     assert (f"1 row finds no test image of a class: symptom-zeroshot (seed 1: {first}); their accuracy comes from the other "
             "classes alone") in _visible(benchmark_report(folder))
+
+
+def test_a_benchmark_report_says_how_many_images_of_each_class_its_figures_are_measured_on(benchmark_dir, tmp_path):
+    """A benchmark's page gave test accuracies, bold where they lead, without saying on how many test images, nor
+    how they divide among the classes (what accuracy against balanced accuracy turns on): the run's page had its
+    images per class and split, the sweep's, the same data, none. It has the table, from split.json, and says what
+    its scores are measured on, from the rows' confusion matrices; without split.json the sentence stays."""
+    from vipcli.report.benchmark import benchmark_report
+
+    split = json.loads((benchmark_dir / "split.json").read_text())
+    names = json.loads((benchmark_dir / "results.json").read_text())["class_names"]
+    counts = {part: [sum(int(label) == c for _, label in split[part]) for c in range(len(names))]
+              for part in ("train", "val", "test")}
+    measured = (f"Every score below is measured on the same {sum(counts['test'])} test images ("
+                + ", ".join(f"{n} {name}" for n, name in zip(counts["test"], names)) + ").")
+    page = benchmark_report(benchmark_dir)
+    rows = re.findall(r"<tr><th scope=\"row\">([^<]*)</th>((?:<td class=\"num\">\d+</td>){3})</tr>",
+                      page.split("<caption>Images per class and split</caption>")[1].split("</table>")[0])
+    assert [(name, [int(n) for n in re.findall(r"\d+", cells)]) for name, cells in rows] == [
+        *((name, [counts[part][c] for part in ("train", "val", "test")]) for c, name in enumerate(names)),
+        ("all", [sum(counts[part]) for part in ("train", "val", "test")])]
+    assert measured in _visible(page)
+    folder = shutil.copytree(benchmark_dir, tmp_path / "no-split")
+    (folder / "split.json").unlink()
+    bare = _visible(benchmark_report(folder))
+    assert "Images per class and split" not in bare and measured in bare
+
+
+def test_a_run_report_whose_test_images_are_gone_says_there_are_none_to_show(cli, tmp_path):
+    """The report of a run whose test images are no longer on disk (a run of vip 0.1.0, copied without its data)
+    ended its gallery with "All 0 images are shown."."""
+    from pathlib import Path
+
+    run = Path(__file__).parent / "fixtures" / "run-v0.1.0" / "linear-probe"
+    out = tmp_path / "gone.html"
+    code, _, err = cli("report", run, "--out", out, "--workers", "0", "--device", "cpu")
+    assert code == 0, err
+    text = _visible(out.read_text())
+    assert "All 0 images" not in text and "0 images are shown" not in text
+    assert "are no longer on disk" in text and "There are no images to show." in text

@@ -15,7 +15,7 @@ from vipcli.metrics import (CAPPED_MARK, best_note, capped_columns, capped_note,
                             missed_rows_warning, row_figure)
 from vipcli.plots import benchmark_title, draw_shots, method_styles, seeds_label, svg_markup, uneven_seeds
 from vipcli.report import html
-from vipcli.report.data_notes import left_out_files, skipped_files
+from vipcli.report.data_notes import images_per_split, left_out_files, skipped_files
 from vipcli.report.notices import random_weights_banner
 from vipcli.report.swatches import swatch
 from vipcli.report.units import figures_meaning
@@ -102,11 +102,28 @@ UNEVEN_NOTE = ("Not every cell averages the same seeds (the sweep was extended f
                "stopped before its last rows): n is the number of seeds behind each cell.")
 
 
-def _tables(rows: list[dict]) -> str:
+def test_images_sentence(rows: list[dict], class_names) -> str:
+    """What the tables' figures are measured on, from the rows' test confusion matrices: 'Every score below is
+    measured on the same 300 test images (150 melanoma, 150 nevus).'; "" when no row records its matrix (rows of
+    an earlier vip), or the rows were measured on different test images."""
+    counts = {tuple(sum(true) for true in row["test_confusion_matrix"]) for row in rows
+              if isinstance(row.get("test_confusion_matrix"), list)}
+    if len(counts) != 1:
+        return ""
+    per_class = counts.pop()
+    named = isinstance(class_names, list) and len(class_names) == len(per_class)
+    classes = ", ".join(f"{n} {name}" for n, name in zip(per_class, class_names)) if named else ""
+    total = sum(per_class)
+    return (f"Every score below is measured on the same {console.counted(total, 'test image')}"
+            + (f" ({classes})" if classes else "") + ".")
+
+
+def _tables(rows: list[dict], class_names=None) -> str:
     """One table per metric and one of seconds per run, each named once, by its caption."""
     seeds, uneven = sorted({int(r["seed"]) for r in rows}), uneven_seeds(rows)
+    measured_on = test_images_sentence(rows, class_names)
     meaning = figures_meaning("Accuracy") + (" " + SPREAD_MEANING if len(seeds) > 1 else "") + (
-        " " + UNEVEN_NOTE if uneven else "")
+        " " + UNEVEN_NOTE if uneven else "") + (" " + measured_on if measured_on else "")
     spread, parts = seeds_label(seeds, "cell" if uneven else None), [f"<p>{html.text(meaning)}</p>"]
     for key, title in METRICS:
         header, body, marked = _grid(rows, key, _mean_std_n if uneven else _mean_std, mark_best=True)
@@ -248,14 +265,19 @@ def _finished(rows: list[dict]) -> str:
     return f", finished {first.strftime(html.MINUTE)} to {end}"
 
 
-def _data_notes(folder: Path) -> str:
-    """The files the sweep skipped (unreadable) and left out (taken by no class), from its split.json;
-    "" when it names none, or is missing or unreadable (results.json alone still makes a report)."""
+def _data(folder: Path, class_names) -> str:
+    """The images of each class in each split the sweep drew from, and the files it skipped (unreadable) or left
+    out (taken by no class), from its split.json; "" when that is missing or unreadable (results.json alone still
+    makes a report)."""
     try:
         split = json.loads((folder / "split.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return ""
-    return skipped_files(split) + left_out_files(split) if isinstance(split, dict) else ""
+    if not isinstance(split, dict):
+        return ""
+    names = split.get("class_names") or class_names
+    table = images_per_split(split, names) if isinstance(names, list) and names else ""
+    return table + skipped_files(split) + left_out_files(split)
 
 
 def _speed(folder: Path) -> str:
@@ -323,11 +345,11 @@ def benchmark_report(folder: Path) -> str:
         random_weights_banner(config, "this benchmark's results"),
         running,
         _unfinished_note(document),
-        html.section("Settings and data", _settings(document) + _data_notes(folder)),
+        html.section("Settings and data", _settings(document) + _data(folder, document.get("class_names"))),
         html.section("Results", html.figure(svg_markup(draw_shots(rows, title=title)), _shots_alt(rows, title),
                                             seeds_label(seeds, "point" if uneven_seeds(rows) else None)
                                             + _dashed_note(rows))
-                    + _missed_note(rows, document.get("class_names")) + _tables(rows)),
+                    + _missed_note(rows, document.get("class_names")) + _tables(rows, document.get("class_names"))),
         _speed(folder),
     ]
     subtitle = html.text(f"{len(rows)} runs on {Path(str(config.get('data', ''))).name}, backbone "

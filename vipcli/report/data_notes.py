@@ -1,5 +1,5 @@
-"""Paragraphs a run's and a benchmark's report share about their data: the files split.json says were
-skipped (unreadable) or left out (taken by no class), the first few of each named."""
+"""What a run's and a benchmark's report share about their data: the images of each class in each split, and the
+files split.json says were skipped (unreadable) or left out (taken by no class), the first few of each named."""
 
 from __future__ import annotations
 
@@ -35,3 +35,19 @@ def left_out_files(split: dict) -> str:
             named = first_few(map(html.text, files), SKIPPED_SHOWN)
             said.append(f"{len(files)} {plural(len(files), 'file')} {what} ({named})")
     return f"<p>Left out of the data: {'; '.join(said)} (all listed in split.json).</p>" if said else ""
+
+
+def images_per_split(split: dict, names: list[str], used: list[int] | None = None) -> str:
+    """The table of split.json's images of each class in each split (train, val, test) and in all, with
+    `used`, the training images of each class a run used (its few-shot subset), as a first column."""
+    def count(entries) -> list[int]:
+        counts = [0] * len(names)
+        for _, label in entries:
+            counts[int(label)] += 1
+        return counts
+
+    columns = {**({"train (used)": used} if used is not None else {}), "train (available)": count(split.get("train", [])),
+               "val": count(split.get("val", [])), "test": count(split.get("test", []))}
+    rows = [[name, *(columns[c][i] for c in columns)] for i, name in enumerate(names)]
+    rows.append(["all", *(sum(columns[c]) for c in columns)])
+    return html.table("Images per class and split", ["class", *columns], rows, numeric=set(range(1, len(columns) + 1)))

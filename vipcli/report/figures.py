@@ -42,25 +42,62 @@ def draw_confusion_matrix(matrix: list[list[int]], class_names: list[str], color
     edges = [i - 0.5 for i in range(len(class_names) + 1)]
     axes.pcolormesh(edges, edges, matrix, cmap=shading, vmin=0, vmax=top, edgecolors="face")  # cells as vector squares: sharp at any zoom
     axes.set_aspect("equal")
+    axes.set_anchor("W")  # the square's left edge where the layout puts it: centred, "true class" fell off the left
     axes.invert_yaxis()  # the first true class on top
     for i, row in enumerate(matrix):
         for j, count in enumerate(row):
             cell = shading(count / top)[:3]  # the cell's RGB, as pcolormesh draws it
             axes.text(j, i, str(count), ha="center", va="center", fontsize=11, color=text_color_on(cell))
     ticks, labels = range(len(class_names)), [class_label(name) for name in class_names]
-    axes.set_xticks(ticks, labels, rotation=SLANT if len(class_names) > 3 else 0, ha="right" if len(class_names) > 3 else "center")
     axes.set_yticks(ticks, labels)
     axes.set_xlabel("predicted class")
     axes.set_ylabel("true class")
     axes.set_title(wrap_title(title, 0.9 * (size + 0.8), 10), fontsize=10)
-    figure.tight_layout()
-    if len(class_names) > 3 and _slanted_labels_overlap(axes, labels):
-        axes.set_xticks(ticks, labels, rotation=90, ha="center")
-        figure.tight_layout()
+    _place_column_labels(axes, ticks, labels)
+    _fit_title(axes, title)
     return figure
 
 
-SLANT = 30  # degrees: the predicted classes' labels under a confusion matrix of more than 3 classes
+SLANT = 30  # degrees: the predicted classes' labels under a confusion matrix of more than 3 classes, or of 2 or 3
+UPRIGHT_CLASSES = 3  # whose upright labels would run into each other
+LABEL_GAP = 4  # px: the least space between two upright labels under neighbouring columns
+
+
+def _place_column_labels(axes, ticks, labels: list[str]) -> None:
+    """The predicted classes' labels under the columns of `axes`, and the figure laid out around them: upright for up
+    to UPRIGHT_CLASSES classes where they fit side by side, else slanted by SLANT degrees, else (wrapped long names
+    under many columns) at 90 degrees. Upright, two-line names under three columns ran together ('bacterial
+    pneumonia (consolidation)viral pneumonia')."""
+    figure = axes.figure
+    if len(labels) <= UPRIGHT_CLASSES:
+        axes.set_xticks(ticks, labels, rotation=0, ha="center")
+        figure.tight_layout()
+        if not _upright_labels_touch(axes):
+            return
+    axes.set_xticks(ticks, labels, rotation=SLANT, ha="right")
+    figure.tight_layout()
+    if _slanted_labels_overlap(axes, labels):
+        axes.set_xticks(ticks, labels, rotation=90, ha="center")
+        figure.tight_layout()
+
+
+def _fit_title(axes, title: str) -> None:
+    """Wrap the title, centred over the matrix, to the width it has there: the matrix keeps to the left of its
+    figure (its labels' side), so a title as wide as the figure would run past the figure's left edge."""
+    figure = axes.figure
+    figure.draw_without_rendering()
+    box, width = axes.get_window_extent(), figure.bbox.width
+    room = 2 * min(box.x0 + box.width / 2, width - box.x0 - box.width / 2) / figure.dpi  # inches
+    axes.set_title(wrap_title(title, 0.9 * room, 10), fontsize=10)
+    figure.tight_layout()
+
+
+def _upright_labels_touch(axes) -> bool:
+    """Whether two neighbouring upright labels under the columns of `axes` lie closer than LABEL_GAP, as drawn."""
+    axes.figure.draw_without_rendering()  # the labels in their places
+    renderer = axes.figure.canvas.get_renderer()
+    boxes = [label.get_window_extent(renderer) for label in axes.get_xticklabels()]
+    return any(left.x1 + LABEL_GAP > right.x0 for left, right in zip(boxes, boxes[1:]))
 
 
 def _slanted_labels_overlap(axes, labels: list[str]) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,7 +108,8 @@ def shown_name(path: Path, root: Path | None) -> Path:
     subset of symbolic links to another folder is named as in the subset); else `path` itself."""
     if root is None:
         return path
-    for candidate, folder in ((path.absolute(), root.absolute()), (path.resolve(), root.resolve())):
+    given = (Path(os.path.abspath(path)), Path(os.path.abspath(root)))  # as given, `..` taken out
+    for candidate, folder in (given, (path.resolve(), root.resolve())):
         if candidate.is_relative_to(folder):
             return candidate.relative_to(folder)
     return path
@@ -198,6 +200,8 @@ def gallery_html(items: list[GalleryItem], limit: int | None = None, root: Path 
         more: how to show more cards, said when `limit` leaves out every right prediction (e.g. "pass --gallery
             78"); None: only that they are left out.
     """
+    if not items:  # a run whose test images are gone from the disk (its report says so) or that had none
+        return "<p>There are no images to show.</p>"
     shown = items if limit is None else items[:limit]
     known = [i for i in items if i.truth is not None]
     errors = sum(i.wrong for i in items)
@@ -212,6 +216,8 @@ def gallery_html(items: list[GalleryItem], limit: int | None = None, root: Path 
         if len(known) > errors and cut_short and all(i.wrong for i in shown if i.truth is not None):
             summary += (f". Only wrong ones fit in the {len(shown)} shown, so none of the right ones is here"
                         + (f" ({more})" if more else ""))
+    elif len(items) > 1:  # no true class to put errors first: the ones the model is least sure of lead
+        summary += ", least sure first"
     cards = "".join(_card(item, root) for item in shown)
     symptoms = SYMPTOMS_MEANING if any(i.top_symptoms for i in shown) else ""
     # a list, so that a screen reader says how many cards there are and moves card to card (role="list": Safari

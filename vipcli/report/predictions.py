@@ -94,12 +94,14 @@ def _percent(part: int, whole: int) -> str:
 
 
 def _common_folder(items) -> Path | None:
-    """The deepest folder holding every image (card names are shown relative to it)."""
+    """The deepest folder holding every image as the images were given (card names are shown relative to it): the
+    folders named after classes of a subset of symbolic links stay in the names, as their true classes come from
+    them."""
     import os
 
     if not items:
         return None
-    folders = [str(Path(i.path).resolve().parent) for i in items]
+    folders = [os.path.dirname(os.path.abspath(i.path)) for i in items]
     return Path(os.path.commonpath(folders))
 
 

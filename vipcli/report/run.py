@@ -12,7 +12,7 @@ from vipcli.errors import VipError
 from vipcli.image_fit import fit_words
 from vipcli.plots import backbone_label, figure_title, method_color
 from vipcli.report import html
-from vipcli.report.data_notes import left_out_files, skipped_files
+from vipcli.report.data_notes import images_per_split, left_out_files, skipped_files
 from vipcli.report.figures import (confusion_matrix_alt, confusion_matrix_svg, merge_weights_alt, merge_weights_svg,
                                    reliability_alt, reliability_svg)
 from vipcli.report.gallery import gallery_html, gallery_items, sets_explained
@@ -107,24 +107,12 @@ def _origin(origin) -> str:
 
 def _data_table(run: dict) -> str:
     split, names = run["split"], run["class_names"]
-
-    def count(entries) -> list[int]:
-        counts = [0] * len(names)
-        for _, label in entries:
-            counts[int(label)] += 1
-        return counts
-
     train_used = [0] * len(names)
     by_path = {path: label for path, label in split.get("train", [])}
     for path in split.get("train_subset", []):
         if path in by_path:
             train_used[int(by_path[path])] += 1
-    columns = {"train (used)": train_used, "train (available)": count(split.get("train", [])),
-               "val": count(split.get("val", [])), "test": count(split.get("test", []))}
-    rows = [[name, *(columns[c][i] for c in columns)] for i, name in enumerate(names)]
-    rows.append(["all", *(sum(columns[c]) for c in columns)])
-    return (html.table("Images per class and split", ["class", *columns], rows, numeric={1, 2, 3, 4})
-            + skipped_files(split) + left_out_files(split))
+    return images_per_split(split, names, train_used) + skipped_files(split) + left_out_files(split)
 
 
 def _metrics(run: dict) -> str:
