@@ -520,6 +520,7 @@ def test_the_demo_folder_given_for_its_run_benchmark_or_data_names_the_one_to_pa
     (demo / "run" / "model.safetensors").write_bytes(b"\x00" * 64)  # found by name: nothing is read
     (demo / "benchmark").mkdir()
     (demo / "benchmark" / "results.json").write_text("{}")
+    _png(demo / "benchmark" / "shots.png")  # an image: the benchmark passes for a class of one, the run does not
     image = demo / "data" / "test" / "alpha" / "0.png"
     code, _, err = cli("predict", image, "--model", demo)
     assert code == 1 and error_lines(err) == [
@@ -532,5 +533,9 @@ def test_the_demo_folder_given_for_its_run_benchmark_or_data_names_the_one_to_pa
     assert f"(it holds the benchmark {demo / 'benchmark'}, the run {demo / 'run'}: pass one of them" in err
     code, _, err = cli("train", "--data", demo, "--backbone", "toy")
     assert code == 1 and len(error_lines(err)) == 1
-    assert f"{demo / 'benchmark'} has no images (it is a benchmark folder written by `vip benchmark`, not a class " \
+    assert f"class folder {demo / 'run'} has no images (it is a run directory written by `vip train`, not a class " \
            f"of images: pass --data {demo / 'data'}, which holds a train/ split)" in err, err
+    (demo / "benchmark" / "shots.png").unlink()
+    code, _, err = cli("train", "--data", demo, "--backbone", "toy")
+    assert code == 1 and f"{demo / 'benchmark'} has no images (it is a benchmark folder written by `vip benchmark`" \
+        in err, err
