@@ -73,9 +73,8 @@ def check_out_folder(out: Optional[Path]) -> Path:
 
 def _generate_missing(plans, configs: dict, force: bool) -> tuple[dict, Optional[VipError]]:
     """Generate each missing pack; returns (class -> (pack, origin) table cells, the error to raise)."""
-    from vipcli.symptoms.llm import LLMError
-
     from vipcli.cli.symptoms import written_so_far
+    from vipcli.symptoms.llm import LLMError
 
     rows, failed, stopped, written = {}, [], None, 0
     for plan in plans:
