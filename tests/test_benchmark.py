@@ -1043,6 +1043,8 @@ def test_rows_that_never_find_a_class_are_named_by_method_and_shots():
     assert missed_rows_warning(rows, ["NORMAL", "PNEUMONIA"], shown=1).startswith(
         "4 rows find no test image of a class: zeroshot (seed 1: NORMAL); and 2 more; their accuracy")
     assert missed_rows_warning(rows[3:4], ["NORMAL", "PNEUMONIA"]) == ""
+    assert missed_rows_warning(rows[1:2], ["NORMAL", "PNEUMONIA"]).startswith(  # one row: "its", not "their"
+        "1 row finds no test image of a class: vip 4-shot (seed 1: NORMAL); its accuracy comes from the other classes")
 
 
 def test_a_sweep_reads_each_plugin_groups_entry_points_once(cli, isic_small, tiny_clip, tmp_path, monkeypatch):

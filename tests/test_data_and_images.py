@@ -507,3 +507,35 @@ def test_the_symptom_grid_shows_a_photo_the_way_vip_encodes_it(tmp_path):
     image.save(path, exif=exif.tobytes(), quality=95)
     red = np.asarray(read_tile(path, 60), dtype=int)[..., 0]  # [60, 60]
     assert red[:, -5:].mean() > 200 and red[:5, 20:40].mean() < 50
+
+
+def test_the_demo_folder_given_for_its_run_benchmark_or_data_names_the_one_to_pass(cli, tmp_path):
+    """After `vip demo` (everything in vip-demo/: data/, run/, benchmark/), `--model vip-demo`, `vip report vip-demo`
+    and `vip train --data vip-demo` said only "has no model.safetensors", "pass a folder written by vip train or vip
+    benchmark" and "class folder vip-demo/run has no images (add images ... or remove the folder)"."""
+    demo = tmp_path / "vip-demo"
+    for split in ("train", "val", "test"):
+        _flat_dataset(demo / "data" / split, per_class=2)
+    (demo / "run").mkdir()
+    (demo / "run" / "model.safetensors").write_bytes(b"\x00" * 64)  # found by name: nothing is read
+    (demo / "benchmark").mkdir()
+    (demo / "benchmark" / "results.json").write_text("{}")
+    _png(demo / "benchmark" / "shots.png")  # an image: the benchmark passes for a class of one, the run does not
+    image = demo / "data" / "test" / "alpha" / "0.png"
+    code, _, err = cli("predict", image, "--model", demo)
+    assert code == 1 and error_lines(err) == [
+        f"error: {demo} has no model.safetensors (it holds the run {demo / 'run'}: pass --model {demo / 'run'})"]
+    code, _, err = cli("predict", image, "--model", demo / "benchmark")
+    assert code == 1 and "it is a benchmark folder, which keeps no model" in err
+    assert f"`vip report {demo / 'benchmark'}` shows the benchmark" in err
+    code, _, err = cli("report", demo)
+    assert code == 1 and len(error_lines(err)) == 1
+    assert f"(it holds the benchmark {demo / 'benchmark'}, the run {demo / 'run'}: pass one of them" in err
+    code, _, err = cli("train", "--data", demo, "--backbone", "toy")
+    assert code == 1 and len(error_lines(err)) == 1
+    assert f"class folder {demo / 'run'} has no images (it is a run directory written by `vip train`, not a class " \
+           f"of images: pass --data {demo / 'data'}, which holds a train/ split)" in err, err
+    (demo / "benchmark" / "shots.png").unlink()
+    code, _, err = cli("train", "--data", demo, "--backbone", "toy")
+    assert code == 1 and f"{demo / 'benchmark'} has no images (it is a benchmark folder written by `vip benchmark`" \
+        in err, err

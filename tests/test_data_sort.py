@@ -130,6 +130,20 @@ def test_a_table_of_a_header_only_says_so(cli, tmp_path):
     assert not (tmp_path / "sorted").exists()
 
 
+def test_the_download_folder_given_for_its_labels_file_names_the_table_in_it(cli, tmp_path):
+    """`vip data sort isic2017_mel_nv --images isic2017_mel_nv` said "isic2017_mel_nv: no such labels file", of a
+    folder that exists and holds the table."""
+    images = _images(tmp_path / "download", ["a.png", "b.png"])
+    labels = _csv(images / "gt.csv", "image,label\na,x\nb,y\n")
+    code, _, err = cli("data", "sort", images, "--images", images, "--out", tmp_path / "sorted")
+    assert code == 1 and _one_error(err) == (f"error: {images} is a folder, not a labels file (pass the table in it: "
+                                             f"vip data sort {labels} --images ...)")
+    _csv(images / "more.tsv", "image\tlabel\na\tx\n")
+    code, _, err = cli("data", "sort", images, "--images", images, "--out", tmp_path / "sorted")
+    assert code == 1 and f"(pass one of the tables in it: {labels}, {images / 'more.tsv'})" in _one_error(err)
+    assert not (tmp_path / "sorted").exists()
+
+
 def test_a_table_of_many_columns_asks_which_holds_the_class(cli, tmp_path):
     """HAM10000's metadata: lesion_id, image_id, dx, dx_type, age, sex, localization."""
     images = _images(tmp_path / "HAM10000_images", ["ISIC_0027419.jpg", "ISIC_0025030.jpg"])

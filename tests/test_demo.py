@@ -108,3 +108,27 @@ def test_demo_replaces_the_folder_of_vip_0_1s_demo(tmp_path):
         with pytest.raises(VipError, match="did not make"):
             check_demo_folder(out, force=False)
         extra.unlink()
+
+
+def test_a_demo_stopped_while_it_writes_its_data_leaves_the_earlier_data_whole(cli, tmp_path, monkeypatch):
+    """A demo run again and stopped while it wrote its lesion world left vip-demo/data with train/ and val/ but no
+    test/ (the earlier splits deleted first), beside the earlier run and benchmark, and said "nothing half-written
+    was left behind"."""
+    from vipcli import lesion_world
+
+    out = tmp_path / "vip-demo"
+    lesion_world.write_dataset(out / "data", {"train": 2, "val": 2, "test": 2}, seed=0)
+    (out / ".vip-demo").write_text("made by `vip demo`\n")
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    written, save = [], lesion_world._save_png
+
+    def stopped_after_three(image, path):
+        if len(written) == 3:
+            raise KeyboardInterrupt
+        written.append(path)
+        save(image, path)
+
+    monkeypatch.setattr(lesion_world, "_save_png", stopped_after_three)
+    code, _, err = cli("demo", "--out", out)
+    assert code == 130 and "interrupted" in err and len(written) == 3, err
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before  # nor a staging folder left beside it

@@ -162,6 +162,15 @@ def test_prediction_report_has_no_empty_header_row(cli, two_runs, tmp_path):
     assert "<th></th>" not in page.read_text()
 
 
+def test_a_prediction_report_says_where_to_open_it_as_vip_report_does(cli, two_runs, tmp_path):
+    """`vip report` ends with "open it in a browser (file:///...)"; `vip predict --report` said only "report written
+    to nevus.html", leaving the user to work out the address."""
+    data, run, _ = two_runs
+    page = tmp_path / "nevus.html"
+    code, _, err = cli("predict", data / "test" / "nevus", "--model", run, "--report", page, "--workers", "0")
+    assert code == 0 and f"report written to {page}; open it in a browser ({page.resolve().as_uri()})" in err, err
+
+
 @needs_browser
 def test_reports_fit_a_phone_screen(cli, two_runs, tmp_path):
     data, run, _ = two_runs

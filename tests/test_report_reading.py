@@ -664,7 +664,7 @@ def test_a_benchmark_report_names_the_rows_that_find_no_test_image_of_a_class(be
     row["test_confusion_matrix"] = [[0, images[0]], [0, images[1]]]  # every test image called the second class
     (folder / "results.json").write_text(json.dumps(document))
     first = document["class_names"][0]
-    assert (f"1 row finds no test image of a class: symptom-zeroshot (seed 1: {first}); their accuracy comes from the other "
+    assert (f"1 row finds no test image of a class: symptom-zeroshot (seed 1: {first}); its accuracy comes from the other "
             "classes alone") in _visible(benchmark_report(folder))
 
 

@@ -184,6 +184,14 @@ def test_one_failing_class_keeps_the_others_and_the_table_says_so(capsys, work, 
     assert Path("psoriasis.yaml").exists() and not Path("lichen_planus.yaml").exists()
 
 
+def test_no_key_for_openai_stops_at_the_first_class_in_one_line(capsys, work, data):
+    code, out, err = vip(capsys, "symptoms", "generate", "--data", data)
+    assert code == 1 and err.count("error:") == 1, err
+    assert "error: no API key for api.openai.com: $OPENAI_API_KEY is not set" in err
+    assert "packs not written" not in err and "written and complete" not in err  # none was written
+    assert "psoriasis - not asked: stopped at the endpoint error above" in flat(out)
+
+
 def test_nothing_to_generate_asks_nothing(capsys, work, tmp_path, llm_server):
     for name in ("melanoma", "nevus"):
         write_class(tmp_path / "isic", name, 2)

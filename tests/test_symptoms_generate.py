@@ -340,6 +340,15 @@ def test_openai_without_a_key_fails_before_any_request(capsys, vip_env, monkeypa
     assert "asking" not in err, err  # no "asking gpt-4o at api.openai.com" line before the error: nothing was asked
 
 
+def test_openai_without_a_key_stops_several_diseases_at_the_first(capsys, vip_env, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY")
+    code, _, err = vip(capsys, "symptoms", "generate", "-d", "lichen planus", "-d", "psoriasis", "--modality",
+                       "dermoscopic images")
+    assert code == 1 and err.count("error:") == 1, err  # one line, not one per disease and a summary
+    assert "no API key for api.openai.com: $OPENAI_API_KEY is not set" in err
+    assert "written and complete" not in err and "written so far" not in err  # none was written
+
+
 def test_404_means_wrong_url_or_model(capsys, vip_env, llm_server):
     llm_server.fail(404, "model 'gpt-5o' not found")
     code, _, err = melanoma(capsys, llm_server, "--model", "gpt-5o")

@@ -284,7 +284,7 @@ def test_a_class_folder_holding_a_pack_name_gets_that_pack_named_not_a_look_alik
     with pytest.raises(VipError) as both:
         symptoms_for_classes(["Normal", "bacterial_pneumonia", "viral_pneumonia"])
     assert str(both.value).startswith(
-        "no symptoms for class 'bacterial_pneumonia', 'viral_pneumonia' ('bacterial_pneumonia' and 'viral_pneumonia' "
+        "no symptoms for classes 'bacterial_pneumonia', 'viral_pneumonia' ('bacterial_pneumonia' and 'viral_pneumonia' "
         "hold the name of the shipped pack 'pneumonia' (`vip symptoms show pneumonia`), but one pack's symptoms "
         "cannot tell classes apart: give each its own; or write packs with `vip symptoms generate --data DIR`")
     with pytest.raises(VipError) as taken:

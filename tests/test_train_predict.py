@@ -593,3 +593,12 @@ def test_a_zero_shot_method_runs_on_val_and_test_without_train(cli, isic_small, 
     shutil.rmtree(bare / "val")
     code, _, err = cli(*tiny_train_args(bare, tiny_clip, tmp_path / "zs", "--method", "zeroshot"))
     assert code == 1 and err.count("error:") == 1 and "needs val/ (calibration) and test/" in err, err
+
+
+@pytest.mark.parametrize("command, shots", [("train", "0"), ("benchmark", "1,0,4"), ("train", "sixteen")])
+def test_shots_that_are_no_count_say_what_to_give(cli, tmp_path, command, shots):
+    """`--shots 0` said only "expected a positive number or 'all'", with no example of what to pass."""
+    code, _, err = cli(command, "--data", tmp_path, "--backbone", "toy", "--shots", shots)
+    assert code == 2 and error_lines(err) == [
+        f"error: --shots {shots.split(',')[1] if ',' in shots else shots}: expected a positive number or 'all' (give "
+        "the labelled images per class, e.g. --shots 16, or --shots all for every training image)"]

@@ -96,6 +96,32 @@ def _run_folder_hint(file: Path) -> str:
     return "pass --model RUN_DIR written by `vip train`"
 
 
+def runs_inside(folder: Path) -> list[Path]:
+    """The run directories (folders holding model.safetensors) directly inside `folder`, by name; none when it
+    cannot be read."""
+    try:
+        return sorted((p for p in folder.iterdir() if (p / "model.safetensors").is_file()), key=lambda p: p.name)
+    except OSError:
+        return []
+
+
+def _no_model_hint(folder: Path) -> str:
+    """The fix for `--model FOLDER` without model.safetensors: the run(s) one level down (`vip-demo`, `runs`), or
+    what a benchmark folder is instead; else to pass a run directory."""
+    from vipcli import shell
+    from vipcli.console import first_few
+
+    runs = runs_inside(folder)
+    if len(runs) == 1:
+        return f"it holds the run {runs[0]}: pass --model {shell.quote(runs[0])}"
+    if runs:
+        return f"it holds {len(runs)} runs, {first_few([str(run) for run in runs], 3)}: pass --model with one of them"
+    if (folder / "results.json").is_file():
+        return (f"it is a benchmark folder, which keeps no model: pass --model RUN_DIR written by `vip train`; "
+                f"`vip report {shell.quote(folder)}` shows the benchmark")
+    return "pass a run directory written by `vip train`"
+
+
 def checkpoint_file(run_dir: str | Path) -> Path:
     """The model.safetensors of a run directory (or the file itself, given one), without reading it.
 
@@ -107,7 +133,7 @@ def checkpoint_file(run_dir: str | Path) -> Path:
     if not path.exists():
         raise VipError(f"run directory not found: {path}", "pass --model RUN_DIR written by `vip train`")
     if not file.is_file():
-        raise VipError(f"{path} has no model.safetensors", "pass a run directory written by `vip train`")
+        raise VipError(f"{path} has no model.safetensors", _no_model_hint(path))
     if file.suffix != ".safetensors":
         raise VipError(f"{path} is a file, not a run directory", _run_folder_hint(path))
     return file

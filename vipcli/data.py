@@ -157,12 +157,24 @@ def _scan_flat(folder: Path, class_names: list[str] | None = None, left_out: Lef
                            f"give your user read access to it ({permissions_hint('chmod -R u+rX')}), or remove the "
                            "folder")
         if not images:
-            raise VipError(
-                f"class folder {class_folder} has no images",
-                f"add images ({', '.join(s.lstrip('.') for s in IMAGE_SUFFIXES)}) or remove the folder",
-            )
+            raise VipError(f"class folder {class_folder} has no images", _empty_class_hint(class_folder))
         samples.extend(Sample(p, index[class_folder.name]) for p in images)
     return names, samples
+
+
+def _empty_class_hint(class_folder: Path) -> str:
+    """The fix for a class folder without images: add images or remove it; or, where it is a run or benchmark that
+    vip wrote beside a data folder (`--data vip-demo`, whose data is in vip-demo/data), the folder to pass instead."""
+    generic = f"add images ({', '.join(s.lstrip('.') for s in IMAGE_SUFFIXES)}) or remove the folder"
+    what = ("a run directory written by `vip train`" if (class_folder / "model.safetensors").is_file() else
+            "a benchmark folder written by `vip benchmark`" if (class_folder / "results.json").is_file() else None)
+    if what is None:
+        return generic
+    data = next((p for p in class_folders_of([class_folder.parent]) if len(class_folders_of([p / "train"])) >= 2),
+                None)
+    where = f": pass --data {shell.quote(data)}, which holds a train/ split" if data is not None else (
+        ": pass --data with the folder of your class folders")
+    return f"it is {what}, not a class of images{where}"
 
 
 def _images_beside(folder: Path) -> list[Path]:

@@ -23,12 +23,17 @@ class DemoConfig:
 
 
 def make_dataset(config: DemoConfig) -> Path:
-    """Write the seeded melanoma-like / nevus-like lesion world under `out/data` (replacing an earlier one)."""
+    """Write the seeded melanoma-like / nevus-like lesion world under `out/data` (replacing an earlier one).
+
+    It is written into a hidden staging folder beside `data` and renamed into place when whole, so a demo stopped
+    while it writes (Ctrl-C, `kill`) leaves the earlier data set as it was, never one with some splits missing."""
+    from vipcli.atomic import atomic_folder
     from vipcli.lesion_world import write_dataset
 
     data = Path(config.out) / "data"
     counts = {"train": config.train_per_class, "val": config.val_per_class, "test": config.test_per_class}
-    write_dataset(data, counts, seed=config.seed, replace=True)  # the demo's own earlier data set
+    with atomic_folder(data, durable=False) as staging:  # a few hundred small files, regenerated at will
+        write_dataset(staging, counts, seed=config.seed)
     return data
 
 

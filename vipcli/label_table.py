@@ -78,6 +78,26 @@ class Sorting:
         return dict(counts)
 
 
+TABLE_SUFFIXES = (".csv", ".tsv", ".tab")  # the tables named in the hint for a folder given as the labels file
+
+
+def _tables_in_hint(folder: Path) -> str:
+    """The fix for a folder given as the labels file (the download's folder, `isic2017_mel_nv/`): the tables
+    directly in it, by name, else what to pass."""
+    from vipcli import shell
+    from vipcli.console import first_few
+
+    try:
+        tables = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in TABLE_SUFFIXES)
+    except OSError:
+        tables = []
+    if len(tables) == 1:
+        return f"pass the table in it: vip data sort {shell.quote(tables[0])} --images ..."
+    if tables:
+        return f"pass one of the tables in it: {first_few([str(table) for table in tables], 3)}"
+    return "pass the CSV that names each image and its class"
+
+
 def read_label_table(path: str | Path) -> LabelTable:
     """Read a CSV (comma, semicolon or tab; the delimiter is detected) or TSV file with a header row.
 
@@ -86,6 +106,8 @@ def read_label_table(path: str | Path) -> LabelTable:
             repeats a column name, or a row has more cells than the header has columns.
     """
     path = Path(path)
+    if path.is_dir():
+        raise VipError(f"{path} is a folder, not a labels file", _tables_in_hint(path))
     if not path.is_file():
         raise VipError(f"{path}: no such labels file", "pass the CSV that names each image and its class")
     try:

@@ -177,8 +177,8 @@ def missed_rows_warning(rows: list[dict], class_names: list[str], shown: int = 3
     more = f"; and {len(cells) - shown} more" if len(cells) > shown else ""
     rows_missing = sum(len(cell["seeds"]) for cell in found.values())
     return (f"{rows_missing} {'row finds' if rows_missing == 1 else 'rows find'} no test image of a class: "
-            f"{'; '.join(cells[:shown])}{more}; their accuracy comes from the other classes alone (the macro-F1 "
-            "table shows it; each row's test_confusion_matrix is in results.csv)")
+            f"{'; '.join(cells[:shown])}{more}; {'its' if rows_missing == 1 else 'their'} accuracy comes from the "
+            "other classes alone (the macro-F1 table shows it; each row's test_confusion_matrix is in results.csv)")
 
 
 def even_test_classes(rows: list[dict]) -> int | None:

@@ -449,7 +449,7 @@ def packs_for_classes(class_names: list[str], sources: list[str | Path] = (), wa
         typos = "".join(f"the pack '{near[m][1]}' of --symptoms {near[m][0]} matches no class: if it is meant for "
                         f"'{m}', rename it or list '{m}' under its aliases; or " for m in missing if m in near)
         raise VipError(
-            f"no symptoms for class {', '.join(repr(m) for m in missing)}",
+            f"no symptoms for {'class' if len(missing) == 1 else 'classes'} {', '.join(repr(m) for m in missing)}",
             f"{typos}{_packs_in_names_hint(missing, result, shipped)}write packs with `{_generate_command(data)}` (every class without one) or pass --symptoms "
             "FILE (YAML: {class: [symptom, ...]}); `vip symptoms list` shows the shipped packs",
         )

@@ -207,12 +207,13 @@ def parse_shots(value: str) -> int | None:
     """'all' -> None (use every image); a positive integer -> that many per class."""
     if value.strip().lower() == "all":
         return None
+    fix = "give the labelled images per class, e.g. --shots 16, or --shots all for every training image"
     try:
         shots = int(value)
     except ValueError:
-        raise UsageError(f"--shots {value}: expected a positive number or 'all'") from None
+        raise UsageError(f"--shots {value}: expected a positive number or 'all'", fix) from None
     if shots < 1:
-        raise UsageError(f"--shots {value}: expected a positive number or 'all'")
+        raise UsageError(f"--shots {value}: expected a positive number or 'all'", fix)
     return shots
 
 

@@ -120,7 +120,7 @@ def _predict(paths, model, explain, as_json, backbone, image_fit, device, no_cac
         from vipcli.report.predictions import write_prediction_report
 
         write_prediction_report(report, predictor, predictions, coverage)
-        console.info(f"report written to {report}")
+        console.info(f"report written to {report}; open it in a browser ({report.resolve().as_uri()})")  # as `vip report`
     if as_json:
         document = {"model": str(model), "method": predictor.metadata["method"], "classes": predictor.class_names,
                     "image_fit": predictor.image_fit,

@@ -383,7 +383,7 @@ def run_generation(configs: list, paths: list[Path], force: bool) -> None:
     from vipcli.symptoms.llm import LLMError
     from vipcli.symptoms.run_memory import one_run
 
-    failed = []
+    failed, written = [], 0
     with held_packs(paths):  # before the first request: a second run of the same packs fails now
         if len(configs) == 1:
             _generate_one(configs[0], paths[0], force)
@@ -392,17 +392,22 @@ def run_generation(configs: list, paths: list[Path], force: bool) -> None:
             for config, path in zip(configs, paths):
                 try:
                     _generate_one(config, path, force)
+                    written += 1
                 except LLMError as error:
-                    failed.append(config.disease)
-                    raise VipError(error.message, f"{error.hint}; packs written so far are complete") from None
+                    raise VipError(error.message, error.hint + written_so_far(written)) from None
                 except VipError as error:
                     failed.append(config.disease)
                     console.stderr().print(f"error: {error}", markup=False)
     if failed:
         raise VipError(
             f"{len(failed)} of {len(configs)} packs not written: {', '.join(failed)}",
-            "see the messages above; the other packs are written and complete",
+            "see the messages above" + written_so_far(written, "; the other packs are written and complete"),
         )
+
+
+def written_so_far(written: int, said: str = "; packs written so far are complete") -> str:
+    """The end of a hint after packs failed: that those written are complete, said only when one was written."""
+    return said if written else ""
 
 
 @contextlib.contextmanager

@@ -73,9 +73,10 @@ def check_out_folder(out: Optional[Path]) -> Path:
 
 def _generate_missing(plans, configs: dict, force: bool) -> tuple[dict, Optional[VipError]]:
     """Generate each missing pack; returns (class -> (pack, origin) table cells, the error to raise)."""
+    from vipcli.cli.symptoms import written_so_far
     from vipcli.symptoms.llm import LLMError
 
-    rows, failed, stopped = {}, [], None
+    rows, failed, stopped, written = {}, [], None, 0
     for plan in plans:
         if plan.class_name not in configs:
             rows[plan.class_name] = _found_row(plan)
@@ -85,8 +86,9 @@ def _generate_missing(plans, configs: dict, force: bool) -> tuple[dict, Optional
             continue
         try:
             rows[plan.class_name] = _generate_one(configs[plan.class_name], plan, force)
+            written += 1
         except LLMError as error:
-            stopped = VipError(error.message, f"{error.hint}; packs written so far are complete")
+            stopped = VipError(error.message, error.hint + written_so_far(written))
             rows[plan.class_name] = ("-", f"failed: {error.message}")
         except VipError as error:
             failed.append(plan.class_name)
@@ -95,7 +97,7 @@ def _generate_missing(plans, configs: dict, force: bool) -> tuple[dict, Optional
     if stopped is None and failed:
         stopped = VipError(
             f"{len(failed)} of {len(configs)} packs not written: {', '.join(failed)}",
-            "see the messages above; the other packs are written and complete",
+            "see the messages above" + written_so_far(written, "; the other packs are written and complete"),
         )
     return rows, stopped
 

@@ -26,7 +26,27 @@ def report_kind(target: Path) -> str:
     if (target / "results.json").is_file():
         return "benchmark"
     raise VipError(f"{target} is neither a run directory (model.safetensors) nor a benchmark folder (results.json)",
-                   "pass a folder written by `vip train` or `vip benchmark`")
+                   _reportable_inside_hint(target))
+
+
+def _reportable_inside_hint(folder: Path) -> str:
+    """The fix for `vip report FOLDER` one level above what it reports (`vip report vip-demo`): the runs and
+    benchmark folders directly inside it, by name; else to pass a folder vip train or vip benchmark wrote."""
+    from vipcli import shell
+    from vipcli.console import first_few
+
+    try:
+        inside = sorted((p for p in folder.iterdir() if p.is_dir()), key=lambda p: p.name)
+    except OSError:
+        inside = []
+    found = [(p, "the run" if (p / "model.safetensors").is_file() else "the benchmark") for p in inside
+             if (p / "model.safetensors").is_file() or (p / "results.json").is_file()]
+    if len(found) == 1:
+        return f"it holds {found[0][1]} {found[0][0]}: `vip report {shell.quote(found[0][0])}`"
+    if found:
+        named = first_few([f"{kind} {path}" for path, kind in found], 3)
+        return f"it holds {named}: pass one of them, e.g. `vip report {shell.quote(found[0][0])}`"
+    return "pass a folder written by `vip train` or `vip benchmark`"
 
 
 def write_report(target: Path, out: Path | None = None, coverage: float = DEFAULT_COVERAGE,

@@ -347,14 +347,15 @@ def read_api_key(config: LLMConfig) -> str | None:
     """The key from `config.api_key_env`, or None when unset (local servers need none).
 
     Raises:
-        VipError: the default OpenAI endpoint is used without a key.
+        LLMError: the default OpenAI endpoint is used without a key (an endpoint failure: no question to it can be
+            asked, so generating several packs stops at the first instead of failing once per pack).
     """
     key = os.environ.get(config.api_key_env, "").strip() if config.api_key_env else ""
     if key:
         return check_key_text(key, config.api_key_env)
     check_named_key_is_set(config)
     if endpoint_host(config.base_url) == "api.openai.com":
-        raise VipError(
+        raise LLMError(
             f"no API key for api.openai.com: ${config.api_key_env or DEFAULT_KEY_ENV} is not set",
             f"{shell.set_variable(config.api_key_env or DEFAULT_KEY_ENV, '...')} or point --base-url at a local "
             "server",
