@@ -349,6 +349,7 @@ def read_api_key(config: LLMConfig) -> str | None:
     Raises:
         LLMError: the default OpenAI endpoint is used without a key (an endpoint failure: no question to it can be
             asked, so generating several packs stops at the first instead of failing once per pack).
+        UsageError: a key variable the user named holds nothing (`check_named_key_is_set`).
     """
     key = os.environ.get(config.api_key_env, "").strip() if config.api_key_env else ""
     if key:
