@@ -403,6 +403,30 @@ def test_existing_pack_is_not_overwritten_without_force(capsys, vip_env, llm_ser
     assert load_pack("melanoma.yaml").symptoms[0] == "Larger than six millimeters"
 
 
+@pytest.mark.parametrize("kind", ["run.yaml", "notes"])
+def test_force_replaces_a_pack_never_a_runs_file_or_a_file_of_something_else(capsys, vip_env, llm_server, kind):
+    """`--out run/run.yaml --force` replaced a run's run.yaml with a pack (the run then read it as its own
+    symptoms), and `--out notes.yaml --force` a file of the user's: refused before any question, untouched."""
+    import shutil
+
+    if kind == "run.yaml":
+        shutil.copytree(Path(__file__).parent / "fixtures" / "run-v0.1.0" / "vip", "run")
+        target, what = Path("run") / "run.yaml", "it is the run.yaml of a vip train run"
+    else:
+        target, what = Path("notes.yaml"), "it holds no symptoms vip can read"
+        target.write_text("# my notes\n- buy milk\n")
+    before = target.read_bytes()
+    code, _, err = melanoma(capsys, llm_server, "--out", str(target), "--force")
+    assert code == 1 and [line for line in err.splitlines() if line.startswith("error:")] == [
+        f"error: {target} is not a symptom pack ({what}), and --force replaces only packs (choose another --out, or "
+        "move that file away)"]
+    assert not llm_server.requests and target.read_bytes() == before
+    Path("mine.yaml").write_text("melanoma:\n  - A dark spot with blurry edges\n")  # a symptoms file: replaced
+    llm_server.answer(BULLETS)
+    assert melanoma(capsys, llm_server, "--out", "mine.yaml", "--force")[0] == 0
+    assert load_pack("mine.yaml").symptoms[0] != "A dark spot with blurry edges"
+
+
 def test_a_cached_answer_changed_on_disk_is_asked_again_not_used(capsys, vip_env, llm_server, tmp_path):
     """One character of a cached answer changed (a flipped bit: 'six' became 'sox') would have changed a
     symptom's words without a sign; the entry's sha256 no longer matches, so the question is asked again."""

@@ -398,6 +398,39 @@ def write_pack(pack: SymptomPack, path: str | Path, force: bool = False) -> Path
 
 
 def refuse_overwrite(path: Path, force: bool) -> None:
-    """VipError if `path` exists and `force` is False."""
-    if path.exists() and not force:
+    """VipError if `path` exists and `force` is False, or if it holds anything but symptoms: `--force` replaces a
+    pack or a symptoms file, never a run's run.yaml or a file of something else."""
+    if not path.exists():
+        return
+    if not force:
         raise VipError(f"{path} already exists; not overwriting it", "pass --force to replace it, or choose --out")
+    what = not_symptoms(path)
+    if what:
+        raise VipError(f"{path} is not a symptom pack ({what}), and --force replaces only packs",
+                       "choose another --out, or move that file away")
+
+
+def not_symptoms(path: Path) -> str | None:
+    """What the existing `path` is when it is not a symptom pack or {class: [symptoms]} file ("it is a folder",
+    "it is the run.yaml of a vip train run", "it holds no symptoms vip can read"); None for one `--force` may
+    replace (an empty file too: nothing is lost)."""
+    import yaml
+
+    from vipcli.packs import RUN_FORMAT, load_symptom_file
+
+    if path.is_dir():
+        return "it is a folder"
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = yaml.safe_load(text)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return "it holds no symptoms vip can read"
+    if not text.strip():
+        return None
+    if isinstance(data, dict) and data.get("format") == RUN_FORMAT:
+        return "it is the run.yaml of a vip train run"
+    try:
+        load_symptom_file(path)
+    except VipError:
+        return "it holds no symptoms vip can read"
+    return None
