@@ -383,6 +383,14 @@ def test_not_a_chat_completions_answer(capsys, vip_env, llm_server):
     assert code == 1 and "did not return a chat-completions answer" in err
 
 
+def test_an_empty_model_name_is_a_usage_error_before_any_question(capsys, vip_env, llm_server):
+    """`--model ''` (an unset shell variable, `--model "$MODEL"`) was sent to the server as the model's name."""
+    code, _, err = melanoma(capsys, llm_server, "--model", "")
+    assert code == 2 and [line for line in err.splitlines() if line.startswith("error:")] == [
+        "error: --model '': an empty model name (name the model, e.g. --model gpt-4o)"]
+    assert not llm_server.requests and not Path("melanoma.yaml").exists()
+
+
 def test_bad_base_url_is_a_usage_error(capsys, vip_env):
     code, _, err = vip(capsys, "symptoms", "generate", "--disease", "melanoma", "--base-url", "localhost:11434")
     assert code == 2 and "--base-url 'localhost:11434' is not an http(s) URL" in err

@@ -205,7 +205,9 @@ def folder_name(folder) -> str:
 
 
 def check_config(config: GenerateConfig) -> None:
-    """UsageError for option values that cannot work (empty disease, --n < 1, unknown --judge)."""
+    """UsageError for option values that cannot work (empty disease or --model, --n < 1, unknown --judge)."""
+    if not config.llm.model.strip():  # the server would answer its own error only once asked
+        raise UsageError(f"--model {config.llm.model!r}: an empty model name", "name the model, e.g. --model gpt-4o")
     if not config.disease.strip():
         raise UsageError("--disease is empty", "give the class name, e.g. --disease melanoma")
     if not re.search(r"[^\W_]", config.disease):  # e.g. "..": no name, and no pack file name either
