@@ -352,6 +352,24 @@ def test_benchmark_names_a_bad_seed_by_the_keyword_argument_it_came_in(world, tm
     assert not (tmp_path / "b").exists()
 
 
+def test_benchmark_refuses_a_value_listed_twice_as_the_command_does(world, tmp_path):
+    """`vip benchmark --seeds 1,1,2` is refused (a typo for 1,2,3 more often than a wish), but `vip.benchmark(seeds=
+    [1, 1, 2])` ran two seeds and gave their mean and spread as the sweep's; so for shots and methods."""
+    data, _, _ = world
+    sweep = dict(methods=["zeroshot"], shots=[1], seeds=[1], backbone="toy", workers=0, out=tmp_path / "b")
+    refused = {"seeds=[1, 1, 2]: 1 is listed more than once (list each value once, such as seeds=[1, 2])":
+               dict(seeds=[1, 1, 2]),
+               "shots=['all', None]: 'all' is listed more than once (list each value once, such as shots=['all'])":
+               dict(shots=["all", None]),
+               "methods=['zeroshot', 'zeroshot']: 'zeroshot' is listed more than once (list each value once, such as "
+               "methods=['zeroshot'])": dict(methods=(m for m in ["zeroshot", "zeroshot"]))}
+    for message, wrong in refused.items():
+        with pytest.raises(vip.VipError) as refusal:
+            vip.benchmark(data, **{**sweep, **wrong})
+        assert str(refusal.value) == message
+    assert not (tmp_path / "b").exists()
+
+
 def test_benchmark_refuses_a_method_that_is_not_one_id_by_name(world, tmp_path):
     data, _, _ = world
     sweep = dict(shots=[1], seeds=[1], backbone="toy", workers=0, out=tmp_path / "b")

@@ -245,6 +245,28 @@ def test_a_file_of_sets_at_one_coverage_is_not_resumed_at_another(cli, toy_run, 
         assert [json.loads(line)["coverage"] for line in out.read_text().splitlines()] == [0.3] * 3
 
 
+@pytest.mark.parametrize("first, then", [((), ("--explain",)), (("--explain",), ())])
+def test_a_file_begun_with_or_without_explain_is_not_resumed_the_other_way(cli, toy_run, tmp_path, first, then):
+    """A JSONL begun without --explain and resumed with it said "3 already there, 0 predicted now" (exit 0), and
+    no record had the explanation asked for; the other way round mixed records with and without one. Both are
+    refused as a change of --coverage is, before the model loads, the file untouched."""
+    data, run = toy_run
+    out = tmp_path / "p.jsonl"
+    images = sorted((data / "test" / "nevus").iterdir())
+    assert cli("predict", *images[:2], "--model", run, "--out", out, "--workers", "0", *first)[0] == 0
+    before = out.read_bytes()
+    code, _, err = cli("predict", *images[:3], "--model", run, "--out", out, "--workers", "0", *then)
+    [line] = error_lines(err)
+    made, now = ("with", "without") if first else ("without", "with")
+    assert code == 1 and line == (f"error: {out} holds predictions made {made} --explain; this command is {now} it "
+                                  f"(rerun {made} --explain to resume it, pass another --out, or --force to replace "
+                                  "it)")
+    assert out.read_bytes() == before
+    assert cli("predict", *images[:3], "--model", run, "--out", out, "--workers", "0", *first)[0] == 0
+    records = [json.loads(record) for record in out.read_text().splitlines()]
+    assert len(records) == 3 and all(("explanation" in record) == bool(first) for record in records)
+
+
 def test_prediction_files_of_an_earlier_vip_are_resumed_with_a_word_on_their_coverage(cli, toy_run, tmp_path):
     """An earlier vip's CSV has no coverage column: it is resumed as it is (its coverage is unknown), with a
     warning; so is a JSONL whose sets do not say their coverage."""

@@ -243,6 +243,25 @@ def test_packs_for_a_data_folder_are_not_written_into_one_of_its_class_folders(c
     assert llm_server.requests == [] and not (data / "train" / "packs").exists()
 
 
+@pytest.mark.parametrize("how", [("--data", "DATA", "--text-only"), ("--disease", "psoriasis"),
+                                 ("--disease", "psoriasis", "--disease", "lichen planus")])
+def test_packs_are_not_written_into_a_run_directory(capsys, work, data, llm_server, how):
+    """Packs in a run directory were passed over by `vip train --symptoms RUN` (the hint `--data` prints), which
+    reads the symptoms that run trained on: refused before any question, the run left as it was."""
+    import shutil
+
+    run = work / "run"
+    shutil.copytree(Path(__file__).parent / "fixtures" / "run-v0.1.0" / "vip", run)
+    args = [data if arg == "DATA" else arg for arg in how]
+    code, _, err = generate(capsys, llm_server, *args, "--modality", "dermoscopic images", "--out", run)
+    assert code == 1 and [line for line in err.splitlines() if line.startswith("error:")] == [
+        f"error: --out {run} is a run directory of vip train: --symptoms {run} would read the symptoms that run "
+        "trained on, not the packs written there (choose another --out for the packs)"]
+    assert not llm_server.requests
+    assert sorted(path.name for path in run.iterdir()) == ["metrics.json", "model.safetensors", "run.yaml",
+                                                           "split.json"]
+
+
 def test_a_table_answer_makes_a_pack(capsys, work, llm_server):
     llm_server.answer(PSORIASIS_IMAGES)
     code, out, err = generate(capsys, llm_server, "--disease", "psoriasis", "--modality", "dermoscopic images",

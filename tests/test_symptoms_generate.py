@@ -392,6 +392,14 @@ def test_not_a_chat_completions_answer(capsys, vip_env, llm_server):
     assert code == 1 and "did not return a chat-completions answer" in err
 
 
+def test_an_empty_model_name_is_a_usage_error_before_any_question(capsys, vip_env, llm_server):
+    """`--model ''` (an unset shell variable, `--model "$MODEL"`) was sent to the server as the model's name."""
+    code, _, err = melanoma(capsys, llm_server, "--model", "")
+    assert code == 2 and [line for line in err.splitlines() if line.startswith("error:")] == [
+        "error: --model '': an empty model name (name the model, e.g. --model gpt-4o)"]
+    assert not llm_server.requests and not Path("melanoma.yaml").exists()
+
+
 def test_bad_base_url_is_a_usage_error(capsys, vip_env):
     code, _, err = vip(capsys, "symptoms", "generate", "--disease", "melanoma", "--base-url", "localhost:11434")
     assert code == 2 and "--base-url 'localhost:11434' is not an http(s) URL" in err
@@ -410,6 +418,30 @@ def test_existing_pack_is_not_overwritten_without_force(capsys, vip_env, llm_ser
     llm_server.answer(NUMBERED)
     assert melanoma(capsys, llm_server, "--no-cache", "--force")[0] == 0
     assert load_pack("melanoma.yaml").symptoms[0] == "Larger than six millimeters"
+
+
+@pytest.mark.parametrize("kind", ["run.yaml", "notes"])
+def test_force_replaces_a_pack_never_a_runs_file_or_a_file_of_something_else(capsys, vip_env, llm_server, kind):
+    """`--out run/run.yaml --force` replaced a run's run.yaml with a pack (the run then read it as its own
+    symptoms), and `--out notes.yaml --force` a file of the user's: refused before any question, untouched."""
+    import shutil
+
+    if kind == "run.yaml":
+        shutil.copytree(Path(__file__).parent / "fixtures" / "run-v0.1.0" / "vip", "run")
+        target, what = Path("run") / "run.yaml", "it is the run.yaml of a vip train run"
+    else:
+        target, what = Path("notes.yaml"), "it holds no symptoms vip can read"
+        target.write_text("# my notes\n- buy milk\n")
+    before = target.read_bytes()
+    code, _, err = melanoma(capsys, llm_server, "--out", str(target), "--force")
+    assert code == 1 and [line for line in err.splitlines() if line.startswith("error:")] == [
+        f"error: {target} is not a symptom pack ({what}), and --force replaces only packs (choose another --out, or "
+        "move that file away)"]
+    assert not llm_server.requests and target.read_bytes() == before
+    Path("mine.yaml").write_text("melanoma:\n  - A dark spot with blurry edges\n")  # a symptoms file: replaced
+    llm_server.answer(BULLETS)
+    assert melanoma(capsys, llm_server, "--out", "mine.yaml", "--force")[0] == 0
+    assert load_pack("mine.yaml").symptoms[0] != "A dark spot with blurry edges"
 
 
 def test_a_cached_answer_changed_on_disk_is_asked_again_not_used(capsys, vip_env, llm_server, tmp_path):

@@ -183,6 +183,24 @@ def test_prune_into_a_class_folder_of_the_data_is_refused_before_ranking(cli, le
     assert not (lesions / "train" / "packs").exists()
 
 
+def test_prune_into_a_run_directory_is_refused_before_ranking(cli, lesions, tmp_path, monkeypatch):
+    """Pruned packs written into a run directory were passed over by the `vip train --symptoms RUN` printed next,
+    which reads the symptoms that run trained on (its run.yaml): refused before any image is encoded."""
+    import shutil
+
+    import vipcli.symptoms.rank
+
+    run = tmp_path / "run"
+    shutil.copytree(Path(__file__).parent / "fixtures" / "run-v0.1.0" / "vip", run)
+    monkeypatch.setattr(vipcli.symptoms.rank, "rank_on_data", lambda *a, **k: pytest.fail("ranked before the check"))
+    code, _, err = rank(cli, lesions, "--prune", "--out", run)
+    assert code == 1 and error_lines(err) == [f"error: --out {run} is a run directory of vip train: --symptoms {run} "
+                                              "would read the symptoms that run trained on, not the packs written "
+                                              "there (choose another --out for the packs)"]
+    assert sorted(path.name for path in run.iterdir()) == ["metrics.json", "model.safetensors", "run.yaml",
+                                                           "split.json"]
+
+
 def test_prune_keeps_at_least_two_symptoms_per_class(cli, lesions, tmp_path):
     code, out, err = rank(cli, lesions, "--min-auroc", "0.99", "--prune", "--out", tmp_path / "strict", "--json")
     assert code == 0, err

@@ -469,6 +469,24 @@ def test_a_gpu_out_of_memory_is_one_line_naming_what_to_lower(cli, isic_small, t
     assert not (tmp_path / "run").exists()
 
 
+def test_encode_batch_bounds_every_image_encoder_call_even_below_views(cli, tmp_path, monkeypatch):
+    """README's fix for a GPU out of memory while encoding is a smaller --encode-batch; but the views of one image
+    went to the encoder together, so `--views 20 --encode-batch 4` called it with 20 images at once."""
+    from vipcli import features
+    from vipcli.lesion_world import write_dataset
+
+    write_dataset(tmp_path / "data", n_per_class={"train": 2, "val": 2, "test": 2}, seed=0)
+    sizes = []
+    encode = features._encode_batch  # every call of the image encoder while encoding
+    monkeypatch.setattr(features, "_encode_batch", lambda backbone, batch: sizes.append(len(batch)) or
+                        encode(backbone, batch))
+    code, _, err = cli("train", "--data", tmp_path / "data", "--backbone", "toy", "--shots", "2", "--epochs", "1",
+                       "--views", "20", "--encode-batch", "4", "--workers", "0", "--device", "cpu", "--out",
+                       tmp_path / "run")
+    assert code == 0, err
+    assert sizes and max(sizes) <= 4 and sum(sizes) >= 2 * 2 * 20  # every view of the four training images
+
+
 def test_command_line_mistakes_are_one_usage_line(cli):
     for args, message in ((["predict", "x.png"], "Missing option '--model'"),
                           (["train", "--data", "x", "--epochs", "abc"], "--epochs must be a whole number, got 'abc'"),

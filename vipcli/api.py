@@ -161,10 +161,13 @@ def benchmark(data: str | Path, *, methods: Iterable[str] | str | None = None,
                      encode_batch=encode_batch)
     if split_seed is not None:
         _seed("split_seed", split_seed, "split_seed=1")
-    seeds = [_seed("seeds", seed, "seeds=[1, 2, 3]") for seed in _listed("seeds", seeds)]
+    seeds, shots = _listed("seeds", seeds), _listed("shots", shots)  # once each: an iterator is read once
+    methods = None if methods is None else _listed("methods", methods)
     config = BenchmarkConfig(
-        methods=DEFAULT_METHODS if methods is None else _method_ids(methods),
-        shots=tuple(_shots(value) for value in _listed("shots", shots)), seeds=tuple(seeds), split_seed=split_seed,
+        methods=DEFAULT_METHODS if methods is None else _distinct("methods", methods, list(_method_ids(methods))),
+        shots=_distinct("shots", shots, [_shots(value) for value in shots]),
+        seeds=_distinct("seeds", seeds, [_seed("seeds", seed, "seeds=[1, 2, 3]") for seed in seeds]),
+        split_seed=split_seed,
         batched=_flag("batched", batched),
         **_shared_settings(data, backbone, arch, pretrained, device, views, workers, encode_batch, use_cache,
                            schedule, epochs, batch_size, lr, symptoms, method_options, out, force, image_fit),
@@ -463,6 +466,20 @@ def _listed(name: str, values) -> list:
     if not listed:
         raise UsageError(f"{name}=[]: expected at least one value")
     return listed
+
+
+def _distinct(name: str, written: list, values: list) -> tuple:
+    """`values` (the keyword argument `name`'s items as checked, `written` as the caller wrote them) as a tuple;
+    one listed twice is refused, as in the commands' lists: `seeds=[1, 1]` is more often a typo for [1, 2] than a
+    wish to run seed 1 once, and a sweep run over fewer seeds than listed would report its spread over them."""
+    first: dict = {}  # each value -> the item it was first written as ("all" and None are one shots value)
+    for item, value in zip(written, values):
+        first.setdefault(value, item)
+    if len(first) < len(values):
+        repeated = ", ".join(repr(first[value]) for value in first if values.count(value) > 1)
+        raise UsageError(f"{name}={written!r}: {repeated} is listed more than once",
+                         f"list each value once, such as {name}={list(first.values())!r}")
+    return tuple(values)
 
 
 def _method_ids(methods) -> tuple[str, ...]:

@@ -682,7 +682,8 @@ def _encode_jobs(backbone, jobs, batch_size, workers, cache, result, advance, st
         if not pending:
             return
         batch = training.finish_many([views for _, views in pending], backbone.device, keep)  # [sum n, 3, H, W]
-        features = _encode_batch(backbone, batch)  # [sum n, D]
+        parts = [_encode_batch(backbone, part) for part in batch.split(batch_size)]  # one image's views can be more
+        features = parts[0] if len(parts) == 1 else torch.cat(parts)  # [sum n, D]; at most --encode-batch a call
         if features.untyped_storage().data_ptr() == batch.untyped_storage().data_ptr():
             features = features.clone()  # a plugin whose features view its input: the buffer is reused
         result.encoded += features.shape[0]

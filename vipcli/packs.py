@@ -245,6 +245,15 @@ def run_yaml(path: Path) -> Path | None:
     return None
 
 
+def check_not_a_run_directory(out: Path, option: str = "--out") -> None:
+    """VipError when `out`, a folder packs are about to be written into, is a run directory: `--symptoms OUT`
+    reads a run directory as the symptoms its run trained on (its run.yaml), never the packs written beside
+    them, so the packs would be silently passed over (and `vip train --force --out OUT` would delete them)."""
+    if Path(out).is_dir() and run_yaml(Path(out)):
+        raise VipError(f"{option} {out} is a run directory of vip train: --symptoms {out} would read the symptoms "
+                       "that run trained on, not the packs written there", f"choose another {option} for the packs")
+
+
 def packs_of_run(document: dict, path: Path) -> list[SymptomPack]:
     """The symptoms a `vip train` run used (its run.yaml's `symptoms`), one pack per class named after
     the class folder, with source kind "run"; a VipError when the run's method used none."""

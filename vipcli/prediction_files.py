@@ -296,6 +296,16 @@ class RecordFormat:
                            f"rerun {made} --coverage to resume it, pass another --out, or --force to replace it")
         if "coverage" in record:  # absent from records of an earlier vip: their coverage is unknown
             self._check_coverage(record["coverage"], file)
+        self._check_explanation(record, file)
+
+    def _check_explanation(self, record: dict, file: Path) -> None:
+        """Refuse to add to `file` if this JSONL prediction record was made with/without --explain, unlike this
+        command: resuming would say every image is done while some records lack the explanation asked for
+        (or, the other way, mix records with and without one)."""
+        if ("explanation" in record) != self.explain:
+            made, now = ("with", "without") if "explanation" in record else ("without", "with")
+            raise VipError(f"{file} holds predictions made {made} --explain; this command is {now} it",
+                           f"rerun {made} --explain to resume it, pass another --out, or --force to replace it")
 
     def _check_coverage(self, recorded, file: Path) -> None:
         """Refuse to add prediction sets at this coverage to `file`, whose sets were made at `recorded`."""

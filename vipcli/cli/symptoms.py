@@ -353,8 +353,11 @@ def _missing_subfolder(root: Path, disease: str, count: int) -> Path:
 
 def resolve_out_paths(diseases: list[str], out: Optional[Path], force: bool) -> list[Path]:
     """Where each pack goes; refuses (before any LLM call) to overwrite without --force."""
+    from vipcli.packs import check_not_a_run_directory
     from vipcli.symptoms.generate import check_pack_file_name, default_out_name, refuse_overwrite
 
+    if out is not None:
+        check_not_a_run_directory(out)  # `--symptoms OUT` would read the run's own symptoms, not these packs
     if len(diseases) == 1:
         paths = [out if out is not None and not out.is_dir() else (out or Path(".")) / default_out_name(diseases[0])]
     elif out is not None and (out.is_file() or out.suffix.lower() in (".yaml", ".yml")):

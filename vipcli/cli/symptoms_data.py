@@ -63,11 +63,14 @@ def generate_for_data(data: Path, out: Optional[Path], force: bool, sources: lis
 
 
 def check_out_folder(out: Optional[Path]) -> Path:
-    """--out as a folder (default "."); UsageError for a file or a .yaml name."""
+    """--out as a folder (default "."); UsageError for a file or a .yaml name, VipError for a run directory."""
+    from vipcli.packs import check_not_a_run_directory
+
     if out is None:
         return Path(".")
     if out.is_file() or out.suffix.lower() in (".yaml", ".yml"):
         raise UsageError(f"--out {out}: with --data, --out must be a folder", "pass a folder, or leave out --out")
+    check_not_a_run_directory(out)  # `--symptoms OUT`, the hint at the end, would read the run's own symptoms
     return out
 
 

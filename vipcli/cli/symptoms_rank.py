@@ -79,9 +79,11 @@ def check_prune_options(prune: bool, out: Optional[Path], data: Path) -> None:
     if out is not None and (out.is_file() or out.suffix.lower() in (".yaml", ".yml")):
         raise UsageError(f"--out {out}: must be a folder", "pass a folder; each class gets its own pack file")
     if out is not None:
+        from vipcli.packs import check_not_a_run_directory
         from vipcli.preflight import check_output_folder, check_outside_data
 
         check_outside_data(out, data)
+        check_not_a_run_directory(out)  # `--symptoms OUT` would read the run's own symptoms, not the pruned packs
         check_output_folder(out)  # writable and not full, before any image is encoded
 
 

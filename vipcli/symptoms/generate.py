@@ -205,7 +205,9 @@ def folder_name(folder) -> str:
 
 
 def check_config(config: GenerateConfig) -> None:
-    """UsageError for option values that cannot work (empty disease, --n < 1, unknown --judge)."""
+    """UsageError for option values that cannot work (empty disease or --model, --n < 1, unknown --judge)."""
+    if not config.llm.model.strip():  # the server would answer its own error only once asked
+        raise UsageError(f"--model {config.llm.model!r}: an empty model name", "name the model, e.g. --model gpt-4o")
     if not config.disease.strip():
         raise UsageError("--disease is empty", "give the class name, e.g. --disease melanoma")
     if not re.search(r"[^\W_]", config.disease):  # e.g. "..": no name, and no pack file name either
@@ -398,6 +400,39 @@ def write_pack(pack: SymptomPack, path: str | Path, force: bool = False) -> Path
 
 
 def refuse_overwrite(path: Path, force: bool) -> None:
-    """VipError if `path` exists and `force` is False."""
-    if path.exists() and not force:
+    """VipError if `path` exists and `force` is False, or if it holds anything but symptoms: `--force` replaces a
+    pack or a symptoms file, never a run's run.yaml or a file of something else."""
+    if not path.exists():
+        return
+    if not force:
         raise VipError(f"{path} already exists; not overwriting it", "pass --force to replace it, or choose --out")
+    what = not_symptoms(path)
+    if what:
+        raise VipError(f"{path} is not a symptom pack ({what}), and --force replaces only packs",
+                       "choose another --out, or move that file away")
+
+
+def not_symptoms(path: Path) -> str | None:
+    """What the existing `path` is when it is not a symptom pack or {class: [symptoms]} file ("it is a folder",
+    "it is the run.yaml of a vip train run", "it holds no symptoms vip can read"); None for one `--force` may
+    replace (an empty file too: nothing is lost)."""
+    import yaml
+
+    from vipcli.packs import RUN_FORMAT, load_symptom_file
+
+    if path.is_dir():
+        return "it is a folder"
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = yaml.safe_load(text)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return "it holds no symptoms vip can read"
+    if not text.strip():
+        return None
+    if isinstance(data, dict) and data.get("format") == RUN_FORMAT:
+        return "it is the run.yaml of a vip train run"
+    try:
+        load_symptom_file(path)
+    except VipError:
+        return "it holds no symptoms vip can read"
+    return None
