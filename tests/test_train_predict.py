@@ -485,6 +485,12 @@ def test_encode_batch_bounds_every_image_encoder_call_even_below_views(cli, tmp_
                        tmp_path / "run")
     assert code == 0, err
     assert sizes and max(sizes) <= 4 and sum(sizes) >= 2 * 2 * 20  # every view of the four training images
+    sizes.clear()  # images whose views fit whole go whole, with no call of a fragment left over (a GPU pays per call)
+    code, _, err = cli("train", "--data", tmp_path / "data", "--backbone", "toy", "--shots", "2", "--epochs", "1",
+                       "--views", "8", "--encode-batch", "20", "--workers", "0", "--device", "cpu", "--no-cache",
+                       "--out", tmp_path / "run8")
+    assert code == 0, err
+    assert sizes[:2] == [16, 16]  # the four training images' 8 views, two images a call (a third would be 24)
 
 
 def test_command_line_mistakes_are_one_usage_line(cli):

@@ -682,7 +682,7 @@ def _encode_jobs(backbone, jobs, batch_size, workers, cache, result, advance, st
         if not pending:
             return
         batch = training.finish_many([views for _, views in pending], backbone.device, keep)  # [sum n, 3, H, W]
-        parts = [_encode_batch(backbone, part) for part in batch.split(batch_size)]  # one image's views can be more
+        parts = [_encode_batch(backbone, part) for part in batch.split(batch_size)]  # more: one image's views alone
         features = parts[0] if len(parts) == 1 else torch.cat(parts)  # [sum n, D]; at most --encode-batch a call
         if features.untyped_storage().data_ptr() == batch.untyped_storage().data_ptr():
             features = features.clone()  # a plugin whose features view its input: the buffer is reused
@@ -702,6 +702,8 @@ def _encode_jobs(backbone, jobs, batch_size, workers, cache, result, advance, st
                 if reason is not None:
                     result.failures[path_of[index]] = reason
                     continue
+                if pending and sum(v.shape[0] for _, v in pending) + count > batch_size:
+                    flush()  # a call of at most --encode-batch views, of whole images where they fit
                 pending.append((index, views[start:start + count]))
                 start += count
                 if sum(v.shape[0] for _, v in pending) >= batch_size:
