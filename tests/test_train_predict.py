@@ -493,6 +493,32 @@ def test_encode_batch_bounds_every_image_encoder_call_even_below_views(cli, tmp_
     assert sizes[:2] == [16, 16]  # the four training images' 8 views, two images a call (a third would be 24)
 
 
+def test_schedule_options_a_method_does_not_follow_are_named_before_any_work(cli, tmp_path):
+    """`--epochs`/`--lr`/`--schedule` changed nothing for a method with its own fitting (linear-probe, tip-adapter,
+    clap, the zero-shot methods), without a word; they are now named in one warning before the backbone loads."""
+    from vipcli.lesion_world import write_dataset
+
+    write_dataset(tmp_path / "data", n_per_class={"train": 2, "val": 2, "test": 2}, seed=0)
+    args = ("--data", tmp_path / "data", "--backbone", "toy", "--views", "1", "--workers", "0", "--device", "cpu")
+    code, _, err = cli("train", *args, "--method", "linear-probe", "--epochs", "3", "--lr", "0.01", "--out",
+                       tmp_path / "lp")
+    assert code == 0, err
+    [line] = [line for line in err.splitlines() if "not used" in line]
+    assert line == ("warning: --epochs 3, --lr 0.01 are not used by method 'linear-probe', which follows no run "
+                    "schedule: the method's own fitting (`vip methods show linear-probe`)")
+    assert err.index(line) < err.index("linear-probe on 2 classes")  # before the plan line, before any work
+    code, _, err = cli("train", *args, "--method", "zeroshot", "--schedule", "paper", "--out", tmp_path / "zs")
+    assert code == 0 and "warning: --schedule paper is not used by method 'zeroshot', which follows no run " \
+                          "schedule: no labelled images, no training" in err, err
+    code, _, err = cli("train", *args, "--method", "vip", "--epochs", "1", "--out", tmp_path / "vip")
+    assert code == 0 and "not used" not in err, err
+    code, _, err = cli("benchmark", "--data", tmp_path / "data", "--backbone", "toy", "--methods",
+                       "linear-probe,tip-adapter", "--shots", "1", "--seeds", "1", "--epochs", "2", "--views", "1",
+                       "--workers", "0", "--out", tmp_path / "bench")
+    assert code == 0 and ("warning: --epochs 2 is not used: none of the methods follows the run's schedule (`vip "
+                          "methods show ID` says how one fits)") in " ".join(err.split()), err
+
+
 def test_command_line_mistakes_are_one_usage_line(cli):
     for args, message in ((["predict", "x.png"], "Missing option '--model'"),
                           (["train", "--data", "x", "--epochs", "abc"], "--epochs must be a whole number, got 'abc'"),

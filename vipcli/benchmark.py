@@ -132,6 +132,9 @@ def validate(config: BenchmarkConfig) -> tuple[list[tuple[str, type]], frozenset
                 raise
             warn_plugin_left_out(name, error)
             methods.remove((name, cls))
+    from vipcli.train import warn_unused_schedule
+
+    warn_unused_schedule(config.schedule, methods)
     known = {key.replace("-", "_") for _, cls in methods for key in settings_fields(cls.Settings)}
     unknown = [key for key in config.method_options if key.replace("-", "_") not in known]
     if unknown:

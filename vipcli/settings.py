@@ -75,6 +75,13 @@ class ScheduleSettings:
     batch_size: int | None = None  # override the schedule's batch size
     lr: float | None = None  # override the schedule's learning rate
 
+    def given(self) -> list[str]:
+        """The options that set this schedule, as typed (`["--epochs 3", "--lr 0.01"]`); [] for the default."""
+        return [f"{option} {value:g}" if isinstance(value, float) else f"{option} {value}"
+                for option, value in (("--schedule", None if self.name == "auto" else self.name),
+                                      ("--epochs", self.epochs), ("--batch-size", self.batch_size), ("--lr", self.lr))
+                if value is not None]
+
     def resolve(self, shots: int | None):
         """The vipcli.schedule.Schedule for a run with `shots` (None: all images)."""
         from vipcli.schedule import resolve_schedule

@@ -83,12 +83,33 @@ def check_config(config: TrainConfig):
         raise UsageError(f"--reference re-encodes images for the shared prompt-training loop; method "
                          f"'{config.method}' does not use it", "drop --reference")
     schedule = config.schedule.resolve(config.shots)
+    warn_unused_schedule(config.schedule, [(config.method, cls)])
     from vipcli.preflight import check_outside_data, check_run_dir
 
     run_dir = Path(config.out) if config.out else default_run_dir(config)
     check_run_dir(run_dir, config.force)  # before any work
     check_outside_data(run_dir, Path(config.data), "--out" if config.out else "the default run folder")
     return cls, settings, schedule
+
+
+def warn_unused_schedule(schedule, methods: list[tuple[str, type]]) -> None:
+    """One warning, before any work, when --schedule/--epochs/--batch-size/--lr were given and none of `methods`
+    ((id, class) pairs) follows the run's schedule: they would change nothing, without a word."""
+    from vipcli.distributed import world_from_env
+    from vipcli.methods import fitting_without_schedule
+
+    given = schedule.given()
+    fittings = [(name, fitting_without_schedule(cls, name)) for name, cls in methods]
+    if not given or any(fitting is None for _, fitting in fittings) or not world_from_env().main:
+        return
+    options = ", ".join(given)
+    if len(fittings) == 1:
+        name, fitting = fittings[0]
+        console.warn(f"{options} {'is' if len(given) == 1 else 'are'} not used by method '{name}', which follows no "
+                     f"run schedule: {fitting}")
+    else:
+        console.warn(f"{options} {'is' if len(given) == 1 else 'are'} not used: none of the methods follows the "
+                     "run's schedule (`vip methods show ID` says how one fits)")
 
 
 def train(config: TrainConfig, progress=None) -> TrainResult | None:
