@@ -744,7 +744,8 @@ def test_rows_trained_together_that_change_their_features_in_place_are_refused(m
     val = FeatureSet(torch.zeros(2, 3), torch.tensor([0, 1]), ["a.png", "b.png"])
     row = {"method": SimpleNamespace(id="coop"), "data": PreparedData(pool, val, val), "fit_context": None}
     monkeypatch.setattr(benchmark, "_build_row", lambda *args, **kwargs: row)
-    monkeypatch.setattr(fitting, "fit_sgd_many", lambda methods, datas, contexts, progress=None, batchable=None: [{} for _ in datas])
+    monkeypatch.setattr(fitting, "fit_sgd_many",
+                        lambda methods, datas, contexts, progress=None, batchable=None: [{} for _ in datas])
     monkeypatch.setattr(benchmark, "_finish_row", lambda built, fitted, context, seconds: fitted)
     assert benchmark.run_rows_together("coop", None, [(2, 1), ("all", 1)], {}) == [{}, {}]  # unchanged: fine
 
