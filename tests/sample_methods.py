@@ -592,6 +592,18 @@ class ExplainsCentroids(Centroid):
                                               "weight": 1.0}]}
                 for c, name in enumerate(self.setup.class_names)]
 
+
+class NumpyNoise(Centroid):
+    """Flaw: perturbs its centroids with NumPy's global generator, which context.seed does not fix."""
+
+    def fit(self, data, context):
+        import numpy as np
+
+        result = super().fit(data, context)
+        noise = torch.from_numpy(np.random.normal(0.0, 0.5, self.centroids.shape)).float()  # [C, D]
+        self.centroids = F.normalize(self.centroids + noise, dim=-1)  # [C, D]
+        return result
+
 ENTRY_POINTS = "\n".join([
     "no-stored-argument = vip_sample_methods:NoStoredArgument",
     "trains-as-method = vip_sample_methods:TrainsAsMethod",
@@ -654,4 +666,5 @@ ENTRY_POINTS = "\n".join([
     "malformed-explanation = vip_sample_methods:MalformedExplanation",
     "tensor-explanation = vip_sample_methods:TensorExplanation",
     "explains-centroids = vip_sample_methods:ExplainsCentroids",
+    "numpy-noise = vip_sample_methods:NumpyNoise",
 ])

@@ -506,3 +506,34 @@ def test_a_plugins_well_formed_explanation_is_shown_and_written(cli, methods, is
     groups = json.loads(out)["predictions"][0]["explanation"]
     assert [group["class"] for group in groups] == ["melanoma", "nevus"]
     assert [group["symptoms"][0]["symptom"] for group in groups] == ["looks like melanoma", "looks like nevus"]
+
+
+def test_a_fit_drawing_from_python_random_gives_the_same_run_for_the_same_seed(cli, methods, isic_small, tiny_clip,
+                                                                              tmp_path):
+    """Python's `random` and NumPy's global generators were never seeded: `vip train --seed 1` of a plugin that
+    draws from them gave another model at every run (their state comes from the OS at start), without a word.
+    `vip methods check` still refuses such a fit; a run no longer depends on it."""
+    image = sorted((isic_small / "test" / "melanoma").iterdir())[0]
+    probabilities = []
+    for run in (tmp_path / "first", tmp_path / "second"):
+        code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, run, "--method", "unseeded-noise"))
+        assert code == 0, err
+        code, out, err = cli("predict", image, "--model", run, "--json")
+        assert code == 0, err
+        probabilities.append(json.loads(out)["predictions"][0]["probabilities"])
+    assert probabilities[0] == probabilities[1]
+
+
+def test_a_benchmark_row_of_a_fit_drawing_from_numpy_does_not_depend_on_the_rows_before(cli, methods, isic_small,
+                                                                                         tiny_clip, tmp_path):
+    rows = {}
+    for seeds in ("1,2", "2"):
+        out = tmp_path / f"seeds-{seeds.replace(',', '-')}"
+        code, _, err = cli("benchmark", "--data", isic_small, "--arch", tiny_clip, "--pretrained", "none",
+                           "--methods", "numpy-noise", "--shots", "2", "--seeds", seeds, "--epochs", "1",
+                           "--views", "1", "--device", "cpu", "--workers", "0", "--out", out)
+        assert code == 0, err
+        rows[seeds] = {row["seed"]: row for row in json.loads((out / "results.json").read_text())["rows"]}
+    assert rows["1,2"][2]["test_auroc"] == rows["2"][2]["test_auroc"]
+    assert rows["1,2"][2]["test_macro_f1"] == rows["2"][2]["test_macro_f1"]
+    assert rows["1,2"][2]["test_confusion_matrix"] == rows["2"][2]["test_confusion_matrix"]
