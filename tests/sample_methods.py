@@ -550,6 +550,60 @@ class FlatPrompts(ReadmePrompts):
         return [f"a photo of a {name}" for name in setup.class_names]
 
 
+
+class SqueezesOneImage(Centroid):
+    """Flaw: squeezes its logits, so a batch of one image gets [C], not [1, C]; every batch of two or more passed,
+    and the run was saved, to fail only when `vip predict` was given a single image."""
+
+    def forward(self, image_features):
+        return super().forward(image_features).squeeze()
+
+
+class ZeroShotReadsShots(Centroid):
+    """Flaw: declares uses_shots = False (a zero-shot method, run once per seed in a sweep) but fits on data.train,
+    which vip then hands empty."""
+
+    uses_shots = False
+
+
+class MalformedExplanation(Centroid):
+    """Flaw: explain() gives one entry under a class name of its own, without the symptoms vip --explain shows."""
+
+    def explain(self, image_feature):
+        return [{"class": "spots", "score": float(image_feature.sum())}]
+
+
+class TensorExplanation(Centroid):
+    """Flaw: explain() is shaped right but its numbers are tensors, which a prediction file cannot hold."""
+
+    def explain(self, image_feature):
+        cosine = F.normalize(image_feature.float(), dim=-1) @ self.centroids.T  # [C]
+        return [{"class": name, "symptoms": [{"symptom": f"looks like {name}", "similarity": cosine[c],
+                                              "weight": torch.tensor(1.0)}]}
+                for c, name in enumerate(self.setup.class_names)]
+
+
+class ExplainsCentroids(Centroid):
+    """Sound: explain() gives each class one 'symptom', the cosine to its centroid, as plain floats."""
+
+    def explain(self, image_feature):
+        cosine = (F.normalize(image_feature.float(), dim=-1) @ self.centroids.T).tolist()  # [C]
+        return [{"class": name, "symptoms": [{"symptom": f"looks like {name}", "similarity": cosine[c],
+                                              "weight": 1.0}]}
+                for c, name in enumerate(self.setup.class_names)]
+
+
+class NumpyNoise(Centroid):
+    """Flaw: perturbs its centroids with NumPy's global generator, which context.seed does not fix."""
+
+    def fit(self, data, context):
+        import numpy as np
+
+        result = super().fit(data, context)
+        noise = torch.from_numpy(np.random.normal(0.0, 0.5, self.centroids.shape)).float()  # [C, D]
+        self.centroids = F.normalize(self.centroids + noise, dim=-1)  # [C, D]
+        return result
+
 ENTRY_POINTS = "\n".join([
     "no-stored-argument = vip_sample_methods:NoStoredArgument",
     "trains-as-method = vip_sample_methods:TrainsAsMethod",
@@ -607,4 +661,10 @@ ENTRY_POINTS = "\n".join([
     "plain-weights = vip_sample_methods:PlainWeights",
     "validate-value-error = vip_sample_methods:ValidateRaisesValueError",
     "missing-class = vip_sample_methods:DoesNotExist",
+    "squeezes-one-image = vip_sample_methods:SqueezesOneImage",
+    "zero-shot-reads-shots = vip_sample_methods:ZeroShotReadsShots",
+    "malformed-explanation = vip_sample_methods:MalformedExplanation",
+    "tensor-explanation = vip_sample_methods:TensorExplanation",
+    "explains-centroids = vip_sample_methods:ExplainsCentroids",
+    "numpy-noise = vip_sample_methods:NumpyNoise",
 ])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -488,3 +489,21 @@ def test_inside_scans_held_the_installed_entry_points_are_read_once(site):
     assert "held-later" in group.ids()  # the block ended: read afresh
     install_distribution(site, "held-third", "held-third = held_third:Backbone")
     assert "held-third" in group.ids()  # outside any block every lookup reads what is installed now
+
+
+def test_a_backbone_class_missing_a_member_is_unavailable_naming_it(cli, site, tmp_path):
+    """A plugin that forgot `describe` (an abstract member of Backbone) was 'failed in Cls.__init__: TypeError:
+    Can't instantiate abstract class ... (check --arch/--pretrained; ...)', and listed as available."""
+    example = (EXAMPLE / "vip_plugin_example.py").read_text()
+    describe = example.index("    def describe(self):")
+    assert "\n    def " not in example[describe:]  # describe is the module's last method: drop it
+    module = tmp_path / "forgets_describe.py"
+    module.write_text(example[:describe])
+    install_distribution(site, "forgets-describe", "no-describe = forgets_describe:TinyExampleBackbone", module)
+    expected = ("backbone 'no-describe' (from forgets-describe 0.1.0) failed in describe: TinyExampleBackbone does "
+                "not define describe, which every backbone must, so it cannot be built (define describe in "
+                "TinyExampleBackbone (README 'Writing a backbone plugin' lists each member")
+    code, listed, err = _listed(cli, "backbones")
+    assert code == 0 and listed["no-describe"]["problem"].startswith(expected), listed["no-describe"]
+    assert _check_error(cli, "no-describe").startswith(f"error: {expected}")
+    sys.modules.pop("forgets_describe", None)

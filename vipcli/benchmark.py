@@ -292,13 +292,14 @@ def run_rows_together(method_id: str, cls, jobs: list[tuple], context: dict, pro
 
 def _build_row(method_id: str, cls, shots: int | str, seed: int, context: dict, progress=None) -> dict:
     """The method (seeded initialisation), K-shot data and fit context of one row."""
+    from vipcli.fitting import seed_global_generators
     from vipcli.methods import FitContext, MethodSetup, build_method
 
     config, pool, names = context["config"], context["pool"], context["class_names"]
     k = None if shots == "all" else int(shots)  # 0 for methods that use no shots: an empty subset
     subset, used = select_subset(pool, readable_order(pool, context["dataset"], seed), k)
     schedule = config.schedule.resolve(k)
-    torch.manual_seed(seed)
+    seed_global_generators(seed)  # the row's draws, a plugin's from NumPy or `random` too, whatever ran before it
     setup = MethodSetup(context["backbone"], names, context["symptoms"])
     method = build_method(method_id, setup, options_for(cls, config.method_options))
     return {"method_id": method_id, "cls": cls, "shots": shots, "seed": seed, "used": used, "subset": subset,

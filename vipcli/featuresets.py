@@ -104,10 +104,38 @@ class TrainWithoutCenterView:
         return TrainWithoutCenterView(self._split.to(device))
 
 
-def without_test(data: PreparedData, center_view: bool = True) -> PreparedData:
+class ShotsNotDeclared(VipError):
+    """A method's `fit` read `data.train` although its class says `uses_shots = False`; `checked_fit` names it."""
+
+    def __init__(self, member: str):
+        super().__init__(f"fit read data.train.{member}, but the method declares uses_shots = False (it uses no "
+                         "labelled images), so vip encodes no training images for it, and a benchmark runs it once "
+                         "per seed and reports it as zero-shot in every shots column",
+                         "set uses_shots = True on the method class if fit learns from the labelled images; "
+                         "otherwise fit without data.train (data.val is there to choose settings on)")
+
+
+class NoTrainingImages:
+    """What `fit` finds as `data.train` when its method declares `uses_shots = False`: reading any of it raises
+    `ShotsNotDeclared` (vip hands such a method an empty training split, which would otherwise be read as
+    None or as no rows, and fail deep in the plugin or fit nothing without a word)."""
+
+    def __getattr__(self, member: str):
+        if member.startswith("__"):  # copy, pickle and repr probe dunder names: not a read of the split
+            raise AttributeError(member)
+        raise ShotsNotDeclared(member)
+
+    def __repr__(self) -> str:
+        return "NoTrainingImages()"
+
+
+def without_test(data: PreparedData, center_view: bool = True, uses_shots: bool = True) -> PreparedData:
     """`data` as `fit` sees it: train and val, the test split held out (`HeldOutSplit`); without `center_view`
-    (the method's `needs_center_view`), `data.train.x` refused too (`TrainWithoutCenterView`)."""
+    (the method's `needs_center_view`), `data.train.x` refused too (`TrainWithoutCenterView`); without
+    `uses_shots`, all of `data.train` (`NoTrainingImages`)."""
     train = data.train if center_view else TrainWithoutCenterView(data.train)
+    if not uses_shots:
+        train = NoTrainingImages()
     return dataclasses.replace(data, train=train, test=HeldOutSplit())
 
 

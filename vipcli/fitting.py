@@ -21,6 +21,25 @@ from vipcli.metrics import compute_metrics
 MOMENTUM, WEIGHT_DECAY = 0.9, 5e-4
 
 
+def seed_global_generators(seed: int) -> None:
+    """Seed torch's global generators (`torch.manual_seed`), Python's `random` and NumPy's with a run's or a
+    benchmark row's `seed`, before its method is built and fitted.
+
+    A method plugin that draws from NumPy or Python's `random` in `__init__` or `fit` (`np.random.permutation`,
+    `random.shuffle`, a library left at `random_state=None`) then gives the same result for the same seed: in
+    another process (their state was drawn from the OS at start) and after the other rows of a sweep. vip's own
+    code draws from generators of its own, so its results do not change. `vip methods check` still refuses such
+    a plugin: context.seed does not fix those draws where other code draws between this and `fit`.
+    """
+    import random
+
+    import numpy as np
+
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+
+
 @torch.no_grad()
 def predict_logits(method, features: torch.Tensor, device) -> torch.Tensor:
     """Logits [N, C] (float32, on the CPU) for image features [N, D]; class-side work done once."""

@@ -245,6 +245,7 @@ def classify(predictor: Predictor, features: torch.Tensor, names: list[str], exp
     `cutoff` (`vipcli.trust.set_threshold`), each image's prediction set.
     """
     from vipcli.fitting import prepared_logits
+    from vipcli.methods.contract import check_explanation
     from vipcli.trust import calibrated_softmax, prediction_set
 
     method, device = predictor.method, predictor.backbone.device
@@ -255,6 +256,7 @@ def classify(predictor: Predictor, features: torch.Tensor, names: list[str], exp
     for row, name in enumerate(names):
         best = int(probabilities[row].argmax())
         explanation = method.explain(features[row].to(device)) if explain else None
+        check_explanation(method, explanation)
         predictions.append(Prediction(
             name, predictor.class_names[best], float(probabilities[row, best]),
             {n: float(p) for n, p in zip(predictor.class_names, probabilities[row].tolist())}, explanation,

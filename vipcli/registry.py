@@ -51,7 +51,22 @@ def backbone_class(backbone_id: str):
         raise BACKBONES.misplaced(backbone_id, "vip.methods", "method (a vipcli.methods.Method)")
     if not (isinstance(loaded, type) and issubclass(loaded, Backbone)):
         raise BACKBONES.wrong_kind(backbone_id, loaded, "vipcli.backbone.Backbone")
+    _check_not_abstract(loaded, backbone_id)
     return loaded
+
+
+def _check_not_abstract(cls, backbone_id: str) -> None:
+    """Refuse a backbone class that leaves one of `Backbone`'s abstract members undefined (a plugin that forgot
+    `describe` or `image_transform`): Python would refuse to build it with a TypeError that reads as a bad
+    --arch/--pretrained; named here, when the class is loaded, `vip backbones list` marks it unavailable too."""
+    missing = sorted(getattr(cls, "__abstractmethods__", ()))
+    if not missing:
+        return
+    listed = ", ".join(missing)
+    raise PluginError("backbone", backbone_id, BACKBONES.distribution(backbone_id) or "unknown", listed,
+                      f"{cls.__name__} does not define {listed}, which every backbone must, so it cannot be built",
+                      f"define {listed} in {cls.__name__} (README 'Writing a backbone plugin' lists each member and "
+                      "what vip expects of it)")
 
 
 def _main_process() -> bool:

@@ -171,7 +171,7 @@ def _fit_and_save(config: TrainConfig, cls, schedule, started: float, progress=N
     from vipcli.backbone import set_plain_text_tower
     from vipcli.featuresets import prepare_features
     from vipcli.devices import where_run
-    from vipcli.fitting import metrics_of, predict_logits
+    from vipcli.fitting import metrics_of, predict_logits, seed_global_generators
     from vipcli.graphs import graph_status
     from vipcli.metrics import missed_classes_warning
     from vipcli.methods import FitContext, MethodSetup, build_method
@@ -195,7 +195,7 @@ def _fit_and_save(config: TrainConfig, cls, schedule, started: float, progress=N
         console.info(matched_packs_line(packs))
     if world.main:
         warn_data_gaps(dataset, config.shots if cls.uses_shots else None)
-    torch.manual_seed(config.seed)
+    seed_global_generators(config.seed)  # a plugin's draws from NumPy or `random` too: the same run for the same seed
     setup = MethodSetup(backbone, dataset.class_names, symptoms, trim=not config.reference)
     method = build_method(config.method, setup, config.method_options)  # prompts checked before any encoding
     shots, views, center_train = encoding_plan(config, cls)

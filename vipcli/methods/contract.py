@@ -287,14 +287,16 @@ def guard_method(method, method_id: str, distribution: str) -> None:
 
 def checked_fit(method, data, context) -> dict:
     """`method.fit(data, context)` with the test split held out (a method that reads it is refused: its test
-    figures would not be honest) and `data.train.x` refused to a method that does not declare `needs_center_view`,
-    refusing a result that is not a dict (metrics.json holds it)."""
-    from vipcli.featuresets import CenterViewNotDeclared, TestSplitRead, without_test
+    figures would not be honest), `data.train.x` refused to a method that does not declare `needs_center_view` and
+    `data.train` to one that declares `uses_shots = False`, refusing a result that is not a dict (metrics.json holds it)."""
+    from vipcli.featuresets import CenterViewNotDeclared, ShotsNotDeclared, TestSplitRead, without_test
 
     before = split_versions(data)
+    seen = without_test(data, bool(getattr(method, "needs_center_view", False)),
+                        bool(getattr(method, "uses_shots", True)))
     try:
-        fitted = method.fit(without_test(data, bool(getattr(method, "needs_center_view", False))), context)
-    except (TestSplitRead, CenterViewNotDeclared) as error:
+        fitted = method.fit(seen, context)
+    except (TestSplitRead, CenterViewNotDeclared, ShotsNotDeclared) as error:
         raise method_fault(method.id, "fit", error.message, error.hint) from None
     check_splits_unchanged(method, data, before)
     if not isinstance(fitted, dict):
@@ -373,7 +375,7 @@ def check_logits(method, logits, images: int, device: torch.device | None = None
         reason = f"forward returned {type(logits).__name__}, not a tensor"
     elif tuple(logits.shape) != (images, classes):
         shape = "[" + ", ".join(str(n) for n in logits.shape) + "]"
-        reason = f"forward returned logits {shape} for {images} images of {classes} classes"
+        reason = f"forward returned logits {shape} for {images} image{'s' * (images != 1)} of {classes} classes"
     elif not logits.is_floating_point():
         reason = f"forward returned {str(logits.dtype).replace('torch.', '')} logits"
     elif logits.dtype not in LOGIT_DTYPES and not autocast_logits(logits):
@@ -388,8 +390,67 @@ def check_logits(method, logits, images: int, device: torch.device | None = None
                            "buffer (the method is moved with .to(setup.device)), or .to(image_features.device)")
     else:
         return
-    raise method_fault(method.id, "forward", reason, "return float logits [B, C]: one row per image, one column "
-                                                     "per class in setup.class_names order")
+    hint = "return float logits [B, C]: one row per image, one column per class in setup.class_names order"
+    if isinstance(logits, torch.Tensor) and logits.dim() < 2 and images == 1:  # the batch dimension squeezed away
+        hint += ", for a batch of one image too (no .squeeze(): keep [1, C])"
+    raise method_fault(method.id, "forward", reason, hint)
+
+
+EXPLANATION_FIX = ("return None, or one dict per class in setup.class_names order: {'class': name, 'symptoms': "
+                   "[{'symptom': str, 'similarity': float, 'weight': float}, ...]} (optionally 'contribution': float); "
+                   "numbers as Python floats (float(tensor)), not tensors")
+
+
+def explanation_problem(explanation, class_names: list[str]) -> str | None:
+    """What is wrong with an `explain()` result (see `check_explanation`), in words; None when it is well formed."""
+    if explanation is None:
+        return None
+    if not isinstance(explanation, (list, tuple)):
+        return f"explain returned {type(explanation).__name__}, not a list"
+    for index, group in enumerate(explanation):
+        where = f"item {index}"
+        if not isinstance(group, dict) or not isinstance(group.get("class"), str):
+            return f"{where} is {_kind(group)}, not a dict with a 'class' name"
+        if group["class"] not in class_names:
+            return f"{where} names class {group['class']!r}, which is not one of {', '.join(map(repr, class_names))}"
+        symptoms = group.get("symptoms")
+        if not isinstance(symptoms, (list, tuple)):
+            return f"{where} (class {group['class']!r}) has 'symptoms' {_kind(symptoms)}, not a list"
+        for entry in symptoms:
+            problem = _symptom_entry_problem(entry)
+            if problem is not None:
+                return f"a symptom of class {group['class']!r} {problem}"
+    return None
+
+
+def _kind(value) -> str:
+    """`value`'s kind in words: 'missing' for None, else its type's name with an article."""
+    return "missing" if value is None else f"a {type(value).__name__}"
+
+
+def _symptom_entry_problem(entry) -> str | None:
+    """What is wrong with one symptom of an explanation, or None: a dict with 'symptom' (str), 'similarity' and
+    'weight' (numbers) and, optionally, 'contribution' (a number or None); numbers are Python ints or floats,
+    which the prediction files and the report write as JSON."""
+    if not isinstance(entry, dict):
+        return f"is {_kind(entry)}, not a dict"
+    if not isinstance(entry.get("symptom"), str):
+        return f"has 'symptom' {_kind(entry.get('symptom'))}, not a str"
+    for key in ("similarity", "weight", "contribution"):
+        value = entry.get(key)
+        if key == "contribution" and value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return f"({entry['symptom']!r}) has {key!r} {_kind(value)}, not a number"
+    return None
+
+
+def check_explanation(method, explanation) -> None:
+    """Refuse an `explain()` result that `vip predict --explain`, its prediction files and the report cannot show
+    (`explanation_problem`): it would otherwise fail inside vip, or write a file that cannot be read back."""
+    problem = explanation_problem(explanation, list(method.setup.class_names))
+    if problem is not None:
+        raise method_fault(method.id, "explain", problem, EXPLANATION_FIX)
 
 
 def loss_member(method) -> str:
@@ -529,8 +590,15 @@ def check_batch_independence(method, sample: torch.Tensor, device) -> None:
     """Refuse a fitted method whose probabilities for an image of `sample` ([n, D], at most ROUND_TRIP_IMAGES
     rows) depend on the other images of its batch (`check_batch_independent`: alone, in `sample`, and in
     `batch_probe`'s large reordered batch). A forward that runs only under autocast (bf16 weights on CUDA) is
-    left unchecked. Three forwards of at most BATCH_PROBE_ROWS rows: a few ms."""
+    left unchecked. Three forwards of at most BATCH_PROBE_ROWS rows: a few ms.
+
+    First, one image alone goes through forward as `vip predict IMAGE` sends it (`check_logits`): a forward whose
+    output loses its batch dimension for one image (`.squeeze()`: [C], not [1, C]) passes every check on larger
+    batches, and would save a run that cannot predict a single image."""
+    from vipcli.fitting import prepared_logits
+
     sample = sample[:ROUND_TRIP_IMAGES]
+    prepared_logits(method, sample[:1], device)  # [1, C], or the plugin's fault, named
     try:
         in_batch, alone = (full_precision_probabilities(method, rows, device) for rows in (sample, sample[:1]))
         probe = None
