@@ -493,6 +493,29 @@ def test_encode_batch_bounds_every_image_encoder_call_even_below_views(cli, tmp_
     assert sizes[:2] == [16, 16]  # the four training images' 8 views, two images a call (a third would be 24)
 
 
+def test_views_whose_decoded_pixels_would_not_fit_in_memory_are_refused_before_encoding(cli, tmp_path, monkeypatch):
+    """The memory check counted the features only (small), so a huge --views passed it and the kernel killed the
+    run while one image's views were decoded (100,000 views of 224x224: 15 GB an image): one line now, before any
+    image is decoded, naming the most views that fit."""
+    from vipcli import features, preflight
+    from vipcli.lesion_world import write_dataset
+    from vipcli.registry import load_backbone
+
+    write_dataset(tmp_path / "data", n_per_class={"train": 2, "val": 2, "test": 2}, seed=0)
+    decoded = []
+    monkeypatch.setattr(features.ViewDecoder, "__getitem__", lambda self, group: decoded.append(group))
+    view = 3 * 64 * 64  # the toy backbone's 64x64 view, 8-bit
+    monkeypatch.setattr(preflight, "physical_memory", lambda: 2 * 100 * view)  # half of it: 100 views
+    args = ("--data", tmp_path / "data", "--backbone", "toy", "--shots", "2", "--device", "cpu", "--out",
+            tmp_path / "run")
+    code, _, err = cli("train", *args, "--views", "101", "--workers", "0")
+    assert code == 1 and err.count("error:") == 1 and decoded == [] and not (tmp_path / "run").exists(), err
+    assert ("error: --views 101: the decoded views of the images in flight at once would take 1.2 MiB of memory "
+            "(1.2 MiB an image), more than half of the 2.3 MiB this process may use (pass --views 100 or fewer)"
+            ) in " ".join(err.split())
+    assert features.training_view_bytes(load_backbone("toy", None, None, warn_random=False)) == view
+
+
 def test_schedule_options_a_method_does_not_follow_are_named_before_any_work(cli, tmp_path):
     """`--epochs`/`--lr`/`--schedule` changed nothing for a method with its own fitting (linear-probe, tip-adapter,
     clap, the zero-shot methods), without a word; they are now named in one warning before the backbone loads."""

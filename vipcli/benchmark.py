@@ -572,7 +572,7 @@ def _run_sweep(config: BenchmarkConfig, methods: list[tuple[str, type]], togethe
         shots = trained_shots or (ZERO_SHOTS,)  # zero-shot rows alone: no training image is encoded
         center = any(cls.needs_center_view for _, cls, _, _ in basis)
         from vipcli.distributed import encode_shared, training_jobs
-        from vipcli.preflight import check_feature_memory
+        from vipcli.preflight import check_decoding_memory, check_feature_memory
         from vipcli.train import warn_data_gaps, warn_unreadable_splits
 
         if context["world"].main:  # before any image is encoded, as `vip train` warns
@@ -581,6 +581,7 @@ def _run_sweep(config: BenchmarkConfig, methods: list[tuple[str, type]], togethe
         largest = None if any(k is None for k in shots) else max(shots)
         encode_jobs = training_jobs(dataset, largest, config.seeds, config.encoding.views, center)
         check_feature_memory(encode_jobs, context["backbone"].embed_dim, config.encoding.views)
+        check_decoding_memory(context["backbone"], config.encoding, config.encoding.views)
         if not encode_shared(context["backbone"], context["world"], encode_jobs, config.encoding.cache(
                 context["backbone"]), config.encoding.batch_size, config.encoding.workers, progress):
             return None  # not rank 0 under torchrun: its share of the features is in the cache (#13)

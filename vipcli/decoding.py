@@ -52,6 +52,9 @@ def decoding_workers(images: int, workers: int) -> int:
     return usable_workers(workers) if images >= least else 0
 
 
+PREFETCH = 4  # groups each decoding worker may have decoded ahead of the encoder
+
+
 def loader(decoder, jobs, workers: int, persistent: bool = False):
     """The DataLoader that decodes `jobs` (an iterable of `decoder` indices) in `workers` processes (exactly:
     the caller chose the number), in order, drawing nothing from torch's global generator.
@@ -64,7 +67,7 @@ def loader(decoder, jobs, workers: int, persistent: bool = False):
     """
     return torch.utils.data.DataLoader(
         decoder, batch_size=None, sampler=jobs, num_workers=workers, generator=torch.Generator().manual_seed(0),
-        prefetch_factor=4 if workers else None, persistent_workers=persistent and workers > 0,
+        prefetch_factor=PREFETCH if workers else None, persistent_workers=persistent and workers > 0,
         worker_init_fn=worker_ignores_sigterm,
     )
 

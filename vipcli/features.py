@@ -572,6 +572,18 @@ def _encode_batch(backbone, batch: torch.Tensor) -> torch.Tensor:
     return features.float().cpu()  # [B, D]
 
 
+def training_view_bytes(backbone, fit: str = DEFAULT_FIT) -> int:
+    """Bytes of one augmented training view of `backbone` as a decoding worker hands it over (8-bit pixels, or
+    the float tensor of a transform that runs whole in the workers), made from a blank image with the random
+    number generators' states put back, so the run draws what it would have drawn."""
+    from PIL import Image
+
+    _, training = _pipelines(backbone, fit)
+    with torch.random.fork_rng(devices=[]):
+        view = training.make(Image.new("RGB", (DECODE_MIN_SIDE, DECODE_MIN_SIDE)))  # [3, H, W]
+    return view.numel() * view.element_size()
+
+
 def _pipelines(backbone, fit: str = DEFAULT_FIT) -> tuple[ViewPipeline, ViewPipeline]:
     """(evaluation, training) view pipelines of `backbone` under image fit `fit`; both split, or neither
     (views of one image travel stacked, so they must share a dtype)."""

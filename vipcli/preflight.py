@@ -213,6 +213,48 @@ def _cgroup_memory_limits(root: Path = Path("/sys/fs/cgroup"),
     return limits
 
 
+def check_view_memory(views: int, view_bytes: int, workers: int, group_views: int) -> None:
+    """VipError before any encoding when the decoded views in flight at once would exceed half of the memory.
+
+    The views of one image are decoded and handed over together (with others while fewer than `group_views`), and
+    each of the `workers` decoding processes may hold `decoding.PREFETCH` such groups ahead of the encoder, which
+    holds one more: a `--views` far above the paper's 8 (100,000 views of 224x224 are 15 GB an image) passed
+    `check_feature_memory`, since the features are small, and the kernel killed the run without a word.
+
+    Args:
+        views: the --views asked for.
+        view_bytes: one view as the workers hand it over (`vipcli.features.training_view_bytes`).
+        workers: the decoding worker processes (0: decoded in this process).
+        group_views: the views decoded together when an image has fewer (`vipcli.features.GROUP_VIEWS`).
+    """
+    from vipcli.cache_admin import human_size
+    from vipcli.decoding import PREFETCH
+
+    total = physical_memory()
+    in_flight = PREFETCH * workers + 1  # groups decoded and not yet encoded
+    needed = in_flight * max(views, group_views) * view_bytes
+    if not total or not views or needed <= total // 2:
+        return
+    fits = (total // 2) // (in_flight * view_bytes)
+    hint = f"pass --views {fits} or fewer" if fits >= 1 else "use a machine with more memory"
+    if workers:
+        hint += f", or fewer --workers, each of which decodes up to {PREFETCH} images ahead of the encoder"
+    raise VipError(f"--views {views}: the decoded views of the images in flight at once would take "
+                   f"{human_size(needed)} of memory ({human_size(views * view_bytes)} an image), more than half of the "
+                   f"{human_size(total)} this process may use", hint)
+
+
+def check_decoding_memory(backbone, encoding, views: int) -> None:
+    """`check_view_memory` for a run that encodes `views` augmented views an image with `backbone` under
+    `encoding` (an `EncodingSettings`: its image fit and --workers)."""
+    from vipcli.features import GROUP_VIEWS, training_view_bytes
+    from vipcli.settings import usable_cores
+
+    if views:
+        check_view_memory(views, training_view_bytes(backbone, encoding.image_fit),
+                          min(encoding.workers, usable_cores()), GROUP_VIEWS)
+
+
 def check_feature_memory(jobs: list, embed_dim: int, views: int) -> None:
     """VipError before any encoding when the features a run keeps in memory would exceed half of it.
 

@@ -176,7 +176,7 @@ def _fit_and_save(config: TrainConfig, cls, schedule, started: float, progress=N
     from vipcli.metrics import missed_classes_warning
     from vipcli.methods import FitContext, MethodSetup, build_method
     from vipcli.methods.contract import check_round_trip, checked_fit
-    from vipcli.preflight import check_feature_memory
+    from vipcli.preflight import check_decoding_memory, check_feature_memory
 
     world = distributed.world_from_env()  # torchrun: every rank encodes its share, rank 0 trains (#13)
     distributed.check_shared_cache(world, config.encoding.use_cache)
@@ -202,6 +202,7 @@ def _fit_and_save(config: TrainConfig, cls, schedule, started: float, progress=N
     cache = config.encoding.cache(backbone)
     jobs = distributed.training_jobs(dataset, shots, [config.seed], views, center_train)
     check_feature_memory(jobs, backbone.embed_dim, views)
+    check_decoding_memory(backbone, config.encoding, views)
     if not distributed.encode_shared(backbone, world, jobs, cache, config.encoding.batch_size,
                                      config.encoding.workers, progress):
         return None  # not rank 0: its share of the features is in the cache
