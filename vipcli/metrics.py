@@ -252,16 +252,28 @@ def mean_and_std(values: list) -> tuple[float | None, float | None]:
     return mean, round(statistics.stdev([float(v) for v in values]), 2)
 
 
-def column_leaders(means: dict) -> dict[str, set[str]]:
+def misses_a_class(row: dict, class_names: list[str]) -> bool:
+    """Whether a benchmark row finds no test image of some class (sensitivity 0, from its test confusion matrix;
+    False for a row without one)."""
+    matrix = row.get("test_confusion_matrix")
+    return (isinstance(matrix, list) and bool(matrix) and isinstance(class_names, list)
+            and bool(unfound_classes(class_names, per_class_figures(matrix))))
+
+
+def column_leaders(means: dict, unmarked: set | frozenset = frozenset()) -> dict[str, set[str]]:
     """{column: the methods with the highest mean in it (each of a tie)} from {(method, column): mean}
-    (None: no figure); a column with fewer than two figures has no leader. The benchmark tables (console
-    and report) show these in bold."""
+    (None: no figure), among the cells not in `unmarked` (which still count as figures to compare with); a
+    column with fewer than two figures has no leader. The benchmark tables (console and report) show these in
+    bold."""
     columns: dict[str, dict[str, float]] = {}
+    compared: dict[str, int] = {}
     for (method, column), mean in means.items():
         if mean is not None:
-            columns.setdefault(column, {})[method] = mean
+            compared[column] = compared.get(column, 0) + 1
+            if (method, column) not in unmarked:
+                columns.setdefault(column, {})[method] = mean
     return {column: {method for method, mean in found.items() if mean == max(found.values())}
-            for column, found in columns.items() if len(found) > 1}
+            for column, found in columns.items() if compared[column] > 1}
 
 
 BEST_NOTE = {  # under each metric's table (console and report), by whether the sweep has several seeds; {} names
@@ -273,12 +285,30 @@ BEST_NOTE = {  # under each metric's table (console and report), by whether the 
 }
 
 
-def best_note(leaders: dict[str, set[str]], methods: list[str], columns: list[str], several_seeds: bool) -> str:
+UNMARKED_NOTE = (" Not in bold, whatever their figure: cells whose rows find no test image of a class, since their "
+                 "accuracy comes from the other classes alone.")
+
+
+def best_note(leaders: dict[str, set[str]], methods: list[str], columns: list[str], several_seeds: bool,
+              unmarked: bool = False) -> str:
     """The line under a benchmark table that names its bold cells: `leaders` as `column_leaders` gives them,
-    `methods` and `columns` in the table's order ("...: vip at 1-shot, coop and vip at 4-shot. ...")."""
+    `methods` and `columns` in the table's order ("...: vip at 1-shot, coop and vip at 4-shot. ..."); `unmarked`:
+    cells were left out of the lead (`unmarked_cells`), which the line then says."""
     named = ", ".join(f"{' and '.join(m for m in methods if m in leaders[c])} at {c}-shot"
                       for c in columns if c in leaders)
-    return BEST_NOTE[several_seeds].format(f": {named}" if named else "")
+    return BEST_NOTE[several_seeds].format(f": {named}" if named else "") + (UNMARKED_NOTE if unmarked else "")
+
+
+def unmarked_cells(rows: list[dict], class_names: list[str], metric: str) -> set[tuple[str, str]]:
+    """The (method, shots column) cells of a benchmark's `metric` table that may not lead it: for accuracy, those
+    with a row that finds no test image of a class (on unbalanced data, calling every image the larger class
+    scores its share, and led ISIC's table in bold); none for the other metrics, which such a row brings down. A
+    method that uses no shots (rows at shots 0) counts for every column."""
+    if metric not in ("accuracy", "test_accuracy"):
+        return set()
+    missing = {(row["method"], str(row["shots"])) for row in rows if misses_a_class(row, class_names)}
+    columns = {str(row["shots"]) for row in rows if str(row["shots"]) != "0"} or {"0"}
+    return {(method, column) for method, shots in missing for column in (columns if shots == "0" else {shots})}
 
 
 CAPPED_MARK = "†"  # after a shots column's heading (console and report) whose rows trained on fewer images

@@ -127,7 +127,8 @@ def benchmark_tables(result) -> list:
     from rich.text import Text
 
     from vipcli.methods import method_class
-    from vipcli.metrics import CAPPED_MARK, best_note, capped_columns, column_leaders, even_test_classes
+    from vipcli.metrics import (CAPPED_MARK, best_note, capped_columns, column_leaders, even_test_classes,
+                                unmarked_cells)
 
     columns = list(dict.fromkeys(str(r["shots"]) for r in result.rows if str(r["shots"]) != "0"))
     capped = capped_columns(result.rows)
@@ -149,12 +150,15 @@ def benchmark_tables(result) -> list:
             table.add_column(f"{c}-shot{CAPPED_MARK if c in capped else ''}", justify="right", no_wrap=True)
         entries = {(m, c): by_key.get((m, c if method_class(m).uses_shots else "0")) for m in methods
                    for c in columns or ["0"]}
-        leaders = column_leaders({key: (entry or {}).get(f"{metric}_mean") for key, entry in entries.items()})
+        unmarked = unmarked_cells(result.rows, getattr(result, "class_names", None), metric)
+        leaders = column_leaders({key: (entry or {}).get(f"{metric}_mean") for key, entry in entries.items()},
+                                 unmarked)
         for method in methods:
             cells = [Text(_cell(entries[method, c], metric), style="bold" if method in leaders.get(c, ()) else "")
                      for c in columns or ["0"]]
             table.add_row(method if method_class(method).uses_shots else f"{method}*", *cells)
-        note = best_note(leaders, methods, columns or ["0"], len(seed_list) > 1) if leaders else None
+        note = best_note(leaders, methods, columns or ["0"], len(seed_list) > 1,
+                         bool(unmarked)) if leaders or unmarked else None
         tables.append((table, note))
     return tables
 

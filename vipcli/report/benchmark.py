@@ -12,7 +12,7 @@ from vipcli import console
 from vipcli.errors import VipError
 from vipcli.image_fit import fit_words
 from vipcli.metrics import (CAPPED_MARK, best_note, capped_columns, capped_note, column_leaders, mean_and_std,
-                            missed_rows_warning, row_figure)
+                            missed_rows_warning, row_figure, unmarked_cells)
 from vipcli.plots import benchmark_title, draw_shots, method_styles, seeds_label, svg_markup, uneven_seeds
 from vipcli.report import html
 from vipcli.report.data_notes import images_per_split, left_out_files, skipped_files
@@ -66,16 +66,19 @@ def _columns(rows: list[dict]) -> list[str]:
     return found or ["0"]
 
 
-def _grid(rows: list[dict], key: str, fmt, mark_best: bool = False) -> tuple[list[str], list[list[str]], tuple]:
+def _grid(rows: list[dict], key: str, fmt, mark_best: bool = False, unmarked: set | frozenset = frozenset()
+          ) -> tuple[list[str], list[list[str]], tuple]:
     """Rows = methods (in their colour), columns = shots; methods that learn nothing repeat their figure.
-    `mark_best`: the cells of the highest mean in each column (ties: each) in bold (<strong>); the third item
-    returned, (leaders, methods, columns), is what `best_note` names them from (no leaders without `mark_best`)."""
+    `mark_best`: the cells of the highest mean in each column (ties: each) in bold (<strong>), leaving out the
+    (method, column) cells in `unmarked`; the third item returned, (leaders, methods, columns), is what
+    `best_note` names them from (no leaders without `mark_best`)."""
     columns, methods = _columns(rows), list(dict.fromkeys(r["method"] for r in rows))
     styles = method_styles(methods)  # the plot's colours
     fixed = {m: all(str(r["shots"]) == "0" for r in rows if r["method"] == m) for m in methods}  # learns nothing
     figures = {(m, c): [row_figure(r, key) for r in rows if r["method"] == m and (fixed[m] or str(r["shots"]) == c)]
                for m in methods for c in columns}  # (method, column) -> the figures over seeds
-    best = column_leaders({key: mean_and_std(values)[0] for key, values in figures.items()}) if mark_best else {}
+    best = column_leaders({key: mean_and_std(values)[0] for key, values in figures.items()},
+                          unmarked) if mark_best else {}
     body = []
     for method in methods:
         cells = [html.text(fmt(figures[method, c])) for c in columns]
@@ -126,8 +129,10 @@ def _tables(rows: list[dict], class_names=None) -> str:
         " " + UNEVEN_NOTE if uneven else "") + (" " + measured_on if measured_on else "")
     spread, parts = seeds_label(seeds, "cell" if uneven else None), [f"<p>{html.text(meaning)}</p>"]
     for key, title in METRICS:
-        header, body, marked = _grid(rows, key, _mean_std_n if uneven else _mean_std, mark_best=True)
-        note = best_note(*marked, several_seeds=len(seeds) > 1)
+        unmarked = unmarked_cells(rows, class_names, key)
+        header, body, marked = _grid(rows, key, _mean_std_n if uneven else _mean_std, mark_best=True,
+                                     unmarked=unmarked)
+        note = best_note(*marked, several_seeds=len(seeds) > 1, unmarked=bool(unmarked))
         parts.append(html.table(f"{title} ({spread})", ["method", *header], body,
                                 numeric=set(range(1, len(header) + 1)), raw=True)
                      + f'<p class="caption">{html.text(note)}</p>')
