@@ -41,6 +41,18 @@ class CountedBatches(Coop):
         return super().fits_in_batches()
 
 
+class Unsummarised(NearestCentroid):
+    """Nearest centroid, summed up by its docstring alone.
+
+    More words that `vip methods show` keeps for --json's doc."""
+
+    summary = ""
+
+
+class Bare(NearestCentroid):
+    summary = ""
+
+
 class BatchesClaimed(NearestCentroid):
     """Says its rows train batched, which only a PromptMethod that learns context can."""
 
@@ -111,7 +123,8 @@ class MergeWeightsRaise(Coop):
 
 SEAMS = {"batches-raise": "BatchesRaise", "batches-claimed": "BatchesClaimed", "post-init": "PostInitRaises",
          "unreadable": "UnreadableAnnotations", "train-raises": "TrainRaises", "merge-raises": "MergeWeightsRaise",
-         "own-type": "OwnSettingType", "counted": "CountedBatches"}
+         "own-type": "OwnSettingType", "counted": "CountedBatches",
+         "unsummarised": "Unsummarised", "bare": "Bare"}
 
 
 @pytest.fixture
@@ -255,3 +268,13 @@ def test_a_sweep_asks_a_plugin_whether_its_rows_train_together_once(cli, seams, 
     assert code == 0, err
     assert sys.modules["seam_methods"].ASKED == [1, 1] and len(json.loads(printed)["rows"]) == 4
     assert groups == [[(1, 1), (1, 2)], [(1, 1), (1, 2), (2, 1), (2, 2)]]
+
+
+def test_a_plugin_without_a_summary_is_shown_with_its_docstrings_first_line(cli, seams):
+    """`vip methods show` printed "unsummarised: " and a blank for a plugin that left `summary` out."""
+    code, printed, err = cli("methods", "show", "unsummarised")
+    assert code == 0 and printed.splitlines()[0] == "unsummarised: Nearest centroid, summed up by its docstring alone."
+    code, printed, err = cli("methods", "show", "unsummarised", "--json")
+    assert code == 0 and json.loads(printed)["summary"] == "Nearest centroid, summed up by its docstring alone."
+    code, printed, err = cli("methods", "show", "bare")  # nothing to say: the id alone, no dangling colon
+    assert code == 0 and printed.splitlines()[0] == "bare"

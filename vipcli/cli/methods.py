@@ -62,7 +62,7 @@ def show_command(method: str = typer.Argument(..., metavar="ID", help="A method 
     import dataclasses
     import typing
 
-    from vipcli.methods import method_class
+    from vipcli.methods import method_class, method_summary
     from vipcli.methods.base import SETTINGS_FIX, setting_default, setting_type_name
     from vipcli.methods.contract import method_code
 
@@ -71,14 +71,15 @@ def show_command(method: str = typer.Argument(..., metavar="ID", help="A method 
     with method_code(method, "Settings", SETTINGS_FIX):  # a default_factory runs the plugin's code
         settings = [{"name": f.name.replace("_", "-"), "type": setting_type_name(hints[f.name]),
                      "default": setting_default(f)} for f in dataclasses.fields(cls.Settings)]
-    document = {"id": method, "summary": cls.summary, "trains": cls.trains, "uses_shots": cls.uses_shots,
+    summary = method_summary(cls)
+    document = {"id": method, "summary": summary, "trains": cls.trains, "uses_shots": cls.uses_shots,
                 "needs_symptoms": cls.needs_symptoms, "uses_schedule": cls.uses_schedule, "settings": settings,
                 "doc": (cls.__doc__ or "").strip()}
     if as_json:
         print(json.dumps(document, indent=2, default=repr))  # a plugin's default of another type: as written
         return
     out = console.stdout()
-    out.print(f"{method}: {cls.summary}", markup=False)
+    out.print(f"{method}: {summary}" if summary else method, markup=False)
     out.print(f"trains: {_yes_no(cls.trains)}; uses the labelled shots: {_yes_no(cls.uses_shots)}; "
               f"needs symptoms: {_yes_no(cls.needs_symptoms)}; "
               f"{'uses the run schedule (--schedule/--epochs/--batch-size/--lr)' if cls.uses_schedule else 'has its own fitting'}",

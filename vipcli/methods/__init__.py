@@ -20,7 +20,7 @@ DEFAULT_BENCHMARK = ("zeroshot", "symptom-zeroshot", "linear-probe", "coop", "ti
 
 __all__ = ["FitContext", "Method", "MethodSetup", "NoSettings", "METHODS", "MethodInfo", "method_class",
            "build_method", "restore_method", "list_methods", "make_settings", "settings_from_record",
-           "fitting_without_schedule"]
+           "fitting_without_schedule", "method_summary"]
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,15 @@ def method_class(method_id: str) -> type[Method]:
         raise METHODS.wrong_kind(method_id, loaded, "vipcli.methods.Method")
     check_class(loaded, method_id)  # Settings a dataclass with defaults; a method that trains overrides fit
     return loaded
+
+
+def method_summary(cls: type[Method]) -> str:
+    """A method's one line: its `summary`, else the first line of its class's own docstring (a plugin that left
+    `summary` out showed a blank after its id), else ""."""
+    if cls.summary:
+        return cls.summary
+    doc = (cls.__dict__.get("__doc__") or "").strip()
+    return doc.splitlines()[0].strip() if doc else ""
 
 
 def fitting_without_schedule(cls: type[Method], method_id: str) -> str | None:
@@ -147,7 +156,7 @@ def list_methods() -> list[MethodInfo]:
         except VipError as error:
             infos.append(MethodInfo(**base, problem=str(error)))  # the message and its fix
             continue
-        infos.append(MethodInfo(**base, summary=cls.summary, trains=cls.trains, uses_shots=cls.uses_shots,
+        infos.append(MethodInfo(**base, summary=method_summary(cls), trains=cls.trains, uses_shots=cls.uses_shots,
                                 needs_symptoms=cls.needs_symptoms,
                                 settings=tuple(f.name.replace("_", "-") for f in dataclasses.fields(cls.Settings))))
     return infos
