@@ -516,6 +516,30 @@ def test_views_whose_decoded_pixels_would_not_fit_in_memory_are_refused_before_e
     assert features.training_view_bytes(load_backbone("toy", None, None, warn_random=False)) == view
 
 
+def test_a_split_seed_for_data_with_its_own_splits_is_named_and_never_blocks_a_resume(cli, tmp_path):
+    """`--split-seed` seeds only the splits vip makes; on a folder with its own train/ val/ test/ it did nothing
+    without a word, and resuming a sweep with another value was refused as "made with other settings"."""
+    from vipcli.lesion_world import write_dataset
+
+    write_dataset(tmp_path / "data", n_per_class={"train": 2, "val": 2, "test": 2}, seed=0)
+    unused = f"warning: --split-seed 5 is not used: {tmp_path / 'data'} has its own val/ and test/ folders, so vip " \
+             "splits nothing"
+    code, _, err = cli("train", "--data", tmp_path / "data", "--backbone", "toy", "--method", "zeroshot",
+                       "--split-seed", "5", "--workers", "0", "--out", tmp_path / "run")
+    assert code == 0 and unused in " ".join(err.split()), err
+    sweep = ("benchmark", "--data", tmp_path / "data", "--backbone", "toy", "--methods", "zeroshot", "--seeds", "1",
+             "--workers", "0", "--out", tmp_path / "bench")
+    code, _, err = cli(*sweep, "--split-seed", "5")
+    assert code == 0 and unused in " ".join(err.split()), err
+    code, printed, err = cli(*sweep, "--split-seed", "7")
+    assert code == 0, err
+    assert "0 rows run, 1 resumed from earlier" in " ".join(printed.split()), printed
+    write_dataset(tmp_path / "unsplit", n_per_class=6, seed=0, splits={"train": 1.0})  # one folder: vip splits it
+    code, _, err = cli("train", "--data", tmp_path / "unsplit" / "train", "--backbone", "toy", "--method",
+                       "zeroshot", "--split-seed", "5", "--workers", "0", "--out", tmp_path / "run2")
+    assert code == 0 and "not used" not in err, err
+
+
 def test_schedule_options_a_method_does_not_follow_are_named_before_any_work(cli, tmp_path):
     """`--epochs`/`--lr`/`--schedule` changed nothing for a method with its own fitting (linear-probe, tip-adapter,
     clap, the zero-shot methods), without a word; they are now named in one warning before the backbone loads."""

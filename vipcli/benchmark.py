@@ -421,6 +421,12 @@ def _prepare(config: BenchmarkConfig, methods: list[tuple[str, type]]) -> dict:
         split_seed = config.seeds[0]
     dataset = load_dataset(config.data, seed=split_seed,  # zero-shot methods alone: {val,test}/ without train/ too
                            train_optional=not any(cls.uses_shots for _, cls in methods))
+    from vipcli.train import warn_unused_split_seed
+
+    stored_seed = (stored or {}).get("config", {}).get("split_seed")
+    if warn_unused_split_seed(config.split_seed, dataset, warn=distributed.world_from_env().main) \
+            and stored_seed is not None:
+        split_seed = stored_seed  # it seeds nothing here: resuming with another is not a change of settings
     from vipcli.packs import packs_for_run, symptoms_of
 
     symptoms = symptoms_of(packs_for_run(dataset.class_names, list(config.symptoms),

@@ -92,6 +92,24 @@ def check_config(config: TrainConfig):
     return cls, settings, schedule
 
 
+def splits_nothing(dataset) -> bool:
+    """Whether `dataset` came with its own val/ and test/ folders, so no seed chose any of its splits."""
+    return not any(origin.startswith("seeded") for origin in dataset.origin.values())
+
+
+def warn_unused_split_seed(given: int | None, dataset, warn: bool = True) -> bool:
+    """One warning (`warn`: this process is the one that prints) when `--split-seed` was given for data whose
+    splits are its own folders (it seeds nothing there); return whether it was given and unused."""
+    from rich.markup import escape
+
+    if given is None or not splits_nothing(dataset):
+        return False
+    if warn:
+        console.warn(escape(f"--split-seed {given} is not used: {dataset.root} has its own val/ and test/ folders, "
+                            "so vip splits nothing"))
+    return True
+
+
 def warn_unused_schedule(schedule, methods: list[tuple[str, type]]) -> None:
     """One warning, before any work, when --schedule/--epochs/--batch-size/--lr were given and none of `methods`
     ((id, class) pairs) follows the run's schedule: they would change nothing, without a word."""
@@ -181,6 +199,7 @@ def _fit_and_save(config: TrainConfig, cls, schedule, started: float, progress=N
     world = distributed.world_from_env()  # torchrun: every rank encodes its share, rank 0 trains (#13)
     distributed.check_shared_cache(world, config.encoding.use_cache)
     dataset = load_dataset(config.data, seed=split_seed(config), train_optional=not cls.uses_shots)
+    warn_unused_split_seed(config.split_seed, dataset, warn=world.main)
     packs = packs_for_run(dataset.class_names, list(config.symptoms), required=cls.needs_symptoms, data=config.data)
     symptoms = symptoms_of(packs)
     device = distributed.rank_device(config.backbone.device, world)
