@@ -68,7 +68,7 @@ def test_demo_never_replaces_a_folder_it_did_not_make(cli, tmp_path):
 def test_demo_force_refuses_a_run_or_benchmark_folder_of_the_users_before_writing_anything(cli, tmp_path):
     """`--force` let the demo in, and it wrote its data set and symptom step before `vip train --force` refused the
     user's run/ (or the sweep their benchmark/): the demo now makes those checks first."""
-    for part, name in (("run", "notes.txt"), ("benchmark", "results.csv")):
+    for part, name in (("run", "notes.txt"), ("benchmark", "results.csv"), ("data", "other-study")):
         out = tmp_path / part
         (out / part).mkdir(parents=True)
         (out / part / name).write_text("keep me")

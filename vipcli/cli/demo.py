@@ -68,17 +68,27 @@ def check_demo_folder(out: Path, force: bool) -> None:
         check_demo_parts(out)
 
 
+SPLITS = ("train", "val", "test")  # what the demo's data/ holds
+
+
 def check_demo_parts(out: Path) -> None:
     """The checks the demo's own `vip train --force` and `vip benchmark --force` make of `out`/run and
-    `out`/benchmark, made first: a folder of the user's there stops the demo before it writes its data set."""
+    `out`/benchmark, made first, and a data/ holding more than the demo's splits (the demo replaces data/ whole):
+    a folder of the user's there stops the demo before it writes its data set."""
     from vipcli.errors import VipError
     from vipcli.preflight import check_run_dir
     from vipcli.sweep_folder import refuse_foreign_files
 
     check_run_dir(out / "run", force=True)
-    if (out / "benchmark").exists() and not (out / "benchmark").is_dir():
-        raise VipError(f"--out {out / 'benchmark'} is a file", "choose another --out")
+    for part in ("benchmark", "data"):
+        if (out / part).exists() and not (out / part).is_dir():
+            raise VipError(f"--out {out / part} is a file", "choose another --out")
     refuse_foreign_files(out / "benchmark", "choose another --out")
+    data = out / "data"  # replaced whole by the demo's new data set
+    others = sorted(p.name for p in data.iterdir() if p.name not in SPLITS) if data.is_dir() else []
+    if others:
+        raise VipError(f"--out {data} holds other files than the demo's train/, val/ and test/ ({', '.join(others[:3])}"
+                       f"{', ...' if len(others) > 3 else ''}), which the demo would delete", "choose another --out")
 
 
 def demo_command(
@@ -86,9 +96,9 @@ def demo_command(
     seed: int = opt.seed(0, "Seed of the generated lesion world."),
     test_per_class: int = typer.Option(150, "--test-per-class", hidden=True),
     bench_seeds: str = typer.Option("1,2,3", "--bench-seeds", hidden=True),
-    force: bool = typer.Option(False, "--force", help="Use an --out folder that holds other files: its data/ "
-                               "train, val and test folders are replaced; a run/ or benchmark/ vip did not write is "
-                               "still refused."),
+    force: bool = typer.Option(False, "--force", help="Use an --out folder that holds other files: the train, "
+                               "val and test folders of its data/ are replaced; a run/, benchmark/ or other files in "
+                               "data/ that vip did not write are still refused."),
 ) -> None:
     """Run the whole product offline on the shipped toy backbone (about 30 s on a 2-core CPU)."""
     from vipcli.cli.benchmark import print_benchmark
