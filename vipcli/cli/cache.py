@@ -29,10 +29,8 @@ def info_command(as_json: bool = typer.Option(False, "--json", help="Print one J
     state = "" if summary["exists"] else " (empty: not created yet)"
     out.print(f"cache: {console.printable(summary['root'])}{state}  (set VIP_CACHE_DIR to move it)", markup=False)
     table = Table("backbone", "arch", "entries", "size", "folder", "state")
-    for column in (table.columns[0], table.columns[1]):  # what `cache clear --backbone` takes, and the arch, fold
-        column.overflow = "fold"  # onto a second line rather than being cut with "…"
-    for column in table.columns[2:]:  # entries, size, state, and the folder's name whole, on one line, to copy:
-        column.no_wrap = True  # the names above give way to them
+    for column in (table.columns[0], table.columns[1], table.columns[4]):  # what `cache clear --backbone` takes,
+        column.overflow = "fold"  # and the folder's name, fold onto a second line rather than being cut with "…"
     for record in summary["backbones"]:
         name = record["backbone"] or "(older vip version)"
         arch = record["arch"] + ("" if record["image_fit"] == "crop" else f" ({record['image_fit']})")
