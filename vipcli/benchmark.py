@@ -414,24 +414,23 @@ def _prepare(config: BenchmarkConfig, methods: list[tuple[str, type]]) -> dict:
     out = Path(config.out) if config.out else default_out(config.data)
     refuse_foreign_files(out, "choose an empty or new --out folder")
     stored = None if config.force else read_stored(out)
+    stored_seed = (stored or {}).get("config", {}).get("split_seed")
     split_seed = config.split_seed
     if split_seed is None:
-        split_seed = (stored or {}).get("config", {}).get("split_seed")
+        split_seed = stored_seed
     if split_seed is None:
         split_seed = config.seeds[0]
     dataset = load_dataset(config.data, seed=split_seed,  # zero-shot methods alone: {val,test}/ without train/ too
                            train_optional=not any(cls.uses_shots for _, cls in methods))
     from vipcli.train import warn_unused_split_seed
 
-    stored_seed = (stored or {}).get("config", {}).get("split_seed")
-    if warn_unused_split_seed(config.split_seed, dataset, warn=distributed.world_from_env().main) \
-            and stored_seed is not None:
+    world = distributed.world_from_env()  # torchrun: every rank encodes its share, rank 0 runs the rows (#13)
+    if warn_unused_split_seed(config.split_seed, dataset, warn=world.main) and stored_seed is not None:
         split_seed = stored_seed  # it seeds nothing here: resuming with another is not a change of settings
     from vipcli.packs import packs_for_run, symptoms_of
 
     symptoms = symptoms_of(packs_for_run(dataset.class_names, list(config.symptoms),
                                          required=any(cls.needs_symptoms for _, cls in methods), data=config.data))
-    world = distributed.world_from_env()  # torchrun: every rank encodes its share, rank 0 runs the rows (#13)
     distributed.check_shared_cache(world, config.encoding.use_cache)
     device = distributed.rank_device(config.backbone.device, world)
     backbone = config.backbone.load(device)

@@ -27,6 +27,9 @@ class Sample:
     label: int  # index into the dataset's class names
 
 
+SEEDED_SPLIT = "seeded split of train"  # how `Dataset.origin` names a split carved from train/ with a seed
+
+
 @dataclass
 class Dataset:
     """A class-folder dataset cut into train/val/test."""
@@ -36,6 +39,11 @@ class Dataset:
     splits: dict[str, list[Sample]]  # "train", "val", "test" -> samples
     origin: dict[str, str] = field(default_factory=dict)  # split -> "folder" or "seeded split of train"
     left_out: LeftOut | None = None  # files no class takes (warned about when the data was loaded)
+
+    @property
+    def carved(self) -> bool:
+        """Whether a seed carved any of its splits from train/ (False: its val/ and test/ are its own folders)."""
+        return any(origin.startswith(SEEDED_SPLIT) for origin in self.origin.values())
 
     def counts(self, split: str) -> list[int]:
         """Images per class in `split`."""
@@ -264,7 +272,7 @@ def load_dataset(root: str | Path, seed: int = 1, val_fraction: float = VAL_FRAC
     for name, fraction in (("test", test_fraction), ("val", val_fraction)):
         if name not in splits:
             splits["train"], splits[name] = _split_off(splits["train"], fraction, seed, name)
-            origin[name] = f"seeded split of train ({fraction:.0%} per class, seed {seed})"
+            origin[name] = f"{SEEDED_SPLIT} ({fraction:.0%} per class, seed {seed})"
     dataset = Dataset(root=root, class_names=class_names, splits=splits, origin=origin, left_out=left_out)
     _require_splittable(dataset, carved)
     if _main_process():  # under torchrun every rank loads the data; rank 0's warnings are enough

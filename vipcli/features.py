@@ -714,11 +714,13 @@ def _encode_jobs(backbone, jobs, batch_size, workers, cache, result, advance, st
                 if reason is not None:
                     result.failures[path_of[index]] = reason
                     continue
-                if pending and sum(v.shape[0] for _, v in pending) + count > batch_size:
+                held = sum(v.shape[0] for _, v in pending)
+                if pending and held + count > batch_size:
                     flush()  # a call of at most --encode-batch views, of whole images where they fit
+                    held = 0
                 pending.append((index, views[start:start + count]))
                 start += count
-                if sum(v.shape[0] for _, v in pending) >= batch_size:
+                if held + count >= batch_size:
                     flush()
     flush()
 

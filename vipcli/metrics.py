@@ -162,10 +162,7 @@ def missed_rows_warning(rows: list[dict], class_names: list[str], shown: int = 3
     every class. A row without a confusion matrix is passed over."""
     found: dict[tuple[str, str], dict[str, list]] = {}
     for row in rows:
-        matrix = row.get("test_confusion_matrix")
-        if not isinstance(matrix, list) or not matrix:
-            continue
-        missed = [name for name, _ in unfound_classes(class_names, per_class_figures(matrix))]
+        missed = row_unfound_classes(row, class_names)
         if missed:
             cell = found.setdefault((row["method"], str(row["shots"])), {"seeds": [], "classes": []})
             cell["seeds"].append(str(row["seed"]))
@@ -252,12 +249,18 @@ def mean_and_std(values: list) -> tuple[float | None, float | None]:
     return mean, round(statistics.stdev([float(v) for v in values]), 2)
 
 
-def misses_a_class(row: dict, class_names: list[str]) -> bool:
-    """Whether a benchmark row finds no test image of some class (sensitivity 0, from its test confusion matrix;
-    False for a row without one)."""
+def row_unfound_classes(row: dict, class_names: list[str]) -> list[str]:
+    """The classes of which a benchmark row finds no test image (sensitivity 0), from its test confusion matrix;
+    [] for a row without one, or without class names to name them by."""
     matrix = row.get("test_confusion_matrix")
-    return (isinstance(matrix, list) and bool(matrix) and isinstance(class_names, list)
-            and bool(unfound_classes(class_names, per_class_figures(matrix))))
+    if not isinstance(matrix, list) or not matrix or not isinstance(class_names, list):
+        return []
+    return [name for name, _ in unfound_classes(class_names, per_class_figures(matrix))]
+
+
+def misses_a_class(row: dict, class_names: list[str]) -> bool:
+    """Whether a benchmark row finds no test image of some class (`row_unfound_classes`)."""
+    return bool(row_unfound_classes(row, class_names))
 
 
 def column_leaders(means: dict, unmarked: set | frozenset = frozenset()) -> dict[str, set[str]]:

@@ -248,11 +248,11 @@ def check_decoding_memory(backbone, encoding, views: int) -> None:
     """`check_view_memory` for a run that encodes `views` augmented views an image with `backbone` under
     `encoding` (an `EncodingSettings`: its image fit and --workers)."""
     from vipcli.features import GROUP_VIEWS, training_view_bytes
-    from vipcli.settings import usable_cores
+    from vipcli.settings import usable_workers
 
     if views:
-        check_view_memory(views, training_view_bytes(backbone, encoding.image_fit),
-                          min(encoding.workers, usable_cores()), GROUP_VIEWS)
+        check_view_memory(views, training_view_bytes(backbone, encoding.image_fit), usable_workers(encoding.workers),
+                          GROUP_VIEWS)
 
 
 def check_feature_memory(jobs: list, embed_dim: int, views: int) -> None:

@@ -92,17 +92,12 @@ def check_config(config: TrainConfig):
     return cls, settings, schedule
 
 
-def splits_nothing(dataset) -> bool:
-    """Whether `dataset` came with its own val/ and test/ folders, so no seed chose any of its splits."""
-    return not any(origin.startswith("seeded") for origin in dataset.origin.values())
-
-
 def warn_unused_split_seed(given: int | None, dataset, warn: bool = True) -> bool:
     """One warning (`warn`: this process is the one that prints) when `--split-seed` was given for data whose
     splits are its own folders (it seeds nothing there); return whether it was given and unused."""
     from rich.markup import escape
 
-    if given is None or not splits_nothing(dataset):
+    if given is None or dataset.carved:
         return False
     if warn:
         console.warn(escape(f"--split-seed {given} is not used: {dataset.root} has its own val/ and test/ folders, "

@@ -316,8 +316,8 @@ def _dashed_note(rows: list[dict]) -> str:
 
 def _missed_note(rows: list[dict], class_names) -> str:
     """A note naming every row that finds no test image of a class, as the sweep warned on stderr: on unbalanced
-    data such a row's accuracy (in bold, where it leads) is the share of the other classes, which the page said
-    nowhere; "" when every row finds every class."""
+    data such a row's accuracy is the share of the other classes (never the accuracy table's bold lead:
+    `unmarked_cells`); "" when every row finds every class."""
     message = missed_rows_warning(rows, class_names, shown=len(rows)) if isinstance(class_names, list) else ""
     return html.note(html.text(message[0].upper() + message[1:] + ".")) if message else ""
 

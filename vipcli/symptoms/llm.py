@@ -380,7 +380,7 @@ def check_named_key_is_set(config: LLMConfig) -> None:
     Raises:
         UsageError: the variable was named and holds nothing.
     """
-    if not key_variable_was_named(config) or os.environ.get(config.api_key_env, "").strip():
+    if not key_variable_was_named(config) or current_key(config) is not None:
         return
     name = config.api_key_env
     raise UsageError(
