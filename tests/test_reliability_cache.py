@@ -677,6 +677,43 @@ def test_cache_info_never_cuts_a_backbone_id_or_folder_name(cli, tmp_path, monke
     assert code == 0 and cells == [name, arch, folder.name], out
 
 
+def _table_cells(out: str) -> list[dict[str, str]]:
+    """The rows of `vip cache info`'s table, each cell's lines joined: a column starts where its heading does."""
+    lines = out.splitlines()
+    heading = next(index for index, line in enumerate(lines) if line.startswith("backbone "))
+    names = lines[heading].split()
+    starts = [lines[heading].index(name) for name in names]
+    rows = []
+    for line in lines[heading + 2:]:
+        if not line.strip() or line.startswith(("stale:", "`vip cache")):
+            break
+        cells = [line[start:end].strip() for start, end in zip(starts, starts[1:] + [None])]
+        if cells[0]:
+            rows.append(dict(zip(names, cells)))
+        else:
+            rows[-1] = {name: rows[-1][name] + cell for name, cell in zip(names, cells)}
+    return rows
+
+
+def test_cache_info_at_80_columns_keeps_each_folder_name_on_one_line(cli, tmp_path, monkeypatch):
+    """At 80 columns (piped to a file) `vip cache info` broke `clip-e5ee6e4b837` / `25fc6` over two lines beside a
+    long BiomedCLIP arch: the name a user copies to find the folder. The arch folds; the ids stay whole."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("VIP_CACHE_DIR", str(cache))
+    monkeypatch.setenv("COLUMNS", "80")
+    for name, arch in [("biomedclip", "hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224"),
+                       ("clip", "ViT-B-16-quickgelu")]:
+        folder = cache / "features" / f"{name}-e5ee6e4b83725fc6"
+        folder.mkdir(parents=True)
+        (folder / "backbone.json").write_text(json.dumps({"id": name, "describe": {"arch": arch}}))
+    code, out, _ = cli("cache", "info")
+    table = out.split("\n", 1)[1].split("\nstale:")[0].splitlines()
+    assert code == 0 and max(len(line) for line in table) <= 80, out
+    assert [line.split()[0] for line in table if "-e5ee6e4b83725fc6 " in line] == ["biomedclip", "clip"], out
+    assert [row["arch"] for row in _table_cells(out)[:2]] == ["hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_"
+                                                              "patch16_224", "ViT-B-16-quickgelu"]
+
+
 
 def _shared_cache_and_no_backbone(tmp_path, monkeypatch) -> Path:
     """VIP_CACHE_DIR at a new folder every user can write (returned), and a backbone that fails to load, saying so:

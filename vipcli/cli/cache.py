@@ -17,8 +17,6 @@ app = App(help="The on-disk cache of image features and LLM answers: info, clear
 @app.command("info")
 def info_command(as_json: bool = typer.Option(False, "--json", help="Print one JSON document.")) -> None:
     """Where the cache is, and its entries and size per backbone."""
-    from rich.table import Table
-
     from vipcli.cache_admin import checked_root, human_size, summarize
     
     summary = summarize(checked_root())
@@ -28,19 +26,14 @@ def info_command(as_json: bool = typer.Option(False, "--json", help="Print one J
     out = console.stdout()
     state = "" if summary["exists"] else " (empty: not created yet)"
     out.print(f"cache: {console.printable(summary['root'])}{state}  (set VIP_CACHE_DIR to move it)", markup=False)
-    table = Table("backbone", "arch", "entries", "size", "folder", "state")
-    for column in (table.columns[0], table.columns[1], table.columns[4]):  # what `cache clear --backbone` takes,
-        column.overflow = "fold"  # and the folder's name, fold onto a second line rather than being cut with "…"
-    for record in summary["backbones"]:
-        name = record["backbone"] or "(older vip version)"
-        arch = record["arch"] + ("" if record["image_fit"] == "crop" else f" ({record['image_fit']})")
-        table.add_row(*(console.printable(cell) for cell in (name, arch, str(record["entries"]),
-                                                               human_size(record["bytes"]),
-                                                               record["folder"].rsplit("/", 1)[-1],
-                                                               "stale" if record["stale"] else "current")))
-    table.add_row("LLM answers", "", str(summary["llm_answers"]), human_size(summary["llm_bytes"]), "llm", "")
-    table.add_row("total", "", "", human_size(summary["bytes"]), "", "")
-    out.print(table)
+    rows = [[console.printable(cell) for cell in (
+        record["backbone"] or "(older vip version)",
+        record["arch"] + ("" if record["image_fit"] == "crop" else f" ({record['image_fit']})"),
+        str(record["entries"]), human_size(record["bytes"]), record["folder"].rsplit("/", 1)[-1],
+        "stale" if record["stale"] else "current")] for record in summary["backbones"]]
+    rows.append(["LLM answers", "", str(summary["llm_answers"]), human_size(summary["llm_bytes"]), "llm", ""])
+    rows.append(["total", "", "", human_size(summary["bytes"]), "", ""])
+    out.print(_cache_table(["backbone", "arch", "entries", "size", "folder", "state"], rows, out.width))
     stale = [record for record in summary["backbones"] if record["stale"]]
     for record in stale:
         out.print(f"stale: {console.printable(record['folder'].rsplit('/', 1)[-1])} "
@@ -48,6 +41,30 @@ def info_command(as_json: bool = typer.Option(False, "--json", help="Print one J
     if stale:
         out.print(f"`vip cache clear --stale` removes the {len(stale)} stale {console.plural(len(stale), 'folder')} "
                   f"({human_size(sum(record['bytes'] for record in stale))})", markup=False)
+
+
+def _cache_table(headers: list[str], rows: list[list[str]], width: int, arch: int = 1, least: int = 12):
+    """The table of `vip cache info`: where every cell but the arch fits on one line beside an arch at least `least`
+    characters wide, a plain table that keeps each backbone id and folder name whole (what a user copies); on a
+    narrower console a boxed one whose ids, arch and folder names fold onto more lines rather than being cut."""
+    from rich import box
+    from rich.cells import cell_len
+    from rich.table import Table
+
+    widths = [max(cell_len(cell) for cell in [header, *(row[index] for row in rows)])
+              for index, header in enumerate(headers)]
+    plain = sum(widths) - widths[arch] + min(widths[arch], least) + 2 * (len(headers) - 1) <= width
+    if plain:  # no rules: two spaces between columns
+        table = Table(box=box.SIMPLE_HEAD, show_edge=False, collapse_padding=True, pad_edge=False)
+        for index, header in enumerate(headers):
+            table.add_column(header, width=None if index == arch else widths[index], overflow="fold")
+    else:
+        table = Table(*headers)
+        for index in (0, arch, headers.index("folder")):
+            table.columns[index].overflow = "fold"  # rather than being cut with "…"
+    for row in rows:
+        table.add_row(*row)
+    return table
 
 
 @app.command("clear")
