@@ -261,6 +261,8 @@ class ToyBackbone(Backbone):
     packaged weights), a path to a toy .safetensors file, or "none" (seeded random weights).
     """
 
+    image_domain = "the generated lesion world of `vip demo` (coloured spots on skin-toned squares)"
+
     def __init__(self, arch: str | None = None, pretrained: str | None = None, device=None):
         if arch not in (None, "", "toy"):
             raise UsageError(f"unknown toy architecture '{arch}'", "the toy backbone has one architecture: toy")

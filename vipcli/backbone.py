@@ -125,6 +125,9 @@ class Backbone(abc.ABC):
             only layers), so that the reference times what the authors' code computes. vip then
             hands it spelled-out prompts (never `encode_text_parts`) and uses no CUDA graph. A
             backbone without shortcuts ignores it.
+        image_domain: the only kind of image the weights know, where they know a narrow one (the toy
+            backbone: "the generated lesion world of `vip demo`"); "" (the default) for a general
+            backbone. `vip train` names it when a run tells its classes apart no better than chance.
     """
 
     id: str = ""
@@ -138,6 +141,7 @@ class Backbone(abc.ABC):
     device: torch.device
     cuda_graphs: bool = False
     plain_text_tower: bool = False
+    image_domain: str = ""
 
     @abc.abstractmethod
     def tokenize(self, texts: Sequence[str]) -> torch.Tensor:

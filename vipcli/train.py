@@ -261,7 +261,26 @@ def _fit_and_save(config: TrainConfig, cls, schedule, started: float, progress=N
         from rich.markup import escape
 
         console.warn(escape(missed))  # class and folder names are the user's
+    warn_chance_level(backbone, config, data.test.y, test_logits, dataset.class_names)
     return TrainResult(run_dir, metrics, data.failures, dataset.class_names, schedule if uses_schedule else None)
+
+
+def warn_chance_level(backbone, config: TrainConfig, labels, logits,
+                      class_names: list[str]) -> None:
+    """Warn when the model tells no class apart better than chance on the test images [T] (logits [T, C]), unless
+    the backbone has random weights, which its load has already warned of."""
+    from rich.markup import escape
+
+    from vipcli.chance import chance_level_warning
+    from vipcli.report.notices import random_weights
+
+    described = backbone.describe()
+    if random_weights({"backbone_describe": described, "pretrained_option": config.backbone.pretrained or ""}):
+        return
+    warning = chance_level_warning(labels.numpy(), logits.softmax(dim=-1).numpy(), class_names,
+                                   str(getattr(backbone, "image_domain", "") or ""), config.backbone.id)
+    if warning:
+        console.warn(escape(warning))  # class names are the user's
 
 
 def split_seed(config: TrainConfig) -> int:

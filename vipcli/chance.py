@@ -1,0 +1,75 @@
+"""Whether a run's test predictions tell its classes apart better than guessing would.
+
+A model on images its backbone does not know (the toy backbone on real photographs, a photo model on
+X-rays) can print figures that look like results: 54% accuracy, AUROC 54. Each class's probability is
+tested one-sided against the other classes' images (the Mann-Whitney U test, whose statistic is the
+class's one-vs-rest AUROC times the number of image pairs): a run none of whose classes beats guessing
+at `LEVEL` is named in a warning.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+LEVEL = 0.05  # a guess scores at least this high less often than this: better than chance
+
+
+def chance_scores(labels, probabilities) -> list[tuple[int, float, float]]:
+    """Each tested class's one-vs-rest AUROC (percent) and the chance a guess scores at least as high.
+
+    Args:
+        labels: [N] true class indices.
+        probabilities: [N, C] predicted class probabilities.
+    Returns:
+        (class index, AUROC %, one-sided p-value) for class 1 of two classes (one test says it all),
+        for every class of more; [] where a class has no image (nothing to test it against).
+    """
+    from scipy.stats import mannwhitneyu
+
+    labels = np.asarray(labels, dtype=int)
+    probabilities = np.asarray(probabilities, dtype=float)  # [N, C]
+    classes = probabilities.shape[1] if probabilities.ndim == 2 else 0
+    if classes < 2 or len(set(labels.tolist())) < classes:
+        return []
+    scores = []
+    for index in ([1] if classes == 2 else range(classes)):
+        own, rest = probabilities[labels == index, index], probabilities[labels != index, index]
+        tested = mannwhitneyu(own, rest, alternative="greater")
+        scores.append((index, 100.0 * float(tested.statistic) / (own.size * rest.size), float(tested.pvalue)))
+    return scores
+
+
+def chance_level_warning(labels, probabilities, class_names: list[str], image_domain: str = "",
+                         backbone_id: str = "") -> str:
+    """A warning for a run none of whose classes its model tells apart better than chance on test, "" otherwise.
+
+    Args:
+        labels: [N] true test class indices.
+        probabilities: [N, C] the model's test probabilities.
+        class_names: the C class names.
+        image_domain: the backbone's `image_domain` (the only images its weights know, where narrow), named in
+            the advice.
+        backbone_id: the backbone's id, named with `image_domain`.
+    """
+    scores = chance_scores(labels, probabilities)
+    if not scores or any(p < LEVEL for _, _, p in scores):
+        return ""
+    images = len(labels)
+    least = min(p for _, _, p in scores)
+    if len(class_names) == 2:
+        [(_, auroc, _)] = scores
+        what = (f"the model tells {class_names[0]} from {class_names[1]} no better than chance on the {images} test "
+                f"images: its AUROC of {auroc:.2f} is not clearly above the 50 of guessing (a guess scores as high "
+                f"{least:.0%} of the time)")
+    else:
+        each = ", ".join(f"{class_names[index]} {auroc:.2f}" for index, auroc, _ in scores)
+        what = (f"the model tells none of its {len(class_names)} classes from the others better than chance on the "
+                f"{images} test images (one-vs-rest AUROC: {each}; a guess scores each as high at least "
+                f"{least:.0%} of the time)")
+    if image_domain:
+        advice = (f"backbone '{backbone_id}' knows only {image_domain}; for other images pass another backbone "
+                  "(`vip backbones list`)")
+    else:
+        advice = ("its figures say nothing of these images: try more shots, another backbone (`vip backbones list`), "
+                  "or see what the backbone tells apart with `vip symptoms rank`")
+    return f"{what}; {advice}"
