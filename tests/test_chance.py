@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from vipcli.chance import LEVEL, chance_level_warning, chance_scores
+from vipcli.chance import LEVEL, chance_level_warning, chance_scores, vs_chance
 
 
 def test_each_score_is_the_one_vs_rest_auroc_and_its_chance_under_guessing():
@@ -34,19 +34,21 @@ def test_two_classes_are_one_test_and_a_missing_class_none():
     probabilities = np.stack([1 - np.linspace(0.1, 0.9, 8), np.linspace(0.1, 0.9, 8)], axis=1)  # perfectly ranked
     [(index, auroc, p)] = chance_scores(labels, probabilities)
     assert (index, auroc) == (1, 100.0) and p == pytest.approx(1 / 70)  # one ordering of C(8, 4)
-    assert chance_level_warning(labels, probabilities, ["melanoma", "nevus"]) == ""
+    assert chance_level_warning(vs_chance(labels, probabilities, ["melanoma", "nevus"]), ["melanoma", "nevus"], 8) == ""
     assert chance_scores(np.zeros(8, dtype=int), probabilities) == []
 
 
 def test_a_model_at_chance_is_named_with_the_backbones_own_images_where_it_says():
     labels = np.array([0, 1] * 10)
     probabilities = np.full((20, 2), 0.5)  # every image tied: AUROC 50
-    warning = chance_level_warning(labels, probabilities, ["melanoma", "nevus"], "the lesion world", "toy")
+    warning = chance_level_warning(vs_chance(labels, probabilities, ["melanoma", "nevus"]), ["melanoma", "nevus"], 20,
+                                   "the lesion world", "toy")
     assert warning.startswith("the model tells melanoma from nevus no better than chance on the 20 test images: "
                               "its AUROC of 50.00 is not clearly above the 50 of guessing")
     assert warning.endswith("backbone 'toy' knows only the lesion world; for other images pass another backbone "
                             "(`vip backbones list`)")
-    three = chance_level_warning(np.repeat([0, 1, 2], 4), np.full((12, 3), 1 / 3), ["a", "b", "c"])
+    three = chance_level_warning(vs_chance(np.repeat([0, 1, 2], 4), np.full((12, 3), 1 / 3), ["a", "b", "c"]),
+                                 ["a", "b", "c"], 12)
     assert three.startswith("the model tells none of its 3 classes from the others better than chance on the 12 "
                             "test images (one-vs-rest AUROC: a 50.00, b 50.00, c 50.00;")
     assert "try more shots, another backbone" in three
@@ -81,3 +83,13 @@ def test_vip_train_on_images_the_toy_backbone_cannot_tell_apart_warns_and_names_
     warning = " ".join(err.split())
     assert code == 0 and "the model tells melanoma from nevus no better than chance on the 24 test images" in warning, err
     assert "backbone 'toy' knows only the generated lesion world of `vip demo`" in warning
+    import html
+    import json
+    import re
+
+    assert json.loads((tmp_path / "mixed-run" / "metrics.json").read_text())["test"]["vs_chance"][0]["p"] >= LEVEL
+    for run, shown in (("run", False), ("mixed-run", True)):  # the run report says it too
+        page = tmp_path / f"{run}.html"
+        assert cli("report", tmp_path / run, "--out", page, "--workers", "0", "--device", "cpu", "--gallery", "0")[0] == 0
+        text = " ".join(html.unescape(re.sub(r"<[^>]+>", " ", page.read_text())).split())
+        assert ("The model tells melanoma from nevus no better than chance on the 24 test images" in text) is shown

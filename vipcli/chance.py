@@ -39,37 +39,49 @@ def chance_scores(labels, probabilities) -> list[tuple[int, float, float]]:
     return scores
 
 
-def chance_level_warning(labels, probabilities, class_names: list[str], image_domain: str = "",
+def vs_chance(labels, probabilities, class_names: list[str]) -> list[dict]:
+    """`chance_scores` as metrics.json's `test.vs_chance` keeps them: [{"class", "auroc" (%), "p"}]."""
+    return [{"class": class_names[index], "auroc": round(auroc, 2), "p": round(p, 4)}
+            for index, auroc, p in chance_scores(labels, probabilities)]
+
+
+def at_chance(scores: list[dict]) -> bool:
+    """Whether `vs_chance` scores were tested (every class has test images) and none beats chance at `LEVEL`."""
+    return bool(scores) and all(score["p"] >= LEVEL for score in scores)
+
+
+def chance_sentence(scores: list[dict], class_names: list[str], images: int) -> str:
+    """What a run at chance (`at_chance(scores)`) does, in words: the warning's and the run report's sentence."""
+    least = min(score["p"] for score in scores)
+    if len(class_names) == 2:
+        [score] = scores
+        return (f"the model tells {class_names[0]} from {class_names[1]} no better than chance on the {images} test "
+                f"images: its AUROC of {score['auroc']:.2f} is not clearly above the 50 of guessing (a guess scores "
+                f"as high {least:.0%} of the time)")
+    each = ", ".join(f"{score['class']} {score['auroc']:.2f}" for score in scores)
+    return (f"the model tells none of its {len(class_names)} classes from the others better than chance on the "
+            f"{images} test images (one-vs-rest AUROC: {each}; a guess scores each as high at least {least:.0%} of "
+            "the time)")
+
+
+def chance_level_warning(scores: list[dict], class_names: list[str], images: int, image_domain: str = "",
                          backbone_id: str = "") -> str:
     """A warning for a run none of whose classes its model tells apart better than chance on test, "" otherwise.
 
     Args:
-        labels: [N] true test class indices.
-        probabilities: [N, C] the model's test probabilities.
+        scores: `vs_chance` of the test images.
         class_names: the C class names.
+        images: how many test images.
         image_domain: the backbone's `image_domain` (the only images its weights know, where narrow), named in
             the advice.
         backbone_id: the backbone's id, named with `image_domain`.
     """
-    scores = chance_scores(labels, probabilities)
-    if not scores or any(p < LEVEL for _, _, p in scores):
+    if not at_chance(scores):
         return ""
-    images = len(labels)
-    least = min(p for _, _, p in scores)
-    if len(class_names) == 2:
-        [(_, auroc, _)] = scores
-        what = (f"the model tells {class_names[0]} from {class_names[1]} no better than chance on the {images} test "
-                f"images: its AUROC of {auroc:.2f} is not clearly above the 50 of guessing (a guess scores as high "
-                f"{least:.0%} of the time)")
-    else:
-        each = ", ".join(f"{class_names[index]} {auroc:.2f}" for index, auroc, _ in scores)
-        what = (f"the model tells none of its {len(class_names)} classes from the others better than chance on the "
-                f"{images} test images (one-vs-rest AUROC: {each}; a guess scores each as high at least "
-                f"{least:.0%} of the time)")
     if image_domain:
         advice = (f"backbone '{backbone_id}' knows only {image_domain}; for other images pass another backbone "
                   "(`vip backbones list`)")
     else:
         advice = ("its figures say nothing of these images: try more shots, another backbone (`vip backbones list`), "
                   "or see what the backbone tells apart with `vip symptoms rank`")
-    return f"{what}; {advice}"
+    return f"{chance_sentence(scores, class_names, images)}; {advice}"

@@ -186,6 +186,7 @@ def _fit_and_save(config: TrainConfig, cls, schedule, started: float, progress=N
     from vipcli.devices import where_run
     from vipcli.fitting import metrics_of, predict_logits, seed_global_generators
     from vipcli.graphs import graph_status
+    from vipcli.chance import vs_chance
     from vipcli.metrics import missed_classes_warning
     from vipcli.methods import FitContext, MethodSetup, build_method
     from vipcli.methods.contract import check_round_trip, checked_fit
@@ -251,6 +252,8 @@ def _fit_and_save(config: TrainConfig, cls, schedule, started: float, progress=N
         "shortfalls": data.shortfalls,  # class -> readable shots, where fewer than --shots
         "image_fit": config.encoding.image_fit,  # how images met the encoder's square (also in run.yaml)
     }
+    metrics["test"]["vs_chance"] = vs_chance(data.test.y.numpy(), test_logits.softmax(dim=-1).numpy(),
+                                             dataset.class_names)  # each class's AUROC against guessing
     run_dir = Path(config.out) if config.out else default_run_dir(config)
     uses_schedule = cls.trains and cls.uses_schedule
     write_train_run(run_dir, config, method, backbone, dataset, data, symptoms, schedule, metrics,
@@ -261,23 +264,21 @@ def _fit_and_save(config: TrainConfig, cls, schedule, started: float, progress=N
         from rich.markup import escape
 
         console.warn(escape(missed))  # class and folder names are the user's
-    warn_chance_level(backbone, config, data.test.y, test_logits, dataset.class_names)
+    warn_chance_level(backbone, config, metrics["test"], dataset.class_names)
     return TrainResult(run_dir, metrics, data.failures, dataset.class_names, schedule if uses_schedule else None)
 
 
-def warn_chance_level(backbone, config: TrainConfig, labels, logits,
-                      class_names: list[str]) -> None:
-    """Warn when the model tells no class apart better than chance on the test images [T] (logits [T, C]), unless
-    the backbone has random weights, which its load has already warned of."""
+def warn_chance_level(backbone, config: TrainConfig, test: dict, class_names: list[str]) -> None:
+    """Warn when the model tells no class apart better than chance on the test images (`test`: metrics.json's
+    block, with `vs_chance`), unless the backbone has random weights, which its load has already warned of."""
     from rich.markup import escape
 
     from vipcli.chance import chance_level_warning
     from vipcli.report.notices import random_weights
 
-    described = backbone.describe()
-    if random_weights({"backbone_describe": described, "pretrained_option": config.backbone.pretrained or ""}):
+    if random_weights({"backbone_describe": backbone.describe(), "pretrained_option": config.backbone.pretrained or ""}):
         return
-    warning = chance_level_warning(labels.numpy(), logits.softmax(dim=-1).numpy(), class_names,
+    warning = chance_level_warning(test["vs_chance"], class_names, test["n"],
                                    str(getattr(backbone, "image_domain", "") or ""), config.backbone.id)
     if warning:
         console.warn(escape(warning))  # class names are the user's

@@ -157,7 +157,21 @@ def _per_class(run: dict) -> str:
         names = ", ".join(f"{name} (0 of {images})" for name, images in missed)
         table += html.note(html.text(f"The model finds no test image of {names}: its accuracy comes from the "
                                      "other classes alone."))
-    return table
+    return table + _chance_note(run)
+
+
+def _chance_note(run: dict) -> str:
+    """A note when the model tells no class apart better than chance on test (metrics.json's `test.vs_chance`,
+    written since vip 0.2.0), unless the backbone had random weights, which the report's banner says."""
+    from vipcli.chance import at_chance, chance_sentence
+    from vipcli.report.notices import random_weights
+
+    test = run["metrics"].get("test", {})
+    scores = test.get("vs_chance") or []
+    if not at_chance(scores) or random_weights(run):
+        return ""
+    sentence = chance_sentence(scores, run["class_names"], test.get("n", 0))
+    return html.note(html.text(f"{sentence[0].upper()}{sentence[1:]}: these figures say nothing of such images."))
 
 
 def _balanced_note(matrix: list[list[int]], figures: list[dict]) -> str:
