@@ -171,7 +171,7 @@ def _chance_note(run: dict) -> str:
     if not at_chance(scores) or random_weights(run):
         return ""
     sentence = chance_sentence(scores, run["class_names"], test.get("n", 0))
-    return html.note(html.text(f"{sentence[0].upper()}{sentence[1:]}: these figures say nothing of such images."))
+    return html.note(html.text(f"{sentence[0].upper()}{sentence[1:]}. Its figures say nothing of such images."))
 
 
 def _balanced_note(matrix: list[list[int]], figures: list[dict]) -> str:
