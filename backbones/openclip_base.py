@@ -95,11 +95,14 @@ def names_no_open_clip_config(arch: str) -> bool:
 
 def _open_clip_config_path(arch: str) -> Path | None:
     """The file holding the model config `arch` names, found without importing open_clip: a `local-dir:`
-    folder's `open_clip_config.json`, a config file, one of vip's, or one of open_clip's `model_configs/`;
-    None for an `hf-hub:` id or a name open_clip does not ship as a file."""
+    folder's `open_clip_config.json`, an `hf-hub:` model's where the hub's local cache holds it, a config file,
+    one of vip's, or one of open_clip's `model_configs/`; None for an `hf-hub:` model not yet downloaded or a name
+    open_clip does not ship as a file."""
     if arch.startswith("local-dir:"):
         folder = arch[len("local-dir:"):]
         return Path(folder) / "open_clip_config.json" if folder else None
+    if arch.startswith("hf-hub:"):
+        return _hub_cached_config(arch[len("hf-hub:"):])
     path = _config_file(arch)
     if path is None and _plain_name(arch):
         path = next((folder / f"{arch}.json" for folder in _open_clip_config_folders()
@@ -107,16 +110,28 @@ def _open_clip_config_path(arch: str) -> Path | None:
     return path
 
 
+def _hub_cached_config(repo: str) -> Path | None:
+    """The `open_clip_config.json` of the Hugging Face Hub model `repo` (its `main` revision, which open_clip
+    loads) where the hub's local cache holds it, as open_clip's first load leaves it; None otherwise."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        found = try_to_load_from_cache(repo, "open_clip_config.json")
+    except Exception:  # a repo id the hub refuses: open_clip says so when it loads the model
+        return None
+    return Path(found) if isinstance(found, str) else None
+
+
 def _open_clip_config(arch: str) -> dict | None:
-    """The model config `arch` names (`_open_clip_config_path`, read without importing open_clip; a
-    `local-dir:` folder's file holds it under `model_cfg`), or None when that cannot be told without importing
-    it (an `hf-hub:` id, a name open_clip does not ship as a file, an unreadable file)."""
+    """The model config `arch` names (`_open_clip_config_path`, read without importing open_clip; a `local-dir:`
+    folder's or hub model's file holds it under `model_cfg`), or None when that cannot be told without importing it
+    (an `hf-hub:` model not yet downloaded, a name open_clip does not ship as a file, an unreadable file)."""
     path = _open_clip_config_path(arch)
     try:
         config = json.loads(path.read_text(encoding="utf-8")) if path is not None else None
     except (OSError, ValueError):
         return None
-    if arch.startswith("local-dir:"):
+    if arch.startswith(("local-dir:", "hf-hub:")):  # the folder's or hub's file holds it under `model_cfg`
         config = config.get("model_cfg") if isinstance(config, dict) else None
     return config if isinstance(config, dict) else None
 

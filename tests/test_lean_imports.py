@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -53,6 +54,28 @@ def test_only_configs_known_without_open_clip_skip_transformers(tiny_clip, tiny_
     assert text_tower_needs_transformers("hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224", None)
     assert text_tower_needs_transformers("ViT-B-16", "local-dir:/models/biomedclip")  # the folder's model counts
     assert text_tower_needs_transformers("no-such-model", None)  # unknown: imported as open_clip imports itself
+
+
+def test_an_hf_hub_model_in_the_hubs_local_cache_is_read_from_it(tiny_clip, tiny_biomedclip, tmp_path, monkeypatch):
+    """An `hf-hub:` CLIP whose text tower is CLIP's own imported transformers on every run, though open_clip's first
+    load had left its config in the hub's cache: it is now read there, as open_clip reads it (`main`)."""
+    import huggingface_hub.constants
+
+    from vip_backbones.openclip_base import text_tower_needs_transformers
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    for repo, config_file in (("laion/tiny-clip", tiny_clip), ("microsoft/tiny-biomedclip", tiny_biomedclip)):
+        model = tmp_path / "hub" / f"models--{repo.replace('/', '--')}"
+        (model / "refs").mkdir(parents=True)
+        (model / "refs" / "main").write_text("0123abcd")
+        (model / "snapshots" / "0123abcd").mkdir(parents=True)
+        config = {"model_cfg": json.loads(Path(config_file).read_text()), "preprocess_cfg": {}}
+        (model / "snapshots" / "0123abcd" / "open_clip_config.json").write_text(json.dumps(config))
+    assert not text_tower_needs_transformers("hf-hub:laion/tiny-clip", None)
+    assert not text_tower_needs_transformers("ViT-B-16", "hf-hub:laion/tiny-clip")  # --pretrained names the model
+    assert text_tower_needs_transformers("hf-hub:microsoft/tiny-biomedclip", None)
+    assert text_tower_needs_transformers("hf-hub:laion/not-downloaded", None)
+    assert text_tower_needs_transformers("hf-hub:not a repo id", None)
 
 
 def _local_dir(folder, config_file) -> str:

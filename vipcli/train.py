@@ -276,7 +276,8 @@ def warn_chance_level(backbone, config: TrainConfig, test: dict, class_names: li
     from vipcli.chance import chance_level_warning
     from vipcli.report.notices import random_weights
 
-    if random_weights({"backbone_describe": backbone.describe(), "pretrained_option": config.backbone.pretrained or ""}):
+    described = backbone.describe()
+    if random_weights({"backbone_describe": described, "pretrained_option": config.backbone.pretrained or ""}):
         return
     warning = chance_level_warning(test["vs_chance"], class_names, test["n"],
                                    str(getattr(backbone, "image_domain", "") or ""), config.backbone.id)
