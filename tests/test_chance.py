@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy.stats import rankdata
 from sklearn.metrics import roc_auc_score
 
 from vipcli.chance import LEVEL, chance_level_warning, chance_scores, vs_chance
@@ -21,10 +22,12 @@ def test_each_score_is_the_one_vs_rest_auroc_and_its_chance_under_guessing():
     probabilities[labels == 2, 2] += 0.3  # class 2 is told apart a little
     probabilities /= probabilities.sum(axis=1, keepdims=True)
     scores = chance_scores(labels, probabilities)
-    assert [index for index, _, _ in scores] == [0, 1, 2]
-    for index, auroc, p in scores:
+    assert [score[0] for score in scores] == [0, 1, 2]
+    for index, auroc, p, _ in scores:
         assert auroc == pytest.approx(100 * roc_auc_score(labels == index, probabilities[:, index]))
-        shuffled = [roc_auc_score(rng.permutation(labels) == index, probabilities[:, index]) for _ in range(2000)]
+        ranks, own = rankdata(probabilities[:, index]), 12  # a shuffle's AUROC from the ranks it gives the class
+        shuffled = [(rng.permutation(ranks)[:own].sum() - own * (own + 1) / 2) / (own * 24)
+                    for _ in range(2000)]
         assert p == pytest.approx(np.mean(np.asarray(shuffled) >= auroc / 100 - 1e-12), abs=0.04)
     assert chance_scores(labels, probabilities)[2][2] < LEVEL < chance_scores(labels, probabilities)[0][2]
 
@@ -32,10 +35,20 @@ def test_each_score_is_the_one_vs_rest_auroc_and_its_chance_under_guessing():
 def test_two_classes_are_one_test_and_a_missing_class_none():
     labels = np.array([0, 0, 0, 0, 1, 1, 1, 1])
     probabilities = np.stack([1 - np.linspace(0.1, 0.9, 8), np.linspace(0.1, 0.9, 8)], axis=1)  # perfectly ranked
-    [(index, auroc, p)] = chance_scores(labels, probabilities)
-    assert (index, auroc) == (1, 100.0) and p == pytest.approx(1 / 70)  # one ordering of C(8, 4)
+    [(index, auroc, p, perfect)] = chance_scores(labels, probabilities)
+    assert (index, auroc) == (1, 100.0) and p == perfect == pytest.approx(1 / 70)  # one ordering of C(8, 4)
     assert chance_level_warning(vs_chance(labels, probabilities, ["melanoma", "nevus"]), ["melanoma", "nevus"], 8) == ""
     assert chance_scores(np.zeros(8, dtype=int), probabilities) == []
+
+
+def test_a_test_split_too_small_for_any_model_to_beat_chance_is_named_as_such():
+    """Two test images a class: even a perfect ranking comes by chance 1 time in 6, and the warning would have
+    blamed the backbone for an AUROC of 100."""
+    labels, perfect = np.array([0, 0, 1, 1]), np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.1, 0.9]])
+    warning = chance_level_warning(vs_chance(labels, perfect, ["a", "b"]), ["a", "b"], 4, "the lesion world", "toy")
+    assert warning == ("the 4 test images are too few to tell any model from guessing: even one that ranks every "
+                       "image right would score that high by chance 17% of the time; give the test split more images "
+                       "of each class to measure the model")
 
 
 def test_a_model_at_chance_is_named_with_the_backbones_own_images_where_it_says():

@@ -4,7 +4,7 @@ A model on images its backbone does not know (the toy backbone on real photograp
 X-rays) can print figures that look like results: 54% accuracy, AUROC 54. Each class's probability is
 tested one-sided against the other classes' images (the Mann-Whitney U test, whose statistic is the
 class's one-vs-rest AUROC times the number of image pairs): a run none of whose classes beats guessing
-at `LEVEL` is named in a warning.
+at `LEVEL` is named in a warning, and so is a test split too small for any ranking to beat it.
 """
 
 from __future__ import annotations
@@ -14,15 +14,16 @@ import numpy as np
 LEVEL = 0.05  # a guess scores at least this high less often than this: better than chance
 
 
-def chance_scores(labels, probabilities) -> list[tuple[int, float, float]]:
-    """Each tested class's one-vs-rest AUROC (percent) and the chance a guess scores at least as high.
+def chance_scores(labels, probabilities) -> list[tuple[int, float, float, float]]:
+    """Each tested class's one-vs-rest AUROC (percent), the chance a guess scores at least as high, and that chance
+    for a perfect ranking (the least any model can reach on these images).
 
     Args:
         labels: [N] true class indices.
         probabilities: [N, C] predicted class probabilities.
     Returns:
-        (class index, AUROC %, one-sided p-value) for class 1 of two classes (one test says it all),
-        for every class of more; [] where a class has no image (nothing to test it against).
+        (class index, AUROC %, one-sided p-value, a perfect ranking's p-value) for class 1 of two classes (one test
+        says it all), for every class of more; [] where a class has no image (nothing to test it against).
     """
     from scipy.stats import mannwhitneyu
 
@@ -35,14 +36,16 @@ def chance_scores(labels, probabilities) -> list[tuple[int, float, float]]:
     for index in ([1] if classes == 2 else range(classes)):
         own, rest = probabilities[labels == index, index], probabilities[labels != index, index]
         tested = mannwhitneyu(own, rest, alternative="greater")
-        scores.append((index, 100.0 * float(tested.statistic) / (own.size * rest.size), float(tested.pvalue)))
+        perfect = mannwhitneyu(np.arange(rest.size, rest.size + own.size), np.arange(rest.size), alternative="greater")
+        scores.append((index, 100.0 * float(tested.statistic) / (own.size * rest.size), float(tested.pvalue),
+                       float(perfect.pvalue)))
     return scores
 
 
 def vs_chance(labels, probabilities, class_names: list[str]) -> list[dict]:
-    """`chance_scores` as metrics.json's `test.vs_chance` keeps them: [{"class", "auroc" (%), "p"}]."""
-    return [{"class": class_names[index], "auroc": round(auroc, 2), "p": round(p, 4)}
-            for index, auroc, p in chance_scores(labels, probabilities)]
+    """`chance_scores` as metrics.json's `test.vs_chance` keeps them: [{"class", "auroc" (%), "p", "p_perfect"}]."""
+    return [{"class": class_names[index], "auroc": round(auroc, 2), "p": round(p, 4), "p_perfect": round(floor, 4)}
+            for index, auroc, p, floor in chance_scores(labels, probabilities)]
 
 
 def at_chance(scores: list[dict]) -> bool:
@@ -50,8 +53,18 @@ def at_chance(scores: list[dict]) -> bool:
     return bool(scores) and all(score["p"] >= LEVEL for score in scores)
 
 
+def too_few(scores: list[dict]) -> bool:
+    """Whether the test images are too few for any model to beat chance at `LEVEL` on any class (a record of vip
+    builds before `p_perfect` counts as enough)."""
+    return bool(scores) and all(score.get("p_perfect", 0) >= LEVEL for score in scores)
+
+
 def chance_sentence(scores: list[dict], class_names: list[str], images: int) -> str:
     """What a run at chance (`at_chance(scores)`) does, in words: the warning's and the run report's sentence."""
+    if too_few(scores):
+        perfect = min(score["p_perfect"] for score in scores)
+        return (f"the {images} test images are too few to tell any model from guessing: even one that ranks every "
+                f"image right would score that high by chance {perfect:.0%} of the time")
     least = min(score["p"] for score in scores)
     if len(class_names) == 2:
         [score] = scores
@@ -78,7 +91,9 @@ def chance_level_warning(scores: list[dict], class_names: list[str], images: int
     """
     if not at_chance(scores):
         return ""
-    if image_domain:
+    if too_few(scores):
+        advice = "give the test split more images of each class to measure the model"
+    elif image_domain:
         advice = (f"backbone '{backbone_id}' knows only {image_domain}; for other images pass another backbone "
                   "(`vip backbones list`)")
     else:

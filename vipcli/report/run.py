@@ -163,7 +163,7 @@ def _per_class(run: dict) -> str:
 def _chance_note(run: dict) -> str:
     """A note when the model tells no class apart better than chance on test (metrics.json's `test.vs_chance`,
     written since vip 0.2.0), unless the backbone had random weights, which the report's banner says."""
-    from vipcli.chance import at_chance, chance_sentence
+    from vipcli.chance import at_chance, chance_sentence, too_few
     from vipcli.report.notices import random_weights
 
     test = run["metrics"].get("test", {})
@@ -171,7 +171,9 @@ def _chance_note(run: dict) -> str:
     if not at_chance(scores) or random_weights(run):
         return ""
     sentence = chance_sentence(scores, run["class_names"], test.get("n", 0))
-    return html.note(html.text(f"{sentence[0].upper()}{sentence[1:]}. Its figures say nothing of such images."))
+    then = ("Give the test split more images of each class to measure the model." if too_few(scores)
+            else "Its figures say nothing of such images.")
+    return html.note(html.text(f"{sentence[0].upper()}{sentence[1:]}. {then}"))
 
 
 def _balanced_note(matrix: list[list[int]], figures: list[dict]) -> str:
