@@ -183,10 +183,10 @@ def _fit_and_save(config: TrainConfig, cls, schedule, started: float, progress=N
     from vipcli import distributed
     from vipcli.backbone import set_plain_text_tower
     from vipcli.featuresets import prepare_features
+    from vipcli.chance import vs_chance
     from vipcli.devices import where_run
     from vipcli.fitting import metrics_of, predict_logits, seed_global_generators
     from vipcli.graphs import graph_status
-    from vipcli.chance import vs_chance
     from vipcli.metrics import missed_classes_warning
     from vipcli.methods import FitContext, MethodSetup, build_method
     from vipcli.methods.contract import check_round_trip, checked_fit
@@ -276,8 +276,8 @@ def warn_chance_level(backbone, config: TrainConfig, test: dict, class_names: li
     from vipcli.chance import chance_level_warning
     from vipcli.report.notices import random_weights
 
-    described = backbone.describe()
-    if random_weights({"backbone_describe": described, "pretrained_option": config.backbone.pretrained or ""}):
+    options = {"backbone_describe": backbone.describe(), "pretrained_option": config.backbone.pretrained or ""}
+    if random_weights(options):  # warned of as the backbone loaded
         return
     warning = chance_level_warning(test["vs_chance"], class_names, test["n"],
                                    str(getattr(backbone, "image_domain", "") or ""), config.backbone.id)
