@@ -49,7 +49,7 @@ def compute_metrics(labels, probabilities, num_classes: int) -> dict:
         "accuracy": round_half_up(exact["accuracy"]),
         "balanced_accuracy": round_half_up(exact["balanced_accuracy"]),
         "macro_f1": round_half_up(exact["macro_f1"]),
-        "auroc": None if auroc is None else round_half_up(Decimal(repr(float(auroc))) * 100),  # 3.125 -> 3.13, as the rest
+        "auroc": None if auroc is None else round_half_up(Decimal(repr(float(auroc))) * 100),  # half up, as the rest
         "confusion_matrix": matrix,
     }
 

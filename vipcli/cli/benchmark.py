@@ -174,9 +174,9 @@ def print_benchmark(result, as_json: bool) -> None:
         return
     from rich.measure import Measurement
 
-    out = console.stdout()
     from vipcli.metrics import shared_test_images
 
+    out = console.stdout()
     measured_on = shared_test_images(result.rows, getattr(result, "class_names", None))
     if measured_on:  # a figure means little without the images behind it (2 test images: 100.00, 50.00 or 0.00)
         out.print(f"every score below is measured on the same {measured_on}", markup=False, soft_wrap=True)

@@ -52,7 +52,7 @@ figcaption, .caption { color: #555; font-size: 0.85rem; }
 .card img.pixels { image-rendering: pixelated; }  /* a small image shown a whole number of times larger: crisp pixels */
 .card .name { color: #666; font-size: 0.75rem; }
 .nowrap { white-space: nowrap; }
-.option { white-space: nowrap; }  /* an option name, `--views`, never parts between or after its hyphens, in print too */
+.option { white-space: nowrap; }  /* an option name (--views) never parts at its hyphens, in print too */
 .banner { background: #fdecea; border: 2px solid #c62828; border-radius: 6px; padding: 0.6rem 0.9rem;
           margin: 0.8rem 0; font-size: 1rem; }
 .card .detail { color: #666; font-size: 0.75rem; }
