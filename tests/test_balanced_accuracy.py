@@ -291,3 +291,18 @@ def test_the_printed_benchmark_tables_fit_80_columns_with_balanced_accuracy():
     assert "test balanced accuracy %, mean±std over seeds 1, 2, 3" in [line.strip() for line in lines]
     tables = [line for line in lines if not line.startswith(("In bold", "* uses", "69 rows run"))]
     assert len(tables) < len(lines) - 3 and max(map(len, tables)) <= 80
+
+
+def test_auroc_is_rounded_half_up_as_the_other_figures_are():
+    """metrics.json's accuracy, balanced accuracy and macro-F1 round half up (3.125 -> 3.13), its AUROC with round(),
+    which gave 3.12 for an AUROC of 1/32 (one melanoma ranked above 1 of 32 nevi): two conventions in one table.
+    AUROC now rounds half up too, from the figure sklearn computes, taken as written."""
+    from sklearn.metrics import roc_auc_score
+
+    labels = [1] + [0] * 32
+    scores = [0.2] + [0.1] + [0.9] * 31  # the melanoma (class 1) is ranked above 1 of the 32 nevi: AUROC 1/32
+    assert roc_auc_score(labels, scores) == 1 / 32
+    probabilities = np.stack([1 - np.array(scores), np.array(scores)], axis=1)
+    stored = compute_metrics(labels, probabilities, 2)
+    assert stored["auroc"] == 3.13 != round(100 * (1 / 32), 2)
+    assert compute_metrics([0, 1, 1, 0], np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]]), 2)["auroc"] == 75.0

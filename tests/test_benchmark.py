@@ -1062,3 +1062,36 @@ def test_a_sweep_reads_each_plugin_groups_entry_points_once(cli, isic_small, tin
     assert sorted(scanned) == ["vip.backbones", "vip.methods"]
     rows = json.loads((tmp_path / "bench" / "results.json").read_text())["rows"]
     assert len(rows) == 10 and all(row["method_distribution"]["name"] == "vipcli" for row in rows)
+
+
+def test_the_printed_benchmark_says_on_how_many_test_images_its_figures_are_measured(cli, tmp_path):
+    """The printed tables gave `zeroshot* 100.00±0.00` with nothing saying it was measured on 2 test images (the
+    report said it, the console did not), and called them '1 test images in each class'. A line above the tables now
+    says on which test images every figure is, by class, and the balanced-accuracy line counts in the singular."""
+    from lesion_runs import make_lesions
+
+    data = make_lesions(tmp_path / "lesions", {"train": 2, "val": 1, "test": 1})
+    code, stdout, stderr = cli("benchmark", "--data", data, "--methods", "zeroshot", "--seeds", "1",
+                               "--backbone", "toy", "--workers", "0", "--out", tmp_path / "bench")
+    assert code == 0, stderr
+    lines = stdout.splitlines()
+    assert lines[0] == "every score below is measured on the same 2 test images (1 melanoma, 1 nevus)"
+    assert lines[1].startswith("test accuracy %, seed 1")
+    assert ("test balanced accuracy %: the same figures as test accuracy % (1 test image in each class; balanced "
+            "accuracy differs only where classes are uneven)") in lines
+
+
+def test_a_benchmark_of_one_method_says_nothing_of_bold_cells_it_does_not_have(cli, tmp_path):
+    """With one method, no cell of a column leads another, and none is bold; yet under every table of `vip report`
+    (and on the console, where a row missed a class) a line began "In bold: the highest figure in each column (each
+    of a tie). ...", naming no cell. There is no such line now."""
+    from lesion_runs import make_lesions
+
+    data = make_lesions(tmp_path / "lesions", {"train": 2, "val": 1, "test": 2})
+    code, stdout, stderr = cli("benchmark", "--data", data, "--methods", "zeroshot", "--seeds", "1",
+                               "--backbone", "toy", "--workers", "0", "--out", tmp_path / "bench")
+    assert code == 0, stderr
+    assert cli("report", tmp_path / "bench")[0] == 0
+    page = (tmp_path / "bench" / "report.html").read_text()
+    assert "<strong>" not in page.split("<h2>Results</h2>")[-1] and "In bold" not in page
+    assert "In bold" not in stdout and "Not in bold" not in stdout

@@ -224,3 +224,24 @@ def test_a_printed_nine_class_prediction_set_table_flows_from_page_to_page(tmp_p
         found = [len(re.findall(rf"{re.escape(name)}(?:\s+[\d.]+\s+\(\d+/20\)){{3}}", " ".join(t.split())))
                  for t in texts]
         assert sum(found) == 1, (name, found)
+
+
+OPTION_PHRASES = ["Prediction sets at coverage 90% (--coverage 0.9; the classes the model cannot rule out)",
+                  "Only wrong ones fit in the 4 shown (vip report --gallery 21 shows all 21)",
+                  "a run made with --pretrained none has random weights; --no-batch trains rows one by one"]
+
+
+@pytest.mark.parametrize("paper", sorted(PAPERS))
+def test_a_printed_option_name_is_never_broken_at_its_hyphens(tmp_path, paper):
+    """Printed (and in a narrow box on a phone), `--coverage 0.9` came out as `(-` at the end of a line and
+    `-coverage 0.9` on the next, or `--` and `coverage`: the browser may break a line after a hyphen-minus, and a
+    reader took it for another option. An option name now stays whole on its line, in a paragraph and in a card
+    (which wraps a long word anywhere) of any width, and the page's text is unchanged."""
+    boxes = [f'<div class="{kind}" style="width: {width}px">{html.text(phrase)}</div>'
+             for kind in ("note", "card") for width in range(70, 330, 10) for phrase in OPTION_PHRASES]
+    pdf, _ = _printed(tmp_path, "options", boxes, paper)
+    lines = [line.strip() for page in pdf_page_texts(pdf, raw=True) for line in page.splitlines()]
+    names = [name for phrase in OPTION_PHRASES for name in re.findall(r"--[a-z-]+", phrase)]
+    whole = {name: sum(len(re.findall(rf"(?<![\w-]){name}", line)) for line in lines) for name in set(names)}
+    expected = {name: names.count(name) * len(boxes) // len(OPTION_PHRASES) for name in set(names)}
+    assert whole == expected, [line for line in lines if line.endswith("-")][:5]

@@ -137,7 +137,7 @@ def test_each_metric_table_marks_the_best_mean_of_each_column_and_says_so():
     # a screen reader does not say that a cell is bold: the note under the table names them
     assert "In bold: the highest mean in each column (each of a tie): zeroshot at 1-shot, coop at 4-shot. " in accuracy
     assert "(each of a tie): zeroshot and coop and vip at 1-shot, zeroshot and coop and vip at 4-shot. " in f1
-    assert "In bold: the highest mean in each column (each of a tie). A lead" in auroc  # no cell in bold, none named
+    assert "In bold" not in auroc  # no cell in bold: no line that says there are
     one_seed = _tables([r for r in rows if r["seed"] == 1])
     assert "In bold: the highest figure in each column" in one_seed and "spread over" not in one_seed
 
@@ -743,3 +743,17 @@ def test_a_run_report_whose_test_images_are_gone_says_there_are_none_to_show(cli
     text = _visible(out.read_text())
     assert "All 0 images" not in text and "0 images are shown" not in text
     assert "are no longer on disk" in text and "There are no images to show." in text
+
+
+def test_option_names_are_kept_whole_without_changing_the_text_a_reader_copies():
+    """A page's option names (`--coverage`, `--no-batch`) sit in a span that never wraps (printed, `--coverage 0.9`
+    broke as `(-` and `-coverage 0.9`); its text is what it was, and attributes and figures are left alone."""
+    from vipcli.report import html
+
+    sections = ['<p title="set --coverage">Prediction sets at coverage 90% (--coverage 0.9; see --no-batch, '
+                'a non-trivial ---x)</p>', '<figure><svg viewBox="0 0 9 9"><text>--views 8</text></svg></figure>']
+    page = html.page("vip report: r", "", sections, "")
+    assert re.sub(r"<[^>]+>", "", page).endswith("90% (--coverage 0.9; see --no-batch, a non-trivial ---x)--views 8\n")
+    assert '(<span class="option">--coverage</span> 0.9; see <span class="option">--no-batch</span>, a' in page
+    assert 'title="set --coverage"' in page and "<text>--views 8</text>" in page and "---x" in page
+    assert re.search(r"\.option \{ white-space: nowrap; \}", page) and ".option {" not in page.split("@media print")[1]

@@ -49,7 +49,7 @@ def compute_metrics(labels, probabilities, num_classes: int) -> dict:
         "accuracy": round_half_up(exact["accuracy"]),
         "balanced_accuracy": round_half_up(exact["balanced_accuracy"]),
         "macro_f1": round_half_up(exact["macro_f1"]),
-        "auroc": None if auroc is None else round(100.0 * float(auroc), 2),
+        "auroc": None if auroc is None else round_half_up(Decimal(repr(float(auroc))) * 100),  # half up, as the rest
         "confusion_matrix": matrix,
     }
 
@@ -192,11 +192,26 @@ def even_test_classes(rows: list[dict]) -> int | None:
     return counts.pop() if len(counts) == 1 and min(counts) > 0 else None
 
 
+def shared_test_images(rows: list[dict], class_names) -> str:
+    """What every row of a sweep is measured on, from the rows' test confusion matrices: '300 test images (150
+    melanoma, 150 nevus)'; "" when no row records its matrix (rows of an earlier vip), or the rows were measured on
+    different test images. The benchmark's tables, on the console and in `vip report`, say it above them."""
+    counts = {tuple(sum(int(count) for count in true) for true in row["test_confusion_matrix"]) for row in rows
+              if isinstance(row.get("test_confusion_matrix"), list) and row["test_confusion_matrix"]}
+    if len(counts) != 1:
+        return ""
+    per_class = counts.pop()
+    total = sum(per_class)
+    named = isinstance(class_names, list) and len(class_names) == len(per_class)
+    classes = f" ({', '.join(f'{n} {name}' for n, name in zip(per_class, class_names))})" if named else ""
+    return f"{total} test {'image' if total == 1 else 'images'}{classes}"
+
+
 def round_half_up(value, digits: int = 2) -> float | None:
-    """`value` (a Fraction, int or float) rounded half up to `digits` decimals, computed exactly.
+    """`value` (a Fraction, int, float or Decimal) rounded half up to `digits` decimals, computed exactly.
 
     A float is taken as written (`str(value)`): 53.335 is halfway and becomes 53.34, where round()
-    gives 53.33 because the binary float is 53.33499...
+    gives 53.33 because the binary float is 53.33499...; a Decimal as it is.
     """
     if value is None:
         return None
@@ -296,10 +311,14 @@ def best_note(leaders: dict[str, set[str]], methods: list[str], columns: list[st
               unmarked: bool = False) -> str:
     """The line under a benchmark table that names its bold cells: `leaders` as `column_leaders` gives them,
     `methods` and `columns` in the table's order ("...: vip at 1-shot, coop and vip at 4-shot. ..."); `unmarked`:
-    cells were left out of the lead (`unmarked_cells`), which the line then says."""
+    cells were left out of the lead (`unmarked_cells`), which the line then says. "" when no cell is bold (one
+    method in each column, or no figures to compare): a line saying "In bold: ..." would describe cells that are
+    not there."""
     named = ", ".join(f"{' and '.join(m for m in methods if m in leaders[c])} at {c}-shot"
                       for c in columns if c in leaders)
-    return BEST_NOTE[several_seeds].format(f": {named}" if named else "") + (UNMARKED_NOTE if unmarked else "")
+    if not named:
+        return ""
+    return BEST_NOTE[several_seeds].format(f": {named}") + (UNMARKED_NOTE if unmarked else "")
 
 
 def unmarked_cells(rows: list[dict], class_names: list[str], metric: str) -> set[tuple[str, str]]:

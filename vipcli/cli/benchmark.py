@@ -141,8 +141,9 @@ def benchmark_tables(result) -> list:
     even = even_test_classes(result.rows)
     for metric, title in TABLES:
         if metric == "balanced_accuracy" and even:
-            tables.append((None, f"{title}: the same figures as {TABLES[0][1]} ({even} test images in each "
-                                 "class; balanced accuracy differs only where classes are uneven)"))
+            tables.append((None, f"{title}: the same figures as {TABLES[0][1]} ({even} test "
+                                 f"{'image' if even == 1 else 'images'} in each class; balanced accuracy differs "
+                                 "only where classes are uneven)"))
             continue
         table = Table(title=f"{title}, {spread}", box=box.SIMPLE_HEAD, pad_edge=False)
         table.add_column("method", no_wrap=True)
@@ -157,8 +158,7 @@ def benchmark_tables(result) -> list:
             cells = [Text(_cell(entries[method, c], metric), style="bold" if method in leaders.get(c, ()) else "")
                      for c in columns or ["0"]]
             table.add_row(method if method_class(method).uses_shots else f"{method}*", *cells)
-        note = best_note(leaders, methods, columns or ["0"], len(seed_list) > 1,
-                         bool(unmarked)) if leaders or unmarked else None
+        note = best_note(leaders, methods, columns or ["0"], len(seed_list) > 1, bool(unmarked)) or None
         tables.append((table, note))
     return tables
 
@@ -174,7 +174,12 @@ def print_benchmark(result, as_json: bool) -> None:
         return
     from rich.measure import Measurement
 
+    from vipcli.metrics import shared_test_images
+
     out = console.stdout()
+    measured_on = shared_test_images(result.rows, getattr(result, "class_names", None))
+    if measured_on:  # a figure means little without the images behind it (2 test images: 100.00, 50.00 or 0.00)
+        out.print(f"every score below is measured on the same {measured_on}", markup=False, soft_wrap=True)
     for table, note in benchmark_tables(result):  # never truncate a figure: wider than the terminal, lines wrap
         if table is not None:
             natural = Measurement.get(out, out.options.update_width(10_000), table).maximum

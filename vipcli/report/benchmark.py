@@ -108,17 +108,11 @@ UNEVEN_NOTE = ("Not every cell averages the same seeds (the sweep was extended f
 def test_images_sentence(rows: list[dict], class_names) -> str:
     """What the tables' figures are measured on, from the rows' test confusion matrices: 'Every score below is
     measured on the same 300 test images (150 melanoma, 150 nevus).'; "" when no row records its matrix (rows of
-    an earlier vip), or the rows were measured on different test images."""
-    counts = {tuple(sum(true) for true in row["test_confusion_matrix"]) for row in rows
-              if isinstance(row.get("test_confusion_matrix"), list)}
-    if len(counts) != 1:
-        return ""
-    per_class = counts.pop()
-    named = isinstance(class_names, list) and len(class_names) == len(per_class)
-    classes = ", ".join(f"{n} {name}" for n, name in zip(per_class, class_names)) if named else ""
-    total = sum(per_class)
-    return (f"Every score below is measured on the same {console.counted(total, 'test image')}"
-            + (f" ({classes})" if classes else "") + ".")
+    an earlier vip), or the rows were measured on different test images (`vipcli.metrics.shared_test_images`)."""
+    from vipcli.metrics import shared_test_images
+
+    images = shared_test_images(rows, class_names)
+    return f"Every score below is measured on the same {images}." if images else ""
 
 
 def _tables(rows: list[dict], class_names=None) -> str:
@@ -135,7 +129,7 @@ def _tables(rows: list[dict], class_names=None) -> str:
         note = best_note(*marked, several_seeds=len(seeds) > 1, unmarked=bool(unmarked))
         parts.append(html.table(f"{title} ({spread})", ["method", *header], body,
                                 numeric=set(range(1, len(header) + 1)), raw=True)
-                     + f'<p class="caption">{html.text(note)}</p>')
+                     + (f'<p class="caption">{html.text(note)}</p>' if note else ""))
     over = "mean over seeds" if len(seeds) > 1 else f"seed {seeds[0]}"
     header, body, _ = _grid(rows, "fit_s", lambda v: "-" if not v else f"{html.number(statistics.fmean(v))} s")
     parts.append(html.table(f"seconds per run (fitting and evaluation, {over})", ["method", *header], body,

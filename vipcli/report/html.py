@@ -52,6 +52,7 @@ figcaption, .caption { color: #555; font-size: 0.85rem; }
 .card img.pixels { image-rendering: pixelated; }  /* a small image shown a whole number of times larger: crisp pixels */
 .card .name { color: #666; font-size: 0.75rem; }
 .nowrap { white-space: nowrap; }
+.option { white-space: nowrap; }  /* an option name (--views) never parts at its hyphens, in print too */
 .banner { background: #fdecea; border: 2px solid #c62828; border-radius: 6px; padding: 0.6rem 0.9rem;
           margin: 0.8rem 0; font-size: 1rem; }
 .card .detail { color: #666; font-size: 0.75rem; }
@@ -209,15 +210,38 @@ def note(message_html: str, kind: str = "note") -> str:
 
 
 def page(title: str, subtitle: str, sections: list[str], footer: str) -> str:
-    """The whole document."""
+    """The whole document (its option names kept whole: `keep_options_whole`)."""
+    body = keep_options_whole(f"<h1>{text(title)}</h1><p class=\"sub\">{subtitle}</p>{''.join(sections)}"
+                              f"<footer>{footer}</footer>")
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
         "<meta name=\"color-scheme\" content=\"only light\">"  # its colours carry meaning: never recoloured dark
-        f"<title>{text(title)}</title><style>{STYLE}</style></head><body>"
-        f"<h1>{text(title)}</h1><p class=\"sub\">{subtitle}</p>{''.join(sections)}"
-        f"<footer>{footer}</footer></body></html>\n"
+        f"<title>{text(title)}</title><style>{STYLE}</style></head><body>{body}</body></html>\n"
     )
+
+
+OPTION_NAME = re.compile(r"(?<![\w-])--[a-z][a-z0-9]*(?:-[a-z0-9]+)*")  # --views, --no-cache; not a-b, not ---
+TAG = re.compile(r"(<[^>]*>)")
+UNWRAPPED = ("svg", "style", "script", "title", "textarea")  # elements whose text a <span> must not enter
+
+
+def keep_options_whole(markup: str) -> str:
+    """`markup` with each option name in its text (`--views`, `--no-cache`) inside a `<span class="option">`,
+    which never wraps: a browser may break a line after a hyphen-minus, and printed, or in a narrow card, `--views`
+    came out as `-` at a line's end and `-views` on the next (or `--` and `views`), which reads as another
+    option. The text, and what a reader copies, is unchanged; attributes, and the text of SVG figures and of
+    the elements in UNWRAPPED, are left as they are."""
+    parts, inside = [], 0
+    for part in TAG.split(markup):
+        if part.startswith("<"):
+            element = re.match(r"<(/?)([a-zA-Z]+)", part)
+            if element and element.group(2).lower() in UNWRAPPED and not part.endswith("/>"):
+                inside = max(0, inside + (-1 if element.group(1) else 1))
+            parts.append(part)
+        else:
+            parts.append(part if inside else OPTION_NAME.sub(r'<span class="option">\g<0></span>', part))
+    return "".join(parts)
 
 
 def utc_time(value):
