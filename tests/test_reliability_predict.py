@@ -190,7 +190,7 @@ def _edit_line(text: str, number: int, edit) -> str:
     (".jsonl", 7, lambda line: line.replace('"probability": 0.', '"probability": 7.'), "probability is 7."),
     (".jsonl", 9, lambda line: line.replace('"label": "', '"label": "x'), "label 'x"),
     (".jsonl", 5, lambda line: line.replace('"path": ', '"file": '), "no 'path'"),
-    (".csv", 8, lambda line: "garbage\n", "1 fields, not 8"),
+    (".csv", 8, lambda line: "garbage\n", "1 fields, not 9"),
     (".csv", 8, lambda line: re.sub(r",0\.\d+,", ",x,", line, count=1), "probability is 'x', not a probability"),
     (".csv", 4, lambda line: re.sub(r",(melanoma|nevus),", ",cat,", line, count=1), "label 'cat' is not one"),
 ])
@@ -276,7 +276,7 @@ def test_prediction_files_of_an_earlier_vip_are_resumed_with_a_word_on_their_cov
     assert cli("predict", *images[:2], "--model", run, "--out", out, "--workers", "0", "--coverage", "0.9")[0] == 0
     rows = list(csv.reader(out.read_text().splitlines()))
     where = rows[0].index("coverage")
-    out.write_text("".join(",".join(r[:where] + r[where + 1:-1]) + "\n" for r in rows))  # as vip 0.1 wrote it
+    out.write_text("".join(",".join(r[:where] + r[where + 1:-2]) + "\n" for r in rows))  # as vip 0.1 wrote it
     code, _, err = cli("predict", *images[:3], "--model", run, "--out", out, "--workers", "0", "--coverage", "0.9")
     assert code == 0, err
     rows = list(csv.reader(out.read_text().splitlines()))
@@ -286,7 +286,7 @@ def test_prediction_files_of_an_earlier_vip_are_resumed_with_a_word_on_their_cov
     lines_ = tmp_path / "p.jsonl"
     assert cli("predict", *images[:2], "--model", run, "--out", lines_, "--workers", "0", "--coverage", "0.9")[0] == 0
     old = [json.loads(line) for line in lines_.read_text().splitlines()]
-    lines_.write_text("".join(json.dumps({k: v for k, v in r.items() if k not in ("coverage", "decoding")}) + "\n"
+    lines_.write_text("".join(json.dumps({k: v for k, v in r.items() if k not in ("coverage", "decoding", "sha256")}) + "\n"
                               for r in old))
     code, _, err = cli("predict", *images[:3], "--model", run, "--out", lines_, "--workers", "0", "--coverage", "0.9")
     assert code == 0 and "begun by an earlier vip, whose records do not say their coverage" in err, err
@@ -301,8 +301,8 @@ def _other_decoding(record_file: Path, suffix: str, digest: str = "0123456789abc
         record_file.write_text("".join(json.dumps({**r, "decoding": digest}) + "\n" for r in records))
         return
     rows = list(csv.reader(record_file.read_text().splitlines()))
-    assert rows[0][-3:] == ["model", "error", "decoding"]
-    record_file.write_text("".join(",".join(r[:-1] + (["decoding"] if i == 0 else [digest])) + "\n"
+    assert rows[0][-4:] == ["model", "error", "decoding", "sha256"]
+    record_file.write_text("".join(",".join(r[:-2] + (["decoding"] if i == 0 else [digest]) + r[-1:]) + "\n"
                                    for i, r in enumerate(rows)))
 
 
@@ -390,11 +390,50 @@ def test_a_csv_begun_without_the_decoding_column_is_resumed_in_its_layout(cli, t
     images = sorted((data / "test" / "nevus").iterdir())
     assert cli("predict", *images[:2], "--model", run, "--out", out, "--workers", "0", "--coverage", "0.9")[0] == 0
     rows = list(csv.reader(out.read_text().splitlines()))
-    out.write_text("".join(",".join(r[:-1]) + "\n" for r in rows))  # as vip 0.2.0 wrote it
+    out.write_text("".join(",".join(r[:-2]) + "\n" for r in rows))  # as vip 0.2.0 wrote it
     code, _, err = cli("predict", *images[:3], "--model", run, "--out", out, "--workers", "0", "--coverage", "0.9")
     assert code == 0 and "warning" not in err, err
     rows = list(csv.reader(out.read_text().splitlines()))
     assert rows[0][-3:] == ["coverage", "model", "error"] and len(rows) == 4 and {len(r) for r in rows} == {len(rows[0])}
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+def test_an_image_replaced_under_its_path_since_it_was_predicted_is_predicted_again(cli, toy_run, tmp_path, suffix):
+    """A resumed `--out` said every image was "already there" and kept the prediction of an image's old bytes when
+    the file at that path had been replaced since (a re-export, a corrected scan): the finished file differed from
+    a fresh run's. Each record now names its image's sha256, and an image whose bytes changed is predicted again."""
+    data, run = toy_run
+    folder, out, fresh = tmp_path / "images", tmp_path / f"p{suffix}", tmp_path / f"fresh{suffix}"
+    folder.mkdir()
+    for image in sorted((data / "test" / "melanoma").iterdir())[:3] + sorted((data / "test" / "nevus").iterdir())[:3]:
+        (folder / image.name).write_bytes(image.read_bytes())
+    assert cli("predict", folder, "--model", run, "--out", out, "--workers", "0")[0] == 0
+    before = out.read_text()
+    melanoma, nevus = sorted(folder.glob("melanoma_*")), sorted(folder.glob("nevus_*"))
+    stat = os.stat(melanoma[1])
+    melanoma[1].write_bytes(nevus[2].read_bytes())  # other bytes under the same name, its dates kept (cp -p, rsync -t)
+    os.utime(melanoma[1], ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    code, _, err = cli("predict", folder, "--model", run, "--out", out, "--workers", "0")
+    assert code == 0 and "6 of 6 images, 5 already there, 1 predicted now" in err, err
+    assert f"warning: 1 image in {out} changed since it was predicted ({melanoma[1]} holds other bytes" in err
+    assert cli("predict", folder, "--model", run, "--out", fresh, "--workers", "0")[0] == 0
+    assert out.read_text() == fresh.read_text() != before  # what a fresh run writes, in input order
+    code, _, err = cli("predict", folder, "--model", run, "--out", out, "--workers", "0")
+    assert code == 0 and "6 already there, 0 predicted now" in err and "changed" not in err
+
+
+def test_a_csv_begun_without_the_sha256_column_is_resumed_in_its_layout(cli, toy_run, tmp_path):
+    data, run = toy_run
+    out = tmp_path / "p.csv"
+    images = sorted((data / "test" / "nevus").iterdir())
+    assert cli("predict", *images[:2], "--model", run, "--out", out, "--workers", "0")[0] == 0
+    rows = list(csv.reader(out.read_text().splitlines()))
+    assert rows[0][-2:] == ["decoding", "sha256"]
+    out.write_text("".join(",".join(r[:-1]) + "\n" for r in rows))  # as vip builds before 2026-12-01 wrote it
+    code, _, err = cli("predict", *images[:3], "--model", run, "--out", out, "--workers", "0")
+    assert code == 0 and "warning" not in err and "2 already there, 1 predicted now" in err, err
+    rows = list(csv.reader(out.read_text().splitlines()))
+    assert rows[0][-3:] == ["model", "error", "decoding"] and len(rows) == 4 and {len(r) for r in rows} == {len(rows[0])}
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv"])

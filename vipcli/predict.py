@@ -337,8 +337,8 @@ def predict_to_file(predictor: Predictor, paths: list[Path], out: Path, world=No
     process writes it meanwhile; `vip predict` takes it before loading the model.
     """
     from vipcli import distributed
-    from vipcli.prediction_files import (RecordWriter, check_same_images, completed_paths, finish_output, part_file,
-                                         part_files, remove_outputs)
+    from vipcli.prediction_files import (RecordWriter, changed_images, check_same_images, completed_paths,
+                                         finish_output, part_file, part_files, remove_outputs)
     from vipcli.trust import set_threshold
 
     world = world or distributed.World()
@@ -359,7 +359,11 @@ def predict_to_file(predictor: Predictor, paths: list[Path], out: Path, world=No
         console.warn(f"{out} was begun by an earlier vip, whose records do not say their coverage: its sets are "
                      f"taken to be at --coverage {coverage_text(coverage)} too (pass --force to start it afresh "
                      "if they are not)")
+    changed = distributed.rank_zero_value(world, lambda: changed_images(out, form, done))  # rank 0 reads them
+    if changed and world.main:
+        warn_changed_images(out, changed)
     distributed.barrier(world, "the start of predicting")  # everyone has read before anyone writes
+    done -= set(changed)
     remaining = [p for p in paths if str(p) not in done]
     mine = [remaining[i] for i in distributed.shard(len(remaining), world)]
     target = part_file(out, world.rank, world.size) if world.distributed else out
@@ -377,6 +381,15 @@ def predict_to_file(predictor: Predictor, paths: list[Path], out: Path, world=No
     distributed.barrier(world, "the end of predicting")  # every part is complete
     run = FileRun(Path(out), len(paths), len(paths) - len(remaining), writer.written)
     if world.main:
-        run.merged = finish_output(out, paths, form)
+        run.merged = finish_output(out, paths, form, changed)
     return run
 
+
+def warn_changed_images(out: Path, changed: list[str]) -> None:
+    """Say that `changed` images of `out`, whose bytes are not those their records name, are predicted again."""
+    from rich.markup import escape
+
+    count, many = len(changed), len(changed) > 1
+    console.warn(escape(f"{console.counted(count, 'image')} in {out} changed since {'they were' if many else 'it was'} "
+                        f"predicted ({'e.g. ' if many else ''}{changed[0]} holds other bytes under the same path): "
+                        f"predicted again, {'their records' if many else 'its record'} replaced"))
