@@ -797,6 +797,29 @@ def test_a_backbone_that_differs_from_the_runs_names_what_differs(cli, toy_run, 
             "with toy)") in err.splitlines()
 
 
+def test_an_out_file_never_mixes_predictions_made_with_a_backbone_other_than_the_runs(cli, toy_run, tmp_path,
+                                                                                        monkeypatch):
+    """A weights file replaced under the run's --pretrained path between two `vip predict --out` of one file: the
+    second warned that the backbone differs and appended its predictions under the same model name (`5 already
+    there, 3 predicted now`), and begun with the other weights and resumed with the right ones, it said nothing.
+    Such predictions are now named apart, and a file of the other kind is refused as another model's."""
+    from vip_backbones.toy import ToyBackbone
+
+    data, run = toy_run
+    images = sorted((data / "test" / "nevus").iterdir())[:8]
+    described = ToyBackbone.describe
+    for first, then in (((), ("edited",)), (("edited",), ())):
+        out = tmp_path / f"p{len(first)}.jsonl"
+        for edited, count in ((first, 5), (then, 8)):
+            monkeypatch.setattr(ToyBackbone, "describe", (lambda self: {**described(self), "weights_sha256": "0" * 64})
+                                if edited else described)
+            before = out.read_bytes() if out.exists() else None
+            code, _, err = cli("predict", *images[:count], "--model", run, "--out", out, "--workers", "0")
+        line, = error_lines(err)
+        assert code == 1 and line.startswith(f"error: {out} holds predictions of another model (model "), err
+        assert out.read_bytes() == before and len(out.read_text().splitlines()) == 5
+
+
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
 def test_a_coverage_refusal_shows_both_coverages_as_typed_not_rounded(cli, toy_run, tmp_path, suffix):
     """0.1 + 0.2 is 0.30000000000000004: shown as 0.3 ('holds sets at 0.3; this command asks for 0.3'),

@@ -28,7 +28,8 @@ class Predictor:
     class_names: list[str]
     failures: dict[str, str] = field(default_factory=dict)
     calibration: object | None = None  # vipcli.trust.RunCalibration; None for runs of an earlier vip
-    model_digest: str = ""  # the first 12 hex digits of the sha256 of the run's model.safetensors
+    model_digest: str = ""  # the first 12 hex digits of the sha256 of the run's model.safetensors (with another
+    # backbone than the run's: `other_backbone_digest`)
 
     @property
     def image_fit(self) -> str:
@@ -74,18 +75,20 @@ def load_predictor(run_dir: str | Path, device="cpu", backbone_id: str | None = 
                                                 meta.get("pretrained_option") or None)
     check_backbone_paths(run_dir, arch=arch, pretrained=pretrained)
     backbone = load_backbone(meta["backbone"], arch, pretrained, device)
+    digest = model_digest(run_dir)
     if not same_backbone(meta.get("backbone_fingerprint"), meta.get("backbone_describe"), backbone.fingerprint(),
                          backbone.describe()):
         from rich.markup import escape
 
         console.warn(escape(backbone_warning(meta["backbone"], run_dir, backbone.describe(),
                                              meta.get("backbone_describe"))))
+        digest = other_backbone_digest(digest, backbone)
     setup = MethodSetup(backbone, list(meta["class_names"]), meta.get("symptoms") or {})
     method = restore_method(meta["method"], setup, meta.get("method_settings") or {}, meta.get("method_state") or {},
                             tensors, str(run_dir), meta)
     method.prepare()
     return Predictor(Path(run_dir), meta, backbone, method, list(meta["class_names"]),
-                     calibration=read_calibration(meta), model_digest=model_digest(run_dir))
+                     calibration=read_calibration(meta), model_digest=digest)
 
 
 def backbone_warning(backbone_id: str, run_dir, now: dict, trained) -> str:
@@ -136,6 +139,16 @@ def warn_settings_drift(run_dir: str | Path, meta: dict) -> None:
         from rich.markup import escape
 
         console.warn(escape(message))
+
+
+def other_backbone_digest(digest: str, backbone) -> str:
+    """The model digest of a run (`digest`, `model_digest`) predicting with a backbone other than the one it was
+    trained with (other weights under the same path, say): 12 hex digits of the sha256 of the run's digest and the
+    backbone's fingerprint, so a `vip predict --out` file never mixes such predictions with the run's own (or
+    with those of yet another backbone) under one model name."""
+    import hashlib
+
+    return hashlib.sha256(f"{digest} {backbone.fingerprint()}".encode()).hexdigest()[:12]
 
 
 def model_digest(run_dir: str | Path) -> str:
