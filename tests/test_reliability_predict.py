@@ -420,6 +420,13 @@ def test_an_image_replaced_under_its_path_since_it_was_predicted_is_predicted_ag
     assert out.read_text() == fresh.read_text() != before  # what a fresh run writes, in input order
     code, _, err = cli("predict", folder, "--model", run, "--out", out, "--workers", "0")
     assert code == 0 and "6 already there, 0 predicted now" in err and "changed" not in err
+    # stopped after it predicted the image again, before it rewrote the file: the old record first, the new one last
+    new_record = next(line for line in fresh.read_text().splitlines(True) if line.startswith(
+        str(melanoma[1]) if suffix == ".csv" else json.dumps({"path": str(melanoma[1])})[:-1]))
+    out.write_text(before + new_record)
+    code, _, err = cli("predict", folder, "--model", run, "--out", out, "--workers", "0")
+    assert code == 0 and "6 already there, 0 predicted now" in err and "warning" not in err, err
+    assert out.read_text() == fresh.read_text()
 
 
 def test_a_csv_begun_without_the_sha256_column_is_resumed_in_its_layout(cli, toy_run, tmp_path):

@@ -372,11 +372,11 @@ def predict_to_file(predictor: Predictor, paths: list[Path], out: Path, world=No
         console.warn(f"{out} was begun by an earlier vip, whose records do not say their coverage: its sets are "
                      f"taken to be at --coverage {coverage_text(coverage)} too (pass --force to start it afresh "
                      "if they are not)")
-    changed = distributed.rank_zero_value(world, lambda: changed_images(out, form, done))  # rank 0 reads them
-    if changed and world.main:
-        warn_changed_images(out, changed)
+    changed, again = distributed.rank_zero_value(world, lambda: changed_images(out, form, done))  # rank 0 reads
+    if again and world.main:
+        warn_changed_images(out, again)
     distributed.barrier(world, "the start of predicting")  # everyone has read before anyone writes
-    done -= set(changed)
+    done -= set(again)
     remaining = [p for p in paths if str(p) not in done]
     mine = [remaining[i] for i in distributed.shard(len(remaining), world)]
     target = part_file(out, world.rank, world.size) if world.distributed else out

@@ -422,21 +422,25 @@ def completed_paths(out: Path, form: RecordFormat) -> set[str]:
     return done
 
 
-def changed_images(out: Path, form: RecordFormat, done: set[str]) -> list[str]:
-    """The images of `done` (paths with a prediction record in `out` or its part files) whose bytes are not
-    those any of their records names: replaced under the same path since they were predicted (a re-export, a
-    corrected file), which a resumed run predicts again. Records of an earlier vip, which name no sha256, and
-    images that cannot be read now count as unchanged (their records are kept, as before)."""
+def changed_images(out: Path, form: RecordFormat, done: set[str]) -> tuple[list[str], list[str]]:
+    """(changed, to predict again): the images of `done` (paths with a prediction record in `out` or its part files)
+    whose first record, the one a finished file keeps, names a sha256 other than that of the bytes they have now
+    (replaced under the same path since they were predicted: a re-export, a corrected file), and of those the ones
+    no later record names their bytes for (a run stopped after it predicted some again left such records), which a
+    resumed run predicts again. Records of an earlier vip, which name no sha256, and images that cannot be read now
+    count as unchanged (their records are kept, as before)."""
     from vipcli.digests import digest_many
 
-    recorded: dict[str, set[str | None]] = {}
+    recorded: dict[str, list[str | None]] = {}  # path -> the sha256 of each of its records, in file order
     for file in [Path(out), *part_files(out)]:
         for _, path, error, _, sha256 in read_records(file, form):
             if not error and path in done:
-                recorded.setdefault(path, set()).add(sha256)
-    named = sorted(path for path, digests in recorded.items() if None not in digests)
-    now = digest_many([Path(path) for path in named])
-    return [path for path, digest in zip(named, now) if isinstance(digest, str) and digest not in recorded[path]]
+                recorded.setdefault(path, []).append(sha256)
+    named = sorted(path for path, digests in recorded.items() if digests[0] is not None)
+    now = {path: digest for path, digest in zip(named, digest_many([Path(path) for path in named]))
+           if isinstance(digest, str)}
+    changed = [path for path in named if path in now and now[path] != recorded[path][0]]
+    return changed, [path for path in changed if now[path] not in recorded[path]]
 
 
 def check_same_images(done: set[str], paths: list, out: Path) -> None:
