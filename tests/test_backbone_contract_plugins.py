@@ -182,6 +182,19 @@ def test_cache_clear_removes_the_probes_kept_with_a_third_party_backbones_pass(c
     assert code == 0 and "removed" in out and "kept" not in err and not (root / "checks").exists(), err
 
 
+def test_cache_clear_removes_the_temp_files_a_stopped_write_of_a_pass_leaves(cli, samples):
+    """A pass and its probes are written through a temp file each; one a `kill -9` left behind is vip's to clear."""
+    import os
+
+    load_backbone("pad-is-end")
+    checks = Path(os.environ["VIP_CACHE_DIR"]) / "checks"
+    marker = next(path for path in checks.iterdir() if "." not in path.name)
+    for left in (f".{marker.name}.k3x9_q1z.tmp", f".{marker.name}.probes.json.a8b2c4d1.tmp"):
+        (checks / left).write_text("half")
+    code, out, err = cli("cache", "clear")
+    assert code == 0 and "kept" not in err and not checks.exists(), err
+
+
 ONNX_HINT = "pip install 'optdep-plugin[onnx]'"
 
 
@@ -319,6 +332,53 @@ def test_a_backbone_whose_weights_differ_between_loads_of_one_describe_is_refuse
     with pytest.raises(VipError) as error:  # the remembered pass still holds a choice to its weights
         load_backbone("unseeded")
     assert "a weights file replaced under the same --pretrained path" in str(error.value)
+
+
+def test_a_load_stopped_while_its_pass_is_remembered_leaves_later_loads_checked_for_other_weights(samples,
+                                                                                                  monkeypatch):
+    """A pass of the load-time checks was written before the probes' features it holds a backbone to: a command
+    stopped between the two writes (Ctrl-C, `kill -9`) left a pass without probes, and from then on every load of
+    that describe() was let through whatever its weights, so cached features, runs and predictions mixed weights."""
+    import torch
+
+    import vipcli.registry as registry
+
+    real = registry._remember_probes
+
+    def stopped(*args):
+        raise KeyboardInterrupt  # the command stops as it writes the probes
+
+    monkeypatch.setattr(registry, "_remember_probes", stopped)
+    torch.manual_seed(1)
+    with pytest.raises(KeyboardInterrupt):
+        load_backbone("unseeded")
+    monkeypatch.setattr(registry, "_remember_probes", real)
+    torch.manual_seed(2)
+    load_backbone("unseeded")  # the weights later loads are held to
+    torch.manual_seed(3)
+    with pytest.raises(VipError) as error:
+        load_backbone("unseeded")
+    assert "this load and an earlier one with the same describe() give the probe prompts" in str(error.value)
+
+
+def test_a_pass_remembered_without_its_probes_keeps_them_at_its_next_load(samples):
+    """A pass an earlier vip (or a stopped command) remembered without probes: the next load keeps them, and a load
+    of other weights after it is refused instead of being let through for good."""
+    import os
+
+    import torch
+
+    torch.manual_seed(1)
+    load_backbone("unseeded")
+    checks = Path(os.environ["VIP_CACHE_DIR"]) / "checks"
+    probes, = checks.glob("*.probes.json")
+    probes.unlink()
+    torch.manual_seed(2)
+    assert load_backbone("unseeded").load_phases["checks"] == "remembered"
+    assert probes.is_file()
+    torch.manual_seed(3)
+    with pytest.raises(VipError):
+        load_backbone("unseeded")
 
 
 def test_image_features_of_a_batch_need_one_row_per_image(cli, samples, isic_small, tmp_path):

@@ -171,7 +171,7 @@ def test_out_refuses_another_models_file_and_bad_options(cli, toy_run, tmp_path)
     assert code == 1 and "holds predictions with other columns" in err and "--force" in err
     assert cli("predict", data / "test", "--model", run, "--out", out, "--coverage", "0.9", "--force",
                "--workers", "0")[0] == 0
-    assert lines(out)[0].endswith(",prediction_set,coverage,model,error,decoding")
+    assert lines(out)[0].endswith(",prediction_set,coverage,model,error,decoding,sha256")
     for extra, message in ((["--json"], "--json prints one document"), (["--report", tmp_path / "r.html"],
                            "--report holds every image"), (["--explain"], "--explain with a .csv")):
         code, _, err = cli("predict", data / "test", "--model", run, "--out", out, *extra)

@@ -190,7 +190,7 @@ def _edit_line(text: str, number: int, edit) -> str:
     (".jsonl", 7, lambda line: line.replace('"probability": 0.', '"probability": 7.'), "probability is 7."),
     (".jsonl", 9, lambda line: line.replace('"label": "', '"label": "x'), "label 'x"),
     (".jsonl", 5, lambda line: line.replace('"path": ', '"file": '), "no 'path'"),
-    (".csv", 8, lambda line: "garbage\n", "1 fields, not 8"),
+    (".csv", 8, lambda line: "garbage\n", "1 fields, not 9"),
     (".csv", 8, lambda line: re.sub(r",0\.\d+,", ",x,", line, count=1), "probability is 'x', not a probability"),
     (".csv", 4, lambda line: re.sub(r",(melanoma|nevus),", ",cat,", line, count=1), "label 'cat' is not one"),
 ])
@@ -276,7 +276,7 @@ def test_prediction_files_of_an_earlier_vip_are_resumed_with_a_word_on_their_cov
     assert cli("predict", *images[:2], "--model", run, "--out", out, "--workers", "0", "--coverage", "0.9")[0] == 0
     rows = list(csv.reader(out.read_text().splitlines()))
     where = rows[0].index("coverage")
-    out.write_text("".join(",".join(r[:where] + r[where + 1:-1]) + "\n" for r in rows))  # as vip 0.1 wrote it
+    out.write_text("".join(",".join(r[:where] + r[where + 1:-2]) + "\n" for r in rows))  # as vip 0.1 wrote it
     code, _, err = cli("predict", *images[:3], "--model", run, "--out", out, "--workers", "0", "--coverage", "0.9")
     assert code == 0, err
     rows = list(csv.reader(out.read_text().splitlines()))
@@ -286,7 +286,7 @@ def test_prediction_files_of_an_earlier_vip_are_resumed_with_a_word_on_their_cov
     lines_ = tmp_path / "p.jsonl"
     assert cli("predict", *images[:2], "--model", run, "--out", lines_, "--workers", "0", "--coverage", "0.9")[0] == 0
     old = [json.loads(line) for line in lines_.read_text().splitlines()]
-    lines_.write_text("".join(json.dumps({k: v for k, v in r.items() if k not in ("coverage", "decoding")}) + "\n"
+    lines_.write_text("".join(json.dumps({k: v for k, v in r.items() if k not in ("coverage", "decoding", "sha256")}) + "\n"
                               for r in old))
     code, _, err = cli("predict", *images[:3], "--model", run, "--out", lines_, "--workers", "0", "--coverage", "0.9")
     assert code == 0 and "begun by an earlier vip, whose records do not say their coverage" in err, err
@@ -301,8 +301,8 @@ def _other_decoding(record_file: Path, suffix: str, digest: str = "0123456789abc
         record_file.write_text("".join(json.dumps({**r, "decoding": digest}) + "\n" for r in records))
         return
     rows = list(csv.reader(record_file.read_text().splitlines()))
-    assert rows[0][-3:] == ["model", "error", "decoding"]
-    record_file.write_text("".join(",".join(r[:-1] + (["decoding"] if i == 0 else [digest])) + "\n"
+    assert rows[0][-4:] == ["model", "error", "decoding", "sha256"]
+    record_file.write_text("".join(",".join(r[:-2] + (["decoding"] if i == 0 else [digest]) + r[-1:]) + "\n"
                                    for i, r in enumerate(rows)))
 
 
@@ -390,11 +390,57 @@ def test_a_csv_begun_without_the_decoding_column_is_resumed_in_its_layout(cli, t
     images = sorted((data / "test" / "nevus").iterdir())
     assert cli("predict", *images[:2], "--model", run, "--out", out, "--workers", "0", "--coverage", "0.9")[0] == 0
     rows = list(csv.reader(out.read_text().splitlines()))
-    out.write_text("".join(",".join(r[:-1]) + "\n" for r in rows))  # as vip 0.2.0 wrote it
+    out.write_text("".join(",".join(r[:-2]) + "\n" for r in rows))  # as vip 0.2.0 wrote it
     code, _, err = cli("predict", *images[:3], "--model", run, "--out", out, "--workers", "0", "--coverage", "0.9")
     assert code == 0 and "warning" not in err, err
     rows = list(csv.reader(out.read_text().splitlines()))
     assert rows[0][-3:] == ["coverage", "model", "error"] and len(rows) == 4 and {len(r) for r in rows} == {len(rows[0])}
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+def test_an_image_replaced_under_its_path_since_it_was_predicted_is_predicted_again(cli, toy_run, tmp_path, suffix):
+    """A resumed `--out` said every image was "already there" and kept the prediction of an image's old bytes when
+    the file at that path had been replaced since (a re-export, a corrected scan): the finished file differed from
+    a fresh run's. Each record now names its image's sha256, and an image whose bytes changed is predicted again."""
+    data, run = toy_run
+    folder, out, fresh = tmp_path / "images", tmp_path / f"p{suffix}", tmp_path / f"fresh{suffix}"
+    folder.mkdir()
+    for image in sorted((data / "test" / "melanoma").iterdir())[:3] + sorted((data / "test" / "nevus").iterdir())[:3]:
+        (folder / image.name).write_bytes(image.read_bytes())
+    assert cli("predict", folder, "--model", run, "--out", out, "--workers", "0")[0] == 0
+    before = out.read_text()
+    melanoma, nevus = sorted(folder.glob("melanoma_*")), sorted(folder.glob("nevus_*"))
+    stat = os.stat(melanoma[1])
+    melanoma[1].write_bytes(nevus[2].read_bytes())  # other bytes under the same name, its dates kept (cp -p, rsync -t)
+    os.utime(melanoma[1], ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    code, _, err = cli("predict", folder, "--model", run, "--out", out, "--workers", "0")
+    assert code == 0 and "6 of 6 images, 5 already there, 1 predicted now" in err, err
+    assert f"warning: 1 image in {out} changed since it was predicted ({melanoma[1]} holds other bytes" in err
+    assert cli("predict", folder, "--model", run, "--out", fresh, "--workers", "0")[0] == 0
+    assert out.read_text() == fresh.read_text() != before  # what a fresh run writes, in input order
+    code, _, err = cli("predict", folder, "--model", run, "--out", out, "--workers", "0")
+    assert code == 0 and "6 already there, 0 predicted now" in err and "changed" not in err
+    # stopped after it predicted the image again, before it rewrote the file: the old record first, the new one last
+    new_record = next(line for line in fresh.read_text().splitlines(True) if line.startswith(
+        str(melanoma[1]) if suffix == ".csv" else json.dumps({"path": str(melanoma[1])})[:-1]))
+    out.write_text(before + new_record)
+    code, _, err = cli("predict", folder, "--model", run, "--out", out, "--workers", "0")
+    assert code == 0 and "6 already there, 0 predicted now" in err and "warning" not in err, err
+    assert out.read_text() == fresh.read_text()
+
+
+def test_a_csv_begun_without_the_sha256_column_is_resumed_in_its_layout(cli, toy_run, tmp_path):
+    data, run = toy_run
+    out = tmp_path / "p.csv"
+    images = sorted((data / "test" / "nevus").iterdir())
+    assert cli("predict", *images[:2], "--model", run, "--out", out, "--workers", "0")[0] == 0
+    rows = list(csv.reader(out.read_text().splitlines()))
+    assert rows[0][-2:] == ["decoding", "sha256"]
+    out.write_text("".join(",".join(r[:-1]) + "\n" for r in rows))  # as vip builds before 2026-12-01 wrote it
+    code, _, err = cli("predict", *images[:3], "--model", run, "--out", out, "--workers", "0")
+    assert code == 0 and "warning" not in err and "2 already there, 1 predicted now" in err, err
+    rows = list(csv.reader(out.read_text().splitlines()))
+    assert rows[0][-3:] == ["model", "error", "decoding"] and len(rows) == 4 and {len(r) for r in rows} == {len(rows[0])}
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
@@ -756,6 +802,29 @@ def test_a_backbone_that_differs_from_the_runs_names_what_differs(cli, toy_run, 
     assert code == 0, err
     assert (f"warning: backbone 'toy' differs from the one {run} was trained with (arch: now toy-edited, trained "
             "with toy)") in err.splitlines()
+
+
+def test_an_out_file_never_mixes_predictions_made_with_a_backbone_other_than_the_runs(cli, toy_run, tmp_path,
+                                                                                        monkeypatch):
+    """A weights file replaced under the run's --pretrained path between two `vip predict --out` of one file: the
+    second warned that the backbone differs and appended its predictions under the same model name (`5 already
+    there, 3 predicted now`), and begun with the other weights and resumed with the right ones, it said nothing.
+    Such predictions are now named apart, and a file of the other kind is refused as another model's."""
+    from vip_backbones.toy import ToyBackbone
+
+    data, run = toy_run
+    images = sorted((data / "test" / "nevus").iterdir())[:8]
+    described = ToyBackbone.describe
+    for first, then in (((), ("edited",)), (("edited",), ())):
+        out = tmp_path / f"p{len(first)}.jsonl"
+        for edited, count in ((first, 5), (then, 8)):
+            monkeypatch.setattr(ToyBackbone, "describe", (lambda self: {**described(self), "weights_sha256": "0" * 64})
+                                if edited else described)
+            before = out.read_bytes() if out.exists() else None
+            code, _, err = cli("predict", *images[:count], "--model", run, "--out", out, "--workers", "0")
+        line, = error_lines(err)
+        assert code == 1 and line.startswith(f"error: {out} holds predictions of another model (model "), err
+        assert out.read_bytes() == before and len(out.read_text().splitlines()) == 5
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv"])

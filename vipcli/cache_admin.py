@@ -147,7 +147,7 @@ def summarize(root: Path) -> dict:
 FEATURE_ENTRY = re.compile(r"\.?[0-9a-f]{8,64}\.safetensors(\..+\.tmp)?|tmp[a-z0-9_]{8}\.tmp")  # (vip 0.1.0's temp)
 BACKBONE_RECORD = re.compile(rf"\.?{re.escape(BACKBONE_FILE)}(\..+\.tmp)?")
 LLM_ANSWER = re.compile(r"\.?[0-9a-f]{64}\.json(\..+\.tmp)?")
-CHECKS_PASSED = re.compile(r"[0-9a-f]{32}(\.probes\.json)?")  # a backbone that passed the load-time checks (its probes)
+CHECKS_PASSED = re.compile(r"\.?[0-9a-f]{32}(\.probes\.json)?(\..+\.tmp)?")  # a passed backbone (its probes; temp files)
 DIGEST_RECORD = re.compile(r"\.?[0-9a-f]{32}(\..+\.tmp)?")  # a weights file's remembered sha256
 SHARD = re.compile(r"[0-9a-f]{2}")
 

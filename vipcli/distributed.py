@@ -262,6 +262,21 @@ def agree_with_rank_zero(world: World, view) -> None:
                        "node mounts at the same path", own_process=True)
 
 
+def rank_zero_value(world: World, compute):
+    """`compute()` on rank 0, handed to every rank (`compute` runs nowhere else): what one process decides for
+    all, such as the images a resumed `vip predict --out` predicts again. In a world of one, `compute()`."""
+    if not world.distributed:
+        return compute()
+    import torch.distributed as dist
+
+    value = [compute() if world.main else None]
+    try:
+        dist.broadcast_object_list(value, src=0)
+    except RuntimeError as error:  # rank 0 stopped meanwhile
+        raise barrier_failed(world, "the start of predicting", error) from None
+    return value[0]
+
+
 def view_problem(mine: dict, rank_zero: dict) -> str:
     """"" when this rank's view equals rank 0's, else what differs first, as the rest of a sentence whose
     subject is this rank. Keys: `out` (the absolute --out), `lock` (the text of its lock file, which rank 0

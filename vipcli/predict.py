@@ -28,7 +28,8 @@ class Predictor:
     class_names: list[str]
     failures: dict[str, str] = field(default_factory=dict)
     calibration: object | None = None  # vipcli.trust.RunCalibration; None for runs of an earlier vip
-    model_digest: str = ""  # the first 12 hex digits of the sha256 of the run's model.safetensors
+    model_digest: str = ""  # the first 12 hex digits of the sha256 of the run's model.safetensors (with another
+    # backbone than the run's: `other_backbone_digest`)
 
     @property
     def image_fit(self) -> str:
@@ -74,18 +75,20 @@ def load_predictor(run_dir: str | Path, device="cpu", backbone_id: str | None = 
                                                 meta.get("pretrained_option") or None)
     check_backbone_paths(run_dir, arch=arch, pretrained=pretrained)
     backbone = load_backbone(meta["backbone"], arch, pretrained, device)
+    digest = model_digest(run_dir)
     if not same_backbone(meta.get("backbone_fingerprint"), meta.get("backbone_describe"), backbone.fingerprint(),
                          backbone.describe()):
         from rich.markup import escape
 
         console.warn(escape(backbone_warning(meta["backbone"], run_dir, backbone.describe(),
                                              meta.get("backbone_describe"))))
+        digest = other_backbone_digest(digest, backbone)
     setup = MethodSetup(backbone, list(meta["class_names"]), meta.get("symptoms") or {})
     method = restore_method(meta["method"], setup, meta.get("method_settings") or {}, meta.get("method_state") or {},
                             tensors, str(run_dir), meta)
     method.prepare()
     return Predictor(Path(run_dir), meta, backbone, method, list(meta["class_names"]),
-                     calibration=read_calibration(meta), model_digest=model_digest(run_dir))
+                     calibration=read_calibration(meta), model_digest=digest)
 
 
 def backbone_warning(backbone_id: str, run_dir, now: dict, trained) -> str:
@@ -136,6 +139,16 @@ def warn_settings_drift(run_dir: str | Path, meta: dict) -> None:
         from rich.markup import escape
 
         console.warn(escape(message))
+
+
+def other_backbone_digest(digest: str, backbone) -> str:
+    """The model digest of a run (`digest`, `model_digest`) predicting with a backbone other than the one it was
+    trained with (other weights under the same path, say): 12 hex digits of the sha256 of the run's digest and the
+    backbone's fingerprint, so a `vip predict --out` file never mixes such predictions with the run's own (or
+    with those of yet another backbone) under one model name."""
+    import hashlib
+
+    return hashlib.sha256(f"{digest} {backbone.fingerprint()}".encode()).hexdigest()[:12]
 
 
 def model_digest(run_dir: str | Path) -> str:
@@ -337,8 +350,8 @@ def predict_to_file(predictor: Predictor, paths: list[Path], out: Path, world=No
     process writes it meanwhile; `vip predict` takes it before loading the model.
     """
     from vipcli import distributed
-    from vipcli.prediction_files import (RecordWriter, check_same_images, completed_paths, finish_output, part_file,
-                                         part_files, remove_outputs)
+    from vipcli.prediction_files import (RecordWriter, changed_images, check_same_images, completed_paths,
+                                         finish_output, part_file, part_files, remove_outputs)
     from vipcli.trust import set_threshold
 
     world = world or distributed.World()
@@ -359,7 +372,11 @@ def predict_to_file(predictor: Predictor, paths: list[Path], out: Path, world=No
         console.warn(f"{out} was begun by an earlier vip, whose records do not say their coverage: its sets are "
                      f"taken to be at --coverage {coverage_text(coverage)} too (pass --force to start it afresh "
                      "if they are not)")
+    changed, again = distributed.rank_zero_value(world, lambda: changed_images(out, form, done))  # rank 0 reads
+    if again and world.main:
+        warn_changed_images(out, again)
     distributed.barrier(world, "the start of predicting")  # everyone has read before anyone writes
+    done -= set(again)
     remaining = [p for p in paths if str(p) not in done]
     mine = [remaining[i] for i in distributed.shard(len(remaining), world)]
     target = part_file(out, world.rank, world.size) if world.distributed else out
@@ -377,6 +394,15 @@ def predict_to_file(predictor: Predictor, paths: list[Path], out: Path, world=No
     distributed.barrier(world, "the end of predicting")  # every part is complete
     run = FileRun(Path(out), len(paths), len(paths) - len(remaining), writer.written)
     if world.main:
-        run.merged = finish_output(out, paths, form)
+        run.merged = finish_output(out, paths, form, changed)
     return run
 
+
+def warn_changed_images(out: Path, changed: list[str]) -> None:
+    """Say that `changed` images of `out`, whose bytes are not those their records name, are predicted again."""
+    from rich.markup import escape
+
+    count, many = len(changed), len(changed) > 1
+    console.warn(escape(f"{console.counted(count, 'image')} in {out} changed since {'they were' if many else 'it was'} "
+                        f"predicted ({'e.g. ' if many else ''}{changed[0]} holds other bytes under the same path): "
+                        f"predicted again, {'their records' if many else 'its record'} replaced"))

@@ -3,18 +3,21 @@
 Formats (by the suffix of FILE):
 - `.jsonl` (or `.ndjson`): one JSON object a line: path, label, probability, probabilities
   ({class: p}), prediction_set and coverage (with --coverage), explanation (with --explain), model,
-  decoding; an unreadable image is `{"path": ..., "error": reason, "model": ..., "decoding": ...}`.
+  decoding, sha256; an unreadable image is `{"path": ..., "error": reason, "model": ..., "decoding": ...}`.
 - `.csv`: a header, then path, label, probability, one `p_<class>` column per class,
-  prediction_set (classes joined by `|`) and coverage (with --coverage), model, error, decoding. A
-  CSV begun by an earlier vip has no decoding column (and, earlier still, no coverage column) and is
-  resumed in its own layout.
+  prediction_set (classes joined by `|`) and coverage (with --coverage), model, error, decoding, sha256.
+  A CSV begun by an earlier vip has no sha256 column (earlier still, no decoding column, and before
+  that no coverage column) and is resumed in its own layout.
 
 `model` is the model's digest (`Predictor.model_digest`): a file is only ever resumed by the model
 that began it, and only for the images it was begun for. `decoding` is the digest of the rules by
 which images become pixels (`features.decoding_digest`, as a benchmark records it; the DICOM rule
 counts in a DICOM file's record only): a file whose records were made under other rules is not
 resumed (its images would be predicted from other pixels); records of an earlier vip, which do not
-carry it, are not checked.
+carry it, are not checked. `sha256` is that of the image file's bytes when it was predicted: an image
+replaced since under the same path (a re-export, a corrected file) is predicted again on resume and its
+record replaced, so that a resumed file holds what a fresh run would (records of an earlier vip, which
+do not carry it, are kept as they are).
 
 A record is one `write` of one complete line, flushed at once, so a killed run leaves at most one
 torn last line: readers ignore a last line without its newline, and a writer cuts it off before
@@ -96,6 +99,7 @@ class RecordFormat:
     decoding: str = ""  # the digest of the image-decoding rules of images other than DICOM files (in their records)
     dicom_decoding: str = ""  # that of DICOM files, whose rules add the DICOM rule (in their records; "": `decoding`)
     decoding_column: bool = True  # False: a CSV begun by an earlier vip, whose header has no decoding column
+    sha256_column: bool = True  # False: a CSV begun by an earlier vip, whose header has no sha256 column
 
     @property
     def sets(self) -> bool:
@@ -111,17 +115,21 @@ class RecordFormat:
     def header(self) -> list[str]:
         """The CSV header row."""
         return ["path", "label", "probability", *(f"p_{name}" for name in self.class_names), *self.set_columns(),
-                "model", "error", *(["decoding"] if self.decoding_column else [])]
+                "model", "error", *self.after_error()]
+
+    def after_error(self) -> list[str]:
+        """The CSV columns after `error`: decoding and sha256, fewer in the layout of an earlier vip."""
+        return [name for name, kept in (("decoding", self.decoding_column), ("sha256", self.sha256_column)) if kept]
 
     def resuming(self, files: list[Path]) -> "RecordFormat":
         """This format as `files` (a CSV and its part files) already hold it: the layout of an earlier
-        vip (no decoding column; earlier still, no coverage column either) when one of them was begun
-        by it, so that it is resumed in that layout."""
+        vip (no sha256 column; earlier still, no decoding column, and before that no coverage column either)
+        when one of them was begun by it, so that it is resumed in that layout."""
         if self.kind != "csv":
             return self
-        earlier = [replace(self, decoding_column=False)]
+        earlier = [replace(self, sha256_column=False), replace(self, decoding_column=False, sha256_column=False)]
         if self.sets:
-            earlier.append(replace(self, coverage_column=False, decoding_column=False))
+            earlier.append(replace(self, coverage_column=False, decoding_column=False, sha256_column=False))
         for file in files:
             first = next(complete_lines(file), None)
             header = next(csv.reader([first[1]]), None) if first is not None else None
@@ -153,8 +161,8 @@ class RecordFormat:
         """What a fresh file of this format starts with: the CSV header line ("" for JSONL)."""
         return _csv_line(self.header()) if self.kind == "csv" else ""
 
-    def prediction_line(self, prediction) -> str:
-        """One prediction as one line (with its newline)."""
+    def prediction_line(self, prediction, sha256: str = "") -> str:
+        """One prediction as one line (with its newline); `sha256`: of the image's bytes ("": unknown)."""
         rounded = prediction.record(self.explain)  # every figure rounded once, from full precision
         if self.kind == "jsonl":
             record = {key: rounded[key] for key in ("path", "label", "probability", "probabilities")}
@@ -165,6 +173,8 @@ class RecordFormat:
                 record["explanation"] = rounded["explanation"]
             record["model"] = self.model
             record["decoding"] = self.decoding_of(prediction.path)
+            if sha256:
+                record["sha256"] = sha256
             return _json_line(record)
         row = [prediction.path, prediction.label, rounded["probability"],
                *(rounded["probabilities"][name] for name in self.class_names)]
@@ -172,14 +182,14 @@ class RecordFormat:
             row.append(SET_SEPARATOR.join(prediction.prediction_set or []))
         if self.sets and self.coverage_column:
             row.append(coverage_text(self.coverage))  # the shortest text that reads back as the same float
-        return _csv_line([*row, self.model, "", *self._decoding_cell(prediction.path)])
+        return _csv_line([*row, self.model, "", *self._cells_after_error(prediction.path, sha256)])
 
     def error_line(self, path: str, reason: str) -> str:
         """One unreadable image as one line (with its newline)."""
         if self.kind == "jsonl":
             return _json_line({"path": path, "error": reason, "model": self.model, "decoding": self.decoding_of(path)})
         return _csv_line([path, "", "", *([""] * len(self.class_names)), *([""] * len(self.set_columns())),
-                          self.model, reason, *self._decoding_cell(path)])
+                          self.model, reason, *self._cells_after_error(path, "")])
 
     def decoding_of(self, path: str) -> str:
         """The decoding digest of `path`'s record: the DICOM rule counts only for a DICOM file, as in the
@@ -188,13 +198,15 @@ class RecordFormat:
 
         return (self.dicom_decoding or self.decoding) if is_dicom_name(path) else self.decoding
 
-    def _decoding_cell(self, path: str) -> list[str]:
-        """The CSV cells after `error`: `path`'s decoding digest, or none in an earlier vip's layout."""
-        return [self.decoding_of(path)] if self.decoding_column else []
+    def _cells_after_error(self, path: str, sha256: str) -> list[str]:
+        """The CSV cells after `error`: `path`'s decoding digest and its bytes' `sha256`, fewer in an earlier
+        vip's layout."""
+        cells = {"decoding": self.decoding_of(path), "sha256": sha256}
+        return [cells[name] for name in self.after_error()]
 
-    def parse(self, line: str, first: bool) -> tuple[str, bool, str | None, str | None] | None:
-        """(path, is an error, model digest, decoding digest) of a complete line, a digest None where an
-        earlier vip's record has none; None for a header or a non-record."""
+    def parse(self, line: str, first: bool) -> tuple[str, bool, str | None, str | None, str | None] | None:
+        """(path, is an error, model digest, decoding digest, image sha256) of a complete line, a digest None
+        where an earlier vip's record has none; None for a header or a non-record."""
         if self.kind == "jsonl":
             try:
                 record = json.loads(line)
@@ -202,16 +214,17 @@ class RecordFormat:
                 return None
             if not isinstance(record, dict) or not isinstance(record.get("path"), str):
                 return None
-            model, decoding = record.get("model"), record.get("decoding")
+            model, decoding, sha256 = (record.get(key) for key in ("model", "decoding", "sha256"))
             return (record["path"], "error" in record, model if isinstance(model, str) else None,
-                    decoding if isinstance(decoding, str) else None)
+                    decoding if isinstance(decoding, str) else None, sha256 if isinstance(sha256, str) else None)
         row = next(csv.reader([line]), None)
         if not row or first:
             return None
-        after = 1 if self.decoding_column else 0  # the cells after `error`
-        cells = row[:len(row) - after]  # ... model, error
+        names = self.after_error()
+        cells = row[:len(row) - len(names)]  # ... model, error
+        after = dict(zip(names, row[len(cells):])) if len(row) >= 2 + len(names) else {}
         return (row[0], bool(cells[-1]) if cells else False, cells[-2] if len(cells) >= 2 else None,
-                row[-1] if after and len(row) >= 3 else None)
+                after.get("decoding"), after.get("sha256") or None)
 
     def problem(self, line: str, file: Path) -> str | None:
         """Why a complete line (not the CSV header) is not a record this format writes; None if it is one.
@@ -230,7 +243,7 @@ class RecordFormat:
         self._check_record_options(record, file)
         if not isinstance(record.get("path"), str) or not record["path"]:
             return "no 'path'"
-        for key in ("model", "decoding"):
+        for key in ("model", "decoding", "sha256"):
             if key in record and not isinstance(record[key], str):
                 return f"'{key}' is {record[key]!r}, not a digest"
         if "error" in record:
@@ -244,9 +257,9 @@ class RecordFormat:
 
     def _csv_problem(self, row: list[str], file: Path) -> str | None:
         """Why a CSV row is not a record of this format; None if it is one."""
-        sets, after = len(self.set_columns()), 1 if self.decoding_column else 0
+        sets, after = len(self.set_columns()), len(self.after_error())
         fields = 3 + len(self.class_names) + sets + 2 + after  # path, label, probability, p_*, set[, coverage],
-        if len(row) != fields:  # model, error[, decoding]
+        if len(row) != fields:  # model, error[, decoding[, sha256]]
             return f"{len(row)} fields, not {fields}"
         if not row[0]:
             return "no path"
@@ -379,7 +392,8 @@ def complete_lines(file: Path):
 
 
 def read_records(file: Path, form: RecordFormat):
-    """Yield (byte offset, path, is an error, model) of each complete record of `file`.
+    """Yield (byte offset, path, is an error, model, image sha256) of each complete record of `file` (the
+    sha256 None where the record names none: an unreadable image's, or one of an earlier vip).
 
     Refuses a file of other classes, options, another model or other decoding rules, and a line that is
     not a valid record (damaged, edited, or another program's) with its line number: resuming would
@@ -393,10 +407,10 @@ def read_records(file: Path, form: RecordFormat):
         if problem:
             raise VipError(f"{file} line {number + 1} is not a record of vip predict ({problem})",
                            "delete that line to resume, pass --force to start over, or pass another --out")
-        path, error, model, decoding = form.parse(line, False)
+        path, error, model, decoding, sha256 = form.parse(line, False)
         form.check_model(model, file)
         form.check_decoding(decoding, path, file)
-        yield offset, path, error, model
+        yield offset, path, error, model, sha256
 
 
 def completed_paths(out: Path, form: RecordFormat) -> set[str]:
@@ -404,8 +418,29 @@ def completed_paths(out: Path, form: RecordFormat) -> set[str]:
     format). Images recorded as unreadable are not among them: a resumed run tries them again."""
     done: set[str] = set()
     for file in [Path(out), *part_files(out)]:
-        done.update(path for _, path, error, _ in read_records(file, form) if not error)
+        done.update(path for _, path, error, _, _ in read_records(file, form) if not error)
     return done
+
+
+def changed_images(out: Path, form: RecordFormat, done: set[str]) -> tuple[list[str], list[str]]:
+    """(changed, to predict again): the images of `done` (paths with a prediction record in `out` or its part files)
+    whose first record, the one a finished file keeps, names a sha256 other than that of the bytes they have now
+    (replaced under the same path since they were predicted: a re-export, a corrected file), and of those the ones
+    no later record names their bytes for (a run stopped after it predicted some again left such records), which a
+    resumed run predicts again. Records of an earlier vip, which name no sha256, and images that cannot be read now
+    count as unchanged (their records are kept, as before)."""
+    from vipcli.digests import digest_many
+
+    recorded: dict[str, list[str | None]] = {}  # path -> the sha256 of each of its records, in file order
+    for file in [Path(out), *part_files(out)]:
+        for _, path, error, _, sha256 in read_records(file, form):
+            if not error and path in done:
+                recorded.setdefault(path, []).append(sha256)
+    named = sorted(path for path, digests in recorded.items() if digests[0] is not None)
+    now = {path: digest for path, digest in zip(named, digest_many([Path(path) for path in named]))
+           if isinstance(digest, str)}
+    changed = [path for path in named if path in now and now[path] != recorded[path][0]]
+    return changed, [path for path in changed if now[path] not in recorded[path]]
 
 
 def check_same_images(done: set[str], paths: list, out: Path) -> None:
@@ -484,8 +519,11 @@ class RecordWriter:
             raise self._failed(error) from None
 
     def prediction(self, prediction) -> None:
-        """Record one prediction."""
-        self._write(self.form.prediction_line(prediction))
+        """Record one prediction, with the sha256 of its image's bytes (read back from the digests the encoder
+        just took: `vipcli.digests` remembers them)."""
+        from vipcli.digests import file_digest
+
+        self._write(self.form.prediction_line(prediction, _digest_or_none(file_digest, prediction.path) or ""))
         self.written += 1
 
     def error(self, path: str, reason: str) -> None:
@@ -552,36 +590,48 @@ class MergeSummary:
     repeated: int = 0  # further records of an image already recorded (left out of the file)
 
 
-def finish_output(out: Path, paths: list, form: RecordFormat) -> MergeSummary:
+def finish_output(out: Path, paths: list, form: RecordFormat, changed=()) -> MergeSummary:
     """Make `out` hold one record per input image in input order, from `out` and its part files.
 
     Reads only line offsets into memory (not the records); rewrites `out` (temp file + rename) only
     when it is not already in order, holds repeated records, or part files exist, then removes the
     part files. An image recorded more than once keeps its first prediction (`repeated` counts them, less
     a part file's repeats of `out`'s records: a merge stopped before it removed its part files leaves
-    those); an image recorded as unreadable and then again (a rerun tried it again) keeps its last record. A write that fails leaves
-    `out` and the part files as they were (one VipError).
+    those); an image recorded as unreadable and then again (a rerun tried it again) keeps its last record, and so
+    does an image of `changed` (`changed_images`: its bytes are not those its earlier records name), whose records
+    naming other bytes are left out (none left: it counts as missing). A write that fails leaves `out` and the part
+    files as they were (one VipError).
     """
+    from vipcli.digests import file_digest
+
+    changed = set(changed)
+    now = {path: _digest_or_none(file_digest, path) for path in changed}
+
+    def outdated(path: str, sha256: str | None) -> bool:  # a record of other bytes than the image has now
+        return path in changed and sha256 != now[path]
+
     out = Path(out)
     paths = list(dict.fromkeys(str(p) for p in paths))
     sources = [out, *part_files(out)]
-    where: dict[str, tuple[int, int, bool]] = {}  # path -> (source, offset, is an error)
+    where: dict[str, tuple[int, int, bool, bool]] = {}  # path -> (source, offset, is an error, is outdated)
     sequence_in_out: list[str] = []
     dropped = repeated = 0
     wanted = set(paths)
     retried = 0  # records of an unreadable image that a later record (of a rerun) replaces
     for source, file in enumerate(sources):
-        for offset, path, error, _ in read_records(file, form):
+        for offset, path, error, _, sha256 in read_records(file, form):
             if path not in wanted:
                 dropped += 1
-            elif path in where and not where[path][2]:
+            elif path in where and not (where[path][2] or where[path][3]):
                 repeated += source == 0 or where[path][0] != 0  # not a part file repeating `out` (a stopped merge)
             else:
-                retried += path in where  # an image unreadable before: its newer record counts
-                where[path] = (source, offset, error)
+                retried += path in where  # an image unreadable (or changed) before: its newer record counts
+                where[path] = (source, offset, error, not error and outdated(path, sha256))
                 if source == 0:
                     sequence_in_out.append(path)
-    ordered = [p for p in paths if p in where]
+    old = {path for path, record in where.items() if record[3]}
+    retried += len(old)  # records of other bytes: left out of the file, which is written afresh
+    ordered = [p for p in paths if p in where and p not in old]
     summary = MergeSummary(len(ordered), sum(where[p][2] for p in ordered), len(paths) - len(ordered), dropped,
                            repeated)
     in_order = (len(sources) == 1 and sequence_in_out == ordered and not dropped and not repeated and not retried
@@ -603,6 +653,14 @@ def finish_output(out: Path, paths: list, form: RecordFormat) -> MergeSummary:
                 console.warn(f"could not remove {file} ({describe_os_error(error)}); its records are in {out}: "
                              "remove it yourself")
     return summary
+
+
+def _digest_or_none(digest, path: str) -> str | None:
+    """`digest(path)`, or None for a file that cannot be read."""
+    try:
+        return digest(path)
+    except OSError:
+        return None
 
 
 def _rewrite(out: Path, sources: list[Path], lines: list[tuple[int, int]], form: RecordFormat) -> None:

@@ -377,12 +377,7 @@ def _enforce_contract(backbone, distribution: str) -> str:
     failure = first_failure(checks)
     if failure is None:
         if marker is not None:
-            try:
-                marker.parent.mkdir(parents=True, exist_ok=True)
-                marker.write_text(_marker_text(backbone.id))
-                _remember_probes(backbone, distribution, marker)
-            except OSError:
-                pass  # an unwritable cache only means the checks run again next time
+            _remember_pass(backbone, distribution, marker)
         return "ran"
     others = sum(1 for c in checks if c.ok is False) - 1
     more = f"; {others} more check(s) failed" if others else ""
@@ -390,6 +385,20 @@ def _enforce_contract(backbone, distribution: str) -> str:
         "backbone", backbone.id, distribution, failure.member, f"{failure.detail}{more}",
         f"run 'vip backbones check {backbone.id}' with the same --arch/--pretrained for the whole contract table",
     )
+
+
+def _remember_pass(backbone, distribution: str, marker: Path) -> None:
+    """Keep the pass of the load-time checks in `marker`, a third-party backbone's probes first: a pass remembered
+    without them (a command killed between the two writes) would let later loads of other weights through unchecked
+    for good. Each file is written whole or not at all; an unwritable cache only means the checks run again."""
+    from vipcli.atomic import write_atomic
+
+    try:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        _remember_probes(backbone, distribution, marker)
+        write_atomic(marker, _marker_text(backbone.id))
+    except OSError:
+        pass
 
 
 def _probes_file(marker: Path) -> Path:
@@ -408,7 +417,9 @@ def _remember_probes(backbone, distribution: str, marker: Path) -> None:
         probes = probe_features(backbone).tolist()
     except Exception:  # noqa: BLE001 - the checks just passed; a probe that fails is only not remembered
         return
-    _probes_file(marker).write_text(json.dumps(probes))
+    from vipcli.atomic import write_atomic
+
+    write_atomic(_probes_file(marker), json.dumps(probes))
 
 
 def _same_weights_as_remembered(backbone, distribution: str, marker: Path) -> None:
@@ -421,7 +432,10 @@ def _same_weights_as_remembered(backbone, distribution: str, marker: Path) -> No
 
     try:
         remembered = torch.tensor(json.loads(_probes_file(marker).read_text()))
-    except (OSError, ValueError, TypeError):  # none kept (vip's own, an older vip, an unwritable cache)
+    except (OSError, ValueError, TypeError):  # none kept (vip's own, an older vip, an unwritable cache), or damaged
+        if not is_own_distribution(distribution):
+            with contextlib.suppress(OSError):  # kept now, so that later loads are held to these weights
+                _remember_probes(backbone, distribution, marker)
         return
     apart = other_weights(remembered, probe_features(backbone))
     if apart is not None:
