@@ -605,6 +605,9 @@ _PYTHON_WORDS = [
     (re.compile(r"--data DIR\b"), lambda m: "data='FOLDER'"),
     (re.compile(r"--model RUN_DIR\b"), lambda m: "a run directory"),
     (re.compile(r"--model (.+), the run's folder$"), lambda m: f"{str(m[1])!r}, the run's folder"),
+    (re.compile(r"pass --model with one of them"), lambda m: "pass one of them as run_dir"),
+    (re.compile(r"pass --model ('[^']*'|[^\s,;)]+)"), lambda m: f"pass run_dir={_unquoted(m[1])!r}"),
+    (re.compile(r"--symptoms FILE\b"), lambda m: "symptoms='FILE'"),
     (re.compile(r"--force\b"), lambda m: "force=True"),
     (re.compile(r"--no-cache\b"), lambda m: "use_cache=False"),
     (re.compile(r"--no-batch\b"), lambda m: "batched=False"),
@@ -614,11 +617,32 @@ _PYTHON_WORDS = [
 ]
 
 
+# a command to run in a shell, quoted in a message (`vip symptoms generate --data skin`): kept as written
+_QUOTED_COMMAND = re.compile(r"`vip [^`]*`")
+
+
 def _python_words(text: str | None) -> str | None:
-    """`text` with the commands' option names of `_PYTHON_WORDS` as a Python caller writes them."""
+    """`text` with the commands' option names of `_PYTHON_WORDS` as a Python caller writes them; a `vip ...`
+    command quoted in it is left as it is, since it is run in a shell, where its options are options."""
+    if not text:
+        return text
+    commands = _QUOTED_COMMAND.findall(text)
+    text = _QUOTED_COMMAND.sub("\0", text)  # each command -> a NUL, put back in order after the rewording
     for pattern, words in _PYTHON_WORDS:
-        text = pattern.sub(words, text) if text else text
+        text = pattern.sub(words, text)
+    for command in commands:
+        text = text.replace("\0", command, 1)
     return text
+
+
+def _unquoted(word: str) -> str:
+    """A path as a message gave it for the shell (`'my runs/a'`), as Python writes it: without the quotes."""
+    import shlex
+
+    try:
+        return shlex.split(word)[0]
+    except (ValueError, IndexError):
+        return word
 
 
 @contextlib.contextmanager
