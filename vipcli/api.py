@@ -94,7 +94,8 @@ def train(data: str | Path, *, shots: int | str | None = 16, method: str = "vip"
         out: the run folder (default: a new folder in runs/); `force` replaces an existing one.
         device: "auto", "cpu", "cuda", "cuda:N", "mps", or a torch.device.
         workers: image-decoding processes (default: one per usable core, at most 16).
-        encode_batch: images per image-encoder call; lower it if the GPU runs out of memory.
+        encode_batch: image views per image-encoder call (an image's `views` are split to fit); lower it if
+            the GPU runs out of memory.
         use_cache: keep encoded features in the feature cache between runs.
         image_fit: how a non-square image fits the encoder's square (`--image-fit`): "crop" (the backbone's
             own), "pad" (centred on black) or "squash"; recorded in the run, which `load` predicts with.

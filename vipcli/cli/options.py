@@ -37,8 +37,9 @@ VIEWS = typer.Option(8, "--views", help="Augmented views encoded and cached per 
 WORKERS = typer.Option(None, "--workers", help="Image-decoding worker processes (default: one per usable core, "
                        "at most 16, under torchrun each process's share less one, at least 1; 0 decodes in the main process; "
                        "never more than the usable cores).")
-ENCODE_BATCH = typer.Option(64, "--encode-batch", help="Images per image-encoder call; lower it if the GPU runs "
-                            "out of memory while encoding (features may differ in their last digits by batch size).")
+ENCODE_BATCH = typer.Option(64, "--encode-batch", help="Image views per image-encoder call (an image's --views are "
+                            "split to fit); lower it if the GPU runs out of memory while encoding (features may "
+                            "differ in their last digits by batch size).")
 NO_CACHE = typer.Option(False, "--no-cache", help="Do not read or write the on-disk feature cache.")
 
 
