@@ -102,7 +102,7 @@ def train(data: str | Path, *, shots: int | str | None = 16, method: str = "vip"
         progress: draw progress bars on stderr (as the command does).
     Returns:
         TrainResult: `run_dir`, `metrics` (what metrics.json holds), `failures` (unreadable files),
-        `class_names`.
+        `class_names`, `warnings` (every warning printed, as plain text, in order) and `schedule`.
     Raises:
         VipError: a folder, option or file that cannot work, before any image is encoded where it can be known.
     """
@@ -152,7 +152,8 @@ def benchmark(data: str | Path, *, methods: Iterable[str] | str | None = None,
         `summary` (per method and shots: its seeds, and over them the test set's accuracy_mean, accuracy_std,
         macro_f1_mean, macro_f1_std, balanced_accuracy_mean, balanced_accuracy_std; each std None with one
         seed), `class_names`, `skipped` and `trained`
-        (rows resumed and run now), `failures` (unreadable files).
+        (rows resumed and run now), `encoded_views`, `failures` (unreadable files), `warnings` (every warning
+        printed, as plain text, in order) and `config` (the sweep's stored settings).
     Raises:
         VipError: a folder, option or file that cannot work, before any image is encoded where it can be known.
     """
