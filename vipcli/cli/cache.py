@@ -21,7 +21,9 @@ def info_command(as_json: bool = typer.Option(False, "--json", help="Print one J
 
     from vipcli.cache_admin import checked_root, human_size, summarize
     
-    summary = summarize(checked_root())
+    root = checked_root()
+    _warn_if_refused(root)
+    summary = summarize(root)
     if as_json:
         print(json.dumps(summary, indent=2))
         return
@@ -48,6 +50,21 @@ def info_command(as_json: bool = typer.Option(False, "--json", help="Print one J
     if stale:
         out.print(f"`vip cache clear --stale` removes the {len(stale)} stale {console.plural(len(stale), 'folder')} "
                   f"({human_size(sum(record['bytes'] for record in stale))})", markup=False)
+
+
+def _warn_if_refused(root) -> None:
+    """One warning when the commands that read the cache back refuse `root` (a folder every user can write), which
+    `vip cache info` itself may show: a cache that looks fine here would otherwise fail the next `vip train`."""
+    from rich.markup import escape
+
+    from vipcli.cache_trust import check_cache_root
+    from vipcli.errors import VipError
+
+    try:
+        check_cache_root(root)
+    except VipError as refused:
+        console.warn(escape(f"{refused.message}; vip train, predict, benchmark and symptoms refuse to use it "
+                            f"({refused.hint})"))
 
 
 @app.command("clear")
