@@ -261,6 +261,8 @@ def test_a_command_to_run_and_the_run_to_load_are_named_as_a_python_caller_gives
         vip.train(tmp_path / "data", **TOY, out=tmp_path / "run")
     assert f"`vip symptoms generate --data {tmp_path / 'data'}`" in str(raised.value)
     assert "pass symptoms='FILE' (YAML" in str(raised.value)
+    with pytest.raises(vip.VipError, match="^the symptoms dict: its pack 'melanomma' matches no class of the data"):
+        vip.train(data, **TOY, symptoms={"melanomma": ["Dark spots", "Blurry edges"]}, out=tmp_path / "run")
     holder = tmp_path / "holder"
     shutil.copytree(result.run_dir, holder / "run")
     with pytest.raises(vip.VipError) as raised:

@@ -610,6 +610,7 @@ _PYTHON_WORDS = [
     (re.compile(r"pass --model with one of them"), lambda m: "pass one of them as run_dir"),
     (re.compile(r"pass --model ('[^']*'|[^\s,;)]+)"), lambda m: f"pass run_dir={_unquoted(m[1])!r}"),
     (re.compile(r"--symptoms FILE\b"), lambda m: "symptoms='FILE'"),
+    (re.compile(r"--symptoms (the symptoms dict)\b"), lambda m: m[1]),  # not "symptoms the symptoms dict"
     (re.compile(r"--force\b"), lambda m: "force=True"),
     (re.compile(r"--no-cache\b"), lambda m: "use_cache=False"),
     (re.compile(r"--no-batch\b"), lambda m: "batched=False"),
