@@ -603,6 +603,7 @@ _PYTHON_WORDS = [
     (re.compile(r"--pretrained (none)\b"), lambda m: f"pretrained='{m[1]}'"),
     (re.compile(r"--image-fit (crop|pad|squash)\b"), lambda m: f"image_fit='{m[1]}'"),
     (re.compile(r"--coverage\b"), lambda m: "coverage"),
+    (re.compile(r"--device (\w+(?::\d+)?) or auto\b"), lambda m: f"device='{m[1]}' or device='auto'"),
     (re.compile(r"--device (\w+(?::\d+)?)"), lambda m: f"device='{m[1]}'"),
     (re.compile(r"--data DIR\b"), lambda m: "data='FOLDER'"),
     (re.compile(r"--model RUN_DIR\b"), lambda m: "a run directory"),
