@@ -218,13 +218,17 @@ def parse_shots(value: str) -> int | None:
     return shots
 
 
+_LIST_EXAMPLES = {"--methods": "coop,vip (vip methods list)", "--shots": "1,4,16"}  # others: seeds, "1,2,3"
+
+
 def parse_list(option: str, value: str, convert=str, expand=None) -> tuple:
     """'a,b, c' -> (convert(a), convert(b), convert(c)); an empty list, a bad item or a repeat is a usage error.
 
     `expand`: turns one item into the items it stands for (`seed_range`: '1-3' -> '1', '2', '3')."""
     items = [item.strip() for item in value.split(",")]
     if not any(items):
-        raise UsageError(f"{option} needs at least one value, got '{value}'")
+        raise UsageError(f"{option} needs at least one value, got '{value}'",
+                         f"e.g. {option} {_LIST_EXAMPLES.get(option, '1,2,3')}, or leave it out for its default")
     if not all(items):
         raise UsageError(f"{option} {value}: an empty item between commas", f"e.g. {option} "
                          + ",".join(item for item in items if item))
