@@ -176,7 +176,8 @@ def test_coverage_and_device_errors_name_the_keyword_arguments(world, tmp_path):
     with pytest.raises(vip.VipError, match=r"prediction sets \(retrain it with this vip, or drop coverage\)"):
         model.predict(image, coverage=0.9)
     if not torch.cuda.is_available():
-        with pytest.raises(vip.VipError, match=r"^device='cuda:1': no CUDA GPU is visible to torch \(use device='cpu'"):
+        with pytest.raises(vip.VipError, match=r"^device='cuda:1': no CUDA GPU is visible to torch \(use device='cpu' "
+                           r"or device='auto'\)$"):  # "or auto", the command's words
             vip.load(result.run_dir, device="cuda:1")
     for device in (0, 1):  # a GPU's number: 0 read as "auto", 1 was an AttributeError
         with pytest.raises(vip.VipError, match=rf"^device={device}: expected a device's name .*device='cuda:0'"):
@@ -248,6 +249,29 @@ def test_errors_about_the_training_arguments_name_them_as_python_does(world, tmp
         with pytest.raises(vip.VipError) as raised:
             vip.train(**{"data": data, **TOY, "out": tmp_path / name, **arguments})
         assert words in str(raised.value) and "--" not in str(raised.value), name
+
+
+def test_a_command_to_run_and_the_run_to_load_are_named_as_a_python_caller_gives_them(world, tmp_path):
+    """The fix of a class without symptoms read "write packs with `vip symptoms generate data DATA`": the
+    command's own option reworded inside a command to run in a shell; `vip.load` of a folder holding a run said
+    "pass --model FOLDER/run", an option `load` does not take."""
+    data, result, _ = world
+    shutil.copytree(data, tmp_path / "data")
+    shutil.copytree(data / "train" / "nevus", tmp_path / "data" / "train" / "lichen_planus")
+    with pytest.raises(vip.VipError) as raised:
+        vip.train(tmp_path / "data", **TOY, out=tmp_path / "run")
+    assert f"`vip symptoms generate --data {tmp_path / 'data'}`" in str(raised.value)
+    assert "pass symptoms='FILE' (YAML" in str(raised.value)
+    with pytest.raises(vip.VipError, match="^the symptoms dict: its pack 'melanomma' matches no class of the data"):
+        vip.train(data, **TOY, symptoms={"melanomma": ["Dark spots", "Blurry edges"]}, out=tmp_path / "run")
+    holder = tmp_path / "holder"
+    shutil.copytree(result.run_dir, holder / "run")
+    with pytest.raises(vip.VipError) as raised:
+        vip.load(holder)
+    assert str(raised.value).endswith(f"(it holds the run {holder / 'run'}: pass run_dir='{holder / 'run'}')")
+    shutil.copytree(result.run_dir, holder / "second")
+    with pytest.raises(vip.VipError, match="pass one of them as run_dir"):
+        vip.load(holder)
 
 
 def test_train_arguments_of_the_wrong_type_or_range_are_refused_by_name_before_any_work(world, tmp_path):

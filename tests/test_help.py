@@ -205,3 +205,13 @@ def test_image_fit_and_quiet_say_what_they_do_where_they_are(cli, monkeypatch):
     assert "Recorded in results.json; resuming the sweep with another fit is refused." in bench
     for words in (train, bench):
         assert "(warnings and errors are still printed); VIP_QUIET=1 does the same." in words
+
+
+def test_encode_batch_says_it_counts_views_as_each_encoder_call_does(cli, monkeypatch):
+    """`--encode-batch` said "Images per image-encoder call" after every call came to take at most that many
+    views (an image's --views split to fit), which README's fix for a GPU out of memory counts on."""
+    for command in ("train", "benchmark"):
+        words = " ".join(re.sub("[│╭╮╰╯─]", " ", _help(cli, monkeypatch, 120, command)).split())
+        assert "--encode-batch <int> Image views per image-encoder call (an image's --views are split to fit)" \
+            in words, command
+

@@ -292,6 +292,15 @@ def test_method_options_are_checked_before_any_work(cli, isic_small, tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+def test_a_context_setting_given_to_a_method_that_learns_none_says_which_methods_take_it(cli, tmp_path):
+    """`vip train --method linear-probe --n-ctx 8` said only "(its settings: none)", of an option vip offers."""
+    for method, option in (("linear-probe", ["--n-ctx", "8"]), ("tip-adapter", ["--class-specific-context"])):
+        code, _, err = cli("train", "--data", tmp_path, "--method", method, *option, "--out", tmp_path / "x")
+        setting = option[0].removeprefix("--")
+        assert code == 2 and err.splitlines()[-1].endswith(
+            f"; {setting} is a setting of the methods that learn context, such as coop and vip (vip methods list))"), err
+
+
 def test_methods_list_shows_what_each_method_needs(cli):
     code, out, err = cli("methods", "list", "--json")
     assert code == 0, err

@@ -650,6 +650,24 @@ def test_cache_info_and_clear_refuse_a_vip_cache_dir_that_is_a_file(cli, tmp_pat
     assert file.read_text() == "not a cache"
 
 
+@pytest.mark.parametrize("command", [("info",), ("info", "--json")])
+def test_cache_info_warns_of_a_folder_every_user_can_write_which_the_other_commands_refuse(cli, tmp_path,
+                                                                                         monkeypatch, command):
+    """`VIP_CACHE_DIR=/tmp vip cache info` showed the folder as any other, and the next `vip train` refused it."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    monkeypatch.setenv("VIP_CACHE_DIR", str(shared))
+    code, out, err = cli("cache", *command)
+    assert code == 0 and str(shared) in out and err.splitlines() == [
+        f"warning: VIP_CACHE_DIR {shared} is writable by every user: anyone on this machine could change the cached "
+        "features or LLM answers that vip reads back; vip train, predict, benchmark and symptoms refuse to use it "
+        f"(remove others' write permission (chmod o-w {shared}), or point VIP_CACHE_DIR at a folder of your own)"]
+    shared.chmod(0o755)
+    code, _, err = cli("cache", *command)
+    assert code == 0 and err == ""
+
+
 def test_feature_cache_entries_are_not_synced_one_by_one(backbone, isic_small, tmp_path, synced):
     """Hundreds of entries a run: syncing each would slow encoding; each carries a sha256 checked instead."""
     from vipcli.features import FeatureCache

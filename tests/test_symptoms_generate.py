@@ -190,7 +190,7 @@ def test_modality_defaults_to_the_shipped_pack_and_is_required_otherwise(capsys,
         ("Melanoma usually looks asymmetric, with several colors and blurry edges.", "is not a list"),
         (
             "- Melanoma has dark spots\n- Asymmetric shape\n- Signs of melanoma\n- asymmetric shape.",
-            "gave 1 usable symptoms, fewer than --n 4",
+            "gave 1 usable symptom, fewer than --n 4",
         ),
     ],
     ids=["refusal", "empty", "prose", "names-disease-and-repeats"],
@@ -559,6 +559,23 @@ def test_images_run_stage_two_and_keep_what_both_agree_on(capsys, vip_env, llm_s
     from PIL import Image
 
     assert Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).size == (896, 896)
+
+
+def test_what_was_removed_from_each_answer_names_its_stage_and_counts_read_as_english(capsys, vip_env, llm_server,
+                                                                                     tmp_path):
+    """With --images, each stage's removals were warned as "removed from the answer", twice alike when both
+    answers held the same line; one agreeing symptom was "only 1 symptoms agree", and an answer of one usable
+    symptom "gave 1 usable symptoms ... (lower --n, ...)", naming no value of --n that works."""
+    folder = write_images(tmp_path / "mel", 16)
+    llm_server.answer(NUMBERED + "\n7. Looks like melanoma").answer(STAGE2 + "\n- Typical of melanoma")
+    code, _, err = melanoma(capsys, llm_server, "--images", str(folder), "--agree-threshold", "0.9")
+    assert code == 0, err
+    assert "melanoma: removed from the stage 1 (text) answer: 'Looks like melanoma' (names the disease)" in err
+    assert "melanoma: removed from the stage 2 (image) answer: 'Typical of melanoma' (names the disease)" in err
+    assert "warning: melanoma: only 1 symptom agrees with the images (--n 4)" in err
+    llm_server.answer("- Asymmetric shape\n- Melanoma cells")
+    code, _, err = melanoma(capsys, llm_server, "--out", "again.yaml", "--no-cache")
+    assert code == 1 and "gave 1 usable symptom, fewer than --n 4" in err and "(pass --n 1 to keep it, or " in err
 
 
 def test_images_with_llm_judge(capsys, vip_env, llm_server, tmp_path):

@@ -197,6 +197,15 @@ def test_an_empty_item_in_a_list_option_is_a_usage_error(cli, tmp_path):
     assert code == 2 and error_lines(err) == ["error: --shots 1,,2: an empty item between commas (e.g. --shots 1,2)"]
 
 
+@pytest.mark.parametrize("option, example", [("--methods", "coop,vip (vip methods list)"), ("--shots", "1,4,16"),
+                                             ("--seeds", "1,2,3")])
+def test_a_list_option_given_no_value_says_what_to_give(cli, tmp_path, option, example):
+    """`--methods ""` (an unset shell variable) said only "--methods needs at least one value, got ''"."""
+    code, _, err = cli("benchmark", "--data", tmp_path, option, "", "--out", tmp_path / "bench")
+    assert code == 2 and error_lines(err) == [f"error: {option} needs at least one value, got '' (e.g. {option} "
+                                              f"{example}, or leave it out for its default)"]
+
+
 def test_a_value_listed_twice_is_a_usage_error_not_silently_dropped(cli, tmp_path):
     """'--seeds 1,1' ran seed 1 once and showed no spread; a typo for 1,2 is the likelier reading."""
     code, _, err = cli("benchmark", "--data", tmp_path, "--seeds", "1,1,3", "--out", tmp_path / "bench")

@@ -94,14 +94,15 @@ def train(data: str | Path, *, shots: int | str | None = 16, method: str = "vip"
         out: the run folder (default: a new folder in runs/); `force` replaces an existing one.
         device: "auto", "cpu", "cuda", "cuda:N", "mps", or a torch.device.
         workers: image-decoding processes (default: one per usable core, at most 16).
-        encode_batch: images per image-encoder call; lower it if the GPU runs out of memory.
+        encode_batch: image views per image-encoder call (an image's `views` are split to fit); lower it if
+            the GPU runs out of memory.
         use_cache: keep encoded features in the feature cache between runs.
         image_fit: how a non-square image fits the encoder's square (`--image-fit`): "crop" (the backbone's
             own), "pad" (centred on black) or "squash"; recorded in the run, which `load` predicts with.
         progress: draw progress bars on stderr (as the command does).
     Returns:
         TrainResult: `run_dir`, `metrics` (what metrics.json holds), `failures` (unreadable files),
-        `class_names`.
+        `class_names`, `warnings` (every warning printed, as plain text, in order) and `schedule`.
     Raises:
         VipError: a folder, option or file that cannot work, before any image is encoded where it can be known.
     """
@@ -151,7 +152,8 @@ def benchmark(data: str | Path, *, methods: Iterable[str] | str | None = None,
         `summary` (per method and shots: its seeds, and over them the test set's accuracy_mean, accuracy_std,
         macro_f1_mean, macro_f1_std, balanced_accuracy_mean, balanced_accuracy_std; each std None with one
         seed), `class_names`, `skipped` and `trained`
-        (rows resumed and run now), `failures` (unreadable files).
+        (rows resumed and run now), `encoded_views`, `failures` (unreadable files), `warnings` (every warning
+        printed, as plain text, in order) and `config` (the sweep's stored settings).
     Raises:
         VipError: a folder, option or file that cannot work, before any image is encoded where it can be known.
     """
@@ -601,10 +603,15 @@ _PYTHON_WORDS = [
     (re.compile(r"--pretrained (none)\b"), lambda m: f"pretrained='{m[1]}'"),
     (re.compile(r"--image-fit (crop|pad|squash)\b"), lambda m: f"image_fit='{m[1]}'"),
     (re.compile(r"--coverage\b"), lambda m: "coverage"),
+    (re.compile(r"--device (\w+(?::\d+)?) or auto\b"), lambda m: f"device='{m[1]}' or device='auto'"),
     (re.compile(r"--device (\w+(?::\d+)?)"), lambda m: f"device='{m[1]}'"),
     (re.compile(r"--data DIR\b"), lambda m: "data='FOLDER'"),
     (re.compile(r"--model RUN_DIR\b"), lambda m: "a run directory"),
     (re.compile(r"--model (.+), the run's folder$"), lambda m: f"{str(m[1])!r}, the run's folder"),
+    (re.compile(r"pass --model with one of them"), lambda m: "pass one of them as run_dir"),
+    (re.compile(r"pass --model ('[^']*'|[^\s,;)]+)"), lambda m: f"pass run_dir={_unquoted(m[1])!r}"),
+    (re.compile(r"--symptoms FILE\b"), lambda m: "symptoms='FILE'"),
+    (re.compile(r"--symptoms (the symptoms dict)\b"), lambda m: m[1]),  # not "symptoms the symptoms dict"
     (re.compile(r"--force\b"), lambda m: "force=True"),
     (re.compile(r"--no-cache\b"), lambda m: "use_cache=False"),
     (re.compile(r"--no-batch\b"), lambda m: "batched=False"),
@@ -614,11 +621,32 @@ _PYTHON_WORDS = [
 ]
 
 
+# a command to run in a shell, quoted in a message (`vip symptoms generate --data skin`): kept as written
+_QUOTED_COMMAND = re.compile(r"`vip [^`]*`")
+
+
 def _python_words(text: str | None) -> str | None:
-    """`text` with the commands' option names of `_PYTHON_WORDS` as a Python caller writes them."""
+    """`text` with the commands' option names of `_PYTHON_WORDS` as a Python caller writes them; a `vip ...`
+    command quoted in it is left as it is, since it is run in a shell, where its options are options."""
+    if not text:
+        return text
+    commands = _QUOTED_COMMAND.findall(text)
+    text = _QUOTED_COMMAND.sub("\0", text)  # each command -> a NUL, put back in order after the rewording
     for pattern, words in _PYTHON_WORDS:
-        text = pattern.sub(words, text) if text else text
+        text = pattern.sub(words, text)
+    for command in commands:
+        text = text.replace("\0", command, 1)
     return text
+
+
+def _unquoted(word: str) -> str:
+    """A path as a message gave it for the shell (`'my runs/a'`), as Python writes it: without the quotes."""
+    import shlex
+
+    try:
+        return shlex.split(word)[0]
+    except (ValueError, IndexError):
+        return word
 
 
 @contextlib.contextmanager

@@ -29,7 +29,7 @@ class EncodingSettings:
 
     views: int = 8  # augmented views encoded (and cached) per training image
     workers: int | None = None  # image-decoding worker processes (None: one per usable core, at most 16)
-    batch_size: int = 64  # images per image-encoder call
+    batch_size: int = 64  # image views per image-encoder call (--encode-batch)
     cache_dir: Path | None = None  # feature cache root (None: $VIP_CACHE_DIR or the user cache)
     use_cache: bool = True  # keep encoded features on disk between runs
     image_fit: str = "crop"  # crop, pad or squash: how an image is fitted into the encoder's square (vipcli.image_fit)

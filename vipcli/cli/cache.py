@@ -19,7 +19,9 @@ def info_command(as_json: bool = typer.Option(False, "--json", help="Print one J
     """Where the cache is, and its entries and size per backbone."""
     from vipcli.cache_admin import checked_root, human_size, summarize
     
-    summary = summarize(checked_root())
+    root = checked_root()
+    _warn_if_refused(root)
+    summary = summarize(root)
     if as_json:
         print(json.dumps(summary, indent=2))
         return
@@ -65,6 +67,21 @@ def _cache_table(headers: list[str], rows: list[list[str]], width: int, arch: in
     for row in rows:
         table.add_row(*row)
     return table
+
+
+def _warn_if_refused(root) -> None:
+    """One warning when the commands that read the cache back refuse `root` (a folder every user can write), which
+    `vip cache info` itself may show: a cache that looks fine here would otherwise fail the next `vip train`."""
+    from rich.markup import escape
+
+    from vipcli.cache_trust import check_cache_root
+    from vipcli.errors import VipError
+
+    try:
+        check_cache_root(root)
+    except VipError as refused:
+        console.warn(escape(f"{refused.message}; vip train, predict, benchmark and symptoms refuse to use it "
+                            f"({refused.hint})"))
 
 
 @app.command("clear")

@@ -37,8 +37,9 @@ VIEWS = typer.Option(8, "--views", help="Augmented views encoded and cached per 
 WORKERS = typer.Option(None, "--workers", help="Image-decoding worker processes (default: one per usable core, "
                        "at most 16, under torchrun each process's share less one, at least 1; 0 decodes in the main process; "
                        "never more than the usable cores).")
-ENCODE_BATCH = typer.Option(64, "--encode-batch", help="Images per image-encoder call; lower it if the GPU runs "
-                            "out of memory while encoding (features may differ in their last digits by batch size).")
+ENCODE_BATCH = typer.Option(64, "--encode-batch", help="Image views per image-encoder call (an image's --views are "
+                            "split to fit); lower it if the GPU runs out of memory while encoding (features may "
+                            "differ in their last digits by batch size).")
 NO_CACHE = typer.Option(False, "--no-cache", help="Do not read or write the on-disk feature cache.")
 
 
@@ -217,13 +218,17 @@ def parse_shots(value: str) -> int | None:
     return shots
 
 
+_LIST_EXAMPLES = {"--methods": "coop,vip (vip methods list)", "--shots": "1,4,16"}  # others: seeds, "1,2,3"
+
+
 def parse_list(option: str, value: str, convert=str, expand=None) -> tuple:
     """'a,b, c' -> (convert(a), convert(b), convert(c)); an empty list, a bad item or a repeat is a usage error.
 
     `expand`: turns one item into the items it stands for (`seed_range`: '1-3' -> '1', '2', '3')."""
     items = [item.strip() for item in value.split(",")]
     if not any(items):
-        raise UsageError(f"{option} needs at least one value, got '{value}'")
+        raise UsageError(f"{option} needs at least one value, got '{value}'",
+                         f"e.g. {option} {_LIST_EXAMPLES.get(option, '1,2,3')}, or leave it out for its default")
     if not all(items):
         raise UsageError(f"{option} {value}: an empty item between commas", f"e.g. {option} "
                          + ",".join(item for item in items if item))

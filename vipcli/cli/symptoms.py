@@ -443,15 +443,17 @@ def show_report(pack, report, path: Path, n: int, others: tuple[str, ...] = ()) 
 
     from vipcli.packs import warn_wording
 
-    for stage in (report.stage1, report.stage2):
+    for name, stage in (("stage 1 (text)", report.stage1), ("stage 2 (image)", report.stage2)):
         if stage is not None and stage.parsed.removed:
             removed = ", ".join(f"{item!r} ({reason})" for item, reason in stage.parsed.removed)
-            console.warn(escape(f"{pack.name}: removed from the answer: {removed}"))
+            answer = f"the {name} answer" if report.stage2 is not None else "the answer"  # two: say which
+            console.warn(escape(f"{pack.name}: removed from {answer}: {removed}"))
     out = console.stdout()
     if report.agreement is not None:
         out.print(_agreement_table(pack, report))
         if len(pack.symptoms) < n:
-            console.warn(escape(f"{pack.name}: only {len(pack.symptoms)} symptoms agree with the images (--n {n})"))
+            agree = "symptom agrees" if len(pack.symptoms) == 1 else "symptoms agree"
+            console.warn(escape(f"{pack.name}: only {len(pack.symptoms)} {agree} with the images (--n {n})"))
     out.print(console.printable(_written_line(pack, report, path)), markup=False)
     for index, symptom in enumerate(pack.symptoms, 1):
         out.print(f"  {index}. {symptom}", markup=False)

@@ -303,7 +303,7 @@ def make_settings(method_class, options: dict[str, Any], method_id: str):
             if name not in known:
                 listed = ", ".join(n.replace("_", "-") for n in known) or "none"
                 raise UsageError(f"method '{method_id}' has no setting '{name.replace('_', '-')}'",
-                                 f"its settings: {listed}")
+                                 f"its settings: {listed}{_CONTEXT_SETTINGS.get(name, '')}")
             option = f"--method-option {name.replace('_', '-')}"  # spelled as typed and as `vip methods list` shows it
             values[name] = _convert(value, hints[name], option, known[name].default) if isinstance(value, str) else value
         settings = settings_class(**values)
@@ -315,6 +315,9 @@ def make_settings(method_class, options: dict[str, Any], method_id: str):
 
 
 SETTINGS_FIX = "raise vipcli.errors.UsageError(message, hint) for a bad value"
+# the settings that --n-ctx and --class-specific-context set, given to a method that learns no context
+_CONTEXT_SETTINGS = {name: f"; {name.replace('_', '-')} is a setting of the methods that learn context, such as coop "
+                           "and vip (vip methods list)" for name in ("n_ctx", "class_specific_context")}
 
 
 def settings_from_record(method_class, record: dict):

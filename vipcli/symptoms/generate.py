@@ -226,10 +226,12 @@ def _ask_stage1(config: GenerateConfig, notify: Callable[[str], None]) -> StageA
                                             f"{config.disease}, stage 1 (text)")
     parsed = _parse(answer, config, "stage 1", stop)
     if len(parsed.items) < config.n:
-        count = f"gave {len(parsed.items)} usable symptoms, fewer than --n {config.n}"
+        usable = len(parsed.items)
+        count = f"gave {usable} usable {'symptom' if usable == 1 else 'symptoms'}, fewer than --n {config.n}"
         cut = any(reason == CUT_REASON for _, reason in parsed.removed)
+        fewer = f"pass --n {usable} to keep {'it' if usable == 1 else 'them'}, or " if usable else ""
         raise VipError(f"the stage 1 answer for {config.disease!r} {count}{removed_summary(parsed)}",
-                       f"lower --n, or {CUT_HINT if cut else RETRY_HINT}")
+                       f"{fewer}{CUT_HINT if cut else RETRY_HINT}")
     return StageAnswer(prompt, answer, parsed, cached, temperature)
 
 
