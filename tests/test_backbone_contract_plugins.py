@@ -404,3 +404,23 @@ def test_a_sound_tokenizer_passes_the_long_prompts_at_the_edge_of_its_context(cl
     row = {row["check"]: row for row in json.loads(out)["checks"]}["long prompts, last word"]
     assert code == 0 and row["ok"] is True, err
     assert row["detail"] == "27 words ending '... a melanoma.' / '... a nevus.': 30 of 32 tokens, distinct"
+
+
+@pytest.mark.parametrize("scale, reason", [
+    # the multiplier where its log belongs: `vip train` said "training diverged ... lower the learning rate", also
+    # of zero-shot, which trains nothing
+    ("torch.tensor(100.0)", "logit_scale is 100, so logits would be cosines times exp() = inf"),
+    # the log of CLIP's temperature (0.07) where the log of its inverse belongs: probabilities near 1/C
+    ("torch.tensor(math.log(0.07))", "logit_scale is -2.659, so logits would be cosines times exp() = 0.07"),
+])
+def test_a_logit_scale_that_is_not_the_log_of_a_plausible_multiplier_fails_at_load(cli, site, tmp_path, scale,
+                                                                                     reason):
+    plugin = _example_changed(site, tmp_path, "odd-scale", "torch.tensor(math.log(100.0))", scale)
+    code, out, err = cli("backbones", "check", plugin, "--json")
+    row = {row["check"]: row for row in json.loads(out)["checks"]}["logit_scale"]
+    assert code == 1 and row["ok"] is False and reason in row["detail"], row
+    assert "store the model's log scale as it is (model.logit_scale, not model.logit_scale.exp())" in row["detail"]
+    with pytest.raises(VipError) as error:
+        load_backbone(plugin)
+    assert str(error.value).startswith(f"backbone 'odd-scale' (from odd-scale-dist 0.1.0) failed in logit_scale: "
+                                       f"{reason}")

@@ -38,7 +38,8 @@ WORD_PAIRS = (  # prompts of equal token length one word apart; the first pair t
 LONG_FILLER = ("the spot has blurry or jagged edges and small dark areas within it with several colors like brown "
                "black blue red or white").split()  # words put before a word pair to make a long prompt
 LONG_WORDS = 1024  # the most filler words a long prompt gets (a context longer than this is probed this far)
-CONTRACT_VERSION = 11  # bump when a check is added or changed: backbones that passed are checked again
+CONTRACT_VERSION = 12  # bump when a check is added or changed: backbones that passed are checked again
+LOGIT_SCALE_RANGE = (0.0, math.log(10000.0))  # logit_scale (a log): logits are cosines times 1 to 10,000
 TRIM_TOLERANCE = 1e-3  # max relative L2 difference between trimmed and full-length text features
 PLAIN_TOLERANCE = 1e-3  # max relative L2 difference between the plain text tower (--reference) and the usual path
 SAME_FEATURE = 1e-6  # two probes whose features differ by less than this (relative L2) got the same feature
@@ -218,8 +219,9 @@ class _Probe:
                 f"prefix {b.num_prefix_tokens}, pad {b.pad_token_id}, end {end}, device {b.device}")
 
     def logit_scale(self) -> str:
-        """That `logit_scale` is a finite 0-d float tensor on the CPU or the backbone's device; the detail row, or
-        `_Failed`."""
+        """That `logit_scale` is a finite 0-d float tensor on the CPU or the backbone's device, within
+        `LOGIT_SCALE_RANGE` (a multiplier stored where its log belongs gives cosines times 2.7e43: inf in float32);
+        the detail row, or `_Failed`."""
         scale = _tensor(getattr(self.backbone, "logit_scale", None))
         if scale.dim() != 0:
             raise _Failed(f"logit_scale has shape {_shape(scale)}; make it 0-d (.reshape(()))")
@@ -228,7 +230,14 @@ class _Probe:
         if scale.device.type not in ("cpu", self.backbone.device.type):
             raise _Failed(f"logit_scale is on {scale.device}; put it on the CPU or on {self.backbone.device}")
         _finite(scale, "logit_scale")
-        return f"0-d {_dtype(scale)} on {scale.device}, exp() = {float(scale.exp()):.4g}"
+        multiplier = float(scale.float().exp())
+        if not LOGIT_SCALE_RANGE[0] <= float(scale) <= LOGIT_SCALE_RANGE[1]:
+            raise _Failed(f"logit_scale is {float(scale):.4g}, so logits would be cosines times exp() = "
+                          f"{multiplier:.4g}: logit_scale is the log of that multiplier (CLIP's is log(100) = 4.605), "
+                          f"between {LOGIT_SCALE_RANGE[0]:g} and log(10000) = {LOGIT_SCALE_RANGE[1]:.4g}; store the "
+                          "model's log scale as it is (model.logit_scale, not model.logit_scale.exp()), or "
+                          "torch.log(multiplier) if you have the multiplier")
+        return f"0-d {_dtype(scale)} on {scale.device}, exp() = {multiplier:.4g}"
 
     def tokenize(self) -> str:
         """That `tokenize` gives int64 ids [N, context_length] on the CPU with an end token; keeps them as `self.ids`
