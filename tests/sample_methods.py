@@ -604,6 +604,34 @@ class NumpyNoise(Centroid):
         self.centroids = F.normalize(self.centroids + noise, dim=-1)  # [C, D]
         return result
 
+
+class BuiltElsewhere(Centroid):
+    """Flaw: __init__ leaves its centroids on another device than setup.device, as a forgotten
+    self.to(setup.device) leaves them on the CPU of a GPU run (meta stands in for the other device)."""
+
+    def __init__(self, setup, settings=None, stored=None):
+        super().__init__(setup, settings, stored)
+        self.centroids = self.centroids.to("meta")
+
+
+class FitsElsewhere(Centroid):
+    """Flaw: fit assigns its centroids on another device than setup.device, as a tensor made on the CPU in fit
+    (torch.eye(C), a new nn.Linear) is on a GPU run (meta stands in for the other device)."""
+
+    def fit(self, data, context):
+        result = super().fit(data, context)
+        self.centroids = self.centroids.to("meta")
+        return result
+
+
+class LoadsElsewhere(Centroid):
+    """Flaw: load_state_tensors assigns what it loads where it was read, not on setup.device (the CPU, for a run
+    predicted on a GPU; meta stands in for the other device)."""
+
+    def load_state_tensors(self, tensors, where):
+        self.centroids = tensors["centroids"].to("meta")
+
+
 ENTRY_POINTS = "\n".join([
     "no-stored-argument = vip_sample_methods:NoStoredArgument",
     "trains-as-method = vip_sample_methods:TrainsAsMethod",
@@ -667,4 +695,7 @@ ENTRY_POINTS = "\n".join([
     "tensor-explanation = vip_sample_methods:TensorExplanation",
     "explains-centroids = vip_sample_methods:ExplainsCentroids",
     "numpy-noise = vip_sample_methods:NumpyNoise",
+    "built-elsewhere = vip_sample_methods:BuiltElsewhere",
+    "fits-elsewhere = vip_sample_methods:FitsElsewhere",
+    "loads-elsewhere = vip_sample_methods:LoadsElsewhere",
 ])

@@ -14,8 +14,9 @@ from plugin_helpers import install_distribution, install_sample_plugins, site  #
 from vipcli.errors import VipError
 from vipcli.registry import load_backbone
 
-NEW_ROWS = ("same prompts, same features", "one word apart", "features follow embeds", "same images, same features",
-            "no state between calls")
+NEW_ROWS = ("same prompts, same features", "one word apart", "long prompts, last word", "features follow embeds",
+            "same images, same features", "no state between calls")
+EXAMPLE_MODULE = Path(__file__).resolve().parents[1] / "examples" / "vip-plugin-example" / "vip_plugin_example.py"
 
 
 @pytest.fixture
@@ -409,3 +410,77 @@ def test_a_plugin_that_normalises_its_image_batch_in_place_passes(cli, samples):
     code, out, err = cli("backbones", "check", "normalises-images-in-place", "--json")
     rows = {row["check"]: row for row in json.loads(out)["checks"]}
     assert code == 0 and rows["same images, same features"]["ok"] is True, err
+
+
+def _example_changed(site, tmp_path, name: str, old: str, new: str) -> str:
+    """README's backbone example with `old` replaced by `new`, installed as backbone `name` of distribution
+    `name`-dist (module `name` with dashes as underscores); returns the id."""
+    import sys
+
+    source = EXAMPLE_MODULE.read_text()
+    assert source.count(old) == 1, old
+    module = name.replace("-", "_")
+    (tmp_path / f"{module}.py").write_text(source.replace(old, new))
+    install_distribution(site, f"{name}-dist", f"{name} = {module}:TinyExampleBackbone", tmp_path / f"{module}.py")
+    sys.modules.pop(module, None)
+    return name
+
+
+def test_a_tokenizer_that_cuts_prompts_short_before_its_context_fails_in_tokenize(cli, site, tmp_path):
+    """README's example with a tokenizer that stops after 11 words of its 32 tokens passed every row: long
+    symptoms then lost their tails without a word (two symptoms that differ past the 11th word got one prompt)."""
+    plugin = _example_changed(site, tmp_path, "cuts-short", "split()[: self.context_length - 2]", "split()[:11]")
+    code, out, err = cli("backbones", "check", plugin, "--json")
+    rows = {row["check"]: row for row in json.loads(out)["checks"]}
+    row = rows["long prompts, last word"]
+    assert code == 1 and row["ok"] is False and row["member"] == "tokenize", row
+    assert [name for name, r in rows.items() if r["ok"] is False] == ["long prompts, last word"]  # the one row
+    assert "get the same token ids, though the tokenizer kept only 13 of context_length=32 tokens: it cuts prompts " \
+           "short before context_length, so long symptoms lose their tails" in row["detail"]
+    with pytest.raises(VipError) as error:  # at load too, before any image is encoded
+        load_backbone(plugin)
+    assert str(error.value).startswith("backbone 'cuts-short' (from cuts-short-dist 0.1.0) failed in tokenize: two "
+                                       "prompts of 37 words that differ only at their end ")
+
+
+def test_a_text_tower_that_reads_only_the_first_tokens_fails_on_long_prompts(cli, site, tmp_path):
+    """A tower that pools the first 12 positions reads every word of short prompts, and none past the 12th."""
+    plugin = _example_changed(site, tmp_path, "reads-twelve", "self.text_proj(self.pool_at_end(x, ids))",
+                              "self.text_proj(x[:, :12].mean(dim=1))")
+    code, out, err = cli("backbones", "check", plugin, "--json")
+    rows = {row["check"]: row for row in json.loads(out)["checks"]}
+    row = rows["long prompts, last word"]
+    assert code == 1 and row["ok"] is False and row["member"] == "encode_text_embeds", row
+    assert [name for name, r in rows.items() if r["ok"] is False] == ["long prompts, last word"]
+    assert "(30 of context_length=32 tokens) that differ only at their end" in row["detail"]
+    assert "get the same feature: the text tower stops reading before context_length" in row["detail"]
+
+
+def test_a_sound_tokenizer_passes_the_long_prompts_at_the_edge_of_its_context(cli, site, tmp_path):
+    """README's example as it is: the longest probe that fits with a token to spare takes 30 of its 32 tokens, and
+    the last word still tells the two apart."""
+    plugin = _example_changed(site, tmp_path, "as-written", "dropout=0.0", "dropout=0.0")
+    code, out, err = cli("backbones", "check", plugin, "--json")
+    row = {row["check"]: row for row in json.loads(out)["checks"]}["long prompts, last word"]
+    assert code == 0 and row["ok"] is True, err
+    assert row["detail"] == "27 words ending '... a melanoma.' / '... a nevus.': 30 of 32 tokens, distinct"
+
+
+@pytest.mark.parametrize("scale, reason", [
+    # the multiplier where its log belongs: `vip train` said "training diverged ... lower the learning rate", also
+    # of zero-shot, which trains nothing
+    ("torch.tensor(100.0)", "logit_scale is 100, so logits would be cosines times exp() = inf"),
+    # the log of CLIP's temperature (0.07) where the log of its inverse belongs: probabilities near 1/C
+    ("torch.tensor(math.log(0.07))", "logit_scale is -2.659, so logits would be cosines times exp() = 0.07"),
+])
+def test_a_logit_scale_that_is_not_the_log_of_a_plausible_multiplier_fails_at_load(cli, site, tmp_path, scale,
+                                                                                     reason):
+    plugin = _example_changed(site, tmp_path, "odd-scale", "torch.tensor(math.log(100.0))", scale)
+    code, out, err = cli("backbones", "check", plugin, "--json")
+    row = {row["check"]: row for row in json.loads(out)["checks"]}["logit_scale"]
+    assert code == 1 and row["ok"] is False and reason in row["detail"], row
+    assert "store the model's log scale as it is (model.logit_scale, not model.logit_scale.exp())" in row["detail"]
+    with pytest.raises(VipError) as error:
+        load_backbone(plugin)
+    assert str(error.value).startswith(f"backbone 'odd-scale' (from odd-scale-dist 0.1.0) failed in logit_scale: "
+                                       f"{reason}")

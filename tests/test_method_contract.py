@@ -7,7 +7,7 @@ import json
 import pytest
 
 from conftest import error_lines, tiny_train_args
-from plugin_helpers import install_sample_methods, site  # noqa: F401 - site is a fixture
+from plugin_helpers import install_distribution, install_sample_methods, site  # noqa: F401 - site is a fixture
 
 
 @pytest.fixture
@@ -72,6 +72,14 @@ def test_a_sound_method_plugin_trains_and_predicts(cli, methods, isic_small, tin
     # was "failed in fit: AttributeError: 'NoneType' object has no attribute 'float' (... report it to the authors"
     ("zero-shot-reads-shots", "fit", "fit read data.train.views, but the method declares uses_shots = False",
      "set uses_shots = True on the method class if fit learns from the labelled images"),
+    # on a GPU each was "failed in forward: RuntimeError: Expected all tensors to be on the same device ... (report
+    # it to the authors)": from fit_sgd's first step, after the run's evaluation, or in vip predict
+    ("built-elsewhere", "__init__", "__init__ left buffer 'centroids' on meta, not on cpu where forward gets the "
+                                    "image features (setup.device)", "end __init__ with self.to(setup.device)"),
+    ("fits-elsewhere", "fit", "fit left buffer 'centroids' on meta, not on cpu where forward gets the image features",
+     "self.NAME = tensor.to(self.setup.device)"),
+    ("loads-elsewhere", "load_state_tensors", "load_state_tensors left buffer 'centroids' on meta, not on cpu",
+     "move what it loads to self.setup.device"),
 ])
 def test_a_method_plugin_mistake_in_train_is_one_line_naming_it(cli, methods, isic_small, tiny_clip, tmp_path,
                                                                  method, member, reason, fix):
@@ -388,6 +396,7 @@ def test_every_built_in_method_passes_methods_check(cli):
 
 def test_logits_in_the_dtype_of_an_autocast_that_is_on_pass_the_check():
     """vip's bf16 autocast on CUDA makes a built-in method's logits bf16: only outside an autocast is bf16 refused."""
+    import sys
     from types import SimpleNamespace
 
     import torch
@@ -537,3 +546,47 @@ def test_a_benchmark_row_of_a_fit_drawing_from_numpy_does_not_depend_on_the_rows
     assert rows["1,2"][2]["test_auroc"] == rows["2"][2]["test_auroc"]
     assert rows["1,2"][2]["test_macro_f1"] == rows["2"][2]["test_macro_f1"]
     assert rows["1,2"][2]["test_confusion_matrix"] == rows["2"][2]["test_confusion_matrix"]
+
+
+def test_a_method_that_forgets_to_move_itself_to_the_setup_device_is_refused_when_built(methods):
+    """README's method example without its `self.to(setup.device)`: on a GPU its centroids stayed on the CPU, where
+    `vip predict` loads the run's tensors into them, and forward failed with torch's "Expected all tensors to be on
+    the same device", reported as a plugin fault with no fix. A backbone on meta stands in for the GPU."""
+    import sys
+    from types import SimpleNamespace
+
+    import torch
+
+    from vipcli.methods import MethodSetup, build_method
+    from vipcli.plugins import PluginError
+
+    source = (methods / "vip_method_example.py").read_text()
+    assert source.count("        self.to(setup.device)\n") == 1
+    (methods / "forgets_to.py").write_text(source.replace("        self.to(setup.device)\n", ""))
+    install_distribution(methods, "forgets-to", "forgets-to = forgets_to:NearestCentroid", group="vip.methods")
+    on_the_cpu = MethodSetup(SimpleNamespace(device=torch.device("cpu"), embed_dim=8), ["melanoma", "nevus"])
+    assert build_method("forgets-to", on_the_cpu).centroids.device.type == "cpu"  # where it was made: no fault
+    elsewhere = MethodSetup(SimpleNamespace(device=torch.device("meta"), embed_dim=8), ["melanoma", "nevus"])
+    with pytest.raises(PluginError) as error:
+        build_method("forgets-to", elsewhere)
+    assert str(error.value) == (
+        "method 'forgets-to' (from forgets-to 0.1.0) failed in __init__: __init__ left buffer 'centroids' on cpu, "
+        "not on meta where forward gets the image features (setup.device): forward would fail there with \"Expected "
+        "all tensors to be on the same device\" (end __init__ with self.to(setup.device), after creating every "
+        "parameter and buffer)")
+    assert build_method("centroid-ok", elsewhere).centroids.device.type == "meta"  # README's example as written
+    sys.modules.pop("forgets_to", None)
+
+
+def test_a_benchmark_refuses_a_method_left_on_another_device_before_encoding(cli, methods, isic_small, tiny_clip,
+                                                                              tmp_path):
+    import os
+    from pathlib import Path
+
+    code, _, err = cli("benchmark", "--data", isic_small, "--arch", tiny_clip, "--pretrained", "none", "--methods",
+                       "built-elsewhere", "--shots", "2", "--seeds", "1", "--out", tmp_path / "sweep", "--device",
+                       "cpu", "--workers", "0")
+    line = _one_error(err)
+    assert code == 1 and line.startswith("error: method 'built-elsewhere' (from sample-methods 0.1.0) failed in "
+                                         "__init__: __init__ left buffer 'centroids' on meta"), line
+    assert not list((Path(os.environ["VIP_CACHE_DIR"]) / "features").glob("*/*"))  # before any image was encoded

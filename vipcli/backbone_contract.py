@@ -1,10 +1,11 @@
 """The backbone contract, checked: what `vip backbones check` prints and `load_backbone` enforces.
 
 Each check calls a few members of a loaded backbone on small probes (three prompts of different
-lengths, two prompts of equal length one word apart, one or two synthetic images) and records what
-came back. `load_backbone` runs them all (one image) before any image of the data set is encoded:
-the cost is five full-length text passes over three prompts (one with a backward pass to the
-embeddings), one over two, one trimmed pass, one image through the tower three times (the last after
+lengths, two prompts of equal length one word apart, the same two after as many filler words as fit,
+one or two synthetic images) and records what came back. `load_backbone` runs them all (one image)
+before any image of the data set is encoded: the cost is five full-length text passes over three
+prompts (one with a backward pass to the embeddings), two over two, about log2(context_length)
+tokenizations of two long prompts, one trimmed pass, one image through the tower three times (the last after
 another image: features must not depend on earlier calls) and, for a backbone
 that overrides `encode_text_parts`, two forward and backward passes over the three prompts, so a
 broken plugin fails in seconds.
@@ -34,7 +35,11 @@ WORD_PAIRS = (  # prompts of equal token length one word apart; the first pair t
     ("a photo of a red spot.", "a photo of a blue spot."),
     ("a photo of a dark spot.", "a photo of a small spot."),
 )
-CONTRACT_VERSION = 10  # bump when a check is added or changed: backbones that passed are checked again
+LONG_FILLER = ("the spot has blurry or jagged edges and small dark areas within it with several colors like brown "
+               "black blue red or white").split()  # words put before a word pair to make a long prompt
+LONG_WORDS = 1024  # the most filler words a long prompt gets (a context longer than this is probed this far)
+CONTRACT_VERSION = 12  # bump when a check is added or changed: backbones that passed are checked again
+LOGIT_SCALE_RANGE = (0.0, math.log(10000.0))  # logit_scale (a log): logits are cosines times 1 to 10,000
 TRIM_TOLERANCE = 1e-3  # max relative L2 difference between trimmed and full-length text features
 PLAIN_TOLERANCE = 1e-3  # max relative L2 difference between the plain text tower (--reference) and the usual path
 SAME_FEATURE = 1e-6  # two probes whose features differ by less than this (relative L2) got the same feature
@@ -160,6 +165,7 @@ class _Probe:
         self.backbone, self.images = backbone, images
         self.checks: list[Check] = []
         self.ids = self.full = self.image_features = None
+        self.word_pair = None  # the prompts one word apart, once their row has passed
         self.image_size = self.probe_images = None
 
     def run(self, name: str, member: str, step: Callable[[], str], needs: tuple = ()) -> None:
@@ -213,8 +219,9 @@ class _Probe:
                 f"prefix {b.num_prefix_tokens}, pad {b.pad_token_id}, end {end}, device {b.device}")
 
     def logit_scale(self) -> str:
-        """That `logit_scale` is a finite 0-d float tensor on the CPU or the backbone's device; the detail row, or
-        `_Failed`."""
+        """That `logit_scale` is a finite 0-d float tensor on the CPU or the backbone's device, within
+        `LOGIT_SCALE_RANGE` (a multiplier stored where its log belongs gives cosines times 2.7e43: inf in float32);
+        the detail row, or `_Failed`."""
         scale = _tensor(getattr(self.backbone, "logit_scale", None))
         if scale.dim() != 0:
             raise _Failed(f"logit_scale has shape {_shape(scale)}; make it 0-d (.reshape(()))")
@@ -223,7 +230,14 @@ class _Probe:
         if scale.device.type not in ("cpu", self.backbone.device.type):
             raise _Failed(f"logit_scale is on {scale.device}; put it on the CPU or on {self.backbone.device}")
         _finite(scale, "logit_scale")
-        return f"0-d {_dtype(scale)} on {scale.device}, exp() = {float(scale.exp()):.4g}"
+        multiplier = float(scale.float().exp())
+        if not LOGIT_SCALE_RANGE[0] <= float(scale) <= LOGIT_SCALE_RANGE[1]:
+            raise _Failed(f"logit_scale is {float(scale):.4g}, so logits would be cosines times exp() = "
+                          f"{multiplier:.4g}: logit_scale is the log of that multiplier (CLIP's is log(100) = 4.605), "
+                          f"between {LOGIT_SCALE_RANGE[0]:g} and log(10000) = {LOGIT_SCALE_RANGE[1]:.4g}; store the "
+                          "model's log scale as it is (model.logit_scale, not model.logit_scale.exp()), or "
+                          "torch.log(multiplier) if you have the multiplier")
+        return f"0-d {_dtype(scale)} on {scale.device}, exp() = {multiplier:.4g}"
 
     def tokenize(self) -> str:
         """That `tokenize` gives int64 ids [N, context_length] on the CPU with an end token; keeps them as `self.ids`
@@ -333,7 +347,62 @@ class _Probe:
         if _same_rows(features) is not None:
             raise _Failed(f"{pair[0]!r} and {pair[1]!r} (one word apart) get the same feature: the text tower does not "
                           "read every word of the prompt; build its input from every position of `embeds`")
+        self.word_pair = pair
         return f"{pair[0]!r} / {pair[1]!r}: {int(self.backbone.content_lengths(ids).max())} tokens each, distinct"
+
+    def _long_pair(self, words: int) -> tuple[list[str], torch.Tensor, torch.Tensor]:
+        """The word pair's prompts after `words` filler words, their ids [2, L] and content lengths [2]."""
+        filler = " ".join(LONG_FILLER[i % len(LONG_FILLER)] for i in range(words))
+        texts = [f"{filler} {text}".strip() for text in self.word_pair]
+        ids = _tensor(self.backbone.tokenize(texts))
+        return texts, ids, self.backbone.content_lengths(ids)
+
+    def _longest_fitting_pair(self) -> tuple[list[str], torch.Tensor, torch.Tensor] | None:
+        """The longest of `_long_pair`'s prompts (up to `context_length` filler words, a token or more each) whose
+        tokens both end two or more before `context_length`: a prompt cut short at `context_length`, by design,
+        fills it, all but its end token where that is also the pad token (which `content_lengths` cannot tell
+        from padding when `end_token_id` is not declared). None when even the pair alone does not fit. A
+        tokenizer that cuts prompts short earlier gives the longest."""
+        fits = self.backbone.context_length - 1  # content lengths below this fit
+        low, high = 0, min(self.backbone.context_length, LONG_WORDS)
+        longest = self._long_pair(high)
+        if int(longest[2].max()) < fits:
+            return longest
+        shortest = self._long_pair(low)
+        if int(shortest[2].max()) >= fits:
+            return None
+        while high - low > 1:  # the prompt of `low` words fits, that of `high` does not
+            middle = (low + high) // 2
+            tried = self._long_pair(middle)
+            if int(tried[2].max()) < fits:
+                low, shortest = middle, tried
+            else:
+                high = middle
+        return shortest
+
+    def long_prompts(self) -> str:
+        """That two long prompts within `context_length`, differing only in their last word, get different token ids
+        and different features (a tokenizer or tower that stops reading early loses long symptoms' tails); the
+        detail row, or `_Failed`."""
+        b = self.backbone
+        found = self._longest_fitting_pair()
+        if found is None:
+            return f"not compared: the one word apart prompts alone nearly fill context_length={b.context_length}"
+        texts, ids, lengths = found
+        words, kept = len(texts[0].split()), int(lengths.max())
+        last = [text.split()[-2:] for text in texts]
+        ending = f"'... {' '.join(last[0])}' / '... {' '.join(last[1])}'"
+        if torch.equal(ids[0], ids[1]):
+            raise _Failed(f"two prompts of {words} words that differ only at their end ({ending}) get the same token "
+                          f"ids, though the tokenizer kept only {kept} of context_length={b.context_length} tokens: it "
+                          "cuts prompts short before context_length, so long symptoms lose their tails without a "
+                          "word; truncate only at context_length", member="tokenize")
+        if _same_rows(self._text_features(b.embed_tokens(ids), ids)) is not None:
+            raise _Failed(f"two prompts of {words} words ({kept} of context_length={b.context_length} tokens) that "
+                          f"differ only at their end ({ending}) get the same feature: the text tower stops reading "
+                          "before context_length, so long symptoms lose their tails; read every position up to "
+                          "context_length", member="encode_text_embeds")
+        return f"{words} words ending {ending}: {kept} of {b.context_length} tokens, distinct"
 
     def follows_embeddings(self) -> str:
         """That the text features change when the embedding after the start token changes, and the gradient reaches it
@@ -654,6 +723,7 @@ def run_checks(backbone, images: int = 1) -> list[Check]:
     probe.run("encode_text_embeds", "encode_text_embeds", probe.encode_text, needs=("ids",))
     probe.run("same prompts, same features", "encode_text_embeds", probe.text_repeats, needs=("ids", "full"))
     probe.run("one word apart", "encode_text_embeds", probe.one_word, needs=("ids", "full"))
+    probe.run("long prompts, last word", "tokenize", probe.long_prompts, needs=("ids", "full", "word_pair"))
     probe.run("features follow embeds", "encode_text_embeds", probe.follows_embeddings, needs=("ids", "full"))
     probe.run("trimmed = full length", "sequence_lengths", probe.trimming, needs=("ids", "full"))
     probe.run("plain text tower = usual", "encode_text_embeds", probe.plain_text_tower, needs=("ids", "full"))

@@ -277,7 +277,7 @@ def run_rows_together(method_id: str, cls, jobs: list[tuple], context: dict, pro
     runs once per step over every row's prompts. Each row's `fit_s` is its share of the group's time.
     """
     from vipcli.fitting import fit_sgd_many
-    from vipcli.methods.contract import check_splits_unchanged, split_versions
+    from vipcli.methods.contract import check_on_device, check_splits_unchanged, split_versions
 
     started = time.perf_counter()
     built = [_build_row(method_id, cls, shots, seed, context, progress) for shots, seed in jobs]
@@ -286,6 +286,7 @@ def run_rows_together(method_id: str, cls, jobs: list[tuple], context: dict, pro
                           [b["fit_context"] for b in built], progress, batchable=True)  # rows grouped by its answer
     for b, versions in zip(built, before):  # as `checked_fit` refuses it for a row run alone
         check_splits_unchanged(b["method"], b["data"], versions)
+        check_on_device(b["method"], "fit")
     share = (time.perf_counter() - started) / len(built)
     return [_finish_row(b, f, context, share) for b, f in zip(built, fitted)]
 

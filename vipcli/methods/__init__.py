@@ -91,7 +91,7 @@ def restore_method(method_id: str, setup: MethodSetup, settings: dict, stored: d
     trained with and that is installed.
     """
     from vipcli.methods.base import SETTINGS_FIX, StateMismatch
-    from vipcli.methods.contract import method_code
+    from vipcli.methods.contract import check_on_device, method_code
     from vipcli.provenance import tensor_mismatch
 
     cls = method_class(method_id)
@@ -104,12 +104,13 @@ def restore_method(method_id: str, setup: MethodSetup, settings: dict, stored: d
         if metadata is None:
             raise
         raise tensor_mismatch(error, method_id, metadata) from None
+    check_on_device(method, "load_state_tensors")
     method.eval()
     return method
 
 
 def _construct(cls, method_id, setup, settings, stored) -> Method:
-    from vipcli.methods.contract import MemberFault, guard_method, method_fault
+    from vipcli.methods.contract import MemberFault, check_on_device, guard_method, method_fault
     from vipcli.plugins import describe_failure, distribution_of, failure_hint, is_plugin_failure
 
     try:
@@ -135,6 +136,7 @@ def _construct(cls, method_id, setup, settings, stored) -> Method:
 
         warn_same_prompts(method)
     guard_method(method, method_id, METHODS.distribution(method_id))  # a plugin's exceptions name it
+    check_on_device(method, "__init__")  # a forgotten self.to(setup.device): before any image is encoded
     return method
 
 

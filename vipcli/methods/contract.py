@@ -299,6 +299,7 @@ def checked_fit(method, data, context) -> dict:
     except (TestSplitRead, CenterViewNotDeclared, ShotsNotDeclared) as error:
         raise method_fault(method.id, "fit", error.message, error.hint) from None
     check_splits_unchanged(method, data, before)
+    check_on_device(method, "fit")
     if not isinstance(fitted, dict):
         ending = ("`return vipcli.fitting.fit_sgd(self, data, context)` (its dict holds the best epoch and history)"
                   if getattr(method, "uses_schedule", False) else "`return super().fit(data, context)`")
@@ -306,6 +307,42 @@ def checked_fit(method, data, context) -> dict:
                            f"end fit with {ending}, or return a dict such as "
                            "{'best_epoch': None, 'best_val_accuracy': None, 'history': []}")
     return fitted
+
+
+DEVICE_FIXES = {  # member -> how to put a method's tensors on setup.device
+    "__init__": "end __init__ with self.to(setup.device), after creating every parameter and buffer",
+    "fit": "create what fit learns on self.setup.device (torch.zeros(..., device=self.setup.device)), or move it "
+           "there before assigning it (self.NAME = tensor.to(self.setup.device))",
+    "load_state_tensors": "move what it loads to self.setup.device (.to(self.setup.device)), or leave loading to "
+                          "Method.load_state_tensors",
+}
+
+
+def tensors_elsewhere(method, device: torch.device) -> list[tuple[str, str, torch.device]]:
+    """(kind, name, device) of every parameter and buffer of `method` that is not on `device`."""
+    from vipcli.backbone_contract import same_device
+
+    named = [*(("parameter", name, t) for name, t in method.named_parameters()),
+             *(("buffer", name, t) for name, t in method.named_buffers())]
+    return [(kind, name, tensor.device) for kind, name, tensor in named if not same_device(tensor.device, device)]
+
+
+def check_on_device(method, member: str) -> None:
+    """Refuse a plugin method whose parameters or buffers are not all on `setup.device`, where vip hands
+    `forward` the image features, right after `member` (`__init__`, `fit`, `load_state_tensors`) left them
+    there: on a GPU its forward would fail with torch's "Expected all tensors to be on the same device"."""
+    if is_own_distribution(distribution_of_method(method.id)):
+        return
+    device = method.setup.device
+    elsewhere = tensors_elsewhere(method, device)
+    if not elsewhere:
+        return
+    kind, name, found = elsewhere[0]
+    more = f" ({len(elsewhere) - 1} more tensor(s) too)" if len(elsewhere) > 1 else ""
+    raise method_fault(method.id, member, f"{member} left {kind} '{name}' on {found}{more}, not on {device} where "
+                                          "forward gets the image features (setup.device): forward would fail "
+                                          "there with \"Expected all tensors to be on the same device\"",
+                       DEVICE_FIXES[member])
 
 
 IN_PLACE_FIX = ("compute out of place (F.normalize(x, dim=-1), x - mean) or on a copy (x = x.clone()); never "
