@@ -621,3 +621,20 @@ def test_anchors_and_aliases_are_read_once_not_followed_forever(capsys, tmp_path
     many.write_text("\n".join(nested) + "\n")
     code, _, err = vip(capsys, "symptoms", "show", str(many))
     assert code == 1 and err.strip() == f"error: {many}:1: symptom pack 'a0' repeats 'x' (remove the duplicate)", err
+
+
+def test_classes_given_the_same_symptoms_are_named_before_any_work(capsys, tmp_path, isic_small, tiny_clip):
+    """Two classes whose generated symptoms came out the same were trained without a word: zero-shot then called
+    them alike. Symptoms that differ say nothing."""
+    from conftest import tiny_train_args
+
+    alike = tmp_path / "alike.yaml"
+    alike.write_text("melanoma: [dark brown spot, irregular border]\nnevus: [Irregular border., dark  brown spot]\n")
+    own = tmp_path / "own.yaml"
+    own.write_text("melanoma: [dark brown spot, irregular border]\nnevus: [even tan spot, smooth round border]\n")
+    for symptoms, warned in ((alike, True), (own, False)):
+        code = main([str(a) for a in tiny_train_args(isic_small, tiny_clip, tmp_path / symptoms.stem, "--symptoms",
+                                                     symptoms, "--method", "zeroshot")])
+        err = " ".join(capsys.readouterr().err.split())
+        assert code == 0 and ("classes 'melanoma' and 'nevus' have the same symptoms, so their symptom prompts "
+                              "cannot tell them apart" in err) is warned, err

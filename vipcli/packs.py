@@ -407,7 +407,24 @@ def packs_for_run(class_names: list[str], sources: list[str | Path] = (), requir
     if len(modalities) > 1:
         console.warn(f"the matched symptom packs describe different modalities ({', '.join(sorted(modalities))}); "
                      f"if a class matched the wrong pack, pass your own with --symptoms FILE")
+    for alike in classes_alike(packs):
+        from rich.markup import escape
+
+        names = ", ".join(map(repr, alike[:-1])) + f" and {alike[-1]!r}"
+        console.warn(escape(f"classes {names} have the same symptoms, so "
+                            "their symptom prompts cannot tell them apart: zero-shot with symptoms calls them alike, "
+                            "and ViP learns their difference from its merge tokens alone (give each class symptoms "
+                            "of its own: `vip symptoms generate`, or --symptoms FILE)"))
     return packs
+
+
+def classes_alike(packs: dict[str, SymptomPack]) -> list[list[str]]:
+    """The groups of two or more classes whose packs hold the same symptoms (as a set, up to case, spacing and
+    punctuation: `symptom_key`), in class order."""
+    groups: dict[frozenset[str], list[str]] = {}
+    for name, pack in packs.items():
+        groups.setdefault(frozenset(map(symptom_key, pack.symptoms)), []).append(name)
+    return [names for names in groups.values() if len(names) > 1]
 
 
 def symptoms_of(packs: dict[str, SymptomPack]) -> dict[str, list[str]]:
