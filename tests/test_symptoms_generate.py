@@ -889,3 +889,16 @@ def test_a_second_generation_of_the_same_pack_fails_before_asking_the_llm(capsys
     assert llm_server.requests == [] and not Path("melanoma.yaml").exists()
     assert melanoma(capsys, llm_server)[0] == 0  # once that one is done, the pack is made as before
     assert sorted(p.name for p in Path(".").iterdir()) == ["melanoma.yaml"]  # and no lock file is left
+
+
+def test_two_diseases_whose_answers_give_the_same_symptoms_are_named(capsys, vip_env, llm_server):
+    """Two packs written with the same symptoms (up to case and punctuation) said nothing; a model trained on them
+    cannot tell the two classes apart by their symptoms."""
+    answer = "- Dark brown spot\n- Irregular border\n- Several colors\n- Raised center"
+    llm_server.answer(answer).answer(answer.replace("Irregular border", "irregular border."))
+    code, _, err = generate(capsys, llm_server, "--disease", "melanoma", "--disease", "nevus", "--modality",
+                            "dermoscopic images", "--out", "packs")
+    assert code == 0, err
+    assert ("warning: classes 'melanoma' and 'nevus' have the same symptoms, so their symptom prompts cannot tell "
+            "them apart") in " ".join(err.split())
+    assert "ask again for one of them with --force, or edit its pack" in " ".join(err.split())

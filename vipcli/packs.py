@@ -408,14 +408,20 @@ def packs_for_run(class_names: list[str], sources: list[str | Path] = (), requir
         console.warn(f"the matched symptom packs describe different modalities ({', '.join(sorted(modalities))}); "
                      f"if a class matched the wrong pack, pass your own with --symptoms FILE")
     for alike in classes_alike(packs):
-        from rich.markup import escape
-
-        names = ", ".join(map(repr, alike[:-1])) + f" and {alike[-1]!r}"
-        console.warn(escape(f"classes {names} have the same symptoms, so "
-                            "their symptom prompts cannot tell them apart: zero-shot with symptoms calls them alike, "
-                            "and ViP learns their difference from its merge tokens alone (give each class symptoms "
-                            "of its own: `vip symptoms generate`, or --symptoms FILE)"))
+        console.warn(same_symptoms_warning(alike, "give each class symptoms of its own: `vip symptoms generate`, or "
+                                                  "--symptoms FILE"))
     return packs
+
+
+def same_symptoms_warning(classes: list[str], fix: str) -> str:
+    """The warning for `classes` whose packs hold the same symptoms (`classes_alike`), ending with `fix` (markup
+    escaped: class names are the user's)."""
+    from rich.markup import escape
+
+    names = ", ".join(map(repr, classes[:-1])) + f" and {classes[-1]!r}"
+    return escape(f"classes {names} have the same symptoms, so their symptom prompts cannot tell them apart: "
+                  f"zero-shot with symptoms calls them alike, and ViP learns their difference from its merge tokens "
+                  f"alone ({fix})")
 
 
 def classes_alike(packs: dict[str, SymptomPack]) -> list[list[str]]:

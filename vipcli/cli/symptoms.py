@@ -386,7 +386,7 @@ def run_generation(configs: list, paths: list[Path], force: bool) -> None:
     from vipcli.symptoms.llm import LLMError
     from vipcli.symptoms.run_memory import one_run
 
-    failed, written = [], 0
+    failed, written, done = [], 0, {}
     with held_packs(paths):  # before the first request: a second run of the same packs fails now
         if len(configs) == 1:
             _generate_one(configs[0], paths[0], force)
@@ -396,16 +396,26 @@ def run_generation(configs: list, paths: list[Path], force: bool) -> None:
                 try:
                     _generate_one(config, path, force)
                     written += 1
+                    done[config.disease] = path
                 except LLMError as error:
                     raise VipError(error.message, error.hint + written_so_far(written)) from None
                 except VipError as error:
                     failed.append(config.disease)
                     console.stderr().print(f"error: {error}", markup=False)
+    warn_alike_packs(done)
     if failed:
         raise VipError(
             f"{len(failed)} of {len(configs)} packs not written: {', '.join(failed)}",
             "see the messages above" + written_so_far(written, "; the other packs are written and complete"),
         )
+
+
+def warn_alike_packs(written: dict[str, Path]) -> None:
+    """Warn of diseases whose written packs (disease -> file) came out with the same symptoms."""
+    from vipcli.packs import classes_alike, load_pack, same_symptoms_warning
+
+    for alike in classes_alike({disease: load_pack(path) for disease, path in written.items()}):
+        console.warn(same_symptoms_warning(alike, "ask again for one of them with --force, or edit its pack"))
 
 
 def written_so_far(written: int, said: str = "; packs written so far are complete") -> str:
