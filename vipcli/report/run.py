@@ -174,7 +174,7 @@ def _chance_note(run: dict) -> str:
     sentence = chance_sentence(scores, run["class_names"], test.get("n", 0))
     then = ("Give the test split more images of each class to measure the model."
             if too_few(scores) or too_few_to_judge(scores)
-            else "Its figures above are no evidence that it tells these classes apart on such images.")
+            else "Its figures above are no evidence that it tells these classes apart.")
     return html.note(html.text(f"{sentence[0].upper()}{sentence[1:]}. {then}"))
 
 
