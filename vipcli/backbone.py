@@ -127,7 +127,8 @@ class Backbone(abc.ABC):
             backbone without shortcuts ignores it.
         image_domain: the only kind of image the weights know, where they know a narrow one (the toy
             backbone: "the generated lesion world of `vip demo`"); "" (the default) for a general
-            backbone. `vip train` names it when a run tells its classes apart no better than chance.
+            backbone. `vip train` names it when the test images do not show that a run tells its classes apart
+            better than chance.
     """
 
     id: str = ""

@@ -3,15 +3,24 @@
 A model on images its backbone does not know (the toy backbone on real photographs, a photo model on
 X-rays) can print figures that look like results: 54% accuracy, AUROC 54. Each class's probability is
 tested one-sided against the other classes' images (the Mann-Whitney U test, whose statistic is the
-class's one-vs-rest AUROC times the number of image pairs): a run none of whose classes beats guessing
-at `LEVEL` is named in a warning, and so is a test split too small for any ranking to beat it.
+class's one-vs-rest AUROC times the number of image pairs). A run beats chance when one of its C tested
+classes does at `LEVEL` / C (Bonferroni: a model that guesses then escapes the warning at most `LEVEL` of the
+time, however many classes it has); a run none of whose classes does is named in a warning, with what its
+test split could have shown: nothing at all (too few images for even a perfect ranking), or not even a model of
+`EXCELLENT_AUROC` (too few to judge this one), or enough (the model is the matter).
 """
 
 from __future__ import annotations
 
+from math import comb
+
 import numpy as np
 
-LEVEL = 0.05  # a guess scores at least this high less often than this: better than chance
+LEVEL = 0.05  # a run beats chance when a guess scores as high as one of its C classes at most LEVEL / C of the time
+EXCELLENT_AUROC = 80.0  # Hosmer & Lemeshow's "excellent" discrimination: a test split that cannot show even this
+# (the AUROC it needs to beat chance is higher) is too small to judge the model by
+EXACT_ARRANGEMENTS = 10_000  # with tied probabilities, p is counted over every arrangement of the images up to this many
+EXACT_AT_MOST = 8  # without ties, p is exact where a sample is this small (SciPy's rule), normal above
 
 
 def chance_scores(labels, probabilities) -> list[tuple[int, float, float, float]]:
@@ -25,8 +34,6 @@ def chance_scores(labels, probabilities) -> list[tuple[int, float, float, float]
         (class index, AUROC %, one-sided p-value, a perfect ranking's p-value) for class 1 of two classes (one test
         says it all), for every class of more; [] where a class has no image (nothing to test it against).
     """
-    from scipy.stats import mannwhitneyu
-
     labels = np.asarray(labels, dtype=int)
     probabilities = np.asarray(probabilities, dtype=float)  # [N, C]
     classes = probabilities.shape[1] if probabilities.ndim == 2 else 0
@@ -35,28 +42,118 @@ def chance_scores(labels, probabilities) -> list[tuple[int, float, float, float]
     scores = []
     for index in ([1] if classes == 2 else range(classes)):
         own, rest = probabilities[labels == index, index], probabilities[labels != index, index]
-        tested = mannwhitneyu(own, rest, alternative="greater")
-        perfect = mannwhitneyu(np.arange(rest.size, rest.size + own.size), np.arange(rest.size), alternative="greater")
-        scores.append((index, 100.0 * float(tested.statistic) / (own.size * rest.size), float(tested.pvalue),
-                       float(perfect.pvalue)))
+        statistic, p = one_sided_test(own, rest)
+        perfect = one_sided_test(np.arange(rest.size, rest.size + own.size, dtype=float), np.arange(rest.size))[1]
+        scores.append((index, 100.0 * statistic / (own.size * rest.size), p, perfect))
     return scores
 
 
+def one_sided_test(own, rest) -> tuple[float, float]:
+    """The Mann-Whitney U of `own` over `rest` and the chance a guess gets at least as high a U.
+
+    Exact where a sample has at most `EXACT_AT_MOST` values and none ties (`exact_tail`, in milliseconds where
+    SciPy's own exact method took 7-25 s a call for 5 images against 5,000), and with ties in few images (up to
+    `EXACT_ARRANGEMENTS` arrangements), counted over every arrangement, where the normal approximation would claim
+    more than a perfect ranking could (3 against 3 with one tie: 3.8%, not 5%); SciPy's normal approximation
+    otherwise.
+    """
+    from scipy.stats import PermutationMethod, mannwhitneyu
+
+    own, rest = np.asarray(own, dtype=float), np.asarray(rest, dtype=float)
+    values = np.concatenate([own, rest])
+    tied = np.unique(values).size < values.size
+    if not tied and min(own.size, rest.size) <= EXACT_AT_MOST:
+        statistic = float(mannwhitneyu(own, rest, alternative="greater", method="asymptotic").statistic)
+        return statistic, exact_tail(own.size, rest.size)[round(statistic)]
+    method = (PermutationMethod(n_resamples=EXACT_ARRANGEMENTS)
+              if tied and comb(values.size, own.size) <= EXACT_ARRANGEMENTS else "asymptotic")
+    tested = mannwhitneyu(own, rest, alternative="greater", method=method)
+    return float(tested.statistic), float(tested.pvalue)
+
+
+def exact_tail(own: int, rest: int) -> np.ndarray:
+    """[own * rest + 1]: the chance that a guess (every arrangement of the images alike, no ties) gives U at least
+    u, for each u. The counts of U are the coefficients of the Gaussian binomial: the product over i = 1..k of
+    (1 - q^(m + i)) / (1 - q^i), with k the smaller sample and m the larger."""
+    small, large = min(own, rest), max(own, rest)
+    counts = np.zeros(small * large + 1)
+    counts[0] = 1.0
+    for i in range(1, small + 1):
+        padded = np.concatenate([counts, np.zeros(-counts.size % i)])
+        counts = padded.reshape(-1, i).cumsum(axis=0).reshape(-1)[:counts.size]  # / (1 - q^i)
+        counts[large + i:] -= counts[:counts.size - large - i].copy()  # * (1 - q^(large + i))
+    tail = np.cumsum(counts[::-1])[::-1]
+    return np.clip(tail / tail[0], 0.0, 1.0)
+
+
+def auroc_needed(own: int, rest: int, level: float) -> float | None:
+    """The least one-vs-rest AUROC (percent) that beats chance at `level` with `own` images of a class against `rest`
+    images of the others (None: not even 100 does)."""
+    from scipy.stats import norm
+
+    pairs = own * rest
+    if min(own, rest) <= EXACT_AT_MOST:
+        beating = np.flatnonzero(exact_tail(own, rest) <= level + 1e-12)
+        return 100.0 * beating[0] / pairs if beating.size else None
+    spread = (pairs * (own + rest + 1) / 12) ** 0.5  # SciPy's normal approximation, continuity-corrected
+    least = int(np.ceil(pairs / 2 + 0.5 + norm.isf(level) * spread - 1e-9))
+    return 100.0 * least / pairs if least <= pairs else None
+
+
 def vs_chance(labels, probabilities, class_names: list[str]) -> list[dict]:
-    """`chance_scores` as metrics.json's `test.vs_chance` keeps them: [{"class", "auroc" (%), "p", "p_perfect"}]."""
-    return [{"class": class_names[index], "auroc": round(auroc, 2), "p": round(p, 4), "p_perfect": round(floor, 4)}
-            for index, auroc, p, floor in chance_scores(labels, probabilities)]
+    """`chance_scores` as metrics.json's `test.vs_chance` keeps them: [{"class", "auroc" (%), "p", "p_perfect",
+    "auroc_needed" (%, the least AUROC that beats chance at these counts and `class_level`; None: not even 100)}]."""
+    labels = np.asarray(labels, dtype=int)
+    scores = chance_scores(labels, probabilities)
+    level = LEVEL / max(len(scores), 1)
+    records = []
+    for index, auroc, p, floor in scores:
+        own = int((labels == index).sum())
+        needed = auroc_needed(own, labels.size - own, level)
+        records.append({"class": class_names[index], "auroc": round(auroc, 2), "p": round(p, 4),
+                        "p_perfect": round(floor, 4), "auroc_needed": None if needed is None else round(needed, 2)})
+    return records
+
+
+def class_level(scores: list[dict]) -> float:
+    """The level each class's p is held to: `LEVEL` shared among the classes tested (Bonferroni)."""
+    return LEVEL / max(len(scores), 1)
 
 
 def at_chance(scores: list[dict]) -> bool:
-    """Whether `vs_chance` scores were tested (every class has test images) and none beats chance at `LEVEL`."""
-    return bool(scores) and all(score["p"] >= LEVEL for score in scores)
+    """Whether `vs_chance` scores were tested (every class has test images) and none beats chance at `class_level`."""
+    level = class_level(scores)
+    return bool(scores) and all(score["p"] > level for score in scores)
 
 
 def too_few(scores: list[dict]) -> bool:
-    """Whether the test images are too few for any model to beat chance at `LEVEL` on any class (a record of vip
-    builds before `p_perfect` counts as enough)."""
-    return bool(scores) and all(score.get("p_perfect", 0) >= LEVEL for score in scores)
+    """Whether the test images are too few for any model to beat chance on any class (a record of vip builds before
+    `p_perfect` counts as enough)."""
+    level = class_level(scores)
+    return bool(scores) and all(score.get("p_perfect", 0) > level for score in scores)
+
+
+def too_few_to_judge(scores: list[dict]) -> bool:
+    """Whether the test images are too few to show that even an excellent model (`EXCELLENT_AUROC`) beats chance on
+    any class: the AUROC they need is higher, or none is enough (a record of vip builds before `auroc_needed` counts
+    as enough)."""
+    return bool(scores) and all("auroc_needed" in score and (score["auroc_needed"] is None
+                                                              or score["auroc_needed"] > EXCELLENT_AUROC)
+                                for score in scores)
+
+
+def _percent(chance: float) -> str:
+    """'8.4%', '17%': a chance in percent, one decimal below 10%."""
+    return f"{round(100 * chance, 1 if chance < 0.1 else 0):g}%"
+
+
+def _bar(scores: list[dict]) -> str:
+    """What beating chance takes, in words: 'better than chance takes 5% or less' (the share of each of C classes)."""
+    level = class_level(scores)
+    if len(scores) == 1:
+        return f"better than chance takes {_percent(level)} or less"
+    return (f"better than chance takes {_percent(level)} or less for one of the {len(scores)} classes, "
+            f"{_percent(LEVEL)} shared among them")
 
 
 def chance_sentence(scores: list[dict], class_names: list[str], images: int) -> str:
@@ -64,17 +161,29 @@ def chance_sentence(scores: list[dict], class_names: list[str], images: int) -> 
     if too_few(scores):
         perfect = min(score["p_perfect"] for score in scores)
         return (f"the {images} test images are too few to tell any model from guessing: even one that ranks every "
-                f"image right would score that high by chance {perfect:.0%} of the time")
+                f"image right would score that high by chance {_percent(perfect)} of the time ({_bar(scores)})")
     least = min(score["p"] for score in scores)
     if len(class_names) == 2:
         [score] = scores
-        return (f"the model tells {class_names[0]} from {class_names[1]} no better than chance on the {images} test "
-                f"images: its AUROC of {score['auroc']:.2f} is not clearly above the 50 of guessing (a guess scores "
-                f"as high {least:.0%} of the time)")
-    each = ", ".join(f"{score['class']} {score['auroc']:.2f}" for score in scores)
-    return (f"the model tells none of its {len(class_names)} classes from the others better than chance on the "
-            f"{images} test images (one-vs-rest AUROC: {each}; a guess scores each as high at least {least:.0%} of "
-            "the time)")
+        opening = (f"the {images} test images are too few to tell this model from guessing" if too_few_to_judge(scores)
+                   else f"the {images} test images do not show that the model tells {class_names[0]} from "
+                        f"{class_names[1]} better than chance")
+        sentence = (f"{opening}: its AUROC of {score['auroc']:.2f} is not clearly above the 50 of guessing (a guess "
+                    f"scores at least as high {_percent(least)} of the time; {_bar(scores)})")
+    else:
+        each = ", ".join(f"{score['class']} {score['auroc']:.2f}" for score in scores)
+        opening = (f"the {images} test images are too few to tell this model from guessing" if too_few_to_judge(scores)
+                   else f"the {images} test images do not show that the model tells any of its {len(class_names)} "
+                        "classes from the others better than chance")
+        sentence = (f"{opening} (one-vs-rest AUROC: {each}; a guess scores each at least as high {_percent(least)} of "
+                    f"the time or more; {_bar(scores)})")
+    return sentence + (_needed_clause(scores) if too_few_to_judge(scores) else "")
+
+
+def _needed_clause(scores: list[dict]) -> str:
+    """', and at these counts only an AUROC of 83.20 or more would be': what a test split too small to judge asks."""
+    least = min(score["auroc_needed"] for score in scores if score["auroc_needed"] is not None)
+    return f", and at these counts only an AUROC of {least:.2f} or more would be"
 
 
 def chance_level_warning(scores: list[dict], class_names: list[str], images: int, image_domain: str = "",
@@ -91,7 +200,7 @@ def chance_level_warning(scores: list[dict], class_names: list[str], images: int
     """
     if not at_chance(scores):
         return ""
-    if too_few(scores):
+    if too_few(scores) or too_few_to_judge(scores):
         advice = "give the test split more images of each class to measure the model"
     elif image_domain:
         advice = (f"backbone '{backbone_id}' knows only {image_domain}; for other images pass another backbone "

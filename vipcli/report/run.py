@@ -161,9 +161,10 @@ def _per_class(run: dict) -> str:
 
 
 def _chance_note(run: dict) -> str:
-    """A note when the model tells no class apart better than chance on test (metrics.json's `test.vs_chance`,
-    written since vip 0.2.0), unless the backbone had random weights, which the report's banner says."""
-    from vipcli.chance import at_chance, chance_sentence, too_few
+    """A note when the test images do not show that the model tells a class apart better than chance (metrics.json's
+    `test.vs_chance`, written since vip 0.2.0), unless the backbone had random weights, which the report's banner
+    says."""
+    from vipcli.chance import at_chance, chance_sentence, too_few, too_few_to_judge
     from vipcli.report.notices import random_weights
 
     test = run["metrics"].get("test", {})
@@ -171,8 +172,9 @@ def _chance_note(run: dict) -> str:
     if not at_chance(scores) or random_weights(run):
         return ""
     sentence = chance_sentence(scores, run["class_names"], test.get("n", 0))
-    then = ("Give the test split more images of each class to measure the model." if too_few(scores)
-            else "Its figures say nothing of such images.")
+    then = ("Give the test split more images of each class to measure the model."
+            if too_few(scores) or too_few_to_judge(scores)
+            else "Its figures above are no evidence that it tells these classes apart.")
     return html.note(html.text(f"{sentence[0].upper()}{sentence[1:]}. {then}"))
 
 
