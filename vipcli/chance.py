@@ -105,7 +105,7 @@ def vs_chance(labels, probabilities, class_names: list[str]) -> list[dict]:
     "auroc_needed" (%, the least AUROC that beats chance at these counts and `class_level`; None: not even 100)}]."""
     labels = np.asarray(labels, dtype=int)
     scores = chance_scores(labels, probabilities)
-    level = LEVEL / max(len(scores), 1)
+    level = class_level(scores)
     records = []
     for index, auroc, p, floor in scores:
         own = int((labels == index).sum())
@@ -115,8 +115,9 @@ def vs_chance(labels, probabilities, class_names: list[str]) -> list[dict]:
     return records
 
 
-def class_level(scores: list[dict]) -> float:
-    """The level each class's p is held to: `LEVEL` shared among the classes tested (Bonferroni)."""
+def class_level(scores: list) -> float:
+    """The level each class's p is held to: `LEVEL` shared among the classes tested (`scores`, one a class:
+    Bonferroni)."""
     return LEVEL / max(len(scores), 1)
 
 
