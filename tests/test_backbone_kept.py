@@ -248,3 +248,16 @@ def test_batched_rows_of_a_sweep_that_changed_the_backbone_are_named(cli, changi
     assert code == 1 and line.startswith(
         "error: method 'dropout-batches' (from dropout-batches-dist 0.1.0) failed in fit: its 2 rows of the sweep, "
         "trained together, changed the shared backbone: switched backbone.model.text to train() mode"), err
+
+
+@pytest.mark.parametrize("ours, readmes", [("trains-tower", "tunes-text-tower"), ("dropout-forward", "dropout-on")])
+def test_readmes_error_lines_are_what_vip_prints(cli, changing, tmp_path, ours, readmes):
+    """README's method guide shows the line of a plugin that fine-tunes the text tower in fit and of one that switches
+    it to train() in forward (the same code as two plugins above): after "failed in", vip prints exactly that."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    shown, = [line for line in readme.splitlines() if line.startswith(f"error: method '{readmes}' ")]
+    code, _, err = _train(cli, changing, tmp_path / "run", ours)
+    line, = error_lines(err)
+    assert code == 1 and line.split(" failed in ", 1)[1] == shown.split(" failed in ", 1)[1], (line, shown)
