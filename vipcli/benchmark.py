@@ -277,13 +277,16 @@ def run_rows_together(method_id: str, cls, jobs: list[tuple], context: dict, pro
     runs once per step over every row's prompts. Each row's `fit_s` is its share of the group's time.
     """
     from vipcli.fitting import fit_sgd_many
+    from vipcli.methods.backbone_guard import check_kept, state_if_watched
     from vipcli.methods.contract import check_on_device, check_splits_unchanged, split_versions
 
     started = time.perf_counter()
     built = [_build_row(method_id, cls, shots, seed, context, progress) for shots, seed in jobs]
     before = [split_versions(b["data"]) for b in built]
+    backbone = state_if_watched(built[0]["method"])  # the rows share it
     fitted = fit_sgd_many([b["method"] for b in built], [b["data"] for b in built],
                           [b["fit_context"] for b in built], progress, batchable=True)  # rows grouped by its answer
+    check_kept(built[0]["method"], "fit", backbone, f"its {len(built)} rows of the sweep, trained together,")
     for b, versions in zip(built, before):  # as `checked_fit` refuses it for a row run alone
         check_splits_unchanged(b["method"], b["data"], versions)
         check_on_device(b["method"], "fit")
@@ -462,15 +465,17 @@ def check_prompts(methods, backbone, class_names, symptoms, config: BenchmarkCon
     cannot load; a built-in, or a plugin named in --methods, fails the sweep with its error.
     """
     from vipcli.methods import MethodSetup, build_method
+    from vipcli.methods.backbone_guard import backbone_state, left_changed
 
     setup = MethodSetup(backbone, class_names, symptoms)
     optional = optional_methods(config, [name for name, _ in methods])
+    kept = backbone_state(backbone) if optional else None
     built = []
     for name, cls in methods:
         try:
             build_method(name, setup, options_for(cls, config.method_options))
         except VipError as error:
-            if name not in optional:
+            if name not in optional or left_changed(error, kept):  # the others would run on the changed backbone
                 raise
             if warn:
                 warn_plugin_left_out(name, error)
@@ -578,6 +583,7 @@ def _run_sweep(config: BenchmarkConfig, methods: list[tuple[str, type]], togethe
         shots = trained_shots or (ZERO_SHOTS,)  # zero-shot rows alone: no training image is encoded
         center = any(cls.needs_center_view for _, cls, _, _ in basis)
         from vipcli.distributed import encode_shared, training_jobs
+        from vipcli.methods.backbone_guard import backbone_state
         from vipcli.preflight import check_decoding_memory, check_feature_memory
         from vipcli.train import warn_data_gaps, warn_unreadable_splits
 
@@ -596,6 +602,7 @@ def _run_sweep(config: BenchmarkConfig, methods: list[tuple[str, type]], togethe
                            config.encoding.batch_size, progress)
         context["pool"] = pool
         context["pool_versions"] = pool_versions(pool)  # a failed row that changed them stops the sweep
+        context["backbone_state"] = backbone_state(context["backbone"])  # and one that changed the backbone
         context["batched"] = together
         result.encoded_views, result.failures = pool.encoded_views, pool.failures
         warn_capped_shots(trained_shots, [len(rows) for rows in readable_order(pool, dataset, config.seeds[0])],
@@ -697,8 +704,12 @@ def leave_out_failed(name: str, error: VipError, context: dict) -> None:
     warning, when only `--methods all` brought it in (a third-party plugin, `context["optional"]`), as
     `check_prompts` leaves out one whose first build fails; its finished rows stay, and it leaves the sweep's
     recorded methods (`last_sweep`). Raise `error` for a built-in or a method named in --methods, and for any
-    method whose failure left the pooled features changed in place (the other methods' rows would see them)."""
-    if name not in context.get("optional", ()) or pool_versions(context["pool"]) != context.get("pool_versions"):
+    method whose failure left the pooled features changed in place or the shared backbone changed (the other
+    methods' rows would see them)."""
+    from vipcli.methods.backbone_guard import left_changed
+
+    if name not in context.get("optional", ()) or pool_versions(context["pool"]) != context.get("pool_versions") \
+            or left_changed(error, context.get("backbone_state")):
         raise error
     context.setdefault("left_out", set()).add(name)
     sweep = context["record"]["last_sweep"]

@@ -43,11 +43,17 @@ def seed_global_generators(seed: int) -> None:
 @torch.no_grad()
 def predict_logits(method, features: torch.Tensor, device) -> torch.Tensor:
     """Logits [N, C] (float32, on the CPU) for image features [N, D]; class-side work done once."""
+    from vipcli.methods.backbone_guard import check_kept, state_if_watched
+
+    backbone = state_if_watched(method)  # a plugin's: the backbone as each member found it
     method.eval()
+    if type(method).train is not torch.nn.Module.train:  # torch's own train() changes nothing outside the method
+        backbone = check_kept(method, "train", backbone, "train(False), called by eval(),")
     method.prepare()
+    backbone = check_kept(method, "prepare", backbone)
     if features.numel() == 0:
         return torch.empty(0, len(method.setup.class_names))
-    return prepared_logits(method, features, device).cpu()
+    return _kept_logits(method, features, device, backbone).cpu()
 
 
 def prepared_logits(method, features: torch.Tensor, device) -> torch.Tensor:
@@ -56,8 +62,20 @@ def prepared_logits(method, features: torch.Tensor, device) -> torch.Tensor:
     The one place inference computes logits (training's evaluation and `vip predict`), under the
     device's autocast, so a run's metrics, its calibration and its predictions agree to the digit.
     """
+    from vipcli.methods.backbone_guard import state_if_watched
+
+    return _kept_logits(method, features, device, state_if_watched(method))
+
+
+def _kept_logits(method, features: torch.Tensor, device, backbone) -> torch.Tensor:
+    """`prepared_logits`, refusing a forward that changed the backbone from `backbone` (its state before; None for a
+    method vip does not watch)."""
+    from vipcli.methods.backbone_guard import check_kept
+
     with autocast(device):
-        return torch.cat([_logits(method, chunk.to(device)).float() for chunk in features.split(4096)])  # [N, C]
+        logits = torch.cat([_logits(method, chunk.to(device)).float() for chunk in features.split(4096)])  # [N, C]
+    check_kept(method, "forward", backbone)
+    return logits
 
 
 def _logits(method, features: torch.Tensor) -> torch.Tensor:

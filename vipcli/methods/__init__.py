@@ -90,6 +90,7 @@ def restore_method(method_id: str, setup: MethodSetup, settings: dict, stored: d
     `metadata` (the run's) lets a tensor mismatch of a plugin method name the plugin versions it was
     trained with and that is installed.
     """
+    from vipcli.methods.backbone_guard import check_kept, state_if_watched
     from vipcli.methods.base import SETTINGS_FIX, StateMismatch
     from vipcli.methods.contract import check_on_device, method_code
     from vipcli.provenance import tensor_mismatch
@@ -98,21 +99,28 @@ def restore_method(method_id: str, setup: MethodSetup, settings: dict, stored: d
     with method_code(method_id, "Settings", SETTINGS_FIX):  # the stored values through a plugin's __post_init__
         rebuilt = settings_from_record(cls, settings)
     method = _construct(cls, method_id, setup, rebuilt, stored)
+    before = state_if_watched(method)
     try:
         method.load_state_tensors(tensors, where)
     except StateMismatch as error:
         if metadata is None:
             raise
         raise tensor_mismatch(error, method_id, metadata) from None
+    check_kept(method, "load_state_tensors", before)
     check_on_device(method, "load_state_tensors")
     method.eval()
     return method
 
 
 def _construct(cls, method_id, setup, settings, stored) -> Method:
+    """`cls(setup, settings, stored)`, its faults named; a plugin's instance guarded and watched (it must leave the
+    shared backbone as it found it: `vipcli.methods.backbone_guard`)."""
+    from vipcli.methods.backbone_guard import backbone_state, check_kept, watch
     from vipcli.methods.contract import MemberFault, check_on_device, guard_method, method_fault
-    from vipcli.plugins import describe_failure, distribution_of, failure_hint, is_plugin_failure
+    from vipcli.plugins import describe_failure, distribution_of, failure_hint, is_own_distribution, is_plugin_failure
 
+    distribution = METHODS.distribution(method_id)
+    before = None if is_own_distribution(distribution) else backbone_state(getattr(setup, "backbone", None))
     try:
         method = cls(setup, settings, stored)
     except MemberFault as fault:  # vip's own base class found the fault: name the method and the member
@@ -135,7 +143,10 @@ def _construct(cls, method_id, setup, settings, stored) -> Method:
         from vipcli.methods.prompting import warn_same_prompts
 
         warn_same_prompts(method)
-    guard_method(method, method_id, METHODS.distribution(method_id))  # a plugin's exceptions name it
+    guard_method(method, method_id, distribution)  # a plugin's exceptions name it
+    if before is not None:
+        watch(method)  # vip compares the backbone before and after each member it calls
+        check_kept(method, "__init__", before)  # before any image is encoded with the changed backbone
     check_on_device(method, "__init__")  # a forgotten self.to(setup.device): before any image is encoded
     return method
 

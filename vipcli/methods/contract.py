@@ -10,7 +10,8 @@ numbers:
   names the plugin and the member;
 - what `fit` reads: not the test split (`checked_fit` hands it `vipcli.featuresets.HeldOutSplit`);
 - what `fit` and `forward` leave alone: the features they are handed, shared with evaluation and the other
-  rows of a sweep, are not changed in place (`checked_fit`, `check_features_unchanged`);
+  rows of a sweep, are not changed in place (`checked_fit`, `check_features_unchanged`); the shared backbone is
+  not changed by any member vip calls (`vipcli.methods.backbone_guard`);
 - what it returns: `fit` a dict (`checked_fit`), `forward` logits [B, C] (`check_logits`);
 - how it trains with the shared SGD loop: at the first step, the loss is a 0-d tensor that depends
   on the method's parameters (`check_loss`) and every trainable parameter gets a gradient in
@@ -291,13 +292,16 @@ def checked_fit(method, data, context) -> dict:
     `data.train` to one that declares `uses_shots = False`, refusing a result that is not a dict (metrics.json holds it)."""
     from vipcli.featuresets import CenterViewNotDeclared, ShotsNotDeclared, TestSplitRead, without_test
 
-    before = split_versions(data)
+    from vipcli.methods.backbone_guard import check_kept, state_if_watched
+
+    before, backbone = split_versions(data), state_if_watched(method)
     seen = without_test(data, bool(getattr(method, "needs_center_view", False)),
                         bool(getattr(method, "uses_shots", True)))
     try:
         fitted = method.fit(seen, context)
     except (TestSplitRead, CenterViewNotDeclared, ShotsNotDeclared) as error:
         raise method_fault(method.id, "fit", error.message, error.hint) from None
+    check_kept(method, "fit", backbone)
     check_splits_unchanged(method, data, before)
     check_on_device(method, "fit")
     if not isinstance(fitted, dict):

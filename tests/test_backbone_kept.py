@@ -1,0 +1,263 @@
+"""A method plugin must leave the shared backbone as it found it: vip loads one frozen backbone and shares it between a
+run's training and its predictions and between the rows of a benchmark sweep. A plugin that trained or edited a
+weight, unfroze the text tower, switched a module to train(), registered a hook or set an attribute vip reads made
+later rows and `vip predict` silently differ (the round-trip check reused the same changed backbone); each is now one
+line naming the plugin, the member that did it, what it changed and the fix."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from conftest import error_lines
+from plugin_helpers import install_methods_module, site  # noqa: F401 - site is a fixture
+
+CHANGING_METHODS = '''
+import torch
+
+from vip_method_example import NearestCentroid
+from vipcli.methods.coop import Coop
+
+
+def tower(method):
+    """The first torch module of the method's backbone (the toy's whole model)."""
+    return method.setup.backbone.modules()[0]
+
+
+class TrainsTextTower(NearestCentroid):
+    """Unfreezes the backbone and takes an SGD step on it in fit."""
+
+    def fit(self, data, context):
+        backbone = self.setup.backbone
+        weights = [p for module in backbone.modules() for p in module.parameters()]
+        for weight in weights:
+            weight.requires_grad_(True)
+        optimizer = torch.optim.SGD(weights, lr=0.1)
+        backbone.encode_text(backbone.tokenize(list(self.setup.class_names))).pow(2).sum().backward()
+        optimizer.step()
+        return super().fit(data, context)
+
+
+class UnfreezesOnly(NearestCentroid):
+    """Sets requires_grad on the backbone's weights in fit, changing none of them."""
+
+    def fit(self, data, context):
+        for weight in tower(self).parameters():
+            weight.requires_grad_(True)
+        return super().fit(data, context)
+
+
+class NudgesWeight(NearestCentroid):
+    """Adds to a weight of the backbone in place in __init__."""
+
+    def __init__(self, setup, settings=None, stored=None):
+        super().__init__(setup, settings, stored)
+        with torch.no_grad():
+            tower(self).text.ln_final.weight.add_(0.5)
+
+
+class FillsLogitScale(NearestCentroid):
+    """Sets the backbone's logit scale to 0 in place in fit."""
+
+    def fit(self, data, context):
+        self.setup.backbone.logit_scale.fill_(0.0)
+        return super().fit(data, context)
+
+
+class ScaleThroughData(NearestCentroid):
+    """Writes the logit scale through .data, which bumps no version counter, in fit."""
+
+    def fit(self, data, context):
+        self.setup.backbone.logit_scale.data.fill_(1.0)
+        return super().fit(data, context)
+
+
+class ShortContext(NearestCentroid):
+    """Sets an attribute vip reads (context_length) in __init__."""
+
+    def __init__(self, setup, settings=None, stored=None):
+        super().__init__(setup, settings, stored)
+        setup.backbone.context_length = 8
+
+
+class PlainTower(NearestCentroid):
+    """Turns on the authors' plain text tower in fit."""
+
+    def fit(self, data, context):
+        self.setup.backbone.plain_text_tower = True
+        return super().fit(data, context)
+
+
+class HooksImageTower(NearestCentroid):
+    """Registers a forward hook on the image tower in __init__ (it would change every image encoded after)."""
+
+    def __init__(self, setup, settings=None, stored=None):
+        super().__init__(setup, settings, stored)
+        tower(self).visual.register_forward_hook(lambda module, inputs, output: output * 2)
+
+
+class DropoutForward(NearestCentroid):
+    """Switches the backbone to train() mode in forward."""
+
+    def forward(self, image_features):
+        tower(self).train()
+        return super().forward(image_features)
+
+
+class TidyFit(NearestCentroid):
+    """Switches the tower to train() and hooks it inside fit, and undoes both before returning: nothing to refuse."""
+
+    def fit(self, data, context):
+        handle = tower(self).register_forward_hook(lambda module, inputs, output: None)
+        tower(self).train()
+        tower(self).eval()
+        handle.remove()
+        return super().fit(data, context)
+
+
+class SoundBatches(Coop):
+    """CoOp with a loss of its own, written for batched rows too, that leaves the backbone alone."""
+
+    def training_loss(self, features, labels):
+        return self.batched_loss(features, labels, self.prompt_features())
+
+    def batched_loss(self, image_features, labels, prompt_features):
+        return super().batched_loss(image_features, labels, prompt_features)
+
+
+class DropoutInBatches(Coop):
+    """CoOp whose batched loss (a sweep trains its rows together) leaves the text tower in train() mode."""
+
+    def training_loss(self, features, labels):
+        return self.batched_loss(features, labels, self.prompt_features())
+
+    def batched_loss(self, image_features, labels, prompt_features):
+        tower(self).text.train()
+        return super().batched_loss(image_features, labels, prompt_features)
+'''
+
+CHANGING = {"trains-tower": "TrainsTextTower", "unfreezes": "UnfreezesOnly", "nudges": "NudgesWeight",
+            "fills-scale": "FillsLogitScale", "scale-data": "ScaleThroughData", "short-context": "ShortContext",
+            "plain-tower": "PlainTower", "hooks-image": "HooksImageTower", "dropout-forward": "DropoutForward",
+            "tidy-fit": "TidyFit", "sound-batches": "SoundBatches", "dropout-batches": "DropoutInBatches"}
+SHARED = ("vip shares one loaded backbone between a run's training and its predictions and between the rows of a "
+          "benchmark sweep")
+
+
+@pytest.fixture
+def changing(site, tmp_path, monkeypatch):
+    """The plugins above, each in a distribution of its own (`ID-dist`), and a small lesion data set."""
+    install_methods_module(site, "changing_methods", CHANGING_METHODS, CHANGING, monkeypatch, tmp_path / "lesions")
+    yield tmp_path / "lesions"
+    sys.modules.pop("changing_methods", None)
+
+
+def _train(cli, data, out, method: str):
+    return cli("train", "--data", data, "--backbone", "toy", "--method", method, "--shots", "2", "--epochs", "1",
+               "--views", "1", "--workers", "0", "--out", out)
+
+
+@pytest.mark.parametrize("method, member, changed, fix", [
+    ("trains-tower", "fit", "fit changed the shared backbone: changed backbone.model.", "leave the backbone frozen"),
+    ("unfreezes", "fit", "fit changed the shared backbone: unfroze backbone.model.", "leave the backbone frozen"),
+    ("nudges", "__init__", "__init__ changed the shared backbone: changed backbone.model.text.ln_final.weight in "
+                           "place", "leave the backbone frozen"),
+    ("fills-scale", "fit", "fit changed the shared backbone: changed backbone.model.logit_scale, backbone.logit_scale "
+                           "({toy} -> 0) in place",
+     "leave the backbone frozen"),
+    ("scale-data", "fit", "fit changed the shared backbone: changed backbone.logit_scale ({toy} -> 1) in place",
+     "leave the backbone frozen"),
+    ("short-context", "__init__", "__init__ changed the shared backbone: set backbone.context_length to 8 (was 40)",
+     "keep a value or a wrapper of your own on the method"),
+    ("plain-tower", "fit", "fit changed the shared backbone: set backbone.plain_text_tower to True (was False)",
+     "keep a value or a wrapper of your own on the method"),
+    ("hooks-image", "__init__", "__init__ changed the shared backbone: registered a forward hook on "
+                                "backbone.model.visual", "remove every hook before the member returns"),
+    ("dropout-forward", "forward", "forward changed the shared backbone: switched backbone.model to train() mode",
+     "leave the backbone's modules in eval mode"),
+])
+def test_vip_train_names_the_member_that_changed_the_backbone(cli, changing, tmp_path, method, member, changed, fix):
+    """Each mistake is one line naming the plugin, the member, what changed and the fix; no run folder is written."""
+    from vipcli.registry import load_backbone
+
+    changed = changed.format(toy=f"{float(load_backbone('toy', None, None).logit_scale):.4g}")
+    code, _, err = _train(cli, changing, tmp_path / "run", method)
+    line, = error_lines(err)
+    assert code == 1 and line.startswith(f"error: method '{method}' (from {method}-dist 0.1.0) failed in {member}: "
+                                         f"{changed}"), err
+    assert SHARED in line and fix in line and "Traceback" not in err, line
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_hook_registered_in_init_is_refused_before_any_image_is_encoded(cli, changing, tmp_path):
+    """A hook on the image tower would change every feature encoded after it, and the cache keeps them: the build
+    is refused before the first image is read, and the feature cache stays empty."""
+    import os
+
+    code, _, err = _train(cli, changing, tmp_path / "run", "hooks-image")
+    assert code == 1, err
+    cache = os.environ["VIP_CACHE_DIR"]
+    assert not [files for _, _, files in os.walk(cache) if any(f.endswith(".safetensors") for f in files)]
+
+
+def test_a_fit_that_undoes_what_it_switched_passes_and_one_that_does_not_is_refused(cli, changing, tmp_path):
+    """train() and a hook switched on and off inside fit leave the backbone as it was: the run is written. The same
+    switch left on (in forward) is refused."""
+    code, _, err = _train(cli, changing, tmp_path / "tidy", "tidy-fit")
+    assert code == 0, err
+    assert (tmp_path / "tidy" / "model.safetensors").exists()
+    code, _, err = _train(cli, changing, tmp_path / "run", "dropout-forward")
+    assert code == 1 and "changed the shared backbone" in err, err
+
+
+def _sweep(cli, data, out, methods: str, *extra):
+    return cli("benchmark", "--data", data, "--backbone", "toy", "--methods", methods, "--shots", "1", "--seeds",
+               "1,2", "--epochs", "1", "--views", "1", "--workers", "0", "--out", out, "--json", *extra)
+
+
+def test_a_benchmark_stops_at_the_row_that_changed_the_backbone_and_keeps_the_rows_before(cli, changing, tmp_path):
+    """The sweep's later rows would use the changed backbone: the sweep stops with the plugin's line, the rows
+    finished before it stay in results.json."""
+    code, _, err = _sweep(cli, changing, tmp_path / "bench", "zeroshot,fills-scale")
+    line, = error_lines(err)
+    assert code == 1 and line.startswith("error: method 'fills-scale' (from fills-scale-dist 0.1.0) failed in fit: "
+                                         "fit changed the shared backbone"), err
+    rows = json.loads((tmp_path / "bench" / "results.json").read_text())["rows"]
+    assert {row["method"] for row in rows} == {"zeroshot"}
+
+
+def test_a_benchmark_of_all_methods_does_not_leave_out_a_plugin_that_changed_the_backbone(cli, changing, tmp_path):
+    """`--methods all` leaves out a plugin that fails, and runs the others: on a changed backbone they would report
+    other figures, so a plugin that changed it stops the sweep instead (here at its first build)."""
+    code, _, err = _sweep(cli, changing, tmp_path / "bench", "all")
+    line, = error_lines(err)
+    assert code == 1 and "changed the shared backbone" in line and "left out" not in err, err
+
+
+def test_batched_rows_of_a_sweep_that_changed_the_backbone_are_named(cli, changing, tmp_path):
+    """A sweep trains a prompt method's rows together (fit_sgd_many, no fit of the plugin's own is called): plugins
+    that leave the backbone alone run as before, and a batched loss that left the text tower in train() mode is
+    named after that batched fit."""
+    code, printed, err = _sweep(cli, changing, tmp_path / "sound", "sound-batches,tidy-fit,coop")
+    assert code == 0 and not error_lines(err), err
+    assert len(json.loads(printed)["rows"]) == 6
+    code, _, err = _sweep(cli, changing, tmp_path / "bench", "dropout-batches")
+    line, = error_lines(err)
+    assert code == 1 and line.startswith(
+        "error: method 'dropout-batches' (from dropout-batches-dist 0.1.0) failed in fit: its 2 rows of the sweep, "
+        "trained together, changed the shared backbone: switched backbone.model.text to train() mode"), err
+
+
+@pytest.mark.parametrize("ours, readmes", [("trains-tower", "tunes-text-tower"), ("dropout-forward", "dropout-on")])
+def test_readmes_error_lines_are_what_vip_prints(cli, changing, tmp_path, ours, readmes):
+    """README's method guide shows the line of a plugin that fine-tunes the text tower in fit and of one that switches
+    it to train() in forward (the same code as two plugins above): after "failed in", vip prints exactly that."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    shown, = [line for line in readme.splitlines() if line.startswith(f"error: method '{readmes}' ")]
+    code, _, err = _train(cli, changing, tmp_path / "run", ours)
+    line, = error_lines(err)
+    assert code == 1 and line.split(" failed in ", 1)[1] == shown.split(" failed in ", 1)[1], (line, shown)
