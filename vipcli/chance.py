@@ -19,7 +19,8 @@ import numpy as np
 LEVEL = 0.05  # a run beats chance when a guess scores as high as one of its C classes at most LEVEL / C of the time
 EXCELLENT_AUROC = 80.0  # Hosmer & Lemeshow's "excellent" discrimination: a test split that cannot show even this
 # (the AUROC it needs to beat chance is higher) is too small to judge the model by
-EXACT_ARRANGEMENTS = 10_000  # with tied probabilities, p is counted over every arrangement of the images up to this many
+EXACT_ARRANGEMENTS = 10_000  # with tied probabilities, p is counted over every arrangement of the images, up to
+# this many
 EXACT_AT_MOST = 8  # without ties, p is exact where a sample is this small (SciPy's rule), normal above
 
 
