@@ -270,7 +270,8 @@ def _fit_and_save(config: TrainConfig, cls, schedule, started: float, progress=N
 
 def warn_chance_level(backbone, config: TrainConfig, test: dict, class_names: list[str]) -> None:
     """Warn when the test images do not show that the model tells a class apart better than chance (`test`:
-    metrics.json's block, with `vs_chance`), unless the backbone has random weights, which its load has already warned of."""
+    metrics.json's block, with `vs_chance`), unless the backbone has random weights, which its load has already
+    warned of."""
     from rich.markup import escape
 
     from vipcli.chance import chance_level_warning

@@ -11,8 +11,9 @@ storage and `requires_grad`; each module's `training` flag and hook dictionaries
 functions of the backbone vip reads. A snapshot and its comparison cost 0.15-0.3 ms on the tests' tiny CLIP and
 1.1-1.6 ms on ViT-B-16 (276 modules, 303 tensors; a shared 2-core CPU, where its text tower takes 1.6 s over two
 prompts), so vip compares one before and after each member of a plugin method it calls (`__init__`, `fit`, a
-sweep's batched fit, an overridden `train()`, `prepare`, `forward` over an evaluation, `load_state_tensors`). A write through `.data` bumps no version counter: it is caught on
-`logit_scale` alone. vip's own methods are not watched: its tests cover them.
+sweep's batched fit, an overridden `train()`, `prepare`, `forward` over an evaluation, `load_state_tensors`). A
+write through `.data` bumps no version counter: it is caught on `logit_scale` alone. vip's own methods are not
+watched: its tests cover them.
 """
 
 from __future__ import annotations
