@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import errno
+import hashlib
 import json
 import os
 import re
@@ -426,6 +427,37 @@ def test_an_image_replaced_under_its_path_since_it_was_predicted_is_predicted_ag
     out.write_text(before + new_record)
     code, _, err = cli("predict", folder, "--model", run, "--out", out, "--workers", "0")
     assert code == 0 and "6 already there, 0 predicted now" in err and "warning" not in err, err
+    assert out.read_text() == fresh.read_text()
+
+
+def test_an_image_replaced_while_it_was_predicted_is_predicted_again_on_resume(cli, toy_run, tmp_path, monkeypatch):
+    """An image replaced after vip read it and before its record was written (a file still being copied into the
+    archive folder, a re-export landing mid-run) was recorded with the sha256 of its new bytes beside the prediction
+    of its old ones, so every resume kept that prediction as current. A record now names the bytes it was made
+    from, and a resume predicts the new bytes."""
+    from vipcli import features
+
+    data, run = toy_run
+    folder, out, fresh = tmp_path / "images", tmp_path / "p.jsonl", tmp_path / "fresh.jsonl"
+    folder.mkdir()
+    sources = sorted((data / "test" / "melanoma").iterdir())[:2] + sorted((data / "test" / "nevus").iterdir())[:2]
+    for image in sources:
+        (folder / image.name).write_bytes(image.read_bytes())
+    replaced, original_encode = folder / sources[0].name, features.encode_images
+
+    def encode_then_replace(*args, **kwargs):
+        encoded = original_encode(*args, **kwargs)
+        replaced.write_bytes(sources[3].read_bytes())  # lands after it was read, before its record is written
+        return encoded
+
+    monkeypatch.setattr(features, "encode_images", encode_then_replace)
+    assert cli("predict", folder, "--model", run, "--out", out, "--workers", "0")[0] == 0
+    monkeypatch.setattr(features, "encode_images", original_encode)
+    first = json.loads(out.read_text().splitlines()[0])
+    assert first["path"] == str(replaced) and first["sha256"] == hashlib.sha256(sources[0].read_bytes()).hexdigest()
+    code, _, err = cli("predict", folder, "--model", run, "--out", out, "--workers", "0")
+    assert code == 0 and "3 already there, 1 predicted now" in err and "changed since it was predicted" in err, err
+    assert cli("predict", folder, "--model", run, "--out", fresh, "--workers", "0")[0] == 0
     assert out.read_text() == fresh.read_text()
 
 

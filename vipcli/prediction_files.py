@@ -518,12 +518,10 @@ class RecordWriter:
         except OSError as error:
             raise self._failed(error) from None
 
-    def prediction(self, prediction) -> None:
-        """Record one prediction, with the sha256 of its image's bytes (read back from the digests the encoder
-        just took: `vipcli.digests` remembers them)."""
-        from vipcli.digests import file_digest
-
-        self._write(self.form.prediction_line(prediction, _digest_or_none(file_digest, prediction.path) or ""))
+    def prediction(self, prediction, sha256: str) -> None:
+        """Record one prediction, with the sha256 of the bytes it was made from (the digest the encoder took,
+        never the file read again: bytes replaced since then are another image, which a resume predicts again)."""
+        self._write(self.form.prediction_line(prediction, sha256))
         self.written += 1
 
     def error(self, path: str, reason: str) -> None:
