@@ -461,6 +461,22 @@ def test_an_image_replaced_while_it_was_predicted_is_predicted_again_on_resume(c
     assert out.read_text() == fresh.read_text()
 
 
+def test_a_resume_shows_progress_while_it_checks_the_recorded_images(cli, toy_run, tmp_path, monkeypatch):
+    """Resuming reads the bytes of every image already recorded before it predicts the next one: in an archive
+    of large scans, minutes in which a log under nohup or Slurm showed nothing. It now shows that step's progress
+    as it shows predicting's."""
+    data, run = toy_run
+    out = tmp_path / "p.jsonl"
+    images = sorted((data / "test" / "nevus").iterdir())[:4]
+    assert cli("predict", *images[:3], "--model", run, "--out", out, "--workers", "0")[0] == 0
+    monkeypatch.setenv("VIP_PROGRESS_SECONDS", "0")  # a progress line at every step
+    code, _, err = cli("predict", *images, "--model", run, "--out", out, "--workers", "0")
+    assert code == 0 and "3 already there, 1 predicted now" in err, err
+    lines = err.splitlines()
+    checked = lines.index(next(line for line in lines if line.startswith("checking recorded images: 3/3 (100.0%)")))
+    assert checked < lines.index(next(line for line in lines if line.startswith("predicting: 1/1")))
+
+
 def test_a_csv_begun_without_the_sha256_column_is_resumed_in_its_layout(cli, toy_run, tmp_path):
     data, run = toy_run
     out = tmp_path / "p.csv"

@@ -373,7 +373,8 @@ def predict_to_file(predictor: Predictor, paths: list[Path], out: Path, world=No
         console.warn(f"{out} was begun by an earlier vip, whose records do not say their coverage: its sets are "
                      f"taken to be at --coverage {coverage_text(coverage)} too (pass --force to start it afresh "
                      "if they are not)")
-    changed, again = distributed.rank_zero_value(world, lambda: changed_images(out, form, done))  # rank 0 reads
+    with console.task(progress, "checking recorded images", len(done)) as advance:  # rank 0 reads their bytes
+        changed, again = distributed.rank_zero_value(world, lambda: changed_images(out, form, done, advance))
     if again and world.main:
         warn_changed_images(out, again)
     distributed.barrier(world, "the start of predicting")  # everyone has read before anyone writes

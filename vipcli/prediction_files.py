@@ -422,13 +422,14 @@ def completed_paths(out: Path, form: RecordFormat) -> set[str]:
     return done
 
 
-def changed_images(out: Path, form: RecordFormat, done: set[str]) -> tuple[list[str], list[str]]:
+def changed_images(out: Path, form: RecordFormat, done: set[str], advance=lambda n=1: None
+                   ) -> tuple[list[str], list[str]]:
     """(changed, to predict again): the images of `done` (paths with a prediction record in `out` or its part files)
     whose first record, the one a finished file keeps, names a sha256 other than that of the bytes they have now
     (replaced under the same path since they were predicted: a re-export, a corrected file), and of those the ones
     no later record names their bytes for (a run stopped after it predicted some again left such records), which a
     resumed run predicts again. Records of an earlier vip, which name no sha256, and images that cannot be read now
-    count as unchanged (their records are kept, as before)."""
+    count as unchanged (their records are kept, as before). `advance()` is called as each image is read."""
     from vipcli.digests import digest_many
 
     recorded: dict[str, list[str | None]] = {}  # path -> the sha256 of each of its records, in file order
@@ -437,7 +438,7 @@ def changed_images(out: Path, form: RecordFormat, done: set[str]) -> tuple[list[
             if not error and path in done:
                 recorded.setdefault(path, []).append(sha256)
     named = sorted(path for path, digests in recorded.items() if digests[0] is not None)
-    now = {path: digest for path, digest in zip(named, digest_many([Path(path) for path in named]))
+    now = {path: digest for path, digest in zip(named, digest_many([Path(path) for path in named], advance=advance))
            if isinstance(digest, str)}
     changed = [path for path in named if path in now and now[path] != recorded[path][0]]
     return changed, [path for path in changed if now[path] not in recorded[path]]
