@@ -351,8 +351,8 @@ def predict_to_file(predictor: Predictor, paths: list[Path], out: Path, world=No
     process writes it meanwhile; `vip predict` takes it before loading the model.
     """
     from vipcli import distributed
-    from vipcli.prediction_files import (RecordWriter, changed_images, check_same_images, completed_paths,
-                                         finish_output, part_file, part_files, remove_outputs)
+    from vipcli.prediction_files import (RecordWriter, changed_images, check_same_images, finish_output, part_file,
+                                         part_files, recorded_digests, remove_outputs)
     from vipcli.trust import set_threshold
 
     world = world or distributed.World()
@@ -365,7 +365,8 @@ def predict_to_file(predictor: Predictor, paths: list[Path], out: Path, world=No
     distributed.barrier(world, "the start of predicting")  # --force done before anyone reads
     existing = [Path(out), *part_files(out)]
     form = form.resuming(existing)  # a CSV begun by an earlier vip goes on in its layout
-    done = completed_paths(out, form)  # refuses a file of other classes, options, model or decoding rules
+    recorded = recorded_digests(out, form)  # refuses a file of other classes, options, model or decoding rules
+    done = set(recorded)  # the images with a prediction record
     check_same_images(done, paths, out)  # and one begun for other images (finishing it would drop them)
     if done and world.main and form.unchecked_coverage(existing):
         from vipcli.prediction_files import coverage_text
@@ -374,7 +375,7 @@ def predict_to_file(predictor: Predictor, paths: list[Path], out: Path, world=No
                      f"taken to be at --coverage {coverage_text(coverage)} too (pass --force to start it afresh "
                      "if they are not)")
     with console.task(progress, "checking recorded images", len(done)) as advance:  # rank 0 reads their bytes
-        changed, again = distributed.rank_zero_value(world, lambda: changed_images(out, form, done, advance))
+        changed, again = distributed.rank_zero_value(world, lambda: changed_images(recorded, advance))
     if again and world.main:
         warn_changed_images(out, again)
     distributed.barrier(world, "the start of predicting")  # everyone has read before anyone writes

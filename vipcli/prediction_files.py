@@ -416,27 +416,31 @@ def read_records(file: Path, form: RecordFormat):
 def completed_paths(out: Path, form: RecordFormat) -> set[str]:
     """Paths with a complete prediction record in `out` or any of its part files (checked to be of this
     format). Images recorded as unreadable are not among them: a resumed run tries them again."""
-    done: set[str] = set()
-    for file in [Path(out), *part_files(out)]:
-        done.update(path for _, path, error, _, _ in read_records(file, form) if not error)
-    return done
+    return set(recorded_digests(out, form))
 
 
-def changed_images(out: Path, form: RecordFormat, done: set[str], advance=lambda n=1: None
-                   ) -> tuple[list[str], list[str]]:
-    """(changed, to predict again): the images of `done` (paths with a prediction record in `out` or its part files)
-    whose first record, the one a finished file keeps, names a sha256 other than that of the bytes they have now
-    (replaced under the same path since they were predicted: a re-export, a corrected file), and of those the ones
-    no later record names their bytes for (a run stopped after it predicted some again left such records), which a
-    resumed run predicts again. Records of an earlier vip, which name no sha256, and images that cannot be read now
-    count as unchanged (their records are kept, as before). `advance()` is called as each image is read."""
-    from vipcli.digests import digest_many
-
-    recorded: dict[str, list[str | None]] = {}  # path -> the sha256 of each of its records, in file order
+def recorded_digests(out: Path, form: RecordFormat) -> dict[str, list[str | None]]:
+    """{path: the sha256 each of its prediction records names (None: a record of an earlier vip), in file order}
+    of the images with a complete prediction record in `out` or its part files (`completed_paths`, and what
+    `changed_images` checks, from one reading of the files)."""
+    recorded: dict[str, list[str | None]] = {}
     for file in [Path(out), *part_files(out)]:
         for _, path, error, _, sha256 in read_records(file, form):
-            if not error and path in done:
+            if not error:
                 recorded.setdefault(path, []).append(sha256)
+    return recorded
+
+
+def changed_images(recorded: dict[str, list[str | None]], advance=lambda n=1: None) -> tuple[list[str], list[str]]:
+    """(changed, to predict again): the images of `recorded` (`recorded_digests`: the sha256 of each prediction record
+    of an image in an --out file and its part files) whose first record, the one a finished file keeps, names a
+    sha256 other than that of the bytes they have now (replaced under the same path since they were predicted: a
+    re-export, a corrected file), and of those the ones no later record names their bytes for (a run stopped after
+    it predicted some again left such records), which a resumed run predicts again. Records of an earlier vip, which
+    name no sha256, and images that cannot be read now count as unchanged (their records are kept, as before).
+    `advance()` is called as each image is read."""
+    from vipcli.digests import digest_many
+
     named = sorted(path for path, digests in recorded.items() if digests[0] is not None)
     now = {path: digest for path, digest in zip(named, digest_many([Path(path) for path in named], advance=advance))
            if isinstance(digest, str)}
