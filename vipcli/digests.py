@@ -136,8 +136,9 @@ def _sha256_of(handle) -> str:
 THREADED_BYTES = 32 * 2**20  # below this much data to hash, threads cost more than they save
 
 
-def digest_many(paths: list[Path], threads: int = 4) -> list[str | OSError]:
-    """`file_digest` of every path (hashing releases the GIL, so threads overlap reading and hashing).
+def digest_many(paths: list[Path], threads: int = 4, advance=lambda n=1: None) -> list[str | OSError]:
+    """`file_digest` of every path (hashing releases the GIL, so threads overlap reading and hashing); `advance()`
+    is called as each one is done (from the threads: a rich progress task's `advance` is safe there).
 
     Returns:
         One entry per path, in order: the digest, or the OSError that reading it raised.
@@ -147,6 +148,8 @@ def digest_many(paths: list[Path], threads: int = 4) -> list[str | OSError]:
             return file_digest(path)
         except OSError as error:
             return error
+        finally:
+            advance()
 
     if len(paths) < 2 or threads < 2 or _bytes_to_hash(paths) < THREADED_BYTES:
         return [one(p) for p in paths]

@@ -460,6 +460,7 @@ class EncodedImages:
     train: dict[int, torch.Tensor] = field(default_factory=dict)  # index -> [V, D] augmented views
     failures: dict[Path, str] = field(default_factory=dict)  # unreadable file -> reason
     encoded: int = 0  # views that went through the image encoder (cache misses)
+    contents: dict[int, str] = field(default_factory=dict)  # index -> sha256 of the bytes its features were taken for
     readable: set[int] = field(default_factory=set)  # indices with every requested feature
     blocks: dict[str, torch.Tensor] = field(default_factory=dict)  # "eval" [N, D], "train" [N, V, D]: what
     # `eval` and `train` hold are rows of these, so a data set's features are one tensor, not N small ones
@@ -629,6 +630,7 @@ def encode_images(backbone, paths, views: int = 0, cache: FeatureCache | None = 
             result.failures[path] = _unreadable(content)
             advance()
             continue
+        result.contents[index] = content
         entry_keys[index] = entry_content(path, content)  # (a JPEG's header read: once per image)
         entry = cache.get(path, entry_keys[index])
         have_views = entry.get("train", torch.empty(0)).shape[0]

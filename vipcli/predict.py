@@ -196,7 +196,7 @@ def predict(predictor: Predictor, paths: list[Path], explain: bool = False, cach
     with console.task(progress, "predicting", len(paths)) as advance, contextlib.closing(stream_predictions(
             predictor, paths, explain, cache, workers, batch_size, advance, coverage, first_chunk=CHUNK)) as results:
         # nothing is shown before the end here: the first chunk is a whole one (fewer, larger encoder calls)
-        for path, prediction, reason in results:
+        for path, prediction, reason, _ in results:
             if prediction is None:
                 failures[path] = reason
             else:
@@ -207,7 +207,8 @@ def predict(predictor: Predictor, paths: list[Path], explain: bool = False, cach
 def stream_predictions(predictor: Predictor, paths: list[Path], explain: bool = False, cache=None,
                        workers: int = 2, batch_size: int = 64, advance=lambda n=1: None,
                        coverage: float | None = None, chunk: int | None = None, first_chunk: int | None = None):
-    """Yield (path, Prediction or None, unreadable reason) for every image, in input order.
+    """Yield (path, Prediction or None, unreadable reason, sha256 of the bytes it was predicted from or "") for
+    every image, in input order.
 
     Images are encoded and classified in chunks (`first_chunk` images, default FIRST_CHUNK, doubling up to
     `chunk`, default CHUNK), so no more than one chunk's features are held at once whatever the number of
@@ -245,9 +246,9 @@ def _predict_chunk(predictor: Predictor, paths: list[Path], explain, cache, shar
     classified = classify(predictor, features, [str(paths[i]) for i in readable], explain, cutoff) if readable else []
     for i, path in enumerate(paths):
         if i not in row_of:
-            yield str(path), None, encoded.failures.get(path, "could not be encoded")
-        else:
-            yield str(path), classified[row_of[i]], ""
+            yield str(path), None, encoded.failures.get(path, "could not be encoded"), ""
+        else:  # the digest its features were taken (and cached) for, not one read again: the file may change since
+            yield str(path), classified[row_of[i]], "", encoded.contents[i]
 
 
 def classify(predictor: Predictor, features: torch.Tensor, names: list[str], explain: bool = False,
@@ -350,8 +351,8 @@ def predict_to_file(predictor: Predictor, paths: list[Path], out: Path, world=No
     process writes it meanwhile; `vip predict` takes it before loading the model.
     """
     from vipcli import distributed
-    from vipcli.prediction_files import (RecordWriter, changed_images, check_same_images, completed_paths,
-                                         finish_output, part_file, part_files, remove_outputs)
+    from vipcli.prediction_files import (RecordWriter, changed_images, check_same_images, finish_output, part_file,
+                                         part_files, recorded_digests, remove_outputs)
     from vipcli.trust import set_threshold
 
     world = world or distributed.World()
@@ -364,7 +365,8 @@ def predict_to_file(predictor: Predictor, paths: list[Path], out: Path, world=No
     distributed.barrier(world, "the start of predicting")  # --force done before anyone reads
     existing = [Path(out), *part_files(out)]
     form = form.resuming(existing)  # a CSV begun by an earlier vip goes on in its layout
-    done = completed_paths(out, form)  # refuses a file of other classes, options, model or decoding rules
+    recorded = recorded_digests(out, form)  # refuses a file of other classes, options, model or decoding rules
+    done = set(recorded)  # the images with a prediction record
     check_same_images(done, paths, out)  # and one begun for other images (finishing it would drop them)
     if done and world.main and form.unchecked_coverage(existing):
         from vipcli.prediction_files import coverage_text
@@ -372,7 +374,8 @@ def predict_to_file(predictor: Predictor, paths: list[Path], out: Path, world=No
         console.warn(f"{out} was begun by an earlier vip, whose records do not say their coverage: its sets are "
                      f"taken to be at --coverage {coverage_text(coverage)} too (pass --force to start it afresh "
                      "if they are not)")
-    changed, again = distributed.rank_zero_value(world, lambda: changed_images(out, form, done))  # rank 0 reads
+    with console.task(progress, "checking recorded images", len(done)) as advance:  # rank 0 reads their bytes
+        changed, again = distributed.rank_zero_value(world, lambda: changed_images(recorded, advance))
     if again and world.main:
         warn_changed_images(out, again)
     distributed.barrier(world, "the start of predicting")  # everyone has read before anyone writes
@@ -383,11 +386,11 @@ def predict_to_file(predictor: Predictor, paths: list[Path], out: Path, world=No
     with RecordWriter(target, form) as writer, console.task(progress, "predicting", len(mine)) as advance, \
             contextlib.closing(stream_predictions(predictor, mine, explain, cache, workers, batch_size, advance,
                                                   coverage, chunk)) as results:
-        for path, prediction, reason in results:
+        for path, prediction, reason, sha256 in results:
             if prediction is None:
                 writer.error(path, reason)
             else:
-                writer.prediction(prediction)
+                writer.prediction(prediction, sha256)
     header_size = len(form.header_line().encode("utf-8"))
     if world.distributed and writer.written == 0 and target.exists() and target.stat().st_size <= header_size:
         target.unlink()  # nothing of this rank's to merge

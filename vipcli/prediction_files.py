@@ -416,28 +416,33 @@ def read_records(file: Path, form: RecordFormat):
 def completed_paths(out: Path, form: RecordFormat) -> set[str]:
     """Paths with a complete prediction record in `out` or any of its part files (checked to be of this
     format). Images recorded as unreadable are not among them: a resumed run tries them again."""
-    done: set[str] = set()
-    for file in [Path(out), *part_files(out)]:
-        done.update(path for _, path, error, _, _ in read_records(file, form) if not error)
-    return done
+    return set(recorded_digests(out, form))
 
 
-def changed_images(out: Path, form: RecordFormat, done: set[str]) -> tuple[list[str], list[str]]:
-    """(changed, to predict again): the images of `done` (paths with a prediction record in `out` or its part files)
-    whose first record, the one a finished file keeps, names a sha256 other than that of the bytes they have now
-    (replaced under the same path since they were predicted: a re-export, a corrected file), and of those the ones
-    no later record names their bytes for (a run stopped after it predicted some again left such records), which a
-    resumed run predicts again. Records of an earlier vip, which name no sha256, and images that cannot be read now
-    count as unchanged (their records are kept, as before)."""
-    from vipcli.digests import digest_many
-
-    recorded: dict[str, list[str | None]] = {}  # path -> the sha256 of each of its records, in file order
+def recorded_digests(out: Path, form: RecordFormat) -> dict[str, list[str | None]]:
+    """{path: the sha256 each of its prediction records names (None: a record of an earlier vip), in file order}
+    of the images with a complete prediction record in `out` or its part files (`completed_paths`, and what
+    `changed_images` checks, from one reading of the files)."""
+    recorded: dict[str, list[str | None]] = {}
     for file in [Path(out), *part_files(out)]:
         for _, path, error, _, sha256 in read_records(file, form):
-            if not error and path in done:
+            if not error:
                 recorded.setdefault(path, []).append(sha256)
+    return recorded
+
+
+def changed_images(recorded: dict[str, list[str | None]], advance=lambda n=1: None) -> tuple[list[str], list[str]]:
+    """(changed, to predict again): the images of `recorded` (`recorded_digests`: the sha256 of each prediction record
+    of an image in an --out file and its part files) whose first record, the one a finished file keeps, names a
+    sha256 other than that of the bytes they have now (replaced under the same path since they were predicted: a
+    re-export, a corrected file), and of those the ones no later record names their bytes for (a run stopped after
+    it predicted some again left such records), which a resumed run predicts again. Records of an earlier vip, which
+    name no sha256, and images that cannot be read now count as unchanged (their records are kept, as before).
+    `advance()` is called as each image is read."""
+    from vipcli.digests import digest_many
+
     named = sorted(path for path, digests in recorded.items() if digests[0] is not None)
-    now = {path: digest for path, digest in zip(named, digest_many([Path(path) for path in named]))
+    now = {path: digest for path, digest in zip(named, digest_many([Path(path) for path in named], advance=advance))
            if isinstance(digest, str)}
     changed = [path for path in named if path in now and now[path] != recorded[path][0]]
     return changed, [path for path in changed if now[path] not in recorded[path]]
@@ -518,12 +523,10 @@ class RecordWriter:
         except OSError as error:
             raise self._failed(error) from None
 
-    def prediction(self, prediction) -> None:
-        """Record one prediction, with the sha256 of its image's bytes (read back from the digests the encoder
-        just took: `vipcli.digests` remembers them)."""
-        from vipcli.digests import file_digest
-
-        self._write(self.form.prediction_line(prediction, _digest_or_none(file_digest, prediction.path) or ""))
+    def prediction(self, prediction, sha256: str) -> None:
+        """Record one prediction, with the sha256 of the bytes it was made from (the digest the encoder took,
+        never the file read again: bytes replaced since then are another image, which a resume predicts again)."""
+        self._write(self.form.prediction_line(prediction, sha256))
         self.written += 1
 
     def error(self, path: str, reason: str) -> None:
