@@ -60,6 +60,18 @@ def install_methods_module(site: Path, module: str, source: str, classes: dict, 
     return data
 
 
+def methods_fixture(module: str, source: str, classes: dict):
+    """A pytest fixture giving the folder of a small lesion data set, with the methods of `source` installed as
+    `install_methods_module` installs them (each class of `classes` in a distribution of its own), and `module`
+    forgotten after the test."""
+    @pytest.fixture
+    def installed(site, tmp_path, monkeypatch):
+        yield install_methods_module(site, module, source, classes, monkeypatch, tmp_path / "lesions")
+        sys.modules.pop(module, None)
+
+    return installed
+
+
 @pytest.fixture
 def site(tmp_path, monkeypatch):
     """A fresh folder on sys.path to install fake distributions into."""

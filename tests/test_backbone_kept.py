@@ -7,12 +7,11 @@ line naming the plugin, the member that did it, what it changed and the fix."""
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
 
 from conftest import error_lines
-from plugin_helpers import install_methods_module, site  # noqa: F401 - site is a fixture
+from plugin_helpers import methods_fixture, site  # noqa: F401 - site is a fixture
 
 CHANGING_METHODS = '''
 import torch
@@ -146,12 +145,8 @@ SHARED = ("vip shares one loaded backbone between a run's training and its predi
           "benchmark sweep")
 
 
-@pytest.fixture
-def changing(site, tmp_path, monkeypatch):
-    """The plugins above, each in a distribution of its own (`ID-dist`), and a small lesion data set."""
-    install_methods_module(site, "changing_methods", CHANGING_METHODS, CHANGING, monkeypatch, tmp_path / "lesions")
-    yield tmp_path / "lesions"
-    sys.modules.pop("changing_methods", None)
+# the plugins above, each in a distribution of its own, and a small lesion data set
+changing = methods_fixture("changing_methods", CHANGING_METHODS, CHANGING)
 
 
 def _train(cli, data, out, method: str):

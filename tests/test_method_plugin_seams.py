@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from conftest import error_lines
-from plugin_helpers import install_methods_module, site  # noqa: F401 - site is a fixture
+from plugin_helpers import methods_fixture, site  # noqa: F401 - site is a fixture
 
 SEAM_METHODS = '''
 from __future__ import annotations
@@ -127,12 +127,8 @@ SEAMS = {"batches-raise": "BatchesRaise", "batches-claimed": "BatchesClaimed", "
          "unsummarised": "Unsummarised", "bare": "Bare"}
 
 
-@pytest.fixture
-def seams(site, tmp_path, monkeypatch):
-    """The plugins above, each in a distribution of its own (`ID-dist`), and a small lesion data set."""
-    install_methods_module(site, "seam_methods", SEAM_METHODS, SEAMS, monkeypatch, tmp_path / "lesions")
-    yield tmp_path / "lesions"
-    sys.modules.pop("seam_methods", None)
+# the plugins above, each in a distribution of its own, and a small lesion data set
+seams = methods_fixture("seam_methods", SEAM_METHODS, SEAMS)
 
 
 def _sweep(cli, data, out, methods: str):

@@ -6,10 +6,8 @@ from __future__ import annotations
 import json
 import sys
 
-import pytest
-
 from conftest import error_lines
-from plugin_helpers import install_distribution, install_methods_module, site  # noqa: F401 - site is a fixture
+from plugin_helpers import install_distribution, methods_fixture, site  # noqa: F401 - site is a fixture
 
 FAILING_METHODS = '''
 import sys
@@ -80,10 +78,8 @@ PLUGINS = {"validate-exits": "ExitsInValidate", "exits": "ExitsOnBuild", "late":
            "centers-val": "CentersValInPlace", "batch-centered": "BatchCentered"}
 
 
-@pytest.fixture
-def failing(site, tmp_path, monkeypatch):
-    """The plugins above, each in a distribution of its own (`ID-dist`), and a small lesion data set."""
-    return install_methods_module(site, "failing_methods", FAILING_METHODS, PLUGINS, monkeypatch, tmp_path / "lesions")
+# the plugins above, each in a distribution of its own, and a small lesion data set
+failing = methods_fixture("failing_methods", FAILING_METHODS, PLUGINS)
 
 
 def _all_is(monkeypatch, *ids: str) -> None:
