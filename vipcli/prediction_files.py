@@ -605,13 +605,14 @@ def finish_output(out: Path, paths: list, form: RecordFormat, changed=()) -> Mer
     naming other bytes are left out (none left: it counts as missing). A write that fails leaves `out` and the part
     files as they were (one VipError).
     """
-    from vipcli.digests import file_digest
+    from vipcli.digests import digest_many
 
-    changed = set(changed)
-    now = {path: _digest_or_none(file_digest, path) for path in changed}
+    changed = sorted(set(changed))
+    now = {path: digest if isinstance(digest, str) else None  # None: a file that cannot be read now
+           for path, digest in zip(changed, digest_many([Path(path) for path in changed]))}
 
     def outdated(path: str, sha256: str | None) -> bool:  # a record of other bytes than the image has now
-        return path in changed and sha256 != now[path]
+        return path in now and sha256 != now[path]
 
     out = Path(out)
     paths = list(dict.fromkeys(str(p) for p in paths))
@@ -656,14 +657,6 @@ def finish_output(out: Path, paths: list, form: RecordFormat, changed=()) -> Mer
                 console.warn(f"could not remove {file} ({describe_os_error(error)}); its records are in {out}: "
                              "remove it yourself")
     return summary
-
-
-def _digest_or_none(digest, path: str) -> str | None:
-    """`digest(path)`, or None for a file that cannot be read."""
-    try:
-        return digest(path)
-    except OSError:
-        return None
 
 
 def _rewrite(out: Path, sources: list[Path], lines: list[tuple[int, int]], form: RecordFormat) -> None:
