@@ -334,8 +334,12 @@ def tensors_elsewhere(method, device: torch.device) -> list[tuple[str, str, torc
 def check_on_device(method, member: str) -> None:
     """Refuse a plugin method whose parameters or buffers are not all on `setup.device`, where vip hands
     `forward` the image features, right after `member` (`__init__`, `fit`, `load_state_tensors`) left them
-    there: on a GPU its forward would fail with torch's "Expected all tensors to be on the same device"."""
-    if is_own_distribution(distribution_of_method(method.id)):
+    there: on a GPU its forward would fail with torch's "Expected all tensors to be on the same device". vip's own
+    methods are not checked: a method is a plugin when `backbone_guard` watches it, decided once as it is built
+    (looking up its distribution took 4-8 ms a call, every row of a sweep)."""
+    from vipcli.methods.backbone_guard import is_watched
+
+    if not is_watched(method):
         return
     device = method.setup.device
     elsewhere = tensors_elsewhere(method, device)
