@@ -28,6 +28,8 @@ class Scripted:
     echo_auth: bool = False  # replace "{AUTH}" ("{PROXY_AUTH}") with the Authorization (Proxy-Authorization) header
     trickle_s: float = 0.0  # send the body one byte at a time, this many seconds apart
     no_length: bool = False  # send no Content-Length (the body ends when the connection closes)
+    text: str | None = None  # exact body text instead of JSON (an event stream, an HTML page)
+    content_type: str = "application/json"
 
 
 def chat_body(content: str, model: str = "test-model") -> dict:
@@ -81,6 +83,11 @@ class ScriptedLLM:
         self.queue.append(Scripted(status=status, body=body, **options))
         return self
 
+    def send_text(self, text: str, content_type: str = "text/event-stream", **options) -> "ScriptedLLM":
+        """Queue a 200 reply of exactly `text` (an event stream of chat-completion chunks, an HTML page)."""
+        self.queue.append(Scripted(text=text, content_type=content_type, **options))
+        return self
+
     def start(self) -> "ScriptedLLM":
         self._thread.start()
         return self
@@ -113,14 +120,14 @@ class ScriptedLLM:
                 reply = server._next()
                 time.sleep(reply.delay)
                 body = reply.body if reply.body is not None else chat_body(reply.content or "")
-                text = json.dumps(body)
+                text = reply.text if reply.text is not None else json.dumps(body)
                 if reply.echo_auth:
                     for mark, header in (("{AUTH}", "Authorization"), ("{PROXY_AUTH}", "Proxy-Authorization")):
                         text = text.replace(mark, json.dumps(self.headers.get(header, ""))[1:-1])
                 data = text.encode("utf-8")
                 try:
                     self.send_response(reply.status)
-                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Type", reply.content_type)
                     if not reply.no_length:
                         self.send_header("Content-Length", str(len(data)))
                     for key, value in reply.headers.items():

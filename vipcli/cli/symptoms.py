@@ -223,8 +223,8 @@ def generate_command(
 ) -> None:
     """Ask an LLM for visual symptoms (docs/METHOD.md section 1) and write one pack per disease."""
     from vipcli.symptoms.generate import GenerateConfig, check_config, default_modality
-    from vipcli.symptoms.llm import (DEFAULT_KEY_ENV, LLMConfig, check_base_url, check_key_env, check_key_transport,
-                                     check_named_key_is_set)
+    from vipcli.symptoms.llm import (DEFAULT_KEY_ENV, LLMConfig, check_base_url, check_key_env, check_key_provider,
+                                     check_key_transport, check_named_key_is_set)
 
     check_base_url(base_url)
     check_key_env(api_key_env or "")
@@ -239,6 +239,7 @@ def generate_command(
         backoff_s=backoff,
     )
     check_key_transport(llm)
+    check_key_provider(llm)
     check_named_key_is_set(llm)
     if data is not None or symptoms or text_only:
         _generate_for_data(data, disease, images, symptoms, text_only, modality, out, force, llm, n, judge,

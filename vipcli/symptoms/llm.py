@@ -430,6 +430,51 @@ def check_key_transport(config: LLMConfig) -> None:
     )
 
 
+# hosts of providers whose keys are not OpenAI's: the variable their own tools read
+PROVIDER_KEYS = {
+    "api.anthropic.com": ("Anthropic", "ANTHROPIC_API_KEY"),
+    "openrouter.ai": ("OpenRouter", "OPENROUTER_API_KEY"),
+    "generativelanguage.googleapis.com": ("Google Gemini", "GEMINI_API_KEY"),
+    "api.groq.com": ("Groq", "GROQ_API_KEY"),
+    "api.mistral.ai": ("Mistral", "MISTRAL_API_KEY"),
+    "api.together.xyz": ("Together AI", "TOGETHER_API_KEY"),
+    "api.deepseek.com": ("DeepSeek", "DEEPSEEK_API_KEY"),
+    "api.x.ai": ("xAI", "XAI_API_KEY"),
+    "api.fireworks.ai": ("Fireworks AI", "FIREWORKS_API_KEY"),
+}
+
+
+def provider_of(base_url: str) -> tuple[str, str] | None:
+    """(provider, the variable its key is kept in) when `base_url` is a known provider other than OpenAI
+    (`PROVIDER_KEYS`, its host or a subdomain of it); None otherwise."""
+    parts = _split(base_url)
+    host = (parts.hostname or "").lower().rstrip(".") if parts is not None else ""
+    return next((found for name, found in PROVIDER_KEYS.items() if host == name or host.endswith("." + name)), None)
+
+
+def check_key_provider(config: LLMConfig) -> None:
+    """Refuse, before any request, to send `$OPENAI_API_KEY` (read by default) to another provider's endpoint.
+
+    `--base-url https://api.anthropic.com/v1` without `--api-key-env` would send the user's OpenAI key to
+    Anthropic, which cannot use it, and answer 401 only after it has it; without a key it would answer 401
+    asking for one in the wrong variable. Either way the provider's own variable is named.
+
+    Raises:
+        UsageError: the key variable was not named and --base-url is a known provider other than OpenAI.
+    """
+    provider = provider_of(config.base_url)
+    if provider is None or key_variable_was_named(config):
+        return
+    name, variable = provider
+    host = endpoint_host(config.base_url)
+    fix = f"{shell.set_variable(variable, '...')} and pass --api-key-env {variable}"
+    if current_key(config) is not None:
+        raise UsageError(f"--base-url {host} is {name}'s: ${config.api_key_env}, which vip reads by default, would "
+                         "be sent to it, and it is meant for OpenAI",
+                         f"{fix}, or --api-key-env {config.api_key_env} if that variable does hold your {name} key")
+    raise UsageError(f"--base-url {host} is {name}'s, which needs its own key: name the variable that holds it", fix)
+
+
 def check_key_text(key: str, variable: str) -> str:
     """Return `key` if every character can go in an HTTP header (printable ASCII); VipError otherwise.
 
@@ -467,6 +512,7 @@ def chat(config: LLMConfig, messages: list[dict], notify=None) -> tuple[str, boo
     url = chat_url(check_base_url(config.base_url))
     check_key_env(config.api_key_env)
     check_key_transport(config)
+    check_key_provider(config)
     key = read_api_key(config)  # checked: the same key secrets_of reads
     secrets = secrets_of(config)
     headers = {"Authorization": f"Bearer {key}"} if key else {}
@@ -493,7 +539,16 @@ def chat(config: LLMConfig, messages: list[dict], notify=None) -> tuple[str, boo
             raise _status_error(response, config, key, secrets, images=_has_images(messages))
         if 300 <= response.status_code < 400:
             raise _redirect_error(response, config, secrets)
-        return redact(_answer_text(response, config), secrets), _stop_reason(response)
+        document = answer_document(response)
+        problem = _error_instead_of_answer(document)
+        if problem is not None:  # HTTP 200 with an error body (OpenRouter and other gateways send these)
+            code, detail = problem
+            if _retryable(code) and not last:
+                _wait(config, attempt, response.headers.get("retry-after"),
+                      f"answered an error in place of an answer (code {code})", notify)
+                continue
+            raise _error_answer(config, response, code, detail, secrets)
+        return redact(_answer_text(document, response, config), secrets), _stop_reason(document)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -727,14 +782,57 @@ def _server_detail(response, secrets: list[str]) -> str:
     """The server's own error message with the secrets redacted, then shortened (in that order)."""
     try:
         data = response.json()
-        detail = data.get("error", data) if isinstance(data, dict) else data
-        if isinstance(detail, dict):
-            detail = detail.get("message") or detail
     except (ValueError, RecursionError):
-        detail = response.text
+        return _shown_detail(response.text, secrets)
+    return _shown_detail(_error_message(data), secrets)
+
+
+def _error_message(data: object) -> object:
+    """The message of an error body: `{"error": {"message": ...}}`, `{"error": "..."}`, or the body itself."""
+    detail = data.get("error", data) if isinstance(data, dict) else data
+    if isinstance(detail, dict):
+        detail = detail.get("message") or detail
+    return detail
+
+
+def _shown_detail(detail: object, secrets: list[str]) -> str:
+    """`detail` on one line, fit to print, the secrets redacted and then shortened to 200 characters."""
     from vipcli.console import printable
 
     return printable(redact(" ".join(str(detail).split()), secrets))[:200]
+
+
+def _error_instead_of_answer(document: object) -> tuple[object, object] | None:
+    """(its code, its message) when an answer sent with a success status is an error body and holds no choices
+    (OpenRouter and other gateways send `{"error": {"message": ..., "code": 429}}` with HTTP 200 when the
+    provider behind them failed); None for an answer."""
+    if not isinstance(document, dict) or document.get("choices") or not document.get("error"):
+        return None
+    error = document["error"]
+    code = error.get("code") if isinstance(error, dict) else None
+    return code, _error_message(document)
+
+
+def _retryable(code: object) -> bool:
+    """Whether an error code in an answer's body says what a 429 or 5xx status does: try again later."""
+    try:
+        number = int(str(code))
+    except ValueError:
+        return False
+    return number == 429 or 500 <= number < 600
+
+
+def _error_answer(config: LLMConfig, response, code: object, detail: object, secrets: list[str]) -> LLMError:
+    """One line for an error sent in place of an answer with a success status."""
+    host = endpoint_host(config.base_url)
+    after = f" after {_tries(config)}" if _retryable(code) else ""
+    coded = f" (code {_shown_detail(code, secrets)})" if code not in (None, "") else ""
+    return LLMError(
+        f"LLM endpoint {host} answered HTTP {response.status_code} with an error in place of an answer{coded}"
+        f"{after}: {_shown_detail(detail, secrets)}",
+        "try again later (answers already received are cached), or another --model" if _retryable(code) else
+        "check --model and the server's settings against what it says",
+    )
 
 
 def _refuses_temperature(response) -> bool:
@@ -822,12 +920,13 @@ def _redirect_error(response, config: LLMConfig, secrets: list[str]) -> LLMError
     )
 
 
-def _stop_reason(response) -> str:
-    """Why the server says the answer stopped: STOPPED_AT_LIMIT, FILTERED (`stopped_by_filter`) or ""."""
+def _stop_reason(document: object) -> str:
+    """Why the server says the answer (`answer_document`) stopped: STOPPED_AT_LIMIT, FILTERED
+    (`stopped_by_filter`) or ""."""
     try:
-        choice = response.json()["choices"][0]
+        choice = document["choices"][0]
         finish = choice.get("finish_reason")
-    except (ValueError, KeyError, IndexError, TypeError, AttributeError, RecursionError):
+    except (KeyError, IndexError, TypeError, AttributeError):
         return ""
     if finish == "length":
         return STOPPED_AT_LIMIT
@@ -845,23 +944,95 @@ def stopped_by_filter(finish_reason: object, filter_results: object = None) -> b
         isinstance(result, dict) and result.get("filtered") is True for result in filter_results.values())
 
 
-def _answer_text(response, config: LLMConfig) -> str:
-    """The assistant text of a chat-completions response (string or list of text parts)."""
-    host = endpoint_host(config.base_url)
+EVENT_STREAM = "text/event-stream"
+
+
+def answer_document(response) -> object:
+    """The JSON document of a chat-completions answer: the body as sent, or, from a server that streams
+    whatever it is asked (server-sent events of `chat.completion.chunk`s, `data: [DONE]` at the end), the
+    chunks put together as one answer (`assemble_stream`); None when the body is neither."""
+    text = response.text
+    if EVENT_STREAM in response.headers.get("content-type", "") or text.lstrip().startswith("data:"):
+        return assemble_stream(text)
     try:
-        choices = response.json()["choices"]
-        if choices == []:  # a well-formed answer with nothing in it (a content filter, an overloaded server)
-            raise LLMError(f"LLM endpoint {host} answered with an empty list of choices (no text at all)",
-                           "try again, or another --model")
-        message = choices[0]["message"]
-    except (ValueError, KeyError, IndexError, TypeError, RecursionError):
-        raise LLMError(
-            f"LLM endpoint {host} did not return a chat-completions answer",
-            "is --base-url an OpenAI-compatible root such as http://localhost:8000/v1?",
-        ) from None
-    if message.get("refusal"):
-        return f"I'm sorry: {message['refusal']}"
-    content = message.get("content") or ""
+        return response.json()
+    except (ValueError, RecursionError):
+        return None
+
+
+def assemble_stream(text: str) -> dict | None:
+    """The chat-completions answer a stream of server-sent events carries, in the shape a plain answer has.
+
+    Each `data:` line holds a chunk whose `choices[0].delta.content` is the next piece of the text (a
+    `message.content` is taken too); the last `finish_reason` given is the answer's. An event holding an
+    `error` makes the answer that error. None when no event holds a chunk.
+
+    Args:
+        text: the body as sent, e.g. 'data: {"choices": [{"delta": {"content": "- Dark"}}]}\n\ndata: [DONE]'.
+    """
+    import json
+
+    pieces, refusals, finish, filters, seen = [], [], None, None, False
+    for line in text.splitlines():
+        if not line.startswith("data:") or line[5:].strip() == "[DONE]":
+            continue
+        try:
+            chunk = json.loads(line[5:])
+        except (ValueError, RecursionError):
+            continue
+        if isinstance(chunk, dict) and chunk.get("error"):
+            return {"error": chunk["error"]}
+        choices = chunk.get("choices") if isinstance(chunk, dict) else None
+        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+            continue
+        seen, choice = True, choices[0]
+        delta = choice.get("delta") or choice.get("message") or {}
+        if isinstance(delta, dict):
+            pieces.append(content_text(delta.get("content")))
+            refusals.append(content_text(delta.get("refusal")))
+        finish = choice.get("finish_reason") or finish
+        filters = choice.get("content_filter_results") or filters
+    if not seen:
+        return None
+    message = {"role": "assistant", "content": "".join(pieces), "refusal": "".join(refusals) or None}
+    return {"choices": [{"message": message, "finish_reason": finish, "content_filter_results": filters}]}
+
+
+def content_text(content: object) -> str:
+    """The text of a message's content: a string, or a list of parts whose `text` is kept (images, empty
+    and null parts left out); "" for none."""
     if isinstance(content, list):
-        content = "\n".join(p.get("text", "") for p in content if isinstance(p, dict))
-    return str(content)
+        return "\n".join(part["text"] for part in content
+                         if isinstance(part, dict) and isinstance(part.get("text"), str))
+    return content if isinstance(content, str) else "" if content is None else str(content)
+
+
+def _answer_text(document: object, response, config: LLMConfig) -> str:
+    """The assistant text of a chat-completions answer (`answer_document`): its content, a string or a list
+    of text parts; a refusal the server puts in its own field reads as one."""
+    host = endpoint_host(config.base_url)
+    choices = document.get("choices") if isinstance(document, dict) else None
+    if choices == []:  # a well-formed answer with nothing in it (a content filter, an overloaded server)
+        raise LLMError(f"LLM endpoint {host} answered with an empty list of choices (no text at all)",
+                       "try again, or another --model")
+    choice = choices[0] if isinstance(choices, list) else None
+    message = choice.get("message", choice.get("delta")) if isinstance(choice, dict) else None
+    if message is None and isinstance(choice, dict) and "message" in choice:  # `"message": null`: no text
+        message = {}
+    if not isinstance(message, dict):
+        raise LLMError(f"LLM endpoint {host} did not return a chat-completions answer{_what_it_sent(response)}",
+                       "is --base-url an OpenAI-compatible root such as http://localhost:8000/v1?")
+    refusal = content_text(message.get("refusal"))
+    if refusal:
+        return f"I'm sorry: {refusal}"
+    return content_text(message.get("content"))
+
+
+def _what_it_sent(response) -> str:
+    """" (it sent a text/html page, not JSON)" and the like for an answer that is no JSON; "" for JSON."""
+    kind = response.headers.get("content-type", "").split(";")[0].strip()
+    try:
+        response.json()
+    except (ValueError, RecursionError):
+        return f" (it sent {'a ' + kind + ' page' if kind else 'something'}, not JSON)"
+    return ""

@@ -222,19 +222,56 @@ def _filter_items(items: list[str], disease: str, aliases: tuple[str, ...],
     short = initials(disease)
     other_patterns = [(other, name_pattern(other)) for other in others  # a grade folder "2" names nothing
                       if other.strip().lower() != disease.lower() and re.search(r"[^\W\d_]", other)]
-    kept, removed, seen = [], [], set()
+    kept, removed, seen, meanings = [], [], set(), {}
     for item in items:
         reason = _reject_reason(item, pattern, seen) or next(
             (f"names another class ({other!r})" for other, named in other_patterns if named.search(item)), None)
         if reason is None and short and re.search(rf"\b{short}s?\b", item):
             reason = f"names the disease by its initials ({short!r})"
+        meaning = same_meaning_key(item)
+        if reason is None and meaning in meanings:
+            reason = f"repeats {meanings[meaning]!r} in other words"
         if reason:
             if item:
                 removed.append((item, reason))
             continue
-        seen.add(normalize_text(item))
+        seen.add(_wording(item))
+        meanings.setdefault(meaning, item)
         kept.append(item)
     return ParsedAnswer(items=tuple(kept), removed=tuple(removed))
+
+
+COMPARISONS = "<>≤≥±"  # "< 6 mm" and "> 6 mm" say different things in the same words
+
+
+def _wording(item: str) -> str:
+    """`item` up to case, spacing and punctuation, its comparison signs kept: "Irregular border." and "irregular
+    border" are one wording, "< 6 mm" and "> 6 mm" two."""
+    return normalize_text(item) + " " + "".join(c for c in item if c in COMPARISONS)
+
+
+def same_meaning_key(item: str) -> tuple:
+    """What two wordings of one symptom share: the set of its content words stemmed to their root, and its
+    comparison signs. "Asymmetric shape", "Asymmetrical shape" and "The shape is asymmetric" give one key;
+    "Symmetric shape", "No dark dots" or "> 6 mm" beside "< 6 mm" give another. An item of no content word
+    gets a key of its own (the item itself)."""
+    from vipcli.symptoms.agree import content_words, stem
+
+    roots = frozenset(_root(word, stem) for word in content_words(item))
+    if not roots:
+        return ("", item)
+    return roots, "".join(sorted(c for c in item if c in COMPARISONS))
+
+
+def _root(word: str, stem) -> str:
+    """`word` stemmed until no suffix comes off ("asymmetrical" -> "asymmetric" -> "asymmetr"), a short plural
+    in the singular ("dots" -> "dot")."""
+    if len(word) >= 4 and word.endswith("s") and not word.endswith("ss"):
+        word = word[:-1]
+    shorter = stem(word)
+    while shorter != word:
+        word, shorter = shorter, stem(shorter)
+    return word
 
 
 # a template's blank a model echoed instead of filling it: "[Feature 1]", "<symptom>", "{symptom_2}", "Symptom 3",
@@ -253,7 +290,7 @@ def _reject_reason(item: str, pattern: re.Pattern, seen: set[str]) -> str | None
         return "a template's placeholder, not a symptom"
     if pattern.search(item):
         return "names the disease"
-    if normalize_text(item) in seen:
+    if _wording(item) in seen:
         return "repeated"
     if len(item.split()) > MAX_WORDS:
         return f"too long for CLIP (over {MAX_WORDS} words)"
