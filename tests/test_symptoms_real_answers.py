@@ -174,3 +174,15 @@ def test_the_openai_key_is_never_sent_to_another_provider_by_default(capsys, env
         f"error: --base-url {host} is {provider}'s, which needs its own key: name the variable that holds it (export "
         f"{variable}=... and pass --api-key-env {variable})")
     assert KEY[8:14] not in out + err
+
+
+def test_a_key_in_the_query_of_the_url_that_is_refused_is_named_as_such(capsys, env, llm_server, monkeypatch):
+    """A gateway key in `--base-url ...?api-key=KEY` answered 401 was "needs an API key (answered HTTP 401) but
+    $OPENAI_API_KEY is not set (export OPENAI_API_KEY=...)", though a key had been sent."""
+    monkeypatch.delenv("OPENAI_API_KEY")
+    llm_server.fail(401, "invalid subscription key " + KEY)
+    code, out, err = generate(capsys, llm_server.url + "?api-key=" + KEY)
+    assert code == 1 and last_line(err) == (
+        f"error: LLM endpoint {llm_server.host} rejected the key in the query of --base-url with HTTP 401 (check that "
+        "key, or export it in OPENAI_API_KEY instead if the server takes a Bearer key)")
+    assert KEY[8:14] not in out + err

@@ -225,6 +225,13 @@ def _has_credentials(base_url: str) -> bool:
     return parts is not None and bool(parts.username or parts.password is not None)
 
 
+def _query_secrets(base_url: str) -> bool:
+    """True when the query of `base_url` holds a field named like a secret (`secret_field`: `api-key=...`)."""
+    parts = _split(base_url)
+    return parts is not None and any(secret_field(field.partition("=")[0])
+                                     for field in parts.query.split("&") if "=" in field)
+
+
 def _split(url: str):
     """urlsplit(url), or None when it cannot be read (a bracket left open, a port that is not a number
     in 0-65535)."""
@@ -866,6 +873,12 @@ def _status_error(response, config: LLMConfig, key: str | None, secrets: list[st
                 f"LLM endpoint {host} rejected the credentials in --base-url with HTTP {code}{sent_instead}",
                 "check the user name and password (or key) in --base-url, or remove them from --base-url and "
                 f"export the key in {var[1:] if config.api_key_env else DEFAULT_KEY_ENV} instead",
+            )
+        if not key and _query_secrets(config.base_url):  # the key went in the URL's query: that is what it refused
+            return LLMError(
+                f"LLM endpoint {host} rejected the key in the query of --base-url with HTTP {code}",
+                f"check that key, or export it in {var[1:] if config.api_key_env else DEFAULT_KEY_ENV} instead if the "
+                "server takes a Bearer key",
             )
         if not key:
             return LLMError(
