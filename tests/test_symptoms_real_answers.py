@@ -145,6 +145,18 @@ def test_one_symptom_in_other_words_takes_one_place_in_the_pack(capsys, env, llm
             "'Asymmetric shape' in other words), 'Dark dot' (repeats 'Dark dots' in other words)") in err
 
 
+def test_the_same_words_in_another_order_can_be_another_symptom(capsys, env, llm_server):
+    """Which adjective goes with which noun is part of a symptom: a dark center with light edges is not a light
+    center with dark edges, though the words are the same."""
+    llm_server.answer("- Dark center with light edges\n- Light center with dark edges\n- White lines on a brown "
+                      "background\n- Brown lines on a white background\n- Jagged edges")
+    code, out, err = generate(capsys, llm_server.url, "--n", "5")
+    assert code == 0, err
+    assert load_pack("melanoma.yaml").symptoms == ("Dark center with light edges", "Light center with dark edges",
+                                                   "White lines on a brown background",
+                                                   "Brown lines on a white background", "Jagged edges")
+
+
 # --- another provider's endpoint never gets $OPENAI_API_KEY -------------------------------------------
 
 

@@ -73,10 +73,15 @@ def stem(word: str) -> str:
     return SPELLING.get(word, word)
 
 
-def content_words(text: str) -> frozenset[str]:
-    """Stemmed words of `text` that carry meaning (stopwords and 1-letter words removed)."""
+def content_word_sequence(text: str) -> tuple[str, ...]:
+    """Stemmed words of `text` that carry meaning (stopwords and 1-letter words removed), in their order."""
     words = re.findall(r"[a-z0-9]+", text.lower().replace("'", ""))
-    return frozenset(stem(w) for w in words if w not in STOPWORDS and len(w) > 1)
+    return tuple(stem(w) for w in words if w not in STOPWORDS and len(w) > 1)
+
+
+def content_words(text: str) -> frozenset[str]:
+    """The set of `content_word_sequence(text)`."""
+    return frozenset(content_word_sequence(text))
 
 
 def similarity(a: str, b: str) -> float:

@@ -251,16 +251,18 @@ def _wording(item: str) -> str:
 
 
 def same_meaning_key(item: str) -> tuple:
-    """What two wordings of one symptom share: the set of its content words stemmed to their root, and its
-    comparison signs. "Asymmetric shape", "Asymmetrical shape" and "The shape is asymmetric" give one key;
-    "Symmetric shape", "No dark dots" or "> 6 mm" beside "< 6 mm" give another. An item of no content word
-    gets a key of its own (the item itself)."""
-    from vipcli.symptoms.agree import content_words, stem
+    """What two wordings of one symptom share: its content words stemmed to their root, and its comparison signs.
+    "Asymmetric shape", "Asymmetrical shape" and "The shape is asymmetric" give one key; "Symmetric shape", "No
+    dark dots" or "> 6 mm" beside "< 6 mm" give another. Word order counts once an item has more than two roots,
+    where it says which word goes with which: "Dark center with light edges" and "Light center with dark edges"
+    are two symptoms. An item of no content word gets a key of its own (the item itself)."""
+    from vipcli.symptoms.agree import content_word_sequence, stem
 
-    roots = frozenset(_root(word, stem) for word in content_words(item))
+    roots = tuple(_root(word, stem) for word in content_word_sequence(item))
     if not roots:
         return ("", item)
-    return roots, "".join(sorted(c for c in item if c in COMPARISONS))
+    words = frozenset(roots) if len(set(roots)) <= 2 else roots
+    return words, "".join(sorted(c for c in item if c in COMPARISONS))
 
 
 def _root(word: str, stem) -> str:
