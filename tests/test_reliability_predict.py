@@ -495,6 +495,65 @@ def test_a_resume_reads_its_file_once_to_resume_it(cli, toy_run, tmp_path, monke
     assert readings.count(out) == 3
 
 
+def _same_size_pngs(sources: list[Path], folder: Path) -> list[Path]:
+    """`sources` saved into `folder` as uncompressed PNGs (a file's size then depends on its pixel count alone)."""
+    from PIL import Image
+
+    folder.mkdir()
+    made = []
+    for source in sources:
+        with Image.open(source) as image:
+            image.convert("RGB").save(folder / source.name, compress_level=0)
+        made.append(folder / source.name)
+    return made
+
+
+def test_a_resume_reads_only_the_images_that_changed_since_they_were_recorded(cli, toy_run, tmp_path, monkeypatch):
+    """Every resume read and hashed every image already recorded, to find those whose bytes changed: thousands of
+    images, seconds to minutes before the first new prediction, each time. The versions of the images it recorded
+    (device, inode, size, mtime, ctime) are now kept in the cache folder, and a resume in a new process reads only the
+    images whose version is not one of those, or was written too shortly before it was hashed to be trusted; an
+    image rewritten with the same size and its mtime put back is still read, and predicted again."""
+    from PIL import Image
+
+    from vipcli import digests, version_log
+
+    data, run = toy_run
+    out, fresh = tmp_path / "p.jsonl", tmp_path / "fresh.jsonl"
+    images = _same_size_pngs(sorted((data / "test" / "nevus").iterdir())[:4], tmp_path / "images")
+    hashed, original = [], digests._sha256_of
+    monkeypatch.setattr(digests, "_sha256_of", lambda handle: (hashed.append(Path(handle.name)), original(handle))[1])
+
+    def resume(*paths) -> list[Path]:  # in a new process (only the cache folder remembers): the images it read
+        monkeypatch.setattr(digests, "_MEMO", {})
+        hashed.clear()
+        code, _, err = cli("predict", *paths, "--model", run, "--out", out, "--workers", "0")
+        assert code == 0 and f"{len(paths)} of {len(paths)} images" in err, err
+        said.append(err)
+        return sorted(path for path in hashed if path.parent == images[0].parent)
+
+    said: list[str] = []
+    monkeypatch.setattr(digests, "SETTLED_NS", 10**15)  # each written less than that before it was hashed: a
+    assert cli("predict", *images[:3], "--model", run, "--out", out, "--workers", "0")[0] == 0  # rewrite in the
+    assert resume(*images[:3]) == images[:3]  # same clock tick could go unseen, so they are read again
+    monkeypatch.setattr(digests, "SETTLED_NS", 0)  # each written long before it was hashed (no test waits for that)
+    assert cli("predict", *images[:3], "--model", run, "--out", out, "--workers", "0", "--force")[0] == 0
+    assert resume(*images[:3]) == [] and "3 already there" in said[-1]
+    stat = os.stat(images[1])
+    with Image.open(images[1]) as image:  # other pixels, the same size, its dates put back (cp -p, a restore)
+        image.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(images[1], compress_level=0)
+    os.utime(images[1], ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert os.stat(images[1]).st_size == stat.st_size and os.stat(images[1]).st_mtime_ns == stat.st_mtime_ns
+    assert resume(*images) == [images[1], images[3]]  # the changed image and the new one
+    assert "2 already there, 2 predicted now" in said[-1] and f"1 image in {out} changed" in said[-1], said[-1]
+    assert cli("predict", *images, "--model", run, "--out", fresh, "--workers", "0", "--no-cache")[0] == 0
+    assert out.read_bytes() == fresh.read_bytes()
+    assert resume(*images) == [] and "4 already there, 0 predicted now" in said[-1]
+    assert len(version_log.log_files(out)) == 1 and version_log.log_files(fresh) == []  # --no-cache keeps none
+    code, _, err = cli("cache", "clear")
+    assert code == 0 and "kept" not in err and not (Path(os.environ["VIP_CACHE_DIR"]) / "digests").exists(), err
+
+
 def test_a_csv_begun_without_the_sha256_column_is_resumed_in_its_layout(cli, toy_run, tmp_path):
     data, run = toy_run
     out = tmp_path / "p.csv"

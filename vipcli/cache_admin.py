@@ -4,7 +4,8 @@ The cache root (`$VIP_CACHE_DIR`, else the user cache folder) holds four folders
 `features/<backbone key>/` (image features, one folder per backbone, described by its
 `backbone.json`), `llm/` (answers of `vip symptoms generate`), `checks/` (one small file per
 backbone that passed the load-time contract checks) and `digests/` (the content digests of weights
-files, so that each is read once per version, not once per process). Nothing else under the root is ever read or
+files, so that each is read once per version, not once per process, and the image versions each
+`vip predict --out` recorded, so that a resume reads only the images that changed). Nothing else under the root is ever read or
 removed, nor is any file in those folders that vip did not write.
 """
 
@@ -149,6 +150,7 @@ BACKBONE_RECORD = re.compile(rf"\.?{re.escape(BACKBONE_FILE)}(\..+\.tmp)?")
 LLM_ANSWER = re.compile(r"\.?[0-9a-f]{64}\.json(\..+\.tmp)?")
 CHECKS_PASSED = re.compile(r"\.?[0-9a-f]{32}(\.probes\.json)?(\..+\.tmp)?")  # a passed backbone (its probes; temp files)
 DIGEST_RECORD = re.compile(r"\.?[0-9a-f]{32}(\..+\.tmp)?")  # a weights file's remembered sha256
+VERSION_LOG = re.compile(r"[0-9a-f]{32}\.rank[0-9]+\.log")  # the image versions a `vip predict --out` recorded
 SHARD = re.compile(r"[0-9a-f]{2}")
 
 
@@ -156,8 +158,9 @@ def written_by_vip(relative: Path) -> bool:
     """Whether a file at `relative` (to the cache root) is one vip writes: a feature entry
     (`features/<backbone>/<2 hex>/<hex>.safetensors`), a `backbone.json`, an LLM answer
     (`llm/<sha256>.json`), a backbone's passed contract checks (`checks/<hex>`, and beside it a third-party
-    backbone's probe features, `checks/<hex>.probes.json`), or a weights file's remembered digest
-    (`digests/<hex>`)."""
+    backbone's probe features, `checks/<hex>.probes.json`), a weights file's remembered digest
+    (`digests/<hex>`) or the image versions a `vip predict --out` recorded (`digests/<hex>.rank<r>.log`,
+    `vipcli.version_log`)."""
     parts = relative.parts
     if len(parts) == 4 and parts[0] == "features":
         return bool(SHARD.fullmatch(parts[2]) and FEATURE_ENTRY.fullmatch(parts[3]))
@@ -166,7 +169,7 @@ def written_by_vip(relative: Path) -> bool:
     if len(parts) == 2 and parts[0] == "checks":
         return bool(CHECKS_PASSED.fullmatch(parts[1]))
     if len(parts) == 2 and parts[0] == "digests":
-        return bool(DIGEST_RECORD.fullmatch(parts[1]))
+        return bool(DIGEST_RECORD.fullmatch(parts[1]) or VERSION_LOG.fullmatch(parts[1]))
     return len(parts) == 2 and parts[0] == "llm" and bool(LLM_ANSWER.fullmatch(parts[1]))
 
 

@@ -6,17 +6,40 @@ modification time (as `cp -p`, `rsync -t` or `tar` do) still gets a new digest. 
 each file is read once: digests are remembered per (device, inode, size, mtime, ctime), and any
 write to a file changes its ctime. `remembered_digest` (for weights files, hundreds of megabytes
 read by every process) also remembers them across processes, in the cache folder's `digests/`, except
-in a command run with `--no-cache` (`vipcli.cache_use`).
+in a command run with `--no-cache` (`vipcli.cache_use`). `vip predict --out` keeps the versions of the
+images it recorded in a log of its own there (`version_of`, `trust_versions`), so that a resume reads only the
+images that changed since.
+
+What a remembered digest trusts: that a file whose (device, inode, size, mtime, ctime) are unchanged holds the
+same bytes. On a local Linux or macOS file system it does: no program can set a file's ctime (short of setting
+the system clock back), and any write, `utime` (`touch`, `cp -p`, `rsync -t`, `tar` restoring a date) or rename
+sets it to the present. It can be wrong (1) for a file rewritten in the same clock tick in which it was hashed
+(timestamps are coarse: a few milliseconds on Linux, 1 or 2 s on some file systems), which is why `vip predict`'s
+log keeps only the versions whose ctime was `SETTLED_NS` older than the moment they were hashed (a weights file's
+`remembered_digest` does not wait: weights are written long before they are loaded), and (2) on a file system
+whose ctime is not a change time but a copy of the mtime or a creation time (FAT and exFAT drives, some SMB
+and FUSE mounts; on Windows `st_ctime` is the creation time), where a file overwritten in place with the same
+size and its old mtime put back looks unchanged. `vip predict`'s log is not used on Windows; for the rest of (2),
+and for a network mount whose server clock runs seconds behind this machine's, run with `--no-cache`: every file
+is then read again in each process.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import time
 from pathlib import Path
 
 _MEMO: dict[tuple, str] = {}
 _MEMO_LIMIT = 1_000_000  # entries remembered per process (about 200 MB at most)
+_TAKEN_AT: dict[tuple, int] = {}  # memo key -> time.time_ns() just before that version was read and hashed
+SETTLED_NS = 2 * 10**9  # a version's ctime this much older than its hashing: no write in the same clock tick
+
+
+def file_version(stat: os.stat_result) -> tuple:
+    """What identifies one version of a file's bytes to the digest memo: (device, inode, size, mtime, ctime)."""
+    return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns
 
 
 def file_digest(path: str | Path) -> str:
@@ -25,16 +48,45 @@ def file_digest(path: str | Path) -> str:
     Raises:
         OSError: the file cannot be read (missing, a folder, permission denied).
     """
-    stat = os.stat(path)
-    memo_key = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+    taken_at = time.time_ns()
+    memo_key = file_version(os.stat(path))
     digest = _MEMO.get(memo_key)
     if digest is None:
         with open(path, "rb") as handle:
             digest = _sha256_of(handle)
         if len(_MEMO) >= _MEMO_LIMIT:
             _MEMO.clear()
+            _TAKEN_AT.clear()
         _MEMO[memo_key] = digest
+        _TAKEN_AT[memo_key] = taken_at
     return digest
+
+
+def version_of(path: str | Path, digest: str) -> tuple | None:
+    """(the `file_version` of `path` now, the time.time_ns() at which `file_digest` began reading it) when this
+    process found `digest` for that very version and its ctime was then `SETTLED_NS` old; None otherwise (the
+    file changed or is gone since, was hashed elsewhere, or was written just before it was hashed). What may be
+    remembered across processes (`trust_versions`)."""
+    try:
+        memo_key = file_version(os.stat(path))
+    except OSError:
+        return None
+    taken_at = _TAKEN_AT.get(memo_key)
+    if _MEMO.get(memo_key) != digest or taken_at is None or memo_key[4] > taken_at - SETTLED_NS:
+        return None
+    return memo_key, taken_at
+
+
+def trust_versions(versions) -> int:
+    """Remember, in this process, the digests of file versions another process found (`version_of`: (version,
+    taken at, digest) each), so that `file_digest` reads none of those files again while they stay that version.
+    A version whose ctime was not `SETTLED_NS` older than its hashing is left out. Returns how many were taken."""
+    taken = 0
+    for memo_key, taken_at, digest in versions:
+        if memo_key[4] <= taken_at - SETTLED_NS and memo_key not in _MEMO and len(_MEMO) < _MEMO_LIMIT:
+            _MEMO[memo_key], _TAKEN_AT[memo_key] = digest, taken_at
+            taken += 1
+    return taken
 
 
 def sources_digest(named_files) -> str:
@@ -73,8 +125,7 @@ def remembered_digest(path: str | Path) -> str:
     """
     from vipcli.cache_admin import default_root
 
-    stat = os.stat(path)
-    memo_key = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+    memo_key = file_version(os.stat(path))
     if memo_key in _MEMO:
         return _MEMO[memo_key]
     from vipcli.cache_use import cache_in_use
@@ -167,7 +218,7 @@ def _bytes_to_hash(paths: list[Path]) -> int:
             stat = os.stat(path)
         except OSError:
             continue
-        if (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns) not in _MEMO:
+        if file_version(stat) not in _MEMO:
             total += stat.st_size
     return total
 

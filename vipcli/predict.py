@@ -354,6 +354,7 @@ def predict_to_file(predictor: Predictor, paths: list[Path], out: Path, world=No
     from vipcli.prediction_files import (RecordWriter, changed_images, check_same_images, finish_output, part_file,
                                          part_files, recorded_digests, remove_outputs)
     from vipcli.trust import set_threshold
+    from vipcli.version_log import VersionLog, remove_logs, trust_logged_versions
 
     world = world or distributed.World()
     paths = list({str(p): Path(p) for p in paths}.values())  # an image given twice is recorded once
@@ -374,8 +375,16 @@ def predict_to_file(predictor: Predictor, paths: list[Path], out: Path, world=No
         console.warn(f"{out} was begun by an earlier vip, whose records do not say their coverage: its sets are "
                      f"taken to be at --coverage {coverage_text(coverage)} too (pass --force to start it afresh "
                      "if they are not)")
+
+    def check_recorded(advance):  # on rank 0: the images whose versions the logs hold unchanged are not read
+        if recorded:
+            trust_logged_versions(out)
+        else:  # a FILE begun afresh (removed by hand): its logs begin afresh too, so they never outgrow it
+            remove_logs(out)
+        return changed_images(recorded, advance)
+
     with console.task(progress, "checking recorded images", len(done)) as advance:  # rank 0 reads their bytes
-        changed, again = distributed.rank_zero_value(world, lambda: changed_images(recorded, advance))
+        changed, again = distributed.rank_zero_value(world, lambda: check_recorded(advance))
     if again and world.main:
         warn_changed_images(out, again)
     distributed.barrier(world, "the start of predicting")  # everyone has read before anyone writes
@@ -383,7 +392,8 @@ def predict_to_file(predictor: Predictor, paths: list[Path], out: Path, world=No
     remaining = [p for p in paths if str(p) not in done]
     mine = [remaining[i] for i in distributed.shard(len(remaining), world)]
     target = part_file(out, world.rank, world.size) if world.distributed else out
-    with RecordWriter(target, form) as writer, console.task(progress, "predicting", len(mine)) as advance, \
+    with RecordWriter(target, form) as writer, VersionLog(out, world.rank) as versions, \
+            console.task(progress, "predicting", len(mine)) as advance, \
             contextlib.closing(stream_predictions(predictor, mine, explain, cache, workers, batch_size, advance,
                                                   coverage, chunk)) as results:
         for path, prediction, reason, sha256 in results:
@@ -391,6 +401,7 @@ def predict_to_file(predictor: Predictor, paths: list[Path], out: Path, world=No
                 writer.error(path, reason)
             else:
                 writer.prediction(prediction, sha256)
+                versions.note(path, sha256)  # after its record: a resume need not read the image while it is unchanged
     header_size = len(form.header_line().encode("utf-8"))
     if world.distributed and writer.written == 0 and target.exists() and target.stat().st_size <= header_size:
         target.unlink()  # nothing of this rank's to merge
