@@ -463,6 +463,14 @@ def test_a_benchmark_resumed_under_torchrun_says_so_once_and_matches_one_process
     assert rows(tmp_path / "sweep") == rows(tmp_path / "ref") and len(rows(tmp_path / "ref")) == 2
 
 
+def test_a_rank_that_encoded_one_image_says_image():
+    """More ranks than images: `rank 3: encoded 1 images into the feature cache`."""
+    from vipcli.distributed import World, handed_over
+
+    assert handed_over(World(3, 5, 3), 1, True) == "rank 3: encoded 1 image into the feature cache; rank 0 trains"
+    assert handed_over(World(4, 5, 4), 0, False).startswith("rank 4: encoded 0 images, but the feature cache")
+
+
 def test_shared_encoding_covers_what_train_and_benchmark_read_first(toy_run):
     from vipcli.data import few_shot_order, few_shot_union, load_dataset
     from vipcli.distributed import training_jobs
@@ -532,11 +540,22 @@ def test_a_mistake_every_process_shares_is_one_error_line_under_torchrun(toy_run
     ("images", "24 ab12", "23 cd34", "finds other images than rank 0 (24 here, 23 on rank 0)"),
     ("records", "--coverage 0.8", "--coverage 0.9", "writes other records than rank 0 (--coverage 0.8 here; "
                                                     "--coverage 0.9 on rank 0)"),
+    ("images", "24 ab12", "24 cd34", "finds other images than rank 0 (24 on each, but other files or in another "
+                                     "order)"),
+    ("command", "benchmark", "train", "runs `vip benchmark`, rank 0 `vip train`"),
+    ("views", "2 augmented views of each training image", "4 augmented views of each training image",
+     "encodes other views of the images than rank 0 (2 augmented views of each training image here; 4 augmented "
+     "views of each training image on rank 0)"),
+    ("backbone", "toy-12ab", "toy-34cd", "encodes features under another backbone key than rank 0 (toy-12ab here, "
+                                         "toy-34cd on rank 0: another backbone or weights"),
+    ("rows", "0 of 2", "2 of 2", "finds 0 of 2 rows still to run, rank 0 2 of 2 (their --out folders hold other"),
 ])
 def test_a_rank_that_sees_other_files_than_rank_zero_says_what_differs(key, here, there, said):
     from vipcli.distributed import view_problem
 
-    rank_zero = {"out": "/a/p.jsonl", "lock": "123 node01\n", "records": "--coverage 0.9", "images": "24 ab12"}
+    rank_zero = {"out": "/a/p.jsonl", "lock": "123 node01\n", "records": "--coverage 0.9", "images": "24 ab12",
+                 "command": "train", "views": "2 augmented views of each training image", "backbone": "toy-34cd",
+                 "rows": "2 of 2"}
     assert view_problem(dict(rank_zero), rank_zero) == ""
     assert said in view_problem({**rank_zero, key: here}, {**rank_zero, key: there})
 
@@ -555,6 +574,41 @@ def test_nodes_that_write_different_out_files_are_refused_before_predicting(toy_
                               f"{tmp_path / 'a' / 'p.jsonl'} ("), said[1]
     assert "lost another rank at the start of predicting" in said[0] and said[1].count("\n") == 1
     assert [p for node in ("a", "b") for p in (tmp_path / node).iterdir()] == []  # nothing predicted, nothing left
+
+
+@needs_gloo
+def test_training_ranks_started_with_other_settings_are_refused_before_encoding(toy_run, tmp_path):
+    """Two nodes whose `vip train` differed (here --seed; equally other data, --shots, --views or weights) each
+    encoded their own images; rank 0 then encoded its share again, warned that the cache was not shared (it was),
+    and trained with exit code 0, rank 1's settings ignored without a word."""
+    data, _ = toy_run
+    args = ["train", "--data", data, "--backbone", "toy", "--shots", "4", "--epochs", "1", "--workers", "0",
+            "--out", tmp_path / "run"]
+    codes, said = two_nodes([args, [*args, "--seed", "3"]], [{"VIP_CACHE_DIR": str(tmp_path / "cache")}] * 2)
+    assert codes == [1, 1], said
+    assert said[1].startswith("error: rank 1 of 2 finds other images than rank 0 ("), said[1]
+    assert said[1].count("\n") == 1 and "lost another rank at the end of encoding" in said[0], said
+    assert "finds none of the" not in said[0] and not (tmp_path / "run").exists()
+
+
+@needs_gloo
+def test_a_benchmark_rank_with_no_rows_to_run_does_not_leave_rank_zero_waiting(toy_run, tmp_path):
+    """Rank 1's --out held every row of the sweep, rank 0's none: rank 1 exited 0 without joining the group, and
+    rank 0 waited at its join for VIP_BARRIER_HOURS (24 hours by default) before one line."""
+    data, _ = toy_run
+    sweep = ["benchmark", "--data", data, "--backbone", "toy", "--methods", "linear-probe", "--shots", "2",
+             "--seeds", "1", "--workers", "0", "--out"]
+    env = {"VIP_CACHE_DIR": str(tmp_path / "cache"), "VIP_BARRIER_HOURS": "0.01"}  # the old wait: 36 s, not 24 h
+    done = subprocess.run([sys.executable, "-m", "vipcli", *map(str, sweep), tmp_path / "done"], capture_output=True,
+                          text=True, env={**os.environ, **env, "CUDA_VISIBLE_DEVICES": ""}, timeout=120)
+    assert done.returncode == 0, done.stderr
+    codes, said = two_nodes([[*sweep, tmp_path / "new"], [*sweep, tmp_path / "done"]], [env, env])
+    assert codes == [1, 1], said
+    assert said[1].startswith(f"error: rank 1 of 2 writes --out {tmp_path / 'done'}, rank 0 {tmp_path / 'new'} ("), said
+    assert "lost another rank at the end of encoding" in said[0] and "could not join" not in said[0], said
+    assert not (tmp_path / "new").exists()
+    codes, said = two_nodes([[*sweep, tmp_path / "done"]] * 2, [env, env])  # both have nothing to run: both done
+    assert codes == [0, 0] and "0 to run" in said[0] and not said[1].strip(), said
 
 
 def test_the_slurm_example_gives_its_step_the_cores_and_matches_readme():
