@@ -299,6 +299,7 @@ def test_a_failed_wait_at_a_barrier_is_one_error_line(tmp_path, other):
     if other == "stops":
         assert said.startswith("rank 0 of 2 lost another rank at the end of encoding: it stopped first ("), said
         assert "the other rank's own error line says why" in said
+        assert "where it printed one (a rank killed by a signal" in said  # kill -9 and the OOM killer leave none
     else:
         assert said.startswith("rank 0 of 2 waited 0.001 hours at the end of encoding for the other ranks"), said
         assert "raise VIP_BARRIER_HOURS" in said
@@ -501,6 +502,31 @@ def test_each_failure_is_said_once_per_node_or_by_its_own_process(monkeypatch, l
         monkeypatch.setenv(name, value)
     monkeypatch.setattr(distributed, "_has_joined", joined)
     assert distributed.error_for_this_process("data folder not found", own, shared) == said
+
+
+@pytest.mark.parametrize("world_size", ["2", "1"])
+def test_a_rank_stopped_by_sigterm_under_torchrun_says_where_to_read_why(cli, toy_run, tmp_path, monkeypatch,
+                                                                          world_size):
+    """torchrun stops every rank with SIGTERM once one fails; where that one was killed (kill -9, the out-of-memory
+    killer) it printed nothing, and rank 0's `terminated (SIGTERM); nothing half-written ...` was all vip said."""
+    import signal
+
+    import vipcli.train
+
+    data, _ = toy_run
+    for name, value in {"WORLD_SIZE": world_size, "RANK": "0", "LOCAL_RANK": "0"}.items():
+        monkeypatch.setenv(name, value)
+
+    def terminated(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise AssertionError("SIGTERM did not stop the run")
+
+    monkeypatch.setattr(vipcli.train, "check_config", terminated)
+    code, _, err = cli("train", "--data", data, "--backbone", "toy", "--out", tmp_path / "run")
+    said = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 143 and len(said) == 1, err
+    assert said[0].startswith("error: terminated (SIGTERM); nothing half-written was left behind")
+    assert ("named under 'Root Cause' in torchrun's report" in said[0]) == (world_size == "2"), said[0]
 
 
 @pytest.mark.parametrize("local_rank, waits", [(1, True), (0, False)])
