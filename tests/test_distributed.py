@@ -429,6 +429,31 @@ def test_training_encodes_on_every_rank_and_trains_on_rank_zero(toy_run, tmp_pat
 
 
 @needs_gloo
+def test_a_run_trained_under_torchrun_is_byte_for_byte_the_one_process_run(cli, toy_run, tmp_path, monkeypatch):
+    """README: on the CPU the run folder of two ranks is that of one process at the same seed, byte for byte
+    (model.safetensors, run.yaml, split.json), and metrics.json differs only in its timings, thread count and
+    finishing time. Each with a cache of its own: the two ranks encode the features afresh, each its share."""
+    data, _ = toy_run
+    args = ["train", "--data", data, "--backbone", "toy", "--shots", "4", "--epochs", "3", "--views", "2",
+            "--workers", "0", "--seed", "2", "--out", "run"]
+    for folder in ("one", "two"):
+        (tmp_path / folder).mkdir()
+    monkeypatch.setenv("VIP_CACHE_DIR", str(tmp_path / "one-cache"))
+    monkeypatch.chdir(tmp_path / "one")
+    assert cli(*args)[0] == 0
+    done = torchrun(args, tmp_path / "two", tmp_path / "two-cache")
+    assert done.returncode == 0, done.stderr
+    one, two = tmp_path / "one" / "run", tmp_path / "two" / "run"
+    for name in ("model.safetensors", "run.yaml", "split.json"):
+        assert (one / name).read_bytes() == (two / name).read_bytes(), name
+
+    def measured(run):
+        metrics = json.loads((run / "metrics.json").read_text())
+        return {key: value for key, value in metrics.items() if key not in ("timings", "torch_threads", "finished_at")}
+    assert measured(one) == measured(two) and "test" in measured(one)
+
+
+@needs_gloo
 def test_an_unwritable_cache_under_torchrun_is_told_as_it_is(toy_run, tmp_path):
     data, _ = toy_run
     cache = tmp_path / "cache"
