@@ -489,6 +489,21 @@ def test_a_benchmark_resumed_under_torchrun_says_so_once_and_matches_one_process
     assert rows(tmp_path / "sweep") == rows(tmp_path / "ref") and len(rows(tmp_path / "ref")) == 2
 
 
+@pytest.mark.parametrize("visible, said", [(1, "only 1 is visible"), (2, "only 2 are visible")])
+def test_more_ranks_on_a_node_than_gpus_is_one_line_in_plain_words(monkeypatch, visible, said):
+    """`torchrun --nproc-per-node 2` on a machine with one GPU: `rank 1 wants GPU 1 but only 1 are visible`."""
+    import torch
+
+    from vipcli.distributed import World, rank_device
+    from vipcli.errors import UsageError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: visible)
+    with pytest.raises(UsageError) as raised:
+        rank_device("auto", World(visible, visible + 1, visible))
+    assert str(raised.value.message) == f"rank {visible} wants GPU {visible} but {said}"
+
+
 def test_a_rank_that_encoded_one_image_says_image():
     """More ranks than images: `rank 3: encoded 1 images into the feature cache`."""
     from vipcli.distributed import World, handed_over

@@ -359,9 +359,11 @@ def rank_device(name: str, world: World):
     from vipcli.devices import resolve_device
 
     if world.distributed and (name or "auto").lower() in ("auto", "cuda") and torch.cuda.is_available():
-        if world.local_rank >= torch.cuda.device_count():
-            raise UsageError(f"rank {world.rank} wants GPU {world.local_rank} but only {torch.cuda.device_count()} "
-                             "are visible", "start at most one process per GPU (--nproc-per-node)", own_process=True)
+        visible = torch.cuda.device_count()
+        if world.local_rank >= visible:
+            raise UsageError(f"rank {world.rank} wants GPU {world.local_rank} but only {visible} "
+                             f"{'is' if visible == 1 else 'are'} visible",
+                             "start at most one process per GPU (--nproc-per-node)", own_process=True)
         torch.cuda.set_device(world.local_rank)  # so nothing of this rank lands on GPU 0 by default
         return torch.device(f"cuda:{world.local_rank}")
     if world.distributed and (name or "auto").lower() == "auto":
