@@ -299,7 +299,7 @@ def test_a_failed_wait_at_a_barrier_is_one_error_line(tmp_path, other):
     if other == "stops":
         assert said.startswith("rank 0 of 2 lost another rank at the end of encoding: it stopped first ("), said
         assert "the other rank's own error line says why" in said
-        assert "where it printed one (a rank killed by a signal" in said  # kill -9 and the OOM killer leave none
+        assert "where it printed one; a rank killed by a signal" in said  # kill -9 and the OOM killer leave none
     else:
         assert said.startswith("rank 0 of 2 waited 0.001 hours at the end of encoding for the other ranks"), said
         assert "raise VIP_BARRIER_HOURS" in said

@@ -223,9 +223,9 @@ def barrier_failed(world: World, point: str, error: Exception) -> VipError:
                         "read the other ranks' lines for the one that stopped or hung; raise VIP_BARRIER_HOURS "
                         "if a rank's share takes longer; a rerun keeps what is finished")
     return VipError(f"{who} lost another rank at {point}: it stopped first ({reason})",
-                    "the other rank's own error line says why, where it printed one (a rank killed by a signal, "
-                    "kill -9 or the out-of-memory killer, prints none: torchrun's report names it under 'Root Cause'): "
-                    "fix that and rerun; what is finished is kept")
+                    "the other rank's own error line says why, where it printed one; a rank killed by a signal, "
+                    "kill -9 or the out-of-memory killer, prints none, and torchrun's report names it under 'Root "
+                    "Cause': fix that and rerun; what is finished is kept")
 
 
 VIEW_SETTLE_S = 5.0  # how long a rank that sees otherwise than rank 0 looks again (a network filesystem's caches)
