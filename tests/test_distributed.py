@@ -299,6 +299,7 @@ def test_a_failed_wait_at_a_barrier_is_one_error_line(tmp_path, other):
     if other == "stops":
         assert said.startswith("rank 0 of 2 lost another rank at the end of encoding: it stopped first ("), said
         assert "the other rank's own error line says why" in said
+        assert "where it printed one; a rank killed by a signal" in said  # kill -9 and the OOM killer leave none
     else:
         assert said.startswith("rank 0 of 2 waited 0.001 hours at the end of encoding for the other ranks"), said
         assert "raise VIP_BARRIER_HOURS" in said
@@ -428,6 +429,31 @@ def test_training_encodes_on_every_rank_and_trains_on_rank_zero(toy_run, tmp_pat
 
 
 @needs_gloo
+def test_a_run_trained_under_torchrun_is_byte_for_byte_the_one_process_run(cli, toy_run, tmp_path, monkeypatch):
+    """README: on the CPU the run folder of two ranks is that of one process at the same seed, byte for byte
+    (model.safetensors, run.yaml, split.json), and metrics.json differs only in its timings, thread count and
+    finishing time. Each with a cache of its own: the two ranks encode the features afresh, each its share."""
+    data, _ = toy_run
+    args = ["train", "--data", data, "--backbone", "toy", "--shots", "4", "--epochs", "3", "--views", "2",
+            "--workers", "0", "--seed", "2", "--out", "run"]
+    for folder in ("one", "two"):
+        (tmp_path / folder).mkdir()
+    monkeypatch.setenv("VIP_CACHE_DIR", str(tmp_path / "one-cache"))
+    monkeypatch.chdir(tmp_path / "one")
+    assert cli(*args)[0] == 0
+    done = torchrun(args, tmp_path / "two", tmp_path / "two-cache")
+    assert done.returncode == 0, done.stderr
+    one, two = tmp_path / "one" / "run", tmp_path / "two" / "run"
+    for name in ("model.safetensors", "run.yaml", "split.json"):
+        assert (one / name).read_bytes() == (two / name).read_bytes(), name
+
+    def measured(run):
+        metrics = json.loads((run / "metrics.json").read_text())
+        return {key: value for key, value in metrics.items() if key not in ("timings", "torch_threads", "finished_at")}
+    assert measured(one) == measured(two) and "test" in measured(one)
+
+
+@needs_gloo
 def test_an_unwritable_cache_under_torchrun_is_told_as_it_is(toy_run, tmp_path):
     data, _ = toy_run
     cache = tmp_path / "cache"
@@ -463,6 +489,29 @@ def test_a_benchmark_resumed_under_torchrun_says_so_once_and_matches_one_process
     assert rows(tmp_path / "sweep") == rows(tmp_path / "ref") and len(rows(tmp_path / "ref")) == 2
 
 
+@pytest.mark.parametrize("visible, said", [(1, "only 1 is visible"), (2, "only 2 are visible")])
+def test_more_ranks_on_a_node_than_gpus_is_one_line_in_plain_words(monkeypatch, visible, said):
+    """`torchrun --nproc-per-node 2` on a machine with one GPU: `rank 1 wants GPU 1 but only 1 are visible`."""
+    import torch
+
+    from vipcli.distributed import World, rank_device
+    from vipcli.errors import UsageError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: visible)
+    with pytest.raises(UsageError) as raised:
+        rank_device("auto", World(visible, visible + 1, visible))
+    assert str(raised.value.message) == f"rank {visible} wants GPU {visible} but {said}"
+
+
+def test_a_rank_that_encoded_one_image_says_image():
+    """More ranks than images: `rank 3: encoded 1 images into the feature cache`."""
+    from vipcli.distributed import World, handed_over
+
+    assert handed_over(World(3, 5, 3), 1, True) == "rank 3: encoded 1 image into the feature cache; rank 0 trains"
+    assert handed_over(World(4, 5, 4), 0, False).startswith("rank 4: encoded 0 images, but the feature cache")
+
+
 def test_shared_encoding_covers_what_train_and_benchmark_read_first(toy_run):
     from vipcli.data import few_shot_order, few_shot_union, load_dataset
     from vipcli.distributed import training_jobs
@@ -493,6 +542,31 @@ def test_each_failure_is_said_once_per_node_or_by_its_own_process(monkeypatch, l
         monkeypatch.setenv(name, value)
     monkeypatch.setattr(distributed, "_has_joined", joined)
     assert distributed.error_for_this_process("data folder not found", own, shared) == said
+
+
+@pytest.mark.parametrize("world_size", ["2", "1"])
+def test_a_rank_stopped_by_sigterm_under_torchrun_says_where_to_read_why(cli, toy_run, tmp_path, monkeypatch,
+                                                                          world_size):
+    """torchrun stops every rank with SIGTERM once one fails; where that one was killed (kill -9, the out-of-memory
+    killer) it printed nothing, and rank 0's `terminated (SIGTERM); nothing half-written ...` was all vip said."""
+    import signal
+
+    import vipcli.train
+
+    data, _ = toy_run
+    for name, value in {"WORLD_SIZE": world_size, "RANK": "0", "LOCAL_RANK": "0"}.items():
+        monkeypatch.setenv(name, value)
+
+    def terminated(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise AssertionError("SIGTERM did not stop the run")
+
+    monkeypatch.setattr(vipcli.train, "check_config", terminated)
+    code, _, err = cli("train", "--data", data, "--backbone", "toy", "--out", tmp_path / "run")
+    said = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 143 and len(said) == 1, err
+    assert said[0].startswith("error: terminated (SIGTERM); nothing half-written was left behind")
+    assert ("named under 'Root Cause' in torchrun's report" in said[0]) == (world_size == "2"), said[0]
 
 
 @pytest.mark.parametrize("local_rank, waits", [(1, True), (0, False)])
@@ -532,11 +606,22 @@ def test_a_mistake_every_process_shares_is_one_error_line_under_torchrun(toy_run
     ("images", "24 ab12", "23 cd34", "finds other images than rank 0 (24 here, 23 on rank 0)"),
     ("records", "--coverage 0.8", "--coverage 0.9", "writes other records than rank 0 (--coverage 0.8 here; "
                                                     "--coverage 0.9 on rank 0)"),
+    ("images", "24 ab12", "24 cd34", "finds other images than rank 0 (24 on each, but other files or in another "
+                                     "order)"),
+    ("command", "benchmark", "train", "runs `vip benchmark`, rank 0 `vip train`"),
+    ("views", "2 augmented views of each training image", "4 augmented views of each training image",
+     "encodes other views of the images than rank 0 (2 augmented views of each training image here; 4 augmented "
+     "views of each training image on rank 0)"),
+    ("backbone", "toy-12ab", "toy-34cd", "encodes features under another backbone key than rank 0 (toy-12ab here, "
+                                         "toy-34cd on rank 0: another backbone or weights"),
+    ("rows", "0 of 2", "2 of 2", "finds 0 of 2 rows still to run, rank 0 2 of 2 (their --out folders hold other"),
 ])
 def test_a_rank_that_sees_other_files_than_rank_zero_says_what_differs(key, here, there, said):
     from vipcli.distributed import view_problem
 
-    rank_zero = {"out": "/a/p.jsonl", "lock": "123 node01\n", "records": "--coverage 0.9", "images": "24 ab12"}
+    rank_zero = {"out": "/a/p.jsonl", "lock": "123 node01\n", "records": "--coverage 0.9", "images": "24 ab12",
+                 "command": "train", "views": "2 augmented views of each training image", "backbone": "toy-34cd",
+                 "rows": "2 of 2"}
     assert view_problem(dict(rank_zero), rank_zero) == ""
     assert said in view_problem({**rank_zero, key: here}, {**rank_zero, key: there})
 
@@ -555,6 +640,41 @@ def test_nodes_that_write_different_out_files_are_refused_before_predicting(toy_
                               f"{tmp_path / 'a' / 'p.jsonl'} ("), said[1]
     assert "lost another rank at the start of predicting" in said[0] and said[1].count("\n") == 1
     assert [p for node in ("a", "b") for p in (tmp_path / node).iterdir()] == []  # nothing predicted, nothing left
+
+
+@needs_gloo
+def test_training_ranks_started_with_other_settings_are_refused_before_encoding(toy_run, tmp_path):
+    """Two nodes whose `vip train` differed (here --seed; equally other data, --shots, --views or weights) each
+    encoded their own images; rank 0 then encoded its share again, warned that the cache was not shared (it was),
+    and trained with exit code 0, rank 1's settings ignored without a word."""
+    data, _ = toy_run
+    args = ["train", "--data", data, "--backbone", "toy", "--shots", "4", "--epochs", "1", "--workers", "0",
+            "--out", tmp_path / "run"]
+    codes, said = two_nodes([args, [*args, "--seed", "3"]], [{"VIP_CACHE_DIR": str(tmp_path / "cache")}] * 2)
+    assert codes == [1, 1], said
+    assert said[1].startswith("error: rank 1 of 2 finds other images than rank 0 ("), said[1]
+    assert said[1].count("\n") == 1 and "lost another rank at the end of encoding" in said[0], said
+    assert "finds none of the" not in said[0] and not (tmp_path / "run").exists()
+
+
+@needs_gloo
+def test_a_benchmark_rank_with_no_rows_to_run_does_not_leave_rank_zero_waiting(toy_run, tmp_path):
+    """Rank 1's --out held every row of the sweep, rank 0's none: rank 1 exited 0 without joining the group, and
+    rank 0 waited at its join for VIP_BARRIER_HOURS (24 hours by default) before one line."""
+    data, _ = toy_run
+    sweep = ["benchmark", "--data", data, "--backbone", "toy", "--methods", "linear-probe", "--shots", "2",
+             "--seeds", "1", "--workers", "0", "--out"]
+    env = {"VIP_CACHE_DIR": str(tmp_path / "cache"), "VIP_BARRIER_HOURS": "0.01"}  # the old wait: 36 s, not 24 h
+    done = subprocess.run([sys.executable, "-m", "vipcli", *map(str, sweep), tmp_path / "done"], capture_output=True,
+                          text=True, env={**os.environ, **env, "CUDA_VISIBLE_DEVICES": ""}, timeout=120)
+    assert done.returncode == 0, done.stderr
+    codes, said = two_nodes([[*sweep, tmp_path / "new"], [*sweep, tmp_path / "done"]], [env, env])
+    assert codes == [1, 1], said
+    assert said[1].startswith(f"error: rank 1 of 2 writes --out {tmp_path / 'done'}, rank 0 {tmp_path / 'new'} ("), said
+    assert "lost another rank at the end of encoding" in said[0] and "could not join" not in said[0], said
+    assert not (tmp_path / "new").exists()
+    codes, said = two_nodes([[*sweep, tmp_path / "done"]] * 2, [env, env])  # both have nothing to run: both done
+    assert codes == [0, 0] and "0 to run" in said[0] and not said[1].strip(), said
 
 
 def test_the_slurm_example_gives_its_step_the_cores_and_matches_readme():

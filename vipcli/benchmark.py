@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import time
 from collections.abc import Collection
 from dataclasses import dataclass, field
@@ -577,6 +578,11 @@ def _run_sweep(config: BenchmarkConfig, methods: list[tuple[str, type]], togethe
     result = BenchmarkResult(out, dataset.class_names, [], [], context["record"], len(jobs) - len(pending))
     # the rows whose images are encoded: those to run, or every row when split.json must be written anew
     basis = pending or (jobs if context["rewrite_split"] else [])
+    run = {"command": "benchmark", "out": os.path.abspath(out), "rows": f"{len(pending)} of {len(jobs)}"}
+    if not basis:  # under torchrun, every rank still checks with rank 0 that there is nothing to run
+        from vipcli.distributed import agree_without_encoding
+
+        agree_without_encoding(context["world"], run)
     if basis:
         trained_shots = tuple(dict.fromkeys(None if job[2] == "all" else job[2] for job in basis
                                             if job[2] != ZERO_SHOTS))
@@ -595,7 +601,7 @@ def _run_sweep(config: BenchmarkConfig, methods: list[tuple[str, type]], togethe
         check_feature_memory(encode_jobs, context["backbone"].embed_dim, config.encoding.views)
         check_decoding_memory(context["backbone"], config.encoding, config.encoding.views)
         if not encode_shared(context["backbone"], context["world"], encode_jobs, config.encoding.cache(
-                context["backbone"]), config.encoding.batch_size, config.encoding.workers, progress):
+                context["backbone"]), config.encoding.batch_size, config.encoding.workers, progress, run=run):
             return None  # not rank 0 under torchrun: its share of the features is in the cache (#13)
         pool = encode_pool(context["backbone"], dataset, shots, config.seeds, config.encoding.views, center,
                            config.encoding.cache(context["backbone"]), config.encoding.workers,

@@ -223,20 +223,28 @@ def barrier_failed(world: World, point: str, error: Exception) -> VipError:
                         "read the other ranks' lines for the one that stopped or hung; raise VIP_BARRIER_HOURS "
                         "if a rank's share takes longer; a rerun keeps what is finished")
     return VipError(f"{who} lost another rank at {point}: it stopped first ({reason})",
-                    "the other rank's own error line says why: fix that and rerun; what is finished is kept")
+                    "the other rank's own error line says why, where it printed one; a rank killed by a signal, "
+                    "kill -9 or the out-of-memory killer, prints none, and torchrun's report names it under 'Root "
+                    "Cause': fix that and rerun; what is finished is kept")
 
 
 VIEW_SETTLE_S = 5.0  # how long a rank that sees otherwise than rank 0 looks again (a network filesystem's caches)
 
 
-def agree_with_rank_zero(world: World, view) -> None:
+PREDICT_VIEW_HINT = ("run the same command on every node, with --out and the images on a filesystem every node mounts "
+                     "at the same path")
+
+
+def agree_with_rank_zero(world: World, view, point: str = "the start of predicting",
+                         hint: str = PREDICT_VIEW_HINT) -> None:
     """Refuse to go on where this rank sees the shared inputs and outputs otherwise than rank 0.
 
     `view()` maps what the ranks must see alike (say, the --out file and the images) to this rank's
     short text of it. Rank 0 sends its view to every rank (a few hundred bytes over the process
     group). A rank that sees another looks again for up to VIEW_SETTLE_S (a network filesystem may
     show another node's new file a moment late), then fails with one error of its own
-    (`view_problem`), before anything is written; rank 0 loses it at its next barrier and says so.
+    (`view_problem`, then `hint`), before anything is written; rank 0 loses it at its next barrier and
+    says so. `point` names where the ranks are, for the error of a rank 0 that stopped meanwhile.
     A no-op in a world of one.
     """
     if not world.distributed:
@@ -250,16 +258,14 @@ def agree_with_rank_zero(world: World, view) -> None:
     try:
         dist.broadcast_object_list(theirs, src=0)
     except RuntimeError as error:  # rank 0 stopped meanwhile
-        raise barrier_failed(world, "the start of predicting", error) from None
+        raise barrier_failed(world, point, error) from None
     deadline = time.monotonic() + VIEW_SETTLE_S
     while view_problem(mine, theirs[0]) and time.monotonic() < deadline:
         time.sleep(0.5)
         mine = view()
     problem = view_problem(mine, theirs[0])
     if problem:
-        raise VipError(f"rank {world.rank} of {world.size} {problem}",
-                       "run the same command on every node, with --out and the images on a filesystem every "
-                       "node mounts at the same path", own_process=True)
+        raise VipError(f"rank {world.rank} of {world.size} {problem}", hint, own_process=True)
 
 
 def rank_zero_value(world: World, compute):
@@ -281,7 +287,9 @@ def view_problem(mine: dict, rank_zero: dict) -> str:
     """"" when this rank's view equals rank 0's, else what differs first, as the rest of a sentence whose
     subject is this rank. Keys: `out` (the absolute --out), `lock` (the text of its lock file, which rank 0
     holds: missing here when this node does not share rank 0's filesystem), `records` (the options and
-    model that shape them), `images` (how many, and a digest of their paths in order)."""
+    model that shape them), `images` (how many, and a digest of their paths in order); for `vip train` and
+    `vip benchmark` also `command`, `views` (those encoded of each training image) and `backbone` (the key of
+    its features in the cache)."""
     for key, here in mine.items():
         there = rank_zero.get(key)
         if here == there:
@@ -295,9 +303,27 @@ def view_problem(mine: dict, rank_zero: dict) -> str:
         if key == "records":
             return f"writes other records than rank 0 ({here} here; {there} on rank 0)"
         if key == "images":
-            return f"finds other images than rank 0 ({here.split()[0]} here, {there.split()[0]} on rank 0)"
+            return f"finds other images than rank 0 ({_images_words(here, there)})"
+        if key == "rows":
+            return f"finds {here} rows still to run, rank 0 {there} (their --out folders hold other finished rows)"
+        if key == "command":
+            return f"runs `vip {here}`, rank 0 `vip {there}`"
+        if key == "views":
+            return f"encodes other views of the images than rank 0 ({here} here; {there} on rank 0)"
+        if key == "backbone":
+            return (f"encodes features under another backbone key than rank 0 ({here} here, {there} on rank 0: "
+                    "another backbone or weights, or another install of vip, torch or the image libraries)")
         return f"sees another {key} than rank 0 ({here}, not {there})"
     return ""
+
+
+def _images_words(here: str, there: str | None) -> str:
+    """Two `images` views ("COUNT DIGEST") in words: "24 here, 23 on rank 0", or, where the counts are equal,
+    "24 on each, but other files or in another order"."""
+    count, other = here.split()[0], (there or "0").split()[0]
+    if count == other:
+        return f"{count} on each, but other files or in another order"
+    return f"{count} here, {other} on rank 0"
 
 
 def _holder_words(lock_text: str | None) -> str:
@@ -333,9 +359,11 @@ def rank_device(name: str, world: World):
     from vipcli.devices import resolve_device
 
     if world.distributed and (name or "auto").lower() in ("auto", "cuda") and torch.cuda.is_available():
-        if world.local_rank >= torch.cuda.device_count():
-            raise UsageError(f"rank {world.rank} wants GPU {world.local_rank} but only {torch.cuda.device_count()} "
-                             "are visible", "start at most one process per GPU (--nproc-per-node)", own_process=True)
+        visible = torch.cuda.device_count()
+        if world.local_rank >= visible:
+            raise UsageError(f"rank {world.rank} wants GPU {world.local_rank} but only {visible} "
+                             f"{'is' if visible == 1 else 'are'} visible",
+                             "start at most one process per GPU (--nproc-per-node)", own_process=True)
         torch.cuda.set_device(world.local_rank)  # so nothing of this rank lands on GPU 0 by default
         return torch.device(f"cuda:{world.local_rank}")
     if world.distributed and (name or "auto").lower() == "auto":
@@ -350,8 +378,12 @@ def check_shared_cache(world: World, use_cache: bool) -> None:
                          "drop --no-cache; on several nodes, point VIP_CACHE_DIR at a shared folder")
 
 
+ENCODING_VIEW_HINT = ("run the same command on every node, with the data on a filesystem every node mounts at "
+                      "the same path")
+
+
 def encode_shared(backbone, world: World, jobs, cache, batch_size: int, workers: int, progress=None,
-                  chunk: int = 2048) -> bool:
+                  chunk: int = 2048, run: dict | None = None) -> bool:
     """Encode this rank's share of `jobs` into the feature cache, wait for every rank, and say who goes on.
 
     Args:
@@ -360,6 +392,8 @@ def encode_shared(backbone, world: World, jobs, cache, batch_size: int, workers:
         cache: the FeatureCache every rank writes (entries are written to a temp file and renamed,
             so concurrent writers never leave a torn or mixed entry).
         chunk: images per `encode_images` call, so memory stays flat in the number of images.
+        run: what else every rank must agree on with rank 0 (`command`, `out`), beside the images, their
+            views and the backbone (`encoding_view`): a rank started otherwise stops before encoding.
     Returns:
         True on rank 0 (which goes on to train on the cached features), False on the other ranks.
     """
@@ -369,6 +403,8 @@ def encode_shared(backbone, world: World, jobs, cache, batch_size: int, workers:
     from vipcli.features import encode_images
 
     world = join()  # late: every check before this point failed on each node's first process alone
+    agree_with_rank_zero(world, lambda: {**(run or {}), **encoding_view(jobs, cache)}, "the start of encoding",
+                         ENCODING_VIEW_HINT)
 
     mine = [(paths[i], views, center) for paths, views, center in jobs for i in shard(len(paths), world)]
     with console.task(progress, f"encoding images (rank {world.rank} of {world.size})", len(mine)) as advance:
@@ -393,15 +429,48 @@ def encode_shared(backbone, world: World, jobs, cache, batch_size: int, workers:
     return world.main
 
 
+def agree_without_encoding(world: World, run: dict) -> None:
+    """Under torchrun, check with rank 0 that it too has nothing to encode (`run`: what the ranks must agree on,
+    such as `vip benchmark`'s rows still to run), then leave the group; a no-op in a world of one.
+
+    A `vip benchmark` rank whose --out holds every row encodes nothing; had it skipped the group while rank 0
+    had rows to run (another --out, a folder its node sees otherwise), rank 0 waited at its join for a rank that
+    never came, up to VIP_BARRIER_HOURS. Now the rank that differs says so, and rank 0 loses it at once.
+    """
+    if not world.distributed:
+        return
+    world = join()
+    agree_with_rank_zero(world, lambda: dict(run), "the start of the benchmark", ENCODING_VIEW_HINT)
+    barrier(world, "the start of the benchmark")
+    leave(world)
+
+
+def encoding_view(jobs, cache) -> dict:
+    """What the ranks of `vip train`/`vip benchmark` must see alike to share the encoding of `jobs` (as
+    `encode_shared` takes them) through `cache`: the images (their number and a digest of their absolute paths in
+    order), the views of each training image, and the backbone's key in the cache. A rank started with other
+    data, --shots, --seed(s), --views or backbone would encode features that rank 0 never reads, and rank 0 would
+    encode its share again (then warn, wrongly, that the cache is not shared)."""
+    import hashlib
+
+    paths = [os.path.abspath(path) for group, _, _ in jobs for path in group]
+    digest = hashlib.sha256("\n".join(paths).encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    _, views, center = jobs[0] if jobs else ((), 0, True)
+    described = f"{views} augmented view{'' if views == 1 else 's'}{' and the center view' if center else ''}"
+    return {"images": f"{len(paths)} {digest}", "views": f"{described} of each training image",
+            "backbone": cache.key}
+
+
 def handed_over(world: World, count: int, cached: bool) -> str:
     """The last line of a rank other than 0: what it left in the feature cache for rank 0.
 
     `cached` is False when the cache stopped taking entries (full, or not writable; warned before):
     then rank 0 finds those features missing and encodes them itself, and the line says so.
     """
+    images = f"{count} image{'' if count == 1 else 's'}"
     if cached:
-        return f"rank {world.rank}: encoded {count} images into the feature cache; rank 0 trains"
-    return (f"rank {world.rank}: encoded {count} images, but the feature cache could not be written; "
+        return f"rank {world.rank}: encoded {images} into the feature cache; rank 0 trains"
+    return (f"rank {world.rank}: encoded {images}, but the feature cache could not be written; "
             "rank 0 encodes the missing ones itself, then trains")
 
 

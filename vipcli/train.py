@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import time
 from dataclasses import asdict, dataclass, field
@@ -218,8 +219,9 @@ def _fit_and_save(config: TrainConfig, cls, schedule, started: float, progress=N
     jobs = distributed.training_jobs(dataset, shots, [config.seed], views, center_train)
     check_feature_memory(jobs, backbone.embed_dim, views)
     check_decoding_memory(backbone, config.encoding, views)
+    run = {"command": "train", "out": os.path.abspath(config.out) if config.out else "the default run folder"}
     if not distributed.encode_shared(backbone, world, jobs, cache, config.encoding.batch_size,
-                                     config.encoding.workers, progress):
+                                     config.encoding.workers, progress, run=run):
         return None  # not rank 0: its share of the features is in the cache
     data = prepare_features(backbone, dataset, shots, config.seed, views, cache, config.encoding.workers,
                             config.encoding.batch_size, progress, center_train=center_train,

@@ -192,7 +192,24 @@ def _stopped(terminated: bool | None = None, done: bool | None = None) -> tuple[
     what, code = ("terminated (SIGTERM)", 143) if terminated else ("interrupted", 130)
     if done:
         return f"{what} after the command had finished; its work is complete", code
-    return f"{what}; nothing half-written was left behind", code
+    return f"{what}; nothing half-written was left behind{_torchrun_stop_hint() if terminated else ''}", code
+
+
+def _torchrun_stop_hint() -> str:
+    """Under torchrun, where the SIGTERM most often came from torchrun itself, stopping this rank because another
+    one failed, what to read next (" (...)"); "" outside torchrun. A rank killed by a signal (kill -9, the
+    out-of-memory killer) prints no line of its own, and the survivors' "terminated" was all vip said."""
+    from vipcli.distributed import world_from_env
+    from vipcli.errors import VipError
+
+    try:
+        if not world_from_env().distributed:
+            return ""
+    except VipError:
+        return ""
+    return (" (torchrun stops every rank this way once one fails: unless you or the job's time limit stopped it, "
+            "the rank that failed first printed its own error line, or, killed by a signal such as kill -9 or the "
+            "out-of-memory killer, is named under 'Root Cause' in torchrun's report)")
 
 
 def main(argv: list[str] | None = None) -> int:
