@@ -258,6 +258,31 @@ def test_a_second_train_into_the_same_out_is_refused_at_once_not_after_training(
     assert sorted(os.listdir(tmp_path / "runs")) == ["r"]
 
 
+def test_a_run_still_training_is_named_as_such_by_every_reader_not_as_missing(cli, isic_small, tiny_clip, tmp_path):
+    """`vip train --out R` writes R only when it finishes: a user who ran `vip predict --model R` (or report,
+    symptoms show, --symptoms R) in another terminal meanwhile was told R was not found, as for a typo."""
+    import os
+    import socket
+
+    from vipcli.locks import output_lock
+
+    run = tmp_path / "runs" / "r"
+    image = next((isic_small / "test" / "nevus").iterdir())
+    readers = [("predict", image, "--model", run), ("report", run), ("symptoms", "show", run),
+               tiny_train_args(isic_small, tiny_clip, tmp_path / "other", "--symptoms", run)]
+    (tmp_path / "runs").mkdir()
+    with output_lock(run, lock=tmp_path / "runs" / ".r.lock"):  # as a vip train running in another process holds it
+        for args in readers:
+            code, _, err = cli(*args)
+            assert code == 1 and error_lines(err) == [
+                f"error: {run} is still being trained: `vip train` (pid {os.getpid()} on host "
+                f"{socket.gethostname()}) writes the run there when it finishes (wait for it to finish, then run "
+                "this command again)"], args
+    for args in readers:  # no one trains it: a path that is missing, as before
+        code, _, err = cli(*args)
+        assert code != 0 and "still being trained" not in err and str(run) in err, args
+
+
 def test_interrupted_run_leaves_nothing_behind(cli, isic_small, tiny_clip, tmp_path, monkeypatch):
     import vipcli.fitting
 
