@@ -117,6 +117,41 @@ def test_data_one_level_off_names_the_folder_to_pass(cli, isic_small, tiny_clip,
                                         f"--images {one_class} --out DIR`)")
 
 
+def test_a_labels_table_given_as_data_or_beside_the_images_names_the_vip_data_sort_command(cli, isic_small,
+                                                                                          tiny_clip, tmp_path):
+    """A download of one flat folder and its labels CSV: `--data labels.csv` said only to pass a folder, and the
+    folder itself named a made-up LABELS.csv though the table lay beside the images."""
+    flat = tmp_path / "download"
+    shutil.copytree(isic_small / "train" / "melanoma", flat)
+    table = flat / "labels.csv"
+    table.write_text("image,label\n" + "".join(f"{p.name},melanoma\n" for p in sorted(flat.iterdir())))
+    code, _, err = cli(*tiny_train_args(table, tiny_clip, tmp_path / "run"))
+    assert code == 1 and error_lines(err) == [
+        f"error: --data {table} is a file, not a folder (vip reads classes from folders, not from a labels table: sort "
+        f"the images it names into one folder per class with `vip data sort {table} --images FOLDER --out DIR` "
+        "(FOLDER: where the images are), then pass --data DIR; or pass --data DIR with one subfolder per class)"]
+    code, _, err = cli(*tiny_train_args(flat, tiny_clip, tmp_path / "run"))
+    assert code == 1 and f"`vip data sort {table} --images {flat} --out DIR`" in err and "LABELS.csv" not in err
+
+
+@pytest.mark.parametrize("splits, found, fate, renames", [
+    (("train", "validation", "test"), "validation/", "leave unread", "validation/ to val/"),
+    (("train", "valid", "test"), "valid/", "leave unread", "valid/ to val/"),
+    (("Training", "Testing"), "Testing/, Training/", "read as classes", "Testing/ to test/, Training/ to train/"),
+])
+def test_split_folders_named_otherwise_are_named_with_the_name_to_give_them(cli, isic_small, tiny_clip, tmp_path,
+                                                                              splits, found, fate, renames):
+    """Roboflow's valid/ and others' validation/ beside train/ were left unread without a word (vip carved its
+    own val from train/); Kaggle's Training/ and Testing/ became two classes, refused for having no symptoms."""
+    data = tmp_path / "data"
+    for split, source in zip(splits, ("train", "val", "test")):
+        shutil.copytree(isic_small / source, data / split)
+    code, _, err = cli(*tiny_train_args(data, tiny_clip, tmp_path / "run"))
+    assert code == 1 and error_lines(err) == [
+        f"error: {data}: split folders must be named train/, val/ and test/; found {found}, which vip would {fate} "
+        f"(rename {renames})"]
+
+
 def test_train_help_shows_the_symptoms_mapping_and_what_force_replaces(cli):
     code, out, _ = cli("train", "--help")
     text = " ".join(out.replace("│", " ").split())

@@ -16,6 +16,10 @@ from vipcli.images import (IMAGE_SUFFIXES, LEFT_OUT_SHOWN, image_files_under, is
 DUPLICATES_SHOWN = 5  # duplicate-image warnings printed before a summary line
 
 SPLIT_NAMES = ("train", "val", "test")
+# other names data sets give their splits (Kaggle's Training/Testing, Roboflow's valid/): vip reads none of them as
+# a split, so each is named with the split folder to rename it to
+SPLIT_SYNONYMS = {"training": "train", "validation": "val", "valid": "val", "testing": "test"}
+TABLE_SUFFIXES = (".csv", ".tsv", ".tab")  # labels tables, which `vip data sort` turns into class folders
 VAL_FRACTION, TEST_FRACTION = 0.1, 0.2  # the share of each class's train images a missing val / test split takes
 
 
@@ -228,9 +232,20 @@ def check_data_folder(root: str | Path) -> None:
     """VipError unless `root` (the --data option) is a folder: a file and a missing path say which."""
     root = Path(root)
     if root.exists() and not root.is_dir():
-        raise VipError(f"--data {root} is a file, not a folder", "pass --data DIR with one subfolder per class")
+        raise VipError(f"--data {root} is a file, not a folder", _data_file_hint(root))
     if not root.is_dir():
         raise VipError(f"data folder not found: {root}", "pass --data DIR with one subfolder per class")
+
+
+def _data_file_hint(file: Path) -> str:
+    """The fix for `--data FILE`: for a labels table (a CSV of images and classes), the `vip data sort` command
+    that makes the class folders vip reads; else what --data takes."""
+    generic = "pass --data DIR with one subfolder per class"
+    if file.suffix.lower() not in TABLE_SUFFIXES:
+        return generic
+    return (f"vip reads classes from folders, not from a labels table: sort the images it names into one folder per "
+            f"class with `vip data sort {shell.quote(file)} --images FOLDER --out DIR` (FOLDER: where the images "
+            f"are), then pass --data DIR; or {generic}")
 
 
 def load_dataset(root: str | Path, seed: int = 1, val_fraction: float = VAL_FRACTION,
@@ -290,10 +305,28 @@ def _refuse_cased_split_folders(root: Path) -> None:
         return  # an unreadable folder is reported where its classes are read
     cased = sorted(p.name for p in entries if p.name.lower() in SPLIT_NAMES and p.name not in SPLIT_NAMES
                    and p.is_dir() and not _same_folder(p, root / p.name.lower()))
-    if cased:
-        renames = ", ".join(f"{name}/ to {name.lower()}/" for name in cased)
-        raise VipError(f"{root}: split folders must be named in lower case (train/, val/, test/); found "
-                       f"{', '.join(name + '/' for name in cased)}", f"rename {renames}")
+    renamed = {name: name.lower() for name in cased}
+    renamed.update(sorted((p.name, SPLIT_SYNONYMS[p.name.lower()]) for p in entries
+                          if p.name.lower() in SPLIT_SYNONYMS and _holds_folders(p)))
+    if not renamed:
+        return
+    found = ", ".join(f"{name}/" for name in sorted(renamed))
+    renames = f"rename {', '.join(f'{name}/ to {renamed[name]}/' for name in sorted(renamed))}"
+    if len(renamed) == len(cased):
+        raise VipError(f"{root}: split folders must be named in lower case (train/, val/, test/); found {found}", renames)
+    beside_splits = any((root / name).is_dir() for name in SPLIT_NAMES)  # read alone; the others are not splits
+    fate = "leave unread" if beside_splits else f"read as {plural(len(renamed), 'a class', 'classes')}"
+    raise VipError(f"{root}: split folders must be named train/, val/ and test/; found {found}, which vip would "
+                   f"{fate}", renames)
+
+
+def _holds_folders(folder: Path) -> bool:
+    """True for a folder holding sub-folders (a split's class folders), not only files (a class named
+    `training` would hold its images)."""
+    try:
+        return folder.is_dir() and any(p.is_dir() and not is_system_folder(p.name) for p in folder.iterdir())
+    except OSError:
+        return False
 
 
 def _same_folder(folder: Path, other: Path) -> bool:
@@ -480,9 +513,11 @@ def _layout_hint(root: Path, class_names: list[str]) -> str:
             return f"its class folders seem to be in {inner}: pass --data {shell.quote(inner)}"
     if not class_names and any(is_image_file(p) for p in root.iterdir()):
         data = root.parent.parent if root.parent.name in SPLIT_NAMES else root.parent  # .../train/<class>: the top
+        tables = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in TABLE_SUFFIXES)
+        table = shell.quote(tables[0]) if len(tables) == 1 else "LABELS.csv"  # the download's own table, when one
         return (f"{root} holds images, not class folders: is it one class? pass --data {shell.quote(data)}; are "
                 f"their classes in a labels table (ISIC, HAM10000)? sort them into class folders with `vip data sort "
-                f"LABELS.csv --images {shell.quote(root)} --out DIR`")
+                f"{table} --images {shell.quote(root)} --out DIR`")
     return generic
 
 
