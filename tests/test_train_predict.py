@@ -616,6 +616,29 @@ def test_a_missing_option_or_argument_says_what_to_give_it(cli):
         assert code == 2 and error_lines(err) == [line], err
 
 
+def test_a_path_given_without_its_option_is_named_with_the_option_to_give_it(cli, trained, isic_small, tmp_path):
+    """`vip train isic` and `vip predict RUN scan.png`, as a first try reads: the error said that --data (or
+    --model) was missing, not that the folder typed beside it was what it wanted."""
+    run, _ = trained
+    image = next((isic_small / "test" / "nevus").iterdir())
+    spaced = tmp_path / "my data"
+    spaced.mkdir()
+    for args, line in (
+            (["train", isic_small, "--backbone", "toy"],
+             f"error: Missing option '--data': folder of class subfolders (optionally under train/ val/ test/); "
+             f"{isic_small} is given without it (pass --data {isic_small}) (see 'vip train -h')"),
+            (["predict", run, image],
+             f"error: Missing option '--model': run directory written by `vip train`; {run} is given without it "
+             f"(pass --model {run}) (see 'vip predict -h')"),
+            (["benchmark", "--out", isic_small, spaced],  # --out's value is no stray path; a spaced one is quoted
+             f"error: Missing option '--data': folder of class subfolders (optionally under train/ val/ test/); "
+             f"{spaced} is given without it (pass --data '{spaced}') (see 'vip benchmark -h')"),
+            (["predict", isic_small / "test"],  # a folder of images is no run directory: nothing to suggest
+             "error: Missing option '--model': run directory written by `vip train` (see 'vip predict -h')")):
+        code, _, err = cli(*args)
+        assert code == 2 and error_lines(err) == [line], err
+
+
 def test_a_command_group_without_a_command_shows_its_help_and_no_empty_error(cli):
     for args, usage in (([], "Usage: vip [OPTIONS] COMMAND"), (["methods"], "Usage: vip methods"),
                         (["symptoms"], "Usage: vip symptoms"), (["cache"], "Usage: vip cache")):
