@@ -128,8 +128,8 @@ def test_a_labels_table_given_as_data_or_beside_the_images_names_the_vip_data_so
     code, _, err = cli(*tiny_train_args(table, tiny_clip, tmp_path / "run"))
     assert code == 1 and error_lines(err) == [
         f"error: --data {table} is a file, not a folder (vip reads classes from folders, not from a labels table: sort "
-        f"the images it names into one folder per class with `vip data sort {table} --images FOLDER --out DIR` "
-        "(FOLDER: where the images are), then pass --data DIR; or pass --data DIR with one subfolder per class)"]
+        f"the images it names into one folder per class with `vip data sort {table} --images IMAGES --out SORTED` "
+        "(IMAGES: the folder holding them), then pass --data SORTED; or pass --data DIR with one subfolder per class)"]
     code, _, err = cli(*tiny_train_args(flat, tiny_clip, tmp_path / "run"))
     assert code == 1 and f"`vip data sort {table} --images {flat} --out DIR`" in err and "LABELS.csv" not in err
 

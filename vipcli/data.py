@@ -244,8 +244,8 @@ def _data_file_hint(file: Path) -> str:
     if file.suffix.lower() not in TABLE_SUFFIXES:
         return generic
     return (f"vip reads classes from folders, not from a labels table: sort the images it names into one folder per "
-            f"class with `vip data sort {shell.quote(file)} --images FOLDER --out DIR` (FOLDER: where the images "
-            f"are), then pass --data DIR; or {generic}")
+            f"class with `vip data sort {shell.quote(file)} --images IMAGES --out SORTED` (IMAGES: the folder holding "
+            f"them), then pass --data SORTED; or {generic}")
 
 
 def load_dataset(root: str | Path, seed: int = 1, val_fraction: float = VAL_FRACTION,
