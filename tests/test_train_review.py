@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from conftest import error_lines, tiny_train_args
 
@@ -150,6 +151,31 @@ def test_split_folders_named_otherwise_are_named_with_the_name_to_give_them(cli,
     assert code == 1 and error_lines(err) == [
         f"error: {data}: split folders must be named train/, val/ and test/; found {found}, which vip would {fate} "
         f"(rename {renames})"]
+
+
+def test_a_class_folder_of_files_vip_does_not_read_names_them_and_the_fix_not_an_empty_folder(cli, isic_small,
+                                                                                              tiny_clip, tmp_path):
+    """A class of GIFs, or of a PACS's DICOM exports without a suffix, was refused as if the folder were empty
+    ("has no images (add images ... or remove the folder)"), though it was full of the user's images."""
+    data = tmp_path / "data"
+    shutil.copytree(isic_small / "train" / "melanoma", data / "melanoma")
+    (data / "nevus").mkdir()
+    for i in range(3):
+        Image.new("RGB", (32, 32)).save(data / "nevus" / f"{i}.gif")
+    code, _, err = cli(*tiny_train_args(data, tiny_clip, tmp_path / "run"))
+    assert code == 1 and error_lines(err) == [
+        f"error: class folder {data / 'nevus'} has no image vip reads (jpg, jpeg, png, bmp, tif, tiff, webp, dcm, "
+        "dicom), only 3 other files: 0.gif, 1.gif, 2.gif (convert images of other formats to PNG, and move other "
+        "files out of the image folders)"]
+    shutil.rmtree(data / "nevus")
+    (data / "nevus").mkdir()
+    for name in ("IM000001", "IM000002"):
+        (data / "nevus" / name).write_bytes(bytes(128) + b"DICM" + bytes(64))  # a DICOM file's preamble and marker
+    code, _, err = cli(*tiny_train_args(data, tiny_clip, tmp_path / "run"))
+    assert code == 1 and error_lines(err) == [
+        f"error: class folder {data / 'nevus'} has no image vip reads (jpg, jpeg, png, bmp, tif, tiff, webp, dcm, "
+        "dicom), only 2 other files: IM000001, IM000002 (2 look like DICOM files without a .dcm suffix: rename them "
+        "to .dcm)"]
 
 
 def test_train_help_shows_the_symptoms_mapping_and_what_force_replaces(cli):

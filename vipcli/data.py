@@ -11,7 +11,7 @@ from vipcli.console import first_few, plural
 from vipcli import shell
 from vipcli.errors import VipError
 from vipcli.images import (IMAGE_SUFFIXES, LEFT_OUT_SHOWN, image_files_under, is_image_file, is_system_folder,
-                           left_out_warning)
+                           left_out_fixes, left_out_warning)
 
 DUPLICATES_SHOWN = 5  # duplicate-image warnings printed before a summary line
 
@@ -161,25 +161,41 @@ def _scan_flat(folder: Path, class_names: list[str] | None = None, left_out: Lef
                 f"train classes are {', '.join(names)}; rename or remove the folder",
             )
         on_link = (lambda link, owner=class_folder: guard.check(link, owner)) if guard is not None else None
-        images = image_files_under(class_folder, left_out.others if left_out is not None else None, on_link)
+        unread: list[Path] = []  # its files not named as images (a .gif, a DICOM export without .dcm)
+        images = image_files_under(class_folder, unread, on_link)
+        if left_out is not None:
+            left_out.others.extend(unread)
         if not images and not os.access(class_folder, os.R_OK | os.X_OK):
             from vipcli.shell import permissions_hint
 
             raise VipError(f"class folder {class_folder} cannot be read (permission denied)",
                            f"give your user read access to it ({permissions_hint('chmod -R u+rX')}), or remove the "
                            "folder")
+        if not images and unread and _written_by_vip(class_folder) is None:  # every file of a kind vip does not read
+            raise _no_image_read(class_folder, unread)
         if not images:
             raise VipError(f"class folder {class_folder} has no images", _empty_class_hint(class_folder))
         samples.extend(Sample(p, index[class_folder.name]) for p in images)
     return names, samples
 
 
+def _no_image_read(class_folder: Path, unread: list[Path]) -> VipError:
+    """The error for a class folder whose files are all of kinds vip does not read as images (GIFs, a PACS's
+    DICOM exports without a suffix): which files, and what to do with them, rather than that it is empty."""
+    def shown(path: Path) -> str:
+        return str(path.relative_to(class_folder))
+
+    n, readable = len(unread), ", ".join(suffix.lstrip(".") for suffix in IMAGE_SUFFIXES)
+    return VipError(f"class folder {class_folder} has no image vip reads ({readable}), only {n} other "
+                    f"{plural(n, 'file')}: {first_few(map(shown, unread), LEFT_OUT_SHOWN)}",
+                    left_out_fixes(unread, shown))
+
+
 def _empty_class_hint(class_folder: Path) -> str:
     """The fix for a class folder without images: add images or remove it; or, where it is a run or benchmark that
     vip wrote beside a data folder (`--data vip-demo`, whose data is in vip-demo/data), the folder to pass instead."""
     generic = f"add images ({', '.join(s.lstrip('.') for s in IMAGE_SUFFIXES)}) or remove the folder"
-    what = ("a run directory written by `vip train`" if (class_folder / "model.safetensors").is_file() else
-            "a benchmark folder written by `vip benchmark`" if (class_folder / "results.json").is_file() else None)
+    what = _written_by_vip(class_folder)
     if what is None:
         return generic
     data = next((p for p in class_folders_of([class_folder.parent]) if len(class_folders_of([p / "train"])) >= 2),
@@ -187,6 +203,15 @@ def _empty_class_hint(class_folder: Path) -> str:
     where = f": pass --data {shell.quote(data)}, which holds a train/ split" if data is not None else (
         ": pass --data with the folder of your class folders")
     return f"it is {what}, not a class of images{where}"
+
+
+def _written_by_vip(folder: Path) -> str | None:
+    """What `folder` is when vip wrote it ("a run directory written by `vip train`", a benchmark folder), else None."""
+    if (folder / "model.safetensors").is_file():
+        return "a run directory written by `vip train`"
+    if (folder / "results.json").is_file():
+        return "a benchmark folder written by `vip benchmark`"
+    return None
 
 
 def _images_beside(folder: Path) -> list[Path]:
