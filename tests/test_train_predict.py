@@ -168,6 +168,21 @@ def test_predict_names_a_model_that_is_no_run_before_anything_about_the_images(c
         f"error: run directory not found: {tmp_path / 'no-run'} (pass --model RUN_DIR written by `vip train`)"]
 
 
+def test_predict_of_a_folder_of_dicom_exports_without_a_suffix_names_them_and_the_fix(cli, trained, tmp_path):
+    """A PACS export (IM000001, IM000002: DICOM files without .dcm) given to `vip predict` was called a folder with
+    "no image files", with no word of the files it holds or of renaming them."""
+    run, _ = trained
+    export = tmp_path / "export"
+    export.mkdir()
+    for name in ("IM000001", "IM000002"):
+        (export / name).write_bytes(bytes(128) + b"DICM" + bytes(64))  # a DICOM file's preamble and marker
+    code, _, err = cli("predict", export, "--model", run)
+    assert code == 1 and error_lines(err) == [
+        f"error: folder {export} has no image files (in it or in its subfolders), only 2 files not named as an image "
+        "vip reads (jpg, jpeg, png, bmp, tif, tiff, webp, dcm, dicom): IM000001, IM000002 (2 look like DICOM files "
+        "without a .dcm suffix: rename them to .dcm)"]
+
+
 def test_predict_counts_a_bad_file_given_twice_twice(cli, trained, isic_small, tmp_path):
     out, _ = trained
     bad = tmp_path / "broken.png"
