@@ -274,6 +274,23 @@ def test_a_command_to_run_and_the_run_to_load_are_named_as_a_python_caller_gives
         vip.load(holder)
 
 
+def test_a_data_folder_to_pass_is_named_as_the_data_keyword_argument(world, tmp_path):
+    """`vip.train` of a folder one level above its classes said "pass data nested/images", and of a labels table
+    "then pass data='FOLDER'", naming the images' folder where the sorted one was meant."""
+    data, _, _ = world
+    shutil.copytree(data / "train", tmp_path / "nested" / "images")
+    with pytest.raises(vip.VipError) as raised:
+        vip.train(tmp_path / "nested", **TOY, out=tmp_path / "run")
+    assert str(raised.value).endswith(f"(its class folders seem to be in {tmp_path / 'nested' / 'images'}: pass "
+                                      f"data='{tmp_path / 'nested' / 'images'}')")
+    table = tmp_path / "labels.csv"
+    table.write_text("image,label\n")
+    with pytest.raises(vip.VipError) as raised:
+        vip.train(table, **TOY, out=tmp_path / "run")
+    assert (f"`vip data sort {table} --images IMAGES --out SORTED` (IMAGES: the folder holding them), then pass "
+            "data='SORTED'; or pass data='FOLDER' with one subfolder per class") in str(raised.value)
+
+
 def test_train_arguments_of_the_wrong_type_or_range_are_refused_by_name_before_any_work(world, tmp_path):
     """A str seed, a float epochs or a str lr failed deep inside as Python errors naming neither; a
     negative seed, which `vip train --seed -1` refuses, trained; force="no" was true and replaced the run."""

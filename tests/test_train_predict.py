@@ -168,6 +168,21 @@ def test_predict_names_a_model_that_is_no_run_before_anything_about_the_images(c
         f"error: run directory not found: {tmp_path / 'no-run'} (pass --model RUN_DIR written by `vip train`)"]
 
 
+def test_predict_of_a_folder_of_dicom_exports_without_a_suffix_names_them_and_the_fix(cli, trained, tmp_path):
+    """A PACS export (IM000001, IM000002: DICOM files without .dcm) given to `vip predict` was called a folder with
+    "no image files", with no word of the files it holds or of renaming them."""
+    run, _ = trained
+    export = tmp_path / "export"
+    export.mkdir()
+    for name in ("IM000001", "IM000002"):
+        (export / name).write_bytes(bytes(128) + b"DICM" + bytes(64))  # a DICOM file's preamble and marker
+    code, _, err = cli("predict", export, "--model", run)
+    assert code == 1 and error_lines(err) == [
+        f"error: folder {export} has no image files (in it or in its subfolders), only 2 files not named as an image "
+        "vip reads (jpg, jpeg, png, bmp, tif, tiff, webp, dcm, dicom): IM000001, IM000002 (2 look like DICOM files "
+        "without a .dcm suffix: rename them to .dcm)"]
+
+
 def test_predict_counts_a_bad_file_given_twice_twice(cli, trained, isic_small, tmp_path):
     out, _ = trained
     bad = tmp_path / "broken.png"
@@ -256,6 +271,31 @@ def test_a_second_train_into_the_same_out_is_refused_at_once_not_after_training(
     code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, out))  # that one ended: its lock went with it
     assert code == 0, err
     assert sorted(os.listdir(tmp_path / "runs")) == ["r"]
+
+
+def test_a_run_still_training_is_named_as_such_by_every_reader_not_as_missing(cli, isic_small, tiny_clip, tmp_path):
+    """`vip train --out R` writes R only when it finishes: a user who ran `vip predict --model R` (or report,
+    symptoms show, --symptoms R) in another terminal meanwhile was told R was not found, as for a typo."""
+    import os
+    import socket
+
+    from vipcli.locks import output_lock
+
+    run = tmp_path / "runs" / "r"
+    image = next((isic_small / "test" / "nevus").iterdir())
+    readers = [("predict", image, "--model", run), ("report", run), ("symptoms", "show", run),
+               tiny_train_args(isic_small, tiny_clip, tmp_path / "other", "--symptoms", run)]
+    (tmp_path / "runs").mkdir()
+    with output_lock(run, lock=tmp_path / "runs" / ".r.lock"):  # as a vip train running in another process holds it
+        for args in readers:
+            code, _, err = cli(*args)
+            assert code == 1 and error_lines(err) == [
+                f"error: {run} is still being trained: `vip train` (pid {os.getpid()} on host "
+                f"{socket.gethostname()}) writes the run there when it finishes (wait for it to finish, then run "
+                "this command again)"], args
+    for args in readers:  # no one trains it: a path that is missing, as before
+        code, _, err = cli(*args)
+        assert code != 0 and "still being trained" not in err and str(run) in err, args
 
 
 def test_interrupted_run_leaves_nothing_behind(cli, isic_small, tiny_clip, tmp_path, monkeypatch):
@@ -587,6 +627,29 @@ def test_a_missing_option_or_argument_says_what_to_give_it(cli):
                        (["symptoms", "show"], "error: Missing argument 'NAME': pack name or alias (e.g. melanoma, "
                                               "bcc), a pack .yaml file, a symptoms file of {class: [symptoms]} or a "
                                               "run directory (each class shown as a pack) (see 'vip symptoms show -h')")):
+        code, _, err = cli(*args)
+        assert code == 2 and error_lines(err) == [line], err
+
+
+def test_a_path_given_without_its_option_is_named_with_the_option_to_give_it(cli, trained, isic_small, tmp_path):
+    """`vip train isic` and `vip predict RUN scan.png`, as a first try reads: the error said that --data (or
+    --model) was missing, not that the folder typed beside it was what it wanted."""
+    run, _ = trained
+    image = next((isic_small / "test" / "nevus").iterdir())
+    spaced = tmp_path / "my data"
+    spaced.mkdir()
+    for args, line in (
+            (["train", isic_small, "--backbone", "toy"],
+             f"error: Missing option '--data': folder of class subfolders (optionally under train/ val/ test/); "
+             f"{isic_small} is given without it (pass --data {isic_small}) (see 'vip train -h')"),
+            (["predict", run, image],
+             f"error: Missing option '--model': run directory written by `vip train`; {run} is given without it "
+             f"(pass --model {run}) (see 'vip predict -h')"),
+            (["benchmark", "--out", isic_small, spaced],  # --out's value is no stray path; a spaced one is quoted
+             f"error: Missing option '--data': folder of class subfolders (optionally under train/ val/ test/); "
+             f"{spaced} is given without it (pass --data '{spaced}') (see 'vip benchmark -h')"),
+            (["predict", isic_small / "test"],  # a folder of images is no run directory: nothing to suggest
+             "error: Missing option '--model': run directory written by `vip train` (see 'vip predict -h')")):
         code, _, err = cli(*args)
         assert code == 2 and error_lines(err) == [line], err
 

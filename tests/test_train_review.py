@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from conftest import error_lines, tiny_train_args
 
@@ -115,6 +116,66 @@ def test_data_one_level_off_names_the_folder_to_pass(cli, isic_small, tiny_clip,
                                         f"pass --data {isic_small}; are their classes in a labels table (ISIC, "
                                         f"HAM10000)? sort them into class folders with `vip data sort LABELS.csv "
                                         f"--images {one_class} --out DIR`)")
+
+
+def test_a_labels_table_given_as_data_or_beside_the_images_names_the_vip_data_sort_command(cli, isic_small,
+                                                                                          tiny_clip, tmp_path):
+    """A download of one flat folder and its labels CSV: `--data labels.csv` said only to pass a folder, and the
+    folder itself named a made-up LABELS.csv though the table lay beside the images."""
+    flat = tmp_path / "download"
+    shutil.copytree(isic_small / "train" / "melanoma", flat)
+    table = flat / "labels.csv"
+    table.write_text("image,label\n" + "".join(f"{p.name},melanoma\n" for p in sorted(flat.iterdir())))
+    code, _, err = cli(*tiny_train_args(table, tiny_clip, tmp_path / "run"))
+    assert code == 1 and error_lines(err) == [
+        f"error: --data {table} is a file, not a folder (vip reads classes from folders, not from a labels table: sort "
+        f"the images it names into one folder per class with `vip data sort {table} --images IMAGES --out SORTED` "
+        "(IMAGES: the folder holding them), then pass --data SORTED; or pass --data DIR with one subfolder per class)"]
+    code, _, err = cli(*tiny_train_args(flat, tiny_clip, tmp_path / "run"))
+    assert code == 1 and f"`vip data sort {table} --images {flat} --out DIR`" in err and "LABELS.csv" not in err
+
+
+@pytest.mark.parametrize("splits, found, fate, renames", [
+    (("train", "validation", "test"), "validation/", "leave unread", "validation/ to val/"),
+    (("train", "valid", "test"), "valid/", "leave unread", "valid/ to val/"),
+    (("Training", "Testing"), "Testing/, Training/", "read as classes", "Testing/ to test/, Training/ to train/"),
+])
+def test_split_folders_named_otherwise_are_named_with_the_name_to_give_them(cli, isic_small, tiny_clip, tmp_path,
+                                                                              splits, found, fate, renames):
+    """Roboflow's valid/ and others' validation/ beside train/ were left unread without a word (vip carved its
+    own val from train/); Kaggle's Training/ and Testing/ became two classes, refused for having no symptoms."""
+    data = tmp_path / "data"
+    for split, source in zip(splits, ("train", "val", "test")):
+        shutil.copytree(isic_small / source, data / split)
+    code, _, err = cli(*tiny_train_args(data, tiny_clip, tmp_path / "run"))
+    assert code == 1 and error_lines(err) == [
+        f"error: {data}: split folders must be named train/, val/ and test/; found {found}, which vip would {fate} "
+        f"(rename {renames})"]
+
+
+def test_a_class_folder_of_files_vip_does_not_read_names_them_and_the_fix_not_an_empty_folder(cli, isic_small,
+                                                                                              tiny_clip, tmp_path):
+    """A class of GIFs, or of a PACS's DICOM exports without a suffix, was refused as if the folder were empty
+    ("has no images (add images ... or remove the folder)"), though it was full of the user's images."""
+    data = tmp_path / "data"
+    shutil.copytree(isic_small / "train" / "melanoma", data / "melanoma")
+    (data / "nevus").mkdir()
+    for i in range(3):
+        Image.new("RGB", (32, 32)).save(data / "nevus" / f"{i}.gif")
+    code, _, err = cli(*tiny_train_args(data, tiny_clip, tmp_path / "run"))
+    assert code == 1 and error_lines(err) == [
+        f"error: class folder {data / 'nevus'} has no image vip reads (jpg, jpeg, png, bmp, tif, tiff, webp, dcm, "
+        "dicom), only 3 other files: 0.gif, 1.gif, 2.gif (convert images of other formats to PNG, and move other "
+        "files out of the image folders)"]
+    shutil.rmtree(data / "nevus")
+    (data / "nevus").mkdir()
+    for name in ("IM000001", "IM000002"):
+        (data / "nevus" / name).write_bytes(bytes(128) + b"DICM" + bytes(64))  # a DICOM file's preamble and marker
+    code, _, err = cli(*tiny_train_args(data, tiny_clip, tmp_path / "run"))
+    assert code == 1 and error_lines(err) == [
+        f"error: class folder {data / 'nevus'} has no image vip reads (jpg, jpeg, png, bmp, tif, tiff, webp, dcm, "
+        "dicom), only 2 other files: IM000001, IM000002 (2 look like DICOM files without a .dcm suffix: rename them "
+        "to .dcm)"]
 
 
 def test_train_help_shows_the_symptoms_mapping_and_what_force_replaces(cli):

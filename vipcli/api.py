@@ -606,6 +606,7 @@ _PYTHON_WORDS = [
     (re.compile(r"--device (\w+(?::\d+)?) or auto\b"), lambda m: f"device='{m[1]}' or device='auto'"),
     (re.compile(r"--device (\w+(?::\d+)?)"), lambda m: f"device='{m[1]}'"),
     (re.compile(r"--data DIR\b"), lambda m: "data='FOLDER'"),
+    (re.compile(r"pass --data ('[^']*'|[^\s,;)]+)"), lambda m: f"pass data={_unquoted(m[1])!r}"),
     (re.compile(r"--model RUN_DIR\b"), lambda m: "a run directory"),
     (re.compile(r"--model (.+), the run's folder$"), lambda m: f"{str(m[1])!r}, the run's folder"),
     (re.compile(r"pass --model with one of them"), lambda m: "pass one of them as run_dir"),

@@ -122,6 +122,24 @@ def _no_model_hint(folder: Path) -> str:
     return "pass a run directory written by `vip train`"
 
 
+def run_lock_file(run_dir: str | Path) -> Path:
+    """`.NAME.lock` beside a run folder: what `vip train --out RUN_DIR` holds while it trains (the run folder
+    itself appears only when the run is saved, whole, at the end)."""
+    run_dir = Path(run_dir)
+    return run_dir.parent / f".{run_dir.name}.lock"
+
+
+def refuse_run_in_training(run_dir: str | Path) -> None:
+    """One VipError when `run_dir` is missing because a `vip train --out run_dir` is still training it: a
+    reader asked for it too early, not the wrong path. Nothing when no live process holds its lock."""
+    from vipcli.locks import lock_holder
+
+    holder = lock_holder(run_lock_file(run_dir))
+    if holder is not None:
+        raise VipError(f"{run_dir} is still being trained: `vip train`{holder} writes the run there when it "
+                       "finishes", "wait for it to finish, then run this command again")
+
+
 def checkpoint_file(run_dir: str | Path) -> Path:
     """The model.safetensors of a run directory (or the file itself, given one), without reading it.
 
@@ -131,6 +149,7 @@ def checkpoint_file(run_dir: str | Path) -> Path:
     path = Path(run_dir)
     file = path / "model.safetensors" if path.is_dir() else path
     if not path.exists():
+        refuse_run_in_training(path)
         raise VipError(f"run directory not found: {path}", "pass --model RUN_DIR written by `vip train`")
     if not file.is_file():
         raise VipError(f"{path} has no model.safetensors", _no_model_hint(path))

@@ -11,11 +11,15 @@ from vipcli.console import first_few, plural
 from vipcli import shell
 from vipcli.errors import VipError
 from vipcli.images import (IMAGE_SUFFIXES, LEFT_OUT_SHOWN, image_files_under, is_image_file, is_system_folder,
-                           left_out_warning)
+                           left_out_fixes, left_out_warning)
 
 DUPLICATES_SHOWN = 5  # duplicate-image warnings printed before a summary line
 
 SPLIT_NAMES = ("train", "val", "test")
+# other names data sets give their splits (Kaggle's Training/Testing, Roboflow's valid/): vip reads none of them as
+# a split, so each is named with the split folder to rename it to
+SPLIT_SYNONYMS = {"training": "train", "validation": "val", "valid": "val", "testing": "test"}
+TABLE_SUFFIXES = (".csv", ".tsv", ".tab")  # labels tables, which `vip data sort` turns into class folders
 VAL_FRACTION, TEST_FRACTION = 0.1, 0.2  # the share of each class's train images a missing val / test split takes
 
 
@@ -157,25 +161,41 @@ def _scan_flat(folder: Path, class_names: list[str] | None = None, left_out: Lef
                 f"train classes are {', '.join(names)}; rename or remove the folder",
             )
         on_link = (lambda link, owner=class_folder: guard.check(link, owner)) if guard is not None else None
-        images = image_files_under(class_folder, left_out.others if left_out is not None else None, on_link)
+        unread: list[Path] = []  # its files not named as images (a .gif, a DICOM export without .dcm)
+        images = image_files_under(class_folder, unread, on_link)
+        if left_out is not None:
+            left_out.others.extend(unread)
         if not images and not os.access(class_folder, os.R_OK | os.X_OK):
             from vipcli.shell import permissions_hint
 
             raise VipError(f"class folder {class_folder} cannot be read (permission denied)",
                            f"give your user read access to it ({permissions_hint('chmod -R u+rX')}), or remove the "
                            "folder")
+        if not images and unread and _written_by_vip(class_folder) is None:  # every file of a kind vip does not read
+            raise _no_image_read(class_folder, unread)
         if not images:
             raise VipError(f"class folder {class_folder} has no images", _empty_class_hint(class_folder))
         samples.extend(Sample(p, index[class_folder.name]) for p in images)
     return names, samples
 
 
+def _no_image_read(class_folder: Path, unread: list[Path]) -> VipError:
+    """The error for a class folder whose files are all of kinds vip does not read as images (GIFs, a PACS's
+    DICOM exports without a suffix): which files, and what to do with them, rather than that it is empty."""
+    def shown(path: Path) -> str:
+        return str(path.relative_to(class_folder))
+
+    n, readable = len(unread), ", ".join(suffix.lstrip(".") for suffix in IMAGE_SUFFIXES)
+    return VipError(f"class folder {class_folder} has no image vip reads ({readable}), only {n} other "
+                    f"{plural(n, 'file')}: {first_few(map(shown, unread), LEFT_OUT_SHOWN)}",
+                    left_out_fixes(unread, shown))
+
+
 def _empty_class_hint(class_folder: Path) -> str:
     """The fix for a class folder without images: add images or remove it; or, where it is a run or benchmark that
     vip wrote beside a data folder (`--data vip-demo`, whose data is in vip-demo/data), the folder to pass instead."""
     generic = f"add images ({', '.join(s.lstrip('.') for s in IMAGE_SUFFIXES)}) or remove the folder"
-    what = ("a run directory written by `vip train`" if (class_folder / "model.safetensors").is_file() else
-            "a benchmark folder written by `vip benchmark`" if (class_folder / "results.json").is_file() else None)
+    what = _written_by_vip(class_folder)
     if what is None:
         return generic
     data = next((p for p in class_folders_of([class_folder.parent]) if len(class_folders_of([p / "train"])) >= 2),
@@ -183,6 +203,15 @@ def _empty_class_hint(class_folder: Path) -> str:
     where = f": pass --data {shell.quote(data)}, which holds a train/ split" if data is not None else (
         ": pass --data with the folder of your class folders")
     return f"it is {what}, not a class of images{where}"
+
+
+def _written_by_vip(folder: Path) -> str | None:
+    """What `folder` is when vip wrote it ("a run directory written by `vip train`", a benchmark folder), else None."""
+    if (folder / "model.safetensors").is_file():
+        return "a run directory written by `vip train`"
+    if (folder / "results.json").is_file():
+        return "a benchmark folder written by `vip benchmark`"
+    return None
 
 
 def _images_beside(folder: Path) -> list[Path]:
@@ -228,9 +257,20 @@ def check_data_folder(root: str | Path) -> None:
     """VipError unless `root` (the --data option) is a folder: a file and a missing path say which."""
     root = Path(root)
     if root.exists() and not root.is_dir():
-        raise VipError(f"--data {root} is a file, not a folder", "pass --data DIR with one subfolder per class")
+        raise VipError(f"--data {root} is a file, not a folder", _data_file_hint(root))
     if not root.is_dir():
         raise VipError(f"data folder not found: {root}", "pass --data DIR with one subfolder per class")
+
+
+def _data_file_hint(file: Path) -> str:
+    """The fix for `--data FILE`: for a labels table (a CSV of images and classes), the `vip data sort` command
+    that makes the class folders vip reads; else what --data takes."""
+    generic = "pass --data DIR with one subfolder per class"
+    if file.suffix.lower() not in TABLE_SUFFIXES:
+        return generic
+    return (f"vip reads classes from folders, not from a labels table: sort the images it names into one folder per "
+            f"class with `vip data sort {shell.quote(file)} --images IMAGES --out SORTED` (IMAGES: the folder holding "
+            f"them), then pass --data SORTED; or {generic}")
 
 
 def load_dataset(root: str | Path, seed: int = 1, val_fraction: float = VAL_FRACTION,
@@ -290,10 +330,28 @@ def _refuse_cased_split_folders(root: Path) -> None:
         return  # an unreadable folder is reported where its classes are read
     cased = sorted(p.name for p in entries if p.name.lower() in SPLIT_NAMES and p.name not in SPLIT_NAMES
                    and p.is_dir() and not _same_folder(p, root / p.name.lower()))
-    if cased:
-        renames = ", ".join(f"{name}/ to {name.lower()}/" for name in cased)
-        raise VipError(f"{root}: split folders must be named in lower case (train/, val/, test/); found "
-                       f"{', '.join(name + '/' for name in cased)}", f"rename {renames}")
+    renamed = {name: name.lower() for name in cased}
+    renamed.update(sorted((p.name, SPLIT_SYNONYMS[p.name.lower()]) for p in entries
+                          if p.name.lower() in SPLIT_SYNONYMS and _holds_folders(p)))
+    if not renamed:
+        return
+    found = ", ".join(f"{name}/" for name in sorted(renamed))
+    renames = f"rename {', '.join(f'{name}/ to {renamed[name]}/' for name in sorted(renamed))}"
+    if len(renamed) == len(cased):
+        raise VipError(f"{root}: split folders must be named in lower case (train/, val/, test/); found {found}", renames)
+    beside_splits = any((root / name).is_dir() for name in SPLIT_NAMES)  # read alone; the others are not splits
+    fate = "leave unread" if beside_splits else f"read as {plural(len(renamed), 'a class', 'classes')}"
+    raise VipError(f"{root}: split folders must be named train/, val/ and test/; found {found}, which vip would "
+                   f"{fate}", renames)
+
+
+def _holds_folders(folder: Path) -> bool:
+    """True for a folder holding sub-folders (a split's class folders), not only files (a class named
+    `training` would hold its images)."""
+    try:
+        return folder.is_dir() and any(p.is_dir() and not is_system_folder(p.name) for p in folder.iterdir())
+    except OSError:
+        return False
 
 
 def _same_folder(folder: Path, other: Path) -> bool:
@@ -480,9 +538,11 @@ def _layout_hint(root: Path, class_names: list[str]) -> str:
             return f"its class folders seem to be in {inner}: pass --data {shell.quote(inner)}"
     if not class_names and any(is_image_file(p) for p in root.iterdir()):
         data = root.parent.parent if root.parent.name in SPLIT_NAMES else root.parent  # .../train/<class>: the top
+        tables = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in TABLE_SUFFIXES)
+        table = shell.quote(tables[0]) if len(tables) == 1 else "LABELS.csv"  # the download's own table, when one
         return (f"{root} holds images, not class folders: is it one class? pass --data {shell.quote(data)}; are "
                 f"their classes in a labels table (ISIC, HAM10000)? sort them into class folders with `vip data sort "
-                f"LABELS.csv --images {shell.quote(root)} --out DIR`")
+                f"{table} --images {shell.quote(root)} --out DIR`")
     return generic
 
 

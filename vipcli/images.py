@@ -385,6 +385,17 @@ def left_out_warning(files: list[Path], shown=str, folder=None) -> str | None:
 
     if not files:
         return None
+    where = "" if folder is None else f" in {folder}"
+    return (f"left out {len(files)} {plural(len(files), 'file')}{where} not named as an image vip reads "
+            f"({', '.join(s.lstrip('.') for s in IMAGE_SUFFIXES)}): {first_few(map(shown, files), LEFT_OUT_SHOWN)}; "
+            + left_out_fixes(files, shown))
+
+
+def left_out_fixes(files: list[Path], shown=str) -> str:
+    """What to do with `files`, which vip does not read as images: rename those holding the DICOM marker to
+    .dcm (named, by `shown(path)`, when they are not all of them), convert or move the others."""
+    from vipcli.console import first_few, plural
+
     dicoms = [path for path in files if has_dicom_magic(path)]
     fixes = []
     if dicoms:
@@ -394,7 +405,4 @@ def left_out_warning(files: list[Path], shown=str, folder=None) -> str | None:
                      f".dcm suffix{named}: rename {plural(n, 'it', 'them')} to .dcm")
     if len(dicoms) < len(files):
         fixes.append("convert images of other formats to PNG, and move other files out of the image folders")
-    where = "" if folder is None else f" in {folder}"
-    return (f"left out {len(files)} {plural(len(files), 'file')}{where} not named as an image vip reads "
-            f"({', '.join(s.lstrip('.') for s in IMAGE_SUFFIXES)}): {first_few(map(shown, files), LEFT_OUT_SHOWN)}; "
-            + "; ".join(fixes))
+    return "; ".join(fixes)

@@ -19,7 +19,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vipcli.data import names_alike_but_case
+from vipcli.data import TABLE_SUFFIXES, names_alike_but_case
 from vipcli.errors import UsageError, VipError
 from vipcli.windows_names import device_name, not_a_windows_name
 
@@ -78,7 +78,6 @@ class Sorting:
         return dict(counts)
 
 
-TABLE_SUFFIXES = (".csv", ".tsv", ".tab")  # the tables named in the hint for a folder given as the labels file
 
 
 def _tables_in_hint(folder: Path) -> str:

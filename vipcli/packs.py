@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from vipcli.checkpoint import FORMAT as RUN_FORMAT  # run.yaml's `format`: a run's symptoms read as packs
+from vipcli.checkpoint import refuse_run_in_training
 from vipcli.errors import UsageError, VipError
 from vipcli.pack_yaml import NO_LINES, Lines, read_yaml
 
@@ -368,11 +369,13 @@ def _packs_by_source(sources: list, shipped: list[SymptomPack]) -> list[tuple[st
         elif path.is_file():
             found.append((str(source), load_symptom_file(path)))
         elif path.suffix.lower() in (".yaml", ".yml") or len(path.parts) > 1:  # a path, not a pack's name
+            refuse_run_in_training(path)
             raise VipError(f"--symptoms {source}: no such file or folder",
                            "check the path, or give a shipped pack's name: vip symptoms list")
         else:
             named = [p for p in shipped if p.matches(str(source))]
             if not named:
+                refuse_run_in_training(path)
                 raise unknown_pack(f"--symptoms {source}: no such file, folder or shipped pack", str(source), shipped)
             found.append((str(source), named))
     return found

@@ -165,16 +165,36 @@ def collect_images(inputs: list[str | Path], left_out: list[Path] | None = None)
     files: list[Path] = []
     for item in map(Path, inputs):
         if item.is_dir():
-            found = image_files_under(item, left_out)
+            others: list[Path] = []
+            found = image_files_under(item, others)
+            if left_out is not None:
+                left_out.extend(others)
             if not found:
-                raise VipError(f"folder {item} has no image files (in it or in its subfolders)",
-                               f"pass a folder holding {', '.join(IMAGE_SUFFIXES)} images")
+                raise _no_image_files(item, others)
             files.extend(found)
         elif item.exists():
             files.append(item)
         else:
             raise VipError(f"no such file or folder: {item}", "check the path; pass image files or folders of images")
     return files
+
+
+def _no_image_files(folder: Path, others: list[Path]) -> VipError:
+    """The error for a folder given to predict with no image file: what to pass; where it holds files vip does not
+    read as images (GIFs, a PACS's DICOM exports without a suffix), which ones and what to do with them."""
+    from vipcli.console import first_few, plural
+    from vipcli.images import LEFT_OUT_SHOWN, left_out_fixes
+
+    message = f"folder {folder} has no image files (in it or in its subfolders)"
+    if not others:
+        return VipError(message, f"pass a folder holding {', '.join(IMAGE_SUFFIXES)} images")
+
+    def shown(path: Path) -> str:
+        return str(path.relative_to(folder))
+
+    n, readable = len(others), ", ".join(suffix.lstrip(".") for suffix in IMAGE_SUFFIXES)
+    return VipError(f"{message}, only {n} {plural(n, 'file')} not named as an image vip reads ({readable}): "
+                    f"{first_few(map(shown, others), LEFT_OUT_SHOWN)}", left_out_fixes(others, shown))
 
 
 CHUNK = 2048  # the most images encoded and classified together: memory stays flat in the number of images

@@ -155,6 +155,7 @@ def run_dir_lock(config: TrainConfig):
     taken; nothing without --out (each default run folder is a new name). Taken once `--out` is checked."""
     from vipcli import distributed
     from vipcli.atomic import made_folder
+    from vipcli.checkpoint import run_lock_file
     from vipcli.locks import output_lock
     from vipcli.preflight import check_run_dir
 
@@ -162,7 +163,7 @@ def run_dir_lock(config: TrainConfig):
         yield
         return
     run_dir = Path(config.out)
-    with made_folder(run_dir.parent), output_lock(run_dir, lock=run_dir.parent / f".{run_dir.name}.lock"):
+    with made_folder(run_dir.parent), output_lock(run_dir, lock=run_lock_file(run_dir)):
         check_run_dir(run_dir, config.force)  # again: a run that held the lock may have written it since
         yield
 

@@ -225,11 +225,14 @@ class HelpCommand(OnceEach, _PlainWhenNarrow, TyperCommand):
         """click's parsing; a usage error its parser raises without the command's context (`Option '--data'
         requires an argument.`, `Option '--force' does not take a value.`) is given it, so that its line
         says where to read the usage (`see 'vip train -h'`) as every other usage error's does."""
+        given = list(args)  # (click consumes `args`)
         try:
             return super().parse_args(ctx, args)
         except Exception as error:
             if hasattr(error, "ctx") and error.ctx is None and hasattr(error, "format_message"):
                 error.ctx = ctx
+            if type(error).__name__ == "MissingParameter":
+                error.given_args = given  # the words of the command line (`main._missing_message` reads them)
             raise
 
     def invoke(self, ctx):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import sys
+from pathlib import Path
 
 import typer
 
@@ -172,7 +173,33 @@ def _missing_message(error) -> str | None:
     what = re.split(r"(?<!e\.g)(?<!i\.e)\. |; ", help_text)[0].rstrip(".")  # its first clause
     if not what:
         return None
-    return f"{error.format_message().rstrip('.')}: {what[0].lower()}{what[1:]}"
+    message = f"{error.format_message().rstrip('.')}: {what[0].lower()}{what[1:]}"
+    stray = _stray_path_for(param, getattr(error, "given_args", []), getattr(error, "ctx", None))
+    if stray is not None:
+        from vipcli import shell
+
+        option = max(param.opts, key=len)
+        message += f"; {stray} is given without it (pass --{option.lstrip('-')} {shell.quote(stray)})"
+    return message
+
+
+def _stray_path_for(param, given: list[str], context) -> str | None:
+    """The one word of the command line that is a path of the kind the missing option `param` takes, given
+    without the option (`vip train isic`, `vip predict vip-demo/run x.png`): a run directory for `--model`, a
+    folder for another option; None when there is no such word, or more than one."""
+    if context is None or not getattr(param, "opts", None) or not any(o.startswith("--") for o in param.opts):
+        return None
+    takes_value = {opt for p in context.command.params if not getattr(p, "is_flag", True)
+                   for opt in getattr(p, "opts", ())}
+    words, after_option = [], False
+    for word in given:
+        if not after_option and not word.startswith("-"):
+            words.append(word)
+        after_option = word in takes_value  # (`--out=run` is one word)
+    run_dir = "--model" in param.opts
+    fits = [word for word in words
+            if Path(word, "model.safetensors").is_file() or (not run_dir and Path(word).is_dir())]
+    return fits[0] if len(fits) == 1 else None
 
 
 def _help_was_shown(error) -> bool:

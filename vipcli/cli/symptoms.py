@@ -114,6 +114,7 @@ def find_packs(name: str) -> list:
     """The packs `name` gives: a pack file's one, a symptoms file's ({class: [symptoms]}) or a run
     directory's one per class, or the shipped pack matched by name or alias; UsageError listing the
     names otherwise."""
+    from vipcli.checkpoint import refuse_run_in_training
     from vipcli.packs import load_symptom_file, run_yaml, shipped_packs, unknown_pack
 
     if names_a_pack_file(name) or run_yaml(Path(name)):
@@ -126,6 +127,7 @@ def find_packs(name: str) -> list:
     if pack is None and Path(name).is_dir():  # (a class folder named after a shipped pack shows that pack)
         raise VipError(f"{name} is a folder", "give one pack or symptoms file in it")
     if pack is None:
+        refuse_run_in_training(Path(name))
         raise unknown_pack(f"no shipped symptom pack named {name!r}", name, packs)
     return [pack]
 

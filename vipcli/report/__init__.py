@@ -15,6 +15,9 @@ def report_kind(target: Path) -> str:
     """'run' for a run directory, 'benchmark' for a benchmark folder; otherwise a clear error."""
     target = Path(target)
     if not target.exists():
+        from vipcli.checkpoint import refuse_run_in_training
+
+        refuse_run_in_training(target)
         raise VipError(f"no such folder: {target}", "pass a run directory or a benchmark folder")
     if target.is_file():  # one of the folder's files (run.yaml, results.json): its folder was meant
         folder = target.parent
