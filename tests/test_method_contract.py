@@ -599,9 +599,11 @@ def test_a_method_that_forgets_to_move_itself_to_the_setup_device_is_refused_whe
     sys.modules.pop("forgets_to", None)
 
 
-@pytest.mark.parametrize("method, left", [("built-elsewhere", "on meta"), ("forgets-to-move", "on cpu, not on "
-                                                                                            "setup.device"),
-                                          ("plain-cpu-weights", None)])
+@pytest.mark.parametrize("method, left", [
+    ("built-elsewhere", "on meta"),
+    ("forgets-to-move", "on cpu, not on setup.device"),  # found on the CPU by the device probe
+    ("plain-cpu-weights", None),  # forward uses a plain tensor attribute on the CPU: found by the device probe too
+])
 def test_a_benchmark_refuses_a_method_left_on_another_device_before_encoding(cli, methods, isic_small, tiny_clip,
                                                                               tmp_path, method, left):
     import os
@@ -613,5 +615,6 @@ def test_a_benchmark_refuses_a_method_left_on_another_device_before_encoding(cli
     line = _one_error(err)
     start = (f"__init__: __init__ left buffer 'centroids' {left}" if left else
              "forward: forward gave torch.Tensor.matmul a tensor on cpu")
-    assert code == 1 and line.startswith(f"error: method '{method}' (from sample-methods 0.1.0) failed in {start}"), line
+    assert code == 1 and line.startswith(f"error: method '{method}' (from sample-methods 0.1.0) failed in {start}"), \
+        line
     assert not list((Path(os.environ["VIP_CACHE_DIR"]) / "features").glob("*/*"))  # before any image was encoded
