@@ -13,8 +13,8 @@ elements of every weight (`WeightSample`: a small tensor whole, a larger one's f
 in one `torch.cat` per dtype on the weights' device; compared bit for bit, one host sync per dtype): a write to a
 whole weight is seen, one to a few rows or elements of a large weight may not be. A snapshot and its comparison cost
 0.15-0.3 ms on the tests' tiny CLIP and 1.1-1.6 ms on ViT-B-16 (276 modules, 303 tensors; a shared 2-core CPU,
-where its text tower takes 1.6 s over two prompts) without the sampled elements, which add 0.3-0.5 ms there (14,497
-elements in 907 runs; sampling one element a row instead, which would see a write to any row, read 394,375 elements
+where its text tower takes 1.6 s over two prompts) without the sampled elements, which add 0.23 ms there when the
+machine is quiet (0.59 -> 0.83 ms), 0.3-0.5 ms at load 10 (14,497 elements in 907 runs; sampling one element a row instead, which would see a write to any row, read 394,375 elements
 in 2-8 ms). vip compares one before and after each member of a plugin method it calls (`__init__`, `fit`, a
 sweep's batched fit, an overridden `train()`, `prepare`, `forward` over an evaluation, `load_state_tensors`). vip's
 own methods are not watched: its tests cover them.
