@@ -32,7 +32,7 @@ class ForgotBuffer(Centroid):
 
     def __init__(self, setup, settings=None, stored=None):
         Method.__init__(self, setup, settings, stored)
-        self.centroids = torch.zeros(setup.num_classes, setup.backbone.embed_dim)
+        self.centroids = torch.zeros(setup.num_classes, setup.backbone.embed_dim, device=setup.device)
 
 
 class CountInState(Centroid):
@@ -270,7 +270,7 @@ class PlainWeights(Centroid):
 
     def __init__(self, setup, settings=None, stored=None):
         Method.__init__(self, setup, settings, stored)
-        self.weight = torch.zeros(setup.num_classes, setup.backbone.embed_dim, requires_grad=True)
+        self.weight = torch.zeros(setup.num_classes, setup.backbone.embed_dim, device=setup.device, requires_grad=True)
 
     def fit(self, data, context):
         return fit_sgd(self, data, context)
@@ -498,7 +498,7 @@ class BankSizedInFit(Centroid):
 
     def __init__(self, setup, settings=None, stored=None):
         super().__init__(setup, settings, stored)
-        self.register_buffer("bank", torch.zeros(0, setup.backbone.embed_dim))  # [N, D] once fitted
+        self.register_buffer("bank", torch.zeros(0, setup.backbone.embed_dim, device=setup.device))  # [N, D] fitted
 
     def fit(self, data, context):
         fitted = super().fit(data, context)
@@ -624,6 +624,34 @@ class FitsElsewhere(Centroid):
         return result
 
 
+class ForgetsToMove(Centroid):
+    """Flaw: README's example without its self.to(setup.device): on a GPU run its centroids stay on the CPU, and
+    forward fails with torch's "Expected all tensors to be on the same device"; on the CPU nothing shows it."""
+
+    def __init__(self, setup, settings=None, stored=None):
+        Method.__init__(self, setup, settings, stored)
+        self.register_buffer("centroids", torch.zeros(setup.num_classes, setup.backbone.embed_dim))  # [C, D]
+
+
+class BiasMadeInForward(Centroid):
+    """Flaw: forward adds a bias it makes on the CPU (torch.zeros without a device): on a GPU run it fails there."""
+
+    def forward(self, image_features):
+        return super().forward(image_features) + torch.zeros(self.setup.num_classes)
+
+
+class PlainCpuWeights(Centroid):
+    """Flaw: a projection kept in a plain attribute made on the CPU, which self.to(setup.device) does not move:
+    forward's matmul fails on a GPU run (on torch's meta device, unlike CUDA, the matmul goes through)."""
+
+    def __init__(self, setup, settings=None, stored=None):
+        super().__init__(setup, settings, stored)
+        self.projection = torch.eye(setup.backbone.embed_dim)  # [D, D]
+
+    def forward(self, image_features):
+        return super().forward(image_features @ self.projection)
+
+
 class LoadsElsewhere(Centroid):
     """Flaw: load_state_tensors assigns what it loads where it was read, not on setup.device (the CPU, for a run
     predicted on a GPU; meta stands in for the other device)."""
@@ -666,6 +694,9 @@ ENTRY_POINTS = "\n".join([
     "unused-head = vip_sample_methods:UnusedHead",
     "ignores-head = vip_sample_methods:IgnoresHead",
     "centroid-ok = vip_sample_methods:Centroid",
+    "forgets-to-move = vip_sample_methods:ForgetsToMove",
+    "bias-made-in-forward = vip_sample_methods:BiasMadeInForward",
+    "plain-cpu-weights = vip_sample_methods:PlainCpuWeights",
     "forgot-buffer = vip_sample_methods:ForgotBuffer",
     "transposed = vip_sample_methods:Transposed",
     "normalizes-in-place = vip_sample_methods:NormalizesInPlace",

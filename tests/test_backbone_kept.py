@@ -73,6 +73,31 @@ class ScaleThroughData(NearestCentroid):
         return super().fit(data, context)
 
 
+class ProjThroughData(NearestCentroid):
+    """Doubles a weight of the image tower through .data in fit: no version counter sees it."""
+
+    def fit(self, data, context):
+        tower(self).visual.proj.data.mul_(2)
+        return super().fit(data, context)
+
+
+class SwapsData(NearestCentroid):
+    """Gives a weight other values by assigning its .data in __init__."""
+
+    def __init__(self, setup, settings=None, stored=None):
+        super().__init__(setup, settings, stored)
+        weight = tower(self).visual.proj
+        weight.data = weight.data * 2
+
+
+class WritesThroughNumpy(NearestCentroid):
+    """Halves a weight of the text tower through a numpy view of it in fit: no version counter sees it."""
+
+    def fit(self, data, context):
+        tower(self).text.ln_final.weight.detach().numpy()[:] *= 0.5
+        return super().fit(data, context)
+
+
 class ShortContext(NearestCentroid):
     """Sets an attribute vip reads (context_length) in __init__."""
 
@@ -138,7 +163,8 @@ class DropoutInBatches(Coop):
 '''
 
 CHANGING = {"trains-tower": "TrainsTextTower", "unfreezes": "UnfreezesOnly", "nudges": "NudgesWeight",
-            "fills-scale": "FillsLogitScale", "scale-data": "ScaleThroughData", "short-context": "ShortContext",
+            "fills-scale": "FillsLogitScale", "scale-data": "ScaleThroughData", "proj-data": "ProjThroughData",
+            "swaps-data": "SwapsData", "numpy-write": "WritesThroughNumpy", "short-context": "ShortContext",
             "plain-tower": "PlainTower", "hooks-image": "HooksImageTower", "dropout-forward": "DropoutForward",
             "tidy-fit": "TidyFit", "sound-batches": "SoundBatches", "dropout-batches": "DropoutInBatches"}
 SHARED = ("vip shares one loaded backbone between a run's training and its predictions and between the rows of a "
@@ -164,6 +190,13 @@ def _train(cli, data, out, method: str):
      "leave the backbone frozen"),
     ("scale-data", "fit", "fit changed the shared backbone: changed backbone.logit_scale ({toy} -> 1) in place",
      "leave the backbone frozen"),
+    # a write through .data (or numpy) bumps no version counter: every later row used the changed weight
+    ("proj-data", "fit", "fit changed the shared backbone: changed backbone.model.visual.proj through .data (a write "
+                         "torch's version counter does not see)", "leave the backbone frozen"),
+    ("swaps-data", "__init__", "__init__ changed the shared backbone: replaced backbone.model.visual.proj",
+     "leave the backbone frozen"),
+    ("numpy-write", "fit", "fit changed the shared backbone: changed backbone.model.text.ln_final.weight through "
+                           ".data (a write torch's version counter does not see)", "leave the backbone frozen"),
     ("short-context", "__init__", "__init__ changed the shared backbone: set backbone.context_length to 8 (was 40)",
      "keep a value or a wrapper of your own on the method"),
     ("plain-tower", "fit", "fit changed the shared backbone: set backbone.plain_text_tower to True (was False)",

@@ -30,6 +30,11 @@ def test_a_sound_method_plugin_trains_and_predicts(cli, methods, isic_small, tin
     assert len({p["probabilities"]["melanoma"] for p in json.loads(out)["predictions"]}) > 1  # not one constant
 
 
+# how a fault the device probe found ends (`vipcli.methods.device_probe`)
+PROBE = ("(found by building the method once more with its backbone on torch's meta device, a stand-in for a GPU: "
+         "on a GPU it fails with \"Expected all tensors to be on the same device\")")
+
+
 @pytest.mark.parametrize("method, member, reason, fix", [
     ("forgot-buffer", "state_tensors", "rebuilt from what the run stores (tensors: none; record() keys: none)",
      "self.register_buffer(NAME, tensor)"),
@@ -80,6 +85,14 @@ def test_a_sound_method_plugin_trains_and_predicts(cli, methods, isic_small, tin
      "self.NAME = tensor.to(self.setup.device)"),
     ("loads-elsewhere", "load_state_tensors", "load_state_tensors left buffer 'centroids' on meta, not on cpu",
      "move what it loads to self.setup.device"),
+    # on the CPU each passed, and on a GPU failed with torch's "Expected all tensors to be on the same device" after
+    # every image was encoded: a forgotten self.to(setup.device), a tensor made on the CPU in forward, a plain attribute
+    ("forgets-to-move", "__init__", "__init__ left buffer 'centroids' on cpu, not on setup.device " + PROBE,
+     "end __init__ with self.to(setup.device)"),
+    ("bias-made-in-forward", "forward", "forward gave torch.Tensor.add a tensor on cpu and one on the image features' "
+                                        "device " + PROBE, "torch.zeros(..., device=image_features.device)"),
+    ("plain-cpu-weights", "forward", "forward gave torch.Tensor.matmul a tensor on cpu and one on the image features' "
+                                     "device, where self.projection is a plain tensor on cpu", "self.register_buffer"),
 ])
 def test_a_method_plugin_mistake_in_train_is_one_line_naming_it(cli, methods, isic_small, tiny_clip, tmp_path,
                                                                  method, member, reason, fix):
@@ -308,6 +321,10 @@ def test_the_length_or_items_of_the_held_out_test_split_are_a_read_of_it(read, s
     ("softmax-in-forward", "failed in forward: forward returns probabilities, vip applies softmax itself"),
     ("running-centered", "failed in forward: forward gives an image other probabilities in a batch of 8 than in a "
                          "batch of 256"),
+    # passed on the CPU, where the check runs, and failed on a GPU
+    ("forgets-to-move", "failed in __init__: __init__ left buffer 'centroids' on cpu, not on setup.device " + PROBE),
+    ("bias-made-in-forward", "failed in forward: forward gave torch.Tensor.add a tensor on cpu"),
+    ("plain-cpu-weights", "failed in forward: forward gave torch.Tensor.matmul a tensor on cpu"),
 ])
 def test_methods_check_runs_a_plugin_through_train_and_predict_in_seconds(cli, methods, method, fault):
     """There was no way to try a method plugin before a run on real data: its mistakes showed after encoding."""
@@ -565,7 +582,11 @@ def test_a_method_that_forgets_to_move_itself_to_the_setup_device_is_refused_whe
     (methods / "forgets_to.py").write_text(source.replace("        self.to(setup.device)\n", ""))
     install_distribution(methods, "forgets-to", "forgets-to = forgets_to:NearestCentroid", group="vip.methods")
     on_the_cpu = MethodSetup(SimpleNamespace(device=torch.device("cpu"), embed_dim=8), ["melanoma", "nevus"])
-    assert build_method("forgets-to", on_the_cpu).centroids.device.type == "cpu"  # where it was made: no fault
+    with pytest.raises(PluginError) as error:  # built once more on meta, a stand-in for a GPU (it passed here)
+        build_method("forgets-to", on_the_cpu)
+    assert str(error.value).startswith(
+        "method 'forgets-to' (from forgets-to 0.1.0) failed in __init__: __init__ left buffer 'centroids' on cpu, "
+        "not on setup.device " + PROBE)
     elsewhere = MethodSetup(SimpleNamespace(device=torch.device("meta"), embed_dim=8), ["melanoma", "nevus"])
     with pytest.raises(PluginError) as error:
         build_method("forgets-to", elsewhere)
@@ -578,15 +599,22 @@ def test_a_method_that_forgets_to_move_itself_to_the_setup_device_is_refused_whe
     sys.modules.pop("forgets_to", None)
 
 
+@pytest.mark.parametrize("method, left", [
+    ("built-elsewhere", "on meta"),
+    ("forgets-to-move", "on cpu, not on setup.device"),  # found on the CPU by the device probe
+    ("plain-cpu-weights", None),  # forward uses a plain tensor attribute on the CPU: found by the device probe too
+])
 def test_a_benchmark_refuses_a_method_left_on_another_device_before_encoding(cli, methods, isic_small, tiny_clip,
-                                                                              tmp_path):
+                                                                              tmp_path, method, left):
     import os
     from pathlib import Path
 
     code, _, err = cli("benchmark", "--data", isic_small, "--arch", tiny_clip, "--pretrained", "none", "--methods",
-                       "built-elsewhere", "--shots", "2", "--seeds", "1", "--out", tmp_path / "sweep", "--device",
+                       method, "--shots", "2", "--seeds", "1", "--out", tmp_path / "sweep", "--device",
                        "cpu", "--workers", "0")
     line = _one_error(err)
-    assert code == 1 and line.startswith("error: method 'built-elsewhere' (from sample-methods 0.1.0) failed in "
-                                         "__init__: __init__ left buffer 'centroids' on meta"), line
+    start = (f"__init__: __init__ left buffer 'centroids' {left}" if left else
+             "forward: forward gave torch.Tensor.matmul a tensor on cpu")
+    assert code == 1 and line.startswith(f"error: method '{method}' (from sample-methods 0.1.0) failed in {start}"), \
+        line
     assert not list((Path(os.environ["VIP_CACHE_DIR"]) / "features").glob("*/*"))  # before any image was encoded

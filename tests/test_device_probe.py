@@ -1,0 +1,94 @@
+"""A method plugin that works only where torch makes tensors by default (the CPU) passed every check on the CPU and
+failed on a GPU with torch's "Expected all tensors to be on the same device", after every image was encoded. vip now
+builds each plugin once more on torch's meta device, a stand-in for a GPU, and runs its forward there
+(`vipcli.methods.device_probe`); the mistakes themselves are in test_method_contract.py. Here: vip's own methods pass
+it, a sound plugin that uses the CPU as a GPU allows is not refused, and the probe runs once per class and leaves the
+global random generators as it found them."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from plugin_helpers import methods_fixture, site  # noqa: F401 - site is a fixture
+
+PROBED_METHODS = '''
+import random
+
+import numpy as np
+import torch
+
+from vip_method_example import NearestCentroid
+
+
+class CountsBuilds(NearestCentroid):
+    """Sound: draws from every global generator in __init__ and counts its instances; in forward it scales by a
+    0-d tensor on the CPU and indexes with an index on the CPU, both of which torch allows on a GPU too."""
+
+    built = 0
+
+    def __init__(self, setup, settings=None, stored=None):
+        super().__init__(setup, settings, stored)
+        type(self).built += 1
+        torch.randn(3), random.random(), np.random.rand()
+
+    def forward(self, image_features):
+        rows = torch.arange(image_features.shape[0])  # on the CPU: an index
+        return super().forward(image_features[rows]) * torch.tensor(1.0)  # a 0-d tensor on the CPU
+'''
+
+probed = methods_fixture("probed_methods", PROBED_METHODS, {"counts-builds": "CountsBuilds"})
+
+
+def _toy_setup():
+    from vipcli.methods import MethodSetup
+    from vipcli.registry import load_backbone
+
+    symptoms = {"melanoma": ["asymmetric shape", "irregular border"], "nevus": ["round shape", "even colour"]}
+    return MethodSetup(load_backbone("toy", None, None, torch.device("cpu")), ["melanoma", "nevus"], symptoms)
+
+
+def test_a_plugin_is_probed_once_per_class_and_the_random_generators_are_left_as_they_were(probed):
+    import sys
+
+    from vipcli.methods import build_method, method_class
+
+    setup = _toy_setup()
+    cls = method_class("counts-builds")
+    torch.manual_seed(5), random.seed(5), np.random.seed(5)
+    cls(setup)  # what building it once leaves in the generators
+    states = torch.get_rng_state(), random.getstate(), np.random.get_state()[1].copy()
+    cls.built = 0
+    torch.manual_seed(5), random.seed(5), np.random.seed(5)
+    build_method("counts-builds", setup)
+    assert cls.built == 2  # built for the run and once more on meta, where its CPU scalar and CPU index pass
+    assert torch.equal(torch.get_rng_state(), states[0]) and random.getstate() == states[1]
+    assert (np.random.get_state()[1] == states[2]).all()
+    build_method("counts-builds", setup)  # the next row of a sweep: not probed again
+    assert cls.built == 3
+    sys.modules.pop("probed_methods", None)
+
+
+@pytest.mark.parametrize("method_id", ["zeroshot", "symptom-zeroshot", "linear-probe", "coop", "vip", "vip-cop-only",
+                                       "vip-mep-only"])
+def test_vips_own_methods_pass_the_probe(method_id):
+    """vip's methods are not probed in a run (its tests cover them), but they are what plugins build on: the probe
+    must build and run them on meta without finding a fault, not merely give up."""
+    from vipcli.methods import make_settings, method_class
+    from vipcli.methods.device_probe import probe_devices
+
+    cls = method_class(method_id)
+    assert probe_devices(cls, method_id, _toy_setup(), make_settings(cls, {}, method_id)) == "passed"
+
+
+@pytest.mark.parametrize("method_id", ["biomedcoop", "clap", "tip-adapter", "tip-adapter-f"])
+def test_a_method_that_reads_values_as_it_is_built_is_not_judged(method_id):
+    """These copy a tensor to the CPU in __init__ (meta tensors hold no values): the probe says nothing of them."""
+    from vipcli.methods import make_settings, method_class
+    from vipcli.methods.device_probe import probe_devices
+
+    cls = method_class(method_id)
+    assert probe_devices(cls, method_id, _toy_setup(), make_settings(cls, {}, method_id)).startswith("not judged")

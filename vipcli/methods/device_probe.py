@@ -1,0 +1,216 @@
+"""A method plugin built once more on a second device, so that one which works only where torch makes tensors by
+default (the CPU) is named before a run on a GPU fails with torch's "Expected all tensors to be on the same device".
+
+`check_on_device` compares a method's parameters and buffers with `setup.device`, but on the CPU, where every check
+of `vip methods check` and of a CPU run takes place, a plugin that forgot `self.to(setup.device)` or made a tensor on
+the CPU inside `forward` leaves nothing to see: the CPU is both the default and `setup.device`. vip therefore builds
+each plugin method once more with the toy backbone (random weights) on torch's meta device, which stands in for a
+GPU: tensors there have shapes and no values, so building and running cost next to nothing. It then checks that
+`__init__` left every parameter and buffer on that device, and runs `forward` on two image features there (the
+method unfitted: what `fit` makes is not probed). A `MixedDevices` mode watches every torch call meanwhile and names
+the first one given tensors on two devices; meta, unlike CUDA, lets some of them through (`x @ cpu_weight`), so the
+mode is what finds them. As on a GPU, a 0-d tensor on the CPU (`x * torch.tensor(2.0)`) and an index on the CPU
+(`x[torch.arange(2)]`) are allowed.
+
+A plugin that cannot be built or run there for any other reason (it reads a value: `.item()`, numpy; it expects its
+backbone's width) is not judged: the probe says nothing. It runs once per method class and process (a sweep builds
+each method again for every row), quietly, and leaves the global random generators as they were.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import random
+import warnings
+import weakref
+
+import torch
+from torch.overrides import TorchFunctionMode, resolve_name
+
+PROBE_DEVICE = torch.device("meta")
+PROBE_IMAGES = 2  # image features forward is run on
+STAND_IN = ("found by building the method once more with its backbone on torch's meta device, a stand-in for a "
+            "GPU: on a GPU it fails with \"Expected all tensors to be on the same device\"")
+FIXES = {
+    "__init__": "create every tensor on setup.device (torch.zeros(..., device=setup.device)), or move it there "
+                "(.to(setup.device)) before combining it with what the backbone returns",
+    "forward": "create what forward makes on image_features.device (torch.zeros(..., device=image_features.device)), "
+               "or make it a buffer in __init__ (self.register_buffer(NAME, tensor)) so that self.to(setup.device) "
+               "moves it",
+}
+# torch calls that take tensors on two devices on a GPU too: a copy, and indexing with an index on the CPU
+# (and what `nn.Module.to` calls as it moves a parameter)
+ACROSS_DEVICES = {torch.Tensor.to, torch.Tensor.copy_, torch.Tensor.__getitem__, torch.Tensor.__setitem__,
+                  torch.Tensor.type_as, torch._has_compatible_shallow_copy_type, torch.Tensor.data.__set__}
+_probed: weakref.WeakSet = weakref.WeakSet()  # the method classes probed in this process
+_backbone: list = []  # the toy backbone on PROBE_DEVICE, made once
+
+
+class MixedDevices(TorchFunctionMode):
+    """Names the first torch call given tensors (of one dimension or more) on `device` and on another one."""
+
+    def __init__(self, device: torch.device):
+        super().__init__()
+        self.device = device
+        self.found: tuple[str, torch.device] | None = None  # (the call, the other device)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if self.found is None and func not in ACROSS_DEVICES:
+            other = other_device([*args, *kwargs.values()], self.device)
+            if other is not None:
+                self.found = (resolve_name(func) or getattr(func, "__name__", repr(func)), other)
+        return func(*args, **kwargs)
+
+
+def other_device(values: list, device: torch.device) -> torch.device | None:
+    """The device other than `device` of a tensor among `values` (and the lists and tuples in them), when one of
+    them is on `device`; 0-d tensors do not count (torch lets a 0-d CPU tensor into a GPU operation)."""
+    devices = {value.device for value in _tensors(values) if value.dim() > 0}
+    if device not in devices or len(devices) < 2:
+        return None
+    return next(found for found in devices if found != device)
+
+
+def _tensors(values) -> list[torch.Tensor]:
+    found = []
+    for value in values:
+        if isinstance(value, torch.Tensor):
+            found.append(value)
+        elif isinstance(value, (list, tuple)):
+            found += [item for item in value if isinstance(item, torch.Tensor)]
+    return found
+
+
+class ShapesOnly:
+    """Towers that give tensors of the backbone contract's shapes on `PROBE_DEVICE`, holding no values: running the
+    toy's own towers on meta imports torch's Python meta kernels (its embedding and `triu`: 900 modules, 3 s)."""
+
+    def embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:
+        """[N, L] ids -> [N, L, W] token embeddings (shape only)."""
+        return torch.empty(*ids.shape, self.token_width, device=PROBE_DEVICE)
+
+    def encode_text_embeds(self, embeds: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """[N, L, W] embeddings -> [N, D] text features (shape only)."""
+        return torch.empty(embeds.shape[0], self.embed_dim, device=PROBE_DEVICE)
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        """[B, 3, H, W] images -> [B, D] image features (shape only)."""
+        return torch.empty(images.shape[0], self.embed_dim, device=PROBE_DEVICE)
+
+
+def probe_backbone():
+    """The toy backbone (random weights) on `PROBE_DEVICE`, its towers `ShapesOnly`: made once; None when it cannot
+    be made."""
+    if not _backbone:
+        try:
+            from vipcli.registry import backbone_class
+
+            toy = backbone_class("toy")
+            with torch.random.fork_rng(devices=[]):
+                _backbone.append(type(f"ShapesOnly{toy.__name__}", (ShapesOnly, toy), {})(None, "none", PROBE_DEVICE))
+        except Exception:  # vip's toy missing or broken: its own tests say so; the probe says nothing
+            _backbone.append(None)
+    return _backbone[0]
+
+
+def probe_devices(cls, method_id: str, setup, settings) -> str:
+    """Build `cls` once more on `PROBE_DEVICE` and run its forward there, once per class and process; raise a
+    `PluginError` naming `method_id` and the member (`__init__`, `forward`) that left a tensor on the CPU or used
+    one there. Returns what was found otherwise: "passed", "probed before", or why it could not judge ("not
+    judged: ...")."""
+    if cls in _probed:
+        return "probed before"
+    _probed.add(cls)
+    backbone = probe_backbone()
+    if backbone is None:
+        return "not judged: the toy backbone could not be made on the meta device"
+    elsewhere = dataclasses.replace(setup, backbone=backbone)
+    with isolated(), MixedDevices(PROBE_DEVICE) as watch:
+        try:
+            method = cls(elsewhere, copied(settings), None)
+        except Exception as error:
+            method = error
+    _refuse_mixed(method_id, "__init__", watch.found, "setup.device")
+    if isinstance(method, Exception):
+        return f"not judged: __init__ raised {type(method).__name__}: {method}"
+    _refuse_left_elsewhere(method, method_id)
+    return _probe_forward(method, method_id, backbone.embed_dim)
+
+
+def _probe_forward(method, method_id: str, width: int) -> str:
+    features = torch.empty(PROBE_IMAGES, width, device=PROBE_DEVICE)
+    with isolated(), MixedDevices(PROBE_DEVICE) as watch, torch.no_grad():
+        try:
+            method.eval()
+            logits = method.forward(features)
+        except Exception as error:
+            logits = error
+    _refuse_mixed(method_id, "forward", watch.found, "the image features' device", _plain_tensors(method, watch.found))
+    if isinstance(logits, Exception):
+        return f"not judged: forward raised {type(logits).__name__}: {logits}"
+    if isinstance(logits, torch.Tensor) and logits.device != PROBE_DEVICE:
+        from vipcli.methods.contract import method_fault
+
+        raise method_fault(method_id, "forward", f"forward returned logits on {logits.device}, not on the image "
+                                                 f"features' device ({STAND_IN})", FIXES["forward"])
+    return "passed"
+
+
+def _refuse_mixed(method_id: str, member: str, found: tuple | None, where: str, plain: str = "") -> None:
+    if found is None:
+        return
+    from vipcli.methods.contract import method_fault
+
+    call, other = found
+    raise method_fault(method_id, member, f"{member} gave {call} a tensor on {other} and one on {where}{plain} "
+                                          f"({STAND_IN})", FIXES[member])
+
+
+def _plain_tensors(method, found: tuple | None) -> str:
+    """", where self.NAME is a plain tensor attribute on the other device" for the method's tensors that are neither
+    parameters nor buffers (`self.to(setup.device)` does not move them), else ""."""
+    if found is None:
+        return ""
+    names = [f"self.{name}" for name, value in vars(method).items()
+             if isinstance(value, torch.Tensor) and value.device == found[1]]
+    if not names:
+        return ""
+    return f", where {', '.join(names[:3])} {'is a plain tensor' if len(names) == 1 else 'are plain tensors'} " \
+           f"on {found[1]} (self.to(setup.device) moves parameters and buffers only)"
+
+
+def _refuse_left_elsewhere(method, method_id: str) -> None:
+    from vipcli.methods.contract import DEVICE_FIXES, method_fault, tensors_elsewhere
+
+    elsewhere = tensors_elsewhere(method, PROBE_DEVICE)
+    if not elsewhere:
+        return
+    kind, name, found = elsewhere[0]
+    more = f" ({len(elsewhere) - 1} more tensor(s) too)" if len(elsewhere) > 1 else ""
+    raise method_fault(method_id, "__init__", f"__init__ left {kind} '{name}' on {found}{more}, not on setup.device "
+                                              f"({STAND_IN})", DEVICE_FIXES["__init__"])
+
+
+def copied(settings):
+    """A copy of a method's settings (a dataclass), so that the probe's instance shares nothing with the real one."""
+    return dataclasses.replace(settings) if dataclasses.is_dataclass(settings) else settings
+
+
+@contextlib.contextmanager
+def isolated():
+    """Run plugin code quietly (its prints and warnings were shown when it was built for real), leaving torch's,
+    Python's and numpy's global random generators as they were."""
+    import numpy as np
+
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    try:
+        with torch.random.fork_rng(devices=[]), warnings.catch_warnings(), \
+                contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
