@@ -663,7 +663,9 @@ def test_short_classes_and_missing_val_or_test_images_are_warned_about_before_an
     shutil.rmtree(isic_small / "test" / "nevus")
     code, _, stderr = cli(*bench_args(isic_small, tiny_clip, tmp_path / "b", "--methods", "coop", "--shots", "2,8",
                                       "--seeds", "1"))
-    assert code == 1 and [line for line in stderr.splitlines() if "random weights" not in line] == [
+    plan, *said = [line for line in stderr.splitlines() if "random weights" not in line]
+    assert plan.startswith("benchmark of 2 rows: 1 method (coop) x 2 shot counts (2, 8) x 1 seed (1); ")  # its plan
+    assert code == 1 and said == [
         "warning: class 'nevus' has no test images: its test figures cannot be measured (add images to its test "
         "folder, or remove test/ and vip carves one from train/)",
         *(f"warning: --shots 8: class '{name}' has only 6 training images; capped to 6 (see shots_used in results)"

@@ -319,7 +319,7 @@ def _finish_row(row: dict, fitted: dict, context: dict, fit_seconds: float) -> d
     pool, names, cls, method = context["pool"], context["class_names"], row["cls"], row["method"]
     started = time.perf_counter()
     val = evaluate(method, pool.val, len(names), context["device"])
-    test = evaluate(method, pool.test, len(names), context["device"])
+    test = evaluate(method, pool.test, len(names), context["device"], names)  # with its test against chance
     fit_seconds += time.perf_counter() - started
     check_batch_once(row["method_id"], method, context)  # after evaluate's own checks (NaN logits); not timed
     schedule = row["schedule"]
@@ -329,7 +329,8 @@ def _finish_row(row: dict, fitted: dict, context: dict, fit_seconds: float) -> d
         "n_train": len(row["subset"].y), "epochs": epochs if cls.trains else 0, "best_epoch": fitted.get("best_epoch"),
         **{f"val_{k}": val[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "auroc")},
         **{f"test_{k}": test[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "auroc")},
-        "test_confusion_matrix": test["confusion_matrix"], "fit_s": round(fit_seconds, 3),
+        "test_confusion_matrix": test["confusion_matrix"], "test_vs_chance": test["vs_chance"],
+        "fit_s": round(fit_seconds, 3),
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
         **where_run(context["device"]),  # device, machine: a resumed sweep's rows may come from several
         "method_distribution": installed_method(row["method_id"]),  # {name, version}: which code made this row
@@ -571,6 +572,8 @@ def _run_sweep(config: BenchmarkConfig, methods: list[tuple[str, type]], togethe
     rows = {row_key(r): r for r in (stored or {}).get("rows", [])}
     jobs = sweep_jobs(methods, config.shots, config.seeds)
     pending = [job for job in jobs if (job[0], str(job[2]), job[3]) not in rows]
+    if context["world"].main:
+        console.info(sweep_plan(config, methods, jobs, dataset, context["backbone"], context["device"], out))
     if len(pending) < len(jobs) and context["world"].main:  # under torchrun every rank reads the stored rows
         console.info(f"resuming {out}: {len(jobs) - len(pending)} finished rows skipped, {len(pending)} to run")
     if context["world"].main:
@@ -633,6 +636,8 @@ def _run_sweep(config: BenchmarkConfig, methods: list[tuple[str, type]], togethe
     missed = missed_rows_warning(result.rows, dataset.class_names)
     if missed and context["world"].main:
         console.warn(escape(missed))  # the class names are the user's
+    if context["world"].main:
+        warn_rows_at_chance(result.rows, context)
     if not pending and rows and context["world"].main:  # all resumed: rewrite results.csv, summary.csv (and .json)
         save_results(out, context["record"], context["class_names"], list(rows.values()))  # in case one was damaged
         if stored_split is None and not context["rewrite_split"]:  # not rewritten: nothing ran
@@ -648,6 +653,43 @@ def _run_sweep(config: BenchmarkConfig, methods: list[tuple[str, type]], togethe
         # cell keeps the whole figure; titled with the data and the backbone
         plot_shots(in_sweep_order(rows, pending), out / "shots.png", title=benchmark_title(context["record"]))
     return result
+
+
+def warn_rows_at_chance(rows: list[dict], context: dict) -> None:
+    """One warning naming the rows whose test images do not show that their model beats chance
+    (`chance_rows_warning`), as `vip train` warns of such a run; none when the backbone has random weights, which
+    its load has already warned of."""
+    from vipcli.chance import chance_rows_warning
+    from vipcli.report.notices import random_weights
+
+    if random_weights(context["record"]):
+        return
+    backbone = context["backbone"]
+    warning = chance_rows_warning(rows, str(getattr(backbone, "image_domain", "") or ""), context["config"].backbone.id)
+    if warning:
+        console.warn(escape(warning))  # method ids of plugins are not vip's
+
+
+def sweep_plan(config: BenchmarkConfig, methods: list[tuple[str, type]], jobs: list, dataset: Dataset, backbone,
+               device, out: Path) -> str:
+    """The first line of `vip benchmark`, as `vip train` opens with its plan: the rows (methods x shots x seeds),
+    the classes, the backbone and device, and where the results go."""
+    shots = ", ".join(str(shots_key(k)) for k in dict.fromkeys(config.shots))
+    seeds = ", ".join(str(seed) for seed in dict.fromkeys(config.seeds))
+    learning = [name for name, cls in methods if cls.uses_shots]
+    once = len(methods) - len(learning)
+    counts = (len(dict.fromkeys(config.shots)), len(dict.fromkeys(config.seeds)))
+    grid = (f"{console.counted(len(learning), 'method')} ({', '.join(learning)}) x {console.counted(counts[0], 'shot count')} "
+            f"({shots}) x {console.counted(counts[1], 'seed')} ({seeds})"
+            if learning else "")
+    zero = (f"{console.counted(once, 'zero-shot method')} ({', '.join(n for n, c in methods if not c.uses_shots)}) "
+            f"once per seed" if once else "")
+    arch = Path(str(backbone.describe().get("arch", ""))).name
+    fit = config.encoding.image_fit
+    fit = "" if fit == "crop" else f"; images {'padded' if fit == 'pad' else 'squashed'} to a square (--image-fit {fit})"
+    return (f"benchmark of {console.counted(len(jobs), 'row')}: {', and '.join(part for part in (grid, zero) if part)}"
+            f"; {len(dataset.class_names)} classes ({', '.join(dataset.class_names)}); backbone {config.backbone.id} ({arch}) on {device}{fit}; "
+            f"results in {console.printable(out)}")
 
 
 def in_sweep_order(rows: dict, jobs: list) -> list[dict]:

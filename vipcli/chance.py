@@ -202,12 +202,40 @@ def chance_level_warning(scores: list[dict], class_names: list[str], images: int
     """
     if not at_chance(scores):
         return ""
+    return f"{chance_sentence(scores, class_names, images)}; {_advice(scores, image_domain, backbone_id)}"
+
+
+def _advice(scores: list[dict], image_domain: str, backbone_id: str, whose: str = "its") -> str:
+    """What to do about a run (or a sweep's rows: `whose` 'their') at chance on test, in words."""
     if too_few(scores) or too_few_to_judge(scores):
-        advice = "give the test split more images of each class to measure the model"
-    elif image_domain:
-        advice = (f"backbone '{backbone_id}' knows only {image_domain}; for other images pass another backbone "
-                  "(`vip backbones list`)")
-    else:
-        advice = ("its figures say nothing of these images: try more shots, another backbone (`vip backbones list`), "
-                  "or see what the backbone tells apart with `vip symptoms rank`")
-    return f"{chance_sentence(scores, class_names, images)}; {advice}"
+        return "give the test split more images of each class to measure the model"
+    if image_domain:
+        return (f"backbone '{backbone_id}' knows only {image_domain}; for other images pass another backbone "
+                "(`vip backbones list`)")
+    return (f"{whose} figures say nothing of these images: try more shots, another backbone (`vip backbones list`), "
+            "or see what the backbone tells apart with `vip symptoms rank`")
+
+
+def chance_rows_warning(rows: list[dict], image_domain: str = "", backbone_id: str = "", shown: int = 3) -> str:
+    """A benchmark's warning for its rows whose test images do not show that their model beats chance (each row's
+    `test_vs_chance`, as `chance_level_warning` for a run), by method and shots, at most `shown` of them named:
+    "4 of the 10 rows do not show on test that their model beats chance: zeroshot (seeds 1, 2); ..."; "" when every
+    row does. A row without `test_vs_chance` (one of an earlier vip, or a test split missing a class) is not
+    counted."""
+    measured = [row for row in rows if row.get("test_vs_chance")]
+    at = [row for row in measured if at_chance(row["test_vs_chance"])]
+    if not at:
+        return ""
+    cells: dict[tuple[str, str], list[str]] = {}
+    for row in at:
+        cells.setdefault((row["method"], str(row["shots"])), []).append(str(row["seed"]))
+    named = [f"{method}{'' if shots == '0' else f' {shots}-shot'} (seed{'s' if len(seeds) > 1 else ''} "
+             f"{', '.join(seeds)})" for (method, shots), seeds in cells.items()]
+    more = f"; and {len(named) - shown} more" if len(named) > shown else ""
+    head = (f"none of the {len(measured)} rows shows" if len(at) == len(measured) and len(at) > 1
+            else f"{len(at)} of the {len(measured)} {'row' if len(measured) == 1 else 'rows'} "
+                 f"{'does' if len(at) == 1 else 'do'} not show")
+    whose = "its" if head.startswith("none") or len(at) == 1 else "their"
+    return (f"{head} on test that {whose} model beats chance: {'; '.join(named[:shown])}{more} (each row's "
+            "test_vs_chance in results.json has its classes' AUROC and how often a guess scores as high); "
+            f"{_advice(at[0]['test_vs_chance'], image_domain, backbone_id, 'their')}")

@@ -371,14 +371,20 @@ def _reference_accuracy(method, reference, epoch, device) -> float:
     return correct / max(total, 1)
 
 
-def evaluate(method, data: FeatureSet, num_classes: int, device) -> dict:
-    """Metrics of `method` on one split's features (NaN or infinite logits are the method's fault, named)."""
+def evaluate(method, data: FeatureSet, num_classes: int, device, class_names: list[str] | None = None) -> dict:
+    """Metrics of `method` on one split's features (NaN or infinite logits are the method's fault, named); with
+    `class_names`, also each class's AUROC against guessing (`vs_chance`, as metrics.json's test block keeps it)."""
     logits = predict_logits(method, data.x, device)  # [N, C] on the CPU
     if not bool(torch.isfinite(logits).all()):
         from vipcli.methods.contract import non_finite_logits_fault
 
         raise non_finite_logits_fault(method)
-    return metrics_of(logits, data.y, num_classes)
+    metrics = metrics_of(logits, data.y, num_classes)
+    if class_names is not None:
+        from vipcli.chance import vs_chance
+
+        metrics["vs_chance"] = vs_chance(data.y.numpy(), logits.softmax(dim=-1).numpy(), class_names)
+    return metrics
 
 
 def metrics_of(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict:

@@ -60,11 +60,10 @@ def exact_figures(confusion_matrix: list[list[int]]) -> dict:
 
     Macro-F1 is sklearn's `f1_score(average="macro", zero_division=0)` over all C classes: per class
     2·TP / (2·TP + FP + FN), 0 for a class neither present nor predicted.
-    Balanced accuracy (the ISIC challenges' balanced multiclass accuracy) is the mean over the same C
-    classes of each class's recall, TP / (TP + FN): sklearn's `recall_score(average="macro",
-    zero_division=0)`. A class without images in the split counts 0, as in macro-F1, so the two class
-    means always average the same classes (sklearn's `balanced_accuracy_score` would leave that class
-    out, and average fewer classes than macro-F1 does).
+    Balanced accuracy (the ISIC challenges' balanced multiclass accuracy) is the mean of each class's recall,
+    TP / (TP + FN), over the classes with images in the split: sklearn's `balanced_accuracy_score`. A class
+    without images has no recall to average (counting it 0 would cap a model that finds every image at
+    (C - 1) / C); its wrong predictions still lower the recall of the classes they belong to.
     Returns:
         {"accuracy", "balanced_accuracy", "macro_f1"}: Fractions (None each for an empty matrix).
     """
@@ -75,18 +74,18 @@ def exact_figures(confusion_matrix: list[list[int]]) -> dict:
     # 2·TP + FP + FN = (TP + FN) + (TP + FP): a class's images plus its predictions
     f1 = [Fraction(2 * c["found"], c["images"] + c["predicted"]) if c["images"] + c["predicted"] else Fraction(0)
           for c in classes]
-    recall = [c["recall"] or Fraction(0) for c in classes]  # None (no images): 0, as its F1
+    recall = [c["recall"] for c in classes if c["recall"] is not None]  # None: a class without images
     return {"accuracy": 100 * Fraction(sum(c["found"] for c in classes), total),
             "balanced_accuracy": sum(recall) / len(recall), "macro_f1": 100 * sum(f1) / len(f1)}
 
 
 def split_figure(block: dict, key: str):
-    """A metrics.json split block's figure `key` ("accuracy", "balanced_accuracy", ...) as stored; one an
-    earlier vip did not store (balanced_accuracy) computed from the block's confusion matrix, rounded as a
-    stored one is; None without either."""
-    if key in block:
-        return block[key]
+    """A metrics.json split block's figure `key` ("accuracy", "balanced_accuracy", ...) as stored; balanced accuracy
+    always from the block's confusion matrix where it has one (an earlier vip stored none, or one that counted a
+    class without images as 0), rounded as a stored one is; None without either."""
     matrix = block.get("confusion_matrix")
+    if key in block and not (key == "balanced_accuracy" and isinstance(matrix, list) and matrix):
+        return block[key]
     if isinstance(matrix, list) and matrix and key in ("accuracy", "balanced_accuracy", "macro_f1"):
         return round_half_up(exact_figures(matrix)[key])
     return None

@@ -16,7 +16,7 @@ from vipcli.metrics import (CAPPED_MARK, best_note, capped_columns, capped_note,
 from vipcli.plots import benchmark_title, draw_shots, method_styles, seeds_label, svg_markup, uneven_seeds
 from vipcli.report import html
 from vipcli.report.data_notes import images_per_split, left_out_files, skipped_files
-from vipcli.report.notices import random_weights_banner
+from vipcli.report.notices import random_weights, random_weights_banner
 from vipcli.report.swatches import swatch
 from vipcli.report.units import figures_meaning
 
@@ -316,6 +316,18 @@ def _missed_note(rows: list[dict], class_names) -> str:
     return html.note(html.text(message[0].upper() + message[1:] + ".")) if message else ""
 
 
+def _chance_note(rows: list[dict], config: dict) -> str:
+    """A note naming every row whose test images do not show that its model beats chance, as the sweep warned on
+    stderr; "" when every row does, or when the backbone had random weights (the report's banner says what that
+    means)."""
+    from vipcli.chance import chance_rows_warning
+
+    if random_weights(config):
+        return ""
+    message = chance_rows_warning(rows, shown=len(rows))
+    return html.note(html.text(message[0].upper() + message[1:] + ".")) if message else ""
+
+
 def _running_note(folder: Path) -> str:
     """A note (and a warning on stderr) when a `vip benchmark` is writing the folder now: the report shows the
     rows saved so far, which that sweep may still add to or, started with --force, replace."""
@@ -348,7 +360,7 @@ def benchmark_report(folder: Path) -> str:
         html.section("Results", html.figure(svg_markup(draw_shots(rows, title=title)), _shots_alt(rows, title),
                                             seeds_label(seeds, "point" if uneven_seeds(rows) else None)
                                             + _dashed_note(rows))
-                    + _missed_note(rows, document.get("class_names")) + _tables(rows, document.get("class_names"))),
+                    + _missed_note(rows, document.get("class_names")) + _chance_note(rows, config) + _tables(rows, document.get("class_names"))),
         _speed(folder),
     ]
     subtitle = html.text(f"{len(rows)} runs on {Path(str(config.get('data', ''))).name}, backbone "

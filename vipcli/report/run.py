@@ -180,14 +180,17 @@ def _chance_note(run: dict) -> str:
 
 def _balanced_note(matrix: list[list[int]], figures: list[dict]) -> str:
     """The caption under the classes' table (`figures`: `per_class_figures(matrix)`): their sensitivities' mean
-    is the balanced accuracy of the scores table (a class without test images counting 0, as there)."""
+    is the balanced accuracy of the scores table (a class without test images, which has no sensitivity, left out,
+    as there)."""
     from vipcli.metrics import exact_figures, round_half_up
 
     absent = sum(not f["images"] for f in figures)
     mean = round_half_up(exact_figures(matrix)["balanced_accuracy"])
-    return (f"The mean of the sensitivity column over the {len(figures)} classes, {_fmt(mean)}%, is the balanced "
-            "accuracy on test" + (f" ({absent} {plural(absent, 'class', 'classes')} without test images counting 0)."
-                                  if absent else "."))
+    present = len(figures) - absent
+    return (f"The mean of the sensitivity column over the {present} {plural(present, 'class', 'classes')}"
+            f"{' with test images' if absent else ''}, {_fmt(mean)}%, is the balanced accuracy on test"
+            + (f" ({absent} {plural(absent, 'class', 'classes')} without test images, and so without a sensitivity, "
+               "left out)." if absent else "."))
 
 
 def _share(value, part: int, whole: int) -> str:

@@ -14,9 +14,9 @@ def figures_meaning(shares: str) -> str:
     """What a figure in % is, in a sentence; `shares`: the figures that are shares of images, e.g. 'Accuracy'."""
     return (f"Figures in % run from 0 to 100. {shares} {'is a share' if ' ' not in shares else 'are shares'} of "
             "the images counted; balanced accuracy is the mean over the classes of each one's sensitivity "
-            "(recall), so a small class counts as much as a large one; macro-F1 is the mean over the classes of "
-            "each one's F1, which weighs its sensitivity and precision together (both count a class without "
-            "images in the split as 0); AUROC is how often the model ranks an image of a class above an "
+            "(recall), so a small class counts as much as a large one (a class without images in the split has "
+            "none, and is left out); macro-F1 is the mean over the classes of each one's F1, which weighs its "
+            "sensitivity and precision together (a class without images in the split counts 0); AUROC is how often the model ranks an image of a class above an "
             "image of another (50: no better than a coin toss, 100: always).")
 
 
