@@ -443,3 +443,52 @@ def test_prune_refuses_a_pack_whose_file_would_be_a_windows_device_before_encodi
         "folder could not be copied to or opened on Windows (rename the pack (its 'name:') or give the class a pack of "
         "another name with --symptoms)"]
     assert "encoding" not in err and not (tmp_path / "pruned").exists()
+
+
+MELANOMA_UNRELATED = """name: melanoma
+symptoms:
+  - A bowl of hot soup
+  - A page of printed text
+  - The spot is symmetric on both sides
+  - Small, dark areas within the spot
+"""
+
+
+def test_text_that_says_nothing_of_the_images_never_helps(cli, lesions, tmp_path, monkeypatch):
+    """A melanoma pack of mostly nevus-like and unrelated texts made "A bowl of hot soup" and the nevus symptom
+    "The spot is symmetric on both sides" help melanoma (AUROC above the chance bound: each similarity is relative
+    to the mean over the ranked symptoms, and almost any text separates images that differ). A symptom now helps
+    only if it beats what texts unrelated to the images reach for its class, shown in the table and --json."""
+    (tmp_path / "unrelated.yaml").write_text(MELANOMA_UNRELATED)
+    args = ("symptoms", "rank", "--data", lesions, "--backbone", "toy", "--workers", "0", "--device", "cpu",
+            "--symptoms", tmp_path / "unrelated.yaml")
+    code, out, err = cli(*args, "--json")
+    assert code == 0, err
+    scores = {(s["class"], s["symptom"]): s for s in json.loads(out)["symptoms"]}
+    for text in ("A bowl of hot soup", "A page of printed text", "The spot is symmetric on both sides"):
+        score = scores[("melanoma", text)]
+        assert not score["helps"], score
+        assert score["auroc"] <= score["unrelated_auroc"]
+        if score["auroc"] > score["bound"] and score["favours"] is None:
+            assert score["verdict"] == "no better than unrelated text"
+    assert {s["unrelated_auroc"] for (name, _), s in scores.items() if name == "melanoma"} == {
+        scores[("melanoma", "A bowl of hot soup")]["unrelated_auroc"]}  # one reach per class
+    from vipcli.symptoms.rank import UNRELATED_TEXTS
+
+    assert json.loads(out)["unrelated_texts"] == list(UNRELATED_TEXTS)
+    monkeypatch.setenv("COLUMNS", "250")
+    code, out, _ = cli(*args)
+    assert code == 0 and "unrelated" in out.splitlines()[2]  # the table's header
+    assert "unrelated: the best AUROC for its class of 8 texts that say nothing of the images" in out
+
+
+def test_a_symptom_helps_only_above_what_unrelated_texts_reach():
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], 60)
+    signal = (labels == 0) + rng.normal(0, 0.8, 120)  # [N] a symptom of class a, well above chance
+    weaker = (labels == 0) * 0.3 + rng.normal(0, 0.8, 120)  # an unrelated text that separates less
+    stronger = (labels == 0) * 3.0 + rng.normal(0, 0.8, 120)  # one that separates more
+    for unrelated, helps in ((weaker, True), (stronger, False)):
+        [score] = score_symptoms(signal[:, None], labels, [0], ["s"], ["a", "b"], unrelated=unrelated[:, None])
+        assert score.auroc > score.bound and score.helps is helps
+        assert score.verdict == ("helps" if helps else "no better than unrelated text")

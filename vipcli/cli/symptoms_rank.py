@@ -154,6 +154,8 @@ def show_ranking(result, pruning: bool = False) -> None:
     from rich.table import Table
     from rich.text import Text
 
+    from vipcli.symptoms.rank import UNRELATED_TEXTS
+
     out = console.stdout()
     counts = ", ".join(f"{name}: {n}" for name, n in zip(result.class_names, result.counts))
     out.print(
@@ -161,13 +163,16 @@ def show_ranking(result, pruning: bool = False) -> None:
         f"({counts}); backbone {result.backbone['id']} on {result.device}",
         markup=False,
     )
-    table = Table("class", "symptom", "AUROC", "bound", "verdict")
+    table = Table("class", "symptom", "AUROC", "bound", "unrelated", "verdict")
     for score in result.scores:
         verdict = Text(score.verdict, style="green" if score.helps else "bold red")
-        table.add_row(Text(score.class_name), Text(score.symptom), f"{score.auroc:.3f}", f"{score.bound:.3f}", verdict)
+        table.add_row(Text(score.class_name), Text(score.symptom), f"{score.auroc:.3f}", f"{score.bound:.3f}",
+                      f"{score.unrelated:.3f}", verdict)
     out.print(table)
     out.print("AUROC: its class against the others, on its similarity to each image (minus the image's mean over "
-              "all symptoms); bound: what a useless symptom stays under (95%), or --min-auroc", markup=False)
+              "all symptoms); bound: what a useless symptom stays under (95%), or --min-auroc; unrelated: the best "
+              f"AUROC for its class of {len(UNRELATED_TEXTS)} texts that say nothing of the images "
+              f"({UNRELATED_TEXTS[0]!r}, ...), which a symptom the backbone sees must beat", markup=False)
     flagged = [s for s in result.scores if not s.helps]
     if not flagged:
         out.print("every symptom helps", markup=False)
@@ -213,6 +218,8 @@ def show_pruned(pruned: list, written: dict[str, Path], data: Path, backbone_opt
 
 def rank_document(result, pruned: list, written: dict[str, Path]) -> dict:
     """The ranking (and any written packs) as one JSON-ready document."""
+    from vipcli.symptoms.rank import UNRELATED_TEXTS
+
     return {
         "class_names": result.class_names,
         "training_images": dict(zip(result.class_names, result.counts)),
@@ -222,9 +229,10 @@ def rank_document(result, pruned: list, written: dict[str, Path]) -> dict:
         "device": result.device,
         "unreadable": {str(k): v for k, v in result.failures.items()},  # as in train and benchmark --json
         "skipped": {str(k): v for k, v in result.failures.items()},  # its older name
+        "unrelated_texts": list(UNRELATED_TEXTS),
         "symptoms": [
             {"class": s.class_name, "symptom": s.symptom, "auroc": round(s.auroc, 4), "bound": round(s.bound, 4),
-             "helps": s.helps, "verdict": s.verdict, "favours": s.favours,
+             "unrelated_auroc": round(s.unrelated, 4), "helps": s.helps, "verdict": s.verdict, "favours": s.favours,
              "favours_auroc": None if s.favours_auroc is None else round(s.favours_auroc, 4)}
             for s in result.scores
         ],

@@ -9,9 +9,13 @@ For every symptom of every class, on the training split:
   other classes (0.5 is chance, 1.0 perfect, below 0.5 backwards);
 - it "favours" another class when the images of that class match it significantly better than
   the images of its own class (pairwise AUROC);
+- unrelated: the highest AUROC that texts unrelated to any medical image ("A photo of a dog", ...)
+  reach for its class, on the same similarity. When the classes' images differ at all, almost any
+  text's similarity separates them a little, whether or not the backbone reads the text; a symptom
+  the backbone sees must do better than text that says nothing of the images;
 - it helps when its AUROC is above chance with 95% confidence (one-sided; the bound depends on
   how many images there are), or above --min-auroc when that is given (it then replaces the chance
-  bound, in the pairwise test too), and it favours no other class.
+  bound, in the pairwise test too), above what unrelated texts reach, and it favours no other class.
 
 `prune` removes the symptoms that do not help, keeping at least two per class. A kept symptom that
 "points the wrong way" (AUROC below 0.5, or it favours another class: the other classes' images match
@@ -30,6 +34,16 @@ from vipcli.packs import SymptomPack, without_image_names
 
 CONFIDENCE_Z = 1.645  # one-sided 95% normal quantile
 KEEP_AT_LEAST = 2  # a pruned pack keeps at least this many symptoms
+UNRELATED_TEXTS = (  # say nothing of any medical image: what they reach is what the backbone gives any text
+    "A photo of a dog",
+    "A red car parked on a street",
+    "A bowl of hot soup",
+    "A mountain landscape at sunset",
+    "A page of printed text",
+    "A ripe yellow banana",
+    "A wooden chair in an empty room",
+    "A city skyline at night",
+)
 
 
 @dataclass(frozen=True)
@@ -42,11 +56,19 @@ class SymptomScore:
     bound: float  # the AUROC it must beat to count as better than chance
     favours: str | None  # another class whose images match it significantly better, or None
     favours_auroc: float | None  # AUROC of its class vs that class (below 0.5)
+    unrelated: float = 0.0  # the highest AUROC UNRELATED_TEXTS reach for its class (0: not measured)
 
     @property
     def helps(self) -> bool:
-        """True if it separates its class better than chance and favours no other class."""
-        return self.auroc > self.bound and self.favours is None
+        """True if it separates its class better than chance and than unrelated texts, and favours no other
+        class."""
+        return self.auroc > self.bound and self.auroc > self.unrelated and self.favours is None
+
+    @property
+    def like_unrelated_text(self) -> bool:
+        """True if it beats chance but not what texts unrelated to the images reach for its class: the images
+        differ, but nothing shows the backbone sees what the symptom says."""
+        return self.favours is None and self.bound < self.auroc <= self.unrelated
 
     @property
     def points_wrong_way(self) -> bool:
@@ -61,11 +83,14 @@ class SymptomScore:
 
     @property
     def verdict(self) -> str:
-        """"helps", "favours <class>", "too few images to tell" or "no better than chance"."""
+        """"helps", "favours <class>", "too few images to tell", "no better than unrelated text" or "no better
+        than chance"."""
         if self.favours is not None:
             return f"favours {self.favours}"
         if self.helps:
             return "helps"
+        if self.like_unrelated_text:
+            return "no better than unrelated text"
         return "too few images to tell" if self.too_few_images else "no better than chance"
 
 
@@ -100,6 +125,7 @@ class RankResult:
     device: str = "cpu"  # where the encoders ran
     split: str = "folder"  # where the training split came from
     image_fit: str = "crop"  # how the images were fitted into the encoder's square
+    unrelated: dict = field(default_factory=dict)  # class -> the highest AUROC UNRELATED_TEXTS reach for it
 
 
 def chance_bound(n_positive: int, n_negative: int, z: float = CONFIDENCE_Z) -> float:
@@ -145,8 +171,43 @@ def centered_similarity(image_features, text_features):
     return (cosine - cosine.mean(dim=1, keepdim=True)).cpu().numpy()
 
 
+def unrelated_similarity(image_features, text_features, unrelated_features):
+    """Cosine of every image with every unrelated text, minus the image's mean over the ranked symptoms (the
+    same centering as `centered_similarity`, which the unrelated texts do not change).
+
+    Args:
+        image_features: [N, D] image features (any norm).
+        text_features: [S, D] the ranked symptoms' features (any norm).
+        unrelated_features: [U, D] the unrelated texts' features (any norm).
+    Returns:
+        [N, U] numpy array.
+    """
+    import torch.nn.functional as F
+
+    images = F.normalize(image_features.float(), dim=-1)  # [N, D]
+    mean = (images @ F.normalize(text_features.float(), dim=-1).T).mean(dim=1, keepdim=True)  # [N, 1]
+    return (images @ F.normalize(unrelated_features.float(), dim=-1).T - mean).cpu().numpy()
+
+
+def unrelated_reach(unrelated, labels, class_count: int) -> list[float]:
+    """Per class index, the highest AUROC (its class against the others) of any column of `unrelated` [N, U];
+    0.0 for a class without images or when there are no columns."""
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    labels = np.asarray(labels)
+    reach = []
+    for index in range(class_count):
+        positive = labels == index
+        if unrelated is None or unrelated.shape[1] == 0 or positive.all() or not positive.any():
+            reach.append(0.0)
+            continue
+        reach.append(max(float(roc_auc_score(positive, unrelated[:, column])) for column in range(unrelated.shape[1])))
+    return reach
+
+
 def score_symptoms(similarity, labels, owners: list[int], texts: list[str], class_names: list[str],
-                   min_auroc: float | None = None) -> list[SymptomScore]:
+                   min_auroc: float | None = None, unrelated=None) -> list[SymptomScore]:
     """Score each symptom (column of `similarity`) for the class that owns it.
 
     Args:
@@ -156,6 +217,8 @@ def score_symptoms(similarity, labels, owners: list[int], texts: list[str], clas
         texts: [S] the symptom texts.
         class_names: names by class index.
         min_auroc: a fixed bound; None uses the chance bound for the image counts.
+        unrelated: [N, U] the images' similarity to texts unrelated to them (`unrelated_similarity`); a symptom
+            helps only if it beats the highest AUROC they reach for its class. None: not measured.
     Returns:
         One SymptomScore per symptom, per class in class order, best AUROC first.
     """
@@ -163,6 +226,7 @@ def score_symptoms(similarity, labels, owners: list[int], texts: list[str], clas
     from sklearn.metrics import roc_auc_score
 
     labels = np.asarray(labels)
+    reach = unrelated_reach(unrelated, labels, len(class_names))
     scores = []
     for column, (owner, text) in enumerate(zip(owners, texts)):
         values = similarity[:, column]  # [N]
@@ -179,7 +243,7 @@ def score_symptoms(similarity, labels, owners: list[int], texts: list[str], clas
             pair_bound = min_auroc if min_auroc is not None else chance_bound(int(positive.sum()), int(negative.sum()))
             if pairwise < 1 - pair_bound and (favours_auroc is None or pairwise < favours_auroc):
                 favours, favours_auroc = class_names[other], pairwise
-        scores.append(SymptomScore(class_names[owner], text, auroc, bound, favours, favours_auroc))
+        scores.append(SymptomScore(class_names[owner], text, auroc, bound, favours, favours_auroc, reach[owner]))
     order = {name: index for index, name in enumerate(class_names)}
     return sorted(scores, key=lambda s: (order[s.class_name], -s.auroc))
 
@@ -214,6 +278,7 @@ def rank_on_data(config: RankConfig, progress=None) -> RankResult:
     backbone = load_backbone(config.backbone, config.arch, config.pretrained, device)
     prompts = [list(packs[name].symptoms) for name in dataset.class_names]
     bank = build_prompt_bank(backbone, prompts, n_ctx=0)  # a symptom too long for the text tower: before encoding
+    unrelated_bank = build_prompt_bank(backbone, [list(UNRELATED_TEXTS)], n_ctx=0)
     cache = FeatureCache(root, backbone, config.image_fit)
     train = dataset.splits["train"]
     with console.task(progress, "encoding training images", len(train)) as advance:
@@ -227,12 +292,15 @@ def rank_on_data(config: RankConfig, progress=None) -> RankResult:
             "add readable images to the class folders",
         )
     with torch.no_grad():
-        text_features = encode_prompts(backbone, bank, None)  # [S, D]
+        text_features = encode_prompts(backbone, bank, None).cpu()  # [S, D]
+        unrelated_features = encode_prompts(backbone, unrelated_bank, None).cpu()  # [U, D]
     images = torch.stack([encoded.eval[i] for i in readable])  # [N, D]
-    similarity = centered_similarity(images, text_features.cpu())  # [N, S]
+    similarity = centered_similarity(images, text_features)  # [N, S]
+    unrelated = unrelated_similarity(images, text_features, unrelated_features)  # [N, U]
     owners = bank.class_index.tolist()
     texts = [symptom for class_prompts in prompts for symptom in class_prompts]
-    scores = score_symptoms(similarity, labels, owners, texts, dataset.class_names, config.min_auroc)
+    scores = score_symptoms(similarity, labels, owners, texts, dataset.class_names, config.min_auroc, unrelated)
+    reach = unrelated_reach(unrelated, labels, len(dataset.class_names))
     describe = backbone.describe()
     return RankResult(
         scores=scores, class_names=dataset.class_names, packs=packs, counts=counts, failures=encoded.failures,
@@ -240,6 +308,7 @@ def rank_on_data(config: RankConfig, progress=None) -> RankResult:
                   "pretrained": str(describe.get("pretrained", config.pretrained or "")),
                   "fingerprint": backbone.fingerprint()},
         device=str(device), split=dataset.origin.get("train", "folder"), image_fit=config.image_fit,
+        unrelated=dict(zip(dataset.class_names, reach)),
     )
 
 
