@@ -9,8 +9,9 @@ GPU: tensors there have shapes and no values, so building and running cost next 
 `__init__` left every parameter and buffer on that device, and runs `forward` on two image features there (the
 method unfitted: what `fit` makes is not probed). A `MixedDevices` mode watches every torch call meanwhile and names
 the first one given tensors on two devices; meta, unlike CUDA, lets some of them through (`x @ cpu_weight`), so the
-mode is what finds them. As on a GPU, a 0-d tensor on the CPU (`x * torch.tensor(2.0)`) and an index on the CPU
-(`x[torch.arange(2)]`) are allowed.
+mode is what finds them. As on a GPU, a 0-d tensor on the CPU (`x * torch.tensor(2.0)`), an index on the CPU
+(`x[torch.arange(2)]`), a copy from the CPU (`x.new_tensor(cpu_values)`) and a tensor whose shape alone is read
+(`x.expand_as(cpu_mask)`) are allowed.
 
 A plugin that cannot be built or run there for any other reason (it reads a value: `.item()`, numpy; it expects its
 backbone's width) is not judged: the probe says nothing. It runs once per method class and process (a sweep builds
@@ -40,10 +41,13 @@ FIXES = {
                "or make it a buffer in __init__ (self.register_buffer(NAME, tensor)) so that self.to(setup.device) "
                "moves it",
 }
-# torch calls that take tensors on two devices on a GPU too: a copy, and indexing with an index on the CPU
-# (and what `nn.Module.to` calls as it moves a parameter)
-ACROSS_DEVICES = {torch.Tensor.to, torch.Tensor.copy_, torch.Tensor.__getitem__, torch.Tensor.__setitem__,
-                  torch.Tensor.type_as, torch._has_compatible_shallow_copy_type, torch.Tensor.data.__set__}
+# torch calls that take tensors on two devices on a GPU too: a copy (`x.new_tensor(cpu_values)`), indexing with an
+# index on the CPU, one that reads only the other tensor's shape (`x.expand_as(cpu_mask)`), and what `nn.Module.to`
+# calls as it moves a parameter
+ACROSS_DEVICES = {torch.Tensor.to, torch.Tensor.copy_, torch.Tensor.new_tensor, torch.Tensor.type_as,
+                  torch.Tensor.__getitem__, torch.Tensor.__setitem__, torch.Tensor.index_put_, torch.Tensor.index_put,
+                  torch.Tensor.expand_as, torch.Tensor.view_as, torch.Tensor.reshape_as,
+                  torch._has_compatible_shallow_copy_type, torch.Tensor.data.__set__}
 _probed: weakref.WeakSet = weakref.WeakSet()  # the method classes probed in this process
 _backbone: list = []  # the toy backbone on PROBE_DEVICE, made once
 
