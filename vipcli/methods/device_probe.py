@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
-import random
 import warnings
 import weakref
 
@@ -187,15 +186,12 @@ def _plain_tensors(method, found: tuple | None) -> str:
 
 
 def _refuse_left_elsewhere(method, method_id: str) -> None:
-    from vipcli.methods.contract import DEVICE_FIXES, method_fault, tensors_elsewhere
+    from vipcli.methods.contract import DEVICE_FIXES, left_elsewhere, method_fault, tensors_elsewhere
 
     elsewhere = tensors_elsewhere(method, PROBE_DEVICE)
-    if not elsewhere:
-        return
-    kind, name, found = elsewhere[0]
-    more = f" ({len(elsewhere) - 1} more tensor(s) too)" if len(elsewhere) > 1 else ""
-    raise method_fault(method_id, "__init__", f"__init__ left {kind} '{name}' on {found}{more}, not on setup.device "
-                                              f"({STAND_IN})", DEVICE_FIXES["__init__"])
+    if elsewhere:
+        raise method_fault(method_id, "__init__", f"{left_elsewhere('__init__', elsewhere)}, not on setup.device "
+                                                  f"({STAND_IN})", DEVICE_FIXES["__init__"])
 
 
 def copied(settings):
@@ -207,14 +203,9 @@ def copied(settings):
 def isolated():
     """Run plugin code quietly (its prints and warnings were shown when it was built for real), leaving torch's,
     Python's and numpy's global random generators as they were."""
-    import numpy as np
+    from vipcli.features import cpu_generators_kept
 
-    python_state, numpy_state = random.getstate(), np.random.get_state()
-    try:
-        with torch.random.fork_rng(devices=[]), warnings.catch_warnings(), \
-                contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        random.setstate(python_state)
-        np.random.set_state(numpy_state)
+    with cpu_generators_kept(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+            contextlib.redirect_stderr(io.StringIO()):
+        warnings.simplefilter("ignore")
+        yield
