@@ -441,7 +441,7 @@ def agree_without_encoding(world: World, run: dict) -> None:
     if not world.distributed:
         return
     world = join()
-    agree_with_rank_zero(world, lambda: {**run, "images": images_view([])}, "the start of the benchmark",
+    agree_with_rank_zero(world, lambda: {**run, "images": paths_view([])}, "the start of the benchmark",
                          ENCODING_VIEW_HINT)
     barrier(world, "the start of the benchmark")
     leave(world)
@@ -455,15 +455,16 @@ def encoding_view(jobs, cache) -> dict:
     encode its share again (then warn, wrongly, that the cache is not shared)."""
     _, views, center = jobs[0] if jobs else ((), 0, True)
     described = f"{views} augmented view{'' if views == 1 else 's'}{' and the center view' if center else ''}"
-    return {"images": images_view(jobs), "views": f"{described} of each training image", "backbone": cache.key}
+    images = paths_view(os.path.abspath(path) for group, _, _ in jobs for path in group)
+    return {"images": images, "views": f"{described} of each training image", "backbone": cache.key}
 
 
-def images_view(jobs) -> str:
-    """The images of `jobs` (as `encode_shared` takes them) as ranks compare them: "COUNT DIGEST", the digest of
-    their absolute paths in order."""
+def paths_view(paths) -> str:
+    """Image paths (strings) as ranks compare them (the `images` of a view): "COUNT DIGEST", 16 hex digits of the
+    sha256 of the paths in order."""
     import hashlib
 
-    paths = [os.path.abspath(path) for group, _, _ in jobs for path in group]
+    paths = list(paths)
     digest = hashlib.sha256("\n".join(paths).encode("utf-8", "surrogateescape")).hexdigest()[:16]
     return f"{len(paths)} {digest}"
 

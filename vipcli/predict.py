@@ -335,8 +335,7 @@ def shared_view(out: Path, paths: list[Path], form) -> dict:
     --out, the text of its lock file (rank 0 holds it: a node that does not share rank 0's --out folder
     sees none), the records it writes (`form`: the options and model that shape them), and the images
     in order (their number and a digest of their paths)."""
-    import hashlib
-
+    from vipcli.distributed import paths_view
     from vipcli.locks import lock_file
     from vipcli.prediction_files import coverage_text
 
@@ -344,10 +343,9 @@ def shared_view(out: Path, paths: list[Path], form) -> dict:
         lock = lock_file(out).read_text(encoding="utf-8", errors="replace")
     except OSError:
         lock = ""
-    digest = hashlib.sha256("\n".join(map(str, paths)).encode("utf-8", "surrogateescape")).hexdigest()[:16]
     records = (f"--coverage {coverage_text(form.coverage) if form.sets else 'none'}, "
                f"{'with' if form.explain else 'no'} --explain, model {form.model[:12]}")
-    return {"out": os.path.abspath(out), "lock": lock, "records": records, "images": f"{len(paths)} {digest}"}
+    return {"out": os.path.abspath(out), "lock": lock, "records": records, "images": paths_view(map(str, paths))}
 
 
 def predict_to_file(predictor: Predictor, paths: list[Path], out: Path, world=None, force: bool = False,
