@@ -121,6 +121,17 @@ def overridden(defaults: list, extra) -> list:
             if len(item) == 1 or str(item[0]) in REPEATABLE_OPTIONS or last[str(item[0])] == k for part in item]
 
 
+def symptoms_workspace(tmp_path: Path, monkeypatch, key: str) -> None:
+    """Where a `vip symptoms generate` test runs: the cache in tmp_path/cache, the working folder tmp_path/work, a
+    wide console, no VIP_DEBUG, and `key` in $OPENAI_API_KEY (a made-up key, which no output may show)."""
+    monkeypatch.setenv("VIP_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.delenv("VIP_DEBUG", raising=False)
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+
+
 def resave_run(file, weights: dict, header: dict) -> None:
     """Write a run's model.safetensors changed on purpose (a test's edit of its header or tensors), with the
     `content_sha256` of what it now holds, as a tool that edits runs must: a checksum left stale is refused

@@ -38,9 +38,28 @@ class CountsBuilds(NearestCentroid):
     def forward(self, image_features):
         rows = torch.arange(image_features.shape[0])  # on the CPU: an index
         return super().forward(image_features[rows]) * torch.tensor(1.0)  # a 0-d tensor on the CPU
+
+
+class CopiesFromTheCpu(NearestCentroid):
+    """Sound: keeps a plain CPU tensor and, in forward, copies it to the features' device (new_tensor), writes
+    through a CPU index (index_put_) and reads the shape of a CPU tensor (expand_as, view_as, reshape_as), each of
+    which torch allows on a GPU too."""
+
+    def __init__(self, setup, settings=None, stored=None):
+        super().__init__(setup, settings, stored)
+        self.prior = torch.ones(len(setup.class_names))  # a plain tensor: stays on the CPU
+
+    def forward(self, image_features):
+        logits = super().forward(image_features)
+        prior = logits.new_tensor(self.prior)  # a copy onto the logits' device
+        prior = prior.expand_as(torch.empty(logits.shape)).view_as(torch.empty(logits.shape))
+        prior = prior.reshape_as(torch.empty(logits.shape)).clone()
+        prior.index_put_((torch.tensor([0]),), torch.ones(logits.shape[1], device=logits.device))
+        return logits * prior
 '''
 
-probed = methods_fixture("probed_methods", PROBED_METHODS, {"counts-builds": "CountsBuilds"})
+probed = methods_fixture("probed_methods", PROBED_METHODS, {"counts-builds": "CountsBuilds",
+                                                           "copies-from-the-cpu": "CopiesFromTheCpu"})
 
 
 def _toy_setup():
@@ -70,6 +89,18 @@ def test_a_plugin_is_probed_once_per_class_and_the_random_generators_are_left_as
     build_method("counts-builds", setup)  # the next row of a sweep: not probed again
     assert cls.built == 3
     sys.modules.pop("probed_methods", None)
+
+
+def test_a_plugin_that_copies_from_the_cpu_or_reads_a_cpu_tensors_shape_is_not_refused(probed):
+    """`x.new_tensor(cpu_values)`, `x.expand_as(cpu_mask)` (view_as, reshape_as) and `x.index_put_` with an index on
+    the CPU run on a GPU: the probe named them as "gave torch.Tensor.new_tensor a tensor on cpu and one on the image
+    features' device" and refused a sound plugin before its run."""
+    from vipcli.methods import make_settings, method_class
+    from vipcli.methods.device_probe import probe_devices
+
+    cls = method_class("copies-from-the-cpu")
+    assert probe_devices(cls, "copies-from-the-cpu", _toy_setup(), make_settings(cls, {}, "copies-from-the-cpu")) \
+        == "passed"
 
 
 @pytest.mark.parametrize("method_id", ["zeroshot", "symptom-zeroshot", "linear-probe", "coop", "vip", "vip-cop-only",

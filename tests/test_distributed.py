@@ -677,6 +677,47 @@ def test_a_benchmark_rank_with_no_rows_to_run_does_not_leave_rank_zero_waiting(t
     assert codes == [0, 0] and "0 to run" in said[0] and not said[1].strip(), said
 
 
+NOTHING_TO_ENCODE_SCRIPT = """
+import os, sys
+from pathlib import Path
+
+import torch
+
+from vipcli import distributed
+from vipcli.errors import VipError
+from vipcli.features import FeatureCache
+from vipcli.registry import load_backbone
+
+world = distributed.world_from_env()
+run = {"command": "benchmark", "out": "/sweep", "rows": "0 of 2"}  # alike on both ranks
+try:
+    if world.main:  # rank 0 encodes (its split.json to be written anew, say); rank 1 has nothing to encode
+        backbone = load_backbone("toy", None, None, torch.device("cpu"))
+        images = sorted(Path(sys.argv[1]).rglob("*.png"))[:4]
+        distributed.encode_shared(backbone, world, [(images, 0, True)], FeatureCache(Path(os.environ["VIP_CACHE_DIR"]),
+                                  backbone), 4, 0, run=run)
+    else:
+        distributed.agree_without_encoding(world, run)
+except VipError as error:
+    print(error.message)
+    sys.exit(1)
+"""
+
+
+@needs_gloo
+def test_a_rank_with_nothing_to_encode_is_refused_where_rank_zero_encodes(toy_run, tmp_path):
+    """Two benchmark ranks alike in --out and rows still to run, rank 0 with images to encode and rank 1 with none:
+    rank 1 passed the check, its barrier met rank 0's at the end of encoding, and rank 0 warned that the cache was
+    not shared (it was) and encoded rank 1's share itself."""
+    data, _ = toy_run
+    script = tmp_path / "nothing.py"
+    script.write_text(NOTHING_TO_ENCODE_SCRIPT)
+    done = torchrun([data], tmp_path, tmp_path / "cache", script=[str(script)], VIP_BARRIER_HOURS="0.01")
+    assert done.returncode != 0, done.stdout + done.stderr
+    assert "finds other images than rank 0 (0 here, 4 on rank 0)" in done.stdout, done.stdout + done.stderr
+    assert "finds none of the" not in done.stdout + done.stderr
+
+
 def test_the_slurm_example_gives_its_step_the_cores_and_matches_readme():
     """Since Slurm 22.05 srun does not inherit sbatch's --cpus-per-task: the example's torchrun, its 4 ranks and
     their 7 decoding workers each ran on one core. README shows the same lines as the file."""

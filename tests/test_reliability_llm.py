@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import symptoms_workspace
 from vipcli.cli.main import main
 
 
@@ -40,11 +41,7 @@ def server(llm_server):
 
 @pytest.fixture
 def env(tmp_path, monkeypatch):
-    monkeypatch.setenv("VIP_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("OPENAI_API_KEY", KEY)
-    monkeypatch.setenv("COLUMNS", "200")
-    (tmp_path / "work").mkdir()
-    monkeypatch.chdir(tmp_path / "work")
+    symptoms_workspace(tmp_path, monkeypatch, KEY)
 
 
 def generate(capsys, server, *args) -> tuple[int, str, str]:

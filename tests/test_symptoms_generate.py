@@ -16,10 +16,10 @@ from vipcli.cli.main import main
 from vipcli.packs import load_pack, symptoms_for_classes
 
 try:
-    from conftest import overridden
+    from conftest import overridden, symptoms_workspace
     from llm_server import closed_port_url
 except ImportError:  # tests/ imported as a package
-    from tests.conftest import overridden
+    from tests.conftest import overridden, symptoms_workspace
     from tests.llm_server import closed_port_url
 
 STAGE1 = (
@@ -57,12 +57,7 @@ STAGE2 = """### Color
 def vip_env(tmp_path, monkeypatch):
     """Cache in tmp_path, cwd tmp_path/work, a wide console and a known fake key; returns the key."""
     key = "sk-test-SECRET-0123456789abcdef"
-    monkeypatch.setenv("VIP_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("OPENAI_API_KEY", key)
-    monkeypatch.setenv("COLUMNS", "200")
-    monkeypatch.delenv("VIP_DEBUG", raising=False)
-    (tmp_path / "work").mkdir()
-    monkeypatch.chdir(tmp_path / "work")
+    symptoms_workspace(tmp_path, monkeypatch, key)
     return key
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import symptoms_workspace
 from vipcli.cli.main import main
 from vipcli.packs import load_pack
 
@@ -17,12 +18,7 @@ FOUR = ["- Asymmetric shape\n", "- Jagged edges\n- Several", " colors\n", "- Dar
 
 @pytest.fixture
 def env(tmp_path, monkeypatch):
-    monkeypatch.setenv("VIP_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("OPENAI_API_KEY", KEY)
-    monkeypatch.setenv("COLUMNS", "200")
-    monkeypatch.delenv("VIP_DEBUG", raising=False)
-    (tmp_path / "work").mkdir()
-    monkeypatch.chdir(tmp_path / "work")
+    symptoms_workspace(tmp_path, monkeypatch, KEY)
 
 
 def generate(capsys, url: str, *args: str) -> tuple[int, str, str]:

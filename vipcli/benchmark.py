@@ -674,22 +674,19 @@ def sweep_plan(config: BenchmarkConfig, methods: list[tuple[str, type]], jobs: l
                device, out: Path) -> str:
     """The first line of `vip benchmark`, as `vip train` opens with its plan: the rows (methods x shots x seeds),
     the classes, the backbone and device, and where the results go."""
-    shots = ", ".join(str(shots_key(k)) for k in dict.fromkeys(config.shots))
-    seeds = ", ".join(str(seed) for seed in dict.fromkeys(config.seeds))
+    shots, seeds = list(dict.fromkeys(config.shots)), list(dict.fromkeys(config.seeds))
     learning = [name for name, cls in methods if cls.uses_shots]
-    once = len(methods) - len(learning)
-    counts = (len(dict.fromkeys(config.shots)), len(dict.fromkeys(config.seeds)))
-    grid = (f"{console.counted(len(learning), 'method')} ({', '.join(learning)}) x {console.counted(counts[0], 'shot count')} "
-            f"({shots}) x {console.counted(counts[1], 'seed')} ({seeds})"
-            if learning else "")
-    zero = (f"{console.counted(once, 'zero-shot method')} ({', '.join(n for n, c in methods if not c.uses_shots)}) "
-            f"once per seed" if once else "")
-    arch = Path(str(backbone.describe().get("arch", ""))).name
-    fit = config.encoding.image_fit
-    fit = "" if fit == "crop" else f"; images {'padded' if fit == 'pad' else 'squashed'} to a square (--image-fit {fit})"
+    zero_shot = [name for name, cls in methods if not cls.uses_shots]
+    grid = (f"{console.counted(len(learning), 'method')} ({', '.join(learning)}) x "
+            f"{console.counted(len(shots), 'shot count')} ({', '.join(str(shots_key(k)) for k in shots)}) x "
+            f"{console.counted(len(seeds), 'seed')} ({', '.join(map(str, seeds))})" if learning else "")
+    zero = (f"{console.counted(len(zero_shot), 'zero-shot method')} ({', '.join(zero_shot)}) once per seed"
+            if zero_shot else "")
+    from vipcli.train import backbone_plan
+
     return (f"benchmark of {console.counted(len(jobs), 'row')}: {', and '.join(part for part in (grid, zero) if part)}"
-            f"; {len(dataset.class_names)} classes ({', '.join(dataset.class_names)}); backbone {config.backbone.id} ({arch}) on {device}{fit}; "
-            f"results in {console.printable(out)}")
+            f"; {len(dataset.class_names)} classes ({', '.join(dataset.class_names)}); "
+            f"{backbone_plan(config, backbone, device)}; results in {console.printable(out)}")
 
 
 def in_sweep_order(rows: dict, jobs: list) -> list[dict]:

@@ -10,8 +10,8 @@ from pathlib import Path
 from vipcli.console import first_few, plural
 from vipcli import shell
 from vipcli.errors import VipError
-from vipcli.images import (IMAGE_SUFFIXES, LEFT_OUT_SHOWN, image_files_under, is_image_file, is_system_folder,
-                           left_out_fixes, left_out_warning)
+from vipcli.images import (LEFT_OUT_SHOWN, READ_SUFFIXES, image_files_under, is_image_file, is_system_folder,
+                           left_out_warning, nothing_read_error)
 
 DUPLICATES_SHOWN = 5  # duplicate-image warnings printed before a summary line
 
@@ -182,19 +182,15 @@ def _scan_flat(folder: Path, class_names: list[str] | None = None, left_out: Lef
 def _no_image_read(class_folder: Path, unread: list[Path]) -> VipError:
     """The error for a class folder whose files are all of kinds vip does not read as images (GIFs, a PACS's
     DICOM exports without a suffix): which files, and what to do with them, rather than that it is empty."""
-    def shown(path: Path) -> str:
-        return str(path.relative_to(class_folder))
-
-    n, readable = len(unread), ", ".join(suffix.lstrip(".") for suffix in IMAGE_SUFFIXES)
-    return VipError(f"class folder {class_folder} has no image vip reads ({readable}), only {n} other "
-                    f"{plural(n, 'file')}: {first_few(map(shown, unread), LEFT_OUT_SHOWN)}",
-                    left_out_fixes(unread, shown))
+    n = len(unread)
+    return nothing_read_error(f"class folder {class_folder} has no image vip reads ({READ_SUFFIXES}), only {n} other "
+                              f"{plural(n, 'file')}", unread, class_folder)
 
 
 def _empty_class_hint(class_folder: Path) -> str:
     """The fix for a class folder without images: add images or remove it; or, where it is a run or benchmark that
     vip wrote beside a data folder (`--data vip-demo`, whose data is in vip-demo/data), the folder to pass instead."""
-    generic = f"add images ({', '.join(s.lstrip('.') for s in IMAGE_SUFFIXES)}) or remove the folder"
+    generic = f"add images ({READ_SUFFIXES}) or remove the folder"
     what = _written_by_vip(class_folder)
     if what is None:
         return generic

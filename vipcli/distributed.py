@@ -435,12 +435,14 @@ def agree_without_encoding(world: World, run: dict) -> None:
 
     A `vip benchmark` rank whose --out holds every row encodes nothing; had it skipped the group while rank 0
     had rows to run (another --out, a folder its node sees otherwise), rank 0 waited at its join for a rank that
-    never came, up to VIP_BARRIER_HOURS. Now the rank that differs says so, and rank 0 loses it at once.
+    never came, up to VIP_BARRIER_HOURS. Now the rank that differs says so, and rank 0 loses it at once. Its
+    view names no images, so that it differs from that of a rank 0 that encodes some even where `run` does not.
     """
     if not world.distributed:
         return
     world = join()
-    agree_with_rank_zero(world, lambda: dict(run), "the start of the benchmark", ENCODING_VIEW_HINT)
+    agree_with_rank_zero(world, lambda: {**run, "images": paths_view([])}, "the start of the benchmark",
+                         ENCODING_VIEW_HINT)
     barrier(world, "the start of the benchmark")
     leave(world)
 
@@ -451,14 +453,20 @@ def encoding_view(jobs, cache) -> dict:
     order), the views of each training image, and the backbone's key in the cache. A rank started with other
     data, --shots, --seed(s), --views or backbone would encode features that rank 0 never reads, and rank 0 would
     encode its share again (then warn, wrongly, that the cache is not shared)."""
-    import hashlib
-
-    paths = [os.path.abspath(path) for group, _, _ in jobs for path in group]
-    digest = hashlib.sha256("\n".join(paths).encode("utf-8", "surrogateescape")).hexdigest()[:16]
     _, views, center = jobs[0] if jobs else ((), 0, True)
     described = f"{views} augmented view{'' if views == 1 else 's'}{' and the center view' if center else ''}"
-    return {"images": f"{len(paths)} {digest}", "views": f"{described} of each training image",
-            "backbone": cache.key}
+    images = paths_view(os.path.abspath(path) for group, _, _ in jobs for path in group)
+    return {"images": images, "views": f"{described} of each training image", "backbone": cache.key}
+
+
+def paths_view(paths) -> str:
+    """Image paths (strings) as ranks compare them (the `images` of a view): "COUNT DIGEST", 16 hex digits of the
+    sha256 of the paths in order."""
+    import hashlib
+
+    paths = list(paths)
+    digest = hashlib.sha256("\n".join(paths).encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    return f"{len(paths)} {digest}"
 
 
 def handed_over(world: World, count: int, cached: bool) -> str:

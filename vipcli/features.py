@@ -233,11 +233,23 @@ def seeded(seed: int):
 
     import numpy as np
 
-    python_state, numpy_state = random.getstate(), np.random.get_state()
-    with torch.random.fork_rng(devices=[]):
+    with cpu_generators_kept():
         torch.default_generator.manual_seed(seed)  # what torch.manual_seed does for the CPU
         random.seed(seed)
         np.random.seed(seed % 2**32)
+        yield
+
+
+@contextlib.contextmanager
+def cpu_generators_kept():
+    """Run the block, then put torch's CPU generator and numpy's and `random`'s global ones back as they were
+    (`seeded` seeds them inside; the device probe runs a plugin's code there)."""
+    import random
+
+    import numpy as np
+
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
         try:
             yield
         finally:

@@ -15,6 +15,7 @@ from vipcli.errors import ImageError
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", *DICOM_SUFFIXES)  # DICOM: vipcli/dicom.py
 MAX_PIXELS = 200_000_000  # refuse larger images (decompression bombs); 200 MP
 STRIP_PIXELS = 8_000_000  # pixels converted at a time when a mode must change before reducing
+READ_SUFFIXES = ", ".join(suffix.lstrip(".") for suffix in IMAGE_SUFFIXES)  # as messages name them: "jpg, jpeg, ..."
 LEFT_OUT_SHOWN = 3  # left-out files named in the warning before a count
 FILE_MANAGER_FILES = frozenset({"thumbs.db", "ehthumbs.db", "desktop.ini"})  # not data: never reported as left out
 # folders an operating system, an archiver or a NAS makes beside people's images (macOS zip's resource
@@ -387,8 +388,19 @@ def left_out_warning(files: list[Path], shown=str, folder=None) -> str | None:
         return None
     where = "" if folder is None else f" in {folder}"
     return (f"left out {len(files)} {plural(len(files), 'file')}{where} not named as an image vip reads "
-            f"({', '.join(s.lstrip('.') for s in IMAGE_SUFFIXES)}): {first_few(map(shown, files), LEFT_OUT_SHOWN)}; "
-            + left_out_fixes(files, shown))
+            f"({READ_SUFFIXES}): {first_few(map(shown, files), LEFT_OUT_SHOWN)}; " + left_out_fixes(files, shown))
+
+
+def nothing_read_error(message: str, files: list[Path], folder: Path):
+    """The VipError for `folder`, which holds no image vip reads, only `files` (GIFs, a PACS's DICOM exports without
+    a suffix): `message`, then the first few of them (relative to `folder`), with what to do (`left_out_fixes`)."""
+    from vipcli.console import first_few
+    from vipcli.errors import VipError
+
+    def shown(path: Path) -> str:
+        return str(path.relative_to(folder))
+
+    return VipError(f"{message}: {first_few(map(shown, files), LEFT_OUT_SHOWN)}", left_out_fixes(files, shown))
 
 
 def left_out_fixes(files: list[Path], shown=str) -> str:

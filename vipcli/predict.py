@@ -182,19 +182,15 @@ def collect_images(inputs: list[str | Path], left_out: list[Path] | None = None)
 def _no_image_files(folder: Path, others: list[Path]) -> VipError:
     """The error for a folder given to predict with no image file: what to pass; where it holds files vip does not
     read as images (GIFs, a PACS's DICOM exports without a suffix), which ones and what to do with them."""
-    from vipcli.console import first_few, plural
-    from vipcli.images import LEFT_OUT_SHOWN, left_out_fixes
+    from vipcli.console import plural
+    from vipcli.images import READ_SUFFIXES, nothing_read_error
 
     message = f"folder {folder} has no image files (in it or in its subfolders)"
     if not others:
         return VipError(message, f"pass a folder holding {', '.join(IMAGE_SUFFIXES)} images")
-
-    def shown(path: Path) -> str:
-        return str(path.relative_to(folder))
-
-    n, readable = len(others), ", ".join(suffix.lstrip(".") for suffix in IMAGE_SUFFIXES)
-    return VipError(f"{message}, only {n} {plural(n, 'file')} not named as an image vip reads ({readable}): "
-                    f"{first_few(map(shown, others), LEFT_OUT_SHOWN)}", left_out_fixes(others, shown))
+    n = len(others)
+    return nothing_read_error(f"{message}, only {n} {plural(n, 'file')} not named as an image vip reads "
+                              f"({READ_SUFFIXES})", others, folder)
 
 
 CHUNK = 2048  # the most images encoded and classified together: memory stays flat in the number of images
@@ -339,8 +335,7 @@ def shared_view(out: Path, paths: list[Path], form) -> dict:
     --out, the text of its lock file (rank 0 holds it: a node that does not share rank 0's --out folder
     sees none), the records it writes (`form`: the options and model that shape them), and the images
     in order (their number and a digest of their paths)."""
-    import hashlib
-
+    from vipcli.distributed import paths_view
     from vipcli.locks import lock_file
     from vipcli.prediction_files import coverage_text
 
@@ -348,10 +343,9 @@ def shared_view(out: Path, paths: list[Path], form) -> dict:
         lock = lock_file(out).read_text(encoding="utf-8", errors="replace")
     except OSError:
         lock = ""
-    digest = hashlib.sha256("\n".join(map(str, paths)).encode("utf-8", "surrogateescape")).hexdigest()[:16]
     records = (f"--coverage {coverage_text(form.coverage) if form.sets else 'none'}, "
                f"{'with' if form.explain else 'no'} --explain, model {form.model[:12]}")
-    return {"out": os.path.abspath(out), "lock": lock, "records": records, "images": f"{len(paths)} {digest}"}
+    return {"out": os.path.abspath(out), "lock": lock, "records": records, "images": paths_view(map(str, paths))}
 
 
 def predict_to_file(predictor: Predictor, paths: list[Path], out: Path, world=None, force: bool = False,

@@ -327,11 +327,17 @@ def _plan(config, cls, dataset, schedule, backbone, device) -> str:
     elif fitting is None:
         fitting = (f"schedule {schedule.name}: {schedule.epochs} {console.plural(schedule.epochs, 'epoch')}, "
                    f"batch {schedule.batch_size}, lr {schedule.lr}")
-    arch = backbone.describe().get("arch", "")
+    return (f"{config.method} on {len(dataset.class_names)} classes ({', '.join(dataset.class_names)}){shots}; "
+            f"{fitting}; {backbone_plan(config, backbone, device)}")
+
+
+def backbone_plan(config, backbone, device) -> str:
+    """The end of `vip train`'s and `vip benchmark`'s plan line (`config`: either's): "backbone ID (ARCH) on DEVICE",
+    then how images are fit to a square unless they are cropped, as by default."""
+    arch = Path(str(backbone.describe().get("arch", ""))).name
     fit = config.encoding.image_fit
     fit = "" if fit == "crop" else f"; images {'padded' if fit == 'pad' else 'squashed'} to a square (--image-fit {fit})"
-    return (f"{config.method} on {len(dataset.class_names)} classes ({', '.join(dataset.class_names)}){shots}; "
-            f"{fitting}; backbone {config.backbone.id} ({Path(str(arch)).name}) on {device}{fit}")
+    return f"backbone {config.backbone.id} ({arch}) on {device}{fit}"
 
 
 WITHOUT_IMAGES_OF = {"val": "checkpoint selection and calibration never see it",  # a class with none in a split

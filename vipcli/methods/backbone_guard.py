@@ -271,10 +271,11 @@ def _global_hooks() -> tuple:
 # --- describing what changed ---------------------------------------------------------------------
 
 # what a change says, "{}" standing for the names it applies to, most harmful first within each kind of `FIXES`
-CHANGED = ("changed {} in place", "changed {} through .data (a write torch's version counter does not see)",
-           "replaced {}", "added {}", "removed {}", "unfroze {} (requires_grad=True)",
-           "froze {} (requires_grad=False)", "switched {} to train() mode (dropout then draws anew on every pass)",
-           "switched {} to eval() mode", "registered a {}", "removed a {}", "set {}", "replaced {} on the instance",
+THROUGH_DATA = "changed {} through .data (a write torch's version counter does not see)"
+CHANGED = ("changed {} in place", THROUGH_DATA, "replaced {}", "added {}", "removed {}",
+           "unfroze {} (requires_grad=True)", "froze {} (requires_grad=False)",
+           "switched {} to train() mode (dropout then draws anew on every pass)", "switched {} to eval() mode",
+           "registered a {}", "removed a {}", "set {}", "replaced {} on the instance",
            "replaced {} on the backbone's class")
 
 
@@ -314,7 +315,7 @@ def _value_changes(before: BackboneState, after: BackboneState, names: dict[int,
         module = after.modules[index]
         full = f"{names.get(id(module), type(module).__name__)}.{name}"
         if full not in named:
-            found.append(("weights", CHANGED[1], full))
+            found.append(("weights", THROUGH_DATA, full))
     return found
 
 
@@ -331,7 +332,8 @@ def _module_changes(name: str, old: tuple, new: tuple) -> list[tuple[str, str, s
     found = []
     (old_training, old_hooks, old_tensors), (training, hooks, tensors) = old, new
     if training != old_training:
-        found.append(("mode", CHANGED[7] if training else CHANGED[8], name))
+        found.append(("mode", "switched {} to train() mode (dropout then draws anew on every pass)" if training
+                      else "switched {} to eval() mode", name))
     for kind, old_keys, keys in zip(HOOK_KINDS.values(), old_hooks, hooks):
         if set(keys) - set(old_keys):
             found.append(("hooks", "registered a {}", f"{kind} on {name}"))
@@ -352,7 +354,8 @@ def _tensor_changes(module: str, old: tuple, new: tuple) -> list[tuple[str, str,
         elif previous[2] != entry[2]:
             found.append(("weights", "changed {} in place", name))
         elif previous[4] != entry[4]:
-            found.append(("weights", CHANGED[5] if entry[4] else CHANGED[6], name))
+            found.append(("weights", "unfroze {} (requires_grad=True)" if entry[4] else
+                          "froze {} (requires_grad=False)", name))
     return found + [("weights", "removed {}", f"{module}.{name}") for name in before]
 
 

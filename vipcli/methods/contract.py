@@ -331,6 +331,13 @@ def tensors_elsewhere(method, device: torch.device) -> list[tuple[str, str, torc
     return [(kind, name, tensor.device) for kind, name, tensor in named if not same_device(tensor.device, device)]
 
 
+def left_elsewhere(member: str, elsewhere: list[tuple[str, str, torch.device]]) -> str:
+    """`tensors_elsewhere`'s first finding in words: "__init__ left parameter 'w' on cpu (2 more tensor(s) too)"."""
+    kind, name, found = elsewhere[0]
+    more = f" ({len(elsewhere) - 1} more tensor(s) too)" if len(elsewhere) > 1 else ""
+    return f"{member} left {kind} '{name}' on {found}{more}"
+
+
 def check_on_device(method, member: str) -> None:
     """Refuse a plugin method whose parameters or buffers are not all on `setup.device`, where vip hands
     `forward` the image features, right after `member` (`__init__`, `fit`, `load_state_tensors`) left them
@@ -345,12 +352,9 @@ def check_on_device(method, member: str) -> None:
     elsewhere = tensors_elsewhere(method, device)
     if not elsewhere:
         return
-    kind, name, found = elsewhere[0]
-    more = f" ({len(elsewhere) - 1} more tensor(s) too)" if len(elsewhere) > 1 else ""
-    raise method_fault(method.id, member, f"{member} left {kind} '{name}' on {found}{more}, not on {device} where "
-                                          "forward gets the image features (setup.device): forward would fail "
-                                          "there with \"Expected all tensors to be on the same device\"",
-                       DEVICE_FIXES[member])
+    raise method_fault(method.id, member, f"{left_elsewhere(member, elsewhere)}, not on {device} where forward gets "
+                                          "the image features (setup.device): forward would fail there with "
+                                          "\"Expected all tensors to be on the same device\"", DEVICE_FIXES[member])
 
 
 IN_PLACE_FIX = ("compute out of place (F.normalize(x, dim=-1), x - mean) or on a copy (x = x.clone()); never "

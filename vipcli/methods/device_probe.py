@@ -9,8 +9,9 @@ GPU: tensors there have shapes and no values, so building and running cost next 
 `__init__` left every parameter and buffer on that device, and runs `forward` on two image features there (the
 method unfitted: what `fit` makes is not probed). A `MixedDevices` mode watches every torch call meanwhile and names
 the first one given tensors on two devices; meta, unlike CUDA, lets some of them through (`x @ cpu_weight`), so the
-mode is what finds them. As on a GPU, a 0-d tensor on the CPU (`x * torch.tensor(2.0)`) and an index on the CPU
-(`x[torch.arange(2)]`) are allowed.
+mode is what finds them. As on a GPU, a 0-d tensor on the CPU (`x * torch.tensor(2.0)`), an index on the CPU
+(`x[torch.arange(2)]`), a copy from the CPU (`x.new_tensor(cpu_values)`) and a tensor whose shape alone is read
+(`x.expand_as(cpu_mask)`) are allowed.
 
 A plugin that cannot be built or run there for any other reason (it reads a value: `.item()`, numpy; it expects its
 backbone's width) is not judged: the probe says nothing. It runs once per method class and process (a sweep builds
@@ -22,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
-import random
 import warnings
 import weakref
 
@@ -40,10 +40,13 @@ FIXES = {
                "or make it a buffer in __init__ (self.register_buffer(NAME, tensor)) so that self.to(setup.device) "
                "moves it",
 }
-# torch calls that take tensors on two devices on a GPU too: a copy, and indexing with an index on the CPU
-# (and what `nn.Module.to` calls as it moves a parameter)
-ACROSS_DEVICES = {torch.Tensor.to, torch.Tensor.copy_, torch.Tensor.__getitem__, torch.Tensor.__setitem__,
-                  torch.Tensor.type_as, torch._has_compatible_shallow_copy_type, torch.Tensor.data.__set__}
+# torch calls that take tensors on two devices on a GPU too: a copy (`x.new_tensor(cpu_values)`), indexing with an
+# index on the CPU, one that reads only the other tensor's shape (`x.expand_as(cpu_mask)`), and what `nn.Module.to`
+# calls as it moves a parameter
+ACROSS_DEVICES = {torch.Tensor.to, torch.Tensor.copy_, torch.Tensor.new_tensor, torch.Tensor.type_as,
+                  torch.Tensor.__getitem__, torch.Tensor.__setitem__, torch.Tensor.index_put_, torch.Tensor.index_put,
+                  torch.Tensor.expand_as, torch.Tensor.view_as, torch.Tensor.reshape_as,
+                  torch._has_compatible_shallow_copy_type, torch.Tensor.data.__set__}
 _probed: weakref.WeakSet = weakref.WeakSet()  # the method classes probed in this process
 _backbone: list = []  # the toy backbone on PROBE_DEVICE, made once
 
@@ -183,15 +186,12 @@ def _plain_tensors(method, found: tuple | None) -> str:
 
 
 def _refuse_left_elsewhere(method, method_id: str) -> None:
-    from vipcli.methods.contract import DEVICE_FIXES, method_fault, tensors_elsewhere
+    from vipcli.methods.contract import DEVICE_FIXES, left_elsewhere, method_fault, tensors_elsewhere
 
     elsewhere = tensors_elsewhere(method, PROBE_DEVICE)
-    if not elsewhere:
-        return
-    kind, name, found = elsewhere[0]
-    more = f" ({len(elsewhere) - 1} more tensor(s) too)" if len(elsewhere) > 1 else ""
-    raise method_fault(method_id, "__init__", f"__init__ left {kind} '{name}' on {found}{more}, not on setup.device "
-                                              f"({STAND_IN})", DEVICE_FIXES["__init__"])
+    if elsewhere:
+        raise method_fault(method_id, "__init__", f"{left_elsewhere('__init__', elsewhere)}, not on setup.device "
+                                                  f"({STAND_IN})", DEVICE_FIXES["__init__"])
 
 
 def copied(settings):
@@ -203,14 +203,9 @@ def copied(settings):
 def isolated():
     """Run plugin code quietly (its prints and warnings were shown when it was built for real), leaving torch's,
     Python's and numpy's global random generators as they were."""
-    import numpy as np
+    from vipcli.features import cpu_generators_kept
 
-    python_state, numpy_state = random.getstate(), np.random.get_state()
-    try:
-        with torch.random.fork_rng(devices=[]), warnings.catch_warnings(), \
-                contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        random.setstate(python_state)
-        np.random.set_state(numpy_state)
+    with cpu_generators_kept(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+            contextlib.redirect_stderr(io.StringIO()):
+        warnings.simplefilter("ignore")
+        yield

@@ -312,8 +312,8 @@ def _missed_note(rows: list[dict], class_names) -> str:
     """A note naming every row that finds no test image of a class, as the sweep warned on stderr: on unbalanced
     data such a row's accuracy is the share of the other classes (never the accuracy table's bold lead:
     `unmarked_cells`); "" when every row finds every class."""
-    message = missed_rows_warning(rows, class_names, shown=len(rows)) if isinstance(class_names, list) else ""
-    return html.note(html.text(message[0].upper() + message[1:] + ".")) if message else ""
+    return _warning_note(missed_rows_warning(rows, class_names, shown=len(rows)) if isinstance(class_names, list)
+                         else "")
 
 
 def _chance_note(rows: list[dict], config: dict) -> str:
@@ -324,8 +324,7 @@ def _chance_note(rows: list[dict], config: dict) -> str:
 
     if random_weights(config):
         return ""
-    message = chance_rows_warning(rows, shown=len(rows))
-    return html.note(html.text(message[0].upper() + message[1:] + ".")) if message else ""
+    return _warning_note(chance_rows_warning(rows, shown=len(rows)))
 
 
 def _running_note(folder: Path) -> str:
@@ -339,7 +338,13 @@ def _running_note(folder: Path) -> str:
     message = (f"a vip benchmark is writing {folder} now{holder}: this report shows the rows saved so far, which "
                "that sweep may still add to or replace; run vip report again when it ends")
     console.warn(escape(message))
-    return html.note(html.text(message[0].upper() + message[1:] + "."))
+    return _warning_note(message)
+
+
+def _warning_note(message: str) -> str:
+    """A warning's `message` (as stderr says it, in lower case, without a full stop) as the report's note; "" for
+    none."""
+    return html.note(html.text(message[0].upper() + message[1:] + ".")) if message else ""
 
 
 def benchmark_report(folder: Path) -> str:
