@@ -757,3 +757,48 @@ def test_option_names_are_kept_whole_without_changing_the_text_a_reader_copies()
     assert '(<span class="option">--coverage</span> 0.9; see <span class="option">--no-batch</span>, a' in page
     assert 'title="set --coverage"' in page and "<text>--views 8</text>" in page and "---x" in page
     assert re.search(r"\.option \{ white-space: nowrap; \}", page) and ".option {" not in page.split("@media print")[1]
+
+
+# --- the first screen: the answer, and whether to trust it ----------------------------------------------
+
+AT_CHANCE = [{"class": "nevus", "auroc": 54.19, "p": 0.0842, "p_perfect": 0.0, "auroc_needed": 56.0}]
+
+
+def test_a_run_report_opens_with_its_test_scores_and_the_notes_that_decide_whether_to_trust_them(cli, lesion_run,
+                                                                                                  tmp_path):
+    """The toy backbone on ISIC (AUROC 54) gave a page whose first screen was the settings table: the note that its
+    figures are no evidence that it tells melanoma from nevus apart came under the metrics, 1,300 px down at a
+    laptop's width. The page now opens with a summary, the test scores on how many images of each class, and the
+    notes (not shown to beat chance, a class never found) come there, before the settings."""
+    import json
+
+    _, run = lesion_run
+    copy = shutil.copytree(run, tmp_path / "run")
+    metrics = json.loads((copy / "metrics.json").read_text())
+    metrics["test"]["vs_chance"] = AT_CHANCE
+    (copy / "metrics.json").write_text(json.dumps(metrics))
+    assert cli("report", copy, "--workers", "0", "--device", "cpu", "--gallery", "0")[0] == 0
+    text = _visible((copy / "report.html").read_text())
+    test, names = metrics["test"], json.loads((copy / "split.json").read_text())["class_names"]
+    counts = ", ".join(f"{sum(row)} {name}" for row, name in zip(test["confusion_matrix"], names))
+    summary = text.index(f"On the {test['n']} test images ({counts}), which the model was neither trained nor "
+                         f"calibrated on: accuracy {test['accuracy']:.2f}%")
+    chance = text.index("do not show that the model tells")
+    assert summary < chance < text.index("Settings of this run") and text.count("do not show that the model tells") == 1
+    assert f"AUROC {test['auroc']:.2f}%" in text[summary:chance]
+
+
+def test_a_benchmark_report_names_the_rows_not_to_trust_before_its_settings(benchmark_dir, tmp_path):
+    """The note naming the rows not shown to beat chance came after the settings and the shots plot, below the first
+    screen; it now comes first, as the random-weights banner does."""
+    from vipcli.report.benchmark import benchmark_report
+
+    folder = shutil.copytree(benchmark_dir, tmp_path / "chance")
+    document = json.loads((folder / "results.json").read_text())
+    for row in document["rows"]:
+        if row["method"] == "symptom-zeroshot":
+            row["test_vs_chance"] = AT_CHANCE
+    (folder / "results.json").write_text(json.dumps(document))
+    text = _visible(benchmark_report(folder))
+    note = text.index("do not show on test that their model beats chance: symptom-zeroshot")
+    assert note < text.index("Settings of this benchmark") < text.index("test accuracy %")
