@@ -786,6 +786,10 @@ def test_a_run_report_opens_with_its_test_scores_and_the_notes_that_decide_wheth
     chance = text.index("do not show that the model tells")
     assert summary < chance < text.index("Settings of this run") and text.count("do not show that the model tells") == 1
     assert f"AUROC {test['auroc']:.2f}%" in text[summary:chance]
+    (melanoma, missed), (wrong, nevus) = test["confusion_matrix"]  # each class's sensitivity, which accuracy hides
+    assert (f"It finds {melanoma} of the {melanoma + missed} melanoma images (sensitivity "
+            f"{100 * melanoma / (melanoma + missed):.2f}%) and {nevus} of the {wrong + nevus} nevus images "
+            f"({100 * nevus / (wrong + nevus):.2f}%)") in text[summary:chance]
 
 
 def test_a_benchmark_report_names_the_rows_not_to_trust_before_its_settings(benchmark_dir, tmp_path):

@@ -185,11 +185,25 @@ def _summary(run: dict) -> str:
                                                                      ("auroc", "AUROC"))
                        if (figure := split_figure(test, key)) is not None)
     sentence = (f"On the {test['n']} test {plural(test['n'], 'image')}" + (f" ({counts})" if counts else "")
-                + f", which the model was neither trained nor calibrated on: {scores}. Each score is explained under "
-                "Metrics")
+                + f", which the model was neither trained nor calibrated on: {scores}. {_found_sentence(run)}"
+                "Each score is explained under Metrics")
     notes = _unfound_note(run) + _chance_note(run)
     sentence += "; the notes below say what limits them." if notes else "."
     return html.section("Summary", f"<p>{html.text(sentence)}</p>" + notes)
+
+
+def _found_sentence(run: dict) -> str:
+    """'It finds 101 of the 150 melanoma images (sensitivity 67.33%) and 137 of the 150 nevus images (91.33%). ':
+    each class's sensitivity on test with its counts, which accuracy alone hides ("" without a confusion matrix;
+    a class without test images is left out)."""
+    from vipcli.metrics import per_class_figures, round_half_up
+
+    matrix = run["metrics"].get("test", {}).get("confusion_matrix") or []
+    tested = [(name, f) for name, f in zip(run["class_names"], per_class_figures(matrix)) if f["images"]]
+    parts = [f"{f['found']} of the {f['images']} {name} {plural(f['images'], 'image')} "
+             f"({'' if index else 'sensitivity '}{_fmt(round_half_up(f['recall']))}%)"
+             for index, (name, f) in enumerate(tested)]  # the first says what its figure is
+    return f"It finds {_and(parts)}. " if parts else ""
 
 
 def _chance_note(run: dict) -> str:
