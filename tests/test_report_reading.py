@@ -806,3 +806,5 @@ def test_a_benchmark_report_names_the_rows_not_to_trust_before_its_settings(benc
     text = _visible(benchmark_report(folder))
     note = text.index("do not show on test that their model beats chance: symptom-zeroshot")
     assert note < text.index("Settings of this benchmark") < text.index("test accuracy %")
+    # the commands it names are set as code, not shown between the backticks of the terminal's line
+    assert "<code>vip backbones list</code>" in benchmark_report(folder) and "`" not in text

@@ -325,7 +325,7 @@ def _chance_note(rows: list[dict], config: dict) -> str:
     if random_weights(config):
         return ""
     message = chance_rows_warning(rows, shown=len(rows))
-    return html.note(html.text(message[0].upper() + message[1:] + ".")) if message else ""
+    return html.note(html.with_commands(message[0].upper() + message[1:] + ".")) if message else ""
 
 
 def _running_note(folder: Path) -> str:

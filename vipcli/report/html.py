@@ -94,6 +94,12 @@ def text(value) -> str:
     return "-" if value is None else escape(str(value))
 
 
+def with_commands(message: str) -> str:
+    """`message` as HTML-escaped text, each `command` it quotes in backticks (as a terminal line does) set as
+    <code>, without the backticks a page would otherwise show."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", text(message))
+
+
 def number(value, digits: int = 2, signed: bool = False) -> str:
     """`value` with `digits` decimals ('-' for None), never a negative zero: -0.0002 -> '0.000'.
 

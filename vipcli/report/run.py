@@ -221,7 +221,7 @@ def _chance_note(run: dict) -> str:
     then = ("Give the test split more images of each class to measure the model."
             if too_few(scores) or too_few_to_judge(scores)
             else "Its figures above are no evidence that it tells these classes apart.")
-    return html.note(html.text(f"{sentence[0].upper()}{sentence[1:]}. {then}"))
+    return html.note(html.with_commands(f"{sentence[0].upper()}{sentence[1:]}. {then}"))
 
 
 def _balanced_note(matrix: list[list[int]], figures: list[dict]) -> str:
