@@ -808,3 +808,22 @@ def test_a_benchmark_report_names_the_rows_not_to_trust_before_its_settings(benc
     assert note < text.index("Settings of this benchmark") < text.index("test accuracy %")
     # the commands it names are set as code, not shown between the backticks of the terminal's line
     assert "<code>vip backbones list</code>" in benchmark_report(folder) and "`" not in text
+
+
+def test_a_run_report_of_random_weights_has_its_banner_and_no_chance_note(cli, lesion_run, tmp_path):
+    """The chance note is left out for random weights, whose banner says no figure means anything (as `vip train`
+    leaves its warning out): the report asked the run's report record, which never holds the weights, instead of
+    the run's metadata, and gave both."""
+    import json
+
+    data, _ = lesion_run
+    run = tmp_path / "random"
+    code, _, err = cli("train", "--data", data, "--backbone", "toy", "--pretrained", "none", "--shots", "2",
+                       "--epochs", "1", "--views", "1", "--workers", "0", "--out", run)
+    assert code == 0, err
+    metrics = json.loads((run / "metrics.json").read_text())
+    metrics["test"]["vs_chance"] = AT_CHANCE
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    assert cli("report", run, "--workers", "0", "--device", "cpu", "--gallery", "0")[0] == 0
+    page = (run / "report.html").read_text()
+    assert 'class="banner"' in page and "better than chance" not in _visible(page)

@@ -215,7 +215,7 @@ def _chance_note(run: dict) -> str:
 
     test = run["metrics"].get("test", {})
     scores = test.get("vs_chance") or []
-    if not at_chance(scores) or random_weights(run):
+    if not at_chance(scores) or random_weights(run["meta"]):
         return ""
     sentence = chance_sentence(scores, run["class_names"], test.get("n", 0))
     then = ("Give the test split more images of each class to measure the model."
