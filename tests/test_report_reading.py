@@ -827,3 +827,24 @@ def test_a_run_report_of_random_weights_has_its_banner_and_no_chance_note(cli, l
     assert cli("report", run, "--workers", "0", "--device", "cpu", "--gallery", "0")[0] == 0
     page = (run / "report.html").read_text()
     assert 'class="banner"' in page and "better than chance" not in _visible(page)
+
+
+def test_a_predictions_report_of_a_run_not_shown_to_beat_chance_says_so_first(cli, lesion_run, tmp_path):
+    """`vip predict --report` with the toy run on ISIC (AUROC 54 on its own test split) showed a card per image,
+    each with a class, a probability and a set, and 'measured when trained: accuracy 54.12%': nothing said that the
+    run's own test images did not show it beats chance, as its `vip report` does. The page now says so first."""
+    import json
+
+    data, run = lesion_run
+    copy = shutil.copytree(run, tmp_path / "run")
+    images = sorted((data / "test" / "nevus").iterdir())[:2]
+    assert cli("predict", *images, "--model", copy, "--report", tmp_path / "plain.html", "--workers", "0")[0] == 0
+    assert "better than chance" not in _visible((tmp_path / "plain.html").read_text())
+    metrics = json.loads((copy / "metrics.json").read_text())
+    metrics["test"]["vs_chance"] = AT_CHANCE
+    (copy / "metrics.json").write_text(json.dumps(metrics))
+    assert cli("predict", *images, "--model", copy, "--report", tmp_path / "p.html", "--workers", "0")[0] == 0
+    text = _visible((tmp_path / "p.html").read_text())
+    note = text.index(f"Measured when this run was trained: the {metrics['test']['n']} test images do not show that "
+                      "the model tells melanoma from nevus better than chance")
+    assert note < text.index("The model and the images") and "Read its predictions below as no evidence" in text
