@@ -245,3 +245,17 @@ def test_a_printed_option_name_is_never_broken_at_its_hyphens(tmp_path, paper):
     whole = {name: sum(len(re.findall(rf"(?<![\w-]){name}", line)) for line in lines) for name in set(names)}
     expected = {name: names.count(name) * len(boxes) // len(OPTION_PHRASES) for name in set(names)}
     assert whole == expected, [line for line in lines if line.endswith("-")][:5]
+
+
+def test_printed_tags_stay_readable_with_background_graphics_on(tmp_path):
+    """Printed with "Background graphics" ticked (as a reader does to keep the cards' colours, and as chromium's
+    --print-to-pdf does), a 'wrong' or 'misses the true class' tag was a solid red bar: the print rule made its text
+    red but left its red background, which outranked the rule. It is the same outline as without backgrounds."""
+    tags = ('<p><span class="tag wrong">wrong</span> predicted: melanoma <span class="tag right">right</span> '
+            '<span class="tag wrong">misses the true class</span></p>')
+    page = tmp_path / "tags.html"
+    page.write_text(html.page("vip report: tags", "", [tags], ""), encoding="utf-8")
+    plain = pdf_pages(print_to_pdf(page, tmp_path / "plain.pdf"))
+    coloured = pdf_pages(print_to_pdf(page, tmp_path / "coloured.pdf", backgrounds=True))
+    for colour in ("#c62828", "#1b5e20"):
+        assert _pixels_like(coloured, colour) < 1.5 * _pixels_like(plain, colour), colour

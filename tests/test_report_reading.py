@@ -757,3 +757,94 @@ def test_option_names_are_kept_whole_without_changing_the_text_a_reader_copies()
     assert '(<span class="option">--coverage</span> 0.9; see <span class="option">--no-batch</span>, a' in page
     assert 'title="set --coverage"' in page and "<text>--views 8</text>" in page and "---x" in page
     assert re.search(r"\.option \{ white-space: nowrap; \}", page) and ".option {" not in page.split("@media print")[1]
+
+
+# --- the first screen: the answer, and whether to trust it ----------------------------------------------
+
+AT_CHANCE = [{"class": "nevus", "auroc": 54.19, "p": 0.0842, "p_perfect": 0.0, "auroc_needed": 56.0}]
+
+
+def test_a_run_report_opens_with_its_test_scores_and_the_notes_that_decide_whether_to_trust_them(cli, lesion_run,
+                                                                                                  tmp_path):
+    """The toy backbone on ISIC (AUROC 54) gave a page whose first screen was the settings table: the note that its
+    figures are no evidence that it tells melanoma from nevus apart came under the metrics, 1,300 px down at a
+    laptop's width. The page now opens with a summary, the test scores on how many images of each class, and the
+    notes (not shown to beat chance, a class never found) come there, before the settings."""
+    import json
+
+    _, run = lesion_run
+    copy = shutil.copytree(run, tmp_path / "run")
+    metrics = json.loads((copy / "metrics.json").read_text())
+    metrics["test"]["vs_chance"] = AT_CHANCE
+    (copy / "metrics.json").write_text(json.dumps(metrics))
+    assert cli("report", copy, "--workers", "0", "--device", "cpu", "--gallery", "0")[0] == 0
+    text = _visible((copy / "report.html").read_text())
+    test, names = metrics["test"], json.loads((copy / "split.json").read_text())["class_names"]
+    counts = ", ".join(f"{sum(row)} {name}" for row, name in zip(test["confusion_matrix"], names))
+    summary = text.index(f"On the {test['n']} test images ({counts}), which the model was neither trained nor "
+                         f"calibrated on: accuracy {test['accuracy']:.2f}%")
+    chance = text.index("do not show that the model tells")
+    assert summary < chance < text.index("Settings of this run") and text.count("do not show that the model tells") == 1
+    assert f"AUROC {test['auroc']:.2f}%" in text[summary:chance]
+    (melanoma, missed), (wrong, nevus) = test["confusion_matrix"]  # each class's sensitivity, which accuracy hides
+    assert (f"It finds {melanoma} of the {melanoma + missed} melanoma images (sensitivity "
+            f"{100 * melanoma / (melanoma + missed):.2f}%) and {nevus} of the {wrong + nevus} nevus images "
+            f"({100 * nevus / (wrong + nevus):.2f}%)") in text[summary:chance]
+
+
+def test_a_benchmark_report_names_the_rows_not_to_trust_before_its_settings(benchmark_dir, tmp_path):
+    """The note naming the rows not shown to beat chance came after the settings and the shots plot, below the first
+    screen; it now comes first, as the random-weights banner does."""
+    from vipcli.report.benchmark import benchmark_report
+
+    folder = shutil.copytree(benchmark_dir, tmp_path / "chance")
+    document = json.loads((folder / "results.json").read_text())
+    for row in document["rows"]:
+        if row["method"] == "symptom-zeroshot":
+            row["test_vs_chance"] = AT_CHANCE
+    (folder / "results.json").write_text(json.dumps(document))
+    text = _visible(benchmark_report(folder))
+    note = text.index("do not show on test that their model beats chance: symptom-zeroshot")
+    assert note < text.index("Settings of this benchmark") < text.index("test accuracy %")
+    # the commands it names are set as code, not shown between the backticks of the terminal's line
+    assert "<code>vip backbones list</code>" in benchmark_report(folder) and "`" not in text
+
+
+def test_a_run_report_of_random_weights_has_its_banner_and_no_chance_note(cli, lesion_run, tmp_path):
+    """The chance note is left out for random weights, whose banner says no figure means anything (as `vip train`
+    leaves its warning out): the report asked the run's report record, which never holds the weights, instead of
+    the run's metadata, and gave both."""
+    import json
+
+    data, _ = lesion_run
+    run = tmp_path / "random"
+    code, _, err = cli("train", "--data", data, "--backbone", "toy", "--pretrained", "none", "--shots", "2",
+                       "--epochs", "1", "--views", "1", "--workers", "0", "--out", run)
+    assert code == 0, err
+    metrics = json.loads((run / "metrics.json").read_text())
+    metrics["test"]["vs_chance"] = AT_CHANCE
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    assert cli("report", run, "--workers", "0", "--device", "cpu", "--gallery", "0")[0] == 0
+    page = (run / "report.html").read_text()
+    assert 'class="banner"' in page and "better than chance" not in _visible(page)
+
+
+def test_a_predictions_report_of_a_run_not_shown_to_beat_chance_says_so_first(cli, lesion_run, tmp_path):
+    """`vip predict --report` with the toy run on ISIC (AUROC 54 on its own test split) showed a card per image,
+    each with a class, a probability and a set, and 'measured when trained: accuracy 54.12%': nothing said that the
+    run's own test images did not show it beats chance, as its `vip report` does. The page now says so first."""
+    import json
+
+    data, run = lesion_run
+    copy = shutil.copytree(run, tmp_path / "run")
+    images = sorted((data / "test" / "nevus").iterdir())[:2]
+    assert cli("predict", *images, "--model", copy, "--report", tmp_path / "plain.html", "--workers", "0")[0] == 0
+    assert "better than chance" not in _visible((tmp_path / "plain.html").read_text())
+    metrics = json.loads((copy / "metrics.json").read_text())
+    metrics["test"]["vs_chance"] = AT_CHANCE
+    (copy / "metrics.json").write_text(json.dumps(metrics))
+    assert cli("predict", *images, "--model", copy, "--report", tmp_path / "p.html", "--workers", "0")[0] == 0
+    text = _visible((tmp_path / "p.html").read_text())
+    note = text.index(f"Measured when this run was trained: the {metrics['test']['n']} test images do not show that "
+                      "the model tells melanoma from nevus better than chance")
+    assert note < text.index("The model and the images") and "Read its predictions below as no evidence" in text

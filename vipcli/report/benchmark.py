@@ -342,9 +342,9 @@ def _running_note(folder: Path) -> str:
 
 
 def _warning_note(message: str) -> str:
-    """A warning's `message` (as stderr says it, in lower case, without a full stop) as the report's note; "" for
-    none."""
-    return html.note(html.text(message[0].upper() + message[1:] + ".")) if message else ""
+    """A warning's `message` (as stderr says it, in lower case, without a full stop) as the report's note, each
+    `command` it quotes set as code; "" for none."""
+    return html.note(html.with_commands(message[0].upper() + message[1:] + ".")) if message else ""
 
 
 def benchmark_report(folder: Path) -> str:
@@ -361,11 +361,13 @@ def benchmark_report(folder: Path) -> str:
         random_weights_banner(config, "this benchmark's results"),
         running,
         _unfinished_note(document),
+        # what decides whether to trust a row comes before the settings, on the first screen
+        _missed_note(rows, document.get("class_names")) + _chance_note(rows, config),
         html.section("Settings and data", _settings(document) + _data(folder, document.get("class_names"))),
         html.section("Results", html.figure(svg_markup(draw_shots(rows, title=title)), _shots_alt(rows, title),
                                             seeds_label(seeds, "point" if uneven_seeds(rows) else None)
                                             + _dashed_note(rows))
-                    + _missed_note(rows, document.get("class_names")) + _chance_note(rows, config) + _tables(rows, document.get("class_names"))),
+                    + _tables(rows, document.get("class_names"))),
         _speed(folder),
     ]
     subtitle = html.text(f"{len(rows)} runs on {Path(str(config.get('data', ''))).name}, backbone "

@@ -71,8 +71,9 @@ footer { margin-top: 2rem; color: #595959; font-size: 0.8rem; }  /* 7:1 on white
   .scroll svg { mix-blend-mode: normal; }
   td, td.num, .nowrap { white-space: normal; }
   h1, h2 { break-after: avoid; }  /* a heading stays with what it heads */
-  .tag { background: none; border: 1px solid; }  /* printing leaves backgrounds out by default, and the white */
-  .tag.wrong { color: #c62828; } .tag.right { color: #1b5e20; }  /* text with them: an outline in its colour */
+  .tag, .tag.wrong, .tag.right { background: none; border: 1px solid; }  /* printing leaves backgrounds out by
+        default, and the white text with them; with "Background graphics" on, the red stays: either way an outline */
+  .tag.wrong { color: #c62828; } .tag.right { color: #1b5e20; }  /* with the text in its colour */
   .gallery { grid-template-columns: minmax(0, 1fr); gap: 3px; }  /* a list of cases, a card a row across the page */
   .card { display: grid; grid-template-columns: 108px minmax(0, 5fr) minmax(0, 7fr); column-gap: 0.4rem;
           align-items: start; padding: 2px; font-size: 8.5pt; line-height: 1.1; }  /* image | verdict and set | why:
@@ -91,6 +92,12 @@ footer { margin-top: 2rem; color: #595959; font-size: 0.8rem; }  /* 7:1 on white
 def text(value) -> str:
     """`value` as HTML-escaped text ('-' for None)."""
     return "-" if value is None else escape(str(value))
+
+
+def with_commands(message: str) -> str:
+    """`message` as HTML-escaped text, each `command` it quotes in backticks (as a terminal line does) set as
+    <code>, without the backticks a page would otherwise show."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", text(message))
 
 
 def number(value, digits: int = 2, signed: bool = False) -> str:

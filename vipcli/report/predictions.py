@@ -45,11 +45,33 @@ def prediction_report(predictor, predictions, coverage: float | None) -> str:
                   f"shown as their true class. {html.text(agreement(items))}</p>" if known else "")
     limit_note = (html.note(html.text(f"Showing the first {MAX_IMAGES} of {len(items)} images."))
                   if len(items) > MAX_IMAGES else "")
-    sections = [random_weights_banner(meta, "these predictions"),
+    sections = [random_weights_banner(meta, "these predictions"), trained_at_chance_note(predictor),
                 html.section("Model", facts + status + html.note(html.text(OUT_OF_KIND))),
                 html.section("Images", truth_note + limit_note + gallery_html(items, MAX_IMAGES, root))]
     return html.page(f"vip predictions: {len(predictions)} images", html.text(f"{method} · {backbone}"), sections,
                      html.written_by())
+
+
+def trained_at_chance_note(predictor) -> str:
+    """A note for the top of the page when the run's own test images did not show that its model beats chance
+    (metrics.json's `test.vs_chance`), as its `vip report` says: these predictions are then no evidence of a class.
+    "" otherwise, for random weights (the banner says more) and for a run whose metrics.json cannot be read."""
+    import json
+
+    from vipcli.chance import at_chance, chance_sentence
+    from vipcli.report.notices import random_weights
+
+    folder = Path(predictor.run_dir) if Path(predictor.run_dir).is_dir() else Path(predictor.run_dir).parent
+    try:
+        test = json.loads((folder / "metrics.json").read_text())["test"]
+        scores = test.get("vs_chance") or []
+        sentence = chance_sentence(scores, predictor.class_names, test.get("n", 0)) if at_chance(scores) else ""
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return ""
+    if not sentence or random_weights(predictor.metadata):
+        return ""
+    return html.note(html.with_commands(f"Measured when this run was trained: {sentence}. Read its predictions "
+                                        "below as no evidence of a class: `vip report` of the run has its figures."))
 
 
 def measured_when_trained(run_dir) -> str:

@@ -137,9 +137,9 @@ def _metrics(run: dict) -> str:
 
 
 def _per_class(run: dict) -> str:
-    """Sensitivity, specificity and precision of each class on test, and a warning for a class the model never
-    finds: accuracy alone hides it when the classes are unbalanced."""
-    from vipcli.metrics import per_class_figures, unfound_classes
+    """Sensitivity, specificity and precision of each class on test, with their counts, and a caption saying that
+    their mean sensitivity is the balanced accuracy."""
+    from vipcli.metrics import per_class_figures
 
     matrix = run["metrics"].get("test", {}).get("confusion_matrix") or []
     if not matrix:
@@ -152,12 +152,58 @@ def _per_class(run: dict) -> str:
     # four columns fit a phone's width: a class's test images are the count under its sensitivity (found/images)
     table = html.table("Each class on test", ["class", "sensitivity (recall) %", "specificity %", "precision %"],
                        rows, numeric={1, 2, 3}) + f'<p class="caption">{html.text(_balanced_note(matrix, figures))}</p>'
-    missed = unfound_classes(run["class_names"], figures)
-    if missed:
-        names = ", ".join(f"{name} (0 of {images})" for name, images in missed)
-        table += html.note(html.text(f"The model finds no test image of {names}: its accuracy comes from the "
-                                     "other classes alone."))
-    return table + _chance_note(run)
+    # a class never found, and a model not shown to beat chance, are noted at the top of the page (`_summary`)
+    return table
+
+
+def _unfound_note(run: dict) -> str:
+    """A note when the model finds no test image of a class: accuracy alone hides it on unbalanced data."""
+    from vipcli.metrics import per_class_figures, unfound_classes
+
+    matrix = run["metrics"].get("test", {}).get("confusion_matrix") or []
+    missed = unfound_classes(run["class_names"], per_class_figures(matrix)) if matrix else []
+    if not missed:
+        return ""
+    names = ", ".join(f"{name} (0 of {images})" for name, images in missed)
+    return html.note(html.text(f"The model finds no test image of {names}: its accuracy comes from the other "
+                               "classes alone."))
+
+
+def _summary(run: dict) -> str:
+    """The first section of the page: the test scores in a sentence, on how many images of each class, then the
+    notes that decide whether to trust them (a class the model never finds, a model not shown to beat chance), so
+    that a reader sees the answer before the settings; "" for a run without test images."""
+    from vipcli.metrics import split_figure
+
+    test = run["metrics"].get("test") or {}
+    matrix = test.get("confusion_matrix") or []
+    if not test.get("n"):
+        return ""
+    counts = ", ".join(f"{sum(row)} {name}" for row, name in zip(matrix, run["class_names"]))
+    scores = ", ".join(f"{title} {_fmt(figure)}%" for key, title in (("accuracy", "accuracy"),
+                                                                     ("balanced_accuracy", "balanced accuracy"),
+                                                                     ("auroc", "AUROC"))
+                       if (figure := split_figure(test, key)) is not None)
+    sentence = (f"On the {test['n']} test {plural(test['n'], 'image')}" + (f" ({counts})" if counts else "")
+                + f", which the model was neither trained nor calibrated on: {scores}. {_found_sentence(run)}"
+                "Each score is explained under Metrics")
+    notes = _unfound_note(run) + _chance_note(run)
+    sentence += "; the notes below say what limits them." if notes else "."
+    return html.section("Summary", f"<p>{html.text(sentence)}</p>" + notes)
+
+
+def _found_sentence(run: dict) -> str:
+    """'It finds 101 of the 150 melanoma images (sensitivity 67.33%) and 137 of the 150 nevus images (91.33%). ':
+    each class's sensitivity on test with its counts, which accuracy alone hides ("" without a confusion matrix;
+    a class without test images is left out)."""
+    from vipcli.metrics import per_class_figures, round_half_up
+
+    matrix = run["metrics"].get("test", {}).get("confusion_matrix") or []
+    tested = [(name, f) for name, f in zip(run["class_names"], per_class_figures(matrix)) if f["images"]]
+    parts = [f"{f['found']} of the {f['images']} {name} {plural(f['images'], 'image')} "
+             f"({'' if index else 'sensitivity '}{_fmt(round_half_up(f['recall']))}%)"
+             for index, (name, f) in enumerate(tested)]  # the first says what its figure is
+    return f"It finds {_and(parts)}. " if parts else ""
 
 
 def _chance_note(run: dict) -> str:
@@ -169,13 +215,13 @@ def _chance_note(run: dict) -> str:
 
     test = run["metrics"].get("test", {})
     scores = test.get("vs_chance") or []
-    if not at_chance(scores) or random_weights(run):
+    if not at_chance(scores) or random_weights(run["meta"]):
         return ""
     sentence = chance_sentence(scores, run["class_names"], test.get("n", 0))
     then = ("Give the test split more images of each class to measure the model."
             if too_few(scores) or too_few_to_judge(scores)
             else "Its figures above are no evidence that it tells these classes apart.")
-    return html.note(html.text(f"{sentence[0].upper()}{sentence[1:]}. {then}"))
+    return html.note(html.with_commands(f"{sentence[0].upper()}{sentence[1:]}. {then}"))
 
 
 def _balanced_note(matrix: list[list[int]], figures: list[dict]) -> str:
@@ -520,6 +566,7 @@ def run_report(run_dir: Path, coverage: float = 0.9, gallery: int = 48, device="
     items = gallery_items(predictions, truths, uses_symptoms(run["meta"]))
     sections = [
         random_weights_banner(run["meta"], "this run's results"),
+        _summary(run),
         html.section("Settings and data", _settings(run)),
         html.section("Metrics", _metrics(run)),
         html.section("Confusion matrix", _confusion(run)),
