@@ -648,3 +648,19 @@ def test_the_warnings_kept_are_every_warning_printed_unreadable_files_included(w
         assert skipped in warnings
         assert [f"warning: {line}" for line in warnings] == [line for line in printed.splitlines()
                                                              if line.startswith("warning: ")]
+
+
+def test_an_unreadable_file_given_to_predict_is_answered_with_a_fix_predict_takes(world, tmp_path):
+    """`predict` has no `skip_unreadable`: its error named that keyword argument as the fix, and following it was a
+    TypeError. Its fix now names what to do with the file, and where skipping is offered."""
+    import inspect
+
+    _, result, _ = world
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    with pytest.raises(vip.ImageError) as raised:
+        vip.load(result.run_dir, device="cpu").predict(broken)
+    assert raised.value.path == str(broken) and "fix or replace it" in str(raised.value)
+    assert "skip_unreadable" not in inspect.signature(vip.Model.predict).parameters
+    assert "or pass skip_unreadable=True" not in raised.value.hint
+    assert "model.predict_many(files, skip_unreadable=True)" in raised.value.hint

@@ -288,7 +288,12 @@ class Model:
         [item] = _expand([image])  # an empty path, a numpy array: refused as predict_many refuses them
         if isinstance(item, Path) and item.is_dir():
             raise UsageError(f"{image} is a folder", "use model.predict_many([folder]) for the images in it")
-        return self.predict_many([item], explain=explain, coverage=coverage, use_cache=use_cache, workers=0)[0]
+        try:
+            return self.predict_many([item], explain=explain, coverage=coverage, use_cache=use_cache, workers=0)[0]
+        except ImageError as error:  # predict_many's fix names its skip_unreadable, which predict does not take
+            if isinstance(item, Path):
+                error.hint = "fix or replace it; model.predict_many(files, skip_unreadable=True) leaves such files out"
+            raise
 
     @_callers_random_state()
     def predict_many(self, images: Iterable[str | Path | Image.Image], *, explain: bool = False,
