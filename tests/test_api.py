@@ -664,3 +664,26 @@ def test_an_unreadable_file_given_to_predict_is_answered_with_a_fix_predict_take
     assert "skip_unreadable" not in inspect.signature(vip.Model.predict).parameters
     assert "or pass skip_unreadable=True" not in raised.value.hint
     assert "model.predict_many(files, skip_unreadable=True)" in raised.value.hint
+
+
+def test_results_turn_into_the_json_documents_the_commands_print(world, tmp_path, cli):
+    """`dataclasses.asdict(result)` held Paths, which `json.dumps` refuses; `to_dict()` is the `--json` document."""
+    data, result, root = world
+    document = result.to_dict()
+    assert json.loads(json.dumps(document)) == document and document["run_dir"] == str(result.run_dir)
+    assert document["test"] == json.loads((result.run_dir / "metrics.json").read_text())["test"]
+    code, out, err = cli("train", "--data", data, "--backbone", "toy", "--shots", "4", "--epochs", "1", "--views", "2",
+                         "--workers", "0", "--device", "cpu", "--out", tmp_path / "run", "--json")
+    assert code == 0, err
+    assert list(document) == list(json.loads(out))
+
+    sweep_args = dict(methods=["zeroshot"], seeds=[1], backbone="toy", views=2, workers=0, device="cpu")
+    code, out, err = cli("benchmark", "--data", data, "--methods", "zeroshot", "--seeds", "1", "--backbone", "toy",
+                         "--views", "2", "--workers", "0", "--device", "cpu", "--out", tmp_path / "sweep", "--json")
+    assert code == 0, err
+    printed = json.loads(out)
+    sweep = vip.benchmark(data, out=tmp_path / "sweep", **sweep_args)  # resumed: the rows the command ran
+    document = sweep.to_dict()
+    assert json.loads(json.dumps(document)) == document and list(document) == list(printed)
+    assert document["out"] == printed["out"] and document["rows"] == printed["rows"]
+    assert document["summary"] == printed["summary"] and document["skipped"] == printed["trained"] == 1
