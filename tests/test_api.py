@@ -687,3 +687,20 @@ def test_results_turn_into_the_json_documents_the_commands_print(world, tmp_path
     assert json.loads(json.dumps(document)) == document and list(document) == list(printed)
     assert document["out"] == printed["out"] and document["rows"] == printed["rows"]
     assert document["summary"] == printed["summary"] and document["skipped"] == printed["trained"] == 1
+
+
+def test_quiet_drops_the_plan_and_progress_lines_and_keeps_the_warnings(world, tmp_path, capsys):
+    """A notebook or a pipeline that wants only the warnings passes quiet=True, as `vip -q` does."""
+    data, _, _ = world
+    capsys.readouterr()
+    result = vip.train(data, out=tmp_path / "run", quiet=True, progress=True, **{**TOY, "shots": 50, "epochs": 1})
+    err = capsys.readouterr().err
+    assert result.warnings and err.splitlines() == [f"warning: {line}" for line in result.warnings]
+    sweep = vip.benchmark(data, methods=["zeroshot"], seeds=[1], out=tmp_path / "sweep", quiet=True,
+                          **{key: TOY[key] for key in ("backbone", "views", "workers", "device")})
+    err = capsys.readouterr().err
+    assert "benchmark of" not in err and err.splitlines() == [f"warning: {line}" for line in sweep.warnings]
+    vip.train(data, out=tmp_path / "loud", **{**TOY, "epochs": 1})
+    assert "vip on 2 classes" in capsys.readouterr().err
+    with pytest.raises(vip.VipError, match=r"quiet='yes': expected True or False"):
+        vip.train(data, out=tmp_path / "never", quiet="yes", **TOY)

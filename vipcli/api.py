@@ -75,7 +75,7 @@ def train(data: str | Path, *, shots: int | str | None = 16, method: str = "vip"
           batch_size: int | None = None, lr: float | None = None, views: int = 8, seed: int = 1,
           split_seed: int | None = None, out: str | Path | None = None, force: bool = False, device: str | torch.device = "auto",
           workers: int | None = None, encode_batch: int = 64, use_cache: bool = True, image_fit: str = "crop",
-          progress: bool = False) -> TrainResult:
+          progress: bool = False, quiet: bool = False) -> TrainResult:
     """Train a method on a folder of images sorted by class and write its run folder (`vip train`).
 
     Args:
@@ -100,6 +100,8 @@ def train(data: str | Path, *, shots: int | str | None = 16, method: str = "vip"
         image_fit: how a non-square image fits the encoder's square (`--image-fit`): "crop" (the backbone's
             own), "pad" (centred on black) or "squash"; recorded in the run, which `load` predicts with.
         progress: draw progress bars on stderr (as the command does).
+        quiet: print no plan, progress or informational lines on stderr (as `vip -q`); warnings are still
+            printed, and kept in `warnings`.
     Returns:
         TrainResult: `run_dir`, `metrics` (what metrics.json holds), `failures` (unreadable files),
         `class_names`, `warnings` (every warning printed, as plain text, in order) and `schedule`.
@@ -119,7 +121,7 @@ def train(data: str | Path, *, shots: int | str | None = 16, method: str = "vip"
         **_shared_settings(data, backbone, arch, pretrained, device, views, workers, encode_batch, use_cache,
                            schedule, epochs, batch_size, lr, symptoms, method_options, out, force, image_fit),
     )
-    return _run(train_run, config, progress)
+    return _run(train_run, config, progress, quiet)
 
 
 @_callers_random_state()
@@ -131,7 +133,7 @@ def benchmark(data: str | Path, *, methods: Iterable[str] | str | None = None,
               lr: float | None = None, views: int = 8, split_seed: int | None = None, out: str | Path | None = None,
               force: bool = False, batched: bool = True, device: str | torch.device = "auto",
               workers: int | None = None, encode_batch: int = 64, use_cache: bool = True, image_fit: str = "crop",
-              progress: bool = False) -> BenchmarkResult:
+              progress: bool = False, quiet: bool = False) -> BenchmarkResult:
     """Compare methods on the same seeded few-shot subsets of a folder (`vip benchmark`), resuming a sweep
     stored in `out`.
 
@@ -174,7 +176,7 @@ def benchmark(data: str | Path, *, methods: Iterable[str] | str | None = None,
         **_shared_settings(data, backbone, arch, pretrained, device, views, workers, encode_batch, use_cache,
                            schedule, epochs, batch_size, lr, symptoms, method_options, out, force, image_fit),
     )
-    return _run(run_benchmark, config, progress)
+    return _run(run_benchmark, config, progress, quiet)
 
 
 def _shared_settings(data, backbone, arch, pretrained, device, views, workers, encode_batch, use_cache, schedule,
@@ -190,14 +192,16 @@ def _shared_settings(data, backbone, arch, pretrained, device, views, workers, e
                 out=Path(out) if out is not None else None, force=_flag("force", force))
 
 
-def _run(function, config, progress: bool):
-    """`function(config, progress bar or None)`, its errors worded for Python callers; VIP_QUIET=maybe (a
-    value neither on nor off) refused first, as the command does (`vipcli.env_flags.check_environment`)."""
+def _run(function, config, progress: bool, quiet: bool):
+    """`function(config, progress bar or None)`, its errors worded for Python callers, with no informational lines
+    if `quiet`; VIP_QUIET=maybe (a value neither on nor off) refused first, as the command does
+    (`vipcli.env_flags.check_environment`)."""
     from vipcli import console
     from vipcli.env_flags import check_environment
 
     check_environment()
-    with _in_python_words(), console.progress_bar() if _flag("progress", progress) else contextlib.nullcontext() as bar:
+    with console.quiet(_flag("quiet", quiet)), _in_python_words(), \
+            console.progress_bar() if _flag("progress", progress) else contextlib.nullcontext() as bar:
         return function(config, bar)
 
 
