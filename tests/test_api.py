@@ -704,3 +704,17 @@ def test_quiet_drops_the_plan_and_progress_lines_and_keeps_the_warnings(world, t
     assert "vip on 2 classes" in capsys.readouterr().err
     with pytest.raises(vip.VipError, match=r"quiet='yes': expected True or False"):
         vip.train(data, out=tmp_path / "never", quiet="yes", **TOY)
+
+
+def test_a_model_pickles_as_its_run_folder_and_loads_again_with_the_same_predictions(world):
+    """Pickling a Model (multiprocessing, joblib) failed in the backbone (`Can't pickle <function ...tokenize>`)."""
+    import pickle
+
+    import torch
+
+    data, result, _ = world
+    image = sorted((data / "test" / "melanoma").glob("*.png"))[0]
+    model = vip.load(result.run_dir, device=torch.device("cpu"), use_cache=False)
+    again = pickle.loads(pickle.dumps(model))
+    assert repr(again) == repr(model) and again.run_dir == model.run_dir
+    assert again.predict(image, use_cache=False) == model.predict(image, use_cache=False)

@@ -226,15 +226,25 @@ def load(run_dir: str | Path, *, device: str | torch.device = "auto", use_cache:
 
     check_environment()  # as train and benchmark: before the run's backbone loads
     with _in_python_words(), using_cache(_flag("use_cache", use_cache)):
-        return Model(load_predictor(Path(run_dir), resolve_device(_device_name(device))))
+        return Model(load_predictor(Path(run_dir), resolve_device(_device_name(device))), use_cache=use_cache)
 
 
 class Model:
-    """A trained run, loaded once, that classifies images: `vipcli.api.load(run_dir)` makes one."""
+    """A trained run, loaded once, that classifies images: `vipcli.api.load(run_dir)` makes one.
 
-    def __init__(self, predictor):
+    A Model pickles as its run folder, device and `use_cache` (for multiprocessing, joblib or a file), not as its
+    weights: unpickling loads that run folder again, as `load` does.
+    """
+
+    def __init__(self, predictor, use_cache: bool = True):
         self._predictor = predictor  # vipcli.predict.Predictor
+        self._use_cache = use_cache  # as `load` was given it: a pickled model is loaded again with it
         self._told_no_explanation = False  # the note that the method explains nothing: once per model
+
+    def __reduce__(self):
+        """Pickle as `load(run_dir, device=..., use_cache=...)`: the backbone holds functions and open handles that
+        do not pickle, and the run folder already holds everything else."""
+        return _loaded_again, (str(self.run_dir), str(self.device), self._use_cache)
 
     def __repr__(self) -> str:
         return (f"Model({str(self.run_dir)!r}, method={self.method!r}, classes={self.classes!r}, "
@@ -388,6 +398,11 @@ class Model:
             console.info(f"note: method '{self.method}' gives no per-symptom explanation; "
                          "Prediction.explanation is None for it")
             self._told_no_explanation = True
+
+
+def _loaded_again(run_dir: str, device: str, use_cache: bool) -> Model:
+    """A pickled Model: its run folder loaded again on its device (`Model.__reduce__`)."""
+    return load(run_dir, device=device, use_cache=use_cache)
 
 
 # how an image held as an array becomes a PIL image, by the module of its type
