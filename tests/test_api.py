@@ -718,3 +718,35 @@ def test_a_model_pickles_as_its_run_folder_and_loads_again_with_the_same_predict
     again = pickle.loads(pickle.dumps(model))
     assert repr(again) == repr(model) and again.run_dir == model.run_dir
     assert again.predict(image, use_cache=False) == model.predict(image, use_cache=False)
+
+
+def test_a_gpu_out_of_memory_is_a_vip_error_naming_the_argument_to_lower(world, tmp_path, monkeypatch):
+    """`vip train` says what to lower when the GPU runs out of memory; from Python, torch's OutOfMemoryError came
+    through as it was, with the allocator's figures and no fix. Each call names its own argument: `encode_batch`
+    for train, `batch_size` for predict_many."""
+    import torch
+
+    from vipcli import features
+
+    data, result, _ = world
+    model = vip.load(result.run_dir, device="cpu")
+
+    def full(*_, **__):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of "
+                                     "79.19 GiB")
+
+    monkeypatch.setattr(features, "_encode_batch", full)
+    fix = "(pass a smaller {} (images per encoder call, 64 by default), or free the GPU"
+    with pytest.raises(vip.VipError) as raised:
+        vip.train(data, out=tmp_path / "run", **TOY)
+    assert str(raised.value).startswith("the GPU ran out of memory (CUDA out of memory) " + fix.format("encode_batch"))
+    assert not (tmp_path / "run").exists()
+    image = sorted((data / "test" / "nevus").glob("*.png"))[0]
+    for given in (image, Image.open(image)):  # a file, and an image in memory
+        with pytest.raises(vip.VipError) as raised:
+            model.predict_many([given], use_cache=False)
+        assert str(raised.value).startswith("the GPU ran out of memory (CUDA out of memory) " +
+                                            fix.format("batch_size"))
+    monkeypatch.setenv("VIP_DEBUG", "1")  # torch's own error, for a bug report
+    with pytest.raises(torch.OutOfMemoryError):
+        model.predict_many([image], use_cache=False)

@@ -337,7 +337,7 @@ class Model:
             _flag(name, value)
         if workers is not None:
             _count("workers", workers, 0)
-        with _in_python_words():
+        with _in_python_words(batch_argument="batch_size"):
             return self._predict_many(_expand(images), explain, _coverage(coverage), skip_unreadable, use_cache,
                                       workers, batch_size, progress)
 
@@ -675,17 +675,37 @@ def _unquoted(word: str) -> str:
 
 
 @contextlib.contextmanager
-def _in_python_words():
+def _in_python_words(batch_argument: str = "encode_batch"):
     """Word warnings, and re-raise a VipError whose message or fix names an option of the commands
     (`--method-option n-ctx`, `--coverage`, `--device`, `--epochs`, `--force`, `--shots 1000`), with the
-    keyword argument the caller wrote instead (`method_options['n_ctx']`, `epochs`, `force=True`, `shots=1000`)."""
+    keyword argument the caller wrote instead (`method_options['n_ctx']`, `epochs`, `force=True`, `shots=1000`;
+    `--encode-batch` as `batch_argument`, the name of the call's images per encoder call). A GPU out of memory is
+    the VipError the command prints for it, as the caller would word it."""
     from vipcli import console
 
     try:
-        with console.wording(_python_words):
+        with console.wording(_python_words), _gpu_memory_as_vip_error():
             yield
     except VipError as error:
         if not isinstance(error, ImageError):  # its message is the file's name and reason, nothing to reword
             error.message, error.hint = _python_words(error.message), _python_words(error.hint)
+            if error.hint and batch_argument != "encode_batch":
+                error.hint = re.sub(r"\bencode_batch\b", batch_argument, error.hint)
             error.args = (error.message, *error.args[1:])
         raise
+
+
+@contextlib.contextmanager
+def _gpu_memory_as_vip_error():
+    """A GPU that runs out of memory inside the block raises the VipError `vip` prints for it (what to lower), in
+    place of torch's error and its allocator figures; with VIP_DEBUG on, torch's error is raised as it is."""
+    from vipcli.devices import out_of_memory
+    from vipcli.env_flags import env_flag
+
+    try:
+        yield
+    except RuntimeError as error:
+        memory = out_of_memory(error)
+        if memory is None or env_flag("VIP_DEBUG"):
+            raise
+        raise memory from None
