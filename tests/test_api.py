@@ -658,12 +658,15 @@ def test_an_unreadable_file_given_to_predict_is_answered_with_a_fix_predict_take
     _, result, _ = world
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not a png")
+    model = vip.load(result.run_dir, device="cpu")
     with pytest.raises(vip.ImageError) as raised:
-        vip.load(result.run_dir, device="cpu").predict(broken)
+        model.predict(broken)
     assert raised.value.path == str(broken) and "fix or replace it" in str(raised.value)
     assert "skip_unreadable" not in inspect.signature(vip.Model.predict).parameters
     assert "or pass skip_unreadable=True" not in raised.value.hint
     assert "model.predict_many(files, skip_unreadable=True)" in raised.value.hint
+    with pytest.raises(vip.VipError, match=r"^cannot classify an int \(pass image files"):  # not "a int"
+        model.predict(3)
 
 
 def test_results_turn_into_the_json_documents_the_commands_print(world, tmp_path, cli):
@@ -750,3 +753,23 @@ def test_a_gpu_out_of_memory_is_a_vip_error_naming_the_argument_to_lower(world, 
     monkeypatch.setenv("VIP_DEBUG", "1")  # torch's own error, for a bug report
     with pytest.raises(torch.OutOfMemoryError):
         model.predict_many([image], use_cache=False)
+
+
+def test_numpy_numbers_are_taken_as_the_numbers_they_are(world, tmp_path):
+    """A notebook's numbers are often NumPy's (`np.arange`, an array's items): `shots=np.int64(4)` was refused as
+    `expected a positive number of images per class`, and `seeds=np.int64(1)` raised a bare TypeError."""
+    import numpy as np
+
+    data, result, _ = world
+    numbers = dict(shots=np.int64(4), epochs=np.int64(3), views=np.int32(2), workers=np.int64(0), seed=np.int64(1),
+                   lr=np.float64(0.002))
+    again = vip.train(data, out=tmp_path / "run", **{**TOY, **numbers})
+    assert again.metrics["test"] == result.metrics["test"]
+    sweep = vip.benchmark(data, methods="zeroshot", seeds=np.int64(1), shots=np.array([1]), out=tmp_path / "sweep",
+                          **{key: TOY[key] for key in ("backbone", "views", "workers", "device")})
+    assert [row["seed"] for row in sweep.rows] == [1] and json.dumps(sweep.to_dict())
+    image = sorted((data / "test" / "nevus").glob("*.png"))[0]
+    prediction = vip.load(result.run_dir, device="cpu").predict(image, coverage=np.float32(0.9))
+    assert prediction.prediction_set
+    with pytest.raises(vip.VipError, match=r"shots=np.int64\(0\): expected a positive number"):
+        vip.train(data, out=tmp_path / "never", **{**TOY, "shots": np.int64(0)})
