@@ -648,3 +648,128 @@ def test_the_warnings_kept_are_every_warning_printed_unreadable_files_included(w
         assert skipped in warnings
         assert [f"warning: {line}" for line in warnings] == [line for line in printed.splitlines()
                                                              if line.startswith("warning: ")]
+
+
+def test_an_unreadable_file_given_to_predict_is_answered_with_a_fix_predict_takes(world, tmp_path):
+    """`predict` has no `skip_unreadable`: its error named that keyword argument as the fix, and following it was a
+    TypeError. Its fix now names what to do with the file, and where skipping is offered."""
+    import inspect
+
+    _, result, _ = world
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    model = vip.load(result.run_dir, device="cpu")
+    with pytest.raises(vip.ImageError) as raised:
+        model.predict(broken)
+    assert raised.value.path == str(broken) and "fix or replace it" in str(raised.value)
+    assert "skip_unreadable" not in inspect.signature(vip.Model.predict).parameters
+    assert "or pass skip_unreadable=True" not in raised.value.hint
+    assert "model.predict_many(files, skip_unreadable=True)" in raised.value.hint
+    with pytest.raises(vip.VipError, match=r"^cannot classify an int \(pass image files"):  # not "a int"
+        model.predict(3)
+
+
+def test_results_turn_into_the_json_documents_the_commands_print(world, tmp_path, cli):
+    """`dataclasses.asdict(result)` held Paths, which `json.dumps` refuses; `to_dict()` is the `--json` document."""
+    data, result, root = world
+    document = result.to_dict()
+    assert json.loads(json.dumps(document)) == document and document["run_dir"] == str(result.run_dir)
+    assert document["test"] == json.loads((result.run_dir / "metrics.json").read_text())["test"]
+    code, out, err = cli("train", "--data", data, "--backbone", "toy", "--shots", "4", "--epochs", "1", "--views", "2",
+                         "--workers", "0", "--device", "cpu", "--out", tmp_path / "run", "--json")
+    assert code == 0, err
+    assert list(document) == list(json.loads(out))
+
+    sweep_args = dict(methods=["zeroshot"], seeds=[1], backbone="toy", views=2, workers=0, device="cpu")
+    code, out, err = cli("benchmark", "--data", data, "--methods", "zeroshot", "--seeds", "1", "--backbone", "toy",
+                         "--views", "2", "--workers", "0", "--device", "cpu", "--out", tmp_path / "sweep", "--json")
+    assert code == 0, err
+    printed = json.loads(out)
+    sweep = vip.benchmark(data, out=tmp_path / "sweep", **sweep_args)  # resumed: the rows the command ran
+    document = sweep.to_dict()
+    assert json.loads(json.dumps(document)) == document and list(document) == list(printed)
+    assert document["out"] == printed["out"] and document["rows"] == printed["rows"]
+    assert document["summary"] == printed["summary"] and document["skipped"] == printed["trained"] == 1
+
+
+def test_quiet_drops_the_plan_and_progress_lines_and_keeps_the_warnings(world, tmp_path, capsys):
+    """A notebook or a pipeline that wants only the warnings passes quiet=True, as `vip -q` does."""
+    data, _, _ = world
+    capsys.readouterr()
+    result = vip.train(data, out=tmp_path / "run", quiet=True, progress=True, **{**TOY, "shots": 50, "epochs": 1})
+    err = capsys.readouterr().err
+    assert result.warnings and err.splitlines() == [f"warning: {line}" for line in result.warnings]
+    sweep = vip.benchmark(data, methods=["zeroshot"], seeds=[1], out=tmp_path / "sweep", quiet=True,
+                          **{key: TOY[key] for key in ("backbone", "views", "workers", "device")})
+    err = capsys.readouterr().err
+    assert "benchmark of" not in err and err.splitlines() == [f"warning: {line}" for line in sweep.warnings]
+    vip.train(data, out=tmp_path / "loud", **{**TOY, "epochs": 1})
+    assert "vip on 2 classes" in capsys.readouterr().err
+    with pytest.raises(vip.VipError, match=r"quiet='yes': expected True or False"):
+        vip.train(data, out=tmp_path / "never", quiet="yes", **TOY)
+
+
+def test_a_model_pickles_as_its_run_folder_and_loads_again_with_the_same_predictions(world):
+    """Pickling a Model (multiprocessing, joblib) failed in the backbone (`Can't pickle <function ...tokenize>`)."""
+    import pickle
+
+    import torch
+
+    data, result, _ = world
+    image = sorted((data / "test" / "melanoma").glob("*.png"))[0]
+    model = vip.load(result.run_dir, device=torch.device("cpu"), use_cache=False)
+    again = pickle.loads(pickle.dumps(model))
+    assert repr(again) == repr(model) and again.run_dir == model.run_dir
+    assert again.predict(image, use_cache=False) == model.predict(image, use_cache=False)
+
+
+def test_a_gpu_out_of_memory_is_a_vip_error_naming_the_argument_to_lower(world, tmp_path, monkeypatch):
+    """`vip train` says what to lower when the GPU runs out of memory; from Python, torch's OutOfMemoryError came
+    through as it was, with the allocator's figures and no fix. Each call names its own argument: `encode_batch`
+    for train, `batch_size` for predict_many."""
+    import torch
+
+    from vipcli import features
+
+    data, result, _ = world
+    model = vip.load(result.run_dir, device="cpu")
+
+    def full(*_, **__):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of "
+                                     "79.19 GiB")
+
+    monkeypatch.setattr(features, "_encode_batch", full)
+    fix = "(pass a smaller {} (images per encoder call, 64 by default), or free the GPU"
+    with pytest.raises(vip.VipError) as raised:
+        vip.train(data, out=tmp_path / "run", **TOY)
+    assert str(raised.value).startswith("the GPU ran out of memory (CUDA out of memory) " + fix.format("encode_batch"))
+    assert not (tmp_path / "run").exists()
+    image = sorted((data / "test" / "nevus").glob("*.png"))[0]
+    for given in (image, Image.open(image)):  # a file, and an image in memory
+        with pytest.raises(vip.VipError) as raised:
+            model.predict_many([given], use_cache=False)
+        assert str(raised.value).startswith("the GPU ran out of memory (CUDA out of memory) " +
+                                            fix.format("batch_size"))
+    monkeypatch.setenv("VIP_DEBUG", "1")  # torch's own error, for a bug report
+    with pytest.raises(torch.OutOfMemoryError):
+        model.predict_many([image], use_cache=False)
+
+
+def test_numpy_numbers_are_taken_as_the_numbers_they_are(world, tmp_path):
+    """A notebook's numbers are often NumPy's (`np.arange`, an array's items): `shots=np.int64(4)` was refused as
+    `expected a positive number of images per class`, and `seeds=np.int64(1)` raised a bare TypeError."""
+    import numpy as np
+
+    data, result, _ = world
+    numbers = dict(shots=np.int64(4), epochs=np.int64(3), views=np.int32(2), workers=np.int64(0), seed=np.int64(1),
+                   lr=np.float64(0.002))
+    again = vip.train(data, out=tmp_path / "run", **{**TOY, **numbers})
+    assert again.metrics["test"] == result.metrics["test"]
+    sweep = vip.benchmark(data, methods="zeroshot", seeds=np.int64(1), shots=np.array([1]), out=tmp_path / "sweep",
+                          **{key: TOY[key] for key in ("backbone", "views", "workers", "device")})
+    assert [row["seed"] for row in sweep.rows] == [1] and json.dumps(sweep.to_dict())
+    image = sorted((data / "test" / "nevus").glob("*.png"))[0]
+    prediction = vip.load(result.run_dir, device="cpu").predict(image, coverage=np.float32(0.9))
+    assert prediction.prediction_set
+    with pytest.raises(vip.VipError, match=r"shots=np.int64\(0\): expected a positive number"):
+        vip.train(data, out=tmp_path / "never", **{**TOY, "shots": np.int64(0)})

@@ -75,7 +75,7 @@ def train(data: str | Path, *, shots: int | str | None = 16, method: str = "vip"
           batch_size: int | None = None, lr: float | None = None, views: int = 8, seed: int = 1,
           split_seed: int | None = None, out: str | Path | None = None, force: bool = False, device: str | torch.device = "auto",
           workers: int | None = None, encode_batch: int = 64, use_cache: bool = True, image_fit: str = "crop",
-          progress: bool = False) -> TrainResult:
+          progress: bool = False, quiet: bool = False) -> TrainResult:
     """Train a method on a folder of images sorted by class and write its run folder (`vip train`).
 
     Args:
@@ -100,6 +100,8 @@ def train(data: str | Path, *, shots: int | str | None = 16, method: str = "vip"
         image_fit: how a non-square image fits the encoder's square (`--image-fit`): "crop" (the backbone's
             own), "pad" (centred on black) or "squash"; recorded in the run, which `load` predicts with.
         progress: draw progress bars on stderr (as the command does).
+        quiet: print no plan, progress or informational lines on stderr (as `vip -q`); warnings are still
+            printed, and kept in `warnings`.
     Returns:
         TrainResult: `run_dir`, `metrics` (what metrics.json holds), `failures` (unreadable files),
         `class_names`, `warnings` (every warning printed, as plain text, in order) and `schedule`.
@@ -109,17 +111,17 @@ def train(data: str | Path, *, shots: int | str | None = 16, method: str = "vip"
     from vipcli.train import TrainConfig
     from vipcli.train import train as train_run
 
-    _check_arguments(data, views=views, epochs=epochs, batch_size=batch_size, workers=workers, lr=lr,
-                     encode_batch=encode_batch)
-    _seed("seed", seed, "seed=1")
+    numbers = _check_arguments(data, views=views, epochs=epochs, batch_size=batch_size, workers=workers, lr=lr,
+                               encode_batch=encode_batch)
+    seed = _seed("seed", seed, "seed=1")
     if split_seed is not None:
-        _seed("split_seed", split_seed, "split_seed=1")
+        split_seed = _seed("split_seed", split_seed, "split_seed=1")
     config = TrainConfig(
         shots=_shots(shots), method=method, seed=seed, split_seed=split_seed,
-        **_shared_settings(data, backbone, arch, pretrained, device, views, workers, encode_batch, use_cache,
-                           schedule, epochs, batch_size, lr, symptoms, method_options, out, force, image_fit),
+        **_shared_settings(data, backbone, arch, pretrained, device, use_cache, schedule, symptoms, method_options,
+                           out, force, image_fit, **numbers),
     )
-    return _run(train_run, config, progress)
+    return _run(train_run, config, progress, quiet)
 
 
 @_callers_random_state()
@@ -131,7 +133,7 @@ def benchmark(data: str | Path, *, methods: Iterable[str] | str | None = None,
               lr: float | None = None, views: int = 8, split_seed: int | None = None, out: str | Path | None = None,
               force: bool = False, batched: bool = True, device: str | torch.device = "auto",
               workers: int | None = None, encode_batch: int = 64, use_cache: bool = True, image_fit: str = "crop",
-              progress: bool = False) -> BenchmarkResult:
+              progress: bool = False, quiet: bool = False) -> BenchmarkResult:
     """Compare methods on the same seeded few-shot subsets of a folder (`vip benchmark`), resuming a sweep
     stored in `out`.
 
@@ -159,10 +161,10 @@ def benchmark(data: str | Path, *, methods: Iterable[str] | str | None = None,
     """
     from vipcli.benchmark import DEFAULT_METHODS, BenchmarkConfig, run_benchmark
 
-    _check_arguments(data, views=views, epochs=epochs, batch_size=batch_size, workers=workers, lr=lr,
-                     encode_batch=encode_batch)
+    numbers = _check_arguments(data, views=views, epochs=epochs, batch_size=batch_size, workers=workers, lr=lr,
+                               encode_batch=encode_batch)
     if split_seed is not None:
-        _seed("split_seed", split_seed, "split_seed=1")
+        split_seed = _seed("split_seed", split_seed, "split_seed=1")
     seeds, shots = _listed("seeds", seeds), _listed("shots", shots)  # once each: an iterator is read once
     methods = None if methods is None else _listed("methods", methods)
     config = BenchmarkConfig(
@@ -171,15 +173,16 @@ def benchmark(data: str | Path, *, methods: Iterable[str] | str | None = None,
         seeds=_distinct("seeds", seeds, [_seed("seeds", seed, "seeds=[1, 2, 3]") for seed in seeds]),
         split_seed=split_seed,
         batched=_flag("batched", batched),
-        **_shared_settings(data, backbone, arch, pretrained, device, views, workers, encode_batch, use_cache,
-                           schedule, epochs, batch_size, lr, symptoms, method_options, out, force, image_fit),
+        **_shared_settings(data, backbone, arch, pretrained, device, use_cache, schedule, symptoms, method_options,
+                           out, force, image_fit, **numbers),
     )
-    return _run(run_benchmark, config, progress)
+    return _run(run_benchmark, config, progress, quiet)
 
 
-def _shared_settings(data, backbone, arch, pretrained, device, views, workers, encode_batch, use_cache, schedule,
-                     epochs, batch_size, lr, symptoms, method_options, out, force, image_fit) -> dict:
-    """The fields `TrainConfig` and `BenchmarkConfig` share, from `train`'s and `benchmark`'s keyword arguments."""
+def _shared_settings(data, backbone, arch, pretrained, device, use_cache, schedule, symptoms, method_options, out,
+                     force, image_fit, *, views, workers, encode_batch, epochs, batch_size, lr) -> dict:
+    """The fields `TrainConfig` and `BenchmarkConfig` share, from `train`'s and `benchmark`'s keyword arguments (the
+    numbers as `_check_arguments` returns them)."""
     from vipcli.settings import BackboneSettings, EncodingSettings, ScheduleSettings
 
     return dict(data=Path(data), method_options=_method_options(method_options),
@@ -190,14 +193,16 @@ def _shared_settings(data, backbone, arch, pretrained, device, views, workers, e
                 out=Path(out) if out is not None else None, force=_flag("force", force))
 
 
-def _run(function, config, progress: bool):
-    """`function(config, progress bar or None)`, its errors worded for Python callers; VIP_QUIET=maybe (a
-    value neither on nor off) refused first, as the command does (`vipcli.env_flags.check_environment`)."""
+def _run(function, config, progress: bool, quiet: bool):
+    """`function(config, progress bar or None)`, its errors worded for Python callers, with no informational lines
+    if `quiet`; VIP_QUIET=maybe (a value neither on nor off) refused first, as the command does
+    (`vipcli.env_flags.check_environment`)."""
     from vipcli import console
     from vipcli.env_flags import check_environment
 
     check_environment()
-    with _in_python_words(), console.progress_bar() if _flag("progress", progress) else contextlib.nullcontext() as bar:
+    with console.quiet(_flag("quiet", quiet)), _in_python_words(), \
+            console.progress_bar() if _flag("progress", progress) else contextlib.nullcontext() as bar:
         return function(config, bar)
 
 
@@ -211,6 +216,8 @@ def load(run_dir: str | Path, *, device: str | torch.device = "auto", use_cache:
         use_cache: look up and keep a local weights file's digest and the backbone's passed load-time checks in
             the cache folder; False (as `vip predict --no-cache`) reads and writes nothing there, so a cache
             folder vip does not trust is no obstacle. Pass `use_cache=False` to `Model.predict` too.
+    Returns:
+        Model: the run's classes, method and device, and `predict` and `predict_many` for images.
     Raises:
         VipError: no run there, a backbone or method plugin that is not installed, weights that are missing.
         UsageError: VIP_QUIET, VIP_DEBUG or VIP_CUDA_GRAPHS neither on nor off (`vipcli.env_flags`), first.
@@ -222,15 +229,25 @@ def load(run_dir: str | Path, *, device: str | torch.device = "auto", use_cache:
 
     check_environment()  # as train and benchmark: before the run's backbone loads
     with _in_python_words(), using_cache(_flag("use_cache", use_cache)):
-        return Model(load_predictor(Path(run_dir), resolve_device(_device_name(device))))
+        return Model(load_predictor(Path(run_dir), resolve_device(_device_name(device))), use_cache=use_cache)
 
 
 class Model:
-    """A trained run, loaded once, that classifies images: `vipcli.api.load(run_dir)` makes one."""
+    """A trained run, loaded once, that classifies images: `vipcli.api.load(run_dir)` makes one.
 
-    def __init__(self, predictor):
+    A Model pickles as its run folder, device and `use_cache` (for multiprocessing, joblib or a file), not as its
+    weights: unpickling loads that run folder again, as `load` does.
+    """
+
+    def __init__(self, predictor, use_cache: bool = True):
         self._predictor = predictor  # vipcli.predict.Predictor
+        self._use_cache = use_cache  # as `load` was given it: a pickled model is loaded again with it
         self._told_no_explanation = False  # the note that the method explains nothing: once per model
+
+    def __reduce__(self):
+        """Pickle as `load(run_dir, device=..., use_cache=...)`: the backbone holds functions and open handles that
+        do not pickle, and the run folder already holds everything else."""
+        return _loaded_again, (str(self.run_dir), str(self.device), self._use_cache)
 
     def __repr__(self) -> str:
         return (f"Model({str(self.run_dir)!r}, method={self.method!r}, classes={self.classes!r}, "
@@ -288,7 +305,12 @@ class Model:
         [item] = _expand([image])  # an empty path, a numpy array: refused as predict_many refuses them
         if isinstance(item, Path) and item.is_dir():
             raise UsageError(f"{image} is a folder", "use model.predict_many([folder]) for the images in it")
-        return self.predict_many([item], explain=explain, coverage=coverage, use_cache=use_cache, workers=0)[0]
+        try:
+            return self.predict_many([item], explain=explain, coverage=coverage, use_cache=use_cache, workers=0)[0]
+        except ImageError as error:  # predict_many's fix names its skip_unreadable, which predict does not take
+            if isinstance(item, Path):
+                error.hint = "fix or replace it; model.predict_many(files, skip_unreadable=True) leaves such files out"
+            raise
 
     @_callers_random_state()
     def predict_many(self, images: Iterable[str | Path | Image.Image], *, explain: bool = False,
@@ -312,13 +334,13 @@ class Model:
             ImageError: a file that cannot be read, unless `skip_unreadable` (the first, with how many).
             VipError: a path that does not exist, a folder without images, a value of another type.
         """
-        _count("batch_size", batch_size, 1)
+        batch_size = _count("batch_size", batch_size, 1)
         for name, value in (("explain", explain), ("skip_unreadable", skip_unreadable), ("use_cache", use_cache),
                             ("progress", progress)):
             _flag(name, value)
         if workers is not None:
-            _count("workers", workers, 0)
-        with _in_python_words():
+            workers = _count("workers", workers, 0)
+        with _in_python_words(batch_argument="batch_size"):
             return self._predict_many(_expand(images), explain, _coverage(coverage), skip_unreadable, use_cache,
                                       workers, batch_size, progress)
 
@@ -381,6 +403,11 @@ class Model:
             self._told_no_explanation = True
 
 
+def _loaded_again(run_dir: str, device: str, use_cache: bool) -> Model:
+    """A pickled Model: its run folder loaded again on its device (`Model.__reduce__`)."""
+    return load(run_dir, device=device, use_cache=use_cache)
+
+
 # how an image held as an array becomes a PIL image, by the module of its type
 _CONVERSIONS = (("numpy.", "pass PIL.Image.fromarray(array)"),
                 ("torch.", "pass torchvision.transforms.functional.to_pil_image(tensor), a [3, H, W] tensor of 0..1"))
@@ -406,7 +433,7 @@ def _expand(images) -> list:
             kind = f"{type(item).__module__}.{type(item).__name__}".removeprefix("builtins.")
             hint = next((fix for prefix, fix in _CONVERSIONS if kind.startswith(prefix)),
                         "pass image files, folders or PIL images")
-            raise UsageError(f"cannot classify a {kind}", hint)
+            raise UsageError(f"cannot classify {'an' if kind[:1] in 'aeiou' else 'a'} {kind}", hint)
     return items
 
 
@@ -426,20 +453,39 @@ def _loaded(image, position: int):
     return image
 
 
-def _check_arguments(data, **numbers) -> None:
-    """Refuse, by the name the caller wrote, a `data` that is not a path and a number of the wrong type or
-    range (the commands' parser does this for their options; here a float epochs would fail deep
-    inside, as a Python error naming neither). Seeds are checked by `_seed`."""
+def _check_arguments(data, **numbers) -> dict:
+    """`numbers` as Python's int and float (NumPy's numbers too), each refused, by the name the caller wrote, if of
+    the wrong type or range; and a `data` that is not a path refused (the commands' parser does this for their
+    options; here a float epochs would fail deep inside, as a Python error naming neither). Seeds are checked by
+    `_seed`."""
     if not isinstance(data, (str, Path)):
         raise UsageError(f"data={data!r}: expected the path of a folder of class subfolders", "such as data='isic'")
-    _count("views", numbers["views"], 1)
-    _count("encode_batch", numbers["encode_batch"], 1)
+    checked = {"views": _count("views", numbers["views"], 1),
+               "encode_batch": _count("encode_batch", numbers["encode_batch"], 1)}
     for name, least in (("epochs", 1), ("batch_size", 1), ("workers", 0)):
-        if numbers[name] is not None:
-            _count(name, numbers[name], least)
+        checked[name] = None if numbers[name] is None else _count(name, numbers[name], least)
     lr = numbers["lr"]
-    if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < math.inf):
+    if lr is not None and (not _real_number(lr) or not 0 < lr < math.inf):
         raise UsageError(f"lr={lr!r}: expected a positive number", "such as lr=0.002")
+    checked["lr"] = None if lr is None else float(lr)
+    return checked
+
+
+def _whole_number(value) -> int | None:
+    """`value` as an int if it is a whole number: Python's or NumPy's (np.int64(4), an item of np.arange), never
+    True/False; else None."""
+    from numbers import Integral
+
+    if isinstance(value, bool) or type(value).__name__ == "bool_" or not isinstance(value, Integral):
+        return None
+    return int(value)
+
+
+def _real_number(value) -> bool:
+    """Whether `value` is a real number (Python's or NumPy's float or int), not True/False."""
+    from numbers import Real
+
+    return not isinstance(value, bool) and type(value).__name__ != "bool_" and isinstance(value, Real)
 
 
 def _flag(name: str, value) -> bool:
@@ -455,16 +501,18 @@ def _seed(name: str, value, example: str) -> int:
     from vipcli.cli.options import SEED_MAX, SEED_MIN
 
     shown = f"{name}={value!r}" if name != "seeds" else f"seeds: {value!r}"
-    if isinstance(value, bool) or not isinstance(value, int) or value < SEED_MIN:
+    whole = _whole_number(value)
+    if whole is None or whole < SEED_MIN:
         raise UsageError(f"{shown}: expected a whole number of {SEED_MIN} or more", f"such as {example}")
-    if value > SEED_MAX:
+    if whole > SEED_MAX:
         raise UsageError(f"{shown}: expected at most {SEED_MAX}", f"such as {example}")
-    return value
+    return whole
 
 
 def _listed(name: str, values) -> list:
     """`values` as a list, one value alone (a str, a number or None) as a list of one; an empty list is refused."""
-    listed = [values] if values is None or isinstance(values, (str, int)) else list(values)
+    one = values is None or isinstance(values, str) or _whole_number(values) is not None  # np.int64(1) too
+    listed = [values] if one else list(values)
     if not listed:
         raise UsageError(f"{name}=[]: expected at least one value")
     return listed
@@ -497,10 +545,11 @@ def _method_ids(methods) -> tuple[str, ...]:
 
 
 def _count(name: str, value, least: int) -> int:
-    """`value` of the keyword argument `name`, refused unless a whole number >= `least`."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+    """`value` of the keyword argument `name` as an int, refused unless a whole number >= `least`."""
+    whole = _whole_number(value)
+    if whole is None or whole < least:
         raise UsageError(f"{name}={value!r}: expected a whole number of {least} or more", f"such as {name}={least}")
-    return value
+    return whole
 
 
 def _image_fit(value) -> str:
@@ -518,18 +567,17 @@ def _shots(shots) -> int | None:
     """`shots` as `vip train --shots` takes it: a positive number, or "all"/None for every image."""
     if shots is None or (isinstance(shots, str) and shots.strip().lower() == "all"):
         return None
-    if isinstance(shots, str) and shots.strip().isdigit():
-        shots = int(shots)
-    if isinstance(shots, bool) or not isinstance(shots, int) or shots < 1:
+    whole = int(shots) if isinstance(shots, str) and shots.strip().isdigit() else _whole_number(shots)
+    if whole is None or whole < 1:
         raise UsageError(f"shots={shots!r}: expected a positive number of images per class", "or shots='all'")
-    return shots
+    return whole
 
 
 def _coverage(coverage) -> float | None:
     """`coverage` checked as the Python caller wrote it (the commands' own check names --coverage)."""
     if coverage is None:
         return None
-    if isinstance(coverage, bool) or not isinstance(coverage, (int, float)) or not 0 < coverage < 1:
+    if not _real_number(coverage) or not 0 < coverage < 1:
         raise UsageError(f"coverage={coverage!r}: expected a probability strictly between 0 and 1",
                          "such as coverage=0.9")
     return float(coverage)
@@ -651,17 +699,37 @@ def _unquoted(word: str) -> str:
 
 
 @contextlib.contextmanager
-def _in_python_words():
+def _in_python_words(batch_argument: str = "encode_batch"):
     """Word warnings, and re-raise a VipError whose message or fix names an option of the commands
     (`--method-option n-ctx`, `--coverage`, `--device`, `--epochs`, `--force`, `--shots 1000`), with the
-    keyword argument the caller wrote instead (`method_options['n_ctx']`, `epochs`, `force=True`, `shots=1000`)."""
+    keyword argument the caller wrote instead (`method_options['n_ctx']`, `epochs`, `force=True`, `shots=1000`;
+    `--encode-batch` as `batch_argument`, the name of the call's images per encoder call). A GPU out of memory is
+    the VipError the command prints for it, as the caller would word it."""
     from vipcli import console
 
     try:
-        with console.wording(_python_words):
+        with console.wording(_python_words), _gpu_memory_as_vip_error():
             yield
     except VipError as error:
         if not isinstance(error, ImageError):  # its message is the file's name and reason, nothing to reword
             error.message, error.hint = _python_words(error.message), _python_words(error.hint)
+            if error.hint and batch_argument != "encode_batch":
+                error.hint = re.sub(r"\bencode_batch\b", batch_argument, error.hint)
             error.args = (error.message, *error.args[1:])
         raise
+
+
+@contextlib.contextmanager
+def _gpu_memory_as_vip_error():
+    """A GPU that runs out of memory inside the block raises the VipError `vip` prints for it (what to lower), in
+    place of torch's error and its allocator figures; with VIP_DEBUG on, torch's error is raised as it is."""
+    from vipcli.devices import out_of_memory
+    from vipcli.env_flags import env_flag
+
+    try:
+        yield
+    except RuntimeError as error:
+        memory = out_of_memory(error)
+        if memory is None or env_flag("VIP_DEBUG"):
+            raise
+        raise memory from None

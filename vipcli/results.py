@@ -82,6 +82,14 @@ class TrainResult:
     schedule: object | None  # the Schedule used by the shared SGD loop (None if the method has its own)
     warnings: list[str] = field(default_factory=list)  # what the run warned on stderr, in order
 
+    def to_dict(self) -> dict:
+        """This result as plain JSON-ready values, the document `vip train --json` prints: run_dir (as text),
+        class_names, unreadable ({file: reason}; also under its older name, skipped), warnings, and what
+        metrics.json holds. `json.dumps(result.to_dict())` writes it."""
+        return {"run_dir": str(self.run_dir), "class_names": list(self.class_names),
+                "unreadable": dict(self.failures), "skipped": dict(self.failures),  # skipped: the older name
+                "warnings": list(self.warnings), **self.metrics}
+
     def __repr__(self) -> str:
         """A line, not metrics.json: the run folder, the classes, the accuracy per split, and how many warnings
         and unreadable files there are (the attributes hold them all)."""
@@ -126,6 +134,14 @@ class BenchmarkResult:
     encoded_views: int = 0  # views that went through the image encoder now (0 on a warm cache)
     failures: dict[str, str] = field(default_factory=dict)  # unreadable file -> reason
     warnings: list[str] = field(default_factory=list)  # what the sweep warned on stderr, in order
+
+    def to_dict(self) -> dict:
+        """This result as plain JSON-ready values, the document `vip benchmark --json` prints: out (as text),
+        class_names, skipped, trained, encoded_views, warnings, unreadable ({file: reason}), config, summary and
+        rows. `json.dumps(sweep.to_dict())` writes it."""
+        return {"out": str(self.out), "class_names": list(self.class_names), "skipped": self.skipped,
+                "trained": self.trained, "encoded_views": self.encoded_views, "warnings": list(self.warnings),
+                "unreadable": dict(self.failures), "config": self.config, "summary": self.summary, "rows": self.rows}
 
     def __repr__(self) -> str:
         """A line, not results.json: the results folder, the grid's methods, shots and seeds, how many rows ran

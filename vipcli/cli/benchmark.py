@@ -166,11 +166,7 @@ def benchmark_tables(result) -> list:
 def print_benchmark(result, as_json: bool) -> None:
     """The tables and where the files are, or one JSON document with rows and summary."""
     if as_json:
-        document = {"out": str(result.out), "class_names": result.class_names, "skipped": result.skipped,
-                    "trained": result.trained, "encoded_views": result.encoded_views, "warnings": result.warnings,
-                    "unreadable": result.failures, "config": result.config, "summary": result.summary,
-                    "rows": result.rows}
-        print(json.dumps(document, indent=2))
+        print(json.dumps(result.to_dict(), indent=2))
         return
     from rich.measure import Measurement
 

@@ -78,9 +78,7 @@ def print_train_result(result, as_json: bool) -> None:
     import json
 
     if as_json:
-        print(json.dumps({"run_dir": str(result.run_dir), "class_names": result.class_names,
-                          "unreadable": result.failures, "skipped": result.failures,  # skipped: the older name
-                          "warnings": result.warnings, **result.metrics}, indent=2))
+        print(json.dumps(result.to_dict(), indent=2))
         return
     out = console.stdout()
     out.print(scores_table(result.metrics, console.printable(result.run_dir)))
