@@ -10,7 +10,7 @@ import pytest
 from scipy.stats import rankdata
 from sklearn.metrics import roc_auc_score
 
-from vipcli.chance import LEVEL, chance_level_warning, chance_scores, vs_chance
+from vipcli.chance import LEVEL, chance_level_warning, chance_rows_warning, chance_scores, vs_chance
 
 
 def test_each_score_is_the_one_vs_rest_auroc_and_its_chance_under_guessing():
@@ -66,6 +66,24 @@ def test_a_model_at_chance_is_named_with_the_backbones_own_images_where_it_says(
     assert three.startswith("the 36 test images do not show that the model tells any of its 3 classes from the "
                             "others better than chance (one-vs-rest AUROC: a 50.00, b 50.00, c 50.00;")
     assert "try more shots, another backbone" in three
+
+
+def test_a_sweep_blames_the_backbones_images_only_when_no_row_beats_chance():
+    """Rows at chance beside rows that beat it on the same test images say the backbone sees them: `vip demo`'s own
+    sweep told the user that the toy backbone knows only the lesion world, of the lesion world's own images."""
+    labels = np.array([0, 1] * 10)
+    guessing = vs_chance(labels, np.full((20, 2), 0.5), ["melanoma", "nevus"])
+    telling = vs_chance(labels, np.stack([1 - labels * 0.8 - 0.1, labels * 0.8 + 0.1], axis=1), ["melanoma", "nevus"])
+    rows = [{"method": "zeroshot", "shots": 0, "seed": 1, "test_vs_chance": guessing},
+            {"method": "vip", "shots": 16, "seed": 1, "test_vs_chance": telling}]
+    mixed = chance_rows_warning(rows, "the lesion world", "toy")
+    assert mixed.startswith("1 of the 2 rows does not show on test that its model beats chance: zeroshot (seed 1)")
+    assert mixed.endswith("the other row beats chance on the same test images, so the backbone tells these classes "
+                          "apart: what falls short is this row's method or shots")
+    alone = chance_rows_warning(rows[:1] * 2, "the lesion world", "toy")
+    assert alone.endswith("backbone 'toy' knows only the lesion world; for other images pass another backbone "
+                          "(`vip backbones list`)")
+    assert chance_rows_warning(rows[1:], "the lesion world", "toy") == ""
 
 
 def test_a_perfect_ranking_of_three_images_against_three_beats_chance_at_5_percent():

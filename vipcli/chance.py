@@ -221,7 +221,8 @@ def chance_rows_warning(rows: list[dict], image_domain: str = "", backbone_id: s
     `test_vs_chance`, as `chance_level_warning` for a run), by method and shots, at most `shown` of them named:
     "4 of the 10 rows do not show on test that their model beats chance: zeroshot (seeds 1, 2); ..."; "" when every
     row does. A row without `test_vs_chance` (one of an earlier vip, or a test split missing a class) is not
-    counted."""
+    counted. Where other rows beat chance on the same test images, the backbone sees these classes, and the advice
+    says so instead of naming the images the backbone knows."""
     measured = [row for row in rows if row.get("test_vs_chance")]
     at = [row for row in measured if at_chance(row["test_vs_chance"])]
     if not at:
@@ -236,6 +237,11 @@ def chance_rows_warning(rows: list[dict], image_domain: str = "", backbone_id: s
             else f"{len(at)} of the {len(measured)} {'row' if len(measured) == 1 else 'rows'} "
                  f"{'does' if len(at) == 1 else 'do'} not show")
     whose = "its" if head.startswith("none") or len(at) == 1 else "their"
+    beating = len(measured) - len(at)  # rows that beat chance on the same test images: the backbone is not the cause
+    others = "the other row beats" if beating == 1 else f"the other {beating} rows beat"
+    owners = "this row's" if len(at) == 1 else "these rows'"
+    advice = (_advice(at[0]["test_vs_chance"], image_domain, backbone_id, "their") if not beating else
+              f"{others} chance on the same test images, so the backbone tells these classes apart: what falls short "
+              f"is {owners} method or shots")
     return (f"{head} on test that {whose} model beats chance: {'; '.join(named[:shown])}{more} (each row's "
-            "test_vs_chance in results.json has its classes' AUROC and how often a guess scores as high); "
-            f"{_advice(at[0]['test_vs_chance'], image_domain, backbone_id, 'their')}")
+            f"test_vs_chance in results.json has its classes' AUROC and how often a guess scores as high); {advice}")
