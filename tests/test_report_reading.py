@@ -808,6 +808,7 @@ def test_a_benchmark_report_names_the_rows_not_to_trust_before_its_settings(benc
     assert note < text.index("Settings of this benchmark") < text.index("test accuracy %")
     # the other rows beat chance on the same images: the backbone is not blamed, and no command is suggested
     assert "so the backbone tells these classes apart" in text and "`" not in text
+    assert "results.json" not in text[note:text.index("Settings of this benchmark")]  # no file a reader must open
     for row in document["rows"]:  # every row at chance: the commands it names are set as code, not shown between
         row["test_vs_chance"] = AT_CHANCE  # the backticks of the terminal's line
     (folder / "results.json").write_text(json.dumps(document))

@@ -216,13 +216,19 @@ def _advice(scores: list[dict], image_domain: str, backbone_id: str, whose: str 
             "or see what the backbone tells apart with `vip symptoms rank`")
 
 
-def chance_rows_warning(rows: list[dict], image_domain: str = "", backbone_id: str = "", shown: int = 3) -> str:
+ROWS_DETAIL = ("each row's test_vs_chance in results.json has its classes' AUROC and how often a guess scores as "
+               "high")  # where a terminal's reader finds the figures; a report's page shows its own
+
+
+def chance_rows_warning(rows: list[dict], image_domain: str = "", backbone_id: str = "", shown: int = 3,
+                        detail: str = ROWS_DETAIL) -> str:
     """A benchmark's warning for its rows whose test images do not show that their model beats chance (each row's
     `test_vs_chance`, as `chance_level_warning` for a run), by method and shots, at most `shown` of them named:
     "4 of the 10 rows do not show on test that their model beats chance: zeroshot (seeds 1, 2); ..."; "" when every
     row does. A row without `test_vs_chance` (one of an earlier vip, or a test split missing a class) is not
     counted. Where other rows beat chance on the same test images, the backbone sees these classes, and the advice
-    says so instead of naming the images the backbone knows."""
+    says so instead of naming the images the backbone knows. `detail` says in brackets where the figures are ("" for
+    none)."""
     measured = [row for row in rows if row.get("test_vs_chance")]
     at = [row for row in measured if at_chance(row["test_vs_chance"])]
     if not at:
@@ -243,5 +249,5 @@ def chance_rows_warning(rows: list[dict], image_domain: str = "", backbone_id: s
     advice = (_advice(at[0]["test_vs_chance"], image_domain, backbone_id, "their") if not beating else
               f"{others} chance on the same test images, so the backbone tells these classes apart: what falls short "
               f"is {owners} method or shots")
-    return (f"{head} on test that {whose} model beats chance: {'; '.join(named[:shown])}{more} (each row's "
-            f"test_vs_chance in results.json has its classes' AUROC and how often a guess scores as high); {advice}")
+    return (f"{head} on test that {whose} model beats chance: {'; '.join(named[:shown])}{more}"
+            f"{f' ({detail})' if detail else ''}; {advice}")

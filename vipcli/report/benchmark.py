@@ -319,12 +319,12 @@ def _missed_note(rows: list[dict], class_names) -> str:
 def _chance_note(rows: list[dict], config: dict) -> str:
     """A note naming every row whose test images do not show that its model beats chance, as the sweep warned on
     stderr; "" when every row does, or when the backbone had random weights (the report's banner says what that
-    means)."""
+    means). Unlike the terminal's line it names no file: the page is read by people who never open results.json."""
     from vipcli.chance import chance_rows_warning
 
     if random_weights(config):
         return ""
-    return _warning_note(chance_rows_warning(rows, shown=len(rows)))
+    return _warning_note(chance_rows_warning(rows, shown=len(rows), detail=""))
 
 
 def _running_note(folder: Path) -> str:
