@@ -141,7 +141,8 @@ def remembered_digest(path: str | Path) -> str:
     return digest
 
 
-def _is_sha256(text: str) -> bool:
+def is_sha256(text: str) -> bool:
+    """Whether `text` is a sha256 as vip writes one: 64 lower-case hex digits."""
     return len(text) == 64 and all(c in "0123456789abcdef" for c in text)
 
 
@@ -159,7 +160,7 @@ def _read_record(record: Path) -> str | None:
     except (OSError, UnicodeDecodeError):
         return None
     digest, _, seal = text.strip().partition(" ")
-    return digest if _is_sha256(digest) and seal == _seal(record, digest) else None
+    return digest if is_sha256(digest) and seal == _seal(record, digest) else None
 
 
 def _write_record(record: Path, digest: str) -> None:

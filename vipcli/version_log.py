@@ -21,7 +21,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from vipcli.digests import DIGESTS_FOLDER, trust_versions, version_of
+from vipcli.digests import DIGESTS_FOLDER, is_sha256, trust_versions, version_of
 
 
 def log_stem(out: Path) -> str:
@@ -67,7 +67,7 @@ def trust_logged_versions(out: Path) -> int:
 def _parse(line: str):
     """(version, taken at, sha256) of one log line, or None for a line that is not one (a torn last line)."""
     fields = line.split(" ")
-    if len(fields) != 7 or len(fields[0]) != 64 or not all(c in "0123456789abcdef" for c in fields[0]):
+    if len(fields) != 7 or not is_sha256(fields[0]):
         return None
     try:
         numbers = [int(field) for field in fields[1:]]
