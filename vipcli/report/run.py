@@ -136,15 +136,21 @@ def _metrics(run: dict) -> str:
             + (f"<p>{html.text('; '.join(facts))}.</p>" if facts else ""))
 
 
-def _per_class(run: dict) -> str:
-    """Sensitivity, specificity and precision of each class on test, with their counts, and a caption saying that
-    their mean sensitivity is the balanced accuracy."""
+def _test_figures(run: dict) -> tuple[list, list[dict]]:
+    """The test confusion matrix and each class's figures from it (`metrics.per_class_figures`); ([], []) for a
+    run without test images."""
     from vipcli.metrics import per_class_figures
 
     matrix = run["metrics"].get("test", {}).get("confusion_matrix") or []
+    return matrix, per_class_figures(matrix) if matrix else []
+
+
+def _per_class(run: dict) -> str:
+    """Sensitivity, specificity and precision of each class on test, with their counts, and a caption saying that
+    their mean sensitivity is the balanced accuracy."""
+    matrix, figures = _test_figures(run)
     if not matrix:
         return ""
-    figures = per_class_figures(matrix)
     rows = [[name, _share(f["recall"], f["found"], f["images"]),
              _share(f["specificity"], f["rejected"], f["others"]),
              _share(f["precision"], f["found"], f["predicted"]) if f["predicted"] else "- (never predicted)"]
@@ -156,12 +162,12 @@ def _per_class(run: dict) -> str:
     return table
 
 
-def _unfound_note(run: dict) -> str:
-    """A note when the model finds no test image of a class: accuracy alone hides it on unbalanced data."""
-    from vipcli.metrics import per_class_figures, unfound_classes
+def _unfound_note(class_names: list[str], figures: list[dict]) -> str:
+    """A note when the model finds no test image of a class (`figures`: `_test_figures`'): accuracy alone hides it
+    on unbalanced data."""
+    from vipcli.metrics import unfound_classes
 
-    matrix = run["metrics"].get("test", {}).get("confusion_matrix") or []
-    missed = unfound_classes(run["class_names"], per_class_figures(matrix)) if matrix else []
+    missed = unfound_classes(class_names, figures) if figures else []
     if not missed:
         return ""
     names = ", ".join(f"{name} (0 of {images})" for name, images in missed)
@@ -176,30 +182,29 @@ def _summary(run: dict) -> str:
     from vipcli.metrics import split_figure
 
     test = run["metrics"].get("test") or {}
-    matrix = test.get("confusion_matrix") or []
     if not test.get("n"):
         return ""
+    matrix, figures = _test_figures(run)
     counts = ", ".join(f"{sum(row)} {name}" for row, name in zip(matrix, run["class_names"]))
     scores = ", ".join(f"{title} {_fmt(figure)}%" for key, title in (("accuracy", "accuracy"),
                                                                      ("balanced_accuracy", "balanced accuracy"),
                                                                      ("auroc", "AUROC"))
                        if (figure := split_figure(test, key)) is not None)
     sentence = (f"On the {test['n']} test {plural(test['n'], 'image')}" + (f" ({counts})" if counts else "")
-                + f", which the model was neither trained nor calibrated on: {scores}. {_found_sentence(run)}"
-                "Each score is explained under Metrics")
-    notes = _unfound_note(run) + _chance_note(run)
+                + f", which the model was neither trained nor calibrated on: {scores}. "
+                + _found_sentence(run["class_names"], figures) + "Each score is explained under Metrics")
+    notes = _unfound_note(run["class_names"], figures) + _chance_note(run)
     sentence += "; the notes below say what limits them." if notes else "."
     return html.section("Summary", f"<p>{html.text(sentence)}</p>" + notes)
 
 
-def _found_sentence(run: dict) -> str:
+def _found_sentence(class_names: list[str], figures: list[dict]) -> str:
     """'It finds 101 of the 150 melanoma images (sensitivity 67.33%) and 137 of the 150 nevus images (91.33%). ':
-    each class's sensitivity on test with its counts, which accuracy alone hides ("" without a confusion matrix;
-    a class without test images is left out)."""
-    from vipcli.metrics import per_class_figures, round_half_up
+    each class's sensitivity on test with its counts (`figures`: `_test_figures`'), which accuracy alone hides (""
+    without a confusion matrix; a class without test images is left out)."""
+    from vipcli.metrics import round_half_up
 
-    matrix = run["metrics"].get("test", {}).get("confusion_matrix") or []
-    tested = [(name, f) for name, f in zip(run["class_names"], per_class_figures(matrix)) if f["images"]]
+    tested = [(name, f) for name, f in zip(class_names, figures) if f["images"]]
     parts = [f"{f['found']} of the {f['images']} {name} {plural(f['images'], 'image')} "
              f"({'' if index else 'sensitivity '}{_fmt(round_half_up(f['recall']))}%)"
              for index, (name, f) in enumerate(tested)]  # the first says what its figure is
