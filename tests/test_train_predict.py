@@ -298,6 +298,38 @@ def test_a_run_still_training_is_named_as_such_by_every_reader_not_as_missing(cl
         assert code != 0 and "still being trained" not in err and str(run) in err, args
 
 
+def test_a_train_without_out_holds_its_default_folder_and_another_takes_the_next_name(cli, isic_small, tiny_clip,
+                                                                                     tmp_path, monkeypatch):
+    """`vip train` without --out held no lock while it trained: `vip predict --model runs/NAME` meanwhile said
+    "not found", and a second `vip train` started with the same arguments chose the same default folder."""
+    import os
+
+    from vipcli import featuresets
+    from vipcli.checkpoint import run_lock_file
+    from vipcli.locks import lock_holder, output_lock
+
+    monkeypatch.chdir(tmp_path)
+    args = tiny_train_args(isic_small, tiny_clip, "unused")
+    del args[args.index("--out"):args.index("--out") + 2]
+    held, real = [], featuresets.prepare_features
+
+    def encoding(*a, **k):  # mid-run: which lock files a live process holds
+        runs = tmp_path / "runs"
+        held.extend(sorted(p.name for p in runs.iterdir() if lock_holder(p) is not None) if runs.is_dir() else [])
+        return real(*a, **k)
+
+    monkeypatch.setattr(featuresets, "prepare_features", encoding)
+    code, _, err = cli(*args)
+    assert code == 0, err
+    (first,) = os.listdir(tmp_path / "runs")  # the run, its lock file gone with the lock
+    assert held == [f".{first}.lock"]
+    taken = tmp_path / "runs" / f"{first}-2"  # the next default name, as another `vip train` trains it
+    with output_lock(taken, lock=run_lock_file(taken)):
+        code, out, err = cli(*args)
+    assert code == 0, err
+    assert sorted(os.listdir(tmp_path / "runs")) == [first, f"{first}-3"]
+
+
 def test_interrupted_run_leaves_nothing_behind(cli, isic_small, tiny_clip, tmp_path, monkeypatch):
     import vipcli.fitting
 

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from vipcli import console
-from vipcli.errors import UsageError
+from vipcli.errors import UsageError, VipError
 from vipcli.results import TrainResult
 from vipcli.settings import BackboneSettings, EncodingSettings, ScheduleSettings
 
@@ -45,9 +45,17 @@ def default_run_dir(config: TrainConfig) -> Path:
     name = f"{Path(config.data).resolve().name}-{config.method}-{config.backbone.id}-{shots}-seed{config.seed}"
     base = Path("runs") / re.sub(r'[<>:"/\\|?*\x00-\x1f]', "_", name)
     candidate, n = base, 2
-    while candidate.exists():
+    while candidate.exists() or _in_training(candidate):
         candidate, n = base.with_name(f"{base.name}-{n}"), n + 1
     return candidate
+
+
+def _in_training(run_dir: Path) -> bool:
+    """Whether a live `vip train` holds `run_dir`'s lock: it writes the run there when it finishes."""
+    from vipcli.checkpoint import run_lock_file
+    from vipcli.locks import lock_holder
+
+    return lock_holder(run_lock_file(run_dir)) is not None
 
 
 def _reference_batches(backbone, dataset, data, schedule, seed, encoding):
@@ -148,36 +156,51 @@ def train(config: TrainConfig, progress=None) -> TrainResult | None:
     return result
 
 
+DEFAULT_NAME_TRIES = 20  # default run folders another `vip train` took between our choice and our lock
+
+
 @contextlib.contextmanager
 def run_dir_lock(config: TrainConfig):
-    """Hold `.NAME.lock` beside the `--out` run folder while the run trains (in the process that writes it),
-    so that a second `vip train` into the same folder is refused at once, not after training to find it
-    taken; nothing without --out (each default run folder is a new name). Taken once `--out` is checked."""
+    """Yield the run folder (`--out`, or the default one, chosen once), holding `.NAME.lock` beside it while the
+    run trains (in the process that writes it): a second `vip train` into the same `--out` is refused at once,
+    not after training to find it taken; a second one without `--out` takes the next default name; `vip predict`
+    on it meanwhile says that it is still training. Taken once the folder is checked."""
     from vipcli import distributed
     from vipcli.atomic import made_folder
     from vipcli.checkpoint import run_lock_file
     from vipcli.locks import output_lock
     from vipcli.preflight import check_run_dir
 
-    if config.out is None or not distributed.world_from_env().main:
-        yield
+    if not distributed.world_from_env().main:
+        yield Path(config.out) if config.out else None  # not the rank that writes the run
         return
-    run_dir = Path(config.out)
-    with made_folder(run_dir.parent), output_lock(run_dir, lock=run_lock_file(run_dir)):
-        check_run_dir(run_dir, config.force)  # again: a run that held the lock may have written it since
-        yield
+    for attempt in range(DEFAULT_NAME_TRIES):
+        run_dir = Path(config.out) if config.out else default_run_dir(config)
+        with contextlib.ExitStack() as held:
+            held.enter_context(made_folder(run_dir.parent))
+            try:
+                held.enter_context(output_lock(run_dir, lock=run_lock_file(run_dir)))
+            except VipError:
+                if config.out or attempt == DEFAULT_NAME_TRIES - 1:
+                    raise
+                continue  # another `vip train` took this default name as we chose it: the next one
+            check_run_dir(run_dir, config.force)  # again: a run that held the lock may have written it since
+            yield run_dir
+            return
 
 
 def _train(config: TrainConfig, progress=None) -> TrainResult | None:
-    """`train`'s work, its warnings kept by the caller: the checks, then the run under the --out lock."""
+    """`train`'s work, its warnings kept by the caller: the checks, then the run under its folder's lock."""
     started = time.perf_counter()
     cls, _, schedule = check_config(config)
-    with run_dir_lock(config):
-        return _fit_and_save(config, cls, schedule, started, progress)
+    with run_dir_lock(config) as run_dir:
+        return _fit_and_save(config, cls, schedule, run_dir, started, progress)
 
 
-def _fit_and_save(config: TrainConfig, cls, schedule, started: float, progress=None) -> TrainResult | None:
-    """Load, encode, fit, evaluate and write the run folder of a checked `config`."""
+def _fit_and_save(config: TrainConfig, cls, schedule, run_dir: Path | None, started: float,
+                  progress=None) -> TrainResult | None:
+    """Load, encode, fit, evaluate and write `run_dir`, the run folder of a checked `config` (None on a rank that
+    does not write it)."""
     import torch
 
     from vipcli.data import load_dataset
@@ -257,7 +280,6 @@ def _fit_and_save(config: TrainConfig, cls, schedule, started: float, progress=N
     }
     metrics["test"]["vs_chance"] = vs_chance(data.test.y.numpy(), test_logits.softmax(dim=-1).numpy(),
                                              dataset.class_names)  # each class's AUROC against guessing
-    run_dir = Path(config.out) if config.out else default_run_dir(config)
     uses_schedule = cls.trains and cls.uses_schedule
     write_train_run(run_dir, config, method, backbone, dataset, data, symptoms, schedule, metrics,
                     calibrated.calibration)
