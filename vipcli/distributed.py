@@ -96,6 +96,8 @@ def error_for_this_process(message: str, own_process: bool = False, shared: bool
     that hits it, naming its rank. A `shared` one (Ctrl-C or SIGTERM, which torchrun and Slurm send to
     every process; or one about every rank's work, which rank 0 alone raises: its merged --out lacks
     records) is printed by each node's first process, before joining or after, naming no rank.
+    "First" is the first still running or whose line is printed (`node_ranks.speaks_for_node`): where
+    LOCAL_RANK 0 was killed by a signal, the next one says what every rank would.
     """
     try:
         world = world_from_env()
@@ -104,7 +106,9 @@ def error_for_this_process(message: str, own_process: bool = False, shared: bool
     if not world.distributed:
         return message
     if shared or not (_has_joined or own_process):
-        return message if world.local_rank == 0 else None
+        from vipcli.node_ranks import speaks_for_node
+
+        return message if speaks_for_node(world.local_rank) else None
     return message if message.startswith("rank ") else f"rank {world.rank} of {world.size}: {message}"
 
 
@@ -222,6 +226,14 @@ def barrier_failed(world: World, point: str, error: Exception) -> VipError:
         return VipError(f"{who} waited {hours:g} hours at {point} for the other ranks, which did not come ({reason})",
                         "read the other ranks' lines for the one that stopped or hung; raise VIP_BARRIER_HOURS "
                         "if a rank's share takes longer; a rerun keeps what is finished")
+    from vipcli.node_ranks import silently_lost_ranks
+
+    lost = silently_lost_ranks(world.rank, world.local_rank)
+    if lost:
+        return VipError(f"{who} lost rank {lost[0]} at {point}: it was killed by a signal (kill -9, the out-of-memory "
+                        f"killer, a crash) and printed no line ({reason})",
+                        "torchrun's report gives the signal under 'Root Cause'; if memory ran out, start fewer "
+                        "processes per node; then run the same command again: what is finished is kept")
     return VipError(f"{who} lost another rank at {point}: it stopped first ({reason})",
                     "the other rank's own error line says why, where it printed one; a rank killed by a signal, "
                     "kill -9 or the out-of-memory killer, prints none, and torchrun's report names it under 'Root "
@@ -335,10 +347,15 @@ def _holder_words(lock_text: str | None) -> str:
 
 
 def leave(world: World) -> None:
-    """Leave the process group (after the last barrier)."""
+    """Leave the process group (after the last barrier), marked as done for the ranks of this node
+    (`node_ranks`: a rank that ends from here on was not lost)."""
     global _joined
     if world.distributed:
         import torch.distributed as dist
+
+        from vipcli.node_ranks import DONE_MARK, leave_mark
+
+        leave_mark(DONE_MARK)
 
         if dist.is_initialized():
             dist.destroy_process_group()
