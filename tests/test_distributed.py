@@ -934,3 +934,59 @@ def test_a_rank_killed_by_a_signal_is_named_by_the_ranks_torchrun_stops(cli, toy
         assert "printed no line, so torchrun stopped the other ranks" in lines[0]
         assert "run the same command again: what is finished is kept" in lines[0]
     assert (attempt / str(speaker) / vipcli.node_ranks.SAID_MARK).exists()  # for the ranks that outlive this one
+
+
+class _Store:
+    """torchrun's store as the heartbeats use it: counters that `add` counts up and reads."""
+
+    def __init__(self):
+        self.counts, self.lock = {}, __import__("threading").Lock()
+
+    def add(self, key: str, amount: int) -> int:
+        with self.lock:
+            self.counts[key] = self.counts.get(key, 0) + amount
+            return self.counts[key]
+
+
+@pytest.mark.parametrize("other", ["stopped", "slow"])
+def test_a_rank_whose_process_stopped_is_named_long_before_the_barrier_timeout(monkeypatch, other):
+    """A rank stopped with SIGSTOP (a suspended job, a frozen node) kept the others waiting at their barrier for
+    VIP_BARRIER_HOURS (24 hours), then `waited 24 hours ... which did not come`. Its heartbeat now stands still, and
+    the waiting rank names it after heartbeats.STUCK_S; a rank that is only slow beats on and is waited for."""
+    import threading
+
+    import torch.distributed as dist
+
+    from vipcli import distributed, heartbeats
+    from vipcli.errors import VipError
+
+    for name, value in {"STUCK_S": 0.3, "BEAT_S": 0.05, "POLL_S": 0.05}.items():
+        monkeypatch.setattr(heartbeats, name, value)
+    store, arrived = _Store(), threading.Event()
+    monkeypatch.setattr(heartbeats, "_beats", heartbeats.Heartbeats(0, 2, lambda: store).start())
+    slow_share_s = 1.0  # rank 1's share takes longer than STUCK_S: it arrives then
+
+    def rank_one():  # beats while it works (slow), or not at all (stopped)
+        started = time.monotonic()
+        while other == "slow" and time.monotonic() - started < slow_share_s:
+            store.add(f"{heartbeats._beats.prefix}1", 1)
+            time.sleep(0.05)
+        if other == "slow":
+            arrived.set()
+
+    monkeypatch.setattr(dist, "barrier", lambda: arrived.wait(5))  # gloo's barrier: returns once rank 1 arrives
+    threading.Thread(target=rank_one, daemon=True).start()
+    started = time.monotonic()
+    try:
+        if other == "slow":
+            distributed.barrier(distributed.World(0, 2), "the end of predicting")
+            assert time.monotonic() - started >= slow_share_s
+            return
+        with pytest.raises(VipError) as stopped:
+            distributed.barrier(distributed.World(0, 2), "the end of predicting")
+    finally:
+        heartbeats.stop()
+    assert time.monotonic() - started < 3
+    assert stopped.value.message.startswith("rank 0 of 2 stopped waiting at the end of predicting for rank 1, whose "
+                                            "process has not run for 0 s (stopped with kill -STOP"), stopped.value
+    assert stopped.value.hint.startswith("resume it (kill -CONT) or end it, then run the same command again")

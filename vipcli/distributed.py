@@ -149,6 +149,9 @@ def join(environ=None) -> World:
             dist.init_process_group("gloo", rank=world.rank, world_size=world.size, timeout=timeout)
         except dist.DistError as error:  # a process that never came within the timeout, a port taken
             raise not_joined(world, os.environ if environ is None else environ, timeout, error) from None
+    from vipcli import heartbeats
+
+    heartbeats.start(world.rank, world.size, os.environ if environ is None else environ)  # see `barrier`
     _joined, _has_joined = world, True
     return world
 
@@ -205,14 +208,32 @@ def barrier(world: World, point: str = "a barrier") -> None:
 
     `point` names it for the error line of a wait that fails: another rank stopped (its connection
     closed) or did not come within the barrier timeout. Gloo raises a bare RuntimeError for both.
+    A rank whose process stopped running (SIGSTOP, a frozen node: its heartbeat stands still,
+    `vipcli.heartbeats`) fails the wait after `heartbeats.STUCK_S`, not the barrier timeout: a slow
+    rank still working is waited for, however long its share takes.
     """
     if world.distributed:
         import torch.distributed as dist
 
+        from vipcli import heartbeats
+
         try:
-            dist.barrier()
+            heartbeats.watched(dist.barrier, lambda stuck: rank_stuck(world, point, stuck))
         except RuntimeError as error:  # dist.DistError is one too
             raise barrier_failed(world, point, error) from None
+
+
+def rank_stuck(world: World, point: str, stuck: list[tuple[int, float]]) -> VipError:
+    """The one-line error of a rank that waited at `point` for ranks whose processes stopped running ((rank,
+    seconds their heartbeat stood still) pairs, `vipcli.heartbeats`)."""
+    ranks = [rank for rank, _ in stuck]
+    named = f"rank {ranks[0]}" if len(ranks) == 1 else f"ranks {', '.join(map(str, ranks[:-1]))} and {ranks[-1]}"
+    seconds = min(still for _, still in stuck)
+    return VipError(f"rank {world.rank} of {world.size} stopped waiting at {point} for {named}, whose process has "
+                    f"not run for {seconds:.0f} s (stopped with kill -STOP or Ctrl-Z, a suspended job, a frozen node); "
+                    "nothing half-written was left behind",
+                    "resume it (kill -CONT) or end it, then run the same command again: what is finished is kept",
+                    own_process=True)
 
 
 def barrier_failed(world: World, point: str, error: Exception) -> VipError:
@@ -265,10 +286,13 @@ def agree_with_rank_zero(world: World, view, point: str = "the start of predicti
 
     import torch.distributed as dist
 
+    from vipcli import heartbeats
+
     mine = view()
     theirs = [mine if world.main else None]
     try:
-        dist.broadcast_object_list(theirs, src=0)
+        heartbeats.watched(lambda: dist.broadcast_object_list(theirs, src=0), lambda stuck: rank_stuck(world, point,
+                                                                                                        stuck))
     except RuntimeError as error:  # rank 0 stopped meanwhile
         raise barrier_failed(world, point, error) from None
     deadline = time.monotonic() + VIEW_SETTLE_S
@@ -287,11 +311,15 @@ def rank_zero_value(world: World, compute):
         return compute()
     import torch.distributed as dist
 
+    from vipcli import heartbeats
+
     value = [compute() if world.main else None]
+    point = "the start of predicting"
     try:
-        dist.broadcast_object_list(value, src=0)
+        heartbeats.watched(lambda: dist.broadcast_object_list(value, src=0), lambda stuck: rank_stuck(world, point,
+                                                                                                       stuck))
     except RuntimeError as error:  # rank 0 stopped meanwhile
-        raise barrier_failed(world, "the start of predicting", error) from None
+        raise barrier_failed(world, point, error) from None
     return value[0]
 
 
@@ -353,9 +381,11 @@ def leave(world: World) -> None:
     if world.distributed:
         import torch.distributed as dist
 
+        from vipcli import heartbeats
         from vipcli.node_ranks import DONE_MARK, leave_mark
 
         leave_mark(DONE_MARK)
+        heartbeats.stop()
 
         if dist.is_initialized():
             dist.destroy_process_group()
