@@ -860,7 +860,8 @@ def test_a_command_that_does_not_share_its_work_is_refused_under_torchrun(cli, m
 
 AGENT_SCRIPT = """
 import os, subprocess, sys, time
-env = {**os.environ, "LOCAL_RANK": sys.argv[1], "RANK": sys.argv[1], "TORCHELASTIC_ERROR_FILE": sys.argv[2]}
+env = {**os.environ, "LOCAL_RANK": sys.argv[1], "RANK": sys.argv[1], "TORCHELASTIC_ERROR_FILE": sys.argv[2],
+       "TORCHELASTIC_RUN_ID": "job7"}  # as torchrun's agent sets them for each rank, not for itself
 child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], env=env)
 print(child.pid, flush=True)
 time.sleep(60)  # never reaps it: a rank killed meanwhile stays a zombie, as one the agent has not polled yet
@@ -898,7 +899,7 @@ def test_a_rank_killed_by_a_signal_is_named_by_the_ranks_torchrun_stops(cli, toy
         (attempt / str(local_rank)).mkdir(parents=True)
     lost = 1 - speaker
     agent = subprocess.Popen([sys.executable, "-c", AGENT_SCRIPT, str(lost), str(attempt / str(lost) / "error.json")],
-                             env={**os.environ, "TORCHELASTIC_RUN_ID": "job7"}, stdout=subprocess.PIPE, text=True)
+                             stdout=subprocess.PIPE, text=True)
     try:
         child = int(agent.stdout.readline())
         if other == "said":

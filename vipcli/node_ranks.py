@@ -63,12 +63,15 @@ def marked_local_ranks(mark: str, local_size: int, environ=None) -> set[int]:
 def running_local_ranks(environ=None) -> set[int] | None:
     """The LOCAL_RANKs of this node's ranks still running: the children of torchrun's agent (this process's
     parent) that carry this run's TORCHELASTIC_RUN_ID; None where that cannot be known (not Linux, not started by
-    torchrun's agent, /proc unreadable). A rank that died but was not yet reaped (a zombie) is not running."""
+    torchrun's agent, or through a wrapper, /proc unreadable). A rank that died but was not yet reaped (a zombie) is
+    not running."""
     environ = os.environ if environ is None else environ
     run_id = environ.get("TORCHELASTIC_RUN_ID")
     if not sys.platform.startswith("linux") or not run_id:
         return None
     parent = os.getppid()
+    if _local_rank_of(str(parent), run_id) is not None:
+        return None  # started through a wrapper (`--no-python bash -c ...`): the agent is not the parent
     try:
         children = [pid for task in Path(f"/proc/{parent}/task").iterdir()
                     for pid in (task / "children").read_text().split()]
