@@ -991,3 +991,20 @@ def test_a_rank_whose_process_stopped_is_named_long_before_the_barrier_timeout(m
     assert stopped.value.message.startswith("rank 0 of 2 stopped waiting at the end of predicting for rank 1, whose "
                                             "process has not run for 0 s (stopped with kill -STOP"), stopped.value
     assert stopped.value.hint.startswith("resume it (kill -CONT) or end it, then run the same command again")
+
+
+def test_ranks_resumed_together_after_a_suspended_job_are_not_called_stopped(monkeypatch):
+    """A job suspended whole (every rank stopped, then continued an hour later) must not read, at the waiting rank's
+    first look after it, as another rank that has not run for an hour: the watch begins afresh."""
+    from vipcli import heartbeats
+
+    store, clock = _Store(), [1000.0]
+    monkeypatch.setattr(heartbeats.time, "monotonic", lambda: clock[0])
+    beats = heartbeats.Heartbeats(0, 2, lambda: store)
+    assert beats.stuck() == []  # rank 1 first seen now
+    clock[0] += 3600  # everyone stopped for an hour
+    assert beats.stuck() == []  # rank 0 itself did not run: it looks afresh
+    for _ in range(int(heartbeats.STUCK_S // heartbeats.POLL_S) + 2):  # rank 0 watches on; rank 1 never beats again
+        clock[0] += heartbeats.POLL_S
+        stuck = beats.stuck()
+    assert [rank for rank, _ in stuck] == [1]

@@ -22,6 +22,7 @@ BEAT_S = 2.0  # how often each rank counts up its key
 STUCK_S = 300.0  # how long a rank's count may stand still before the waiting ranks call it stopped
 POLL_S = 1.0  # how often a waiting rank looks at the others' counts
 STORE_TIMEOUT_S = 60.0  # how long one call to the store may take before it is given up
+GAP_S = 30.0  # a waiting rank that did not look for this long did not run itself: it looks afresh
 
 
 class Heartbeats:
@@ -34,6 +35,7 @@ class Heartbeats:
         self.stopped = threading.Event()
         self.reader = None
         self.counts: dict[int, tuple[int, float]] = {}  # rank -> (count, when it was first seen at that count)
+        self.last_look: float | None = None
         self.thread = threading.Thread(target=self._beat, name="vip-heartbeat", daemon=True)
 
     def start(self) -> Heartbeats:
@@ -56,9 +58,14 @@ class Heartbeats:
         self.stopped.set()
 
     def stuck(self) -> list[tuple[int, float]]:
-        """The other ranks whose count has not moved for STUCK_S, with how long it stood still; [] where the store
-        cannot be read (nothing is claimed then)."""
+        """The other ranks whose count has not moved for STUCK_S of this rank's own watching, with how long it stood
+        still; [] where the store cannot be read (nothing is claimed then). A gap of GAP_S between two looks means
+        this rank did not run either (the whole job suspended, then resumed): the watch begins afresh, so the
+        others, resumed too, have time to beat again."""
         now = time.monotonic()
+        if self.last_look is not None and now - self.last_look > GAP_S:
+            self.counts.clear()
+        self.last_look = now
         try:
             if self.reader is None:
                 self.reader = self.connect()
