@@ -12,6 +12,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -855,3 +856,155 @@ def test_a_command_that_does_not_share_its_work_is_refused_under_torchrun(cli, m
     assert cli("methods", "list")[0] == 0
     monkeypatch.setenv("WORLD_SIZE", "abc")  # not torchrun's: the commands that use it say so, the others ignore it
     assert cli("methods", "list")[0] == 0
+
+
+AGENT_SCRIPT = """
+import os, subprocess, sys, time
+env = {**os.environ, "LOCAL_RANK": sys.argv[1], "RANK": sys.argv[1], "TORCHELASTIC_ERROR_FILE": sys.argv[2],
+       "TORCHELASTIC_RUN_ID": "job7"}  # as torchrun's agent sets them for each rank, not for itself
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], env=env)
+print(child.pid, flush=True)
+time.sleep(60)  # never reaps it: a rank killed meanwhile stays a zombie, as one the agent has not polled yet
+"""
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc, as vip does only on Linux")
+@pytest.mark.parametrize("speaker, other, said", [
+    (1, "killed", "rank 0 of 2 was killed by a signal"),  # LOCAL_RANK 0 killed: the next rank says so, naming it
+    (0, "killed", "rank 1 of 2 was killed by a signal"),  # ... and rank 0 names the rank that was
+    (1, "running", None),  # LOCAL_RANK 0 is there to say it: silent, as before
+    (1, "said", None),  # LOCAL_RANK 0 printed its line and ended: silent, as before
+    (0, "said", "terminated (SIGTERM); nothing half-written"),  # a rank that printed its own line is not named
+    (0, "done", "terminated (SIGTERM); nothing half-written"),  # nor one that finished its part and left
+])
+def test_a_rank_killed_by_a_signal_is_named_by_the_ranks_torchrun_stops(cli, toy_run, tmp_path, monkeypatch,
+                                                                       speaker, other, said):
+    """`kill -9` (or the out-of-memory killer) of rank 0 under torchrun printed nothing at all: rank 1, stopped by
+    torchrun's SIGTERM, left the shared `terminated` line to LOCAL_RANK 0, which was gone."""
+    import signal
+
+    import vipcli.node_ranks
+    import vipcli.train
+
+    data, _ = toy_run
+    attempt = tmp_path / "attempt_0"
+    for local_rank in (0, 1):
+        (attempt / str(local_rank)).mkdir(parents=True)
+    lost = 1 - speaker
+    agent = subprocess.Popen([sys.executable, "-c", AGENT_SCRIPT, str(lost), str(attempt / str(lost) / "error.json")],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        child = int(agent.stdout.readline())
+        if other == "said":
+            (attempt / str(lost) / vipcli.node_ranks.SAID_MARK).touch()
+        if other == "done":
+            (attempt / str(lost) / vipcli.node_ranks.DONE_MARK).touch()
+        if other != "running":
+            os.kill(child, signal.SIGKILL)
+            while not _zombie(child):
+                time.sleep(0.01)
+        monkeypatch.setattr(vipcli.node_ranks.os, "getppid", lambda: agent.pid)
+        for name, value in {"WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2", "RANK": str(speaker),
+                            "LOCAL_RANK": str(speaker), "TORCHELASTIC_RUN_ID": "job7",
+                            "TORCHELASTIC_ERROR_FILE": str(attempt / str(speaker) / "error.json")}.items():
+            monkeypatch.setenv(name, value)
+
+        def terminated(*args, **kwargs):
+            os.kill(os.getpid(), signal.SIGTERM)  # torchrun stops the ranks that are left
+            raise AssertionError("SIGTERM did not stop the run")
+
+        monkeypatch.setattr(vipcli.train, "check_config", terminated)
+        code, _, err = cli("train", "--data", data, "--backbone", "toy", "--out", tmp_path / "run")
+    finally:
+        agent.kill()
+        agent.wait()
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 143 and not (tmp_path / "run").exists(), err
+    if said is None:
+        assert lines == [], err
+        return
+    assert len(lines) == 1 and lines[0].startswith(f"error: {said}"), err
+    if other == "killed":
+        assert "printed no line, so torchrun stopped the other ranks" in lines[0]
+        assert "run the same command again: what is finished is kept" in lines[0]
+    assert (attempt / str(speaker) / vipcli.node_ranks.SAID_MARK).exists()  # for the ranks that outlive this one
+
+
+class _Store:
+    """torchrun's store as the heartbeats use it: counters that `add` counts up and reads."""
+
+    def __init__(self):
+        self.counts, self.lock = {}, __import__("threading").Lock()
+
+    def add(self, key: str, amount: int) -> int:
+        with self.lock:
+            self.counts[key] = self.counts.get(key, 0) + amount
+            return self.counts[key]
+
+
+@pytest.mark.parametrize("other", ["stopped", "slow"])
+def test_a_rank_whose_process_stopped_is_named_long_before_the_barrier_timeout(monkeypatch, other):
+    """A rank stopped with SIGSTOP (a suspended job, a frozen node) kept the others waiting at their barrier for
+    VIP_BARRIER_HOURS (24 hours), then `waited 24 hours ... which did not come`. Its heartbeat now stands still, and
+    the waiting rank names it after heartbeats.STUCK_S; a rank that is only slow beats on and is waited for."""
+    import threading
+
+    import torch.distributed as dist
+
+    from vipcli import distributed, heartbeats
+    from vipcli.errors import VipError
+
+    for name, value in {"STUCK_S": 0.3, "BEAT_S": 0.05, "POLL_S": 0.05}.items():
+        monkeypatch.setattr(heartbeats, name, value)
+    store, arrived = _Store(), threading.Event()
+    monkeypatch.setattr(heartbeats, "_beats", heartbeats.Heartbeats(0, 2, lambda: store).start())
+    slow_share_s = 1.0  # rank 1's share takes longer than STUCK_S: it arrives then
+
+    def rank_one():  # beats while it works (slow), or not at all (stopped)
+        started = time.monotonic()
+        while other == "slow" and time.monotonic() - started < slow_share_s:
+            store.add(f"{heartbeats._beats.prefix}1", 1)
+            time.sleep(0.05)
+        if other == "slow":
+            arrived.set()
+
+    monkeypatch.setattr(dist, "barrier", lambda: arrived.wait(5))  # gloo's barrier: returns once rank 1 arrives
+    threading.Thread(target=rank_one, daemon=True).start()
+    started = time.monotonic()
+    try:
+        if other == "slow":
+            distributed.barrier(distributed.World(0, 2), "the end of predicting")
+            assert time.monotonic() - started >= slow_share_s
+            return
+        with pytest.raises(VipError) as stopped:
+            distributed.barrier(distributed.World(0, 2), "the end of predicting")
+    finally:
+        heartbeats.stop()
+    assert time.monotonic() - started < 3
+    assert stopped.value.message.startswith("rank 0 of 2 stopped waiting at the end of predicting for rank 1, whose "
+                                            "process has not run for 0 s (stopped with kill -STOP"), stopped.value
+    assert stopped.value.hint.startswith("resume it (kill -CONT) or end it, then run the same command again")
+
+
+def test_ranks_resumed_together_after_a_suspended_job_are_not_called_stopped(monkeypatch):
+    """A job suspended whole (every rank stopped, then continued an hour later) must not read, at the waiting rank's
+    first look after it, as another rank that has not run for an hour: the watch begins afresh."""
+    from vipcli import heartbeats
+
+    store, clock = _Store(), [1000.0]
+    monkeypatch.setattr(heartbeats.time, "monotonic", lambda: clock[0])
+    beats = heartbeats.Heartbeats(0, 2, lambda: store)
+    assert beats.stuck() == []  # rank 1 first seen now
+    clock[0] += 3600  # everyone stopped for an hour
+    assert beats.stuck() == []  # rank 0 itself did not run: it looks afresh
+    for _ in range(int(heartbeats.STUCK_S // heartbeats.POLL_S) + 2):  # rank 0 watches on; rank 1 never beats again
+        clock[0] += heartbeats.POLL_S
+        stuck = beats.stuck()
+    assert [rank for rank, _ in stuck] == [1]

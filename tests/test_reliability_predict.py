@@ -966,3 +966,37 @@ def test_a_coverage_refusal_shows_both_coverages_as_typed_not_rounded(cli, toy_r
     assert code == 1 and f"holds prediction sets at --coverage {odd}; this command asks for 0.3 " in line
     assert f"rerun with --coverage {odd} to resume it" in line
     assert cli("predict", *images[:2], "--model", run, "--out", out, "--workers", "0", "--coverage", odd)[0] == 0
+
+
+def test_the_logs_of_a_prediction_file_deleted_by_hand_are_shown_and_removed_as_stale(cli, toy_run, tmp_path,
+                                                                                        monkeypatch):
+    """`vip predict --out FILE` keeps the versions of the images it recorded in the cache folder; a FILE deleted by
+    hand and never written again left them there, unseen by `vip cache info`, until `vip cache clear` emptied the
+    whole cache. `vip cache info` now counts them and `vip cache clear --stale` removes those of a FILE that is gone
+    (not those of a FILE whose part files remain, nor those another host wrote into a cache folder it shares)."""
+    from vipcli import digests, version_log
+
+    data, run = toy_run
+    monkeypatch.setattr(digests, "SETTLED_NS", 0)  # each image written long before it was hashed: its version is logged
+    images = sorted((data / "test" / "nevus").iterdir())[:2]
+    gone, kept, parted, other_host = (tmp_path / f"{name}.jsonl" for name in ("gone", "kept", "parted", "other"))
+    for out in (gone, kept, parted, other_host):
+        assert cli("predict", *images, "--model", run, "--out", out, "--workers", "0")[0] == 0
+    [other_log] = version_log.log_files(other_host)
+    header, *versions = other_log.read_text().splitlines(keepends=True)
+    other_log.write_text(f"out {header.split()[1]} {b'node17'.hex()}\n" + "".join(versions))
+    parted.rename(tmp_path / "parted.jsonl.rank00001-of-00002.part")  # a torchrun run killed before its merge
+    gone.unlink()
+    other_host.unlink()
+    logs = {out: version_log.log_files(out) for out in (gone, kept, parted, other_host)}
+    assert all(len(found) == 1 for found in logs.values()), logs
+    code, shown, _ = cli("cache", "info")
+    assert code == 0 and "predict --out logs" in shown, shown
+    assert "`vip cache clear --stale` removes the 1 predict --out log of files that are gone" in shown, shown
+    summary = json.loads(cli("cache", "info", "--json")[1])
+    assert (summary["version_logs"], summary["orphaned_logs"]) == (4, 1)
+    code, said, err = cli("cache", "clear", "--stale")
+    assert code == 0 and ", and 1 predict --out log of files that are gone (" in said and "kept" not in err, said
+    assert not logs[gone][0].exists() and all(logs[out][0].exists() for out in (kept, parted, other_host))
+    monkeypatch.setattr(digests, "_MEMO", {})  # a new process: what the kept logs hold is still read, as before
+    assert version_log.trust_logged_versions(kept) == len(images)

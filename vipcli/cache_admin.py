@@ -135,13 +135,55 @@ def _backbone_code(backbone_id: str, class_name: str) -> str | None:
 
 
 def summarize(root: Path) -> dict:
-    """Location, per-backbone feature entries and sizes, LLM answers, and the total size."""
+    """Location, per-backbone feature entries and sizes, LLM answers, the image versions `vip predict --out` recorded
+    (`version_logs`: how many logs, their size, and of those the ones whose FILE is gone, `orphaned_logs`), and the
+    total size."""
+    from vipcli.version_log import orphaned_logs
+
     root = Path(root)
     backbones = backbone_folders(root)
     answers, answer_bytes = _walk(root / "llm", ".json") if (root / "llm").is_dir() else (0, 0)
-    total = sum(b["bytes"] for b in backbones) + answer_bytes
+    logs = version_logs(root)
+    orphans = orphaned_logs(root / "digests")
+    total = sum(b["bytes"] for b in backbones) + answer_bytes + _size(logs)
     return {"root": str(root), "exists": root.is_dir(), "backbones": backbones,
-            "llm_answers": answers, "llm_bytes": answer_bytes, "bytes": total}
+            "llm_answers": answers, "llm_bytes": answer_bytes, "version_logs": len(logs),
+            "version_log_bytes": _size(logs), "orphaned_logs": len(orphans), "orphaned_log_bytes": _size(orphans),
+            "bytes": total}
+
+
+def version_logs(root: Path) -> list[Path]:
+    """The logs of image versions under `root`'s `digests/` (`VERSION_LOG`; `vipcli.version_log`)."""
+    folder = Path(root) / "digests"
+    return sorted(path for path in folder.glob("*.log") if VERSION_LOG.fullmatch(path.name)) if folder.is_dir() else []
+
+
+def _size(files: list[Path]) -> int:
+    """The bytes of `files` (one gone meanwhile counts 0)."""
+    total = 0
+    for file in files:
+        try:
+            total += file.stat().st_size
+        except OSError:
+            pass
+    return total
+
+
+def remove_orphaned_logs(root: Path) -> tuple[int, int]:
+    """Remove the version logs under `root` whose FILE is gone (`version_log.orphaned_logs`); (how many, bytes)."""
+    from vipcli.version_log import orphaned_logs
+
+    removed = freed = 0
+    for log in orphaned_logs(Path(root) / "digests"):
+        try:
+            size = log.stat().st_size
+            log.unlink()
+        except FileNotFoundError:
+            continue
+        except OSError as error:
+            raise _cannot_clear(log, error) from None
+        removed, freed = removed + 1, freed + size
+    return removed, freed
 
 
 # the files vip writes under features/, llm/, checks/ and digests/ (and the temp files of an interrupted write)
@@ -176,13 +218,15 @@ def written_by_vip(relative: Path) -> bool:
 def clear(root: Path, backbone: str | None = None, stale_only: bool = False) -> dict:
     """Remove cached features (of one backbone id, or all) and, without `backbone` or `stale_only`, the
     LLM answers, the remembered contract checks and the remembered digests of weights files. With
-    `stale_only`, only the feature folders that `stale_reasons` says are never read again.
+    `stale_only`, only the feature folders that `stale_reasons` says are never read again, and (without
+    `backbone`) the version logs of prediction files that are gone (`remove_orphaned_logs`).
 
     Only the files vip writes are removed (`written_by_vip`), then the folders left empty; anything
     else under `features/` or `llm/` (a user's own files, if the cache root is a shared folder) is kept.
 
     Returns:
         {"removed": [folders cleared], "entries": feature entries removed, "bytes": bytes freed,
+         "logs": version logs removed by `stale_only` (their bytes are in "bytes"),
          "kept": [files vip did not write, relative to the root]}
     Raises:
         VipError: a file cannot be removed (read-only cache).
@@ -217,7 +261,12 @@ def clear(root: Path, backbone: str | None = None, stale_only: bool = False) -> 
             for name in folders:  # topdown=False: subfolders are done; remove them if now empty
                 _remove_if_empty(Path(base) / name)
         _remove_if_empty(target)
-    return {"removed": [str(t) for t in targets], "entries": entries, "bytes": freed, "kept": sorted(kept)}
+    logs = 0
+    if stale_only and backbone is None:
+        logs, log_bytes = remove_orphaned_logs(root)
+        freed += log_bytes
+    return {"removed": [str(t) for t in targets], "entries": entries, "bytes": freed, "logs": logs,
+            "kept": sorted(kept)}
 
 
 def _remove_if_empty(folder: Path) -> None:

@@ -96,6 +96,8 @@ def error_for_this_process(message: str, own_process: bool = False, shared: bool
     that hits it, naming its rank. A `shared` one (Ctrl-C or SIGTERM, which torchrun and Slurm send to
     every process; or one about every rank's work, which rank 0 alone raises: its merged --out lacks
     records) is printed by each node's first process, before joining or after, naming no rank.
+    "First" is the first still running or whose line is printed (`node_ranks.speaks_for_node`): where
+    LOCAL_RANK 0 was killed by a signal, the next one says what every rank would.
     """
     try:
         world = world_from_env()
@@ -104,7 +106,9 @@ def error_for_this_process(message: str, own_process: bool = False, shared: bool
     if not world.distributed:
         return message
     if shared or not (_has_joined or own_process):
-        return message if world.local_rank == 0 else None
+        from vipcli.node_ranks import speaks_for_node
+
+        return message if speaks_for_node(world.local_rank) else None
     return message if message.startswith("rank ") else f"rank {world.rank} of {world.size}: {message}"
 
 
@@ -145,6 +149,9 @@ def join(environ=None) -> World:
             dist.init_process_group("gloo", rank=world.rank, world_size=world.size, timeout=timeout)
         except dist.DistError as error:  # a process that never came within the timeout, a port taken
             raise not_joined(world, os.environ if environ is None else environ, timeout, error) from None
+    from vipcli import heartbeats
+
+    heartbeats.start(world.rank, world.size, os.environ if environ is None else environ)  # see `barrier`
     _joined, _has_joined = world, True
     return world
 
@@ -201,14 +208,32 @@ def barrier(world: World, point: str = "a barrier") -> None:
 
     `point` names it for the error line of a wait that fails: another rank stopped (its connection
     closed) or did not come within the barrier timeout. Gloo raises a bare RuntimeError for both.
+    A rank whose process stopped running (SIGSTOP, a frozen node: its heartbeat stands still,
+    `vipcli.heartbeats`) fails the wait after `heartbeats.STUCK_S`, not the barrier timeout: a slow
+    rank still working is waited for, however long its share takes.
     """
     if world.distributed:
         import torch.distributed as dist
 
+        from vipcli import heartbeats
+
         try:
-            dist.barrier()
+            heartbeats.watched(dist.barrier, lambda stuck: rank_stuck(world, point, stuck))
         except RuntimeError as error:  # dist.DistError is one too
             raise barrier_failed(world, point, error) from None
+
+
+def rank_stuck(world: World, point: str, stuck: list[tuple[int, float]]) -> VipError:
+    """The one-line error of a rank that waited at `point` for ranks whose processes stopped running ((rank,
+    seconds their heartbeat stood still) pairs, `vipcli.heartbeats`)."""
+    ranks = [rank for rank, _ in stuck]
+    named = f"rank {ranks[0]}" if len(ranks) == 1 else f"ranks {', '.join(map(str, ranks[:-1]))} and {ranks[-1]}"
+    seconds = min(still for _, still in stuck)
+    return VipError(f"rank {world.rank} of {world.size} stopped waiting at {point} for {named}, whose process has "
+                    f"not run for {seconds:.0f} s (stopped with kill -STOP or Ctrl-Z, a suspended job, a frozen node); "
+                    "nothing half-written was left behind",
+                    "resume it (kill -CONT) or end it, then run the same command again: what is finished is kept",
+                    own_process=True)
 
 
 def barrier_failed(world: World, point: str, error: Exception) -> VipError:
@@ -222,6 +247,14 @@ def barrier_failed(world: World, point: str, error: Exception) -> VipError:
         return VipError(f"{who} waited {hours:g} hours at {point} for the other ranks, which did not come ({reason})",
                         "read the other ranks' lines for the one that stopped or hung; raise VIP_BARRIER_HOURS "
                         "if a rank's share takes longer; a rerun keeps what is finished")
+    from vipcli.node_ranks import silently_lost_ranks
+
+    lost = silently_lost_ranks(world.rank, world.local_rank)
+    if lost:
+        return VipError(f"{who} lost rank {lost[0]} at {point}: it was killed by a signal (kill -9, the out-of-memory "
+                        f"killer, a crash) and printed no line ({reason})",
+                        "torchrun's report gives the signal under 'Root Cause'; if memory ran out, start fewer "
+                        "processes per node; then run the same command again: what is finished is kept")
     return VipError(f"{who} lost another rank at {point}: it stopped first ({reason})",
                     "the other rank's own error line says why, where it printed one; a rank killed by a signal, "
                     "kill -9 or the out-of-memory killer, prints none, and torchrun's report names it under 'Root "
@@ -253,10 +286,13 @@ def agree_with_rank_zero(world: World, view, point: str = "the start of predicti
 
     import torch.distributed as dist
 
+    from vipcli import heartbeats
+
     mine = view()
     theirs = [mine if world.main else None]
     try:
-        dist.broadcast_object_list(theirs, src=0)
+        heartbeats.watched(lambda: dist.broadcast_object_list(theirs, src=0), lambda stuck: rank_stuck(world, point,
+                                                                                                        stuck))
     except RuntimeError as error:  # rank 0 stopped meanwhile
         raise barrier_failed(world, point, error) from None
     deadline = time.monotonic() + VIEW_SETTLE_S
@@ -275,11 +311,15 @@ def rank_zero_value(world: World, compute):
         return compute()
     import torch.distributed as dist
 
+    from vipcli import heartbeats
+
     value = [compute() if world.main else None]
+    point = "the start of predicting"
     try:
-        dist.broadcast_object_list(value, src=0)
+        heartbeats.watched(lambda: dist.broadcast_object_list(value, src=0), lambda stuck: rank_stuck(world, point,
+                                                                                                       stuck))
     except RuntimeError as error:  # rank 0 stopped meanwhile
-        raise barrier_failed(world, "the start of predicting", error) from None
+        raise barrier_failed(world, point, error) from None
     return value[0]
 
 
@@ -335,10 +375,17 @@ def _holder_words(lock_text: str | None) -> str:
 
 
 def leave(world: World) -> None:
-    """Leave the process group (after the last barrier)."""
+    """Leave the process group (after the last barrier), marked as done for the ranks of this node
+    (`node_ranks`: a rank that ends from here on was not lost)."""
     global _joined
     if world.distributed:
         import torch.distributed as dist
+
+        from vipcli import heartbeats
+        from vipcli.node_ranks import DONE_MARK, leave_mark
+
+        leave_mark(DONE_MARK)
+        heartbeats.stop()
 
         if dist.is_initialized():
             dist.destroy_process_group()

@@ -12,6 +12,11 @@ line that is damaged, or names a version the file no longer has, means the image
 
 With `--no-cache` (`vipcli.cache_use`), and on Windows (whose `st_ctime` is a creation time), no log is read or
 written; one that cannot be written (a read-only cache folder) is given up in silence.
+
+A log's first line names FILE and the host that wrote it (`out HEXPATH HEXHOST`, which the reader skips like any
+line that is no version). A FILE begun afresh drops its logs; one deleted by hand and never written again leaves
+them behind: `vip cache info` counts those (`orphaned_logs`: FILE and its part files gone, on the host that wrote
+them) and `vip cache clear --stale` removes them.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import os
+import socket
 from pathlib import Path
 
 from vipcli.digests import DIGESTS_FOLDER, is_sha256, trust_versions, version_of
@@ -85,12 +91,50 @@ def remove_logs(out: Path) -> None:
             pass
 
 
+def header_line(out: Path) -> str:
+    """The first line of a log of `out`: `out HEXPATH HEXHOST`, FILE's absolute path and this host, in hex (a log is
+    ASCII; a path may not be)."""
+    return f"out {os.fsencode(os.path.realpath(out)).hex()} {socket.gethostname().encode('utf-8').hex()}\n"
+
+
+def logged_out(log: Path) -> tuple[Path, str] | None:
+    """(FILE, host) a log names in its first line; None for a log without one, or one that cannot be read."""
+    try:
+        with open(log, "rb") as stream:
+            fields = stream.readline(8192).decode("ascii").split()
+        if len(fields) != 3 or fields[0] != "out":
+            return None
+        return Path(os.fsdecode(bytes.fromhex(fields[1]))), bytes.fromhex(fields[2]).decode("utf-8")
+    except (OSError, ValueError):  # UnicodeDecodeError is a ValueError
+        return None
+
+
+def orphaned_logs(folder: Path) -> list[Path]:
+    """The version logs in `folder` whose FILE is gone: written on this host, naming a FILE that, with all its part
+    files, no longer exists (deleted by hand, never written again: nothing will read them). A log of another host
+    (a cache folder several machines share), or one whose FILE still has a part file (a torchrun run killed before
+    its merge), is not."""
+    from vipcli.prediction_files import part_files
+
+    host = socket.gethostname()
+    orphans = []
+    for log in sorted(Path(folder).glob("*.rank*.log")) if Path(folder).is_dir() else []:
+        named = logged_out(log)
+        if named is None or named[1] != host:
+            continue
+        out = named[0]
+        if not os.path.lexists(out) and not part_files(out):
+            orphans.append(log)
+    return orphans
+
+
 class VersionLog:
     """Appends the version of each image recorded in `out` by rank `rank` to its log (see the module)."""
 
     def __init__(self, out: Path, rank: int = 0):
         folder = log_folder()
         self.file = folder / f"{log_stem(out)}.rank{rank}.log" if folder is not None else None
+        self.out = Path(out)
         self.stream, self.usable = None, folder is not None
 
     def note(self, path: str, sha256: str) -> None:
@@ -104,6 +148,8 @@ class VersionLog:
             if self.stream is None:
                 self.file.parent.mkdir(parents=True, exist_ok=True)
                 self.stream = open(self.file, "a", encoding="ascii")
+                if self.stream.tell() == 0:  # a new log: it names its FILE, so that one left behind can be found
+                    self.stream.write(header_line(self.out))
             self.stream.write(f"{sha256} {dev} {ino} {size} {mtime} {ctime} {taken_at}\n")
             self.stream.flush()  # with its record: a killed run keeps the versions of what it recorded
         except OSError:

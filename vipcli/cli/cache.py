@@ -34,6 +34,9 @@ def info_command(as_json: bool = typer.Option(False, "--json", help="Print one J
         str(record["entries"]), human_size(record["bytes"]), record["folder"].rsplit("/", 1)[-1],
         "stale" if record["stale"] else "current")] for record in summary["backbones"]]
     rows.append(["LLM answers", "", str(summary["llm_answers"]), human_size(summary["llm_bytes"]), "llm", ""])
+    if summary["version_logs"]:  # the image versions `vip predict --out` recorded, so that a resume reads fewer
+        rows.append(["predict --out logs", "", str(summary["version_logs"]), human_size(summary["version_log_bytes"]),
+                     "digests", ""])
     rows.append(["total", "", "", human_size(summary["bytes"]), "", ""])
     out.print(_cache_table(["backbone", "arch", "entries", "size", "folder", "state"], rows, out.width))
     stale = [record for record in summary["backbones"] if record["stale"]]
@@ -43,6 +46,11 @@ def info_command(as_json: bool = typer.Option(False, "--json", help="Print one J
     if stale:
         out.print(f"`vip cache clear --stale` removes the {len(stale)} stale {console.plural(len(stale), 'folder')} "
                   f"({human_size(sum(record['bytes'] for record in stale))})", markup=False)
+    orphans = summary["orphaned_logs"]
+    if orphans:
+        out.print(f"`vip cache clear --stale` removes the {orphans} predict --out {console.plural(orphans, 'log')} "
+                  f"of files that are gone ({human_size(summary['orphaned_log_bytes'])}): never read again",
+                  markup=False)
 
 
 def _cache_table(headers: list[str], rows: list[list[str]], width: int, arch: int = 1, least: int = 12):
@@ -91,7 +99,8 @@ def clear_command(
                                            autocompletion=completion.backbones),
     stale: bool = typer.Option(False, "--stale", help="Remove only the feature folders this installation never "
                                "reads again (`vip cache info` marks them: written by another vip, library "
-                               "or backbone code version). Judged by this installation: another vip version "
+                               "or backbone code version), and the logs of `vip predict --out` files deleted "
+                               "since. Judged by this installation: another vip version "
                                "sharing the cache re-encodes what it loses."),
 ) -> None:
     """Remove cached features (of one backbone, the stale ones, or all) and, clearing all, cached LLM answers.
@@ -110,9 +119,11 @@ def clear_command(
         removed = clear(root, backbone, stale_only=True)
         stop_signals.work_done()  # a Ctrl-C from here on interrupts only the message: it says so
         which = f" of backbone {backbone!r}" if backbone else ""
+        logs = (f", and {removed['logs']} predict --out {console.plural(removed['logs'], 'log')} of files that are "
+                "gone" if removed["logs"] else "")
         console.stdout().print(f"removed {len(removed['removed'])} stale feature "
                                f"{console.plural(len(removed['removed']), 'folder')}{which}: {removed['entries']} "
-                               f"entries ({human_size(removed['bytes'])}) from {root}", markup=False)
+                               f"entries{logs} ({human_size(removed['bytes'])}) from {root}", markup=False)
         _warn_kept(root, removed["kept"])
         return
     removed = clear(root, backbone)

@@ -106,15 +106,20 @@ def _print_error(message: str, hint: str | None = None, own_process: bool = Fals
     from vipcli.console import printable
     from vipcli.distributed import error_for_this_process, give_the_first_process_time
 
+    from vipcli.node_ranks import SAID_MARK, leave_mark
+
     message = error_for_this_process(message, own_process, shared)
     if message is None:
         if not shared:  # a failure every process of the node shares: its first process says it, given time
             give_the_first_process_time()
+        leave_mark(SAID_MARK)  # said, by the node's first process: the others do not take this one for lost
         return
     line = f"error: {message}"
     if hint:
         line += f" ({hint})"
     print(printable(line), file=sys.stderr)  # one line, whatever file names it quotes
+    sys.stderr.flush()
+    leave_mark(SAID_MARK)  # under torchrun, for the ranks that outlive this one (`vipcli.node_ranks`)
 
 
 NUMBER_KINDS = {"float_parsing": "a number", "int_parsing": "a whole number", "int_from_float": "a whole number"}
@@ -219,7 +224,34 @@ def _stopped(terminated: bool | None = None, done: bool | None = None) -> tuple[
     what, code = ("terminated (SIGTERM)", 143) if terminated else ("interrupted", 130)
     if done:
         return f"{what} after the command had finished; its work is complete", code
+    lost = _silently_lost() if terminated else ""
+    if lost:
+        return lost, code
     return f"{what}; nothing half-written was left behind{_torchrun_stop_hint() if terminated else ''}", code
+
+
+def _silently_lost() -> str:
+    """Under torchrun, where ranks of this node ended without an error line before their work was done (killed by a
+    signal: `node_ranks.silently_lost_ranks`), the line that names them, as the SIGTERM torchrun then sent this rank
+    was their doing; else ""."""
+    from vipcli.distributed import world_from_env
+    from vipcli.errors import VipError
+    from vipcli.node_ranks import silently_lost_ranks
+
+    try:
+        world = world_from_env()
+    except VipError:
+        return ""
+    lost = silently_lost_ranks(world.rank, world.local_rank) if world.distributed else []
+    if not lost:
+        return ""
+    ranks = (f"rank {lost[0]}" if len(lost) == 1
+             else f"ranks {', '.join(map(str, lost[:-1]))} and {lost[-1]}")
+    was = "was" if len(lost) == 1 else "were"
+    return (f"{ranks} of {world.size} {was} killed by a signal (kill -9, the out-of-memory killer, a crash) and "
+            "printed no line, so torchrun stopped the other ranks with SIGTERM; nothing half-written was left "
+            "behind (torchrun's report gives the signal under 'Root Cause'; if memory ran out, start fewer processes "
+            "per node; then run the same command again: what is finished is kept)")
 
 
 def _torchrun_stop_hint() -> str:

@@ -1,0 +1,145 @@
+"""Under torchrun: which of this node's ranks are still running, which printed their error line, and so which
+one speaks for the node when every rank stops.
+
+torchrun's agent starts the ranks of a node as its own child processes, and gives each a folder of its own for
+this attempt (`.../attempt_N/<LOCAL_RANK>/`, where it looks for the rank's `error.json`). A rank that fails
+leaves a mark there once its `error:` line is printed (by itself, or by its node's first rank), and a rank that
+finishes its part of the work leaves another as it leaves the process group; a rank killed by a signal (kill -9,
+the out-of-memory killer) prints nothing and leaves no mark. Once one rank ends, torchrun stops the others with
+SIGTERM, and the `terminated` line they share is printed by one process per node: the first rank of the node that
+is still running or whose line is printed; it names the ranks that ended with neither mark. Without this, that
+was always LOCAL_RANK 0, and where LOCAL_RANK 0 itself was killed, nothing was printed at all.
+
+Everything here reads only /proc (Linux) and the agent's folders, and answers None ("not known") wherever it
+cannot be sure: a process not started by torchrun's agent, another OS, a torchrun without log folders. Callers
+then keep the rule of old: LOCAL_RANK 0 speaks, naming no lost rank.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+SAID_MARK = "vip-said"  # the file a rank leaves in its torchrun folder once its `error:` line is printed
+DONE_MARK = "vip-done"  # ... and the one it leaves once its part of the work is done (it left the process group)
+
+
+def rank_folder(local_rank: int, environ=None) -> Path | None:
+    """The folder torchrun's agent gave the rank of this node numbered `local_rank` (beside this process's own,
+    named by TORCHELASTIC_ERROR_FILE), or None where it gave none or laid them out otherwise."""
+    environ = os.environ if environ is None else environ
+    error_file = environ.get("TORCHELASTIC_ERROR_FILE", "")
+    own = Path(error_file).parent if error_file else None
+    if own is None or own.name != environ.get("LOCAL_RANK", "").strip():
+        return None
+    return own.parent / str(local_rank)
+
+
+def leave_mark(mark: str, environ=None) -> None:
+    """Leave `mark` (SAID_MARK, DONE_MARK) in this rank's torchrun folder; nothing where torchrun gave none."""
+    environ = os.environ if environ is None else environ
+    try:
+        folder = rank_folder(int(environ.get("LOCAL_RANK", "0") or 0), environ)
+    except ValueError:
+        return
+    if folder is not None:
+        try:
+            (folder / mark).touch()
+        except OSError:  # the agent's folder is gone or read-only: the others fall back to the old rule
+            pass
+
+
+def marked_local_ranks(mark: str, local_size: int, environ=None) -> set[int]:
+    """The local ranks of this node whose torchrun folder holds `mark`."""
+    marked = set()
+    for local_rank in range(local_size):
+        folder = rank_folder(local_rank, environ)
+        if folder is not None and (folder / mark).exists():
+            marked.add(local_rank)
+    return marked
+
+
+def running_local_ranks(environ=None) -> set[int] | None:
+    """The LOCAL_RANKs of this node's ranks still running: the children of torchrun's agent (this process's
+    parent) that carry this run's TORCHELASTIC_RUN_ID; None where that cannot be known (not Linux, not started by
+    torchrun's agent, or through a wrapper, /proc unreadable). A rank that died but was not yet reaped (a zombie) is
+    not running."""
+    environ = os.environ if environ is None else environ
+    run_id = environ.get("TORCHELASTIC_RUN_ID")
+    if not sys.platform.startswith("linux") or not run_id:
+        return None
+    parent = os.getppid()
+    if _local_rank_of(str(parent), run_id) is not None:
+        return None  # started through a wrapper (`--no-python bash -c ...`): the agent is not the parent
+    try:
+        children = [pid for task in Path(f"/proc/{parent}/task").iterdir()
+                    for pid in (task / "children").read_text().split()]
+    except OSError:
+        return None
+    running = set()
+    for pid in children:
+        local_rank = _local_rank_of(pid, run_id)
+        if local_rank is not None:
+            running.add(local_rank)
+    return running
+
+
+def _local_rank_of(pid: str, run_id: str) -> int | None:
+    """The LOCAL_RANK of the running process `pid` when it is a rank of torchrun run `run_id`; else None (another
+    program, a zombie, a process gone meanwhile)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        if state in ("Z", "X"):
+            return None
+        variables = dict(item.split(b"=", 1) for item in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+                         if b"=" in item)
+    except (OSError, IndexError):
+        return None
+    if variables.get(b"TORCHELASTIC_RUN_ID") != os.fsencode(run_id):
+        return None
+    try:
+        return int(variables.get(b"LOCAL_RANK", b""))
+    except ValueError:
+        return None
+
+
+def node_state(environ=None) -> tuple[set[int], set[int], set[int]] | None:
+    """(running, said, done): the local ranks of this node still running, those whose `error:` line is printed, and
+    those that finished their part; None where not known."""
+    environ = os.environ if environ is None else environ
+    try:
+        local_size = int(environ.get("LOCAL_WORLD_SIZE", ""))
+    except ValueError:
+        return None
+    running = running_local_ranks(environ)
+    if running is None or rank_folder(0, environ) is None:
+        return None
+    return (running, marked_local_ranks(SAID_MARK, local_size, environ),
+            marked_local_ranks(DONE_MARK, local_size, environ))
+
+
+def speaks_for_node(local_rank: int, environ=None) -> bool:
+    """Whether this process prints the line every rank of its node shares (Ctrl-C, SIGTERM, a mistake in the
+    command): the first local rank still running or that printed its line; LOCAL_RANK 0 where that is not known."""
+    if local_rank == 0:
+        return True
+    state = node_state(environ)
+    if state is None:
+        return False
+    running, said, _ = state
+    return local_rank == min(running | said | {local_rank})
+
+
+def silently_lost_ranks(rank: int, local_rank: int, environ=None) -> list[int]:
+    """The global ranks of this node that ended without an `error:` line and before their part was done (killed
+    by a signal), in order; [] where none did or that is not known. torchrun numbers a node's ranks on from its first: RANK - LOCAL_RANK."""
+    environ = os.environ if environ is None else environ
+    state = node_state(environ)
+    if state is None:
+        return []
+    running, said, done = state
+    local_size = int(environ["LOCAL_WORLD_SIZE"])
+    first = rank - local_rank
+    accounted = running | said | done | {local_rank}  # this process runs, whether the agent's listing shows it or not
+    return [first + other for other in range(local_size) if other not in accounted]
