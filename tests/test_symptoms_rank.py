@@ -593,8 +593,8 @@ def test_the_packs_being_ranked_are_never_overwritten_even_with_force(cli, lesio
         code, _, err = cli("symptoms", "rank", "--data", lesions, "--backbone", "toy", "--workers", "0", "--device",
                            "cpu", "--symptoms", tmp_path / "packs", *option, "--out", tmp_path / "packs", "--force")
         assert code == 2 and error_lines(err) == [
-            f"error: --out {tmp_path / 'packs'}: {mine} is the pack being ranked ({mine}), and writing there would "
-            "replace it (choose another --out; the packs you rank are never overwritten)"]
+            f"error: --out {tmp_path / 'packs'}: {mine} is a pack being ranked, and writing there would replace it "
+            "(choose another --out; the packs you rank are never overwritten)"]
         assert mine.read_text() == MELANOMA_PLUS_USELESS and not (tmp_path / "packs" / "nevus.yaml").exists()
 
 

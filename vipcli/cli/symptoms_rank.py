@@ -135,8 +135,9 @@ def refuse_input_pack(path: Path, packs: dict) -> None:
     for pack in packs.values():
         source = Path(pack.path) if pack.path else None
         if source is not None and source.exists() and source.samefile(path):
-            raise UsageError(f"--out {path.parent}: {path} is the pack being ranked ({pack.path}), and writing there "
-                             "would replace it", "choose another --out; the packs you rank are never overwritten")
+            read_as = "" if str(source) == str(path) else f" (read as {source})"
+            raise UsageError(f"--out {path.parent}: {path} is a pack being ranked{read_as}, and writing there would "
+                             "replace it", "choose another --out; the packs you rank are never overwritten")
 
 
 def write_pruned(pruned: list, paths: dict[str, Path], force: bool) -> dict[str, Path]:
