@@ -610,3 +610,26 @@ def test_keep_mistakes_are_one_usage_line_before_any_image_is_encoded(cli, lesio
     monkeypatch.setattr(vipcli.symptoms.rank, "rank_on_data", lambda *a, **k: pytest.fail("ranked before the check"))
     code, _, err = rank(cli, lesions, *args)
     assert code == 2 and error_lines(err) == [message]
+
+
+def shifted(n_positive: int, n_negative: int, shift: float):
+    """[N] labels (class 0 first) and [N, 1] similarities: each class evenly over a unit range, class 0's range
+    `shift` above class 1's, so the AUROC of class 0 is 1 - (1 - shift)² / 2 (below 0.5 for a negative shift)."""
+    labels = np.repeat([0, 1], [n_positive, n_negative])
+    values = np.concatenate([np.linspace(0, 1, n_positive) + shift, np.linspace(0, 1, n_negative)])
+    return labels, values[:, None]
+
+
+@pytest.mark.parametrize("shift", [0.031, -0.031])
+def test_no_verdict_claims_more_than_the_interval_shows(shift):
+    """On ISIC 2017's 374 melanoma against 1,372 nevus training images, "Small, dark areas within the spot" at AUROC
+    0.470 (95% interval 0.438-0.503) was said to favour nevus, and a symptom at 0.53 to help: each is past the
+    one-sided bound, yet its interval holds 0.5. Each is now no better than chance."""
+    labels, similarity = shifted(374, 1372, shift)
+    [score] = score_symptoms(similarity, labels, [0], ["s"], ["melanoma", "nevus"])
+    low, high = score.interval
+    assert abs(score.auroc - 0.5) > score.bound - 0.5 and low < 0.5 < high  # past the bound, its interval holds 0.5
+    assert not score.helps and score.favours is None and score.verdict == "no better than chance"
+    labels, similarity = shifted(374, 1372, 4 * shift)  # further off chance: the interval clears 0.5
+    [score] = score_symptoms(similarity, labels, [0], ["s"], ["melanoma", "nevus"])
+    assert score.verdict == ("helps" if shift > 0 else "favours nevus")

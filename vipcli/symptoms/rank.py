@@ -8,7 +8,7 @@ For every symptom of every class, on the training split:
 - AUROC: how well that similarity ranks the images of the symptom's class above the images of all
   other classes (0.5 is chance, 1.0 perfect, below 0.5 backwards);
 - it "favours" another class when the images of that class match it significantly better than
-  the images of its own class (pairwise AUROC);
+  the images of its own class (pairwise AUROC below 1 - bound, and its whole interval below 0.5);
 - unrelated: the highest AUROC that texts unrelated to any medical image ("A photo of a dog", ...)
   reach for its class, on the same similarity. When the classes' images differ at all, almost any
   text's similarity separates them a little, whether or not the backbone reads the text; a symptom
@@ -17,8 +17,8 @@ For every symptom of every class, on the training split:
   interval, `auroc_interval`): "helps" on 12 images is a wide interval, on 1,200 a narrow one;
 - it helps when its AUROC is above chance with 95% confidence (one-sided; the bound depends on
   how many images there are), or above --min-auroc when that is given (it then replaces the chance
-  bound, in the pairwise test too), when the low end of its interval is above what unrelated texts reach,
-  and when it favours no other class.
+  bound, in the pairwise test too), when the low end of its interval is above chance and what unrelated
+  texts reach, and when it favours no other class: no verdict claims more than the interval shows.
 
 `prune` removes the symptoms that do not help, keeping at least two per class; `keep` caps each class at its
 K best. A kept symptom that
@@ -72,9 +72,9 @@ class SymptomScore:
 
     @property
     def helps(self) -> bool:
-        """True if it separates its class better than chance, better than unrelated texts by the low end of its
-        interval, and favours no other class."""
-        return self.auroc > self.bound and self.low > self.unrelated and self.favours is None
+        """True if it separates its class better than chance, the low end of its interval above both chance (0.5)
+        and what unrelated texts reach, and favours no other class."""
+        return self.auroc > self.bound and self.low > max(0.5, self.unrelated) and self.favours is None
 
     @property
     def like_unrelated_text(self) -> bool:
@@ -293,7 +293,8 @@ def score_symptoms(similarity, labels, owners: list[int], texts: list[str], clas
             pair = positive | negative
             pairwise = float(roc_auc_score(positive[pair], values[pair]))
             pair_bound = min_auroc if min_auroc is not None else chance_bound(int(positive.sum()), int(negative.sum()))
-            if pairwise < 1 - pair_bound and (favours_auroc is None or pairwise < favours_auroc):
+            pair_high = auroc_interval(pairwise, int(positive.sum()), int(negative.sum()))[1]
+            if pairwise < 1 - pair_bound and pair_high < 0.5 and (favours_auroc is None or pairwise < favours_auroc):
                 favours, favours_auroc = class_names[other], pairwise
         interval = auroc_interval(auroc, int(positive.sum()), int((~positive).sum()))
         scores.append(SymptomScore(class_names[owner], text, auroc, bound, favours, favours_auroc, reach[owner],
