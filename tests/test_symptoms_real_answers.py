@@ -168,11 +168,14 @@ def test_one_symptom_in_synonyms_takes_one_place_in_the_pack(capsys, env, llm_se
 
 
 def test_symptoms_that_differ_are_never_merged_as_synonyms(capsys, env, llm_server):
-    """A false merge loses a symptom: opposites, another kind or degree of a feature, another color, and the same
-    words in another order stay apart, whichever synonym each uses."""
+    """A false merge loses a symptom: opposites, another kind or degree of a feature, another color, the same
+    words in another order, and another number stay apart, whichever synonym each uses. "Larger than 8 mm" was
+    removed as a repeat of "Larger than 6 mm", and "Two dark dots" of "One dark dot" (a one-digit number or a
+    number word is no content word)."""
     different = ["Irregular borders", "Regular edges", "Jagged edges", "Sharp borders", "Ill-defined margins",
                  "Bluish veil", "Whitish veil", "Blue dots", "Blue globules", "Large dark blotch", "Small dark blotch",
-                 "Dark center with light edges", "Light center with dark borders", "Not well-defined borders"]
+                 "Dark center with light edges", "Light center with dark borders", "Not well-defined borders",
+                 "Larger than 6 mm", "Larger than 8 mm", "One dark dot", "Two dark dots"]
     llm_server.answer("".join(f"- {symptom}\n" for symptom in different))
     code, out, err = generate(capsys, llm_server.url, "--n", str(len(different)))
     assert code == 0, err

@@ -308,18 +308,30 @@ def _canonical_word(match: re.Match) -> str:
 def same_meaning_key(item: str) -> tuple:
     """What two wordings of one symptom share: its content words stemmed to their root, and its comparison signs.
     "Asymmetric shape", "Asymmetrical shape" and "The shape is asymmetric" give one key; "Symmetric shape", "No
-    dark dots" or "> 6 mm" beside "< 6 mm" give another. Words of `SAME_WORDS` and `SAME_PHRASES` count as the one
-    word they stand for: "Irregular edges" and "Irregular borders", "Bluish-white veil" and "Blue-white veil" give
-    one key. Word order counts once an item has more than two roots, where it says which word goes with which:
-    "Dark center with light edges" and "Light center with dark edges" are two symptoms. An item of no content word
-    gets a key of its own (the item itself)."""
+    dark dots", "> 6 mm" beside "< 6 mm", or "Larger than 8 mm" beside "Larger than 6 mm" give another. Words of
+    `SAME_WORDS` and `SAME_PHRASES` count as the one word they stand for: "Irregular edges" and "Irregular
+    borders", "Bluish-white veil" and "Blue-white veil" give one key. Word order counts once an item has more than
+    two roots, where it says which word goes with which: "Dark center with light edges" and "Light center with dark
+    edges" are two symptoms. An item of no content word gets a key of its own (the item itself)."""
     from vipcli.symptoms.agree import content_word_sequence, stem
 
     roots = tuple(_root(word, stem) for word in content_word_sequence(same_words(item)))
     if not roots:
         return ("", item)
     words = frozenset(roots) if len(set(roots)) <= 2 else roots
-    return words, "".join(sorted(c for c in item if c in COMPARISONS))
+    return words, "".join(sorted(c for c in item if c in COMPARISONS)), numbers_in(item)
+
+
+NUMBER_WORDS = "one two three four five six seven eight nine ten".split()
+
+
+def numbers_in(text: str) -> tuple[str, ...]:
+    """The numbers `text` gives, in digits or words up to ten, in order: "Larger than 6 mm" -> ("6",), "Two dark
+    dots" -> ("2",). Content words leave out one-digit numbers and number words, which make two symptoms of "6 mm"
+    and "8 mm", or of one dot and two."""
+    found = re.findall(r"\d+(?:[.,]\d+)?|[a-z]+", text.lower())
+    return tuple(str(NUMBER_WORDS.index(word) + 1) if word in NUMBER_WORDS else word for word in found
+                 if word[0].isdigit() or word in NUMBER_WORDS)
 
 
 def _root(word: str, stem) -> str:
