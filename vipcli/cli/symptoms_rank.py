@@ -121,7 +121,8 @@ def planned_pack_paths(config, out: Path, force: bool, too_few_matters: bool = T
         refuse_overwrite(path, force)
     labels = [sample.label for sample in dataset.splits["train"]]
     too_few = too_few_to_judge(dataset.class_names, [labels.count(i) for i in range(len(dataset.class_names))])
-    if too_few and too_few_matters and config.min_auroc is None:  # before any image is encoded (rank's prune checks the readable ones)
+    if too_few and too_few_matters and config.min_auroc is None:  # before any image is encoded (prune checks the
+        # readable ones; --keep alone ranks and judges nothing, so it is not refused)
         raise too_few_error(too_few)
     return paths
 
