@@ -254,6 +254,19 @@ def test_show_of_your_own_pack_warns_of_a_symptom_that_names_its_class(capsys, t
     assert code == 0 and err == ""
 
 
+def test_show_of_your_own_pack_warns_of_a_symptom_that_repeats_another_in_other_words(capsys, tmp_path):
+    """A pack written by hand with "Irregular borders" and "Irregular edges" spent two of the class's prompts on one
+    symptom, and nothing said so (only repeats up to case and punctuation were caught)."""
+    pack = tmp_path / "mine.yaml"
+    pack.write_text("melanoma:\n  - Irregular borders\n  - Irregular edges\n  - Blue-white veil\n"
+                    "  - Bluish-white veil\n  - Regular edges\n  - Jagged edges\n  - Whitish veil\n")
+    code, out, err = vip(capsys, "symptoms", "show", str(pack))
+    assert code == 0 and "7. Whitish veil" in out  # a warning: the pack is shown and used as written
+    assert err.splitlines() == [f"warning: {pack}: 2 symptoms of 'melanoma' repeat another in other words ('Irregular "
+                                "edges' repeats 'Irregular borders', 'Bluish-white veil' repeats 'Blue-white veil'), "
+                                "taking a place of its own in the prompts: remove it, or say what sets the two apart"]
+
+
 def test_show_unknown_name_lists_the_shipped_ones(capsys):
     code, _, err = vip(capsys, "symptoms", "show", "psoriasis")
     assert code == 2 and "no shipped symptom pack named 'psoriasis' (shipped packs: " in err and "melanoma, nevus" in err

@@ -149,7 +149,8 @@ def test_prune_writes_packs_without_the_flagged_symptoms(cli, lesions, tmp_path)
     melanoma = load_pack(tmp_path / "packs" / "melanoma.yaml")
     assert USELESS not in melanoma.symptoms and len(melanoma.symptoms) >= 2
     helping = [s["symptom"] for s in document["symptoms"] if s["class"] == "melanoma" and s["helps"]]
-    assert set(melanoma.symptoms) == set(helping)
+    kept_below = [row["symptom"] for row in melanoma.source["pruned"].get("kept_below_bound", [])]
+    assert helping and set(melanoma.symptoms) == set(helping) | set(kept_below)  # the floor of two fills up
     removed = [row["symptom"] for row in melanoma.source["pruned"]["removed"]]
     assert USELESS in removed and melanoma.source["kind"] == "manual"
     assert melanoma.source["pruned"]["backbone"]["id"] == "toy"
@@ -492,3 +493,143 @@ def test_a_symptom_helps_only_above_what_unrelated_texts_reach():
         [score] = score_symptoms(signal[:, None], labels, [0], ["s"], ["a", "b"], unrelated=unrelated[:, None])
         assert score.auroc > score.bound and score.helps is helps
         assert score.verdict == ("helps" if helps else "no better than unrelated text")
+
+
+# --- how sure each AUROC is (#32) -------------------------------------------------------------------------
+
+
+def separated(n_per_class: int, shift: float, seed: int = 0):
+    """[2n] labels and [2n, 1] similarities where class 0 sits `shift` standard deviations above class 1."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat([0, 1], n_per_class)
+    return labels, ((labels == 0) * shift + rng.normal(0, 1, 2 * n_per_class))[:, None]
+
+
+def test_each_auroc_has_an_interval_that_is_wide_on_few_images_and_narrow_on_many():
+    """A symptom that "helps" on 12 images read like one that helps on 1,200: the table gave its AUROC alone."""
+    widths = []
+    for n in (6, 600):
+        labels, similarity = separated(n, 3.0)
+        [score] = score_symptoms(similarity, labels, [0], ["s"], ["a", "b"])
+        low, high = score.interval
+        assert 0 <= low <= score.auroc <= high <= 1
+        widths.append(high - low)
+    assert widths[0] > 0.25 and widths[1] < 0.05
+    labels, similarity = separated(6, 10.0)  # a perfect AUROC on 6 against 6 is not certainty
+    [score] = score_symptoms(similarity, labels, [0], ["s"], ["a", "b"])
+    assert score.auroc == 1.0 and score.interval[0] < 0.75 and score.interval[1] == 1.0
+
+
+def test_a_symptom_helps_only_when_its_interval_clears_the_unrelated_texts():
+    """Its AUROC a little above what unrelated texts reach was "helps", though the images could not tell the two
+    apart; now the low end of its interval must clear them, and the verdict says it is unsure."""
+    labels, similarity = separated(100, 0.9)
+    for unrelated_shift, helps in ((0.8, False), (0.0, True)):
+        _, unrelated = separated(100, unrelated_shift, seed=1)
+        [score] = score_symptoms(similarity, labels, [0], ["s"], ["a", "b"], unrelated=unrelated)
+        assert score.auroc > score.bound and score.auroc > score.unrelated
+        assert score.helps is helps and (score.interval[0] > score.unrelated) is helps
+        assert score.verdict == ("helps" if helps else "not clearly above unrelated text")
+
+
+def test_the_table_and_json_give_each_aurocs_interval(cli, lesions, monkeypatch):
+    code, out, err = rank(cli, lesions, "--json")
+    assert code == 0, err
+    document = json.loads(out)
+    for score in document["symptoms"]:
+        low, high = score["auroc_interval"]
+        assert low <= score["auroc"] <= high and high - low < 0.3
+        assert score["helps"] == (score["verdict"] == "helps")
+        if score["helps"]:
+            assert low > score["unrelated_auroc"]
+    monkeypatch.setenv("COLUMNS", "250")
+    code, out, _ = rank(cli, lesions)
+    lines = out.splitlines()
+    assert code == 0 and "95% interval" in lines[2]
+    colors = next(s for s in document["symptoms"] if s["symptom"].startswith("The spot has multiple colors"))
+    low, high = colors["auroc_interval"]
+    assert f"{colors['auroc']:.3f} │ {low:.3f}-{high:.3f}" in out
+
+
+# --- --keep K: each class's K best symptoms (#32) ---------------------------------------------------------
+
+
+def test_keep_writes_each_classs_best_symptoms_and_says_what_it_dropped(cli, lesions, tmp_path):
+    code, out, err = rank(cli, lesions, "--keep", "2", "--out", tmp_path / "best", "--json")
+    assert code == 0, err
+    document = json.loads(out)
+    for name in ("melanoma", "nevus"):
+        scores = [s for s in document["symptoms"] if s["class"] == name]
+        ordered = sorted(scores, key=lambda s: (not s["helps"], -s["auroc"]))
+        pack = load_pack(tmp_path / "best" / f"{name}.yaml")
+        assert set(pack.symptoms) == {s["symptom"] for s in ordered[:2]}
+        dropped = [s["symptom"] for s in ordered[2:]]
+        assert pack.source["pruned"]["beyond_keep"] == dropped and pack.source["pruned"]["keep"] == 2
+        assert [row["symptom"] for row in pack.source["pruned"]["removed"]] == dropped
+        assert next(p for p in document["pruned"] if p["class"] == name)["beyond_keep"] == dropped
+    code, out, err = rank(cli, lesions, "--keep", "2", "--out", tmp_path / "again")
+    assert code == 0, err
+    line = next(line for line in out.splitlines() if line.startswith(f"wrote {tmp_path / 'again' / 'melanoma.yaml'}"))
+    assert line.startswith(f"wrote {tmp_path / 'again' / 'melanoma.yaml'}: 2 of 5 symptoms for 'melanoma' (dropped, "
+                           "beyond the 2 best: ")
+    assert f"{USELESS} (no better than chance, AUROC " in line
+
+
+def test_keep_with_prune_keeps_at_most_k_of_those_that_help(cli, lesions, tmp_path):
+    code, out, err = rank(cli, lesions, "--prune", "--keep", "1", "--out", tmp_path / "one", "--json")
+    assert code == 0, err
+    document = json.loads(out)
+    for name in ("melanoma", "nevus"):
+        pack = load_pack(tmp_path / "one" / f"{name}.yaml")
+        best = next(s for s in document["symptoms"] if s["class"] == name)
+        assert pack.symptoms == (best["symptom"],)
+
+
+def test_the_packs_being_ranked_are_never_overwritten_even_with_force(cli, lesions, tmp_path):
+    (tmp_path / "packs").mkdir()
+    mine = tmp_path / "packs" / "melanoma.yaml"
+    mine.write_text(MELANOMA_PLUS_USELESS)
+    for option in (["--keep", "2"], ["--prune"]):
+        code, _, err = cli("symptoms", "rank", "--data", lesions, "--backbone", "toy", "--workers", "0", "--device",
+                           "cpu", "--symptoms", tmp_path / "packs", *option, "--out", tmp_path / "packs", "--force")
+        assert code == 2 and error_lines(err) == [
+            f"error: --out {tmp_path / 'packs'}: {mine} is a pack being ranked, and writing there would replace it "
+            "(choose another --out; the packs you rank are never overwritten)"]
+        assert mine.read_text() == MELANOMA_PLUS_USELESS and not (tmp_path / "packs" / "nevus.yaml").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--keep", "2"], "error: --keep needs --out (give a folder for the packs of the 2 best symptoms, e.g. --out "
+                      "packs/)"),
+    (["--keep", "0", "--out", "packs"], "error: --keep 0: must be at least 1 (give how many symptoms each class "
+                                        "keeps, e.g. --keep 3)"),
+])
+def test_keep_mistakes_are_one_usage_line_before_any_image_is_encoded(cli, lesions, monkeypatch, args, message):
+    import vipcli.symptoms.rank
+
+    monkeypatch.setattr(vipcli.symptoms.rank, "rank_on_data", lambda *a, **k: pytest.fail("ranked before the check"))
+    code, _, err = rank(cli, lesions, *args)
+    assert code == 2 and error_lines(err) == [message]
+
+
+def shifted(n_positive: int, n_negative: int, shift: float):
+    """[N] labels (class 0 first) and [N, 1] similarities: each class evenly over a unit range, class 0's range
+    `shift` above class 1's, so the AUROC of class 0 is 1 - (1 - shift)² / 2 (below 0.5 for a negative shift)."""
+    labels = np.repeat([0, 1], [n_positive, n_negative])
+    values = np.concatenate([np.linspace(0, 1, n_positive) + shift, np.linspace(0, 1, n_negative)])
+    return labels, values[:, None]
+
+
+@pytest.mark.parametrize("shift", [0.031, -0.031])
+def test_no_verdict_claims_more_than_the_interval_shows(shift):
+    """On ISIC 2017's 374 melanoma against 1,372 nevus training images, "Small, dark areas within the spot" at AUROC
+    0.470 (95% interval 0.438-0.503) was said to favour nevus, and a symptom at 0.53 to help: each is past the
+    one-sided bound, yet its interval holds 0.5. Each is now no better than chance."""
+    labels, similarity = shifted(374, 1372, shift)
+    [score] = score_symptoms(similarity, labels, [0], ["s"], ["melanoma", "nevus"])
+    low, high = score.interval
+    assert abs(score.auroc - 0.5) > score.bound - 0.5 and low < 0.5 < high  # past the bound, its interval holds 0.5
+    assert not score.helps and score.favours is None and score.verdict == "no better than chance"
+    labels, similarity = shifted(374, 1372, 4 * shift)  # further off chance: the interval clears 0.5
+    [score] = score_symptoms(similarity, labels, [0], ["s"], ["melanoma", "nevus"])
+    assert score.verdict == ("helps" if shift > 0 else "favours nevus")

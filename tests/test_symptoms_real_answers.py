@@ -153,6 +153,36 @@ def test_the_same_words_in_another_order_can_be_another_symptom(capsys, env, llm
                                                    "Brown lines on a white background", "Jagged edges")
 
 
+def test_one_symptom_in_synonyms_takes_one_place_in_the_pack(capsys, env, llm_server):
+    """"Irregular borders" and "Irregular edges", "Blue-white veil" and "Bluish-white veil", "Well-defined margins"
+    and "Sharp borders" each took two places of the pack."""
+    llm_server.answer("- Irregular borders\n- Irregular edges\n- Blue-white veil\n- Bluish-white veil\n"
+                      "- Sharp borders\n- Well-defined margins\n- Uneven colour\n- Irregular color\n- Dark dots")
+    code, out, err = generate(capsys, llm_server.url, "--n", "5")
+    assert code == 0, err
+    assert load_pack("melanoma.yaml").symptoms == ("Irregular borders", "Blue-white veil", "Sharp borders",
+                                                   "Uneven colour", "Dark dots")
+    assert ("'Irregular edges' (repeats 'Irregular borders' in other words), 'Bluish-white veil' (repeats "
+            "'Blue-white veil' in other words), 'Well-defined margins' (repeats 'Sharp borders' in other words), "
+            "'Irregular color' (repeats 'Uneven colour' in other words)") in err
+
+
+def test_symptoms_that_differ_are_never_merged_as_synonyms(capsys, env, llm_server):
+    """A false merge loses a symptom: opposites, another kind or degree of a feature, another color, the same
+    words in another order, and another number stay apart, whichever synonym each uses. "Larger than 8 mm" was
+    removed as a repeat of "Larger than 6 mm", and "Two dark dots" of "One dark dot" (a one-digit number or a
+    number word is no content word)."""
+    different = ["Irregular borders", "Regular edges", "Jagged edges", "Sharp borders", "Ill-defined margins",
+                 "Bluish veil", "Whitish veil", "Blue dots", "Blue globules", "Large dark blotch", "Small dark blotch",
+                 "Dark center with light edges", "Light center with dark borders", "Not well-defined borders",
+                 "Larger than 6 mm", "Larger than 8 mm", "One dark dot", "Two dark dots"]
+    llm_server.answer("".join(f"- {symptom}\n" for symptom in different))
+    code, out, err = generate(capsys, llm_server.url, "--n", str(len(different)))
+    assert code == 0, err
+    assert load_pack("melanoma.yaml").symptoms == tuple(different)
+    assert "in other words" not in err
+
+
 # --- another provider's endpoint never gets $OPENAI_API_KEY -------------------------------------------
 
 

@@ -23,7 +23,10 @@ def rank_command(
     min_auroc: Optional[float] = typer.Option(None, "--min-auroc", help="Flag symptoms at or below this AUROC "
                                               "(default: the 95% chance bound for the image counts)."),
     prune: bool = typer.Option(False, "--prune", help="Write packs without the flagged symptoms (needs --out)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Folder for the pruned packs (one .yaml per class)."),
+    keep: Optional[int] = typer.Option(None, "--keep", metavar="K", help="Write packs with each class's K best "
+                                       "symptoms (needs --out; with --prune, at most K of those that help)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for the written packs (one .yaml per class; "
+                                       "never the packs being ranked)."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing pack files in --out."),
     seed: int = opt.seed(1, "Seed of any split vip makes (as `vip train --seed`)."),
     device: str = opt.DEVICE,
@@ -37,24 +40,25 @@ def rank_command(
 
     from vipcli.image_fit import checked_fit
 
-    check_prune_options(prune, out, data)
+    check_prune_options(prune, out, data, keep)
+    writing = prune or keep is not None
     workers, image_fit = opt.worker_count(workers), checked_fit(image_fit)
     config = RankConfig(
         data=data, backbone=backbone, arch=arch, pretrained=pretrained, symptoms=opt.symptom_sources(symptoms), seed=seed,
         min_auroc=min_auroc, device=device, use_cache=not no_cache, workers=workers, image_fit=image_fit,
     )
-    paths = planned_pack_paths(config, out, force) if prune else {}
+    paths = planned_pack_paths(config, out, force, too_few_matters=prune) if writing else {}
     from vipcli.cache_use import using_cache
 
     with console.progress_bar() as progress, using_cache(config.use_cache):  # --no-cache: nothing remembered
         result = rank_on_data(config, progress)
     console.warn_skipped(result.failures, config.data)
-    pruned = prune_packs(result, data) if prune else []
+    pruned = prune_packs(result, data, keep=keep, drop_unhelpful=prune) if writing else []
     written = write_pruned(pruned, paths, force)
     if as_json:
         print(json.dumps(rank_document(result, pruned, written), indent=2))
     else:
-        show_ranking(result, pruning=prune)
+        show_ranking(result, pruning=writing)
         show_pruned(pruned, written, data, train_options(backbone, arch, pretrained, seed, image_fit))
     warn_wrong_way(pruned, written, data)  # last, where it is read
 
@@ -69,13 +73,18 @@ def train_options(backbone: str, arch: Optional[str], pretrained: Optional[str],
     return "".join(f" {flag} {shell.quote(value)}" for flag, value in pairs if value is not None)
 
 
-def check_prune_options(prune: bool, out: Optional[Path], data: Path) -> None:
-    """UsageError unless --prune and --out come together and --out is a folder outside `data`'s class
-    folders (there the next `vip train --data` would read it as a class without images)."""
+def check_prune_options(prune: bool, out: Optional[Path], data: Path, keep: Optional[int] = None) -> None:
+    """UsageError unless --prune or --keep comes with --out, --keep is at least 1, and --out is a folder outside
+    `data`'s class folders (there the next `vip train --data` would read it as a class without images)."""
+    if keep is not None and keep < 1:
+        raise UsageError(f"--keep {keep}: must be at least 1", "give how many symptoms each class keeps, e.g. --keep 3")
     if prune and out is None:
         raise UsageError("--prune needs --out", "give a folder for the pruned packs, e.g. --out packs/")
-    if out is not None and not prune:
-        raise UsageError("--out is only used with --prune", "add --prune, or leave out --out")
+    if keep is not None and out is None:
+        raise UsageError("--keep needs --out", f"give a folder for the packs of the {keep} best symptoms, e.g. "
+                         "--out packs/")
+    if out is not None and not prune and keep is None:
+        raise UsageError("--out is only used with --prune or --keep", "add --prune or --keep K, or leave out --out")
     if out is not None and (out.is_file() or out.suffix.lower() in (".yaml", ".yml")):
         raise UsageError(f"--out {out}: must be a folder", "pass a folder; each class gets its own pack file")
     if out is not None:
@@ -87,9 +96,9 @@ def check_prune_options(prune: bool, out: Optional[Path], data: Path) -> None:
         check_output_folder(out)  # writable and not full, before any image is encoded
 
 
-def planned_pack_paths(config, out: Path, force: bool) -> dict[str, Path]:
-    """Class name -> pack file in `out`; refuses to overwrite, and classes too few to prune by (before any image
-    is encoded)."""
+def planned_pack_paths(config, out: Path, force: bool, too_few_matters: bool = True) -> dict[str, Path]:
+    """Class name -> pack file in `out`; refuses to overwrite (a pack being ranked even with --force), and, when
+    `too_few_matters` (--prune), classes too few to prune by (before any image is encoded)."""
     from vipcli.data import load_dataset
     from vipcli.packs import packs_for_classes
     from vipcli.symptoms.generate import check_pack_file_name, default_out_name, refuse_overwrite
@@ -108,12 +117,28 @@ def planned_pack_paths(config, out: Path, force: bool) -> dict[str, Path]:
                 f"classes {other!r} and {name!r} both use the pack {packs[name].name!r}",
                 "give each class its own pack with --symptoms before pruning",
             )
+        refuse_input_pack(path, packs)
         refuse_overwrite(path, force)
     labels = [sample.label for sample in dataset.splits["train"]]
     too_few = too_few_to_judge(dataset.class_names, [labels.count(i) for i in range(len(dataset.class_names))])
-    if too_few and config.min_auroc is None:  # before any image is encoded (rank's prune checks the readable ones)
+    if too_few and too_few_matters and config.min_auroc is None:  # before any image is encoded (prune checks the
+        # readable ones; --keep alone ranks and judges nothing, so it is not refused)
         raise too_few_error(too_few)
     return paths
+
+
+def refuse_input_pack(path: Path, packs: dict) -> None:
+    """UsageError when `path` is the file of a pack being ranked: the packs written from a ranking never replace
+    the packs it ranked, not even with --force (the ranking and their provenance would describe a pack that is
+    gone)."""
+    if not path.exists():
+        return
+    for pack in packs.values():
+        source = Path(pack.path) if pack.path else None
+        if source is not None and source.exists() and source.samefile(path):
+            read_as = "" if str(source) == str(path) else f" (read as {source})"
+            raise UsageError(f"--out {path.parent}: {path} is a pack being ranked{read_as}, and writing there would "
+                             "replace it", "choose another --out; the packs you rank are never overwritten")
 
 
 def write_pruned(pruned: list, paths: dict[str, Path], force: bool) -> dict[str, Path]:
@@ -154,7 +179,7 @@ def show_ranking(result, pruning: bool = False) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    from vipcli.symptoms.rank import UNRELATED_TEXTS
+    from vipcli.symptoms.rank import INTERVAL_NAME, UNRELATED_TEXTS
 
     out = console.stdout()
     counts = ", ".join(f"{name}: {n}" for name, n in zip(result.class_names, result.counts))
@@ -163,24 +188,32 @@ def show_ranking(result, pruning: bool = False) -> None:
         f"({counts}); backbone {result.backbone['id']} on {result.device}",
         markup=False,
     )
-    table = Table("class", "symptom", "AUROC", "bound", "unrelated", "verdict")
+    table = Table("class", "symptom", "AUROC", INTERVAL_NAME, "bound", "unrelated", "verdict")
     for score in result.scores:
         verdict = Text(score.verdict, style="green" if score.helps else "bold red")
-        table.add_row(Text(score.class_name), Text(score.symptom), f"{score.auroc:.3f}", f"{score.bound:.3f}",
-                      f"{score.unrelated:.3f}", verdict)
+        table.add_row(Text(score.class_name), Text(score.symptom), f"{score.auroc:.3f}", interval_text(score),
+                      f"{score.bound:.3f}", f"{score.unrelated:.3f}", verdict)
     out.print(table)
-    out.print("AUROC: its class against the others, on its similarity to each image (minus the image's mean over "
-              "all symptoms); bound: what a useless symptom stays under (95%), or --min-auroc; unrelated: the best "
+    out.print(f"AUROC: its class against the others, on its similarity to each image (minus the image's mean over "
+              f"all symptoms); {INTERVAL_NAME}: where that AUROC lies for these image counts; bound: what a useless "
+              "symptom stays under (95%), or --min-auroc; unrelated: the best "
               f"AUROC for its class of {len(UNRELATED_TEXTS)} texts that say nothing of the images "
-              f"({UNRELATED_TEXTS[0]!r}, ...), which a symptom the backbone sees must beat", markup=False)
+              f"({UNRELATED_TEXTS[0]!r}, ...), which a symptom the backbone sees must beat with the low end of its "
+              "interval", markup=False)
     flagged = [s for s in result.scores if not s.helps]
     if not flagged:
         out.print("every symptom helps", markup=False)
         return
     out.print(f"{len(flagged)} of {len(result.scores)} symptoms do not help:", markup=False)
     for score in flagged:
-        out.print(f"  {score.class_name}: {score.symptom!r} ({score.verdict}, AUROC {score.auroc:.3f})", markup=False)
+        out.print(f"  {score.class_name}: {score.symptom!r} ({score.verdict}, AUROC {score.auroc:.3f}, "
+                  f"{INTERVAL_NAME} {interval_text(score)})", markup=False)
     show_next_steps(result, flagged, pruning)
+
+
+def interval_text(score) -> str:
+    """A symptom's AUROC interval as the table shows it: "0.668-0.804"."""
+    return "-" if score.interval is None else f"{score.interval[0]:.3f}-{score.interval[1]:.3f}"
 
 
 def show_next_steps(result, flagged: list, pruning: bool) -> None:
@@ -205,8 +238,12 @@ def show_pruned(pruned: list, written: dict[str, Path], data: Path, backbone_opt
     for item in pruned:
         total = len(item.pack.symptoms) + len(item.removed)
         line = f"wrote {written[item.class_name]}: {len(item.pack.symptoms)} of {total} symptoms for {item.class_name!r}"
-        if item.removed:
-            line += f" (removed: {'; '.join(s.symptom for s in item.removed)})"
+        unhelpful = [s for s in item.removed if s not in item.beyond_keep]
+        if unhelpful:
+            line += f" (removed: {'; '.join(s.symptom for s in unhelpful)})"
+        if item.beyond_keep:
+            dropped = "; ".join(f"{s.symptom} ({s.verdict}, AUROC {s.auroc:.3f})" for s in item.beyond_keep)
+            line += f" (dropped, beyond the {len(item.pack.symptoms)} best: {dropped})"
         if item.kept_anyway:
             line += f" (kept to have {len(item.pack.symptoms)}: {'; '.join(s.symptom for s in item.kept_anyway)})"
         out.print(line, markup=False)
@@ -218,7 +255,7 @@ def show_pruned(pruned: list, written: dict[str, Path], data: Path, backbone_opt
 
 def rank_document(result, pruned: list, written: dict[str, Path]) -> dict:
     """The ranking (and any written packs) as one JSON-ready document."""
-    from vipcli.symptoms.rank import UNRELATED_TEXTS
+    from vipcli.symptoms.rank import INTERVAL_NAME, UNRELATED_TEXTS
 
     return {
         "class_names": result.class_names,
@@ -230,8 +267,11 @@ def rank_document(result, pruned: list, written: dict[str, Path]) -> dict:
         "unreadable": {str(k): v for k, v in result.failures.items()},  # as in train and benchmark --json
         "skipped": {str(k): v for k, v in result.failures.items()},  # its older name
         "unrelated_texts": list(UNRELATED_TEXTS),
+        "interval": f"{INTERVAL_NAME} of each AUROC from the image counts (Newcombe's score interval)",
         "symptoms": [
-            {"class": s.class_name, "symptom": s.symptom, "auroc": round(s.auroc, 4), "bound": round(s.bound, 4),
+            {"class": s.class_name, "symptom": s.symptom, "auroc": round(s.auroc, 4),
+             "auroc_interval": None if s.interval is None else [round(v, 4) for v in s.interval],
+             "bound": round(s.bound, 4),
              "unrelated_auroc": round(s.unrelated, 4), "helps": s.helps, "verdict": s.verdict, "favours": s.favours,
              "favours_auroc": None if s.favours_auroc is None else round(s.favours_auroc, 4)}
             for s in result.scores
@@ -239,7 +279,8 @@ def rank_document(result, pruned: list, written: dict[str, Path]) -> dict:
         "pruned": [
             {"class": p.class_name, "path": str(written[p.class_name]), "symptoms": list(p.pack.symptoms),
              "removed": [s.symptom for s in p.removed], "kept_below_bound": [s.symptom for s in p.kept_anyway],
-             "kept_wrong_way": [s.symptom for s in p.kept_wrong_way]}
+             "kept_wrong_way": [s.symptom for s in p.kept_wrong_way],
+             "beyond_keep": [s.symptom for s in p.beyond_keep]}
             for p in pruned
         ],
     }

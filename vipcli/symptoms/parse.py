@@ -250,19 +250,88 @@ def _wording(item: str) -> str:
     return normalize_text(item) + " " + "".join(c for c in item if c in COMPARISONS)
 
 
+# Words that name one visual feature in a symptom, and the one word each stands for when symptoms are compared. Only
+# words that say the same of any image, whatever they describe: "irregular borders" and "irregular edges", "blurry"
+# and "fuzzy", "bluish" and "blue". Never a word of another degree or kind ("jagged" is one way to be irregular,
+# "notched" another; "hazy" is an opacity on an X-ray; "clear" is a transparent lung field), nor a negation.
+SAME_WORDS = {
+    "border": "edge margin boundary outline",
+    "blurry": "blurred fuzzy indistinct",
+    "irregular": "uneven",
+    "asymmetric": "lopsided",
+    "color": "hue",
+    "round": "rounded circular",
+    "large": "big",
+    "small": "tiny",
+    "blue": "bluish blueish",
+    "red": "reddish",
+    "brown": "brownish",
+    "white": "whitish",
+    "gray": "grayish greyish",
+    "yellow": "yellowish",
+    "pink": "pinkish",
+    "black": "blackish",
+    "purple": "purplish",
+    "green": "greenish",
+}
+# Phrases of two words that say one of those words: "well-defined edges" are sharp edges.
+SAME_PHRASES = {
+    "sharp": "well defined|sharply defined|well demarcated|sharply demarcated|well circumscribed|clearly defined",
+    "blurry": "ill defined|poorly defined|poorly demarcated",
+}
+_PHRASE = re.compile(r"\b(" + "|".join(p.replace(" ", r"[\s-]+") for ps in SAME_PHRASES.values()
+                                        for p in ps.split("|")) + r")\b")
+_WORD_FOR_PHRASE = {phrase: word for word, ps in SAME_PHRASES.items() for phrase in ps.split("|")}
+_WORD_FOR = {variant: word for word, variants in SAME_WORDS.items() for variant in (word, *variants.split())}
+
+
+def same_words(text: str) -> str:
+    """`text` lower-cased, each word or phrase of `SAME_WORDS` / `SAME_PHRASES` (and its plural) written as the one
+    word it stands for: "Bluish-white veil" -> "blue-white veil", "Irregular edges" -> "irregular borders",
+    "Well-defined margins" -> "sharp borders"."""
+    text = _PHRASE.sub(lambda m: _WORD_FOR_PHRASE[" ".join(re.split(r"[\s-]+", m.group(1)))], text.lower())
+    return re.sub(r"[a-z]+", _canonical_word, text)
+
+
+def _canonical_word(match: re.Match) -> str:
+    word = match.group(0)
+    if word in _WORD_FOR:
+        return _WORD_FOR[word]
+    for plural in ("es", "s"):  # "edges" -> "borders", "boundaries" -> "borders"
+        if word.endswith(plural) and word[: -len(plural)] in _WORD_FOR:
+            return _WORD_FOR[word[: -len(plural)]] + "s"
+    if word.endswith("ies") and word[:-3] + "y" in _WORD_FOR:
+        return _WORD_FOR[word[:-3] + "y"] + "s"
+    return word
+
+
 def same_meaning_key(item: str) -> tuple:
     """What two wordings of one symptom share: its content words stemmed to their root, and its comparison signs.
     "Asymmetric shape", "Asymmetrical shape" and "The shape is asymmetric" give one key; "Symmetric shape", "No
-    dark dots" or "> 6 mm" beside "< 6 mm" give another. Word order counts once an item has more than two roots,
-    where it says which word goes with which: "Dark center with light edges" and "Light center with dark edges"
-    are two symptoms. An item of no content word gets a key of its own (the item itself)."""
+    dark dots", "> 6 mm" beside "< 6 mm", or "Larger than 8 mm" beside "Larger than 6 mm" give another. Words of
+    `SAME_WORDS` and `SAME_PHRASES` count as the one word they stand for: "Irregular edges" and "Irregular
+    borders", "Bluish-white veil" and "Blue-white veil" give one key. Word order counts once an item has more than
+    two roots, where it says which word goes with which: "Dark center with light edges" and "Light center with dark
+    edges" are two symptoms. An item of no content word gets a key of its own (the item itself)."""
     from vipcli.symptoms.agree import content_word_sequence, stem
 
-    roots = tuple(_root(word, stem) for word in content_word_sequence(item))
+    roots = tuple(_root(word, stem) for word in content_word_sequence(same_words(item)))
     if not roots:
         return ("", item)
     words = frozenset(roots) if len(set(roots)) <= 2 else roots
-    return words, "".join(sorted(c for c in item if c in COMPARISONS))
+    return words, "".join(sorted(c for c in item if c in COMPARISONS)), numbers_in(item)
+
+
+NUMBER_WORDS = "one two three four five six seven eight nine ten".split()
+
+
+def numbers_in(text: str) -> tuple[str, ...]:
+    """The numbers `text` gives, in digits or words up to ten, in order: "Larger than 6 mm" -> ("6",), "Two dark
+    dots" -> ("2",). Content words leave out one-digit numbers and number words, which make two symptoms of "6 mm"
+    and "8 mm", or of one dot and two."""
+    found = re.findall(r"\d+(?:[.,]\d+)?|[a-z]+", text.lower())
+    return tuple(str(NUMBER_WORDS.index(word) + 1) if word in NUMBER_WORDS else word for word in found
+                 if word[0].isdigit() or word in NUMBER_WORDS)
 
 
 def _root(word: str, stem) -> str:

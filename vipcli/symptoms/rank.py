@@ -8,16 +8,20 @@ For every symptom of every class, on the training split:
 - AUROC: how well that similarity ranks the images of the symptom's class above the images of all
   other classes (0.5 is chance, 1.0 perfect, below 0.5 backwards);
 - it "favours" another class when the images of that class match it significantly better than
-  the images of its own class (pairwise AUROC);
+  the images of its own class (pairwise AUROC below 1 - bound, and its whole interval below 0.5);
 - unrelated: the highest AUROC that texts unrelated to any medical image ("A photo of a dog", ...)
   reach for its class, on the same similarity. When the classes' images differ at all, almost any
   text's similarity separates them a little, whether or not the backbone reads the text; a symptom
   the backbone sees must do better than text that says nothing of the images;
+- its 95% interval: where its AUROC lies given how many images it was measured on (Newcombe's score
+  interval, `auroc_interval`): "helps" on 12 images is a wide interval, on 1,200 a narrow one;
 - it helps when its AUROC is above chance with 95% confidence (one-sided; the bound depends on
   how many images there are), or above --min-auroc when that is given (it then replaces the chance
-  bound, in the pairwise test too), above what unrelated texts reach, and it favours no other class.
+  bound, in the pairwise test too), when the low end of its interval is above chance and what unrelated
+  texts reach, and when it favours no other class: no verdict claims more than the interval shows.
 
-`prune` removes the symptoms that do not help, keeping at least two per class. A kept symptom that
+`prune` removes the symptoms that do not help, keeping at least two per class; `keep` caps each class at its
+K best. A kept symptom that
 "points the wrong way" (AUROC below 0.5, or it favours another class: the other classes' images match
 it better than its own class's) is recorded as such in the pruned pack, and the command warns.
 """
@@ -33,6 +37,8 @@ from vipcli.errors import UsageError, VipError
 from vipcli.packs import SymptomPack, without_image_names
 
 CONFIDENCE_Z = 1.645  # one-sided 95% normal quantile
+INTERVAL_Z = 1.96  # two-sided 95% normal quantile: the AUROC's interval
+INTERVAL_NAME = "95% interval"
 KEEP_AT_LEAST = 2  # a pruned pack keeps at least this many symptoms
 UNRELATED_TEXTS = (  # say nothing of any medical image: what they reach is what the backbone gives any text
     "A photo of a dog",
@@ -57,18 +63,30 @@ class SymptomScore:
     favours: str | None  # another class whose images match it significantly better, or None
     favours_auroc: float | None  # AUROC of its class vs that class (below 0.5)
     unrelated: float = 0.0  # the highest AUROC UNRELATED_TEXTS reach for its class (0: not measured)
+    interval: tuple[float, float] | None = None  # the AUROC's 95% interval (`auroc_interval`); None: not measured
+
+    @property
+    def low(self) -> float:
+        """The low end of its AUROC's 95% interval (the AUROC itself when no interval was measured)."""
+        return self.auroc if self.interval is None else self.interval[0]
 
     @property
     def helps(self) -> bool:
-        """True if it separates its class better than chance and than unrelated texts, and favours no other
-        class."""
-        return self.auroc > self.bound and self.auroc > self.unrelated and self.favours is None
+        """True if it separates its class better than chance, the low end of its interval above both chance (0.5)
+        and what unrelated texts reach, and favours no other class."""
+        return self.auroc > self.bound and self.low > max(0.5, self.unrelated) and self.favours is None
 
     @property
     def like_unrelated_text(self) -> bool:
         """True if it beats chance but not what texts unrelated to the images reach for its class: the images
         differ, but nothing shows the backbone sees what the symptom says."""
         return self.favours is None and self.bound < self.auroc <= self.unrelated
+
+    @property
+    def unsure_over_unrelated(self) -> bool:
+        """True if it beats chance and its AUROC beats the unrelated texts' reach, but its interval reaches down to
+        that reach: on these images it may be no better than text unrelated to them."""
+        return self.favours is None and self.auroc > self.bound and self.auroc > self.unrelated >= self.low
 
     @property
     def points_wrong_way(self) -> bool:
@@ -83,14 +101,16 @@ class SymptomScore:
 
     @property
     def verdict(self) -> str:
-        """"helps", "favours <class>", "too few images to tell", "no better than unrelated text" or "no better
-        than chance"."""
+        """"helps", "favours <class>", "too few images to tell", "no better than unrelated text", "not clearly
+        above unrelated text" or "no better than chance"."""
         if self.favours is not None:
             return f"favours {self.favours}"
         if self.helps:
             return "helps"
         if self.like_unrelated_text:
             return "no better than unrelated text"
+        if self.unsure_over_unrelated:
+            return "not clearly above unrelated text"
         return "too few images to tell" if self.too_few_images else "no better than chance"
 
 
@@ -133,6 +153,37 @@ def chance_bound(n_positive: int, n_negative: int, z: float = CONFIDENCE_Z) -> f
     if n_positive == 0 or n_negative == 0:
         return 1.0
     return 0.5 + z * math.sqrt((n_positive + n_negative + 1) / (12.0 * n_positive * n_negative))
+
+
+def auroc_interval(auroc: float, n_positive: int, n_negative: int, z: float = INTERVAL_Z) -> tuple[float, float]:
+    """The 95% interval of an AUROC measured on `n_positive` images of its class against `n_negative` others.
+
+    Newcombe's score interval (Statistics in Medicine 25:559, 2006, method 5): every θ in [0, 1] with
+    (auroc - θ)² <= z² V(θ), where V(θ) = θ(1 - θ) / (n_positive n_negative) x [1 + (n - 1)((1 - θ) / (2 - θ) +
+    θ / (1 + θ))] is the Hanley-McNeil variance of an AUROC of θ, n the mean of the two counts. It depends only on
+    the AUROC and the counts (no resampling, no seed), stays inside [0, 1], and is not empty at 1.0: 6 images
+    against 6 with a perfect AUROC give 0.689 to 1, 600 against 600 give 0.997 to 1.
+    """
+    if n_positive <= 0 or n_negative <= 0:
+        return 0.0, 1.0
+    mean_count = (n_positive + n_negative) / 2
+
+    def excess(theta: float) -> float:  # > 0 outside the interval, <= 0 inside; <= 0 at theta = auroc
+        variance = theta * (1 - theta) / (n_positive * n_negative) * (
+            1 + (mean_count - 1) * ((1 - theta) / (2 - theta) + theta / (1 + theta)))
+        return (auroc - theta) ** 2 - z * z * variance
+
+    return _edge(excess, 0.0, auroc), _edge(excess, 1.0, auroc)
+
+
+def _edge(excess, outside: float, inside: float, steps: int = 60) -> float:
+    """Where `excess` turns from > 0 (at `outside`, an end of [0, 1]) to <= 0 (at `inside`), by bisection."""
+    if excess(outside) <= 0:
+        return outside
+    for _ in range(steps):
+        middle = (outside + inside) / 2
+        outside, inside = (middle, inside) if excess(middle) > 0 else (outside, middle)
+    return inside
 
 
 def too_few_to_judge(class_names: list[str], counts: list[int]) -> dict[str, str]:
@@ -218,7 +269,8 @@ def score_symptoms(similarity, labels, owners: list[int], texts: list[str], clas
         class_names: names by class index.
         min_auroc: a fixed bound; None uses the chance bound for the image counts.
         unrelated: [N, U] the images' similarity to texts unrelated to them (`unrelated_similarity`); a symptom
-            helps only if it beats the highest AUROC they reach for its class. None: not measured.
+            helps only if the low end of its 95% interval beats the highest AUROC they reach for its class. None:
+            not measured.
     Returns:
         One SymptomScore per symptom, per class in class order, best AUROC first.
     """
@@ -241,9 +293,12 @@ def score_symptoms(similarity, labels, owners: list[int], texts: list[str], clas
             pair = positive | negative
             pairwise = float(roc_auc_score(positive[pair], values[pair]))
             pair_bound = min_auroc if min_auroc is not None else chance_bound(int(positive.sum()), int(negative.sum()))
-            if pairwise < 1 - pair_bound and (favours_auroc is None or pairwise < favours_auroc):
+            pair_high = auroc_interval(pairwise, int(positive.sum()), int(negative.sum()))[1]
+            if pairwise < 1 - pair_bound and pair_high < 0.5 and (favours_auroc is None or pairwise < favours_auroc):
                 favours, favours_auroc = class_names[other], pairwise
-        scores.append(SymptomScore(class_names[owner], text, auroc, bound, favours, favours_auroc, reach[owner]))
+        interval = auroc_interval(auroc, int(positive.sum()), int((~positive).sum()))
+        scores.append(SymptomScore(class_names[owner], text, auroc, bound, favours, favours_auroc, reach[owner],
+                                   interval))
     order = {name: index for index, name in enumerate(class_names)}
     return sorted(scores, key=lambda s: (order[s.class_name], -s.auroc))
 
@@ -324,6 +379,7 @@ class PrunedPack:
     pack: SymptomPack  # the new pack (the original when nothing was removed)
     removed: tuple[SymptomScore, ...]  # symptoms taken out
     kept_anyway: tuple[SymptomScore, ...]  # flagged symptoms kept so the pack has KEEP_AT_LEAST
+    beyond_keep: tuple[SymptomScore, ...] = ()  # of `removed`, those taken out only to keep the K best (--keep K)
 
     @property
     def kept_wrong_way(self) -> tuple[SymptomScore, ...]:
@@ -331,38 +387,64 @@ class PrunedPack:
         return tuple(s for s in self.kept_anyway if s.points_wrong_way)
 
 
-def prune(result: RankResult, data: Path) -> list[PrunedPack]:
-    """Each class's pack without the symptoms that do not help, keeping at least two (the best).
+def prune(result: RankResult, data: Path, keep: int | None = None, drop_unhelpful: bool = True) -> list[PrunedPack]:
+    """Each class's pack without the symptoms that do not help, keeping at least two (the best); with `keep`, at
+    most its `keep` best.
 
     Args:
         result: the ranking.
         data: the data folder (recorded in the pack's provenance).
+        keep: the most symptoms a class keeps (`--keep K`), the best first (`best_first`); None: no cap.
+        drop_unhelpful: remove the symptoms that do not help (`--prune`); False keeps them unless `keep` cuts them.
     Returns:
         One PrunedPack per class, in class order.
     Raises:
-        UsageError: two classes share one pack (each needs its own to be pruned on its own).
+        UsageError: two classes share one pack (each needs its own to be pruned on its own), or `keep` is below 1.
     """
+    if keep is not None and keep < 1:
+        raise UsageError(f"--keep {keep}: must be at least 1", "give how many symptoms each class keeps, e.g. --keep 3")
     _refuse_shared_packs(result)
     undecided = {s.class_name for s in result.scores if s.too_few_images}  # none under --min-auroc
-    if undecided:
+    if undecided and drop_unhelpful:
         found = too_few_to_judge(result.class_names, result.counts)
         raise too_few_error({name: counts for name, counts in found.items() if name in undecided})
     pruned = []
     for name in result.class_names:
-        original = result.packs[name]
-        scores = [s for s in result.scores if s.class_name == name]  # best first
-        keep = [s for s in scores if s.helps]
-        kept_anyway = [s for s in scores if not s.helps][: max(0, min(KEEP_AT_LEAST, len(scores)) - len(keep))]
-        keep_texts = {s.symptom for s in (*keep, *kept_anyway)}
-        removed = tuple(s for s in scores if s.symptom not in keep_texts)
-        pack = replace(original, source=without_image_names(original.source))  # vip 0.1.0's named its images
-        item = PrunedPack(name, pack, removed, tuple(kept_anyway))
-        if removed or item.kept_wrong_way:
-            symptoms = tuple(s for s in original.symptoms if s in keep_texts)  # the pack's own order
-            source = {**pack.source, "pruned": _provenance(result, data, item)}
-            item = replace(item, pack=replace(original, symptoms=symptoms, source=source, path=""))
+        scores = best_first([s for s in result.scores if s.class_name == name])
+        kept, kept_anyway = _chosen(scores, keep, drop_unhelpful)
+        item = _pruned_pack(result, data, name, scores, kept, kept_anyway, keep, drop_unhelpful)
         pruned.append(item)
     return pruned
+
+
+def best_first(scores: list[SymptomScore]) -> list[SymptomScore]:
+    """One class's symptoms in the order `--keep` takes them: those that help, then the rest, each by AUROC."""
+    return sorted(scores, key=lambda s: (not s.helps, -s.auroc))
+
+
+def _chosen(scores: list[SymptomScore], keep: int | None, drop_unhelpful: bool) -> tuple[list, list]:
+    """(kept, kept only to reach the floor) of one class's `best_first` scores."""
+    cap = len(scores) if keep is None else min(keep, len(scores))
+    if not drop_unhelpful:
+        return scores[:cap], []
+    helping = [s for s in scores if s.helps][:cap]
+    floor = min(KEEP_AT_LEAST, cap)
+    return helping, [s for s in scores if not s.helps][: max(0, floor - len(helping))]
+
+
+def _pruned_pack(result: RankResult, data: Path, name: str, scores: list, kept: list, kept_anyway: list,
+                 keep: int | None, drop_unhelpful: bool) -> PrunedPack:
+    original = result.packs[name]
+    keep_texts = {s.symptom for s in (*kept, *kept_anyway)}
+    removed = tuple(s for s in scores if s.symptom not in keep_texts)
+    beyond = tuple(s for s in removed if s.helps or not drop_unhelpful)  # removed only by the cap
+    pack = replace(original, source=without_image_names(original.source))  # vip 0.1.0's named its images
+    item = PrunedPack(name, pack, removed, tuple(kept_anyway), beyond)
+    if removed or item.kept_wrong_way:
+        symptoms = tuple(s for s in original.symptoms if s in keep_texts)  # the pack's own order
+        source = {**pack.source, "pruned": _provenance(result, data, item, keep, drop_unhelpful)}
+        item = replace(item, pack=replace(original, symptoms=symptoms, source=source, path=""))
+    return item
 
 
 def _refuse_shared_packs(result: RankResult) -> None:
@@ -376,18 +458,25 @@ def _refuse_shared_packs(result: RankResult) -> None:
             )
 
 
-def _provenance(result: RankResult, data: Path, item: PrunedPack) -> dict:
+def _provenance(result: RankResult, data: Path, item: PrunedPack, keep: int | None = None,
+                drop_unhelpful: bool = True) -> dict:
     def rows(scores):
-        return [{"symptom": s.symptom, "auroc": round(s.auroc, 3), "verdict": s.verdict} for s in scores]
+        return [{"symptom": s.symptom, "auroc": round(s.auroc, 3), "interval": [round(v, 3) for v in s.interval],
+                 "verdict": s.verdict} if s.interval else
+                {"symptom": s.symptom, "auroc": round(s.auroc, 3), "verdict": s.verdict} for s in scores]
 
+    options = ["--prune"] * drop_unhelpful + ([f"--keep {keep}"] if keep is not None else [])
     record = {
-        "by": "vip symptoms rank --prune",
+        "by": "vip symptoms rank " + " ".join(options),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "data": str(data),
         "backbone": dict(result.backbone),
         "training_images": sum(result.counts),
         "removed": rows(item.removed),
     }
+    if keep is not None:
+        record["keep"] = keep
+        record["beyond_keep"] = [s.symptom for s in item.beyond_keep]
     if item.kept_anyway:
         record["kept_below_bound"] = rows(item.kept_anyway)
     if item.kept_wrong_way:  # the other classes' images match these better than this class's: rewrite them

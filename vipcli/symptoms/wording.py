@@ -1,4 +1,4 @@
-"""Symptoms a CLIP-like text encoder cannot use well: not written in English, or only a name.
+"""Symptoms a CLIP-like text encoder cannot use well: not written in English, only a name, or another's repeat.
 
 CLIP's tokenizer and training captions are English, so a symptom in French or Chinese reaches the
 text tower as rare word pieces; and a symptom that only names a disease or its family ("skin
@@ -13,7 +13,10 @@ The rules (simple on purpose, and documented in the README):
   either way, so "Irregular pigment network" is English and "Réseau pigmentaire" is not judged;
 - a symptom **only names** when nothing is left of it after taking out the names it is checked
   against (the class and pack names, aliases, the other classes), words of disease families
-  ("cancer", "tumor", "carcinoma", "lesion", "malignant", ...) and filler words ("a", "the", "of").
+  ("cancer", "tumor", "carcinoma", "lesion", "malignant", ...) and filler words ("a", "the", "of");
+- a symptom **repeats another in other words** when its content words are an earlier one's up to their endings
+  and the synonyms of `vipcli.symptoms.parse.SAME_WORDS` ("Irregular edges" after "Irregular borders"), as
+  `vip symptoms generate` finds the repeats it removes.
 """
 
 from __future__ import annotations
@@ -95,7 +98,7 @@ def _singular_forms(word: str) -> set[str]:
 
 
 def wording_warnings(label: str, class_name: str, symptoms, names, skip=(), generated: bool = False) -> list[str]:
-    """The warning lines (at most two: one per rule) about one class's symptoms.
+    """The warning lines (at most three: one per rule) about one class's symptoms.
 
     Args:
         label: what the lines start with (the pack's file, or the class).
@@ -120,4 +123,26 @@ def wording_warnings(label: str, class_name: str, symptoms, names, skip=(), gene
         lines.append(f"{label}: {len(bare)} symptom{'s' if len(bare) > 1 else ''} of {class_name!r} only "
                      f"name{'' if len(bare) > 1 else 's'} a disease, with no word for what is seen: {listed}; "
                      "describe what the images show instead (color, shape, borders, texture)")
+    repeats = repeated_in_other_words(symptoms)
+    if repeats:
+        listed = ", ".join(f"{later!r} repeats {first!r}" for later, first in repeats)
+        lines.append(f"{label}: {len(repeats)} symptom{'s' if len(repeats) > 1 else ''} of {class_name!r} "
+                     f"repeat{'' if len(repeats) > 1 else 's'} another in other words ({listed}), taking a place "
+                     "of its own in the prompts: remove it, or say what sets the two apart")
     return lines
+
+
+def repeated_in_other_words(symptoms) -> list[tuple[str, str]]:
+    """(later, first) for each symptom that says what an earlier one says in other words (the same content words up
+    to endings and synonyms, `vipcli.symptoms.parse.same_meaning_key`): "Irregular edges" after "Irregular
+    borders". Symptoms that differ only in case, spacing or punctuation are not listed: a pack refuses those."""
+    from vipcli.symptoms.parse import normalize_text, same_meaning_key
+
+    first: dict[tuple, str] = {}
+    repeats = []
+    for symptom in symptoms:
+        key = same_meaning_key(symptom)
+        earlier = first.setdefault(key, symptom)
+        if earlier is not symptom and normalize_text(earlier) != normalize_text(symptom):
+            repeats.append((symptom, earlier))
+    return repeats
