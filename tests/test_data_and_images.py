@@ -607,3 +607,22 @@ def test_predict_with_the_run_and_the_images_swapped_names_the_command_the_right
     assert code == 1 and out == "" and error_lines(err) == [
         f"error: --model {data / 'test'} is not a run directory, and {run}, given as images, is one: the two are "
         f"swapped (run `vip predict {data / 'test'} --model {run}`)"]
+
+
+def test_a_test_split_of_empty_class_folders_says_it_can_be_removed_and_carved_from_train(cli, tmp_path):
+    """test/melanoma/ and test/nevus/ made, the images not yet copied: "class folder test/melanoma has no images (add
+    images ... or remove the folder)", and removing it only moved the error to test/nevus; that vip carves a test
+    split from train/ once test/ is gone was not said. One empty class of a split keeps the class folder's fix."""
+    data = tmp_path / "isic"
+    _flat_dataset(data / "train", per_class=4)
+    for name in ("alpha", "beta"):
+        (data / "test" / name).mkdir(parents=True)
+    code, _, err = cli("train", "--data", data, "--backbone", "toy")
+    assert code == 1 and error_lines(err) == [
+        f"error: class folder {data / 'test' / 'alpha'} has no images (no class folder of test/ holds an image: add "
+        f"images to them, or remove {data / 'test'} and vip carves a test split from train/)"]
+    _png(data / "test" / "alpha" / "0.png")
+    code, _, err = cli("train", "--data", data, "--backbone", "toy")
+    assert code == 1 and error_lines(err) == [
+        f"error: class folder {data / 'test' / 'beta'} has no images (add images (jpg, jpeg, png, bmp, tif, tiff, "
+        "webp, dcm, dicom) or remove the folder)"]

@@ -174,7 +174,9 @@ def _scan_flat(folder: Path, class_names: list[str] | None = None, left_out: Lef
         if not images and unread and written_by_vip(class_folder) is None:  # every file of a kind vip does not read
             raise _no_image_read(class_folder, unread)
         if not images:
-            raise VipError(f"class folder {class_folder} has no images", _empty_class_hint(class_folder))
+            split_empty = class_names is not None and not any(image_files_under(c) for c in classes)  # val/, test/
+            raise VipError(f"class folder {class_folder} has no images",
+                           _empty_split_hint(folder) if split_empty else _empty_class_hint(class_folder))
         samples.extend(Sample(p, index[class_folder.name]) for p in images)
     return names, samples
 
@@ -199,6 +201,13 @@ def _empty_class_hint(class_folder: Path) -> str:
     where = f": pass --data {shell.quote(data)}, which holds a train/ split" if data is not None else (
         ": pass --data with the folder of your class folders")
     return f"it is {what}, not a class of images{where}"
+
+
+def _empty_split_hint(split: Path) -> str:
+    """The fix for a val/ or test/ split none of whose class folders holds an image (its folders made, the images
+    not yet copied): add them, or remove the split, which vip then carves from train/."""
+    return (f"no class folder of {split.name}/ holds an image: add images to them, or remove {split} and vip carves "
+            f"a {split.name} split from train/")
 
 
 def written_by_vip(folder: Path) -> str | None:
