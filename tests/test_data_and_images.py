@@ -626,3 +626,22 @@ def test_a_test_split_of_empty_class_folders_says_it_can_be_removed_and_carved_f
     assert code == 1 and error_lines(err) == [
         f"error: class folder {data / 'test' / 'beta'} has no images (add images (jpg, jpeg, png, bmp, tif, tiff, "
         "webp, dcm, dicom) or remove the folder)"]
+
+
+def test_one_split_of_a_data_folder_given_as_data_warns_that_the_other_splits_go_unread(tmp_path, capsys):
+    """`--data isic/train` beside isic/val and isic/test: vip carved its own val and test from train/'s images and
+    never read the real ones, with no word of it; the run's test figures were of images it had carved."""
+    data = tmp_path / "isic"
+    for split in ("train", "val", "test"):
+        _flat_dataset(data / split, per_class=5)
+    dataset = load_dataset(data / "train")
+    assert dataset.carved
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "split of" in line]  # not the duplicates
+    assert warnings == [f"warning: {data / 'train'} is the train/ split of {data}: vip reads it as a data folder of "
+                        f"its own, trains on its images and carves val and test from them, and reads none of "
+                        f"{data / 'val'}/, {data / 'test'}/ (pass --data {data} to use its splits)"]
+    load_dataset(data)  # the data folder itself, and a folder named train/ with no splits beside it: no warning
+    alone = tmp_path / "alone" / "train"
+    _flat_dataset(alone, per_class=5)
+    load_dataset(alone)
+    assert "split of" not in capsys.readouterr().err

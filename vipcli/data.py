@@ -348,9 +348,29 @@ def load_dataset(root: str | Path, seed: int = 1, val_fraction: float = VAL_FRAC
     dataset = Dataset(root=root, class_names=class_names, splits=splits, origin=origin, left_out=left_out)
     _require_splittable(dataset, carved)
     if _main_process():  # under torchrun every rank loads the data; rank 0's warnings are enough
+        if not present:
+            _warn_if_one_split_of_a_data_folder(root)
         _warn_left_out(root, left_out)
         warn_duplicates(dataset)
     return dataset
+
+
+def _warn_if_one_split_of_a_data_folder(root: Path) -> None:
+    """`--data isic/train` (or `isic/test`) beside the folder's other splits: vip reads it as a data folder of its
+    own, trains on it, carves val and test from it and never reads the others; say so, naming the folder to pass."""
+    if root.name not in SPLIT_NAMES:
+        return
+    parent = root.parent
+    siblings = [parent / name for name in SPLIT_NAMES if name != root.name and (parent / name).is_dir()]
+    if not siblings:
+        return
+    from rich.markup import escape
+
+    from vipcli import console
+
+    console.warn(escape(f"{root} is the {root.name}/ split of {parent}: vip reads it as a data folder of its own, "
+                        f"trains on its images and carves val and test from them, and reads none of "
+                        f"{', '.join(f'{sibling}/' for sibling in siblings)} (pass --data {shell.quote(parent)} to use its splits)"))
 
 
 def _refuse_cased_split_folders(root: Path) -> None:
