@@ -134,7 +134,8 @@ def _predict(paths, model, explain, as_json, backbone, image_fit, device, no_cac
         console.stderr().print(f"error: {console.printable(path)}: {reason}", markup=False)
     if failures:
         failed = sum(str(path) in failures for path in files)  # a file given twice is two of len(files)
-        raise VipError(f"{failed} of {len(files)} images could not be read", "fix or remove the files listed above")
+        raise VipError(f"{failed} of {console.counted(len(files), 'image')} could not be read",
+                       "fix or remove the files listed above")
 
 
 def _refuse_model_and_images_swapped(paths, model) -> None:
@@ -253,7 +254,8 @@ def _predict_to_file(predictor, files, out, world, force, explain, cache, worker
         raise VipError(f"{merged.missing} of {run.images} images have no record in {out}", "rerun to resume",
                        whole_job=True)
     if merged.errors:  # whichever ranks' shares held them: said of the merged file, naming no rank
-        raise VipError(f"{merged.errors} of {run.images} images could not be read; {out} records why",
+        raise VipError(f"{merged.errors} of {console.counted(run.images, 'image')} could not be read; {out} records "
+                       "why",
                        "fix those files and rerun: unreadable images are tried again; or remove them from the input",
                        whole_job=True)
 
