@@ -539,3 +539,109 @@ def test_the_demo_folder_given_for_its_run_benchmark_or_data_names_the_one_to_pa
     code, _, err = cli("train", "--data", demo, "--backbone", "toy")
     assert code == 1 and f"{demo / 'benchmark'} has no images (it is a benchmark folder written by `vip benchmark`" \
         in err, err
+
+
+def _fake_run(folder, data):
+    """A run directory as `vip train` leaves it, as far as the layout checks read it: model.safetensors (never read
+    here) and a run.yaml naming the data it was trained on."""
+    folder.mkdir(parents=True)
+    (folder / "model.safetensors").write_bytes(b"\x00" * 64)
+    (folder / "run.yaml").write_text(f"format: vip-run\nconfig:\n  data: {data}\n")
+    return folder
+
+
+def test_a_run_or_benchmark_folder_given_as_data_names_the_data_it_was_made_from(cli, tmp_path):
+    """--data and --model mixed up: `vip train --data RUN` said only "found no class folders ... (lay the data out as
+    DIR/<class>/* with one folder per class)", as for any empty folder, for a run folder, and likewise a benchmark's."""
+    data = tmp_path / "isic"
+    _flat_dataset(data / "train", per_class=2)
+    run = _fake_run(tmp_path / "runs" / "isic-vip", data)
+    code, _, err = cli("train", "--data", run, "--backbone", "toy")
+    assert code == 1 and error_lines(err) == [
+        f"error: {run}: found no class folders; ViP needs at least two classes ({run} is a run directory written by "
+        "`vip train`, which `vip predict --model` and `vip report` take, not a folder of images: pass --data "
+        f"{data}, the folder of class folders it was made from)"]
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    (bench / "results.json").write_text(json.dumps({"config": {"data": str(data)}, "rows": []}))
+    code, _, err = cli("benchmark", "--data", bench, "--backbone", "toy", "--methods", "zeroshot")
+    assert code == 1 and error_lines(err) == [
+        f"error: {bench}: found no class folders; ViP needs at least two classes ({bench} is a benchmark folder "
+        f"written by `vip benchmark`, which `vip report` takes, not a folder of images: pass --data {data}, the "
+        "folder of class folders it was made from)"]
+    moved = _fake_run(tmp_path / "runs" / "moved", tmp_path / "gone")  # its data is no longer there: named by kind
+    code, _, err = cli("train", "--data", moved, "--backbone", "toy")
+    assert code == 1 and err.rstrip().endswith("not a folder of images: pass --data with a folder of class folders)")
+
+
+def test_predict_of_a_run_or_benchmark_folder_as_images_is_refused_naming_what_it_is(cli, tmp_path):
+    """`vip predict RUN --model OTHER_RUN` said "folder RUN has no image files ..., only 3 files not named as an image
+    (convert images of other formats to PNG ...)", and `vip predict BENCH --model RUN` predicted the benchmark's plot
+    (shots.png) as a medical image, exit code 0."""
+    data = tmp_path / "isic"
+    _flat_dataset(data / "train", per_class=2)
+    model = _fake_run(tmp_path / "model", data)
+    run = _fake_run(tmp_path / "other-run", data)
+    (run / "metrics.json").write_text("{}")
+    code, out, err = cli("predict", run, "--model", model)
+    assert code == 1 and out == "" and error_lines(err) == [
+        f"error: {run} is a run directory written by `vip train`, not a folder of images (`vip predict IMAGES "
+        f"--model {run}` predicts with it; pass the images, or folders of images, to predict)"]
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    (bench / "results.json").write_text("{}")
+    _png(bench / "shots.png")
+    code, out, err = cli("predict", bench, "--model", model)
+    assert code == 1 and out == "" and error_lines(err) == [
+        f"error: {bench} is a benchmark folder written by `vip benchmark`, not a folder of images (`vip report "
+        f"{bench}` shows it; pass the images, or folders of images, to predict)"]
+
+
+def test_predict_with_the_run_and_the_images_swapped_names_the_command_the_right_way_round(cli, tmp_path):
+    """`vip predict RUN --model IMAGES` said "IMAGES has no model.safetensors (pass a run directory written by `vip
+    train`)", though the run was on the same command line."""
+    data = tmp_path / "isic"
+    _flat_dataset(data / "test", per_class=2)
+    run = _fake_run(tmp_path / "run", data)
+    code, out, err = cli("predict", run, "--model", data / "test")
+    assert code == 1 and out == "" and error_lines(err) == [
+        f"error: --model {data / 'test'} is not a run directory, and {run}, given as images, is one: the two are "
+        f"swapped (run `vip predict {data / 'test'} --model {run}`)"]
+
+
+def test_a_test_split_of_empty_class_folders_says_it_can_be_removed_and_carved_from_train(cli, tmp_path):
+    """test/melanoma/ and test/nevus/ made, the images not yet copied: "class folder test/melanoma has no images (add
+    images ... or remove the folder)", and removing it only moved the error to test/nevus; that vip carves a test
+    split from train/ once test/ is gone was not said. One empty class of a split keeps the class folder's fix."""
+    data = tmp_path / "isic"
+    _flat_dataset(data / "train", per_class=4)
+    for name in ("alpha", "beta"):
+        (data / "test" / name).mkdir(parents=True)
+    code, _, err = cli("train", "--data", data, "--backbone", "toy")
+    assert code == 1 and error_lines(err) == [
+        f"error: class folder {data / 'test' / 'alpha'} has no images (no class folder of test/ holds an image: add "
+        f"images to them, or remove {data / 'test'} and vip carves a test split from train/)"]
+    _png(data / "test" / "alpha" / "0.png")
+    code, _, err = cli("train", "--data", data, "--backbone", "toy")
+    assert code == 1 and error_lines(err) == [
+        f"error: class folder {data / 'test' / 'beta'} has no images (add images (jpg, jpeg, png, bmp, tif, tiff, "
+        "webp, dcm, dicom) or remove the folder)"]
+
+
+def test_one_split_of_a_data_folder_given_as_data_warns_that_the_other_splits_go_unread(tmp_path, capsys):
+    """`--data isic/train` beside isic/val and isic/test: vip carved its own val and test from train/'s images and
+    never read the real ones, with no word of it; the run's test figures were of images it had carved."""
+    data = tmp_path / "isic"
+    for split in ("train", "val", "test"):
+        _flat_dataset(data / split, per_class=5)
+    dataset = load_dataset(data / "train")
+    assert dataset.carved
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "split of" in line]  # not the duplicates
+    assert warnings == [f"warning: {data / 'train'} is the train/ split of {data}: vip reads it as a data folder of "
+                        f"its own, trains on its images and carves val and test from them, and reads none of "
+                        f"{data / 'val'}/, {data / 'test'}/ (pass --data {data} to use its splits)"]
+    load_dataset(data)  # the data folder itself, and a folder named train/ with no splits beside it: no warning
+    alone = tmp_path / "alone" / "train"
+    _flat_dataset(alone, per_class=5)
+    load_dataset(alone)
+    assert "split of" not in capsys.readouterr().err

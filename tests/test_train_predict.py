@@ -142,6 +142,16 @@ def test_predict_bad_file_names_it_and_still_predicts_the_rest(cli, trained, isi
     assert err.splitlines()[-1] == "error: 1 of 2 images could not be read (fix or remove the files listed above)"
 
 
+def test_predict_of_one_unreadable_image_counts_it_in_the_singular(cli, trained, tmp_path):
+    """`vip predict scan.jpg` of one corrupt file ended "error: 1 of 1 images could not be read"."""
+    out, _ = trained
+    bad = tmp_path / "scan.jpg"
+    bad.write_bytes(b"\xff\xd8\xff")  # a JPEG cut off after its first marker
+    code, stdout, err = cli("predict", bad, "--model", out, "--device", "cpu")
+    assert code == 1 and stdout == ""
+    assert err.splitlines()[-1] == "error: 1 of 1 image could not be read (fix or remove the files listed above)"
+
+
 def test_predict_into_the_folder_it_reads_does_not_call_its_own_files_left_out(cli, trained, isic_small, tmp_path):
     """`vip predict scans --out scans/p.jsonl` warned about its own p.jsonl and p.jsonl.lock as files "not named as
     an image vip reads"; a file of the user's there still is."""

@@ -171,10 +171,12 @@ def _scan_flat(folder: Path, class_names: list[str] | None = None, left_out: Lef
             raise VipError(f"class folder {class_folder} cannot be read (permission denied)",
                            f"give your user read access to it ({permissions_hint('chmod -R u+rX')}), or remove the "
                            "folder")
-        if not images and unread and _written_by_vip(class_folder) is None:  # every file of a kind vip does not read
+        if not images and unread and written_by_vip(class_folder) is None:  # every file of a kind vip does not read
             raise _no_image_read(class_folder, unread)
         if not images:
-            raise VipError(f"class folder {class_folder} has no images", _empty_class_hint(class_folder))
+            split_empty = class_names is not None and not any(image_files_under(c) for c in classes)  # val/, test/
+            raise VipError(f"class folder {class_folder} has no images",
+                           _empty_split_hint(folder) if split_empty else _empty_class_hint(class_folder))
         samples.extend(Sample(p, index[class_folder.name]) for p in images)
     return names, samples
 
@@ -191,7 +193,7 @@ def _empty_class_hint(class_folder: Path) -> str:
     """The fix for a class folder without images: add images or remove it; or, where it is a run or benchmark that
     vip wrote beside a data folder (`--data vip-demo`, whose data is in vip-demo/data), the folder to pass instead."""
     generic = f"add images ({READ_SUFFIXES}) or remove the folder"
-    what = _written_by_vip(class_folder)
+    what = written_by_vip(class_folder)
     if what is None:
         return generic
     data = next((p for p in class_folders_of([class_folder.parent]) if len(class_folders_of([p / "train"])) >= 2),
@@ -201,13 +203,47 @@ def _empty_class_hint(class_folder: Path) -> str:
     return f"it is {what}, not a class of images{where}"
 
 
-def _written_by_vip(folder: Path) -> str | None:
+def _empty_split_hint(split: Path) -> str:
+    """The fix for a val/ or test/ split none of whose class folders holds an image (its folders made, the images
+    not yet copied): add them, or remove the split, which vip then carves from train/."""
+    return (f"no class folder of {split.name}/ holds an image: add images to them, or remove {split} and vip carves "
+            f"a {split.name} split from train/")
+
+
+def written_by_vip(folder: Path) -> str | None:
     """What `folder` is when vip wrote it ("a run directory written by `vip train`", a benchmark folder), else None."""
     if (folder / "model.safetensors").is_file():
         return "a run directory written by `vip train`"
     if (folder / "results.json").is_file():
         return "a benchmark folder written by `vip benchmark`"
     return None
+
+
+def made_from_data(folder: Path) -> Path | None:
+    """The --data folder a run (run.yaml) or benchmark (results.json) that vip wrote was made from, when it
+    records one that is still a folder here; else None."""
+    import json
+
+    import yaml
+
+    try:
+        if (folder / "model.safetensors").is_file():
+            data = yaml.safe_load((folder / "run.yaml").read_text(encoding="utf-8"))["config"]["data"]
+        else:
+            data = json.loads((folder / "results.json").read_text(encoding="utf-8"))["config"]["data"]
+    except (OSError, ValueError, yaml.YAMLError, KeyError, TypeError):
+        return None
+    return Path(data) if isinstance(data, str) and data and Path(data).is_dir() else None
+
+
+def _vip_output_as_data_hint(folder: Path, what: str) -> str:
+    """The fix for `--data` given a run or benchmark folder (mixed up with `--model`): what it is, the commands that
+    take it, and the data folder it was made from when that is still there."""
+    takes = "`vip predict --model` and `vip report` take" if "run directory" in what else "`vip report` takes"
+    data = made_from_data(folder)
+    fix = (f"pass --data {shell.quote(data)}, the folder of class folders it was made from" if data is not None
+           else "pass --data with a folder of class folders")
+    return f"{folder} is {what}, which {takes}, not a folder of images: {fix}"
 
 
 def _images_beside(folder: Path) -> list[Path]:
@@ -312,9 +348,29 @@ def load_dataset(root: str | Path, seed: int = 1, val_fraction: float = VAL_FRAC
     dataset = Dataset(root=root, class_names=class_names, splits=splits, origin=origin, left_out=left_out)
     _require_splittable(dataset, carved)
     if _main_process():  # under torchrun every rank loads the data; rank 0's warnings are enough
+        if not present:
+            _warn_if_one_split_of_a_data_folder(root)
         _warn_left_out(root, left_out)
         warn_duplicates(dataset)
     return dataset
+
+
+def _warn_if_one_split_of_a_data_folder(root: Path) -> None:
+    """`--data isic/train` (or `isic/test`) beside the folder's other splits: vip reads it as a data folder of its
+    own, trains on it, carves val and test from it and never reads the others; say so, naming the folder to pass."""
+    if root.name not in SPLIT_NAMES:
+        return
+    parent = root.parent
+    siblings = [parent / name for name in SPLIT_NAMES if name != root.name and (parent / name).is_dir()]
+    if not siblings:
+        return
+    from rich.markup import escape
+
+    from vipcli import console
+
+    console.warn(escape(f"{root} is the {root.name}/ split of {parent}: vip reads it as a data folder of its own, "
+                        f"trains on its images and carves val and test from them, and reads none of "
+                        f"{', '.join(f'{sibling}/' for sibling in siblings)} (pass --data {shell.quote(parent)} to use its splits)"))
 
 
 def _refuse_cased_split_folders(root: Path) -> None:
@@ -528,6 +584,9 @@ def _require_classes(root: Path, class_names: list[str]) -> None:
 def _layout_hint(root: Path, class_names: list[str]) -> str:
     """The fix for a data folder with fewer than two classes: the folder one level down or up, if that fits."""
     generic = "lay the data out as DIR/<class>/* with one folder per class"
+    what = written_by_vip(root) if not class_names else None
+    if what is not None:
+        return _vip_output_as_data_hint(root, what)
     if len(class_names) == 1:
         inner = next((p for p in (root / class_names[0], root / "train" / class_names[0]) if p.is_dir()), None)
         if inner is not None and len(_class_folders(inner)) >= 2:

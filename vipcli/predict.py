@@ -165,6 +165,7 @@ def collect_images(inputs: list[str | Path], left_out: list[Path] | None = None)
     files: list[Path] = []
     for item in map(Path, inputs):
         if item.is_dir():
+            _refuse_folder_vip_wrote(item)
             others: list[Path] = []
             found = image_files_under(item, others)
             if left_out is not None:
@@ -177,6 +178,22 @@ def collect_images(inputs: list[str | Path], left_out: list[Path] | None = None)
         else:
             raise VipError(f"no such file or folder: {item}", "check the path; pass image files or folders of images")
     return files
+
+
+def _refuse_folder_vip_wrote(folder: Path) -> None:
+    """A run or benchmark folder given as images (`vip predict RUN`, --model's value given in the wrong place) is
+    refused, naming what it is, rather than searched for images (a benchmark's plot would be predicted)."""
+    from vipcli import shell
+    from vipcli.data import written_by_vip
+
+    what = written_by_vip(folder)
+    if what is None:
+        return
+    quoted = shell.quote(folder)
+    fix = (f"`vip predict IMAGES --model {quoted}` predicts with it" if "run directory" in what
+           else f"`vip report {quoted}` shows it")
+    raise VipError(f"{folder} is {what}, not a folder of images", f"{fix}; pass the images, or folders of images, "
+                   "to predict")
 
 
 def _no_image_files(folder: Path, others: list[Path]) -> VipError:

@@ -86,6 +86,7 @@ def _predict(paths, model, explain, as_json, backbone, image_fit, device, no_cac
     from vipcli.images import left_out_warning
     from vipcli.predict import collect_images, load_predictor, predict
 
+    _refuse_model_and_images_swapped(paths, model)
     checkpoint_file(model)  # a --model that is no run: said before anything about the images
     left_out: list[Path] = []
     files = collect_images(paths, left_out)
@@ -133,7 +134,22 @@ def _predict(paths, model, explain, as_json, backbone, image_fit, device, no_cac
         console.stderr().print(f"error: {console.printable(path)}: {reason}", markup=False)
     if failures:
         failed = sum(str(path) in failures for path in files)  # a file given twice is two of len(files)
-        raise VipError(f"{failed} of {len(files)} images could not be read", "fix or remove the files listed above")
+        raise VipError(f"{failed} of {console.counted(len(files), 'image')} could not be read",
+                       "fix or remove the files listed above")
+
+
+def _refuse_model_and_images_swapped(paths, model) -> None:
+    """`vip predict RUN --model IMAGES`: a --model folder that is no run, given with a run among the images, is
+    refused as the two swapped, with the command that has them the right way round."""
+    from vipcli import shell
+
+    model = Path(model)
+    runs = [Path(path) for path in paths if (Path(path) / "model.safetensors").is_file()]
+    if len(runs) != 1 or not model.is_dir() or (model / "model.safetensors").is_file():
+        return
+    images = [shell.quote(path) for path in paths if Path(path) != runs[0]] + [shell.quote(model)]
+    raise VipError(f"--model {model} is not a run directory, and {runs[0]}, given as images, is one: the two are "
+                   "swapped", f"run `vip predict {' '.join(images)} --model {shell.quote(runs[0])}`")
 
 
 def _own_outputs(out: Path | None, report: Path | None) -> set[str]:
@@ -238,7 +254,8 @@ def _predict_to_file(predictor, files, out, world, force, explain, cache, worker
         raise VipError(f"{merged.missing} of {run.images} images have no record in {out}", "rerun to resume",
                        whole_job=True)
     if merged.errors:  # whichever ranks' shares held them: said of the merged file, naming no rank
-        raise VipError(f"{merged.errors} of {run.images} images could not be read; {out} records why",
+        raise VipError(f"{merged.errors} of {console.counted(run.images, 'image')} could not be read; {out} records "
+                       "why",
                        "fix those files and rerun: unreadable images are tried again; or remove them from the input",
                        whole_job=True)
 
