@@ -850,3 +850,21 @@ def test_every_path_argument_takes_any_path_like_and_refuses_anything_else_by_na
             call()
         assert str(raised.value).startswith(words), str(raised.value)
 
+
+def _not_plain(value, where: str = "") -> list[str]:
+    """Where `value` holds anything but Python's str, int, float, bool, None, lists and dicts (a NumPy number)."""
+    if isinstance(value, dict):
+        return [found for key, item in value.items() for found in _not_plain(item, f"{where}[{key!r}]")]
+    if isinstance(value, list):
+        return [found for index, item in enumerate(value) for found in _not_plain(item, f"{where}[{index}]")]
+    return [] if value is None or type(value) in (str, int, float, bool) else [f"{where}: {type(value).__name__}"]
+
+
+def test_the_metrics_a_run_and_a_sweep_return_are_plain_python_values(world, tmp_path):
+    """`result.metrics["test"]["vs_chance"]` held NumPy floats (`np.float64(0.0123)` in a notebook, not the plain
+    number metrics.json holds), and so did each benchmark row's `test_vs_chance`."""
+    data, result, _ = world
+    assert result.metrics["test"]["vs_chance"] and _not_plain(result.metrics) == []
+    sweep = vip.benchmark(data, methods=["zeroshot"], seeds=[1], out=tmp_path / "sweep", quiet=True,
+                          **{key: TOY[key] for key in ("backbone", "views", "workers", "device")})
+    assert sweep.rows[0]["test_vs_chance"] and _not_plain(sweep.to_dict()) == []
