@@ -844,6 +844,7 @@ def test_every_path_argument_takes_any_path_like_and_refuses_anything_else_by_na
             lambda: vip.train(data, symptoms=["melanoma", 5], **TOY),
         "cannot classify an int (pass image files or folders (a str or os.PathLike) or PIL images)":
             lambda: model.predict_many([image, 5]),
+        "cannot classify None (pass image files": lambda: model.predict(None),  # not "a NoneType"
     }
     for words, call in refused.items():
         with pytest.raises(vip.VipError) as raised:

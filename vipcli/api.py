@@ -452,7 +452,8 @@ def _expand(images) -> list:
             kind = f"{type(item).__module__}.{type(item).__name__}".removeprefix("builtins.")
             hint = next((fix for prefix, fix in _CONVERSIONS if kind.startswith(prefix)),
                         "pass image files or folders (a str or os.PathLike) or PIL images")
-            raise UsageError(f"cannot classify {'an' if kind[:1] in 'aeiou' else 'a'} {kind}", hint)
+            what = "None" if item is None else f"{'an' if kind[:1] in 'aeiou' else 'a'} {kind}"  # not "a NoneType"
+            raise UsageError(f"cannot classify {what}", hint)
     return items
 
 
