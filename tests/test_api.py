@@ -781,6 +781,8 @@ def test_quiet_on_predict_and_predict_many_drops_the_note_and_progress_and_nothi
     explains nothing) whatever the caller asked, and took no `quiet`. Nothing of vip goes to stdout either way."""
     data, _, _ = world
     probe = vip.train(data, method="linear-probe", out=tmp_path / "probe", quiet=True, **TOY)
+    vip.benchmark(data, methods=["zeroshot"], seeds=[1], out=tmp_path / "sweep", quiet=True,
+                  **{key: TOY[key] for key in ("backbone", "views", "workers", "device")})
     model = vip.load(probe.run_dir, device="cpu")
     image = sorted((data / "test" / "nevus").glob("*.png"))[0]
     broken = tmp_path / "broken.png"

@@ -342,7 +342,8 @@ class Model:
             quiet: print no progress or informational line on stderr (as `vip -q`: `progress` draws nothing then);
                 the warnings (each file skipped, each left out) are still printed.
         Returns:
-            One Prediction per image, in input order (a folder's images sorted by path).
+            One Prediction per image, in input order (a folder's images sorted by path); a file left out by
+            `skip_unreadable` has none (the warning names it).
         Raises:
             ImageError: a file that cannot be read, unless `skip_unreadable` (the first, with how many).
             VipError: a path that does not exist, a folder without images, a value of another type.
