@@ -467,7 +467,7 @@ def test_tools_that_read_the_annotations_resolve_them_and_torch_loads_only_then(
             "inspect.signature(vip.Model.predict, eval_str=True); import torch, PIL.Image; "
             "print(before, hints['train']['return'] is vip.TrainResult, hints['benchmark']['return'] is "
             "vip.BenchmarkResult, hints['load']['device'] == str | torch.device, hints['load']['return'] is vip.Model, "
-            "hints['Model.predict']['image'] == str | vip.Path | PIL.Image.Image, "
+            "hints['Model.predict']['image'] == str | vip.os.PathLike | PIL.Image.Image, "
             "hints['Model.predict_many']['return'] == list[vip.Prediction], hints['Model.device']['return'] is torch.device, "
             "hints['TrainResult']['run_dir'] is vip.Path)")
     shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
@@ -606,7 +606,7 @@ def test_every_argument_of_the_interface_is_annotated_as_help_shows_it():
                 assert parameter.annotation is not inspect.Parameter.empty, (function.__name__, name)
                 assert not parameter.annotation.startswith(("'", '"')), (function.__name__, name)
         assert signature.return_annotation is not inspect.Signature.empty and '"' not in signature.return_annotation
-    assert inspect.signature(vip.Model.predict).parameters["image"].annotation == "str | Path | Image.Image"
+    assert inspect.signature(vip.Model.predict).parameters["image"].annotation == "str | os.PathLike | Image.Image"
 
 
 def test_a_symptoms_source_given_twice_is_refused_as_the_command_refuses_it(world, tmp_path, cli):
@@ -773,3 +773,101 @@ def test_numpy_numbers_are_taken_as_the_numbers_they_are(world, tmp_path):
     assert prediction.prediction_set
     with pytest.raises(vip.VipError, match=r"shots=np.int64\(0\): expected a positive number"):
         vip.train(data, out=tmp_path / "never", **{**TOY, "shots": np.int64(0)})
+
+
+def test_quiet_on_predict_and_predict_many_drops_the_note_and_progress_and_nothing_reaches_stdout(world, tmp_path,
+                                                                                                  capsys):
+    """`quiet` was on `train` and `benchmark` only: `predict` and `predict_many` printed their note (a method that
+    explains nothing) whatever the caller asked, and took no `quiet`. Nothing of vip goes to stdout either way."""
+    data, _, _ = world
+    probe = vip.train(data, method="linear-probe", out=tmp_path / "probe", quiet=True, **TOY)
+    vip.benchmark(data, methods=["zeroshot"], seeds=[1], out=tmp_path / "sweep", quiet=True,
+                  **{key: TOY[key] for key in ("backbone", "views", "workers", "device")})
+    model = vip.load(probe.run_dir, device="cpu")
+    image = sorted((data / "test" / "nevus").glob("*.png"))[0]
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    assert capsys.readouterr().out == ""
+    assert model.predict(image, explain=True, quiet=True).explanation is None
+    made = model.predict_many([data / "test" / "nevus", broken], explain=True, skip_unreadable=True, progress=True,
+                              quiet=True)
+    assert [p.path for p in made] == [str(path) for path in sorted((data / "test" / "nevus").glob("*.png"))]
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.splitlines() == [f"warning: skipped {broken}: not an image Pillow can "
+                                                                "read"]  # the warning stays, as with `vip -q`
+    model.predict(image, explain=True)  # the note a quiet call left unsaid is said by the next call that is not
+    captured = capsys.readouterr()
+    assert captured.out == "" and "method 'linear-probe' gives no per-symptom explanation" in captured.err
+    for call in (lambda: model.predict(image, quiet="yes"), lambda: model.predict_many([image], quiet=1)):
+        with pytest.raises(vip.VipError, match=r"^quiet=('yes'|1): expected True or False"):
+            call()
+
+
+class _Fspath:
+    """A path-like that is neither a str nor a pathlib path: an object with `__fspath__`, as py.path.local is."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __fspath__(self) -> str:
+        return self.path
+
+
+def test_every_path_argument_takes_any_path_like_and_refuses_anything_else_by_name(world, tmp_path):
+    """A path given as an `os.PathLike` other than pathlib.Path (py.path.local, a class with `__fspath__`, a
+    PurePosixPath) was refused as data (`expected the path of a folder`), as an image (`cannot classify a ...`)
+    and as a symptoms file (read as `<... object at 0x...>`); `load(5)` raised a bare TypeError."""
+    from pathlib import PurePosixPath
+
+    import yaml
+
+    data, result, _ = world
+    mine = {"melanoma": ["a dark irregular spot"], "nevus": ["a round even spot"]}
+    (tmp_path / "mine.yaml").write_text(yaml.safe_dump(mine))
+    run = vip.train(_Fspath(data), symptoms=[_Fspath(tmp_path / "mine.yaml")], out=PurePosixPath(tmp_path / "run"),
+                    **TOY)
+    assert run.run_dir == tmp_path / "run"
+    model = vip.load(_Fspath(run.run_dir), device="cpu")
+    assert model._predictor.metadata["symptoms"] == mine
+    image = sorted((data / "test" / "nevus").glob("*.png"))[0]
+    assert model.predict(_Fspath(image)).path == str(image)
+    folder = data / "test" / "nevus"
+    by_path = model.predict_many([folder])
+    assert model.predict_many([PurePosixPath(folder), str(image)]) == [*by_path, by_path[0]]
+    refused = {
+        "data=5: expected the path of a folder of class subfolders (a str or os.PathLike)":
+            lambda: vip.train(5, **TOY),
+        "data=b'lesions': expected the path": lambda: vip.benchmark(b"lesions", backbone="toy"),
+        "out=3: expected the path of the folder to write (a str or os.PathLike)":
+            lambda: vip.train(data, **{**TOY, "out": 3}),
+        "run_dir=5: expected the path of a run folder": lambda: vip.load(5),
+        "run_dir='': expected the path of a run folder": lambda: vip.load(""),
+        "symptoms=5: expected a symptom pack's name, or the path of a symptoms file or folder":
+            lambda: vip.train(data, symptoms=["melanoma", 5], **TOY),
+        "cannot classify an int (pass image files or folders (a str or os.PathLike) or PIL images)":
+            lambda: model.predict_many([image, 5]),
+        "cannot classify None (pass image files": lambda: model.predict(None),  # not "a NoneType"
+    }
+    for words, call in refused.items():
+        with pytest.raises(vip.VipError) as raised:
+            call()
+        assert str(raised.value).startswith(words), str(raised.value)
+
+
+def _not_plain(value, where: str = "") -> list[str]:
+    """Where `value` holds anything but Python's str, int, float, bool, None, lists and dicts (a NumPy number)."""
+    if isinstance(value, dict):
+        return [found for key, item in value.items() for found in _not_plain(item, f"{where}[{key!r}]")]
+    if isinstance(value, list):
+        return [found for index, item in enumerate(value) for found in _not_plain(item, f"{where}[{index}]")]
+    return [] if value is None or type(value) in (str, int, float, bool) else [f"{where}: {type(value).__name__}"]
+
+
+def test_the_metrics_a_run_and_a_sweep_return_are_plain_python_values(world, tmp_path):
+    """`result.metrics["test"]["vs_chance"]` held NumPy floats (`np.float64(0.0123)` in a notebook, not the plain
+    number metrics.json holds), and so did each benchmark row's `test_vs_chance`."""
+    data, result, _ = world
+    assert result.metrics["test"]["vs_chance"] and _not_plain(result.metrics) == []
+    sweep = vip.benchmark(data, methods=["zeroshot"], seeds=[1], out=tmp_path / "sweep", quiet=True,
+                          **{key: TOY[key] for key in ("backbone", "views", "workers", "device")})
+    assert sweep.rows[0]["test_vs_chance"] and _not_plain(sweep.to_dict()) == []

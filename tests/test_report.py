@@ -491,6 +491,84 @@ def test_a_run_records_the_files_no_class_took_and_its_report_names_them(cli, tm
            "no class folder (train/stray.png) (all listed in split.json)." in table
 
 
+def _data_with_copies(data: Path, n_per_class: dict) -> Path:
+    """Lesion-world data whose test/melanoma holds copies of two training images, and whose train/nevus holds a
+    copy of a training melanoma (one image in two classes)."""
+    from vipcli.lesion_world import write_dataset
+
+    write_dataset(data, n_per_class=n_per_class, seed=0)
+    melanomas = sorted((data / "train" / "melanoma").glob("*.png"))
+    for index, name in enumerate(("leak1.png", "leak2.png")):
+        (data / "test" / "melanoma" / name).write_bytes(melanomas[index].read_bytes())
+    (data / "train" / "nevus" / "twice.png").write_bytes(melanomas[2].read_bytes())
+    return data
+
+
+def test_a_run_records_the_images_in_two_splits_and_its_report_warns_of_them_first(cli, tmp_path):
+    """`vip train` warned that the same image was in train and test, but kept it nowhere: its report said its test
+    images were ones "the model was neither trained nor calibrated on". split.json now records every copy, and the
+    report's summary counts them; a run recorded without them (an earlier vip) reports as before."""
+    import hashlib
+
+    data = _data_with_copies(tmp_path / "data", {"train": 6, "val": 4, "test": 4})
+    code, _, err = cli("train", "--data", data, "--backbone", "toy", "--shots", "2", "--epochs", "1",
+                       "--out", tmp_path / "run", "--device", "cpu", "--workers", "0")
+    assert code == 0, err
+    assert "3 images are in more than one split or class" in err
+    split = json.loads((tmp_path / "run" / "split.json").read_text())
+    leak = data / "test" / "melanoma" / "leak1.png"
+    assert {"sha256": hashlib.sha256(leak.read_bytes()).hexdigest(), "files": [
+        {"path": "train/melanoma/melanoma_00000.png", "split": "train", "class": "melanoma"},
+        {"path": "test/melanoma/leak1.png", "split": "test", "class": "melanoma"}]} in split["duplicates"]
+    assert sorted(tuple(f["path"] for f in group["files"]) for group in split["duplicates"]) == [
+        ("train/melanoma/melanoma_00000.png", "test/melanoma/leak1.png"),
+        ("train/melanoma/melanoma_00001.png", "test/melanoma/leak2.png"),
+        ("train/melanoma/melanoma_00002.png", "train/nevus/twice.png")]
+    assert split["linked_class_folders"] == []
+    page = _report_page(cli, tmp_path / "run", tmp_path / "report.html")
+    summary = page[page.index("<h2>Summary</h2>"):page.index("<h2>Settings and data</h2>")]
+    assert "On the 10 test images (6 melanoma, 4 nevus), 2 of them copies of train or val images: " in summary
+    assert "neither trained nor calibrated on" not in summary
+    assert ('<p class="note">3 images are in more than one split or class of the data (2 in test/melanoma and '
+            "train/melanoma, 1 in train/melanoma and train/nevus): a copy in val or test inflates its figures, a "
+            "copy in two classes contradicts itself. Remove the copies; the files are named under Settings and "
+            "data.</p>") in summary
+    assert ("The same image is in more than one split or class: train/melanoma/melanoma_00000.png and "
+            f"test/melanoma/leak1.png (sha256 {hashlib.sha256(leak.read_bytes()).hexdigest()[:12]}); ") in page
+    for key in ("duplicates", "linked_class_folders"):  # as an earlier vip wrote it
+        del split[key]
+    (tmp_path / "run" / "split.json").write_text(json.dumps(split))
+    older = _report_page(cli, tmp_path / "run", tmp_path / "older.html")
+    assert "which the model was neither trained nor calibrated on: " in older
+    assert "more than one split or class" not in older
+
+
+def test_a_benchmark_records_the_images_in_two_splits_and_its_report_warns_of_them(cli, tmp_path):
+    from vipcli.benchmark import BenchmarkConfig, run_benchmark
+    from vipcli.settings import BackboneSettings, EncodingSettings, ScheduleSettings
+
+    data = _data_with_copies(tmp_path / "data", {"train": 4, "val": 2, "test": 3})
+    shutil.rmtree(data / "test" / "nevus")  # test/nevus becomes a link to train/nevus
+    (data / "test" / "nevus").symlink_to(data / "train" / "nevus", target_is_directory=True)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("VIP_CACHE_DIR", str(tmp_path / "cache"))
+        run_benchmark(BenchmarkConfig(data=data, methods=("linear-probe",), shots=(1,), seeds=(1,),
+                                      backbone=BackboneSettings("toy", device="cpu"), schedule=ScheduleSettings(epochs=1),
+                                      encoding=EncodingSettings(views=1, workers=0), out=tmp_path / "bench"))
+    split = json.loads((tmp_path / "bench" / "split.json").read_text())
+    assert split["linked_class_folders"] == [{"folder": "test/nevus", "same_as": "train/nevus"}]
+    assert len(split["duplicates"]) == 3
+    code, _, err = cli("report", tmp_path / "bench", "--out", tmp_path / "bench.html")
+    assert code == 0, err
+    page = (tmp_path / "bench.html").read_text()
+    top = page[:page.index("<h2>Settings and data</h2>")]
+    assert ("3 images are in more than one split or class of the data (2 in test/melanoma and train/melanoma, 1 in "
+            "train/melanoma and train/nevus); 1 class folder is the same folder as another (a symbolic link: "
+            "test/nevus is train/nevus): ") in top
+    assert ("Class folder test/nevus is the same folder as train/nevus (a symbolic link): its images are in two "
+            "splits or classes.") in page
+
+
 def _benchmark_with_files_left_out(root: Path) -> Path:
     """A tiny benchmark on data holding a DICOM export without a suffix, an image beside the class folders
     and a damaged test image."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Mapping
@@ -68,18 +69,19 @@ def _callers_random_state():
 
 
 @_callers_random_state()
-def train(data: str | Path, *, shots: int | str | None = 16, method: str = "vip", backbone: str = "clip",
+def train(data: str | os.PathLike, *, shots: int | str | None = 16, method: str = "vip", backbone: str = "clip",
           arch: str | None = None, pretrained: str | None = None,
           symptoms: Iterable[str] | Mapping[str, list[str]] = (),
           method_options: dict | None = None, schedule: str = "auto", epochs: int | None = None,
           batch_size: int | None = None, lr: float | None = None, views: int = 8, seed: int = 1,
-          split_seed: int | None = None, out: str | Path | None = None, force: bool = False, device: str | torch.device = "auto",
+          split_seed: int | None = None, out: str | os.PathLike | None = None, force: bool = False, device: str | torch.device = "auto",
           workers: int | None = None, encode_batch: int = 64, use_cache: bool = True, image_fit: str = "crop",
           progress: bool = False, quiet: bool = False) -> TrainResult:
     """Train a method on a folder of images sorted by class and write its run folder (`vip train`).
 
     Args:
-        data: folder of class subfolders, optionally under train/ val/ test/ (as for `vip train`).
+        data: folder of class subfolders, optionally under train/ val/ test/ (as for `vip train`): a str or any
+            os.PathLike (pathlib.Path, a pure path, py.path), as every path argument.
         shots: labelled training images per class; "all" or None for every one.
         method: a method id (`vip methods list`); its settings as `method_options` ({"n_ctx": 8}): numbers,
             True/False, None or text, each checked by the setting's type as `--method-option` is.
@@ -125,12 +127,12 @@ def train(data: str | Path, *, shots: int | str | None = 16, method: str = "vip"
 
 
 @_callers_random_state()
-def benchmark(data: str | Path, *, methods: Iterable[str] | str | None = None,
+def benchmark(data: str | os.PathLike, *, methods: Iterable[str] | str | None = None,
               shots: Iterable = (1, 2, 4, 8, 16), seeds: Iterable[int] = (1, 2, 3), backbone: str = "clip",
               arch: str | None = None, pretrained: str | None = None,
               symptoms: Iterable[str] | Mapping[str, list[str]] = (), method_options: dict | None = None,
               schedule: str = "auto", epochs: int | None = None, batch_size: int | None = None,
-              lr: float | None = None, views: int = 8, split_seed: int | None = None, out: str | Path | None = None,
+              lr: float | None = None, views: int = 8, split_seed: int | None = None, out: str | os.PathLike | None = None,
               force: bool = False, batched: bool = True, device: str | torch.device = "auto",
               workers: int | None = None, encode_batch: int = 64, use_cache: bool = True, image_fit: str = "crop",
               progress: bool = False, quiet: bool = False) -> BenchmarkResult:
@@ -185,12 +187,14 @@ def _shared_settings(data, backbone, arch, pretrained, device, use_cache, schedu
     numbers as `_check_arguments` returns them)."""
     from vipcli.settings import BackboneSettings, EncodingSettings, ScheduleSettings
 
-    return dict(data=Path(data), method_options=_method_options(method_options),
+    return dict(data=_path("data", data, "the path of a folder of class subfolders", "data='isic'"),
+                method_options=_method_options(method_options),
                 backbone=BackboneSettings(backbone, arch, pretrained, _device_name(device)),
                 encoding=EncodingSettings(views=views, workers=workers, use_cache=_flag("use_cache", use_cache),
                                           batch_size=encode_batch, image_fit=_image_fit(image_fit)),
                 schedule=ScheduleSettings(schedule, epochs, batch_size, lr), symptoms=_symptom_sources(symptoms),
-                out=Path(out) if out is not None else None, force=_flag("force", force))
+                out=None if out is None else _path("out", out, "the path of the folder to write", "out='runs/a'"),
+                force=_flag("force", force))
 
 
 def _run(function, config, progress: bool, quiet: bool):
@@ -207,15 +211,17 @@ def _run(function, config, progress: bool, quiet: bool):
 
 
 @_callers_random_state()
-def load(run_dir: str | Path, *, device: str | torch.device = "auto", use_cache: bool = True) -> Model:
+def load(run_dir: str | os.PathLike, *, device: str | torch.device = "auto", use_cache: bool = True) -> Model:
     """Load a run folder written by `vip train` (or `vipcli.api.train`) for prediction.
 
     Args:
-        run_dir: the run folder.
+        run_dir: the run folder (a str or any os.PathLike).
         device: "auto", "cpu", "cuda", "cuda:N", "mps", or a torch.device.
         use_cache: look up and keep a local weights file's digest and the backbone's passed load-time checks in
             the cache folder; False (as `vip predict --no-cache`) reads and writes nothing there, so a cache
             folder vip does not trust is no obstacle. Pass `use_cache=False` to `Model.predict` too.
+        (No `quiet`: loading prints no plan, progress or informational line; what it prints are warnings, such as
+        random weights or another backbone than the run recorded, which `quiet` keeps everywhere.)
     Returns:
         Model: the run's classes, method and device, and `predict` and `predict_many` for images.
     Raises:
@@ -229,7 +235,8 @@ def load(run_dir: str | Path, *, device: str | torch.device = "auto", use_cache:
 
     check_environment()  # as train and benchmark: before the run's backbone loads
     with _in_python_words(), using_cache(_flag("use_cache", use_cache)):
-        return Model(load_predictor(Path(run_dir), resolve_device(_device_name(device))), use_cache=use_cache)
+        run_dir = _path("run_dir", run_dir, "the path of a run folder written by `vip train`", "run_dir='runs/a'")
+        return Model(load_predictor(run_dir, resolve_device(_device_name(device))), use_cache=use_cache)
 
 
 class Model:
@@ -284,17 +291,19 @@ class Model:
         """Whether probabilities are temperature-scaled and prediction sets available (runs of vip >= 0.2)."""
         return self._predictor.calibration is not None
 
-    def predict(self, image: str | Path | Image.Image, *, explain: bool = False, coverage: float | None = None,
-                use_cache: bool = True) -> Prediction:
+    def predict(self, image: str | os.PathLike | Image.Image, *, explain: bool = False, coverage: float | None = None,
+                use_cache: bool = True, quiet: bool = False) -> Prediction:
         """Classify one image: a file path or a PIL image in memory.
 
         Args:
-            image: an image file (str or Path), or a PIL.Image.Image.
+            image: an image file (a str or any os.PathLike, such as a Path), or a PIL.Image.Image.
             explain: add, per class, each symptom's similarity, merge weight and contribution (None for
                 a method that gives no explanation, such as linear-probe; a note on stderr says so once).
             coverage: add the conformal prediction set holding the true class with at least this
                 probability (e.g. 0.9; needs a calibrated run).
             use_cache: look up and keep a file's features in the feature cache (images in memory never are).
+            quiet: print no informational line on stderr (the note that the method explains nothing), as `vip -q`;
+                warnings are still printed.
         Returns:
             Prediction: `label`, `probability`, `probabilities` ({class: p}), and `explanation` and
             `prediction_set` when asked; `path` is the file's, "" for an image in memory.
@@ -304,23 +313,25 @@ class Model:
         """
         [item] = _expand([image])  # an empty path, a numpy array: refused as predict_many refuses them
         if isinstance(item, Path) and item.is_dir():
-            raise UsageError(f"{image} is a folder", "use model.predict_many([folder]) for the images in it")
+            raise UsageError(f"{item} is a folder", "use model.predict_many([folder]) for the images in it")
         try:
-            return self.predict_many([item], explain=explain, coverage=coverage, use_cache=use_cache, workers=0)[0]
+            return self.predict_many([item], explain=explain, coverage=coverage, use_cache=use_cache, workers=0,
+                                     quiet=quiet)[0]
         except ImageError as error:  # predict_many's fix names its skip_unreadable, which predict does not take
             if isinstance(item, Path):
                 error.hint = "fix or replace it; model.predict_many(files, skip_unreadable=True) leaves such files out"
             raise
 
     @_callers_random_state()
-    def predict_many(self, images: Iterable[str | Path | Image.Image], *, explain: bool = False,
+    def predict_many(self, images: Iterable[str | os.PathLike | Image.Image], *, explain: bool = False,
                      coverage: float | None = None, skip_unreadable: bool = False, use_cache: bool = True,
-                     workers: int | None = None, batch_size: int = 64, progress: bool = False) -> list[Prediction]:
+                     workers: int | None = None, batch_size: int = 64, progress: bool = False,
+                     quiet: bool = False) -> list[Prediction]:
         """Classify many images: files, folders (searched with their subfolders, as `vip predict` does)
         and PIL images, in the order given.
 
         Args:
-            images: an iterable of image files, folders and PIL images.
+            images: an iterable of image files and folders (each a str or any os.PathLike) and PIL images.
             explain, coverage, use_cache: as for `predict`.
             skip_unreadable: leave out files that cannot be read (each named in a warning on stderr)
                 instead of raising.
@@ -328,8 +339,11 @@ class Model:
                 usable core, at most 16).
             batch_size: images per image-encoder call (1 or more).
             progress: draw a progress bar on stderr.
+            quiet: print no progress or informational line on stderr (as `vip -q`: `progress` draws nothing then);
+                the warnings (each file skipped, each left out) are still printed.
         Returns:
-            One Prediction per image, in input order (a folder's images sorted by path).
+            One Prediction per image, in input order (a folder's images sorted by path); a file left out by
+            `skip_unreadable` has none (the warning names it).
         Raises:
             ImageError: a file that cannot be read, unless `skip_unreadable` (the first, with how many).
             VipError: a path that does not exist, a folder without images, a value of another type.
@@ -340,7 +354,9 @@ class Model:
             _flag(name, value)
         if workers is not None:
             workers = _count("workers", workers, 0)
-        with _in_python_words(batch_argument="batch_size"):
+        from vipcli import console
+
+        with console.quiet(_flag("quiet", quiet)), _in_python_words(batch_argument="batch_size"):
             return self._predict_many(_expand(images), explain, _coverage(coverage), skip_unreadable, use_cache,
                                       workers, batch_size, progress)
 
@@ -393,10 +409,13 @@ class Model:
         return results
 
     def _note_if_nothing_to_explain(self) -> None:
-        """One note on stderr, the first time `explain` is asked of a method that gives no explanation."""
+        """One note on stderr, the first time `explain` is asked of a method that gives no explanation (a call with
+        `quiet` prints it not, and leaves it to the next call that is not quiet)."""
         from vipcli import console
         from vipcli.methods.base import gives_explanations
 
+        if console.is_quiet():
+            return
         if not self._told_no_explanation and not gives_explanations(self._predictor.method):
             console.info(f"note: method '{self.method}' gives no per-symptom explanation; "
                          "Prediction.explanation is None for it")
@@ -417,23 +436,25 @@ def _expand(images) -> list:
     """`images` as a list of Paths (files and folders) and PIL images; anything else is refused."""
     from PIL import Image
 
-    if isinstance(images, (str, Path, Image.Image)):
+    if isinstance(images, (str, os.PathLike, Image.Image)):
         raise UsageError(f"predict_many takes a list of images, got one {type(images).__name__}",
                          "pass [image], or use model.predict(image)")
     items = []
     for item in images:
-        if isinstance(item, str) and not item.strip():  # Path("") is the current folder: never meant
+        text = _path_text(item)
+        if text is not None and not text.strip():  # Path("") is the current folder: never meant
             raise UsageError(f"image {len(items) + 1} of the input is an empty path",
                              "pass an image file or a folder ('.' for the current one)")
-        if isinstance(item, (str, Path)):
-            items.append(Path(item))
+        if text is not None:
+            items.append(Path(text))
         elif isinstance(item, Image.Image):
             items.append(_loaded(item, len(items)))
         else:
             kind = f"{type(item).__module__}.{type(item).__name__}".removeprefix("builtins.")
             hint = next((fix for prefix, fix in _CONVERSIONS if kind.startswith(prefix)),
-                        "pass image files, folders or PIL images")
-            raise UsageError(f"cannot classify {'an' if kind[:1] in 'aeiou' else 'a'} {kind}", hint)
+                        "pass image files or folders (a str or os.PathLike) or PIL images")
+            what = "None" if item is None else f"{'an' if kind[:1] in 'aeiou' else 'a'} {kind}"  # not "a NoneType"
+            raise UsageError(f"cannot classify {what}", hint)
     return items
 
 
@@ -458,8 +479,7 @@ def _check_arguments(data, **numbers) -> dict:
     the wrong type or range; and a `data` that is not a path refused (the commands' parser does this for their
     options; here a float epochs would fail deep inside, as a Python error naming neither). Seeds are checked by
     `_seed`."""
-    if not isinstance(data, (str, Path)):
-        raise UsageError(f"data={data!r}: expected the path of a folder of class subfolders", "such as data='isic'")
+    _path("data", data, "the path of a folder of class subfolders", "data='isic'")
     checked = {"views": _count("views", numbers["views"], 1),
                "encode_batch": _count("encode_batch", numbers["encode_batch"], 1)}
     for name, least in (("epochs", 1), ("batch_size", 1), ("workers", 0)):
@@ -588,14 +608,45 @@ def _symptom_sources(values) -> tuple:
     given twice refused as `symptoms 'a.yaml' is given twice`); a dict, {class: [symptoms]} or one pack's mapping, as the packs it gives, read as a file of it is."""
     from vipcli.packs import distinct_sources, packs_from_mapping
 
-    if isinstance(values, (str, Path)):
-        return (str(values),)
+    if isinstance(values, (str, os.PathLike)):
+        return (str(_symptom_source(values)),)
     if isinstance(values, Mapping):
         return tuple(packs_from_mapping(dict(values), "the symptoms dict"))
     try:
-        return distinct_sources(values)  # one given twice refused, as `--symptoms` given twice is
+        return distinct_sources([_symptom_source(value) for value in values])  # one twice refused, as `--symptoms`
     except UsageError as error:
         raise UsageError(_python_words(error.message), error.hint) from None
+
+
+def _symptom_source(value) -> str:
+    """One item of `symptoms`: a shipped pack's name, or a file or folder as a str or any os.PathLike."""
+    if isinstance(value, str):
+        return value
+    return str(_path("symptoms", value, "a symptom pack's name, or the path of a symptoms file or folder",
+                     "symptoms=['melanoma.yaml']"))
+
+
+def _path_text(value) -> str | None:
+    """`value` as the text of a path when it is a str or an os.PathLike (pathlib's paths, pure ones too, py.path's,
+    any class with `__fspath__`; a bytes path decoded as the file system does); None for anything else."""
+    if isinstance(value, str):
+        return value
+    if not isinstance(value, os.PathLike):
+        return None
+    try:
+        return os.fsdecode(os.fspath(value))
+    except TypeError:  # an __fspath__ that gives neither str nor bytes
+        return None
+
+
+def _path(name: str, value, expected: str, example: str) -> Path:
+    """`value` of the keyword argument `name` as a Path: a str or any os.PathLike (`_path_text`); anything else, and
+    an empty path (Path("") is the current folder: never meant), refused by that name:
+    `data=5: expected the path of a folder of class subfolders (a str or os.PathLike) (such as data='isic')`."""
+    text = _path_text(value)
+    if text is None or not text.strip():
+        raise UsageError(f"{name}={value!r}: expected {expected} (a str or os.PathLike)", f"such as {example}")
+    return Path(text)
 
 
 def _device_name(device) -> str | None:

@@ -22,7 +22,7 @@ import torch
 from rich.markup import escape
 
 from vipcli import console, shell
-from vipcli.data import Dataset, few_shot_order, left_out_record, load_dataset, relative_to_data
+from vipcli.data import Dataset, copies_record, few_shot_order, left_out_record, load_dataset, relative_to_data
 from vipcli.devices import where_run
 from vipcli.errors import UsageError, VipError
 from vipcli.plugins import PluginError
@@ -410,6 +410,7 @@ def _split_record(dataset: Dataset, pool: PreparedData, split_seed: int, seeds, 
                                                                                                   {}).items()},
                        **{relative(path): reason for path, reason in pool.failures.items()}},
         **left_out_record(dataset.left_out, lambda paths: [relative(path) for path in paths]),
+        **copies_record(dataset, lambda paths: [relative(path) for path in paths]),  # as warned
     }
 
 

@@ -111,8 +111,9 @@ def vs_chance(labels, probabilities, class_names: list[str]) -> list[dict]:
     for index, auroc, p, floor in scores:
         own = int((labels == index).sum())
         needed = auroc_needed(own, labels.size - own, level)
-        records.append({"class": class_names[index], "auroc": round(auroc, 2), "p": round(p, 4),
-                        "p_perfect": round(floor, 4), "auroc_needed": None if needed is None else round(needed, 2)})
+        records.append({"class": class_names[index], "auroc": round(float(auroc), 2), "p": round(float(p), 4),
+                        "p_perfect": round(float(floor), 4),  # Python's floats: TrainResult.metrics holds them
+                        "auroc_needed": None if needed is None else round(float(needed), 2)})
     return records
 
 

@@ -43,6 +43,7 @@ class Dataset:
     splits: dict[str, list[Sample]]  # "train", "val", "test" -> samples
     origin: dict[str, str] = field(default_factory=dict)  # split -> "folder" or "seeded split of train"
     left_out: LeftOut | None = None  # files no class takes (warned about when the data was loaded)
+    copies: Copies | None = None  # images in two splits or classes (warned about); None: not looked for (a torchrun rank)
 
     @property
     def carved(self) -> bool:
@@ -63,6 +64,15 @@ class LeftOut:
 
     others: list[Path] = field(default_factory=list)  # in class folders, not named as images vip reads
     loose: list[Path] = field(default_factory=list)  # images beside the class folders, in none of them
+
+
+@dataclass
+class Copies:
+    """Images of a data folder found in more than one split or class when it was loaded: warned about then, and
+    recorded (`copies_record`) in the split.json of the run or sweep trained on it, which its report reads."""
+
+    linked: list[tuple[Path, Path]] = field(default_factory=list)  # (class folder, the folder it is: a link)
+    groups: list[list[tuple[str, Sample, str]]] = field(default_factory=list)  # `find_duplicates`' groups
 
 
 def _class_folders(folder: Path) -> list[Path]:
@@ -351,6 +361,7 @@ def load_dataset(root: str | Path, seed: int = 1, val_fraction: float = VAL_FRAC
         if not present:
             _warn_if_one_split_of_a_data_folder(root)
         _warn_left_out(root, left_out)
+        dataset.copies = find_copies(dataset)
         warn_duplicates(dataset)
     return dataset
 
@@ -433,6 +444,7 @@ def _without_train(root: Path, present: dict[str, Path]) -> Dataset:
                       left_out=left_out)
     if _main_process():
         _warn_left_out(root, left_out)
+        dataset.copies = find_copies(dataset)
         warn_duplicates(dataset)
     return dataset
 
@@ -545,22 +557,29 @@ def find_duplicates(dataset: Dataset, skip_folders=()) -> list[list[tuple[str, S
     return [group for group in by_digest.values() if len({(split, s.label) for split, s, _ in group}) > 1]
 
 
+def find_copies(dataset: Dataset) -> Copies:
+    """The class folders that are one folder (a symlink) and the images with the same content in more than one split
+    or class of `dataset` (the images of a linked folder are not read again)."""
+    linked = _linked_class_folders(dataset)
+    return Copies(linked, find_duplicates(dataset, skip_folders={folder for folder, _ in linked}))
+
+
 def warn_duplicates(dataset: Dataset) -> None:
-    """Warn about class folders that are one folder (a symlink) and images in two splits or classes."""
+    """Warn about `dataset.copies`: class folders that are one folder (a symlink) and images in two splits or
+    classes, the first `DUPLICATES_SHOWN` of them named, then how many there are."""
     from rich.markup import escape
 
     from vipcli import console
 
-    root = Path(dataset.root)
+    root, copies = Path(dataset.root), dataset.copies or Copies()
 
     def shown(path: Path) -> str:
         return relative_to_data(path, root)
 
-    links = _linked_class_folders(dataset)
-    for folder, original in links:
+    for folder, original in copies.linked:
         console.warn(escape(f"class folder {shown(folder)} of {root} is the same folder as {shown(original)} (a symbolic "
                             "link): its images are in two classes or splits; remove the link"))
-    groups = find_duplicates(dataset, skip_folders={folder for folder, _ in links})
+    groups = copies.groups
     for group in groups[:DUPLICATES_SHOWN]:
         places = sorted({f"{split}/{dataset.class_names[s.label]}" for split, s, _ in group})
         files = ", ".join(shown(s.path) + ("" if dataset.origin.get(split) == "folder" else f" (in {split})")
@@ -572,6 +591,26 @@ def warn_duplicates(dataset: Dataset) -> None:
         console.warn(f"{len(groups)} {plural(len(groups), 'image is', 'images are')} in more than one split or "
                      f"class{more}: a copy in val or test inflates its figures, a copy in two classes contradicts "
                      "itself; remove the copies")
+
+
+def copies_record(dataset: Dataset, relative) -> dict:
+    """split.json's record of `dataset.copies`, with each path as `relative` writes it (a list of paths -> a list
+    of strings): `{"duplicates": [{"sha256": ..., "files": [{"path": ..., "split": ..., "class": ...}, ...]}, ...],
+    "linked_class_folders": [{"folder": ..., "same_as": ...}, ...]}`, every one found (the warnings name the
+    first few), both lists empty when there are none; {} when they were not looked for. A run's and a benchmark's
+    split.json both record it, and both reports name them (`vipcli.report.data_notes`)."""
+    copies = dataset.copies
+    if copies is None:
+        return {}
+    duplicates = []
+    for group in copies.groups:
+        paths = relative([sample.path for _, sample, _ in group])
+        duplicates.append({"sha256": group[0][2], "files": [
+            {"path": path, "split": split, "class": dataset.class_names[sample.label]}
+            for path, (split, sample, _) in zip(paths, group)]})
+    linked = [{"folder": folder, "same_as": original} for folder, original in
+              zip(relative([f for f, _ in copies.linked]), relative([o for _, o in copies.linked]))]
+    return {"duplicates": duplicates, "linked_class_folders": linked}
 
 
 def _require_classes(root: Path, class_names: list[str]) -> None:

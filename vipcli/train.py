@@ -419,7 +419,7 @@ def write_train_run(run_dir, config, method, backbone, dataset, data, symptoms, 
                     calibration=None) -> None:
     """Write the run directory: the method's tensors and everything predict needs to rebuild it."""
     from vipcli.checkpoint import write_run
-    from vipcli.data import left_out_record, relative_to_data
+    from vipcli.data import copies_record, left_out_record, relative_to_data
     from vipcli.methods import METHODS
     from vipcli.provenance import distribution_record
     from vipcli.registry import BACKBONES, copy_run_files, run_backbone_options
@@ -455,6 +455,7 @@ def write_train_run(run_dir, config, method, backbone, dataset, data, symptoms, 
            for name in ("train", "val", "test")},
         "unreadable": dict(zip(relative(list(data.failures)), data.failures.values())),  # as the lists name files
         **left_out_record(dataset.left_out, relative),
+        **copies_record(dataset, relative),  # images in two splits or classes, as warned
     }
     write_run(run_dir, method.state_tensors(), metadata, split, metrics, force=config.force,
               extra=lambda staging: copy_run_files(options, staging))

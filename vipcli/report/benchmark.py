@@ -15,7 +15,7 @@ from vipcli.metrics import (CAPPED_MARK, best_note, capped_columns, capped_note,
                             missed_rows_warning, row_figure, unmarked_cells)
 from vipcli.plots import benchmark_title, draw_shots, method_styles, seeds_label, svg_markup, uneven_seeds
 from vipcli.report import html
-from vipcli.report.data_notes import images_per_split, left_out_files, skipped_files
+from vipcli.report.data_notes import copied_files, copies_note, images_per_split, left_out_files, skipped_files
 from vipcli.report.notices import random_weights, random_weights_banner
 from vipcli.report.swatches import swatch
 from vipcli.report.units import figures_meaning
@@ -264,19 +264,24 @@ def _finished(rows: list[dict]) -> str:
     return f", finished {first.strftime(html.MINUTE)} to {end}"
 
 
-def _data(folder: Path, class_names) -> str:
-    """The images of each class in each split the sweep drew from, and the files it skipped (unreadable) or left
-    out (taken by no class), from its split.json; "" when that is missing or unreadable (results.json alone still
-    makes a report)."""
+def _split(folder: Path) -> dict:
+    """The sweep's split.json; {} when it is missing or unreadable (results.json alone still makes a report)."""
     try:
         split = json.loads((folder / "split.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return ""
-    if not isinstance(split, dict):
+        return {}
+    return split if isinstance(split, dict) else {}
+
+
+def _data(split: dict, class_names) -> str:
+    """The images of each class in each split the sweep drew from, the files it skipped (unreadable) or left out
+    (taken by no class), and the images in more than one split or class, from its split.json (`_split`); "" when
+    there is none."""
+    if not split:
         return ""
     names = split.get("class_names") or class_names
     table = images_per_split(split, names) if isinstance(names, list) and names else ""
-    return table + skipped_files(split) + left_out_files(split)
+    return table + skipped_files(split) + left_out_files(split) + copied_files(split)
 
 
 def _speed(folder: Path) -> str:
@@ -357,13 +362,14 @@ def benchmark_report(folder: Path) -> str:
         raise VipError(f"{folder / 'results.json'} has no finished rows", "let `vip benchmark` finish at least one row")
     title = benchmark_title(config)
     seeds = sorted({int(r["seed"]) for r in rows})
+    split = _split(folder)
     sections = [
         random_weights_banner(config, "this benchmark's results"),
         running,
         _unfinished_note(document),
         # what decides whether to trust a row comes before the settings, on the first screen
-        _missed_note(rows, document.get("class_names")) + _chance_note(rows, config),
-        html.section("Settings and data", _settings(document) + _data(folder, document.get("class_names"))),
+        _missed_note(rows, document.get("class_names")) + _chance_note(rows, config) + copies_note(split),
+        html.section("Settings and data", _settings(document) + _data(split, document.get("class_names"))),
         html.section("Results", html.figure(svg_markup(draw_shots(rows, title=title)), _shots_alt(rows, title),
                                             seeds_label(seeds, "point" if uneven_seeds(rows) else None)
                                             + _dashed_note(rows))

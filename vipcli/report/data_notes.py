@@ -1,7 +1,10 @@
-"""What a run's and a benchmark's report share about their data: the images of each class in each split, and the
-files split.json says were skipped (unreadable) or left out (taken by no class), the first few of each named."""
+"""What a run's and a benchmark's report share about their data: the images of each class in each split, the
+files split.json says were skipped (unreadable) or left out (taken by no class), and the images it says are in more
+than one split or class (copies), the first few of each named."""
 
 from __future__ import annotations
+
+from collections import Counter
 
 from vipcli.console import first_few, plural
 from vipcli.report import html
@@ -51,3 +54,67 @@ def images_per_split(split: dict, names: list[str], used: list[int] | None = Non
     rows = [[name, *(columns[c][i] for c in columns)] for i, name in enumerate(names)]
     rows.append(["all", *(sum(columns[c]) for c in columns)])
     return html.table("Images per class and split", ["class", *columns], rows, numeric=set(range(1, len(columns) + 1)))
+
+
+def _recorded_copies(split: dict) -> tuple[list[dict], list[dict]]:
+    """split.json's `duplicates` (groups of copies, each with its `sha256` and `files`: path, split, class) and
+    `linked_class_folders` (`folder`, `same_as`), those of the expected shape; ([], []) for a split.json of a vip that
+    did not record them."""
+    groups, linked = split.get("duplicates"), split.get("linked_class_folders")
+    groups = [group for group in groups if isinstance(group, dict) and isinstance(group.get("files"), list)
+              and all(isinstance(f, dict) for f in group["files"])] if isinstance(groups, list) else []
+    linked = [link for link in linked if isinstance(link, dict)] if isinstance(linked, list) else []
+    return groups, linked
+
+
+def _places(group: dict) -> str:
+    """'test/nevus and train/nevus': the splits and classes a group of copies is in, as the warning names them."""
+    return " and ".join(sorted({f"{f.get('split')}/{f.get('class')}" for f in group["files"]}))
+
+
+def test_copies(split: dict) -> int:
+    """How many test images split.json's `duplicates` records as copies of an image in train or val (whose
+    figures on test therefore do not measure images the model never saw); 0 when none was recorded."""
+    groups, _ = _recorded_copies(split)
+    return sum(sum(f.get("split") == "test" for f in group["files"]) for group in groups
+               if any(f.get("split") in ("train", "val") for f in group["files"]))
+
+
+def copies_note(split: dict) -> str:
+    """The note at the top of a report whose data held the same image in more than one split or class, or a class
+    folder that is another one (a symbolic link), as training warned: how many, and in which splits and classes;
+    "" when there were none (or split.json was written by a vip that did not record them)."""
+    groups, linked = _recorded_copies(split)
+    said = []
+    if groups:
+        places = Counter(_places(group) for group in groups).most_common()
+        where = first_few([f"{count} in {place}" for place, count in places], SKIPPED_SHOWN)
+        said.append(f"{len(groups)} {plural(len(groups), 'image is', 'images are')} in more than one split or class "
+                    f"of the data ({where})")
+    if linked:
+        links = first_few([f"{link.get('folder')} is {link.get('same_as')}" for link in linked], SKIPPED_SHOWN)
+        said.append(f"{len(linked)} class {plural(len(linked), 'folder is', 'folders are')} the same folder as "
+                    f"another (a symbolic link: {links})")
+    if not said:
+        return ""
+    return html.note(html.text(f"{'; '.join(said)[0].upper()}{'; '.join(said)[1:]}: a copy in val or test inflates "
+                               "its figures, a copy in two classes contradicts itself. Remove the copies; the files "
+                               "are named under Settings and data."))
+
+
+def copied_files(split: dict) -> str:
+    """A paragraph naming the first few groups of copies split.json's `duplicates` records (their files and
+    sha256) and its linked class folders; "" when there were none (or they were not recorded)."""
+    groups, linked = _recorded_copies(split)
+    paragraphs = []
+    if groups:
+        named = "; ".join(f"{' and '.join(html.text(f.get('path')) for f in group['files'])} "
+                          f"(sha256 {html.text(str(group.get('sha256', ''))[:12])})" for group in groups[:SKIPPED_SHOWN])
+        more = f" and {len(groups) - SKIPPED_SHOWN} more" if len(groups) > SKIPPED_SHOWN else ""
+        paragraphs.append(f"<p>The same image is in more than one split or class: {named}{more} (all listed in "
+                          "split.json).</p>")
+    for link in linked:
+        paragraphs.append(f"<p>Class folder {html.text(link.get('folder'))} is the same folder as "
+                          f"{html.text(link.get('same_as'))} (a symbolic link): its images are in two splits or "
+                          "classes.</p>")
+    return "".join(paragraphs)

@@ -12,7 +12,8 @@ from vipcli.errors import VipError
 from vipcli.image_fit import fit_words
 from vipcli.plots import backbone_label, figure_title, method_color
 from vipcli.report import html
-from vipcli.report.data_notes import images_per_split, left_out_files, skipped_files
+from vipcli.report.data_notes import (copied_files, copies_note, images_per_split, left_out_files, skipped_files,
+                                      test_copies)
 from vipcli.report.figures import (confusion_matrix_alt, confusion_matrix_svg, merge_weights_alt, merge_weights_svg,
                                    reliability_alt, reliability_svg)
 from vipcli.report.gallery import gallery_html, gallery_items, sets_explained
@@ -112,7 +113,8 @@ def _data_table(run: dict) -> str:
     for path in split.get("train_subset", []):
         if path in by_path:
             train_used[int(by_path[path])] += 1
-    return images_per_split(split, names, train_used) + skipped_files(split) + left_out_files(split)
+    return (images_per_split(split, names, train_used) + skipped_files(split) + left_out_files(split)
+            + copied_files(split))
 
 
 def _metrics(run: dict) -> str:
@@ -177,8 +179,9 @@ def _unfound_note(class_names: list[str], figures: list[dict]) -> str:
 
 def _summary(run: dict) -> str:
     """The first section of the page: the test scores in a sentence, on how many images of each class, then the
-    notes that decide whether to trust them (a class the model never finds, a model not shown to beat chance), so
-    that a reader sees the answer before the settings; "" for a run without test images."""
+    notes that decide whether to trust them (a class the model never finds, a model not shown to beat chance, the
+    same image in two splits or classes), so that a reader sees the answer before the settings; "" for a run without
+    test images."""
     from vipcli.metrics import split_figure
 
     test = run["metrics"].get("test") or {}
@@ -190,10 +193,13 @@ def _summary(run: dict) -> str:
                                                                      ("balanced_accuracy", "balanced accuracy"),
                                                                      ("auroc", "AUROC"))
                        if (figure := split_figure(test, key)) is not None)
+    copies = test_copies(run["split"])  # of train or val images: not unseen, as the sentence says of the others
+    unseen = (f", {copies} of them {plural(copies, 'a copy', 'copies')} of train or val images" if copies
+              else ", which the model was neither trained nor calibrated on")
     sentence = (f"On the {test['n']} test {plural(test['n'], 'image')}" + (f" ({counts})" if counts else "")
-                + f", which the model was neither trained nor calibrated on: {scores}. "
+                + f"{unseen}: {scores}. "
                 + _found_sentence(run["class_names"], figures) + "Each score is explained under Metrics")
-    notes = _unfound_note(run["class_names"], figures) + _chance_note(run)
+    notes = _unfound_note(run["class_names"], figures) + _chance_note(run) + copies_note(run["split"])
     sentence += "; the notes below say what limits them." if notes else "."
     return html.section("Summary", f"<p>{html.text(sentence)}</p>" + notes)
 
