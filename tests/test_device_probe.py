@@ -92,6 +92,30 @@ class FillsPlaceholder(SavedPlaceholder):
         return fitted
 
 
+class ReadsItem(NearestCentroid):
+    """Sound: reads its backbone's logit scale as a Python number as it is built."""
+
+    def __init__(self, setup, settings=None, stored=None):
+        super().__init__(setup, settings, stored)
+        self.scale = float(setup.backbone.logit_scale.exp().item())
+
+    def forward(self, image_features):
+        return super().forward(image_features) * self.scale
+
+
+class ReadsNumpyLate(NearestCentroid):
+    """Flaw: reads its class names' text features as numpy and registers them after self.to(setup.device), so the
+    buffer stays on the CPU."""
+
+    def __init__(self, setup, settings=None, stored=None):
+        super().__init__(setup, settings, stored)
+        text = setup.backbone.encode_text(setup.backbone.tokenize(list(setup.class_names)))
+        self.register_buffer("text", torch.from_numpy(text.detach().cpu().numpy()).float())
+
+    def forward(self, image_features):
+        return super().forward(image_features) + image_features.float() @ self.text.T
+
+
 class DrawsOnTheGpu(NearestCentroid):
     """Draws from the GPU's generator in __init__ (here a stand-in: it sets the state of device 1's)."""
 
@@ -104,7 +128,9 @@ probed = methods_fixture("probed_methods", PROBED_METHODS, {"counts-builds": "Co
                                                            "copies-from-the-cpu": "CopiesFromTheCpu",
                                                            "saved-placeholder": "SavedPlaceholder",
                                                            "fills-placeholder": "FillsPlaceholder",
-                                                           "draws-on-the-gpu": "DrawsOnTheGpu"})
+                                                           "draws-on-the-gpu": "DrawsOnTheGpu",
+                                                           "reads-item": "ReadsItem",
+                                                           "reads-numpy-late": "ReadsNumpyLate"})
 
 
 def _toy_setup():
@@ -160,14 +186,40 @@ def test_vips_own_methods_pass_the_probe(method_id):
     assert probe_devices(cls, method_id, _toy_setup(), make_settings(cls, {}, method_id)) == "passed"
 
 
-@pytest.mark.parametrize("method_id", ["biomedcoop", "clap", "tip-adapter", "tip-adapter-f"])
-def test_a_method_that_reads_values_as_it_is_built_is_not_judged(method_id):
-    """These copy a tensor to the CPU in __init__ (meta tensors hold no values): the probe says nothing of them."""
+@pytest.mark.parametrize("method_id", ["biomedcoop", "tip-adapter", "tip-adapter-f"])
+def test_a_method_that_reads_values_as_it_is_built_is_judged(method_id):
+    """These copy a tensor to the CPU or read a number in __init__ (meta tensors hold no values): the probe said
+    "not judged" of them; the reads now give stand-in values, and the methods pass."""
     from vipcli.methods import make_settings, method_class
     from vipcli.methods.device_probe import probe_devices
 
     cls = method_class(method_id)
-    assert probe_devices(cls, method_id, _toy_setup(), make_settings(cls, {}, method_id)).startswith("not judged")
+    assert probe_devices(cls, method_id, _toy_setup(), make_settings(cls, {}, method_id)) == "passed"
+
+
+def test_a_method_whose_code_meta_cannot_run_is_not_judged():
+    """clap counts labels with torch.bincount as it is built, which has no meta kernel: the probe says nothing."""
+    from vipcli.methods import make_settings, method_class
+    from vipcli.methods.device_probe import probe_devices
+
+    cls = method_class("clap")
+    assert probe_devices(cls, "clap", _toy_setup(), make_settings(cls, {}, "clap")).startswith("not judged")
+
+
+def test_a_plugin_that_reads_values_as_it_is_built_is_judged(probed):
+    """A plugin reading its backbone's logit scale with .item() passes; one that reads its text features as numpy
+    and registers them after self.to(setup.device) is refused when built (the probe said "not judged" of both, and
+    the second failed on a GPU with "Expected all tensors to be on the same device" after every image was encoded)."""
+    from vipcli.methods import build_method
+    from vipcli.plugins import PluginError
+
+    setup = _toy_setup()
+    assert build_method("reads-item", setup).scale > 0
+    with pytest.raises(PluginError) as error:
+        build_method("reads-numpy-late", setup)
+    assert " ".join(str(error.value).split()).startswith(
+        "method 'reads-numpy-late' (from reads-numpy-late-dist 0.1.0) failed in __init__: __init__ left buffer 'text' "
+        "on cpu, not on setup.device"), str(error.value)
 
 
 def test_a_cpu_placeholder_the_method_saves_and_fit_replaces_is_not_refused(probed, cli):

@@ -13,8 +13,10 @@ mode is what finds them. As on a GPU, a 0-d tensor on the CPU (`x * torch.tensor
 (`x[torch.arange(2)]`), a copy from the CPU (`x.new_tensor(cpu_values)`) and a tensor whose shape alone is read
 (`x.expand_as(cpu_mask)`) are allowed.
 
-A plugin that cannot be built or run there for any other reason (it reads a value: `.item()`, numpy; it expects its
-backbone's width) is not judged: the probe says nothing. It runs once per method class and process (a sweep builds
+Meta tensors hold no values: a read of one (`.item()`, `float(t)`, `.tolist()`, `.cpu()` then `.numpy()`) gives ones
+of its shape and dtype, so a plugin that reads its backbone's logit scale or its text features as numpy as it is
+built is judged too. A plugin that cannot be built or run there for any other reason (it expects its backbone's
+width, its code fails on the stand-in values) is not judged: the probe says nothing. It runs once per method class and process (a sweep builds
 each method again for every row), quietly, and leaves the global random generators as they were (the CPU's, and
 those of CUDA devices already started: the probe never starts CUDA itself).
 """
@@ -67,11 +69,48 @@ class MixedDevices(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        read = read_stand_in(func, args, kwargs)
+        if read is not NOT_A_READ:
+            return read
         if self.found is None and func not in ACROSS_DEVICES:
             other = other_device([*args, *kwargs.values()], self.device)
             if other is not None:
                 self.found = (resolve_name(func) or getattr(func, "__name__", repr(func)), other)
         return func(*args, **kwargs)
+
+
+NOT_A_READ = object()
+SCALAR_READS = {torch.Tensor.item, torch.Tensor.__float__, torch.Tensor.__int__, torch.Tensor.__bool__,
+                torch.Tensor.__index__}
+
+
+def read_stand_in(func, args, kwargs):
+    """What a read of a probe tensor's values gives: meta tensors hold none, so `.item()`, `float(t)`, `.tolist()`
+    and a copy to the CPU (`.cpu()`, `.to("cpu")`, then `.numpy()`) would end the probe ("not judged"); they read
+    ones instead, of the tensor's dtype and shape, so that a plugin reading a value as it is built (its backbone's
+    logit scale, its text features as numpy) is still judged. NOT_A_READ for any other call."""
+    tensor = args[0] if args else None
+    if not (isinstance(tensor, torch.Tensor) and tensor.device == PROBE_DEVICE):
+        return NOT_A_READ
+    if func in SCALAR_READS:
+        return func(torch.ones((), dtype=tensor.dtype))
+    if func is torch.Tensor.tolist:
+        return torch.ones(tensor.shape, dtype=tensor.dtype).tolist()
+    if func is torch.Tensor.cpu or (func is torch.Tensor.to and _to_cpu(args[1:], kwargs)):
+        dtype = next((value for value in [*args[1:], kwargs.get("dtype")] if isinstance(value, torch.dtype)),
+                     tensor.dtype)
+        return torch.ones(tensor.shape, dtype=dtype)
+    return NOT_A_READ
+
+
+def _to_cpu(args, kwargs) -> bool:
+    """Whether `Tensor.to(*args, **kwargs)` copies to the CPU."""
+    for value in [*args, kwargs.get("device")]:
+        if isinstance(value, torch.Tensor):
+            return value.device.type == "cpu"
+        if isinstance(value, (str, torch.device)):
+            return torch.device(value).type == "cpu"
+    return False
 
 
 def other_device(values: list, device: torch.device) -> torch.device | None:
