@@ -56,10 +56,81 @@ class CopiesFromTheCpu(NearestCentroid):
         prior = prior.reshape_as(torch.empty(logits.shape)).clone()
         prior.index_put_((torch.tensor([0]),), torch.ones(logits.shape[1], device=logits.device))
         return logits * prior
+
+
+class SavedPlaceholder(NearestCentroid):
+    """Sound: a plain tensor attribute made on the CPU in __init__ as a placeholder, which forward uses and which the
+    method saves itself (state_tensors); fit and load_state_tensors replace it with a tensor on setup.device, so no
+    real forward ever sees the placeholder."""
+
+    def __init__(self, setup, settings=None, stored=None):
+        super().__init__(setup, settings, stored)
+        self.prototypes = torch.zeros(setup.num_classes, setup.backbone.embed_dim)  # a placeholder, on the CPU
+
+    def fit(self, data, context):
+        fitted = super().fit(data, context)
+        self.prototypes = self.centroids.clone()  # on setup.device, as the centroids are
+        return fitted
+
+    def state_tensors(self):
+        return {**super().state_tensors(), "prototypes": self.prototypes}
+
+    def load_state_tensors(self, tensors, where):
+        super().load_state_tensors(tensors, where)
+        self.prototypes = tensors["prototypes"].to(self.setup.device)
+
+    def forward(self, image_features):
+        return torch.nn.functional.normalize(image_features.float(), dim=-1) @ self.prototypes.T / 0.01
+
+
+class FillsPlaceholder(SavedPlaceholder):
+    """Flaw: fit fills the CPU placeholder in place, so on a GPU forward gets it on the CPU."""
+
+    def fit(self, data, context):
+        fitted = NearestCentroid.fit(self, data, context)
+        self.prototypes.copy_(self.centroids)
+        return fitted
+
+
+class ReadsItem(NearestCentroid):
+    """Sound: reads its backbone's logit scale as a Python number as it is built."""
+
+    def __init__(self, setup, settings=None, stored=None):
+        super().__init__(setup, settings, stored)
+        self.scale = float(setup.backbone.logit_scale.exp().item())
+
+    def forward(self, image_features):
+        return super().forward(image_features) * self.scale
+
+
+class ReadsNumpyLate(NearestCentroid):
+    """Flaw: reads its class names' text features as numpy and registers them after self.to(setup.device), so the
+    buffer stays on the CPU."""
+
+    def __init__(self, setup, settings=None, stored=None):
+        super().__init__(setup, settings, stored)
+        text = setup.backbone.encode_text(setup.backbone.tokenize(list(setup.class_names)))
+        self.register_buffer("text", torch.from_numpy(text.detach().cpu().numpy()).float())
+
+    def forward(self, image_features):
+        return super().forward(image_features) + image_features.float() @ self.text.T
+
+
+class DrawsOnTheGpu(NearestCentroid):
+    """Draws from the GPU's generator in __init__ (here a stand-in: it sets the state of device 1's)."""
+
+    def __init__(self, setup, settings=None, stored=None):
+        super().__init__(setup, settings, stored)
+        torch.cuda.set_rng_state(torch.full((16,), 7, dtype=torch.uint8), 1)
 '''
 
 probed = methods_fixture("probed_methods", PROBED_METHODS, {"counts-builds": "CountsBuilds",
-                                                           "copies-from-the-cpu": "CopiesFromTheCpu"})
+                                                           "copies-from-the-cpu": "CopiesFromTheCpu",
+                                                           "saved-placeholder": "SavedPlaceholder",
+                                                           "fills-placeholder": "FillsPlaceholder",
+                                                           "draws-on-the-gpu": "DrawsOnTheGpu",
+                                                           "reads-item": "ReadsItem",
+                                                           "reads-numpy-late": "ReadsNumpyLate"})
 
 
 def _toy_setup():
@@ -115,11 +186,77 @@ def test_vips_own_methods_pass_the_probe(method_id):
     assert probe_devices(cls, method_id, _toy_setup(), make_settings(cls, {}, method_id)) == "passed"
 
 
-@pytest.mark.parametrize("method_id", ["biomedcoop", "clap", "tip-adapter", "tip-adapter-f"])
-def test_a_method_that_reads_values_as_it_is_built_is_not_judged(method_id):
-    """These copy a tensor to the CPU in __init__ (meta tensors hold no values): the probe says nothing of them."""
+@pytest.mark.parametrize("method_id", ["biomedcoop", "tip-adapter", "tip-adapter-f"])
+def test_a_method_that_reads_values_as_it_is_built_is_judged(method_id):
+    """These copy a tensor to the CPU or read a number in __init__ (meta tensors hold no values): the probe said
+    "not judged" of them; the reads now give stand-in values, and the methods pass."""
     from vipcli.methods import make_settings, method_class
     from vipcli.methods.device_probe import probe_devices
 
     cls = method_class(method_id)
-    assert probe_devices(cls, method_id, _toy_setup(), make_settings(cls, {}, method_id)).startswith("not judged")
+    assert probe_devices(cls, method_id, _toy_setup(), make_settings(cls, {}, method_id)) == "passed"
+
+
+def test_a_method_whose_code_meta_cannot_run_is_not_judged():
+    """clap counts labels with torch.bincount as it is built, which has no meta kernel: the probe says nothing."""
+    from vipcli.methods import make_settings, method_class
+    from vipcli.methods.device_probe import probe_devices
+
+    cls = method_class("clap")
+    assert probe_devices(cls, "clap", _toy_setup(), make_settings(cls, {}, "clap")).startswith("not judged")
+
+
+def test_a_plugin_that_reads_values_as_it_is_built_is_judged(probed):
+    """A plugin reading its backbone's logit scale with .item() passes; one that reads its text features as numpy
+    and registers them after self.to(setup.device) is refused when built (the probe said "not judged" of both, and
+    the second failed on a GPU with "Expected all tensors to be on the same device" after every image was encoded)."""
+    from vipcli.methods import build_method
+    from vipcli.plugins import PluginError
+
+    setup = _toy_setup()
+    assert build_method("reads-item", setup).scale > 0
+    with pytest.raises(PluginError) as error:
+        build_method("reads-numpy-late", setup)
+    assert " ".join(str(error.value).split()).startswith(
+        "method 'reads-numpy-late' (from reads-numpy-late-dist 0.1.0) failed in __init__: __init__ left buffer 'text' "
+        "on cpu, not on setup.device"), str(error.value)
+
+
+def test_a_cpu_placeholder_the_method_saves_and_fit_replaces_is_not_refused(probed, cli):
+    """A plain tensor attribute made on the CPU in __init__, which fit and load_state_tensors replace on
+    setup.device and state_tensors saves, never reaches a real forward: the probe refused it before its run as
+    "forward gave torch.Tensor.matmul a tensor on cpu ..., where self.prototypes is a plain tensor on cpu"."""
+    code, out, err = cli("methods", "check", "saved-placeholder")
+    assert code == 0 and "method 'saved-placeholder' passes" in out, err
+
+
+def test_a_cpu_placeholder_that_fit_fills_in_place_is_refused_after_fit(probed, cli):
+    """The same placeholder filled in place by fit stays on the CPU: on a GPU forward would fail."""
+    code, _, err = cli("methods", "check", "fills-placeholder")
+    line = " ".join(err.split())
+    assert code == 1 and line.startswith("error: method 'fills-placeholder' (from fills-placeholder-dist 0.1.0) "
+                                         "failed in fit: fit left self.prototypes, a plain tensor that __init__ "
+                                         "made on cpu and forward uses, in place"), line
+    assert "self.NAME = tensor.to(self.setup.device)" in line and "Traceback" not in err
+
+
+def test_the_probe_keeps_the_generators_of_cuda_devices_already_started(probed, monkeypatch):
+    """The probe forked torch's CPU generator only: a plugin drawing on a GPU as the probe built it moved that GPU's
+    generator, so a seeded run's draws there depended on whether the class had been probed. CUDA is faked here (two
+    devices already started, their generators' states in a dict); the probe must not start CUDA itself."""
+    from vipcli.methods import build_method
+
+    states = {0: torch.zeros(16, dtype=torch.uint8), 1: torch.ones(16, dtype=torch.uint8)}
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device="cuda": states[device].clone())
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device="cuda": states.__setitem__(device, state))
+    build_method("draws-on-the-gpu", _toy_setup())  # built for the run (draws), then probed (draws again)
+    assert torch.equal(states[0], torch.zeros(16, dtype=torch.uint8))
+    assert torch.equal(states[1], torch.full((16,), 7, dtype=torch.uint8))  # as the real build left it, no more
+    states[1] = torch.ones(16, dtype=torch.uint8)
+    from vipcli.methods.device_probe import isolated
+
+    with isolated():
+        torch.cuda.set_rng_state(torch.full((16,), 9, dtype=torch.uint8), 1)
+    assert torch.equal(states[1], torch.ones(16, dtype=torch.uint8))

@@ -280,6 +280,7 @@ def run_rows_together(method_id: str, cls, jobs: list[tuple], context: dict, pro
     from vipcli.fitting import fit_sgd_many
     from vipcli.methods.backbone_guard import check_kept, state_if_watched
     from vipcli.methods.contract import check_on_device, check_splits_unchanged, split_versions
+    from vipcli.methods.device_probe import check_placeholders_replaced
 
     started = time.perf_counter()
     built = [_build_row(method_id, cls, shots, seed, context, progress) for shots, seed in jobs]
@@ -291,6 +292,7 @@ def run_rows_together(method_id: str, cls, jobs: list[tuple], context: dict, pro
     for b, versions in zip(built, before):  # as `checked_fit` refuses it for a row run alone
         check_splits_unchanged(b["method"], b["data"], versions)
         check_on_device(b["method"], "fit")
+        check_placeholders_replaced(b["method"])
     share = (time.perf_counter() - started) / len(built)
     return [_finish_row(b, f, context, share) for b, f in zip(built, fitted)]
 

@@ -78,13 +78,14 @@ def fitting_without_schedule(cls: type[Method], method_id: str) -> str | None:
 def build_method(method_id: str, setup: MethodSetup, options: dict | None = None) -> Method:
     """A fresh (unfitted) method from `KEY=VALUE` options (or settings values) for training."""
     from vipcli.methods.backbone_guard import is_watched
-    from vipcli.methods.device_probe import probe_devices
+    from vipcli.methods.device_probe import keep_placeholders, probe_devices
 
     cls = method_class(method_id)
     settings = make_settings(cls, options or {}, method_id)
     method = _construct(cls, method_id, setup, settings, None)
     if is_watched(method):  # a plugin: built once more on another device (once per class), before any image is encoded
         probe_devices(cls, method_id, setup, settings)
+        keep_placeholders(method)  # plain CPU tensors it saves itself: fit must replace them
     return method
 
 

@@ -293,6 +293,7 @@ def checked_fit(method, data, context) -> dict:
     from vipcli.featuresets import CenterViewNotDeclared, ShotsNotDeclared, TestSplitRead, without_test
 
     from vipcli.methods.backbone_guard import check_kept, state_if_watched
+    from vipcli.methods.device_probe import check_placeholders_replaced
 
     before, backbone = split_versions(data), state_if_watched(method)
     seen = without_test(data, bool(getattr(method, "needs_center_view", False)),
@@ -304,6 +305,7 @@ def checked_fit(method, data, context) -> dict:
     check_kept(method, "fit", backbone)
     check_splits_unchanged(method, data, before)
     check_on_device(method, "fit")
+    check_placeholders_replaced(method)
     if not isinstance(fitted, dict):
         ending = ("`return vipcli.fitting.fit_sgd(self, data, context)` (its dict holds the best epoch and history)"
                   if getattr(method, "uses_schedule", False) else "`return super().fit(data, context)`")

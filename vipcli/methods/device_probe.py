@@ -13,9 +13,12 @@ mode is what finds them. As on a GPU, a 0-d tensor on the CPU (`x * torch.tensor
 (`x[torch.arange(2)]`), a copy from the CPU (`x.new_tensor(cpu_values)`) and a tensor whose shape alone is read
 (`x.expand_as(cpu_mask)`) are allowed.
 
-A plugin that cannot be built or run there for any other reason (it reads a value: `.item()`, numpy; it expects its
-backbone's width) is not judged: the probe says nothing. It runs once per method class and process (a sweep builds
-each method again for every row), quietly, and leaves the global random generators as they were.
+Meta tensors hold no values: a read of one (`.item()`, `float(t)`, `.tolist()`, `.cpu()` then `.numpy()`) gives ones
+of its shape and dtype, so a plugin that reads its backbone's logit scale or its text features as numpy as it is
+built is judged too. A plugin that cannot be built or run there for any other reason (it expects its backbone's
+width, its code fails on the stand-in values) is not judged: the probe says nothing. It runs once per method class and process (a sweep builds
+each method again for every row), quietly, and leaves the global random generators as they were (the CPU's, and
+those of CUDA devices already started: the probe never starts CUDA itself).
 """
 
 from __future__ import annotations
@@ -49,6 +52,11 @@ ACROSS_DEVICES = {torch.Tensor.to, torch.Tensor.copy_, torch.Tensor.new_tensor, 
                   torch._has_compatible_shallow_copy_type, torch.Tensor.data.__set__}
 _probed: weakref.WeakSet = weakref.WeakSet()  # the method classes probed in this process
 _backbone: list = []  # the toy backbone on PROBE_DEVICE, made once
+_placeholders: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # class -> its saved CPU placeholders' names
+_placeholders_held: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # method -> {name: placeholder}
+PLACEHOLDER_FIX = ("assign it a new tensor in fit on self.setup.device (self.NAME = tensor.to(self.setup.device)), or "
+                   "make it a buffer in __init__ (self.register_buffer(NAME, tensor)) so that self.to(setup.device) "
+                   "moves it")
 
 
 class MixedDevices(TorchFunctionMode):
@@ -61,11 +69,48 @@ class MixedDevices(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        read = read_stand_in(func, args, kwargs)
+        if read is not NOT_A_READ:
+            return read
         if self.found is None and func not in ACROSS_DEVICES:
             other = other_device([*args, *kwargs.values()], self.device)
             if other is not None:
                 self.found = (resolve_name(func) or getattr(func, "__name__", repr(func)), other)
         return func(*args, **kwargs)
+
+
+NOT_A_READ = object()
+SCALAR_READS = {torch.Tensor.item, torch.Tensor.__float__, torch.Tensor.__int__, torch.Tensor.__bool__,
+                torch.Tensor.__index__}
+
+
+def read_stand_in(func, args, kwargs):
+    """What a read of a probe tensor's values gives: meta tensors hold none, so `.item()`, `float(t)`, `.tolist()`
+    and a copy to the CPU (`.cpu()`, `.to("cpu")`, then `.numpy()`) would end the probe ("not judged"); they read
+    ones instead, of the tensor's dtype and shape, so that a plugin reading a value as it is built (its backbone's
+    logit scale, its text features as numpy) is still judged. NOT_A_READ for any other call."""
+    tensor = args[0] if args else None
+    if not (isinstance(tensor, torch.Tensor) and tensor.device == PROBE_DEVICE):
+        return NOT_A_READ
+    if func in SCALAR_READS:
+        return func(torch.ones((), dtype=tensor.dtype))
+    if func is torch.Tensor.tolist:
+        return torch.ones(tensor.shape, dtype=tensor.dtype).tolist()
+    if func is torch.Tensor.cpu or (func is torch.Tensor.to and _to_cpu(args[1:], kwargs)):
+        dtype = next((value for value in [*args[1:], kwargs.get("dtype")] if isinstance(value, torch.dtype)),
+                     tensor.dtype)
+        return torch.ones(tensor.shape, dtype=dtype)
+    return NOT_A_READ
+
+
+def _to_cpu(args, kwargs) -> bool:
+    """Whether `Tensor.to(*args, **kwargs)` copies to the CPU."""
+    for value in [*args, kwargs.get("device")]:
+        if isinstance(value, torch.Tensor):
+            return value.device.type == "cpu"
+        if isinstance(value, (str, torch.device)):
+            return torch.device(value).type == "cpu"
+    return False
 
 
 def other_device(values: list, device: torch.device) -> torch.device | None:
@@ -151,6 +196,8 @@ def _probe_forward(method, method_id: str, width: int) -> str:
             logits = method.forward(features)
         except Exception as error:
             logits = error
+    if watch.found is not None and _only_saved_placeholders(method, features):
+        return "passed"
     _refuse_mixed(method_id, "forward", watch.found, "the image features' device", _plain_tensors(method, watch.found))
     if isinstance(logits, Exception):
         return f"not judged: forward raised {type(logits).__name__}: {logits}"
@@ -160,6 +207,69 @@ def _probe_forward(method, method_id: str, width: int) -> str:
         raise method_fault(method_id, "forward", f"forward returned logits on {logits.device}, not on the image "
                                                  f"features' device ({STAND_IN})", FIXES["forward"])
     return "passed"
+
+
+def _only_saved_placeholders(method, features: torch.Tensor) -> bool:
+    """Whether what forward mixed is only plain tensor attributes that the method saves itself (its own
+    `state_tensors()` returns them): placeholders that `fit` and `load_state_tensors` replace before any real
+    `forward`. Moved to the probe's device, forward must then run without mixing devices; the placeholders are
+    remembered for the class (`placeholders_of`), and a fit that leaves one in place is refused after it
+    (`check_placeholders_replaced`)."""
+    plain = {name: value for name, value in vars(method).items()
+             if isinstance(value, torch.Tensor) and value.device != PROBE_DEVICE}
+    if not plain:
+        return False
+    with isolated():
+        try:
+            saved = method.state_tensors()
+        except Exception:
+            return False
+    if not isinstance(saved, dict) or not all(any(kept is value for kept in saved.values()) for value in plain.values()):
+        return False
+    for name, value in plain.items():
+        setattr(method, name, value.to(PROBE_DEVICE))
+    with isolated(), MixedDevices(PROBE_DEVICE) as watch, torch.no_grad():
+        try:
+            method.forward(features)
+        except Exception:
+            pass
+    if watch.found is not None:
+        return False
+    _placeholders[type(method)] = tuple(plain)
+    return True
+
+
+def placeholders_of(cls) -> tuple[str, ...]:
+    """The plain tensor attributes of method class `cls` that the probe found on the CPU after `__init__`, used
+    by forward and saved by the method itself: `fit` must replace each (`check_placeholders_replaced`)."""
+    return _placeholders.get(cls, ())
+
+
+def keep_placeholders(method) -> None:
+    """Remember the placeholders (`placeholders_of` its class) a freshly built plugin method holds, for
+    `check_placeholders_replaced` after its fit."""
+    names = placeholders_of(type(method))
+    if names:
+        _placeholders_held[method] = {name: getattr(method, name, None) for name in names}
+
+
+def check_placeholders_replaced(method) -> None:
+    """Refuse a fitted plugin method that still holds a placeholder `__init__` made on the CPU (`keep_placeholders`),
+    or one that `fit` replaced with a tensor off `setup.device`: its forward uses it, so on a GPU it would fail with
+    "Expected all tensors to be on the same device"."""
+    from vipcli.methods.contract import method_fault
+
+    held = _placeholders_held.pop(method, {})
+    for name, placeholder in held.items():
+        value = getattr(method, name, None)
+        if value is placeholder:
+            raise method_fault(method.id, "fit", f"fit left self.{name}, a plain tensor that __init__ made on "
+                                                 f"{placeholder.device} and forward uses, in place (a plain tensor "
+                                                 f"stays where it was made: {STAND_IN})", PLACEHOLDER_FIX)
+        if isinstance(value, torch.Tensor) and value.device != method.setup.device:
+            raise method_fault(method.id, "fit", f"fit left self.{name} on {value.device}, not on "
+                                                 f"{method.setup.device} where forward gets the image features",
+                               PLACEHOLDER_FIX)
 
 
 def _refuse_mixed(method_id: str, member: str, found: tuple | None, where: str, plain: str = "") -> None:
@@ -201,11 +311,31 @@ def copied(settings):
 
 @contextlib.contextmanager
 def isolated():
-    """Run plugin code quietly (its prints and warnings were shown when it was built for real), leaving torch's,
-    Python's and numpy's global random generators as they were."""
+    """Run plugin code quietly (its prints and warnings were shown when it was built for real), leaving torch's (the
+    CPU's and every CUDA device's), Python's and numpy's global random generators as they were."""
     from vipcli.features import cpu_generators_kept
 
-    with cpu_generators_kept(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
-            contextlib.redirect_stderr(io.StringIO()):
+    with cpu_generators_kept(), cuda_generators_kept(), warnings.catch_warnings(), \
+            contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         warnings.simplefilter("ignore")
         yield
+
+
+@contextlib.contextmanager
+def cuda_generators_kept():
+    """Run the block, then put back the generator of every CUDA device as it was, without starting CUDA: when CUDA
+    was started before, each device's state is kept (`fork_rng(devices=[])` keeps the CPU's only); when the block
+    started it (a plugin drawing on "cuda" itself), each device's generator is reseeded with its initial seed, the
+    state it had when CUDA started."""
+    started = torch.cuda.is_initialized()
+    devices = list(range(torch.cuda.device_count())) if started else []
+    states = [torch.cuda.get_rng_state(device) for device in devices]
+    try:
+        yield
+    finally:
+        for device, state in zip(devices, states):
+            torch.cuda.set_rng_state(state, device)
+        if not started and torch.cuda.is_initialized():
+            for device in range(torch.cuda.device_count()):
+                with torch.cuda.device(device):
+                    torch.cuda.manual_seed(torch.cuda.initial_seed())
