@@ -195,15 +195,38 @@ def shared_test_images(rows: list[dict], class_names) -> str:
     """What every row of a sweep is measured on, from the rows' test confusion matrices: '300 test images (150
     melanoma, 150 nevus)'; "" when no row records its matrix (rows of an earlier vip), or the rows were measured on
     different test images. The benchmark's tables, on the console and in `vip report`, say it above them."""
-    counts = {tuple(sum(int(count) for count in true) for true in row["test_confusion_matrix"]) for row in rows
-              if isinstance(row.get("test_confusion_matrix"), list) and row["test_confusion_matrix"]}
-    if len(counts) != 1:
+    per_class = shared_test_counts(rows)
+    if per_class is None:
         return ""
-    per_class = counts.pop()
     total = sum(per_class)
     named = isinstance(class_names, list) and len(class_names) == len(per_class)
     classes = f" ({', '.join(f'{n} {name}' for n, name in zip(per_class, class_names))})" if named else ""
     return f"{total} test {'image' if total == 1 else 'images'}{classes}"
+
+
+def shared_test_counts(rows: list[dict]) -> tuple[int, ...] | None:
+    """The test images of each class that every row of a sweep is measured on, from the rows' test confusion
+    matrices; None when no row records its matrix, or the rows were measured on different test images."""
+    counts = {tuple(sum(int(count) for count in true) for true in row["test_confusion_matrix"]) for row in rows
+              if isinstance(row.get("test_confusion_matrix"), list) and row["test_confusion_matrix"]}
+    return counts.pop() if len(counts) == 1 else None
+
+
+def largest_class_sentence(per_class, class_names) -> str:
+    """What calling every test image the largest class would score, for test images whose classes are unbalanced
+    (`per_class`: the test images of each class): accuracy then rewards the guess, and a model's accuracy reads
+    only beside it. e.g. 'Calling every test image nevus, the largest class, would score an accuracy of 77.06%
+    (a balanced accuracy of 50.00%) with no model at all.'; "" for balanced classes, or without counts or names."""
+    per_class = [int(n) for n in per_class or []]
+    if (not isinstance(class_names, list) or len(class_names) != len(per_class) or len(per_class) < 2
+            or len(set(per_class)) == 1 or not sum(per_class)):
+        return ""
+    largest = max(range(len(per_class)), key=per_class.__getitem__)
+    share = round_half_up(Fraction(100 * per_class[largest], sum(per_class)))
+    balanced = round_half_up(Fraction(100, sum(1 for n in per_class if n)))
+    which = "the largest class" if per_class.count(per_class[largest]) == 1 else "one of the largest classes"
+    return (f"Calling every test image {class_names[largest]}, {which}, would score an accuracy of "
+            f"{share:.2f}% (a balanced accuracy of {balanced:.2f}%) with no model at all.")
 
 
 def round_half_up(value, digits: int = 2) -> float | None:

@@ -84,7 +84,7 @@ def _test_warnings(metrics: dict, n_test: int) -> list[str]:
 
     test = metrics["calibration"]["test"]
     found = []
-    if n_test and test["after"]["nll"] is not None and test["after"]["nll"] > NLL_WORSE * test["before"]["nll"]:
+    if n_test and scaling_hurt_nll(test):
         found.append(f"temperature scaling (T={metrics['calibration']['temperature']:.3g}, fitted on the validation "
                      f"images) made the test NLL worse ({test['before']['nll']:.3f} -> {test['after']['nll']:.3f}): "
                      f"the test images are not drawn like the validation images")
@@ -93,6 +93,14 @@ def _test_warnings(metrics: dict, n_test: int) -> list[str]:
     if shortfalls:
         found.append(shortfalls[0] + "; give a val/ split drawn like the images you will predict")
     return found
+
+
+def scaling_hurt_nll(test: dict) -> bool:
+    """Whether temperature scaling made the test NLL clearly worse (more than NLL_WORSE times the NLL before it);
+    `test`: metrics.json's calibration test block ({"before": {"nll": ...}, "after": {...}}); False without test
+    images (the NLLs are None)."""
+    before, after = test["before"]["nll"], test["after"]["nll"]
+    return before is not None and after is not None and after > NLL_WORSE * before
 
 
 def _warnings(val_logits: np.ndarray, val_labels: np.ndarray, temperature: float) -> list[str]:

@@ -115,6 +115,14 @@ def test_images_sentence(rows: list[dict], class_names) -> str:
     return f"Every score below is measured on the same {images}." if images else ""
 
 
+def _guess_sentence(rows: list[dict], class_names) -> str:
+    """What calling every test image the largest class would score, when every row is measured on the same
+    unbalanced test images (`vipcli.metrics.largest_class_sentence`); "" otherwise."""
+    from vipcli.metrics import largest_class_sentence, shared_test_counts
+
+    return largest_class_sentence(shared_test_counts(rows) or [], class_names)
+
+
 def _tables(rows: list[dict], class_names=None) -> str:
     """One table per metric and one of seconds per run, each named once, by its caption."""
     seeds, uneven = sorted({int(r["seed"]) for r in rows}), uneven_seeds(rows)
@@ -127,6 +135,8 @@ def _tables(rows: list[dict], class_names=None) -> str:
         header, body, marked = _grid(rows, key, _mean_std_n if uneven else _mean_std, mark_best=True,
                                      unmarked=unmarked)
         note = best_note(*marked, several_seeds=len(seeds) > 1, unmarked=bool(unmarked))
+        if key == "test_accuracy":  # on unbalanced test images, what the accuracy reads beside
+            note = " ".join(part for part in (note, _guess_sentence(rows, class_names)) if part)
         parts.append(html.table(f"{title} ({spread})", ["method", *header], body,
                                 numeric=set(range(1, len(header) + 1)), raw=True)
                      + (f'<p class="caption">{html.text(note)}</p>' if note else ""))

@@ -32,8 +32,10 @@ def prediction_report(predictor, predictions, coverage: float | None) -> str:
         sets = (f" Prediction sets at coverage {coverage_percent(coverage)} (--coverage {coverage:g}; LAC score, "
                 f"{len(predictor.calibration.scores)} validation images)." if coverage is not None
                 else " No prediction sets (pass --coverage).")
+        broken = broken_on_test(predictor, coverage)  # the run's own test images: calibration or sets fell short
         status = html.note(f"Probabilities calibrated with temperature T = {predictor.calibration.temperature:.4g}."
-                           + html.text(sets), "ok") + (sets_explained(coverage) if coverage is not None else "")
+                           + html.text(sets), "note" if broken else "ok")
+        status += (sets_explained(coverage) if coverage is not None else "") + broken
     root = _common_folder(items)
     facts = html.table("The model and the images", ["", ""], [["model", html.path(predictor.run_dir)], ["images under", html.path(root)],
                                   ["method", method_swatch(method)],
@@ -72,6 +74,53 @@ def trained_at_chance_note(predictor) -> str:
         return ""
     return html.note(html.with_commands(f"Measured when this run was trained: {sentence}. Read its predictions "
                                         "below as no evidence of a class: `vip report` of the run has its figures."))
+
+
+def broken_on_test(predictor, coverage: float | None) -> str:
+    """A note when the run's own test images showed that its calibration does not hold for them (metrics.json, as
+    `vip train` warned): temperature scaling made their NLL worse, or the prediction sets at `coverage` (when it is
+    one the run measured; else the first that fell short, 90% first) held the true class far less often than
+    promised. "" when neither, and for a run whose metrics.json has no such record.
+
+    e.g. 'Measured when this run was trained, on its 624 test images: temperature scaling made the NLL worse
+    (0.6752 to 0.6967), and the prediction sets at coverage 80% held the true class for 70.35% of them, far below
+    the 80.11% expected. ...'"""
+    import json
+
+    from vipcli.trust import scaling_hurt_nll
+
+    folder = Path(predictor.run_dir) if Path(predictor.run_dir).is_dir() else Path(predictor.run_dir).parent
+    try:
+        metrics = json.loads((folder / "metrics.json").read_text())
+        n_test, test = metrics["test"]["n"], metrics["calibration"]["test"]
+        rows = metrics["conformal"]["test"]
+        found = []
+        if scaling_hurt_nll(test):
+            found.append(f"temperature scaling made the NLL worse ({test['before']['nll']:.4f} to "
+                         f"{test['after']['nll']:.4f})")
+        short = _short_row(rows, coverage, n_test) if coverage is not None else None
+        if short is not None:
+            found.append(f"the prediction sets at coverage {coverage_percent(short['coverage'])} held the true class "
+                         f"for {percent_text(short['empirical_coverage'])} of them, far below the "
+                         f"{percent_text(short['expected_coverage'])} expected")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return ""
+    if not found:
+        return ""
+    return html.note(html.with_commands(
+        f"Measured when this run was trained, on its {n_test} test images: {' and '.join(found)}. Those test images "
+        "were not drawn like the validation images the calibration was fitted on, so the probabilities and sets "
+        "below cannot be taken at their word for images like them: `vip report` of the run has the figures."))
+
+
+def _short_row(rows: list[dict], coverage: float, n_test: int) -> dict | None:
+    """The stored test row of the prediction sets at `coverage` when it fell far short of its promise
+    (`coverage_shortfall`); for a coverage the run did not measure, the first stored row that did (90% first)."""
+    from vipcli.conformal import coverage_shortfall
+
+    asked = [row for row in rows if abs(row.get("coverage", -1) - coverage) < 1e-9]
+    candidates = asked or sorted(rows, key=lambda row: row.get("coverage") != 0.9)
+    return next((row for row in candidates if coverage_shortfall(row, n_test)), None)
 
 
 def measured_when_trained(run_dir) -> str:
