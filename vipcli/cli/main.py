@@ -290,10 +290,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     from vipcli.env_flags import env_flag
+    from vipcli.plugins import scans_held
 
     debug = env_flag("VIP_DEBUG")  # an unknown spelling is refused by `_root`, before any command runs
     try:
-        result = app(args=argv, prog_name="vip", standalone_mode=False)
+        with scans_held():  # one command reads the installed plugins once per group, not at every lookup
+            result = app(args=argv, prog_name="vip", standalone_mode=False)
         if result == 130:  # typer turns Ctrl-C into exit code 130
             message, result = _stopped()
             _print_error(message, shared=True)
