@@ -519,7 +519,7 @@ def test_the_demo_folder_given_for_its_run_benchmark_or_data_names_the_one_to_pa
     (demo / "run").mkdir()
     (demo / "run" / "model.safetensors").write_bytes(b"\x00" * 64)  # found by name: nothing is read
     (demo / "benchmark").mkdir()
-    (demo / "benchmark" / "results.json").write_text("{}")
+    (demo / "benchmark" / "results.json").write_text('{"rows": []}')  # as `vip benchmark` writes it: its rows
     _png(demo / "benchmark" / "shots.png")  # an image: the benchmark passes for a class of one, the run does not
     image = demo / "data" / "test" / "alpha" / "0.png"
     code, _, err = cli("predict", image, "--model", demo)
@@ -589,7 +589,7 @@ def test_predict_of_a_run_or_benchmark_folder_as_images_is_refused_naming_what_i
         f"--model {run}` predicts with it; pass the images, or folders of images, to predict)"]
     bench = tmp_path / "bench"
     bench.mkdir()
-    (bench / "results.json").write_text("{}")
+    (bench / "results.json").write_text(json.dumps({"config": {"data": str(data)}, "rows": []}))
     _png(bench / "shots.png")
     code, out, err = cli("predict", bench, "--model", model)
     assert code == 1 and out == "" and error_lines(err) == [
