@@ -645,3 +645,21 @@ def test_one_split_of_a_data_folder_given_as_data_warns_that_the_other_splits_go
     _flat_dataset(alone, per_class=5)
     load_dataset(alone)
     assert "split of" not in capsys.readouterr().err
+
+
+def test_predict_with_a_benchmark_or_a_folder_of_runs_as_model_is_not_called_swapped(cli, tmp_path):
+    """`vip predict RUN --model BENCH` said the two were swapped and gave `vip predict BENCH --model RUN`, which
+    refuses the benchmark folder as images; `vip predict RUN --model runs` (a folder of runs) likewise, though the
+    fix is one of the runs inside. Neither --model holds images: each is said as what it is."""
+    data = tmp_path / "isic"
+    _flat_dataset(data / "test", per_class=2)
+    run = _fake_run(tmp_path / "run", data)
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    (bench / "results.json").write_text(json.dumps({"config": {"data": str(data)}, "rows": []}))
+    code, _, err = cli("predict", run, "--model", bench)
+    assert code == 1 and "swapped" not in err and "it is a benchmark folder, which keeps no model" in err, err
+    runs = tmp_path / "runs"
+    other = _fake_run(runs / "other", data)
+    code, _, err = cli("predict", run, "--model", runs)
+    assert code == 1 and "swapped" not in err and f"pass --model {other}" in err, err
