@@ -519,7 +519,7 @@ def test_the_demo_folder_given_for_its_run_benchmark_or_data_names_the_one_to_pa
     (demo / "run").mkdir()
     (demo / "run" / "model.safetensors").write_bytes(b"\x00" * 64)  # found by name: nothing is read
     (demo / "benchmark").mkdir()
-    (demo / "benchmark" / "results.json").write_text("{}")
+    (demo / "benchmark" / "results.json").write_text('{"rows": []}')  # as `vip benchmark` writes it: its rows
     _png(demo / "benchmark" / "shots.png")  # an image: the benchmark passes for a class of one, the run does not
     image = demo / "data" / "test" / "alpha" / "0.png"
     code, _, err = cli("predict", image, "--model", demo)
@@ -589,7 +589,7 @@ def test_predict_of_a_run_or_benchmark_folder_as_images_is_refused_naming_what_i
         f"--model {run}` predicts with it; pass the images, or folders of images, to predict)"]
     bench = tmp_path / "bench"
     bench.mkdir()
-    (bench / "results.json").write_text("{}")
+    (bench / "results.json").write_text(json.dumps({"config": {"data": str(data)}, "rows": []}))
     _png(bench / "shots.png")
     code, out, err = cli("predict", bench, "--model", model)
     assert code == 1 and out == "" and error_lines(err) == [
@@ -645,3 +645,21 @@ def test_one_split_of_a_data_folder_given_as_data_warns_that_the_other_splits_go
     _flat_dataset(alone, per_class=5)
     load_dataset(alone)
     assert "split of" not in capsys.readouterr().err
+
+
+def test_predict_with_a_benchmark_or_a_folder_of_runs_as_model_is_not_called_swapped(cli, tmp_path):
+    """`vip predict RUN --model BENCH` said the two were swapped and gave `vip predict BENCH --model RUN`, which
+    refuses the benchmark folder as images; `vip predict RUN --model runs` (a folder of runs) likewise, though the
+    fix is one of the runs inside. Neither --model holds images: each is said as what it is."""
+    data = tmp_path / "isic"
+    _flat_dataset(data / "test", per_class=2)
+    run = _fake_run(tmp_path / "run", data)
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    (bench / "results.json").write_text(json.dumps({"config": {"data": str(data)}, "rows": []}))
+    code, _, err = cli("predict", run, "--model", bench)
+    assert code == 1 and "swapped" not in err and "it is a benchmark folder, which keeps no model" in err, err
+    runs = tmp_path / "runs"
+    other = _fake_run(runs / "other", data)
+    code, _, err = cli("predict", run, "--model", runs)
+    assert code == 1 and "swapped" not in err and f"pass --model {other}" in err, err

@@ -967,7 +967,8 @@ def test_a_rank_whose_process_stopped_is_named_long_before_the_barrier_timeout(m
     monkeypatch.setattr(heartbeats, "_beats", heartbeats.Heartbeats(0, 2, lambda: store).start())
     slow_share_s = 1.0  # rank 1's share takes longer than STUCK_S: it arrives then
 
-    def rank_one():  # beats while it works (slow), or not at all (stopped)
+    def rank_one():  # beats while it works (slow), or not after its first beat, which every rank makes (stopped)
+        store.add(f"{heartbeats._beats.prefix}1", 1)
         started = time.monotonic()
         while other == "slow" and time.monotonic() - started < slow_share_s:
             store.add(f"{heartbeats._beats.prefix}1", 1)
@@ -1001,6 +1002,7 @@ def test_ranks_resumed_together_after_a_suspended_job_are_not_called_stopped(mon
     store, clock = _Store(), [1000.0]
     monkeypatch.setattr(heartbeats.time, "monotonic", lambda: clock[0])
     beats = heartbeats.Heartbeats(0, 2, lambda: store)
+    store.add(f"{beats.prefix}1", 1)  # rank 1 beat (a rank that never beat is never called stopped)
     assert beats.stuck() == []  # rank 1 first seen now
     clock[0] += 3600  # everyone stopped for an hour
     assert beats.stuck() == []  # rank 0 itself did not run: it looks afresh
@@ -1008,3 +1010,48 @@ def test_ranks_resumed_together_after_a_suspended_job_are_not_called_stopped(mon
         clock[0] += heartbeats.POLL_S
         stuck = beats.stuck()
     assert [rank for rank, _ in stuck] == [1]
+
+
+def test_a_rank_whose_store_call_failed_once_beats_on_and_is_not_called_stopped(monkeypatch):
+    """One failed call to torchrun's store (a moment's overload, a dropped connection) ended a rank's beating thread
+    for good: five minutes on, the ranks waiting for its slow share said it had `not run for 300 s (stopped with
+    kill -STOP ...)`, of a process that was running. Its beat is now tried again, on a new connection."""
+    from vipcli import heartbeats
+
+    monkeypatch.setattr(heartbeats, "BEAT_S", 0.01)
+    store, connections = _Store(), []
+
+    class Flaky:  # the first connection fails its second call, as a dropped one does; a new one works
+        def __init__(self):
+            self.calls = 0
+            connections.append(self)
+
+        def add(self, key, amount):
+            self.calls += 1
+            if len(connections) == 1 and self.calls == 2:
+                raise RuntimeError("Connection reset by peer")
+            return store.add(key, amount)
+
+    beating = heartbeats.Heartbeats(1, 2, Flaky).start()
+    try:
+        deadline = time.monotonic() + 5
+        while store.counts.get(f"{beating.prefix}1", 0) < 5 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        beating.stop()
+    assert store.counts[f"{beating.prefix}1"] >= 5 and len(connections) >= 2  # beats on after the failed call
+
+
+def test_a_rank_that_never_beat_is_not_called_stopped(monkeypatch):
+    """A rank whose beat could not start (the store out of its reach as it joined) has a count of 0 that never
+    moves: it was named as a stopped process after five minutes, though nothing was known of it."""
+    from vipcli import heartbeats
+
+    store, clock = _Store(), [1000.0]
+    monkeypatch.setattr(heartbeats.time, "monotonic", lambda: clock[0])
+    beats = heartbeats.Heartbeats(0, 3, lambda: store)
+    store.add(f"{beats.prefix}2", 1)  # rank 2 beat once, then stopped; rank 1 never beat
+    for _ in range(int(heartbeats.STUCK_S // heartbeats.POLL_S) + 2):
+        stuck = beats.stuck()
+        clock[0] += heartbeats.POLL_S
+    assert [rank for rank, _ in stuck] == [2]

@@ -1000,3 +1000,21 @@ def test_the_logs_of_a_prediction_file_deleted_by_hand_are_shown_and_removed_as_
     assert not logs[gone][0].exists() and all(logs[out][0].exists() for out in (kept, parted, other_host))
     monkeypatch.setattr(digests, "_MEMO", {})  # a new process: what the kept logs hold is still read, as before
     assert version_log.trust_logged_versions(kept) == len(images)
+
+
+def test_a_folder_of_images_with_another_tools_results_json_is_predicted_not_refused_as_a_benchmark(cli, toy_run,
+                                                                                                   tmp_path):
+    """`vip predict scans` of a folder of scans that also held a `results.json` of another tool (a viewer's export, a
+    reading list) was refused as `a benchmark folder written by vip benchmark, not a folder of images`: any file of
+    that name was taken for a benchmark's. Only a results.json as `vip benchmark` writes it (its rows) is one."""
+    import shutil
+
+    data, run = toy_run
+    scans = tmp_path / "scans"
+    shutil.copytree(data / "test" / "nevus", scans)
+    (scans / "results.json").write_text(json.dumps({"reader": "dr. a", "findings": {"a.png": "benign"}}))
+    code, out, err = cli("predict", scans, "--model", run, "--workers", "0")
+    assert code == 0 and len(out.strip().splitlines()) >= len(list(scans.glob("*.png"))), err
+    (scans / "results.json").write_text(json.dumps({"config": {"data": str(data)}, "rows": []}))  # a benchmark's
+    code, out, err = cli("predict", scans, "--model", run, "--workers", "0")
+    assert code == 1 and out == "" and "is a benchmark folder written by `vip benchmark`" in err, err

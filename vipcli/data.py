@@ -224,9 +224,22 @@ def written_by_vip(folder: Path) -> str | None:
     """What `folder` is when vip wrote it ("a run directory written by `vip train`", a benchmark folder), else None."""
     if (folder / "model.safetensors").is_file():
         return "a run directory written by `vip train`"
-    if (folder / "results.json").is_file():
+    if is_benchmark_results(folder / "results.json"):
         return "a benchmark folder written by `vip benchmark`"
     return None
+
+
+def is_benchmark_results(file: Path) -> bool:
+    """Whether `file` is a results.json as `vip benchmark` writes it (a JSON object holding its rows), not another
+    tool's file of that name kept beside a user's images (a viewer's export, a reading list)."""
+    import json
+
+    try:
+        with open(file, encoding="utf-8") as stream:
+            document = json.load(stream)
+    except (OSError, ValueError):  # none there, unreadable, not JSON (UnicodeDecodeError is a ValueError)
+        return False
+    return isinstance(document, dict) and isinstance(document.get("rows"), list)
 
 
 def made_from_data(folder: Path) -> Path | None:

@@ -33,7 +33,7 @@ class Heartbeats:
         self.rank, self.size, self.connect = rank, size, connect
         self.prefix = f"vip/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/beat"
         self.stopped = threading.Event()
-        self.reader = None
+        self.writer = self.reader = None  # the store clients of the beating thread and of the watching one
         self.counts: dict[int, tuple[int, float]] = {}  # rank -> (count, when it was first seen at that count)
         self.last_look: float | None = None
         self.thread = threading.Thread(target=self._beat, name="vip-heartbeat", daemon=True)
@@ -48,10 +48,18 @@ class Heartbeats:
 
     def _beat(self) -> None:
         while not self.stopped.wait(BEAT_S):
-            try:
-                self.writer.add(f"{self.prefix}{self.rank}", 1)
-            except Exception:  # noqa: BLE001 - the store is gone (the job is ending): the others see no more beats
-                return
+            self._count_up()
+
+    def _count_up(self) -> None:
+        """One beat. A store call that fails (a moment's overload, a dropped connection) is tried again at the next
+        beat on a new connection: a rank that runs keeps beating, and is never taken for one that stopped; where the
+        store is gone for good (the job is ending), the others see no more beats, as they wait no more."""
+        try:
+            if self.writer is None:
+                self.writer = self.connect()
+            self.writer.add(f"{self.prefix}{self.rank}", 1)
+        except Exception:  # noqa: BLE001 - tried again at the next beat
+            self.writer = None
 
     def stop(self) -> None:
         """Stop beating (as the rank leaves the process group)."""
@@ -59,9 +67,10 @@ class Heartbeats:
 
     def stuck(self) -> list[tuple[int, float]]:
         """The other ranks whose count has not moved for STUCK_S of this rank's own watching, with how long it stood
-        still; [] where the store cannot be read (nothing is claimed then). A gap of GAP_S between two looks means
-        this rank did not run either (the whole job suspended, then resumed): the watch begins afresh, so the
-        others, resumed too, have time to beat again."""
+        still; [] where the store cannot be read (nothing is claimed then). A rank whose count is still 0 never
+        beat (the store was out of its reach when it joined) and is never called stopped. A gap of GAP_S between two
+        looks means this rank did not run either (the whole job suspended, then resumed): the watch begins afresh,
+        so the others, resumed too, have time to beat again."""
         now = time.monotonic()
         if self.last_look is not None and now - self.last_look > GAP_S:
             self.counts.clear()
@@ -71,9 +80,12 @@ class Heartbeats:
                 self.reader = self.connect()
             counts = {rank: self.reader.add(f"{self.prefix}{rank}", 0) for rank in range(self.size) if rank != self.rank}
         except Exception:  # noqa: BLE001 - the store is gone: the wait itself says what became of the others
+            self.reader = None  # a dropped connection: the next look makes a new one
             return []
         stuck = []
         for rank, count in counts.items():
+            if count == 0:  # never beat: its store could not be reached (nothing is known of it), not a stopped rank
+                continue
             seen, since = self.counts.get(rank, (None, now))
             if count != seen:
                 self.counts[rank] = (count, now)

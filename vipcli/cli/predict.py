@@ -140,12 +140,16 @@ def _predict(paths, model, explain, as_json, backbone, image_fit, device, no_cac
 
 def _refuse_model_and_images_swapped(paths, model) -> None:
     """`vip predict RUN --model IMAGES`: a --model folder that is no run, given with a run among the images, is
-    refused as the two swapped, with the command that has them the right way round."""
+    refused as the two swapped, with the command that has them the right way round. A --model that is another
+    thing vip wrote (a benchmark folder) or a folder of runs is no folder of images: `checkpoint_file` says what
+    it is."""
     from vipcli import shell
+    from vipcli.checkpoint import runs_inside
+    from vipcli.data import written_by_vip
 
     model = Path(model)
     runs = [Path(path) for path in paths if (Path(path) / "model.safetensors").is_file()]
-    if len(runs) != 1 or not model.is_dir() or (model / "model.safetensors").is_file():
+    if len(runs) != 1 or not model.is_dir() or written_by_vip(model) is not None or runs_inside(model):
         return
     images = [shell.quote(path) for path in paths if Path(path) != runs[0]] + [shell.quote(model)]
     raise VipError(f"--model {model} is not a run directory, and {runs[0]}, given as images, is one: the two are "

@@ -76,8 +76,9 @@ def train_options(backbone: str, arch: Optional[str], pretrained: Optional[str],
 def check_prune_options(prune: bool, out: Optional[Path], data: Path, keep: Optional[int] = None) -> None:
     """UsageError unless --prune or --keep comes with --out, --keep is at least 1, and --out is a folder outside
     `data`'s class folders (there the next `vip train --data` would read it as a class without images)."""
-    if keep is not None and keep < 1:
-        raise UsageError(f"--keep {keep}: must be at least 1", "give how many symptoms each class keeps, e.g. --keep 3")
+    from vipcli.symptoms.rank import check_keep
+
+    check_keep(keep)
     if prune and out is None:
         raise UsageError("--prune needs --out", "give a folder for the pruned packs, e.g. --out packs/")
     if keep is not None and out is None:

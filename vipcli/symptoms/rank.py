@@ -401,8 +401,7 @@ def prune(result: RankResult, data: Path, keep: int | None = None, drop_unhelpfu
     Raises:
         UsageError: two classes share one pack (each needs its own to be pruned on its own), or `keep` is below 1.
     """
-    if keep is not None and keep < 1:
-        raise UsageError(f"--keep {keep}: must be at least 1", "give how many symptoms each class keeps, e.g. --keep 3")
+    check_keep(keep)
     _refuse_shared_packs(result)
     undecided = {s.class_name for s in result.scores if s.too_few_images}  # none under --min-auroc
     if undecided and drop_unhelpful:
@@ -415,6 +414,12 @@ def prune(result: RankResult, data: Path, keep: int | None = None, drop_unhelpfu
         item = _pruned_pack(result, data, name, scores, kept, kept_anyway, keep, drop_unhelpful)
         pruned.append(item)
     return pruned
+
+
+def check_keep(keep: int | None) -> None:
+    """UsageError unless `keep` (`--keep K`, the most symptoms a class keeps) is None or at least 1."""
+    if keep is not None and keep < 1:
+        raise UsageError(f"--keep {keep}: must be at least 1", "give how many symptoms each class keeps, e.g. --keep 3")
 
 
 def best_first(scores: list[SymptomScore]) -> list[SymptomScore]:
