@@ -20,7 +20,9 @@ from datetime import timedelta
 
 BEAT_S = 2.0  # how often each rank counts up its key
 STUCK_S = 300.0  # how long a rank's count may stand still before the waiting ranks call it stopped
-POLL_S = 1.0  # how often a waiting rank looks at the others' counts
+POLL_S = 10.0  # how often a waiting rank looks at the others' counts: each look reads every rank's key from the store
+# torchrun's rendezvous shares (64 ranks looking each second would be 4,000 calls a second); a finished wait is seen at
+# once all the same (the wait's thread is joined), only a stopped rank is named up to POLL_S later
 STORE_TIMEOUT_S = 60.0  # how long one call to the store may take before it is given up
 GAP_S = 30.0  # a waiting rank that did not look for this long did not run itself: it looks afresh
 
