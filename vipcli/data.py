@@ -219,6 +219,39 @@ def written_by_vip(folder: Path) -> str | None:
     return None
 
 
+CLASSES_NAMED = 4  # class names a message about a data folder lists before "and N more"
+
+
+def data_folder_seen(folder: Path) -> tuple[Path, str] | None:
+    """(the folder to pass as --data, what `folder` is) when `folder` is laid out as the data `vip train` reads,
+    for a message to a command that wanted a run in its place: "a data folder (2 classes: melanoma, nevus)", or
+    "the test/ split of the data folder isic (...)" for a split folder beside train/. None for any other folder.
+
+    Cheap: it lists folders and stops at each class folder's first image, reading none.
+    """
+    folder = Path(folder)
+    splits = [folder / name for name in SPLIT_NAMES if (folder / name).is_dir()]
+    classes = _classes_with_images(splits[0] if splits else folder)
+    if len(classes) < 2:
+        return None
+    shown = f"{len(classes)} classes: {first_few(classes, CLASSES_NAMED)}"
+    parent = folder.parent
+    if not splits and folder.name in SPLIT_NAMES and len(_classes_with_images(parent / "train")) >= 2:
+        return parent, f"the {folder.name}/ split of the data folder {parent} ({shown})"
+    return folder, f"a data folder ({shown})"
+
+
+def _classes_with_images(folder: Path) -> list[str]:
+    """The names of `folder`'s class folders that hold an image directly (each listed only up to its first one), less
+    the runs and benchmark folders vip wrote (a benchmark's plots are images); none for a folder that is missing or
+    cannot be read."""
+    try:
+        return [c.name for c in _class_folders(folder)
+                if written_by_vip(c) is None and any(is_image_file(p) for p in c.iterdir())]
+    except OSError:
+        return []
+
+
 def made_from_data(folder: Path) -> Path | None:
     """The --data folder a run (run.yaml) or benchmark (results.json) that vip wrote was made from, when it
     records one that is still a folder here; else None."""
