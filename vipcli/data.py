@@ -14,6 +14,7 @@ from vipcli.images import (LEFT_OUT_SHOWN, READ_SUFFIXES, image_files_under, is_
                            left_out_warning, nothing_read_error)
 
 DUPLICATES_SHOWN = 5  # duplicate-image warnings printed before a summary line
+DECODE_CHECK_SIDE = 32  # the shorter side a duplicate is decoded at to tell that it is an image at all
 
 SPLIT_NAMES = ("train", "val", "test")
 # other names data sets give their splits (Kaggle's Training/Testing, Roboflow's valid/): vip reads none of them as
@@ -558,7 +559,9 @@ def _linked_class_folders(dataset: Dataset) -> list[tuple[Path, Path]]:
 def find_duplicates(dataset: Dataset, skip_folders=()) -> list[list[tuple[str, Sample, str]]]:
     """Groups of images with the same content in more than one (split, class), as (split, sample, digest).
 
-    Only files of equal size are read and hashed, so a data set without duplicates costs a stat per file.
+    Only files of equal size are read and hashed, so a data set without duplicates costs a stat per file. Files
+    alike that are no image (two empty files, copies of one truncated JPEG) are no duplicates: they are left out
+    here, to be named as unreadable where the images are decoded. One file of each group is decoded to tell.
     """
     from vipcli.digests import digest_many
 
@@ -575,7 +578,20 @@ def find_duplicates(dataset: Dataset, skip_folders=()) -> list[list[tuple[str, S
     for (split, sample), digest in zip(candidates, digest_many([s.path for _, s in candidates])):
         if isinstance(digest, str):
             by_digest.setdefault(digest, []).append((split, sample, digest))
-    return [group for group in by_digest.values() if len({(split, s.label) for split, s, _ in group}) > 1]
+    groups = [group for group in by_digest.values() if len({(split, s.label) for split, s, _ in group}) > 1]
+    return [group for group in groups if _decodes(group[0][1].path)]  # the files of a group hold the same bytes
+
+
+def _decodes(path: Path) -> bool:
+    """Whether `path` decodes as vip reads an image (at a reduced scale, for speed)."""
+    from vipcli.errors import ImageError
+    from vipcli.images import load_image
+
+    try:
+        load_image(path, min_side=DECODE_CHECK_SIDE)
+    except ImageError:
+        return False
+    return True
 
 
 def warn_duplicates(dataset: Dataset) -> None:
