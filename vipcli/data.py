@@ -44,11 +44,31 @@ class Dataset:
     splits: dict[str, list[Sample]]  # "train", "val", "test" -> samples
     origin: dict[str, str] = field(default_factory=dict)  # split -> "folder" or "seeded split of train"
     left_out: LeftOut | None = None  # files no class takes (warned about when the data was loaded)
+    carved_shares: dict[str, float] = field(default_factory=dict)  # split carved from train -> share of each class
+    split_seed: int | None = None  # the seed that carved them (None: nothing carved)
 
     @property
     def carved(self) -> bool:
         """Whether a seed carved any of its splits from train/ (False: its val/ and test/ are its own folders)."""
         return any(origin.startswith(SEEDED_SPLIT) for origin in self.origin.values())
+
+    def carved_line(self) -> str | None:
+        """The info line of `vip train` and `vip benchmark` saying which splits vip carved from the training images,
+        as the data folder has no folder for them: "chest_xray has no val/, so vip carves it from train/: 522
+        images, 10% of each class (seed 1)"; None when every split is a folder of its own."""
+        carved = [name for name in ("val", "test") if name in self.carved_shares]
+        if not carved:
+            return None
+        folders = " or ".join(f"{name}/" for name in carved)
+        if (Path(self.root) / "train").is_dir():
+            has_no, source = f"has no {folders}", "train/"
+        else:  # a folder of class folders, no splits
+            has_no, source = f"has no train/, {folders} folders", "its class folders"
+        what = "it" if len(carved) == 1 else " and ".join(carved)
+        images = " and ".join(str(len(self.splits[name])) for name in carved)
+        shares = " and ".join(f"{self.carved_shares[name]:.0%}" for name in carved)
+        return (f"{self.root} {has_no}, so vip carves {what} from {source}: {images} images, {shares} of each class "
+                f"(seed {self.split_seed})")
 
     def counts(self, split: str) -> list[int]:
         """Images per class in `split`."""
@@ -379,7 +399,9 @@ def load_dataset(root: str | Path, seed: int = 1, val_fraction: float = VAL_FRAC
         if name not in splits:
             splits["train"], splits[name] = _split_off(splits["train"], fraction, seed, name)
             origin[name] = f"{SEEDED_SPLIT} ({fraction:.0%} per class, seed {seed})"
-    dataset = Dataset(root=root, class_names=class_names, splits=splits, origin=origin, left_out=left_out)
+    shares = {name: fraction for name, fraction in (("val", val_fraction), ("test", test_fraction)) if name in carved}
+    dataset = Dataset(root=root, class_names=class_names, splits=splits, origin=origin, left_out=left_out,
+                      carved_shares=shares, split_seed=seed if carved else None)
     _require_splittable(dataset, carved)
     if _main_process():  # under torchrun every rank loads the data; rank 0's warnings are enough
         if not present:
