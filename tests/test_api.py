@@ -107,7 +107,7 @@ def test_unreadable_files_raise_unless_skipped_and_wrong_values_are_refused(worl
         "use model.predict(image)": lambda: model.predict_many(str(good)),
         "coverage=1.5": lambda: model.predict(good, coverage=1.5),
         "shots=0": lambda: vip.train(data, shots=0, backbone="toy"),
-        "model.safetensors": lambda: vip.load(data),
+        "is a data folder (2 classes: melanoma, nevus), not a run directory": lambda: vip.load(data),
     }
     for words, call in refused.items():
         with pytest.raises(vip.VipError, match=__import__("re").escape(words)):

@@ -180,7 +180,7 @@ def encode_pool(backbone, dataset: Dataset, shots: tuple, seeds: tuple, views: i
     """
     from vipcli.decoding import DecodingWorkers
     from vipcli.features import encode_images
-    from vipcli.featuresets import check_enough, encode_all, encode_union, feature_set
+    from vipcli.featuresets import check_enough, encode_all, encode_union, feature_set, unopened_note
 
     train = dataset.splits["train"]
     largest = None if any(s is None for s in shots) else max(shots)
@@ -192,9 +192,11 @@ def encode_pool(backbone, dataset: Dataset, shots: tuple, seeds: tuple, views: i
         if largest is None:  # every training image: the pool is the features' own block, not a stacked copy
             pool_train, failures, encoded_views = encode_all(backbone, train, views, cache, encode_kwargs, advance,
                                                              center)
+            unopened = 0
         else:
             readable, failures, encoded_views = encode_union(  # path -> (center [D] | None, views [V, D])
                 backbone, train, orders, largest, views, cache, encode_kwargs, advance, center)
+            unopened = len(train) - len(readable) - len(failures) if largest != ZERO_SHOTS else 0
             members = [s for s in train if str(s.path) in readable]
             x = [readable[str(s.path)][0] for s in members]
             pool_train = FeatureSet(
@@ -209,6 +211,8 @@ def encode_pool(backbone, dataset: Dataset, shots: tuple, seeds: tuple, views: i
             encoded_views += encoded.encoded
             parts[name] = feature_set(encoded, samples, with_views=False)
     console.warn_skipped(failures, dataset.root)
+    if failures and unopened:
+        console.info(unopened_note(unopened, largest, len(orders)))
     pool = PreparedData(pool_train, parts["val"], parts["test"], failures, encoded_views)
     check_enough(pool, dataset, train_required=largest != ZERO_SHOTS)  # a zero-shot-only sweep encodes none
     if len(pool.test.y) == 0:
@@ -577,6 +581,9 @@ def _run_sweep(config: BenchmarkConfig, methods: list[tuple[str, type]], togethe
     pending = [job for job in jobs if (job[0], str(job[2]), job[3]) not in rows]
     if context["world"].main:
         console.info(sweep_plan(config, methods, jobs, dataset, context["backbone"], context["device"], out))
+        carved = dataset.carved_line()
+        if carved:
+            console.info(carved)
     if len(pending) < len(jobs) and context["world"].main:  # under torchrun every rank reads the stored rows
         console.info(f"resuming {out}: {len(jobs) - len(pending)} finished rows skipped, {len(pending)} to run")
     if context["world"].main:

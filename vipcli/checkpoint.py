@@ -122,6 +122,19 @@ def _no_model_hint(folder: Path) -> str:
     return "pass a run directory written by `vip train`"
 
 
+def refuse_data_folder(folder: Path, then: str, instead: str = "a run directory") -> None:
+    """VipError when `folder`, given where a run was wanted, is the data a run is trained on (class folders of
+    images): what it is, and the `vip train` to run on it first, `then` what to do with the run it writes."""
+    from vipcli import shell
+    from vipcli.data import data_folder_seen
+
+    seen = data_folder_seen(folder)
+    if seen is not None:
+        data, what = seen
+        raise VipError(f"{folder} is {what}, not {instead}",
+                       f"train a model on it first with `vip train --data {shell.quote(data)} --out RUN`, then {then}")
+
+
 def run_lock_file(run_dir: str | Path) -> Path:
     """`.NAME.lock` beside a run folder: what `vip train --out RUN_DIR` holds while it trains (the run folder
     itself appears only when the run is saved, whole, at the end)."""
@@ -152,6 +165,7 @@ def checkpoint_file(run_dir: str | Path) -> Path:
         refuse_run_in_training(path)
         raise VipError(f"run directory not found: {path}", "pass --model RUN_DIR written by `vip train`")
     if not file.is_file():
+        refuse_data_folder(path, "pass --model RUN")
         raise VipError(f"{path} has no model.safetensors", _no_model_hint(path))
     if file.suffix != ".safetensors":
         raise VipError(f"{path} is a file, not a run directory", _run_folder_hint(path))

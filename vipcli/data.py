@@ -14,6 +14,7 @@ from vipcli.images import (LEFT_OUT_SHOWN, READ_SUFFIXES, image_files_under, is_
                            left_out_warning, nothing_read_error)
 
 DUPLICATES_SHOWN = 5  # duplicate-image warnings printed before a summary line
+DECODE_CHECK_SIDE = 32  # the shorter side a duplicate is decoded at to tell that it is an image at all
 
 SPLIT_NAMES = ("train", "val", "test")
 # other names data sets give their splits (Kaggle's Training/Testing, Roboflow's valid/): vip reads none of them as
@@ -44,11 +45,31 @@ class Dataset:
     origin: dict[str, str] = field(default_factory=dict)  # split -> "folder" or "seeded split of train"
     left_out: LeftOut | None = None  # files no class takes (warned about when the data was loaded)
     copies: Copies | None = None  # images in two splits or classes (warned about); None: not looked for (a torchrun rank)
+    carved_shares: dict[str, float] = field(default_factory=dict)  # split carved from train -> share of each class
+    split_seed: int | None = None  # the seed that carved them (None: nothing carved)
 
     @property
     def carved(self) -> bool:
         """Whether a seed carved any of its splits from train/ (False: its val/ and test/ are its own folders)."""
         return any(origin.startswith(SEEDED_SPLIT) for origin in self.origin.values())
+
+    def carved_line(self) -> str | None:
+        """The info line of `vip train` and `vip benchmark` saying which splits vip carved from the training images,
+        as the data folder has no folder for them: "chest_xray has no val/, so vip carves it from train/: 522
+        images, 10% of each class (seed 1)"; None when every split is a folder of its own."""
+        carved = [name for name in ("val", "test") if name in self.carved_shares]
+        if not carved:
+            return None
+        folders = " or ".join(f"{name}/" for name in carved)
+        if (Path(self.root) / "train").is_dir():
+            has_no, source = f"has no {folders}", "train/"
+        else:  # a folder of class folders, no splits
+            has_no, source = f"has no train/, {folders} folders", "its class folders"
+        what = "it" if len(carved) == 1 else " and ".join(carved)
+        images = " and ".join(str(len(self.splits[name])) for name in carved)
+        shares = " and ".join(f"{self.carved_shares[name]:.0%}" for name in carved)
+        return (f"{self.root} {has_no}, so vip carves {what} from {source}: {images} images, {shares} of each class "
+                f"(seed {self.split_seed})")
 
     def counts(self, split: str) -> list[int]:
         """Images per class in `split`."""
@@ -242,6 +263,39 @@ def is_benchmark_results(file: Path) -> bool:
     return isinstance(document, dict) and isinstance(document.get("rows"), list)
 
 
+CLASSES_NAMED = 4  # class names a message about a data folder lists before "and N more"
+
+
+def data_folder_seen(folder: Path) -> tuple[Path, str] | None:
+    """(the folder to pass as --data, what `folder` is) when `folder` is laid out as the data `vip train` reads,
+    for a message to a command that wanted a run in its place: "a data folder (2 classes: melanoma, nevus)", or
+    "the test/ split of the data folder isic (...)" for a split folder beside train/. None for any other folder.
+
+    Cheap: it lists folders and stops at each class folder's first image, reading none.
+    """
+    folder = Path(folder)
+    splits = [folder / name for name in SPLIT_NAMES if (folder / name).is_dir()]
+    classes = _classes_with_images(splits[0] if splits else folder)
+    if len(classes) < 2:
+        return None
+    shown = f"{len(classes)} classes: {first_few(classes, CLASSES_NAMED)}"
+    parent = folder.parent
+    if not splits and folder.name in SPLIT_NAMES and len(_classes_with_images(parent / "train")) >= 2:
+        return parent, f"the {folder.name}/ split of the data folder {parent} ({shown})"
+    return folder, f"a data folder ({shown})"
+
+
+def _classes_with_images(folder: Path) -> list[str]:
+    """The names of `folder`'s class folders that hold an image directly (each listed only up to its first one), less
+    the runs and benchmark folders vip wrote (a benchmark's plots are images); none for a folder that is missing or
+    cannot be read."""
+    try:
+        return [c.name for c in _class_folders(folder)
+                if written_by_vip(c) is None and any(is_image_file(p) for p in c.iterdir())]
+    except OSError:
+        return []
+
+
 def made_from_data(folder: Path) -> Path | None:
     """The --data folder a run (run.yaml) or benchmark (results.json) that vip wrote was made from, when it
     records one that is still a folder here; else None."""
@@ -368,7 +422,9 @@ def load_dataset(root: str | Path, seed: int = 1, val_fraction: float = VAL_FRAC
         if name not in splits:
             splits["train"], splits[name] = _split_off(splits["train"], fraction, seed, name)
             origin[name] = f"{SEEDED_SPLIT} ({fraction:.0%} per class, seed {seed})"
-    dataset = Dataset(root=root, class_names=class_names, splits=splits, origin=origin, left_out=left_out)
+    shares = {name: fraction for name, fraction in (("val", val_fraction), ("test", test_fraction)) if name in carved}
+    dataset = Dataset(root=root, class_names=class_names, splits=splits, origin=origin, left_out=left_out,
+                      carved_shares=shares, split_seed=seed if carved else None)
     _require_splittable(dataset, carved)
     if _main_process():  # under torchrun every rank loads the data; rank 0's warnings are enough
         if not present:
@@ -550,7 +606,9 @@ def _linked_class_folders(dataset: Dataset) -> list[tuple[Path, Path]]:
 def find_duplicates(dataset: Dataset, skip_folders=()) -> list[list[tuple[str, Sample, str]]]:
     """Groups of images with the same content in more than one (split, class), as (split, sample, digest).
 
-    Only files of equal size are read and hashed, so a data set without duplicates costs a stat per file.
+    Only files of equal size are read and hashed, so a data set without duplicates costs a stat per file. Files
+    alike that are no image (two empty files, copies of one truncated JPEG) are no duplicates: they are left out
+    here, to be named as unreadable where the images are decoded. One file of each group is decoded to tell.
     """
     from vipcli.digests import digest_many
 
@@ -567,7 +625,20 @@ def find_duplicates(dataset: Dataset, skip_folders=()) -> list[list[tuple[str, S
     for (split, sample), digest in zip(candidates, digest_many([s.path for _, s in candidates])):
         if isinstance(digest, str):
             by_digest.setdefault(digest, []).append((split, sample, digest))
-    return [group for group in by_digest.values() if len({(split, s.label) for split, s, _ in group}) > 1]
+    groups = [group for group in by_digest.values() if len({(split, s.label) for split, s, _ in group}) > 1]
+    return [group for group in groups if _decodes(group[0][1].path)]  # the files of a group hold the same bytes
+
+
+def _decodes(path: Path) -> bool:
+    """Whether `path` decodes as vip reads an image (at a reduced scale, for speed)."""
+    from vipcli.errors import ImageError
+    from vipcli.images import load_image
+
+    try:
+        load_image(path, min_side=DECODE_CHECK_SIDE)
+    except ImageError:
+        return False
+    return True
 
 
 def find_copies(dataset: Dataset) -> Copies:

@@ -39,6 +39,7 @@ class PreparedData:
     failures: dict[str, str] = field(default_factory=dict)  # file -> reason
     encoded_views: int = 0  # views that went through the image encoder (cache misses)
     shortfalls: dict[str, int] = field(default_factory=dict)  # class -> readable shots when fewer than asked
+    unopened: int = 0  # training images never read: --shots took enough readable ones before them
 
 
 
@@ -218,7 +219,18 @@ def select_shots(backbone, dataset: Dataset, shots, seed, views, cache, encode_k
     v = torch.stack([gathered[str(s.path)][1] for s in subset]) if subset and views else None  # [N, V, D]
     y = torch.tensor([s.label for s in subset], dtype=torch.long)
     shortfalls = {dataset.class_names[c]: len(m) for c, m in enumerate(chosen) if len(m) < shots}
-    return FeatureSet(x, y, [str(s.path) for s in subset], v), failures, encoded_views, shortfalls
+    unopened = len(dataset.splits["train"]) - len(gathered) - len(failures)
+    return FeatureSet(x, y, [str(s.path) for s in subset], v), failures, encoded_views, shortfalls, unopened
+
+
+def unopened_note(unopened: int, shots: int, seeds: int = 1) -> str:
+    """The info line under the list of unreadable files when --shots left `unopened` training images unread (vip
+    reads each class's first `shots` readable images of a seeded order, per seed of `seeds`, and no more): the list
+    names only the unreadable ones among the images read."""
+    per_seed = " per seed" if seeds > 1 else ""
+    return (f"note: {unopened} training {console.plural(unopened, 'image was', 'images were')} not opened (for "
+            f"--shots vip reads only the first {shots} readable {console.plural(shots, 'image')} of each "
+            f"class{per_seed}), so unreadable files among them are not listed above")
 
 
 def prepare_features(backbone, dataset: Dataset, shots: int | None, seed: int, views: int, cache,
@@ -237,13 +249,13 @@ def prepare_features(backbone, dataset: Dataset, shots: int | None, seed: int, v
     with console.task(progress, "encoding images", images) as advance, DecodingWorkers(workers, images) as shared:
         kwargs["shared"] = shared  # the splits share one set of decoding workers
         if shots is not None:  # 0 (a method that uses no labelled images): an empty training set
-            train, failures, encoded_views, shortfalls = select_shots(
+            train, failures, encoded_views, shortfalls, unopened = select_shots(
                 backbone, dataset, shots, seed, views, cache, kwargs, advance, center_train)
         else:
             train, failures, encoded_views = encode_all(backbone, splits["train"], views, cache, kwargs, advance,
                                                         center_train)
-            shortfalls = {}
-        prepared = PreparedData(train, None, None, failures, encoded_views, shortfalls)
+            shortfalls, unopened = {}, 0
+        prepared = PreparedData(train, None, None, failures, encoded_views, shortfalls, unopened)
         for name in ("val", "test"):
             encoded = encode_images(backbone, [s.path for s in splits[name]], 0, cache,
                                     advance=advance, **kwargs)

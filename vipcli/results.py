@@ -73,6 +73,8 @@ class TrainResult:
         schedule: the training schedule used (None for a method that fits itself).
         warnings: every warning the run printed on stderr (short classes, calibration, ...), as plain text,
             in order, ending with a `skipped FILE: reason` line per file of `failures`.
+        unopened: training images vip never read, as --shots took enough readable ones before them (unreadable
+            files among them are not in `failures`).
     """
 
     run_dir: Path
@@ -81,6 +83,7 @@ class TrainResult:
     class_names: list[str]
     schedule: object | None  # the Schedule used by the shared SGD loop (None if the method has its own)
     warnings: list[str] = field(default_factory=list)  # what the run warned on stderr, in order
+    unopened: int = 0  # training images never read, as --shots took enough readable ones before them
 
     def to_dict(self) -> dict:
         """This result as plain JSON-ready values, the document `vip train --json` prints: run_dir (as text),

@@ -151,6 +151,10 @@ def train(config: TrainConfig, progress=None) -> TrainResult | None:
         result = _train(config, progress)
         if result is not None:  # named relative to the data folder, as every warning about its files
             console.warn_skipped(result.failures, config.data)
+            if result.failures and result.unopened:
+                from vipcli.featuresets import unopened_note
+
+                console.info(unopened_note(result.unopened, config.shots))
     if result is not None:
         result.warnings = warned
     return result
@@ -231,6 +235,9 @@ def _fit_and_save(config: TrainConfig, cls, schedule, run_dir: Path | None, star
     loaded = time.perf_counter()
     if world.main:
         console.info(_plan(config, cls, dataset, schedule, backbone, device))
+        carved = dataset.carved_line()
+        if carved:
+            console.info(carved)
     if world.main and packs and cls.needs_symptoms:  # a method that uses no symptoms is not told of them
         console.info(matched_packs_line(packs))
     if world.main:
@@ -290,7 +297,8 @@ def _fit_and_save(config: TrainConfig, cls, schedule, run_dir: Path | None, star
 
         console.warn(escape(missed))  # class and folder names are the user's
     warn_chance_level(backbone, config, metrics["test"], dataset.class_names)
-    return TrainResult(run_dir, metrics, data.failures, dataset.class_names, schedule if uses_schedule else None)
+    return TrainResult(run_dir, metrics, data.failures, dataset.class_names, schedule if uses_schedule else None,
+                       unopened=data.unopened if cls.uses_shots else 0)
 
 
 def warn_chance_level(backbone, config: TrainConfig, test: dict, class_names: list[str]) -> None:

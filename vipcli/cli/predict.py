@@ -243,10 +243,7 @@ def _predict_to_file(predictor, files, out, world, force, explain, cache, worker
     if predictor.calibration is None:
         console.warn(f"{model} stores no calibration (trained by an earlier vip): probabilities are uncalibrated")
     merged = run.merged
-    resumed = f", {run.already} already there" if run.already else ""
-    processes = f" by {world.size} processes" if world.distributed else ""
-    console.info(f"{out}: {merged.records} of {run.images} images{resumed}, "
-                 f"{run.images - run.already} predicted now{processes}")
+    console.info(file_run_line(out, run, world))
     if merged.dropped:
         console.warn(f"{merged.dropped} {console.plural(merged.dropped, 'record')} in {out} "
                      f"{console.plural(merged.dropped, 'was', 'were')} of {console.plural(merged.dropped, 'an image', 'images')} "
@@ -262,6 +259,19 @@ def _predict_to_file(predictor, files, out, world, force, explain, cache, worker
                        "why",
                        "fix those files and rerun: unreadable images are tried again; or remove them from the input",
                        whole_job=True)
+
+
+def file_run_line(out: Path, run, world) -> str:
+    """What `vip predict --out` did, in counts that add up to the images given: "p.jsonl: 9 of 9 images, 2 already
+    there, 4 predicted now, 3 unreadable" (the unreadable ones have a record saying why; a record of an image
+    unreadable before is tried again, so none of them is among those already there)."""
+    merged = run.merged
+    unreadable = merged.errors
+    predicted = merged.records - unreadable - run.already
+    resumed = f", {run.already} already there" if run.already else ""
+    processes = f" by {world.size} processes" if world.distributed else ""
+    failed = f", {unreadable} unreadable" if unreadable else ""
+    return f"{out}: {merged.records} of {run.images} images{resumed}, {predicted} predicted now{processes}{failed}"
 
 
 # --- calibration and prediction sets --- ---------------------------------------------------------

@@ -28,6 +28,9 @@ def report_kind(target: Path) -> str:
         return "run"
     if (target / "results.json").is_file():
         return "benchmark"
+    from vipcli.checkpoint import refuse_data_folder
+
+    refuse_data_folder(target, "`vip report RUN`", "a run directory or a benchmark folder")
     raise VipError(f"{target} is neither a run directory (model.safetensors) nor a benchmark folder (results.json)",
                    _reportable_inside_hint(target))
 
