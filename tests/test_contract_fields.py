@@ -137,6 +137,31 @@ def test_benchmark_folder_holds_the_documented_files_and_fields(sweep, capsys):
     assert {"train", "val", "test", "unreadable", "duplicates", "linked_class_folders", "few_shot_order"} <= set(split)
 
 
+PRUNED_FIELDS = {"by", "date", "data", "backbone", "training_images", "removed", "keep", "beyond_keep"}
+
+
+def test_pruned_pack_records_the_documented_provenance(toy_run, capsys):
+    """`vip symptoms rank --prune --keep K --out DIR` writes packs in the documented format, `source.pruned` as
+    README's "Rank symptoms on your images" names it."""
+    import yaml
+
+    from vipcli.cli.main import main
+
+    root = toy_run.parent
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("VIP_CACHE_DIR", str(root / "cache"))
+        code = main(["symptoms", "rank", "-q", "--data", str(root / "data"), "--backbone", "toy", "--device", "cpu",
+                     "--prune", "--keep", "3", "--out", str(root / "pruned")])
+    capsys.readouterr()
+    assert code == 0
+    pack = yaml.safe_load((root / "pruned" / "melanoma.yaml").read_text(encoding="utf-8"))
+    assert {"name", "symptoms", "aliases", "modality", "source"} <= set(pack)
+    pruned = pack["source"]["pruned"]
+    assert PRUNED_FIELDS <= set(pruned) and pruned["keep"] == 3 and isinstance(pruned["training_images"], int)
+    for entry in pruned["removed"] + pruned.get("kept_below_bound", []):
+        assert {"symptom", "auroc", "verdict"} <= set(entry) <= {"symptom", "auroc", "interval", "verdict"}
+
+
 def test_every_vip_environment_variable_is_documented():
     """Each VIP_* variable vip's code reads is named in README (the test suite's own, VIP_TEST_*, are vip's too)."""
     read = set()
