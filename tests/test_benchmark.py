@@ -593,6 +593,18 @@ def test_a_refusal_to_resume_names_each_option_and_what_was_not_given():
         "(method_options: stored not given, now n_ctx=8; split_seed: stored 1, now 7)")  # vip.benchmark's words
 
 
+def test_a_refusal_to_resume_with_other_symptoms_names_the_option_and_the_classes():
+    """A resume with another --symptoms pack said only "(symptoms differ)": neither the option nor what differs."""
+    from vipcli.sweep_folder import check_matches
+
+    stored = {"data": "/d", "backbone": "toy", "symptoms": {"melanoma": ["a", "b", "c"], "nevus": ["d", "e"]}}
+    now = {**stored, "symptoms": {"melanoma": ["a", "x"], "nevus": ["d", "e"]}}
+    with pytest.raises(VipError) as refused:
+        check_matches({"config": stored}, now, Path("b"))
+    assert str(refused.value).startswith("b/results.json was made with other settings (--symptoms: other symptoms "
+                                         "for melanoma (stored 3, now 2)) (rerun with the stored settings")
+
+
 def test_unknown_method_lists_the_valid_ones_and_writes_nothing(cli, isic_small, tmp_path):
     code, _, stderr = cli("benchmark", "--data", isic_small, "--methods", "vip,cocoop", "--out", tmp_path / "b")
     assert code == 2
