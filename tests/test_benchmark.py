@@ -554,6 +554,31 @@ def test_the_dicom_rule_counts_in_the_decoding_digest_only_where_a_dicom_is_read
     assert before[0] != before[1] and before[1] == before[2]
 
 
+def test_a_resume_with_other_options_is_refused_before_the_data_or_the_backbone_is_read(cli, isic_small, tiny_clip,
+                                                                                      tmp_path, monkeypatch):
+    """A resume with another --epochs (or --views, --backbone, ...) was refused only after every image had been
+    hashed and the backbone loaded (minutes on a large data set, warnings about the data first): the options alone
+    now decide it, before either."""
+    import vipcli.benchmark
+    from vipcli.settings import BackboneSettings
+
+    out = tmp_path / "bench"
+    base = ("--methods", "linear-probe", "--shots", "1", "--seeds", "1")
+    assert cli(*bench_args(isic_small, tiny_clip, out, *base))[0] == 0
+
+    def never(*args, **kwargs):
+        raise AssertionError("read before the refusal")
+
+    monkeypatch.setattr(vipcli.benchmark, "load_dataset", never)
+    monkeypatch.setattr(BackboneSettings, "load", never)
+    for option, value, said in (("--epochs", "3", "--epochs: stored 2, now 3"),
+                                ("--views", "3", "--views: stored 2, now 3"),
+                                ("--pretrained", "other", "--pretrained: stored none, now other")):
+        code, _, stderr = cli(*bench_args(isic_small, tiny_clip, out, *base, option, value))
+        line, = error_lines(stderr)
+        assert code == 1 and f"was made with other settings ({said})" in line, stderr
+
+
 def test_a_refused_setting_is_named_as_typed(cli, isic_small, tiny_clip, tmp_path):
     out = tmp_path / "bench"
     base = ("--methods", "coop", "--shots", "1", "--seeds", "1")

@@ -34,10 +34,10 @@ from vipcli.metrics import missed_rows_warning
 from vipcli.provenance import installed_backbone, installed_method
 from vipcli.results import BenchmarkResult
 from vipcli.settings import BackboneSettings, EncodingSettings, ScheduleSettings
-from vipcli.sweep_folder import (SWEEP_LOCK, check_matches, check_same_readability, content_digest, orders_to_carry,
-                                 read_json, read_stored, refuse_foreign_files, relative_stored_name, save_results,
-                                 split_digest, split_of_another_sweep, summarize, upgrade_split_digest,
-                                 upgrade_stored_config, warn_other_versions)
+from vipcli.sweep_folder import (SWEEP_LOCK, check_matches, check_options_match, check_same_readability,
+                                 content_digest, orders_to_carry, read_json, read_stored, refuse_foreign_files,
+                                 relative_stored_name, save_results, split_digest, split_of_another_sweep, summarize,
+                                 upgrade_split_digest, upgrade_stored_config, warn_other_versions)
 
 DEFAULT_METHODS = DEFAULT_BENCHMARK
 ZERO_SHOTS = 0  # the `shots` value of rows of methods that learn nothing
@@ -370,19 +370,28 @@ def config_record(config: BenchmarkConfig, backbone, dataset: Dataset, split_see
     (default: `method_ids(config)`), without the plugins `--methods all` left out at their first build.
     """
     every_path = [sample.path for samples in dataset.splits.values() for sample in samples]
+    options = option_record(config)
     return {
-        "data": str(Path(config.data).resolve()), "backbone": config.backbone.id, "arch": config.backbone.arch,
-        "pretrained": config.backbone.pretrained, "backbone_fingerprint": backbone.fingerprint(),
+        "data": options["data"], "backbone": options["backbone"], "arch": options["arch"],
+        "pretrained": options["pretrained"], "backbone_fingerprint": backbone.fingerprint(),
         "backbone_describe": backbone.describe(), "backbone_distribution": installed_backbone(config.backbone.id),
-        "views": config.encoding.views, "image_fit": config.encoding.image_fit, "schedule": config.schedule.name,
-        "epochs": config.schedule.epochs, "batch_size": config.schedule.batch_size, "lr": config.schedule.lr,
-        "method_options": {k.replace("-", "_"): v for k, v in config.method_options.items()},
+        **{key: options[key] for key in ("views", "image_fit", "schedule", "epochs", "batch_size", "lr",
+                                         "method_options")},
         "split_seed": split_seed, "split_digest": split_digest(dataset),
         "content_digest": content or content_digest(dataset), "decoding": decoding_digest(every_path),
         "symptoms": symptoms,
         "last_sweep": {"methods": method_ids(config) if methods is None else methods,
                        "shots": [shots_key(s) for s in config.shots], "seeds": list(config.seeds)},
     }
+
+
+def option_record(config: BenchmarkConfig) -> dict:
+    """The stored settings that the options alone give (`OPTION_KEYS`), as `config_record` records them."""
+    return {"data": str(Path(config.data).resolve()), "backbone": config.backbone.id, "arch": config.backbone.arch,
+            "pretrained": config.backbone.pretrained, "views": config.encoding.views,
+            "image_fit": config.encoding.image_fit, "schedule": config.schedule.name, "epochs": config.schedule.epochs,
+            "batch_size": config.schedule.batch_size, "lr": config.schedule.lr,
+            "method_options": {k.replace("-", "_"): v for k, v in config.method_options.items()}}
 
 
 def _split_record(dataset: Dataset, pool: PreparedData, split_seed: int, seeds, shots, stored: dict | None,
@@ -425,6 +434,8 @@ def _prepare(config: BenchmarkConfig, methods: list[tuple[str, type]], left_out:
     out = Path(config.out) if config.out else default_out(config.data)
     refuse_foreign_files(out, "choose an empty or new --out folder")
     stored = None if config.force else read_stored(out)
+    if stored is not None:  # options that differ: refused before the data is read or the backbone loaded
+        check_options_match(upgrade_stored_config(stored), option_record(config), out)
     stored_seed = (stored or {}).get("config", {}).get("split_seed")
     split_seed = config.split_seed
     if split_seed is None:
@@ -731,7 +742,7 @@ def run_pending(pending: list, rows: dict, context: dict, progress=None) -> int:
             try:
                 finished = run_group(group, context, progress)
             except VipError as error:
-                leave_out_failed(name, error, context, group)  # or raise it: a built-in, a named method, changed features
+                leave_out_failed(name, error, context, group)  # or raise: a built-in, a named method, changed features
                 if rows:  # last_sweep no longer lists it, so `vip report` does not count its rows as missing
                     save_results(context["out"], context["record"], context["class_names"],
                                  in_sweep_order(rows, pending))
@@ -760,9 +771,9 @@ def leave_out_failed(name: str, error: VipError, context: dict, group: list[tupl
     """After `error` in a row of method `name` (in `group`, the rows run together): leave the method's remaining
     rows out of the sweep with one warning, when only `--methods all` brought it in (a third-party plugin,
     `context["optional"]`), as `check_prompts` leaves out one whose first build fails; its finished rows stay, and
-    it leaves the sweep's recorded methods (`last_sweep`) for its `left_out`, which says where and why it failed. Raise `error` for a built-in or a method named in --methods, and for any
-    method whose failure left the pooled features changed in place or the shared backbone changed (the other
-    methods' rows would see them)."""
+    it leaves the sweep's recorded methods (`last_sweep`) for its `left_out`, which says where and why it failed.
+    Raise `error` for a built-in or a method named in --methods, and for any method whose failure left the pooled
+    features changed in place or the shared backbone changed (the other methods' rows would see them)."""
     from vipcli.methods.backbone_guard import left_changed
 
     if name not in context.get("optional", ()) or pool_versions(context["pool"]) != context.get("pool_versions") \

@@ -46,6 +46,8 @@ OWN_FILES = {"results.json", "results.csv", "summary.csv", "split.json", "shots.
 SWEEP_LOCK = ".vip-benchmark.lock"  # inside the folder, held by the sweep writing it: a dot-file, which it may hold
 MATCHED_KEYS = ("data", "backbone", "arch", "pretrained", "backbone_fingerprint", "views", "image_fit", "schedule",
                 "epochs", "batch_size", "lr", "method_options", "split_seed", "split_digest")
+OPTION_KEYS = ("data", "backbone", "arch", "pretrained", "views", "image_fit", "schedule", "epochs", "batch_size", "lr",
+               "method_options")  # the matched settings the options alone give: checked before any work
 
 
 # --- the folder and its settings -------------------------------------------------------------
@@ -138,9 +140,24 @@ def check_matches(stored: dict, current: dict, out: Path) -> None:
     if "backbone_fingerprint" in differ and any(key in differ for key in ("backbone", "arch", "pretrained")):
         differ.remove("backbone_fingerprint")  # other weights follow from the other option: named there
     if differ:
-        detail = "; ".join(_difference(key, before.get(key), current.get(key)) for key in differ)
-        raise VipError(f"{out / 'results.json'} was made with other settings ({detail})",
-                       "rerun with the stored settings to resume, pass --force to start over, or choose another --out")
+        _refuse_other_settings(differ, before, current, out)
+
+
+def check_options_match(stored: dict, options: dict, out: Path) -> None:
+    """Refuse, before the data, the backbone or any image is read, a resume whose options (`options`: OPTION_KEYS,
+    as `config_record` records them) differ from the stored sweep's: `check_matches` names the same differences,
+    but only once every image has been hashed and the backbone loaded, which takes minutes on a large data set."""
+    before = {"image_fit": DEFAULT_FIT, **stored.get("config", {})}
+    differ = [key for key in OPTION_KEYS if before.get(key) != {"image_fit": DEFAULT_FIT, **options}.get(key)]
+    if differ:
+        _refuse_other_settings(differ, before, options, out)
+
+
+def _refuse_other_settings(differ: list[str], before: dict, current: dict, out: Path) -> None:
+    """The one VipError of a resume whose `differ` settings differ: each named, stored and now."""
+    detail = "; ".join(_difference(key, before.get(key), current.get(key)) for key in differ)
+    raise VipError(f"{out / 'results.json'} was made with other settings ({detail})",
+                   "rerun with the stored settings to resume, pass --force to start over, or choose another --out")
 
 
 def _difference(key: str, stored, now) -> str:

@@ -233,10 +233,10 @@ def _left_out_note(document: dict) -> str:
                  else "it has no row in the tables")
         error = str(record.get("error") or f"method '{method}' failed")
         parts.append(f"{error[0].upper() + error[1:]} (in {record.get('failed_in', 'a row')}): {shown}.")
-    one = len(parts) == 1
+    its, it_is = ("Its", "it is") if len(parts) == 1 else ("Their", "they are")
     return html.note(html.text(f"Left out of the last sweep (--methods all), when it failed: {' '.join(parts)} "
-                               f"{'Its' if one else 'Their'} other rows were not run; once {'it is' if one else 'they are'}"
-                               " fixed, run the same vip benchmark command again to run them."))
+                               f"{its} other rows were not run; once {it_is} fixed, run the same vip benchmark "
+                               "command again to run them."))
 
 
 def held_grid(rows: list[dict]) -> dict[str, list]:
