@@ -554,6 +554,31 @@ def test_the_dicom_rule_counts_in_the_decoding_digest_only_where_a_dicom_is_read
     assert before[0] != before[1] and before[1] == before[2]
 
 
+def test_a_resume_with_other_options_is_refused_before_the_data_or_the_backbone_is_read(cli, isic_small, tiny_clip,
+                                                                                      tmp_path, monkeypatch):
+    """A resume with another --epochs (or --views, --backbone, ...) was refused only after every image had been
+    hashed and the backbone loaded (minutes on a large data set, warnings about the data first): the options alone
+    now decide it, before either."""
+    import vipcli.benchmark
+    from vipcli.settings import BackboneSettings
+
+    out = tmp_path / "bench"
+    base = ("--methods", "linear-probe", "--shots", "1", "--seeds", "1")
+    assert cli(*bench_args(isic_small, tiny_clip, out, *base))[0] == 0
+
+    def never(*args, **kwargs):
+        raise AssertionError("read before the refusal")
+
+    monkeypatch.setattr(vipcli.benchmark, "load_dataset", never)
+    monkeypatch.setattr(BackboneSettings, "load", never)
+    for option, value, said in (("--epochs", "3", "--epochs: stored 2, now 3"),
+                                ("--views", "3", "--views: stored 2, now 3"),
+                                ("--pretrained", "other", "--pretrained: stored none, now other")):
+        code, _, stderr = cli(*bench_args(isic_small, tiny_clip, out, *base, option, value))
+        line, = error_lines(stderr)
+        assert code == 1 and f"was made with other settings ({said})" in line, stderr
+
+
 def test_a_refused_setting_is_named_as_typed(cli, isic_small, tiny_clip, tmp_path):
     out = tmp_path / "bench"
     base = ("--methods", "coop", "--shots", "1", "--seeds", "1")
@@ -591,6 +616,18 @@ def test_a_refusal_to_resume_names_each_option_and_what_was_not_given():
         assert str(refused.value) == f"b/results.json was made with other settings ({said}) {fix}"
     assert _python_words("(--method-option: stored not given, now n_ctx=8; --split-seed: stored 1, now 7)") == (
         "(method_options: stored not given, now n_ctx=8; split_seed: stored 1, now 7)")  # vip.benchmark's words
+
+
+def test_a_refusal_to_resume_with_other_symptoms_names_the_option_and_the_classes():
+    """A resume with another --symptoms pack said only "(symptoms differ)": neither the option nor what differs."""
+    from vipcli.sweep_folder import check_matches
+
+    stored = {"data": "/d", "backbone": "toy", "symptoms": {"melanoma": ["a", "b", "c"], "nevus": ["d", "e"]}}
+    now = {**stored, "symptoms": {"melanoma": ["a", "x"], "nevus": ["d", "e"]}}
+    with pytest.raises(VipError) as refused:
+        check_matches({"config": stored}, now, Path("b"))
+    assert str(refused.value).startswith("b/results.json was made with other settings (--symptoms: other symptoms "
+                                         "for melanoma (stored 3, now 2)) (rerun with the stored settings")
 
 
 def test_unknown_method_lists_the_valid_ones_and_writes_nothing(cli, isic_small, tmp_path):
@@ -744,7 +781,8 @@ def test_rows_trained_together_that_change_their_features_in_place_are_refused(m
     pool = FeatureSet(torch.zeros(4, 3), torch.tensor([0, 0, 1, 1]), [f"{i}.png" for i in range(4)],
                       torch.zeros(4, 2, 3))  # x [N, D], y [N], paths, views [N, V, D]
     val = FeatureSet(torch.zeros(2, 3), torch.tensor([0, 1]), ["a.png", "b.png"])
-    row = {"method": SimpleNamespace(id="coop"), "data": PreparedData(pool, val, val), "fit_context": None}
+    method = type("Method", (), {"id": "coop"})()  # a class instance, as every method is: weakly referenced
+    row = {"method": method, "data": PreparedData(pool, val, val), "fit_context": None}
     monkeypatch.setattr(benchmark, "_build_row", lambda *args, **kwargs: row)
     monkeypatch.setattr(fitting, "fit_sgd_many",
                         lambda methods, datas, contexts, progress=None, batchable=None: [{} for _ in datas])

@@ -3,7 +3,9 @@ named; a plugin's sys.exit() is its failure, never vip's exit; a batch-dependent
 
 from __future__ import annotations
 
+import html
 import json
+import re
 import sys
 
 from conftest import error_lines
@@ -221,3 +223,36 @@ def test_a_backbone_plugin_calling_sys_exit_is_its_failure_not_vips_exit(cli, si
     code, _, err = cli("backbones", "check", "exits-on-encode")
     line, = error_lines(err)
     assert code == 1 and "encode_image: raised SystemExit: 6 (it tried to end the process)" in line, err
+
+
+def test_a_plugin_left_out_of_methods_all_is_named_with_its_failure_in_results_json_and_the_report(
+        cli, failing, tmp_path, monkeypatch):
+    """A plugin that `--methods all` left out was named in one stderr warning only: results.json kept its finished
+    rows with no word of why it had no others, and `vip report` showed them (or nothing of a plugin that failed at
+    its first build) without a word of the failure. results.json's `last_sweep.left_out` now says where and why each
+    failed, and the report names it above the tables; a later sweep without it says nothing of it."""
+    _all_is(monkeypatch, "zeroshot", "exits", "late")
+    out = tmp_path / "bench"
+    code, printed, err = _sweep(cli, failing, out, "all")
+    assert code == 0, err
+    left_out = json.loads((out / "results.json").read_text())["config"]["last_sweep"]["left_out"]
+    assert set(left_out) == {"exits", "late"}
+    assert left_out["exits"]["failed_in"] == "its first build, before any row"
+    assert "failed to build: SystemExit: 3" in left_out["exits"]["error"]
+    assert left_out["late"]["failed_in"] == "1-shot seed 2"
+    assert "RuntimeError: licence server gone" in left_out["late"]["error"]
+    assert json.loads(printed)["config"]["last_sweep"]["left_out"] == left_out  # the --json document, vip.benchmark's
+    code, _, err = cli("report", out)
+    assert code == 0, err
+    page = html.unescape(re.sub(r"<[^>]+>", "", (out / "report.html").read_text()))
+    assert ("Left out of the last sweep (--methods all), when it failed: Method 'exits' from distribution exits-dist "
+            "failed to build: SystemExit: 3 (it tried to end the process) (in its first build, before any row): it has "
+            "no row in the tables.") in page
+    assert ("Method 'late' from distribution late-dist failed to build: RuntimeError: licence server gone (in 1-shot "
+            "seed 2): the tables show the 1 row it finished before.") in page
+
+    code, _, err = _sweep(cli, failing, out, "zeroshot")  # the last sweep left nothing out: no note
+    assert code == 0, err
+    assert "left_out" not in json.loads((out / "results.json").read_text())["config"]["last_sweep"]
+    cli("report", out)
+    assert "Left out of the last sweep" not in (out / "report.html").read_text()

@@ -34,10 +34,10 @@ from vipcli.metrics import missed_rows_warning
 from vipcli.provenance import installed_backbone, installed_method
 from vipcli.results import BenchmarkResult
 from vipcli.settings import BackboneSettings, EncodingSettings, ScheduleSettings
-from vipcli.sweep_folder import (SWEEP_LOCK, check_matches, check_same_readability, content_digest, orders_to_carry,
-                                 read_json, read_stored, refuse_foreign_files, relative_stored_name, save_results,
-                                 split_digest, split_of_another_sweep, summarize, upgrade_split_digest,
-                                 upgrade_stored_config, warn_other_versions)
+from vipcli.sweep_folder import (SWEEP_LOCK, check_matches, check_options_match, check_same_readability,
+                                 content_digest, orders_to_carry, read_json, read_stored, refuse_foreign_files,
+                                 relative_stored_name, save_results, split_digest, split_of_another_sweep, summarize,
+                                 upgrade_split_digest, upgrade_stored_config, warn_other_versions)
 
 DEFAULT_METHODS = DEFAULT_BENCHMARK
 ZERO_SHOTS = 0  # the `shots` value of rows of methods that learn nothing
@@ -103,10 +103,10 @@ def warn_left_out(config: BenchmarkConfig) -> None:
         console.warn(escape(f"{problem}; '{name}' is left out of --methods all"))
 
 
-def validate(config: BenchmarkConfig) -> tuple[list[tuple[str, type]], frozenset[str]]:
+def validate(config: BenchmarkConfig, left_out: dict | None = None) -> tuple[list[tuple[str, type]], frozenset[str]]:
     """Check the option values (before anything is loaded or written); return the (id, method class) pairs to run,
     and the ids of those whose rows train together (each plugin's `fits_in_batches()` asked once, here; none
-    without `config.batched`)."""
+    without `config.batched`). `left_out` gets a `failed_plugin_record` of each plugin of `--methods all` left out."""
     from vipcli.methods import make_settings, method_class
     from vipcli.methods.base import settings_fields
     from vipcli.methods.contract import trains_batched
@@ -133,6 +133,8 @@ def validate(config: BenchmarkConfig) -> tuple[list[tuple[str, type]], frozenset
                 raise
             warn_plugin_left_out(name, error)
             methods.remove((name, cls))
+            if left_out is not None:
+                left_out[name] = failed_plugin_record(error, "its settings, before any row")
     from vipcli.train import warn_unused_schedule
 
     warn_unused_schedule(config.schedule, methods)
@@ -372,19 +374,28 @@ def config_record(config: BenchmarkConfig, backbone, dataset: Dataset, split_see
     (default: `method_ids(config)`), without the plugins `--methods all` left out at their first build.
     """
     every_path = [sample.path for samples in dataset.splits.values() for sample in samples]
+    options = option_record(config)
     return {
-        "data": str(Path(config.data).resolve()), "backbone": config.backbone.id, "arch": config.backbone.arch,
-        "pretrained": config.backbone.pretrained, "backbone_fingerprint": backbone.fingerprint(),
+        "data": options["data"], "backbone": options["backbone"], "arch": options["arch"],
+        "pretrained": options["pretrained"], "backbone_fingerprint": backbone.fingerprint(),
         "backbone_describe": backbone.describe(), "backbone_distribution": installed_backbone(config.backbone.id),
-        "views": config.encoding.views, "image_fit": config.encoding.image_fit, "schedule": config.schedule.name,
-        "epochs": config.schedule.epochs, "batch_size": config.schedule.batch_size, "lr": config.schedule.lr,
-        "method_options": {k.replace("-", "_"): v for k, v in config.method_options.items()},
+        **{key: options[key] for key in ("views", "image_fit", "schedule", "epochs", "batch_size", "lr",
+                                         "method_options")},
         "split_seed": split_seed, "split_digest": split_digest(dataset),
         "content_digest": content or content_digest(dataset), "decoding": decoding_digest(every_path),
         "symptoms": symptoms,
         "last_sweep": {"methods": method_ids(config) if methods is None else methods,
                        "shots": [shots_key(s) for s in config.shots], "seeds": list(config.seeds)},
     }
+
+
+def option_record(config: BenchmarkConfig) -> dict:
+    """The stored settings that the options alone give (`OPTION_KEYS`), as `config_record` records them."""
+    return {"data": str(Path(config.data).resolve()), "backbone": config.backbone.id, "arch": config.backbone.arch,
+            "pretrained": config.backbone.pretrained, "views": config.encoding.views,
+            "image_fit": config.encoding.image_fit, "schedule": config.schedule.name, "epochs": config.schedule.epochs,
+            "batch_size": config.schedule.batch_size, "lr": config.schedule.lr,
+            "method_options": {k.replace("-", "_"): v for k, v in config.method_options.items()}}
 
 
 def _split_record(dataset: Dataset, pool: PreparedData, split_seed: int, seeds, shots, stored: dict | None,
@@ -420,13 +431,15 @@ def _split_record(dataset: Dataset, pool: PreparedData, split_seed: int, seeds, 
     }
 
 
-def _prepare(config: BenchmarkConfig, methods: list[tuple[str, type]]) -> dict:
+def _prepare(config: BenchmarkConfig, methods: list[tuple[str, type]], left_out: dict) -> dict:
     """Load everything the rows share, checking a stored sweep matches before writing anything."""
     from vipcli import distributed
 
     out = Path(config.out) if config.out else default_out(config.data)
     refuse_foreign_files(out, "choose an empty or new --out folder")
     stored = None if config.force else read_stored(out)
+    if stored is not None:  # options that differ: refused before the data is read or the backbone loaded
+        check_options_match(upgrade_stored_config(stored), option_record(config), out)
     stored_seed = (stored or {}).get("config", {}).get("split_seed")
     split_seed = config.split_seed
     if split_seed is None:
@@ -449,9 +462,11 @@ def _prepare(config: BenchmarkConfig, methods: list[tuple[str, type]]) -> dict:
     backbone = config.backbone.load(device)
     stored_content = (stored or {}).get("config", {}).get("content_digest")
     content = None if world.main or not stored_content else stored_content  # only rank 0 reads every image's bytes
-    methods = check_prompts(methods, backbone, dataset.class_names, symptoms, config, world.main)
+    methods = check_prompts(methods, backbone, dataset.class_names, symptoms, config, world.main, left_out)
     optional = optional_methods(config, [name for name, _ in methods])  # left out, not fatal, if they fail later
     record = config_record(config, backbone, dataset, split_seed, symptoms, content, [name for name, _ in methods])
+    if left_out:  # the plugins --methods all left out before any row: why they have no rows
+        record["last_sweep"]["left_out"] = dict(left_out)
     stored_split = read_json(out / "split.json") if stored is not None else None  # read once per sweep
     rewrite_split = False
     if stored is not None:
@@ -465,13 +480,15 @@ def _prepare(config: BenchmarkConfig, methods: list[tuple[str, type]]) -> dict:
             "optional": optional, "left_out": set(), "batch_checked": set()}
 
 
-def check_prompts(methods, backbone, class_names, symptoms, config: BenchmarkConfig, warn: bool = True) -> list:
+def check_prompts(methods, backbone, class_names, symptoms, config: BenchmarkConfig, warn: bool = True,
+                  left_out: dict | None = None) -> list:
     """Build each method once, so a prompt too long for the text tower, or a plugin whose `__init__` fails, fails
     before any image is encoded; return the (id, class) pairs the sweep runs.
 
     A third-party plugin that `--methods all` brought in (not named in --methods too) and that fails this build is
     left out, with one warning (if `warn`) naming it, its distribution and the reason, as `all` leaves out one that
-    cannot load; a built-in, or a plugin named in --methods, fails the sweep with its error.
+    cannot load; a built-in, or a plugin named in --methods, fails the sweep with its error. `left_out` gets a
+    `failed_plugin_record` of each plugin left out.
     """
     from vipcli.methods import MethodSetup, build_method
     from vipcli.methods.backbone_guard import backbone_state, left_changed
@@ -488,6 +505,8 @@ def check_prompts(methods, backbone, class_names, symptoms, config: BenchmarkCon
                 raise
             if warn:
                 warn_plugin_left_out(name, error)
+            if left_out is not None:
+                left_out[name] = failed_plugin_record(error, "its first build, before any row")
             continue
         built.append((name, cls))
     return built
@@ -534,7 +553,8 @@ def _checked_sweep(config: BenchmarkConfig, progress=None) -> BenchmarkResult:
     """`run_benchmark` inside `scans_held`: check the options and the output folder, then run the sweep."""
     from vipcli.preflight import check_output_folder, check_outside_data
 
-    methods, together = validate(config)
+    left_out: dict[str, dict] = {}  # plugins --methods all leaves out, with why (results.json's last_sweep)
+    methods, together = validate(config, left_out)
     out = Path(config.out or default_out(config.data))
     check_output_folder(out)  # writable and not full, before any work
     check_outside_data(out, Path(config.data), "--out" if config.out else "the default results folder")
@@ -542,7 +562,7 @@ def _checked_sweep(config: BenchmarkConfig, progress=None) -> BenchmarkResult:
 
     # a second sweep into --out is refused at its lock; --no-cache: no weights digest or check pass kept
     with sweep_lock(out), console.keeping_warnings() as warned, using_cache(config.encoding.use_cache):
-        result = _run_sweep(config, methods, together, progress)
+        result = _run_sweep(config, methods, together, progress, left_out)
     if result is not None:  # None on a torchrun rank other than 0
         result.warnings = warned
     return result
@@ -570,10 +590,10 @@ def sweep_lock(out: Path):
 
 
 def _run_sweep(config: BenchmarkConfig, methods: list[tuple[str, type]], together: frozenset[str],
-               progress=None) -> BenchmarkResult:
+               progress=None, left_out: dict | None = None) -> BenchmarkResult:
     """`run_benchmark` once `out` is held: prepare, encode, run the pending rows (those of the methods in
     `together` in batched groups), write the results."""
-    context = _prepare(config, methods)
+    context = _prepare(config, methods, {} if left_out is None else left_out)
     methods = context["methods"]  # less any plugin `--methods all` left out when it failed to build
     out, stored, stored_split, dataset = context["out"], context["stored"], context["stored_split"], context["dataset"]
     rows = {row_key(r): r for r in (stored or {}).get("rows", [])}
@@ -729,7 +749,7 @@ def run_pending(pending: list, rows: dict, context: dict, progress=None) -> int:
             try:
                 finished = run_group(group, context, progress)
             except VipError as error:
-                leave_out_failed(name, error, context)  # or raise it: a built-in, a named method, changed features
+                leave_out_failed(name, error, context, group)  # or raise: a built-in, a named method, changed features
                 if rows:  # last_sweep no longer lists it, so `vip report` does not count its rows as missing
                     save_results(context["out"], context["record"], context["class_names"],
                                  in_sweep_order(rows, pending))
@@ -754,13 +774,13 @@ def run_group(group: list[tuple], context: dict, progress=None) -> list[dict]:
     return run_rows_together(name, cls, [(shots, seed) for _, _, shots, seed in group], context, progress)
 
 
-def leave_out_failed(name: str, error: VipError, context: dict) -> None:
-    """After `error` in a row of method `name`: leave the method's remaining rows out of the sweep with one
-    warning, when only `--methods all` brought it in (a third-party plugin, `context["optional"]`), as
-    `check_prompts` leaves out one whose first build fails; its finished rows stay, and it leaves the sweep's
-    recorded methods (`last_sweep`). Raise `error` for a built-in or a method named in --methods, and for any
-    method whose failure left the pooled features changed in place or the shared backbone changed (the other
-    methods' rows would see them)."""
+def leave_out_failed(name: str, error: VipError, context: dict, group: list[tuple] = ()) -> None:
+    """After `error` in a row of method `name` (in `group`, the rows run together): leave the method's remaining
+    rows out of the sweep with one warning, when only `--methods all` brought it in (a third-party plugin,
+    `context["optional"]`), as `check_prompts` leaves out one whose first build fails; its finished rows stay, and
+    it leaves the sweep's recorded methods (`last_sweep`) for its `left_out`, which says where and why it failed.
+    Raise `error` for a built-in or a method named in --methods, and for any method whose failure left the pooled
+    features changed in place or the shared backbone changed (the other methods' rows would see them)."""
     from vipcli.methods.backbone_guard import left_changed
 
     if name not in context.get("optional", ()) or pool_versions(context["pool"]) != context.get("pool_versions") \
@@ -769,7 +789,30 @@ def leave_out_failed(name: str, error: VipError, context: dict) -> None:
     context.setdefault("left_out", set()).add(name)
     sweep = context["record"]["last_sweep"]
     sweep["methods"] = [method for method in sweep["methods"] if method != name]
+    sweep.setdefault("left_out", {})[name] = failed_plugin_record(error, group_label(group))
     warn_plugin_left_out(name, error, "the rows it finished are kept")
+
+
+def failed_plugin_record(error: VipError, failed_in: str) -> dict:
+    """What results.json's `last_sweep.left_out` keeps of a plugin that `--methods all` left out: where it
+    failed (`failed_in`: its rows, or a step before any row) and the error (secrets masked), so that `vip report`
+    and a reader of the file learn why the method has no rows, or fewer than the others."""
+    from vipcli.plugins import known_secrets
+    from vipcli.symptoms.llm import redact
+
+    return {"failed_in": failed_in, "error": redact(getattr(error, "message", str(error)), known_secrets())}
+
+
+def group_label(group: list[tuple]) -> str:
+    """The (name, cls, shots, seed) rows of one of `row_groups`' groups in words: "1-shot seed 2", or "its 3 rows
+    trained together (1-shot seed 1, 1-shot seed 2, 2-shot seed 1)"."""
+    labels = [row_label(shots, seed) for _, _, shots, seed in group]
+    return labels[0] if len(labels) == 1 else f"its {len(labels)} rows trained together ({', '.join(labels)})"
+
+
+def row_label(shots, seed) -> str:
+    """A row as the report names it: "1-shot seed 2", or "seed 2" for a method that uses no shots."""
+    return f"seed {seed}" if str(shots) == str(ZERO_SHOTS) else f"{shots}-shot seed {seed}"
 
 
 def pool_versions(pool: PreparedData) -> dict[str, int | None]:

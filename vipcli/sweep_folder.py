@@ -46,6 +46,8 @@ OWN_FILES = {"results.json", "results.csv", "summary.csv", "split.json", "shots.
 SWEEP_LOCK = ".vip-benchmark.lock"  # inside the folder, held by the sweep writing it: a dot-file, which it may hold
 MATCHED_KEYS = ("data", "backbone", "arch", "pretrained", "backbone_fingerprint", "views", "image_fit", "schedule",
                 "epochs", "batch_size", "lr", "method_options", "split_seed", "split_digest")
+OPTION_KEYS = ("data", "backbone", "arch", "pretrained", "views", "image_fit", "schedule", "epochs", "batch_size", "lr",
+               "method_options")  # the matched settings the options alone give: checked before any work
 
 
 # --- the folder and its settings -------------------------------------------------------------
@@ -138,9 +140,24 @@ def check_matches(stored: dict, current: dict, out: Path) -> None:
     if "backbone_fingerprint" in differ and any(key in differ for key in ("backbone", "arch", "pretrained")):
         differ.remove("backbone_fingerprint")  # other weights follow from the other option: named there
     if differ:
-        detail = "; ".join(_difference(key, before.get(key), current.get(key)) for key in differ if key != "symptoms")
-        raise VipError(f"{out / 'results.json'} was made with other settings ({detail or 'symptoms differ'})",
-                       "rerun with the stored settings to resume, pass --force to start over, or choose another --out")
+        _refuse_other_settings(differ, before, current, out)
+
+
+def check_options_match(stored: dict, options: dict, out: Path) -> None:
+    """Refuse, before the data, the backbone or any image is read, a resume whose options (`options`: OPTION_KEYS,
+    as `config_record` records them) differ from the stored sweep's: `check_matches` names the same differences,
+    but only once every image has been hashed and the backbone loaded, which takes minutes on a large data set."""
+    before = {"image_fit": DEFAULT_FIT, **stored.get("config", {})}
+    differ = [key for key in OPTION_KEYS if before.get(key) != {"image_fit": DEFAULT_FIT, **options}.get(key)]
+    if differ:
+        _refuse_other_settings(differ, before, options, out)
+
+
+def _refuse_other_settings(differ: list[str], before: dict, current: dict, out: Path) -> None:
+    """The one VipError of a resume whose `differ` settings differ: each named, stored and now."""
+    detail = "; ".join(_difference(key, before.get(key), current.get(key)) for key in differ)
+    raise VipError(f"{out / 'results.json'} was made with other settings ({detail})",
+                   "rerun with the stored settings to resume, pass --force to start over, or choose another --out")
 
 
 def _difference(key: str, stored, now) -> str:
@@ -151,10 +168,25 @@ def _difference(key: str, stored, now) -> str:
         return "the images: files were added, removed or moved since"
     if key == "decoding":
         return "how images are decoded: this vip reads images by other rules than the vip that began it"
+    if key == "symptoms":
+        return _symptoms_difference(stored, now)
     if key == "backbone_fingerprint":
         return (f"the backbone's weights: stored {_setting(stored)}, now {_setting(now)}, under the same --backbone, "
                 "--arch and --pretrained")
     return f"{OPTION_OF_SETTING.get(key, key)}: stored {_setting(stored)}, now {_setting(now)}"
+
+
+def _symptoms_difference(stored: dict, now: dict) -> str:
+    """The classes whose symptoms differ between the stored sweep and now, with how many each had:
+    "--symptoms: other symptoms for melanoma (stored 4, now 2), nevus (stored 4, now 2)"."""
+    classes = [name for name in dict.fromkeys([*stored, *now]) if stored.get(name) != now.get(name)]
+
+    def count(symptoms) -> str:
+        return str(len(symptoms)) if isinstance(symptoms, list) else "none"
+
+    shown = ", ".join(f"{name} (stored {count(stored.get(name))}, now {count(now.get(name))})" for name in classes[:3])
+    more = f" and {len(classes) - 3} more classes" if len(classes) > 3 else ""
+    return f"--symptoms: other symptoms for {shown}{more}"
 
 
 OPTION_OF_SETTING = {  # a stored setting -> the option that sets it, as the refusal to resume names it

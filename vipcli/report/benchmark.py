@@ -216,6 +216,29 @@ def _unfinished_note(document: dict) -> str:
                                "to resume it."))
 
 
+def _left_out_note(document: dict) -> str:
+    """A note naming each plugin that the last sweep (`--methods all`) left out when it failed, where and why
+    (`last_sweep.left_out`), and what of it the tables show: the sweep warned of it on stderr only, and the tables
+    showed its finished rows, or nothing of it, with no word of the failure."""
+    sweep = document.get("config", {}).get("last_sweep") or {}
+    left_out = sweep.get("left_out")
+    if not isinstance(left_out, dict) or not left_out:
+        return ""
+    rows = document.get("rows", [])
+    parts = []
+    for method, record in left_out.items():
+        record = record if isinstance(record, dict) else {}
+        kept = sum(r["method"] == method for r in rows)
+        shown = (f"the tables show the {console.counted(kept, 'row')} it finished before" if kept
+                 else "it has no row in the tables")
+        error = str(record.get("error") or f"method '{method}' failed")
+        parts.append(f"{error[0].upper() + error[1:]} (in {record.get('failed_in', 'a row')}): {shown}.")
+    its, it_is = ("Its", "it is") if len(parts) == 1 else ("Their", "they are")
+    return html.note(html.text(f"Left out of the last sweep (--methods all), when it failed: {' '.join(parts)} "
+                               f"{its} other rows were not run; once {it_is} fixed, run the same vip benchmark "
+                               "command again to run them."))
+
+
 def held_grid(rows: list[dict]) -> dict[str, list]:
     """The methods, shots and seeds that the stored `rows` hold (the tables' rows, columns and seeds), not
     only those of the last `vip benchmark` command, which may have extended the sweep by a seed or a method."""
@@ -377,6 +400,7 @@ def benchmark_report(folder: Path) -> str:
         random_weights_banner(config, "this benchmark's results"),
         running,
         _unfinished_note(document),
+        _left_out_note(document),
         # what decides whether to trust a row comes before the settings, on the first screen
         _missed_note(rows, document.get("class_names")) + _chance_note(rows, config) + copies_note(split),
         html.section("Settings and data", _settings(document) + _data(split, document.get("class_names"))),
