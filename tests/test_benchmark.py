@@ -781,8 +781,7 @@ def test_rows_trained_together_that_change_their_features_in_place_are_refused(m
     pool = FeatureSet(torch.zeros(4, 3), torch.tensor([0, 0, 1, 1]), [f"{i}.png" for i in range(4)],
                       torch.zeros(4, 2, 3))  # x [N, D], y [N], paths, views [N, V, D]
     val = FeatureSet(torch.zeros(2, 3), torch.tensor([0, 1]), ["a.png", "b.png"])
-    method = type("Method", (), {"id": "coop"})()  # a class instance, as every method is: weakly referenced
-    row = {"method": method, "data": PreparedData(pool, val, val), "fit_context": None}
+    row = {"method": SimpleNamespace(id="coop"), "data": PreparedData(pool, val, val), "fit_context": None}
     monkeypatch.setattr(benchmark, "_build_row", lambda *args, **kwargs: row)
     monkeypatch.setattr(fitting, "fit_sgd_many",
                         lambda methods, datas, contexts, progress=None, batchable=None: [{} for _ in datas])

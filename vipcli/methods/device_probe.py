@@ -259,7 +259,10 @@ def check_placeholders_replaced(method) -> None:
     "Expected all tensors to be on the same device"."""
     from vipcli.methods.contract import method_fault
 
-    held = _placeholders_held.pop(method, {})
+    try:
+        held = _placeholders_held.pop(method, {})
+    except TypeError:  # an object no weak reference can name: `keep_placeholders` kept nothing for it
+        return
     for name, placeholder in held.items():
         value = getattr(method, name, None)
         if value is placeholder:
