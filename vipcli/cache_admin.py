@@ -175,15 +175,23 @@ def remove_orphaned_logs(root: Path) -> tuple[int, int]:
 
     removed = freed = 0
     for log in orphaned_logs(Path(root) / "digests"):
-        try:
-            size = log.stat().st_size
-            log.unlink()
-        except FileNotFoundError:
-            continue
-        except OSError as error:
-            raise _cannot_clear(log, error) from None
-        removed, freed = removed + 1, freed + size
+        size = _remove_file(log)
+        if size is not None:
+            removed, freed = removed + 1, freed + size
     return removed, freed
+
+
+def _remove_file(path: Path) -> int | None:
+    """Remove the file `path`: its size, or None when it was gone already (another `vip cache clear`); one VipError
+    naming it when it cannot be removed."""
+    try:
+        size = path.stat().st_size
+        path.unlink()
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        raise _cannot_clear(path, error) from None
+    return size
 
 
 # the files vip writes under features/, llm/, checks/ and digests/ (and the temp files of an interrupted write)
@@ -249,13 +257,9 @@ def clear(root: Path, backbone: str | None = None, stale_only: bool = False) -> 
                 if not written_by_vip(relative):
                     kept.append(str(relative))
                     continue
-                try:
-                    size = path.stat().st_size
-                    path.unlink()
-                except FileNotFoundError:
+                size = _remove_file(path)
+                if size is None:
                     continue
-                except OSError as error:
-                    raise _cannot_clear(path, error) from None
                 freed += size
                 entries += relative.parts[0] == "features" and name.endswith(".safetensors")
             for name in folders:  # topdown=False: subfolders are done; remove them if now empty
