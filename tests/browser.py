@@ -91,10 +91,22 @@ def find_browser() -> str | None:
     return next((found for name in BROWSERS if (found := shutil.which(name))), None)
 
 
+BROWSER_TIMEOUT_S = 120  # one browser run; a screenshot takes seconds, tens on a loaded machine
+
+
 def _run(browser: str, profile: Path, *args: str) -> subprocess.CompletedProcess:
-    profile.mkdir(parents=True, exist_ok=True)
-    return subprocess.run([browser, *FLAGS, f"--user-data-dir={profile}", *args], capture_output=True, text=True,
-                          timeout=120)
+    """Run the browser once on a profile of its own; a run that hangs (headless chromium now and then never ends
+    one, seen once in a full CI run at a dark-mode screenshot that takes seconds alone) is run again once, on a new
+    profile, before the test fails."""
+    for attempt in (1, 2):
+        run_profile = profile if attempt == 1 else profile.with_name(f"{profile.name}-again")
+        run_profile.mkdir(parents=True, exist_ok=True)
+        try:
+            return subprocess.run([browser, *FLAGS, f"--user-data-dir={run_profile}", *args], capture_output=True,
+                                  text=True, timeout=BROWSER_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            if attempt == 2:
+                raise
 
 
 def console_messages(stderr: str) -> list[str]:
