@@ -58,14 +58,11 @@ def trained_at_chance_note(predictor) -> str:
     """A note for the top of the page when the run's own test images did not show that its model beats chance
     (metrics.json's `test.vs_chance`), as its `vip report` says: these predictions are then no evidence of a class.
     "" otherwise, for random weights (the banner says more) and for a run whose metrics.json cannot be read."""
-    import json
-
     from vipcli.chance import at_chance, chance_sentence
     from vipcli.report.notices import random_weights
 
-    folder = Path(predictor.run_dir) if Path(predictor.run_dir).is_dir() else Path(predictor.run_dir).parent
     try:
-        test = json.loads((folder / "metrics.json").read_text())["test"]
+        test = _run_metrics(predictor.run_dir)["test"]
         scores = test.get("vs_chance") or []
         sentence = chance_sentence(scores, predictor.class_names, test.get("n", 0)) if at_chance(scores) else ""
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
@@ -85,13 +82,10 @@ def broken_on_test(predictor, coverage: float | None) -> str:
     e.g. 'Measured when this run was trained, on its 624 test images: temperature scaling made the NLL worse
     (0.6752 to 0.6967), and the prediction sets at coverage 80% held the true class for 70.35% of them, far below
     the 80.11% expected. ...'"""
-    import json
-
     from vipcli.trust import scaling_hurt_nll
 
-    folder = Path(predictor.run_dir) if Path(predictor.run_dir).is_dir() else Path(predictor.run_dir).parent
     try:
-        metrics = json.loads((folder / "metrics.json").read_text())
+        metrics = _run_metrics(predictor.run_dir)
         n_test, test = metrics["test"]["n"], metrics["calibration"]["test"]
         rows = metrics["conformal"]["test"]
         found = []
@@ -127,13 +121,10 @@ def measured_when_trained(run_dir) -> str:
     """What the run measured on its own test split, from its metrics.json: 'accuracy 79.33%, balanced accuracy
     78.90%, macro-F1 79.03% on 300 test images (vip train, 2026-11-29 20:11 UTC)' (balanced accuracy computed from
     the confusion matrix for a run of an earlier vip); '-' when the run has none to show."""
-    import json
-
     from vipcli.metrics import split_figure
 
-    folder = Path(run_dir) if Path(run_dir).is_dir() else Path(run_dir).parent
     try:
-        metrics = json.loads((folder / "metrics.json").read_text())
+        metrics = _run_metrics(run_dir)
         test = metrics["test"]
         balanced = split_figure(test, "balanced_accuracy")
         said = (f"accuracy {test['accuracy']:.2f}%, "
@@ -143,6 +134,15 @@ def measured_when_trained(run_dir) -> str:
         return "-"
     when = html.utc_time(metrics.get("finished_at"))
     return f"{said} (vip train, {html.utc_minute(when)})" if when else said
+
+
+def _run_metrics(run_dir):
+    """The metrics.json of a run folder (`run_dir` may name its model file), as read: OSError or ValueError when it
+    is missing or not JSON, which the notes above read as "nothing to say"."""
+    import json
+
+    folder = Path(run_dir) if Path(run_dir).is_dir() else Path(run_dir).parent
+    return json.loads((folder / "metrics.json").read_text())
 
 
 def agreement(items) -> str:
