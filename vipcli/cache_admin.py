@@ -144,7 +144,7 @@ def summarize(root: Path) -> dict:
     backbones = backbone_folders(root)
     answers, answer_bytes = _walk(root / "llm", ".json") if (root / "llm").is_dir() else (0, 0)
     logs = version_logs(root)
-    orphans = orphaned_logs(root / "digests")
+    orphans = orphaned_logs(logs)  # of the logs just listed: the folder is read once
     total = sum(b["bytes"] for b in backbones) + answer_bytes + _size(logs)
     return {"root": str(root), "exists": root.is_dir(), "backbones": backbones,
             "llm_answers": answers, "llm_bytes": answer_bytes, "version_logs": len(logs),
@@ -170,11 +170,12 @@ def _size(files: list[Path]) -> int:
 
 
 def remove_orphaned_logs(root: Path) -> tuple[int, int]:
-    """Remove the version logs under `root` whose FILE is gone (`version_log.orphaned_logs`); (how many, bytes)."""
+    """Remove the version logs under `root` whose FILE is gone (`version_log.orphaned_logs` of `version_logs`); (how
+    many, bytes)."""
     from vipcli.version_log import orphaned_logs
 
     removed = freed = 0
-    for log in orphaned_logs(Path(root) / "digests"):
+    for log in orphaned_logs(version_logs(root)):
         size = _remove_file(log)
         if size is not None:
             removed, freed = removed + 1, freed + size

@@ -109,16 +109,16 @@ def logged_out(log: Path) -> tuple[Path, str] | None:
         return None
 
 
-def orphaned_logs(folder: Path) -> list[Path]:
-    """The version logs in `folder` whose FILE is gone: written on this host, naming a FILE that, with all its part
-    files, no longer exists (deleted by hand, never written again: nothing will read them). A log of another host
-    (a cache folder several machines share), or one whose FILE still has a part file (a torchrun run killed before
-    its merge), is not."""
+def orphaned_logs(logs: list[Path]) -> list[Path]:
+    """Those of the version `logs` (`vipcli.cache_admin.version_logs`) whose FILE is gone: written on this host,
+    naming a FILE that, with all its part files, no longer exists (deleted by hand, never written again: nothing
+    will read them). A log of another host (a cache folder several machines share), or one whose FILE still has a
+    part file (a torchrun run killed before its merge), is not."""
     from vipcli.prediction_files import part_files
 
     host = socket.gethostname()
     orphans = []
-    for log in sorted(Path(folder).glob("*.rank*.log")) if Path(folder).is_dir() else []:
+    for log in logs:
         named = logged_out(log)
         if named is None or named[1] != host:
             continue
