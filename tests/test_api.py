@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import pickle
 import shutil
 from pathlib import Path
 
@@ -112,6 +115,24 @@ def test_unreadable_files_raise_unless_skipped_and_wrong_values_are_refused(worl
     for words, call in refused.items():
         with pytest.raises(vip.VipError, match=__import__("re").escape(words)):
             call()
+
+
+def test_predict_many_names_the_files_it_left_out_in_its_result(world, tmp_path):
+    """`skip_unreadable=True` named the files it left out only in warnings on stderr: a program had to parse stderr
+    (or compare paths) to learn which scans got no prediction. The returned list now carries them."""
+    data, result, _ = world
+    model = vip.load(result.run_dir, device="cpu")
+    good = sorted((data / "test" / "nevus").glob("*.png"))[0]
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    with contextlib.redirect_stderr(io.StringIO()):
+        made = model.predict_many([broken, good], skip_unreadable=True, workers=0)
+        clean = model.predict_many([good], workers=0)
+    assert made.failures == {str(broken): "not an image Pillow can read"} and clean.failures == {}
+    assert isinstance(made, list) and made == [made[0]] and made[:1] == [made[0]]  # still a list in every other way
+    again = pickle.loads(pickle.dumps(made))
+    assert again.failures == made.failures and [p.path for p in again] == [str(good)]
+    assert "failures=" in repr(made) and "failures=" not in repr(clean)
 
 
 def test_symptoms_given_as_a_dict_train_with_those_symptoms_as_a_file_of_them_does(world, tmp_path, capsys):
@@ -491,8 +512,6 @@ def test_json_of_vip_train_and_vip_benchmark_lists_the_warnings_stderr_printed(w
 def test_in_a_jupyter_notebook_warnings_go_to_stderr_where_redirect_stderr_silences_them(world, tmp_path, monkeypatch):
     """rich sent every line to the notebook's display (past sys.stderr) when it saw a Jupyter kernel."""
     import builtins
-    import contextlib
-    import io
     import sys
     import types
 

@@ -10,7 +10,7 @@
     sweep = vip.benchmark("isic", methods=["coop", "vip"], shots=[1, 16])   # `vip benchmark`
 
 This module is vip's Python interface: `train`, `benchmark`, `load`, `Model`, `Prediction`,
-`TrainResult`, `BenchmarkResult`, `VipError`, `ImageError`. They follow the same contracts as the
+`Predictions`, `TrainResult`, `BenchmarkResult`, `VipError`, `ImageError`. They follow the same contracts as the
 commands (the same run folders, results folders, feature cache, calibration and prediction sets)
 and raise `VipError` (message and fix in `str(error)`) where a command prints its one-line error.
 The rest of `vipcli` is internal and may change between releases.
@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Iterable, Mapping
 
 from vipcli.errors import ImageError, UsageError, VipError
 from vipcli.lazy_module import LazyModule as _LazyModule
-from vipcli.results import BenchmarkResult, Prediction, TrainResult
+from vipcli.results import BenchmarkResult, Prediction, Predictions, TrainResult
 
 if TYPE_CHECKING:
     import torch
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 else:  # light: torch and PIL load when a call needs them, or when a tool reads the annotations
     torch, Image = _LazyModule("torch"), _LazyModule("PIL.Image")
 
-__all__ = ["train", "benchmark", "load", "Model", "Prediction", "TrainResult", "BenchmarkResult", "VipError",
+__all__ = ["train", "benchmark", "load", "Model", "Prediction", "Predictions", "TrainResult", "BenchmarkResult", "VipError",
            "ImageError"]
 
 
@@ -326,15 +326,15 @@ class Model:
     def predict_many(self, images: Iterable[str | os.PathLike | Image.Image], *, explain: bool = False,
                      coverage: float | None = None, skip_unreadable: bool = False, use_cache: bool = True,
                      workers: int | None = None, batch_size: int = 64, progress: bool = False,
-                     quiet: bool = False) -> list[Prediction]:
+                     quiet: bool = False) -> Predictions:
         """Classify many images: files, folders (searched with their subfolders, as `vip predict` does)
         and PIL images, in the order given.
 
         Args:
             images: an iterable of image files and folders (each a str or any os.PathLike) and PIL images.
             explain, coverage, use_cache: as for `predict`.
-            skip_unreadable: leave out files that cannot be read (each named in a warning on stderr)
-                instead of raising.
+            skip_unreadable: leave out files that cannot be read (each named in a warning on stderr and in the
+                result's `failures`) instead of raising.
             workers: image-decoding processes for files, 0 to decode in this process (default: one per
                 usable core, at most 16).
             batch_size: images per image-encoder call (1 or more).
@@ -342,8 +342,8 @@ class Model:
             quiet: print no progress or informational line on stderr (as `vip -q`: `progress` draws nothing then);
                 the warnings (each file skipped, each left out) are still printed.
         Returns:
-            One Prediction per image, in input order (a folder's images sorted by path); a file left out by
-            `skip_unreadable` has none (the warning names it).
+            Predictions: a list of one Prediction per image, in input order (a folder's images sorted by path);
+            a file left out by `skip_unreadable` has none, and is in its `failures` ({path: reason}).
         Raises:
             ImageError: a file that cannot be read, unless `skip_unreadable` (the first, with how many).
             VipError: a path that does not exist, a folder without images, a value of another type.
@@ -361,7 +361,7 @@ class Model:
                                       workers, batch_size, progress)
 
     def _predict_many(self, items: list, explain: bool, coverage: float | None, skip_unreadable: bool,
-                      use_cache: bool, workers: int | None, batch_size: int, progress: bool) -> list[Prediction]:
+                      use_cache: bool, workers: int | None, batch_size: int, progress: bool) -> Predictions:
         """`predict_many` on `items` already checked: Paths and loaded PIL images."""
         from vipcli import console
         from vipcli.features import default_cache_dir, encode_in_memory
@@ -400,7 +400,7 @@ class Model:
         features = encode_in_memory(predictor.backbone, in_memory, batch_size,  # [M, D]
                                     predictor.image_fit) if in_memory else None
         held = iter(classify(predictor, features, [""] * len(in_memory), explain, cutoff) if in_memory else [])
-        results = []
+        results = Predictions(failures=failures)
         for group in groups:
             if isinstance(group, list):
                 results.extend(by_file[str(path)] for path in group if str(path) in by_file)

@@ -1,4 +1,5 @@
-"""What vip's Python interface returns: `Prediction` (one image's result), `TrainResult` (a finished run),
+"""What vip's Python interface returns: `Prediction` (one image's result), `Predictions` (many, with the files left
+out), `TrainResult` (a finished run),
 `BenchmarkResult` (a finished sweep).
 
 Kept apart from the modules that make them (`predict`, `train`, `benchmark` import torch or rich) so that
@@ -49,6 +50,26 @@ class Prediction:
                 "probabilities": {name: rounded_share(p, DECIMALS) for name, p in self.probabilities.items()},
                 "explanation": rounded_explanation(self.explanation) if explain else None,
                 "prediction_set": self.prediction_set}
+
+
+class Predictions(list):
+    """What `Model.predict_many` returns: a list of Prediction, in input order, that also names the files left out.
+
+    It is a plain list in every other way (indexing, `len`, comparison with a list, pickling); a slice of it is a
+    plain list.
+
+    Attributes:
+        failures: {unreadable image file: reason}, the files `skip_unreadable=True` left out (each also warned of
+            on stderr), in the order they were met; empty when every file was read.
+    """
+
+    def __init__(self, predictions=(), failures: dict[str, str] | None = None):
+        super().__init__(predictions)
+        self.failures: dict[str, str] = dict(failures or {})
+
+    def __repr__(self) -> str:
+        listed = super().__repr__()
+        return f"Predictions({listed}, failures={self.failures!r})" if self.failures else f"Predictions({listed})"
 
 
 def rounded_explanation(explanation: list[dict] | None) -> list[dict] | None:
