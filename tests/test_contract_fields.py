@@ -24,7 +24,7 @@ METRICS_FIELDS = {"val", "test", "best_epoch", "best_val_accuracy", "history", "
 SPLIT_METRICS = {"n", "accuracy", "balanced_accuracy", "macro_f1", "auroc", "confusion_matrix"}
 VS_CHANCE_FIELDS = {"class", "auroc", "p", "p_perfect", "auroc_needed"}
 SPLIT_FIELDS = {"root", "class_names", "origin", "seed", "split_seed", "shots", "train_subset", "train", "val",
-                "test", "unreadable", "duplicates", "linked_class_folders"}
+                "test", "unreadable", "duplicates", "linked_class_folders", "groups_across_splits"}
 BENCHMARK_ROW_FIELDS = {"method", "shots", "seed", "shots_used", "test_accuracy", "test_balanced_accuracy",
                         "test_macro_f1", "test_auroc", "test_confusion_matrix", "test_vs_chance", "device", "machine",
                         "finished_at", "method_distribution"}

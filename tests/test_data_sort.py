@@ -745,6 +745,39 @@ def test_a_split_column_whose_groups_cross_splits_is_warned_about(cli, tmp_path)
     assert "1 lesion_id value has images in more than one split of the labels (first: HAM_0000)" in err
 
 
+def test_groups_the_labels_put_in_two_splits_are_warned_of_again_by_training_and_kept_in_split_json(cli, tmp_path,
+                                                                                                   capsys):
+    """`vip data sort` warned once that a lesion's images were in train and test, and nothing kept it: `vip train`
+    on the sorted folder said nothing, its split.json had no trace, and its report showed clean test figures."""
+    from vipcli.data import copies_record, load_dataset
+    from vipcli.report.data_notes import copies_note
+
+    images, labels = _lesions(tmp_path, lesions=4, per_lesion=2)
+    rows = labels.read_text().splitlines()
+    splits = ["train", "test", "train", "train", "val", "val", "test", "test"]  # HAM_0000 in train and test
+    _csv(labels, "\n".join([rows[0] + ",split"] + [f"{row},{split}" for row, split in zip(rows[1:], splits)]) + "\n")
+    assert cli("data", "sort", labels, "--images", images, "--out", tmp_path / "sorted", "--label-column", "dx",
+               "--group-column", "lesion_id")[0] == 0
+    capsys.readouterr()
+    dataset = load_dataset(tmp_path / "sorted")
+    assert "1 lesion_id value has images in more than one split of " in capsys.readouterr().err
+    record = copies_record(dataset, lambda paths: [str(path) for path in paths])
+    assert record["groups_across_splits"] == {"column": "lesion_id", "values": ["HAM_0000"]}
+    assert "1 lesion_id value has images in more than one split (first: HAM_0000)" in copies_note(record)
+
+    fixed = ["train", "train", "test", "test", "val", "val", "train", "train"]  # each lesion in one split
+    _csv(labels, "\n".join([rows[0] + ",split"] + [f"{row},{split}" for row, split in zip(rows[1:], fixed)]) + "\n")
+    assert cli("data", "sort", labels, "--images", images, "--out", tmp_path / "sorted", "--label-column", "dx",
+               "--group-column", "lesion_id", "--force")[0] == 0
+    capsys.readouterr()
+    record = copies_record(load_dataset(tmp_path / "sorted"), lambda paths: [str(path) for path in paths])
+    assert "more than one split" not in capsys.readouterr().err
+    assert record["groups_across_splits"] == {"column": "lesion_id", "values": []} and copies_note(record) == ""
+    shutil.copytree(tmp_path / "sorted", tmp_path / "plain", symlinks=True)
+    (tmp_path / "plain" / ".vip-sorted.json").unlink()  # a folder vip data sort did not write: nothing recorded
+    assert copies_record(load_dataset(tmp_path / "plain"), str)["groups_across_splits"] is None
+
+
 
 def _with_splits(labels: Path, split_of) -> Path:
     """The lesions table with a split column (replacing one given before): `split_of(lesion number)` for each row."""

@@ -94,6 +94,8 @@ class Copies:
 
     linked: list[tuple[Path, Path]] = field(default_factory=list)  # (class folder, the folder it is: a link)
     groups: list[list[tuple[str, Sample, str]]] = field(default_factory=list)  # `find_duplicates`' groups
+    # (group column, values in two splits of the labels), as `vip data sort` recorded them; None: not recorded
+    groups_across_splits: tuple[str, list[str]] | None = None
 
 
 def _class_folders(folder: Path) -> list[Path]:
@@ -644,8 +646,11 @@ def _decodes(path: Path) -> bool:
 def find_copies(dataset: Dataset) -> Copies:
     """The class folders that are one folder (a symlink) and the images with the same content in more than one split
     or class of `dataset` (the images of a linked folder are not read again)."""
+    from vipcli.label_table import groups_across_splits_recorded
+
     linked = _linked_class_folders(dataset)
-    return Copies(linked, find_duplicates(dataset, skip_folders={folder for folder, _ in linked}))
+    return Copies(linked, find_duplicates(dataset, skip_folders={folder for folder, _ in linked}),
+                  groups_across_splits_recorded(Path(dataset.root)))
 
 
 def warn_duplicates(dataset: Dataset) -> None:
@@ -675,13 +680,21 @@ def warn_duplicates(dataset: Dataset) -> None:
         console.warn(f"{len(groups)} {plural(len(groups), 'image is', 'images are')} in more than one split or "
                      f"class{more}: a copy in val or test inflates its figures, a copy in two classes contradicts "
                      "itself; remove the copies")
+    if copies.groups_across_splits and copies.groups_across_splits[1]:
+        column, values = copies.groups_across_splits
+        console.warn(escape(f"{len(values)} {console.printable(column)} "
+                            f"{plural(len(values), 'value has', 'values have')} images in more than one split of "
+                            f"{root} (first: {console.first_few(map(console.printable, values), DUPLICATES_SHOWN)}), "
+                            "as its labels put them and vip data sort warned: test figures may be inflated by images "
+                            "of what was trained on"))
 
 
 def copies_record(dataset: Dataset, relative) -> dict:
     """split.json's record of `dataset.copies`, with each path as `relative` writes it (a list of paths -> a list
     of strings): `{"duplicates": [{"sha256": ..., "files": [{"path": ..., "split": ..., "class": ...}, ...]}, ...],
-    "linked_class_folders": [{"folder": ..., "same_as": ...}, ...]}`, every one found (the warnings name the
-    first few), both lists empty when there are none; {} when they were not looked for. A run's and a benchmark's
+    "linked_class_folders": [{"folder": ..., "same_as": ...}, ...], "groups_across_splits": {"column": ...,
+    "values": [...]}}`, every one found (the warnings name the first few), both lists empty when there are none,
+    `groups_across_splits` None where `vip data sort` recorded none; {} when they were not looked for. A run's and a benchmark's
     split.json both record it, and both reports name them (`vipcli.report.data_notes`)."""
     copies = dataset.copies
     if copies is None:
@@ -694,7 +707,9 @@ def copies_record(dataset: Dataset, relative) -> dict:
             for path, (split, sample, _) in zip(paths, group)]})
     linked = [{"folder": folder, "same_as": original} for folder, original in
               zip(relative([f for f, _ in copies.linked]), relative([o for _, o in copies.linked]))]
-    return {"duplicates": duplicates, "linked_class_folders": linked}
+    crossing = copies.groups_across_splits
+    return {"duplicates": duplicates, "linked_class_folders": linked,
+            "groups_across_splits": None if crossing is None else {"column": crossing[0], "values": crossing[1]}}
 
 
 def _require_classes(root: Path, class_names: list[str]) -> None:

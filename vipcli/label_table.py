@@ -590,6 +590,18 @@ def layout(folder: Path) -> dict[str, int]:
     return {relative: len(names) for relative, names in entries(folder).items()}
 
 
+def groups_across_splits_recorded(folder: Path) -> tuple[str, list[str]] | None:
+    """(group column, its values with images in more than one split of the labels), as `vip data sort` recorded
+    them in `folder`'s MANIFEST when it sorted by a group column and the labels' own split column (the values
+    may be none); None for a folder it did not sort so, or sorted before it recorded them."""
+    record = _manifest(folder)
+    crossing = record.get("groups_across_splits") if record is not None else None
+    if not isinstance(crossing, dict) or not isinstance(crossing.get("column"), str) \
+            or not isinstance(crossing.get("values"), list):
+        return None
+    return crossing["column"], [str(value) for value in crossing["values"]]
+
+
 def _manifest(out: Path) -> dict | None:
     """The record in sorted folder `out`'s MANIFEST, or None when it cannot be read as one."""
     try:

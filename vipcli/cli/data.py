@@ -91,6 +91,8 @@ def sort_command(
                           "otherwise": columns.otherwise, "split": columns.split, "group": columns.group},
               "split_seed": seed if carve else None,
               "files": "copies" if copy else "links", "images_sorted": len(sorting.placed)}
+    if columns.group and columns.split:  # read by vip train and vip benchmark, kept in split.json, named in reports
+        record["groups_across_splits"] = {"column": columns.group, "values": crossing}
     write_sorted(sorting, out, copy, record)
     _say(sorting, columns, out, images, copy, seed, crossing, carve)
     _hint_group(table, columns)

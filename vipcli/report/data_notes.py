@@ -95,11 +95,26 @@ def copies_note(split: dict) -> str:
         links = first_few([f"{link.get('folder')} is {link.get('same_as')}" for link in linked], SKIPPED_SHOWN)
         said.append(f"{len(linked)} class {plural(len(linked), 'folder is', 'folders are')} the same folder as "
                     f"another (a symbolic link: {links})")
+    groups_note = _groups_across_splits_note(split)
     if not said:
-        return ""
+        return groups_note
     return html.note(html.text(f"{'; '.join(said)[0].upper()}{'; '.join(said)[1:]}: a copy in val or test inflates "
                                "its figures, a copy in two classes contradicts itself. Remove the copies; the files "
-                               "are named under Settings and data."))
+                               "are named under Settings and data.")) + groups_note
+
+
+def _groups_across_splits_note(split: dict) -> str:
+    """The note on patients (or lesions) whose images the labels put in more than one split, as `vip data sort`
+    recorded them and split.json keeps them (`groups_across_splits`); "" when none were recorded."""
+    crossing = split.get("groups_across_splits")
+    if not isinstance(crossing, dict) or not isinstance(crossing.get("values"), list) or not crossing["values"]:
+        return ""
+    values, column = crossing["values"], str(crossing.get("column"))
+    return html.note(html.text(
+        f"{len(values)} {column} {plural(len(values), 'value has', 'values have')} images in more than one split "
+        f"(first: {first_few(map(str, values), SKIPPED_SHOWN)}), as the labels vip data sort read put them: test "
+        "figures may be inflated by images of what was trained on. Give each one split in the labels, or drop the "
+        "split column to let vip data sort split by it."))
 
 
 def copied_files(split: dict) -> str:
