@@ -92,6 +92,33 @@ class FillsPlaceholder(SavedPlaceholder):
         return fitted
 
 
+class KeepsLoadedOnTheCpu(SavedPlaceholder):
+    """Flaw: load_state_tensors keeps the loaded prototypes where they were read (the CPU), without
+    .to(self.setup.device), when `flawed` (a class attribute a test sets): on a GPU, vip predict's forward fails."""
+
+    flawed = True
+
+    def load_state_tensors(self, tensors, where):
+        NearestCentroid.load_state_tensors(self, tensors, where)
+        self.prototypes = tensors["prototypes"] if self.flawed else tensors["prototypes"].to(self.setup.device)
+
+
+class FillsPlaceholderOnLoad(SavedPlaceholder):
+    """Flaw: load_state_tensors fills the CPU placeholder __init__ made in place, so it stays on the CPU."""
+
+    def load_state_tensors(self, tensors, where):
+        NearestCentroid.load_state_tensors(self, tensors, where)
+        self.prototypes.copy_(tensors["prototypes"])
+
+
+class MovesInPrepare(KeepsLoadedOnTheCpu):
+    """Sound: load_state_tensors keeps the loaded prototypes on the CPU, and prepare, which vip calls before any
+    forward, moves them to setup.device."""
+
+    def prepare(self):
+        self.prototypes = self.prototypes.to(self.setup.device)
+
+
 class ReadsItem(NearestCentroid):
     """Sound: reads its backbone's logit scale as a Python number as it is built."""
 
@@ -130,6 +157,9 @@ probed = methods_fixture("probed_methods", PROBED_METHODS, {"counts-builds": "Co
                                                            "fills-placeholder": "FillsPlaceholder",
                                                            "draws-on-the-gpu": "DrawsOnTheGpu",
                                                            "reads-item": "ReadsItem",
+                                                           "keeps-loaded-on-the-cpu": "KeepsLoadedOnTheCpu",
+                                                           "fills-placeholder-on-load": "FillsPlaceholderOnLoad",
+                                                           "moves-in-prepare": "MovesInPrepare",
                                                            "reads-numpy-late": "ReadsNumpyLate"})
 
 
@@ -197,13 +227,63 @@ def test_a_method_that_reads_values_as_it_is_built_is_judged(method_id):
     assert probe_devices(cls, method_id, _toy_setup(), make_settings(cls, {}, method_id)) == "passed"
 
 
-def test_a_method_whose_code_meta_cannot_run_is_not_judged():
-    """clap counts labels with torch.bincount as it is built, which has no meta kernel: the probe says nothing."""
+def test_clap_is_judged():
+    """clap counted its prompts per class with torch.bincount as it was built, which has no meta kernel: the probe
+    said "not judged" of it (and of a plugin built on vipcli.prompts.class_text_features). It counts them on the
+    host now, and passes."""
     from vipcli.methods import make_settings, method_class
     from vipcli.methods.device_probe import probe_devices
 
     cls = method_class("clap")
-    assert probe_devices(cls, "clap", _toy_setup(), make_settings(cls, {}, "clap")).startswith("not judged")
+    assert probe_devices(cls, "clap", _toy_setup(), make_settings(cls, {}, "clap")) == "passed"
+
+
+@pytest.mark.parametrize("method", ["keeps-loaded-on-the-cpu", "fills-placeholder-on-load"])
+def test_a_tensor_load_state_tensors_leaves_on_the_cpu_is_refused_before_the_run_is_saved(probed, cli, tmp_path,
+                                                                                          method):
+    """vip predict reloads a run through the plugin's own load_state_tensors, which vip never probed: a saved
+    placeholder filled in place, or a loaded tensor kept without .to(self.setup.device), stayed on the CPU, passed
+    every check on the CPU and failed on a GPU with torch's "Expected all tensors to be on the same device"."""
+    from conftest import error_lines
+
+    code, _, err = cli("train", "--data", probed, "--backbone", "toy", "--method", method, "--shots", "2",
+                       "--views", "1", "--workers", "0", "--out", tmp_path / "run")
+    line, = error_lines(err)
+    assert code == 1 and line.startswith(
+        f"error: method '{method}' (from {method}-dist 0.1.0) failed in load_state_tensors: after load_state_tensors, "
+        "forward gave torch.Tensor.matmul a tensor on cpu and one on the image features' device, where "
+        "self.prototypes is a plain tensor on cpu"), line
+    assert "self.NAME = tensors[NAME].to(self.setup.device)" in line and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_vip_predict_probes_the_run_it_reloads(probed, cli, tiny_clip, tmp_path, monkeypatch):
+    """A run saved before vip probed reloading (here: the plugin's flaw switched on after training) is refused by
+    vip predict in one line, before any image is read; the tiny CLIP's widths are not the toy's, which the probe
+    takes on. A plugin that moves what it loaded in prepare passes."""
+    import weakref
+
+    import probed_methods
+    from conftest import error_lines, tiny_train_args
+
+    from vipcli.methods import device_probe
+
+    image = sorted((probed / "test").rglob("*.png"))[0]
+    for method in ("keeps-loaded-on-the-cpu", "moves-in-prepare"):
+        monkeypatch.setattr(probed_methods.KeepsLoadedOnTheCpu, "flawed", False)
+        code, _, err = cli(*tiny_train_args(probed, tiny_clip, tmp_path / method, "--method", method,
+                                            "--shots", "2", "--views", "1"))
+        assert code == 0, err
+        monkeypatch.setattr(probed_methods.KeepsLoadedOnTheCpu, "flawed", True)
+        monkeypatch.setattr(device_probe, "_probed_restored", weakref.WeakSet())  # a new process
+        code, out, err = cli("predict", image, "--model", tmp_path / method, "--json")
+        if method == "moves-in-prepare":
+            assert code == 0 and out, err
+            continue
+        line, = error_lines(err)
+        assert code == 1 and out == "" and line.startswith(
+            "error: method 'keeps-loaded-on-the-cpu' (from keeps-loaded-on-the-cpu-dist 0.1.0) failed in "
+            "load_state_tensors: after load_state_tensors, forward gave torch.Tensor.matmul a tensor on cpu"), line
 
 
 def test_a_plugin_that_reads_values_as_it_is_built_is_judged(probed):

@@ -291,7 +291,7 @@ def run_rows_together(method_id: str, cls, jobs: list[tuple], context: dict, pro
     started = time.perf_counter()
     built = [_build_row(method_id, cls, shots, seed, context, progress) for shots, seed in jobs]
     before = [split_versions(b["data"]) for b in built]
-    backbone = state_if_watched(built[0]["method"])  # the rows share it
+    backbone = state_if_watched(built[0]["method"], whole=True)  # the rows share it; every byte, around a fit
     fitted = fit_sgd_many([b["method"] for b in built], [b["data"] for b in built],
                           [b["fit_context"] for b in built], progress, batchable=True)  # rows grouped by its answer
     check_kept(built[0]["method"], "fit", backbone, f"its {len(built)} rows of the sweep, trained together,")

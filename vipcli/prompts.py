@@ -255,5 +255,7 @@ def class_text_features(backbone, prompts: list[list[str]], trim: bool = True, u
     total = torch.zeros(len(prompts), text.shape[1], device=text.device).index_add_(0, index, text)  # [C, D]
     if unit:
         return F.normalize(total, dim=-1).cpu()
-    counts = torch.bincount(index, minlength=len(prompts)).clamp(min=1)  # [C]
+    # prompts per class, counted on the host as the bank was built (bincount has no kernel on torch's meta device,
+    # where vip's device probe builds a plugin that uses this: it could not judge one, CLAP's pattern)
+    counts = torch.tensor(bank.layout.counts, dtype=total.dtype, device=total.device).clamp(min=1)  # [C]
     return (total / counts[:, None]).cpu()

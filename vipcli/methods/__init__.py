@@ -96,9 +96,10 @@ def restore_method(method_id: str, setup: MethodSetup, settings: dict, stored: d
     `metadata` (the run's) lets a tensor mismatch of a plugin method name the plugin versions it was
     trained with and that is installed.
     """
-    from vipcli.methods.backbone_guard import check_kept, state_if_watched
+    from vipcli.methods.backbone_guard import check_kept, is_watched, state_if_watched
     from vipcli.methods.base import SETTINGS_FIX, StateMismatch
     from vipcli.methods.contract import check_on_device, method_code
+    from vipcli.methods.device_probe import probe_restored
     from vipcli.provenance import tensor_mismatch
 
     cls = method_class(method_id)
@@ -114,6 +115,8 @@ def restore_method(method_id: str, setup: MethodSetup, settings: dict, stored: d
         raise tensor_mismatch(error, method_id, metadata) from None
     check_kept(method, "load_state_tensors", before)
     check_on_device(method, "load_state_tensors")
+    if is_watched(method):  # a plugin: reloaded once more on another device (once per class), before any image
+        probe_restored(cls, method_id, setup, rebuilt, stored, tensors, where)
     method.eval()
     return method
 

@@ -295,7 +295,7 @@ def checked_fit(method, data, context) -> dict:
     from vipcli.methods.backbone_guard import check_kept, state_if_watched
     from vipcli.methods.device_probe import check_placeholders_replaced
 
-    before, backbone = split_versions(data), state_if_watched(method)
+    before, backbone = split_versions(data), state_if_watched(method, whole=True)  # every byte: a fit runs once
     seen = without_test(data, bool(getattr(method, "needs_center_view", False)),
                         bool(getattr(method, "uses_shots", True)))
     try:

@@ -42,6 +42,9 @@ FIXES = {
     "forward": "create what forward makes on image_features.device (torch.zeros(..., device=image_features.device)), "
                "or make it a buffer in __init__ (self.register_buffer(NAME, tensor)) so that self.to(setup.device) "
                "moves it",
+    "load_state_tensors": "move every tensor it keeps to self.setup.device (self.NAME = "
+                          "tensors[NAME].to(self.setup.device)), or make it a buffer in __init__ "
+                          "(self.register_buffer(NAME, tensor)) and leave loading to Method.load_state_tensors",
 }
 # torch calls that take tensors on two devices on a GPU too: a copy (`x.new_tensor(cpu_values)`), indexing with an
 # index on the CPU, one that reads only the other tensor's shape (`x.expand_as(cpu_mask)`), and what `nn.Module.to`
@@ -51,6 +54,7 @@ ACROSS_DEVICES = {torch.Tensor.to, torch.Tensor.copy_, torch.Tensor.new_tensor, 
                   torch.Tensor.expand_as, torch.Tensor.view_as, torch.Tensor.reshape_as,
                   torch._has_compatible_shallow_copy_type, torch.Tensor.data.__set__}
 _probed: weakref.WeakSet = weakref.WeakSet()  # the method classes probed in this process
+_probed_restored: weakref.WeakSet = weakref.WeakSet()  # those probed as a run reloaded them (`probe_restored`)
 _backbone: list = []  # the toy backbone on PROBE_DEVICE, made once
 _placeholders: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # class -> its saved CPU placeholders' names
 _placeholders_held: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # method -> {name: placeholder}
@@ -188,7 +192,58 @@ def probe_devices(cls, method_id: str, setup, settings) -> str:
     return _probe_forward(method, method_id, backbone.embed_dim)
 
 
-def _probe_forward(method, method_id: str, width: int) -> str:
+def probe_restored(cls, method_id: str, setup, settings, stored, tensors: dict, where: str) -> str:
+    """Rebuild `cls` as `vip predict` does (`stored`, the run's `tensors` through its own `load_state_tensors`, then
+    `prepare`) once more on `PROBE_DEVICE`, with a probe backbone of the run's widths, and run its forward there,
+    once per class and process; raise a `PluginError` naming `method_id`, `load_state_tensors` and the tensor it left on the CPU (a
+    saved placeholder kept where `__init__` made it, a loaded tensor kept without `.to(self.setup.device)`), which a
+    CPU run cannot see and a GPU's forward fails on. Returns "passed", "probed before" or "not judged: ..."."""
+    if cls in _probed_restored:
+        return "probed before"
+    _probed_restored.add(cls)
+    backbone = _probe_backbone_like(setup.backbone)
+    if backbone is None:
+        return "not judged: the toy backbone could not be made on the meta device"
+    elsewhere = dataclasses.replace(setup, backbone=backbone)
+    with isolated(), MixedDevices(PROBE_DEVICE) as watch:
+        try:
+            method = cls(elsewhere, copied(settings), stored)
+        except Exception as error:
+            return f"not judged: __init__ raised {type(error).__name__}: {error}"
+    _refuse_mixed(method_id, "__init__", watch.found, "setup.device")
+    with isolated(), MixedDevices(PROBE_DEVICE) as watch:
+        try:
+            method.load_state_tensors(dict(tensors), where)
+            method.prepare()  # as vip predict calls it, before any forward: it may move what was loaded
+        except Exception as error:
+            return f"not judged: reloading raised {type(error).__name__}: {error}"
+    _refuse_mixed(method_id, "load_state_tensors", watch.found, "setup.device")
+    _refuse_left_elsewhere(method, method_id, "load_state_tensors")
+    return _probe_forward(method, method_id, backbone.embed_dim, after="load_state_tensors")
+
+
+def _probe_backbone_like(real):
+    """`probe_backbone()` with the widths (`embed_dim`, `token_width`) of the run's backbone `real`, so that the
+    run's saved tensors fit the probe's instance; None when the toy cannot be made on the meta device."""
+    import copy
+
+    toy = probe_backbone()
+    if toy is None:
+        return None
+    widths = {name: getattr(real, name, None) for name in ("embed_dim", "token_width")}
+    if all(value == getattr(toy, name) or not isinstance(value, int) for name, value in widths.items()):
+        return toy
+    like = copy.copy(toy)
+    for name, value in widths.items():
+        if isinstance(value, int):
+            setattr(like, name, value)
+    return like
+
+
+def _probe_forward(method, method_id: str, width: int, after: str | None = None) -> str:
+    """Run the probe instance's forward on two image features on `PROBE_DEVICE`; refuse a torch call given a
+    tensor on the CPU too, as `forward` (unfitted), or as a fault of `after` (`load_state_tensors`, which must have
+    put every tensor forward uses on the device: no placeholder is allowed then)."""
     features = torch.empty(PROBE_IMAGES, width, device=PROBE_DEVICE)
     with isolated(), MixedDevices(PROBE_DEVICE) as watch, torch.no_grad():
         try:
@@ -196,9 +251,12 @@ def _probe_forward(method, method_id: str, width: int) -> str:
             logits = method.forward(features)
         except Exception as error:
             logits = error
-    if watch.found is not None and _only_saved_placeholders(method, features):
+    plain = _plain_tensors(method, watch.found)
+    if after is not None and plain:  # a plain tensor `after` left on the CPU
+        _refuse_mixed(method_id, after, watch.found, "the image features' device", plain, during="forward")
+    elif after is None and watch.found is not None and _only_saved_placeholders(method, features):
         return "passed"
-    _refuse_mixed(method_id, "forward", watch.found, "the image features' device", _plain_tensors(method, watch.found))
+    _refuse_mixed(method_id, "forward", watch.found, "the image features' device", plain)
     if isinstance(logits, Exception):
         return f"not judged: forward raised {type(logits).__name__}: {logits}"
     if isinstance(logits, torch.Tensor) and logits.device != PROBE_DEVICE:
@@ -275,13 +333,17 @@ def check_placeholders_replaced(method) -> None:
                                PLACEHOLDER_FIX)
 
 
-def _refuse_mixed(method_id: str, member: str, found: tuple | None, where: str, plain: str = "") -> None:
+def _refuse_mixed(method_id: str, member: str, found: tuple | None, where: str, plain: str = "",
+                  during: str | None = None) -> None:
+    """Refuse `member` when `found` names a torch call given tensors on two devices (`during`: the member that made
+    the call, when another than the one at fault: forward, after `load_state_tensors` left a tensor on the CPU)."""
     if found is None:
         return
     from vipcli.methods.contract import method_fault
 
     call, other = found
-    raise method_fault(method_id, member, f"{member} gave {call} a tensor on {other} and one on {where}{plain} "
+    caller = f"after {member}, {during}" if during else member
+    raise method_fault(method_id, member, f"{caller} gave {call} a tensor on {other} and one on {where}{plain} "
                                           f"({STAND_IN})", FIXES[member])
 
 
@@ -298,13 +360,13 @@ def _plain_tensors(method, found: tuple | None) -> str:
            f"on {found[1]} (self.to(setup.device) moves parameters and buffers only)"
 
 
-def _refuse_left_elsewhere(method, method_id: str) -> None:
+def _refuse_left_elsewhere(method, method_id: str, member: str = "__init__") -> None:
     from vipcli.methods.contract import DEVICE_FIXES, left_elsewhere, method_fault, tensors_elsewhere
 
     elsewhere = tensors_elsewhere(method, PROBE_DEVICE)
     if elsewhere:
-        raise method_fault(method_id, "__init__", f"{left_elsewhere('__init__', elsewhere)}, not on setup.device "
-                                                  f"({STAND_IN})", DEVICE_FIXES["__init__"])
+        raise method_fault(method_id, member, f"{left_elsewhere(member, elsewhere)}, not on setup.device "
+                                              f"({STAND_IN})", DEVICE_FIXES[member])
 
 
 def copied(settings):
