@@ -60,6 +60,7 @@ class BenchmarkConfig:
     out: Path | None = None  # results folder (None: benchmarks/<data folder name>)
     force: bool = False  # discard stored rows in --out instead of resuming
     batched: bool = True  # train rows of one prompt method together (one text forward per step for all)
+    keep_going: bool = False  # a row that fails is recorded (last_sweep.failed_rows) and the other rows run
 
 
 # --- options and the sweep grid -----------------------------------------------------------
@@ -477,7 +478,7 @@ def _prepare(config: BenchmarkConfig, methods: list[tuple[str, type]], left_out:
     return {"config": config, "out": out, "stored": stored, "stored_split": stored_split, "dataset": dataset,
             "symptoms": symptoms, "world": world, "device": device, "backbone": backbone, "record": record,
             "class_names": dataset.class_names, "rewrite_split": rewrite_split, "methods": methods,
-            "optional": optional, "left_out": set(), "batch_checked": set()}
+            "optional": optional, "left_out": set(), "batch_checked": set(), "failed_rows": []}
 
 
 def check_prompts(methods, backbone, class_names, symptoms, config: BenchmarkConfig, warn: bool = True,
@@ -660,8 +661,9 @@ def _run_sweep(config: BenchmarkConfig, methods: list[tuple[str, type]], togethe
             {**split, "few_shot_order": {**split["few_shot_order"], **carried}}, indent=2))
         context["split_after_first_row"] = split if carried else None  # the old rows, and their orders, go then
         result.trained = run_pending(pending, rows, context, progress)
-    result.rows = [rows[(name, str(shots), seed)] for name, _, shots, seed in jobs  # a left-out plugin: its finished
-                   if name not in context["left_out"] or (name, str(shots), seed) in rows]  # rows only
+    result.rows = [rows[(name, str(shots), seed)] for name, _, shots, seed in jobs  # a left-out plugin, a failed row
+                   if (name, str(shots), seed) in rows]  # (--keep-going): the finished rows only
+    result.failed_rows = list(context["failed_rows"])
     result.summary = summarize(result.rows)
     missed = missed_rows_warning(result.rows, dataset.class_names)
     if missed and context["world"].main:
@@ -748,9 +750,11 @@ def run_pending(pending: list, rows: dict, context: dict, progress=None) -> int:
                 continue
             try:
                 finished = run_group(group, context, progress)
-            except VipError as error:
-                leave_out_failed(name, error, context, group)  # or raise: a built-in, a named method, changed features
-                if rows:  # last_sweep no longer lists it, so `vip report` does not count its rows as missing
+            except Exception as error:  # noqa: BLE001 - a row's failure: left out, recorded or stopping, as below
+                if not isinstance(error, VipError) and not context["config"].keep_going:
+                    raise  # not a method's reported failure: the CLI's own line (out of memory, a bug in vip)
+                settle_failed_group(name, error, context, group)  # or raise: see its docstring
+                if rows or context["failed_rows"]:  # last_sweep says why these rows are missing
                     save_results(context["out"], context["record"], context["class_names"],
                                  in_sweep_order(rows, pending))
                 advance(len(group))
@@ -774,6 +778,57 @@ def run_group(group: list[tuple], context: dict, progress=None) -> list[dict]:
     return run_rows_together(name, cls, [(shots, seed) for _, _, shots, seed in group], context, progress)
 
 
+def settle_failed_group(name: str, error: Exception, context: dict, group: list[tuple]) -> None:
+    """After `error` in the rows of `group` (of method `name`): a plugin that only `--methods all` brought in is
+    left out (`leave_out_failed`); with `--keep-going` the rows are recorded as failed (`record_failed_rows`) and
+    the sweep goes on; otherwise the sweep stops, its one line saying that the finished rows are kept and naming
+    `--keep-going`. A failure that changed the features or the backbone every row shares stops it whatever the
+    flag: the other rows would be computed on them."""
+    from vipcli.methods.backbone_guard import left_changed
+
+    if pool_versions(context["pool"]) != context.get("pool_versions") \
+            or left_changed(error, context.get("backbone_state")):
+        raise error
+    if name in context.get("optional", ()) and isinstance(error, VipError):
+        leave_out_failed(name, error, context, group)
+    elif context["config"].keep_going:
+        record_failed_rows(error, context, group)
+    else:
+        raise with_resume_hint(error, context["out"]) if isinstance(error, VipError) else error
+
+
+def record_failed_rows(error: Exception, context: dict, group: list[tuple]) -> None:
+    """Record each (name, cls, shots, seed) row of `group` as failed in `last_sweep.failed_rows` (method, shots,
+    seed and the error in one line), with one warning naming them: the sweep goes on without them, and a rerun of
+    the same command runs them again, as they are not among the stored rows."""
+    message = one_line_error(error)
+    failed = [{"method": name, "shots": shots, "seed": seed, "error": message} for name, _, shots, seed in group]
+    context["failed_rows"].extend(failed)
+    context["record"]["last_sweep"]["failed_rows"] = list(context["failed_rows"])
+    rows = (f"{group[0][0]} {group_label(group)} is" if len(group) == 1
+            else f"{group[0][0]}'s {group_label(group).removeprefix('its ')} are")
+    console.warn(escape(f"{message}; {rows} recorded as failed, and the sweep goes on (--keep-going)"))
+
+
+def one_line_error(error: Exception) -> str:
+    """`error` as results.json records a failed row's: a VipError's message, another exception as "Type: message",
+    on one line, secrets masked."""
+    from vipcli.plugins import known_secrets
+    from vipcli.symptoms.llm import redact
+
+    text = error.message if isinstance(error, VipError) else f"{type(error).__name__}: {error}"
+    return redact(" ".join(str(text).split()), known_secrets())
+
+
+def with_resume_hint(error: VipError, out: Path) -> VipError:
+    """`error`, its hint ending with what stopping the sweep kept and how to go on: the finished rows stay in
+    `out`, the same command resumes it, `--keep-going` runs the other rows."""
+    kept = (f"the rows finished before it are kept in {out / 'results.json'}: run the same command again to resume, "
+            "or add --keep-going to record this row as failed and run the others")
+    error.hint = f"{error.hint}; {kept}" if error.hint else kept
+    return error
+
+
 def leave_out_failed(name: str, error: VipError, context: dict, group: list[tuple] = ()) -> None:
     """After `error` in a row of method `name` (in `group`, the rows run together): leave the method's remaining
     rows out of the sweep with one warning, when only `--methods all` brought it in (a third-party plugin,
@@ -784,7 +839,7 @@ def leave_out_failed(name: str, error: VipError, context: dict, group: list[tupl
     from vipcli.methods.backbone_guard import left_changed
 
     if name not in context.get("optional", ()) or pool_versions(context["pool"]) != context.get("pool_versions") \
-            or left_changed(error, context.get("backbone_state")):
+            or left_changed(error, context.get("backbone_state")) or not isinstance(error, VipError):
         raise error
     context.setdefault("left_out", set()).add(name)
     sweep = context["record"]["last_sweep"]
