@@ -399,6 +399,30 @@ def option_record(config: BenchmarkConfig) -> dict:
             "method_options": {k.replace("-", "_"): v for k, v in config.method_options.items()}}
 
 
+SCHEDULE_SETTINGS = ("schedule", "epochs", "batch_size", "lr")  # --schedule, --epochs, --batch-size, --lr
+
+
+def settings_no_row_uses(method_names) -> frozenset[str]:
+    """The stored settings that no row of the methods `method_names` (those of the stored rows and of the sweep)
+    can depend on, so that a resume may differ in them: `views` where no method uses the labelled images (whose
+    augmented views they are), the schedule's where none follows the run's schedule, `symptoms` where each is
+    one of vip's own that reads none. A method that cannot be looked up (a plugin uninstalled since) may use all."""
+    from vipcli.methods import fitting_without_schedule, method_class, reads_no_symptoms
+
+    try:
+        classes = [(name, method_class(name)) for name in dict.fromkeys(method_names)]
+    except VipError:
+        return frozenset()
+    unused = set()
+    if not any(cls.uses_shots for _, cls in classes):
+        unused.add("views")
+    if all(fitting_without_schedule(cls, name) is not None for name, cls in classes):
+        unused.update(SCHEDULE_SETTINGS)
+    if all(reads_no_symptoms(name) for name, _ in classes):
+        unused.add("symptoms")
+    return frozenset(unused)
+
+
 def _split_record(dataset: Dataset, pool: PreparedData, split_seed: int, seeds, shots, stored: dict | None,
                   results_digest: str | None = None) -> dict:
     """split.json: every split's files, and per seed the few-shot order (first K per class = K shots);
@@ -439,8 +463,10 @@ def _prepare(config: BenchmarkConfig, methods: list[tuple[str, type]], left_out:
     out = Path(config.out) if config.out else default_out(config.data)
     refuse_foreign_files(out, "choose an empty or new --out folder")
     stored = None if config.force else read_stored(out)
+    unused = settings_no_row_uses([str(row.get("method")) for row in (stored or {}).get("rows", [])]
+                                  + [name for name, _ in methods])  # a resume may differ in these
     if stored is not None:  # options that differ: refused before the data is read or the backbone loaded
-        check_options_match(upgrade_stored_config(stored), option_record(config), out)
+        check_options_match(upgrade_stored_config(stored), option_record(config), out, unused)
     stored_seed = (stored or {}).get("config", {}).get("split_seed")
     split_seed = config.split_seed
     if split_seed is None:
@@ -471,7 +497,7 @@ def _prepare(config: BenchmarkConfig, methods: list[tuple[str, type]], left_out:
     stored_split = read_json(out / "split.json") if stored is not None else None  # read once per sweep
     rewrite_split = False
     if stored is not None:
-        check_matches(upgrade_split_digest(upgrade_stored_config(stored), dataset, stored_split), record, out)
+        check_matches(upgrade_split_digest(upgrade_stored_config(stored), dataset, stored_split), record, out, unused)
         record["symptoms"] = symptoms or stored["config"].get("symptoms") or {}
         rewrite_split = split_of_another_sweep(stored_split, dataset)  # neither trusted nor merged: written anew
         stored_split = None if rewrite_split else stored_split
