@@ -159,8 +159,9 @@ def benchmark(data: str | os.PathLike, *, methods: Iterable[str] | str | None = 
         `summary` (per method and shots: its seeds, and over them the test set's accuracy_mean, accuracy_std,
         macro_f1_mean, macro_f1_std, balanced_accuracy_mean, balanced_accuracy_std; each std None with one
         seed), `class_names`, `skipped` and `trained`
-        (rows resumed and run now), `failed_rows` (with keep_going), `encoded_views`, `failures` (unreadable files), `warnings` (every warning
-        printed, as plain text, in order) and `config` (the sweep's stored settings).
+        (rows resumed and run now), `failed_rows` (with keep_going), `encoded_views`, `failures` (unreadable
+        files), `warnings` (every warning printed, as plain text, in order) and `config` (the sweep's stored
+        settings).
     Raises:
         VipError: a folder, option or file that cannot work, before any image is encoded where it can be known.
     """

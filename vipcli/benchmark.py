@@ -22,7 +22,8 @@ import torch
 from rich.markup import escape
 
 from vipcli import console, shell
-from vipcli.data import Dataset, copies_record, few_shot_order, left_out_record, load_dataset, relative_to_data
+from vipcli.data import (Dataset, carves_splits, copies_record, few_shot_order, left_out_record, load_dataset,
+                         relative_to_data)
 from vipcli.devices import where_run
 from vipcli.errors import UsageError, VipError
 from vipcli.plugins import PluginError
@@ -456,6 +457,18 @@ def _split_record(dataset: Dataset, pool: PreparedData, split_seed: int, seeds, 
     }
 
 
+def sweep_split_seed(config: BenchmarkConfig, stored_seed: int | None, carves: bool | None) -> int:
+    """The seed of the splits vip carves from train/: `--split-seed`, else the stored sweep's, else the first seed.
+    Where the data has its own val/ and test/ (`carves` False) a given --split-seed seeds nothing, so a resume keeps
+    the stored one: resuming with another is not a change of settings."""
+    if carves is False and stored_seed is not None:
+        return stored_seed
+    for seed in (config.split_seed, stored_seed):
+        if seed is not None:
+            return seed
+    return config.seeds[0]
+
+
 def _prepare(config: BenchmarkConfig, methods: list[tuple[str, type]], left_out: dict) -> dict:
     """Load everything the rows share, checking a stored sweep matches before writing anything."""
     from vipcli import distributed
@@ -465,21 +478,18 @@ def _prepare(config: BenchmarkConfig, methods: list[tuple[str, type]], left_out:
     stored = None if config.force else read_stored(out)
     unused = settings_no_row_uses([str(row.get("method")) for row in (stored or {}).get("rows", [])]
                                   + [name for name, _ in methods])  # a resume may differ in these
-    if stored is not None:  # options that differ: refused before the data is read or the backbone loaded
-        check_options_match(upgrade_stored_config(stored), option_record(config), out, unused)
     stored_seed = (stored or {}).get("config", {}).get("split_seed")
-    split_seed = config.split_seed
-    if split_seed is None:
-        split_seed = stored_seed
-    if split_seed is None:
-        split_seed = config.seeds[0]
-    dataset = load_dataset(config.data, seed=split_seed,  # zero-shot methods alone: {val,test}/ without train/ too
-                           train_optional=not any(cls.uses_shots for _, cls in methods))
-    from vipcli.train import warn_unused_split_seed
+    carves = carves_splits(config.data) if Path(config.data).is_dir() else None  # None: load_dataset says why not
+    split_seed = sweep_split_seed(config, stored_seed, carves)
+    if stored is not None:  # options that differ: refused before the data is read or the backbone loaded
+        options = {**option_record(config), **({"split_seed": split_seed} if carves else {})}  # a carved split's seed
+        check_options_match(upgrade_stored_config(stored), options, out, unused)
+    from vipcli.train import warn_split_seed_of_own_splits
 
     world = distributed.world_from_env()  # torchrun: every rank encodes its share, rank 0 runs the rows (#13)
-    if warn_unused_split_seed(config.split_seed, dataset, warn=world.main) and stored_seed is not None:
-        split_seed = stored_seed  # it seeds nothing here: resuming with another is not a change of settings
+    warn_split_seed_of_own_splits(config.split_seed, config.data, carves is not False, warn=world.main)
+    dataset = load_dataset(config.data, seed=split_seed,  # zero-shot methods alone: {val,test}/ without train/ too
+                           train_optional=not any(cls.uses_shots for _, cls in methods))
     from vipcli.packs import packs_for_run, symptoms_of
 
     symptoms = symptoms_of(packs_for_run(dataset.class_names, list(config.symptoms),

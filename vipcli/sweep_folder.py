@@ -148,9 +148,11 @@ def check_options_match(stored: dict, options: dict, out: Path, unused: frozense
     """Refuse, before the data, the backbone or any image is read, a resume whose options (`options`: OPTION_KEYS,
     as `config_record` records them) differ from the stored sweep's: `check_matches` names the same differences,
     but only once every image has been hashed and the backbone loaded, which takes minutes on a large data set.
+    `options` may hold `split_seed` too, where the data folder's layout shows that vip carves a split with it.
     The settings in `unused` (that no row can depend on) may differ."""
     before = {"image_fit": DEFAULT_FIT, **stored.get("config", {})}
-    differ = [key for key in OPTION_KEYS
+    keys = OPTION_KEYS + (("split_seed",) if "split_seed" in options else ())  # where the layout shows it used
+    differ = [key for key in keys
               if key not in unused and before.get(key) != {"image_fit": DEFAULT_FIT, **options}.get(key)]
     if differ:
         _refuse_other_settings(differ, before, options, out)

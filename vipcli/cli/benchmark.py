@@ -217,8 +217,8 @@ def print_benchmark(result, as_json: bool) -> None:
         out.print("* uses no labelled images (zero-shot): evaluated once per seed, the same figure in every column")
     failed = getattr(result, "failed_rows", [])
     if failed:  # not in the tables: each named with its error, as results.json's last_sweep.failed_rows holds them
-        out.print("failed, not in the tables: " + "; ".join(f"{failed_row_name(row)} ({row['error']})" for row in failed),
-                  markup=False, soft_wrap=True)
+        named = "; ".join(f"{failed_row_name(row)} ({row['error']})" for row in failed)
+        out.print(f"failed, not in the tables: {named}", markup=False, soft_wrap=True)
     out.print(f"{console.counted(result.trained, 'row')} run, {f'{len(failed)} failed, ' if failed else ''}"
               f"{result.skipped} resumed from earlier; "
               f"{console.counted(result.encoded_views, 'image view')} encoded; results in {result.out / 'results.csv'}, summary.csv, results.json, shots.png, split.json")

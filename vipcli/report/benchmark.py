@@ -236,8 +236,8 @@ def _failed_note(document: dict) -> str:
     failed = failed_rows(document)
     if not failed:
         return ""
-    named = "; ".join(f"{row['method']} {row_label(row['shots'], row['seed'])} ({row.get('error') or 'no error recorded'})"
-                      for row in failed[:FAILED_SHOWN])
+    named = "; ".join(f"{row['method']} {row_label(row['shots'], row['seed'])} "
+                      f"({row.get('error') or 'no error recorded'})" for row in failed[:FAILED_SHOWN])
     more = f"; and {console.counted(len(failed) - FAILED_SHOWN, 'more row')}" if len(failed) > FAILED_SHOWN else ""
     verb = "row" if len(failed) == 1 else "rows"
     return html.note(html.text(f"{len(failed)} {verb} of the last sweep failed (--keep-going): {named}{more}. A cell "
