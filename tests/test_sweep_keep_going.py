@@ -82,13 +82,14 @@ def test_without_keep_going_the_stop_names_it_and_the_kept_rows(cli, flaky, tmp_
     line, = error_lines(err)
     assert code == 1 and "RuntimeError: licence server gone" in line, err
     assert f"the rows finished before it are kept in {out / 'results.json'}" in line
-    assert "add --keep-going to record this row as failed and run the others" in line
+    assert "add --keep-going to record the rows that fail and run the others" in line
     assert len(json.loads((out / "results.json").read_text())["rows"]) == 3  # zeroshot's 2, flaky's 1-shot seed 1
 
 
 def test_keep_going_records_a_built_in_methods_unexpected_error(cli, flaky, tmp_path, monkeypatch):
-    """A built-in method raising an unexpected exception in one row ended the sweep as a bug in vip; with
-    --keep-going it is that row's failure, "Type: message" on one line, and the other rows run."""
+    """A built-in method raising an unexpected exception in one row ended the sweep as a bug in vip, naming neither
+    the row nor what was kept; it now names both, and with --keep-going it is that row's failure, "Type: message"
+    on one line, and the other rows run."""
     from vipcli.methods.linear_probe import LinearProbe
 
     fit = LinearProbe.fit
@@ -100,6 +101,11 @@ def test_keep_going_records_a_built_in_methods_unexpected_error(cli, flaky, tmp_
 
     monkeypatch.setattr(LinearProbe, "fit", failing_fit)
     out = tmp_path / "bench"
+    code, _, err = _sweep(cli, flaky, out, "linear-probe")  # without --keep-going: the stop names the row and it
+    line, = error_lines(err)
+    assert code == 1 and line.startswith("error: unexpected ValueError: solver diverged in linear-probe 1-shot seed 1 "
+                                         "(this is a bug in vip; "), err
+    assert "or add --keep-going to record the rows that fail and run the others" in line
     code, printed, err = _sweep(cli, flaky, out, "linear-probe", "--keep-going", "--json")
     assert code == 1 and "error: 2 of the 4 rows run now failed (linear-probe 1-shot seed 1, linear-probe 2-shot "\
                          "seed 1)" in err, err

@@ -787,8 +787,6 @@ def run_pending(pending: list, rows: dict, context: dict, progress=None) -> int:
             try:
                 finished = run_group(group, context, progress)
             except Exception as error:  # noqa: BLE001 - a row's failure: left out, recorded or stopping, as below
-                if not isinstance(error, VipError) and not context["config"].keep_going:
-                    raise  # not a method's reported failure: the CLI's own line (out of memory, a bug in vip)
                 settle_failed_group(name, error, context, group)  # or raise: see its docstring
                 if rows or context["failed_rows"]:  # last_sweep says why these rows are missing
                     save_results(context["out"], context["record"], context["class_names"],
@@ -830,7 +828,7 @@ def settle_failed_group(name: str, error: Exception, context: dict, group: list[
     elif context["config"].keep_going:
         record_failed_rows(error, context, group)
     else:
-        raise with_resume_hint(error, context["out"]) if isinstance(error, VipError) else error
+        raise with_resume_hint(known_error(error, name, group), context["out"]) from error
 
 
 def record_failed_rows(error: Exception, context: dict, group: list[tuple]) -> None:
@@ -847,20 +845,35 @@ def record_failed_rows(error: Exception, context: dict, group: list[tuple]) -> N
 
 
 def one_line_error(error: Exception) -> str:
-    """`error` as results.json records a failed row's: a VipError's message, another exception as "Type: message",
-    on one line, secrets masked."""
+    """`error` as results.json records a failed row's: a VipError's message (a GPU out of memory as the CLI says
+    it), another exception as "Type: message", on one line, secrets masked."""
+    from vipcli.devices import out_of_memory
     from vipcli.plugins import known_secrets
     from vipcli.symptoms.llm import redact
 
+    error = out_of_memory(error) or error
     text = error.message if isinstance(error, VipError) else f"{type(error).__name__}: {error}"
     return redact(" ".join(str(text).split()), known_secrets())
+
+
+def known_error(error: Exception, name: str, group: list[tuple]) -> VipError:
+    """`error`, raised in the rows of `group` (of method `name`), as the VipError that stops the sweep: a VipError
+    as it is, a GPU out of memory as the CLI says it, any other exception (vip's own code: plugins' are PluginErrors)
+    as the bug it is, naming the rows."""
+    from vipcli.devices import out_of_memory
+
+    if isinstance(error, VipError):
+        return error
+    return out_of_memory(error) or VipError(
+        f"unexpected {one_line_error(error)} in {name} {group_label(group)}",
+        "this is a bug in vip; rerun with VIP_DEBUG=1 and report the traceback")
 
 
 def with_resume_hint(error: VipError, out: Path) -> VipError:
     """`error`, its hint ending with what stopping the sweep kept and how to go on: the finished rows stay in
     `out`, the same command resumes it, `--keep-going` runs the other rows."""
     kept = (f"the rows finished before it are kept in {out / 'results.json'}: run the same command again to resume, "
-            "or add --keep-going to record this row as failed and run the others")
+            "or add --keep-going to record the rows that fail and run the others")
     error.hint = f"{error.hint}; {kept}" if error.hint else kept
     return error
 
