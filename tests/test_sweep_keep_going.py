@@ -119,3 +119,18 @@ def test_keep_going_is_refused_with_speed(cli, flaky, tmp_path):
     code, _, err = cli("benchmark", "--speed", "--data", flaky, "--keep-going", "--out", tmp_path / "speed")
     line, = error_lines(err)
     assert code == 2 and "--keep-going does not apply" in line, err
+
+
+def test_a_keep_going_sweep_whose_every_row_failed_records_them_and_report_says_why(cli, flaky, tmp_path):
+    """Every row failing left no record of why: results.json now lists them, and `vip report` refuses the folder
+    naming the failure rather than only "has no finished rows"."""
+    out = tmp_path / "bench"
+    code, _, err = cli("benchmark", "--data", flaky, "--backbone", "toy", "--methods", "flaky", "--shots", "1",
+                       "--seeds", "2", "--epochs", "1", "--views", "1", "--workers", "0", "--out", out, "--keep-going")
+    assert code == 1 and "error: the row run now failed (flaky 1-shot seed 2); " in err, err
+    document = json.loads((out / "results.json").read_text())
+    assert document["rows"] == [] and len(document["config"]["last_sweep"]["failed_rows"]) == 1
+    code, _, err = cli("report", out)
+    line, = error_lines(err)
+    assert code == 1 and "has no finished rows: the 1 row of its last sweep failed (first flaky: " in line, err
+    assert "RuntimeError: licence server gone" in line

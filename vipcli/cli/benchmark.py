@@ -123,8 +123,11 @@ def check_no_failed_rows(result) -> None:
     named = ", ".join(failed_row_name(row) for row in failed[:3]) + (
         f" and {len(failed) - 3} more" if len(failed) > 3 else "")
     total = len(failed) + result.trained
-    raise VipError(f"{len(failed)} of the {console.counted(total, 'row')} run now failed ({named}); the others are "
-                   f"kept in {result.out / 'results.json'}, which lists the failures under last_sweep.failed_rows",
+    which = (f"{len(failed)} of the {console.counted(total, 'row')}" if result.trained
+             else "the row" if total == 1 else f"all {total} rows")
+    kept = f"the others are kept in {result.out / 'results.json'}, which" if result.trained else \
+        f"{result.out / 'results.json'}"
+    raise VipError(f"{which} run now failed ({named}); {kept} lists the failures under last_sweep.failed_rows",
                    "fix the cause and run the same command again: it runs the failed rows only")
 
 

@@ -421,7 +421,11 @@ def benchmark_report(folder: Path) -> str:
     document = read_results(folder)
     rows, config = document.get("rows", []), document.get("config", {})
     if not rows:
-        raise VipError(f"{folder / 'results.json'} has no finished rows", "let `vip benchmark` finish at least one row")
+        failed = failed_rows(document)
+        said = (f": the {console.counted(len(failed), 'row')} of its last sweep failed (first {failed[0]['method']}: "
+                f"{failed[0].get('error') or 'no error recorded'})" if failed else "")
+        raise VipError(f"{folder / 'results.json'} has no finished rows{said}",
+                       "let `vip benchmark` finish at least one row")
     title = benchmark_title(config)
     seeds = sorted({int(r["seed"]) for r in rows})
     split = _split(folder)
