@@ -134,3 +134,19 @@ def test_a_keep_going_sweep_whose_every_row_failed_records_them_and_report_says_
     line, = error_lines(err)
     assert code == 1 and "has no finished rows: the 1 row of its last sweep failed (first flaky: " in line, err
     assert "RuntimeError: licence server gone" in line
+
+
+def test_the_python_interface_takes_keep_going_and_returns_the_failed_rows(flaky, tmp_path):
+    """`vipcli.api.benchmark(keep_going=True)` is `--keep-going`: the result lists the failed rows (no exception), and
+    a value that is not True or False is refused by name."""
+    import pytest
+
+    from vipcli import api
+
+    sweep = dict(methods=["flaky"], shots=[1], seeds=[1, 2], backbone="toy", epochs=1, views=1, workers=0,
+                 out=tmp_path / "bench", quiet=True)
+    result = api.benchmark(flaky, keep_going=True, **sweep)
+    assert [(row["seed"], row["error"].startswith("method 'flaky'")) for row in result.failed_rows] == [(2, True)]
+    assert [row["seed"] for row in result.rows] == [1] and "1 failed" in repr(result)
+    with pytest.raises(api.VipError, match=r"^keep_going='yes': expected True or False"):
+        api.benchmark(flaky, keep_going="yes", **sweep)
