@@ -787,7 +787,7 @@ def run_pending(pending: list, rows: dict, context: dict, progress=None) -> int:
             try:
                 finished = run_group(group, context, progress)
             except Exception as error:  # noqa: BLE001 - a row's failure: left out, recorded or stopping, as below
-                settle_failed_group(name, error, context, group)  # or raise: see its docstring
+                settle_failed_group(name, error, context, group, len(rows))  # or raise: see its docstring
                 if rows or context["failed_rows"]:  # last_sweep says why these rows are missing
                     save_results(context["out"], context["record"], context["class_names"],
                                  in_sweep_order(rows, pending))
@@ -812,8 +812,8 @@ def run_group(group: list[tuple], context: dict, progress=None) -> list[dict]:
     return run_rows_together(name, cls, [(shots, seed) for _, _, shots, seed in group], context, progress)
 
 
-def settle_failed_group(name: str, error: Exception, context: dict, group: list[tuple]) -> None:
-    """After `error` in the rows of `group` (of method `name`): a plugin that only `--methods all` brought in is
+def settle_failed_group(name: str, error: Exception, context: dict, group: list[tuple], kept: int = 0) -> None:
+    """After `error` in the rows of `group` (of method `name`; `kept` rows stored so far): a plugin that only `--methods all` brought in is
     left out (`leave_out_failed`); with `--keep-going` the rows are recorded as failed (`record_failed_rows`) and
     the sweep goes on; otherwise the sweep stops, its one line saying that the finished rows are kept and naming
     `--keep-going`. A failure that changed the features or the backbone every row shares stops it whatever the
@@ -828,7 +828,7 @@ def settle_failed_group(name: str, error: Exception, context: dict, group: list[
     elif context["config"].keep_going:
         record_failed_rows(error, context, group)
     else:
-        raise with_resume_hint(known_error(error, name, group), context["out"]) from error
+        raise with_resume_hint(known_error(error, name, group), context["out"], kept) from error
 
 
 def record_failed_rows(error: Exception, context: dict, group: list[tuple]) -> None:
@@ -869,12 +869,13 @@ def known_error(error: Exception, name: str, group: list[tuple]) -> VipError:
         "this is a bug in vip; rerun with VIP_DEBUG=1 and report the traceback")
 
 
-def with_resume_hint(error: VipError, out: Path) -> VipError:
-    """`error`, its hint ending with what stopping the sweep kept and how to go on: the finished rows stay in
+def with_resume_hint(error: VipError, out: Path, kept: int) -> VipError:
+    """`error`, its hint ending with what stopping the sweep kept and how to go on: the `kept` finished rows stay in
     `out`, the same command resumes it, `--keep-going` runs the other rows."""
-    kept = (f"the rows finished before it are kept in {out / 'results.json'}: run the same command again to resume, "
-            "or add --keep-going to record the rows that fail and run the others")
-    error.hint = f"{error.hint}; {kept}" if error.hint else kept
+    going = "add --keep-going to record the rows that fail and run the others"
+    said = (f"the rows finished before it are kept in {out / 'results.json'}: run the same command again to resume, "
+            f"or {going}" if kept else f"no row had finished before it; {going}")
+    error.hint = f"{error.hint}; {said}" if error.hint else said
     return error
 
 
