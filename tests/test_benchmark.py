@@ -558,12 +558,13 @@ def test_a_resume_with_other_options_is_refused_before_the_data_or_the_backbone_
                                                                                       tmp_path, monkeypatch):
     """A resume with another --epochs (or --views, --backbone, ...) was refused only after every image had been
     hashed and the backbone loaded (minutes on a large data set, warnings about the data first): the options alone
-    now decide it, before either."""
+    now decide it, before either. (coop, which follows the schedule: linear-probe's rows may resume with another
+    --epochs, which they do not use.)"""
     import vipcli.benchmark
     from vipcli.settings import BackboneSettings
 
     out = tmp_path / "bench"
-    base = ("--methods", "linear-probe", "--shots", "1", "--seeds", "1")
+    base = ("--methods", "coop", "--shots", "1", "--seeds", "1")
     assert cli(*bench_args(isic_small, tiny_clip, out, *base))[0] == 0
 
     def never(*args, **kwargs):

@@ -133,7 +133,7 @@ def benchmark(data: str | os.PathLike, *, methods: Iterable[str] | str | None = 
               symptoms: Iterable[str] | Mapping[str, list[str]] = (), method_options: dict | None = None,
               schedule: str = "auto", epochs: int | None = None, batch_size: int | None = None,
               lr: float | None = None, views: int = 8, split_seed: int | None = None, out: str | os.PathLike | None = None,
-              force: bool = False, batched: bool = True, device: str | torch.device = "auto",
+              force: bool = False, batched: bool = True, keep_going: bool = False, device: str | torch.device = "auto",
               workers: int | None = None, encode_batch: int = 64, use_cache: bool = True, image_fit: str = "crop",
               progress: bool = False, quiet: bool = False) -> BenchmarkResult:
     """Compare methods on the same seeded few-shot subsets of a folder (`vip benchmark`), resuming a sweep
@@ -150,14 +150,18 @@ def benchmark(data: str | os.PathLike, *, methods: Iterable[str] | str | None = 
         batched: train the seeds and shot counts of one prompt method together (one text forward per step
             for all rows); False runs rows one after another (`--no-batch`), with the same results up to float
             rounding.
+        keep_going: a row that fails (a method's error, not a stop) is recorded in `failed_rows` and results.json's
+            `last_sweep.failed_rows`, and the other rows run (`--keep-going`); False stops the sweep at the first
+            failure with its VipError, the rows finished before it kept.
         The other arguments are `train`'s, applied to every row.
     Returns:
         BenchmarkResult: `out`, `rows` (one dict per method, shots and seed, as results.json holds them),
         `summary` (per method and shots: its seeds, and over them the test set's accuracy_mean, accuracy_std,
         macro_f1_mean, macro_f1_std, balanced_accuracy_mean, balanced_accuracy_std; each std None with one
         seed), `class_names`, `skipped` and `trained`
-        (rows resumed and run now), `encoded_views`, `failures` (unreadable files), `warnings` (every warning
-        printed, as plain text, in order) and `config` (the sweep's stored settings).
+        (rows resumed and run now), `failed_rows` (with keep_going), `encoded_views`, `failures` (unreadable
+        files), `warnings` (every warning printed, as plain text, in order) and `config` (the sweep's stored
+        settings).
     Raises:
         VipError: a folder, option or file that cannot work, before any image is encoded where it can be known.
     """
@@ -174,7 +178,7 @@ def benchmark(data: str | os.PathLike, *, methods: Iterable[str] | str | None = 
         shots=_distinct("shots", shots, [_shots(value) for value in shots]),
         seeds=_distinct("seeds", seeds, [_seed("seeds", seed, "seeds=[1, 2, 3]") for seed in seeds]),
         split_seed=split_seed,
-        batched=_flag("batched", batched),
+        batched=_flag("batched", batched), keep_going=_flag("keep_going", keep_going),
         **_shared_settings(data, backbone, arch, pretrained, device, use_cache, schedule, symptoms, method_options,
                            out, force, image_fit, **numbers),
     )

@@ -22,7 +22,8 @@ import torch
 from rich.markup import escape
 
 from vipcli import console, shell
-from vipcli.data import Dataset, copies_record, few_shot_order, left_out_record, load_dataset, relative_to_data
+from vipcli.data import (Dataset, carves_splits, copies_record, few_shot_order, left_out_record, load_dataset,
+                         relative_to_data)
 from vipcli.devices import where_run
 from vipcli.errors import UsageError, VipError
 from vipcli.plugins import PluginError
@@ -60,6 +61,7 @@ class BenchmarkConfig:
     out: Path | None = None  # results folder (None: benchmarks/<data folder name>)
     force: bool = False  # discard stored rows in --out instead of resuming
     batched: bool = True  # train rows of one prompt method together (one text forward per step for all)
+    keep_going: bool = False  # a row that fails is recorded (last_sweep.failed_rows) and the other rows run
 
 
 # --- options and the sweep grid -----------------------------------------------------------
@@ -398,6 +400,30 @@ def option_record(config: BenchmarkConfig) -> dict:
             "method_options": {k.replace("-", "_"): v for k, v in config.method_options.items()}}
 
 
+SCHEDULE_SETTINGS = ("schedule", "epochs", "batch_size", "lr")  # --schedule, --epochs, --batch-size, --lr
+
+
+def settings_no_row_uses(method_names) -> frozenset[str]:
+    """The stored settings that no row of the methods `method_names` (those of the stored rows and of the sweep)
+    can depend on, so that a resume may differ in them: `views` where no method uses the labelled images (whose
+    augmented views they are), the schedule's where none follows the run's schedule, `symptoms` where each is
+    one of vip's own that reads none. A method that cannot be looked up (a plugin uninstalled since) may use all."""
+    from vipcli.methods import fitting_without_schedule, method_class, reads_no_symptoms
+
+    try:
+        classes = [(name, method_class(name)) for name in dict.fromkeys(method_names)]
+    except VipError:
+        return frozenset()
+    unused = set()
+    if not any(cls.uses_shots for _, cls in classes):
+        unused.add("views")
+    if all(fitting_without_schedule(cls, name) is not None for name, cls in classes):
+        unused.update(SCHEDULE_SETTINGS)
+    if all(reads_no_symptoms(name) for name, _ in classes):
+        unused.add("symptoms")
+    return frozenset(unused)
+
+
 def _split_record(dataset: Dataset, pool: PreparedData, split_seed: int, seeds, shots, stored: dict | None,
                   results_digest: str | None = None) -> dict:
     """split.json: every split's files, and per seed the few-shot order (first K per class = K shots);
@@ -431,6 +457,18 @@ def _split_record(dataset: Dataset, pool: PreparedData, split_seed: int, seeds, 
     }
 
 
+def sweep_split_seed(config: BenchmarkConfig, stored_seed: int | None, carves: bool | None) -> int:
+    """The seed of the splits vip carves from train/: `--split-seed`, else the stored sweep's, else the first seed.
+    Where the data has its own val/ and test/ (`carves` False) a given --split-seed seeds nothing, so a resume keeps
+    the stored one: resuming with another is not a change of settings."""
+    if carves is False and stored_seed is not None:
+        return stored_seed
+    for seed in (config.split_seed, stored_seed):
+        if seed is not None:
+            return seed
+    return config.seeds[0]
+
+
 def _prepare(config: BenchmarkConfig, methods: list[tuple[str, type]], left_out: dict) -> dict:
     """Load everything the rows share, checking a stored sweep matches before writing anything."""
     from vipcli import distributed
@@ -438,21 +476,20 @@ def _prepare(config: BenchmarkConfig, methods: list[tuple[str, type]], left_out:
     out = Path(config.out) if config.out else default_out(config.data)
     refuse_foreign_files(out, "choose an empty or new --out folder")
     stored = None if config.force else read_stored(out)
-    if stored is not None:  # options that differ: refused before the data is read or the backbone loaded
-        check_options_match(upgrade_stored_config(stored), option_record(config), out)
+    unused = settings_no_row_uses([str(row.get("method")) for row in (stored or {}).get("rows", [])]
+                                  + [name for name, _ in methods])  # a resume may differ in these
     stored_seed = (stored or {}).get("config", {}).get("split_seed")
-    split_seed = config.split_seed
-    if split_seed is None:
-        split_seed = stored_seed
-    if split_seed is None:
-        split_seed = config.seeds[0]
-    dataset = load_dataset(config.data, seed=split_seed,  # zero-shot methods alone: {val,test}/ without train/ too
-                           train_optional=not any(cls.uses_shots for _, cls in methods))
-    from vipcli.train import warn_unused_split_seed
+    carves = carves_splits(config.data) if Path(config.data).is_dir() else None  # None: load_dataset says why not
+    split_seed = sweep_split_seed(config, stored_seed, carves)
+    if stored is not None:  # options that differ: refused before the data is read or the backbone loaded
+        options = {**option_record(config), **({"split_seed": split_seed} if carves else {})}  # a carved split's seed
+        check_options_match(upgrade_stored_config(stored), options, out, unused)
+    from vipcli.train import warn_split_seed_of_own_splits
 
     world = distributed.world_from_env()  # torchrun: every rank encodes its share, rank 0 runs the rows (#13)
-    if warn_unused_split_seed(config.split_seed, dataset, warn=world.main) and stored_seed is not None:
-        split_seed = stored_seed  # it seeds nothing here: resuming with another is not a change of settings
+    warn_split_seed_of_own_splits(config.split_seed, config.data, carves is not False, warn=world.main)
+    dataset = load_dataset(config.data, seed=split_seed,  # zero-shot methods alone: {val,test}/ without train/ too
+                           train_optional=not any(cls.uses_shots for _, cls in methods))
     from vipcli.packs import packs_for_run, symptoms_of
 
     symptoms = symptoms_of(packs_for_run(dataset.class_names, list(config.symptoms),
@@ -470,14 +507,14 @@ def _prepare(config: BenchmarkConfig, methods: list[tuple[str, type]], left_out:
     stored_split = read_json(out / "split.json") if stored is not None else None  # read once per sweep
     rewrite_split = False
     if stored is not None:
-        check_matches(upgrade_split_digest(upgrade_stored_config(stored), dataset, stored_split), record, out)
+        check_matches(upgrade_split_digest(upgrade_stored_config(stored), dataset, stored_split), record, out, unused)
         record["symptoms"] = symptoms or stored["config"].get("symptoms") or {}
         rewrite_split = split_of_another_sweep(stored_split, dataset)  # neither trusted nor merged: written anew
         stored_split = None if rewrite_split else stored_split
     return {"config": config, "out": out, "stored": stored, "stored_split": stored_split, "dataset": dataset,
             "symptoms": symptoms, "world": world, "device": device, "backbone": backbone, "record": record,
             "class_names": dataset.class_names, "rewrite_split": rewrite_split, "methods": methods,
-            "optional": optional, "left_out": set(), "batch_checked": set()}
+            "optional": optional, "left_out": set(), "batch_checked": set(), "failed_rows": []}
 
 
 def check_prompts(methods, backbone, class_names, symptoms, config: BenchmarkConfig, warn: bool = True,
@@ -660,8 +697,9 @@ def _run_sweep(config: BenchmarkConfig, methods: list[tuple[str, type]], togethe
             {**split, "few_shot_order": {**split["few_shot_order"], **carried}}, indent=2))
         context["split_after_first_row"] = split if carried else None  # the old rows, and their orders, go then
         result.trained = run_pending(pending, rows, context, progress)
-    result.rows = [rows[(name, str(shots), seed)] for name, _, shots, seed in jobs  # a left-out plugin: its finished
-                   if name not in context["left_out"] or (name, str(shots), seed) in rows]  # rows only
+    result.rows = [rows[(name, str(shots), seed)] for name, _, shots, seed in jobs  # a left-out plugin, a failed row
+                   if (name, str(shots), seed) in rows]  # (--keep-going): the finished rows only
+    result.failed_rows = list(context["failed_rows"])
     result.summary = summarize(result.rows)
     missed = missed_rows_warning(result.rows, dataset.class_names)
     if missed and context["world"].main:
@@ -748,9 +786,9 @@ def run_pending(pending: list, rows: dict, context: dict, progress=None) -> int:
                 continue
             try:
                 finished = run_group(group, context, progress)
-            except VipError as error:
-                leave_out_failed(name, error, context, group)  # or raise: a built-in, a named method, changed features
-                if rows:  # last_sweep no longer lists it, so `vip report` does not count its rows as missing
+            except Exception as error:  # noqa: BLE001 - a row's failure: left out, recorded or stopping, as below
+                settle_failed_group(name, error, context, group, len(rows))  # or raise: see its docstring
+                if rows or context["failed_rows"]:  # last_sweep says why these rows are missing
                     save_results(context["out"], context["record"], context["class_names"],
                                  in_sweep_order(rows, pending))
                 advance(len(group))
@@ -774,6 +812,73 @@ def run_group(group: list[tuple], context: dict, progress=None) -> list[dict]:
     return run_rows_together(name, cls, [(shots, seed) for _, _, shots, seed in group], context, progress)
 
 
+def settle_failed_group(name: str, error: Exception, context: dict, group: list[tuple], kept: int = 0) -> None:
+    """After `error` in the rows of `group` (of method `name`; `kept` rows stored so far): a plugin that only `--methods all` brought in is
+    left out (`leave_out_failed`); with `--keep-going` the rows are recorded as failed (`record_failed_rows`) and
+    the sweep goes on; otherwise the sweep stops, its one line saying that the finished rows are kept and naming
+    `--keep-going`. A failure that changed the features or the backbone every row shares stops it whatever the
+    flag: the other rows would be computed on them."""
+    from vipcli.methods.backbone_guard import left_changed
+
+    if pool_versions(context["pool"]) != context.get("pool_versions") \
+            or left_changed(error, context.get("backbone_state")):
+        raise error
+    if name in context.get("optional", ()) and isinstance(error, VipError):
+        leave_out_failed(name, error, context, group)
+    elif context["config"].keep_going:
+        record_failed_rows(error, context, group)
+    else:
+        raise with_resume_hint(known_error(error, name, group), context["out"], kept) from error
+
+
+def record_failed_rows(error: Exception, context: dict, group: list[tuple]) -> None:
+    """Record each (name, cls, shots, seed) row of `group` as failed in `last_sweep.failed_rows` (method, shots,
+    seed and the error in one line), with one warning naming them: the sweep goes on without them, and a rerun of
+    the same command runs them again, as they are not among the stored rows."""
+    message = one_line_error(error)
+    failed = [{"method": name, "shots": shots, "seed": seed, "error": message} for name, _, shots, seed in group]
+    context["failed_rows"].extend(failed)
+    context["record"]["last_sweep"]["failed_rows"] = list(context["failed_rows"])
+    rows = (f"{group[0][0]} {group_label(group)} is" if len(group) == 1
+            else f"{group[0][0]}'s {group_label(group).removeprefix('its ')} are")
+    console.warn(escape(f"{message}; {rows} recorded as failed, and the sweep goes on (--keep-going)"))
+
+
+def one_line_error(error: Exception) -> str:
+    """`error` as results.json records a failed row's: a VipError's message (a GPU out of memory as the CLI says
+    it), another exception as "Type: message", on one line, secrets masked."""
+    from vipcli.devices import out_of_memory
+    from vipcli.plugins import known_secrets
+    from vipcli.symptoms.llm import redact
+
+    error = out_of_memory(error) or error
+    text = error.message if isinstance(error, VipError) else f"{type(error).__name__}: {error}"
+    return redact(" ".join(str(text).split()), known_secrets())
+
+
+def known_error(error: Exception, name: str, group: list[tuple]) -> VipError:
+    """`error`, raised in the rows of `group` (of method `name`), as the VipError that stops the sweep: a VipError
+    as it is, a GPU out of memory as the CLI says it, any other exception (vip's own code: plugins' are PluginErrors)
+    as the bug it is, naming the rows."""
+    from vipcli.devices import out_of_memory
+
+    if isinstance(error, VipError):
+        return error
+    return out_of_memory(error) or VipError(
+        f"unexpected {one_line_error(error)} in {name} {group_label(group)}",
+        "this is a bug in vip; rerun with VIP_DEBUG=1 and report the traceback")
+
+
+def with_resume_hint(error: VipError, out: Path, kept: int) -> VipError:
+    """`error`, its hint ending with what stopping the sweep kept and how to go on: the `kept` finished rows stay in
+    `out`, the same command resumes it, `--keep-going` runs the other rows."""
+    going = "add --keep-going to record the rows that fail and run the others"
+    said = (f"the rows finished before it are kept in {out / 'results.json'}: run the same command again to resume, "
+            f"or {going}" if kept else f"no row had finished before it; {going}")
+    error.hint = f"{error.hint}; {said}" if error.hint else said
+    return error
+
+
 def leave_out_failed(name: str, error: VipError, context: dict, group: list[tuple] = ()) -> None:
     """After `error` in a row of method `name` (in `group`, the rows run together): leave the method's remaining
     rows out of the sweep with one warning, when only `--methods all` brought it in (a third-party plugin,
@@ -784,7 +889,7 @@ def leave_out_failed(name: str, error: VipError, context: dict, group: list[tupl
     from vipcli.methods.backbone_guard import left_changed
 
     if name not in context.get("optional", ()) or pool_versions(context["pool"]) != context.get("pool_versions") \
-            or left_changed(error, context.get("backbone_state")):
+            or left_changed(error, context.get("backbone_state")) or not isinstance(error, VipError):
         raise error
     context.setdefault("left_out", set()).add(name)
     sweep = context["record"]["last_sweep"]

@@ -384,6 +384,19 @@ def _data_file_hint(file: Path) -> str:
             f"them), then pass --data SORTED; or {generic}")
 
 
+def split_folders(root: Path) -> dict[str, Path]:
+    """The split folders (train/, val/, test/) that `root` holds, by name: what decides how `load_dataset` reads it."""
+    return {name: root / name for name in SPLIT_NAMES if (root / name).is_dir()}
+
+
+def carves_splits(root: str | Path) -> bool:
+    """Whether `load_dataset` carves a split from the training images of the data folder `root`, so that a split seed
+    is used: unless `root` holds both a val/ and a test/ folder. Known from `split_folders`, before any image is
+    listed or read."""
+    present = split_folders(Path(root))
+    return not ("val" in present and "test" in present)
+
+
 def load_dataset(root: str | Path, seed: int = 1, val_fraction: float = VAL_FRACTION,
                  test_fraction: float = TEST_FRACTION, train_optional: bool = False) -> Dataset:
     """Scan `root` laid out as `<class>/*` or `{train,val,test}/<class>/*`.
@@ -400,7 +413,7 @@ def load_dataset(root: str | Path, seed: int = 1, val_fraction: float = VAL_FRAC
     root = Path(root)
     check_data_folder(root)
     _refuse_cased_split_folders(root)
-    present = {name: root / name for name in SPLIT_NAMES if (root / name).is_dir()}
+    present = split_folders(root)
     if present and "train" not in present:
         if not train_optional:
             raise VipError(f"{root} has {', '.join(present)} folders but no train/", "add a train/ split folder")

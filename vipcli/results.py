@@ -146,6 +146,9 @@ class BenchmarkResult:
         encoded_views: views that went through the image encoder now (0 on a warm cache).
         failures: {unreadable image file: reason}.
         warnings: every warning the sweep printed on stderr (shot caps, skipped images, ...), as plain text.
+        failed_rows: with keep_going (`--keep-going`), the rows that failed now, each {method, shots, seed, error}
+            (the error in one line), as results.json's `last_sweep.failed_rows` holds them; not in `rows`, and run
+            again by the next sweep of the same grid.
     """
 
     out: Path  # the results folder
@@ -158,14 +161,16 @@ class BenchmarkResult:
     encoded_views: int = 0  # views that went through the image encoder now (0 on a warm cache)
     failures: dict[str, str] = field(default_factory=dict)  # unreadable file -> reason
     warnings: list[str] = field(default_factory=list)  # what the sweep warned on stderr, in order
+    failed_rows: list[dict] = field(default_factory=list)  # --keep-going: {method, shots, seed, error} of each
 
     def to_dict(self) -> dict:
         """This result as plain JSON-ready values, the document `vip benchmark --json` prints: out (as text),
-        class_names, skipped, trained, encoded_views, warnings, unreadable ({file: reason}), config, summary and
-        rows. `json.dumps(sweep.to_dict())` writes it."""
+        class_names, skipped, trained, failed_rows, encoded_views, warnings, unreadable ({file: reason}), config,
+        summary and rows. `json.dumps(sweep.to_dict())` writes it."""
         return {"out": str(self.out), "class_names": list(self.class_names), "skipped": self.skipped,
-                "trained": self.trained, "encoded_views": self.encoded_views, "warnings": list(self.warnings),
-                "unreadable": dict(self.failures), "config": self.config, "summary": self.summary, "rows": self.rows}
+                "trained": self.trained, "failed_rows": list(self.failed_rows), "encoded_views": self.encoded_views,
+                "warnings": list(self.warnings), "unreadable": dict(self.failures), "config": self.config,
+                "summary": self.summary, "rows": self.rows}
 
     def __repr__(self) -> str:
         """A line, not results.json: the results folder, the grid's methods, shots and seeds, how many rows ran
@@ -174,7 +179,8 @@ class BenchmarkResult:
 
         grid = "; ".join(f"{name} {', '.join(str(value) for value in dict.fromkeys(row[key] for row in self.rows))}"
                          for name, key in (("methods", "method"), ("shots", "shots"), ("seeds", "seed")))
+        failed = f", {len(self.failed_rows)} failed" if self.failed_rows else ""
         return (f"<BenchmarkResult {str(self.out)!r}: {counted(len(self.rows), 'row')} "
-                f"({self.trained} run now, {self.skipped} resumed); {grid}; "
+                f"({self.trained} run now, {self.skipped} resumed{failed}); {grid}; "
                 f"{counted(len(self.warnings), 'warning')}, "
                 f"{counted(len(self.failures), 'unreadable file')}>")

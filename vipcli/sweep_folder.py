@@ -116,11 +116,12 @@ def _may_be_ours(path: Path, sweep: bool) -> bool:
     return path.name != "report.html" or replaces_ours(path)
 
 
-def check_matches(stored: dict, current: dict, out: Path) -> None:
-    """Refuse to mix rows made with other data, backbone, views, image fit or schedule overrides."""
+def check_matches(stored: dict, current: dict, out: Path, unused: frozenset[str] = frozenset()) -> None:
+    """Refuse to mix rows made with other data, backbone, views, image fit, schedule overrides or symptoms; the
+    settings in `unused` (that no stored or new row can depend on: `settings_no_row_uses`) may differ."""
     before = {"image_fit": DEFAULT_FIT, **stored.get("config", {})}  # a sweep of an earlier vip: crop, as all then
     current = {"image_fit": DEFAULT_FIT, **current}
-    differ = [key for key in MATCHED_KEYS if before.get(key) != current.get(key)]
+    differ = [key for key in MATCHED_KEYS if key not in unused and before.get(key) != current.get(key)]
     if "backbone_fingerprint" in differ and same_backbone(before.get("backbone_fingerprint"), before.get(
             "backbone_describe"), current.get("backbone_fingerprint"), current.get("backbone_describe")):
         differ.remove("backbone_fingerprint")  # weights recorded by an earlier vip's path/size/mtime: the same file
@@ -130,7 +131,7 @@ def check_matches(stored: dict, current: dict, out: Path) -> None:
     if "decoding" in before and not same_decoding(before["decoding"], current.get("decoding")):
         differ.append("decoding")  # recorded since 2026-11-29, in other forms that day
     old, new = before.get("symptoms") or {}, current.get("symptoms") or {}
-    if old and new and old != new:
+    if old and new and old != new and "symptoms" not in unused:
         differ.append("symptoms")
     unverifiable = legacy_weights_unverifiable(before.get("backbone_describe"), current.get("backbone_describe"))
     if differ == ["backbone_fingerprint"] and unverifiable:
@@ -143,12 +144,16 @@ def check_matches(stored: dict, current: dict, out: Path) -> None:
         _refuse_other_settings(differ, before, current, out)
 
 
-def check_options_match(stored: dict, options: dict, out: Path) -> None:
+def check_options_match(stored: dict, options: dict, out: Path, unused: frozenset[str] = frozenset()) -> None:
     """Refuse, before the data, the backbone or any image is read, a resume whose options (`options`: OPTION_KEYS,
     as `config_record` records them) differ from the stored sweep's: `check_matches` names the same differences,
-    but only once every image has been hashed and the backbone loaded, which takes minutes on a large data set."""
+    but only once every image has been hashed and the backbone loaded, which takes minutes on a large data set.
+    `options` may hold `split_seed` too, where the data folder's layout shows that vip carves a split with it.
+    The settings in `unused` (that no row can depend on) may differ."""
     before = {"image_fit": DEFAULT_FIT, **stored.get("config", {})}
-    differ = [key for key in OPTION_KEYS if before.get(key) != {"image_fit": DEFAULT_FIT, **options}.get(key)]
+    keys = OPTION_KEYS + (("split_seed",) if "split_seed" in options else ())  # where the layout shows it used
+    differ = [key for key in keys
+              if key not in unused and before.get(key) != {"image_fit": DEFAULT_FIT, **options}.get(key)]
     if differ:
         _refuse_other_settings(differ, before, options, out)
 

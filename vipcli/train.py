@@ -104,12 +104,18 @@ def check_config(config: TrainConfig):
 def warn_unused_split_seed(given: int | None, dataset, warn: bool = True) -> bool:
     """One warning (`warn`: this process is the one that prints) when `--split-seed` was given for data whose
     splits are its own folders (it seeds nothing there); return whether it was given and unused."""
+    return warn_split_seed_of_own_splits(given, dataset.root, dataset.carved, warn)
+
+
+def warn_split_seed_of_own_splits(given: int | None, root, carves: bool, warn: bool = True) -> bool:
+    """`warn_unused_split_seed` for the data folder `root`, where `carves` says whether vip carves a split of it
+    (`vipcli.data.carves_splits`, known before the data is read)."""
     from rich.markup import escape
 
-    if given is None or dataset.carved:
+    if given is None or carves:
         return False
     if warn:
-        console.warn(escape(f"--split-seed {given} is not used: {dataset.root} has its own val/ and test/ folders, "
+        console.warn(escape(f"--split-seed {given} is not used: {root} has its own val/ and test/ folders, "
                             "so vip splits nothing"))
     return True
 

@@ -9,7 +9,7 @@ from typing import List, Optional
 import typer
 
 from vipcli import console
-from vipcli.errors import UsageError
+from vipcli.errors import UsageError, VipError
 from vipcli.cli import completion, options as opt
 from vipcli.cli.options import parse_list  # noqa: F401  (kept importable from here, as in vip 0.1.0)
 
@@ -44,6 +44,8 @@ def benchmark_command(
     out: Optional[Path] = typer.Option(None, "--out", help="Results folder (default benchmarks/<data name>); "
                                        "an interrupted sweep resumes there."),
     force: bool = typer.Option(False, "--force", help="Start over instead of resuming the sweep stored in --out."),
+    keep_going: bool = typer.Option(False, "--keep-going", help="A row that fails is recorded in results.json and the "
+                                    "other rows run; exit code 1 at the end (without it the sweep stops there)."),
     batch: bool = typer.Option(True, "--batch/--no-batch", help="Train the seeds and shot counts of one prompt "
                                "method together (one text forward per step for all rows); --no-batch runs rows "
                                "one by one (same results up to float rounding)."),
@@ -66,6 +68,7 @@ def benchmark_command(
         "--epochs": epochs is not None, "--batch-size": batch_size is not None, "--lr": lr is not None,
         "--schedule": schedule != "auto", "--n-ctx": n_ctx is not None, "--class-specific-context": class_specific_context,
         "--method-option": bool(method_option), "--split-seed": split_seed is not None, "--force": force,
+        "--keep-going": keep_going,
         "--no-batch": not batch, "--seeds": seeds != "1,2,3" and len(seed_values) > 1})
     if speed:
         from vipcli.distributed import world_from_env
@@ -90,6 +93,7 @@ def benchmark_command(
         data=data, methods=method_ids, shots=shot_values, seeds=seed_values, method_options=options,
         backbone=backbone_settings, encoding=encoding, schedule=opt.schedule_settings(schedule, epochs, batch_size, lr),
         symptoms=opt.symptom_sources(symptoms), split_seed=split_seed, out=out, force=force, batched=batch,
+        keep_going=keep_going,
     )
     from vipcli.cli.train import _rank_progress
     from vipcli.distributed import world_from_env
@@ -100,6 +104,31 @@ def benchmark_command(
             result = run_benchmark(config, progress)
         if result is not None and world_from_env().main:  # torchrun: rank 0 reports (#13)
             print_benchmark(result, as_json)
+            check_no_failed_rows(result)
+
+
+def failed_row_name(row: dict) -> str:
+    """A failed row (`last_sweep.failed_rows`) as the tables name it: "vip 4-shot seed 2", "zeroshot seed 1"."""
+    from vipcli.benchmark import row_label
+
+    return f"{row['method']} {row_label(row['shots'], row['seed'])}"
+
+
+def check_no_failed_rows(result) -> None:
+    """After the tables of a `--keep-going` sweep whose rows failed: one error line naming them (exit code 1), as
+    `make -k` ends; the rows that finished are kept."""
+    failed = result.failed_rows
+    if not failed:
+        return
+    named = ", ".join(failed_row_name(row) for row in failed[:3]) + (
+        f" and {len(failed) - 3} more" if len(failed) > 3 else "")
+    total = len(failed) + result.trained
+    which = (f"{len(failed)} of the {console.counted(total, 'row')}" if result.trained
+             else "the row" if total == 1 else f"all {total} rows")
+    kept = f"the others are kept in {result.out / 'results.json'}, which" if result.trained else \
+        f"{result.out / 'results.json'}"
+    raise VipError(f"{which} run now failed ({named}); {kept} lists the failures under last_sweep.failed_rows",
+                   "fix the cause and run the same command again: it runs the failed rows only")
 
 
 def _cell(entry: dict | None, metric: str) -> str:
@@ -189,7 +218,12 @@ def print_benchmark(result, as_json: bool) -> None:
         out.print(capped_note(capped_columns(result.rows)), markup=False)
     if any(not r["shots"] for r in result.rows):
         out.print("* uses no labelled images (zero-shot): evaluated once per seed, the same figure in every column")
-    out.print(f"{console.counted(result.trained, 'row')} run, {result.skipped} resumed from earlier; "
+    failed = getattr(result, "failed_rows", [])
+    if failed:  # not in the tables: each named with its error, as results.json's last_sweep.failed_rows holds them
+        named = "; ".join(f"{failed_row_name(row)} ({row['error']})" for row in failed)
+        out.print(f"failed, not in the tables: {named}", markup=False, soft_wrap=True)
+    out.print(f"{console.counted(result.trained, 'row')} run, {f'{len(failed)} failed, ' if failed else ''}"
+              f"{result.skipped} resumed from earlier; "
               f"{console.counted(result.encoded_views, 'image view')} encoded; results in {result.out / 'results.csv'}, summary.csv, results.json, shots.png, split.json")
 
 

@@ -17,6 +17,17 @@ ENTRY_POINT_GROUP = "vip.methods"
 METHODS = PluginGroup(ENTRY_POINT_GROUP, "method")
 DEFAULT_BENCHMARK = ("zeroshot", "symptom-zeroshot", "linear-probe", "coop", "tip-adapter", "tip-adapter-f",
                      "clap", "biomedcoop", "vip")
+# vip's own methods whose rows no symptom can change (they build prompts from the class names alone): a sweep of
+# these resumes with other --symptoms. Only vip's own are trusted (`reads_no_symptoms`): a plugin's subclass of one
+# of them may read the symptoms its parent does not.
+SYMPTOM_FREE = frozenset({"zeroshot", "linear-probe", "coop", "tip-adapter", "tip-adapter-f", "clap"})
+
+
+def reads_no_symptoms(method_id: str) -> bool:
+    """Whether the method `method_id` is one of vip's own that no symptom can change (`SYMPTOM_FREE`)."""
+    from vipcli.plugins import is_own_distribution
+
+    return method_id in SYMPTOM_FREE and is_own_distribution(METHODS.distribution(method_id))
 
 __all__ = ["FitContext", "Method", "MethodSetup", "NoSettings", "METHODS", "MethodInfo", "method_class",
            "build_method", "restore_method", "list_methods", "make_settings", "settings_from_record",

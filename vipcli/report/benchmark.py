@@ -166,10 +166,11 @@ def missing_rows(document: dict) -> list[str]:
     (a method without any finished row: "vip (no finished row)"), in sweep order."""
     sweep = document.get("config", {}).get("last_sweep") or {}
     rows = document.get("rows", [])
-    done = {(r["method"], str(r["shots"]), str(r["seed"])) for r in rows}
+    failed = failed_rows(document)  # named by their own note, with why
+    done = {(r["method"], str(r["shots"]), str(r["seed"])) for r in [*rows, *failed]}
     missing = []
     for method in sweep.get("methods", []):
-        mine = [r for r in rows if r["method"] == method]
+        mine = [r for r in [*rows, *failed] if r["method"] == method]
         if not mine:
             missing.append(f"{method} (no finished row)")
             continue
@@ -214,6 +215,34 @@ def _unfinished_note(document: dict) -> str:
     return html.note(html.text(f"This sweep has not finished: {count} of its rows {verb} missing ({shown}). "
                                "A cell shows the seeds that finished; run the same vip benchmark command again "
                                "to resume it."))
+
+
+def failed_rows(document: dict) -> list[dict]:
+    """The rows the last sweep (`--keep-going`) recorded as failed (`last_sweep.failed_rows`): each a dict with
+    method, shots, seed and error; malformed entries are passed over."""
+    failed = (document.get("config", {}).get("last_sweep") or {}).get("failed_rows")
+    return [row for row in failed if isinstance(row, dict) and {"method", "shots", "seed"} <= set(row)] \
+        if isinstance(failed, list) else []
+
+
+FAILED_SHOWN = 6  # the failed rows the note names, with their errors
+
+
+def _failed_note(document: dict) -> str:
+    """A note naming the rows of the last sweep that failed (`--keep-going`), each with its error: the tables
+    show the seeds that finished, and the console said it once, on a screen since closed."""
+    from vipcli.benchmark import row_label
+
+    failed = failed_rows(document)
+    if not failed:
+        return ""
+    named = "; ".join(f"{row['method']} {row_label(row['shots'], row['seed'])} "
+                      f"({row.get('error') or 'no error recorded'})" for row in failed[:FAILED_SHOWN])
+    more = f"; and {console.counted(len(failed) - FAILED_SHOWN, 'more row')}" if len(failed) > FAILED_SHOWN else ""
+    verb = "row" if len(failed) == 1 else "rows"
+    return html.note(html.text(f"{len(failed)} {verb} of the last sweep failed (--keep-going): {named}{more}. A cell "
+                               "shows the seeds that finished; once the cause is fixed, run the same vip benchmark "
+                               "command again to run the failed rows."))
 
 
 def _left_out_note(document: dict) -> str:
@@ -392,7 +421,11 @@ def benchmark_report(folder: Path) -> str:
     document = read_results(folder)
     rows, config = document.get("rows", []), document.get("config", {})
     if not rows:
-        raise VipError(f"{folder / 'results.json'} has no finished rows", "let `vip benchmark` finish at least one row")
+        failed = failed_rows(document)
+        said = (f": the {console.counted(len(failed), 'row')} of its last sweep failed (first {failed[0]['method']}: "
+                f"{failed[0].get('error') or 'no error recorded'})" if failed else "")
+        raise VipError(f"{folder / 'results.json'} has no finished rows{said}",
+                       "let `vip benchmark` finish at least one row")
     title = benchmark_title(config)
     seeds = sorted({int(r["seed"]) for r in rows})
     split = _split(folder)
@@ -400,6 +433,7 @@ def benchmark_report(folder: Path) -> str:
         random_weights_banner(config, "this benchmark's results"),
         running,
         _unfinished_note(document),
+        _failed_note(document),
         _left_out_note(document),
         # what decides whether to trust a row comes before the settings, on the first screen
         _missed_note(rows, document.get("class_names")) + _chance_note(rows, config) + copies_note(split),
