@@ -16,10 +16,10 @@ from vipcli.cli.main import main
 from vipcli.packs import load_pack, symptoms_for_classes
 
 try:
-    from conftest import overridden, symptoms_workspace
+    from conftest import overridden, read_only_folder, symptoms_workspace
     from llm_server import closed_port_url
 except ImportError:  # tests/ imported as a package
-    from tests.conftest import overridden, symptoms_workspace
+    from tests.conftest import overridden, read_only_folder, symptoms_workspace
     from tests.llm_server import closed_port_url
 
 STAGE1 = (
@@ -472,6 +472,20 @@ def test_cache_hit_sends_no_request(capsys, vip_env, llm_server):
     code, out, _ = melanoma(capsys, llm_server, "--out", "again.yaml")
     assert code == 0 and len(llm_server.requests) == 1 and "(answers from cache)" in out
     assert load_pack("again.yaml").symptoms == load_pack("melanoma.yaml").symptoms
+
+
+def test_a_read_only_answer_cache_is_warned_about_once_and_the_packs_are_still_written(
+        capsys, vip_env, llm_server, tmp_path):
+    """The answers were asked for (and paid), then silently not cached: the next run asked for them again, and
+    the hints said "answers already received are cached". Now one warning names the folder, once for the run."""
+    read_only_folder(tmp_path / "cache")
+    llm_server.answer(BULLETS).answer("- Symmetric shape\n- Even brown color\n- Smooth, clear edges\n- Regular net")
+    code, _, err = generate(capsys, llm_server, "-d", "melanoma", "-d", "nevus", "--modality", "dermoscopic images",
+                            "--out", "packs")
+    warnings = [line for line in err.splitlines() if line.startswith("warning: cannot write the LLM answer cache")]
+    assert code == 0 and len(llm_server.requests) == 2 and len(warnings) == 1, err
+    assert f"{tmp_path / 'cache' / 'llm'} (permission denied)" in warnings[0] and "a rerun asks" in warnings[0]
+    assert load_pack("packs/nevus.yaml").symptoms[0] == "Symmetric shape"
 
 
 def test_a_cache_folder_every_user_can_write_is_refused_before_any_request_with_no_cache_too(
