@@ -210,6 +210,38 @@ def test_numbers_that_cannot_work_are_refused_before_any_request(capsys, vip_env
     assert code == 2 and f"error: {message}" in err and llm_server.requests == []
 
 
+@pytest.mark.parametrize("options, message", [
+    (["--judge", "llm"], "--judge is for stage 2 (the images), which runs only with --images, or with --data without "
+                         "--text-only (add --images FOLDER, or leave out --judge)"),
+    (["--agree-threshold", "0.5", "--seed", "3"], "--agree-threshold and --seed are for stage 2 (the images)"),
+    (["--seed", "0"], "--seed is for stage 2 (the images)"),
+])
+def test_stage_2_options_without_images_are_refused_before_any_request(capsys, vip_env, llm_server, options, message):
+    """Without --images stage 2 never runs: `--judge llm` (or a threshold, or a seed) was ignored without a word, and
+    a text-only pack written as if the images had been judged."""
+    llm_server.answer(BULLETS)
+    code, _, err = melanoma(capsys, llm_server, *options)
+    assert code == 2 and err.startswith(f"error: {message}") and len(err.splitlines()) == 1, err
+    assert llm_server.requests == [] and not Path("melanoma.yaml").exists()
+
+
+def test_a_threshold_beside_the_llm_judge_is_refused_before_any_request(capsys, vip_env, llm_server, tmp_path):
+    """The LLM judge reads no threshold: `--judge llm --agree-threshold 0.9` judged as if 0.9 were not given."""
+    folder = write_images(tmp_path / "imgs", 16)
+    code, _, err = melanoma(capsys, llm_server, "--images", str(folder), "--judge", "llm", "--agree-threshold", "0.9")
+    assert code == 2 and err.startswith("error: --agree-threshold is the overlap judge's: with --judge llm the model "
+                                        "decides") and llm_server.requests == [], err
+
+
+def test_stage_2_options_with_data_and_text_only_are_refused_before_any_request(capsys, vip_env, llm_server, tmp_path):
+    data = tmp_path / "data"
+    write_images(data / "lichen_planus", 20)
+    code, _, err = generate(capsys, llm_server, "--data", str(data), "--modality", "dermoscopic images", "--text-only",
+                            "--judge", "llm")
+    assert code == 2 and err.startswith("error: --judge is for stage 2") and "(drop --text-only, or leave out --judge)" in err
+    assert llm_server.requests == [], err
+
+
 @pytest.mark.parametrize("diseases, message", [
     (["", ], "--disease '': an empty class name (name the class, e.g. --disease melanoma)"),
     (["melanoma", "  "], "--disease '  ': an empty class name"),
