@@ -16,10 +16,10 @@ from vipcli.cli.main import main
 from vipcli.packs import load_pack, symptoms_for_classes
 
 try:
-    from conftest import overridden, symptoms_workspace
+    from conftest import overridden, read_only_folder, symptoms_workspace
     from llm_server import closed_port_url
 except ImportError:  # tests/ imported as a package
-    from tests.conftest import overridden, symptoms_workspace
+    from tests.conftest import overridden, read_only_folder, symptoms_workspace
     from tests.llm_server import closed_port_url
 
 STAGE1 = (
@@ -208,6 +208,38 @@ def test_unusable_answer_is_one_clear_line_and_no_pack(capsys, vip_env, llm_serv
 def test_numbers_that_cannot_work_are_refused_before_any_request(capsys, vip_env, llm_server, option, value, message):
     code, _, err = generate(capsys, llm_server, "--disease", "melanoma", option, value)
     assert code == 2 and f"error: {message}" in err and llm_server.requests == []
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--judge", "llm"], "--judge is for stage 2 (the images), which runs only with --images, or with --data without "
+                         "--text-only (add --images FOLDER, or leave out --judge)"),
+    (["--agree-threshold", "0.5", "--seed", "3"], "--agree-threshold and --seed are for stage 2 (the images)"),
+    (["--seed", "0"], "--seed is for stage 2 (the images)"),
+])
+def test_stage_2_options_without_images_are_refused_before_any_request(capsys, vip_env, llm_server, options, message):
+    """Without --images stage 2 never runs: `--judge llm` (or a threshold, or a seed) was ignored without a word, and
+    a text-only pack written as if the images had been judged."""
+    llm_server.answer(BULLETS)
+    code, _, err = melanoma(capsys, llm_server, *options)
+    assert code == 2 and err.startswith(f"error: {message}") and len(err.splitlines()) == 1, err
+    assert llm_server.requests == [] and not Path("melanoma.yaml").exists()
+
+
+def test_a_threshold_beside_the_llm_judge_is_refused_before_any_request(capsys, vip_env, llm_server, tmp_path):
+    """The LLM judge reads no threshold: `--judge llm --agree-threshold 0.9` judged as if 0.9 were not given."""
+    folder = write_images(tmp_path / "imgs", 16)
+    code, _, err = melanoma(capsys, llm_server, "--images", str(folder), "--judge", "llm", "--agree-threshold", "0.9")
+    assert code == 2 and err.startswith("error: --agree-threshold is the overlap judge's: with --judge llm the model "
+                                        "decides") and llm_server.requests == [], err
+
+
+def test_stage_2_options_with_data_and_text_only_are_refused_before_any_request(capsys, vip_env, llm_server, tmp_path):
+    data = tmp_path / "data"
+    write_images(data / "lichen_planus", 20)
+    code, _, err = generate(capsys, llm_server, "--data", str(data), "--modality", "dermoscopic images", "--text-only",
+                            "--judge", "llm")
+    assert code == 2 and err.startswith("error: --judge is for stage 2") and "(drop --text-only, or leave out --judge)" in err
+    assert llm_server.requests == [], err
 
 
 @pytest.mark.parametrize("diseases, message", [
@@ -472,6 +504,20 @@ def test_cache_hit_sends_no_request(capsys, vip_env, llm_server):
     code, out, _ = melanoma(capsys, llm_server, "--out", "again.yaml")
     assert code == 0 and len(llm_server.requests) == 1 and "(answers from cache)" in out
     assert load_pack("again.yaml").symptoms == load_pack("melanoma.yaml").symptoms
+
+
+def test_a_read_only_answer_cache_is_warned_about_once_and_the_packs_are_still_written(
+        capsys, vip_env, llm_server, tmp_path):
+    """The answers were asked for (and paid), then silently not cached: the next run asked for them again, and
+    the hints said "answers already received are cached". Now one warning names the folder, once for the run."""
+    read_only_folder(tmp_path / "cache")
+    llm_server.answer(BULLETS).answer("- Symmetric shape\n- Even brown color\n- Smooth, clear edges\n- Regular net")
+    code, _, err = generate(capsys, llm_server, "-d", "melanoma", "-d", "nevus", "--modality", "dermoscopic images",
+                            "--out", "packs")
+    warnings = [line for line in err.splitlines() if line.startswith("warning: cannot write the LLM answer cache")]
+    assert code == 0 and len(llm_server.requests) == 2 and len(warnings) == 1, err
+    assert f"{tmp_path / 'cache' / 'llm'} (permission denied)" in warnings[0] and "a rerun asks" in warnings[0]
+    assert load_pack("packs/nevus.yaml").symptoms[0] == "Symmetric shape"
 
 
 def test_a_cache_folder_every_user_can_write_is_refused_before_any_request_with_no_cache_too(

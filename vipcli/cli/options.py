@@ -65,16 +65,16 @@ LR = typer.Option(None, "--lr", help="Override the schedule's learning rate.")
 SEED_MIN, SEED_MAX = 0, 2**32 - 1  # what every seeded library takes (numpy and scikit-learn: 32 bits, not negative)
 
 
-def seed(default: Optional[int], help: str, name: str = "--seed"):
+def seed(default: Optional[int], help: str, name: str = "--seed", show_default=True):
     """A seed option (`--seed`, or `name`) of `default`, refused by typer (exit code 2) outside
-    SEED_MIN..SEED_MAX."""
+    SEED_MIN..SEED_MAX (`show_default`: the default the help shows, for a None that stands for one)."""
     def in_range(value: Optional[int]) -> Optional[int]:
         try:
             return value if value is None else checked_seed(value)
         except SeedOutOfRange as error:
             raise typer.BadParameter(str(error)) from None
 
-    return typer.Option(default, name, callback=in_range, help=help)
+    return typer.Option(default, name, callback=in_range, help=help, show_default=show_default)
 
 
 def seed_value(text: str) -> int:

@@ -209,28 +209,34 @@ def generate_command(
         None, "--out", help="Pack file (one disease) or folder (several); default ./<disease>.yaml."
     ),
     force: bool = typer.Option(False, "--force", help="Overwrite existing pack files."),
-    judge: str = typer.Option(
-        "overlap", "--judge", help="How stage 1 and 2 are matched: overlap (deterministic) or llm.",
-        autocompletion=completion.judges
+    judge: Optional[str] = typer.Option(
+        None, "--judge", help="How stage 1 and 2 are matched: overlap (deterministic) or llm.",
+        autocompletion=completion.judges, show_default="overlap"
     ),
-    agree_threshold: float = typer.Option(
-        0.3, "--agree-threshold", help="Minimum token overlap for two items to agree."
+    agree_threshold: Optional[float] = typer.Option(
+        None, "--agree-threshold", help="Minimum token overlap for two items to agree.", show_default="0.3"
     ),
     timeout: float = typer.Option(120.0, "--timeout", help="Deadline in seconds of each request (connect, wait, "
                                   "read the whole answer)."),
     retries: int = typer.Option(4, "--retries", help="Retries after 429, 5xx or a timeout (exponential backoff)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Ask again even if an answer is cached."),
-    seed: int = opt.seed(0, "Which 16 images form the grid."),
+    seed: Optional[int] = opt.seed(None, "Which 16 images form the grid.", show_default="0"),
     backoff: float = typer.Option(1.0, "--backoff", hidden=True, help="First retry wait in seconds."),
 ) -> None:
     """Ask an LLM for visual symptoms (docs/METHOD.md section 1) and write one pack per disease."""
+    from vipcli.symptoms.agree import DEFAULT_THRESHOLD
     from vipcli.symptoms.generate import GenerateConfig, check_config, default_modality
     from vipcli.symptoms.llm import (DEFAULT_KEY_ENV, LLMConfig, check_base_url, check_key_env, check_key_provider,
                                      check_key_transport, check_named_key_is_set)
 
     check_base_url(base_url)
     check_key_env(api_key_env or "")
-    check_number_options(timeout, retries, agree_threshold, backoff)
+    check_number_options(timeout, retries, DEFAULT_THRESHOLD if agree_threshold is None else agree_threshold, backoff)
+    check_stage2_options(bool(images) or (data is not None and not text_only), data is not None, judge,
+                         agree_threshold, seed)
+    judge = judge or "overlap"
+    agree_threshold = DEFAULT_THRESHOLD if agree_threshold is None else agree_threshold
+    seed = seed or 0
     llm = LLMConfig(
         base_url=base_url,
         model=model,
@@ -284,6 +290,23 @@ def check_disease_names(diseases: list[str]) -> None:
         if key in seen:
             raise UsageError(f"--disease {name!r} is given twice (as {seen[key]!r})", "give each disease once")
         seen[key] = name
+
+
+def check_stage2_options(stage2: bool, with_data: bool, judge: Optional[str], agree_threshold: Optional[float],
+                         seed: Optional[int]) -> None:
+    """UsageError, before any request, for an option of stage 2 (the images) given where it would be ignored without
+    a word: --judge, --agree-threshold or --seed where stage 2 does not run (no --images; --data with --text-only),
+    or --agree-threshold beside --judge llm (the model decides; no threshold is read)."""
+    given = [name for name, value in (("--judge", judge), ("--agree-threshold", agree_threshold), ("--seed", seed))
+             if value is not None]
+    if given and not stage2:
+        named = " and ".join(given)
+        raise UsageError(f"{named} {'is' if len(given) == 1 else 'are'} for stage 2 (the images), which runs only "
+                         "with --images, or with --data without --text-only",
+                         f"{'drop --text-only' if with_data else 'add --images FOLDER'}, or leave out {named}")
+    if judge == "llm" and agree_threshold is not None:
+        raise UsageError("--agree-threshold is the overlap judge's: with --judge llm the model decides which symptoms "
+                         "agree, and no threshold is read", "leave out --agree-threshold, or leave out --judge llm")
 
 
 def check_number_options(timeout: float, retries: int, agree_threshold: float, backoff: float) -> None:

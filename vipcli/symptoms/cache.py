@@ -74,8 +74,9 @@ def answer_digest(answer: str, truncated: bool) -> str:
     return hashlib.sha256(json.dumps([answer, truncated]).encode("utf-8")).hexdigest()
 
 
-def write_cached(key: str, answer: str, model: str, truncated: bool = False) -> bool:
-    """Store `answer` under `key` atomically; returns False (and stores nothing) if the folder is unwritable.
+def write_cached(key: str, answer: str, model: str, truncated: bool = False) -> OSError | None:
+    """Store `answer` under `key` atomically; returns None when stored, or why nothing was stored (the folder is
+    read-only or full), for the caller to say so.
 
     Args:
         key: from `cache_key`.
@@ -91,9 +92,9 @@ def write_cached(key: str, answer: str, model: str, truncated: bool = False) -> 
     try:
         folder.mkdir(parents=True, exist_ok=True)
         write_atomic(folder / f"{key}.json", json.dumps(entry, indent=1))
-    except OSError:
-        return False
-    return True
+    except OSError as error:
+        return error
+    return None
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -20,7 +20,7 @@ from vipcli.symptoms.cache import cache_dir, cache_key, read_cached, write_atomi
 from vipcli.symptoms.llm import (FILTERED, MAX_ANSWER_BYTES, STOPPED_AT_LIMIT, LLMConfig, TemperatureRefused, chat,
                                  endpoint_host, read_api_key, redact, secrets_of)
 from vipcli.symptoms.parse import CUT_HINT, CUT_REASON, AnswerError, ParsedAnswer, parse_answer
-from vipcli.symptoms.run_memory import one_run, refused_temperature, remember_refusal
+from vipcli.symptoms.run_memory import first_in_run, one_run, refused_temperature, remember_refusal
 
 # the paper's questions, and "Answer in English." (CLIP's tokenizer and training captions are English)
 STAGE1_PROMPT = (
@@ -138,8 +138,26 @@ def ask(
         llm = replace(llm, temperature=None)
         answer, stop = chat(llm, messages, notify=lambda line: notify(f"{what}: {line}"))
     if answer.strip():
-        write_cached(keys[llm.temperature], answer, llm.model, stop == STOPPED_AT_LIMIT)
+        failed = write_cached(keys[llm.temperature], answer, llm.model, stop == STOPPED_AT_LIMIT)
+        if failed is not None and first_in_run("answer cache not written"):
+            warn_cache_not_written(failed)
     return answer, False, stop, llm.temperature
+
+
+def warn_cache_not_written(error: OSError) -> None:
+    """Warn that the LLM answer cache could not be written (read-only or full): the answers already paid for are
+    then asked again by the next run, whatever an error's hint says about answers being cached."""
+    import errno
+
+    from rich.markup import escape
+
+    from vipcli import console
+    from vipcli.preflight import describe_os_error
+
+    full = error.errno in (errno.ENOSPC, errno.EDQUOT)
+    fix = "free some space or run `vip cache clear`" if full else "set VIP_CACHE_DIR to a writable folder"
+    console.warn(escape(f"cannot write the LLM answer cache {cache_dir()} ({describe_os_error(error)}); going on "
+                        f"without it: these answers are not kept, and a rerun asks for them again ({fix})"))
 
 
 def generate_pack(config: GenerateConfig, notify: Callable[[str], None] = _quiet) -> tuple[SymptomPack, GenerateReport]:
