@@ -220,13 +220,15 @@ def svg_markup(figure) -> str:
     """The figure (then closed) as SVG markup to put inline in an HTML page: its text as text (see
     SVG_STYLE), without the XML prologue and metadata, and with ids of its own (prefixed by a digest of
     its content), so that several figures share one page without one's clip paths or markers
-    standing in for another's."""
+    standing in for another's. Its background is clear, the page's white showing through: a browser that darkens
+    the page regardless (Chromium's forced dark mode on a light system theme) lightens the figure's dark text and
+    lines but leaves a white fill white, so a white figure showed white words on white."""
     import matplotlib
 
     buffer = io.StringIO()
     try:
         with matplotlib.rc_context(SVG_STYLE):
-            figure.savefig(buffer, format="svg", metadata={"Date": None, "Creator": None})
+            figure.savefig(buffer, format="svg", metadata={"Date": None, "Creator": None}, transparent=True)
     finally:
         pyplot().close(figure)
     markup = buffer.getvalue()
@@ -363,7 +365,8 @@ def legend_below(figure, handles: list, labels: list[str]) -> None:
     entry = max(len(label) for label in labels) * CHARACTER_WIDTH * MIN_FONT_SIZE / 72 + 0.8  # inches, with its marker
     columns = max(1, min(len(labels), int(figure.get_figwidth() // entry)))
     figure.set_figheight(figure.get_figheight() + 0.22 * -(-len(labels) // columns))  # room for its rows
-    figure.legend(handles, labels, fontsize=MIN_FONT_SIZE, loc="outside lower center", ncols=columns)
+    figure.legend(handles, labels, fontsize=MIN_FONT_SIZE, loc="outside lower center", ncols=columns,
+                  facecolor="none")  # the page shows through, as through the figure (`svg_markup`)
 
 
 def _save(figure, path: Path) -> Path:

@@ -38,6 +38,21 @@ def row_shares(matrix: list[list[int]]) -> list[list[float]]:
     return [[count / total if (total := sum(row)) else 0.0 for count in row] for row in matrix]
 
 
+def share_shading(color: str):
+    """The colour map of a confusion matrix's cells: `color`, from clear (a share of 0) to solid (1). On the white page
+    it is the white -> `color` scale; a page a browser darkens shows through a pale cell instead of leaving it white
+    under its darkened (lightened) count, which could not be read there."""
+    from matplotlib.colors import LinearSegmentedColormap, to_rgb
+
+    return LinearSegmentedColormap.from_list("share", [(*to_rgb(color), 0.0), (*to_rgb(color), 1.0)])
+
+
+def cell_on_white(shading, share: float) -> tuple[float, float, float]:
+    """The sRGB of a cell of `share` (`share_shading`) as drawn over the white page."""
+    red, green, blue, alpha = shading(share)
+    return tuple(alpha * c + (1 - alpha) for c in (red, green, blue))
+
+
 SHARE_NOTE = ("Each cell: its count of test images and, under it, its share of its true class's images (a row adds up to "
               "100%; on the diagonal, that class's sensitivity). The shade follows the share, not the count, so a "
               "small class found well is as dark as a large one.")
@@ -46,13 +61,10 @@ SHARE_NOTE = ("Each cell: its count of test images and, under it, its share of i
 def draw_confusion_matrix(matrix: list[list[int]], class_names: list[str], color: str, title: str):
     """The figure of `confusion_matrix_svg`: each cell shows its count and, under it, its share of the row; its title
     is wrapped to the figure's width (long backbone ids). The report's caption says what the shade means (SHARE_NOTE)."""
-    from matplotlib.colors import LinearSegmentedColormap
-
     plt = pyplot()
     size = min(max(3.6, 0.9 * len(class_names) + 2.2), MAX_FIGURE_WIDTH - 0.8)
     figure, axes = plt.subplots(figsize=(size + 0.8, size), dpi=110)
-    shading = LinearSegmentedColormap.from_list("method", ["#ffffff", color])
-    shares = row_shares(matrix)
+    shading, shares = share_shading(color), row_shares(matrix)
     edges = [i - 0.5 for i in range(len(class_names) + 1)]
     axes.pcolormesh(edges, edges, shares, cmap=shading, vmin=0, vmax=1, edgecolors="face")  # cells as vector squares: sharp at any zoom
     axes.set_aspect("equal")
@@ -60,7 +72,7 @@ def draw_confusion_matrix(matrix: list[list[int]], class_names: list[str], color
     axes.invert_yaxis()  # the first true class on top
     for i, row in enumerate(matrix):
         for j, count in enumerate(row):
-            ink = text_color_on(shading(shares[i][j])[:3])  # on the cell's RGB, as pcolormesh draws it
+            ink = text_color_on(cell_on_white(shading, shares[i][j]))  # on the cell as drawn on the white page
             axes.text(j, i, str(count), ha="center", va="bottom", fontsize=11, color=ink)
             if sum(row):  # a class without test images has no shares
                 axes.text(j, i, percent_text(shares[i][j], 1), ha="center", va="top", fontsize=MIN_FONT_SIZE, color=ink)
