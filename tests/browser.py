@@ -363,7 +363,8 @@ window.addEventListener("load", function () {
 </script>"""
 
 
-def text_contrasts(page: Path, workdir: Path, width: int, *flags: str, max_height: int = 8000) -> list[tuple[float, str]]:
+def text_contrasts(page: Path, workdir: Path, width: int, *flags: str,
+                   max_height: int = 8000) -> list[tuple[float, str]]:
     """How each piece of text of `page` stands out from what is behind it, as a browser started with `flags` draws it
     (e.g. "--enable-features=WebContentsForceDark": it darkens the page): for each text box of the page's top
     `max_height` px (`TEXT_BOXES`), the contrast ratio of its darkest and lightest pixels (the 2nd and 98th
@@ -380,8 +381,8 @@ def text_contrasts(page: Path, workdir: Path, width: int, *flags: str, max_heigh
     workdir.mkdir(parents=True, exist_ok=True)
     probed = workdir / f"boxed-{page.name}"
     probed.write_text(page.read_text(encoding="utf-8").replace("<head>", "<head>" + TEXT_BOXES, 1), encoding="utf-8")
-    dumped = _run(browser, workdir / "profile-boxes", *flags, f"--window-size={width},1000", "--virtual-time-budget=10000",
-                  "--dump-dom", probed.resolve().as_uri())
+    dumped = _run(browser, workdir / "profile-boxes", *flags, f"--window-size={width},1000",
+                  "--virtual-time-budget=10000", "--dump-dom", probed.resolve().as_uri())
     match = re.search(r'<pre id="vip-boxes"[^>]*>(.*?)</pre>', dumped.stdout, re.S)
     assert match, f"the probe wrote nothing (exit {dumped.returncode}): {dumped.stderr[-2000:]}"
     found = json.loads(html.unescape(match.group(1)))

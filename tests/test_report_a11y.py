@@ -400,7 +400,8 @@ def test_a_report_a_browser_darkens_regardless_stays_readable(cli, lesion_run, b
     assert cli("report", run, "--out", pages[0], "--workers", "0", "--device", "cpu", "--gallery", "2")[0] == 0
     assert cli("report", benchmark_dir, "--out", pages[1])[0] == 0
     for page in pages:
-        contrasts = text_contrasts(page, tmp_path / f"{page.stem}-{width}", width, "--enable-features=WebContentsForceDark")
+        contrasts = text_contrasts(page, tmp_path / f"{page.stem}-{width}", width,
+                                   "--enable-features=WebContentsForceDark")
         assert len(contrasts) > 100, page.name  # the page's words were found
         faint = sorted((round(ratio, 2), text) for ratio, text in contrasts if ratio < 3.0)
         assert not faint, f"{page.name} at {width} px: {faint[:12]} (in {tmp_path})"

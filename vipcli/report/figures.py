@@ -53,14 +53,15 @@ def cell_on_white(shading, share: float) -> tuple[float, float, float]:
     return tuple(alpha * c + (1 - alpha) for c in (red, green, blue))
 
 
-SHARE_NOTE = ("Each cell: its count of test images and, under it, its share of its true class's images (a row adds up to "
-              "100%; on the diagonal, that class's sensitivity). The shade follows the share, not the count, so a "
+SHARE_NOTE = ("Each cell: its count of test images and, under it, its share of its true class's images (a row adds "
+              "up to 100%; on the diagonal, that class's sensitivity). The shade follows the share, not the count, so a "
               "small class found well is as dark as a large one.")
 
 
 def draw_confusion_matrix(matrix: list[list[int]], class_names: list[str], color: str, title: str):
     """The figure of `confusion_matrix_svg`: each cell shows its count and, under it, its share of the row; its title
-    is wrapped to the figure's width (long backbone ids). The report's caption says what the shade means (SHARE_NOTE)."""
+    is wrapped to the figure's width (long backbone ids). The report's caption says what the shade means
+    (SHARE_NOTE)."""
     plt = pyplot()
     size = min(max(3.6, 0.9 * len(class_names) + 2.2), MAX_FIGURE_WIDTH - 0.8)
     figure, axes = plt.subplots(figsize=(size + 0.8, size), dpi=110)
