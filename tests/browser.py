@@ -8,6 +8,7 @@ package would need its own browser download, which this project's machines canno
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -335,3 +336,68 @@ def pdf_images(pdf: Path) -> list[tuple[int, int, int, int]]:
                            timeout=60).stdout
     rows = [line.split() for line in found.splitlines()[2:]]  # after the header and its rule
     return [(int(row[3]), int(row[4]), int(row[12]), int(row[13])) for row in rows if len(row) > 12 and row[2] == "image"]
+
+
+# every piece of text of a page, as laid out: a line of an HTML text node (one box per line) or an SVG <text>
+TEXT_BOXES = """<script>
+window.addEventListener("load", function () {
+  var boxes = [], walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT), node;
+  var add = function (rect, text) {
+    if (rect.width >= 4 && rect.height >= 4) boxes.push({text: text.slice(0, 40), left: rect.left + window.scrollX,
+      top: rect.top + window.scrollY, right: rect.right + window.scrollX, bottom: rect.bottom + window.scrollY});
+  };
+  while ((node = walker.nextNode())) {
+    var text = node.textContent.trim(), parent = node.parentElement;
+    if (!text || !parent || parent.closest("style, script, title, #vip-boxes")) continue;
+    if (parent.closest("svg")) { add(parent.getBoundingClientRect(), text); continue; }
+    var range = document.createRange();
+    range.selectNodeContents(node);
+    Array.prototype.forEach.call(range.getClientRects(), function (rect) { add(rect, text); });
+  }
+  var out = document.createElement("pre");
+  out.id = "vip-boxes";
+  out.style.display = "none";
+  out.textContent = JSON.stringify({boxes: boxes, height: document.body.scrollHeight});
+  document.body.appendChild(out);
+});
+</script>"""
+
+
+def text_contrasts(page: Path, workdir: Path, width: int, *flags: str,
+                   max_height: int = 8000) -> list[tuple[float, str]]:
+    """How each piece of text of `page` stands out from what is behind it, as a browser started with `flags` draws it
+    (e.g. "--enable-features=WebContentsForceDark": it darkens the page): for each text box of the page's top
+    `max_height` px (`TEXT_BOXES`), the contrast ratio of its darkest and lightest pixels (the 2nd and 98th
+    percentile of its luminance, so that a stray pixel of a line drawn through it counts for little), with the text.
+    Glyphs are anti-aliased, so a thin one reads under its colours' own ratio; a word drawn in white on a white
+    figure reads near 1."""
+    import html
+
+    import numpy
+    from PIL import Image
+
+    browser = find_browser()
+    assert browser, "no browser"
+    workdir.mkdir(parents=True, exist_ok=True)
+    probed = workdir / f"boxed-{page.name}"
+    probed.write_text(page.read_text(encoding="utf-8").replace("<head>", "<head>" + TEXT_BOXES, 1), encoding="utf-8")
+    dumped = _run(browser, workdir / "profile-boxes", *flags, f"--window-size={width},1000",
+                  "--virtual-time-budget=10000", "--dump-dom", probed.resolve().as_uri())
+    match = re.search(r'<pre id="vip-boxes"[^>]*>(.*?)</pre>', dumped.stdout, re.S)
+    assert match, f"the probe wrote nothing (exit {dumped.returncode}): {dumped.stderr[-2000:]}"
+    found = json.loads(html.unescape(match.group(1)))
+    height = min(int(found["height"]) + 20, max_height)
+    png = screenshot(page, workdir / f"{page.stem}-{width}-{len(flags)}.png", width, height, *flags)
+    with Image.open(png) as image:
+        pixels = numpy.asarray(image.convert("RGB"), dtype=float) / 255
+    linear = numpy.where(pixels <= 0.04045, pixels / 12.92, ((pixels + 0.055) / 1.055) ** 2.4)
+    luminance = linear @ numpy.array([0.2126, 0.7152, 0.0722])
+    contrasts = []
+    for box in found["boxes"]:
+        top, bottom = max(0, int(box["top"])), min(luminance.shape[0], int(math.ceil(box["bottom"])))
+        left, right = max(0, int(box["left"])), min(luminance.shape[1], int(math.ceil(box["right"])))
+        if bottom - top < 4 or right - left < 4:
+            continue  # below the screenshot, or off the screen sideways (in a box that scrolls)
+        low, high = numpy.percentile(luminance[top:bottom, left:right], [2, 98])
+        contrasts.append(((high + 0.05) / (low + 0.05), box["text"]))
+    return contrasts

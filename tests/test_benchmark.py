@@ -1079,8 +1079,8 @@ def test_rows_that_never_find_a_class_are_named_by_method_and_shots():
             {"method": "coop", "shots": 16, "seed": 1}]  # no matrix (a row of an older vip): passed over
     assert missed_rows_warning(rows, ["NORMAL", "PNEUMONIA"]) == (
         "4 rows find no test image of a class: zeroshot (seed 1: NORMAL); vip 4-shot (seeds 1, 2: NORMAL); coop "
-        "4-shot (seed 1: PNEUMONIA); their accuracy comes from the other classes alone (the macro-F1 table shows it; "
-        "each row's test_confusion_matrix is in results.csv)")
+        "4-shot (seed 1: PNEUMONIA); their accuracy comes from the other classes alone (the balanced accuracy table "
+        "shows it; each row's test_confusion_matrix is in results.csv)")
     assert missed_rows_warning(rows, ["NORMAL", "PNEUMONIA"], shown=1).startswith(
         "4 rows find no test image of a class: zeroshot (seed 1: NORMAL); and 2 more; their accuracy")
     assert missed_rows_warning(rows[3:4], ["NORMAL", "PNEUMONIA"]) == ""

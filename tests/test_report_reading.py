@@ -179,6 +179,89 @@ def test_a_row_that_finds_no_test_image_of_a_class_never_leads_the_accuracy_tabl
     assert "Not in bold, whatever their figure" in note
 
 
+def _unbalanced_rows():
+    """Benchmark rows on ISIC's 117 melanomas and 393 nevi: zero-shot calls every image nevus (77.06%), vip learns."""
+    def row(method, shots, seed, matrix):
+        found = sum(matrix[i][i] for i in range(2)) / sum(map(sum, matrix)) * 100
+        return {"method": method, "shots": shots, "seed": seed, "test_accuracy": found, "test_macro_f1": 50.0,
+                "test_confusion_matrix": matrix, "fit_s": 1.0}
+
+    return [row("zeroshot", 0, seed, [[0, 117], [0, 393]]) for seed in (1, 2)] + [
+        row("vip", shots, seed, [[80, 37], [90, 303]]) for shots in (1, 4) for seed in (1, 2)]
+
+
+def _row_of_pixels(png, y: float) -> np.ndarray:
+    """The pixels of the row of `png` at `y` (matplotlib's display y: from the bottom), as RGB integers."""
+    from PIL import Image
+
+    with Image.open(png) as image:
+        rgb = np.asarray(image.convert("RGB"), dtype=int)
+    return rgb[rgb.shape[0] - 1 - round(y)]
+
+
+def test_the_shots_plot_draws_what_calling_every_image_the_largest_class_scores(tmp_path):
+    """The caption said that calling every test image nevus scores 77.06% on ISIC, but the plot had no line for it:
+    a method's line near 77% read as good. A dotted line now marks it, named in the legend."""
+    from matplotlib.colors import to_rgb
+
+    from vipcli.plots import LARGEST_CLASS_COLOR, draw_shots
+
+    figure = draw_shots(_unbalanced_rows(), class_names=["melanoma", "nevus"])
+    axes = figure.axes[0]
+    legend = [text.get_text() for text in figure.legends[0].get_texts()]
+    assert "every image called nevus: 77.06%" in legend
+    png = tmp_path / "shots.png"
+    figure.savefig(png)
+    ink = np.array([round(255 * c) for c in to_rgb(LARGEST_CLASS_COLOR)])
+    left, right = (axes.transAxes.transform((x, 0))[0] for x in (0, 1))
+    on_line = [int((np.abs(_row_of_pixels(png, axes.transData.transform((0, 77.06))[1] + dy)[round(left):round(right)]
+                           - ink).max(axis=1) <= 40).sum()) for dy in (-1, 0, 1)]
+    assert max(on_line) > 0.3 * (right - left), on_line  # dotted, across the plot, at 77.06
+    balanced = draw_shots([{**r, "test_confusion_matrix": [[100, 50], [40, 110]]} for r in _unbalanced_rows()],
+                          class_names=["melanoma", "nevus"])  # 150 and 150 test images: no such line
+    assert not any("called" in t.get_text() for t in balanced.legends[0].get_texts())
+
+
+def test_the_benchmark_report_draws_and_explains_the_largest_class_line(benchmark_dir, tmp_path):
+    """Its caption and alt text say what the dotted line is; balanced test images have none."""
+    from vipcli.report.benchmark import benchmark_report
+
+    assert "dotted" not in benchmark_report(benchmark_dir)  # the lesion world: 150 and 150 test images
+    folder = shutil.copytree(benchmark_dir, tmp_path / "isic-like")
+    document = json.loads((folder / "results.json").read_text())
+    document["rows"], document["class_names"] = _unbalanced_rows(), ["melanoma", "nevus"]
+    (folder / "results.json").write_text(json.dumps(document))
+    markup = benchmark_report(folder)
+    assert ("dotted: calling every test image nevus, the largest class, with no model (77.06%): an accuracy means "
+            "something only above it") in _visible(markup)
+    assert re.search(r'aria-label="[^"]*; a dotted line marks calling every test image nevus, the largest class: '
+                     r'77\.06%\.', markup)  # the alt text
+    assert ">every image called nevus: 77.06%</text>" in markup  # the legend, in the figure
+
+
+def test_the_missed_class_note_points_to_the_balanced_accuracy_table_not_to_a_file(benchmark_dir, tmp_path):
+    """The report's note said 'each row's test_confusion_matrix is in results.csv', to a reader of the page, and
+    pointed to the macro-F1 table where the balanced accuracy table shows a class never found plainly."""
+    from vipcli.metrics import missed_rows_warning
+    from vipcli.report.benchmark import benchmark_report
+
+    folder = shutil.copytree(benchmark_dir, tmp_path / "isic-like")
+    document = json.loads((folder / "results.json").read_text())
+    document["rows"], document["class_names"] = _unbalanced_rows(), ["melanoma", "nevus"]
+    (folder / "results.json").write_text(json.dumps(document))
+    page = _visible(benchmark_report(folder))
+    note = page[page.index("2 rows find no test image of a class"):][:400]
+    assert "results.csv" not in note and "macro-F1" not in note
+    assert "(the test balanced accuracy table below shows it: there a class never found counts 0" in note
+    assert "test balanced accuracy %" in page  # the table it points to is there
+    console = missed_rows_warning(_unbalanced_rows(), ["melanoma", "nevus"])  # the sweep's warning, on stderr
+    assert console.endswith("(the balanced accuracy table shows it; each row's test_confusion_matrix is in "
+                            "results.csv)")
+    even = [{**r, "test_confusion_matrix": [[0, 150], [0, 150]]} for r in _unbalanced_rows()]
+    assert missed_rows_warning(even, ["melanoma", "nevus"]).endswith(  # the console prints no balanced table then
+        "(the macro-F1 table shows it; each row's test_confusion_matrix is in results.csv)")
+
+
 def test_the_shots_caption_explains_dashed_lines_only_when_the_plot_has_some(benchmark_dir, tmp_path):
     from vipcli.report.benchmark import benchmark_report
 

@@ -719,7 +719,8 @@ def _run_sweep(config: BenchmarkConfig, methods: list[tuple[str, type]], togethe
 
         # every stored row, as results.json, summary.csv and `vip report` hold them: a sweep extended by one
         # cell keeps the whole figure; titled with the data and the backbone
-        plot_shots(in_sweep_order(rows, pending), out / "shots.png", title=benchmark_title(context["record"]))
+        plot_shots(in_sweep_order(rows, pending), out / "shots.png", title=benchmark_title(context["record"]),
+                   class_names=context["class_names"])
     return result
 
 

@@ -14,14 +14,16 @@ import re
 import textwrap
 from pathlib import Path
 
-# Okabe-Ito hues (colour-blind safe) for vip, its MEP ablation, CoOp and the linear probe, grey for zero-shot, and
-# others chosen so that no two built-in methods look alike to normal vision (15 or more apart in CIELAB) nor, simulated
-# (Machado et al. 2009, severity 1), to a reader with deuteranopia, protanopia or tritanopia, 12 or more (Okabe-Ito's
-# orange for vip-cop-only was 6.4 from vip's vermillion to a deuteranope, tip-adapter-f's purple #6A3D9A 8.2 from
-# coop's blue, symptom-zeroshot's bluish green #009E73 9.7 from zero-shot's grey; clap's teal #117A8B was 9.4 from
-# vip-mep-only's reddish purple to a protanope and 5.7 from coop's blue to a tritanope). Every one is at least 3:1 on white, the
-# WCAG minimum for lines and markers (1.4.11): Okabe-Ito's sky blue #56B4E9 (2.31:1) is darkened just enough to
-# reach it, its hue and saturation kept
+# Okabe-Ito hues (colour-blind safe) for vip, its MEP ablation, CoOp and the linear probe (its black), grey for
+# zero-shot, and others chosen so that no two built-in methods look alike to normal vision (15 or more apart in CIELAB)
+# nor, simulated (Machado et al. 2009, severity 1), to a reader with deuteranopia, protanopia or tritanopia, 12 or more
+# (Okabe-Ito's orange for vip-cop-only was 6.4 from vip's vermillion to a deuteranope, tip-adapter-f's purple #6A3D9A
+# 8.2 from coop's blue, symptom-zeroshot's bluish green #009E73 9.7 from zero-shot's grey; clap's teal #117A8B was 9.4
+# from vip-mep-only's reddish purple to a protanope and 5.7 from coop's blue to a tritanope); and in CIEDE2000, which
+# follows the eye better in blues, 13 or more apart to normal vision and 10 to a dichromat (the linear probe's sky blue
+# #4B9DCC, Okabe-Ito's #56B4E9 darkened to 3:1, was a lighter copy of coop's blue on the shots plot, 7.8 from
+# vip-mep-only's reddish purple to a protanope and 8.2 from symptom-zeroshot's green to a tritanope). Every one is at
+# least 3:1 on white, the WCAG minimum for lines and markers (1.4.11)
 METHOD_COLORS = {
     "vip": "#D55E00",  # vermillion
     "vip-cop-only": "#962D0F",  # brick red
@@ -29,15 +31,16 @@ METHOD_COLORS = {
     "coop": "#0072B2",  # blue
     "zeroshot": "#7F7F7F",  # grey
     "symptom-zeroshot": "#5AA55A",  # green
-    "linear-probe": "#4B9DCC",  # sky blue (#56B4E9 x 0.87)
+    "linear-probe": "#000000",  # black (Okabe-Ito's; its sky blue #4B9DCC read as a lighter coop)
     "tip-adapter": "#8C564B",  # brown
     "tip-adapter-f": "#5A00FF",  # violet
     "clap": "#005F69",  # dark teal (#117A8B, and before it dark goldenrod #B8860B, looked like another method's)
     "biomedcoop": "#1F3A93",  # navy
 }
 # other methods (plugins) get one of these, chosen by a digest of their name (stable across runs); each at
-# least 3:1 on white, the WCAG minimum for lines and markers (a yellow #F0E442 was 1.3:1, nearly invisible)
-EXTRA_COLORS = ("#2F4F4F", "#A6761D", "#E7298A", "#4E7D17", "#8B0000", "#7A7A00", "#B03060", "#000000")
+# least 3:1 on white, the WCAG minimum for lines and markers (a yellow #F0E442 was 1.3:1, nearly invisible); none is a
+# built-in's (black, now the linear probe's, became periwinkle)
+EXTRA_COLORS = ("#2F4F4F", "#A6761D", "#E7298A", "#4E7D17", "#8B0000", "#7A7A00", "#B03060", "#8787FF")
 
 
 # an hourglass, two filled triangles tip to tip (matplotlib vertices, closed): clap's marker. Its hexagon ("h") was,
@@ -217,13 +220,15 @@ def svg_markup(figure) -> str:
     """The figure (then closed) as SVG markup to put inline in an HTML page: its text as text (see
     SVG_STYLE), without the XML prologue and metadata, and with ids of its own (prefixed by a digest of
     its content), so that several figures share one page without one's clip paths or markers
-    standing in for another's."""
+    standing in for another's. Its background is clear, the page's white showing through: a browser that darkens
+    the page regardless (Chromium's forced dark mode on a light system theme) lightens the figure's dark text and
+    lines but leaves a white fill white, so a white figure showed white words on white."""
     import matplotlib
 
     buffer = io.StringIO()
     try:
         with matplotlib.rc_context(SVG_STYLE):
-            figure.savefig(buffer, format="svg", metadata={"Date": None, "Creator": None})
+            figure.savefig(buffer, format="svg", metadata={"Date": None, "Creator": None}, transparent=True)
     finally:
         pyplot().close(figure)
     markup = buffer.getvalue()
@@ -253,7 +258,8 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def plot_shots(rows: list[dict], path: Path, shots_order: list | None = None, title: str | None = None) -> Path:
+def plot_shots(rows: list[dict], path: Path, shots_order: list | None = None, title: str | None = None,
+               class_names: list[str] | None = None) -> Path:
     """Write the shots figure (see `draw_shots`) to a PNG, atomically.
 
     Args:
@@ -261,20 +267,23 @@ def plot_shots(rows: list[dict], path: Path, shots_order: list | None = None, ti
         path: the PNG to write.
         shots_order: x-axis shots values in order (default: those in `rows`, numbers first, then "all").
         title: the figure's title (name the data and the backbone; see `figure_title`).
+        class_names: the classes, in the order of the rows' confusion matrices (names the largest-class line).
     Returns:
         path
     """
-    return _save(draw_shots(rows, shots_order, title), Path(path))
+    return _save(draw_shots(rows, shots_order, title, class_names), Path(path))
 
 
-def draw_shots(rows: list[dict], shots_order: list | None = None, title: str | None = None):
+def draw_shots(rows: list[dict], shots_order: list | None = None, title: str | None = None,
+               class_names: list[str] | None = None):
     """Test accuracy against shots, one line per method, mean over seeds with a +-std band (with one
     seed: that seed's figures, and the axis says which seed).
 
     Methods that learn nothing (rows at shots 0) are drawn as dashed horizontal lines; every method
-    in its colour and with its marker (`method_styles`: told apart without colour too). The legend is
-    below the plot, so the figure is no wider than MAX_FIGURE_WIDTH and one scaled to a phone's width
-    shows it whole.
+    in its colour and with its marker (`method_styles`: told apart without colour too). On unbalanced
+    test images shared by every row, a dotted line (`draw_largest_class_line`) marks what calling every
+    image the largest class scores. The legend is below the plot, so the figure is no wider than
+    MAX_FIGURE_WIDTH and one scaled to a phone's width shows it whole.
 
     Returns:
         a matplotlib Figure.
@@ -305,6 +314,7 @@ def draw_shots(rows: list[dict], shots_order: list | None = None, title: str | N
         axes.plot(xs, means, color=color, marker=marker, markersize=7, linewidth=1.6, label=method)
         axes.fill_between(xs, [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)],
                           color=color, alpha=0.18)
+    draw_largest_class_line(axes, rows, class_names)
     axes.set_xticks(x, labels)
     axes.set_xlabel("labelled training images per class (shots)")
     seeds = [r["seed"] for r in rows if r.get("seed") is not None]
@@ -317,6 +327,36 @@ def draw_shots(rows: list[dict], shots_order: list | None = None, title: str | N
     return figure
 
 
+LARGEST_CLASS_COLOR = "#333333"  # no method's colour; 12.6:1 on white
+
+
+def largest_class_line(rows: list[dict], class_names) -> tuple[float, str, str] | None:
+    """(accuracy %, class name, 'the largest class' or 'one of the largest classes') of calling every test image of
+    benchmark `rows` the largest class: (77.06, 'nevus', 'the largest class') on ISIC; None when the rows' test
+    images are balanced, differ between rows, or are not recorded."""
+    from vipcli.metrics import largest_class_guess, shared_test_counts
+
+    counts = list(shared_test_counts(rows) or [])
+    guess = largest_class_guess(counts)
+    if guess is None or not isinstance(class_names, list) or len(class_names) != len(counts):
+        return None
+    largest, share = guess
+    return share, class_names[largest], ("the largest class" if counts.count(counts[largest]) == 1
+                                         else "one of the largest classes")
+
+
+def draw_largest_class_line(axes, rows: list[dict], class_names) -> None:
+    """A dotted line across `axes` at the accuracy of calling every test image the largest class (`largest_class_line`),
+    where the test images are unbalanced, labelled in the legend ('every image called nevus: 77.06%', short enough
+    to keep two columns): a method's accuracy means something only above it (zero-shot's 77.06% on ISIC called every
+    image nevus)."""
+    line = largest_class_line(rows, class_names)
+    if line:
+        share, name, _ = line
+        axes.axhline(share, color=LARGEST_CLASS_COLOR, linestyle=":", linewidth=1.6,
+                     label=f"every image called {name}: {share:.2f}%")
+
+
 def legend_below(figure, handles: list, labels: list[str]) -> None:
     """The legend under the plot (it covers no line), in as many columns as its longest entry allows in the
     figure's width (never wider than the figure: a one-panel reliability diagram's cut off both its ends)."""
@@ -325,7 +365,8 @@ def legend_below(figure, handles: list, labels: list[str]) -> None:
     entry = max(len(label) for label in labels) * CHARACTER_WIDTH * MIN_FONT_SIZE / 72 + 0.8  # inches, with its marker
     columns = max(1, min(len(labels), int(figure.get_figwidth() // entry)))
     figure.set_figheight(figure.get_figheight() + 0.22 * -(-len(labels) // columns))  # room for its rows
-    figure.legend(handles, labels, fontsize=MIN_FONT_SIZE, loc="outside lower center", ncols=columns)
+    figure.legend(handles, labels, fontsize=MIN_FONT_SIZE, loc="outside lower center", ncols=columns,
+                  facecolor="none")  # the page shows through, as through the figure (`svg_markup`)
 
 
 def _save(figure, path: Path) -> Path:

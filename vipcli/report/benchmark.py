@@ -13,7 +13,8 @@ from vipcli.errors import VipError
 from vipcli.image_fit import fit_words
 from vipcli.metrics import (CAPPED_MARK, best_note, capped_columns, capped_note, column_leaders, mean_and_std,
                             missed_rows_warning, row_figure, unmarked_cells)
-from vipcli.plots import benchmark_title, draw_shots, method_styles, seeds_label, svg_markup, uneven_seeds
+from vipcli.plots import (benchmark_title, draw_shots, largest_class_line, method_styles, seeds_label, svg_markup,
+                          uneven_seeds)
 from vipcli.report import html
 from vipcli.report.data_notes import copied_files, copies_note, images_per_split, left_out_files, skipped_files
 from vipcli.report.notices import random_weights, random_weights_banner
@@ -152,12 +153,14 @@ def _tables(rows: list[dict], class_names=None) -> str:
     return "".join(parts)
 
 
-def _shots_alt(rows: list[dict], title: str) -> str:
+def _shots_alt(rows: list[dict], title: str, class_names=None) -> str:
     """The alt text of the shots plot: what it draws, for which methods, and where its figures are."""
     methods = list(dict.fromkeys(r["method"] for r in rows))
+    line = largest_class_line(rows, class_names)
     return (f"{title}. Line chart of test accuracy % against labelled training images per class "
             f"({', '.join(_columns(rows))} shots), one line per method ({', '.join(methods)})"
             + ("; methods that learn nothing are horizontal dashed lines" if _dashed_note(rows) else "")
+            + (f"; a dotted line marks calling every test image {line[1]}, {line[2]}: {line[0]:.2f}%" if line else "")
             + ". The table test accuracy % below has its figures.")
 
 
@@ -368,6 +371,13 @@ def _speed(folder: Path) -> str:
                                                                            ["measure", "value"], rows))
 
 
+def _dotted_note(rows: list[dict], class_names) -> str:
+    """The caption's key to the dotted largest-class line, only when the plot has it (unbalanced test images)."""
+    line = largest_class_line(rows, class_names)
+    return (f"; dotted: calling every test image {line[1]}, {line[2]}, with no model ({line[0]:.2f}%): an accuracy "
+            "means something only above it") if line else ""
+
+
 def _dashed_note(rows: list[dict]) -> str:
     """The caption's key to the dashed lines, only when the plot has some (methods that learn nothing, shots 0)."""
     from vipcli.benchmark import ZERO_SHOTS
@@ -378,9 +388,14 @@ def _dashed_note(rows: list[dict]) -> str:
 def _missed_note(rows: list[dict], class_names) -> str:
     """A note naming every row that finds no test image of a class, as the sweep warned on stderr: on unbalanced
     data such a row's accuracy is the share of the other classes (never the accuracy table's bold lead:
-    `unmarked_cells`); "" when every row finds every class."""
-    return _warning_note(missed_rows_warning(rows, class_names, shown=len(rows)) if isinstance(class_names, list)
-                         else "")
+    `unmarked_cells`); "" when every row finds every class. It points to the page's balanced accuracy table, not to
+    results.csv: the page is read by people who never open it."""
+    return _warning_note(missed_rows_warning(rows, class_names, shown=len(rows), detail=MISSED_DETAIL)
+                         if isinstance(class_names, list) else "")
+
+
+MISSED_DETAIL = ("the test balanced accuracy table below shows it: there a class never found counts 0, as much as a "
+                 "class found every time counts 100")
 
 
 def _chance_note(rows: list[dict], config: dict) -> str:
@@ -428,7 +443,7 @@ def benchmark_report(folder: Path) -> str:
                        "let `vip benchmark` finish at least one row")
     title = benchmark_title(config)
     seeds = sorted({int(r["seed"]) for r in rows})
-    split = _split(folder)
+    split, names = _split(folder), document.get("class_names")
     sections = [
         random_weights_banner(config, "this benchmark's results"),
         running,
@@ -438,9 +453,10 @@ def benchmark_report(folder: Path) -> str:
         # what decides whether to trust a row comes before the settings, on the first screen
         _missed_note(rows, document.get("class_names")) + _chance_note(rows, config) + copies_note(split),
         html.section("Settings and data", _settings(document) + _data(split, document.get("class_names"))),
-        html.section("Results", html.figure(svg_markup(draw_shots(rows, title=title)), _shots_alt(rows, title),
+        html.section("Results", html.figure(svg_markup(draw_shots(rows, title=title, class_names=names)),
+                                            _shots_alt(rows, title, names),
                                             seeds_label(seeds, "point" if uneven_seeds(rows) else None)
-                                            + _dashed_note(rows))
+                                            + _dashed_note(rows) + _dotted_note(rows, names))
                     + _tables(rows, document.get("class_names"))),
         _speed(folder),
     ]

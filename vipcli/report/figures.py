@@ -26,28 +26,57 @@ def class_label(name: str, width: int = 20) -> str:
 
 
 def confusion_matrix_svg(matrix: list[list[int]], class_names: list[str], color: str, title: str) -> str:
-    """Counts of true (rows) against predicted (columns) classes, shaded white -> `color`."""
+    """Counts of true (rows) against predicted (columns) classes, each cell shaded white -> `color` by its share of
+    its row (`row_shares`)."""
     return svg_markup(draw_confusion_matrix(matrix, class_names, color, title))
 
 
-def draw_confusion_matrix(matrix: list[list[int]], class_names: list[str], color: str, title: str):
-    """The figure of `confusion_matrix_svg`; its title is wrapped to the figure's width (long backbone ids)."""
-    from matplotlib.colors import LinearSegmentedColormap
+def row_shares(matrix: list[list[int]]) -> list[list[float]]:
+    """Each cell's share of its row's test images (0 to 1): on the diagonal, that class's sensitivity (recall). A
+    confusion matrix shaded by these rather than by count shows how well each class is found, whatever its size
+    (shaded by count, 393 nevi drowned 117 melanomas: a class the model never finds looked pale either way)."""
+    return [[count / total if (total := sum(row)) else 0.0 for count in row] for row in matrix]
 
+
+def share_shading(color: str):
+    """The colour map of a confusion matrix's cells: `color`, from clear (a share of 0) to solid (1). On the white page
+    it is the white -> `color` scale; a page a browser darkens shows through a pale cell instead of leaving it white
+    under its darkened (lightened) count, which could not be read there."""
+    from matplotlib.colors import LinearSegmentedColormap, to_rgb
+
+    return LinearSegmentedColormap.from_list("share", [(*to_rgb(color), 0.0), (*to_rgb(color), 1.0)])
+
+
+def cell_on_white(shading, share: float) -> tuple[float, float, float]:
+    """The sRGB of a cell of `share` (`share_shading`) as drawn over the white page."""
+    red, green, blue, alpha = shading(share)
+    return tuple(alpha * c + (1 - alpha) for c in (red, green, blue))
+
+
+SHARE_NOTE = ("Each cell: its count of test images and, under it, its share of its true class's images (a row adds "
+              "up to 100%; on the diagonal, that class's sensitivity). The shade follows the share, not the count, so a "
+              "small class found well is as dark as a large one.")
+
+
+def draw_confusion_matrix(matrix: list[list[int]], class_names: list[str], color: str, title: str):
+    """The figure of `confusion_matrix_svg`: each cell shows its count and, under it, its share of the row; its title
+    is wrapped to the figure's width (long backbone ids). The report's caption says what the shade means
+    (SHARE_NOTE)."""
     plt = pyplot()
     size = min(max(3.6, 0.9 * len(class_names) + 2.2), MAX_FIGURE_WIDTH - 0.8)
     figure, axes = plt.subplots(figsize=(size + 0.8, size), dpi=110)
-    shading = LinearSegmentedColormap.from_list("method", ["#ffffff", color])
-    top = max((max(row) for row in matrix), default=0) or 1
+    shading, shares = share_shading(color), row_shares(matrix)
     edges = [i - 0.5 for i in range(len(class_names) + 1)]
-    axes.pcolormesh(edges, edges, matrix, cmap=shading, vmin=0, vmax=top, edgecolors="face")  # cells as vector squares: sharp at any zoom
+    axes.pcolormesh(edges, edges, shares, cmap=shading, vmin=0, vmax=1, edgecolors="face")  # cells as vector squares: sharp at any zoom
     axes.set_aspect("equal")
     axes.set_anchor("W")  # the square's left edge where the layout puts it: centred, "true class" fell off the left
     axes.invert_yaxis()  # the first true class on top
     for i, row in enumerate(matrix):
         for j, count in enumerate(row):
-            cell = shading(count / top)[:3]  # the cell's RGB, as pcolormesh draws it
-            axes.text(j, i, str(count), ha="center", va="center", fontsize=11, color=text_color_on(cell))
+            ink = text_color_on(cell_on_white(shading, shares[i][j]))  # on the cell as drawn on the white page
+            axes.text(j, i, str(count), ha="center", va="bottom", fontsize=11, color=ink)
+            if sum(row):  # a class without test images has no shares
+                axes.text(j, i, percent_text(shares[i][j], 1), ha="center", va="top", fontsize=MIN_FONT_SIZE, color=ink)
     ticks, labels = range(len(class_names)), [class_label(name) for name in class_names]
     axes.set_yticks(ticks, labels)
     axes.set_xlabel("predicted class")

@@ -39,7 +39,7 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: now
 figure { margin: 0.8rem 0; }
 figure svg { display: block; max-width: 100%; height: auto; border: 1px solid #eee;  /* its own size, or the width, */
              min-width: var(--readable-width, 0); }  /* but never so narrow that its smallest text is unreadable */
-figure .scroll { margin: 0; isolation: isolate; }  /* what its figure is blended with (below) is its own background */
+figure .scroll { margin: 0; }  /* a figure's background is clear (plots.svg_markup): the shadow at its edge shows through */
 figcaption, .caption { color: #555; font-size: 0.85rem; }
 .swatch { display: inline-block; width: 0.8rem; height: 0.8rem; margin-right: 0.35rem;  /* a method's marker, */
           vertical-align: -0.1rem; }  /* inline SVG: ink, printed without "background graphics" (swatches.py) */
@@ -63,12 +63,10 @@ code { background: #f4f4f6; padding: 0 0.2rem; border-radius: 3px; }
 footer { margin-top: 2rem; color: #595959; font-size: 0.8rem; }  /* 7:1 on white: small text */
 .name, .path, footer { overflow-wrap: anywhere; }  /* a long file name wraps, shown whole */
 @media (max-width: 600px) { body { padding: 0.8rem; } table { font-size: 0.8rem; } th, td { padding: 0.2rem 0.35rem; }
-  td.num { white-space: normal; }  /* "88.60 (101/114)" breaks at its space rather than past the screen's edge */
-  .scroll svg { mix-blend-mode: multiply; } }  /* the shadow at a scrolled figure's edge shows through its white */
+  td.num { white-space: normal; } }  /* "88.60 (101/114)" breaks at its space rather than past the screen's edge */
 @media print {  /* paper cannot scroll sideways: a wide table wraps its cells to fit the page */
   body { max-width: none; padding: 0; }
   .table, .scroll { overflow: visible; background: none; }
-  .scroll svg { mix-blend-mode: normal; }
   td, td.num, .nowrap { white-space: normal; }
   h1, h2 { break-after: avoid; }  /* a heading stays with what it heads */
   .tag, .tag.wrong, .tag.right { background: none; border: 1px solid; }  /* printing leaves backgrounds out by

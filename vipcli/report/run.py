@@ -14,8 +14,8 @@ from vipcli.plots import backbone_label, figure_title, method_color
 from vipcli.report import html
 from vipcli.report.data_notes import (copied_files, copies_note, images_per_split, left_out_files, skipped_files,
                                       test_copies)
-from vipcli.report.figures import (confusion_matrix_alt, confusion_matrix_svg, merge_weights_alt, merge_weights_svg,
-                                   reliability_alt, reliability_svg)
+from vipcli.report.figures import (SHARE_NOTE, confusion_matrix_alt, confusion_matrix_svg, merge_weights_alt,
+                                   merge_weights_svg, reliability_alt, reliability_svg)
 from vipcli.report.gallery import gallery_html, gallery_items, sets_explained
 from vipcli.report.notices import random_weights_banner
 from vipcli.report.swatches import method_swatch
@@ -273,7 +273,7 @@ def _confusion(run: dict) -> str:
         return html.note("No test images: no confusion matrix.")
     title = figure_title("test confusion matrix", run["data"], run["backbone"])
     return html.figure(confusion_matrix_svg(matrix, run["class_names"], run["color"], title),
-                       confusion_matrix_alt(matrix, run["class_names"], title))
+                       confusion_matrix_alt(matrix, run["class_names"], title), SHARE_NOTE)
 
 
 RELIABILITY_CAPTION = ("bars: accuracy per confidence bin (the number at the foot of a bar: its test images); "
