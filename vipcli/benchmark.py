@@ -121,6 +121,7 @@ def validate(config: BenchmarkConfig, left_out: dict | None = None) -> tuple[lis
         config.schedule.resolve(shots)
     warn_left_out(config)
     methods = [(name, method_class(name)) for name in method_ids(config)]
+    config.backbone.check()  # a misspelt --backbone or --device: before the data is listed and hashed
     optional = optional_methods(config, [name for name, _ in methods])
     together = set()
     for name, cls in list(methods):

@@ -87,6 +87,7 @@ def check_config(config: TrainConfig):
     from vipcli.methods.prompting import PromptMethod
 
     cls = method_class(config.method)
+    config.backbone.check()  # a misspelt --backbone or --device: before the data is listed and hashed
     settings = make_settings(cls, config.method_options, config.method)
     if config.reference and not (issubclass(cls, PromptMethod) and cls.trains):
         raise UsageError(f"--reference re-encodes images for the shared prompt-training loop; method "
