@@ -157,7 +157,7 @@ def test_the_list_of_unreadable_files_says_how_many_training_images_shots_left_u
 
 
 
-# --- 6. a misspelt --backbone or --device, named before the data is read -----------------------------------------
+# --- 6. a misspelt --backbone, --device or --symptoms, named before the data is read ------------------------------
 
 
 _DATA_COMMANDS = {  # each command on the toy backbone, without the options the mistake replaces
@@ -171,19 +171,25 @@ _DATA_COMMANDS = {  # each command on the toy backbone, without the options the 
 
 
 @pytest.mark.parametrize("command", list(_DATA_COMMANDS))
-@pytest.mark.parametrize("mistake, error", [
-    (["--backbone", "tyo"], "error: can't find backbone 'tyo'; did you mean 'toy'? (installed backbones: "),
-    (["--device", "gpu"], "error: unknown device 'gpu' (choose one of auto, cpu, cuda, cuda:N (N the GPU's number) "
-                          "or mps)"),
-], ids=["backbone", "device"])
-def test_a_misspelt_backbone_or_device_is_one_line_before_the_data_is_read(cli, tmp_path, command, mistake, error):
-    """Both were named only after the data was listed and every image hashed: on the ISIC images, after the five
+@pytest.mark.parametrize("mistake, code, error", [
+    (["--backbone", "tyo"], 2, "error: can't find backbone 'tyo'; did you mean 'toy'? (installed backbones: "),
+    (["--device", "gpu"], 2, "error: unknown device 'gpu' (choose one of auto, cpu, cuda, cuda:N (N the GPU's "
+                             "number) or mps)"),
+    (["--symptoms", "melanom"], 2, "error: --symptoms melanom: no such file, folder or shipped pack; did you mean "
+                                   "'melanoma'? (shipped packs: "),
+    (["--symptoms", "packs/mine.yaml"], 1, "error: --symptoms packs/mine.yaml: no such file or folder (check the "
+                                           "path, or give a shipped pack's name: vip symptoms list)"),
+], ids=["backbone", "device", "symptoms-name", "symptoms-path"])
+def test_a_misspelt_backbone_device_or_symptoms_is_one_line_before_the_data_is_read(cli, tmp_path, command, mistake,
+                                                                                   code, error):
+    """Each was named only after the data was listed and every image hashed: on the ISIC images, after the five
     warnings about their duplicate images, and on a large data set minutes later."""
     data = make_lesions(tmp_path / "data", {"train": 4, "val": 1, "test": 2})
     shutil.copyfile(data / "train" / "nevus" / "nevus_00000.png", data / "test" / "nevus" / "copy.png")
     out = tmp_path / "out"
-    code, _, err = cli(*overridden(_DATA_COMMANDS[command](data, out), mistake))
-    assert code == 2, err
+    exit_code, _, err = cli(*overridden(_DATA_COMMANDS[command](data, out), mistake))
+    assert exit_code == code, err
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith(error), err  # no warning about the data's copied image first
     assert not out.exists()
+
