@@ -193,3 +193,19 @@ def test_a_misspelt_backbone_device_or_symptoms_is_one_line_before_the_data_is_r
     assert len(lines) == 1 and lines[0].startswith(error), err  # no warning about the data's copied image first
     assert not out.exists()
 
+
+# --- 7. a disk with a little space left ----------------------------------------------------------------------
+
+
+def test_an_out_disk_under_the_space_vip_needs_says_what_is_free_and_what_is_needed(cli, tmp_path, monkeypatch):
+    """With 32 KiB free it said `the disk holding ... is full (0.0 MiB free)`: neither full nor nothing free."""
+    import collections
+
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(2**30, 2**30 - 32 * 1024, 32 * 1024))
+    data = make_lesions(tmp_path / "data", {"train": 2, "val": 1, "test": 1})
+    code, _, err = cli(*_toy_args(data, tmp_path / "run"))
+    assert code == 1 and error_lines(err) == [
+        f"error: --out {tmp_path / 'run'}: the disk holding {tmp_path} is nearly full: it has 32.0 KiB free, less "
+        "than the 16.0 MiB vip needs to write there (free some space or choose another --out)"], err
+    assert not (tmp_path / "run").exists()
