@@ -56,25 +56,12 @@ def sort_command(
     if not images.is_dir():
         raise VipError(f"--images {images}: no such folder", "pass the folder holding the images")
     check_out(out, images, force)
-    with sort_lock(out):  # a second sort into the same --out meanwhile is refused, not replaced by it unseen
+    from vipcli.locks import folder_lock
+
+    with folder_lock(out):  # a second sort into the same --out meanwhile is refused, not replaced by it unseen
         check_out(out, images, force)  # again: a sort that held the lock may have written it since
         _sort(labels, images, out, image_column, label_column, one_hot, otherwise, split_column, group_column, seed,
               copy)
-
-
-def sort_lock(out: Path):
-    """The lock of `out` (`.NAME.lock` beside it), held while `vip data sort` reads, sorts and writes it, as
-    `vip train` holds its run folder's: a second sort into `out` refuses at once instead of replacing the first
-    one's folder when it renames its own into place."""
-    import contextlib
-
-    from vipcli.atomic import made_folder
-    from vipcli.locks import output_lock
-
-    stack = contextlib.ExitStack()
-    stack.enter_context(made_folder(out.parent))
-    stack.enter_context(output_lock(out, lock=out.parent / f".{out.name}.lock"))
-    return stack
 
 
 def _sort(labels: Path, images: Path, out: Path, image_column, label_column, one_hot, otherwise, split_column,
