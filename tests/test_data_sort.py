@@ -44,6 +44,27 @@ def _one_error(err: str) -> str:
     return lines[0]
 
 
+def test_a_sort_into_an_out_another_sort_is_writing_is_refused_not_replaced(cli, tmp_path):
+    """Two sorts into one new --out at once both said `sorted 2 images into OUT`, exit code 0: the later one's
+    rename replaced the folder the first had just written, without --force. While one sort holds `.OUT.lock`
+    (beside OUT, as `vip train` holds its run folder's), a second refuses before reading the table."""
+    import socket
+
+    from vipcli.locks import output_lock
+
+    images = _images(tmp_path / "img", ["a.png", "b.png"])
+    labels = _csv(tmp_path / "gt.csv", "image,label\na,x\nb,y\n")
+    out = tmp_path / "sorted"
+    with output_lock(out, lock=tmp_path / ".sorted.lock"):  # as a sort running in another process holds it
+        code, _, err = cli("data", "sort", labels, "--images", images, "--out", out)
+    assert code == 1 and error_lines(err) == [
+        f"error: {out} is being written by another vip process (pid {os.getpid()} on host {socket.gethostname()}) "
+        "(wait for it to finish, or pass another --out)"]
+    assert not out.exists()
+    code, _, err = cli("data", "sort", labels, "--images", images, "--out", out)  # that one ended: its lock with it
+    assert code == 0, err
+    assert sorted(os.listdir(tmp_path)) == ["gt.csv", "img", "sorted"]  # no lock file left behind
+
 def test_a_table_with_a_class_and_a_split_column_becomes_split_and_class_folders(cli, tmp_path):
     from vipcli.data import load_dataset
 

@@ -65,6 +65,22 @@ def test_demo_never_replaces_a_folder_it_did_not_make(cli, tmp_path):
     assert (out / "run" / "notes.txt").read_text() == "keep me" and sorted(p.name for p in out.iterdir()) == ["run"]
 
 
+def test_a_second_demo_into_the_same_folder_at_once_refuses_before_writing_anything(cli, tmp_path):
+    """A second `vip demo` started while the first ran regenerated data/ under the first one's training, replaced
+    its run/ and stopped 40 s later at the benchmark's lock. It now refuses at once, the folder left to the first."""
+    import os
+    import socket
+
+    from vipcli.locks import output_lock
+
+    out = tmp_path / "vip-demo"
+    with output_lock(out, lock=tmp_path / ".vip-demo.lock"):  # as a demo running in another process holds it
+        code, stdout, err = cli("demo", "--out", out)
+    assert code == 1 and stdout == "" and err.splitlines() == [
+        f"error: {out} is being written by another vip process (pid {os.getpid()} on host {socket.gethostname()}) "
+        "(wait for it to finish, or pass another --out)"]
+    assert sorted(os.listdir(tmp_path)) == []  # nothing written, and no lock left behind
+
 def test_demo_force_refuses_a_run_or_benchmark_folder_of_the_users_before_writing_anything(cli, tmp_path):
     """`--force` let the demo in, and it wrote its data set and symptom step before `vip train --force` refused the
     user's run/ (or the sweep their benchmark/): the demo now makes those checks first."""

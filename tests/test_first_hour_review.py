@@ -155,3 +155,57 @@ def test_the_list_of_unreadable_files_says_how_many_training_images_shots_left_u
         assert code == 0 and "skipped" in err and "not opened" not in err, err
 
 
+
+
+# --- 6. a misspelt --backbone, --device or --symptoms, named before the data is read ------------------------------
+
+
+_DATA_COMMANDS = {  # each command on the toy backbone, without the options the mistake replaces
+    "train": _toy_args,
+    "benchmark": _bench_args,
+    "symptoms rank": lambda data, out: ["symptoms", "rank", "--data", data, "--backbone", "toy", "--no-cache",
+                                        "--workers", "0"],
+    "symptoms rank --prune": lambda data, out: ["symptoms", "rank", "--data", data, "--backbone", "toy", "--prune",
+                                                "--out", out, "--no-cache", "--workers", "0"],
+}
+
+
+@pytest.mark.parametrize("command", list(_DATA_COMMANDS))
+@pytest.mark.parametrize("mistake, code, error", [
+    (["--backbone", "tyo"], 2, "error: can't find backbone 'tyo'; did you mean 'toy'? (installed backbones: "),
+    (["--device", "gpu"], 2, "error: unknown device 'gpu' (choose one of auto, cpu, cuda, cuda:N (N the GPU's "
+                             "number) or mps)"),
+    (["--symptoms", "melanom"], 2, "error: --symptoms melanom: no such file, folder or shipped pack; did you mean "
+                                   "'melanoma'? (shipped packs: "),
+    (["--symptoms", "packs/mine.yaml"], 1, "error: --symptoms packs/mine.yaml: no such file or folder (check the "
+                                           "path, or give a shipped pack's name: vip symptoms list)"),
+], ids=["backbone", "device", "symptoms-name", "symptoms-path"])
+def test_a_misspelt_backbone_device_or_symptoms_is_one_line_before_the_data_is_read(cli, tmp_path, command, mistake,
+                                                                                   code, error):
+    """Each was named only after the data was listed and every image hashed: on the ISIC images, after the five
+    warnings about their duplicate images, and on a large data set minutes later."""
+    data = make_lesions(tmp_path / "data", {"train": 4, "val": 1, "test": 2})
+    shutil.copyfile(data / "train" / "nevus" / "nevus_00000.png", data / "test" / "nevus" / "copy.png")
+    out = tmp_path / "out"
+    exit_code, _, err = cli(*overridden(_DATA_COMMANDS[command](data, out), mistake))
+    assert exit_code == code, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(error), err  # no warning about the data's copied image first
+    assert not out.exists()
+
+
+# --- 7. a disk with a little space left ----------------------------------------------------------------------
+
+
+def test_an_out_disk_under_the_space_vip_needs_says_what_is_free_and_what_is_needed(cli, tmp_path, monkeypatch):
+    """With 32 KiB free it said `the disk holding ... is full (0.0 MiB free)`: neither full nor nothing free."""
+    import collections
+
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(2**30, 2**30 - 32 * 1024, 32 * 1024))
+    data = make_lesions(tmp_path / "data", {"train": 2, "val": 1, "test": 1})
+    code, _, err = cli(*_toy_args(data, tmp_path / "run"))
+    assert code == 1 and error_lines(err) == [
+        f"error: --out {tmp_path / 'run'}: the disk holding {tmp_path} is nearly full: it has 32.0 KiB free, less "
+        "than the 16.0 MiB vip needs to write there (free some space or choose another --out)"], err
+    assert not (tmp_path / "run").exists()

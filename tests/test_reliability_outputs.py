@@ -55,7 +55,8 @@ def test_read_only_out_is_refused_before_any_work(cli, isic_small, tiny_clip, tm
 
 def test_full_out_disk_is_refused_before_any_work(cli, isic_small, tiny_clip, tmp_path, no_work, full_disk):
     code, _, err = cli(*tiny_train_args(isic_small, tiny_clip, tmp_path / "run"))
-    assert code == 1 and len(error_lines(err)) == 1 and "is full (1.0 MiB free)" in err and "free some space" in err
+    assert code == 1 and len(error_lines(err)) == 1 and "free some space" in err
+    assert "is nearly full: it has 1.0 MiB free, less than the 16.0 MiB vip needs to write there" in err
 
 
 def test_out_disk_that_refuses_writes_is_refused_before_any_work(cli, isic_small, tiny_clip, tmp_path, no_work,

@@ -217,8 +217,8 @@ def test_a_full_out_disk_is_refused_before_any_question(capsys, work, data, llm_
     llm_server.answer(LICHEN_TEXT).answer(PSORIASIS_TEXT)
     code, _, err = generate(capsys, llm_server, "--data", data, "--text-only", "--out", "packs")
     assert code == 1 and [line for line in err.splitlines() if line.startswith("error:")] == [
-        "error: --out packs: the disk holding " f"{work / 'work'} is full (1.0 MiB free) (free some space or "
-        "choose another --out)"]
+        "error: --out packs: the disk holding " f"{work / 'work'} is nearly full: it has 1.0 MiB free, less than the "
+        "16.0 MiB vip needs to write there (free some space or choose another --out)"]
     assert not llm_server.requests and not Path("packs").exists()
 
 

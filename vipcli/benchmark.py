@@ -112,6 +112,7 @@ def validate(config: BenchmarkConfig, left_out: dict | None = None) -> tuple[lis
     from vipcli.methods import make_settings, method_class
     from vipcli.methods.base import settings_fields
     from vipcli.methods.contract import trains_batched
+    from vipcli.packs import check_sources_exist
 
     if not config.methods or not config.seeds or not config.shots:
         raise UsageError("--methods, --shots and --seeds each need at least one value")
@@ -123,6 +124,8 @@ def validate(config: BenchmarkConfig, left_out: dict | None = None) -> tuple[lis
         config.schedule.resolve(shots)
     warn_left_out(config)
     methods = [(name, method_class(name)) for name in method_ids(config)]
+    config.backbone.check()  # a misspelt --backbone, --device or --symptoms: before the data is listed and hashed
+    check_sources_exist(config.symptoms)
     optional = optional_methods(config, [name for name, _ in methods])
     together = set()
     for name, cls in list(methods):

@@ -142,6 +142,18 @@ def output_lock(out: Path, lock: Path | None = None):
         _release_lock(lock, handle)
 
 
+def folder_lock(out: Path) -> contextlib.ExitStack:
+    """Hold `.NAME.lock` beside the folder `out` (its missing parents made, and removed again if still empty) for
+    the block: the lock of a folder a command writes whole, as `vip data sort` and `vip demo` do, so that a second
+    command into the same folder refuses at once instead of replacing the first one's folder unseen."""
+    from vipcli.atomic import made_folder
+
+    out = Path(out)
+    stack = contextlib.ExitStack()
+    stack.enter_context(made_folder(out.parent))
+    stack.enter_context(output_lock(out, lock=out.parent / f".{out.name}.lock"))
+    return stack
+
 def lock_holder(lock: Path) -> str | None:
     """Whether a process holds `lock` now (see `output_lock`), without taking it: None when none does (or
     the file is missing), else " (pid 123 on host h)", or "" when the holder cannot be read."""

@@ -368,17 +368,39 @@ def _packs_by_source(sources: list, shipped: list[SymptomPack]) -> list[tuple[st
             found.append((str(source), [pack for f in files for pack in load_symptom_file(f)]))
         elif path.is_file():
             found.append((str(source), load_symptom_file(path)))
-        elif path.suffix.lower() in (".yaml", ".yml") or len(path.parts) > 1:  # a path, not a pack's name
-            refuse_run_in_training(path)
-            raise VipError(f"--symptoms {source}: no such file or folder",
-                           "check the path, or give a shipped pack's name: vip symptoms list")
         else:
-            named = [p for p in shipped if p.matches(str(source))]
-            if not named:
-                refuse_run_in_training(path)
-                raise unknown_pack(f"--symptoms {source}: no such file, folder or shipped pack", str(source), shipped)
-            found.append((str(source), named))
+            missing = missing_source_error(source, shipped)
+            if missing is not None:
+                raise missing
+            found.append((str(source), [p for p in shipped if p.matches(str(source))]))
     return found
+
+
+def missing_source_error(source: str | Path, shipped: list[SymptomPack]) -> VipError | None:
+    """The error for a `--symptoms` source that names no file, folder or shipped pack (a run still being trained
+    there is said as such); None when it names one. Nothing is read."""
+    path = Path(source)
+    if path.is_dir() or path.is_file():
+        return None
+    if path.suffix.lower() in (".yaml", ".yml") or len(path.parts) > 1:  # a path, not a pack's name
+        refuse_run_in_training(path)
+        return VipError(f"--symptoms {source}: no such file or folder",
+                        "check the path, or give a shipped pack's name: vip symptoms list")
+    if any(p.matches(str(source)) for p in shipped):
+        return None
+    refuse_run_in_training(path)
+    return unknown_pack(f"--symptoms {source}: no such file, folder or shipped pack", str(source), shipped)
+
+
+def check_sources_exist(sources) -> None:
+    """Refuse, before the data is read, a `--symptoms` source that names no file, folder or shipped pack (a typo
+    costs no listing and hashing of the images); the packs themselves are read once the classes are known."""
+    named = [source for source in sources if not isinstance(source, SymptomPack)]
+    shipped = shipped_packs() if named else []
+    for source in named:
+        missing = missing_source_error(source, shipped)
+        if missing is not None:
+            raise missing
 
 
 def symptoms_for_classes(class_names: list[str], sources: list[str | Path] = ()) -> dict[str, list[str]]:

@@ -66,7 +66,10 @@ def check_writable(folder: Path, what: str, option: str = "--out", min_free: int
                        _hint(error, option)) from None
     free = shutil.disk_usage(folder).free
     if free < min_free:
-        raise VipError(f"{what}: the disk holding {folder} is full ({free / 2**20:.1f} MiB free)",
+        from vipcli.cache_admin import human_size
+
+        raise VipError(f"{what}: the disk holding {folder} is nearly full: it has {human_size(free)} free, less than "
+                       f"the {human_size(min_free)} vip needs to write there",
                        f"free some space or choose another {option}")
 
 

@@ -22,6 +22,21 @@ class BackboneSettings:
 
         return load_backbone(self.id, self.arch, self.pretrained, device or resolve_device(self.device))
 
+    def check(self) -> None:
+        """Refuse a backbone id that no installed plugin registers, and a --device this machine cannot give, before
+        the data is read: they are mistakes of the command line, named in one line, not after every image of the
+        data was listed and hashed (and its warnings printed). Nothing of the plugin is imported here."""
+        check_backbone_and_device(self.id, self.device)
+
+
+def check_backbone_and_device(backbone_id: str, device: str) -> None:
+    """One UsageError for an unknown backbone id (with the closest installed one) or an unusable device name."""
+    from vipcli.devices import resolve_device
+    from vipcli.registry import BACKBONES
+
+    BACKBONES.entry_point(backbone_id)
+    resolve_device(device)
+
 
 @dataclass(frozen=True)
 class EncodingSettings:

@@ -47,11 +47,8 @@ def sort_command(
                                "before (never a folder of other files)."),
 ) -> None:
     """Sort the images a labels CSV names into class folders (links by default), ready for `vip train`."""
-    from vipcli import __version__
-    from vipcli.errors import UsageError, VipError
-    from vipcli.data import TEST_FRACTION, VAL_FRACTION
-    from vipcli.label_table import (check_copy_room, check_out, choose_columns, groups_across_splits, index_images,
-                                    read_label_table, sort_rows, split_by_group, write_sorted)
+    from vipcli.errors import VipError
+    from vipcli.label_table import check_out
 
     if images.is_file():
         raise VipError(f"--images {images} is a file, not a folder", f"pass the folder holding the images, such as "
@@ -59,6 +56,23 @@ def sort_command(
     if not images.is_dir():
         raise VipError(f"--images {images}: no such folder", "pass the folder holding the images")
     check_out(out, images, force)
+    from vipcli.locks import folder_lock
+
+    with folder_lock(out):  # a second sort into the same --out meanwhile is refused, not replaced by it unseen
+        check_out(out, images, force)  # again: a sort that held the lock may have written it since
+        _sort(labels, images, out, image_column, label_column, one_hot, otherwise, split_column, group_column, seed,
+              copy)
+
+
+def _sort(labels: Path, images: Path, out: Path, image_column, label_column, one_hot, otherwise, split_column,
+          group_column, seed, copy: bool) -> None:
+    """`vip data sort`'s work once `out` is checked and held: read the table, sort its rows, write `out`."""
+    from vipcli import __version__
+    from vipcli.errors import UsageError, VipError
+    from vipcli.data import TEST_FRACTION, VAL_FRACTION
+    from vipcli.label_table import (check_copy_room, choose_columns, groups_across_splits, index_images,
+                                    read_label_table, sort_rows, split_by_group, write_sorted)
+
     table = read_label_table(labels)
     index, others = index_images(images, leave_out=out)
     if not index:

@@ -101,15 +101,9 @@ def demo_command(
                                "data/ that vip did not write are still refused."),
 ) -> None:
     """Run the whole product offline on the shipped toy backbone (about 30 s on a 2-core CPU)."""
-    from vipcli.cli.benchmark import print_benchmark
-    from vipcli.cli.predict import print_predictions
-    from vipcli.cli.symptoms import show_command
-    from vipcli.cli.train import print_train_result
-    from vipcli.benchmark import run_benchmark
-    from vipcli.demo import DemoConfig, benchmark_config, make_dataset, sample_images, train_config
-    from vipcli.predict import load_predictor, predict
+    from vipcli.demo import DemoConfig
+    from vipcli.locks import folder_lock
     from vipcli.preflight import check_output_folder
-    from vipcli.train import train
 
     check_demo_folder(out, force)
     check_output_folder(out)
@@ -118,6 +112,23 @@ def demo_command(
 
     seeds = parse_list("--bench-seeds", bench_seeds, opt.seed_value, opt.seed_range)
     config = DemoConfig(out=out, seed=seed, test_per_class=test_per_class, bench_seeds=seeds)
+    with folder_lock(out):  # a second `vip demo` into `out` meanwhile refuses at once
+        run_demo(config, started)
+
+
+def run_demo(config, started: float) -> None:
+    """The demo's six steps into `config.out`, which the caller has checked and holds; `started`: when the command
+    began (perf_counter), for the closing line."""
+    from vipcli.cli.benchmark import print_benchmark
+    from vipcli.cli.predict import print_predictions
+    from vipcli.cli.symptoms import show_command
+    from vipcli.cli.train import print_train_result
+    from vipcli.benchmark import run_benchmark
+    from vipcli.demo import benchmark_config, make_dataset, sample_images, train_config
+    from vipcli.predict import load_predictor, predict
+    from vipcli.train import train
+
+    out, seeds = config.out, config.bench_seeds
     _step("1. a generated lesion world (melanoma-like vs nevus-like spots, 64x64)")
     out.mkdir(parents=True, exist_ok=True)
     (out / DEMO_MARKER).write_text("made by `vip demo`; running it again here replaces this folder's demo files\n")

@@ -47,6 +47,11 @@ def rank_command(
         data=data, backbone=backbone, arch=arch, pretrained=pretrained, symptoms=opt.symptom_sources(symptoms), seed=seed,
         min_auroc=min_auroc, device=device, use_cache=not no_cache, workers=workers, image_fit=image_fit,
     )
+    from vipcli.packs import check_sources_exist
+    from vipcli.settings import check_backbone_and_device
+
+    check_backbone_and_device(backbone, device)  # before planned_pack_paths lists and hashes the data
+    check_sources_exist(config.symptoms)
     paths = planned_pack_paths(config, out, force, too_few_matters=prune) if writing else {}
     from vipcli.cache_use import using_cache
 

@@ -320,12 +320,15 @@ def rank_on_data(config: RankConfig, progress=None) -> RankResult:
     from vipcli.data import load_dataset
     from vipcli.devices import resolve_device
     from vipcli.features import FeatureCache, default_cache_dir, encode_images
-    from vipcli.packs import packs_for_classes
+    from vipcli.packs import check_sources_exist, packs_for_classes
     from vipcli.prompts import build_prompt_bank, encode_prompts
     from vipcli.registry import load_backbone
+    from vipcli.settings import check_backbone_and_device
 
     if config.min_auroc is not None and not 0.5 <= config.min_auroc < 1:
         raise UsageError(f"--min-auroc {config.min_auroc}: must be at least 0.5 and below 1")
+    check_backbone_and_device(config.backbone, config.device)  # before the data is listed and hashed
+    check_sources_exist(config.symptoms)
     dataset = load_dataset(config.data, seed=config.seed)
     packs = packs_for_classes(dataset.class_names, list(config.symptoms), data=config.data)
     device = resolve_device(config.device)
