@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shlex
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -77,8 +78,10 @@ def test_without_prune_the_table_ends_with_what_to_do_next(cli, lesions, monkeyp
     monkeypatch.setenv("COLUMNS", "200")
     code, out, err = rank(cli, lesions)
     assert code == 0 and err.splitlines()[-1] == (  # a hint: stderr, with the other things that are not results
-        "next: reword or replace them and rank again, or add --prune --out DIR to write packs without them (each "
-        "class keeps its 2 best); check the result with vip benchmark")
+        "next: add --prune --out DIR to write packs without them (symptoms that help: melanoma 1, nevus none; each "
+        "class keeps its best to have 2); write other symptoms for melanoma and nevus, or generate them from the "
+        f"images (vip symptoms generate --images {lesions / 'train' / 'melanoma'} ...); check the result with vip "
+        "benchmark")
     assert "next: " not in out
     code, out, err = rank(cli, lesions, "--prune", "--out", lesions.parent / "next-pruned")
     assert code == 0 and "next: " not in out + err
@@ -480,7 +483,7 @@ def test_text_that_says_nothing_of_the_images_never_helps(cli, lesions, tmp_path
     monkeypatch.setenv("COLUMNS", "250")
     code, out, _ = cli(*args)
     assert code == 0 and "unrelated" in out.splitlines()[2]  # the table's header
-    assert "unrelated: the best AUROC for its class of 8 texts that say nothing of the images" in out
+    assert "unrelated: how far from chance, either way, 8 texts that say nothing of the images" in out
 
 
 def test_a_symptom_helps_only_above_what_unrelated_texts_reach():
@@ -633,3 +636,85 @@ def test_no_verdict_claims_more_than_the_interval_shows(shift):
     labels, similarity = shifted(374, 1372, 4 * shift)  # further off chance: the interval clears 0.5
     [score] = score_symptoms(similarity, labels, [0], ["s"], ["melanoma", "nevus"])
     assert score.verdict == ("helps" if shift > 0 else "favours nevus")
+
+
+# --- statistics a careful user can trust (#33) -------------------------------------------------------------
+
+
+def test_a_random_weight_backbone_shows_no_symptom_that_helps(cli, lesions, tiny_clip, monkeypatch):
+    """A CLIP with random weights showed 'The spot has blurry, or jagged edges' and 'The spot has multiple colors'
+    helping melanoma: unrelated texts all fell on nevus's side, and the reach counted only melanoma's side. How far
+    from chance they fall, either way, and its bootstrap interval now leave no "helps", and the next step says so."""
+    args = ("symptoms", "rank", "--data", lesions, "--backbone", "clip", "--arch", tiny_clip, "--pretrained", "none",
+            "--workers", "0", "--device", "cpu", "--symptoms", lesions / "melanoma_plus_useless.yaml")
+    code, out, err = cli(*args, "--json")
+    assert code == 0, err
+    document = json.loads(out)
+    assert [s["symptom"] for s in document["symptoms"] if s["helps"]] == []
+    assert document["correction"].startswith("Holm's step-down correction across each class's symptoms")
+    for score in document["symptoms"]:
+        low, high = score["unrelated_interval"]
+        assert low <= score["unrelated_auroc"] <= high and score["unrelated_auroc"] >= 0.5
+        assert score["p_holm"] >= score["p"]
+    code, out, err = cli(*args)
+    assert code == 0 and err.splitlines()[-1].startswith("next: no symptom helps on these images, so pruning would "
+                                                         "keep noise")
+
+
+def test_holm_takes_back_helps_that_eight_symptoms_earn_by_chance():
+    """Eight symptoms each just past the bound, its interval's low end above 0.5, each "helped": one test per
+    symptom. Across a class's symptoms, Holm's correction now keeps the chance of any false "helps" under 5%; one
+    clear symptom still helps, and each keeps its raw p beside the corrected one."""
+    labels, weak = shifted(100, 100, 0.09)  # AUROC 0.586 on 100 against 100: raw p about 0.02
+    _, strong = shifted(100, 100, 0.4)
+    similarity = np.concatenate([np.repeat(weak, 8, axis=1), strong], axis=1)
+    scores = score_symptoms(similarity, labels, [0] * 9, [f"weak {i}" for i in range(8)] + ["strong"], ["a", "b"])
+    weak_scores = [s for s in scores if s.symptom.startswith("weak")]
+    assert all(s.passes_before_correction and s.p_value < 0.05 <= s.p_holm for s in weak_scores)
+    assert not any(s.helps for s in weak_scores) and all(s.lost_to_correction for s in weak_scores)
+    assert all(s.verdict == "no better than chance" for s in weak_scores)  # --json's value, as before
+    assert weak_scores[0].verdict_text == "not distinguishable from chance with 200 images"
+    [strong_score] = [s for s in scores if s.symptom == "strong"]
+    assert strong_score.helps and strong_score.p_holm < 0.05
+
+
+def test_the_unrelated_reach_has_an_interval_and_the_verdict_carries_it():
+    """A symptom whose interval's low end just cleared the unrelated texts' reach "helped", though the reach, the
+    best of 8 texts on 200 images, is uncertain too. A paired bootstrap (fixed seed) now tests the symptom against
+    the reach on the same resampled images."""
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], 100)
+    unrelated = (labels == 0)[:, None] * 0.5 + rng.normal(0, 1, (200, 8))
+    similarity = ((labels == 0) * 1.15 + rng.normal(0, 1, 200))[:, None]
+    [score] = score_symptoms(similarity, labels, [0], ["s"], ["a", "b"], unrelated=unrelated)
+    low, high = score.unrelated_interval
+    assert low < score.unrelated < high and score.interval[0] > score.unrelated  # clears the reach's point
+    assert score.p_unrelated > 0.05 and not score.helps and score.verdict == "not clearly above unrelated text"
+    [again] = score_symptoms(similarity, labels, [0], ["s"], ["a", "b"], unrelated=unrelated)
+    assert again == score  # the same images give the same interval and p
+
+
+def test_an_auroc_past_the_bound_whose_interval_holds_chance_reads_not_distinguishable():
+    """0.53 on 374 against 1,372 images is past the bound, yet its interval holds 0.5: the table said "no better
+    than chance" beside an AUROC above the bound."""
+    labels, similarity = shifted(374, 1372, 0.031)
+    [score] = score_symptoms(similarity, labels, [0], ["s"], ["melanoma", "nevus"])
+    assert score.auroc > score.bound and score.verdict == "no better than chance"
+    assert score.verdict_text == "not distinguishable from chance with 1746 images"
+
+
+def test_the_next_step_fits_the_ranking():
+    """The hint after the table named --prune whatever the ranking: also when nothing helped (pruning then keeps
+    noise) and when every class had symptoms enough that help."""
+    from vipcli.cli.symptoms_rank import next_step
+    from vipcli.symptoms.rank import RankResult
+
+    labels, good = shifted(100, 100, 0.4)
+    _, useless = shifted(100, 100, 0.0)
+    similarity = np.concatenate([good, good, useless, -good, -good], axis=1)  # class b's are class a's mirrored
+    scores = score_symptoms(similarity, labels, [0, 0, 0, 1, 1], ["a1", "a2", "a3", "b1", "b2"], ["a", "b"])
+    result = RankResult(scores=scores, class_names=["a", "b"], packs={}, counts=[100, 100])
+    assert next_step(result).startswith("next: add --prune --out DIR to write packs of only the symptoms that help "
+                                        "(each class has at least 2), or --keep K --out DIR")
+    none_help = score_symptoms(np.repeat(useless, 5, axis=1), labels, [0, 0, 0, 1, 1], list("vwxyz"), ["a", "b"])
+    assert next_step(replace(result, scores=none_help)).startswith("next: no symptom helps on these images")

@@ -167,6 +167,19 @@ def test_one_symptom_in_synonyms_takes_one_place_in_the_pack(capsys, env, llm_se
             "'Irregular color' (repeats 'Uneven colour' in other words)") in err
 
 
+def test_a_number_in_words_and_in_digits_is_one_symptom(capsys, env, llm_server):
+    """"Larger than six mm" and "Larger than 6 mm", "More than twelve dots" and "More than 12 dots" each took two
+    places of the pack: a number word was a content word, and words above ten were no number."""
+    llm_server.answer("- Larger than 6 mm\n- Larger than six mm\n- More than twelve dots\n- More than 12 dots\n"
+                      "- Seventeen dots\n- 7 dots\n- Dark dots")
+    code, out, err = generate(capsys, llm_server.url, "--n", "5")
+    assert code == 0, err
+    assert load_pack("melanoma.yaml").symptoms == ("Larger than 6 mm", "More than twelve dots", "Seventeen dots",
+                                                   "7 dots", "Dark dots")
+    assert ("'Larger than six mm' (repeats 'Larger than 6 mm' in other words), 'More than 12 dots' (repeats 'More "
+            "than twelve dots' in other words)") in err
+
+
 def test_symptoms_that_differ_are_never_merged_as_synonyms(capsys, env, llm_server):
     """A false merge loses a symptom: opposites, another kind or degree of a feature, another color, the same
     words in another order, and another number stay apart, whichever synonym each uses. "Larger than 8 mm" was

@@ -63,7 +63,7 @@ def rank_command(
     if as_json:
         print(json.dumps(rank_document(result, pruned, written), indent=2))
     else:
-        show_ranking(result, pruning=writing)
+        show_ranking(result, pruning=writing, data=data)
         show_pruned(pruned, written, data, train_options(backbone, arch, pretrained, seed, image_fit))
     warn_wrong_way(pruned, written, data)  # last, where it is read
 
@@ -179,9 +179,10 @@ def regenerate_command(pack, class_name: str, data: Path, path: Path) -> str:
                          folder, "--out", path, "--force")
 
 
-def show_ranking(result, pruning: bool = False) -> None:
+def show_ranking(result, pruning: bool = False, data: Optional[Path] = None) -> None:
     """The table of symptoms by class, best first, a line on the flagged ones and what to do about them
-    (`pruning`: --prune was given, and its own lines say what was written)."""
+    (`pruning`: --prune or --keep was given, and its own lines say what was written; `data`: the ranked folder,
+    named in the next step)."""
     from rich.table import Table
     from rich.text import Text
 
@@ -194,27 +195,31 @@ def show_ranking(result, pruning: bool = False) -> None:
         f"({counts}); backbone {result.backbone['id']} on {result.device}",
         markup=False,
     )
-    table = Table("class", "symptom", "AUROC", INTERVAL_NAME, "bound", "unrelated", "verdict")
+    table = Table("class", "symptom", "AUROC", INTERVAL_NAME, "bound", "unrelated", "Holm p", "verdict")
     for score in result.scores:
-        verdict = Text(score.verdict, style="green" if score.helps else "bold red")
+        verdict = Text(score.verdict_text, style="green" if score.helps else "bold red")
         table.add_row(Text(score.class_name), Text(score.symptom), f"{score.auroc:.3f}", interval_text(score),
-                      f"{score.bound:.3f}", f"{score.unrelated:.3f}", verdict)
+                      f"{score.bound:.3f}", unrelated_text(score), p_text(score.p_holm), verdict)
     out.print(table)
     out.print(f"AUROC: its class against the others, on its similarity to each image (minus the image's mean over "
               f"all symptoms); {INTERVAL_NAME}: where that AUROC lies for these image counts; bound: what a useless "
-              "symptom stays under (95%), or --min-auroc; unrelated: the best "
-              f"AUROC for its class of {len(UNRELATED_TEXTS)} texts that say nothing of the images "
-              f"({UNRELATED_TEXTS[0]!r}, ...), which a symptom the backbone sees must beat with the low end of its "
-              "interval", markup=False)
+              "symptom stays under (95%), or --min-auroc; unrelated: how far from chance, either way, "
+              f"{len(UNRELATED_TEXTS)} texts that say nothing of the images ({UNRELATED_TEXTS[0]!r}, ...) reach for "
+              "its class, and its 95% interval (bootstrap over the images), which a symptom the backbone sees must "
+              "beat with the low end of its interval; Holm p: the larger p of its tests against chance and against "
+              "the unrelated texts, after Holm's correction across its class's symptoms (helps: under 0.05)",
+              markup=False)
     flagged = [s for s in result.scores if not s.helps]
     if not flagged:
         out.print("every symptom helps", markup=False)
+        if not pruning:
+            console.info("next: nothing to prune; train with these packs, or check them with vip benchmark")
         return
     out.print(f"{len(flagged)} of {len(result.scores)} symptoms do not help:", markup=False)
     for score in flagged:
-        out.print(f"  {score.class_name}: {score.symptom!r} ({score.verdict}, AUROC {score.auroc:.3f}, "
-                  f"{INTERVAL_NAME} {interval_text(score)})", markup=False)
-    show_next_steps(result, flagged, pruning)
+        out.print(f"  {score.class_name}: {score.symptom!r} ({score.verdict_text}, AUROC {score.auroc:.3f}, "
+                  f"{INTERVAL_NAME} {interval_text(score)}{correction_text(result, score)})", markup=False)
+    show_next_steps(result, flagged, pruning, data)
 
 
 def interval_text(score) -> str:
@@ -222,10 +227,36 @@ def interval_text(score) -> str:
     return "-" if score.interval is None else f"{score.interval[0]:.3f}-{score.interval[1]:.3f}"
 
 
-def show_next_steps(result, flagged: list, pruning: bool) -> None:
-    """A warning for each class with too few images for any verdict, then (without --prune) what to do with
-    the flagged symptoms."""
-    from vipcli.symptoms.rank import ENOUGH_HINT, KEEP_AT_LEAST, too_few_to_judge
+def unrelated_text(score) -> str:
+    """The unrelated texts' reach for a symptom's class, with its 95% interval where measured: "0.682
+    (0.619-0.752)"."""
+    if score.unrelated_interval is None:
+        return f"{score.unrelated:.3f}"
+    low, high = score.unrelated_interval
+    return f"{score.unrelated:.3f} ({low:.3f}-{high:.3f})"
+
+
+def p_text(p_value) -> str:
+    """A p value as the table shows it: "0.015", "<0.001", or "-" when not tested."""
+    if p_value is None:
+        return "-"
+    return "<0.001" if p_value < 0.001 else f"{p_value:.3f}"
+
+
+def correction_text(result, score) -> str:
+    """For a symptom that helps on its own but not after Holm's correction: its raw and corrected p, and how many
+    symptoms its class has (", p 0.037, 0.148 after Holm's correction for nevus's 4 symptoms"); "" otherwise."""
+    if not score.lost_to_correction:
+        return ""
+    family = sum(1 for other in result.scores if other.class_name == score.class_name)
+    return (f", p {p_text(score.p_value)}, {p_text(score.p_holm)} after Holm's correction for "
+            f"{score.class_name}'s {family} symptoms")
+
+
+def show_next_steps(result, flagged: list, pruning: bool, data: Optional[Path] = None) -> None:
+    """A warning for each class with too few images for any verdict, then (without --prune or --keep) the next
+    step that fits the ranking (`next_step`)."""
+    from vipcli.symptoms.rank import ENOUGH_HINT, too_few_to_judge
 
     undecided = {score.class_name for score in flagged if score.too_few_images}
     for name, counts in too_few_to_judge(result.class_names, result.counts).items():
@@ -234,8 +265,39 @@ def show_next_steps(result, flagged: list, pruning: bool) -> None:
                                 "for any AUROC, not even 1.0, to beat chance with 95% confidence: its verdicts say "
                                 f"nothing (add training images: {ENOUGH_HINT})"))
     if not pruning and any(not score.too_few_images for score in flagged):  # some verdict says something
-        console.info("next: reword or replace them and rank again, or add --prune --out DIR to write packs without "
-                     f"them (each class keeps its {KEEP_AT_LEAST} best); check the result with vip benchmark")
+        console.info(escape(next_step(result, data)))
+
+
+def next_step(result, data: Optional[Path] = None) -> str:
+    """What to do after a ranking where some symptom does not help: with none helping anywhere, other symptoms
+    (pruning would only keep noise); with a class short of KEEP_AT_LEAST that help, --prune and better symptoms
+    for that class; otherwise --prune, or --keep K for a fixed number."""
+    from vipcli.symptoms.rank import KEEP_AT_LEAST
+
+    helping = {name: sum(1 for s in result.scores if s.class_name == name and s.helps) for name in result.class_names}
+    judged = {s.class_name for s in result.scores if not s.too_few_images}
+    short = [name for name in result.class_names if name in judged and helping[name] < KEEP_AT_LEAST]
+    check = "; check the result with vip benchmark"
+    if not any(helping.values()):
+        return ("next: no symptom helps on these images, so pruning would keep noise: write other symptoms, or "
+                f"generate them from the images ({generate_hint(data, result.class_names[0])}), add training "
+                "images, or rank with another backbone; --keep K --out DIR writes each class's K best anyway")
+    if short:
+        listed = ", ".join(f"{name} {helping[name] or 'none'}" for name in short)
+        names = " and ".join(short)
+        return (f"next: add --prune --out DIR to write packs without them (symptoms that help: {listed}; each class "
+                f"keeps its best to have {KEEP_AT_LEAST}); write other symptoms for {names}, or generate them from "
+                f"the images ({generate_hint(data, short[0])}){check}")
+    return (f"next: add --prune --out DIR to write packs of only the symptoms that help (each class has at least "
+            f"{min(helping.values())}), or --keep K --out DIR for each class's K best{check}")
+
+
+def generate_hint(data: Optional[Path], class_name: str) -> str:
+    """`vip symptoms generate --images` on one class folder of `data` (a placeholder when `data` is not known)."""
+    if data is None:
+        return "vip symptoms generate --images DATA/CLASS ..."
+    folder = data / "train" / class_name if (data / "train" / class_name).is_dir() else data / class_name
+    return f"vip symptoms generate --images {shell.quote(folder)} ..."
 
 
 def show_pruned(pruned: list, written: dict[str, Path], data: Path, backbone_options: str = "") -> None:
@@ -248,7 +310,7 @@ def show_pruned(pruned: list, written: dict[str, Path], data: Path, backbone_opt
         if unhelpful:
             line += f" (removed: {'; '.join(s.symptom for s in unhelpful)})"
         if item.beyond_keep:
-            dropped = "; ".join(f"{s.symptom} ({s.verdict}, AUROC {s.auroc:.3f})" for s in item.beyond_keep)
+            dropped = "; ".join(f"{s.symptom} ({s.verdict_text}, AUROC {s.auroc:.3f})" for s in item.beyond_keep)
             line += f" (dropped, beyond the {len(item.pack.symptoms)} best: {dropped})"
         if item.kept_anyway:
             line += f" (kept to have {len(item.pack.symptoms)}: {'; '.join(s.symptom for s in item.kept_anyway)})"
@@ -261,7 +323,7 @@ def show_pruned(pruned: list, written: dict[str, Path], data: Path, backbone_opt
 
 def rank_document(result, pruned: list, written: dict[str, Path]) -> dict:
     """The ranking (and any written packs) as one JSON-ready document."""
-    from vipcli.symptoms.rank import INTERVAL_NAME, UNRELATED_TEXTS
+    from vipcli.symptoms.rank import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, CORRECTION, INTERVAL_NAME, UNRELATED_TEXTS
 
     return {
         "class_names": result.class_names,
@@ -274,11 +336,18 @@ def rank_document(result, pruned: list, written: dict[str, Path]) -> dict:
         "skipped": {str(k): v for k, v in result.failures.items()},  # its older name
         "unrelated_texts": list(UNRELATED_TEXTS),
         "interval": f"{INTERVAL_NAME} of each AUROC from the image counts (Newcombe's score interval)",
+        "unrelated_interval": f"{INTERVAL_NAME} of each class's unrelated reach: {BOOTSTRAP_RESAMPLES} class-stratified "
+                              f"bootstrap resamples of the images, seed {BOOTSTRAP_SEED}",
+        "correction": CORRECTION,
         "symptoms": [
             {"class": s.class_name, "symptom": s.symptom, "auroc": round(s.auroc, 4),
              "auroc_interval": None if s.interval is None else [round(v, 4) for v in s.interval],
              "bound": round(s.bound, 4),
-             "unrelated_auroc": round(s.unrelated, 4), "helps": s.helps, "verdict": s.verdict, "favours": s.favours,
+             "unrelated_auroc": round(s.unrelated, 4),
+             "unrelated_interval": None if s.unrelated_interval is None else [round(v, 4) for v in s.unrelated_interval],
+             "p": _rounded(s.p_value), "p_holm": _rounded(s.p_holm),
+             "helps": s.helps, "helps_before_correction": s.passes_before_correction, "verdict": s.verdict,
+             "verdict_text": s.verdict_text, "favours": s.favours,
              "favours_auroc": None if s.favours_auroc is None else round(s.favours_auroc, 4)}
             for s in result.scores
         ],
@@ -290,3 +359,8 @@ def rank_document(result, pruned: list, written: dict[str, Path]) -> dict:
             for p in pruned
         ],
     }
+
+
+def _rounded(value, digits: int = 4):
+    """`value` rounded for --json, None kept."""
+    return None if value is None else round(value, digits)

@@ -315,20 +315,28 @@ def same_meaning_key(item: str) -> tuple:
     edges" are two symptoms. An item of no content word gets a key of its own (the item itself)."""
     from vipcli.symptoms.agree import content_word_sequence, stem
 
-    roots = tuple(_root(word, stem) for word in content_word_sequence(same_words(item)))
+    roots = tuple(_root(word, stem) for word in content_word_sequence(same_words(item)) if not _is_number(word))
     if not roots:
         return ("", item)
     words = frozenset(roots) if len(set(roots)) <= 2 else roots
     return words, "".join(sorted(c for c in item if c in COMPARISONS)), numbers_in(item)
 
 
-NUMBER_WORDS = "one two three four five six seven eight nine ten".split()
+NUMBER_WORDS = ("one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+                "seventeen eighteen nineteen twenty").split()
+_NUMBER_STEMS = {stem for word in NUMBER_WORDS for stem in (word, word.rstrip("e"))}  # "twelve" stems to "twelv"
+
+
+def _is_number(word: str) -> bool:
+    """True for a content word that is a number, in digits or (stemmed) words up to twenty: `numbers_in` gives the
+    key its numbers, so "six mm" and "6 mm" share one."""
+    return word[:1].isdigit() or word in _NUMBER_STEMS
 
 
 def numbers_in(text: str) -> tuple[str, ...]:
-    """The numbers `text` gives, in digits or words up to ten, in order: "Larger than 6 mm" -> ("6",), "Two dark
-    dots" -> ("2",). Content words leave out one-digit numbers and number words, which make two symptoms of "6 mm"
-    and "8 mm", or of one dot and two."""
+    """The numbers `text` gives, in digits or words up to twenty, in order: "Larger than 6 mm" and "Larger than six
+    mm" -> ("6",), "Two dark dots" -> ("2",). The key's words leave out numbers, which this gives instead: "6 mm"
+    and "8 mm", or one dot and two, are two symptoms; "six mm" and "6 mm" one."""
     found = re.findall(r"\d+(?:[.,]\d+)?|[a-z]+", text.lower())
     return tuple(str(NUMBER_WORDS.index(word) + 1) if word in NUMBER_WORDS else word for word in found
                  if word[0].isdigit() or word in NUMBER_WORDS)

@@ -9,8 +9,9 @@ For every symptom of every class, on the training split:
   other classes (0.5 is chance, 1.0 perfect, below 0.5 backwards);
 - it "favours" another class when the images of that class match it significantly better than
   the images of its own class (pairwise AUROC below 1 - bound, and its whole interval below 0.5);
-- unrelated: the highest AUROC that texts unrelated to any medical image ("A photo of a dog", ...)
-  reach for its class, on the same similarity. When the classes' images differ at all, almost any
+- unrelated: how far from chance, either way, texts unrelated to any medical image ("A photo of a dog", ...)
+  reach for its class, on the same similarity (0.5 + the largest |AUROC - 0.5|: which way such a text falls is
+  chance), with a 95% interval from a class-stratified bootstrap over the images (fixed seed). When the classes' images differ at all, almost any
   text's similarity separates them a little, whether or not the backbone reads the text; a symptom
   the backbone sees must do better than text that says nothing of the images;
 - its 95% interval: where its AUROC lies given how many images it was measured on (Newcombe's score
@@ -18,7 +19,9 @@ For every symptom of every class, on the training split:
 - it helps when its AUROC is above chance with 95% confidence (one-sided; the bound depends on
   how many images there are), or above --min-auroc when that is given (it then replaces the chance
   bound, in the pairwise test too), when the low end of its interval is above chance and what unrelated
-  texts reach, and when it favours no other class: no verdict claims more than the interval shows.
+  texts reach, and when it favours no other class: no verdict claims more than the interval shows; and when that
+  survives Holm's correction across its class's symptoms, of the larger one-sided p of its test against chance
+  (Hanley-McNeil) and its paired bootstrap test against the unrelated reach (`holm`, FAMILY_ALPHA).
 
 `prune` removes the symptoms that do not help, keeping at least two per class; `keep` caps each class at its
 K best. A kept symptom that
@@ -40,6 +43,11 @@ CONFIDENCE_Z = 1.645  # one-sided 95% normal quantile
 INTERVAL_Z = 1.96  # two-sided 95% normal quantile: the AUROC's interval
 INTERVAL_NAME = "95% interval"
 KEEP_AT_LEAST = 2  # a pruned pack keeps at least this many symptoms
+FAMILY_ALPHA = 0.05  # Holm's correction: the chance that any "helps" of one class is a fluke stays under this
+CORRECTION = ("Holm's step-down correction across each class's symptoms (family-wise error 5%) of the larger one-sided "
+              "p of the two tests: above chance, and above the unrelated texts' reach")
+BOOTSTRAP_RESAMPLES = 1000  # class-stratified resamples of the images: the unrelated reach's interval, the paired test
+BOOTSTRAP_SEED = 0  # fixed: the same images give the same intervals and verdicts
 UNRELATED_TEXTS = (  # say nothing of any medical image: what they reach is what the backbone gives any text
     "A photo of a dog",
     "A red car parked on a street",
@@ -64,6 +72,11 @@ class SymptomScore:
     favours_auroc: float | None  # AUROC of its class vs that class (below 0.5)
     unrelated: float = 0.0  # the highest AUROC UNRELATED_TEXTS reach for its class (0: not measured)
     interval: tuple[float, float] | None = None  # the AUROC's 95% interval (`auroc_interval`); None: not measured
+    unrelated_interval: tuple[float, float] | None = None  # the reach's 95% bootstrap interval; None: not measured
+    p_chance: float | None = None  # one-sided p of its AUROC against chance (`chance_p`); None: not tested
+    p_unrelated: float | None = None  # one-sided paired bootstrap p against the unrelated reach; None: not tested
+    p_holm: float | None = None  # `p_value` after Holm's correction across its class's symptoms
+    images: int = 0  # how many images the AUROC was measured on (its class and the others)
 
     @property
     def low(self) -> float:
@@ -71,10 +84,32 @@ class SymptomScore:
         return self.auroc if self.interval is None else self.interval[0]
 
     @property
+    def p_value(self) -> float | None:
+        """Its raw p: the larger of its two tests' (chance, unrelated), since "helps" needs both; None: not tested."""
+        tested = [p for p in (self.p_chance, self.p_unrelated) if p is not None]
+        return max(tested) if tested else None
+
+    @property
+    def survives_correction(self) -> bool:
+        """True unless Holm's correction across its class's symptoms takes its "helps" back (or it was not tested)."""
+        return self.p_holm is None or self.p_holm < FAMILY_ALPHA
+
+    @property
+    def passes_before_correction(self) -> bool:
+        """True if it would help were it the only symptom of its class tested (Holm's correction aside)."""
+        return self.auroc > self.bound and self.low > max(0.5, self.unrelated) and self.favours is None
+
+    @property
     def helps(self) -> bool:
         """True if it separates its class better than chance, the low end of its interval above both chance (0.5)
-        and what unrelated texts reach, and favours no other class."""
-        return self.auroc > self.bound and self.low > max(0.5, self.unrelated) and self.favours is None
+        and what unrelated texts reach, favours no other class, and that survives Holm's correction across its
+        class's symptoms."""
+        return self.passes_before_correction and self.survives_correction
+
+    @property
+    def lost_to_correction(self) -> bool:
+        """True if it would help on its own, but Holm's correction across its class's symptoms takes that back."""
+        return self.passes_before_correction and not self.survives_correction
 
     @property
     def like_unrelated_text(self) -> bool:
@@ -86,7 +121,14 @@ class SymptomScore:
     def unsure_over_unrelated(self) -> bool:
         """True if it beats chance and its AUROC beats the unrelated texts' reach, but its interval reaches down to
         that reach: on these images it may be no better than text unrelated to them."""
-        return self.favours is None and self.auroc > self.bound and self.auroc > self.unrelated >= self.low
+        if self.favours is not None or self.auroc <= self.bound or self.auroc <= self.unrelated:
+            return False
+        return self.unrelated >= self.low or (self.lost_to_correction and self.unrelated_decides)
+
+    @property
+    def unrelated_decides(self) -> bool:
+        """True if its p is that of the test against the unrelated texts (not the one against chance)."""
+        return self.p_unrelated is not None and self.p_unrelated > (self.p_chance or 0.0)
 
     @property
     def points_wrong_way(self) -> bool:
@@ -112,6 +154,40 @@ class SymptomScore:
         if self.unsure_over_unrelated:
             return "not clearly above unrelated text"
         return "too few images to tell" if self.too_few_images else "no better than chance"
+
+    @property
+    def past_the_bound(self) -> bool:
+        """True if its AUROC is further from 0.5 than the one-sided bound, either way."""
+        return abs(self.auroc - 0.5) > self.bound - 0.5
+
+    @property
+    def verdict_text(self) -> str:
+        """The verdict as the table words it: "no better than chance" for an AUROC past the bound (its interval
+        reaches 0.5, or Holm's correction takes it back) reads "not distinguishable from chance with N images"."""
+        if self.verdict == "no better than chance" and self.past_the_bound and self.images:
+            return f"not distinguishable from chance with {self.images} images"
+        return self.verdict
+
+
+def chance_p(auroc: float, n_positive: int, n_negative: int) -> float:
+    """The one-sided p of an AUROC against chance (0.5) on the Hanley-McNeil null standard error, the one
+    `chance_bound` uses: below 0.05 exactly when the AUROC beats the chance bound. 1.0 without images."""
+    if n_positive <= 0 or n_negative <= 0:
+        return 1.0
+    standard_error = math.sqrt((n_positive + n_negative + 1) / (12.0 * n_positive * n_negative))
+    return 0.5 * math.erfc((auroc - 0.5) / standard_error / math.sqrt(2))
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm's step-down adjusted p values (Holm 1979), in the order given: the k-th smallest p times (m - k + 1),
+    never below an earlier one, at most 1. Each adjusted p under 0.05 holds the chance of any false finding among
+    the m under 5%, whatever their dependence."""
+    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
+    adjusted, running = [0.0] * len(p_values), 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (len(p_values) - rank) * p_values[index]))
+        adjusted[index] = running
+    return adjusted
 
 
 @dataclass(frozen=True)
@@ -241,7 +317,9 @@ def unrelated_similarity(image_features, text_features, unrelated_features):
 
 
 def unrelated_reach(unrelated, labels, class_count: int) -> list[float]:
-    """Per class index, the highest AUROC (its class against the others) of any column of `unrelated` [N, U];
+    """Per class index, how far from chance any column of `unrelated` [N, U] (texts that say nothing of the images)
+    lands for it (its class against the others), either way: 0.5 + the largest |AUROC - 0.5|. Which way such a text
+    falls is chance (which class's images it happens to sit nearer); how far is what the images give any text.
     0.0 for a class without images or when there are no columns."""
     import numpy as np
     from sklearn.metrics import roc_auc_score
@@ -253,8 +331,98 @@ def unrelated_reach(unrelated, labels, class_count: int) -> list[float]:
         if unrelated is None or unrelated.shape[1] == 0 or positive.all() or not positive.any():
             reach.append(0.0)
             continue
-        reach.append(max(float(roc_auc_score(positive, unrelated[:, column])) for column in range(unrelated.shape[1])))
+        reach.append(float(reach_of(np.array([roc_auc_score(positive, unrelated[:, column])
+                                              for column in range(unrelated.shape[1])]))))
     return reach
+
+
+def reach_of(aurocs):
+    """0.5 + the largest |AUROC - 0.5| over the last axis of `aurocs` (unrelated texts): what `unrelated_reach`
+    gives for them."""
+    import numpy as np
+
+    return 0.5 + np.abs(np.asarray(aurocs) - 0.5).max(axis=-1)
+
+
+def stratified_weights(labels, resamples: int, rng):
+    """[resamples, N] how many times each image is drawn when each class's images are drawn again with
+    replacement, as many as it has (class-stratified bootstrap: the counts the intervals rest on stay fixed)."""
+    import numpy as np
+
+    labels = np.asarray(labels)
+    rows = np.arange(resamples)[:, None] * len(labels)  # [R, 1] where each resample's counts start
+    weights = np.zeros(resamples * len(labels))
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        drawn = members[rng.integers(0, len(members), size=(resamples, len(members)))]  # [R, n]
+        weights += np.bincount((rows + drawn).ravel(), minlength=weights.size)
+    return weights.reshape(resamples, len(labels))
+
+
+def weighted_aurocs(values, positive, weights):
+    """[R, C] AUROC of each column of `values` [N, C] for `positive` [N] against the rest, with each image counted
+    as often as `weights` [R, N] says (ties count one half), one row per resample."""
+    import numpy as np
+
+    values = np.asarray(values, dtype=float)
+    positive = np.asarray(positive, dtype=bool)
+    result = np.empty((weights.shape[0], values.shape[1]))
+    for column in range(values.shape[1]):
+        order = np.argsort(values[:, column], kind="stable")
+        sorted_values = values[order, column]
+        drawn = weights[:, order]  # [R, N]
+        is_positive = positive[order]
+        pairs = drawn[:, is_positive].sum(axis=1) * drawn[:, ~is_positive].sum(axis=1)
+        if (sorted_values[1:] != sorted_values[:-1]).all():  # no ties (features): a positive's negatives below it
+            below = np.cumsum(drawn * ~is_positive, axis=1)[:, is_positive]
+            result[:, column] = (drawn[:, is_positive] * below).sum(axis=1) / pairs
+            continue
+        starts = np.flatnonzero(np.r_[True, sorted_values[1:] != sorted_values[:-1]])  # each group of tied values
+        positives = np.add.reduceat(drawn * is_positive, starts, axis=1)  # [R, G]
+        negatives = np.add.reduceat(drawn * ~is_positive, starts, axis=1)  # [R, G]
+        below = np.cumsum(negatives, axis=1) - negatives  # negatives strictly below each group
+        result[:, column] = (positives * (below + 0.5 * negatives)).sum(axis=1) / pairs
+    return result
+
+
+def bootstrap_against_unrelated(similarity, unrelated, labels, owners: list[int], class_count: int,
+                                resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED):
+    """The unrelated reach's 95% interval per class, and each symptom's one-sided p against it, from one
+    class-stratified bootstrap over the images (fixed seed: the same images give the same figures).
+
+    Each resample measures every symptom and the reach (`reach_of`, over every unrelated text) on the same images,
+    so the test is paired and carries the reach's own uncertainty: p = (1 + resamples where the symptom does not
+    beat the reach) / (1 + resamples).
+
+    Returns:
+        (class index -> (low, high) or None, [S] p of each symptom or None for a class without images either way).
+    """
+    import numpy as np
+
+    labels, owners_array = np.asarray(labels), np.asarray(owners)
+    rng = np.random.default_rng(seed)
+    chunk = max(1, min(resamples, 4_000_000 // max(1, len(labels))))  # [chunk, N] arrays of at most ~32 MB
+    reaches = {index: [] for index in range(class_count)}
+    not_above = np.zeros(len(owners))
+    done = 0
+    while done < resamples:
+        weights = stratified_weights(labels, min(chunk, resamples - done), rng)  # [R, N]
+        for index in range(class_count):
+            positive = labels == index
+            if positive.all() or not positive.any():
+                continue
+            reach = reach_of(weighted_aurocs(unrelated, positive, weights))  # [R]
+            reaches[index].append(reach)
+            columns = np.flatnonzero(owners_array == index)
+            if len(columns):
+                symptoms = weighted_aurocs(similarity[:, columns], positive, weights)  # [R, S_class]
+                not_above[columns] += (symptoms <= reach[:, None]).sum(axis=0)
+        done += weights.shape[0]
+    intervals = {index: tuple(float(v) for v in np.percentile(np.concatenate(found), [2.5, 97.5])) if found
+                 else None for index, found in reaches.items()}
+    tested = [bool(reaches[owner]) for owner in owners]
+    p_values = [float((1 + count) / (1 + resamples)) if ok else None for count, ok in zip(not_above, tested)]
+    return intervals, p_values
 
 
 def score_symptoms(similarity, labels, owners: list[int], texts: list[str], class_names: list[str],
@@ -269,16 +437,22 @@ def score_symptoms(similarity, labels, owners: list[int], texts: list[str], clas
         class_names: names by class index.
         min_auroc: a fixed bound; None uses the chance bound for the image counts.
         unrelated: [N, U] the images' similarity to texts unrelated to them (`unrelated_similarity`); a symptom
-            helps only if the low end of its 95% interval beats the highest AUROC they reach for its class. None:
-            not measured.
+            helps only if the low end of its 95% interval beats how far from chance they reach for its class
+            (`unrelated_reach`), and a paired bootstrap shows it above that reach (`bootstrap_against_unrelated`).
+            None: not measured.
     Returns:
-        One SymptomScore per symptom, per class in class order, best AUROC first.
+        One SymptomScore per symptom, per class in class order, best AUROC first. Each carries its raw p (the
+        larger of its tests against chance and the unrelated texts) and that p after Holm's correction across its
+        class's symptoms (`holm`); it helps only if the corrected p is below FAMILY_ALPHA.
     """
     import numpy as np
     from sklearn.metrics import roc_auc_score
 
     labels = np.asarray(labels)
     reach = unrelated_reach(unrelated, labels, len(class_names))
+    measured = unrelated is not None and unrelated.shape[1] > 0
+    intervals, p_unrelated = (bootstrap_against_unrelated(similarity, unrelated, labels, owners, len(class_names))
+                              if measured else ({}, [None] * len(owners)))
     scores = []
     for column, (owner, text) in enumerate(zip(owners, texts)):
         values = similarity[:, column]  # [N]
@@ -296,11 +470,25 @@ def score_symptoms(similarity, labels, owners: list[int], texts: list[str], clas
             pair_high = auroc_interval(pairwise, int(positive.sum()), int(negative.sum()))[1]
             if pairwise < 1 - pair_bound and pair_high < 0.5 and (favours_auroc is None or pairwise < favours_auroc):
                 favours, favours_auroc = class_names[other], pairwise
-        interval = auroc_interval(auroc, int(positive.sum()), int((~positive).sum()))
+        n_positive, n_negative = int(positive.sum()), int((~positive).sum())
+        interval = auroc_interval(auroc, n_positive, n_negative)
         scores.append(SymptomScore(class_names[owner], text, auroc, bound, favours, favours_auroc, reach[owner],
-                                   interval))
+                                   interval, intervals.get(owner), chance_p(auroc, n_positive, n_negative),
+                                   p_unrelated[column], images=n_positive + n_negative))
     order = {name: index for index, name in enumerate(class_names)}
-    return sorted(scores, key=lambda s: (order[s.class_name], -s.auroc))
+    return sorted(corrected(scores), key=lambda s: (order[s.class_name], -s.auroc))
+
+
+def corrected(scores: list[SymptomScore]) -> list[SymptomScore]:
+    """`scores` with `p_holm` set: each p after Holm's correction across the symptoms of its class (`holm`)."""
+    by_class: dict[str, list[int]] = {}
+    for index, score in enumerate(scores):
+        by_class.setdefault(score.class_name, []).append(index)
+    result = list(scores)
+    for members in by_class.values():
+        for index, adjusted in zip(members, holm([scores[i].p_value for i in members])):
+            result[index] = replace(scores[index], p_holm=adjusted)
+    return result
 
 
 def rank_on_data(config: RankConfig, progress=None) -> RankResult:
