@@ -883,11 +883,14 @@ def _zombie(pid: int) -> bool:
     (1, "said", None),  # LOCAL_RANK 0 printed its line and ended: silent, as before
     (0, "said", "terminated (SIGTERM); nothing half-written"),  # a rank that printed its own line is not named
     (0, "done", "terminated (SIGTERM); nothing half-written"),  # nor one that finished its part and left
+    (0, "killed starting", "terminated (SIGTERM); nothing half-written"),  # nor one torchrun ended before vip started
 ])
 def test_a_rank_killed_by_a_signal_is_named_by_the_ranks_torchrun_stops(cli, toy_run, tmp_path, monkeypatch,
                                                                        speaker, other, said):
     """`kill -9` (or the out-of-memory killer) of rank 0 under torchrun printed nothing at all: rank 1, stopped by
-    torchrun's SIGTERM, left the shared `terminated` line to LOCAL_RANK 0, which was gone."""
+    torchrun's SIGTERM, left the shared `terminated` line to LOCAL_RANK 0, which was gone. A rank that torchrun's own
+    SIGTERM ended while it was still starting (before vip's handlers were in place) ends without a line too; it was
+    named as killed by kill -9 or the out-of-memory killer, the cause of the stop, when it was its result."""
     import signal
 
     import vipcli.node_ranks
@@ -906,6 +909,8 @@ def test_a_rank_killed_by_a_signal_is_named_by_the_ranks_torchrun_stops(cli, toy
             (attempt / str(lost) / vipcli.node_ranks.SAID_MARK).touch()
         if other == "done":
             (attempt / str(lost) / vipcli.node_ranks.DONE_MARK).touch()
+        if other != "killed starting":  # vip started in it (`killed`: its handlers of SIGTERM were in place)
+            (attempt / str(lost) / vipcli.node_ranks.STARTED_MARK).touch()
         if other != "running":
             os.kill(child, signal.SIGKILL)
             while not _zombie(child):
@@ -947,6 +952,20 @@ class _Store:
         with self.lock:
             self.counts[key] = self.counts.get(key, 0) + amount
             return self.counts[key]
+
+    def compare_set(self, key: str, expected: str, desired: str) -> bytes:
+        with self.lock:
+            if self.counts.get(key, "") == expected:
+                self.counts[key] = desired
+            return str(self.counts[key]).encode()
+
+    def check(self, keys: list) -> bool:
+        with self.lock:
+            return all(key in self.counts for key in keys)
+
+    def get(self, key: str) -> bytes:
+        with self.lock:
+            return str(self.counts[key]).encode()
 
 
 @pytest.mark.parametrize("other", ["stopped", "slow"])
@@ -1055,3 +1074,110 @@ def test_a_rank_that_never_beat_is_not_called_stopped(monkeypatch):
         stuck = beats.stuck()
         clock[0] += heartbeats.POLL_S
     assert [rank for rank, _ in stuck] == [2]
+
+
+def test_ranks_that_lost_the_same_rank_print_one_line_the_lowest_of_them(cli, toy_run, tmp_path, monkeypatch):
+    """Each rank waiting at a barrier printed its own `lost another rank` (or `stopped waiting`) line: 7 lines for 8
+    ranks. The ranks that lost it now agree in torchrun's store which prints it: the lowest; the others exit with
+    the same code in silence."""
+    import vipcli.train
+    from vipcli import distributed, heartbeats
+
+    data, _ = toy_run
+    monkeypatch.setattr(heartbeats, "LOST_GRACE_S", 0.05)
+    store = _Store()
+    lost = RuntimeError("[../gloo/transport/tcp/pair.cc:561] Connection closed by peer [127.0.0.1]:19881")
+    said = {}
+    for rank in (3, 1, 2):  # rank 3 says it lost the rank first, rank 1 (the lowest of them) comes next
+        for name, value in {"WORLD_SIZE": "4", "RANK": str(rank), "LOCAL_RANK": str(rank)}.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setattr(distributed, "_has_joined", True)
+        beats = heartbeats.Heartbeats(rank, 4, lambda: store)
+        monkeypatch.setattr(heartbeats, "_beats", beats)
+
+        def failed_wait(*args, rank=rank, **kwargs):
+            raise distributed.barrier_failed(distributed.World(rank, 4, rank), "the end of encoding", lost)
+
+        monkeypatch.setattr(vipcli.train, "check_config", failed_wait)
+        if rank == 3:  # ranks 1 and 2 say they have the line meanwhile
+            store.add(f"{beats.root}voice1", 1)
+            store.add(f"{beats.root}voice2", 1)
+        code, _, err = cli("train", "--data", data, "--backbone", "toy", "--out", tmp_path / f"run{rank}")
+        said[rank] = code, [line for line in err.splitlines() if line.startswith("error:")]
+    assert said[3] == (1, []) and said[2] == (1, []), said  # the same exit code, in silence
+    assert said[1][0] == 1 and len(said[1][1]) == 1, said
+    assert said[1][1][0].startswith("error: rank 1 of 4 lost another rank at the end of encoding: it stopped first")
+
+
+def test_a_rank_found_stopped_by_one_waiting_rank_is_named_by_the_others_at_their_next_look(monkeypatch):
+    """Each waiting rank timed a stopped rank from its own first look, so ranks that reached the barrier later said
+    it minutes later (or were stopped by torchrun first). The first finding is left in the store; another waiting
+    rank takes it at its next look, while the stopped rank's count still stands where it was found."""
+    from vipcli import heartbeats
+
+    store, clock = _Store(), [1000.0]
+    monkeypatch.setattr(heartbeats.time, "monotonic", lambda: clock[0])
+    early, late = heartbeats.Heartbeats(0, 3, lambda: store), heartbeats.Heartbeats(1, 3, lambda: store)
+    for rank in (0, 1, 2):
+        store.add(f"{early.prefix}{rank}", 1)
+    assert early.stuck() == []
+    for _ in range(int(heartbeats.STUCK_S // heartbeats.POLL_S) + 1):  # rank 2 stopped; ranks 0 and 1 beat on
+        clock[0] += heartbeats.POLL_S
+        store.add(f"{early.prefix}0", 1)
+        store.add(f"{early.prefix}1", 1)
+        found = early.stuck()
+    assert [rank for rank, _ in found] == [2]
+    assert [rank for rank, _ in late.stuck()] == [2]  # rank 1's first look: rank 0's finding
+    store.add(f"{early.prefix}2", 1)  # rank 2 resumed: the finding no longer holds
+    assert heartbeats.Heartbeats(1, 3, lambda: store).stuck() == []
+
+
+FROZEN_STORE = """
+import os, signal, sys, threading, time
+from vipcli import heartbeats
+heartbeats.POLL_S, heartbeats.BEAT_S = 0.2, 0.1
+heartbeats.start(0, 2, {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": sys.argv[1]})
+assert heartbeats._beats is not None
+os.kill(int(sys.argv[2]), signal.SIGSTOP)  # the store's node froze
+threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT)).start()  # Ctrl-C once the first look is under way
+started = time.monotonic()
+try:
+    heartbeats.watched(lambda: time.sleep(60), lambda stuck: AssertionError(stuck))
+except KeyboardInterrupt:
+    print(f"stopped {time.monotonic() - started:.1f} s after the wait began", flush=True)
+os._exit(0)  # the threads that wait on the frozen store are left behind
+"""
+
+STORE_SERVER = """
+import sys, time
+from datetime import timedelta
+import torch.distributed as dist
+store = dist.TCPStore("127.0.0.1", int(sys.argv[1]), is_master=True, timeout=timedelta(seconds=60))
+print("ready", flush=True)
+time.sleep(120)
+"""
+
+
+@needs_gloo
+def test_ctrl_c_stops_a_waiting_rank_at_once_when_the_stores_node_froze():
+    """A waiting rank read the other ranks' beats from its main thread: where the node of torchrun's store froze,
+    that read never returned (torch's store client does not time it out), and Ctrl-C was never seen. The look now
+    runs in a thread of its own, and Ctrl-C stops the wait at once."""
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": pythonpath()}
+    port = str(_free_port())
+    server = subprocess.Popen([sys.executable, "-c", STORE_SERVER, port], env=environment, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert server.stdout.readline().strip() == "ready"
+        rank = subprocess.Popen([sys.executable, "-c", FROZEN_STORE, port, str(server.pid)], env=environment,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            said, err = rank.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            rank.kill()
+            said, err = rank.communicate()
+    finally:
+        server.kill()
+        server.wait()
+    assert said.startswith("stopped "), f"Ctrl-C was not seen within 60 s of the wait: {said} {err}"
+    assert float(said.split()[1]) < 5, said

@@ -10,6 +10,12 @@ SIGTERM, and the `terminated` line they share is printed by one process per node
 is still running or whose line is printed; it names the ranks that ended with neither mark. Without this, that
 was always LOCAL_RANK 0, and where LOCAL_RANK 0 itself was killed, nothing was printed at all.
 
+Only a rank that had started vip (its STARTED_MARK is left once vip's handlers of Ctrl-C and SIGTERM are in place)
+is named: before that, torchrun's own SIGTERM ends a rank without a line too (one still starting Python when another
+rank failed), and it was named as killed by kill -9 or the out-of-memory killer, the cause of the stop, when it was
+its result. A rank that started vip prints a line for SIGTERM and Ctrl-C: ending with neither mark, it was killed by
+a signal no program can handle (kill -9, the out-of-memory killer) or crashed.
+
 Everything here reads only /proc (Linux) and the agent's folders, and answers None ("not known") wherever it
 cannot be sure: a process not started by torchrun's agent, another OS, a torchrun without log folders. Callers
 then keep the rule of old: LOCAL_RANK 0 speaks, naming no lost rank.
@@ -23,6 +29,7 @@ from pathlib import Path
 
 SAID_MARK = "vip-said"  # the file a rank leaves in its torchrun folder once its `error:` line is printed
 DONE_MARK = "vip-done"  # ... and the one it leaves once its part of the work is done (it left the process group)
+STARTED_MARK = "vip-started"  # ... and the one it leaves once Ctrl-C and SIGTERM give it a line (`vip` started in it)
 
 
 def rank_folder(local_rank: int, environ=None) -> Path | None:
@@ -132,8 +139,10 @@ def speaks_for_node(local_rank: int, environ=None) -> bool:
 
 
 def silently_lost_ranks(rank: int, local_rank: int, environ=None) -> list[int]:
-    """The global ranks of this node that ended without an `error:` line and before their part was done (killed
-    by a signal), in order; [] where none did or that is not known. torchrun numbers a node's ranks on from its first: RANK - LOCAL_RANK."""
+    """The global ranks of this node that started vip and ended without an `error:` line and before their part was
+    done (killed by a signal), in order; [] where none did or that is not known. A rank that ended before vip started
+    in it is not named: torchrun's own SIGTERM ends such a rank silently too. torchrun numbers a node's ranks on from
+    its first: RANK - LOCAL_RANK."""
     environ = os.environ if environ is None else environ
     state = node_state(environ)
     if state is None:
@@ -141,5 +150,6 @@ def silently_lost_ranks(rank: int, local_rank: int, environ=None) -> list[int]:
     running, said, done = state
     local_size = int(environ["LOCAL_WORLD_SIZE"])
     first = rank - local_rank
+    started = marked_local_ranks(STARTED_MARK, local_size, environ)
     accounted = running | said | done | {local_rank}  # this process runs, whether the agent's listing shows it or not
-    return [first + other for other in range(local_size) if other not in accounted]
+    return [first + other for other in sorted(started) if other not in accounted]

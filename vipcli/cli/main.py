@@ -101,8 +101,21 @@ app.command("demo")(demo.demo_command)
 app.command("report")(report.report_command)
 
 
-def _print_error(message: str, hint: str | None = None, own_process: bool = False, shared: bool = False) -> None:
-    """`error: MESSAGE (HINT)` on stderr, once per failure under torchrun (`error_for_this_process`)."""
+def _print_error(message: str, hint: str | None = None, own_process: bool = False, shared: bool = False,
+                 waited_grace_s: float | None = None) -> None:
+    """`error: MESSAGE (HINT)` on stderr, once per failure under torchrun (`error_for_this_process`).
+    `waited_grace_s`: a failed wait for the other ranks (`WaitError`), whose line every rank waiting has: the ranks
+    agree which one prints it (`heartbeats.one_voice`), with Ctrl-C and SIGTERM held back meanwhile."""
+    if waited_grace_s is not None:
+        from vipcli import heartbeats
+        from vipcli.node_ranks import SAID_MARK, leave_mark
+
+        with stop_signals.held():  # torchrun's SIGTERM, sent once the first of them exits, must not part a line
+            if heartbeats.one_voice(waited_grace_s):
+                _print_error(message, hint, own_process, shared)
+            else:
+                leave_mark(SAID_MARK)  # said by another rank: the ranks of this node do not take this one for lost
+        return
     from vipcli.console import printable
     from vipcli.distributed import error_for_this_process, give_the_first_process_time
 
@@ -294,6 +307,9 @@ def _main(argv: list[str] | None) -> int:
 
     debug = env_flag("VIP_DEBUG")  # an unknown spelling is refused by `_root`, before any command runs
     try:
+        from vipcli.node_ranks import STARTED_MARK, leave_mark
+
+        leave_mark(STARTED_MARK)  # under torchrun: from here on this rank says a line when stopped (`node_ranks`)
         with scans_held():  # one command reads the installed plugins once per group, not at every lookup
             result = app(args=argv, prog_name="vip", standalone_mode=False)
         if result == 130:  # typer turns Ctrl-C into exit code 130
@@ -320,7 +336,7 @@ def _main(argv: list[str] | None) -> int:
         if debug:
             raise
         _print_error(error.message, error.hint, getattr(error, "own_process", False),
-                     getattr(error, "whole_job", False))
+                     getattr(error, "whole_job", False), getattr(error, "grace_s", None))
         return error.exit_code
     except Exception as error:  # an unknown error is a bug: say so, in one line
         if debug:
