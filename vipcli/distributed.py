@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from datetime import timedelta
 
-from vipcli.errors import UsageError, VipError, WaitError
+from vipcli.errors import UsageError, VipError
 
 BARRIER_HOURS = 24.0  # a rank may wait at a barrier while the slowest rank finishes its share of a large archive
 MAX_BARRIER_HOURS = 10_000  # over a year: more than any job runs, and far from timedelta's limit
@@ -229,13 +229,11 @@ def rank_stuck(world: World, point: str, stuck: list[tuple[int, float]]) -> VipE
     ranks = [rank for rank, _ in stuck]
     named = f"rank {ranks[0]}" if len(ranks) == 1 else f"ranks {', '.join(map(str, ranks[:-1]))} and {ranks[-1]}"
     seconds = min(still for _, still in stuck)
-    from vipcli.heartbeats import stuck_grace
-
-    return WaitError(f"rank {world.rank} of {world.size} stopped waiting at {point} for {named}, whose process has "
-                     f"not run for {seconds:.0f} s (stopped with kill -STOP or Ctrl-Z, a suspended job, a frozen node); "
-                     "nothing half-written was left behind",
-                     "resume it (kill -CONT) or end it, then run the same command again: what is finished is kept",
-                     stuck_grace(), own_process=True)
+    return VipError(f"rank {world.rank} of {world.size} stopped waiting at {point} for {named}, whose process has "
+                    f"not run for {seconds:.0f} s (stopped with kill -STOP or Ctrl-Z, a suspended job, a frozen node); "
+                    "nothing half-written was left behind",
+                    "resume it (kill -CONT) or end it, then run the same command again: what is finished is kept",
+                    own_process=True)
 
 
 def barrier_failed(world: World, point: str, error: Exception) -> VipError:
@@ -244,25 +242,23 @@ def barrier_failed(world: World, point: str, error: Exception) -> VipError:
     reason = re.sub(r"^\[[^\]]*\]\s*", "", " ".join(str(error).split()))  # gloo's source location
     reason = re.sub(r"\s*\[[^\]]*\]:\d+", "", reason.split(". ")[0]).rstrip(".") or type(error).__name__
     who = f"rank {world.rank} of {world.size}"
-    from vipcli.heartbeats import LOST_GRACE_S
-
     if "timed out" in reason.lower() or "timeout" in reason.lower():
         hours = barrier_timeout().total_seconds() / 3600
-        return WaitError(f"{who} waited {hours:g} hours at {point} for the other ranks, which did not come "
-                         f"({reason})", "read the other ranks' lines for the one that stopped or hung; raise "
-                         "VIP_BARRIER_HOURS if a rank's share takes longer; a rerun keeps what is finished", LOST_GRACE_S)
+        return VipError(f"{who} waited {hours:g} hours at {point} for the other ranks, which did not come ({reason})",
+                        "read the other ranks' lines for the one that stopped or hung; raise VIP_BARRIER_HOURS "
+                        "if a rank's share takes longer; a rerun keeps what is finished")
     from vipcli.node_ranks import silently_lost_ranks
 
     lost = silently_lost_ranks(world.rank, world.local_rank)
     if lost:
-        return WaitError(f"{who} lost rank {lost[0]} at {point}: it was killed by a signal (kill -9, the "
-                         f"out-of-memory killer, a crash) and printed no line ({reason})",
-                         "torchrun's report gives the signal under 'Root Cause'; if memory ran out, start fewer "
-                         "processes per node; then run the same command again: what is finished is kept", LOST_GRACE_S)
-    return WaitError(f"{who} lost another rank at {point}: it stopped first ({reason})",
-                     "the other rank's own error line says why, where it printed one; a rank killed by a signal, "
-                     "kill -9 or the out-of-memory killer, prints none, and torchrun's report names it under 'Root "
-                     "Cause': fix that and rerun; what is finished is kept", LOST_GRACE_S)
+        return VipError(f"{who} lost rank {lost[0]} at {point}: it was killed by a signal (kill -9, the out-of-memory "
+                        f"killer, a crash) and printed no line ({reason})",
+                        "torchrun's report gives the signal under 'Root Cause'; if memory ran out, start fewer "
+                        "processes per node; then run the same command again: what is finished is kept")
+    return VipError(f"{who} lost another rank at {point}: it stopped first ({reason})",
+                    "the other rank's own error line says why, where it printed one; a rank killed by a signal, "
+                    "kill -9 or the out-of-memory killer, prints none, and torchrun's report names it under 'Root "
+                    "Cause': fix that and rerun; what is finished is kept")
 
 
 VIEW_SETTLE_S = 5.0  # how long a rank that sees otherwise than rank 0 looks again (a network filesystem's caches)

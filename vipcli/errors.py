@@ -24,16 +24,6 @@ class VipError(Exception):
         return self.message if not self.hint else f"{self.message} ({self.hint})"
 
 
-class WaitError(VipError):
-    """Under torchrun, a rank's wait for the others failed (one stopped, was lost, or did not come): every rank
-    waiting with it has the same line, so one of them prints it (`heartbeats.one_voice`, after waiting `grace_s` for
-    the others to say they have it) and the others exit with the same code in silence."""
-
-    def __init__(self, message: str, hint: str | None, grace_s: float, own_process: bool = False):
-        super().__init__(message, hint, own_process=own_process)
-        self.grace_s = grace_s
-
-
 class UsageError(VipError):
     """The command line itself is wrong (bad option value, unknown name)."""
 

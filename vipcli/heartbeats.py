@@ -10,13 +10,9 @@ named in one error line, where before the wait lasted VIP_BARRIER_HOURS (24 hour
 process is alive but whose main thread hangs (a stalled network filesystem) keeps beating: the barrier timeout
 still bounds that wait, as before. Where the store cannot be reached, nothing is watched (the waits are as before).
 
-Every rank waiting at a barrier has the same line to say when a rank stops or is lost; they agree in the store
-which says it (`one_voice`): the lowest of them, so that 8 ranks print one line, not 7. The first to find a rank
-stopped also leaves its finding in the store, and the others, at their next look, take it as their own where that
-rank's count still has not moved: every waiting rank then has the line at once, not up to STUCK_S later.
-
 The main thread never calls the store itself while it waits (a look runs in a thread of its own, `look`): Ctrl-C
-stops a rank at once even where the store's node froze, where it waited up to STORE_TIMEOUT_S.
+stops a rank at once even where the store's node froze (torch's store client then never returns, whatever its
+timeout).
 """
 
 from __future__ import annotations
@@ -33,8 +29,6 @@ POLL_S = 10.0  # how often a waiting rank looks at the others' counts: each look
 # once all the same (the wait's thread is joined), only a stopped rank is named up to POLL_S later
 STORE_TIMEOUT_S = 60.0  # how long one call to the store may take before it is given up
 GAP_S = 30.0  # a waiting rank that did not look for this long did not run itself: it looks afresh
-LOST_GRACE_S = 1.0  # how long a rank that lost another at a barrier waits for lower ranks to say they lost it too
-# (gloo tells every waiting rank within milliseconds); ranks that found one stopped wait POLL_S longer (`stuck_grace`)
 
 
 class Heartbeats:
@@ -43,8 +37,7 @@ class Heartbeats:
     def __init__(self, rank: int, size: int, connect):
         """`connect()` returns a new client of the store (one for the beating thread, one for the watching one)."""
         self.rank, self.size, self.connect = rank, size, connect
-        self.root = f"vip/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/"  # this attempt's keys in the store
-        self.prefix = f"{self.root}beat"
+        self.prefix = f"vip/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/beat"
         self.stopped = threading.Event()
         self.writer = self.reader = None  # the store clients of the beating thread and of the watching one
         self.counts: dict[int, tuple[int, float]] = {}  # rank -> (count, when it was first seen at that count)
@@ -105,29 +98,11 @@ class Heartbeats:
                 self.counts[rank] = (count, now)
             elif now - since >= STUCK_S:
                 stuck.append((rank, now - since))
-        return self._shared_finding(stuck, counts)
-
-    def _shared_finding(self, stuck: list[tuple[int, float]], counts: dict[int, int]) -> list[tuple[int, float]]:
-        """`stuck`, left in the store for the other waiting ranks where it is the first finding; where another rank
-        found ranks stopped first and their counts still stand where it found them, its finding (each waiting rank
-        then says the same line at the same time, and `one_voice` lets one of them say it)."""
-        key = f"{self.root}stuck"
-        try:
-            if stuck:
-                found = ",".join(f"{rank}:{counts[rank]}:{still:.0f}" for rank, still in stuck)
-                self.reader.compare_set(key, "", found)
-                return stuck
-            if not self.reader.check([key]):
-                return []
-            finding = [item.split(":") for item in self.reader.get(key).decode().split(",")]
-            shared = [(int(rank), float(still)) for rank, count, still in finding if counts.get(int(rank)) == int(count)]
-        except Exception:  # noqa: BLE001 - a store that failed meanwhile, a finding in another form: own view only
-            return stuck
-        return shared if len(shared) == len(finding) else []
+        return stuck
 
     def look(self) -> list[tuple[int, float]]:
         """`stuck()`, run in a thread of its own so that the main thread never waits on the store (where its node
-        froze, Ctrl-C would wait STORE_TIMEOUT_S); [] while an earlier look still waits on it."""
+        froze, Ctrl-C would never be seen); [] while an earlier look still waits on it."""
         if self.looking is not None and self.looking.is_alive():
             return []
         found: list = []
@@ -135,21 +110,6 @@ class Heartbeats:
         self.looking.start()
         self.looking.join(STORE_TIMEOUT_S)  # a signal interrupts this wait, unlike one inside the store's call
         return found if not self.looking.is_alive() else []
-
-    def one_voice(self, grace_s: float) -> bool:
-        """Whether this rank says the line that every rank waiting with it has (a rank stopped or lost): each says in
-        the store that it has the line, waits `grace_s` for the others to do the same, and the lowest of them says
-        it, claiming it in the store so that a lower rank that came late stays silent all the same. True where the
-        store cannot be used (each rank says its own line, as before)."""
-        try:
-            store = self.connect()
-            store.add(f"{self.root}voice{self.rank}", 1)
-            time.sleep(grace_s)
-            if any(store.add(f"{self.root}voice{rank}", 0) for rank in range(self.rank)):
-                return False
-            return store.compare_set(f"{self.root}voice", "", str(self.rank)) == str(self.rank).encode()
-        except Exception:  # noqa: BLE001 - the store is gone: this rank's own line
-            return True
 
 
 _beats: Heartbeats | None = None
@@ -207,14 +167,3 @@ def watched(collective, stuck_error):
     if not done:
         raise value
     return value
-
-
-def stuck_grace() -> float:
-    """How long ranks that found a rank stopped wait for each other before one of them says so (`one_voice`): a look
-    of every waiting rank, each of which then takes the finding as its own."""
-    return POLL_S + BEAT_S
-
-
-def one_voice(grace_s: float) -> bool:
-    """Whether this rank says the line every rank waiting with it has (`Heartbeats.one_voice`); True without beats."""
-    return True if _beats is None else _beats.one_voice(grace_s)

@@ -88,15 +88,6 @@ def deferred():
 
 
 @contextlib.contextmanager
-def held():
-    """Hold SIGINT and SIGTERM back inside the block, remembered (`received`) but never raised: for the last step of
-    a command that fails anyway (the ranks that lost another agreeing which of them prints the line), which torchrun's
-    SIGTERM, sent as the first of them exits, must not part from its line. The exit code stays the failure's."""
-    with _handlers_installed(lambda signum, frame: _received.append(signum)):
-        yield
-
-
-@contextlib.contextmanager
 def _handlers_installed(handler):
     """SIGINT and SIGTERM handled by `handler` inside the block (main thread only), put back after;
     a signal the process was started with ignored is left ignored."""

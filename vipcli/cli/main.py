@@ -101,21 +101,8 @@ app.command("demo")(demo.demo_command)
 app.command("report")(report.report_command)
 
 
-def _print_error(message: str, hint: str | None = None, own_process: bool = False, shared: bool = False,
-                 waited_grace_s: float | None = None) -> None:
-    """`error: MESSAGE (HINT)` on stderr, once per failure under torchrun (`error_for_this_process`).
-    `waited_grace_s`: a failed wait for the other ranks (`WaitError`), whose line every rank waiting has: the ranks
-    agree which one prints it (`heartbeats.one_voice`), with Ctrl-C and SIGTERM held back meanwhile."""
-    if waited_grace_s is not None:
-        from vipcli import heartbeats
-        from vipcli.node_ranks import SAID_MARK, leave_mark
-
-        with stop_signals.held():  # torchrun's SIGTERM, sent once the first of them exits, must not part a line
-            if heartbeats.one_voice(waited_grace_s):
-                _print_error(message, hint, own_process, shared)
-            else:
-                leave_mark(SAID_MARK)  # said by another rank: the ranks of this node do not take this one for lost
-        return
+def _print_error(message: str, hint: str | None = None, own_process: bool = False, shared: bool = False) -> None:
+    """`error: MESSAGE (HINT)` on stderr, once per failure under torchrun (`error_for_this_process`)."""
     from vipcli.console import printable
     from vipcli.distributed import error_for_this_process, give_the_first_process_time
 
@@ -336,7 +323,7 @@ def _main(argv: list[str] | None) -> int:
         if debug:
             raise
         _print_error(error.message, error.hint, getattr(error, "own_process", False),
-                     getattr(error, "whole_job", False), getattr(error, "grace_s", None))
+                     getattr(error, "whole_job", False))
         return error.exit_code
     except Exception as error:  # an unknown error is a bug: say so, in one line
         if debug:
