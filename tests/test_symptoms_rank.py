@@ -678,6 +678,19 @@ def test_holm_takes_back_helps_that_eight_symptoms_earn_by_chance():
     assert strong_score.helps and strong_score.p_holm < 0.05
 
 
+def test_a_class_of_sixty_clear_symptoms_keeps_its_helps_after_the_correction():
+    """The paired bootstrap's smallest p is 1 / 1001; Holm multiplies the smallest by the class's symptom count, so a
+    class of 60 symptoms, each far above chance and the unrelated texts, had none that helped (60 / 1001 > 0.05).
+    The bootstrap now draws enough resamples for the class's size."""
+    rng = np.random.default_rng(1)
+    labels = np.repeat([0, 1], 60)
+    similarity = (labels == 0)[:, None] * 3.0 + rng.normal(0, 1, (120, 60))  # [N, 60] AUROC near 0.98 each
+    unrelated = rng.normal(0, 1, (120, 8))  # [N, 8] texts that say nothing of the images
+    scores = score_symptoms(similarity, labels, [0] * 60, [f"clear {i}" for i in range(60)], ["a", "b"],
+                            unrelated=unrelated)
+    assert all(s.p_unrelated < 0.05 / 60 for s in scores) and all(s.helps for s in scores)
+
+
 def test_the_unrelated_reach_has_an_interval_and_the_verdict_carries_it():
     """A symptom whose interval's low end just cleared the unrelated texts' reach "helped", though the reach, the
     best of 8 texts on 200 images, is uncertain too. A paired bootstrap (fixed seed) now tests the symptom against

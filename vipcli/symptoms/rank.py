@@ -385,6 +385,13 @@ def weighted_aurocs(values, positive, weights):
     return result
 
 
+def resamples_for(family: int) -> int:
+    """How many bootstrap resamples a class of `family` symptoms needs: BOOTSTRAP_RESAMPLES, or more where the
+    smallest p a bootstrap can give, 1 / (1 + resamples), times `family` (Holm's first factor) would not stay under
+    half of FAMILY_ALPHA; with 1,000 resamples a class of 50 symptoms could never have one that helps."""
+    return max(BOOTSTRAP_RESAMPLES, math.ceil(2 * family / FAMILY_ALPHA))
+
+
 def bootstrap_against_unrelated(similarity, unrelated, labels, owners: list[int], class_count: int,
                                 resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED):
     """The unrelated reach's 95% interval per class, and each symptom's one-sided p against it, from one
@@ -451,8 +458,9 @@ def score_symptoms(similarity, labels, owners: list[int], texts: list[str], clas
     labels = np.asarray(labels)
     reach = unrelated_reach(unrelated, labels, len(class_names))
     measured = unrelated is not None and unrelated.shape[1] > 0
-    intervals, p_unrelated = (bootstrap_against_unrelated(similarity, unrelated, labels, owners, len(class_names))
-                              if measured else ({}, [None] * len(owners)))
+    resamples = resamples_for(max(owners.count(owner) for owner in set(owners)) if owners else 0)
+    intervals, p_unrelated = (bootstrap_against_unrelated(similarity, unrelated, labels, owners, len(class_names),
+                                                          resamples) if measured else ({}, [None] * len(owners)))
     scores = []
     for column, (owner, text) in enumerate(zip(owners, texts)):
         values = similarity[:, column]  # [N]
