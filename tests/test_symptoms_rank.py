@@ -703,6 +703,19 @@ def test_an_auroc_past_the_bound_whose_interval_holds_chance_reads_not_distingui
     assert score.verdict_text == "not distinguishable from chance with 1746 images"
 
 
+def test_an_auroc_below_chance_whose_interval_excludes_it_is_not_called_indistinguishable_from_chance():
+    """Class a's 300 images match the symptom less than each of 8 other classes' 40 (AUROC 0.443, 95% interval
+    0.399-0.488: below chance, yet no one class significantly favoured). The table said "not distinguishable from
+    chance with 620 images", which its own interval contradicts; it reads "no better than chance", as --json's
+    verdict does."""
+    labels = np.repeat(np.arange(9), [300] + [40] * 8)
+    similarity = np.concatenate([np.linspace(0, 1, 300) - 0.06] + [np.linspace(0, 1, 40)] * 8)[:, None]
+    [score] = score_symptoms(similarity, labels, [0], ["s"], list("abcdefghi"))
+    assert score.favours is None and score.auroc < 1 - score.bound and score.interval[1] < 0.5
+    assert score.verdict == "no better than chance" and score.points_wrong_way
+    assert score.verdict_text == "no better than chance"
+
+
 def test_the_next_step_fits_the_ranking():
     """The hint after the table named --prune whatever the ranking: also when nothing helped (pruning then keeps
     noise) and when every class had symptoms enough that help."""

@@ -161,10 +161,18 @@ class SymptomScore:
         return abs(self.auroc - 0.5) > self.bound - 0.5
 
     @property
+    def interval_holds_chance(self) -> bool:
+        """True if its AUROC's 95% interval reaches 0.5 (or no interval was measured)."""
+        return self.interval is None or self.interval[0] <= 0.5 <= self.interval[1]
+
+    @property
     def verdict_text(self) -> str:
-        """The verdict as the table words it: "no better than chance" for an AUROC past the bound (its interval
-        reaches 0.5, or Holm's correction takes it back) reads "not distinguishable from chance with N images"."""
-        if self.verdict == "no better than chance" and self.past_the_bound and self.images:
+        """The verdict as the table words it: "no better than chance" for an AUROC past the bound whose interval
+        reaches 0.5, or that Holm's correction takes back, reads "not distinguishable from chance with N images". An
+        AUROC below chance whose whole interval is under 0.5 is distinguishable from chance (the wrong way): it keeps
+        "no better than chance"."""
+        undecided = self.interval_holds_chance or self.lost_to_correction
+        if self.verdict == "no better than chance" and self.past_the_bound and undecided and self.images:
             return f"not distinguishable from chance with {self.images} images"
         return self.verdict
 
