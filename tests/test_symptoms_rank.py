@@ -716,6 +716,26 @@ def test_an_auroc_below_chance_whose_interval_excludes_it_is_not_called_indistin
     assert score.verdict_text == "no better than chance"
 
 
+def test_a_class_of_sixty_clear_symptoms_still_has_symptoms_that_help():
+    """The paired bootstrap against the unrelated texts gives no p below 1 / 1,001, and Holm's correction multiplied
+    it by the class's symptom count: of 60 symptoms each at AUROC 1.0, with unrelated texts at chance, none helped
+    (Holm p 0.060 at best, "not clearly above unrelated text"). A class of many symptoms now gets resamples enough:
+    every one helps, and --json names the count."""
+    from vipcli.cli.symptoms_rank import rank_document
+    from vipcli.symptoms.rank import RankResult
+
+    labels = np.repeat([0, 1], 30)
+    rng = np.random.default_rng(0)
+    similarity = (labels == 0)[:, None] * 5.0 + rng.normal(0, 0.1, (60, 60))
+    unrelated = rng.normal(0, 1, (60, 8))
+    scores = score_symptoms(similarity, labels, [0] * 60, [f"s{i}" for i in range(60)], ["a", "b"],
+                            unrelated=unrelated)
+    assert all(score.auroc == 1.0 and score.unrelated < score.low for score in scores)
+    assert all(score.helps and score.p_holm < 0.05 for score in scores)
+    document = rank_document(RankResult(scores=scores, class_names=["a", "b"], packs={}, counts=[30, 30]), [], {})
+    assert "2400 class-stratified bootstrap resamples" in document["unrelated_interval"]
+
+
 def test_the_next_step_fits_the_ranking():
     """The hint after the table named --prune whatever the ranking: also when nothing helped (pruning then keeps
     noise) and when every class had symptoms enough that help."""
