@@ -151,3 +151,47 @@ def test_the_python_interface_takes_keep_going_and_returns_the_failed_rows(flaky
     assert [row["seed"] for row in result.rows] == [1] and "1 failed" in repr(result)
     with pytest.raises(api.VipError, match=r"^keep_going='yes': expected True or False"):
         api.benchmark(flaky, keep_going="yes", **sweep)
+
+
+def test_keep_going_runs_again_one_by_one_the_rows_trained_with_a_failing_one(cli, flaky, tmp_path, monkeypatch):
+    """CoOp's four rows train together; one failing seed recorded all four as failed, the seed that trains well
+    included. With --keep-going the group's rows now run again one by one: only seed 2's rows are recorded as
+    failed, and the tables, results.json and results.csv hold seed 1's."""
+    from vipcli import fitting
+
+    def failing_at_seed_two(fit):
+        def fit_or_fail(methods, data, contexts, *args, **kwargs):
+            if any(context.seed == 2 for context in (contexts if isinstance(contexts, list) else [contexts])):
+                raise RuntimeError("NaN loss")
+            return fit(methods, data, contexts, *args, **kwargs)
+        return fit_or_fail
+
+    monkeypatch.setattr(fitting, "fit_sgd_many", failing_at_seed_two(fitting.fit_sgd_many))
+    monkeypatch.setattr(fitting, "fit_sgd", failing_at_seed_two(fitting.fit_sgd))
+    out = tmp_path / "bench"
+    code, printed, err = _sweep(cli, flaky, out, "coop", "--keep-going")
+    line, = error_lines(err)
+    assert code == 1 and line.startswith("error: 2 of the 4 rows run now failed (coop 1-shot seed 2, coop 2-shot seed "
+                                         "2)"), err
+    assert "coop's 4 rows trained together (1-shot seed 1, 1-shot seed 2, 2-shot seed 1, 2-shot seed 2) failed: " \
+           "running them one by one (--keep-going)" in err
+    document = json.loads((out / "results.json").read_text())
+    assert [(row["shots"], row["seed"]) for row in document["rows"]] == [(1, 1), (2, 1)]
+    assert [(row["shots"], row["seed"], row["error"]) for row in document["config"]["last_sweep"]["failed_rows"]] == [
+        (1, 2, "RuntimeError: NaN loss"), (2, 2, "RuntimeError: NaN loss")]
+    assert [line.split(",")[1:3] for line in (out / "results.csv").read_text().splitlines()[1:]] == [["1", "1"],
+                                                                                                      ["2", "1"]]
+    assert "2 rows run, 2 failed, 0 resumed from earlier" in printed
+
+
+def test_a_sweep_whose_every_row_failed_prints_no_empty_tables(cli, flaky, tmp_path):
+    """Every row failing printed three tables with no row under a "0-shot" column, titled "test accuracy %, seed":
+    now only the failures and the counts are printed."""
+    out = tmp_path / "bench"
+    code, printed, err = cli("benchmark", "--data", flaky, "--backbone", "toy", "--methods", "flaky", "--shots", "1",
+                             "--seeds", "2", "--epochs", "1", "--views", "1", "--workers", "0", "--out", out,
+                             "--keep-going")
+    assert code == 1, err
+    assert "test accuracy %" not in printed and "0-shot" not in printed
+    assert printed.startswith("failed, not in the tables: flaky 1-shot seed 2 (")
+    assert "0 rows run, 1 failed, 0 resumed from earlier" in printed

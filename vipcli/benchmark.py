@@ -788,18 +788,16 @@ def run_pending(pending: list, rows: dict, context: dict, progress=None) -> int:
             if name in context.setdefault("left_out", set()):  # failed in an earlier row: its other rows are not run
                 advance(len(group))
                 continue
-            try:
-                finished = run_group(group, context, progress)
-            except Exception as error:  # noqa: BLE001 - a row's failure: left out, recorded or stopping, as below
-                settle_failed_group(name, error, context, group, len(rows))  # or raise: see its docstring
+            finished = run_or_settle(group, context, progress, len(rows))
+            ran += len(finished)
+            for row in finished:
+                rows[row_key(row)] = row
+            if not finished:  # failed: left out or recorded (--keep-going)
                 if rows or context["failed_rows"]:  # last_sweep says why these rows are missing
                     save_results(context["out"], context["record"], context["class_names"],
                                  in_sweep_order(rows, pending))
                 advance(len(group))
                 continue
-            ran += len(finished)
-            for row in finished:
-                rows[row_key(row)] = row
             save_results(context["out"], context["record"], context["class_names"], in_sweep_order(rows, pending))
             if context.get("split_after_first_row") is not None:  # --force: the orders carried over go too
                 write_atomic(context["out"] / "split.json", json.dumps(context.pop("split_after_first_row"), indent=2))
@@ -814,6 +812,34 @@ def run_group(group: list[tuple], context: dict, progress=None) -> list[dict]:
     if len(group) == 1:
         return [run_row(name, cls, group[0][2], group[0][3], context, progress)]
     return run_rows_together(name, cls, [(shots, seed) for _, _, shots, seed in group], context, progress)
+
+
+def run_or_settle(group: list[tuple], context: dict, progress=None, kept: int = 0) -> list[dict]:
+    """The finished rows of `group` (`run_group`); after a failure, none: it is settled by `settle_failed_group`
+    (left out, recorded as failed, or raised). With `--keep-going`, rows that failed trained together run again one
+    by one (`retries_alone`), so that one row's failure does not record the others of its group as failed."""
+    name = group[0][0]
+    try:
+        return run_group(group, context, progress)
+    except Exception as error:  # noqa: BLE001 - a row's failure: left out, recorded or stopping, as below
+        if not retries_alone(group, error, context):
+            settle_failed_group(name, error, context, group, kept)  # or raise: see its docstring
+            return []
+        console.warn(escape(f"{one_line_error(error)}; {name}'s {group_label(group).removeprefix('its ')} failed: "
+                            "running them one by one (--keep-going)"))
+    return [row for job in group for row in run_or_settle([job], context, progress, kept)]
+
+
+def retries_alone(group: list[tuple], error: Exception, context: dict) -> bool:
+    """Whether the rows of `group`, which failed trained together with `error`, run again one by one: with
+    `--keep-going`, for a group of several rows of a method the sweep keeps (not one that `--methods all` leaves
+    out), whose failure left the features and the backbone the rows share as they were."""
+    from vipcli.methods.backbone_guard import left_changed
+
+    left_out = group[0][0] in context.get("optional", ()) and isinstance(error, VipError)  # `leave_out_failed`'s
+    return (len(group) > 1 and context["config"].keep_going and not left_out
+            and pool_versions(context["pool"]) == context.get("pool_versions")
+            and not left_changed(error, context.get("backbone_state")))
 
 
 def settle_failed_group(name: str, error: Exception, context: dict, group: list[tuple], kept: int = 0) -> None:

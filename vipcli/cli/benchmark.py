@@ -205,7 +205,8 @@ def print_benchmark(result, as_json: bool) -> None:
     measured_on = shared_test_images(result.rows, getattr(result, "class_names", None))
     if measured_on:  # a figure means little without the images behind it (2 test images: 100.00, 50.00 or 0.00)
         out.print(f"every score below is measured on the same {measured_on}", markup=False, soft_wrap=True)
-    for table, note in benchmark_tables(result):  # never truncate a figure: wider than the terminal, lines wrap
+    for table, note in benchmark_tables(result) if result.rows else ():  # every row failed: no table to print
+        # never truncate a figure: wider than the terminal, lines wrap
         if table is not None:
             natural = Measurement.get(out, out.options.update_width(10_000), table).maximum
             out.width = max(out.width, natural)

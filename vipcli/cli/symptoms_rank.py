@@ -323,8 +323,9 @@ def show_pruned(pruned: list, written: dict[str, Path], data: Path, backbone_opt
 
 def rank_document(result, pruned: list, written: dict[str, Path]) -> dict:
     """The ranking (and any written packs) as one JSON-ready document."""
-    from vipcli.symptoms.rank import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, CORRECTION, INTERVAL_NAME, UNRELATED_TEXTS
+    from vipcli.symptoms.rank import BOOTSTRAP_SEED, CORRECTION, INTERVAL_NAME, UNRELATED_TEXTS, bootstrap_resamples
 
+    resamples = bootstrap_resamples([score.class_name for score in result.scores])
     return {
         "class_names": result.class_names,
         "training_images": dict(zip(result.class_names, result.counts)),
@@ -336,7 +337,7 @@ def rank_document(result, pruned: list, written: dict[str, Path]) -> dict:
         "skipped": {str(k): v for k, v in result.failures.items()},  # its older name
         "unrelated_texts": list(UNRELATED_TEXTS),
         "interval": f"{INTERVAL_NAME} of each AUROC from the image counts (Newcombe's score interval)",
-        "unrelated_interval": f"{INTERVAL_NAME} of each class's unrelated reach: {BOOTSTRAP_RESAMPLES} class-stratified "
+        "unrelated_interval": f"{INTERVAL_NAME} of each class's unrelated reach: {resamples} class-stratified "
                               f"bootstrap resamples of the images, seed {BOOTSTRAP_SEED}",
         "correction": CORRECTION,
         "symptoms": [

@@ -11,7 +11,8 @@ For every symptom of every class, on the training split:
   the images of its own class (pairwise AUROC below 1 - bound, and its whole interval below 0.5);
 - unrelated: how far from chance, either way, texts unrelated to any medical image ("A photo of a dog", ...)
   reach for its class, on the same similarity (0.5 + the largest |AUROC - 0.5|: which way such a text falls is
-  chance), with a 95% interval from a class-stratified bootstrap over the images (fixed seed). When the classes' images differ at all, almost any
+  chance), with a 95% interval from a class-stratified bootstrap over the images (fixed seed; 1,000 resamples, or
+  40 per symptom of the class with the most where that is more, `bootstrap_resamples`). When the classes' images differ at all, almost any
   text's similarity separates them a little, whether or not the backbone reads the text; a symptom
   the backbone sees must do better than text that says nothing of the images;
 - its 95% interval: where its AUROC lies given how many images it was measured on (Newcombe's score
@@ -48,6 +49,7 @@ CORRECTION = ("Holm's step-down correction across each class's symptoms (family-
               "p of the two tests: above chance, and above the unrelated texts' reach")
 BOOTSTRAP_RESAMPLES = 1000  # class-stratified resamples of the images: the unrelated reach's interval, the paired test
 BOOTSTRAP_SEED = 0  # fixed: the same images give the same intervals and verdicts
+RESAMPLES_PER_SYMPTOM = 40  # at least this many resamples per symptom of the largest class (`bootstrap_resamples`)
 UNRELATED_TEXTS = (  # say nothing of any medical image: what they reach is what the backbone gives any text
     "A photo of a dog",
     "A red car parked on a street",
@@ -161,10 +163,18 @@ class SymptomScore:
         return abs(self.auroc - 0.5) > self.bound - 0.5
 
     @property
+    def interval_holds_chance(self) -> bool:
+        """True if its AUROC's 95% interval reaches 0.5 (or no interval was measured)."""
+        return self.interval is None or self.interval[0] <= 0.5 <= self.interval[1]
+
+    @property
     def verdict_text(self) -> str:
-        """The verdict as the table words it: "no better than chance" for an AUROC past the bound (its interval
-        reaches 0.5, or Holm's correction takes it back) reads "not distinguishable from chance with N images"."""
-        if self.verdict == "no better than chance" and self.past_the_bound and self.images:
+        """The verdict as the table words it: "no better than chance" for an AUROC past the bound whose interval
+        reaches 0.5, or that Holm's correction takes back, reads "not distinguishable from chance with N images". An
+        AUROC below chance whose whole interval is under 0.5 is distinguishable from chance (the wrong way): it keeps
+        "no better than chance"."""
+        undecided = self.interval_holds_chance or self.lost_to_correction
+        if self.verdict == "no better than chance" and self.past_the_bound and undecided and self.images:
             return f"not distinguishable from chance with {self.images} images"
         return self.verdict
 
@@ -385,13 +395,6 @@ def weighted_aurocs(values, positive, weights):
     return result
 
 
-def resamples_for(family: int) -> int:
-    """How many bootstrap resamples a class of `family` symptoms needs: BOOTSTRAP_RESAMPLES, or more where the
-    smallest p a bootstrap can give, 1 / (1 + resamples), times `family` (Holm's first factor) would not stay under
-    half of FAMILY_ALPHA; with 1,000 resamples a class of 50 symptoms could never have one that helps."""
-    return max(BOOTSTRAP_RESAMPLES, math.ceil(2 * family / FAMILY_ALPHA))
-
-
 def bootstrap_against_unrelated(similarity, unrelated, labels, owners: list[int], class_count: int,
                                 resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED):
     """The unrelated reach's 95% interval per class, and each symptom's one-sided p against it, from one
@@ -432,6 +435,18 @@ def bootstrap_against_unrelated(similarity, unrelated, labels, owners: list[int]
     return intervals, p_values
 
 
+def bootstrap_resamples(owners) -> int:
+    """How many bootstrap resamples a ranking takes, `owners` naming each symptom's class: BOOTSTRAP_RESAMPLES, or
+    RESAMPLES_PER_SYMPTOM per symptom of the class with the most where that is more. The bootstrap's smallest p is
+    1 / (1 + resamples), and Holm's correction multiplies the smallest p of a class of m symptoms by m: with 1,000
+    resamples no symptom of a class of 51 or more could pass FAMILY_ALPHA, however clearly it beat the unrelated
+    texts; with 40 per symptom the smallest corrected p stays near 0.025."""
+    from collections import Counter
+
+    largest = max(Counter(owners).values(), default=0)
+    return max(BOOTSTRAP_RESAMPLES, RESAMPLES_PER_SYMPTOM * largest)
+
+
 def score_symptoms(similarity, labels, owners: list[int], texts: list[str], class_names: list[str],
                    min_auroc: float | None = None, unrelated=None) -> list[SymptomScore]:
     """Score each symptom (column of `similarity`) for the class that owns it.
@@ -458,9 +473,9 @@ def score_symptoms(similarity, labels, owners: list[int], texts: list[str], clas
     labels = np.asarray(labels)
     reach = unrelated_reach(unrelated, labels, len(class_names))
     measured = unrelated is not None and unrelated.shape[1] > 0
-    resamples = resamples_for(max(owners.count(owner) for owner in set(owners)) if owners else 0)
     intervals, p_unrelated = (bootstrap_against_unrelated(similarity, unrelated, labels, owners, len(class_names),
-                                                          resamples) if measured else ({}, [None] * len(owners)))
+                                                          resamples=bootstrap_resamples(owners))
+                              if measured else ({}, [None] * len(owners)))
     scores = []
     for column, (owner, text) in enumerate(zip(owners, texts)):
         values = similarity[:, column]  # [N]
