@@ -472,8 +472,8 @@ def test_importing_the_interface_loads_no_torch_until_something_runs():
             "print(before, TrainResult is vipcli.train.TrainResult, 'Prediction' in dir(vip))")
     shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert shown == ["False", "True", "True"]
-    with pytest.raises(AttributeError, match="has no attribute 'Predictions'"):
-        vip.Predictions
+    with pytest.raises(AttributeError, match="has no attribute 'Predictor'"):
+        vip.Predictor
 
 
 def test_tools_that_read_the_annotations_resolve_them_and_torch_loads_only_then():
@@ -489,7 +489,7 @@ def test_tools_that_read_the_annotations_resolve_them_and_torch_loads_only_then(
             "print(before, hints['train']['return'] is vip.TrainResult, hints['benchmark']['return'] is "
             "vip.BenchmarkResult, hints['load']['device'] == str | torch.device, hints['load']['return'] is vip.Model, "
             "hints['Model.predict']['image'] == str | vip.os.PathLike | PIL.Image.Image, "
-            "hints['Model.predict_many']['return'] == list[vip.Prediction], hints['Model.device']['return'] is torch.device, "
+            "hints['Model.predict_many']['return'] is vip.Predictions, hints['Model.device']['return'] is torch.device, "
             "hints['TrainResult']['run_dir'] is vip.Path)")
     shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert shown == ["False"] + ["True"] * 8

@@ -524,7 +524,7 @@ def test_a_full_pack_folder_fails_before_any_llm_call(capsys, env, server, monke
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(2**30, 2**30, 0))
     code, _, err = generate(capsys, server, "--out", "packs/melanoma.yaml")
-    assert code == 1 and "--out packs/melanoma.yaml: the disk holding" in err and "is full" in err
+    assert code == 1 and "--out packs/melanoma.yaml: the disk holding" in err and "is nearly full" in err
     assert server.requests == []
 
 

@@ -73,7 +73,7 @@ def test_out_disk_that_refuses_writes_is_refused_before_any_work(cli, isic_small
 def test_benchmark_checks_its_out_before_any_work(cli, isic_small, tiny_clip, tmp_path, no_work, full_disk):
     code, _, err = cli("benchmark", "--data", isic_small, "--arch", tiny_clip, "--pretrained", "none",
                        "--out", tmp_path / "bench", "--device", "cpu")
-    assert code == 1 and len(error_lines(err)) == 1 and f"--out {tmp_path / 'bench'}" in err and "is full" in err
+    assert code == 1 and len(error_lines(err)) == 1 and f"--out {tmp_path / 'bench'}" in err and "is nearly full" in err
 
 
 def test_disk_filling_up_while_the_run_is_written_leaves_nothing(cli, isic_small, tiny_clip, tmp_path, monkeypatch):
