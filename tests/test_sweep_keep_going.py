@@ -185,13 +185,16 @@ def test_keep_going_runs_again_one_by_one_the_rows_trained_with_a_failing_one(cl
 
 
 def test_a_sweep_whose_every_row_failed_prints_no_empty_tables(cli, flaky, tmp_path):
-    """Every row failing printed three tables with no row under a "0-shot" column, titled "test accuracy %, seed":
-    now only the failures and the counts are printed."""
+    """Every row failing printed three tables with no row under a "0-shot" column, titled "test accuracy %, seed",
+    the failures as "not in the tables", and a last line naming a shots.png that no row drew: now the failures, said
+    to leave no tables, and the counts, naming only the files written."""
     out = tmp_path / "bench"
     code, printed, err = cli("benchmark", "--data", flaky, "--backbone", "toy", "--methods", "flaky", "--shots", "1",
                              "--seeds", "2", "--epochs", "1", "--views", "1", "--workers", "0", "--out", out,
                              "--keep-going")
     assert code == 1, err
     assert "test accuracy %" not in printed and "0-shot" not in printed
-    assert printed.startswith("failed, not in the tables: flaky 1-shot seed 2 (")
+    assert printed.startswith("no row has finished, so there are no tables; failed: flaky 1-shot seed 2 ("), printed
     assert "0 rows run, 1 failed, 0 resumed from earlier" in printed
+    assert not (out / "shots.png").exists() and "shots.png" not in printed, printed
+    assert "results.csv, summary.csv, results.json, split.json" in printed, printed

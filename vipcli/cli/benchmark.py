@@ -222,10 +222,21 @@ def print_benchmark(result, as_json: bool) -> None:
     failed = getattr(result, "failed_rows", [])
     if failed:  # not in the tables: each named with its error, as results.json's last_sweep.failed_rows holds them
         named = "; ".join(f"{failed_row_name(row)} ({row['error']})" for row in failed)
-        out.print(f"failed, not in the tables: {named}", markup=False, soft_wrap=True)
+        lead = "failed, not in the tables" if result.rows else "no row has finished, so there are no tables; failed"
+        out.print(f"{lead}: {named}", markup=False, soft_wrap=True)
     out.print(f"{console.counted(result.trained, 'row')} run, {f'{len(failed)} failed, ' if failed else ''}"
               f"{result.skipped} resumed from earlier; "
-              f"{console.counted(result.encoded_views, 'image view')} encoded; results in {result.out / 'results.csv'}, summary.csv, results.json, shots.png, split.json")
+              f"{console.counted(result.encoded_views, 'image view')} encoded; results in {written_files(result.out)}")
+
+
+RESULT_FILES = ("results.csv", "summary.csv", "results.json", "shots.png", "split.json")  # as the count line names them
+
+
+def written_files(out: Path) -> str:
+    """The sweep's result files that `out` holds, as the count line names them: the first with its folder
+    ("benchmarks/isic/results.csv, summary.csv, ..."); shots.png only where a row finished to draw."""
+    present = [name for name in RESULT_FILES if (out / name).exists()]
+    return ", ".join([str(out / present[0]), *present[1:]]) if present else str(out)
 
 
 def print_speed(report: dict, as_json: bool) -> None:
