@@ -179,13 +179,8 @@ def probe_devices(cls, method_id: str, setup, settings) -> str:
     backbone = probe_backbone()
     if backbone is None:
         return "not judged: the toy backbone could not be made on the meta device"
-    elsewhere = dataclasses.replace(setup, backbone=backbone)
-    with isolated(), MixedDevices(PROBE_DEVICE) as watch:
-        try:
-            method = cls(elsewhere, copied(settings), None)
-        except Exception as error:
-            method = error
-    _refuse_mixed(method_id, "__init__", watch.found, "setup.device")
+    method, found = _built_on_probe_device(cls, setup, backbone, settings, None)
+    _refuse_mixed(method_id, "__init__", found, "setup.device")
     if isinstance(method, Exception):
         return f"not judged: __init__ raised {type(method).__name__}: {method}"
     _refuse_left_elsewhere(method, method_id)
@@ -204,13 +199,10 @@ def probe_restored(cls, method_id: str, setup, settings, stored, tensors: dict, 
     backbone = _probe_backbone_like(setup.backbone)
     if backbone is None:
         return "not judged: the toy backbone could not be made on the meta device"
-    elsewhere = dataclasses.replace(setup, backbone=backbone)
-    with isolated(), MixedDevices(PROBE_DEVICE) as watch:
-        try:
-            method = cls(elsewhere, copied(settings), stored)
-        except Exception as error:
-            return f"not judged: __init__ raised {type(error).__name__}: {error}"
-    _refuse_mixed(method_id, "__init__", watch.found, "setup.device")
+    method, found = _built_on_probe_device(cls, setup, backbone, settings, stored)
+    if isinstance(method, Exception):
+        return f"not judged: __init__ raised {type(method).__name__}: {method}"
+    _refuse_mixed(method_id, "__init__", found, "setup.device")
     with isolated(), MixedDevices(PROBE_DEVICE) as watch:
         try:
             method.load_state_tensors(dict(tensors), where)
@@ -220,6 +212,18 @@ def probe_restored(cls, method_id: str, setup, settings, stored, tensors: dict, 
     _refuse_mixed(method_id, "load_state_tensors", watch.found, "setup.device")
     _refuse_left_elsewhere(method, method_id, "load_state_tensors")
     return _probe_forward(method, method_id, backbone.embed_dim, after="load_state_tensors")
+
+
+def _built_on_probe_device(cls, setup, backbone, settings, stored):
+    """(`cls` built on `PROBE_DEVICE` with the probe `backbone` in place of the real one and `stored` (None: a fresh
+    instance), or the exception its `__init__` raised; what `MixedDevices` found meanwhile)."""
+    elsewhere = dataclasses.replace(setup, backbone=backbone)
+    with isolated(), MixedDevices(PROBE_DEVICE) as watch:
+        try:
+            method = cls(elsewhere, copied(settings), stored)
+        except Exception as error:
+            method = error
+    return method, watch.found
 
 
 def _probe_backbone_like(real):
