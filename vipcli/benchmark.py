@@ -834,12 +834,23 @@ def retries_alone(group: list[tuple], error: Exception, context: dict) -> bool:
     """Whether the rows of `group`, which failed trained together with `error`, run again one by one: with
     `--keep-going`, for a group of several rows of a method the sweep keeps (not one that `--methods all` leaves
     out), whose failure left the features and the backbone the rows share as they were."""
+    return (len(group) > 1 and context["config"].keep_going and not left_out_on_failure(group[0][0], error, context)
+            and not changed_what_rows_share(error, context))
+
+
+def changed_what_rows_share(error: Exception, context: dict) -> bool:
+    """Whether the failure `error` left the pooled features changed in place or the shared backbone changed: the
+    other rows would be computed on them, so the sweep stops whatever --keep-going says."""
     from vipcli.methods.backbone_guard import left_changed
 
-    left_out = group[0][0] in context.get("optional", ()) and isinstance(error, VipError)  # `leave_out_failed`'s
-    return (len(group) > 1 and context["config"].keep_going and not left_out
-            and pool_versions(context["pool"]) == context.get("pool_versions")
-            and not left_changed(error, context.get("backbone_state")))
+    return pool_versions(context["pool"]) != context.get("pool_versions") \
+        or left_changed(error, context.get("backbone_state"))
+
+
+def left_out_on_failure(name: str, error: Exception, context: dict) -> bool:
+    """Whether method `name`, failing with `error`, is one that only `--methods all` brought in (a third-party
+    plugin, `context["optional"]`) and whose VipError leaves it out of the sweep (`leave_out_failed`)."""
+    return name in context.get("optional", ()) and isinstance(error, VipError)
 
 
 def settle_failed_group(name: str, error: Exception, context: dict, group: list[tuple], kept: int = 0) -> None:
@@ -848,12 +859,9 @@ def settle_failed_group(name: str, error: Exception, context: dict, group: list[
     the sweep goes on; otherwise the sweep stops, its one line saying that the finished rows are kept and naming
     `--keep-going`. A failure that changed the features or the backbone every row shares stops it whatever the
     flag: the other rows would be computed on them."""
-    from vipcli.methods.backbone_guard import left_changed
-
-    if pool_versions(context["pool"]) != context.get("pool_versions") \
-            or left_changed(error, context.get("backbone_state")):
+    if changed_what_rows_share(error, context):
         raise error
-    if name in context.get("optional", ()) and isinstance(error, VipError):
+    if left_out_on_failure(name, error, context):
         leave_out_failed(name, error, context, group)
     elif context["config"].keep_going:
         record_failed_rows(error, context, group)
@@ -916,10 +924,7 @@ def leave_out_failed(name: str, error: VipError, context: dict, group: list[tupl
     it leaves the sweep's recorded methods (`last_sweep`) for its `left_out`, which says where and why it failed.
     Raise `error` for a built-in or a method named in --methods, and for any method whose failure left the pooled
     features changed in place or the shared backbone changed (the other methods' rows would see them)."""
-    from vipcli.methods.backbone_guard import left_changed
-
-    if name not in context.get("optional", ()) or pool_versions(context["pool"]) != context.get("pool_versions") \
-            or left_changed(error, context.get("backbone_state")) or not isinstance(error, VipError):
+    if not left_out_on_failure(name, error, context) or changed_what_rows_share(error, context):
         raise error
     context.setdefault("left_out", set()).add(name)
     sweep = context["record"]["last_sweep"]
@@ -948,6 +953,12 @@ def group_label(group: list[tuple]) -> str:
 def row_label(shots, seed) -> str:
     """A row as the report names it: "1-shot seed 2", or "seed 2" for a method that uses no shots."""
     return f"seed {seed}" if str(shots) == str(ZERO_SHOTS) else f"{shots}-shot seed {seed}"
+
+
+def failed_row_name(row: dict) -> str:
+    """A failed row (`last_sweep.failed_rows`) as the tables and the report name it: "vip 4-shot seed 2", "zeroshot
+    seed 1"."""
+    return f"{row['method']} {row_label(row['shots'], row['seed'])}"
 
 
 def pool_versions(pool: PreparedData) -> dict[str, int | None]:

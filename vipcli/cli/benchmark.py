@@ -107,21 +107,15 @@ def benchmark_command(
             check_no_failed_rows(result)
 
 
-def failed_row_name(row: dict) -> str:
-    """A failed row (`last_sweep.failed_rows`) as the tables name it: "vip 4-shot seed 2", "zeroshot seed 1"."""
-    from vipcli.benchmark import row_label
-
-    return f"{row['method']} {row_label(row['shots'], row['seed'])}"
-
-
 def check_no_failed_rows(result) -> None:
     """After the tables of a `--keep-going` sweep whose rows failed: one error line naming them (exit code 1), as
     `make -k` ends; the rows that finished are kept."""
+    from vipcli.benchmark import failed_row_name
+
     failed = result.failed_rows
     if not failed:
         return
-    named = ", ".join(failed_row_name(row) for row in failed[:3]) + (
-        f" and {len(failed) - 3} more" if len(failed) > 3 else "")
+    named = console.first_few(map(failed_row_name, failed), 3)
     total = len(failed) + result.trained
     which = (f"{len(failed)} of the {console.counted(total, 'row')}" if result.trained
              else "the row" if total == 1 else f"all {total} rows")
@@ -221,6 +215,8 @@ def print_benchmark(result, as_json: bool) -> None:
         out.print("* uses no labelled images (zero-shot): evaluated once per seed, the same figure in every column")
     failed = getattr(result, "failed_rows", [])
     if failed:  # not in the tables: each named with its error, as results.json's last_sweep.failed_rows holds them
+        from vipcli.benchmark import failed_row_name
+
         named = "; ".join(f"{failed_row_name(row)} ({row['error']})" for row in failed)
         lead = "failed, not in the tables" if result.rows else "no row has finished, so there are no tables; failed"
         out.print(f"{lead}: {named}", markup=False, soft_wrap=True)

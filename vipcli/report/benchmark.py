@@ -234,13 +234,13 @@ FAILED_SHOWN = 6  # the failed rows the note names, with their errors
 def _failed_note(document: dict) -> str:
     """A note naming the rows of the last sweep that failed (`--keep-going`), each with its error: the tables
     show the seeds that finished, and the console said it once, on a screen since closed."""
-    from vipcli.benchmark import row_label
+    from vipcli.benchmark import failed_row_name
 
     failed = failed_rows(document)
     if not failed:
         return ""
-    named = "; ".join(f"{row['method']} {row_label(row['shots'], row['seed'])} "
-                      f"({row.get('error') or 'no error recorded'})" for row in failed[:FAILED_SHOWN])
+    named = "; ".join(f"{failed_row_name(row)} ({row.get('error') or 'no error recorded'})"
+                      for row in failed[:FAILED_SHOWN])
     more = f"; and {console.counted(len(failed) - FAILED_SHOWN, 'more row')}" if len(failed) > FAILED_SHOWN else ""
     verb = "row" if len(failed) == 1 else "rows"
     return html.note(html.text(f"{len(failed)} {verb} of the last sweep failed (--keep-going): {named}{more}. A cell "
