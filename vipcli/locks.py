@@ -154,6 +154,7 @@ def folder_lock(out: Path) -> contextlib.ExitStack:
     stack.enter_context(output_lock(out, lock=out.parent / f".{out.name}.lock"))
     return stack
 
+
 def lock_holder(lock: Path) -> str | None:
     """Whether a process holds `lock` now (see `output_lock`), without taking it: None when none does (or
     the file is missing), else " (pid 123 on host h)", or "" when the holder cannot be read."""
