@@ -751,3 +751,94 @@ def test_the_next_step_fits_the_ranking():
                                         "(each class has at least 2), or --keep K --out DIR")
     none_help = score_symptoms(np.repeat(useless, 5, axis=1), labels, [0, 0, 0, 1, 1], list("vwxyz"), ["a", "b"])
     assert next_step(replace(result, scores=none_help)).startswith("next: no symptom helps on these images")
+
+
+# --- verdicts that never contradict each other (#34) ---------------------------------------------------------
+
+
+def test_a_holm_p_under_005_beside_another_verdict_says_which_test_failed(capsys):
+    """The unrelated texts track the symptom image by image, a little weaker: the paired bootstrap puts it above their
+    reach (Holm p <0.001), but the low end of its interval does not clear that reach. The table printed the p, "(helps:
+    under 0.05)" and "not clearly above unrelated text" together; now the rule is one, the line names the test it
+    failed, and --json lists it."""
+    from vipcli.cli.symptoms_rank import rank_document, show_ranking
+    from vipcli.symptoms.rank import RULE, RankResult
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], 100)
+    noise = rng.normal(0, 1, 200)
+    similarity = ((labels == 0) * 1.0 + noise)[:, None]
+    unrelated = (labels == 0)[:, None] * 0.8 + noise[:, None] + rng.normal(0, 0.2, (200, 8))
+    [score] = score_symptoms(similarity, labels, [0], ["s"], ["a", "b"], unrelated=unrelated)
+    assert score.p_holm < 0.05 and score.low <= score.unrelated  # significant, yet not clearly above the reach
+    assert not score.helps and score.failed_tests == ("unrelated",)
+    assert score.verdict == "not clearly above unrelated text"
+    result = RankResult(scores=[score], class_names=["a", "b"], packs={}, counts=[100, 100], backbone={"id": "toy"})
+    show_ranking(result, pruning=True)
+    out = " ".join(capsys.readouterr().out.split())  # the table's legend wraps
+    assert "(helps: under 0.05)" not in out and " ".join(RULE.split()) in out
+    assert (f"'s' (not clearly above unrelated text, AUROC {score.auroc:.3f}, 95% interval {score.low:.3f}-"
+            f"{score.interval[1]:.3f}, Holm p <0.001 under 0.05, but the low end of its 95% interval, {score.low:.3f}, "
+            f"is not above the unrelated texts' reach, {score.unrelated:.3f})") in out
+    [row] = rank_document(result, [], {})["symptoms"]
+    assert row["failed"] == ["unrelated"] and row["helps"] is False and row["p_holm"] < 0.05
+
+
+@pytest.mark.parametrize("shift", [0.05, 0.09, 0.15, 0.4])
+@pytest.mark.parametrize("unrelated_shift", [None, 0.3, 0.9])
+def test_every_verdict_is_the_first_test_of_the_rule_it_fails(shift, unrelated_shift):
+    """helps exactly when no test fails; a Holm p under 0.05 beside another verdict always has a failed test before
+    the correction; the verdict follows the first failed test."""
+    labels, one = shifted(100, 100, shift)
+    similarity = np.concatenate([one, one + 0.01 * np.arange(200)[:, None] % 0.05, -one], axis=1)  # [200, 3]
+    unrelated = None if unrelated_shift is None else separated(100, unrelated_shift, seed=2)[1].repeat(2, axis=1)
+    scores = score_symptoms(similarity, labels, [0, 0, 1], ["x", "y", "z"], ["a", "b"], unrelated=unrelated)
+    for score in scores:
+        assert score.helps is (score.failed_tests == ()) is (score.verdict == "helps")
+        if not score.helps:
+            first_words = {"favours": "favours", "chance": "no better than chance", "correction": "",
+                           "unrelated": "unrelated text" if score.unrelated else "no better than chance"}
+            assert first_words[score.failed_tests[0]] in score.verdict
+            if score.p_holm < 0.05:
+                assert "correction" not in score.failed_tests
+
+
+def test_the_unrelated_reach_lies_inside_its_own_interval():
+    """On 30 images against 30, the unrelated texts' reach was 0.566 and its 95% interval 0.577-0.728: a largest
+    |AUROC - 0.5| over 8 texts runs higher on bootstrap resamples than on the images themselves. The interval is now
+    centred on the estimate, with the bootstrap's spread on either side."""
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], 30)
+    unrelated = rng.normal(0, 1, (60, 8))
+    similarity = ((labels == 0) * 1.0 + rng.normal(0, 1, 60))[:, None]
+    [score] = score_symptoms(similarity, labels, [0], ["s"], ["a", "b"], unrelated=unrelated)
+    low, high = score.unrelated_interval
+    assert round(score.unrelated, 3) == 0.566
+    assert 0.5 <= low <= score.unrelated <= high <= 1 and high - low > 0.1  # a real spread, not a point
+
+
+def test_favours_claims_are_holm_corrected_like_helps(capsys):
+    """Eight symptoms each just matched class b's images better than class a's (AUROC 0.419, raw p 0.023, interval
+    below 0.5): each "favoured b", with no correction for the eight tests. Holm's correction across the class's
+    pairwise tests now takes them back; a clear one still favours b, and the line says what the correction took."""
+    from vipcli.cli.symptoms_rank import rank_document, show_ranking
+    from vipcli.symptoms.rank import RankResult
+
+    labels, weak = shifted(100, 100, -0.09)
+    _, strong = shifted(100, 100, -0.4)
+    similarity = np.concatenate([np.repeat(weak, 8, axis=1), strong], axis=1)  # [200, 9]
+    scores = score_symptoms(similarity, labels, [0] * 9, [f"weak {i}" for i in range(8)] + ["strong"], ["a", "b"])
+    weak_scores = [s for s in scores if s.symptom.startswith("weak")]
+    assert all(s.interval[1] < 0.5 and s.favours_p < 0.05 <= s.favours_p_holm for s in weak_scores)
+    assert all(s.favours is None and s.favours_before_correction == "b" for s in weak_scores)
+    assert all(s.verdict == "no better than chance" and s.points_wrong_way for s in weak_scores)
+    [strong_score] = [s for s in scores if s.symptom == "strong"]
+    assert strong_score.favours == "b" and strong_score.favours_p_holm < 0.05
+    result = RankResult(scores=scores, class_names=["a", "b"], packs={}, counts=[100, 100], backbone={"id": "toy"})
+    show_ranking(result, pruning=True)
+    out = capsys.readouterr().out
+    assert (f"'weak 0' (no better than chance, AUROC {weak_scores[0].auroc:.3f}, 95% interval {weak_scores[0].low:.3f}-"
+            f"{weak_scores[0].interval[1]:.3f}, favours b on its own (p {weak_scores[0].favours_p:.3f}), not after Holm's "
+            f"correction for a's 9 pairwise tests ({weak_scores[0].favours_p_holm:.3f}))") in out
+    row = next(r for r in rank_document(result, [], {})["symptoms"] if r["symptom"] == "weak 0")
+    assert row["favours"] is None and row["favours_before_correction"] == "b" and row["favours_p_holm"] >= 0.05

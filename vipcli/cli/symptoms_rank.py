@@ -186,7 +186,7 @@ def show_ranking(result, pruning: bool = False, data: Optional[Path] = None) -> 
     from rich.table import Table
     from rich.text import Text
 
-    from vipcli.symptoms.rank import INTERVAL_NAME, UNRELATED_TEXTS
+    from vipcli.symptoms.rank import INTERVAL_NAME, RULE, UNRELATED_TEXTS
 
     out = console.stdout()
     counts = ", ".join(f"{name}: {n}" for name, n in zip(result.class_names, result.counts))
@@ -207,8 +207,7 @@ def show_ranking(result, pruning: bool = False, data: Optional[Path] = None) -> 
               f"{len(UNRELATED_TEXTS)} texts that say nothing of the images ({UNRELATED_TEXTS[0]!r}, ...) reach for "
               "its class, and its 95% interval (bootstrap over the images), which a symptom the backbone sees must "
               "beat with the low end of its interval; Holm p: the larger p of its tests against chance and against "
-              "the unrelated texts, after Holm's correction across its class's symptoms (helps: under 0.05)",
-              markup=False)
+              f"the unrelated texts, after Holm's correction across its class's symptoms; {RULE}", markup=False)
     flagged = [s for s in result.scores if not s.helps]
     if not flagged:
         out.print("every symptom helps", markup=False)
@@ -244,13 +243,35 @@ def p_text(p_value) -> str:
 
 
 def correction_text(result, score) -> str:
-    """For a symptom that helps on its own but not after Holm's correction: its raw and corrected p, and how many
-    symptoms its class has (", p 0.037, 0.148 after Holm's correction for nevus's 4 symptoms"); "" otherwise."""
-    if not score.lost_to_correction:
-        return ""
+    """Why a flagged symptom's Holm p or "favours" does not read as its verdict does, "" when nothing needs saying:
+    it helps on its own but not after Holm's correction (", p 0.037, 0.148 after Holm's correction for nevus's 4
+    symptoms"); it favours another class on its own but not after the correction; or its Holm p is under 0.05 but
+    an earlier test of the rule (`RULE`) failed (", Holm p 0.012 under 0.05, but the low end of its 95% interval,
+    0.640, is not above the unrelated texts' reach, 0.655")."""
+    from vipcli.symptoms.rank import FAMILY_ALPHA, INTERVAL_NAME
+
     family = sum(1 for other in result.scores if other.class_name == score.class_name)
-    return (f", p {p_text(score.p_value)}, {p_text(score.p_holm)} after Holm's correction for "
-            f"{score.class_name}'s {family} symptoms")
+    if score.lost_to_correction:
+        return (f", p {p_text(score.p_value)}, {p_text(score.p_holm)} after Holm's correction for "
+                f"{score.class_name}'s {family} symptoms")
+    text = ""
+    if score.favours_lost_to_correction:
+        others = sum(1 for name, count in zip(result.class_names, result.counts) if count and name != score.class_name)
+        text = (f", favours {score.favours_before_correction} on its own (p {p_text(score.favours_p)}), not after "
+                f"Holm's correction for {score.class_name}'s {family * others} pairwise tests "
+                f"({p_text(score.favours_p_holm)})")
+    failed = score.failed_tests
+    if failed and failed[0] != "correction" and score.p_holm is not None and score.p_holm < FAMILY_ALPHA:
+        if failed[0] == "favours":
+            why = f"{score.favours}'s images match it better than {score.class_name}'s (AUROC {score.favours_auroc:.3f})"
+        elif failed[0] == "chance":
+            why = f"its AUROC does not beat the bound, {score.bound:.3f}"
+        else:
+            floor = max(0.5, score.unrelated)
+            reach = "chance" if floor == 0.5 else "the unrelated texts' reach"
+            why = f"the low end of its {INTERVAL_NAME}, {score.low:.3f}, is not above {reach}, {floor:.3f}"
+        text += f", Holm p {p_text(score.p_holm)} under 0.05, but {why}"
+    return text
 
 
 def show_next_steps(result, flagged: list, pruning: bool, data: Optional[Path] = None) -> None:
@@ -323,7 +344,8 @@ def show_pruned(pruned: list, written: dict[str, Path], data: Path, backbone_opt
 
 def rank_document(result, pruned: list, written: dict[str, Path]) -> dict:
     """The ranking (and any written packs) as one JSON-ready document."""
-    from vipcli.symptoms.rank import BOOTSTRAP_SEED, CORRECTION, INTERVAL_NAME, UNRELATED_TEXTS, bootstrap_resamples
+    from vipcli.symptoms.rank import (BOOTSTRAP_SEED, CORRECTION, INTERVAL_NAME, RULE, UNRELATED_TEXTS,
+                                      bootstrap_resamples)
 
     resamples = bootstrap_resamples([score.class_name for score in result.scores])
     return {
@@ -340,6 +362,7 @@ def rank_document(result, pruned: list, written: dict[str, Path]) -> dict:
         "unrelated_interval": f"{INTERVAL_NAME} of each class's unrelated reach: {resamples} class-stratified "
                               f"bootstrap resamples of the images, seed {BOOTSTRAP_SEED}",
         "correction": CORRECTION,
+        "rule": RULE,
         "symptoms": [
             {"class": s.class_name, "symptom": s.symptom, "auroc": round(s.auroc, 4),
              "auroc_interval": None if s.interval is None else [round(v, 4) for v in s.interval],
@@ -348,8 +371,10 @@ def rank_document(result, pruned: list, written: dict[str, Path]) -> dict:
              "unrelated_interval": None if s.unrelated_interval is None else [round(v, 4) for v in s.unrelated_interval],
              "p": _rounded(s.p_value), "p_holm": _rounded(s.p_holm),
              "helps": s.helps, "helps_before_correction": s.passes_before_correction, "verdict": s.verdict,
-             "verdict_text": s.verdict_text, "favours": s.favours,
-             "favours_auroc": None if s.favours_auroc is None else round(s.favours_auroc, 4)}
+             "verdict_text": s.verdict_text, "failed": list(s.failed_tests), "favours": s.favours,
+             "favours_auroc": None if s.favours_auroc is None else round(s.favours_auroc, 4),
+             "favours_before_correction": s.favours_before_correction, "favours_p": _rounded(s.favours_p),
+             "favours_p_holm": _rounded(s.favours_p_holm)}
             for s in result.scores
         ],
         "pruned": [

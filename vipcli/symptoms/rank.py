@@ -8,21 +8,24 @@ For every symptom of every class, on the training split:
 - AUROC: how well that similarity ranks the images of the symptom's class above the images of all
   other classes (0.5 is chance, 1.0 perfect, below 0.5 backwards);
 - it "favours" another class when the images of that class match it significantly better than
-  the images of its own class (pairwise AUROC below 1 - bound, and its whole interval below 0.5);
+  the images of its own class (pairwise AUROC below 1 - bound, its whole interval below 0.5, and its one-sided p
+  below 0.05 after Holm's correction across its class's pairwise tests);
 - unrelated: how far from chance, either way, texts unrelated to any medical image ("A photo of a dog", ...)
   reach for its class, on the same similarity (0.5 + the largest |AUROC - 0.5|: which way such a text falls is
-  chance), with a 95% interval from a class-stratified bootstrap over the images (fixed seed; 1,000 resamples, or
+  chance), with a 95% interval from a class-stratified bootstrap over the images, centred on the reach
+  (`centred_interval`; fixed seed; 1,000 resamples, or
   40 per symptom of the class with the most where that is more, `bootstrap_resamples`). When the classes' images differ at all, almost any
   text's similarity separates them a little, whether or not the backbone reads the text; a symptom
   the backbone sees must do better than text that says nothing of the images;
 - its 95% interval: where its AUROC lies given how many images it was measured on (Newcombe's score
   interval, `auroc_interval`): "helps" on 12 images is a wide interval, on 1,200 a narrow one;
-- it helps when its AUROC is above chance with 95% confidence (one-sided; the bound depends on
-  how many images there are), or above --min-auroc when that is given (it then replaces the chance
-  bound, in the pairwise test too), when the low end of its interval is above chance and what unrelated
-  texts reach, and when it favours no other class: no verdict claims more than the interval shows; and when that
-  survives Holm's correction across its class's symptoms, of the larger one-sided p of its test against chance
-  (Hanley-McNeil) and its paired bootstrap test against the unrelated reach (`holm`, FAMILY_ALPHA).
+- it helps when it passes every test of RULE (`failed_tests`), and its verdict names the first it fails: it
+  favours no other class; its AUROC is above chance with 95% confidence (one-sided; the bound depends on how many
+  images there are), or above --min-auroc when that is given (it then replaces the chance bound, in the pairwise
+  test too); the low end of its interval is above chance and what unrelated texts reach (no verdict claims more
+  than the interval shows); and the larger one-sided p of its test against chance (Hanley-McNeil) and its paired
+  bootstrap test against the unrelated reach survives Holm's correction across its class's symptoms (`holm`,
+  FAMILY_ALPHA). A Holm p under 0.05 beside another verdict is never a "helps": an earlier test failed.
 
 `prune` removes the symptoms that do not help, keeping at least two per class; `keep` caps each class at its
 K best. A kept symptom that
@@ -45,8 +48,13 @@ INTERVAL_Z = 1.96  # two-sided 95% normal quantile: the AUROC's interval
 INTERVAL_NAME = "95% interval"
 KEEP_AT_LEAST = 2  # a pruned pack keeps at least this many symptoms
 FAMILY_ALPHA = 0.05  # Holm's correction: the chance that any "helps" of one class is a fluke stays under this
+TESTS = ("favours", "chance", "unrelated", "correction")  # RULE's tests, in the order a verdict names the first failed
+RULE = ("a symptom helps only when it passes every test, and its verdict names the first it fails: it favours no other "
+        "class (that claim Holm-corrected too), its AUROC beats the bound, the low end of its interval is "
+        "above both chance and the unrelated texts' reach, and its Holm p is under 0.05")
 CORRECTION = ("Holm's step-down correction across each class's symptoms (family-wise error 5%) of the larger one-sided "
-              "p of the two tests: above chance, and above the unrelated texts' reach")
+              "p of the two tests: above chance, and above the unrelated texts' reach; and of each \"favours\" claim, "
+              "across its class's pairwise tests (its symptoms times the other classes)")
 BOOTSTRAP_RESAMPLES = 1000  # class-stratified resamples of the images: the unrelated reach's interval, the paired test
 BOOTSTRAP_SEED = 0  # fixed: the same images give the same intervals and verdicts
 RESAMPLES_PER_SYMPTOM = 40  # at least this many resamples per symptom of the largest class (`bootstrap_resamples`)
@@ -79,6 +87,9 @@ class SymptomScore:
     p_unrelated: float | None = None  # one-sided paired bootstrap p against the unrelated reach; None: not tested
     p_holm: float | None = None  # `p_value` after Holm's correction across its class's symptoms
     images: int = 0  # how many images the AUROC was measured on (its class and the others)
+    favours_before_correction: str | None = None  # the class it would favour were Holm's correction not applied
+    favours_p: float | None = None  # one-sided p of that pairwise AUROC below chance (`chance_p`); None: no such class
+    favours_p_holm: float | None = None  # `favours_p` after Holm's correction across its class's pairwise tests
 
     @property
     def low(self) -> float:
@@ -97,16 +108,34 @@ class SymptomScore:
         return self.p_holm is None or self.p_holm < FAMILY_ALPHA
 
     @property
+    def clears_chance(self) -> bool:
+        """True if its AUROC beats the bound (the chance bound for its image counts, or --min-auroc)."""
+        return self.auroc > self.bound
+
+    @property
+    def clears_unrelated(self) -> bool:
+        """True if the low end of its AUROC's interval is above both chance (0.5) and the unrelated texts' reach."""
+        return self.low > max(0.5, self.unrelated)
+
+    @property
+    def failed_tests(self) -> tuple[str, ...]:
+        """The tests of RULE it fails, in RULE's order ("favours", "chance", "unrelated", "correction"); empty
+        exactly when it helps. Its verdict names the first."""
+        failed = {"favours": self.favours is not None, "chance": not self.clears_chance,
+                  "unrelated": not self.clears_unrelated, "correction": not self.survives_correction}
+        return tuple(name for name in TESTS if failed[name])
+
+    @property
     def passes_before_correction(self) -> bool:
         """True if it would help were it the only symptom of its class tested (Holm's correction aside)."""
-        return self.auroc > self.bound and self.low > max(0.5, self.unrelated) and self.favours is None
+        return self.favours is None and self.clears_chance and self.clears_unrelated
 
     @property
     def helps(self) -> bool:
-        """True if it separates its class better than chance, the low end of its interval above both chance (0.5)
-        and what unrelated texts reach, favours no other class, and that survives Holm's correction across its
-        class's symptoms."""
-        return self.passes_before_correction and self.survives_correction
+        """True if it passes every test of RULE: it favours no other class, its AUROC beats the bound, the low end of
+        its interval is above both chance (0.5) and what unrelated texts reach, and its Holm p is below
+        FAMILY_ALPHA."""
+        return not self.failed_tests
 
     @property
     def lost_to_correction(self) -> bool:
@@ -114,18 +143,10 @@ class SymptomScore:
         return self.passes_before_correction and not self.survives_correction
 
     @property
-    def like_unrelated_text(self) -> bool:
-        """True if it beats chance but not what texts unrelated to the images reach for its class: the images
-        differ, but nothing shows the backbone sees what the symptom says."""
-        return self.favours is None and self.bound < self.auroc <= self.unrelated
-
-    @property
-    def unsure_over_unrelated(self) -> bool:
-        """True if it beats chance and its AUROC beats the unrelated texts' reach, but its interval reaches down to
-        that reach: on these images it may be no better than text unrelated to them."""
-        if self.favours is not None or self.auroc <= self.bound or self.auroc <= self.unrelated:
-            return False
-        return self.unrelated >= self.low or (self.lost_to_correction and self.unrelated_decides)
+    def favours_lost_to_correction(self) -> bool:
+        """True if it would favour another class on its own, but Holm's correction across its class's pairwise tests
+        takes that back."""
+        return self.favours is None and self.favours_before_correction is not None
 
     @property
     def unrelated_decides(self) -> bool:
@@ -145,17 +166,23 @@ class SymptomScore:
 
     @property
     def verdict(self) -> str:
-        """"helps", "favours <class>", "too few images to tell", "no better than unrelated text", "not clearly
-        above unrelated text" or "no better than chance"."""
-        if self.favours is not None:
-            return f"favours {self.favours}"
-        if self.helps:
+        """The first test of RULE it fails, in words: "favours <class>"; "too few images to tell" or "no better than
+        chance" (its AUROC does not beat the bound); "no better than unrelated text" (nor the unrelated texts' reach)
+        or "not clearly above unrelated text" (the low end of its interval does not clear it; without unrelated
+        texts, "no better than chance"); after Holm's correction, the test whose p decides: "not clearly above
+        unrelated text" or "no better than chance". "helps" when it fails none."""
+        failed = self.failed_tests
+        if not failed:
             return "helps"
-        if self.like_unrelated_text:
-            return "no better than unrelated text"
-        if self.unsure_over_unrelated:
+        if failed[0] == "favours":
+            return f"favours {self.favours}"
+        if failed[0] == "chance":
+            return "too few images to tell" if self.too_few_images else "no better than chance"
+        if failed[0] == "unrelated" and self.unrelated > 0:
+            return "no better than unrelated text" if self.auroc <= self.unrelated else "not clearly above unrelated text"
+        if failed[0] == "correction" and self.unrelated_decides:
             return "not clearly above unrelated text"
-        return "too few images to tell" if self.too_few_images else "no better than chance"
+        return "no better than chance"
 
     @property
     def past_the_bound(self) -> bool:
@@ -405,7 +432,8 @@ def bootstrap_against_unrelated(similarity, unrelated, labels, owners: list[int]
     beat the reach) / (1 + resamples).
 
     Returns:
-        (class index -> (low, high) or None, [S] p of each symptom or None for a class without images either way).
+        (class index -> (low, high) or None (`centred_interval`), [S] p of each symptom or None for a class without
+        images either way).
     """
     import numpy as np
 
@@ -428,11 +456,26 @@ def bootstrap_against_unrelated(similarity, unrelated, labels, owners: list[int]
                 symptoms = weighted_aurocs(similarity[:, columns], positive, weights)  # [R, S_class]
                 not_above[columns] += (symptoms <= reach[:, None]).sum(axis=0)
         done += weights.shape[0]
-    intervals = {index: tuple(float(v) for v in np.percentile(np.concatenate(found), [2.5, 97.5])) if found
-                 else None for index, found in reaches.items()}
+    estimates = unrelated_reach(unrelated, labels, class_count)
+    intervals = {index: centred_interval(estimates[index], np.concatenate(found)) if found else None
+                 for index, found in reaches.items()}
     tested = [bool(reaches[owner]) for owner in owners]
     p_values = [float((1 + count) / (1 + resamples)) if ok else None for count, ok in zip(not_above, tested)]
     return intervals, p_values
+
+
+def centred_interval(estimate: float, resampled) -> tuple[float, float]:
+    """The 95% interval of the unrelated reach `estimate` from its bootstrap values `resampled` [R], with the
+    bootstrap's median bias taken out: the 2.5th and 97.5th percentiles moved by `estimate` - their median, within
+    [0.5, 1]. The reach is a largest |AUROC - 0.5| over the texts, and a resample's largest runs higher than the
+    images' own (a text that lands near chance on them lands further off on most resamples): the plain percentile
+    interval could lie wholly above the estimate (0.566 with 0.577-0.728). This one holds the estimate by
+    construction and keeps the bootstrap's spread on either side of it."""
+    import numpy as np
+
+    low, median, high = np.percentile(resampled, [2.5, 50, 97.5])
+    shift = estimate - median
+    return float(max(0.5, low + shift)), float(min(1.0, high + shift))
 
 
 def bootstrap_resamples(owners) -> int:
@@ -476,30 +519,75 @@ def score_symptoms(similarity, labels, owners: list[int], texts: list[str], clas
     intervals, p_unrelated = (bootstrap_against_unrelated(similarity, unrelated, labels, owners, len(class_names),
                                                           resamples=bootstrap_resamples(owners))
                               if measured else ({}, [None] * len(owners)))
+    pairs = [pairwise_tests(similarity[:, column], labels, owner, class_names, min_auroc)
+             for column, owner in enumerate(owners)]
     scores = []
     for column, (owner, text) in enumerate(zip(owners, texts)):
-        values = similarity[:, column]  # [N]
         positive = labels == owner
-        bound = min_auroc if min_auroc is not None else chance_bound(int(positive.sum()), int((~positive).sum()))
-        auroc = float(roc_auc_score(positive, values))
-        favours, favours_auroc = None, None
-        for other in range(len(class_names)):
-            negative = labels == other
-            if other == owner or not negative.any():
-                continue
-            pair = positive | negative
-            pairwise = float(roc_auc_score(positive[pair], values[pair]))
-            pair_bound = min_auroc if min_auroc is not None else chance_bound(int(positive.sum()), int(negative.sum()))
-            pair_high = auroc_interval(pairwise, int(positive.sum()), int(negative.sum()))[1]
-            if pairwise < 1 - pair_bound and pair_high < 0.5 and (favours_auroc is None or pairwise < favours_auroc):
-                favours, favours_auroc = class_names[other], pairwise
         n_positive, n_negative = int(positive.sum()), int((~positive).sum())
+        bound = min_auroc if min_auroc is not None else chance_bound(n_positive, n_negative)
+        auroc = float(roc_auc_score(positive, similarity[:, column]))
         interval = auroc_interval(auroc, n_positive, n_negative)
-        scores.append(SymptomScore(class_names[owner], text, auroc, bound, favours, favours_auroc, reach[owner],
+        scores.append(SymptomScore(class_names[owner], text, auroc, bound, None, None, reach[owner],
                                    interval, intervals.get(owner), chance_p(auroc, n_positive, n_negative),
                                    p_unrelated[column], images=n_positive + n_negative))
     order = {name: index for index, name in enumerate(class_names)}
-    return sorted(corrected(scores), key=lambda s: (order[s.class_name], -s.auroc))
+    return sorted(corrected(with_favours(scores, pairs)), key=lambda s: (order[s.class_name], -s.auroc))
+
+
+@dataclass(frozen=True)
+class PairwiseTest:
+    """One symptom's class against one other class: does the other class's images match it significantly better?"""
+
+    other: str  # the other class
+    auroc: float  # its class vs that class (below 0.5: that class's images match it better)
+    beyond_bound: bool  # below 1 - bound (the chance bound for the two counts, or --min-auroc) and its whole interval
+    # below 0.5
+    p: float  # one-sided p of that AUROC below chance (`chance_p`)
+
+
+def pairwise_tests(values, labels, owner: int, class_names: list[str], min_auroc: float | None) -> list[PairwiseTest]:
+    """One `PairwiseTest` per other class with images, of one symptom's similarity `values` [N] to each image."""
+    from sklearn.metrics import roc_auc_score
+
+    positive = labels == owner
+    tests = []
+    for other in range(len(class_names)):
+        negative = labels == other
+        if other == owner or not negative.any():
+            continue
+        pair = positive | negative
+        pairwise = float(roc_auc_score(positive[pair], values[pair]))
+        n_positive, n_negative = int(positive.sum()), int(negative.sum())
+        pair_bound = min_auroc if min_auroc is not None else chance_bound(n_positive, n_negative)
+        pair_high = auroc_interval(pairwise, n_positive, n_negative)[1]
+        tests.append(PairwiseTest(class_names[other], pairwise, pairwise < 1 - pair_bound and pair_high < 0.5,
+                                  chance_p(1 - pairwise, n_positive, n_negative)))
+    return tests
+
+
+def with_favours(scores: list[SymptomScore], pairs: list[list[PairwiseTest]]) -> list[SymptomScore]:
+    """`scores` with the class each favours set: of its `pairs` beyond the bound whose p stays below FAMILY_ALPHA after
+    Holm's correction across all its class's pairwise tests (its symptoms times the other classes), the lowest
+    AUROC. `favours_before_correction` is the class it would favour without the correction."""
+    by_class: dict[str, list[int]] = {}
+    for index, score in enumerate(scores):
+        by_class.setdefault(score.class_name, []).append(index)
+    result = list(scores)
+    for members in by_class.values():
+        family = [(index, test) for index in members for test in pairs[index]]
+        adjusted = dict(zip([(index, test.other) for index, test in family], holm([test.p for _, test in family])))
+        for index in members:
+            candidates = sorted((test for test in pairs[index] if test.beyond_bound), key=lambda test: test.auroc)
+            if not candidates:
+                continue
+            kept = [test for test in candidates if adjusted[index, test.other] < FAMILY_ALPHA]
+            shown = kept[0] if kept else candidates[0]
+            result[index] = replace(scores[index], favours=kept[0].other if kept else None,
+                                    favours_auroc=kept[0].auroc if kept else None,
+                                    favours_before_correction=candidates[0].other, favours_p=shown.p,
+                                    favours_p_holm=adjusted[index, shown.other])
+    return result
 
 
 def corrected(scores: list[SymptomScore]) -> list[SymptomScore]:
