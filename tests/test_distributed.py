@@ -52,9 +52,10 @@ def pythonpath() -> str:
     return os.pathsep.join([str(here), str(here.parent), os.environ.get("PYTHONPATH", "")])
 
 
-def torchrun(args: list, cwd: Path, cache: Path, script: list | None = None, **env) -> subprocess.CompletedProcess:
-    """`python -m torch.distributed.run --nproc-per-node 2 -m vipcli ARGS` on this machine's CPU."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
+def torchrun(args: list, cwd: Path, cache: Path, script: list | None = None, processes: int = 2,
+             **env) -> subprocess.CompletedProcess:
+    """`python -m torch.distributed.run --nproc-per-node PROCESSES -m vipcli ARGS` on this machine's CPU."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", str(processes),
                "--master-addr", "127.0.0.1", "--master-port", str(_free_port()),
                *(script or ["-m", "vipcli"]), *map(str, args)]
     environment = {**os.environ, "VIP_CACHE_DIR": str(cache), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "",
@@ -305,6 +306,82 @@ def test_a_failed_wait_at_a_barrier_is_one_error_line(tmp_path, other):
         assert said.startswith("rank 0 of 2 waited 0.001 hours at the end of encoding for the other ranks"), said
         assert "raise VIP_BARRIER_HOURS" in said
     assert "pair.cc" not in said and "GLHF" not in said and "\n" not in said
+
+
+LOST_RANK_SCRIPT = """
+import os, signal, sys, time
+import vipcli.train
+from vipcli import distributed
+from vipcli.cli.main import run
+
+lost, how = int(sys.argv[1]), sys.argv[2]
+
+
+def wait_for_every_rank(config):  # every rank joins, then waits at a barrier for rank `lost`
+    world = distributed.join()
+    if world.rank == lost:
+        if how == "killed":
+            os.kill(os.getpid(), signal.SIGKILL)  # kill -9, the out-of-memory killer
+        time.sleep(60)  # hangs: it runs (and beats) but never comes; torchrun stops it once another rank failed
+    distributed.barrier(world, "the end of encoding")
+
+
+vipcli.train.check_config = wait_for_every_rank
+sys.argv = ["vip", *sys.argv[3:]]
+run()
+"""
+
+
+@needs_gloo
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the ranks of a node find each other through /proc")
+@pytest.mark.parametrize("lost, how, said", [
+    (0, "killed", r"rank [123] of 4 lost rank 0 at the end of encoding: it was killed by a signal"),  # the first rank
+    (3, "hangs", r"rank [012] of 4 waited 0.002 hours at the end of encoding for the other ranks, which did not come"),
+])
+def test_ranks_of_a_node_that_fail_the_same_wait_print_one_line(toy_run, tmp_path, lost, how, said):
+    """The ranks of a node waiting at a barrier for one that was killed or hung each printed the same line: 3 for 4
+    processes, 7 for 8. One of them now says it, the others exit with the same code in silence."""
+    import re
+
+    data, _ = toy_run
+    script = tmp_path / "lost_rank.py"
+    script.write_text(LOST_RANK_SCRIPT)
+    started = time.monotonic()
+    job = torchrun([lost, how, "train", "--data", data, "--backbone", "toy", "--out", tmp_path / "run"], tmp_path,
+                   tmp_path / "cache", script=[str(script)], processes=4, VIP_BARRIER_HOURS="0.002")  # 7.2 s
+    lines = [line for line in job.stderr.splitlines() if line.startswith("error:")]
+    assert job.returncode != 0 and len(lines) == 1, job.stderr
+    assert re.match(f"error: {said}", lines[0]), lines[0]
+    assert not (tmp_path / "run").exists() and time.monotonic() - started < 120
+
+
+def test_a_rank_that_fails_a_wait_leaves_the_line_to_the_first_of_its_node_that_says_it(tmp_path):
+    """The ranks of a node that fail the same wait say it once (the mark of the first one silences the others); a
+    rank waits for the one expected to say it at most node_ranks.SAY_WAIT_S (it may be the rank that stopped); another
+    wait's line, or one without torchrun's folders, is said as before."""
+    from vipcli.node_ranks import SAY_WAIT_S, say_once_per_node
+
+    attempt = tmp_path / "attempt_0"
+    for local_rank in range(3):
+        (attempt / str(local_rank)).mkdir(parents=True)
+
+    def said_by(rank: int, key: str, waited_for=(), folders: bool = True) -> bool:
+        environ = {"RANK": str(rank), "LOCAL_RANK": str(rank), "LOCAL_WORLD_SIZE": "3"}
+        if folders:
+            environ["TORCHELASTIC_ERROR_FILE"] = str(attempt / str(rank) / "error.json")
+        said = []
+        say_once_per_node(lambda: said.append(rank), key, waited_for, environ)
+        return said == [rank]
+
+    started = time.monotonic()
+    assert said_by(1, "the end of encoding: stopped rank 0", (0,))  # rank 0, which stopped, is not waited for
+    assert time.monotonic() - started < SAY_WAIT_S
+    assert not said_by(2, "the end of encoding: stopped rank 0", (0,))  # said on this node: silent
+    started = time.monotonic()
+    assert said_by(1, "the end of predicting: timed out")  # another wait; rank 0, expected, never says it
+    assert SAY_WAIT_S <= time.monotonic() - started < SAY_WAIT_S + 1
+    assert not said_by(0, "the end of predicting: timed out")
+    assert said_by(2, "the end of predicting: timed out", folders=False)  # no torchrun folders: as before
 
 
 def test_unreadable_images_are_recorded_and_fail_the_command(cli, toy_run, tmp_path):

@@ -233,7 +233,7 @@ def rank_stuck(world: World, point: str, stuck: list[tuple[int, float]]) -> VipE
                     f"not run for {seconds:.0f} s (stopped with kill -STOP or Ctrl-Z, a suspended job, a frozen node); "
                     "nothing half-written was left behind",
                     "resume it (kill -CONT) or end it, then run the same command again: what is finished is kept",
-                    own_process=True)
+                    own_process=True, failed_wait=(f"{point}: stopped {named}", tuple(ranks)))
 
 
 def barrier_failed(world: World, point: str, error: Exception) -> VipError:
@@ -246,7 +246,8 @@ def barrier_failed(world: World, point: str, error: Exception) -> VipError:
         hours = barrier_timeout().total_seconds() / 3600
         return VipError(f"{who} waited {hours:g} hours at {point} for the other ranks, which did not come ({reason})",
                         "read the other ranks' lines for the one that stopped or hung; raise VIP_BARRIER_HOURS "
-                        "if a rank's share takes longer; a rerun keeps what is finished")
+                        "if a rank's share takes longer; a rerun keeps what is finished",
+                        failed_wait=(f"{point}: timed out", ()))
     from vipcli.node_ranks import silently_lost_ranks
 
     lost = silently_lost_ranks(world.rank, world.local_rank)
@@ -254,11 +255,12 @@ def barrier_failed(world: World, point: str, error: Exception) -> VipError:
         return VipError(f"{who} lost rank {lost[0]} at {point}: it was killed by a signal (kill -9, the out-of-memory "
                         f"killer, a crash) and printed no line ({reason})",
                         "torchrun's report gives the signal under 'Root Cause'; if memory ran out, start fewer "
-                        "processes per node; then run the same command again: what is finished is kept")
+                        "processes per node; then run the same command again: what is finished is kept",
+                        failed_wait=(f"{point}: lost rank {lost[0]}", tuple(lost)))
     return VipError(f"{who} lost another rank at {point}: it stopped first ({reason})",
                     "the other rank's own error line says why, where it printed one; a rank killed by a signal, "
                     "kill -9 or the out-of-memory killer, prints none, and torchrun's report names it under 'Root "
-                    "Cause': fix that and rerun; what is finished is kept")
+                    "Cause': fix that and rerun; what is finished is kept", failed_wait=(f"{point}: lost a rank", ()))
 
 
 VIEW_SETTLE_S = 5.0  # how long a rank that sees otherwise than rank 0 looks again (a network filesystem's caches)

@@ -23,6 +23,7 @@ then keep the rule of old: LOCAL_RANK 0 speaks, naming no lost rank.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 from pathlib import Path
@@ -153,3 +154,70 @@ def silently_lost_ranks(rank: int, local_rank: int, environ=None) -> list[int]:
     started = marked_local_ranks(STARTED_MARK, local_size, environ)
     accounted = running | said | done | {local_rank}  # this process runs, whether the agent's listing shows it or not
     return [first + other for other in sorted(started) if other not in accounted]
+
+
+SAY_WAIT_S = 1.5  # how long a rank that fails a wait gives the node's expected speaker to say it first
+
+
+def say_once_per_node(say, key: str, waited_for: tuple[int, ...] = (), environ=None) -> None:
+    """Call `say()` (print the line of a wait that failed) unless another rank of this node that failed the same wait
+    says it (`key`: the wait, the same text on every rank that failed it alike; `waited_for`: the global ranks it
+    waited for, where known): 8 ranks waiting for a stopped or killed one printed 7 copies of one sentence.
+
+    One line per node: the first rank to create the node's mark of `key` (a `vip-said-<digest>` file in torchrun's
+    folder for this attempt, made with O_EXCL, so of the ranks that fail together exactly one does) says it, with
+    Ctrl-C and SIGTERM held from the mark to the line, so that a mark is never left without its line. The
+    rank expected to say it (the first local rank still running that was not waited for) tries at once; the others
+    give it up to SAY_WAIT_S to do so (it may be the rank that stopped, or slower to fail), then try themselves.
+    A Ctrl-C or SIGTERM (torchrun stopping the ranks) ends that wait early. Where this cannot be known (no torchrun
+    folders, a mark that cannot be written) every rank says its own line, as before.
+    """
+    import time
+
+    from vipcli import stop_signals
+
+    environ = os.environ if environ is None else environ
+    try:
+        rank, local_rank = int(environ.get("RANK", "")), int(environ.get("LOCAL_RANK", ""))
+        local_size = int(environ.get("LOCAL_WORLD_SIZE", ""))
+    except ValueError:
+        local_size = None
+    first_folder = rank_folder(0, environ) if local_size is not None else None
+    if first_folder is None:
+        say()
+        return
+    mark = first_folder.parent / f"{SAID_MARK}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+    first = rank - local_rank  # torchrun numbers a node's ranks on from its first
+    expected = set(range(local_size)) - {other - first for other in waited_for}
+    running = running_local_ranks(environ)
+    if running is not None:
+        expected &= running
+    if local_rank != min(expected | {local_rank}):
+        deadline = time.monotonic() + SAY_WAIT_S
+        try:
+            while not mark.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+        except KeyboardInterrupt:  # the stop signals raise it: try now, so that the node is not left without a line
+            pass
+    try:
+        with stop_signals.deferred():
+            if _first_to_mark(mark, f"{local_rank} {key}\n"):
+                say()
+    except KeyboardInterrupt:  # a Ctrl-C or SIGTERM held meanwhile: this rank is ending with its own code already
+        pass
+
+
+def _first_to_mark(mark: Path, text: str) -> bool:
+    """Create `mark` holding `text`, atomically: True for the one process that does (or where the folder cannot be
+    written, so that no line is lost), False where another made it first."""
+    try:
+        handle = os.open(mark, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        return False
+    except OSError:  # the agent's folder is gone or read-only: say it, as every rank did before
+        return True
+    try:
+        os.write(handle, text.encode("utf-8", "surrogateescape"))
+    finally:
+        os.close(handle)
+    return True

@@ -101,12 +101,13 @@ app.command("demo")(demo.demo_command)
 app.command("report")(report.report_command)
 
 
-def _print_error(message: str, hint: str | None = None, own_process: bool = False, shared: bool = False) -> None:
-    """`error: MESSAGE (HINT)` on stderr, once per failure under torchrun (`error_for_this_process`)."""
-    from vipcli.console import printable
+def _print_error(message: str, hint: str | None = None, own_process: bool = False, shared: bool = False,
+                 failed_wait: tuple[str, tuple[int, ...]] | None = None) -> None:
+    """`error: MESSAGE (HINT)` on stderr, once per failure under torchrun (`error_for_this_process`); the line of a
+    `failed_wait` (VipError.failed_wait), once per node (`node_ranks.say_once_per_node`)."""
     from vipcli.distributed import error_for_this_process, give_the_first_process_time
 
-    from vipcli.node_ranks import SAID_MARK, leave_mark
+    from vipcli.node_ranks import SAID_MARK, leave_mark, say_once_per_node
 
     message = error_for_this_process(message, own_process, shared)
     if message is None:
@@ -117,9 +118,19 @@ def _print_error(message: str, hint: str | None = None, own_process: bool = Fals
     line = f"error: {message}"
     if hint:
         line += f" ({hint})"
-    print(printable(line), file=sys.stderr)  # one line, whatever file names it quotes
-    sys.stderr.flush()
+    if failed_wait is None:
+        _say(line)
+    else:
+        say_once_per_node(lambda: _say(line), *failed_wait)
     leave_mark(SAID_MARK)  # under torchrun, for the ranks that outlive this one (`vipcli.node_ranks`)
+
+
+def _say(line: str) -> None:
+    """Print one `error:` line on stderr, whatever file names it quotes."""
+    from vipcli.console import printable
+
+    print(printable(line), file=sys.stderr)
+    sys.stderr.flush()
 
 
 NUMBER_KINDS = {"float_parsing": "a number", "int_parsing": "a whole number", "int_from_float": "a whole number"}
@@ -323,7 +334,7 @@ def _main(argv: list[str] | None) -> int:
         if debug:
             raise
         _print_error(error.message, error.hint, getattr(error, "own_process", False),
-                     getattr(error, "whole_job", False))
+                     getattr(error, "whole_job", False), getattr(error, "failed_wait", None))
         return error.exit_code
     except Exception as error:  # an unknown error is a bug: say so, in one line
         if debug:
