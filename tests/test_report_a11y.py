@@ -659,3 +659,38 @@ def test_a_method_that_learns_nothing_is_drawn_dashed_all_across_the_shots_plot(
     grey = numpy.array(to_rgb(METHOD_COLORS["zeroshot"])) * 255
     line = numpy.linalg.norm(row - grey, axis=1) < 60
     assert 0.2 < 1 - line.mean() < 0.8, f"{1 - line.mean():.0%} of the dashed line between its markers is gaps"
+
+
+@test_report.needs_browser
+@pytest.mark.parametrize("zoom", ["1", "1.5"])
+def test_equally_shaded_neighbouring_cells_of_a_confusion_matrix_meet_without_a_seam(tmp_path, zoom):
+    """In Chromium, at 1.5x, each cell's see-through outline overlapped its neighbour's: a darker grid ran between
+    cells of one shade, and anti-aliased edges let the white page through in thin lighter seams. A matrix of four
+    cells of one share is drawn in a report page, and every pixel along the lines where its cells meet must be that
+    cell's colour."""
+    import numpy as np
+    from PIL import Image
+
+    from browser import screenshot
+    from vipcli.report import html
+    from vipcli.report.figures import cell_on_white, confusion_matrix_svg, share_shading
+
+    color = METHOD_COLORS["vip"]
+    svg = confusion_matrix_svg([[3, 3], [3, 3]], ["melanoma", "nevus"], color, "test confusion matrix")
+    page = tmp_path / "matrix.html"
+    page.write_text(html.page("matrix", "", [html.figure(svg, "four cells of one share")], ""), encoding="utf-8")
+    png = screenshot(page, tmp_path / "matrix.png", 700, 700, f"--force-device-scale-factor={zoom}")
+    with Image.open(png) as image:
+        pixels = np.asarray(image.convert("RGB"), dtype=int)  # (height, width, 3)
+    cell = np.array([round(255 * c) for c in cell_on_white(share_shading(color), 0.5)])
+    rows, columns = np.nonzero((np.abs(pixels - cell) <= 4).all(axis=2))  # the matrix: one square of that shade
+    top, bottom, left, right = rows.min(), rows.max(), columns.min(), columns.max()
+    assert right - left > 100 and abs((right - left) - (bottom - top)) <= 3, (top, bottom, left, right)
+    middle_x, middle_y = (left + right) // 2, (top + bottom) // 2
+    along_columns = pixels[top + 3:bottom - 2, middle_x - 3:middle_x + 4]  # the line between the two columns
+    along_rows = pixels[middle_y - 3:middle_y + 4, left + 3:right - 2]  # and between the two rows
+    for line, name in ((along_columns, "columns"), (along_rows, "rows")):
+        off = np.abs(line - cell).max(axis=2) > 6  # (pixels along, across) off the cell's colour
+        lighter = int((off & (line.sum(axis=2) > cell.sum())).sum())
+        assert not off.any(), (f"a seam between the {name} at {zoom}x: {int(off.sum())} pixels off {cell.tolist()}, "
+                               f"{lighter} of them lighter (screenshot: {png})")
