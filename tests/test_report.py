@@ -335,7 +335,7 @@ def test_each_method_has_one_colour_whatever_the_figure_shows():
 
 
 def test_two_plugins_drawn_together_never_share_a_colour(tmp_path):
-    """`derm-coop` and `proto` both hash to #B03060: one plot drew them in one colour, and its table's
+    """`derm-coop` and `proto` both hash to one plugin colour (#B03060 then): one plot drew them in one colour, and its table's
     swatches too, so a reader could not tell them apart."""
     from vipcli.plots import EXTRA_COLORS, method_styles
     from vipcli.report.benchmark import _tables

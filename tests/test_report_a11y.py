@@ -9,7 +9,9 @@ import pytest
 from matplotlib.colors import to_rgb
 
 import test_report
-from vipcli.plots import EXTRA_COLORS, METHOD_COLORS, contrast_ratio
+from vipcli.colours import DICHROMACY, VISIONS, as_seen_with, closest_pair, colour_difference, delta_e76, lab
+from vipcli.plots import (BUILT_IN_LEAST_DIFFERENCE, EXTRA_COLORS, LEAST_DIFFERENCE, METHOD_COLORS,
+                          contrast_ratio)
 
 lesion_run = test_report.lesion_run  # the fixtures, shared
 benchmark_dir = test_report.benchmark_dir
@@ -461,44 +463,14 @@ def test_every_table_of_a_benchmark_report_is_named_by_a_caption(benchmark_dir):
                                                    "test accuracy % (mean ± std over seeds 1, 2)"]
 
 
-def _lab(colour: str) -> tuple[float, float, float]:
-    """CIELAB (D65) of an sRGB colour: distances in it follow how different two colours look."""
-    linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in _rgb(colour)]
-    x, y, z = (sum(w * c for w, c in zip(row, linear)) for row in (
-        (0.4124, 0.3576, 0.1805), (0.2126, 0.7152, 0.0722), (0.0193, 0.1192, 0.9505)))
-
-    def f(t: float) -> float:
-        return t ** (1 / 3) if t > 0.008856 else 7.787 * t + 16 / 116
-
-    fx, fy, fz = f(x / 0.95047), f(y), f(z / 1.08883)
-    return 116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)
-
-
 def test_no_two_built_in_methods_share_a_look_alike_colour():
     """clap's dark goldenrod #B8860B and vip-cop-only's orange, once darkened to 3:1 (#C68900), were 6.5 apart
     in CIELAB: the same colour to the eye (the legend told them apart only by marker)."""
     import itertools
-    import math
 
     for (a, one), (b, other) in itertools.combinations(METHOD_COLORS.items(), 2):
-        distance = math.dist(_lab(one), _lab(other))
+        distance = delta_e76(lab(one), lab(other))
         assert distance >= 15, f"{a} {one} and {b} {other} are {distance:.1f} apart in CIELAB"
-
-
-# Machado, Oliveira and Fernandes (2009), severity 1.0: what a reader with dichromacy sees, on linear sRGB
-DICHROMACY = {
-    "deuteranopia": ((0.367322, 0.860646, -0.227968), (0.280085, 0.672501, 0.047413), (-0.011820, 0.042940, 0.968881)),
-    "protanopia": ((0.152286, 1.052583, -0.204868), (0.114503, 0.786281, 0.099216), (-0.003882, -0.048116, 1.051998)),
-    "tritanopia": ((1.255528, -0.076749, -0.178779), (-0.078411, 0.930809, 0.147602), (0.004733, 0.691367, 0.303900)),
-}
-
-
-def _as_seen_with(colour: str, matrix) -> str:
-    """`colour` as a reader with the dichromacy of `matrix` sees it (a hex string)."""
-    linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in _rgb(colour)]
-    seen = [min(1.0, max(0.0, sum(m * c for m, c in zip(row, linear)))) for row in matrix]
-    return "#" + "".join(f"{round(255 * (12.92 * c if c <= 0.0031308 else 1.055 * c ** (1 / 2.4) - 0.055)):02X}"
-                         for c in seen)
 
 
 @pytest.mark.parametrize("vision", sorted(DICHROMACY))
@@ -508,59 +480,41 @@ def test_no_two_built_in_methods_look_alike_to_a_reader_with_dichromacy(vision):
     to a protanope tip-adapter-f's purple and biomedcoop's navy 5.9, vip-mep-only's reddish purple and clap's
     teal #117A8B 9.4; to a tritanope that teal and coop's blue 5.7: told apart only by marker."""
     import itertools
-    import math
 
-    seen = {method: _lab(_as_seen_with(colour, DICHROMACY[vision])) for method, colour in METHOD_COLORS.items()}
-    close = {(a, b): round(math.dist(seen[a], seen[b]), 1) for a, b in itertools.combinations(METHOD_COLORS, 2)
-             if math.dist(seen[a], seen[b]) < 12.0}
+    seen = {method: lab(as_seen_with(colour, vision)) for method, colour in METHOD_COLORS.items()}
+    close = {(a, b): round(delta_e76(seen[a], seen[b]), 1) for a, b in itertools.combinations(METHOD_COLORS, 2)
+             if delta_e76(seen[a], seen[b]) < 12.0}
     assert not close, close
 
 
-def _ciede2000(first: tuple, second: tuple) -> float:
-    """CIEDE2000 colour difference of two CIELAB colours (Sharma, Wu and Dalal 2005): CIELAB's plain distance
-    overstates differences among saturated blues, where CIEDE2000 follows the eye."""
-    (l1, a1, b1), (l2, a2, b2) = first, second
-    chroma = (math.hypot(a1, b1) + math.hypot(a2, b2)) / 2
-    g = 0.5 * (1 - math.sqrt(chroma ** 7 / (chroma ** 7 + 25 ** 7)))
-    a1, a2 = (1 + g) * a1, (1 + g) * a2
-    c1, c2 = math.hypot(a1, b1), math.hypot(a2, b2)
-    h1, h2 = (math.degrees(math.atan2(b, a)) % 360 for a, b in ((a1, b1), (a2, b2)))
-    dh = 0.0 if c1 * c2 == 0 else (h2 - h1 + 180) % 360 - 180
-    dl, dc, dhue = l2 - l1, c2 - c1, 2 * math.sqrt(c1 * c2) * math.sin(math.radians(dh / 2))
-    mean_l, mean_c = (l1 + l2) / 2, (c1 + c2) / 2
-    mean_h = h1 + h2 if c1 * c2 == 0 else ((h1 + h2) / 2 if abs(h1 - h2) <= 180 else (h1 + h2 + 360) / 2 % 360)
-    t = (1 - 0.17 * math.cos(math.radians(mean_h - 30)) + 0.24 * math.cos(math.radians(2 * mean_h))
-         + 0.32 * math.cos(math.radians(3 * mean_h + 6)) - 0.20 * math.cos(math.radians(4 * mean_h - 63)))
-    rotation = -math.sin(math.radians(60 * math.exp(-((mean_h - 275) / 25) ** 2))) * 2 * math.sqrt(
-        mean_c ** 7 / (mean_c ** 7 + 25 ** 7))
-    sl = 1 + 0.015 * (mean_l - 50) ** 2 / math.sqrt(20 + (mean_l - 50) ** 2)
-    sc, sh = 1 + 0.045 * mean_c, 1 + 0.015 * mean_c * t
-    return math.sqrt((dl / sl) ** 2 + (dc / sc) ** 2 + (dhue / sh) ** 2 + rotation * (dc / sc) * (dhue / sh))
-
-
-def test_ciede2000_gives_the_published_test_pairs():
-    """Two of Sharma, Wu and Dalal's 34 test pairs (table 1: pairs 1 and 17), so the test below measures right."""
-    assert round(_ciede2000((50, 2.6772, -79.7751), (50, 0, -82.7485)), 4) == 2.0425
-    assert round(_ciede2000((50, 2.5, 0), (73, 25, -18)), 4) == 27.1492
-
-
-@pytest.mark.parametrize("vision", [None, *sorted(DICHROMACY)])
+@pytest.mark.parametrize("vision", VISIONS)
 def test_no_two_built_in_methods_are_shades_of_one_colour_in_ciede2000(vision):
     """The linear probe's sky blue #4B9DCC was a lighter copy of coop's blue on the shots plot (15.8 apart in
     CIEDE2000, though 20.1 in CIELAB), 7.8 from vip-mep-only's reddish purple to a protanope and 8.2 from
-    symptom-zeroshot's green to a tritanope. It is Okabe-Ito's black now."""
+    symptom-zeroshot's green to a tritanope. It is Okabe-Ito's black now. vip-cop-only's brick red #962D0F and
+    tip-adapter's brown #8C564B were 13.4 apart to normal vision: two shades of one red-brown on the shots plot."""
     import itertools
 
-    def seen(colour):
-        return _lab(colour if vision is None else _as_seen_with(colour, DICHROMACY[vision]))
-
-    least = 13.0 if vision is None else 10.0
-    close = {(a, b): round(_ciede2000(seen(METHOD_COLORS[a]), seen(METHOD_COLORS[b])), 1)
+    least = BUILT_IN_LEAST_DIFFERENCE if vision is None else LEAST_DIFFERENCE
+    close = {(a, b): round(colour_difference(METHOD_COLORS[a], METHOD_COLORS[b], vision), 1)
              for a, b in itertools.combinations(METHOD_COLORS, 2)
-             if _ciede2000(seen(METHOD_COLORS[a]), seen(METHOD_COLORS[b])) < least}
+             if colour_difference(METHOD_COLORS[a], METHOD_COLORS[b], vision) < least}
     assert not close, close
-    assert _ciede2000(seen(METHOD_COLORS["coop"]), seen(METHOD_COLORS["linear-probe"])) >= 20
+    assert colour_difference(METHOD_COLORS["coop"], METHOD_COLORS["linear-probe"], vision) >= 20
     assert not set(METHOD_COLORS.values()) & set(EXTRA_COLORS)  # no plugin drawn in a built-in's colour
+
+
+@pytest.mark.parametrize("vision", VISIONS)
+def test_every_two_method_colours_a_report_can_show_together_are_told_apart(vision):
+    """A benchmark report draws every built-in method and the plugins swept beside them: plugin colours were
+    checked against nothing. vip-cop-only's brick red and the plugins' dark red #8B0000 were 6.5 apart (CIEDE2000)
+    to normal vision; to a protanope the plugins' olive green #4E7D17 and olive #7A7A00 were 0.7 apart, to a
+    deuteranope zero-shot's grey and the plugins' pink #E7298A 4.2, to a tritanope that pink and vip's vermillion
+    5.8. Now every two of them, built-in or plugin, are LEAST_DIFFERENCE apart in CIEDE2000 to every reader."""
+    palette = {**METHOD_COLORS, **{f"plugin colour {colour}": colour for colour in EXTRA_COLORS}}
+    distance, first, second = closest_pair(palette, vision)
+    assert distance >= LEAST_DIFFERENCE, (f"{first} {palette[first]} and {second} {palette[second]} are "
+                                          f"{distance:.1f} apart to {vision or 'normal vision'}")
 
 
 def _gap_hatch(figure):
@@ -659,3 +613,38 @@ def test_a_method_that_learns_nothing_is_drawn_dashed_all_across_the_shots_plot(
     grey = numpy.array(to_rgb(METHOD_COLORS["zeroshot"])) * 255
     line = numpy.linalg.norm(row - grey, axis=1) < 60
     assert 0.2 < 1 - line.mean() < 0.8, f"{1 - line.mean():.0%} of the dashed line between its markers is gaps"
+
+
+@test_report.needs_browser
+@pytest.mark.parametrize("zoom", ["1", "1.5"])
+def test_equally_shaded_neighbouring_cells_of_a_confusion_matrix_meet_without_a_seam(tmp_path, zoom):
+    """In Chromium, at 1.5x, each cell's see-through outline overlapped its neighbour's: a darker grid ran between
+    cells of one shade, and anti-aliased edges let the white page through in thin lighter seams. A matrix of four
+    cells of one share is drawn in a report page, and every pixel along the lines where its cells meet must be that
+    cell's colour."""
+    import numpy as np
+    from PIL import Image
+
+    from browser import screenshot
+    from vipcli.report import html
+    from vipcli.report.figures import cell_on_white, confusion_matrix_svg, share_shading
+
+    color = METHOD_COLORS["vip"]
+    svg = confusion_matrix_svg([[3, 3], [3, 3]], ["melanoma", "nevus"], color, "test confusion matrix")
+    page = tmp_path / "matrix.html"
+    page.write_text(html.page("matrix", "", [html.figure(svg, "four cells of one share")], ""), encoding="utf-8")
+    png = screenshot(page, tmp_path / "matrix.png", 700, 700, f"--force-device-scale-factor={zoom}")
+    with Image.open(png) as image:
+        pixels = np.asarray(image.convert("RGB"), dtype=int)  # (height, width, 3)
+    cell = np.array([round(255 * c) for c in cell_on_white(share_shading(color), 0.5)])
+    rows, columns = np.nonzero((np.abs(pixels - cell) <= 4).all(axis=2))  # the matrix: one square of that shade
+    top, bottom, left, right = rows.min(), rows.max(), columns.min(), columns.max()
+    assert right - left > 100 and abs((right - left) - (bottom - top)) <= 3, (top, bottom, left, right)
+    middle_x, middle_y = (left + right) // 2, (top + bottom) // 2
+    along_columns = pixels[top + 3:bottom - 2, middle_x - 3:middle_x + 4]  # the line between the two columns
+    along_rows = pixels[middle_y - 3:middle_y + 4, left + 3:right - 2]  # and between the two rows
+    for line, name in ((along_columns, "columns"), (along_rows, "rows")):
+        off = np.abs(line - cell).max(axis=2) > 6  # (pixels along, across) off the cell's colour
+        lighter = int((off & (line.sum(axis=2) > cell.sum())).sum())
+        assert not off.any(), (f"a seam between the {name} at {zoom}x: {int(off.sum())} pixels off {cell.tolist()}, "
+                               f"{lighter} of them lighter (screenshot: {png})")

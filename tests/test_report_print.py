@@ -59,7 +59,7 @@ def test_a_printed_table_keeps_each_methods_key_without_background_graphics(tmp_
         assert key and key.group(1) == marker_shape(method_marker(method))[0], method
     _, pages = _printed(tmp_path, "keys", [tables])
     chromatic = {m: c for m, c in METHOD_COLORS.items()
-                 if max(int(c[i:i + 2], 16) for i in (1, 3, 5)) - min(int(c[i:i + 2], 16) for i in (1, 3, 5)) > 60}
+                 if max(int(c[i:i + 2], 16) for i in (1, 3, 5)) - min(int(c[i:i + 2], 16) for i in (1, 3, 5)) > 20}
     assert len(chromatic) == len(METHOD_COLORS) - 2  # but zero-shot's grey and the linear probe's black: text has those
     missing = {m: c for m, c in chromatic.items() if _pixels_like(pages, c) < 20}
     assert not missing, f"keys left out of the printed tables: {missing}"

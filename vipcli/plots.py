@@ -14,33 +14,35 @@ import re
 import textwrap
 from pathlib import Path
 
-# Okabe-Ito hues (colour-blind safe) for vip, its MEP ablation, CoOp and the linear probe (its black), grey for
-# zero-shot, and others chosen so that no two built-in methods look alike to normal vision (15 or more apart in CIELAB)
-# nor, simulated (Machado et al. 2009, severity 1), to a reader with deuteranopia, protanopia or tritanopia, 12 or more
-# (Okabe-Ito's orange for vip-cop-only was 6.4 from vip's vermillion to a deuteranope, tip-adapter-f's purple #6A3D9A
-# 8.2 from coop's blue, symptom-zeroshot's bluish green #009E73 9.7 from zero-shot's grey; clap's teal #117A8B was 9.4
-# from vip-mep-only's reddish purple to a protanope and 5.7 from coop's blue to a tritanope); and in CIEDE2000, which
-# follows the eye better in blues, 13 or more apart to normal vision and 10 to a dichromat (the linear probe's sky blue
-# #4B9DCC, Okabe-Ito's #56B4E9 darkened to 3:1, was a lighter copy of coop's blue on the shots plot, 7.8 from
-# vip-mep-only's reddish purple to a protanope and 8.2 from symptom-zeroshot's green to a tritanope). Every one is at
-# least 3:1 on white, the WCAG minimum for lines and markers (1.4.11)
+# Okabe-Ito hues (colour-blind safe) for vip, coop and vip-mep-only, Okabe-Ito's black for the linear probe, grey
+# for zero-shot; the others, and the plugins' EXTRA_COLORS, found by a search over sRGB so that any two colours a
+# report can show together, built-in or plugin, are LEAST_DIFFERENCE or more apart in CIEDE2000 to normal vision and,
+# simulated (Machado et al. 2009, severity 1, in linear RGB: vipcli.colours), to a reader with protanopia,
+# deuteranopia or tritanopia; two built-in methods BUILT_IN_LEAST_DIFFERENCE or more to normal vision.
+# vip-cop-only's brick red #962D0F and tip-adapter's brown #8C564B were 13.4 apart (one red-brown on the shots plot),
+# the plugins' dark red #8B0000 6.5 from that brick red, their olive green #4E7D17 and olive #7A7A00 0.7 apart to a
+# protanope. Every one is at least 3:1 on white, the WCAG minimum for lines and markers (1.4.11), and no darker than
+# L* 25 (but the linear probe's black). 19 colours are more than a dichromat tells apart at a glance: each method
+# also has its own marker (METHOD_MARKERS, EXTRA_MARKERS)
+LEAST_DIFFERENCE = 9.5  # CIEDE2000, any two of METHOD_COLORS and EXTRA_COLORS, to every reader (least: 9.7)
+BUILT_IN_LEAST_DIFFERENCE = 15.0  # CIEDE2000, any two of METHOD_COLORS, to normal vision (least: 15.6)
 METHOD_COLORS = {
     "vip": "#D55E00",  # vermillion
-    "vip-cop-only": "#962D0F",  # brick red
+    "vip-cop-only": "#4B465F",  # slate (brick red #962D0F: tip-adapter's brown, a shade darker)
     "vip-mep-only": "#CC79A7",  # reddish purple
     "coop": "#0072B2",  # blue
     "zeroshot": "#7F7F7F",  # grey
-    "symptom-zeroshot": "#5AA55A",  # green
+    "symptom-zeroshot": "#B4328C",  # magenta
     "linear-probe": "#000000",  # black (Okabe-Ito's; its sky blue #4B9DCC read as a lighter coop)
-    "tip-adapter": "#8C564B",  # brown
-    "tip-adapter-f": "#5A00FF",  # violet
-    "clap": "#005F69",  # dark teal (#117A8B, and before it dark goldenrod #B8860B, looked like another method's)
-    "biomedcoop": "#1F3A93",  # navy
+    "tip-adapter": "#825523",  # brown
+    "tip-adapter-f": "#9B82FA",  # lavender
+    "clap": "#009B46",  # green (#005F69, #117A8B and #B8860B each looked like another method's)
+    "biomedcoop": "#577852",  # sage
 }
-# other methods (plugins) get one of these, chosen by a digest of their name (stable across runs); each at
-# least 3:1 on white, the WCAG minimum for lines and markers (a yellow #F0E442 was 1.3:1, nearly invisible); none is a
-# built-in's (black, now the linear probe's, became periwinkle)
-EXTRA_COLORS = ("#2F4F4F", "#A6761D", "#E7298A", "#4E7D17", "#8B0000", "#7A7A00", "#B03060", "#8787FF")
+# other methods (plugins) get one of these, chosen by a digest of their name (stable across runs); each at least 3:1
+# on white (a yellow #F0E442 was 1.3:1, nearly invisible) and LEAST_DIFFERENCE from every built-in's and each other
+EXTRA_COLORS = ("#004632", "#502873", "#3C10B9", "#5F00FF", "#829B7D", "#695A5F", "#5A3200", "#910F3C")
+# dark green, plum, indigo, violet, grey green, taupe, dark brown, crimson
 
 
 # an hourglass, two filled triangles tip to tip (matplotlib vertices, closed): clap's marker. Its hexagon ("h") was,

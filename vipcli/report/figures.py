@@ -7,6 +7,7 @@ points, so it is shown at its own size on a wide screen and on paper, and stays 
 
 from __future__ import annotations
 
+import re
 import textwrap
 
 from vipcli.plots import (MAX_FIGURE_WIDTH, MIN_FONT_SIZE, contrast_ratio, legend_below, pyplot, svg_markup,
@@ -28,7 +29,18 @@ def class_label(name: str, width: int = 20) -> str:
 def confusion_matrix_svg(matrix: list[list[int]], class_names: list[str], color: str, title: str) -> str:
     """Counts of true (rows) against predicted (columns) classes, each cell shaded white -> `color` by its share of
     its row (`row_shares`)."""
-    return svg_markup(draw_confusion_matrix(matrix, class_names, color, title))
+    return crisp_cells(svg_markup(draw_confusion_matrix(matrix, class_names, color, title)))
+
+
+CELLS_GID = "confusion-cells"  # the group of the matrix's cells in its SVG
+
+
+def crisp_cells(svg: str) -> str:
+    """`svg` with its confusion-matrix cells (the CELLS_GID group) drawn without anti-aliasing
+    (shape-rendering="crispEdges"): each pixel then belongs to exactly one cell. Anti-aliased, the shared edge of two
+    neighbouring see-through cells was covered partly by each, so the white page showed through it in a thin light
+    seam; the same-coloured outline matplotlib draws against that overlapped its neighbour's into a darker line."""
+    return re.sub(rf'(<g id="[^"]*-{CELLS_GID}")', r'\1 shape-rendering="crispEdges"', svg, count=1)
 
 
 def row_shares(matrix: list[list[int]]) -> list[list[float]]:
@@ -67,7 +79,9 @@ def draw_confusion_matrix(matrix: list[list[int]], class_names: list[str], color
     figure, axes = plt.subplots(figsize=(size + 0.8, size), dpi=110)
     shading, shares = share_shading(color), row_shares(matrix)
     edges = [i - 0.5 for i in range(len(class_names) + 1)]
-    axes.pcolormesh(edges, edges, shares, cmap=shading, vmin=0, vmax=1, edgecolors="face")  # cells as vector squares: sharp at any zoom
+    cells = axes.pcolormesh(edges, edges, shares, cmap=shading, vmin=0, vmax=1,  # cells as vector squares: sharp at
+                            edgecolors="none", antialiased=False)  # any zoom, with no outline or seam (crisp_cells)
+    cells.set_gid(CELLS_GID)
     axes.set_aspect("equal")
     axes.set_anchor("W")  # the square's left edge where the layout puts it: centred, "true class" fell off the left
     axes.invert_yaxis()  # the first true class on top
