@@ -198,3 +198,74 @@ def test_a_sweep_whose_every_row_failed_prints_no_empty_tables(cli, flaky, tmp_p
     assert "0 rows run, 1 failed, 0 resumed from earlier" in printed
     assert not (out / "shots.png").exists() and "shots.png" not in printed, printed
     assert "results.csv, summary.csv, results.json, split.json" in printed, printed
+
+
+UNBUILT_METHODS = '''
+import os
+
+from vip_method_example import NearestCentroid
+
+
+class FailsToBuild(NearestCentroid):
+    """Raises in __init__ (its first build, before any row) until VIP_TEST_BUILD_FIXED is set (a model file back)."""
+
+    def __init__(self, setup, settings=None, stored=None):
+        if not os.environ.get("VIP_TEST_BUILD_FIXED"):
+            raise OSError("weights file gone")
+        super().__init__(setup, settings, stored)
+'''
+
+unbuilt = methods_fixture("unbuilt_methods", UNBUILT_METHODS, {"unbuilt": "FailsToBuild"})
+
+
+def test_keep_going_fails_only_the_rows_of_a_method_whose_first_build_fails(cli, unbuilt, tmp_path, monkeypatch):
+    """A method whose build failed before its first row stopped the whole sweep, --keep-going or not. With the flag
+    its rows are now recorded as failed with the reason, the other methods' rows run and are written, the sweep
+    ends with exit code 1, and the same command builds it again and runs its rows only."""
+    out = tmp_path / "bench"
+    code, printed, err = _sweep(cli, unbuilt, out, "zeroshot,unbuilt", "--keep-going")
+    line, = error_lines(err)
+    assert code == 1 and line.startswith("error: 4 of the 6 rows run now failed (unbuilt 1-shot seed 1, unbuilt "
+                                         "1-shot seed 2, unbuilt 2-shot seed 1 and 1 more); the others are kept in "), err
+    assert "Traceback" not in err
+    assert "unbuilt's 4 rows (1-shot seed 1, 1-shot seed 2, 2-shot seed 1, 2-shot seed 2) are recorded as failed, " \
+           "and the sweep goes on (--keep-going)" in " ".join(err.split()), err
+    document = json.loads((out / "results.json").read_text())
+    assert [(row["method"], row["seed"]) for row in document["rows"]] == [("zeroshot", 1), ("zeroshot", 2)]
+    failed = document["config"]["last_sweep"]["failed_rows"]
+    assert [(row["method"], row["shots"], row["seed"]) for row in failed] == [
+        ("unbuilt", 1, 1), ("unbuilt", 1, 2), ("unbuilt", 2, 1), ("unbuilt", 2, 2)]
+    assert all("failed to build" in row["error"] and "OSError: weights file gone" in row["error"] for row in failed)
+    assert "2 rows run, 4 failed, 0 resumed from earlier" in printed
+
+    monkeypatch.setenv("VIP_TEST_BUILD_FIXED", "1")
+    code, _, err = _sweep(cli, unbuilt, out, "zeroshot,unbuilt", "--keep-going")
+    assert code == 0 and "2 finished rows skipped, 4 to run" in err, err
+    document = json.loads((out / "results.json").read_text())
+    assert len(document["rows"]) == 6 and "failed_rows" not in document["config"]["last_sweep"]
+
+
+def test_keep_going_records_a_sweep_whose_only_method_fails_to_build(cli, unbuilt, tmp_path):
+    """Every row to run failing at its method's build left nothing behind: results.json now lists them (no image is
+    encoded for them), and the sweep ends with exit code 1 naming them."""
+    out = tmp_path / "bench"
+    code, printed, err = _sweep(cli, unbuilt, out, "unbuilt", "--keep-going")
+    line, = error_lines(err)
+    assert code == 1 and line.startswith("error: all 4 rows run now failed (unbuilt 1-shot seed 1, "), err
+    document = json.loads((out / "results.json").read_text())
+    assert document["rows"] == [] and len(document["config"]["last_sweep"]["failed_rows"]) == 4
+    assert "0 image views encoded" in printed, printed
+
+
+def test_without_keep_going_a_failed_first_build_names_it(cli, unbuilt, tmp_path):
+    """A method failing its first build stops the sweep, before any image is encoded, its one line naming
+    --keep-going as a row's failure does, and what is kept."""
+    out = tmp_path / "bench"
+    assert _sweep(cli, unbuilt, out, "zeroshot")[0] == 0
+    code, _, err = _sweep(cli, unbuilt, out, "zeroshot,unbuilt")
+    line, = error_lines(err)
+    assert code == 1 and "method 'unbuilt' from distribution unbuilt-dist failed to build: OSError: weights file " \
+                         "gone" in line, err
+    assert f"the rows finished before it are kept in {out / 'results.json'}: run the same command again to " \
+           "resume, or add --keep-going to record the rows that fail and run the others" in line, line
+    assert len(json.loads((out / "results.json").read_text())["rows"]) == 2

@@ -409,9 +409,10 @@ SCHEDULE_SETTINGS = ("schedule", "epochs", "batch_size", "lr")  # --schedule, --
 def settings_no_row_uses(method_names) -> frozenset[str]:
     """The stored settings that no row of the methods `method_names` (those of the stored rows and of the sweep)
     can depend on, so that a resume may differ in them: `views` where no method uses the labelled images (whose
-    augmented views they are), the schedule's where none follows the run's schedule, `symptoms` where each is
-    one of vip's own that reads none. A method that cannot be looked up (a plugin uninstalled since) may use all."""
-    from vipcli.methods import fitting_without_schedule, method_class, reads_no_symptoms
+    augmented views they are), the schedule's where none follows the run's schedule, `symptoms` where each
+    declares that no symptom can change it (`uses_symptoms = False`, as `symptoms_matter` trusts it). A method that
+    cannot be looked up (a plugin uninstalled since) may use all."""
+    from vipcli.methods import fitting_without_schedule, method_class, symptoms_matter
 
     try:
         classes = [(name, method_class(name)) for name in dict.fromkeys(method_names)]
@@ -422,7 +423,7 @@ def settings_no_row_uses(method_names) -> frozenset[str]:
         unused.add("views")
     if all(fitting_without_schedule(cls, name) is not None for name, cls in classes):
         unused.update(SCHEDULE_SETTINGS)
-    if all(reads_no_symptoms(name) for name, _ in classes):
+    if not any(symptoms_matter(cls) for _, cls in classes):
         unused.add("symptoms")
     return frozenset(unused)
 
@@ -502,7 +503,9 @@ def _prepare(config: BenchmarkConfig, methods: list[tuple[str, type]], left_out:
     backbone = config.backbone.load(device)
     stored_content = (stored or {}).get("config", {}).get("content_digest")
     content = None if world.main or not stored_content else stored_content  # only rank 0 reads every image's bytes
-    methods = check_prompts(methods, backbone, dataset.class_names, symptoms, config, world.main, left_out)
+    unbuilt: dict[str, Exception] = {}  # --keep-going: the methods whose first build failed, with why
+    methods = check_prompts(methods, backbone, dataset.class_names, symptoms, config, world.main, left_out, unbuilt,
+                            (out, len((stored or {}).get("rows", []))))
     optional = optional_methods(config, [name for name, _ in methods])  # left out, not fatal, if they fail later
     record = config_record(config, backbone, dataset, split_seed, symptoms, content, [name for name, _ in methods])
     if left_out:  # the plugins --methods all left out before any row: why they have no rows
@@ -517,39 +520,72 @@ def _prepare(config: BenchmarkConfig, methods: list[tuple[str, type]], left_out:
     return {"config": config, "out": out, "stored": stored, "stored_split": stored_split, "dataset": dataset,
             "symptoms": symptoms, "world": world, "device": device, "backbone": backbone, "record": record,
             "class_names": dataset.class_names, "rewrite_split": rewrite_split, "methods": methods,
-            "optional": optional, "left_out": set(), "batch_checked": set(), "failed_rows": []}
+            "optional": optional, "left_out": set(), "batch_checked": set(), "failed_rows": [], "unbuilt": unbuilt}
 
 
 def check_prompts(methods, backbone, class_names, symptoms, config: BenchmarkConfig, warn: bool = True,
-                  left_out: dict | None = None) -> list:
+                  left_out: dict | None = None, unbuilt: dict | None = None,
+                  resume: tuple[Path, int] | None = None) -> list:
     """Build each method once, so a prompt too long for the text tower, or a plugin whose `__init__` fails, fails
     before any image is encoded; return the (id, class) pairs the sweep runs.
 
     A third-party plugin that `--methods all` brought in (not named in --methods too) and that fails this build is
     left out, with one warning (if `warn`) naming it, its distribution and the reason, as `all` leaves out one that
-    cannot load; a built-in, or a plugin named in --methods, fails the sweep with its error. `left_out` gets a
-    `failed_plugin_record` of each plugin left out.
+    cannot load; `left_out` gets a `failed_plugin_record` of each plugin left out. Any other method that fails it
+    fails its own rows with `--keep-going` (`config.keep_going`): it stays in the sweep, and `unbuilt` gets its
+    error (`record_unbuilt_rows` records its rows as failed); without the flag the sweep stops, its one line naming
+    --keep-going and, with `resume` (the results folder, the rows stored in it), what is kept. A build that left
+    the shared backbone changed stops the sweep whatever the flag: the other methods would run on it.
     """
     from vipcli.methods import MethodSetup, build_method
     from vipcli.methods.backbone_guard import backbone_state, left_changed
 
     setup = MethodSetup(backbone, class_names, symptoms)
     optional = optional_methods(config, [name for name, _ in methods])
-    kept = backbone_state(backbone) if optional else None
+    kept = backbone_state(backbone) if optional or config.keep_going else None
     built = []
     for name, cls in methods:
         try:
             build_method(name, setup, options_for(cls, config.method_options))
-        except VipError as error:
-            if name not in optional or left_changed(error, kept):  # the others would run on the changed backbone
+        except Exception as error:  # noqa: BLE001 - left out, recorded or stopping, as below
+            if left_changed(error, kept):  # the others would run on the changed backbone
                 raise
-            if warn:
-                warn_plugin_left_out(name, error)
-            if left_out is not None:
-                left_out[name] = failed_plugin_record(error, "its first build, before any row")
-            continue
+            if name in optional and isinstance(error, VipError):
+                if warn:
+                    warn_plugin_left_out(name, error)
+                if left_out is not None:
+                    left_out[name] = failed_plugin_record(error, "its first build, before any row")
+                continue
+            if config.keep_going and unbuilt is not None:
+                unbuilt[name] = error
+            else:
+                stop = build_error(error, name)
+                raise (with_resume_hint(stop, *resume) if resume else stop) from error
         built.append((name, cls))
     return built
+
+
+def build_error(error: Exception, name: str) -> VipError:
+    """`error`, raised while method `name` was first built for its rows, as the VipError that stops the sweep: a
+    VipError as it is (a plugin's names it), a GPU out of memory as the CLI says it, any other exception (vip's own
+    code) as the bug it is, naming the method."""
+    from vipcli.devices import out_of_memory
+
+    if isinstance(error, VipError):
+        return error
+    return out_of_memory(error) or VipError(
+        f"unexpected {one_line_error(error)} while building {name} for its rows",
+        "this is a bug in vip; rerun with VIP_DEBUG=1 and report the traceback")
+
+
+def record_unbuilt_rows(jobs: list[tuple], context: dict) -> None:
+    """Record the pending (name, cls, shots, seed) `jobs` of the methods whose first build failed (`--keep-going`,
+    `context["unbuilt"]`) as failed, before any image is encoded: each method's rows with its error, one warning per
+    method (`record_failed_rows`); the same command builds them again."""
+    for name, error in context["unbuilt"].items():
+        group = [job for job in jobs if job[0] == name]
+        if group:
+            record_failed_rows(build_error(error, name), context, group, f"{name}'s {rows_named(group)}")
 
 
 def warn_plugin_left_out(name: str, error: VipError, kept: str = "") -> None:
@@ -649,8 +685,10 @@ def _run_sweep(config: BenchmarkConfig, methods: list[tuple[str, type]], togethe
     if context["world"].main:
         warn_other_versions(list(rows.values()), [job[0] for job in pending], out)
     result = BenchmarkResult(out, dataset.class_names, [], [], context["record"], len(jobs) - len(pending))
+    record_unbuilt_rows(pending, context)  # --keep-going: the rows of methods whose first build failed, failed now
+    to_run = [job for job in pending if job[0] not in context["unbuilt"]]
     # the rows whose images are encoded: those to run, or every row when split.json must be written anew
-    basis = pending or (jobs if context["rewrite_split"] else [])
+    basis = to_run or (jobs if context["rewrite_split"] else [])
     run = {"command": "benchmark", "out": os.path.abspath(out), "rows": f"{len(pending)} of {len(jobs)}"}
     if not basis:  # under torchrun, every rank still checks with rank 0 that there is nothing to run
         from vipcli.distributed import agree_without_encoding
@@ -699,7 +737,9 @@ def _run_sweep(config: BenchmarkConfig, methods: list[tuple[str, type]], togethe
         write_atomic(out / "split.json", json.dumps(
             {**split, "few_shot_order": {**split["few_shot_order"], **carried}}, indent=2))
         context["split_after_first_row"] = split if carried else None  # the old rows, and their orders, go then
-        result.trained = run_pending(pending, rows, context, progress)
+        result.trained = run_pending(to_run, rows, context, progress)
+    if context["failed_rows"] and not to_run and context["world"].main:  # every row to run failed to build
+        save_results(out, context["record"], context["class_names"], in_sweep_order(rows, pending))
     result.rows = [rows[(name, str(shots), seed)] for name, _, shots, seed in jobs  # a left-out plugin, a failed row
                    if (name, str(shots), seed) in rows]  # (--keep-going): the finished rows only
     result.failed_rows = list(context["failed_rows"])
@@ -869,17 +909,20 @@ def settle_failed_group(name: str, error: Exception, context: dict, group: list[
         raise with_resume_hint(known_error(error, name, group), context["out"], kept) from error
 
 
-def record_failed_rows(error: Exception, context: dict, group: list[tuple]) -> None:
+def record_failed_rows(error: Exception, context: dict, group: list[tuple], said: str = "") -> None:
     """Record each (name, cls, shots, seed) row of `group` as failed in `last_sweep.failed_rows` (method, shots,
-    seed and the error in one line), with one warning naming them: the sweep goes on without them, and a rerun of
-    the same command runs them again, as they are not among the stored rows."""
+    seed and the error in one line), with one warning naming them (`said`: the rows in words, if not those of a
+    group of `row_groups`): the sweep goes on without them, and a rerun of the same command runs them again, as
+    they are not among the stored rows."""
     message = one_line_error(error)
     failed = [{"method": name, "shots": shots, "seed": seed, "error": message} for name, _, shots, seed in group]
     context["failed_rows"].extend(failed)
     context["record"]["last_sweep"]["failed_rows"] = list(context["failed_rows"])
-    rows = (f"{group[0][0]} {group_label(group)} is" if len(group) == 1
-            else f"{group[0][0]}'s {group_label(group).removeprefix('its ')} are")
-    console.warn(escape(f"{message}; {rows} recorded as failed, and the sweep goes on (--keep-going)"))
+    rows = said or (f"{group[0][0]} {group_label(group)}" if len(group) == 1
+                    else f"{group[0][0]}'s {group_label(group).removeprefix('its ')}")
+    if getattr(context.get("world"), "main", True):  # under torchrun, rank 0 says it
+        console.warn(escape(f"{message}; {rows} {'is' if len(group) == 1 else 'are'} recorded as failed, and the "
+                            "sweep goes on (--keep-going)"))
 
 
 def one_line_error(error: Exception) -> str:
@@ -948,6 +991,12 @@ def group_label(group: list[tuple]) -> str:
     trained together (1-shot seed 1, 1-shot seed 2, 2-shot seed 1)"."""
     labels = [row_label(shots, seed) for _, _, shots, seed in group]
     return labels[0] if len(labels) == 1 else f"its {len(labels)} rows trained together ({', '.join(labels)})"
+
+
+def rows_named(group: list[tuple]) -> str:
+    """Rows of one method in words, however they run: "1-shot seed 2 row", "2 rows (1-shot seed 1, 1-shot seed 2)"."""
+    labels = [row_label(shots, seed) for _, _, shots, seed in group]
+    return f"{labels[0]} row" if len(labels) == 1 else f"{len(labels)} rows ({', '.join(labels)})"
 
 
 def row_label(shots, seed) -> str:

@@ -43,8 +43,14 @@ def list_command(as_json: bool = typer.Option(False, "--json", help="Print one J
         name = escape(info.id) + (" (unavailable)" if info.problem else _shadowed_mark(info.distribution)
                                   if info.shadowed else "")
         table.add_row(name, _yes_no(info.trains), _yes_no(info.uses_shots),
-                      "needed" if info.needs_symptoms else "-", escape(f"{info.distribution} {info.version}".strip()))
+                      _symptoms_word(info.needs_symptoms, info.uses_symptoms), escape(f"{info.distribution} {info.version}".strip()))
     console.stdout().print(table)
+
+
+def _symptoms_word(needed: bool | None, used: bool | None) -> str:
+    """What a method does with the class symptoms, in the words of `vip methods list` and `show`: "needed", "used"
+    (when given: `uses_symptoms`, the default), or "-" (declared unused: `uses_symptoms = False`)."""
+    return "needed" if needed else "used" if used else "-"
 
 
 def _shadowed_mark(distribution: str) -> str:
@@ -62,7 +68,7 @@ def show_command(method: str = typer.Argument(..., metavar="ID", help="A method 
     import dataclasses
     import typing
 
-    from vipcli.methods import method_class, method_summary
+    from vipcli.methods import method_class, method_summary, symptoms_matter
     from vipcli.methods.base import SETTINGS_FIX, setting_default, setting_type_name
     from vipcli.methods.contract import method_code
 
@@ -73,7 +79,8 @@ def show_command(method: str = typer.Argument(..., metavar="ID", help="A method 
                      "default": setting_default(f)} for f in dataclasses.fields(cls.Settings)]
     summary = method_summary(cls)
     document = {"id": method, "summary": summary, "trains": cls.trains, "uses_shots": cls.uses_shots,
-                "needs_symptoms": cls.needs_symptoms, "uses_schedule": cls.uses_schedule, "settings": settings,
+                "needs_symptoms": cls.needs_symptoms, "uses_symptoms": symptoms_matter(cls),
+                "uses_schedule": cls.uses_schedule, "settings": settings,
                 "doc": (cls.__doc__ or "").strip()}
     if as_json:
         print(json.dumps(document, indent=2, default=repr))  # a plugin's default of another type: as written
@@ -82,6 +89,7 @@ def show_command(method: str = typer.Argument(..., metavar="ID", help="A method 
     out.print(f"{method}: {summary}" if summary else method, markup=False)
     out.print(f"trains: {_yes_no(cls.trains)}; uses the labelled shots: {_yes_no(cls.uses_shots)}; "
               f"needs symptoms: {_yes_no(cls.needs_symptoms)}; "
+              f"{'' if cls.needs_symptoms else f'uses symptoms given: {_yes_no(symptoms_matter(cls))}; '}"
               f"{'uses the run schedule (--schedule/--epochs/--batch-size/--lr)' if cls.uses_schedule else 'has its own fitting'}",
               markup=False)
     if not settings:

@@ -10,28 +10,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vipcli.errors import VipError
-from vipcli.methods.base import FitContext, Method, MethodSetup, NoSettings, make_settings, settings_from_record
+from vipcli.methods.base import (FitContext, Method, MethodSetup, NoSettings, make_settings, settings_from_record,
+                                 symptoms_matter)
 from vipcli.plugins import PluginGroup
 
 ENTRY_POINT_GROUP = "vip.methods"
 METHODS = PluginGroup(ENTRY_POINT_GROUP, "method")
 DEFAULT_BENCHMARK = ("zeroshot", "symptom-zeroshot", "linear-probe", "coop", "tip-adapter", "tip-adapter-f",
                      "clap", "biomedcoop", "vip")
-# vip's own methods whose rows no symptom can change (they build prompts from the class names alone): a sweep of
-# these resumes with other --symptoms. Only vip's own are trusted (`reads_no_symptoms`): a plugin's subclass of one
-# of them may read the symptoms its parent does not.
-SYMPTOM_FREE = frozenset({"zeroshot", "linear-probe", "coop", "tip-adapter", "tip-adapter-f", "clap"})
-
-
-def reads_no_symptoms(method_id: str) -> bool:
-    """Whether the method `method_id` is one of vip's own that no symptom can change (`SYMPTOM_FREE`)."""
-    from vipcli.plugins import is_own_distribution
-
-    return method_id in SYMPTOM_FREE and is_own_distribution(METHODS.distribution(method_id))
-
 __all__ = ["FitContext", "Method", "MethodSetup", "NoSettings", "METHODS", "MethodInfo", "method_class",
            "build_method", "restore_method", "list_methods", "make_settings", "settings_from_record",
-           "fitting_without_schedule", "method_summary"]
+           "fitting_without_schedule", "method_summary", "symptoms_matter"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +35,7 @@ class MethodInfo:
     trains: bool | None = None
     uses_shots: bool | None = None
     needs_symptoms: bool | None = None
+    uses_symptoms: bool | None = None  # `symptoms_matter`: whether the symptoms can change its results
     settings: tuple[str, ...] = ()
     problem: str = ""  # why it cannot be used (failed import, registered twice, not a Method)
     shadowed: str = ""  # a third party's entry under a built-in id: the built-in is used (the message says the fix)
@@ -190,6 +180,6 @@ def list_methods() -> list[MethodInfo]:
             infos.append(MethodInfo(**base, problem=str(error)))  # the message and its fix
             continue
         infos.append(MethodInfo(**base, summary=method_summary(cls), trains=cls.trains, uses_shots=cls.uses_shots,
-                                needs_symptoms=cls.needs_symptoms,
+                                needs_symptoms=cls.needs_symptoms, uses_symptoms=symptoms_matter(cls),
                                 settings=tuple(f.name.replace("_", "-") for f in dataclasses.fields(cls.Settings))))
     return infos

@@ -70,6 +70,11 @@ class Method(nn.Module):
         uses_shots: the labelled few-shot images are used at all (a training-free cache uses them
             without training; zero-shot methods don't use them and run once per seed in a sweep).
         needs_symptoms: the class symptoms are required (`vip train` fails early without them).
+        uses_symptoms: the class symptoms can change what the method computes (default True, the safe answer).
+            False declares that no symptom can: a benchmark sweep of such methods resumes with other --symptoms,
+            and `vip methods check` fits it with two symptom sets to hold it to its word. A class that inherits
+            False from one of vip's own methods without declaring it again is taken to use them
+            (`symptoms_matter`).
         uses_schedule: fit uses the run's schedule (--schedule, --epochs, --batch-size, --lr), as the
             shared SGD loop `vipcli.fitting.fit_sgd` does; methods with their own loop take settings.
         needs_center_view: fit wants the un-augmented view of each training image in `data.train.x`
@@ -81,6 +86,7 @@ class Method(nn.Module):
     trains: ClassVar[bool] = True
     uses_shots: ClassVar[bool] = True
     needs_symptoms: ClassVar[bool] = False
+    uses_symptoms: ClassVar[bool] = True
     needs_center_view: ClassVar[bool] = False
     uses_schedule: ClassVar[bool] = False
     Settings: ClassVar[type] = NoSettings
@@ -156,6 +162,21 @@ class Method(nn.Module):
             mismatch.found, mismatch.expected = found, expected
             raise mismatch
         self.load_state_dict(tensors, strict=False)
+
+
+def symptoms_matter(cls) -> bool:
+    """Whether the class symptoms can change what method class `cls` computes: its `uses_symptoms`, except that a
+    class outside vip that inherits False from one of vip's own methods is taken to use them until it declares
+    False itself: vip vouches for its own methods' code, not for what a subclass adds (its `make_prompts`, say)."""
+    if getattr(cls, "uses_symptoms", True):
+        return True
+    declared_by = next(klass for klass in cls.__mro__ if "uses_symptoms" in vars(klass))
+    return _is_vip_class(declared_by) and not _is_vip_class(cls)
+
+
+def _is_vip_class(cls) -> bool:
+    """Whether `cls` is defined in vip's own package (`vipcli`)."""
+    return cls.__module__.split(".")[0] == "vipcli"
 
 
 class StateMismatch(VipError):

@@ -67,8 +67,9 @@ def check_sweep(config) -> None:
     a fresh instance on its seed's shots; the two seed-A fits must give the same test logits
     (`check_sweep_order`), seeds A and B must not give exactly the same logits when their training images
     differ (`check_fits_differ`), the first fit's logits must not be probabilities
-    (`check_not_probabilities`), and no fit may seed a global random generator with a constant
-    (`check_own_seeding`)."""
+    (`check_not_probabilities`), no fit may seed a global random generator with a constant
+    (`check_own_seeding`), and a method that declares `uses_symptoms = False` must give the same logits built
+    with two different symptom sets (`check_symptoms_unused`)."""
     import random
 
     import numpy as np
@@ -77,9 +78,10 @@ def check_sweep(config) -> None:
     from vipcli.data import load_dataset
     from vipcli.featuresets import prepare_features
     from vipcli.fitting import predict_logits
-    from vipcli.methods import FitContext, MethodSetup, build_method, method_class
+    from vipcli.fitting import seed_global_generators
+    from vipcli.methods import FitContext, MethodSetup, build_method, method_class, symptoms_matter
     from vipcli.methods.contract import (SWEEP_SEEDS, check_fits_differ, check_not_probabilities,
-                                         check_own_seeding, check_sweep_order, checked_fit,
+                                         check_own_seeding, check_sweep_order, check_symptoms_unused, checked_fit,
                                          global_random_states)
     from vipcli.packs import packs_for_run, symptoms_of
     from vipcli.train import encoding_plan
@@ -113,6 +115,24 @@ def check_sweep(config) -> None:
         check_fits_differ(config.method, SWEEP_SEEDS, fits[0][1], fits[1][1])
     check_sweep_order(config.method, SWEEP_SEEDS, fits[0][1], fits[2][1])
     check_own_seeding(config.method, SWEEP_SEEDS, states[0], states[1])
+    if not symptoms_matter(cls):  # it says no symptom changes it: two symptom sets, the same logits
+        data = prepare_features(backbone, dataset, shots, SWEEP_SEEDS[0], views, cache, workers=0,
+                                center_train=center, train_required=cls.uses_shots)
+        logits = []
+        for symptom_set in other_symptom_sets(dataset.class_names):
+            seed_global_generators(SWEEP_SEEDS[0])
+            method = build_method(config.method, MethodSetup(backbone, dataset.class_names, symptom_set),
+                                  config.method_options)
+            checked_fit(method, data, FitContext(schedule, SWEEP_SEEDS[0], None, None))
+            logits.append(predict_logits(method, test, backbone.device))  # [T, C]
+        check_symptoms_unused(config.method, *logits)
+
+
+def other_symptom_sets(class_names: list[str]) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """Two {class: [symptoms]} sets that differ for every class, in their phrases and their number: what a method
+    that declares `uses_symptoms = False` is built with twice by `check_sweep`."""
+    return ({name: [f"{name} with an irregular border", "several colours"] for name in class_names},
+            {name: [f"small round {name}"] for name in class_names})
 
 
 def same_training_data(first, second) -> bool:

@@ -54,6 +54,7 @@ class Clap(Method):
     """CLAP: zero-shot-initialised prototypes, a class-adaptive L2 pull towards the text features."""
 
     summary = "CLAP: class-adaptive constrained linear probe from zero-shot weights"
+    uses_symptoms = False  # its prompts are the class names alone
     Settings = ClapSettings
 
     def __init__(self, setup, settings=None, stored=None):

@@ -113,6 +113,10 @@ def class_problem(cls) -> tuple[str, str, str] | None:
     declared = _declaration_problem(cls)
     if declared is not None:
         return declared
+    if cls.needs_symptoms and not cls.uses_symptoms:
+        return ("uses_symptoms", "needs_symptoms = True but uses_symptoms = False: a method that requires the "
+                                 "symptoms cannot be one that no symptom changes",
+                "drop uses_symptoms = False (the default, True, says the symptoms can change its results)")
     if cls.trains and cls.fit is Method.fit:
         return ("fit", "trains = True but fit is not overridden, so nothing would be learned",
                 "return vipcli.fitting.fit_sgd(self, data, context) from fit for the shared SGD loop, "
@@ -127,8 +131,8 @@ def class_problem(cls) -> tuple[str, str, str] | None:
     return None
 
 
-CLASS_FLAGS = ("trains", "uses_shots", "needs_symptoms", "needs_center_view", "uses_schedule", "learns_context",
-               "learned_merge")  # read on the class (vip methods list, before any instance): True or False
+CLASS_FLAGS = ("trains", "uses_shots", "needs_symptoms", "uses_symptoms", "needs_center_view", "uses_schedule",
+               "learns_context", "learned_merge")  # read on the class (vip methods list, before any instance): True or False
 
 
 def _declaration_problem(cls) -> tuple[str, str, str] | None:
@@ -706,6 +710,20 @@ def check_sweep_order(method_id: str, seeds: tuple, first: torch.Tensor, again: 
                 "results would depend on the order of a benchmark sweep")
         raise method_fault(method_id, "fit", said, f"{STATE_ON_THE_INSTANCE}; draw random numbers from a "
                                                    "torch.Generator seeded with context.seed")
+
+
+def check_symptoms_unused(method_id: str, first: torch.Tensor, second: torch.Tensor) -> None:
+    """Refuse a method declaring `uses_symptoms = False` whose test logits [n, C] differ (relative to the largest,
+    beyond `ROUND_TRIP_TOLERANCE`) between two fits on the same images and seed, built with two different symptom
+    sets: it reads the symptoms after all, so a benchmark sweep resumed with other --symptoms would mix rows of
+    both."""
+    difference = float((first - second).abs().max() / first.abs().max().clamp_min(1e-12)) if len(first) else 0.0
+    if not difference <= ROUND_TRIP_TOLERANCE:
+        said = (f"declares uses_symptoms = False, but built with two different symptom sets and fitted on the same "
+                f"images and seed, it gives logits {difference:.3g} apart (relative): the symptoms change its "
+                "results, so a benchmark sweep resumed with other --symptoms would mix rows of both")
+        raise method_fault(method_id, "uses_symptoms", said, "drop uses_symptoms = False (the default, True, is "
+                                                            "right for a method that reads setup.symptoms)")
 
 
 def check_fits_differ(method_id: str, seeds: tuple, first: torch.Tensor, second: torch.Tensor) -> None:

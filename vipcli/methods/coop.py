@@ -16,6 +16,7 @@ class Coop(PromptMethod):
     """CoOp: `[ctx_1..ctx_M] <class name>.`, the context learned with cross-entropy."""
 
     summary = "CoOp: learned context + class name"
+    uses_symptoms = False  # its prompts are the class names alone
     learns_context = True
     Settings = CoopSettings
 

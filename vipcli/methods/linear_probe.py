@@ -15,6 +15,7 @@ class LinearProbe(Method):
     """Logistic regression (L-BFGS, scikit-learn) on the center view; C chosen on validation accuracy."""
 
     summary = "logistic regression on frozen image features"
+    uses_symptoms = False  # no prompt at all: the image features alone
     needs_center_view = True
 
     def __init__(self, setup, settings=None, stored=None):

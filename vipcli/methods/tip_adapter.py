@@ -70,6 +70,7 @@ class TipAdapter(Method):
     """Tip-Adapter: training-free; the few-shot cache plus zero-shot CLIP, alpha/beta searched on val."""
 
     summary = "Tip-Adapter: few-shot key-value cache + zero-shot, training-free"
+    uses_symptoms = False  # its prompts are the class names alone
     trains = False
     Settings = TipAdapterSettings
 

@@ -10,6 +10,7 @@ class ZeroShot(PromptMethod):
     """Zero-shot: cosine to 'a photo of a {class}.' times the backbone's logit scale."""
 
     summary = "zero-shot: 'a photo of a {class}.'"
+    uses_symptoms = False  # its prompts are the class names alone
     trains = False
     uses_shots = False
     Settings = NoSettings
