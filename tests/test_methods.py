@@ -369,3 +369,29 @@ def test_methods_list_never_cuts_a_method_id(cli, monkeypatch):
             ids.append("")
         ids[-1] += cells[1].strip()
     assert code == 0 and ids == METHODS.ids(), out
+
+
+def test_the_built_ins_declaring_no_symptoms_give_the_same_logits_with_other_symptoms(backbone):
+    """A sweep of vip's zeroshot, linear-probe, coop, tip-adapter(-f) and clap resumes with other --symptoms because
+    they declare uses_symptoms = False: each, fitted on the same features and seed with two different symptom sets,
+    gives the same logits. BiomedCoOp, which uses them, does not (the comparison can fail)."""
+    from vipcli.fitting import predict_logits, seed_global_generators
+    from vipcli.methods import method_class, symptoms_matter
+    from vipcli.methods.check import other_symptom_sets
+
+    data, names = separable(backbone), ["melanoma", "nevus"]
+    quick = {"tip-adapter-f": {"epochs": 2}, "clap": {"epochs": 2}}
+
+    def logits(method_id: str, symptoms: dict) -> torch.Tensor:
+        seed_global_generators(1)
+        method = build_method(method_id, MethodSetup(backbone, names, symptoms), quick.get(method_id))
+        method.fit(data, FitContext(resolve_schedule("fewshot", 4, epochs=2), seed=1))
+        return predict_logits(method, data.test.x, backbone.device)  # [T, C]
+
+    first, second = other_symptom_sets(names)
+    declared = ["zeroshot", "linear-probe", "coop", "tip-adapter", "tip-adapter-f", "clap"]
+    for method_id in declared:
+        assert not symptoms_matter(method_class(method_id)), method_id
+        assert torch.equal(logits(method_id, first), logits(method_id, second)), method_id
+    assert symptoms_matter(method_class("biomedcoop"))
+    assert not torch.equal(logits("biomedcoop", first), logits("biomedcoop", second))
