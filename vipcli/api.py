@@ -150,8 +150,9 @@ def benchmark(data: str | os.PathLike, *, methods: Iterable[str] | str | None = 
         batched: train the seeds and shot counts of one prompt method together (one text forward per step
             for all rows); False runs rows one after another (`--no-batch`), with the same results up to float
             rounding.
-        keep_going: a row that fails (a method's error, not a stop) is recorded in `failed_rows` and results.json's
-            `last_sweep.failed_rows`, and the other rows run (`--keep-going`); False stops the sweep at the first
+        keep_going: a row that fails (a method's error, not a stop; every row of a method whose first build fails)
+            is recorded in `failed_rows` and results.json's `last_sweep.failed_rows`, and the other rows run
+            (`--keep-going`); False stops the sweep at the first
             failure with its VipError, the rows finished before it kept.
         The other arguments are `train`'s, applied to every row.
     Returns:

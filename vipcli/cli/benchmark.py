@@ -44,8 +44,9 @@ def benchmark_command(
     out: Optional[Path] = typer.Option(None, "--out", help="Results folder (default benchmarks/<data name>); "
                                        "an interrupted sweep resumes there."),
     force: bool = typer.Option(False, "--force", help="Start over instead of resuming the sweep stored in --out."),
-    keep_going: bool = typer.Option(False, "--keep-going", help="A row that fails is recorded in results.json and the "
-                                    "other rows run; exit code 1 at the end (without it the sweep stops there)."),
+    keep_going: bool = typer.Option(False, "--keep-going", help="A row that fails (every row of a method that fails "
+                                    "to build) is recorded in results.json and the other rows run; exit code 1 at the "
+                                    "end (without it the sweep stops there)."),
     batch: bool = typer.Option(True, "--batch/--no-batch", help="Train the seeds and shot counts of one prompt "
                                "method together (one text forward per step for all rows); --no-batch runs rows "
                                "one by one (same results up to float rounding)."),

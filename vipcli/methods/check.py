@@ -78,11 +78,9 @@ def check_sweep(config) -> None:
     from vipcli.data import load_dataset
     from vipcli.featuresets import prepare_features
     from vipcli.fitting import predict_logits
-    from vipcli.fitting import seed_global_generators
     from vipcli.methods import FitContext, MethodSetup, build_method, method_class, symptoms_matter
     from vipcli.methods.contract import (SWEEP_SEEDS, check_fits_differ, check_not_probabilities,
-                                         check_own_seeding, check_sweep_order, check_symptoms_unused, checked_fit,
-                                         global_random_states)
+                                         check_own_seeding, check_sweep_order, checked_fit, global_random_states)
     from vipcli.packs import packs_for_run, symptoms_of
     from vipcli.train import encoding_plan
 
@@ -116,16 +114,31 @@ def check_sweep(config) -> None:
     check_sweep_order(config.method, SWEEP_SEEDS, fits[0][1], fits[2][1])
     check_own_seeding(config.method, SWEEP_SEEDS, states[0], states[1])
     if not symptoms_matter(cls):  # it says no symptom changes it: two symptom sets, the same logits
-        data = prepare_features(backbone, dataset, shots, SWEEP_SEEDS[0], views, cache, workers=0,
-                                center_train=center, train_required=cls.uses_shots)
-        logits = []
-        for symptom_set in other_symptom_sets(dataset.class_names):
-            seed_global_generators(SWEEP_SEEDS[0])
-            method = build_method(config.method, MethodSetup(backbone, dataset.class_names, symptom_set),
-                                  config.method_options)
-            checked_fit(method, data, FitContext(schedule, SWEEP_SEEDS[0], None, None))
-            logits.append(predict_logits(method, test, backbone.device))  # [T, C]
-        check_symptoms_unused(config.method, *logits)
+        check_symptom_free(config, backbone, dataset, test)
+
+
+def check_symptom_free(config, backbone, dataset, test) -> None:
+    """Fit the method of `config`, which declares `uses_symptoms = False`, twice on the same images and seed (the
+    first of `SWEEP_SEEDS`), built with each of `other_symptom_sets`; their logits on `test` [T, D] must agree
+    (`check_symptoms_unused`)."""
+    from vipcli.featuresets import prepare_features
+    from vipcli.fitting import predict_logits, seed_global_generators
+    from vipcli.methods import FitContext, MethodSetup, build_method, method_class
+    from vipcli.methods.contract import SWEEP_SEEDS, check_symptoms_unused, checked_fit
+    from vipcli.train import encoding_plan
+
+    cls, seed = method_class(config.method), SWEEP_SEEDS[0]
+    shots, views, center = encoding_plan(config, cls)
+    data = prepare_features(backbone, dataset, shots, seed, views, config.encoding.cache(backbone), workers=0,
+                            center_train=center, train_required=cls.uses_shots)
+    logits = []
+    for symptoms in other_symptom_sets(dataset.class_names):
+        seed_global_generators(seed)
+        method = build_method(config.method, MethodSetup(backbone, dataset.class_names, symptoms),
+                              config.method_options)
+        checked_fit(method, data, FitContext(config.schedule.resolve(config.shots), seed, None, None))
+        logits.append(predict_logits(method, test, backbone.device))  # [T, C]
+    check_symptoms_unused(config.method, *logits)
 
 
 def other_symptom_sets(class_names: list[str]) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
