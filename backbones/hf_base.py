@@ -13,7 +13,6 @@ Built on it: `vip_backbones.hf_clip.HFClipBackbone` (`CLIPModel`: PLIP, PubMedCL
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 from pathlib import Path
 from typing import Sequence
@@ -27,6 +26,7 @@ from vip_backbones.hub import (WEIGHT_SUFFIXES, check_weights_path, fail_fast_if
                                model_loading, pickled_weights_error, quiet_libraries,
                                transformers_torch_error)
 from vipcli.backbone import Backbone, clip_style_transform, identity_taken_once
+from vipcli.digests import text_digest
 from vipcli.errors import UsageError, VipError
 from vipcli.processor_steps import DEFAULT_RESCALE
 from vipcli.weights_identity import weights_file_identity
@@ -360,7 +360,7 @@ class TransformersBackbone(Backbone):
     def _identify(self) -> dict:
         import transformers
 
-        config_digest = hashlib.sha256(self._config_json().encode()).hexdigest()[:16]
+        config_digest = text_digest(self._config_json())
         if self.pretrained is None:
             weights = f"random (seed {RANDOM_INIT_SEED})"
         elif _local(self.pretrained) is not None:
