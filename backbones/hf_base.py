@@ -13,6 +13,7 @@ Built on it: `vip_backbones.hf_clip.HFClipBackbone` (`CLIPModel`: PLIP, PubMedCL
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 from pathlib import Path
 from typing import Sequence
@@ -155,7 +156,8 @@ class TransformersBackbone(Backbone):
             fail_fast_if_uncached(hub_ids, self.pretrained or self.source, self.model_class, hint, thing)
         uses_hub = bool(hub_ids)
         with quiet_libraries():  # a transformers that refuses this torch says so on import: reported below
-            import transformers  # noqa: F401 - imported before the loading block, so its progress bars can be hidden
+            importlib.import_module("transformers")  # for its effect: imported before the loading block, so that its
+            # progress bars can be hidden, and a transformers that refuses this torch says so here
 
         mismatch = transformers_torch_error()  # before any download: no model of this family can load
         if mismatch is not None:
