@@ -249,13 +249,13 @@ def verdict_cell(score):
     return Text(score.verdict_text, style="green" if score.helps else "bold red")
 
 
-NARROW_SYMPTOM_MIN = 12  # the symptom column's least width in the narrow table (shorter texts end in "...")
+NARROW_SYMPTOM_MIN = 12  # the symptom column's least width in the narrow table (a longer text ends in "…")
 
 
 def show_narrow_table(out, result, full_width: int) -> None:
     """The ranking for a terminal too narrow for the full table: one line per symptom (symptom, AUROC, verdict;
     a long symptom ends in an ellipsis), under a line per class; then each class's bound and unrelated texts'
-    reach (the same for all its symptoms), and what the table left out and where to find it (`full_width`: the
+    reach (the same for all its symptoms), and what the table leaves out and where it is (`full_width`: the
     columns the full table needs)."""
     from rich.table import Table
     from rich.text import Text
@@ -265,7 +265,7 @@ def show_narrow_table(out, result, full_width: int) -> None:
     verdict_width = max([len("verdict"), *(len(score.verdict_text) for score in result.scores)])
     overhead = 4 + 3 * 2  # 3 columns: 4 rules, 2 spaces of padding each
     symptom_width = max(NARROW_SYMPTOM_MIN, out.width - overhead - len("AUROC") - verdict_width)
-    table = Table(show_edge=True)
+    table = Table()
     table.add_column("symptom", no_wrap=True, overflow="ellipsis", max_width=symptom_width)
     table.add_column("AUROC", no_wrap=True)
     table.add_column("verdict", no_wrap=True, overflow="ellipsis")
@@ -277,9 +277,8 @@ def show_narrow_table(out, result, full_width: int) -> None:
     for name in dict.fromkeys(score.class_name for score in result.scores):
         first = next(score for score in result.scores if score.class_name == name)
         out.print(f"{name}: bound {first.bound:.3f}, unrelated {unrelated_text(first)}", markup=False)
-    out.print(f"(this width leaves out each symptom's {INTERVAL_NAME} and Holm p: the list below gives the interval "
-              f"of each symptom that does not help, --json all of them, and a terminal of "
-              f"{full_width} columns the full table)", markup=False)
+    out.print(f"(this width leaves out each symptom's {INTERVAL_NAME} and Holm p: a terminal of {full_width} columns "
+              "shows them, and so does --json)", markup=False)
 
 
 def interval_text(score) -> str:
