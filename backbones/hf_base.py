@@ -13,7 +13,7 @@ Built on it: `vip_backbones.hf_clip.HFClipBackbone` (`CLIPModel`: PLIP, PubMedCL
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import importlib
 import json
 from pathlib import Path
 from typing import Sequence
@@ -27,6 +27,7 @@ from vip_backbones.hub import (WEIGHT_SUFFIXES, check_weights_path, fail_fast_if
                                model_loading, pickled_weights_error, quiet_libraries,
                                transformers_torch_error)
 from vipcli.backbone import Backbone, clip_style_transform, identity_taken_once
+from vipcli.digests import text_digest
 from vipcli.errors import UsageError, VipError
 from vipcli.processor_steps import DEFAULT_RESCALE
 from vipcli.weights_identity import weights_file_identity
@@ -155,7 +156,8 @@ class TransformersBackbone(Backbone):
             fail_fast_if_uncached(hub_ids, self.pretrained or self.source, self.model_class, hint, thing)
         uses_hub = bool(hub_ids)
         with quiet_libraries():  # a transformers that refuses this torch says so on import: reported below
-            import transformers  # noqa: F401 - imported before the loading block, so its progress bars can be hidden
+            importlib.import_module("transformers")  # for its effect: imported before the loading block, so that its
+            # progress bars can be hidden, and a transformers that refuses this torch says so here
 
         mismatch = transformers_torch_error()  # before any download: no model of this family can load
         if mismatch is not None:
@@ -360,7 +362,7 @@ class TransformersBackbone(Backbone):
     def _identify(self) -> dict:
         import transformers
 
-        config_digest = hashlib.sha256(self._config_json().encode()).hexdigest()[:16]
+        config_digest = text_digest(self._config_json())
         if self.pretrained is None:
             weights = f"random (seed {RANDOM_INIT_SEED})"
         elif _local(self.pretrained) is not None:

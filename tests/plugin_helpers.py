@@ -70,18 +70,3 @@ def methods_fixture(module: str, source: str, classes: dict):
         sys.modules.pop(module, None)
 
     return installed
-
-
-@pytest.fixture
-def site(tmp_path, monkeypatch):
-    """A fresh folder on sys.path to install fake distributions into."""
-    import vipcli.plugins
-
-    folder = tmp_path / "site-packages"
-    folder.mkdir()
-    monkeypatch.syspath_prepend(str(folder))
-    monkeypatch.setattr(vipcli.plugins, "_warned_shadows", set())  # each test's process warns afresh
-    yield folder
-    for module in ("vip_plugin_example", "vip_sample_plugins", "vip_plugin_medical", "vip_method_example",
-                   "broken_method", "vip_sample_methods", "wrong_kinds", "needs_missing_dep"):
-        sys.modules.pop(module, None)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import error_lines
-from plugin_helpers import install_sample_plugins, site  # noqa: F401 - site is a fixture
+from plugin_helpers import install_sample_plugins
 from vipcli.errors import VipError
 from vipcli.prompts import build_prompt_bank, encode_prompts
 from vipcli.registry import load_backbone

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import error_lines
-from plugin_helpers import install_distribution, install_sample_plugins, site  # noqa: F401 - site is a fixture
+from plugin_helpers import install_distribution, install_sample_plugins
 from vipcli.errors import VipError
 from vipcli.registry import load_backbone
 

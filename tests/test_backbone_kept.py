@@ -11,7 +11,7 @@ import json
 import pytest
 
 from conftest import error_lines
-from plugin_helpers import methods_fixture, site  # noqa: F401 - site is a fixture
+from plugin_helpers import methods_fixture
 
 CHANGING_METHODS = '''
 import torch

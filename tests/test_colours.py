@@ -49,3 +49,29 @@ def test_the_closest_pair_is_named():
     colours = {"red": "#FF0000", "dark red": "#EE0000", "blue": "#0000FF"}
     distance, first, second = closest_pair(colours)
     assert {first, second} == {"red", "dark red"} and distance == pytest.approx(colour_difference("#FF0000", "#EE0000"))
+
+
+def _wcag_relative_luminance(rgb) -> float:
+    """WCAG 2.2's relative luminance, written out as the standard gives it (sRGB, its 0.04045 knee)."""
+    r, g, b = (c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in rgb)
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+@pytest.mark.parametrize("rgb", [(0.0, 0.0, 0.0), (1.0, 1.0, 1.0), (1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0),
+                                 (0.04045, 0.04045, 0.04045), (10 / 255, 10 / 255, 10 / 255),
+                                 (11 / 255, 11 / 255, 11 / 255), (0.5, 0.5, 0.5), (213 / 255, 94 / 255, 0.0)])
+def test_the_reports_contrast_checks_take_wcags_relative_luminance_from_the_colour_science(rgb):
+    """plots.relative_luminance (what every contrast check of a report and its tests measures with) is the Y of
+    colours.xyz, and gives WCAG's figure exactly: black, white, each primary, greys either side of the knee, vip's
+    vermillion."""
+    from vipcli.plots import contrast_ratio, relative_luminance
+
+    assert relative_luminance(rgb) == _wcag_relative_luminance(rgb) == xyz(rgb)[1]
+    assert contrast_ratio(rgb, rgb) == 1.0
+
+
+def test_wcags_contrast_ratio_of_black_on_white_is_21_to_1():
+    """The WCAG ratio's ends: black on white 21:1, either way round."""
+    from vipcli.plots import contrast_ratio
+
+    assert contrast_ratio((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)) == contrast_ratio((1.0, 1.0, 1.0), (0.0, 0.0, 0.0)) == 21.0

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from plugin_helpers import methods_fixture, site  # noqa: F401 - site is a fixture
+from plugin_helpers import methods_fixture
 
 PROBED_METHODS = '''
 import random

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from conftest import error_lines, tiny_train_args
-from plugin_helpers import install_distribution, install_sample_methods, site  # noqa: F401 - site is a fixture
+from plugin_helpers import install_distribution, install_sample_methods
 
 
 @pytest.fixture
@@ -413,7 +413,6 @@ def test_every_built_in_method_passes_methods_check(cli):
 
 def test_logits_in_the_dtype_of_an_autocast_that_is_on_pass_the_check():
     """vip's bf16 autocast on CUDA makes a built-in method's logits bf16: only outside an autocast is bf16 refused."""
-    import sys
     from types import SimpleNamespace
 
     import torch

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from conftest import error_lines
-from plugin_helpers import methods_fixture, site  # noqa: F401 - site is a fixture
+from plugin_helpers import methods_fixture
 
 SEAM_METHODS = '''
 from __future__ import annotations

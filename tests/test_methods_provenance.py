@@ -10,7 +10,7 @@ import yaml
 from safetensors import safe_open
 
 from conftest import error_lines, resave_run, tiny_train_args
-from plugin_helpers import install_sample_methods, site  # noqa: F401 - site is a fixture
+from plugin_helpers import install_sample_methods
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import tiny_train_args, error_lines
-from plugin_helpers import METHOD_EXAMPLE, install_distribution, site  # noqa: F401 - site is a fixture
+from plugin_helpers import METHOD_EXAMPLE, install_distribution
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "vip-plugin-example"
 

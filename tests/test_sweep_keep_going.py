@@ -9,7 +9,7 @@ import json
 import re
 
 from conftest import error_lines
-from plugin_helpers import methods_fixture, site  # noqa: F401 - site is a fixture
+from plugin_helpers import methods_fixture
 
 FLAKY_METHODS = '''
 import os

@@ -9,7 +9,7 @@ import re
 import sys
 
 from conftest import error_lines
-from plugin_helpers import install_distribution, methods_fixture, site  # noqa: F401 - site is a fixture
+from plugin_helpers import install_distribution, methods_fixture
 
 FAILING_METHODS = '''
 import sys

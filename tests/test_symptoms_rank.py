@@ -74,6 +74,39 @@ def test_the_table_flags_the_symptoms_that_do_not_help(cli, lesions, monkeypatch
     assert "160 training images (melanoma: 80, nevus: 80); backbone toy on cpu" in out
 
 
+def test_at_80_columns_each_symptom_is_one_line_of_the_table(cli, lesions, monkeypatch):
+    """At 80 columns the full table wrapped every row onto 2 to 10 lines, the numbers cut ("0.787-0…"): the table
+    now gives each symptom one line (symptom, AUROC, verdict) under a line per class, and each class's bound and
+    unrelated reach below it, with what it leaves out and where that is."""
+    code, out, err = rank(cli, lesions, "--json")
+    assert code == 0, err
+    scores = json.loads(out)["symptoms"]
+    monkeypatch.setenv("COLUMNS", "80")
+    code, out, err = rank(cli, lesions)
+    assert code == 0, err
+    table = out.split("┡", 1)[1].split("└", 1)[0].splitlines()[1:]  # its body, one line per row
+    assert max(len(line) for line in out.split("└", 1)[0].splitlines()[1:]) <= 80, out
+    rows = [[cell.strip() for cell in line.strip("│").split("│")] for line in table]
+    assert len(rows) == len(scores) + 2, out  # 9 symptoms, 2 class lines: no row wrapped onto a second line
+    symptom_rows = [row for row in rows if row[1]]
+    assert [row[1:] for row in symptom_rows] == [[f"{s['auroc']:.3f}", s["verdict_text"]] for s in scores], out
+    assert all(s["symptom"].startswith(row[0].rstrip("…")) for row, s in zip(symptom_rows, scores)), out
+    assert [row[0] for row in rows if not row[1]] == ["melanoma", "nevus"], out
+    bound = next(s["bound"] for s in scores if s["class"] == "nevus")
+    assert f"nevus: bound {bound:.3f}, unrelated " in out and "leaves out each symptom's 95% interval" in out
+
+
+def test_the_full_table_keeps_its_columns_where_it_fits(cli, lesions, monkeypatch):
+    """At 125 columns (README's example) the table is the full one, its numbers each on one line."""
+    monkeypatch.setenv("COLUMNS", "125")
+    code, out, err = rank(cli, lesions)
+    assert code == 0, err
+    header = [cell.strip() for cell in out.splitlines()[2].split("┃")[1:-1]]
+    assert header == ["class", "symptom", "AUROC", "95% interval", "bound", "unrelated", "Holm p", "verdict"], out
+    assert all(len(line) <= 125 for line in out.split("└", 1)[0].splitlines()), out
+    assert "leaves out" not in out
+
+
 def test_without_prune_the_table_ends_with_what_to_do_next(cli, lesions, monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")
     code, out, err = rank(cli, lesions)

@@ -293,6 +293,15 @@ def test_a_symptom_source_given_twice_is_a_usage_error_not_silently_read_twice(c
     assert not (tmp_path / "out").exists()
 
 
+def test_the_list_and_shots_parsers_of_vip_0_1_0_are_still_importable_where_they_were():
+    """vip 0.1.0 defined parse_list in vipcli.cli.benchmark and parse_shots in vipcli.cli.train; code that imports
+    them from there keeps working (they live in vipcli.cli.options now)."""
+    from vipcli.cli.benchmark import parse_list
+    from vipcli.cli.train import parse_shots
+
+    assert parse_list("--shots", "all,4", parse_shots) == (None, 4)
+
+
 def test_seeds_may_be_given_as_a_range(cli, tmp_path):
     """'--seeds 1-10', as a sweep of ten seeds is written almost everywhere, was refused ("expected a
     comma-separated list of numbers", no example): ten seeds had to be typed out."""

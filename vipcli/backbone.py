@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import abc
 import copy
-import hashlib
 import json
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ import torch
 from torch import nn
 from torch.utils.weak import WeakIdKeyDictionary
 
+from vipcli.digests import text_digest
 from vipcli.errors import UsageError, VipError
 from vipcli.plugins import PluginError
 from vipcli.processor_steps import DEFAULT_RESCALE, ProcessorCenterCrop, ScaledPixels
@@ -222,8 +222,7 @@ class Backbone(abc.ABC):
 
     def fingerprint(self) -> str:
         """A short digest of `describe()`: changes whenever the weights could change."""
-        blob = json.dumps(self.describe(), sort_keys=True, default=str).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
+        return text_digest(json.dumps(self.describe(), sort_keys=True, default=str))
 
     def freeze(self) -> None:
         """Turn off gradients for every backbone weight and put towers in eval mode."""

@@ -8,11 +8,11 @@ errors name the file path and the pixel format only, and pydicom's own warnings 
 from __future__ import annotations
 
 import functools
-import hashlib
 import re
 import warnings
 from pathlib import Path
 
+from vipcli.digests import text_digest
 from vipcli.errors import ImageError
 
 DICOM_SUFFIXES = (".dcm", ".dicom")
@@ -60,7 +60,7 @@ def decoder_identity() -> str:
         except metadata.PackageNotFoundError:
             versions[package] = None
     text = repr((DICOM_POLICY, sorted(versions.items())))
-    return "dicom-" + hashlib.sha256(text.encode()).hexdigest()[:16]
+    return "dicom-" + text_digest(text)
 
 
 def read_dicom(path: Path, max_pixels: int):

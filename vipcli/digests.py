@@ -89,6 +89,17 @@ def trust_versions(versions) -> int:
     return taken
 
 
+def text_digest(text: str) -> str:
+    """A short digest of `text`: the first 16 hex digits of the sha256 of its UTF-8 bytes. What names a thing by
+    its text where a full sha256 is more than needed: a decoding's rules, a backbone's identity, a split's files,
+    a wait's mark. Feature cache keys, sweep folders and `--out` files hold such digests, so its value never changes.
+
+    Raises:
+        UnicodeEncodeError: `text` holds a lone surrogate (a path of undecodable bytes): not UTF-8.
+    """
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
 def sources_digest(named_files) -> str:
     """A sha256 (hex, 16 digits) of source files given as (name, path) pairs: each name with its file's
     `file_digest` ("<unreadable>" where it cannot be read), in the order of the names (never of the folders,

@@ -38,7 +38,7 @@ from vipcli import console, decoding
 from vipcli.cache_admin import BACKBONE_FILE, default_root
 from vipcli.decoding import DecodingWorkers
 from vipcli.dicom import decoder_identity, is_dicom_name
-from vipcli.digests import digest_many
+from vipcli.digests import digest_many, text_digest
 from vipcli.errors import ImageError
 from vipcli.image_fit import DEFAULT_FIT, image_transform
 from vipcli.images import holds_second_picture, load_image
@@ -139,7 +139,7 @@ def decoding_digest(paths=None) -> str:
 
     dicom = paths is None or any(is_dicom_name(path) for path in paths)
     rules = json.dumps({**decoding_rules(), **({"dicom": DICOM_POLICY} if dicom else {})}, sort_keys=True)
-    return hashlib.sha256(rules.encode()).hexdigest()[:16]
+    return text_digest(rules)
 
 
 # the DICOM rule until 2026-11-29 11:50 (a Presentation LUT Shape of INVERSE was not applied): only the
@@ -167,7 +167,7 @@ def same_decoding(recorded: str, current: str) -> bool:
         earlier.add(json.dumps({**rules, "dicom": dicom}, sort_keys=True))
         earlier.add("\n".join([images.DECODE_POLICY, str(DECODE_MIN_SIDE), images.ORIENTATION_POLICY,
                                images.DEPTH_POLICY, dicom]))
-    return recorded in {hashlib.sha256(text.encode()).hexdigest()[:16] for text in earlier}
+    return recorded in {text_digest(text) for text in earlier}
 
 
 def image_library_versions() -> dict:

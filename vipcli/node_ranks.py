@@ -23,10 +23,11 @@ then keep the rule of old: LOCAL_RANK 0 speaks, naming no lost rank.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 from pathlib import Path
+
+from vipcli.digests import text_digest
 
 SAID_MARK = "vip-said"  # the file a rank leaves in its torchrun folder once its `error:` line is printed
 DONE_MARK = "vip-done"  # ... and the one it leaves once its part of the work is done (it left the process group)
@@ -186,7 +187,7 @@ def say_once_per_node(say, key: str, waited_for: tuple[int, ...] = (), environ=N
     if first_folder is None:
         say()
         return
-    mark = first_folder.parent / f"{SAID_MARK}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+    mark = first_folder.parent / f"{SAID_MARK}-{text_digest(key)}"
     first = rank - local_rank  # torchrun numbers a node's ranks on from its first
     expected = set(range(local_size)) - {other - first for other in waited_for}
     running = running_local_ranks(environ)

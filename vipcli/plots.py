@@ -14,6 +14,8 @@ import re
 import textwrap
 from pathlib import Path
 
+from vipcli.colours import xyz
+
 # Okabe-Ito hues (colour-blind safe) for vip, coop and vip-mep-only, Okabe-Ito's black for the linear probe, grey
 # for zero-shot; the others, and the plugins' EXTRA_COLORS, found by a search over sRGB so that any two colours a
 # report can show together, built-in or plugin, are LEAST_DIFFERENCE or more apart in CIEDE2000 to normal vision and,
@@ -127,9 +129,9 @@ def _name_digest(method: str) -> int:
 
 
 def relative_luminance(rgb) -> float:
-    """WCAG 2 relative luminance of an sRGB colour given as three floats in [0, 1] (0: black, 1: white)."""
-    linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in rgb[:3]]
-    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+    """WCAG 2 relative luminance of an sRGB colour given as three floats in [0, 1] (0: black, 1: white): the Y of
+    its CIE XYZ (`colours.xyz`, whose middle row holds WCAG's 0.2126, 0.7152 and 0.0722)."""
+    return xyz(rgb)[1]
 
 
 def contrast_ratio(first, second) -> float:

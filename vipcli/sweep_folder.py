@@ -11,7 +11,6 @@ would mix rows of other inputs. `vipcli.benchmark` runs the sweep; this module k
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import os
@@ -22,6 +21,7 @@ from rich.markup import escape
 from vipcli import console
 from vipcli.atomic import write_atomic
 from vipcli.data import Dataset, relative_to_data
+from vipcli.digests import text_digest
 from vipcli.errors import VipError
 from vipcli.features import same_decoding
 from vipcli.featuresets import PreparedData
@@ -278,7 +278,7 @@ def content_digest(dataset: Dataset) -> str:
 
     paths = [s.path for name in sorted(dataset.splits) for s in dataset.splits[name]]
     digests = [d if isinstance(d, str) else "unreadable" for d in digest_many(paths)]
-    return hashlib.sha256("\n".join(digests).encode()).hexdigest()[:16]
+    return text_digest("\n".join(digests))
 
 
 def split_digest(dataset: Dataset, as_given: bool = False) -> str:
@@ -288,7 +288,7 @@ def split_digest(dataset: Dataset, as_given: bool = False) -> str:
     root = Path(dataset.root)
     name_of = str if as_given else (lambda path: relative_to_data(path, root))
     blob = json.dumps({name: [[name_of(s.path), s.label] for s in samples] for name, samples in dataset.splits.items()})
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return text_digest(blob)
 
 
 def check_same_readability(stored_split: dict | None, pool: PreparedData, root: Path, out: Path) -> None:

@@ -11,7 +11,8 @@ import typer
 from vipcli import console
 from vipcli.errors import UsageError, VipError
 from vipcli.cli import completion, options as opt
-from vipcli.cli.options import parse_list  # noqa: F401  (kept importable from here, as in vip 0.1.0)
+
+parse_list = opt.parse_list  # vip 0.1.0 defined it here: `from vipcli.cli.benchmark import parse_list` still works
 
 DEFAULT_METHODS = ("zeroshot", "symptom-zeroshot", "linear-probe", "coop", "tip-adapter", "tip-adapter-f", "clap",
                    "biomedcoop", "vip")  # vipcli.methods.DEFAULT_BENCHMARK, repeated so `vip -h` imports no torch

@@ -195,12 +195,17 @@ def show_ranking(result, pruning: bool = False, data: Optional[Path] = None) -> 
         f"({counts}); backbone {result.backbone['id']} on {result.device}",
         markup=False,
     )
-    table = Table("class", "symptom", "AUROC", INTERVAL_NAME, "bound", "unrelated", "Holm p", "verdict")
-    for score in result.scores:
-        verdict = Text(score.verdict_text, style="green" if score.helps else "bold red")
-        table.add_row(Text(score.class_name), Text(score.symptom), f"{score.auroc:.3f}", interval_text(score),
-                      f"{score.bound:.3f}", unrelated_text(score), p_text(score.p_holm), verdict)
-    out.print(table)
+    full_width = full_table_width(result)
+    if out.width >= full_width:
+        table = Table("class", "symptom", "AUROC", INTERVAL_NAME, "bound", "unrelated", "Holm p", "verdict")
+        for column in table.columns:  # only the symptom and the verdict wrap
+            column.no_wrap = column.header not in ("symptom", "verdict")
+        for score in result.scores:
+            table.add_row(Text(score.class_name), Text(score.symptom), f"{score.auroc:.3f}", interval_text(score),
+                          f"{score.bound:.3f}", unrelated_text(score), p_text(score.p_holm), verdict_cell(score))
+        out.print(table)
+    else:  # its rows would wrap, the numbers too (a 10-line row at 80 columns): one line per symptom instead
+        show_narrow_table(out, result, full_width)
     out.print(f"AUROC: its class against the others, on its similarity to each image (minus the image's mean over "
               f"all symptoms); {INTERVAL_NAME}: where that AUROC lies for these image counts; bound: what a useless "
               "symptom stays under (95%), or --min-auroc; unrelated: how far from chance, either way, "
@@ -219,6 +224,61 @@ def show_ranking(result, pruning: bool = False, data: Optional[Path] = None) -> 
         out.print(f"  {score.class_name}: {score.symptom!r} ({score.verdict_text}, AUROC {score.auroc:.3f}, "
                   f"{INTERVAL_NAME} {interval_text(score)}{correction_text(result, score)})", markup=False)
     show_next_steps(result, flagged, pruning, data)
+
+
+FULL_TABLE_TEXT_MIN = 20  # the least width the full table gives each of the symptom and verdict columns (wrapped)
+
+
+def full_table_width(result) -> int:
+    """The terminal columns the full table needs: its class and number columns on one line each, and
+    FULL_TABLE_TEXT_MIN for each of the symptom and the verdict; a narrower terminal gets `show_narrow_table`."""
+    from vipcli.symptoms.rank import INTERVAL_NAME
+
+    columns = [["class", *(s.class_name for s in result.scores)], ["AUROC"], [INTERVAL_NAME, *map(interval_text,
+               result.scores)], ["bound"], ["unrelated", *map(unrelated_text, result.scores)],
+               ["Holm p", *(p_text(s.p_holm) for s in result.scores)]]
+    widths = [max(len(text) for text in column) for column in columns]
+    rules_and_padding = 9 + 8 * 2  # 8 columns: 9 rules, 2 spaces of padding each
+    return sum(widths) + rules_and_padding + 2 * FULL_TABLE_TEXT_MIN
+
+
+def verdict_cell(score):
+    """A symptom's verdict as the table shows it: green when it helps, bold red otherwise."""
+    from rich.text import Text
+
+    return Text(score.verdict_text, style="green" if score.helps else "bold red")
+
+
+NARROW_SYMPTOM_MIN = 12  # the symptom column's least width in the narrow table (a longer text ends in "…")
+
+
+def show_narrow_table(out, result, full_width: int) -> None:
+    """The ranking for a terminal too narrow for the full table: one line per symptom (symptom, AUROC, verdict;
+    a long symptom ends in an ellipsis), under a line per class; then each class's bound and unrelated texts'
+    reach (the same for all its symptoms), and what the table leaves out and where it is (`full_width`: the
+    columns the full table needs)."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from vipcli.symptoms.rank import INTERVAL_NAME
+
+    verdict_width = max([len("verdict"), *(len(score.verdict_text) for score in result.scores)])
+    overhead = 4 + 3 * 2  # 3 columns: 4 rules, 2 spaces of padding each
+    symptom_width = max(NARROW_SYMPTOM_MIN, out.width - overhead - len("AUROC") - verdict_width)
+    table = Table()
+    table.add_column("symptom", no_wrap=True, overflow="ellipsis", max_width=symptom_width)
+    table.add_column("AUROC", no_wrap=True)
+    table.add_column("verdict", no_wrap=True, overflow="ellipsis")
+    for position, score in enumerate(result.scores):
+        if position == 0 or result.scores[position - 1].class_name != score.class_name:
+            table.add_row(Text(score.class_name, style="bold"), "", "")
+        table.add_row(Text("  " + score.symptom), f"{score.auroc:.3f}", verdict_cell(score))
+    out.print(table)
+    for name in dict.fromkeys(score.class_name for score in result.scores):
+        first = next(score for score in result.scores if score.class_name == name)
+        out.print(f"{name}: bound {first.bound:.3f}, unrelated {unrelated_text(first)}", markup=False)
+    out.print(f"(this width leaves out each symptom's {INTERVAL_NAME} and Holm p: a terminal of {full_width} columns "
+              "shows them, and so does --json)", markup=False)
 
 
 def interval_text(score) -> str:

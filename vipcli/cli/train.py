@@ -9,7 +9,8 @@ import typer
 
 from vipcli import console
 from vipcli.cli import completion, options as opt
-from vipcli.cli.options import parse_shots  # noqa: F401  (kept importable from here, as in vip 0.1.0)
+
+parse_shots = opt.parse_shots  # vip 0.1.0 defined it here: `from vipcli.cli.train import parse_shots` still works
 
 
 def train_command(
