@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 from conftest import error_lines
-from plugin_helpers import methods_fixture, site  # noqa: F401 - site is a fixture
+from plugin_helpers import methods_fixture
 
 DECLARING_METHODS = '''
 from vip_method_example import NearestCentroid
