@@ -176,7 +176,7 @@ def say_once_per_node(say, key: str, waited_for: tuple[int, ...] = (), environ=N
     this attempt, made with O_EXCL, so of the ranks that fail together exactly one does) says it, with Ctrl-C and
     SIGTERM held from the mark to the line, so that a mark is never left without its line. Any wait that fails on
     the node after it is its consequence (the rank that said it exits, which closes its connections, and torchrun
-    stops the rest), whatever it reads: `lost another rank ...` a moment later was a second line. The rank expected
+    stops the rest), whatever it reads (`lost another rank ...`), and is not said again. The rank expected
     to say it (the first local rank still running that was not waited for) tries at once; the others give it up to
     SAY_WAIT_S to do so (it may be the rank that stopped, or slower to fail), then try themselves. A Ctrl-C or
     SIGTERM (torchrun stopping the ranks) ends that wait early. Where this cannot be known (no torchrun folders, a
