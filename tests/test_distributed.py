@@ -355,11 +355,64 @@ def test_ranks_of_a_node_that_fail_the_same_wait_print_one_line(toy_run, tmp_pat
     assert not (tmp_path / "run").exists() and time.monotonic() - started < 120
 
 
+STOPPED_RANK_SCRIPT = """
+import os, signal, subprocess, sys, time
+import vipcli.train
+from vipcli import distributed, heartbeats
+from vipcli.cli.main import run
+
+stopped, late = int(sys.argv[1]), int(sys.argv[2])
+heartbeats.BEAT_S, heartbeats.POLL_S = 0.1, 0.2
+heartbeats.STUCK_S = 30.0 if int(os.environ["RANK"]) == late else 1.0  # rank `late` would see it 29 s late
+
+
+def wait_for_every_rank(config):  # every rank joins; rank `stopped` is stopped (kill -STOP), the others wait for it
+    world = distributed.join()
+    if world.rank == stopped:  # resumed (kill -CONT) after torchrun sent it SIGTERM, which then ends it
+        subprocess.Popen(["sh", "-c", f"sleep 6; kill -CONT {os.getpid()}"], start_new_session=True)
+        time.sleep(0.5)  # it beats first
+        os.kill(os.getpid(), signal.SIGSTOP)
+        time.sleep(60)
+    distributed.barrier(world, "the end of encoding")
+
+
+vipcli.train.check_config = wait_for_every_rank
+sys.argv = ["vip", *sys.argv[3:]]
+run()
+"""
+
+
+@needs_gloo
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the ranks of a node find each other through /proc")
+@pytest.mark.parametrize("stopped, late, speaker", [
+    (3, 0, "[12]"),  # rank 0, the expected speaker, is slower to see it: torchrun's SIGTERM reaches it first
+    (0, -1, "1"),  # rank 0 stopped, then resumed: the SIGTERM torchrun sent it meanwhile ends it
+])
+def test_ranks_of_a_node_waiting_for_a_stopped_rank_print_one_line(toy_run, tmp_path, stopped, late, speaker):
+    """A rank stopped with kill -STOP is named by one waiting rank of its node; the others said `terminated
+    (SIGTERM)` when torchrun's SIGTERM reached them before they saw it themselves, or when they were resumed: a
+    second line for one failure. They now exit non-zero in silence."""
+    import re
+
+    data, _ = toy_run
+    script = tmp_path / "stopped_rank.py"
+    script.write_text(STOPPED_RANK_SCRIPT)
+    job = torchrun([stopped, late, "train", "--data", data, "--backbone", "toy", "--out", tmp_path / "run"], tmp_path,
+                   tmp_path / "cache", script=[str(script)], processes=4)
+    lines = [line for line in job.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, job.stderr
+    assert re.match(f"error: rank {speaker} of 4 stopped waiting at the end of encoding for rank {stopped}, whose "
+                    "process has not run for", lines[0]), lines[0]
+    exit_codes = re.findall(r"rank\s+: (\d) \(local_rank.*\n\s+exitcode\s+: (-?\d+)", job.stderr)
+    assert job.returncode != 0 and sorted(rank for rank, _ in exit_codes) == ["0", "1", "2", "3"], job.stderr
+    assert all(int(code) != 0 for _, code in exit_codes) and not (tmp_path / "run").exists()
+
+
 def test_a_rank_that_fails_a_wait_leaves_the_line_to_the_first_of_its_node_that_says_it(tmp_path):
     """The ranks of a node that fail the same wait say it once (the mark of the first one silences the others); a
     rank waits for the one expected to say it at most node_ranks.SAY_WAIT_S (it may be the rank that stopped); another
-    wait's line, or one without torchrun's folders, is said as before."""
-    from vipcli.node_ranks import SAY_WAIT_S, say_once_per_node
+    wait that fails after it is silent too (its consequence); one without torchrun's folders is said as before."""
+    from vipcli.node_ranks import SAY_WAIT_S, WAIT_MARK, say_once_per_node
 
     attempt = tmp_path / "attempt_0"
     for local_rank in range(3):
@@ -377,11 +430,13 @@ def test_a_rank_that_fails_a_wait_leaves_the_line_to_the_first_of_its_node_that_
     assert said_by(1, "the end of encoding: stopped rank 0", (0,))  # rank 0, which stopped, is not waited for
     assert time.monotonic() - started < SAY_WAIT_S
     assert not said_by(2, "the end of encoding: stopped rank 0", (0,))  # said on this node: silent
+    assert not said_by(0, "the end of encoding: lost a rank")  # a wait failing after it, as a consequence: silent
+    assert said_by(2, "the end of predicting: timed out", folders=False)  # no torchrun folders: as before
+    (attempt / WAIT_MARK).unlink()  # the next attempt
     started = time.monotonic()
-    assert said_by(1, "the end of predicting: timed out")  # another wait; rank 0, expected, never says it
+    assert said_by(1, "the end of predicting: timed out")  # rank 0, expected, never says it
     assert SAY_WAIT_S <= time.monotonic() - started < SAY_WAIT_S + 1
     assert not said_by(0, "the end of predicting: timed out")
-    assert said_by(2, "the end of predicting: timed out", folders=False)  # no torchrun folders: as before
 
 
 def test_unreadable_images_are_recorded_and_fail_the_command(cli, toy_run, tmp_path):

@@ -27,7 +27,6 @@ import os
 import sys
 from pathlib import Path
 
-from vipcli.digests import text_digest
 
 SAID_MARK = "vip-said"  # the file a rank leaves in its torchrun folder once its `error:` line is printed
 DONE_MARK = "vip-done"  # ... and the one it leaves once its part of the work is done (it left the process group)
@@ -158,20 +157,31 @@ def silently_lost_ranks(rank: int, local_rank: int, environ=None) -> list[int]:
 
 
 SAY_WAIT_S = 1.5  # how long a rank that fails a wait gives the node's expected speaker to say it first
+WAIT_MARK = "vip-said-wait"  # the file, in torchrun's folder for this attempt, of the node's line of a failed wait
+
+
+def wait_line_said(environ=None) -> bool:
+    """Whether a rank of this node printed the line of a failed wait in this attempt (`say_once_per_node`): then the
+    SIGTERM torchrun sends the other ranks is that failure's consequence, and their `terminated` line would be a
+    second line for one failure. False where torchrun gave no folders."""
+    folder = rank_folder(0, environ)
+    return folder is not None and (folder.parent / WAIT_MARK).exists()
 
 
 def say_once_per_node(say, key: str, waited_for: tuple[int, ...] = (), environ=None) -> None:
-    """Call `say()` (print the line of a wait that failed) unless another rank of this node that failed the same wait
-    says it (`key`: the wait, the same text on every rank that failed it alike; `waited_for`: the global ranks it
-    waited for, where known): 8 ranks waiting for a stopped or killed one printed 7 copies of one sentence.
+    """Call `say()` (print the line of a wait that failed) unless another rank of this node printed the line of a
+    failed wait in this attempt (`key`: the wait and how it failed, kept in the mark; `waited_for`: the global ranks
+    it waited for, where known): 8 ranks waiting for a stopped or killed one printed 7 copies of one sentence.
 
-    One line per node: the first rank to create the node's mark of `key` (a `vip-said-<digest>` file in torchrun's
-    folder for this attempt, made with O_EXCL, so of the ranks that fail together exactly one does) says it, with
-    Ctrl-C and SIGTERM held from the mark to the line, so that a mark is never left without its line. The
-    rank expected to say it (the first local rank still running that was not waited for) tries at once; the others
-    give it up to SAY_WAIT_S to do so (it may be the rank that stopped, or slower to fail), then try themselves.
-    A Ctrl-C or SIGTERM (torchrun stopping the ranks) ends that wait early. Where this cannot be known (no torchrun
-    folders, a mark that cannot be written) every rank says its own line, as before.
+    One line per node and attempt: the first rank to create the node's WAIT_MARK (a file in torchrun's folder for
+    this attempt, made with O_EXCL, so of the ranks that fail together exactly one does) says it, with Ctrl-C and
+    SIGTERM held from the mark to the line, so that a mark is never left without its line. Any wait that fails on
+    the node after it is its consequence (the rank that said it exits, which closes its connections, and torchrun
+    stops the rest), whatever it reads (`lost another rank ...`), and is not said again. The rank expected
+    to say it (the first local rank still running that was not waited for) tries at once; the others give it up to
+    SAY_WAIT_S to do so (it may be the rank that stopped, or slower to fail), then try themselves. A Ctrl-C or
+    SIGTERM (torchrun stopping the ranks) ends that wait early. Where this cannot be known (no torchrun folders, a
+    mark that cannot be written) every rank says its own line, as before.
     """
     import time
 
@@ -187,7 +197,7 @@ def say_once_per_node(say, key: str, waited_for: tuple[int, ...] = (), environ=N
     if first_folder is None:
         say()
         return
-    mark = first_folder.parent / f"{SAID_MARK}-{text_digest(key)}"
+    mark = first_folder.parent / WAIT_MARK
     first = rank - local_rank  # torchrun numbers a node's ranks on from its first
     expected = set(range(local_size)) - {other - first for other in waited_for}
     running = running_local_ranks(environ)

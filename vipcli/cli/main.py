@@ -241,6 +241,21 @@ def _stopped(terminated: bool | None = None, done: bool | None = None) -> tuple[
     return f"{what}; nothing half-written was left behind{_torchrun_stop_hint() if terminated else ''}", code
 
 
+def _say_stopped(terminated: bool | None = None, done: bool | None = None) -> int:
+    """Print the line of an interrupt (`_stopped`) once per node, and return its exit code. Under torchrun, a SIGTERM
+    that reaches a rank after a rank of its node printed the line of a failed wait (`node_ranks.wait_line_said`) is
+    torchrun stopping the job for that failure: the rank exits with its code in silence, where its `terminated` line
+    was a second line for one failure (a rank resumed with kill -CONT, or slower to see the wait fail)."""
+    from vipcli.node_ranks import SAID_MARK, leave_mark, wait_line_said
+
+    message, code = _stopped(terminated, done)
+    if (stop_signals.terminated() if terminated is None else terminated) and wait_line_said():
+        leave_mark(SAID_MARK)  # its line is said: the ranks that outlive it do not take it for lost
+        return code
+    _print_error(message, shared=True)
+    return code
+
+
 def _silently_lost() -> str:
     """Under torchrun, where ranks of this node ended without an error line before their work was done (killed by a
     signal: `node_ranks.silently_lost_ranks`), the line that names them, as the SIGTERM torchrun then sent this rank
@@ -294,8 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     with stop_signals.stop_signals_raise():
         code = _main(argv)
         if code == 0 and stop_signals.received() is not None:  # swallowed by Python after the last checkpoint
-            message, code = _stopped()
-            _print_error(message, shared=True)
+            code = _say_stopped()
         return code
 
 
@@ -311,8 +325,7 @@ def _main(argv: list[str] | None) -> int:
         with scans_held():  # one command reads the installed plugins once per group, not at every lookup
             result = app(args=argv, prog_name="vip", standalone_mode=False)
         if result == 130:  # typer turns Ctrl-C into exit code 130
-            message, result = _stopped()
-            _print_error(message, shared=True)
+            result = _say_stopped()
         return result if isinstance(result, int) else 0
     except CLICK_EXIT as done:
         return done.exit_code
@@ -327,9 +340,7 @@ def _main(argv: list[str] | None) -> int:
     except CLICK_ABORT:
         if debug:
             raise
-        message, code = _stopped()
-        _print_error(message, shared=True)
-        return code
+        return _say_stopped()
     except VipError as error:
         if debug:
             raise
@@ -381,8 +392,7 @@ def run() -> None:
             _skip_shutdown_collections()
     except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM after the command's work was done: no traceback
         if code == 0:
-            message, code = _stopped(isinstance(stop, stop_signals.Terminated), done=True)
-            _print_error(message, shared=True)
+            code = _say_stopped(isinstance(stop, stop_signals.Terminated), done=True)
     sys.exit(code)
 
 
