@@ -492,3 +492,54 @@ def state_if_watched(method, whole: bool = False) -> BackboneState | None:
     """The backbone's state before a member of `method` runs, when `method` is watched (`whole`: with every byte of
     every weight, `weights_digest`, for a fit); else None (free)."""
     return backbone_state(method.setup.backbone, whole) if is_watched(method) else None
+
+
+def kept_by(method, member: str, call, *args):
+    """`call(*args)`, a member of `method` vip calls outside fit and forward (`state_tensors`, `record`, `explain`),
+    refusing it when it changed the backbone (a plugin's; vip's own methods are called as they are)."""
+    before = state_if_watched(method)
+    result = call(*args)
+    check_kept(method, member, before)
+    return result
+
+
+_since_fit: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # plugin method -> the whole state after its fit
+AFTER_FIT = "a member called after fit"
+AFTER_FIT_DOING = ("the members vip called after fit (eval, prepare, forward over the validation and test splits, "
+                   "state_tensors, record, and __init__ and load_state_tensors of the method rebuilt from them)")
+
+
+def keep_since_fit(method, state: BackboneState | None) -> None:
+    """Keep `state` (every byte of every weight, taken right after `method`'s fit) for `check_kept_since_fit`."""
+    if state is not None and state.digests is not None:
+        _since_fit[method] = state
+
+
+def check_kept_since_fit(method) -> None:
+    """Refuse `method` when every byte of every weight is not as its fit left it (`keep_since_fit`): each member
+    after fit was compared on its own, but through the sampled elements only, which a write through `.data` to a
+    few rows of a large weight falls between; one digest here sees it, before anything of the run is written."""
+    try:
+        before = _since_fit.pop(method, None)
+    except TypeError:  # not weak-referenceable: not a method vip watches
+        return
+    check_kept(method, AFTER_FIT, before, AFTER_FIT_DOING)
+
+
+REBUILT = "__init__, load_state_tensors or prepare"
+REBUILT_DOING = "rebuilding the run's method (__init__, load_state_tensors, prepare)"
+
+
+def whole_state_before_rebuild(method_id: str, backbone) -> BackboneState | None:
+    """Every byte of every weight of `backbone` before a plugin method `method_id` is rebuilt from a run (compared
+    by `check_kept(method, REBUILT, ...)` once it is ready, before any image is encoded); None for vip's own
+    methods and for an id vip cannot resolve (rebuilding it names the problem)."""
+    from vipcli.errors import VipError
+    from vipcli.methods import METHODS
+    from vipcli.plugins import is_own_distribution
+
+    try:
+        own = is_own_distribution(METHODS.distribution(method_id))
+    except VipError:
+        return None
+    return None if own else backbone_state(backbone, whole=True)
