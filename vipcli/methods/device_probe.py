@@ -15,8 +15,11 @@ mode is what finds them. As on a GPU, a 0-d tensor on the CPU (`x * torch.tensor
 
 Meta tensors hold no values: a read of one (`.item()`, `float(t)`, `.tolist()`, `.cpu()` then `.numpy()`) gives ones
 of its shape and dtype, so a plugin that reads its backbone's logit scale or its text features as numpy as it is
-built is judged too. A plugin that cannot be built or run there for any other reason (it expects its backbone's
-width, its code fails on the stand-in values) is not judged: the probe says nothing. It runs once per method class and process (a sweep builds
+built is judged too. Where a run is reloaded, a plugin whose `__init__` cannot run on meta (an operation with no meta
+kernel, such as `torch.unique`) is built on the CPU with the toy backbone at the run's widths instead and moved to
+meta, so that `load_state_tensors` and `forward` are still judged (`_built_on_cpu_moved`). A plugin that cannot be
+built or run there for any other reason (it reads a part of its own backbone the toy has not, its code fails on the
+stand-in values) is not judged: the probe says nothing, and returns why. It runs once per method class and process (a sweep builds
 each method again for every row), quietly, and leaves the global random generators as they were (the CPU's, and
 those of CUDA devices already started: the probe never starts CUDA itself).
 """
@@ -244,8 +247,8 @@ def _built_on_cpu_moved(cls, setup, probe, settings, stored):
 
 def cpu_toy_like(real):
     """vip's toy backbone on the CPU, random weights (the global generators untouched), its text tower and joint
-    space rebuilt at the widths (`token_width`, `embed_dim`) of the run's backbone `real` where they differ: a
-    3-layer text tower, made in 0.1 s at ViT-B-16's widths."""
+    space rebuilt at the widths (`token_width`, `embed_dim`) of the run's backbone `real` where they differ (its
+    3-layer text tower: the toy made and rebuilt in 0.4 s at ViT-B-16's widths, 512, on the loaded 2-core CPU)."""
     import sys
 
     from vipcli.registry import backbone_class
