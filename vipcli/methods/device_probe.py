@@ -205,10 +205,12 @@ def probe_restored(cls, method_id: str, setup, settings, stored, tensors: dict, 
     method, found = _built_on_probe_device(cls, setup, backbone, settings, stored)
     on_cpu = None  # why the method was built on the CPU instead, when it was
     if isinstance(method, Exception):
-        on_cpu = f"__init__ raised {type(method).__name__} on the meta device: {method}"
+        from vipcli.plugins import describe_exception
+
+        on_cpu = f"__init__ raised {describe_exception(method).replace(': ', ' on the meta device: ', 1)}"
         method = _built_on_cpu_moved(cls, setup, backbone, settings, stored)
         if isinstance(method, Exception):
-            return f"not judged: {on_cpu}; on the CPU with the toy backbone: {type(method).__name__}: {method}"
+            return f"not judged: {on_cpu}; on the CPU with the toy backbone: {describe_exception(method)}"
     else:
         _refuse_mixed(method_id, "__init__", found, "setup.device")
     with isolated(), MixedDevices(PROBE_DEVICE) as watch:
@@ -259,7 +261,8 @@ def cpu_toy_like(real):
     if widths:
         config = dataclasses.replace(toy.config, embed_dim=widths.get("embed_dim", toy.embed_dim),
                                      text_width=widths.get("token_width", toy.token_width))
-        toy.config, toy.model = config, sys.modules[type(toy).__module__].build_random_model(config, len(toy.vocab)).eval()
+        build_random_model = sys.modules[type(toy).__module__].build_random_model
+        toy.config, toy.model = config, build_random_model(config, len(toy.vocab)).eval()
         toy.embed_dim, toy.token_width = config.embed_dim, config.text_width
         toy.logit_scale = toy.model.logit_scale.detach().reshape(())
     return toy
