@@ -150,6 +150,66 @@ class TidyFit(NearestCentroid):
         return super().fit(data, context)
 
 
+def nudge_row(method):
+    """Add 1 to one row of the text tower's token embedding through .data: no version counter sees it, and it falls
+    between the elements of each weight vip samples (its first, middle and last 16)."""
+    tower(method).text.token_embedding.weight.data[1] += 1.0
+
+
+class RowInForward(NearestCentroid):
+    """Writes a row of the backbone through .data in forward (vip train's evaluation, vip predict)."""
+
+    def forward(self, image_features):
+        nudge_row(self)
+        return super().forward(image_features)
+
+
+class RowInStateTensors(NearestCentroid):
+    """Writes a row of the backbone through .data in state_tensors (vip train saves the run through it)."""
+
+    def state_tensors(self):
+        nudge_row(self)
+        return super().state_tensors()
+
+
+class RowInRecord(NearestCentroid):
+    """Writes a row of the backbone through .data in record (vip train saves the run's JSON state through it)."""
+
+    def record(self):
+        nudge_row(self)
+        return super().record()
+
+
+class RowOnLoad(NearestCentroid):
+    """Writes a row of the backbone through .data in load_state_tensors, when `flawed` (a class attribute a test
+    sets): the run's round trip and vip predict reload through it."""
+
+    flawed = True
+
+    def load_state_tensors(self, tensors, where):
+        super().load_state_tensors(tensors, where)
+        if self.flawed:
+            nudge_row(self)
+
+
+class DetachedCopyInStateTensors(NearestCentroid):
+    """Overwrites a weight through copy_ on a .detach() of it in state_tensors: .detach() shares the weight's
+    version counter, so the in-place write is seen as one."""
+
+    def state_tensors(self):
+        weight = tower(self).text.ln_final.weight
+        weight.detach().copy_(weight * 0.5)
+        return super().state_tensors()
+
+
+class ExplainsInTrainMode(NearestCentroid):
+    """Switches the backbone to train() mode in explain (vip predict --explain)."""
+
+    def explain(self, image_features):
+        tower(self).train()
+        return super().explain(image_features)
+
+
 class SoundBatches(Coop):
     """CoOp with a loss of its own, written for batched rows too, that leaves the backbone alone."""
 
@@ -176,7 +236,10 @@ CHANGING = {"trains-tower": "TrainsTextTower", "unfreezes": "UnfreezesOnly", "nu
             "row-data": "RowThroughData",
             "swaps-data": "SwapsData", "numpy-write": "WritesThroughNumpy", "short-context": "ShortContext",
             "plain-tower": "PlainTower", "hooks-image": "HooksImageTower", "dropout-forward": "DropoutForward",
-            "tidy-fit": "TidyFit", "sound-batches": "SoundBatches", "dropout-batches": "DropoutInBatches"}
+            "tidy-fit": "TidyFit", "sound-batches": "SoundBatches", "dropout-batches": "DropoutInBatches",
+            "row-forward": "RowInForward", "row-state-tensors": "RowInStateTensors", "row-record": "RowInRecord",
+            "row-on-load": "RowOnLoad", "detached-copy": "DetachedCopyInStateTensors",
+            "explains-in-train": "ExplainsInTrainMode"}
 SHARED = ("vip shares one loaded backbone between a run's training and its predictions and between the rows of a "
           "benchmark sweep")
 
@@ -302,3 +365,66 @@ def test_readmes_error_lines_are_what_vip_prints(cli, changing, tmp_path, ours, 
     code, _, err = _train(cli, changing, tmp_path / "run", ours)
     line, = error_lines(err)
     assert code == 1 and line.split(" failed in ", 1)[1] == shown.split(" failed in ", 1)[1], (line, shown)
+
+
+AFTER_FIT = ("a member called after fit: the members vip called after fit (eval, prepare, forward over the validation "
+             "and test splits, state_tensors, record, and __init__ and load_state_tensors of the method rebuilt from "
+             "them) changed the shared backbone: changed backbone.model.text.token_embedding.weight through .data (a "
+             "write torch's version counter does not see)")
+
+
+@pytest.mark.parametrize("method, after_member", [
+    # one row written through .data falls between the sampled elements each member is compared by: every byte of
+    # every weight is compared once after the evaluation and the round trip, before anything is written
+    ("row-forward", AFTER_FIT), ("row-state-tensors", AFTER_FIT), ("row-record", AFTER_FIT),
+    ("row-on-load", AFTER_FIT),
+    # an in-place write is seen right after the member (state_tensors was not watched at all)
+    ("detached-copy", "state_tensors: state_tensors changed the shared backbone: changed "
+                      "backbone.model.text.ln_final.weight in place"),
+])
+def test_vip_train_refuses_a_member_after_fit_that_changed_the_backbone(cli, changing, tmp_path, method,
+                                                                       after_member):
+    """The whole-weight digest was taken around fit only: a plugin that wrote a few rows of the backbone through .data
+    in forward, state_tensors, record or load_state_tensors was saved, and `vip predict` and a sweep's later rows used
+    the changed backbone. Now it is one line naming the plugin, the member and the fix; no run folder is written."""
+    code, _, err = _train(cli, changing, tmp_path / "run", method)
+    line, = error_lines(err)
+    assert code == 1 and line.startswith(f"error: method '{method}' (from {method}-dist 0.1.0) failed in "
+                                         f"{after_member}"), line
+    assert SHARED in line and "leave the backbone frozen" in line and "Traceback" not in err, line
+    assert not (tmp_path / "run").exists()
+
+
+def test_vip_predict_refuses_a_rebuild_that_changed_the_backbone_before_any_image_is_read(cli, changing, tmp_path,
+                                                                                         monkeypatch):
+    """A run saved while load_state_tensors left the backbone alone, reloaded once it writes a row through .data: vip
+    predict would have classified every image with features of the changed backbone. It is refused in one line,
+    nothing printed; the same run predicts once load_state_tensors is sound again."""
+    import changing_methods
+
+    image = sorted((changing / "test").rglob("*.png"))[0]
+    monkeypatch.setattr(changing_methods.RowOnLoad, "flawed", False)
+    code, _, err = _train(cli, changing, tmp_path / "run", "row-on-load")
+    assert code == 0, err
+    monkeypatch.setattr(changing_methods.RowOnLoad, "flawed", True)
+    code, out, err = cli("predict", image, "--model", tmp_path / "run", "--json")
+    line, = error_lines(err)
+    assert code == 1 and out == "" and line.startswith(
+        "error: method 'row-on-load' (from row-on-load-dist 0.1.0) failed in __init__, load_state_tensors or prepare: "
+        "rebuilding the run's method (__init__, load_state_tensors, prepare) changed the shared backbone: changed "
+        "backbone.model.text.token_embedding.weight through .data"), line
+    monkeypatch.setattr(changing_methods.RowOnLoad, "flawed", False)
+    code, out, err = cli("predict", image, "--model", tmp_path / "run", "--json")
+    assert code == 0 and out, err
+
+
+def test_vip_predict_explain_refuses_an_explain_that_changed_the_backbone(cli, changing, tmp_path):
+    """explain was not watched: one that left the backbone in train() mode changed every later image's features."""
+    image = sorted((changing / "test").rglob("*.png"))[0]
+    code, _, err = _train(cli, changing, tmp_path / "run", "explains-in-train")
+    assert code == 0, err
+    code, out, err = cli("predict", image, "--model", tmp_path / "run", "--explain", "--json")
+    line, = error_lines(err)
+    assert code == 1 and line.startswith(
+        "error: method 'explains-in-train' (from explains-in-train-dist 0.1.0) failed in explain: explain changed the "
+        "shared backbone: switched backbone.model to train() mode"), line

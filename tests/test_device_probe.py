@@ -143,6 +143,28 @@ class ReadsNumpyLate(NearestCentroid):
         return super().forward(image_features) + image_features.float() @ self.text.T
 
 
+class CountsSigns(KeepsLoadedOnTheCpu):
+    """Counts the distinct signs of its class names' text features with torch.unique as it is built, which has no
+    meta kernel: the probe cannot build it on the meta device. Its load_state_tensors keeps the loaded prototypes on
+    the CPU when `flawed` (a class attribute a test sets), as KeepsLoadedOnTheCpu's does."""
+
+    flawed = True
+
+    def __init__(self, setup, settings=None, stored=None):
+        super().__init__(setup, settings, stored)
+        text = setup.backbone.encode_text(setup.backbone.tokenize(list(setup.class_names)))  # [C, D]
+        self.signs = int(torch.unique(text.sign()).numel())
+
+
+class NeedsAVitStem(NearestCentroid):
+    """Reads the patch size of an open_clip ViT's stem (backbone.model.visual.conv1) as it is built, which the toy
+    backbone has not: no toy, on meta or on the CPU, can stand in for its backbone."""
+
+    def __init__(self, setup, settings=None, stored=None):
+        super().__init__(setup, settings, stored)
+        self.patch = setup.backbone.model.visual.conv1.kernel_size
+
+
 class DrawsOnTheGpu(NearestCentroid):
     """Draws from the GPU's generator in __init__ (here a stand-in: it sets the state of device 1's)."""
 
@@ -160,7 +182,9 @@ probed = methods_fixture("probed_methods", PROBED_METHODS, {"counts-builds": "Co
                                                            "keeps-loaded-on-the-cpu": "KeepsLoadedOnTheCpu",
                                                            "fills-placeholder-on-load": "FillsPlaceholderOnLoad",
                                                            "moves-in-prepare": "MovesInPrepare",
-                                                           "reads-numpy-late": "ReadsNumpyLate"})
+                                                           "reads-numpy-late": "ReadsNumpyLate",
+                                                           "counts-signs": "CountsSigns",
+                                                           "needs-a-vit-stem": "NeedsAVitStem"})
 
 
 def _toy_setup():
@@ -340,3 +364,45 @@ def test_the_probe_keeps_the_generators_of_cuda_devices_already_started(probed, 
     with isolated():
         torch.cuda.set_rng_state(torch.full((16,), 9, dtype=torch.uint8), 1)
     assert torch.equal(states[1], torch.ones(16, dtype=torch.uint8))
+
+
+def test_a_plugin_the_meta_device_cannot_build_is_judged_built_on_the_cpu(probed, cli, tmp_path, monkeypatch):
+    """A plugin whose __init__ uses an operation with no meta kernel (torch.unique) made the reload probe say "not
+    judged", so a load_state_tensors that kept what it loaded on the CPU passed vip train and failed on a GPU. The
+    probe now builds it on the CPU with the toy backbone, moves it to meta and judges load_state_tensors and forward
+    there: the flawed one is refused before the run is saved, the sound one passes and says how it was built."""
+    import weakref
+
+    import probed_methods
+
+    from conftest import error_lines
+    from vipcli.methods import device_probe, make_settings, method_class
+
+    code, _, err = cli("train", "--data", probed, "--backbone", "toy", "--method", "counts-signs", "--shots", "2",
+                       "--views", "1", "--workers", "0", "--out", tmp_path / "run")
+    line, = error_lines(err)
+    assert code == 1 and line.startswith(
+        "error: method 'counts-signs' (from counts-signs-dist 0.1.0) failed in load_state_tensors: after "
+        "load_state_tensors, forward gave torch.Tensor.matmul a tensor on cpu and one on the image features' device, "
+        "where self.prototypes is a plain tensor on cpu"), line
+    assert not (tmp_path / "run").exists()
+    monkeypatch.setattr(probed_methods.CountsSigns, "flawed", False)
+    monkeypatch.setattr(device_probe, "_probed_restored", weakref.WeakSet())  # a new process
+    setup, cls = _toy_setup(), method_class("counts-signs")
+    fitted = cls(setup, make_settings(cls, {}, "counts-signs"))
+    found = device_probe.probe_restored(cls, "counts-signs", setup, make_settings(cls, {}, "counts-signs"), {},
+                                        fitted.state_tensors(), "a test")
+    assert found.startswith("passed (load_state_tensors and forward; built on the CPU with the toy backbone: "
+                            "__init__ raised NotImplementedError on the meta device: "), found
+
+
+def test_a_plugin_no_toy_can_stand_in_for_is_not_judged_and_says_why(probed):
+    """What needs its own backbone's parts cannot be built with the toy anywhere: "not judged", with both reasons."""
+    from vipcli.methods import make_settings, method_class
+    from vipcli.methods.device_probe import probe_restored
+
+    setup, cls = _toy_setup(), method_class("needs-a-vit-stem")
+    settings = make_settings(cls, {}, "needs-a-vit-stem")
+    found = probe_restored(cls, "needs-a-vit-stem", setup, settings, {}, {}, "a test")
+    assert found.startswith("not judged: __init__ raised AttributeError on the meta device: ") and \
+        "; on the CPU with the toy backbone: AttributeError: " in found and "conv1" in found, found

@@ -289,7 +289,7 @@ def run_rows_together(method_id: str, cls, jobs: list[tuple], context: dict, pro
     runs once per step over every row's prompts. Each row's `fit_s` is its share of the group's time.
     """
     from vipcli.fitting import fit_sgd_many
-    from vipcli.methods.backbone_guard import check_kept, state_if_watched
+    from vipcli.methods.backbone_guard import check_kept, keep_since_fit, state_if_watched
     from vipcli.methods.contract import check_on_device, check_splits_unchanged, split_versions
     from vipcli.methods.device_probe import check_placeholders_replaced
 
@@ -299,7 +299,8 @@ def run_rows_together(method_id: str, cls, jobs: list[tuple], context: dict, pro
     backbone = state_if_watched(built[0]["method"], whole=True)  # the rows share it; every byte, around a fit
     fitted = fit_sgd_many([b["method"] for b in built], [b["data"] for b in built],
                           [b["fit_context"] for b in built], progress, batchable=True)  # rows grouped by its answer
-    check_kept(built[0]["method"], "fit", backbone, f"its {len(built)} rows of the sweep, trained together,")
+    after = check_kept(built[0]["method"], "fit", backbone, f"its {len(built)} rows of the sweep, trained together,")
+    keep_since_fit(built[-1]["method"], after)  # compared after the last row's evaluation: all the rows' members
     for b, versions in zip(built, before):  # as `checked_fit` refuses it for a row run alone
         check_splits_unchanged(b["method"], b["data"], versions)
         check_on_device(b["method"], "fit")
@@ -328,6 +329,7 @@ def _build_row(method_id: str, cls, shots: int | str, seed: int, context: dict, 
 def _finish_row(row: dict, fitted: dict, context: dict, fit_seconds: float) -> dict:
     """Evaluate a fitted row's method on val and test; the row as stored."""
     from vipcli.fitting import evaluate
+    from vipcli.methods.backbone_guard import check_kept_since_fit
 
     pool, names, cls, method = context["pool"], context["class_names"], row["cls"], row["method"]
     started = time.perf_counter()
@@ -335,6 +337,7 @@ def _finish_row(row: dict, fitted: dict, context: dict, fit_seconds: float) -> d
     test = evaluate(method, pool.test, len(names), context["device"], names)  # with its test against chance
     fit_seconds += time.perf_counter() - started
     check_batch_once(row["method_id"], method, context)  # after evaluate's own checks (NaN logits); not timed
+    check_kept_since_fit(method)  # every byte of the shared backbone as fit left it, before the row is kept
     schedule = row["schedule"]
     epochs = schedule.epochs if cls.trains and cls.uses_schedule else getattr(method.settings, "epochs", 0)
     return {

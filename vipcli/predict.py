@@ -57,6 +57,7 @@ def load_predictor(run_dir: str | Path, device="cpu", backbone_id: str | None = 
     """
     from vipcli.checkpoint import read_checkpoint
     from vipcli.methods import MethodSetup, restore_method
+    from vipcli.methods.backbone_guard import REBUILT, REBUILT_DOING, check_kept, kept_by, whole_state_before_rebuild
     from vipcli.provenance import check_installed
     from vipcli.registry import BACKBONES, check_backbone_paths, load_backbone, rebuild_backbone_options
     from vipcli.trust import read_calibration
@@ -84,9 +85,11 @@ def load_predictor(run_dir: str | Path, device="cpu", backbone_id: str | None = 
                                              meta.get("backbone_describe"))))
         digest = other_backbone_digest(digest, backbone)
     setup = MethodSetup(backbone, list(meta["class_names"]), meta.get("symptoms") or {})
+    before = whole_state_before_rebuild(meta["method"], backbone)  # a plugin's: every byte, before it is rebuilt
     method = restore_method(meta["method"], setup, meta.get("method_settings") or {}, meta.get("method_state") or {},
                             tensors, str(run_dir), meta)
-    method.prepare()
+    kept_by(method, "prepare", method.prepare)
+    check_kept(method, REBUILT, before, REBUILT_DOING)  # before any image is encoded with a changed backbone
     return Predictor(Path(run_dir), meta, backbone, method, list(meta["class_names"]),
                      calibration=read_calibration(meta), model_digest=digest)
 
@@ -292,6 +295,7 @@ def classify(predictor: Predictor, features: torch.Tensor, names: list[str], exp
     `cutoff` (`vipcli.trust.set_threshold`), each image's prediction set.
     """
     from vipcli.fitting import prepared_logits
+    from vipcli.methods.backbone_guard import kept_by
     from vipcli.methods.contract import check_explanation
     from vipcli.trust import calibrated_softmax, prediction_set
 
@@ -302,7 +306,7 @@ def classify(predictor: Predictor, features: torch.Tensor, names: list[str], exp
     predictions = []
     for row, name in enumerate(names):
         best = int(probabilities[row].argmax())
-        explanation = method.explain(features[row].to(device)) if explain else None
+        explanation = kept_by(method, "explain", method.explain, features[row].to(device)) if explain else None
         check_explanation(method, explanation)
         predictions.append(Prediction(
             name, predictor.class_names[best], float(probabilities[row, best]),

@@ -227,6 +227,7 @@ def _fit_and_save(config: TrainConfig, cls, schedule, run_dir: Path | None, star
     from vipcli.graphs import graph_status
     from vipcli.metrics import missed_classes_warning
     from vipcli.methods import FitContext, MethodSetup, build_method
+    from vipcli.methods.backbone_guard import check_kept_since_fit
     from vipcli.methods.contract import check_round_trip, checked_fit
     from vipcli.preflight import check_decoding_memory, check_feature_memory
 
@@ -278,6 +279,7 @@ def _fit_and_save(config: TrainConfig, cls, schedule, run_dir: Path | None, star
     val_logits = predict_logits(method, data.val.x, device)  # [M, C], once for metrics and calibration
     test_logits = predict_logits(method, data.test.x, device)  # [T, C]
     check_round_trip(method, data.val.x if len(data.val.x) else data.test.x, device)  # predict = what was measured
+    check_kept_since_fit(method)  # every byte of the backbone as fit left it, before anything is written
     calibrated = calibrate(val_logits, data.val.y, test_logits, data.test.y)  # temperature, conformal scores
     metrics = {
         "val": metrics_of(val_logits, data.val.y, len(dataset.class_names)),
@@ -436,6 +438,7 @@ def write_train_run(run_dir, config, method, backbone, dataset, data, symptoms, 
                     calibration=None) -> None:
     """Write the run directory: the method's tensors and everything predict needs to rebuild it."""
     from vipcli.checkpoint import write_run
+    from vipcli.methods.backbone_guard import kept_by
     from vipcli.data import copies_record, left_out_record, relative_to_data
     from vipcli.methods import METHODS
     from vipcli.provenance import distribution_record
@@ -451,7 +454,7 @@ def write_train_run(run_dir, config, method, backbone, dataset, data, symptoms, 
 
     config_record = _jsonable(asdict(config))
     metadata = {
-        "method": method.id, "method_settings": _jsonable(asdict(method.settings)), "method_state": method.record(),
+        "method": method.id, "method_settings": _jsonable(asdict(method.settings)), "method_state": kept_by(method, "record", method.record),
         "backbone": config.backbone.id, "arch": backbone.describe().get("arch", config.backbone.arch or ""),
         "arch_option": options.arch or "", "pretrained_option": options.pretrained or "",
         "pretrained": str(backbone.describe().get("pretrained", "")), "backbone_fingerprint": backbone.fingerprint(),
@@ -474,7 +477,7 @@ def write_train_run(run_dir, config, method, backbone, dataset, data, symptoms, 
         **left_out_record(dataset.left_out, relative),
         **copies_record(dataset, relative),  # images in two splits or classes, as warned
     }
-    write_run(run_dir, method.state_tensors(), metadata, split, metrics, force=config.force,
+    write_run(run_dir, kept_by(method, "state_tensors", method.state_tensors), metadata, split, metrics, force=config.force,
               extra=lambda staging: copy_run_files(options, staging))
 
 

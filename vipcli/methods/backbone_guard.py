@@ -16,8 +16,12 @@ whole weight is seen, one to a few rows or elements of a large weight may not be
 where its text tower takes 1.6 s over two prompts) without the sampled elements, which add 0.23 ms there when the
 machine is quiet (0.59 -> 0.83 ms), 0.3-0.5 ms at load 10 (14,497 elements in 907 runs; sampling one element a row instead, which would see a write to any row, read 394,375 elements
 in 2-8 ms). vip compares one before and after each member of a plugin method it calls (`__init__`, `fit`, a
-sweep's batched fit, an overridden `train()`, `prepare`, `forward` over an evaluation, `load_state_tensors`). vip's
-own methods are not watched: its tests cover them.
+sweep's batched fit, an overridden `train()`, `prepare`, `forward` over an evaluation, `state_tensors`, `record`,
+`explain`, `load_state_tensors`). Every byte of every weight (`weights_digest`, 0.47-0.68 s on ViT-B-16) is compared
+once a phase, not once a member: around `fit`; from the end of `fit` to the end of what follows it (the evaluation,
+the round trip's `state_tensors`, `record` and rebuild; `check_kept_since_fit`), before the run or the sweep's row is
+kept; and at `vip predict`, from before the run's method is rebuilt to after its `prepare`
+(`whole_state_before_rebuild`), before any image is read. vip's own methods are not watched: its tests cover them.
 """
 
 from __future__ import annotations
@@ -492,3 +496,54 @@ def state_if_watched(method, whole: bool = False) -> BackboneState | None:
     """The backbone's state before a member of `method` runs, when `method` is watched (`whole`: with every byte of
     every weight, `weights_digest`, for a fit); else None (free)."""
     return backbone_state(method.setup.backbone, whole) if is_watched(method) else None
+
+
+def kept_by(method, member: str, call, *args):
+    """`call(*args)`, a member of `method` vip calls outside fit and forward (`state_tensors`, `record`, `explain`),
+    refusing it when it changed the backbone (a plugin's; vip's own methods are called as they are)."""
+    before = state_if_watched(method)
+    result = call(*args)
+    check_kept(method, member, before)
+    return result
+
+
+_since_fit: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # plugin method -> the whole state after its fit
+AFTER_FIT = "a member called after fit"
+AFTER_FIT_DOING = ("the members vip called after fit (eval, prepare, forward over the validation and test splits, "
+                   "state_tensors, record, and __init__ and load_state_tensors of the method rebuilt from them)")
+
+
+def keep_since_fit(method, state: BackboneState | None) -> None:
+    """Keep `state` (every byte of every weight, taken right after `method`'s fit) for `check_kept_since_fit`."""
+    if state is not None and state.digests is not None:
+        _since_fit[method] = state
+
+
+def check_kept_since_fit(method) -> None:
+    """Refuse `method` when every byte of every weight is not as its fit left it (`keep_since_fit`): each member
+    after fit was compared on its own, but through the sampled elements only, which a write through `.data` to a
+    few rows of a large weight falls between; one digest here sees it, before anything of the run is written."""
+    try:
+        before = _since_fit.pop(method, None)
+    except TypeError:  # not weak-referenceable: not a method vip watches
+        return
+    check_kept(method, AFTER_FIT, before, AFTER_FIT_DOING)
+
+
+REBUILT = "__init__, load_state_tensors or prepare"
+REBUILT_DOING = "rebuilding the run's method (__init__, load_state_tensors, prepare)"
+
+
+def whole_state_before_rebuild(method_id: str, backbone) -> BackboneState | None:
+    """Every byte of every weight of `backbone` before a plugin method `method_id` is rebuilt from a run (compared
+    by `check_kept(method, REBUILT, ...)` once it is ready, before any image is encoded); None for vip's own
+    methods and for an id vip cannot resolve (rebuilding it names the problem)."""
+    from vipcli.errors import VipError
+    from vipcli.methods import METHODS
+    from vipcli.plugins import is_own_distribution
+
+    try:
+        own = is_own_distribution(METHODS.distribution(method_id))
+    except VipError:
+        return None
+    return None if own else backbone_state(backbone, whole=True)

@@ -296,7 +296,7 @@ def checked_fit(method, data, context) -> dict:
     `data.train` to one that declares `uses_shots = False`, refusing a result that is not a dict (metrics.json holds it)."""
     from vipcli.featuresets import CenterViewNotDeclared, ShotsNotDeclared, TestSplitRead, without_test
 
-    from vipcli.methods.backbone_guard import check_kept, state_if_watched
+    from vipcli.methods.backbone_guard import check_kept, keep_since_fit, state_if_watched
     from vipcli.methods.device_probe import check_placeholders_replaced
 
     before, backbone = split_versions(data), state_if_watched(method, whole=True)  # every byte: a fit runs once
@@ -306,7 +306,7 @@ def checked_fit(method, data, context) -> dict:
         fitted = method.fit(seen, context)
     except (TestSplitRead, CenterViewNotDeclared, ShotsNotDeclared) as error:
         raise method_fault(method.id, "fit", error.message, error.hint) from None
-    check_kept(method, "fit", backbone)
+    keep_since_fit(method, check_kept(method, "fit", backbone))  # every byte: compared again before the run is written
     check_splits_unchanged(method, data, before)
     check_on_device(method, "fit")
     check_placeholders_replaced(method)
@@ -831,7 +831,9 @@ def stored_tensors(method) -> dict[str, torch.Tensor]:
     """What `method.state_tensors()` gives, detached on the CPU, as model.safetensors will hold it; a value that
     is not a tensor (a count, a list, the dict of `get_extra_state`) is the plugin's fault, named before anything
     is written."""
-    tensors = method.state_tensors()
+    from vipcli.methods.backbone_guard import kept_by
+
+    tensors = kept_by(method, "state_tensors", method.state_tensors)
     if not isinstance(tensors, dict):
         raise method_fault(method.id, "state_tensors", f"state_tensors() returned {type(tensors).__name__}, not a "
                                                        "dict of tensors", STATE_TENSORS_FIX)
@@ -858,6 +860,7 @@ def check_round_trip(method, features: torch.Tensor, device) -> None:
     from vipcli.devices import autocast_dtype
     from vipcli.fitting import predict_logits
     from vipcli.methods import restore_method
+    from vipcli.methods.backbone_guard import kept_by
 
     if is_own_distribution(distribution_of_method(method.id)) or not len(features):
         return
@@ -872,7 +875,7 @@ def check_round_trip(method, features: torch.Tensor, device) -> None:
     settings = dataclasses.asdict(method.settings)
     tensors = stored_tensors(method)
     where = f"method '{method.id}' rebuilt from its own record() and state_tensors()"
-    record = method.record()  # asked once: a plugin's record() may be slow, or count its calls
+    record = kept_by(method, "record", method.record)  # asked once: a plugin's record() may be slow, or count its calls
     altered = json_alteration(record)  # where the stored record() comes back other than it was
     try:
         rebuilt = restore_method(method.id, method.setup, settings, stored_record(method, record), tensors, where)

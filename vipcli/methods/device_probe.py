@@ -15,8 +15,11 @@ mode is what finds them. As on a GPU, a 0-d tensor on the CPU (`x * torch.tensor
 
 Meta tensors hold no values: a read of one (`.item()`, `float(t)`, `.tolist()`, `.cpu()` then `.numpy()`) gives ones
 of its shape and dtype, so a plugin that reads its backbone's logit scale or its text features as numpy as it is
-built is judged too. A plugin that cannot be built or run there for any other reason (it expects its backbone's
-width, its code fails on the stand-in values) is not judged: the probe says nothing. It runs once per method class and process (a sweep builds
+built is judged too. Where a run is reloaded, a plugin whose `__init__` cannot run on meta (an operation with no meta
+kernel, such as `torch.unique`) is built on the CPU with the toy backbone at the run's widths instead and moved to
+meta, so that `load_state_tensors` and `forward` are still judged (`_built_on_cpu_moved`). A plugin that cannot be
+built or run there for any other reason (it reads a part of its own backbone the toy has not, its code fails on the
+stand-in values) is not judged: the probe says nothing, and returns why. It runs once per method class and process (a sweep builds
 each method again for every row), quietly, and leaves the global random generators as they were (the CPU's, and
 those of CUDA devices already started: the probe never starts CUDA itself).
 """
@@ -200,9 +203,16 @@ def probe_restored(cls, method_id: str, setup, settings, stored, tensors: dict, 
     if backbone is None:
         return "not judged: the toy backbone could not be made on the meta device"
     method, found = _built_on_probe_device(cls, setup, backbone, settings, stored)
+    on_cpu = None  # why the method was built on the CPU instead, when it was
     if isinstance(method, Exception):
-        return f"not judged: __init__ raised {type(method).__name__}: {method}"
-    _refuse_mixed(method_id, "__init__", found, "setup.device")
+        from vipcli.plugins import describe_exception
+
+        on_cpu = f"__init__ raised {describe_exception(method).replace(': ', ' on the meta device: ', 1)}"
+        method = _built_on_cpu_moved(cls, setup, backbone, settings, stored)
+        if isinstance(method, Exception):
+            return f"not judged: {on_cpu}; on the CPU with the toy backbone: {describe_exception(method)}"
+    else:
+        _refuse_mixed(method_id, "__init__", found, "setup.device")
     with isolated(), MixedDevices(PROBE_DEVICE) as watch:
         try:
             method.load_state_tensors(dict(tensors), where)
@@ -211,7 +221,51 @@ def probe_restored(cls, method_id: str, setup, settings, stored, tensors: dict, 
             return f"not judged: reloading raised {type(error).__name__}: {error}"
     _refuse_mixed(method_id, "load_state_tensors", watch.found, "setup.device")
     _refuse_left_elsewhere(method, method_id, "load_state_tensors")
-    return _probe_forward(method, method_id, backbone.embed_dim, after="load_state_tensors")
+    found = _probe_forward(method, method_id, backbone.embed_dim, after="load_state_tensors")
+    if on_cpu is None or found != "passed":
+        return found
+    return f"passed (load_state_tensors and forward; built on the CPU with the toy backbone: {on_cpu})"
+
+
+def _built_on_cpu_moved(cls, setup, probe, settings, stored):
+    """`cls` built on the CPU with a toy backbone of real values and the run's widths (`cpu_toy_like`), then moved
+    to `PROBE_DEVICE` whole (its parameters, buffers and plain tensor attributes), its setup's backbone the `probe`:
+    for a plugin whose `__init__` cannot run on the meta device (an operation meta has no kernel for, a value it
+    computes with), so that what `load_state_tensors` and `forward` do with devices is still judged (`__init__`'s
+    own placement is not: everything it made was moved). Returns the method, or the exception that stopped it."""
+    with isolated():
+        try:
+            toy = cpu_toy_like(setup.backbone)
+            method = cls(dataclasses.replace(setup, backbone=toy), copied(settings), stored)
+            method.to(PROBE_DEVICE)
+            for name, value in list(vars(method).items()):
+                if isinstance(value, torch.Tensor):
+                    setattr(method, name, value.to(PROBE_DEVICE))
+            method._setup = [dataclasses.replace(setup, backbone=probe)]  # setup.device: the probe's
+        except Exception as error:
+            return error
+    return method
+
+
+def cpu_toy_like(real):
+    """vip's toy backbone on the CPU, random weights (the global generators untouched), its text tower and joint
+    space rebuilt at the widths (`token_width`, `embed_dim`) of the run's backbone `real` where they differ (its
+    3-layer text tower: the toy made and rebuilt in 0.4 s at ViT-B-16's widths, 512, on the loaded 2-core CPU)."""
+    import sys
+
+    from vipcli.registry import backbone_class
+
+    toy = backbone_class("toy")(None, "none", torch.device("cpu"))
+    widths = {name: getattr(real, name, None) for name in ("embed_dim", "token_width")}
+    widths = {name: value for name, value in widths.items() if isinstance(value, int) and value != getattr(toy, name)}
+    if widths:
+        config = dataclasses.replace(toy.config, embed_dim=widths.get("embed_dim", toy.embed_dim),
+                                     text_width=widths.get("token_width", toy.token_width))
+        build_random_model = sys.modules[type(toy).__module__].build_random_model
+        toy.config, toy.model = config, build_random_model(config, len(toy.vocab)).eval()
+        toy.embed_dim, toy.token_width = config.embed_dim, config.text_width
+        toy.logit_scale = toy.model.logit_scale.detach().reshape(())
+    return toy
 
 
 def _built_on_probe_device(cls, setup, backbone, settings, stored):
