@@ -54,6 +54,12 @@ def test_u_and_p_are_scipys(levels):
     assert exact and approximated  # both ways were checked
 
 
+def test_every_image_tied_is_scipys_too():
+    for own, rest in [(10, 10), (3, 40), (12, 30)]:  # too many arrangements to count: the normal approximation
+        values = np.full(own + rest, 0.5)
+        assert one_sided_test(values[:own], values[own:]) == _scipys(values[:own], values[own:])
+
+
 def test_one_image_of_a_class_with_tied_scores_is_counted_over_its_arrangements():
     """SciPy's permutation test raised ValueError for a sample of one image; the count is plain: the image's U
     (1.5 here) is reached by 2 of its 3 places among the pooled images."""

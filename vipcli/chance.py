@@ -110,7 +110,11 @@ def _normal_tail(statistic: float, own: int, rest: int, tie_sizes: np.ndarray) -
     n = own + rest
     tie_term = float(np.sum(tie_sizes.astype(float) ** 3 - tie_sizes))
     spread = math.sqrt(own * rest / 12 * ((n + 1) - tie_term / (n * (n - 1))))
-    z = (statistic - own * rest / 2 - 0.5) / spread
+    numerator = statistic - own * rest / 2 - 0.5
+    if spread == 0:  # every image tied: NumPy's division, as SciPy's (an infinite z, or NaN for 0 / 0)
+        z = math.copysign(math.inf, numerator) if numerator else math.nan
+    else:
+        z = numerator / spread
     return min(max(_normal_cdf(-z), 0.0), 1.0)
 
 
