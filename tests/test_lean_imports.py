@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import tiny_train_args
+
 SCRIPT = """
 import json, sys
 from vipcli import lean_imports
@@ -123,3 +125,20 @@ def test_a_block_changes_nothing_off_or_once_imported(monkeypatch):
     with lean_imports.left_out("json"):  # already imported: left as it is
         assert sys.modules["json"] is json
     assert sys.modules["json"] is json
+
+
+def test_a_vip_train_process_imports_neither_scikit_learn_nor_scipy(isic_small, tiny_clip, tmp_path):
+    """Its metrics, temperature scaling and test against chance are NumPy (`vipcli.metrics.binary_auroc`,
+    `vipcli.scalar_search`, `vipcli.chance`): scikit-learn's metrics and SciPy's `stats` and `optimize` cost every
+    `vip train` about 1-3 s of imports on a 2-core CPU. A change that imports one of them again fails here."""
+    out = tmp_path / "run"
+    code = ("import atexit, sys\n"
+            f"sys.argv = ['vip', *{[str(a) for a in tiny_train_args(isic_small, tiny_clip, out)]!r}]\n"
+            "atexit.register(lambda: print('heavy:', sorted({m.split('.')[0] for m in sys.modules}\n"
+            "                                              & {'sklearn', 'scipy', 'matplotlib'})))\n"
+            "from vipcli.cli.main import run\n"
+            "run()\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (out / "metrics.json").is_file()
+    assert done.stdout.splitlines()[-1] == "heavy: []"

@@ -106,7 +106,8 @@ def calibration_scores(probabilities, labels, log_probabilities=None) -> dict:
 def fit_temperature(logits, labels) -> float:
     """The temperature T > 0 minimising the NLL of softmax(logits / T) on held-out data.
 
-    A bounded 1-D search (Brent's method, scipy) over log T within T_BOUNDS: the NLL is a convex
+    A bounded 1-D search (Brent's method, as scipy's `minimize_scalar(method="bounded")`:
+    `vipcli.scalar_search.bounded_minimum`) over log T within T_BOUNDS: the NLL is a convex
     function of 1/T, hence unimodal in log T, so the search finds its global minimum. The bounds
     keep T finite when the held-out images are all classified correctly (the NLL keeps falling as
     T -> 0) or carry no information about the class (it keeps falling as T -> infinity).
@@ -117,7 +118,7 @@ def fit_temperature(logits, labels) -> float:
     Returns:
         T (1.0 when there are no held-out images).
     """
-    from scipy.optimize import minimize_scalar
+    from vipcli.scalar_search import bounded_minimum
 
     z = np.asarray(logits, dtype=np.float64)
     y = np.asarray(labels, dtype=int)
@@ -128,8 +129,7 @@ def fit_temperature(logits, labels) -> float:
         return negative_log_likelihood(None, y, log_softmax(z, math.exp(log_t)))
 
     bounds = (math.log(T_BOUNDS[0]), math.log(T_BOUNDS[1]))
-    found = minimize_scalar(nll, bounds=bounds, method="bounded", options={"xatol": 1e-5})
-    return float(math.exp(found.x))
+    return float(math.exp(bounded_minimum(nll, bounds[0], bounds[1], xatol=1e-5)))
 
 
 def calibration_block(temperature: float, held_out: str, n_held_out: int, test_logits, test_labels) -> dict:
