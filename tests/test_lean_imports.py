@@ -129,7 +129,7 @@ def test_a_block_changes_nothing_off_or_once_imported(monkeypatch):
 
 def test_a_vip_train_process_imports_neither_scikit_learn_nor_scipy(isic_small, tiny_clip, tmp_path):
     """Its metrics, temperature scaling and test against chance are NumPy (`vipcli.metrics.binary_auroc`,
-    `vipcli.scalar_search`, `vipcli.chance`): scikit-learn's metrics and SciPy's `stats` and `optimize` cost every
+    `vipcli.calibration.fit_temperature`, `vipcli.chance`): scikit-learn's metrics and SciPy's `stats` and `optimize` cost every
     `vip train` about 1-3 s of imports on a 2-core CPU. A change that imports one of them again fails here."""
     out = tmp_path / "run"
     code = ("import atexit, sys\n"
