@@ -25,8 +25,24 @@ class BackboneSettings:
     def check(self) -> None:
         """Refuse a backbone id that no installed plugin registers, and a --device this machine cannot give, before
         the data is read: they are mistakes of the command line, named in one line, not after every image of the
-        data was listed and hashed (and its warnings printed). Nothing of the plugin is imported here."""
-        check_backbone_and_device(self.id, self.device)
+        data was listed and hashed (and its warnings printed). Nothing of the plugin is imported here.
+
+        For vip's own open_clip backbones (`clip`, `biomedclip`) also weights that cannot be had: offline and not
+        in the hub's cache, the load's own one-line error, in a second rather than after the whole data folder
+        was read (`vip_backbones.openclip_weights.check_before_data`; torch and open_clip are not imported)."""
+        from vipcli.devices import resolve_device
+
+        self.check_weights()  # before the device, which imports torch
+        resolve_device(self.device)
+
+    def check_weights(self) -> None:
+        """Refuse an unknown backbone id, and weights of vip's own open_clip backbones that cannot be had offline
+        (`vip_backbones.openclip_weights.check_before_data`), in a second: neither torch nor the plugin is imported."""
+        from vip_backbones.openclip_weights import check_before_data
+        from vipcli.registry import BACKBONES
+
+        BACKBONES.entry_point(self.id)
+        check_before_data(self.id, self.arch, self.pretrained)
 
 
 def check_backbone_and_device(backbone_id: str, device: str) -> None:

@@ -83,12 +83,12 @@ def check_config(config: TrainConfig):
     check_data_folder(config.data)
     config.encoding.validate()
     config.encoding.cache_root()  # a cache folder every user can write: refused before the backbone loads
+    config.backbone.check()  # a misspelt --backbone or --device, weights offline: before torch and the data
     from vipcli.methods import make_settings, method_class
     from vipcli.methods.prompting import PromptMethod
     from vipcli.packs import check_sources_exist
 
     cls = method_class(config.method)
-    config.backbone.check()  # a misspelt --backbone, --device or --symptoms: before the data is listed and hashed
     check_sources_exist(config.symptoms)
     settings = make_settings(cls, config.method_options, config.method)
     if config.reference and not (issubclass(cls, PromptMethod) and cls.trains):

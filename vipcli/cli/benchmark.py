@@ -87,6 +87,7 @@ def benchmark_command(
         return
     method_ids, shot_values = opt.parse_list("--methods", methods), opt.parse_list("--shots", shots, opt.parse_shots)
     options = opt.method_options(method_option, n_ctx, class_specific_context)
+    backbone_settings.check_weights()  # weights offline: before vipcli.benchmark imports torch (seconds)
     from vipcli.benchmark import BenchmarkConfig, run_benchmark
 
     config = BenchmarkConfig(
