@@ -1,7 +1,8 @@
 """Whether an open_clip backbone's architecture and weights can be had, told without importing torch or open_clip.
 
 `OpenClipBackbone.__init__` runs `check_openclip_weights` before it imports open_clip, and `vip train` /
-`vip benchmark` run it through `check_before_data` before the data folder is read: offline, with the weights
+`vip benchmark` run it before the data folder is read (`check_clip`, `check_biomedclip`, found by vip's registry
+through the entry-point group `vip.backbone_offline_checks`, `vipcli.registry.check_weights_early`): offline, with the weights
 not in the hub's cache, the one missing-weights line comes in about a second, not after every image of the data
 was listed, hashed and checked. Nothing here downloads or opens a model: it reads file names in open_clip's
 `model_configs/` and the hub cache, and asks `vip_backbones.hub` (at most once a process) whether the hub can be
@@ -128,3 +129,13 @@ def check_before_data(backbone_id: str, arch: str | None, pretrained: str | None
         return
     arch = arch or defaults[0]
     check_openclip_weights(arch, *chosen_weights(arch, pretrained, defaults[1]))
+
+
+def check_clip(arch: str | None, pretrained: str | None) -> None:
+    """The `clip` backbone's early check (registered under `vip.backbone_offline_checks`)."""
+    check_before_data("clip", arch, pretrained)
+
+
+def check_biomedclip(arch: str | None, pretrained: str | None) -> None:
+    """The `biomedclip` backbone's early check (registered under `vip.backbone_offline_checks`)."""
+    check_before_data("biomedclip", arch, pretrained)

@@ -29,7 +29,7 @@ class BackboneSettings:
 
         For vip's own open_clip backbones (`clip`, `biomedclip`) also weights that cannot be had: offline and not
         in the hub's cache, the load's own one-line error, in a second rather than after the whole data folder
-        was read (`vip_backbones.openclip_weights.check_before_data`; torch and open_clip are not imported)."""
+        was read (`vipcli.registry.check_weights_early`; torch and open_clip are not imported)."""
         from vipcli.devices import resolve_device
 
         self.check_weights()  # before the device, which imports torch
@@ -37,12 +37,11 @@ class BackboneSettings:
 
     def check_weights(self) -> None:
         """Refuse an unknown backbone id, and weights of vip's own open_clip backbones that cannot be had offline
-        (`vip_backbones.openclip_weights.check_before_data`), in a second: neither torch nor the plugin is imported."""
-        from vip_backbones.openclip_weights import check_before_data
-        from vipcli.registry import BACKBONES
+        (`vipcli.registry.check_weights_early`), in a second: neither torch nor the plugin is imported."""
+        from vipcli.registry import BACKBONES, check_weights_early
 
         BACKBONES.entry_point(self.id)
-        check_before_data(self.id, self.arch, self.pretrained)
+        check_weights_early(self.id, self.arch, self.pretrained)
 
 
 def check_backbone_and_device(backbone_id: str, device: str) -> None:
