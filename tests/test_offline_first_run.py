@@ -91,3 +91,11 @@ def test_cached_weights_pass_the_early_check_without_asking_the_network(monkeypa
     monkeypatch.setattr(hub, "hub_unreachable_reason", probe)
     check_before_data("clip", None, None)
     check_before_data("toy", None, None)  # not an open_clip backbone of vip's: left to its load
+
+
+@pytest.mark.parametrize("command", [["train", "--method", "vipp"], ["benchmark", "--methods", "coop,vipp"]])
+def test_a_misspelt_method_is_named_before_the_missing_weights(cli, isic_small, tmp_path, command, empty_hub_cache,
+                                                               data_never_read):
+    """A mistake of the command line comes first: fixing the weights and then the method would be two trips."""
+    code, _, err = cli(*command, "--data", isic_small, "--out", tmp_path / "out")
+    assert code == 2 and err.startswith("error: can't find method 'vipp'; did you mean 'vip'?"), err

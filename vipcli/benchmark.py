@@ -34,7 +34,7 @@ from vipcli.methods import DEFAULT_BENCHMARK
 from vipcli.metrics import missed_rows_warning
 from vipcli.provenance import installed_backbone, installed_method
 from vipcli.results import BenchmarkResult
-from vipcli.settings import BackboneSettings, EncodingSettings, ScheduleSettings
+from vipcli.settings import BackboneSettings, EncodingSettings, ScheduleSettings, check_method_ids
 from vipcli.sweep_folder import (SWEEP_LOCK, check_matches, check_options_match, check_same_readability,
                                  content_digest, orders_to_carry, read_json, read_stored, refuse_foreign_files,
                                  relative_stored_name, save_results, split_digest, split_of_another_sweep, summarize,
@@ -115,6 +115,7 @@ def validate(config: BenchmarkConfig, left_out: dict | None = None) -> tuple[lis
         raise UsageError(f"--shots values must be positive numbers or 'all', got {list(config.shots)}")
     config.encoding.validate()
     config.encoding.cache_root()  # a cache folder every user can write: refused before the backbone loads
+    check_method_ids(config.methods)  # a misspelt --methods id: before the weights are checked
     config.backbone.check()  # a misspelt --backbone or --device, weights offline: before torch and the data
     from vipcli.methods import make_settings, method_class
     from vipcli.methods.base import settings_fields

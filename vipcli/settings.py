@@ -44,6 +44,17 @@ class BackboneSettings:
         check_weights_early(self.id, self.arch, self.pretrained)
 
 
+def check_method_ids(method_ids) -> None:
+    """One UsageError for a method id no installed plugin registers (with the closest installed one; `all` passes),
+    without importing torch or any method: a mistake of the command line is named before the weights are checked."""
+    from vipcli.plugins import PluginGroup
+
+    methods = PluginGroup("vip.methods", "method")  # vipcli.methods.METHODS; importing it imports torch
+    for method_id in method_ids:
+        if method_id != "all":
+            methods.entry_point(method_id)
+
+
 def check_backbone_and_device(backbone_id: str, device: str) -> None:
     """One UsageError for an unknown backbone id (with the closest installed one) or an unusable device name."""
     from vipcli.devices import resolve_device

@@ -83,6 +83,9 @@ def check_config(config: TrainConfig):
     check_data_folder(config.data)
     config.encoding.validate()
     config.encoding.cache_root()  # a cache folder every user can write: refused before the backbone loads
+    from vipcli.settings import check_method_ids
+
+    check_method_ids([config.method])  # a misspelt --method: before the weights are checked
     config.backbone.check()  # a misspelt --backbone or --device, weights offline: before torch and the data
     from vipcli.methods import make_settings, method_class
     from vipcli.methods.prompting import PromptMethod
