@@ -24,10 +24,9 @@ from pathlib import Path
 import torch
 
 from vip_backbones.hub import missing_weights_error, model_loading, pickled_weights_error, short_detail
-from vip_backbones.openclip_weights import (CLIP_DEFAULTS, HUB_OFFLINE_HINT, OFFLINE_HINT,  # noqa: F401 - kept here
-                                            RANDOM_OFFLINE_HINT, SCHEMAS, SHIPPED_CONFIGS, check_openclip_weights,
-                                            chosen_weights, names_no_open_clip_config, shipped_config,
-                                            unknown_architecture)
+from vip_backbones import openclip_weights
+from vip_backbones.openclip_weights import (CLIP_DEFAULTS, HUB_OFFLINE_HINT, OFFLINE_HINT, RANDOM_OFFLINE_HINT, SCHEMAS,
+                                            check_openclip_weights, chosen_weights, unknown_architecture)
 from vip_backbones.openclip_weights import config_file as _config_file
 from vip_backbones.openclip_weights import open_clip_config_folders as _open_clip_config_folders
 from vip_backbones.openclip_weights import plain_name as _plain_name
@@ -38,6 +37,10 @@ from vipcli.weights_identity import weights_file_identity
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 RANDOM_INIT_SEED = 0  # `--pretrained none` builds the same random towers every time
+# defined in openclip_weights (read before torch is imported), named here as before for plugins built on this base
+SHIPPED_CONFIGS = openclip_weights.SHIPPED_CONFIGS
+shipped_config = openclip_weights.shipped_config
+names_no_open_clip_config = openclip_weights.names_no_open_clip_config
 
 
 def _checkpoint_identity(path: Path) -> dict:
