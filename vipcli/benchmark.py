@@ -34,7 +34,7 @@ from vipcli.methods import DEFAULT_BENCHMARK
 from vipcli.metrics import missed_rows_warning
 from vipcli.provenance import installed_backbone, installed_method
 from vipcli.results import BenchmarkResult
-from vipcli.settings import BackboneSettings, EncodingSettings, ScheduleSettings, check_method_ids
+from vipcli.settings import BackboneSettings, EncodingSettings, ScheduleSettings
 from vipcli.sweep_folder import (SWEEP_LOCK, check_matches, check_options_match, check_same_readability,
                                  content_digest, orders_to_carry, read_json, read_stored, refuse_foreign_files,
                                  relative_stored_name, save_results, split_digest, split_of_another_sweep, summarize,
@@ -109,23 +109,22 @@ def validate(config: BenchmarkConfig, left_out: dict | None = None) -> tuple[lis
     """Check the option values (before anything is loaded or written); return the (id, method class) pairs to run,
     and the ids of those whose rows train together (each plugin's `fits_in_batches()` asked once, here; none
     without `config.batched`). `left_out` gets a `failed_plugin_record` of each plugin of `--methods all` left out."""
+    from vipcli.methods import make_settings, method_class
+    from vipcli.methods.base import settings_fields
+    from vipcli.methods.contract import trains_batched
+    from vipcli.packs import check_sources_exist
+
     if not config.methods or not config.seeds or not config.shots:
         raise UsageError("--methods, --shots and --seeds each need at least one value")
     if any(s is not None and s < 1 for s in config.shots):
         raise UsageError(f"--shots values must be positive numbers or 'all', got {list(config.shots)}")
     config.encoding.validate()
     config.encoding.cache_root()  # a cache folder every user can write: refused before the backbone loads
-    check_method_ids(config.methods)  # a misspelt --methods id: before the weights are checked
-    config.backbone.check()  # a misspelt --backbone or --device, weights offline: before torch and the data
-    from vipcli.methods import make_settings, method_class
-    from vipcli.methods.base import settings_fields
-    from vipcli.methods.contract import trains_batched
-    from vipcli.packs import check_sources_exist
-
     for shots in config.shots:  # --schedule/--epochs/--batch-size/--lr: refused before split.json is written
         config.schedule.resolve(shots)
     warn_left_out(config)
     methods = [(name, method_class(name)) for name in method_ids(config)]
+    config.backbone.check()  # a misspelt --backbone, --device or --symptoms: before the data is listed and hashed
     check_sources_exist(config.symptoms)
     optional = optional_methods(config, [name for name, _ in methods])
     together = set()
@@ -149,6 +148,7 @@ def validate(config: BenchmarkConfig, left_out: dict | None = None) -> tuple[lis
     if unknown:
         raise UsageError(f"no benchmarked method has the setting '{unknown[0].replace('_', '-')}'",  # as typed
                          "`vip methods show ID` lists a method's settings")
+    config.backbone.check_weights()  # weights offline: after the usage errors, before the data is read
     return methods, frozenset(together)
 
 

@@ -25,34 +25,17 @@ class BackboneSettings:
     def check(self) -> None:
         """Refuse a backbone id that no installed plugin registers, and a --device this machine cannot give, before
         the data is read: they are mistakes of the command line, named in one line, not after every image of the
-        data was listed and hashed (and its warnings printed). Nothing of the plugin is imported here.
-
-        For vip's own open_clip backbones (`clip`, `biomedclip`) also weights that cannot be had: offline and not
-        in the hub's cache, the load's own one-line error, in a second rather than after the whole data folder
-        was read (`vipcli.registry.check_weights_early`; torch and open_clip are not imported)."""
-        from vipcli.devices import resolve_device
-
-        self.check_weights()  # before the device, which imports torch
-        resolve_device(self.device)
+        data was listed and hashed (and its warnings printed). Nothing of the plugin is imported here."""
+        check_backbone_and_device(self.id, self.device)
 
     def check_weights(self) -> None:
-        """Refuse an unknown backbone id, and weights of vip's own open_clip backbones that cannot be had offline
-        (`vipcli.registry.check_weights_early`), in a second: neither torch nor the plugin is imported."""
+        """Refuse an unknown backbone id, and weights of vip's own open_clip backbones (`clip`, `biomedclip`) that
+        cannot be had offline (`vipcli.registry.check_weights_early`): the load's own one-line error, called after
+        the usage errors and before the data folder is read; neither open_clip nor the plugin is imported."""
         from vipcli.registry import BACKBONES, check_weights_early
 
         BACKBONES.entry_point(self.id)
         check_weights_early(self.id, self.arch, self.pretrained)
-
-
-def check_method_ids(method_ids) -> None:
-    """One UsageError for a method id no installed plugin registers (with the closest installed one; `all` passes),
-    without importing torch or any method: a mistake of the command line is named before the weights are checked."""
-    from vipcli.plugins import PluginGroup
-
-    methods = PluginGroup("vip.methods", "method")  # vipcli.methods.METHODS; importing it imports torch
-    for method_id in method_ids:
-        if method_id != "all":
-            methods.entry_point(method_id)
 
 
 def check_backbone_and_device(backbone_id: str, device: str) -> None:

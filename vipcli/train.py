@@ -83,15 +83,12 @@ def check_config(config: TrainConfig):
     check_data_folder(config.data)
     config.encoding.validate()
     config.encoding.cache_root()  # a cache folder every user can write: refused before the backbone loads
-    from vipcli.settings import check_method_ids
-
-    check_method_ids([config.method])  # a misspelt --method: before the weights are checked
-    config.backbone.check()  # a misspelt --backbone or --device, weights offline: before torch and the data
     from vipcli.methods import make_settings, method_class
     from vipcli.methods.prompting import PromptMethod
     from vipcli.packs import check_sources_exist
 
     cls = method_class(config.method)
+    config.backbone.check()  # a misspelt --backbone, --device or --symptoms: before the data is listed and hashed
     check_sources_exist(config.symptoms)
     settings = make_settings(cls, config.method_options, config.method)
     if config.reference and not (issubclass(cls, PromptMethod) and cls.trains):
@@ -99,6 +96,7 @@ def check_config(config: TrainConfig):
                          f"'{config.method}' does not use it", "drop --reference")
     schedule = config.schedule.resolve(config.shots)
     warn_unused_schedule(config.schedule, [(config.method, cls)])
+    config.backbone.check_weights()  # weights offline: after the usage errors, before the data is read
     from vipcli.preflight import check_outside_data, check_run_dir
 
     run_dir = Path(config.out) if config.out else default_run_dir(config)

@@ -87,10 +87,6 @@ def benchmark_command(
         return
     method_ids, shot_values = opt.parse_list("--methods", methods), opt.parse_list("--shots", shots, opt.parse_shots)
     options = opt.method_options(method_option, n_ctx, class_specific_context)
-    from vipcli.settings import check_method_ids
-
-    check_method_ids(method_ids)  # a misspelt --methods id, then weights offline: before vipcli.benchmark imports torch
-    backbone_settings.check_weights()
     from vipcli.benchmark import BenchmarkConfig, run_benchmark
 
     config = BenchmarkConfig(
