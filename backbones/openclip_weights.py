@@ -1,9 +1,9 @@
 """Whether an open_clip backbone's architecture and weights can be had, told without importing torch or open_clip.
 
 `OpenClipBackbone.__init__` runs `check_openclip_weights` before it imports open_clip, and `vip train` /
-`vip benchmark` run it before the data folder is read (`check_clip`, `check_biomedclip`, found by vip's registry
+`vip benchmark` run it after their option checks and before the data folder is read (`check_clip`, `check_biomedclip`, found by vip's registry
 through the entry-point group `vip.backbone_offline_checks`, `vipcli.registry.check_weights_early`): offline, with the weights
-not in the hub's cache, the one missing-weights line comes in about a second, not after every image of the data
+not in the hub's cache, the one missing-weights line comes in seconds, not after every image of the data
 was listed, hashed and checked. Nothing here downloads or opens a model: it reads file names in open_clip's
 `model_configs/` and the hub cache, and asks `vip_backbones.hub` (at most once a process) whether the hub can be
 reached, which answers at once where it is reachable or HF_HUB_OFFLINE is set.
