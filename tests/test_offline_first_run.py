@@ -38,10 +38,9 @@ def data_never_read(monkeypatch):
     monkeypatch.setitem(sys.modules, "open_clip", None)  # importing it would fail as well
 
 
-@pytest.mark.parametrize("command", [["train"], ["benchmark", "--shots", "1", "--seeds", "1"]])
-def test_missing_default_weights_offline_are_refused_before_the_data_is_read(cli, isic_small, tmp_path, command,
+def test_missing_default_weights_offline_are_refused_before_the_data_is_read(cli, isic_small, tmp_path,
                                                                              empty_hub_cache, data_never_read):
-    code, out, err = cli(*command, "--data", isic_small, "--out", tmp_path / "out")
+    code, out, err = cli("train", "--data", isic_small, "--out", tmp_path / "out")
     assert code == 1 and out == ""
     assert error_lines(err)[0].startswith(f"{MISSING} ({empty_hub_cache}) and offline mode is on")
     assert len(error_lines(err)) == 1 and "Traceback" not in err and "--pretrained none" in err
@@ -62,13 +61,14 @@ def test_an_unknown_arch_offline_is_named_before_the_data_is_read(cli, isic_smal
     assert code == 2 and error_lines(err)[0].startswith("error: unknown open_clip architecture 'ViT-B-16-nope'")
 
 
-def test_the_vip_command_names_missing_weights_without_importing_open_clip(isic_small, tmp_path):
+@pytest.mark.parametrize("command", [["train"], ["benchmark", "--shots", "1", "--seeds", "1"]])
+def test_the_vip_command_names_missing_weights_without_importing_open_clip(isic_small, tmp_path, command):
     """Importing open_clip takes seconds (13 s on the 2-core machine): the offline refusal comes before it, in a
     process of its own whose hub cache is an empty folder."""
     empty = tmp_path / "empty-hub-cache"
     empty.mkdir()
     script = ("import json, sys\nfrom vipcli.cli.main import main\n"
-              f"code = main(['train', '--data', {str(isic_small)!r}, '--out', {str(tmp_path / 'out')!r}])\n"
+              f"code = main({command!r} + ['--data', {str(isic_small)!r}, '--out', {str(tmp_path / 'out')!r}])\n"
               "print(json.dumps({'code': code, 'open_clip': 'open_clip' in sys.modules}))\n")
     env = {**os.environ, "HF_HUB_CACHE": str(empty), "HF_HUB_OFFLINE": "1"}
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
@@ -94,9 +94,8 @@ def test_cached_weights_pass_the_early_check_without_asking_the_network(monkeypa
     check_before_data("toy", None, None)  # not an open_clip backbone of vip's: left to its load
 
 
-@pytest.mark.parametrize("command", [["train", "--method", "vipp"], ["benchmark", "--methods", "coop,vipp"]])
-def test_a_misspelt_method_is_named_before_the_missing_weights(cli, isic_small, tmp_path, command, empty_hub_cache,
+def test_a_misspelt_method_is_named_before_the_missing_weights(cli, isic_small, tmp_path, empty_hub_cache,
                                                                data_never_read):
     """A mistake of the command line comes first (exit 2): fixing the weights, then the method, would be two trips."""
-    code, _, err = cli(*command, "--data", isic_small, "--out", tmp_path / "out")
+    code, _, err = cli("train", "--method", "vipp", "--data", isic_small, "--out", tmp_path / "out")
     assert code == 2 and err.startswith("error: can't find method 'vipp'; did you mean 'vip'?"), err
