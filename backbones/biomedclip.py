@@ -5,9 +5,10 @@ from __future__ import annotations
 import torch
 
 from vip_backbones.openclip_base import OpenClipBackbone
+from vip_backbones import openclip_weights
 from vipcli.errors import UsageError
 
-BIOMEDCLIP_ID = "hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224"
+BIOMEDCLIP_ID = openclip_weights.BIOMEDCLIP_ID  # the default --arch, named here as before
 
 
 class BiomedClipBackbone(OpenClipBackbone):
@@ -17,8 +18,7 @@ class BiomedClipBackbone(OpenClipBackbone):
     text tower; `--pretrained` a local weights file or `none` (the hub id carries its weights).
     """
 
-    default_arch = BIOMEDCLIP_ID
-    default_pretrained = None
+    default_arch, default_pretrained = openclip_weights.BIOMEDCLIP_DEFAULTS  # the hub id, which carries its own weights
 
     def __init__(self, arch: str | None = None, pretrained: str | None = None, device=None):
         super().__init__(arch, pretrained, device)

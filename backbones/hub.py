@@ -277,15 +277,13 @@ def fail_fast_if_uncached(repo_ids: list[str] | None, source: str, what: str | N
     known yet (an open_clip tag), holds no model at all. Otherwise returns and the library decides.
     `thing` is what was to be loaded from them ("weights", "the config and tokenizer").
     """
-    reason = hub_unreachable_reason()
-    if reason is None:
-        return
     cache = Path(hub_cache_dir())
     if repo_ids is None:
         missing = not any(cache.glob("models--*"))
     else:
         missing = any(not (cache / f"models--{repo.replace('/', '--')}").is_dir() for repo in repo_ids)
-    if missing:
+    reason = hub_unreachable_reason() if missing else None  # cached: no probe of the network here
+    if reason is not None:
         shown = f"'{source}'" + (f" for {what}" if what and what != source else "")
         raise VipError(f"could not load {thing} {shown}: not in the local cache ({cache}) and {reason}", hint)
 

@@ -23,8 +23,13 @@ from pathlib import Path
 
 import torch
 
-from vip_backbones.hub import (check_weights_path, fail_fast_if_uncached, missing_weights_error, model_loading,
-                               pickled_weights_error, short_detail)
+from vip_backbones.hub import missing_weights_error, model_loading, pickled_weights_error, short_detail
+from vip_backbones import openclip_weights
+from vip_backbones.openclip_weights import (CLIP_DEFAULTS, HUB_OFFLINE_HINT, OFFLINE_HINT, RANDOM_OFFLINE_HINT, SCHEMAS,
+                                            check_openclip_weights, chosen_weights, unknown_architecture)
+from vip_backbones.openclip_weights import config_file as _config_file
+from vip_backbones.openclip_weights import open_clip_config_folders as _open_clip_config_folders
+from vip_backbones.openclip_weights import plain_name as _plain_name
 from vipcli.backbone import Backbone, clip_style_transform, identity_taken_once
 from vipcli.errors import UsageError, VipError
 from vipcli.weights_identity import weights_file_identity
@@ -32,8 +37,10 @@ from vipcli.weights_identity import weights_file_identity
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 RANDOM_INIT_SEED = 0  # `--pretrained none` builds the same random towers every time
-SCHEMAS = ("hf-hub:", "local-dir:")
-SHIPPED_CONFIGS = Path(__file__).resolve().parent / "configs"  # e.g. small-clip.json: --arch small-clip
+# defined in openclip_weights (read before torch is imported), named here as before for plugins built on this base
+SHIPPED_CONFIGS = openclip_weights.SHIPPED_CONFIGS
+shipped_config = openclip_weights.shipped_config
+names_no_open_clip_config = openclip_weights.names_no_open_clip_config
 
 
 def _checkpoint_identity(path: Path) -> dict:
@@ -44,53 +51,6 @@ def _checkpoint_identity(path: Path) -> dict:
                     and resolved.parent.parent.name.startswith("models--")  # -> models--X/blobs/<hash>
                     and link.parent.parent.name == "snapshots")
     return {"file": path.name, "blob": resolved.name} if in_hub_cache else weights_file_identity(path)
-
-
-def shipped_config(arch: str) -> Path | None:
-    """The model-config JSON shipped with vip for `arch` (e.g. "small-clip"), if there is one."""
-    path = SHIPPED_CONFIGS / f"{arch}.json"
-    return path if "/" not in arch and path.is_file() else None
-
-
-def _config_file(arch: str) -> Path | None:
-    """The model-config JSON `arch` names: a .json path, or a config shipped with vip."""
-    if arch.endswith(".json"):
-        return Path(arch).expanduser()
-    return shipped_config(arch)
-
-
-def unknown_architecture(arch: str) -> UsageError:
-    """The error for an --arch that is neither an open_clip model name, a config file nor a config of vip's."""
-    return UsageError(
-        f"unknown open_clip architecture '{arch}'",
-        "pass a name from open_clip.list_models() (e.g. ViT-B-16-quickgelu), a model-config JSON file, "
-        f"or a config shipped with vip ({', '.join(p.stem for p in sorted(SHIPPED_CONFIGS.glob('*.json')))})",
-    )
-
-
-def _open_clip_config_folders() -> list[Path]:
-    """open_clip's `model_configs/` folders, found where it lies on sys.path without importing it (a second or
-    more); none when it is not found there."""
-    from importlib.machinery import PathFinder
-
-    spec = PathFinder.find_spec("open_clip")  # where it lies on sys.path, imported or not
-    folders = [Path(folder) / "model_configs" for folder in (spec.submodule_search_locations or [])] if spec else []
-    return [folder for folder in folders if folder.is_dir()]
-
-
-def _plain_name(arch: str) -> bool:
-    """Whether `arch` is a plain model name: not a schema id, a config file, a config of vip's or a path."""
-    return not (arch.startswith(SCHEMAS) or _config_file(arch) is not None or "/" in arch or "\\" in arch)
-
-
-def names_no_open_clip_config(arch: str) -> bool:
-    """Whether `arch`, a plain model name, is certainly not one of open_clip's: its `model_configs/` folder,
-    read without importing open_clip, has no `<arch>.json`. False when that cannot be told
-    (open_clip not found where expected, or `arch` a schema id, a config file or a config of vip's)."""
-    if not _plain_name(arch):
-        return False
-    folders = _open_clip_config_folders()
-    return bool(folders) and not any((folder / f"{arch}.json").is_file() for folder in folders)
 
 
 def _open_clip_config_path(arch: str) -> Path | None:
@@ -176,21 +136,6 @@ def _register_config_file(arch: str, path: Path) -> str:
         raise UsageError(f"--arch {arch}: JSON has no 'vision_cfg'/'text_cfg'", "pass an open_clip model config")
     open_clip.add_model_config(path)
     return path.stem
-
-
-OFFLINE_HINT = ("download them once on a connected machine (they are cached under ~/.cache/huggingface), "
-                "or pass --pretrained /path/to/weights (.safetensors/.bin/.pt), or --pretrained none for random "
-                "weights (for timing and plumbing only)")
-# `--pretrained none` with an hf-hub: architecture still reads its config (and tokenizer) from the hub
-RANDOM_OFFLINE_HINT = ("--pretrained none still reads the model's config and tokenizer: download them once on a "
-                       "connected machine (they are cached under ~/.cache/huggingface), or pass --arch with a local "
-                       "open_clip model-config JSON")
-# an hf-hub: architecture reads its config from the hub whatever --pretrained is: only a local --arch avoids it
-HUB_OFFLINE_HINT = ("download the model once on a connected machine (it is cached under ~/.cache/huggingface), or "
-                    "pass --arch with a local open_clip model-config JSON and --pretrained /path/to/weights "
-                    "(.safetensors/.bin/.pt), or none for random weights (for timing and plumbing only); a "
-                    "config whose text tower comes from transformers (BiomedCLIP's) must also name local folders "
-                    "in its hf_model_name and hf_tokenizer_name")
 
 
 def create_open_clip(arch: str, pretrained: str | None, device: torch.device, timings: dict | None = None, *,
@@ -434,19 +379,12 @@ class OpenClipBackbone(Backbone):
     `embed_dim`, `logit_scale`.
     """
 
-    default_arch = "ViT-B-16-quickgelu"
-    default_pretrained: str | None = "openai"
+    default_arch, default_pretrained = CLIP_DEFAULTS  # ViT-B-16-quickgelu, openai
 
     def __init__(self, arch: str | None = None, pretrained: str | None = None, device=None):
         self.device = torch.device(device or "cpu")
         self.arch = arch or self.default_arch
-        if pretrained is None and self.arch.startswith(SCHEMAS):
-            chosen = None  # an hf-hub:/local-dir: model carries its own weights
-        else:
-            chosen = self.default_pretrained if pretrained is None else pretrained
-        self.pretrained = None if (chosen or "").strip().lower() in ("", "none") else chosen
-        # `--pretrained none` means random weights for every arch, an hf-hub:/local-dir: one included
-        self.random_weights = self.pretrained is None and (chosen is not None or not self.arch.startswith(SCHEMAS))
+        self.pretrained, self.random_weights = chosen_weights(self.arch, pretrained, self.default_pretrained)
         self._fail_fast_offline()
         self.load_phases: dict[str, float] = {}  # seconds: import_s, build_s, weights_s, tokenizer_s
         self.checkpoint_paths: list[str] = []  # the checkpoint files open_clip loaded
@@ -461,21 +399,9 @@ class OpenClipBackbone(Backbone):
         self._identity = self._identify()
 
     def _fail_fast_offline(self) -> None:
-        """Without network and without cached weights, fail before importing open_clip (seconds); an --arch
-        open_clip does not have is named as such first (not as weights that cannot be downloaded)."""
-        if names_no_open_clip_config(self.arch):
-            raise unknown_architecture(self.arch)
-        check_weights_path(self.pretrained, "weights file (.safetensors/.bin/.pt), an open_clip tag")
-        hub_ids = [v[len("hf-hub:"):] for v in (self.arch, self.pretrained or "") if v.startswith("hf-hub:")]
-        tag = (self.pretrained and not self.pretrained.startswith(SCHEMAS) and not Path(self.pretrained).exists()
-               and not self.arch.startswith(SCHEMAS))  # an hf-hub:/local-dir: model takes no tag
-        if hub_ids and self.random_weights:
-            fail_fast_if_uncached(hub_ids, self.arch, None, RANDOM_OFFLINE_HINT, thing="the config of")
-        elif hub_ids:
-            hint = HUB_OFFLINE_HINT if self.arch.startswith("hf-hub:") else OFFLINE_HINT
-            fail_fast_if_uncached(hub_ids, self.pretrained or self.arch, self.arch, hint)
-        elif tag:
-            fail_fast_if_uncached(None, self.pretrained, self.arch, OFFLINE_HINT)
+        """Without network and without cached weights, fail before importing open_clip (seconds)
+        (`vip_backbones.openclip_weights.check_openclip_weights`)."""
+        check_openclip_weights(self.arch, self.pretrained, self.random_weights)
 
     def modules(self):
         """The one module vip freezes and moves: the open_clip model."""

@@ -937,3 +937,27 @@ def test_a_predictions_report_of_a_run_not_shown_to_beat_chance_says_so_first(cl
     note = text.index(f"Measured when this run was trained: the {metrics['test']['n']} test images do not show that "
                       "the model tells melanoma from nevus better than chance")
     assert note < text.index("The model and the images") and "Read its predictions below as no evidence" in text
+
+
+def test_predict_warns_once_of_a_run_not_shown_to_beat_chance_and_keeps_json_clean(cli, lesion_run, tmp_path):
+    """`vip predict` with the toy run on ISIC (AUROC 54 on its own test split) printed classes and probabilities
+    without a word, though `vip train` had warned that its figures say nothing of these images. It now says so once,
+    on stderr, in one line naming the images the toy backbone knows; --json stays one JSON document on stdout."""
+    import json
+
+    data, run = lesion_run
+    copy = shutil.copytree(run, tmp_path / "run")
+    images = sorted((data / "test" / "nevus").iterdir())[:2]
+    code, out, err = cli("predict", *images, "--model", copy, "--json", "--workers", "0")
+    assert code == 0 and "better than chance" not in err  # the run beats chance on its own test images: no word
+    metrics = json.loads((copy / "metrics.json").read_text())
+    metrics["test"]["vs_chance"] = AT_CHANCE
+    (copy / "metrics.json").write_text(json.dumps(metrics))
+    code, out, err = cli("predict", *images, "--model", copy, "--json", "--workers", "0")
+    assert code == 0 and len(json.loads(out)["predictions"]) == 2
+    warned = [line for line in err.splitlines() if "better than chance" in line]
+    assert warned == [f"warning: measured when {copy} was trained, the {metrics['test']['n']} test images do not show "
+                      "that the model tells melanoma from nevus better than chance: its AUROC of 54.19 is not clearly "
+                      "above the 50 of guessing (a guess scores at least as high 8.4% of the time; better than chance "
+                      "takes 5% or less); backbone 'toy' knows only the generated lesion world of `vip demo` "
+                      "(coloured spots on skin-toned squares): read these predictions as no evidence of a class"]

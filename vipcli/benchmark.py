@@ -148,6 +148,7 @@ def validate(config: BenchmarkConfig, left_out: dict | None = None) -> tuple[lis
     if unknown:
         raise UsageError(f"no benchmarked method has the setting '{unknown[0].replace('_', '-')}'",  # as typed
                          "`vip methods show ID` lists a method's settings")
+    config.backbone.check_weights()  # weights offline: after the usage errors, before the data is read
     return methods, frozenset(together)
 
 

@@ -94,6 +94,39 @@ def load_predictor(run_dir: str | Path, device="cpu", backbone_id: str | None = 
                      calibration=read_calibration(meta), model_digest=digest)
 
 
+def trained_at_chance(predictor) -> str:
+    """What the run's own test images showed when none of its classes beat chance there (metrics.json's
+    `test.vs_chance`, as `vip train` warned), e.g. "the 510 test images do not show that the model tells melanoma
+    from nevus better than chance: ..."; "" otherwise, for random weights (its load warns of them) and for a run
+    whose metrics.json cannot be read."""
+    import json
+
+    from vipcli.chance import at_chance, chance_sentence
+    from vipcli.report.notices import random_weights
+
+    folder = Path(predictor.run_dir) if Path(predictor.run_dir).is_dir() else Path(predictor.run_dir).parent
+    try:
+        test = json.loads((folder / "metrics.json").read_text())["test"]
+        scores = test.get("vs_chance") or []
+        sentence = chance_sentence(scores, predictor.class_names, test.get("n", 0)) if at_chance(scores) else ""
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return ""
+    return "" if random_weights(predictor.metadata) else sentence
+
+
+def trained_at_chance_warning(predictor) -> str:
+    """`vip predict`'s one line for a run whose own test images did not show that it beats chance
+    (`trained_at_chance`), naming the images its backbone knows where they are narrow (the toy's lesion world):
+    the predictions that follow are no evidence of a class. "" otherwise."""
+    sentence = trained_at_chance(predictor)
+    if not sentence:
+        return ""
+    domain = str(getattr(predictor.backbone, "image_domain", "") or "")
+    knows = f"; backbone '{predictor.metadata.get('backbone')}' knows only {domain}" if domain else ""
+    return (f"measured when {predictor.run_dir} was trained, {sentence}{knows}: read these predictions as no "
+            "evidence of a class")
+
+
 def backbone_warning(backbone_id: str, run_dir, now: dict, trained) -> str:
     """The warning of a backbone that is not the one `run_dir` recorded: what differs, or, for weights
     an earlier vip recorded by path, size and modification time that changed since, that vip cannot

@@ -103,6 +103,25 @@ def check_batch_features(backbone, features, images: int) -> None:
                          f"size ('vip backbones check {getattr(backbone, 'id', 'ID')}' encodes a batch of 2)")
 
 
+OFFLINE_CHECKS_GROUP = "vip.backbone_offline_checks"  # vip's own: id -> check(arch, pretrained), no torch imported
+
+
+def check_weights_early(backbone_id: str, arch: str | None, pretrained: str | None) -> None:
+    """Before a command reads its data: the one-line missing-weights error where vip's own backbone `backbone_id`
+    cannot have its weights (offline, not in the hub's cache; `vip_backbones.openclip_weights`), in seconds instead
+    of after every image was listed, hashed and checked and open_clip was imported. Found through the
+    entry-point group `vip.backbone_offline_checks`, vip's own entries only; any other backbone is left to its load.
+    """
+    from importlib.metadata import entry_points
+
+    from vipcli.plugins import distribution_of
+
+    for point in entry_points(group=OFFLINE_CHECKS_GROUP):
+        if point.name == backbone_id and is_own_distribution(distribution_of(point)[0]):
+            point.load()(arch, pretrained)
+            return
+
+
 def is_random(pretrained: str | None) -> bool:
     """Whether `--pretrained` asks for random weights (`none`)."""
     return (pretrained or "").strip().lower() == RANDOM_WEIGHTS

@@ -28,6 +28,15 @@ class BackboneSettings:
         data was listed and hashed (and its warnings printed). Nothing of the plugin is imported here."""
         check_backbone_and_device(self.id, self.device)
 
+    def check_weights(self) -> None:
+        """Refuse an unknown backbone id, and weights of vip's own open_clip backbones (`clip`, `biomedclip`) that
+        cannot be had offline (`vipcli.registry.check_weights_early`): the load's own one-line error, called after
+        the usage errors and before the data folder is read; neither open_clip nor the plugin is imported."""
+        from vipcli.registry import BACKBONES, check_weights_early
+
+        BACKBONES.entry_point(self.id)
+        check_weights_early(self.id, self.arch, self.pretrained)
+
 
 def check_backbone_and_device(backbone_id: str, device: str) -> None:
     """One UsageError for an unknown backbone id (with the closest installed one) or an unusable device name."""

@@ -96,6 +96,7 @@ def check_config(config: TrainConfig):
                          f"'{config.method}' does not use it", "drop --reference")
     schedule = config.schedule.resolve(config.shots)
     warn_unused_schedule(config.schedule, [(config.method, cls)])
+    config.backbone.check_weights()  # weights offline: after the usage errors, before the data is read
     from vipcli.preflight import check_outside_data, check_run_dir
 
     run_dir = Path(config.out) if config.out else default_run_dir(config)

@@ -104,6 +104,7 @@ def _predict(paths, model, explain, as_json, backbone, image_fit, device, no_cac
     root = None if no_cache else default_cache_dir()  # a cache folder every user can write: refused before loading
     predictor = load_predictor(model, distributed.rank_device(device, world), backbone, image_fit)
     if world.main:
+        _warn_if_trained_at_chance(predictor)
         _warn_if_folders_name_other_classes(files, predictor.class_names, model)
     if explain and world.main:
         _note_if_nothing_to_explain(predictor.method)
@@ -224,6 +225,18 @@ def _check_file_options(out: Path | None, as_json: bool, report: Path | None, ex
         raise UsageError("--explain with a .csv --out: explanations do not fit in columns",
                          "write a .jsonl file instead")
     check_out_file(out)
+
+
+def _warn_if_trained_at_chance(predictor) -> None:
+    """One warning, before any image is read, when the run did not beat chance on its own test images (a toy run on
+    real images): its predictions say nothing, as `vip train` warned when it was trained."""
+    from rich.markup import escape
+
+    from vipcli.predict import trained_at_chance_warning
+
+    warning = trained_at_chance_warning(predictor)
+    if warning:
+        console.warn(escape(warning))  # class names and paths are the user's
 
 
 def _predict_to_file(predictor, files, out, world, force, explain, cache, workers, coverage, model) -> None:

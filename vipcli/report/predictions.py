@@ -56,18 +56,12 @@ def prediction_report(predictor, predictions, coverage: float | None) -> str:
 
 def trained_at_chance_note(predictor) -> str:
     """A note for the top of the page when the run's own test images did not show that its model beats chance
-    (metrics.json's `test.vs_chance`), as its `vip report` says: these predictions are then no evidence of a class.
-    "" otherwise, for random weights (the banner says more) and for a run whose metrics.json cannot be read."""
-    from vipcli.chance import at_chance, chance_sentence
-    from vipcli.report.notices import random_weights
+    (`vipcli.predict.trained_at_chance`), as its `vip report` says: these predictions are then no evidence of a
+    class. "" otherwise, for random weights (the banner says more) and for a run whose metrics.json cannot be read."""
+    from vipcli.predict import trained_at_chance
 
-    try:
-        test = _run_metrics(predictor.run_dir)["test"]
-        scores = test.get("vs_chance") or []
-        sentence = chance_sentence(scores, predictor.class_names, test.get("n", 0)) if at_chance(scores) else ""
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return ""
-    if not sentence or random_weights(predictor.metadata):
+    sentence = trained_at_chance(predictor)
+    if not sentence:
         return ""
     return html.note(html.with_commands(f"Measured when this run was trained: {sentence}. Read its predictions "
                                         "below as no evidence of a class: `vip report` of the run has its figures."))

@@ -1,0 +1,101 @@
+"""A fresh machine without the model hub: missing weights are one line before any work (the data, open_clip)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import error_lines
+
+MISSING = "error: could not load weights 'openai' for ViT-B-16-quickgelu: not in the local cache"
+
+
+@pytest.fixture
+def empty_hub_cache(tmp_path, monkeypatch):
+    """The hub's cache pointed at an empty folder (offline mode is on in every test, conftest)."""
+    from huggingface_hub import constants
+
+    folder = tmp_path / "empty-hub-cache"
+    folder.mkdir()
+    monkeypatch.setenv("HF_HUB_CACHE", str(folder))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(folder))  # read once, when huggingface_hub was imported
+    return folder
+
+
+@pytest.fixture
+def data_never_read(monkeypatch):
+    """Reading the data folder fails the test: the weights must be refused first."""
+    import vipcli.data
+
+    def read(*args, **kwargs):
+        raise AssertionError("the data folder was read before the missing weights were named")
+
+    monkeypatch.setattr(vipcli.data, "load_dataset", read)
+    monkeypatch.setitem(sys.modules, "open_clip", None)  # importing it would fail as well
+
+
+def test_missing_default_weights_offline_are_refused_before_the_data_is_read(cli, isic_small, tmp_path,
+                                                                             empty_hub_cache, data_never_read):
+    code, out, err = cli("train", "--data", isic_small, "--out", tmp_path / "out")
+    assert code == 1 and out == ""
+    assert error_lines(err)[0].startswith(f"{MISSING} ({empty_hub_cache}) and offline mode is on")
+    assert len(error_lines(err)) == 1 and "Traceback" not in err and "--pretrained none" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_biomedclip_weights_offline_are_refused_before_the_data_is_read(cli, isic_small, tmp_path,
+                                                                              empty_hub_cache, data_never_read):
+    code, _, err = cli("train", "--data", isic_small, "--backbone", "biomedclip", "--out", tmp_path / "out")
+    assert code == 1
+    assert error_lines(err) == [line for line in error_lines(err) if line.startswith(
+        "error: could not load weights 'hf-hub:microsoft/BiomedCLIP")] and len(error_lines(err)) == 1
+
+
+def test_an_unknown_arch_offline_is_named_before_the_data_is_read(cli, isic_small, tmp_path, empty_hub_cache,
+                                                                  data_never_read):
+    code, _, err = cli("train", "--data", isic_small, "--arch", "ViT-B-16-nope", "--out", tmp_path / "out")
+    assert code == 2 and error_lines(err)[0].startswith("error: unknown open_clip architecture 'ViT-B-16-nope'")
+
+
+@pytest.mark.parametrize("command", [["train"], ["benchmark", "--shots", "1", "--seeds", "1"]])
+def test_the_vip_command_names_missing_weights_without_importing_open_clip(isic_small, tmp_path, command):
+    """Importing open_clip takes seconds (13 s on the 2-core machine): the offline refusal comes before it, in a
+    process of its own whose hub cache is an empty folder."""
+    empty = tmp_path / "empty-hub-cache"
+    empty.mkdir()
+    script = ("import json, sys\nfrom vipcli.cli.main import main\n"
+              f"code = main({command!r} + ['--data', {str(isic_small)!r}, '--out', {str(tmp_path / 'out')!r}])\n"
+              "print(json.dumps({'code': code, 'open_clip': 'open_clip' in sys.modules}))\n")
+    env = {**os.environ, "HF_HUB_CACHE": str(empty), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {"code": 1, "open_clip": False}
+    assert error_lines(done.stderr)[0].startswith(f"{MISSING} ({empty}) and offline mode is on")
+
+
+def test_cached_weights_pass_the_early_check_without_asking_the_network(monkeypatch, tmp_path):
+    """A machine that has weights in the hub's cache is not slowed by the early check: no probe of the hub."""
+    from huggingface_hub import constants
+
+    from vip_backbones import hub
+    from vip_backbones.openclip_weights import check_before_data
+
+    (tmp_path / "models--timm--vit_base_patch16_clip_224.openai").mkdir()
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+
+    def probe(*args, **kwargs):
+        raise AssertionError("the hub was probed although its cache holds weights")
+
+    monkeypatch.setattr(hub, "hub_unreachable_reason", probe)
+    check_before_data("clip", None, None)
+    check_before_data("toy", None, None)  # not an open_clip backbone of vip's: left to its load
+
+
+def test_a_misspelt_method_is_named_before_the_missing_weights(cli, isic_small, tmp_path, empty_hub_cache,
+                                                               data_never_read):
+    """A mistake of the command line comes first (exit 2): fixing the weights, then the method, would be two trips."""
+    code, _, err = cli("train", "--method", "vipp", "--data", isic_small, "--out", tmp_path / "out")
+    assert code == 2 and err.startswith("error: can't find method 'vipp'; did you mean 'vip'?"), err
