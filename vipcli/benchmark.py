@@ -148,7 +148,6 @@ def validate(config: BenchmarkConfig, left_out: dict | None = None) -> tuple[lis
     if unknown:
         raise UsageError(f"no benchmarked method has the setting '{unknown[0].replace('_', '-')}'",  # as typed
                          "`vip methods show ID` lists a method's settings")
-    config.backbone.check_weights()  # weights offline: after the usage errors, before the data is read
     return methods, frozenset(together)
 
 
@@ -492,6 +491,7 @@ def _prepare(config: BenchmarkConfig, methods: list[tuple[str, type]], left_out:
     if stored is not None:  # options that differ: refused before the data is read or the backbone loaded
         options = {**option_record(config), **({"split_seed": split_seed} if carves else {})}  # a carved split's seed
         check_options_match(upgrade_stored_config(stored), options, out, unused)
+    config.backbone.check_weights()  # weights offline: after the usage errors and a resume's, before the data is read
     from vipcli.train import warn_split_seed_of_own_splits
 
     world = distributed.world_from_env()  # torchrun: every rank encodes its share, rank 0 runs the rows (#13)
