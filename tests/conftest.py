@@ -175,6 +175,26 @@ def sha256_without_dtypes(tensors: dict) -> str:
     return digest.hexdigest()
 
 
+def two_symptom_packs(folder: Path) -> tuple[Path, Path]:
+    """Two {class: [symptoms]} files for the lesion world that differ (a resume with other --symptoms)."""
+    folder.mkdir()
+    first, second = folder / "first.yaml", folder / "second.yaml"
+    first.write_text("melanoma: [irregular border, several colours]\nnevus: [round, even colour]\n")
+    second.write_text("melanoma: [asymmetric shape]\nnevus: [small and round]\n")
+    return first, second
+
+
+def modules_left_loaded(script: str, names: tuple[str, ...]) -> list[str]:
+    """Which of the top-level modules `names` a fresh Python process has imported after running `script`."""
+    import json
+    import subprocess
+
+    probe = f"{script}\nimport json, sys\nprint(json.dumps(sorted(m for m in {list(names)!r} if m in sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def error_lines(stderr: str) -> list[str]:
     """The `error:` lines of a command's stderr (progress and notes are other lines)."""
     return [line for line in stderr.splitlines() if line.startswith("error:")]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import error_lines
+from conftest import error_lines, two_symptom_packs
 from plugin_helpers import methods_fixture
 
 DECLARING_METHODS = '''
@@ -54,19 +54,10 @@ declaring = methods_fixture("declaring_methods", DECLARING_METHODS, {
     "contradicts": "Contradicts"})
 
 
-def _packs(folder) -> tuple:
-    """Two {class: [symptoms]} files for the lesion world that differ."""
-    folder.mkdir()
-    first, second = folder / "first.yaml", folder / "second.yaml"
-    first.write_text("melanoma: [irregular border, several colours]\nnevus: [round, even colour]\n")
-    second.write_text("melanoma: [asymmetric shape]\nnevus: [small and round]\n")
-    return first, second
-
-
 def test_a_plugin_declaring_no_symptoms_resumes_with_other_symptoms(cli, declaring, tmp_path):
     """Only vip's own methods on a hand-kept list resumed with other --symptoms. A plugin that declares
     uses_symptoms = False now does too (one without the attribute is refused as before: see the next test)."""
-    first, second = _packs(tmp_path / "packs")
+    first, second = two_symptom_packs(tmp_path / "packs")
     out = tmp_path / "bench"
     sweep = ("benchmark", "--data", declaring, "--backbone", "toy", "--methods", "honest", "--shots", "1",
              "--views", "1", "--workers", "0", "--out", out)

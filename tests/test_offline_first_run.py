@@ -61,6 +61,13 @@ def test_an_unknown_arch_offline_is_named_before_the_data_is_read(cli, isic_smal
     assert code == 2 and error_lines(err)[0].startswith("error: unknown open_clip architecture 'ViT-B-16-nope'")
 
 
+def test_usage_errors_of_the_run_folder_come_before_missing_weights(cli, isic_small, tmp_path, empty_hub_cache,
+                                                                     data_never_read):
+    """`--out` inside the data folder is a mistake of the command line (exit 2), named before the weights."""
+    code, _, err = cli("train", "--data", isic_small, "--out", isic_small / "train" / "run")
+    assert code == 2 and len(error_lines(err)) == 1 and MISSING not in err, err
+
+
 @pytest.mark.parametrize("command", [["train"], ["benchmark", "--shots", "1", "--seeds", "1"]])
 def test_the_vip_command_names_missing_weights_without_importing_open_clip(isic_small, tmp_path, command):
     """Importing open_clip takes seconds (13 s on the 2-core machine): the offline refusal comes before it, in a

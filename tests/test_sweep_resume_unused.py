@@ -5,16 +5,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import error_lines
-
-
-def _packs(folder) -> tuple:
-    """Two {class: [symptoms]} files for the lesion world that differ."""
-    folder.mkdir()
-    first, second = folder / "first.yaml", folder / "second.yaml"
-    first.write_text("melanoma: [irregular border, several colours]\nnevus: [round, even colour]\n")
-    second.write_text("melanoma: [asymmetric shape]\nnevus: [small and round]\n")
-    return first, second
+from conftest import error_lines, two_symptom_packs
 
 
 def test_a_resume_may_differ_in_settings_no_row_of_it_uses(cli, tmp_path):
@@ -24,7 +15,7 @@ def test_a_resume_may_differ_in_settings_no_row_of_it_uses(cli, tmp_path):
 
     data, out = tmp_path / "data", tmp_path / "bench"
     write_dataset(data, n_per_class={"train": 3, "val": 2, "test": 2}, seed=0)
-    first, second = _packs(tmp_path / "packs")
+    first, second = two_symptom_packs(tmp_path / "packs")
     sweep = ("benchmark", "--data", data, "--backbone", "toy", "--workers", "0", "--out", out, "--json")
     code, _, err = cli(*sweep, "--methods", "zeroshot", "--seeds", "1", "--views", "1", "--epochs", "1",
                        "--symptoms", first)

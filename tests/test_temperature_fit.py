@@ -53,3 +53,13 @@ def test_the_bounds_where_the_slope_keeps_one_sign():
     flat = np.zeros((4, 3))  # every logit equal: no information, the NLL is the same at any T
     assert T_BOUNDS[0] <= fit_temperature(flat, np.array([0, 1, 2, 0])) <= T_BOUNDS[1]
     assert fit_temperature(np.empty((0, 2)), np.array([], dtype=int)) == 1.0
+
+
+def test_a_class_an_image_cannot_be_changes_nothing(recwarn):
+    """A -inf logit (probability 0 at any T) adds nothing to the NLL's slope: not a NaN that sends T to a bound."""
+    logits = np.array([[2.0, 0.5, -np.inf], [0.1, 1.0, 0.3], [0.3, 0.2, 0.9], [1.5, 1.2, -np.inf]])  # [N, C]
+    labels = np.array([0, 1, 1, 0])
+    finite = np.where(np.isinf(logits), -1e300, logits)  # probability 0 at every T in the bounds, as -inf
+    assert fit_temperature(logits, labels) == pytest.approx(fit_temperature(finite, labels), rel=1e-12)
+    assert T_BOUNDS[0] < fit_temperature(logits, labels) < T_BOUNDS[1]
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]

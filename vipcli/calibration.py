@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 ECE_BINS = 15
-T_BOUNDS = (1e-3, 1e3)  # T is searched in this range (log-spaced)
+T_BOUNDS = (1e-3, 1e3)  # T is sought in this range
 EPSILON = 1e-12  # probability floor inside log()
 
 
@@ -112,7 +112,7 @@ def fit_temperature(logits, labels) -> float:
     information about the class (it keeps falling as T -> infinity).
 
     Args:
-        logits: [N, C] held-out logits (any scale).
+        logits: [N, C] held-out logits (any scale; -inf for a class an image cannot be).
         labels: [N] their true classes.
     Returns:
         T (1.0 when there are no held-out images).
@@ -124,7 +124,10 @@ def fit_temperature(logits, labels) -> float:
     true_logit = z[np.arange(len(y)), y]  # [N]
 
     def slope(b: float) -> float:  # L'(b): mean over images of the expected logit less the true one
-        return float(((softmax(z * b) * z).sum(axis=1) - true_logit).mean())
+        p = softmax(z * b)  # [N, C]
+        with np.errstate(invalid="ignore"):  # a -inf logit has p = 0: it adds nothing (not 0 * -inf = NaN)
+            expected = np.where(p > 0, p * z, 0.0).sum(axis=1)  # [N]
+        return float((expected - true_logit).mean())
 
     return 1.0 / _slope_root(slope, 1.0 / T_BOUNDS[1], 1.0 / T_BOUNDS[0])
 

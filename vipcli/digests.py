@@ -91,8 +91,7 @@ def trust_versions(versions) -> int:
 
 def text_digest(text: str) -> str:
     """A short digest of `text`: the first 16 hex digits of the sha256 of its UTF-8 bytes. What names a thing by
-    its text where a full sha256 is more than needed: a decoding's rules, a backbone's identity, a split's files,
-    a wait's mark. Feature cache keys, sweep folders and `--out` files hold such digests, so its value never changes.
+    its text where a full sha256 is more than needed: a decoding's rules, a backbone's identity, a split's files. Feature cache keys, sweep folders and `--out` files hold such digests, so its value never changes.
 
     Raises:
         UnicodeEncodeError: `text` holds a lone surrogate (a path of undecodable bytes): not UTF-8.

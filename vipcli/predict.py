@@ -121,8 +121,9 @@ def trained_at_chance_warning(predictor) -> str:
     sentence = trained_at_chance(predictor)
     if not sentence:
         return ""
+    loaded = getattr(predictor.backbone, "id", None)
     domain = str(getattr(predictor.backbone, "image_domain", "") or "")
-    knows = f"; backbone '{predictor.metadata.get('backbone')}' knows only {domain}" if domain else ""
+    knows = f"; backbone '{loaded}' knows only {domain}" if domain and loaded else ""
     return (f"measured when {predictor.run_dir} was trained, {sentence}{knows}: read these predictions as no "
             "evidence of a class")
 

@@ -96,12 +96,12 @@ def check_config(config: TrainConfig):
                          f"'{config.method}' does not use it", "drop --reference")
     schedule = config.schedule.resolve(config.shots)
     warn_unused_schedule(config.schedule, [(config.method, cls)])
-    config.backbone.check_weights()  # weights offline: after the usage errors, before the data is read
     from vipcli.preflight import check_outside_data, check_run_dir
 
     run_dir = Path(config.out) if config.out else default_run_dir(config)
     check_run_dir(run_dir, config.force)  # before any work
     check_outside_data(run_dir, Path(config.data), "--out" if config.out else "the default run folder")
+    config.backbone.check_weights()  # weights offline: after the usage errors, before the data is read
     return cls, settings, schedule
 
 
