@@ -563,23 +563,10 @@ def check_prompts(methods, backbone, class_names, symptoms, config: BenchmarkCon
             if config.keep_going and unbuilt is not None:
                 unbuilt[name] = error
             else:
-                stop = build_error(error, name)
+                stop = known_error(error, f"while building {name} for its rows")
                 raise (with_resume_hint(stop, *resume) if resume else stop) from error
         built.append((name, cls))
     return built
-
-
-def build_error(error: Exception, name: str) -> VipError:
-    """`error`, raised while method `name` was first built for its rows, as the VipError that stops the sweep: a
-    VipError as it is (a plugin's names it), a GPU out of memory as the CLI says it, any other exception (vip's own
-    code) as the bug it is, naming the method."""
-    from vipcli.devices import out_of_memory
-
-    if isinstance(error, VipError):
-        return error
-    return out_of_memory(error) or VipError(
-        f"unexpected {one_line_error(error)} while building {name} for its rows",
-        "this is a bug in vip; rerun with VIP_DEBUG=1 and report the traceback")
 
 
 def record_unbuilt_rows(jobs: list[tuple], context: dict) -> None:
@@ -589,7 +576,8 @@ def record_unbuilt_rows(jobs: list[tuple], context: dict) -> None:
     for name, error in context["unbuilt"].items():
         group = [job for job in jobs if job[0] == name]
         if group:
-            record_failed_rows(build_error(error, name), context, group, f"{name}'s {rows_named(group)}")
+            record_failed_rows(known_error(error, f"while building {name} for its rows"), context, group,
+                               f"{name}'s {rows_named(group)}")
 
 
 def warn_plugin_left_out(name: str, error: VipError, kept: str = "") -> None:
@@ -910,7 +898,7 @@ def settle_failed_group(name: str, error: Exception, context: dict, group: list[
     elif context["config"].keep_going:
         record_failed_rows(error, context, group)
     else:
-        raise with_resume_hint(known_error(error, name, group), context["out"], kept) from error
+        raise with_resume_hint(known_error(error, f"in {name} {group_label(group)}"), context["out"], kept) from error
 
 
 def record_failed_rows(error: Exception, context: dict, group: list[tuple], said: str = "") -> None:
@@ -941,16 +929,16 @@ def one_line_error(error: Exception) -> str:
     return redact(" ".join(str(text).split()), known_secrets())
 
 
-def known_error(error: Exception, name: str, group: list[tuple]) -> VipError:
-    """`error`, raised in the rows of `group` (of method `name`), as the VipError that stops the sweep: a VipError
-    as it is, a GPU out of memory as the CLI says it, any other exception (vip's own code: plugins' are PluginErrors)
-    as the bug it is, naming the rows."""
+def known_error(error: Exception, where: str) -> VipError:
+    """`error`, raised `where` (e.g. "in coop its 2 rows trained together (...)", "while building coop for its
+    rows"), as the VipError that stops the sweep or fails its rows: a VipError as it is, a GPU out of memory as the
+    CLI says it, any other exception (vip's own code: plugins' are PluginErrors) as the bug it is, naming where."""
     from vipcli.devices import out_of_memory
 
     if isinstance(error, VipError):
         return error
     return out_of_memory(error) or VipError(
-        f"unexpected {one_line_error(error)} in {name} {group_label(group)}",
+        f"unexpected {one_line_error(error)} {where}",
         "this is a bug in vip; rerun with VIP_DEBUG=1 and report the traceback")
 
 

@@ -27,7 +27,6 @@ import os
 import sys
 from pathlib import Path
 
-
 SAID_MARK = "vip-said"  # the file a rank leaves in its torchrun folder once its `error:` line is printed
 DONE_MARK = "vip-done"  # ... and the one it leaves once its part of the work is done (it left the process group)
 STARTED_MARK = "vip-started"  # ... and the one it leaves once Ctrl-C and SIGTERM give it a line (`vip` started in it)
@@ -157,15 +156,7 @@ def silently_lost_ranks(rank: int, local_rank: int, environ=None) -> list[int]:
 
 
 SAY_WAIT_S = 1.5  # how long a rank that fails a wait gives the node's expected speaker to say it first
-WAIT_MARK = "vip-said-wait"  # the file, in torchrun's folder for this attempt, of the node's line of a failed wait
-
-
-def wait_line_said(environ=None) -> bool:
-    """Whether a rank of this node printed the line of a failed wait in this attempt (`say_once_per_node`): then the
-    SIGTERM torchrun sends the other ranks is that failure's consequence, and their `terminated` line would be a
-    second line for one failure. False where torchrun gave no folders."""
-    folder = rank_folder(0, environ)
-    return folder is not None and (folder.parent / WAIT_MARK).exists()
+WAIT_MARK = "vip-said-wait"  # in torchrun's folder for this attempt: the node's one line of a failed wait or stop
 
 
 def say_once_per_node(say, key: str, waited_for: tuple[int, ...] = (), environ=None) -> None:

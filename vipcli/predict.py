@@ -99,19 +99,25 @@ def trained_at_chance(predictor) -> str:
     `test.vs_chance`, as `vip train` warned), e.g. "the 510 test images do not show that the model tells melanoma
     from nevus better than chance: ..."; "" otherwise, for random weights (its load warns of them) and for a run
     whose metrics.json cannot be read."""
-    import json
-
     from vipcli.chance import at_chance, chance_sentence
     from vipcli.report.notices import random_weights
 
-    folder = Path(predictor.run_dir) if Path(predictor.run_dir).is_dir() else Path(predictor.run_dir).parent
     try:
-        test = json.loads((folder / "metrics.json").read_text())["test"]
+        test = run_metrics(predictor.run_dir)["test"]
         scores = test.get("vs_chance") or []
         sentence = chance_sentence(scores, predictor.class_names, test.get("n", 0)) if at_chance(scores) else ""
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return ""
     return "" if random_weights(predictor.metadata) else sentence
+
+
+def run_metrics(run_dir) -> dict:
+    """The metrics.json of a run folder (`run_dir` may name its model file), as read: OSError or ValueError when it
+    is missing or not JSON, which the notes about a run read as "nothing to say"."""
+    import json
+
+    folder = Path(run_dir) if Path(run_dir).is_dir() else Path(run_dir).parent
+    return json.loads((folder / "metrics.json").read_text())
 
 
 def trained_at_chance_warning(predictor) -> str:

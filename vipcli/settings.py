@@ -29,12 +29,12 @@ class BackboneSettings:
         check_backbone_and_device(self.id, self.device)
 
     def check_weights(self) -> None:
-        """Refuse an unknown backbone id, and weights of vip's own open_clip backbones (`clip`, `biomedclip`) that
-        cannot be had offline (`vipcli.registry.check_weights_early`): the load's own one-line error, called after
-        the usage errors and before the data folder is read; neither open_clip nor the plugin is imported."""
-        from vipcli.registry import BACKBONES, check_weights_early
+        """Refuse weights of vip's own open_clip backbones (`clip`, `biomedclip`) that cannot be had offline
+        (`vipcli.registry.check_weights_early`): the load's own one-line error, called after the usage errors (`check`
+        among them: the id is known by then) and before the data folder is read; neither open_clip nor the plugin is
+        imported."""
+        from vipcli.registry import check_weights_early
 
-        BACKBONES.entry_point(self.id)
         check_weights_early(self.id, self.arch, self.pretrained)
 
 

@@ -242,19 +242,13 @@ def _stopped(terminated: bool | None = None, done: bool | None = None) -> tuple[
 
 
 def _say_stopped(terminated: bool | None = None, done: bool | None = None) -> int:
-    """Print the line of an interrupt (`_stopped`) once per node, and return its exit code. Under torchrun, a SIGTERM
-    that reaches a rank after a rank of its node printed the line of a failed wait (`node_ranks.wait_line_said`) is
-    torchrun stopping the job for that failure: the rank exits with its code in silence, where its `terminated` line
-    was a second line for one failure (a rank resumed with kill -CONT, or slower to see the wait fail). The line it
-    prints claims the node's mark of a failed wait, so that a rank seeing a wait fail at the same moment (rank 0
-    killed: the others' SIGTERM and their barrier's lost connection come together) does not print a second one."""
-    from vipcli.node_ranks import SAID_MARK, leave_mark, wait_line_said
-
+    """Print the line of an interrupt (`_stopped`) once per node, and return its exit code. Under torchrun the line
+    claims the node's one mark of a failed wait (`node_ranks.say_once_per_node`): a SIGTERM that reaches a rank after
+    a rank of its node said why a wait failed is torchrun stopping the job for that failure, and the rank exits with
+    its code in silence (its `terminated` line was a second line for one failure: a rank resumed with kill -CONT, or
+    slower to see the wait fail); and where the two come at the same moment (rank 0 killed: the others' SIGTERM and
+    their barrier's lost connection), whichever is first is the node's one line."""
     message, code = _stopped(terminated, done)
-    if (stop_signals.terminated() if terminated is None else terminated) and wait_line_said():
-        leave_mark(SAID_MARK)  # its line is said: the ranks that outlive it do not take it for lost
-        return code
-    # the node's one line: a rank that sees the wait fail at the same moment claims the same mark (`say_once_per_node`)
     _print_error(message, shared=True, failed_wait=("stopped", ()))
     return code
 

@@ -256,8 +256,7 @@ def cpu_toy_like(real):
     from vipcli.registry import backbone_class
 
     toy = backbone_class("toy")(None, "none", torch.device("cpu"))
-    widths = {name: getattr(real, name, None) for name in ("embed_dim", "token_width")}
-    widths = {name: value for name, value in widths.items() if isinstance(value, int) and value != getattr(toy, name)}
+    widths = {name: value for name, value in run_widths(real).items() if value != getattr(toy, name)}
     if widths:
         config = dataclasses.replace(toy.config, embed_dim=widths.get("embed_dim", toy.embed_dim),
                                      text_width=widths.get("token_width", toy.token_width))
@@ -288,14 +287,20 @@ def _probe_backbone_like(real):
     toy = probe_backbone()
     if toy is None:
         return None
-    widths = {name: getattr(real, name, None) for name in ("embed_dim", "token_width")}
-    if all(value == getattr(toy, name) or not isinstance(value, int) for name, value in widths.items()):
+    widths = run_widths(real)
+    if all(value == getattr(toy, name) for name, value in widths.items()):
         return toy
     like = copy.copy(toy)
     for name, value in widths.items():
-        if isinstance(value, int):
-            setattr(like, name, value)
+        setattr(like, name, value)
     return like
+
+
+def run_widths(real) -> dict[str, int]:
+    """The widths (`embed_dim`, `token_width`) of the run's backbone `real` that it states (as ints): what a toy
+    standing in for it must have for the run's saved tensors to fit."""
+    widths = {name: getattr(real, name, None) for name in ("embed_dim", "token_width")}
+    return {name: value for name, value in widths.items() if isinstance(value, int)}
 
 
 def _probe_forward(method, method_id: str, width: int, after: str | None = None) -> str:

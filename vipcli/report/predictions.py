@@ -76,10 +76,11 @@ def broken_on_test(predictor, coverage: float | None) -> str:
     e.g. 'Measured when this run was trained, on its 624 test images: temperature scaling made the NLL worse
     (0.6752 to 0.6967), and the prediction sets at coverage 80% held the true class for 70.35% of them, far below
     the 80.11% expected. ...'"""
+    from vipcli.predict import run_metrics
     from vipcli.trust import scaling_hurt_nll
 
     try:
-        metrics = _run_metrics(predictor.run_dir)
+        metrics = run_metrics(predictor.run_dir)
         n_test, test = metrics["test"]["n"], metrics["calibration"]["test"]
         rows = metrics["conformal"]["test"]
         found = []
@@ -116,9 +117,10 @@ def measured_when_trained(run_dir) -> str:
     78.90%, macro-F1 79.03% on 300 test images (vip train, 2026-11-29 20:11 UTC)' (balanced accuracy computed from
     the confusion matrix for a run of an earlier vip); '-' when the run has none to show."""
     from vipcli.metrics import split_figure
+    from vipcli.predict import run_metrics
 
     try:
-        metrics = _run_metrics(run_dir)
+        metrics = run_metrics(run_dir)
         test = metrics["test"]
         balanced = split_figure(test, "balanced_accuracy")
         said = (f"accuracy {test['accuracy']:.2f}%, "
@@ -128,15 +130,6 @@ def measured_when_trained(run_dir) -> str:
         return "-"
     when = html.utc_time(metrics.get("finished_at"))
     return f"{said} (vip train, {html.utc_minute(when)})" if when else said
-
-
-def _run_metrics(run_dir):
-    """The metrics.json of a run folder (`run_dir` may name its model file), as read: OSError or ValueError when it
-    is missing or not JSON, which the notes above read as "nothing to say"."""
-    import json
-
-    folder = Path(run_dir) if Path(run_dir).is_dir() else Path(run_dir).parent
-    return json.loads((folder / "metrics.json").read_text())
 
 
 def agreement(items) -> str:
