@@ -852,7 +852,11 @@ def test_every_path_argument_takes_any_path_like_and_refuses_anything_else_by_na
     assert model.predict(_Fspath(image)).path == str(image)
     folder = data / "test" / "nevus"
     by_path = model.predict_many([folder])
-    assert model.predict_many([PurePosixPath(folder), str(image)]) == [*by_path, by_path[0]]
+    mixed = model.predict_many([PurePosixPath(folder), str(image)])
+    expected = [*by_path, by_path[0]]
+    assert [(p.path, p.label) for p in mixed] == [(p.path, p.label) for p in expected]
+    for got, wanted in zip(mixed, expected):  # a batch of 6, not 5: on some CPUs the kernels round otherwise
+        assert got.probabilities == pytest.approx(wanted.probabilities, abs=1e-5)
     refused = {
         "data=5: expected the path of a folder of class subfolders (a str or os.PathLike)":
             lambda: vip.train(5, **TOY),

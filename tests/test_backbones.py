@@ -535,7 +535,7 @@ def test_loading_a_weights_file_skips_random_initialisation_and_loads_every_weig
                                                                                    clip_backbone, monkeypatch):
     from safetensors.torch import save_file
 
-    state = {k: v.clone() + 0.5 for k, v in clip_backbone.model.state_dict().items()}
+    state = _nudged(clip_backbone.model.state_dict(), seed=1)
     weights = tmp_path / "tiny-weights.safetensors"
     save_file(state, weights)
     calls = []
@@ -583,8 +583,16 @@ def test_offline_random_weights_of_a_hub_model_name_what_is_still_needed(monkeyp
     assert "or --pretrained none for random" not in message and "--arch" in message
 
 
-def _local_dir_model(tmp_path, tiny_clip, shift: float) -> tuple:
-    """An open_clip `local-dir:` folder (config and weights) whose weights are the seeded random ones + shift."""
+def _nudged(state: dict, seed: int) -> dict:
+    """Other weights than `state`'s that are still a working model: each weight moved by a little seeded noise.
+    (Adding 0.5 to every weight saturated the tiny CLIP: on a CPU whose kernels round otherwise, a change of one
+    token's embedding then moved its text feature by less than the contract check can see, and the load failed.)"""
+    generator = torch.Generator().manual_seed(seed)
+    return {k: v.contiguous() + 0.02 * torch.randn(v.shape, generator=generator, dtype=v.dtype) for k, v in state.items()}
+
+
+def _local_dir_model(tmp_path, tiny_clip, seed: int) -> tuple:
+    """An open_clip `local-dir:` folder (config and weights) whose weights are the seeded random ones, `_nudged`."""
     import json
 
     from safetensors.torch import save_file
@@ -593,7 +601,7 @@ def _local_dir_model(tmp_path, tiny_clip, shift: float) -> tuple:
     folder.mkdir()
     (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": json.loads(tiny_clip.read_text())}))
     seeded = load_backbone("clip", str(tiny_clip), "none", warn_random=False).model.state_dict()
-    own = {k: v.contiguous() + shift for k, v in seeded.items()}
+    own = _nudged(seeded, seed)
     save_file(own, folder / "open_clip_model.safetensors")
     return folder, seeded, own
 
@@ -603,8 +611,8 @@ def test_local_dir_model_loads_its_own_weights_none_or_a_file_as_asked(tmp_path,
     (open_clip itself ignores `pretrained` for such a model). Each is a different model to the feature cache."""
     from safetensors.torch import save_file
 
-    folder, seeded, own = _local_dir_model(tmp_path, tiny_clip, 0.5)
-    other = {k: v - 1.0 for k, v in own.items()}
+    folder, seeded, own = _local_dir_model(tmp_path, tiny_clip, seed=1)
+    other = _nudged(seeded, seed=2)
     save_file(other, tmp_path / "other.safetensors")
     key = "text_projection"
     loaded = {

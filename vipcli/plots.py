@@ -224,9 +224,11 @@ def svg_markup(figure) -> str:
     """The figure (then closed) as SVG markup to put inline in an HTML page: its text as text (see
     SVG_STYLE), without the XML prologue and metadata, and with ids of its own (prefixed by a digest of
     its content), so that several figures share one page without one's clip paths or markers
-    standing in for another's. Its background is clear, the page's white showing through: a browser that darkens
-    the page regardless (Chromium's forced dark mode on a light system theme) lightens the figure's dark text and
-    lines but leaves a white fill white, so a white figure showed white words on white."""
+    standing in for another's. Its background is clear, the page's white showing through, and its black (text,
+    axes, ticks, black lines) is the system colour CanvasText: black on a light page, light where a browser darkens
+    the page regardless (Chromium's forced dark mode on a light system theme). Such a browser once lightened a
+    figure's black and left a white fill white (white words on white); Chromium 156 leaves inline SVG's own colours
+    alone and darkens the page behind it (black words on a dark page). CanvasText follows the page either way."""
     import matplotlib
 
     buffer = io.StringIO()
@@ -237,9 +239,17 @@ def svg_markup(figure) -> str:
         pyplot().close(figure)
     markup = buffer.getvalue()
     markup = re.sub(r"\s*<metadata>.*?</metadata>", "", markup[markup.index("<svg"):], flags=re.S)
+    markup = _black_follows_the_page(markup)
     prefix = "f" + hashlib.sha256(markup.encode()).hexdigest()[:8] + "-"
     markup = re.sub(r'\bid="', f'id="{prefix}', markup)
     return re.sub(r'(url\(#|href="#)', rf"\g<1>{prefix}", markup)
+
+
+def _black_follows_the_page(markup: str) -> str:
+    """Matplotlib's SVG with its black as CanvasText (see `svg_markup`): its explicit black fills and strokes, and
+    its text drawn without a fill of its own (SVG's default fill is black). Colours other than black are kept."""
+    markup = re.sub(r"\b(fill|stroke): ?#000000\b", r"\1: CanvasText", markup)
+    return re.sub(r'<text style="(?![^"]*\bfill:)', '<text style="fill: CanvasText; ', markup)
 
 
 def _series(rows: list[dict]) -> dict[str, dict]:
