@@ -435,6 +435,21 @@ def test_the_same_figure_gives_the_same_svg():
     assert first == second and first.startswith("<svg ")
 
 
+def test_a_figures_black_follows_the_page_and_falls_back_to_black():
+    """Chromium 156's forced dark mode leaves inline SVG's own colours alone: black words on the darkened page. A
+    figure's black is CanvasText (it follows the page), after a plain black for a viewer without system colours."""
+    import re
+
+    from vipcli.plots import svg_markup
+    from vipcli.report.figures import draw_confusion_matrix
+
+    markup = svg_markup(draw_confusion_matrix([[3, 1], [0, 4]], ["a", "b"], "#D55E00", "t"))
+    texts = re.findall(r"<text [^>]*>", markup)
+    assert texts and all(re.search(r'style="[^"]*\bfill: ', t) for t in texts)  # no text left to SVG's default black
+    assert "fill: CanvasText" in markup and "stroke: #000000; stroke: CanvasText" in markup
+    assert not re.search(r"(fill|stroke): #000000(?!; \1: CanvasText)", markup)
+
+
 def test_every_table_of_every_report_is_named_by_a_caption(cli, lesion_run, tmp_path):
     """A screen reader listed "table, 5 columns" with no name, and some tables (images per class and split,
     sensitivity and precision) had no heading of their own."""

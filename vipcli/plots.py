@@ -246,9 +246,10 @@ def svg_markup(figure) -> str:
 
 
 def _black_follows_the_page(markup: str) -> str:
-    """Matplotlib's SVG with its black as CanvasText (see `svg_markup`): its explicit black fills and strokes, and
-    its text drawn without a fill of its own (SVG's default fill is black). Colours other than black are kept."""
-    markup = re.sub(r"\b(fill|stroke): ?#000000\b", r"\1: CanvasText", markup)
+    """Matplotlib's SVG with its black as CanvasText (see `svg_markup`): its explicit black fills and strokes (black
+    kept first, for a viewer that does not know the system colour: it drops the second declaration), and its text
+    drawn without a fill of its own (SVG's default fill is black). Colours other than black are kept."""
+    markup = re.sub(r"\b(fill|stroke): ?#000000\b", r"\1: #000000; \1: CanvasText", markup)
     return re.sub(r'<text style="(?![^"]*\bfill:)', '<text style="fill: CanvasText; ', markup)
 
 
