@@ -8,6 +8,7 @@ one; anchors are GitHub's heading slugs, plus explicit `id="..."` anchors.
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 
@@ -34,8 +35,10 @@ def github_slug(heading: str) -> str:
     return kept.replace(" ", "-")
 
 
-def anchors(document: Path) -> set[str]:
-    """The anchors of `document`: its headings' slugs (a repeated heading's get -1, -2, ...) and its `id="..."`s."""
+@functools.cache
+def anchors(document: Path) -> frozenset[str]:
+    """The anchors of `document`: its headings' slugs (a repeated heading's get -1, -2, ...) and its `id="..."`s.
+    Read once per document, however many links lead into it."""
     text = document.read_text(encoding="utf-8")
     tokens = _parser().parse(text)
     seen: dict[str, int] = {}
@@ -45,7 +48,7 @@ def anchors(document: Path) -> set[str]:
             slug = github_slug("".join(c.content for c in inline.children if c.type in ("text", "code_inline")))
             found.add(slug if slug not in seen else f"{slug}-{seen[slug]}")
             seen[slug] = seen.get(slug, 0) + 1
-    return found
+    return frozenset(found)
 
 
 def links(document: Path) -> list[str]:
