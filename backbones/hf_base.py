@@ -23,9 +23,10 @@ import torch
 from vip_backbones.hf_model_types import other_model_error
 from vip_backbones.hf_preprocessing import (PREPROCESSOR_FILES, load_image_processor, preprocessor_file,
                                             processor_preprocessing, resize_step)
-from vip_backbones.hub import (WEIGHT_SUFFIXES, check_weights_path, fail_fast_if_uncached, missing_weights_error,
-                               model_loading, pickled_weights_error, quiet_libraries,
-                               transformers_torch_error)
+from vip_backbones.hf_weights import (HF_CLIP_DEFAULT, WEIGHTS_WHAT, check_hub_files, chosen_sources, hub_ids,
+                                      local_path, warn_weights_beside_arch, weight_files, what_and_hint)
+from vip_backbones.hub import (check_weights_path, missing_weights_error, model_loading,
+                               pickled_weights_error, quiet_libraries, transformers_torch_error)
 from vipcli.backbone import Backbone, clip_style_transform, identity_taken_once
 from vipcli.digests import text_digest
 from vipcli.errors import UsageError, VipError
@@ -33,16 +34,8 @@ from vipcli.processor_steps import DEFAULT_RESCALE
 from vipcli.weights_identity import weights_file_identity
 
 RANDOM_INIT_SEED = 0  # `--pretrained none` builds the same random towers every time
-HF_HINT = ("download it once on a connected machine (it is cached under ~/.cache/huggingface), "
-           "or pass --pretrained /path/to/a/save_pretrained/folder, or --pretrained none --arch SOURCE "
-           "for random weights (for timing and plumbing only)")
-LOCAL_HINT = ("pass --pretrained a whole save_pretrained folder (config.json, every weight file, the tokenizer "
-              "files, as save_pretrained wrote them), or --pretrained none --arch SOURCE for random weights (for "
-              "timing and plumbing only)")
 FOLDER_PICKLE_FIX = ("if you trust where this folder came from, save its tensors with safetensors.torch.save_file as "
                      "model.safetensors in the folder (transformers loads that instead) and pass the folder again")
-ARCH_SOURCES = "a config.json, a save_pretrained folder, or a cached hub id"
-RANDOM_HINT = f"--pretrained none needs --arch ({ARCH_SOURCES}) when the default model is not available offline"
 # what AutoTokenizer reads from a local folder (one of them must be there)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
                    "vocab.json", "merges.txt", "vocab.txt", "spiece.model", "tokenizer.model",
@@ -74,25 +67,15 @@ def pooled_features(output) -> torch.Tensor:
     return output if isinstance(output, torch.Tensor) else output.pooler_output
 
 
-def _local(source: str) -> Path | None:
-    path = Path(source).expanduser()
-    return path if path.exists() else None
-
-
 def _image_side(config) -> int:
     """The side of the square image the vision tower of a model `config` takes (vision_config.image_size)."""
     size = config.vision_config.image_size
     return int(size[0] if isinstance(size, (tuple, list)) else size)
 
 
-def _weight_files(folder: Path) -> list[Path]:
-    """The weight files of a local model folder, sorted by name."""
-    return sorted(p for p in folder.iterdir() if p.suffix in WEIGHT_SUFFIXES)
-
-
 def _folder_identity(path: Path) -> dict:
     """Name, size and sha256 of the weight files in a local model folder (or of the file itself)."""
-    files = [path] if path.is_file() else _weight_files(path)
+    files = [path] if path.is_file() else weight_files(path)
     return {"files": [weights_file_identity(p) for p in files]}
 
 
@@ -128,7 +111,7 @@ class TransformersBackbone(Backbone):
 
     model_class = "CLIPModel"
     model_types: tuple = ("clip",)
-    default_pretrained = "openai/clip-vit-base-patch16"
+    default_pretrained = HF_CLIP_DEFAULT
     image_mean: tuple = (0.48145466, 0.4578275, 0.40821073)
     image_std: tuple = (0.26862954, 0.26130258, 0.27577711)
     squash = False
@@ -136,25 +119,17 @@ class TransformersBackbone(Backbone):
 
     def __init__(self, arch: str | None = None, pretrained: str | None = None, device=None):
         self.device = torch.device(device or "cpu")
-        chosen = self.default_pretrained if pretrained is None else pretrained
-        self.pretrained = None if chosen.strip().lower() == "none" else chosen
-        self.source = arch or self.pretrained or self.default_pretrained  # config and tokenizer
-        self.arch = self.source
-        check_weights_path(self.pretrained, "save_pretrained folder, a hub id")
+        self.pretrained, self.source = chosen_sources(arch, pretrained, self.default_pretrained)
+        self.arch = self.source  # the config and tokenizer
+        check_weights_path(self.pretrained, WEIGHTS_WHAT)
         self._check_local_config()  # before any weights load
         self._check_local_tokenizer()
-        if pretrained is None and arch:
-            self._warn_weights_beside_arch(arch)
-        hub_ids = [v for v in dict.fromkeys([self.pretrained, self.source]) if v and _local(v) is None]
-        # --pretrained none reads only a config and tokenizer (from --arch, else the default id)
-        thing, hint = "weights", HF_HINT
-        if self.pretrained is None:
-            thing, hint = "the config and tokenizer", (f"pass --arch {ARCH_SOURCES}" if arch else RANDOM_HINT)
-        elif not hub_ids:  # a local folder that fails is incomplete or damaged: nothing to download
-            hint = LOCAL_HINT
-        if hub_ids:  # without network and without cached files, fail before importing transformers
-            fail_fast_if_uncached(hub_ids, self.pretrained or self.source, self.model_class, hint, thing)
-        uses_hub = bool(hub_ids)
+        warn_weights_beside_arch(arch, pretrained, self.default_pretrained)
+        # without network and without cached files, fail before importing transformers
+        check_hub_files(arch, pretrained, self.default_pretrained, self.model_class)
+        ids = hub_ids(self.pretrained, self.source)
+        thing, hint = what_and_hint(arch, self.pretrained, ids)
+        uses_hub = bool(ids)
         with quiet_libraries():  # a transformers that refuses this torch says so on import: reported below
             importlib.import_module("transformers")  # for its effect: imported before the loading block, so that its
             # progress bars can be hidden, and a transformers that refuses this torch says so here
@@ -189,7 +164,7 @@ class TransformersBackbone(Backbone):
         """The model's transformers config (from --arch, else --pretrained); a UsageError for another family's."""
         from transformers import AutoConfig
 
-        config = AutoConfig.from_pretrained(str(_local(self.source) or self.source))
+        config = AutoConfig.from_pretrained(str(local_path(self.source) or self.source))
         self._refuse_other_model(config.model_type, getattr(config, "architectures", None))
         return config
 
@@ -197,7 +172,7 @@ class TransformersBackbone(Backbone):
         """The dual encoder of `config`: its --pretrained weights, or random ones (seeded) for --pretrained none."""
         model_class = self._transformers_class()
         if self.pretrained is not None:
-            return model_class.from_pretrained(str(_local(self.pretrained) or self.pretrained), config=config)
+            return model_class.from_pretrained(str(local_path(self.pretrained) or self.pretrained), config=config)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(RANDOM_INIT_SEED)
             return model_class(config)
@@ -205,10 +180,10 @@ class TransformersBackbone(Backbone):
     def _pickled_folder_error(self, error: BaseException) -> VipError | None:
         """For a local --pretrained folder whose .bin/.pt weights torch refused to unpickle: the error naming
         those files, with the fix for a folder; None otherwise."""
-        folder = _local(self.pretrained) if self.pretrained else None
+        folder = local_path(self.pretrained) if self.pretrained else None
         if folder is None or not folder.is_dir():
             return None
-        pickled = [str(path) for path in _weight_files(folder) if path.suffix != ".safetensors"] or [str(folder)]
+        pickled = [str(path) for path in weight_files(folder) if path.suffix != ".safetensors"] or [str(folder)]
         return pickled_weights_error(", ".join(pickled), error, FOLDER_PICKLE_FIX)
 
     def _refuse_other_model(self, model_type: str, architectures=None) -> None:
@@ -220,27 +195,13 @@ class TransformersBackbone(Backbone):
             raise error
 
     def _tokenizer_source(self) -> str:
-        local = _local(self.source)
+        local = local_path(self.source)
         return str(local.parent if local is not None and local.is_file() else (local or self.source))
 
     def _load_tokenizer(self):
         from transformers import AutoTokenizer
 
         return AutoTokenizer.from_pretrained(self._tokenizer_source())
-
-    def _warn_weights_beside_arch(self, arch: str) -> None:
-        """Warn when `--arch` is a save_pretrained folder with weights but `--pretrained` was not given:
-        --arch gives only the config and tokenizer, so the default weights would be loaded into it."""
-        from vipcli import console
-
-        folder = _local(arch)
-        if folder is None or not folder.is_dir():
-            return
-        weights = _weight_files(folder)
-        if weights:
-            console.warn(f"--arch {arch} holds weights ({weights[0].name}) that --arch does not load (it gives the config "
-                         f"and tokenizer): the weights are {self.default_pretrained}'s; pass --pretrained {arch} "
-                         "to use that folder's")
 
     def _source_option(self) -> str:
         """The option that named the config and tokenizer source: --arch, or --pretrained when it gave both."""
@@ -250,7 +211,7 @@ class TransformersBackbone(Backbone):
         """UsageError for a local model folder without config.json (transformers says only that the folder
         'should have a `model_type` key in its config.json', and the weights-missing hint would follow), or whose
         config is another model's (one tower, a ViT, a BERT: said before the tokenizer, which such a folder may lack)."""
-        local = _local(self.source)
+        local = local_path(self.source)
         config = local / "config.json" if local is not None and local.is_dir() else local
         if config is not None and config.is_file() and config.suffix == ".json":
             with contextlib.suppress(ValueError, OSError, AttributeError):  # transformers reports a broken one
@@ -269,11 +230,11 @@ class TransformersBackbone(Backbone):
         transformers would build an empty tokenizer from the config alone (every word unknown) or fail
         with a list of every tokenizer class it has; neither names the folder that lacks the files.
         """
-        if _local(self.source) is None:
+        if local_path(self.source) is None:
             return
         folder = Path(self._tokenizer_source())
         if not any((folder / name).is_file() for name in TOKENIZER_FILES):
-            where = "" if folder == _local(self.source) else f": its folder {folder}"
+            where = "" if folder == local_path(self.source) else f": its folder {folder}"
             raise UsageError(f"{self._source_option()} {self.source}{where} holds no tokenizer (none of tokenizer.json, "
                              "tokenizer_config.json, vocab.json, vocab.txt, spiece.model)",
                              "put the model's tokenizer files beside its config.json (save_pretrained writes "
@@ -284,7 +245,7 @@ class TransformersBackbone(Backbone):
         has one, else the family's; a local one that cannot be read, or that makes images of another size than
         the vision tower of `config` takes, is a UsageError naming it (read before the weights, which may take
         a while to load)."""
-        folder = None if _local(self.source) is None else Path(self._tokenizer_source())
+        folder = None if local_path(self.source) is None else Path(self._tokenizer_source())
         processor = load_image_processor(self._tokenizer_source(), folder)
         if processor is None:
             return {"mean": self.image_mean, "std": self.image_std, "resize": _image_side(config),
@@ -365,19 +326,19 @@ class TransformersBackbone(Backbone):
         config_digest = text_digest(self._config_json())
         if self.pretrained is None:
             weights = f"random (seed {RANDOM_INIT_SEED})"
-        elif _local(self.pretrained) is not None:
-            weights = _folder_identity(_local(self.pretrained))
+        elif local_path(self.pretrained) is not None:
+            weights = _folder_identity(local_path(self.pretrained))
         else:
             weights = {"hub": self.pretrained, "commit": getattr(self.model.config, "_commit_hash", None)}
         # a local folder (or a config.json inside one) is named by its content, never by its path or name:
         # the same model copied elsewhere is the same backbone (the feature cache is reused), and a
         # changed tokenizer or preprocessor shows (a run's learned prompts depend on the tokenizer)
-        source = _local(self.source)
+        source = local_path(self.source)
         label = self.source if source is None else f"local {self.model.config.model_type}"
         arch = f"{label}#{config_digest}"
         pretrained = self.pretrained or "none"
-        if _local(pretrained) is not None:  # a weights file by its name (as open_clip's), a folder by its content
-            pretrained = _local(pretrained).name if _local(pretrained).is_file() else "local folder"
+        if local_path(pretrained) is not None:  # a weights file by its name (as open_clip's), a folder by its content
+            pretrained = local_path(pretrained).name if local_path(pretrained).is_file() else "local folder"
         identity = {"arch": arch, "pretrained": pretrained, "weights": weights,
                     "model_class": self.model_class, "transformers": transformers.__version__}
         if source is not None:  # a hub id's tokenizer comes with its commit, named in `weights`

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from vip_backbones.hf_base import TransformersBackbone
+from vip_backbones.hf_weights import HF_CLIP_DEFAULT
 from vip_backbones.pooled_tower import CausalLayer, pooled_causal_tower
 from vipcli.backbone import Backbone, CausalTextTower, PromptParts, causal_mask
 
@@ -60,7 +61,7 @@ class HFClipBackbone(CausalTextTower, TransformersBackbone):
 
     model_class = "CLIPModel"
     model_types = ("clip",)
-    default_pretrained = "openai/clip-vit-base-patch16"
+    default_pretrained = HF_CLIP_DEFAULT
 
     def _set_text_attributes(self) -> None:
         eos = self.model.config.text_config.eos_token_id

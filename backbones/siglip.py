@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from vip_backbones.hf_base import TransformersBackbone
+from vip_backbones.hf_weights import SIGLIP_DEFAULT
 
 
 class SiglipBackbone(TransformersBackbone):
@@ -24,7 +25,7 @@ class SiglipBackbone(TransformersBackbone):
 
     model_class = "SiglipModel"
     model_types = ("siglip",)
-    default_pretrained = "google/medsiglip-448"
+    default_pretrained = SIGLIP_DEFAULT
     image_mean = (0.5, 0.5, 0.5)
     image_std = (0.5, 0.5, 0.5)
     squash = True  # SigLIP's processor resizes the whole image to size x size, no crop

@@ -29,12 +29,14 @@ def empty_hub_cache(tmp_path, monkeypatch):
 @pytest.fixture
 def data_never_read(monkeypatch):
     """Reading the data folder fails the test: the weights must be refused first."""
+    import vipcli.benchmark  # binds load_dataset when imported: imported here, so that the patch is undone for it too
     import vipcli.data
 
     def read(*args, **kwargs):
         raise AssertionError("the data folder was read before the missing weights were named")
 
     monkeypatch.setattr(vipcli.data, "load_dataset", read)
+    monkeypatch.setattr(vipcli.benchmark, "load_dataset", read)
     monkeypatch.setitem(sys.modules, "open_clip", None)  # importing it would fail as well
 
 
@@ -106,3 +108,58 @@ def test_a_misspelt_method_is_named_before_the_missing_weights(cli, isic_small, 
     """A mistake of the command line comes first (exit 2): fixing the weights, then the method, would be two trips."""
     code, _, err = cli("train", "--method", "vipp", "--data", isic_small, "--out", tmp_path / "out")
     assert code == 2 and err.startswith("error: can't find method 'vipp'; did you mean 'vip'?"), err
+
+
+@pytest.mark.parametrize("backbone_id, model, model_class", [("hf-clip", "openai/clip-vit-base-patch16", "CLIPModel"),
+                                                             ("siglip", "google/medsiglip-448", "SiglipModel")])
+def test_missing_transformers_weights_offline_are_refused_before_the_data_is_read(
+        cli, isic_small, tmp_path, empty_hub_cache, data_never_read, monkeypatch, backbone_id, model, model_class):
+    monkeypatch.setitem(sys.modules, "transformers", None)  # nor is transformers imported (seconds)
+    code, out, err = cli("train", "--data", isic_small, "--backbone", backbone_id, "--out", tmp_path / "out")
+    assert code == 1 and out == "" and len(error_lines(err)) == 1 and "Traceback" not in err, err
+    assert error_lines(err)[0].startswith(f"error: could not load weights '{model}' for {model_class}: not in the "
+                                          f"local cache ({empty_hub_cache}) and offline mode is on"), err
+    assert "--pretrained /path/to/a/save_pretrained/folder" in err and not (tmp_path / "out").exists()
+
+
+def test_random_transformers_weights_offline_name_the_config_they_still_read_before_the_data(
+        cli, isic_small, tmp_path, empty_hub_cache, data_never_read):
+    """--pretrained none still reads the default model's config and tokenizer: said as such, with --arch as the fix."""
+    code, _, err = cli("benchmark", "--data", isic_small, "--backbone", "hf-clip", "--pretrained", "none",
+                       "--shots", "1", "--seeds", "1", "--out", tmp_path / "out")
+    assert code == 1 and len(error_lines(err)) == 1, err
+    assert error_lines(err)[0].startswith("error: could not load the config and tokenizer "
+                                          "'openai/clip-vit-base-patch16' for CLIPModel: not in the local cache")
+    assert "--pretrained none needs --arch" in err and not (tmp_path / "out").exists()
+
+
+def test_a_transformers_weights_path_that_does_not_exist_is_a_usage_error_before_the_data(cli, isic_small, tmp_path,
+                                                                                         data_never_read):
+    code, _, err = cli("train", "--data", isic_small, "--backbone", "siglip", "--pretrained", tmp_path / "medsiglip",
+                       "--out", tmp_path / "out")
+    assert code == 2 and len(error_lines(err)) == 1, err
+    assert err.startswith(f"error: --pretrained {tmp_path / 'medsiglip'}: no such file or folder (pass an existing "
+                          "save_pretrained folder, a hub id, or none")
+
+
+def test_cached_transformers_models_and_local_folders_pass_the_early_check_without_asking_the_network(monkeypatch,
+                                                                                                     tmp_path):
+    from huggingface_hub import constants
+
+    from vip_backbones import hub
+    from vip_backbones.hf_weights import check_hf_clip, check_siglip
+
+    (tmp_path / "models--vinid--plip").mkdir()
+    (tmp_path / "models--google--medsiglip-448").mkdir()
+    (tmp_path / "folder").mkdir()
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+
+    def probe(*args, **kwargs):
+        raise AssertionError("the hub was probed although its cache holds the model")
+
+    monkeypatch.setattr(hub, "hub_unreachable_reason", probe)
+    check_hf_clip(None, "vinid/plip")
+    check_siglip(None, None)
+    check_siglip(None, "none")  # the default model's config and tokenizer, cached
+    check_hf_clip(str(tmp_path / "folder"), "none")  # a local folder: the load names what it lacks
+    check_hf_clip(None, str(tmp_path / "folder"))

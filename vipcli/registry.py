@@ -108,8 +108,9 @@ OFFLINE_CHECKS_GROUP = "vip.backbone_offline_checks"  # vip's own: id -> check(a
 
 def check_weights_early(backbone_id: str, arch: str | None, pretrained: str | None) -> None:
     """Before a command reads its data: the one-line missing-weights error where vip's own backbone `backbone_id`
-    cannot have its weights (offline, not in the hub's cache; `vip_backbones.openclip_weights`), in seconds instead
-    of after every image was listed, hashed and checked and open_clip was imported. Found through the
+    cannot have its weights (offline, not in the hub's cache; `vip_backbones.openclip_weights` for `clip` and
+    `biomedclip`, `vip_backbones.hf_weights` for `hf-clip` and `siglip`), in seconds instead of after every image
+    was listed, hashed and checked and the model library was imported. Found through the
     entry-point group `vip.backbone_offline_checks`, vip's own entries only; any other backbone is left to its load.
     """
     from importlib.metadata import entry_points

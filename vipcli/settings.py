@@ -29,10 +29,10 @@ class BackboneSettings:
         check_backbone_and_device(self.id, self.device)
 
     def check_weights(self) -> None:
-        """Refuse weights of vip's own open_clip backbones (`clip`, `biomedclip`) that cannot be had offline
-        (`vipcli.registry.check_weights_early`): the load's own one-line error, called after the usage errors (`check`
-        among them: the id is known by then) and before the data folder is read; neither open_clip nor the plugin is
-        imported."""
+        """Refuse weights of vip's own hub backbones (`clip`, `biomedclip`, `hf-clip`, `siglip`) that cannot be had
+        offline (`vipcli.registry.check_weights_early`): the load's own one-line error, called after the usage errors
+        (`check` among them: the id is known by then) and before the data folder is read; neither the model library
+        nor the plugin is imported."""
         from vipcli.registry import check_weights_early
 
         check_weights_early(self.id, self.arch, self.pretrained)
