@@ -20,26 +20,21 @@ from typing import Sequence
 
 import torch
 
-from vip_backbones.hf_model_types import other_model_error
 from vip_backbones.hf_preprocessing import (PREPROCESSOR_FILES, load_image_processor, preprocessor_file,
                                             processor_preprocessing, resize_step)
-from vip_backbones.hf_weights import (HF_CLIP_DEFAULT, WEIGHTS_WHAT, check_hub_files, chosen_sources, hub_ids,
-                                      local_path, warn_weights_beside_arch, weight_files, what_and_hint)
-from vip_backbones.hub import (check_weights_path, missing_weights_error, model_loading,
-                               pickled_weights_error, quiet_libraries, transformers_torch_error)
+from vip_backbones.hf_weights import (HF_CLIP_CLASS, HF_CLIP_DEFAULT, HF_CLIP_TYPES, TOKENIZER_FILES, ModelSources,
+                                      local_path, weight_files)
+from vip_backbones.hub import (missing_weights_error, model_loading, pickled_weights_error, quiet_libraries,
+                               transformers_torch_error)
 from vipcli.backbone import Backbone, clip_style_transform, identity_taken_once
 from vipcli.digests import text_digest
-from vipcli.errors import UsageError, VipError
+from vipcli.errors import VipError
 from vipcli.processor_steps import DEFAULT_RESCALE
 from vipcli.weights_identity import weights_file_identity
 
 RANDOM_INIT_SEED = 0  # `--pretrained none` builds the same random towers every time
 FOLDER_PICKLE_FIX = ("if you trust where this folder came from, save its tensors with safetensors.torch.save_file as "
                      "model.safetensors in the folder (transformers loads that instead) and pass the folder again")
-# what AutoTokenizer reads from a local folder (one of them must be there)
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
-                   "vocab.json", "merges.txt", "vocab.txt", "spiece.model", "tokenizer.model",
-                   "sentencepiece.bpe.model")
 
 
 @contextlib.contextmanager
@@ -109,8 +104,8 @@ class TransformersBackbone(Backbone):
 
     cuda_graphs = True  # get_text_features from ids alone: no padding mask checked on the host
 
-    model_class = "CLIPModel"
-    model_types: tuple = ("clip",)
+    model_class = HF_CLIP_CLASS
+    model_types: tuple = HF_CLIP_TYPES
     default_pretrained = HF_CLIP_DEFAULT
     image_mean: tuple = (0.48145466, 0.4578275, 0.40821073)
     image_std: tuple = (0.26862954, 0.26130258, 0.27577711)
@@ -119,17 +114,13 @@ class TransformersBackbone(Backbone):
 
     def __init__(self, arch: str | None = None, pretrained: str | None = None, device=None):
         self.device = torch.device(device or "cpu")
-        self.pretrained, self.source = chosen_sources(arch, pretrained, self.default_pretrained)
+        self.sources = ModelSources(arch, pretrained, self.default_pretrained, self.model_class,
+                                    tuple(self.model_types))
+        self.pretrained, self.source = self.sources.weights, self.sources.source
         self.arch = self.source  # the config and tokenizer
-        check_weights_path(self.pretrained, WEIGHTS_WHAT)
-        self._check_local_config()  # before any weights load
-        self._check_local_tokenizer()
-        warn_weights_beside_arch(arch, pretrained, self.default_pretrained)
-        # without network and without cached files, fail before importing transformers
-        check_hub_files(arch, pretrained, self.default_pretrained, self.model_class)
-        ids = hub_ids(self.pretrained, self.source)
-        thing, hint = what_and_hint(arch, self.pretrained, ids)
-        uses_hub = bool(ids)
+        self.sources.check()  # usage errors, then hub files offline: before transformers is imported
+        thing, hint = self.sources.what_and_hint()
+        uses_hub = bool(self.sources.hub_ids)
         with quiet_libraries():  # a transformers that refuses this torch says so on import: reported below
             importlib.import_module("transformers")  # for its effect: imported before the loading block, so that its
             # progress bars can be hidden, and a transformers that refuses this torch says so here
@@ -165,7 +156,7 @@ class TransformersBackbone(Backbone):
         from transformers import AutoConfig
 
         config = AutoConfig.from_pretrained(str(local_path(self.source) or self.source))
-        self._refuse_other_model(config.model_type, getattr(config, "architectures", None))
+        self.sources.refuse_other_model(config.model_type, getattr(config, "architectures", None))
         return config
 
     def _load_model(self, config):
@@ -186,72 +177,23 @@ class TransformersBackbone(Backbone):
         pickled = [str(path) for path in weight_files(folder) if path.suffix != ".safetensors"] or [str(folder)]
         return pickled_weights_error(", ".join(pickled), error, FOLDER_PICKLE_FIX)
 
-    def _refuse_other_model(self, model_type: str, architectures=None) -> None:
-        """UsageError for a model of another type than `model_types`, naming what it is and where it would go
-        (`vip_backbones.hf_model_types`): the other family's backbone, one tower of a CLIPModel or SiglipModel
-        (which CLIPVisionModel/CLIPTextModel.save_pretrained write), a ViT or BERT alone, any other model."""
-        error = other_model_error(self.source, model_type, architectures, self.model_types)
-        if error is not None:
-            raise error
-
-    def _tokenizer_source(self) -> str:
-        local = local_path(self.source)
-        return str(local.parent if local is not None and local.is_file() else (local or self.source))
-
     def _load_tokenizer(self):
         from transformers import AutoTokenizer
 
-        return AutoTokenizer.from_pretrained(self._tokenizer_source())
-
-    def _source_option(self) -> str:
-        """The option that named the config and tokenizer source: --arch, or --pretrained when it gave both."""
-        return "--arch" if self.source != self.pretrained else "--pretrained"
-
-    def _check_local_config(self) -> None:
-        """UsageError for a local model folder without config.json (transformers says only that the folder
-        'should have a `model_type` key in its config.json', and the weights-missing hint would follow), or whose
-        config is another model's (one tower, a ViT, a BERT: said before the tokenizer, which such a folder may lack)."""
-        local = local_path(self.source)
-        config = local / "config.json" if local is not None and local.is_dir() else local
-        if config is not None and config.is_file() and config.suffix == ".json":
-            with contextlib.suppress(ValueError, OSError, AttributeError):  # transformers reports a broken one
-                declared = json.loads(config.read_text(encoding="utf-8"))
-                if declared.get("model_type"):  # without one, transformers says what it lacks
-                    self._refuse_other_model(str(declared["model_type"]), declared.get("architectures"))
-        elif config is not None and local.is_dir():
-            raise UsageError(f"{self._source_option()} {self.source} holds no config.json (the model's configuration, "
-                             "which save_pretrained writes beside the weights)",
-                             "copy the model's config.json into the folder, or pass --arch a folder, config.json or "
-                             "hub id with this model's configuration")
-
-    def _check_local_tokenizer(self) -> None:
-        """UsageError for a local config/tokenizer source whose folder holds no tokenizer file.
-
-        transformers would build an empty tokenizer from the config alone (every word unknown) or fail
-        with a list of every tokenizer class it has; neither names the folder that lacks the files.
-        """
-        if local_path(self.source) is None:
-            return
-        folder = Path(self._tokenizer_source())
-        if not any((folder / name).is_file() for name in TOKENIZER_FILES):
-            where = "" if folder == local_path(self.source) else f": its folder {folder}"
-            raise UsageError(f"{self._source_option()} {self.source}{where} holds no tokenizer (none of tokenizer.json, "
-                             "tokenizer_config.json, vocab.json, vocab.txt, spiece.model)",
-                             "put the model's tokenizer files beside its config.json (save_pretrained writes "
-                             "them), or pass --arch a folder or hub id that has them")
+        return AutoTokenizer.from_pretrained(self.sources.tokenizer_source())
 
     def _load_preprocessing(self, config) -> dict:
         """Size, crop, resampling, mean and std from the model's image processor (preprocessor_config.json), if it
         has one, else the family's; a local one that cannot be read, or that makes images of another size than
         the vision tower of `config` takes, is a UsageError naming it (read before the weights, which may take
         a while to load)."""
-        folder = None if local_path(self.source) is None else Path(self._tokenizer_source())
-        processor = load_image_processor(self._tokenizer_source(), folder)
+        folder = None if local_path(self.source) is None else Path(self.sources.tokenizer_source())
+        processor = load_image_processor(self.sources.tokenizer_source(), folder)
         if processor is None:
             return {"mean": self.image_mean, "std": self.image_std, "resize": _image_side(config),
                     "squash": self.squash, "interpolation": "bicubic", "rescale": True, "normalize": True,
                     "rescale_factor": DEFAULT_RESCALE}
-        where = str(preprocessor_file(folder) or self._tokenizer_source())
+        where = str(preprocessor_file(folder) or self.sources.tokenizer_source())
         return processor_preprocessing(processor, where, _image_side(config))
 
     def _set_text_attributes(self) -> None:
@@ -342,7 +284,7 @@ class TransformersBackbone(Backbone):
         identity = {"arch": arch, "pretrained": pretrained, "weights": weights,
                     "model_class": self.model_class, "transformers": transformers.__version__}
         if source is not None:  # a hub id's tokenizer comes with its commit, named in `weights`
-            folder = Path(self._tokenizer_source())
+            folder = Path(self.sources.tokenizer_source())
             identity["tokenizer"] = _files_identity(folder, TOKENIZER_FILES)
             identity["preprocessor"] = _files_identity(folder, PREPROCESSOR_FILES)
         changed = self._processing_an_earlier_vip_ignored()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from vip_backbones.hf_base import TransformersBackbone
-from vip_backbones.hf_weights import HF_CLIP_DEFAULT
+from vip_backbones.hf_weights import HF_CLIP_CLASS, HF_CLIP_DEFAULT, HF_CLIP_TYPES
 from vip_backbones.pooled_tower import CausalLayer, pooled_causal_tower
 from vipcli.backbone import Backbone, CausalTextTower, PromptParts, causal_mask
 
@@ -59,8 +59,8 @@ class HFClipBackbone(CausalTextTower, TransformersBackbone):
     devices, and in the reference mode (`plain_text_tower`), the model's own forward runs.
     """
 
-    model_class = "CLIPModel"
-    model_types = ("clip",)
+    model_class = HF_CLIP_CLASS
+    model_types = HF_CLIP_TYPES
     default_pretrained = HF_CLIP_DEFAULT
 
     def _set_text_attributes(self) -> None:

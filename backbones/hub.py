@@ -268,20 +268,30 @@ def _looks_missing(error: BaseException) -> bool:
     return False
 
 
+def cached_repo(cache: Path, repo: str, weights: bool = False) -> bool:
+    """Whether the hub cache `cache` holds the repository `repo` ("vinid/plip"): its folder, and with `weights`, a
+    weight file in one of its snapshots (a repository of which only the config and tokenizer were fetched, as a
+    `--pretrained none` run fetches them, has none)."""
+    folder = cache / f"models--{repo.replace('/', '--')}"
+    if not weights or not folder.is_dir():
+        return folder.is_dir()
+    return any(path.suffix in WEIGHT_SUFFIXES for path in folder.glob("snapshots/*/*"))
+
+
 def fail_fast_if_uncached(repo_ids: list[str] | None, source: str, what: str | None, hint: str,
-                          thing: str = "weights") -> None:
+                          thing: str = "weights", weights_repo: str | None = None) -> None:
     """Before importing a model library (seconds), fail at once if the weights cannot be had.
 
     Raises the one-line missing-weights error when the hub cannot be reached and the local cache
-    lacks the repositories `repo_ids` (hub ids like "vinid/plip"), or, when the repositories are not
-    known yet (an open_clip tag), holds no model at all. Otherwise returns and the library decides.
-    `thing` is what was to be loaded from them ("weights", "the config and tokenizer").
+    lacks the repositories `repo_ids` (hub ids like "vinid/plip"), or the weight files of `weights_repo` (one of
+    them), or, when the repositories are not known yet (an open_clip tag), holds no model at all. Otherwise returns
+    and the library decides. `thing` is what was to be loaded from them ("weights", "the config and tokenizer").
     """
     cache = Path(hub_cache_dir())
     if repo_ids is None:
         missing = not any(cache.glob("models--*"))
     else:
-        missing = any(not (cache / f"models--{repo.replace('/', '--')}").is_dir() for repo in repo_ids)
+        missing = any(not cached_repo(cache, repo, weights=repo == weights_repo) for repo in repo_ids)
     reason = hub_unreachable_reason() if missing else None  # cached: no probe of the network here
     if reason is not None:
         shown = f"'{source}'" + (f" for {what}" if what and what != source else "")

@@ -116,7 +116,9 @@ def check_openclip_weights(arch: str, pretrained: str | None, random_weights: bo
         fail_fast_if_uncached(hub_ids, arch, None, RANDOM_OFFLINE_HINT, thing="the config of")
     elif hub_ids:
         hint = HUB_OFFLINE_HINT if arch.startswith("hf-hub:") else OFFLINE_HINT
-        fail_fast_if_uncached(hub_ids, pretrained or arch, arch, hint)
+        weights_from = pretrained if pretrained is not None else arch  # an hf-hub: arch alone carries its weights
+        weights_repo = weights_from[len("hf-hub:"):] if weights_from.startswith("hf-hub:") else None  # else a file
+        fail_fast_if_uncached(hub_ids, pretrained or arch, arch, hint, weights_repo=weights_repo)
     elif tag:
         fail_fast_if_uncached(None, pretrained, arch, OFFLINE_HINT)
 

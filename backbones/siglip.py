@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from vip_backbones.hf_base import TransformersBackbone
-from vip_backbones.hf_weights import SIGLIP_DEFAULT
+from vip_backbones.hf_weights import SIGLIP_CLASS, SIGLIP_DEFAULT, SIGLIP_TYPES
 
 
 class SiglipBackbone(TransformersBackbone):
@@ -23,8 +23,8 @@ class SiglipBackbone(TransformersBackbone):
     not beside the weights.
     """
 
-    model_class = "SiglipModel"
-    model_types = ("siglip",)
+    model_class = SIGLIP_CLASS
+    model_types = SIGLIP_TYPES
     default_pretrained = SIGLIP_DEFAULT
     image_mean = (0.5, 0.5, 0.5)
     image_std = (0.5, 0.5, 0.5)

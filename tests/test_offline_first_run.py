@@ -149,9 +149,14 @@ def test_cached_transformers_models_and_local_folders_pass_the_early_check_witho
     from vip_backbones import hub
     from vip_backbones.hf_weights import check_hf_clip, check_siglip
 
-    (tmp_path / "models--vinid--plip").mkdir()
-    (tmp_path / "models--google--medsiglip-448").mkdir()
-    (tmp_path / "folder").mkdir()
+    for repo, weights in (("vinid--plip", "model.safetensors"), ("google--medsiglip-448", "pytorch_model.bin")):
+        snapshot = tmp_path / f"models--{repo}" / "snapshots" / "0123abcd"
+        snapshot.mkdir(parents=True)
+        for name in ("config.json", "tokenizer.json", weights):
+            (snapshot / name).write_text("{}")
+    (tmp_path / "folder").mkdir()  # a save_pretrained folder as far as the check reads one
+    (tmp_path / "folder" / "config.json").write_text(json.dumps({"model_type": "clip"}))
+    (tmp_path / "folder" / "tokenizer.json").write_text("{}")
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
 
     def probe(*args, **kwargs):
@@ -163,3 +168,64 @@ def test_cached_transformers_models_and_local_folders_pass_the_early_check_witho
     check_siglip(None, "none")  # the default model's config and tokenizer, cached
     check_hf_clip(str(tmp_path / "folder"), "none")  # a local folder: the load names what it lacks
     check_hf_clip(None, str(tmp_path / "folder"))
+
+
+@pytest.mark.parametrize("arch, pretrained, expected", [
+    ("siglip-config", None, "error: {tmp}/siglip-config holds a 'siglip' model (SiglipModel), which --backbone siglip "
+                            "takes (use --backbone siglip)"),
+    ("siglip-config/config.json", "none", "error: {tmp}/siglip-config/config.json holds a 'siglip' model"),
+    ("empty", None, "error: --arch {tmp}/empty holds no config.json"),
+    (None, "empty", "error: --pretrained {tmp}/empty holds no config.json"),
+    ("missing", None, "error: --arch {tmp}/missing: no such file or folder (pass an existing config.json"),
+])
+def test_a_transformers_model_folders_mistakes_are_named_before_the_missing_weights_and_the_data(
+        cli, isic_small, tmp_path, empty_hub_cache, data_never_read, arch, pretrained, expected):
+    """A mistake in a local --arch or --pretrained is a usage error (exit 2), named before weights the default model
+    would need (exit 1) and before the data is read: fixing the weights first would be a wasted trip."""
+    (tmp_path / "siglip-config").mkdir()
+    (tmp_path / "siglip-config" / "config.json").write_text(json.dumps({"model_type": "siglip",
+                                                                        "architectures": ["SiglipModel"]}))
+    (tmp_path / "empty").mkdir()
+    options = [*(["--arch", tmp_path / arch] if arch else []), *(["--pretrained", tmp_path / pretrained]
+                                                                  if pretrained not in (None, "none") else []),
+               *(["--pretrained", "none"] if pretrained == "none" else [])]
+    code, _, err = cli("train", "--data", isic_small, "--backbone", "hf-clip", *options, "--out", tmp_path / "out")
+    assert code == 2 and len(error_lines(err)) == 1, err
+    assert error_lines(err)[0].startswith(expected.format(tmp=tmp_path)), err
+
+
+def test_speed_names_missing_weights_before_the_data_is_read(cli, isic_small, tmp_path, empty_hub_cache,
+                                                              data_never_read):
+    code, _, err = cli("benchmark", "--speed", "--data", isic_small, "--backbone", "siglip", "--out", tmp_path / "s")
+    assert code == 1 and len(error_lines(err)) == 1, err
+    assert error_lines(err)[0].startswith("error: could not load weights 'google/medsiglip-448' for SiglipModel")
+    assert not (tmp_path / "s").exists()
+
+
+def test_a_cached_model_without_its_weight_files_is_named_before_the_data(monkeypatch, tmp_path):
+    """A cache that holds a model's config and tokenizer only (what a `--pretrained none` run fetches) is enough for
+    random weights, and offline it is the missing-weights line for its weights, before the data is read."""
+    from huggingface_hub import constants
+
+    from vip_backbones import hub
+    from vip_backbones.hf_weights import check_hf_clip
+    from vip_backbones.openclip_weights import check_biomedclip
+    from vipcli.errors import VipError
+
+    for repo in ("openai--clip-vit-base-patch16", "microsoft--BiomedCLIP-PubMedBERT_256-vit_base_patch16_224"):
+        snapshot = tmp_path / f"models--{repo}" / "snapshots" / "0123abcd"
+        snapshot.mkdir(parents=True)
+        (snapshot / "config.json").write_text("{}")
+        (snapshot / "tokenizer.json").write_text("{}")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(hub, "hub_unreachable_reason", lambda *args, **kwargs: "offline mode is on")
+    check_hf_clip(None, "none")  # random weights: the config and tokenizer are there
+    check_biomedclip(None, "none")
+    for check, missing in ((check_hf_clip, "weights 'openai/clip-vit-base-patch16' for CLIPModel"),
+                           (check_biomedclip, "weights 'hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224'")):
+        with pytest.raises(VipError) as error:
+            check(None, None)
+        assert str(error.value).startswith(f"could not load {missing}: not in the local cache ({tmp_path})")
+    weights = tmp_path / "models--openai--clip-vit-base-patch16" / "snapshots" / "0123abcd" / "model.safetensors"
+    weights.write_text("{}")
+    check_hf_clip(None, None)  # its weights are there now

@@ -167,6 +167,7 @@ def _measure_speed(config: SpeedConfig, progress=None) -> dict:
 
     check_output_folder(config.out or default_out(config.data))  # before any work
     check_speed_out(Path(config.out or default_out(config.data)), config.data)
+    config.backbone.check_weights()  # weights offline: before the data is read
     device = resolve_device(config.backbone.device)
     schedule = resolve_schedule("paper", None, config.epochs)
     load_before = _load_average()
