@@ -121,8 +121,8 @@ class ModelSources:
         """
         check_weights_path(self.weights, WEIGHTS_WHAT)
         if self.arch and meant_as_path(self.arch) and local_path(self.arch) is None:
-            raise UsageError(f"--arch {self.arch}: no such file or folder", f"pass an existing config.json or "
-                             f"save_pretrained folder, or a hub id ({ARCH_SOURCES})")
+            raise UsageError(f"--arch {self.arch}: no such file or folder", "pass an existing config.json or "
+                             "save_pretrained folder, or a hub id")
         self.check_local_config()
         self.check_local_tokenizer()
         if not early:
