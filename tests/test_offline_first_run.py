@@ -229,3 +229,12 @@ def test_a_cached_model_without_its_weight_files_is_named_before_the_data(monkey
     weights = tmp_path / "models--openai--clip-vit-base-patch16" / "snapshots" / "0123abcd" / "model.safetensors"
     weights.write_text("{}")
     check_hf_clip(None, None)  # its weights are there now
+
+
+@pytest.mark.parametrize("command", [["train"], ["benchmark", "--shots", "1", "--seeds", "1"], ["benchmark", "--speed"]])
+def test_a_data_folder_that_does_not_exist_is_named_before_the_missing_weights(cli, tmp_path, empty_hub_cache,
+                                                                               command):
+    """Two mistakes at once: the folder, the cheaper to tell and to fix, is named first, as `vip train` names it."""
+    code, _, err = cli(*command, "--data", tmp_path / "nowhere", "--out", tmp_path / "out")
+    assert code == 1 and error_lines(err) == [f"error: data folder not found: {tmp_path / 'nowhere'} (pass --data DIR "
+                                              "with one subfolder per class)"], err

@@ -22,8 +22,8 @@ import torch
 from rich.markup import escape
 
 from vipcli import console, shell
-from vipcli.data import (Dataset, carves_splits, copies_record, few_shot_order, left_out_record, load_dataset,
-                         relative_to_data)
+from vipcli.data import (Dataset, carves_splits, check_data_folder, copies_record, few_shot_order, left_out_record,
+                         load_dataset, relative_to_data)
 from vipcli.devices import where_run
 from vipcli.errors import UsageError, VipError
 from vipcli.plugins import PluginError
@@ -491,6 +491,7 @@ def _prepare(config: BenchmarkConfig, methods: list[tuple[str, type]], left_out:
     if stored is not None:  # options that differ: refused before the data is read or the backbone loaded
         options = {**option_record(config), **({"split_seed": split_seed} if carves else {})}  # a carved split's seed
         check_options_match(upgrade_stored_config(stored), options, out, unused)
+    check_data_folder(config.data)  # a missing --data is named before weights a connected machine would download
     config.backbone.check_weights()  # weights offline: after the usage errors and a resume's, before the data is read
     from vipcli.train import warn_split_seed_of_own_splits
 

@@ -159,7 +159,7 @@ def _measure_speed(config: SpeedConfig, progress=None) -> dict:
 
     from vipcli.atomic import write_atomic
     from vipcli.benchmark import default_out
-    from vipcli.data import load_dataset
+    from vipcli.data import check_data_folder, load_dataset
     from vipcli.devices import resolve_device
     from vipcli.preflight import check_output_folder
     from vipcli.schedule import resolve_schedule
@@ -167,7 +167,8 @@ def _measure_speed(config: SpeedConfig, progress=None) -> dict:
 
     check_output_folder(config.out or default_out(config.data))  # before any work
     check_speed_out(Path(config.out or default_out(config.data)), config.data)
-    config.backbone.check_weights()  # weights offline: before the data is read
+    check_data_folder(config.data)  # a missing --data, then weights offline: before the data is read
+    config.backbone.check_weights()
     device = resolve_device(config.backbone.device)
     schedule = resolve_schedule("paper", None, config.epochs)
     load_before = _load_average()
