@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vip_backbones.hf_model_types import other_model_error
-from vip_backbones.hub import WEIGHT_SUFFIXES, check_weights_path, fail_fast_if_uncached
+from vip_backbones.hub import WEIGHT_SUFFIXES, check_weights_path, fail_fast_if_uncached, meant_as_path
 from vipcli.errors import UsageError, VipError
 
 # vip's own transformers backbones: default model (--pretrained), transformers class, config model_types
@@ -45,11 +45,6 @@ def local_path(source: str) -> Path | None:
     """`source` as an existing local file or folder, else None (then it is a hub id)."""
     path = Path(source).expanduser()
     return path if path.exists() else None
-
-
-def meant_as_path(value: str) -> bool:
-    """Whether an option's value is written as a local path (absolute, ./ ../ ~, or a .json file), not a hub id."""
-    return value.startswith(("/", "./", "../", "~", ".\\")) or Path(value).is_absolute() or value.endswith(".json")
 
 
 def weight_files(folder: Path) -> list[Path]:
@@ -120,7 +115,7 @@ class ModelSources:
                 folder's own weights is printed only when the check fails, since the load prints it again.
         """
         check_weights_path(self.weights, WEIGHTS_WHAT)
-        if self.arch and meant_as_path(self.arch) and local_path(self.arch) is None:
+        if self.arch and meant_as_path(self.arch, (".json",)) and local_path(self.arch) is None:
             raise UsageError(f"--arch {self.arch}: no such file or folder", "pass an existing config.json or "
                              "save_pretrained folder, or a hub id")
         self.check_local_config()

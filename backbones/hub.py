@@ -178,14 +178,19 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")  # weight files, as li
 MAX_DETAIL = 300  # characters of a library's message shown (a state-dict mismatch lists every key)
 
 
+def meant_as_path(value: str, suffixes: tuple[str, ...]) -> bool:
+    """Whether an option's value is written as a local path, not a hub id or tag: absolute, ./ ../ ~, or ending in
+    one of `suffixes` (lower case)."""
+    return (value.startswith(("/", "./", "../", "~", ".\\")) or Path(value).is_absolute()
+            or value.lower().endswith(suffixes))
+
+
 def check_weights_path(pretrained: str | None, what: str) -> None:
     """UsageError for a --pretrained that is meant as a local path (absolute, ./ ../ ~, or a weights
     file suffix) but does not exist: said as such, not as weights missing from the hub cache."""
     if not pretrained:
         return
-    meant_as_path = (pretrained.startswith(("/", "./", "../", "~", ".\\")) or Path(pretrained).is_absolute()
-                     or pretrained.lower().endswith((*WEIGHT_SUFFIXES, ".ckpt")))
-    if meant_as_path and not Path(pretrained).expanduser().exists():
+    if meant_as_path(pretrained, (*WEIGHT_SUFFIXES, ".ckpt")) and not Path(pretrained).expanduser().exists():
         from vipcli.errors import UsageError
 
         raise UsageError(f"--pretrained {pretrained}: no such file or folder", f"pass an existing {what}, or none "
