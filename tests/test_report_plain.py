@@ -451,5 +451,27 @@ def test_a_gallery_says_once_how_many_images_it_shows_and_how_many_are_wrong(tmp
                            "first") and "30 of 30" not in text
     assert re.sub(r"<[^>]+>", "", gallery_html(items, 4)).startswith("4 of the 30 images are shown; 5 of the 30 ")
     one = [GalleryItem(str(tmp_path / "a.png"), "nevus", "melanoma", 0.8, None, None)]
-    assert "The one image is shown; 1 of the 1 whose class is known is predicted wrongly" in gallery_html(one)
+    assert "The one image is shown; its class is known, and it is predicted wrongly" in gallery_html(one)
+    one_of_many = re.sub(r"<[^>]+>", "", gallery_html(items[4:]))  # 26 images, the first of them wrong
+    assert "; 1 of the 26 whose class is known is predicted wrongly and comes first, then the right ones" in one_of_many
+    none_wrong = re.sub(r"<[^>]+>", "", gallery_html(items[5:]))
+    assert "; none of the 25 whose class is known is predicted wrongly: the least sure come first" in none_wrong
+    all_wrong = re.sub(r"<[^>]+>", "", gallery_html(items[:5]))
+    assert all_wrong.startswith("All 5 images are shown; 5 of the 5 whose class is known are predicted wrongly and "
+                                "come first (most confident first)") and "then the right ones" not in all_wrong
     assert "1 of the 30 images is shown;" in gallery_html(items, 1)
+
+
+def test_a_predictions_page_of_one_image_reads_in_the_singular(tmp_path):
+    """`vip predict scan.png --report` wrote "vip predictions: 1 images", "1 of 1 images sit in a folder" and "Of
+    these 1, 1 is predicted right (100.00%)"."""
+    from vipcli.report.gallery import GalleryItem
+    from vipcli.report.predictions import _in_class_folders, agreement
+
+    assert _in_class_folders(1, 1) == ("The image sits in a folder named after a class; that name is shown as its true "
+                                       "class.")
+    assert _in_class_folders(1, 4).startswith("1 of the 4 images sits in a folder")
+    assert _in_class_folders(3, 4).startswith("3 of 4 images sit in a folder")
+    wrong = GalleryItem(str(tmp_path / "a.png"), "nevus", "melanoma", 0.8, None, None)
+    assert agreement([wrong]) == "It is predicted wrongly."
+    assert agreement([wrong, wrong]).startswith("Of these 2, 0 are predicted right")

@@ -209,9 +209,15 @@ def gallery_html(items: list[GalleryItem], limit: int | None = None, root: Path 
         summary = "The one image is shown" if len(items) == 1 else f"All {len(items)} images are shown"
     else:
         summary = f"{len(shown)} of the {len(items)} images {'is' if len(shown) == 1 else 'are'} shown"
-    if known:
-        summary += (f"; {errors} of the {len(known)} whose class is known {'is' if errors == 1 else 'are'} predicted "
-                    f"wrongly and come first (most confident first), then the right ones, least sure first")
+    if len(known) == 1 and len(items) == 1:
+        summary += f"; its class is known, and it is predicted {'wrongly' if errors else 'right'}"
+    elif known and not errors:
+        summary += f"; none of the {len(known)} whose class is known is predicted wrongly: the least sure come first"
+    elif known:
+        summary += (f"; {errors} of the {len(known)} whose class is known "
+                    + ("is predicted wrongly and comes first" if errors == 1
+                       else "are predicted wrongly and come first (most confident first)")
+                    + (", then the right ones, least sure first" if errors < len(known) else ""))
         cut_short = shown and len(shown) < len(items)  # --gallery 0 shows no card: none of them is wrong either
         if len(known) > errors and cut_short and all(i.wrong for i in shown if i.truth is not None):
             summary += (f". Only wrong ones fit in the {len(shown)} shown, so none of the right ones is here"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from vipcli.console import counted
 from vipcli.plots import backbone_label
 from vipcli.report import html
 from vipcli.report.gallery import OUT_OF_KIND, gallery_html, gallery_items, sets_explained, truth_from_folder
@@ -43,14 +44,13 @@ def prediction_report(predictor, predictions, coverage: float | None) -> str:
                                   ["measured when trained", html.text(measured_when_trained(predictor.run_dir))]],
                        raw=True)
     known = sum(t is not None for t in truths.values())
-    truth_note = (f"<p>{known} of {len(predictions)} images sit in a folder named after a class; that name is "
-                  f"shown as their true class. {html.text(agreement(items))}</p>" if known else "")
+    truth_note = f"<p>{_in_class_folders(known, len(predictions))} {html.text(agreement(items))}</p>" if known else ""
     limit_note = (html.note(html.text(f"Showing the first {MAX_IMAGES} of {len(items)} images."))
                   if len(items) > MAX_IMAGES else "")
     sections = [random_weights_banner(meta, "these predictions"), trained_at_chance_note(predictor),
                 html.section("Model", facts + status + html.note(html.text(OUT_OF_KIND))),
                 html.section("Images", truth_note + limit_note + gallery_html(items, MAX_IMAGES, root))]
-    return html.page(f"vip predictions: {len(predictions)} images", html.text(f"{method} · {backbone}"), sections,
+    return html.page(f"vip predictions: {counted(len(predictions), 'image')}", html.text(f"{method} · {backbone}"), sections,
                      html.written_by())
 
 
@@ -139,12 +139,27 @@ def agreement(items) -> str:
     if not known:
         return ""
     right = sum(not i.wrong for i in known)
-    said = f"Of these {len(known)}, {right} {'is' if right == 1 else 'are'} predicted right ({_percent(right, len(known))})"
     with_sets = [i for i in known if i.prediction_set is not None]
+    if len(known) == 1:  # "Of these 1, 1 is predicted right (100.00%)" said less than this
+        said = f"It is predicted {'right' if right else 'wrongly'}"
+        if with_sets:
+            said += f", and its prediction set {'holds' if known[0].truth in known[0].prediction_set else 'misses'} the true class"
+        return said + "."
+    said = f"Of these {len(known)}, {right} {'is' if right == 1 else 'are'} predicted right ({_percent(right, len(known))})"
     if with_sets:
         held = sum(i.truth in i.prediction_set for i in with_sets)
         said += f"; the prediction set holds the true class for {held} ({_percent(held, len(with_sets))})"
     return said + "."
+
+
+def _in_class_folders(known: int, total: int) -> str:
+    """What the page reads of the true classes: "12 of 300 images sit in a folder named after a class; ...", in the
+    singular where one image does."""
+    if known == total == 1:
+        return "The image sits in a folder named after a class; that name is shown as its true class."
+    if known == 1:
+        return f"1 of the {total} images sits in a folder named after a class; that name is shown as its true class."
+    return f"{known} of {total} images sit in a folder named after a class; that name is shown as their true class."
 
 
 def _percent(part: int, whole: int) -> str:
