@@ -78,6 +78,15 @@ class SkipsSuperInit(Centroid):
         self.my_setup = setup
 
 
+class AssignsSetup(Centroid):
+    """Flaw: __init__ builds nn.Module itself and assigns self.setup (was "failed to build: AttributeError: property
+    'setup' of 'AssignsSetup' object has no setter")."""
+
+    def __init__(self, setup, settings=None, stored=None):
+        nn.Module.__init__(self)
+        self.setup = setup
+
+
 class NoStoredArgument(Centroid):
     """Flaw: __init__ takes no `stored` (vip builds a method as Cls(setup, settings, stored))."""
 
@@ -309,6 +318,13 @@ class LinearHead(Centroid):
 
     def forward(self, image_features):
         return 10 * self.head(F.normalize(image_features.float(), dim=-1))
+
+
+class SgdWithoutSchedule(LinearHead):
+    """Flaw: trains with fit_sgd, which follows the run's schedule, but says uses_schedule = False (vip warned that
+    --epochs was not used, then trained for that many epochs)."""
+
+    uses_schedule = False
 
 
 class SgdFitReturnsTuple(LinearHead):
@@ -665,6 +681,8 @@ ENTRY_POINTS = "\n".join([
     "trains-as-method = vip_sample_methods:TrainsAsMethod",
     "summary-as-property = vip_sample_methods:SummaryAsProperty",
     "skips-super-init = vip_sample_methods:SkipsSuperInit",
+    "assigns-setup = vip_sample_methods:AssignsSetup",
+    "sgd-without-schedule = vip_sample_methods:SgdWithoutSchedule",
     "count-in-state = vip_sample_methods:CountInState",
     "extra-state = vip_sample_methods:ExtraState",
     "logits-elsewhere = vip_sample_methods:LogitsElsewhere",

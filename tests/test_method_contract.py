@@ -44,6 +44,10 @@ PROBE = ("(found by building the method once more with its backbone on torch's m
      "end fit with `return vipcli.fitting.fit_sgd(self, data, context)`"),
     ("typo", "forward", "AttributeError: 'Typo' object has no attribute 'centroid'", "report it to the authors"),
     ("plain-weights", "fit", "fit_sgd found no trainable parameter", "nn.Parameter"),
+    # was "warning: --epochs 3 is not used by method ..., which follows no run schedule", then 3 epochs of training
+    ("sgd-without-schedule", "uses_schedule", "fit trains with fit_sgd, which follows the run's schedule "
+                                              "(--schedule, --epochs, --batch-size, --lr), but the class says "
+                                              "uses_schedule = False", "set uses_schedule = True on the class"),
     ("records-tensor", "record", "record()['centroids'] is a Tensor", "plain JSON types"),
     ("dropout-forward", "forward", "forward is not deterministic", "F.dropout"),
     ("bank-sized-in-fit", "state_tensors", "bank: saved [", "the shape fit gives it"),
@@ -67,6 +71,8 @@ PROBE = ("(found by building the method once more with its backbone on torch's m
      "set needs_center_view = True on the method class"),
     ("skips-super-init", "__init__", "__init__ did not call super().__init__(setup, settings, stored)",
      "call super().__init__(setup, settings, stored) first"),  # was "unexpected AttributeError ... a bug in vip"
+    ("assigns-setup", "__init__", "__init__ assigned self.setup, which Method.__init__ sets",
+     "call super().__init__(setup, settings, stored) first in __init__, and assign no self.setup"),
     # a value that is not a tensor was "unexpected AttributeError ... this is a bug in vip"
     ("count-in-state", "state_tensors", "state_tensors() gives 'count' a int, not a tensor", "keep numbers"),
     ("extra-state", "state_tensors", "state_tensors() gives '_extra_state' a dict, not a tensor",

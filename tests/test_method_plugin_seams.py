@@ -184,6 +184,17 @@ def test_vip_train_names_a_plugin_failing_outside_the_wrapped_members(cli, seams
     assert not (tmp_path / "run").exists()
 
 
+def test_methods_check_asks_whether_the_rows_train_together_as_a_sweep_does(cli, seams):
+    """`vip methods check batches-claimed` passed a method whose fits_in_batches() says yes without being a
+    PromptMethod that learns context; the first `vip benchmark` with it then failed."""
+    code, _, err = cli("methods", "check", "batches-claimed")
+    line, = error_lines(err)
+    assert code == 1 and line.startswith(f"error: method 'batches-claimed' (from batches-claimed-dist 0.1.0) failed in "
+                                         f"{FAULTS['batches-claimed']}"), err
+    code, out, err = cli("methods", "check", "counted")  # a CoOp that asks its base: it may say yes
+    assert code == 0 and "passes" in out + err, err
+
+
 def test_settings_whose_annotations_cannot_be_evaluated_are_refused_when_loaded(cli, seams, tmp_path):
     """A Settings annotation naming an undefined class was NameError "a bug in vip" in `vip methods show`, `vip train`
     and a sweep; the class is now refused when loaded: `vip methods list` marks it, the others keep working."""

@@ -395,3 +395,28 @@ def test_the_built_ins_declaring_no_symptoms_give_the_same_logits_with_other_sym
         assert torch.equal(logits(method_id, first), logits(method_id, second)), method_id
     assert symptoms_matter(method_class("biomedcoop"))
     assert not torch.equal(logits("biomedcoop", first), logits("biomedcoop", second))
+
+
+def test_a_setting_of_a_bare_container_type_is_refused_as_one_the_command_line_cannot_set():
+    """`-o mapping=...` for a `dict` setting said "expected dict, got '{"a": 1}' (pass a dict)", a fix no value could
+    follow; a bare `list` setting took `-o names=ab` as ['a', 'b']. Both keep their default: -o names them as
+    settings it cannot set."""
+    from dataclasses import dataclass, field
+
+    from vipcli.errors import UsageError
+    from vipcli.methods.base import Method, make_settings
+
+    @dataclass
+    class Containers:
+        mapping: dict = field(default_factory=dict)
+        names: list = field(default_factory=list)
+        count: int = 1
+
+    class WithContainers(Method):
+        Settings = Containers
+
+    for key, value in (("mapping", '{"a": 1}'), ("names", "ab")):
+        with pytest.raises(UsageError) as refused:
+            make_settings(WithContainers, {key: value}, "with-containers")
+        assert "cannot be set on the command line" in str(refused.value) and "pass a" not in refused.value.hint
+    assert make_settings(WithContainers, {"count": "3"}, "with-containers").count == 3

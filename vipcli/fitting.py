@@ -174,11 +174,15 @@ def fit_sgd(method, data, context) -> dict:
     Returns:
         {"best_epoch", "best_val_accuracy", "history": [{epoch, lr, loss, val_accuracy}], "steps": optimizer steps}
     """
+    from vipcli.methods.contract import method_fault
+
     device, schedule, reference = method.setup.device, context.schedule, context.reference
+    if not type(method).uses_schedule:  # vip would tell the user --epochs/--lr go unused, then train with them
+        raise method_fault(method.id, "uses_schedule", "fit trains with fit_sgd, which follows the run's schedule "
+                           "(--schedule, --epochs, --batch-size, --lr), but the class says uses_schedule = False",
+                           "set uses_schedule = True on the class")
     parameters = [p for p in method.parameters() if p.requires_grad]
     if not parameters:
-        from vipcli.methods.contract import method_fault
-
         raise method_fault(method.id, "fit", "fit_sgd found no trainable parameter in the method",
                            "create what it learns in __init__ as nn.Parameter or nn.Module attributes, "
                            "not as plain tensors")

@@ -110,6 +110,16 @@ class Method(nn.Module):
         """The backbone, class names and symptoms this method was built from."""
         return self._setup[0]
 
+    @setup.setter
+    def setup(self, value) -> None:
+        """Refused: `Method.__init__` keeps the setup (out of the module's parameters); a plugin that assigns it
+        instead of calling `super().__init__` is told so, in the words of the check for a skipped `super().__init__`."""
+        from vipcli.methods.contract import MemberFault
+
+        raise MemberFault("__init__", "__init__ assigned self.setup, which Method.__init__ sets (so the method is "
+                                      "not set up: nn.Module's state, setup, settings)",
+                          "call super().__init__(setup, settings, stored) first in __init__, and assign no self.setup")
+
     @property
     def backbone(self):
         """The frozen backbone."""
@@ -237,6 +247,7 @@ def setting_type_name(kind) -> str:
 
 
 _KIND_WORDS = {int: "a whole number", float: "a number"}  # a setting's type in a fix's words
+_CONTAINERS = (dict, list, tuple, set, frozenset)  # bare: dict('{"a": 1}') fails, list('ab') is ['a', 'b']
 
 
 def _convert(value: str, kind, option: str, default=dataclasses.MISSING):
@@ -259,7 +270,7 @@ def _convert(value: str, kind, option: str, default=dataclasses.MISSING):
     if _sequence_of(kind) is not None:
         items = [_convert(item.strip(), _sequence_of(kind), option) for item in value.split(",") if item.strip()]
         return items if typing.get_origin(kind) is list else tuple(items)
-    if typing.get_origin(kind) is not None or not callable(kind):  # dict[...], a Union of several types, ...
+    if typing.get_origin(kind) is not None or not callable(kind) or kind in _CONTAINERS:  # dict[...], a Union, dict
         raise UsageError(f"{option}: a setting of type {setting_type_name(kind)} cannot be set on the command line",
                          "vip converts bool, int, float, str, a Literal, X | None and list[X] settings; leave it at "
                          "its default, or ask the method's authors for a setting of one of those types")

@@ -69,7 +69,8 @@ def check_sweep(config) -> None:
     differ (`check_fits_differ`), the first fit's logits must not be probabilities
     (`check_not_probabilities`), no fit may seed a global random generator with a constant
     (`check_own_seeding`), and a method that declares `uses_symptoms = False` must give the same logits built
-    with two different symptom sets (`check_symptoms_unused`)."""
+    with two different symptom sets (`check_symptoms_unused`). First, as a sweep does, its class is asked whether
+    its rows train together (`trains_batched`: only a `PromptMethod` that learns context can say yes)."""
     import random
 
     import numpy as np
@@ -80,11 +81,13 @@ def check_sweep(config) -> None:
     from vipcli.fitting import predict_logits
     from vipcli.methods import FitContext, MethodSetup, build_method, method_class, symptoms_matter
     from vipcli.methods.contract import (SWEEP_SEEDS, check_fits_differ, check_not_probabilities,
-                                         check_own_seeding, check_sweep_order, checked_fit, global_random_states)
+                                         check_own_seeding, check_sweep_order, checked_fit, global_random_states,
+                                         trains_batched)
     from vipcli.packs import packs_for_run, symptoms_of
     from vipcli.train import encoding_plan
 
     cls = method_class(config.method)
+    trains_batched(cls, config.method)  # a sweep asks first: a class claiming batched rows it cannot train fails
     dataset = load_dataset(config.data, seed=SWEEP_SEEDS[0], train_optional=not cls.uses_shots)
     symptoms = symptoms_of(packs_for_run(dataset.class_names, list(config.symptoms), required=cls.needs_symptoms,
                                          data=config.data))
