@@ -163,6 +163,8 @@ def test_backbones_check_fails_when_describe_changes_between_loads(cli, samples)
     assert rows["same describe() on reload"]["ok"] is False and "run" in rows["same describe() on reload"]["detail"]
     assert rows["encode_image"]["ok"] is True  # everything else is sound
     assert error_lines(err) == [line for line in error_lines(err) if "fails 1 of" in line]
+    # with --json no table is printed: the hint points at the JSON (it said "see the table above")
+    assert "see `checks` in the JSON on stdout" in err and "table above" not in err
 
 
 def test_backbones_check_of_a_describe_that_is_not_a_method_names_it(cli, samples):

@@ -339,6 +339,21 @@ def test_random_weights_are_recognised_in_every_stored_form(record, random):
     assert ("timing or plumbing test" in random_weights_banner(record)) is random
 
 
+@pytest.mark.parametrize("record, why", [
+    ({"pretrained_option": "none", "pretrained": "none"}, "--pretrained none"),
+    ({"pretrained": "none"}, "--pretrained none"),  # a 0.1.0 run's header, a benchmark's --pretrained none
+    # a plugin whose weights are random unless it is given some (vip-plugin-example): its run said "--pretrained
+    # none", an option nobody passed
+    ({"pretrained_option": "", "pretrained": "none", "backbone_describe": {"pretrained": "none"}},
+     "the backbone's default"),
+    ({"pretrained": None, "backbone_describe": {"pretrained": "none"}}, "the backbone's default"),
+])
+def test_the_random_weights_banner_says_whether_the_option_or_the_backbone_chose_them(record, why):
+    from vipcli.report.notices import random_weights_banner
+
+    assert f"<b>Random weights ({why}).</b>" in random_weights_banner(record)
+
+
 def test_reports_of_random_weights_carry_a_banner_at_the_top(cli, lesion_run, benchmark_dir, tmp_path):
     from vipcli.report.benchmark import benchmark_report
 

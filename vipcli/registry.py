@@ -400,7 +400,7 @@ def _enforce_contract(backbone, distribution: str) -> str:
             _remember_pass(backbone, distribution, marker)
         return "ran"
     others = sum(1 for c in checks if c.ok is False) - 1
-    more = f"; {others} more check(s) failed" if others else ""
+    more = f"; {others} more {'check' if others == 1 else 'checks'} failed" if others else ""
     raise PluginError(
         "backbone", backbone.id, distribution, failure.member, f"{failure.detail}{more}",
         f"run 'vip backbones check {backbone.id}' with the same --arch/--pretrained for the whole contract table",

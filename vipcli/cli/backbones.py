@@ -106,7 +106,8 @@ def check_command(
         forget_contract_passes(backbone_id)  # no later load may trust an earlier pass of this backbone
         raise VipError(f"backbone '{backbone_id}' fails {len(failed)} of {len(checks)} contract checks "
                        f"(first: {failed[0].name}: {failed[0].detail})",
-                       "see the table above; README 'Writing a backbone plugin' lists the contract")
+                       ("see `checks` in the JSON on stdout" if as_json else "see the table above")
+                       + "; README 'Writing a backbone plugin' lists the contract")
 
 
 def _print_table(backbone_id: str, checks, loaded_s: float) -> None:

@@ -42,6 +42,13 @@ def random_weights_banner(record: dict, what: str = "these results") -> str:
     """
     if not random_weights(record):
         return ""
-    return (f'<div class="banner" role="alert"><b>Random weights (--pretrained none).</b> The backbone was '
+    config = record.get("config") if isinstance(record.get("config"), dict) else {}
+    backbone = config.get("backbone") if isinstance(config.get("backbone"), dict) else {}
+    if "pretrained_option" in record:  # a run: the option as given ('' when left out), beside what the load said
+        asked = _is_random(record["pretrained_option"]) or _is_random(backbone.get("pretrained"))
+    else:  # a benchmark's stored config (its `pretrained` is the option), a 0.1.0 run's header
+        asked = _is_random(record.get("pretrained")) or _is_random(backbone.get("pretrained"))
+    why = "--pretrained none" if asked else "the backbone's default"  # a plugin random unless given weights
+    return (f'<div class="banner" role="alert"><b>Random weights ({why}).</b> The backbone was '
             f"not pretrained, so {html.text(what)} mean nothing except as a timing or plumbing test: do not "
             f"read the accuracies, probabilities, prediction sets or symptoms as what any method achieves.</div>")
