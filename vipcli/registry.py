@@ -399,8 +399,10 @@ def _enforce_contract(backbone, distribution: str) -> str:
         if marker is not None:
             _remember_pass(backbone, distribution, marker)
         return "ran"
+    from vipcli.console import counted
+
     others = sum(1 for c in checks if c.ok is False) - 1
-    more = f"; {others} more {'check' if others == 1 else 'checks'} failed" if others else ""
+    more = f"; {counted(others, 'more check')} failed" if others else ""
     raise PluginError(
         "backbone", backbone.id, distribution, failure.member, f"{failure.detail}{more}",
         f"run 'vip backbones check {backbone.id}' with the same --arch/--pretrained for the whole contract table",

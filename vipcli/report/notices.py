@@ -17,6 +17,12 @@ def _random_identity(described: dict) -> bool:
                for key in ("weights_sha256", "weights"))
 
 
+def _stored_backbone_config(record: dict) -> dict:
+    """A 0.1.0 run's `config.backbone` ({} where the record has none)."""
+    config = record.get("config") if isinstance(record.get("config"), dict) else {}
+    return config.get("backbone") if isinstance(config.get("backbone"), dict) else {}
+
+
 def random_weights(record: dict) -> bool:
     """Whether a run's metadata or a benchmark's stored config says the backbone had random weights.
 
@@ -26,10 +32,8 @@ def random_weights(record: dict) -> bool:
     weights (an unknown format) counts as not random.
     """
     described = record.get("backbone_describe") if isinstance(record.get("backbone_describe"), dict) else {}
-    config = record.get("config") if isinstance(record.get("config"), dict) else {}
-    backbone = config.get("backbone") if isinstance(config.get("backbone"), dict) else {}
     stated = (record.get("pretrained_option"), record.get("pretrained"), described.get("pretrained"),
-              backbone.get("pretrained"))
+              _stored_backbone_config(record).get("pretrained"))
     return any(_is_random(value) for value in stated) or _random_identity(described)
 
 
@@ -42,12 +46,10 @@ def random_weights_banner(record: dict, what: str = "these results") -> str:
     """
     if not random_weights(record):
         return ""
-    config = record.get("config") if isinstance(record.get("config"), dict) else {}
-    backbone = config.get("backbone") if isinstance(config.get("backbone"), dict) else {}
-    if "pretrained_option" in record:  # a run: the option as given ('' when left out), beside what the load said
-        asked = _is_random(record["pretrained_option"]) or _is_random(backbone.get("pretrained"))
-    else:  # a benchmark's stored config (its `pretrained` is the option), a 0.1.0 run's header
-        asked = _is_random(record.get("pretrained")) or _is_random(backbone.get("pretrained"))
+    # the option as given: a run's `pretrained_option` ('' when left out; its `pretrained` is what the load said),
+    # else a benchmark's stored config's `pretrained` or a 0.1.0 run's header
+    option = record["pretrained_option"] if "pretrained_option" in record else record.get("pretrained")
+    asked = _is_random(option) or _is_random(_stored_backbone_config(record).get("pretrained"))
     why = "--pretrained none" if asked else "the backbone's default"  # a plugin random unless given weights
     return (f'<div class="banner" role="alert"><b>Random weights ({why}).</b> The backbone was '
             f"not pretrained, so {html.text(what)} mean nothing except as a timing or plumbing test: do not "
